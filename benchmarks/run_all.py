@@ -1,0 +1,118 @@
+"""Run every benchmark under benchmarks/ and write benchmarks/RESULTS.md.
+
+Each benchmark is a script that measures a figure against its own baseline in the same run and
+prints, as the last JSON-object line of its stdout, a summary such as
+``{"name": "train_throughput", "ratio": 0.97, "target": 0.95, ...}``. This runner executes them
+one at a time (they would disturb each other's timings), collects those lines, and writes one
+table per benchmark together with the machine and the date.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+RESULTS = HERE / "RESULTS.md"
+
+
+def machine_description() -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    parts = [f"{os.cpu_count()} x {cpu}", f"Python {platform.python_version()}", platform.platform()]
+    try:
+        import torch
+
+        parts.append(f"torch {torch.__version__}")
+        if torch.cuda.is_available():
+            parts.append(f"GPU {torch.cuda.get_device_name(0)}")
+        else:
+            parts.append("no GPU")
+    except ImportError:
+        pass
+    return "; ".join(parts)
+
+
+def last_json_object(text: str) -> dict | None:
+    for line in reversed(text.strip().splitlines()):
+        line = line.strip()
+        if line.startswith("{") and line.endswith("}"):
+            try:
+                value = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if isinstance(value, dict):
+                return value
+    return None
+
+
+def run_benchmark(script: Path) -> tuple[dict | None, float, str]:
+    started = time.perf_counter()
+    proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, cwd=HERE.parent)
+    elapsed = time.perf_counter() - started
+    result = last_json_object(proc.stdout)
+    error = "" if proc.returncode == 0 else (proc.stderr.strip().splitlines() or ["(no stderr)"])[-1]
+    return result, elapsed, error
+
+
+def render(rows: list[tuple[str, dict | None, float, str]]) -> str:
+    now = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    out = [
+        "# Benchmark results",
+        "",
+        f"- Date: {now}",
+        f"- Machine: {machine_description()}",
+        "- Every figure is measured against its baseline in the same run (ratios), "
+        "so it is comparable across machines; absolute numbers are for this machine only.",
+        "",
+    ]
+    for name, result, elapsed, error in rows:
+        out.append(f"## {name}")
+        out.append("")
+        if result is None:
+            out.append(f"Failed after {elapsed:.0f} s: {error or 'no JSON summary line printed'}")
+            out.append("")
+            continue
+        out.append("| figure | value |")
+        out.append("|---|---|")
+        for key, value in result.items():
+            if isinstance(value, float):
+                value = f"{value:.4g}"
+            elif isinstance(value, (dict, list)):
+                value = json.dumps(value)
+            out.append(f"| {key} | {value} |")
+        out.append(f"| runtime (s) | {elapsed:.0f} |")
+        out.append("")
+    return "\n".join(out)
+
+
+def main(argv: list[str]) -> int:
+    only = set(argv)
+    scripts = sorted(p for p in HERE.glob("*.py") if p.name != Path(__file__).name)
+    rows = []
+    for script in scripts:
+        if only and script.stem not in only:
+            continue
+        print(f"== {script.stem}", flush=True)
+        result, elapsed, error = run_benchmark(script)
+        print(json.dumps(result) if result else f"failed: {error}", flush=True)
+        rows.append((script.stem, result, elapsed, error))
+    RESULTS.write_text(render(rows) + "\n")
+    print(f"wrote {RESULTS}")
+    return 0 if all(r[1] is not None for r in rows) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

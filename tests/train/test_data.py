@@ -1,0 +1,178 @@
+"""Training batches and validation windows, checked against streams built literally in the test."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from megadocs.errors import UserError
+from tests.train.test_synthetic import megadocs_from_store, write_assembled
+from train.data import VALIDATION_SEED, TrainingStreams, ValidationSet
+from train.store import TokenStore
+from train.streams import REAL, SYNTHETIC, VALIDATION, document_order
+from train.synthetic import load_synthetic
+
+CONTEXT = 64
+
+
+def literal_stream(tokens: np.ndarray, offsets: np.ndarray, order: np.ndarray, eos: int):
+    """Join documents in ``order`` with an EOS after each; return (tokens, document ids) per token."""
+    stream, owners = [], []
+    for doc in order:
+        piece = tokens[offsets[doc]:offsets[doc + 1]].tolist() + [eos]
+        stream += piece
+        owners += [int(doc)] * len(piece)
+    return np.array(stream), np.array(owners)
+
+
+def window(stream: np.ndarray, index: int) -> np.ndarray:
+    return stream[index * CONTEXT:(index + 1) * CONTEXT]
+
+
+@pytest.fixture(scope="module")
+def pool(tiny_store, tmp_path_factory):
+    pool = tmp_path_factory.mktemp("pool")
+    write_assembled(pool, "stitched", 2, megadocs_from_store(TokenStore.open(tiny_store)))
+    return pool
+
+
+def test_real_only_batches_are_windows_of_the_eos_joined_stream(tiny_store):
+    store = TokenStore.open(tiny_store)
+    train = store.split("train")
+    streams = TrainingStreams.build(tiny_store, context=CONTEXT, mixing_fraction=0.0, real_epochs=2,
+                                    batch_size=8, seed=5)
+    stream, owners = literal_stream(train.tokens, train.offsets, document_order(train.num_documents, 5, REAL),
+                                    store.eos_id)
+    assert streams.plan.real_windows == len(stream) // CONTEXT
+    assert streams.tokens_per_step == 8 * CONTEXT
+    for step in (0, 1, streams.total_steps // 2, streams.total_steps - 1):
+        batch = streams.batch(step)
+        real_ids, _ = streams.plan.batch(step)
+        assert batch["input_ids"].dtype == torch.long and batch["document_ids"].dtype == torch.long
+        assert batch["input_ids"].shape == (len(real_ids), CONTEXT)
+        assert not batch["is_synthetic"].any()
+        for row, index in enumerate(real_ids):
+            assert batch["input_ids"][row].tolist() == window(stream, index).tolist()
+            assert batch["document_ids"][row].tolist() == window(owners, index).tolist()
+
+
+def test_mixed_batches_take_round_m_b_synthetic_windows(tiny_store, pool):
+    store = TokenStore.open(tiny_store)
+    streams = TrainingStreams.build(tiny_store, synthetic={"pool": str(pool), "algorithm": "stitched", "g": 2},
+                                    context=CONTEXT, mixing_fraction=0.75, real_epochs=1, batch_size=8, seed=0)
+    documents = load_synthetic(pool, "stitched", 2, store)
+    stream, owners = literal_stream(documents.tokens, documents.offsets,
+                                    document_order(documents.num_documents, 0, SYNTHETIC), store.eos_id)
+    assert streams.plan.synthetic_windows == len(stream) // CONTEXT
+    assert (streams.plan.real_per_batch, streams.plan.synthetic_per_batch) == (2, 6)
+    assert streams.total_steps == -(-streams.plan.real_windows // 2)
+    for step in (0, 7, streams.total_steps - 2):
+        batch = streams.batch(step)
+        _, synthetic_ids = streams.plan.batch(step)
+        assert batch["is_synthetic"].tolist() == [False] * 2 + [True] * 6
+        rows = batch["input_ids"][2:]
+        for row, index in enumerate(synthetic_ids):
+            assert rows[row].tolist() == window(stream, index).tolist()
+            assert batch["document_ids"][2 + row].tolist() == window(owners, index).tolist()
+
+
+def test_stitched_windows_contain_eos_inside_documents(tiny_store, pool):
+    """A megadoc's segments are EOS-joined, so one document id spans several EOS tokens."""
+    streams = TrainingStreams.build(tiny_store, synthetic={"pool": pool, "algorithm": "stitched", "g": 2},
+                                    context=CONTEXT, mixing_fraction=0.5, real_epochs=1, batch_size=4, seed=0)
+    eos = TokenStore.open(tiny_store).eos_id
+    found = False
+    for step in range(streams.total_steps):
+        batch = streams.batch(step)
+        for tokens, documents in zip(batch["input_ids"][batch["is_synthetic"]],
+                                     batch["document_ids"][batch["is_synthetic"]]):
+            eos_positions = (tokens == eos).nonzero().flatten().tolist()
+            owners = [documents[p].item() for p in eos_positions]
+            if len(owners) != len(set(owners)):
+                found = True
+                break
+        if found:
+            break
+    assert found
+
+
+def test_batches_are_random_access_and_seeded(tiny_store):
+    build = dict(context=CONTEXT, mixing_fraction=0.0, real_epochs=3, batch_size=4)
+    a = TrainingStreams.build(tiny_store, seed=1, **build)
+    b = TrainingStreams.build(tiny_store, seed=1, **build)
+    c = TrainingStreams.build(tiny_store, seed=2, **build)
+    step = a.total_steps - 3
+    assert torch.equal(a.batch(step)["input_ids"], b.batch(step)["input_ids"])
+    assert not torch.equal(a.batch(step)["input_ids"], c.batch(step)["input_ids"])
+
+
+def test_synthetic_config_may_be_an_object(tiny_store, pool):
+    class Spec:
+        def __init__(self):
+            self.pool, self.algorithm, self.g = pool, "stitched", 2
+
+    streams = TrainingStreams.build(tiny_store, synthetic=Spec(), context=CONTEXT, mixing_fraction=0.5,
+                                    real_epochs=1, batch_size=4, seed=0)
+    assert streams.plan.synthetic_per_batch == 2
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"mixing_fraction": 0.5}, r"^data\.synthetic: mixing_fraction 0\.5 needs a synthetic stream"),
+        ({"mixing_fraction": 0.5, "synthetic": {"pool": "/nonexistent", "algorithm": "simple", "g": 4}},
+         r"^data\.synthetic: .*megadocs gen assemble"),
+        ({"mixing_fraction": 0.5, "synthetic": {"pool": "/x", "algorithm": "simple"}},
+         r"^data\.synthetic: missing g"),
+        ({"context": 10**7}, r"^data\.context: .*holds no full window"),
+        ({"context": 1}, r"^data\.context: expected >= 2"),
+        ({"batch_size": 0}, r"^optim\.batch_size: expected >= 1"),
+        ({"real_epochs": 0}, r"^data\.real_epochs: "),
+        ({"mixing_fraction": 1.0}, r"^data\.mixing_fraction: "),
+    ],
+)
+def test_bad_settings_name_the_config_field(tiny_store, changes, message):
+    settings = dict(context=CONTEXT, mixing_fraction=0.0, real_epochs=1, batch_size=8, seed=0)
+    with pytest.raises(UserError, match=message):
+        TrainingStreams.build(tiny_store, **{**settings, **changes})
+
+
+def test_mixing_fraction_that_rounds_away_is_refused(tiny_store, pool):
+    with pytest.raises(UserError, match=r"^data\.mixing_fraction: .*rounds to 0 synthetic windows"):
+        TrainingStreams.build(tiny_store, synthetic={"pool": pool, "algorithm": "stitched", "g": 2},
+                              context=CONTEXT, mixing_fraction=0.05, real_epochs=1, batch_size=8, seed=0)
+
+
+def test_validation_windows_are_fixed_real_text(tiny_store):
+    store = TokenStore.open(tiny_store)
+    val = store.split("val")
+    first = ValidationSet.build(tiny_store, context=CONTEXT, max_windows=30)
+    second = ValidationSet.build(tiny_store, context=CONTEXT, max_windows=30)
+    assert torch.equal(first.input_ids, second.input_ids)
+    assert first.input_ids.shape == first.document_ids.shape == (30, CONTEXT)
+    stream, owners = literal_stream(val.tokens, val.offsets,
+                                    document_order(val.num_documents, VALIDATION_SEED, VALIDATION), store.eos_id)
+    assert first.input_ids.flatten().tolist() == stream[:30 * CONTEXT].tolist()
+    assert first.document_ids.flatten().tolist() == owners[:30 * CONTEXT].tolist()
+    everything = ValidationSet.build(tiny_store, context=CONTEXT, max_windows=10**6)
+    assert everything.num_windows == len(stream) // CONTEXT
+
+
+def test_validation_short_and_long_halves(tiny_store):
+    val = TokenStore.open(tiny_store).split("val")
+    valid = ValidationSet.build(tiny_store, context=CONTEXT)
+    lengths = np.diff(val.offsets)
+    assert len(valid.is_long_document) == val.num_documents == 24
+    assert int(valid.is_long_document.sum()) == 12  # distinct lengths: exactly half above the median
+    shortest, longest = int(np.argmin(lengths)), int(np.argmax(lengths))
+    assert not valid.is_long_document[shortest] and valid.is_long_document[longest]
+    assert torch.equal(valid.is_long_token, valid.is_long_document[valid.document_ids])
+    assert valid.is_long_token.any() and (~valid.is_long_token).any()
+
+
+def test_validation_needs_one_window(tiny_store):
+    with pytest.raises(UserError, match=r"split 'val' .* holds no full window"):
+        ValidationSet.build(tiny_store, context=10**7)
+    with pytest.raises(UserError, match="split 'test' not in the store"):
+        ValidationSet.build(tiny_store, split="test", context=CONTEXT)

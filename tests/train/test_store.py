@@ -1,0 +1,238 @@
+"""Token stores: round trips, counts, held-out choice, atomic writes, tokenizers and the CLI."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from transformers import AutoTokenizer
+
+import train.store as store_module
+from megadocs.cli import main
+from megadocs.corpus import iter_documents
+from megadocs.errors import UserError
+from train.store import EOS_TOKEN, TokenStore, prepare, train_bpe_tokenizer
+
+VOCAB = 300
+
+
+@pytest.fixture(scope="module")
+def stdlib_texts():
+    return [doc.text for doc in iter_documents("stdlib")][:40]
+
+
+@pytest.fixture
+def small_corpus(tmp_path, stdlib_texts):
+    """40 real documents with three empty ones in between, as jsonl."""
+    rows = [{"id": f"doc{i}", "text": text} for i, text in enumerate(stdlib_texts)]
+    for position in (3, 17, 30):
+        rows.insert(position, {"id": f"empty{position}", "text": "  \n"})
+    path = tmp_path / "corpus.jsonl"
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    return path
+
+
+def assert_round_trip(store: TokenStore, split: str):
+    tokenizer = store.tokenizer()
+    documents = list(store.split(split).documents())
+    assert len(documents) == store.split(split).num_documents
+    for i, doc in enumerate(documents):
+        assert tokenizer.decode(store.split(split).document(i).tolist()) == doc.text
+
+
+def test_tiny_store_round_trips_and_counts(tiny_store):
+    store = TokenStore.open(tiny_store)
+    for split in ("train", "val"):
+        assert_round_trip(store, split)
+        data = store.split(split)
+        counts = store.manifest["splits"][split]
+        assert counts["documents"] == data.num_documents == len(data.doc_ids)
+        assert counts["tokens"] == data.num_tokens == len(data.tokens)
+        assert data.tokens.dtype == np.uint32 and data.offsets.dtype == np.int64
+        assert (np.diff(data.offsets) > 0).all()
+        assert data.tokens.max() < store.vocab_size
+        assert (data.tokens != store.eos_id).all()  # no EOS stored
+    assert store.manifest["splits"]["val"]["documents"] == 24
+    assert store.manifest["splits"]["train"]["documents"] == 160 - 24
+    first_160 = [doc.doc_id for doc in iter_documents("stdlib")][:160]
+    train_ids, val_ids = store.split("train").doc_ids, store.split("val").doc_ids
+    assert sorted(train_ids + val_ids) == sorted(first_160)
+    assert train_ids == [i for i in first_160 if i in set(train_ids)]  # corpus order kept
+
+
+def test_tiny_store_tokenizer_loads_with_auto_tokenizer(tiny_store):
+    store = TokenStore.open(tiny_store)
+    tokenizer = AutoTokenizer.from_pretrained(tiny_store / "tokenizer")
+    assert tokenizer.is_fast
+    assert len(tokenizer) == store.vocab_size == 512
+    assert tokenizer.eos_token == EOS_TOKEN and tokenizer.eos_token_id == store.eos_id
+    text = "Return the sum of  two\tnumbers.\n\nÜnïcode ✓"
+    assert tokenizer.decode(tokenizer.encode(text, add_special_tokens=False)) == text
+    chat = tokenizer.apply_chat_template([{"role": "user", "content": "Hello"}], tokenize=False,
+                                         add_generation_prompt=True)
+    assert "Hello" in chat and chat.endswith("<|assistant|>\n")
+    assert len(store.tokenizer_hash) == 16
+
+
+def test_empty_documents_are_skipped_and_counted(small_corpus, tmp_path):
+    store = prepare(small_corpus, tmp_path / "store", vocab_size=VOCAB, val_docs=5, seed=0)
+    splits = store.manifest["splits"]
+    assert splits["val"]["documents"] == 5  # exactly val_docs non-empty documents held out
+    assert splits["train"]["documents"] == 40 - 5
+    assert splits["train"]["skipped_empty"] + splits["val"]["skipped_empty"] == 3
+    all_ids = store.split("train").doc_ids + store.split("val").doc_ids
+    assert not any(i.startswith("empty") for i in all_ids)
+    assert_round_trip(store, "val")
+
+
+def test_held_out_documents_depend_only_on_the_seed(small_corpus, tmp_path):
+    a = prepare(small_corpus, tmp_path / "a", vocab_size=VOCAB, val_docs=5, seed=0)
+    b = prepare(small_corpus, tmp_path / "b", vocab_size=VOCAB, val_docs=5, seed=0)
+    c = prepare(small_corpus, tmp_path / "c", vocab_size=VOCAB, val_docs=5, seed=1)
+    assert a.split("val").doc_ids == b.split("val").doc_ids
+    assert a.split("val").doc_ids != c.split("val").doc_ids
+    assert a.tokenizer_hash == b.tokenizer_hash
+    assert np.array_equal(a.split("train").tokens, b.split("train").tokens)
+
+
+def test_max_docs_limits_documents_before_the_split(small_corpus, tmp_path):
+    store = prepare(small_corpus, tmp_path / "s", vocab_size=VOCAB, val_docs=2, max_docs=10)
+    splits = store.manifest["splits"]
+    # the first 10 lines hold one empty document (line 4)
+    assert splits["train"]["documents"] + splits["val"]["documents"] == 9
+
+
+def test_default_val_docs_is_five_percent():
+    assert store_module.default_val_docs(164_000) == 1000
+    assert store_module.default_val_docs(376) == 19
+    assert store_module.default_val_docs(3) == 1
+
+
+def test_bad_line_raises_and_leaves_no_store(tmp_path):
+    corpus = tmp_path / "c.jsonl"
+    corpus.write_text('{"text": "fine"}\n{"text": "fine too"}\n{"txt": "typo"}\n')
+    with pytest.raises(UserError, match=r"c\.jsonl:3: "):
+        prepare(corpus, tmp_path / "out", vocab_size=VOCAB, val_docs=1)
+    assert not (tmp_path / "out").exists()
+    assert not list(tmp_path.glob(".out.tmp-*"))
+
+
+def test_interrupted_prepare_leaves_nothing_that_looks_complete(small_corpus, tmp_path, monkeypatch):
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    out = tmp_path / "store"
+    with monkeypatch.context() as patch:
+        patch.setattr(store_module, "_tokenize_split", interrupted)
+        with pytest.raises(KeyboardInterrupt):
+            prepare(small_corpus, out, vocab_size=VOCAB, val_docs=5)
+    assert not out.exists() and not list(tmp_path.glob(".store.tmp-*"))
+    with pytest.raises(UserError, match="not a token store"):
+        TokenStore.open(tmp_path)
+    store = prepare(small_corpus, out, vocab_size=VOCAB, val_docs=5)  # the re-run completes
+    assert_round_trip(store, "val")
+
+
+def test_abandoned_attempts_of_dead_processes_are_removed(small_corpus, tmp_path):
+    import os
+    import socket
+
+    host = socket.gethostname()
+    dead = tmp_path / f".store.tmp-{host}-{2**22 + 12345}-abc"  # above any default pid_max
+    alive = tmp_path / f".store.tmp-{host}-{os.getpid()}-def"  # e.g. a concurrent prepare
+    for attempt in (dead, alive):
+        attempt.mkdir()
+        (attempt / "train.tokens").write_bytes(b"partial")
+    prepare(small_corpus, tmp_path / "store", vocab_size=VOCAB, val_docs=5)
+    assert not dead.exists() and alive.exists()
+
+
+def test_rerun_on_a_complete_store_is_a_no_op(small_corpus, tmp_path, capsys):
+    out = tmp_path / "store"
+    prepare(small_corpus, out, vocab_size=VOCAB, val_docs=5)
+    before = (out / "manifest.json").read_text()
+    tokens_mtime = (out / "train.tokens").stat().st_mtime_ns
+    capsys.readouterr()
+    prepare(small_corpus, out, vocab_size=VOCAB, val_docs=5)
+    assert "already prepared" in capsys.readouterr().err
+    assert (out / "manifest.json").read_text() == before
+    assert (out / "train.tokens").stat().st_mtime_ns == tokens_mtime
+    with pytest.raises(UserError, match="already holds a token store"):
+        prepare(small_corpus, out, vocab_size=VOCAB + 10, val_docs=5)
+
+
+def test_refuses_to_write_into_a_non_empty_directory(small_corpus, tmp_path):
+    (tmp_path / "busy").mkdir()
+    (tmp_path / "busy" / "notes.txt").write_text("mine")
+    with pytest.raises(UserError, match="exists and is not a token store"):
+        prepare(small_corpus, tmp_path / "busy", vocab_size=VOCAB, val_docs=5)
+    assert (tmp_path / "busy" / "notes.txt").read_text() == "mine"
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({}, "exactly one of --tokenizer"),
+        ({"vocab_size": VOCAB, "tokenizer": "x"}, "exactly one of --tokenizer"),
+        ({"vocab_size": 100}, "vocab_size: expected >= 257"),
+        ({"vocab_size": VOCAB, "val_docs": 0}, "val_docs: expected >= 1"),
+        ({"vocab_size": VOCAB, "val_docs": 40}, "val_docs: 40 held-out documents leave none"),
+        ({"tokenizer": "/nonexistent/tok"}, "tokenizer: /nonexistent/tok is not a directory"),
+    ],
+)
+def test_bad_options_are_refused(small_corpus, tmp_path, options, message):
+    with pytest.raises(UserError, match=message):
+        prepare(small_corpus, tmp_path / "s", **options)
+
+
+def test_existing_hf_tokenizer_directory(small_corpus, tmp_path, stdlib_texts):
+    tokenizer_dir = tmp_path / "my-tokenizer"
+    train_bpe_tokenizer(stdlib_texts[:10], 280).save_pretrained(tokenizer_dir)
+    store = prepare(small_corpus, tmp_path / "s", tokenizer=tokenizer_dir, val_docs=5)
+    reference = AutoTokenizer.from_pretrained(tokenizer_dir)
+    assert store.vocab_size == len(reference) == 280
+    assert store.eos_id == reference.eos_token_id
+    first = next(iter(store.split("train").documents()))
+    assert store.split("train").document(0).tolist() == reference.encode(first.text, add_special_tokens=False)
+    assert_round_trip(store, "train")
+
+
+def test_parquet_and_txt_directory_sources(tmp_path, stdlib_texts):
+    parquet = tmp_path / "c.parquet"
+    pq.write_table(pa.table({"text": stdlib_texts[:12]}), parquet)
+    from_parquet = prepare(parquet, tmp_path / "p", vocab_size=VOCAB, val_docs=2)
+    assert from_parquet.manifest["splits"]["train"]["documents"] == 10
+    assert_round_trip(from_parquet, "train")
+
+    texts = tmp_path / "texts"
+    texts.mkdir()
+    for i, text in enumerate(stdlib_texts[:12]):
+        (texts / f"{i:02d}.txt").write_text(text)
+    from_txt = prepare(texts, tmp_path / "t", vocab_size=VOCAB, val_docs=2)
+    assert sorted(from_txt.split("train").doc_ids + from_txt.split("val").doc_ids) == \
+        [f"{i:02d}.txt" for i in range(12)]
+    assert_round_trip(from_txt, "val")
+
+
+def test_open_refuses_a_directory_that_is_not_a_store(tmp_path):
+    with pytest.raises(UserError, match="token store not found"):
+        TokenStore.open(tmp_path / "missing")
+    with pytest.raises(UserError, match="not a token store"):
+        TokenStore.open(tmp_path)
+
+
+def test_cli_prepare_and_info(small_corpus, tmp_path, capsys):
+    out = tmp_path / "cli-store"
+    status = main(["data", "prepare", "--corpus", str(small_corpus), "--out", str(out),
+                   "--vocab-size", str(VOCAB), "--val-docs", "5"])
+    printed = capsys.readouterr().out
+    assert status == 0
+    assert "train: 35 documents" in printed and "val: 5 documents" in printed
+    assert "empty skipped" in printed
+    assert main(["data", "info", str(out), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["splits"]["val"]["documents"] == 5
+    assert main(["data", "info", str(tmp_path)]) == 2
+    assert "not a token store" in capsys.readouterr().err

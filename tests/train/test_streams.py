@@ -1,0 +1,204 @@
+"""Property tests of the stream and mixing arithmetic against paper.md "Data streams and mixing"."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from train.streams import (
+    MixingPlan,
+    StreamLayout,
+    chunk_boundaries,
+    document_order,
+    round_half_up,
+    window_order,
+)
+
+FAST = settings(max_examples=60, deadline=None)
+
+
+@st.composite
+def plans(draw, *, mixing=True):
+    batch_size = draw(st.integers(1, 24))
+    real_windows = draw(st.integers(1, 60))
+    epochs = draw(st.integers(1, 5))
+    seed = draw(st.integers(0, 2**31))
+    if mixing and batch_size >= 2 and draw(st.booleans()):
+        synthetic_per_batch = draw(st.integers(1, batch_size - 1))
+        m = synthetic_per_batch / batch_size
+        synthetic_windows = draw(st.integers(1, 80))
+    else:
+        m, synthetic_windows = 0.0, draw(st.sampled_from([0, 5]))
+    return MixingPlan(real_windows=real_windows, synthetic_windows=synthetic_windows,
+                      batch_size=batch_size, mixing_fraction=m, real_epochs=epochs, seed=seed)
+
+
+def all_batches(plan: MixingPlan):
+    return [plan.batch(step) for step in range(plan.total_steps)]
+
+
+@FAST
+@given(plans())
+def test_every_real_window_is_seen_exactly_epochs_times(plan):
+    seen = np.concatenate([real for real, _ in all_batches(plan)])
+    counts = np.bincount(seen, minlength=plan.real_windows)
+    assert (counts == plan.real_epochs).all()
+
+
+@FAST
+@given(plans())
+def test_full_batches_have_round_m_b_synthetic_windows(plan):
+    batches = all_batches(plan)
+    expected = round_half_up(plan.mixing_fraction * plan.batch_size)
+    for real, synthetic in batches[:-1]:
+        assert len(synthetic) == expected
+        assert len(real) + len(synthetic) == plan.batch_size
+    last_real, last_synthetic = batches[-1]
+    assert 1 <= len(last_real) <= plan.real_per_batch
+    assert len(last_real) + len(last_synthetic) <= plan.batch_size
+
+
+@FAST
+@given(plans())
+def test_total_steps_match_the_formula(plan):
+    r = plan.batch_size - round_half_up(plan.mixing_fraction * plan.batch_size)
+    assert plan.total_steps == math.ceil(plan.real_epochs * plan.real_windows / r)
+    if (plan.real_epochs * plan.real_windows) % r == 0:
+        # paper.md: real steps per epoch * epochs / (1 - m), when everything divides
+        real_steps_per_epoch = plan.real_windows / plan.batch_size
+        assert plan.total_steps == pytest.approx(
+            real_steps_per_epoch * plan.real_epochs / (1 - plan.mixing_fraction))
+
+
+@FAST
+@given(plans())
+def test_synthetic_stream_cycles_through_its_fixed_order(plan):
+    synthetic = np.concatenate([s for _, s in all_batches(plan)] + [np.zeros(0, np.int64)])
+    if plan.mixing_fraction == 0:
+        assert synthetic.size == 0
+        return
+    order = window_order(plan.synthetic_windows, plan.seed, stream=1)
+    expected = order[np.arange(synthetic.size) % plan.synthetic_windows]
+    assert (synthetic == expected).all()
+    assert sorted(order.tolist()) == list(range(plan.synthetic_windows))
+
+
+@FAST
+@given(plans())
+def test_real_windows_follow_one_permutation_reused_every_epoch(plan):
+    real = np.concatenate([r for r, _ in all_batches(plan)])
+    epochs = real.reshape(plan.real_epochs, plan.real_windows)
+    assert (epochs == epochs[0]).all()
+    assert sorted(epochs[0].tolist()) == list(range(plan.real_windows))
+
+
+@FAST
+@given(plans(), st.data())
+def test_batch_is_deterministic_and_random_access(plan, data):
+    step = data.draw(st.integers(0, plan.total_steps - 1))
+    twin = MixingPlan(**{f: getattr(plan, f) for f in plan.__dataclass_fields__})
+    for got, want in zip(twin.batch(step), plan.batch(step)):
+        assert (got == want).all()
+
+
+def test_batch_depends_on_seed():
+    a = MixingPlan(real_windows=500, synthetic_windows=500, batch_size=8, mixing_fraction=0.5,
+                   real_epochs=1, seed=0)
+    b = MixingPlan(real_windows=500, synthetic_windows=500, batch_size=8, mixing_fraction=0.5,
+                   real_epochs=1, seed=1)
+    assert not all((x == y).all() for x, y in zip(a.batch(0), b.batch(0)))
+
+
+def test_paper_example_counts():
+    plan = MixingPlan(real_windows=6400, synthetic_windows=10**6, batch_size=64, mixing_fraction=0.75,
+                      real_epochs=16, seed=0)
+    assert (plan.synthetic_per_batch, plan.real_per_batch) == (48, 16)
+    assert plan.total_steps == 6400 // 64 * 16 * 4  # real steps per epoch * epochs / (1 - m)
+
+
+def test_real_only_plan_needs_no_synthetic_stream():
+    plan = MixingPlan(real_windows=10, synthetic_windows=0, batch_size=4, mixing_fraction=0.0,
+                      real_epochs=3, seed=0)
+    assert plan.total_steps == 8
+    assert [len(plan.batch(s)[0]) for s in range(8)] == [4] * 7 + [2]
+    assert all(len(plan.batch(s)[1]) == 0 for s in range(8))
+
+
+def test_one_window_corpus_repeats_that_window():
+    plan = MixingPlan(real_windows=1, synthetic_windows=3, batch_size=4, mixing_fraction=0.5,
+                      real_epochs=3, seed=0)
+    assert plan.total_steps == 2
+    assert plan.batch(0)[0].tolist() == [0, 0]
+    assert plan.batch(1)[0].tolist() == [0]
+    assert len(plan.batch(1)[1]) == 1  # the short last step keeps the mix
+
+
+@pytest.mark.parametrize(
+    ("changes", "field"),
+    [
+        ({"mixing_fraction": 1.0}, "mixing_fraction"),
+        ({"mixing_fraction": -0.1}, "mixing_fraction"),
+        ({"mixing_fraction": 0.99}, "mixing_fraction"),  # rounds to the whole batch
+        ({"mixing_fraction": 0.01}, "mixing_fraction"),  # rounds to no synthetic window
+        ({"synthetic_windows": 0}, "synthetic_windows"),
+        ({"real_windows": 0}, "real_windows"),
+        ({"batch_size": 0}, "batch_size"),
+        ({"real_epochs": 0}, "real_epochs"),
+        ({"real_epochs": 1.5}, "real_epochs"),
+    ],
+)
+def test_refuses_bad_plans_naming_the_field(changes, field):
+    fields = dict(real_windows=10, synthetic_windows=10, batch_size=8, mixing_fraction=0.5,
+                  real_epochs=1, seed=0)
+    with pytest.raises(ValueError, match=f"^{field}: "):
+        MixingPlan(**{**fields, **changes})
+
+
+def test_steps_outside_the_plan_are_refused():
+    plan = MixingPlan(real_windows=4, synthetic_windows=0, batch_size=2, mixing_fraction=0.0,
+                      real_epochs=1, seed=0)
+    with pytest.raises(IndexError):
+        plan.batch(plan.total_steps)
+    with pytest.raises(IndexError):
+        plan.batch(-1)
+
+
+@FAST
+@given(st.lists(st.integers(0, 40), min_size=1, max_size=30), st.integers(1, 50), st.integers(0, 99))
+def test_layout_is_concat_and_chunk_with_eos(lengths, context, seed):
+    """locate() agrees with literally joining the documents with EOS and cutting windows."""
+    lengths = np.array(lengths)
+    layout = StreamLayout.build(lengths, context=context, seed=seed, stream=0)
+    stream = []  # (document, offset) per token; offset == length is the EOS
+    for doc in layout.order:
+        stream += [(doc, offset) for offset in range(lengths[doc] + 1)]
+    assert layout.num_tokens == len(stream)
+    assert layout.num_windows == len(stream) // context  # partial tail dropped
+    if layout.num_windows == 0:
+        return
+    documents, offsets = layout.locate(np.arange(layout.num_windows))
+    got = list(zip(documents.ravel().tolist(), offsets.ravel().tolist()))
+    assert got == [(int(d), int(o)) for d, o in stream[: layout.num_windows * context]]
+
+
+def test_document_order_is_a_seeded_permutation():
+    a, b = document_order(100, seed=3), document_order(100, seed=3)
+    assert (a == b).all() and sorted(a.tolist()) == list(range(100))
+    assert not (a == document_order(100, seed=4)).all()
+    assert not (a == document_order(100, seed=3, stream=1)).all()  # streams are independent
+
+
+def test_chunk_boundaries_counts_one_eos_per_document():
+    starts, windows = chunk_boundaries(np.array([3, 0, 5]), context=4)
+    assert starts.tolist() == [0, 4, 5, 11]
+    assert windows == 2
+    with pytest.raises(ValueError, match="context"):
+        chunk_boundaries(np.array([3]), context=0)
+
+
+def test_round_half_up():
+    assert [round_half_up(x) for x in (0.5, 1.5, 2.5, 2.4999, 48.0)] == [1, 2, 3, 2, 48]

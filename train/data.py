@@ -1,0 +1,219 @@
+"""Training batches and validation windows as torch tensors, read straight from the token arrays.
+
+Streams are never materialized: a window's tokens are gathered from the memory-mapped token
+store (or synthetic cache) through :class:`train.streams.StreamLayout`, which maps each token
+position to (document, offset). A step costs O(batch * context) whatever the corpus size, and
+nothing is written next to the store.
+
+``document_ids`` give, per token, the index of its source document inside its stream (store
+split order for real text and validation, assembled-file order for synthetic text); the EOS that
+ends a document belongs to it. Equal ids within a row mark the same document, which is what a
+same-document attention mask (``data.document_mask``) needs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from megadocs.errors import UserError
+from train.store import TokenizedDocuments, TokenStore
+from train.streams import REAL, SYNTHETIC, VALIDATION, MixingPlan, StreamLayout
+from train.synthetic import load_synthetic
+
+__all__ = ["TrainingStreams", "ValidationSet", "TokenStream", "VALIDATION_SEED"]
+
+# Validation windows never depend on the training seed.
+VALIDATION_SEED = 0
+_PLAN_FIELDS = {"batch_size": "optim.batch_size", "real_windows": "data.context",
+                "synthetic_windows": "data.synthetic"}
+
+
+@dataclass(frozen=True, eq=False)
+class TokenStream:
+    """Documents (flat tokens + offsets) laid out as one EOS-joined stream of windows."""
+
+    tokens: np.ndarray
+    offsets: np.ndarray
+    layout: StreamLayout
+    eos_id: int
+
+    @classmethod
+    def build(cls, documents: TokenizedDocuments, *, eos_id: int, context: int, seed: int,
+              stream: int) -> TokenStream:
+        layout = StreamLayout.build(documents.lengths, context=context, seed=seed, stream=stream)
+        return cls(documents.tokens, documents.offsets, layout, eos_id)
+
+    @property
+    def num_windows(self) -> int:
+        return self.layout.num_windows
+
+    def windows(self, window_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``(tokens, document_ids)`` of the given windows, both int64 ``[len(ids), context]``."""
+        documents, offsets = self.layout.locate(window_ids)
+        is_eos = offsets == self.layout.lengths[documents]
+        index = np.where(is_eos, 0, self.offsets[documents] + offsets)
+        tokens = np.where(is_eos, self.eos_id, self.tokens[index.ravel()].reshape(index.shape))
+        return tokens.astype(np.int64), documents
+
+
+@dataclass(frozen=True, eq=False)
+class TrainingStreams:
+    """The real and synthetic streams of a run and the plan that mixes them into batches.
+
+    Example:
+        >>> streams = TrainingStreams.build("runs/demo/data", context=256, mixing_fraction=0.0,
+        ...                                 real_epochs=2, batch_size=8, seed=0)  # doctest: +SKIP
+        >>> streams.batch(0)["input_ids"].shape  # doctest: +SKIP
+        torch.Size([8, 256])
+    """
+
+    plan: MixingPlan
+    context: int
+    real: TokenStream
+    synthetic: TokenStream | None
+    eos_id: int
+    vocab_size: int
+
+    @classmethod
+    def build(
+        cls,
+        store_dir: str | Path,
+        *,
+        synthetic: Mapping[str, Any] | Any | None = None,
+        context: int,
+        mixing_fraction: float = 0.0,
+        real_epochs: int = 1,
+        batch_size: int,
+        seed: int = 0,
+    ) -> TrainingStreams:
+        """Open the store (and the synthetic documents when ``mixing_fraction > 0``).
+
+        Args:
+            synthetic: ``{pool, algorithm, g}`` (a mapping or an object with those attributes),
+                or None for real data only. Not read when ``mixing_fraction`` is 0.
+
+        Raises:
+            UserError: naming the config field (``data.*`` or ``optim.batch_size``).
+        """
+        if context < 2:
+            raise UserError(f"data.context: expected >= 2 tokens, got {context}")
+        if not 0.0 <= mixing_fraction < 1.0:  # checked before any synthetic file is read
+            raise UserError(f"data.mixing_fraction: expected a value in [0, 1), got {mixing_fraction}")
+        store = TokenStore.open(store_dir)
+        real = TokenStream.build(store.split("train"), eos_id=store.eos_id, context=context, seed=seed,
+                                 stream=REAL)
+        if real.num_windows < 1:
+            raise UserError(f"data.context: the real stream ({real.layout.num_tokens:,} tokens with EOS) "
+                            f"holds no full window of {context} tokens (use a shorter context)")
+        synthetic_stream = None
+        if mixing_fraction > 0:
+            if synthetic is None:
+                raise UserError(f"data.synthetic: mixing_fraction {mixing_fraction} needs a synthetic "
+                                f"stream ({{pool, algorithm, g}}), got none")
+            spec = _synthetic_spec(synthetic)
+            documents = load_synthetic(spec["pool"], spec["algorithm"], spec["g"], store)
+            synthetic_stream = TokenStream.build(documents, eos_id=store.eos_id, context=context, seed=seed,
+                                                 stream=SYNTHETIC)
+        try:
+            plan = MixingPlan(
+                real_windows=real.num_windows,
+                synthetic_windows=0 if synthetic_stream is None else synthetic_stream.num_windows,
+                batch_size=batch_size, mixing_fraction=mixing_fraction, real_epochs=real_epochs, seed=seed,
+            )
+        except ValueError as exc:
+            field, _, message = str(exc).partition(": ")
+            raise UserError(f"{_PLAN_FIELDS.get(field, 'data.' + field)}: {message}") from None
+        return cls(plan, context, real, synthetic_stream, store.eos_id, store.vocab_size)
+
+    @property
+    def total_steps(self) -> int:
+        return self.plan.total_steps
+
+    @property
+    def tokens_per_step(self) -> int:
+        """Tokens of a full step (the last step may be shorter; see :mod:`train.streams`)."""
+        return self.plan.batch_size * self.context
+
+    def batch(self, step: int) -> dict[str, torch.Tensor]:
+        """The batch of ``step`` (any step, no replay): real rows first, then synthetic rows.
+
+        Returns:
+            ``input_ids`` and ``document_ids``: LongTensor ``[rows, context]``;
+            ``is_synthetic``: BoolTensor ``[rows]``. ``rows`` is the batch size except on a
+            short last step.
+        """
+        real_ids, synthetic_ids = self.plan.batch(step)
+        tokens, documents = self.real.windows(real_ids)
+        if synthetic_ids.size:
+            synthetic_tokens, synthetic_documents = self.synthetic.windows(synthetic_ids)
+            tokens = np.concatenate([tokens, synthetic_tokens])
+            documents = np.concatenate([documents, synthetic_documents])
+        is_synthetic = np.arange(len(tokens)) >= len(real_ids)
+        return {
+            "input_ids": torch.from_numpy(tokens),  # [rows, context]
+            "document_ids": torch.from_numpy(documents),  # [rows, context]
+            "is_synthetic": torch.from_numpy(is_synthetic),  # [rows]
+        }
+
+
+def _synthetic_spec(synthetic: Mapping[str, Any] | Any) -> dict[str, Any]:
+    if not isinstance(synthetic, Mapping):
+        synthetic = {key: getattr(synthetic, key, None) for key in ("pool", "algorithm", "g")}
+    missing = [key for key in ("pool", "algorithm", "g") if synthetic.get(key) in (None, "")]
+    if missing:
+        raise UserError(f"data.synthetic: missing {', '.join(missing)} (expected {{pool, algorithm, g}})")
+    return {"pool": synthetic["pool"], "algorithm": str(synthetic["algorithm"]), "g": int(synthetic["g"])}
+
+
+@dataclass(frozen=True, eq=False)
+class ValidationSet:
+    """Fixed held-out windows of real text, the same for every run on the same store.
+
+    The split's documents are EOS-joined in an order fixed by :data:`VALIDATION_SEED` and the
+    first ``max_windows`` windows are kept. ``is_long_document[d]`` is True when document ``d``
+    is longer than the median document of the split: it splits the i.i.d. loss into its short
+    and long halves (a token belongs to the half of its document).
+    """
+
+    input_ids: torch.Tensor
+    """LongTensor ``[N, context]``."""
+    document_ids: torch.Tensor
+    """LongTensor ``[N, context]``: index of each token's document in the split."""
+    is_long_document: torch.Tensor
+    """BoolTensor ``[documents in split]``."""
+    split: str
+
+    @classmethod
+    def build(cls, store_dir: str | Path, *, split: str = "val", context: int,
+              max_windows: int | None = None) -> ValidationSet:
+        """Raises UserError when the split holds no full window of ``context`` tokens."""
+        store = TokenStore.open(store_dir)
+        documents = store.split(split)
+        stream = TokenStream.build(documents, eos_id=store.eos_id, context=context, seed=VALIDATION_SEED,
+                                   stream=VALIDATION)
+        if stream.num_windows < 1:
+            raise UserError(f"{store.path}: split {split!r} ({stream.layout.num_tokens:,} tokens with EOS) "
+                            f"holds no full window of {context} tokens (prepare with more --val-docs "
+                            f"or use a shorter data.context)")
+        if max_windows is not None and max_windows < 1:
+            raise UserError(f"eval.val_windows: expected >= 1, got {max_windows}")
+        count = stream.num_windows if max_windows is None else min(max_windows, stream.num_windows)
+        tokens, document_ids = stream.windows(np.arange(count))
+        lengths = documents.lengths
+        return cls(torch.from_numpy(tokens), torch.from_numpy(document_ids),
+                   torch.from_numpy(lengths > np.median(lengths)), split)
+
+    @property
+    def num_windows(self) -> int:
+        return self.input_ids.shape[0]
+
+    @property
+    def is_long_token(self) -> torch.Tensor:
+        """BoolTensor ``[N, context]``: the token's document is in the long half."""
+        return self.is_long_document[self.document_ids]

@@ -1,0 +1,417 @@
+"""Token stores: a corpus tokenized once into flat memory-mapped arrays (docs/architecture.md).
+
+Layout of a store directory::
+
+    manifest.json          format, source + hash, tokenizer hash, vocab size, eos id, counts
+    tokenizer/             HF tokenizer directory (AutoTokenizer.from_pretrained works on it)
+    {split}.tokens         flat uint32 memmap of all documents' tokens (no EOS stored)
+    {split}.offsets.npy    int64, documents + 1 entries; document i = tokens[off[i]:off[i+1]]
+    {split}.docs.jsonl     {"doc_id", "text"} per document, same order (what gen reads)
+
+:func:`prepare` writes into a temporary sibling directory and renames it into place only when
+everything is on disk, so a store that has a manifest is complete. Re-running it on a complete
+store with the same inputs does nothing.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import functools
+import hashlib
+import json
+import os
+import shutil
+import socket
+import sys
+import tempfile
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from megadocs.corpus import STORE_FORMAT, Document, is_token_store, iter_documents, source_hash
+from megadocs.errors import UserError
+
+__all__ = ["prepare", "TokenStore", "StoreSplit", "TokenizedDocuments", "EOS_TOKEN", "SPLITS", "default_val_docs",
+           "tokenizer_hash", "train_bpe_tokenizer"]
+
+EOS_TOKEN = "<|endoftext|>"
+SPLITS = ("train", "val")
+MANIFEST = "manifest.json"
+TOKENIZER_DIR = "tokenizer"
+TOKEN_DTYPE = np.uint32
+_ENCODE_BATCH = 512
+# A plain chat format so a model trained on a store's own tokenizer can serve as a vLLM chat
+# generator in tests and demos.
+CHAT_TEMPLATE = (
+    "{% for message in messages %}<|{{ message['role'] }}|>\n{{ message['content'] }}"
+    + EOS_TOKEN
+    + "\n{% endfor %}{% if add_generation_prompt %}<|assistant|>\n{% endif %}"
+)
+
+
+def default_val_docs(num_docs: int) -> int:
+    """Held-out documents when ``--val-docs`` is not given: 5% of the corpus, at most 1000."""
+    return max(1, min(1000, round(0.05 * num_docs)))
+
+
+def tokenizer_hash(tokenizer_dir: Path) -> str:
+    """Identity of a saved fast tokenizer: sha256 of its ``tokenizer.json`` (16 hex chars)."""
+    return hashlib.sha256((Path(tokenizer_dir) / "tokenizer.json").read_bytes()).hexdigest()[:16]
+
+
+# ----------------------------------------------------------------------------------------------
+# Reading
+
+
+@dataclass(frozen=True, eq=False)
+class TokenizedDocuments:
+    """Documents as one flat token array and their boundaries (document i = tokens[off[i]:off[i+1]])."""
+
+    tokens: np.ndarray
+    """Flat uint32 tokens of all documents, memory-mapped."""
+    offsets: np.ndarray
+    """int64, ``num_documents + 1`` entries."""
+
+    @property
+    def num_documents(self) -> int:
+        return len(self.offsets) - 1
+
+    @property
+    def num_tokens(self) -> int:
+        return int(self.offsets[-1])
+
+    @property
+    def lengths(self) -> np.ndarray:
+        """Tokens per document (int64)."""
+        return np.diff(self.offsets)
+
+
+@dataclass(frozen=True, eq=False)
+class StoreSplit(TokenizedDocuments):
+    """One split of a token store (no EOS stored between documents)."""
+
+    path: Path
+    name: str
+
+    def document(self, index: int) -> np.ndarray:
+        """The tokens of document ``index`` (a memmap view)."""
+        if not -self.num_documents <= index < self.num_documents:
+            raise IndexError(f"document {index} outside [0, {self.num_documents}) of split {self.name!r}")
+        index %= self.num_documents
+        return self.tokens[self.offsets[index]:self.offsets[index + 1]]
+
+    def documents(self) -> Iterator[Document]:
+        """The raw documents of this split, in store order."""
+        return iter_documents(self.path, split=self.name)
+
+    @functools.cached_property
+    def doc_ids(self) -> list[str]:
+        return [doc.doc_id for doc in self.documents()]
+
+
+class TokenStore:
+    """A prepared token store. Open with :meth:`open`."""
+
+    def __init__(self, path: Path, manifest: dict[str, Any]):
+        self.path = path
+        self.manifest = manifest
+
+    @classmethod
+    def open(cls, path: str | Path) -> TokenStore:
+        """Open a complete store; a directory that is not one raises :class:`UserError`."""
+        path = Path(path)
+        if not path.is_dir():
+            raise UserError(f"{path}: token store not found (run `megadocs data prepare --corpus SRC "
+                            f"--out {path}`)")
+        if not is_token_store(path):
+            raise UserError(f"{path}: not a token store (no {MANIFEST} with format {STORE_FORMAT!r}; "
+                            f"run `megadocs data prepare --corpus SRC --out {path}`)")
+        return cls(path, json.loads((path / MANIFEST).read_text()))
+
+    @property
+    def eos_id(self) -> int:
+        return int(self.manifest["eos_id"])
+
+    @property
+    def vocab_size(self) -> int:
+        return int(self.manifest["vocab_size"])
+
+    @property
+    def tokenizer_hash(self) -> str:
+        return str(self.manifest["tokenizer_hash"])
+
+    @property
+    def tokenizer_path(self) -> Path:
+        return self.path / TOKENIZER_DIR
+
+    @functools.cache  # noqa: B019 - one tokenizer per open store is the point
+    def tokenizer(self):
+        """The store's HF fast tokenizer."""
+        from transformers import AutoTokenizer
+
+        return AutoTokenizer.from_pretrained(self.tokenizer_path)
+
+    @functools.cache  # noqa: B019
+    def split(self, name: str) -> StoreSplit:
+        if name not in self.manifest["splits"]:
+            raise UserError(f"{self.path}: split {name!r} not in the store (has: "
+                            f"{', '.join(self.manifest['splits'])})")
+        offsets = np.load(self.path / f"{name}.offsets.npy")
+        tokens_path = self.path / f"{name}.tokens"
+        if offsets[-1] == 0:
+            tokens = np.zeros(0, dtype=TOKEN_DTYPE)
+        else:
+            tokens = np.memmap(tokens_path, dtype=TOKEN_DTYPE, mode="r")
+        if len(tokens) != offsets[-1]:
+            raise UserError(f"{tokens_path}: holds {len(tokens)} tokens but the offsets say "
+                            f"{int(offsets[-1])} (the store is damaged; prepare it again)")
+        return StoreSplit(tokens=tokens, offsets=offsets, path=self.path, name=name)
+
+    def summary(self) -> str:
+        """One paragraph: where it came from and what it holds."""
+        parts = []
+        for name, counts in self.manifest["splits"].items():
+            parts.append(f"{name}: {counts['documents']:,} documents, {counts['tokens']:,} tokens"
+                         f" ({counts['skipped_empty']:,} empty skipped)")
+        return (f"token store {self.path} from {self.manifest['source']} "
+                f"(source {self.manifest['source_hash']}, tokenizer {self.tokenizer_hash}, "
+                f"vocab {self.vocab_size:,}, eos {self.eos_id}): " + "; ".join(parts) + ".")
+
+
+# ----------------------------------------------------------------------------------------------
+# Writing
+
+
+def prepare(
+    corpus: str | Path,
+    out: str | Path,
+    *,
+    tokenizer: str | Path | None = None,
+    vocab_size: int | None = None,
+    val_docs: int | None = None,
+    seed: int = 0,
+    max_docs: int | None = None,
+) -> TokenStore:
+    """Tokenize ``corpus`` into a token store at ``out`` and return it opened.
+
+    Args:
+        corpus: any source :func:`megadocs.corpus.iter_documents` reads.
+        out: the store directory (created; must be absent, empty, or this same store).
+        tokenizer: an HF tokenizer directory to use as is (e.g. Llama 3's).
+        vocab_size: instead, train a byte-level BPE of this size on the train split, with
+            ``<|endoftext|>`` as EOS.
+        val_docs: documents held out as ``val`` (default :func:`default_val_docs`): the first
+            ``val_docs`` non-empty documents of a permutation seeded by ``seed``.
+        seed: seeds the held-out choice.
+        max_docs: read only the first ``max_docs`` documents of the corpus (before the split).
+
+    Empty (whitespace-only) documents are skipped and counted in the manifest, under the split
+    in whose part of the permutation they fall.
+
+    Raises:
+        UserError: bad options, an unreadable corpus, or ``out`` holding something else.
+    """
+    out = Path(out)
+    if (tokenizer is None) == (vocab_size is None):
+        raise UserError("data prepare: give exactly one of --tokenizer HF_DIR or --vocab-size N")
+    if vocab_size is not None and vocab_size < 257:
+        raise UserError(f"vocab_size: expected >= 257 (256 bytes + EOS), got {vocab_size}")
+    if tokenizer is not None and not Path(tokenizer).is_dir():
+        raise UserError(f"tokenizer: {tokenizer} is not a directory (expected an HF tokenizer directory)")
+    if val_docs is not None and val_docs < 1:
+        raise UserError(f"val_docs: expected >= 1, got {val_docs}")
+    if max_docs is not None and max_docs < 2:
+        raise UserError(f"max_docs: expected >= 2, got {max_docs}")
+    options = {"tokenizer": None if tokenizer is None else str(Path(tokenizer).resolve()),
+               "vocab_size": vocab_size, "val_docs": val_docs, "seed": seed, "max_docs": max_docs}
+    corpus_hash = source_hash(corpus)
+
+    if is_token_store(out):
+        return _existing_store(out, corpus_hash, options)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise UserError(f"{out}: exists and is not a token store (choose an empty --out directory)")
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    _remove_abandoned_attempts(out)
+    tmp = Path(tempfile.mkdtemp(prefix=_attempt_prefix(out) + f"{os.getpid()}-", dir=out.parent))
+    try:
+        manifest = _write_store(corpus, tmp, tokenizer=tokenizer, vocab_size=vocab_size,
+                                val_docs=val_docs, seed=seed, max_docs=max_docs)
+        manifest.update(source=str(corpus), source_hash=corpus_hash, options=options)
+        _write_json(tmp / MANIFEST, manifest)  # written last: its presence marks completeness
+        tmp.chmod(0o755)  # mkdtemp creates it private
+        try:
+            os.rename(tmp, out)  # replaces an empty `out` atomically
+        except OSError:
+            if is_token_store(out):  # a concurrent prepare finished first
+                return _existing_store(out, corpus_hash, options)
+            raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return TokenStore.open(out)
+
+
+def _attempt_prefix(out: Path) -> str:
+    return f".{out.name}.tmp-{socket.gethostname()}-"
+
+
+def _remove_abandoned_attempts(out: Path) -> None:
+    """Delete temporary directories of earlier prepares on this host whose process is gone."""
+    prefix = _attempt_prefix(out)
+    for attempt in out.parent.glob(f"{prefix}*"):
+        pid = attempt.name[len(prefix):].split("-", 1)[0]
+        if not pid.isdigit() or _process_alive(int(pid)):
+            continue
+        shutil.rmtree(attempt, ignore_errors=True)
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _existing_store(out: Path, corpus_hash: str, options: dict[str, Any]) -> TokenStore:
+    store = TokenStore.open(out)
+    had = store.manifest.get("options", {})
+    if store.manifest["source_hash"] != corpus_hash or had != options:
+        raise UserError(f"{out}: already holds a token store prepared from {store.manifest['source']} "
+                        f"with {had}; choose another --out or delete it")
+    print(f"{out}: already prepared, nothing to do", file=sys.stderr)
+    return store
+
+
+def _split_plan(documents: list[Document], val_docs: int | None, seed: int) -> tuple[np.ndarray, dict]:
+    """Mark val documents: the first ``val_docs`` non-empty ones of a seeded permutation."""
+    empty = np.array([not doc.text.strip() for doc in documents], dtype=bool)
+    usable = int((~empty).sum())
+    wanted = default_val_docs(usable) if val_docs is None else val_docs
+    if wanted >= usable:
+        raise UserError(f"val_docs: {wanted} held-out documents leave none for training "
+                        f"(the corpus has {usable} non-empty documents)")
+    permutation = np.random.default_rng(seed).permutation(len(documents))
+    taken = np.cumsum(~empty[permutation])
+    cut = int(np.searchsorted(taken, wanted)) + 1  # permutation[:cut] holds `wanted` usable docs
+    is_val = np.zeros(len(documents), dtype=bool)
+    is_val[permutation[:cut]] = True
+    skipped = {"train": int((empty & ~is_val).sum()), "val": int((empty & is_val).sum())}
+    return is_val, skipped
+
+
+def _read_corpus(corpus: str | Path, max_docs: int | None) -> list[Document]:
+    from tqdm import tqdm
+
+    documents = []
+    for doc in tqdm(iter_documents(corpus), desc="reading corpus", unit=" docs", file=sys.stderr):
+        if max_docs is not None and len(documents) >= max_docs:
+            break
+        documents.append(doc)
+    if len(documents) < 2:
+        raise UserError(f"{corpus}: holds {len(documents)} document(s); a store needs at least 2 "
+                        f"(one to train on, one to validate)")
+    return documents
+
+
+def _write_store(corpus, tmp: Path, *, tokenizer, vocab_size, val_docs, seed, max_docs) -> dict[str, Any]:
+    documents = _read_corpus(corpus, max_docs)
+    is_val, skipped = _split_plan(documents, val_docs, seed)
+    splits = {
+        "train": [doc for doc, val in zip(documents, is_val) if not val and doc.text.strip()],
+        "val": [doc for doc, val in zip(documents, is_val) if val and doc.text.strip()],
+    }
+    for name, docs in splits.items():
+        with open(tmp / f"{name}.docs.jsonl", "w", encoding="utf-8") as handle:
+            for doc in docs:
+                handle.write(json.dumps({"doc_id": doc.doc_id, "text": doc.text}, ensure_ascii=False) + "\n")
+
+    if tokenizer is not None:
+        hf_tokenizer = _load_tokenizer(Path(tokenizer))
+    else:
+        hf_tokenizer = train_bpe_tokenizer((doc.text for doc in splits["train"]), vocab_size)
+    hf_tokenizer.save_pretrained(tmp / TOKENIZER_DIR)
+    eos_id = hf_tokenizer.eos_token_id
+
+    counts = {}
+    for name, docs in splits.items():
+        tokens = _tokenize_split(hf_tokenizer, docs, tmp / f"{name}.tokens", tmp / f"{name}.offsets.npy",
+                                 desc=f"tokenizing {name}")
+        counts[name] = {"documents": len(docs), "tokens": tokens, "skipped_empty": skipped[name]}
+    return {
+        "format": STORE_FORMAT,
+        "tokenizer_hash": tokenizer_hash(tmp / TOKENIZER_DIR),
+        "vocab_size": len(hf_tokenizer),
+        "eos_id": int(eos_id),
+        "eos_token": hf_tokenizer.eos_token,
+        "seed": seed,
+        "splits": counts,
+        "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+def _load_tokenizer(path: Path):
+    from transformers import AutoTokenizer
+
+    try:
+        loaded = AutoTokenizer.from_pretrained(path)
+    except Exception as exc:  # transformers raises many types for a bad directory
+        raise UserError(f"tokenizer: cannot load an HF tokenizer from {path} ({exc})") from None
+    if not loaded.is_fast:
+        raise UserError(f"tokenizer: {path} has no fast tokenizer (expected a tokenizer.json)")
+    if loaded.eos_token_id is None:
+        raise UserError(f"tokenizer: {path} defines no eos_token (needed to join documents)")
+    return loaded
+
+
+def train_bpe_tokenizer(texts: Iterable[str], vocab_size: int):
+    """Train a byte-level BPE (``<|endoftext|>`` = EOS) and wrap it as a PreTrainedTokenizerFast."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    backend = Tokenizer(models.BPE())
+    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    backend.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=[EOS_TOKEN],
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+                                  show_progress=False)
+    backend.train_from_iterator(texts, trainer=trainer)
+    return PreTrainedTokenizerFast(
+        tokenizer_object=backend, eos_token=EOS_TOKEN, bos_token=EOS_TOKEN, pad_token=EOS_TOKEN,
+        unk_token=None, clean_up_tokenization_spaces=False, chat_template=CHAT_TEMPLATE,
+        model_max_length=1 << 30,
+    )
+
+
+def encode_texts(hf_tokenizer, texts: list[str]) -> list[list[int]]:
+    """Token ids of each text, without special tokens, batch-encoded by the Rust backend."""
+    encodings = hf_tokenizer.backend_tokenizer.encode_batch(texts, add_special_tokens=False)
+    return [encoding.ids for encoding in encodings]
+
+
+def _tokenize_split(hf_tokenizer, docs: list[Document], tokens_path: Path, offsets_path: Path,
+                    *, desc: str) -> int:
+    from tqdm import tqdm
+
+    offsets = np.zeros(len(docs) + 1, dtype=np.int64)
+    written = 0
+    with open(tokens_path, "wb") as handle, tqdm(total=len(docs), desc=desc, unit=" docs",
+                                                  file=sys.stderr) as progress:
+        for start in range(0, len(docs), _ENCODE_BATCH):
+            batch = docs[start:start + _ENCODE_BATCH]
+            for i, ids in enumerate(encode_texts(hf_tokenizer, [doc.text for doc in batch])):
+                np.asarray(ids, dtype=TOKEN_DTYPE).tofile(handle)
+                written += len(ids)
+                offsets[start + i + 1] = written
+            progress.update(len(batch))
+    np.save(offsets_path, offsets)
+    return written
+
+
+def _write_json(path: Path, data: dict[str, Any]) -> None:
+    path.write_text(json.dumps(data, indent=2) + "\n")

@@ -1,0 +1,252 @@
+"""The stream and mixing arithmetic of paper.md "Data streams and mixing", as pure numpy.
+
+A *stream* is a seeded permutation of its documents, each followed by EOS, concatenated and cut
+into context-length *windows* ("concat-and-chunk"). The final partial window is dropped: it
+would need padding, and at most ``context - 1`` tokens of a stream are lost that way.
+
+Training draws from two streams. Every batch of ``B`` windows takes
+``round(m * B)`` windows from the synthetic stream and the rest from the real stream (``m`` is
+the mixing fraction; rounding is half-up). Each stream visits its windows in one fixed,
+seeded window permutation that is reused every epoch. ``real_epochs`` counts passes over the
+real stream, so the run has ``ceil(real_epochs * real_windows / real_per_batch)`` steps
+(= real steps per epoch * epochs / (1 - m) when everything divides). The synthetic stream cycles
+through its own permutation as often as that takes.
+
+Policy for the remainder: the last step may be short. It takes only the real windows that are
+left, so that every real window is seen *exactly* ``real_epochs`` times, and the synthetic
+windows in the same proportion (``round_half_up(left * s / r)``); every other step is full.
+
+Nothing here touches tokens: :class:`StreamLayout` maps window positions to (document,
+offset) pairs and :class:`MixingPlan` maps a step to window ids, each in O(batch) for any step,
+so a resumed run starts at step ``k`` without replaying the first ``k`` steps.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+__all__ = [
+    "REAL",
+    "SYNTHETIC",
+    "VALIDATION",
+    "round_half_up",
+    "stream_rng",
+    "document_order",
+    "window_order",
+    "chunk_boundaries",
+    "StreamLayout",
+    "MixingPlan",
+]
+
+# Stream identities and purposes: they key the random generators, so the real stream's document
+# order never depends on whether a synthetic stream exists.
+REAL = 0
+SYNTHETIC = 1
+VALIDATION = 2
+_DOCUMENTS = 0
+_WINDOWS = 1
+
+
+def round_half_up(value: float) -> int:
+    """Round to the nearest integer, halves up (Python's ``round`` rounds halves to even)."""
+    return math.floor(value + 0.5 + 1e-9)
+
+
+def stream_rng(seed: int, stream: int, purpose: int) -> np.random.Generator:
+    """An independent generator per (seed, stream, purpose)."""
+    return np.random.default_rng([int(seed), int(stream), int(purpose)])
+
+
+def document_order(num_docs: int, seed: int, stream: int = REAL) -> np.ndarray:
+    """The seeded order in which a stream concatenates its documents (a permutation, int64)."""
+    if num_docs < 0:
+        raise ValueError(f"num_docs: expected >= 0, got {num_docs}")
+    return stream_rng(seed, stream, _DOCUMENTS).permutation(num_docs).astype(np.int64)
+
+
+def window_order(num_windows: int, seed: int, stream: int = REAL) -> np.ndarray:
+    """The fixed seeded order in which a stream visits its windows, reused every epoch."""
+    if num_windows < 0:
+        raise ValueError(f"num_windows: expected >= 0, got {num_windows}")
+    return stream_rng(seed, stream, _WINDOWS).permutation(num_windows).astype(np.int64)
+
+
+def chunk_boundaries(lengths_in_order: np.ndarray, context: int) -> tuple[np.ndarray, int]:
+    """Where each document starts in the EOS-joined stream, and how many full windows it holds.
+
+    Args:
+        lengths_in_order: token count of each document (without EOS), in stream order.
+        context: window length in tokens.
+
+    Returns:
+        ``(starts, num_windows)``: ``starts`` has one entry per document plus the stream length
+        (each document occupies ``starts[i] .. starts[i+1] - 1``, its EOS last);
+        ``num_windows = stream_length // context`` (the partial tail is dropped).
+    """
+    if context < 1:
+        raise ValueError(f"context: expected >= 1, got {context}")
+    lengths = np.asarray(lengths_in_order, dtype=np.int64)
+    if lengths.size and lengths.min() < 0:
+        raise ValueError("lengths_in_order: document lengths must be >= 0")
+    starts = np.zeros(lengths.size + 1, dtype=np.int64)
+    np.cumsum(lengths + 1, out=starts[1:])  # +1: the EOS after every document
+    return starts, int(starts[-1] // context)
+
+
+@dataclass(frozen=True, eq=False)
+class StreamLayout:
+    """One stream's documents in their seeded order, EOS-joined and cut into windows.
+
+    ``lengths`` are the source documents' token counts (without EOS) in source order;
+    ``order[p]`` is the source document at stream position ``p``.
+    """
+
+    lengths: np.ndarray
+    order: np.ndarray
+    context: int
+
+    @classmethod
+    def build(cls, lengths: np.ndarray, *, context: int, seed: int, stream: int) -> StreamLayout:
+        lengths = np.asarray(lengths, dtype=np.int64)
+        return cls(lengths, document_order(lengths.size, seed, stream), context)
+
+    @functools.cached_property
+    def _boundaries(self) -> tuple[np.ndarray, int]:
+        return chunk_boundaries(self.lengths[self.order], self.context)
+
+    @property
+    def starts(self) -> np.ndarray:
+        return self._boundaries[0]
+
+    @property
+    def num_windows(self) -> int:
+        return self._boundaries[1]
+
+    @property
+    def num_tokens(self) -> int:
+        """Stream length including one EOS per document."""
+        return int(self.starts[-1])
+
+    def locate(self, window_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Map every token of the given windows to its source document and offset in it.
+
+        Returns:
+            ``(documents, offsets)``, both ``[len(window_ids), context]`` int64. ``documents``
+            holds source document indices; ``offsets == lengths[documents]`` marks the EOS that
+            ends that document (the EOS belongs to the document it closes).
+        """
+        window_ids = np.asarray(window_ids, dtype=np.int64)
+        if window_ids.size and (window_ids.min() < 0 or window_ids.max() >= self.num_windows):
+            raise IndexError(f"window id out of range [0, {self.num_windows})")
+        positions = window_ids[:, None] * self.context + np.arange(self.context, dtype=np.int64)
+        stream_pos = np.searchsorted(self.starts, positions, side="right") - 1
+        return self.order[stream_pos], positions - self.starts[stream_pos]
+
+
+@dataclass(frozen=True)
+class MixingPlan:
+    """Which windows of the real and synthetic streams each training step reads.
+
+    Example:
+        >>> plan = MixingPlan(real_windows=10, synthetic_windows=7, batch_size=4,
+        ...                   mixing_fraction=0.5, real_epochs=2, seed=0)
+        >>> plan.real_per_batch, plan.synthetic_per_batch, plan.total_steps
+        (2, 2, 10)
+        >>> real, synthetic = plan.batch(3)
+        >>> len(real), len(synthetic)
+        (2, 2)
+    """
+
+    real_windows: int
+    """Windows in the real stream (one epoch)."""
+    synthetic_windows: int
+    """Windows in the synthetic stream (0 when there is none)."""
+    batch_size: int
+    """Windows per step."""
+    mixing_fraction: float
+    """Share of each batch drawn from the synthetic stream, in [0, 1)."""
+    real_epochs: int
+    """Passes over the real stream."""
+    seed: int
+    """Seeds both window permutations."""
+
+    def __post_init__(self) -> None:
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size: expected >= 1, got {self.batch_size}")
+        if not 0.0 <= self.mixing_fraction < 1.0:
+            raise ValueError(f"mixing_fraction: expected a value in [0, 1), got {self.mixing_fraction}")
+        if int(self.real_epochs) != self.real_epochs or self.real_epochs < 1:
+            raise ValueError(f"real_epochs: expected a whole number >= 1, got {self.real_epochs}")
+        if self.real_windows < 1:
+            raise ValueError(f"real_windows: the real stream holds no full window, got {self.real_windows} "
+                             f"(use a shorter context or more documents)")
+        if self.synthetic_windows < 0:
+            raise ValueError(f"synthetic_windows: expected >= 0, got {self.synthetic_windows}")
+        synthetic = self.synthetic_per_batch
+        if self.mixing_fraction > 0:
+            if self.synthetic_windows < 1:
+                raise ValueError(f"synthetic_windows: mixing_fraction {self.mixing_fraction} needs a synthetic "
+                                 f"stream with at least one window, got {self.synthetic_windows}")
+            if synthetic == 0:
+                raise ValueError(f"mixing_fraction: {self.mixing_fraction} of a batch of {self.batch_size} "
+                                 f"rounds to 0 synthetic windows (use a larger batch_size or mixing_fraction)")
+            if synthetic >= self.batch_size:
+                raise ValueError(f"mixing_fraction: {self.mixing_fraction} of a batch of {self.batch_size} "
+                                 f"rounds to {synthetic} synthetic windows, leaving no real window "
+                                 f"(use a larger batch_size or smaller mixing_fraction)")
+
+    @property
+    def synthetic_per_batch(self) -> int:
+        """``round(m * B)``, halves up."""
+        return round_half_up(self.mixing_fraction * self.batch_size)
+
+    @property
+    def real_per_batch(self) -> int:
+        return self.batch_size - self.synthetic_per_batch
+
+    @property
+    def real_windows_total(self) -> int:
+        """Real windows read over the whole run: each real window ``real_epochs`` times."""
+        return int(self.real_epochs) * self.real_windows
+
+    @property
+    def total_steps(self) -> int:
+        return -(-self.real_windows_total // self.real_per_batch)
+
+    @property
+    def steps_per_real_epoch(self) -> float:
+        return self.real_windows / self.real_per_batch
+
+    @functools.cached_property
+    def real_order(self) -> np.ndarray:
+        return window_order(self.real_windows, self.seed, REAL)
+
+    @functools.cached_property
+    def synthetic_order(self) -> np.ndarray:
+        return window_order(self.synthetic_windows, self.seed, SYNTHETIC)
+
+    def batch_counts(self, step: int) -> tuple[int, int]:
+        """``(real, synthetic)`` window counts of ``step``; only the last step can be short."""
+        self._check_step(step)
+        real = min(self.real_per_batch, self.real_windows_total - step * self.real_per_batch)
+        if real == self.real_per_batch:
+            return real, self.synthetic_per_batch
+        return real, round_half_up(real * self.synthetic_per_batch / self.real_per_batch)
+
+    def batch(self, step: int) -> tuple[np.ndarray, np.ndarray]:
+        """The real and synthetic window ids of ``step`` (int64 arrays), in O(batch)."""
+        real_count, synthetic_count = self.batch_counts(step)
+        real_index = step * self.real_per_batch + np.arange(real_count, dtype=np.int64)
+        real = self.real_order[real_index % self.real_windows]
+        if synthetic_count == 0:
+            return real, np.zeros(0, dtype=np.int64)
+        synthetic_index = step * self.synthetic_per_batch + np.arange(synthetic_count, dtype=np.int64)
+        return real, self.synthetic_order[synthetic_index % self.synthetic_windows]
+
+    def _check_step(self, step: int) -> None:
+        if not 0 <= step < self.total_steps:
+            raise IndexError(f"step {step} outside the plan's [0, {self.total_steps})")
