@@ -1,0 +1,174 @@
+"""Logit-averaged ensemble losses: hand computation, agreement with single-model evaluation,
+streaming == cached, vocabulary checks and the `megadocs train ensemble` command."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM
+
+from megadocs.errors import UserError
+from tests.eval.conftest import DATA_DIR, make_tiny_model
+from train.ensemble import ensemble_losses, resident_members_for_budget, resolve_model_dir
+from train.evaluate import evaluate_model
+
+
+def _logits(member, input_ids):
+    model = AutoModelForCausalLM.from_pretrained(resolve_model_dir(member), dtype=torch.float32).eval()
+    with torch.no_grad():
+        return model(input_ids=input_ids).logits.double()  # [N, C, V]
+
+
+def test_two_member_loss_is_cross_entropy_of_mean_logits(tiny_members, validation_set):
+    ids = validation_set.input_ids
+    first, second = _logits(tiny_members[0], ids), _logits(tiny_members[1], ids)
+    targets = ids[:, 1:]  # [N, C-1]
+
+    # a target token is in the long half when its document is longer than the split's median
+    long_target = validation_set.is_long_document[validation_set.document_ids][:, 1:]
+
+    def hand_loss(logits, select=None):  # -log softmax(logits)[target], averaged over tokens
+        logits = logits[:, :-1]
+        picked = logits.gather(-1, targets[..., None])[..., 0]
+        losses = torch.logsumexp(logits, dim=-1) - picked  # [N, C-1]
+        return float(losses.mean() if select is None else losses[select].mean())
+
+    mean_logits = (first + second) / 2
+    rows = ensemble_losses(tiny_members[:2], validation_set, device="cpu", batch_size=5)
+
+    assert [row["k"] for row in rows] == [1, 2]
+    assert rows[0]["loss"] == pytest.approx(hand_loss(first), rel=1e-5)
+    assert rows[1]["loss"] == pytest.approx(hand_loss(mean_logits), rel=1e-5)
+    assert rows[1]["loss_long"] == pytest.approx(hand_loss(mean_logits, long_target), rel=1e-5)
+    assert rows[1]["loss_short"] == pytest.approx(hand_loss(mean_logits, ~long_target), rel=1e-5)
+    expected = hand_loss(mean_logits)
+    # averaging probabilities instead of logits gives a measurably different number
+    probability_mean = (first.softmax(-1) + second.softmax(-1)) / 2
+    probability_loss = float(-probability_mean[:, :-1].gather(-1, targets[..., None]).log().mean())
+    assert abs(probability_loss - expected) > 1e-3
+
+
+def test_k1_equals_the_trainers_single_model_evaluation(tiny_members, validation_set):
+    model = AutoModelForCausalLM.from_pretrained(resolve_model_dir(tiny_members[0]), dtype=torch.float32)
+    single = evaluate_model(model, validation_set, batch_size=4, device="cpu")
+    row = ensemble_losses(tiny_members[:1], validation_set, device="cpu", batch_size=4)[0]
+
+    assert row["loss"] == pytest.approx(single["iid"], rel=1e-12)
+    assert row["loss_short"] == pytest.approx(single["iid_short"], rel=1e-12)
+    assert row["loss_long"] == pytest.approx(single["iid_long"], rel=1e-12)
+    assert row["loss_short"] != pytest.approx(row["loss_long"], rel=1e-6)  # both halves are populated
+
+
+@pytest.mark.parametrize("resident", [1, 2])
+def test_streaming_equals_cached_exactly(tiny_members, validation_set, resident):
+    cached = ensemble_losses(tiny_members, validation_set, device="cpu", batch_size=4, max_resident_members=3)
+    streamed = ensemble_losses(
+        tiny_members, validation_set, device="cpu", batch_size=4, max_resident_members=resident
+    )
+    assert streamed == cached
+    losses = [row["loss"] for row in cached]
+    assert len(set(losses)) == 3 and all(math.isfinite(x) for x in losses)
+
+
+def test_halves_can_be_left_out(tiny_members, validation_set):
+    rows = ensemble_losses(tiny_members[:1], validation_set, device="cpu", halves=False)
+    assert set(rows[0]) == {"k", "members", "loss"}
+
+
+def test_member_with_another_vocabulary_is_refused(tmp_path, tiny_members, validation_set, store_tokenizer):
+    odd = make_tiny_model(tmp_path / "odd", store_tokenizer, seed=0, vocab_size=len(store_tokenizer) + 8)
+    (odd / "tokenizer.json").unlink()  # a bare HF model dir: only its vocab_size can be compared
+    (odd / "tokenizer_config.json").unlink()
+
+    with pytest.raises(UserError) as error:
+        ensemble_losses([tiny_members[0], odd], validation_set, device="cpu")
+    message = str(error.value)
+    assert "\n" not in message and str(odd) in message and "vocab_size" in message
+
+
+def test_member_with_another_tokenizer_is_refused(tmp_path, tiny_members, validation_set):
+    """Same vocabulary size, two token ids swapped: the logits no longer mean the same tokens."""
+    import shutil
+
+    other = tmp_path / "swapped"
+    shutil.copytree(resolve_model_dir(tiny_members[1]), other)
+    data = json.loads((other / "tokenizer.json").read_text())
+    vocab = data["model"]["vocab"]
+    a, b = sorted(vocab, key=vocab.get)[300:302]
+    vocab[a], vocab[b] = vocab[b], vocab[a]
+    (other / "tokenizer.json").write_text(json.dumps(data))
+
+    with pytest.raises(UserError, match="tokenizer differs"):
+        ensemble_losses([tiny_members[0], other], validation_set, device="cpu")
+
+
+def test_not_a_model_directory_names_the_path(tmp_path, validation_set):
+    with pytest.raises(UserError, match=str(tmp_path)):
+        ensemble_losses([tmp_path], validation_set, device="cpu")
+
+
+def test_resident_members_follow_the_memory_budget(tiny_members, monkeypatch):
+    import train.ensemble as ensemble
+
+    dirs = [resolve_model_dir(m) for m in tiny_members]
+    member_bytes = max(ensemble._weights_bytes(d) for d in dirs)
+    logits_bytes = 2 * 4 * 64 * 100 * 4
+    device = torch.device("cpu")
+
+    def budget_for(members: float):
+        monkeypatch.setattr(ensemble, "_free_memory_bytes", lambda _: (logits_bytes + members * member_bytes) * 2)
+        return resident_members_for_budget(dirs, device, batch_size=4, context=64, vocab_size=100)
+
+    assert budget_for(0.2) == 1  # never below one
+    assert budget_for(2.5) == 2
+    assert budget_for(100) == 3  # never more than the members
+
+
+def test_cli_prints_saves_and_resumes_the_curve(tiny_members, tiny_store, tmp_path, capsys):
+    from megadocs.cli import main
+
+    out = tmp_path / "ensemble.json"
+    command = ["train", "ensemble", "--members", *map(str, tiny_members), "--windows", "4",
+               "--max-resident", "1", "--device", "cpu", "--json", str(out)]
+    assert main(command) == 0
+
+    report = json.loads(out.read_text())
+    rows = report["sets"]["iid"]["by_k"]  # the members' data.store is the iid set
+    assert report["sets"]["iid"]["source"] == {"store": str(tiny_store), "split": "val"}
+    assert [row["k"] for row in rows] == [1, 2, 3]
+    assert {"loss_short", "loss_long"} <= set(rows[0])
+    assert f"{rows[2]['loss']:.4f}" in capsys.readouterr().out
+
+    # re-run: the finished set is reused; a new named set and the benchmarks are added
+    command += ["--val", str(tiny_store), f"again={tiny_store}", "--benchmarks", "piqa",
+                "--benchmark-data", str(DATA_DIR), "--benchmark-limit", "2"]
+    assert main(command) == 0
+    captured = capsys.readouterr()
+    assert "iid: reusing the losses" in captured.err
+    report = json.loads(out.read_text())
+    assert report["sets"]["iid"]["by_k"] == rows
+    again = report["sets"]["again"]["by_k"]
+    assert [row["loss"] for row in again] == [row["loss"] for row in rows]
+    assert "loss_short" not in again[0]  # halves only for the iid set
+    assert report["benchmarks"]["scores"]["piqa"]["items"] == 2
+    assert "average" in captured.out
+
+
+def test_cli_needs_a_validation_store_for_bare_hf_members(tiny_members, capsys):
+    from megadocs.cli import main
+
+    status = main(["train", "ensemble", "--members", str(tiny_members[2]), "--context", "64"])
+    assert status == 2
+    assert "--val" in capsys.readouterr().err
+
+
+def test_cli_refuses_two_sets_with_one_name(tiny_members, tiny_store, capsys):
+    from megadocs.cli import main
+
+    status = main(["train", "ensemble", "--members", str(tiny_members[0]),
+                   "--val", f"a={tiny_store}", f"a={tiny_store}"])
+    assert status == 2
+    assert "--val: two sets are named 'a'" in capsys.readouterr().err

@@ -1,0 +1,362 @@
+"""Downstream accuracy (PIQA, SciQ, ARC-Easy) through EleutherAI's lm-evaluation-harness.
+
+The paper reports zero-shot accuracy on PIQA, SciQ and ARC-Easy and their average. We run the
+harness's *official* task definitions (prompt, choices, target and metrics from lm-eval's own
+task YAMLs) with one change: where the data comes from. A model is scored by `EnsembleLM`, an
+``lm_eval.api.model.LM`` that serves one model or a logit-averaged ensemble of several (the same
+`train.ensemble.LogitEnsemble` code path as the ensemble loss; one model is an ensemble of one).
+
+Pointing at your copies of the datasets (nothing is downloaded when ``data_dir`` is given):
+put one JSON Lines file per task in a directory, one example per line, with the fields of the
+Hugging Face dataset the official task reads. These are the split lm-eval scores:
+
+============  ========================  ===================================================
+task          file                      fields (source dataset and split)
+============  ========================  ===================================================
+piqa          ``DIR/piqa.jsonl``        goal, sol1, sol2, label (0/1)
+                                        (``baber/piqa`` validation split)
+sciq          ``DIR/sciq.jsonl``        support, question, distractor1, distractor2,
+                                        distractor3, correct_answer (``allenai/sciq`` test)
+arc_easy      ``DIR/arc_easy.jsonl``    question, choices {text: [...], label: [...]},
+                                        answerKey (``allenai/ai2_arc`` ARC-Easy test)
+============  ========================  ===================================================
+
+For example, on a machine with the Hub: ``datasets.load_dataset("allenai/sciq",
+split="test").to_json("DIR/sciq.jsonl")``. With ``data_dir=None`` the harness loads the official
+Hub datasets itself (needs the Hub or a filled Hugging Face cache).
+
+Example:
+    >>> evaluate_benchmarks([Path("runs/a/model")], ["piqa", "sciq", "arc_easy"],
+    ...                     data_dir=Path("benchmark-data"))  # doctest: +SKIP
+    {'piqa': {'acc': 0.61, 'acc_norm': 0.6, 'items': 1838}, ..., 'average': {...}}
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from megadocs.errors import UserError
+
+__all__ = ["BENCHMARKS", "Benchmark", "task_config", "EnsembleLM", "evaluate_benchmarks", "print_scores",
+           "add_arguments", "main"]
+
+METRICS = ("acc", "acc_norm")
+# Request length assumed by the memory budget (PIQA/SciQ/ARC prompts + answers are shorter).
+TYPICAL_REQUEST_TOKENS = 1024
+
+
+@dataclass(frozen=True)
+class Benchmark:
+    """One supported lm-eval task and the local file that replaces its Hub dataset."""
+
+    task: str  # lm-eval task name
+    yaml_dir: str  # folder of its YAML under lm_eval/tasks/
+    split: str  # the split lm-eval scores for this task
+    fields: tuple[str, ...]  # fields the official doc_to_text/choice/target read
+
+    @property
+    def file_name(self) -> str:
+        return f"{self.task}.jsonl"
+
+
+BENCHMARKS: dict[str, Benchmark] = {
+    "piqa": Benchmark("piqa", "piqa", "validation", ("goal", "sol1", "sol2", "label")),
+    "sciq": Benchmark(
+        "sciq", "sciq", "test",
+        ("support", "question", "distractor1", "distractor2", "distractor3", "correct_answer"),
+    ),
+    "arc_easy": Benchmark("arc_easy", "arc", "test", ("question", "choices", "answerKey")),
+}
+
+
+def _benchmark(task: str) -> Benchmark:
+    if task not in BENCHMARKS:
+        raise UserError(f"benchmarks: unknown task {task!r}; expected one of {', '.join(BENCHMARKS)}")
+    return BENCHMARKS[task]
+
+
+def _check_data_file(benchmark: Benchmark, data_dir: Path) -> Path:
+    """The task's local file, after checking it exists and its first example has the fields."""
+    path = data_dir / benchmark.file_name
+    if not path.is_file():
+        raise UserError(
+            f"benchmark {benchmark.task}: data file {path} not found (expected JSON Lines with "
+            f"fields {', '.join(benchmark.fields)}; see train/downstream.py)"
+        )
+    with path.open() as f:
+        first = f.readline()
+    try:
+        example = json.loads(first)
+    except json.JSONDecodeError:
+        raise UserError(f"benchmark {benchmark.task}: {path}: line 1 is not a JSON object") from None
+    missing = [name for name in benchmark.fields if name not in example]
+    if missing:
+        raise UserError(
+            f"benchmark {benchmark.task}: {path}: line 1 lacks field(s) {', '.join(missing)} "
+            f"(expected {', '.join(benchmark.fields)})"
+        )
+    return path
+
+
+def _task_manager(tasks: Sequence[str]):
+    """An lm-eval TaskManager that indexes only our tasks' official YAMLs (fast)."""
+    import lm_eval.tasks
+    from lm_eval.tasks import TaskManager
+
+    root = Path(lm_eval.tasks.__file__).parent
+    dirs = sorted({str(root / _benchmark(t).yaml_dir) for t in tasks})
+    return TaskManager(include_defaults=False, include_path=dirs)
+
+
+def task_config(task: str, data_dir: Path | None, task_manager=None) -> dict | str:
+    """The official task config, reading ``data_dir/<task>.jsonl`` instead of the Hub.
+
+    Returns the plain task name when ``data_dir`` is None (the harness then uses the Hub).
+
+    Raises:
+        UserError: unknown task, or the data file is missing or lacks the expected fields.
+    """
+    benchmark = _benchmark(task)
+    if data_dir is None:
+        return task
+    path = _check_data_file(benchmark, Path(data_dir))
+    task_manager = task_manager or _task_manager([task])
+    config = dict(task_manager.task_index[task].cfg)
+    config.update(
+        dataset_path="json",
+        dataset_name=None,
+        dataset_kwargs={"data_files": {benchmark.split: str(path.resolve())}},
+        training_split=None,
+        validation_split=benchmark.split if benchmark.split == "validation" else None,
+        test_split=benchmark.split if benchmark.split == "test" else None,
+        fewshot_split=None,
+    )
+    return config
+
+
+try:  # lm-eval is the optional `eval` extra; only this module needs it
+    from lm_eval.api.model import TemplateLM
+
+    _LM_EVAL_ERROR = None
+except ImportError as exc:  # pragma: no cover - depends on the installation
+    TemplateLM = object
+    _LM_EVAL_ERROR = exc
+
+
+def _require_lm_eval() -> None:
+    if _LM_EVAL_ERROR is not None:
+        raise UserError(
+            f"benchmarks need lm-evaluation-harness ({_LM_EVAL_ERROR}); install it with "
+            "`pip install 'megadocs[eval]'`"
+        )
+
+
+class EnsembleLM(TemplateLM):
+    """An lm-eval model over one or more causal LMs whose logits are averaged per token.
+
+    Only log-likelihood scoring is implemented (all that multiple-choice tasks use); the rolling
+    and generation requests raise ``NotImplementedError``.
+
+    Args:
+        model_dirs: HF model directories (or run directories) sharing one tokenizer.
+        device: ``auto`` | ``cpu`` | ``cuda``.
+        batch_size: requests per forward pass.
+        max_resident_members: see `train.ensemble` (None: from the memory budget).
+    """
+
+    def __init__(
+        self,
+        model_dirs: Sequence[str | Path],
+        *,
+        device: str = "auto",
+        batch_size: int = 16,
+        max_resident_members: int | None = None,
+    ) -> None:
+        _require_lm_eval()
+        super().__init__()
+        from transformers import AutoConfig, AutoTokenizer
+
+        from train.ensemble import (
+            LogitEnsemble,
+            check_same_vocabulary,
+            resident_members_for_budget,
+            resolve_model_dir,
+        )
+        from train.loop import resolve_device
+
+        dirs = [resolve_model_dir(d) for d in model_dirs]
+        check_same_vocabulary(dirs)
+        self.tokenizer = AutoTokenizer.from_pretrained(dirs[0])
+        configs = [AutoConfig.from_pretrained(d) for d in dirs]
+        self.max_length = min(c.max_position_embeddings for c in configs)
+        self.batch_size = batch_size
+        self._device = resolve_device(device)
+        if max_resident_members is None:
+            # benchmark requests are a few hundred tokens, far below the models' context
+            max_resident_members = resident_members_for_budget(
+                dirs, self._device, batch_size=batch_size, context=min(self.max_length, TYPICAL_REQUEST_TOKENS),
+                vocab_size=configs[0].vocab_size,
+            )
+        self.ensemble = LogitEnsemble(dirs, self._device, max_resident_members)
+
+    @property
+    def eot_token_id(self) -> int:
+        return self.tokenizer.eos_token_id
+
+    @property
+    def device(self):
+        return self._device
+
+    def tok_encode(self, string: str, add_special_tokens: bool | None = None, **kwargs) -> list[int]:
+        # Our models are trained on EOS-joined documents without BOS: never add special tokens.
+        return self.tokenizer.encode(string, add_special_tokens=bool(add_special_tokens))
+
+    def _loglikelihood_tokens(self, requests, disable_tqdm: bool = False, **kwargs):
+        """Sum of log p(continuation | context) under the mean logits, and whether it is greedy."""
+        import torch
+        from tqdm import tqdm
+
+        # longest first so each padded batch wastes little; results are put back in order
+        order = sorted(range(len(requests)), key=lambda i: -len(requests[i][1] + requests[i][2]))
+        results: list[tuple[float, bool] | None] = [None] * len(requests)
+        pad_id = self.eot_token_id
+        batches = range(0, len(order), self.batch_size)
+        for start in tqdm(batches, desc="lm-eval loglikelihood", disable=disable_tqdm, file=sys.stderr):
+            chunk = order[start : start + self.batch_size]
+            inputs, spans = [], []
+            for i in chunk:
+                _, context_enc, continuation_enc = requests[i]
+                whole = (context_enc + continuation_enc)[-(self.max_length + 1) :]
+                inputs.append(whole[:-1])
+                spans.append((len(whole) - 1 - len(continuation_enc), continuation_enc))
+            width = max(len(x) for x in inputs)
+            # right padding: causal attention keeps the padded tail from touching real positions
+            batch = torch.full((len(inputs), width), pad_id, dtype=torch.long)
+            for row, ids in enumerate(inputs):
+                batch[row, : len(ids)] = torch.tensor(ids, dtype=torch.long)
+            mean_logits = self.ensemble.mean_logits(batch)  # [B, T, V]
+            for row, (i, (begin, continuation)) in enumerate(zip(chunk, spans)):
+                # normalise only the positions that predict the continuation
+                positions = mean_logits[row, begin : begin + len(continuation)].log_softmax(-1)  # [n, V]
+                target = torch.tensor(continuation, dtype=torch.long, device=positions.device)
+                total = float(positions.gather(1, target[:, None]).sum())
+                greedy = bool((positions.argmax(dim=-1) == target).all())
+                results[i] = (total, greedy)
+                self.cache_hook.add_partial("loglikelihood", requests[i][0], (total, greedy))
+        return results
+
+    def loglikelihood_rolling(self, requests, disable_tqdm: bool = False):
+        raise NotImplementedError(
+            "EnsembleLM scores multiple-choice tasks only (loglikelihood); perplexity tasks are "
+            "not supported: use `megadocs train ensemble` for validation loss"
+        )
+
+    def generate_until(self, requests, disable_tqdm: bool = False):
+        raise NotImplementedError(
+            "EnsembleLM scores multiple-choice tasks only (loglikelihood); generation tasks are "
+            "not supported"
+        )
+
+    def close(self) -> None:
+        self.ensemble.close()
+
+
+def evaluate_benchmarks(
+    model_dirs: list[Path],
+    tasks: list[str],
+    *,
+    data_dir: Path | None,
+    limit: int | None = None,
+    device: str = "auto",
+    batch_size: int = 16,
+    max_resident_members: int | None = None,
+) -> dict:
+    """Zero-shot ``acc`` and ``acc_norm`` of one model (one dir) or their logit-averaged ensemble.
+
+    Returns:
+        ``{task: {"acc", "acc_norm", "items"}, "average": {"acc", "acc_norm"}}``; the average is
+        the unweighted mean over the tasks (as the paper averages PIQA, SciQ and ARC-Easy).
+
+    Raises:
+        UserError: unknown task, missing data file, or members that do not share a tokenizer.
+    """
+    if not tasks:
+        raise UserError("benchmarks: no tasks given (expected e.g. piqa,sciq,arc_easy)")
+    for task in tasks:
+        _benchmark(task)
+    _require_lm_eval()
+    from lm_eval import simple_evaluate
+
+    task_manager = _task_manager(tasks)
+    configs = [task_config(t, data_dir, task_manager) for t in tasks]
+    lm = EnsembleLM(model_dirs, device=device, batch_size=batch_size, max_resident_members=max_resident_members)
+    try:
+        output = simple_evaluate(
+            model=lm,
+            tasks=configs,
+            num_fewshot=0,
+            limit=limit,
+            task_manager=task_manager,
+            bootstrap_iters=0,
+            log_samples=False,
+        )
+    finally:
+        lm.close()
+    scores: dict = {}
+    for task in tasks:
+        row = output["results"][task]
+        scores[task] = {metric: float(row[f"{metric},none"]) for metric in METRICS}
+        scores[task]["items"] = int(output["n-samples"][task]["effective"])
+    scores["average"] = {m: sum(scores[t][m] for t in tasks) / len(tasks) for m in METRICS}
+    return scores
+
+
+# ---------------------------------------------------------------------------------------- CLI
+
+
+def print_scores(scores: dict, tasks: Sequence[str]) -> None:
+    """The accuracy table of `evaluate_benchmarks` scores, one task a line and the average."""
+    print(f"{'task':<10} {'acc':>7} {'acc_norm':>9} {'items':>6}")
+    for task in tasks:
+        row = scores[task]
+        print(f"{task:<10} {row['acc']:>7.4f} {row['acc_norm']:>9.4f} {row['items']:>6}")
+    average = scores["average"]
+    print(f"{'average':<10} {average['acc']:>7.4f} {average['acc_norm']:>9.4f}")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options of ``megadocs train benchmarks``."""
+    parser.add_argument(
+        "--models", nargs="+", required=True, metavar="DIR",
+        help="one model, or several to evaluate as a logit-averaged ensemble (run or HF dirs)",
+    )
+    parser.add_argument("--tasks", default="piqa,sciq,arc_easy", help="comma-separated lm-eval tasks")
+    parser.add_argument(
+        "--data-dir", default=None, metavar="DIR",
+        help="local <task>.jsonl files (see train/downstream.py); default: the Hugging Face Hub",
+    )
+    parser.add_argument("--limit", type=int, default=None, help="items per task (default: all)")
+    parser.add_argument("--device", default="auto", help="auto | cpu | cuda")
+    parser.add_argument("--batch-size", type=int, default=16, help="requests per forward pass")
+    parser.add_argument("--json", default=None, metavar="OUT", help="write the scores as JSON here")
+
+
+def main(args: argparse.Namespace) -> int:
+    """``megadocs train benchmarks``: print the accuracy table (and optionally save it)."""
+    tasks = [t.strip() for t in args.tasks.split(",") if t.strip()]
+    scores = evaluate_benchmarks(
+        [Path(m) for m in args.models], tasks,
+        data_dir=Path(args.data_dir) if args.data_dir else None,
+        limit=args.limit, device=args.device, batch_size=args.batch_size,
+    )
+    print_scores(scores, tasks)
+    if args.json:
+        out = Path(args.json)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(scores, indent=2) + "\n")
+    return 0
