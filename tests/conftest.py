@@ -13,6 +13,10 @@ from pathlib import Path
 
 import pytest
 
+# Tests start many small torch processes at once (local executor, subprocess runs, vLLM); with
+# one intra-op thread each they share the cores instead of thrashing them. Set before torch loads.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
 TINY_VOCAB = 512
 TINY_VAL_DOCS = 24
 TINY_MAX_DOCS = 160
