@@ -1,0 +1,211 @@
+"""``megadocs analysis export|efficiency|fit|report``: thin entry points into analysis/.
+
+Heavy libraries (pandas, scipy, matplotlib, optuna) are imported inside the handlers so that
+``megadocs --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from megadocs.errors import UserError
+
+TABLE_SUFFIXES = (".csv", ".parquet", ".json")
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "analysis", help="ledger -> tables, scaling-law fits, data efficiency, figures, report",
+        description="Analyse a sweep's ledger: tables, power-law fits, data efficiency, the paper's figures.",
+    )
+    commands = parser.add_subparsers(dest="analysis_command", metavar="{export,efficiency,fit,report}")
+
+    export = commands.add_parser("export", help="write the ledger as a table (one row per run)")
+    export.add_argument("sweep", metavar="SWEEP.yaml")
+    export.add_argument("--out", required=True, metavar="FILE.{csv,parquet}")
+    export.add_argument(
+        "--table", choices=("runs", "certifications"), default="runs",
+        help="runs: one row per run (default); certifications: one row per certification",
+    )
+    export.set_defaults(func=_export)
+
+    eff = commands.add_parser(
+        "efficiency", help="data efficiency of a loss against a baseline loss under a real-data law",
+        description="Effective-data ratio ((L0 - E) / (L - E))^(1/alpha) of the reference law "
+        "L(D) = E + A D^(-alpha). Default law: analysis/reference_law.yaml (alpha 0.235, E 1.92).",
+    )
+    eff.add_argument("--loss", type=float, required=True, help="the method's loss L")
+    eff.add_argument("--baseline-loss", type=float, required=True, help="the real-only baseline's loss L0")
+    eff.add_argument("--alpha", type=float, default=None, help="data exponent of the reference law")
+    eff.add_argument("--asymptote", type=float, default=None, help="irreducible loss E of the reference law")
+    eff.add_argument("--reference", default=None, metavar="LAW.yaml", help="a reference-law file (alpha, E, provenance)")
+    eff.add_argument(
+        "--fit-baseline", default=None, metavar="TABLE",
+        help="fit the law to your own real-only runs: a CSV/JSON/parquet with columns D (or tokens) and loss",
+    )
+    eff.add_argument("--bootstrap", type=int, default=1000, help="bootstrap refits for the interval (with --fit-baseline)")
+    eff.set_defaults(func=_efficiency)
+
+    fit = commands.add_parser(
+        "fit", help="fit L(x) = E + A x^(-alpha) to a table or to a sweep's certified losses",
+        description="Fit L(x) = E + A x^(-alpha) per group, with bootstrap intervals and warnings about "
+        "what the points cannot determine. INPUT is a table (CSV/JSON/parquet) or a sweep YAML "
+        "(then: certified losses, default --x g --group method).",
+    )
+    fit.add_argument("input", metavar="INPUT")
+    fit.add_argument("--x", default=None, help="column of sizes (default: g for a sweep)")
+    fit.add_argument("--y", default="loss", help="column of losses (default: loss)")
+    fit.add_argument("--group", default=None, help="fit one law per value of this column (default: method for a sweep)")
+    fit.add_argument("--huber", type=float, default=None, metavar="DELTA",
+                     help="Huber loss on log residuals with this threshold (default: least squares)")
+    fit.add_argument("--alpha", type=float, default=None, help="hold alpha fixed")
+    fit.add_argument("--asymptote", type=float, default=None, help="hold E fixed")
+    fit.add_argument("--noise-sigma", type=float, default=None, help="known loss noise (parametric bootstrap)")
+    fit.add_argument("--bootstrap", type=int, default=500, help="bootstrap refits (0: no interval)")
+    fit.set_defaults(func=_fit)
+
+    report = commands.add_parser("report", help="write DIR/report.md with tables and every figure the ledger supports")
+    report.add_argument("sweep", metavar="SWEEP.yaml")
+    report.add_argument("--out", required=True, metavar="DIR")
+    report.add_argument(
+        "--ensembles", nargs="+", default=None, metavar="[ALGORITHM=]FILE",
+        help="ensemble losses: `megadocs train ensemble --json` reports or tables with algorithm, k, loss; "
+        "`auto`: score the sweep's ensemble studies now (trained members)",
+    )
+    report.add_argument("--reference", default=None, metavar="LAW.yaml", help="reference law for data efficiency")
+    report.add_argument(
+        "--fit-baseline", default=None, metavar="TABLE",
+        help="fit the reference law to your real-only runs (columns D or tokens, and loss): efficiencies get intervals",
+    )
+    report.add_argument("--bootstrap", type=int, default=1000, help="bootstrap refits of --fit-baseline")
+    report.set_defaults(func=_report)
+
+    parser.set_defaults(func=lambda args: (parser.print_help(), 2)[1])
+
+
+def read_table(path: str | Path):
+    """A CSV, JSON (list of rows) or parquet table as a DataFrame; UserError naming the file otherwise."""
+    import pandas as pd
+
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{path}: file not found (expected a table: {', '.join(TABLE_SUFFIXES)})")
+    if path.suffix == ".csv":
+        return pd.read_csv(path)
+    if path.suffix == ".parquet":
+        return pd.read_parquet(path)
+    if path.suffix == ".json":
+        return pd.read_json(path)
+    raise UserError(f"{path}: unknown table format {path.suffix!r} (expected {', '.join(TABLE_SUFFIXES)})")
+
+
+def _export(args) -> int:
+    from analysis.ledger import load_tables
+
+    out = Path(args.out)
+    if out.suffix not in (".csv", ".parquet"):
+        raise UserError(f"--out: {out} must end in .csv or .parquet")
+    tables = load_tables(args.sweep)
+    frame = tables.runs if args.table == "runs" else tables.certifications
+    if len(tables.runs) == 0:
+        print(f"warning: the ledger of sweep {tables.sweep_name!r} has no runs yet "
+              f"(run `megadocs search certify {args.sweep}`); writing an empty table", file=sys.stderr)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.name + ".tmp")
+    if out.suffix == ".csv":
+        frame.to_csv(tmp, index=False)
+    else:
+        frame.to_parquet(tmp, index=False)
+    tmp.replace(out)
+    print(f"wrote {len(frame)} {args.table} rows, {len(frame.columns)} columns to {out}")
+    return 0
+
+
+def _law_from_args(args):
+    """The reference law an efficiency is computed with: the alpha/E pair, a file, a fit, or the default."""
+    from analysis.efficiency import ReferenceLaw, fit_reference_law, load_reference_law
+
+    alpha, asymptote = getattr(args, "alpha", None), getattr(args, "asymptote", None)
+    given = [name for name, value in (("--alpha", alpha), ("--asymptote", asymptote)) if value is not None]
+    if len(given) == 1:
+        raise UserError(f"{given[0]}: give both --alpha and --asymptote (only the pair defines the ratio)")
+    if given and (args.reference or args.fit_baseline):
+        raise UserError("--alpha/--asymptote: give the law once (either the pair, --reference or --fit-baseline)")
+    if args.reference and args.fit_baseline:
+        raise UserError("--reference: give the law once (either --reference or --fit-baseline)")
+    if args.fit_baseline:
+        table = read_table(args.fit_baseline)
+        size = "D" if "D" in table else "tokens"
+        missing = [c for c in (size, "loss") if c not in table]
+        if missing:
+            raise UserError(f"{args.fit_baseline}: missing column(s) {missing} (expected D or tokens, and loss)")
+        law = fit_reference_law(table[size].to_numpy(float), table["loss"].to_numpy(float), n_boot=args.bootstrap)
+        print(law.describe("D"))
+        return law
+    if given:
+        return ReferenceLaw(alpha=alpha, E=asymptote, provenance="given on the command line")
+    return load_reference_law(args.reference)
+
+
+def _efficiency(args) -> int:
+    from analysis.efficiency import efficiency
+
+    law = _law_from_args(args)
+    result = efficiency(args.loss, args.baseline_loss, law)
+    print(f"data efficiency: {result.format()}  (loss {args.loss} vs baseline {args.baseline_loss}; "
+          f"alpha={result.alpha:.4g}, E={result.E:.4g})")
+    if result.effective_tokens is not None:
+        print(f"effective data: {result.effective_tokens:,.0f} ({result.effective_basis})")
+    return 0
+
+
+def _fit(args) -> int:
+    from analysis.scaling import fit_groups
+
+    options = dict(
+        loss="huber" if args.huber is not None else "linear",
+        huber_delta=args.huber if args.huber is not None else 0.01,
+        fix_alpha=args.alpha,
+        fix_E=args.asymptote,
+        noise_sigma=args.noise_sigma,
+        n_boot=args.bootstrap,
+    )
+    if args.input.endswith((".yaml", ".yml")):
+        from analysis.generation import BASELINE_METHOD
+        from analysis.ledger import load_tables
+
+        frame = load_tables(args.input).certifications
+        if len(frame):
+            frame = frame[(frame["method"] != BASELINE_METHOD) & frame["loss"].notna()]
+        x, group = args.x or "g", args.group or "method"
+    else:
+        frame = read_table(args.input)
+        if args.x is None:
+            raise UserError("--x: name the column of sizes (e.g. D, g, k)")
+        x, group = args.x, args.group
+    for column in (x, args.y, group):
+        if column is not None and column not in frame:
+            raise UserError(f"--x/--y/--group: column {column!r} not in {args.input} (columns: {list(frame.columns)})")
+    if len(frame) == 0:
+        raise UserError(f"{args.input}: no rows to fit")
+    if group is None:
+        frame = frame.assign(_all="all")
+        group = "_all"
+    failed = 0
+    for name, fit in fit_groups(frame, x=x, y=args.y, group=group, **options).items():
+        print(f"[{name}]" if group != "_all" else "", file=sys.stdout)
+        if isinstance(fit, str):
+            failed += 1
+            print(f"  not fitted: {fit}")
+        else:
+            print(fit.describe(x))
+    return 1 if failed else 0
+
+
+def _report(args) -> int:
+    from analysis.report import build_report
+
+    path = build_report(args.sweep, args.out, ensembles=args.ensembles, reference_law=_law_from_args(args))
+    print(f"wrote {path}")
+    return 0

@@ -1,0 +1,196 @@
+"""Ensembles: loss vs number of members K per algorithm, fitted asymptotes and their comparison.
+
+The losses per K come from ``megadocs train ensemble --json OUT`` over the member runs of a
+sweep's ensemble study, or from any table with columns ``algorithm, k, loss`` (and optionally
+``set``), so the fit and figure do not depend on how the numbers were produced. Each algorithm
+gets L(K) = E + A * K^(-alpha); algorithms are compared by their asymptotes E (paper.md: real
+only about 3.31, each synthetic method lower by >= 0.12).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import yaml
+
+from analysis.scaling import PowerLawFit, fit_groups
+from megadocs.errors import UserError
+
+__all__ = ["load_ensemble_table", "score_ensemble_studies", "fit_ensembles", "compare_asymptotes"]
+
+_COLUMN_ALIASES = {"method": "algorithm", "K": "k", "members": "k", "val_set": "set"}
+
+
+def _from_train_ensemble(report: dict, label: str | None, source: Path) -> list[dict]:
+    """Rows from a ``megadocs train ensemble --json`` report.
+
+    Its ``sets`` map a validation set name to ``{"source", "by_k": [{"k", "loss", "loss_short"?,
+    "loss_long"?}, ...]}`` (a bare list of rows is accepted too); the halves become the sets
+    ``<name>_short`` / ``<name>_long`` like train's ``iid_short`` / ``iid_long``.
+    """
+    algorithm = label or _algorithm_of_members(report.get("members") or [])
+    if algorithm is None:
+        raise UserError(
+            f"{source}: cannot tell which algorithm these ensemble members used (no RUN/config.yaml); "
+            f"pass it as ALGORITHM={source}"
+        )
+    rows = []
+    for set_name, entries in (report.get("sets") or {}).items():
+        if isinstance(entries, dict):
+            entries = entries.get("by_k") or []
+        for entry in entries:
+            rows.append({"algorithm": algorithm, "k": entry["k"], "loss": entry["loss"], "set": set_name})
+            for half in ("short", "long"):
+                value = entry.get(f"loss_{half}")
+                if value is not None and math.isfinite(value):
+                    rows.append(
+                        {"algorithm": algorithm, "k": entry["k"], "loss": entry[f"loss_{half}"],
+                         "set": f"{set_name}_{half}"}
+                    )
+    return rows
+
+
+def _algorithm_of_members(members: list[str]) -> str | None:
+    """The data algorithm recorded in the first member's RUN/config.yaml (``real`` without synthetic)."""
+    for member in members[:1]:
+        for candidate in (Path(member) / "config.yaml", Path(member).parent / "config.yaml"):
+            if candidate.is_file():
+                config = yaml.safe_load(candidate.read_text()) or {}
+                synthetic = (config.get("data") or {}).get("synthetic")
+                return synthetic.get("algorithm") if synthetic else "real"
+    return None
+
+
+def load_ensemble_table(sources) -> pd.DataFrame:
+    """Read ensemble losses from files named ``[ALGORITHM=]PATH`` (CSV, JSON list, or train-ensemble JSON).
+
+    Returns a DataFrame with columns ``algorithm``, ``k``, ``loss``, ``set`` (``iid`` when a
+    file does not say).
+
+    Raises:
+        UserError: a missing file, an unknown format, or missing columns (named).
+    """
+    if isinstance(sources, (str, Path)):
+        sources = [sources]
+    rows: list[dict] = []
+    for item in sources:
+        label, _, path_text = str(item).rpartition("=")
+        path = Path(path_text)
+        if not path.is_file():
+            raise UserError(f"{path}: ensemble table not found (expected CSV or JSON with algorithm, k, loss)")
+        if path.suffix == ".csv":
+            part = pd.read_csv(path).rename(columns=_COLUMN_ALIASES)
+            if label:
+                part["algorithm"] = label
+            rows.extend(part.to_dict("records"))
+        elif path.suffix == ".json":
+            try:
+                data = json.loads(path.read_text())
+            except json.JSONDecodeError as exc:
+                raise UserError(f"{path}: invalid JSON ({exc.msg} at line {exc.lineno})") from None
+            if isinstance(data, dict) and "sets" in data:
+                rows.extend(_from_train_ensemble(data, label or None, path))
+            elif isinstance(data, list):
+                part = pd.DataFrame(data).rename(columns=_COLUMN_ALIASES)
+                if label:
+                    part["algorithm"] = label
+                rows.extend(part.to_dict("records"))
+            else:
+                raise UserError(f"{path}: expected a list of rows or a `megadocs train ensemble --json` report")
+        else:
+            raise UserError(f"{path}: unknown ensemble table format {path.suffix!r} (expected .csv or .json)")
+    table = pd.DataFrame(rows)
+    missing = [c for c in ("algorithm", "k", "loss") if c not in table]
+    if missing:
+        raise UserError(f"ensemble table: missing column(s) {missing} (expected algorithm, k, loss[, set])")
+    if "set" not in table:
+        table["set"] = "iid"
+    table["set"] = table["set"].fillna("iid")
+    table["k"] = pd.to_numeric(table["k"], errors="coerce")
+    table["loss"] = pd.to_numeric(table["loss"], errors="coerce")
+    bad = table[table["k"].isna() | table["loss"].isna() | (table["k"] < 1)]
+    if len(bad):
+        raise UserError(f"ensemble table: rows with k < 1 or non-numeric k/loss: {bad.head(3).to_dict('records')}")
+    return table[["algorithm", "k", "loss", "set"]].sort_values(["set", "algorithm", "k"]).reset_index(drop=True)
+
+
+def score_ensemble_studies(
+    studies: dict[str, dict], out_dir: str | Path, *, extra_args: list[str] | tuple[str, ...] = ()
+) -> tuple[list[str], dict[str, str]]:
+    """Run ``megadocs train ensemble`` over each ensemble study's completed member runs.
+
+    Writes ``out_dir/NAME.json`` per study (train's ensemble command resumes a half-written
+    one) and returns the ``ALGORITHM=PATH`` sources for :func:`load_ensemble_table` and, per
+    study that could not be scored, the reason. ``studies`` is ``LedgerTables.ensembles``;
+    ``extra_args`` are passed on (e.g. ``--device cpu`` or ``--val STORE``).
+    """
+    from megadocs.cli import main
+
+    out_dir = Path(out_dir)
+    sources: list[str] = []
+    problems: dict[str, str] = {}
+    for name, study in studies.items():
+        members = [d for d, status in zip(study["members"], study["statuses"]) if status == "completed" and d]
+        if len(members) < 2:
+            problems[name] = f"{len(members)} completed member(s); need at least 2"
+            continue
+        missing = [d for d in members if not (Path(d) / "model" / "config.json").is_file()]
+        if missing:
+            problems[name] = f"member {missing[0]} has no model/ (not a trained run?)"
+            continue
+        path = out_dir / f"{name}.json"
+        status = main(["train", "ensemble", "--members", *members, "--json", str(path), *extra_args])
+        if status != 0 or not path.is_file():
+            problems[name] = f"`megadocs train ensemble` exited with status {status}"
+            continue
+        sources.append(f"{study.get('method') or name}={path}")
+    return sources, problems
+
+
+def fit_ensembles(table: pd.DataFrame, *, val_set: str = "iid", **fit_options) -> dict[str, PowerLawFit | str]:
+    """L(K) per algorithm on one validation set; unfit groups map to the reason (see fit_groups)."""
+    part = table[table["set"] == val_set]
+    if len(part) == 0:
+        raise UserError(f"ensemble table: no rows for validation set {val_set!r} (sets: {sorted(table['set'].unique())})")
+    return fit_groups(part, x="k", y="loss", group="algorithm", **fit_options)
+
+
+def compare_asymptotes(fits: dict[str, PowerLawFit | str], *, reference: str = "real") -> pd.DataFrame:
+    """Asymptote E per algorithm with its interval, and its difference from the reference's.
+
+    Columns: ``algorithm``, ``E``, ``E_low``, ``E_high``, ``E_determined``, ``delta`` (E -
+    E_reference), ``delta_low``, ``delta_high``, ``note``. Differences get an interval when both
+    fits have bootstrap draws (independent draws, paired by index).
+    """
+    ref = fits.get(reference)
+    ref = ref if isinstance(ref, PowerLawFit) else None
+    rows = []
+    for algorithm, fit in fits.items():
+        if not isinstance(fit, PowerLawFit):
+            rows.append({"algorithm": algorithm, "E": math.nan, "E_determined": False, "note": fit})
+            continue
+        interval = fit.interval("E") or (math.nan, math.nan)
+        row = {
+            "algorithm": algorithm,
+            "E": fit.E,
+            "E_low": interval[0],
+            "E_high": interval[1],
+            "E_determined": fit.determined["E"],
+            "delta": math.nan,
+            "delta_low": math.nan,
+            "delta_high": math.nan,
+            "note": "; ".join(fit.notes),
+        }
+        if ref is not None and algorithm != reference:
+            row["delta"] = fit.E - ref.E
+            if fit.samples is not None and ref.samples is not None:
+                n = min(len(fit.samples), len(ref.samples))
+                diffs = fit.samples[:n, 0] - ref.samples[:n, 0]
+                tail = (1 - fit.level) / 2 * 100
+                row["delta_low"], row["delta_high"] = np.percentile(diffs, [tail, 100 - tail]).tolist()
+        rows.append(row)
+    return pd.DataFrame(rows)

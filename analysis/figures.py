@@ -1,0 +1,436 @@
+"""The paper's figures from the analysis tables, in one style that stays readable in grayscale.
+
+Figure numbers follow the paper (paper.md, "Figures users expect"):
+
+* 1/2/5 :func:`plot_generation_scaling` - tuned loss vs G (log2 axis) per algorithm, real-only line;
+* 7     :func:`plot_ensembles` - loss vs ensemble size K with fitted asymptotes;
+* 10    :func:`plot_certification_map` - one certification on a 2-D slice of the grid: every run a
+        cell coloured by loss, the path of best points, the certificate and its neighbours;
+* 11    :func:`plot_certified_hparams` - certified hyperparameters vs G per algorithm.
+
+Grayscale readability comes from redundancy: every algorithm has its own marker *and* line
+style besides its colour, and loss maps use viridis (monotone lightness). All functions take
+and return a matplotlib Figure drawn on the Agg canvas without pyplot (no display, no global
+figure state); :func:`save_figure` writes PNG and PDF.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from collections.abc import Mapping, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+import numpy as np
+import pandas as pd
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from matplotlib.patches import Rectangle
+from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator
+
+from analysis.frame import POINT, point_of
+from analysis.generation import BASELINE_METHOD
+from analysis.scaling import PowerLawFit
+
+__all__ = [
+    "STYLE",
+    "method_style",
+    "style",
+    "save_figure",
+    "png_bytes",
+    "map_axes",
+    "plot_generation_scaling",
+    "plot_ensembles",
+    "plot_certification_map",
+    "plot_certified_hparams",
+]
+
+STYLE: dict[str, Any] = {
+    "figure.figsize": (5.0, 3.6),
+    "figure.dpi": 110,
+    "savefig.dpi": 160,
+    "savefig.bbox": "tight",
+    "font.size": 9,
+    "axes.titlesize": 10,
+    "axes.labelsize": 9,
+    "legend.fontsize": 8,
+    "legend.frameon": False,
+    "axes.spines.top": False,
+    "axes.spines.right": False,
+    "axes.grid": True,
+    "grid.color": "0.88",
+    "grid.linewidth": 0.6,
+    "lines.linewidth": 1.6,
+    "lines.markersize": 6,
+    "image.cmap": "viridis",
+}
+
+# Okabe-Ito colours (colour-blind safe) of distinct lightness, plus marker and dash per method.
+_METHOD_STYLES = {
+    "real": {"color": "black", "marker": "o", "linestyle": "--", "label": "real data only"},
+    "simple": {"color": "#0072B2", "marker": "D", "linestyle": "-", "label": "simple rephrasing"},
+    "stitched": {"color": "#D55E00", "marker": "s", "linestyle": "--", "label": "stitched rephrasing"},
+    "latent": {"color": "#009E73", "marker": "^", "linestyle": "-.", "label": "latent thoughts"},
+    "stitched-first": {"color": "#CC79A7", "marker": "P", "linestyle": ":", "label": "stitched (real first)"},
+    "stitched-none": {"color": "#E69F00", "marker": "v", "linestyle": (0, (5, 1, 1, 1)), "label": "stitched (no real)"},
+    "self-distill": {"color": "#56B4E9", "marker": "x", "linestyle": (0, (1, 1)), "label": "self-distillation"},
+}
+_FALLBACK_MARKERS = ("P", "X", "*", "h", "<", ">")
+_FALLBACK_COLOURS = ("#555555", "#999999", "#332288", "#882255")
+
+
+def method_style(method: str) -> dict[str, Any]:
+    """Colour, marker, line style and label of an algorithm (stable for unknown names too)."""
+    if method in _METHOD_STYLES:
+        return dict(_METHOD_STYLES[method])
+    index = sum(map(ord, str(method)))
+    return {
+        "color": _FALLBACK_COLOURS[index % len(_FALLBACK_COLOURS)],
+        "marker": _FALLBACK_MARKERS[index % len(_FALLBACK_MARKERS)],
+        "linestyle": "-",
+        "label": str(method),
+    }
+
+
+def _figure(*grid, figsize=None, **options):
+    """A Figure on the Agg canvas (no pyplot: no global state, nothing to close, no display needed)."""
+    fig = Figure(figsize=figsize)
+    FigureCanvasAgg(fig)
+    return fig, fig.subplots(*grid, **options)
+
+
+@contextmanager
+def style():
+    """The one style every figure is drawn in."""
+    with matplotlib.rc_context(STYLE):
+        yield
+
+
+def save_figure(fig, out_dir: str | Path, name: str) -> list[Path]:
+    """Write ``name.png`` and ``name.pdf`` into ``out_dir``."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = [out_dir / f"{name}.png", out_dir / f"{name}.pdf"]
+    with style():  # savefig reads its dpi and bbox settings at save time
+        for path in paths:
+            fig.savefig(path)
+    return paths
+
+
+def png_bytes(fig) -> bytes:
+    """The figure as PNG bytes in the house style (for notebooks: ``display(Image(png_bytes(fig)))``)."""
+    buffer = io.BytesIO()
+    with style():
+        fig.savefig(buffer, format="png")
+    return buffer.getvalue()
+
+
+def map_axes(runs: pd.DataFrame, summary: Mapping[str, Any], grid: Mapping[str, Sequence[Any]] | None = None):
+    """The two axes Figure 10 should show for a certification, or None when fewer than two varied.
+
+    Preference: the axes the path of best points moved along most, then those the runs explored
+    most; grid order breaks ties.
+    """
+    searched = [a for a, values in grid.items() if len(values) > 1] if grid else [
+        c[len(POINT):] for c in runs.columns if isinstance(c, str) and c.startswith(POINT)
+    ]
+    path = summary.get("path") or []
+    varying = sorted(
+        (a for a in searched if POINT + a in runs and runs[POINT + a].nunique() > 1),
+        key=lambda a: (-len({p.get(a) for p in path}), -runs[POINT + a].nunique()),
+    )
+    return (varying[0], varying[1]) if len(varying) >= 2 else None
+
+
+def _log2_axis(ax, values: Sequence[float], axis: str = "x") -> None:
+    """A log2 axis whose ticks are the values themselves, written as plain numbers."""
+    values = sorted({float(v) for v in values if v > 0})
+    set_scale = ax.set_xscale if axis == "x" else ax.set_yscale
+    target = ax.xaxis if axis == "x" else ax.yaxis
+    set_scale("log", base=2)
+    target.set_major_locator(FixedLocator(values))
+    target.set_minor_locator(NullLocator())
+    target.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+
+
+def plot_generation_scaling(table: pd.DataFrame, *, val_set: str = "iid", title: str | None = None, law=None):
+    """Figures 1/2/5: tuned loss vs G per algorithm, with the real-only baseline as a line.
+
+    ``table`` is :func:`analysis.generation.generation_table`'s. Filled markers are certified
+    points, open markers points whose search has not certified yet; a ring marks a certificate
+    that leans on a search bound. With a reference ``law`` (anything with ``alpha`` and ``E``)
+    and an i.i.d. set, a right-hand axis reads the loss as data efficiency vs the baseline.
+
+    Raises:
+        ValueError: the table has no synthetic-data point for ``val_set``.
+    """
+    part = table[table["set"] == val_set]
+    synthetic = part[(part["method"] != BASELINE_METHOD) & (part["g"] > 0)]
+    if synthetic.empty:
+        raise ValueError(f"no synthetic-data certification has a {val_set} loss")
+    with style():
+        fig, ax = _figure()
+        for method, group in synthetic.groupby("method", sort=False):
+            group = group.sort_values("g")
+            spec = method_style(method)
+            label = spec.pop("label")
+            ax.plot(group["g"], group["loss"], label=label, **spec)
+            _mark_open_and_bounds(ax, group, "loss", spec["color"], spec["marker"],
+                                  group["bounds_hit"].astype(bool))
+        baseline = part.loc[part["method"] == BASELINE_METHOD, "loss"]
+        if len(baseline):
+            ax.axhline(float(baseline.min()), color="black", linestyle="--", linewidth=1.2,
+                       label=f"real data only ({float(baseline.min()):.3f})")
+            if law is not None and val_set in ("iid", "objective") and float(baseline.min()) > law.E:
+                _efficiency_axis(ax, float(baseline.min()), law)
+        _log2_axis(ax, synthetic["g"])
+        ax.set_xlabel("generations per real document G (log2)")
+        ax.set_ylabel(f"tuned {val_set} validation loss")
+        ax.set_title(title or f"Tuned loss vs generations ({val_set})")
+        notes = ["filled: certified, open: not certified"]
+        if synthetic["bounds_hit"].astype(bool).any():
+            notes.append("ring: certificate at a search bound")
+        ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=2)
+        fig.tight_layout(rect=(0, 0.04, 1, 1))
+        fig.text(0.01, 0.01, "; ".join(notes), fontsize=7, ha="left", va="bottom")
+    return fig
+
+
+def plot_ensembles(table: pd.DataFrame, fits: Mapping[str, PowerLawFit | str], *, val_set: str = "iid"):
+    """Figure 7: loss vs ensemble size K per algorithm, fitted L(K) and asymptote E (dotted)."""
+    part = table[table["set"] == val_set]
+    if part.empty:
+        raise ValueError(f"no ensemble losses for {val_set}")
+    with style():
+        fig, ax = _figure()
+        k_max = float(part["k"].max())
+        grid = np.geomspace(1, max(2 * k_max, 2), 100)
+        for algorithm, group in part.groupby("algorithm", sort=False):
+            spec = method_style(algorithm)
+            label = spec.pop("label")
+            fit = fits.get(algorithm)
+            ax.plot(group["k"], group["loss"], linestyle="none", marker=spec["marker"], color=spec["color"])
+            if isinstance(fit, PowerLawFit):
+                determined = "" if fit.determined["E"] else " (not determined)"
+                ax.plot(grid, fit.predict(grid), color=spec["color"], linestyle=spec["linestyle"])
+                ax.axhline(fit.E, color=spec["color"], linestyle=":", linewidth=0.9)
+                label = f"{label}: E={fit.E:.3f}{determined}"
+            else:
+                ax.plot(group["k"], group["loss"], color=spec["color"], linestyle=spec["linestyle"])
+                label = f"{label} (no fit)"
+            # legend entry with both the marker and the line style
+            ax.plot([], [], color=spec["color"], linestyle=spec["linestyle"], marker=spec["marker"], label=label)
+        _log2_axis(ax, sorted(set(part["k"].tolist())))
+        ax.set_xlabel("ensemble members K (log2)")
+        ax.set_ylabel(f"{val_set} validation loss")
+        ax.set_title("Ensembles: L(K) = E + A K^(-alpha); dotted: asymptote E")
+        ax.legend()
+        fig.tight_layout()
+    return fig
+
+
+def _axis_values(runs: pd.DataFrame, axis: str, grid: Mapping[str, Sequence[Any]] | None) -> list[Any]:
+    if grid and axis in grid:
+        return list(grid[axis])
+    return sorted(runs[POINT + axis].dropna().unique().tolist())
+
+
+def _index(values: Sequence[Any], value: Any) -> int | None:
+    for i, candidate in enumerate(values):
+        if math.isclose(float(candidate), float(value), rel_tol=1e-9):
+            return i
+    return None
+
+
+def plot_certification_map(
+    runs: pd.DataFrame,
+    summary: Mapping[str, Any],
+    *,
+    x_axis: str,
+    y_axis: str,
+    grid: Mapping[str, Sequence[Any]] | None = None,
+):
+    """Figure 10: the certification path on a 2-D slice (``x_axis`` x ``y_axis``) of the grid.
+
+    The slice holds the other axes at the certified (else best) point. Each run on the slice is
+    a cell coloured by its loss (printed in it; "div." for a diverged run, blank for not run).
+    The path of best points is drawn projected onto the slice; the star is the certified point
+    and outlined cells are its neighbours on the slice.
+
+    Args:
+        runs: the runs frame of *this* certification.
+        summary: its ``search.status.summarize`` dict (``certificate``, ``best``, ``path``).
+        grid: axis values (the sweep's grid); default: the values the runs used.
+    """
+    certificate = summary.get("certificate") or None
+    centre = (certificate or {}).get("point") or (summary.get("best") or {}).get("params")
+    if not centre:
+        raise ValueError(f"{summary.get('name')}: no finished run yet, nothing to map")
+    xs, ys = _axis_values(runs, x_axis, grid), _axis_values(runs, y_axis, grid)
+    others = {axis: value for axis, value in centre.items() if axis not in (x_axis, y_axis)}
+    losses = np.full((len(ys), len(xs)), np.nan)
+    diverged = np.zeros_like(losses, dtype=bool)
+    off_slice = 0
+    for _, run in runs.iterrows():
+        point = point_of(run)
+        if any(not math.isclose(float(point.get(a, math.nan)), float(v), rel_tol=1e-9) for a, v in others.items()):
+            off_slice += 1
+            continue
+        i, j = _index(ys, point[y_axis]), _index(xs, point[x_axis])
+        if i is None or j is None or pd.isna(run["loss"]):
+            continue
+        if math.isinf(run["loss"]):
+            diverged[i, j] = True
+        elif np.isnan(losses[i, j]) or run["loss"] < losses[i, j]:
+            losses[i, j] = run["loss"]
+
+    with style():
+        fig, ax = _figure(figsize=(1.2 + 0.9 * len(xs), 1.4 + 0.7 * len(ys)))
+        finite = losses[np.isfinite(losses)]
+        image = ax.imshow(np.ma.masked_invalid(losses), origin="lower", cmap="viridis_r", aspect="auto",
+                          vmin=finite.min() if finite.size else None, vmax=finite.max() if finite.size else None)
+        ax.set_facecolor("white")
+        mid = (finite.min() + finite.max()) / 2 if finite.size else 0
+        for i in range(len(ys)):
+            for j in range(len(xs)):
+                # Values sit top-left in the cell so the path (through cell centres) and the star do not hide them.
+                if diverged[i, j]:
+                    ax.text(j - 0.06, i + 0.3, "div.", ha="right", va="center", fontsize=7, color="black")
+                elif np.isfinite(losses[i, j]):
+                    # viridis_r is dark for high losses: light text there, dark text on light cells.
+                    colour = "white" if losses[i, j] > mid else "black"
+                    ax.text(j - 0.06, i + 0.3, f"{losses[i, j]:.3f}", ha="right", va="center", fontsize=7, color=colour)
+        path = [p for p in summary.get("path") or [] if x_axis in p and y_axis in p]
+        cells = [(_index(xs, p[x_axis]), _index(ys, p[y_axis])) for p in path]
+        cells = [c for c in cells if None not in c]
+        if len(cells) > 1:
+            px, py = zip(*cells)
+            ax.plot(px, py, color="white", linewidth=4.0, alpha=0.9, zorder=3)
+            ax.plot(px, py, color="black", linewidth=1.5, marker=".", zorder=4, label="path of best points")
+            for (x0, y0), (x1, y1) in zip(cells, cells[1:]):
+                if (x0, y0) != (x1, y1):
+                    ax.annotate("", xy=(x1, y1), xytext=(x0, y0), zorder=5,
+                                arrowprops={"arrowstyle": "->", "color": "black", "lw": 1.5})
+        cx, cy = _index(xs, centre[x_axis]), _index(ys, centre[y_axis])
+        star_label = "certified point" if certificate else "best so far (not certified)"
+        ax.plot(cx, cy, marker="*", markersize=13, color="white", markeredgecolor="black", linestyle="none",
+                zorder=6, label=star_label)
+        if certificate:
+            for neighbour in certificate.get("neighbours") or []:
+                params = neighbour.get("params") or {}
+                if all(math.isclose(float(params.get(a, math.nan)), float(v), rel_tol=1e-9) for a, v in others.items()):
+                    j, i = _index(xs, params[x_axis]), _index(ys, params[y_axis])
+                    if i is not None and j is not None:
+                        ax.add_patch(Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, edgecolor="black",
+                                                   linewidth=2.0, linestyle="--", zorder=5))
+        ax.set_xticks(range(len(xs)), [f"{v:g}" for v in xs])
+        ax.set_yticks(range(len(ys)), [f"{v:g}" for v in ys])
+        ax.set_xlabel(x_axis)
+        ax.set_ylabel(y_axis)
+        ax.grid(False)
+        fixed = ", ".join(f"{a}={v:g}" for a, v in others.items())
+        ax.set_title(f"{summary.get('name')}\n" + (f"slice at {fixed}" if fixed else "full grid"), fontsize=9)
+        fig.colorbar(image, ax=ax, label="loss (lower is better)")
+        caption = "dashed cells: certificate's neighbours" if certificate else ""
+        bounds = (certificate or {}).get("bounds_hit") or []
+        if bounds:
+            caption += "; leans on search bound(s): " + ", ".join(f"{b['axis']} {b['side']}" for b in bounds)
+        if off_slice:
+            caption += ("; " if caption else "") + f"{off_slice} run(s) off this slice not shown"
+        if caption:
+            fig.text(0.01, 0.005, caption, fontsize=7, ha="left", va="bottom")
+        ax.legend(loc="upper left", bbox_to_anchor=(0.0, -0.18), ncol=2, fontsize=7)
+        fig.tight_layout()
+    return fig
+
+
+def _bound_axes(bounds_hit: Any) -> set[str]:
+    """Axis names in a ``bounds_hit`` cell such as ``"epochs upper, mix upper"``."""
+    if not isinstance(bounds_hit, str) or not bounds_hit:
+        return set()
+    return {part.strip().split(" ")[0] for part in bounds_hit.split(",") if part.strip()}
+
+
+def plot_certified_hparams(
+    certifications: pd.DataFrame,
+    *,
+    axes: Sequence[str] | None = None,
+    grid: Mapping[str, Sequence[Any]] | None = None,
+):
+    """Figure 11: certified hyperparameters vs G per algorithm (one panel per grid axis).
+
+    The y axis of a panel lists the axis's grid values evenly spaced (as the search steps
+    through them), so the top and bottom rows are the search bounds. Algorithms are dodged
+    slightly along G so equal values stay visible. Open markers: not certified (best so far);
+    a ring: the certificate leans on that axis's bound. The real-only certificate is a
+    horizontal dashed line.
+
+    Raises:
+        ValueError: no synthetic-data certification, or no grid axes in the table.
+    """
+    axes = list(axes or [c[len(POINT):] for c in certifications.columns if c.startswith(POINT)])
+    synthetic = certifications[(certifications["method"] != BASELINE_METHOD) & (certifications["g"] > 0)]
+    if synthetic.empty or not axes:
+        raise ValueError("no synthetic-data certification with a grid point")
+    baseline = certifications[certifications["method"] == BASELINE_METHOD]
+    methods = list(dict.fromkeys(synthetic["method"]))
+    with style():
+        fig, panels = _figure(1, len(axes), figsize=(2.6 * len(axes) + 0.6, 3.0), squeeze=False)
+        for ax, axis in zip(panels[0], axes):
+            column = POINT + axis
+            values = _axis_values(certifications, axis, grid)
+            for n, method in enumerate(methods):
+                group = synthetic[synthetic["method"] == method].dropna(subset=[column]).sort_values("g")
+                spec = method_style(method)
+                label = spec.pop("label")
+                dodge = 2 ** (0.09 * (n - (len(methods) - 1) / 2))
+                placed = group.assign(g=group["g"] * dodge, y=[_index(values, v) for v in group[column]])
+                ax.plot(placed["g"], placed["y"], label=label, **spec)
+                at_bound = group["bounds_hit"].map(lambda b, axis=axis: axis in _bound_axes(b))
+                _mark_open_and_bounds(ax, placed, "y", spec["color"], spec["marker"], at_bound)
+            if len(baseline) and column in baseline and baseline[column].notna().any():
+                ax.axhline(_index(values, baseline[column].dropna().iloc[0]), color="black", linestyle="--",
+                           linewidth=1.0, label="real data only")
+            _log2_axis(ax, synthetic["g"])
+            ax.set_yticks(range(len(values)), [f"{v:g}" for v in values])
+            ax.set_ylim(-0.5, len(values) - 0.5)
+            ax.set_xlabel("G (log2)")
+            ax.set_title(axis)
+        panels[0][0].set_ylabel("certified value (grid)")
+        handles, labels = panels[0][0].get_legend_handles_labels()
+        fig.legend(handles, labels, loc="lower center", ncol=min(4, len(labels)), bbox_to_anchor=(0.5, -0.02))
+        fig.suptitle("Certified hyperparameters vs G (open: not certified; ring: at a search bound)", fontsize=9)
+        fig.tight_layout(rect=(0, 0.1, 1, 1))
+    return fig
+
+
+def _efficiency_axis(ax, baseline_loss: float, law) -> None:
+    """Right-hand axis: efficiency ((L0 - E) / (L - E))^(1/alpha) of a loss on the left axis."""
+    gap0 = baseline_loss - law.E
+
+    def to_efficiency(loss):
+        gap = np.asarray(loss, dtype=float) - law.E
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return np.where(gap > 0, (gap0 / np.where(gap > 0, gap, 1.0)) ** (1.0 / law.alpha), np.nan)
+
+    def to_loss(ratio):
+        ratio = np.asarray(ratio, dtype=float)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return law.E + gap0 * np.where(ratio > 0, ratio, np.nan) ** (-law.alpha)
+
+    right = ax.secondary_yaxis("right", functions=(to_efficiency, to_loss))
+    right.set_ylabel(f"data efficiency (alpha={law.alpha:g}, E={law.E:g})")
+    right.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:.2g}x"))
+
+
+def _mark_open_and_bounds(ax, frame: pd.DataFrame, y: str, colour, marker, at_bound) -> None:
+    """Open markers over uncertified points, rings around points whose certificate hits a bound."""
+    uncertified = frame[~frame["certified"].astype(bool).to_numpy()]
+    ax.plot(uncertified["g"], uncertified[y], marker=marker, color=colour, linestyle="none",
+            markerfacecolor="white")
+    bounded = frame[np.asarray(at_bound, dtype=bool)]
+    ax.plot(bounded["g"], bounded[y], marker="o", markersize=13, markerfacecolor="none",
+            markeredgecolor=colour, linestyle="none", markeredgewidth=0.8)

@@ -1,0 +1,265 @@
+"""The analysis tables: one row per run, one row per certification (pure; no ledger access).
+
+Everything downstream (fits, efficiency, figures, report, notebooks) reads these two pandas
+DataFrames, so a reader can build them from any source; ``analysis.ledger`` fills them from a
+sweep's ledger through ``search``'s public API.
+
+Runs frame (:func:`runs_frame`), one row per trial of every certification:
+
+==================  ==========================================================================
+column              meaning
+==================  ==========================================================================
+``sweep``           sweep name
+``certification``   certification name (one Optuna study per certification)
+``kind``            ``certify`` | ``grid`` | ``tpe`` | ``ensemble`` (ensemble members' studies are
+                    named ``ensemble/<name>``, baselines ``grid/<name>``, ``tpe/<name>``)
+``trial``           trial number within the certification (order of creation), or NaN
+``run_id``          run identity (config hash) and ``run_dir`` its directory
+``status``          ``completed`` | ``diverged`` | ``failed`` | ``running`` | ... (ledger status)
+``loss``            the objective (iid validation loss); NaN unless the run finished
+``method``          fixed: ``real`` | ``simple`` | ``stitched`` | ... | ``latent``
+``g``               fixed: generations per real document (0 for ``real``)
+``model``           fixed: model preset; ``seed``: fixed seed (NaN/None when the sweep has none)
+``fixed.<key>``     any other fixed field of the certification
+``point.<axis>``    grid point, one column per axis (``point.lr``, ``point.wd``, ``point.epochs``,
+                    ``point.mix``)
+``val_loss.<set>``  every validation loss in ``metrics.val_losses`` (``iid``, ``iid_short``,
+                    ``iid_long``, extra sets)
+``bench.<task>``    downstream benchmark scores in ``metrics.benchmarks`` (numbers only)
+``metric.<name>``   every other numeric metric (``steps``, ``tokens_seen``, ``tokens_per_s``,
+                    ``params``, ...)
+``member``          ensemble member index (ensemble studies only)
+``wall_time_s``     compute used by the run (seconds); ``job_id``, ``attempts``, ``reason``
+``adopted_from``    set when the ledger reused an identical run of another study (its compute is
+                    counted there, so :func:`compute_seconds` skips it)
+==================  ==========================================================================
+
+Certifications frame (:func:`certifications_frame`), one row per certification: ``certification``,
+``method``, ``g``, ``model``, ``seed``, ``state`` (the engine's), ``certified`` (bool), ``loss``
+(certified loss, else best so far), ``point.<axis>`` of that point, ``bounds_hit`` (axis and
+side of each search bound the certificate leans on, e.g. ``"epochs upper"``; "" when none), ``n_runs``,
+``n_finished``, ``n_running``, ``n_failed``, ``path_length``, ``wall_time_s`` (summed over the
+certification's runs), ``tokens_seen`` (summed) and the chosen run's ``val_loss.<set>`` and
+``bench.<task>`` columns.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import pandas as pd
+
+__all__ = [
+    "FIXED_COLUMNS",
+    "POINT",
+    "VAL",
+    "BENCH",
+    "METRIC",
+    "FINISHED",
+    "runs_frame",
+    "certifications_frame",
+    "columns_with",
+    "axes",
+    "val_sets",
+    "point_of",
+    "empty_runs_frame",
+    "format_bounds",
+    "compute_seconds",
+    "union_grid",
+]
+
+FIXED_COLUMNS = ("method", "g", "model", "seed")
+POINT, VAL, BENCH, METRIC, FIXED = "point.", "val_loss.", "bench.", "metric.", "fixed."
+FINISHED = ("completed",)
+"""Statuses whose loss counts (a diverged run has loss inf: it finished, but is never best)."""
+BASE_COLUMNS = (
+    "sweep", "certification", "kind", "trial", "run_id", "run_dir", "status", "loss",
+    *FIXED_COLUMNS, "member", "wall_time_s", "job_id", "attempts", "reason", "adopted_from",
+)
+_LEDGER_KEYS = ("kind", "run_id", "run_dir", "status", "job_id", "attempts", "reason", "wall_time_s",
+                "member", "adopted_from")
+
+
+def _number(value: Any) -> float | None:
+    if isinstance(value, bool) or value is None:
+        return None
+    if isinstance(value, int | float):
+        return float(value)
+    return None
+
+
+def _run_row(record: Mapping[str, Any], sweep: str | None) -> dict[str, Any]:
+    fixed = dict(record.get("fixed") or {})
+    metrics = dict(record.get("metrics") or {})
+    row: dict[str, Any] = {
+        "sweep": record.get("sweep", sweep),
+        "certification": record.get("certification"),
+        "trial": record.get("trial", record.get("number")),
+    }
+    for key in _LEDGER_KEYS:
+        row[key] = record.get(key)
+    if row["wall_time_s"] is None:
+        row["wall_time_s"] = metrics.get("wall_time_s")
+    status = row["status"] or metrics.get("status")
+    row["status"] = status
+    loss = record.get("loss")
+    if loss is None:
+        loss = metrics.get("val_loss")
+    row["loss"] = _number(loss) if status in FINISHED or status == "diverged" else None
+    if status == "diverged":
+        row["loss"] = math.inf
+    for key in FIXED_COLUMNS:
+        row[key] = fixed.pop(key, None)
+    if row["method"] == "real" and row["g"] is None:
+        row["g"] = 0
+    for key, value in fixed.items():
+        row[FIXED + key] = value
+    for axis, value in (record.get("point") or {}).items():
+        row[POINT + axis] = value
+    for name, value in (metrics.get("val_losses") or {}).items():
+        row[VAL + name] = _number(value)
+    for name, value in (metrics.get("benchmarks") or {}).items():
+        number = _number(value)
+        if number is None and isinstance(value, Mapping):  # {"acc": .., "acc_norm": ..}
+            number = _number(value.get("acc", value.get("accuracy")))
+        if number is not None:
+            row[BENCH + name] = number
+    for name, value in metrics.items():
+        if name in ("val_losses", "benchmarks", "val_loss", "wall_time_s", "status"):
+            continue
+        number = _number(value)
+        if number is not None:
+            row[METRIC + name] = number
+    return row
+
+
+def compute_seconds(runs: pd.DataFrame) -> float:
+    """Run wall time summed over runs, counting a run adopted from another study only once."""
+    if len(runs) == 0 or "wall_time_s" not in runs:
+        return math.nan
+    own = runs[runs["adopted_from"].isna()] if "adopted_from" in runs else runs
+    return float(pd.to_numeric(own["wall_time_s"], errors="coerce").sum(min_count=1))
+
+
+def union_grid(grids: Mapping[str, Mapping[str, Iterable[Any]]] | None) -> dict[str, list[Any]] | None:
+    """All certifications' axis values together (Figure 11 shares one axis per hyperparameter)."""
+    if not grids:
+        return None
+    union: dict[str, set] = {}
+    for grid in grids.values():
+        for axis, values in grid.items():
+            union.setdefault(axis, set()).update(values)
+    return {axis: sorted(values) for axis, values in union.items()}
+
+
+def format_bounds(bounds) -> str:
+    """``"epochs upper, mix upper"`` from the engine's bound dicts ({axis, side, value}) or names."""
+    if isinstance(bounds, str):
+        return bounds
+    parts = []
+    for bound in bounds or []:
+        if isinstance(bound, Mapping):
+            parts.append(f"{bound.get('axis')} {bound.get('side', '')}".strip())
+        else:
+            parts.append(str(bound))
+    return ", ".join(sorted(parts))
+
+
+def empty_runs_frame() -> pd.DataFrame:
+    return pd.DataFrame(columns=list(BASE_COLUMNS))
+
+
+def runs_frame(records: Iterable[Mapping[str, Any]], *, sweep: str | None = None) -> pd.DataFrame:
+    """One row per run from ledger records (``search.ledger.read_runs`` dicts)."""
+    rows = [_run_row(record, sweep) for record in records]
+    if not rows:
+        return empty_runs_frame()
+    frame = pd.DataFrame(rows)
+    ordered = [c for c in BASE_COLUMNS if c in frame] + sorted(c for c in frame if c not in BASE_COLUMNS)
+    frame = frame[ordered]
+    for column in ("loss", "wall_time_s", *columns_with(frame, VAL), *columns_with(frame, BENCH)):
+        frame[column] = pd.to_numeric(frame[column], errors="coerce")
+    frame["g"] = pd.to_numeric(frame["g"], errors="coerce")
+    return frame
+
+
+def columns_with(frame: pd.DataFrame, prefix: str) -> list[str]:
+    return [c for c in frame.columns if isinstance(c, str) and c.startswith(prefix)]
+
+
+def axes(frame: pd.DataFrame) -> list[str]:
+    """Grid axis names present in a frame (``lr``, ``wd``, ...)."""
+    return [c[len(POINT):] for c in columns_with(frame, POINT)]
+
+
+def val_sets(frame: pd.DataFrame) -> list[str]:
+    """Validation set names present in a frame, ``iid`` first."""
+    names = [c[len(VAL):] for c in columns_with(frame, VAL)]
+    return sorted(names, key=lambda n: (n != "iid", n))
+
+
+def point_of(row: Mapping[str, Any]) -> dict[str, Any]:
+    return {k[len(POINT):]: v for k, v in row.items() if isinstance(k, str) and k.startswith(POINT)}
+
+
+def _same_point(a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:
+    if set(a) != set(b):
+        return False
+    return all(math.isclose(float(a[k]), float(b[k]), rel_tol=1e-9) for k in a)
+
+
+def certifications_frame(summaries: Iterable[Mapping[str, Any]], runs: pd.DataFrame) -> pd.DataFrame:
+    """One row per certification from ``search.status.summarize`` dicts and the runs frame."""
+    rows = []
+    for summary in summaries:
+        name = summary["name"]
+        mine = runs[runs["certification"] == name] if len(runs) else runs
+        certificate = summary.get("certificate") or None
+        best = summary.get("best") or {}
+        point = (certificate or {}).get("point") or best.get("params") or {}
+        loss = (certificate or {}).get("loss", best.get("loss"))
+        counts = summary.get("runs") or {}
+        bounds = (certificate or {}).get("bounds_hit") or summary.get("bounds_hit") or []
+        row: dict[str, Any] = {
+            "certification": name,
+            "state": summary.get("state"),
+            "certified": certificate is not None,
+            "loss": _number(loss),
+            "bounds_hit": format_bounds(bounds),
+            "n_runs": len(mine),
+            "n_finished": counts.get("finished", int(mine["status"].isin(FINISHED).sum()) if len(mine) else 0),
+            "n_running": counts.get("running", 0),
+            "n_failed": counts.get("failed", 0),
+            "path_length": len(summary.get("path") or []),
+            "wall_time_s": float((summary.get("compute") or {}).get("wall_time_s", compute_seconds(mine))),
+            "tokens_seen": (
+                float(mine["metric.tokens_seen"].sum(min_count=1))
+                if len(mine) and "metric.tokens_seen" in mine
+                else math.nan
+            ),
+        }
+        fixed = dict(summary.get("fixed") or {})
+        for key in FIXED_COLUMNS:
+            value = fixed.get(key)
+            if value is None and len(mine):
+                values = mine[key].dropna().unique()
+                value = values[0] if len(values) == 1 else None
+            row[key] = value
+        if row["method"] == "real" and row["g"] is None:
+            row["g"] = 0
+        for axis, value in point.items():
+            row[POINT + axis] = value
+        chosen = [r for _, r in mine.iterrows() if point and _same_point(point_of(r), point)]
+        if chosen:
+            best_run = min(chosen, key=lambda r: r["loss"] if pd.notna(r["loss"]) else math.inf)
+            row["run_dir"] = best_run["run_dir"]
+            for column in (*columns_with(mine, VAL), *columns_with(mine, BENCH)):
+                row[column] = best_run[column]
+        rows.append(row)
+    frame = pd.DataFrame(rows)
+    if len(frame):
+        frame["g"] = pd.to_numeric(frame["g"], errors="coerce")
+        frame = frame.sort_values(["method", "g", "certification"], na_position="last", kind="stable")
+    return frame.reset_index(drop=True)

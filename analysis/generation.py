@@ -1,0 +1,129 @@
+"""Generation scaling: certified loss vs G per algorithm, against the real-only baseline.
+
+A larger G can reuse a smaller G's hyperparameters while epoching the synthetic stream less, so
+a *tuned* loss should not rise with G (paper.md); a rise means a search that did not converge,
+and :func:`monotonicity` says where. Every validation set (iid, its short/long halves, the
+long-context sets) gets the same table: loss, gain over the real-only baseline and data
+efficiency under the reference law.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import pandas as pd
+
+from analysis.efficiency import ReferenceLaw, efficiency
+from analysis.frame import VAL, val_sets
+from analysis.scaling import PowerLawFit
+from megadocs.errors import UserError
+
+__all__ = ["BASELINE_METHOD", "loss_column", "generation_table", "Rise", "monotonicity"]
+
+BASELINE_METHOD = "real"
+RISE_TOLERANCE = 1e-3
+"""Loss rises smaller than this (nats) count as noise, not as a failed search."""
+
+
+def loss_column(val_set: str) -> str:
+    """The certifications-frame column holding a validation set's loss (``loss`` for the objective)."""
+    return "loss" if val_set == "objective" else VAL + val_set
+
+
+def generation_table(
+    certifications: pd.DataFrame,
+    *,
+    law: ReferenceLaw | PowerLawFit | None = None,
+    sets: list[str] | None = None,
+) -> pd.DataFrame:
+    """Long table: one row per (validation set, method, G) with baseline, gain and efficiency.
+
+    Columns: ``set``, ``certification``, ``method``, ``g``, ``certified``, ``bounds_hit``, ``loss``,
+    ``baseline_loss``, ``gain`` (baseline - loss), ``efficiency``, ``efficiency_low``,
+    ``efficiency_high``. Efficiency is only computed for the objective/iid sets: the reference
+    law is a law of i.i.d. loss vs real data, so it says nothing about other domains.
+
+    Raises:
+        UserError: no certification has a loss.
+    """
+    if certifications is None or len(certifications) == 0:
+        raise UserError("generation scaling: the ledger has no certifications (empty sweep?)")
+    sets = sets or val_sets(certifications) or ["objective"]
+    rows = []
+    for val_set in sets:
+        column = loss_column(val_set)
+        if column not in certifications:
+            continue
+        frame = certifications[certifications[column].notna() & certifications["method"].notna()]
+        frame = frame[frame[column].map(math.isfinite)]
+        baseline = frame[frame["method"] == BASELINE_METHOD]
+        baseline_loss = float(baseline[column].min()) if len(baseline) else math.nan
+        for _, row in frame.iterrows():
+            loss = float(row[column])
+            record = {
+                "set": val_set,
+                "certification": row.get("certification"),
+                "method": row["method"],
+                "g": row["g"],
+                "certified": bool(row.get("certified", False)),
+                "bounds_hit": row.get("bounds_hit", ""),
+                "loss": loss,
+                "baseline_loss": baseline_loss,
+                "gain": baseline_loss - loss,
+                "efficiency": math.nan,
+                "efficiency_low": math.nan,
+                "efficiency_high": math.nan,
+            }
+            iid_like = val_set in ("objective", "iid")
+            if law is not None and iid_like and math.isfinite(baseline_loss) and row["method"] != BASELINE_METHOD:
+                if loss > law.E and baseline_loss > law.E:
+                    result = efficiency(loss, baseline_loss, law)
+                    record["efficiency"] = result.ratio
+                    if result.interval:
+                        record["efficiency_low"], record["efficiency_high"] = result.interval
+            rows.append(record)
+    if not rows:
+        raise UserError("generation scaling: no certification has a finished loss yet")
+    table = pd.DataFrame(rows)
+    return table.sort_values(["set", "method", "g"], kind="stable").reset_index(drop=True)
+
+
+@dataclass
+class Rise:
+    """A tuned loss that went up from one G to the next: the larger G's search did not converge."""
+
+    set: str
+    method: str
+    g_from: float
+    g_to: float
+    loss_from: float
+    loss_to: float
+    certification_from: str | None = None
+    certification_to: str | None = None
+
+    def message(self) -> str:
+        advice = (
+            f"; set `warm_start: {self.certification_from}` on {self.certification_to}"
+            if self.certification_from and self.certification_to
+            else ""
+        )
+        return (
+            f"{self.method} [{self.set}]: tuned loss rose from G={self.g_from:g} ({self.loss_from:.4f}) to "
+            f"G={self.g_to:g} ({self.loss_to:.4f}); the search at G={self.g_to:g} probably did not "
+            f"converge (it could reuse the smaller G's hyperparameters){advice}"
+        )
+
+
+def monotonicity(table: pd.DataFrame, *, tolerance: float = RISE_TOLERANCE) -> list[Rise]:
+    """Rises of the tuned loss with G per (set, method); empty when every curve is non-increasing."""
+    rises = []
+    for (val_set, method), group in table[table["method"] != BASELINE_METHOD].groupby(["set", "method"]):
+        group = group.sort_values("g")
+        previous = None
+        for _, row in group.iterrows():
+            if previous is not None and row["loss"] > previous["loss"] + tolerance:
+                rises.append(Rise(val_set, method, previous["g"], row["g"], previous["loss"], row["loss"],
+                                  previous.get("certification"), row.get("certification")))
+            previous = row
+    return rises

@@ -1,0 +1,90 @@
+"""Adapter: a sweep's search ledger -> the analysis tables (``analysis.frame``).
+
+The only module of ``analysis`` that talks to ``search``; it uses the public reading API
+(``search.sweep.load_sweep``, ``search.ledger.read_runs``, ``search.status.summarize``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from analysis.frame import certifications_frame, runs_frame
+
+__all__ = ["LedgerTables", "load_sweep", "load_tables"]
+
+
+@dataclass
+class LedgerTables:
+    """Everything the report needs from a ledger, read once."""
+
+    sweep_name: str
+    runs: pd.DataFrame
+    certifications: pd.DataFrame
+    summaries: list[dict[str, Any]]
+    grids: dict[str, dict[str, list[Any]]]
+    """Each certification's grid {axis: values} (a certification may replace the sweep's)."""
+    ensembles: dict[str, dict[str, Any]]
+    """Ensemble studies: name -> {source, method, members (run dirs in member order), statuses, wanted}."""
+
+
+def load_sweep(sweep_path_or_obj):
+    """A loaded sweep from a path (``search.sweep.load_sweep``) or the object itself."""
+    if isinstance(sweep_path_or_obj, (str, Path)):
+        from search.sweep import load_sweep as load
+
+        return load(sweep_path_or_obj)
+    return sweep_path_or_obj
+
+
+def _grids_of(sweep) -> dict[str, dict[str, list[Any]]]:
+    """{certification: {axis: values}} from the sweep's own resolution of each certification's grid."""
+    grids = {}
+    for cert in getattr(sweep, "certifications", []):
+        grid = sweep.grid_for(cert) if hasattr(sweep, "grid_for") else None
+        if grid is not None:
+            grids[cert.name] = {axis: list(values) for axis, values in grid.as_mapping().items()}
+    return grids
+
+
+def _ensembles_of(sweep, runs: pd.DataFrame) -> dict[str, dict[str, Any]]:
+    """Member run directories of each ensemble study, in member order."""
+    found = {}
+    for ensemble in getattr(sweep, "ensembles", []):
+        mine = runs[runs["certification"] == f"ensemble/{ensemble.name}"] if len(runs) else runs
+        if len(mine):
+            mine = mine.sort_values("seed" if mine["member"].isna().all() else "member")
+        source = sweep.certification(ensemble.source) if hasattr(sweep, "certification") else None
+        found[ensemble.name] = {
+            "source": ensemble.source,
+            "method": (source.fixed if source is not None else {}).get("method", "real"),
+            "members": [] if not len(mine) else mine["run_dir"].tolist(),
+            "statuses": [] if not len(mine) else mine["status"].tolist(),
+            "wanted": ensemble.members,
+        }
+    return found
+
+
+def load_tables(sweep_path_or_obj) -> LedgerTables:
+    """Read the runs and certification summaries of a sweep into the analysis tables."""
+    from search.ledger import read_runs
+    from search.status import summarize
+
+    sweep = load_sweep(sweep_path_or_obj)
+    name = str(getattr(sweep, "name", "sweep"))
+    runs = runs_frame(read_runs(sweep), sweep=name)
+    preset = ((getattr(sweep, "train", None) or {}).get("model") or {}).get("preset")
+    if preset and len(runs) and runs["model"].isna().all():
+        runs["model"] = preset  # the default objective trains the sweep's base model everywhere
+    summaries = [dict(s) for s in summarize(sweep)]
+    return LedgerTables(
+        sweep_name=name,
+        runs=runs,
+        certifications=certifications_frame(summaries, runs),
+        summaries=summaries,
+        grids=_grids_of(sweep),
+        ensembles=_ensembles_of(sweep, runs),
+    )

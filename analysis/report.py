@@ -1,0 +1,315 @@
+"""``report.md`` for a sweep: tables of certified points, losses, efficiencies, bounds, compute,
+and every figure the ledger can support; what cannot be drawn is listed with the reason.
+
+:func:`render_report` is the pure core over the analysis tables; :func:`build_report` reads a
+sweep's ledger (through ``analysis.ledger``) and calls it. Both are usable in-process (the
+demo calls ``build_report``).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from analysis.efficiency import ReferenceLaw, load_reference_law
+from analysis.frame import POINT, compute_seconds, union_grid, val_sets
+from analysis.generation import BASELINE_METHOD, generation_table, monotonicity
+from analysis.scaling import PowerLawFit, fit_groups
+from megadocs.errors import UserError
+
+__all__ = ["render_report", "build_report"]
+
+FIGURE_DIR = "figures"
+REPORT_BOOTSTRAP = 300
+
+
+def _fmt(value: Any, digits: int = 4) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return ""
+    if isinstance(value, float):
+        if math.isinf(value):
+            return "inf (diverged)"
+        return f"{value:.{digits}g}" if abs(value) < 1e-2 or abs(value) >= 1e4 else f"{value:.{digits}f}".rstrip("0").rstrip(".")
+    return str(value)
+
+
+def _markdown_table(frame: pd.DataFrame) -> str:
+    """A GitHub markdown table (pandas' to_markdown needs `tabulate`, which we avoid)."""
+    if frame.empty:
+        return "_(none)_"
+    header = "| " + " | ".join(str(c) for c in frame.columns) + " |"
+    rule = "|" + "|".join("---" for _ in frame.columns) + "|"
+    body = ["| " + " | ".join(_fmt(v) for v in row) + " |" for row in frame.itertuples(index=False)]
+    return "\n".join([header, rule, *body])
+
+
+def _hours(seconds: float) -> str:
+    if seconds is None or not math.isfinite(seconds):
+        return "unknown"
+    return f"{seconds / 3600:.2f} h" if seconds >= 360 else f"{seconds:.0f} s"
+
+
+class _Report:
+    """Collects sections, figures and skip notes while the report is assembled."""
+
+    def __init__(self, out_dir: Path) -> None:
+        self.out_dir = out_dir
+        self.lines: list[str] = []
+        self.skipped: list[str] = []
+        self.figures: list[Path] = []
+
+    def add(self, *lines: str) -> None:
+        self.lines.extend(lines)
+
+    def figure(self, make, name: str, caption: str) -> None:
+        """Draw with ``make()`` and embed it; a ValueError (not enough data) becomes a skip note."""
+        from analysis.figures import save_figure
+
+        try:
+            fig = make()
+        except ValueError as exc:
+            self.skipped.append(f"{caption}: {exc}")
+            return
+        png, _pdf = save_figure(fig, self.out_dir / FIGURE_DIR, name)
+        self.figures.append(png)
+        self.add(f"![{caption}]({FIGURE_DIR}/{png.name})", f"*{caption}* ([PDF]({FIGURE_DIR}/{name}.pdf))", "")
+
+
+def _certified_points_table(certifications: pd.DataFrame) -> pd.DataFrame:
+    columns = ["certification", "method", "g", "state", "loss", *[c for c in certifications if c.startswith(POINT)],
+               "bounds_hit", "n_finished", "n_running", "n_failed", "wall_time_s"]
+    table = certifications[[c for c in columns if c in certifications]].copy()
+    return table.rename(columns={c: c[len(POINT):] for c in table.columns if c.startswith(POINT)})
+
+
+def _search_sections(report: _Report, runs: pd.DataFrame, summaries: Sequence[Mapping[str, Any]], grids) -> None:
+    from analysis.figures import map_axes, plot_certification_map
+
+    report.add("## Certification maps (Figure 10)", "")
+    by_name = {s["name"]: s for s in summaries}
+    for name, summary in by_name.items():
+        mine = runs[runs["certification"] == name]
+        grid = (grids or {}).get(name)
+        chosen = map_axes(mine, summary, grid)
+        if chosen is None:
+            report.skipped.append(f"Figure 10 for {name}: fewer than two grid axes varied in its runs")
+            continue
+        x_axis, y_axis = chosen
+        safe = name.replace("/", "_").replace(" ", "_")
+        report.figure(
+            lambda mine=mine, summary=summary, x=x_axis, y=y_axis, grid=grid: plot_certification_map(
+                mine, summary, x_axis=x, y_axis=y, grid=grid
+            ),
+            f"fig10-map-{safe}",
+            f"Figure 10: certification path of {name} on the {x_axis} x {y_axis} slice",
+        )
+
+
+def _generation_sections(report: _Report, certifications: pd.DataFrame, law, grids) -> None:
+    from analysis.figures import plot_certified_hparams, plot_generation_scaling
+
+    report.add("## Generation scaling (Figures 1/2/5)", "")
+    try:
+        table = generation_table(certifications, law=law)
+    except UserError as exc:
+        report.skipped.append(f"generation scaling: {exc}")
+        return
+    if isinstance(law, ReferenceLaw):
+        report.add(
+            f"Data efficiency uses the reference law alpha={law.alpha}, E={law.E} ({law.provenance.strip()}); "
+            "it is computed for the i.i.d. loss only.",
+            "",
+        )
+    else:
+        report.add(
+            "Data efficiency uses a real-data law fitted to the baseline runs (intervals: bootstrap over that fit); "
+            "it is computed for the i.i.d. loss only.",
+            "",
+            "```",
+            law.describe("D"),
+            "```",
+            "",
+        )
+    rises = monotonicity(table)
+    if rises:
+        report.add("**Monotonicity check failed** (tuned loss must not rise with G):", "")
+        report.add(*[f"- {rise.message()}" for rise in rises], "")
+    else:
+        report.add("Monotonicity check: no tuned loss rises with G.", "")
+    order = {name: i for i, name in enumerate(["objective", "iid", "iid_short", "iid_long"])}
+    for val_set, part in sorted(table.groupby("set"), key=lambda item: (order.get(item[0], 9), item[0])):
+        shown = part[["method", "g", "certified", "loss", "baseline_loss", "gain", "efficiency",
+                      "efficiency_low", "efficiency_high", "bounds_hit"]]
+        shown = shown.dropna(axis=1, how="all")
+        report.add(f"### {val_set}", "", _markdown_table(shown), "")
+        number = "1" if val_set in ("iid", "objective") else ("5" if val_set.startswith("iid_") else "2")
+        report.figure(
+            lambda val_set=val_set: plot_generation_scaling(table, val_set=val_set, law=law),
+            f"fig{number}-loss-vs-g-{val_set}",
+            f"Figure {number}: tuned {val_set} loss vs G",
+        )
+    # Fits of L(G) per algorithm on the iid loss.
+    main_set = "iid" if "iid" in set(table["set"]) else table["set"].iloc[0]
+    synthetic = table[(table["set"] == main_set) & (table["method"] != BASELINE_METHOD) & (table["g"] > 0)]
+    if len(synthetic):
+        report.add(f"### Fits of L(G) = E + A G^(-alpha) ({main_set})", "")
+        for method, fit in fit_groups(synthetic, x="g", y="loss", group="method", n_boot=REPORT_BOOTSTRAP).items():
+            text = fit.describe("G") if isinstance(fit, PowerLawFit) else f"not fitted: {fit}"
+            report.add(f"**{method}**", "", "```", text, "```", "")
+    report.figure(
+        lambda: plot_certified_hparams(certifications, grid=union_grid(grids)),
+        "fig11-certified-hparams",
+        "Figure 11: certified hyperparameters vs G",
+    )
+
+
+def _ensemble_sections(report: _Report, ensembles: pd.DataFrame | None, studies) -> None:
+    from analysis.ensembles import compare_asymptotes, fit_ensembles
+    from analysis.figures import plot_ensembles
+
+    report.add("## Ensembles (Figure 7)", "")
+    for name, study in (studies or {}).items():
+        done = sum(status == "completed" for status in study["statuses"])
+        report.add(f"- ensemble study `{name}` (members at the certified point of `{study['source']}`): "
+                   f"{done} of {study['wanted']} members completed")
+        if study.get("problem"):
+            report.add(f"  - not scored: {study['problem']}")
+        elif done >= 2:
+            members = " ".join(d for d, status in zip(study["members"], study["statuses"]) if status == "completed")
+            report.add(f"  - losses per K: `megadocs train ensemble --members {members} --json ensembles/{name}.json`")
+    if studies:
+        report.add("")
+    if ensembles is None or len(ensembles) == 0:
+        report.skipped.append(
+            "Figure 7 (ensembles): no ensemble losses given (run `megadocs train ensemble --json` over the "
+            "ensemble members and pass the files with --ensembles)"
+        )
+        report.add("_No ensemble losses given._", "")
+        return
+    for val_set in sorted(ensembles["set"].unique(), key=lambda s: (s != "iid", s)):
+        fits = fit_ensembles(ensembles, val_set=val_set, n_boot=REPORT_BOOTSTRAP)
+        report.add(f"### {val_set}", "", _markdown_table(compare_asymptotes(fits)), "")
+        for algorithm, fit in fits.items():
+            text = fit.describe("K") if isinstance(fit, PowerLawFit) else f"not fitted: {fit}"
+            report.add(f"**{algorithm}**", "", "```", text, "```", "")
+        report.figure(
+            lambda fits=fits, val_set=val_set: plot_ensembles(ensembles, fits, val_set=val_set),
+            f"fig7-ensembles-{val_set}",
+            f"Figure 7: {val_set} loss vs ensemble size K",
+        )
+
+
+def render_report(
+    runs: pd.DataFrame,
+    certifications: pd.DataFrame,
+    summaries: Sequence[Mapping[str, Any]],
+    out_dir: str | Path,
+    *,
+    sweep_name: str = "sweep",
+    grids: Mapping[str, Mapping[str, Sequence[Any]]] | None = None,
+    ensemble_studies: Mapping[str, Mapping[str, Any]] | None = None,
+    law: ReferenceLaw | PowerLawFit | None = None,
+    ensembles: pd.DataFrame | None = None,
+    notes: Sequence[str] | str | None = None,
+) -> Path:
+    """Write ``out_dir/report.md`` (and ``out_dir/figures/``) from the analysis tables."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    law = law if law is not None else load_reference_law()
+    report = _Report(out_dir)
+    stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    report.add(f"# Report: {sweep_name}", "", f"Generated {stamp} by `megadocs analysis report`.", "")
+    if notes:
+        report.add("## Notes", "")
+        for note in [notes] if isinstance(notes, str) else notes:
+            report.add(note, "")  # one paragraph each
+
+    statuses = runs["status"].value_counts().to_dict() if len(runs) else {}
+    compute = compute_seconds(runs)
+    tokens = float(runs["metric.tokens_seen"].sum()) if "metric.tokens_seen" in runs else math.nan
+    report.add(
+        "## Summary",
+        "",
+        f"- certifications: {len(certifications)} ({int(certifications['certified'].sum()) if len(certifications) else 0} certified)",
+        f"- runs: {len(runs)} ({', '.join(f'{k}: {v}' for k, v in sorted(statuses.items())) or 'none'})",
+        f"- compute used: {_hours(compute)} of run wall time"
+        + (f", {tokens:,.0f} tokens trained" if math.isfinite(tokens) else ""),
+        f"- validation sets: {', '.join(val_sets(runs)) or 'none recorded'}",
+        "",
+    )
+    if len(runs) == 0 or len(certifications) == 0:
+        report.add("The ledger holds no runs yet: nothing to tabulate or draw.", "")
+        report.skipped.append("every table and figure: the ledger is empty")
+    else:
+        report.add("## Certified points", "", _markdown_table(_certified_points_table(certifications)), "")
+        leaning = certifications[certifications["bounds_hit"].astype(bool)]
+        if len(leaning):
+            report.add(
+                "Certificates that lean on a search bound (a compute limit, not evidence of optimality): "
+                + "; ".join(f"{r.certification} ({r.bounds_hit})" for r in leaning.itertuples()),
+                "",
+            )
+        _generation_sections(report, certifications, law, grids)
+        _search_sections(report, runs, summaries, grids)
+    _ensemble_sections(report, ensembles, ensemble_studies)
+    report.add("## Not drawn", "")
+    report.add(*([f"- {s}" for s in report.skipped] or ["Every figure could be drawn."]), "")
+    path = out_dir / "report.md"
+    tmp = path.with_suffix(".md.tmp")
+    tmp.write_text("\n".join(report.lines))
+    tmp.replace(path)
+    return path
+
+
+def build_report(
+    sweep_path_or_obj,
+    out_dir: str | Path,
+    *,
+    ensembles=None,
+    notes: Sequence[str] | str | None = None,
+    reference_law: str | Path | ReferenceLaw | PowerLawFit | None = None,
+) -> Path:
+    """Read a sweep's ledger and write ``out_dir/report.md``; returns its path.
+
+    Args:
+        sweep_path_or_obj: a sweep YAML path or a loaded sweep (``search.sweep.load_sweep``).
+        ensembles: a DataFrame (algorithm, k, loss[, set]), file(s) ``[ALGORITHM=]PATH``
+            readable by :func:`analysis.ensembles.load_ensemble_table`, or ``"auto"``: score the
+            sweep's ensemble studies now with ``megadocs train ensemble`` (trained members only;
+            results in ``out_dir/ensembles/``).
+        notes: extra markdown lines placed at the top (the demo's notes).
+        reference_law: a law file, a ReferenceLaw or a fitted law (default: the shipped law).
+    """
+    from analysis.ensembles import load_ensemble_table, score_ensemble_studies
+    from analysis.ledger import load_tables
+
+    tables = load_tables(sweep_path_or_obj)
+    wants_auto = isinstance(ensembles, (str, list, tuple)) and (
+        [ensembles] if isinstance(ensembles, str) else list(ensembles)) == ["auto"]
+    if wants_auto:
+        sources, problems = score_ensemble_studies(tables.ensembles, Path(out_dir) / "ensembles")
+        for name, problem in problems.items():
+            tables.ensembles[name]["problem"] = problem
+        ensembles = sources or None
+    if ensembles is not None and not isinstance(ensembles, pd.DataFrame):
+        ensembles = load_ensemble_table(ensembles)
+    law = reference_law
+    if isinstance(law, (str, Path)):
+        law = load_reference_law(law)
+    return render_report(
+        tables.runs,
+        tables.certifications,
+        tables.summaries,
+        out_dir,
+        sweep_name=tables.sweep_name,
+        grids=tables.grids,
+        ensemble_studies=tables.ensembles,
+        law=law,
+        ensembles=ensembles,
+        notes=notes,
+    )

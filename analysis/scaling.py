@@ -1,0 +1,383 @@
+"""Power-law fits L(x) = E + A * x^(-alpha), with honest uncertainty.
+
+Used for loss vs data size D (the reference real-data law), vs generation count G and vs
+ensemble size K (paper.md, "Results"). Sweeps often give three or four points, which can at
+best just determine three parameters, so the fit reports what the points determine and what
+they do not instead of returning a number that only looks precise:
+
+* fewer distinct x than free parameters -> :class:`~megadocs.errors.UserError` (fix ``alpha``
+  or ``E``, or add points);
+* losses that do not fall as x grows -> ``UserError`` (no decreasing power law describes them);
+* exactly as many distinct x as free parameters -> the curve interpolates the points: there is
+  no residual to judge the law or estimate noise, so intervals need an external noise level;
+* a parameter that ends at a search bound (E at the lowest loss: the losses have not flattened;
+  alpha at its limit) is reported as not determined.
+
+The fit minimises (optionally Huber-robust) squared *log* residuals log(L_hat) - log(L) with
+bounded multi-start ``scipy.optimize.least_squares``; x is scaled by its geometric mean so the
+amplitude is well conditioned. Intervals come from a residual bootstrap (the x design is kept:
+it is chosen by the experimenter) or, with ``noise_sigma``, a parametric one.
+
+Example:
+    >>> import numpy as np
+    >>> x = np.array([1, 2, 4, 8, 16, 32.0])
+    >>> fit = fit_power_law(x, 2.0 + 3.0 * x**-0.5, n_boot=0)
+    >>> round(fit.E, 3), round(fit.A, 3), round(fit.alpha, 3)
+    (2.0, 3.0, 0.5)
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Literal
+
+import numpy as np
+from scipy.optimize import least_squares
+
+from megadocs.errors import UserError
+
+__all__ = ["PARAMS", "PowerLawFit", "power_law", "fit_power_law", "fit_groups"]
+
+PARAMS = ("E", "A", "alpha")
+DEFAULT_ALPHA_BOUNDS = (1e-3, 4.0)
+SCREEN_NFEV, POLISH_NFEV = 40, 400
+"""Function evaluations per start while screening starts, and for the final polish."""
+MIN_DECAY_COVERED = 0.15
+"""E counts as determined only if the points span this share of the fitted decay toward it."""
+
+
+def power_law(x, E: float, A: float, alpha: float):
+    """L(x) = E + A * x^(-alpha)."""
+    return E + A * np.power(np.asarray(x, dtype=float), -alpha)
+
+
+@dataclass
+class PowerLawFit:
+    """A fitted law and what the data say about each parameter."""
+
+    E: float
+    A: float
+    alpha: float
+    x: np.ndarray
+    y: np.ndarray
+    loss: str
+    fixed: dict[str, float]
+    determined: dict[str, bool]
+    """False for a parameter the points do not pin down (at a bound, or no spare points)."""
+    notes: list[str]
+    """Plain-language warnings: too few points, bounds hit, rises in the losses."""
+    rmse_log: float
+    """Root mean square log residual (0 when the curve interpolates the points)."""
+    ci: dict[str, tuple[float, float]] | None = None
+    """Bootstrap interval per parameter at ``level``; None when none can be given (see notes)."""
+    level: float = 0.95
+    samples: np.ndarray | None = field(default=None, repr=False)
+    """Bootstrap draws, shape (n, 3), columns E, A, alpha (for derived intervals)."""
+
+    @property
+    def n_points(self) -> int:
+        return int(len(self.x))
+
+    @property
+    def params(self) -> dict[str, float]:
+        return {"E": self.E, "A": self.A, "alpha": self.alpha}
+
+    def predict(self, x):
+        return power_law(x, self.E, self.A, self.alpha)
+
+    def interval(self, name: str) -> tuple[float, float] | None:
+        return None if self.ci is None else self.ci.get(name)
+
+    def describe(self, x_name: str = "x") -> str:
+        """One line per parameter and the notes, for reports and the CLI."""
+        lines = [f"L({x_name}) = E + A * {x_name}^(-alpha), {self.n_points} points, {self.loss} loss on log residuals"]
+        for name in PARAMS:
+            value = self.params[name]
+            if name in self.fixed:
+                status = "fixed"
+            elif not self.determined[name]:
+                status = "NOT determined"
+            else:
+                interval = self.interval(name)
+                status = (
+                    f"{int(self.level * 100)}% CI [{interval[0]:.4g}, {interval[1]:.4g}]"
+                    if interval
+                    else "no interval"
+                )
+            lines.append(f"  {name:5s} = {value:.4g}  ({status})")
+        lines.append(f"  rmse of log residuals = {self.rmse_log:.3g}")
+        lines.extend(f"  note: {note}" for note in self.notes)
+        return "\n".join(lines)
+
+
+def _check_points(x: np.ndarray, y: np.ndarray, n_free: int) -> list[str]:
+    """Refuse inputs no decreasing power law can describe; return notes on weaker problems."""
+    if x.ndim != 1 or x.shape != y.shape:
+        raise UserError(f"power-law fit: x and y must be 1-D of equal length, got {x.shape} and {y.shape}")
+    if len(x) == 0:
+        raise UserError("power-law fit: no points (empty input); nothing to fit")
+    if not (np.all(np.isfinite(x)) and np.all(x > 0)):
+        raise UserError(f"power-law fit: x must be finite and > 0, got {x.tolist()}")
+    if not (np.all(np.isfinite(y)) and np.all(y > 0)):
+        raise UserError(f"power-law fit: losses must be finite and > 0, got {y.tolist()}")
+    distinct = np.unique(x)
+    if len(distinct) < max(n_free, 2):
+        names = "E, A, alpha" if n_free == 3 else f"{n_free} free parameters"
+        raise UserError(
+            f"power-law fit: {len(distinct)} distinct x value(s) {distinct.tolist()} cannot determine "
+            f"{n_free} parameters ({names}); fix alpha or E (e.g. --alpha/--asymptote) or add points"
+        )
+    means = np.array([y[x == value].mean() for value in distinct])
+    if means[-1] >= means[0]:
+        raise UserError(
+            f"power-law fit: losses do not decrease as x grows (L={means[0]:.4g} at x={distinct[0]:g}, "
+            f"L={means[-1]:.4g} at x={distinct[-1]:g}); a decreasing power law cannot describe them"
+        )
+    notes = []
+    rises = [
+        f"x={distinct[i]:g}->{distinct[i + 1]:g} (+{means[i + 1] - means[i]:.3g})"
+        for i in range(len(distinct) - 1)
+        if means[i + 1] > means[i]
+    ]
+    if rises:
+        notes.append("loss rises between neighbouring points: " + ", ".join(rises))
+    if len(distinct) == n_free:
+        notes.append(
+            f"{len(distinct)} points for {n_free} free parameters: the curve passes through the (mean) loss at "
+            "every x, so nothing checks that a power law fits, and the values hold only if it does"
+        )
+    return notes
+
+
+def _least_squares(x_scaled, log_y, free, theta_fixed, starts, loss, f_scale, bounds):
+    """Best of several bounded starts; theta = (E, log B, alpha) with x scaled to geometric mean 1."""
+
+    def full(theta_free):
+        theta = theta_fixed.copy()
+        theta[free] = theta_free
+        return theta
+
+    log_x = np.log(x_scaled)
+
+    def residuals(theta_free):
+        E, log_b, alpha = full(theta_free)
+        prediction = E + np.exp(log_b) * np.power(x_scaled, -alpha)
+        return np.log(np.maximum(prediction, 1e-300)) - log_y
+
+    def jacobian(theta_free):
+        E, log_b, alpha = full(theta_free)
+        term = np.exp(log_b) * np.power(x_scaled, -alpha)
+        prediction = np.maximum(E + term, 1e-300)
+        columns = np.stack([1.0 / prediction, term / prediction, -term * log_x / prediction], axis=1)
+        return columns[:, free]
+
+    lower, upper = bounds[0][free], bounds[1][free]
+
+    def solve(start_free, max_nfev):
+        return least_squares(
+            residuals, np.clip(start_free, lower, upper), jac=jacobian, bounds=(lower, upper), loss=loss,
+            f_scale=f_scale, method="trf", max_nfev=max_nfev,
+        )
+
+    # Short runs from every start, then one long polish of the best: flat valleys (a loose E)
+    # make trf crawl, and only the winner deserves the iterations.
+    best = min((solve(start[free], SCREEN_NFEV) for start in starts), key=lambda result: result.cost)
+    if best.status == 0:  # stopped by max_nfev, not converged
+        best = solve(best.x, POLISH_NFEV)
+    return full(best.x), residuals(best.x)
+
+
+def _starts(y: np.ndarray, theta_fixed: np.ndarray, alpha_bounds) -> list[np.ndarray]:
+    y_min, y_mean = float(y.min()), float(y.mean())
+    starts = []
+    for e_frac in (0.0, 0.5, 0.9, 0.99):
+        for alpha in (0.1, 0.3, 1.0, 2.5):
+            E = e_frac * y_min if math.isnan(theta_fixed[0]) else theta_fixed[0]
+            alpha = float(np.clip(alpha, *alpha_bounds))
+            starts.append(np.array([E, math.log(max(y_mean - E, 1e-6)), alpha]))
+    return starts
+
+
+def fit_power_law(
+    x,
+    y,
+    *,
+    loss: Literal["linear", "huber"] = "linear",
+    huber_delta: float = 0.01,
+    fix_alpha: float | None = None,
+    fix_E: float | None = None,
+    alpha_bounds: tuple[float, float] = DEFAULT_ALPHA_BOUNDS,
+    n_boot: int = 500,
+    noise_sigma: float | None = None,
+    level: float = 0.95,
+    seed: int = 0,
+) -> PowerLawFit:
+    """Fit L(x) = E + A * x^(-alpha) to points (x_i, L_i).
+
+    Args:
+        x, y: positive sizes and losses (repeated x, e.g. several seeds, are fine).
+        loss: ``"linear"`` (least squares) or ``"huber"`` on log residuals; ``huber_delta`` is
+            the log residual (about a relative error) beyond which a point counts as an outlier.
+        fix_alpha, fix_E: hold a parameter fixed (needed with two points).
+        alpha_bounds: search range of alpha; E is searched in [0, lowest loss].
+        n_boot: bootstrap refits for intervals (0: none).
+        noise_sigma: known noise of a loss (e.g. seed-to-seed std); switches to a parametric
+            bootstrap, which also gives intervals when the points leave no residual.
+        level: two-sided interval level.
+
+    Raises:
+        UserError: too few distinct points for the free parameters, or losses that do not
+            decrease with x, or invalid values.
+    """
+    x = np.asarray(x, dtype=float)
+    y = np.asarray(y, dtype=float)
+    fixed = {name: value for name, value in (("E", fix_E), ("alpha", fix_alpha)) if value is not None}
+    free = np.array([fix_E is None, True, fix_alpha is None])
+    n_free = int(free.sum())
+    notes = _check_points(x, y, n_free)
+    if fix_E is not None and fix_E >= float(y.min()):
+        raise UserError(f"power-law fit: fixed E={fix_E} must be below the lowest loss {y.min():.4g}")
+    if loss not in ("linear", "huber"):
+        raise UserError(f"power-law fit: loss must be 'linear' or 'huber', got {loss!r}")
+    if not huber_delta > 0:
+        raise UserError(f"power-law fit: huber_delta must be > 0 (a log residual, e.g. 0.01), got {huber_delta}")
+    if not 0 < level < 1:
+        raise UserError(f"power-law fit: level must be in (0, 1), got {level}")
+    if not 0 < alpha_bounds[0] < alpha_bounds[1]:
+        raise UserError(f"power-law fit: alpha_bounds must be 0 < low < high, got {alpha_bounds}")
+
+    x0 = float(np.exp(np.mean(np.log(x))))
+    x_scaled = x / x0
+    log_y = np.log(y)
+    theta_fixed = np.array([np.nan if fix_E is None else fix_E, np.nan, np.nan if fix_alpha is None else fix_alpha])
+    bounds = (
+        np.array([0.0, -np.inf, alpha_bounds[0]]),
+        np.array([float(y.min()), np.inf, alpha_bounds[1]]),
+    )
+    solve = dict(loss=loss, f_scale=huber_delta, bounds=bounds)
+    theta, residuals = _least_squares(x_scaled, log_y, free, theta_fixed, _starts(y, theta_fixed, alpha_bounds), **solve)
+
+    determined = {name: True for name in PARAMS}
+    for name, index in (("E", 0), ("alpha", 2)):
+        if not free[index]:
+            continue
+        low, high = bounds[0][index], bounds[1][index]
+        tolerance = 1e-4 * max(1.0, abs(high))
+        if theta[index] <= low + tolerance or theta[index] >= high - tolerance:
+            determined[name] = False
+            if name == "E" and theta[index] >= high - tolerance:
+                notes.append(
+                    "E ended at the lowest observed loss: the losses have not flattened, so the asymptote "
+                    "is not determined (only an upper bound)"
+                )
+            elif name == "E":
+                notes.append("E ended at 0: the points cannot separate the asymptote from the power-law term")
+            else:
+                notes.append(
+                    f"alpha ended at its search bound {theta[index]:.3g}: the decay rate is not determined "
+                    f"(bounds {alpha_bounds})"
+                )
+    if not all(determined.values()) and determined["A"]:
+        # A trades off against whichever parameter is loose, so it is not pinned down either.
+        determined["A"] = False
+
+    E, log_b, alpha = theta
+    A = float(math.exp(log_b) * x0**alpha)
+    # How much of the fitted decay toward E the points span: a law that is still far from its
+    # asymptote at the largest x (losses falling about linearly in log x) leaves E to extrapolation.
+    covered = 1.0 - (x.max() / x.min()) ** (-alpha)
+    if free[0] and determined["E"] and covered < MIN_DECAY_COVERED:
+        determined["E"] = determined["A"] = False
+        notes.append(
+            f"the points span only {covered:.0%} of the fitted decay toward E (losses fall about linearly "
+            "in log x): the asymptote is a long extrapolation and is not determined"
+        )
+    elif free[0] and determined["E"] and covered < 0.5:
+        notes.append(f"E is an extrapolation: the points span {covered:.0%} of the fitted decay toward it")
+    dof = len(x) - n_free
+    rmse = float(np.sqrt(np.mean(residuals**2)))
+
+    ci = samples = None
+    if n_boot > 0:
+        if noise_sigma is None and dof <= 0:
+            notes.append(
+                "no interval: with no spare points there is no residual to estimate the noise; "
+                "pass a noise level (e.g. the seed-to-seed std of a loss) for a parametric interval"
+            )
+        else:
+            samples, failed = _bootstrap(
+                x, y, theta, residuals, free, theta_fixed, n_free, x0, x_scaled, noise_sigma, n_boot, seed, solve
+            )
+            if len(samples) < max(20, n_boot // 2):
+                notes.append(f"no interval: {failed} of {n_boot} bootstrap refits failed")
+                samples = None
+            else:
+                if failed:
+                    notes.append(f"{failed} of {n_boot} bootstrap refits had non-decreasing losses and were dropped")
+                tail = (1 - level) / 2 * 100
+                ci = {
+                    name: (float(np.percentile(samples[:, i], tail)), float(np.percentile(samples[:, i], 100 - tail)))
+                    for i, name in enumerate(PARAMS)
+                }
+    return PowerLawFit(
+        E=float(E),
+        A=A,
+        alpha=float(alpha),
+        x=x,
+        y=y,
+        loss=loss,
+        fixed=fixed,
+        determined=determined,
+        notes=notes,
+        rmse_log=rmse,
+        ci=ci,
+        level=level,
+        samples=samples,
+    )
+
+
+def _bootstrap(x, y, theta, residuals, free, theta_fixed, n_free, x0, x_scaled, noise_sigma, n_boot, seed, solve):
+    """Refit on resampled losses at the same x; returns draws (n, 3) of (E, A, alpha)."""
+    rng = np.random.default_rng(seed)
+    E, log_b, alpha = theta
+    fitted = E + np.exp(log_b) * np.power(x_scaled, -alpha)
+    if noise_sigma is None:
+        # Residual bootstrap on log residuals, inflated for the degrees of freedom the fit used.
+        centred = (residuals - residuals.mean()) * math.sqrt(len(x) / (len(x) - n_free))
+    starts = [theta.copy()]  # resampled losses stay close to the fit: its optimum is the natural start
+    draws, failed = [], 0
+    for _ in range(n_boot):
+        if noise_sigma is None:
+            y_star = fitted * np.exp(rng.choice(centred, size=len(x), replace=True))
+        else:
+            y_star = fitted + rng.normal(0.0, noise_sigma, size=len(x))
+        if np.any(y_star <= 0) or y_star[np.argmax(x)] >= y_star[np.argmin(x)]:
+            failed += 1
+            continue
+        bounds = (solve["bounds"][0].copy(), solve["bounds"][1].copy())
+        bounds[1][0] = float(y_star.min())
+        if not math.isnan(theta_fixed[0]) and theta_fixed[0] >= y_star.min():
+            failed += 1
+            continue
+        refit, _ = _least_squares(
+            x_scaled, np.log(y_star), free, theta_fixed, starts, solve["loss"], solve["f_scale"], bounds
+        )
+        draws.append((refit[0], math.exp(refit[1]) * x0 ** refit[2], refit[2]))
+    return np.array(draws).reshape(-1, 3), failed
+
+
+def fit_groups(frame, *, x: str, y: str, group: str, **options) -> dict[str, PowerLawFit | str]:
+    """Fit one law per group of a DataFrame; a group that cannot be fitted maps to the reason.
+
+    The reason is the ``UserError`` text (too few points, non-decreasing losses), so reports can
+    print it instead of a number.
+    """
+    results: dict[str, PowerLawFit | str] = {}
+    for name, part in frame.groupby(group, sort=True):
+        part = part[np.isfinite(part[y].to_numpy(dtype=float))]
+        try:
+            results[name] = fit_power_law(part[x].to_numpy(dtype=float), part[y].to_numpy(dtype=float), **options)
+        except UserError as exc:
+            results[name] = str(exc)
+    return results

@@ -1,0 +1,104 @@
+"""Data efficiency: the paper's published ratios, the inverse law, fitted laws with intervals."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from analysis.efficiency import (
+    DEFAULT_REFERENCE_LAW,
+    ReferenceLaw,
+    effective_data,
+    efficiency,
+    efficiency_ratio,
+    fit_reference_law,
+    load_reference_law,
+)
+from analysis.scaling import power_law
+from megadocs.cli import main
+from megadocs.errors import UserError
+
+
+def test_paper_ratios_from_alpha_and_asymptote():
+    # paper.md: simple rephrasing 3.41 -> 1.48x, latent thoughts 3.344 -> about 1.80x vs 3.5544.
+    assert efficiency_ratio(3.41, 3.5544, alpha=0.235, E=1.92) == pytest.approx(1.48, abs=0.005)
+    assert efficiency_ratio(3.344, 3.5544, alpha=0.235, E=1.92) == pytest.approx(1.80, abs=0.01)
+    assert efficiency_ratio(3.5544, 3.5544, alpha=0.235, E=1.92) == pytest.approx(1.0)
+
+
+def test_shipped_reference_law_has_the_paper_constants_and_provenance():
+    law = load_reference_law()
+    assert (law.alpha, law.E) == (0.235, 1.92)
+    assert "1.48" in law.provenance and DEFAULT_REFERENCE_LAW.is_file()
+    assert efficiency(3.41, 3.5544, law).format() == "1.48x"
+
+
+def test_effective_data_inverts_the_law():
+    D = np.array([1e7, 1e8, 1e9])
+    losses = power_law(D, 1.92, 400.0, 0.235)
+    recovered = [effective_data(loss, alpha=0.235, E=1.92, A=400.0) for loss in losses]
+    assert recovered == pytest.approx(D, rel=1e-9)
+
+
+def test_losses_at_or_below_the_asymptote_are_refused():
+    with pytest.raises(UserError, match="method loss 1.9 is not above the law's asymptote E=1.92"):
+        efficiency_ratio(1.9, 3.5544, alpha=0.235, E=1.92)
+    with pytest.raises(UserError, match="baseline loss"):
+        efficiency_ratio(3.4, 1.92, alpha=0.235, E=1.92)
+
+
+def test_reference_law_file_needs_provenance(tmp_path):
+    path = tmp_path / "law.yaml"
+    path.write_text("alpha: 0.3\nE: 2.0\nprovenance: ''\n")
+    with pytest.raises(UserError, match="provenance"):
+        load_reference_law(path)
+    path.write_text("alpha: -1\nE: 2.0\nprovenance: mine\n")
+    with pytest.raises(UserError, match="alpha"):
+        load_reference_law(path)
+
+
+def test_fitted_law_from_baseline_runs_gives_a_ratio_with_an_interval():
+    rng = np.random.default_rng(0)
+    D = np.array([25e6, 50e6, 100e6, 200e6, 400e6, 800e6])
+    losses = power_law(D, 1.92, 150.0, 0.235) * np.exp(rng.normal(0, 0.002, len(D)))
+    law = fit_reference_law(D, losses, n_boot=300)
+    truth = efficiency_ratio(3.41, 3.5544, alpha=0.235, E=1.92)
+    result = efficiency(3.41, 3.5544, law)
+    assert result.interval is not None
+    assert result.interval[0] < truth < result.interval[1]
+    assert result.interval[0] < result.ratio < result.interval[1]
+    assert result.effective_tokens == pytest.approx(effective_data(3.41, alpha=law.alpha, E=law.E, A=law.A))
+
+
+def test_cli_prints_the_paper_ratios(capsys):
+    assert main(["analysis", "efficiency", "--loss", "3.41", "--baseline-loss", "3.5544",
+                 "--alpha", "0.235", "--asymptote", "1.92"]) == 0
+    assert "data efficiency: 1.48x" in capsys.readouterr().out
+    assert main(["analysis", "efficiency", "--loss", "3.344", "--baseline-loss", "3.5544",
+                 "--alpha", "0.235", "--asymptote", "1.92"]) == 0
+    assert "data efficiency: 1.80x" in capsys.readouterr().out
+
+
+def test_cli_default_law_and_fit_baseline(tmp_path, capsys):
+    assert main(["analysis", "efficiency", "--loss", "3.344", "--baseline-loss", "3.5544"]) == 0
+    out = capsys.readouterr().out
+    assert "1.80x" in out and "effective data" in out
+    table = tmp_path / "baseline.csv"
+    D = np.array([25e6, 50e6, 100e6, 200e6, 400e6])
+    losses = power_law(D, 1.92, 150.0, 0.235) * np.exp(np.random.default_rng(1).normal(0, 0.001, len(D)))
+    table.write_text("D,loss\n" + "\n".join(f"{d},{loss}" for d, loss in zip(D, losses)) + "\n")
+    assert main(["analysis", "efficiency", "--loss", "3.41", "--baseline-loss", "3.5544",
+                 "--fit-baseline", str(table), "--bootstrap", "200"]) == 0
+    out = capsys.readouterr().out
+    assert "L(D) = E + A * D^(-alpha), 5 points" in out
+    assert "data efficiency: 1.4" in out and "[" in out  # ratio with its interval
+
+
+def test_cli_refuses_half_a_law(capsys):
+    assert main(["analysis", "efficiency", "--loss", "3.4", "--baseline-loss", "3.55", "--alpha", "0.2"]) == 2
+    assert "--alpha: give both --alpha and --asymptote" in capsys.readouterr().err
+
+
+def test_reference_law_model_is_strict():
+    with pytest.raises(Exception, match="extra"):
+        ReferenceLaw(alpha=0.2, E=1.0, provenance="x", beta=3)

@@ -1,0 +1,146 @@
+"""Ensemble tables from files, L(K) fits and asymptote comparison."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from analysis.ensembles import compare_asymptotes, fit_ensembles, load_ensemble_table
+from analysis.scaling import power_law
+from megadocs.errors import UserError
+
+K = np.arange(1, 9)
+ASYMPTOTES = {"real": 3.31, "stitched": 3.17}
+
+
+def curve(E: float, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    return power_law(K, E, 0.25, 0.9) * np.exp(rng.normal(0, 0.0005, len(K)))
+
+
+def test_csv_and_train_ensemble_json_are_read_alike(tmp_path):
+    csv = tmp_path / "real.csv"
+    pd.DataFrame({"method": "real", "K": K, "loss": curve(3.31, 0)}).to_csv(csv, index=False)
+    report = {"members": ["a", "b"], "sets": {"iid": [
+        {"k": int(k), "members": [], "loss": float(v), "tokens": 10, "loss_short": float(v) - 0.1,
+         "loss_long": float(v) + 0.1} for k, v in zip(K, curve(3.17, 1))]}}
+    js = tmp_path / "stitched.json"
+    js.write_text(json.dumps(report))
+    table = load_ensemble_table([str(csv), f"stitched={js}"])
+    assert set(table["algorithm"]) == {"real", "stitched"}
+    assert set(table["set"]) == {"iid", "iid_short", "iid_long"}
+    assert len(table[(table["set"] == "iid")]) == 2 * len(K)
+
+
+def test_train_ensemble_json_without_a_label_reads_the_members_config(tmp_path):
+    member = tmp_path / "run0"
+    member.mkdir()
+    (member / "config.yaml").write_text("data:\n  synthetic: {pool: p, algorithm: latent, g: 4}\n")
+    path = tmp_path / "ens.json"
+    path.write_text(json.dumps({"members": [str(member)], "sets": {"iid": [{"k": 1, "loss": 3.3}]}}))
+    assert load_ensemble_table(path)["algorithm"].tolist() == ["latent"]
+    (member / "config.yaml").unlink()
+    with pytest.raises(UserError, match="pass it as ALGORITHM="):
+        load_ensemble_table(path)
+
+
+def test_fits_recover_asymptotes_and_compare_them():
+    table = pd.concat(
+        [pd.DataFrame({"algorithm": a, "k": K, "loss": curve(E, i), "set": "iid"})
+         for i, (a, E) in enumerate(ASYMPTOTES.items())]
+    )
+    fits = fit_ensembles(table, n_boot=200)
+    comparison = compare_asymptotes(fits).set_index("algorithm")
+    for algorithm, E in ASYMPTOTES.items():
+        assert comparison.loc[algorithm, "E"] == pytest.approx(E, abs=0.01)
+        assert comparison.loc[algorithm, "E_low"] < E < comparison.loc[algorithm, "E_high"]
+    delta = comparison.loc["stitched"]
+    assert delta["delta"] == pytest.approx(-0.14, abs=0.015)
+    assert delta["delta_low"] < -0.14 < delta["delta_high"]
+
+
+def test_two_members_are_not_fitted_and_say_why():
+    table = pd.DataFrame({"algorithm": "real", "k": [1, 2], "loss": [3.5, 3.4], "set": "iid"})
+    fits = fit_ensembles(table, n_boot=0)
+    assert isinstance(fits["real"], str) and "cannot determine 3 parameters" in fits["real"]
+    row = compare_asymptotes(fits).iloc[0]
+    assert np.isnan(row["E"]) and "cannot determine" in row["note"]
+
+
+@pytest.mark.parametrize(
+    ("content", "name", "message"),
+    [
+        ("algorithm,loss\nreal,3.4\n", "t.csv", "missing column"),
+        ("algorithm,k,loss\nreal,0,3.4\n", "t.csv", "k < 1"),
+        ("{not json", "t.json", "invalid JSON"),
+        ("a: 1", "t.yaml", "unknown ensemble table format"),
+    ],
+)
+def test_bad_tables_are_refused_with_the_file_named(tmp_path, content, name, message):
+    path = tmp_path / name
+    path.write_text(content)
+    with pytest.raises(UserError, match=message):
+        load_ensemble_table(path)
+
+
+def test_missing_file_is_named(tmp_path):
+    with pytest.raises(UserError, match="nope.csv: ensemble table not found"):
+        load_ensemble_table(tmp_path / "nope.csv")
+
+
+def test_reads_what_megadocs_train_ensemble_writes(tiny_store, tmp_path):
+    """The real `megadocs train ensemble --json` over three tiny (random-init) members."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from analysis.ensembles import score_ensemble_studies
+    from train.store import TokenStore
+
+    vocab = TokenStore.open(tiny_store).vocab_size
+    members = []
+    for seed in range(3):
+        torch.manual_seed(seed)
+        config = LlamaConfig(vocab_size=vocab, hidden_size=64, intermediate_size=128, num_hidden_layers=1,
+                             num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=128)
+        LlamaForCausalLM(config).save_pretrained(tmp_path / f"member{seed}")
+        members.append(str(tmp_path / f"member{seed}"))
+    # score_ensemble_studies runs `megadocs train ensemble`; trained runs keep their model in RUN/model
+    runs = []
+    for member in members:
+        run = Path(member + "-run")
+        run.mkdir()
+        Path(member).rename(run / "model")
+        runs.append(str(run))
+    studies = {"real-ens": {"members": runs, "statuses": ["completed"] * 3, "method": "real"}}
+    sources, problems = score_ensemble_studies(
+        studies, tmp_path / "scored",
+        extra_args=["--val", str(tiny_store), "--context", "64", "--windows", "8", "--device", "cpu"],
+    )
+    out = tmp_path / "scored" / "real-ens.json"
+    assert problems == {} and sources == [f"real={out}"]
+    table = load_ensemble_table(sources)
+    iid = table[table["set"] == "iid"]
+    assert iid["k"].tolist() == [1, 2, 3] and (iid["algorithm"] == "real").all()
+    written = json.loads(out.read_text())["sets"]["iid"]
+    rows = written["by_k"] if isinstance(written, dict) else written
+    assert iid["loss"].tolist() == pytest.approx([row["loss"] for row in rows])
+    assert table["loss"].map(np.isfinite).all()
+
+
+def test_score_ensemble_studies_reports_what_it_cannot_score(tmp_path):
+    from analysis.ensembles import score_ensemble_studies
+
+    run = tmp_path / "run0"
+    run.mkdir()
+    studies = {
+        "one": {"members": [str(run)], "statuses": ["completed"], "method": "real"},
+        "untrained": {"members": [str(run), str(run)], "statuses": ["completed", "completed"], "method": "real"},
+    }
+    sources, problems = score_ensemble_studies(studies, tmp_path / "out")
+    assert sources == []
+    assert problems["one"] == "1 completed member(s); need at least 2"
+    assert "has no model/" in problems["untrained"]

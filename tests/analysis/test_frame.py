@@ -1,0 +1,142 @@
+"""The analysis tables built from ledger-shaped records (pure: no search engine)."""
+
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+import pytest
+
+from analysis.efficiency import efficiency_ratio, load_reference_law
+from analysis.frame import (
+    axes,
+    certifications_frame,
+    compute_seconds,
+    format_bounds,
+    point_of,
+    runs_frame,
+    val_sets,
+)
+from analysis.generation import generation_table, monotonicity
+from megadocs.errors import UserError
+from tests.analysis import synthetic
+
+
+@pytest.fixture(scope="module")
+def toy():
+    records, summaries = synthetic.sweep(gs=(1, 2, 4))
+    runs = runs_frame(records, sweep="toy")
+    return records, summaries, runs, certifications_frame(summaries, runs)
+
+
+def test_runs_frame_has_one_row_per_run_with_every_field(toy):
+    records, _, runs, _ = toy
+    assert len(runs) == len(records)
+    for column in ("certification", "status", "loss", "method", "g", "model", "seed", "wall_time_s",
+                   "point.lr", "point.epochs", "point.wd", "val_loss.iid", "val_loss.iid_short",
+                   "val_loss.iid_long", "val_loss.arxiv", "metric.steps", "metric.tokens_seen"):
+        assert column in runs, column
+    assert axes(runs) == ["epochs", "lr", "wd"]
+    assert val_sets(runs)[0] == "iid"
+    first = runs.iloc[0]
+    assert first["loss"] == records[0]["loss"] and first["method"] == "real" and first["g"] == 0
+    assert point_of(first) == records[0]["point"]
+
+
+def test_statuses_map_to_losses():
+    base = {"certification": "c", "point": {"lr": 1e-3}, "fixed": {"method": "simple", "g": 2}}
+    runs = runs_frame([
+        {**base, "status": "completed", "loss": 3.1, "metrics": {"val_losses": {"iid": 3.1}}},
+        {**base, "status": "diverged", "loss": float("inf"), "metrics": {"val_loss": float("inf")}},
+        {**base, "status": "failed", "loss": None, "reason": "node died", "metrics": {}},
+        {**base, "status": "running", "loss": None, "metrics": {}},
+    ])
+    assert runs["loss"].iloc[0] == 3.1
+    assert math.isinf(runs["loss"].iloc[1])
+    assert runs["loss"].iloc[2:].isna().all()
+    assert runs["reason"].iloc[2] == "node died"
+
+
+def test_extra_fixed_fields_and_benchmarks_get_prefixed_columns():
+    runs = runs_frame([{
+        "certification": "c", "status": "completed", "loss": 3.0, "point": {"lr": 1e-3},
+        "fixed": {"method": "latent", "g": 4, "student": "1.5b"},
+        "metrics": {"benchmarks": {"piqa": {"acc": 0.61}, "sciq": 0.7}, "tokens_per_s": 1000.0},
+    }])
+    assert runs["fixed.student"].iloc[0] == "1.5b"
+    assert runs["bench.piqa"].iloc[0] == 0.61 and runs["bench.sciq"].iloc[0] == 0.7
+    assert runs["metric.tokens_per_s"].iloc[0] == 1000.0
+
+
+def test_empty_ledger_gives_an_empty_frame_with_the_schema():
+    runs = runs_frame([])
+    assert len(runs) == 0 and {"certification", "status", "loss", "method", "g"} <= set(runs.columns)
+    assert math.isnan(compute_seconds(runs))
+
+
+def test_certifications_frame_picks_the_certified_run(toy):
+    _, summaries, runs, cert = toy
+    assert len(cert) == len(summaries)
+    row = cert[cert["certification"] == "latent-g4"].iloc[0]
+    assert bool(row["certified"]) and row["state"] == "certified"
+    assert row["loss"] == pytest.approx(synthetic.tuned_loss("latent", 4))
+    assert (row["point.lr"], row["point.epochs"], row["point.wd"]) == (3e-3, 8, 0.4)
+    assert row["val_loss.iid"] == pytest.approx(row["loss"])
+    assert row["n_runs"] == len(runs[runs["certification"] == "latent-g4"])
+    assert row["wall_time_s"] == pytest.approx(12.0 * row["n_runs"])
+
+
+def test_bounds_are_formatted_axis_and_side():
+    assert format_bounds([{"axis": "epochs", "side": "upper", "value": 64}, {"axis": "mix", "side": "upper"}]) \
+        == "epochs upper, mix upper"
+    assert format_bounds([]) == ""
+
+
+def test_adopted_runs_count_their_compute_once():
+    runs = pd.DataFrame({"wall_time_s": [10.0, 10.0, 5.0], "adopted_from": [None, "other", None]})
+    assert compute_seconds(runs) == 15.0
+
+
+def test_generation_table_efficiency_and_monotonicity(toy):
+    *_, cert = toy
+    table = generation_table(cert, law=load_reference_law())
+    assert set(table["set"]) == {"iid", "iid_short", "iid_long", "arxiv"}
+    iid = table[table["set"] == "iid"].set_index(["method", "g"])
+    expected = efficiency_ratio(synthetic.tuned_loss("simple", 4), synthetic.BASELINE, alpha=0.235, E=1.92)
+    assert iid.loc[("simple", 4), "efficiency"] == pytest.approx(expected)
+    assert iid.loc[("simple", 4), "gain"] == pytest.approx(synthetic.BASELINE - synthetic.tuned_loss("simple", 4))
+    # efficiency is a law of i.i.d. loss: not computed for other domains
+    assert table[table["set"] == "arxiv"]["efficiency"].isna().all()
+    assert monotonicity(table) == []
+
+
+def test_a_rise_with_g_is_flagged(toy):
+    *_, cert = toy
+    broken = cert.copy()
+    index = broken.index[broken["certification"] == "stitched-g4"][0]
+    broken.loc[index, "val_loss.iid"] = broken.loc[index, "val_loss.iid"] + 0.05
+    rises = monotonicity(generation_table(broken, sets=["iid"]))
+    assert len(rises) == 1 and rises[0].method == "stitched" and rises[0].g_to == 4
+    assert "did not converge" in rises[0].message()
+    assert "set `warm_start: stitched-g2` on stitched-g4" in rises[0].message()
+
+
+def test_generation_table_refuses_an_empty_ledger():
+    with pytest.raises(UserError, match="no certifications"):
+        generation_table(pd.DataFrame())
+
+
+def test_generation_table_with_a_fitted_law_gives_efficiency_intervals(toy):
+    import numpy as np
+
+    from analysis.efficiency import fit_reference_law
+    from analysis.scaling import power_law
+
+    *_, cert = toy
+    D = np.array([25e6, 50e6, 100e6, 200e6, 400e6])
+    losses = power_law(D, 1.92, 150.0, 0.235) * np.exp(np.random.default_rng(0).normal(0, 0.002, len(D)))
+    law = fit_reference_law(D, losses, n_boot=200)
+    iid = generation_table(cert, law=law, sets=["iid"])
+    synthetic_rows = iid[iid["method"] != "real"]
+    assert (synthetic_rows["efficiency_low"] < synthetic_rows["efficiency"]).all()
+    assert (synthetic_rows["efficiency"] < synthetic_rows["efficiency_high"]).all()

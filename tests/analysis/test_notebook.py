@@ -1,0 +1,60 @@
+"""The notebooks run top to bottom against a ledger the tests build, and are committed stripped."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import nbformat
+import pytest
+from nbclient import NotebookClient
+
+NOTEBOOKS = Path(__file__).resolve().parents[2] / "notebooks"
+KERNEL = "megadocs-test"
+
+
+@pytest.fixture
+def this_python_kernel(tmp_path, monkeypatch) -> str:
+    """A kernel spec that runs this interpreter (works in a fresh venv without `ipykernel install`)."""
+    spec = tmp_path / "jupyter" / "kernels" / KERNEL
+    spec.mkdir(parents=True)
+    (spec / "kernel.json").write_text(json.dumps({
+        "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+        "display_name": "megadocs tests", "language": "python",
+    }))
+    monkeypatch.setenv("JUPYTER_PATH", str(tmp_path / "jupyter"))
+    monkeypatch.setenv("PYTHONPATH", str(NOTEBOOKS.parent))
+    return KERNEL
+
+
+def notebooks() -> list[Path]:
+    return sorted(NOTEBOOKS.glob("*.ipynb"))
+
+
+def test_there_is_a_notebook():
+    assert [p.name for p in notebooks()] == ["generation_scaling.ipynb"]
+
+
+@pytest.mark.parametrize("path", notebooks(), ids=lambda p: p.name)
+def test_notebook_is_committed_without_outputs(path):
+    notebook = nbformat.read(path, as_version=4)
+    for cell in notebook.cells:
+        if cell.cell_type == "code":
+            assert cell.outputs == [] and cell.execution_count is None, f"{path.name}: strip outputs"
+
+
+@pytest.mark.parametrize("path", notebooks(), ids=lambda p: p.name)
+def test_notebook_runs_top_to_bottom_on_a_real_ledger(path, toy_sweep, this_python_kernel, monkeypatch):
+    monkeypatch.setenv("MEGADOCS_SWEEP", str(toy_sweep))
+    notebook = nbformat.read(path, as_version=4)
+    client = NotebookClient(notebook, kernel_name=this_python_kernel, timeout=600,
+                            resources={"metadata": {"path": str(NOTEBOOKS)}})
+    client.execute()  # raises CellExecutionError on any failing cell
+    outputs = [output for cell in notebook.cells if cell.cell_type == "code" for output in cell.outputs]
+    text = "".join(o.get("text", "") for o in outputs if o.output_type == "stream")
+    assert "sweep toy: " in text and "[simple]" in text and "[stitched]" in text
+    images = [o for o in outputs if "image/png" in o.get("data", {})]
+    # 4 validation sets (Figures 1/2/5) + Figure 11 + one map per certification (7)
+    assert len(images) == 4 + 1 + 7
+    assert not any(o.output_type == "error" for o in outputs)

@@ -1,0 +1,126 @@
+"""The report and the CLI against a ledger produced by a real (tiny) certification sweep."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pandas as pd
+import pytest
+
+from analysis.frame import certifications_frame, runs_frame
+from analysis.ledger import load_tables
+from analysis.report import build_report, render_report
+from megadocs.cli import main
+from search.ledger import read_runs
+from search.status import summarize
+from tests.analysis import synthetic
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def test_ledger_tables_match_search_api(toy_sweep):
+    tables = load_tables(toy_sweep)
+    records = read_runs(toy_sweep)
+    assert len(tables.runs) == len(records) > 0
+    certify = tables.runs[tables.runs["kind"] == "certify"]
+    assert set(certify["certification"]) == {s["name"] for s in summarize(toy_sweep)}
+    # ensemble members are rows too, with their seeds
+    members = tables.runs[tables.runs["kind"] == "ensemble"]
+    assert len(members) == 3 and members["seed"].notna().all()
+    assert tables.ensembles["real-ens"]["members"] == members.sort_values("member")["run_dir"].tolist()
+    cert = tables.certifications.set_index("certification")
+    for summary in summarize(toy_sweep):
+        assert cert.loc[summary["name"], "loss"] == pytest.approx(summary["certificate"]["loss"])
+        assert bool(cert.loc[summary["name"], "certified"])
+    assert cert.loc["stitched-g4", "bounds_hit"] == "epochs upper"  # the bowl's optimum is epochs 16
+    assert tables.grids["real"]["epochs"] == [4, 8, 16]
+    from search.sweep import load_sweep
+
+    assert len(load_tables(load_sweep(toy_sweep)).runs) == len(tables.runs)  # a loaded sweep works too
+
+
+def test_report_renders_every_figure_it_can(toy_sweep, tmp_path):
+    path = build_report(toy_sweep, tmp_path / "report", notes=["demo note: tiny sweep"], ensembles="auto")
+    text = path.read_text()
+    assert "demo note: tiny sweep" in text
+    for heading in ("## Certified points", "## Generation scaling", "## Certification maps", "## Ensembles",
+                    "### iid_long", "### arxiv"):
+        assert heading in text, heading
+    images = re.findall(r"!\[[^\]]*\]\((figures/[^)]+\.png)\)", text)
+    names = {image.split("/")[1].split("-")[0] for image in images}
+    assert {"fig1", "fig2", "fig5", "fig10", "fig11"} <= names
+    for image in images:
+        png = path.parent / image
+        assert png.read_bytes()[:8] == PNG_MAGIC and png.stat().st_size > 5000
+        assert png.with_suffix(".pdf").read_bytes()[:5] == b"%PDF-"
+    # efficiencies and bounds in the tables, a note for what could not be drawn
+    assert re.search(r"\| simple \| 4 \| True \| [\d.]+ \| [\d.]+ \| [\d.]+ \| 1\.\d+", text)
+    assert "lean on a search bound" in text
+    assert "Figure 7 (ensembles): no ensemble losses given" in text
+    assert "not scored: member" in text and "has no model/" in text  # analytic members have no model
+
+
+def test_report_on_an_empty_ledger_says_so(empty_sweep, tmp_path):
+    text = build_report(empty_sweep, tmp_path / "report").read_text()
+    assert "The ledger holds no runs yet" in text
+    assert "every table and figure: the ledger is empty" in text
+
+
+def test_partial_ledger_draws_what_it_can(tmp_path):
+    records, summaries = synthetic.sweep(methods=("simple",), gs=(1,))
+    runs = runs_frame(records)
+    cert = certifications_frame(summaries, runs)
+    summaries[1] = {**summaries[1], "certificate": None, "state": "searching"}
+    cert.loc[cert["certification"] == "simple-g1", "certified"] = False
+    grids = {s["name"]: synthetic.GRID for s in summaries}
+    text = render_report(runs, cert, summaries, tmp_path, grids=grids).read_text()
+    assert "fig1-loss-vs-g-iid.png" in text and (tmp_path / "figures/fig10-map-simple-g1.png").is_file()
+    # one G per method: the fit is refused with its reason, no number is invented
+    assert "not fitted: power-law fit: 1 distinct x value" in text
+
+
+def test_cli_export_csv_and_parquet(toy_sweep, tmp_path, capsys):
+    csv = tmp_path / "runs.csv"
+    assert main(["analysis", "export", str(toy_sweep), "--out", str(csv)]) == 0
+    frame = pd.read_csv(csv)
+    assert len(frame) == len(read_runs(toy_sweep))
+    assert {"certification", "point.lr", "val_loss.iid_long", "method", "g", "status", "wall_time_s"} <= set(frame)
+    parquet = tmp_path / "cert.parquet"
+    assert main(["analysis", "export", str(toy_sweep), "--out", str(parquet), "--table", "certifications"]) == 0
+    assert len(pd.read_parquet(parquet)) == 7
+    assert main(["analysis", "export", str(toy_sweep), "--out", str(tmp_path / "x.txt")]) == 2
+    assert "--out" in capsys.readouterr().err
+
+
+def test_cli_export_of_an_empty_ledger_warns(empty_sweep, tmp_path, capsys):
+    out = tmp_path / "runs.csv"
+    assert main(["analysis", "export", str(empty_sweep), "--out", str(out)]) == 0
+    assert "no runs yet" in capsys.readouterr().err
+    assert len(pd.read_csv(out)) == 0
+
+
+def test_cli_fit_on_a_sweep_and_on_a_table(toy_sweep, tmp_path, capsys):
+    assert main(["analysis", "fit", str(toy_sweep), "--bootstrap", "50"]) == 0
+    out = capsys.readouterr().out
+    assert "[simple]" in out and "[stitched]" in out and "3 points" in out
+    table = tmp_path / "points.json"
+    table.write_text(json.dumps([{"D": d, "loss": 2.0 + 3.0 * d**-0.3} for d in (1, 2, 4, 8, 16)]))
+    assert main(["analysis", "fit", str(table), "--x", "D", "--bootstrap", "0"]) == 0
+    assert "alpha = 0.3" in capsys.readouterr().out
+    assert main(["analysis", "fit", str(table), "--x", "size"]) == 2
+    assert "column 'size' not in" in capsys.readouterr().err
+
+
+def test_cli_report_with_ensembles_draws_figure_7(toy_sweep, tmp_path, capsys):
+    table = tmp_path / "ens.csv"
+    rows = [{"algorithm": a, "k": k, "loss": E + 0.3 * k**-0.8} for a, E in (("real", 3.31), ("latent", 3.15))
+            for k in (1, 2, 3, 4, 6, 8)]
+    pd.DataFrame(rows).to_csv(table, index=False)
+    out = tmp_path / "r"
+    assert main(["analysis", "report", str(toy_sweep), "--out", str(out), "--ensembles", str(table)]) == 0
+    assert "wrote" in capsys.readouterr().out
+    text = (out / "report.md").read_text()
+    assert "figures/fig7-ensembles-iid.png" in text and (out / "figures/fig7-ensembles-iid.png").is_file()
+    assert "| latent | 3.15" in text and "Figure 7 (ensembles)" not in text
+    assert "losses per K: `megadocs train ensemble --members" in text  # how to score the sweep's own study

@@ -1,0 +1,138 @@
+"""Power-law fits: recovery from noisy synthetic points, robustness, and honest degenerate cases."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from analysis.scaling import fit_groups, fit_power_law, power_law
+from megadocs.errors import UserError
+
+TRUE = {"E": 2.0, "A": 3.0, "alpha": 0.4}
+X = 2.0 ** np.arange(10)
+
+
+def noisy(seed: int, sigma: float = 0.002) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    return power_law(X, **TRUE) * np.exp(rng.normal(0.0, sigma, len(X)))
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_recovers_known_parameters_from_noisy_points(seed):
+    # Tolerances: 0.2% multiplicative noise on 10 points over a 512x range of x.
+    fit = fit_power_law(X, noisy(seed), n_boot=200, seed=seed)
+    assert fit.E == pytest.approx(TRUE["E"], abs=0.05)
+    assert fit.A == pytest.approx(TRUE["A"], rel=0.03)
+    assert fit.alpha == pytest.approx(TRUE["alpha"], abs=0.02)
+    assert all(fit.determined.values()) and fit.notes == []
+    for name, (low, high) in fit.ci.items():
+        assert low < fit.params[name] < high
+    # the interval is informative, not the whole search range
+    assert fit.ci["E"][1] - fit.ci["E"][0] < 0.2
+
+
+def test_interval_covers_truth_in_most_repetitions():
+    covered = 0
+    for seed in range(10):
+        fit = fit_power_law(X, noisy(seed, sigma=0.004), n_boot=150, seed=seed)
+        covered += fit.ci["alpha"][0] <= TRUE["alpha"] <= fit.ci["alpha"][1]
+    assert covered >= 7
+
+
+def test_huber_resists_an_outlier_that_pulls_least_squares():
+    y = noisy(0)
+    y[5] *= 1.08  # one run 8% too high
+    plain = fit_power_law(X, y, n_boot=0)
+    robust = fit_power_law(X, y, n_boot=0, loss="huber", huber_delta=0.005)
+    assert abs(robust.E - TRUE["E"]) < 0.03
+    assert abs(robust.E - TRUE["E"]) < abs(plain.E - TRUE["E"]) / 2
+    assert abs(robust.alpha - TRUE["alpha"]) < 0.02
+
+
+def test_two_points_refuse_three_parameters_but_fit_with_alpha_fixed():
+    with pytest.raises(UserError, match="2 distinct x value.*cannot determine 3 parameters.*fix alpha"):
+        fit_power_law([1, 2], [3.0, 2.9])
+    fit = fit_power_law([1, 2], [3.0, 2.9], fix_alpha=0.235, n_boot=100)
+    assert fit.fixed == {"alpha": 0.235}
+    assert fit.predict(np.array([1.0, 2.0])) == pytest.approx([3.0, 2.9], abs=1e-6)
+    assert fit.ci is None and any("no residual" in note for note in fit.notes)
+
+
+def test_three_points_interpolate_and_say_so():
+    x = np.array([4.0, 8, 16])
+    fit = fit_power_law(x, power_law(x, 3.3, 0.4, 0.6), n_boot=100)
+    assert (fit.E, fit.A, fit.alpha) == pytest.approx((3.3, 0.4, 0.6), rel=1e-3)
+    assert any("passes through the (mean) loss at every x" in note for note in fit.notes)
+    assert fit.ci is None  # no residual: no interval without a noise level
+    with_noise = fit_power_law(x, power_law(x, 3.3, 0.4, 0.6), n_boot=200, noise_sigma=0.005)
+    assert with_noise.ci is not None and with_noise.ci["E"][0] < 3.3 < with_noise.ci["E"][1]
+
+
+def test_losses_falling_linearly_in_log_x_leave_the_asymptote_undetermined():
+    fit = fit_power_law([1, 2, 4], [3.0, 2.9, 2.8], n_boot=0)
+    assert not fit.determined["E"] and not fit.determined["A"]
+    assert "E     =" in fit.describe() and "NOT determined" in fit.describe()
+
+
+def test_non_flattening_losses_put_e_at_a_bound_and_say_so():
+    fit = fit_power_law([1, 2, 4], [3.0, 2.95, 2.8], n_boot=0)  # accelerating decrease
+    assert not fit.determined["E"]
+    assert any("E ended at" in note for note in fit.notes)
+
+
+@pytest.mark.parametrize(
+    ("x", "y", "message"),
+    [
+        ([1, 2, 4], [3.0, 3.1, 3.2], "losses do not decrease"),
+        ([1, 2, 4, 8], [3.0, 3.0, 3.0, 3.0], "losses do not decrease"),
+        ([], [], "no points"),
+        ([1, 2, 0], [3.0, 2.9, 2.8], "x must be finite and > 0"),
+        ([1, 2, 4], [3.0, float("nan"), 2.8], "losses must be finite"),
+        ([4, 4, 4], [3.0, 2.9, 2.8], "1 distinct x value"),
+    ],
+)
+def test_degenerate_inputs_raise_clear_messages(x, y, message):
+    with pytest.raises(UserError, match=message):
+        fit_power_law(np.array(x, dtype=float), np.array(y, dtype=float))
+
+
+def test_a_local_rise_is_reported_not_hidden():
+    y = power_law(X[:6], **TRUE)
+    y[3] = y[2] + 0.01
+    fit = fit_power_law(X[:6], y, n_boot=0)
+    assert any("rises between neighbouring points" in note and "x=4->8" in note for note in fit.notes)
+
+
+def test_fit_groups_maps_unfittable_groups_to_the_reason():
+    import pandas as pd
+
+    frame = pd.DataFrame({
+        "method": ["a"] * 4 + ["b"] * 2,
+        "g": [1, 2, 4, 8, 1, 2],
+        "loss": [*power_law(np.array([1, 2, 4, 8.0]), 3.3, 0.2, 0.5), 3.5, 3.4],
+    })
+    fits = fit_groups(frame, x="g", y="loss", group="method", n_boot=0)
+    assert fits["a"].E == pytest.approx(3.3, abs=1e-4)
+    assert isinstance(fits["b"], str) and "cannot determine 3 parameters" in fits["b"]
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"loss": "cauchy"}, "loss must be 'linear' or 'huber'"),
+        ({"loss": "huber", "huber_delta": 0}, "huber_delta must be > 0"),
+        ({"level": 1.5}, "level must be in"),
+        ({"fix_E": 5.0}, "fixed E=5.0 must be below the lowest loss"),
+    ],
+)
+def test_bad_options_are_refused(options, message):
+    with pytest.raises(UserError, match=message):
+        fit_power_law(X, noisy(0), **options)
+
+
+def test_repeated_seeds_at_each_x_are_fitted_together():
+    x = np.repeat(X[:5], 3)
+    y = power_law(x, **TRUE) * np.exp(np.random.default_rng(3).normal(0, 0.002, len(x)))
+    fit = fit_power_law(x, y, n_boot=100)
+    assert fit.n_points == 15 and fit.ci is not None
+    assert fit.alpha == pytest.approx(TRUE["alpha"], abs=0.05)
