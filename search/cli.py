@@ -1,0 +1,101 @@
+"""``megadocs search certify|status SWEEP.yaml``: thin entry points into search/."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser("search", help="local-optimality certification sweeps")
+    commands = parser.add_subparsers(dest="search_command", metavar="{certify,status}")
+
+    certify = commands.add_parser(
+        "certify",
+        help="run (or resume) every certification of a sweep",
+        description="Certify every certification of SWEEP.yaml. Safe to kill and re-run: it re-attaches to "
+        "running jobs, adopts finished ones and never runs a point twice.",
+    )
+    certify.add_argument("sweep", help="sweep file (see search/examples/)")
+    certify.add_argument("--strategy", choices=("certify", "grid", "tpe"), default="certify",
+                         help="certify (default), or a baseline: exhaustive grid / Optuna TPE")
+    certify.add_argument("--max-runs", type=int, default=None, metavar="N",
+                         help="at most N runs per certification (default: until certified; tpe: min(grid, 50))")
+    certify.add_argument("--retry-failed", action="store_true",
+                         help="run points again that failed (infrastructure) in an earlier controller")
+    certify.add_argument("--no-progress", action="store_true", help="no progress line on stderr")
+    certify.set_defaults(func=_certify)
+
+    status = commands.add_parser("status", help="where each certification stands")
+    status.add_argument("sweep", help="sweep file")
+    status.add_argument("--json", action="store_true", help="print a JSON list (the analysis contract)")
+    status.add_argument("--strategy", choices=("certify", "grid", "tpe"), default="certify")
+    status.set_defaults(func=_status)
+    parser.set_defaults(func=lambda args: (parser.print_help(), 2)[1])
+
+
+def _certify(args: argparse.Namespace) -> int:
+    from megadocs.errors import UserError
+    from search.controller import run_sweep
+    from search.status import format_table, g_trend_warnings, summarize
+    from search.sweep import load_sweep
+
+    if args.max_runs is not None and args.max_runs < 1:
+        raise UserError(f"--max-runs: expected a positive number of runs, got {args.max_runs}")
+    sweep = load_sweep(args.sweep)
+    run_sweep(sweep, strategy=args.strategy, max_runs=args.max_runs, retry_failed=args.retry_failed,
+              progress=not args.no_progress)
+    summaries = summarize(sweep, args.strategy)
+    print(format_table(summaries), end="")
+    _print_ensembles(sweep)
+    for warning in g_trend_warnings(summaries):
+        print(f"warning: {warning}", file=sys.stderr)
+    failed = [s["name"] for s in summaries if s["state"] == "failed"]
+    for s in summaries:
+        for blocked in s["blocked_by"]:
+            print(f"{s['name']}: blocked by {blocked['params']}: {blocked['reason']}", file=sys.stderr)
+    return 1 if failed else 0
+
+
+def _status(args: argparse.Namespace) -> int:
+    from search.ledger import Ledger
+    from search.status import format_table, g_trend_warnings, summarize
+    from search.sweep import load_sweep
+
+    sweep = load_sweep(args.sweep)
+    summaries = summarize(sweep, args.strategy)
+    if args.json:
+        print(json.dumps(summaries, indent=1, default=str))
+        return 0
+    print(format_table(summaries), end="")
+    _print_ensembles(sweep)
+    _print_jobs(sweep)
+    holder = Ledger(sweep.ledger_url, sweep.name).holder()
+    if holder:
+        print(f"controller: running on host {holder['host']}, pid {holder['pid']}, since {holder['since']}")
+    for warning in g_trend_warnings(summaries):
+        print(f"warning: {warning}")
+    return 0
+
+
+def _print_jobs(sweep) -> None:
+    """Runs in flight or failed, by job id: what to follow with squeue/sacct or cancel with scancel."""
+    from search.ledger import read_runs
+
+    for run in read_runs(sweep):
+        if run["status"] not in ("running", "failed") or not run["job_id"]:
+            continue
+        point = " ".join(f"{k}={v}" for k, v in run["point"].items())
+        reason = f": {run['reason']}" if run["status"] == "failed" and run["reason"] else ""
+        print(f"{run['certification']} {point}: {run['status']}, job {run['job_id']} "
+              f"(attempt {run['attempts']}){reason}")
+
+
+def _print_ensembles(sweep) -> None:
+    from search.status import summarize_ensembles
+
+    for ens in summarize_ensembles(sweep):
+        runs = ens["runs"]
+        print(f"ensemble {ens['name']} (from {ens['source']}): {runs['finished']}/{ens['members']} members finished, "
+              f"{runs['running']} running, {runs['failed']} failed")

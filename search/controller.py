@@ -1,0 +1,374 @@
+"""The sweep controller: the certification core driven through the Optuna ledger and submitit.
+
+``run_sweep`` takes the controller lock, rebuilds every strategy from the ledger (finished,
+failed and in-flight runs), re-attaches to jobs still running, and drives the strategies to the
+end with :class:`LedgerEvaluator`. Killing it at any moment loses nothing: every dispatched run
+is a RUNNING trial carrying its job id and submitit folder before the controller waits on it,
+and every finished job's result sits in its run directory and submitit folder until adopted.
+
+Deduplication: a run's identity is the hash of its full config (``objective.identity``). A
+point whose run already finished anywhere in the sweep (another certification, a baseline
+strategy, an earlier controller) is adopted without running; one in flight is shared.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from search.certify import (
+    CertifySearch,
+    Evaluator,
+    FixedPoints,
+    GridSearch,
+    Outcome,
+    Request,
+    Result,
+    Strategy,
+    drive,
+)
+from search.executors import Executor, JobState, make_executor
+from search.grid import Grid
+from search.ledger import (
+    ATTR_ADOPTED_FROM,
+    ATTR_ATTEMPTS,
+    ATTR_JOB_FOLDER,
+    ATTR_JOB_ID,
+    ATTR_MEMBER,
+    ATTR_REASON,
+    STUDY_FIXED,
+    STUDY_GRID,
+    STUDY_KIND,
+    STUDY_START,
+    Ledger,
+    RunStatus,
+    StudyKind,
+    study_name,
+)
+from search.objective import METRICS_FILE, make_objective, normalise_metrics
+from search.sweep import Sweep
+
+__all__ = ["run_sweep", "LedgerEvaluator", "TaskInfo", "build_strategies", "STRATEGIES"]
+
+log = logging.getLogger(__name__)
+
+STRATEGIES = ("certify", "grid", "tpe")
+
+
+@dataclass
+class TaskInfo:
+    """How one strategy's points become runs and ledger trials."""
+
+    study: str
+    fixed: dict[str, Any]
+    axes: tuple[str, ...]
+    grid: dict[str, list[Any]] | None
+    seed_offset: int | None = None  # ensembles: member index = seed - seed_offset
+
+
+@dataclass
+class _Subscriber:
+    task: str
+    point: dict[str, Any]
+    trial_id: int
+
+
+@dataclass
+class _Run:
+    run_id: str
+    params: dict[str, Any]
+    run_dir: Path
+    job_id: str | None = None
+    attempts: int = 0
+    job_folder: str | None = None  # where an earlier controller's job lives (re-attach)
+    subscribers: list[_Subscriber] = field(default_factory=list)
+
+
+class LedgerEvaluator(Evaluator):
+    """Runs points as submitit jobs and records every step in the ledger (see module docstring)."""
+
+    def __init__(self, sweep: Sweep, ledger: Ledger, executor: Executor, objective: Any,
+                 tasks: Mapping[str, TaskInfo], *, retry_failed: bool = False, progress: Any = None) -> None:
+        self.sweep = sweep
+        self.ledger = ledger
+        self.executor = executor
+        self.objective = objective
+        self.tasks = dict(tasks)
+        self.max_parallel = sweep.executor.max_parallel
+        self.max_retries = sweep.executor.max_retries
+        self.poll_s = sweep.executor.poll_s
+        self.retry_failed = retry_failed
+        self.progress = progress
+        self.runs_dir = sweep.out_dir / "runs"
+        self._inflight: dict[str, _Run] = {}
+        self._done: dict[str, dict[str, Any]] = {}  # run_id -> {loss, metrics, wall_time_s, source}
+        self._ready: list[Result] = []
+
+    # -- restore ---------------------------------------------------------------------------
+
+    def restore(self, strategies: Sequence[Strategy]) -> None:
+        """Feed the ledger's evidence to the strategies and re-attach in-flight runs."""
+        for name in self.ledger.study_names():
+            for record in self.ledger.runs(name):
+                if record.status in (RunStatus.COMPLETED.value, RunStatus.DIVERGED.value) and record.run_id:
+                    self._done.setdefault(record.run_id, {
+                        "loss": record.loss, "metrics": record.metrics, "wall_time_s": record.wall_time_s,
+                        "source": f"{record.certification}#{record.trial}", "job_id": record.job_id,
+                    })
+        orphans = []
+        for strategy in strategies:
+            info = self.tasks[strategy.name]
+            for record in self.ledger.runs(info.study):
+                point = {**record.point, **{k: v for k, v in record.fixed.items() if k not in info.fixed}}
+                if info.grid is not None and not Grid.from_mapping(info.grid).contains(record.point):
+                    log.warning("%s: trial %d at %s is not on the grid any more; ignored", info.study,
+                                record.trial, record.point)
+                    continue
+                if record.status in (RunStatus.COMPLETED.value, RunStatus.DIVERGED.value):
+                    strategy.record(point, Outcome.finished(math.inf if record.loss is None else record.loss))
+                elif record.status == RunStatus.FAILED.value:
+                    if not self.retry_failed:
+                        strategy.record(point, Outcome.failed(record.reason or "failed"))
+                else:
+                    strategy.record(point, Outcome.running())
+                    run = self._inflight.get(record.run_id)
+                    if run is None:
+                        params = {**point, **info.fixed}
+                        run = _Run(record.run_id, params, Path(record.run_dir), record.job_id, record.attempts,
+                                   record.job_folder)
+                        self._inflight[record.run_id] = run
+                        if record.job_id is None:
+                            orphans.append(run)  # killed between trial creation and submission
+                    run.subscribers.append(_Subscriber(strategy.name, point, record.trial_id))
+        if orphans:
+            self._dispatch(orphans)
+
+    # -- Evaluator -------------------------------------------------------------------------
+
+    def free_slots(self) -> int:
+        return self.max_parallel - len(self._inflight)
+
+    def submit(self, requests: Sequence[Request]) -> None:
+        new = []
+        for request in requests:
+            info = self.tasks[request.task]
+            params = {**request.point, **info.fixed}
+            run_id = self.objective.identity(params)
+            run_dir = self.runs_dir / run_id
+            point = {k: v for k, v in request.point.items() if k in info.axes}
+            fixed = {**info.fixed, **{k: v for k, v in request.point.items() if k not in info.axes}}
+            extra = {}
+            if info.seed_offset is not None:
+                extra[ATTR_MEMBER] = int(request.point["seed"]) - info.seed_offset
+            trial_id = self.ledger.new_run(info.study, point=point, fixed=fixed, run_id=run_id,
+                                           run_dir=str(run_dir), grid=info.grid, extra=extra)
+            subscriber = _Subscriber(request.task, request.point, trial_id)
+            if run_id in self._done:
+                done = self._done[run_id]
+                self.ledger.complete(trial_id, loss=done["loss"], metrics=done["metrics"],
+                                     wall_time_s=done["wall_time_s"],
+                                     **{ATTR_ADOPTED_FROM: done["source"], ATTR_JOB_ID: done["job_id"]})
+                self._ready.append(Result(request.task, request.point, Outcome.finished(done["loss"])))
+            elif run_id in self._inflight:
+                run = self._inflight[run_id]
+                run.subscribers.append(subscriber)
+                self.ledger.update(trial_id, **self._job_attrs(run))
+            else:
+                run = _Run(run_id, params, run_dir, subscribers=[subscriber])
+                self._inflight[run_id] = run
+                new.append(run)
+        if new:
+            self._dispatch(new)
+
+    def wait(self) -> list[Result]:
+        while not self._ready:
+            for run in list(self._inflight.values()):
+                self._check(run)
+            if not self._ready:
+                self.ledger.heartbeat()
+                if self.progress:
+                    self.progress.refresh_running(len(self._inflight))
+                time.sleep(self.poll_s)
+        ready, self._ready = self._ready, []
+        return ready
+
+    def tick(self, strategies: Mapping[str, Strategy]) -> None:
+        self.ledger.heartbeat()
+        if self.progress:
+            self.progress.update(strategies, len(self._inflight))
+
+    # -- internals -------------------------------------------------------------------------
+
+    def _job_attrs(self, run: _Run) -> dict[str, Any]:
+        return {ATTR_JOB_ID: run.job_id, ATTR_JOB_FOLDER: run.job_folder, ATTR_ATTEMPTS: run.attempts}
+
+    def _dispatch(self, runs: Sequence[_Run]) -> None:
+        job_ids = self.executor.submit([self.objective.task(run.params, run.run_dir) for run in runs])
+        for run, job_id in zip(runs, job_ids):
+            run.job_id = job_id
+            run.job_folder = str(self.executor.folder) if self.executor.folder else None
+            run.attempts += 1
+            for subscriber in run.subscribers:
+                self.ledger.update(subscriber.trial_id, **self._job_attrs(run))
+
+    def _check(self, run: _Run) -> None:
+        poll = self.executor.poll(run.job_id, run.job_folder)
+        if poll.state is JobState.RUNNING:
+            return
+        if poll.state is JobState.DONE:
+            self._finish(run, normalise_metrics(poll.value))
+            return
+        metrics_path = run.run_dir / METRICS_FILE
+        if metrics_path.is_file():  # the job was lost after the run completed: adopt its result
+            self._finish(run, normalise_metrics(json.loads(metrics_path.read_text())))
+            return
+        reason = f"attempt {run.attempts} ({poll.state.value}): {poll.reason}"
+        for subscriber in run.subscribers:
+            self.ledger.update(subscriber.trial_id, **{ATTR_REASON: reason})
+        if run.attempts <= self.max_retries:
+            log.warning("run %s %s; retrying", run.run_id, reason)
+            self._dispatch([run])
+            return
+        del self._inflight[run.run_id]
+        for subscriber in run.subscribers:
+            self.ledger.fail(subscriber.trial_id, reason)
+            self._ready.append(Result(subscriber.task, subscriber.point, Outcome.failed(reason)))
+
+    def _finish(self, run: _Run, metrics: dict[str, Any]) -> None:
+        loss = float(metrics["val_loss"])
+        wall = metrics.get("wall_time_s")
+        del self._inflight[run.run_id]
+        for i, subscriber in enumerate(run.subscribers):
+            self.ledger.complete(subscriber.trial_id, loss=loss, metrics=metrics, wall_time_s=wall,
+                                 **self._job_attrs(run))
+            self._ready.append(Result(subscriber.task, subscriber.point, Outcome.finished(loss)))
+            if i == 0:
+                self._done[run.run_id] = {"loss": loss, "metrics": metrics, "wall_time_s": wall,
+                                          "source": subscriber.task, "job_id": run.job_id}
+
+
+# ------------------------------------------------------------------------------ building
+
+
+def _ensemble_points(point: Mapping[str, Any], members: int, multiplier: float, offset: int,
+                     epochs_values: Sequence[Any] | None) -> list[dict[str, Any]]:
+    """Members at the certified point with ``epochs * multiplier`` (nearest integer when the axis
+    is integer-valued; need not be on the grid) and seeds offset..offset+members-1."""
+    base = dict(point)
+    if "epochs" in base and multiplier != 1:
+        epochs = base["epochs"] * multiplier
+        integral = epochs_values is None or all(float(v).is_integer() for v in epochs_values)
+        base["epochs"] = max(1, int(round(epochs))) if integral else epochs
+    return [{**base, "seed": offset + k} for k in range(members)]
+
+
+def build_strategies(sweep: Sweep, ledger: Ledger, strategy: str = "certify",
+                     max_runs: int | None = None, seed: int = 0) -> tuple[list[Strategy], dict[str, TaskInfo]]:
+    """The strategies of a sweep (one per certification, plus ensembles under ``certify``) and how
+    their points map to ledger studies. Creates the studies (with kind/fixed/grid/start)."""
+    strategies: list[Strategy] = []
+    tasks: dict[str, TaskInfo] = {}
+    kind = StudyKind(strategy)
+    for cert in sweep.certifications:
+        grid = sweep.grid_for(cert)
+        task = cert.name if kind is StudyKind.CERTIFY else f"{kind.value}/{cert.name}"
+        study = study_name(sweep.name, cert.name, kind)
+        start = sweep.start_for(cert)
+        ledger.study_id(study, create=True, attrs={
+            STUDY_KIND: kind.value, STUDY_FIXED: cert.fixed, STUDY_GRID: grid.as_mapping(),
+            **({STUDY_START: start} if not cert.warm_start else {}),
+        })
+        tasks[task] = TaskInfo(study, dict(cert.fixed), grid.names, grid.as_mapping())
+        budget = max_runs if max_runs is not None else cert.max_runs
+        if kind is StudyKind.CERTIFY:
+            stored = ledger.study_attrs(study).get(STUDY_START)
+            warm = cert.warm_start and stored is None
+            strategies.append(CertifySearch(
+                task, grid, None if warm else (stored or start), seed_neighbours=sweep.seeds_neighbours(cert),
+                max_runs=budget, waits_for=cert.warm_start if warm else None, fallback=start,
+                on_start=lambda point, study=study: ledger.set_study_attr(study, STUDY_START, point),
+            ))
+        elif kind is StudyKind.GRID:
+            strategies.append(GridSearch(task, grid, max_runs=budget))
+        else:
+            from search.tpe import TPESearch
+
+            strategies.append(TPESearch(task, grid, n_trials=budget or min(grid.size, 50), seed=seed))
+    if kind is StudyKind.CERTIFY:
+        for ens in sweep.ensembles:
+            cert = sweep.certification(ens.source)
+            grid = sweep.grid_for(cert)
+            task = f"ensemble/{ens.name}"
+            study = study_name(sweep.name, ens.name, StudyKind.ENSEMBLE)
+            ledger.study_id(study, create=True, attrs={STUDY_KIND: StudyKind.ENSEMBLE.value, STUDY_FIXED: cert.fixed,
+                                                       "source": ens.source, "members": ens.members,
+                                                       "epochs_multiplier": ens.epochs_multiplier})
+            epochs_values = grid.as_mapping().get("epochs")
+            tasks[task] = TaskInfo(study, dict(cert.fixed), grid.names, None, seed_offset=ens.seed_offset)
+            strategies.append(FixedPoints(task, waits_for=ens.source, make_points=lambda p, e=ens, v=epochs_values:
+                                          _ensemble_points(p, e.members, e.epochs_multiplier, e.seed_offset, v)))
+    return strategies, tasks
+
+
+class Progress:
+    """A tqdm line on stderr: runs finished/running and each certification's state."""
+
+    def __init__(self) -> None:
+        from tqdm import tqdm
+
+        self.bar = tqdm(desc="certify", unit="run", file=sys.stderr, dynamic_ncols=True)
+        self.finished = 0
+
+    def update(self, strategies: Mapping[str, Strategy], running: int) -> None:
+        finished = sum(
+            sum(o.state.value == "finished" for o in getattr(s, "outcomes", {}).values()) for s in strategies.values()
+        )
+        self.bar.update(max(0, finished - self.finished))
+        self.finished = finished
+        states = []
+        for name, strategy in strategies.items():
+            if isinstance(strategy, CertifySearch):
+                state = strategy.plan().state.value
+            else:
+                state = "waiting" if strategy.waits_for else ("done" if strategy.done() else "running")
+            states.append(f"{name}:{state}")
+        self.bar.set_postfix_str(f"running {running} | " + " ".join(states), refresh=True)
+
+    def refresh_running(self, running: int) -> None:
+        self.bar.refresh()
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+def run_sweep(sweep: Sweep, *, strategy: str = "certify", max_runs: int | None = None,
+              retry_failed: bool = False, progress: bool = False) -> None:
+    """Certify (or run a baseline strategy on) every certification of ``sweep``; resumable.
+
+    Raises:
+        ControllerBusy: another live controller holds the sweep.
+        UserError: a bad objective, profile or ledger.
+    """
+    objective = make_objective(sweep)
+    for cert in sweep.certifications:  # a bad train config or pool fails now, in one line, not mid-sweep
+        objective.identity({**sweep.start_for(cert), **cert.fixed})
+    ledger = Ledger(sweep.ledger_url, sweep.name)
+    with ledger.controller_lock():
+        executor = make_executor(sweep.executor, sweep.out_dir / "jobs", name=f"megadocs-{sweep.name}")
+        strategies, tasks = build_strategies(sweep, ledger, strategy, max_runs)
+        display = Progress() if progress else None
+        evaluator = LedgerEvaluator(sweep, ledger, executor, objective, tasks, retry_failed=retry_failed,
+                                    progress=display)
+        try:
+            evaluator.restore(strategies)
+            drive(strategies, evaluator)
+        finally:
+            if display:
+                display.close()

@@ -1,0 +1,236 @@
+"""submitit behind one small interface: submit callables, poll jobs by id (also jobs an earlier
+controller submitted), nothing else.
+
+- ``local``: submitit's LocalExecutor (one process per run on this machine). The controller caps
+  concurrency; jobs outlive a killed controller and are re-attached by pid + submitit folder.
+- ``debug``: in-process, run when first polled (tests, breakpoints); nothing survives a restart.
+- ``slurm``: submitit's AutoExecutor from a profile file (docs/architecture.md "SLURM profile");
+  a batch is one job array; timeouts/preemptions requeue the Checkpointable run
+  (``max_requeues`` times) and the run resumes from its run directory.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from enum import Enum
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field
+
+from megadocs.config import StrictModel, load_config
+from search.ledger import pid_alive
+
+__all__ = ["JobState", "Poll", "Executor", "SlurmProfile", "make_executor", "load_profile"]
+
+LOST_GRACE_S = 10.0
+"""A job that ended without a result file gets this long for the file to appear (slow NFS)."""
+
+
+class JobState(str, Enum):
+    RUNNING = "running"  # queued or running
+    DONE = "done"  # returned a value
+    FAILED = "failed"  # raised (traceback in the job's stderr)
+    LOST = "lost"  # ended without a result: killed, node died, OOM, cancelled
+
+
+@dataclass(frozen=True)
+class Poll:
+    state: JobState
+    value: Any = None
+    reason: str | None = None
+
+
+class SlurmProfile(StrictModel):
+    """slurm/profiles/NAME.yaml (docs/architecture.md)."""
+
+    partition: str | None = None
+    gpus_per_node: int = Field(0, ge=0)
+    cpus_per_task: int = Field(1, ge=1)
+    mem_gb: float = Field(2, gt=0)
+    time_min: int = Field(60, ge=1)
+    account: str | None = None
+    qos: str | None = None
+    constraint: str | None = None
+    additional_parameters: dict[str, Any] = {}
+    setup: list[str] = []
+    max_requeues: int = Field(3, ge=0)
+    array_parallelism: int = Field(16, ge=1)
+
+
+def load_profile(path: str | os.PathLike) -> SlurmProfile:
+    return load_config(path, SlurmProfile)
+
+
+class Executor(ABC):
+    """Runs zero-argument callables as jobs. Poll-only: never blocks on a job."""
+
+    kind: str
+    folder: Path | None
+
+    @abstractmethod
+    def submit(self, tasks: Sequence[Callable[[], Any]]) -> list[str]:
+        """Start the tasks (as one batch / job array where supported); returns their job ids."""
+
+    @abstractmethod
+    def poll(self, job_id: str, folder: str | None = None) -> Poll:
+        """The job's state; works for ids from an earlier process where the backend allows
+        (``folder``: the submitit folder recorded with the job, default this executor's)."""
+
+
+class _Submitit(Executor):
+    def __init__(self, executor: Any, kind: str, folder: Path) -> None:
+        self._executor = executor
+        self.kind = kind
+        self.folder = folder
+        self._jobs: dict[str, Any] = {}
+        self._ended_at: dict[str, float] = {}
+
+    def submit(self, tasks: Sequence[Callable[[], Any]]) -> list[str]:
+        with self._executor.batch():
+            jobs = [self._executor.submit(task) for task in tasks]
+        for job in jobs:
+            self._jobs[job.job_id] = job
+        return [job.job_id for job in jobs]
+
+    @abstractmethod
+    def _reattach(self, job_id: str, folder: Path) -> Any: ...
+
+    @abstractmethod
+    def _running(self, job: Any) -> bool: ...
+
+    def poll(self, job_id: str, folder: str | None = None) -> Poll:
+        from submitit.core.utils import pickle_load
+
+        job = self._jobs.get(job_id)
+        if job is None:
+            job = self._jobs[job_id] = self._reattach(job_id, Path(folder) if folder else self.folder)
+        if job.paths.result_pickle.exists():
+            # read the result file directly: job.result() would wait for the process to exit
+            try:
+                outcome, value = pickle_load(job.paths.result_pickle)
+            except (EOFError, OSError):  # still being written
+                return Poll(JobState.RUNNING)
+            if outcome == "success":
+                return Poll(JobState.DONE, value)
+            return Poll(JobState.FAILED, reason=f"{_last_error_line(str(value))} (log: {job.paths.stderr})")
+        if self._running(job):
+            return Poll(JobState.RUNNING)
+        ended = self._ended_at.setdefault(job_id, time.time())
+        if time.time() - ended < LOST_GRACE_S:
+            return Poll(JobState.RUNNING)
+        return Poll(
+            JobState.LOST,
+            reason=f"job {job_id} ended without a result (state {job.state}); see {job.paths.stderr}",
+        )
+
+
+class LocalExecutor(_Submitit):
+    def __init__(self, folder: Path, timeout_min: float) -> None:
+        import submitit
+
+        executor = submitit.LocalExecutor(folder=folder)
+        executor.update_parameters(timeout_min=timeout_min)
+        super().__init__(executor, "local", folder)
+
+    def _reattach(self, job_id: str, folder: Path) -> Any:
+        from submitit.local.local import LocalJob
+
+        return LocalJob(folder, job_id)
+
+    def _running(self, job: Any) -> bool:
+        if job._process is not None:
+            return job._process.poll() is None
+        # a job from an earlier controller: its pid is the submitit local controller process
+        if not pid_alive(int(job.job_id)):
+            return False
+        try:
+            return b"submitit" in Path(f"/proc/{job.job_id}/cmdline").read_bytes()
+        except OSError:
+            return True
+
+
+class SlurmExecutor(_Submitit):
+    def __init__(self, folder: Path, profile: SlurmProfile, max_parallel: int, name: str = "megadocs") -> None:
+        import submitit
+
+        executor = submitit.AutoExecutor(folder=folder, cluster="slurm", slurm_max_num_timeout=profile.max_requeues)
+        optional = {
+            "slurm_partition": profile.partition,
+            "slurm_account": profile.account,
+            "slurm_qos": profile.qos,
+            "slurm_constraint": profile.constraint,
+        }
+        executor.update_parameters(
+            name=name,
+            gpus_per_node=profile.gpus_per_node,
+            cpus_per_task=profile.cpus_per_task,
+            mem_gb=profile.mem_gb,
+            timeout_min=profile.time_min,
+            slurm_additional_parameters=dict(profile.additional_parameters),
+            slurm_setup=list(profile.setup),
+            slurm_array_parallelism=min(profile.array_parallelism, max_parallel),
+            **{key: value for key, value in optional.items() if value is not None},
+        )
+        super().__init__(executor, "slurm", folder)
+
+    def _reattach(self, job_id: str, folder: Path) -> Any:
+        import submitit
+
+        return submitit.SlurmJob(folder, job_id)
+
+    def _running(self, job: Any) -> bool:
+        return not job.done()
+
+
+class InProcessExecutor(Executor):
+    """``debug``: each task runs in this process when first polled (breakpoints work)."""
+
+    def __init__(self) -> None:
+        self.kind = "debug"
+        self.folder = None
+        self._tasks: dict[str, Callable[[], Any]] = {}
+        self._results: dict[str, Poll] = {}
+        self._counter = 0
+
+    def submit(self, tasks: Sequence[Callable[[], Any]]) -> list[str]:
+        ids = []
+        for task in tasks:
+            self._counter += 1
+            job_id = f"debug-{os.getpid()}-{self._counter}"
+            self._tasks[job_id] = task
+            ids.append(job_id)
+        return ids
+
+    def poll(self, job_id: str, folder: str | None = None) -> Poll:
+        if job_id in self._results:
+            return self._results[job_id]
+        task = self._tasks.pop(job_id, None)
+        if task is None:
+            return Poll(JobState.LOST, reason=f"in-process job {job_id} belonged to an earlier controller")
+        try:
+            result = Poll(JobState.DONE, task())
+        except Exception as exc:  # noqa: BLE001 - any exception is this run's failure
+            result = Poll(JobState.FAILED, reason=f"{type(exc).__name__}: {exc}")
+        self._results[job_id] = result
+        return result
+
+
+def make_executor(config: Any, folder: Path, name: str = "megadocs") -> Executor:
+    """Build the executor of a sweep's ``executor:`` section (search.sweep.ExecutorConfig)."""
+    if config.kind == "debug":
+        return InProcessExecutor()
+    folder.mkdir(parents=True, exist_ok=True)
+    if config.kind == "local":
+        return LocalExecutor(folder, config.timeout_min)
+    return SlurmExecutor(folder, load_profile(config.profile), config.max_parallel, name)
+
+
+def _last_error_line(text: str) -> str:
+    """The exception line of a job's traceback (its last non-empty line)."""
+    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+    return lines[-1] if lines else text.splitlines()[0]

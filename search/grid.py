@@ -1,0 +1,166 @@
+"""Grid arithmetic for local-optimality certification: points, neighbours and bounds.
+
+A grid is an ordered set of axes, each an increasing tuple of values. A point picks one value
+per axis. Its *neighbours* move exactly one axis one step up or down; where an axis ends there
+is no neighbour, and that missing direction is a *bound* (a compute limit, not evidence that
+the point is optimal). Axes with a single value are fixed, not searched: they have no
+neighbours and are not reported as bounds.
+
+>>> grid = Grid.from_mapping({"lr": [1e-3, 3e-3, 1e-2], "epochs": [1, 2, 4]})
+>>> [(n.axis, n.direction, n.point["epochs"]) for n in grid.neighbours({"lr": 3e-3, "epochs": 4})]
+[('lr', 'down', 4), ('lr', 'up', 4), ('epochs', 'down', 2)]
+>>> [(b.axis, b.side) for b in grid.bounds_hit({"lr": 3e-3, "epochs": 4})]
+[('epochs', 'upper')]
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from enum import Enum
+from itertools import product
+from typing import Any
+
+__all__ = ["Grid", "Neighbour", "Bound", "Direction", "Key", "values_equal"]
+
+Key = tuple[int, ...]
+"""A point as one value index per axis, in the grid's axis order (hashable, cheap to compare)."""
+
+
+class Direction(str, Enum):
+    DOWN = "down"
+    UP = "up"
+
+
+@dataclass(frozen=True)
+class Neighbour:
+    """The point one step along ``axis`` in ``direction`` from some centre."""
+
+    axis: str
+    direction: Direction
+    point: dict[str, Any]
+    key: Key
+
+
+@dataclass(frozen=True)
+class Bound:
+    """A side of an axis where the grid ends at the point: no neighbour exists there."""
+
+    axis: str
+    side: str  # "lower" | "upper"
+    value: Any
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"axis": self.axis, "side": self.side, "value": self.value}
+
+
+def values_equal(a: Any, b: Any) -> bool:
+    """Grid values compare with a relative tolerance so that 3e-3 read from YAML or JSON matches."""
+    if isinstance(a, (int, float)) and isinstance(b, (int, float)):
+        return math.isclose(float(a), float(b), rel_tol=1e-9, abs_tol=1e-12)
+    return a == b
+
+
+@dataclass(frozen=True)
+class Grid:
+    """An ordered product of axes. Build with :meth:`from_mapping`; values must increase."""
+
+    axes: tuple[tuple[str, tuple[Any, ...]], ...]
+
+    @classmethod
+    def from_mapping(cls, mapping: Mapping[str, Sequence[Any]]) -> Grid:
+        """Raises ValueError naming the axis when an axis is empty or not strictly increasing."""
+        if not mapping:
+            raise ValueError("grid: needs at least one axis")
+        axes = []
+        for name, values in mapping.items():
+            values = tuple(values)
+            if not values:
+                raise ValueError(f"grid.{name}: needs at least one value, got []")
+            if any(not a < b for a, b in zip(values, values[1:])):
+                raise ValueError(f"grid.{name}: values must be strictly increasing, got {list(values)}")
+            axes.append((name, values))
+        return cls(tuple(axes))
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(name for name, _ in self.axes)
+
+    @property
+    def size(self) -> int:
+        return math.prod(len(values) for _, values in self.axes)
+
+    def as_mapping(self) -> dict[str, list[Any]]:
+        return {name: list(values) for name, values in self.axes}
+
+    def key(self, point: Mapping[str, Any]) -> Key:
+        """The index key of a point. Raises KeyError/ValueError naming the axis if it is off the grid."""
+        if set(point) != set(self.names):
+            raise ValueError(f"point axes {sorted(point)} differ from grid axes {sorted(self.names)}")
+        key = []
+        for name, values in self.axes:
+            matches = [i for i, v in enumerate(values) if values_equal(v, point[name])]
+            if not matches:
+                raise ValueError(f"{name}: {point[name]!r} is not a grid value (expected one of {list(values)})")
+            key.append(matches[0])
+        return tuple(key)
+
+    def point(self, key: Key) -> dict[str, Any]:
+        return {name: values[i] for (name, values), i in zip(self.axes, key)}
+
+    def contains(self, point: Mapping[str, Any]) -> bool:
+        try:
+            self.key(point)
+        except ValueError:
+            return False
+        return True
+
+    def points(self) -> Iterator[dict[str, Any]]:
+        """Every grid point, first axis slowest."""
+        for key in product(*(range(len(values)) for _, values in self.axes)):
+            yield self.point(key)
+
+    def neighbours(self, point: Mapping[str, Any]) -> list[Neighbour]:
+        """The existing one-step neighbours, axis by axis in grid order, down before up."""
+        centre = self.key(point)
+        found = []
+        for axis, (name, values) in enumerate(self.axes):
+            for step, direction in ((-1, Direction.DOWN), (1, Direction.UP)):
+                index = centre[axis] + step
+                if 0 <= index < len(values):
+                    key = centre[:axis] + (index,) + centre[axis + 1 :]
+                    found.append(Neighbour(name, direction, self.point(key), key))
+        return found
+
+    def bounds_hit(self, point: Mapping[str, Any]) -> list[Bound]:
+        """Sides where the point sits on the grid's edge (searched axes only)."""
+        centre = self.key(point)
+        hits = []
+        for axis, (name, values) in enumerate(self.axes):
+            if len(values) < 2:
+                continue
+            if centre[axis] == 0:
+                hits.append(Bound(name, "lower", values[0]))
+            if centre[axis] == len(values) - 1:
+                hits.append(Bound(name, "upper", values[-1]))
+        return hits
+
+    def nearest(self, point: Mapping[str, Any], fallback: Mapping[str, Any]) -> dict[str, Any]:
+        """Project a point (e.g. another certification's optimum) onto this grid.
+
+        Axes the point lacks take ``fallback``'s value; numeric values snap to the nearest grid
+        value in log space where all values are positive (lr, wd), linearly otherwise.
+        """
+        projected = {}
+        for name, values in self.axes:
+            value = point.get(name, fallback[name])
+            numeric = all(isinstance(v, (int, float)) for v in (*values, value))
+            if not numeric:
+                projected[name] = value if value in values else fallback[name]
+                continue
+            if all(v > 0 for v in (*values, value)):
+                projected[name] = min(values, key=lambda v: abs(math.log(v) - math.log(value)))
+            else:
+                projected[name] = min(values, key=lambda v: abs(v - value))
+        return projected

@@ -1,0 +1,475 @@
+"""The Optuna ledger: every run of a sweep, one study per certification, and the controller lock.
+
+Layout (docs/architecture.md, "Search ledger"):
+
+- Study ``{sweep}/{certification}`` per certification (``{sweep}/grid/{c}`` and
+  ``{sweep}/tpe/{c}`` for the baseline strategies, ``{sweep}/ensemble/{name}`` for ensembles).
+  Study user attributes: ``kind``, ``fixed``, ``grid``, ``start`` (the resolved start, also for
+  warm starts).
+- One trial per (study, point). Trial params are the grid point (categorical distributions over
+  the axis values, so Optuna's own tools can read them); trial user attributes are the ATTR_*
+  constants below. The trial's value is the loss (+inf for a diverged run); COMPLETE = evaluated,
+  FAIL = infrastructure failure after all retries, RUNNING = dispatched.
+- Study ``{sweep}#controller`` exists while a controller holds the sweep; its attributes name
+  the holder (host, pid, since, heartbeat).
+
+Runs never write to the ledger; only the controller does (jobs write their run directory), so
+SQLite on a local disk is safe and a journal file works on NFS.
+
+Public reading API (used by analysis; keep stable): :func:`read_runs`.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import socket
+import time
+import uuid
+from collections.abc import Mapping
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from enum import Enum
+from pathlib import Path
+from typing import Any
+
+from megadocs.errors import UserError
+
+__all__ = [
+    "RunStatus",
+    "StudyKind",
+    "RunRecord",
+    "Ledger",
+    "ControllerBusy",
+    "open_storage",
+    "read_runs",
+    "study_name",
+]
+
+# Trial user attributes (docs/architecture.md). Values are JSON-serialisable.
+ATTR_POINT = "point"
+ATTR_FIXED = "fixed"
+ATTR_RUN_ID = "run_id"
+ATTR_RUN_DIR = "run_dir"
+ATTR_JOB_ID = "job_id"
+ATTR_JOB_FOLDER = "job_folder"
+ATTR_STATUS = "status"
+ATTR_METRICS = "metrics"
+ATTR_WALL_TIME = "wall_time_s"
+ATTR_ATTEMPTS = "attempts"
+ATTR_REASON = "reason"
+ATTR_ADOPTED_FROM = "adopted_from"
+ATTR_MEMBER = "member"
+
+# Study user attributes.
+STUDY_KIND = "kind"
+STUDY_FIXED = "fixed"
+STUDY_GRID = "grid"
+STUDY_START = "start"
+# Controller lock study attribute.
+LOCK_HOLDER = "holder"
+LOCK_SUFFIX = "#controller"
+
+HEARTBEAT_EVERY_S = 10.0
+STALE_AFTER_S = 120.0
+"""A holder on another host is dead when its heartbeat is older than this."""
+
+
+class RunStatus(str, Enum):
+    """The ``status`` attribute of a trial. COMPLETED/DIVERGED match train's metrics.json."""
+
+    RUNNING = "running"
+    COMPLETED = "completed"
+    DIVERGED = "diverged"  # evaluated: loss +inf
+    FAILED = "failed"  # infrastructure failure after all retries (see ``reason``)
+
+
+class StudyKind(str, Enum):
+    CERTIFY = "certify"
+    GRID = "grid"
+    TPE = "tpe"
+    ENSEMBLE = "ensemble"
+
+
+def study_name(sweep: str, task: str, kind: StudyKind = StudyKind.CERTIFY) -> str:
+    """``{sweep}/{task}`` for certifications, ``{sweep}/{kind}/{task}`` otherwise."""
+    return f"{sweep}/{task}" if kind is StudyKind.CERTIFY else f"{sweep}/{kind.value}/{task}"
+
+
+@dataclass
+class RunRecord:
+    """One trial, as :func:`read_runs` returns it (``to_dict``)."""
+
+    sweep: str
+    certification: str  # the study name without the "{sweep}/" prefix, e.g. "stitched-g4", "ensemble/real-ens"
+    kind: str
+    trial: int  # trial number within the study
+    trial_id: int
+    point: dict[str, Any]
+    fixed: dict[str, Any]
+    run_id: str | None
+    run_dir: str | None
+    status: str
+    loss: float | None
+    metrics: dict[str, Any] = field(default_factory=dict)
+    job_id: str | None = None
+    job_folder: str | None = None
+    wall_time_s: float | None = None
+    attempts: int = 0
+    reason: str | None = None
+    adopted_from: str | None = None
+    member: int | None = None
+    started: str | None = None
+    completed: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class ControllerBusy(UserError):
+    """Another live controller holds the sweep."""
+
+
+def open_storage(url: str):
+    """An Optuna storage for a ledger URL: sqlite:///..., postgresql://..., or a journal file path."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    if url.startswith("sqlite:///"):
+        path = url[len("sqlite:///") :]
+        if path and not path.startswith(":"):
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        # a reader (status) may hold the file briefly: wait instead of failing
+        storage = optuna.storages.RDBStorage(url, engine_kwargs={"connect_args": {"timeout": 60}})
+        _fast_sqlite(storage.engine)
+        return storage
+    if "://" in url:
+        if url.startswith("postgresql://"):
+            url = _postgres_driver(url)
+        try:
+            return optuna.storages.RDBStorage(url)
+        except Exception as exc:  # noqa: BLE001 - driver errors vary; report the URL
+            raise UserError(f"ledger: cannot open {url!r}: {str(exc).splitlines()[0]}") from None
+    from optuna.storages.journal import JournalFileBackend
+
+    Path(url).parent.mkdir(parents=True, exist_ok=True)
+    return optuna.storages.JournalStorage(JournalFileBackend(url))
+
+
+def _postgres_driver(url: str) -> str:
+    """SQLAlchemy 2.1 maps postgresql:// to psycopg 3; use psycopg2 when that is what is installed."""
+    import importlib.util
+
+    if importlib.util.find_spec("psycopg") is None and importlib.util.find_spec("psycopg2") is not None:
+        return "postgresql+psycopg2://" + url[len("postgresql://") :]
+    return url
+
+
+def _fast_sqlite(engine) -> None:
+    """WAL mode (readers never block the controller) and no fsync per commit: a killed
+    controller loses nothing (the OS has the pages); only a power cut could lose the last
+    commits, and their runs are then adopted again from their run directories."""
+    from sqlalchemy import event
+
+    def on_connect(connection, _record) -> None:
+        cursor = connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.close()
+
+    event.listen(engine, "connect", on_connect)
+    engine.dispose()  # connections opened before the listener get the pragmas on reconnect
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def _jsonable(value: Any) -> Any:
+    """Attributes are stored as JSON: non-finite floats become the strings "inf"/"-inf"/"nan"."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, Mapping):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return value
+    return str(value)
+
+
+class Ledger:
+    """The ledger of one sweep. Not thread-safe; one controller writes, anyone may read."""
+
+    def __init__(self, url: str, sweep: str) -> None:
+        self.url = url
+        self.sweep = sweep
+        self.storage = open_storage(url)
+        self._study_ids: dict[str, int] = {}
+
+    # -- studies ---------------------------------------------------------------------------
+
+    def study_id(self, name: str, *, create: bool = False, attrs: Mapping[str, Any] | None = None) -> int | None:
+        """The id of study ``name`` (full name), creating it (with ``attrs``) when ``create``."""
+        import optuna
+
+        if name in self._study_ids:
+            return self._study_ids[name]
+        try:
+            study_id = self.storage.get_study_id_from_name(name)
+        except KeyError:
+            if not create:
+                return None
+            try:
+                study_id = self.storage.create_new_study([optuna.study.StudyDirection.MINIMIZE], name)
+            except optuna.exceptions.DuplicatedStudyError:
+                study_id = self.storage.get_study_id_from_name(name)
+            for key, value in (attrs or {}).items():
+                self.storage.set_study_user_attr(study_id, key, _jsonable(value))
+        self._study_ids[name] = study_id
+        return study_id
+
+    def study_attrs(self, name: str) -> dict[str, Any]:
+        study_id = self.study_id(name)
+        return {} if study_id is None else self.storage.get_study_user_attrs(study_id)
+
+    def set_study_attr(self, name: str, key: str, value: Any) -> None:
+        self.storage.set_study_user_attr(self.study_id(name, create=True), key, _jsonable(value))
+
+    def study_names(self) -> list[str]:
+        """Names of this sweep's run studies (not the lock)."""
+        prefix = f"{self.sweep}/"
+        return [s.study_name for s in self.storage.get_all_studies() if s.study_name.startswith(prefix)]
+
+    # -- runs ------------------------------------------------------------------------------
+
+    def runs(self, name: str) -> list[RunRecord]:
+        """Trials of study ``name`` in finishing order (running trials last, by number)."""
+        from optuna.trial import TrialState
+
+        study_id = self.study_id(name)
+        if study_id is None:
+            return []
+        kind = self.storage.get_study_user_attrs(study_id).get(STUDY_KIND, StudyKind.CERTIFY.value)
+        records = []
+        for trial in self.storage.get_all_trials(study_id, deepcopy=False):
+            attrs = trial.user_attrs
+            status = attrs.get(ATTR_STATUS, RunStatus.RUNNING.value)
+            loss = None
+            if trial.state is TrialState.COMPLETE and trial.value is not None:
+                loss = float(trial.value)
+            records.append(
+                RunRecord(
+                    sweep=self.sweep,
+                    certification=name[len(self.sweep) + 1 :],
+                    kind=kind,
+                    trial=trial.number,
+                    trial_id=trial._trial_id,
+                    point=dict(attrs.get(ATTR_POINT, {})),
+                    fixed=dict(attrs.get(ATTR_FIXED, {})),
+                    run_id=attrs.get(ATTR_RUN_ID),
+                    run_dir=attrs.get(ATTR_RUN_DIR),
+                    status=status,
+                    loss=loss,
+                    metrics=dict(attrs.get(ATTR_METRICS, {})),
+                    job_id=attrs.get(ATTR_JOB_ID),
+                    job_folder=attrs.get(ATTR_JOB_FOLDER),
+                    wall_time_s=attrs.get(ATTR_WALL_TIME),
+                    attempts=int(attrs.get(ATTR_ATTEMPTS, 0)),
+                    reason=attrs.get(ATTR_REASON),
+                    adopted_from=attrs.get(ATTR_ADOPTED_FROM),
+                    member=attrs.get(ATTR_MEMBER),
+                    started=trial.datetime_start.isoformat() if trial.datetime_start else None,
+                    completed=trial.datetime_complete.isoformat() if trial.datetime_complete else None,
+                )
+            )
+        records.sort(key=lambda r: (r.completed is None, r.completed or "", r.trial))
+        return records
+
+    def new_run(
+        self,
+        name: str,
+        *,
+        point: Mapping[str, Any],
+        fixed: Mapping[str, Any],
+        run_id: str,
+        run_dir: str,
+        grid: Mapping[str, list[Any]] | None = None,
+        extra: Mapping[str, Any] | None = None,
+    ) -> int:
+        """Create a RUNNING trial for a run about to be dispatched; returns its trial id."""
+        from optuna.distributions import CategoricalDistribution
+
+        study_id = self.study_id(name, create=True)
+        trial_id = self.storage.create_new_trial(study_id)
+        for axis, value in point.items():
+            if grid and axis in grid and value in grid[axis]:
+                distribution = CategoricalDistribution(list(grid[axis]))
+                self.storage.set_trial_param(trial_id, axis, distribution.to_internal_repr(value), distribution)
+        attrs = {
+            ATTR_POINT: dict(point),
+            ATTR_FIXED: dict(fixed),
+            ATTR_RUN_ID: run_id,
+            ATTR_RUN_DIR: run_dir,
+            ATTR_STATUS: RunStatus.RUNNING.value,
+            ATTR_ATTEMPTS: 0,
+            **(extra or {}),
+        }
+        self.update(trial_id, **attrs)
+        return trial_id
+
+    def update(self, trial_id: int, **attrs: Any) -> None:
+        """Set trial user attributes (only while the trial is RUNNING)."""
+        for key, value in attrs.items():
+            self.storage.set_trial_user_attr(trial_id, key, _jsonable(value))
+
+    def complete(self, trial_id: int, *, loss: float, metrics: Mapping[str, Any], wall_time_s: float | None,
+                 **attrs: Any) -> None:
+        """Record an evaluated run (a diverged run: loss inf, status diverged)."""
+        from optuna.trial import TrialState
+
+        status = RunStatus.COMPLETED if math.isfinite(loss) else RunStatus.DIVERGED
+        self.update(trial_id, **{ATTR_STATUS: status.value, ATTR_METRICS: dict(metrics),
+                                 ATTR_WALL_TIME: wall_time_s, **attrs})
+        self.storage.set_trial_state_values(trial_id, TrialState.COMPLETE, [loss if math.isfinite(loss) else math.inf])
+
+    def fail(self, trial_id: int, reason: str, **attrs: Any) -> None:
+        """Record an infrastructure failure after all retries."""
+        from optuna.trial import TrialState
+
+        self.update(trial_id, **{ATTR_STATUS: RunStatus.FAILED.value, ATTR_REASON: reason, **attrs})
+        self.storage.set_trial_state_values(trial_id, TrialState.FAIL)
+
+    # -- controller lock -------------------------------------------------------------------
+
+    @contextmanager
+    def controller_lock(self):
+        """Hold the sweep for this process; refuse (ControllerBusy) while a live holder has it.
+
+        The lock is a study whose creation is atomic in every Optuna storage. A holder is dead
+        when its pid is gone on this host, or its heartbeat is older than STALE_AFTER_S.
+        """
+        token = self._acquire()
+        try:
+            yield self
+        finally:
+            self._release(token)
+
+    @property
+    def _lock_name(self) -> str:
+        return f"{self.sweep}{LOCK_SUFFIX}"
+
+    def _acquire(self) -> str:
+        import optuna
+
+        token = uuid.uuid4().hex
+        holder = {"host": socket.gethostname(), "pid": os.getpid(), "since": _now(), "heartbeat": time.time(),
+                  "token": token, "started": process_start(os.getpid())}
+        for _ in range(5):
+            try:
+                study_id = self.storage.create_new_study([optuna.study.StudyDirection.MINIMIZE], self._lock_name)
+            except optuna.exceptions.DuplicatedStudyError:
+                study_id = self.storage.get_study_id_from_name(self._lock_name)
+                current = self.storage.get_study_user_attrs(study_id).get(LOCK_HOLDER)
+                if current is None:  # its creator is between two writes, or died there
+                    time.sleep(1.0)
+                    current = self.storage.get_study_user_attrs(study_id).get(LOCK_HOLDER)
+                if current is not None and _holder_alive(current):
+                    raise ControllerBusy(
+                        f"sweep {self.sweep!r} is held by another controller: host {current['host']}, "
+                        f"pid {current['pid']}, since {current['since']} (ledger {self.url}); stop it or wait"
+                    ) from None
+                try:
+                    self.storage.delete_study(study_id)  # the holder is dead: take over
+                except KeyError:
+                    pass
+                continue
+            self.storage.set_study_user_attr(study_id, LOCK_HOLDER, holder)
+            self._lock_id, self._last_beat, self._holder = study_id, time.time(), holder
+            return token
+        raise ControllerBusy(f"sweep {self.sweep!r}: could not take the controller lock (contended); retry")
+
+    def heartbeat(self, force: bool = False) -> None:
+        """Refresh the lock's heartbeat (cheap to call often: writes every HEARTBEAT_EVERY_S)."""
+        if force or time.time() - self._last_beat >= HEARTBEAT_EVERY_S:
+            self._holder["heartbeat"] = time.time()
+            self.storage.set_study_user_attr(self._lock_id, LOCK_HOLDER, self._holder)
+            self._last_beat = time.time()
+
+    def _release(self, token: str) -> None:
+        try:
+            current = self.storage.get_study_user_attrs(self._lock_id).get(LOCK_HOLDER) or {}
+            if current.get("token") == token:
+                self.storage.delete_study(self._lock_id)
+        except KeyError:
+            pass
+
+    def holder(self) -> dict[str, Any] | None:
+        """The current lock holder (or None), for status displays."""
+        try:
+            study_id = self.storage.get_study_id_from_name(self._lock_name)
+        except KeyError:
+            return None
+        current = self.storage.get_study_user_attrs(study_id).get(LOCK_HOLDER)
+        return current if current and _holder_alive(current) else None
+
+
+def _holder_alive(holder: Mapping[str, Any]) -> bool:
+    """Same host: its process still exists (same pid and start time, so a reused pid does not
+    count; a controller busy with a long in-process run stays alive without heartbeats).
+    Another host: it beat within STALE_AFTER_S."""
+    if holder.get("host") == socket.gethostname():
+        pid = int(holder["pid"])
+        started = holder.get("started")
+        return pid_alive(pid) and (started is None or process_start(pid) in (None, started))
+    return time.time() - float(holder.get("heartbeat", 0)) <= STALE_AFTER_S
+
+
+def process_start(pid: int) -> int | None:
+    """The process's start time in clock ticks since boot (/proc), None where unknown."""
+    try:
+        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def pid_alive(pid: int) -> bool:
+    """True when a process with this pid runs on this host (zombies count as dead)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        return stat.rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+    except (FileNotFoundError, ProcessLookupError, IndexError):
+        return False
+    except OSError:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+        return True
+
+
+def read_runs(sweep) -> list[dict[str, Any]]:
+    """Every run of a sweep (all its studies), one dict per trial (:class:`RunRecord` fields).
+
+    Args:
+        sweep: a :class:`search.sweep.Sweep` or the path of a sweep file.
+
+    Returns:
+        dicts with ``sweep, certification, kind, trial, point, fixed, run_id, run_dir, status
+        (running|completed|diverged|failed), loss (None unless evaluated; inf if diverged),
+        metrics, job_id, job_folder, wall_time_s, attempts, reason, adopted_from, member,
+        started, completed``. ``certification`` is e.g. ``"stitched-g4"``, ``"grid/stitched-g4"``
+        or ``"ensemble/real-ens"``; ensemble members carry their ``seed`` in ``fixed``.
+
+    Example:
+        >>> runs = read_runs("search/examples/analytic.yaml")  # doctest: +SKIP
+    """
+    from search.sweep import load_sweep
+
+    if isinstance(sweep, (str, os.PathLike)):
+        sweep = load_sweep(sweep)
+    ledger = Ledger(sweep.ledger_url, sweep.name)
+    return [record.to_dict() for name in ledger.study_names() for record in ledger.runs(name)]

@@ -1,0 +1,246 @@
+"""The sweep file: one grid, any number of certifications over it, how to run and where to record.
+
+>>> sweep = load_sweep("search/examples/analytic.yaml")   # doctest: +SKIP
+>>> [c.name for c in sweep.certifications]                  # doctest: +SKIP
+
+Every mistake is one :class:`~megadocs.errors.UserError` line naming the file, the field, the
+value and what was expected (unknown axis, start off the grid, empty grid, mix outside [0, 1),
+duplicate certification names, ...). Paths in the file are relative to the working directory,
+like every other megadocs command; they are resolved once, on load.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import ConfigDict, Field
+
+from megadocs.config import StrictModel, load_config
+from megadocs.errors import UserError
+from search.grid import Grid, values_equal
+
+__all__ = ["Sweep", "ExecutorConfig", "CertificationConfig", "EnsembleConfig", "load_sweep", "TRAIN_AXES", "METHODS"]
+
+TRAIN_AXES = {
+    "lr": "optim.lr",
+    "wd": "optim.weight_decay",
+    "epochs": "data.real_epochs",
+    "mix": "data.mixing_fraction",
+}
+"""Grid axis -> train RunConfig field, for the default objective (docs/architecture.md)."""
+
+METHODS = ("real", "simple", "stitched", "stitched-first", "stitched-none", "latent")
+"""Values of ``fixed.method`` the default objective understands (``real`` = no synthetic stream)."""
+
+GridValues = dict[str, list[int | float]]
+
+
+class ExecutorConfig(StrictModel):
+    kind: Literal["local", "debug", "slurm"] = "local"
+    """local: processes on this machine; debug: in-process (tests, breakpoints); slurm: a cluster."""
+    max_parallel: int = Field(2, ge=1)
+    """Most runs in flight at once (for slurm also the job array's parallelism cap)."""
+    profile: str | None = None
+    """slurm only: a profile YAML (slurm/profiles/NAME.yaml) with partition, GPUs, time, ..."""
+    max_retries: int = Field(2, ge=0)
+    """Infrastructure failures (job lost, node died, OOM, exception) retried this many times."""
+    poll_s: float = Field(1.0, gt=0)
+    """Seconds between job polls."""
+    timeout_min: float = Field(7 * 24 * 60, gt=0)
+    """local only: wall-clock limit of one run (submitit's local default of 2 minutes is too short)."""
+
+
+class CertificationConfig(StrictModel):
+    name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")
+    fixed: dict[str, Any] = {}
+    """Values merged into every point's params, e.g. {method: stitched, g: 4}."""
+    grid: GridValues | None = None
+    """Replaces the sweep's grid for this certification (e.g. no mix axis for real-only)."""
+    start: dict[str, int | float] | None = None
+    """Replaces the sweep's start; default: the sweep's start restricted to this grid's axes."""
+    warm_start: str | None = None
+    """Start from this (earlier) certification's certified point instead, e.g. G=8 from G=4."""
+    seed_neighbours: bool | None = None
+    max_runs: int | None = Field(None, ge=1)
+
+
+class EnsembleConfig(StrictModel):
+    model_config = ConfigDict(**StrictModel.model_config, populate_by_name=True)
+
+    name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")
+    source: str = Field(alias="from")
+    """The certification whose certified point the members use."""
+    members: int = Field(ge=1)
+    epochs_multiplier: float = Field(2.0, gt=0)
+    """Members train for this many times the certified epochs (paper: doubled), rounded to the
+    nearest integer; the value need not be on the grid."""
+    seed_offset: int = Field(1, ge=0)
+    """Member k gets seed = data.seed = seed_offset + k (offset 1 keeps them apart from the
+    certified run, which used the base config's seeds)."""
+
+
+class Sweep(StrictModel):
+    name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")
+    executor: ExecutorConfig = ExecutorConfig()
+    ledger: str | None = None
+    """sqlite:///path.db, postgresql://user@host/db, or a journal file path (NFS-safe).
+    Default: sqlite under ``{out}/ledger.db``."""
+    out: str | None = None
+    """Directory for run dirs and job logs; default runs/{name}."""
+    objective: str | None = None
+    """Import path ``module:callable`` of ``f(params) -> float | {'loss': ...}``; default: train a
+    model through train/ (needs ``train``)."""
+    grid: GridValues
+    start: dict[str, int | float]
+    certifications: list[CertificationConfig] = Field(min_length=1)
+    ensembles: list[EnsembleConfig] = []
+    seed_neighbours: bool = True
+    """Seed with the start point's neighbours in the first batch (saves one round)."""
+    train: dict[str, Any] | None = None
+    """Base train RunConfig (docs/architecture.md) the default objective fills from each point."""
+    pools: dict[str, str | dict[int, str]] = {}
+    """Synthetic pools per method: a directory, a template with {g}, or {g: directory}."""
+
+    # -- resolved views -------------------------------------------------------------------
+
+    @property
+    def out_dir(self) -> Path:
+        return Path(self.out or f"runs/{self.name}").absolute()
+
+    @property
+    def ledger_url(self) -> str:
+        return resolve_storage_url(self.ledger, self.out_dir)
+
+    def certification(self, name: str) -> CertificationConfig:
+        for cert in self.certifications:
+            if cert.name == name:
+                return cert
+        raise UserError(f"{self.name}: no certification named {name!r} (have {[c.name for c in self.certifications]})")
+
+    def grid_for(self, cert: CertificationConfig) -> Grid:
+        return Grid.from_mapping(cert.grid if cert.grid is not None else self.grid)
+
+    def start_for(self, cert: CertificationConfig) -> dict[str, Any]:
+        """The start point snapped to the grid's own values (so 0.003 matches 3e-3 exactly)."""
+        grid = self.grid_for(cert)
+        start = cert.start if cert.start is not None else {a: v for a, v in self.start.items() if a in grid.names}
+        return grid.point(grid.key(start))
+
+    def seeds_neighbours(self, cert: CertificationConfig) -> bool:
+        return self.seed_neighbours if cert.seed_neighbours is None else cert.seed_neighbours
+
+
+def _check_grid(grid: dict, where: str) -> None:
+    if not grid:
+        raise ValueError(f"{where}: empty grid (expected at least one axis with values)")
+    for axis, values in grid.items():
+        if not values:
+            raise ValueError(f"{where}.{axis}: empty list (expected at least one value)")
+        if any(not a < b for a, b in zip(values, values[1:])):
+            raise ValueError(f"{where}.{axis}: values must be strictly increasing, got {values}")
+        if axis == "mix" and any(not 0 <= v < 1 for v in values):
+            raise ValueError(f"{where}.mix: {values} has values outside [0, 1) (a mixing fraction)")
+
+
+def resolve_storage_url(ledger: str | None, out_dir: Path) -> str:
+    """sqlite/postgresql URLs pass through (relative sqlite paths made absolute); anything else is
+    a journal file path."""
+    if ledger is None:
+        return f"sqlite:///{out_dir / 'ledger.db'}"
+    if ledger.startswith("sqlite:///"):
+        path = ledger[len("sqlite:///") :]
+        return f"sqlite:///{Path(path).absolute()}" if path and not path.startswith(":") else ledger
+    if "://" in ledger:
+        return ledger
+    return str(Path(ledger).absolute())
+
+
+def load_sweep(path: str | os.PathLike) -> Sweep:
+    """Load and check a sweep file. Raises UserError (one line) on any mistake.
+
+    Beyond the field types this checks: every certification's start lies on its grid and names
+    exactly its axes, fixed values do not collide with axes, certification and ensemble names
+    are unique, warm starts and ensemble sources name earlier certifications, and (default
+    objective) axes are ones train understands and methods are known.
+    """
+    sweep = load_config(path, Sweep)
+    try:
+        _check_sweep(sweep)
+    except ValueError as exc:
+        raise UserError(f"{path}: {exc}") from None
+    return sweep
+
+
+def _check_sweep(sweep: Sweep) -> None:
+    _check_grid(sweep.grid, "grid")
+    for axis in sweep.start:
+        if axis not in sweep.grid:
+            raise ValueError(f"start.{axis}: unknown axis (grid axes: {sorted(sweep.grid)})")
+    names: list[str] = []
+    for i, cert in enumerate(sweep.certifications):
+        where = f"certifications[{i}]"
+        if cert.name in names:
+            raise ValueError(f"{where}.name: duplicate certification name {cert.name!r}")
+        names.append(cert.name)
+        if cert.grid is not None:
+            _check_grid(cert.grid, f"{where}.grid")
+        grid = cert.grid if cert.grid is not None else sweep.grid
+        if cert.start is not None:
+            start, start_where = cert.start, f"{where}.start"
+        else:
+            start = {a: v for a, v in sweep.start.items() if a in grid}
+            start_where = "start"
+        for axis in start:
+            if axis not in grid:
+                raise ValueError(f"{start_where}.{axis}: unknown axis (grid axes: {sorted(grid)})")
+        for axis, values in grid.items():
+            if axis not in start:
+                raise ValueError(f"{start_where}: no value for grid axis {axis!r}")
+            if not any(values_equal(v, start[axis]) for v in values):
+                raise ValueError(f"{start_where}.{axis}: {start[axis]!r} is not on the grid (expected one of {values})")
+        for key in cert.fixed:
+            if key in grid:
+                raise ValueError(f"{where}.fixed.{key}: is also a grid axis (fix it by giving the axis one value)")
+        if cert.warm_start is not None and cert.warm_start not in names[:-1]:
+            raise ValueError(
+                f"{where}.warm_start: {cert.warm_start!r} is not an earlier certification (have {names[:-1]})"
+            )
+        if sweep.objective is None:
+            _check_train_mapping(sweep, cert, grid, where)
+    ens_names = set()
+    for i, ens in enumerate(sweep.ensembles):
+        if ens.name in ens_names:
+            raise ValueError(f"ensembles[{i}].name: duplicate ensemble name {ens.name!r}")
+        ens_names.add(ens.name)
+        if ens.source not in names:
+            raise ValueError(f"ensembles[{i}].from: {ens.source!r} is not a certification (have {names})")
+    if sweep.objective is not None and ":" not in sweep.objective:
+        raise ValueError(f"objective: {sweep.objective!r} is not an import path (expected 'module:callable')")
+    if sweep.executor.kind == "slurm" and not sweep.executor.profile:
+        raise ValueError("executor.profile: required for kind slurm (e.g. slurm/profiles/local.yaml)")
+    if sweep.objective is None and sweep.train is None:
+        raise ValueError("train: required by the default objective (a base train config), or set objective")
+
+
+def _check_train_mapping(sweep: Sweep, cert: CertificationConfig, grid: dict, where: str) -> None:
+    for axis in grid:
+        if axis not in TRAIN_AXES:
+            raise ValueError(
+                f"{where}: unknown axis {axis!r} for the default objective (expected one of {sorted(TRAIN_AXES)})"
+            )
+    method = cert.fixed.get("method", "real")
+    if method not in METHODS:
+        raise ValueError(f"{where}.fixed.method: {method!r} is not a method (expected one of {list(METHODS)})")
+    unknown = set(cert.fixed) - {"method", "g"}
+    if unknown:
+        raise ValueError(f"{where}.fixed: unknown keys {sorted(unknown)} for the default objective (method, g)")
+    if method == "real":
+        if "mix" in grid and any(v != 0 for v in grid["mix"]):
+            raise ValueError(f"{where}: method real has no synthetic stream; drop the mix axis (grid: {{...}})")
+        return
+    if "g" not in cert.fixed:
+        raise ValueError(f"{where}.fixed.g: required for method {method!r}")
+    if method not in sweep.pools and method.split("-")[0] not in sweep.pools:
+        raise ValueError(f"pools.{method}: no synthetic pool for method {method!r} (have {sorted(sweep.pools)})")

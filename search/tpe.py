@@ -1,0 +1,81 @@
+"""Optuna's TPE sampler as a baseline strategy on the same grid (``--strategy tpe``).
+
+TPE proposes points through an in-memory Optuna study (the ledger still records every run, like
+for any strategy). A proposal already evaluated is answered from the evidence instead of
+running again; parallel proposals use TPE's constant-liar mode.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import optuna
+
+from search.certify import Outcome, RunState, Strategy
+from search.grid import Grid, Key
+
+__all__ = ["TPESearch"]
+
+MAX_REPEATS = 200
+"""Proposals in a row that hit known points before TPE is considered to have converged."""
+
+
+class TPESearch(Strategy):
+    def __init__(self, name: str, grid: Grid, *, n_trials: int, seed: int = 0) -> None:
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        self.name = name
+        self.grid = grid
+        self.n_trials = n_trials
+        self.distributions = {
+            axis: optuna.distributions.CategoricalDistribution(list(values)) for axis, values in grid.axes
+        }
+        sampler = optuna.samplers.TPESampler(seed=seed, constant_liar=True)
+        self.study = optuna.create_study(direction="minimize", sampler=sampler)
+        self.outcomes: dict[Key, Outcome] = {}
+        self._pending: dict[Key, list[int]] = {}  # asked trial numbers waiting for this point
+        self.converged = False
+
+    def wanted(self, limit: int) -> list[dict[str, Any]]:
+        found: list[dict[str, Any]] = []
+        repeats = 0
+        while len(found) < min(limit, self.n_trials - len(self.outcomes)) and repeats < MAX_REPEATS:
+            trial = self.study.ask(self.distributions)
+            point = {axis: trial.params[axis] for axis in self.grid.names}
+            key = self.grid.key(point)
+            known = self.outcomes.get(key)
+            if known is not None and known.state is RunState.FINISHED:
+                self.study.tell(trial, known.loss)
+                repeats += 1
+            elif known is not None or key in (self.grid.key(p) for p in found):
+                self.study.tell(trial, state=optuna.trial.TrialState.FAIL)
+                repeats += 1
+            else:
+                self._pending.setdefault(key, []).append(trial.number)
+                found.append(point)
+                repeats = 0
+        self.converged = repeats >= MAX_REPEATS
+        return found
+
+    def record(self, point: Mapping[str, Any], outcome: Outcome) -> None:
+        key = self.grid.key(point)
+        self.outcomes[key] = outcome
+        if outcome.state is RunState.RUNNING:
+            return
+        numbers = self._pending.pop(key, None)
+        if numbers is None:  # evidence from the ledger (a restart): teach TPE directly
+            if outcome.state is RunState.FINISHED:
+                self.study.add_trial(optuna.trial.create_trial(
+                    params=dict(point), distributions=self.distributions, value=outcome.loss))
+            return
+        for number in numbers:
+            if outcome.state is RunState.FINISHED:
+                self.study.tell(number, outcome.loss)
+            else:
+                self.study.tell(number, state=optuna.trial.TrialState.FAIL)
+
+    def running(self) -> int:
+        return sum(o.state is RunState.RUNNING for o in self.outcomes.values())
+
+    def done(self) -> bool:
+        return not self.running() and (len(self.outcomes) >= self.n_trials or self.converged)

@@ -1,0 +1,61 @@
+"""Objectives for the search tests: the analytic bowl plus call logging and injected failures.
+
+They run inside jobs (also separate processes under the local executor), so they communicate
+through files named by environment variables the test sets.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+from pathlib import Path
+
+from search.landscapes import bowl
+
+
+def _log_call(params) -> None:
+    path = os.environ.get("SEARCH_TEST_CALLS")
+    if path:
+        with open(path, "a") as handle:  # O_APPEND: lines from concurrent jobs do not interleave
+            handle.write(json.dumps(params, sort_keys=True) + "\n")
+
+
+def _once(params, tag: str) -> bool:
+    """True the first time this point is seen with this tag (a marker file per point)."""
+    folder = Path(os.environ["SEARCH_TEST_MARKERS"])
+    folder.mkdir(parents=True, exist_ok=True)
+    marker = folder / (tag + "-" + "-".join(f"{k}={params[k]}" for k in sorted(params)))
+    if marker.exists():
+        return False
+    marker.touch()
+    return True
+
+
+def logged(params):
+    """The bowl, logging every evaluation; sleeps SEARCH_TEST_SLEEP seconds (default 0)."""
+    _log_call(params)
+    time.sleep(float(os.environ.get("SEARCH_TEST_SLEEP", "0")))
+    return {"loss": bowl(params), "tokens_seen": 1000}
+
+
+def flaky(params):
+    """Every point raises once (a crashed node), then succeeds."""
+    if _once(params, "flaky"):
+        raise RuntimeError("simulated node failure")
+    return logged(params)
+
+
+def killed_once(params):
+    """Every point's first job dies by SIGKILL (like the OOM killer), then succeeds."""
+    if _once(params, "killed"):
+        os.kill(os.getpid(), signal.SIGKILL)
+    return logged(params)
+
+
+def broken_corner(params):
+    """Runs at lr=0.01 always fail: a neighbour that never finishes."""
+    if params["lr"] == 0.01:
+        raise RuntimeError("CUDA out of memory (simulated)")
+    return logged(params)

@@ -1,0 +1,189 @@
+"""The controller through the real Optuna ledger (SQLite, journal file) with the in-process
+(debug) executor: certificates, deduplication, retries, failures, warm starts, ensembles,
+baselines, and the reading API analysis uses."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+from megadocs.cli import main
+from search.grid import Grid
+from search.landscapes import bowl
+from search.ledger import read_runs
+from search.status import g_trend_warnings, summarize, summarize_ensembles
+from search.sweep import load_sweep
+
+from .conftest import GRID, calls
+
+
+def certify(path, *args) -> int:
+    return main(["search", "certify", str(path), "--no-progress", *args])
+
+
+def brute_force_local_optimum(point, fixed) -> bool:
+    grid = Grid.from_mapping(GRID)
+    loss = bowl({**point, **fixed})
+    return all(bowl({**n.point, **fixed}) >= loss for n in grid.neighbours(point))
+
+
+@pytest.mark.parametrize("ledger", [None, "ledger.journal"], ids=["sqlite", "journal"])
+def test_certifies_and_records_evidence_in_the_ledger(make_sweep, workdir, ledger, capsys):
+    path = make_sweep(**({"ledger": ledger} if ledger else {}))
+    assert certify(path) == 0
+    assert "certified" in capsys.readouterr().out
+    [summary] = summarize(path)
+    assert summary["state"] == "certified"
+    cert = summary["certificate"]
+    assert brute_force_local_optimum(cert["point"], {"method": "simple", "g": 4})
+    assert math.isclose(cert["loss"], bowl({**cert["point"], "method": "simple", "g": 4}))
+    assert len(cert["neighbours"]) == len(Grid.from_mapping(GRID).neighbours(cert["point"]))
+    assert summary["best"]["params"] == cert["point"] and summary["path"][-1] == cert["point"]
+    assert summary["path"][0] == {"lr": 0.003, "wd": 0.8, "epochs": 8}
+    runs = read_runs(path)
+    assert summary["runs"] == {"finished": len(runs), "running": 0, "failed": 0}
+    run = runs[0]
+    for key in ("certification", "point", "fixed", "run_id", "run_dir", "status", "loss", "metrics", "job_id",
+                "wall_time_s", "attempts"):
+        assert key in run
+    assert run["status"] == "completed" and run["metrics"]["tokens_seen"] == 1000
+    assert run["fixed"] == {"method": "simple", "g": 4} and run["attempts"] == 1
+    assert json.loads((workdir / "runs/t/runs" / run["run_id"] / "metrics.json").read_text())["val_loss"] == run["loss"]
+    # each point evaluated once; re-running the finished sweep runs nothing
+    assert len(calls(workdir)) == len(runs) == len({json.dumps(c, sort_keys=True) for c in calls(workdir)})
+    assert certify(path) == 0
+    assert len(calls(workdir)) == len(runs)
+    capsys.readouterr()
+    assert main(["search", "status", str(path), "--json"]) == 0
+    [entry] = json.loads(capsys.readouterr().out)
+    assert entry["state"] == "certified" and set(entry["best"]) == {"params", "loss"}
+    assert {"finished", "running", "failed"} <= set(entry["runs"]) and entry["bounds_hit"] == []
+
+
+def test_identical_runs_are_shared_across_certifications(make_sweep, workdir):
+    path = make_sweep(certifications=[
+        {"name": "a", "fixed": {"method": "simple", "g": 4}},
+        {"name": "b", "fixed": {"method": "simple", "g": 4}, "start": {"lr": 0.01, "wd": 0.1, "epochs": 1}},
+    ])
+    assert certify(path) == 0
+    runs = read_runs(path)
+    by_cert = {name: [r for r in runs if r["certification"] == name] for name in ("a", "b")}
+    assert all(by_cert.values())
+    evaluated = {json.dumps(c, sort_keys=True) for c in calls(workdir)}
+    assert len(calls(workdir)) == len(evaluated)  # no config ran twice
+    assert len(evaluated) == len({r["run_id"] for r in runs}) < len(runs)
+    assert any(r["adopted_from"] for r in runs)
+
+
+def test_bound_is_reported_and_diverged_counts_as_inf(make_sweep):
+    path = make_sweep(grid={"lr": [0.001, 0.003, 0.01], "wd": [0.8], "epochs": [1, 2, 4]},
+                      start={"lr": 0.003, "wd": 0.8, "epochs": 2}, objective="search.landscapes:diverging")
+    assert certify(path) == 0
+    [summary] = summarize(path)
+    cert = summary["certificate"]
+    assert cert["point"] == {"lr": 0.003, "wd": 0.8, "epochs": 4}
+    assert cert["bounds_hit"] == [{"axis": "epochs", "side": "upper", "value": 4}] == summary["bounds_hit"]
+    up = [n for n in cert["neighbours"] if n["axis"] == "lr" and n["direction"] == "up"]
+    assert up[0]["loss"] == math.inf
+    assert {r["status"] for r in read_runs(path)} == {"completed", "diverged"}
+
+
+def test_infrastructure_failures_are_retried(make_sweep, workdir):
+    path = make_sweep(objective="tests.search.objectives:flaky")
+    assert certify(path) == 0
+    runs = read_runs(path)
+    assert summarize(path)[0]["state"] == "certified"
+    assert all(r["attempts"] == 2 and "simulated node failure" in r["reason"] for r in runs)
+
+
+def test_a_failed_neighbour_blocks_certification_and_is_reported(make_sweep, capsys):
+    path = make_sweep(objective="tests.search.objectives:broken_corner",
+                      grid={"lr": [0.001, 0.003, 0.01], "wd": [0.8], "epochs": [8, 16]},
+                      start={"lr": 0.003, "wd": 0.8, "epochs": 16})
+    assert certify(path) == 1  # the bowl's optimum is lr 0.003: its lr-up neighbour always fails
+    err = capsys.readouterr().err
+    assert "blocked by {'lr': 0.01" in err and "CUDA out of memory (simulated)" in err
+    [summary] = summarize(path)
+    assert summary["state"] == "failed" and summary["certificate"] is None
+    assert summary["runs"]["failed"] == 1
+    assert summary["blocked_by"][0]["params"] == {"lr": 0.01, "wd": 0.8, "epochs": 16}
+    failed = [r for r in read_runs(path) if r["status"] == "failed"]
+    assert failed[0]["attempts"] == 2 and "out of memory" in failed[0]["reason"]
+    # the failure is kept, not silently retried: a re-run stays failed until asked
+    assert certify(path) == 1
+    assert certify(path, "--retry-failed") == 1
+    assert [r["attempts"] for r in read_runs(path) if r["status"] == "failed"] == [2, 2]
+
+
+def test_warm_start_ensembles_and_g_trend(make_sweep, workdir):
+    path = make_sweep(
+        certifications=[
+            {"name": "real", "fixed": {"method": "real"}},
+            {"name": "simple-g4", "fixed": {"method": "simple", "g": 4}},
+            {"name": "simple-g8", "fixed": {"method": "simple", "g": 8}, "warm_start": "simple-g4"},
+        ],
+        ensembles=[{"name": "real-ens", "from": "real", "members": 3, "epochs_multiplier": 2}],
+    )
+    assert certify(path) == 0
+    summaries = {s["name"]: s for s in summarize(path)}
+    g4, g8 = summaries["simple-g4"], summaries["simple-g8"]
+    assert g8["start"] == g4["certificate"]["point"] and g8["path"][0] == g8["start"]
+    assert g8["runs"]["finished"] == 1 + len(Grid.from_mapping(GRID).neighbours(g8["start"]))
+    members = [r for r in read_runs(path) if r["certification"] == "ensemble/real-ens"]
+    real_point = summaries["real"]["certificate"]["point"]
+    assert sorted(r["member"] for r in members) == [0, 1, 2]
+    assert sorted(r["fixed"]["seed"] for r in members) == [1, 2, 3]
+    assert all(r["point"] == {**real_point, "epochs": real_point["epochs"] * 2} for r in members)
+    assert len({r["run_dir"] for r in members}) == 3 and all(r["status"] == "completed" for r in members)
+    [ensemble] = summarize_ensembles(path)
+    assert ensemble["runs"]["finished"] == 3 and set(ensemble["run_dirs"]) == {0, 1, 2}
+    assert g_trend_warnings(list(summaries.values())) == []
+    # a certified loss that rises with G is flagged
+    g8["certificate"] = {**g8["certificate"], "loss": g4["certificate"]["loss"] + 0.1}
+    [warning] = g_trend_warnings([g4, g8])
+    assert warning.startswith("simple: certified loss rises with G") and "warm_start" in warning
+
+
+@pytest.mark.parametrize("strategy", ["grid", "tpe"])
+def test_baseline_strategies(make_sweep, workdir, strategy):
+    path = make_sweep()
+    assert certify(path, "--strategy", strategy, "--max-runs", "20") == 0
+    runs = [r for r in read_runs(path) if r["certification"] == f"{strategy}/a"]
+    assert len(runs) == 20 and len({r["run_id"] for r in runs}) == 20
+    [summary] = summarize(path, strategy)
+    assert summary["best"]["loss"] == min(r["loss"] for r in runs)
+    # certify afterwards reuses the baseline's runs instead of running them again
+    before = len(calls(workdir))
+    assert certify(path) == 0
+    certify_runs = [r for r in read_runs(path) if r["certification"] == "a"]
+    assert any(r["adopted_from"] for r in certify_runs)
+    assert len(calls(workdir)) - before == sum(r["adopted_from"] is None for r in certify_runs)
+
+
+def test_max_runs_caps_the_search(make_sweep, workdir):
+    path = make_sweep()
+    assert certify(path, "--max-runs", "3") == 0
+    assert len(read_runs(path)) == 3
+    assert summarize(path)[0]["state"] in ("seeding", "searching")
+    assert load_sweep(path).certifications[0].name == "a"
+
+
+def test_the_shipped_analytic_example_certifies(workdir):
+    import yaml
+
+    from .conftest import REPO
+
+    data = yaml.safe_load((REPO / "search/examples/analytic.yaml").read_text())
+    data["executor"] = {"kind": "debug", "max_parallel": 4, "poll_s": 0.05}
+    path = workdir / "analytic.yaml"
+    path.write_text(yaml.safe_dump(data))
+    assert certify(path) == 0
+    summaries = summarize(path)
+    assert [s["state"] for s in summaries] == ["certified"] * len(data["certifications"])
+    sweep = load_sweep(path)
+    for summary, cert in zip(summaries, sweep.certifications):
+        grid, point = sweep.grid_for(cert), summary["certificate"]["point"]
+        loss = bowl({**point, **cert.fixed})
+        assert all(bowl({**n.point, **cert.fixed}) >= loss for n in grid.neighbours(point))

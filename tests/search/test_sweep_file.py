@@ -1,0 +1,89 @@
+"""Sweep files: the issue's example loads; each kind of mistake is one clear line (exit 2)."""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+
+from megadocs.cli import main
+from megadocs.errors import UserError
+from search.sweep import load_sweep
+
+from .conftest import REPO
+
+
+def test_the_issue_example_is_accepted_verbatim():
+    sweep = load_sweep(REPO / "search/examples/issue-example.yaml")
+    assert [c.name for c in sweep.certifications] == ["simple-g4", "stitched-g4"]
+    assert sweep.executor.kind == "local" and sweep.executor.max_parallel == 2
+    assert sweep.ledger_url.startswith("sqlite:///") and sweep.ledger_url.endswith("runs/example/ledger.db")
+    assert sweep.start_for(sweep.certifications[0]) == {"lr": 0.003, "wd": 0.8, "epochs": 8, "mix": 0.75}
+
+
+@pytest.mark.parametrize("example", ["analytic.yaml", "paper-300m.yaml"])
+def test_shipped_examples_load(example):
+    assert load_sweep(REPO / "search/examples" / example).certifications
+
+
+def test_storage_urls(make_sweep, workdir):
+    assert load_sweep(make_sweep()).ledger_url == f"sqlite:///{workdir}/runs/t/ledger.db"
+    assert load_sweep(make_sweep(ledger="ledger.journal")).ledger_url == str(workdir / "ledger.journal")
+    url = "postgresql://me@127.0.0.1:5432/db"
+    assert load_sweep(make_sweep(ledger=url)).ledger_url == url
+
+
+BAD = [
+    ({"start": {"lr": 0.003, "wd": 0.8, "epochs": 8, "momentum": 0.9}}, "start.momentum: unknown axis"),
+    ({"start": {"lr": 0.005, "wd": 0.8, "epochs": 8}}, "start.lr: 0.005 is not on the grid"),
+    ({"grid": {}}, "grid: empty grid"),
+    ({"grid": {"lr": [], "wd": [0.1], "epochs": [8]}}, "grid.lr: empty list"),
+    ({"grid": {"lr": [0.003], "wd": [0.8], "epochs": [8], "mix": [0.5, 1.0]},
+      "start": {"lr": 0.003, "wd": 0.8, "epochs": 8, "mix": 0.5}}, "grid.mix: [0.5, 1.0] has values outside [0, 1)"),
+    ({"certifications": [{"name": "a"}, {"name": "a"}]}, "certifications[1].name: duplicate certification name 'a'"),
+    ({"grid": {"lr": [0.01, 0.003], "wd": [0.8], "epochs": [8]}}, "grid.lr: values must be strictly increasing"),
+    ({"certifications": [{"name": "a", "warm_start": "zzz"}]}, "certifications[0].warm_start: 'zzz' is not an earlier"),
+    ({"executor": {"kind": "cloud"}}, "executor.kind: Input should be 'local', 'debug' or 'slurm'"),
+    ({"ensembles": [{"name": "e", "from": "nope", "members": 2}]}, "ensembles[0].from: 'nope' is not a certification"),
+    ({"objective": None, "train": {"data": {"store": "x"}}, "certifications": [{"name": "a", "fixed": {"method": "real"}}],
+      "grid": {"lr": [0.003], "momentum": [0.9]}, "start": {"lr": 0.003, "momentum": 0.9}},
+     "unknown axis 'momentum' for the default objective"),
+    ({"objective": None, "train": {"data": {"store": "x"}}, "grid": {**{"lr": [0.003], "mix": [0.5]}},
+      "start": {"lr": 0.003, "mix": 0.5}, "certifications": [{"name": "s", "fixed": {"method": "simple", "g": 4}}]},
+     "pools.simple: no synthetic pool"),
+]
+
+
+@pytest.mark.parametrize(("overrides", "expected"), BAD, ids=[e for _, e in BAD])
+def test_invalid_sweep_files_fail_with_one_clear_line(make_sweep, capsys, overrides, expected):
+    path = make_sweep(**overrides)
+    with pytest.raises(UserError) as error:
+        load_sweep(path)
+    message = str(error.value)
+    assert "\n" not in message
+    assert message.startswith(str(path)) and expected in message, message
+    assert main(["search", "certify", str(path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and err.startswith("error: ") and expected in err
+
+
+def test_missing_file_and_bad_yaml(workdir, capsys):
+    assert main(["search", "status", "nope.yaml"]) == 2
+    assert "nope.yaml: file not found" in capsys.readouterr().err
+    (workdir / "bad.yaml").write_text("name: [unclosed\n")
+    assert main(["search", "status", "bad.yaml"]) == 2
+    assert "invalid YAML" in capsys.readouterr().err
+
+
+def test_objective_that_cannot_be_imported(make_sweep, capsys):
+    path = make_sweep(objective="mypackage.landscapes:bowl")
+    assert main(["search", "certify", str(path), "--no-progress"]) == 2
+    assert "objective: cannot import 'mypackage.landscapes:bowl'" in capsys.readouterr().err
+
+
+def test_unknown_field_is_refused(make_sweep):
+    path = make_sweep()
+    data = yaml.safe_load(path.read_text())
+    data["certifications"][0]["fixd"] = {}
+    path.write_text(yaml.safe_dump(data))
+    with pytest.raises(UserError, match=r"certifications.0.fixd: unknown field"):
+        load_sweep(path)
