@@ -23,7 +23,7 @@ from typing import Any
 from pydantic import Field
 
 from megadocs.config import StrictModel, load_config
-from search.ledger import pid_alive
+from megadocs.procs import pid_alive
 
 __all__ = ["JobState", "Poll", "Executor", "SlurmProfile", "make_executor", "load_profile"]
 

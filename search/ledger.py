@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from megadocs.errors import UserError
+from megadocs.procs import pid_alive
 
 __all__ = [
     "RunStatus",
@@ -432,23 +433,6 @@ def process_start(pid: int) -> int | None:
         return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19])
     except (OSError, IndexError, ValueError):
         return None
-
-
-def pid_alive(pid: int) -> bool:
-    """True when a process with this pid runs on this host (zombies count as dead)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-        return stat.rsplit(")", 1)[1].split()[0] not in ("Z", "X")
-    except (FileNotFoundError, ProcessLookupError, IndexError):
-        return False
-    except OSError:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return False
-        except PermissionError:
-            return True
-        return True
 
 
 def read_runs(sweep) -> list[dict[str, Any]]:

@@ -33,6 +33,7 @@ import numpy as np
 
 from megadocs.corpus import STORE_FORMAT, Document, is_token_store, iter_documents, source_hash
 from megadocs.errors import UserError
+from megadocs.procs import pid_alive
 
 __all__ = ["prepare", "TokenStore", "StoreSplit", "TokenizedDocuments", "EOS_TOKEN", "SPLITS", "default_val_docs",
            "tokenizer_hash", "train_bpe_tokenizer"]
@@ -263,19 +264,9 @@ def _remove_abandoned_attempts(out: Path) -> None:
     prefix = _attempt_prefix(out)
     for attempt in out.parent.glob(f"{prefix}*"):
         pid = attempt.name[len(prefix):].split("-", 1)[0]
-        if not pid.isdigit() or _process_alive(int(pid)):
+        if not pid.isdigit() or pid_alive(int(pid)):
             continue
         shutil.rmtree(attempt, ignore_errors=True)
-
-
-def _process_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _existing_store(out: Path, corpus_hash: str, options: dict[str, Any]) -> TokenStore:
