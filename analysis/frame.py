@@ -201,7 +201,13 @@ def val_sets(frame: pd.DataFrame) -> list[str]:
 
 
 def point_of(row: Mapping[str, Any]) -> dict[str, Any]:
-    return {k[len(POINT):]: v for k, v in row.items() if isinstance(k, str) and k.startswith(POINT)}
+    """The grid point of a runs-frame row; axes the run's certification lacks (NaN in the union
+    frame, e.g. ``mix`` for the real-only baseline) are not part of it."""
+    return {
+        k[len(POINT):]: v
+        for k, v in row.items()
+        if isinstance(k, str) and k.startswith(POINT) and not pd.isna(v)
+    }
 
 
 def _same_point(a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:

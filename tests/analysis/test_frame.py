@@ -140,3 +140,18 @@ def test_generation_table_with_a_fitted_law_gives_efficiency_intervals(toy):
     synthetic_rows = iid[iid["method"] != "real"]
     assert (synthetic_rows["efficiency_low"] < synthetic_rows["efficiency"]).all()
     assert (synthetic_rows["efficiency"] < synthetic_rows["efficiency_high"]).all()
+
+
+def test_baseline_without_a_mix_axis_still_finds_its_certified_run(toy):
+    """The union runs frame gives the real-only runs a NaN `mix` column; that is not an axis of theirs."""
+    records, summaries, _, _ = toy
+    records = [dict(r) for r in records]
+    for record in records:
+        if record["certification"] == "simple-g1":
+            record["point"] = {**record["point"], "mix": 0.75}
+    runs = runs_frame(records, sweep="toy")
+    assert runs.loc[runs["certification"] != "simple-g1", "point.mix"].isna().all()
+    cert = certifications_frame(summaries, runs)
+    baseline = cert[cert["certification"] == "real-g0"].iloc[0]
+    assert baseline["val_loss.iid"] == pytest.approx(baseline["loss"])
+    assert point_of({"point.lr": 3e-3, "point.mix": math.nan}) == {"lr": 3e-3}
