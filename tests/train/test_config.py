@@ -1,0 +1,83 @@
+"""RunConfig: the template is valid, cross-field checks refuse bad combinations with one line."""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+
+from megadocs.config import parse_config
+from megadocs.errors import UserError
+from train.config import RunConfig, template
+from train.train_cli import apply_overrides, load_run_config
+
+
+def _config(**sections) -> dict:
+    data = {"data": {"store": "runs/demo/data"}}
+    for name, values in sections.items():
+        if isinstance(values, dict):
+            data.setdefault(name, {}).update(values)
+        else:
+            data[name] = values
+    return data
+
+
+def test_template_is_a_valid_config_with_the_documented_defaults():
+    loaded = yaml.safe_load(template())
+    config = parse_config(loaded, RunConfig, source="template")
+    defaults = RunConfig.model_validate({"data": {"store": loaded["data"]["store"]}})
+    assert config == defaults  # every value the template shows is the real default
+    assert "#" in template()  # it is commented
+
+
+@pytest.mark.parametrize(
+    ("sections", "field", "words"),
+    [
+        ({"data": {"mixing_fraction": 0.5}}, "data", "data.synthetic is null"),
+        ({"data": {"synthetic": {"pool": "p", "algorithm": "stitched", "g": 4}}}, "data", "mixing_fraction"),
+        ({"data": {"mixing_fraction": 1.0, "synthetic": {"pool": "p", "algorithm": "simple", "g": 1}}},
+         "data.mixing_fraction", "less than 1"),
+        ({"data": {"synthetic": {"pool": "p", "algorithm": "wrap", "g": 4}, "mixing_fraction": 0.5}},
+         "data.synthetic.algorithm", "stitched"),
+        ({"data": {"synthetic": {"pool": "p", "algorithm": "latent", "g": 0}, "mixing_fraction": 0.5}},
+         "data.synthetic.g", "greater than or equal to 1"),
+        ({"optim": {"batch_size": 64, "micro_batch_size": 24}}, "optim", "micro_batch_size=24 must divide"),
+        ({"model": {"preset": "7b"}}, "model", "unknown preset '7b'"),
+        ({"eval": {"extra": {"iid_long": {"store": "s"}}}}, "eval", "reserved"),
+        ({"device": "tpu"}, "device", "'auto', 'cpu' or 'cuda'"),
+        ({"optim": {"lr_peak": 0.1}}, "optim.lr_peak", "unknown field"),
+    ],
+)
+def test_bad_configs_fail_with_one_line_naming_the_field(sections, field, words):
+    with pytest.raises(UserError) as info:
+        parse_config(_config(**sections), RunConfig, source="run.yaml")
+    message = str(info.value)
+    assert "\n" not in message
+    assert message.startswith(f"run.yaml: {field}: ")
+    assert words in message
+
+
+def test_identity_follows_what_is_learned_not_how_it_runs():
+    base = RunConfig.model_validate(_config())
+    same = RunConfig.model_validate(
+        _config(checkpoint_every=7, device="cpu", compile="off", optim={"micro_batch_size": 4})
+    )
+    assert same.identity() == base.identity()
+    for changed in (_config(optim={"lr": 0.001}), _config(data={"real_epochs": 16}), _config(seed=1),
+                    _config(data={"document_mask": True}), _config(eval={"val_windows": 8})):
+        assert RunConfig.model_validate(changed).identity() != base.identity()
+
+
+def test_set_overrides_parse_values_as_yaml_and_create_sections(tmp_path):
+    path = tmp_path / "run.yaml"
+    path.write_text(template())
+    config = load_run_config(path, ["optim.lr=1e-3", "data.document_mask=true", "eval.benchmarks=[piqa, sciq]",
+                                    "data.synthetic={pool: P, algorithm: latent, g: 2}",
+                                    "data.mixing_fraction=0.75"])
+    assert config.optim.lr == 0.001 and config.data.document_mask is True
+    assert config.eval.benchmarks == ["piqa", "sciq"]
+    assert config.data.synthetic.algorithm == "latent" and config.data.synthetic.g == 2
+    assert apply_overrides({}, ["a.b.c=3"]) == {"a": {"b": {"c": 3}}}
+    with pytest.raises(UserError, match="--set: expected KEY.PATH=VALUE, got 'optim.lr'"):
+        load_run_config(path, ["optim.lr"])
+    with pytest.raises(UserError, match=r"run.yaml: optim.lr: Input should be greater than 0, got -1"):
+        load_run_config(path, ["optim.lr=-1"])

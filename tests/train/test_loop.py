@@ -1,0 +1,214 @@
+"""End-to-end training runs on a real (small) stdlib token store, on CPU."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import threading
+import time
+
+import pytest
+import torch
+
+from megadocs.config import parse_config
+from megadocs.errors import UserError
+from train.config import RunConfig
+from train.loop import Preempted, lr_factor, param_groups, run, train_step
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def plan_of(config):
+    from train.loop import _load_training_streams
+
+    return _load_training_streams(config).plan
+
+
+def make_config(store, **overrides) -> RunConfig:
+    data = {
+        "data": {"store": str(store), "real_epochs": 1, "context": 64},
+        "model": {"preset": "tiny-1m"},
+        "optim": {"batch_size": 32, "micro_batch_size": 16, "lr": 3e-3, "warmup_fraction": 0.1},
+        "eval": {"val_windows": 256},
+        "checkpoint_every": 1000,
+        "device": "cpu",
+    }
+    for key, value in overrides.items():
+        section, _, field = key.partition("__")
+        if field:
+            data.setdefault(section, {})[field] = value
+        else:
+            data[key] = value
+    return parse_config(data, RunConfig)
+
+
+def test_lr_schedule_warms_up_linearly_then_decays_by_cosine_to_zero():
+    total, warmup = 100, 10
+    factors = [lr_factor(s, total_steps=total, warmup_steps=warmup) for s in range(total)]
+    assert factors[:warmup] == pytest.approx([(s + 1) / warmup for s in range(warmup)])
+    assert factors[warmup] == 1.0
+    assert all(a >= b for a, b in zip(factors[warmup:], factors[warmup + 1 :]))
+    assert factors[-1] == pytest.approx(0.5 * (1 + math.cos(math.pi * 89 / 90)))
+    assert lr_factor(total, total_steps=total, warmup_steps=warmup) == pytest.approx(0.0)
+    assert lr_factor(0, total_steps=5, warmup_steps=0) == 1.0
+
+
+def test_micro_batches_accumulate_to_the_full_batch_gradient():
+    from train.model import build_model
+
+    ids = torch.randint(0, 384, (6, 16))
+    docs = torch.zeros_like(ids)
+    results = []
+    for micro in (6, 4):  # 4 leaves a short micro-batch of 2: weighting by rows keeps the mean exact
+        model = build_model("tiny-1m", vocab_size=384, context=16, seed=0)
+        optimizer = torch.optim.AdamW(param_groups(model, 0.1), lr=1e-3)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 1.0)
+        loss, norm = train_step(model, optimizer, scheduler, ids, docs, micro_batch_size=micro, grad_clip=1e9,
+                                document_mask=False, parameters=list(model.parameters()))
+        results.append((loss, norm, model.lm_head.weight.detach().clone()))
+    (loss_a, norm_a, w_a), (loss_b, norm_b, w_b) = results
+    torch.testing.assert_close(loss_a, loss_b)
+    torch.testing.assert_close(norm_a, norm_b)
+    torch.testing.assert_close(w_a, w_b)
+
+
+def test_weight_decay_skips_norm_scales():
+    from train.model import build_model
+
+    groups = param_groups(build_model("tiny-1m", vocab_size=384, context=16), 0.8)
+    assert groups[0]["weight_decay"] == 0.8 and all(p.ndim == 2 for p in groups[0]["params"])
+    assert groups[1]["weight_decay"] == 0.0 and all(p.ndim == 1 for p in groups[1]["params"])
+
+
+def test_run_trains_evaluates_and_writes_a_loadable_run_directory(small_store, tmp_path):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    config = make_config(small_store, eval__extra={"again": {"store": str(small_store)}})
+    out = tmp_path / "run"
+    metrics = run(config, out)
+
+    assert metrics["status"] == "completed"
+    assert set(metrics["val_losses"]) == {"iid", "iid_short", "iid_long", "again"}
+    assert metrics["val_loss"] == metrics["val_losses"]["iid"] == metrics["val_losses"]["again"]
+    assert metrics["val_loss"] < math.log(384) - 1.0  # it learned something: well below uniform
+    short, long_ = metrics["val_losses"]["iid_short"], metrics["val_losses"]["iid_long"]
+    assert math.isfinite(short) and math.isfinite(long_) and short != long_
+    assert metrics["config_hash"] == config.identity() == (out / "config_hash").read_text().strip()
+    plan = plan_of(config)
+    assert metrics["steps"] == plan.total_steps > 10
+    assert metrics["tokens_seen"] == 64 * sum(sum(plan.batch_counts(s)) for s in range(plan.total_steps))
+    assert metrics["params"] == sum(p.numel() for p in AutoModelForCausalLM.from_pretrained(out / "model").parameters())
+    assert metrics["tokens_per_s"] > 0 and metrics["wall_time_s"] > 0
+    assert json.loads((out / "metrics.json").read_text()) == metrics
+    assert parse_config(__import__("yaml").safe_load((out / "config.yaml").read_text()), RunConfig) == config
+    assert not (out / "checkpoint").exists()  # the finished run keeps only the model
+
+    log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    assert log[-1]["step"] == metrics["steps"] and log[-1]["lr"] == pytest.approx(0.0, abs=1e-4)
+    assert log[0]["loss"] > log[-1]["loss"]
+
+    # The saved model + tokenizer reproduce the validation loss in plain transformers.
+    from train.data import ValidationSet
+    from train.evaluate import evaluate_model
+
+    model = AutoModelForCausalLM.from_pretrained(out / "model")
+    tokenizer = AutoTokenizer.from_pretrained(out / "model")
+    assert tokenizer.eos_token_id == model.config.eos_token_id
+    validation = ValidationSet.build(small_store, context=64, max_windows=256)
+    again = evaluate_model(model, validation, batch_size=16, device="cpu")
+    assert again["iid"] == pytest.approx(metrics["val_loss"], rel=1e-6)
+
+    # Done means done: a second call returns the metrics without training.
+    stamp = (out / "metrics.json").stat().st_mtime_ns
+    assert run(config, out) == metrics
+    assert (out / "metrics.json").stat().st_mtime_ns == stamp
+
+
+def test_same_config_gives_bit_identical_metrics_on_cpu(small_store, tmp_path):
+    config = make_config(small_store, data__document_mask=True, optim__micro_batch_size=8)
+    first = run(config, tmp_path / "a")
+    second = run(config, tmp_path / "b")
+    assert first["val_losses"] == second["val_losses"]
+    other_seed = run(config.model_copy(update={"seed": 1}), tmp_path / "c")
+    assert other_seed["val_losses"]["iid"] != first["val_losses"]["iid"]
+
+
+def test_absurd_learning_rate_ends_as_diverged_not_an_exception(small_store, tmp_path):
+    metrics = run(make_config(small_store, optim__lr=1e30, optim__warmup_fraction=0.0), tmp_path / "run")
+    assert metrics["status"] == "diverged"
+    assert metrics["val_loss"] == math.inf and all(v == math.inf for v in metrics["val_losses"].values())
+    assert metrics["steps"] < 30
+    assert not (tmp_path / "run" / "model").exists()
+
+
+def test_extra_set_with_another_tokenizer_is_refused(small_store, tiny_store, tmp_path):
+    config = make_config(small_store, eval__extra={"other": {"store": str(tiny_store)}})
+    with pytest.raises(UserError) as info:
+        run(config, tmp_path / "run")
+    assert str(info.value).startswith(f"eval.extra.other.store: {tiny_store} has tokenizer_hash")
+    assert not (tmp_path / "run" / "log.jsonl").exists()  # refused before any training
+
+
+def test_run_directory_of_another_config_is_refused(small_store, tmp_path):
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "config_hash").write_text("0123456789abcdef\n")
+    with pytest.raises(UserError, match="holds a run of config 0123456789abcdef"):
+        run(make_config(small_store), tmp_path / "run")
+
+
+def test_signal_saves_a_checkpoint_calls_the_previous_handler_and_resumes(small_store, tmp_path):
+    """A real SIGUSR2 mid-run with a submitit-like handler installed before the run."""
+    out = tmp_path / "run"
+    calls = []
+    previous = signal.signal(signal.SIGUSR2, lambda signum, frame: calls.append(signum))
+
+    def send_when_training():
+        while not (out / "log.jsonl").is_file() or not (out / "log.jsonl").read_text():
+            time.sleep(0.02)
+        os.kill(os.getpid(), signal.SIGUSR2)
+
+    config = make_config(small_store)
+    sender = threading.Thread(target=send_when_training, daemon=True)
+    sender.start()
+    try:
+        with pytest.raises(Preempted) as info:
+            run(config, out)
+    finally:
+        signal.signal(signal.SIGUSR2, previous)
+    sender.join(timeout=5)
+    assert calls == [signal.SIGUSR2]  # handed on after saving
+    assert (out / "checkpoint" / "state.pt").is_file() and not (out / "metrics.json").exists()
+    stopped = info.value.step
+    assert 10 <= stopped < plan_of(config).total_steps
+    state = torch.load(out / "checkpoint" / "state.pt", weights_only=False)
+    assert state["step"] == stopped
+
+    resumed = run(config, out)
+    uninterrupted = run(config, tmp_path / "uninterrupted")
+    assert resumed["val_losses"] == uninterrupted["val_losses"]
+    assert resumed["steps"] == uninterrupted["steps"] and resumed["tokens_seen"] == uninterrupted["tokens_seen"]
+    steps = [json.loads(line)["step"] for line in (out / "log.jsonl").read_text().splitlines()]
+    assert steps == sorted(set(steps))  # no duplicated log lines across the resume
+
+
+def test_benchmarks_are_scored_on_the_saved_model_when_requested(small_store, tmp_path):
+    from tests.eval.conftest import DATA_DIR
+    from train.downstream import evaluate_benchmarks
+
+    config = make_config(small_store, eval__benchmarks=["piqa", "sciq"], eval__benchmark_data=str(DATA_DIR),
+                         eval__benchmark_limit=3)
+    metrics = run(config, tmp_path / "run")
+    scores = metrics["benchmarks"]
+    assert set(scores) == {"piqa", "sciq", "average"} and scores["piqa"]["items"] == 3
+    assert 0.0 <= scores["average"]["acc"] <= 1.0
+    direct = evaluate_benchmarks([tmp_path / "run" / "model"], ["piqa", "sciq"], data_dir=DATA_DIR, limit=3,
+                                 device="cpu", batch_size=16)
+    assert scores == json.loads(json.dumps(direct))
+
+
+def test_unknown_benchmark_fails_before_training(small_store, tmp_path):
+    with pytest.raises(UserError, match="eval.benchmarks: unknown task 'hellaswag'"):
+        run(make_config(small_store, eval__benchmarks=["hellaswag"]), tmp_path / "run")
+    assert not (tmp_path / "run").exists()

@@ -1,0 +1,206 @@
+"""`RunConfig`: everything that defines one training run, as a strict, hashed, YAML-loadable model.
+
+The run's identity (`RunConfig.identity()`) is the hash of the fields that define the experiment;
+execution details (where it runs, how a batch is split into micro-batches, how often it is
+checkpointed, whether it is compiled) are left out, so moving a run to another machine or
+resuming it with a smaller micro-batch keeps its identity and its run directory.
+
+Example:
+    >>> from train.config import RunConfig
+    >>> config = RunConfig.model_validate({"data": {"store": "runs/demo/data"}})
+    >>> config.optim.lr, config.model.preset
+    (0.003, 'tiny-1m')
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from megadocs.config import StrictModel, config_hash
+
+__all__ = [
+    "SyntheticData",
+    "DataConfig",
+    "ModelConfig",
+    "OptimConfig",
+    "ExtraValidation",
+    "EvalConfig",
+    "RunConfig",
+    "ALGORITHMS",
+    "EXECUTION_FIELDS",
+    "template",
+]
+
+Algorithm = Literal["simple", "stitched", "stitched-first", "stitched-none", "latent"]
+ALGORITHMS: tuple[str, ...] = ("simple", "stitched", "stitched-first", "stitched-none", "latent")
+
+# Top-level / nested fields that do not change what is learned, only how the run executes.
+EXECUTION_FIELDS: dict[str, tuple[str, ...]] = {
+    "": ("checkpoint_every", "device", "compile"),
+    "optim": ("micro_batch_size",),
+}
+
+
+class SyntheticData(StrictModel):
+    """The synthetic stream: the assembled documents of one algorithm in a generation pool."""
+
+    pool: str = Field(description="generation pool directory (written by `megadocs gen`)")
+    algorithm: Algorithm = Field(description="which assembly of the pool to train on")
+    g: int = Field(ge=1, description="generations per real document")
+
+    def documents_dir(self) -> Path:
+        """Where `megadocs gen assemble` wrote this stream's documents."""
+        return Path(self.pool) / "assembled" / f"{self.algorithm}-g{self.g}"
+
+
+class DataConfig(StrictModel):
+    store: str = Field(description="token store directory (`megadocs data prepare`)")
+    synthetic: SyntheticData | None = Field(default=None, description="synthetic stream; null = real only")
+    mixing_fraction: float = Field(
+        default=0.0, ge=0.0, lt=1.0, description="share of each batch drawn from the synthetic stream"
+    )
+    real_epochs: int = Field(default=8, ge=1, description="passes over the real stream")
+    context: int = Field(default=256, ge=8, description="tokens per training window")
+    document_mask: bool = Field(
+        default=False, description="attend only within the same document inside a window"
+    )
+    seed: int = Field(default=0, ge=0, description="document and window order")
+
+    @model_validator(mode="after")
+    def _synthetic_matches_mixing(self) -> DataConfig:
+        if self.mixing_fraction > 0 and self.synthetic is None:
+            raise ValueError(
+                f"mixing_fraction={self.mixing_fraction} draws from a synthetic stream but "
+                "data.synthetic is null; set data.synthetic: {pool: DIR, algorithm: A, g: G} "
+                "or mixing_fraction: 0"
+            )
+        if self.synthetic is not None and self.mixing_fraction == 0:
+            raise ValueError(
+                "data.synthetic is set but mixing_fraction is 0 so it would never be read; "
+                "set mixing_fraction > 0 (e.g. 0.75) or synthetic: null"
+            )
+        return self
+
+
+class ModelConfig(StrictModel):
+    preset: str = Field(default="tiny-1m", description="a preset name from train.model.PRESETS")
+
+    @model_validator(mode="after")
+    def _known_preset(self) -> ModelConfig:
+        from train.model import PRESETS
+
+        if self.preset not in PRESETS:
+            raise ValueError(f"unknown preset {self.preset!r}; expected one of {', '.join(PRESETS)}")
+        return self
+
+
+class OptimConfig(StrictModel):
+    lr: float = Field(default=3e-3, gt=0, description="peak learning rate (AdamW)")
+    weight_decay: float = Field(default=0.8, ge=0, description="decoupled AdamW weight decay")
+    beta1: float = Field(default=0.9, ge=0, lt=1)
+    beta2: float = Field(default=0.95, ge=0, lt=1)
+    warmup_fraction: float = Field(
+        default=0.01, ge=0, lt=1, description="linear warmup share of all steps; cosine to 0 after"
+    )
+    grad_clip: float = Field(default=1.0, gt=0, description="global gradient-norm clip")
+    batch_size: int = Field(default=64, ge=1, description="sequences per optimizer step")
+    micro_batch_size: int = Field(
+        default=16, ge=1, description="sequences per forward/backward (gradient accumulation)"
+    )
+
+    @model_validator(mode="after")
+    def _micro_divides_batch(self) -> OptimConfig:
+        if self.batch_size % self.micro_batch_size:
+            raise ValueError(
+                f"micro_batch_size={self.micro_batch_size} must divide batch_size={self.batch_size}"
+            )
+        return self
+
+
+class ExtraValidation(StrictModel):
+    """Another held-out set: a token store prepared with the same tokenizer as data.store."""
+
+    store: str
+    split: str = "val"
+
+
+class EvalConfig(StrictModel):
+    val_windows: int = Field(default=1024, ge=1, description="fixed held-out windows of the iid loss")
+    extra: dict[str, ExtraValidation] = Field(default_factory=dict, description="name -> held-out store")
+    benchmarks: list[str] = Field(default_factory=list, description="lm-eval tasks, e.g. piqa, sciq")
+    benchmark_data: str | None = Field(default=None, description="local lm-eval dataset directory")
+    benchmark_limit: int | None = Field(default=None, ge=1, description="examples per task (None = all)")
+
+    @model_validator(mode="after")
+    def _names(self) -> EvalConfig:
+        reserved = {"iid", "iid_short", "iid_long"}
+        clash = sorted(reserved & set(self.extra))
+        if clash:
+            raise ValueError(f"extra set name {clash[0]!r} is reserved for the iid split; rename it")
+        return self
+
+
+class RunConfig(StrictModel):
+    data: DataConfig
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    optim: OptimConfig = Field(default_factory=OptimConfig)
+    eval: EvalConfig = Field(default_factory=EvalConfig)
+    seed: int = Field(default=0, ge=0, description="model initialisation")
+    checkpoint_every: int = Field(default=200, ge=1, description="optimizer steps between checkpoints")
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    compile: Literal["auto", "on", "off"] = Field(
+        default="auto", description="torch.compile: auto = on CUDA only"
+    )
+
+    def identity(self) -> str:
+        """Hash of the fields that change what is learned (not the EXECUTION_FIELDS)."""
+        data = self.model_dump(mode="json")
+        for section, names in EXECUTION_FIELDS.items():
+            target = data[section] if section else data
+            for name in names:
+                target.pop(name, None)
+        return config_hash(data)
+
+
+TEMPLATE = """\
+# A megadocs training run: `megadocs train THIS.yaml [--out RUN] [--set optim.lr=0.001]`.
+# Every field is shown with its default unless marked "required".
+data:
+  store: runs/demo/data        # required: token store from `megadocs data prepare`
+  synthetic: null              # or {pool: POOL, algorithm: stitched, g: 4}
+                               #   algorithm: simple | stitched | stitched-first | stitched-none | latent
+  mixing_fraction: 0.0         # share of each batch from the synthetic stream, in [0, 1)
+  real_epochs: 8               # passes over the real stream (total steps follow from this and m)
+  context: 256                 # tokens per window (the paper: 4096)
+  document_mask: false         # true = attend only within a document (an ablation)
+  seed: 0                      # document and window order
+model:
+  preset: tiny-1m              # tiny-1m, tiny-8m (CPU); 150m, 300m, 600m, 1.5b (see train/model.py)
+optim:
+  lr: 0.003
+  weight_decay: 0.8
+  beta1: 0.9
+  beta2: 0.95
+  warmup_fraction: 0.01        # linear warmup, then cosine decay to 0 at the last step
+  grad_clip: 1.0
+  batch_size: 64               # sequences per optimizer step
+  micro_batch_size: 16         # must divide batch_size; lower it to save memory
+eval:
+  val_windows: 1024            # fixed held-out windows of real text (the iid loss)
+  extra: {}                    # e.g. {arxiv: {store: runs/arxiv-store, split: val}}
+  benchmarks: []               # lm-eval tasks, e.g. [piqa, sciq, arc_easy]
+  benchmark_data: null         # local directory with the benchmarks' datasets
+  benchmark_limit: null        # examples per task (null = all)
+seed: 0                        # model initialisation
+checkpoint_every: 200          # steps between checkpoints (also saved on SIGTERM/SIGUSR2)
+device: auto                   # auto | cpu | cuda
+compile: auto                  # auto (= CUDA only) | on | off
+"""
+
+
+def template() -> str:
+    """A commented, valid config (`megadocs train --template`)."""
+    return TEMPLATE

@@ -1,0 +1,124 @@
+"""Held-out loss of a model over fixed windows of real text (never synthetic).
+
+The loss of a window is the mean next-token cross-entropy over its positions 1..C-1. The i.i.d.
+set is also split by the length of the document each *target* token belongs to
+(`ValidationSet.is_long_document`): `iid_short` and `iid_long`. Ensembles reuse
+`token_losses` and `LossTotals` on averaged logits, so every loss in the project is computed by
+the same code.
+
+Example:
+    >>> losses = evaluate_model(model, validation_set, batch_size=8, device="cpu")  # doctest: +SKIP
+    >>> losses["iid"], losses["iid_short"], losses["iid_long"]                         # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from train.model import document_attention_mask
+
+__all__ = ["token_losses", "LossTotals", "model_logits", "evaluate_model", "autocast_for", "target_is_long"]
+
+
+def token_losses(logits: torch.Tensor, input_ids: torch.Tensor) -> torch.Tensor:
+    """Per-token next-token cross-entropy in fp32: logits [B, C, V], ids [B, C] -> [B, C-1]."""
+    batch, length, vocab = logits.shape
+    predictions = logits[:, :-1].float().reshape(-1, vocab)  # [B*(C-1), V]
+    targets = input_ids[:, 1:].reshape(-1)  # [B*(C-1)]
+    return F.cross_entropy(predictions, targets, reduction="none").view(batch, length - 1)
+
+
+@dataclass
+class LossTotals:
+    """Running sums of token losses, overall and by the target token's document half."""
+
+    total: float = 0.0
+    count: int = 0
+    short_total: float = 0.0
+    short_count: int = 0
+    long_total: float = 0.0
+    long_count: int = 0
+
+    def add(self, losses: torch.Tensor, is_long: torch.Tensor | None = None) -> None:
+        """Add [B, C-1] losses; `is_long` [B, C-1] marks targets from long documents."""
+        losses = losses.double()
+        self.total += losses.sum().item()
+        self.count += losses.numel()
+        if is_long is not None:
+            is_long = is_long.to(losses.device, torch.bool)
+            self.long_total += losses[is_long].sum().item()
+            self.long_count += int(is_long.sum().item())
+            self.short_total += losses[~is_long].sum().item()
+            self.short_count += int((~is_long).sum().item())
+
+    @staticmethod
+    def _mean(total: float, count: int) -> float:
+        return total / count if count else math.nan
+
+    def summary(self, name: str, *, halves: bool = True) -> dict[str, float]:
+        """{name: mean} plus {name_short, name_long} when `halves`."""
+        result = {name: self._mean(self.total, self.count)}
+        if halves:
+            result[f"{name}_short"] = self._mean(self.short_total, self.short_count)
+            result[f"{name}_long"] = self._mean(self.long_total, self.long_count)
+        return result
+
+
+def autocast_for(device: torch.device):
+    """bf16 autocast on CUDA (fp32 master weights stay fp32); plain fp32 elsewhere."""
+    if device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def model_logits(
+    model: torch.nn.Module,
+    input_ids: torch.Tensor,
+    document_ids: torch.Tensor | None = None,
+    *,
+    document_mask: bool = False,
+) -> torch.Tensor:
+    """Logits [B, C, V]; with `document_mask`, attention stays inside each document."""
+    mask = document_attention_mask(document_ids) if document_mask else None
+    return model(input_ids=input_ids, attention_mask=mask, use_cache=False).logits
+
+
+def target_is_long(validation_set, start: int, stop: int) -> torch.Tensor:
+    """Bool [b, C-1] for windows start..stop: is each *target* token's document in the long half."""
+    return validation_set.is_long_token[start:stop, 1:]
+
+
+@torch.no_grad()
+def evaluate_model(
+    model: torch.nn.Module,
+    validation_set,
+    *,
+    batch_size: int,
+    device: str | torch.device,
+    document_mask: bool = False,
+    name: str = "iid",
+    halves: bool = True,
+) -> dict[str, float]:
+    """Mean token loss of `model` on `validation_set` (a `train.data.ValidationSet`: `input_ids`,
+    `document_ids` [N, C] and, for the halves, `is_long_token` [N, C]).
+
+    Returns ``{name: loss, name_short: .., name_long: ..}`` (the halves only when `halves`).
+    The model is put in eval mode and left there.
+    """
+    device = torch.device(device)
+    model.eval()
+    totals = LossTotals()
+    windows = len(validation_set.input_ids)
+    for start in range(0, windows, batch_size):
+        input_ids = validation_set.input_ids[start : start + batch_size].to(device)  # [b, C]
+        document_ids = validation_set.document_ids[start : start + batch_size].to(device)
+        with autocast_for(device):
+            logits = model_logits(model, input_ids, document_ids, document_mask=document_mask)  # [b, C, V]
+        is_long = target_is_long(validation_set, start, start + batch_size) if halves else None
+        totals.add(token_losses(logits, input_ids), is_long)
+    return totals.summary(name, halves=halves)

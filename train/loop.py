@@ -1,0 +1,491 @@
+"""One training run: `run(config, out)` trains, evaluates and writes the run directory.
+
+Layout of RUN (docs/architecture.md): config.yaml, config_hash, checkpoint/, log.jsonl, model/,
+metrics.json (written last; its presence means "done", and `run` then returns it untouched).
+
+Recipe (paper.md "Training recipe"): AdamW with decoupled weight decay on the weight matrices
+(embeddings included, norm scales excluded), global grad-norm clip, linear warmup over
+`warmup_fraction` of the steps then cosine decay reaching 0 at the end, gradient accumulation
+from `micro_batch_size` up to `batch_size`, bf16 autocast with fp32 master weights on CUDA (fp32
+on CPU), torch.compile on CUDA when `compile: auto`.
+
+Resumption: every `checkpoint_every` steps, and when SIGTERM/SIGUSR2 arrives, the full state is
+saved atomically (`train.checkpoint`). The signal handler only sets a flag; the step in flight
+finishes, the checkpoint is written, a previously installed Python handler (submitit's requeue)
+is called, and `Preempted` is raised (the CLI exits with status 3). Running again resumes; data
+order is a pure function of the step (`train.data`), so the resumed run's metrics are
+bit-identical to an uninterrupted one on the same machine.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import signal
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from enum import Enum
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from megadocs.config import dump_yaml
+from megadocs.errors import UserError
+from train.checkpoint import CHECKPOINT_DIR, load_checkpoint, save_checkpoint
+from train.config import RunConfig
+from train.evaluate import autocast_for, evaluate_model, model_logits, token_losses
+
+__all__ = [
+    "Status",
+    "Preempted",
+    "CONFIG_FILE",
+    "HASH_FILE",
+    "METRICS_FILE",
+    "MODEL_DIR",
+    "LOG_FILE",
+    "LOG_EVERY",
+    "lr_factor",
+    "resolve_device",
+    "param_groups",
+    "train_step",
+    "PreemptionSignals",
+    "run",
+]
+
+CONFIG_FILE = "config.yaml"
+HASH_FILE = "config_hash"
+METRICS_FILE = "metrics.json"
+MODEL_DIR = "model"
+LOG_FILE = "log.jsonl"
+LOG_EVERY = 10  # steps between log lines and divergence checks (each is a device sync)
+PREEMPTION_SIGNALS = (signal.SIGTERM, signal.SIGUSR2)
+
+
+class Status(str, Enum):
+    COMPLETED = "completed"
+    DIVERGED = "diverged"
+
+
+class Preempted(Exception):
+    """The run stopped on SIGTERM/SIGUSR2 after saving a checkpoint; re-running resumes it."""
+
+    def __init__(self, step: int, run_dir: Path):
+        super().__init__(
+            f"preempted at step {step}; checkpoint saved in {run_dir}; re-run the same command to resume"
+        )
+        self.step = step
+        self.run_dir = run_dir
+
+
+# --- pure pieces ----------------------------------------------------------------------------
+
+
+def lr_factor(step: int, *, total_steps: int, warmup_steps: int) -> float:
+    """Multiplier of the peak LR for optimizer update `step` (0-based).
+
+    Linear warmup ``(step+1)/warmup_steps`` for the first `warmup_steps` updates, then a cosine
+    from 1 that would reach 0 at ``step == total_steps`` (just after the last update).
+    """
+    if step < warmup_steps:
+        return (step + 1) / warmup_steps
+    progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+    return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise UserError("device: 'cuda' requested but torch sees no CUDA device (use auto or cpu)")
+    return torch.device(name)
+
+
+def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+    """Weight decay on matrices (embeddings, projections, head), none on norm scales."""
+    matrices = [p for p in model.parameters() if p.ndim >= 2]
+    vectors = [p for p in model.parameters() if p.ndim < 2]
+    return [{"params": matrices, "weight_decay": weight_decay}, {"params": vectors, "weight_decay": 0.0}]
+
+
+def train_step(
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    input_ids: torch.Tensor,
+    document_ids: torch.Tensor,
+    *,
+    micro_batch_size: int,
+    grad_clip: float,
+    document_mask: bool,
+    parameters: list[torch.nn.Parameter],
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One optimizer update on a batch [B, C], accumulated over micro-batches.
+
+    Returns the batch's mean token loss and the pre-clip gradient norm, as device tensors (no
+    sync). Each micro-batch's mean loss is weighted by its share of the batch's rows, so the
+    gradient is that of the whole batch's mean even when the last (short) batch splits unevenly.
+    """
+    device = input_ids.device
+    rows = input_ids.shape[0]
+    total_loss = torch.zeros((), device=device)
+    for start in range(0, rows, micro_batch_size):
+        ids = input_ids[start : start + micro_batch_size]  # [b, C]
+        docs = document_ids[start : start + micro_batch_size]
+        with autocast_for(device):
+            logits = model_logits(model, ids, docs, document_mask=document_mask)  # [b, C, V]
+        loss = token_losses(logits, ids).mean() * (ids.shape[0] / rows)
+        loss.backward()
+        total_loss += loss.detach()
+    grad_norm = torch.nn.utils.clip_grad_norm_(parameters, grad_clip)
+    optimizer.step()
+    scheduler.step()
+    optimizer.zero_grad(set_to_none=True)
+    return total_loss, grad_norm
+
+
+class PreemptionSignals:
+    """While active, SIGTERM/SIGUSR2 only set `requested`; the loop acts at a step boundary.
+
+    `stop_if_requested()` hands the signal to the handler that was installed before (e.g.
+    submitit's SIGUSR2 requeue) once the checkpoint is safe, then raises `Preempted`. Outside the main thread signals
+    cannot be caught, so nothing is installed there.
+    """
+
+    def __init__(self) -> None:
+        self.requested: int | None = None
+        self._previous: dict[int, Any] = {}
+
+    def _handle(self, signum, frame) -> None:
+        self.requested = signum
+
+    def __enter__(self) -> PreemptionSignals:
+        if threading.current_thread() is threading.main_thread():
+            for signum in PREEMPTION_SIGNALS:
+                self._previous[signum] = signal.signal(signum, self._handle)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+        self._previous.clear()
+
+    def stop_if_requested(self, step: int, run_dir: Path) -> None:
+        """After the checkpoint of `step` is saved: hand the signal on, then raise Preempted."""
+        if self.requested is None:
+            return
+        previous = self._previous.get(self.requested)
+        if callable(previous):
+            previous(self.requested, None)
+        raise Preempted(step, run_dir)
+
+
+# --- the run --------------------------------------------------------------------------------
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def _prepare_run_dir(config: RunConfig, out: Path) -> str:
+    """Create RUN, refuse one that holds another config, save the resolved config."""
+    identity = config.identity()
+    out.mkdir(parents=True, exist_ok=True)
+    hash_file = out / HASH_FILE
+    if hash_file.is_file() and hash_file.read_text().strip() != identity:
+        raise UserError(
+            f"{out}: holds a run of config {hash_file.read_text().strip()}, not {identity}; "
+            "use another --out (the default is runs/train/<config_hash>)"
+        )
+    _write_atomic(out / CONFIG_FILE, dump_yaml(config))
+    _write_atomic(hash_file, identity + "\n")
+    return identity
+
+
+def _open_store(path: str, field: str):
+    """TokenStore.open, with the config field named in its one-line error."""
+    from train.store import TokenStore
+
+    try:
+        return TokenStore.open(path)
+    except UserError as exc:
+        raise UserError(f"{field}: {exc}") from None
+
+
+def _check_extra_store(store, name: str, path: str) -> None:
+    """An extra held-out store must share the training store's tokenizer (same token ids)."""
+    extra_store = _open_store(path, f"eval.extra.{name}.store")
+    if extra_store.tokenizer_hash != store.tokenizer_hash:
+        raise UserError(
+            f"eval.extra.{name}.store: {path} has tokenizer_hash {extra_store.tokenizer_hash}, but "
+            f"data.store has {store.tokenizer_hash}; prepare it with --tokenizer {store.tokenizer_path}"
+        )
+
+
+def _check_benchmarks(config: RunConfig) -> None:
+    """Unknown benchmark tasks fail before training, not after it."""
+    if not config.eval.benchmarks:
+        return
+    from train.downstream import BENCHMARKS
+
+    for task in config.eval.benchmarks:
+        if task not in BENCHMARKS:
+            raise UserError(f"eval.benchmarks: unknown task {task!r}; expected one of {', '.join(BENCHMARKS)}")
+
+
+def _truncate_log(log_path: Path, step: int) -> None:
+    """Drop log lines past the checkpoint we resume from (written before a hard kill)."""
+    if not log_path.is_file():
+        return
+    kept = [line for line in log_path.read_text().splitlines() if line and json.loads(line)["step"] <= step]
+    _write_atomic(log_path, "".join(line + "\n" for line in kept))
+
+
+def _load_training_streams(config: RunConfig):
+    from train.data import TrainingStreams
+
+    data = config.data
+    return TrainingStreams.build(
+        data.store,
+        synthetic=data.synthetic,
+        context=data.context,
+        mixing_fraction=data.mixing_fraction,
+        real_epochs=data.real_epochs,
+        batch_size=config.optim.batch_size,
+        seed=data.seed,
+    )
+
+
+def _compile_wanted(config: RunConfig, device: torch.device) -> bool:
+    return config.compile == "on" or (config.compile == "auto" and device.type == "cuda")
+
+
+def _set_determinism(device: torch.device) -> None:
+    if device.type == "cuda":
+        # cuBLAS needs a fixed workspace for reproducible reductions; set before its first use.
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        torch.backends.cudnn.benchmark = False
+
+
+@dataclass
+class _Training:
+    """Everything a step changes, with the run's fixed context; `save` checkpoints it."""
+
+    out: Path
+    identity: str
+    model: torch.nn.Module
+    forward: torch.nn.Module  # the model, compiled where wanted
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    total_steps: int
+    step: int
+    counters: dict[str, Any]
+    attempt_start: float
+
+    def save(self) -> None:
+        elapsed = time.perf_counter() - self.attempt_start
+        counters = {**self.counters, "wall_time_s": self.counters["wall_time_s"] + elapsed}
+        save_checkpoint(self.out, model=self.model, optimizer=self.optimizer, scheduler=self.scheduler,
+                        step=self.step, counters=counters, identity=self.identity)  # fmt: skip
+
+
+def _build(config: RunConfig, store, total_steps: int, device: torch.device, out: Path, identity: str,
+           attempt_start: float) -> _Training:  # fmt: skip
+    """Model, AdamW and schedule, restored from RUN/checkpoint when there is one."""
+    from train.model import build_model
+
+    _set_determinism(device)
+    torch.manual_seed(config.seed)
+    model = build_model(config.model.preset, vocab_size=store.vocab_size, context=config.data.context,
+                        seed=config.seed, eos_id=store.eos_id, device=device)  # fmt: skip
+    optim = config.optim
+    optimizer = torch.optim.AdamW(param_groups(model, optim.weight_decay), lr=optim.lr,
+                                  betas=(optim.beta1, optim.beta2), fused=device.type == "cuda")  # fmt: skip
+    warmup_steps = round(optim.warmup_fraction * total_steps)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: lr_factor(step, total_steps=total_steps, warmup_steps=warmup_steps)
+    )
+    resumed = load_checkpoint(out, model=model, optimizer=optimizer, scheduler=scheduler, identity=identity)
+    forward = torch.compile(model) if _compile_wanted(config, device) else model
+    return _Training(
+        out=out, identity=identity, model=model, forward=forward, optimizer=optimizer, scheduler=scheduler,
+        total_steps=total_steps, step=resumed["step"] if resumed else 0,
+        counters=resumed["counters"] if resumed else {"tokens_seen": 0, "train_time_s": 0.0, "wall_time_s": 0.0},
+        attempt_start=attempt_start,
+    )  # fmt: skip
+
+
+def run(config: RunConfig, out: str | Path) -> dict:
+    """Train, evaluate and write RUN (see the module docstring); returns the metrics.
+
+    Raises:
+        Preempted: SIGTERM/SIGUSR2 arrived; a checkpoint was saved.
+        UserError: bad paths, a store/config mismatch, or RUN holding another config.
+    """
+    out = Path(out)
+    metrics_path = out / METRICS_FILE
+    if metrics_path.is_file():
+        return json.loads(metrics_path.read_text())
+    attempt_start = time.perf_counter()
+    device = resolve_device(config.device)
+
+    # --- data first, so a bad path fails before anything is written -------------------------
+    store = _open_store(config.data.store, "data.store")
+    for name, extra in config.eval.extra.items():  # fail before training, not after
+        _check_extra_store(store, name, extra.store)
+    _check_benchmarks(config)
+    streams = _load_training_streams(config)
+    identity = _prepare_run_dir(config, out)
+
+    with PreemptionSignals() as signals:
+        # --- model, optimizer, schedule (resumed from the checkpoint if any) ------------------
+        training = _build(config, store, streams.plan.total_steps, device, out, identity, attempt_start)
+        params = sum(p.numel() for p in training.model.parameters())
+        _truncate_log(out / LOG_FILE, training.step)
+
+        # --- train -------------------------------------------------------------------------
+        status = _train(training, streams, config, device, signals)
+
+        # --- evaluate (the final checkpoint is saved: a signal here stops without losing it) --
+        def stop_if_requested() -> None:
+            signals.stop_if_requested(training.step, out)
+
+        if status is Status.COMPLETED:
+            _save_model(training.model, store, out / MODEL_DIR)
+            val_losses = _evaluate_all(training.model, config, store, device, after_each=stop_if_requested)
+        else:
+            val_losses = {name: math.inf for name in ("iid", "iid_short", "iid_long", *config.eval.extra)}
+        counters = training.counters
+        metrics = {
+            "status": status.value,
+            "val_loss": val_losses["iid"],
+            "val_losses": val_losses,
+            "steps": training.step,
+            "tokens_seen": counters["tokens_seen"],
+            "wall_time_s": counters["wall_time_s"] + time.perf_counter() - attempt_start,
+            "tokens_per_s": counters["tokens_seen"] / counters["train_time_s"] if counters["train_time_s"] else 0.0,
+            "config_hash": identity,
+            "params": params,
+        }
+        if status is Status.COMPLETED and config.eval.benchmarks:
+            from train.downstream import evaluate_benchmarks
+
+            data_dir = config.eval.benchmark_data
+            metrics["benchmarks"] = evaluate_benchmarks(
+                model_dirs=[out / MODEL_DIR],
+                tasks=list(config.eval.benchmarks),
+                data_dir=Path(data_dir) if data_dir else None,
+                limit=config.eval.benchmark_limit,
+                device=device.type,
+                batch_size=config.optim.micro_batch_size,
+            )
+            stop_if_requested()
+
+    # --- outputs: metrics.json last, atomically; then the checkpoint is no longer needed ------
+    _write_atomic(metrics_path, json.dumps(metrics, indent=2) + "\n")
+    shutil.rmtree(out / CHECKPOINT_DIR, ignore_errors=True)  # the model lives in RUN/model
+    return metrics
+
+
+def _train(training: _Training, streams, config: RunConfig, device: torch.device, signals) -> Status:
+    """The step loop from `training.step` to the end; returns COMPLETED or DIVERGED."""
+    from tqdm import tqdm
+
+    optim, counters, total_steps = config.optim, training.counters, training.total_steps
+    parameters = list(training.model.parameters())
+    training.forward.train()
+    progress = tqdm(total=total_steps, initial=training.step, desc="train", unit="step", file=sys.stderr,
+                    dynamic_ncols=True, mininterval=1.0)  # fmt: skip
+    clock = time.perf_counter()  # train_time_s counts steps and data, not checkpoint writes
+
+    def count_time() -> None:
+        nonlocal clock
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        now = time.perf_counter()
+        counters["train_time_s"] += now - clock
+        clock = now
+
+    with progress, open(training.out / LOG_FILE, "a") as log:
+        while training.step < total_steps:
+            # --- data: a pure function of the step, so resuming needs no replay --------------
+            batch = streams.batch(training.step)
+            input_ids = batch["input_ids"].to(device, non_blocking=True)  # [B, C]
+            document_ids = batch["document_ids"].to(device, non_blocking=True)  # [B, C]
+
+            # --- forward/backward over micro-batches, clip, update -----------------------------
+            loss, grad_norm = train_step(
+                training.forward, training.optimizer, training.scheduler, input_ids, document_ids,
+                micro_batch_size=optim.micro_batch_size, grad_clip=optim.grad_clip,
+                document_mask=config.data.document_mask, parameters=parameters,
+            )  # fmt: skip
+            training.step += 1
+            step = training.step
+            counters["tokens_seen"] += input_ids.numel()
+
+            # --- log and divergence check (a device sync point) ------------------------------
+            if step % LOG_EVERY == 0 or step == total_steps:
+                loss_value = loss.item()
+                count_time()
+                line = {
+                    "step": step,
+                    "loss": loss_value,
+                    "grad_norm": grad_norm.item(),
+                    "lr": training.scheduler.get_last_lr()[0],
+                    "tokens_seen": counters["tokens_seen"],
+                    "tokens_per_s": counters["tokens_seen"] / max(counters["train_time_s"], 1e-9),
+                    "cpu_s": time.process_time(),  # this process's CPU seconds: wall >> cpu = contention
+                }
+                log.write(json.dumps(line) + "\n")
+                log.flush()
+                progress.set_postfix(loss=f"{loss_value:.4f}", tok_s=f"{line['tokens_per_s']:.0f}")
+                if not math.isfinite(loss_value):
+                    progress.write(f"loss {loss_value} at step {step}: diverged, stopping", file=sys.stderr)
+                    return Status.DIVERGED
+            progress.update(1)
+
+            # --- checkpoint: periodic, at the end, and on preemption -------------------------
+            if step % config.checkpoint_every == 0 or step == total_steps or signals.requested is not None:
+                count_time()
+                log.flush()
+                training.save()
+                clock = time.perf_counter()
+                signals.stop_if_requested(step, training.out)
+    return Status.COMPLETED
+
+
+def _save_model(model: torch.nn.Module, store, model_dir: Path) -> None:
+    """save_pretrained + the store's tokenizer, replacing any partial earlier attempt."""
+    tmp = model_dir.with_name(f".{model_dir.name}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp)
+    store.tokenizer().save_pretrained(tmp)
+    shutil.rmtree(model_dir, ignore_errors=True)
+    os.replace(tmp, model_dir)
+
+
+def _evaluate_all(model, config: RunConfig, store, device: torch.device, *, after_each) -> dict[str, float]:
+    """iid (with short/long halves) and every eval.extra set, on fixed real-text windows."""
+    from train.data import ValidationSet
+
+    settings = dict(batch_size=config.optim.micro_batch_size, device=device, document_mask=config.data.document_mask)
+    validation = ValidationSet.build(
+        config.data.store, split="val", context=config.data.context, max_windows=config.eval.val_windows
+    )
+    losses = evaluate_model(model, validation, name="iid", **settings)
+    after_each()
+    for name, extra in config.eval.extra.items():
+        _check_extra_store(store, name, extra.store)
+        extra_set = ValidationSet.build(
+            extra.store, split=extra.split, context=config.data.context, max_windows=config.eval.val_windows
+        )
+        losses.update(evaluate_model(model, extra_set, name=name, halves=False, **settings))
+        after_each()
+    return losses

@@ -1,0 +1,158 @@
+"""The student model: a Hugging Face `LlamaForCausalLM`, so checkpoints load in transformers, vLLM
+and lm-eval without conversion.
+
+Architecture as in the paper's public code: SiLU/SwiGLU MLP, RoPE, RMSNorm, untied input and
+output embeddings. Initialisation: every weight matrix is drawn from N(0, std^2) with
+``std = INIT_SCALE / sqrt(fan_in)`` (fan_in = hidden size for embeddings, attention, the MLP's
+gate/up projections and the output head; the intermediate size for the MLP's down projection),
+so the variance is proportional to 1/hidden. Norm weights start at 1. Drawn on the CPU from a
+seeded generator, so the same seed gives the same model on every device.
+
+Presets state their parameter count at a reference vocabulary (128,256, the Llama 3 tokenizer,
+for the paper's sizes); a run's real vocabulary comes from its token store, so its count differs
+by ``2 * hidden * (vocab - reference_vocab)``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+__all__ = [
+    "INIT_SCALE",
+    "ModelPreset",
+    "PRESETS",
+    "parameter_count",
+    "llama_config",
+    "build_model",
+    "init_weights",
+    "document_attention_mask",
+]
+
+INIT_SCALE = 1.0
+LLAMA3_VOCAB = 128_256
+ROPE_THETA = 10_000.0
+MIN_MAX_POSITIONS = 4096
+"""RoPE learns no positions: `max_position_embeddings` only caps what inference engines (vLLM,
+lm-eval) accept, so a model trained at a short context can still read a long generator prompt."""
+
+
+@dataclass(frozen=True)
+class ModelPreset:
+    """A model shape and the parameter count it has at `reference_vocab` (checked by a test)."""
+
+    hidden: int
+    intermediate: int
+    layers: int
+    heads: int
+    kv_heads: int
+    params: int
+    reference_vocab: int = LLAMA3_VOCAB
+
+    @property
+    def head_dim(self) -> int:
+        return self.hidden // self.heads
+
+
+PRESETS: dict[str, ModelPreset] = {
+    # CPU presets for tests and the demo. head_dim 64: vLLM's CPU attention kernel rejects < 32.
+    "tiny-1m": ModelPreset(128, 384, 4, 2, 2, params=984_192, reference_vocab=512),
+    "tiny-8m": ModelPreset(256, 768, 8, 4, 4, params=7_082_240, reference_vocab=512),
+    # The paper's sizes (marin experiments/data_efficiency); "150m" is the shape the megadocs paper
+    # prints under "300M".
+    "150m": ModelPreset(512, 1792, 6, 8, 8, params=154_147_328),
+    "300m": ModelPreset(768, 2688, 12, 12, 12, params=299_649_792),
+    "600m": ModelPreset(1024, 3584, 24, 16, 8, params=602_457_088),
+    "1.5b": ModelPreset(1536, 5376, 36, 16, 8, params=1_540_732_416),
+}
+
+
+def parameter_count(preset: ModelPreset, vocab_size: int) -> int:
+    """Parameters of the preset at `vocab_size`, computed from the shape (no model is built)."""
+    h, head_dim = preset.hidden, preset.head_dim
+    attention = h * preset.heads * head_dim * 2 + h * preset.kv_heads * head_dim * 2  # q,o + k,v
+    mlp = 3 * h * preset.intermediate
+    per_layer = attention + mlp + 2 * h  # two RMSNorms
+    return preset.layers * per_layer + 2 * vocab_size * h + h  # untied embeddings + final norm
+
+
+def llama_config(preset: ModelPreset, *, vocab_size: int, context: int, eos_id: int | None = None):
+    """The `transformers.LlamaConfig` of a preset."""
+    from transformers import LlamaConfig
+
+    return LlamaConfig(
+        vocab_size=vocab_size,
+        hidden_size=preset.hidden,
+        intermediate_size=preset.intermediate,
+        num_hidden_layers=preset.layers,
+        num_attention_heads=preset.heads,
+        num_key_value_heads=preset.kv_heads,
+        head_dim=preset.head_dim,
+        hidden_act="silu",
+        max_position_embeddings=max(context, MIN_MAX_POSITIONS),
+        rms_norm_eps=1e-5,
+        rope_theta=ROPE_THETA,
+        tie_word_embeddings=False,
+        attention_bias=False,
+        mlp_bias=False,
+        initializer_range=INIT_SCALE / math.sqrt(preset.hidden),
+        bos_token_id=eos_id,
+        eos_token_id=eos_id,
+        pad_token_id=eos_id,
+        attn_implementation="sdpa",
+    )
+
+
+@torch.no_grad()
+def init_weights(model: torch.nn.Module, seed: int) -> None:
+    """Seeded N(0, (INIT_SCALE/sqrt(fan_in))^2) for matrices, 1 for norm weights (see module doc)."""
+    generator = torch.Generator(device="cpu").manual_seed(seed)
+    for param in model.parameters():
+        if param.ndim == 1:  # RMSNorm scales
+            param.fill_(1.0)
+            continue
+        fan_in = param.shape[1]  # Linear: [out, in]; Embedding: [vocab, hidden]
+        std = INIT_SCALE / math.sqrt(fan_in)
+        values = torch.randn(param.shape, generator=generator, dtype=torch.float32) * std
+        param.copy_(values.to(param.device, param.dtype))
+
+
+def build_model(
+    preset_name: str,
+    *,
+    vocab_size: int,
+    context: int,
+    seed: int = 0,
+    eos_id: int | None = None,
+    device: str | torch.device = "cpu",
+):
+    """A freshly initialised fp32 `LlamaForCausalLM` of the preset on `device`.
+
+    With ``device="meta"`` nothing is allocated and no weights are drawn (for counting).
+    """
+    from transformers import LlamaForCausalLM
+    from transformers.initialization import no_init_weights
+
+    preset = PRESETS[preset_name]
+    config = llama_config(preset, vocab_size=vocab_size, context=context, eos_id=eos_id)
+    if str(device) == "meta":
+        with torch.device("meta"):
+            return LlamaForCausalLM(config)
+    with no_init_weights():  # skip HF's own init; init_weights below is the seeded one
+        model = LlamaForCausalLM(config)
+    model.to(torch.float32)
+    init_weights(model, seed)
+    return model.to(device)
+
+
+def document_attention_mask(document_ids: torch.Tensor) -> torch.Tensor:
+    """Causal attention restricted to the same document: bool [B, 1, C, C], True = may attend.
+
+    HF Llama passes a 4D mask through unchanged to scaled_dot_product_attention.
+    """
+    length = document_ids.shape[-1]
+    causal = torch.ones(length, length, dtype=torch.bool, device=document_ids.device).tril()
+    same_document = document_ids[:, :, None] == document_ids[:, None, :]  # [B, C, C]
+    return (same_document & causal)[:, None, :, :]

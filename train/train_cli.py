@@ -1,0 +1,142 @@
+"""`megadocs train CONFIG.yaml [--out RUN] [--set key.path=value ...]`, `megadocs train --template`,
+and `megadocs train ensemble ...` (dispatched to `train.ensemble`).
+
+`ensemble` is a word in the place of CONFIG.yaml rather than an argparse sub-command, so that a
+config path stays the plain positional; the words after it are parsed by the ensemble's own
+parser (built from `train.ensemble.add_arguments`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+from megadocs.errors import UserError
+
+__all__ = ["register", "apply_overrides", "load_run_config", "DEFAULT_RUNS_DIR", "EXIT_PREEMPTED"]
+
+DEFAULT_RUNS_DIR = Path("runs/train")
+EXIT_PREEMPTED = 3
+ENSEMBLE = "ensemble"
+BENCHMARKS = "benchmarks"
+
+
+def _add_run_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--template", action="store_true", help="print a commented config and exit")
+    parser.add_argument("--out", metavar="RUN", help="run directory (default: runs/train/<config_hash>)")
+    parser.add_argument(
+        "--set", dest="overrides", action="append", default=[], metavar="KEY.PATH=VALUE",
+        help="override a config field, e.g. --set optim.lr=0.001 (value parsed as YAML); repeatable",
+    )  # fmt: skip
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "train",
+        help="train one model (or score an ensemble: `megadocs train ensemble --help`)",
+        description="Train one model from a RunConfig YAML (see `megadocs train --template`). "
+        "Exit status 3 means preempted: re-run the same command to resume.",
+    )
+    parser.add_argument("config", nargs="?", metavar="CONFIG.yaml", help="run config, or the word `ensemble`")
+    _add_run_options(parser)
+    parser.add_argument("rest", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
+    parser.set_defaults(func=_main, _train_parser=parser)
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Set ``key.path=value`` pairs (values parsed as YAML) in a nested config mapping."""
+    import yaml
+
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise UserError(f"--set: expected KEY.PATH=VALUE, got {item!r}")
+        parts = key.strip().split(".")
+        target = data
+        for part in parts[:-1]:
+            child = target.get(part)
+            if child is None:
+                child = target[part] = {}
+            if not isinstance(child, dict):
+                raise UserError(f"--set {key}: {part!r} is {child!r}, not a mapping of fields")
+            target = child
+        try:
+            target[parts[-1]] = yaml.safe_load(raw)
+        except yaml.YAMLError:
+            raise UserError(f"--set {key}: value {raw!r} is not valid YAML") from None
+    return data
+
+
+def load_run_config(path: str | Path, overrides: list[str] | None = None):
+    """The validated RunConfig of a YAML file with `--set` overrides applied."""
+    from megadocs.config import load_yaml, parse_config
+    from train.config import RunConfig
+
+    data = load_yaml(path)
+    if not isinstance(data, dict):
+        raise UserError(f"{path}: expected a mapping of config fields, got {type(data).__name__}")
+    return parse_config(apply_overrides(data, overrides or []), RunConfig, source=str(path))
+
+
+def _ensemble(words: list[str]) -> int:
+    try:
+        from train import ensemble
+    except ModuleNotFoundError as exc:
+        if exc.name == "train.ensemble":
+            raise UserError("megadocs train ensemble: train/ensemble.py is not installed in this checkout") from None
+        raise
+    parser = argparse.ArgumentParser(
+        prog="megadocs train ensemble", description="Validation loss of logit-averaged ensembles, K = 1..N."
+    )
+    ensemble.add_arguments(parser)
+    return ensemble.main(parser.parse_args(words))
+
+
+def _benchmarks(words: list[str]) -> int:
+    from train import downstream
+
+    parser = argparse.ArgumentParser(
+        prog="megadocs train benchmarks",
+        description="Zero-shot PIQA/SciQ/ARC-Easy accuracy (lm-eval) of a model or a logit-averaged ensemble.",
+    )
+    downstream.add_arguments(parser)
+    return downstream.main(parser.parse_args(words))
+
+
+def _main(args: argparse.Namespace) -> int:
+    if args.config == ENSEMBLE:
+        return _ensemble(args.rest)
+    if args.config == BENCHMARKS:
+        return _benchmarks(args.rest)
+    if args.rest:  # options written after CONFIG.yaml land in `rest`; parse them as run options
+        late = argparse.ArgumentParser(prog="megadocs train CONFIG.yaml")
+        _add_run_options(late)
+        extra = late.parse_args(args.rest)
+        args.out = extra.out or args.out
+        args.overrides = args.overrides + extra.overrides
+        args.template = args.template or extra.template
+    if args.template:
+        from train.config import template
+
+        sys.stdout.write(template())
+        return 0
+    if not args.config:
+        args._train_parser.print_usage(sys.stderr)
+        print("error: CONFIG.yaml is required (or --template for a starting point)", file=sys.stderr)
+        return 2
+
+    from train.loop import Preempted, run
+
+    config = load_run_config(args.config, args.overrides)
+    out = Path(args.out) if args.out else DEFAULT_RUNS_DIR / config.identity()
+    print(f"run {config.identity()} -> {out}", file=sys.stderr)
+    try:
+        metrics = run(config, out)
+    except Preempted as exc:
+        print(f"preempted at step {exc.step}; checkpoint saved; re-run the same command to resume", file=sys.stderr)
+        return EXIT_PREEMPTED
+    val = ", ".join(f"{name} {loss:.4f}" for name, loss in metrics["val_losses"].items())
+    print(f"{metrics['status']}: {metrics['steps']} steps, val loss {val} ({out / 'metrics.json'})")
+    return 0
