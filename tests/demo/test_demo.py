@@ -1,0 +1,71 @@
+"""`megadocs demo --smoke`: the main job end to end (real vLLM when installed), then resumed."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def run_demo(out: Path) -> subprocess.CompletedProcess:
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    return subprocess.run(
+        [sys.executable, "-m", "megadocs.cli", "demo", "--smoke", "--out", str(out)],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=1500,
+    )
+
+
+@pytest.fixture(scope="module")
+def smoke_demo(tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
+    out = tmp_path_factory.mktemp("demo") / "smoke"
+    proc = run_demo(out)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return out, proc
+
+
+def test_smoke_demo_certifies_baseline_and_every_algorithm(smoke_demo):
+    out, _ = smoke_demo
+    from search.status import summarize
+    from search.sweep import load_sweep
+
+    sweep = load_sweep(out / "sweep.yaml")
+    states = {row["name"]: row for row in summarize(sweep)}
+    assert set(states) == {"real", "simple-g1", "stitched-g1", "latent-g1"}
+    for name, row in states.items():
+        assert row["state"] == "certified", (name, row["state"])
+        assert row["best"]["loss"] < 20, (name, row["best"])
+    # The synthetic stream really came from the generated pools.
+    for algorithm, pool in (("simple", "rephrase"), ("stitched", "rephrase"), ("latent", "thoughts-g1")):
+        documents = out / "pools" / pool / "assembled" / f"{algorithm}-g1" / "documents.jsonl"
+        rows = [json.loads(line) for line in documents.read_text().splitlines()]
+        assert rows and all(row["segments"] for row in rows)
+
+
+def test_smoke_demo_writes_report_with_table_and_figures(smoke_demo):
+    out, _ = smoke_demo
+    report = (out / "report.md").read_text()
+    for name in ("real", "simple-g1", "stitched-g1", "latent-g1"):
+        assert name in report
+    assert "self-improvement" in report
+    images = [line for line in report.splitlines() if line.startswith("![")]
+    assert images, "the report embeds no figure"
+    for line in images:
+        target = line.split("(", 1)[1].rstrip(")")
+        assert (out / target).is_file(), target
+
+
+def test_smoke_demo_rerun_skips_everything_done(smoke_demo):
+    out, _ = smoke_demo
+    proc = run_demo(out)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("[")]
+    assert lines and all("skipped" in line for line in lines), lines
+    assert "$ megadocs" not in proc.stdout  # no step ran a command again
