@@ -1,0 +1,20 @@
+"""Small callables the `slurm` tests run as cluster jobs (pickled by value, see conftest)."""
+
+from __future__ import annotations
+
+import os
+import socket
+
+
+def where_am_i(x: int) -> dict:
+    """What a job array task sees: its SLURM ids, the python it runs under, and a computed value."""
+    import sys
+
+    return {
+        "value": x * x,
+        "array_job_id": os.environ.get("SLURM_ARRAY_JOB_ID"),
+        "array_task_id": os.environ.get("SLURM_ARRAY_TASK_ID"),
+        "job_id": os.environ.get("SLURM_JOB_ID"),
+        "host": socket.gethostname(),
+        "python": sys.executable,
+    }

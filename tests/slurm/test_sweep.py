@@ -1,0 +1,174 @@
+"""Certification sweeps on the real cluster: `executor: {kind: slurm, profile: local.yaml}`.
+
+The objective is the search tests' analytic bowl (tests/search/objectives.py: it logs every
+evaluation to SEARCH_TEST_CALLS and sleeps SEARCH_TEST_SLEEP seconds), so these tests exercise
+the cluster path, not training; training on SLURM is covered by test_preemption.py.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.slurm.conftest import LOCAL_PROFILE, REPO, final_history, slurm_state, wait_for
+
+pytestmark = pytest.mark.slurm
+
+GRID = {"lr": [0.001, 0.003, 0.01], "wd": [0.1, 0.4, 0.8, 1.6]}
+START = {"lr": 0.003, "wd": 0.4}
+
+
+@pytest.fixture
+def workdir(tmp_path, monkeypatch):
+    """Controllers run here; their jobs inherit this environment (sbatch --export=ALL)."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])))
+    monkeypatch.setenv("SEARCH_TEST_CALLS", str(tmp_path / "calls.jsonl"))
+    return tmp_path
+
+
+def _sweep(workdir: Path, *, grid=GRID, start=START, max_retries: int = 1, max_parallel: int = 8) -> Path:
+    path = workdir / "sweep.yaml"
+    path.write_text(yaml.safe_dump({
+        "name": "slurm-bowl",
+        "executor": {"kind": "slurm", "profile": str(LOCAL_PROFILE), "max_parallel": max_parallel, "poll_s": 0.5,
+                     "max_retries": max_retries},
+        "out": str(workdir / "out"),
+        "objective": "tests.search.objectives:logged",
+        "grid": grid,
+        "start": start,
+        "certifications": [{"name": "real", "fixed": {"method": "real"}}],
+    }, sort_keys=False))
+    return path
+
+
+def _megadocs(*args: str, timeout: float = 180) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "megadocs.cli", *args], capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def _controller(path: Path) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "megadocs.cli", "search", "certify", str(path), "--no-progress"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _runs(path: Path) -> list[dict]:
+    from search.ledger import read_runs
+
+    return read_runs(path)
+
+
+def _calls(workdir: Path) -> list[tuple]:
+    path = workdir / "calls.jsonl"
+    lines = path.read_text().splitlines() if path.exists() else []
+    return [tuple(sorted(json.loads(line).items())) for line in lines]
+
+
+def _bowl_argmin() -> dict:
+    from search.landscapes import bowl
+
+    points = [dict(zip(GRID, values), method="real") for values in itertools.product(*GRID.values())]
+    best = min(points, key=bowl)
+    return {axis: best[axis] for axis in GRID}
+
+
+def test_certification_sweep_runs_as_job_arrays(slurm_cluster, workdir):
+    path = _sweep(workdir)
+
+    done = _megadocs("search", "certify", str(path), "--no-progress")
+    assert done.returncode == 0, done.stderr[-3000:]
+
+    [summary] = json.loads(_megadocs("search", "status", str(path), "--json").stdout)
+    assert summary["state"] == "certified"
+    assert summary["certificate"]["point"] == _bowl_argmin()  # convex bowl: the local optimum is global
+    runs = _runs(path)
+    assert len(_calls(workdir)) == len(set(_calls(workdir))) == len(runs)  # every point once
+    job_ids = [run["job_id"] for run in runs]
+    arrays = {job_id.split("_")[0] for job_id in job_ids}
+    assert all(job_id.count("_") == 1 for job_id in job_ids), job_ids  # array tasks: ARRAYID_TASK
+    assert len(arrays) < len(runs)  # batches went as arrays, not one sbatch per run
+    for job_id in job_ids:
+        assert final_history(job_id) == ["COMPLETED"]  # SLURM's own accounting agrees
+
+
+def test_controller_killed_while_jobs_run_reattaches_by_job_id_without_duplicates(slurm_cluster, workdir, monkeypatch):
+    monkeypatch.setenv("SEARCH_TEST_SLEEP", "12")
+    path = _sweep(workdir, max_parallel=4)  # the local node's 4 slots: every submitted job runs at once
+    first = _controller(path)
+
+    def in_flight():
+        running = [r for r in _runs(path) if r["status"] == "running" and r["job_id"]]
+        return running if running and all(slurm_state(r["job_id"]) == "RUNNING" for r in running) else None
+
+    try:
+        wait_for(in_flight, 120, "jobs of the sweep to be running on SLURM")
+    finally:
+        first.send_signal(signal.SIGKILL)
+        first.wait()
+    running = [r for r in _runs(path) if r["status"] == "running"]  # as the killed controller left them
+    assert running and all(r["job_id"] for r in running)
+    killed_with = {r["run_id"]: r["job_id"] for r in running}
+
+    # with no controller, the jobs go on; status names them by job id
+    status = _megadocs("search", "status", str(path))
+    assert status.returncode == 0, status.stderr
+    for job_id in killed_with.values():
+        assert job_id in status.stdout, f"status does not show running job {job_id}:\n{status.stdout}"
+
+    second = _megadocs("search", "certify", str(path), "--no-progress", timeout=240)
+    assert second.returncode == 0, second.stderr[-3000:]
+
+    runs = {r["run_id"]: r for r in _runs(path)}
+    for run_id, job_id in killed_with.items():  # re-attached: finished under the same job, not resubmitted
+        assert runs[run_id]["status"] == "completed"
+        assert runs[run_id]["job_id"] == job_id and runs[run_id]["attempts"] == 1
+        assert final_history(job_id) == ["COMPLETED"]
+    calls = _calls(workdir)
+    assert len(calls) == len(set(calls)) == len(runs), "a point was evaluated twice"
+    [summary] = json.loads(_megadocs("search", "status", str(path), "--json").stdout)
+    assert summary["state"] == "certified" and summary["certificate"]["point"] == _bowl_argmin()
+
+
+def test_cancelled_job_is_retried_then_the_run_fails_with_its_reason(slurm_cluster, workdir, monkeypatch):
+    """scancel stands in for a node failure: the controller retries (max_retries=1), then records
+    the run as failed with SLURM's reason."""
+    monkeypatch.setenv("SEARCH_TEST_SLEEP", "300")
+    path = _sweep(workdir, grid={"lr": [0.003], "wd": [0.4]}, max_retries=1)  # one point: the start
+    controller = _controller(path)
+    cancelled = []
+    try:
+        for attempt in (1, 2):
+            def running_job(attempt=attempt):
+                runs = _runs(path)
+                if runs and runs[0]["attempts"] == attempt and runs[0]["job_id"]:
+                    job_id = runs[0]["job_id"]
+                    return job_id if slurm_state(job_id) == "RUNNING" else None
+                return None
+
+            job_id = wait_for(running_job, 90, f"attempt {attempt} to run on SLURM")
+            subprocess.run(["scancel", job_id], check=True)
+            cancelled.append(job_id)
+        out, err = controller.communicate(timeout=120)
+    finally:
+        if controller.poll() is None:
+            controller.kill()
+        subprocess.run(["scancel", *cancelled], capture_output=True)
+
+    assert controller.returncode == 1, err[-3000:]  # the certification failed
+    assert cancelled[0] != cancelled[1]  # the retry was a new job
+    assert [final_history(job_id) for job_id in cancelled] == [["CANCELLED"], ["CANCELLED"]]
+    [run] = _runs(path)
+    assert run["status"] == "failed" and run["attempts"] == 2
+    assert "CANCELLED" in run["reason"] and cancelled[1] in run["reason"], run["reason"]
+    [summary] = json.loads(_megadocs("search", "status", str(path), "--json").stdout)
+    assert summary["state"] == "failed"
+    status = _megadocs("search", "status", str(path)).stdout
+    assert f"failed, job {cancelled[1]} (attempt 2)" in status, status
