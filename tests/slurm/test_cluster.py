@@ -65,8 +65,8 @@ def test_a_second_cluster_comes_up_and_down_without_touching_anything_else(slurm
         started = {p.name: p.read_text() for p in (state / "pids").iterdir()}
         assert set(started) >= {"mariadbd", "slurmdbd", "slurmctld", "slurmd"}
         client = {**env, "SLURM_CONF": str(state / "etc" / "slurm.conf")}
-        job = subprocess.run(["sbatch", "--parsable", "--wait", "--wrap", "true"], env=client,
-                             capture_output=True, text=True, timeout=60)
+        job = subprocess.run(["sbatch", "--parsable", "--wait", "--output", str(tmp_path / "job.out"),
+                              "--wrap", "true"], env=client, capture_output=True, text=True, timeout=60)
         assert job.returncode == 0, job.stderr
         assert subprocess.run([*script, "up"], env=env, capture_output=True, text=True).returncode == 0
         assert {p.name: p.read_text() for p in (state / "pids").iterdir()} == started  # idempotent
