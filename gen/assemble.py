@@ -1,0 +1,221 @@
+"""Assemble the synthetic stream's documents for one algorithm and G from a generation pool.
+
+Python API::
+
+    from gen.assemble import assemble
+    manifest = assemble("runs/demo/pool-rephrase", "stitched", g=4)
+    # -> runs/demo/pool-rephrase/assembled/stitched-g4/documents.jsonl
+
+Each output line is ``{"doc_id", "source_doc_id", "segments": [str, ...]}``; ``train/`` tokenizes
+every segment and joins a document's segments with EOS (docs/architecture.md). The file is the
+WHOLE synthetic stream (paper.md, "Data streams and mixing"):
+
+- ``simple``: every non-empty rephrase is its own document (``{id}#rephrase-{j}``), and each real
+  document is included once more (``{id}``): G*D rephrases + D real documents.
+- ``stitched``: one megadoc per real document, segments = its rephrases in gen_index order, then
+  the real document (real LAST, the paper's best order). ``stitched-first`` puts the real
+  document first, ``stitched-none`` leaves it out.
+- ``latent``: one document per real document, a single segment: the real text with each thought
+  inserted at its split point as ``<think>THOUGHT</think>`` (no other characters added, thoughts
+  verbatim, in split order).
+- ``self-distill`` (from a ``sample`` pool, G=1): every non-empty unconditional sample is its own
+  document; no real documents (the pool has no source).
+
+Empty generations (only whitespace) are left out and counted (``excluded_empty``); length-cut
+ones are kept. A rephrase pool generated with G serves any G' <= G (its first G' generations);
+a thoughts pool serves G' only when (G'+1) divides (G+1) (:func:`gen.splits.reusable_splits`),
+otherwise this refuses with an error naming the G values that would work.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+from gen import pool as pool_format
+from gen.pool import Kind
+from gen.splits import reusable_splits
+from megadocs.errors import UserError
+
+__all__ = ["ALGORITHMS", "ASSEMBLED_FORMAT", "THINK_OPEN", "THINK_CLOSE", "assemble",
+           "assembled_dir", "select_generations", "insert_thoughts", "assemble_document"]
+
+ASSEMBLED_FORMAT = "megadocs.assembled/1"
+THINK_OPEN, THINK_CLOSE = "<think>", "</think>"
+# algorithm -> the pool kind it is built from
+ALGORITHMS = {
+    "simple": Kind.REPHRASE,
+    "stitched": Kind.REPHRASE,
+    "stitched-first": Kind.REPHRASE,
+    "stitched-none": Kind.REPHRASE,
+    "latent": Kind.THOUGHTS,
+    "self-distill": Kind.SAMPLE,
+}
+
+
+def assembled_dir(pool: str | Path, algorithm: str, g: int) -> Path:
+    """``POOL/assembled/{algorithm}-g{g}``: where train/ finds the documents."""
+    return Path(pool) / "assembled" / f"{algorithm}-g{g}"
+
+
+def select_generations(kind: str, pool_g: int, g: int) -> list[int]:
+    """The pool's gen_index values that make up G=``g``.
+
+    Raises:
+        UserError: the pool cannot serve ``g`` (too large, or thoughts with other split points).
+    """
+    if g < 1:
+        raise UserError(f"--g: expected a positive number of generations, got {g}")
+    if kind == Kind.THOUGHTS:
+        chosen = reusable_splits(pool_g, g)
+        if chosen is None:
+            usable = [h for h in range(1, pool_g + 1) if reusable_splits(pool_g, h) is not None]
+            raise UserError(f"--g: a thoughts pool generated with G={pool_g} has split points only "
+                            f"for G in {usable} ((G+1) must divide {pool_g + 1}), got {g}; "
+                            f"generate a pool with --g {g}")
+        return chosen
+    if g > pool_g:
+        raise UserError(f"--g: the pool holds {pool_g} generations per document, got {g} "
+                        f"(expected at most {pool_g})")
+    return list(range(g))
+
+
+def insert_thoughts(text: str, thoughts: Iterable[tuple[int, str]]) -> str:
+    """``text`` with each ``(split_char, thought)`` inserted as ``<think>thought</think>``.
+
+    >>> insert_thoughts("abcd", [(1, "x"), (3, "y")])
+    'a<think>x</think>bc<think>y</think>d'
+    """
+    pieces, last = [], 0
+    for char, thought in thoughts:  # already in split order (split_char is non-decreasing)
+        pieces += [text[last:char], THINK_OPEN, thought, THINK_CLOSE]
+        last = char
+    pieces.append(text[last:])
+    return "".join(pieces)
+
+
+def assemble_document(algorithm: str, doc_id: str, text: str, rows: list[dict]) -> tuple[list[dict], int]:
+    """The output documents for one real document, and how many empty generations were left out.
+
+    ``rows`` are the selected generations in gen_index order.
+    """
+    kept = [row for row in rows if not pool_format.is_empty(row)]
+    excluded = len(rows) - len(kept)
+    if algorithm == "self-distill":
+        return [{"doc_id": doc_id, "source_doc_id": None, "segments": [row["text"]]} for row in kept], excluded
+    if algorithm == "simple":
+        docs = [{"doc_id": f"{doc_id}#rephrase-{row['gen_index']}", "source_doc_id": doc_id,
+                 "segments": [row["text"]]} for row in kept]
+        return docs + [{"doc_id": doc_id, "source_doc_id": doc_id, "segments": [text]}], excluded
+    if algorithm == "latent":
+        segments = [insert_thoughts(text, ((row["split_char"], row["text"]) for row in kept))]
+    else:
+        rephrases = [row["text"] for row in kept]
+        segments = {"stitched": rephrases + [text], "stitched-first": [text] + rephrases,
+                    "stitched-none": rephrases}[algorithm]
+    if not segments:  # stitched-none with every generation empty
+        return [], excluded
+    return [{"doc_id": f"{doc_id}#{algorithm}", "source_doc_id": doc_id, "segments": segments}], excluded
+
+
+@dataclass
+class _Counts:
+    documents: int = 0
+    real_documents: int = 0
+    segments: int = 0
+    excluded_empty: int = 0
+    dropped_documents: int = 0
+
+
+def _sha256_file(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def assemble(pool: str | Path, algorithm: str, g: int, *, docs: str | Path | None = None,
+             overwrite: bool = False) -> dict:
+    """Write ``POOL/assembled/{algorithm}-g{g}/`` and return its manifest (see module docstring).
+
+    Args:
+        pool: a complete generation pool.
+        algorithm: one of :data:`ALGORITHMS`.
+        g: generations per real document (<= the pool's G; thoughts: see module docstring).
+        docs: the document source; defaults to the one the pool manifest records (must hash the
+            same, so real text and split offsets match what the generator saw).
+        overwrite: rebuild even if an up-to-date assembly exists.
+
+    Raises:
+        UserError: unknown algorithm, a pool of the wrong kind, an incomplete pool, a G it cannot
+            serve, or a source that differs from the pool's.
+    """
+    from megadocs.corpus import Document, iter_documents, source_hash
+
+    pool = Path(pool)
+    if algorithm not in ALGORITHMS:
+        raise UserError(f"--algorithm: expected one of {', '.join(ALGORITHMS)}, got {algorithm!r}")
+    manifest = pool_format.read_manifest(pool)
+    if manifest["kind"] != ALGORITHMS[algorithm]:
+        raise UserError(f"--algorithm: {algorithm} needs a {ALGORITHMS[algorithm].value} pool, "
+                        f"but {pool} holds {manifest['kind']} generations")
+    chosen = select_generations(manifest["kind"], manifest["g"], g)
+    pool_hash = _sha256_file(pool / pool_format.MANIFEST)
+    out = assembled_dir(pool, algorithm, g)
+    if (out / "manifest.json").is_file() and not overwrite:
+        existing = json.loads((out / "manifest.json").read_text())
+        if existing.get("pool_manifest_sha256") == pool_hash:
+            return existing
+    source = str(docs) if docs is not None else manifest["source"]
+    if manifest["kind"] == Kind.SAMPLE:
+        documents = (Document(pool_format.sample_doc_id(k), "") for k in range(manifest["n_docs"]))
+    elif docs is not None and source_hash(source) != manifest["source_hash"]:
+        raise UserError(f"--docs: {source} differs from the pool's source {manifest['source']} "
+                        f"(hash {source_hash(source)} != {manifest['source_hash']})")
+    else:
+        documents = iter_documents(source)
+
+    pool_format.require_complete(pool, manifest)
+    count = manifest["num_shards"]
+    shards = [pool_format.iter_doc_groups(pool, i, count) for i in range(count)]
+    counts = _Counts()
+    tmp = out.with_name(out.name + f".tmp{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    with open(tmp / "documents.jsonl", "w") as handle:
+        for k, doc in enumerate(documents):
+            doc_id, rows = next(shards[pool_format.shard_of(k, count)], (None, []))
+            if doc_id != doc.doc_id or len(rows) != manifest["g"]:
+                raise UserError(f"--pool: {pool}: expected {manifest['g']} generations for document "
+                                f"{doc.doc_id!r} (source position {k}), found {len(rows)} for {doc_id!r}")
+            selected = [rows[i] for i in chosen]
+            produced, excluded = assemble_document(algorithm, doc.doc_id, doc.text, selected)
+            counts.excluded_empty += excluded
+            counts.real_documents += manifest["kind"] != Kind.SAMPLE
+            counts.dropped_documents += not produced
+            for document in produced:
+                handle.write(json.dumps(document, ensure_ascii=False) + "\n")
+                counts.documents += 1
+                counts.segments += len(document["segments"])
+    result = {
+        "format": ASSEMBLED_FORMAT,
+        "algorithm": algorithm,
+        "g": g,
+        "pool": str(pool.resolve()),
+        "pool_kind": manifest["kind"],
+        "pool_g": manifest["g"],
+        "pool_manifest_sha256": pool_hash,
+        "generation_indices": chosen,
+        "source": source,
+        "source_hash": manifest["source_hash"],
+        **vars(counts),
+        "thought_tags": [THINK_OPEN, THINK_CLOSE] if algorithm == "latent" else None,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+    pool_format.write_json_atomic(tmp / "manifest.json", result)
+    shutil.rmtree(out, ignore_errors=True)
+    os.replace(tmp, out)
+    return result

@@ -1,0 +1,113 @@
+"""``megadocs gen rephrase|thoughts|assemble|sample``: thin adapters over gen's Python API.
+
+Generation commands print the pool manifest's statistics as one JSON line on stdout when done;
+progress goes to stderr. Every command is safe to re-run: it resumes or returns what exists.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+__all__ = ["register"]
+
+
+def _add_generation_options(parser: argparse.ArgumentParser, *, default_tokens: str) -> None:
+    parser.add_argument("--generator", required=True, help="Hugging Face model directory")
+    parser.add_argument("--out", required=True, help="pool directory (created; re-run to resume)")
+    parser.add_argument("--engine", default="auto", choices=["auto", "vllm", "transformers"],
+                        help="auto: vLLM when importable, else transformers (CPU fallback)")
+    parser.add_argument("--temperature", type=float, default=1.0)
+    parser.add_argument("--top-p", type=float, default=1.0)
+    parser.add_argument("--max-new-tokens", type=int, default=None, help=f"default {default_tokens}")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--shard", default=None, metavar="i/n", help="run only shard i of n")
+    parser.add_argument("--num-shards", type=int, default=None,
+                        help="split the documents into this many shards (default 1, or n of --shard)")
+    parser.add_argument("--chunk-docs", type=int, default=None,
+                        help="documents per engine call and flush (default 512)")
+    parser.add_argument("--max-model-len", type=int, default=None, help="generator context (default: model's)")
+    parser.add_argument("--revision", default=None, help="recorded generator revision (default: fingerprint)")
+    parser.add_argument("--enforce-eager", action="store_true", help="vLLM: no CUDA graphs/compilation")
+    parser.add_argument("--executor", choices=["local", "slurm"], default=None,
+                        help="run every shard as one submitit job array (default: in this process)")
+    parser.add_argument("--profile", default=None, help="SLURM profile YAML (slurm/profiles/NAME.yaml)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser("gen", help="generate synthetic data and assemble megadocs")
+    commands = parser.add_subparsers(dest="gen_command", metavar="{rephrase,thoughts,assemble,sample}")
+
+    for kind, tokens, text in (("rephrase", "1024", "G WRAP-style rephrases per document"),
+                               ("thoughts", "512", "G latent thoughts per document (G+1 pieces)")):
+        sub = commands.add_parser(kind, help=text, description=text)
+        sub.add_argument("--docs", required=True, help="document source (token store: its train split)")
+        sub.add_argument("--g", type=int, required=True, help="generations per document")
+        sub.add_argument("--template", default=None, help="prompt template YAML (default: gen/prompts/)")
+        _add_generation_options(sub, default_tokens=tokens)
+        sub.set_defaults(func=_generate, kind=kind)
+
+    sub = commands.add_parser("sample", help="unconditional samples of a trained model (self-distillation)")
+    sub.add_argument("--n-docs", type=int, required=True, help="number of samples")
+    _add_generation_options(sub, default_tokens="1024")
+    sub.set_defaults(func=_generate, kind="sample", docs=None, g=1, template=None)
+
+    sub = commands.add_parser("assemble", help="build the synthetic stream's documents from a pool")
+    sub.add_argument("--pool", required=True)
+    sub.add_argument("--algorithm", required=True,
+                     choices=["simple", "stitched", "stitched-first", "stitched-none", "latent", "self-distill"])
+    sub.add_argument("--g", type=int, required=True)
+    sub.add_argument("--docs", default=None, help="document source (default: the pool's)")
+    sub.add_argument("--overwrite", action="store_true", help="rebuild even if up to date")
+    sub.set_defaults(func=_assemble)
+    parser.set_defaults(func=lambda args: parser.print_help() or 2)
+
+
+def _options(args):
+    from gen.generate import GenerateOptions, parse_shard
+    from megadocs.config import parse_config
+    from megadocs.errors import UserError
+
+    shard, count = (None, args.num_shards or 1)
+    if args.shard is not None:
+        shard, count = parse_shard(args.shard)
+        if args.num_shards not in (None, count):
+            raise UserError(f"--num-shards: {args.num_shards} contradicts --shard {args.shard}")
+        if args.executor:
+            raise UserError("--shard: an executor runs every shard; give --num-shards instead")
+    if args.profile and args.executor != "slurm":
+        raise UserError("--profile: only used with --executor slurm")
+    fields = {
+        "kind": args.kind, "docs": args.docs, "generator": args.generator, "g": args.g, "out": args.out,
+        "engine": args.engine, "temperature": args.temperature, "top_p": args.top_p,
+        "max_new_tokens": args.max_new_tokens, "seed": args.seed, "num_shards": count, "shard": shard,
+        "max_model_len": args.max_model_len, "revision": args.revision, "template": args.template,
+        "enforce_eager": args.enforce_eager, "progress": not args.no_progress,
+        "n_docs": getattr(args, "n_docs", None),
+    }
+    if args.chunk_docs is not None:
+        fields["chunk_docs"] = args.chunk_docs
+    return parse_config(fields, GenerateOptions, source=f"gen {args.kind}")
+
+
+def _generate(args) -> int:
+    options = _options(args)
+    if args.executor:
+        from gen.executor import submit_shards
+
+        manifest = submit_shards(options, args.executor, args.profile)
+    else:
+        from gen.generate import run_shards
+
+        manifest = run_shards(options)
+    print(json.dumps({"pool": options.out, "complete": manifest["complete"], **manifest["statistics"]}))
+    return 0
+
+
+def _assemble(args) -> int:
+    from gen.assemble import assemble
+
+    manifest = assemble(args.pool, args.algorithm, args.g, docs=args.docs, overwrite=args.overwrite)
+    print(json.dumps({key: manifest[key] for key in ("algorithm", "g", "documents", "excluded_empty")}))
+    return 0

@@ -1,0 +1,404 @@
+"""Generate a pool of rephrases or latent thoughts for every training document of a source.
+
+Python API (what the CLI and the demo call)::
+
+    from gen.generate import generate_pool
+    manifest = generate_pool("rephrase", "runs/demo/data", "runs/demo/generator", g=4,
+                             out="runs/demo/pool-rephrase", engine="vllm", max_new_tokens=256)
+
+``docs`` is anything :func:`megadocs.corpus.iter_documents` reads; for a prepared token store
+that is its TRAIN split only (validation documents never reach the generator). The call is
+idempotent and resumable: finished shards are skipped, a killed shard keeps every document it
+flushed and generates only the rest (see :mod:`gen.pool`), so re-running always ends with exactly
+G generations per document. Returns the pool manifest (provenance + statistics).
+
+Rephrase: one prompt per document (the WRAP Wikipedia-style prompt), ``n = G`` samples.
+Thoughts: G prompts per document, one per split point (:mod:`gen.splits`), ``n = 1`` each,
+prefix caching on (the prompts of one document share their start).
+Documents are sent to the engine ``chunk_docs`` at a time (one ``LLM.chat`` call each), and each
+chunk's rows are flushed and fsynced before the next: bigger chunks keep the engine's batch full
+longer, smaller ones lose less work to a kill.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import os
+import sys
+import time
+from collections.abc import Iterator
+from datetime import datetime, timezone
+from itertools import islice
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from gen import pool as pool_format
+from gen.engines import Completion, Engine, Request, Sampling, load_tokenizer, open_engine
+from gen.pool import Kind
+from gen.splits import (
+    PROMPT_MARGIN_TOKENS,
+    rephrase_window,
+    split_tokens,
+    thought_window,
+    token_starts,
+)
+from gen.templates import PromptTemplate, chat_template_for, load_template
+from megadocs.config import StrictModel, parse_config
+from megadocs.errors import UserError
+
+__all__ = ["GenerateOptions", "generate_pool", "sample_pool", "init_pool", "run_shards", "request_seed",
+           "generator_revision", "DEFAULT_MAX_NEW_TOKENS", "parse_shard"]
+
+DEFAULT_MAX_NEW_TOKENS = {"rephrase": 1024, "thoughts": 512, "sample": 1024}
+DEFAULT_CHUNK_DOCS = 512
+
+
+class GenerateOptions(StrictModel):
+    """Everything that defines a pool (the identity fields) plus how to run it."""
+
+    kind: Literal["rephrase", "thoughts", "sample"]
+    docs: str | None = Field(None, description="document source (see megadocs.corpus.iter_documents)")
+    n_docs: int | None = Field(None, ge=1, description="sample only: how many unconditional samples")
+    generator: str = Field(description="Hugging Face model directory")
+    g: int = Field(ge=1, description="generations per document")
+    out: str = Field(description="pool directory")
+    engine: Literal["auto", "vllm", "transformers"] = "auto"
+    temperature: float = Field(1.0, ge=0)
+    top_p: float = Field(1.0, gt=0, le=1)
+    max_new_tokens: int | None = Field(None, ge=1, description="default 1024 rephrase, 512 thoughts")
+    seed: int = Field(0, ge=0)
+    num_shards: int = Field(1, ge=1)
+    shard: int | None = Field(None, ge=0, description="run only this shard (default: all)")
+    chunk_docs: int = Field(DEFAULT_CHUNK_DOCS, ge=1, description="documents per engine call/flush")
+    max_model_len: int | None = Field(None, ge=16, description="generator context (default: model's)")
+    revision: str | None = None
+    template: str | None = Field(None, description="prompt template file (default: gen/prompts/)")
+    enforce_eager: bool = False
+    progress: bool = True
+
+    @model_validator(mode="after")
+    def _check(self):
+        if self.shard is not None and self.shard >= self.num_shards:
+            raise ValueError(f"shard: expected an index below num_shards={self.num_shards}, got {self.shard}")
+        if self.kind == Kind.SAMPLE:
+            if self.n_docs is None or self.docs is not None or self.g != 1:
+                raise ValueError("n_docs: sampling needs n_docs (and no docs, g=1)")
+        elif self.docs is None:
+            raise ValueError(f"docs: {self.kind} needs a document source")
+        if self.max_new_tokens is None:
+            self.max_new_tokens = DEFAULT_MAX_NEW_TOKENS[self.kind]
+        return self
+
+    @property
+    def sampling(self) -> Sampling:
+        return Sampling(temperature=self.temperature, top_p=self.top_p, max_new_tokens=self.max_new_tokens)
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    """``"i/n"`` -> (i, n) with 0 <= i < n."""
+    try:
+        index, count = (int(part) for part in text.split("/"))
+    except ValueError:
+        raise UserError(f"--shard: expected i/n (e.g. 0/8), got {text!r}") from None
+    if not 0 <= index < count:
+        raise UserError(f"--shard: expected 0 <= i < n, got {text!r}")
+    return index, count
+
+
+def request_seed(seed: int, doc_id: str, split_index: int | None = None) -> int:
+    """A 62-bit seed for one prompt, from the pool seed, the document and the split point."""
+    key = f"{seed}\0{doc_id}\0{'' if split_index is None else split_index}".encode()
+    return int.from_bytes(hashlib.sha256(key).digest()[:8], "big") >> 2
+
+
+def generator_revision(generator: str | Path, revision: str | None = None) -> str:
+    """``revision`` if given; a Hub cache snapshot's commit; else a fingerprint of the directory
+    (sha256 of config.json, the tokenizer files and the weight files' names and sizes; weights
+    are not read, so this is fast on an 8B model)."""
+    if revision:
+        return revision
+    path = Path(generator).resolve()
+    if path.parent.name == "snapshots":
+        return path.name
+    digest = hashlib.sha256()
+    for file in sorted(p for p in path.iterdir() if p.is_file()):
+        digest.update(file.name.encode() + b"\0")
+        if file.suffix in (".json", ".jinja", ".model", ".txt") and file.stat().st_size < 50_000_000:
+            digest.update(file.read_bytes())
+        else:
+            digest.update(str(file.stat().st_size).encode())
+    return "dir-sha256:" + digest.hexdigest()[:16]
+
+
+def _start_token(tokenizer) -> int:
+    """Unconditional samples start after EOS: train/ joins documents with EOS, so that is where a
+    trained model has seen documents begin (BOS only when the tokenizer has no EOS)."""
+    token = tokenizer.eos_token_id if tokenizer.eos_token_id is not None else tokenizer.bos_token_id
+    if token is None:
+        raise UserError("--generator: its tokenizer has neither an EOS nor a BOS token to start samples from")
+    return int(token)
+
+
+def _resolved_source(docs: str | None) -> str | None:
+    """An absolute path for file sources (the manifest must work from any directory)."""
+    if docs is None or not Path(docs).exists():
+        return docs  # `stdlib`, or None for samples
+    return str(Path(docs).resolve())
+
+
+def _planned_manifest(options: GenerateOptions, template: PromptTemplate | None, tokenizer) -> dict:
+    from megadocs.corpus import source_hash
+
+    if template is None:
+        prompt = {"name": "unconditional", "start_token_id": _start_token(tokenizer), "sha256": None}
+    else:
+        prompt = template.describe()
+    return {
+        "format": pool_format.POOL_FORMAT,
+        "kind": options.kind,
+        "g": options.g,
+        "source": _resolved_source(options.docs),
+        "source_split": "train",
+        "source_hash": source_hash(options.docs) if options.docs is not None else None,
+        "n_docs": options.n_docs,
+        "generator": str(Path(options.generator).resolve()),
+        "generator_revision": generator_revision(options.generator, options.revision),
+        "prompt_template": prompt,
+        "chat_template": chat_template_for(tokenizer).describe(),
+        "sampling": options.sampling.describe(),
+        "seed": options.seed,
+        "num_shards": options.num_shards,
+        "max_model_len": options.max_model_len,
+        "policies": {
+            "shards": "document k of the source belongs to shard k % num_shards",
+            "splits": "thoughts: G+1 equal-token pieces, split k before token k*N//(G+1)",
+            "truncation": ("thoughts keep the end of the prefix and the start of the suffix (half "
+                           "the budget each, spare shared); rephrase keeps the start of the document"),
+            "seeds": "per prompt: sha256(seed, doc_id, split_index) >> 2; sample j uses seed + j",
+        },
+    }
+
+
+def init_pool(options: GenerateOptions, tokenizer=None) -> tuple[dict, PromptTemplate | None]:
+    """Create ``options.out`` and its manifest, or check that an existing pool matches.
+
+    Raises:
+        UserError: the source, generator or template is unusable, or the existing pool was
+            generated with different identity fields.
+    """
+    template = None if options.kind == Kind.SAMPLE else load_template(options.kind, options.template)
+    if tokenizer is None:
+        tokenizer = load_tokenizer(options.generator, options.revision)
+    planned = _planned_manifest(options, template, tokenizer)
+    out = Path(options.out)
+    out.mkdir(parents=True, exist_ok=True)
+    manifest_path = out / pool_format.MANIFEST
+    if manifest_path.is_file():
+        pool_format.check_identity(pool_format.read_manifest(out), planned, out)
+        return pool_format.read_manifest(out), template
+    planned["created"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    planned["complete"] = False
+    pool_format.write_json_atomic(manifest_path, planned)
+    return planned, template
+
+
+def generate_pool(kind: str, docs: str | Path, generator: str | Path, g: int, out: str | Path, *,
+                  engine: str | Engine = "auto", **options) -> dict:
+    """Generate (or finish) a pool; see the module docstring. Returns the manifest.
+
+    Args:
+        kind: ``rephrase`` or ``thoughts``.
+        docs: document source; a token store contributes its train split.
+        generator: Hugging Face model directory (its tokenizer splits documents).
+        g: generations per document.
+        out: pool directory.
+        engine: ``auto`` (vLLM when importable), ``vllm``, ``transformers``, or a loaded
+            :class:`~gen.engines.Engine` to reuse.
+        **options: the other :class:`GenerateOptions` fields (temperature, max_new_tokens, seed,
+            num_shards, shard, chunk_docs, max_model_len, template, enforce_eager, progress).
+    """
+    loaded = engine if isinstance(engine, Engine) else None
+    fields = {"kind": kind, "docs": None if docs is None else str(docs), "generator": str(generator),
+              "g": g, "out": str(out), "engine": loaded.name if loaded else engine, **options}
+    parsed = parse_config(fields, GenerateOptions, source=f"gen {kind}")
+    return run_shards(parsed, engine=loaded)
+
+
+def sample_pool(generator: str | Path, n_docs: int, out: str | Path, *, engine: str | Engine = "auto",
+                **options) -> dict:
+    """Self-distillation baseline: ``n_docs`` unconditional samples of a trained model (e.g. one
+    ``train/`` wrote to ``RUN/model``), each started right after an EOS token, written as a pool
+    of kind ``sample`` (same rows, sharding and resume as the other kinds); assemble it with
+    algorithm ``self-distill``."""
+    return generate_pool("sample", None, generator, 1, out, engine=engine, n_docs=n_docs, **options)
+
+
+def run_shards(options: GenerateOptions, engine: Engine | None = None) -> dict:
+    """Run the shards ``options`` selects (one, or all) that are not done; returns the manifest."""
+    manifest, template = init_pool(options, engine.tokenizer if engine is not None else None)
+    out = Path(options.out)
+    count = options.num_shards
+    shards = [options.shard] if options.shard is not None else list(range(count))
+    todo = [i for i in shards if not pool_format.done_path(out, i, count).is_file()]
+    if todo:
+        owned = engine is None
+        if owned:
+            engine = open_engine(options.engine, options.generator, revision=options.revision,
+                                 max_model_len=options.max_model_len,
+                                 prefix_caching=options.kind == Kind.THOUGHTS,
+                                 enforce_eager=options.enforce_eager)
+        try:
+            for index in todo:
+                _run_shard(options, manifest, template, engine, index)
+        finally:
+            if owned:
+                engine.close()
+    return pool_format.refresh_statistics(out)
+
+
+def _shard_documents(options: GenerateOptions, index: int) -> list:
+    from megadocs.corpus import Document, iter_documents
+
+    if options.kind == Kind.SAMPLE:
+        return [Document(pool_format.sample_doc_id(k), "") for k in range(options.n_docs)
+                if pool_format.shard_of(k, options.num_shards) == index]
+    docs, seen = [], set()
+    for k, doc in enumerate(iter_documents(options.docs)):
+        if pool_format.shard_of(k, options.num_shards) != index:
+            continue
+        if doc.doc_id in seen:
+            raise UserError(f"--docs: {options.docs}: duplicate document id {doc.doc_id!r} "
+                            f"(expected unique ids)")
+        seen.add(doc.doc_id)
+        docs.append(doc)
+    if not docs and index == 0:
+        raise UserError(f"--docs: {options.docs}: no documents in the train split")
+    return docs
+
+
+class _Planner:
+    """Turns a document into its prompts (with the truncation policy applied)."""
+
+    def __init__(self, options: GenerateOptions, template: PromptTemplate | None, engine: Engine):
+        self.options, self.template, self.engine = options, template, engine
+        if options.kind == Kind.SAMPLE:
+            self.start = _start_token(engine.tokenizer)
+            if options.max_new_tokens >= engine.context_length:
+                raise UserError(f"--max-new-tokens: expected less than the generator's context of "
+                                f"{engine.context_length} tokens, got {options.max_new_tokens}")
+            return
+        if not getattr(engine.tokenizer, "is_fast", False):
+            raise UserError(f"--generator: {options.generator}: needs a fast tokenizer (tokenizer.json) "
+                            f"to map tokens to character offsets")
+        empty = {field: "" for field in ("text",)} if options.kind == Kind.REPHRASE else \
+            {"prefix": "", "suffix": ""}
+        overhead = engine.count_prompt_tokens(template.messages(**empty))
+        self.budget = engine.context_length - options.max_new_tokens - overhead - PROMPT_MARGIN_TOKENS
+        if self.budget < 2:
+            raise UserError(f"--max-new-tokens: {options.max_new_tokens} leaves no room for the document "
+                            f"in the generator's context of {engine.context_length} tokens (prompt "
+                            f"overhead {overhead}); lower it or raise --max-model-len")
+
+    def plan(self, doc) -> list[tuple[Request, dict]]:
+        """(request, row fields shared by its samples) for each prompt of ``doc``."""
+        seed, g = self.options.seed, self.options.g
+        if self.options.kind == Kind.SAMPLE:
+            request = Request(None, n=1, seed=request_seed(seed, doc.doc_id), prompt_ids=[self.start])
+            return [(request, {"request_seed": request.seed})]
+        text = doc.text
+        encoding = self.engine.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+        starts = token_starts(encoding["offset_mapping"], len(text))
+        if self.options.kind == Kind.REPHRASE:
+            end, truncated = rephrase_window(starts, self.budget)
+            request = Request(self.template.messages(text=text[:end]), n=g, seed=request_seed(seed, doc.doc_id))
+            return [(request, {"prompt_truncated": truncated, "request_seed": request.seed})]
+        plans = []
+        for k, split in enumerate(split_tokens(len(starts) - 1, g)):
+            char = starts[split]
+            begin, end, truncated = thought_window(starts, split, self.budget)
+            messages = self.template.messages(prefix=text[begin:char], suffix=text[char:end])
+            request = Request(messages, n=1, seed=request_seed(seed, doc.doc_id, k))
+            plans.append((request, {"split_index": k, "split_token": split, "split_char": char,
+                                    "prompt_truncated": truncated, "request_seed": request.seed}))
+        return plans
+
+
+def _rows(options: GenerateOptions, manifest_fields: dict, doc, plans, completions) -> Iterator[dict]:
+    gen_index = 0
+    for (_request, fields), samples in zip(plans, completions):
+        for sample in samples:
+            yield {"doc_id": doc.doc_id, "gen_index": gen_index, **fields, "text": sample.text,
+                   "finish_reason": sample.finish_reason, "n_tokens": sample.n_tokens, **manifest_fields}
+            gen_index += 1
+
+
+def _batched(items: list, size: int) -> Iterator[list]:
+    iterator = iter(items)
+    while chunk := list(islice(iterator, size)):
+        yield chunk
+
+
+def _shard_statistics(rows_by_doc: dict[str, list[dict]], run_tokens: int, run_seconds: float) -> dict:
+    rows = [row for doc_rows in rows_by_doc.values() for row in doc_rows]
+    prompts = {(row["doc_id"], row.get("split_index")) for row in rows if row.get("prompt_truncated")}
+    return {
+        "documents": len(rows_by_doc),
+        "generations": len(rows),
+        "output_tokens": sum(row["n_tokens"] for row in rows),
+        "truncated_prompts": len(prompts),
+        "length_truncated": sum(row["finish_reason"] == "length" for row in rows),
+        "empty_outputs": sum(pool_format.is_empty(row) for row in rows),
+        "run_tokens": run_tokens,
+        "run_seconds": run_seconds,
+    }
+
+
+def _run_shard(options: GenerateOptions, manifest: dict, template: PromptTemplate | None, engine: Engine,
+               index: int) -> None:
+    from tqdm import tqdm
+
+    out, count = Path(options.out), options.num_shards
+    rows_file = pool_format.rows_path(out, index, count)
+    docs = _shard_documents(options, index)
+    done = pool_format.load_shard(rows_file, options.g)
+    pending = [doc for doc in docs if doc.doc_id not in done]
+    planner = _Planner(options, template, engine)
+    provenance = {
+        "prompt_template": template.name if template else "unconditional",
+        "prompt_sha256": template.sha256 if template else None,
+        "generator": manifest["generator"], "generator_revision": manifest["generator_revision"],
+        "engine": engine.name, "sampling": options.sampling.describe(), "seed": options.seed,
+    }
+    inner = functools.partial(tqdm, leave=False, position=1, file=sys.stderr) if options.progress else None
+    run_tokens, run_seconds = 0, 0.0
+    with open(rows_file, "ab") as handle, tqdm(
+        total=len(docs), initial=len(docs) - len(pending), unit="doc", file=sys.stderr,
+        desc=f"{options.kind} {pool_format.shard_stem(index, count)}", disable=not options.progress,
+    ) as bar:
+        for chunk in _batched(pending, options.chunk_docs):
+            plans = [planner.plan(doc) for doc in chunk]
+            requests = [request for doc_plans in plans for request, _ in doc_plans]
+            started = time.perf_counter()
+            completions: list[list[Completion]] = engine.generate(requests, options.sampling, progress=inner)
+            run_seconds += time.perf_counter() - started
+            position = 0
+            lines = []
+            for doc, doc_plans in zip(chunk, plans):
+                doc_completions = completions[position:position + len(doc_plans)]
+                position += len(doc_plans)
+                lines.extend(json.dumps(row, ensure_ascii=False)
+                             for row in _rows(options, provenance, doc, doc_plans, doc_completions))
+            handle.write(("\n".join(lines) + "\n").encode())
+            handle.flush()
+            os.fsync(handle.fileno())  # durable before we count it done
+            run_tokens += sum(c.n_tokens for samples in completions for c in samples)
+            bar.update(len(chunk))
+            bar.set_postfix(tok_s=f"{run_tokens / run_seconds:.0f}" if run_seconds else "-")
+    stats = _shard_statistics(pool_format.load_shard(rows_file, options.g), run_tokens, run_seconds)
+    if stats["documents"] != len(docs):  # internal invariant: every document has all its rows
+        raise RuntimeError(f"{rows_file}: {stats['documents']} complete documents, expected {len(docs)}")
+    pool_format.write_json_atomic(pool_format.done_path(out, index, count), stats)

@@ -1,0 +1,58 @@
+"""Fixtures for gen's tests: a tiny local Llama generator (with and without a chat template) and
+a handful of real documents (stdlib docstrings) of varied length: one too long for the
+generator's context (exercises truncation) and one shorter than G+1 tokens (empty pieces)."""
+
+from __future__ import annotations
+
+import itertools
+import json
+from pathlib import Path
+
+import pytest
+
+N_DOCS = 7
+LONG_CHARS = 7000  # > the tiny generator's 2048-token context with its ~2.5 chars/token
+
+
+@pytest.fixture(scope="session")
+def tiny_generator(tmp_path_factory) -> Path:
+    from gen.tiny import make_tiny_generator
+
+    return make_tiny_generator(tmp_path_factory.mktemp("generator") / "tiny")
+
+
+@pytest.fixture(scope="session")
+def tiny_generator_plain(tmp_path_factory) -> Path:
+    """A generator whose tokenizer has no chat template (like one trained by train/)."""
+    from gen.tiny import make_tiny_generator
+
+    return make_tiny_generator(tmp_path_factory.mktemp("generator") / "plain", chat_template=False)
+
+
+def write_docs(path: Path, n_docs: int = N_DOCS) -> Path:
+    from megadocs.corpus import iter_documents
+
+    docs = list(itertools.islice(iter_documents("stdlib"), 40))
+    long_text = "\n\n".join(d.text for d in docs)[:LONG_CHARS]
+    rows = [{"id": "long-doc", "text": long_text}, {"id": "tiny-doc", "text": "Hi."}]
+    for doc in docs:
+        if len(rows) >= n_docs:
+            break
+        if 200 < len(doc.text):
+            rows.append({"id": doc.doc_id, "text": doc.text[:300 + 150 * len(rows)]})
+    with open(path, "w") as handle:
+        for row in rows:
+            handle.write(json.dumps(row) + "\n")
+    return path
+
+
+@pytest.fixture(scope="session")
+def small_docs(tmp_path_factory) -> Path:
+    return write_docs(tmp_path_factory.mktemp("docs") / "docs.jsonl")
+
+
+def read_rows(pool: Path) -> list[dict]:
+    rows = []
+    for path in sorted(pool.glob("shard-*.jsonl")):
+        rows += [json.loads(line) | {"_shard": path.name} for line in path.read_text().splitlines() if line]
+    return rows

@@ -1,0 +1,118 @@
+"""Pure parts of gen: split points, pool reuse, the truncation policy, assembly of one document,
+shard-file repair after a torn write, prompt templates. No model is loaded here."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from gen import pool as pool_format
+from gen.assemble import assemble_document, insert_thoughts, select_generations
+from gen.splits import (
+    allocate_budget,
+    rephrase_window,
+    reusable_splits,
+    split_tokens,
+    thought_window,
+    token_starts,
+)
+from gen.templates import load_template
+from megadocs.errors import UserError
+
+
+@given(st.integers(0, 5000), st.integers(1, 64))
+def test_split_points_cut_equal_pieces(n_tokens, g):
+    points = [0] + split_tokens(n_tokens, g) + [n_tokens]
+    sizes = [b - a for a, b in zip(points, points[1:])]
+    assert len(sizes) == g + 1 and sum(sizes) == n_tokens
+    assert max(sizes) - min(sizes) <= 1
+
+
+@given(st.integers(1, 64), st.integers(1, 64), st.integers(0, 3000))
+def test_reused_split_points_equal_fresh_ones(pool_g, g, n_tokens):
+    chosen = reusable_splits(pool_g, g)
+    if (pool_g + 1) % (g + 1) or g > pool_g:
+        assert chosen is None
+    else:
+        pool_points = split_tokens(n_tokens, pool_g)
+        assert [pool_points[i] for i in chosen] == split_tokens(n_tokens, g)
+
+
+@given(st.integers(0, 500), st.integers(0, 500), st.integers(2, 400))
+def test_budget_keeps_as_much_as_fits(prefix, suffix, budget):
+    keep_prefix, keep_suffix = allocate_budget(prefix, suffix, budget)
+    assert 0 <= keep_prefix <= prefix and 0 <= keep_suffix <= suffix
+    assert keep_prefix + keep_suffix == min(prefix + suffix, budget)
+    if prefix + suffix > budget:  # neither side is starved while the other has spare room
+        assert keep_prefix == prefix or keep_prefix >= budget // 2 or keep_suffix == suffix
+
+
+def test_truncation_keeps_the_text_nearest_the_split_point():
+    text = "".join(f"{i:02d}" for i in range(50))  # 50 two-character "tokens"
+    starts = token_starts([(2 * i, 2 * i + 2) for i in range(50)], len(text))
+    begin, end, truncated = thought_window(starts, split_token=30, budget=10)
+    assert truncated and text[begin:starts[30]] == "2526272829" and text[starts[30]:end] == "3031323334"
+    begin, end, truncated = thought_window(starts, split_token=2, budget=10)  # short prefix: suffix gets the rest
+    assert text[begin:starts[2]] == "0001" and text[starts[2]:end] == "0203040506070809"
+    assert thought_window(starts, 25, 100) == (0, len(text), False)
+    assert rephrase_window(starts, 5) == (10, True) and rephrase_window(starts, 50) == (100, False)
+
+
+def test_token_starts_are_monotone_even_for_multibyte_characters():
+    assert token_starts([(0, 1), (1, 2), (1, 2), (0, 3), (3, 4)], 4) == [0, 1, 1, 1, 3, 4]
+
+
+def test_select_generations():
+    assert select_generations("rephrase", 32, 4) == [0, 1, 2, 3]
+    assert select_generations("thoughts", 7, 3) == [1, 3, 5]
+    with pytest.raises(UserError, match="at most 4"):
+        select_generations("rephrase", 4, 8)
+    with pytest.raises(UserError, match=r"G in \[1, 3, 7\]"):
+        select_generations("thoughts", 7, 2)
+
+
+def _row(index, text, char=None):
+    return {"doc_id": "d", "gen_index": index, "text": text, "split_char": char}
+
+
+def test_assemble_document_for_every_algorithm():
+    rows = [_row(0, "R0"), _row(1, "  \n"), _row(2, "R2")]
+    assert assemble_document("simple", "d", "REAL", rows) == ([
+        {"doc_id": "d#rephrase-0", "source_doc_id": "d", "segments": ["R0"]},
+        {"doc_id": "d#rephrase-2", "source_doc_id": "d", "segments": ["R2"]},
+        {"doc_id": "d", "source_doc_id": "d", "segments": ["REAL"]}], 1)
+    assert assemble_document("stitched", "d", "REAL", rows)[0][0]["segments"] == ["R0", "R2", "REAL"]
+    assert assemble_document("stitched-first", "d", "REAL", rows)[0][0]["segments"] == ["REAL", "R0", "R2"]
+    assert assemble_document("stitched-none", "d", "REAL", rows)[0][0]["segments"] == ["R0", "R2"]
+    assert assemble_document("stitched-none", "d", "REAL", [_row(0, "")]) == ([], 1)
+    thoughts = [_row(0, "a", 1), _row(1, "", 2), _row(2, "c", 2)]
+    docs, excluded = assemble_document("latent", "d", "XYZW", thoughts)
+    assert docs == [{"doc_id": "d#latent", "source_doc_id": "d",
+                     "segments": ["X<think>a</think>Y<think>c</think>ZW"]}] and excluded == 1
+    assert insert_thoughts("ab", [(0, "t"), (0, "u"), (2, "v")]) == "<think>t</think><think>u</think>ab<think>v</think>"
+
+
+def test_load_shard_drops_torn_lines_and_half_written_documents(tmp_path):
+    path = tmp_path / "shard-00000-of-00001.jsonl"
+    rows = [{"doc_id": d, "gen_index": i, "text": f"{d}{i}"} for d in ("a", "b") for i in range(2)]
+    lines = [json.dumps(r) for r in rows] + [json.dumps({"doc_id": "c", "gen_index": 0, "text": "c0"})]
+    path.write_text("\n".join(lines) + '\n{"doc_id": "c", "gen_in')
+    complete = pool_format.load_shard(path, g=2)
+    assert list(complete) == ["a", "b"]
+    assert path.read_text().splitlines() == [json.dumps(r, ensure_ascii=False) for r in rows]
+    assert pool_format.load_shard(path, g=2) == complete  # idempotent, nothing more to drop
+
+
+def test_templates_name_their_source_and_hash_their_bytes(tmp_path):
+    rephrase, thoughts = load_template("rephrase"), load_template("thoughts")
+    assert "Wikipedia" in rephrase.user and "WRAP" in rephrase.source
+    assert "BoLT" in thoughts.source
+    messages = thoughts.messages(prefix="P {x}", suffix="S")
+    assert messages[0]["role"] == "system" and "### Prefix:\nP {x}\n\n### Suffix:\nS\n\n" in messages[1]["content"]
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("user: 'no placeholder'\n")
+    with pytest.raises(UserError, match=r"\{prefix\} exactly once"):
+        load_template("thoughts", bad)

@@ -1,0 +1,181 @@
+"""Generation with the transformers engine (same interface and rows as vLLM, cheap enough to
+load in-process): resume after an interruption reproduces the uninterrupted pool exactly, the
+plain-text chat fallback, refusal to mix settings into a pool, token stores (train split only),
+unconditional samples, the submitit local job array, and one-line CLI errors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from gen.generate import generate_pool, sample_pool
+from megadocs.errors import UserError
+from tests.gen.conftest import read_rows, write_docs
+
+OPTIONS = {"max_new_tokens": 8, "chunk_docs": 1, "progress": False, "seed": 3}
+
+
+@pytest.fixture(scope="module")
+def engine(tiny_generator):
+    from gen.engines import TransformersEngine
+
+    return TransformersEngine(tiny_generator)
+
+
+@pytest.fixture(scope="module")
+def docs4(tmp_path_factory):
+    return write_docs(tmp_path_factory.mktemp("docs4") / "docs.jsonl", n_docs=4)
+
+
+@pytest.fixture(scope="module")
+def full_pool(tmp_path_factory, tiny_generator, docs4, engine):
+    out = tmp_path_factory.mktemp("full") / "pool"
+    generate_pool("thoughts", docs4, tiny_generator, 2, out, engine=engine, **OPTIONS)
+    return out
+
+
+def _texts(pool):
+    return sorted((r["doc_id"], r["gen_index"], r["split_char"], r["text"], r["n_tokens"]) for r in read_rows(pool))
+
+
+def test_interrupted_then_resumed_pool_equals_uninterrupted(tmp_path, tiny_generator, docs4, engine, full_pool,
+                                                            monkeypatch):
+    out = tmp_path / "pool"
+    real_generate, calls = engine.generate, []
+
+    def dies_on_second_chunk(requests, sampling, progress=None):
+        calls.append(len(requests))
+        if len(calls) == 2:
+            raise KeyboardInterrupt  # what a kill looks like from inside: nothing after this runs
+        return real_generate(requests, sampling, progress)
+
+    monkeypatch.setattr(engine, "generate", dies_on_second_chunk)
+    with pytest.raises(KeyboardInterrupt):
+        generate_pool("thoughts", docs4, tiny_generator, 2, out, engine=engine, **OPTIONS)
+    assert len(read_rows(out)) == 2 and not list(out.glob("*.done"))
+    monkeypatch.setattr(engine, "generate", real_generate)
+    manifest = generate_pool("thoughts", docs4, tiny_generator, 2, out, engine=engine, **OPTIONS)
+    assert manifest["complete"] and manifest["statistics"]["documents"] == 4
+    # per-prompt seeds: where the run resumed does not change a single sample
+    assert _texts(out) == _texts(full_pool)
+
+
+def test_transformers_rows_match_the_pool_format(full_pool):
+    rows = read_rows(full_pool)
+    assert len(rows) == 8
+    for row in rows:
+        assert row["engine"] == "transformers"
+        assert row["finish_reason"] in ("stop", "length") and 1 <= row["n_tokens"] <= 8
+        assert {"doc_id", "gen_index", "split_index", "split_char", "text", "prompt_sha256",
+                "generator", "generator_revision", "sampling", "seed"} <= set(row)
+    manifest = json.loads((full_pool / "manifest.json").read_text())
+    assert manifest["statistics"]["truncated_prompts"] == 2  # both prompts of the 7000-char document
+
+
+def test_a_pool_refuses_different_settings(tiny_generator, docs4, engine, full_pool, tmp_path):
+    with pytest.raises(UserError, match=r"manifest.json: g: the pool was generated with 2, this run asks for 3"):
+        generate_pool("thoughts", docs4, tiny_generator, 3, full_pool, engine=engine, **OPTIONS)
+    with pytest.raises(UserError, match="sampling"):
+        generate_pool("thoughts", docs4, tiny_generator, 2, full_pool, engine=engine,
+                      **{**OPTIONS, "temperature": 0.5})
+    edited = tmp_path / "thoughts.yaml"
+    from gen.templates import PROMPTS_DIR
+
+    edited.write_text((PROMPTS_DIR / "latent_thoughts.yaml").read_text() + "\n# edited\n")
+    with pytest.raises(UserError, match="prompt_template.sha256"):
+        generate_pool("thoughts", docs4, tiny_generator, 2, full_pool, engine=engine, template=str(edited), **OPTIONS)
+
+
+def test_plain_text_fallback_when_the_tokenizer_has_no_chat_template(tiny_generator_plain, tmp_path):
+    from gen.engines import TransformersEngine
+
+    engine = TransformersEngine(tiny_generator_plain)
+    assert engine.chat.kind == "plain-text-fallback"
+    assert engine.render([{"role": "system", "content": "S"}, {"role": "user", "content": "U"}]) == "S\n\nU\n\n"
+    docs = write_docs(tmp_path / "docs.jsonl", n_docs=3)
+    manifest = generate_pool("rephrase", docs, tiny_generator_plain, 2, tmp_path / "pool", engine=engine,
+                             **OPTIONS)
+    assert manifest["chat_template"]["kind"] == "plain-text-fallback"
+    assert manifest["chat_template"]["file"].endswith("gen/prompts/plain_chat.jinja")
+    assert manifest["statistics"]["generations"] == 6
+
+
+def test_token_store_source_uses_the_train_split_only(tiny_store, tiny_generator, engine, tmp_path):
+    from megadocs.corpus import iter_documents
+
+    train_ids = [d.doc_id for d in iter_documents(tiny_store, split="train")]
+    val_ids = {d.doc_id for d in iter_documents(tiny_store, split="val")}
+    manifest = generate_pool("rephrase", tiny_store, tiny_generator, 1, tmp_path / "pool", engine=engine,
+                             **{**OPTIONS, "max_new_tokens": 1, "chunk_docs": 64})
+    ids = [r["doc_id"] for r in read_rows(tmp_path / "pool")]
+    assert sorted(ids) == sorted(train_ids) and not set(ids) & val_ids
+    assert manifest["source_split"] == "train"
+
+
+def test_unconditional_samples_for_self_distillation(tiny_generator, engine, tmp_path):
+    from gen.assemble import assemble
+
+    manifest = sample_pool(tiny_generator, 5, tmp_path / "samples", engine=engine, num_shards=2, **OPTIONS)
+    rows = read_rows(tmp_path / "samples")
+    assert manifest["kind"] == "sample" and manifest["statistics"]["generations"] == 5
+    assert sorted(r["doc_id"] for r in rows) == [f"sample-{k:07d}" for k in range(5)]
+    assert len({r["request_seed"] for r in rows}) == 5
+    result = assemble(tmp_path / "samples", "self-distill", 1)
+    documents = (tmp_path / "samples" / "assembled" / "self-distill-g1" / "documents.jsonl").read_text().splitlines()
+    empty = sum(not r["text"].strip() for r in rows)
+    assert result["documents"] == len(documents) == 5 - empty and result["real_documents"] == 0
+
+
+def test_submitit_local_job_array_runs_every_shard(tiny_generator, tmp_path):
+    from gen.executor import submit_shards
+    from gen.generate import GenerateOptions
+
+    docs = write_docs(tmp_path / "docs.jsonl", n_docs=3)
+    options = GenerateOptions(kind="rephrase", docs=str(docs), generator=str(tiny_generator), g=2,
+                              out=str(tmp_path / "pool"), engine="transformers", num_shards=2, **OPTIONS)
+    manifest = submit_shards(options, "local")
+    assert manifest["complete"] and manifest["statistics"]["shards_done"] == 2
+    assert manifest["statistics"]["generations"] == 6
+    logs = list((tmp_path / "pool" / "submitit").glob("*_result.pkl"))
+    assert len(logs) == 2  # two array tasks, one per shard
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["--shard", "2/2"], "--shard: expected 0 <= i < n"),
+    (["--shard", "x"], "--shard: expected i/n"),
+    (["--g", "0"], "g: Input should be greater than or equal to 1"),
+    (["--temperature", "-1"], "temperature"),
+    (["--generator", "/nonexistent"], "--generator: /nonexistent: not a directory"),
+    (["--docs", "/nonexistent.jsonl"], "/nonexistent.jsonl: corpus not found"),
+])
+def test_cli_bad_input_is_one_line(argv, message, tiny_generator, docs4, tmp_path, capsys):
+    from megadocs.cli import main
+
+    base = {"--docs": str(docs4), "--generator": str(tiny_generator), "--g": "2", "--out": str(tmp_path / "p")}
+    for key, value in zip(argv[::2], argv[1::2]):
+        base[key] = value
+    args = ["gen", "rephrase", "--engine", "transformers", "--no-progress"]
+    for key, value in base.items():
+        args += [key, value]
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and message in err and "\n" not in err
+
+
+@pytest.mark.slurm
+def test_slurm_job_array_one_task_per_shard(tiny_generator, tmp_path):
+    """The real local cluster (slurm/local-cluster.sh up): the CLI's --executor slurm path."""
+    from megadocs.cli import main
+
+    docs = write_docs(tmp_path / "docs.jsonl", n_docs=3)
+    profile = str(Path(__file__).resolve().parents[2] / "slurm" / "profiles" / "local.yaml")
+    assert main(["gen", "rephrase", "--docs", str(docs), "--generator", str(tiny_generator), "--g", "2",
+                 "--out", str(tmp_path / "pool"), "--engine", "transformers", "--max-new-tokens", "8",
+                 "--num-shards", "2", "--executor", "slurm", "--profile", profile]) == 0
+    rows = read_rows(tmp_path / "pool")
+    assert len(rows) == 6 and {r["_shard"] for r in rows} == {"shard-00000-of-00002.jsonl",
+                                                                "shard-00001-of-00002.jsonl"}
+    array_ids = {p.name.split("_")[0] for p in (tmp_path / "pool" / "submitit").glob("*_result.pkl")}
+    assert len(array_ids) == 1  # both shards ran as tasks of ONE job array

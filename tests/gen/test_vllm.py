@@ -1,0 +1,257 @@
+"""The real vLLM engine (CPU build) end to end: generation, SIGKILL + resume, sharding,
+provenance, split points and exact assembly for every algorithm.
+
+Two vLLM start-ups in total (they dominate the runtime on 2 cores), shared by every test here:
+1. the CLI `megadocs gen thoughts` in its own process group, SIGKILLed (the whole group, as a
+   scheduler would) right after its first flushed chunk; a torn half line is then appended, as a
+   kill in the middle of a write leaves;
+2. one script that resumes that pool and then generates a rephrase pool with the same engine.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.gen.conftest import read_rows
+
+pytestmark = [pytest.mark.vllm, pytest.mark.slow]
+
+G = 3
+SHARDS = 2
+RUN = {"num_shards": SHARDS, "chunk_docs": 1, "max_new_tokens": 24, "seed": 7, "progress": False,
+       "enforce_eager": True}
+ROOT = Path(__file__).resolve().parents[2]
+STARTUP_TIMEOUT_S = 600
+
+
+def _env() -> dict:
+    return {**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1", "PYTHONPATH": str(ROOT)}
+
+
+@pytest.fixture(scope="module")
+def pools(tmp_path_factory, tiny_generator, small_docs):
+    base = tmp_path_factory.mktemp("vllm")
+    thoughts, rephrase = base / "thoughts", base / "rephrase"
+    log = open(base / "killed.log", "w")
+    command = [sys.executable, "-m", "megadocs.cli", "gen", "thoughts", "--docs", str(small_docs),
+               "--generator", str(tiny_generator), "--g", str(G), "--out", str(thoughts),
+               "--engine", "vllm", "--num-shards", str(SHARDS), "--chunk-docs", "1",
+               "--max-new-tokens", "24", "--seed", "7", "--enforce-eager", "--no-progress"]
+    process = subprocess.Popen(command, stdout=log, stderr=log, env=_env(), start_new_session=True)
+    first = thoughts / "shard-00000-of-00002.jsonl"
+    deadline = time.time() + STARTUP_TIMEOUT_S
+    while time.time() < deadline and process.poll() is None:
+        if first.is_file() and first.stat().st_size > 0:
+            break
+        time.sleep(0.02)
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+    killed = {
+        "rows": len(read_rows(thoughts)),
+        "done": sorted(p.name for p in thoughts.glob("*.done")),
+        "returncode": process.returncode,
+    }
+    with open(first, "a") as handle:
+        handle.write('{"doc_id": "torn", "gen_index": 0, "te')  # a write cut by the kill
+
+    options = json.dumps({"g": G, "run": RUN})
+    result = subprocess.run([sys.executable, str(Path(__file__).with_name("vllm_pools.py")), str(tiny_generator),
+                             str(small_docs), str(thoughts), str(rephrase), options],
+                            env=_env(), capture_output=True, text=True, timeout=STARTUP_TIMEOUT_S)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return {"thoughts": thoughts, "rephrase": rephrase, "killed": killed, "docs": small_docs,
+            "generator": tiny_generator}
+
+
+def _source(docs_path):
+    from megadocs.corpus import iter_documents
+
+    return list(iter_documents(docs_path))
+
+
+def test_kill_left_a_partial_pool(pools):
+    killed = pools["killed"]
+    assert killed["returncode"] == -signal.SIGKILL
+    assert killed["rows"] >= 1, "the kill came before anything was flushed"
+    assert len(killed["done"]) < SHARDS, "the kill came after the pool was complete"
+
+
+@pytest.mark.parametrize("kind", ["thoughts", "rephrase"])
+def test_exactly_g_generations_per_document_no_duplicates(pools, kind):
+    rows = read_rows(pools[kind])
+    source = _source(pools["docs"])
+    by_doc = {}
+    for row in rows:
+        by_doc.setdefault(row["doc_id"], []).append(row["gen_index"])
+    assert set(by_doc) == {doc.doc_id for doc in source}
+    assert all(sorted(indices) == list(range(G)) for indices in by_doc.values()), by_doc
+    assert len(rows) == G * len(source)
+    manifest = json.loads((pools[kind] / "manifest.json").read_text())
+    assert manifest["complete"] is True
+    assert manifest["statistics"]["documents"] == len(source)
+    assert manifest["statistics"]["generations"] == G * len(source)
+    assert sorted(p.name for p in pools[kind].glob("*.done")) == [
+        f"shard-{i:05d}-of-{SHARDS:05d}.done" for i in range(SHARDS)]
+
+
+@pytest.mark.parametrize("kind", ["thoughts", "rephrase"])
+def test_shard_assignment_is_source_position_mod_n(pools, kind):
+    rows = read_rows(pools[kind])
+    position = {doc.doc_id: k for k, doc in enumerate(_source(pools["docs"]))}
+    for row in rows:
+        assert row["_shard"] == f"shard-{position[row['doc_id']] % SHARDS:05d}-of-{SHARDS:05d}.jsonl"
+    # and within a shard, documents appear in source order (assembly streams on this)
+    for shard in range(SHARDS):
+        order = [position[r["doc_id"]] for r in rows if r["_shard"].startswith(f"shard-{shard:05d}")]
+        assert order == sorted(order)
+
+
+@pytest.mark.parametrize("kind", ["thoughts", "rephrase"])
+def test_provenance_and_statistics(pools, kind):
+    import hashlib
+
+    from gen.templates import DEFAULT_TEMPLATES, PROMPTS_DIR
+
+    template_sha = hashlib.sha256((PROMPTS_DIR / DEFAULT_TEMPLATES[kind]).read_bytes()).hexdigest()
+    manifest = json.loads((pools[kind] / "manifest.json").read_text())
+    rows = read_rows(pools[kind])
+    assert manifest["kind"] == kind and manifest["g"] == G and manifest["seed"] == 7
+    assert manifest["prompt_template"]["sha256"] == template_sha
+    assert "arXiv" in manifest["prompt_template"]["source"]
+    assert manifest["chat_template"]["kind"] == "tokenizer"
+    assert manifest["generator"] == str(Path(pools["generator"]).resolve())
+    assert manifest["sampling"] == {"temperature": 1.0, "top_p": 1.0, "max_new_tokens": 24}
+    for row in rows:
+        assert row["prompt_sha256"] == template_sha
+        assert row["generator"] == manifest["generator"]
+        assert row["generator_revision"] == manifest["generator_revision"]
+        assert row["sampling"] == manifest["sampling"] and row["seed"] == 7
+        assert row["engine"] == "vllm"
+        assert row["finish_reason"] in ("stop", "length")
+        assert 1 <= row["n_tokens"] <= 24
+        assert row["finish_reason"] == "stop" or row["n_tokens"] == 24
+    stats = manifest["statistics"]
+    assert stats["empty_outputs"] == sum(not r["text"].strip() for r in rows)
+    assert stats["length_truncated"] == sum(r["finish_reason"] == "length" for r in rows)
+    assert stats["mean_tokens"] == pytest.approx(sum(r["n_tokens"] for r in rows) / len(rows))
+    assert stats["tokens_per_s"] > 0
+    # the 7000-character document does not fit the 2048-token context with its prompt
+    truncated = {r["doc_id"] for r in rows if r["prompt_truncated"]}
+    assert truncated == {"long-doc"}
+    expected = 1 if kind == "rephrase" else sum(r["prompt_truncated"] for r in rows)
+    assert stats["truncated_prompts"] == expected
+
+
+def test_rephrase_samples_of_one_prompt_differ(pools):
+    rows = read_rows(pools["rephrase"])
+    texts = {}
+    for row in rows:
+        texts.setdefault(row["doc_id"], set()).add(row["text"])
+    assert sum(len(t) == G for t in texts.values()) >= len(texts) - 1  # n=G distinct samples
+
+
+def test_thought_split_points_cut_g_plus_1_equal_token_pieces(pools):
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(pools["generator"])
+    source = {doc.doc_id: doc.text for doc in _source(pools["docs"])}
+    for row in read_rows(pools["thoughts"]):
+        text = source[row["doc_id"]]
+        encoding = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+        n = len(encoding["input_ids"])
+        k = row["split_index"] + 1
+        assert row["split_index"] == row["gen_index"]
+        assert row["split_token"] == k * n // (G + 1)
+        expected_char = encoding["offset_mapping"][row["split_token"]][0] if row["split_token"] < n else len(text)
+        assert row["split_char"] == expected_char
+
+
+def _assembled(pool, algorithm, g):
+    from gen.assemble import assemble
+
+    manifest = assemble(pool, algorithm, g)
+    path = Path(pool) / "assembled" / f"{algorithm}-g{g}" / "documents.jsonl"
+    return manifest, [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def _rows_by_doc(pool):
+    by_doc = {}
+    for row in read_rows(pool):
+        by_doc.setdefault(row["doc_id"], {})[row["gen_index"]] = row
+    return by_doc
+
+
+@pytest.mark.parametrize("algorithm", ["simple", "stitched", "stitched-first", "stitched-none"])
+@pytest.mark.parametrize("g", [G, 2])
+def test_rephrase_assembly_is_exact(pools, algorithm, g):
+    manifest, documents = _assembled(pools["rephrase"], algorithm, g)
+    by_doc = _rows_by_doc(pools["rephrase"])
+    expected, excluded = [], 0
+    for doc in _source(pools["docs"]):
+        rephrases = [by_doc[doc.doc_id][j]["text"] for j in range(g)]
+        kept = [t for t in rephrases if t.strip()]
+        excluded += len(rephrases) - len(kept)
+        if algorithm == "simple":
+            expected += [[t] for t in kept] + [[doc.text]]
+        else:
+            expected.append({"stitched": kept + [doc.text], "stitched-first": [doc.text] + kept,
+                             "stitched-none": kept}[algorithm])
+    expected = [segments for segments in expected if segments]
+    assert [d["segments"] for d in documents] == expected
+    assert manifest["excluded_empty"] == excluded
+    assert manifest["documents"] == len(documents)
+    assert manifest["generation_indices"] == list(range(g))
+    if algorithm == "simple":  # G*D rephrases + D real documents (minus empties)
+        n_docs = len(_source(pools["docs"]))
+        assert len(documents) == g * n_docs + n_docs - excluded
+        assert sum(d["doc_id"] == d["source_doc_id"] for d in documents) == n_docs
+
+
+@pytest.mark.parametrize("g,splits", [(G, [0, 1, 2]), (1, [1])])
+def test_latent_assembly_inserts_thoughts_at_split_points(pools, g, splits):
+    manifest, documents = _assembled(pools["thoughts"], "latent", g)
+    by_doc = _rows_by_doc(pools["thoughts"])
+    assert manifest["generation_indices"] == splits
+    for doc, assembled in zip(_source(pools["docs"]), documents, strict=True):
+        assert assembled["source_doc_id"] == doc.doc_id and len(assembled["segments"]) == 1
+        expected, last = "", 0
+        for index in splits:
+            row = by_doc[doc.doc_id][index]
+            expected += doc.text[last:row["split_char"]]
+            if row["text"].strip():
+                expected += "<think>" + row["text"] + "</think>"
+            last = row["split_char"]
+        assert assembled["segments"][0] == expected + doc.text[last:]
+
+
+def test_thoughts_pool_refuses_g_with_other_split_points(pools):
+    from gen.assemble import assemble
+    from megadocs.errors import UserError
+
+    with pytest.raises(UserError, match=r"split points only for G in \[1, 3\]"):
+        assemble(pools["thoughts"], "latent", 2)
+    with pytest.raises(UserError, match="needs a rephrase pool"):
+        assemble(pools["thoughts"], "stitched", 1)
+    with pytest.raises(UserError, match="at most 3"):
+        assemble(pools["rephrase"], "simple", 4)
+
+
+def test_rerun_of_a_complete_pool_is_a_no_op(pools):
+    before = {p.name: p.read_bytes() for p in pools["rephrase"].glob("shard-*")}
+    result = subprocess.run([sys.executable, "-m", "megadocs.cli", "gen", "rephrase", "--docs", str(pools["docs"]),
+                             "--generator", str(pools["generator"]), "--g", str(G), "--out",
+                             str(pools["rephrase"]), "--num-shards", str(SHARDS), "--max-new-tokens", "24",
+                             "--seed", "7", "--chunk-docs", "1", "--no-progress"],
+                            env=_env(), capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "vllm" not in result.stderr.lower()  # the engine was never loaded
+    assert json.loads(result.stdout.splitlines()[-1])["generations"] == G * len(_source(pools["docs"]))
+    assert {p.name: p.read_bytes() for p in pools["rephrase"].glob("shard-*")} == before
