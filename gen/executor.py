@@ -7,7 +7,7 @@ last flushed chunk; a task whose shard is already done returns at once. The subm
 pool manifest before submitting (no race between tasks), then waits for the array and refreshes
 the statistics.
 
-The executors and the SLURM profile model are ``search.executors``' (one submitit adapter in the
+The executors and the SLURM profile model are ``megadocs.executors``' (one submitit adapter in the
 project; ``search`` does not depend on ``gen``). ``local`` starts every task at once on this
 machine (submitit's LocalExecutor); use it for small pools or tests, ``slurm`` for clusters.
 """
@@ -49,8 +49,7 @@ def submit_shards(options: GenerateOptions, executor: str, profile: str | None =
     Raises:
         UserError: a bad executor/profile, or shards that failed (their logs are named).
     """
-    from search.executors import JobState, make_executor
-    from search.sweep import ExecutorConfig
+    from megadocs.executors import ExecutorConfig, JobState, make_executor
 
     if executor not in ("local", "slurm"):
         raise UserError(f"--executor: expected local or slurm, got {executor!r}")

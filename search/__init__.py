@@ -2,7 +2,7 @@
 
 Pure core: `search.grid` (neighbours, bounds) and `search.certify` (the rule, the strategies,
 the driver over an abstract `Evaluator`). Adapters: `search.ledger` (Optuna studies, the
-controller lock), `search.executors` (submitit local/debug/slurm), `search.objective` (what one
+controller lock), `megadocs.executors` (submitit local/debug/slurm), `search.objective` (what one
 run is; the default trains through `train/`), `search.controller` (ties them together).
 Reading API for analysis: `search.sweep.load_sweep`, `search.ledger.read_runs`,
 `search.status.summarize`. CLI: `megadocs search certify|status SWEEP.yaml`.

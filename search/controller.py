@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from megadocs.executors import Executor, JobState, make_executor
 from search.certify import (
     CertifySearch,
     Evaluator,
@@ -34,7 +35,6 @@ from search.certify import (
     Strategy,
     drive,
 )
-from search.executors import Executor, JobState, make_executor
 from search.grid import Grid
 from search.ledger import (
     ATTR_ADOPTED_FROM,

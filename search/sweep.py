@@ -13,12 +13,13 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import ConfigDict, Field
 
 from megadocs.config import StrictModel, load_config
 from megadocs.errors import UserError
+from megadocs.executors import ExecutorConfig
 from search.grid import Grid, values_equal
 
 __all__ = ["Sweep", "ExecutorConfig", "CertificationConfig", "EnsembleConfig", "load_sweep", "TRAIN_AXES", "METHODS"]
@@ -31,25 +32,10 @@ TRAIN_AXES = {
 }
 """Grid axis -> train RunConfig field, for the default objective (docs/architecture.md)."""
 
-METHODS = ("real", "simple", "stitched", "stitched-first", "stitched-none", "latent")
+METHODS = ("real", "simple", "stitched", "stitched-first", "stitched-none", "latent", "self-distill")
 """Values of ``fixed.method`` the default objective understands (``real`` = no synthetic stream)."""
 
 GridValues = dict[str, list[int | float]]
-
-
-class ExecutorConfig(StrictModel):
-    kind: Literal["local", "debug", "slurm"] = "local"
-    """local: processes on this machine; debug: in-process (tests, breakpoints); slurm: a cluster."""
-    max_parallel: int = Field(2, ge=1)
-    """Most runs in flight at once (for slurm also the job array's parallelism cap)."""
-    profile: str | None = None
-    """slurm only: a profile YAML (slurm/profiles/NAME.yaml) with partition, GPUs, time, ..."""
-    max_retries: int = Field(2, ge=0)
-    """Infrastructure failures (job lost, node died, OOM, exception) retried this many times."""
-    poll_s: float = Field(1.0, gt=0)
-    """Seconds between job polls."""
-    timeout_min: float = Field(7 * 24 * 60, gt=0)
-    """local only: wall-clock limit of one run (submitit's local default of 2 minutes is too short)."""
 
 
 class CertificationConfig(StrictModel):

@@ -34,8 +34,10 @@ __all__ = [
     "template",
 ]
 
-Algorithm = Literal["simple", "stitched", "stitched-first", "stitched-none", "latent"]
-ALGORITHMS: tuple[str, ...] = ("simple", "stitched", "stitched-first", "stitched-none", "latent")
+# `self-distill`: unconditional samples of a trained model (`megadocs gen sample`), the paper's
+# self-distillation baseline.
+Algorithm = Literal["simple", "stitched", "stitched-first", "stitched-none", "latent", "self-distill"]
+ALGORITHMS: tuple[str, ...] = ("simple", "stitched", "stitched-first", "stitched-none", "latent", "self-distill")
 
 # Top-level / nested fields that do not change what is learned, only how the run executes.
 EXECUTION_FIELDS: dict[str, tuple[str, ...]] = {

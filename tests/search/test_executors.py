@@ -7,7 +7,7 @@ import time
 
 import yaml
 
-from search.executors import InProcessExecutor, JobState, LocalExecutor, SlurmExecutor, load_profile
+from megadocs.executors import InProcessExecutor, JobState, LocalExecutor, SlurmExecutor, load_profile
 from search.objective import RunTask
 
 

@@ -98,7 +98,7 @@ def slurm_state(job_id: str) -> str:
 
 def wait_jobs(executor, job_ids: list[str], timeout_s: float) -> list:
     """Poll a search executor until no job is running; return the final polls in order."""
-    from search.executors import JobState
+    from megadocs.executors import JobState
 
     def finished():
         polls = [executor.poll(job_id) for job_id in job_ids]

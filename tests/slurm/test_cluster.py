@@ -82,7 +82,7 @@ def test_a_second_cluster_comes_up_and_down_without_touching_anything_else(slurm
 
 
 def test_a_job_array_runs_through_the_profile_and_accounting_records_it(slurm_cluster, tmp_path):
-    from search.executors import JobState, SlurmExecutor, load_profile
+    from megadocs.executors import JobState, SlurmExecutor, load_profile
 
     executor = SlurmExecutor(tmp_path / "jobs", load_profile(LOCAL_PROFILE), max_parallel=4)
     tasks = [lambda x=x: where_am_i(x) for x in range(3)]

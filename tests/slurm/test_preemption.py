@@ -1,7 +1,7 @@
 """Preemption and time limits on the real cluster, with real training runs (tiny preset).
 
 The jobs are the sweep's own: `search.objective.RunTask` (a submitit Checkpointable) running
-`train.loop.run`, submitted as job arrays through `search.executors.SlurmExecutor` and the local
+`train.loop.run`, submitted as job arrays through `megadocs.executors.SlurmExecutor` and the local
 profile.
 """
 
@@ -34,7 +34,7 @@ def _train_config(store: Path, *, epochs: int) -> dict:
 
 
 def _executor(folder: Path, **profile_changes):
-    from search.executors import SlurmExecutor, load_profile
+    from megadocs.executors import SlurmExecutor, load_profile
 
     profile = load_profile(LOCAL_PROFILE).model_copy(update=profile_changes)
     return SlurmExecutor(folder, profile, max_parallel=4)
@@ -47,7 +47,7 @@ def _log_lines(run_dir: Path) -> list[str]:
 
 @pytest.mark.usefixtures("time_limited_run")  # started first: its waits overlap this test
 def test_scontrol_requeue_mid_run_resumes_and_matches_an_uninterrupted_run(slurm_cluster, small_store, tmp_path):
-    from search.executors import JobState
+    from megadocs.executors import JobState
     from search.objective import RunTask
 
     config = _train_config(small_store, epochs=2)
@@ -109,7 +109,7 @@ def time_limited_run(slurm_cluster, small_store, tmp_path_factory):
 
 
 def test_time_limit_requeues_up_to_max_requeues_then_fails_with_the_reason(time_limited_run):
-    from search.executors import JobState
+    from megadocs.executors import JobState
 
     executor, job_id, run_dir, watcher, first_attempt = time_limited_run
     [poll] = wait_jobs(executor, [job_id], timeout_s=300)

@@ -18,7 +18,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field
 
@@ -29,6 +29,21 @@ __all__ = ["JobState", "Poll", "Executor", "SlurmProfile", "make_executor", "loa
 
 LOST_GRACE_S = 10.0
 """A job that ended without a result file gets this long for the file to appear (slow NFS)."""
+
+
+class ExecutorConfig(StrictModel):
+    kind: Literal["local", "debug", "slurm"] = "local"
+    """local: processes on this machine; debug: in-process (tests, breakpoints); slurm: a cluster."""
+    max_parallel: int = Field(2, ge=1)
+    """Most runs in flight at once (for slurm also the job array's parallelism cap)."""
+    profile: str | None = None
+    """slurm only: a profile YAML (slurm/profiles/NAME.yaml) with partition, GPUs, time, ..."""
+    max_retries: int = Field(2, ge=0)
+    """Infrastructure failures (job lost, node died, OOM, exception) retried this many times."""
+    poll_s: float = Field(1.0, gt=0)
+    """Seconds between job polls."""
+    timeout_min: float = Field(7 * 24 * 60, gt=0)
+    """local only: wall-clock limit of one run (submitit's local default of 2 minutes is too short)."""
 
 
 class JobState(str, Enum):
@@ -221,7 +236,7 @@ class InProcessExecutor(Executor):
 
 
 def make_executor(config: Any, folder: Path, name: str = "megadocs") -> Executor:
-    """Build the executor of a sweep's ``executor:`` section (search.sweep.ExecutorConfig)."""
+    """Build the executor of a sweep's ``executor:`` section (:class:`ExecutorConfig`)."""
     if config.kind == "debug":
         return InProcessExecutor()
     folder.mkdir(parents=True, exist_ok=True)
