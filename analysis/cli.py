@@ -39,12 +39,7 @@ def register(subparsers) -> None:
     eff.add_argument("--baseline-loss", type=float, required=True, help="the real-only baseline's loss L0")
     eff.add_argument("--alpha", type=float, default=None, help="data exponent of the reference law")
     eff.add_argument("--asymptote", type=float, default=None, help="irreducible loss E of the reference law")
-    eff.add_argument("--reference", default=None, metavar="LAW.yaml", help="a reference-law file (alpha, E, provenance)")
-    eff.add_argument(
-        "--fit-baseline", default=None, metavar="TABLE",
-        help="fit the law to your own real-only runs: a CSV/JSON/parquet with columns D (or tokens) and loss",
-    )
-    eff.add_argument("--bootstrap", type=int, default=1000, help="bootstrap refits for the interval (with --fit-baseline)")
+    _add_law_arguments(eff)
     eff.set_defaults(func=_efficiency)
 
     fit = commands.add_parser(
@@ -73,12 +68,7 @@ def register(subparsers) -> None:
         help="ensemble losses: `megadocs train ensemble --json` reports or tables with algorithm, k, loss; "
         "`auto`: score the sweep's ensemble studies now (trained members)",
     )
-    report.add_argument("--reference", default=None, metavar="LAW.yaml", help="reference law for data efficiency")
-    report.add_argument(
-        "--fit-baseline", default=None, metavar="TABLE",
-        help="fit the reference law to your real-only runs (columns D or tokens, and loss): efficiencies get intervals",
-    )
-    report.add_argument("--bootstrap", type=int, default=1000, help="bootstrap refits of --fit-baseline")
+    _add_law_arguments(report)
     report.set_defaults(func=_report)
 
     parser.set_defaults(func=lambda args: (parser.print_help(), 2)[1])
@@ -120,6 +110,18 @@ def _export(args) -> int:
     tmp.replace(out)
     print(f"wrote {len(frame)} {args.table} rows, {len(frame.columns)} columns to {out}")
     return 0
+
+
+def _add_law_arguments(parser) -> None:
+    """The options `_law_from_args` reads: a reference-law file, or a law fitted to baseline runs."""
+    parser.add_argument("--reference", default=None, metavar="LAW.yaml",
+                        help="a reference-law file (alpha, E, provenance) for data efficiency")
+    parser.add_argument(
+        "--fit-baseline", default=None, metavar="TABLE",
+        help="fit the law to your own real-only runs: a CSV/JSON/parquet with columns D (or tokens) and loss; "
+        "efficiencies get bootstrap intervals",
+    )
+    parser.add_argument("--bootstrap", type=int, default=1000, help="bootstrap refits of --fit-baseline")
 
 
 def _law_from_args(args):
