@@ -9,6 +9,8 @@ from __future__ import annotations
 import argparse
 import json
 
+from megadocs.formats import ALGORITHMS
+
 __all__ = ["register"]
 
 
@@ -55,8 +57,7 @@ def register(subparsers) -> None:
 
     sub = commands.add_parser("assemble", help="build the synthetic stream's documents from a pool")
     sub.add_argument("--pool", required=True)
-    sub.add_argument("--algorithm", required=True,
-                     choices=["simple", "stitched", "stitched-first", "stitched-none", "latent", "self-distill"])
+    sub.add_argument("--algorithm", required=True, choices=ALGORITHMS)
     sub.add_argument("--g", type=int, required=True)
     sub.add_argument("--docs", default=None, help="document source (default: the pool's)")
     sub.add_argument("--overwrite", action="store_true", help="rebuild even if up to date")

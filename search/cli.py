@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 
 
@@ -60,13 +59,13 @@ def _certify(args: argparse.Namespace) -> int:
 
 def _status(args: argparse.Namespace) -> int:
     from search.ledger import Ledger
-    from search.status import format_table, g_trend_warnings, summarize
+    from search.status import format_table, g_trend_warnings, summarize, to_json
     from search.sweep import load_sweep
 
     sweep = load_sweep(args.sweep)
     summaries = summarize(sweep, args.strategy)
     if args.json:
-        print(json.dumps(summaries, indent=1, default=str))
+        print(to_json(summaries))
         return 0
     print(format_table(summaries), end="")
     _print_ensembles(sweep)
@@ -81,13 +80,14 @@ def _status(args: argparse.Namespace) -> int:
 
 def _print_jobs(sweep) -> None:
     """Runs in flight or failed, by job id: what to follow with squeue/sacct or cancel with scancel."""
+    from megadocs.formats import RunStatus
     from search.ledger import read_runs
 
     for run in read_runs(sweep):
-        if run["status"] not in ("running", "failed") or not run["job_id"]:
+        if run["status"] not in (RunStatus.RUNNING, RunStatus.FAILED) or not run["job_id"]:
             continue
         point = " ".join(f"{k}={v}" for k, v in run["point"].items())
-        reason = f": {run['reason']}" if run["status"] == "failed" and run["reason"] else ""
+        reason = f": {run['reason']}" if run["status"] == RunStatus.FAILED and run["reason"] else ""
         print(f"{run['certification']} {point}: {run['status']}, job {run['job_id']} "
               f"(attempt {run['attempts']}){reason}")
 

@@ -20,9 +20,10 @@ from pydantic import ConfigDict, Field
 from megadocs.config import StrictModel, load_config
 from megadocs.errors import UserError
 from megadocs.executors import ExecutorConfig
+from megadocs.formats import METHODS, REAL
 from search.grid import Grid, values_equal
 
-__all__ = ["Sweep", "ExecutorConfig", "CertificationConfig", "EnsembleConfig", "load_sweep", "TRAIN_AXES", "METHODS"]
+__all__ = ["Sweep", "ExecutorConfig", "CertificationConfig", "EnsembleConfig", "load_sweep", "TRAIN_AXES"]
 
 TRAIN_AXES = {
     "lr": "optim.lr",
@@ -31,9 +32,6 @@ TRAIN_AXES = {
     "mix": "data.mixing_fraction",
 }
 """Grid axis -> train RunConfig field, for the default objective (docs/architecture.md)."""
-
-METHODS = ("real", "simple", "stitched", "stitched-first", "stitched-none", "latent", "self-distill")
-"""Values of ``fixed.method`` the default objective understands (``real`` = no synthetic stream)."""
 
 GridValues = dict[str, list[int | float]]
 
@@ -216,13 +214,13 @@ def _check_train_mapping(sweep: Sweep, cert: CertificationConfig, grid: dict, wh
             raise ValueError(
                 f"{where}: unknown axis {axis!r} for the default objective (expected one of {sorted(TRAIN_AXES)})"
             )
-    method = cert.fixed.get("method", "real")
+    method = cert.fixed.get("method", REAL)
     if method not in METHODS:
         raise ValueError(f"{where}.fixed.method: {method!r} is not a method (expected one of {list(METHODS)})")
     unknown = set(cert.fixed) - {"method", "g"}
     if unknown:
         raise ValueError(f"{where}.fixed: unknown keys {sorted(unknown)} for the default objective (method, g)")
-    if method == "real":
+    if method == REAL:
         if "mix" in grid and any(v != 0 for v in grid["mix"]):
             raise ValueError(f"{where}: method real has no synthetic stream; drop the mix axis (grid: {{...}})")
         return

@@ -14,12 +14,12 @@ Example:
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Literal
 
 from pydantic import Field, model_validator
 
 from megadocs.config import StrictModel, config_hash
+from megadocs.formats import ALGORITHMS, IID_SETS, Algorithm
 
 __all__ = [
     "SyntheticData",
@@ -34,11 +34,6 @@ __all__ = [
     "template",
 ]
 
-# `self-distill`: unconditional samples of a trained model (`megadocs gen sample`), the paper's
-# self-distillation baseline.
-Algorithm = Literal["simple", "stitched", "stitched-first", "stitched-none", "latent", "self-distill"]
-ALGORITHMS: tuple[str, ...] = ("simple", "stitched", "stitched-first", "stitched-none", "latent", "self-distill")
-
 # Top-level / nested fields that do not change what is learned, only how the run executes.
 EXECUTION_FIELDS: dict[str, tuple[str, ...]] = {
     "": ("checkpoint_every", "device", "compile"),
@@ -52,10 +47,6 @@ class SyntheticData(StrictModel):
     pool: str = Field(description="generation pool directory (written by `megadocs gen`)")
     algorithm: Algorithm = Field(description="which assembly of the pool to train on")
     g: int = Field(ge=1, description="generations per real document")
-
-    def documents_dir(self) -> Path:
-        """Where `megadocs gen assemble` wrote this stream's documents."""
-        return Path(self.pool) / "assembled" / f"{self.algorithm}-g{self.g}"
 
 
 class DataConfig(StrictModel):
@@ -138,8 +129,7 @@ class EvalConfig(StrictModel):
 
     @model_validator(mode="after")
     def _names(self) -> EvalConfig:
-        reserved = {"iid", "iid_short", "iid_long"}
-        clash = sorted(reserved & set(self.extra))
+        clash = sorted(set(IID_SETS) & set(self.extra))
         if clash:
             raise ValueError(f"extra set name {clash[0]!r} is reserved for the iid split; rename it")
         return self
@@ -173,7 +163,7 @@ TEMPLATE = """\
 data:
   store: runs/demo/data        # required: token store from `megadocs data prepare`
   synthetic: null              # or {pool: POOL, algorithm: stitched, g: 4}
-                               #   algorithm: simple | stitched | stitched-first | stitched-none | latent
+                               #   algorithm: ALGORITHMS_HERE
   mixing_fraction: 0.0         # share of each batch from the synthetic stream, in [0, 1)
   real_epochs: 8               # passes over the real stream (total steps follow from this and m)
   context: 256                 # tokens per window (the paper: 4096)
@@ -205,4 +195,4 @@ compile: auto                  # auto (= CUDA only) | on | off
 
 def template() -> str:
     """A commented, valid config (`megadocs train --template`)."""
-    return TEMPLATE
+    return TEMPLATE.replace("ALGORITHMS_HERE", " | ".join(ALGORITHMS))

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from megadocs.formats import IID, half_names
 from train.model import document_attention_mask
 
 __all__ = ["token_losses", "LossTotals", "model_logits", "evaluate_model", "autocast_for", "target_is_long"]
@@ -64,8 +65,9 @@ class LossTotals:
         """{name: mean} plus {name_short, name_long} when `halves`."""
         result = {name: self._mean(self.total, self.count)}
         if halves:
-            result[f"{name}_short"] = self._mean(self.short_total, self.short_count)
-            result[f"{name}_long"] = self._mean(self.long_total, self.long_count)
+            short, long_ = half_names(name)
+            result[short] = self._mean(self.short_total, self.short_count)
+            result[long_] = self._mean(self.long_total, self.long_count)
         return result
 
 
@@ -101,7 +103,7 @@ def evaluate_model(
     batch_size: int,
     device: str | torch.device,
     document_mask: bool = False,
-    name: str = "iid",
+    name: str = IID,
     halves: bool = True,
 ) -> dict[str, float]:
     """Mean token loss of `model` on `validation_set` (a `train.data.ValidationSet`: `input_ids`,

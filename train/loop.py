@@ -1,7 +1,8 @@
 """One training run: `run(config, out)` trains, evaluates and writes the run directory.
 
-Layout of RUN (docs/architecture.md): config.yaml, config_hash, checkpoint/, log.jsonl, model/,
-metrics.json (written last; its presence means "done", and `run` then returns it untouched).
+Layout of RUN (`megadocs.formats.RunDir`, docs/architecture.md): config.yaml, config_hash,
+checkpoint/, log.jsonl, model/, metrics.json (a `RunMetrics`, written last; its presence means
+"done", and `run` then returns it untouched).
 
 Recipe (paper.md "Training recipe"): AdamW with decoupled weight decay on the weight matrices
 (embeddings included, norm scales excluded), global grad-norm clip, linear warmup over
@@ -28,7 +29,6 @@ import sys
 import threading
 import time
 from dataclasses import dataclass
-from enum import Enum
 from pathlib import Path
 from typing import Any
 
@@ -36,18 +36,23 @@ import torch
 
 from megadocs.config import dump_yaml
 from megadocs.errors import UserError
-from train.checkpoint import CHECKPOINT_DIR, load_checkpoint, save_checkpoint
+from megadocs.formats import (
+    IID,
+    IID_SETS,
+    RunDir,
+    RunMetrics,
+    RunStatus,
+    dumps_json,
+    finite_or_none,
+    replace_dir,
+    write_atomic,
+)
+from train.checkpoint import load_checkpoint, save_checkpoint
 from train.config import RunConfig
 from train.evaluate import autocast_for, evaluate_model, model_logits, token_losses
 
 __all__ = [
-    "Status",
     "Preempted",
-    "CONFIG_FILE",
-    "HASH_FILE",
-    "METRICS_FILE",
-    "MODEL_DIR",
-    "LOG_FILE",
     "LOG_EVERY",
     "lr_factor",
     "resolve_device",
@@ -57,18 +62,8 @@ __all__ = [
     "run",
 ]
 
-CONFIG_FILE = "config.yaml"
-HASH_FILE = "config_hash"
-METRICS_FILE = "metrics.json"
-MODEL_DIR = "model"
-LOG_FILE = "log.jsonl"
 LOG_EVERY = 10  # steps between log lines and divergence checks (each is a device sync)
 PREEMPTION_SIGNALS = (signal.SIGTERM, signal.SIGUSR2)
-
-
-class Status(str, Enum):
-    COMPLETED = "completed"
-    DIVERGED = "diverged"
 
 
 class Preempted(Exception):
@@ -187,24 +182,18 @@ class PreemptionSignals:
 # --- the run --------------------------------------------------------------------------------
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
-def _prepare_run_dir(config: RunConfig, out: Path) -> str:
+def _prepare_run_dir(config: RunConfig, run_dir: RunDir) -> str:
     """Create RUN, refuse one that holds another config, save the resolved config."""
     identity = config.identity()
-    out.mkdir(parents=True, exist_ok=True)
-    hash_file = out / HASH_FILE
+    run_dir.path.mkdir(parents=True, exist_ok=True)
+    hash_file = run_dir.config_hash
     if hash_file.is_file() and hash_file.read_text().strip() != identity:
         raise UserError(
-            f"{out}: holds a run of config {hash_file.read_text().strip()}, not {identity}; "
+            f"{run_dir.path}: holds a run of config {hash_file.read_text().strip()}, not {identity}; "
             "use another --out (the default is runs/train/<config_hash>)"
         )
-    _write_atomic(out / CONFIG_FILE, dump_yaml(config))
-    _write_atomic(hash_file, identity + "\n")
+    write_atomic(run_dir.config, dump_yaml(config))
+    write_atomic(hash_file, identity + "\n")
     return identity
 
 
@@ -244,7 +233,7 @@ def _truncate_log(log_path: Path, step: int) -> None:
     if not log_path.is_file():
         return
     kept = [line for line in log_path.read_text().splitlines() if line and json.loads(line)["step"] <= step]
-    _write_atomic(log_path, "".join(line + "\n" for line in kept))
+    write_atomic(log_path, "".join(line + "\n" for line in kept))
 
 
 def _load_training_streams(config: RunConfig):
@@ -322,7 +311,7 @@ def _build(config: RunConfig, store, total_steps: int, device: torch.device, out
     )  # fmt: skip
 
 
-def run(config: RunConfig, out: str | Path) -> dict:
+def run(config: RunConfig, out: str | Path) -> RunMetrics:
     """Train, evaluate and write RUN (see the module docstring); returns the metrics.
 
     Raises:
@@ -330,9 +319,9 @@ def run(config: RunConfig, out: str | Path) -> dict:
         UserError: bad paths, a store/config mismatch, or RUN holding another config.
     """
     out = Path(out)
-    metrics_path = out / METRICS_FILE
-    if metrics_path.is_file():
-        return json.loads(metrics_path.read_text())
+    run_dir = RunDir(out)
+    if run_dir.is_done():
+        return RunMetrics.load(run_dir.metrics)
     attempt_start = time.perf_counter()
     device = resolve_device(config.device)
 
@@ -342,13 +331,13 @@ def run(config: RunConfig, out: str | Path) -> dict:
         _check_extra_store(store, name, extra.store)
     _check_benchmarks(config)
     streams = _load_training_streams(config)
-    identity = _prepare_run_dir(config, out)
+    identity = _prepare_run_dir(config, run_dir)
 
     with PreemptionSignals() as signals:
         # --- model, optimizer, schedule (resumed from the checkpoint if any) ------------------
         training = _build(config, store, streams.plan.total_steps, device, out, identity, attempt_start)
         params = sum(p.numel() for p in training.model.parameters())
-        _truncate_log(out / LOG_FILE, training.step)
+        _truncate_log(run_dir.log, training.step)
 
         # --- train -------------------------------------------------------------------------
         status = _train(training, streams, config, device, signals)
@@ -357,29 +346,29 @@ def run(config: RunConfig, out: str | Path) -> dict:
         def stop_if_requested() -> None:
             signals.stop_if_requested(training.step, out)
 
-        if status is Status.COMPLETED:
-            _save_model(training.model, store, out / MODEL_DIR)
+        if status is RunStatus.COMPLETED:
+            _save_model(training.model, store, run_dir.model)
             val_losses = _evaluate_all(training.model, config, store, device, after_each=stop_if_requested)
-        else:
-            val_losses = {name: math.inf for name in ("iid", "iid_short", "iid_long", *config.eval.extra)}
+        else:  # diverged: no losses to report (null in metrics.json)
+            val_losses = {name: None for name in (*IID_SETS, *config.eval.extra)}
         counters = training.counters
-        metrics = {
-            "status": status.value,
-            "val_loss": val_losses["iid"],
-            "val_losses": val_losses,
-            "steps": training.step,
-            "tokens_seen": counters["tokens_seen"],
-            "wall_time_s": counters["wall_time_s"] + time.perf_counter() - attempt_start,
-            "tokens_per_s": counters["tokens_seen"] / counters["train_time_s"] if counters["train_time_s"] else 0.0,
-            "config_hash": identity,
-            "params": params,
-        }
-        if status is Status.COMPLETED and config.eval.benchmarks:
+        metrics = RunMetrics(
+            status=status,
+            val_loss=val_losses[IID],
+            val_losses=val_losses,
+            steps=training.step,
+            tokens_seen=counters["tokens_seen"],
+            wall_time_s=counters["wall_time_s"] + time.perf_counter() - attempt_start,
+            tokens_per_s=counters["tokens_seen"] / counters["train_time_s"] if counters["train_time_s"] else 0.0,
+            config_hash=identity,
+            params=params,
+        )
+        if status is RunStatus.COMPLETED and config.eval.benchmarks:
             from train.downstream import evaluate_benchmarks
 
             data_dir = config.eval.benchmark_data
-            metrics["benchmarks"] = evaluate_benchmarks(
-                model_dirs=[out / MODEL_DIR],
+            metrics.benchmarks = evaluate_benchmarks(
+                model_dirs=[run_dir.model],
                 tasks=list(config.eval.benchmarks),
                 data_dir=Path(data_dir) if data_dir else None,
                 limit=config.eval.benchmark_limit,
@@ -389,12 +378,12 @@ def run(config: RunConfig, out: str | Path) -> dict:
             stop_if_requested()
 
     # --- outputs: metrics.json last, atomically; then the checkpoint is no longer needed ------
-    _write_atomic(metrics_path, json.dumps(metrics, indent=2) + "\n")
-    shutil.rmtree(out / CHECKPOINT_DIR, ignore_errors=True)  # the model lives in RUN/model
+    metrics.save(run_dir.metrics)
+    shutil.rmtree(run_dir.checkpoint, ignore_errors=True)  # the model lives in RUN/model
     return metrics
 
 
-def _train(training: _Training, streams, config: RunConfig, device: torch.device, signals) -> Status:
+def _train(training: _Training, streams, config: RunConfig, device: torch.device, signals) -> RunStatus:
     """The step loop from `training.step` to the end; returns COMPLETED or DIVERGED."""
     from tqdm import tqdm
 
@@ -413,7 +402,7 @@ def _train(training: _Training, streams, config: RunConfig, device: torch.device
         counters["train_time_s"] += now - clock
         clock = now
 
-    with progress, open(training.out / LOG_FILE, "a") as log:
+    with progress, open(RunDir(training.out).log, "a") as log:
         while training.step < total_steps:
             # --- data: a pure function of the step, so resuming needs no replay --------------
             batch = streams.batch(training.step)
@@ -443,12 +432,14 @@ def _train(training: _Training, streams, config: RunConfig, device: torch.device
                     "tokens_per_s": counters["tokens_seen"] / max(counters["train_time_s"], 1e-9),
                     "cpu_s": time.process_time(),  # this process's CPU seconds: wall >> cpu = contention
                 }
-                log.write(json.dumps(line) + "\n")
+                if not math.isfinite(loss_value):
+                    line["diverged"] = True  # loss (and grad_norm) become null: standard JSON
+                log.write(dumps_json(finite_or_none(line), indent=None) + "\n")
                 log.flush()
                 progress.set_postfix(loss=f"{loss_value:.4f}", tok_s=f"{line['tokens_per_s']:.0f}")
                 if not math.isfinite(loss_value):
                     progress.write(f"loss {loss_value} at step {step}: diverged, stopping", file=sys.stderr)
-                    return Status.DIVERGED
+                    return RunStatus.DIVERGED
             progress.update(1)
 
             # --- checkpoint: periodic, at the end, and on preemption -------------------------
@@ -458,7 +449,7 @@ def _train(training: _Training, streams, config: RunConfig, device: torch.device
                 training.save()
                 clock = time.perf_counter()
                 signals.stop_if_requested(step, training.out)
-    return Status.COMPLETED
+    return RunStatus.COMPLETED
 
 
 def _save_model(model: torch.nn.Module, store, model_dir: Path) -> None:
@@ -467,8 +458,7 @@ def _save_model(model: torch.nn.Module, store, model_dir: Path) -> None:
     shutil.rmtree(tmp, ignore_errors=True)
     model.save_pretrained(tmp)
     store.tokenizer().save_pretrained(tmp)
-    shutil.rmtree(model_dir, ignore_errors=True)
-    os.replace(tmp, model_dir)
+    replace_dir(tmp, model_dir)
 
 
 def _evaluate_all(model, config: RunConfig, store, device: torch.device, *, after_each) -> dict[str, float]:
@@ -479,7 +469,7 @@ def _evaluate_all(model, config: RunConfig, store, device: torch.device, *, afte
     validation = ValidationSet.build(
         config.data.store, split="val", context=config.data.context, max_windows=config.eval.val_windows
     )
-    losses = evaluate_model(model, validation, name="iid", **settings)
+    losses = evaluate_model(model, validation, name=IID, **settings)
     after_each()
     for name, extra in config.eval.extra.items():
         _check_extra_store(store, name, extra.store)

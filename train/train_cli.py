@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from megadocs.errors import UserError
+from megadocs.formats import RunDir
 
 __all__ = ["register", "apply_overrides", "load_run_config", "DEFAULT_RUNS_DIR", "EXIT_PREEMPTED"]
 
@@ -137,6 +138,6 @@ def _main(args: argparse.Namespace) -> int:
     except Preempted as exc:
         print(f"preempted at step {exc.step}; checkpoint saved; re-run the same command to resume", file=sys.stderr)
         return EXIT_PREEMPTED
-    val = ", ".join(f"{name} {loss:.4f}" for name, loss in metrics["val_losses"].items())
-    print(f"{metrics['status']}: {metrics['steps']} steps, val loss {val} ({out / 'metrics.json'})")
+    val = ", ".join(f"{name} {'-' if loss is None else f'{loss:.4f}'}" for name, loss in metrics.val_losses.items())
+    print(f"{metrics.status}: {metrics.steps} steps, val loss {val} ({RunDir(out).metrics})")
     return 0
