@@ -31,7 +31,7 @@ from megadocs.data_identity import POOL_IDENTITY_FIELDS, pool_identity_of
 from megadocs.errors import UserError
 
 __all__ = [
-    "POOL_FORMAT", "MANIFEST", "Kind", "IDENTITY_FIELDS", "shard_stem", "rows_path", "done_path",
+    "POOL_FORMAT", "MANIFEST", "Kind", "IDENTITY_FIELDS", "pool_identity_of", "shard_stem", "rows_path", "done_path",
     "shard_of", "write_json_atomic", "read_manifest", "check_identity", "load_shard",
     "require_complete", "iter_doc_groups", "refresh_statistics", "STAT_COUNTS", "is_empty", "sample_doc_id",
 ]

@@ -111,15 +111,20 @@ def assembled_identity(pool: str | Path, assembled: str | Path,
                        field: str = "data.synthetic") -> dict[str, Any] | None:
     """What an assembled document set holds, or None when it has not been assembled.
 
-    Raises UserError when the assembly is older than its pool (the pool was regenerated
-    afterwards): training on it would mix one pool's identity with another's text.
+    Raises UserError when the assembly is older than its pool's generations (the pool was
+    regenerated afterwards): training on it would mix one pool's identity with another's text.
+    Statistics added to the pool manifest later (e.g. diversity) do not make it stale.
     """
     path = Path(assembled) / MANIFEST
     if not path.is_file():
         return None
     manifest = _manifest(assembled, field, "assembly")
-    recorded = manifest.get("pool_manifest_sha256")
-    if recorded is not None and recorded != _sha256_file(Path(pool) / MANIFEST):
+    if "pool_identity" in manifest:  # the generations it was assembled from
+        stale = manifest["pool_identity"] != pool_identity(pool, f"{field}.pool")
+    else:  # assemblies written before pool identities were recorded: the whole manifest's hash
+        recorded = manifest.get("pool_manifest_sha256")
+        stale = recorded is not None and recorded != _sha256_file(Path(pool) / MANIFEST)
+    if stale:
         raise UserError(f"{field}: {assembled} was assembled from an earlier version of {pool}; "
                         f"re-run `megadocs gen assemble --pool {pool} --algorithm "
                         f"{manifest.get('algorithm')} --g {manifest.get('g')} --overwrite`")

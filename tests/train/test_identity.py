@@ -95,6 +95,10 @@ def test_regenerating_a_pool_with_another_prompt_changes_the_identity(tiny_store
     synthetic = {"synthetic": {"pool": str(pool), "algorithm": "simple", "g": 1}, "mixing_fraction": 0.5}
     first = _config(store, **synthetic).identity()
     assert _config(store, **synthetic).identity() == first
+    manifest = json.loads((pool / "manifest.json").read_text())
+    manifest["statistics"] = {"diversity": {"1": {"distinct_2": 0.9}}}  # added later: same generations
+    (pool / "manifest.json").write_text(json.dumps(manifest))
+    assert _config(store, **synthetic).identity() == first
 
     # Regenerated with another prompt at the same path, not yet re-assembled: refused, naming the fix.
     manifest = json.loads((pool / "manifest.json").read_text())
