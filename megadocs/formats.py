@@ -151,6 +151,7 @@ class RunStatus(_StrEnum):
     COMPLETED = "completed"
     DIVERGED = "diverged"  # trained to a non-finite loss: evaluated, loss is null (never best)
     FAILED = "failed"  # infrastructure failure after all retries (the ledger's ``reason`` says why)
+    SUPERSEDED = "superseded"  # ledger: finished on data or code that has changed since; kept, never used
 
     @property
     def finished(self) -> bool:
@@ -284,7 +285,8 @@ class RunDir:
     """
 
     CONFIG = "config.yaml"  # the resolved RunConfig
-    CONFIG_HASH = "config_hash"  # RunConfig.identity(); refuses another config in the same RUN
+    CONFIG_HASH = "config_hash"  # RunConfig.identity(); refuses another run in the same RUN
+    IDENTITY = "identity.json"  # what the identity covers: the data's manifest identities
     CHECKPOINT = "checkpoint"  # resumable training state (train.checkpoint)
     LOG = "log.jsonl"  # one line per LOG_EVERY steps
     MODEL = "model"  # HF save_pretrained + tokenizer
@@ -303,6 +305,7 @@ class RunDir:
 
     config = property(lambda self: self.path / RunDir.CONFIG)
     config_hash = property(lambda self: self.path / RunDir.CONFIG_HASH)
+    identity = property(lambda self: self.path / RunDir.IDENTITY)
     checkpoint = property(lambda self: self.path / RunDir.CHECKPOINT)
     log = property(lambda self: self.path / RunDir.LOG)
     model = property(lambda self: self.path / RunDir.MODEL)
@@ -324,7 +327,7 @@ class RunDir:
 # --- standard JSON and durable writes ------------------------------------------------------
 
 
-def dumps_json(data: Any, *, indent: int | None = 2) -> str:
+def dumps_json(data: Any, *, indent: int | None = 2, sort_keys: bool = False) -> str:
     """Standard JSON text (RFC 8259): refuses NaN/Infinity instead of writing them.
 
     Callers turn a non-finite number into null plus a state first (:func:`finite_or_none`,
@@ -333,7 +336,7 @@ def dumps_json(data: Any, *, indent: int | None = 2) -> str:
     Raises:
         ValueError: ``data`` holds a non-finite float.
     """
-    return json.dumps(data, indent=indent, allow_nan=False)
+    return json.dumps(data, indent=indent, allow_nan=False, sort_keys=sort_keys)
 
 
 def _fsync_dir(directory: Path) -> None:
@@ -374,14 +377,14 @@ def write_atomic(path: str | Path, data: str | bytes) -> None:
         handle.write(data)
 
 
-def write_json(path: str | Path, data: Any, *, indent: int | None = 2) -> None:
+def write_json(path: str | Path, data: Any, *, indent: int | None = 2, sort_keys: bool = False) -> None:
     """Write standard JSON (:func:`dumps_json`, a trailing newline) atomically.
 
     Raises:
         ValueError: ``data`` holds NaN/Infinity (nothing is written).
     """
     try:
-        text = dumps_json(data, indent=indent)
+        text = dumps_json(data, indent=indent, sort_keys=sort_keys)
     except ValueError as exc:
         raise ValueError(f"{path}: {exc} (write null plus a state instead)") from None
     write_atomic(path, text + "\n")

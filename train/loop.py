@@ -1,8 +1,9 @@
 """One training run: `run(config, out)` trains, evaluates and writes the run directory.
 
 Layout of RUN (`megadocs.formats.RunDir`, docs/architecture.md): config.yaml, config_hash,
-checkpoint/, log.jsonl, model/, metrics.json (a `RunMetrics`, written last; its presence means
-"done", and `run` then returns it untouched).
+identity.json, checkpoint/, log.jsonl, model/, metrics.json (a `RunMetrics`, written last; its
+presence means "done", and `run` then returns it untouched, after checking that RUN's recorded
+identity is this config's on this data).
 
 Recipe (paper.md "Training recipe"): AdamW with decoupled weight decay on the weight matrices
 (embeddings included, norm scales excluded), global grad-norm clip, linear warmup over
@@ -46,6 +47,7 @@ from megadocs.formats import (
     finite_or_none,
     replace_dir,
     write_atomic,
+    write_json,
 )
 from train.checkpoint import load_checkpoint, save_checkpoint
 from train.config import RunConfig
@@ -53,6 +55,8 @@ from train.evaluate import autocast_for, evaluate_model, model_logits, token_los
 
 __all__ = [
     "Preempted",
+    "check_run_identity",
+    "write_run_identity",
     "LOG_EVERY",
     "lr_factor",
     "resolve_device",
@@ -182,19 +186,46 @@ class PreemptionSignals:
 # --- the run --------------------------------------------------------------------------------
 
 
-def _prepare_run_dir(config: RunConfig, run_dir: RunDir) -> str:
-    """Create RUN, refuse one that holds another config, save the resolved config."""
-    identity = config.identity()
-    run_dir.path.mkdir(parents=True, exist_ok=True)
-    hash_file = run_dir.config_hash
-    if hash_file.is_file() and hash_file.read_text().strip() != identity:
+def check_run_identity(out: Path, identity: str) -> None:
+    """Refuse a RUN that holds another run: another config, or the same config on other data.
+
+    A finished RUN is checked too: returning its metrics for another identity would report the
+    old run's losses as the new one's.
+    """
+    run_dir = RunDir(out)
+    if not run_dir.config_hash.is_file():
+        if run_dir.is_done():
+            raise UserError(f"{out}: holds {RunDir.METRICS} but no {RunDir.CONFIG_HASH}, so whose run it is "
+                            "cannot be checked; use another --out")
+        return
+    recorded = run_dir.config_hash.read_text().strip()
+    if recorded == identity:
+        return
+    if not run_dir.identity.is_file():
         raise UserError(
-            f"{run_dir.path}: holds a run of config {hash_file.read_text().strip()}, not {identity}; "
-            "use another --out (the default is runs/train/<config_hash>)"
+            f"{out}: made before run identities covered the data (recorded {recorded}, this config on "
+            f"today's data is {identity}); if its config, store and pool are unchanged adopt it with "
+            f"`megadocs train --reidentify {out}`, else use another --out"
         )
+    raise UserError(
+        f"{out}: holds a run of identity {recorded}, not {identity} (another config, or the same config "
+        "on other data); use another --out (the default is runs/train/<identity>)"
+    )
+
+
+def write_run_identity(config: RunConfig, out: Path, identity: str) -> None:
+    """Record the identity and what it covers (the data's manifest identities) in RUN."""
+    run_dir = RunDir(out)
+    write_json(run_dir.identity, {"identity": identity, "data": config.data_identity()}, indent=1, sort_keys=True)
+    write_atomic(run_dir.config_hash, identity + "\n")
+
+
+def _prepare_run_dir(config: RunConfig, run_dir: RunDir, identity: str) -> None:
+    """Create RUN, refuse one that holds another run, save the resolved config and identity."""
+    run_dir.path.mkdir(parents=True, exist_ok=True)
+    check_run_identity(run_dir.path, identity)
     write_atomic(run_dir.config, dump_yaml(config))
-    write_atomic(hash_file, identity + "\n")
-    return identity
+    write_run_identity(config, run_dir.path, identity)
 
 
 def _open_store(path: str, field: str):
@@ -320,7 +351,9 @@ def run(config: RunConfig, out: str | Path) -> RunMetrics:
     """
     out = Path(out)
     run_dir = RunDir(out)
+    identity = config.identity()  # reads the data's manifests: a missing store fails here
     if run_dir.is_done():
+        check_run_identity(out, identity)
         return RunMetrics.load(run_dir.metrics)
     attempt_start = time.perf_counter()
     device = resolve_device(config.device)
@@ -331,7 +364,7 @@ def run(config: RunConfig, out: str | Path) -> RunMetrics:
         _check_extra_store(store, name, extra.store)
     _check_benchmarks(config)
     streams = _load_training_streams(config)
-    identity = _prepare_run_dir(config, run_dir)
+    _prepare_run_dir(config, run_dir, identity)
 
     with PreemptionSignals() as signals:
         # --- model, optimizer, schedule (resumed from the checkpoint if any) ------------------
