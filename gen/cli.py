@@ -7,9 +7,8 @@ progress goes to stderr. Every command is safe to re-run: it resumes or returns 
 from __future__ import annotations
 
 import argparse
-import json
 
-from megadocs.formats import ALGORITHMS
+from megadocs.formats import ALGORITHMS, dumps_json
 
 __all__ = ["register"]
 
@@ -102,7 +101,7 @@ def _generate(args) -> int:
         from gen.generate import run_shards
 
         manifest = run_shards(options)
-    print(json.dumps({"pool": options.out, "complete": manifest["complete"], **manifest["statistics"]}))
+    print(dumps_json({"pool": options.out, "complete": manifest["complete"], **manifest["statistics"]}, indent=None))
     return 0
 
 
@@ -110,5 +109,5 @@ def _assemble(args) -> int:
     from gen.assemble import assemble
 
     manifest = assemble(args.pool, args.algorithm, args.g, docs=args.docs, overwrite=args.overwrite)
-    print(json.dumps({key: manifest[key] for key in ("algorithm", "g", "documents", "excluded_empty")}))
+    print(dumps_json({key: manifest[key] for key in ("algorithm", "g", "documents", "excluded_empty")}, indent=None))
     return 0
