@@ -149,7 +149,7 @@ def g_trend_warnings(summaries: list[dict[str, Any]]) -> list[str]:
     for summary in summaries:
         fixed, certificate = summary["fixed"], summary.get("certificate")
         if certificate and "g" in fixed and "method" in fixed:
-            method = str(fixed["method"]) + (f" ({fixed['preset']})" if "preset" in fixed else "")
+            method = str(fixed["method"]) + (f" ({fixed['model']})" if "model" in fixed else "")
             by_method[method].append((float(fixed["g"]), certificate["loss"], summary["name"]))
     warnings = []
     for method, entries in sorted(by_method.items()):

@@ -36,9 +36,9 @@ TRAIN_AXES = {
 METHODS = ("real", "simple", "stitched", "stitched-first", "stitched-none", "latent", "self-distill")
 """Values of ``fixed.method`` the default objective understands (``real`` = no synthetic stream)."""
 
-FIXED_TRAIN_KEYS = ("method", "g", "preset")
+FIXED_TRAIN_KEYS = ("method", "g", "model")
 """Keys of ``fixed`` the default objective understands: the method, its G, and the model preset
-(student scaling: ``preset: 1.5b`` certifies the same method on another model size)."""
+(student scaling: ``model: 1.5b`` certifies the same method on another model size)."""
 
 GridValues = dict[str, list[int | float]]
 

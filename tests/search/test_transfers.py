@@ -53,16 +53,16 @@ def test_preset_is_a_fixed_field_of_the_default_objective(make_sweep, workdir):
     path = make_sweep(objective=None, train={"data": {"store": "s"}, "model": {"preset": "tiny-1m"}},
                       grid={"lr": [0.001, 0.003]}, start={"lr": 0.001},
                       certifications=[{"name": "real-small", "fixed": {"method": "real"}},
-                                      {"name": "real-large", "fixed": {"method": "real", "preset": "tiny-8m"}}])
+                                      {"name": "real-large", "fixed": {"method": "real", "model": "tiny-8m"}}])
     sweep = load_sweep(path)
     objective = TrainObjective(sweep)
     assert objective.config({"lr": 0.001, "method": "real"}).model.preset == "tiny-1m"
-    assert objective.config({"lr": 0.001, "method": "real", "preset": "tiny-8m"}).model.preset == "tiny-8m"
+    assert objective.config({"lr": 0.001, "method": "real", "model": "tiny-8m"}).model.preset == "tiny-8m"
 
 
 def test_g_trend_compares_within_one_model_size():
     def summary(preset, g, loss):
-        return {"name": f"s-{preset}-{g}", "fixed": {"method": "simple", "g": g, "preset": preset},
+        return {"name": f"s-{preset}-{g}", "fixed": {"method": "simple", "g": g, "model": preset},
                 "certificate": {"loss": loss}}
 
     # the larger student is better at every G: no rise within a size
