@@ -30,7 +30,7 @@ from megadocs.errors import UserError
 from megadocs.formats import write_atomic, write_json
 
 __all__ = [
-    "POOL_FORMAT", "MANIFEST", "IDENTITY_FIELDS", "pool_identity_of", "shard_stem", "rows_path", "done_path",
+    "POOL_FORMAT", "MANIFEST", "IDENTITY_FIELDS", "pool_identity_of", "locked", "shard_stem", "rows_path", "done_path",
     "shard_of", "read_manifest", "check_identity", "load_shard",
     "require_complete", "iter_doc_groups", "refresh_statistics", "STAT_COUNTS", "is_empty", "sample_doc_id",
 ]
@@ -151,7 +151,7 @@ def iter_doc_groups(pool: Path, index: int, count: int) -> Iterator[tuple[str, l
 
 
 @contextlib.contextmanager
-def _locked(pool: Path):
+def locked(pool: Path):
     with open(Path(pool) / LOCK, "a") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
         try:
@@ -164,7 +164,7 @@ def refresh_statistics(pool: Path) -> dict:
     """Recompute the manifest's statistics from the shards' done markers (under a file lock, so
     concurrent array tasks cannot overwrite each other's totals). Returns the new manifest."""
     pool = Path(pool)
-    with _locked(pool):
+    with locked(pool):
         manifest = read_manifest(pool)
         count = manifest["num_shards"]
         totals = dict.fromkeys(STAT_COUNTS, 0)
