@@ -171,6 +171,76 @@ def _encoder(store: TokenStore):
     return store.tokenizer().backend_tokenizer
 
 
+def _row_batches(rows_file: Path, g: int, source_docs, batch_rows: int, source: str | None):
+    """(generation texts, real texts of the documents starting in the batch), checking that the
+    shard holds G rows per document in order, for the source's documents of this shard."""
+    texts: list[str] = []
+    real_texts: list[str] = []
+    expected = (None, g)  # (doc_id, next gen_index)
+    for row in _iter_rows(rows_file):
+        doc_id, gen_index = row["doc_id"], int(row["gen_index"])
+        if expected[1] == g:  # a new document starts
+            if gen_index != 0:
+                raise UserError(f"{rows_file}: document {doc_id!r} starts at gen_index {gen_index}, "
+                                f"expected 0 (is the pool complete?)")
+            if source_docs is not None:
+                doc = next(source_docs, None)
+                if doc is None or doc.doc_id != doc_id:
+                    raise UserError(f"{rows_file}: document {doc_id!r} is not the source's next document "
+                                    f"of this shard ({doc and doc.doc_id!r}); the pool does not match {source}")
+                real_texts.append(doc.text)
+            expected = (doc_id, 0)
+        if (doc_id, gen_index) != expected:
+            raise UserError(f"{rows_file}: expected generation {expected[1]} of {expected[0]!r}, "
+                            f"found {gen_index} of {doc_id!r} (G={g}; is the pool complete?)")
+        expected = (doc_id, gen_index + 1)
+        texts.append(row["text"])
+        if len(texts) >= batch_rows:
+            yield texts, real_texts
+            texts, real_texts = [], []
+    if expected[1] != g:
+        raise UserError(f"{rows_file}: document {expected[0]!r} has {expected[1]} of {g} generations")
+    if texts:
+        yield texts, real_texts
+
+
+def _read_ahead(items, depth: int = 2):
+    """Iterate ``items`` on a background thread, ``depth`` ahead: JSON parsing overlaps the
+    encoder, which releases the GIL while it spreads a batch over the cores."""
+    import queue
+    import threading
+
+    buffer: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+    end = object()
+
+    def work() -> None:
+        try:
+            for item in items:
+                while not stop.is_set():
+                    try:
+                        buffer.put(item, timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            buffer.put(end)
+        except BaseException as exc:  # noqa: BLE001 - re-raised by the consumer
+            buffer.put(exc)
+
+    thread = threading.Thread(target=work, name="pool-reader", daemon=True)
+    thread.start()
+    try:
+        while (item := buffer.get()) is not end:
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        thread.join()
+
+
 def tokenize_shard(pool: str | Path, store: str | Path | TokenStore, index: int, *, progress: bool = True,
                    batch_rows: int = BATCH_ROWS) -> dict:
     """Tokenize pool shard ``index`` (skipped when its ``.done`` marker exists); returns its counts.
@@ -198,48 +268,17 @@ def tokenize_shard(pool: str | Path, store: str | Path | TokenStore, index: int,
     generations = _ArrayWriter(out, stem)
     real = _ArrayWriter(out, f"{stem}.real") if tokenize_real else None
     counts = {"documents": 0, "generations": 0, "tokens": 0, "real_tokens": 0, "empty": 0}
-    texts: list[str] = []
-    real_texts: list[str] = []
-
-    def flush() -> None:
-        counts["tokens"] += generations.write(encoder, texts)
-        counts["empty"] += sum(not text.strip() for text in texts)
-        if real is not None:
-            counts["real_tokens"] += real.write(encoder, real_texts)
-        texts.clear()
-        real_texts.clear()
-
-    rows_file = pool / f"{stem}.jsonl"
+    batches = _row_batches(pool / f"{stem}.jsonl", g, source_docs, batch_rows, manifest.get("source"))
     try:
         with tqdm(desc=f"tokenizing {stem}", unit=" rows", file=sys.stderr, disable=not progress) as bar:
-            expected = (None, g)  # (doc_id, next gen_index)
-            for row in _iter_rows(rows_file):
-                doc_id, gen_index = row["doc_id"], int(row["gen_index"])
-                if expected[1] == g:  # a new document starts
-                    if gen_index != 0:
-                        raise UserError(f"{rows_file}: document {doc_id!r} starts at gen_index {gen_index}, "
-                                        f"expected 0 (is the pool complete?)")
-                    if source_docs is not None:
-                        source = next(source_docs, None)
-                        if source is None or source.doc_id != doc_id:
-                            raise UserError(f"{rows_file}: document {doc_id!r} is not the source's next "
-                                            f"document of this shard ({source and source.doc_id!r}); "
-                                            f"the pool does not match {manifest['source']}")
-                        real_texts.append(source.text)
-                    expected = (doc_id, 0)
-                    counts["documents"] += 1
-                if (doc_id, gen_index) != expected:
-                    raise UserError(f"{rows_file}: expected generation {expected[1]} of {expected[0]!r}, "
-                                    f"found {gen_index} of {doc_id!r} (G={g}; is the pool complete?)")
-                expected = (doc_id, gen_index + 1)
-                texts.append(row["text"])
-                counts["generations"] += 1
-                if len(texts) >= batch_rows:
-                    flush()
-                bar.update(1)
-            flush()
-            if expected[1] != g:
-                raise UserError(f"{rows_file}: document {expected[0]!r} has {expected[1]} of {g} generations")
+            for texts, real_texts in _read_ahead(batches):
+                counts["tokens"] += generations.write(encoder, texts)
+                counts["empty"] += sum(not text.strip() for text in texts)
+                counts["generations"] += len(texts)
+                if real is not None:
+                    counts["real_tokens"] += real.write(encoder, real_texts)
+                bar.update(len(texts))
+        counts["documents"] = counts["generations"] // g
         generations.close()
         if real is not None:
             real.close()
