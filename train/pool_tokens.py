@@ -294,6 +294,10 @@ def tokenize_shard(pool: str | Path, store: str | Path | TokenStore, index: int,
 
 def _planned_manifest(pool: Path, store: TokenStore) -> dict:
     manifest = _pool_manifest(pool)
+    if manifest["kind"] not in INDEXED_ALGORITHMS.values():
+        raise UserError(f"--pool: {pool} holds {manifest['kind']} generations; latent documents insert "
+                        f"thoughts inside the real text, so training tokenizes their assembled text "
+                        f"(`megadocs gen assemble`), there is nothing to tokenize ahead")
     _require_complete(pool, manifest)
     real_store = None if manifest["kind"] == "sample" else _real_from_store(manifest, store)
     return {

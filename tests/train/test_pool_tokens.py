@@ -152,3 +152,35 @@ def test_tokenize_step_refuses_an_unfinished_pool(store_pool, store):
     (store_pool / f"shard-00000-of-{NUM_SHARDS:05d}.done").unlink()
     with pytest.raises(UserError, match=r"generation is not finished, shards \[0\]"):
         tokenize_pool(store_pool, store.path, progress=False)
+
+
+@pytest.mark.slow
+def test_cli_runs_the_step_as_a_local_job_array(store_pool, store, capsys):
+    from megadocs.cli import main
+
+    args = ["data", "tokenize-pool", "--pool", str(store_pool), "--store", str(store.path)]
+    assert main([*args, "--executor", "local"]) == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert summary["complete"] and summary["shards_done"] == NUM_SHARDS
+    assert len(list((tokens_dir(store_pool, store.tokenizer_hash) / "submitit").glob("*_result.pkl"))) == NUM_SHARDS
+    assert synthetic_documents(store_pool, "simple", 2, store) is not None
+
+
+@pytest.mark.parametrize("extra,message", [
+    (["--profile", "p.yaml"], "--profile: only used with --executor slurm"),
+    (["--executor", "slurm"], "--profile: required with --executor slurm"),
+    (["--shard", "5"], "--shard: expected 0 <= i < 2"),
+])
+def test_cli_bad_input_is_one_line(extra, message, store_pool, store, capsys):
+    from megadocs.cli import main
+
+    assert main(["data", "tokenize-pool", "--pool", str(store_pool), "--store", str(store.path), *extra]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and message in err and "\n" not in err
+
+
+def test_a_thoughts_pool_is_refused(store_pool, store):
+    manifest = json.loads((store_pool / "manifest.json").read_text())
+    (store_pool / "manifest.json").write_text(json.dumps({**manifest, "kind": "thoughts"}))
+    with pytest.raises(UserError, match="thoughts generations; latent documents insert thoughts"):
+        tokenize_pool(store_pool, store.path, progress=False)
