@@ -285,7 +285,7 @@ def run_job_array(tasks: Sequence[Callable[[], Any]], labels: Sequence[str], *, 
     config = ExecutorConfig(kind=kind, profile=profile, max_parallel=max(1, len(tasks)), timeout_min=timeout_min)
     jobs = make_executor(config, folder, name)
     ids = jobs.submit(tasks)
-    print(f"submitted {len(ids)} task(s) to {kind}: {', '.join(ids)} (logs: {folder})", file=sys.stderr)
+    print(f"submitted {len(ids)} shard task(s) to {kind}: {', '.join(ids)} (logs: {folder})", file=sys.stderr)
     pending = dict(zip(ids, labels))
     values: dict[str, Any] = {}
     failures = []
