@@ -27,6 +27,7 @@ Training then assembles every algorithm and every G' <= G from these arrays by i
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
@@ -334,6 +335,12 @@ def _init(pool: Path, store: TokenStore) -> dict:
 def _finish(pool: Path, store: TokenStore) -> dict:
     """Sum the shards' counts into the manifest; ``complete`` once every shard is done."""
     out = tokens_dir(pool, store.tokenizer_hash)
+    with open(out / ".manifest.lock", "a") as lock:  # tasks run with --shard may finish together
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        return _sum_shards(out)
+
+
+def _sum_shards(out: Path) -> dict:
     manifest = json.loads((out / MANIFEST).read_text())
     count = manifest["num_shards"]
     markers = [out / f"{_stem(i, count)}.done" for i in range(count)]
