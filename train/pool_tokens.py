@@ -541,14 +541,16 @@ class PieceDocuments:
         virtual = doc_virtual[documents] + offsets
         piece = np.searchsorted(piece_virtual, virtual, side="right") - 1
         position = virtual - piece_virtual[piece]
-        is_eos = position == self.piece_length[piece]
-        tokens = np.full(virtual.shape, self.eos_id, dtype=TOKEN_DTYPE)
-        array = np.where(is_eos, -1, self.piece_array[piece])
-        index = self.piece_start[piece] + position
-        for which in np.unique(array[array >= 0]):
-            mask = array == which
-            tokens[mask] = self.arrays[which][index[mask]]
-        return tokens
+        tokens = np.full(virtual.size, self.eos_id, dtype=TOKEN_DTYPE)
+        inside = np.flatnonzero(position.ravel() < self.piece_length[piece].ravel())  # else the EOS after it
+        array = self.piece_array[piece.ravel()[inside]]
+        index = self.piece_start[piece.ravel()[inside]] + position.ravel()[inside]
+        # one fancy-indexing read per array touched (sorted by array: cost independent of the shard count)
+        order = np.argsort(array, kind="stable")
+        for group in np.split(order, np.flatnonzero(np.diff(array[order])) + 1):
+            if group.size:
+                tokens[inside[group]] = self.arrays[array[group[0]]][index[group]]
+        return tokens.reshape(virtual.shape)
 
     def document(self, index: int) -> np.ndarray:
         """The tokens of one document (a copy; for tests and inspection)."""
