@@ -28,7 +28,6 @@ Training then assembles every algorithm and every G' <= G from these arrays by i
 from __future__ import annotations
 
 import fcntl
-import hashlib
 import json
 import os
 import sys
@@ -42,6 +41,7 @@ import numpy as np
 import submitit
 
 from megadocs.corpus import is_token_store, iter_documents, source_hash
+from megadocs.data_identity import pool_identity_of
 from megadocs.errors import UserError
 from train.store import TOKEN_DTYPE, TokenStore
 
@@ -81,9 +81,10 @@ def _pool_manifest(pool: Path) -> dict:
     return manifest
 
 
-def _pool_identity(pool: Path) -> str:
-    """sha256 of the pool's manifest: tokens built from another pool state are not reused."""
-    return hashlib.sha256((pool / "manifest.json").read_bytes()).hexdigest()
+def _pool_identity(pool: Path) -> dict:
+    """The fields that define the pool's generations (statistics added later, e.g. by
+    `gen diversity`, do not make its tokens stale; a regenerated pool does)."""
+    return pool_identity_of(_pool_manifest(pool))
 
 
 def _require_complete(pool: Path, manifest: dict) -> None:
@@ -305,7 +306,7 @@ def _planned_manifest(pool: Path, store: TokenStore) -> dict:
         "format": TOKENS_FORMAT,
         "tokenizer_hash": store.tokenizer_hash,
         "eos_id": store.eos_id,
-        "pool_manifest_sha256": _pool_identity(pool),
+        "pool_identity": _pool_identity(pool),
         "pool_kind": manifest["kind"],
         "pool_g": manifest["g"],
         "num_shards": manifest["num_shards"],
@@ -321,7 +322,7 @@ def _init(pool: Path, store: TokenStore) -> dict:
     path = out / MANIFEST
     if path.is_file():
         existing = json.loads(path.read_text())
-        if existing.get("pool_manifest_sha256") == planned["pool_manifest_sha256"]:
+        if existing.get("pool_identity") == planned["pool_identity"]:
             return existing
         # the pool changed since (re-generated or extended): its old tokens are stale
         for stale in out.glob("shard-*"):
@@ -449,7 +450,7 @@ def open_pool_tokens(pool: str | Path, store: TokenStore) -> PooledTokens | None
         return None
     if not manifest.get("complete") or manifest.get("format") != TOKENS_FORMAT:
         return None
-    if manifest["pool_manifest_sha256"] != _pool_identity(pool):
+    if manifest.get("pool_identity") != _pool_identity(pool):
         print(f"{out}: built from an earlier state of the pool; not used (re-run `megadocs data "
               f"tokenize-pool --pool {pool}`)", file=sys.stderr)
         return None

@@ -142,9 +142,11 @@ def test_tokenize_step_resumes_per_shard_and_refuses_what_does_not_fit(store_poo
         synthetic_documents(store_pool, "stitched", POOL_G + 1, store)
     assert synthetic_documents(store_pool, "latent", 1, store) is None  # assembled-text path
 
-    # the pool changed after tokenizing (e.g. extended): its old tokens are not used
+    # statistics added to the pool manifest later keep the tokens; regenerated generations do not
     pool_manifest = json.loads((store_pool / "manifest.json").read_text())
-    (store_pool / "manifest.json").write_text(json.dumps({**pool_manifest, "note": "changed"}))
+    (store_pool / "manifest.json").write_text(json.dumps({**pool_manifest, "diversity": {"g1": 0.5}}))
+    assert open_pool_tokens(store_pool, store) is not None
+    (store_pool / "manifest.json").write_text(json.dumps({**pool_manifest, "seed": 7}))
     assert open_pool_tokens(store_pool, store) is None
 
 
