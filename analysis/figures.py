@@ -437,7 +437,7 @@ def _mark_open_and_bounds(ax, frame: pd.DataFrame, y: str, colour, marker, at_bo
             markeredgecolor=colour, linestyle="none", markeredgewidth=0.8)
 
 
-def plot_transfers(table: pd.DataFrame, *, val_set: str = "iid"):
+def plot_transfers(table: pd.DataFrame, *, val_set: str = IID):
     """Figure 6: each method at its own certified hyperparameters (solid) and at another
     certification's (dashed), vs G; the source certifications' losses dotted.
 

@@ -177,7 +177,7 @@ def _next_generations_section(report: _Report, certifications: pd.DataFrame) -> 
         table = generation_table(certifications)
     except UserError:
         return
-    main_set = "iid" if "iid" in set(table["set"]) else table["set"].iloc[0]
+    main_set = IID if IID in set(table["set"]) else table["set"].iloc[0]
     synthetic = table[(table["set"] == main_set) & (table["method"] != BASELINE_METHOD) & (table["g"] > 0)]
     if synthetic.empty:
         return
