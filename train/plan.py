@@ -222,3 +222,91 @@ def auto_micro_batch(model, *, preset_name: str, vocab_size: int, context: int, 
         if peak <= MEMORY_HEADROOM * torch.cuda.get_device_properties(device).total_memory:
             return micro
     raise UserError(f"optim.micro_batch_size: auto: not even 1 sequence of {context} tokens fits on {device}")
+
+
+def window_counts(plan) -> tuple[int, int]:
+    """(real, synthetic) windows a `train.streams.MixingPlan` reads over the whole run."""
+    real = synthetic = 0
+    for step in range(plan.total_steps):
+        step_real, step_synthetic = plan.batch_counts(step)
+        real += step_real
+        synthetic += step_synthetic
+    return real, synthetic
+
+
+def run_plan(
+    config,
+    *,
+    mfu: float = DEFAULT_MFU,
+    peak_tflops: float = H100_BF16_PEAK_TFLOPS,
+    device_memory_gib: float = DEFAULT_DEVICE_MEMORY_GIB,
+) -> dict:
+    """The plan of `megadocs train CONFIG --dry-run` (a JSON-ready dict); reads the store, trains nothing.
+
+    Memory and GPU-hours are for a CUDA device (bf16 autocast) unless ``config.device`` is cpu;
+    ``micro_batch_size: auto`` is resolved against `device_memory_gib` by the memory model alone.
+    Evaluation is not counted in the GPU-hours (it is forward-only over ``eval.val_windows``).
+    """
+    from train.data import TrainingStreams
+
+    data, optim = config.data, config.optim
+    streams = TrainingStreams.build(data.store, synthetic=data.synthetic, context=data.context,
+                                    mixing_fraction=data.mixing_fraction, real_epochs=data.real_epochs,
+                                    batch_size=optim.batch_size, seed=data.seed)  # fmt: skip
+    real_seen, synthetic_seen = window_counts(streams.plan)
+    tokens = (real_seen + synthetic_seen) * data.context
+    cost = model_cost(config.model.preset, vocab_size=streams.vocab_size, context=data.context)
+    mixed = config.device != "cpu"
+    memory_bytes = device_memory_gib * 2**30
+    if optim.micro_batch_size == "auto":
+        estimate = largest_fitting_micro_batch(config.model.preset, vocab_size=streams.vocab_size,
+                                               context=data.context, batch_size=optim.batch_size,
+                                               memory_bytes=memory_bytes, mixed_precision=mixed)  # fmt: skip
+    else:
+        estimate = memory_estimate(config.model.preset, vocab_size=streams.vocab_size, context=data.context,
+                                   micro_batch_size=optim.micro_batch_size, mixed_precision=mixed)  # fmt: skip
+    return {
+        "config_hash": config.identity(),
+        "preset": config.model.preset,
+        "vocab_size": streams.vocab_size,
+        "context": data.context,
+        "batch_size": optim.batch_size,
+        "micro_batch_size": estimate.micro_batch_size,
+        "micro_batch_size_auto": optim.micro_batch_size == "auto",
+        "steps": streams.plan.total_steps,
+        "tokens": tokens,
+        "windows": {"real_per_epoch": streams.plan.real_windows, "real_seen": real_seen,
+                    "synthetic_seen": synthetic_seen},  # fmt: skip
+        "parameters": cost.parameters,
+        "flops_parameters": cost.flops_parameters,
+        "flops_per_token": cost.flops_per_token,
+        "flops_total": cost.flops_per_token * tokens,
+        "memory_per_micro_batch": estimate.to_dict(),
+        "device_memory_bytes": memory_bytes,
+        "mixed_precision": mixed,
+        "mfu": mfu,
+        "peak_tflops": peak_tflops,
+        "gpu_hours": gpu_hours(tokens, cost.flops_per_token, mfu=mfu, peak_tflops=peak_tflops),
+    }
+
+
+def format_run_plan(plan: dict) -> str:
+    """The human-readable form of `run_plan`."""
+    memory = plan["memory_per_micro_batch"]
+    windows = plan["windows"]
+    gib = 2**30
+    micro = f"{plan['micro_batch_size']}" + (" (auto)" if plan["micro_batch_size_auto"] else "")
+    lines = [
+        f"run {plan['config_hash']}: {plan['preset']}, vocabulary {plan['vocab_size']:,}, context {plan['context']}",
+        f"steps            {plan['steps']:,} x batch {plan['batch_size']} (micro-batch {micro})",
+        f"tokens           {plan['tokens']:,}",
+        f"windows          real {windows['real_seen']:,} ({windows['real_per_epoch']:,} per epoch), "
+        f"synthetic {windows['synthetic_seen']:,}",
+        f"parameters       {plan['parameters']:,} (N for 6N: {plan['flops_parameters']:,})",
+        f"FLOPs per token  {plan['flops_per_token']:.4g} (6N + attention); total {plan['flops_total']:.4g}",
+        f"memory           {memory['total'] / gib:.2f} GiB per micro-batch (activations "
+        f"{memory['activations'] / gib:.2f}, weights+grads+AdamW "
+        f"{(memory['parameters'] + memory['gradients'] + memory['optimizer']) / gib:.2f}, loss {memory['loss'] / gib:.2f})",
+        f"GPU-hours        {plan['gpu_hours']:.4g} at MFU {plan['mfu']} of {plan['peak_tflops']} TFLOP/s",
+    ]
+    return "\n".join(lines) + "\n"
