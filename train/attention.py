@@ -28,7 +28,7 @@ import torch
 
 from train.config import DocumentMask
 
-__all__ = ["attention_units", "packed_position_ids", "dense_unit_mask", "masked_attention_backend"]
+__all__ = ["attention_units", "position_ids_for", "packed_position_ids", "dense_unit_mask", "masked_attention_backend"]
 
 
 def attention_units(
@@ -59,6 +59,22 @@ def packed_position_ids(units: torch.Tensor) -> torch.Tensor:
     starts[:, 1:] = units[:, 1:] != units[:, :-1]
     start_index = torch.where(starts, index, torch.zeros_like(index)).cummax(dim=1).values
     return index - start_index
+
+
+def position_ids_for(
+    model: torch.nn.Module,
+    input_ids: torch.Tensor,
+    document_ids: torch.Tensor | None,
+    document_mask: DocumentMask | bool | str,
+    eos_id: int | None = None,
+) -> torch.Tensor | None:
+    """What to pass a Llama as ``position_ids`` for this mode: packed positions, or None for ``off``.
+
+    `eos_id` defaults to the model config's (`train.model.build_model` sets it from the store).
+    """
+    eos_id = model.config.eos_token_id if eos_id is None else eos_id
+    units = attention_units(input_ids, document_ids, DocumentMask.parse(document_mask), eos_id=eos_id)
+    return None if units is None else packed_position_ids(units)
 
 
 def dense_unit_mask(units: torch.Tensor) -> torch.Tensor:

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from train.attention import attention_units, packed_position_ids
+from train.attention import position_ids_for
 from train.config import DocumentMask
 from train.loss import next_token_losses
 
@@ -87,9 +87,7 @@ def model_logits(
     eos_id: int | None = None,
 ) -> torch.Tensor:
     """Logits [B, C, V]; with a `document_mask` mode, attention stays inside each unit (`train.attention`)."""
-    eos_id = model.config.eos_token_id if eos_id is None else eos_id  # build_model sets it from the store
-    units = attention_units(input_ids, document_ids, DocumentMask.parse(document_mask), eos_id=eos_id)
-    position_ids = None if units is None else packed_position_ids(units)
+    position_ids = position_ids_for(model, input_ids, document_ids, document_mask, eos_id)
     return model(input_ids=input_ids, position_ids=position_ids, use_cache=False).logits
 
 

@@ -34,7 +34,7 @@ import torch
 import torch.nn.functional as F
 
 from megadocs.errors import UserError
-from train.attention import attention_units, packed_position_ids
+from train.attention import position_ids_for
 from train.config import DocumentMask
 
 __all__ = [
@@ -144,10 +144,14 @@ def hidden_states(
     eos_id: int | None = None,
 ) -> torch.Tensor:
     """The backbone's final (normed) hidden states [b, C, H]; masked modes pass packed position ids."""
-    eos_id = model.config.eos_token_id if eos_id is None else eos_id  # build_model sets it from the store
-    units = attention_units(input_ids, document_ids, DocumentMask.parse(document_mask), eos_id=eos_id)
-    position_ids = None if units is None else packed_position_ids(units)
+    position_ids = position_ids_for(model, input_ids, document_ids, document_mask, eos_id)
     return model.model(input_ids=input_ids, position_ids=position_ids, use_cache=False).last_hidden_state
+
+
+def _predictions_and_targets(model, input_ids, document_ids, document_mask, eos_id):
+    """Hidden states of positions 0..C-2 [b*(C-1), H] and the tokens they predict [b*(C-1)]."""
+    hidden = hidden_states(model, input_ids, document_ids, document_mask=document_mask, eos_id=eos_id)
+    return hidden[:, :-1].reshape(-1, hidden.shape[-1]), input_ids[:, 1:].reshape(-1)
 
 
 def next_token_loss(
@@ -161,9 +165,7 @@ def next_token_loss(
     chunk_tokens: int = DEFAULT_CHUNK_TOKENS,
 ) -> torch.Tensor:
     """Mean next-token cross-entropy over positions 1..C-1 of ids [b, C] (an fp32 scalar)."""
-    hidden = hidden_states(model, input_ids, document_ids, document_mask=document_mask, eos_id=eos_id)
-    hidden = hidden[:, :-1].reshape(-1, hidden.shape[-1])  # [b*(C-1), H]
-    targets = input_ids[:, 1:].reshape(-1)  # [b*(C-1)]
+    hidden, targets = _predictions_and_targets(model, input_ids, document_ids, document_mask, eos_id)
     head = model.get_output_embeddings().weight  # [V, H]
     total = linear_cross_entropy_sum(hidden, head, targets, implementation=implementation, chunk_tokens=chunk_tokens)
     return total / targets.numel()
@@ -184,10 +186,8 @@ def next_token_losses(
     The evaluation twin of `next_token_loss` (what ``token_losses(model_logits(...))`` gives,
     without the [b, C, V] logits).
     """
-    hidden = hidden_states(model, input_ids, document_ids, document_mask=document_mask, eos_id=eos_id)
+    hidden, targets = _predictions_and_targets(model, input_ids, document_ids, document_mask, eos_id)
     batch, length = input_ids.shape
-    hidden = hidden[:, :-1].reshape(-1, hidden.shape[-1])  # [b*(C-1), H]
-    targets = input_ids[:, 1:].reshape(-1)  # [b*(C-1)]
     head = model.get_output_embeddings().weight.to(hidden.dtype)  # [V, H]
     losses = torch.empty(targets.shape[0], dtype=torch.float32, device=hidden.device)
     for start in range(0, targets.shape[0], chunk_tokens):
