@@ -35,6 +35,7 @@ import multiprocessing
 import resource
 import sys
 import tempfile
+import threading
 import time
 from functools import partial
 from pathlib import Path
@@ -94,11 +95,41 @@ def bare_tokens_per_s(config: RunConfig, vocab_size: int, steps: int, device: to
     return tokens / (time.perf_counter() - started), tokens / (time.process_time() - cpu_started)
 
 
-LOSS_CHUNK = 1024  # rows per chunk in the comparison (training uses train.loss.DEFAULT_CHUNK_TOKENS)
+LOSS_CHUNK = 512  # rows per chunk in the comparison (training uses train.loss.DEFAULT_CHUNK_TOKENS)
+
+
+def _resident_bytes() -> int:
+    with open("/proc/self/statm") as statm:
+        return int(statm.read().split()[1]) * resource.getpagesize()
+
+
+class _PeakResident:
+    """Samples this process's resident memory every millisecond (torch ops release the GIL), so
+    the peak of one operation is measured even when importing torch peaked higher before it."""
+
+    def __enter__(self):
+        self.before = self.peak = _resident_bytes()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+        return self
+
+    def _sample(self) -> None:
+        while not self._stop.wait(0.001):
+            self.peak = max(self.peak, _resident_bytes())
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, _resident_bytes())
+
+    @property
+    def growth(self) -> int:
+        return self.peak - self.before
 
 
 def _loss_child(tokens: int, hidden: int, vocab: int, implementation: str, queue) -> None:
-    """In a fresh process: seconds and peak-RSS growth (bytes) of one forward + backward."""
+    """In a fresh process: seconds and peak resident-memory growth (bytes) of one forward + backward."""
     torch.set_num_threads(1)
     generator = torch.Generator().manual_seed(0)
     h = torch.randn(tokens, hidden, generator=generator, requires_grad=True)
@@ -106,11 +137,11 @@ def _loss_child(tokens: int, hidden: int, vocab: int, implementation: str, queue
     targets = torch.randint(0, vocab, (tokens,), generator=generator)
     linear_cross_entropy_sum(h[:8], w, targets[:8], implementation=implementation).backward()  # warm-up
     h.grad = w.grad = None
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    started = time.perf_counter()
-    linear_cross_entropy_sum(h, w, targets, implementation=implementation, chunk_tokens=LOSS_CHUNK).backward()
-    seconds = time.perf_counter() - started
-    queue.put((seconds, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - before))
+    with _PeakResident() as memory:
+        started = time.perf_counter()
+        linear_cross_entropy_sum(h, w, targets, implementation=implementation, chunk_tokens=LOSS_CHUNK).backward()
+        seconds = time.perf_counter() - started
+    queue.put((seconds, memory.growth))
 
 
 def loss_comparison(sizes: list[tuple[int, int, int]]) -> list[dict]:
@@ -272,19 +303,34 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     parser.add_argument("--peak-tflops", type=float, default=H100_BF16_PEAK_TFLOPS,
                         help="peak dense bf16 TFLOP/s of the GPU, for MFU (default: H100 SXM)")
+    parser.add_argument("--skip-loop", action="store_true", help="only the loss comparison (and the CUDA suite)")
     parser.add_argument("--cuda-suite", action="store_true", help="on CUDA: 150m/300m at --cuda-context vs bare "
                         "loop and HF Trainer (see the module docstring)")
     parser.add_argument("--cuda-context", type=int, default=4096)
     parser.add_argument("--cuda-batch", type=int, default=64)
     parser.add_argument("--cuda-micro-batch", type=int, default=16)
     parser.add_argument("--cuda-steps", type=int, default=20)
-    parser.add_argument("--loss-sizes", default="4096x256x32768,8192x256x32768",
+    parser.add_argument("--loss-sizes", default="2048x128x16384,4096x128x16384",
                         help="TOKENSxHIDDENxVOCAB,... for the chunked vs full loss comparison ('' = skip)")
     args = parser.parse_args(argv)
     device = resolve_device(args.device)
     if args.threads:
         torch.set_num_threads(args.threads)
 
+    summary = {"name": "train_throughput", "device": device.type}
+    if not args.skip_loop:
+        summary.update(loop_against_bare(args, device))
+    if args.loss_sizes:
+        sizes = [tuple(int(x) for x in size.split("x")) for size in args.loss_sizes.split(",")]
+        summary["loss_chunked_vs_full"] = loss_comparison(sizes)
+    if device.type == "cuda" and args.cuda_suite:
+        summary.update(cuda_suite(args))
+    print(json.dumps(summary))
+    return 0
+
+
+def loop_against_bare(args, device: torch.device) -> dict:
+    """Tokens/s of `train.loop.run` and of the bare loop, best of `args.attempts` alternating pairs."""
     with tempfile.TemporaryDirectory() as tmp:
         store = args.store
         if store is None:
@@ -313,9 +359,7 @@ def main(argv: list[str] | None = None) -> int:
 
     best_loop, best_bare = max(r[0] for r in loop_rates), max(r[0] for r in bare_rates)
     best_loop_cpu, best_bare_cpu = max(r[1] for r in loop_rates), max(r[1] for r in bare_rates)
-    summary = {
-        "name": "train_throughput",
-        "device": device.type,
+    return {
         "preset": args.preset,
         "context": args.context,
         "batch": args.batch,
@@ -327,13 +371,6 @@ def main(argv: list[str] | None = None) -> int:
         "cpu_time_ratio": best_loop_cpu / best_bare_cpu,
         "target": TARGET_RATIO,
     }
-    if args.loss_sizes:
-        sizes = [tuple(int(x) for x in size.split("x")) for size in args.loss_sizes.split(",")]
-        summary["loss_chunked_vs_full"] = loss_comparison(sizes)
-    if device.type == "cuda" and args.cuda_suite:
-        summary.update(cuda_suite(args))
-    print(json.dumps(summary))
-    return 0
 
 
 if __name__ == "__main__":
