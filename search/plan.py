@@ -20,7 +20,8 @@ yet) and is costed by `train.plan` (its steps from the store's real windows, epo
 FLOPs per token; GPU-hours at the assumed MFU and peak). The expected GPU-hours are the mean
 over the simulations of the cost of the points each one ran; the worst case is the costliest
 ``worst`` points. Ensembles (``members`` runs at ``epochs * epochs_multiplier``) are costed at
-the source certification's start point. Sweeps with a callable objective get run counts only.
+the source certification's start point, and so is each transfer (one run of its method at the
+source's certified point). Sweeps with a callable objective get run counts only.
 """
 
 from __future__ import annotations
@@ -156,16 +157,25 @@ def sweep_plan(sweep: Sweep, *, mfu: float, peak_tflops: float, simulations: int
                 point["epochs"] = int(round(point["epochs"] * ens.epochs_multiplier))
             entry["gpu_hours"] = ens.members * coster.cost(point)["gpu_hours"]
         ensembles.append(entry)
+    transfers = []
+    for transfer in sweep.transfers:  # one run of another method at the source's certified point
+        entry = {"name": transfer.name, "from": transfer.source, "runs": 1}
+        if coster is not None:
+            source = sweep.certification(transfer.source)
+            entry["gpu_hours"] = coster.cost({**transfer.fixed, **sweep.start_for(source)})["gpu_hours"]
+        transfers.append(entry)
+    extras = ensembles + transfers  # fixed run counts, known before the search
     totals: dict[str, Any] = {
-        "runs_expected": sum(c["expected"] for c in certifications) + sum(e["runs"] for e in ensembles),
-        "runs_worst": sum(c["worst"] for c in certifications) + sum(e["runs"] for e in ensembles),
+        "runs_expected": sum(c["expected"] for c in certifications) + sum(e["runs"] for e in extras),
+        "runs_worst": sum(c["worst"] for c in certifications) + sum(e["runs"] for e in extras),
     }
     if coster is not None:
-        ensemble_hours = sum(e["gpu_hours"] for e in ensembles)
-        totals["gpu_hours_expected"] = sum(c["gpu_hours_expected"] for c in certifications) + ensemble_hours
-        totals["gpu_hours_worst"] = sum(c["gpu_hours_worst"] for c in certifications) + ensemble_hours
+        extra_hours = sum(e["gpu_hours"] for e in extras)
+        totals["gpu_hours_expected"] = sum(c["gpu_hours_expected"] for c in certifications) + extra_hours
+        totals["gpu_hours_worst"] = sum(c["gpu_hours_worst"] for c in certifications) + extra_hours
     return {"sweep": sweep.name, "mfu": mfu if coster else None, "peak_tflops": peak_tflops if coster else None,
-            "simulations": simulations, "certifications": certifications, "ensembles": ensembles,
+            "simulations": simulations, "certifications": certifications,
+            "ensembles": ensembles, "transfers": transfers,
             "total": totals}  # fmt: skip
 
 
@@ -179,8 +189,8 @@ def format_sweep_plan(plan: dict[str, Any]) -> str:
         row = f"{c['name']:<20} {c['grid_size']:>5} {c['best']:>5} {c['expected']:>9.1f} {c['worst']:>6}"
         row += f" {c['gpu_hours_expected']:>15.4g} {c['gpu_hours_worst']:>12.4g}" if costed else ""
         lines.append(row)
-    for e in plan["ensembles"]:
-        row = f"{e['name'] + ' (ensemble)':<20} {'':>5} {e['runs']:>5} {e['runs']:>9} {e['runs']:>6}"
+    for kind, e in [("ensemble", e) for e in plan["ensembles"]] + [("transfer", e) for e in plan["transfers"]]:
+        row = f"{e['name'] + f' ({kind})':<20} {'':>5} {e['runs']:>5} {e['runs']:>9} {e['runs']:>6}"
         row += f" {e['gpu_hours']:>15.4g} {e['gpu_hours']:>12.4g}" if costed else ""
         lines.append(row)
     total = plan["total"]

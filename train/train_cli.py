@@ -25,7 +25,12 @@ BENCHMARKS = "benchmarks"
 
 def _add_run_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--template", action="store_true", help="print a commented config and exit")
-    parser.add_argument("--out", metavar="RUN", help="run directory (default: runs/train/<config_hash>)")
+    parser.add_argument("--out", metavar="RUN", help="run directory (default: runs/train/<identity>)")
+    parser.add_argument(
+        "--reidentify", metavar="RUN",
+        help="re-record RUN's identity from its config.yaml and today's data (for runs made before "
+        "identities covered the data; only when its store and pool are unchanged)",
+    )  # fmt: skip
     parser.add_argument("--dry-run", action="store_true",
                         help="print the plan (steps, tokens, FLOPs, memory, GPU-hours) and exit without training")
     parser.add_argument("--json", action="store_true", help="with --dry-run: the plan as one JSON object")
@@ -129,6 +134,30 @@ def _dry_run(config, args: argparse.Namespace) -> int:
     return 0
 
 
+def _reidentify(run_dir: Path) -> int:
+    """Adopt a run made before identities covered the data: the user vouches its data is unchanged."""
+    import json
+
+    from train.loop import CONFIG_FILE, HASH_FILE, METRICS_FILE, write_run_identity
+
+    if not (run_dir / CONFIG_FILE).is_file():
+        raise UserError(f"--reidentify: {run_dir}: no {CONFIG_FILE} (expected a run directory)")
+    config = load_run_config(run_dir / CONFIG_FILE)
+    hash_file = run_dir / HASH_FILE
+    old = hash_file.read_text().strip() if hash_file.is_file() else None
+    identity = config.identity()
+    write_run_identity(config, run_dir, identity)
+    metrics_path = run_dir / METRICS_FILE
+    if metrics_path.is_file():
+        metrics = json.loads(metrics_path.read_text())
+        metrics["config_hash"] = identity
+        tmp = metrics_path.with_name(metrics_path.name + ".tmp")
+        tmp.write_text(json.dumps(metrics, indent=2) + "\n")
+        tmp.replace(metrics_path)
+    print(f"{run_dir}: identity {old} -> {identity}")
+    return 0
+
+
 def _main(args: argparse.Namespace) -> int:
     if args.config == ENSEMBLE:
         return _ensemble(args.rest)
@@ -146,6 +175,9 @@ def _main(args: argparse.Namespace) -> int:
         for option in ("mfu", "peak_tflops", "memory_gib"):
             if getattr(extra, option) is not None:
                 setattr(args, option, getattr(extra, option))
+        args.reidentify = extra.reidentify or args.reidentify
+    if args.reidentify:
+        return _reidentify(Path(args.reidentify))
     if args.template:
         from train.config import template
 
@@ -161,8 +193,9 @@ def _main(args: argparse.Namespace) -> int:
         return _dry_run(config, args)
     from train.loop import Preempted, run
 
-    out = Path(args.out) if args.out else DEFAULT_RUNS_DIR / config.identity()
-    print(f"run {config.identity()} -> {out}", file=sys.stderr)
+    identity = config.identity()
+    out = Path(args.out) if args.out else DEFAULT_RUNS_DIR / identity
+    print(f"run {identity} -> {out}", file=sys.stderr)
     try:
         metrics = run(config, out)
     except Preempted as exc:

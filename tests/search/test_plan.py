@@ -38,6 +38,7 @@ def test_gpu_hours_of_a_train_sweep_match_hand_computation(make_sweep, tiny_stor
         pools={"simple": "pools/simple-g{g}"},  # not generated yet: planning needs no pool
         certifications=[{"name": "real", "fixed": {"method": "real"}, "grid": {"lr": [0.001, 0.003], "epochs": [1, 2]}},
                         {"name": "simple", "fixed": {"method": "simple", "g": 1}}],
+        transfers=[{"name": "again", "from": "simple", "fixed": {"method": "simple", "g": 1}}],
     )
     assert main(["search", "plan", str(path), "--json", "--mfu", str(mfu), "--peak-tflops", str(peak)]) == 0
     plan = json.loads(capsys.readouterr().out)
@@ -58,4 +59,8 @@ def test_gpu_hours_of_a_train_sweep_match_hand_computation(make_sweep, tiny_stor
     assert real["start_run"]["tokens"] == windows * context
     simple = plan["certifications"][1]
     assert simple["start_run"]["tokens"] > 1.9 * windows * context  # half of each batch synthetic
-    assert plan["total"]["gpu_hours_worst"] == pytest.approx(real["gpu_hours_worst"] + simple["gpu_hours_worst"])
+    transfer = plan["transfers"][0]  # one run at the source's (planned: start) point
+    assert transfer["runs"] == 1 and transfer["gpu_hours"] == simple["start_run"]["gpu_hours"]
+    assert plan["total"]["gpu_hours_worst"] == pytest.approx(
+        real["gpu_hours_worst"] + simple["gpu_hours_worst"] + transfer["gpu_hours"])
+    assert plan["total"]["runs_worst"] == 4 + 4 + 1  # both grids hold 4 points

@@ -94,13 +94,13 @@ def test_auto_micro_batch_is_the_largest_divisor_that_fits():
                                     memory_bytes=total(1) / 2, mixed_precision=True)
 
 
-def test_micro_batch_size_is_execution_only():
+def test_micro_batch_size_is_execution_only(small_store):
     from megadocs.config import parse_config
     from train.config import RunConfig
 
     def config(micro):
-        return parse_config({"data": {"store": "s"}, "optim": {"batch_size": 64, "micro_batch_size": micro}},
-                            RunConfig)
+        return parse_config({"data": {"store": str(small_store)},
+                             "optim": {"batch_size": 64, "micro_batch_size": micro}}, RunConfig)
 
     assert config("auto").identity() == config(16).identity() == config(1).identity()
     with pytest.raises(UserError, match="micro_batch_size"):
