@@ -30,6 +30,8 @@ __all__ = [
     "EvalConfig",
     "RunConfig",
     "ALGORITHMS",
+    "DECAY_GROUPS",
+    "DEFAULT_DECAY_GROUPS",
     "EXECUTION_FIELDS",
     "template",
 ]
@@ -99,9 +101,24 @@ class ModelConfig(StrictModel):
         return self
 
 
+# Parameter kinds weight decay can apply to (train.loop.param_groups sorts every parameter into one).
+DecayGroup = Literal["linear", "head", "embeddings", "norms"]
+DECAY_GROUPS: tuple[str, ...] = ("linear", "head", "embeddings", "norms")
+# levanter's default mask (OptimizerConfig.build_weight_decay_mask, "reasonable_default"): every
+# array decays except paths containing Embedding, LayerNorm/RMSNorm, and biases; its Llama keeps
+# the token embedding in LlamaEmbedding and the untied head as a Linear, so the head decays.
+DEFAULT_DECAY_GROUPS: tuple[str, ...] = ("linear", "head")
+
+
 class OptimConfig(StrictModel):
     lr: float = Field(default=3e-3, gt=0, description="peak learning rate (AdamW)")
     weight_decay: float = Field(default=0.8, ge=0, description="decoupled AdamW weight decay")
+    weight_decay_on: list[DecayGroup] = Field(
+        default_factory=lambda: list(DEFAULT_DECAY_GROUPS),
+        description="parameter kinds that decay: linear (attention and MLP projections), head "
+        "(output projection), embeddings (input token embeddings), norms (RMSNorm scales); "
+        "default = levanter's mask: linear + head",
+    )
     beta1: float = Field(default=0.9, ge=0, lt=1)
     beta2: float = Field(default=0.95, ge=0, lt=1)
     warmup_fraction: float = Field(
@@ -112,6 +129,14 @@ class OptimConfig(StrictModel):
     micro_batch_size: int = Field(
         default=16, ge=1, description="sequences per forward/backward (gradient accumulation)"
     )
+
+    @model_validator(mode="after")
+    def _decay_groups_once(self) -> OptimConfig:
+        repeated = sorted({name for name in self.weight_decay_on if self.weight_decay_on.count(name) > 1})
+        if repeated:
+            raise ValueError(f"weight_decay_on: {repeated[0]!r} is listed twice; list each of "
+                             f"{', '.join(DECAY_GROUPS)} at most once")
+        return self
 
     @model_validator(mode="after")
     def _micro_divides_batch(self) -> OptimConfig:
@@ -184,6 +209,8 @@ model:
 optim:
   lr: 0.003
   weight_decay: 0.8
+  weight_decay_on: [linear, head]  # what decays: linear | head | embeddings | norms; the default is
+                               #   levanter's mask (input embeddings and norm scales do not decay)
   beta1: 0.9
   beta2: 0.95
   warmup_fraction: 0.01        # linear warmup, then cosine decay to 0 at the last step

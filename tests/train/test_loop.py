@@ -74,12 +74,25 @@ def test_micro_batches_accumulate_to_the_full_batch_gradient():
     torch.testing.assert_close(w_a, w_b)
 
 
-def test_weight_decay_skips_norm_scales():
+def test_weight_decay_follows_levanters_default_mask_and_is_configurable():
+    """levanter's default mask decays the projections and the untied head, not the input
+    embeddings or the norm scales; `optim.weight_decay_on` changes the set."""
     from train.model import build_model
 
-    groups = param_groups(build_model("tiny-1m", vocab_size=384, context=16), 0.8)
-    assert groups[0]["weight_decay"] == 0.8 and all(p.ndim == 2 for p in groups[0]["params"])
-    assert groups[1]["weight_decay"] == 0.0 and all(p.ndim == 1 for p in groups[1]["params"])
+    model = build_model("tiny-1m", vocab_size=384, context=16)
+    decayed, kept = param_groups(model, 0.8)
+    assert decayed["weight_decay"] == 0.8 and kept["weight_decay"] == 0.0
+    assert "lm_head.weight" in decayed["names"] and "model.layers.0.mlp.down_proj.weight" in decayed["names"]
+    assert "model.embed_tokens.weight" in kept["names"]
+    assert all("norm" in name for name in kept["names"] if name != "model.embed_tokens.weight")
+    assert len(decayed["params"]) + len(kept["params"]) == len(list(model.parameters()))
+    everything, nothing = param_groups(model, 0.8, ["linear", "head", "embeddings", "norms"])
+    assert not nothing["params"] and len(everything["params"]) == len(list(model.parameters()))
+    config = parse_config({"data": {"store": "s"}, "optim": {"weight_decay_on": ["linear", "embeddings"]}}, RunConfig)
+    decayed, _ = param_groups(model, 0.8, config.optim.weight_decay_on)
+    assert "model.embed_tokens.weight" in decayed["names"] and "lm_head.weight" not in decayed["names"]
+    with pytest.raises(UserError, match="weight_decay_on"):
+        parse_config({"data": {"store": "s"}, "optim": {"weight_decay_on": ["linear", "linear"]}}, RunConfig)
 
 
 def test_run_trains_evaluates_and_writes_a_loadable_run_directory(small_store, tmp_path):
