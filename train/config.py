@@ -64,7 +64,9 @@ class DataConfig(StrictModel):
     store: str = Field(description="token store directory (`megadocs data prepare`)")
     synthetic: SyntheticData | None = Field(default=None, description="synthetic stream; null = real only")
     mixing_fraction: float = Field(
-        default=0.0, ge=0.0, lt=1.0, description="share of each batch drawn from the synthetic stream"
+        default=0.0, ge=0.0, lt=1.0,
+        description="share of the training windows drawn from the synthetic stream (a weighted mixture: "
+        "floor or ceil of m * batch_size per step, exactly m over the run)"
     )
     real_epochs: int = Field(default=8, ge=1, description="passes over the real stream")
     context: int = Field(default=256, ge=8, description="tokens per training window")
@@ -199,7 +201,8 @@ data:
   store: runs/demo/data        # required: token store from `megadocs data prepare`
   synthetic: null              # or {pool: POOL, algorithm: stitched, g: 4}
                                #   algorithm: simple | stitched | stitched-first | stitched-none | latent
-  mixing_fraction: 0.0         # share of each batch from the synthetic stream, in [0, 1)
+  mixing_fraction: 0.0         # synthetic share of the windows, in [0, 1): exact over the run
+                               #   (floor or ceil of m * batch_size per step, a weighted mixture)
   real_epochs: 8               # passes over the real stream (total steps follow from this and m)
   context: 256                 # tokens per window (the paper: 4096)
   document_mask: false         # true = attend only within a document (an ablation)

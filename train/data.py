@@ -25,7 +25,7 @@ import torch
 from megadocs.errors import UserError
 from train.store import TokenizedDocuments, TokenStore
 from train.streams import REAL, SYNTHETIC, VALIDATION, MixingPlan, StreamLayout
-from train.synthetic import load_synthetic
+from train.synthetic import load_synthetic, require_train_sources
 
 __all__ = ["TrainingStreams", "ValidationSet", "TokenStream", "VALIDATION_SEED", "longer_half"]
 
@@ -119,6 +119,7 @@ class TrainingStreams:
                                 f"stream ({{pool, algorithm, g}}), got none")
             spec = _synthetic_spec(synthetic)
             documents = load_synthetic(spec["pool"], spec["algorithm"], spec["g"], store)
+            require_train_sources(documents, store)
             synthetic_stream = TokenStream.build(documents, eos_id=store.eos_id, context=context, seed=seed,
                                                  stream=SYNTHETIC)
         try:

@@ -39,6 +39,31 @@ def test_interval_covers_truth_in_most_repetitions():
     assert covered >= 7
 
 
+# Generation-curve designs (paper.md: loss vs G at G = 1..32, noise of a few thousandths).
+GENERATION_X = np.array([1, 2, 4, 8, 16, 32.0])
+GENERATION_DESIGNS = [(3.40, 0.15, 0.5, 0.003), (3.34, 0.25, 0.8, 0.004), (3.41, 0.12, 1.2, 0.002)]
+
+
+def test_95_percent_intervals_cover_about_95_percent_of_generation_curves():
+    """Seeded simulation: 240 noisy 6-point curves, nominal 95% intervals of every parameter.
+
+    The residual bootstrap this replaced covered 82-88% here (69-86% in the audit): with 3 spare
+    points the noise level is itself uncertain, and the intervals must carry that.
+    """
+    covered, fits = np.zeros(3), 0
+    for design, (E, A, alpha, sigma) in enumerate(GENERATION_DESIGNS):
+        rng = np.random.default_rng(design)
+        for trial in range(80):
+            y = power_law(GENERATION_X, E, A, alpha) + rng.normal(0.0, sigma, len(GENERATION_X))
+            fit = fit_power_law(GENERATION_X, y, n_boot=100, seed=trial)
+            assert fit.ci is not None
+            covered += [fit.ci[name][0] <= truth <= fit.ci[name][1] for name, truth in zip(("E", "A", "alpha"),
+                                                                                         (E, A, alpha))]
+            fits += 1
+    coverage = covered / fits
+    assert ((0.91 <= coverage) & (coverage <= 0.99)).all(), coverage
+
+
 def test_huber_resists_an_outlier_that_pulls_least_squares():
     y = noisy(0)
     y[5] *= 1.08  # one run 8% too high

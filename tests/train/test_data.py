@@ -209,3 +209,20 @@ def test_a_half_without_tokens_is_none_not_nan():
     totals = LossTotals()
     totals.add(torch.ones(2, 3), torch.ones(2, 3, dtype=torch.bool))
     assert totals.summary("iid") == {"iid": 1.0, "iid_short": None, "iid_long": 1.0}
+
+
+def test_a_synthetic_stream_from_validation_documents_is_refused(tiny_store, tmp_path):
+    """A pool generated from the raw corpus carries validation documents into training."""
+    store = TokenStore.open(tiny_store)
+    documents = megadocs_from_store(store)
+    val_doc = next(store.split("val").documents())
+    leaked = {"doc_id": f"{val_doc.doc_id}/stitched", "source_doc_id": val_doc.doc_id, "segments": [val_doc.text]}
+    write_assembled(tmp_path, "stitched", 2, documents[:3] + [leaked] + documents[3:])
+    settings = dict(synthetic={"pool": tmp_path, "algorithm": "stitched", "g": 2}, context=CONTEXT,
+                    mixing_fraction=0.5, real_epochs=1, batch_size=4, seed=0)
+    with pytest.raises(UserError, match=rf"^data\.synthetic: .*documents\.jsonl:4: source document "
+                                        rf"'{val_doc.doc_id}' is a document of the store's val split"):
+        TrainingStreams.build(tiny_store, **settings)
+    write_assembled(tmp_path, "stitched", 2, [{"doc_id": "x", "source_doc_id": "elsewhere", "segments": ["t"]}])
+    with pytest.raises(UserError, match="'elsewhere' is not a document of the store"):
+        TrainingStreams.build(tiny_store, **settings)

@@ -55,6 +55,40 @@ def test_lr_schedule_warms_up_linearly_then_decays_by_cosine_to_zero():
     assert lr_factor(0, total_steps=5, warmup_steps=0) == 1.0
 
 
+def test_short_runs_still_warm_up_for_one_step():
+    """round(0.01 * 40) = 0 left a 40-step run starting at the peak LR."""
+    from train.loop import warmup_steps_for
+
+    assert warmup_steps_for(40, 0.01) == 1
+    assert warmup_steps_for(1000, 0.01) == 10
+    assert warmup_steps_for(40, 0.0) == 0
+    assert warmup_steps_for(1, 0.5) == 1
+
+
+def test_paper_grid_point_m_09_batch_64_mixes_exactly_and_reports_windows(small_store, tmp_path):
+    """Done-when check of issue 12: m = 0.9 at batch 64 (57.6 synthetic rows per batch) takes
+    ceil(real_windows * epochs / ((1 - m) * batch)) steps, and metrics.json reports the windows
+    read and a realised share within 1/batch of 0.9."""
+    from fractions import Fraction
+
+    from tests.train.test_synthetic import megadocs_from_store, write_assembled
+    from train.store import TokenStore
+
+    write_assembled(tmp_path / "pool", "stitched", 2, megadocs_from_store(TokenStore.open(small_store)))
+    config = make_config(small_store, data__context=256, data__mixing_fraction=0.9,
+                         data__synthetic={"pool": str(tmp_path / "pool"), "algorithm": "stitched", "g": 2},
+                         optim__batch_size=64, optim__micro_batch_size=64, eval__val_windows=4)
+    metrics = run(config, tmp_path / "run")
+    plan = plan_of(config)
+    real_windows = plan.real_windows
+    assert metrics["steps"] == math.ceil(real_windows * 1 / ((1 - Fraction("0.9")) * 64))
+    windows = metrics["windows"]
+    assert windows["real_per_epoch"] == real_windows and windows["real_seen"] == real_windows
+    assert windows["synthetic_seen"] == math.ceil(real_windows * 9)
+    assert abs(metrics["mixing_fraction_realised"] - 0.9) <= 1 / 64
+    assert metrics["tokens_seen"] == 256 * (windows["real_seen"] + windows["synthetic_seen"])
+
+
 def test_micro_batches_accumulate_to_the_full_batch_gradient():
     from train.model import build_model
 
@@ -114,6 +148,10 @@ def test_run_trains_evaluates_and_writes_a_loadable_run_directory(small_store, t
     assert metrics["tokens_seen"] == 64 * sum(sum(plan.batch_counts(s)) for s in range(plan.total_steps))
     assert metrics["params"] == sum(p.numel() for p in AutoModelForCausalLM.from_pretrained(out / "model").parameters())
     assert metrics["tokens_per_s"] > 0 and metrics["wall_time_s"] > 0
+    assert metrics["val_windows"] == {"iid": 256, "again": 256} and metrics["val_windows_requested"] == 256
+    assert metrics["windows"] == {"real_per_epoch": plan.real_windows, "real_seen": plan.real_windows,
+                                  "synthetic_seen": 0}
+    assert metrics["mixing_fraction_realised"] == 0.0
     assert json.loads((out / "metrics.json").read_text()) == metrics
     assert parse_config(__import__("yaml").safe_load((out / "config.yaml").read_text()), RunConfig) == config
     assert not (out / "checkpoint").exists()  # the finished run keeps only the model
