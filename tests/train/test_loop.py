@@ -65,7 +65,7 @@ def test_short_runs_still_warm_up_for_one_step():
     assert warmup_steps_for(1, 0.5) == 1
 
 
-def test_paper_grid_point_m_09_batch_64_mixes_exactly_and_reports_windows(small_store, tmp_path):
+def test_paper_grid_point_m_09_batch_64_mixes_exactly_and_reports_windows(micro_store, tmp_path):
     """Done-when check of issue 12: m = 0.9 at batch 64 (57.6 synthetic rows per batch) takes
     ceil(real_windows * epochs / ((1 - m) * batch)) steps, and metrics.json reports the windows
     read and a realised share within 1/batch of 0.9."""
@@ -74,10 +74,10 @@ def test_paper_grid_point_m_09_batch_64_mixes_exactly_and_reports_windows(small_
     from tests.train.test_synthetic import megadocs_from_store, write_assembled
     from train.store import TokenStore
 
-    write_assembled(tmp_path / "pool", "stitched", 2, megadocs_from_store(TokenStore.open(small_store)))
-    config = make_config(small_store, data__context=256, data__mixing_fraction=0.9,
+    write_assembled(tmp_path / "pool", "stitched", 2, megadocs_from_store(TokenStore.open(micro_store)))
+    config = make_config(micro_store, data__mixing_fraction=0.9,
                          data__synthetic={"pool": str(tmp_path / "pool"), "algorithm": "stitched", "g": 2},
-                         optim__batch_size=64, optim__micro_batch_size=64, eval__val_windows=4)
+                         optim__batch_size=64, optim__micro_batch_size=64, eval__val_windows=2)
     metrics = run(config, tmp_path / "run")
     plan = plan_of(config)
     real_windows = plan.real_windows
@@ -86,7 +86,8 @@ def test_paper_grid_point_m_09_batch_64_mixes_exactly_and_reports_windows(small_
     assert windows["real_per_epoch"] == real_windows and windows["real_seen"] == real_windows
     assert windows["synthetic_seen"] == math.ceil(real_windows * 9)
     assert abs(metrics["mixing_fraction_realised"] - 0.9) <= 1 / 64
-    assert metrics["tokens_seen"] == 256 * (windows["real_seen"] + windows["synthetic_seen"])
+    assert metrics["tokens_seen"] == 64 * (windows["real_seen"] + windows["synthetic_seen"])
+    assert metrics["status"] == "completed" and metrics["val_windows"] == {"iid": 2}
 
 
 def test_micro_batches_accumulate_to_the_full_batch_gradient():
@@ -129,7 +130,7 @@ def test_weight_decay_follows_levanters_default_mask_and_is_configurable():
         parse_config({"data": {"store": "s"}, "optim": {"weight_decay_on": ["linear", "linear"]}}, RunConfig)
 
 
-def test_run_trains_evaluates_and_writes_a_loadable_run_directory(small_store, tmp_path):
+def test_run_trains_evaluates_and_writes_a_loadable_run_directory(small_store, tmp_path, capsys):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     config = make_config(small_store, eval__extra={"again": {"store": str(small_store)}})
@@ -148,7 +149,9 @@ def test_run_trains_evaluates_and_writes_a_loadable_run_directory(small_store, t
     assert metrics["tokens_seen"] == 64 * sum(sum(plan.batch_counts(s)) for s in range(plan.total_steps))
     assert metrics["params"] == sum(p.numel() for p in AutoModelForCausalLM.from_pretrained(out / "model").parameters())
     assert metrics["tokens_per_s"] > 0 and metrics["wall_time_s"] > 0
-    assert metrics["val_windows"] == {"iid": 256, "again": 256} and metrics["val_windows_requested"] == 256
+    # the 4 held-out documents hold 220 windows of 64: scored and reported, not silently capped
+    assert metrics["val_windows"] == {"iid": 220, "again": 220} and metrics["val_windows_requested"] == 256
+    assert "eval.val_windows: 256 windows requested" in capsys.readouterr().err
     assert metrics["windows"] == {"real_per_epoch": plan.real_windows, "real_seen": plan.real_windows,
                                   "synthetic_seen": 0}
     assert metrics["mixing_fraction_realised"] == 0.0
