@@ -440,14 +440,23 @@ def _bootstrap(problem: _Problem, theta, residuals, *, noise_sigma, n_boot, seed
 def fit_groups(frame, *, x: str, y: str, group: str, **options) -> dict[str, PowerLawFit | str]:
     """Fit one law per group of a DataFrame; a group that cannot be fitted maps to the reason.
 
+    Every group's bootstrap draws its own independent noise (seeded by ``seed`` and the group's
+    position), so draws of two groups can be paired to give an interval for their difference.
+
     The reason is the ``UserError`` text (too few points, non-decreasing losses), so reports can
     print it instead of a number.
     """
     results: dict[str, PowerLawFit | str] = {}
-    for name, part in frame.groupby(group, sort=True):
+    seed = options.pop("seed", 0)
+    for position, (name, part) in enumerate(frame.groupby(group, sort=True)):
         part = part[np.isfinite(part[y].to_numpy(dtype=float))]
+        # Each group's bootstrap gets its own stream: with one seed for all, the draws of two
+        # groups share their noise, and a difference of paired draws (compare_asymptotes) came
+        # out several times too narrow.
+        group_seed = int(np.random.SeedSequence([seed, position]).generate_state(1)[0])
         try:
-            results[name] = fit_power_law(part[x].to_numpy(dtype=float), part[y].to_numpy(dtype=float), **options)
+            results[name] = fit_power_law(part[x].to_numpy(dtype=float), part[y].to_numpy(dtype=float),
+                                          seed=group_seed, **options)
         except UserError as exc:
             results[name] = str(exc)
     return results
