@@ -75,6 +75,8 @@ def test_paper_grid_point_m_09_batch_64_mixes_exactly_and_reports_windows(micro_
     from train.store import TokenStore
 
     write_assembled(tmp_path / "pool", "stitched", 2, megadocs_from_store(TokenStore.open(micro_store)))
+    (tmp_path / "pool" / "manifest.json").write_text(  # what the run identity reads of a pool
+        json.dumps({"format": "megadocs.gen-pool/1", "kind": "rephrase", "g": 2, "seed": 0}))
     config = make_config(micro_store, data__mixing_fraction=0.9,
                          data__synthetic={"pool": str(tmp_path / "pool"), "algorithm": "stitched", "g": 2},
                          optim__batch_size=64, optim__micro_batch_size=64, eval__val_windows=2)
