@@ -29,11 +29,12 @@ from pathlib import Path
 
 import numpy as np
 
-from megadocs.corpus import iter_jsonl
+from megadocs.corpus import iter_documents, iter_jsonl
 from megadocs.errors import UserError
 from train.store import TOKEN_DTYPE, TokenizedDocuments, TokenStore, encode_texts
 
-__all__ = ["SyntheticDocuments", "assembled_dir", "load_synthetic", "require_train_sources"]
+__all__ = ["SyntheticDocuments", "assembled_dir", "load_synthetic", "require_train_sources",
+           "require_pool_sources"]
 
 DOCUMENTS_FILE = "documents.jsonl"
 _ENCODE_BATCH = 256
@@ -66,13 +67,32 @@ def require_train_sources(documents: SyntheticDocuments, store: TokenStore) -> N
     """
     train_ids = set(store.split("train").doc_ids)
     for line, source in enumerate(documents.source_ids(), start=1):
-        if source is None or source in train_ids:
-            continue
-        where = ("a document of the store's val split" if source in set(store.split("val").doc_ids)
-                 else "not a document of the store")
-        raise UserError(f"data.synthetic: {documents.path / DOCUMENTS_FILE}:{line}: source document "
-                        f"{source!r} is {where}; a synthetic stream must be generated from the train split of "
-                        f"{store.path} (generate with --docs {store.path}), or validation text leaks into training")
+        if source is not None and source not in train_ids:
+            _refuse_source(f"{documents.path / DOCUMENTS_FILE}:{line}", source, store)
+
+
+def require_pool_sources(pool: str | Path, store: TokenStore) -> None:
+    """The same guard for a stream assembled by index from a tokenized pool: the pool's source
+    documents (its manifest's ``source``; a token store contributes its train split) must be
+    documents of ``store``'s train split. Sample pools (self-distillation) have no source."""
+    manifest = json.loads((Path(pool) / "manifest.json").read_text())
+    if manifest.get("kind") == "sample" or not manifest.get("source"):
+        return
+    source = manifest["source"]
+    if Path(source).resolve() == Path(store.path).resolve():
+        return  # generated from this store: gen reads its train split only
+    train_ids = set(store.split("train").doc_ids)
+    for position, doc in enumerate(iter_documents(source)):
+        if doc.doc_id not in train_ids:
+            _refuse_source(f"{pool}: source {source}, document {position}", doc.doc_id, store)
+
+
+def _refuse_source(where: str, source: str, store: TokenStore) -> None:
+    kind = ("a document of the store's val split" if source in set(store.split("val").doc_ids)
+            else "not a document of the store")
+    raise UserError(f"data.synthetic: {where}: source document {source!r} is {kind}; a synthetic stream must "
+                    f"be generated from the train split of {store.path} (generate with --docs {store.path}), "
+                    f"or validation text leaks into training")
 
 
 def assembled_dir(pool: str | Path, algorithm: str, g: int) -> Path:
