@@ -205,6 +205,14 @@ class RunMetrics(BaseModel):
     """The sweep point a callable objective was called with."""
     benchmarks: dict[str, Any] | None = None
     """lm-eval scores by task (``eval.benchmarks``)."""
+    val_windows: dict[str, int] | None = None
+    """Windows scored per validation set (iid and ``eval.extra``)."""
+    val_windows_requested: int | None = None
+    """``eval.val_windows``: the cap asked for."""
+    windows: dict[str, int] | None = None
+    """Training windows: ``real_per_epoch``, ``real_seen``, ``synthetic_seen``."""
+    mixing_fraction_realised: float | None = None
+    """synthetic_seen / (real_seen + synthetic_seen) over the steps taken."""
 
     @model_validator(mode="before")
     @classmethod
