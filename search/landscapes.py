@@ -18,12 +18,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from megadocs.formats import REAL
+
 __all__ = ["Landscape", "bowl", "rugged", "plateau", "edge", "noisy", "diverging", "random_landscape"]
 
 # Where the published optima sit (paper.md): lr 3e-3, wd 0.4-1.6, epochs 8-32, mix 0.75-0.9.
 DEFAULT_CENTRE = {"lr": 3e-3, "wd": 0.8, "epochs": 16.0, "mix": 0.8}
-LOG_AXES = frozenset({"lr", "wd", "epochs"})
-METHOD_OFFSET = {"real": 0.0, "simple": -0.10, "stitched": -0.14, "latent": -0.18}
+LOG_AXES = frozenset({"lr", "wd", "epochs", "synthetic_epochs"})
+METHOD_OFFSET = {REAL: 0.0, "simple": -0.10, "stitched": -0.14, "latent": -0.18}
 
 
 def _coordinate(axis: str, value: float) -> float:
@@ -60,8 +62,8 @@ class Landscape:
     floor: float = 3.0
 
     def __call__(self, params: Mapping[str, Any]) -> float:
-        loss = self.floor + METHOD_OFFSET.get(str(params.get("method", "real")), 0.0)
-        if params.get("method", "real") != "real" and "g" in params:
+        loss = self.floor + METHOD_OFFSET.get(str(params.get("method", REAL)), 0.0)
+        if params.get("method", REAL) != REAL and "g" in params:
             loss -= 0.03 * math.log2(float(params["g"]))
         for axis, target in self.centre.items():
             if axis in params:

@@ -7,7 +7,8 @@ Two objectives:
   version (``objective_version``, default the sha256 of the module's source file) and params.
 - :class:`TrainObjective` (default): builds a train ``RunConfig`` from the sweep's ``train:``
   base and the point (``lr -> optim.lr``, ``wd -> optim.weight_decay``, ``epochs ->
-  data.real_epochs``, ``mix -> data.mixing_fraction``; fixed ``method``/``g`` select
+  data.real_epochs``, ``mix -> data.mixing_fraction``, ``synthetic_epochs -> data.synthetic_epochs``
+  (with ``mix: [1.0]``, synthetic only); fixed ``method``/``g`` select
   ``data.synthetic``; ensemble ``seed`` sets ``seed`` and ``data.seed``), identity =
   ``RunConfig.identity()`` (which covers what the store and pool *are*, not their paths), and runs ``train.loop.run(config, run_dir)``.
 
@@ -169,7 +170,7 @@ class TrainObjective:
         for axis, field in TRAIN_AXES.items():
             if axis in params:
                 value = params[axis]
-                _set(config, field, int(round(value)) if axis == "epochs" else value)
+                _set(config, field, int(round(value)) if axis in ("epochs", "synthetic_epochs") else value)
         method = params.get("method", REAL)
         if method == REAL:
             _set(config, "data.synthetic", None)

@@ -16,7 +16,9 @@ source's certified point, unknown before the run).
 
 GPU-hours (default objective only: the sweep's ``train:`` base): each point becomes its train
 ``RunConfig`` (as `search.objective.TrainObjective` builds it, except that pools need not exist
-yet) and is costed by `train.plan` (its steps from the store's real windows, epochs and mix;
+yet) and is costed by `train.plan` (its steps from the store's real windows, epochs and mix; a
+synthetic-only point (mix 1) from ``synthetic_epochs`` passes over an estimated synthetic stream of
+G rephrasings per real document, each about as long as its source: ``G * real windows``;
 FLOPs per token; GPU-hours at the assumed MFU and peak). The expected GPU-hours are the mean
 over the simulations of the cost of the points each one ran; the worst case is the costliest
 ``worst`` points. Ensembles (``members`` runs at ``epochs * epochs_multiplier``) are costed at
@@ -110,9 +112,10 @@ class _RunCoster:
         real_windows, vocab = self._store_windows(config)
         data = config.data
         try:
-            plan = MixingPlan(real_windows=real_windows, synthetic_windows=1 if data.mixing_fraction else 0,
+            plan = MixingPlan(real_windows=real_windows, synthetic_windows=_synthetic_windows_estimate(config, real_windows),
                               batch_size=config.optim.batch_size, mixing_fraction=data.mixing_fraction,
-                              real_epochs=data.real_epochs, seed=data.seed)  # fmt: skip
+                              real_epochs=data.real_epochs, seed=data.seed,
+                              synthetic_epochs=data.synthetic_epochs)  # fmt: skip
         except ValueError as exc:
             raise UserError(f"{self.objective.source}: point {dict(params)}: {exc}") from None
         real, synthetic = window_counts(plan)
@@ -201,3 +204,16 @@ def format_sweep_plan(plan: dict[str, Any]) -> str:
         lines.append(f"(GPU-hours at MFU {plan['mfu']} of {plan['peak_tflops']} TFLOP/s; expected = mean of "
                      f"{plan['simulations']} simulated certifications on smooth landscapes)")
     return "\n".join(lines) + "\n"
+
+
+def _synthetic_windows_estimate(config, real_windows: int) -> int:
+    """Windows of the synthetic stream before it exists. Mixed runs take their length from the real
+    stream (any non-zero count gives the same steps); a synthetic-only run (mix 1) reads its
+    stream ``synthetic_epochs`` times, estimated as G rephrasings per real document of about the
+    real document's length."""
+    data = config.data
+    if not data.mixing_fraction:
+        return 0
+    if data.mixing_fraction < 1.0 or data.synthetic is None:
+        return 1
+    return max(1, real_windows * data.synthetic.g)

@@ -4,7 +4,7 @@
 >>> [c.name for c in sweep.certifications]                  # doctest: +SKIP
 
 Every mistake is one :class:`~megadocs.errors.UserError` line naming the file, the field, the
-value and what was expected (unknown axis, start off the grid, empty grid, mix outside [0, 1),
+value and what was expected (unknown axis, start off the grid, empty grid, mix outside [0, 1],
 duplicate certification names, ...). Paths in the file are relative to the working directory,
 like every other megadocs command; they are resolved once, on load.
 """
@@ -31,8 +31,14 @@ TRAIN_AXES = {
     "wd": "optim.weight_decay",
     "epochs": "data.real_epochs",
     "mix": "data.mixing_fraction",
+    "synthetic_epochs": "data.synthetic_epochs",
 }
-"""Grid axis -> train RunConfig field, for the default objective (docs/architecture.md)."""
+"""Grid axis -> train RunConfig field, for the default objective (docs/architecture.md).
+``synthetic_epochs`` goes with ``mix: [1.0]`` only (synthetic only, the paper's Figure 13): there
+the passes over the synthetic stream set the run's length instead of ``epochs``."""
+
+SYNTHETIC_ONLY_MIX = 1.0
+"""The mixing fraction of a synthetic-only run (no real stream)."""
 
 FIXED_TRAIN_KEYS = ("method", "g", "model")
 """Keys of ``fixed`` the default objective understands: the method (``megadocs.formats.METHODS``),
@@ -147,8 +153,8 @@ def _check_grid(grid: dict, where: str) -> None:
             raise ValueError(f"{where}.{axis}: empty list (expected at least one value)")
         if any(not a < b for a, b in zip(values, values[1:])):
             raise ValueError(f"{where}.{axis}: values must be strictly increasing, got {values}")
-        if axis == "mix" and any(not 0 <= v < 1 for v in values):
-            raise ValueError(f"{where}.mix: {values} has values outside [0, 1) (a mixing fraction)")
+        if axis == "mix" and any(not 0 <= v <= 1 for v in values):
+            raise ValueError(f"{where}.mix: {values} has values outside [0, 1] (a mixing fraction)")
 
 
 def resolve_storage_url(ledger: str | None, out_dir: Path) -> str:
@@ -257,10 +263,35 @@ def _check_train_mapping(sweep: Sweep, cert: CertificationConfig, grid: dict, wh
         raise ValueError(f"{where}.fixed: unknown keys {sorted(unknown)} for the default objective "
                          f"({', '.join(FIXED_TRAIN_KEYS)})")
     if method == REAL:
+        if "synthetic_epochs" in grid:
+            raise ValueError(f"{where}.grid.synthetic_epochs: method real has no synthetic stream; drop the axis")
         if "mix" in grid and any(v != 0 for v in grid["mix"]):
             raise ValueError(f"{where}: method real has no synthetic stream; drop the mix axis (grid: {{...}})")
         return
+    _check_synthetic_only(grid, sweep.train or {}, where)
     if "g" not in cert.fixed:
         raise ValueError(f"{where}.fixed.g: required for method {method!r}")
     if method not in sweep.pools and method.split("-")[0] not in sweep.pools:
         raise ValueError(f"pools.{method}: no synthetic pool for method {method!r} (have {sorted(sweep.pools)})")
+
+
+def _check_synthetic_only(grid: dict, train: dict, where: str) -> None:
+    """mix 1 (no real stream) takes its length from a ``synthetic_epochs`` axis, and only it does:
+    a grid cannot mix synthetic-only and mixed points, and ``epochs`` would be ignored there."""
+    data = train.get("data") or {}
+    mixes = grid.get("mix", [data.get("mixing_fraction", 0.0)])
+    synthetic_only = [values_equal(v, SYNTHETIC_ONLY_MIX) for v in mixes]
+    if any(synthetic_only) and not all(synthetic_only):
+        raise ValueError(f"{where}.grid.mix: {mixes} mixes 1.0 (synthetic only, length from synthetic_epochs) "
+                         "with mixed fractions; certify mix [1.0] separately")
+    if all(synthetic_only):
+        if "synthetic_epochs" not in grid and data.get("synthetic_epochs") is None:
+            raise ValueError(f"{where}.grid.synthetic_epochs: required with mix 1.0 (no real stream: passes over "
+                             "the synthetic stream set the run's length), e.g. synthetic_epochs: [1, 2, 4]")
+        if "epochs" in grid and len(grid["epochs"]) > 1:
+            raise ValueError(f"{where}.grid.epochs: real epochs are ignored at mix 1.0 (no real window is read); "
+                             "search synthetic_epochs instead")
+    elif "synthetic_epochs" in grid or data.get("synthetic_epochs") is not None:
+        field = f"{where}.grid.synthetic_epochs" if "synthetic_epochs" in grid else "train.data.synthetic_epochs"
+        raise ValueError(f"{field}: only with mix 1.0 (synthetic only); at mix {mixes} real epochs set the "
+                         "run's length")

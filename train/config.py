@@ -85,11 +85,17 @@ class DataConfig(StrictModel):
     store: str = Field(description="token store directory (`megadocs data prepare`)")
     synthetic: SyntheticData | None = Field(default=None, description="synthetic stream; null = real only")
     mixing_fraction: float = Field(
-        default=0.0, ge=0.0, lt=1.0,
+        default=0.0, ge=0.0, le=1.0,
         description="share of the training windows drawn from the synthetic stream (a weighted mixture: "
-        "floor or ceil of m * batch_size per step, exactly m over the run)"
+        "floor or ceil of m * batch_size per step, exactly m over the run); 1 = synthetic only"
     )
-    real_epochs: int = Field(default=8, ge=1, description="passes over the real stream")
+    real_epochs: int = Field(default=8, ge=1, description="passes over the real stream (ignored when "
+                             "mixing_fraction is 1: no real window is read)")
+    synthetic_epochs: int | None = Field(
+        default=None, ge=1,
+        description="passes over the synthetic stream; required when mixing_fraction is 1 (they set the "
+        "run's length there), refused otherwise (real_epochs does)",
+    )
     context: int = Field(default=256, ge=8, description="tokens per training window")
     document_mask: Annotated[DocumentMask, BeforeValidator(DocumentMask.parse)] = Field(
         default=DocumentMask.OFF,
@@ -111,6 +117,12 @@ class DataConfig(StrictModel):
                 "data.synthetic is set but mixing_fraction is 0 so it would never be read; "
                 "set mixing_fraction > 0 (e.g. 0.75) or synthetic: null"
             )
+        if self.mixing_fraction == 1.0 and self.synthetic_epochs is None:
+            raise ValueError("data.synthetic_epochs: mixing_fraction 1 (synthetic only) reads no real window, "
+                             "so passes over the synthetic stream set the run's length; set synthetic_epochs: N")
+        if self.mixing_fraction < 1.0 and self.synthetic_epochs is not None:
+            raise ValueError(f"data.synthetic_epochs: only for mixing_fraction 1 (synthetic only); with "
+                             f"mixing_fraction {self.mixing_fraction} real_epochs sets the run's length")
         return self
 
 
@@ -249,6 +261,12 @@ class RunConfig(StrictModel):
             data["data"]["document_mask"] = legacy
         # Paths say where the data lies; data_identity() says what it is.
         data["data"].pop("store")
+        # Earlier runs had no synthetic_epochs: unset, it is left out so their identity holds. A
+        # synthetic-only run reads no real window, so real_epochs does not change what it learns.
+        if data["data"]["synthetic_epochs"] is None:
+            data["data"].pop("synthetic_epochs")
+        if data["data"]["mixing_fraction"] == 1.0:
+            data["data"].pop("real_epochs")
         if data["data"]["synthetic"] is not None:
             data["data"]["synthetic"].pop("pool")
         for extra in data["eval"]["extra"].values():
@@ -264,9 +282,12 @@ data:
   store: runs/demo/data        # required: token store from `megadocs data prepare`
   synthetic: null              # or {pool: POOL, algorithm: stitched, g: 4}
                                #   algorithm: ALGORITHMS_HERE
-  mixing_fraction: 0.0         # synthetic share of the windows, in [0, 1): exact over the run
+  mixing_fraction: 0.0         # synthetic share of the windows, in [0, 1]: exact over the run
                                #   (floor or ceil of m * batch_size per step, a weighted mixture)
-  real_epochs: 8               # passes over the real stream (total steps follow from this and m)
+  real_epochs: 8               # passes over the real stream (total steps follow from this and m);
+                               #   ignored at mixing_fraction 1 (synthetic only)
+  synthetic_epochs: null       # mixing_fraction 1 only (required there): passes over the
+                               #   synthetic stream, steps = ceil(windows * epochs / batch_size)
   context: 256                 # tokens per window (the paper: 4096)
   document_mask: off           # off | document (within a stream document) | segment (new unit
                                #   after every EOS, as levanter; splits stitched megadocs)

@@ -100,6 +100,7 @@ class TrainingStreams:
         context: int,
         mixing_fraction: float = 0.0,
         real_epochs: int = 1,
+        synthetic_epochs: int | None = None,
         batch_size: int,
         seed: int = 0,
     ) -> TrainingStreams:
@@ -114,12 +115,12 @@ class TrainingStreams:
         """
         if context < 2:
             raise UserError(f"data.context: expected >= 2 tokens, got {context}")
-        if not 0.0 <= mixing_fraction < 1.0:  # checked before any synthetic file is read
-            raise UserError(f"data.mixing_fraction: expected a value in [0, 1), got {mixing_fraction}")
+        if not 0.0 <= mixing_fraction <= 1.0:  # checked before any synthetic file is read
+            raise UserError(f"data.mixing_fraction: expected a value in [0, 1], got {mixing_fraction}")
         store = TokenStore.open(store_dir)
         real = TokenStream.build(store.split("train"), eos_id=store.eos_id, context=context, seed=seed,
                                  stream=REAL)
-        if real.num_windows < 1:
+        if real.num_windows < 1 and mixing_fraction < 1.0:
             raise UserError(f"data.context: the real stream ({real.layout.num_tokens:,} tokens with EOS) "
                             f"holds no full window of {context} tokens (use a shorter context)")
         synthetic_stream = None
@@ -144,6 +145,7 @@ class TrainingStreams:
                 real_windows=real.num_windows,
                 synthetic_windows=0 if synthetic_stream is None else synthetic_stream.num_windows,
                 batch_size=batch_size, mixing_fraction=mixing_fraction, real_epochs=real_epochs, seed=seed,
+                synthetic_epochs=synthetic_epochs,
             )
         except ValueError as exc:
             field, _, message = str(exc).partition(": ")

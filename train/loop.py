@@ -322,6 +322,7 @@ def _load_training_streams(config: RunConfig):
         context=data.context,
         mixing_fraction=data.mixing_fraction,
         real_epochs=data.real_epochs,
+        synthetic_epochs=data.synthetic_epochs,
         batch_size=config.optim.batch_size,
         seed=data.seed,
     )

@@ -252,7 +252,7 @@ def run_plan(
     data, optim = config.data, config.optim
     streams = TrainingStreams.build(data.store, synthetic=data.synthetic, context=data.context,
                                     mixing_fraction=data.mixing_fraction, real_epochs=data.real_epochs,
-                                    batch_size=optim.batch_size, seed=data.seed)  # fmt: skip
+                                    synthetic_epochs=data.synthetic_epochs, batch_size=optim.batch_size, seed=data.seed)  # fmt: skip
     real_seen, synthetic_seen = window_counts(streams.plan)
     tokens = (real_seen + synthetic_seen) * data.context
     cost = model_cost(config.model.preset, vocab_size=streams.vocab_size, context=data.context)

@@ -20,6 +20,12 @@ Policy for the remainder: the last step may be short. It takes only the real win
 left, so that every real window is seen *exactly* ``real_epochs`` times, and synthetic windows up
 to ``ceil(real_total * m / (1 - m))`` for the whole run; every other step is full.
 
+Synthetic only (``m = 1``, the paper's Figure 13 ablation): no real window is read, so real epochs
+cannot set the length of the run; ``synthetic_epochs`` (passes over the synthetic stream) does
+instead. The run has ``ceil(synthetic_windows * synthetic_epochs / B)`` steps, the last one short,
+and every synthetic window is read exactly ``synthetic_epochs`` times. ``real_epochs`` is ignored
+there; ``synthetic_epochs`` is refused with ``m < 1`` (the real stream sets the length then).
+
 Nothing here touches tokens: :class:`StreamLayout` maps window positions to (document,
 offset) pairs and :class:`MixingPlan` maps a step to window ids, each in O(batch) for any step,
 so a resumed run starts at step ``k`` without replaying the first ``k`` steps.
@@ -166,20 +172,31 @@ class MixingPlan:
     batch_size: int
     """Windows per step."""
     mixing_fraction: float
-    """Share of all training windows drawn from the synthetic stream, in [0, 1)."""
+    """Share of all training windows drawn from the synthetic stream, in [0, 1]."""
     real_epochs: int
-    """Passes over the real stream."""
+    """Passes over the real stream (ignored at ``mixing_fraction`` 1)."""
     seed: int
     """Seeds both window permutations."""
+    synthetic_epochs: int | None = None
+    """Passes over the synthetic stream: required at ``mixing_fraction`` 1, refused below it."""
 
     def __post_init__(self) -> None:
         if self.batch_size < 1:
             raise ValueError(f"batch_size: expected >= 1, got {self.batch_size}")
-        if not 0.0 <= self.mixing_fraction < 1.0:
-            raise ValueError(f"mixing_fraction: expected a value in [0, 1), got {self.mixing_fraction}")
+        if not 0.0 <= self.mixing_fraction <= 1.0:
+            raise ValueError(f"mixing_fraction: expected a value in [0, 1], got {self.mixing_fraction}")
+        if self.synthetic_only:
+            if self.synthetic_epochs is None:
+                raise ValueError("synthetic_epochs: mixing_fraction 1 reads no real window, so the number of "
+                                 "passes over the synthetic stream sets the run's length; expected a whole number >= 1")
+            if int(self.synthetic_epochs) != self.synthetic_epochs or self.synthetic_epochs < 1:
+                raise ValueError(f"synthetic_epochs: expected a whole number >= 1, got {self.synthetic_epochs}")
+        elif self.synthetic_epochs is not None:
+            raise ValueError(f"synthetic_epochs: only for mixing_fraction 1 (synthetic only); with "
+                             f"mixing_fraction {self.mixing_fraction} real_epochs sets the run's length")
         if int(self.real_epochs) != self.real_epochs or self.real_epochs < 1:
             raise ValueError(f"real_epochs: expected a whole number >= 1, got {self.real_epochs}")
-        if self.real_windows < 1:
+        if self.real_windows < 1 and not self.synthetic_only:
             raise ValueError(f"real_windows: the real stream holds no full window, got {self.real_windows} "
                              f"(use a shorter context or more documents)")
         if self.synthetic_windows < 0:
@@ -187,6 +204,11 @@ class MixingPlan:
         if self.mixing_fraction > 0 and self.synthetic_windows < 1:
             raise ValueError(f"synthetic_windows: mixing_fraction {self.mixing_fraction} needs a synthetic "
                              f"stream with at least one window, got {self.synthetic_windows}")
+
+    @property
+    def synthetic_only(self) -> bool:
+        """``mixing_fraction`` 1: every window is synthetic; ``synthetic_epochs`` sets the length."""
+        return self.mixing_fraction == 1.0
 
     @functools.cached_property
     def _share(self) -> Fraction:
@@ -200,28 +222,40 @@ class MixingPlan:
 
     @property
     def real_windows_total(self) -> int:
-        """Real windows read over the whole run: each real window ``real_epochs`` times."""
+        """Real windows read over the whole run: each real window ``real_epochs`` times (none
+        when synthetic only)."""
+        if self.synthetic_only:
+            return 0
         return int(self.real_epochs) * self.real_windows
 
     @functools.cached_property
     def synthetic_windows_total(self) -> int:
-        """Synthetic windows read over the whole run: ``ceil(real_total * m / (1 - m))``."""
+        """Synthetic windows read over the whole run: ``ceil(real_total * m / (1 - m))``, or
+        ``synthetic_windows * synthetic_epochs`` when synthetic only."""
+        if self.synthetic_only:
+            return self.synthetic_windows * int(self.synthetic_epochs)
         return math.ceil(self.real_windows_total * self._share / (1 - self._share))
 
     @functools.cached_property
     def total_steps(self) -> int:
-        """``ceil(real_windows * real_epochs / ((1 - m) * B))``, in exact arithmetic."""
+        """``ceil(real_windows * real_epochs / ((1 - m) * B))``, in exact arithmetic, or
+        ``ceil(synthetic_windows * synthetic_epochs / B)`` when synthetic only."""
+        if self.synthetic_only:
+            return math.ceil(self.synthetic_windows_total / self.batch_size)
         return math.ceil(self.real_windows_total / self._real_per_step)
 
     @property
-    def steps_per_real_epoch(self) -> float:
+    def steps_per_real_epoch(self) -> float | None:
+        """None when synthetic only (no real window is read)."""
+        if self.synthetic_only:
+            return None
         return float(self.real_windows / self._real_per_step)
 
     @property
     def realised_mixing_fraction(self) -> float:
         """Synthetic share of all windows of the run (within 1/(windows of the run) of m)."""
         synthetic = self.synthetic_windows_total
-        return synthetic / (synthetic + self.real_windows_total)
+        return synthetic / max(1, synthetic + self.real_windows_total)
 
     def windows_before(self, step: int) -> tuple[int, int]:
         """``(real, synthetic)`` windows read by steps ``0 .. step - 1`` (``0 <= step <= total_steps``)."""
@@ -251,7 +285,8 @@ class MixingPlan:
         self._check_step(step)
         (real_start, synthetic_start), (real_stop, synthetic_stop) = (
             self.windows_before(step), self.windows_before(step + 1))
-        real = self.real_order[np.arange(real_start, real_stop, dtype=np.int64) % self.real_windows]
+        real = (self.real_order[np.arange(real_start, real_stop, dtype=np.int64) % self.real_windows]
+                if real_stop > real_start else np.zeros(0, dtype=np.int64))
         if synthetic_stop == synthetic_start:
             return real, np.zeros(0, dtype=np.int64)
         synthetic_index = np.arange(synthetic_start, synthetic_stop, dtype=np.int64)

@@ -37,8 +37,8 @@ BAD = [
     ({"start": {"lr": 0.005, "wd": 0.8, "epochs": 8}}, "start.lr: 0.005 is not on the grid"),
     ({"grid": {}}, "grid: empty grid"),
     ({"grid": {"lr": [], "wd": [0.1], "epochs": [8]}}, "grid.lr: empty list"),
-    ({"grid": {"lr": [0.003], "wd": [0.8], "epochs": [8], "mix": [0.5, 1.0]},
-      "start": {"lr": 0.003, "wd": 0.8, "epochs": 8, "mix": 0.5}}, "grid.mix: [0.5, 1.0] has values outside [0, 1)"),
+    ({"grid": {"lr": [0.003], "wd": [0.8], "epochs": [8], "mix": [0.5, 1.5]},
+      "start": {"lr": 0.003, "wd": 0.8, "epochs": 8, "mix": 0.5}}, "grid.mix: [0.5, 1.5] has values outside [0, 1]"),
     ({"certifications": [{"name": "a"}, {"name": "a"}]}, "certifications[1].name: duplicate certification name 'a'"),
     ({"grid": {"lr": [0.01, 0.003], "wd": [0.8], "epochs": [8]}}, "grid.lr: values must be strictly increasing"),
     ({"certifications": [{"name": "a", "warm_start": "zzz"}]}, "certifications[0].warm_start: 'zzz' is not an earlier"),
@@ -50,6 +50,18 @@ BAD = [
     ({"objective": None, "train": {"data": {"store": "x"}}, "grid": {**{"lr": [0.003], "mix": [0.5]}},
       "start": {"lr": 0.003, "mix": 0.5}, "certifications": [{"name": "s", "fixed": {"method": "simple", "g": 4}}]},
      "pools.simple: no synthetic pool"),
+    *[({"objective": None, "train": {"data": {"store": "x"}}, "pools": {"stitched": "p{g}"}, "grid": grid,
+        "start": {axis: values[0] for axis, values in grid.items()},
+        "certifications": [{"name": "so", "fixed": {"method": "stitched", "g": 32}}]}, expected)
+      for grid, expected in [
+          ({"lr": [0.003], "mix": [1.0]}, "certifications[0].grid.synthetic_epochs: required with mix 1.0"),
+          ({"lr": [0.003], "mix": [0.75], "synthetic_epochs": [1, 2]},
+           "certifications[0].grid.synthetic_epochs: only with mix 1.0"),
+          ({"lr": [0.003], "mix": [0.75, 1.0], "synthetic_epochs": [1, 2]},
+           "certifications[0].grid.mix: [0.75, 1.0] mixes 1.0 (synthetic only"),
+          ({"lr": [0.003], "epochs": [4, 8], "mix": [1.0], "synthetic_epochs": [1, 2]},
+           "certifications[0].grid.epochs: real epochs are ignored at mix 1.0"),
+      ]],
 ]
 
 

@@ -64,6 +64,36 @@ def test_identity_follows_what_is_learned_not_how_it_runs(tiny_store):
     assert RunConfig.model_validate({**dump, "seed": 1}).identity() != base.identity()
 
 
+def test_synthetic_only_identity_covers_synthetic_epochs_and_not_real_epochs(tiny_store, tmp_path):
+    """m = 1 reads no real window: real_epochs does not change the run, synthetic_epochs does.
+    An unset synthetic_epochs stays out of the hash, so runs made before the field keep theirs."""
+    from megadocs.config import config_hash
+    from tests.train.test_synthetic import megadocs_from_store, write_assembled
+    from train.store import TokenStore
+
+    write_assembled(tmp_path / "pool", "stitched", 2, megadocs_from_store(TokenStore.open(tiny_store)))
+    (tmp_path / "pool" / "manifest.json").write_text(
+        json.dumps({"format": "megadocs.gen-pool/1", "kind": "rephrase", "g": 2, "seed": 0}))
+    synthetic = {"synthetic": {"pool": str(tmp_path / "pool"), "algorithm": "stitched", "g": 2},
+                 "mixing_fraction": 1.0}
+    first = _config(tiny_store, **synthetic, synthetic_epochs=1).identity()
+    assert _config(tiny_store, **synthetic, synthetic_epochs=1, real_epochs=3).identity() == first
+    assert _config(tiny_store, **synthetic, synthetic_epochs=2).identity() != first
+    mixed = {**synthetic, "mixing_fraction": 0.5}
+    assert _config(tiny_store, **mixed).identity() != _config(tiny_store, **mixed, real_epochs=3).identity()
+
+    base = _config(tiny_store)
+    before_the_field = base.model_dump(mode="json")
+    del before_the_field["data"]["synthetic_epochs"]
+    for section, names in (("", ("checkpoint_every", "device", "compile", "loss")), ("optim", ("micro_batch_size",))):
+        for name in names:
+            (before_the_field[section] if section else before_the_field).pop(name, None)
+    before_the_field["data"]["document_mask"] = False
+    before_the_field["data"].pop("store")
+    before_the_field["eval"].pop("benchmark_data")
+    assert base.identity() == config_hash({"config": before_the_field, "data": base.data_identity()})
+
+
 def test_re_preparing_a_store_at_the_same_path_changes_the_identity_and_moving_it_does_not(tiny_store, tmp_path):
     _corpus(tiny_store, tmp_path / "a.jsonl", first=0)
     _corpus(tiny_store, tmp_path / "b.jsonl", first=40)

@@ -97,6 +97,29 @@ def test_paper_grid_point_m_09_batch_64_mixes_exactly_and_reports_windows(micro_
     assert metrics.status == "completed" and metrics.val_windows == {"iid": 2}
 
 
+def test_synthetic_only_run_takes_its_steps_from_synthetic_epochs(micro_store, tmp_path):
+    """m = 1 (Figure 13): no real window is read; ceil(synthetic_windows * synthetic_epochs / B)
+    steps, every synthetic window read synthetic_epochs times, realised share 1.0."""
+    from tests.train.test_synthetic import megadocs_from_store, write_assembled
+    from train.store import TokenStore
+
+    write_assembled(tmp_path / "pool", "stitched", 2, megadocs_from_store(TokenStore.open(micro_store)))
+    (tmp_path / "pool" / "manifest.json").write_text(
+        json.dumps({"format": "megadocs.gen-pool/1", "kind": "rephrase", "g": 2, "seed": 0}))
+    config = make_config(micro_store, data__mixing_fraction=1.0, data__synthetic_epochs=2, data__real_epochs=5,
+                         data__synthetic={"pool": str(tmp_path / "pool"), "algorithm": "stitched", "g": 2},
+                         optim__batch_size=16, optim__micro_batch_size=16, eval__val_windows=2)
+    metrics = run(config, tmp_path / "run")
+    plan = plan_of(config)
+    assert plan.synthetic_windows > 16  # the stream holds more than one batch
+    assert metrics.steps == plan.total_steps == math.ceil(plan.synthetic_windows * 2 / 16)
+    assert metrics.windows == {"real_per_epoch": plan.real_windows, "real_seen": 0,
+                               "synthetic_seen": 2 * plan.synthetic_windows}
+    assert metrics.mixing_fraction_realised == 1.0
+    assert metrics.tokens_seen == 64 * 2 * plan.synthetic_windows
+    assert metrics.status == "completed" and math.isfinite(metrics.val_loss)
+
+
 def test_micro_batches_accumulate_to_the_full_batch_gradient():
     from train.model import build_model
 

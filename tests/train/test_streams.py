@@ -37,6 +37,19 @@ def plans(draw, *, mixing=True):
                       batch_size=batch_size, mixing_fraction=m, real_epochs=epochs, seed=seed)
 
 
+@st.composite
+def synthetic_only_plans(draw):
+    """m = 1 (Figure 13): synthetic_epochs sets the length; real_epochs is ignored."""
+    return MixingPlan(real_windows=draw(st.integers(0, 60)), synthetic_windows=draw(st.integers(1, 80)),
+                      batch_size=draw(st.integers(1, 24)), mixing_fraction=1.0,
+                      real_epochs=draw(st.integers(1, 5)), seed=draw(st.integers(0, 2**31)),
+                      synthetic_epochs=draw(st.integers(1, 5)))
+
+
+def any_plans():
+    return plans() | synthetic_only_plans()
+
+
 def all_batches(plan: MixingPlan):
     return [plan.batch(step) for step in range(plan.total_steps)]
 
@@ -97,7 +110,7 @@ def test_total_steps_match_the_formula(plan):
 
 
 @FAST
-@given(plans(), st.data())
+@given(any_plans(), st.data())
 def test_windows_before_counts_the_batches_of_earlier_steps(plan, data):
     step = data.draw(st.integers(0, plan.total_steps))
     counts = [plan.batch_counts(s) for s in range(step)]
@@ -115,7 +128,7 @@ def test_paper_grid_point_m_09_batch_64_is_exact():
 
 
 @FAST
-@given(plans())
+@given(any_plans())
 def test_synthetic_stream_cycles_through_its_fixed_order(plan):
     synthetic = np.concatenate([s for _, s in all_batches(plan)] + [np.zeros(0, np.int64)])
     if plan.mixing_fraction == 0:
@@ -137,12 +150,45 @@ def test_real_windows_follow_one_permutation_reused_every_epoch(plan):
 
 
 @FAST
-@given(plans(), st.data())
+@given(any_plans(), st.data())
 def test_batch_is_deterministic_and_random_access(plan, data):
     step = data.draw(st.integers(0, plan.total_steps - 1))
     twin = MixingPlan(**{f: getattr(plan, f) for f in plan.__dataclass_fields__})
     for got, want in zip(twin.batch(step), plan.batch(step)):
         assert (got == want).all()
+
+
+@FAST
+@given(synthetic_only_plans())
+def test_synthetic_only_reads_every_synthetic_window_exactly_synthetic_epochs_times(plan):
+    batches = all_batches(plan)
+    assert plan.total_steps == math.ceil(plan.synthetic_windows * plan.synthetic_epochs / plan.batch_size)
+    assert all(len(real) == 0 for real, _ in batches)
+    assert all(len(synthetic) == plan.batch_size for _, synthetic in batches[:-1])
+    assert 1 <= len(batches[-1][1]) <= plan.batch_size
+    seen = np.concatenate([synthetic for _, synthetic in batches])
+    assert (np.bincount(seen, minlength=plan.synthetic_windows) == plan.synthetic_epochs).all()
+    assert plan.windows_before(plan.total_steps) == (0, plan.synthetic_windows_total) == (0, seen.size)
+    assert plan.realised_mixing_fraction == 1.0 and plan.steps_per_real_epoch is None
+
+
+@FAST
+@given(synthetic_only_plans(), st.integers(1, 5))
+def test_synthetic_only_ignores_real_epochs_and_real_windows(plan, real_epochs):
+    twin = MixingPlan(**{**{f: getattr(plan, f) for f in plan.__dataclass_fields__},
+                         "real_epochs": real_epochs, "real_windows": plan.real_windows + 7})
+    assert twin.total_steps == plan.total_steps
+    for step in (0, plan.total_steps - 1):
+        assert all((a == b).all() for a, b in zip(twin.batch(step), plan.batch(step)))
+
+
+def test_synthetic_only_paper_shape():
+    """1000 synthetic windows, 3 epochs, batch 64: ceil(3000 / 64) = 47 steps, the last of 56."""
+    plan = MixingPlan(real_windows=640, synthetic_windows=1000, batch_size=64, mixing_fraction=1.0,
+                      real_epochs=4, seed=0, synthetic_epochs=3)
+    assert plan.total_steps == 47
+    assert plan.batch_counts(46) == (0, 3000 - 46 * 64)
+    assert plan.synthetic_windows_total == 3000
 
 
 def test_batch_depends_on_seed():
@@ -180,7 +226,12 @@ def test_one_window_corpus_repeats_that_window():
 @pytest.mark.parametrize(
     ("changes", "field"),
     [
-        ({"mixing_fraction": 1.0}, "mixing_fraction"),
+        ({"mixing_fraction": 1.1}, "mixing_fraction"),
+        ({"mixing_fraction": 1.0}, "synthetic_epochs"),
+        ({"mixing_fraction": 1.0, "synthetic_epochs": 0}, "synthetic_epochs"),
+        ({"mixing_fraction": 1.0, "synthetic_epochs": 1.5}, "synthetic_epochs"),
+        ({"mixing_fraction": 1.0, "synthetic_epochs": 2, "synthetic_windows": 0}, "synthetic_windows"),
+        ({"synthetic_epochs": 2}, "synthetic_epochs"),
         ({"mixing_fraction": -0.1}, "mixing_fraction"),
         ({"synthetic_windows": 0}, "synthetic_windows"),
         ({"real_windows": 0}, "real_windows"),
