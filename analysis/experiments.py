@@ -10,6 +10,10 @@
   diversity``), to read next to the loss curve.
 - :func:`next_generations`: from the fitted L(G) per algorithm, the predicted loss at twice the
   largest G and the asymptote E, each with its bootstrap interval.
+- :func:`synthetic_only_table`: Figure 13, the synthetic-only ablation (mix 1, no real stream):
+  per method and G, the gain over the real-only baseline of the mixed and the synthetic-only
+  certification, and the share of the gain that comes from mixing real data.
+  :func:`without_synthetic_only` keeps those certifications out of the generation curves.
 """
 
 from __future__ import annotations
@@ -23,9 +27,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from analysis.frame import POINT
 from analysis.generation import BASELINE_METHOD, loss_column
 from analysis.scaling import PowerLawFit, power_law
 from megadocs.formats import IID
+from search.sweep import SYNTHETIC_ONLY_MIX
 
 __all__ = [
     "STITCH_ORDERS",
@@ -34,6 +40,9 @@ __all__ = [
     "student_scaling_table",
     "diversity_table",
     "next_generations",
+    "synthetic_only_mask",
+    "without_synthetic_only",
+    "synthetic_only_table",
 ]
 
 STITCH_ORDERS = ("stitched", "stitched-first", "stitched-none")
@@ -180,4 +189,61 @@ def next_generations(fits: Mapping[str, PowerLawFit | str]) -> pd.DataFrame:
         row["note"] = "" if all(fit.determined.values()) else "some parameters not determined: " + ", ".join(
             k for k, v in fit.determined.items() if not v)
         rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def synthetic_only_mask(certifications: pd.DataFrame) -> pd.Series:
+    """True for certifications whose point trains on synthetic data only (``point.mix`` 1)."""
+    column = POINT + "mix"
+    if len(certifications) == 0 or column not in certifications:
+        return pd.Series(False, index=certifications.index, dtype=bool)
+    mix = pd.to_numeric(certifications[column], errors="coerce")
+    return mix.map(lambda value: bool(pd.notna(value) and math.isclose(value, SYNTHETIC_ONLY_MIX))).astype(bool)
+
+
+def without_synthetic_only(certifications: pd.DataFrame) -> pd.DataFrame:
+    """The certifications the generation curves and fits are drawn from: a synthetic-only point at
+    the same (method, G) is an ablation, not a second measurement of L(G)."""
+    if len(certifications) == 0:
+        return certifications
+    return certifications[~synthetic_only_mask(certifications)].reset_index(drop=True)
+
+
+def synthetic_only_table(certifications: pd.DataFrame, val_set: str = IID) -> pd.DataFrame:
+    """Figure 13: one row per (method, G[, model]) with both a certified mixed and a certified
+    synthetic-only certification, and a certified real-only baseline of the same model.
+
+    Columns: ``method``, ``g``, ``model``, ``baseline_loss``, ``mixed_loss``, ``synthetic_only_loss``,
+    ``gain_mixed`` and ``gain_synthetic_only`` (baseline - loss), ``mixed_mix`` (the mixed
+    certification's certified mix), and ``share_from_real`` = 1 - gain_synthetic_only / gain_mixed,
+    the share of the mixed gain that comes from mixing real data in (NaN when the mixed run does
+    not beat the baseline: there is no gain to share). Empty when no pair exists."""
+    column = loss_column(val_set)
+    if len(certifications) == 0 or column not in certifications:
+        return pd.DataFrame()
+    certified = certifications[certifications["certified"] & certifications[column].notna()].copy()
+    if "model" not in certified:
+        certified["model"] = None
+    certified["model"] = certified["model"].map(lambda value: _model_key(value) or "base")
+    only = synthetic_only_mask(certified)
+    baselines = certified[certified["method"] == BASELINE_METHOD].groupby("model")[column].min()
+    rows = []
+    synthetic = certified[(certified["method"] != BASELINE_METHOD) & ~only]
+    for (method, g, model), mixed in synthetic.groupby(["method", "g", "model"], sort=True):
+        ablation = certified[only & (certified["method"] == method) & (certified["g"] == g)
+                             & (certified["model"] == model)]
+        if ablation.empty or model not in baselines.index:
+            continue
+        baseline = float(baselines[model])
+        best_mixed = mixed.loc[mixed[column].idxmin()]
+        mixed_loss, only_loss = float(best_mixed[column]), float(ablation[column].min())
+        gain_mixed, gain_only = baseline - mixed_loss, baseline - only_loss
+        rows.append({
+            "method": method, "g": g, "model": model, "baseline_loss": baseline,
+            "mixed_loss": mixed_loss, "synthetic_only_loss": only_loss,
+            "gain_mixed": gain_mixed, "gain_synthetic_only": gain_only,
+            "mixed_mix": float(best_mixed[POINT + "mix"]) if POINT + "mix" in best_mixed
+            and pd.notna(best_mixed[POINT + "mix"]) else math.nan,
+            "share_from_real": 1 - gain_only / gain_mixed if gain_mixed > 0 else math.nan,
+        })
     return pd.DataFrame(rows)

@@ -6,7 +6,8 @@ Figure numbers follow the paper (paper.md, "Figures users expect"):
 * 7     :func:`plot_ensembles` - loss vs ensemble size K with fitted asymptotes;
 * 10    :func:`plot_certification_map` - one certification on a 2-D slice of the grid: every run a
         cell coloured by loss, the path of best points, the certificate and its neighbours;
-* 11    :func:`plot_certified_hparams` - certified hyperparameters vs G per algorithm.
+* 11    :func:`plot_certified_hparams` - certified hyperparameters vs G per algorithm;
+* 13    :func:`plot_synthetic_only` - mixed vs synthetic-only tuned loss vs G, real-only line.
 
 Grayscale readability comes from redundancy: every algorithm has its own marker *and* line
 style besides its colour, and loss maps use viridis (monotone lightness). All functions take
@@ -47,6 +48,7 @@ __all__ = [
     "plot_ensembles",
     "plot_certification_map",
     "plot_certified_hparams",
+    "plot_synthetic_only",
 ]
 
 STYLE: dict[str, Any] = {
@@ -491,5 +493,38 @@ def plot_diversity(table: pd.DataFrame, measures: Sequence[str] = ("distinct_n",
             ax.set_title(measure.replace("_", " "), fontsize=9)
             ax.set_xlabel("G'")
         axes[0].legend(fontsize=7)
+        fig.tight_layout()
+    return fig
+
+
+def plot_synthetic_only(table: pd.DataFrame, *, val_set: str = IID):
+    """Figure 13: tuned loss vs G per method, mixed with real data (solid) and synthetic only
+    (dashed, open markers), with the real-only baseline as a line.
+
+    ``table`` is :func:`analysis.experiments.synthetic_only_table`'s.
+
+    Raises:
+        ValueError: the table is empty.
+    """
+    if table is None or len(table) == 0:
+        raise ValueError("no method and G has both a mixed and a synthetic-only certification")
+    with style():
+        fig, ax = _figure()
+        for (method, model), group in table.groupby(["method", "model"], sort=False):
+            group = group.sort_values("g")
+            spec = method_style(method)
+            label = spec.pop("label") + ("" if model == "base" else f" ({model})")
+            spec.pop("linestyle", None)
+            ax.plot(group["g"], group["mixed_loss"], linestyle="-", label=f"{label}, mixed with real", **spec)
+            ax.plot(group["g"], group["synthetic_only_loss"], linestyle="--", mfc="white",
+                    label=f"{label}, synthetic only", **spec)
+        for model, baseline in table.groupby("model")["baseline_loss"].min().items():
+            ax.axhline(float(baseline), color="black", linestyle=":", linewidth=1.2,
+                       label=f"real data only{'' if model == 'base' else f' ({model})'} ({float(baseline):.3f})")
+        _log2_axis(ax, table["g"])
+        ax.set_xlabel("generations per real document G (log2)")
+        ax.set_ylabel(f"tuned {val_set} validation loss")
+        ax.set_title("Synthetic-only ablation")
+        ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=1, fontsize=7)
         fig.tight_layout()
     return fig

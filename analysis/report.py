@@ -237,6 +237,27 @@ def _experiment_sections(report: _Report, runs: pd.DataFrame, certifications: pd
         report.figure(lambda: plot_diversity(diversity), "fig-diversity-vs-g", "Generation diversity vs G'")
 
 
+def _synthetic_only_section(report: _Report, certifications: pd.DataFrame) -> None:
+    """Figure 13: how much of a method's gain needs the real data mixed in."""
+    from analysis.experiments import synthetic_only_mask, synthetic_only_table
+    from analysis.figures import plot_synthetic_only
+
+    table = synthetic_only_table(certifications)
+    if len(table):
+        shown = table if set(table["model"]) != {"base"} else table.drop(columns=["model"])
+        report.add("## Synthetic-only ablation (Figure 13)", "",
+                   "Each method trained on synthetic data only (mix 1, steps from `synthetic_epochs`, certified over "
+                   "synthetic epochs and weight decay) against its mixed certification. `gain_*` is the loss win "
+                   "over the real-only baseline; `share_from_real` = 1 - gain_synthetic_only / gain_mixed is the "
+                   "share of the gain that comes from mixing real data.", "",
+                   _markdown_table(shown), "")
+        report.figure(lambda: plot_synthetic_only(table), "fig13-synthetic-only",
+                      "Figure 13: mixed vs synthetic-only tuned loss vs G")
+    elif synthetic_only_mask(certifications).any():
+        report.skipped.append("Figure 13 (synthetic-only ablation): no method and G has a certified mixed and a "
+                              "certified synthetic-only certification and a certified real-only baseline yet")
+
+
 def _ensemble_sections(report: _Report, ensembles: pd.DataFrame | None, studies) -> None:
     from analysis.ensembles import compare_asymptotes, fit_ensembles
     from analysis.figures import plot_ensembles
@@ -317,7 +338,10 @@ def render_report(
         report.add("The ledger holds no runs yet: nothing to tabulate or draw.", "")
         report.skipped.append("every table and figure: the ledger is empty")
     else:
-        _next_generations_section(report, certifications)
+        from analysis.experiments import without_synthetic_only
+
+        curves = without_synthetic_only(certifications)  # the ablation is not a point of L(G)
+        _next_generations_section(report, curves)
         report.add("## Certified points", "", _markdown_table(_certified_points_table(certifications)), "")
         leaning = certifications[certifications["bounds_hit"].astype(bool)]
         if len(leaning):
@@ -326,8 +350,9 @@ def render_report(
                 + "; ".join(f"{r.certification} ({r.bounds_hit})" for r in leaning.itertuples()),
                 "",
             )
-        _generation_sections(report, certifications, law, grids)
-        _experiment_sections(report, runs, certifications, law, transfer_sources or {}, diversity)
+        _generation_sections(report, curves, law, grids)
+        _experiment_sections(report, runs, curves, law, transfer_sources or {}, diversity)
+        _synthetic_only_section(report, certifications)
         _search_sections(report, runs, summaries, grids)
     _ensemble_sections(report, ensembles, ensemble_studies)
     report.add("## Not drawn", "")

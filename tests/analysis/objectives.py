@@ -44,3 +44,14 @@ def students(params: Mapping[str, Any]) -> dict[str, Any]:
         metrics["val_loss"] -= win
         metrics["val_losses"] = {name: loss - win for name, loss in metrics["val_losses"].items()}
     return metrics
+
+
+def ablation(params: Mapping[str, Any]) -> dict[str, Any]:
+    """``paper_like`` for the synthetic-only ablation (Figure 13): the bowl's mix optimum (0.8)
+    makes mix 1 cost 0.08, and synthetic epochs have their own optimum at 4 passes."""
+    metrics = paper_like(params)
+    if "synthetic_epochs" in params:
+        penalty = 0.01 * (math.log2(float(params["synthetic_epochs"])) - 2) ** 2
+        metrics["val_loss"] += penalty
+        metrics["val_losses"] = {name: loss + penalty for name, loss in metrics["val_losses"].items()}
+    return metrics

@@ -7,6 +7,7 @@ import json
 import re
 import textwrap
 
+import pandas as pd
 import pytest
 
 from analysis.experiments import next_generations, student_scaling_table, transfer_table
@@ -100,3 +101,73 @@ def test_report_draws_the_experiments(experiments, tmp_path):
     assert text.index("## Where to spend the next generations") < text.index("## Certified points")
     images = set(re.findall(r"\(figures/([^)]+)\.png\)", text))
     assert {"fig6-transfers", "fig-diversity-vs-g", "fig4-stitch-order-iid", "fig4-stitch-order-arxiv"} <= images
+
+
+@pytest.fixture(scope="module")
+def ablation(tmp_path_factory):
+    """Mixed and synthetic-only (mix 1, over synthetic epochs and weight decay) stitched
+    certifications per G, simple mixed only, and a real-only baseline, on an analytic objective."""
+    import yaml
+
+    from search.controller import run_sweep
+    from search.sweep import load_sweep
+
+    root = tmp_path_factory.mktemp("ablation")
+    lrs = [0.001, 0.003, 0.01]
+    certifications = [{"name": "real", "fixed": {"method": "real"}, "grid": {"lr": lrs}},
+                      {"name": "simple-g4", "fixed": {"method": "simple", "g": 4}}]
+    for g in (1, 4, 16):
+        certifications += [
+            {"name": f"stitched-g{g}", "fixed": {"method": "stitched", "g": g}},
+            {"name": f"stitched-g{g}-synthetic-only", "fixed": {"method": "stitched", "g": g},
+             "grid": {"lr": lrs, "wd": [0.2, 0.8, 3.2], "synthetic_epochs": [1, 4, 16], "mix": [1.0]},
+             "start": {"lr": 0.003, "wd": 0.2, "synthetic_epochs": 1, "mix": 1.0}},
+        ]
+    sweep = {"name": "ablation", "executor": {"kind": "debug", "max_parallel": 4, "poll_s": 0.01},
+             "out": str(root / "out"), "objective": "tests.analysis.objectives:ablation",
+             "grid": {"lr": lrs, "mix": [0.5, 0.75, 0.9]}, "start": {"lr": 0.003, "mix": 0.75},
+             "certifications": certifications}
+    path = root / "sweep.yaml"
+    path.write_text(yaml.safe_dump(sweep, sort_keys=False))
+    run_sweep(load_sweep(path))
+    return path
+
+
+def test_synthetic_only_share_of_the_gain_from_mixing_real_data(ablation):
+    """On the analytic bowl: the mixed optimum is mix 0.75 (cost 0.005), synthetic only costs 0.08 at
+    the certified synthetic epochs (4) and weight decay (0.8); the share follows from those."""
+    from analysis.experiments import synthetic_only_table, without_synthetic_only
+    from analysis.generation import generation_table
+    from search.landscapes import bowl
+
+    tables = load_tables(ablation)
+    table = synthetic_only_table(tables.certifications).set_index(["method", "g"])
+    assert list(table.index) == [("stitched", 1), ("stitched", 4), ("stitched", 16)]  # simple: no ablation
+    baseline = bowl({"method": "real", "lr": 0.003})
+    certs = tables.certifications.set_index("certification")
+    for g in (1, 4, 16):
+        row = table.loc[("stitched", g)]
+        point = {k[len("point."):]: v for k, v in certs.loc[f"stitched-g{g}-synthetic-only"].items()
+                 if k.startswith("point.") and pd.notna(v)}
+        assert point["synthetic_epochs"] == 4 and point["wd"] == 0.8 and point["mix"] == 1.0
+        mixed = bowl({"method": "stitched", "g": g, "lr": 0.003, "mix": 0.75})
+        only = bowl({"method": "stitched", "g": g, "lr": 0.003, "wd": 0.8, "mix": 1.0})
+        assert row["baseline_loss"] == pytest.approx(baseline) and row["mixed_mix"] == 0.75
+        assert row["gain_mixed"] == pytest.approx(baseline - mixed)
+        assert row["gain_synthetic_only"] == pytest.approx(baseline - only)
+        assert row["share_from_real"] == pytest.approx(1 - (baseline - only) / (baseline - mixed))
+        assert 0 < row["share_from_real"] < 1
+    # more generations make synthetic text alone worth more: the share from real data falls with G
+    assert table["share_from_real"].is_monotonic_decreasing
+    # the generation curves keep one point per (method, G): the ablation is not a second L(G) point
+    curves = generation_table(without_synthetic_only(tables.certifications))
+    stitched = curves[(curves["set"] == "iid") & (curves["method"] == "stitched")]
+    assert sorted(stitched["g"]) == [1, 4, 16]
+    assert stitched["loss"].tolist() == pytest.approx([certs.loc[f"stitched-g{g}", "val_loss.iid"] for g in (1, 4, 16)])
+
+
+def test_report_draws_the_synthetic_only_ablation(ablation, tmp_path):
+    text = build_report(ablation, tmp_path / "report").read_text()
+    assert "## Synthetic-only ablation (Figure 13)" in text and "share_from_real" in text
+    assert "fig13-synthetic-only" in set(re.findall(r"\(figures/([^)]+)\.png\)", text))
+    assert (tmp_path / "report" / "figures" / "fig13-synthetic-only.png").stat().st_size > 0
