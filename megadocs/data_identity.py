@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from megadocs.errors import UserError
+from megadocs.formats import ASSEMBLED_MANIFEST, MANIFEST
 
 __all__ = [
     "POOL_IDENTITY_FIELDS",
@@ -34,7 +35,6 @@ __all__ = [
     "directory_identity",
 ]
 
-MANIFEST = "manifest.json"
 # Fields that define a pool's generations (a run appending to a pool must agree on them too).
 POOL_IDENTITY_FIELDS = ("format", "kind", "g", "source_hash", "n_docs", "generator", "generator_revision",
                         "prompt_template.sha256", "chat_template.sha256", "sampling", "seed",
@@ -115,7 +115,7 @@ def assembled_identity(pool: str | Path, assembled: str | Path,
     regenerated afterwards): training on it would mix one pool's identity with another's text.
     Statistics added to the pool manifest later (e.g. diversity) do not make it stale.
     """
-    path = Path(assembled) / MANIFEST
+    path = Path(assembled) / ASSEMBLED_MANIFEST
     if not path.is_file():
         return None
     manifest = _manifest(assembled, field, "assembly")

@@ -48,6 +48,7 @@ __all__ = [
     "ASSEMBLED_DIR",
     "DOCUMENTS_FILE",
     "ASSEMBLED_MANIFEST",
+    "MANIFEST",
     "assembled_dir",
     "assembled_documents",
     "IID",
@@ -109,11 +110,14 @@ REAL = "real"
 METHODS: tuple[str, ...] = (REAL, *ALGORITHMS)
 """Values of a certification's ``fixed.method``."""
 
+MANIFEST = "manifest.json"
+"""The manifest of every data directory: a token store, a generation pool, an assembly."""
+
 # --- the assembled documents (gen -> train) ------------------------------------------------
 
 ASSEMBLED_DIR = "assembled"
 DOCUMENTS_FILE = "documents.jsonl"
-ASSEMBLED_MANIFEST = "manifest.json"
+ASSEMBLED_MANIFEST = MANIFEST
 
 
 def assembled_dir(pool: str | Path, algorithm: str, g: int) -> Path:

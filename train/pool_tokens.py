@@ -27,9 +27,9 @@ Training then assembles every algorithm and every G' <= G from these arrays by i
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
-import os
 import sys
 import time
 from collections.abc import Iterator
@@ -43,7 +43,7 @@ import submitit
 from megadocs.corpus import is_token_store, iter_documents, source_hash
 from megadocs.data_identity import pool_identity_of
 from megadocs.errors import UserError
-from megadocs.formats import ALGORITHMS, POOL_KIND, PoolKind, write_json
+from megadocs.formats import ALGORITHMS, POOL_KIND, PoolKind, atomic_file, write_json
 from train.store import TOKEN_DTYPE, TokenStore
 
 __all__ = ["TOKENS_FORMAT", "TOKENS_DIR", "tokens_dir", "tokenize_shard", "tokenize_pool", "submit_tokenize",
@@ -122,12 +122,13 @@ def _iter_rows(path: Path) -> Iterator[dict]:
 
 
 class _ArrayWriter:
-    """Appends encoded texts to ``{stem}.tokens`` and records offsets; renamed into place on close."""
+    """Appends encoded texts to ``{stem}.tokens`` and records offsets; both files are written
+    through ``megadocs.formats.atomic_file`` and appear (offsets first) only on :meth:`close`."""
 
     def __init__(self, out: Path, stem: str):
         self.tokens_path, self.offsets_path = out / f"{stem}.tokens", out / f"{stem}.offsets.npy"
-        self._tmp = out / f".{stem}.tokens.tmp{os.getpid()}"
-        self._handle = open(self._tmp, "wb")
+        self._files = contextlib.ExitStack()
+        self._handle = self._files.enter_context(atomic_file(self.tokens_path, "wb"))
         self.offsets = [0]
 
     def write(self, encoder, texts: list[str]) -> int:
@@ -147,15 +148,18 @@ class _ArrayWriter:
         return int(lengths.sum())
 
     def close(self) -> None:
-        self._handle.flush()
-        os.fsync(self._handle.fileno())
-        self._handle.close()
-        np.save(self.offsets_path, np.asarray(self.offsets, dtype=np.int64))
-        os.replace(self._tmp, self.tokens_path)
+        with atomic_file(self.offsets_path, "wb") as handle:
+            np.save(handle, np.asarray(self.offsets, dtype=np.int64))
+        self._files.close()  # fsync and rename the tokens into place
 
     def abort(self) -> None:
-        self._handle.close()
-        self._tmp.unlink(missing_ok=True)
+        """Drop the unfinished tokens file (a no-op after :meth:`close`)."""
+        error = _Aborted("tokenizing stopped")
+        self._files.__exit__(_Aborted, error, None)
+
+
+class _Aborted(Exception):
+    """Passed to the open tokens file so that it is removed instead of renamed into place."""
 
 
 def _encoder(store: TokenStore):

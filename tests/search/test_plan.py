@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
 
@@ -64,3 +65,25 @@ def test_gpu_hours_of_a_train_sweep_match_hand_computation(make_sweep, tiny_stor
     assert plan["total"]["gpu_hours_worst"] == pytest.approx(
         real["gpu_hours_worst"] + simple["gpu_hours_worst"] + transfer["gpu_hours"])
     assert plan["total"]["runs_worst"] == 4 + 4 + 1  # both grids hold 4 points
+
+
+def test_synthetic_only_points_are_costed_from_synthetic_epochs(make_sweep, tiny_store, capsys):
+    """mix 1: steps = ceil(synthetic windows * synthetic_epochs / batch), the stream estimated as G
+    rephrasings per real document (G * real windows) before the pool exists."""
+    context, batch, g = 32, 4, 4
+    path = make_sweep(
+        objective=None,
+        grid={"lr": [0.003], "synthetic_epochs": [1, 2], "mix": [1.0]},
+        start={"lr": 0.003, "synthetic_epochs": 1, "mix": 1.0},
+        train={"data": {"store": str(tiny_store), "context": context}, "model": {"preset": "tiny-1m"},
+               "optim": {"batch_size": batch, "micro_batch_size": batch}},
+        pools={"stitched": "pools/stitched-g{g}"},
+        certifications=[{"name": "so", "fixed": {"method": "stitched", "g": g}}],
+    )
+    assert main(["search", "plan", str(path), "--json"]) == 0
+    plan = json.loads(capsys.readouterr().out)
+    lengths = TokenStore.open(tiny_store).split("train").lengths
+    windows = int((lengths.sum() + len(lengths)) // context)
+    start = plan["certifications"][0]["start_run"]
+    assert start["steps"] == math.ceil(g * windows * 1 / batch)
+    assert start["tokens"] == g * windows * context  # every estimated synthetic window once

@@ -202,3 +202,26 @@ def test_a_tokenized_pool_from_validation_documents_is_refused(tmp_path, store):
                                         r"is a document of the store's val split"):
         TrainingStreams.build(store.path, synthetic={"pool": pool, "algorithm": "stitched", "g": 2},
                               context=64, mixing_fraction=0.5, real_epochs=1, batch_size=8, seed=1)
+
+
+def test_array_writer_publishes_both_files_on_close_and_nothing_on_abort(tmp_path, store):
+    """Written through megadocs.formats.atomic_file: no partial file is ever visible."""
+    import numpy as np
+
+    from train.pool_tokens import _ArrayWriter, _encoder
+
+    encoder = _encoder(store)
+    done = _ArrayWriter(tmp_path, "shard")
+    tokens = done.write(encoder, ["hello world", "   ", "more text here"])
+    assert not (tmp_path / "shard.tokens").exists()  # nothing visible before close
+    done.close()
+    offsets = np.load(tmp_path / "shard.offsets.npy")
+    assert offsets[0] == 0 and offsets[-1] == tokens > 0 and offsets[2] == offsets[1]  # the blank text
+    assert (tmp_path / "shard.tokens").stat().st_size == tokens * np.dtype(np.uint32).itemsize
+    done.abort()  # after close: a no-op
+    assert (tmp_path / "shard.tokens").exists()
+
+    stopped = _ArrayWriter(tmp_path, "other")
+    stopped.write(encoder, ["some text"])
+    stopped.abort()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["shard.offsets.npy", "shard.tokens"]
