@@ -31,8 +31,9 @@ import torch
 
 from megadocs.config import parse_config
 from train.config import RunConfig
+from train.device import resolve_device
 from train.evaluate import autocast_for, token_losses
-from train.loop import LOG_EVERY, param_groups, resolve_device, run, train_step
+from train.loop import LOG_EVERY, param_groups, run, train_step
 from train.model import build_model
 
 H100_BF16_PEAK_TFLOPS = 989.0

@@ -1,9 +1,9 @@
 """`megadocs train CONFIG.yaml [--out RUN] [--set key.path=value ...]`, `megadocs train --template`,
-and `megadocs train ensemble ...` (dispatched to `train.ensemble`).
+and the commands `megadocs train ensemble ...` and `megadocs train benchmarks ...`.
 
-`ensemble` is a word in the place of CONFIG.yaml rather than an argparse sub-command, so that a
-config path stays the plain positional; the words after it are parsed by the ensemble's own
-parser (built from `train.ensemble.add_arguments`).
+`ensemble` and `benchmarks` are argparse sub-commands of `train` (listed by `megadocs train
+--help`); any other first word is the CONFIG.yaml of a training run, so `megadocs train CONFIG.yaml`
+stays the plain form (`_CommandsOrConfig` hands such a word to the hidden `run` parser).
 """
 
 from __future__ import annotations
@@ -19,30 +19,76 @@ __all__ = ["register", "apply_overrides", "load_run_config", "DEFAULT_RUNS_DIR",
 
 DEFAULT_RUNS_DIR = Path("runs/train")
 EXIT_PREEMPTED = 3
-ENSEMBLE = "ensemble"
-BENCHMARKS = "benchmarks"
+RUN = "run"  # the hidden parser of `megadocs train CONFIG.yaml ...`
 
 
-def _add_run_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--template", action="store_true", help="print a commented config and exit")
-    parser.add_argument("--out", metavar="RUN", help="run directory (default: runs/train/<config_hash>)")
+class _AnyWord(dict):
+    """Accepted first words: the named commands, and any other word (a CONFIG.yaml path)."""
+
+    def __contains__(self, word) -> bool:
+        return True
+
+
+class _CommandsOrConfig(argparse._SubParsersAction):
+    """Sub-commands where a first word that names no command is the CONFIG.yaml of a run."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.choices = _AnyWord()  # only argparse's "invalid choice" check reads it
+
+    def __call__(self, parser, namespace, values, option_string=None) -> None:
+        if values[0] not in self._name_parser_map:
+            values = [RUN, *values]
+        super().__call__(parser, namespace, values, option_string)
+
+
+def _add_run_options(parser: argparse.ArgumentParser, *, late: bool = False) -> None:
+    """--template, --out, --set; ``late``: as written after CONFIG.yaml (kept apart, merged in `_run`)."""
+    prefix, default = ("late_", argparse.SUPPRESS) if late else ("", None)
+    parser.add_argument("--template", dest=prefix + "template", action="store_true",
+                        default=default if late else False, help="print a commented config and exit")
+    parser.add_argument("--out", dest=prefix + "out", metavar="RUN", default=default,
+                        help="run directory (default: runs/train/<config_hash>)")
     parser.add_argument(
-        "--set", dest="overrides", action="append", default=[], metavar="KEY.PATH=VALUE",
+        "--set", dest=prefix + "overrides", action="append", default=default if late else [],
+        metavar="KEY.PATH=VALUE",
         help="override a config field, e.g. --set optim.lr=0.001 (value parsed as YAML); repeatable",
     )  # fmt: skip
 
 
 def register(subparsers) -> None:
+    from train.ensemble_cli import add_benchmark_arguments, add_ensemble_arguments
+
     parser = subparsers.add_parser(
         "train",
-        help="train one model (or score an ensemble: `megadocs train ensemble --help`)",
+        help="train one model; score ensembles (`train ensemble`) and benchmarks (`train benchmarks`)",
+        usage="%(prog)s [--template] [--out RUN] [--set KEY.PATH=VALUE] CONFIG.yaml\n"
+        "       %(prog)s {ensemble,benchmarks} ...",
         description="Train one model from a RunConfig YAML (see `megadocs train --template`). "
         "Exit status 3 means preempted: re-run the same command to resume.",
     )
-    parser.add_argument("config", nargs="?", metavar="CONFIG.yaml", help="run config, or the word `ensemble`")
     _add_run_options(parser)
-    parser.add_argument("rest", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
-    parser.set_defaults(func=_main, _train_parser=parser)
+    commands = parser.add_subparsers(
+        dest="train_command", action=_CommandsOrConfig, prog=parser.prog,
+        metavar="{ensemble,benchmarks} | CONFIG.yaml",
+        title="commands (or a CONFIG.yaml to train)",
+    )
+    ensemble = commands.add_parser(
+        "ensemble", help="validation loss L(K) of logit-averaged ensembles, K = 1..N",
+        description="Validation loss of logit-averaged ensembles, K = 1..N (see train/ensemble_cli.py).",
+    )
+    add_ensemble_arguments(ensemble)
+    ensemble.set_defaults(func=_ensemble)
+    benchmarks = commands.add_parser(
+        "benchmarks", help="zero-shot PIQA/SciQ/ARC-Easy accuracy of a model or an ensemble (lm-eval)",
+        description="Zero-shot PIQA/SciQ/ARC-Easy accuracy (lm-eval) of a model or a logit-averaged ensemble.",
+    )
+    add_benchmark_arguments(benchmarks)
+    benchmarks.set_defaults(func=_benchmarks)
+    run = commands.add_parser(RUN, prog=parser.prog)  # no help=: not listed among the commands
+    run.add_argument("config", metavar="CONFIG.yaml", help="run config")
+    _add_run_options(run, late=True)
+    parser.set_defaults(func=_run, _train_parser=parser, config=None)
 
 
 def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
@@ -80,43 +126,26 @@ def load_run_config(path: str | Path, overrides: list[str] | None = None):
     return parse_config(apply_overrides(data, overrides or []), RunConfig, source=str(path))
 
 
-def _ensemble(words: list[str]) -> int:
-    try:
-        from train import ensemble
-    except ModuleNotFoundError as exc:
-        if exc.name == "train.ensemble":
-            raise UserError("megadocs train ensemble: train/ensemble.py is not installed in this checkout") from None
-        raise
-    parser = argparse.ArgumentParser(
-        prog="megadocs train ensemble", description="Validation loss of logit-averaged ensembles, K = 1..N."
-    )
-    ensemble.add_arguments(parser)
-    return ensemble.main(parser.parse_args(words))
+def _ensemble(args: argparse.Namespace) -> int:
+    from train.ensemble_cli import ensemble_main
+
+    return ensemble_main(args)
 
 
-def _benchmarks(words: list[str]) -> int:
-    from train import downstream
+def _benchmarks(args: argparse.Namespace) -> int:
+    from train.ensemble_cli import benchmarks_main
 
-    parser = argparse.ArgumentParser(
-        prog="megadocs train benchmarks",
-        description="Zero-shot PIQA/SciQ/ARC-Easy accuracy (lm-eval) of a model or a logit-averaged ensemble.",
-    )
-    downstream.add_arguments(parser)
-    return downstream.main(parser.parse_args(words))
+    return benchmarks_main(args)
 
 
-def _main(args: argparse.Namespace) -> int:
-    if args.config == ENSEMBLE:
-        return _ensemble(args.rest)
-    if args.config == BENCHMARKS:
-        return _benchmarks(args.rest)
-    if args.rest:  # options written after CONFIG.yaml land in `rest`; parse them as run options
-        late = argparse.ArgumentParser(prog="megadocs train CONFIG.yaml")
-        _add_run_options(late)
-        extra = late.parse_args(args.rest)
-        args.out = extra.out or args.out
-        args.overrides = args.overrides + extra.overrides
-        args.template = args.template or extra.template
+def _run(args: argparse.Namespace) -> int:
+    """Train (or print the template); options before and after CONFIG.yaml are merged."""
+    from megadocs.procs import apply_environment_defaults
+    from train.device import ENVIRONMENT_DEFAULTS
+
+    args.out = getattr(args, "late_out", None) or args.out
+    args.overrides = args.overrides + getattr(args, "late_overrides", [])
+    args.template = args.template or getattr(args, "late_template", False)
     if args.template:
         from train.config import template
 
@@ -127,6 +156,7 @@ def _main(args: argparse.Namespace) -> int:
         print("error: CONFIG.yaml is required (or --template for a starting point)", file=sys.stderr)
         return 2
 
+    apply_environment_defaults(ENVIRONMENT_DEFAULTS)  # before CUDA starts
     from train.loop import Preempted, run
 
     config = load_run_config(args.config, args.overrides)
