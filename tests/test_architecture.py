@@ -10,8 +10,8 @@ import ast
 import graphlib
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-PACKAGES = ("megadocs", "train", "gen", "search", "analysis")
+from tests.tree import PACKAGES, ROOT, module_files
+
 # package -> the packages it may import (docs/architecture.md, "Packages and dependency direction")
 ALLOWED = {
     "megadocs": set(),
@@ -22,18 +22,6 @@ ALLOWED = {
 }
 # the dispatcher and the end-to-end demo may reach every package
 EXEMPT = {"megadocs.cli", "megadocs.demo"}
-
-
-def module_files(root: Path, packages=PACKAGES) -> dict[str, Path]:
-    """Dotted module name -> file, for every ``.py`` under the packages."""
-    modules = {}
-    for package in packages:
-        for path in sorted((root / package).rglob("*.py")):
-            parts = list(path.relative_to(root).with_suffix("").parts)
-            if parts[-1] == "__init__":
-                parts.pop()
-            modules[".".join(parts)] = path
-    return modules
 
 
 def _imported_names(module: str, path: Path) -> set[str]:
