@@ -7,10 +7,12 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 from matplotlib.patches import Rectangle
 
 from analysis.figures import (
+    certification_slice,
     map_axes,
     method_style,
     plot_certification_map,
@@ -21,6 +23,8 @@ from analysis.figures import (
 from analysis.frame import certifications_frame, runs_frame
 from analysis.generation import generation_table
 from tests.analysis import synthetic
+
+GRID_INDEX = {axis: {value: i for i, value in enumerate(values)} for axis, values in synthetic.GRID.items()}
 
 
 def test_every_known_method_differs_in_marker_and_line_style():
@@ -73,6 +77,26 @@ def test_certification_map_marks_runs_path_certificate_and_divergence(tmp_path):
     assert len([p for p in ax.patches if isinstance(p, Rectangle)]) == len(neighbours_on_slice)
     png, pdf = save_figure(fig, tmp_path, "map")
     assert png.stat().st_size > 5000 and pdf.stat().st_size > 1000
+
+
+def test_certification_slice_is_computed_without_drawing():
+    records, summary = synthetic.certification("stitched", 2)
+    centre = summary["certificate"]["point"]  # lr 3e-3, epochs 8, wd 0.4 (the bowl's minimum)
+    records.append({**records[0], "point": {**centre, "lr": 1e-2}, "status": "diverged", "loss": math.inf})
+    records.append({**records[0], "point": dict(centre), "loss": 9.0})  # a worse repeat of the centre
+    cut = certification_slice(runs_frame(records), summary, x_axis="lr", y_axis="epochs", grid=synthetic.GRID)
+    assert cut.others == {"wd": centre["wd"]} and cut.certified
+    assert cut.centre == (1, 2)  # (lr index, epochs index)
+    assert cut.diverged[2, 2] and not cut.diverged.sum() - 1
+    assert cut.losses[2, 1] == pytest.approx(synthetic.tuned_loss("stitched", 2))  # the cell's best run
+    on_slice = [r for r in records if r["point"]["wd"] == centre["wd"]]
+    assert cut.off_slice == len(records) - len(on_slice)
+    ran = {(GRID_INDEX["lr"][r["point"]["lr"]], GRID_INDEX["epochs"][r["point"]["epochs"]]) for r in on_slice
+           if math.isfinite(r["loss"])}
+    assert {(j, i) for i, j in zip(*np.nonzero(np.isfinite(cut.losses)))} == ran
+    assert set(cut.neighbours) == {(0, 2), (2, 2), (1, 1), (1, 3)}  # the wd neighbours are off the slice
+    with pytest.raises(ValueError, match="no finished run yet"):
+        certification_slice(runs_frame(records), {"name": "x"}, x_axis="lr", y_axis="epochs")
 
 
 def test_certified_hparams_ring_marks_bound_hits():
