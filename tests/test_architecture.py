@@ -10,6 +10,8 @@ import ast
 import graphlib
 from pathlib import Path
 
+import pytest
+
 from tests.tree import PACKAGES, ROOT, module_files
 
 # package -> the packages it may import (docs/architecture.md, "Packages and dependency direction")
@@ -117,3 +119,54 @@ def test_the_checks_see_function_level_and_relative_imports(tmp_path):
     assert set(find_cycle(graph)) == {"train.loop", "train.evaluate"}
     assert forbidden_edges(graph) == ["megadocs.base -> train", "megadocs.base -> train.loop"]
 
+
+
+# Process-wide state is the entry points' business: `<pkg>/cli.py`, the demo, and the one helper
+# they call (megadocs.procs.apply_environment_defaults).
+ENTRY_POINTS = {"megadocs.cli", "megadocs.demo", "megadocs.procs", "train.cli", "train.train_cli",
+                "train.data_cli", "gen.cli", "search.cli", "analysis.cli"}
+_ENVIRONMENT_WRITES = {"setdefault", "update", "pop", "clear", "__setitem__"}
+
+
+def process_global_writes(modules) -> list[str]:
+    """``module:line what`` for each write of os.environ / putenv / optuna's verbosity in ``modules``."""
+    found = []
+    for name, path in sorted(modules.items()):
+        for node in ast.walk(ast.parse(path.read_text())):
+            text = ast.unparse(node) if isinstance(node, (ast.Call, ast.Assign, ast.Delete)) else ""
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute):
+                owner = ast.unparse(node.func.value)
+                if owner.endswith("environ") and node.func.attr in _ENVIRONMENT_WRITES:
+                    found.append(f"{name}:{node.lineno} {text}")
+                elif node.func.attr in ("putenv", "set_verbosity"):
+                    found.append(f"{name}:{node.lineno} {text}")
+            elif isinstance(node, (ast.Assign, ast.Delete)):
+                targets = node.targets
+                if any(isinstance(t, ast.Subscript) and ast.unparse(t.value).endswith("environ") for t in targets):
+                    found.append(f"{name}:{node.lineno} {text}")
+    return found
+
+
+def test_library_code_sets_no_process_globals():
+    library = {name: path for name, path in module_files(ROOT).items() if name not in ENTRY_POINTS}
+    assert process_global_writes(library) == []
+
+
+def test_process_global_check_sees_every_kind_of_write(tmp_path):
+    (tmp_path / "lib").mkdir()
+    (tmp_path / "lib" / "__init__.py").write_text("")
+    (tmp_path / "lib" / "m.py").write_text(
+        "import os\nimport optuna\n"
+        "def f():\n    os.environ.setdefault('A', '1')\n    os.environ['B'] = '2'\n"
+        "    optuna.logging.set_verbosity(optuna.logging.WARNING)\n    x = os.environ.get('C')\n"
+    )
+    writes = process_global_writes(module_files(tmp_path, ("lib",)))
+    assert sorted(w.split()[0] for w in writes) == ["lib.m:4", "lib.m:5", "lib.m:6"]
+
+
+def test_the_dispatcher_shows_a_failing_package_import(monkeypatch):
+    import megadocs.cli
+
+    monkeypatch.setitem(megadocs.cli.GROUPS, "broken", "no_such_package_here.cli:register")
+    with pytest.raises(ModuleNotFoundError, match="no_such_package_here"):
+        megadocs.cli.build_parser()

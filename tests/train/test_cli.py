@@ -36,11 +36,45 @@ def test_missing_store_names_the_field(tmp_path, capsys):
 
 
 def test_ensemble_word_dispatches_to_the_ensemble_parser(capsys):
-    pytest.importorskip("train.ensemble")
     with pytest.raises(SystemExit) as info:
         main(["train", "ensemble", "--help"])
     assert info.value.code == 0
     assert "--members" in capsys.readouterr().out
+
+
+def test_train_help_lists_the_ensemble_and_benchmarks_commands(capsys):
+    with pytest.raises(SystemExit) as info:
+        main(["train", "--help"])
+    assert info.value.code == 0
+    out = capsys.readouterr().out
+    assert "CONFIG.yaml" in out
+    listed = {line.split()[0] for line in out.splitlines() if line.startswith("    ") and line.split()}
+    assert {"ensemble", "benchmarks"} <= listed and "run" not in listed
+    with pytest.raises(SystemExit):
+        main(["train", "benchmarks", "--help"])
+    assert "--models" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("argv", [
+    ["CONFIG", "--out", "OUT", "--set", "seed=3"],
+    ["--out", "OUT", "--set", "seed=3", "CONFIG"],
+    ["--set", "seed=3", "CONFIG", "--out", "OUT"],
+])  # fmt: skip
+def test_options_before_or_after_the_config_reach_the_run(argv, tmp_path, monkeypatch, capsys):
+    import train.loop
+
+    config = tmp_path / "run.yaml"
+    config.write_text("data: {store: s}\n")
+    seen = {}
+
+    def fake_run(run_config, out):  # the loop itself is tested elsewhere: record what it gets
+        seen.update(seed=run_config.seed, out=out)
+        return {"status": "completed", "steps": 0, "val_losses": {"iid": 1.0}}
+
+    monkeypatch.setattr(train.loop, "run", fake_run)
+    words = [{"CONFIG": str(config), "OUT": str(tmp_path / "out")}.get(word, word) for word in argv]
+    assert main(["train", *words]) == 0
+    assert seen == {"seed": 3, "out": tmp_path / "out"}
 
 
 @pytest.mark.usefixtures("one_thread")
