@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 import yaml
@@ -72,9 +73,11 @@ def test_options_before_or_after_the_config_reach_the_run(argv, tmp_path, monkey
         return {"status": "completed", "steps": 0, "val_losses": {"iid": 1.0}}
 
     monkeypatch.setattr(train.loop, "run", fake_run)
+    monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG", raising=False)  # restored after the test
     words = [{"CONFIG": str(config), "OUT": str(tmp_path / "out")}.get(word, word) for word in argv]
     assert main(["train", *words]) == 0
     assert seen == {"seed": 3, "out": tmp_path / "out"}
+    assert os.environ["CUBLAS_WORKSPACE_CONFIG"] == ":4096:8"  # the entry point's, not the loop's
 
 
 @pytest.mark.usefixtures("one_thread")
