@@ -143,6 +143,7 @@ class _Plan:
     manifest: dict  # the pool's
     chosen: list[int]  # the pool's gen_index values that make up G=g
     pool_hash: str
+    pool_identity: str  # the pool's generations (unchanged when only statistics are added)
     out: Path
 
 
@@ -160,7 +161,8 @@ def _plan(pool: Path, algorithm: str, g: int) -> _Plan:
                         f"but {pool} holds {manifest['kind']} generations")
     chosen = select_generations(manifest["kind"], manifest["g"], g)
     pool_hash = _sha256_file(pool / pool_format.MANIFEST)
-    return _Plan(pool, algorithm, g, manifest, chosen, pool_hash, assembled_dir(pool, algorithm, g))
+    return _Plan(pool, algorithm, g, manifest, chosen, pool_hash, pool_format.pool_identity_of(manifest),
+                 assembled_dir(pool, algorithm, g))
 
 
 def _source_documents(plan: _Plan, docs: str | Path | None) -> tuple[str, Iterable]:
@@ -211,6 +213,7 @@ def _assembled_manifest(plan: _Plan, source: str, counts: _Counts) -> dict:
         "pool_kind": plan.manifest["kind"],
         "pool_g": plan.manifest["g"],
         "pool_manifest_sha256": plan.pool_hash,
+        "pool_identity": plan.pool_identity,
         "generation_indices": plan.chosen,
         "source": source,
         "source_hash": plan.manifest["source_hash"],
@@ -240,7 +243,8 @@ def assemble(pool: str | Path, algorithm: str, g: int, *, docs: str | Path | Non
     out = plan.out
     if (out / "manifest.json").is_file() and not overwrite:
         existing = json.loads((out / "manifest.json").read_text())
-        if existing.get("pool_manifest_sha256") == plan.pool_hash:
+        # Up to date when the pool's generations are the same (statistics may have been added since).
+        if existing.get("pool_identity") == plan.pool_identity:
             return existing
     source, documents = _source_documents(plan, docs)
     tmp = out.with_name(out.name + f".tmp{os.getpid()}")

@@ -59,6 +59,8 @@ def summarize(sweep, strategy: str = "certify") -> list[dict[str, Any]]:
         wall, tokens = 0.0, 0
         records = ledger.runs(study)
         for record in records:
+            if record.status == RunStatus.SUPERSEDED.value:
+                continue  # evidence about other data or code (see search.controller)
             if record.status in (RunStatus.COMPLETED.value, RunStatus.DIVERGED.value):
                 outcome = Outcome.finished(math.inf if record.loss is None else record.loss)
                 if record.adopted_from is None:  # compute spent by this certification, not reused

@@ -48,7 +48,12 @@ def _add_run_options(parser: argparse.ArgumentParser, *, late: bool = False) -> 
     parser.add_argument("--template", dest=prefix + "template", action="store_true",
                         default=default if late else False, help="print a commented config and exit")
     parser.add_argument("--out", dest=prefix + "out", metavar="RUN", default=default,
-                        help="run directory (default: runs/train/<config_hash>)")
+                        help="run directory (default: runs/train/<identity>)")
+    parser.add_argument(
+        "--reidentify", dest=prefix + "reidentify", metavar="RUN", default=default,
+        help="re-record RUN's identity from its config.yaml and today's data (for runs made before "
+        "identities covered the data; only when its store and pool are unchanged)",
+    )  # fmt: skip
     parser.add_argument(
         "--set", dest=prefix + "overrides", action="append", default=default if late else [],
         metavar="KEY.PATH=VALUE",
@@ -63,6 +68,7 @@ def register(subparsers) -> None:
         "train",
         help="train one model; score ensembles (`train ensemble`) and benchmarks (`train benchmarks`)",
         usage="%(prog)s [--template] [--out RUN] [--set KEY.PATH=VALUE] CONFIG.yaml\n"
+        "       %(prog)s --reidentify RUN\n"
         "       %(prog)s {ensemble,benchmarks} ...",
         description="Train one model from a RunConfig YAML (see `megadocs train --template`). "
         "Exit status 3 means preempted: re-run the same command to resume.",
@@ -138,6 +144,30 @@ def _benchmarks(args: argparse.Namespace) -> int:
     return benchmarks_main(args)
 
 
+def _reidentify(run_dir: Path) -> int:
+    """Adopt a run made before identities covered the data: the user vouches its data is unchanged."""
+    import json
+
+    from train.loop import CONFIG_FILE, HASH_FILE, METRICS_FILE, write_run_identity
+
+    if not (run_dir / CONFIG_FILE).is_file():
+        raise UserError(f"--reidentify: {run_dir}: no {CONFIG_FILE} (expected a run directory)")
+    config = load_run_config(run_dir / CONFIG_FILE)
+    hash_file = run_dir / HASH_FILE
+    old = hash_file.read_text().strip() if hash_file.is_file() else None
+    identity = config.identity()
+    write_run_identity(config, run_dir, identity)
+    metrics_path = run_dir / METRICS_FILE
+    if metrics_path.is_file():
+        metrics = json.loads(metrics_path.read_text())
+        metrics["config_hash"] = identity
+        tmp = metrics_path.with_name(metrics_path.name + ".tmp")
+        tmp.write_text(json.dumps(metrics, indent=2) + "\n")
+        tmp.replace(metrics_path)
+    print(f"{run_dir}: identity {old} -> {identity}")
+    return 0
+
+
 def _run(args: argparse.Namespace) -> int:
     """Train (or print the template); options before and after CONFIG.yaml are merged."""
     from megadocs.procs import apply_environment_defaults
@@ -146,6 +176,9 @@ def _run(args: argparse.Namespace) -> int:
     args.out = getattr(args, "late_out", None) or args.out
     args.overrides = args.overrides + getattr(args, "late_overrides", [])
     args.template = args.template or getattr(args, "late_template", False)
+    args.reidentify = getattr(args, "late_reidentify", None) or args.reidentify
+    if args.reidentify:
+        return _reidentify(Path(args.reidentify))
     if args.template:
         from train.config import template
 
@@ -160,8 +193,9 @@ def _run(args: argparse.Namespace) -> int:
     from train.loop import Preempted, run
 
     config = load_run_config(args.config, args.overrides)
-    out = Path(args.out) if args.out else DEFAULT_RUNS_DIR / config.identity()
-    print(f"run {config.identity()} -> {out}", file=sys.stderr)
+    identity = config.identity()
+    out = Path(args.out) if args.out else DEFAULT_RUNS_DIR / identity
+    print(f"run {identity} -> {out}", file=sys.stderr)
     try:
         metrics = run(config, out)
     except Preempted as exc:
