@@ -61,11 +61,11 @@ def test_train_help_lists_the_ensemble_and_benchmarks_commands(capsys):
     ["--out", "OUT", "--set", "seed=3", "CONFIG"],
     ["--set", "seed=3", "CONFIG", "--out", "OUT"],
 ])  # fmt: skip
-def test_options_before_or_after_the_config_reach_the_run(argv, tmp_path, monkeypatch, capsys):
+def test_options_before_or_after_the_config_reach_the_run(argv, tiny_store, tmp_path, monkeypatch):
     import train.loop
 
     config = tmp_path / "run.yaml"
-    config.write_text("data: {store: s}\n")
+    config.write_text(f"data: {{store: {tiny_store}}}\n")
     seen = {}
 
     def fake_run(run_config, out):  # the loop itself is tested elsewhere: record what it gets
