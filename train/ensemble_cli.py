@@ -26,10 +26,13 @@ import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from megadocs.errors import UserError
 from train.benchmarks import parse_tasks
-from train.config import RunConfig
+
+if TYPE_CHECKING:  # `megadocs --help` builds these parsers: keep pydantic out of that path
+    from train.config import RunConfig
 
 __all__ = [
     "RUN_CONFIG_FILE",
@@ -107,6 +110,7 @@ class EnsembleRequest:
 def member_run_config(member: str | Path) -> RunConfig | None:
     """The validated ``RUN/config.yaml`` of a run directory; None for a bare HF model directory."""
     from megadocs.config import load_config
+    from train.config import RunConfig
 
     path = Path(member) / RUN_CONFIG_FILE
     return load_config(path, RunConfig) if path.is_file() else None

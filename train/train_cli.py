@@ -43,21 +43,22 @@ class _CommandsOrConfig(argparse._SubParsersAction):
 
 
 def _add_run_options(parser: argparse.ArgumentParser, *, late: bool = False) -> None:
-    """--template, --out, --set; ``late``: as written after CONFIG.yaml (kept apart, merged in `_run`)."""
-    prefix, default = ("late_", argparse.SUPPRESS) if late else ("", None)
+    """--template, --out, --reidentify, --set; ``late``: written after CONFIG.yaml (merged in `_run`)."""
+    prefix = "late_" if late else ""
+    unset = {"default": argparse.SUPPRESS} if late else {}  # late: absent unless given
     parser.add_argument("--template", dest=prefix + "template", action="store_true",
-                        default=default if late else False, help="print a commented config and exit")
-    parser.add_argument("--out", dest=prefix + "out", metavar="RUN", default=default,
-                        help="run directory (default: runs/train/<identity>)")
+                        help="print a commented config and exit", **unset)
+    parser.add_argument("--out", dest=prefix + "out", metavar="RUN",
+                        help="run directory (default: runs/train/<identity>)", **unset)
     parser.add_argument(
-        "--reidentify", dest=prefix + "reidentify", metavar="RUN", default=default,
+        "--reidentify", dest=prefix + "reidentify", metavar="RUN",
         help="re-record RUN's identity from its config.yaml and today's data (for runs made before "
-        "identities covered the data; only when its store and pool are unchanged)",
+        "identities covered the data; only when its store and pool are unchanged)", **unset,
     )  # fmt: skip
     parser.add_argument(
-        "--set", dest=prefix + "overrides", action="append", default=default if late else [],
-        metavar="KEY.PATH=VALUE",
+        "--set", dest=prefix + "overrides", action="append", metavar="KEY.PATH=VALUE",
         help="override a config field, e.g. --set optim.lr=0.001 (value parsed as YAML); repeatable",
+        **(unset or {"default": []}),
     )  # fmt: skip
 
 
