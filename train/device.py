@@ -41,3 +41,6 @@ def set_determinism(device: torch.device) -> None:
     if device.type == "cuda":
         torch.use_deterministic_algorithms(True, warn_only=True)
         torch.backends.cudnn.benchmark = False
+        # TF32 for the fp32 matmuls left outside bf16 autocast (deterministic, 10-bit mantissa inputs).
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True

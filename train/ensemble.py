@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from megadocs.errors import UserError
+from train.config import DocumentMask
 from train.evaluate import autocast_for, model_logits
 
 __all__ = [
@@ -197,7 +198,7 @@ class LogitEnsemble:
             return self._resident[index], False
         return self._load(index), True
 
-    def running_logit_sums(self, input_ids, document_ids=None, *, document_mask: bool = False) -> Iterator:
+    def running_logit_sums(self, input_ids, document_ids=None, *, document_mask: DocumentMask | bool = False) -> Iterator:
         """Yield the float32 sum of the first k members' logits, k = 1..K, for ``input_ids``.
 
         Each member's forward pass is `train.evaluate.model_logits` under the training
@@ -226,7 +227,7 @@ class LogitEnsemble:
                 del logits
             yield total
 
-    def mean_logits(self, input_ids, document_ids=None, *, document_mask: bool = False):
+    def mean_logits(self, input_ids, document_ids=None, *, document_mask: DocumentMask | bool = False):
         """The ensemble's averaged logits ``[batch, length, vocab]`` (float32)."""
         total = None
         for total in self.running_logit_sums(input_ids, document_ids, document_mask=document_mask):  # noqa: B007

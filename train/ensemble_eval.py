@@ -12,6 +12,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from train.config import DocumentMask
 from train.device import resolve_device
 from train.ensemble import (
     LogitEnsemble,
@@ -33,7 +34,7 @@ def ensemble_losses(
     batch_size: int = 8,
     max_resident_members: int | None = None,
     halves: bool = True,
-    document_mask: bool = False,
+    document_mask: DocumentMask | bool = False,
 ) -> list[dict]:
     """Validation loss of the logit-averaged ensemble of every prefix of ``member_dirs``.
 
@@ -45,7 +46,7 @@ def ensemble_losses(
         batch_size: windows per forward pass.
         max_resident_members: members kept on the device (None: from the memory budget).
         halves: also report the short/long-document halves (for the i.i.d. set).
-        document_mask: attend only within documents (as members trained with it).
+        document_mask: the attention units the members were trained with (``data.document_mask``).
 
     Returns:
         One dict per K = 1..N: ``{"k", "members", "loss"}`` plus ``"loss_short"`` and

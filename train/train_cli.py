@@ -43,7 +43,7 @@ class _CommandsOrConfig(argparse._SubParsersAction):
 
 
 def _add_run_options(parser: argparse.ArgumentParser, *, late: bool = False) -> None:
-    """--template, --out, --reidentify, --set; ``late``: written after CONFIG.yaml (merged in `_run`)."""
+    """The options of a run; ``late``: as written after CONFIG.yaml (``late_*``, merged in `_run`)."""
     prefix = "late_" if late else ""
     unset = {"default": argparse.SUPPRESS} if late else {}  # late: absent unless given
     parser.add_argument("--template", dest=prefix + "template", action="store_true",
@@ -55,6 +55,16 @@ def _add_run_options(parser: argparse.ArgumentParser, *, late: bool = False) -> 
         help="re-record RUN's identity from its config.yaml and today's data (for runs made before "
         "identities covered the data; only when its store and pool are unchanged)", **unset,
     )  # fmt: skip
+    parser.add_argument("--dry-run", dest=prefix + "dry_run", action="store_true", **unset,
+                        help="print the plan (steps, tokens, FLOPs, memory, GPU-hours) and exit without training")
+    parser.add_argument("--json", dest=prefix + "json", action="store_true", **unset,
+                        help="with --dry-run: the plan as one JSON object")
+    parser.add_argument("--mfu", dest=prefix + "mfu", type=float, **unset,
+                        help="with --dry-run: assumed model FLOPs utilisation (default 0.4, see train/plan.py)")
+    parser.add_argument("--peak-tflops", dest=prefix + "peak_tflops", type=float, **unset,
+                        help="with --dry-run: device dense bf16 peak TFLOP/s (default 989, H100 SXM)")
+    parser.add_argument("--memory-gib", dest=prefix + "memory_gib", type=float, **unset,
+                        help="with --dry-run: device memory for micro_batch_size auto (default 80)")
     parser.add_argument(
         "--set", dest=prefix + "overrides", action="append", metavar="KEY.PATH=VALUE",
         help="override a config field, e.g. --set optim.lr=0.001 (value parsed as YAML); repeatable",
@@ -68,7 +78,7 @@ def register(subparsers) -> None:
     parser = subparsers.add_parser(
         "train",
         help="train one model; score ensembles (`train ensemble`) and benchmarks (`train benchmarks`)",
-        usage="%(prog)s [--template] [--out RUN] [--set KEY.PATH=VALUE] CONFIG.yaml\n"
+        usage="%(prog)s [--template] [--out RUN] [--set KEY.PATH=VALUE] [--dry-run [--json]] CONFIG.yaml\n"
         "       %(prog)s --reidentify RUN\n"
         "       %(prog)s {ensemble,benchmarks} ...",
         description="Train one model from a RunConfig YAML (see `megadocs train --template`). "
@@ -145,6 +155,21 @@ def _benchmarks(args: argparse.Namespace) -> int:
     return benchmarks_main(args)
 
 
+def _dry_run(config, args: argparse.Namespace) -> int:
+    import json
+
+    from train import plan
+
+    result = plan.run_plan(
+        config,
+        mfu=plan.DEFAULT_MFU if args.mfu is None else args.mfu,
+        peak_tflops=plan.H100_BF16_PEAK_TFLOPS if args.peak_tflops is None else args.peak_tflops,
+        device_memory_gib=plan.DEFAULT_DEVICE_MEMORY_GIB if args.memory_gib is None else args.memory_gib,
+    )
+    sys.stdout.write(json.dumps(result, indent=1, allow_nan=False) + "\n" if args.json else plan.format_run_plan(result))
+    return 0
+
+
 def _reidentify(run_dir: Path) -> int:
     """Adopt a run made before identities covered the data: the user vouches its data is unchanged."""
     import json
@@ -170,14 +195,14 @@ def _reidentify(run_dir: Path) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    """Train (or print the template); options before and after CONFIG.yaml are merged."""
+    """Train (or print the template or the plan); options before and after CONFIG.yaml are merged."""
     from megadocs.procs import apply_environment_defaults
     from train.device import ENVIRONMENT_DEFAULTS
 
-    args.out = getattr(args, "late_out", None) or args.out
-    args.overrides = args.overrides + getattr(args, "late_overrides", [])
-    args.template = args.template or getattr(args, "late_template", False)
-    args.reidentify = getattr(args, "late_reidentify", None) or args.reidentify
+    for key, value in list(vars(args).items()):  # late_* exist only when given after CONFIG.yaml
+        if key.startswith("late_"):
+            option = key.removeprefix("late_")
+            setattr(args, option, args.overrides + value if option == "overrides" else value)
     if args.reidentify:
         return _reidentify(Path(args.reidentify))
     if args.template:
@@ -190,10 +215,12 @@ def _run(args: argparse.Namespace) -> int:
         print("error: CONFIG.yaml is required (or --template for a starting point)", file=sys.stderr)
         return 2
 
+    config = load_run_config(args.config, args.overrides)
+    if args.dry_run:
+        return _dry_run(config, args)
     apply_environment_defaults(ENVIRONMENT_DEFAULTS)  # before CUDA starts
     from train.loop import Preempted, run
 
-    config = load_run_config(args.config, args.overrides)
     identity = config.identity()
     out = Path(args.out) if args.out else DEFAULT_RUNS_DIR / identity
     print(f"run {identity} -> {out}", file=sys.stderr)
