@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from megadocs.errors import UserError
+from megadocs.formats import RunDir
 from train.config import DocumentMask
 from train.evaluate import autocast_for, model_logits
 
@@ -57,8 +58,8 @@ def resolve_model_dir(path: str | Path) -> Path:
         UserError: the path holds neither ``config.json`` nor ``model/config.json``.
     """
     path = Path(path)
-    if (path / "model" / "config.json").is_file():
-        return path / "model"
+    if RunDir(path).has_model():
+        return RunDir(path).model
     if (path / "config.json").is_file():
         return path
     raise UserError(

@@ -29,13 +29,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from megadocs.errors import UserError
+from megadocs.formats import IID, RunDir, finite_or_none, write_json
 from train.benchmarks import parse_tasks
 
 if TYPE_CHECKING:  # `megadocs --help` builds these parsers: keep pydantic out of that path
     from train.config import RunConfig
 
 __all__ = [
-    "RUN_CONFIG_FILE",
     "EnsembleRequest",
     "ValidationSpec",
     "member_run_config",
@@ -47,9 +47,6 @@ __all__ = [
     "benchmarks_main",
     "print_scores",
 ]
-
-RUN_CONFIG_FILE = "config.yaml"  # RUN/config.yaml: the resolved config `megadocs train` saves
-
 
 @dataclass(frozen=True)
 class ValidationSpec:
@@ -112,7 +109,7 @@ def member_run_config(member: str | Path) -> RunConfig | None:
     from megadocs.config import load_config
     from train.config import RunConfig
 
-    path = Path(member) / RUN_CONFIG_FILE
+    path = RunDir(member).config
     return load_config(path, RunConfig) if path.is_file() else None
 
 
@@ -137,7 +134,7 @@ def validation_specs(val: Sequence[str] | None, run_config: RunConfig | None) ->
             store_path = Path(store)
             if not name:
                 is_iid = store_path.resolve() == iid_store.resolve() if iid_store is not None else position == 0
-                name = "iid" if is_iid else store_path.name
+                name = IID if is_iid else store_path.name
             specs.append(ValidationSpec(name, store_path))
         names = [spec.name for spec in specs]
         repeated = sorted({name for name in names if names.count(name) > 1})
@@ -149,7 +146,7 @@ def validation_specs(val: Sequence[str] | None, run_config: RunConfig | None) ->
             "--val: no validation store given and the first member has no RUN/config.yaml "
             "naming data.store; pass --val STORE_DIR"
         )
-    specs = [ValidationSpec("iid", iid_store)]
+    specs = [ValidationSpec(IID, iid_store)]
     specs += [ValidationSpec(name, Path(extra.store), extra.split) for name, extra in run_config.eval.extra.items()]
     return specs
 
@@ -193,9 +190,10 @@ def score_ensemble(request: EnsembleRequest, *, log=None) -> dict:
         validation = ValidationSet.build(spec.store, split=spec.split, context=context, max_windows=windows)
         rows = ensemble_losses(
             members, validation, device=request.device, batch_size=request.batch_size,
-            max_resident_members=request.max_resident, halves=spec.name == "iid", document_mask=document_mask,
+            max_resident_members=request.max_resident, halves=spec.name == IID, document_mask=document_mask,
         )  # fmt: skip
-        report["sets"][spec.name] = {"source": spec.source, "by_k": rows}
+        # standard JSON: a half with no tokens (NaN) is null, in the file and in what we return
+        report["sets"][spec.name] = {"source": spec.source, "by_k": finite_or_none(rows)}
         _write_report(out, report)
     if request.benchmarks:
         from train.downstream import evaluate_benchmarks
@@ -209,7 +207,7 @@ def score_ensemble(request: EnsembleRequest, *, log=None) -> dict:
                 [resolve_model_dir(m) for m in members], tasks, data_dir=Path(data) if data else None,
                 limit=request.benchmark_limit, device=request.device,
             )  # fmt: skip
-            report["benchmarks"] = {"request": wanted, "scores": scores}
+            report["benchmarks"] = {"request": wanted, "scores": finite_or_none(scores)}
             _write_report(out, report)
     return report
 
@@ -226,13 +224,11 @@ def _previous_report(out: Path | None, identity: dict) -> dict | None:
 
 
 def _write_report(out: Path | None, report: dict) -> None:
-    """Atomic write, so an interrupted run leaves the previous complete report."""
+    """Atomic write (megadocs.formats), so an interrupted run leaves the previous complete report."""
     if out is None:
         return
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(out.suffix + ".tmp")
-    tmp.write_text(json.dumps(report, indent=2) + "\n")
-    tmp.replace(out)
+    write_json(out, finite_or_none(report))
 
 
 # ------------------------------------------------------------------------------- present
