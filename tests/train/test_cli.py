@@ -63,6 +63,7 @@ def test_train_help_lists_the_ensemble_and_benchmarks_commands(capsys):
 ])  # fmt: skip
 def test_options_before_or_after_the_config_reach_the_run(argv, tiny_store, tmp_path, monkeypatch):
     import train.loop
+    from megadocs.formats import RunMetrics
 
     config = tmp_path / "run.yaml"
     config.write_text(f"data: {{store: {tiny_store}}}\n")
@@ -70,7 +71,7 @@ def test_options_before_or_after_the_config_reach_the_run(argv, tiny_store, tmp_
 
     def fake_run(run_config, out):  # the loop itself is tested elsewhere: record what it gets
         seen.update(seed=run_config.seed, out=out)
-        return {"status": "completed", "steps": 0, "val_losses": {"iid": 1.0}}
+        return RunMetrics(status="completed", val_loss=1.0, val_losses={"iid": 1.0}, steps=0)
 
     monkeypatch.setattr(train.loop, "run", fake_run)
     monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG", raising=False)  # restored after the test
