@@ -510,24 +510,35 @@ def plot_transfers(table: pd.DataFrame, *, val_set: str = IID):
     with style():
         fig, ax = _figure()
         for method, group in table.groupby("method", sort=False):
-            group = group.sort_values("g")
-            spec = method_style(method)
-            label = spec.pop("label")
-            spec.pop("linestyle", None)
-            ax.plot(group["g"], group["own_loss"], linestyle="-", label=f"{label}, own tuned", **spec)
-            ax.plot(group["g"], group["transfer_loss"], linestyle="--", mfc="white",
-                    label=f"{label}, at {', '.join(sorted(set(map(str, group['source']))))}", **spec)
+            _solid_and_dashed(ax, group, method, ("own_loss", "own tuned"),
+                              ("transfer_loss", f"at {', '.join(sorted(set(map(str, group['source']))))}"))
         sources = table.dropna(subset=["source_loss"]).drop_duplicates(["source"]).sort_values("g")
         if len(sources):
             ax.plot(sources["g"], sources["source_loss"], linestyle=":", color="black", marker=".",
                     label="source certifications")
-        _log2_axis(ax, table["g"])
-        ax.set_xlabel("generations per real document G (log2)")
-        ax.set_ylabel(f"{val_set} validation loss")
-        ax.set_title("Own tuned vs transferred hyperparameters")
-        ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=1, fontsize=7)
-        fig.tight_layout()
+        _finish_loss_vs_g(fig, ax, table, f"{val_set} validation loss", "Own tuned vs transferred hyperparameters")
     return fig
+
+
+def _solid_and_dashed(ax, group: pd.DataFrame, method: str, solid: tuple[str, str], dashed: tuple[str, str],
+                      suffix: str = "") -> None:
+    """Two loss-vs-G lines of one method in its style: ``(column, label)`` solid, then dashed
+    with open markers."""
+    group = group.sort_values("g")
+    spec = method_style(method)
+    label = spec.pop("label") + suffix
+    spec.pop("linestyle", None)
+    ax.plot(group["g"], group[solid[0]], linestyle="-", label=f"{label}, {solid[1]}", **spec)
+    ax.plot(group["g"], group[dashed[0]], linestyle="--", mfc="white", label=f"{label}, {dashed[1]}", **spec)
+
+
+def _finish_loss_vs_g(fig, ax, table: pd.DataFrame, ylabel: str, title: str) -> None:
+    _log2_axis(ax, table["g"])
+    ax.set_xlabel("generations per real document G (log2)")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=1, fontsize=7)
+    fig.tight_layout()
 
 
 def plot_diversity(table: pd.DataFrame, measures: Sequence[str] = ("distinct_n", "compression_ratio",
@@ -570,20 +581,10 @@ def plot_synthetic_only(table: pd.DataFrame, *, val_set: str = IID):
     with style():
         fig, ax = _figure()
         for (method, model), group in table.groupby(["method", "model"], sort=False):
-            group = group.sort_values("g")
-            spec = method_style(method)
-            label = spec.pop("label") + ("" if model == "base" else f" ({model})")
-            spec.pop("linestyle", None)
-            ax.plot(group["g"], group["mixed_loss"], linestyle="-", label=f"{label}, mixed with real", **spec)
-            ax.plot(group["g"], group["synthetic_only_loss"], linestyle="--", mfc="white",
-                    label=f"{label}, synthetic only", **spec)
+            _solid_and_dashed(ax, group, method, ("mixed_loss", "mixed with real"),
+                              ("synthetic_only_loss", "synthetic only"), "" if model == "base" else f" ({model})")
         for model, baseline in table.groupby("model")["baseline_loss"].min().items():
             ax.axhline(float(baseline), color="black", linestyle=":", linewidth=1.2,
                        label=f"real data only{'' if model == 'base' else f' ({model})'} ({float(baseline):.3f})")
-        _log2_axis(ax, table["g"])
-        ax.set_xlabel("generations per real document G (log2)")
-        ax.set_ylabel(f"tuned {val_set} validation loss")
-        ax.set_title("Synthetic-only ablation")
-        ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=1, fontsize=7)
-        fig.tight_layout()
+        _finish_loss_vs_g(fig, ax, table, f"tuned {val_set} validation loss", "Synthetic-only ablation")
     return fig
