@@ -129,13 +129,26 @@ def test_synthetic_config_may_be_an_object(tiny_store, pool):
         ({"context": 1}, r"^data\.context: expected >= 2"),
         ({"batch_size": 0}, r"^optim\.batch_size: expected >= 1"),
         ({"real_epochs": 0}, r"^data\.real_epochs: "),
-        ({"mixing_fraction": 1.0}, r"^data\.mixing_fraction: "),
+        ({"mixing_fraction": 1.5}, r"^data\.mixing_fraction: "),
+        ({"mixing_fraction": 1.0}, r"^data\.synthetic: mixing_fraction 1\.0 needs a synthetic stream"),
+        ({"synthetic_epochs": 2}, r"^data\.synthetic_epochs: only for mixing_fraction 1"),
     ],
 )
 def test_bad_settings_name_the_config_field(tiny_store, changes, message):
     settings = dict(context=CONTEXT, mixing_fraction=0.0, real_epochs=1, batch_size=8, seed=0)
     with pytest.raises(UserError, match=message):
         TrainingStreams.build(tiny_store, **{**settings, **changes})
+
+
+def test_synthetic_only_streams_take_their_length_from_synthetic_epochs(tiny_store, pool):
+    synthetic = {"pool": pool, "algorithm": "stitched", "g": 2}
+    settings = dict(synthetic=synthetic, context=CONTEXT, mixing_fraction=1.0, real_epochs=1, batch_size=8, seed=0)
+    with pytest.raises(UserError, match=r"^data\.synthetic_epochs: mixing_fraction 1 reads no real window"):
+        TrainingStreams.build(tiny_store, **settings)
+    streams = TrainingStreams.build(tiny_store, **settings, synthetic_epochs=3)
+    windows = streams.synthetic.num_windows
+    assert streams.total_steps == -(-3 * windows // 8)
+    assert streams.plan.windows_before(streams.total_steps) == (0, 3 * windows)
 
 
 def test_a_share_below_one_window_per_batch_is_mixed_in_exactly(tiny_store, pool):
