@@ -121,11 +121,11 @@ def test_plan_is_a_pure_function_of_the_evidence():
     first = plan(grid, {"x": 2}, {})
     assert first.state is CertState.SEEDING
     assert first.wanted == ({"x": 2}, {"x": 1}, {"x": 3})
-    outcomes = {(1,): Outcome.finished(1.0), (0,): Outcome.finished(2.0), (2,): Outcome.finished(0.5)}
+    outcomes = {((1,), 0): Outcome.finished(1.0), ((0,), 0): Outcome.finished(2.0), ((2,), 0): Outcome.finished(0.5)}
     moved = plan(grid, {"x": 2}, outcomes)
     assert moved.centre == {"x": 3} and moved.wanted == ({"x": 4},)
     assert moved.path == ({"x": 2}, {"x": 3})
-    outcomes[(3,)] = Outcome.finished(0.7)
+    outcomes[((3,), 0)] = Outcome.finished(0.7)
     done = plan(grid, {"x": 2}, outcomes)
     assert done.state is CertState.CERTIFIED and done.certificate.point == {"x": 3}
     assert [b.to_dict() for b in done.bounds_hit] == []
@@ -133,7 +133,7 @@ def test_plan_is_a_pure_function_of_the_evidence():
 
 def test_momentum_orders_the_continuing_neighbour_first():
     grid = Grid.from_mapping({"x": [1, 2, 3, 4, 5], "y": [1, 2, 3]})
-    outcomes = {(1, 1): Outcome.finished(1.0), (2, 1): Outcome.finished(0.5)}
+    outcomes = {((1, 1), 0): Outcome.finished(1.0), ((2, 1), 0): Outcome.finished(0.5)}
     assert plan(grid, {"x": 2, "y": 2}, outcomes, seed_neighbours=False).wanted[0] == {"x": 4, "y": 2}
 
 
@@ -216,9 +216,18 @@ def test_property_any_loss_table_certifies_a_true_local_optimum():
 
         if result.state is CertState.CERTIFIED:
             cert = result.certificate
+            assert math.isfinite(cert.loss)  # a certificate never rests on an infinite loss
             assert table[key_of(cert.point)] is not None
             assert all(table[key_of(n.point)] is not None for n in grid.neighbours(cert.point))
             assert all(loss_of(n.point) >= loss_of(cert.point) for n in grid.neighbours(cert.point))
+            ties = {key_of(n.point) for n in cert.ties}
+            assert ties == {key_of(n.point) for n in grid.neighbours(cert.point) if loss_of(n.point) == cert.loss}
+            diverged = {(b.axis, b.value) for b in cert.diverged}
+            assert diverged == {(n.axis, n.point[n.axis]) for n in grid.neighbours(cert.point)
+                                if math.isinf(loss_of(n.point))}
+        elif result.reason:  # searched outward from the start and found no finite loss anywhere
+            assert result.state is CertState.FAILED and result.reason.startswith("no finite loss")
+            assert all(loss is None or not math.isfinite(loss) for loss in table.values())
         else:
             assert result.state is CertState.FAILED and result.blocked_by
             assert all(table[key_of(p)] is None for p, _ in result.blocked_by)
