@@ -72,7 +72,7 @@ def check_axis(values: Sequence[Any], where: str) -> tuple[Any, ...]:
     """
     values = tuple(values)
     if not values:
-        raise ValueError(f"{where}: needs at least one value, got []")
+        raise ValueError(f"{where}: empty list (expected at least one value)")
     for value in values:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ValueError(f"{where}: {value!r} is not a number (expected finite numbers, e.g. [1e-3, 3e-3])")
@@ -97,7 +97,7 @@ class Grid:
     def from_mapping(cls, mapping: Mapping[str, Sequence[Any]], where: str = "grid") -> Grid:
         """Raises ValueError naming ``{where}.{axis}`` for a bad axis (see :func:`check_axis`)."""
         if not mapping:
-            raise ValueError(f"{where}: needs at least one axis")
+            raise ValueError(f"{where}: empty grid (expected at least one axis with values)")
         return cls(tuple((name, check_axis(values, f"{where}.{name}")) for name, values in mapping.items()))
 
     @property

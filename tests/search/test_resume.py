@@ -87,8 +87,8 @@ def test_sigkill_mid_sweep_then_restart(make_sweep, workdir, monkeypatch):
         [after] = [r for r in runs if r["run_id"] == run_id]
         assert after["job_id"] == before["job_id"] and after["attempts"] == 1  # re-attached, not re-run
     [summary] = summarize(path)
-    assert summary["state"] == "certified"
-    assert summary["certificate"]["point"] == {"lr": 0.003, "wd": 0.8, "epochs": 16}
+    assert summary.state.value == "certified"
+    assert summary.certificate.point == {"lr": 0.003, "wd": 0.8, "epochs": 16}
 
 
 def test_lost_job_is_retried_under_the_local_executor(make_sweep, workdir):
