@@ -83,6 +83,8 @@ LOCK_SUFFIX = "#controller"
 HEARTBEAT_EVERY_S = 10.0
 STALE_AFTER_S = 120.0
 """A holder on another host is dead when its heartbeat is older than this."""
+EMPTY_HOLDER_WAIT_S = 5.0
+"""How long a contender waits for a live creator to name itself in a lock it just created."""
 
 
 class RunStatus(str, Enum):
@@ -485,7 +487,8 @@ class Ledger:
     def _wait_for_holder(self, study_id: int, token: str) -> dict[str, Any] | None:
         """The lock's holder; while its field is empty, a live announced candidate (other than
         ``token``) stands for it: its creator is between its two writes. None: nobody alive."""
-        for _ in range(20):
+        deadline = time.time() + EMPTY_HOLDER_WAIT_S
+        while True:
             try:
                 current = self.storage.get_study_user_attrs(study_id).get(LOCK_HOLDER)
             except KeyError:
@@ -504,8 +507,9 @@ class Ledger:
                     except KeyError:
                         pass
                 return None
+            if time.time() > deadline:
+                return live[0]
             time.sleep(0.25)
-        return live[0]
 
     def heartbeat(self, force: bool = False) -> None:
         """Refresh the lock's heartbeat (cheap to call often: writes every HEARTBEAT_EVERY_S)."""

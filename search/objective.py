@@ -72,6 +72,8 @@ def normalise_metrics(value: Any) -> dict[str, Any]:
     NaN and +inf are a diverged run (``val_loss`` inf, as train records it); -inf is no loss: status
     ``failed`` with a ``reason``. Raises ObjectiveReturnError for anything that is not a number.
     """
+    if isinstance(value, Mapping) and value.get("status") == "failed":
+        return {**value, "reason": value.get("reason") or "failed"}  # already normalised: no loss
     if isinstance(value, Mapping):
         metrics = dict(value)
         loss = metrics.get("val_loss", metrics.get("loss"))
@@ -81,6 +83,8 @@ def normalise_metrics(value: Any) -> dict[str, Any]:
         metrics, loss = {}, value
     if isinstance(loss, bool) or not isinstance(loss, (int, float)):
         try:
+            if isinstance(loss, (str, bytes)):
+                raise TypeError(loss)
             loss = float(loss)  # numpy and torch scalars
         except (TypeError, ValueError):
             raise ObjectiveReturnError(f"returned {str(loss)[:40]!r} ({type(loss).__name__}), not a number "
