@@ -157,6 +157,7 @@ def _runs(path):
         return []
 
 
+@pytest.mark.slow
 def test_two_controllers_on_a_fresh_ledger(make_sweep, workdir, monkeypatch):
     """Started at the same moment on a ledger that does not exist yet: one certifies, the other
     gets the one-line refusal (never a database traceback)."""
