@@ -127,7 +127,7 @@ class LedgerEvaluator(Evaluator):
         for strategy in strategies:
             info = self.tasks[strategy.name]
             grid = Grid.from_mapping(info.grid) if info.grid is not None else None
-            for item in replay(self.ledger.runs(info.study), fixed=info.fixed, grid=grid,
+            for item in replay(self._current_records(info), fixed=info.fixed, grid=grid,
                                retry_failed=self.retry_failed):
                 strategy.record(item.point, item.outcome)
                 if item.record.status is not RunStatus.RUNNING:
@@ -144,6 +144,30 @@ class LedgerEvaluator(Evaluator):
                 run.subscribers.append(_Subscriber(strategy.name, item.point, record.trial_id))
         if orphans:
             self._dispatch(orphans)
+
+    def _current_records(self, info: TaskInfo) -> list:
+        """The study's records, after superseding finished runs whose identity has changed.
+
+        A run's identity covers its data and the objective's code: a finished trial whose run_id
+        is not today's identity of its point was computed on something else. It is marked
+        superseded in the ledger (never used again, kept for the record) and its point runs anew
+        into a new run directory.
+        """
+        records = self.ledger.runs(info.study)
+        stale: dict[int, str] = {}
+        for record in records:
+            if record.status not in (RunStatus.COMPLETED, RunStatus.DIVERGED) or not record.run_id:
+                continue
+            point = {**record.point, **{k: v for k, v in record.fixed.items() if k not in info.fixed}}
+            current = self.objective.identity({**point, **info.fixed})
+            if current != record.run_id:
+                stale[record.trial] = f"identity {record.run_id} is now {current} (data or objective code changed)"
+        if not stale:
+            return records
+        self.ledger.supersede(info.study, stale)
+        log.warning("%s: %d finished run(s) were made on data or objective code that has changed since; "
+                    "marked superseded, their points run again", info.study, len(stale))
+        return self.ledger.runs(info.study)
 
     # -- Evaluator -------------------------------------------------------------------------
 

@@ -105,6 +105,9 @@ class Sweep(StrictModel):
     objective: str | None = None
     """Import path ``module:callable`` of ``f(params) -> float | {'loss': ...}``; default: train a
     model through train/ (needs ``train``)."""
+    objective_version: str | None = None
+    """The callable objective's version in run identities; default: a hash of its module's source
+    file, so editing the module gives new runs instead of reusing the old ones."""
     grid: GridValues
     start: dict[str, GridNumber]
     certifications: list[CertificationConfig] = Field(min_length=1)
