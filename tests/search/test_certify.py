@@ -7,7 +7,7 @@ import math
 
 import pytest
 
-from search.certify import CertifySearch, CertState, FixedPoints, GridSearch, Outcome, drive, plan
+from search.certify import CertifySearch, CertState, FixedPoints, GridSearch, Noise, Outcome, drive, plan
 from search.grid import Grid
 from search.landscapes import Landscape, bowl, edge, plateau, random_landscape, rugged
 from search.simulate import SimulatedEvaluator
@@ -187,15 +187,19 @@ def test_property_any_loss_table_certifies_a_true_local_optimum():
         table = {key_of(p): loss for p, loss in zip(points, losses)}
         start = draw(st.sampled_from(points))
         slots = draw(st.integers(1, 5))
-        return grid, table, start, slots
+        repeats = draw(st.sampled_from([1, 1, 3]))  # seed-independent losses: repeats must not change the answer
+        return grid, table, start, slots, repeats
 
     def key_of(point):
+        return tuple(sorted((k, v) for k, v in point.items() if k != "seed"))
+
+    def draw_of(point):
         return tuple(sorted(point.items()))
 
     @settings(max_examples=300, deadline=None)
     @given(problems())
     def check(problem):
-        grid, table, start, slots = problem
+        grid, table, start, slots, repeats = problem
 
         def fn(point):
             loss = table[key_of(point)]
@@ -203,11 +207,12 @@ def test_property_any_loss_table_certifies_a_true_local_optimum():
                 raise RuntimeError("failed")
             return loss
 
-        search = CertifySearch("c", grid, start)
+        search = CertifySearch("c", grid, start, noise=Noise(repeats=repeats))
         evaluator = SimulatedEvaluator(fn, slots=slots)
         drive([search], evaluator)
-        keys = [key_of(r.point) for r in evaluator.calls]
-        assert len(keys) == len(set(keys))  # never evaluated twice
+        draws = [draw_of(r.point) for r in evaluator.calls]
+        assert len(draws) == len(set(draws))  # never evaluated twice
+        assert all(r.point.get("seed", 0) < repeats for r in evaluator.calls)
         result = search.plan()
 
         def loss_of(point):

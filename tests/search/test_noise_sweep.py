@@ -93,3 +93,20 @@ def test_a_broken_objective_is_refused_before_any_job(make_sweep, workdir, capsy
     err = capsys.readouterr().err.strip()
     assert expected in err and "\n" not in err
     assert calls(workdir) == [] and not (workdir / "runs/t/jobs").exists()
+
+
+def test_the_train_objective_maps_a_repeat_seed_to_initialisation_and_data_order(tiny_store):
+    from search.objective import TrainObjective
+    from search.sweep import Sweep
+
+    sweep = Sweep.model_validate({
+        "name": "t", "train": {"data": {"store": str(tiny_store), "context": 64}, "model": {"preset": "tiny-1m"}},
+        "grid": {"lr": [0.003, 0.01]}, "start": {"lr": 0.003}, "noise": {"repeats": 2},
+        "certifications": [{"name": "real", "fixed": {"method": "real"}}],
+    })
+    objective = TrainObjective(sweep)
+    first = objective.config({"lr": 0.003, "method": "real"})
+    repeat = objective.config({"lr": 0.003, "method": "real", "seed": 1})
+    assert (first.seed, first.data.seed) == (0, 0) and (repeat.seed, repeat.data.seed) == (1, 1)
+    assert repeat.identity() != first.identity()  # its own run directory, never adopted as the first run
+    assert repeat.optim.lr == first.optim.lr == 0.003
