@@ -31,7 +31,7 @@ from megadocs.data_identity import POOL_IDENTITY_FIELDS, pool_identity_of
 from megadocs.errors import UserError
 
 __all__ = [
-    "POOL_FORMAT", "MANIFEST", "Kind", "IDENTITY_FIELDS", "pool_identity_of", "shard_stem", "rows_path", "done_path",
+    "POOL_FORMAT", "MANIFEST", "Kind", "IDENTITY_FIELDS", "pool_identity_of", "locked", "shard_stem", "rows_path", "done_path",
     "shard_of", "write_json_atomic", "read_manifest", "check_identity", "load_shard",
     "require_complete", "iter_doc_groups", "refresh_statistics", "STAT_COUNTS", "is_empty", "sample_doc_id",
 ]
@@ -173,7 +173,7 @@ def iter_doc_groups(pool: Path, index: int, count: int) -> Iterator[tuple[str, l
 
 
 @contextlib.contextmanager
-def _locked(pool: Path):
+def locked(pool: Path):
     with open(Path(pool) / LOCK, "a") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
         try:
@@ -186,7 +186,7 @@ def refresh_statistics(pool: Path) -> dict:
     """Recompute the manifest's statistics from the shards' done markers (under a file lock, so
     concurrent array tasks cannot overwrite each other's totals). Returns the new manifest."""
     pool = Path(pool)
-    with _locked(pool):
+    with locked(pool):
         manifest = read_manifest(pool)
         count = manifest["num_shards"]
         totals = dict.fromkeys(STAT_COUNTS, 0)

@@ -352,6 +352,14 @@ def build_strategies(sweep: Sweep, ledger: Ledger, strategy: str = "certify",
             tasks[task] = TaskInfo(study, dict(cert.fixed), grid.names, None, seed_offset=ens.seed_offset)
             strategies.append(FixedPoints(task, waits_for=ens.source, make_points=lambda p, e=ens, v=epochs_values:
                                           _ensemble_points(p, e.members, e.epochs_multiplier, e.seed_offset, v)))
+        for transfer in sweep.transfers:
+            grid = sweep.grid_for(sweep.certification(transfer.source))
+            task = f"transfer/{transfer.name}"
+            study = study_name(sweep.name, transfer.name, StudyKind.TRANSFER)
+            ledger.study_id(study, create=True, attrs={STUDY_KIND: StudyKind.TRANSFER.value,
+                                                       STUDY_FIXED: transfer.fixed, "source": transfer.source})
+            tasks[task] = TaskInfo(study, dict(transfer.fixed), grid.names, None)
+            strategies.append(FixedPoints(task, waits_for=transfer.source, make_points=lambda p: [dict(p)]))
     return strategies, tasks
 
 

@@ -103,6 +103,7 @@ class StudyKind(str, Enum):
     GRID = "grid"
     TPE = "tpe"
     ENSEMBLE = "ensemble"
+    TRANSFER = "transfer"
 
 
 def study_name(sweep: str, task: str, kind: StudyKind = StudyKind.CERTIFY) -> str:

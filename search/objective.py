@@ -218,6 +218,8 @@ class TrainObjective:
         else:
             g = int(params["g"])
             _set(config, "data.synthetic", {"pool": self.pool(method, g), "algorithm": method, "g": g})
+        if "model" in params:  # student scaling: the same method on another model preset
+            _set(config, "model.preset", params["model"])
         if "seed" in params:  # repeats and ensemble members: initialisation and data order
             _set(config, "seed", int(params["seed"]))
             _set(config, "data.seed", int(params["seed"]))

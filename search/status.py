@@ -215,6 +215,30 @@ def summarize_ensembles(sweep) -> list[dict[str, Any]]:
     return summaries
 
 
+def summarize_transfers(sweep) -> list[dict[str, Any]]:
+    """One dict per transfer: ``name``, ``source``, ``fixed`` (the target), ``state`` (waiting |
+    running | finished | failed), ``point`` and ``loss`` of its run once finished."""
+    from search.sweep import load_sweep
+
+    if isinstance(sweep, (str, os.PathLike)):
+        sweep = load_sweep(sweep)
+    ledger = Ledger(sweep.ledger_url, sweep.name)
+    summaries = []
+    for transfer in sweep.transfers:
+        records = [r for r in ledger.runs(study_name(sweep.name, transfer.name, StudyKind.TRANSFER))
+                   if r.status is not RunStatus.SUPERSEDED]
+        latest = records[-1] if records else None
+        state = "waiting" if latest is None else {
+            RunStatus.COMPLETED: "finished", RunStatus.DIVERGED: "finished",
+            RunStatus.FAILED: "failed"}.get(latest.status, "running")
+        summaries.append({
+            "name": transfer.name, "source": transfer.source, "fixed": dict(transfer.fixed), "state": state,
+            "point": latest.point if latest else None,
+            "loss": latest.loss if latest and state == "finished" else None,
+        })
+    return summaries
+
+
 def g_trend_warnings(summaries: Iterable[CertificationSummary]) -> list[str]:
     """Algorithms whose certified loss rises with G: a sign a search did not converge (a larger G
     can always reuse a smaller G's hyperparameters, so the tuned loss should not rise)."""
@@ -222,7 +246,8 @@ def g_trend_warnings(summaries: Iterable[CertificationSummary]) -> list[str]:
     for summary in summaries:
         fixed, certificate = summary.fixed, summary.certificate
         if certificate and "g" in fixed and "method" in fixed:
-            by_method[str(fixed["method"])].append((float(fixed["g"]), certificate.loss, summary.name))
+            method = str(fixed["method"]) + (f" ({fixed['model']})" if "model" in fixed else "")
+            by_method[method].append((float(fixed["g"]), certificate.loss, summary.name))
     warnings = []
     for method, entries in sorted(by_method.items()):
         entries.sort()
