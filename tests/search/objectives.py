@@ -82,3 +82,9 @@ def returns_text(params):
 
 
 NOT_CALLABLE = 3.0
+
+
+def always_nan(params):
+    """Every run diverges."""
+    _log_call(params)
+    return math.nan

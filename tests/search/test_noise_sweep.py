@@ -110,3 +110,18 @@ def test_the_train_objective_maps_a_repeat_seed_to_initialisation_and_data_order
     assert (first.seed, first.data.seed) == (0, 0) and (repeat.seed, repeat.data.seed) == (1, 1)
     assert repeat.identity() != first.identity()  # its own run directory, never adopted as the first run
     assert repeat.optim.lr == first.optim.lr == 0.003
+
+
+def test_all_diverged_is_never_certified_and_exits_non_zero(make_sweep, workdir, capsys):
+    grid = {"lr": [0.001, 0.003], "wd": [0.4, 0.8], "epochs": [8]}
+    path = make_sweep(objective="tests.search.objectives:always_nan", grid=grid,
+                      start={"lr": 0.003, "wd": 0.8, "epochs": 8})
+    assert certify(path) == 1
+    err = capsys.readouterr().err
+    assert "a: not certified: no finite loss: all 4 evaluated points diverged" in err
+    [summary] = summarize(path)
+    assert summary.state.value == "failed" and summary.certificate is None
+    assert len(calls(workdir)) == Grid.from_mapping(grid).size  # searched outward over the whole grid
+    assert main(["search", "status", str(path), "--json"]) == 0
+    [entry] = json.loads(capsys.readouterr().out)  # standard JSON: the infinite best loss is null
+    assert entry["best"]["loss"] is None and entry["reason"].startswith("no finite loss")
