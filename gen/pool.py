@@ -8,8 +8,8 @@ POOL/shard-{i:05d}-of-{n:05d}.done    completion marker: the shard's statistics 
 
 Rows of one document are written together and documents are appended in order, so a killed run
 leaves at most one document half-written (and possibly a torn last line). :func:`load_shard`
-keeps only documents with all their generations, rewrites the file atomically when it dropped
-anything, and returns the done set; generation then resumes with the remaining documents. The
+keeps only documents with all their generations (streaming the file twice, never holding it),
+rewrites the file atomically when it dropped anything, and returns the done documents; generation then resumes with the remaining documents. The
 ``.done`` marker is written only after the rows are fsynced, so "done" always means durable.
 
 Document ``k`` of the source (0-based, in :func:`megadocs.corpus.iter_documents` order) belongs to
@@ -22,17 +22,16 @@ import contextlib
 import fcntl
 import itertools
 import json
-import os
 from collections.abc import Iterator
-from enum import Enum
 from pathlib import Path
 
 from megadocs.data_identity import POOL_IDENTITY_FIELDS, pool_identity_of
 from megadocs.errors import UserError
+from megadocs.formats import atomic_file, write_json
 
 __all__ = [
-    "POOL_FORMAT", "MANIFEST", "Kind", "IDENTITY_FIELDS", "pool_identity_of", "locked", "shard_stem", "rows_path", "done_path",
-    "shard_of", "write_json_atomic", "read_manifest", "check_identity", "load_shard",
+    "POOL_FORMAT", "MANIFEST", "IDENTITY_FIELDS", "pool_identity_of", "locked", "shard_stem", "rows_path", "done_path",
+    "shard_of", "read_manifest", "check_identity", "load_shard", "iter_shard_rows",
     "require_complete", "iter_doc_groups", "refresh_statistics", "STAT_COUNTS", "is_empty", "sample_doc_id",
 ]
 
@@ -45,14 +44,6 @@ IDENTITY_FIELDS = POOL_IDENTITY_FIELDS
 # Per-shard counters summed into the manifest's statistics.
 STAT_COUNTS = ("documents", "generations", "output_tokens", "truncated_prompts", "length_truncated",
                "empty_outputs", "run_tokens", "run_seconds")
-
-
-class Kind(str, Enum):
-    """What a pool holds."""
-
-    REPHRASE = "rephrase"
-    THOUGHTS = "thoughts"
-    SAMPLE = "sample"
 
 
 def is_empty(row: dict) -> bool:
@@ -82,17 +73,6 @@ def shard_of(doc_index: int, count: int) -> int:
     return doc_index % count
 
 
-def write_json_atomic(path: Path, data) -> None:
-    """Write JSON to ``path`` via a temporary file and rename (readers never see half a file)."""
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    with open(tmp, "w") as handle:
-        json.dump(data, handle, indent=2, sort_keys=False)
-        handle.write("\n")
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
-
-
 def read_manifest(pool: str | Path) -> dict:
     path = Path(pool) / MANIFEST
     if not path.is_file():
@@ -117,41 +97,58 @@ def check_identity(existing: dict, planned: dict, pool: Path) -> None:
                             f"this run asks for {new!r} (use a new --out, or the pool's settings)")
 
 
-def _parse_lines(raw: bytes) -> list[dict]:
-    rows = []
-    for line in raw.split(b"\n"):
-        if not line.strip():
-            continue
-        try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError:
-            continue  # a torn line from a killed writer
-    return rows
+def iter_shard_rows(path: Path) -> Iterator[dict]:
+    """The rows of a shard file one at a time, skipping torn lines (a shard is never held in memory)."""
+    for _line, row in _iter_lines(path):
+        if row is not None:
+            yield row
 
 
-def load_shard(path: Path, g: int) -> dict[str, list[dict]]:
-    """Rows of the complete documents in a shard file, by doc_id, each sorted by gen_index.
+def _iter_lines(path: Path) -> Iterator[tuple[bytes, dict | None]]:
+    """(line, row) per line; row None for a blank or torn line (from a killed writer)."""
+    with open(path, "rb") as handle:
+        for line in handle:
+            row = None
+            if line.strip():
+                try:
+                    row = json.loads(line)
+                except json.JSONDecodeError:
+                    pass
+            yield line, row
+
+
+def load_shard(path: Path, g: int) -> list[str]:
+    """The doc_ids of the complete documents in a shard file, in file order.
 
     A document is complete when it has exactly the gen_index values 0..g-1; duplicates keep the
     first row. Anything else (a torn line, a half-written document) is dropped and the file is
-    rewritten atomically without it.
+    rewritten atomically without it. Two streaming passes: memory is one bit mask per document,
+    whatever the shard's size.
     """
     if not path.is_file():
-        return {}
-    raw = path.read_bytes()
-    by_doc: dict[str, dict[int, dict]] = {}
-    order: list[str] = []
-    for row in _parse_lines(raw):
-        if row["doc_id"] not in by_doc:
-            order.append(row["doc_id"])
-        by_doc.setdefault(row["doc_id"], {}).setdefault(int(row["gen_index"]), row)
-    complete = {doc: [rows[i] for i in range(g)] for doc, rows in by_doc.items() if set(rows) == set(range(g))}
-    kept = b"".join(json.dumps(row, ensure_ascii=False).encode() + b"\n"
-                    for doc in order if doc in complete for row in complete[doc])
-    if kept != raw:
-        tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-        tmp.write_bytes(kept)
-        os.replace(tmp, path)
+        return []
+    seen: dict[str, int] = {}  # doc_id -> bit mask of the gen_index values read
+    clean = True
+    for _line, row in _iter_lines(path):
+        if row is None:
+            clean = False
+            continue
+        bit = 1 << int(row["gen_index"])
+        mask = seen.get(row["doc_id"], 0)
+        clean &= not mask & bit
+        seen[row["doc_id"]] = mask | bit
+    full = (1 << g) - 1
+    complete = [doc for doc, mask in seen.items() if mask == full]
+    if clean and len(complete) == len(seen):
+        return complete
+    keep, written = set(complete), set()
+    with atomic_file(path, "wb") as out:
+        for line, row in _iter_lines(path):
+            key = None if row is None else (row["doc_id"], int(row["gen_index"]))
+            if key is None or key[0] not in keep or key in written:
+                continue
+            written.add(key)
+            out.write(line if line.endswith(b"\n") else line + b"\n")
     return complete
 
 
@@ -207,5 +204,5 @@ def refresh_statistics(pool: Path) -> dict:
             "shards_done": len(done),
         }
         manifest["complete"] = len(done) == count
-        write_json_atomic(pool / MANIFEST, manifest)
+        write_json(pool / MANIFEST, manifest)
         return manifest
