@@ -200,11 +200,11 @@ def _fit(args) -> int:
     fits = fit_groups(frame, x=x, y=args.y, group=group, **options)
     failed = sum(isinstance(fit, str) for fit in fits.values())
     if args.json:
-        import json
+        from megadocs.formats import dumps_json
 
         rows = [{"group": None if group == "_all" else _plain(name), "x": x,
                  **({"error": fit} if isinstance(fit, str) else fit.to_json())} for name, fit in fits.items()]
-        print(json.dumps(rows, indent=2, allow_nan=False))
+        print(dumps_json(rows))
         return 1 if failed else 0
     for name, fit in fits.items():
         print(f"[{name}]" if group != "_all" else "", file=sys.stdout)
