@@ -51,13 +51,14 @@ def test_training_sweep_certifies_real_and_simple(tiny_store, workdir, monkeypat
     import torch
 
     from megadocs.cli import main
-    from train.store import prepare
+    from train.store import TokenStore, prepare
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # the cores are shared with other work: one thread is faster
     documents = write_mini_corpus(tiny_store, workdir / "mini.jsonl")
     prepare(workdir / "mini.jsonl", workdir / "store", tokenizer=tiny_store / "tokenizer", val_docs=6, seed=0)
-    write_simple_pool(workdir / "pool", documents[6:])
+    train_ids = set(TokenStore.open(workdir / "store").split("train").doc_ids)
+    write_simple_pool(workdir / "pool", [doc for doc in documents if doc["id"] in train_ids])  # no val text
     sweep = {
         "name": "tiny",
         "executor": {"kind": "debug", "max_parallel": 2, "poll_s": 0.1, "max_retries": 1},
