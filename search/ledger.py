@@ -16,6 +16,11 @@ Layout (docs/architecture.md, "Search ledger"):
 Runs never write to the ledger; only the controller does (jobs write their run directory), so
 SQLite on a local disk is safe and a journal file works on NFS.
 
+Readers (``status``, ``analysis``) open the ledger with ``create=False``: a ledger that does not
+exist (a typo in ``out:``/``ledger:``/``name:``) is refused in one line and nothing is created.
+A URL's password never appears in a message or attribute (:func:`megadocs.trust.redact_url`);
+keep it out of the sweep file with libpq's ``PGPASSWORD`` or ``~/.pgpass`` (``PGPASSFILE``).
+
 Public reading API (used by analysis; keep stable): :func:`read_runs`.
 """
 
@@ -36,6 +41,7 @@ from typing import Any
 
 from megadocs.errors import UserError
 from megadocs.procs import pid_alive
+from megadocs.trust import redact_url, scrub
 
 __all__ = [
     "RunStatus",
@@ -43,6 +49,7 @@ __all__ = [
     "RunRecord",
     "Ledger",
     "ControllerBusy",
+    "LedgerMissing",
     "open_storage",
     "read_runs",
     "study_name",
@@ -132,30 +139,82 @@ class ControllerBusy(UserError):
     """Another live controller holds the sweep."""
 
 
-def open_storage(url: str):
-    """An Optuna storage for a ledger URL: sqlite:///..., postgresql://..., or a journal file path."""
+class LedgerMissing(UserError):
+    """A read-only command named a ledger that does not exist (nothing was created)."""
+
+
+def _missing(what: str) -> LedgerMissing:
+    return LedgerMissing(
+        f"ledger: {what} (check out:, ledger: and name: in the sweep file, or run `megadocs search certify` "
+        "first); nothing was created"
+    )
+
+
+def open_storage(url: str, *, create: bool = True):
+    """An Optuna storage for a ledger URL: sqlite:///..., postgresql://..., or a journal file path.
+
+    Args:
+        create: make the database/file (and its folder) when missing; readers pass False and get
+            :class:`LedgerMissing` instead, with nothing created.
+
+    Raises:
+        UserError: the server cannot be reached or refuses us (the message shows the URL with its
+            password masked).
+    """
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     if url.startswith("sqlite:///"):
         path = url[len("sqlite:///") :]
         if path and not path.startswith(":"):
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
+            if not create and not Path(path).is_file():
+                raise _missing(f"{path} does not exist")
+            if create:
+                Path(path).parent.mkdir(parents=True, exist_ok=True)
+        if not create:
+            _require_schema(url)
         # a reader (status) may hold the file briefly: wait instead of failing
         storage = optuna.storages.RDBStorage(url, engine_kwargs={"connect_args": {"timeout": 60}})
         _fast_sqlite(storage.engine)
         return storage
     if "://" in url:
-        if url.startswith("postgresql://"):
-            url = _postgres_driver(url)
+        driver_url = _postgres_driver(url) if url.startswith("postgresql://") else url
+        if not create:
+            _require_schema(driver_url, shown=url)
         try:
-            return optuna.storages.RDBStorage(url)
-        except Exception as exc:  # noqa: BLE001 - driver errors vary; report the URL
-            raise UserError(f"ledger: cannot open {url!r}: {str(exc).splitlines()[0]}") from None
+            return optuna.storages.RDBStorage(driver_url)
+        except Exception as exc:  # noqa: BLE001 - driver errors vary; report the URL, never its password
+            raise UserError(f"ledger: cannot open {redact_url(url)}: {_first_line(exc, url)}") from None
     from optuna.storages.journal import JournalFileBackend
 
+    if not create and not Path(url).is_file():
+        raise _missing(f"{url} does not exist")
     Path(url).parent.mkdir(parents=True, exist_ok=True)
     return optuna.storages.JournalStorage(JournalFileBackend(url))
+
+
+def _first_line(exc: BaseException, url: str) -> str:
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return scrub(lines[0] if lines else type(exc).__name__, url)
+
+
+def _require_schema(url: str, shown: str | None = None) -> None:
+    """Refuse (LedgerMissing) a database without Optuna's tables, writing nothing to it."""
+    from sqlalchemy import create_engine, inspect
+    from sqlalchemy.pool import NullPool
+
+    shown = shown or url
+    try:
+        engine = create_engine(url, poolclass=NullPool)
+        try:
+            with engine.connect() as connection:
+                has_tables = inspect(connection).has_table("studies")
+        finally:
+            engine.dispose()
+    except Exception as exc:  # noqa: BLE001 - driver errors vary; report the URL, never its password
+        raise UserError(f"ledger: cannot open {redact_url(shown)}: {_first_line(exc, shown)}") from None
+    if not has_tables:
+        raise _missing(f"{redact_url(shown)} holds no ledger (no Optuna tables)")
 
 
 def _postgres_driver(url: str) -> str:
@@ -201,13 +260,19 @@ def _jsonable(value: Any) -> Any:
 
 
 class Ledger:
-    """The ledger of one sweep. Not thread-safe; one controller writes, anyone may read."""
+    """The ledger of one sweep. Not thread-safe; one controller writes, anyone may read.
 
-    def __init__(self, url: str, sweep: str) -> None:
-        self.url = url
+    ``url`` is the URL for display (password masked); ``create=False`` (readers) refuses a ledger
+    that does not exist or holds nothing of this sweep (:class:`LedgerMissing`).
+    """
+
+    def __init__(self, url: str, sweep: str, *, create: bool = True) -> None:
+        self.url = redact_url(url)
         self.sweep = sweep
-        self.storage = open_storage(url)
+        self.storage = open_storage(url, create=create)
         self._study_ids: dict[str, int] = {}
+        if not create and not self.study_names() and self.holder() is None:
+            raise _missing(f"{self.url} has no runs of sweep {sweep!r}")
 
     # -- studies ---------------------------------------------------------------------------
 
@@ -455,5 +520,5 @@ def read_runs(sweep) -> list[dict[str, Any]]:
 
     if isinstance(sweep, (str, os.PathLike)):
         sweep = load_sweep(sweep)
-    ledger = Ledger(sweep.ledger_url, sweep.name)
+    ledger = Ledger(sweep.ledger_url, sweep.name, create=False)
     return [record.to_dict() for name in ledger.study_names() for record in ledger.runs(name)]

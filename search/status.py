@@ -15,10 +15,31 @@ from typing import Any
 from search.certify import CertifySearch, Outcome
 from search.ledger import STUDY_START, Ledger, RunStatus, StudyKind, study_name
 
-__all__ = ["summarize", "summarize_ensembles", "g_trend_warnings", "format_table"]
+__all__ = ["summarize", "summarize_ensembles", "g_trend_warnings", "format_table", "JobWatch"]
 
 
-def summarize(sweep, strategy: str = "certify") -> list[dict[str, Any]]:
+class JobWatch:
+    """Whether the jobs the ledger calls running still run, asked of the executor (local pid,
+    SLURM state), so that ``status`` after a killed controller does not report dead jobs as
+    running. Reads no result file; a job folder outside the sweep is refused (UntrustedPath)."""
+
+    def __init__(self, sweep) -> None:
+        self.sweep = sweep
+        self._executor = None
+
+    def alive(self, job_id: str | None, job_folder: str | None) -> bool:
+        """False for a run never handed to an executor (its controller died before submitting)."""
+        if not job_id:
+            return False
+        if self._executor is None:
+            from megadocs.executors import make_executor
+
+            self._executor = make_executor(self.sweep.executor, self.sweep.out_dir / "jobs",
+                                           name=f"megadocs-{self.sweep.name}", create=False)
+        return self._executor.alive(job_id, job_folder)
+
+
+def summarize(sweep, strategy: str = "certify", *, reconcile: bool = False) -> list[dict[str, Any]]:
     """One dict per certification (the ``megadocs search status --json`` objects).
 
     Args:
@@ -26,11 +47,14 @@ def summarize(sweep, strategy: str = "certify") -> list[dict[str, Any]]:
         strategy: ``certify`` (default) or a baseline (``grid``/``tpe``) run on the same sweep;
             for a baseline, ``certificate`` is set when its best point happens to be certifiable
             from its evidence.
+        reconcile: ask the executor whether each running run's job still runs (:class:`JobWatch`);
+            those whose job is gone count as ``stopped``, not ``running`` (the next ``certify``
+            re-attaches, adopts or re-runs them).
 
     Returns:
         dicts with ``name``, ``study``, ``fixed``, ``state`` (seeding|searching|certified|
-        failed), ``best`` ({params, loss} or None), ``runs`` ({finished, running, failed}: grid
-        points by their latest state),
+        failed), ``best`` ({params, loss} or None), ``runs`` ({finished, running, failed,
+        stopped}: grid points by their latest state; ``stopped`` only with ``reconcile``),
         ``outstanding`` (neighbours still to run or running), ``bounds_hit`` (of the best point:
         [{axis, side, value}]), ``certificate`` ({point, loss, neighbours[{params, loss, axis,
         direction}], bounds_hit} or None), ``path`` (successive best points, oldest first),
@@ -41,7 +65,8 @@ def summarize(sweep, strategy: str = "certify") -> list[dict[str, Any]]:
 
     if isinstance(sweep, (str, os.PathLike)):
         sweep = load_sweep(sweep)
-    ledger = Ledger(sweep.ledger_url, sweep.name)
+    ledger = Ledger(sweep.ledger_url, sweep.name, create=False)
+    watch = JobWatch(sweep) if reconcile else None
     kind = StudyKind(strategy)
     summaries = []
     searches: dict[str, CertifySearch] = {}
@@ -57,6 +82,7 @@ def summarize(sweep, strategy: str = "certify") -> list[dict[str, Any]]:
             search.resolve(searches)
         searches[cert.name] = search
         wall, tokens = 0.0, 0
+        stopped: set[Any] = set()
         records = ledger.runs(study)
         for record in records:
             if record.status in (RunStatus.COMPLETED.value, RunStatus.DIVERGED.value):
@@ -70,9 +96,17 @@ def summarize(sweep, strategy: str = "certify") -> list[dict[str, Any]]:
                 outcome = Outcome.running()
             if grid.contains(record.point):
                 search.record(record.point, outcome)
+                key = grid.key(record.point)
+                stopped.discard(key)
+                if watch is not None and outcome.state.value == "running" and not watch.alive(record.job_id,
+                                                                                               record.job_folder):
+                    stopped.add(key)
         # per point, its latest state (a point that failed and then succeeded on --retry-failed is finished)
         counts = {state: sum(o.state.value == state for o in search.outcomes.values())
                   for state in ("finished", "running", "failed")}
+        if watch is not None:
+            counts["stopped"] = sum(search.outcomes[key].state.value == "running" for key in stopped)
+            counts["running"] -= counts["stopped"]
         plan = search.plan()
         best = None if plan.centre is None else {"params": plan.centre, "loss": plan.centre_loss}
         state = plan.state.value
@@ -102,7 +136,7 @@ def summarize_ensembles(sweep) -> list[dict[str, Any]]:
 
     if isinstance(sweep, (str, os.PathLike)):
         sweep = load_sweep(sweep)
-    ledger = Ledger(sweep.ledger_url, sweep.name)
+    ledger = Ledger(sweep.ledger_url, sweep.name, create=False)
     summaries = []
     for ens in sweep.ensembles:
         records = ledger.runs(study_name(sweep.name, ens.name, StudyKind.ENSEMBLE))
@@ -155,6 +189,8 @@ def format_table(summaries: list[dict[str, Any]]) -> str:
         loss = best.get("loss")
         bounds = ", ".join(f"{b['axis']} {b['side']}" for b in s["bounds_hit"]) or "-"
         state = s["state"] + (f" ({len(s['blocked_by'])} failed)" if s["blocked_by"] else "")
+        if s["runs"].get("stopped"):
+            state += f" ({s['runs']['stopped']} stopped)"
         runs = s["runs"]
         table.add_row(
             s["name"], state, _fmt_point(best.get("params")), "-" if loss is None else f"{loss:.4f}",

@@ -19,6 +19,7 @@ __all__ = ["register", "apply_overrides", "load_run_config", "DEFAULT_RUNS_DIR",
 
 DEFAULT_RUNS_DIR = Path("runs/train")
 EXIT_PREEMPTED = 3
+EXIT_INTERRUPTED = 130  # SIGINT (Ctrl-C), as shells report it
 ENSEMBLE = "ensemble"
 BENCHMARKS = "benchmarks"
 
@@ -37,7 +38,8 @@ def register(subparsers) -> None:
         "train",
         help="train one model (or score an ensemble: `megadocs train ensemble --help`)",
         description="Train one model from a RunConfig YAML (see `megadocs train --template`). "
-        "Exit status 3 means preempted: re-run the same command to resume.",
+        "Exit status 3 means preempted (130: interrupted by Ctrl-C); the checkpoint is saved: "
+        "re-run the same command to resume.",
     )
     parser.add_argument("config", nargs="?", metavar="CONFIG.yaml", help="run config, or the word `ensemble`")
     _add_run_options(parser)
@@ -135,8 +137,9 @@ def _main(args: argparse.Namespace) -> int:
     try:
         metrics = run(config, out)
     except Preempted as exc:
-        print(f"preempted at step {exc.step}; checkpoint saved; re-run the same command to resume", file=sys.stderr)
-        return EXIT_PREEMPTED
+        what = "interrupted" if exc.interrupted else "preempted"
+        print(f"{what} at step {exc.step}; checkpoint saved; re-run the same command to resume", file=sys.stderr)
+        return EXIT_INTERRUPTED if exc.interrupted else EXIT_PREEMPTED
     val = ", ".join(f"{name} {loss:.4f}" for name, loss in metrics["val_losses"].items())
     print(f"{metrics['status']}: {metrics['steps']} steps, val loss {val} ({out / 'metrics.json'})")
     return 0
