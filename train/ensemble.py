@@ -413,6 +413,11 @@ def main(args: argparse.Namespace) -> int:
     from train.data import ValidationSet
 
     members = [Path(m) for m in args.members]
+    for member in members:  # a wrong path is named as such, not as a missing --context
+        try:
+            resolve_model_dir(member)
+        except UserError as exc:
+            raise UserError(f"--members: {exc}") from None
     run_config = _run_config(members[0])
     context = args.context or (run_config.get("data") or {}).get("context")
     windows = args.windows or (run_config.get("eval") or {}).get("val_windows") or 1024
