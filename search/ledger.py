@@ -177,7 +177,8 @@ def open_storage(url: str, *, create: bool = True):
         if not create:
             _require_schema(url)
         # a reader (status) may hold the file briefly: wait instead of failing
-        storage = optuna.storages.RDBStorage(url, engine_kwargs={"connect_args": {"timeout": 60}})
+        storage = optuna.storages.RDBStorage(url, engine_kwargs={"connect_args": {"timeout": 60}},
+                                             skip_table_creation=not create)
         _fast_sqlite(storage.engine)
         return storage
     if "://" in url:
@@ -185,7 +186,7 @@ def open_storage(url: str, *, create: bool = True):
         if not create:
             _require_schema(driver_url, shown=url)
         try:
-            return optuna.storages.RDBStorage(driver_url)
+            return optuna.storages.RDBStorage(driver_url, skip_table_creation=not create)
         except Exception as exc:  # noqa: BLE001 - driver errors vary; report the URL, never its password
             raise UserError(f"ledger: cannot open {redact_url(url)}: {_first_line(exc, url)}") from None
     from optuna.storages.journal import JournalFileBackend
@@ -202,22 +203,31 @@ def _first_line(exc: BaseException, url: str) -> str:
 
 
 def _require_schema(url: str, shown: str | None = None) -> None:
-    """Refuse (LedgerMissing) a database without Optuna's tables, writing nothing to it."""
-    from sqlalchemy import create_engine, inspect
+    """Refuse (LedgerMissing) a database without Optuna's tables, writing nothing to it: Optuna
+    itself would create them, and a reader racing a starting controller would collide with it."""
+    from optuna.storages._rdb import models
+    from sqlalchemy import create_engine, inspect, text
     from sqlalchemy.pool import NullPool
 
     shown = shown or url
+    wanted = {*models.BaseModel.metadata.tables, "alembic_version"}
     try:
         engine = create_engine(url, poolclass=NullPool)
         try:
             with engine.connect() as connection:
-                has_tables = inspect(connection).has_table("studies")
+                present = wanted & set(inspect(connection).get_table_names())
+                stamped = present == wanted and bool(
+                    connection.execute(text("SELECT COUNT(*) FROM version_info")).scalar()
+                    and connection.execute(text("SELECT COUNT(*) FROM alembic_version")).scalar()
+                )
         finally:
             engine.dispose()
     except Exception as exc:  # noqa: BLE001 - driver errors vary; report the URL, never its password
         raise UserError(f"ledger: cannot open {redact_url(shown)}: {_first_line(exc, shown)}") from None
-    if not has_tables:
+    if not present:
         raise _missing(f"{redact_url(shown)} holds no ledger (no Optuna tables)")
+    if not stamped:
+        raise UserError(f"ledger: {redact_url(shown)} is being created by a controller; retry in a moment")
 
 
 def _postgres_driver(url: str) -> str:
