@@ -17,6 +17,8 @@ from megadocs.cli import main
 from search.ledger import read_runs
 from search.status import summarize
 
+from .conftest import READ_ONLY_COMMANDS
+
 pytestmark = pytest.mark.postgres
 
 
@@ -107,15 +109,6 @@ def test_certification_on_postgresql(make_sweep, postgres_url):
             Ledger(postgres_url, "t")._acquire()
 
 
-PASSWORD_COMMANDS = [
-    ["search", "status", "{sweep}"],
-    ["search", "status", "{sweep}", "--json"],
-    ["analysis", "export", "{sweep}", "--out", "{tmp}/table.csv"],
-    ["analysis", "report", "{sweep}", "--out", "{tmp}/report"],
-    ["analysis", "fit", "{sweep}", "--bootstrap", "0"],
-]
-
-
 def _outputs(capfd, argv) -> tuple[int, str, str]:
     """Exit status, stdout and stderr (file-descriptor level: also logging and warnings)."""
     status = main(argv)
@@ -136,7 +129,7 @@ def test_password_never_appears_in_any_output(make_sweep, workdir, password_serv
 
     # working commands
     assert run(["search", "certify", "{sweep}", "--no-progress"])[0] == 0
-    for command in PASSWORD_COMMANDS:
+    for command in READ_ONLY_COMMANDS:
         assert run(command)[0] in (0, 1), seen[-1]  # fit may find too few points: exit 1, still no secret
     # the "held by another controller" refusal names the ledger
     from search.ledger import Ledger
@@ -151,13 +144,13 @@ def test_password_never_appears_in_any_output(make_sweep, workdir, password_serv
     for bad in (f"postgresql://megadocs:{SECRET}x@127.0.0.1:{password_server}/postgres",
                 f"postgresql://megadocs:{SECRET}@127.0.0.1:{_free_port()}/postgres"):
         path = make_sweep(name="t", ledger=bad)
-        for command in [["search", "certify", "{sweep}", "--no-progress"], *PASSWORD_COMMANDS]:
+        for command in [["search", "certify", "{sweep}", "--no-progress"], *READ_ONLY_COMMANDS]:
             status, err = run(command)
             assert status == 2, seen[-1]
             assert err.count("\n") == 1 and "cannot open postgresql://megadocs:***@127.0.0.1" in err, err
     leaks = [argv for argv, text in seen if SECRET in text]
     assert not leaks, leaks
-    assert len(seen) == 1 + len(PASSWORD_COMMANDS) + 1 + 2 * (1 + len(PASSWORD_COMMANDS))
+    assert len(seen) == 1 + len(READ_ONLY_COMMANDS) + 1 + 2 * (1 + len(READ_ONLY_COMMANDS))
 
 
 @pytest.mark.parametrize("source", ["PGPASSWORD", "PGPASSFILE", "none"])

@@ -19,7 +19,7 @@ from megadocs.cli import main
 from search.ledger import Ledger, read_runs
 from search.sweep import load_sweep
 
-from .conftest import calls
+from .conftest import READ_ONLY_COMMANDS, calls
 
 
 class _WritesMarker:
@@ -90,15 +90,6 @@ def test_run_dir_outside_the_sweep_is_refused(make_sweep, workdir, capsys):
     assert "run_dir in the ledger" in err and "outside" in err and not (workdir / "victim").exists()
 
 
-READ_ONLY = [
-    ["search", "status", "{sweep}"],
-    ["search", "status", "{sweep}", "--json"],
-    ["analysis", "export", "{sweep}", "--out", "{tmp}/table.csv"],
-    ["analysis", "report", "{sweep}", "--out", "{tmp}/report"],
-    ["analysis", "fit", "{sweep}", "--bootstrap", "0"],
-]
-
-
 @pytest.mark.parametrize("ledger", ["default", "sqlite", "journal"])
 def test_read_only_commands_refuse_a_missing_ledger_and_create_nothing(make_sweep, workdir, capsys, ledger):
     typo = workdir / "typo"  # nothing exists under it
@@ -110,7 +101,7 @@ def test_read_only_commands_refuse_a_missing_ledger_and_create_nothing(make_swee
     path = make_sweep(**overrides)
     scratch = workdir / "scratch"
     scratch.mkdir()
-    for command in READ_ONLY:
+    for command in READ_ONLY_COMMANDS:
         argv = [word.format(sweep=path, tmp=scratch) for word in command]
         assert main(argv) != 0, argv
         captured = capsys.readouterr()
