@@ -43,6 +43,7 @@ from megadocs.errors import UserError
 from train.checkpoint import CHECKPOINT_DIR, CheckpointWriter, load_checkpoint
 from train.config import RunConfig
 from train.evaluate import autocast_for, evaluate_model, model_logits, token_losses
+from train.prefetch import BatchPrefetcher
 
 __all__ = [
     "Status",
@@ -467,10 +468,13 @@ def _train(training: _Training, streams, config: RunConfig, device: torch.device
         counters["train_time_s"] += now - clock
         clock = now
 
-    with progress, open(training.out / LOG_FILE, "a") as log:
+    # batches are built on a background thread, `depth` steps ahead; the data of a step is still a
+    # pure function of the step, so resuming needs no replay
+    prefetcher = BatchPrefetcher(streams.batch, range(training.step, total_steps), pin_memory=device.type == "cuda")
+    with progress, open(training.out / LOG_FILE, "a") as log, prefetcher:
         while training.step < total_steps:
-            # --- data: a pure function of the step, so resuming needs no replay --------------
-            batch = streams.batch(training.step)
+            # --- data: built ahead by the prefetcher; pinned on CUDA, so the copy is async ---
+            batch = prefetcher.get(training.step)
             input_ids = batch["input_ids"].to(device, non_blocking=True)  # [B, C]
             document_ids = batch["document_ids"].to(device, non_blocking=True)  # [B, C]
 
