@@ -150,6 +150,8 @@ def test_password_never_appears_in_any_output(make_sweep, workdir, password_serv
             assert err.count("\n") == 1 and "cannot open postgresql://megadocs:***@127.0.0.1" in err, err
     leaks = [argv for argv, text in seen if SECRET in text]
     assert not leaks, leaks
+    written = [workdir / "table.csv", *(workdir / "report").rglob("*.md")]  # what export and report wrote
+    assert written[1:] and all(SECRET not in path.read_text() for path in written)
     assert len(seen) == 1 + len(READ_ONLY_COMMANDS) + 1 + 2 * (1 + len(READ_ONLY_COMMANDS))
 
 
