@@ -143,7 +143,8 @@ class ControllerBusy(UserError):
 
 
 class LedgerMissing(UserError):
-    """A read-only command named a ledger that does not exist (nothing was created)."""
+    """A read-only command named a ledger that does not exist, or not completely yet (a controller
+    is creating it); nothing was created."""
 
 
 def _missing(what: str) -> LedgerMissing:
@@ -227,7 +228,7 @@ def _require_schema(url: str, shown: str | None = None) -> None:
     if not present:
         raise _missing(f"{redact_url(shown)} holds no ledger (no Optuna tables)")
     if not stamped:
-        raise UserError(f"ledger: {redact_url(shown)} is being created by a controller; retry in a moment")
+        raise LedgerMissing(f"ledger: {redact_url(shown)} is being created by a controller; retry in a moment")
 
 
 def _postgres_driver(url: str) -> str:
