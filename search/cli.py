@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 
 
@@ -71,6 +70,7 @@ def _certify(args: argparse.Namespace) -> int:
 
 
 def _plan(args: argparse.Namespace) -> int:
+    from megadocs.formats import dumps_json
     from search.plan import format_sweep_plan, sweep_plan
     from search.sweep import load_sweep
     from train.plan import DEFAULT_MFU, H100_BF16_PEAK_TFLOPS
@@ -78,19 +78,19 @@ def _plan(args: argparse.Namespace) -> int:
     sweep = load_sweep(args.sweep)
     result = sweep_plan(sweep, mfu=DEFAULT_MFU if args.mfu is None else args.mfu,
                         peak_tflops=H100_BF16_PEAK_TFLOPS if args.peak_tflops is None else args.peak_tflops)
-    print(json.dumps(result, indent=1, allow_nan=False) if args.json else format_sweep_plan(result), end="\n" if args.json else "")
+    print(dumps_json(result, indent=1) if args.json else format_sweep_plan(result), end="\n" if args.json else "")
     return 0
 
 
 def _status(args: argparse.Namespace) -> int:
     from search.ledger import Ledger
-    from search.status import format_table, g_trend_warnings, summarize
+    from search.status import format_table, g_trend_warnings, summarize, to_json
     from search.sweep import load_sweep
 
     sweep = load_sweep(args.sweep)
     summaries = summarize(sweep, args.strategy, reconcile=True)  # dead jobs are not "running"
     if args.json:
-        print(json.dumps(summaries, indent=1, default=str))
+        print(to_json(summaries))
         return 0
     print(format_table(summaries), end="")
     _print_ensembles(sweep)
@@ -107,17 +107,18 @@ def _status(args: argparse.Namespace) -> int:
 def _print_jobs(sweep) -> None:
     """Runs in flight or failed, by job id: what to follow with squeue/sacct or cancel with scancel.
     A run the ledger calls running whose job is gone (a killed controller) shows as stopped."""
+    from megadocs.formats import RunStatus
     from search.ledger import read_runs
     from search.status import JobWatch
 
     watch = JobWatch(sweep)
     for run in read_runs(sweep):
-        if run["status"] not in ("running", "failed") or not run["job_id"]:
+        if run["status"] not in (RunStatus.RUNNING, RunStatus.FAILED) or not run["job_id"]:
             continue
         point = " ".join(f"{k}={v}" for k, v in run["point"].items())
-        reason = f": {run['reason']}" if run["status"] == "failed" and run["reason"] else ""
+        reason = f": {run['reason']}" if run["status"] == RunStatus.FAILED and run["reason"] else ""
         status = run["status"]
-        if status == "running" and not watch.alive(run["job_id"], run["job_folder"]):
+        if status == RunStatus.RUNNING and not watch.alive(run["job_id"], run["job_folder"]):
             status = "stopped (its job is gone; `megadocs search certify` resumes it)"
         print(f"{run['certification']} {point}: {status}, job {run['job_id']} "
               f"(attempt {run['attempts']}){reason}")

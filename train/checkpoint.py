@@ -1,7 +1,7 @@
 """Atomic training checkpoints: model, optimizer, LR scheduler, RNG states, step and counters.
 
-One file, ``RUN/checkpoint/state.pt``, replaced atomically (written to a temporary name in the
-same directory, fsynced, then renamed), so a kill at any moment leaves either the previous or the
+One file, ``RUN/checkpoint/state.pt``, replaced atomically (``megadocs.formats.atomic_file``:
+written to a temporary name in the same directory, fsynced, then renamed), so a kill at any moment leaves either the previous or the
 new checkpoint, never a torn one. Restoring everything bit-for-bit is what lets a preempted run
 finish with exactly the metrics of an uninterrupted one.
 
@@ -18,7 +18,6 @@ before a preemption is acknowledged.
 
 from __future__ import annotations
 
-import os
 import pickle
 import random
 import threading
@@ -28,16 +27,17 @@ from typing import Any
 import numpy as np
 import torch
 
-__all__ = ["CHECKPOINT_DIR", "STATE_FILE", "CheckpointWriter", "save_checkpoint", "load_checkpoint",
-           "checkpoint_path", "snapshot_state"]
+from megadocs.formats import RunDir, atomic_file
 
-CHECKPOINT_DIR = "checkpoint"
+__all__ = ["STATE_FILE", "CheckpointWriter", "save_checkpoint", "load_checkpoint", "checkpoint_path",
+           "snapshot_state"]
+
 STATE_FILE = "state.pt"
 FORMAT = "megadocs.train-checkpoint/2"  # /2: RNG states as tensors, loadable with weights_only=True
 
 
 def checkpoint_path(run_dir: Path) -> Path:
-    return Path(run_dir) / CHECKPOINT_DIR / STATE_FILE
+    return RunDir(run_dir).checkpoint / STATE_FILE
 
 
 # --- RNG states as plain tensors ---------------------------------------------------------------
@@ -99,26 +99,10 @@ def snapshot_state(*, model: torch.nn.Module, optimizer: torch.optim.Optimizer, 
 
 
 def _write(path: Path, state: dict[str, Any]) -> None:
-    """torch.save to a temporary file, fsync, rename over `path`, fsync the directory."""
+    """torch.save through the one atomic writer (temporary file, fsync, rename, directory fsync)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{STATE_FILE}.tmp-{os.getpid()}")
-    try:
-        with open(tmp, "wb") as handle:
-            torch.save(state, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    try:
-        fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-    except OSError:
-        pass
+    with atomic_file(path, "wb") as handle:
+        torch.save(state, handle)
 
 
 def save_checkpoint(run_dir: Path, **state: Any) -> Path:
