@@ -163,7 +163,6 @@ def open_storage(url: str, *, create: bool = True):
     """
     import optuna
 
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
     if url.startswith("sqlite:///"):
         path = url[len("sqlite:///") :]
         if path and not path.startswith(":"):
