@@ -66,6 +66,7 @@ def test_result_pickle_outside_the_sweep_is_refused_and_not_executed(make_sweep,
         folder.mkdir(parents=True)
         LocalJob(folder, job_id).paths.result_pickle.symlink_to(crafted)
     _ledger_with_running_trial(path, job_id, folder)
+    capsys.readouterr()  # only what certify prints counts
 
     assert main(["search", "certify", str(path), "--no-progress"]) == 2
     err = capsys.readouterr().err.strip()
@@ -85,6 +86,7 @@ def test_run_dir_outside_the_sweep_is_refused(make_sweep, workdir, capsys):
     build_strategies(sweep, ledger)
     ledger.new_run(study_name(sweep.name, "a"), point=sweep.start_for(sweep.certifications[0]), fixed={},
                    run_id="x", run_dir=str(workdir / "victim"), grid=None)
+    capsys.readouterr()
     assert main(["search", "certify", str(path), "--no-progress"]) == 2
     err = capsys.readouterr().err
     assert "run_dir in the ledger" in err and "outside" in err and not (workdir / "victim").exists()
