@@ -111,7 +111,7 @@ def _status(args: argparse.Namespace) -> int:
 
     _configure_process()
     sweep = load_sweep(args.sweep)
-    summaries = summarize(sweep, args.strategy)
+    summaries = summarize(sweep, args.strategy, reconcile=True)  # dead jobs are not "running"
     if args.json:
         print(to_json(summaries))
         return 0
@@ -119,7 +119,7 @@ def _status(args: argparse.Namespace) -> int:
     _print_ensembles(sweep)
     _print_transfers(sweep)
     _print_jobs(sweep)
-    holder = Ledger(sweep.ledger_url, sweep.name).holder()
+    holder = Ledger(sweep.ledger_url, sweep.name, create=False).holder()
     if holder:
         print(f"controller: running on host {holder['host']}, pid {holder['pid']}, since {holder['since']}")
     for warning in g_trend_warnings(summaries):
@@ -128,16 +128,22 @@ def _status(args: argparse.Namespace) -> int:
 
 
 def _print_jobs(sweep) -> None:
-    """Runs in flight or failed, by job id: what to follow with squeue/sacct or cancel with scancel."""
+    """Runs in flight or failed, by job id: what to follow with squeue/sacct or cancel with scancel.
+    A run the ledger calls running whose job is gone (a killed controller) shows as stopped."""
     from megadocs.formats import RunStatus
     from search.ledger import read_runs
+    from search.status import JobWatch
 
+    watch = JobWatch(sweep)
     for run in read_runs(sweep):
         if run["status"] not in (RunStatus.RUNNING, RunStatus.FAILED) or not run["job_id"]:
             continue
         point = " ".join(f"{k}={v}" for k, v in run["point"].items())
         reason = f": {run['reason']}" if run["status"] == RunStatus.FAILED and run["reason"] else ""
-        print(f"{run['certification']} {point}: {run['status']}, job {run['job_id']} "
+        status = run["status"]
+        if status == RunStatus.RUNNING and not watch.alive(run["job_id"], run["job_folder"]):
+            status = "stopped (its job is gone; `megadocs search certify` resumes it)"
+        print(f"{run['certification']} {point}: {status}, job {run['job_id']} "
               f"(attempt {run['attempts']}){reason}")
 
 

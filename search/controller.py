@@ -24,6 +24,7 @@ from typing import Any
 from megadocs.errors import UserError
 from megadocs.executors import Executor, JobState, make_executor
 from megadocs.formats import RunDir, RunMetrics, RunStatus
+from megadocs.trust import require_inside
 from search.certify import (
     CertifySearch,
     Evaluator,
@@ -137,7 +138,10 @@ class LedgerEvaluator(Evaluator):
                 run = self._inflight.get(record.run_id)
                 if run is None:
                     params = {**item.point, **info.fixed}
-                    run = _Run(record.run_id, params, Path(record.run_dir), record.job_id, record.attempts,
+                    # jobs write into it: only a folder inside the sweep's own runs/ (trust model)
+                    run_dir = require_inside(record.run_dir, self.runs_dir,
+                                             what=f"{info.study} trial {record.trial}: run_dir in the ledger")
+                    run = _Run(record.run_id, params, run_dir, record.job_id, record.attempts,
                                record.job_folder)
                     self._inflight[record.run_id] = run
                     if record.job_id is None:

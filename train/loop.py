@@ -14,10 +14,13 @@ weights and TF32 on CUDA (fp32 on CPU), fused AdamW on CUDA, torch.compile of th
 when `compile: auto`; the head and the cross-entropy run chunked or fused (`train.loss`), and
 document masking goes through packed position ids, not a dense mask (`train.attention`).
 
-Resumption: every `checkpoint_every` steps, and when SIGTERM/SIGUSR2 arrives, the full state is
-saved atomically (`train.checkpoint`). The signal handler only sets a flag; the step in flight
-finishes, the checkpoint is written, a previously installed Python handler (submitit's requeue)
-is called, and `Preempted` is raised (the CLI exits with status 3). Running again resumes; data
+Resumption: every `checkpoint_every` steps, and when SIGTERM/SIGUSR2/SIGINT arrives, the full
+state is saved atomically (`train.checkpoint`; copied to host memory at the step boundary and
+written by a background thread, so training does not wait for the disk). The signal handler only
+sets a flag; the step in flight finishes, the checkpoint is written and waited for, a previously
+installed Python handler (submitit's requeue) is called, and `Preempted` is raised (the CLI exits
+with status 3, or 130 for SIGINT/Ctrl-C; a second Ctrl-C interrupts at once and loses only the
+steps since the last checkpoint on disk). Running again resumes; data
 order is a pure function of the step (`train.data`), so the resumed run's metrics are
 bit-identical to an uninterrupted one on the same machine.
 """
@@ -53,7 +56,7 @@ from megadocs.formats import (
     write_json,
 )
 from train.benchmarks import check_tasks
-from train.checkpoint import load_checkpoint, save_checkpoint
+from train.checkpoint import CheckpointWriter, load_checkpoint
 from train.config import AUTO, DEFAULT_DECAY_GROUPS, DocumentMask, RunConfig
 from train.device import resolve_device, set_determinism
 from train.evaluate import autocast_for, evaluate_model
@@ -74,18 +77,23 @@ __all__ = [
 ]
 
 LOG_EVERY = 10  # steps between log lines and divergence checks (each is a device sync)
-PREEMPTION_SIGNALS = (signal.SIGTERM, signal.SIGUSR2)
+PREEMPTION_SIGNALS = (signal.SIGTERM, signal.SIGUSR2, signal.SIGINT)
 
 
 class Preempted(Exception):
-    """The run stopped on SIGTERM/SIGUSR2 after saving a checkpoint; re-running resumes it."""
+    """The run stopped on SIGTERM/SIGUSR2/SIGINT after saving a checkpoint; re-running resumes it."""
 
-    def __init__(self, step: int, run_dir: Path):
-        super().__init__(
-            f"preempted at step {step}; checkpoint saved in {run_dir}; re-run the same command to resume"
-        )
+    def __init__(self, step: int, run_dir: Path, signum: int = signal.SIGTERM):
+        what = "interrupted" if signum == signal.SIGINT else "preempted"
+        super().__init__(f"{what} at step {step}; checkpoint saved in {run_dir}; re-run the same command to resume")
         self.step = step
         self.run_dir = run_dir
+        self.signum = signum
+
+    @property
+    def interrupted(self) -> bool:
+        """True for SIGINT (Ctrl-C): the CLI exits 130 instead of 3."""
+        return self.signum == signal.SIGINT
 
 
 # --- pure pieces ----------------------------------------------------------------------------
@@ -186,11 +194,12 @@ def train_step(
 
 
 class PreemptionSignals:
-    """While active, SIGTERM/SIGUSR2 only set `requested`; the loop acts at a step boundary.
+    """While active, SIGTERM/SIGUSR2/SIGINT only set `requested`; the loop acts at a step boundary.
 
     `stop_if_requested()` hands the signal to the handler that was installed before (e.g.
-    submitit's SIGUSR2 requeue) once the checkpoint is safe, then raises `Preempted`. Outside the main thread signals
-    cannot be caught, so nothing is installed there.
+    submitit's SIGUSR2 requeue) once the checkpoint is safe, then raises `Preempted`. A first
+    SIGINT restores Python's own handler, so a second Ctrl-C interrupts at once. Outside the main
+    thread signals cannot be caught, so nothing is installed there.
     """
 
     def __init__(self) -> None:
@@ -199,6 +208,8 @@ class PreemptionSignals:
 
     def _handle(self, signum, frame) -> None:
         self.requested = signum
+        if signum == signal.SIGINT:
+            signal.signal(signal.SIGINT, self._previous.get(signal.SIGINT, signal.default_int_handler))
 
     def __enter__(self) -> PreemptionSignals:
         if threading.current_thread() is threading.main_thread():
@@ -216,9 +227,9 @@ class PreemptionSignals:
         if self.requested is None:
             return
         previous = self._previous.get(self.requested)
-        if callable(previous):
+        if callable(previous) and previous is not signal.default_int_handler:
             previous(self.requested, None)
-        raise Preempted(step, run_dir)
+        raise Preempted(step, run_dir, self.requested)
 
 
 # --- the run --------------------------------------------------------------------------------
@@ -332,16 +343,24 @@ class _Training:
     step: int
     counters: dict[str, Any]
     attempt_start: float
+    writer: CheckpointWriter
 
     def save(self) -> None:
+        """Snapshot the state to host memory now; the writer thread puts it on disk."""
         elapsed = time.perf_counter() - self.attempt_start
         counters = {**self.counters, "wall_time_s": self.counters["wall_time_s"] + elapsed}
-        save_checkpoint(self.out, model=self.model, optimizer=self.optimizer, scheduler=self.scheduler,
-                        step=self.step, counters=counters, identity=self.identity)  # fmt: skip
+        self.writer.save(model=self.model, optimizer=self.optimizer, scheduler=self.scheduler,
+                         step=self.step, counters=counters, identity=self.identity)  # fmt: skip
+
+    def stop_if_requested(self, signals: PreemptionSignals) -> None:
+        """On a pending signal: wait until the last checkpoint is on disk, then stop (Preempted)."""
+        if signals.requested is not None:
+            self.writer.wait()
+            signals.stop_if_requested(self.step, self.out)
 
 
 def _build(config: RunConfig, store, total_steps: int, device: torch.device, out: Path, identity: str,
-           attempt_start: float) -> _Training:  # fmt: skip
+           attempt_start: float, writer: CheckpointWriter) -> _Training:  # fmt: skip
     """Model, AdamW and schedule, restored from RUN/checkpoint when there is one."""
     from train.model import build_model
 
@@ -368,7 +387,7 @@ def _build(config: RunConfig, store, total_steps: int, device: torch.device, out
         out=out, identity=identity, model=model, forward=forward, optimizer=optimizer, scheduler=scheduler,
         total_steps=total_steps, step=resumed["step"] if resumed else 0,
         counters=resumed["counters"] if resumed else {"tokens_seen": 0, "train_time_s": 0.0, "wall_time_s": 0.0},
-        attempt_start=attempt_start,
+        attempt_start=attempt_start, writer=writer,
     )  # fmt: skip
 
 
@@ -376,7 +395,7 @@ def run(config: RunConfig, out: str | Path) -> RunMetrics:
     """Train, evaluate and write RUN (see the module docstring); returns the metrics.
 
     Raises:
-        Preempted: SIGTERM/SIGUSR2 arrived; a checkpoint was saved.
+        Preempted: SIGTERM/SIGUSR2/SIGINT arrived; a checkpoint was saved.
         UserError: bad paths, a store/config mismatch, or RUN holding another config.
     """
     out = Path(out)
@@ -396,9 +415,10 @@ def run(config: RunConfig, out: str | Path) -> RunMetrics:
     streams = _load_training_streams(config)
     _prepare_run_dir(config, run_dir, identity)
 
-    with PreemptionSignals() as signals:
+    # leaving the block waits for the checkpoint being written (also on an exception)
+    with PreemptionSignals() as signals, CheckpointWriter(out) as writer:
         # --- model, optimizer, schedule (resumed from the checkpoint if any) ------------------
-        training = _build(config, store, streams.plan.total_steps, device, out, identity, attempt_start)
+        training = _build(config, store, streams.plan.total_steps, device, out, identity, attempt_start, writer)
         config = _resolve_micro_batch(config, training.model, store.vocab_size, device, streams.eos_id)
         params = sum(p.numel() for p in training.model.parameters())
         _truncate_log(run_dir.log, training.step)
@@ -408,7 +428,7 @@ def run(config: RunConfig, out: str | Path) -> RunMetrics:
 
         # --- evaluate (the final checkpoint is saved: a signal here stops without losing it) --
         def stop_if_requested() -> None:
-            signals.stop_if_requested(training.step, out)
+            training.stop_if_requested(signals)
 
         if status is RunStatus.COMPLETED:
             _save_model(training.model, store, run_dir.model)
@@ -545,9 +565,9 @@ def _train(training: _Training, streams, config: RunConfig, device: torch.device
             if step % config.checkpoint_every == 0 or step == total_steps or signals.requested is not None:
                 count_time()
                 log.flush()
-                training.save()
+                training.save()  # a copy to host memory; the disk write overlaps the next steps
                 clock = time.perf_counter()
-                signals.stop_if_requested(step, training.out)
+                training.stop_if_requested(signals)
     return RunStatus.COMPLETED
 
 
