@@ -1,7 +1,10 @@
 """One training run: `run(config, out)` trains, evaluates and writes the run directory.
 
-Layout of RUN (docs/architecture.md): config.yaml, config_hash, checkpoint/, log.jsonl, model/,
-metrics.json (written last; its presence means "done", and `run` then returns it untouched).
+Layout of RUN (docs/architecture.md): config.yaml, config_hash, provenance.json, checkpoint/,
+log.jsonl (training curve, with periodic validation losses: `train.curves`), tensorboard/ (and
+wandb/ when configured: `train.tracking`), model/ (with a model card README.md:
+`train.model_card`), metrics.json (written last; its presence means "done", and `run` then
+returns it untouched).
 
 Recipe (paper.md "Training recipe"): AdamW with decoupled weight decay on the weight matrices
 (embeddings included, norm scales excluded), global grad-norm clip, linear warmup over
@@ -19,6 +22,7 @@ bit-identical to an uninterrupted one on the same machine.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -36,9 +40,13 @@ import torch
 
 from megadocs.config import dump_yaml
 from megadocs.errors import UserError
+from megadocs.provenance import write as write_provenance
 from train.checkpoint import CHECKPOINT_DIR, load_checkpoint, save_checkpoint
 from train.config import RunConfig
+from train.curves import PeriodicValidation
 from train.evaluate import autocast_for, evaluate_model, model_logits, token_losses
+from train.model_card import write_model_card
+from train.tracking import Tracker
 
 __all__ = [
     "Status",
@@ -343,15 +351,20 @@ def run(config: RunConfig, out: str | Path) -> dict:
     _check_benchmarks(config)
     streams = _load_training_streams(config)
     identity = _prepare_run_dir(config, out)
+    provenance = write_provenance(out, str(device))
 
-    with PreemptionSignals() as signals:
+    with PreemptionSignals() as signals, contextlib.ExitStack() as cleanup:
         # --- model, optimizer, schedule (resumed from the checkpoint if any) ------------------
         training = _build(config, store, streams.plan.total_steps, device, out, identity, attempt_start)
         params = sum(p.numel() for p in training.model.parameters())
         _truncate_log(out / LOG_FILE, training.step)
+        curve = PeriodicValidation.build(config, total_steps=training.total_steps, device=device,
+                                         align=LOG_EVERY)
+        tracker = Tracker.open(config, out, identity=identity, start_step=training.step)
+        cleanup.callback(tracker.close)  # flushes the curves also when preempted
 
         # --- train -------------------------------------------------------------------------
-        status = _train(training, streams, config, device, signals)
+        status = _train(training, streams, config, device, signals, curve=curve, tracker=tracker)
 
         # --- evaluate (the final checkpoint is saved: a signal here stops without losing it) --
         def stop_if_requested() -> None:
@@ -362,6 +375,7 @@ def run(config: RunConfig, out: str | Path) -> dict:
             val_losses = _evaluate_all(training.model, config, store, device, after_each=stop_if_requested)
         else:
             val_losses = {name: math.inf for name in ("iid", "iid_short", "iid_long", *config.eval.extra)}
+        tracker.log_validation(training.step, {k: v for k, v in val_losses.items() if math.isfinite(v)})
         counters = training.counters
         metrics = {
             "status": status.value,
@@ -387,6 +401,9 @@ def run(config: RunConfig, out: str | Path) -> dict:
                 batch_size=config.optim.micro_batch_size,
             )
             stop_if_requested()
+        if status is Status.COMPLETED:
+            write_model_card(out / MODEL_DIR, config, metrics, provenance)
+        tracker.close(metrics)
 
     # --- outputs: metrics.json last, atomically; then the checkpoint is no longer needed ------
     _write_atomic(metrics_path, json.dumps(metrics, indent=2) + "\n")
@@ -394,7 +411,8 @@ def run(config: RunConfig, out: str | Path) -> dict:
     return metrics
 
 
-def _train(training: _Training, streams, config: RunConfig, device: torch.device, signals) -> Status:
+def _train(training: _Training, streams, config: RunConfig, device: torch.device, signals, *,
+           curve: PeriodicValidation, tracker: Tracker) -> Status:  # fmt: skip
     """The step loop from `training.step` to the end; returns COMPLETED or DIVERGED."""
     from tqdm import tqdm
 
@@ -430,8 +448,9 @@ def _train(training: _Training, streams, config: RunConfig, device: torch.device
             step = training.step
             counters["tokens_seen"] += input_ids.numel()
 
-            # --- log and divergence check (a device sync point) ------------------------------
-            if step % LOG_EVERY == 0 or step == total_steps:
+            # --- log, periodic validation and divergence check (a device sync point) ---------
+            evaluate_now = curve.due(step)
+            if step % LOG_EVERY == 0 or step == total_steps or evaluate_now:
                 loss_value = loss.item()
                 count_time()
                 line = {
@@ -443,12 +462,21 @@ def _train(training: _Training, streams, config: RunConfig, device: torch.device
                     "tokens_per_s": counters["tokens_seen"] / max(counters["train_time_s"], 1e-9),
                     "cpu_s": time.process_time(),  # this process's CPU seconds: wall >> cpu = contention
                 }
+                if evaluate_now and math.isfinite(loss_value):  # not counted in train_time_s
+                    line["val_losses"], line["eval_s"] = curve.evaluate(training.model)
+                    counters["eval_time_s"] = counters.get("eval_time_s", 0.0) + line["eval_s"]
+                    clock = time.perf_counter()
                 log.write(json.dumps(line) + "\n")
                 log.flush()
+                tracker.log_train(step, line)
+                if "val_losses" in line:
+                    tracker.log_validation(step, line["val_losses"])
                 progress.set_postfix(loss=f"{loss_value:.4f}", tok_s=f"{line['tokens_per_s']:.0f}")
                 if not math.isfinite(loss_value):
                     progress.write(f"loss {loss_value} at step {step}: diverged, stopping", file=sys.stderr)
                     return Status.DIVERGED
+            elif step < LOG_EVERY:  # the first steps show their loss too (a sync, but only a few)
+                progress.set_postfix(loss=f"{loss.item():.4f}")
             progress.update(1)
 
             # --- checkpoint: periodic, at the end, and on preemption -------------------------
