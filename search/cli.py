@@ -6,16 +6,29 @@ import argparse
 import json
 import sys
 
+from megadocs.cli import examples
+
 
 def register(subparsers) -> None:
-    parser = subparsers.add_parser("search", help="local-optimality certification sweeps")
-    commands = parser.add_subparsers(dest="search_command", metavar="{certify,status}")
+    parser = subparsers.add_parser(
+        "search", help="local-optimality certification sweeps",
+        description="Certify that a grid point is a local optimum (every one-step neighbour evaluated and "
+        "no better) for each certification of a sweep, recording every run in an Optuna ledger.",
+        **examples("megadocs search certify search/examples/analytic.yaml",
+                   "megadocs search status search/examples/analytic.yaml",
+                   "megadocs search dashboard search/examples/analytic.yaml --port 8080"),
+    )
+    commands = parser.add_subparsers(dest="search_command", metavar="{certify,status,dashboard}")
 
     certify = commands.add_parser(
         "certify",
         help="run (or resume) every certification of a sweep",
         description="Certify every certification of SWEEP.yaml. Safe to kill and re-run: it re-attaches to "
-        "running jobs, adopts finished ones and never runs a point twice.",
+        "running jobs, adopts finished ones and never runs a point twice. Each run's curves are in "
+        "RUN/tensorboard (`tensorboard --logdir` the sweep's runs directory).",
+        **examples("megadocs search certify search/examples/analytic.yaml",
+                   "megadocs search certify SWEEP.yaml --strategy tpe --max-runs 30",
+                   "megadocs search certify SWEEP.yaml --retry-failed"),
     )
     certify.add_argument("sweep", help="sweep file (see search/examples/)")
     certify.add_argument("--strategy", choices=("certify", "grid", "tpe"), default="certify",
@@ -27,11 +40,30 @@ def register(subparsers) -> None:
     certify.add_argument("--no-progress", action="store_true", help="no progress line on stderr")
     certify.set_defaults(func=_certify)
 
-    status = commands.add_parser("status", help="where each certification stands")
+    status = commands.add_parser(
+        "status", help="where each certification stands",
+        description="Each certification's state (certified, running, failed, bound hit), best point and "
+        "loss, runs in flight or failed with their job ids, and the controller holding the sweep.",
+        **examples("megadocs search status search/examples/analytic.yaml",
+                   "megadocs search status SWEEP.yaml --json | jq '.[].certificate'"),
+    )
     status.add_argument("sweep", help="sweep file")
     status.add_argument("--json", action="store_true", help="print a JSON list (the analysis contract)")
     status.add_argument("--strategy", choices=("certify", "grid", "tpe"), default="certify")
     status.set_defaults(func=_status)
+
+    dashboard = commands.add_parser(
+        "dashboard", help="open the sweep's ledger in optuna-dashboard",
+        description="Serve optuna-dashboard on the sweep's ledger (the `dashboard` extra): one study per "
+        "certification; lr and wd are numeric params on a log scale, method and g are params too. "
+        "Read-only; safe next to a running controller.",
+        **examples("megadocs search dashboard search/examples/analytic.yaml",
+                   "megadocs search dashboard SWEEP.yaml --host 0.0.0.0 --port 8081   # reachable from other hosts"),
+    )
+    dashboard.add_argument("sweep", help="sweep file")
+    dashboard.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    dashboard.add_argument("--port", type=int, default=8080, help="port (default 8080)")
+    dashboard.set_defaults(func=_dashboard)
     parser.set_defaults(func=lambda args: (parser.print_help(), 2)[1])
 
 
@@ -56,6 +88,13 @@ def _certify(args: argparse.Namespace) -> int:
         for blocked in s["blocked_by"]:
             print(f"{s['name']}: blocked by {blocked['params']}: {blocked['reason']}", file=sys.stderr)
     return 1 if failed else 0
+
+
+def _dashboard(args: argparse.Namespace) -> int:
+    from search.dashboard import serve
+
+    serve(args.sweep, host=args.host, port=args.port)
+    return 0
 
 
 def _status(args: argparse.Namespace) -> int:

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from megadocs.executors import Executor, JobState, make_executor
+from megadocs.provenance import read as read_provenance
 from search.certify import (
     CertifySearch,
     Evaluator,
@@ -42,6 +43,7 @@ from search.ledger import (
     ATTR_JOB_FOLDER,
     ATTR_JOB_ID,
     ATTR_MEMBER,
+    ATTR_PROVENANCE,
     ATTR_REASON,
     STUDY_FIXED,
     STUDY_GRID,
@@ -210,7 +212,11 @@ class LedgerEvaluator(Evaluator):
         return {ATTR_JOB_ID: run.job_id, ATTR_JOB_FOLDER: run.job_folder, ATTR_ATTEMPTS: run.attempts}
 
     def _dispatch(self, runs: Sequence[_Run]) -> None:
-        job_ids = self.executor.submit([self.objective.task(run.params, run.run_dir) for run in runs])
+        # a run shared by several certifications is grouped under the first that asked for it
+        job_ids = self.executor.submit([
+            self.objective.task(run.params, run.run_dir, group=run.subscribers[0].task if run.subscribers else None)
+            for run in runs
+        ])
         for run, job_id in zip(runs, job_ids):
             run.job_id = job_id
             run.job_folder = str(self.executor.folder) if self.executor.folder else None
@@ -245,9 +251,11 @@ class LedgerEvaluator(Evaluator):
         loss = float(metrics["val_loss"])
         wall = metrics.get("wall_time_s")
         del self._inflight[run.run_id]
+        provenance = read_provenance(run.run_dir)
+        extra = {ATTR_PROVENANCE: provenance} if provenance else {}
         for i, subscriber in enumerate(run.subscribers):
             self.ledger.complete(subscriber.trial_id, loss=loss, metrics=metrics, wall_time_s=wall,
-                                 **self._job_attrs(run))
+                                 **self._job_attrs(run), **extra)
             self._ready.append(Result(subscriber.task, subscriber.point, Outcome.finished(loss)))
             if i == 0:
                 self._done[run.run_id] = {"loss": loss, "metrics": metrics, "wall_time_s": wall,

@@ -112,7 +112,7 @@ def render_model_card(config: RunConfig, metrics: dict[str, Any], provenance: di
         "tokenizer = AutoTokenizer.from_pretrained(PATH_TO_THIS_DIRECTORY)",
         "```",
         "",
-        "Zero-shot benchmarks: `megadocs train benchmarks --models THIS_DIR`, or lm-eval's own CLI "
+        "Zero-shot benchmarks: `megadocs train benchmarks --members THIS_DIR`, or lm-eval's own CLI "
         "`lm_eval --model hf --model_args pretrained=THIS_DIR --tasks piqa`.",
         "",
         "## Provenance",

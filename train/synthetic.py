@@ -115,6 +115,15 @@ def _segments(documents: Path):
         yield [segment for segment in segments if segment.strip()]
 
 
+def _expected_documents(documents: Path) -> int | None:
+    """The document count `gen assemble` recorded next to the file (None when unknown)."""
+    try:
+        count = json.loads((documents.parent / "manifest.json").read_text()).get("documents")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return count if isinstance(count, int) else None
+
+
 def _build_cache(documents: Path, stem: Path, store: TokenStore, source_key: dict) -> dict:
     from tqdm import tqdm
 
@@ -140,15 +149,19 @@ def _build_cache(documents: Path, stem: Path, store: TokenStore, source_key: dic
             offsets.append(offsets[-1] + joined.size)
 
     try:
-        with open(tokens_tmp, "wb") as handle:
+        # the bar advances as batches are *encoded* (the slow part), out of the manifest's count
+        progress = tqdm(total=_expected_documents(documents), desc=f"tokenizing {documents.parent.name}",
+                        unit=" docs", file=sys.stderr, mininterval=1.0)
+        with progress, open(tokens_tmp, "wb") as handle:
             batch: list[list[str]] = []
-            for segments in tqdm(_segments(documents), desc=f"tokenizing {documents.parent.name}",
-                                 unit=" docs", file=sys.stderr):
+            for segments in _segments(documents):
                 batch.append(segments)
                 if len(batch) == _ENCODE_BATCH:
                     flush(batch, handle)
+                    progress.update(len(batch))
                     batch = []
             flush(batch, handle)
+            progress.update(len(batch))
         offsets_tmp = Path(f"{stem}.offsets{private}.npy")
         np.save(offsets_tmp, np.asarray(offsets, dtype=np.int64))
         meta = {**source_key, "tokenizer_hash": store.tokenizer_hash, "documents": len(offsets) - 1,
