@@ -62,7 +62,7 @@ def register(subparsers) -> None:
                 f"megadocs gen {kind} --corpus runs/data --generator runs/gen-tiny --g 2 --out runs/pool-cpu "
                 "--engine transformers --max-new-tokens 64",
                 f"megadocs gen {kind} --corpus runs/data --generator /models/llama --g 16 --out runs/pool16 "
-                "--executor slurm --profile slurm/profiles/gpu.yaml --num-shards 8",
+                "--executor slurm --profile slurm/profiles/gpu-cluster.yaml --num-shards 8",
             ),
         )
         # --corpus as in `data prepare` and `demo`; --docs is the older spelling
