@@ -28,7 +28,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-__all__ = ["PROVENANCE_FILE", "collect", "git_state", "package_version", "write", "read"]
+__all__ = ["PROVENANCE_FILE", "collect", "cpu_name", "git_state", "package_version", "write", "read"]
 
 PROVENANCE_FILE = "provenance.json"
 FORMAT = "megadocs.provenance/1"
@@ -63,6 +63,17 @@ def git_state(root: Path = SOURCE_ROOT) -> dict[str, Any]:
     return {"git_commit": commit.strip(), "git_dirty": None if status is None else bool(status.strip())}
 
 
+def cpu_name() -> str:
+    """The CPU model (from /proc/cpuinfo where there is one)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def _device_name(device: str | None) -> str:
     if device and device.startswith("cuda"):
         try:
@@ -71,15 +82,7 @@ def _device_name(device: str | None) -> str:
             return torch.cuda.get_device_name(torch.device(device))
         except Exception:  # noqa: BLE001 - a record, not a check: never fail a run over it
             return device
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"cpu ({cpu}, {os.cpu_count()} cores)"
+    return f"cpu ({cpu_name()}, {os.cpu_count()} cores)"
 
 
 def _slurm_job_id() -> str | None:
