@@ -140,7 +140,7 @@ class EvalConfig(StrictModel):
         "run), or 0 (only the final evaluation)",
     )
     curve_windows: int = Field(
-        default=256, ge=1, description="windows of the periodic evaluation: the first N of the iid windows"
+        default=128, ge=1, description="windows of the periodic evaluation: the first N of the iid windows"
     )
     curve_extra: bool = Field(default=False, description="also evaluate the eval.extra sets periodically")
     extra: dict[str, ExtraValidation] = Field(default_factory=dict, description="name -> held-out store")
@@ -252,7 +252,7 @@ eval:
   benchmark_data: null         # local directory with the benchmarks' datasets
   benchmark_limit: null        # examples per task (null = all)
   every: 10/run                # periodic validation: N steps, 'K/run', or 0 (final only)
-  curve_windows: 256           # the periodic evaluation reads the first N iid windows
+  curve_windows: 128           # the periodic evaluation reads the first N iid windows
   curve_extra: false           # true = the extra sets are evaluated periodically too
 tracking:
   tensorboard: true            # RUN/tensorboard/ (`tensorboard --logdir runs/`)

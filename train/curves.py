@@ -9,8 +9,9 @@ so a run with curves learns exactly what the same run without them learns.
 
 Cost: one forward pass per window, i.e. ``curve_windows / (3 * batch_size)`` optimizer steps'
 worth of compute per evaluation (a forward is about a third of forward+backward); with the
-defaults (256 windows, 10 per run, batch 64) about 13 steps in a whole run. The measured
-overhead is in docs (see `benchmarks/`), and every evaluation's `eval_s` is in `log.jsonl`.
+defaults (128 windows, 10 per run, batch 64) about 7 steps in a whole run: under 5 % of runs
+longer than ~150 steps (`benchmarks/eval_overhead.py` measures it; every evaluation's `eval_s`
+is in `log.jsonl`).
 
 Example:
     >>> curve = PeriodicValidation.build(config, total_steps=500, device=torch.device("cpu"))  # doctest: +SKIP
@@ -20,6 +21,7 @@ Example:
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass
 
@@ -66,8 +68,10 @@ class PeriodicValidation:
         """Evaluate after optimizer step `step`? (never the last: the final evaluation covers it)"""
         return bool(self.every) and step % self.every == 0 and step < self.total_steps
 
-    def evaluate(self, model: torch.nn.Module) -> tuple[dict[str, float], float]:
-        """({set: loss}, seconds). Leaves the model in train mode, as the loop expects."""
+    def evaluate(self, model: torch.nn.Module) -> tuple[dict[str, float | None], float]:
+        """({set: loss, None where not finite: log.jsonl stays standard JSON}, seconds).
+
+        Leaves the model in train mode, as the loop expects."""
         start = time.perf_counter()
         losses: dict[str, float] = {}
         for name, validation in self.sets.items():
@@ -77,4 +81,4 @@ class PeriodicValidation:
         model.train()
         if self.device.type == "cuda":
             torch.cuda.synchronize()
-        return losses, time.perf_counter() - start
+        return {k: v if math.isfinite(v) else None for k, v in losses.items()}, time.perf_counter() - start

@@ -375,7 +375,7 @@ def run(config: RunConfig, out: str | Path) -> dict:
             val_losses = _evaluate_all(training.model, config, store, device, after_each=stop_if_requested)
         else:
             val_losses = {name: math.inf for name in ("iid", "iid_short", "iid_long", *config.eval.extra)}
-        tracker.log_validation(training.step, {k: v for k, v in val_losses.items() if math.isfinite(v)})
+        tracker.log_validation(training.step, val_losses)
         counters = training.counters
         metrics = {
             "status": status.value,

@@ -22,6 +22,7 @@ Example:
 from __future__ import annotations
 
 import json
+import math
 import sys
 from pathlib import Path
 from typing import Any
@@ -72,9 +73,10 @@ class Tracker:
         scalars = {f"train/{name}": line[name] for name in TRAIN_SCALARS if name in line}
         self._log(step, scalars)
 
-    def log_validation(self, step: int, losses: dict[str, float]) -> None:
-        """Validation losses at `step` ({set name: loss})."""
-        self._log(step, {f"val/{name}": loss for name, loss in losses.items()})
+    def log_validation(self, step: int, losses: dict[str, float | None]) -> None:
+        """Validation losses at `step` ({set name: loss}; None and non-finite values are skipped)."""
+        self._log(step, {f"val/{name}": loss for name, loss in losses.items()
+                         if loss is not None and math.isfinite(loss)})  # fmt: skip
 
     def close(self, metrics: dict[str, Any] | None = None) -> None:
         """Record the final metrics (when given) and flush everything."""
