@@ -434,3 +434,61 @@ def _mark_open_and_bounds(ax, frame: pd.DataFrame, y: str, colour, marker, at_bo
     bounded = frame[np.asarray(at_bound, dtype=bool)]
     ax.plot(bounded["g"], bounded[y], marker="o", markersize=13, markerfacecolor="none",
             markeredgecolor=colour, linestyle="none", markeredgewidth=0.8)
+
+
+def plot_transfers(table: pd.DataFrame, *, val_set: str = "iid"):
+    """Figure 6: each method at its own certified hyperparameters (solid) and at another
+    certification's (dashed), vs G; the source certifications' losses dotted.
+
+    Raises:
+        ValueError: the table is empty.
+    """
+    if table is None or len(table) == 0:
+        raise ValueError("no finished transfer run")
+    with style():
+        fig, ax = _figure()
+        for method, group in table.groupby("method", sort=False):
+            group = group.sort_values("g")
+            spec = method_style(method)
+            label = spec.pop("label")
+            spec.pop("linestyle", None)
+            ax.plot(group["g"], group["own_loss"], linestyle="-", label=f"{label}, own tuned", **spec)
+            ax.plot(group["g"], group["transfer_loss"], linestyle="--", mfc="white",
+                    label=f"{label}, at {', '.join(sorted(set(map(str, group['source']))))}", **spec)
+        sources = table.dropna(subset=["source_loss"]).drop_duplicates(["source"]).sort_values("g")
+        if len(sources):
+            ax.plot(sources["g"], sources["source_loss"], linestyle=":", color="black", marker=".",
+                    label="source certifications")
+        _log2_axis(ax, table["g"])
+        ax.set_xlabel("generations per real document G (log2)")
+        ax.set_ylabel(f"{val_set} validation loss")
+        ax.set_title("Own tuned vs transferred hyperparameters")
+        ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=1, fontsize=7)
+        fig.tight_layout()
+    return fig
+
+
+def plot_diversity(table: pd.DataFrame, measures: Sequence[str] = ("distinct_n", "compression_ratio",
+                                                                  "source_overlap", "cross_generation_overlap")):
+    """Generation diversity vs G' per pool: does generating more add new text?
+
+    Raises:
+        ValueError: no pool manifest holds diversity figures.
+    """
+    if table is None or len(table) == 0:
+        raise ValueError("no pool has diversity figures (run `megadocs gen diversity --pool POOL`)")
+    with style():
+        fig, axes = _figure(2, 2, figsize=(9, 6))
+        axes = axes.ravel()
+        for ax, measure in zip(axes, measures):
+            for (method, pool), group in table.groupby(["method", "pool"], sort=False):
+                group = group.sort_values("g")
+                spec = method_style(method)
+                label = spec.pop("label")
+                ax.plot(group["g"], group[measure], label=f"{label} ({Path(pool).name})", **spec)
+            _log2_axis(ax, table["g"])
+            ax.set_title(measure.replace("_", " "), fontsize=9)
+            ax.set_xlabel("G'")
+        axes[0].legend(fontsize=7)
+        fig.tight_layout()
+    return fig

@@ -6,12 +6,13 @@ The only module of ``analysis`` that talks to ``search``; it uses the public rea
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
+from analysis.experiments import diversity_table
 from analysis.frame import certifications_frame, runs_frame
 
 __all__ = ["LedgerTables", "load_sweep", "load_tables"]
@@ -29,6 +30,10 @@ class LedgerTables:
     """Each certification's grid {axis: values} (a certification may replace the sweep's)."""
     ensembles: dict[str, dict[str, Any]]
     """Ensemble studies: name -> {source, method, members (run dirs in member order), statuses, wanted}."""
+    transfer_sources: dict[str, str] = field(default_factory=dict)
+    """Transfer name -> the certification whose certified point it runs at."""
+    diversity: pd.DataFrame | None = None
+    """Generation diversity vs G of the sweep's pools (``analysis.experiments.diversity_table``)."""
 
 
 def load_sweep(sweep_path_or_obj):
@@ -77,8 +82,8 @@ def load_tables(sweep_path_or_obj) -> LedgerTables:
     name = str(getattr(sweep, "name", "sweep"))
     runs = runs_frame(read_runs(sweep), sweep=name)
     preset = ((getattr(sweep, "train", None) or {}).get("model") or {}).get("preset")
-    if preset and len(runs) and runs["model"].isna().all():
-        runs["model"] = preset  # the default objective trains the sweep's base model everywhere
+    if preset and len(runs):
+        runs["model"] = runs["model"].fillna(preset)  # the sweep's base model unless fixed.model says otherwise
     summaries = [dict(s) for s in summarize(sweep)]
     return LedgerTables(
         sweep_name=name,
@@ -87,4 +92,14 @@ def load_tables(sweep_path_or_obj) -> LedgerTables:
         summaries=summaries,
         grids=_grids_of(sweep),
         ensembles=_ensembles_of(sweep, runs),
+        transfer_sources={t.name: t.source for t in getattr(sweep, "transfers", [])},
+        diversity=diversity_table(getattr(sweep, "pools", {}) or {}, _gs_by_method(sweep)),
     )
+
+
+def _gs_by_method(sweep) -> dict[str, list[int]]:
+    gs: dict[str, list[int]] = {}
+    for cert in getattr(sweep, "certifications", []):
+        if "method" in cert.fixed and "g" in cert.fixed:
+            gs.setdefault(str(cert.fixed["method"]), []).append(int(cert.fixed["g"]))
+    return gs

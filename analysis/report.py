@@ -168,6 +168,74 @@ def _generation_sections(report: _Report, certifications: pd.DataFrame, law, gri
     )
 
 
+def _next_generations_section(report: _Report, certifications: pd.DataFrame) -> None:
+    """First section: what the fitted L(G) per algorithm predicts for the next doubling of G."""
+    from analysis.experiments import next_generations
+
+    try:
+        table = generation_table(certifications)
+    except UserError:
+        return
+    main_set = "iid" if "iid" in set(table["set"]) else table["set"].iloc[0]
+    synthetic = table[(table["set"] == main_set) & (table["method"] != BASELINE_METHOD) & (table["g"] > 0)]
+    if synthetic.empty:
+        return
+    fits = fit_groups(synthetic, x="g", y="loss", group="method", n_boot=REPORT_BOOTSTRAP)
+    shown = next_generations(fits)
+    report.add(
+        "## Where to spend the next generations", "",
+        f"From the fitted L(G) = E + A G^(-alpha) per algorithm ({main_set} loss): the loss predicted at twice "
+        "the largest G measured, with its bootstrap interval, and the asymptote E (the best any G can give). "
+        "An extrapolation, not a measurement: certify 2G before relying on it.", "",
+        _markdown_table(shown.dropna(axis=1, how="all")), "",
+    )
+
+
+def _experiment_sections(report: _Report, runs: pd.DataFrame, certifications: pd.DataFrame, law,
+                         transfer_sources: Mapping[str, str], diversity: pd.DataFrame | None) -> None:
+    """Figure 4 (stitch order), Figure 6 (transfers), student scaling and generation diversity."""
+    from analysis.experiments import stitch_order_table, student_scaling_table, transfer_table
+    from analysis.figures import plot_diversity, plot_generation_scaling, plot_transfers
+
+    try:
+        table = generation_table(certifications, law=law)
+    except UserError:
+        table = None
+    order = stitch_order_table(table) if table is not None else pd.DataFrame()
+    if len(order):
+        report.add("## Stitch order and long-context loss (Figure 4)", "",
+                   "Stitched megadocs with the real document last (the paper's), first, and left out, on every "
+                   "validation set (long-context sets are the extra held-out stores of the train config).", "")
+        for val_set, part in order.groupby("set", sort=True):
+            report.add(f"### {val_set}", "", _markdown_table(part[["method", "g", "certified", "loss", "gain"]]), "")
+            report.figure(lambda val_set=val_set: plot_generation_scaling(order, val_set=val_set,
+                                                                          title=f"Stitch order ({val_set})"),
+                          f"fig4-stitch-order-{val_set}", f"Figure 4: stitch order, {val_set} loss vs G")
+    transfers = transfer_table(runs, certifications, transfer_sources)
+    if len(transfers):
+        report.add("## Transferred hyperparameters (Figure 6)", "",
+                   "Each method at its own certified point and at another certification's (`transfers:` in the "
+                   "sweep); `cost` is what the borrowed hyperparameters lose.", "",
+                   _markdown_table(transfers), "")
+        report.figure(lambda: plot_transfers(transfers), "fig6-transfers", "Figure 6: own vs transferred hyperparameters")
+    elif transfer_sources:
+        report.skipped.append("Figure 6 (transfers): no transfer run has finished yet")
+    students = student_scaling_table(certifications)
+    if len(students):
+        report.add("## Student scaling", "",
+                   "Loss win over the real-only baseline of the same model size (`gain.<model>`), and how much it "
+                   "grows from the smallest to the largest model (`growth`; paper, 300M -> 1.5B: simple "
+                   "0.144 -> 0.212, stitched 0.18 -> 0.248, latent 0.211 -> 0.274).", "",
+                   _markdown_table(students), "")
+    if diversity is not None and len(diversity):
+        report.add("## Generation diversity vs G", "",
+                   "Do more generations add new text? Distinct n-grams and compression ratio falling with G, or "
+                   "cross-generation overlap rising, mean the extra generations repeat each other "
+                   "(`megadocs gen diversity`). Read next to the loss curve above.", "",
+                   _markdown_table(diversity.drop(columns=["pool"])), "")
+        report.figure(lambda: plot_diversity(diversity), "fig-diversity-vs-g", "Generation diversity vs G'")
+
+
 def _ensemble_sections(report: _Report, ensembles: pd.DataFrame | None, studies) -> None:
     from analysis.ensembles import compare_asymptotes, fit_ensembles
     from analysis.figures import plot_ensembles
@@ -216,6 +284,8 @@ def render_report(
     law: ReferenceLaw | PowerLawFit | None = None,
     ensembles: pd.DataFrame | None = None,
     notes: Sequence[str] | str | None = None,
+    transfer_sources: Mapping[str, str] | None = None,
+    diversity: pd.DataFrame | None = None,
 ) -> Path:
     """Write ``out_dir/report.md`` (and ``out_dir/figures/``) from the analysis tables."""
     out_dir = Path(out_dir)
@@ -246,6 +316,7 @@ def render_report(
         report.add("The ledger holds no runs yet: nothing to tabulate or draw.", "")
         report.skipped.append("every table and figure: the ledger is empty")
     else:
+        _next_generations_section(report, certifications)
         report.add("## Certified points", "", _markdown_table(_certified_points_table(certifications)), "")
         leaning = certifications[certifications["bounds_hit"].astype(bool)]
         if len(leaning):
@@ -255,6 +326,7 @@ def render_report(
                 "",
             )
         _generation_sections(report, certifications, law, grids)
+        _experiment_sections(report, runs, certifications, law, transfer_sources or {}, diversity)
         _search_sections(report, runs, summaries, grids)
     _ensemble_sections(report, ensembles, ensemble_studies)
     report.add("## Not drawn", "")
@@ -312,4 +384,6 @@ def build_report(
         law=law,
         ensembles=ensembles,
         notes=notes,
+        transfer_sources=tables.transfer_sources,
+        diversity=tables.diversity,
     )

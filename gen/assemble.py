@@ -164,10 +164,12 @@ def assemble(pool: str | Path, algorithm: str, g: int, *, docs: str | Path | Non
                         f"but {pool} holds {manifest['kind']} generations")
     chosen = select_generations(manifest["kind"], manifest["g"], g)
     pool_hash = _sha256_file(pool / pool_format.MANIFEST)
+    pool_identity = pool_format.pool_identity_of(manifest)
     out = assembled_dir(pool, algorithm, g)
     if (out / "manifest.json").is_file() and not overwrite:
         existing = json.loads((out / "manifest.json").read_text())
-        if existing.get("pool_manifest_sha256") == pool_hash:
+        # Up to date when the pool's generations are the same (statistics may have been added since).
+        if existing.get("pool_identity") == pool_identity:
             return existing
     source = str(docs) if docs is not None else manifest["source"]
     if manifest["kind"] == Kind.SAMPLE:
@@ -208,6 +210,7 @@ def assemble(pool: str | Path, algorithm: str, g: int, *, docs: str | Path | Non
         "pool_kind": manifest["kind"],
         "pool_g": manifest["g"],
         "pool_manifest_sha256": pool_hash,
+        "pool_identity": pool_identity,
         "generation_indices": chosen,
         "source": source,
         "source_hash": manifest["source_hash"],

@@ -48,7 +48,7 @@ def register(subparsers) -> None:
             "megadocs gen assemble --pool runs/pool --algorithm stitched --g 4",
         ),
     )
-    commands = parser.add_subparsers(dest="gen_command", metavar="{rephrase,thoughts,assemble,sample}")
+    commands = parser.add_subparsers(dest="gen_command", metavar="{rephrase,thoughts,assemble,sample,diversity}")
 
     for kind, tokens, text in (("rephrase", "1024", "G WRAP-style rephrases per document"),
                                ("thoughts", "512", "G latent thoughts per document (G+1 pieces)")):
@@ -103,6 +103,16 @@ def register(subparsers) -> None:
                      help="document source (default: the pool's)")
     sub.add_argument("--overwrite", action="store_true", help="rebuild even if up to date")
     sub.set_defaults(func=_assemble)
+
+    sub = commands.add_parser(
+        "diversity", help="distinct n-grams, compression, source and cross-generation overlap vs G",
+        description="Measure whether more generations add new text (per G' = 1, 2, 4, ... <= G) on a "
+        "sample of documents, and store the figures under `diversity` in the pool manifest.",
+        **examples("megadocs gen diversity --pool runs/pools/rephrase --max-docs 2000"),
+    )
+    sub.add_argument("--pool", required=True, help="pool directory (written by gen rephrase|thoughts|sample)")
+    sub.add_argument("--max-docs", type=int, default=None, help="documents sampled evenly (default 1000)")
+    sub.set_defaults(func=_diversity)
     parser.set_defaults(func=lambda args: parser.print_help() or 2)
 
 
@@ -152,4 +162,12 @@ def _assemble(args) -> int:
 
     manifest = assemble(args.pool, args.algorithm, args.g, docs=args.docs, overwrite=args.overwrite)
     print(json.dumps({key: manifest[key] for key in ("algorithm", "g", "documents", "excluded_empty")}))
+    return 0
+
+
+def _diversity(args) -> int:
+    from gen.diversity import DEFAULT_MAX_DOCS, write_pool_diversity
+
+    diversity = write_pool_diversity(args.pool, max_docs=DEFAULT_MAX_DOCS if args.max_docs is None else args.max_docs)
+    print(json.dumps({"pool": args.pool, **diversity}))
     return 0

@@ -27,10 +27,11 @@ from collections.abc import Iterator
 from enum import Enum
 from pathlib import Path
 
+from megadocs.data_identity import POOL_IDENTITY_FIELDS, pool_identity_of
 from megadocs.errors import UserError
 
 __all__ = [
-    "POOL_FORMAT", "MANIFEST", "Kind", "IDENTITY_FIELDS", "shard_stem", "rows_path", "done_path",
+    "POOL_FORMAT", "MANIFEST", "Kind", "IDENTITY_FIELDS", "pool_identity_of", "locked", "shard_stem", "rows_path", "done_path",
     "shard_of", "write_json_atomic", "read_manifest", "check_identity", "load_shard",
     "require_complete", "iter_doc_groups", "refresh_statistics", "STAT_COUNTS", "is_empty", "sample_doc_id",
 ]
@@ -38,10 +39,9 @@ __all__ = [
 POOL_FORMAT = "megadocs.gen-pool/1"
 MANIFEST = "manifest.json"
 LOCK = ".manifest.lock"
-# Fields that must agree between a pool's manifest and a run that appends to it.
-IDENTITY_FIELDS = ("format", "kind", "g", "source_hash", "n_docs", "generator", "generator_revision",
-                   "prompt_template.sha256", "chat_template.sha256", "sampling", "seed",
-                   "num_shards", "max_model_len")
+# Fields that must agree between a pool's manifest and a run that appends to it (the same fields
+# make a pool's part of a training run's identity).
+IDENTITY_FIELDS = POOL_IDENTITY_FIELDS
 # Per-shard counters summed into the manifest's statistics.
 STAT_COUNTS = ("documents", "generations", "output_tokens", "truncated_prompts", "length_truncated",
                "empty_outputs", "run_tokens", "run_seconds")
@@ -107,16 +107,11 @@ def read_manifest(pool: str | Path) -> dict:
     return manifest
 
 
-def _field(data: dict, dotted: str):
-    for part in dotted.split("."):
-        data = data.get(part) if isinstance(data, dict) else None
-    return data
-
-
 def check_identity(existing: dict, planned: dict, pool: Path) -> None:
     """Refuse to extend a pool generated with different settings (names the first field)."""
+    old_identity, new_identity = pool_identity_of(existing), pool_identity_of(planned)
     for field in IDENTITY_FIELDS:
-        old, new = _field(existing, field), _field(planned, field)
+        old, new = old_identity.get(field), new_identity.get(field)
         if old != new:
             raise UserError(f"{Path(pool) / MANIFEST}: {field}: the pool was generated with {old!r}, "
                             f"this run asks for {new!r} (use a new --out, or the pool's settings)")
@@ -178,7 +173,7 @@ def iter_doc_groups(pool: Path, index: int, count: int) -> Iterator[tuple[str, l
 
 
 @contextlib.contextmanager
-def _locked(pool: Path):
+def locked(pool: Path):
     with open(Path(pool) / LOCK, "a") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
         try:
@@ -191,7 +186,7 @@ def refresh_statistics(pool: Path) -> dict:
     """Recompute the manifest's statistics from the shards' done markers (under a file lock, so
     concurrent array tasks cannot overwrite each other's totals). Returns the new manifest."""
     pool = Path(pool)
-    with _locked(pool):
+    with locked(pool):
         manifest = read_manifest(pool)
         count = manifest["num_shards"]
         totals = dict.fromkeys(STAT_COUNTS, 0)

@@ -109,6 +109,7 @@ def _status(args: argparse.Namespace) -> int:
         return 0
     print(format_table(summaries), end="")
     _print_ensembles(sweep)
+    _print_transfers(sweep)
     _print_jobs(sweep)
     holder = Ledger(sweep.ledger_url, sweep.name).holder()
     if holder:
@@ -138,3 +139,12 @@ def _print_ensembles(sweep) -> None:
         runs = ens["runs"]
         print(f"ensemble {ens['name']} (from {ens['source']}): {runs['finished']}/{ens['members']} members finished, "
               f"{runs['running']} running, {runs['failed']} failed")
+
+
+def _print_transfers(sweep) -> None:
+    from search.status import summarize_transfers
+
+    for transfer in summarize_transfers(sweep):
+        target = " ".join(f"{k}={v}" for k, v in transfer["fixed"].items())
+        loss = f": loss {transfer['loss']:.4f}" if transfer["loss"] is not None else ""
+        print(f"transfer {transfer['name']} ({target} at {transfer['source']}'s optimum): {transfer['state']}{loss}")

@@ -127,12 +127,15 @@ class LedgerEvaluator(Evaluator):
         orphans = []
         for strategy in strategies:
             info = self.tasks[strategy.name]
-            for record in self.ledger.runs(info.study):
+            records = self._current_records(info)
+            for record in records:
                 point = {**record.point, **{k: v for k, v in record.fixed.items() if k not in info.fixed}}
                 if info.grid is not None and not Grid.from_mapping(info.grid).contains(record.point):
                     log.warning("%s: trial %d at %s is not on the grid any more; ignored", info.study,
                                 record.trial, record.point)
                     continue
+                if record.status == RunStatus.SUPERSEDED.value:
+                    continue  # evidence about other data or code
                 if record.status in (RunStatus.COMPLETED.value, RunStatus.DIVERGED.value):
                     strategy.record(point, Outcome.finished(math.inf if record.loss is None else record.loss))
                 elif record.status == RunStatus.FAILED.value:
@@ -151,6 +154,30 @@ class LedgerEvaluator(Evaluator):
                     run.subscribers.append(_Subscriber(strategy.name, point, record.trial_id))
         if orphans:
             self._dispatch(orphans)
+
+    def _current_records(self, info: TaskInfo) -> list:
+        """The study's records, after superseding finished runs whose identity has changed.
+
+        A run's identity covers its data and the objective's code: a finished trial whose run_id
+        is not today's identity of its point was computed on something else. It is marked
+        superseded in the ledger (never used again, kept for the record) and its point runs anew
+        into a new run directory.
+        """
+        records = self.ledger.runs(info.study)
+        stale: dict[int, str] = {}
+        for record in records:
+            if record.status not in (RunStatus.COMPLETED.value, RunStatus.DIVERGED.value) or not record.run_id:
+                continue
+            point = {**record.point, **{k: v for k, v in record.fixed.items() if k not in info.fixed}}
+            current = self.objective.identity({**point, **info.fixed})
+            if current != record.run_id:
+                stale[record.trial] = f"identity {record.run_id} is now {current} (data or objective code changed)"
+        if not stale:
+            return records
+        self.ledger.supersede(info.study, stale)
+        log.warning("%s: %d finished run(s) were made on data or objective code that has changed since; "
+                    "marked superseded, their points run again", info.study, len(stale))
+        return self.ledger.runs(info.study)
 
     # -- Evaluator -------------------------------------------------------------------------
 
@@ -322,6 +349,14 @@ def build_strategies(sweep: Sweep, ledger: Ledger, strategy: str = "certify",
             tasks[task] = TaskInfo(study, dict(cert.fixed), grid.names, None, seed_offset=ens.seed_offset)
             strategies.append(FixedPoints(task, waits_for=ens.source, make_points=lambda p, e=ens, v=epochs_values:
                                           _ensemble_points(p, e.members, e.epochs_multiplier, e.seed_offset, v)))
+        for transfer in sweep.transfers:
+            grid = sweep.grid_for(sweep.certification(transfer.source))
+            task = f"transfer/{transfer.name}"
+            study = study_name(sweep.name, transfer.name, StudyKind.TRANSFER)
+            ledger.study_id(study, create=True, attrs={STUDY_KIND: StudyKind.TRANSFER.value,
+                                                       STUDY_FIXED: transfer.fixed, "source": transfer.source})
+            tasks[task] = TaskInfo(study, dict(transfer.fixed), grid.names, None)
+            strategies.append(FixedPoints(task, waits_for=transfer.source, make_points=lambda p: [dict(p)]))
     return strategies, tasks
 
 

@@ -80,6 +80,7 @@ STUDY_KIND = "kind"
 STUDY_FIXED = "fixed"
 STUDY_GRID = "grid"
 STUDY_START = "start"
+STUDY_SUPERSEDED = "superseded"  # {trial number: reason}: finished trials whose identity changed
 # Controller lock study attribute.
 LOCK_HOLDER = "holder"
 LOCK_SUFFIX = "#controller"
@@ -96,6 +97,7 @@ class RunStatus(str, Enum):
     COMPLETED = "completed"
     DIVERGED = "diverged"  # evaluated: loss +inf
     FAILED = "failed"  # infrastructure failure after all retries (see ``reason``)
+    SUPERSEDED = "superseded"  # finished on data or code that has changed since: kept, never used
 
 
 class StudyKind(str, Enum):
@@ -103,6 +105,7 @@ class StudyKind(str, Enum):
     GRID = "grid"
     TPE = "tpe"
     ENSEMBLE = "ensemble"
+    TRANSFER = "transfer"
 
 
 def study_name(sweep: str, task: str, kind: StudyKind = StudyKind.CERTIFY) -> str:
@@ -293,11 +296,16 @@ class Ledger:
         study_id = self.study_id(name)
         if study_id is None:
             return []
-        kind = self.storage.get_study_user_attrs(study_id).get(STUDY_KIND, StudyKind.CERTIFY.value)
+        study_attrs = self.storage.get_study_user_attrs(study_id)
+        kind = study_attrs.get(STUDY_KIND, StudyKind.CERTIFY.value)
+        superseded = study_attrs.get(STUDY_SUPERSEDED, {})
         records = []
         for trial in self.storage.get_all_trials(study_id, deepcopy=False):
             attrs = trial.user_attrs
             status = attrs.get(ATTR_STATUS, RunStatus.RUNNING.value)
+            reason = attrs.get(ATTR_REASON)
+            if str(trial.number) in superseded:
+                status, reason = RunStatus.SUPERSEDED.value, superseded[str(trial.number)]
             loss = None
             if trial.state is TrialState.COMPLETE and trial.value is not None:
                 loss = float(trial.value)
@@ -319,7 +327,7 @@ class Ledger:
                     job_folder=attrs.get(ATTR_JOB_FOLDER),
                     wall_time_s=attrs.get(ATTR_WALL_TIME),
                     attempts=int(attrs.get(ATTR_ATTEMPTS, 0)),
-                    reason=attrs.get(ATTR_REASON),
+                    reason=reason,
                     adopted_from=attrs.get(ATTR_ADOPTED_FROM),
                     member=attrs.get(ATTR_MEMBER),
                     provenance=attrs.get(ATTR_PROVENANCE),
@@ -392,6 +400,15 @@ class Ledger:
         self.update(trial_id, **{ATTR_STATUS: status.value, ATTR_METRICS: dict(metrics),
                                  ATTR_WALL_TIME: wall_time_s, **attrs})
         self.storage.set_trial_state_values(trial_id, TrialState.COMPLETE, [loss if math.isfinite(loss) else math.inf])
+
+    def supersede(self, name: str, reasons: Mapping[int, str]) -> None:
+        """Mark finished trials (by number) of study ``name`` as superseded: their run identity no
+        longer matches the data or code. Optuna freezes a finished trial's attributes, so the
+        marks live on the study; :meth:`runs` reports those trials with status ``superseded``."""
+        study_id = self.study_id(name)
+        marks = dict(self.storage.get_study_user_attrs(study_id).get(STUDY_SUPERSEDED, {}))
+        marks.update({str(number): reason for number, reason in reasons.items()})
+        self.storage.set_study_user_attr(study_id, STUDY_SUPERSEDED, marks)
 
     def fail(self, trial_id: int, reason: str, **attrs: Any) -> None:
         """Record an infrastructure failure after all retries."""

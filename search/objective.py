@@ -3,12 +3,13 @@
 Two objectives:
 
 - :class:`CallableObjective`: the sweep's ``objective: module:callable``, any
-  ``f(params) -> float | {"loss": float, ...}``. Identity = hash of the import path and params.
+  ``f(params) -> float | {"loss": float, ...}``. Identity = hash of the import path, the code's
+  version (``objective_version``, default the sha256 of the module's source file) and params.
 - :class:`TrainObjective` (default): builds a train ``RunConfig`` from the sweep's ``train:``
   base and the point (``lr -> optim.lr``, ``wd -> optim.weight_decay``, ``epochs ->
   data.real_epochs``, ``mix -> data.mixing_fraction``; fixed ``method``/``g`` select
   ``data.synthetic``; ensemble ``seed`` sets ``seed`` and ``data.seed``), identity =
-  ``RunConfig.identity()``, and runs ``train.loop.run(config, run_dir)``.
+  ``RunConfig.identity()`` (which covers what the store and pool *are*, not their paths), and runs ``train.loop.run(config, run_dir)``.
 
 The job is a :class:`RunTask`, a submitit ``Checkpointable``: on SLURM timeout/preemption it is
 requeued as is and resumes from its run directory. A task holds an exclusive lock on its run
@@ -20,7 +21,9 @@ from __future__ import annotations
 
 import copy
 import fcntl
+import hashlib
 import importlib
+import inspect
 import json
 import math
 import os
@@ -123,13 +126,27 @@ class RunTask(submitit.helpers.Checkpointable):
             raise SystemExit(3) from exc
 
 
+def module_source_hash(path: str) -> str:
+    """sha256 (16 hex) of the source file of ``module:callable``'s module: the code's version."""
+    module = importlib.import_module(path.partition(":")[0])
+    try:
+        source = inspect.getsourcefile(module) or module.__file__
+    except TypeError:  # a built-in module
+        source = None
+    if not source or not Path(source).is_file():
+        raise UserError(f"objective: cannot read the source of {path!r} to version its runs; "
+                        "set objective_version: in the sweep")
+    return hashlib.sha256(Path(source).read_bytes()).hexdigest()[:16]
+
+
 class CallableObjective:
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, version: str | None = None) -> None:
         import_callable(path)  # fail early, in the controller, with one line
         self.path = path
+        self.version = version if version is not None else module_source_hash(path)
 
     def identity(self, params: Mapping[str, Any]) -> str:
-        return config_hash({"objective": self.path, "params": dict(params)})
+        return config_hash({"objective": self.path, "version": self.version, "params": dict(params)})
 
     def task(self, params: Mapping[str, Any], run_dir: Path, group: str | None = None) -> RunTask:
         """The job of one point; `group` (the certification) only labels train's trackers."""
@@ -170,6 +187,8 @@ class TrainObjective:
         else:
             g = int(params["g"])
             _set(config, "data.synthetic", {"pool": self.pool(method, g), "algorithm": method, "g": g})
+        if "model" in params:  # student scaling: the same method on another model preset
+            _set(config, "model.preset", params["model"])
         if "seed" in params:  # ensemble members: initialisation and data order
             _set(config, "seed", int(params["seed"]))
             _set(config, "data.seed", int(params["seed"]))
@@ -203,4 +222,6 @@ class TrainObjective:
 
 
 def make_objective(sweep: Sweep) -> CallableObjective | TrainObjective:
-    return CallableObjective(sweep.objective) if sweep.objective else TrainObjective(sweep)
+    if sweep.objective:
+        return CallableObjective(sweep.objective, sweep.objective_version)
+    return TrainObjective(sweep)

@@ -59,6 +59,8 @@ def summarize(sweep, strategy: str = "certify") -> list[dict[str, Any]]:
         wall, tokens = 0.0, 0
         records = ledger.runs(study)
         for record in records:
+            if record.status == RunStatus.SUPERSEDED.value:
+                continue  # evidence about other data or code (see search.controller)
             if record.status in (RunStatus.COMPLETED.value, RunStatus.DIVERGED.value):
                 outcome = Outcome.finished(math.inf if record.loss is None else record.loss)
                 if record.adopted_from is None:  # compute spent by this certification, not reused
@@ -116,6 +118,30 @@ def summarize_ensembles(sweep) -> list[dict[str, Any]]:
     return summaries
 
 
+def summarize_transfers(sweep) -> list[dict[str, Any]]:
+    """One dict per transfer: ``name``, ``source``, ``fixed`` (the target), ``state`` (waiting |
+    running | finished | failed), ``point`` and ``loss`` of its run once finished."""
+    from search.sweep import load_sweep
+
+    if isinstance(sweep, (str, os.PathLike)):
+        sweep = load_sweep(sweep)
+    ledger = Ledger(sweep.ledger_url, sweep.name)
+    summaries = []
+    for transfer in sweep.transfers:
+        records = [r for r in ledger.runs(study_name(sweep.name, transfer.name, StudyKind.TRANSFER))
+                   if r.status != RunStatus.SUPERSEDED.value]
+        latest = records[-1] if records else None
+        state = "waiting" if latest is None else {
+            RunStatus.COMPLETED.value: "finished", RunStatus.DIVERGED.value: "finished",
+            RunStatus.FAILED.value: "failed"}.get(latest.status, "running")
+        summaries.append({
+            "name": transfer.name, "source": transfer.source, "fixed": dict(transfer.fixed), "state": state,
+            "point": latest.point if latest else None,
+            "loss": latest.loss if latest and state == "finished" else None,
+        })
+    return summaries
+
+
 def g_trend_warnings(summaries: list[dict[str, Any]]) -> list[str]:
     """Algorithms whose certified loss rises with G: a sign a search did not converge (a larger G
     can always reuse a smaller G's hyperparameters, so the tuned loss should not rise)."""
@@ -123,7 +149,8 @@ def g_trend_warnings(summaries: list[dict[str, Any]]) -> list[str]:
     for summary in summaries:
         fixed, certificate = summary["fixed"], summary.get("certificate")
         if certificate and "g" in fixed and "method" in fixed:
-            by_method[str(fixed["method"])].append((float(fixed["g"]), certificate["loss"], summary["name"]))
+            method = str(fixed["method"]) + (f" ({fixed['model']})" if "model" in fixed else "")
+            by_method[method].append((float(fixed["g"]), certificate["loss"], summary["name"]))
     warnings = []
     for method, entries in sorted(by_method.items()):
         entries.sort()

@@ -22,7 +22,8 @@ from megadocs.errors import UserError
 from megadocs.executors import ExecutorConfig
 from search.grid import Grid, values_equal
 
-__all__ = ["Sweep", "ExecutorConfig", "CertificationConfig", "EnsembleConfig", "load_sweep", "TRAIN_AXES", "METHODS"]
+__all__ = ["Sweep", "ExecutorConfig", "CertificationConfig", "EnsembleConfig", "TransferConfig", "load_sweep",
+           "TRAIN_AXES", "METHODS", "FIXED_TRAIN_KEYS"]
 
 TRAIN_AXES = {
     "lr": "optim.lr",
@@ -34,6 +35,10 @@ TRAIN_AXES = {
 
 METHODS = ("real", "simple", "stitched", "stitched-first", "stitched-none", "latent", "self-distill")
 """Values of ``fixed.method`` the default objective understands (``real`` = no synthetic stream)."""
+
+FIXED_TRAIN_KEYS = ("method", "g", "model")
+"""Keys of ``fixed`` the default objective understands: the method, its G, and the model preset
+(student scaling: ``model: 1.5b`` certifies the same method on another model size)."""
 
 GridValues = dict[str, list[int | float]]
 
@@ -67,6 +72,19 @@ class EnsembleConfig(StrictModel):
     certified run, which used the base config's seeds)."""
 
 
+class TransferConfig(StrictModel):
+    """A method trained at another certification's certified hyperparameters (the paper's
+    Figure 6: megadocs at simple rephrasing's optimum), run once that source is certified."""
+
+    model_config = ConfigDict(**StrictModel.model_config, populate_by_name=True)
+
+    name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")
+    source: str = Field(alias="from")
+    """The certification whose certified point (lr, wd, epochs, mix) is used."""
+    fixed: dict[str, Any]
+    """The target, e.g. {method: stitched, g: 4}."""
+
+
 class Sweep(StrictModel):
     name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")
     executor: ExecutorConfig = ExecutorConfig()
@@ -78,10 +96,14 @@ class Sweep(StrictModel):
     objective: str | None = None
     """Import path ``module:callable`` of ``f(params) -> float | {'loss': ...}``; default: train a
     model through train/ (needs ``train``)."""
+    objective_version: str | None = None
+    """The callable objective's version in run identities; default: a hash of its module's source
+    file, so editing the module gives new runs instead of reusing the old ones."""
     grid: GridValues
     start: dict[str, int | float]
     certifications: list[CertificationConfig] = Field(min_length=1)
     ensembles: list[EnsembleConfig] = []
+    transfers: list[TransferConfig] = []
     seed_neighbours: bool = True
     """Seed with the start point's neighbours in the first batch (saves one round)."""
     train: dict[str, Any] | None = None
@@ -202,6 +224,18 @@ def _check_sweep(sweep: Sweep) -> None:
         ens_names.add(ens.name)
         if ens.source not in names:
             raise ValueError(f"ensembles[{i}].from: {ens.source!r} is not a certification (have {names})")
+    transfer_names = set()
+    for i, transfer in enumerate(sweep.transfers):
+        where = f"transfers[{i}]"
+        if transfer.name in transfer_names:
+            raise ValueError(f"{where}.name: duplicate transfer name {transfer.name!r}")
+        transfer_names.add(transfer.name)
+        if transfer.source not in names:
+            raise ValueError(f"{where}.from: {transfer.source!r} is not a certification (have {names})")
+        if sweep.objective is None:
+            source = sweep.certification(transfer.source)
+            target = CertificationConfig(name=transfer.name, fixed=transfer.fixed)
+            _check_train_mapping(sweep, target, source.grid if source.grid is not None else sweep.grid, where)
     if sweep.objective is not None and ":" not in sweep.objective:
         raise ValueError(f"objective: {sweep.objective!r} is not an import path (expected 'module:callable')")
     if sweep.executor.kind == "slurm" and not sweep.executor.profile:
@@ -219,9 +253,10 @@ def _check_train_mapping(sweep: Sweep, cert: CertificationConfig, grid: dict, wh
     method = cert.fixed.get("method", "real")
     if method not in METHODS:
         raise ValueError(f"{where}.fixed.method: {method!r} is not a method (expected one of {list(METHODS)})")
-    unknown = set(cert.fixed) - {"method", "g"}
+    unknown = set(cert.fixed) - set(FIXED_TRAIN_KEYS)
     if unknown:
-        raise ValueError(f"{where}.fixed: unknown keys {sorted(unknown)} for the default objective (method, g)")
+        raise ValueError(f"{where}.fixed: unknown keys {sorted(unknown)} for the default objective "
+                         f"({', '.join(FIXED_TRAIN_KEYS)})")
     if method == "real":
         if "mix" in grid and any(v != 0 for v in grid["mix"]):
             raise ValueError(f"{where}: method real has no synthetic stream; drop the mix axis (grid: {{...}})")

@@ -1,9 +1,12 @@
 """`RunConfig`: everything that defines one training run, as a strict, hashed, YAML-loadable model.
 
-The run's identity (`RunConfig.identity()`) is the hash of the fields that define the experiment;
-execution details (where it runs, how a batch is split into micro-batches, how often it is
-checkpointed, whether it is compiled) are left out, so moving a run to another machine or
-resuming it with a smaller micro-batch keeps its identity and its run directory.
+The run's identity (`RunConfig.identity()`) is the hash of the fields that define the experiment
+and of what its data *is*: the token store's, the pool's and the assembly's manifest identities
+(`megadocs.data_identity`) replace their paths, so re-preparing a store or regenerating a pool at
+the same path gives new runs, and moving them keeps the old ones. Execution details (where it
+runs, how a batch is split into micro-batches, how often it is checkpointed, whether it is
+compiled) are left out, so moving a run to another machine or resuming it with a smaller
+micro-batch keeps its identity and its run directory.
 
 Example:
     >>> from train.config import RunConfig
@@ -15,11 +18,12 @@ Example:
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
 from megadocs.config import StrictModel, config_hash
+from megadocs.data_identity import assembled_identity, directory_identity, pool_identity, store_identity
 
 __all__ = [
     "SyntheticData",
@@ -212,14 +216,46 @@ class RunConfig(StrictModel):
         default="auto", description="torch.compile: auto = on CUDA only"
     )
 
+    def data_identity(self) -> dict[str, Any]:
+        """What the run's data is (manifest identities), independent of where it lies.
+
+        Raises:
+            UserError: a store, pool or assembly is missing, or an assembly is older than its pool.
+        """
+        identity: dict[str, Any] = {"store": store_identity(self.data.store, "data.store")}
+        synthetic = self.data.synthetic
+        if synthetic is not None:
+            identity["synthetic"] = {
+                "algorithm": synthetic.algorithm,
+                "g": synthetic.g,
+                "pool": pool_identity(synthetic.pool, "data.synthetic.pool"),
+                "assembled": assembled_identity(synthetic.pool, synthetic.documents_dir(), "data.synthetic"),
+            }
+        if self.eval.extra:
+            identity["extra"] = {
+                name: {**store_identity(extra.store, f"eval.extra.{name}.store"), "split": extra.split}
+                for name, extra in sorted(self.eval.extra.items())
+            }
+        if self.eval.benchmark_data:
+            identity["benchmark_data"] = directory_identity(self.eval.benchmark_data, "eval.benchmark_data")
+        return identity
+
     def identity(self) -> str:
-        """Hash of the fields that change what is learned (not the EXECUTION_FIELDS)."""
+        """Hash of what changes what is learned: the config without the EXECUTION_FIELDS and with
+        its data paths replaced by `data_identity()` (reads the manifests; UserError if missing)."""
         data = self.model_dump(mode="json")
         for section, names in EXECUTION_FIELDS.items():
             target = data[section] if section else data
             for name in names:
                 target.pop(name, None)
-        return config_hash(data)
+        # Paths say where the data lies; data_identity() says what it is.
+        data["data"].pop("store")
+        if data["data"]["synthetic"] is not None:
+            data["data"]["synthetic"].pop("pool")
+        for extra in data["eval"]["extra"].values():
+            extra.pop("store")
+        data["eval"].pop("benchmark_data")
+        return config_hash({"config": data, "data": self.data_identity()})
 
 
 TEMPLATE = """\

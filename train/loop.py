@@ -1,10 +1,10 @@
 """One training run: `run(config, out)` trains, evaluates and writes the run directory.
 
-Layout of RUN (docs/architecture.md): config.yaml, config_hash, provenance.json, checkpoint/,
-log.jsonl (training curve, with periodic validation losses: `train.curves`), tensorboard/ (and
-wandb/ when configured: `train.tracking`), model/ (with a model card README.md:
+Layout of RUN (docs/architecture.md): config.yaml, config_hash, identity.json, provenance.json,
+checkpoint/, log.jsonl (training curve, with periodic validation losses: `train.curves`),
+tensorboard/ (and wandb/ when configured: `train.tracking`), model/ (with a model card README.md:
 `train.model_card`), metrics.json (written last; its presence means "done", and `run` then
-returns it untouched).
+returns it untouched, after checking that RUN's recorded identity is this config's on this data).
 
 Recipe (paper.md "Training recipe"): AdamW with decoupled weight decay on the weight matrices
 (embeddings included, norm scales excluded), global grad-norm clip, linear warmup over
@@ -53,6 +53,9 @@ __all__ = [
     "Preempted",
     "CONFIG_FILE",
     "HASH_FILE",
+    "IDENTITY_FILE",
+    "check_run_identity",
+    "write_run_identity",
     "METRICS_FILE",
     "MODEL_DIR",
     "LOG_FILE",
@@ -67,6 +70,7 @@ __all__ = [
 
 CONFIG_FILE = "config.yaml"
 HASH_FILE = "config_hash"
+IDENTITY_FILE = "identity.json"  # what the identity covers: the data's manifest identities
 METRICS_FILE = "metrics.json"
 MODEL_DIR = "model"
 LOG_FILE = "log.jsonl"
@@ -201,19 +205,46 @@ def _write_atomic(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def _prepare_run_dir(config: RunConfig, out: Path) -> str:
-    """Create RUN, refuse one that holds another config, save the resolved config."""
-    identity = config.identity()
-    out.mkdir(parents=True, exist_ok=True)
+def check_run_identity(out: Path, identity: str) -> None:
+    """Refuse a RUN that holds another run: another config, or the same config on other data.
+
+    A finished RUN is checked too: returning its metrics for another identity would report the
+    old run's losses as the new one's.
+    """
     hash_file = out / HASH_FILE
-    if hash_file.is_file() and hash_file.read_text().strip() != identity:
+    if not hash_file.is_file():
+        if (out / METRICS_FILE).is_file():
+            raise UserError(f"{out}: holds {METRICS_FILE} but no {HASH_FILE}, so whose run it is cannot be "
+                            "checked; use another --out")
+        return
+    recorded = hash_file.read_text().strip()
+    if recorded == identity:
+        return
+    if not (out / IDENTITY_FILE).is_file():
         raise UserError(
-            f"{out}: holds a run of config {hash_file.read_text().strip()}, not {identity}; "
-            "use another --out (the default is runs/train/<config_hash>)"
+            f"{out}: made before run identities covered the data (recorded {recorded}, this config on "
+            f"today's data is {identity}); if its config, store and pool are unchanged adopt it with "
+            f"`megadocs train --reidentify {out}`, else use another --out"
         )
+    raise UserError(
+        f"{out}: holds a run of identity {recorded}, not {identity} (another config, or the same config "
+        "on other data); use another --out (the default is runs/train/<identity>)"
+    )
+
+
+def write_run_identity(config: RunConfig, out: Path, identity: str) -> None:
+    """Record the identity and what it covers (the data's manifest identities) in RUN."""
+    record = {"identity": identity, "data": config.data_identity()}
+    _write_atomic(out / IDENTITY_FILE, json.dumps(record, indent=1, sort_keys=True) + "\n")
+    _write_atomic(out / HASH_FILE, identity + "\n")
+
+
+def _prepare_run_dir(config: RunConfig, out: Path, identity: str) -> None:
+    """Create RUN, refuse one that holds another run, save the resolved config and identity."""
+    out.mkdir(parents=True, exist_ok=True)
+    check_run_identity(out, identity)
     _write_atomic(out / CONFIG_FILE, dump_yaml(config))
-    _write_atomic(hash_file, identity + "\n")
-    return identity
+    write_run_identity(config, out, identity)
 
 
 def _open_store(path: str, field: str):
@@ -338,8 +369,10 @@ def run(config: RunConfig, out: str | Path) -> dict:
         UserError: bad paths, a store/config mismatch, or RUN holding another config.
     """
     out = Path(out)
+    identity = config.identity()  # reads the data's manifests: a missing store fails here
     metrics_path = out / METRICS_FILE
     if metrics_path.is_file():
+        check_run_identity(out, identity)
         return json.loads(metrics_path.read_text())
     attempt_start = time.perf_counter()
     device = resolve_device(config.device)
@@ -350,7 +383,7 @@ def run(config: RunConfig, out: str | Path) -> dict:
         _check_extra_store(store, name, extra.store)
     _check_benchmarks(config)
     streams = _load_training_streams(config)
-    identity = _prepare_run_dir(config, out)
+    _prepare_run_dir(config, out, identity)
     provenance = write_provenance(out, str(device))
 
     with PreemptionSignals() as signals, contextlib.ExitStack() as cleanup:

@@ -26,7 +26,12 @@ BENCHMARKS = "benchmarks"
 
 def _add_run_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--template", action="store_true", help="print a commented config and exit")
-    parser.add_argument("--out", metavar="RUN", help="run directory (default: runs/train/<config_hash>)")
+    parser.add_argument("--out", metavar="RUN", help="run directory (default: runs/train/<identity>)")
+    parser.add_argument(
+        "--reidentify", metavar="RUN",
+        help="re-record RUN's identity from its config.yaml and today's data (for runs made before "
+        "identities covered the data; only when its store and pool are unchanged)",
+    )  # fmt: skip
     parser.add_argument(
         "--set", dest="overrides", action="append", default=[], metavar="KEY.PATH=VALUE",
         help="override a config field, e.g. --set optim.lr=0.001 (value parsed as YAML); repeatable",
@@ -146,6 +151,30 @@ def _benchmarks(words: list[str]) -> int:
     return downstream.main(parser.parse_args(words))
 
 
+def _reidentify(run_dir: Path) -> int:
+    """Adopt a run made before identities covered the data: the user vouches its data is unchanged."""
+    import json
+
+    from train.loop import CONFIG_FILE, HASH_FILE, METRICS_FILE, write_run_identity
+
+    if not (run_dir / CONFIG_FILE).is_file():
+        raise UserError(f"--reidentify: {run_dir}: no {CONFIG_FILE} (expected a run directory)")
+    config = load_run_config(run_dir / CONFIG_FILE)
+    hash_file = run_dir / HASH_FILE
+    old = hash_file.read_text().strip() if hash_file.is_file() else None
+    identity = config.identity()
+    write_run_identity(config, run_dir, identity)
+    metrics_path = run_dir / METRICS_FILE
+    if metrics_path.is_file():
+        metrics = json.loads(metrics_path.read_text())
+        metrics["config_hash"] = identity
+        tmp = metrics_path.with_name(metrics_path.name + ".tmp")
+        tmp.write_text(json.dumps(metrics, indent=2) + "\n")
+        tmp.replace(metrics_path)
+    print(f"{run_dir}: identity {old} -> {identity}")
+    return 0
+
+
 def _main(args: argparse.Namespace) -> int:
     if args.config == ENSEMBLE:
         return _ensemble(args.rest)
@@ -158,6 +187,9 @@ def _main(args: argparse.Namespace) -> int:
         args.out = extra.out or args.out
         args.overrides = args.overrides + extra.overrides
         args.template = args.template or extra.template
+        args.reidentify = extra.reidentify or args.reidentify
+    if args.reidentify:
+        return _reidentify(Path(args.reidentify))
     if args.template:
         from train.config import template
 
@@ -171,8 +203,9 @@ def _main(args: argparse.Namespace) -> int:
     from train.loop import Preempted, run
 
     config = load_run_config(args.config, args.overrides)
-    out = Path(args.out) if args.out else DEFAULT_RUNS_DIR / config.identity()
-    print(f"run {config.identity()} -> {out}", file=sys.stderr)
+    identity = config.identity()
+    out = Path(args.out) if args.out else DEFAULT_RUNS_DIR / identity
+    print(f"run {identity} -> {out}", file=sys.stderr)
     try:
         metrics = run(config, out)
     except Preempted as exc:

@@ -41,6 +41,10 @@ def write_simple_pool(pool, documents) -> None:
         rows.append({"doc_id": doc["id"], "source_doc_id": doc["id"], "segments": [doc["text"]]})
     (directory / "documents.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     (directory / "manifest.json").write_text(json.dumps({"algorithm": "simple", "g": 1, "documents": len(rows)}))
+    (pool / "manifest.json").write_text(json.dumps({  # the pool's identity fields (docs/architecture.md)
+        "format": "megadocs.gen-pool/1", "kind": "rephrase", "g": 1, "n_docs": len(documents),
+        "generator": "reversed-words", "prompt_template": {"name": "none", "sha256": "0" * 64}, "seed": 0,
+        "num_shards": 1}))
 
 
 def test_training_sweep_certifies_real_and_simple(tiny_store, workdir, monkeypatch):

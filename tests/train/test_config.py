@@ -56,17 +56,6 @@ def test_bad_configs_fail_with_one_line_naming_the_field(sections, field, words)
     assert words in message
 
 
-def test_identity_follows_what_is_learned_not_how_it_runs():
-    base = RunConfig.model_validate(_config())
-    same = RunConfig.model_validate(
-        _config(checkpoint_every=7, device="cpu", compile="off", optim={"micro_batch_size": 4})
-    )
-    assert same.identity() == base.identity()
-    for changed in (_config(optim={"lr": 0.001}), _config(data={"real_epochs": 16}), _config(seed=1),
-                    _config(data={"document_mask": True}), _config(eval={"val_windows": 8})):
-        assert RunConfig.model_validate(changed).identity() != base.identity()
-
-
 def test_set_overrides_parse_values_as_yaml_and_create_sections(tmp_path):
     path = tmp_path / "run.yaml"
     path.write_text(template())

@@ -154,7 +154,8 @@ def test_extra_set_with_another_tokenizer_is_refused(small_store, tiny_store, tm
 def test_run_directory_of_another_config_is_refused(small_store, tmp_path):
     (tmp_path / "run").mkdir()
     (tmp_path / "run" / "config_hash").write_text("0123456789abcdef\n")
-    with pytest.raises(UserError, match="holds a run of config 0123456789abcdef"):
+    (tmp_path / "run" / "identity.json").write_text('{"identity": "0123456789abcdef"}\n')
+    with pytest.raises(UserError, match="holds a run of identity 0123456789abcdef, not [0-9a-f]{16}"):
         run(make_config(small_store), tmp_path / "run")
 
 

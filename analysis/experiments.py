@@ -1,0 +1,182 @@
+"""The paper's experiments beyond the generation curves, as tables (pure, over the analysis frames).
+
+- :func:`stitch_order_table`: Figure 4, stitched with the real document last / first / left out,
+  per G and validation set (the long-context sets are extra held-out stores, docs/architecture.md).
+- :func:`transfer_table`: Figure 6, a method at its own certified point vs at another
+  certification's (the sweep's ``transfers:``), per G.
+- :func:`student_scaling_table`: the loss win over the real-only baseline of the same model size,
+  per algorithm, G and model preset (a certification's ``fixed.model``).
+- :func:`diversity_table`: generation diversity vs G from the pools' manifests (``megadocs gen
+  diversity``), to read next to the loss curve.
+- :func:`next_generations`: from the fitted L(G) per algorithm, the predicted loss at twice the
+  largest G and the asymptote E, each with its bootstrap interval.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from analysis.generation import BASELINE_METHOD, loss_column
+from analysis.scaling import PowerLawFit, power_law
+
+__all__ = [
+    "STITCH_ORDERS",
+    "stitch_order_table",
+    "transfer_table",
+    "student_scaling_table",
+    "diversity_table",
+    "next_generations",
+]
+
+STITCH_ORDERS = ("stitched", "stitched-first", "stitched-none")
+"""Real document last (the paper's megadoc), first, and left out."""
+
+
+def stitch_order_table(generation: pd.DataFrame) -> pd.DataFrame:
+    """Rows of :func:`analysis.generation.generation_table` for the stitch orders, when at least
+    two orders were certified; empty otherwise."""
+    part = generation[generation["method"].isin(STITCH_ORDERS)]
+    if part["method"].nunique() < 2:
+        return part.iloc[0:0]
+    return part.reset_index(drop=True)
+
+
+def _model_key(value: Any) -> Any:
+    return None if value is None or (isinstance(value, float) and math.isnan(value)) else value
+
+
+def transfer_table(runs: pd.DataFrame, certifications: pd.DataFrame, sources: Mapping[str, str],
+                   val_set: str = "iid") -> pd.DataFrame:
+    """One row per transfer run: ``transfer``, ``method``, ``g``, ``source`` (its certification),
+    ``own_loss`` (the method's own certified loss at that G, NaN if not certified in the sweep),
+    ``transfer_loss``, ``source_loss`` and ``cost`` (transfer - own: what the other method's
+    hyperparameters lose)."""
+    column = loss_column(val_set) if val_set != "objective" else "loss"
+    if len(runs) == 0 or "kind" not in runs:
+        return pd.DataFrame()
+    transfers = runs[(runs["kind"] == "transfer") & runs["loss"].notna()]
+    rows = []
+    by_name = certifications.set_index("certification") if len(certifications) else None
+    for _, run in transfers.iterrows():
+        name = str(run["certification"]).removeprefix("transfer/")
+        loss = run[column] if column in run and pd.notna(run.get(column)) else run["loss"]
+        same = certifications[(certifications["method"] == run["method"]) & (certifications["g"] == run["g"])
+                              & certifications["certified"]]
+        if "model" in certifications and "model" in run:
+            model = _model_key(run["model"])
+            same = same[same["model"].map(lambda value, model=model: _model_key(value) == model).astype(bool)]
+        own = float(same[column].min()) if len(same) and column in same else math.nan
+        source = sources.get(name)
+        source_loss = math.nan
+        if isinstance(source, str) and by_name is not None and source in by_name.index:
+            value = by_name.loc[source, column] if column in by_name else by_name.loc[source, "loss"]
+            source_loss = float(value) if pd.notna(value) else math.nan
+        rows.append({"transfer": name, "method": run["method"],
+                     "g": run["g"], "source": source, "own_loss": own, "transfer_loss": float(loss),
+                     "source_loss": source_loss, "cost": float(loss) - own})
+    return pd.DataFrame(rows).sort_values(["method", "g"], kind="stable").reset_index(drop=True) if rows \
+        else pd.DataFrame()
+
+
+def student_scaling_table(certifications: pd.DataFrame, val_set: str = "iid") -> pd.DataFrame:
+    """Loss win over the same model size's real-only baseline: rows (method, g), one ``gain.<model>``
+    column per model preset and ``growth`` (largest model's gain - smallest's, presets in the order
+    their baselines improve). Empty unless at least two model sizes have a certified baseline."""
+    column = loss_column(val_set)
+    if len(certifications) == 0 or "model" not in certifications or column not in certifications:
+        return pd.DataFrame()
+    certified = certifications[certifications["certified"] & certifications[column].notna()].copy()
+    # a certification without fixed.model trains the sweep's base model
+    certified["model"] = certified["model"].map(lambda value: _model_key(value) or "base")
+    baselines = (certified[certified["method"] == BASELINE_METHOD].groupby("model")[column].min()
+                 .sort_values(ascending=False))  # worst (smallest) model first
+    if len(baselines) < 2:
+        return pd.DataFrame()
+    rows = []
+    synthetic = certified[certified["method"] != BASELINE_METHOD]
+    for (method, g), part in synthetic.groupby(["method", "g"], sort=True):
+        row: dict[str, Any] = {"method": method, "g": g}
+        for model, baseline in baselines.items():
+            losses = part.loc[part["model"] == model, column]
+            row[f"gain.{model}"] = float(baseline - losses.min()) if len(losses) else math.nan
+        gains = [row[f"gain.{m}"] for m in baselines.index]
+        row["growth"] = gains[-1] - gains[0]
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def _pool_dirs(pools: Mapping[str, Any], gs: Mapping[str, list[int]]) -> list[tuple[str, Path]]:
+    """(method, pool directory) for every pool a sweep names (templates filled with each G)."""
+    found = []
+    for method, entry in pools.items():
+        if isinstance(entry, Mapping):
+            found += [(method, Path(str(path))) for path in entry.values()]
+        elif "{g}" in str(entry):
+            found += [(method, Path(str(entry).format(g=g))) for g in gs.get(method, [])]
+        else:
+            found.append((method, Path(str(entry))))
+    return found
+
+
+def diversity_table(pools: Mapping[str, Any], gs: Mapping[str, list[int]] | None = None) -> pd.DataFrame:
+    """One row per (pool, G'): ``method``, ``pool``, ``g`` and the diversity measures, from each
+    pool manifest's ``diversity`` (pools without one are skipped; ``gs``: G values per method for
+    pool templates with ``{g}``)."""
+    rows = []
+    for method, pool in _pool_dirs(pools, gs or {}):
+        try:
+            manifest = json.loads((pool / "manifest.json").read_text())
+        except (OSError, ValueError):
+            continue
+        diversity = manifest.get("diversity") or {}
+        for g, values in (diversity.get("by_g") or {}).items():
+            rows.append({"method": method, "pool": str(pool), "kind": manifest.get("kind"), "g": int(g),
+                         **{k: (math.nan if v is None else v) for k, v in values.items()}})
+    if not rows:
+        return pd.DataFrame()
+    frame = pd.DataFrame(rows).drop_duplicates(subset=["pool", "g"])
+    return frame.sort_values(["method", "pool", "g"], kind="stable").reset_index(drop=True)
+
+
+def _interval(values: np.ndarray, level: float) -> tuple[float, float] | None:
+    values = values[np.isfinite(values)]
+    if len(values) < 10:
+        return None
+    tail = (1 - level) / 2 * 100
+    return float(np.percentile(values, tail)), float(np.percentile(values, 100 - tail))
+
+
+def next_generations(fits: Mapping[str, PowerLawFit | str]) -> pd.DataFrame:
+    """Per algorithm: the largest G measured, the fitted loss there, the predicted loss at 2G
+    (``predicted``, ``predicted_low``, ``predicted_high`` from the fit's bootstrap draws) and the
+    asymptote E with its interval; ``gain_2g`` = fitted(G) - predicted(2G), what doubling buys."""
+    rows = []
+    for method, fit in sorted(fits.items()):
+        if not isinstance(fit, PowerLawFit):
+            rows.append({"method": method, "note": fit})
+            continue
+        g_max = float(np.max(fit.x))
+        row: dict[str, Any] = {"method": method, "g_max": g_max, "loss_at_g_max": float(fit.predict(g_max)),
+                               "predicted_2g": float(fit.predict(2 * g_max)),
+                               "predicted_low": math.nan, "predicted_high": math.nan,
+                               "asymptote": fit.E, "asymptote_low": math.nan, "asymptote_high": math.nan}
+        row["gain_2g"] = row["loss_at_g_max"] - row["predicted_2g"]
+        if fit.samples is not None and len(fit.samples):
+            draws = power_law(2 * g_max, fit.samples[:, 0], fit.samples[:, 1], fit.samples[:, 2])
+            interval = _interval(np.asarray(draws, dtype=float), fit.level)
+            if interval:
+                row["predicted_low"], row["predicted_high"] = interval
+        interval_e = fit.interval("E")
+        if interval_e:
+            row["asymptote_low"], row["asymptote_high"] = interval_e
+        row["note"] = "" if all(fit.determined.values()) else "some parameters not determined: " + ", ".join(
+            k for k, v in fit.determined.items() if not v)
+        rows.append(row)
+    return pd.DataFrame(rows)

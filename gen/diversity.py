@@ -1,0 +1,143 @@
+"""Does generating more add new text? Cheap diversity measures of a pool, per G' <= G.
+
+The model-collapse question (Kang et al. 2025): if the G rephrases of a document repeat each
+other, a larger G adds epochs of the same text rather than new data. These measures are computed
+on word n-grams (lower-cased, whitespace split) over a deterministic sample of documents and the
+first G' generations of each (by ``gen_index``), for G' = 1, 2, 4, ... up to the pool's G:
+
+- ``distinct_n``: unique n-grams / all n-grams over the sample's generations (higher = more varied);
+- ``compression_ratio``: zlib-compressed / raw bytes of each document's G' generations joined,
+  averaged over documents (lower = more repetition across a document's generations);
+- ``source_overlap``: share of a generation's n-grams that occur in its source document (copying);
+- ``cross_generation_overlap``: mean Jaccard similarity of the n-gram sets of two generations of
+  the same document (0 for G' = 1: no pair).
+
+They are stored under ``diversity`` in the pool manifest (not an identity field: adding them leaves
+the pool's runs valid) by ``megadocs gen diversity --pool POOL``; analysis draws them against G.
+
+Example:
+    >>> m = measure([("the cat sat on the mat", ["a cat sat on a mat", "the cat sat on the mat"])], n=2)
+    >>> m["distinct_n"], m["cross_generation_overlap"] > 0
+    (0.8, True)
+"""
+
+from __future__ import annotations
+
+import itertools
+import zlib
+from collections.abc import Iterable, Sequence
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from gen import pool as pool_format
+from megadocs.errors import UserError
+
+__all__ = ["NGRAM", "DEFAULT_MAX_DOCS", "measure", "g_values", "pool_diversity", "write_pool_diversity"]
+
+NGRAM = 3
+DEFAULT_MAX_DOCS = 1000
+MEASURES = ("distinct_n", "compression_ratio", "source_overlap", "cross_generation_overlap")
+
+
+def _ngrams(text: str, n: int) -> list[tuple[str, ...]]:
+    words = text.lower().split()
+    return [tuple(words[i:i + n]) for i in range(len(words) - n + 1)]
+
+
+def _jaccard(a: set, b: set) -> float:
+    union = len(a | b)
+    return len(a & b) / union if union else 0.0
+
+
+def measure(documents: Iterable[tuple[str, Sequence[str]]], *, n: int = NGRAM) -> dict[str, float | None]:
+    """The four measures over ``(source text, generations)`` pairs (see the module docstring).
+
+    A measure with nothing to measure (no n-grams, no pairs) is None, never NaN.
+    """
+    total = unique = 0
+    seen: set[tuple[str, ...]] = set()
+    ratios, copies, pairs = [], [], []
+    for source, generations in documents:
+        source_grams = set(_ngrams(source, n))
+        gram_sets = []
+        for text in generations:
+            grams = _ngrams(text, n)
+            total += len(grams)
+            seen.update(grams)
+            gram_sets.append(set(grams))
+            if grams:
+                copies.append(sum(g in source_grams for g in grams) / len(grams))
+        joined = "\n".join(generations).encode()
+        if joined:
+            ratios.append(len(zlib.compress(joined, 6)) / len(joined))
+        pairs += [_jaccard(a, b) for a, b in itertools.combinations(gram_sets, 2)]
+    unique = len(seen)
+
+    def mean(values: list[float]) -> float | None:
+        return sum(values) / len(values) if values else None
+
+    return {
+        "distinct_n": unique / total if total else None,
+        "compression_ratio": mean(ratios),
+        "source_overlap": mean(copies),
+        "cross_generation_overlap": mean(pairs) if pairs else (0.0 if total else None),
+    }
+
+
+def g_values(g: int) -> list[int]:
+    """1, 2, 4, ... up to and including ``g``."""
+    values = [1 << k for k in range(g.bit_length()) if 1 << k <= g]
+    return values if values[-1] == g else [*values, g]
+
+
+def _sample(pool: Path, manifest: dict, max_docs: int) -> list[tuple[str, list[str]]]:
+    """(source text, generation texts by gen_index) for every k-th document of the source."""
+    from megadocs.corpus import iter_documents
+
+    count = manifest["num_shards"]
+    n_docs = int(manifest.get("n_docs") or 0)
+    stride = max(1, -(-n_docs // max_docs)) if n_docs else 1
+    shards = [pool_format.iter_doc_groups(pool, i, count) for i in range(count)]
+    sample = []
+    for k, doc in enumerate(iter_documents(manifest["source"])):
+        doc_id, rows = next(shards[pool_format.shard_of(k, count)], (None, []))
+        if doc_id != doc.doc_id:
+            raise UserError(f"--pool: {pool}: generations out of step with the source at document {doc.doc_id!r}")
+        if k % stride == 0:
+            rows = sorted(rows, key=lambda row: row.get("gen_index", 0))
+            sample.append((doc.text, [row["text"] for row in rows if not pool_format.is_empty(row)]))
+        if len(sample) >= max_docs:
+            break
+    return sample
+
+
+def pool_diversity(pool: str | Path, *, max_docs: int = DEFAULT_MAX_DOCS, n: int = NGRAM) -> dict[str, Any]:
+    """Measures per G' for a complete rephrase or thoughts pool (thoughts: at the pool's G only,
+    since a G-thought pool's split points differ from a smaller G's)."""
+    pool = Path(pool)
+    if max_docs < 1:
+        raise UserError(f"--max-docs: expected >= 1, got {max_docs}")
+    manifest = pool_format.read_manifest(pool)
+    if manifest["kind"] == pool_format.Kind.SAMPLE:
+        raise UserError(f"--pool: {pool} holds unconditional samples; diversity vs G needs a rephrase or thoughts pool")
+    pool_format.require_complete(pool, manifest)
+    sample = _sample(pool, manifest, max_docs)
+    gs = g_values(manifest["g"]) if manifest["kind"] == pool_format.Kind.REPHRASE else [manifest["g"]]
+    return {
+        "ngram": n,
+        "documents": len(sample),
+        "by_g": {str(g): measure(((src, gens[:g]) for src, gens in sample), n=n) for g in gs},
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+def write_pool_diversity(pool: str | Path, *, max_docs: int = DEFAULT_MAX_DOCS) -> dict[str, Any]:
+    """Compute and store ``diversity`` in the pool manifest (under the pool's lock)."""
+    pool = Path(pool)
+    diversity = pool_diversity(pool, max_docs=max_docs)
+    with pool_format.locked(pool):
+        manifest = pool_format.read_manifest(pool)
+        manifest["diversity"] = diversity
+        pool_format.write_json_atomic(pool / pool_format.MANIFEST, manifest)
+    return diversity

@@ -1,0 +1,102 @@
+"""The paper's remaining experiments from one ledger: stitch order (Figure 4), transfers (Figure 6),
+student scaling, generation diversity and the prediction for the next doubling of G."""
+
+from __future__ import annotations
+
+import json
+import re
+import textwrap
+
+import pytest
+
+from analysis.experiments import next_generations, student_scaling_table, transfer_table
+from analysis.ledger import load_tables
+from analysis.report import build_report
+from analysis.scaling import fit_power_law
+
+SWEEP = """\
+name: experiments
+executor: {{kind: debug, max_parallel: 4, poll_s: 0.01}}
+out: {out}
+objective: tests.analysis.objectives:students
+pools: {{simple: {pool}}}
+grid: {{lr: [0.001, 0.003, 0.01], epochs: [4, 8, 16]}}
+start: {{lr: 0.003, epochs: 8}}
+certifications:
+  - {{name: real, fixed: {{method: real}}}}
+  - {{name: real-large, fixed: {{method: real, model: large}}}}
+{synthetic}
+transfers:
+  - {{name: stitched-g1-at-simple, from: simple-g1, fixed: {{method: stitched, g: 1}}}}
+  - {{name: stitched-g4-at-simple, from: simple-g4, fixed: {{method: stitched, g: 4}}}}
+"""
+
+
+@pytest.fixture(scope="module")
+def experiments(tmp_path_factory):
+    from search.controller import run_sweep
+    from search.sweep import load_sweep
+
+    root = tmp_path_factory.mktemp("experiments")
+    pool = root / "pool"
+    pool.mkdir()
+    by_g = {str(g): {"distinct_n": 0.9 - 0.1 * i, "compression_ratio": 0.5 - 0.05 * i, "source_overlap": 0.3,
+                     "cross_generation_overlap": 0.1 * i} for i, g in enumerate((1, 2, 4))}
+    (pool / "manifest.json").write_text(json.dumps({"kind": "rephrase", "g": 4, "diversity": {"by_g": by_g}}))
+    lines = []
+    for method in ("simple", "stitched", "stitched-first", "stitched-none"):
+        for g in ((1, 2, 4) if method in ("simple", "stitched") else (1, 2)):
+            lines.append(f"  - {{{{name: {method}-g{g}, fixed: {{{{method: {method}, g: {g}}}}}}}}}")
+    lines += [f"  - {{{{name: simple-g{g}-large, fixed: {{{{method: simple, g: {g}, model: large}}}}}}}}" for g in (1, 2)]
+    text = textwrap.dedent(SWEEP).replace("{synthetic}", "\n".join(lines))
+    path = root / "sweep.yaml"
+    path.write_text(text.format(out=root / "out", pool=pool))
+    run_sweep(load_sweep(path))
+    return path
+
+
+def test_transfer_table_compares_own_and_borrowed_hyperparameters(experiments):
+    tables = load_tables(experiments)
+    table = transfer_table(tables.runs, tables.certifications, tables.transfer_sources)
+    assert list(table["transfer"]) == ["stitched-g1-at-simple", "stitched-g4-at-simple"]
+    certs = tables.certifications.set_index("certification")
+    for row in table.itertuples():
+        assert row.own_loss == pytest.approx(certs.loc[f"stitched-g{int(row.g)}", "val_loss.iid"])
+        assert row.source_loss == pytest.approx(certs.loc[row.source, "val_loss.iid"])
+        assert row.cost >= -1e-12  # a certified optimum is locally at least as good as another method's
+        assert row.cost == pytest.approx(row.transfer_loss - row.own_loss)
+
+
+def test_student_scaling_is_the_gain_over_the_same_size_baseline(experiments):
+    tables = load_tables(experiments)
+    table = student_scaling_table(tables.certifications).set_index(["method", "g"])
+    certs = tables.certifications.set_index("certification")
+    small = certs.loc["real", "val_loss.iid"] - certs.loc["simple-g2", "val_loss.iid"]
+    large = certs.loc["real-large", "val_loss.iid"] - certs.loc["simple-g2-large", "val_loss.iid"]
+    row = table.loc[("simple", 2)]
+    assert [c for c in table.columns if c.startswith("gain.")] == ["gain.base", "gain.large"]
+    assert row["gain.base"] == pytest.approx(small)
+    assert row["gain.large"] == pytest.approx(large) and row["growth"] == pytest.approx(large - small)
+    assert row["growth"] > 0  # the larger student gains more, as the objective is built to
+
+
+def test_next_generations_predicts_2g_inside_its_interval():
+    g = [1.0, 2.0, 4.0, 8.0, 16.0, 32.0]
+    loss = [3.6 + 0.3 * x ** -0.5 for x in g]
+    fit = fit_power_law(g, loss, n_boot=200, seed=0)
+    [row] = next_generations({"simple": fit}).to_dict("records")
+    assert row["g_max"] == 32 and row["predicted_2g"] == pytest.approx(3.6 + 0.3 * 64 ** -0.5, abs=2e-3)
+    assert row["predicted_low"] <= row["predicted_2g"] <= row["predicted_high"]
+    assert row["gain_2g"] > 0 and row["asymptote"] == pytest.approx(3.6, abs=0.05)
+    [bad] = next_generations({"latent": "not fitted: too few points"}).to_dict("records")
+    assert "too few points" in bad["note"]
+
+
+def test_report_draws_the_experiments(experiments, tmp_path):
+    text = build_report(experiments, tmp_path / "report").read_text()
+    for heading in ("## Where to spend the next generations", "## Stitch order and long-context loss (Figure 4)",
+                    "## Transferred hyperparameters (Figure 6)", "## Student scaling", "## Generation diversity vs G"):
+        assert heading in text, heading
+    assert text.index("## Where to spend the next generations") < text.index("## Certified points")
+    images = set(re.findall(r"\(figures/([^)]+)\.png\)", text))
+    assert {"fig6-transfers", "fig-diversity-vs-g", "fig4-stitch-order-iid", "fig4-stitch-order-arxiv"} <= images

@@ -1,0 +1,87 @@
+"""Diversity vs G: a pool whose generations repeat each other scores as repetitive, one whose
+generations differ scores as diverse; the figures land in the pool manifest without changing the
+pool's identity (its assemblies and runs stay valid)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from gen.diversity import g_values, measure, write_pool_diversity
+from megadocs.cli import main
+from megadocs.data_identity import pool_identity
+
+
+def _write_pool(pool, docs, generations_of, g: int) -> None:
+    from megadocs.corpus import source_hash
+
+    pool.mkdir(parents=True)
+    source = pool.parent / f"{pool.name}-docs.jsonl"
+    source.write_text("".join(json.dumps({"id": i, "text": t}) + "\n" for i, t in docs))
+    rows = [{"doc_id": i, "gen_index": k, "text": text}
+            for i, t in docs for k, text in enumerate(generations_of(t, g))]
+    (pool / "shard-00000-of-00001.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (pool / "shard-00000-of-00001.done").write_text("{}\n")
+    (pool / "manifest.json").write_text(json.dumps({
+        "format": "megadocs.gen-pool/1", "kind": "rephrase", "g": g, "source": str(source),
+        "source_hash": source_hash(source), "n_docs": len(docs), "generator": "hand",
+        "prompt_template": {"name": "wrap", "sha256": "0" * 64}, "seed": 0, "num_shards": 1,
+    }))
+
+
+WORDS = ("alpha beta gamma delta epsilon zeta eta theta iota kappa lambda mu nu xi omicron pi rho "
+         "sigma tau upsilon phi chi psi omega").split()
+
+
+def _docs(count=6):
+    return [(f"d{i}", " ".join(WORDS[(i + j) % len(WORDS)] for j in range(40))) for i in range(count)]
+
+
+def _copies(text, g):
+    return [text] * g  # every generation is the source verbatim
+
+
+def _varied(text, g):
+    words = text.split()
+    return [" ".join(words[k::3] + [f"{words[0]}{k}x{j}" for j in range(30)]) for k in range(g)]
+
+
+def test_measures_separate_repetition_from_new_text(tmp_path):
+    copies, varied = tmp_path / "copies", tmp_path / "varied"
+    _write_pool(copies, _docs(), _copies, g=4)
+    _write_pool(varied, _docs(), _varied, g=4)
+    identity = pool_identity(copies)
+    same = write_pool_diversity(copies)
+    new = write_pool_diversity(varied)
+    assert list(same["by_g"]) == list(new["by_g"]) == ["1", "2", "4"]
+    assert same["documents"] == 6
+    for g in ("2", "4"):
+        assert same["by_g"][g]["cross_generation_overlap"] == pytest.approx(1.0)
+        assert new["by_g"][g]["cross_generation_overlap"] < 0.2
+        assert same["by_g"][g]["source_overlap"] == pytest.approx(1.0)
+        assert new["by_g"][g]["distinct_n"] > same["by_g"][g]["distinct_n"]
+        assert new["by_g"][g]["compression_ratio"] > same["by_g"][g]["compression_ratio"]
+    # repeats: distinct n-grams halve when G doubles; new text keeps them up
+    assert same["by_g"]["4"]["distinct_n"] < 0.6 * same["by_g"]["1"]["distinct_n"]
+    assert new["by_g"]["4"]["distinct_n"] > 0.8 * new["by_g"]["1"]["distinct_n"]
+    stored = json.loads((copies / "manifest.json").read_text())["diversity"]
+    assert stored["by_g"] == same["by_g"]
+    assert pool_identity(copies) == identity  # statistics, not an identity field
+
+
+def test_cli_samples_documents_and_refuses_bad_input(tmp_path, capsys):
+    pool = tmp_path / "pool"
+    _write_pool(pool, _docs(10), _varied, g=2)
+    assert main(["gen", "diversity", "--pool", str(pool), "--max-docs", "3"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["documents"] == 3 and list(out["by_g"]) == ["1", "2"]
+    assert main(["gen", "diversity", "--pool", str(pool), "--max-docs", "0"]) == 2
+    assert "--max-docs: expected >= 1" in capsys.readouterr().err
+    assert main(["gen", "diversity", "--pool", str(tmp_path / "nowhere")]) == 2
+
+
+def test_measure_is_null_not_nan_without_ngrams():
+    assert measure([("a b", ["x"])]) == {"distinct_n": None, "compression_ratio": pytest.approx(
+        measure([("a b", ["x"])])["compression_ratio"]), "source_overlap": None, "cross_generation_overlap": None}
+    assert g_values(1) == [1] and g_values(6) == [1, 2, 4, 6] and g_values(32)[-1] == 32

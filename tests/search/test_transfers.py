@@ -1,0 +1,72 @@
+"""Transfers (the paper's Figure 6) and student scaling as sweep entries: a method trained at another
+certification's certified point once that source is certified, and the model preset as a fixed
+field, both recorded in the ledger and mapped onto train configs."""
+
+from __future__ import annotations
+
+import pytest
+
+from search.ledger import read_runs
+from search.status import g_trend_warnings, summarize, summarize_transfers
+from search.sweep import load_sweep
+from tests.search.conftest import calls
+
+
+def test_transfer_runs_the_target_at_the_source_certified_point(make_sweep, workdir):
+    from megadocs.cli import main
+
+    path = make_sweep(
+        certifications=[{"name": "simple-g4", "fixed": {"method": "simple", "g": 4}},
+                        {"name": "stitched-g4", "fixed": {"method": "stitched", "g": 4}}],
+        transfers=[{"name": "stitched-g4-at-simple", "from": "simple-g4", "fixed": {"method": "stitched", "g": 4}}],
+    )
+    assert [t["state"] for t in summarize_transfers(path)] == ["waiting"]
+    assert main(["search", "certify", str(path), "--no-progress"]) == 0
+    simple = {s["name"]: s for s in summarize(path)}["simple-g4"]["certificate"]["point"]
+    [transfer] = [r for r in read_runs(path) if r["kind"] == "transfer"]
+    assert transfer["certification"] == "transfer/stitched-g4-at-simple"
+    assert transfer["point"] == simple and transfer["fixed"] == {"method": "stitched", "g": 4}
+    assert transfer["status"] == "completed"
+    # the same run as the stitched certification's at that point, if it ran there: shared, not recomputed
+    params = [c for c in calls(workdir) if c["method"] == "stitched" and all(c[k] == v for k, v in simple.items())]
+    assert len(params) == 1
+    [summary] = summarize_transfers(path)
+    assert summary["state"] == "finished" and summary["loss"] == transfer["loss"]
+
+
+@pytest.mark.parametrize(("transfer", "message"), [
+    ({"name": "t", "from": "nope", "fixed": {"method": "stitched", "g": 4}}, "transfers[0].from: 'nope'"),
+    ({"name": "t", "from": "a", "fixed": {"method": "stitched"}}, "transfers[0].fixed.g: required"),
+])
+def test_transfer_mistakes_are_refused_in_one_line(make_sweep, transfer, message):
+    from megadocs.errors import UserError
+
+    path = make_sweep(objective=None, train={"data": {"store": "s"}}, pools={"stitched": "p", "simple": "p"},
+                      certifications=[{"name": "a", "fixed": {"method": "simple", "g": 4}}], transfers=[transfer])
+    with pytest.raises(UserError, match=message.replace("[", r"\[").replace("]", r"\]")):
+        load_sweep(path)
+
+
+def test_preset_is_a_fixed_field_of_the_default_objective(make_sweep, workdir):
+    from search.objective import TrainObjective
+
+    path = make_sweep(objective=None, train={"data": {"store": "s"}, "model": {"preset": "tiny-1m"}},
+                      grid={"lr": [0.001, 0.003]}, start={"lr": 0.001},
+                      certifications=[{"name": "real-small", "fixed": {"method": "real"}},
+                                      {"name": "real-large", "fixed": {"method": "real", "model": "tiny-8m"}}])
+    sweep = load_sweep(path)
+    objective = TrainObjective(sweep)
+    assert objective.config({"lr": 0.001, "method": "real"}).model.preset == "tiny-1m"
+    assert objective.config({"lr": 0.001, "method": "real", "model": "tiny-8m"}).model.preset == "tiny-8m"
+
+
+def test_g_trend_compares_within_one_model_size():
+    def summary(preset, g, loss):
+        return {"name": f"s-{preset}-{g}", "fixed": {"method": "simple", "g": g, "model": preset},
+                "certificate": {"loss": loss}}
+
+    # the larger student is better at every G: no rise within a size
+    assert g_trend_warnings([summary("300m", 4, 3.5), summary("1.5b", 8, 3.3), summary("300m", 8, 3.45),
+                             summary("1.5b", 4, 3.35)]) == []
+    [warning] = g_trend_warnings([summary("300m", 4, 3.5), summary("300m", 8, 3.6)])
+    assert warning.startswith("simple (300m): certified loss rises with G")

@@ -1,0 +1,155 @@
+"""A run's identity covers what its data is (store, pool, assembly manifests), not where it lies;
+a run directory is reused only by a run of the same identity, finished or not."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+
+from megadocs.errors import UserError
+from train.config import RunConfig
+from train.store import prepare
+
+
+def _config(store, **data) -> RunConfig:
+    return RunConfig.model_validate({
+        "data": {"store": str(store), "context": 64, **data},
+        "model": {"preset": "tiny-1m"},
+        "optim": {"batch_size": 8, "micro_batch_size": 8, "warmup_fraction": 0.1},
+        "eval": {"val_windows": 8},
+        "checkpoint_every": 1000,
+        "device": "cpu",
+    })
+
+
+def _corpus(tiny_store, path, first: int, count: int = 30, chars: int = 300):
+    rows = [json.loads(line) for line in (tiny_store / "train.docs.jsonl").read_text().splitlines()]
+    rows = rows[first:first + count]
+    path.write_text("".join(json.dumps({"id": r["doc_id"], "text": r["text"][:chars]}) + "\n" for r in rows))
+    return rows
+
+
+def _prepare(tiny_store, corpus, out):
+    return prepare(corpus, out, tokenizer=tiny_store / "tokenizer", val_docs=4, seed=0)
+
+
+def _write_pool(pool, documents, prompt_sha: str) -> None:
+    """A complete one-shard rephrase pool as `megadocs gen rephrase` writes it (G = 1)."""
+    from megadocs.corpus import source_hash
+
+    pool.mkdir(parents=True, exist_ok=True)
+    rows = [{"doc_id": d["id"], "gen_index": 0, "text": " ".join(reversed(d["text"].split()))} for d in documents]
+    (pool / "shard-00000-of-00001.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (pool / "shard-00000-of-00001.done").write_text("{}\n")
+    (pool / "manifest.json").write_text(json.dumps({
+        "format": "megadocs.gen-pool/1", "kind": "rephrase", "g": 1, "source": str(pool / "docs.jsonl"),
+        "source_hash": source_hash(pool / "docs.jsonl"), "n_docs": len(documents), "generator": "hand",
+        "prompt_template": {"name": "wrap", "sha256": prompt_sha}, "sampling": {"temperature": 1.0},
+        "seed": 0, "num_shards": 1, "complete": True,
+    }))
+
+
+def test_identity_follows_what_is_learned_not_how_it_runs(tiny_store):
+    base = _config(tiny_store)
+    same = RunConfig.model_validate({**base.model_dump(), "checkpoint_every": 7, "compile": "off",
+                                     "optim": {**base.optim.model_dump(), "micro_batch_size": 4}})
+    assert same.identity() == base.identity()
+    dump = base.model_dump()
+    for section, field, value in (("optim", "lr", 0.001), ("data", "real_epochs", 16), ("data", "document_mask", True),
+                                  ("eval", "val_windows", 4)):
+        changed = {**dump, section: {**dump[section], field: value}}
+        assert RunConfig.model_validate(changed).identity() != base.identity(), field
+    assert RunConfig.model_validate({**dump, "seed": 1}).identity() != base.identity()
+
+
+def test_re_preparing_a_store_at_the_same_path_changes_the_identity_and_moving_it_does_not(tiny_store, tmp_path):
+    _corpus(tiny_store, tmp_path / "a.jsonl", first=0)
+    _corpus(tiny_store, tmp_path / "b.jsonl", first=40)
+    store = tmp_path / "store"
+    _prepare(tiny_store, tmp_path / "a.jsonl", store)
+    before = _config(store).identity()
+    moved = tmp_path / "elsewhere" / "store"
+    shutil.copytree(store, moved)
+    assert _config(moved).identity() == before  # the same data at another path
+    shutil.rmtree(store)
+    _prepare(tiny_store, tmp_path / "b.jsonl", store)  # another corpus, same path
+    assert _config(store).identity() != before
+    shutil.rmtree(store)
+    _prepare(tiny_store, tmp_path / "a.jsonl", store)  # the first corpus again: its runs are valid again
+    assert _config(store).identity() == before
+
+
+def test_regenerating_a_pool_with_another_prompt_changes_the_identity(tiny_store, tmp_path):
+    from gen.assemble import assemble
+
+    documents = _corpus(tiny_store, tmp_path / "docs.jsonl", first=0, count=12)
+    store = tmp_path / "store"
+    _prepare(tiny_store, tmp_path / "docs.jsonl", store)
+    pool = tmp_path / "pool"
+    pool.mkdir()
+    shutil.copy(tmp_path / "docs.jsonl", pool / "docs.jsonl")
+    _write_pool(pool, [{"id": d["doc_id"], "text": d["text"][:300]} for d in documents], prompt_sha="a" * 64)
+    assemble(pool, "simple", 1)
+    synthetic = {"synthetic": {"pool": str(pool), "algorithm": "simple", "g": 1}, "mixing_fraction": 0.5}
+    first = _config(store, **synthetic).identity()
+    assert _config(store, **synthetic).identity() == first
+    manifest = json.loads((pool / "manifest.json").read_text())
+    manifest["statistics"] = {"diversity": {"1": {"distinct_2": 0.9}}}  # added later: same generations
+    (pool / "manifest.json").write_text(json.dumps(manifest))
+    assert _config(store, **synthetic).identity() == first
+
+    # Regenerated with another prompt at the same path, not yet re-assembled: refused, naming the fix.
+    manifest = json.loads((pool / "manifest.json").read_text())
+    manifest["prompt_template"]["sha256"] = "b" * 64
+    (pool / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(UserError, match=r"assembled from an earlier version of .*gen assemble .*--overwrite"):
+        _config(store, **synthetic).identity()
+    assemble(pool, "simple", 1, overwrite=True)
+    assert _config(store, **synthetic).identity() != first
+
+    moved = tmp_path / "moved-pool"
+    shutil.copytree(pool, moved)
+    moved_synthetic = {**synthetic, "synthetic": {**synthetic["synthetic"], "pool": str(moved)}}
+    assert _config(store, **moved_synthetic).identity() == _config(store, **synthetic).identity()
+
+
+def test_a_finished_run_is_reused_only_by_its_own_identity(tiny_store, tmp_path, capsys, one_thread):
+    import yaml
+
+    from megadocs.cli import main
+
+    _corpus(tiny_store, tmp_path / "docs.jsonl", first=0, count=20, chars=200)
+    _prepare(tiny_store, tmp_path / "docs.jsonl", tmp_path / "store")
+    config_path = tmp_path / "run.yaml"
+    config_path.write_text(yaml.safe_dump(_config(tmp_path / "store", real_epochs=1).model_dump(mode="json")))
+    run = tmp_path / "run"
+    assert main(["train", str(config_path), "--out", str(run)]) == 0
+    metrics = json.loads((run / "metrics.json").read_text())
+    recorded = (run / "config_hash").read_text().strip()
+    assert json.loads((run / "identity.json").read_text())["identity"] == recorded
+    capsys.readouterr()
+
+    # Another config on the finished run directory: refused in one line naming both identities.
+    assert main(["train", str(config_path), "--set", "optim.lr=0.001", "--out", str(run)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]  # after the "run ID -> RUN" line
+    dump = _config(tmp_path / "store", real_epochs=1).model_dump()
+    other = RunConfig.model_validate({**dump, "optim": {**dump["optim"], "lr": 0.001}}).identity()
+    assert err.startswith("error: ") and "\n" not in err
+    assert recorded in err and other in err
+    assert json.loads((run / "metrics.json").read_text()) == metrics  # nothing lost
+
+    # The same config is still served from the finished directory.
+    assert main(["train", str(config_path), "--out", str(run)]) == 0
+
+    # A run directory made before identities covered the data is refused, with the command that adopts it.
+    (run / "identity.json").unlink()
+    (run / "config_hash").write_text("0123456789abcdef\n")
+    assert main(["train", str(config_path), "--out", str(run)]) == 2
+    err = capsys.readouterr().err
+    assert f"megadocs train --reidentify {run}" in err and "0123456789abcdef" in err
+    assert main(["train", "--reidentify", str(run)]) == 0
+    assert (run / "config_hash").read_text().strip() == recorded
+    assert json.loads((run / "metrics.json").read_text())["val_loss"] == metrics["val_loss"]
+    assert main(["train", str(config_path), "--out", str(run)]) == 0
