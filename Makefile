@@ -35,16 +35,18 @@ bench: setup
 	$(BIN)/python benchmarks/run_all.py
 
 # The analysis notebook on a sweep's ledger (default: the analytic example, certified in seconds).
+# The kernel runs in notebooks/, so a sweep's relative paths (out:, ledger:) resolve from there:
+# certify from there too, or give the sweep absolute paths.
 SWEEP ?= search/examples/analytic.yaml
 notebook: setup
-	$(BIN)/megadocs search certify $(SWEEP) --no-progress
-	MEGADOCS_SWEEP=$(abspath $(SWEEP)) $(BIN)/jupyter lab notebooks/
+	cd notebooks && $(abspath $(BIN))/megadocs search certify $(abspath $(SWEEP)) --no-progress
+	cd notebooks && MEGADOCS_SWEEP=$(abspath $(SWEEP)) $(abspath $(BIN))/jupyter lab .
 
 # The same, headless: executes the notebook into runs/notebooks/ (outputs and figures included).
 notebook-run: setup
-	$(BIN)/megadocs search certify $(SWEEP) --no-progress
-	MEGADOCS_SWEEP=$(abspath $(SWEEP)) $(BIN)/jupyter nbconvert --to notebook --execute \
-		--output-dir runs/notebooks notebooks/generation_scaling.ipynb
+	cd notebooks && $(abspath $(BIN))/megadocs search certify $(abspath $(SWEEP)) --no-progress
+	cd notebooks && MEGADOCS_SWEEP=$(abspath $(SWEEP)) $(abspath $(BIN))/jupyter nbconvert --to notebook \
+		--execute --output-dir ../runs/notebooks generation_scaling.ipynb
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache .ruff_cache
