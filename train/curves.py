@@ -42,11 +42,12 @@ class PeriodicValidation:
     sets: dict  # name -> train.data.ValidationSet (the iid one first)
     batch_size: int
     device: torch.device
-    document_mask: bool
+    document_mask: object  # train.config.DocumentMask (or a legacy bool)
+    eos_id: int | None
 
     @classmethod
-    def build(cls, config: RunConfig, *, total_steps: int, device: torch.device, align: int = 1
-              ) -> PeriodicValidation:  # fmt: skip
+    def build(cls, config: RunConfig, *, total_steps: int, device: torch.device, align: int = 1,
+              eos_id: int | None = None) -> PeriodicValidation:  # fmt: skip
         """Load the curve's windows once (they stay in memory for the whole run); ``'K/run'``
         evaluations fall on multiples of `align` steps (see `EvalConfig.every_steps`)."""
         every = config.eval.every_steps(total_steps, align)
@@ -62,7 +63,7 @@ class PeriodicValidation:
                     sets[name] = ValidationSet.build(extra.store, split=extra.split, context=context,
                                                      max_windows=windows)
         return cls(every=every, total_steps=total_steps, sets=sets, batch_size=config.optim.micro_batch_size,
-                   device=device, document_mask=config.data.document_mask)  # fmt: skip
+                   device=device, document_mask=config.data.document_mask, eos_id=eos_id)  # fmt: skip
 
     def due(self, step: int) -> bool:
         """Evaluate after optimizer step `step`? (never the last: the final evaluation covers it)"""
@@ -77,7 +78,7 @@ class PeriodicValidation:
         for name, validation in self.sets.items():
             losses.update(evaluate_model(model, validation, name=name, halves=False,
                                          batch_size=self.batch_size, device=self.device,
-                                         document_mask=self.document_mask))  # fmt: skip
+                                         document_mask=self.document_mask, eos_id=self.eos_id))  # fmt: skip
         model.train()
         if self.device.type == "cuda":
             torch.cuda.synchronize()

@@ -57,7 +57,7 @@ def render_model_card(config: RunConfig, metrics: dict[str, Any], provenance: di
         ("mixing fraction (synthetic share of each batch)", f"{data.mixing_fraction:g}"),
         ("real epochs", str(data.real_epochs)),
         ("context", str(data.context)),
-        ("document mask", str(data.document_mask).lower()),
+        ("document mask", str(getattr(data.document_mask, "value", data.document_mask)).lower()),
         ("tokens seen", f"{metrics.get('tokens_seen', 0):,}"),
     ]
     hyper_rows = [("lr (peak)", f"{optim.lr:g}"), ("weight decay", f"{optim.weight_decay:g}"),
