@@ -33,7 +33,7 @@ TARGET_RATIO = 0.95
 
 def timed_run(config: RunConfig, out: Path) -> tuple[float, list[dict], dict]:
     start = time.perf_counter()
-    metrics = run(config, out)
+    metrics = run(config, out).to_json()
     lines = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
     return time.perf_counter() - start, lines, metrics
 

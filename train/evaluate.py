@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from megadocs.formats import IID, half_names
 from train.attention import position_ids_for
 from train.config import DocumentMask
 from train.loss import next_token_losses
@@ -66,8 +67,9 @@ class LossTotals:
         """{name: mean} plus {name_short, name_long} when `halves`."""
         result = {name: self._mean(self.total, self.count)}
         if halves:
-            result[f"{name}_short"] = self._mean(self.short_total, self.short_count)
-            result[f"{name}_long"] = self._mean(self.long_total, self.long_count)
+            short, long_ = half_names(name)
+            result[short] = self._mean(self.short_total, self.short_count)
+            result[long_] = self._mean(self.long_total, self.long_count)
         return result
 
 
@@ -105,7 +107,7 @@ def evaluate_model(
     device: str | torch.device,
     document_mask: DocumentMask | bool | str = DocumentMask.OFF,
     eos_id: int | None = None,
-    name: str = "iid",
+    name: str = IID,
     halves: bool = True,
 ) -> dict[str, float]:
     """Mean token loss of `model` on `validation_set` (a `train.data.ValidationSet`: `input_ids`,

@@ -1,10 +1,11 @@
 """One training run: `run(config, out)` trains, evaluates and writes the run directory.
 
-Layout of RUN (docs/architecture.md): config.yaml, config_hash, identity.json, provenance.json,
-checkpoint/, log.jsonl (training curve, with periodic validation losses: `train.curves`),
-tensorboard/ (and wandb/ when configured: `train.tracking`), model/ (with a model card README.md:
-`train.model_card`), metrics.json (written last; its presence means "done", and `run` then
-returns it untouched, after checking that RUN's recorded identity is this config's on this data).
+Layout of RUN (`megadocs.formats.RunDir`, docs/architecture.md): config.yaml, config_hash,
+identity.json, provenance.json, checkpoint/, log.jsonl (training curve, with periodic validation
+losses: `train.curves`), tensorboard/ (and wandb/ when configured: `train.tracking`), model/
+(with a model card README.md: `train.model_card`), metrics.json (a `RunMetrics`, written last;
+its presence means "done", and `run` then returns it untouched, after checking that RUN's
+recorded identity is this config's on this data).
 
 Recipe (paper.md "Training recipe"): AdamW with decoupled weight decay on the weight matrices
 (embeddings included, norm scales excluded), global grad-norm clip, linear warmup over
@@ -34,7 +35,6 @@ import sys
 import threading
 import time
 from dataclasses import dataclass
-from enum import Enum
 from pathlib import Path
 from typing import Any
 
@@ -42,8 +42,20 @@ import torch
 
 from megadocs.config import dump_yaml
 from megadocs.errors import UserError
+from megadocs.formats import (
+    IID,
+    IID_SETS,
+    RunDir,
+    RunMetrics,
+    RunStatus,
+    dumps_json,
+    finite_or_none,
+    replace_dir,
+    write_atomic,
+    write_json,
+)
 from megadocs.provenance import write as write_provenance
-from train.checkpoint import CHECKPOINT_DIR, load_checkpoint, save_checkpoint
+from train.checkpoint import load_checkpoint, save_checkpoint
 from train.config import AUTO, DocumentMask, RunConfig
 from train.curves import PeriodicValidation
 from train.evaluate import autocast_for, evaluate_model
@@ -53,16 +65,9 @@ from train.prefetch import BatchPrefetcher
 from train.tracking import Tracker
 
 __all__ = [
-    "Status",
     "Preempted",
-    "CONFIG_FILE",
-    "HASH_FILE",
-    "IDENTITY_FILE",
     "check_run_identity",
     "write_run_identity",
-    "METRICS_FILE",
-    "MODEL_DIR",
-    "LOG_FILE",
     "LOG_EVERY",
     "lr_factor",
     "resolve_device",
@@ -72,19 +77,8 @@ __all__ = [
     "run",
 ]
 
-CONFIG_FILE = "config.yaml"
-HASH_FILE = "config_hash"
-IDENTITY_FILE = "identity.json"  # what the identity covers: the data's manifest identities
-METRICS_FILE = "metrics.json"
-MODEL_DIR = "model"
-LOG_FILE = "log.jsonl"
 LOG_EVERY = 10  # steps between log lines and divergence checks (each is a device sync)
 PREEMPTION_SIGNALS = (signal.SIGTERM, signal.SIGUSR2)
-
-
-class Status(str, Enum):
-    COMPLETED = "completed"
-    DIVERGED = "diverged"
 
 
 class Preempted(Exception):
@@ -206,28 +200,22 @@ class PreemptionSignals:
 # --- the run --------------------------------------------------------------------------------
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 def check_run_identity(out: Path, identity: str) -> None:
     """Refuse a RUN that holds another run: another config, or the same config on other data.
 
     A finished RUN is checked too: returning its metrics for another identity would report the
     old run's losses as the new one's.
     """
-    hash_file = out / HASH_FILE
-    if not hash_file.is_file():
-        if (out / METRICS_FILE).is_file():
-            raise UserError(f"{out}: holds {METRICS_FILE} but no {HASH_FILE}, so whose run it is cannot be "
-                            "checked; use another --out")
+    run_dir = RunDir(out)
+    if not run_dir.config_hash.is_file():
+        if run_dir.is_done():
+            raise UserError(f"{out}: holds {RunDir.METRICS} but no {RunDir.CONFIG_HASH}, so whose run it is "
+                            "cannot be checked; use another --out")
         return
-    recorded = hash_file.read_text().strip()
+    recorded = run_dir.config_hash.read_text().strip()
     if recorded == identity:
         return
-    if not (out / IDENTITY_FILE).is_file():
+    if not run_dir.identity.is_file():
         raise UserError(
             f"{out}: made before run identities covered the data (recorded {recorded}, this config on "
             f"today's data is {identity}); if its config, store and pool are unchanged adopt it with "
@@ -241,17 +229,17 @@ def check_run_identity(out: Path, identity: str) -> None:
 
 def write_run_identity(config: RunConfig, out: Path, identity: str) -> None:
     """Record the identity and what it covers (the data's manifest identities) in RUN."""
-    record = {"identity": identity, "data": config.data_identity()}
-    _write_atomic(out / IDENTITY_FILE, json.dumps(record, indent=1, sort_keys=True) + "\n")
-    _write_atomic(out / HASH_FILE, identity + "\n")
+    run_dir = RunDir(out)
+    write_json(run_dir.identity, {"identity": identity, "data": config.data_identity()}, indent=1, sort_keys=True)
+    write_atomic(run_dir.config_hash, identity + "\n")
 
 
-def _prepare_run_dir(config: RunConfig, out: Path, identity: str) -> None:
+def _prepare_run_dir(config: RunConfig, run_dir: RunDir, identity: str) -> None:
     """Create RUN, refuse one that holds another run, save the resolved config and identity."""
-    out.mkdir(parents=True, exist_ok=True)
-    check_run_identity(out, identity)
-    _write_atomic(out / CONFIG_FILE, dump_yaml(config))
-    write_run_identity(config, out, identity)
+    run_dir.path.mkdir(parents=True, exist_ok=True)
+    check_run_identity(run_dir.path, identity)
+    write_atomic(run_dir.config, dump_yaml(config))
+    write_run_identity(config, run_dir.path, identity)
 
 
 def _open_store(path: str, field: str):
@@ -290,7 +278,7 @@ def _truncate_log(log_path: Path, step: int) -> None:
     if not log_path.is_file():
         return
     kept = [line for line in log_path.read_text().splitlines() if line and json.loads(line)["step"] <= step]
-    _write_atomic(log_path, "".join(line + "\n" for line in kept))
+    write_atomic(log_path, "".join(line + "\n" for line in kept))
 
 
 def _load_training_streams(config: RunConfig):
@@ -377,7 +365,7 @@ def _build(config: RunConfig, store, total_steps: int, device: torch.device, out
     )  # fmt: skip
 
 
-def run(config: RunConfig, out: str | Path) -> dict:
+def run(config: RunConfig, out: str | Path) -> RunMetrics:
     """Train, evaluate and write RUN (see the module docstring); returns the metrics.
 
     Raises:
@@ -385,11 +373,11 @@ def run(config: RunConfig, out: str | Path) -> dict:
         UserError: bad paths, a store/config mismatch, or RUN holding another config.
     """
     out = Path(out)
+    run_dir = RunDir(out)
     identity = config.identity()  # reads the data's manifests: a missing store fails here
-    metrics_path = out / METRICS_FILE
-    if metrics_path.is_file():
+    if run_dir.is_done():
         check_run_identity(out, identity)
-        return json.loads(metrics_path.read_text())
+        return RunMetrics.load(run_dir.metrics)
     attempt_start = time.perf_counter()
     device = resolve_device(config.device)
 
@@ -399,18 +387,18 @@ def run(config: RunConfig, out: str | Path) -> dict:
         _check_extra_store(store, name, extra.store)
     _check_benchmarks(config)
     streams = _load_training_streams(config)
-    _prepare_run_dir(config, out, identity)
-    provenance = write_provenance(out, str(device))
+    _prepare_run_dir(config, run_dir, identity)
+    provenance = write_provenance(run_dir.path, str(device))
 
     with PreemptionSignals() as signals, contextlib.ExitStack() as cleanup:
         # --- model, optimizer, schedule (resumed from the checkpoint if any) ------------------
         training = _build(config, store, streams.plan.total_steps, device, out, identity, attempt_start)
         config = _resolve_micro_batch(config, training.model, store.vocab_size, device, streams.eos_id)
         params = sum(p.numel() for p in training.model.parameters())
-        _truncate_log(out / LOG_FILE, training.step)
+        _truncate_log(run_dir.log, training.step)
         curve = PeriodicValidation.build(config, total_steps=training.total_steps, device=device,
                                          align=LOG_EVERY, eos_id=store.eos_id)
-        tracker = Tracker.open(config, out, identity=identity, start_step=training.step)
+        tracker = Tracker.open(config, run_dir.path, identity=identity, start_step=training.step)
         cleanup.callback(tracker.close)  # flushes the curves also when preempted
 
         # --- train -------------------------------------------------------------------------
@@ -420,30 +408,30 @@ def run(config: RunConfig, out: str | Path) -> dict:
         def stop_if_requested() -> None:
             signals.stop_if_requested(training.step, out)
 
-        if status is Status.COMPLETED:
-            _save_model(training.model, store, out / MODEL_DIR)
+        if status is RunStatus.COMPLETED:
+            _save_model(training.model, store, run_dir.model)
             val_losses = _evaluate_all(training.model, config, store, device, after_each=stop_if_requested)
-        else:
-            val_losses = {name: math.inf for name in ("iid", "iid_short", "iid_long", *config.eval.extra)}
+        else:  # diverged: no losses to report (null in metrics.json)
+            val_losses = {name: None for name in (*IID_SETS, *config.eval.extra)}
         tracker.log_validation(training.step, val_losses)
         counters = training.counters
-        metrics = {
-            "status": status.value,
-            "val_loss": val_losses["iid"],
-            "val_losses": val_losses,
-            "steps": training.step,
-            "tokens_seen": counters["tokens_seen"],
-            "wall_time_s": counters["wall_time_s"] + time.perf_counter() - attempt_start,
-            "tokens_per_s": counters["tokens_seen"] / counters["train_time_s"] if counters["train_time_s"] else 0.0,
-            "config_hash": identity,
-            "params": params,
-        }
-        if status is Status.COMPLETED and config.eval.benchmarks:
+        metrics = RunMetrics(
+            status=status,
+            val_loss=val_losses[IID],
+            val_losses=val_losses,
+            steps=training.step,
+            tokens_seen=counters["tokens_seen"],
+            wall_time_s=counters["wall_time_s"] + time.perf_counter() - attempt_start,
+            tokens_per_s=counters["tokens_seen"] / counters["train_time_s"] if counters["train_time_s"] else 0.0,
+            config_hash=identity,
+            params=params,
+        )
+        if status is RunStatus.COMPLETED and config.eval.benchmarks:
             from train.downstream import evaluate_benchmarks
 
             data_dir = config.eval.benchmark_data
-            metrics["benchmarks"] = evaluate_benchmarks(
-                model_dirs=[out / MODEL_DIR],
+            metrics.benchmarks = evaluate_benchmarks(
+                model_dirs=[run_dir.model],
                 tasks=list(config.eval.benchmarks),
                 data_dir=Path(data_dir) if data_dir else None,
                 limit=config.eval.benchmark_limit,
@@ -451,13 +439,13 @@ def run(config: RunConfig, out: str | Path) -> dict:
                 batch_size=config.optim.micro_batch_size,
             )
             stop_if_requested()
-        if status is Status.COMPLETED:
-            write_model_card(out / MODEL_DIR, config, metrics, provenance)
-        tracker.close(metrics)
+        if status is RunStatus.COMPLETED:
+            write_model_card(run_dir.model, config, metrics.to_json(), provenance)
+        tracker.close(metrics.to_json())
 
     # --- outputs: metrics.json last, atomically; then the checkpoint is no longer needed ------
-    _write_atomic(metrics_path, json.dumps(metrics, indent=2) + "\n")
-    shutil.rmtree(out / CHECKPOINT_DIR, ignore_errors=True)  # the model lives in RUN/model
+    metrics.save(run_dir.metrics)
+    shutil.rmtree(run_dir.checkpoint, ignore_errors=True)  # the model lives in RUN/model
     return metrics
 
 
@@ -484,7 +472,7 @@ def _resolve_micro_batch(config: RunConfig, model, vocab_size: int, device: torc
 
 
 def _train(training: _Training, streams, config: RunConfig, device: torch.device, signals, *,
-           curve: PeriodicValidation, tracker: Tracker) -> Status:  # fmt: skip
+           curve: PeriodicValidation, tracker: Tracker) -> RunStatus:  # fmt: skip
     """The step loop from `training.step` to the end; returns COMPLETED or DIVERGED."""
     from tqdm import tqdm
 
@@ -507,7 +495,7 @@ def _train(training: _Training, streams, config: RunConfig, device: torch.device
     # batches are built on a background thread, `depth` steps ahead; the data of a step is still a
     # pure function of the step, so resuming needs no replay
     prefetcher = BatchPrefetcher(streams.batch, range(training.step, total_steps), pin_memory=device.type == "cuda")
-    with progress, open(training.out / LOG_FILE, "a") as log, prefetcher:
+    with progress, open(RunDir(training.out).log, "a") as log, prefetcher:
         while training.step < total_steps:
             # --- data: built ahead by the prefetcher; pinned on CUDA, so the copy is async ---
             batch = prefetcher.get(training.step)
@@ -543,7 +531,9 @@ def _train(training: _Training, streams, config: RunConfig, device: torch.device
                     line["val_losses"], line["eval_s"] = curve.evaluate(training.model)
                     counters["eval_time_s"] = counters.get("eval_time_s", 0.0) + line["eval_s"]
                     clock = time.perf_counter()
-                log.write(json.dumps(line) + "\n")
+                if not math.isfinite(loss_value):
+                    line["diverged"] = True  # loss (and grad_norm) become null: standard JSON
+                log.write(dumps_json(finite_or_none(line), indent=None) + "\n")
                 log.flush()
                 tracker.log_train(step, line)
                 if "val_losses" in line:
@@ -551,7 +541,7 @@ def _train(training: _Training, streams, config: RunConfig, device: torch.device
                 progress.set_postfix(loss=f"{loss_value:.4f}", tok_s=f"{line['tokens_per_s']:.0f}")
                 if not math.isfinite(loss_value):
                     progress.write(f"loss {loss_value} at step {step}: diverged, stopping", file=sys.stderr)
-                    return Status.DIVERGED
+                    return RunStatus.DIVERGED
             elif step < LOG_EVERY:  # the first steps show their loss too (a sync, but only a few)
                 progress.set_postfix(loss=f"{loss.item():.4f}")
             progress.update(1)
@@ -563,7 +553,7 @@ def _train(training: _Training, streams, config: RunConfig, device: torch.device
                 training.save()
                 clock = time.perf_counter()
                 signals.stop_if_requested(step, training.out)
-    return Status.COMPLETED
+    return RunStatus.COMPLETED
 
 
 def _save_model(model: torch.nn.Module, store, model_dir: Path) -> None:
@@ -572,8 +562,7 @@ def _save_model(model: torch.nn.Module, store, model_dir: Path) -> None:
     shutil.rmtree(tmp, ignore_errors=True)
     model.save_pretrained(tmp)
     store.tokenizer().save_pretrained(tmp)
-    shutil.rmtree(model_dir, ignore_errors=True)
-    os.replace(tmp, model_dir)
+    replace_dir(tmp, model_dir)
 
 
 def _evaluate_all(model, config: RunConfig, store, device: torch.device, *, after_each) -> dict[str, float]:
@@ -585,7 +574,7 @@ def _evaluate_all(model, config: RunConfig, store, device: torch.device, *, afte
     validation = ValidationSet.build(
         config.data.store, split="val", context=config.data.context, max_windows=config.eval.val_windows
     )
-    losses = evaluate_model(model, validation, name="iid", **settings)
+    losses = evaluate_model(model, validation, name=IID, **settings)
     after_each()
     for name, extra in config.eval.extra.items():
         _check_extra_store(store, name, extra.store)

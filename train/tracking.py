@@ -28,12 +28,13 @@ from pathlib import Path
 from typing import Any
 
 from megadocs.errors import UserError
+from megadocs.formats import RunDir
 from train.config import RunConfig
 
 __all__ = ["TENSORBOARD_DIR", "WANDB_DIR", "TRAIN_SCALARS", "Tracker"]
 
-TENSORBOARD_DIR = "tensorboard"
-WANDB_DIR = "wandb"
+TENSORBOARD_DIR = RunDir.TENSORBOARD
+WANDB_DIR = RunDir.WANDB
 # log.jsonl fields that become `train/<name>` scalars
 TRAIN_SCALARS = ("loss", "lr", "grad_norm", "tokens_per_s")
 

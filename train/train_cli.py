@@ -15,6 +15,7 @@ from typing import Any
 
 from megadocs.cli import examples
 from megadocs.errors import UserError
+from megadocs.formats import RunDir
 
 __all__ = ["register", "apply_overrides", "load_run_config", "DEFAULT_RUNS_DIR", "EXIT_PREEMPTED"]
 
@@ -177,24 +178,19 @@ def _dry_run(config, args: argparse.Namespace) -> int:
 
 def _reidentify(run_dir: Path) -> int:
     """Adopt a run made before identities covered the data: the user vouches its data is unchanged."""
-    import json
+    from train.loop import write_run_identity
 
-    from train.loop import CONFIG_FILE, HASH_FILE, METRICS_FILE, write_run_identity
-
-    if not (run_dir / CONFIG_FILE).is_file():
-        raise UserError(f"--reidentify: {run_dir}: no {CONFIG_FILE} (expected a run directory)")
-    config = load_run_config(run_dir / CONFIG_FILE)
-    hash_file = run_dir / HASH_FILE
-    old = hash_file.read_text().strip() if hash_file.is_file() else None
+    run = RunDir(run_dir)
+    if not run.config.is_file():
+        raise UserError(f"--reidentify: {run_dir}: no {RunDir.CONFIG} (expected a run directory)")
+    config = load_run_config(run.config)
+    old = run.config_hash.read_text().strip() if run.config_hash.is_file() else None
     identity = config.identity()
     write_run_identity(config, run_dir, identity)
-    metrics_path = run_dir / METRICS_FILE
-    if metrics_path.is_file():
-        metrics = json.loads(metrics_path.read_text())
-        metrics["config_hash"] = identity
-        tmp = metrics_path.with_name(metrics_path.name + ".tmp")
-        tmp.write_text(json.dumps(metrics, indent=2) + "\n")
-        tmp.replace(metrics_path)
+    metrics = run.read_metrics()
+    if metrics is not None:  # rewritten as standard JSON (an old file's NaN/Infinity become null)
+        metrics.config_hash = identity
+        metrics.save(run.metrics)
     print(f"{run_dir}: identity {old} -> {identity}")
     return 0
 
@@ -242,6 +238,6 @@ def _main(args: argparse.Namespace) -> int:
     except Preempted as exc:
         print(f"preempted at step {exc.step}; checkpoint saved; re-run the same command to resume", file=sys.stderr)
         return EXIT_PREEMPTED
-    val = ", ".join(f"{name} {loss:.4f}" for name, loss in metrics["val_losses"].items())
-    print(f"{metrics['status']}: {metrics['steps']} steps, val loss {val} ({out / 'metrics.json'})")
+    val = ", ".join(f"{name} {'-' if loss is None else f'{loss:.4f}'}" for name, loss in metrics.val_losses.items())
+    print(f"{metrics.status}: {metrics.steps} steps, val loss {val} ({RunDir(out).metrics})")
     return 0

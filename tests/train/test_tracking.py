@@ -44,7 +44,7 @@ def tracked_run(small_store, tmp_path_factory):
     torch.set_num_threads(1)
     os.environ["SLURM_JOB_ID"] = "4242"
     try:
-        metrics = run(config, out)
+        metrics = run(config, out).to_json()
     finally:
         del os.environ["SLURM_JOB_ID"]
         torch.set_num_threads(threads)
