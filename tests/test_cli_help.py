@@ -60,10 +60,10 @@ def test_corpus_and_docs_are_one_option_everywhere(spelling):
 
 @pytest.mark.parametrize("old", [False, True])
 def test_benchmarks_options_match_ensemble_names_and_keep_the_old_ones(old):
-    from train import downstream
+    from train.ensemble_cli import add_benchmark_arguments
 
     parser = argparse.ArgumentParser()
-    downstream.add_arguments(parser)
+    add_benchmark_arguments(parser)
     names = ["--models", "--tasks", "--data-dir", "--limit"] if old else \
         ["--members", "--benchmarks", "--benchmark-data", "--benchmark-limit"]  # fmt: skip
     args = parser.parse_args([names[0], "m1", "m2", names[1], "piqa", names[2], "d", names[3], "5"])
