@@ -7,8 +7,9 @@ losses: `train.curves`), tensorboard/ (and wandb/ when configured: `train.tracki
 its presence means "done", and `run` then returns it untouched, after checking that RUN's
 recorded identity is this config's on this data).
 
-Recipe (paper.md "Training recipe"): AdamW with decoupled weight decay on the weight matrices
-(embeddings included, norm scales excluded), global grad-norm clip, linear warmup over
+Recipe (paper.md "Training recipe"): AdamW with decoupled weight decay on the parameter kinds of
+`optim.weight_decay_on` (default: the linear projections and the head, as levanter's default mask;
+input embeddings and norm scales do not decay), global grad-norm clip, linear warmup over
 `warmup_fraction` of the steps then cosine decay reaching 0 at the end, gradient accumulation
 from `micro_batch_size` up to `batch_size` (``auto``: `train.plan`), bf16 autocast with fp32 master
 weights and TF32 on CUDA (fp32 on CPU), fused AdamW on CUDA, torch.compile of the backbone on CUDA
@@ -47,6 +48,7 @@ from megadocs.formats import (
     RunDir,
     RunMetrics,
     RunStatus,
+    WindowCounts,
     dumps_json,
     finite_or_none,
     replace_dir,
@@ -56,7 +58,7 @@ from megadocs.formats import (
 from megadocs.provenance import write as write_provenance
 from train.benchmarks import check_tasks
 from train.checkpoint import load_checkpoint, save_checkpoint
-from train.config import AUTO, DocumentMask, RunConfig
+from train.config import AUTO, DEFAULT_DECAY_GROUPS, DocumentMask, RunConfig
 from train.curves import PeriodicValidation
 from train.device import resolve_device, set_determinism
 from train.evaluate import autocast_for, evaluate_model
@@ -71,6 +73,7 @@ __all__ = [
     "write_run_identity",
     "LOG_EVERY",
     "lr_factor",
+    "warmup_steps_for",
     "param_groups",
     "train_step",
     "PreemptionSignals",
@@ -107,11 +110,47 @@ def lr_factor(step: int, *, total_steps: int, warmup_steps: int) -> float:
     return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
 
 
-def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str, Any]]:
-    """Weight decay on matrices (embeddings, projections, head), none on norm scales."""
-    matrices = [p for p in model.parameters() if p.ndim >= 2]
-    vectors = [p for p in model.parameters() if p.ndim < 2]
-    return [{"params": matrices, "weight_decay": weight_decay}, {"params": vectors, "weight_decay": 0.0}]
+def warmup_steps_for(total_steps: int, warmup_fraction: float) -> int:
+    """``round(warmup_fraction * total_steps)``, but at least one step when warmup is asked for:
+    with the default 1%, a run shorter than 50 steps would otherwise start at the peak LR."""
+    if warmup_fraction <= 0 or total_steps < 1:
+        return 0
+    return min(total_steps, max(1, round(warmup_fraction * total_steps)))
+
+
+def decay_group_of(module: torch.nn.Module, name: str, head: torch.nn.Module | None) -> str:
+    """The weight-decay kind (train.config.DECAY_GROUPS) of parameter ``name`` owned by ``module``."""
+    if module is head:
+        return "head"
+    if isinstance(module, torch.nn.Embedding):
+        return "embeddings"
+    if "norm" in type(module).__name__.lower():
+        return "norms"
+    if isinstance(module, torch.nn.Linear) and name == "weight":
+        return "linear"
+    raise UserError(f"optim.weight_decay_on: cannot tell the kind of parameter {name!r} of a "
+                    f"{type(module).__name__} (expected Linear, Embedding, a norm or the head)")
+
+
+def param_groups(model: torch.nn.Module, weight_decay: float,
+                 decay_on: tuple[str, ...] | list[str] = DEFAULT_DECAY_GROUPS) -> list[dict[str, Any]]:
+    """AdamW groups: ``weight_decay`` on the kinds in ``decay_on``, 0 on the rest.
+
+    Each group also carries ``names`` (the parameters' qualified names), so what decays can be
+    checked and logged.
+    """
+    head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    decayed: dict[str, torch.nn.Parameter] = {}
+    kept: dict[str, torch.nn.Parameter] = {}
+    for module_name, module in model.named_modules():
+        for name, parameter in module.named_parameters(recurse=False):
+            qualified = f"{module_name}.{name}" if module_name else name
+            if qualified in decayed or qualified in kept:
+                continue
+            target = decayed if decay_group_of(module, name, head) in decay_on else kept
+            target[qualified] = parameter
+    return [{"params": list(decayed.values()), "names": list(decayed), "weight_decay": weight_decay},
+            {"params": list(kept.values()), "names": list(kept), "weight_decay": 0.0}]
 
 
 def train_step(
@@ -318,9 +357,9 @@ def _build(config: RunConfig, store, total_steps: int, device: torch.device, out
     model = build_model(config.model.preset, vocab_size=store.vocab_size, context=config.data.context,
                         seed=config.seed, eos_id=store.eos_id, device=device)  # fmt: skip
     optim = config.optim
-    optimizer = torch.optim.AdamW(param_groups(model, optim.weight_decay), lr=optim.lr,
+    optimizer = torch.optim.AdamW(param_groups(model, optim.weight_decay, optim.weight_decay_on), lr=optim.lr,
                                   betas=(optim.beta1, optim.beta2), fused=device.type == "cuda")  # fmt: skip
-    warmup_steps = round(optim.warmup_fraction * total_steps)
+    warmup_steps = warmup_steps_for(total_steps, optim.warmup_fraction)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda step: lr_factor(step, total_steps=total_steps, warmup_steps=warmup_steps)
     )
@@ -385,16 +424,24 @@ def run(config: RunConfig, out: str | Path) -> RunMetrics:
 
         if status is RunStatus.COMPLETED:
             _save_model(training.model, store, run_dir.model)
-            val_losses = _evaluate_all(training.model, config, store, device, after_each=stop_if_requested)
+            val_losses, val_windows = _evaluate_all(training.model, config, store, device,
+                                                    after_each=stop_if_requested)
         else:  # diverged: no losses to report (null in metrics.json)
             val_losses = {name: None for name in (*IID_SETS, *config.eval.extra)}
+            val_windows = {}
         tracker.log_validation(training.step, val_losses)
         counters = training.counters
+        real_seen, synthetic_seen = streams.plan.windows_before(training.step)
         metrics = RunMetrics(
             status=status,
             val_loss=val_losses[IID],
             val_losses=val_losses,
+            val_windows=val_windows,
+            val_windows_requested=config.eval.val_windows,
             steps=training.step,
+            windows=WindowCounts(real_per_epoch=streams.plan.real_windows, real_seen=real_seen,
+                                 synthetic_seen=synthetic_seen),
+            mixing_fraction_realised=synthetic_seen / max(1, real_seen + synthetic_seen),
             tokens_seen=counters["tokens_seen"],
             wall_time_s=counters["wall_time_s"] + time.perf_counter() - attempt_start,
             tokens_per_s=counters["tokens_seen"] / counters["train_time_s"] if counters["train_time_s"] else 0.0,
@@ -540,8 +587,13 @@ def _save_model(model: torch.nn.Module, store, model_dir: Path) -> None:
     replace_dir(tmp, model_dir)
 
 
-def _evaluate_all(model, config: RunConfig, store, device: torch.device, *, after_each) -> dict[str, float]:
-    """iid (with short/long halves) and every eval.extra set, on fixed real-text windows."""
+def _evaluate_all(model, config: RunConfig, store, device: torch.device, *,
+                  after_each) -> tuple[dict[str, float | None], dict[str, int]]:
+    """iid (with short/long halves) and every eval.extra set, on fixed real-text windows.
+
+    Returns the losses and the number of windows each set scored (fewer than
+    ``eval.val_windows`` when a split holds fewer; ValidationSet.build warns then).
+    """
     from train.data import ValidationSet
 
     settings = dict(batch_size=config.optim.micro_batch_size, device=device, document_mask=config.data.document_mask,
@@ -550,12 +602,15 @@ def _evaluate_all(model, config: RunConfig, store, device: torch.device, *, afte
         config.data.store, split="val", context=config.data.context, max_windows=config.eval.val_windows
     )
     losses = evaluate_model(model, validation, name=IID, **settings)
+    windows = {IID: validation.num_windows}
     after_each()
     for name, extra in config.eval.extra.items():
         _check_extra_store(store, name, extra.store)
         extra_set = ValidationSet.build(
-            extra.store, split=extra.split, context=config.data.context, max_windows=config.eval.val_windows
+            extra.store, split=extra.split, context=config.data.context, max_windows=config.eval.val_windows,
+            field=f"eval.extra.{name} (eval.val_windows)",
         )
         losses.update(evaluate_model(model, extra_set, name=name, halves=False, **settings))
+        windows[name] = extra_set.num_windows
         after_each()
-    return losses
+    return losses, windows

@@ -135,6 +135,9 @@ def test_templates_name_their_source_and_hash_their_bytes(tmp_path):
     assert "BoLT" in thoughts.source
     messages = thoughts.messages(prefix="P {x}", suffix="S")
     assert messages[0]["role"] == "system" and "### Prefix:\nP {x}\n\n### Suffix:\nS\n\n" in messages[1]["content"]
+    # one pass: a prefix quoting "{suffix}" keeps it literally (sequential replacement pasted S in)
+    quoting = thoughts.messages(prefix="the template says {suffix} here", suffix="S")[1]["content"]
+    assert "the template says {suffix} here" in quoting and quoting.count("S\n\n") == 1
     bad = tmp_path / "bad.yaml"
     bad.write_text("user: 'no placeholder'\n")
     with pytest.raises(UserError, match=r"\{prefix\} exactly once"):
