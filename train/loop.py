@@ -1,9 +1,11 @@
 """One training run: `run(config, out)` trains, evaluates and writes the run directory.
 
 Layout of RUN (`megadocs.formats.RunDir`, docs/architecture.md): config.yaml, config_hash,
-identity.json, checkpoint/, log.jsonl, model/, metrics.json (a `RunMetrics`, written last; its
-presence means "done", and `run` then returns it untouched, after checking that RUN's recorded
-identity is this config's on this data).
+identity.json, provenance.json, checkpoint/, log.jsonl (training curve, with periodic validation
+losses: `train.curves`), tensorboard/ (and wandb/ when configured: `train.tracking`), model/
+(with a model card README.md: `train.model_card`), metrics.json (a `RunMetrics`, written last;
+its presence means "done", and `run` then returns it untouched, after checking that RUN's
+recorded identity is this config's on this data).
 
 Recipe (paper.md "Training recipe"): AdamW with decoupled weight decay on the parameter kinds of
 `optim.weight_decay_on` (default: the linear projections and the head, as levanter's default mask;
@@ -14,16 +16,20 @@ weights and TF32 on CUDA (fp32 on CPU), fused AdamW on CUDA, torch.compile of th
 when `compile: auto`; the head and the cross-entropy run chunked or fused (`train.loss`), and
 document masking goes through packed position ids, not a dense mask (`train.attention`).
 
-Resumption: every `checkpoint_every` steps, and when SIGTERM/SIGUSR2 arrives, the full state is
-saved atomically (`train.checkpoint`). The signal handler only sets a flag; the step in flight
-finishes, the checkpoint is written, a previously installed Python handler (submitit's requeue)
-is called, and `Preempted` is raised (the CLI exits with status 3). Running again resumes; data
+Resumption: every `checkpoint_every` steps, and when SIGTERM/SIGUSR2/SIGINT arrives, the full
+state is saved atomically (`train.checkpoint`; copied to host memory at the step boundary and
+written by a background thread, so training does not wait for the disk). The signal handler only
+sets a flag; the step in flight finishes, the checkpoint is written and waited for, a previously
+installed Python handler (submitit's requeue) is called, and `Preempted` is raised (the CLI exits
+with status 3, or 130 for SIGINT/Ctrl-C; a second Ctrl-C interrupts at once and loses only the
+steps since the last checkpoint on disk). Running again resumes; data
 order is a pure function of the step (`train.data`), so the resumed run's metrics are
 bit-identical to an uninterrupted one on the same machine.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import shutil
@@ -45,19 +51,24 @@ from megadocs.formats import (
     RunDir,
     RunMetrics,
     RunStatus,
+    WindowCounts,
     dumps_json,
     finite_or_none,
     replace_dir,
     write_atomic,
     write_json,
 )
+from megadocs.provenance import write as write_provenance
 from train.benchmarks import check_tasks
-from train.checkpoint import load_checkpoint, save_checkpoint
+from train.checkpoint import CheckpointWriter, load_checkpoint
 from train.config import AUTO, DEFAULT_DECAY_GROUPS, DocumentMask, RunConfig
+from train.curves import PeriodicValidation
 from train.device import resolve_device, set_determinism
 from train.evaluate import autocast_for, evaluate_model
 from train.loss import next_token_loss, resolve_loss_implementation
+from train.model_card import write_model_card
 from train.prefetch import BatchPrefetcher
+from train.tracking import Tracker
 
 __all__ = [
     "Preempted",
@@ -73,18 +84,23 @@ __all__ = [
 ]
 
 LOG_EVERY = 10  # steps between log lines and divergence checks (each is a device sync)
-PREEMPTION_SIGNALS = (signal.SIGTERM, signal.SIGUSR2)
+PREEMPTION_SIGNALS = (signal.SIGTERM, signal.SIGUSR2, signal.SIGINT)
 
 
 class Preempted(Exception):
-    """The run stopped on SIGTERM/SIGUSR2 after saving a checkpoint; re-running resumes it."""
+    """The run stopped on SIGTERM/SIGUSR2/SIGINT after saving a checkpoint; re-running resumes it."""
 
-    def __init__(self, step: int, run_dir: Path):
-        super().__init__(
-            f"preempted at step {step}; checkpoint saved in {run_dir}; re-run the same command to resume"
-        )
+    def __init__(self, step: int, run_dir: Path, signum: int = signal.SIGTERM):
+        what = "interrupted" if signum == signal.SIGINT else "preempted"
+        super().__init__(f"{what} at step {step}; checkpoint saved in {run_dir}; re-run the same command to resume")
         self.step = step
         self.run_dir = run_dir
+        self.signum = signum
+
+    @property
+    def interrupted(self) -> bool:
+        """True for SIGINT (Ctrl-C): the CLI exits 130 instead of 3."""
+        return self.signum == signal.SIGINT
 
 
 # --- pure pieces ----------------------------------------------------------------------------
@@ -185,11 +201,12 @@ def train_step(
 
 
 class PreemptionSignals:
-    """While active, SIGTERM/SIGUSR2 only set `requested`; the loop acts at a step boundary.
+    """While active, SIGTERM/SIGUSR2/SIGINT only set `requested`; the loop acts at a step boundary.
 
     `stop_if_requested()` hands the signal to the handler that was installed before (e.g.
-    submitit's SIGUSR2 requeue) once the checkpoint is safe, then raises `Preempted`. Outside the main thread signals
-    cannot be caught, so nothing is installed there.
+    submitit's SIGUSR2 requeue) once the checkpoint is safe, then raises `Preempted`. A first
+    SIGINT restores Python's own handler, so a second Ctrl-C interrupts at once. Outside the main
+    thread signals cannot be caught, so nothing is installed there.
     """
 
     def __init__(self) -> None:
@@ -198,6 +215,8 @@ class PreemptionSignals:
 
     def _handle(self, signum, frame) -> None:
         self.requested = signum
+        if signum == signal.SIGINT:
+            signal.signal(signal.SIGINT, self._previous.get(signal.SIGINT, signal.default_int_handler))
 
     def __enter__(self) -> PreemptionSignals:
         if threading.current_thread() is threading.main_thread():
@@ -215,9 +234,9 @@ class PreemptionSignals:
         if self.requested is None:
             return
         previous = self._previous.get(self.requested)
-        if callable(previous):
+        if callable(previous) and previous is not signal.default_int_handler:
             previous(self.requested, None)
-        raise Preempted(step, run_dir)
+        raise Preempted(step, run_dir, self.requested)
 
 
 # --- the run --------------------------------------------------------------------------------
@@ -332,16 +351,24 @@ class _Training:
     step: int
     counters: dict[str, Any]
     attempt_start: float
+    writer: CheckpointWriter
 
     def save(self) -> None:
+        """Snapshot the state to host memory now; the writer thread puts it on disk."""
         elapsed = time.perf_counter() - self.attempt_start
         counters = {**self.counters, "wall_time_s": self.counters["wall_time_s"] + elapsed}
-        save_checkpoint(self.out, model=self.model, optimizer=self.optimizer, scheduler=self.scheduler,
-                        step=self.step, counters=counters, identity=self.identity)  # fmt: skip
+        self.writer.save(model=self.model, optimizer=self.optimizer, scheduler=self.scheduler,
+                         step=self.step, counters=counters, identity=self.identity)  # fmt: skip
+
+    def stop_if_requested(self, signals: PreemptionSignals) -> None:
+        """On a pending signal: wait until the last checkpoint is on disk, then stop (Preempted)."""
+        if signals.requested is not None:
+            self.writer.wait()
+            signals.stop_if_requested(self.step, self.out)
 
 
 def _build(config: RunConfig, store, total_steps: int, device: torch.device, out: Path, identity: str,
-           attempt_start: float) -> _Training:  # fmt: skip
+           attempt_start: float, writer: CheckpointWriter) -> _Training:  # fmt: skip
     """Model, AdamW and schedule, restored from RUN/checkpoint when there is one."""
     from train.model import build_model
 
@@ -368,7 +395,7 @@ def _build(config: RunConfig, store, total_steps: int, device: torch.device, out
         out=out, identity=identity, model=model, forward=forward, optimizer=optimizer, scheduler=scheduler,
         total_steps=total_steps, step=resumed["step"] if resumed else 0,
         counters=resumed["counters"] if resumed else {"tokens_seen": 0, "train_time_s": 0.0, "wall_time_s": 0.0},
-        attempt_start=attempt_start,
+        attempt_start=attempt_start, writer=writer,
     )  # fmt: skip
 
 
@@ -376,7 +403,7 @@ def run(config: RunConfig, out: str | Path) -> RunMetrics:
     """Train, evaluate and write RUN (see the module docstring); returns the metrics.
 
     Raises:
-        Preempted: SIGTERM/SIGUSR2 arrived; a checkpoint was saved.
+        Preempted: SIGTERM/SIGUSR2/SIGINT arrived; a checkpoint was saved.
         UserError: bad paths, a store/config mismatch, or RUN holding another config.
     """
     out = Path(out)
@@ -395,20 +422,26 @@ def run(config: RunConfig, out: str | Path) -> RunMetrics:
     _check_benchmarks(config)
     streams = _load_training_streams(config)
     _prepare_run_dir(config, run_dir, identity)
+    provenance = write_provenance(run_dir.path, str(device))
 
-    with PreemptionSignals() as signals:
+    # leaving the block waits for the checkpoint being written (also on an exception)
+    with PreemptionSignals() as signals, CheckpointWriter(out) as writer, contextlib.ExitStack() as cleanup:
         # --- model, optimizer, schedule (resumed from the checkpoint if any) ------------------
-        training = _build(config, store, streams.plan.total_steps, device, out, identity, attempt_start)
+        training = _build(config, store, streams.plan.total_steps, device, out, identity, attempt_start, writer)
         config = _resolve_micro_batch(config, training.model, store.vocab_size, device, streams.eos_id)
         params = sum(p.numel() for p in training.model.parameters())
         _truncate_log(run_dir.log, training.step)
+        curve = PeriodicValidation.build(config, total_steps=training.total_steps, device=device,
+                                         align=LOG_EVERY, eos_id=store.eos_id)
+        tracker = Tracker.open(config, run_dir.path, identity=identity, start_step=training.step)
+        cleanup.callback(tracker.close)  # flushes the curves also when preempted
 
         # --- train -------------------------------------------------------------------------
-        status = _train(training, streams, config, device, signals)
+        status = _train(training, streams, config, device, signals, curve=curve, tracker=tracker)
 
         # --- evaluate (the final checkpoint is saved: a signal here stops without losing it) --
         def stop_if_requested() -> None:
-            signals.stop_if_requested(training.step, out)
+            training.stop_if_requested(signals)
 
         if status is RunStatus.COMPLETED:
             _save_model(training.model, store, run_dir.model)
@@ -417,6 +450,7 @@ def run(config: RunConfig, out: str | Path) -> RunMetrics:
         else:  # diverged: no losses to report (null in metrics.json)
             val_losses = {name: None for name in (*IID_SETS, *config.eval.extra)}
             val_windows = {}
+        tracker.log_validation(training.step, val_losses)
         counters = training.counters
         real_seen, synthetic_seen = streams.plan.windows_before(training.step)
         metrics = RunMetrics(
@@ -426,8 +460,8 @@ def run(config: RunConfig, out: str | Path) -> RunMetrics:
             val_windows=val_windows,
             val_windows_requested=config.eval.val_windows,
             steps=training.step,
-            windows={"real_per_epoch": streams.plan.real_windows, "real_seen": real_seen,
-                     "synthetic_seen": synthetic_seen},
+            windows=WindowCounts(real_per_epoch=streams.plan.real_windows, real_seen=real_seen,
+                                 synthetic_seen=synthetic_seen),
             mixing_fraction_realised=synthetic_seen / max(1, real_seen + synthetic_seen),
             tokens_seen=counters["tokens_seen"],
             wall_time_s=counters["wall_time_s"] + time.perf_counter() - attempt_start,
@@ -448,6 +482,9 @@ def run(config: RunConfig, out: str | Path) -> RunMetrics:
                 batch_size=config.optim.micro_batch_size,
             )
             stop_if_requested()
+        if status is RunStatus.COMPLETED:
+            write_model_card(run_dir.model, config, metrics.to_json(), provenance)
+        tracker.close(metrics.to_json())
 
     # --- outputs: metrics.json last, atomically; then the checkpoint is no longer needed ------
     metrics.save(run_dir.metrics)
@@ -477,7 +514,8 @@ def _resolve_micro_batch(config: RunConfig, model, vocab_size: int, device: torc
     return config.model_copy(update={"optim": config.optim.model_copy(update={"micro_batch_size": micro})})
 
 
-def _train(training: _Training, streams, config: RunConfig, device: torch.device, signals) -> RunStatus:
+def _train(training: _Training, streams, config: RunConfig, device: torch.device, signals, *,
+           curve: PeriodicValidation, tracker: Tracker) -> RunStatus:  # fmt: skip
     """The step loop from `training.step` to the end; returns COMPLETED or DIVERGED."""
     from tqdm import tqdm
 
@@ -518,8 +556,9 @@ def _train(training: _Training, streams, config: RunConfig, device: torch.device
             step = training.step
             counters["tokens_seen"] += input_ids.numel()
 
-            # --- log and divergence check (a device sync point) ------------------------------
-            if step % LOG_EVERY == 0 or step == total_steps:
+            # --- log, periodic validation and divergence check (a device sync point) ---------
+            evaluate_now = curve.due(step)
+            if step % LOG_EVERY == 0 or step == total_steps or evaluate_now:
                 loss_value = loss.item()
                 count_time()
                 line = {
@@ -531,23 +570,32 @@ def _train(training: _Training, streams, config: RunConfig, device: torch.device
                     "tokens_per_s": counters["tokens_seen"] / max(counters["train_time_s"], 1e-9),
                     "cpu_s": time.process_time(),  # this process's CPU seconds: wall >> cpu = contention
                 }
+                if evaluate_now and math.isfinite(loss_value):  # not counted in train_time_s
+                    line["val_losses"], line["eval_s"] = curve.evaluate(training.model)
+                    counters["eval_time_s"] = counters.get("eval_time_s", 0.0) + line["eval_s"]
+                    clock = time.perf_counter()
                 if not math.isfinite(loss_value):
                     line["diverged"] = True  # loss (and grad_norm) become null: standard JSON
                 log.write(dumps_json(finite_or_none(line), indent=None) + "\n")
                 log.flush()
+                tracker.log_train(step, line)
+                if "val_losses" in line:
+                    tracker.log_validation(step, line["val_losses"])
                 progress.set_postfix(loss=f"{loss_value:.4f}", tok_s=f"{line['tokens_per_s']:.0f}")
                 if not math.isfinite(loss_value):
                     progress.write(f"loss {loss_value} at step {step}: diverged, stopping", file=sys.stderr)
                     return RunStatus.DIVERGED
+            elif step < LOG_EVERY:  # the first steps show their loss too (a sync, but only a few)
+                progress.set_postfix(loss=f"{loss.item():.4f}")
             progress.update(1)
 
             # --- checkpoint: periodic, at the end, and on preemption -------------------------
             if step % config.checkpoint_every == 0 or step == total_steps or signals.requested is not None:
                 count_time()
                 log.flush()
-                training.save()
+                training.save()  # a copy to host memory; the disk write overlaps the next steps
                 clock = time.perf_counter()
-                signals.stop_if_requested(step, training.out)
+                training.stop_if_requested(signals)
     return RunStatus.COMPLETED
 
 

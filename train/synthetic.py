@@ -32,8 +32,7 @@ from megadocs.errors import UserError
 from megadocs.formats import DOCUMENTS_FILE, assembled_documents, atomic_file, write_json
 from train.store import TOKEN_DTYPE, TokenizedDocuments, TokenStore, encode_texts
 
-__all__ = ["SyntheticDocuments", "load_synthetic", "require_train_sources",
-           "require_pool_sources"]
+__all__ = ["SyntheticDocuments", "load_synthetic", "require_train_sources", "require_pool_sources"]
 
 _ENCODE_BATCH = 256
 
@@ -164,6 +163,15 @@ def _segments(documents: Path, sources: list):
         yield [segment for segment in segments if segment.strip()]
 
 
+def _expected_documents(documents: Path) -> int | None:
+    """The document count `gen assemble` recorded next to the file (None when unknown)."""
+    try:
+        count = json.loads((documents.parent / "manifest.json").read_text()).get("documents")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return count if isinstance(count, int) else None
+
+
 def _build_cache(documents: Path, stem: Path, store: TokenStore, source_key: dict) -> dict:
     from tqdm import tqdm
 
@@ -187,18 +195,22 @@ def _build_cache(documents: Path, stem: Path, store: TokenStore, source_key: dic
             joined.tofile(handle)
             offsets.append(offsets[-1] + joined.size)
 
-    with atomic_file(f"{stem}.tokens", "wb") as handle:
+    # the bar advances as batches are *encoded* (the slow part), out of the manifest's count
+    progress = tqdm(total=_expected_documents(documents), desc=f"tokenizing {documents.parent.name}",
+                    unit=" docs", file=sys.stderr, mininterval=1.0)
+    with progress, atomic_file(f"{stem}.tokens", "wb") as handle:
         batch: list[list[str]] = []
-        for segments in tqdm(_segments(documents, sources), desc=f"tokenizing {documents.parent.name}",
-                             unit=" docs", file=sys.stderr):
+        for segments in _segments(documents, sources):
             batch.append(segments)
             if len(batch) == _ENCODE_BATCH:
                 flush(batch, handle)
+                progress.update(len(batch))
                 batch = []
         flush(batch, handle)
+        progress.update(len(batch))
     with atomic_file(f"{stem}.offsets.npy", "wb") as handle:
         np.save(handle, np.asarray(offsets, dtype=np.int64))
-    write_json(Path(f"{stem}.sources.json"), sources)
+    write_json(f"{stem}.sources.json", sources, indent=None)
     meta = {**source_key, "tokenizer_hash": store.tokenizer_hash, "documents": len(offsets) - 1,
             "tokens": offsets[-1], "skipped_empty": skipped, "sources": len(sources)}
     write_json(stem.with_suffix(".json"), meta)  # last: marks the cache complete

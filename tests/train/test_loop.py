@@ -90,11 +90,13 @@ def test_paper_grid_point_m_09_batch_64_mixes_exactly_and_reports_windows(micro_
     real_windows = plan.real_windows
     assert metrics.steps == math.ceil(real_windows * 1 / ((1 - Fraction("0.9")) * 64))
     windows = metrics.windows
-    assert windows["real_per_epoch"] == real_windows and windows["real_seen"] == real_windows
-    assert windows["synthetic_seen"] == math.ceil(real_windows * 9)
+    assert windows.real_per_epoch == real_windows and windows.real_seen == real_windows
+    assert windows.synthetic_seen == math.ceil(real_windows * 9)
     assert abs(metrics.mixing_fraction_realised - 0.9) <= 1 / 64
-    assert metrics.tokens_seen == 64 * (windows["real_seen"] + windows["synthetic_seen"])
-    assert metrics.status == "completed" and metrics.val_windows == {"iid": 2}
+    assert metrics.tokens_seen == 64 * (windows.real_seen + windows.synthetic_seen)
+    assert metrics.status.value == "completed" and metrics.val_windows == {"iid": 2}
+    saved = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert saved["windows"] == windows.model_dump() and saved["mixing_fraction_realised"] == metrics.mixing_fraction_realised
 
 
 def test_synthetic_only_run_takes_its_steps_from_synthetic_epochs(micro_store, tmp_path):
@@ -113,11 +115,11 @@ def test_synthetic_only_run_takes_its_steps_from_synthetic_epochs(micro_store, t
     plan = plan_of(config)
     assert plan.synthetic_windows > 16  # the stream holds more than one batch
     assert metrics.steps == plan.total_steps == math.ceil(plan.synthetic_windows * 2 / 16)
-    assert metrics.windows == {"real_per_epoch": plan.real_windows, "real_seen": 0,
-                               "synthetic_seen": 2 * plan.synthetic_windows}
+    assert metrics.windows.model_dump() == {"real_per_epoch": plan.real_windows, "real_seen": 0,
+                                            "synthetic_seen": 2 * plan.synthetic_windows}
     assert metrics.mixing_fraction_realised == 1.0
     assert metrics.tokens_seen == 64 * 2 * plan.synthetic_windows
-    assert metrics.status == "completed" and math.isfinite(metrics.val_loss)
+    assert metrics.status.value == "completed" and math.isfinite(metrics.val_loss)
 
 
 def test_micro_batches_accumulate_to_the_full_batch_gradient():
@@ -182,8 +184,8 @@ def test_run_trains_evaluates_and_writes_a_loadable_run_directory(small_store, t
     # the 4 held-out documents hold 220 windows of 64: scored and reported, not silently capped
     assert metrics.val_windows == {"iid": 220, "again": 220} and metrics.val_windows_requested == 256
     assert "eval.val_windows: 256 windows requested" in capsys.readouterr().err
-    assert metrics.windows == {"real_per_epoch": plan.real_windows, "real_seen": plan.real_windows,
-                               "synthetic_seen": 0}
+    assert metrics.windows.model_dump() == {"real_per_epoch": plan.real_windows, "real_seen": plan.real_windows,
+                                            "synthetic_seen": 0}
     assert metrics.mixing_fraction_realised == 0.0
     assert RunMetrics.load(out / "metrics.json") == metrics
     json.loads((out / "metrics.json").read_text(), parse_constant=_refuse)  # standard JSON
@@ -273,7 +275,7 @@ def test_signal_saves_a_checkpoint_calls_the_previous_handler_and_resumes(small_
     assert (out / "checkpoint" / "state.pt").is_file() and not (out / "metrics.json").exists()
     stopped = info.value.step
     assert 10 <= stopped < plan_of(config).total_steps
-    state = torch.load(out / "checkpoint" / "state.pt", weights_only=False)
+    state = torch.load(out / "checkpoint" / "state.pt", weights_only=True)  # no pickled objects
     assert state["step"] == stopped
 
     resumed = run(config, out)
