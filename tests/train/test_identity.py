@@ -85,7 +85,9 @@ def test_synthetic_only_identity_covers_synthetic_epochs_and_not_real_epochs(tin
     base = _config(tiny_store)
     before_the_field = base.model_dump(mode="json")
     del before_the_field["data"]["synthetic_epochs"]
-    for section, names in (("", ("checkpoint_every", "device", "compile", "loss")), ("optim", ("micro_batch_size",))):
+    from train.config import EXECUTION_FIELDS
+
+    for section, names in EXECUTION_FIELDS.items():
         for name in names:
             (before_the_field[section] if section else before_the_field).pop(name, None)
     before_the_field["data"]["document_mask"] = False
