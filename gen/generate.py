@@ -342,19 +342,20 @@ def _batched(items: list, size: int) -> Iterator[list]:
         yield chunk
 
 
-def _shard_statistics(rows_by_doc: dict[str, list[dict]], run_tokens: int, run_seconds: float) -> dict:
-    rows = [row for doc_rows in rows_by_doc.values() for row in doc_rows]
-    prompts = {(row["doc_id"], row.get("split_index")) for row in rows if row.get("prompt_truncated")}
-    return {
-        "documents": len(rows_by_doc),
-        "generations": len(rows),
-        "output_tokens": sum(row["n_tokens"] for row in rows),
-        "truncated_prompts": len(prompts),
-        "length_truncated": sum(row["finish_reason"] == "length" for row in rows),
-        "empty_outputs": sum(pool_format.is_empty(row) for row in rows),
-        "run_tokens": run_tokens,
-        "run_seconds": run_seconds,
-    }
+def _shard_statistics(rows_file: Path, run_tokens: int, run_seconds: float) -> dict:
+    """Counts over a shard's rows, streamed (the shard is never held in memory)."""
+    stats = dict.fromkeys(("documents", "generations", "output_tokens", "length_truncated", "empty_outputs"), 0)
+    prompts, last_doc = set(), None
+    for row in pool_format.iter_shard_rows(rows_file):
+        stats["documents"] += row["doc_id"] != last_doc
+        last_doc = row["doc_id"]
+        stats["generations"] += 1
+        stats["output_tokens"] += row["n_tokens"]
+        stats["length_truncated"] += row["finish_reason"] == "length"
+        stats["empty_outputs"] += pool_format.is_empty(row)
+        if row.get("prompt_truncated"):
+            prompts.add((row["doc_id"], row.get("split_index")))
+    return {**stats, "truncated_prompts": len(prompts), "run_tokens": run_tokens, "run_seconds": run_seconds}
 
 
 def _run_shard(options: GenerateOptions, manifest: dict, template: PromptTemplate | None, engine: Engine,
@@ -364,7 +365,7 @@ def _run_shard(options: GenerateOptions, manifest: dict, template: PromptTemplat
     out, count = Path(options.out), options.num_shards
     rows_file = pool_format.rows_path(out, index, count)
     docs = _shard_documents(options, index)
-    done = pool_format.load_shard(rows_file, options.g)
+    done = set(pool_format.load_shard(rows_file, options.g))
     pending = [doc for doc in docs if doc.doc_id not in done]
     planner = _Planner(options, template, engine)
     provenance = {
@@ -398,7 +399,8 @@ def _run_shard(options: GenerateOptions, manifest: dict, template: PromptTemplat
             run_tokens += sum(c.n_tokens for samples in completions for c in samples)
             bar.update(len(chunk))
             bar.set_postfix(tok_s=f"{run_tokens / run_seconds:.0f}" if run_seconds else "-")
-    stats = _shard_statistics(pool_format.load_shard(rows_file, options.g), run_tokens, run_seconds)
+    pool_format.load_shard(rows_file, options.g)  # drops a torn tail; every row left is complete
+    stats = _shard_statistics(rows_file, run_tokens, run_seconds)
     if stats["documents"] != len(docs):  # internal invariant: every document has all its rows
         raise RuntimeError(f"{rows_file}: {stats['documents']} complete documents, expected {len(docs)}")
     pool_format.write_json_atomic(pool_format.done_path(out, index, count), stats)

@@ -8,8 +8,8 @@ POOL/shard-{i:05d}-of-{n:05d}.done    completion marker: the shard's statistics 
 
 Rows of one document are written together and documents are appended in order, so a killed run
 leaves at most one document half-written (and possibly a torn last line). :func:`load_shard`
-keeps only documents with all their generations, rewrites the file atomically when it dropped
-anything, and returns the done set; generation then resumes with the remaining documents. The
+keeps only documents with all their generations (streaming the file twice, never holding it),
+rewrites the file atomically when it dropped anything, and returns the done documents; generation then resumes with the remaining documents. The
 ``.done`` marker is written only after the rows are fsynced, so "done" always means durable.
 
 Document ``k`` of the source (0-based, in :func:`megadocs.corpus.iter_documents` order) belongs to
@@ -32,7 +32,7 @@ from megadocs.errors import UserError
 
 __all__ = [
     "POOL_FORMAT", "MANIFEST", "Kind", "IDENTITY_FIELDS", "pool_identity_of", "locked", "shard_stem", "rows_path", "done_path",
-    "shard_of", "write_json_atomic", "read_manifest", "check_identity", "load_shard",
+    "shard_of", "write_json_atomic", "read_manifest", "check_identity", "load_shard", "iter_shard_rows",
     "require_complete", "iter_doc_groups", "refresh_statistics", "STAT_COUNTS", "is_empty", "sample_doc_id",
 ]
 
@@ -117,41 +117,62 @@ def check_identity(existing: dict, planned: dict, pool: Path) -> None:
                             f"this run asks for {new!r} (use a new --out, or the pool's settings)")
 
 
-def _parse_lines(raw: bytes) -> list[dict]:
-    rows = []
-    for line in raw.split(b"\n"):
-        if not line.strip():
-            continue
-        try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError:
-            continue  # a torn line from a killed writer
-    return rows
+def iter_shard_rows(path: Path) -> Iterator[dict]:
+    """The rows of a shard file one at a time, skipping torn lines (a shard is never held in memory)."""
+    for _line, row in _iter_lines(path):
+        if row is not None:
+            yield row
 
 
-def load_shard(path: Path, g: int) -> dict[str, list[dict]]:
-    """Rows of the complete documents in a shard file, by doc_id, each sorted by gen_index.
+def _iter_lines(path: Path) -> Iterator[tuple[bytes, dict | None]]:
+    """(line, row) per line; row None for a blank or torn line (from a killed writer)."""
+    with open(path, "rb") as handle:
+        for line in handle:
+            row = None
+            if line.strip():
+                try:
+                    row = json.loads(line)
+                except json.JSONDecodeError:
+                    pass
+            yield line, row
+
+
+def load_shard(path: Path, g: int) -> list[str]:
+    """The doc_ids of the complete documents in a shard file, in file order.
 
     A document is complete when it has exactly the gen_index values 0..g-1; duplicates keep the
     first row. Anything else (a torn line, a half-written document) is dropped and the file is
-    rewritten atomically without it.
+    rewritten atomically without it. Two streaming passes: memory is one bit mask per document,
+    whatever the shard's size.
     """
     if not path.is_file():
-        return {}
-    raw = path.read_bytes()
-    by_doc: dict[str, dict[int, dict]] = {}
-    order: list[str] = []
-    for row in _parse_lines(raw):
-        if row["doc_id"] not in by_doc:
-            order.append(row["doc_id"])
-        by_doc.setdefault(row["doc_id"], {}).setdefault(int(row["gen_index"]), row)
-    complete = {doc: [rows[i] for i in range(g)] for doc, rows in by_doc.items() if set(rows) == set(range(g))}
-    kept = b"".join(json.dumps(row, ensure_ascii=False).encode() + b"\n"
-                    for doc in order if doc in complete for row in complete[doc])
-    if kept != raw:
-        tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-        tmp.write_bytes(kept)
-        os.replace(tmp, path)
+        return []
+    seen: dict[str, int] = {}  # doc_id -> bit mask of the gen_index values read
+    clean = True
+    for _line, row in _iter_lines(path):
+        if row is None:
+            clean = False
+            continue
+        bit = 1 << int(row["gen_index"])
+        mask = seen.get(row["doc_id"], 0)
+        clean &= not mask & bit
+        seen[row["doc_id"]] = mask | bit
+    full = (1 << g) - 1
+    complete = [doc for doc, mask in seen.items() if mask == full]
+    if clean and len(complete) == len(seen):
+        return complete
+    keep, written = set(complete), set()
+    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
+    with open(tmp, "wb") as out:
+        for line, row in _iter_lines(path):
+            key = None if row is None else (row["doc_id"], int(row["gen_index"]))
+            if key is None or key[0] not in keep or key in written:
+                continue
+            written.add(key)
+            out.write(line if line.endswith(b"\n") else line + b"\n")
+        out.flush()
+        os.fsync(out.fileno())
+    os.replace(tmp, path)
     return complete
 
 

@@ -25,10 +25,13 @@ from pydantic import Field
 from megadocs.config import StrictModel, load_config
 from megadocs.procs import pid_alive
 
-__all__ = ["JobState", "Poll", "Executor", "SlurmProfile", "make_executor", "load_profile"]
+__all__ = ["JobState", "Poll", "Executor", "SlurmProfile", "make_executor", "load_profile", "check_array_executor",
+           "run_job_array"]
 
 LOST_GRACE_S = 10.0
 """A job that ended without a result file gets this long for the file to appear (slow NFS)."""
+ARRAY_POLL_S = {"local": 1.0, "slurm": 10.0}
+"""Seconds between polls of a job array's tasks (:func:`run_job_array`)."""
 
 
 class ExecutorConfig(StrictModel):
@@ -255,3 +258,54 @@ def _last_error_line(text: str) -> str:
     """The exception line of a job's traceback (its last non-empty line)."""
     lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
     return lines[-1] if lines else text.splitlines()[0]
+
+
+def check_array_executor(kind: str, profile: str | None) -> None:
+    """Refuse a job-array executor choice before anything is written (one UserError line)."""
+    from megadocs.errors import UserError
+
+    if kind not in ("local", "slurm"):
+        raise UserError(f"--executor: expected local or slurm, got {kind!r}")
+    if kind == "slurm" and not profile:
+        raise UserError("--profile: required with --executor slurm (e.g. slurm/profiles/local.yaml)")
+
+
+def run_job_array(tasks: Sequence[Callable[[], Any]], labels: Sequence[str], *, kind: str,
+                  profile: str | None, folder: Path, timeout_min: float = 7 * 24 * 60,
+                  name: str = "megadocs") -> list[Any]:
+    """Submit ``tasks`` as one job array (``local`` or ``slurm``), wait for all, return their values.
+
+    For the steps that run on a pool's shards (generation, the tokenize step): each task is
+    idempotent and resumable on its own, so re-running after a failure redoes only what is missing.
+
+    Raises:
+        UserError: a bad executor/profile, or tasks that failed (named by ``labels``, with logs).
+    """
+    import sys
+
+    from megadocs.errors import UserError
+
+    check_array_executor(kind, profile)
+    if not tasks:
+        return []
+    config = ExecutorConfig(kind=kind, profile=profile, max_parallel=max(1, len(tasks)), timeout_min=timeout_min)
+    jobs = make_executor(config, folder, name)
+    ids = jobs.submit(tasks)
+    print(f"submitted {len(ids)} shard task(s) to {kind}: {', '.join(ids)} (logs: {folder})", file=sys.stderr)
+    pending = dict(zip(ids, labels))
+    values: dict[str, Any] = {}
+    failures = []
+    while pending:
+        time.sleep(ARRAY_POLL_S[kind])
+        for job_id, label in list(pending.items()):
+            poll = jobs.poll(job_id)
+            if poll.state == JobState.RUNNING:
+                continue
+            del pending[job_id]
+            if poll.state == JobState.DONE:
+                values[job_id] = poll.value
+            else:
+                failures.append(f"{label} (job {job_id}): {poll.reason}")
+    if failures:
+        raise UserError(f"{len(failures)} task(s) failed; re-run to resume them: " + "; ".join(failures))
+    return [values[job_id] for job_id in ids]

@@ -9,7 +9,7 @@ import sys
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser("search", help="local-optimality certification sweeps")
-    commands = parser.add_subparsers(dest="search_command", metavar="{certify,status}")
+    commands = parser.add_subparsers(dest="search_command", metavar="{certify,status,plan}")
 
     certify = commands.add_parser(
         "certify",
@@ -32,6 +32,18 @@ def register(subparsers) -> None:
     status.add_argument("--json", action="store_true", help="print a JSON list (the analysis contract)")
     status.add_argument("--strategy", choices=("certify", "grid", "tpe"), default="certify")
     status.set_defaults(func=_status)
+
+    plan = commands.add_parser(
+        "plan", help="runs and GPU-hours per certification, before launching",
+        description="Expected (simulated certifier on smooth landscapes) and worst-case run counts per "
+        "certification, and their GPU-hours at an assumed MFU (see search/plan.py). Runs nothing.",
+    )
+    plan.add_argument("sweep", help="sweep file")
+    plan.add_argument("--json", action="store_true", help="print one JSON object")
+    plan.add_argument("--mfu", type=float, default=None, help="assumed model FLOPs utilisation (default 0.4)")
+    plan.add_argument("--peak-tflops", type=float, default=None,
+                      help="device dense bf16 peak TFLOP/s (default 989, H100 SXM)")
+    plan.set_defaults(func=_plan)
     parser.set_defaults(func=lambda args: (parser.print_help(), 2)[1])
 
 
@@ -56,6 +68,18 @@ def _certify(args: argparse.Namespace) -> int:
         for blocked in s["blocked_by"]:
             print(f"{s['name']}: blocked by {blocked['params']}: {blocked['reason']}", file=sys.stderr)
     return 1 if failed else 0
+
+
+def _plan(args: argparse.Namespace) -> int:
+    from search.plan import format_sweep_plan, sweep_plan
+    from search.sweep import load_sweep
+    from train.plan import DEFAULT_MFU, H100_BF16_PEAK_TFLOPS
+
+    sweep = load_sweep(args.sweep)
+    result = sweep_plan(sweep, mfu=DEFAULT_MFU if args.mfu is None else args.mfu,
+                        peak_tflops=H100_BF16_PEAK_TFLOPS if args.peak_tflops is None else args.peak_tflops)
+    print(json.dumps(result, indent=1, allow_nan=False) if args.json else format_sweep_plan(result), end="\n" if args.json else "")
+    return 0
 
 
 def _status(args: argparse.Namespace) -> int:

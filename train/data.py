@@ -16,17 +16,18 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import torch
 
 from megadocs.errors import UserError
-from train.store import TokenizedDocuments, TokenStore
+from train.pool_tokens import synthetic_documents
+from train.store import TokenStore
 from train.streams import REAL, SYNTHETIC, VALIDATION, MixingPlan, StreamLayout
 from train.synthetic import load_synthetic
 
-__all__ = ["TrainingStreams", "ValidationSet", "TokenStream", "VALIDATION_SEED"]
+__all__ = ["TrainingStreams", "ValidationSet", "TokenStream", "StreamDocuments", "VALIDATION_SEED"]
 
 # Validation windows never depend on the training seed.
 VALIDATION_SEED = 0
@@ -34,20 +35,29 @@ _PLAN_FIELDS = {"batch_size": "optim.batch_size", "real_windows": "data.context"
                 "synthetic_windows": "data.synthetic"}
 
 
+class StreamDocuments(Protocol):
+    """What a stream reads: flat store/cache arrays (:class:`~train.store.TokenizedDocuments`) or
+    documents assembled by index from a tokenized pool (:class:`~train.pool_tokens.PieceDocuments`)."""
+
+    @property
+    def lengths(self) -> np.ndarray: ...
+
+    def gather(self, documents: np.ndarray, offsets: np.ndarray) -> np.ndarray: ...
+
+
 @dataclass(frozen=True, eq=False)
 class TokenStream:
-    """Documents (flat tokens + offsets) laid out as one EOS-joined stream of windows."""
+    """Documents laid out as one EOS-joined stream of windows."""
 
-    tokens: np.ndarray
-    offsets: np.ndarray
+    documents: StreamDocuments
     layout: StreamLayout
     eos_id: int
 
     @classmethod
-    def build(cls, documents: TokenizedDocuments, *, eos_id: int, context: int, seed: int,
+    def build(cls, documents: StreamDocuments, *, eos_id: int, context: int, seed: int,
               stream: int) -> TokenStream:
         layout = StreamLayout.build(documents.lengths, context=context, seed=seed, stream=stream)
-        return cls(documents.tokens, documents.offsets, layout, eos_id)
+        return cls(documents, layout, eos_id)
 
     @property
     def num_windows(self) -> int:
@@ -56,10 +66,10 @@ class TokenStream:
     def windows(self, window_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """``(tokens, document_ids)`` of the given windows, both int64 ``[len(ids), context]``."""
         documents, offsets = self.layout.locate(window_ids)
-        is_eos = offsets == self.layout.lengths[documents]
-        index = np.where(is_eos, 0, self.offsets[documents] + offsets)
-        tokens = np.where(is_eos, self.eos_id, self.tokens[index.ravel()].reshape(index.shape))
-        return tokens.astype(np.int64), documents
+        inside = offsets < self.layout.lengths[documents]  # False: the EOS closing the document
+        tokens = np.full(documents.shape, self.eos_id, dtype=np.int64)
+        tokens[inside] = self.documents.gather(documents[inside], offsets[inside])
+        return tokens, documents
 
 
 @dataclass(frozen=True, eq=False)
@@ -117,7 +127,10 @@ class TrainingStreams:
                 raise UserError(f"data.synthetic: mixing_fraction {mixing_fraction} needs a synthetic "
                                 f"stream ({{pool, algorithm, g}}), got none")
             spec = _synthetic_spec(synthetic)
-            documents = load_synthetic(spec["pool"], spec["algorithm"], spec["g"], store)
+            # assembled by index from the tokenized pool when the tokenize step ran; otherwise
+            # from `gen assemble`'s text, tokenized here (once, cached per assembly)
+            documents = (synthetic_documents(spec["pool"], spec["algorithm"], spec["g"], store)
+                         or load_synthetic(spec["pool"], spec["algorithm"], spec["g"], store))
             synthetic_stream = TokenStream.build(documents, eos_id=store.eos_id, context=context, seed=seed,
                                                  stream=SYNTHETIC)
         try:

@@ -1,4 +1,4 @@
-"""`megadocs data prepare|info`: build and inspect token stores."""
+"""`megadocs data prepare|info|tokenize-pool`: build and inspect token stores, tokenize generation pools."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import argparse
 def register(subparsers) -> None:
     parser = subparsers.add_parser("data", help="prepare and inspect token stores",
                                    description="Tokenize a corpus into a token store and inspect stores.")
-    commands = parser.add_subparsers(dest="data_command", metavar="{prepare,info}")
+    commands = parser.add_subparsers(dest="data_command", metavar="{prepare,info,tokenize-pool}")
     parser.set_defaults(func=lambda args: parser.print_help() or 2)
 
     prepare = commands.add_parser(
@@ -35,6 +35,21 @@ def register(subparsers) -> None:
     info.add_argument("--json", action="store_true", help="print the manifest as JSON")
     info.set_defaults(func=_info)
 
+    tokenize = commands.add_parser(
+        "tokenize-pool", help="tokenize a generation pool once, before training (CPU step)",
+        description="Tokenize every generation of POOL with STORE's tokenizer into POOL/tokens/HASH/ "
+                    "(one task per pool shard, resumable per shard). Every algorithm and G' <= G then "
+                    "assembles its stream from these tokens by index; training only memory-maps.",
+    )
+    tokenize.add_argument("--pool", required=True, help="a complete generation pool")
+    tokenize.add_argument("--store", required=True, help="the token store training reads (data.store)")
+    tokenize.add_argument("--shard", type=int, default=None, metavar="I", help="only pool shard I")
+    tokenize.add_argument("--executor", choices=["local", "slurm"], default=None,
+                          help="run every shard as one submitit job array (default: in this process)")
+    tokenize.add_argument("--profile", default=None, help="SLURM profile YAML (a CPU partition)")
+    tokenize.add_argument("--no-progress", action="store_true", help="no progress bars")
+    tokenize.set_defaults(func=_tokenize_pool)
+
 
 def _prepare(args: argparse.Namespace) -> int:
     from train.store import prepare
@@ -52,4 +67,22 @@ def _info(args: argparse.Namespace) -> int:
 
     store = TokenStore.open(args.dir)
     print(json.dumps(store.manifest, indent=2) if args.json else store.summary())
+    return 0
+
+
+def _tokenize_pool(args: argparse.Namespace) -> int:
+    import json
+
+    from megadocs.errors import UserError
+    from train.pool_tokens import submit_tokenize, tokenize_pool
+
+    if args.profile and args.executor != "slurm":
+        raise UserError("--profile: only used with --executor slurm")
+    if args.executor:
+        if args.shard is not None:
+            raise UserError("--shard: an executor runs every shard; leave --shard out")
+        manifest = submit_tokenize(args.pool, args.store, args.executor, args.profile)
+    else:
+        manifest = tokenize_pool(args.pool, args.store, shard=args.shard, progress=not args.no_progress)
+    print(json.dumps({"pool": args.pool, "complete": manifest["complete"], **manifest["statistics"]}))
     return 0

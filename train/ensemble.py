@@ -47,6 +47,7 @@ from pathlib import Path
 import yaml
 
 from megadocs.errors import UserError
+from train.config import DocumentMask
 
 __all__ = [
     "resolve_model_dir",
@@ -206,7 +207,7 @@ class LogitEnsemble:
             return self._resident[index], False
         return self._load(index), True
 
-    def running_logit_sums(self, input_ids, document_ids=None, *, document_mask: bool = False) -> Iterator:
+    def running_logit_sums(self, input_ids, document_ids=None, *, document_mask: DocumentMask | bool = False) -> Iterator:
         """Yield the float32 sum of the first k members' logits, k = 1..K, for ``input_ids``.
 
         Each member's forward pass is `train.evaluate.model_logits` under the training
@@ -237,7 +238,7 @@ class LogitEnsemble:
                 del logits
             yield total
 
-    def mean_logits(self, input_ids, document_ids=None, *, document_mask: bool = False):
+    def mean_logits(self, input_ids, document_ids=None, *, document_mask: DocumentMask | bool = False):
         """The ensemble's averaged logits ``[batch, length, vocab]`` (float32)."""
         total = None
         for total in self.running_logit_sums(input_ids, document_ids, document_mask=document_mask):  # noqa: B007
@@ -265,7 +266,7 @@ def ensemble_losses(
     batch_size: int = 8,
     max_resident_members: int | None = None,
     halves: bool = True,
-    document_mask: bool = False,
+    document_mask: DocumentMask | bool = False,
 ) -> list[dict]:
     """Validation loss of the logit-averaged ensemble of every prefix of ``member_dirs``.
 
@@ -432,7 +433,7 @@ def main(args: argparse.Namespace) -> int:
             rows = ensemble_losses(
                 members, validation, device=args.device, batch_size=args.batch_size,
                 max_resident_members=args.max_resident, halves=spec.name == "iid",
-                document_mask=bool((run_config.get("data") or {}).get("document_mask", False)),
+                document_mask=DocumentMask.parse((run_config.get("data") or {}).get("document_mask", False)),
             )
             report["sets"][spec.name] = {"source": where, "by_k": rows}
             _write_report(out, report)

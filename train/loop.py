@@ -7,8 +7,10 @@ it untouched, after checking that RUN's recorded identity is this config's on th
 Recipe (paper.md "Training recipe"): AdamW with decoupled weight decay on the weight matrices
 (embeddings included, norm scales excluded), global grad-norm clip, linear warmup over
 `warmup_fraction` of the steps then cosine decay reaching 0 at the end, gradient accumulation
-from `micro_batch_size` up to `batch_size`, bf16 autocast with fp32 master weights on CUDA (fp32
-on CPU), torch.compile on CUDA when `compile: auto`.
+from `micro_batch_size` up to `batch_size` (``auto``: `train.plan`), bf16 autocast with fp32 master
+weights and TF32 on CUDA (fp32 on CPU), fused AdamW on CUDA, torch.compile of the backbone on CUDA
+when `compile: auto`; the head and the cross-entropy run chunked or fused (`train.loss`), and
+document masking goes through packed position ids, not a dense mask (`train.attention`).
 
 Resumption: every `checkpoint_every` steps, and when SIGTERM/SIGUSR2 arrives, the full state is
 saved atomically (`train.checkpoint`). The signal handler only sets a flag; the step in flight
@@ -38,8 +40,10 @@ import torch
 from megadocs.config import dump_yaml
 from megadocs.errors import UserError
 from train.checkpoint import CHECKPOINT_DIR, load_checkpoint, save_checkpoint
-from train.config import RunConfig
-from train.evaluate import autocast_for, evaluate_model, model_logits, token_losses
+from train.config import AUTO, DocumentMask, RunConfig
+from train.evaluate import autocast_for, evaluate_model
+from train.loss import next_token_loss, resolve_loss_implementation
+from train.prefetch import BatchPrefetcher
 
 __all__ = [
     "Status",
@@ -126,14 +130,17 @@ def train_step(
     *,
     micro_batch_size: int,
     grad_clip: float,
-    document_mask: bool,
+    document_mask: DocumentMask | bool,
     parameters: list[torch.nn.Parameter],
+    eos_id: int | None = None,
+    loss_implementation: str = "chunked",
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """One optimizer update on a batch [B, C], accumulated over micro-batches.
 
     Returns the batch's mean token loss and the pre-clip gradient norm, as device tensors (no
     sync). Each micro-batch's mean loss is weighted by its share of the batch's rows, so the
     gradient is that of the whole batch's mean even when the last (short) batch splits unevenly.
+    The head and the loss never hold a micro-batch's whole logits (`train.loss`).
     """
     device = input_ids.device
     rows = input_ids.shape[0]
@@ -142,8 +149,8 @@ def train_step(
         ids = input_ids[start : start + micro_batch_size]  # [b, C]
         docs = document_ids[start : start + micro_batch_size]
         with autocast_for(device):
-            logits = model_logits(model, ids, docs, document_mask=document_mask)  # [b, C, V]
-        loss = token_losses(logits, ids).mean() * (ids.shape[0] / rows)
+            loss = next_token_loss(model, ids, docs, document_mask=document_mask, eos_id=eos_id,
+                                   implementation=loss_implementation) * (ids.shape[0] / rows)
         loss.backward()
         total_loss += loss.detach()
     grad_norm = torch.nn.utils.clip_grad_norm_(parameters, grad_clip)
@@ -304,6 +311,9 @@ def _set_determinism(device: torch.device) -> None:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
         torch.use_deterministic_algorithms(True, warn_only=True)
         torch.backends.cudnn.benchmark = False
+        # TF32 for the fp32 matmuls left outside bf16 autocast (deterministic, 10-bit mantissa inputs).
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
 
 
 @dataclass
@@ -345,7 +355,13 @@ def _build(config: RunConfig, store, total_steps: int, device: torch.device, out
         optimizer, lambda step: lr_factor(step, total_steps=total_steps, warmup_steps=warmup_steps)
     )
     resumed = load_checkpoint(out, model=model, optimizer=optimizer, scheduler=scheduler, identity=identity)
-    forward = torch.compile(model) if _compile_wanted(config, device) else model
+    if device.type == "cuda" and config.data.document_mask is not DocumentMask.OFF:
+        from train.attention import masked_attention_backend
+
+        model.set_attn_implementation(masked_attention_backend(device))  # packed sequences, no dense mask
+    if _compile_wanted(config, device):
+        model.model.compile()  # the backbone, in place: the state dict keeps its keys; the loss stays eager
+    forward = model
     return _Training(
         out=out, identity=identity, model=model, forward=forward, optimizer=optimizer, scheduler=scheduler,
         total_steps=total_steps, step=resumed["step"] if resumed else 0,
@@ -381,6 +397,7 @@ def run(config: RunConfig, out: str | Path) -> dict:
     with PreemptionSignals() as signals:
         # --- model, optimizer, schedule (resumed from the checkpoint if any) ------------------
         training = _build(config, store, streams.plan.total_steps, device, out, identity, attempt_start)
+        config = _resolve_micro_batch(config, training.model, store.vocab_size, device, streams.eos_id)
         params = sum(p.numel() for p in training.model.parameters())
         _truncate_log(out / LOG_FILE, training.step)
 
@@ -428,12 +445,35 @@ def run(config: RunConfig, out: str | Path) -> dict:
     return metrics
 
 
+def _resolve_micro_batch(config: RunConfig, model, vocab_size: int, device: torch.device, eos_id: int) -> RunConfig:
+    """`optim.micro_batch_size: auto` -> a number (`train.plan.auto_micro_batch`); execution only,
+    so the run's identity and saved config keep ``auto``."""
+    if config.optim.micro_batch_size != AUTO:
+        return config
+    from train.plan import auto_micro_batch
+
+    context, implementation = config.data.context, resolve_loss_implementation(config.loss, device)
+
+    def probe(micro: int) -> None:  # CUDA only: one forward and backward of `micro` sequences
+        ids = torch.randint(0, vocab_size, (micro, context), device=device)
+        with autocast_for(device):
+            loss = next_token_loss(model, ids, torch.zeros_like(ids), document_mask=config.data.document_mask,
+                                   eos_id=eos_id, implementation=implementation)  # fmt: skip
+        loss.backward()
+
+    micro = auto_micro_batch(model, preset_name=config.model.preset, vocab_size=vocab_size, context=context,
+                             batch_size=config.optim.batch_size, device=device, step_probe=probe)  # fmt: skip
+    print(f"optim.micro_batch_size: auto -> {micro}", file=sys.stderr)
+    return config.model_copy(update={"optim": config.optim.model_copy(update={"micro_batch_size": micro})})
+
+
 def _train(training: _Training, streams, config: RunConfig, device: torch.device, signals) -> Status:
     """The step loop from `training.step` to the end; returns COMPLETED or DIVERGED."""
     from tqdm import tqdm
 
     optim, counters, total_steps = config.optim, training.counters, training.total_steps
     parameters = list(training.model.parameters())
+    loss_implementation = resolve_loss_implementation(config.loss, device)
     training.forward.train()
     progress = tqdm(total=total_steps, initial=training.step, desc="train", unit="step", file=sys.stderr,
                     dynamic_ncols=True, mininterval=1.0)  # fmt: skip
@@ -447,10 +487,13 @@ def _train(training: _Training, streams, config: RunConfig, device: torch.device
         counters["train_time_s"] += now - clock
         clock = now
 
-    with progress, open(training.out / LOG_FILE, "a") as log:
+    # batches are built on a background thread, `depth` steps ahead; the data of a step is still a
+    # pure function of the step, so resuming needs no replay
+    prefetcher = BatchPrefetcher(streams.batch, range(training.step, total_steps), pin_memory=device.type == "cuda")
+    with progress, open(training.out / LOG_FILE, "a") as log, prefetcher:
         while training.step < total_steps:
-            # --- data: a pure function of the step, so resuming needs no replay --------------
-            batch = streams.batch(training.step)
+            # --- data: built ahead by the prefetcher; pinned on CUDA, so the copy is async ---
+            batch = prefetcher.get(training.step)
             input_ids = batch["input_ids"].to(device, non_blocking=True)  # [B, C]
             document_ids = batch["document_ids"].to(device, non_blocking=True)  # [B, C]
 
@@ -458,7 +501,8 @@ def _train(training: _Training, streams, config: RunConfig, device: torch.device
             loss, grad_norm = train_step(
                 training.forward, training.optimizer, training.scheduler, input_ids, document_ids,
                 micro_batch_size=optim.micro_batch_size, grad_clip=optim.grad_clip,
-                document_mask=config.data.document_mask, parameters=parameters,
+                document_mask=config.data.document_mask, parameters=parameters, eos_id=streams.eos_id,
+                loss_implementation=loss_implementation,
             )  # fmt: skip
             training.step += 1
             step = training.step
@@ -509,7 +553,8 @@ def _evaluate_all(model, config: RunConfig, store, device: torch.device, *, afte
     """iid (with short/long halves) and every eval.extra set, on fixed real-text windows."""
     from train.data import ValidationSet
 
-    settings = dict(batch_size=config.optim.micro_batch_size, device=device, document_mask=config.data.document_mask)
+    settings = dict(batch_size=config.optim.micro_batch_size, device=device, document_mask=config.data.document_mask,
+                    eos_id=store.eos_id)
     validation = ValidationSet.build(
         config.data.store, split="val", context=config.data.context, max_windows=config.eval.val_windows
     )

@@ -89,6 +89,11 @@ class TokenizedDocuments:
         """Tokens per document (int64)."""
         return np.diff(self.offsets)
 
+    def gather(self, documents: np.ndarray, offsets: np.ndarray) -> np.ndarray:
+        """Tokens at ``offsets`` (< the document's length) of ``documents`` (same shapes)."""
+        index = self.offsets[documents] + offsets
+        return self.tokens[index.ravel()].reshape(index.shape)
+
 
 @dataclass(frozen=True, eq=False)
 class StoreSplit(TokenizedDocuments):

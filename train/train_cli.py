@@ -31,6 +31,15 @@ def _add_run_options(parser: argparse.ArgumentParser) -> None:
         help="re-record RUN's identity from its config.yaml and today's data (for runs made before "
         "identities covered the data; only when its store and pool are unchanged)",
     )  # fmt: skip
+    parser.add_argument("--dry-run", action="store_true",
+                        help="print the plan (steps, tokens, FLOPs, memory, GPU-hours) and exit without training")
+    parser.add_argument("--json", action="store_true", help="with --dry-run: the plan as one JSON object")
+    parser.add_argument("--mfu", type=float, default=None,
+                        help="with --dry-run: assumed model FLOPs utilisation (default 0.4, see train/plan.py)")
+    parser.add_argument("--peak-tflops", type=float, default=None,
+                        help="with --dry-run: device dense bf16 peak TFLOP/s (default 989, H100 SXM)")
+    parser.add_argument("--memory-gib", type=float, default=None,
+                        help="with --dry-run: device memory for micro_batch_size auto (default 80)")
     parser.add_argument(
         "--set", dest="overrides", action="append", default=[], metavar="KEY.PATH=VALUE",
         help="override a config field, e.g. --set optim.lr=0.001 (value parsed as YAML); repeatable",
@@ -110,6 +119,21 @@ def _benchmarks(words: list[str]) -> int:
     return downstream.main(parser.parse_args(words))
 
 
+def _dry_run(config, args: argparse.Namespace) -> int:
+    import json
+
+    from train import plan
+
+    result = plan.run_plan(
+        config,
+        mfu=plan.DEFAULT_MFU if args.mfu is None else args.mfu,
+        peak_tflops=plan.H100_BF16_PEAK_TFLOPS if args.peak_tflops is None else args.peak_tflops,
+        device_memory_gib=plan.DEFAULT_DEVICE_MEMORY_GIB if args.memory_gib is None else args.memory_gib,
+    )
+    sys.stdout.write(json.dumps(result, indent=1, allow_nan=False) + "\n" if args.json else plan.format_run_plan(result))
+    return 0
+
+
 def _reidentify(run_dir: Path) -> int:
     """Adopt a run made before identities covered the data: the user vouches its data is unchanged."""
     import json
@@ -146,6 +170,11 @@ def _main(args: argparse.Namespace) -> int:
         args.out = extra.out or args.out
         args.overrides = args.overrides + extra.overrides
         args.template = args.template or extra.template
+        for flag in ("dry_run", "json"):
+            setattr(args, flag, getattr(args, flag) or getattr(extra, flag))
+        for option in ("mfu", "peak_tflops", "memory_gib"):
+            if getattr(extra, option) is not None:
+                setattr(args, option, getattr(extra, option))
         args.reidentify = extra.reidentify or args.reidentify
     if args.reidentify:
         return _reidentify(Path(args.reidentify))
@@ -159,9 +188,11 @@ def _main(args: argparse.Namespace) -> int:
         print("error: CONFIG.yaml is required (or --template for a starting point)", file=sys.stderr)
         return 2
 
+    config = load_run_config(args.config, args.overrides)
+    if args.dry_run:
+        return _dry_run(config, args)
     from train.loop import Preempted, run
 
-    config = load_run_config(args.config, args.overrides)
     identity = config.identity()
     out = Path(args.out) if args.out else DEFAULT_RUNS_DIR / identity
     print(f"run {identity} -> {out}", file=sys.stderr)

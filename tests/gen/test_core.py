@@ -101,9 +101,32 @@ def test_load_shard_drops_torn_lines_and_half_written_documents(tmp_path):
     lines = [json.dumps(r) for r in rows] + [json.dumps({"doc_id": "c", "gen_index": 0, "text": "c0"})]
     path.write_text("\n".join(lines) + '\n{"doc_id": "c", "gen_in')
     complete = pool_format.load_shard(path, g=2)
-    assert list(complete) == ["a", "b"]
+    assert complete == ["a", "b"]
     assert path.read_text().splitlines() == [json.dumps(r, ensure_ascii=False) for r in rows]
     assert pool_format.load_shard(path, g=2) == complete  # idempotent, nothing more to drop
+
+
+def test_shards_are_read_as_streams_not_held_in_memory(tmp_path):
+    import inspect
+    import tracemalloc
+
+    path = tmp_path / "shard-00000-of-00001.jsonl"
+    text = "x" * 10_000  # long rows: the peak must not grow with them
+    with open(path, "w") as handle:
+        for d in range(400):
+            for i in range(4):
+                handle.write(json.dumps({"doc_id": f"d{d}", "gen_index": i, "text": text}) + "\n")
+        handle.write(json.dumps({"doc_id": "torn", "gen_index": 0, "text": text}) + "\n")  # incomplete
+    size = path.stat().st_size
+    rows = pool_format.iter_shard_rows(path)
+    assert inspect.isgenerator(rows) and next(rows)["doc_id"] == "d0"
+    rows.close()
+    tracemalloc.start()
+    complete = pool_format.load_shard(path, g=4)  # both passes: scan, then rewrite without "torn"
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert len(complete) == 400 and "torn" not in path.read_text()
+    assert peak < size / 20, f"load_shard peaked at {peak:,} bytes for a {size:,}-byte shard"
 
 
 def test_templates_name_their_source_and_hash_their_bytes(tmp_path):
