@@ -15,6 +15,8 @@ gloo group carries the control flags (stop requests) so they never force a GPU s
 Example:
     >>> DistributedContext(rank=1, world_size=4).rows(64)
     slice(16, 32, None)
+    >>> DistributedContext(rank=1, world_size=2).rows(29)
+    slice(14, 29, None)
 """
 
 from __future__ import annotations
@@ -50,12 +52,10 @@ class DistributedContext:
         return self.world_size > 1
 
     def rows(self, batch_size: int) -> slice:
-        """This rank's contiguous rows of a global batch of ``batch_size`` sequences."""
-        if batch_size % self.world_size:
-            raise UserError(f"optim.batch_size: {batch_size} sequences cannot be split evenly over "
-                            f"{self.world_size} processes; use a batch size divisible by the process count")
-        per_rank = batch_size // self.world_size
-        return slice(self.rank * per_rank, (self.rank + 1) * per_rank)
+        """This rank's contiguous rows of a global batch of ``batch_size`` sequences: equal shares
+        when it divides evenly, else the first ``batch_size % world_size`` ranks take one more (the
+        short last batch of an epoch; a rank may get none when the batch is shorter than the world)."""
+        return slice(batch_size * self.rank // self.world_size, batch_size * (self.rank + 1) // self.world_size)
 
     def any(self, flag: bool) -> bool:
         """True on every rank when it is true on any (a stop request seen by one rank stops all at
@@ -82,6 +82,16 @@ class DistributedContext:
             return value
         tensor = torch.tensor([value], dtype=torch.float64, device=device)
         return float(self.sum_(tensor).item()) / self.world_size
+
+    def sum_floats(self, values: list[float]) -> list[float]:
+        """Host-side float64 sums over ranks (evaluation totals), over the control group."""
+        if not self.distributed:
+            return list(values)
+        import torch.distributed as dist
+
+        tensor = torch.tensor(values, dtype=torch.float64)
+        dist.all_reduce(tensor, op=dist.ReduceOp.SUM, group=self.control)
+        return tensor.tolist()
 
     def barrier(self) -> None:
         if self.distributed:

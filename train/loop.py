@@ -22,6 +22,7 @@ bit-identical to an uninterrupted one on the same machine.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -41,6 +42,7 @@ from megadocs.config import dump_yaml
 from megadocs.errors import UserError
 from train.checkpoint import CHECKPOINT_DIR, load_checkpoint, save_checkpoint
 from train.config import AUTO, DocumentMask, RunConfig
+from train.distributed import SINGLE, DistributedContext, init_distributed
 from train.evaluate import autocast_for, evaluate_model
 from train.loss import next_token_loss, resolve_loss_implementation
 from train.prefetch import BatchPrefetcher
@@ -134,8 +136,16 @@ def train_step(
     parameters: list[torch.nn.Parameter],
     eos_id: int | None = None,
     loss_implementation: str = "chunked",
+    replicas: torch.nn.parallel.DistributedDataParallel | None = None,
+    row_weight: float | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """One optimizer update on a batch [B, C], accumulated over micro-batches.
+
+    Data parallel (`replicas`: DDP over a `MicroBatchLoss` of `model`): [B, C] is this rank's rows
+    of the global batch; gradients are averaged over ranks once, on the last micro-batch (`no_sync`
+    before it). `row_weight` (default ``1 / B``) weighs each row's mean loss: ``ranks / global rows``
+    makes the DDP average the global batch's mean even when ranks hold unequal rows (0 for a rank
+    that holds a placeholder row because the batch is shorter than the world).
 
     Returns the batch's mean token loss and the pre-clip gradient norm, as device tensors (no
     sync). Each micro-batch's mean loss is weighted by its share of the batch's rows, so the
@@ -144,20 +154,44 @@ def train_step(
     """
     device = input_ids.device
     rows = input_ids.shape[0]
+    row_weight = 1.0 / rows if row_weight is None else row_weight
     total_loss = torch.zeros((), device=device)
     for start in range(0, rows, micro_batch_size):
         ids = input_ids[start : start + micro_batch_size]  # [b, C]
         docs = document_ids[start : start + micro_batch_size]
-        with autocast_for(device):
-            loss = next_token_loss(model, ids, docs, document_mask=document_mask, eos_id=eos_id,
-                                   implementation=loss_implementation) * (ids.shape[0] / rows)
-        loss.backward()
+        last = start + micro_batch_size >= rows
+        sync = contextlib.nullcontext() if replicas is None or last else replicas.no_sync()
+        with sync:
+            with autocast_for(device):
+                if replicas is None:
+                    micro_loss = next_token_loss(model, ids, docs, document_mask=document_mask, eos_id=eos_id,
+                                                 implementation=loss_implementation)  # fmt: skip
+                else:
+                    micro_loss = replicas(ids, docs)
+                loss = micro_loss * (ids.shape[0] * row_weight)
+            loss.backward()
         total_loss += loss.detach()
     grad_norm = torch.nn.utils.clip_grad_norm_(parameters, grad_clip)
     optimizer.step()
     scheduler.step()
     optimizer.zero_grad(set_to_none=True)
     return total_loss, grad_norm
+
+
+class MicroBatchLoss(torch.nn.Module):
+    """A micro-batch's mean token loss as a module, for DDP: the chunked head reads the head
+    weight directly (`train.loss`), not through ``model.forward``, so DDP wraps the whole loss."""
+
+    def __init__(self, model: torch.nn.Module, **loss_settings: Any) -> None:
+        super().__init__()
+        self.model = model
+        self.loss_settings = loss_settings
+
+    def forward(self, input_ids: torch.Tensor, document_ids: torch.Tensor) -> torch.Tensor:
+        return next_token_loss(self.model, input_ids, document_ids, **self.loss_settings)
+
+
+PEER_STOP = 0  # `PreemptionSignals.requested` when another rank saw the signal
 
 
 class PreemptionSignals:
@@ -185,6 +219,13 @@ class PreemptionSignals:
         for signum, handler in self._previous.items():
             signal.signal(signum, handler)
         self._previous.clear()
+
+    def agree(self, dist: DistributedContext) -> bool:
+        """Whether any rank saw a signal; then every rank stops at this step boundary."""
+        stop = dist.any(self.requested is not None)
+        if stop and self.requested is None:
+            self.requested = PEER_STOP
+        return stop
 
     def stop_if_requested(self, step: int, run_dir: Path) -> None:
         """After the checkpoint of `step` is saved: hand the signal on, then raise Preempted."""
@@ -330,8 +371,13 @@ class _Training:
     step: int
     counters: dict[str, Any]
     attempt_start: float
+    dist: DistributedContext = SINGLE
+    replicas: torch.nn.parallel.DistributedDataParallel | None = None  # data parallel: DDP over the loss
 
     def save(self) -> None:
+        """Rank 0 writes the checkpoint (no per-rank state: it resumes on any number of processes)."""
+        if not self.dist.is_main:
+            return
         elapsed = time.perf_counter() - self.attempt_start
         counters = {**self.counters, "wall_time_s": self.counters["wall_time_s"] + elapsed}
         save_checkpoint(self.out, model=self.model, optimizer=self.optimizer, scheduler=self.scheduler,
@@ -339,7 +385,7 @@ class _Training:
 
 
 def _build(config: RunConfig, store, total_steps: int, device: torch.device, out: Path, identity: str,
-           attempt_start: float) -> _Training:  # fmt: skip
+           attempt_start: float, dist: DistributedContext = SINGLE) -> _Training:  # fmt: skip
     """Model, AdamW and schedule, restored from RUN/checkpoint when there is one."""
     from train.model import build_model
 
@@ -362,16 +408,27 @@ def _build(config: RunConfig, store, total_steps: int, device: torch.device, out
     if _compile_wanted(config, device):
         model.model.compile()  # the backbone, in place: the state dict keeps its keys; the loss stays eager
     forward = model
+    replicas = None
+    if dist.distributed:
+        loss = MicroBatchLoss(model, document_mask=config.data.document_mask, eos_id=store.eos_id,
+                              implementation=resolve_loss_implementation(config.loss, device))  # fmt: skip
+        replicas = torch.nn.parallel.DistributedDataParallel(
+            loss, device_ids=[dist.local_rank] if device.type == "cuda" else None,
+            gradient_as_bucket_view=True,
+        )  # fmt: skip
     return _Training(
         out=out, identity=identity, model=model, forward=forward, optimizer=optimizer, scheduler=scheduler,
         total_steps=total_steps, step=resumed["step"] if resumed else 0,
         counters=resumed["counters"] if resumed else {"tokens_seen": 0, "train_time_s": 0.0, "wall_time_s": 0.0},
-        attempt_start=attempt_start,
+        attempt_start=attempt_start, dist=dist, replicas=replicas,
     )  # fmt: skip
 
 
 def run(config: RunConfig, out: str | Path) -> dict:
     """Train, evaluate and write RUN (see the module docstring); returns the metrics.
+
+    Run by several processes (torchrun, or SLURM tasks: `train.distributed`), it trains data
+    parallel: every rank returns the same metrics, rank 0 alone writes RUN.
 
     Raises:
         Preempted: SIGTERM/SIGUSR2 arrived; a checkpoint was saved.
@@ -385,6 +442,19 @@ def run(config: RunConfig, out: str | Path) -> dict:
         return json.loads(metrics_path.read_text())
     attempt_start = time.perf_counter()
     device = resolve_device(config.device)
+    dist = init_distributed(device.type)
+    try:
+        return _run(config, out, identity, device, dist, attempt_start)
+    finally:
+        if dist.distributed:
+            import torch.distributed
+
+            torch.distributed.destroy_process_group()
+
+
+def _run(config: RunConfig, out: Path, identity: str, device: torch.device, dist: DistributedContext,
+         attempt_start: float) -> dict:  # fmt: skip
+    metrics_path = out / METRICS_FILE
 
     # --- data first, so a bad path fails before anything is written -------------------------
     store = _open_store(config.data.store, "data.store")
@@ -392,25 +462,32 @@ def run(config: RunConfig, out: str | Path) -> dict:
         _check_extra_store(store, name, extra.store)
     _check_benchmarks(config)
     streams = _load_training_streams(config)
-    _prepare_run_dir(config, out, identity)
+    if dist.is_main:
+        _prepare_run_dir(config, out, identity)
+    else:
+        check_run_identity(out, identity)
 
     with PreemptionSignals() as signals:
         # --- model, optimizer, schedule (resumed from the checkpoint if any) ------------------
-        training = _build(config, store, streams.plan.total_steps, device, out, identity, attempt_start)
+        training = _build(config, store, streams.plan.total_steps, device, out, identity, attempt_start, dist)
         config = _resolve_micro_batch(config, training.model, store.vocab_size, device, streams.eos_id)
         params = sum(p.numel() for p in training.model.parameters())
-        _truncate_log(out / LOG_FILE, training.step)
+        if dist.is_main:
+            _truncate_log(out / LOG_FILE, training.step)
 
         # --- train -------------------------------------------------------------------------
         status = _train(training, streams, config, device, signals)
 
         # --- evaluate (the final checkpoint is saved: a signal here stops without losing it) --
         def stop_if_requested() -> None:
-            signals.stop_if_requested(training.step, out)
+            if signals.agree(dist):
+                signals.stop_if_requested(training.step, out)
 
         if status is Status.COMPLETED:
-            _save_model(training.model, store, out / MODEL_DIR)
-            val_losses = _evaluate_all(training.model, config, store, device, after_each=stop_if_requested)
+            if dist.is_main:
+                _save_model(training.model, store, out / MODEL_DIR)
+            val_losses = _evaluate_all(training.model, config, store, device, after_each=stop_if_requested,
+                                       dist=dist)  # fmt: skip
         else:
             val_losses = {name: math.inf for name in ("iid", "iid_short", "iid_long", *config.eval.extra)}
         counters = training.counters
@@ -425,7 +502,7 @@ def run(config: RunConfig, out: str | Path) -> dict:
             "config_hash": identity,
             "params": params,
         }
-        if status is Status.COMPLETED and config.eval.benchmarks:
+        if status is Status.COMPLETED and config.eval.benchmarks and dist.is_main:
             from train.downstream import evaluate_benchmarks
 
             data_dir = config.eval.benchmark_data
@@ -437,11 +514,12 @@ def run(config: RunConfig, out: str | Path) -> dict:
                 device=device.type,
                 batch_size=config.optim.micro_batch_size,
             )
-            stop_if_requested()
+            signals.stop_if_requested(training.step, out)  # rank 0 alone: the others have finished
 
     # --- outputs: metrics.json last, atomically; then the checkpoint is no longer needed ------
-    _write_atomic(metrics_path, json.dumps(metrics, indent=2) + "\n")
-    shutil.rmtree(out / CHECKPOINT_DIR, ignore_errors=True)  # the model lives in RUN/model
+    if dist.is_main:
+        _write_atomic(metrics_path, json.dumps(metrics, indent=2) + "\n")
+        shutil.rmtree(out / CHECKPOINT_DIR, ignore_errors=True)  # the model lives in RUN/model
     return metrics
 
 
@@ -490,27 +568,36 @@ def _train(training: _Training, streams, config: RunConfig, device: torch.device
     # batches are built on a background thread, `depth` steps ahead; the data of a step is still a
     # pure function of the step, so resuming needs no replay
     prefetcher = BatchPrefetcher(streams.batch, range(training.step, total_steps), pin_memory=device.type == "cuda")
-    with progress, open(training.out / LOG_FILE, "a") as log, prefetcher:
+    dist = training.dist
+    log_path = training.out / LOG_FILE if dist.is_main else Path(os.devnull)  # rank 0 alone writes RUN
+    with progress, open(log_path, "a") as log, prefetcher:
         while training.step < total_steps:
             # --- data: built ahead by the prefetcher; pinned on CUDA, so the copy is async ---
+            # every rank builds the same global batch (a function of the step) and takes its rows
             batch = prefetcher.get(training.step)
-            input_ids = batch["input_ids"].to(device, non_blocking=True)  # [B, C]
-            document_ids = batch["document_ids"].to(device, non_blocking=True)  # [B, C]
+            global_tokens = batch["input_ids"].numel()
+            global_rows = batch["input_ids"].shape[0]
+            rows = dist.rows(global_rows)
+            row_weight = dist.world_size / global_rows if rows.stop > rows.start else 0.0
+            if row_weight == 0.0:  # fewer rows than ranks: a placeholder row with no weight keeps DDP in step
+                rows = slice(0, 1)
+            input_ids = batch["input_ids"][rows].to(device, non_blocking=True)  # [B / ranks, C]
+            document_ids = batch["document_ids"][rows].to(device, non_blocking=True)  # [B / ranks, C]
 
             # --- forward/backward over micro-batches, clip, update -----------------------------
             loss, grad_norm = train_step(
                 training.forward, training.optimizer, training.scheduler, input_ids, document_ids,
                 micro_batch_size=optim.micro_batch_size, grad_clip=optim.grad_clip,
                 document_mask=config.data.document_mask, parameters=parameters, eos_id=streams.eos_id,
-                loss_implementation=loss_implementation,
+                loss_implementation=loss_implementation, replicas=training.replicas, row_weight=row_weight,
             )  # fmt: skip
             training.step += 1
             step = training.step
-            counters["tokens_seen"] += input_ids.numel()
+            counters["tokens_seen"] += global_tokens  # all ranks' tokens
 
             # --- log and divergence check (a device sync point) ------------------------------
             if step % LOG_EVERY == 0 or step == total_steps:
-                loss_value = loss.item()
+                loss_value = dist.mean(loss.item(), device)  # the global batch's loss, same on every rank
                 count_time()
                 line = {
                     "step": step,
@@ -530,10 +617,14 @@ def _train(training: _Training, streams, config: RunConfig, device: torch.device
             progress.update(1)
 
             # --- checkpoint: periodic, at the end, and on preemption -------------------------
-            if step % config.checkpoint_every == 0 or step == total_steps or signals.requested is not None:
+            # a signal seen by any rank stops every rank here (one small gloo all-reduce a step)
+            stop = signals.agree(dist)
+            if step % config.checkpoint_every == 0 or step == total_steps or stop:
                 count_time()
                 log.flush()
                 training.save()
+                if stop:
+                    dist.barrier()  # the checkpoint is on disk before any rank exits
                 clock = time.perf_counter()
                 signals.stop_if_requested(step, training.out)
     return Status.COMPLETED
@@ -549,12 +640,14 @@ def _save_model(model: torch.nn.Module, store, model_dir: Path) -> None:
     os.replace(tmp, model_dir)
 
 
-def _evaluate_all(model, config: RunConfig, store, device: torch.device, *, after_each) -> dict[str, float]:
-    """iid (with short/long halves) and every eval.extra set, on fixed real-text windows."""
+def _evaluate_all(model, config: RunConfig, store, device: torch.device, *, after_each,
+                  dist: DistributedContext = SINGLE) -> dict[str, float]:  # fmt: skip
+    """iid (with short/long halves) and every eval.extra set, on fixed real-text windows; data
+    parallel, each rank evaluates its share of the windows and the sums are reduced."""
     from train.data import ValidationSet
 
     settings = dict(batch_size=config.optim.micro_batch_size, device=device, document_mask=config.data.document_mask,
-                    eos_id=store.eos_id)
+                    eos_id=store.eos_id, dist=dist)
     validation = ValidationSet.build(
         config.data.store, split="val", context=config.data.context, max_windows=config.eval.val_windows
     )
