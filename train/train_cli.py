@@ -9,6 +9,7 @@ parser (built from `train.ensemble.add_arguments`).
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -40,6 +41,10 @@ def _add_run_options(parser: argparse.ArgumentParser) -> None:
                         help="with --dry-run: device dense bf16 peak TFLOP/s (default 989, H100 SXM)")
     parser.add_argument("--memory-gib", type=float, default=None,
                         help="with --dry-run: device memory for micro_batch_size auto (default 80)")
+    parser.add_argument("--processes", type=int, default=None,
+                        help="with --dry-run: data-parallel processes (GPUs) per run (default: WORLD_SIZE, else 1)")
+    parser.add_argument("--scaling-efficiency", type=float, default=None,
+                        help="with --dry-run: assumed share of linear scaling for several processes (default 0.9)")
     parser.add_argument(
         "--set", dest="overrides", action="append", default=[], metavar="KEY.PATH=VALUE",
         help="override a config field, e.g. --set optim.lr=0.001 (value parsed as YAML); repeatable",
@@ -129,6 +134,8 @@ def _dry_run(config, args: argparse.Namespace) -> int:
         mfu=plan.DEFAULT_MFU if args.mfu is None else args.mfu,
         peak_tflops=plan.H100_BF16_PEAK_TFLOPS if args.peak_tflops is None else args.peak_tflops,
         device_memory_gib=plan.DEFAULT_DEVICE_MEMORY_GIB if args.memory_gib is None else args.memory_gib,
+        processes=int(os.environ.get("WORLD_SIZE", "1")) if args.processes is None else args.processes,
+        scaling_efficiency=plan.DEFAULT_SCALING_EFFICIENCY if args.scaling_efficiency is None else args.scaling_efficiency,
     )
     sys.stdout.write(json.dumps(result, indent=1, allow_nan=False) + "\n" if args.json else plan.format_run_plan(result))
     return 0
@@ -172,7 +179,7 @@ def _main(args: argparse.Namespace) -> int:
         args.template = args.template or extra.template
         for flag in ("dry_run", "json"):
             setattr(args, flag, getattr(args, flag) or getattr(extra, flag))
-        for option in ("mfu", "peak_tflops", "memory_gib"):
+        for option in ("mfu", "peak_tflops", "memory_gib", "processes", "scaling_efficiency"):
             if getattr(extra, option) is not None:
                 setattr(args, option, getattr(extra, option))
         args.reidentify = extra.reidentify or args.reidentify
