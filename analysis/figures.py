@@ -20,6 +20,7 @@ import io
 import math
 from collections.abc import Mapping, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +35,7 @@ from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator
 from analysis.frame import POINT, point_of
 from analysis.generation import BASELINE_METHOD
 from analysis.scaling import PowerLawFit
+from megadocs.formats import IID, REAL
 
 __all__ = [
     "STYLE",
@@ -44,6 +46,9 @@ __all__ = [
     "map_axes",
     "plot_generation_scaling",
     "plot_ensembles",
+    "CertificationSlice",
+    "certification_slice",
+    "draw_certification_slice",
     "plot_certification_map",
     "plot_certified_hparams",
 ]
@@ -70,7 +75,7 @@ STYLE: dict[str, Any] = {
 
 # Okabe-Ito colours (colour-blind safe) of distinct lightness, plus marker and dash per method.
 _METHOD_STYLES = {
-    "real": {"color": "black", "marker": "o", "linestyle": "--", "label": "real data only"},
+    REAL: {"color": "black", "marker": "o", "linestyle": "--", "label": "real data only"},
     "simple": {"color": "#0072B2", "marker": "D", "linestyle": "-", "label": "simple rephrasing"},
     "stitched": {"color": "#D55E00", "marker": "s", "linestyle": "--", "label": "stitched rephrasing"},
     "latent": {"color": "#009E73", "marker": "^", "linestyle": "-.", "label": "latent thoughts"},
@@ -156,7 +161,7 @@ def _log2_axis(ax, values: Sequence[float], axis: str = "x") -> None:
     target.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
 
 
-def plot_generation_scaling(table: pd.DataFrame, *, val_set: str = "iid", title: str | None = None, law=None):
+def plot_generation_scaling(table: pd.DataFrame, *, val_set: str = IID, title: str | None = None, law=None):
     """Figures 1/2/5: tuned loss vs G per algorithm, with the real-only baseline as a line.
 
     ``table`` is :func:`analysis.generation.generation_table`'s. Filled markers are certified
@@ -184,7 +189,7 @@ def plot_generation_scaling(table: pd.DataFrame, *, val_set: str = "iid", title:
         if len(baseline):
             ax.axhline(float(baseline.min()), color="black", linestyle="--", linewidth=1.2,
                        label=f"real data only ({float(baseline.min()):.3f})")
-            if law is not None and val_set in ("iid", "objective") and float(baseline.min()) > law.E:
+            if law is not None and val_set in (IID, "objective") and float(baseline.min()) > law.E:
                 _efficiency_axis(ax, float(baseline.min()), law)
         _log2_axis(ax, synthetic["g"])
         ax.set_xlabel("generations per real document G (log2)")
@@ -199,7 +204,7 @@ def plot_generation_scaling(table: pd.DataFrame, *, val_set: str = "iid", title:
     return fig
 
 
-def plot_ensembles(table: pd.DataFrame, fits: Mapping[str, PowerLawFit | str], *, val_set: str = "iid"):
+def plot_ensembles(table: pd.DataFrame, fits: Mapping[str, PowerLawFit | str], *, val_set: str = IID):
     """Figure 7: loss vs ensemble size K per algorithm, fitted L(K) and asymptote E (dotted)."""
     part = table[table["set"] == val_set]
     if part.empty:
@@ -245,6 +250,84 @@ def _index(values: Sequence[Any], value: Any) -> int | None:
     return None
 
 
+@dataclass(frozen=True)
+class CertificationSlice:
+    """What Figure 10 shows, computed from the runs and the summary (no drawing).
+
+    Cells are indexed ``[y, x]`` over ``ys`` x ``xs``; positions are ``(x index, y index)``.
+    """
+
+    name: str
+    x_axis: str
+    y_axis: str
+    xs: list[Any]
+    ys: list[Any]
+    others: dict[str, Any]  # the other axes, held at the centre's values
+    losses: np.ndarray  # [len(ys), len(xs)] best finite loss per cell, NaN where none
+    diverged: np.ndarray  # [len(ys), len(xs)] a run on the cell diverged
+    off_slice: int  # runs not on this slice (not shown)
+    path: list[tuple[int, int]]  # best points' cells, in order
+    centre: tuple[int | None, int | None]  # the certified (else best) point's cell
+    certified: bool
+    neighbours: list[tuple[int, int]]  # the certificate's neighbours on the slice
+    bounds_hit: list[Mapping[str, Any]]  # the certificate's {axis, side} bounds
+
+
+def _on_slice(point: Mapping[str, Any], others: Mapping[str, Any]) -> bool:
+    return all(math.isclose(float(point.get(a, math.nan)), float(v), rel_tol=1e-9) for a, v in others.items())
+
+
+def certification_slice(
+    runs: pd.DataFrame,
+    summary: Mapping[str, Any],
+    *,
+    x_axis: str,
+    y_axis: str,
+    grid: Mapping[str, Sequence[Any]] | None = None,
+) -> CertificationSlice:
+    """The cells, path, centre and neighbours of Figure 10 on the ``x_axis`` x ``y_axis`` slice.
+
+    Raises:
+        ValueError: the certification has no finished run yet (nothing to centre the slice on).
+    """
+    certificate = summary.get("certificate") or None
+    centre = (certificate or {}).get("point") or (summary.get("best") or {}).get("params")
+    if not centre:
+        raise ValueError(f"{summary.get('name')}: no finished run yet, nothing to map")
+    xs, ys = _axis_values(runs, x_axis, grid), _axis_values(runs, y_axis, grid)
+    others = {axis: value for axis, value in centre.items() if axis not in (x_axis, y_axis)}
+    losses = np.full((len(ys), len(xs)), np.nan)
+    diverged = np.zeros_like(losses, dtype=bool)
+    off_slice = 0
+    for _, run in runs.iterrows():
+        point = point_of(run)
+        if not _on_slice(point, others):
+            off_slice += 1
+            continue
+        i, j = _index(ys, point[y_axis]), _index(xs, point[x_axis])
+        if i is None or j is None or pd.isna(run["loss"]):
+            continue
+        if math.isinf(run["loss"]):
+            diverged[i, j] = True
+        elif np.isnan(losses[i, j]) or run["loss"] < losses[i, j]:
+            losses[i, j] = run["loss"]
+    path = [p for p in summary.get("path") or [] if x_axis in p and y_axis in p]
+    cells = [(_index(xs, p[x_axis]), _index(ys, p[y_axis])) for p in path]
+    neighbours = []
+    for neighbour in (certificate or {}).get("neighbours") or []:
+        params = neighbour.get("params") or {}
+        if _on_slice(params, others):
+            cell = (_index(xs, params[x_axis]), _index(ys, params[y_axis]))
+            if None not in cell:
+                neighbours.append(cell)
+    return CertificationSlice(
+        name=str(summary.get("name")), x_axis=x_axis, y_axis=y_axis, xs=xs, ys=ys, others=others,
+        losses=losses, diverged=diverged, off_slice=off_slice, path=[c for c in cells if None not in c],
+        centre=(_index(xs, centre[x_axis]), _index(ys, centre[y_axis])), certified=bool(certificate),
+        neighbours=neighbours, bounds_hit=list((certificate or {}).get("bounds_hit") or []),
+    )  # fmt: skip
+
+
 def plot_certification_map(
     runs: pd.DataFrame,
     summary: Mapping[str, Any],
@@ -264,29 +347,16 @@ def plot_certification_map(
         runs: the runs frame of *this* certification.
         summary: its ``search.status.summarize`` dict (``certificate``, ``best``, ``path``).
         grid: axis values (the sweep's grid); default: the values the runs used.
-    """
-    certificate = summary.get("certificate") or None
-    centre = (certificate or {}).get("point") or (summary.get("best") or {}).get("params")
-    if not centre:
-        raise ValueError(f"{summary.get('name')}: no finished run yet, nothing to map")
-    xs, ys = _axis_values(runs, x_axis, grid), _axis_values(runs, y_axis, grid)
-    others = {axis: value for axis, value in centre.items() if axis not in (x_axis, y_axis)}
-    losses = np.full((len(ys), len(xs)), np.nan)
-    diverged = np.zeros_like(losses, dtype=bool)
-    off_slice = 0
-    for _, run in runs.iterrows():
-        point = point_of(run)
-        if any(not math.isclose(float(point.get(a, math.nan)), float(v), rel_tol=1e-9) for a, v in others.items()):
-            off_slice += 1
-            continue
-        i, j = _index(ys, point[y_axis]), _index(xs, point[x_axis])
-        if i is None or j is None or pd.isna(run["loss"]):
-            continue
-        if math.isinf(run["loss"]):
-            diverged[i, j] = True
-        elif np.isnan(losses[i, j]) or run["loss"] < losses[i, j]:
-            losses[i, j] = run["loss"]
 
+    Raises:
+        ValueError: the certification has no finished run yet.
+    """
+    return draw_certification_slice(certification_slice(runs, summary, x_axis=x_axis, y_axis=y_axis, grid=grid))
+
+
+def draw_certification_slice(cut: CertificationSlice):
+    """Figure 10 from a computed `CertificationSlice` (drawing only)."""
+    losses, xs, ys = cut.losses, cut.xs, cut.ys
     with style():
         fig, ax = _figure(figsize=(1.2 + 0.9 * len(xs), 1.4 + 0.7 * len(ys)))
         finite = losses[np.isfinite(losses)]
@@ -297,49 +367,39 @@ def plot_certification_map(
         for i in range(len(ys)):
             for j in range(len(xs)):
                 # Values sit top-left in the cell so the path (through cell centres) and the star do not hide them.
-                if diverged[i, j]:
+                if cut.diverged[i, j]:
                     ax.text(j - 0.06, i + 0.3, "div.", ha="right", va="center", fontsize=7, color="black")
                 elif np.isfinite(losses[i, j]):
                     # viridis_r is dark for high losses: light text there, dark text on light cells.
                     colour = "white" if losses[i, j] > mid else "black"
                     ax.text(j - 0.06, i + 0.3, f"{losses[i, j]:.3f}", ha="right", va="center", fontsize=7, color=colour)
-        path = [p for p in summary.get("path") or [] if x_axis in p and y_axis in p]
-        cells = [(_index(xs, p[x_axis]), _index(ys, p[y_axis])) for p in path]
-        cells = [c for c in cells if None not in c]
-        if len(cells) > 1:
-            px, py = zip(*cells)
+        if len(cut.path) > 1:
+            px, py = zip(*cut.path)
             ax.plot(px, py, color="white", linewidth=4.0, alpha=0.9, zorder=3)
             ax.plot(px, py, color="black", linewidth=1.5, marker=".", zorder=4, label="path of best points")
-            for (x0, y0), (x1, y1) in zip(cells, cells[1:]):
+            for (x0, y0), (x1, y1) in zip(cut.path, cut.path[1:]):
                 if (x0, y0) != (x1, y1):
                     ax.annotate("", xy=(x1, y1), xytext=(x0, y0), zorder=5,
                                 arrowprops={"arrowstyle": "->", "color": "black", "lw": 1.5})
-        cx, cy = _index(xs, centre[x_axis]), _index(ys, centre[y_axis])
-        star_label = "certified point" if certificate else "best so far (not certified)"
-        ax.plot(cx, cy, marker="*", markersize=13, color="white", markeredgecolor="black", linestyle="none",
+        star_label = "certified point" if cut.certified else "best so far (not certified)"
+        ax.plot(*cut.centre, marker="*", markersize=13, color="white", markeredgecolor="black", linestyle="none",
                 zorder=6, label=star_label)
-        if certificate:
-            for neighbour in certificate.get("neighbours") or []:
-                params = neighbour.get("params") or {}
-                if all(math.isclose(float(params.get(a, math.nan)), float(v), rel_tol=1e-9) for a, v in others.items()):
-                    j, i = _index(xs, params[x_axis]), _index(ys, params[y_axis])
-                    if i is not None and j is not None:
-                        ax.add_patch(Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, edgecolor="black",
-                                                   linewidth=2.0, linestyle="--", zorder=5))
+        for j, i in cut.neighbours:
+            ax.add_patch(Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, edgecolor="black",
+                                   linewidth=2.0, linestyle="--", zorder=5))
         ax.set_xticks(range(len(xs)), [f"{v:g}" for v in xs])
         ax.set_yticks(range(len(ys)), [f"{v:g}" for v in ys])
-        ax.set_xlabel(x_axis)
-        ax.set_ylabel(y_axis)
+        ax.set_xlabel(cut.x_axis)
+        ax.set_ylabel(cut.y_axis)
         ax.grid(False)
-        fixed = ", ".join(f"{a}={v:g}" for a, v in others.items())
-        ax.set_title(f"{summary.get('name')}\n" + (f"slice at {fixed}" if fixed else "full grid"), fontsize=9)
+        fixed = ", ".join(f"{a}={v:g}" for a, v in cut.others.items())
+        ax.set_title(f"{cut.name}\n" + (f"slice at {fixed}" if fixed else "full grid"), fontsize=9)
         fig.colorbar(image, ax=ax, label="loss (lower is better)")
-        caption = "dashed cells: certificate's neighbours" if certificate else ""
-        bounds = (certificate or {}).get("bounds_hit") or []
-        if bounds:
-            caption += "; leans on search bound(s): " + ", ".join(f"{b['axis']} {b['side']}" for b in bounds)
-        if off_slice:
-            caption += ("; " if caption else "") + f"{off_slice} run(s) off this slice not shown"
+        caption = "dashed cells: certificate's neighbours" if cut.certified else ""
+        if cut.bounds_hit:
+            caption += "; leans on search bound(s): " + ", ".join(f"{b['axis']} {b['side']}" for b in cut.bounds_hit)
+        if cut.off_slice:
+            caption += ("; " if caption else "") + f"{cut.off_slice} run(s) off this slice not shown"
         if caption:
             fig.text(0.01, 0.005, caption, fontsize=7, ha="left", va="bottom")
         ax.legend(loc="upper left", bbox_to_anchor=(0.0, -0.18), ncol=2, fontsize=7)
@@ -436,7 +496,7 @@ def _mark_open_and_bounds(ax, frame: pd.DataFrame, y: str, colour, marker, at_bo
             markeredgecolor=colour, linestyle="none", markeredgewidth=0.8)
 
 
-def plot_transfers(table: pd.DataFrame, *, val_set: str = "iid"):
+def plot_transfers(table: pd.DataFrame, *, val_set: str = IID):
     """Figure 6: each method at its own certified hyperparameters (solid) and at another
     certification's (dashed), vs G; the source certifications' losses dotted.
 

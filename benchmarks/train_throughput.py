@@ -43,9 +43,11 @@ from pathlib import Path
 import torch
 
 from megadocs.config import parse_config
+from megadocs.formats import RunDir
 from train.config import RunConfig
+from train.device import resolve_device
 from train.evaluate import autocast_for, model_logits, token_losses
-from train.loop import LOG_EVERY, param_groups, resolve_device, run, train_step
+from train.loop import LOG_EVERY, param_groups, run, train_step
 from train.loss import linear_cross_entropy_sum, next_token_loss, resolve_loss_implementation
 from train.model import build_model
 from train.plan import model_cost
@@ -57,12 +59,12 @@ TARGET_RATIO = 0.95
 def loop_tokens_per_s(config: RunConfig, out: Path) -> tuple[float, float, int]:
     """Steady-state (wall, CPU-time) tokens/s of `run` from its log, after the first log line."""
     metrics = run(config, out)
-    lines = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    lines = [json.loads(line) for line in RunDir(out).log.read_text().splitlines()]
     first, last = lines[0], lines[-1]
     tokens = last["tokens_seen"] - first["tokens_seen"]
     # tokens_per_s in the log is cumulative: elapsed = tokens_seen / tokens_per_s
     wall = last["tokens_seen"] / last["tokens_per_s"] - first["tokens_seen"] / first["tokens_per_s"]
-    return tokens / wall, tokens / (last["cpu_s"] - first["cpu_s"]), metrics["steps"]
+    return tokens / wall, tokens / (last["cpu_s"] - first["cpu_s"]), metrics.steps
 
 
 def bare_tokens_per_s(config: RunConfig, vocab_size: int, steps: int, device: torch.device) -> tuple[float, float]:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 
 
@@ -47,6 +46,17 @@ def register(subparsers) -> None:
     parser.set_defaults(func=lambda args: (parser.print_help(), 2)[1])
 
 
+def _configure_process() -> None:
+    """Process-wide settings of the search commands (library code never sets them)."""
+    import optuna
+
+    from megadocs.procs import apply_environment_defaults
+    from train.device import ENVIRONMENT_DEFAULTS
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # the ledger is the record, not optuna's log
+    apply_environment_defaults(ENVIRONMENT_DEFAULTS)  # train jobs (in-process or submitted) inherit it
+
+
 def _certify(args: argparse.Namespace) -> int:
     from megadocs.errors import UserError
     from search.controller import run_sweep
@@ -55,6 +65,7 @@ def _certify(args: argparse.Namespace) -> int:
 
     if args.max_runs is not None and args.max_runs < 1:
         raise UserError(f"--max-runs: expected a positive number of runs, got {args.max_runs}")
+    _configure_process()
     sweep = load_sweep(args.sweep)
     run_sweep(sweep, strategy=args.strategy, max_runs=args.max_runs, retry_failed=args.retry_failed,
               progress=not args.no_progress)
@@ -71,6 +82,7 @@ def _certify(args: argparse.Namespace) -> int:
 
 
 def _plan(args: argparse.Namespace) -> int:
+    from megadocs.formats import dumps_json
     from search.plan import format_sweep_plan, sweep_plan
     from search.sweep import load_sweep
     from train.plan import DEFAULT_MFU, H100_BF16_PEAK_TFLOPS
@@ -78,19 +90,20 @@ def _plan(args: argparse.Namespace) -> int:
     sweep = load_sweep(args.sweep)
     result = sweep_plan(sweep, mfu=DEFAULT_MFU if args.mfu is None else args.mfu,
                         peak_tflops=H100_BF16_PEAK_TFLOPS if args.peak_tflops is None else args.peak_tflops)
-    print(json.dumps(result, indent=1, allow_nan=False) if args.json else format_sweep_plan(result), end="\n" if args.json else "")
+    print(dumps_json(result, indent=1) if args.json else format_sweep_plan(result), end="\n" if args.json else "")
     return 0
 
 
 def _status(args: argparse.Namespace) -> int:
     from search.ledger import Ledger
-    from search.status import format_table, g_trend_warnings, summarize
+    from search.status import format_table, g_trend_warnings, summarize, to_json
     from search.sweep import load_sweep
 
+    _configure_process()
     sweep = load_sweep(args.sweep)
     summaries = summarize(sweep, args.strategy)
     if args.json:
-        print(json.dumps(summaries, indent=1, default=str))
+        print(to_json(summaries))
         return 0
     print(format_table(summaries), end="")
     _print_ensembles(sweep)
@@ -106,13 +119,14 @@ def _status(args: argparse.Namespace) -> int:
 
 def _print_jobs(sweep) -> None:
     """Runs in flight or failed, by job id: what to follow with squeue/sacct or cancel with scancel."""
+    from megadocs.formats import RunStatus
     from search.ledger import read_runs
 
     for run in read_runs(sweep):
-        if run["status"] not in ("running", "failed") or not run["job_id"]:
+        if run["status"] not in (RunStatus.RUNNING, RunStatus.FAILED) or not run["job_id"]:
             continue
         point = " ".join(f"{k}={v}" for k, v in run["point"].items())
-        reason = f": {run['reason']}" if run["status"] == "failed" and run["reason"] else ""
+        reason = f": {run['reason']}" if run["status"] == RunStatus.FAILED and run["reason"] else ""
         print(f"{run['certification']} {point}: {run['status']}, job {run['job_id']} "
               f"(attempt {run['attempts']}){reason}")
 

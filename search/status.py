@@ -2,6 +2,7 @@
 the controller uses (so ``status`` and ``certify`` can never disagree).
 
 Public API (used by analysis; keep stable): :func:`summarize`, :func:`g_trend_warnings`.
+``megadocs search status --json`` prints :func:`to_json` of the summaries (standard JSON).
 """
 
 from __future__ import annotations
@@ -10,12 +11,14 @@ import io
 import math
 import os
 from collections import defaultdict
+from collections.abc import Mapping
 from typing import Any
 
+from megadocs.formats import RunStatus, dumps_json
 from search.certify import CertifySearch, Outcome
-from search.ledger import STUDY_START, Ledger, RunStatus, StudyKind, study_name
+from search.ledger import STUDY_START, Ledger, StudyKind, study_name
 
-__all__ = ["summarize", "summarize_ensembles", "g_trend_warnings", "format_table"]
+__all__ = ["summarize", "summarize_ensembles", "g_trend_warnings", "format_table", "to_json"]
 
 
 def summarize(sweep, strategy: str = "certify") -> list[dict[str, Any]]:
@@ -59,14 +62,14 @@ def summarize(sweep, strategy: str = "certify") -> list[dict[str, Any]]:
         wall, tokens = 0.0, 0
         records = ledger.runs(study)
         for record in records:
-            if record.status == RunStatus.SUPERSEDED.value:
+            if record.status is RunStatus.SUPERSEDED:
                 continue  # evidence about other data or code (see search.controller)
-            if record.status in (RunStatus.COMPLETED.value, RunStatus.DIVERGED.value):
+            if record.status.finished:
                 outcome = Outcome.finished(math.inf if record.loss is None else record.loss)
                 if record.adopted_from is None:  # compute spent by this certification, not reused
                     wall += float(record.wall_time_s or 0.0)
-                    tokens += int(record.metrics.get("tokens_seen") or 0)
-            elif record.status == RunStatus.FAILED.value:
+                    tokens += (record.metrics.tokens_seen or 0) if record.metrics else 0
+            elif record.status is RunStatus.FAILED:
                 outcome = Outcome.failed(record.reason or "failed")
             else:
                 outcome = Outcome.running()
@@ -108,14 +111,34 @@ def summarize_ensembles(sweep) -> list[dict[str, Any]]:
     summaries = []
     for ens in sweep.ensembles:
         records = ledger.runs(study_name(sweep.name, ens.name, StudyKind.ENSEMBLE))
-        finished = [r for r in records if r.status in (RunStatus.COMPLETED.value, RunStatus.DIVERGED.value)]
+        finished = [r for r in records if r.status.finished]
         summaries.append({
             "name": ens.name, "source": ens.source, "members": ens.members,
-            "runs": {"finished": len(finished), "running": sum(r.status == RunStatus.RUNNING.value for r in records),
-                     "failed": sum(r.status == RunStatus.FAILED.value for r in records)},
+            "runs": {"finished": len(finished), "running": sum(r.status is RunStatus.RUNNING for r in records),
+                     "failed": sum(r.status is RunStatus.FAILED for r in records)},
             "run_dirs": {r.member: r.run_dir for r in finished},
         })
     return summaries
+
+
+def _standard(value: Any) -> Any:
+    """A diverged run's loss (+inf) becomes ``"loss": null`` beside ``"diverged": true``."""
+    if isinstance(value, Mapping):
+        out = {str(key): _standard(item) for key, item in value.items()}
+        loss = value.get("loss")
+        if isinstance(loss, float) and not math.isfinite(loss):
+            out["diverged"] = True
+        return out
+    if isinstance(value, (list, tuple)):
+        return [_standard(item) for item in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def to_json(summaries: list[dict[str, Any]]) -> str:
+    """The ``status --json`` text: standard JSON (no Infinity; see :func:`_standard`)."""
+    return dumps_json(_standard(summaries), indent=1)
 
 
 def summarize_transfers(sweep) -> list[dict[str, Any]]:
@@ -129,11 +152,10 @@ def summarize_transfers(sweep) -> list[dict[str, Any]]:
     summaries = []
     for transfer in sweep.transfers:
         records = [r for r in ledger.runs(study_name(sweep.name, transfer.name, StudyKind.TRANSFER))
-                   if r.status != RunStatus.SUPERSEDED.value]
+                   if r.status is not RunStatus.SUPERSEDED]
         latest = records[-1] if records else None
-        state = "waiting" if latest is None else {
-            RunStatus.COMPLETED.value: "finished", RunStatus.DIVERGED.value: "finished",
-            RunStatus.FAILED.value: "failed"}.get(latest.status, "running")
+        state = ("waiting" if latest is None else "finished" if latest.status.finished
+                 else "failed" if latest.status is RunStatus.FAILED else "running")
         summaries.append({
             "name": transfer.name, "source": transfer.source, "fixed": dict(transfer.fixed), "state": state,
             "point": latest.point if latest else None,

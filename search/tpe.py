@@ -23,7 +23,6 @@ MAX_REPEATS = 200
 
 class TPESearch(Strategy):
     def __init__(self, name: str, grid: Grid, *, n_trials: int, seed: int = 0) -> None:
-        optuna.logging.set_verbosity(optuna.logging.WARNING)
         self.name = name
         self.grid = grid
         self.n_trials = n_trials

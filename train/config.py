@@ -18,13 +18,13 @@ Example:
 from __future__ import annotations
 
 from enum import Enum
-from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import BeforeValidator, Field, model_validator
 
 from megadocs.config import StrictModel, config_hash
 from megadocs.data_identity import assembled_identity, directory_identity, pool_identity, store_identity
+from megadocs.formats import ALGORITHMS, IID_SETS, Algorithm, assembled_dir
 
 __all__ = [
     "DocumentMask",
@@ -39,11 +39,6 @@ __all__ = [
     "EXECUTION_FIELDS",
     "template",
 ]
-
-# `self-distill`: unconditional samples of a trained model (`megadocs gen sample`), the paper's
-# self-distillation baseline.
-Algorithm = Literal["simple", "stitched", "stitched-first", "stitched-none", "latent", "self-distill"]
-ALGORITHMS: tuple[str, ...] = ("simple", "stitched", "stitched-first", "stitched-none", "latent", "self-distill")
 
 class DocumentMask(str, Enum):
     """Attention units of a window (`train.attention` builds them)."""
@@ -82,10 +77,6 @@ class SyntheticData(StrictModel):
     pool: str = Field(description="generation pool directory (written by `megadocs gen`)")
     algorithm: Algorithm = Field(description="which assembly of the pool to train on")
     g: int = Field(ge=1, description="generations per real document")
-
-    def documents_dir(self) -> Path:
-        """Where `megadocs gen assemble` wrote this stream's documents."""
-        return Path(self.pool) / "assembled" / f"{self.algorithm}-g{self.g}"
 
 
 class DataConfig(StrictModel):
@@ -172,8 +163,7 @@ class EvalConfig(StrictModel):
 
     @model_validator(mode="after")
     def _names(self) -> EvalConfig:
-        reserved = {"iid", "iid_short", "iid_long"}
-        clash = sorted(reserved & set(self.extra))
+        clash = sorted(set(IID_SETS) & set(self.extra))
         if clash:
             raise ValueError(f"extra set name {clash[0]!r} is reserved for the iid split; rename it")
         return self
@@ -207,7 +197,8 @@ class RunConfig(StrictModel):
                 "algorithm": synthetic.algorithm,
                 "g": synthetic.g,
                 "pool": pool_identity(synthetic.pool, "data.synthetic.pool"),
-                "assembled": assembled_identity(synthetic.pool, synthetic.documents_dir(), "data.synthetic"),
+                "assembled": assembled_identity(synthetic.pool, assembled_dir(synthetic.pool, synthetic.algorithm, synthetic.g),
+                                                "data.synthetic"),
             }
         if self.eval.extra:
             identity["extra"] = {
@@ -245,7 +236,7 @@ TEMPLATE = """\
 data:
   store: runs/demo/data        # required: token store from `megadocs data prepare`
   synthetic: null              # or {pool: POOL, algorithm: stitched, g: 4}
-                               #   algorithm: simple | stitched | stitched-first | stitched-none | latent
+                               #   algorithm: ALGORITHMS_HERE
   mixing_fraction: 0.0         # share of each batch from the synthetic stream, in [0, 1)
   real_epochs: 8               # passes over the real stream (total steps follow from this and m)
   context: 256                 # tokens per window (the paper: 4096)
@@ -281,4 +272,4 @@ loss: auto                     # auto | chunked | liger | full (head + cross-ent
 
 def template() -> str:
     """A commented, valid config (`megadocs train --template`)."""
-    return TEMPLATE
+    return TEMPLATE.replace("ALGORITHMS_HERE", " | ".join(ALGORITHMS))

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from megadocs.formats import IID, half_names
 from train.attention import position_ids_for
 from train.config import DocumentMask
 from train.distributed import SINGLE, DistributedContext
@@ -76,8 +77,9 @@ class LossTotals:
         """{name: mean} plus {name_short, name_long} when `halves`."""
         result = {name: self._mean(self.total, self.count)}
         if halves:
-            result[f"{name}_short"] = self._mean(self.short_total, self.short_count)
-            result[f"{name}_long"] = self._mean(self.long_total, self.long_count)
+            short, long_ = half_names(name)
+            result[short] = self._mean(self.short_total, self.short_count)
+            result[long_] = self._mean(self.long_total, self.long_count)
         return result
 
 
@@ -115,7 +117,7 @@ def evaluate_model(
     device: str | torch.device,
     document_mask: DocumentMask | bool | str = DocumentMask.OFF,
     eos_id: int | None = None,
-    name: str = "iid",
+    name: str = IID,
     halves: bool = True,
     dist: DistributedContext = SINGLE,
 ) -> dict[str, float]:

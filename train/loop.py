@@ -1,8 +1,9 @@
 """One training run: `run(config, out)` trains, evaluates and writes the run directory.
 
-Layout of RUN (docs/architecture.md): config.yaml, config_hash, identity.json, checkpoint/,
-log.jsonl, model/, metrics.json (written last; its presence means "done", and `run` then returns
-it untouched, after checking that RUN's recorded identity is this config's on this data).
+Layout of RUN (`megadocs.formats.RunDir`, docs/architecture.md): config.yaml, config_hash,
+identity.json, checkpoint/, log.jsonl, model/, metrics.json (a `RunMetrics`, written last; its
+presence means "done", and `run` then returns it untouched, after checking that RUN's recorded
+identity is this config's on this data).
 
 Recipe (paper.md "Training recipe"): AdamW with decoupled weight decay on the weight matrices
 (embeddings included, norm scales excluded), global grad-norm clip, linear warmup over
@@ -32,7 +33,6 @@ import sys
 import threading
 import time
 from dataclasses import dataclass
-from enum import Enum
 from pathlib import Path
 from typing import Any
 
@@ -40,46 +40,41 @@ import torch
 
 from megadocs.config import dump_yaml
 from megadocs.errors import UserError
-from train.checkpoint import CHECKPOINT_DIR, load_checkpoint, save_checkpoint
+from megadocs.formats import (
+    IID,
+    IID_SETS,
+    RunDir,
+    RunMetrics,
+    RunStatus,
+    dumps_json,
+    finite_or_none,
+    replace_dir,
+    write_atomic,
+    write_json,
+)
+from train.benchmarks import check_tasks
+from train.checkpoint import load_checkpoint, save_checkpoint
 from train.config import AUTO, DocumentMask, RunConfig
+from train.device import resolve_device, set_determinism
 from train.distributed import SINGLE, DistributedContext, init_distributed
 from train.evaluate import autocast_for, evaluate_model
 from train.loss import next_token_loss, resolve_loss_implementation
 from train.prefetch import BatchPrefetcher
 
 __all__ = [
-    "Status",
     "Preempted",
-    "CONFIG_FILE",
-    "HASH_FILE",
-    "IDENTITY_FILE",
     "check_run_identity",
     "write_run_identity",
-    "METRICS_FILE",
-    "MODEL_DIR",
-    "LOG_FILE",
     "LOG_EVERY",
     "lr_factor",
-    "resolve_device",
     "param_groups",
     "train_step",
     "PreemptionSignals",
     "run",
 ]
 
-CONFIG_FILE = "config.yaml"
-HASH_FILE = "config_hash"
-IDENTITY_FILE = "identity.json"  # what the identity covers: the data's manifest identities
-METRICS_FILE = "metrics.json"
-MODEL_DIR = "model"
-LOG_FILE = "log.jsonl"
 LOG_EVERY = 10  # steps between log lines and divergence checks (each is a device sync)
 PREEMPTION_SIGNALS = (signal.SIGTERM, signal.SIGUSR2)
-
-
-class Status(str, Enum):
-    COMPLETED = "completed"
-    DIVERGED = "diverged"
 
 
 class Preempted(Exception):
@@ -106,14 +101,6 @@ def lr_factor(step: int, *, total_steps: int, warmup_steps: int) -> float:
         return (step + 1) / warmup_steps
     progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
     return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise UserError("device: 'cuda' requested but torch sees no CUDA device (use auto or cpu)")
-    return torch.device(name)
 
 
 def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str, Any]]:
@@ -240,28 +227,22 @@ class PreemptionSignals:
 # --- the run --------------------------------------------------------------------------------
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 def check_run_identity(out: Path, identity: str) -> None:
     """Refuse a RUN that holds another run: another config, or the same config on other data.
 
     A finished RUN is checked too: returning its metrics for another identity would report the
     old run's losses as the new one's.
     """
-    hash_file = out / HASH_FILE
-    if not hash_file.is_file():
-        if (out / METRICS_FILE).is_file():
-            raise UserError(f"{out}: holds {METRICS_FILE} but no {HASH_FILE}, so whose run it is cannot be "
-                            "checked; use another --out")
+    run_dir = RunDir(out)
+    if not run_dir.config_hash.is_file():
+        if run_dir.is_done():
+            raise UserError(f"{out}: holds {RunDir.METRICS} but no {RunDir.CONFIG_HASH}, so whose run it is "
+                            "cannot be checked; use another --out")
         return
-    recorded = hash_file.read_text().strip()
+    recorded = run_dir.config_hash.read_text().strip()
     if recorded == identity:
         return
-    if not (out / IDENTITY_FILE).is_file():
+    if not run_dir.identity.is_file():
         raise UserError(
             f"{out}: made before run identities covered the data (recorded {recorded}, this config on "
             f"today's data is {identity}); if its config, store and pool are unchanged adopt it with "
@@ -275,17 +256,17 @@ def check_run_identity(out: Path, identity: str) -> None:
 
 def write_run_identity(config: RunConfig, out: Path, identity: str) -> None:
     """Record the identity and what it covers (the data's manifest identities) in RUN."""
-    record = {"identity": identity, "data": config.data_identity()}
-    _write_atomic(out / IDENTITY_FILE, json.dumps(record, indent=1, sort_keys=True) + "\n")
-    _write_atomic(out / HASH_FILE, identity + "\n")
+    run_dir = RunDir(out)
+    write_json(run_dir.identity, {"identity": identity, "data": config.data_identity()}, indent=1, sort_keys=True)
+    write_atomic(run_dir.config_hash, identity + "\n")
 
 
-def _prepare_run_dir(config: RunConfig, out: Path, identity: str) -> None:
+def _prepare_run_dir(config: RunConfig, run_dir: RunDir, identity: str) -> None:
     """Create RUN, refuse one that holds another run, save the resolved config and identity."""
-    out.mkdir(parents=True, exist_ok=True)
-    check_run_identity(out, identity)
-    _write_atomic(out / CONFIG_FILE, dump_yaml(config))
-    write_run_identity(config, out, identity)
+    run_dir.path.mkdir(parents=True, exist_ok=True)
+    check_run_identity(run_dir.path, identity)
+    write_atomic(run_dir.config, dump_yaml(config))
+    write_run_identity(config, run_dir.path, identity)
 
 
 def _open_store(path: str, field: str):
@@ -310,13 +291,7 @@ def _check_extra_store(store, name: str, path: str) -> None:
 
 def _check_benchmarks(config: RunConfig) -> None:
     """Unknown benchmark tasks fail before training, not after it."""
-    if not config.eval.benchmarks:
-        return
-    from train.downstream import BENCHMARKS
-
-    for task in config.eval.benchmarks:
-        if task not in BENCHMARKS:
-            raise UserError(f"eval.benchmarks: unknown task {task!r}; expected one of {', '.join(BENCHMARKS)}")
+    check_tasks(config.eval.benchmarks, field="eval.benchmarks")
 
 
 def _truncate_log(log_path: Path, step: int) -> None:
@@ -324,7 +299,7 @@ def _truncate_log(log_path: Path, step: int) -> None:
     if not log_path.is_file():
         return
     kept = [line for line in log_path.read_text().splitlines() if line and json.loads(line)["step"] <= step]
-    _write_atomic(log_path, "".join(line + "\n" for line in kept))
+    write_atomic(log_path, "".join(line + "\n" for line in kept))
 
 
 def _load_training_streams(config: RunConfig):
@@ -344,17 +319,6 @@ def _load_training_streams(config: RunConfig):
 
 def _compile_wanted(config: RunConfig, device: torch.device) -> bool:
     return config.compile == "on" or (config.compile == "auto" and device.type == "cuda")
-
-
-def _set_determinism(device: torch.device) -> None:
-    if device.type == "cuda":
-        # cuBLAS needs a fixed workspace for reproducible reductions; set before its first use.
-        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-        torch.use_deterministic_algorithms(True, warn_only=True)
-        torch.backends.cudnn.benchmark = False
-        # TF32 for the fp32 matmuls left outside bf16 autocast (deterministic, 10-bit mantissa inputs).
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
 
 
 @dataclass
@@ -389,7 +353,7 @@ def _build(config: RunConfig, store, total_steps: int, device: torch.device, out
     """Model, AdamW and schedule, restored from RUN/checkpoint when there is one."""
     from train.model import build_model
 
-    _set_determinism(device)
+    set_determinism(device)
     torch.manual_seed(config.seed)
     model = build_model(config.model.preset, vocab_size=store.vocab_size, context=config.data.context,
                         seed=config.seed, eos_id=store.eos_id, device=device)  # fmt: skip
@@ -424,7 +388,7 @@ def _build(config: RunConfig, store, total_steps: int, device: torch.device, out
     )  # fmt: skip
 
 
-def run(config: RunConfig, out: str | Path) -> dict:
+def run(config: RunConfig, out: str | Path) -> RunMetrics:
     """Train, evaluate and write RUN (see the module docstring); returns the metrics.
 
     Run by several processes (torchrun, or SLURM tasks: `train.distributed`), it trains data
@@ -435,11 +399,11 @@ def run(config: RunConfig, out: str | Path) -> dict:
         UserError: bad paths, a store/config mismatch, or RUN holding another config.
     """
     out = Path(out)
+    run_dir = RunDir(out)
     identity = config.identity()  # reads the data's manifests: a missing store fails here
-    metrics_path = out / METRICS_FILE
-    if metrics_path.is_file():
+    if run_dir.is_done():
         check_run_identity(out, identity)
-        return json.loads(metrics_path.read_text())
+        return RunMetrics.load(run_dir.metrics)
     attempt_start = time.perf_counter()
     device = resolve_device(config.device)
     dist = init_distributed(device.type)
@@ -453,8 +417,8 @@ def run(config: RunConfig, out: str | Path) -> dict:
 
 
 def _run(config: RunConfig, out: Path, identity: str, device: torch.device, dist: DistributedContext,
-         attempt_start: float) -> dict:  # fmt: skip
-    metrics_path = out / METRICS_FILE
+         attempt_start: float) -> RunMetrics:  # fmt: skip
+    run_dir = RunDir(out)
 
     # --- data first, so a bad path fails before anything is written -------------------------
     store = _open_store(config.data.store, "data.store")
@@ -463,7 +427,7 @@ def _run(config: RunConfig, out: Path, identity: str, device: torch.device, dist
     _check_benchmarks(config)
     streams = _load_training_streams(config)
     if dist.is_main:
-        _prepare_run_dir(config, out, identity)
+        _prepare_run_dir(config, run_dir, identity)
     else:
         check_run_identity(out, identity)
 
@@ -473,7 +437,7 @@ def _run(config: RunConfig, out: Path, identity: str, device: torch.device, dist
         config = _resolve_micro_batch(config, training.model, store.vocab_size, device, streams.eos_id)
         params = sum(p.numel() for p in training.model.parameters())
         if dist.is_main:
-            _truncate_log(out / LOG_FILE, training.step)
+            _truncate_log(run_dir.log, training.step)
 
         # --- train -------------------------------------------------------------------------
         status = _train(training, streams, config, device, signals)
@@ -483,31 +447,31 @@ def _run(config: RunConfig, out: Path, identity: str, device: torch.device, dist
             if signals.agree(dist):
                 signals.stop_if_requested(training.step, out)
 
-        if status is Status.COMPLETED:
+        if status is RunStatus.COMPLETED:
             if dist.is_main:
-                _save_model(training.model, store, out / MODEL_DIR)
+                _save_model(training.model, store, run_dir.model)
             val_losses = _evaluate_all(training.model, config, store, device, after_each=stop_if_requested,
                                        dist=dist)  # fmt: skip
-        else:
-            val_losses = {name: math.inf for name in ("iid", "iid_short", "iid_long", *config.eval.extra)}
+        else:  # diverged: no losses to report (null in metrics.json)
+            val_losses = {name: None for name in (*IID_SETS, *config.eval.extra)}
         counters = training.counters
-        metrics = {
-            "status": status.value,
-            "val_loss": val_losses["iid"],
-            "val_losses": val_losses,
-            "steps": training.step,
-            "tokens_seen": counters["tokens_seen"],
-            "wall_time_s": counters["wall_time_s"] + time.perf_counter() - attempt_start,
-            "tokens_per_s": counters["tokens_seen"] / counters["train_time_s"] if counters["train_time_s"] else 0.0,
-            "config_hash": identity,
-            "params": params,
-        }
-        if status is Status.COMPLETED and config.eval.benchmarks and dist.is_main:
+        metrics = RunMetrics(
+            status=status,
+            val_loss=val_losses[IID],
+            val_losses=val_losses,
+            steps=training.step,
+            tokens_seen=counters["tokens_seen"],
+            wall_time_s=counters["wall_time_s"] + time.perf_counter() - attempt_start,
+            tokens_per_s=counters["tokens_seen"] / counters["train_time_s"] if counters["train_time_s"] else 0.0,
+            config_hash=identity,
+            params=params,
+        )
+        if status is RunStatus.COMPLETED and config.eval.benchmarks and dist.is_main:
             from train.downstream import evaluate_benchmarks
 
             data_dir = config.eval.benchmark_data
-            metrics["benchmarks"] = evaluate_benchmarks(
-                model_dirs=[out / MODEL_DIR],
+            metrics.benchmarks = evaluate_benchmarks(
+                model_dirs=[run_dir.model],
                 tasks=list(config.eval.benchmarks),
                 data_dir=Path(data_dir) if data_dir else None,
                 limit=config.eval.benchmark_limit,
@@ -518,8 +482,8 @@ def _run(config: RunConfig, out: Path, identity: str, device: torch.device, dist
 
     # --- outputs: metrics.json last, atomically; then the checkpoint is no longer needed ------
     if dist.is_main:
-        _write_atomic(metrics_path, json.dumps(metrics, indent=2) + "\n")
-        shutil.rmtree(out / CHECKPOINT_DIR, ignore_errors=True)  # the model lives in RUN/model
+        metrics.save(run_dir.metrics)
+        shutil.rmtree(run_dir.checkpoint, ignore_errors=True)  # the model lives in RUN/model
     return metrics
 
 
@@ -545,7 +509,7 @@ def _resolve_micro_batch(config: RunConfig, model, vocab_size: int, device: torc
     return config.model_copy(update={"optim": config.optim.model_copy(update={"micro_batch_size": micro})})
 
 
-def _train(training: _Training, streams, config: RunConfig, device: torch.device, signals) -> Status:
+def _train(training: _Training, streams, config: RunConfig, device: torch.device, signals) -> RunStatus:
     """The step loop from `training.step` to the end; returns COMPLETED or DIVERGED."""
     from tqdm import tqdm
 
@@ -569,7 +533,7 @@ def _train(training: _Training, streams, config: RunConfig, device: torch.device
     # pure function of the step, so resuming needs no replay
     prefetcher = BatchPrefetcher(streams.batch, range(training.step, total_steps), pin_memory=device.type == "cuda")
     dist = training.dist
-    log_path = training.out / LOG_FILE if dist.is_main else Path(os.devnull)  # rank 0 alone writes RUN
+    log_path = RunDir(training.out).log if dist.is_main else Path(os.devnull)  # rank 0 alone writes RUN
     with progress, open(log_path, "a") as log, prefetcher:
         while training.step < total_steps:
             # --- data: built ahead by the prefetcher; pinned on CUDA, so the copy is async ---
@@ -608,12 +572,14 @@ def _train(training: _Training, streams, config: RunConfig, device: torch.device
                     "tokens_per_s": counters["tokens_seen"] / max(counters["train_time_s"], 1e-9),
                     "cpu_s": time.process_time(),  # this process's CPU seconds: wall >> cpu = contention
                 }
-                log.write(json.dumps(line) + "\n")
+                if not math.isfinite(loss_value):
+                    line["diverged"] = True  # loss (and grad_norm) become null: standard JSON
+                log.write(dumps_json(finite_or_none(line), indent=None) + "\n")
                 log.flush()
                 progress.set_postfix(loss=f"{loss_value:.4f}", tok_s=f"{line['tokens_per_s']:.0f}")
                 if not math.isfinite(loss_value):
                     progress.write(f"loss {loss_value} at step {step}: diverged, stopping", file=sys.stderr)
-                    return Status.DIVERGED
+                    return RunStatus.DIVERGED
             progress.update(1)
 
             # --- checkpoint: periodic, at the end, and on preemption -------------------------
@@ -627,7 +593,7 @@ def _train(training: _Training, streams, config: RunConfig, device: torch.device
                     dist.barrier()  # the checkpoint is on disk before any rank exits
                 clock = time.perf_counter()
                 signals.stop_if_requested(step, training.out)
-    return Status.COMPLETED
+    return RunStatus.COMPLETED
 
 
 def _save_model(model: torch.nn.Module, store, model_dir: Path) -> None:
@@ -636,8 +602,7 @@ def _save_model(model: torch.nn.Module, store, model_dir: Path) -> None:
     shutil.rmtree(tmp, ignore_errors=True)
     model.save_pretrained(tmp)
     store.tokenizer().save_pretrained(tmp)
-    shutil.rmtree(model_dir, ignore_errors=True)
-    os.replace(tmp, model_dir)
+    replace_dir(tmp, model_dir)
 
 
 def _evaluate_all(model, config: RunConfig, store, device: torch.device, *, after_each,
@@ -651,7 +616,7 @@ def _evaluate_all(model, config: RunConfig, store, device: torch.device, *, afte
     validation = ValidationSet.build(
         config.data.store, split="val", context=config.data.context, max_windows=config.eval.val_windows
     )
-    losses = evaluate_model(model, validation, name="iid", **settings)
+    losses = evaluate_model(model, validation, name=IID, **settings)
     after_each()
     for name, extra in config.eval.extra.items():
         _check_extra_store(store, name, extra.store)

@@ -77,7 +77,7 @@ def test_identical_runs_are_shared_across_certifications(make_sweep, workdir):
     assert any(r["adopted_from"] for r in runs)
 
 
-def test_bound_is_reported_and_diverged_counts_as_inf(make_sweep):
+def test_bound_is_reported_and_diverged_counts_as_inf(make_sweep, workdir):
     path = make_sweep(grid={"lr": [0.001, 0.003, 0.01], "wd": [0.8], "epochs": [1, 2, 4]},
                       start={"lr": 0.003, "wd": 0.8, "epochs": 2}, objective="search.landscapes:diverging")
     assert certify(path) == 0
@@ -87,7 +87,28 @@ def test_bound_is_reported_and_diverged_counts_as_inf(make_sweep):
     assert cert["bounds_hit"] == [{"axis": "epochs", "side": "upper", "value": 4}] == summary["bounds_hit"]
     up = [n for n in cert["neighbours"] if n["axis"] == "lr" and n["direction"] == "up"]
     assert up[0]["loss"] == math.inf
-    assert {r["status"] for r in read_runs(path)} == {"completed", "diverged"}
+    runs = read_runs(path)
+    assert {r["status"] for r in runs} == {"completed", "diverged"}
+    diverged = next(r for r in runs if r["status"] == "diverged")
+    assert diverged["loss"] == math.inf and diverged["metrics"]["val_loss"] is None
+    run_dir = workdir / "runs/t/runs" / diverged["run_id"]
+    assert json.loads((run_dir / "metrics.json").read_text(), parse_constant=_refuse)["val_loss"] is None
+
+
+def _refuse(constant: str):
+    raise AssertionError(f"non-standard JSON constant {constant}")
+
+
+def test_status_json_is_standard_json_with_diverged_losses_as_null(make_sweep, capsys):
+    path = make_sweep(grid={"lr": [0.001, 0.003, 0.01], "wd": [0.8], "epochs": [1, 2, 4]},
+                      start={"lr": 0.003, "wd": 0.8, "epochs": 2}, objective="search.landscapes:diverging")
+    assert certify(path) == 0
+    capsys.readouterr()
+    assert main(["search", "status", str(path), "--json"]) == 0
+    [summary] = json.loads(capsys.readouterr().out, parse_constant=_refuse)  # Infinity would fail here
+    up = [n for n in summary["certificate"]["neighbours"] if n["axis"] == "lr" and n["direction"] == "up"]
+    assert up[0]["loss"] is None and up[0]["diverged"] is True
+    assert math.isfinite(summary["certificate"]["loss"]) and "diverged" not in summary["certificate"]
 
 
 def test_infrastructure_failures_are_retried(make_sweep, workdir):
