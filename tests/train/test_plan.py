@@ -113,7 +113,7 @@ def test_auto_micro_batch_trains_on_cpu(small_store, tmp_path, one_thread):
     config = make_config(small_store, optim__micro_batch_size="auto", optim__batch_size=16,
                          eval__val_windows=8)
     metrics = run(config, tmp_path / "run")
-    assert metrics["status"] == "completed"
+    assert metrics.status == "completed"
     saved = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())
     assert saved["optim"]["micro_batch_size"] == "auto"  # the saved config keeps what the user wrote
 
