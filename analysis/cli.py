@@ -59,6 +59,8 @@ def register(subparsers) -> None:
     fit.add_argument("--asymptote", type=float, default=None, help="hold E fixed")
     fit.add_argument("--noise-sigma", type=float, default=None, help="known loss noise (parametric bootstrap)")
     fit.add_argument("--bootstrap", type=int, default=500, help="bootstrap refits (0: no interval)")
+    fit.add_argument("--json", action="store_true",
+                     help="print a JSON list, one object per group: its parameters' estimate, low, high")
     fit.set_defaults(func=_fit)
 
     report = commands.add_parser("report", help="write DIR/report.md with tables and every figure the ledger supports")
@@ -195,15 +197,27 @@ def _fit(args) -> int:
     if group is None:
         frame = frame.assign(_all="all")
         group = "_all"
-    failed = 0
-    for name, fit in fit_groups(frame, x=x, y=args.y, group=group, **options).items():
+    fits = fit_groups(frame, x=x, y=args.y, group=group, **options)
+    failed = sum(isinstance(fit, str) for fit in fits.values())
+    if args.json:
+        from megadocs.formats import dumps_json
+
+        rows = [{"group": None if group == "_all" else _plain(name), "x": x,
+                 **({"error": fit} if isinstance(fit, str) else fit.to_json())} for name, fit in fits.items()]
+        print(dumps_json(rows))
+        return 1 if failed else 0
+    for name, fit in fits.items():
         print(f"[{name}]" if group != "_all" else "", file=sys.stdout)
         if isinstance(fit, str):
-            failed += 1
             print(f"  not fitted: {fit}")
         else:
             print(fit.describe(x))
     return 1 if failed else 0
+
+
+def _plain(value):
+    """A group key as a JSON value (numpy scalars to Python)."""
+    return value.item() if hasattr(value, "item") else value
 
 
 def _report(args) -> int:

@@ -22,7 +22,7 @@ from collections.abc import Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import matplotlib
 import numpy as np
@@ -36,6 +36,9 @@ from analysis.frame import POINT, point_of
 from analysis.generation import BASELINE_METHOD
 from analysis.scaling import PowerLawFit
 from megadocs.formats import IID, REAL
+
+if TYPE_CHECKING:
+    from search.status import CertificationSummary
 
 __all__ = [
     "STYLE",
@@ -133,7 +136,7 @@ def png_bytes(fig) -> bytes:
     return buffer.getvalue()
 
 
-def map_axes(runs: pd.DataFrame, summary: Mapping[str, Any], grid: Mapping[str, Sequence[Any]] | None = None):
+def map_axes(runs: pd.DataFrame, summary: CertificationSummary, grid: Mapping[str, Sequence[Any]] | None = None):
     """The two axes Figure 10 should show for a certification, or None when fewer than two varied.
 
     Preference: the axes the path of best points moved along most, then those the runs explored
@@ -142,7 +145,7 @@ def map_axes(runs: pd.DataFrame, summary: Mapping[str, Any], grid: Mapping[str, 
     searched = [a for a, values in grid.items() if len(values) > 1] if grid else [
         c[len(POINT):] for c in runs.columns if isinstance(c, str) and c.startswith(POINT)
     ]
-    path = summary.get("path") or []
+    path = summary.path
     varying = sorted(
         (a for a in searched if POINT + a in runs and runs[POINT + a].nunique() > 1),
         key=lambda a: (-len({p.get(a) for p in path}), -runs[POINT + a].nunique()),
@@ -263,7 +266,7 @@ class CertificationSlice:
     xs: list[Any]
     ys: list[Any]
     others: dict[str, Any]  # the other axes, held at the centre's values
-    losses: np.ndarray  # [len(ys), len(xs)] best finite loss per cell, NaN where none
+    losses: np.ndarray  # [len(ys), len(xs)] mean finite loss per cell (over repeats), NaN where none
     diverged: np.ndarray  # [len(ys), len(xs)] a run on the cell diverged
     off_slice: int  # runs not on this slice (not shown)
     path: list[tuple[int, int]]  # best points' cells, in order
@@ -271,6 +274,7 @@ class CertificationSlice:
     certified: bool
     neighbours: list[tuple[int, int]]  # the certificate's neighbours on the slice
     bounds_hit: list[Mapping[str, Any]]  # the certificate's {axis, side} bounds
+    notes: tuple[str, ...] = ()  # caption notes: diverged neighbours, seed noise and ties
 
 
 def _on_slice(point: Mapping[str, Any], others: Mapping[str, Any]) -> bool:
@@ -279,25 +283,27 @@ def _on_slice(point: Mapping[str, Any], others: Mapping[str, Any]) -> bool:
 
 def certification_slice(
     runs: pd.DataFrame,
-    summary: Mapping[str, Any],
+    summary: CertificationSummary,
     *,
     x_axis: str,
     y_axis: str,
     grid: Mapping[str, Sequence[Any]] | None = None,
 ) -> CertificationSlice:
     """The cells, path, centre and neighbours of Figure 10 on the ``x_axis`` x ``y_axis`` slice.
+    A cell's loss is the mean over the point's seeded repeats, as the certifier decides on it.
 
     Raises:
         ValueError: the certification has no finished run yet (nothing to centre the slice on).
     """
-    certificate = summary.get("certificate") or None
-    centre = (certificate or {}).get("point") or (summary.get("best") or {}).get("params")
+    certificate = summary.certificate
+    centre = summary.point
     if not centre:
-        raise ValueError(f"{summary.get('name')}: no finished run yet, nothing to map")
+        raise ValueError(f"{summary.name}: no finished run yet, nothing to map")
     xs, ys = _axis_values(runs, x_axis, grid), _axis_values(runs, y_axis, grid)
     others = {axis: value for axis, value in centre.items() if axis not in (x_axis, y_axis)}
-    losses = np.full((len(ys), len(xs)), np.nan)
-    diverged = np.zeros_like(losses, dtype=bool)
+    sums = np.zeros((len(ys), len(xs)))
+    draws = np.zeros_like(sums)
+    diverged = np.zeros_like(sums, dtype=bool)
     off_slice = 0
     for _, run in runs.iterrows():
         point = point_of(run)
@@ -309,28 +315,36 @@ def certification_slice(
             continue
         if math.isinf(run["loss"]):
             diverged[i, j] = True
-        elif np.isnan(losses[i, j]) or run["loss"] < losses[i, j]:
-            losses[i, j] = run["loss"]
-    path = [p for p in summary.get("path") or [] if x_axis in p and y_axis in p]
+        else:  # repeats of a point (seeds) are averaged, as the certifier does
+            sums[i, j] += run["loss"]
+            draws[i, j] += 1
+    losses = np.where(draws > 0, sums / np.maximum(draws, 1), np.nan)
+    path = [p for p in summary.path if x_axis in p and y_axis in p]
     cells = [(_index(xs, p[x_axis]), _index(ys, p[y_axis])) for p in path]
     neighbours = []
-    for neighbour in (certificate or {}).get("neighbours") or []:
-        params = neighbour.get("params") or {}
-        if _on_slice(params, others):
-            cell = (_index(xs, params[x_axis]), _index(ys, params[y_axis]))
+    for neighbour in certificate.neighbours if certificate else ():
+        if _on_slice(neighbour.point, others):
+            cell = (_index(xs, neighbour.point[x_axis]), _index(ys, neighbour.point[y_axis]))
             if None not in cell:
                 neighbours.append(cell)
+    notes = []
+    if certificate and certificate.diverged:
+        notes.append("diverged neighbour(s): " + ", ".join(f"{b.axis} {b.side}" for b in certificate.diverged))
+    if certificate and certificate.noise.sigma is not None:
+        notes.append(f"seed noise sd {certificate.noise.sigma:.4f} over {certificate.draws} repeats"
+                     + (f", {len(certificate.ties)} tie(s) within noise" if certificate.ties else ""))
     return CertificationSlice(
-        name=str(summary.get("name")), x_axis=x_axis, y_axis=y_axis, xs=xs, ys=ys, others=others,
+        name=summary.name, x_axis=x_axis, y_axis=y_axis, xs=xs, ys=ys, others=others,
         losses=losses, diverged=diverged, off_slice=off_slice, path=[c for c in cells if None not in c],
-        centre=(_index(xs, centre[x_axis]), _index(ys, centre[y_axis])), certified=bool(certificate),
-        neighbours=neighbours, bounds_hit=list((certificate or {}).get("bounds_hit") or []),
+        centre=(_index(xs, centre[x_axis]), _index(ys, centre[y_axis])), certified=certificate is not None,
+        neighbours=neighbours, bounds_hit=[b.to_dict() for b in certificate.bounds_hit] if certificate else [],
+        notes=tuple(notes),
     )  # fmt: skip
 
 
 def plot_certification_map(
     runs: pd.DataFrame,
-    summary: Mapping[str, Any],
+    summary: CertificationSummary,
     *,
     x_axis: str,
     y_axis: str,
@@ -339,13 +353,14 @@ def plot_certification_map(
     """Figure 10: the certification path on a 2-D slice (``x_axis`` x ``y_axis``) of the grid.
 
     The slice holds the other axes at the certified (else best) point. Each run on the slice is
-    a cell coloured by its loss (printed in it; "div." for a diverged run, blank for not run).
+    a cell coloured by its loss (the mean over a point's seeded repeats; printed in it; "div."
+    for a diverged run, blank for not run).
     The path of best points is drawn projected onto the slice; the star is the certified point
     and outlined cells are its neighbours on the slice.
 
     Args:
         runs: the runs frame of *this* certification.
-        summary: its ``search.status.summarize`` dict (``certificate``, ``best``, ``path``).
+        summary: its :class:`search.status.CertificationSummary`.
         grid: axis values (the sweep's grid); default: the values the runs used.
 
     Raises:
@@ -398,6 +413,8 @@ def draw_certification_slice(cut: CertificationSlice):
         caption = "dashed cells: certificate's neighbours" if cut.certified else ""
         if cut.bounds_hit:
             caption += "; leans on search bound(s): " + ", ".join(f"{b['axis']} {b['side']}" for b in cut.bounds_hit)
+        for note in cut.notes:
+            caption += ("; " if caption else "") + note
         if cut.off_slice:
             caption += ("; " if caption else "") + f"{cut.off_slice} run(s) off this slice not shown"
         if caption:

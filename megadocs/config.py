@@ -29,12 +29,21 @@ class StrictModel(BaseModel):
 
 
 def load_yaml(path: str | Path) -> Any:
-    """Read a YAML file, turning a missing file or a syntax error into one UserError line."""
+    """Read a YAML file, turning a missing file, non-UTF-8 bytes or a syntax error into one UserError line."""
     path = Path(path)
     if not path.is_file():
         raise UserError(f"{path}: file not found (expected a YAML file)")
+    raw = path.read_bytes()
     try:
-        return yaml.safe_load(path.read_text())
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw.count(b"\n", 0, exc.start) + 1
+        raise UserError(
+            f"{path}: not UTF-8 text: byte 0x{raw[exc.start]:02x} at offset {exc.start} (line {line}); "
+            "save the file as UTF-8"
+        ) from None
+    try:
+        return yaml.safe_load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark is not None else ""
@@ -52,6 +61,9 @@ def _format_validation_error(exc: ValidationError, source: str) -> str:
         message = "required field is missing"
     got = first.get("input")
     got_text = "" if first["type"] in ("missing",) else f", got {got!r}"
+    if first["type"] == "value_error" and not first["loc"]:
+        # a model validator's cross-field check: its message names the field and the value itself
+        return f"{source}: {first['ctx']['error']}"
     if len(got_text) > 80:
         got_text = got_text[:77] + "..."
     more = len(exc.errors()) - 1

@@ -59,6 +59,7 @@ def _configure_process() -> None:
 
 def _certify(args: argparse.Namespace) -> int:
     from megadocs.errors import UserError
+    from search.certify import CertState
     from search.controller import run_sweep
     from search.status import format_table, g_trend_warnings, summarize
     from search.sweep import load_sweep
@@ -69,16 +70,25 @@ def _certify(args: argparse.Namespace) -> int:
     sweep = load_sweep(args.sweep)
     run_sweep(sweep, strategy=args.strategy, max_runs=args.max_runs, retry_failed=args.retry_failed,
               progress=not args.no_progress)
-    summaries = summarize(sweep, args.strategy)
+    summaries = summarize(sweep, args.strategy, max_runs=args.max_runs)
     print(format_table(summaries), end="")
     _print_ensembles(sweep)
     for warning in g_trend_warnings(summaries):
         print(f"warning: {warning}", file=sys.stderr)
-    failed = [s["name"] for s in summaries if s["state"] == "failed"]
+    status = 0
     for s in summaries:
-        for blocked in s["blocked_by"]:
-            print(f"{s['name']}: blocked by {blocked['params']}: {blocked['reason']}", file=sys.stderr)
-    return 1 if failed else 0
+        for params, reason in s.blocked_by:
+            print(f"{s.name}: blocked by {params}: {reason}", file=sys.stderr)
+        if s.state is CertState.FAILED:
+            status = 1
+            if s.reason:
+                print(f"{s.name}: not certified: {s.reason}", file=sys.stderr)
+        elif s.state is not CertState.CERTIFIED and args.strategy == "certify":
+            # the controller only stops early when the run budget is spent
+            status = 1
+            print(f"{s.name}: not certified: {s.reason or 'stopped'} ({s.state.value}); re-run with a larger "
+                  f"--max-runs (or without it) to continue", file=sys.stderr)
+    return status
 
 
 def _plan(args: argparse.Namespace) -> int:
@@ -101,7 +111,7 @@ def _status(args: argparse.Namespace) -> int:
 
     _configure_process()
     sweep = load_sweep(args.sweep)
-    summaries = summarize(sweep, args.strategy)
+    summaries = summarize(sweep, args.strategy, reconcile=True)  # dead jobs are not "running"
     if args.json:
         print(to_json(summaries))
         return 0
@@ -109,7 +119,7 @@ def _status(args: argparse.Namespace) -> int:
     _print_ensembles(sweep)
     _print_transfers(sweep)
     _print_jobs(sweep)
-    holder = Ledger(sweep.ledger_url, sweep.name).holder()
+    holder = Ledger(sweep.ledger_url, sweep.name, create=False).holder()
     if holder:
         print(f"controller: running on host {holder['host']}, pid {holder['pid']}, since {holder['since']}")
     for warning in g_trend_warnings(summaries):
@@ -118,16 +128,22 @@ def _status(args: argparse.Namespace) -> int:
 
 
 def _print_jobs(sweep) -> None:
-    """Runs in flight or failed, by job id: what to follow with squeue/sacct or cancel with scancel."""
+    """Runs in flight or failed, by job id: what to follow with squeue/sacct or cancel with scancel.
+    A run the ledger calls running whose job is gone (a killed controller) shows as stopped."""
     from megadocs.formats import RunStatus
     from search.ledger import read_runs
+    from search.status import JobWatch
 
+    watch = JobWatch(sweep)
     for run in read_runs(sweep):
         if run["status"] not in (RunStatus.RUNNING, RunStatus.FAILED) or not run["job_id"]:
             continue
         point = " ".join(f"{k}={v}" for k, v in run["point"].items())
         reason = f": {run['reason']}" if run["status"] == RunStatus.FAILED and run["reason"] else ""
-        print(f"{run['certification']} {point}: {run['status']}, job {run['job_id']} "
+        status = run["status"]
+        if status == RunStatus.RUNNING and not watch.alive(run["job_id"], run["job_folder"]):
+            status = "stopped (its job is gone; `megadocs search certify` resumes it)"
+        print(f"{run['certification']} {point}: {status}, job {run['job_id']} "
               f"(attempt {run['attempts']}){reason}")
 
 

@@ -14,7 +14,6 @@ strategy, an earlier controller) is adopted without running; one in flight is sh
 from __future__ import annotations
 
 import logging
-import math
 import sys
 import time
 from collections.abc import Mapping, Sequence
@@ -22,8 +21,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from megadocs.errors import UserError
 from megadocs.executors import Executor, JobState, make_executor
 from megadocs.formats import RunDir, RunMetrics, RunStatus
+from megadocs.trust import require_inside
 from search.certify import (
     CertifySearch,
     Evaluator,
@@ -49,9 +50,10 @@ from search.ledger import (
     STUDY_START,
     Ledger,
     StudyKind,
+    replay,
     study_name,
 )
-from search.objective import make_objective, normalise_metrics
+from search.objective import INVALID, MinusInfLoss, ObjectiveReturnError, make_objective, normalise_metrics
 from search.sweep import Sweep
 
 __all__ = ["run_sweep", "LedgerEvaluator", "TaskInfo", "build_strategies", "STRATEGIES"]
@@ -126,31 +128,25 @@ class LedgerEvaluator(Evaluator):
         orphans = []
         for strategy in strategies:
             info = self.tasks[strategy.name]
-            records = self._current_records(info)
-            for record in records:
-                point = {**record.point, **{k: v for k, v in record.fixed.items() if k not in info.fixed}}
-                if info.grid is not None and not Grid.from_mapping(info.grid).contains(record.point):
-                    log.warning("%s: trial %d at %s is not on the grid any more; ignored", info.study,
-                                record.trial, record.point)
+            grid = Grid.from_mapping(info.grid) if info.grid is not None else None
+            for item in replay(self._current_records(info), fixed=info.fixed, grid=grid,
+                               retry_failed=self.retry_failed):
+                strategy.record(item.point, item.outcome)
+                if item.record.status is not RunStatus.RUNNING:
                     continue
-                if record.status is RunStatus.SUPERSEDED:
-                    continue  # evidence about other data or code
-                if record.status.finished:
-                    strategy.record(point, Outcome.finished(math.inf if record.loss is None else record.loss))
-                elif record.status is RunStatus.FAILED:
-                    if not self.retry_failed:
-                        strategy.record(point, Outcome.failed(record.reason or "failed"))
-                else:
-                    strategy.record(point, Outcome.running())
-                    run = self._inflight.get(record.run_id)
-                    if run is None:
-                        params = {**point, **info.fixed}
-                        run = _Run(record.run_id, params, Path(record.run_dir), record.job_id, record.attempts,
-                                   record.job_folder)
-                        self._inflight[record.run_id] = run
-                        if record.job_id is None:
-                            orphans.append(run)  # killed between trial creation and submission
-                    run.subscribers.append(_Subscriber(strategy.name, point, record.trial_id))
+                record = item.record
+                run = self._inflight.get(record.run_id)
+                if run is None:
+                    params = {**item.point, **info.fixed}
+                    # jobs write into it: only a folder inside the sweep's own runs/ (trust model)
+                    run_dir = require_inside(record.run_dir, self.runs_dir,
+                                             what=f"{info.study} trial {record.trial}: run_dir in the ledger")
+                    run = _Run(record.run_id, params, run_dir, record.job_id, record.attempts,
+                               record.job_folder)
+                    self._inflight[record.run_id] = run
+                    if record.job_id is None:
+                        orphans.append(run)  # killed between trial creation and submission
+                run.subscribers.append(_Subscriber(strategy.name, item.point, record.trial_id))
         if orphans:
             self._dispatch(orphans)
 
@@ -250,11 +246,11 @@ class LedgerEvaluator(Evaluator):
         if poll.state is JobState.RUNNING:
             return
         if poll.state is JobState.DONE:
-            self._finish(run, normalise_metrics(poll.value))
+            self._resolve(run, poll.value)
             return
         run_dir = RunDir(run.run_dir)
         if run_dir.is_done():  # the job was lost after the run completed: adopt its result
-            self._finish(run, run_dir.read_metrics())
+            self._resolve(run, run_dir.read_metrics())
             return
         reason = f"attempt {run.attempts} ({poll.state.value}): {poll.reason}"
         for subscriber in run.subscribers:
@@ -263,6 +259,27 @@ class LedgerEvaluator(Evaluator):
             log.warning("run %s %s; retrying", run.run_id, reason)
             self._dispatch([run])
             return
+        self._fail(run, reason)
+
+    def _resolve(self, run: _Run, value: Any) -> None:
+        """A job's return value: metrics (finish), a loss of -inf (a failed run, not retried: the
+        objective is deterministic), or something that is no loss at all (stop the sweep)."""
+        try:
+            if isinstance(value, Mapping) and value.get("status") == INVALID:
+                raise ObjectiveReturnError(value.get("error") or "returned no loss")
+            if isinstance(value, Mapping) and value.get("status") == RunStatus.FAILED.value:
+                raise MinusInfLoss(value.get("reason") or "failed")
+            metrics = normalise_metrics(value)
+        except ObjectiveReturnError as exc:
+            self._fail(run, str(exc))
+            raise UserError(f"objective {self.sweep.objective or 'train'}: {exc} for params {run.params}; fix it "
+                            f"and re-run with --retry-failed") from None
+        except MinusInfLoss as exc:
+            self._fail(run, str(exc))
+            return
+        self._finish(run, metrics)
+
+    def _fail(self, run: _Run, reason: str) -> None:
         del self._inflight[run.run_id]
         for subscriber in run.subscribers:
             self.ledger.fail(subscriber.trial_id, reason)
@@ -315,7 +332,7 @@ def build_strategies(sweep: Sweep, ledger: Ledger, strategy: str = "certify",
             warm = cert.warm_start and stored is None
             strategies.append(CertifySearch(
                 task, grid, None if warm else (stored or start), seed_neighbours=sweep.seeds_neighbours(cert),
-                max_runs=budget, waits_for=cert.warm_start if warm else None, fallback=start,
+                max_runs=budget, noise=sweep.noise_for(cert), waits_for=cert.warm_start if warm else None, fallback=start,
                 on_start=lambda point, study=study: ledger.set_study_attr(study, STUDY_START, point),
             ))
         elif kind is StudyKind.GRID:

@@ -39,32 +39,65 @@ from megadocs.errors import UserError
 from megadocs.formats import REAL, RunDir, RunMetrics, RunStatus, assembled_documents, write_json
 from search.sweep import TRAIN_AXES, Sweep
 
-__all__ = ["RunTask", "CallableObjective", "TrainObjective", "make_objective", "normalise_metrics"]
+__all__ = ["RunTask", "CallableObjective", "TrainObjective", "make_objective", "normalise_metrics",
+           "ObjectiveReturnError", "MinusInfLoss", "INVALID"]
+
+INVALID = "invalid"
+"""A job's result status when the objective returned no loss (never written to metrics.json)."""
+
+
+class ObjectiveReturnError(ValueError):
+    """The objective returned something that is not a loss (a user error, not a node failure)."""
+
+
+class MinusInfLoss(ValueError):
+    """The objective returned -inf: no loss at all (a failed run, never a certificate)."""
 
 
 def import_callable(path: str):
-    """``module:attr`` -> the object; UserError naming the path when it cannot be imported."""
+    """``module:attr`` -> a callable; UserError (one line) naming the path when it cannot be
+    imported (whatever the module raises on import) or is not callable."""
     module_name, _, attr = path.partition(":")
     try:
         module = importlib.import_module(module_name)
-        return getattr(module, attr)
-    except (ImportError, AttributeError) as exc:
-        raise UserError(f"objective: cannot import {path!r}: {exc}") from None
+        found = getattr(module, attr)
+    except Exception as exc:  # noqa: BLE001 - a broken module may raise anything on import
+        text = str(exc).splitlines()[0] if str(exc) else ""
+        raise UserError(f"objective: cannot import {path!r}: {type(exc).__name__}: {text}") from None
+    if not callable(found):
+        raise UserError(f"objective: {path!r} is a {type(found).__name__}, not a callable "
+                        f"(expected f(params) -> float | {{'loss': float, ...}})")
+    return found
 
 
 def normalise_metrics(value: Any) -> RunMetrics:
-    """What a job returned (train's :class:`RunMetrics`, or an objective's float or dict with
-    ``loss``/``val_loss``) -> :class:`RunMetrics`. A NaN or infinite loss is a diverged run."""
+    """What a job returned (train's :class:`RunMetrics`, or an objective's number or dict with
+    ``loss``/``val_loss``) -> :class:`RunMetrics`. NaN and +inf are a diverged run.
+
+    Raises:
+        ObjectiveReturnError: the value is not a number (nor a dict holding one).
+        MinusInfLoss: the loss is -inf: no loss at all (a failed run with this reason).
+    """
     if isinstance(value, RunMetrics):
         return value
     if isinstance(value, Mapping):
         metrics = dict(value)
         loss = metrics.get("val_loss", metrics.get("loss"))
         if loss is None and metrics.get("status") != RunStatus.DIVERGED.value:
-            raise ValueError(f"objective returned a dict without 'loss' or 'val_loss': {sorted(metrics)}")
+            raise ObjectiveReturnError(f"returned a dict without 'loss' or 'val_loss' (keys {sorted(metrics)})")
     else:
         metrics, loss = {}, value
+    if loss is not None and (isinstance(loss, bool) or not isinstance(loss, (int, float))):
+        try:
+            if isinstance(loss, (str, bytes)):
+                raise TypeError(loss)
+            loss = float(loss)  # numpy and torch scalars
+        except (TypeError, ValueError):
+            raise ObjectiveReturnError(f"returned {str(loss)[:40]!r} ({type(loss).__name__}), not a number "
+                                       f"(expected a float or {{'loss': float, ...}})") from None
     loss = None if loss is None else float(loss)
+    if loss == -math.inf:
+        raise MinusInfLoss("the objective returned loss -inf (not a loss; check the objective)")
     finite = loss is not None and math.isfinite(loss)
     metrics["val_loss"] = loss if finite else None
     metrics.setdefault("status", (RunStatus.COMPLETED if finite else RunStatus.DIVERGED).value)
@@ -110,7 +143,12 @@ class RunTask(submitit.helpers.Checkpointable):
             if self.train_config is not None:
                 return self._train(run_dir)
             start = time.perf_counter()
-            metrics = normalise_metrics(import_callable(self.objective)(dict(self.params)))
+            try:
+                metrics = normalise_metrics(import_callable(self.objective)(dict(self.params)))
+            except ObjectiveReturnError as exc:  # the controller stops the sweep with this line
+                return {"status": INVALID, "error": str(exc)}
+            except MinusInfLoss as exc:  # a failed run with its reason; nothing is written
+                return {"status": RunStatus.FAILED.value, "reason": str(exc)}
             if metrics.wall_time_s is None:
                 metrics.wall_time_s = time.perf_counter() - start
             if metrics.point is None:
@@ -193,7 +231,7 @@ class TrainObjective:
             _set(config, "data.synthetic", {"pool": self.pool(method, g), "algorithm": method, "g": g})
         if "model" in params:  # student scaling: the same method on another model preset
             _set(config, "model.preset", params["model"])
-        if "seed" in params:  # ensemble members: initialisation and data order
+        if "seed" in params:  # repeats and ensemble members: initialisation and data order
             _set(config, "seed", int(params["seed"]))
             _set(config, "data.seed", int(params["seed"]))
         return parse_config(config, RunConfig, source=self.source)

@@ -36,6 +36,8 @@ __all__ = [
     "EvalConfig",
     "RunConfig",
     "ALGORITHMS",
+    "DECAY_GROUPS",
+    "DEFAULT_DECAY_GROUPS",
     "EXECUTION_FIELDS",
     "template",
 ]
@@ -83,7 +85,9 @@ class DataConfig(StrictModel):
     store: str = Field(description="token store directory (`megadocs data prepare`)")
     synthetic: SyntheticData | None = Field(default=None, description="synthetic stream; null = real only")
     mixing_fraction: float = Field(
-        default=0.0, ge=0.0, lt=1.0, description="share of each batch drawn from the synthetic stream"
+        default=0.0, ge=0.0, lt=1.0,
+        description="share of the training windows drawn from the synthetic stream (a weighted mixture: "
+        "floor or ceil of m * batch_size per step, exactly m over the run)"
     )
     real_epochs: int = Field(default=8, ge=1, description="passes over the real stream")
     context: int = Field(default=256, ge=8, description="tokens per training window")
@@ -122,9 +126,24 @@ class ModelConfig(StrictModel):
         return self
 
 
+# Parameter kinds weight decay can apply to (train.loop.param_groups sorts every parameter into one).
+DecayGroup = Literal["linear", "head", "embeddings", "norms"]
+DECAY_GROUPS: tuple[str, ...] = ("linear", "head", "embeddings", "norms")
+# levanter's default mask (OptimizerConfig.build_weight_decay_mask, "reasonable_default"): every
+# array decays except paths containing Embedding, LayerNorm/RMSNorm, and biases; its Llama keeps
+# the token embedding in LlamaEmbedding and the untied head as a Linear, so the head decays.
+DEFAULT_DECAY_GROUPS: tuple[str, ...] = ("linear", "head")
+
+
 class OptimConfig(StrictModel):
     lr: float = Field(default=3e-3, gt=0, description="peak learning rate (AdamW)")
     weight_decay: float = Field(default=0.8, ge=0, description="decoupled AdamW weight decay")
+    weight_decay_on: list[DecayGroup] = Field(
+        default_factory=lambda: list(DEFAULT_DECAY_GROUPS),
+        description="parameter kinds that decay: linear (attention and MLP projections), head "
+        "(output projection), embeddings (input token embeddings), norms (RMSNorm scales); "
+        "default = levanter's mask: linear + head",
+    )
     beta1: float = Field(default=0.9, ge=0, lt=1)
     beta2: float = Field(default=0.95, ge=0, lt=1)
     warmup_fraction: float = Field(
@@ -137,6 +156,14 @@ class OptimConfig(StrictModel):
         description="sequences per forward/backward (gradient accumulation); auto = the largest "
         "divisor of batch_size that fits the device's memory (train.plan)",
     )
+
+    @model_validator(mode="after")
+    def _decay_groups_once(self) -> OptimConfig:
+        repeated = sorted({name for name in self.weight_decay_on if self.weight_decay_on.count(name) > 1})
+        if repeated:
+            raise ValueError(f"weight_decay_on: {repeated[0]!r} is listed twice; list each of "
+                             f"{', '.join(DECAY_GROUPS)} at most once")
+        return self
 
     @model_validator(mode="after")
     def _micro_divides_batch(self) -> OptimConfig:
@@ -237,7 +264,8 @@ data:
   store: runs/demo/data        # required: token store from `megadocs data prepare`
   synthetic: null              # or {pool: POOL, algorithm: stitched, g: 4}
                                #   algorithm: ALGORITHMS_HERE
-  mixing_fraction: 0.0         # share of each batch from the synthetic stream, in [0, 1)
+  mixing_fraction: 0.0         # synthetic share of the windows, in [0, 1): exact over the run
+                               #   (floor or ceil of m * batch_size per step, a weighted mixture)
   real_epochs: 8               # passes over the real stream (total steps follow from this and m)
   context: 256                 # tokens per window (the paper: 4096)
   document_mask: off           # off | document (within a stream document) | segment (new unit
@@ -248,6 +276,8 @@ model:
 optim:
   lr: 0.003
   weight_decay: 0.8
+  weight_decay_on: [linear, head]  # what decays: linear | head | embeddings | norms; the default is
+                               #   levanter's mask (input embeddings and norm scales do not decay)
   beta1: 0.9
   beta2: 0.95
   warmup_fraction: 0.01        # linear warmup, then cosine decay to 0 at the last step

@@ -26,6 +26,10 @@ def register(subparsers) -> None:
                            help="train a byte-level BPE with N tokens on the train split")
     prepare.add_argument("--val-docs", type=int, metavar="N",
                          help="documents held out for validation (default: 5%% of the corpus, at most 1000)")
+    prepare.add_argument("--val-tokens", type=int, metavar="N",
+                         help="instead of --val-docs: hold out documents until they hold N tokens (with "
+                              "one EOS each), i.e. at least N // context validation windows; the paper's "
+                              "1024 x 4096 is 4194304 (needs --tokenizer)")
     prepare.add_argument("--seed", type=int, default=0, help="seeds the held-out choice (default 0)")
     prepare.add_argument("--max-docs", type=int, metavar="N", help="read only the first N documents")
     prepare.set_defaults(func=_prepare)
@@ -55,7 +59,7 @@ def _prepare(args: argparse.Namespace) -> int:
     from train.store import prepare
 
     store = prepare(args.corpus, args.out, tokenizer=args.tokenizer, vocab_size=args.vocab_size,
-                    val_docs=args.val_docs, seed=args.seed, max_docs=args.max_docs)
+                    val_docs=args.val_docs, val_tokens=args.val_tokens, seed=args.seed, max_docs=args.max_docs)
     print(store.summary())
     return 0
 

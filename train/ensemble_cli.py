@@ -169,9 +169,15 @@ def score_ensemble(request: EnsembleRequest, *, log=None) -> dict:
             validation store cannot be read, or no context/store can be found.
     """
     from train.data import ValidationSet
+    from train.ensemble import resolve_model_dir
     from train.ensemble_eval import ensemble_losses
 
     members = [Path(m) for m in request.members]
+    for member in members:  # a wrong path is named as such, not as a missing --context
+        try:
+            resolve_model_dir(member)
+        except UserError as exc:
+            raise UserError(f"--members: {exc}") from None
     run_config = member_run_config(members[0])
     context = request.context or (run_config.data.context if run_config else None)
     if context is None:

@@ -21,6 +21,7 @@ __all__ = ["register", "apply_overrides", "load_run_config", "DEFAULT_RUNS_DIR",
 
 DEFAULT_RUNS_DIR = Path("runs/train")
 EXIT_PREEMPTED = 3
+EXIT_INTERRUPTED = 130  # SIGINT (Ctrl-C), as shells report it
 RUN = "run"  # the hidden parser of `megadocs train CONFIG.yaml ...`
 
 
@@ -88,7 +89,8 @@ def register(subparsers) -> None:
         "       %(prog)s --reidentify RUN\n"
         "       %(prog)s {ensemble,benchmarks} ...",
         description="Train one model from a RunConfig YAML (see `megadocs train --template`). "
-        "Exit status 3 means preempted: re-run the same command to resume.",
+        "Exit status 3 means preempted (130: interrupted by Ctrl-C); the checkpoint is saved: "
+        "re-run the same command to resume.",
     )
     _add_run_options(parser)
     commands = parser.add_subparsers(
@@ -230,8 +232,9 @@ def _run(args: argparse.Namespace) -> int:
     try:
         metrics = run(config, out)
     except Preempted as exc:
-        print(f"preempted at step {exc.step}; checkpoint saved; re-run the same command to resume", file=sys.stderr)
-        return EXIT_PREEMPTED
+        what = "interrupted" if exc.interrupted else "preempted"
+        print(f"{what} at step {exc.step}; checkpoint saved; re-run the same command to resume", file=sys.stderr)
+        return EXIT_INTERRUPTED if exc.interrupted else EXIT_PREEMPTED
     val = ", ".join(f"{name} {'-' if loss is None else f'{loss:.4f}'}" for name, loss in metrics.val_losses.items())
     print(f"{metrics.status}: {metrics.steps} steps, val loss {val} ({RunDir(out).metrics})")
     return 0

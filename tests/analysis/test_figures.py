@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import subprocess
@@ -60,11 +61,11 @@ def test_certification_map_marks_runs_path_certificate_and_divergence(tmp_path):
     records.append({**records[0], "point": {"lr": 1e-2, "epochs": 2, "wd": 0.1}, "status": "diverged",
                     "loss": math.inf, "run_id": "div"})
     runs = runs_frame(records)
-    summary = {**summary}
     x_axis, y_axis = map_axes(runs, summary, synthetic.GRID)
     assert {x_axis, y_axis} == {"lr", "epochs"}  # the path moved along these two
     # show the slice at the start's wd so the diverged run (wd 0.1) is on it
-    summary["certificate"] = {**summary["certificate"], "point": {**summary["certificate"]["point"], "wd": 0.1}}
+    summary = dataclasses.replace(summary, certificate=dataclasses.replace(
+        summary.certificate, point={**summary.certificate.point, "wd": 0.1}))
     fig = plot_certification_map(runs, summary, x_axis="lr", y_axis="epochs", grid=synthetic.GRID)
     ax = fig.axes[0]
     texts = [t.get_text() for t in ax.texts]
@@ -73,7 +74,7 @@ def test_certification_map_marks_runs_path_certificate_and_divergence(tmp_path):
     assert len([t for t in texts if t.replace(".", "").isdigit()]) == len(
         on_slice.drop_duplicates(["point.lr", "point.epochs"]))
     assert [t.get_text() for t in ax.get_xticklabels()] == ["0.001", "0.003", "0.01"]
-    neighbours_on_slice = [n for n in summary["certificate"]["neighbours"] if n["params"]["wd"] == 0.1]
+    neighbours_on_slice = [n for n in summary.certificate.neighbours if n.point["wd"] == 0.1]
     assert len([p for p in ax.patches if isinstance(p, Rectangle)]) == len(neighbours_on_slice)
     png, pdf = save_figure(fig, tmp_path, "map")
     assert png.stat().st_size > 5000 and pdf.stat().st_size > 1000
@@ -81,14 +82,15 @@ def test_certification_map_marks_runs_path_certificate_and_divergence(tmp_path):
 
 def test_certification_slice_is_computed_without_drawing():
     records, summary = synthetic.certification("stitched", 2)
-    centre = summary["certificate"]["point"]  # lr 3e-3, epochs 8, wd 0.4 (the bowl's minimum)
+    centre = summary.certificate.point  # lr 3e-3, epochs 8, wd 0.4 (the bowl's minimum)
     records.append({**records[0], "point": {**centre, "lr": 1e-2}, "status": "diverged", "loss": math.inf})
-    records.append({**records[0], "point": dict(centre), "loss": 9.0})  # a worse repeat of the centre
+    records.append({**records[0], "point": dict(centre), "loss": 9.0})  # a worse (seeded) repeat of the centre
     cut = certification_slice(runs_frame(records), summary, x_axis="lr", y_axis="epochs", grid=synthetic.GRID)
     assert cut.others == {"wd": centre["wd"]} and cut.certified
     assert cut.centre == (1, 2)  # (lr index, epochs index)
     assert cut.diverged[2, 2] and not cut.diverged.sum() - 1
-    assert cut.losses[2, 1] == pytest.approx(synthetic.tuned_loss("stitched", 2))  # the cell's best run
+    # the cell's loss is the mean over the point's repeats, as the certifier decides on it
+    assert cut.losses[2, 1] == pytest.approx((synthetic.tuned_loss("stitched", 2) + 9.0) / 2)
     on_slice = [r for r in records if r["point"]["wd"] == centre["wd"]]
     assert cut.off_slice == len(records) - len(on_slice)
     ran = {(GRID_INDEX["lr"][r["point"]["lr"]], GRID_INDEX["epochs"][r["point"]["epochs"]]) for r in on_slice
@@ -96,7 +98,8 @@ def test_certification_slice_is_computed_without_drawing():
     assert {(j, i) for i, j in zip(*np.nonzero(np.isfinite(cut.losses)))} == ran
     assert set(cut.neighbours) == {(0, 2), (2, 2), (1, 1), (1, 3)}  # the wd neighbours are off the slice
     with pytest.raises(ValueError, match="no finished run yet"):
-        certification_slice(runs_frame(records), {"name": "x"}, x_axis="lr", y_axis="epochs")
+        nothing = dataclasses.replace(summary, certificate=None, best=None)
+        certification_slice(runs_frame(records), nothing, x_axis="lr", y_axis="epochs")
 
 
 def test_certified_hparams_ring_marks_bound_hits():

@@ -51,13 +51,14 @@ def test_training_sweep_certifies_real_and_simple(tiny_store, workdir, monkeypat
     import torch
 
     from megadocs.cli import main
-    from train.store import prepare
+    from train.store import TokenStore, prepare
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # the cores are shared with other work: one thread is faster
     documents = write_mini_corpus(tiny_store, workdir / "mini.jsonl")
     prepare(workdir / "mini.jsonl", workdir / "store", tokenizer=tiny_store / "tokenizer", val_docs=6, seed=0)
-    write_simple_pool(workdir / "pool", documents[6:])
+    train_ids = set(TokenStore.open(workdir / "store").split("train").doc_ids)
+    write_simple_pool(workdir / "pool", [doc for doc in documents if doc["id"] in train_ids])  # no val text
     sweep = {
         "name": "tiny",
         "executor": {"kind": "debug", "max_parallel": 2, "poll_s": 0.1, "max_retries": 1},
@@ -87,8 +88,8 @@ def test_training_sweep_certifies_real_and_simple(tiny_store, workdir, monkeypat
     finally:
         torch.set_num_threads(threads)
 
-    summaries = {s["name"]: s for s in summarize(path)}
-    assert summaries["real"]["state"] == summaries["simple-g1"]["state"] == "certified"
+    summaries = {s.name: s for s in summarize(path)}
+    assert summaries["real"].state.value == summaries["simple-g1"].state.value == "certified"
     runs = read_runs(path)
     assert all(r["status"] == "completed" for r in runs)
     for run in runs:
@@ -103,10 +104,10 @@ def test_training_sweep_certifies_real_and_simple(tiny_store, workdir, monkeypat
             assert config["data"]["mixing_fraction"] == run["point"]["mix"]
         assert math.isfinite(run["loss"]) and run["loss"] == run["metrics"]["val_loss"]
     for name in ("real", "simple-g1"):
-        cert = summaries[name]["certificate"]
-        assert all(n["loss"] >= cert["loss"] for n in cert["neighbours"])
+        cert = summaries[name].certificate
+        assert all(n.loss >= cert.loss for n in cert.neighbours)
     # ensemble members: the certified point with doubled epochs and their own seeds
-    real_point = summaries["real"]["certificate"]["point"]
+    real_point = summaries["real"].certificate.point
     members = [r for r in runs if r["certification"] == "ensemble/real-ens"]
     assert len(members) == 2
     for member in members:

@@ -68,7 +68,8 @@ def test_cache_is_reused_and_rebuilt_when_the_documents_change(tiny_store, tmp_p
     stem = f"tokens-{store.tokenizer_hash}"
     assert {p.name for p in directory.iterdir()} == {
         "documents.jsonl", "manifest.json", f"{stem}.tokens", f"{stem}.offsets.npy", f"{stem}.json",
-        f"{stem}.lock"}
+        f"{stem}.sources.json", f"{stem}.lock"}
+    assert first.source_ids() == [doc.doc_id for doc in store.split("train").documents()][:10]
 
     def must_not_rebuild(*args, **kwargs):
         raise AssertionError("cache rebuilt although documents.jsonl did not change")
