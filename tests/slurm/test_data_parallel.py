@@ -27,7 +27,8 @@ def _train_config(store: Path) -> dict:
 
 def test_two_task_job_trains_one_run_like_one_process(slurm_cluster, small_store, tmp_path):
     from megadocs.executors import JobState, SlurmExecutor, load_profile
-    from search.objective import JOB_FILE, RunTask
+    from megadocs.formats import RunDir
+    from search.objective import RunTask
     from train.config import RunConfig
     from train.loop import run
 
@@ -40,10 +41,10 @@ def test_two_task_job_trains_one_run_like_one_process(slurm_cluster, small_store
 
     [poll] = wait_jobs(executor, [job_id], timeout_s=300)
     assert poll.state is JobState.DONE, poll.reason
-    metrics = json.loads((run_dir / "metrics.json").read_text())
-    assert metrics["steps"] == reference["steps"] and metrics["tokens_seen"] == reference["tokens_seen"]
-    assert math.isclose(metrics["val_loss"], reference["val_loss"], rel_tol=1e-5), (metrics, reference)
-    job = json.loads((run_dir / JOB_FILE).read_text())  # written once, by rank 0
+    metrics = RunDir(run_dir).read_metrics()
+    assert metrics.steps == reference.steps and metrics.tokens_seen == reference.tokens_seen
+    assert math.isclose(metrics.val_loss, reference.val_loss, rel_tol=1e-5), (metrics, reference)
+    job = json.loads(RunDir(run_dir).job.read_text())  # written once, by rank 0
     assert job["job_id"] == job_id and job["params"] == {"lr": "default"}
     outputs = sorted(path.name for path in (tmp_path / "jobs").glob(f"{job_id}_*_result.pkl"))
     assert len(outputs) == 2, outputs  # both tasks ran and returned
