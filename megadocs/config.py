@@ -17,7 +17,8 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from megadocs.errors import UserError
 
-__all__ = ["StrictModel", "load_yaml", "parse_config", "load_config", "config_hash", "dump_yaml"]
+__all__ = ["StrictModel", "load_yaml", "parse_config", "load_config", "config_hash", "dump_yaml",
+           "format_validation_error"]
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -51,7 +52,8 @@ def load_yaml(path: str | Path) -> Any:
         raise UserError(f"{path}:{where}: invalid YAML: {problem}") from None
 
 
-def _format_validation_error(exc: ValidationError, source: str) -> str:
+def format_validation_error(exc: ValidationError, source: str) -> str:
+    """One line: ``source: field.path: message, got X`` for the first error (and a count of the rest)."""
     first = exc.errors()[0]
     field = ".".join(str(part) for part in first["loc"]) or "<top level>"
     message = first["msg"]
@@ -80,7 +82,7 @@ def parse_config(data: Any, model: type[M], *, source: str = "config") -> M:
     try:
         return model.model_validate(data)
     except ValidationError as exc:
-        raise UserError(_format_validation_error(exc, source)) from None
+        raise UserError(format_validation_error(exc, source)) from None
 
 
 def load_config(path: str | Path, model: type[M]) -> M:

@@ -311,6 +311,9 @@ class RunDir:
     LOG = "log.jsonl"  # one line per LOG_EVERY steps
     MODEL = "model"  # HF save_pretrained + tokenizer
     METRICS = "metrics.json"  # RunMetrics
+    PROVENANCE = "provenance.json"  # megadocs.provenance: code, libraries, host, command, job
+    TENSORBOARD = "tensorboard"  # train.tracking: TensorBoard event files
+    WANDB = "wandb"  # train.tracking: W&B (offline) run, only with tracking.wandb
     JOB = "job.json"  # search: who runs it (host, pid, job id, params)
     LOCK = ".run.lock"  # search: one job at a time per run directory
 
@@ -330,6 +333,9 @@ class RunDir:
     log = property(lambda self: self.path / RunDir.LOG)
     model = property(lambda self: self.path / RunDir.MODEL)
     metrics = property(lambda self: self.path / RunDir.METRICS)
+    provenance = property(lambda self: self.path / RunDir.PROVENANCE)
+    tensorboard = property(lambda self: self.path / RunDir.TENSORBOARD)
+    wandb = property(lambda self: self.path / RunDir.WANDB)
     job = property(lambda self: self.path / RunDir.JOB)
     lock = property(lambda self: self.path / RunDir.LOCK)
 

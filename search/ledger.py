@@ -6,11 +6,14 @@ Layout (docs/architecture.md, "Search ledger"):
   ``{sweep}/tpe/{c}`` for the baseline strategies, ``{sweep}/ensemble/{name}`` for ensembles).
   Study user attributes: ``kind``, ``fixed``, ``grid``, ``start`` (the resolved start, also for
   warm starts).
-- One trial per (study, point). Trial params are the grid point (categorical distributions over
-  the axis values, so Optuna's own tools can read them); trial user attributes are the ATTR_*
-  constants below; ``metrics`` is the run's :class:`megadocs.formats.RunMetrics` as JSON and
-  ``status`` a :class:`megadocs.formats.RunStatus`. The trial's value is the loss (+inf for a
-  diverged run); COMPLETE = evaluated,
+- One trial per (study, point). Trial params are the grid point, typed so that Optuna's own tools
+  (optuna-dashboard) plot it numerically: numeric axes are Float/Int distributions over the
+  axis's range, on a log scale for ``lr`` and ``wd`` (`axis_distribution`); the fixed ``method``
+  and ``g`` are params too (a categorical over `METHODS`, an int on a log scale), so studies can
+  be compared by algorithm and G. Trial user attributes are the ATTR_* constants below;
+  ``metrics`` is the run's :class:`megadocs.formats.RunMetrics` as JSON, ``status`` a
+  :class:`megadocs.formats.RunStatus` and ``provenance`` the run's ``RUN/provenance.json``. The
+  trial's value is the loss (+inf for a diverged run); COMPLETE = evaluated,
   FAIL = infrastructure failure after all retries, RUNNING = dispatched.
 - Study ``{sweep}#controller`` exists while a controller holds the sweep; its attributes name
   the holder (host, pid, since, heartbeat).
@@ -63,6 +66,7 @@ __all__ = [
     "open_storage",
     "read_runs",
     "study_name",
+    "axis_distribution",
 ]
 
 # Trial user attributes (docs/architecture.md). Values are JSON-serialisable.
@@ -79,6 +83,14 @@ ATTR_ATTEMPTS = "attempts"
 ATTR_REASON = "reason"
 ATTR_ADOPTED_FROM = "adopted_from"
 ATTR_MEMBER = "member"
+ATTR_PROVENANCE = "provenance"
+
+# Axes whose values span orders of magnitude: shown (and compared) on a log scale.
+LOG_AXES = frozenset({"lr", "wd"})
+# Fixed values exposed as params: the synthetic-data method (categorical) and G.
+METHOD_PARAM, G_PARAM = "method", "g"
+METHODS = ("real", "simple", "stitched", "stitched-first", "stitched-none", "latent", "self-distill")
+G_PARAM_HIGH = 4096  # the distribution's range only has to hold every G; one range keeps studies comparable
 
 # Study user attributes.
 STUDY_KIND = "kind"
@@ -135,6 +147,7 @@ class RunRecord:
     member: int | None = None
     started: str | None = None
     completed: str | None = None
+    provenance: dict[str, Any] | None = None  # the run's RUN/provenance.json (megadocs.provenance)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain values: ``status`` as its string, ``metrics`` as its JSON object (or None)."""
@@ -188,6 +201,34 @@ def replay(records: Iterable[RunRecord], *, fixed: Mapping[str, Any], grid: Grid
 
 class ControllerBusy(UserError):
     """Another live controller holds the sweep."""
+
+
+def axis_distribution(axis: str, values: list[Any]):
+    """The Optuna distribution a grid axis is recorded with (see the module docstring).
+
+    Numbers become an `IntDistribution`/`FloatDistribution` over ``[min, max]`` (log scale for
+    LOG_AXES when every value is positive); anything else stays a `CategoricalDistribution`.
+    """
+    from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+
+    numbers = [v for v in values if isinstance(v, (int, float)) and not isinstance(v, bool)]
+    if not values or len(numbers) != len(values) or not all(math.isfinite(v) for v in numbers):
+        return CategoricalDistribution(list(values))
+    log = axis in LOG_AXES and min(numbers) > 0
+    if all(isinstance(v, int) for v in numbers):
+        return IntDistribution(min(numbers), max(numbers), log=log)
+    return FloatDistribution(float(min(numbers)), float(max(numbers)), log=log)
+
+
+def _fixed_distribution(key: str, value: Any):
+    """`method` and `g` as params; None for other fixed values."""
+    from optuna.distributions import CategoricalDistribution, IntDistribution
+
+    if key == METHOD_PARAM and value in METHODS:
+        return CategoricalDistribution(list(METHODS))
+    if key == G_PARAM and isinstance(value, int) and not isinstance(value, bool) and value >= 1:
+        return IntDistribution(1, max(G_PARAM_HIGH, value), log=True)
+    return None
 
 
 class LedgerMissing(UserError):
@@ -442,6 +483,7 @@ class Ledger:
                     reason=reason,
                     adopted_from=attrs.get(ATTR_ADOPTED_FROM),
                     member=attrs.get(ATTR_MEMBER),
+                    provenance=attrs.get(ATTR_PROVENANCE),
                     started=trial.datetime_start.isoformat() if trial.datetime_start else None,
                     completed=trial.datetime_complete.isoformat() if trial.datetime_complete else None,
                 )
@@ -461,14 +503,16 @@ class Ledger:
         extra: Mapping[str, Any] | None = None,
     ) -> int:
         """Create a RUNNING trial for a run about to be dispatched; returns its trial id."""
-        from optuna.distributions import CategoricalDistribution
-
         study_id = self.study_id(name, create=True)
         trial_id = self.storage.create_new_trial(study_id)
         for axis, value in point.items():
             if grid and axis in grid and value in grid[axis]:
-                distribution = CategoricalDistribution(list(grid[axis]))
-                self.storage.set_trial_param(trial_id, axis, distribution.to_internal_repr(value), distribution)
+                self._set_param(trial_id, axis, value, axis_distribution(axis, list(grid[axis])),
+                                legacy_choices=list(grid[axis]))
+        for key, value in fixed.items():
+            distribution = _fixed_distribution(key, value)
+            if distribution is not None and key not in point:
+                self._set_param(trial_id, key, value, distribution)
         attrs = {
             ATTR_POINT: dict(point),
             ATTR_FIXED: dict(fixed),
@@ -480,6 +524,20 @@ class Ledger:
         }
         self.update(trial_id, **attrs)
         return trial_id
+
+    def _set_param(self, trial_id: int, name: str, value: Any, distribution,
+                   legacy_choices: list[Any] | None = None) -> None:  # fmt: skip
+        """Record a param. A study begun by an older version recorded axes as categoricals over
+        `legacy_choices`; Optuna refuses a second kind for the same name, so those keep theirs."""
+        from optuna.distributions import CategoricalDistribution
+
+        try:
+            self.storage.set_trial_param(trial_id, name, distribution.to_internal_repr(value), distribution)
+        except ValueError:  # "Cannot set different distribution kind to the same parameter name"
+            if legacy_choices is None or isinstance(distribution, CategoricalDistribution):
+                raise
+            legacy = CategoricalDistribution(legacy_choices)
+            self.storage.set_trial_param(trial_id, name, legacy.to_internal_repr(value), legacy)
 
     def update(self, trial_id: int, **attrs: Any) -> None:
         """Set trial user attributes (only while the trial is RUNNING)."""

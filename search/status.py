@@ -39,7 +39,7 @@ class RunCounts:
     finished: int = 0
     running: int = 0
     failed: int = 0
-    stopped: int = 0  # ``status`` only: the ledger says running, the executor says the job is gone
+    stopped: int | None = None  # with ``reconcile`` only: the ledger says running, the job is gone
 
 
 @dataclass(frozen=True)
@@ -96,7 +96,7 @@ class CertificationSummary:
     @classmethod
     def of_search(cls, search: CertifySearch, *, records: Iterable[RunRecord] = (), study: str = "",
                   fixed: Mapping[str, Any] | None = None, warm_start: str | None = None,
-                  budget_spent: bool = False, stopped: int = 0) -> CertificationSummary:
+                  budget_spent: bool = False, stopped: int | None = None) -> CertificationSummary:
         """The summary of a certification's evidence (``records``: its ledger trials, for compute)."""
         plan = search.plan()
         counts = {state: sum(o.state is state for o in search.outcomes.values()) for state in RunState}
@@ -112,8 +112,8 @@ class CertificationSummary:
         return cls(
             name=search.name, state=plan.state,
             best=None if plan.centre is None else BestPoint(plan.centre, plan.centre_loss),
-            runs=RunCounts(counts[RunState.FINISHED], counts[RunState.RUNNING] - stopped, counts[RunState.FAILED],
-                           stopped),
+            runs=RunCounts(counts[RunState.FINISHED], counts[RunState.RUNNING] - (stopped or 0),
+                           counts[RunState.FAILED], stopped),
             certificate=plan.certificate, path=plan.path, bounds_hit=plan.bounds_hit,
             outstanding=(*plan.wanted, *plan.running) if plan.centre is not None else plan.running,
             blocked_by=plan.blocked_by, noise=plan.noise, reason=reason, study=study,
@@ -131,7 +131,7 @@ class CertificationSummary:
             "state": self.state.value,
             "best": None if self.best is None else {"params": self.best.params, "loss": self.best.loss},
             "runs": {"finished": self.runs.finished, "running": self.runs.running, "failed": self.runs.failed,
-                     "stopped": self.runs.stopped},
+                     **({} if self.runs.stopped is None else {"stopped": self.runs.stopped})},
             "outstanding": list(self.outstanding),
             "bounds_hit": [b.to_dict() for b in self.bounds_hit],
             "certificate": self.certificate.to_dict() if self.certificate else None,
@@ -214,7 +214,8 @@ def summarize(sweep, strategy: str = "certify", max_runs: int | None = None, *,
                         and not watch.alive(item.record.job_id, item.record.job_folder)):
                     stopped.add(key)
         budget = max_runs if max_runs is not None else cert.max_runs
-        n_stopped = sum(search.outcomes[key].state is RunState.RUNNING for key in stopped if key in search.outcomes)
+        n_stopped = None if watch is None else sum(
+            search.outcomes[key].state is RunState.RUNNING for key in stopped if key in search.outcomes)
         summaries.append(CertificationSummary.of_search(
             search, records=records, study=study, fixed=cert.fixed, warm_start=cert.warm_start,
             budget_spent=budget is not None and len(search.outcomes) >= budget and not search.running(),

@@ -34,6 +34,8 @@ __all__ = [
     "OptimConfig",
     "ExtraValidation",
     "EvalConfig",
+    "WandbConfig",
+    "TrackingConfig",
     "RunConfig",
     "ALGORITHMS",
     "DECAY_GROUPS",
@@ -65,8 +67,9 @@ class DocumentMask(str, Enum):
 
 # Top-level / nested fields that do not change what is learned, only how the run executes.
 EXECUTION_FIELDS: dict[str, tuple[str, ...]] = {
-    "": ("checkpoint_every", "device", "compile", "loss"),
+    "": ("checkpoint_every", "device", "compile", "loss", "tracking"),
     "optim": ("micro_batch_size",),
+    "eval": ("every", "curve_windows", "curve_extra"),
 }
 AUTO = "auto"
 # `document_mask` was a bool; hashing the old spelling of the old modes keeps those runs' identities.
@@ -183,6 +186,15 @@ class ExtraValidation(StrictModel):
 
 class EvalConfig(StrictModel):
     val_windows: int = Field(default=1024, ge=1, description="fixed held-out windows of the iid loss")
+    every: int | str = Field(
+        default="10/run",
+        description="periodic validation: N (every N steps), 'K/run' (K evaluations spread over the "
+        "run), or 0 (only the final evaluation)",
+    )
+    curve_windows: int = Field(
+        default=128, ge=1, description="windows of the periodic evaluation: the first N of the iid windows"
+    )
+    curve_extra: bool = Field(default=False, description="also evaluate the eval.extra sets periodically")
     extra: dict[str, ExtraValidation] = Field(default_factory=dict, description="name -> held-out store")
     benchmarks: list[str] = Field(default_factory=list, description="lm-eval tasks, e.g. piqa, sciq")
     benchmark_data: str | None = Field(default=None, description="local lm-eval dataset directory")
@@ -193,7 +205,49 @@ class EvalConfig(StrictModel):
         clash = sorted(set(IID_SETS) & set(self.extra))
         if clash:
             raise ValueError(f"extra set name {clash[0]!r} is reserved for the iid split; rename it")
+        self.every_steps(1)  # validates the form of `every`
         return self
+
+    def every_steps(self, total_steps: int, align: int = 1) -> int:
+        """Steps between periodic evaluations in a run of `total_steps` (0 = none).
+
+        ``'K/run'`` spaces the evaluations by ``total_steps // K`` rounded up to a multiple of
+        `align` (the loop's logging interval, so a validation loss shares its step's log line);
+        a number of steps is used as given.
+        """
+        every = self.every
+        if isinstance(every, int):
+            if every < 0:
+                raise ValueError(f"every={every}: expected steps >= 0, 'K/run' or 0")
+            return every
+        count, sep, unit = every.partition("/")
+        if not (sep and unit.strip() == "run" and count.strip().isdigit()):
+            raise ValueError(f"every={every!r}: expected a number of steps (e.g. 200) or 'K/run' (e.g. '10/run')")
+        count_value = int(count)
+        if count_value == 0:
+            return 0
+        spacing = max(1, total_steps // count_value)
+        return -(-spacing // align) * align
+
+
+class WandbConfig(StrictModel):
+    """Weights & Biases logging (the `wandb` extra). Offline mode needs no network or account."""
+
+    project: str = Field(default="megadocs", description="W&B project")
+    entity: str | None = Field(default=None, description="W&B entity (team or user); null = your default")
+    mode: Literal["offline", "online"] = Field(
+        default="offline", description="offline writes RUN/wandb/ (`wandb sync` uploads it later)"
+    )
+
+
+class TrackingConfig(StrictModel):
+    """Experiment trackers. They record curves; they never change what is learned."""
+
+    tensorboard: bool = Field(default=True, description="TensorBoard event files in RUN/tensorboard/")
+    wandb: WandbConfig | None = Field(default=None, description="log to Weights & Biases; null = off")
+    group: str | None = Field(
+        default=None, description="runs that belong together (a sweep sets its certification)"
+    )
 
 
 class RunConfig(StrictModel):
@@ -201,6 +255,7 @@ class RunConfig(StrictModel):
     model: ModelConfig = Field(default_factory=ModelConfig)
     optim: OptimConfig = Field(default_factory=OptimConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
+    tracking: TrackingConfig = Field(default_factory=TrackingConfig)
     seed: int = Field(default=0, ge=0, description="model initialisation")
     checkpoint_every: int = Field(default=200, ge=1, description="optimizer steps between checkpoints")
     device: Literal["auto", "cpu", "cuda"] = "auto"
@@ -291,6 +346,13 @@ eval:
   benchmarks: []               # lm-eval tasks, e.g. [piqa, sciq, arc_easy]
   benchmark_data: null         # local directory with the benchmarks' datasets
   benchmark_limit: null        # examples per task (null = all)
+  every: 10/run                # periodic validation: N steps, 'K/run', or 0 (final only)
+  curve_windows: 128           # the periodic evaluation reads the first N iid windows
+  curve_extra: false           # true = the extra sets are evaluated periodically too
+tracking:
+  tensorboard: true            # RUN/tensorboard/ (`tensorboard --logdir runs/`)
+  wandb: null                  # e.g. {project: megadocs, mode: offline} (pip install 'megadocs[wandb]')
+  group: null                  # runs that belong together (a sweep sets the certification)
 seed: 0                        # model initialisation
 checkpoint_every: 200          # steps between checkpoints (also saved on SIGTERM/SIGUSR2)
 device: auto                   # auto | cpu | cuda

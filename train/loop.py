@@ -1,9 +1,11 @@
 """One training run: `run(config, out)` trains, evaluates and writes the run directory.
 
 Layout of RUN (`megadocs.formats.RunDir`, docs/architecture.md): config.yaml, config_hash,
-identity.json, checkpoint/, log.jsonl, model/, metrics.json (a `RunMetrics`, written last; its
-presence means "done", and `run` then returns it untouched, after checking that RUN's recorded
-identity is this config's on this data).
+identity.json, provenance.json, checkpoint/, log.jsonl (training curve, with periodic validation
+losses: `train.curves`), tensorboard/ (and wandb/ when configured: `train.tracking`), model/
+(with a model card README.md: `train.model_card`), metrics.json (a `RunMetrics`, written last;
+its presence means "done", and `run` then returns it untouched, after checking that RUN's
+recorded identity is this config's on this data).
 
 Recipe (paper.md "Training recipe"): AdamW with decoupled weight decay on the parameter kinds of
 `optim.weight_decay_on` (default: the linear projections and the head, as levanter's default mask;
@@ -57,14 +59,18 @@ from megadocs.formats import (
     write_atomic,
     write_json,
 )
+from megadocs.provenance import write as write_provenance
 from train.benchmarks import check_tasks
 from train.checkpoint import CheckpointWriter, load_checkpoint
 from train.config import AUTO, DEFAULT_DECAY_GROUPS, DocumentMask, RunConfig
+from train.curves import PeriodicValidation
 from train.device import resolve_device, set_determinism
 from train.distributed import SINGLE, DistributedContext, init_distributed
 from train.evaluate import autocast_for, evaluate_model
 from train.loss import next_token_loss, resolve_loss_implementation
+from train.model_card import write_model_card
 from train.prefetch import BatchPrefetcher
+from train.tracking import Tracker
 
 __all__ = [
     "Preempted",
@@ -491,9 +497,10 @@ def _run(config: RunConfig, out: Path, identity: str, device: torch.device, dist
         _prepare_run_dir(config, run_dir, identity)
     else:
         check_run_identity(out, identity)
+    provenance = write_provenance(run_dir.path, str(device)) if dist.is_main else None
 
     # leaving the block waits for the checkpoint being written (also on an exception)
-    with PreemptionSignals() as signals, CheckpointWriter(out) as writer:
+    with PreemptionSignals() as signals, CheckpointWriter(out) as writer, contextlib.ExitStack() as cleanup:
         # --- model, optimizer, schedule (resumed from the checkpoint if any) ------------------
         training = _build(config, store, streams.plan.total_steps, device, out, identity, attempt_start, writer,
                           dist)  # fmt: skip
@@ -501,9 +508,15 @@ def _run(config: RunConfig, out: Path, identity: str, device: torch.device, dist
         params = sum(p.numel() for p in training.model.parameters())
         if dist.is_main:
             _truncate_log(run_dir.log, training.step)
+        curve = PeriodicValidation.build(config, total_steps=training.total_steps, device=device,
+                                         align=LOG_EVERY, eos_id=store.eos_id)
+        # rank 0 alone writes RUN: the other ranks track nothing (a Tracker of no trackers)
+        tracker = (Tracker.open(config, run_dir.path, identity=identity, start_step=training.step)
+                   if dist.is_main else Tracker())  # fmt: skip
+        cleanup.callback(tracker.close)  # flushes the curves also when preempted
 
         # --- train -------------------------------------------------------------------------
-        status = _train(training, streams, config, device, signals)
+        status = _train(training, streams, config, device, signals, curve=curve, tracker=tracker)
 
         # --- evaluate (the final checkpoint is saved: a signal here stops without losing it) --
         def stop_if_requested() -> None:
@@ -518,6 +531,7 @@ def _run(config: RunConfig, out: Path, identity: str, device: torch.device, dist
         else:  # diverged: no losses to report (null in metrics.json)
             val_losses = {name: None for name in (*IID_SETS, *config.eval.extra)}
             val_windows = {}
+        tracker.log_validation(training.step, val_losses)
         counters = training.counters
         real_seen, synthetic_seen = streams.plan.windows_before(training.step)
         metrics = RunMetrics(
@@ -550,6 +564,9 @@ def _run(config: RunConfig, out: Path, identity: str, device: torch.device, dist
             )
             training.writer.wait()  # rank 0 alone here (the others may have finished): no barrier
             signals.stop_if_requested(training.step, out)
+        if status is RunStatus.COMPLETED and dist.is_main:
+            write_model_card(run_dir.model, config, metrics.to_json(), provenance)
+        tracker.close(metrics.to_json())
 
     # --- outputs: metrics.json last, atomically; then the checkpoint is no longer needed ------
     if dist.is_main:
@@ -580,7 +597,8 @@ def _resolve_micro_batch(config: RunConfig, model, vocab_size: int, device: torc
     return config.model_copy(update={"optim": config.optim.model_copy(update={"micro_batch_size": micro})})
 
 
-def _train(training: _Training, streams, config: RunConfig, device: torch.device, signals) -> RunStatus:
+def _train(training: _Training, streams, config: RunConfig, device: torch.device, signals, *,
+           curve: PeriodicValidation, tracker: Tracker) -> RunStatus:  # fmt: skip
     """The step loop from `training.step` to the end; returns COMPLETED or DIVERGED."""
     from tqdm import tqdm
 
@@ -630,8 +648,9 @@ def _train(training: _Training, streams, config: RunConfig, device: torch.device
             step = training.step
             counters["tokens_seen"] += global_tokens  # all ranks' tokens
 
-            # --- log and divergence check (a device sync point) ------------------------------
-            if step % LOG_EVERY == 0 or step == total_steps:
+            # --- log, periodic validation and divergence check (a device sync point) ---------
+            evaluate_now = curve.due(step)  # the same on every rank: the loss mean below is collective
+            if step % LOG_EVERY == 0 or step == total_steps or evaluate_now:
                 loss_value = dist.mean(loss.item(), device)  # the global batch's loss, same on every rank
                 count_time()
                 line = {
@@ -643,14 +662,25 @@ def _train(training: _Training, streams, config: RunConfig, device: torch.device
                     "tokens_per_s": counters["tokens_seen"] / max(counters["train_time_s"], 1e-9),
                     "cpu_s": time.process_time(),  # this process's CPU seconds: wall >> cpu = contention
                 }
+                # not counted in train_time_s; rank 0 evaluates the curve while the others wait for it
+                # in the next step's gradient all-reduce (a small set: no collectives inside)
+                if evaluate_now and dist.is_main and math.isfinite(loss_value):
+                    line["val_losses"], line["eval_s"] = curve.evaluate(training.model)
+                    counters["eval_time_s"] = counters.get("eval_time_s", 0.0) + line["eval_s"]
+                    clock = time.perf_counter()
                 if not math.isfinite(loss_value):
                     line["diverged"] = True  # loss (and grad_norm) become null: standard JSON
                 log.write(dumps_json(finite_or_none(line), indent=None) + "\n")
                 log.flush()
+                tracker.log_train(step, line)
+                if "val_losses" in line:
+                    tracker.log_validation(step, line["val_losses"])
                 progress.set_postfix(loss=f"{loss_value:.4f}", tok_s=f"{line['tokens_per_s']:.0f}")
                 if not math.isfinite(loss_value):
                     progress.write(f"loss {loss_value} at step {step}: diverged, stopping", file=sys.stderr)
                     return RunStatus.DIVERGED
+            elif step < LOG_EVERY:  # the first steps show their loss too (a sync, but only a few)
+                progress.set_postfix(loss=f"{loss.item():.4f}")
             progress.update(1)
 
             # --- checkpoint: periodic, at the end, and on preemption -------------------------

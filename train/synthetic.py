@@ -163,6 +163,15 @@ def _segments(documents: Path, sources: list):
         yield [segment for segment in segments if segment.strip()]
 
 
+def _expected_documents(documents: Path) -> int | None:
+    """The document count `gen assemble` recorded next to the file (None when unknown)."""
+    try:
+        count = json.loads((documents.parent / "manifest.json").read_text()).get("documents")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return count if isinstance(count, int) else None
+
+
 def _build_cache(documents: Path, stem: Path, store: TokenStore, source_key: dict) -> dict:
     from tqdm import tqdm
 
@@ -186,15 +195,19 @@ def _build_cache(documents: Path, stem: Path, store: TokenStore, source_key: dic
             joined.tofile(handle)
             offsets.append(offsets[-1] + joined.size)
 
-    with atomic_file(f"{stem}.tokens", "wb") as handle:
+    # the bar advances as batches are *encoded* (the slow part), out of the manifest's count
+    progress = tqdm(total=_expected_documents(documents), desc=f"tokenizing {documents.parent.name}",
+                    unit=" docs", file=sys.stderr, mininterval=1.0)
+    with progress, atomic_file(f"{stem}.tokens", "wb") as handle:
         batch: list[list[str]] = []
-        for segments in tqdm(_segments(documents, sources), desc=f"tokenizing {documents.parent.name}",
-                             unit=" docs", file=sys.stderr):
+        for segments in _segments(documents, sources):
             batch.append(segments)
             if len(batch) == _ENCODE_BATCH:
                 flush(batch, handle)
+                progress.update(len(batch))
                 batch = []
         flush(batch, handle)
+        progress.update(len(batch))
     with atomic_file(f"{stem}.offsets.npy", "wb") as handle:
         np.save(handle, np.asarray(offsets, dtype=np.int64))
     write_json(f"{stem}.sources.json", sources, indent=None)

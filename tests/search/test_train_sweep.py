@@ -103,6 +103,11 @@ def test_training_sweep_certifies_real_and_simple(tiny_store, workdir, monkeypat
             assert config["data"]["synthetic"]["algorithm"] == "simple" and config["data"]["synthetic"]["g"] == 1
             assert config["data"]["mixing_fraction"] == run["point"]["mix"]
         assert math.isfinite(run["loss"]) and run["loss"] == run["metrics"]["val_loss"]
+        # trackers group a run under the (first) certification that asked for it; the ledger
+        # holds the run's provenance
+        sharing = {r["certification"] for r in runs if r["run_id"] == run["run_id"]}
+        assert config["tracking"]["group"] in sharing
+        assert run["provenance"]["torch_version"] == torch.__version__ and run["provenance"]["git_commit"]
     for name in ("real", "simple-g1"):
         cert = summaries[name].certificate
         assert all(n.loss >= cert.loss for n in cert.neighbours)
