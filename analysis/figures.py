@@ -21,7 +21,7 @@ import math
 from collections.abc import Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import matplotlib
 import numpy as np
@@ -34,6 +34,9 @@ from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator
 from analysis.frame import POINT, point_of
 from analysis.generation import BASELINE_METHOD
 from analysis.scaling import PowerLawFit
+
+if TYPE_CHECKING:
+    from search.status import CertificationSummary
 
 __all__ = [
     "STYLE",
@@ -128,7 +131,7 @@ def png_bytes(fig) -> bytes:
     return buffer.getvalue()
 
 
-def map_axes(runs: pd.DataFrame, summary: Mapping[str, Any], grid: Mapping[str, Sequence[Any]] | None = None):
+def map_axes(runs: pd.DataFrame, summary: CertificationSummary, grid: Mapping[str, Sequence[Any]] | None = None):
     """The two axes Figure 10 should show for a certification, or None when fewer than two varied.
 
     Preference: the axes the path of best points moved along most, then those the runs explored
@@ -137,7 +140,7 @@ def map_axes(runs: pd.DataFrame, summary: Mapping[str, Any], grid: Mapping[str, 
     searched = [a for a, values in grid.items() if len(values) > 1] if grid else [
         c[len(POINT):] for c in runs.columns if isinstance(c, str) and c.startswith(POINT)
     ]
-    path = summary.get("path") or []
+    path = summary.path
     varying = sorted(
         (a for a in searched if POINT + a in runs and runs[POINT + a].nunique() > 1),
         key=lambda a: (-len({p.get(a) for p in path}), -runs[POINT + a].nunique()),
@@ -247,7 +250,7 @@ def _index(values: Sequence[Any], value: Any) -> int | None:
 
 def plot_certification_map(
     runs: pd.DataFrame,
-    summary: Mapping[str, Any],
+    summary: CertificationSummary,
     *,
     x_axis: str,
     y_axis: str,
@@ -256,23 +259,25 @@ def plot_certification_map(
     """Figure 10: the certification path on a 2-D slice (``x_axis`` x ``y_axis``) of the grid.
 
     The slice holds the other axes at the certified (else best) point. Each run on the slice is
-    a cell coloured by its loss (printed in it; "div." for a diverged run, blank for not run).
+    a cell coloured by its loss (the mean over a point's seeded repeats; printed in it; "div."
+    for a diverged run, blank for not run).
     The path of best points is drawn projected onto the slice; the star is the certified point
     and outlined cells are its neighbours on the slice.
 
     Args:
         runs: the runs frame of *this* certification.
-        summary: its ``search.status.summarize`` dict (``certificate``, ``best``, ``path``).
+        summary: its :class:`search.status.CertificationSummary`.
         grid: axis values (the sweep's grid); default: the values the runs used.
     """
-    certificate = summary.get("certificate") or None
-    centre = (certificate or {}).get("point") or (summary.get("best") or {}).get("params")
+    certificate = summary.certificate
+    centre = summary.point
     if not centre:
-        raise ValueError(f"{summary.get('name')}: no finished run yet, nothing to map")
+        raise ValueError(f"{summary.name}: no finished run yet, nothing to map")
     xs, ys = _axis_values(runs, x_axis, grid), _axis_values(runs, y_axis, grid)
     others = {axis: value for axis, value in centre.items() if axis not in (x_axis, y_axis)}
-    losses = np.full((len(ys), len(xs)), np.nan)
-    diverged = np.zeros_like(losses, dtype=bool)
+    sums = np.zeros((len(ys), len(xs)))
+    draws = np.zeros_like(sums)
+    diverged = np.zeros_like(sums, dtype=bool)
     off_slice = 0
     for _, run in runs.iterrows():
         point = point_of(run)
@@ -284,8 +289,11 @@ def plot_certification_map(
             continue
         if math.isinf(run["loss"]):
             diverged[i, j] = True
-        elif np.isnan(losses[i, j]) or run["loss"] < losses[i, j]:
-            losses[i, j] = run["loss"]
+        else:  # repeats of a point (seeds) are averaged, as the certifier does
+            sums[i, j] += run["loss"]
+            draws[i, j] += 1
+    losses = np.where(draws > 0, sums / np.maximum(draws, 1), np.nan)
+    losses[diverged] = np.nan
 
     with style():
         fig, ax = _figure(figsize=(1.2 + 0.9 * len(xs), 1.4 + 0.7 * len(ys)))
@@ -303,7 +311,7 @@ def plot_certification_map(
                     # viridis_r is dark for high losses: light text there, dark text on light cells.
                     colour = "white" if losses[i, j] > mid else "black"
                     ax.text(j - 0.06, i + 0.3, f"{losses[i, j]:.3f}", ha="right", va="center", fontsize=7, color=colour)
-        path = [p for p in summary.get("path") or [] if x_axis in p and y_axis in p]
+        path = [p for p in summary.path if x_axis in p and y_axis in p]
         cells = [(_index(xs, p[x_axis]), _index(ys, p[y_axis])) for p in path]
         cells = [c for c in cells if None not in c]
         if len(cells) > 1:
@@ -319,8 +327,8 @@ def plot_certification_map(
         ax.plot(cx, cy, marker="*", markersize=13, color="white", markeredgecolor="black", linestyle="none",
                 zorder=6, label=star_label)
         if certificate:
-            for neighbour in certificate.get("neighbours") or []:
-                params = neighbour.get("params") or {}
+            for neighbour in certificate.neighbours:
+                params = neighbour.point
                 if all(math.isclose(float(params.get(a, math.nan)), float(v), rel_tol=1e-9) for a, v in others.items()):
                     j, i = _index(xs, params[x_axis]), _index(ys, params[y_axis])
                     if i is not None and j is not None:
@@ -332,12 +340,17 @@ def plot_certification_map(
         ax.set_ylabel(y_axis)
         ax.grid(False)
         fixed = ", ".join(f"{a}={v:g}" for a, v in others.items())
-        ax.set_title(f"{summary.get('name')}\n" + (f"slice at {fixed}" if fixed else "full grid"), fontsize=9)
+        ax.set_title(f"{summary.name}\n" + (f"slice at {fixed}" if fixed else "full grid"), fontsize=9)
         fig.colorbar(image, ax=ax, label="loss (lower is better)")
         caption = "dashed cells: certificate's neighbours" if certificate else ""
-        bounds = (certificate or {}).get("bounds_hit") or []
+        bounds = certificate.bounds_hit if certificate else ()
         if bounds:
-            caption += "; leans on search bound(s): " + ", ".join(f"{b['axis']} {b['side']}" for b in bounds)
+            caption += "; leans on search bound(s): " + ", ".join(f"{b.axis} {b.side}" for b in bounds)
+        if certificate and certificate.diverged:
+            caption += "; diverged neighbour(s): " + ", ".join(f"{b.axis} {b.side}" for b in certificate.diverged)
+        if certificate and certificate.noise.sigma is not None:
+            caption += (f"; seed noise sd {certificate.noise.sigma:.4f} over {certificate.draws} repeats"
+                        + (f", {len(certificate.ties)} tie(s) within noise" if certificate.ties else ""))
         if off_slice:
             caption += ("; " if caption else "") + f"{off_slice} run(s) off this slice not shown"
         if caption:

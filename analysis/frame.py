@@ -37,19 +37,24 @@ column              meaning
 Certifications frame (:func:`certifications_frame`), one row per certification: ``certification``,
 ``method``, ``g``, ``model``, ``seed``, ``state`` (the engine's), ``certified`` (bool), ``loss``
 (certified loss, else best so far), ``point.<axis>`` of that point, ``bounds_hit`` (axis and
-side of each search bound the certificate leans on, e.g. ``"epochs upper"``; "" when none), ``n_runs``,
-``n_finished``, ``n_running``, ``n_failed``, ``path_length``, ``wall_time_s`` (summed over the
-certification's runs), ``tokens_seen`` (summed) and the chosen run's ``val_loss.<set>`` and
-``bench.<task>`` columns.
+side of each search bound the certificate leans on, e.g. ``"epochs upper"``; "" when none),
+``diverged_neighbours`` (the certificate's soft bounds, same form), ``noise_sd`` (pooled seed
+noise, None without repeats), ``repeats``, ``ties`` (neighbours within noise of the certified
+point), ``n_runs``, ``n_finished``, ``n_running``, ``n_failed``, ``path_length``, ``wall_time_s``
+(summed over the certification's runs), ``tokens_seen`` (summed) and the certified point's
+``val_loss.<set>`` and ``bench.<task>`` columns (mean over its seeded repeats).
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
+
+if TYPE_CHECKING:
+    from search.status import CertificationSummary
 
 __all__ = [
     "FIXED_COLUMNS",
@@ -155,13 +160,16 @@ def union_grid(grids: Mapping[str, Mapping[str, Iterable[Any]]] | None) -> dict[
 
 
 def format_bounds(bounds) -> str:
-    """``"epochs upper, mix upper"`` from the engine's bound dicts ({axis, side, value}) or names."""
+    """``"epochs upper, mix upper"`` from the engine's bounds (``search.grid.Bound``), bound dicts
+    ({axis, side, value}) or names."""
     if isinstance(bounds, str):
         return bounds
     parts = []
     for bound in bounds or []:
         if isinstance(bound, Mapping):
             parts.append(f"{bound.get('axis')} {bound.get('side', '')}".strip())
+        elif hasattr(bound, "axis"):
+            parts.append(f"{bound.axis} {bound.side}")
         else:
             parts.append(str(bound))
     return ", ".join(sorted(parts))
@@ -216,37 +224,43 @@ def _same_point(a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:
     return all(math.isclose(float(a[k]), float(b[k]), rel_tol=1e-9) for k in a)
 
 
-def certifications_frame(summaries: Iterable[Mapping[str, Any]], runs: pd.DataFrame) -> pd.DataFrame:
-    """One row per certification from ``search.status.summarize`` dicts and the runs frame."""
+def certifications_frame(summaries: Iterable[CertificationSummary], runs: pd.DataFrame) -> pd.DataFrame:
+    """One row per certification from ``search.status.summarize`` and the runs frame.
+
+    The extra-set and benchmark columns are those of the certified point's runs, averaged over
+    its seeded repeats (the certificate's loss is their mean too).
+    """
     rows = []
     for summary in summaries:
-        name = summary["name"]
+        name = summary.name
         mine = runs[runs["certification"] == name] if len(runs) else runs
-        certificate = summary.get("certificate") or None
-        best = summary.get("best") or {}
-        point = (certificate or {}).get("point") or best.get("params") or {}
-        loss = (certificate or {}).get("loss", best.get("loss"))
-        counts = summary.get("runs") or {}
-        bounds = (certificate or {}).get("bounds_hit") or summary.get("bounds_hit") or []
+        certificate = summary.certificate
+        point = summary.point
+        counts = summary.runs
+        bounds = certificate.bounds_hit if certificate else summary.bounds_hit
         row: dict[str, Any] = {
             "certification": name,
-            "state": summary.get("state"),
+            "state": summary.state.value,
             "certified": certificate is not None,
-            "loss": _number(loss),
+            "loss": _number(summary.loss),
             "bounds_hit": format_bounds(bounds),
+            "diverged_neighbours": format_bounds(certificate.diverged if certificate else ()),
+            "noise_sd": _number(summary.noise.sigma),
+            "repeats": summary.noise.repeats,
+            "ties": len(certificate.ties) if certificate else 0,
             "n_runs": len(mine),
-            "n_finished": counts.get("finished", int(mine["status"].isin(FINISHED).sum()) if len(mine) else 0),
-            "n_running": counts.get("running", 0),
-            "n_failed": counts.get("failed", 0),
-            "path_length": len(summary.get("path") or []),
-            "wall_time_s": float((summary.get("compute") or {}).get("wall_time_s", compute_seconds(mine))),
+            "n_finished": counts.finished,
+            "n_running": counts.running,
+            "n_failed": counts.failed,
+            "path_length": len(summary.path),
+            "wall_time_s": float(summary.compute.wall_time_s),
             "tokens_seen": (
                 float(mine["metric.tokens_seen"].sum(min_count=1))
                 if len(mine) and "metric.tokens_seen" in mine
                 else math.nan
             ),
         }
-        fixed = dict(summary.get("fixed") or {})
+        fixed = dict(summary.fixed)
         for key in FIXED_COLUMNS:
             value = fixed.get(key)
             if value is None and len(mine):
@@ -259,10 +273,11 @@ def certifications_frame(summaries: Iterable[Mapping[str, Any]], runs: pd.DataFr
             row[POINT + axis] = value
         chosen = [r for _, r in mine.iterrows() if point and _same_point(point_of(r), point)]
         if chosen:
-            best_run = min(chosen, key=lambda r: r["loss"] if pd.notna(r["loss"]) else math.inf)
-            row["run_dir"] = best_run["run_dir"]
+            first = min(chosen, key=lambda r: 0 if pd.isna(r.get("seed")) else float(r["seed"]))
+            row["run_dir"] = first["run_dir"]  # the point's run without a seed (repeats carry seed 1, 2, ...)
             for column in (*columns_with(mine, VAL), *columns_with(mine, BENCH)):
-                row[column] = best_run[column]
+                values = pd.to_numeric(pd.Series([r[column] for r in chosen]), errors="coerce")
+                row[column] = float(values.mean()) if values.notna().any() else math.nan
         rows.append(row)
     frame = pd.DataFrame(rows)
     if len(frame):

@@ -8,12 +8,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
 from analysis.experiments import diversity_table
 from analysis.frame import certifications_frame, runs_frame
+
+if TYPE_CHECKING:
+    from search.status import CertificationSummary
 
 __all__ = ["LedgerTables", "load_sweep", "load_tables"]
 
@@ -25,7 +28,7 @@ class LedgerTables:
     sweep_name: str
     runs: pd.DataFrame
     certifications: pd.DataFrame
-    summaries: list[dict[str, Any]]
+    summaries: list[CertificationSummary]
     grids: dict[str, dict[str, list[Any]]]
     """Each certification's grid {axis: values} (a certification may replace the sweep's)."""
     ensembles: dict[str, dict[str, Any]]
@@ -84,7 +87,7 @@ def load_tables(sweep_path_or_obj) -> LedgerTables:
     preset = ((getattr(sweep, "train", None) or {}).get("model") or {}).get("preset")
     if preset and len(runs):
         runs["model"] = runs["model"].fillna(preset)  # the sweep's base model unless fixed.model says otherwise
-    summaries = [dict(s) for s in summarize(sweep)]
+    summaries = summarize(sweep)
     return LedgerTables(
         sweep_name=name,
         runs=runs,

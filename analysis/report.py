@@ -12,7 +12,7 @@ import math
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
@@ -21,6 +21,9 @@ from analysis.frame import POINT, compute_seconds, union_grid, val_sets
 from analysis.generation import BASELINE_METHOD, generation_table, monotonicity
 from analysis.scaling import PowerLawFit, fit_groups
 from megadocs.errors import UserError
+
+if TYPE_CHECKING:
+    from search.status import CertificationSummary
 
 __all__ = ["render_report", "build_report"]
 
@@ -82,16 +85,17 @@ class _Report:
 
 def _certified_points_table(certifications: pd.DataFrame) -> pd.DataFrame:
     columns = ["certification", "method", "g", "state", "loss", *[c for c in certifications if c.startswith(POINT)],
-               "bounds_hit", "n_finished", "n_running", "n_failed", "wall_time_s"]
+               "bounds_hit", "diverged_neighbours", "noise_sd", "ties", "n_finished", "n_running", "n_failed",
+               "wall_time_s"]
     table = certifications[[c for c in columns if c in certifications]].copy()
     return table.rename(columns={c: c[len(POINT):] for c in table.columns if c.startswith(POINT)})
 
 
-def _search_sections(report: _Report, runs: pd.DataFrame, summaries: Sequence[Mapping[str, Any]], grids) -> None:
+def _search_sections(report: _Report, runs: pd.DataFrame, summaries: Sequence[CertificationSummary], grids) -> None:
     from analysis.figures import map_axes, plot_certification_map
 
     report.add("## Certification maps (Figure 10)", "")
-    by_name = {s["name"]: s for s in summaries}
+    by_name = {s.name: s for s in summaries}
     for name, summary in by_name.items():
         mine = runs[runs["certification"] == name]
         grid = (grids or {}).get(name)
@@ -275,7 +279,7 @@ def _ensemble_sections(report: _Report, ensembles: pd.DataFrame | None, studies)
 def render_report(
     runs: pd.DataFrame,
     certifications: pd.DataFrame,
-    summaries: Sequence[Mapping[str, Any]],
+    summaries: Sequence[CertificationSummary],
     out_dir: str | Path,
     *,
     sweep_name: str = "sweep",

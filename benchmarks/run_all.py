@@ -87,6 +87,7 @@ def render(rows: list[tuple[str, dict | None, float, str]]) -> str:
             continue
         out.append("| figure | value |")
         out.append("|---|---|")
+        tables = result.pop("tables", None) or {}
         for key, value in result.items():
             if isinstance(value, float):
                 value = f"{value:.4g}"
@@ -95,7 +96,28 @@ def render(rows: list[tuple[str, dict | None, float, str]]) -> str:
             out.append(f"| {key} | {value} |")
         out.append(f"| runtime (s) | {elapsed:.0f} |")
         out.append("")
+        for title, table in tables.items():  # a benchmark's own tables: {title: [row dicts]}
+            columns = list(table[0])
+            out += [f"### {title}", "", "| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+            out += ["| " + " | ".join(str(row[c]) for c in columns) + " |" for row in table]
+            out.append("")
     return "\n".join(out)
+
+
+def merge_sections(new: str, old: str, names: set[str]) -> str:
+    """``new`` (the header and the sections just run) plus the sections of ``old`` for the
+    benchmarks not run this time, so ``run_all.py NAME`` updates one section in place."""
+    def sections(text: str) -> dict[str, str]:
+        parts = text.split("\n## ")
+        return {part.split("\n", 1)[0].strip(): "## " + part for part in parts[1:]}
+
+    kept = {name: body for name, body in sections(old).items() if name not in names}
+    fresh = sections(new)
+    stamp = "\n".join(line for line in new.splitlines() if line.startswith(("- Date:", "- Machine:")))
+    fresh = {name: body.replace("\n\n", f"\n\n{stamp}\n\n", 1) for name, body in fresh.items()}
+    head = old.split("\n## ", 1)[0]
+    ordered = sorted({**kept, **fresh}.items())
+    return head.rstrip("\n") + "\n\n" + "\n".join(body.rstrip("\n") + "\n" for _, body in ordered)
 
 
 def main(argv: list[str]) -> int:
@@ -109,7 +131,10 @@ def main(argv: list[str]) -> int:
         result, elapsed, error = run_benchmark(script)
         print(json.dumps(result) if result else f"failed: {error}", flush=True)
         rows.append((script.stem, result, elapsed, error))
-    RESULTS.write_text(render(rows) + "\n")
+    text = render(rows) + "\n"
+    if only and RESULTS.exists():
+        text = merge_sections(text, RESULTS.read_text(), only)
+    RESULTS.write_text(text)
     print(f"wrote {RESULTS}")
     return 0 if all(r[1] is not None for r in rows) else 1
 

@@ -52,6 +52,9 @@ def _format_validation_error(exc: ValidationError, source: str) -> str:
         message = "required field is missing"
     got = first.get("input")
     got_text = "" if first["type"] in ("missing",) else f", got {got!r}"
+    if first["type"] == "value_error" and not first["loc"]:
+        # a model validator's cross-field check: its message names the field and the value itself
+        return f"{source}: {first['ctx']['error']}"
     if len(got_text) > 80:
         got_text = got_text[:77] + "..."
     more = len(exc.errors()) - 1

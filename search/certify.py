@@ -1,12 +1,16 @@
 """Local-optimality certification: the algorithm, in plain Python over an abstract evaluator.
 
 The rule (paper.md, "Local-optimality certification"): a grid point is *certified* when all of
-its existing one-step neighbours have been evaluated and none has a strictly lower loss.
+its existing one-step neighbours have been evaluated and none has a lower loss.
 
 The search is stateless given its evidence: :func:`plan` looks only at the start point and the
 outcomes recorded so far (in the order they finished) and says what to run next. That makes
 resuming trivial (re-read the ledger, plan again) and lets ``status`` recompute the same answer
 the controller would.
+
+Evidence comes in *draws*: run ``r`` of a point carries ``seed: r`` in its params (the first,
+``r = 0``, carries none). With ``Noise(repeats=1)`` (the default) every point is one draw and the
+rule is the noise-free one:
 
 - Centre = the best finished point (first to finish among equal losses, so ties never cause a
   move: a neighbour must be *strictly* lower to take over).
@@ -15,6 +19,25 @@ the controller would.
 - Otherwise: ask for every neighbour of the centre not yet run. Runs of an old centre that are
   still in flight are left to finish (their evidence is kept; cancelling wastes the compute
   already spent), but nothing new is dispatched around a centre that is no longer the best.
+
+With ``Noise(repeats=N)`` the loss of a point is the mean of up to N draws, and the seed noise
+sigma is pooled over every point with two or more finite draws. Repeats go only where they
+decide something:
+
+- a point becomes *complete* after N draws; only complete points can be the centre (so a
+  certificate never rests on one lucky draw), and the centre's own N draws give the first
+  noise estimate;
+- a point whose mean is below the centre's but which is not complete yet (a *contender*) gets
+  more draws: all of them at once when it is clearly better, one at a time otherwise;
+- a neighbour of the centre whose gap is within ``sds`` noise standard errors gets one more
+  draw at a time, up to N; one that is clearly worse after fewer draws is settled there;
+- after N draws, a neighbour still within noise of the centre is a *tie*, flagged in the
+  certificate with its gap in noise units (exact ties are flagged the same way without noise).
+
+A certificate never rests on an infinite loss: while every complete point diverged, the search
+runs unevaluated points outward from the start (nearest first) until one is finite, and ends
+FAILED with a reason when the grid holds none. Diverged neighbours of a certified point are a
+*soft bound* (listed in the certificate like the grid's bounds): the loss may fall again beyond.
 
 Dispatch policy (keeps total runs *and* wall-clock rounds low): each time a run finishes the
 plan is recomputed, so the search moves on as soon as one improving neighbour finishes, without
@@ -31,7 +54,7 @@ from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
-from collections.abc import Mapping, Sequence
+from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
@@ -43,6 +66,9 @@ __all__ = [
     "Outcome",
     "CertState",
     "Certificate",
+    "NeighbourEvidence",
+    "Noise",
+    "NoiseEstimate",
     "Plan",
     "plan",
     "Strategy",
@@ -54,15 +80,23 @@ __all__ = [
     "Evaluator",
     "drive",
     "point_key",
+    "SEED",
+    "Draw",
 ]
+
+SEED = "seed"
+"""The params key that tells repeats of a point apart (repeat r > 0 carries ``seed: r``)."""
+
+Draw = tuple[Key, int]
+"""One run of a grid point: its key and its repeat index (0 = the run without a seed)."""
 
 
 class RunState(str, Enum):
-    """What the certifier knows about one point."""
+    """What the certifier knows about one run."""
 
     RUNNING = "running"
     FINISHED = "finished"  # evaluated; a diverged run is FINISHED with loss +inf
-    FAILED = "failed"  # infrastructure failure after all retries: no evidence
+    FAILED = "failed"  # infrastructure failure after all retries, or no usable loss: no evidence
 
 
 @dataclass(frozen=True)
@@ -77,7 +111,11 @@ class Outcome:
 
     @classmethod
     def finished(cls, loss: float) -> Outcome:
+        """An evaluated run. NaN and +inf are a diverged run (loss +inf, as train records it);
+        -inf is no loss at all: a FAILED outcome with the reason (never a certificate)."""
         loss = float(loss)
+        if loss == -math.inf:
+            return cls.failed("the objective returned loss -inf (not a loss; check the objective)")
         return cls(RunState.FINISHED, math.inf if math.isnan(loss) else loss)
 
     @classmethod
@@ -86,130 +124,346 @@ class Outcome:
 
 
 class CertState(str, Enum):
-    SEEDING = "seeding"  # nothing finished yet
-    SEARCHING = "searching"  # a centre exists, some neighbours still to run or running
-    CERTIFIED = "certified"  # all existing neighbours finished, none strictly lower
-    FAILED = "failed"  # blocked by failed runs (or by a failed warm-start source)
+    SEEDING = "seeding"  # nothing complete yet
+    SEARCHING = "searching"  # a centre exists, some runs still to do or in flight
+    CERTIFIED = "certified"  # all existing neighbours evaluated, none lower (on the evidence)
+    FAILED = "failed"  # blocked by failed runs, no finite loss anywhere, or a failed warm-start source
+
+
+@dataclass(frozen=True)
+class Noise:
+    """How a certification treats seed noise (``noise: {repeats, sds}`` in a sweep file).
+
+    Attributes:
+        repeats: at most this many draws per point (1 = noise-free: one run decides).
+        sds: a neighbour within this many noise standard errors of the centre is not decided
+            by its draws so far (it gets another draw, up to ``repeats``; then it is a tie).
+    """
+
+    repeats: int = 1
+    sds: float = 2.0
+
+    def __post_init__(self) -> None:
+        if self.repeats < 1:
+            raise ValueError(f"noise.repeats: expected >= 1, got {self.repeats}")
+        if not self.sds > 0:
+            raise ValueError(f"noise.sds: expected > 0, got {self.sds}")
+
+
+@dataclass(frozen=True)
+class NoiseEstimate:
+    """The pooled seed-noise estimate a certificate was decided with (sigma None: not estimable)."""
+
+    repeats: int
+    sigma: float | None
+    df: int  # degrees of freedom: sum over points of (finite draws - 1)
+    sds: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"repeats": self.repeats, "sigma": self.sigma, "df": self.df, "sds": self.sds}
 
 
 @dataclass(frozen=True)
 class NeighbourEvidence:
     point: dict[str, Any]
-    loss: float
+    loss: float  # mean over draws (+inf: diverged)
     axis: str
     direction: Direction
+    draws: int = 1
+    gap_sd: float | None = None  # (loss - centre loss) / sigma; None without a noise estimate
+    tie: bool = False  # not lower, but within noise of the centre (or exactly equal)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"params": self.point, "loss": self.loss, "axis": self.axis, "direction": self.direction.value}
+        return {"params": self.point, "loss": self.loss, "axis": self.axis, "direction": self.direction.value,
+                "draws": self.draws, "gap_sd": self.gap_sd, "tie": self.tie}
 
 
 @dataclass(frozen=True)
 class Certificate:
-    """The evidence behind a certified point. ``bounds_hit`` lists where there was no neighbour."""
+    """The evidence behind a certified point. ``bounds_hit`` lists where there was no neighbour,
+    ``diverged`` the neighbours that diverged (soft bounds: the loss may fall again beyond)."""
 
     point: dict[str, Any]
     loss: float
     neighbours: tuple[NeighbourEvidence, ...]
     bounds_hit: tuple[Bound, ...]
+    diverged: tuple[Bound, ...] = ()
+    noise: NoiseEstimate = NoiseEstimate(1, None, 0, 2.0)
+    draws: int = 1
+
+    @property
+    def ties(self) -> tuple[NeighbourEvidence, ...]:
+        return tuple(n for n in self.neighbours if n.tie)
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "point": self.point,
             "loss": self.loss,
+            "draws": self.draws,
             "neighbours": [n.to_dict() for n in self.neighbours],
             "bounds_hit": [b.to_dict() for b in self.bounds_hit],
+            "diverged": [b.to_dict() for b in self.diverged],
+            "ties": [n.point for n in self.ties],
+            "noise": self.noise.to_dict(),
         }
 
 
 @dataclass(frozen=True)
 class Plan:
-    """What the evidence implies now. ``wanted`` is in dispatch priority order."""
+    """What the evidence implies now. ``wanted`` is in dispatch priority order; its points carry
+    ``seed`` for repeats."""
 
     state: CertState
     centre: dict[str, Any] | None
     centre_loss: float | None
     wanted: tuple[dict[str, Any], ...]
-    running: tuple[dict[str, Any], ...]  # centre neighbours (or seeds) in flight
+    running: tuple[dict[str, Any], ...]  # points whose draws the state waits for
     blocked_by: tuple[tuple[dict[str, Any], str], ...]  # failed points the state depends on, with reason
     certificate: Certificate | None
     path: tuple[dict[str, Any], ...]  # successive centres, oldest first
     bounds_hit: tuple[Bound, ...]
+    noise: NoiseEstimate = NoiseEstimate(1, None, 0, 2.0)
+    reason: str | None = None  # why a FAILED plan cannot certify (beyond blocked_by)
 
 
-def _best(outcomes: Mapping[Key, Outcome]) -> tuple[list[Key], Key | None]:
-    """Successive best finished points in finishing order (the path) and the current best."""
+# --------------------------------------------------------------------------- evidence per point
+
+
+@dataclass
+class _PointEvidence:
+    losses: list[float] = field(default_factory=list)  # finished draws, in finishing order
+    dispatched: set[int] = field(default_factory=set)  # repeat indices recorded in any state
+    running: int = 0
+    failed: str | None = None
+
+    @property
+    def n(self) -> int:
+        return len(self.losses)
+
+    @property
+    def diverged(self) -> bool:
+        return any(math.isinf(loss) for loss in self.losses)
+
+    @property
+    def mean(self) -> float:
+        return math.inf if self.diverged else math.fsum(self.losses) / len(self.losses)
+
+
+# Two-sided 97.5% Student-t quantiles: a threshold in noise units widens while the pooled
+# estimate rests on few degrees of freedom (the estimate itself is then unreliable).
+_T975 = {1: 12.71, 2: 4.30, 3: 3.18, 4: 2.78, 5: 2.57, 6: 2.45, 7: 2.36, 8: 2.31, 9: 2.26, 10: 2.23,
+         12: 2.18, 15: 2.13, 20: 2.09, 30: 2.04}
+
+
+def _t_inflation(df: int) -> float:
+    """t(0.975, df) / z(0.975): how much wider a threshold is at ``df`` than with a known sigma."""
+    known = [d for d in _T975 if d <= df]
+    return (_T975[max(known)] if known else math.inf) / 1.96 if df <= 30 else 1.0
+
+
+def _pooled_sigma(points: Mapping[Key, _PointEvidence]) -> tuple[float | None, int]:
+    """Pooled within-point standard deviation over points with >= 2 finite draws, and its df."""
+    squares, df = 0.0, 0
+    for evidence in points.values():
+        if evidence.n >= 2 and not evidence.diverged:
+            mean = evidence.mean
+            squares += math.fsum((x - mean) ** 2 for x in evidence.losses)
+            df += evidence.n - 1
+    return (math.sqrt(squares / df) if df else None), df
+
+
+def _draw_point(grid: Grid, key: Key, repeat: int) -> dict[str, Any]:
+    point = grid.point(key)
+    if repeat:
+        point[SEED] = repeat
+    return point
+
+
+def _best(
+    outcomes: Mapping[Draw, Outcome], repeats: int
+) -> tuple[dict[Key, _PointEvidence], list[Key], Key | None]:
+    """Per-point evidence, the successive centres (the path) and the current centre.
+
+    A point is *complete* once it has ``repeats`` finished draws, or one diverged draw; the
+    centre is the complete point with the lowest mean, the first to complete among equals.
+    """
+    points: dict[Key, _PointEvidence] = {}
     path: list[Key] = []
     best_loss = math.inf
-    for key, outcome in outcomes.items():
-        if outcome.state is not RunState.FINISHED:
+    for (key, repeat), outcome in outcomes.items():
+        evidence = points.setdefault(key, _PointEvidence())
+        evidence.dispatched.add(repeat)
+        if outcome.state is RunState.RUNNING:
+            evidence.running += 1
             continue
-        if not path or outcome.loss < best_loss:
-            path.append(key)
-            best_loss = outcome.loss
-    return path, (path[-1] if path else None)
+        if outcome.state is RunState.FAILED:
+            evidence.failed = evidence.failed or outcome.reason or "failed"
+            continue
+        was_complete = _complete(evidence, repeats)
+        evidence.losses.append(outcome.loss)
+        if not was_complete and _complete(evidence, repeats) and evidence.failed is None:
+            if not path or evidence.mean < best_loss:
+                path.append(key)
+                best_loss = evidence.mean
+    return points, path, (path[-1] if path else None)
+
+
+def _complete(evidence: _PointEvidence, repeats: int) -> bool:
+    return evidence.n >= repeats or evidence.diverged
+
+
+def _next_repeats(evidence: _PointEvidence | None, repeats: int, count: int) -> list[int]:
+    """Up to ``count`` repeat indices of a point not yet dispatched, lowest first."""
+    taken = evidence.dispatched if evidence else set()
+    return [r for r in range(repeats) if r not in taken][:count]
 
 
 def plan(
     grid: Grid,
     start: Mapping[str, Any],
-    outcomes: Mapping[Key, Outcome],
+    outcomes: Mapping[Draw, Outcome],
     *,
     seed_neighbours: bool = True,
+    noise: Noise = Noise(),
 ) -> Plan:
-    """Decide the certification's state and the points to run next.
+    """Decide the certification's state and the runs to dispatch next.
 
     Args:
         grid: the certification's grid.
         start: the seed point (on ``grid``).
-        outcomes: grid key -> latest outcome, **in the order the outcomes were recorded** (a
-            dict keeps insertion order); the order breaks ties between equal losses.
-        seed_neighbours: also run the start's neighbours before the start has finished.
+        outcomes: (grid key, repeat) -> latest outcome, **in the order the outcomes were
+            recorded** (a dict keeps insertion order); the order breaks ties between equal losses.
+        seed_neighbours: also run the start's neighbours before the start is complete.
+        noise: repeats per point and the decision threshold (see the module docstring).
     """
-    path_keys, centre_key = _best(outcomes)
+    repeats = noise.repeats
+    points, path_keys, centre_key = _best(outcomes, repeats)
     path = tuple(grid.point(k) for k in path_keys)
-    if centre_key is None:
-        seeds = [grid.key(start)]
-        if seed_neighbours:
-            seeds += [n.key for n in grid.neighbours(start)]
-        wanted = tuple(grid.point(k) for k in seeds if k not in outcomes)
-        running = tuple(grid.point(k) for k in seeds if k in outcomes and outcomes[k].state is RunState.RUNNING)
-        failed = tuple(
-            (grid.point(k), outcomes[k].reason or "failed")
-            for k in seeds
-            if k in outcomes and outcomes[k].state is RunState.FAILED
-        )
-        state = CertState.SEEDING if wanted or running else CertState.FAILED
-        return Plan(state, None, None, wanted, running, failed, None, path, ())
+    sigma, df = _pooled_sigma(points)
+    estimate = NoiseEstimate(repeats, sigma, df, noise.sds)
+
+    def failed_of(keys) -> tuple[tuple[dict[str, Any], str], ...]:
+        return tuple((grid.point(k), points[k].failed) for k in keys if k in points and points[k].failed)
+
+    if centre_key is None:  # seeding: the start (all its draws) and its neighbours (one each)
+        start_key = grid.key(start)
+        seeds = [start_key] + ([n.key for n in grid.neighbours(start)] if seed_neighbours else [])
+        wanted = [_draw_point(grid, k, r) for k in seeds for r in _next_repeats(points.get(k), 1, 1)]
+        wanted += [_draw_point(grid, start_key, r) for r in _next_repeats(points.get(start_key), repeats, repeats)]
+        wanted = list({point_key(p): p for p in wanted}.values())  # repeat 0 of the start appears twice
+        running = tuple(grid.point(k) for k in seeds if k in points and points[k].running)
+        failed = failed_of(seeds)
+        state = CertState.SEEDING if (wanted or running) and not failed_of([start_key]) else CertState.FAILED
+        if failed_of([start_key]):
+            wanted = []
+        return Plan(state, None, None, tuple(wanted), running, failed, None, path, (), estimate)
 
     centre = grid.point(centre_key)
-    centre_loss = outcomes[centre_key].loss
+    centre_evidence = points[centre_key]
+    centre_loss = centre_evidence.mean
+
+    if math.isinf(centre_loss):
+        return _plan_outward(grid, start, points, repeats, centre, path, estimate)
+
+    def threshold(evidence: _PointEvidence) -> float:
+        """The gap below which a point is not decided against the centre by its draws so far."""
+        if repeats == 1:
+            return 0.0
+        if sigma is None:
+            return math.inf
+        se = sigma * math.sqrt(1 / evidence.n + 1 / centre_evidence.n)
+        return noise.sds * _t_inflation(df) * se
+
+    # contenders: incomplete points whose mean is below the centre's (any point of the evidence)
+    contender_draws: list[dict[str, Any]] = []
+    running: list[dict[str, Any]] = []
+    contenders = sorted(
+        (e.mean, k) for k, e in points.items()
+        if e.n and not _complete(e, repeats) and e.failed is None and e.mean < centre_loss
+    )
+    blocked: list[Key] = []
+    for _, key in contenders:
+        evidence = points[key]
+        if evidence.running:
+            running.append(grid.point(key))
+            continue
+        clearly_better = centre_loss - evidence.mean > threshold(evidence)
+        contender_draws += [_draw_point(grid, key, r)
+                            for r in _next_repeats(evidence, repeats, repeats if clearly_better else 1)]
+
     neighbours = grid.neighbours(centre)
     # Continue the last move first: if the previous centre is a neighbour, the opposite side of it.
     if len(path_keys) >= 2:
         previous = path_keys[-2]
         neighbours.sort(key=lambda n: 0 if _continues(previous, centre_key, n.key) else 1)
-    wanted = tuple(n.point for n in neighbours if n.key not in outcomes)
-    running = tuple(n.point for n in neighbours if n.key in outcomes and outcomes[n.key].state is RunState.RUNNING)
-    failed = tuple(
-        (n.point, outcomes[n.key].reason or "failed")
-        for n in neighbours
-        if n.key in outcomes and outcomes[n.key].state is RunState.FAILED
-    )
+    first_draws: list[dict[str, Any]] = []
+    repeat_draws: list[dict[str, Any]] = []
+    evidence_rows: list[NeighbourEvidence] = []
+    for neighbour in neighbours:
+        evidence = points.get(neighbour.key)
+        if evidence is None or (not evidence.n and not evidence.running and evidence.failed is None):
+            first_draws.append(neighbour.point)
+            continue
+        if evidence.failed is not None:
+            blocked.append(neighbour.key)
+            continue
+        if not evidence.n or (evidence.running and not _complete(evidence, repeats)):
+            running.append(neighbour.point)
+            continue
+        gap = evidence.mean - centre_loss
+        if gap < 0:  # a contender (handled above)
+            continue
+        decided = _complete(evidence, repeats) or gap > threshold(evidence)
+        if not decided:
+            repeat_draws += [_draw_point(grid, neighbour.key, r) for r in _next_repeats(evidence, repeats, 1)]
+            continue
+        finite = math.isfinite(gap)
+        evidence_rows.append(NeighbourEvidence(
+            neighbour.point, evidence.mean, neighbour.axis, neighbour.direction, evidence.n,
+            gap / sigma if finite and sigma else None, finite and gap <= threshold(evidence),
+        ))
+    wanted = tuple(contender_draws + first_draws + repeat_draws)
+    failed = failed_of(blocked)
     bounds = tuple(grid.bounds_hit(centre))
     certificate = None
-    if wanted or running:
+    pending = bool(wanted or running or contenders)
+    if pending:
         state = CertState.SEARCHING
     elif failed:
         state = CertState.FAILED
     else:
         state = CertState.CERTIFIED
-        evidence = tuple(
-            NeighbourEvidence(n.point, outcomes[n.key].loss, n.axis, n.direction)
-            for n in grid.neighbours(centre)
+        assert all(e.loss >= centre_loss for e in evidence_rows), "centre is the best complete point"
+        diverged = tuple(
+            Bound(e.axis, "lower" if e.direction is Direction.DOWN else "upper", e.point[e.axis])
+            for e in evidence_rows if math.isinf(e.loss)
         )
-        assert all(e.loss >= centre_loss for e in evidence), "centre is the best finished point"
-        certificate = Certificate(centre, centre_loss, evidence, bounds)
-    return Plan(state, centre, centre_loss, wanted, running, failed, certificate, path, bounds)
+        certificate = Certificate(centre, centre_loss, tuple(evidence_rows), bounds, diverged, estimate,
+                                  centre_evidence.n)
+    return Plan(state, centre, centre_loss, wanted, tuple(running), failed, certificate, path, bounds, estimate)
+
+
+def _plan_outward(grid: Grid, start: Mapping[str, Any], points: Mapping[Key, _PointEvidence], repeats: int,
+                  centre: dict[str, Any], path: tuple, estimate: NoiseEstimate) -> Plan:
+    """Every complete point diverged: run unevaluated points nearest the start first (grid steps),
+    and the draws finite points still need, until a finite point completes."""
+    start_key = grid.key(start)
+    finite = [k for k, e in points.items() if e.n and not e.diverged and e.failed is None]
+    wanted = [_draw_point(grid, k, r) for k in finite if not points[k].running
+              for r in _next_repeats(points[k], repeats, repeats)]
+    unrun = sorted(
+        (sum(abs(a - b) for a, b in zip(key, start_key)), key)
+        for key in (grid.key(p) for p in grid.points()) if key not in points
+    )
+    wanted += [grid.point(k) for _, k in unrun]
+    running = tuple(grid.point(k) for k, e in points.items() if e.running)
+    if wanted or running:
+        return Plan(CertState.SEARCHING, centre, math.inf, tuple(wanted), running, (), None, path, (), estimate)
+    diverged = sum(e.diverged for e in points.values())
+    failed = sum(e.failed is not None for e in points.values())
+    reason = (f"no finite loss: all {diverged} evaluated points diverged"
+              + (f" and {failed} failed" if failed else "") + "; nothing to certify")
+    return Plan(CertState.FAILED, centre, math.inf, (), (), (), None, path, (), estimate, reason)
 
 
 def _continues(previous: Key, centre: Key, candidate: Key) -> bool:
@@ -234,34 +488,69 @@ class Strategy(ABC):
     Strategies never run anything: they say which points they want (:meth:`wanted`) and
     learn what happened (:meth:`record`). All their state is the recorded outcomes, so a
     strategy rebuilt from a ledger continues where the previous controller stopped.
+
+    The base owns the bookkeeping every strategy shares: the outcomes (one per :meth:`key`, in
+    finishing order), the run budget, in-flight counts, waiting for a source. Subclasses fill
+    :meth:`_wanted` and :meth:`_done` (and may override :meth:`key` and :meth:`_recorded`).
     """
 
     name: str
     waits_for: str | None = None
     """Name of another strategy whose result this one needs before it can start (warm start)."""
+    source_failed: str | None = None
+    """Why the ``waits_for`` source gave nothing to start from (it ended failed or uncertified)."""
 
-    @abstractmethod
+    def __init__(self, name: str, *, max_runs: int | None = None, waits_for: str | None = None) -> None:
+        self.name = name
+        self.max_runs = max_runs
+        self.waits_for = waits_for
+        self.outcomes: dict[Hashable, Outcome] = {}
+
+    # -- public, called by drive -----------------------------------------------------------
+
+    def key(self, point: Mapping[str, Any]) -> Hashable:
+        """The identity under which a point's outcome is kept (default: the whole point dict)."""
+        return point_key(point)
+
     def wanted(self, limit: int) -> list[dict[str, Any]]:
         """Up to ``limit`` points to dispatch now, best first; never one already recorded.
 
         Called by :func:`drive` whenever slots are free. May return fewer (or none) while it
-        waits for running points. Raises nothing.
+        waits for running points, its source, or when the budget is spent. Raises nothing.
         """
+        limit = min(limit, self.budget_left())
+        if limit <= 0 or self.waits_for is not None:
+            return []
+        found = []
+        for point in self._wanted(limit):
+            if self.key(point) not in self.outcomes:
+                found.append(point)
+            if len(found) >= limit:
+                break
+        return found
 
-    @abstractmethod
     def record(self, point: Mapping[str, Any], outcome: Outcome) -> None:
         """Called when a point is dispatched (``RUNNING``) and when it finishes or fails."""
+        key = self.key(point)
+        if outcome.state is not RunState.RUNNING:
+            self.outcomes.pop(key, None)  # re-insert: the dict order is the finishing order
+        self.outcomes[key] = outcome
+        self._recorded(point, outcome)
 
-    @abstractmethod
     def running(self) -> int:
         """Number of recorded points still in flight."""
+        return sum(o.state is RunState.RUNNING for o in self.outcomes.values())
 
-    @abstractmethod
+    def budget_left(self) -> float:
+        return math.inf if self.max_runs is None else max(0, self.max_runs - len(self.outcomes))
+
+    def budget_spent(self) -> bool:
+        """True when the run budget stopped the strategy (nothing in flight, nothing left)."""
+        return self.budget_left() == 0 and not self.running()
+
     def done(self) -> bool:
         """True when the strategy will want nothing more (certified, failed, budget spent)."""
-
-    source_failed: str | None = None
-    """Why the ``waits_for`` source gave nothing to start from (it ended failed or uncertified)."""
+        return self.budget_spent() or self._done()
 
     def resolve(self, others: Mapping[str, Strategy]) -> None:
         """Called by :func:`drive` before each planning round while ``waits_for`` is set. Once the
@@ -277,6 +566,19 @@ class Strategy(ABC):
         self.waits_for = None
         self._source_done(result.certificate)
 
+    # -- hooks -----------------------------------------------------------------------------
+
+    @abstractmethod
+    def _wanted(self, limit: int) -> list[dict[str, Any]]:
+        """Candidate points in priority order (the base drops recorded ones and applies limits)."""
+
+    @abstractmethod
+    def _done(self) -> bool:
+        """True when, budget aside, nothing more is wanted and nothing is in flight."""
+
+    def _recorded(self, point: Mapping[str, Any], outcome: Outcome) -> None:  # noqa: B027 - optional hook
+        """Called after every :meth:`record` (e.g. TPE tells its sampler)."""
+
     def _source_done(self, certificate: Certificate | None) -> None:  # noqa: B027 - optional hook
         """Subclasses that wait for a source start from its certificate here."""
 
@@ -286,6 +588,7 @@ class CertifySearch(Strategy):
 
     ``start`` may be None with ``waits_for`` naming another CertifySearch: the start is then
     that search's certified point projected onto this grid (``fallback`` fills missing axes).
+    Points it asks for carry ``seed: r`` for repeat r > 0 (``noise.repeats`` > 1).
     """
 
     def __init__(
@@ -299,16 +602,21 @@ class CertifySearch(Strategy):
         waits_for: str | None = None,
         fallback: Mapping[str, Any] | None = None,
         on_start: Any = None,
+        noise: Noise = Noise(),
     ) -> None:
-        self.name = name
+        super().__init__(name, max_runs=max_runs, waits_for=waits_for if start is None else None)
         self.grid = grid
         self.start = dict(start) if start is not None else None
         self.seed_neighbours = seed_neighbours
-        self.max_runs = max_runs
-        self.waits_for = waits_for if start is None else None
+        self.noise = noise
         self.fallback = dict(fallback or {})
         self.on_start = on_start  # called with the resolved start point (the controller persists it)
-        self.outcomes: dict[Key, Outcome] = {}
+        self.outcomes: dict[Draw, Outcome] = {}
+
+    def key(self, point: Mapping[str, Any]) -> Draw:
+        """(grid key, repeat): ``seed`` tells repeats apart; the other keys must be the grid's axes."""
+        repeat = int(point.get(SEED, 0))
+        return self.grid.key({k: v for k, v in point.items() if k != SEED}), repeat
 
     def _source_done(self, certificate: Certificate | None) -> None:
         if certificate is None:
@@ -322,63 +630,38 @@ class CertifySearch(Strategy):
             failed = ((self.fallback, self.source_failed),) if self.source_failed else ()
             state = CertState.FAILED if self.source_failed else CertState.SEEDING
             return Plan(state, None, None, (), (), failed, None, (), ())
-        return plan(self.grid, self.start, self.outcomes, seed_neighbours=self.seed_neighbours)
+        return plan(self.grid, self.start, self.outcomes, seed_neighbours=self.seed_neighbours, noise=self.noise)
 
-    def budget_left(self) -> int:
-        return math.inf if self.max_runs is None else max(0, self.max_runs - len(self.outcomes))
+    def _wanted(self, limit: int) -> list[dict[str, Any]]:
+        return [] if self.start is None else list(self.plan().wanted)
 
-    def wanted(self, limit: int) -> list[dict[str, Any]]:
-        if self.start is None:
-            return []
-        return list(self.plan().wanted[: min(limit, self.budget_left())])
-
-    def record(self, point: Mapping[str, Any], outcome: Outcome) -> None:
-        key = self.grid.key(point)
-        if outcome.state is not RunState.RUNNING:
-            self.outcomes.pop(key, None)  # re-insert: the dict order is the finishing order
-        self.outcomes[key] = outcome
-
-    def running(self) -> int:
-        return sum(o.state is RunState.RUNNING for o in self.outcomes.values())
-
-    def done(self) -> bool:
+    def _done(self) -> bool:
         if self.start is None:
             return self.source_failed is not None
-        current = self.plan()
-        if current.state in (CertState.CERTIFIED, CertState.FAILED):
-            return True
-        return self.budget_left() == 0 and not self.running()
+        return self.plan().state in (CertState.CERTIFIED, CertState.FAILED)
 
 
 class GridSearch(Strategy):
     """Exhaustive baseline: every grid point once (up to ``max_runs``), best = argmin."""
 
     def __init__(self, name: str, grid: Grid, *, max_runs: int | None = None) -> None:
-        self.name = name
+        super().__init__(name, max_runs=max_runs)
         self.grid = grid
-        self.max_runs = max_runs
-        self.outcomes: dict[Key, Outcome] = {}
 
-    def wanted(self, limit: int) -> list[dict[str, Any]]:
-        budget = (self.max_runs if self.max_runs is not None else self.grid.size) - len(self.outcomes)
+    def key(self, point: Mapping[str, Any]) -> Key:
+        return self.grid.key(point)
+
+    def _wanted(self, limit: int) -> list[dict[str, Any]]:
         found = []
         for point in self.grid.points():
-            if len(found) >= min(limit, budget):
-                break
             if self.grid.key(point) not in self.outcomes:
                 found.append(point)
+                if len(found) >= limit:
+                    break
         return found
 
-    def record(self, point: Mapping[str, Any], outcome: Outcome) -> None:
-        key = self.grid.key(point)
-        self.outcomes.pop(key, None)
-        self.outcomes[key] = outcome
-
-    def running(self) -> int:
-        return sum(o.state is RunState.RUNNING for o in self.outcomes.values())
-
-    def done(self) -> bool:
-        return not self.running() and not self.wanted(1)
+    def _done(self) -> bool:
+        return not self.running() and len(self.outcomes) >= self.grid.size
 
 
 class FixedPoints(Strategy):
@@ -387,28 +670,19 @@ class FixedPoints(Strategy):
 
     def __init__(self, name: str, points: Sequence[Mapping[str, Any]] | None = None, *,
                  waits_for: str | None = None, make_points: Any = None) -> None:
-        self.name = name
+        super().__init__(name, waits_for=waits_for if points is None else None)
         self.points = [dict(p) for p in points] if points is not None else None
-        self.waits_for = waits_for if points is None else None
         self.make_points = make_points
-        self.outcomes: dict[tuple, Outcome] = {}
 
     def _source_done(self, certificate: Certificate | None) -> None:
         self.points = [] if certificate is None else [dict(p) for p in self.make_points(certificate.point)]
 
-    def wanted(self, limit: int) -> list[dict[str, Any]]:
-        if self.points is None:
-            return []
-        return [p for p in self.points if point_key(p) not in self.outcomes][:limit]
+    def _wanted(self, limit: int) -> list[dict[str, Any]]:
+        return [] if self.points is None else [p for p in self.points if self.key(p) not in self.outcomes]
 
-    def record(self, point: Mapping[str, Any], outcome: Outcome) -> None:
-        self.outcomes[point_key(point)] = outcome
-
-    def running(self) -> int:
-        return sum(o.state is RunState.RUNNING for o in self.outcomes.values())
-
-    def done(self) -> bool:
-        return self.points is not None and not self.running() and not self.wanted(1)
+    def _done(self) -> bool:
+        return self.points is not None and not self.running() and all(
+            self.key(p) in self.outcomes for p in self.points)
 
 
 # --------------------------------------------------------------------------- the driver

@@ -37,6 +37,7 @@ def register(subparsers) -> None:
 
 def _certify(args: argparse.Namespace) -> int:
     from megadocs.errors import UserError
+    from search.certify import CertState
     from search.controller import run_sweep
     from search.status import format_table, g_trend_warnings, summarize
     from search.sweep import load_sweep
@@ -46,16 +47,25 @@ def _certify(args: argparse.Namespace) -> int:
     sweep = load_sweep(args.sweep)
     run_sweep(sweep, strategy=args.strategy, max_runs=args.max_runs, retry_failed=args.retry_failed,
               progress=not args.no_progress)
-    summaries = summarize(sweep, args.strategy)
+    summaries = summarize(sweep, args.strategy, max_runs=args.max_runs)
     print(format_table(summaries), end="")
     _print_ensembles(sweep)
     for warning in g_trend_warnings(summaries):
         print(f"warning: {warning}", file=sys.stderr)
-    failed = [s["name"] for s in summaries if s["state"] == "failed"]
+    status = 0
     for s in summaries:
-        for blocked in s["blocked_by"]:
-            print(f"{s['name']}: blocked by {blocked['params']}: {blocked['reason']}", file=sys.stderr)
-    return 1 if failed else 0
+        for params, reason in s.blocked_by:
+            print(f"{s.name}: blocked by {params}: {reason}", file=sys.stderr)
+        if s.state is CertState.FAILED:
+            status = 1
+            if s.reason:
+                print(f"{s.name}: not certified: {s.reason}", file=sys.stderr)
+        elif s.state is not CertState.CERTIFIED and args.strategy == "certify":
+            # the controller only stops early when the run budget is spent
+            status = 1
+            print(f"{s.name}: not certified: {s.reason or 'stopped'} ({s.state.value}); re-run with a larger "
+                  f"--max-runs (or without it) to continue", file=sys.stderr)
+    return status
 
 
 def _status(args: argparse.Namespace) -> int:
@@ -66,7 +76,7 @@ def _status(args: argparse.Namespace) -> int:
     sweep = load_sweep(args.sweep)
     summaries = summarize(sweep, args.strategy)
     if args.json:
-        print(json.dumps(summaries, indent=1, default=str))
+        print(json.dumps([s.to_dict() for s in summaries], indent=1, default=str, allow_nan=False))
         return 0
     print(format_table(summaries), end="")
     _print_ensembles(sweep)

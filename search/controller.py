@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import sys
 import time
 from collections.abc import Mapping, Sequence
@@ -23,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from megadocs.errors import UserError
 from megadocs.executors import Executor, JobState, make_executor
 from search.certify import (
     CertifySearch,
@@ -50,9 +50,10 @@ from search.ledger import (
     Ledger,
     RunStatus,
     StudyKind,
+    replay,
     study_name,
 )
-from search.objective import METRICS_FILE, make_objective, normalise_metrics
+from search.objective import INVALID, METRICS_FILE, ObjectiveReturnError, make_objective, normalise_metrics
 from search.sweep import Sweep
 
 __all__ = ["run_sweep", "LedgerEvaluator", "TaskInfo", "build_strategies", "STRATEGIES"]
@@ -117,7 +118,7 @@ class LedgerEvaluator(Evaluator):
         """Feed the ledger's evidence to the strategies and re-attach in-flight runs."""
         for name in self.ledger.study_names():
             for record in self.ledger.runs(name):
-                if record.status in (RunStatus.COMPLETED.value, RunStatus.DIVERGED.value) and record.run_id:
+                if record.status in (RunStatus.COMPLETED, RunStatus.DIVERGED) and record.run_id:
                     self._done.setdefault(record.run_id, {
                         "loss": record.loss, "metrics": record.metrics, "wall_time_s": record.wall_time_s,
                         "source": f"{record.certification}#{record.trial}", "job_id": record.job_id,
@@ -125,31 +126,22 @@ class LedgerEvaluator(Evaluator):
         orphans = []
         for strategy in strategies:
             info = self.tasks[strategy.name]
-            records = self._current_records(info)
-            for record in records:
-                point = {**record.point, **{k: v for k, v in record.fixed.items() if k not in info.fixed}}
-                if info.grid is not None and not Grid.from_mapping(info.grid).contains(record.point):
-                    log.warning("%s: trial %d at %s is not on the grid any more; ignored", info.study,
-                                record.trial, record.point)
+            grid = Grid.from_mapping(info.grid) if info.grid is not None else None
+            for item in replay(self._current_records(info), fixed=info.fixed, grid=grid,
+                               retry_failed=self.retry_failed):
+                strategy.record(item.point, item.outcome)
+                if item.record.status is not RunStatus.RUNNING:
                     continue
-                if record.status == RunStatus.SUPERSEDED.value:
-                    continue  # evidence about other data or code
-                if record.status in (RunStatus.COMPLETED.value, RunStatus.DIVERGED.value):
-                    strategy.record(point, Outcome.finished(math.inf if record.loss is None else record.loss))
-                elif record.status == RunStatus.FAILED.value:
-                    if not self.retry_failed:
-                        strategy.record(point, Outcome.failed(record.reason or "failed"))
-                else:
-                    strategy.record(point, Outcome.running())
-                    run = self._inflight.get(record.run_id)
-                    if run is None:
-                        params = {**point, **info.fixed}
-                        run = _Run(record.run_id, params, Path(record.run_dir), record.job_id, record.attempts,
-                                   record.job_folder)
-                        self._inflight[record.run_id] = run
-                        if record.job_id is None:
-                            orphans.append(run)  # killed between trial creation and submission
-                    run.subscribers.append(_Subscriber(strategy.name, point, record.trial_id))
+                record = item.record
+                run = self._inflight.get(record.run_id)
+                if run is None:
+                    params = {**item.point, **info.fixed}
+                    run = _Run(record.run_id, params, Path(record.run_dir), record.job_id, record.attempts,
+                               record.job_folder)
+                    self._inflight[record.run_id] = run
+                    if record.job_id is None:
+                        orphans.append(run)  # killed between trial creation and submission
+                run.subscribers.append(_Subscriber(strategy.name, item.point, record.trial_id))
         if orphans:
             self._dispatch(orphans)
 
@@ -164,7 +156,7 @@ class LedgerEvaluator(Evaluator):
         records = self.ledger.runs(info.study)
         stale: dict[int, str] = {}
         for record in records:
-            if record.status not in (RunStatus.COMPLETED.value, RunStatus.DIVERGED.value) or not record.run_id:
+            if record.status not in (RunStatus.COMPLETED, RunStatus.DIVERGED) or not record.run_id:
                 continue
             point = {**record.point, **{k: v for k, v in record.fixed.items() if k not in info.fixed}}
             current = self.objective.identity({**point, **info.fixed})
@@ -250,11 +242,11 @@ class LedgerEvaluator(Evaluator):
         if poll.state is JobState.RUNNING:
             return
         if poll.state is JobState.DONE:
-            self._finish(run, normalise_metrics(poll.value))
+            self._resolve(run, poll.value)
             return
         metrics_path = run.run_dir / METRICS_FILE
         if metrics_path.is_file():  # the job was lost after the run completed: adopt its result
-            self._finish(run, normalise_metrics(json.loads(metrics_path.read_text())))
+            self._resolve(run, json.loads(metrics_path.read_text()))
             return
         reason = f"attempt {run.attempts} ({poll.state.value}): {poll.reason}"
         for subscriber in run.subscribers:
@@ -263,6 +255,25 @@ class LedgerEvaluator(Evaluator):
             log.warning("run %s %s; retrying", run.run_id, reason)
             self._dispatch([run])
             return
+        self._fail(run, reason)
+
+    def _resolve(self, run: _Run, value: Any) -> None:
+        """A job's return value: a loss (finish), a non-finite -inf (a failed run, not retried: the
+        objective is deterministic), or something that is no loss at all (stop the sweep)."""
+        try:
+            if isinstance(value, Mapping) and value.get("status") == INVALID:
+                raise ObjectiveReturnError(value.get("error") or "returned no loss")
+            metrics = normalise_metrics(value)
+        except ObjectiveReturnError as exc:
+            self._fail(run, str(exc))
+            raise UserError(f"objective {self.sweep.objective or 'train'}: {exc} for params {run.params}; fix it "
+                            f"and re-run with --retry-failed") from None
+        if metrics["status"] == RunStatus.FAILED.value:
+            self._fail(run, metrics.get("reason") or "failed")
+            return
+        self._finish(run, metrics)
+
+    def _fail(self, run: _Run, reason: str) -> None:
         del self._inflight[run.run_id]
         for subscriber in run.subscribers:
             self.ledger.fail(subscriber.trial_id, reason)
@@ -319,7 +330,7 @@ def build_strategies(sweep: Sweep, ledger: Ledger, strategy: str = "certify",
             warm = cert.warm_start and stored is None
             strategies.append(CertifySearch(
                 task, grid, None if warm else (stored or start), seed_neighbours=sweep.seeds_neighbours(cert),
-                max_runs=budget, waits_for=cert.warm_start if warm else None, fallback=start,
+                max_runs=budget, noise=sweep.noise_for(cert), waits_for=cert.warm_start if warm else None, fallback=start,
                 on_start=lambda point, study=study: ledger.set_study_attr(study, STUDY_START, point),
             ))
         elif kind is StudyKind.GRID:

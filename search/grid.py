@@ -22,7 +22,7 @@ from enum import Enum
 from itertools import product
 from typing import Any
 
-__all__ = ["Grid", "Neighbour", "Bound", "Direction", "Key", "values_equal"]
+__all__ = ["Grid", "Neighbour", "Bound", "Direction", "Key", "values_equal", "check_axis"]
 
 Key = tuple[int, ...]
 """A point as one value index per axis, in the grid's axis order (hashable, cheap to compare)."""
@@ -62,6 +62,31 @@ def values_equal(a: Any, b: Any) -> bool:
     return a == b
 
 
+def check_axis(values: Sequence[Any], where: str) -> tuple[Any, ...]:
+    """The one validation of an axis's values (used by :class:`Grid` and the sweep file).
+
+    Values must be non-empty, strictly increasing, and numbers that are finite and not booleans
+    (YAML's ``yes``/``true`` read as booleans); neighbouring values must stay distinct under the
+    tolerance of :func:`values_equal`, or two grid values would be one key. Raises ValueError
+    naming ``where``, the value and what was expected.
+    """
+    values = tuple(values)
+    if not values:
+        raise ValueError(f"{where}: empty list (expected at least one value)")
+    for value in values:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ValueError(f"{where}: {value!r} is not a number (expected finite numbers, e.g. [1e-3, 3e-3])")
+        if not math.isfinite(value):
+            raise ValueError(f"{where}: {value!r} is not a finite number")
+    for a, b in zip(values, values[1:]):
+        if not a < b:
+            raise ValueError(f"{where}: values must be strictly increasing, got {list(values)}")
+        if values_equal(a, b):
+            raise ValueError(f"{where}: {a!r} and {b!r} are the same grid value (they differ by less than "
+                             f"the matching tolerance, rel 1e-9); drop one")
+    return values
+
+
 @dataclass(frozen=True)
 class Grid:
     """An ordered product of axes. Build with :meth:`from_mapping`; values must increase."""
@@ -69,19 +94,11 @@ class Grid:
     axes: tuple[tuple[str, tuple[Any, ...]], ...]
 
     @classmethod
-    def from_mapping(cls, mapping: Mapping[str, Sequence[Any]]) -> Grid:
-        """Raises ValueError naming the axis when an axis is empty or not strictly increasing."""
+    def from_mapping(cls, mapping: Mapping[str, Sequence[Any]], where: str = "grid") -> Grid:
+        """Raises ValueError naming ``{where}.{axis}`` for a bad axis (see :func:`check_axis`)."""
         if not mapping:
-            raise ValueError("grid: needs at least one axis")
-        axes = []
-        for name, values in mapping.items():
-            values = tuple(values)
-            if not values:
-                raise ValueError(f"grid.{name}: needs at least one value, got []")
-            if any(not a < b for a, b in zip(values, values[1:])):
-                raise ValueError(f"grid.{name}: values must be strictly increasing, got {list(values)}")
-            axes.append((name, values))
-        return cls(tuple(axes))
+            raise ValueError(f"{where}: empty grid (expected at least one axis with values)")
+        return cls(tuple((name, check_axis(values, f"{where}.{name}")) for name, values in mapping.items()))
 
     @property
     def names(self) -> tuple[str, ...]:

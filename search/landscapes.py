@@ -14,11 +14,12 @@ from __future__ import annotations
 import hashlib
 import math
 import random
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["Landscape", "bowl", "rugged", "plateau", "edge", "noisy", "diverging", "random_landscape"]
+__all__ = ["Landscape", "SeedNoise", "bowl", "rugged", "plateau", "edge", "noisy", "seed_noisy", "diverging",
+           "random_landscape"]
 
 # Where the published optima sit (paper.md): lr 3e-3, wd 0.4-1.6, epochs 8-32, mix 0.75-0.9.
 DEFAULT_CENTRE = {"lr": 3e-3, "wd": 0.8, "epochs": 16.0, "mix": 0.8}
@@ -98,6 +99,28 @@ edge = Landscape(centre={**DEFAULT_CENTRE, "epochs": 128.0})
 
 noisy = Landscape(noise=0.01)
 """The bowl with +-0.01 deterministic noise per point."""
+
+
+@dataclass(frozen=True)
+class SeedNoise:
+    """A landscape seen through seed noise, as real training runs are: each run's loss is
+    ``landscape(point) + sigma * N(0, 1)``, the draw fixed by (``seed``, the point, the run's
+    ``seed`` param; none for a point's first run). The noise-free truth stays ``landscape``.
+    """
+
+    landscape: Callable[[Mapping[str, Any]], float]
+    sigma: float
+    seed: int = 0
+
+    def __call__(self, params: Mapping[str, Any]) -> float:
+        point = {k: v for k, v in params.items() if k != "seed"}
+        draw = sorted((k, float(v) if isinstance(v, (int, float)) else v) for k, v in point.items())
+        rng = random.Random(int(_unit_hash("seed-noise", self.seed, draw, params.get("seed", 0)) * 2**53))
+        return self.landscape(point) + self.sigma * rng.gauss(0.0, 1.0)
+
+
+seed_noisy = SeedNoise(Landscape(), 0.01)
+"""The bowl with seed noise sd 0.01 (each repeat of a point draws anew)."""
 
 
 def diverging(params: Mapping[str, Any]) -> float:

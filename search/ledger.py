@@ -21,12 +21,14 @@ Public reading API (used by analysis; keep stable): :func:`read_runs`.
 
 from __future__ import annotations
 
+import fcntl
+import logging
 import math
 import os
 import socket
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
@@ -36,11 +38,17 @@ from typing import Any
 
 from megadocs.errors import UserError
 from megadocs.procs import pid_alive
+from search.certify import Outcome
+from search.grid import Grid
+
+log = logging.getLogger(__name__)
 
 __all__ = [
     "RunStatus",
     "StudyKind",
     "RunRecord",
+    "Replayed",
+    "replay",
     "Ledger",
     "ControllerBusy",
     "open_storage",
@@ -76,6 +84,8 @@ LOCK_SUFFIX = "#controller"
 HEARTBEAT_EVERY_S = 10.0
 STALE_AFTER_S = 120.0
 """A holder on another host is dead when its heartbeat is older than this."""
+EMPTY_HOLDER_WAIT_S = 5.0
+"""How long a contender waits for a live creator to name itself in a lock it just created."""
 
 
 class RunStatus(str, Enum):
@@ -114,7 +124,7 @@ class RunRecord:
     fixed: dict[str, Any]
     run_id: str | None
     run_dir: str | None
-    status: str
+    status: RunStatus
     loss: float | None
     metrics: dict[str, Any] = field(default_factory=dict)
     job_id: str | None = None
@@ -128,7 +138,49 @@ class RunRecord:
     completed: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return {**asdict(self), "status": self.status.value}
+
+    def outcome(self) -> Outcome:
+        """What the certifier knows from this trial (the one mapping, used by restore and status)."""
+        if self.status in (RunStatus.COMPLETED, RunStatus.DIVERGED):
+            return Outcome.finished(math.inf if self.loss is None else self.loss)
+        if self.status is RunStatus.FAILED:
+            return Outcome.failed(self.reason or "failed")
+        return Outcome.running()
+
+
+@dataclass(frozen=True)
+class Replayed:
+    """One ledger trial as evidence for a strategy: the point it asks about (grid axes plus
+    per-run keys such as ``seed``), the outcome, and the record it came from."""
+
+    point: dict[str, Any]
+    outcome: Outcome
+    record: RunRecord
+
+
+def replay(records: Iterable[RunRecord], *, fixed: Mapping[str, Any], grid: Grid | None = None,
+           retry_failed: bool = False) -> list[Replayed]:
+    """Ledger records -> strategy evidence, in the records' (finishing) order.
+
+    The one function the controller's restore and ``status`` both use, so they cannot disagree.
+    Per-run keys the task's ``fixed`` lacks (a repeat's or ensemble member's ``seed``) join the
+    point. Trials off ``grid`` (the sweep file changed) are skipped with a warning; failed trials
+    are skipped when ``retry_failed`` (their points are then run again).
+    """
+    replayed = []
+    for record in records:
+        if grid is not None and not grid.contains(record.point):
+            log.warning("%s: trial %d at %s is not on the grid any more; ignored", record.certification,
+                        record.trial, record.point)
+            continue
+        if record.status is RunStatus.SUPERSEDED:
+            continue  # evidence about other data or code (see search.controller)
+        if retry_failed and record.status is RunStatus.FAILED:
+            continue
+        point = {**record.point, **{k: v for k, v in record.fixed.items() if k not in fixed}}
+        replayed.append(Replayed(point, record.outcome(), record))
+    return replayed
 
 
 class ControllerBusy(UserError):
@@ -145,20 +197,42 @@ def open_storage(url: str):
         if path and not path.startswith(":"):
             Path(path).parent.mkdir(parents=True, exist_ok=True)
         # a reader (status) may hold the file briefly: wait instead of failing
-        storage = optuna.storages.RDBStorage(url, engine_kwargs={"connect_args": {"timeout": 60}})
+        storage = _create_rdb(url, {"connect_args": {"timeout": 60}},
+                              lock_path=f"{path}.init-lock" if path and not path.startswith(":") else None)
         _fast_sqlite(storage.engine)
         return storage
     if "://" in url:
         if url.startswith("postgresql://"):
             url = _postgres_driver(url)
-        try:
-            return optuna.storages.RDBStorage(url)
-        except Exception as exc:  # noqa: BLE001 - driver errors vary; report the URL
-            raise UserError(f"ledger: cannot open {url!r}: {str(exc).splitlines()[0]}") from None
+        return _create_rdb(url, {})
     from optuna.storages.journal import JournalFileBackend
 
     Path(url).parent.mkdir(parents=True, exist_ok=True)
     return optuna.storages.JournalStorage(JournalFileBackend(url))
+
+
+def _create_rdb(url: str, engine_kwargs: dict[str, Any], lock_path: str | None = None):
+    """An RDBStorage, created once even when two processes open a fresh ledger at the same time.
+
+    Optuna creates its tables and version row on first open; two controllers started together
+    on a new ledger race there (``table already exists``, a duplicate version row). A local
+    SQLite file is serialised by a file lock beside it; other databases retry, since the loser's
+    second attempt finds the tables made. Errors that remain are one line naming the URL.
+    """
+    import optuna
+
+    last: Exception | None = None
+    for attempt in range(5):
+        try:
+            if lock_path is None:
+                return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs)
+            with open(lock_path, "a") as lock:
+                fcntl.flock(lock, fcntl.LOCK_EX)
+                return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs)
+        except Exception as exc:  # noqa: BLE001 - driver errors vary; report the URL
+            last = exc
+            time.sleep(0.2 * (attempt + 1))
+    raise UserError(f"ledger: cannot open {url!r}: {str(last).splitlines()[0]}") from None
 
 
 def _postgres_driver(url: str) -> str:
@@ -244,7 +318,8 @@ class Ledger:
     def study_names(self) -> list[str]:
         """Names of this sweep's run studies (not the lock)."""
         prefix = f"{self.sweep}/"
-        return [s.study_name for s in self.storage.get_all_studies() if s.study_name.startswith(prefix)]
+        return [s.study_name for s in self.storage.get_all_studies()
+                if s.study_name.startswith(prefix) and LOCK_SUFFIX not in s.study_name]
 
     # -- runs ------------------------------------------------------------------------------
 
@@ -261,10 +336,10 @@ class Ledger:
         records = []
         for trial in self.storage.get_all_trials(study_id, deepcopy=False):
             attrs = trial.user_attrs
-            status = attrs.get(ATTR_STATUS, RunStatus.RUNNING.value)
+            status = RunStatus(attrs.get(ATTR_STATUS, RunStatus.RUNNING.value))
             reason = attrs.get(ATTR_REASON)
             if str(trial.number) in superseded:
-                status, reason = RunStatus.SUPERSEDED.value, superseded[str(trial.number)]
+                status, reason = RunStatus.SUPERSEDED, superseded[str(trial.number)]
             loss = None
             if trial.state is TrialState.COMPLETE and trial.value is not None:
                 loss = float(trial.value)
@@ -379,34 +454,81 @@ class Ledger:
         return f"{self.sweep}{LOCK_SUFFIX}"
 
     def _acquire(self) -> str:
+        """Take the lock study. Creating it and naming its holder are two writes; so that a
+        contender never mistakes a lock whose holder field is still empty for a dead one, the
+        holder first announces itself in a study of its own (``{lock}#{token}``, no contention)
+        and removes it once the lock names it. An empty lock is taken over only when no live
+        announced candidate could be its creator."""
         import optuna
 
         token = uuid.uuid4().hex
         holder = {"host": socket.gethostname(), "pid": os.getpid(), "since": _now(), "heartbeat": time.time(),
                   "token": token, "started": process_start(os.getpid())}
-        for _ in range(5):
-            try:
-                study_id = self.storage.create_new_study([optuna.study.StudyDirection.MINIMIZE], self._lock_name)
-            except optuna.exceptions.DuplicatedStudyError:
-                study_id = self.storage.get_study_id_from_name(self._lock_name)
-                current = self.storage.get_study_user_attrs(study_id).get(LOCK_HOLDER)
-                if current is None:  # its creator is between two writes, or died there
-                    time.sleep(1.0)
-                    current = self.storage.get_study_user_attrs(study_id).get(LOCK_HOLDER)
-                if current is not None and _holder_alive(current):
-                    raise ControllerBusy(
-                        f"sweep {self.sweep!r} is held by another controller: host {current['host']}, "
-                        f"pid {current['pid']}, since {current['since']} (ledger {self.url}); stop it or wait"
-                    ) from None
+        candidate = self.storage.create_new_study([optuna.study.StudyDirection.MINIMIZE],
+                                                  f"{self._lock_name}#{token}")
+        try:
+            self.storage.set_study_user_attr(candidate, LOCK_HOLDER, holder)
+            for _ in range(5):
                 try:
-                    self.storage.delete_study(study_id)  # the holder is dead: take over
-                except KeyError:
-                    pass
-                continue
-            self.storage.set_study_user_attr(study_id, LOCK_HOLDER, holder)
-            self._lock_id, self._last_beat, self._holder = study_id, time.time(), holder
-            return token
+                    study_id = self.storage.create_new_study([optuna.study.StudyDirection.MINIMIZE],
+                                                             self._lock_name)
+                except optuna.exceptions.DuplicatedStudyError:
+                    study_id = self._study_id_or_none(self._lock_name)
+                    if study_id is None:  # released meanwhile
+                        continue
+                    current = self._wait_for_holder(study_id, token)
+                    if current is not None and _holder_alive(current):
+                        raise ControllerBusy(
+                            f"sweep {self.sweep!r} is held by another controller: host {current['host']}, "
+                            f"pid {current['pid']}, since {current['since']} (ledger {self.url}); stop it or wait"
+                        ) from None
+                    try:
+                        self.storage.delete_study(study_id)  # the holder is dead: take over
+                    except KeyError:
+                        pass
+                    continue
+                self.storage.set_study_user_attr(study_id, LOCK_HOLDER, holder)
+                self._lock_id, self._last_beat, self._holder = study_id, time.time(), holder
+                return token
+        finally:
+            try:
+                self.storage.delete_study(candidate)
+            except KeyError:
+                pass
         raise ControllerBusy(f"sweep {self.sweep!r}: could not take the controller lock (contended); retry")
+
+    def _study_id_or_none(self, name: str) -> int | None:
+        try:
+            return self.storage.get_study_id_from_name(name)
+        except KeyError:
+            return None
+
+    def _wait_for_holder(self, study_id: int, token: str) -> dict[str, Any] | None:
+        """The lock's holder; while its field is empty, a live announced candidate (other than
+        ``token``) stands for it: its creator is between its two writes. None: nobody alive."""
+        deadline = time.time() + EMPTY_HOLDER_WAIT_S
+        while True:
+            try:
+                current = self.storage.get_study_user_attrs(study_id).get(LOCK_HOLDER)
+            except KeyError:
+                return None
+            if current is not None:
+                return current
+            prefix = f"{self._lock_name}#"
+            candidates = [s for s in self.storage.get_all_studies()
+                          if s.study_name.startswith(prefix) and not s.study_name.endswith(token)]
+            live = [s.user_attrs.get(LOCK_HOLDER) for s in candidates
+                    if s.user_attrs.get(LOCK_HOLDER) and _holder_alive(s.user_attrs[LOCK_HOLDER])]
+            if not live:
+                for stale in candidates:  # announcements of controllers that died: clean up
+                    try:
+                        self.storage.delete_study(stale._study_id)
+                    except KeyError:
+                        pass
+                return None
+            if time.time() > deadline:
+                return live[0]
+            time.sleep(0.25)
 
     def heartbeat(self, force: bool = False) -> None:
         """Refresh the lock's heartbeat (cheap to call often: writes every HEARTBEAT_EVERY_S)."""

@@ -39,35 +39,66 @@ from megadocs.config import config_hash, parse_config
 from megadocs.errors import UserError
 from search.sweep import TRAIN_AXES, Sweep
 
-__all__ = ["RunTask", "CallableObjective", "TrainObjective", "make_objective", "normalise_metrics", "METRICS_FILE"]
+__all__ = ["RunTask", "CallableObjective", "TrainObjective", "make_objective", "normalise_metrics", "METRICS_FILE",
+           "ObjectiveReturnError"]
 
 METRICS_FILE = "metrics.json"
 LOCK_FILE = ".run.lock"
+INVALID = "invalid"
+"""A job's result status when the objective returned no loss (never written to metrics.json)."""
 JOB_FILE = "job.json"
 
 
+class ObjectiveReturnError(ValueError):
+    """The objective returned something that is not a loss (a user error, not a node failure)."""
+
+
 def import_callable(path: str):
-    """``module:attr`` -> the object; UserError naming the path when it cannot be imported."""
+    """``module:attr`` -> a callable; UserError (one line) naming the path when it cannot be
+    imported (whatever the module raises on import) or is not callable."""
     module_name, _, attr = path.partition(":")
     try:
         module = importlib.import_module(module_name)
-        return getattr(module, attr)
-    except (ImportError, AttributeError) as exc:
-        raise UserError(f"objective: cannot import {path!r}: {exc}") from None
+        found = getattr(module, attr)
+    except Exception as exc:  # noqa: BLE001 - a broken module may raise anything on import
+        text = str(exc).splitlines()[0] if str(exc) else ""
+        raise UserError(f"objective: cannot import {path!r}: {type(exc).__name__}: {text}") from None
+    if not callable(found):
+        raise UserError(f"objective: {path!r} is a {type(found).__name__}, not a callable "
+                        f"(expected f(params) -> float | {{'loss': float, ...}})")
+    return found
 
 
 def normalise_metrics(value: Any) -> dict[str, Any]:
-    """A float or a dict with ``loss``/``val_loss`` -> metrics with ``status`` and ``val_loss``."""
+    """A float or a dict with ``loss``/``val_loss`` -> metrics with ``status`` and ``val_loss``.
+
+    NaN and +inf are a diverged run (``val_loss`` inf, as train records it); -inf is no loss: status
+    ``failed`` with a ``reason``. Raises ObjectiveReturnError for anything that is not a number.
+    """
+    if isinstance(value, Mapping) and value.get("status") == "failed":
+        return {**value, "reason": value.get("reason") or "failed"}  # already normalised: no loss
     if isinstance(value, Mapping):
         metrics = dict(value)
         loss = metrics.get("val_loss", metrics.get("loss"))
         if loss is None:
-            raise ValueError(f"objective returned a dict without 'loss' or 'val_loss': {sorted(metrics)}")
+            raise ObjectiveReturnError(f"returned a dict without 'loss' or 'val_loss' (keys {sorted(metrics)})")
     else:
         metrics, loss = {}, value
+    if isinstance(loss, bool) or not isinstance(loss, (int, float)):
+        try:
+            if isinstance(loss, (str, bytes)):
+                raise TypeError(loss)
+            loss = float(loss)  # numpy and torch scalars
+        except (TypeError, ValueError):
+            raise ObjectiveReturnError(f"returned {str(loss)[:40]!r} ({type(loss).__name__}), not a number "
+                                       f"(expected a float or {{'loss': float, ...}})") from None
     loss = float(loss)
     if math.isnan(loss):
         loss = math.inf
+    if loss == -math.inf:
+        metrics.update(status="failed", reason="the objective returned loss -inf (not a loss; check the objective)")
+        metrics["val_loss"] = None
+        return metrics
     metrics["val_loss"] = loss
     metrics.setdefault("status", "completed" if math.isfinite(loss) else "diverged")
     return metrics
@@ -105,7 +136,10 @@ class RunTask(submitit.helpers.Checkpointable):
             if self.train_config is not None:
                 return self._train(run_dir)
             start = time.perf_counter()
-            metrics = normalise_metrics(import_callable(self.objective)(dict(self.params)))
+            try:
+                metrics = normalise_metrics(import_callable(self.objective)(dict(self.params)))
+            except ObjectiveReturnError as exc:  # the controller stops the sweep with this line
+                return {"status": INVALID, "error": str(exc)}
             metrics.setdefault("wall_time_s", time.perf_counter() - start)
             metrics.setdefault("params", self.params)
             _write_json_atomic(metrics_path, metrics)
@@ -186,7 +220,7 @@ class TrainObjective:
             _set(config, "data.synthetic", {"pool": self.pool(method, g), "algorithm": method, "g": g})
         if "model" in params:  # student scaling: the same method on another model preset
             _set(config, "model.preset", params["model"])
-        if "seed" in params:  # ensemble members: initialisation and data order
+        if "seed" in params:  # repeats and ensemble members: initialisation and data order
             _set(config, "seed", int(params["seed"]))
             _set(config, "data.seed", int(params["seed"]))
         return parse_config(config, RunConfig, source=self.source)

@@ -1,7 +1,9 @@
 """Where every certification of a sweep stands, recomputed from the ledger by the same pure core
-the controller uses (so ``status`` and ``certify`` can never disagree).
+and the same replay (:func:`search.ledger.replay`) the controller uses, so ``status`` and
+``certify`` can never disagree.
 
-Public API (used by analysis; keep stable): :func:`summarize`, :func:`g_trend_warnings`.
+Public API (used by analysis; keep stable): :func:`summarize` -> :class:`CertificationSummary`,
+:func:`g_trend_warnings`.
 """
 
 from __future__ import annotations
@@ -10,32 +12,155 @@ import io
 import math
 import os
 from collections import defaultdict
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
-from search.certify import CertifySearch, Outcome
-from search.ledger import STUDY_START, Ledger, RunStatus, StudyKind, study_name
+from search.certify import Certificate, CertifySearch, CertState, Noise, NoiseEstimate, RunState
+from search.grid import Bound
+from search.ledger import STUDY_START, Ledger, RunRecord, RunStatus, StudyKind, replay, study_name
 
-__all__ = ["summarize", "summarize_ensembles", "g_trend_warnings", "format_table"]
+__all__ = ["CertificationSummary", "BestPoint", "RunCounts", "Compute", "summarize", "summarize_ensembles",
+           "g_trend_warnings", "format_table"]
 
 
-def summarize(sweep, strategy: str = "certify") -> list[dict[str, Any]]:
-    """One dict per certification (the ``megadocs search status --json`` objects).
+@dataclass(frozen=True)
+class BestPoint:
+    params: dict[str, Any]
+    loss: float  # mean over the point's draws
+
+
+@dataclass(frozen=True)
+class RunCounts:
+    """Runs (draws: repeats count) of a certification by their latest state."""
+
+    finished: int = 0
+    running: int = 0
+    failed: int = 0
+
+
+@dataclass(frozen=True)
+class Compute:
+    """Compute this certification spent itself (runs adopted from elsewhere are not counted)."""
+
+    wall_time_s: float = 0.0
+    tokens_seen: int = 0
+    runs: int = 0  # ledger trials, adopted ones included
+
+
+@dataclass(frozen=True)
+class CertificationSummary:
+    """Where one certification stands: what ``status`` prints and analysis reads.
+
+    ``to_dict()`` is the ``megadocs search status --json`` object (docs/architecture.md).
+    """
+
+    name: str
+    state: CertState
+    best: BestPoint | None
+    runs: RunCounts
+    certificate: Certificate | None
+    path: tuple[dict[str, Any], ...]
+    bounds_hit: tuple[Bound, ...]  # of the best point
+    outstanding: tuple[dict[str, Any], ...] = ()  # runs still to dispatch or in flight
+    blocked_by: tuple[tuple[dict[str, Any], str], ...] = ()  # failed points and why
+    noise: NoiseEstimate = NoiseEstimate(1, None, 0, 2.0)
+    reason: str | None = None  # why it cannot certify (failed) or stopped (budget)
+    study: str = ""
+    fixed: dict[str, Any] = field(default_factory=dict)
+    start: dict[str, Any] | None = None
+    warm_start: str | None = None
+    compute: Compute = Compute()
+
+    @property
+    def certified(self) -> bool:
+        return self.certificate is not None
+
+    @property
+    def loss(self) -> float | None:
+        """The certified loss, else the best loss so far (None before anything finished)."""
+        if self.certificate is not None:
+            return self.certificate.loss
+        return None if self.best is None else self.best.loss
+
+    @property
+    def point(self) -> dict[str, Any]:
+        """The certified point, else the best point so far ({} before anything finished)."""
+        if self.certificate is not None:
+            return dict(self.certificate.point)
+        return {} if self.best is None else dict(self.best.params)
+
+    @classmethod
+    def of_search(cls, search: CertifySearch, *, records: Iterable[RunRecord] = (), study: str = "",
+                  fixed: Mapping[str, Any] | None = None, warm_start: str | None = None,
+                  budget_spent: bool = False) -> CertificationSummary:
+        """The summary of a certification's evidence (``records``: its ledger trials, for compute)."""
+        plan = search.plan()
+        counts = {state: sum(o.state is state for o in search.outcomes.values()) for state in RunState}
+        wall, tokens, n_records = 0.0, 0, 0
+        for record in records:
+            n_records += 1
+            if record.status in (RunStatus.COMPLETED, RunStatus.DIVERGED) and record.adopted_from is None:
+                wall += float(record.wall_time_s or 0.0)
+                tokens += int(record.metrics.get("tokens_seen") or 0)
+        reason = plan.reason
+        if budget_spent and plan.state in (CertState.SEEDING, CertState.SEARCHING):
+            reason = f"run budget spent ({len(search.outcomes)} runs) before it could certify"
+        return cls(
+            name=search.name, state=plan.state,
+            best=None if plan.centre is None else BestPoint(plan.centre, plan.centre_loss),
+            runs=RunCounts(counts[RunState.FINISHED], counts[RunState.RUNNING], counts[RunState.FAILED]),
+            certificate=plan.certificate, path=plan.path, bounds_hit=plan.bounds_hit,
+            outstanding=(*plan.wanted, *plan.running) if plan.centre is not None else plan.running,
+            blocked_by=plan.blocked_by, noise=plan.noise, reason=reason, study=study,
+            fixed=dict(fixed or {}), start=search.start, warm_start=warm_start,
+            compute=Compute(wall, tokens, n_records),
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """Standard JSON: a diverged (infinite) loss is ``null``, flagged by the certificate's
+        ``diverged`` list."""
+        return _json_safe({
+            "name": self.name,
+            "study": self.study,
+            "fixed": dict(self.fixed),
+            "state": self.state.value,
+            "best": None if self.best is None else {"params": self.best.params, "loss": self.best.loss},
+            "runs": {"finished": self.runs.finished, "running": self.runs.running, "failed": self.runs.failed},
+            "outstanding": list(self.outstanding),
+            "bounds_hit": [b.to_dict() for b in self.bounds_hit],
+            "certificate": self.certificate.to_dict() if self.certificate else None,
+            "path": list(self.path),
+            "blocked_by": [{"params": p, "reason": r} for p, r in self.blocked_by],
+            "reason": self.reason,
+            "noise": self.noise.to_dict(),
+            "start": self.start,
+            "warm_start": self.warm_start,
+            "compute": {"wall_time_s": self.compute.wall_time_s, "tokens_seen": self.compute.tokens_seen,
+                        "runs": self.compute.runs},
+        })
+
+
+def _json_safe(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, Mapping):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    return value
+
+
+def summarize(sweep, strategy: str = "certify", max_runs: int | None = None) -> list[CertificationSummary]:
+    """One :class:`CertificationSummary` per certification, recomputed from the ledger.
 
     Args:
         sweep: a :class:`search.sweep.Sweep` or the path of a sweep file.
         strategy: ``certify`` (default) or a baseline (``grid``/``tpe``) run on the same sweep;
             for a baseline, ``certificate`` is set when its best point happens to be certifiable
             from its evidence.
-
-    Returns:
-        dicts with ``name``, ``study``, ``fixed``, ``state`` (seeding|searching|certified|
-        failed), ``best`` ({params, loss} or None), ``runs`` ({finished, running, failed}: grid
-        points by their latest state),
-        ``outstanding`` (neighbours still to run or running), ``bounds_hit`` (of the best point:
-        [{axis, side, value}]), ``certificate`` ({point, loss, neighbours[{params, loss, axis,
-        direction}], bounds_hit} or None), ``path`` (successive best points, oldest first),
-        ``blocked_by`` ([{params, reason}]), ``start``, ``warm_start``, ``compute`` ({wall_time_s,
-        tokens_seen, runs}: runs this certification computed itself, not adopted ones).
+        max_runs: the run budget the controller had (``--max-runs``; default each
+            certification's ``max_runs``): an uncertified search that spent it says so in ``reason``.
     """
     from search.sweep import load_sweep
 
@@ -52,48 +177,20 @@ def summarize(sweep, strategy: str = "certify") -> list[dict[str, Any]]:
         if start is None and not cert.warm_start:
             start = sweep.start_for(cert)
         search = CertifySearch(cert.name, grid, start, seed_neighbours=sweep.seeds_neighbours(cert),
-                               waits_for=cert.warm_start if start is None else None, fallback=sweep.start_for(cert))
+                               waits_for=cert.warm_start if start is None else None, fallback=sweep.start_for(cert),
+                               noise=sweep.noise_for(cert) if kind is StudyKind.CERTIFY else Noise())
         if search.waits_for is not None:  # sources come earlier in the file, so they are here already
             search.resolve(searches)
         searches[cert.name] = search
-        wall, tokens = 0.0, 0
         records = ledger.runs(study)
-        for record in records:
-            if record.status == RunStatus.SUPERSEDED.value:
-                continue  # evidence about other data or code (see search.controller)
-            if record.status in (RunStatus.COMPLETED.value, RunStatus.DIVERGED.value):
-                outcome = Outcome.finished(math.inf if record.loss is None else record.loss)
-                if record.adopted_from is None:  # compute spent by this certification, not reused
-                    wall += float(record.wall_time_s or 0.0)
-                    tokens += int(record.metrics.get("tokens_seen") or 0)
-            elif record.status == RunStatus.FAILED.value:
-                outcome = Outcome.failed(record.reason or "failed")
-            else:
-                outcome = Outcome.running()
-            if grid.contains(record.point):
-                search.record(record.point, outcome)
-        # per point, its latest state (a point that failed and then succeeded on --retry-failed is finished)
-        counts = {state: sum(o.state.value == state for o in search.outcomes.values())
-                  for state in ("finished", "running", "failed")}
-        plan = search.plan()
-        best = None if plan.centre is None else {"params": plan.centre, "loss": plan.centre_loss}
-        state = plan.state.value
-        summaries.append({
-            "name": cert.name,
-            "study": study,
-            "fixed": dict(cert.fixed),
-            "state": state,
-            "best": best,
-            "runs": counts,
-            "outstanding": [*plan.wanted, *plan.running] if plan.centre is not None else [*plan.running],
-            "bounds_hit": [b.to_dict() for b in plan.bounds_hit],
-            "certificate": plan.certificate.to_dict() if plan.certificate else None,
-            "path": list(plan.path),
-            "blocked_by": [{"params": p, "reason": r} for p, r in plan.blocked_by],
-            "start": start,
-            "warm_start": cert.warm_start,
-            "compute": {"wall_time_s": wall, "tokens_seen": tokens, "runs": len(records)},
-        })
+        for item in replay(records, fixed=cert.fixed, grid=grid):
+            if kind is StudyKind.CERTIFY or "seed" not in item.point:
+                search.record(item.point, item.outcome)
+        budget = max_runs if max_runs is not None else cert.max_runs
+        summaries.append(CertificationSummary.of_search(
+            search, records=records, study=study, fixed=cert.fixed, warm_start=cert.warm_start,
+            budget_spent=budget is not None and len(search.outcomes) >= budget and not search.running(),
+        ))
     return summaries
 
 
@@ -108,11 +205,11 @@ def summarize_ensembles(sweep) -> list[dict[str, Any]]:
     summaries = []
     for ens in sweep.ensembles:
         records = ledger.runs(study_name(sweep.name, ens.name, StudyKind.ENSEMBLE))
-        finished = [r for r in records if r.status in (RunStatus.COMPLETED.value, RunStatus.DIVERGED.value)]
+        finished = [r for r in records if r.status in (RunStatus.COMPLETED, RunStatus.DIVERGED)]
         summaries.append({
             "name": ens.name, "source": ens.source, "members": ens.members,
-            "runs": {"finished": len(finished), "running": sum(r.status == RunStatus.RUNNING.value for r in records),
-                     "failed": sum(r.status == RunStatus.FAILED.value for r in records)},
+            "runs": {"finished": len(finished), "running": sum(r.status is RunStatus.RUNNING for r in records),
+                     "failed": sum(r.status is RunStatus.FAILED for r in records)},
             "run_dirs": {r.member: r.run_dir for r in finished},
         })
     return summaries
@@ -129,11 +226,11 @@ def summarize_transfers(sweep) -> list[dict[str, Any]]:
     summaries = []
     for transfer in sweep.transfers:
         records = [r for r in ledger.runs(study_name(sweep.name, transfer.name, StudyKind.TRANSFER))
-                   if r.status != RunStatus.SUPERSEDED.value]
+                   if r.status is not RunStatus.SUPERSEDED]
         latest = records[-1] if records else None
         state = "waiting" if latest is None else {
-            RunStatus.COMPLETED.value: "finished", RunStatus.DIVERGED.value: "finished",
-            RunStatus.FAILED.value: "failed"}.get(latest.status, "running")
+            RunStatus.COMPLETED: "finished", RunStatus.DIVERGED: "finished",
+            RunStatus.FAILED: "failed"}.get(latest.status, "running")
         summaries.append({
             "name": transfer.name, "source": transfer.source, "fixed": dict(transfer.fixed), "state": state,
             "point": latest.point if latest else None,
@@ -142,15 +239,15 @@ def summarize_transfers(sweep) -> list[dict[str, Any]]:
     return summaries
 
 
-def g_trend_warnings(summaries: list[dict[str, Any]]) -> list[str]:
+def g_trend_warnings(summaries: Iterable[CertificationSummary]) -> list[str]:
     """Algorithms whose certified loss rises with G: a sign a search did not converge (a larger G
     can always reuse a smaller G's hyperparameters, so the tuned loss should not rise)."""
     by_method: dict[str, list[tuple[float, float, str]]] = defaultdict(list)
     for summary in summaries:
-        fixed, certificate = summary["fixed"], summary.get("certificate")
+        fixed, certificate = summary.fixed, summary.certificate
         if certificate and "g" in fixed and "method" in fixed:
             method = str(fixed["method"]) + (f" ({fixed['model']})" if "model" in fixed else "")
-            by_method[method].append((float(fixed["g"]), certificate["loss"], summary["name"]))
+            by_method[method].append((float(fixed["g"]), certificate.loss, summary.name))
     warnings = []
     for method, entries in sorted(by_method.items()):
         entries.sort()
@@ -164,30 +261,39 @@ def g_trend_warnings(summaries: list[dict[str, Any]]) -> list[str]:
     return warnings
 
 
-def _fmt_point(point: dict[str, Any] | None) -> str:
+def _fmt_point(point: Mapping[str, Any] | None) -> str:
     return "-" if not point else " ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in point.items())
 
 
-def format_table(summaries: list[dict[str, Any]]) -> str:
+def _fmt_noise(summary: CertificationSummary) -> str:
+    """Seed noise sd and the certificate's ties within noise, e.g. "0.0102 (df 9), 1 tie"."""
+    noise = summary.noise
+    text = "-" if noise.repeats == 1 else (
+        "?" if noise.sigma is None else f"{noise.sigma:.4f} (df {noise.df})")
+    ties = len(summary.certificate.ties) if summary.certificate else 0
+    return text + (f", {ties} tie{'s' if ties > 1 else ''}" if ties else "")
+
+
+def format_table(summaries: Iterable[CertificationSummary]) -> str:
     """The human table of ``megadocs search status``."""
     from rich.console import Console
     from rich.table import Table
 
     table = Table(title=None)
     for column in ("certification", "state", "best point", "loss", "runs f/r/x", "outstanding", "bounds hit",
-                   "compute"):
+                   "noise sd, ties", "compute"):
         table.add_column(column)
     for s in summaries:
-        best = s["best"] or {}
-        loss = best.get("loss")
-        bounds = ", ".join(f"{b['axis']} {b['side']}" for b in s["bounds_hit"]) or "-"
-        state = s["state"] + (f" ({len(s['blocked_by'])} failed)" if s["blocked_by"] else "")
-        runs = s["runs"]
+        bounds = [f"{b.axis} {b.side}" for b in s.bounds_hit]
+        if s.certificate:
+            bounds += [f"{b.axis} {b.side} (diverged)" for b in s.certificate.diverged]
+        state = s.state.value + (f" ({len(s.blocked_by)} failed)" if s.blocked_by else "")
         table.add_row(
-            s["name"], state, _fmt_point(best.get("params")), "-" if loss is None else f"{loss:.4f}",
-            f"{runs['finished']}/{runs['running']}/{runs['failed']}", str(len(s["outstanding"])), bounds,
-            f"{s['compute']['wall_time_s']:.0f}s",
+            s.name, state, _fmt_point(s.best.params if s.best else None),
+            "-" if s.best is None else f"{s.best.loss:.4f}",
+            f"{s.runs.finished}/{s.runs.running}/{s.runs.failed}", str(len(s.outstanding)), ", ".join(bounds) or "-",
+            _fmt_noise(s), f"{s.compute.wall_time_s:.0f}s",
         )
     buffer = io.StringIO()
-    Console(file=buffer, width=160, color_system=None).print(table)
+    Console(file=buffer, width=180, color_system=None).print(table)
     return buffer.getvalue()

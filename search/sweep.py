@@ -13,17 +13,18 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import ConfigDict, Field
+from pydantic import BeforeValidator, ConfigDict, Field, model_validator
 
 from megadocs.config import StrictModel, load_config
 from megadocs.errors import UserError
 from megadocs.executors import ExecutorConfig
+from search.certify import SEED, Noise
 from search.grid import Grid, values_equal
 
-__all__ = ["Sweep", "ExecutorConfig", "CertificationConfig", "EnsembleConfig", "TransferConfig", "load_sweep",
-           "TRAIN_AXES", "METHODS", "FIXED_TRAIN_KEYS"]
+__all__ = ["Sweep", "ExecutorConfig", "CertificationConfig", "EnsembleConfig", "NoiseConfig", "TransferConfig",
+           "load_sweep", "TRAIN_AXES", "METHODS", "FIXED_TRAIN_KEYS"]
 
 TRAIN_AXES = {
     "lr": "optim.lr",
@@ -40,7 +41,30 @@ FIXED_TRAIN_KEYS = ("method", "g", "model")
 """Keys of ``fixed`` the default objective understands: the method, its G, and the model preset
 (student scaling: ``model: 1.5b`` certifies the same method on another model size)."""
 
-GridValues = dict[str, list[int | float]]
+def _not_a_boolean(value: Any) -> Any:
+    if isinstance(value, bool):
+        raise ValueError("a boolean is not a grid value (expected a number)")
+    return value
+
+
+GridNumber = Annotated[int | float, BeforeValidator(_not_a_boolean)]
+"""A grid value: a number, never a boolean (YAML reads ``yes``/``true`` as one)."""
+GridValues = dict[str, list[GridNumber]]
+
+
+class NoiseConfig(StrictModel):
+    """Seed noise: ``noise: {repeats: 4}``. Repeats of a point are ordinary runs whose params
+    carry ``seed: 1, 2, ...`` (the first run carries none); the default objective maps the seed
+    to initialisation and data order (as for ensemble members), a callable objective receives it.
+    Repeats are spent only where they decide something (search/certify.py)."""
+
+    repeats: int = Field(1, ge=1, le=64)
+    """At most this many runs per point (1: noise-free, one run decides)."""
+    sds: float = Field(2.0, gt=0)
+    """A neighbour within this many noise standard errors of the centre gets another run."""
+
+    def rule(self) -> Noise:
+        return Noise(self.repeats, self.sds)
 
 
 class CertificationConfig(StrictModel):
@@ -49,12 +73,14 @@ class CertificationConfig(StrictModel):
     """Values merged into every point's params, e.g. {method: stitched, g: 4}."""
     grid: GridValues | None = None
     """Replaces the sweep's grid for this certification (e.g. no mix axis for real-only)."""
-    start: dict[str, int | float] | None = None
+    start: dict[str, GridNumber] | None = None
     """Replaces the sweep's start; default: the sweep's start restricted to this grid's axes."""
     warm_start: str | None = None
     """Start from this (earlier) certification's certified point instead, e.g. G=8 from G=4."""
     seed_neighbours: bool | None = None
     max_runs: int | None = Field(None, ge=1)
+    noise: NoiseConfig | None = None
+    """Replaces the sweep's ``noise`` for this certification."""
 
 
 class EnsembleConfig(StrictModel):
@@ -100,7 +126,7 @@ class Sweep(StrictModel):
     """The callable objective's version in run identities; default: a hash of its module's source
     file, so editing the module gives new runs instead of reusing the old ones."""
     grid: GridValues
-    start: dict[str, int | float]
+    start: dict[str, GridNumber]
     certifications: list[CertificationConfig] = Field(min_length=1)
     ensembles: list[EnsembleConfig] = []
     transfers: list[TransferConfig] = []
@@ -110,6 +136,15 @@ class Sweep(StrictModel):
     """Base train RunConfig (docs/architecture.md) the default objective fills from each point."""
     pools: dict[str, str | dict[int, str]] = {}
     """Synthetic pools per method: a directory, a template with {g}, or {g: directory}."""
+    noise: NoiseConfig | None = None
+    """Seed noise for every certification (default: none, one run per point)."""
+
+    @model_validator(mode="after")
+    def _cross_field_checks(self) -> Sweep:
+        """Every check that involves more than one field (so a ``Sweep`` built in code is checked
+        like a loaded file): see :func:`load_sweep`."""
+        _check_sweep(self)
+        return self
 
     # -- resolved views -------------------------------------------------------------------
 
@@ -139,17 +174,15 @@ class Sweep(StrictModel):
     def seeds_neighbours(self, cert: CertificationConfig) -> bool:
         return self.seed_neighbours if cert.seed_neighbours is None else cert.seed_neighbours
 
+    def noise_for(self, cert: CertificationConfig) -> Noise:
+        chosen = cert.noise if cert.noise is not None else self.noise
+        return chosen.rule() if chosen is not None else Noise()
+
 
 def _check_grid(grid: dict, where: str) -> None:
-    if not grid:
-        raise ValueError(f"{where}: empty grid (expected at least one axis with values)")
-    for axis, values in grid.items():
-        if not values:
-            raise ValueError(f"{where}.{axis}: empty list (expected at least one value)")
-        if any(not a < b for a, b in zip(values, values[1:])):
-            raise ValueError(f"{where}.{axis}: values must be strictly increasing, got {values}")
-        if axis == "mix" and any(not 0 <= v < 1 for v in values):
-            raise ValueError(f"{where}.mix: {values} has values outside [0, 1) (a mixing fraction)")
+    Grid.from_mapping(grid, where)  # raises ValueError naming the axis
+    if "mix" in grid and any(not 0 <= v < 1 for v in grid["mix"]):
+        raise ValueError(f"{where}.mix: {grid['mix']} has values outside [0, 1) (a mixing fraction)")
 
 
 def resolve_storage_url(ledger: str | None, out_dir: Path) -> str:
@@ -173,12 +206,7 @@ def load_sweep(path: str | os.PathLike) -> Sweep:
     are unique, warm starts and ensemble sources name earlier certifications, and (default
     objective) axes are ones train understands and methods are known.
     """
-    sweep = load_config(path, Sweep)
-    try:
-        _check_sweep(sweep)
-    except ValueError as exc:
-        raise UserError(f"{path}: {exc}") from None
-    return sweep
+    return load_config(path, Sweep)
 
 
 def _check_sweep(sweep: Sweep) -> None:
@@ -215,6 +243,10 @@ def _check_sweep(sweep: Sweep) -> None:
             raise ValueError(
                 f"{where}.warm_start: {cert.warm_start!r} is not an earlier certification (have {names[:-1]})"
             )
+        noise = cert.noise if cert.noise is not None else sweep.noise
+        if noise is not None and noise.repeats > 1 and (SEED in grid or SEED in cert.fixed):
+            raise ValueError(f"{where}: noise repeats set the {SEED!r} param; it cannot also be a grid axis or "
+                             f"fixed value")
         if sweep.objective is None:
             _check_train_mapping(sweep, cert, grid, where)
     ens_names = set()

@@ -22,9 +22,11 @@ MAX_REPEATS = 200
 
 
 class TPESearch(Strategy):
+    """TPE proposals on ``grid``, ``n_trials`` runs at most (the base's run budget)."""
+
     def __init__(self, name: str, grid: Grid, *, n_trials: int, seed: int = 0) -> None:
         optuna.logging.set_verbosity(optuna.logging.WARNING)
-        self.name = name
+        super().__init__(name, max_runs=n_trials)
         self.grid = grid
         self.n_trials = n_trials
         self.distributions = {
@@ -32,14 +34,16 @@ class TPESearch(Strategy):
         }
         sampler = optuna.samplers.TPESampler(seed=seed, constant_liar=True)
         self.study = optuna.create_study(direction="minimize", sampler=sampler)
-        self.outcomes: dict[Key, Outcome] = {}
         self._pending: dict[Key, list[int]] = {}  # asked trial numbers waiting for this point
         self.converged = False
 
-    def wanted(self, limit: int) -> list[dict[str, Any]]:
+    def key(self, point: Mapping[str, Any]) -> Key:
+        return self.grid.key(point)
+
+    def _wanted(self, limit: int) -> list[dict[str, Any]]:
         found: list[dict[str, Any]] = []
         repeats = 0
-        while len(found) < min(limit, self.n_trials - len(self.outcomes)) and repeats < MAX_REPEATS:
+        while len(found) < limit and repeats < MAX_REPEATS:
             trial = self.study.ask(self.distributions)
             point = {axis: trial.params[axis] for axis in self.grid.names}
             key = self.grid.key(point)
@@ -57,12 +61,10 @@ class TPESearch(Strategy):
         self.converged = repeats >= MAX_REPEATS
         return found
 
-    def record(self, point: Mapping[str, Any], outcome: Outcome) -> None:
-        key = self.grid.key(point)
-        self.outcomes[key] = outcome
+    def _recorded(self, point: Mapping[str, Any], outcome: Outcome) -> None:
         if outcome.state is RunState.RUNNING:
             return
-        numbers = self._pending.pop(key, None)
+        numbers = self._pending.pop(self.grid.key(point), None)
         if numbers is None:  # evidence from the ledger (a restart): teach TPE directly
             if outcome.state is RunState.FINISHED:
                 self.study.add_trial(optuna.trial.create_trial(
@@ -74,8 +76,5 @@ class TPESearch(Strategy):
             else:
                 self.study.tell(number, state=optuna.trial.TrialState.FAIL)
 
-    def running(self) -> int:
-        return sum(o.state is RunState.RUNNING for o in self.outcomes.values())
-
-    def done(self) -> bool:
-        return not self.running() and (len(self.outcomes) >= self.n_trials or self.converged)
+    def _done(self) -> bool:
+        return not self.running() and self.converged

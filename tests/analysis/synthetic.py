@@ -1,19 +1,27 @@
-"""Paper-shaped ledger records for the pure analysis tests (no search engine involved).
+"""Paper-shaped ledger records for the pure analysis tests, certified by the real engine.
 
-Each certification greedily walks a bowl-shaped landscape on a small grid (lr x epochs x wd)
-from a fixed start until no neighbour is lower, and emits records in the
-``search.ledger.read_runs`` shape and a summary in the ``search.status.summarize`` shape.
-The bowl's minimum is the paper-like tuned loss of (method, G).
+Each certification runs :class:`search.certify.CertifySearch` with an in-memory evaluator
+(:class:`search.simulate.SimulatedEvaluator`) on a bowl-shaped landscape over a small grid
+(lr x epochs x wd); its evaluations become records in the ``search.ledger.read_runs`` shape and
+its summary is the :class:`search.status.CertificationSummary` that ``summarize`` would return
+for that ledger. The bowl's minimum is the paper-like tuned loss of (method, G).
 """
 
 from __future__ import annotations
 
 import math
 
+from search.certify import CertifySearch, Noise, drive
+from search.grid import Grid
+from search.simulate import SimulatedEvaluator
+from search.status import CertificationSummary, Compute
+
 GRID = {"lr": [1e-3, 3e-3, 1e-2], "epochs": [2, 4, 8, 16], "wd": [0.1, 0.4, 0.8]}
 BASELINE = 3.5544
 # tuned loss(G) = floor + span * G^-0.6, shaped like the paper's curves
 SHAPES = {"simple": (3.39, 0.12), "stitched": (3.36, 0.13), "latent": (3.33, 0.15)}
+WALL_TIME_S = 12.0
+TOKENS_SEEN = 10_000
 
 
 def tuned_loss(method: str, g: int) -> float:
@@ -32,65 +40,39 @@ def _loss(method: str, g: int, point: dict) -> float:
     return best + 0.02 * d_lr**2 + 0.01 * d_ep**2 + 0.005 * d_wd**2
 
 
-def _neighbours(point: dict) -> list[tuple[str, str, dict]]:
-    found = []
-    for axis, values in GRID.items():
-        index = values.index(point[axis])
-        for step, direction in ((-1, "down"), (1, "up")):
-            if 0 <= index + step < len(values):
-                found.append((axis, direction, {**point, axis: values[index + step]}))
-    return found
-
-
-def certification(method: str, g: int, *, start=None, sweep: str = "toy", extra_sets=True):
-    """(records, summary) of one greedy certification."""
+def certification(method: str, g: int, *, start=None, sweep: str = "toy", extra_sets=True,
+                  noise: Noise = Noise()):
+    """(records, summary) of one certification by the engine, as the ledger would hold them."""
     name = f"{method}-g{g}"
     start = start or {"lr": 1e-3, "epochs": 4, "wd": 0.1}
-    losses: dict[tuple, float] = {}
-    order: list[dict] = []
-
-    def run(point):
-        key = tuple(point[a] for a in GRID)
-        if key not in losses:
-            losses[key] = _loss(method, g, point)
-            order.append(dict(point))
-        return losses[key]
-
-    centre, path = dict(start), [dict(start)]
-    run(centre)
-    while True:
-        evaluated = [(run(p), axis, direction, p) for axis, direction, p in _neighbours(centre)]
-        best = min(evaluated, key=lambda t: t[0])
-        if best[0] < run(centre):
-            centre = best[3]
-            path.append(dict(centre))
-            continue
-        break
+    search = CertifySearch(name, Grid.from_mapping(GRID), start, noise=noise)
+    evaluator = SimulatedEvaluator(lambda point: _loss(method, g, point), slots=4)
+    drive([search], evaluator)
     records = []
-    for i, point in enumerate(order):
-        loss = losses[tuple(point[a] for a in GRID)]
+    for i, request in enumerate(evaluator.calls):  # in finishing order, as read_runs sorts them
+        point = {axis: request.point[axis] for axis in GRID}
+        loss = _loss(method, g, point)
         val_losses = {"iid": loss}
         if extra_sets:
             val_losses.update({"iid_short": loss - 0.1, "iid_long": loss + 0.1, "arxiv": loss + 0.3 - 0.01 * math.log2(g + 1)})
         records.append({
-            "certification": name, "trial": i, "point": dict(point),
-            "fixed": {"method": method, "g": g, "model": "tiny-1m", "seed": 0},
+            "sweep": sweep, "certification": name, "trial": i, "point": point,
+            "fixed": {"method": method, "g": g, "model": "tiny-1m", "seed": request.point.get("seed", 0)},
             "run_id": f"{name}-{i}", "run_dir": f"/runs/{name}/{i}", "status": "completed", "loss": loss,
             "metrics": {"status": "completed", "val_loss": loss, "val_losses": val_losses, "steps": 100,
-                        "tokens_seen": 10_000, "wall_time_s": 12.0, "tokens_per_s": 800.0, "params": 1e6},
-            "job_id": str(1000 + i), "wall_time_s": 12.0,
+                        "tokens_seen": TOKENS_SEEN, "wall_time_s": WALL_TIME_S, "tokens_per_s": 800.0,
+                        "params": 1e6},
+            "job_id": str(1000 + i), "wall_time_s": WALL_TIME_S,
         })
-    centre_loss = run(centre)
-    neighbours = [{"params": p, "loss": run(p), "axis": a, "direction": d} for a, d, p in _neighbours(centre)]
-    bounds = [{"axis": a, "side": side, "value": centre[a]} for a, values in GRID.items()
-              for side, edge in (("lower", values[0]), ("upper", values[-1])) if centre[a] == edge]
-    summary = {
-        "name": name, "state": "certified", "best": {"params": centre, "loss": centre_loss},
-        "runs": {"finished": len(order), "running": 0, "failed": 0}, "bounds_hit": bounds,
-        "certificate": {"point": centre, "loss": centre_loss, "neighbours": neighbours, "bounds_hit": bounds},
-        "path": path,
-    }
+    summary = CertificationSummary.of_search(search, study=f"{sweep}/{name}", fixed={"method": method, "g": g})
+    summary = _with_compute(summary, len(records))
     return records, summary
+
+
+def _with_compute(summary: CertificationSummary, runs: int) -> CertificationSummary:
+    import dataclasses
+
+    return dataclasses.replace(summary, compute=Compute(WALL_TIME_S * runs, TOKENS_SEEN * runs, runs))
 
 
 def sweep(methods=("simple", "stitched", "latent"), gs=(1, 2, 4, 8), **kwargs):

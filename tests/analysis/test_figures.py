@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import pandas as pd
@@ -42,11 +43,11 @@ def test_certification_map_marks_runs_path_certificate_and_divergence(tmp_path):
     records.append({**records[0], "point": {"lr": 1e-2, "epochs": 2, "wd": 0.1}, "status": "diverged",
                     "loss": math.inf, "run_id": "div"})
     runs = runs_frame(records)
-    summary = {**summary}
     x_axis, y_axis = map_axes(runs, summary, synthetic.GRID)
     assert {x_axis, y_axis} == {"lr", "epochs"}  # the path moved along these two
     # show the slice at the start's wd so the diverged run (wd 0.1) is on it
-    summary["certificate"] = {**summary["certificate"], "point": {**summary["certificate"]["point"], "wd": 0.1}}
+    summary = dataclasses.replace(summary, certificate=dataclasses.replace(
+        summary.certificate, point={**summary.certificate.point, "wd": 0.1}))
     fig = plot_certification_map(runs, summary, x_axis="lr", y_axis="epochs", grid=synthetic.GRID)
     ax = fig.axes[0]
     texts = [t.get_text() for t in ax.texts]
@@ -55,7 +56,7 @@ def test_certification_map_marks_runs_path_certificate_and_divergence(tmp_path):
     assert len([t for t in texts if t.replace(".", "").isdigit()]) == len(
         on_slice.drop_duplicates(["point.lr", "point.epochs"]))
     assert [t.get_text() for t in ax.get_xticklabels()] == ["0.001", "0.003", "0.01"]
-    neighbours_on_slice = [n for n in summary["certificate"]["neighbours"] if n["params"]["wd"] == 0.1]
+    neighbours_on_slice = [n for n in summary.certificate.neighbours if n.point["wd"] == 0.1]
     assert len([p for p in ax.patches if isinstance(p, Rectangle)]) == len(neighbours_on_slice)
     png, pdf = save_figure(fig, tmp_path, "map")
     assert png.stat().st_size > 5000 and pdf.stat().st_size > 1000

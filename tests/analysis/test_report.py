@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 
@@ -12,6 +13,7 @@ from analysis.frame import certifications_frame, runs_frame
 from analysis.ledger import load_tables
 from analysis.report import build_report, render_report
 from megadocs.cli import main
+from search.certify import CertState
 from search.ledger import read_runs
 from search.status import summarize
 from tests.analysis import synthetic
@@ -24,15 +26,15 @@ def test_ledger_tables_match_search_api(toy_sweep):
     records = read_runs(toy_sweep)
     assert len(tables.runs) == len(records) > 0
     certify = tables.runs[tables.runs["kind"] == "certify"]
-    assert set(certify["certification"]) == {s["name"] for s in summarize(toy_sweep)}
+    assert set(certify["certification"]) == {s.name for s in summarize(toy_sweep)}
     # ensemble members are rows too, with their seeds
     members = tables.runs[tables.runs["kind"] == "ensemble"]
     assert len(members) == 3 and members["seed"].notna().all()
     assert tables.ensembles["real-ens"]["members"] == members.sort_values("member")["run_dir"].tolist()
     cert = tables.certifications.set_index("certification")
     for summary in summarize(toy_sweep):
-        assert cert.loc[summary["name"], "loss"] == pytest.approx(summary["certificate"]["loss"])
-        assert bool(cert.loc[summary["name"], "certified"])
+        assert cert.loc[summary.name, "loss"] == pytest.approx(summary.certificate.loss)
+        assert bool(cert.loc[summary.name, "certified"])
     assert cert.loc["stitched-g4", "bounds_hit"] == "epochs upper"  # the bowl's optimum is epochs 16
     assert tables.grids["real"]["epochs"] == [4, 8, 16]
     from search.sweep import load_sweep
@@ -71,9 +73,9 @@ def test_partial_ledger_draws_what_it_can(tmp_path):
     records, summaries = synthetic.sweep(methods=("simple",), gs=(1,))
     runs = runs_frame(records)
     cert = certifications_frame(summaries, runs)
-    summaries[1] = {**summaries[1], "certificate": None, "state": "searching"}
+    summaries[1] = dataclasses.replace(summaries[1], certificate=None, state=CertState.SEARCHING)
     cert.loc[cert["certification"] == "simple-g1", "certified"] = False
-    grids = {s["name"]: synthetic.GRID for s in summaries}
+    grids = {s.name: synthetic.GRID for s in summaries}
     text = render_report(runs, cert, summaries, tmp_path, grids=grids).read_text()
     assert "fig1-loss-vs-g-iid.png" in text and (tmp_path / "figures/fig10-map-simple-g1.png").is_file()
     # one G per method: the fit is refused with its reason, no number is invented

@@ -37,11 +37,11 @@ def test_smoke_demo_certifies_baseline_and_every_algorithm(smoke_demo):
     from search.sweep import load_sweep
 
     sweep = load_sweep(out / "sweep.yaml")
-    states = {row["name"]: row for row in summarize(sweep)}
+    states = {row.name: row for row in summarize(sweep)}
     assert set(states) == {"real", "simple-g1", "stitched-g1", "latent-g1"}
     for name, row in states.items():
-        assert row["state"] == "certified", (name, row["state"])
-        assert row["best"]["loss"] < 20, (name, row["best"])
+        assert row.state.value == "certified", (name, row.state)
+        assert row.best.loss < 20, (name, row.best)
     # The synthetic stream really came from the generated pools.
     for algorithm, pool in (("simple", "rephrase"), ("stitched", "rephrase"), ("latent", "thoughts-g1")):
         documents = out / "pools" / pool / "assembled" / f"{algorithm}-g1" / "documents.jsonl"

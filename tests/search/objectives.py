@@ -7,12 +7,13 @@ through files named by environment variables the test sets.
 from __future__ import annotations
 
 import json
+import math
 import os
 import signal
 import time
 from pathlib import Path
 
-from search.landscapes import bowl
+from search.landscapes import SeedNoise, bowl
 
 
 def _log_call(params) -> None:
@@ -59,3 +60,31 @@ def broken_corner(params):
     if params["lr"] == 0.01:
         raise RuntimeError("CUDA out of memory (simulated)")
     return logged(params)
+
+
+def seed_noisy(params):
+    """The bowl seen through seed noise sd 0.01 (each ``seed`` draws anew), logging every call."""
+    _log_call(params)
+    time.sleep(float(os.environ.get("SEARCH_TEST_SLEEP", "0")))
+    return {"loss": SeedNoise(bowl, 0.01)(params), "tokens_seen": 1000}
+
+
+def minus_inf_corner(params):
+    """lr=0.01 returns -inf: no loss at all (a failed run with a reason, never a certificate)."""
+    _log_call(params)
+    return -math.inf if params["lr"] == 0.01 else bowl(params)
+
+
+def returns_text(params):
+    """An objective with a bug: it returns a string."""
+    _log_call(params)
+    return "0.5"
+
+
+NOT_CALLABLE = 3.0
+
+
+def always_nan(params):
+    """Every run diverges."""
+    _log_call(params)
+    return math.nan

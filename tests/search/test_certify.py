@@ -7,7 +7,7 @@ import math
 
 import pytest
 
-from search.certify import CertifySearch, CertState, FixedPoints, GridSearch, Outcome, drive, plan
+from search.certify import CertifySearch, CertState, FixedPoints, GridSearch, Noise, Outcome, drive, plan
 from search.grid import Grid
 from search.landscapes import Landscape, bowl, edge, plateau, random_landscape, rugged
 from search.simulate import SimulatedEvaluator
@@ -121,11 +121,11 @@ def test_plan_is_a_pure_function_of_the_evidence():
     first = plan(grid, {"x": 2}, {})
     assert first.state is CertState.SEEDING
     assert first.wanted == ({"x": 2}, {"x": 1}, {"x": 3})
-    outcomes = {(1,): Outcome.finished(1.0), (0,): Outcome.finished(2.0), (2,): Outcome.finished(0.5)}
+    outcomes = {((1,), 0): Outcome.finished(1.0), ((0,), 0): Outcome.finished(2.0), ((2,), 0): Outcome.finished(0.5)}
     moved = plan(grid, {"x": 2}, outcomes)
     assert moved.centre == {"x": 3} and moved.wanted == ({"x": 4},)
     assert moved.path == ({"x": 2}, {"x": 3})
-    outcomes[(3,)] = Outcome.finished(0.7)
+    outcomes[((3,), 0)] = Outcome.finished(0.7)
     done = plan(grid, {"x": 2}, outcomes)
     assert done.state is CertState.CERTIFIED and done.certificate.point == {"x": 3}
     assert [b.to_dict() for b in done.bounds_hit] == []
@@ -133,7 +133,7 @@ def test_plan_is_a_pure_function_of_the_evidence():
 
 def test_momentum_orders_the_continuing_neighbour_first():
     grid = Grid.from_mapping({"x": [1, 2, 3, 4, 5], "y": [1, 2, 3]})
-    outcomes = {(1, 1): Outcome.finished(1.0), (2, 1): Outcome.finished(0.5)}
+    outcomes = {((1, 1), 0): Outcome.finished(1.0), ((2, 1), 0): Outcome.finished(0.5)}
     assert plan(grid, {"x": 2, "y": 2}, outcomes, seed_neighbours=False).wanted[0] == {"x": 4, "y": 2}
 
 
@@ -187,15 +187,19 @@ def test_property_any_loss_table_certifies_a_true_local_optimum():
         table = {key_of(p): loss for p, loss in zip(points, losses)}
         start = draw(st.sampled_from(points))
         slots = draw(st.integers(1, 5))
-        return grid, table, start, slots
+        repeats = draw(st.sampled_from([1, 1, 3]))  # seed-independent losses: repeats must not change the answer
+        return grid, table, start, slots, repeats
 
     def key_of(point):
+        return tuple(sorted((k, v) for k, v in point.items() if k != "seed"))
+
+    def draw_of(point):
         return tuple(sorted(point.items()))
 
     @settings(max_examples=300, deadline=None)
     @given(problems())
     def check(problem):
-        grid, table, start, slots = problem
+        grid, table, start, slots, repeats = problem
 
         def fn(point):
             loss = table[key_of(point)]
@@ -203,11 +207,12 @@ def test_property_any_loss_table_certifies_a_true_local_optimum():
                 raise RuntimeError("failed")
             return loss
 
-        search = CertifySearch("c", grid, start)
+        search = CertifySearch("c", grid, start, noise=Noise(repeats=repeats))
         evaluator = SimulatedEvaluator(fn, slots=slots)
         drive([search], evaluator)
-        keys = [key_of(r.point) for r in evaluator.calls]
-        assert len(keys) == len(set(keys))  # never evaluated twice
+        draws = [draw_of(r.point) for r in evaluator.calls]
+        assert len(draws) == len(set(draws))  # never evaluated twice
+        assert all(r.point.get("seed", 0) < repeats for r in evaluator.calls)
         result = search.plan()
 
         def loss_of(point):
@@ -216,9 +221,18 @@ def test_property_any_loss_table_certifies_a_true_local_optimum():
 
         if result.state is CertState.CERTIFIED:
             cert = result.certificate
+            assert math.isfinite(cert.loss)  # a certificate never rests on an infinite loss
             assert table[key_of(cert.point)] is not None
             assert all(table[key_of(n.point)] is not None for n in grid.neighbours(cert.point))
             assert all(loss_of(n.point) >= loss_of(cert.point) for n in grid.neighbours(cert.point))
+            ties = {key_of(n.point) for n in cert.ties}
+            assert ties == {key_of(n.point) for n in grid.neighbours(cert.point) if loss_of(n.point) == cert.loss}
+            diverged = {(b.axis, b.value) for b in cert.diverged}
+            assert diverged == {(n.axis, n.point[n.axis]) for n in grid.neighbours(cert.point)
+                                if math.isinf(loss_of(n.point))}
+        elif result.reason:  # searched outward from the start and found no finite loss anywhere
+            assert result.state is CertState.FAILED and result.reason.startswith("no finite loss")
+            assert all(loss is None or not math.isfinite(loss) for loss in table.values())
         else:
             assert result.state is CertState.FAILED and result.blocked_by
             assert all(table[key_of(p)] is None for p, _ in result.blocked_by)

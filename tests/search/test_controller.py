@@ -4,6 +4,7 @@ baselines, and the reading API analysis uses."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 
@@ -35,15 +36,15 @@ def test_certifies_and_records_evidence_in_the_ledger(make_sweep, workdir, ledge
     assert certify(path) == 0
     assert "certified" in capsys.readouterr().out
     [summary] = summarize(path)
-    assert summary["state"] == "certified"
-    cert = summary["certificate"]
+    assert summary.state.value == "certified"
+    cert = summary.to_dict()["certificate"]
     assert brute_force_local_optimum(cert["point"], {"method": "simple", "g": 4})
     assert math.isclose(cert["loss"], bowl({**cert["point"], "method": "simple", "g": 4}))
     assert len(cert["neighbours"]) == len(Grid.from_mapping(GRID).neighbours(cert["point"]))
-    assert summary["best"]["params"] == cert["point"] and summary["path"][-1] == cert["point"]
-    assert summary["path"][0] == {"lr": 0.003, "wd": 0.8, "epochs": 8}
+    assert summary.best.params == cert["point"] and summary.path[-1] == cert["point"]
+    assert summary.path[0] == {"lr": 0.003, "wd": 0.8, "epochs": 8}
     runs = read_runs(path)
-    assert summary["runs"] == {"finished": len(runs), "running": 0, "failed": 0}
+    assert summary.to_dict()["runs"] == {"finished": len(runs), "running": 0, "failed": 0}
     run = runs[0]
     for key in ("certification", "point", "fixed", "run_id", "run_dir", "status", "loss", "metrics", "job_id",
                 "wall_time_s", "attempts"):
@@ -82,11 +83,15 @@ def test_bound_is_reported_and_diverged_counts_as_inf(make_sweep):
                       start={"lr": 0.003, "wd": 0.8, "epochs": 2}, objective="search.landscapes:diverging")
     assert certify(path) == 0
     [summary] = summarize(path)
-    cert = summary["certificate"]
-    assert cert["point"] == {"lr": 0.003, "wd": 0.8, "epochs": 4}
-    assert cert["bounds_hit"] == [{"axis": "epochs", "side": "upper", "value": 4}] == summary["bounds_hit"]
-    up = [n for n in cert["neighbours"] if n["axis"] == "lr" and n["direction"] == "up"]
-    assert up[0]["loss"] == math.inf
+    cert = summary.certificate
+    assert cert.point == {"lr": 0.003, "wd": 0.8, "epochs": 4}
+    assert [b.to_dict() for b in cert.bounds_hit] == [{"axis": "epochs", "side": "upper", "value": 4}]
+    assert summary.bounds_hit == cert.bounds_hit
+    up = [n for n in cert.neighbours if n.axis == "lr" and n.direction.value == "up"]
+    assert up[0].loss == math.inf
+    # a diverged neighbour is a soft bound; standard JSON says null for its loss
+    assert summary.to_dict()["certificate"]["diverged"] == [{"axis": "lr", "side": "upper", "value": 0.01}]
+    assert json.loads(json.dumps(summary.to_dict(), allow_nan=False))["certificate"]["neighbours"]
     assert {r["status"] for r in read_runs(path)} == {"completed", "diverged"}
 
 
@@ -94,7 +99,7 @@ def test_infrastructure_failures_are_retried(make_sweep, workdir):
     path = make_sweep(objective="tests.search.objectives:flaky")
     assert certify(path) == 0
     runs = read_runs(path)
-    assert summarize(path)[0]["state"] == "certified"
+    assert summarize(path)[0].state.value == "certified"
     assert all(r["attempts"] == 2 and "simulated node failure" in r["reason"] for r in runs)
 
 
@@ -106,9 +111,9 @@ def test_a_failed_neighbour_blocks_certification_and_is_reported(make_sweep, cap
     err = capsys.readouterr().err
     assert "blocked by {'lr': 0.01" in err and "CUDA out of memory (simulated)" in err
     [summary] = summarize(path)
-    assert summary["state"] == "failed" and summary["certificate"] is None
-    assert summary["runs"]["failed"] == 1
-    assert summary["blocked_by"][0]["params"] == {"lr": 0.01, "wd": 0.8, "epochs": 16}
+    assert summary.state.value == "failed" and summary.certificate is None
+    assert summary.runs.failed == 1
+    assert summary.blocked_by[0][0] == {"lr": 0.01, "wd": 0.8, "epochs": 16}
     failed = [r for r in read_runs(path) if r["status"] == "failed"]
     assert failed[0]["attempts"] == 2 and "out of memory" in failed[0]["reason"]
     # the failure is kept, not silently retried: a re-run stays failed until asked
@@ -127,12 +132,12 @@ def test_warm_start_ensembles_and_g_trend(make_sweep, workdir):
         ensembles=[{"name": "real-ens", "from": "real", "members": 3, "epochs_multiplier": 2}],
     )
     assert certify(path) == 0
-    summaries = {s["name"]: s for s in summarize(path)}
+    summaries = {s.name: s for s in summarize(path)}
     g4, g8 = summaries["simple-g4"], summaries["simple-g8"]
-    assert g8["start"] == g4["certificate"]["point"] and g8["path"][0] == g8["start"]
-    assert g8["runs"]["finished"] == 1 + len(Grid.from_mapping(GRID).neighbours(g8["start"]))
+    assert g8.start == g4.certificate.point and g8.path[0] == g8.start
+    assert g8.runs.finished == 1 + len(Grid.from_mapping(GRID).neighbours(g8.start))
     members = [r for r in read_runs(path) if r["certification"] == "ensemble/real-ens"]
-    real_point = summaries["real"]["certificate"]["point"]
+    real_point = summaries["real"].certificate.point
     assert sorted(r["member"] for r in members) == [0, 1, 2]
     assert sorted(r["fixed"]["seed"] for r in members) == [1, 2, 3]
     assert all(r["point"] == {**real_point, "epochs": real_point["epochs"] * 2} for r in members)
@@ -141,7 +146,7 @@ def test_warm_start_ensembles_and_g_trend(make_sweep, workdir):
     assert ensemble["runs"]["finished"] == 3 and set(ensemble["run_dirs"]) == {0, 1, 2}
     assert g_trend_warnings(list(summaries.values())) == []
     # a certified loss that rises with G is flagged
-    g8["certificate"] = {**g8["certificate"], "loss": g4["certificate"]["loss"] + 0.1}
+    g8 = dataclasses.replace(g8, certificate=dataclasses.replace(g8.certificate, loss=g4.certificate.loss + 0.1))
     [warning] = g_trend_warnings([g4, g8])
     assert warning.startswith("simple: certified loss rises with G") and "warm_start" in warning
 
@@ -153,7 +158,7 @@ def test_baseline_strategies(make_sweep, workdir, strategy):
     runs = [r for r in read_runs(path) if r["certification"] == f"{strategy}/a"]
     assert len(runs) == 20 and len({r["run_id"] for r in runs}) == 20
     [summary] = summarize(path, strategy)
-    assert summary["best"]["loss"] == min(r["loss"] for r in runs)
+    assert summary.best.loss == min(r["loss"] for r in runs)
     # certify afterwards reuses the baseline's runs instead of running them again
     before = len(calls(workdir))
     assert certify(path) == 0
@@ -162,11 +167,13 @@ def test_baseline_strategies(make_sweep, workdir, strategy):
     assert len(calls(workdir)) - before == sum(r["adopted_from"] is None for r in certify_runs)
 
 
-def test_max_runs_caps_the_search(make_sweep, workdir):
+def test_max_runs_caps_the_search(make_sweep, workdir, capsys):
     path = make_sweep()
-    assert certify(path, "--max-runs", "3") == 0
+    assert certify(path, "--max-runs", "3") == 1  # stopped before certifying: said so, not exit 0
+    err = capsys.readouterr().err
+    assert "a: not certified: run budget spent (3 runs) before it could certify" in err and "--max-runs" in err
     assert len(read_runs(path)) == 3
-    assert summarize(path)[0]["state"] in ("seeding", "searching")
+    assert summarize(path)[0].state.value in ("seeding", "searching")
     assert load_sweep(path).certifications[0].name == "a"
 
 
@@ -181,9 +188,9 @@ def test_the_shipped_analytic_example_certifies(workdir):
     path.write_text(yaml.safe_dump(data))
     assert certify(path) == 0
     summaries = summarize(path)
-    assert [s["state"] for s in summaries] == ["certified"] * len(data["certifications"])
+    assert [s.state.value for s in summaries] == ["certified"] * len(data["certifications"])
     sweep = load_sweep(path)
     for summary, cert in zip(summaries, sweep.certifications):
-        grid, point = sweep.grid_for(cert), summary["certificate"]["point"]
+        grid, point = sweep.grid_for(cert), summary.certificate.point
         loss = bowl({**point, **cert.fixed})
         assert all(bowl({**n.point, **cert.fixed}) >= loss for n in grid.neighbours(point))

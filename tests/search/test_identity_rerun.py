@@ -49,8 +49,8 @@ def test_a_changed_objective_module_re_runs_and_supersedes_the_old_trials(make_s
     current = [r for r in runs if r["status"] == "completed"]
     assert {r["run_id"] for r in current}.isdisjoint({r["run_id"] for r in superseded})
     (summary,) = summarize(path)
-    assert summary["state"] == "certified"
-    assert summary["certificate"]["point"]["lr"] == 0.01  # decided by the new code's losses only
+    assert summary.state.value == "certified"
+    assert summary.certificate.point["lr"] == 0.01  # decided by the new code's losses only
 
 
 def test_objective_version_pins_the_identity(make_sweep, workdir, monkeypatch):

@@ -66,9 +66,9 @@ def test_certification_on_postgresql(make_sweep, postgres_url):
         {"name": "b", "fixed": {"method": "stitched", "g": 4}, "warm_start": "a"},
     ])
     assert main(["search", "certify", str(path), "--no-progress"]) == 0
-    summaries = {s["name"]: s for s in summarize(path)}
-    assert summaries["a"]["state"] == summaries["b"]["state"] == "certified"
-    assert summaries["b"]["start"] == summaries["a"]["certificate"]["point"]
+    summaries = {s.name: s for s in summarize(path)}
+    assert summaries["a"].state.value == summaries["b"].state.value == "certified"
+    assert summaries["b"].start == summaries["a"].certificate.point
     runs = read_runs(path)
     assert runs and all(r["status"] == "completed" for r in runs)
     # the controller lock lives in the same server

@@ -36,11 +36,14 @@ def wait_for(condition, timeout=120.0, what="condition"):
     raise AssertionError(f"timed out waiting for {what}")
 
 
-def test_sigkill_mid_sweep_then_restart(make_sweep, workdir, monkeypatch):
-    monkeypatch.setenv("SEARCH_TEST_SLEEP", "3")
+@pytest.mark.parametrize("noise", [None, pytest.param({"repeats": 2}, marks=pytest.mark.slow)],
+                         ids=["noise-free", "repeats"])
+def test_sigkill_mid_sweep_then_restart(make_sweep, workdir, monkeypatch, noise):
+    monkeypatch.setenv("SEARCH_TEST_SLEEP", "3" if noise is None else "1.5")
     path = make_sweep(
         executor={"kind": "local", "max_parallel": 3, "poll_s": 0.1},
         grid=SMALL_GRID, start={"lr": 0.001, "wd": 0.4, "epochs": 4},
+        **({"noise": noise, "objective": "tests.search.objectives:seed_noisy"} if noise else {}),
     )
     first = controller(path)
     try:
@@ -73,7 +76,9 @@ def test_sigkill_mid_sweep_then_restart(make_sweep, workdir, monkeypatch):
         first.wait()
     in_flight = {r["run_id"]: r for r in _runs(path) if r["status"] == "running"}
     assert in_flight, "kill landed while runs were in flight"
-    assert all(r["job_id"] for r in in_flight.values())
+    # a kill between a trial's creation and its job's submission leaves it without a job id: the
+    # restart submits it then (once)
+    assert any(r["job_id"] for r in in_flight.values())
 
     restarted = controller(path)
     out, err = restarted.communicate(timeout=300)
@@ -85,10 +90,14 @@ def test_sigkill_mid_sweep_then_restart(make_sweep, workdir, monkeypatch):
     assert len(evaluated) == len(set(evaluated)) == len(runs)  # none twice, none lost
     for run_id, before in in_flight.items():
         [after] = [r for r in runs if r["run_id"] == run_id]
-        assert after["job_id"] == before["job_id"] and after["attempts"] == 1  # re-attached, not re-run
+        assert after["attempts"] == 1  # re-attached (or submitted once), not re-run
+        assert before["job_id"] is None or after["job_id"] == before["job_id"]
     [summary] = summarize(path)
-    assert summary["state"] == "certified"
-    assert summary["certificate"]["point"] == {"lr": 0.003, "wd": 0.8, "epochs": 16}
+    assert summary.state.value == "certified"
+    assert summary.certificate.point == {"lr": 0.003, "wd": 0.8, "epochs": 16}
+    if noise:  # repeats are runs like any other: seeded, re-attached, never run twice
+        assert summary.certificate.draws == 2 and summary.certificate.noise.sigma is not None
+        assert {r["fixed"].get("seed", 0) for r in runs} == {0, 1}
 
 
 def test_lost_job_is_retried_under_the_local_executor(make_sweep, workdir):
@@ -146,3 +155,52 @@ def _runs(path):
         return read_runs(path)
     except Exception:  # noqa: BLE001 - the ledger may not exist yet
         return []
+
+
+@pytest.mark.slow
+def test_two_controllers_on_a_fresh_ledger(make_sweep, workdir, monkeypatch):
+    """Started at the same moment on a ledger that does not exist yet: one certifies, the other
+    gets the one-line refusal (never a database traceback)."""
+    monkeypatch.setenv("SEARCH_TEST_SLEEP", "3")
+    for attempt in range(2):
+        path = make_sweep(name=f"race{attempt}", executor={"kind": "local", "max_parallel": 3, "poll_s": 0.1},
+                          grid={"lr": [0.001, 0.003], "wd": [0.8], "epochs": [8]},
+                          start={"lr": 0.003, "wd": 0.8, "epochs": 8})
+        both = [controller(path), controller(path)]
+        results = [(p.wait(timeout=300), *p.communicate()) for p in both]
+        codes = sorted(code for code, _, _ in results)
+        assert codes == [0, 2], results
+        [(_, _, err)] = [r for r in results if r[0] == 2]
+        assert "held by another controller" in err and len(err.strip().splitlines()) == 1, err
+        assert "Traceback" not in err and "sqlalchemy" not in err.lower()
+
+
+def test_a_lock_whose_holder_field_is_empty_is_not_taken_while_its_creator_lives(make_sweep, monkeypatch):
+    import optuna
+
+    from search import ledger as ledger_module
+    from search.ledger import LOCK_HOLDER, ControllerBusy, Ledger, process_start
+    from search.sweep import load_sweep
+
+    monkeypatch.setattr(ledger_module, "EMPTY_HOLDER_WAIT_S", 0.5)
+    sweep = load_sweep(make_sweep())
+    ledger = Ledger(sweep.ledger_url, sweep.name)
+    creator = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        # the creator made the lock study and announced itself, but has not named itself in the lock yet
+        direction = [optuna.study.StudyDirection.MINIMIZE]
+        ledger.storage.create_new_study(direction, ledger._lock_name)
+        announced = ledger.storage.create_new_study(direction, f"{ledger._lock_name}#creator-token")
+        ledger.storage.set_study_user_attr(announced, LOCK_HOLDER, {
+            "host": os.uname().nodename, "pid": creator.pid, "since": "now", "heartbeat": time.time(),
+            "token": "creator-token", "started": process_start(creator.pid)})
+        with pytest.raises(ControllerBusy, match=f"pid {creator.pid}"):
+            Ledger(sweep.ledger_url, sweep.name)._acquire()
+    finally:
+        creator.kill()
+        creator.wait()
+    # its creator died between the two writes: taken over, and its announcement cleaned up
+    with Ledger(sweep.ledger_url, sweep.name).controller_lock() as other:
+        assert other.holder()["pid"] == os.getpid()
+        names = [s.study_name for s in other.storage.get_all_studies()]
+        assert not any(name.startswith(f"{other._lock_name}#") for name in names)

@@ -50,6 +50,14 @@ BAD = [
     ({"objective": None, "train": {"data": {"store": "x"}}, "grid": {**{"lr": [0.003], "mix": [0.5]}},
       "start": {"lr": 0.003, "mix": 0.5}, "certifications": [{"name": "s", "fixed": {"method": "simple", "g": 4}}]},
      "pools.simple: no synthetic pool"),
+    ({"grid": {"lr": [0.001, True], "wd": [0.8], "epochs": [8]}}, "grid.lr.1: Value error, a boolean is not a grid value"),
+    ({"grid": {"lr": [0.001, float("inf")], "wd": [0.8], "epochs": [8]}, "start": {"lr": 0.001, "wd": 0.8, "epochs": 8}},
+     "grid.lr: inf is not a finite number"),
+    ({"grid": {"lr": [0.001, 0.0010000000001], "wd": [0.8], "epochs": [8]},
+      "start": {"lr": 0.001, "wd": 0.8, "epochs": 8}}, "grid.lr: 0.001 and 0.0010000000001 are the same grid value"),
+    ({"noise": {"repeats": 0}}, "noise.repeats: Input should be greater than or equal to 1"),
+    ({"noise": {"repeats": 3}, "certifications": [{"name": "a", "fixed": {"seed": 1}}]},
+     "certifications[0]: noise repeats set the 'seed' param"),
 ]
 
 
@@ -87,3 +95,16 @@ def test_unknown_field_is_refused(make_sweep):
     path.write_text(yaml.safe_dump(data))
     with pytest.raises(UserError, match=r"certifications.0.fixd: unknown field"):
         load_sweep(path)
+
+
+def test_cross_field_checks_hold_for_a_sweep_built_in_code():
+    from pydantic import ValidationError
+
+    from search.sweep import Sweep
+
+    good = {"name": "t", "objective": "m:f", "grid": {"lr": [0.001, 0.003]}, "start": {"lr": 0.003},
+            "certifications": [{"name": "a", "noise": {"repeats": 4}}], "noise": {"repeats": 2}}
+    sweep = Sweep.model_validate(good)
+    assert sweep.noise_for(sweep.certifications[0]).repeats == 4
+    with pytest.raises(ValidationError, match="start.lr: 0.005 is not on the grid"):
+        Sweep.model_validate({**good, "start": {"lr": 0.005}})

@@ -87,8 +87,8 @@ def test_training_sweep_certifies_real_and_simple(tiny_store, workdir, monkeypat
     finally:
         torch.set_num_threads(threads)
 
-    summaries = {s["name"]: s for s in summarize(path)}
-    assert summaries["real"]["state"] == summaries["simple-g1"]["state"] == "certified"
+    summaries = {s.name: s for s in summarize(path)}
+    assert summaries["real"].state.value == summaries["simple-g1"].state.value == "certified"
     runs = read_runs(path)
     assert all(r["status"] == "completed" for r in runs)
     for run in runs:
@@ -103,10 +103,10 @@ def test_training_sweep_certifies_real_and_simple(tiny_store, workdir, monkeypat
             assert config["data"]["mixing_fraction"] == run["point"]["mix"]
         assert math.isfinite(run["loss"]) and run["loss"] == run["metrics"]["val_loss"]
     for name in ("real", "simple-g1"):
-        cert = summaries[name]["certificate"]
-        assert all(n["loss"] >= cert["loss"] for n in cert["neighbours"])
+        cert = summaries[name].certificate
+        assert all(n.loss >= cert.loss for n in cert.neighbours)
     # ensemble members: the certified point with doubled epochs and their own seeds
-    real_point = summaries["real"]["certificate"]["point"]
+    real_point = summaries["real"].certificate.point
     members = [r for r in runs if r["certification"] == "ensemble/real-ens"]
     assert len(members) == 2
     for member in members:

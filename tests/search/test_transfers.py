@@ -22,7 +22,7 @@ def test_transfer_runs_the_target_at_the_source_certified_point(make_sweep, work
     )
     assert [t["state"] for t in summarize_transfers(path)] == ["waiting"]
     assert main(["search", "certify", str(path), "--no-progress"]) == 0
-    simple = {s["name"]: s for s in summarize(path)}["simple-g4"]["certificate"]["point"]
+    simple = {s.name: s for s in summarize(path)}["simple-g4"].certificate.point
     [transfer] = [r for r in read_runs(path) if r["kind"] == "transfer"]
     assert transfer["certification"] == "transfer/stitched-g4-at-simple"
     assert transfer["point"] == simple and transfer["fixed"] == {"method": "stitched", "g": 4}
@@ -61,9 +61,14 @@ def test_preset_is_a_fixed_field_of_the_default_objective(make_sweep, workdir):
 
 
 def test_g_trend_compares_within_one_model_size():
+    from search.certify import Certificate, CertState
+    from search.status import CertificationSummary, RunCounts
+
     def summary(preset, g, loss):
-        return {"name": f"s-{preset}-{g}", "fixed": {"method": "simple", "g": g, "model": preset},
-                "certificate": {"loss": loss}}
+        return CertificationSummary(
+            name=f"s-{preset}-{g}", state=CertState.CERTIFIED, best=None, runs=RunCounts(),
+            certificate=Certificate({"lr": 0.003}, loss, (), ()), path=(), bounds_hit=(),
+            fixed={"method": "simple", "g": g, "model": preset})
 
     # the larger student is better at every G: no rise within a size
     assert g_trend_warnings([summary("300m", 4, 3.5), summary("1.5b", 8, 3.3), summary("300m", 8, 3.45),

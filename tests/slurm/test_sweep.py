@@ -35,17 +35,19 @@ def workdir(tmp_path, monkeypatch):
     return tmp_path
 
 
-def _sweep(workdir: Path, *, grid=GRID, start=START, max_retries: int = 1, max_parallel: int = 8) -> Path:
+def _sweep(workdir: Path, *, grid=GRID, start=START, max_retries: int = 1, max_parallel: int = 8,
+           objective: str = "tests.search.objectives:logged", noise: dict | None = None) -> Path:
     path = workdir / "sweep.yaml"
     path.write_text(yaml.safe_dump({
         "name": "slurm-bowl",
         "executor": {"kind": "slurm", "profile": str(LOCAL_PROFILE), "max_parallel": max_parallel, "poll_s": 0.5,
                      "max_retries": max_retries},
         "out": str(workdir / "out"),
-        "objective": "tests.search.objectives:logged",
+        "objective": objective,
         "grid": grid,
         "start": start,
         "certifications": [{"name": "real", "fixed": {"method": "real"}}],
+        **({"noise": noise} if noise else {}),
     }, sort_keys=False))
     return path
 
@@ -172,3 +174,36 @@ def test_cancelled_job_is_retried_then_the_run_fails_with_its_reason(slurm_clust
     assert summary["state"] == "failed"
     status = _megadocs("search", "status", str(path)).stdout
     assert f"failed, job {cancelled[1]} (attempt 2)" in status, status
+
+
+def test_noise_repeats_on_slurm_survive_a_controller_kill(slurm_cluster, workdir, monkeypatch):
+    """`noise: {repeats: 2}`: repeats are seeded array tasks like any run; a killed controller's
+    repeats are re-attached by job id, none runs twice, and the certificate carries sigma."""
+    monkeypatch.setenv("SEARCH_TEST_SLEEP", "6")
+    path = _sweep(workdir, max_parallel=4, objective="tests.search.objectives:seed_noisy",
+                  noise={"repeats": 2})
+    first = _controller(path)
+
+    def seeded_in_flight():
+        running = [r for r in _runs(path) if r["status"] == "running" and r["job_id"]]
+        return running if any("seed" in r["fixed"] for r in running) else None
+
+    try:
+        wait_for(seeded_in_flight, 180, "a repeat (seeded run) to be in flight on SLURM")
+    finally:
+        first.send_signal(signal.SIGKILL)
+        first.wait()
+    killed_with = {r["run_id"]: r["job_id"] for r in _runs(path) if r["status"] == "running" and r["job_id"]}
+
+    second = _megadocs("search", "certify", str(path), "--no-progress", timeout=300)
+    assert second.returncode == 0, second.stderr[-3000:]
+    runs = {r["run_id"]: r for r in _runs(path)}
+    for run_id, job_id in killed_with.items():
+        assert runs[run_id]["job_id"] == job_id and runs[run_id]["attempts"] == 1
+    calls = _calls(workdir)
+    assert len(calls) == len(set(calls)) == len(runs), "a run was evaluated twice"
+    [summary] = json.loads(_megadocs("search", "status", str(path), "--json").stdout)
+    assert summary["state"] == "certified" and summary["certificate"]["draws"] == 2
+    assert summary["certificate"]["noise"]["sigma"] is not None
+    point = summary["certificate"]["point"]
+    assert sorted(r["fixed"].get("seed", 0) for r in runs.values() if r["point"] == point) == [0, 1]
