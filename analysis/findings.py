@@ -114,6 +114,12 @@ def findings(certifications: pd.DataFrame, *, law=None) -> list[str]:
         small = f" ({len(within)} rise(s) smaller than the noise threshold)" if within else ""
         lines.append(f"Tuned loss does not rise with G beyond noise for any algorithm{small}.")
 
+    if "certified" in certifications:
+        pending = [str(name) for name, done in zip(certifications["certification"], certifications["certified"])
+                   if not done]
+        if pending:
+            lines.append("Not certified yet (their loss is the best found so far, not an optimum): "
+                         + ", ".join(pending) + ".")
     corners = [(row.certification, _lr_epochs_bounds(row.bounds_hit)) for row in certifications.itertuples()]
     corners = [(name, bounds) for name, bounds in corners if bounds]
     mixes = [row.certification for row in certifications.itertuples() if "mix" in str(row.bounds_hit or "")]

@@ -48,6 +48,9 @@ def test_a_rise_beyond_noise_and_lr_epochs_corners_are_reported():
     assert text.startswith("**Synthetic data hurts at this scale.**")
     assert "latent (G=1 to 2: 3.2000 to 3.4000): those searches did not converge" in text
     assert "latent-g1 (epochs upper); latent-g2 (lr lower)" in text
+    assert "Not certified yet" not in text
+    cert.loc[2, "certified"] = False
+    assert "Not certified yet (their loss is the best found so far, not an optimum): latent-g2." in findings(cert)
 
 
 def test_without_repeats_nothing_is_called_clear():

@@ -19,7 +19,7 @@ def run_demo(out: Path) -> subprocess.CompletedProcess:
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     return subprocess.run(
         [sys.executable, "-m", "megadocs.cli", "demo", "--smoke", "--out", str(out)],
-        cwd=REPO, env=env, capture_output=True, text=True, timeout=1500,
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=2400,
     )
 
 
