@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 from megadocs.errors import UserError
+from megadocs.formats import atomic_file
 
 TABLE_SUFFIXES = (".csv", ".parquet", ".json")
 
@@ -102,12 +103,12 @@ def _export(args) -> int:
         print(f"warning: the ledger of sweep {tables.sweep_name!r} has no runs yet "
               f"(run `megadocs search certify {args.sweep}`); writing an empty table", file=sys.stderr)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
-    if out.suffix == ".csv":
-        frame.to_csv(tmp, index=False)
-    else:
-        frame.to_parquet(tmp, index=False)
-    tmp.replace(out)
+    csv = out.suffix == ".csv"
+    with atomic_file(out, "w" if csv else "wb") as handle:
+        if csv:
+            frame.to_csv(handle, index=False)
+        else:
+            frame.to_parquet(handle, index=False)
     print(f"wrote {len(frame)} {args.table} rows, {len(frame.columns)} columns to {out}")
     return 0
 

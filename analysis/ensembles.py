@@ -19,6 +19,7 @@ import yaml
 
 from analysis.scaling import PowerLawFit, fit_groups
 from megadocs.errors import UserError
+from megadocs.formats import IID, REAL, RunDir, RunStatus, half_names
 
 __all__ = ["load_ensemble_table", "score_ensemble_studies", "fit_ensembles", "compare_asymptotes"]
 
@@ -44,24 +45,21 @@ def _from_train_ensemble(report: dict, label: str | None, source: Path) -> list[
             entries = entries.get("by_k") or []
         for entry in entries:
             rows.append({"algorithm": algorithm, "k": entry["k"], "loss": entry["loss"], "set": set_name})
-            for half in ("short", "long"):
-                value = entry.get(f"loss_{half}")
+            for key, half_set in zip(("loss_short", "loss_long"), half_names(set_name)):
+                value = entry.get(key)
                 if value is not None and math.isfinite(value):
-                    rows.append(
-                        {"algorithm": algorithm, "k": entry["k"], "loss": entry[f"loss_{half}"],
-                         "set": f"{set_name}_{half}"}
-                    )
+                    rows.append({"algorithm": algorithm, "k": entry["k"], "loss": value, "set": half_set})
     return rows
 
 
 def _algorithm_of_members(members: list[str]) -> str | None:
     """The data algorithm recorded in the first member's RUN/config.yaml (``real`` without synthetic)."""
     for member in members[:1]:
-        for candidate in (Path(member) / "config.yaml", Path(member).parent / "config.yaml"):
+        for candidate in (RunDir(member).config, RunDir(Path(member).parent).config):
             if candidate.is_file():
                 config = yaml.safe_load(candidate.read_text()) or {}
                 synthetic = (config.get("data") or {}).get("synthetic")
-                return synthetic.get("algorithm") if synthetic else "real"
+                return synthetic.get("algorithm") if synthetic else REAL
     return None
 
 
@@ -108,8 +106,8 @@ def load_ensemble_table(sources) -> pd.DataFrame:
     if missing:
         raise UserError(f"ensemble table: missing column(s) {missing} (expected algorithm, k, loss[, set])")
     if "set" not in table:
-        table["set"] = "iid"
-    table["set"] = table["set"].fillna("iid")
+        table["set"] = IID
+    table["set"] = table["set"].fillna(IID)
     table["k"] = pd.to_numeric(table["k"], errors="coerce")
     table["loss"] = pd.to_numeric(table["loss"], errors="coerce")
     bad = table[table["k"].isna() | table["loss"].isna() | (table["k"] < 1)]
@@ -134,11 +132,11 @@ def score_ensemble_studies(
     sources: list[str] = []
     problems: dict[str, str] = {}
     for name, study in studies.items():
-        members = [d for d, status in zip(study["members"], study["statuses"]) if status == "completed" and d]
+        members = [d for d, status in zip(study["members"], study["statuses"]) if status == RunStatus.COMPLETED and d]
         if len(members) < 2:
             problems[name] = f"{len(members)} completed member(s); need at least 2"
             continue
-        missing = [d for d in members if not (Path(d) / "model" / "config.json").is_file()]
+        missing = [d for d in members if not RunDir(d).has_model()]
         if missing:
             problems[name] = f"member {missing[0]} has no model/ (not a trained run?)"
             continue
@@ -151,7 +149,7 @@ def score_ensemble_studies(
     return sources, problems
 
 
-def fit_ensembles(table: pd.DataFrame, *, val_set: str = "iid", **fit_options) -> dict[str, PowerLawFit | str]:
+def fit_ensembles(table: pd.DataFrame, *, val_set: str = IID, **fit_options) -> dict[str, PowerLawFit | str]:
     """L(K) per algorithm on one validation set; unfit groups map to the reason (see fit_groups)."""
     part = table[table["set"] == val_set]
     if len(part) == 0:
@@ -159,7 +157,7 @@ def fit_ensembles(table: pd.DataFrame, *, val_set: str = "iid", **fit_options) -
     return fit_groups(part, x="k", y="loss", group="algorithm", **fit_options)
 
 
-def compare_asymptotes(fits: dict[str, PowerLawFit | str], *, reference: str = "real") -> pd.DataFrame:
+def compare_asymptotes(fits: dict[str, PowerLawFit | str], *, reference: str = REAL) -> pd.DataFrame:
     """Asymptote E per algorithm with its interval, and its difference from the reference's.
 
     Columns: ``algorithm``, ``E``, ``E_low``, ``E_high``, ``E_determined``, ``delta`` (E -

@@ -25,6 +25,7 @@ import pandas as pd
 
 from analysis.generation import BASELINE_METHOD, loss_column
 from analysis.scaling import PowerLawFit, power_law
+from megadocs.formats import IID
 
 __all__ = [
     "STITCH_ORDERS",
@@ -53,7 +54,7 @@ def _model_key(value: Any) -> Any:
 
 
 def transfer_table(runs: pd.DataFrame, certifications: pd.DataFrame, sources: Mapping[str, str],
-                   val_set: str = "iid") -> pd.DataFrame:
+                   val_set: str = IID) -> pd.DataFrame:
     """One row per transfer run: ``transfer``, ``method``, ``g``, ``source`` (its certification),
     ``own_loss`` (the method's own certified loss at that G, NaN if not certified in the sweep),
     ``transfer_loss``, ``source_loss`` and ``cost`` (transfer - own: what the other method's
@@ -85,7 +86,7 @@ def transfer_table(runs: pd.DataFrame, certifications: pd.DataFrame, sources: Ma
         else pd.DataFrame()
 
 
-def student_scaling_table(certifications: pd.DataFrame, val_set: str = "iid") -> pd.DataFrame:
+def student_scaling_table(certifications: pd.DataFrame, val_set: str = IID) -> pd.DataFrame:
     """Loss win over the same model size's real-only baseline: rows (method, g), one ``gain.<model>``
     column per model preset and ``growth`` (largest model's gain - smallest's, presets in the order
     their baselines improve). Empty unless at least two model sizes have a certified baseline."""

@@ -34,6 +34,7 @@ from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator
 from analysis.frame import POINT, point_of
 from analysis.generation import BASELINE_METHOD
 from analysis.scaling import PowerLawFit
+from megadocs.formats import IID, REAL
 
 if TYPE_CHECKING:
     from search.status import CertificationSummary
@@ -73,7 +74,7 @@ STYLE: dict[str, Any] = {
 
 # Okabe-Ito colours (colour-blind safe) of distinct lightness, plus marker and dash per method.
 _METHOD_STYLES = {
-    "real": {"color": "black", "marker": "o", "linestyle": "--", "label": "real data only"},
+    REAL: {"color": "black", "marker": "o", "linestyle": "--", "label": "real data only"},
     "simple": {"color": "#0072B2", "marker": "D", "linestyle": "-", "label": "simple rephrasing"},
     "stitched": {"color": "#D55E00", "marker": "s", "linestyle": "--", "label": "stitched rephrasing"},
     "latent": {"color": "#009E73", "marker": "^", "linestyle": "-.", "label": "latent thoughts"},
@@ -159,7 +160,7 @@ def _log2_axis(ax, values: Sequence[float], axis: str = "x") -> None:
     target.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
 
 
-def plot_generation_scaling(table: pd.DataFrame, *, val_set: str = "iid", title: str | None = None, law=None):
+def plot_generation_scaling(table: pd.DataFrame, *, val_set: str = IID, title: str | None = None, law=None):
     """Figures 1/2/5: tuned loss vs G per algorithm, with the real-only baseline as a line.
 
     ``table`` is :func:`analysis.generation.generation_table`'s. Filled markers are certified
@@ -187,7 +188,7 @@ def plot_generation_scaling(table: pd.DataFrame, *, val_set: str = "iid", title:
         if len(baseline):
             ax.axhline(float(baseline.min()), color="black", linestyle="--", linewidth=1.2,
                        label=f"real data only ({float(baseline.min()):.3f})")
-            if law is not None and val_set in ("iid", "objective") and float(baseline.min()) > law.E:
+            if law is not None and val_set in (IID, "objective") and float(baseline.min()) > law.E:
                 _efficiency_axis(ax, float(baseline.min()), law)
         _log2_axis(ax, synthetic["g"])
         ax.set_xlabel("generations per real document G (log2)")
@@ -202,7 +203,7 @@ def plot_generation_scaling(table: pd.DataFrame, *, val_set: str = "iid", title:
     return fig
 
 
-def plot_ensembles(table: pd.DataFrame, fits: Mapping[str, PowerLawFit | str], *, val_set: str = "iid"):
+def plot_ensembles(table: pd.DataFrame, fits: Mapping[str, PowerLawFit | str], *, val_set: str = IID):
     """Figure 7: loss vs ensemble size K per algorithm, fitted L(K) and asymptote E (dotted)."""
     part = table[table["set"] == val_set]
     if part.empty:
@@ -449,7 +450,7 @@ def _mark_open_and_bounds(ax, frame: pd.DataFrame, y: str, colour, marker, at_bo
             markeredgecolor=colour, linestyle="none", markeredgewidth=0.8)
 
 
-def plot_transfers(table: pd.DataFrame, *, val_set: str = "iid"):
+def plot_transfers(table: pd.DataFrame, *, val_set: str = IID):
     """Figure 6: each method at its own certified hyperparameters (solid) and at another
     certification's (dashed), vs G; the source certifications' losses dotted.
 

@@ -53,6 +53,8 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
+from megadocs.formats import IID, REAL, RunMetrics, RunStatus
+
 if TYPE_CHECKING:
     from search.status import CertificationSummary
 
@@ -77,7 +79,7 @@ __all__ = [
 
 FIXED_COLUMNS = ("method", "g", "model", "seed")
 POINT, VAL, BENCH, METRIC, FIXED = "point.", "val_loss.", "bench.", "metric.", "fixed."
-FINISHED = ("completed",)
+FINISHED = (RunStatus.COMPLETED.value,)
 """Statuses whose loss counts (a diverged run has loss inf: it finished, but is never best)."""
 BASE_COLUMNS = (
     "sweep", "certification", "kind", "trial", "run_id", "run_dir", "status", "loss",
@@ -95,9 +97,24 @@ def _number(value: Any) -> float | None:
     return None
 
 
+# RunMetrics fields with columns of their own (every other number becomes ``metric.<name>``).
+_OWN_COLUMNS = ("status", "val_loss", "val_losses", "benchmarks", "wall_time_s")
+
+
+def _metrics_of(record: Mapping[str, Any]) -> RunMetrics | None:
+    """The record's metrics (None unless the run finished); a record's own status and loss fill
+    what a hand-made record leaves out."""
+    raw = record.get("metrics")
+    status = record.get("status") or (raw or {}).get("status")
+    if not raw or status is None or not RunStatus(status).finished:
+        return None
+    return RunMetrics.parse({"status": status, "val_loss": record.get("loss"), **raw},
+                            source=f"{record.get('certification')}: metrics")
+
+
 def _run_row(record: Mapping[str, Any], sweep: str | None) -> dict[str, Any]:
     fixed = dict(record.get("fixed") or {})
-    metrics = dict(record.get("metrics") or {})
+    metrics = _metrics_of(record)
     row: dict[str, Any] = {
         "sweep": record.get("sweep", sweep),
         "certification": record.get("certification"),
@@ -105,39 +122,48 @@ def _run_row(record: Mapping[str, Any], sweep: str | None) -> dict[str, Any]:
     }
     for key in _LEDGER_KEYS:
         row[key] = record.get(key)
-    if row["wall_time_s"] is None:
-        row["wall_time_s"] = metrics.get("wall_time_s")
-    status = row["status"] or metrics.get("status")
-    row["status"] = status
+    if row["status"] is not None:
+        row["status"] = RunStatus(row["status"]).value
+    elif metrics is not None:
+        row["status"] = metrics.status.value
+    if row["wall_time_s"] is None and metrics is not None:
+        row["wall_time_s"] = metrics.wall_time_s
+    status = row["status"]
     loss = record.get("loss")
-    if loss is None:
-        loss = metrics.get("val_loss")
-    row["loss"] = _number(loss) if status in FINISHED or status == "diverged" else None
-    if status == "diverged":
+    if loss is None and metrics is not None:
+        loss = metrics.val_loss
+    row["loss"] = _number(loss) if status in FINISHED else None
+    if status == RunStatus.DIVERGED.value:
         row["loss"] = math.inf
     for key in FIXED_COLUMNS:
         row[key] = fixed.pop(key, None)
-    if row["method"] == "real" and row["g"] is None:
+    if row["method"] == REAL and row["g"] is None:
         row["g"] = 0
     for key, value in fixed.items():
         row[FIXED + key] = value
     for axis, value in (record.get("point") or {}).items():
         row[POINT + axis] = value
-    for name, value in (metrics.get("val_losses") or {}).items():
-        row[VAL + name] = _number(value)
-    for name, value in (metrics.get("benchmarks") or {}).items():
+    if metrics is not None:
+        row.update(_metric_columns(metrics))
+    return row
+
+
+def _metric_columns(metrics: RunMetrics) -> dict[str, float | None]:
+    """``val_loss.<set>``, ``bench.<task>`` and ``metric.<name>`` columns of one run."""
+    columns: dict[str, float | None] = {VAL + name: value for name, value in metrics.val_losses.items()}
+    for name, value in (metrics.benchmarks or {}).items():
         number = _number(value)
         if number is None and isinstance(value, Mapping):  # {"acc": .., "acc_norm": ..}
             number = _number(value.get("acc", value.get("accuracy")))
         if number is not None:
-            row[BENCH + name] = number
-    for name, value in metrics.items():
-        if name in ("val_losses", "benchmarks", "val_loss", "wall_time_s", "status"):
-            continue
+            columns[BENCH + name] = number
+    numbers = {name: getattr(metrics, name) for name in RunMetrics.model_fields if name not in _OWN_COLUMNS}
+    numbers.update(metrics.extra)  # a sweep's own objective's metrics
+    for name, value in numbers.items():
         number = _number(value)
         if number is not None:
-            row[METRIC + name] = number
-    return row
+            columns[METRIC + name] = number
+    return columns
 
 
 def compute_seconds(runs: pd.DataFrame) -> float:
@@ -205,7 +231,7 @@ def axes(frame: pd.DataFrame) -> list[str]:
 def val_sets(frame: pd.DataFrame) -> list[str]:
     """Validation set names present in a frame, ``iid`` first."""
     names = [c[len(VAL):] for c in columns_with(frame, VAL)]
-    return sorted(names, key=lambda n: (n != "iid", n))
+    return sorted(names, key=lambda n: (n != IID, n))
 
 
 def point_of(row: Mapping[str, Any]) -> dict[str, Any]:
@@ -267,7 +293,7 @@ def certifications_frame(summaries: Iterable[CertificationSummary], runs: pd.Dat
                 values = mine[key].dropna().unique()
                 value = values[0] if len(values) == 1 else None
             row[key] = value
-        if row["method"] == "real" and row["g"] is None:
+        if row["method"] == REAL and row["g"] is None:
             row["g"] = 0
         for axis, value in point.items():
             row[POINT + axis] = value

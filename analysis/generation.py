@@ -18,10 +18,11 @@ from analysis.efficiency import ReferenceLaw, efficiency
 from analysis.frame import VAL, val_sets
 from analysis.scaling import PowerLawFit
 from megadocs.errors import UserError
+from megadocs.formats import IID, REAL
 
 __all__ = ["BASELINE_METHOD", "loss_column", "generation_table", "Rise", "monotonicity"]
 
-BASELINE_METHOD = "real"
+BASELINE_METHOD = REAL
 RISE_TOLERANCE = 1e-3
 """Loss rises smaller than this (nats) count as noise, not as a failed search."""
 
@@ -75,7 +76,7 @@ def generation_table(
                 "efficiency_low": math.nan,
                 "efficiency_high": math.nan,
             }
-            iid_like = val_set in ("objective", "iid")
+            iid_like = val_set in ("objective", IID)
             if law is not None and iid_like and math.isfinite(baseline_loss) and row["method"] != BASELINE_METHOD:
                 if loss > law.E and baseline_loss > law.E:
                     result = efficiency(loss, baseline_loss, law)

@@ -14,6 +14,7 @@ import pandas as pd
 
 from analysis.experiments import diversity_table
 from analysis.frame import certifications_frame, runs_frame
+from megadocs.formats import REAL
 
 if TYPE_CHECKING:
     from search.status import CertificationSummary
@@ -68,7 +69,7 @@ def _ensembles_of(sweep, runs: pd.DataFrame) -> dict[str, dict[str, Any]]:
         source = sweep.certification(ensemble.source) if hasattr(sweep, "certification") else None
         found[ensemble.name] = {
             "source": ensemble.source,
-            "method": (source.fixed if source is not None else {}).get("method", "real"),
+            "method": (source.fixed if source is not None else {}).get("method", REAL),
             "members": [] if not len(mine) else mine["run_dir"].tolist(),
             "statuses": [] if not len(mine) else mine["status"].tolist(),
             "wanted": ensemble.members,

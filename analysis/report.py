@@ -23,6 +23,7 @@ from analysis.frame import POINT, compute_seconds, union_grid, val_sets
 from analysis.generation import BASELINE_METHOD, RISE_TOLERANCE, generation_table, monotonicity
 from analysis.scaling import PowerLawFit, fit_groups
 from megadocs.errors import UserError
+from megadocs.formats import IID, IID_LONG, IID_SETS, IID_SHORT, RunStatus, write_atomic
 
 if TYPE_CHECKING:
     from search.status import CertificationSummary
@@ -151,20 +152,20 @@ def _generation_sections(report: _Report, certifications: pd.DataFrame, law, gri
         report.add(*[f"- {rise.message()}" for rise in rises], "")
     else:
         report.add(f"Monotonicity check: no tuned loss rises with G{within}.", "")
-    order = {name: i for i, name in enumerate(["objective", "iid", "iid_short", "iid_long"])}
+    order = {name: i for i, name in enumerate(["objective", *IID_SETS])}
     for val_set, part in sorted(table.groupby("set"), key=lambda item: (order.get(item[0], 9), item[0])):
         shown = part[["method", "g", "certified", "loss", "baseline_loss", "gain", "efficiency",
                       "efficiency_low", "efficiency_high", "bounds_hit"]]
         shown = shown.dropna(axis=1, how="all")
         report.add(f"### {val_set}", "", _markdown_table(shown), "")
-        number = "1" if val_set in ("iid", "objective") else ("5" if val_set.startswith("iid_") else "2")
+        number = "1" if val_set in (IID, "objective") else ("5" if val_set in (IID_SHORT, IID_LONG) else "2")
         report.figure(
             lambda val_set=val_set: plot_generation_scaling(table, val_set=val_set, law=law),
             f"fig{number}-loss-vs-g-{val_set}",
             f"Figure {number}: tuned {val_set} loss vs G",
         )
     # Fits of L(G) per algorithm on the iid loss.
-    main_set = "iid" if "iid" in set(table["set"]) else table["set"].iloc[0]
+    main_set = IID if IID in set(table["set"]) else table["set"].iloc[0]
     synthetic = table[(table["set"] == main_set) & (table["method"] != BASELINE_METHOD) & (table["g"] > 0)]
     if len(synthetic):
         report.add(f"### Fits of L(G) = E + A G^(-alpha) ({main_set})", "")
@@ -186,7 +187,7 @@ def _next_generations_section(report: _Report, certifications: pd.DataFrame) -> 
         table = generation_table(certifications)
     except UserError:
         return
-    main_set = "iid" if "iid" in set(table["set"]) else table["set"].iloc[0]
+    main_set = IID if IID in set(table["set"]) else table["set"].iloc[0]
     synthetic = table[(table["set"] == main_set) & (table["method"] != BASELINE_METHOD) & (table["g"] > 0)]
     if synthetic.empty:
         return
@@ -252,13 +253,13 @@ def _ensemble_sections(report: _Report, ensembles: pd.DataFrame | None, studies)
 
     report.add("## Ensembles (Figure 7)", "")
     for name, study in (studies or {}).items():
-        done = sum(status == "completed" for status in study["statuses"])
+        done = sum(status == RunStatus.COMPLETED for status in study["statuses"])
         report.add(f"- ensemble study `{name}` (members at the certified point of `{study['source']}`): "
                    f"{done} of {study['wanted']} members completed")
         if study.get("problem"):
             report.add(f"  - not scored: {study['problem']}")
         elif done >= 2:
-            members = " ".join(d for d, status in zip(study["members"], study["statuses"]) if status == "completed")
+            members = " ".join(d for d, status in zip(study["members"], study["statuses"]) if status == RunStatus.COMPLETED)
             report.add(f"  - losses per K: `megadocs train ensemble --members {members} --json ensembles/{name}.json`")
     if studies:
         report.add("")
@@ -269,7 +270,7 @@ def _ensemble_sections(report: _Report, ensembles: pd.DataFrame | None, studies)
         )
         report.add("_No ensemble losses given._", "")
         return
-    for val_set in sorted(ensembles["set"].unique(), key=lambda s: (s != "iid", s)):
+    for val_set in sorted(ensembles["set"].unique(), key=lambda s: (s != IID, s)):
         fits = fit_ensembles(ensembles, val_set=val_set, n_boot=REPORT_BOOTSTRAP)
         report.add(f"### {val_set}", "", _markdown_table(compare_asymptotes(fits)), "")
         for algorithm, fit in fits.items():
@@ -351,9 +352,7 @@ def render_report(
     report.add("## Not drawn", "")
     report.add(*([f"- {s}" for s in report.skipped] or ["Every figure could be drawn."]), "")
     path = out_dir / "report.md"
-    tmp = path.with_suffix(".md.tmp")
-    tmp.write_text("\n".join(report.lines))
-    tmp.replace(path)
+    write_atomic(path, "\n".join(report.lines))
     return path
 
 

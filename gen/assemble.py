@@ -39,29 +39,24 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from gen import pool as pool_format
-from gen.pool import Kind
 from gen.splits import reusable_splits
 from megadocs.errors import UserError
+from megadocs.formats import (
+    ALGORITHMS,
+    ASSEMBLED_MANIFEST,
+    DOCUMENTS_FILE,
+    POOL_KIND,
+    PoolKind,
+    assembled_dir,
+    replace_dir,
+    write_json,
+)
 
-__all__ = ["ALGORITHMS", "ASSEMBLED_FORMAT", "THINK_OPEN", "THINK_CLOSE", "assemble",
-           "assembled_dir", "select_generations", "insert_thoughts", "assemble_document"]
+__all__ = ["ASSEMBLED_FORMAT", "THINK_OPEN", "THINK_CLOSE", "assemble", "select_generations",
+           "insert_thoughts", "assemble_document"]
 
 ASSEMBLED_FORMAT = "megadocs.assembled/1"
 THINK_OPEN, THINK_CLOSE = "<think>", "</think>"
-# algorithm -> the pool kind it is built from
-ALGORITHMS = {
-    "simple": Kind.REPHRASE,
-    "stitched": Kind.REPHRASE,
-    "stitched-first": Kind.REPHRASE,
-    "stitched-none": Kind.REPHRASE,
-    "latent": Kind.THOUGHTS,
-    "self-distill": Kind.SAMPLE,
-}
-
-
-def assembled_dir(pool: str | Path, algorithm: str, g: int) -> Path:
-    """``POOL/assembled/{algorithm}-g{g}``: where train/ finds the documents."""
-    return Path(pool) / "assembled" / f"{algorithm}-g{g}"
 
 
 def select_generations(kind: str, pool_g: int, g: int) -> list[int]:
@@ -72,7 +67,7 @@ def select_generations(kind: str, pool_g: int, g: int) -> list[int]:
     """
     if g < 1:
         raise UserError(f"--g: expected a positive number of generations, got {g}")
-    if kind == Kind.THOUGHTS:
+    if kind == PoolKind.THOUGHTS:
         chosen = reusable_splits(pool_g, g)
         if chosen is None:
             usable = [h for h in range(1, pool_g + 1) if reusable_splits(pool_g, h) is not None]
@@ -143,7 +138,7 @@ def assemble(pool: str | Path, algorithm: str, g: int, *, docs: str | Path | Non
 
     Args:
         pool: a complete generation pool.
-        algorithm: one of :data:`ALGORITHMS`.
+        algorithm: one of :data:`megadocs.formats.ALGORITHMS`.
         g: generations per real document (<= the pool's G; thoughts: see module docstring).
         docs: the document source; defaults to the one the pool manifest records (must hash the
             same, so real text and split offsets match what the generator saw).
@@ -159,20 +154,20 @@ def assemble(pool: str | Path, algorithm: str, g: int, *, docs: str | Path | Non
     if algorithm not in ALGORITHMS:
         raise UserError(f"--algorithm: expected one of {', '.join(ALGORITHMS)}, got {algorithm!r}")
     manifest = pool_format.read_manifest(pool)
-    if manifest["kind"] != ALGORITHMS[algorithm]:
-        raise UserError(f"--algorithm: {algorithm} needs a {ALGORITHMS[algorithm].value} pool, "
+    if manifest["kind"] != POOL_KIND[algorithm]:
+        raise UserError(f"--algorithm: {algorithm} needs a {POOL_KIND[algorithm].value} pool, "
                         f"but {pool} holds {manifest['kind']} generations")
     chosen = select_generations(manifest["kind"], manifest["g"], g)
     pool_hash = _sha256_file(pool / pool_format.MANIFEST)
     pool_identity = pool_format.pool_identity_of(manifest)
     out = assembled_dir(pool, algorithm, g)
-    if (out / "manifest.json").is_file() and not overwrite:
-        existing = json.loads((out / "manifest.json").read_text())
+    if (out / ASSEMBLED_MANIFEST).is_file() and not overwrite:
+        existing = json.loads((out / ASSEMBLED_MANIFEST).read_text())
         # Up to date when the pool's generations are the same (statistics may have been added since).
         if existing.get("pool_identity") == pool_identity:
             return existing
     source = str(docs) if docs is not None else manifest["source"]
-    if manifest["kind"] == Kind.SAMPLE:
+    if manifest["kind"] == PoolKind.SAMPLE:
         documents = (Document(pool_format.sample_doc_id(k), "") for k in range(manifest["n_docs"]))
     elif docs is not None and source_hash(source) != manifest["source_hash"]:
         raise UserError(f"--docs: {source} differs from the pool's source {manifest['source']} "
@@ -187,7 +182,7 @@ def assemble(pool: str | Path, algorithm: str, g: int, *, docs: str | Path | Non
     tmp = out.with_name(out.name + f".tmp{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    with open(tmp / "documents.jsonl", "w") as handle:
+    with open(tmp / DOCUMENTS_FILE, "w") as handle:
         for k, doc in enumerate(documents):
             doc_id, rows = next(shards[pool_format.shard_of(k, count)], (None, []))
             if doc_id != doc.doc_id or len(rows) != manifest["g"]:
@@ -196,7 +191,7 @@ def assemble(pool: str | Path, algorithm: str, g: int, *, docs: str | Path | Non
             selected = [rows[i] for i in chosen]
             produced, excluded = assemble_document(algorithm, doc.doc_id, doc.text, selected)
             counts.excluded_empty += excluded
-            counts.real_documents += manifest["kind"] != Kind.SAMPLE
+            counts.real_documents += manifest["kind"] != PoolKind.SAMPLE
             counts.dropped_documents += not produced
             for document in produced:
                 handle.write(json.dumps(document, ensure_ascii=False) + "\n")
@@ -218,7 +213,6 @@ def assemble(pool: str | Path, algorithm: str, g: int, *, docs: str | Path | Non
         "thought_tags": [THINK_OPEN, THINK_CLOSE] if algorithm == "latent" else None,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
-    pool_format.write_json_atomic(tmp / "manifest.json", result)
-    shutil.rmtree(out, ignore_errors=True)
-    os.replace(tmp, out)
+    write_json(tmp / ASSEMBLED_MANIFEST, result)
+    replace_dir(tmp, out)  # fsyncs documents.jsonl too
     return result

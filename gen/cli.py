@@ -7,7 +7,8 @@ progress goes to stderr. Every command is safe to re-run: it resumes or returns 
 from __future__ import annotations
 
 import argparse
-import json
+
+from megadocs.formats import ALGORITHMS, dumps_json
 
 __all__ = ["register"]
 
@@ -55,8 +56,7 @@ def register(subparsers) -> None:
 
     sub = commands.add_parser("assemble", help="build the synthetic stream's documents from a pool")
     sub.add_argument("--pool", required=True)
-    sub.add_argument("--algorithm", required=True,
-                     choices=["simple", "stitched", "stitched-first", "stitched-none", "latent", "self-distill"])
+    sub.add_argument("--algorithm", required=True, choices=ALGORITHMS)
     sub.add_argument("--g", type=int, required=True)
     sub.add_argument("--docs", default=None, help="document source (default: the pool's)")
     sub.add_argument("--overwrite", action="store_true", help="rebuild even if up to date")
@@ -111,7 +111,7 @@ def _generate(args) -> int:
         from gen.generate import run_shards
 
         manifest = run_shards(options)
-    print(json.dumps({"pool": options.out, "complete": manifest["complete"], **manifest["statistics"]}))
+    print(dumps_json({"pool": options.out, "complete": manifest["complete"], **manifest["statistics"]}, indent=None))
     return 0
 
 
@@ -119,7 +119,7 @@ def _assemble(args) -> int:
     from gen.assemble import assemble
 
     manifest = assemble(args.pool, args.algorithm, args.g, docs=args.docs, overwrite=args.overwrite)
-    print(json.dumps({key: manifest[key] for key in ("algorithm", "g", "documents", "excluded_empty")}))
+    print(dumps_json({key: manifest[key] for key in ("algorithm", "g", "documents", "excluded_empty")}, indent=None))
     return 0
 
 
@@ -127,5 +127,5 @@ def _diversity(args) -> int:
     from gen.diversity import DEFAULT_MAX_DOCS, write_pool_diversity
 
     diversity = write_pool_diversity(args.pool, max_docs=DEFAULT_MAX_DOCS if args.max_docs is None else args.max_docs)
-    print(json.dumps({"pool": args.pool, **diversity}))
+    print(dumps_json({"pool": args.pool, **diversity}, indent=None))
     return 0

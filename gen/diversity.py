@@ -32,6 +32,7 @@ from typing import Any
 
 from gen import pool as pool_format
 from megadocs.errors import UserError
+from megadocs.formats import PoolKind, write_json
 
 __all__ = ["NGRAM", "DEFAULT_MAX_DOCS", "measure", "g_values", "pool_diversity", "write_pool_diversity"]
 
@@ -119,11 +120,11 @@ def pool_diversity(pool: str | Path, *, max_docs: int = DEFAULT_MAX_DOCS, n: int
     if max_docs < 1:
         raise UserError(f"--max-docs: expected >= 1, got {max_docs}")
     manifest = pool_format.read_manifest(pool)
-    if manifest["kind"] == pool_format.Kind.SAMPLE:
+    if manifest["kind"] == PoolKind.SAMPLE:
         raise UserError(f"--pool: {pool} holds unconditional samples; diversity vs G needs a rephrase or thoughts pool")
     pool_format.require_complete(pool, manifest)
     sample = _sample(pool, manifest, max_docs)
-    gs = g_values(manifest["g"]) if manifest["kind"] == pool_format.Kind.REPHRASE else [manifest["g"]]
+    gs = g_values(manifest["g"]) if manifest["kind"] == PoolKind.REPHRASE else [manifest["g"]]
     return {
         "ngram": n,
         "documents": len(sample),
@@ -139,5 +140,5 @@ def write_pool_diversity(pool: str | Path, *, max_docs: int = DEFAULT_MAX_DOCS) 
     with pool_format.locked(pool):
         manifest = pool_format.read_manifest(pool)
         manifest["diversity"] = diversity
-        pool_format.write_json_atomic(pool / pool_format.MANIFEST, manifest)
+        write_json(pool / pool_format.MANIFEST, manifest)
     return diversity

@@ -38,7 +38,6 @@ from pydantic import Field, model_validator
 
 from gen import pool as pool_format
 from gen.engines import Completion, Engine, Request, Sampling, load_tokenizer, open_engine
-from gen.pool import Kind
 from gen.splits import (
     PROMPT_MARGIN_TOKENS,
     rephrase_window,
@@ -49,6 +48,7 @@ from gen.splits import (
 from gen.templates import PromptTemplate, chat_template_for, load_template
 from megadocs.config import StrictModel, parse_config
 from megadocs.errors import UserError
+from megadocs.formats import PoolKind, write_json
 
 __all__ = ["GenerateOptions", "generate_pool", "sample_pool", "init_pool", "run_shards", "request_seed",
            "generator_revision", "DEFAULT_MAX_NEW_TOKENS", "parse_shard"]
@@ -60,7 +60,7 @@ DEFAULT_CHUNK_DOCS = 512
 class GenerateOptions(StrictModel):
     """Everything that defines a pool (the identity fields) plus how to run it."""
 
-    kind: Literal["rephrase", "thoughts", "sample"]
+    kind: PoolKind
     docs: str | None = Field(None, description="document source (see megadocs.corpus.iter_documents)")
     n_docs: int | None = Field(None, ge=1, description="sample only: how many unconditional samples")
     generator: str = Field(description="Hugging Face model directory")
@@ -84,7 +84,7 @@ class GenerateOptions(StrictModel):
     def _check(self):
         if self.shard is not None and self.shard >= self.num_shards:
             raise ValueError(f"shard: expected an index below num_shards={self.num_shards}, got {self.shard}")
-        if self.kind == Kind.SAMPLE:
+        if self.kind == PoolKind.SAMPLE:
             if self.n_docs is None or self.docs is not None or self.g != 1:
                 raise ValueError("n_docs: sampling needs n_docs (and no docs, g=1)")
         elif self.docs is None:
@@ -190,7 +190,7 @@ def init_pool(options: GenerateOptions, tokenizer=None) -> tuple[dict, PromptTem
         UserError: the source, generator or template is unusable, or the existing pool was
             generated with different identity fields.
     """
-    template = None if options.kind == Kind.SAMPLE else load_template(options.kind, options.template)
+    template = None if options.kind == PoolKind.SAMPLE else load_template(options.kind, options.template)
     if tokenizer is None:
         tokenizer = load_tokenizer(options.generator, options.revision)
     planned = _planned_manifest(options, template, tokenizer)
@@ -202,7 +202,7 @@ def init_pool(options: GenerateOptions, tokenizer=None) -> tuple[dict, PromptTem
         return pool_format.read_manifest(out), template
     planned["created"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
     planned["complete"] = False
-    pool_format.write_json_atomic(manifest_path, planned)
+    write_json(manifest_path, planned)
     return planned, template
 
 
@@ -249,7 +249,7 @@ def run_shards(options: GenerateOptions, engine: Engine | None = None) -> dict:
         if owned:
             engine = open_engine(options.engine, options.generator, revision=options.revision,
                                  max_model_len=options.max_model_len,
-                                 prefix_caching=options.kind == Kind.THOUGHTS,
+                                 prefix_caching=options.kind == PoolKind.THOUGHTS,
                                  enforce_eager=options.enforce_eager)
         try:
             for index in todo:
@@ -263,7 +263,7 @@ def run_shards(options: GenerateOptions, engine: Engine | None = None) -> dict:
 def _shard_documents(options: GenerateOptions, index: int) -> list:
     from megadocs.corpus import Document, iter_documents
 
-    if options.kind == Kind.SAMPLE:
+    if options.kind == PoolKind.SAMPLE:
         return [Document(pool_format.sample_doc_id(k), "") for k in range(options.n_docs)
                 if pool_format.shard_of(k, options.num_shards) == index]
     docs, seen = [], set()
@@ -285,7 +285,7 @@ class _Planner:
 
     def __init__(self, options: GenerateOptions, template: PromptTemplate | None, engine: Engine):
         self.options, self.template, self.engine = options, template, engine
-        if options.kind == Kind.SAMPLE:
+        if options.kind == PoolKind.SAMPLE:
             self.start = _start_token(engine.tokenizer)
             if options.max_new_tokens >= engine.context_length:
                 raise UserError(f"--max-new-tokens: expected less than the generator's context of "
@@ -294,7 +294,7 @@ class _Planner:
         if not getattr(engine.tokenizer, "is_fast", False):
             raise UserError(f"--generator: {options.generator}: needs a fast tokenizer (tokenizer.json) "
                             f"to map tokens to character offsets")
-        empty = {field: "" for field in ("text",)} if options.kind == Kind.REPHRASE else \
+        empty = {field: "" for field in ("text",)} if options.kind == PoolKind.REPHRASE else \
             {"prefix": "", "suffix": ""}
         overhead = engine.count_prompt_tokens(template.messages(**empty))
         self.budget = engine.context_length - options.max_new_tokens - overhead - PROMPT_MARGIN_TOKENS
@@ -306,13 +306,13 @@ class _Planner:
     def plan(self, doc) -> list[tuple[Request, dict]]:
         """(request, row fields shared by its samples) for each prompt of ``doc``."""
         seed, g = self.options.seed, self.options.g
-        if self.options.kind == Kind.SAMPLE:
+        if self.options.kind == PoolKind.SAMPLE:
             request = Request(None, n=1, seed=request_seed(seed, doc.doc_id), prompt_ids=[self.start])
             return [(request, {"request_seed": request.seed})]
         text = doc.text
         encoding = self.engine.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
         starts = token_starts(encoding["offset_mapping"], len(text))
-        if self.options.kind == Kind.REPHRASE:
+        if self.options.kind == PoolKind.REPHRASE:
             end, truncated = rephrase_window(starts, self.budget)
             request = Request(self.template.messages(text=text[:end]), n=g, seed=request_seed(seed, doc.doc_id))
             return [(request, {"prompt_truncated": truncated, "request_seed": request.seed})]
@@ -403,4 +403,4 @@ def _run_shard(options: GenerateOptions, manifest: dict, template: PromptTemplat
     stats = _shard_statistics(rows_file, run_tokens, run_seconds)
     if stats["documents"] != len(docs):  # internal invariant: every document has all its rows
         raise RuntimeError(f"{rows_file}: {stats['documents']} complete documents, expected {len(docs)}")
-    pool_format.write_json_atomic(pool_format.done_path(out, index, count), stats)
+    write_json(pool_format.done_path(out, index, count), stats)

@@ -22,17 +22,16 @@ import contextlib
 import fcntl
 import itertools
 import json
-import os
 from collections.abc import Iterator
-from enum import Enum
 from pathlib import Path
 
 from megadocs.data_identity import POOL_IDENTITY_FIELDS, pool_identity_of
 from megadocs.errors import UserError
+from megadocs.formats import atomic_file, write_json
 
 __all__ = [
-    "POOL_FORMAT", "MANIFEST", "Kind", "IDENTITY_FIELDS", "pool_identity_of", "locked", "shard_stem", "rows_path", "done_path",
-    "shard_of", "write_json_atomic", "read_manifest", "check_identity", "load_shard", "iter_shard_rows",
+    "POOL_FORMAT", "MANIFEST", "IDENTITY_FIELDS", "pool_identity_of", "locked", "shard_stem", "rows_path", "done_path",
+    "shard_of", "read_manifest", "check_identity", "load_shard", "iter_shard_rows",
     "require_complete", "iter_doc_groups", "refresh_statistics", "STAT_COUNTS", "is_empty", "sample_doc_id",
 ]
 
@@ -45,14 +44,6 @@ IDENTITY_FIELDS = POOL_IDENTITY_FIELDS
 # Per-shard counters summed into the manifest's statistics.
 STAT_COUNTS = ("documents", "generations", "output_tokens", "truncated_prompts", "length_truncated",
                "empty_outputs", "run_tokens", "run_seconds")
-
-
-class Kind(str, Enum):
-    """What a pool holds."""
-
-    REPHRASE = "rephrase"
-    THOUGHTS = "thoughts"
-    SAMPLE = "sample"
 
 
 def is_empty(row: dict) -> bool:
@@ -80,17 +71,6 @@ def done_path(pool: Path, index: int, count: int) -> Path:
 def shard_of(doc_index: int, count: int) -> int:
     """The shard that owns the ``doc_index``-th document of the source."""
     return doc_index % count
-
-
-def write_json_atomic(path: Path, data) -> None:
-    """Write JSON to ``path`` via a temporary file and rename (readers never see half a file)."""
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    with open(tmp, "w") as handle:
-        json.dump(data, handle, indent=2, sort_keys=False)
-        handle.write("\n")
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
 
 
 def read_manifest(pool: str | Path) -> dict:
@@ -162,17 +142,13 @@ def load_shard(path: Path, g: int) -> list[str]:
     if clean and len(complete) == len(seen):
         return complete
     keep, written = set(complete), set()
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    with open(tmp, "wb") as out:
+    with atomic_file(path, "wb") as out:
         for line, row in _iter_lines(path):
             key = None if row is None else (row["doc_id"], int(row["gen_index"]))
             if key is None or key[0] not in keep or key in written:
                 continue
             written.add(key)
             out.write(line if line.endswith(b"\n") else line + b"\n")
-        out.flush()
-        os.fsync(out.fileno())
-    os.replace(tmp, path)
     return complete
 
 
@@ -228,5 +204,5 @@ def refresh_statistics(pool: Path) -> dict:
             "shards_done": len(done),
         }
         manifest["complete"] = len(done) == count
-        write_json_atomic(pool / MANIFEST, manifest)
+        write_json(pool / MANIFEST, manifest)
         return manifest

@@ -30,6 +30,7 @@ from pathlib import Path
 import yaml
 
 from megadocs.errors import UserError
+from megadocs.formats import POOL_KIND, REAL, Algorithm, PoolKind, write_atomic, write_json
 
 __all__ = ["DemoScale", "FULL", "SMOKE", "run_demo", "register"]
 
@@ -53,7 +54,7 @@ class DemoScale:
     thought_tokens: int
     grid: dict[str, list[float]] = field(default_factory=dict)
     start: dict[str, float] = field(default_factory=dict)
-    algorithms: tuple[str, ...] = ("simple", "stitched", "latent")
+    algorithms: tuple[Algorithm, ...] = ("simple", "stitched", "latent")
 
 
 # Measured (tiny-1m, the SMOKE corpus below: 24 train documents, 8,839 tokens, context 64, batch 8,
@@ -139,7 +140,7 @@ class Demo:
         seconds = time.perf_counter() - started
         self.timings[key] = seconds
         self.markers.mkdir(parents=True, exist_ok=True)
-        marker.write_text(json.dumps({"seconds": seconds}))
+        write_json(marker, {"seconds": seconds}, indent=None)
 
     def command(self, *args: str) -> None:
         argv = _megadocs(*args)
@@ -170,8 +171,8 @@ class Demo:
     def thoughts_pool(self, g: int) -> Path:
         return self.out / "pools" / f"thoughts-g{g}"
 
-    def pool_for(self, algorithm: str, g: int) -> Path:
-        return self.thoughts_pool(g) if algorithm == "latent" else self.rephrase_pool()
+    def pool_for(self, algorithm: Algorithm, g: int) -> Path:
+        return self.thoughts_pool(g) if POOL_KIND[algorithm] is PoolKind.THOUGHTS else self.rephrase_pool()
 
     @property
     def sweep_path(self) -> Path:
@@ -194,9 +195,7 @@ class Demo:
                 f"--corpus {self.corpus}: only {len(chosen)} documents of {self.scale.min_chars}-"
                 f"{self.scale.max_chars} characters; the demo needs at least {self.scale.val_docs + 8}"
             )
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text("".join(json.dumps(row) + "\n" for row in chosen))
-        tmp.replace(path)
+        write_atomic(path, "".join(json.dumps(row) + "\n" for row in chosen))
         print(f"    {len(chosen)} documents -> {path}", flush=True)
 
     def prepare(self) -> None:
@@ -250,8 +249,8 @@ class Demo:
         scale = self.scale
         certifications: list[dict] = [
             {
-                "name": "real",
-                "fixed": {"method": "real"},
+                "name": REAL,
+                "fixed": {"method": REAL},
                 "grid": {k: v for k, v in scale.grid.items() if k != "mix"},
                 "start": {k: v for k, v in scale.start.items() if k != "mix"},
             }
@@ -265,10 +264,10 @@ class Demo:
                     certification["warm_start"] = previous
                 certifications.append(certification)
                 previous = name
-        pools = {
-            "simple": str(self.rephrase_pool()),
-            "stitched": str(self.rephrase_pool()),
-            "latent": str(self.out / "pools" / "thoughts-g{g}"),
+        pools = {  # a thoughts pool per G (its split points depend on G); one rephrase pool serves all
+            algorithm: str(self.out / "pools" / "thoughts-g{g}") if POOL_KIND[algorithm] is PoolKind.THOUGHTS
+            else str(self.rephrase_pool())
+            for algorithm in scale.algorithms
         }
         return {
             "name": f"demo-{scale.name}",

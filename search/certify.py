@@ -202,7 +202,7 @@ class Certificate:
             "draws": self.draws,
             "neighbours": [n.to_dict() for n in self.neighbours],
             "bounds_hit": [b.to_dict() for b in self.bounds_hit],
-            "diverged": [b.to_dict() for b in self.diverged],
+            "soft_bounds": [b.to_dict() for b in self.diverged],
             "ties": [n.point for n in self.ties],
             "noise": self.noise.to_dict(),
         }

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser("search", help="local-optimality certification sweeps")
-    commands = parser.add_subparsers(dest="search_command", metavar="{certify,status}")
+    commands = parser.add_subparsers(dest="search_command", metavar="{certify,status,plan}")
 
     certify = commands.add_parser(
         "certify",
@@ -32,6 +31,18 @@ def register(subparsers) -> None:
     status.add_argument("--json", action="store_true", help="print a JSON list (the analysis contract)")
     status.add_argument("--strategy", choices=("certify", "grid", "tpe"), default="certify")
     status.set_defaults(func=_status)
+
+    plan = commands.add_parser(
+        "plan", help="runs and GPU-hours per certification, before launching",
+        description="Expected (simulated certifier on smooth landscapes) and worst-case run counts per "
+        "certification, and their GPU-hours at an assumed MFU (see search/plan.py). Runs nothing.",
+    )
+    plan.add_argument("sweep", help="sweep file")
+    plan.add_argument("--json", action="store_true", help="print one JSON object")
+    plan.add_argument("--mfu", type=float, default=None, help="assumed model FLOPs utilisation (default 0.4)")
+    plan.add_argument("--peak-tflops", type=float, default=None,
+                      help="device dense bf16 peak TFLOP/s (default 989, H100 SXM)")
+    plan.set_defaults(func=_plan)
     parser.set_defaults(func=lambda args: (parser.print_help(), 2)[1])
 
 
@@ -68,15 +79,28 @@ def _certify(args: argparse.Namespace) -> int:
     return status
 
 
+def _plan(args: argparse.Namespace) -> int:
+    from megadocs.formats import dumps_json
+    from search.plan import format_sweep_plan, sweep_plan
+    from search.sweep import load_sweep
+    from train.plan import DEFAULT_MFU, H100_BF16_PEAK_TFLOPS
+
+    sweep = load_sweep(args.sweep)
+    result = sweep_plan(sweep, mfu=DEFAULT_MFU if args.mfu is None else args.mfu,
+                        peak_tflops=H100_BF16_PEAK_TFLOPS if args.peak_tflops is None else args.peak_tflops)
+    print(dumps_json(result, indent=1) if args.json else format_sweep_plan(result), end="\n" if args.json else "")
+    return 0
+
+
 def _status(args: argparse.Namespace) -> int:
     from search.ledger import Ledger
-    from search.status import format_table, g_trend_warnings, summarize
+    from search.status import format_table, g_trend_warnings, summarize, to_json
     from search.sweep import load_sweep
 
     sweep = load_sweep(args.sweep)
     summaries = summarize(sweep, args.strategy)
     if args.json:
-        print(json.dumps([s.to_dict() for s in summaries], indent=1, default=str, allow_nan=False))
+        print(to_json(summaries))
         return 0
     print(format_table(summaries), end="")
     _print_ensembles(sweep)
@@ -92,13 +116,14 @@ def _status(args: argparse.Namespace) -> int:
 
 def _print_jobs(sweep) -> None:
     """Runs in flight or failed, by job id: what to follow with squeue/sacct or cancel with scancel."""
+    from megadocs.formats import RunStatus
     from search.ledger import read_runs
 
     for run in read_runs(sweep):
-        if run["status"] not in ("running", "failed") or not run["job_id"]:
+        if run["status"] not in (RunStatus.RUNNING, RunStatus.FAILED) or not run["job_id"]:
             continue
         point = " ".join(f"{k}={v}" for k, v in run["point"].items())
-        reason = f": {run['reason']}" if run["status"] == "failed" and run["reason"] else ""
+        reason = f": {run['reason']}" if run["status"] == RunStatus.FAILED and run["reason"] else ""
         print(f"{run['certification']} {point}: {run['status']}, job {run['job_id']} "
               f"(attempt {run['attempts']}){reason}")
 

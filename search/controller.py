@@ -13,7 +13,6 @@ strategy, an earlier controller) is adopted without running; one in flight is sh
 
 from __future__ import annotations
 
-import json
 import logging
 import sys
 import time
@@ -24,6 +23,7 @@ from typing import Any
 
 from megadocs.errors import UserError
 from megadocs.executors import Executor, JobState, make_executor
+from megadocs.formats import RunDir, RunMetrics, RunStatus
 from search.certify import (
     CertifySearch,
     Evaluator,
@@ -48,12 +48,11 @@ from search.ledger import (
     STUDY_KIND,
     STUDY_START,
     Ledger,
-    RunStatus,
     StudyKind,
     replay,
     study_name,
 )
-from search.objective import INVALID, METRICS_FILE, ObjectiveReturnError, make_objective, normalise_metrics
+from search.objective import INVALID, MinusInfLoss, ObjectiveReturnError, make_objective, normalise_metrics
 from search.sweep import Sweep
 
 __all__ = ["run_sweep", "LedgerEvaluator", "TaskInfo", "build_strategies", "STRATEGIES"]
@@ -109,7 +108,7 @@ class LedgerEvaluator(Evaluator):
         self.progress = progress
         self.runs_dir = sweep.out_dir / "runs"
         self._inflight: dict[str, _Run] = {}
-        self._done: dict[str, dict[str, Any]] = {}  # run_id -> {loss, metrics, wall_time_s, source}
+        self._done: dict[str, dict[str, Any]] = {}  # run_id -> {metrics, source, job_id}
         self._ready: list[Result] = []
 
     # -- restore ---------------------------------------------------------------------------
@@ -118,10 +117,12 @@ class LedgerEvaluator(Evaluator):
         """Feed the ledger's evidence to the strategies and re-attach in-flight runs."""
         for name in self.ledger.study_names():
             for record in self.ledger.runs(name):
-                if record.status in (RunStatus.COMPLETED, RunStatus.DIVERGED) and record.run_id:
+                if record.status.finished and record.run_id:
+                    metrics = record.metrics or RunMetrics(  # a ledger record without metrics
+                        status=record.status, val_loss=record.loss, wall_time_s=record.wall_time_s)
                     self._done.setdefault(record.run_id, {
-                        "loss": record.loss, "metrics": record.metrics, "wall_time_s": record.wall_time_s,
-                        "source": f"{record.certification}#{record.trial}", "job_id": record.job_id,
+                        "metrics": metrics, "source": f"{record.certification}#{record.trial}",
+                        "job_id": record.job_id,
                     })
         orphans = []
         for strategy in strategies:
@@ -156,7 +157,7 @@ class LedgerEvaluator(Evaluator):
         records = self.ledger.runs(info.study)
         stale: dict[int, str] = {}
         for record in records:
-            if record.status not in (RunStatus.COMPLETED, RunStatus.DIVERGED) or not record.run_id:
+            if not record.status.finished or not record.run_id:
                 continue
             point = {**record.point, **{k: v for k, v in record.fixed.items() if k not in info.fixed}}
             current = self.objective.identity({**point, **info.fixed})
@@ -191,10 +192,9 @@ class LedgerEvaluator(Evaluator):
             subscriber = _Subscriber(request.task, request.point, trial_id)
             if run_id in self._done:
                 done = self._done[run_id]
-                self.ledger.complete(trial_id, loss=done["loss"], metrics=done["metrics"],
-                                     wall_time_s=done["wall_time_s"],
+                self.ledger.complete(trial_id, metrics=done["metrics"],
                                      **{ATTR_ADOPTED_FROM: done["source"], ATTR_JOB_ID: done["job_id"]})
-                self._ready.append(Result(request.task, request.point, Outcome.finished(done["loss"])))
+                self._ready.append(Result(request.task, request.point, Outcome.finished(done["metrics"].objective)))
             elif run_id in self._inflight:
                 run = self._inflight[run_id]
                 run.subscribers.append(subscriber)
@@ -244,9 +244,9 @@ class LedgerEvaluator(Evaluator):
         if poll.state is JobState.DONE:
             self._resolve(run, poll.value)
             return
-        metrics_path = run.run_dir / METRICS_FILE
-        if metrics_path.is_file():  # the job was lost after the run completed: adopt its result
-            self._resolve(run, json.loads(metrics_path.read_text()))
+        run_dir = RunDir(run.run_dir)
+        if run_dir.is_done():  # the job was lost after the run completed: adopt its result
+            self._resolve(run, run_dir.read_metrics())
             return
         reason = f"attempt {run.attempts} ({poll.state.value}): {poll.reason}"
         for subscriber in run.subscribers:
@@ -258,18 +258,20 @@ class LedgerEvaluator(Evaluator):
         self._fail(run, reason)
 
     def _resolve(self, run: _Run, value: Any) -> None:
-        """A job's return value: a loss (finish), a non-finite -inf (a failed run, not retried: the
+        """A job's return value: metrics (finish), a loss of -inf (a failed run, not retried: the
         objective is deterministic), or something that is no loss at all (stop the sweep)."""
         try:
             if isinstance(value, Mapping) and value.get("status") == INVALID:
                 raise ObjectiveReturnError(value.get("error") or "returned no loss")
+            if isinstance(value, Mapping) and value.get("status") == RunStatus.FAILED.value:
+                raise MinusInfLoss(value.get("reason") or "failed")
             metrics = normalise_metrics(value)
         except ObjectiveReturnError as exc:
             self._fail(run, str(exc))
             raise UserError(f"objective {self.sweep.objective or 'train'}: {exc} for params {run.params}; fix it "
                             f"and re-run with --retry-failed") from None
-        if metrics["status"] == RunStatus.FAILED.value:
-            self._fail(run, metrics.get("reason") or "failed")
+        except MinusInfLoss as exc:
+            self._fail(run, str(exc))
             return
         self._finish(run, metrics)
 
@@ -279,17 +281,13 @@ class LedgerEvaluator(Evaluator):
             self.ledger.fail(subscriber.trial_id, reason)
             self._ready.append(Result(subscriber.task, subscriber.point, Outcome.failed(reason)))
 
-    def _finish(self, run: _Run, metrics: dict[str, Any]) -> None:
-        loss = float(metrics["val_loss"])
-        wall = metrics.get("wall_time_s")
+    def _finish(self, run: _Run, metrics: RunMetrics) -> None:
         del self._inflight[run.run_id]
         for i, subscriber in enumerate(run.subscribers):
-            self.ledger.complete(subscriber.trial_id, loss=loss, metrics=metrics, wall_time_s=wall,
-                                 **self._job_attrs(run))
-            self._ready.append(Result(subscriber.task, subscriber.point, Outcome.finished(loss)))
+            self.ledger.complete(subscriber.trial_id, metrics=metrics, **self._job_attrs(run))
+            self._ready.append(Result(subscriber.task, subscriber.point, Outcome.finished(metrics.objective)))
             if i == 0:
-                self._done[run.run_id] = {"loss": loss, "metrics": metrics, "wall_time_s": wall,
-                                          "source": subscriber.task, "job_id": run.job_id}
+                self._done[run.run_id] = {"metrics": metrics, "source": subscriber.task, "job_id": run.job_id}
 
 
 # ------------------------------------------------------------------------------ building

@@ -8,7 +8,9 @@ Layout (docs/architecture.md, "Search ledger"):
   warm starts).
 - One trial per (study, point). Trial params are the grid point (categorical distributions over
   the axis values, so Optuna's own tools can read them); trial user attributes are the ATTR_*
-  constants below. The trial's value is the loss (+inf for a diverged run); COMPLETE = evaluated,
+  constants below; ``metrics`` is the run's :class:`megadocs.formats.RunMetrics` as JSON and
+  ``status`` a :class:`megadocs.formats.RunStatus`. The trial's value is the loss (+inf for a
+  diverged run); COMPLETE = evaluated,
   FAIL = infrastructure failure after all retries, RUNNING = dispatched.
 - Study ``{sweep}#controller`` exists while a controller holds the sweep; its attributes name
   the holder (host, pid, since, heartbeat).
@@ -30,13 +32,14 @@ import time
 import uuid
 from collections.abc import Iterable, Mapping
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from enum import Enum
 from pathlib import Path
 from typing import Any
 
 from megadocs.errors import UserError
+from megadocs.formats import RunMetrics, RunStatus
 from megadocs.procs import pid_alive
 from search.certify import Outcome
 from search.grid import Grid
@@ -44,7 +47,6 @@ from search.grid import Grid
 log = logging.getLogger(__name__)
 
 __all__ = [
-    "RunStatus",
     "StudyKind",
     "RunRecord",
     "Replayed",
@@ -88,16 +90,6 @@ EMPTY_HOLDER_WAIT_S = 5.0
 """How long a contender waits for a live creator to name itself in a lock it just created."""
 
 
-class RunStatus(str, Enum):
-    """The ``status`` attribute of a trial. COMPLETED/DIVERGED match train's metrics.json."""
-
-    RUNNING = "running"
-    COMPLETED = "completed"
-    DIVERGED = "diverged"  # evaluated: loss +inf
-    FAILED = "failed"  # infrastructure failure after all retries (see ``reason``)
-    SUPERSEDED = "superseded"  # finished on data or code that has changed since: kept, never used
-
-
 class StudyKind(str, Enum):
     CERTIFY = "certify"
     GRID = "grid"
@@ -125,8 +117,8 @@ class RunRecord:
     run_id: str | None
     run_dir: str | None
     status: RunStatus
-    loss: float | None
-    metrics: dict[str, Any] = field(default_factory=dict)
+    loss: float | None  # None unless evaluated; inf for a diverged run
+    metrics: RunMetrics | None = None  # the run's metrics once it finished
     job_id: str | None = None
     job_folder: str | None = None
     wall_time_s: float | None = None
@@ -138,11 +130,15 @@ class RunRecord:
     completed: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "status": self.status.value}
+        """Plain values: ``status`` as its string, ``metrics`` as its JSON object (or None)."""
+        data = asdict(self)
+        data["status"] = self.status.value
+        data["metrics"] = None if self.metrics is None else self.metrics.to_json()
+        return data
 
     def outcome(self) -> Outcome:
         """What the certifier knows from this trial (the one mapping, used by restore and status)."""
-        if self.status in (RunStatus.COMPLETED, RunStatus.DIVERGED):
+        if self.status.finished:
             return Outcome.finished(math.inf if self.loss is None else self.loss)
         if self.status is RunStatus.FAILED:
             return Outcome.failed(self.reason or "failed")
@@ -265,9 +261,12 @@ def _now() -> str:
 
 
 def _jsonable(value: Any) -> Any:
-    """Attributes are stored as JSON: non-finite floats become the strings "inf"/"-inf"/"nan"."""
+    """Attributes are stored as standard JSON: non-finite floats become null (the run's status
+    says why; ledgers written before stored the strings "inf"/"nan", read as null too)."""
     if isinstance(value, float) and not math.isfinite(value):
-        return str(value)
+        return None
+    if isinstance(value, RunMetrics):
+        return value.to_json()
     if isinstance(value, Mapping):
         return {str(k): _jsonable(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
@@ -337,6 +336,7 @@ class Ledger:
         for trial in self.storage.get_all_trials(study_id, deepcopy=False):
             attrs = trial.user_attrs
             status = RunStatus(attrs.get(ATTR_STATUS, RunStatus.RUNNING.value))
+            metrics = attrs.get(ATTR_METRICS)
             reason = attrs.get(ATTR_REASON)
             if str(trial.number) in superseded:
                 status, reason = RunStatus.SUPERSEDED, superseded[str(trial.number)]
@@ -356,7 +356,7 @@ class Ledger:
                     run_dir=attrs.get(ATTR_RUN_DIR),
                     status=status,
                     loss=loss,
-                    metrics=dict(attrs.get(ATTR_METRICS, {})),
+                    metrics=RunMetrics.parse(metrics, source=f"{name}#{trial.number}") if metrics else None,
                     job_id=attrs.get(ATTR_JOB_ID),
                     job_folder=attrs.get(ATTR_JOB_FOLDER),
                     wall_time_s=attrs.get(ATTR_WALL_TIME),
@@ -408,15 +408,13 @@ class Ledger:
         for key, value in attrs.items():
             self.storage.set_trial_user_attr(trial_id, key, _jsonable(value))
 
-    def complete(self, trial_id: int, *, loss: float, metrics: Mapping[str, Any], wall_time_s: float | None,
-                 **attrs: Any) -> None:
-        """Record an evaluated run (a diverged run: loss inf, status diverged)."""
+    def complete(self, trial_id: int, *, metrics: RunMetrics, **attrs: Any) -> None:
+        """Record an evaluated run; its loss is ``metrics.objective`` (a diverged run: +inf)."""
         from optuna.trial import TrialState
 
-        status = RunStatus.COMPLETED if math.isfinite(loss) else RunStatus.DIVERGED
-        self.update(trial_id, **{ATTR_STATUS: status.value, ATTR_METRICS: dict(metrics),
-                                 ATTR_WALL_TIME: wall_time_s, **attrs})
-        self.storage.set_trial_state_values(trial_id, TrialState.COMPLETE, [loss if math.isfinite(loss) else math.inf])
+        self.update(trial_id, **{ATTR_STATUS: metrics.status.value, ATTR_METRICS: metrics,
+                                 ATTR_WALL_TIME: metrics.wall_time_s, **attrs})
+        self.storage.set_trial_state_values(trial_id, TrialState.COMPLETE, [metrics.objective])
 
     def supersede(self, name: str, reasons: Mapping[int, str]) -> None:
         """Mark finished trials (by number) of study ``name`` as superseded: their run identity no

@@ -24,7 +24,6 @@ import fcntl
 import hashlib
 import importlib
 import inspect
-import json
 import math
 import os
 import socket
@@ -37,20 +36,22 @@ import submitit
 
 from megadocs.config import config_hash, parse_config
 from megadocs.errors import UserError
+from megadocs.formats import REAL, RunDir, RunMetrics, RunStatus, assembled_documents, write_json
 from search.sweep import TRAIN_AXES, Sweep
 
-__all__ = ["RunTask", "CallableObjective", "TrainObjective", "make_objective", "normalise_metrics", "METRICS_FILE",
-           "ObjectiveReturnError"]
+__all__ = ["RunTask", "CallableObjective", "TrainObjective", "make_objective", "normalise_metrics",
+           "ObjectiveReturnError", "MinusInfLoss", "INVALID"]
 
-METRICS_FILE = "metrics.json"
-LOCK_FILE = ".run.lock"
 INVALID = "invalid"
 """A job's result status when the objective returned no loss (never written to metrics.json)."""
-JOB_FILE = "job.json"
 
 
 class ObjectiveReturnError(ValueError):
     """The objective returned something that is not a loss (a user error, not a node failure)."""
+
+
+class MinusInfLoss(ValueError):
+    """The objective returned -inf: no loss at all (a failed run, never a certificate)."""
 
 
 def import_callable(path: str):
@@ -69,22 +70,24 @@ def import_callable(path: str):
     return found
 
 
-def normalise_metrics(value: Any) -> dict[str, Any]:
-    """A float or a dict with ``loss``/``val_loss`` -> metrics with ``status`` and ``val_loss``.
+def normalise_metrics(value: Any) -> RunMetrics:
+    """What a job returned (train's :class:`RunMetrics`, or an objective's number or dict with
+    ``loss``/``val_loss``) -> :class:`RunMetrics`. NaN and +inf are a diverged run.
 
-    NaN and +inf are a diverged run (``val_loss`` inf, as train records it); -inf is no loss: status
-    ``failed`` with a ``reason``. Raises ObjectiveReturnError for anything that is not a number.
+    Raises:
+        ObjectiveReturnError: the value is not a number (nor a dict holding one).
+        MinusInfLoss: the loss is -inf: no loss at all (a failed run with this reason).
     """
-    if isinstance(value, Mapping) and value.get("status") == "failed":
-        return {**value, "reason": value.get("reason") or "failed"}  # already normalised: no loss
+    if isinstance(value, RunMetrics):
+        return value
     if isinstance(value, Mapping):
         metrics = dict(value)
         loss = metrics.get("val_loss", metrics.get("loss"))
-        if loss is None:
+        if loss is None and metrics.get("status") != RunStatus.DIVERGED.value:
             raise ObjectiveReturnError(f"returned a dict without 'loss' or 'val_loss' (keys {sorted(metrics)})")
     else:
         metrics, loss = {}, value
-    if isinstance(loss, bool) or not isinstance(loss, (int, float)):
+    if loss is not None and (isinstance(loss, bool) or not isinstance(loss, (int, float))):
         try:
             if isinstance(loss, (str, bytes)):
                 raise TypeError(loss)
@@ -92,22 +95,13 @@ def normalise_metrics(value: Any) -> dict[str, Any]:
         except (TypeError, ValueError):
             raise ObjectiveReturnError(f"returned {str(loss)[:40]!r} ({type(loss).__name__}), not a number "
                                        f"(expected a float or {{'loss': float, ...}})") from None
-    loss = float(loss)
-    if math.isnan(loss):
-        loss = math.inf
+    loss = None if loss is None else float(loss)
     if loss == -math.inf:
-        metrics.update(status="failed", reason="the objective returned loss -inf (not a loss; check the objective)")
-        metrics["val_loss"] = None
-        return metrics
-    metrics["val_loss"] = loss
-    metrics.setdefault("status", "completed" if math.isfinite(loss) else "diverged")
-    return metrics
-
-
-def _write_json_atomic(path: Path, data: Any) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(data, indent=1, default=str))
-    os.replace(tmp, path)
+        raise MinusInfLoss("the objective returned loss -inf (not a loss; check the objective)")
+    finite = loss is not None and math.isfinite(loss)
+    metrics["val_loss"] = loss if finite else None
+    metrics.setdefault("status", (RunStatus.COMPLETED if finite else RunStatus.DIVERGED).value)
+    return RunMetrics.parse(metrics, source="objective")
 
 
 class RunTask(submitit.helpers.Checkpointable):
@@ -120,15 +114,14 @@ class RunTask(submitit.helpers.Checkpointable):
         self.objective = objective
         self.train_config = dict(train_config) if train_config is not None else None
 
-    def __call__(self) -> dict[str, Any]:
-        run_dir = Path(self.run_dir)
-        run_dir.mkdir(parents=True, exist_ok=True)
-        with open(run_dir / LOCK_FILE, "w") as lock:
+    def __call__(self) -> RunMetrics:
+        run_dir = RunDir(self.run_dir)
+        run_dir.path.mkdir(parents=True, exist_ok=True)
+        with open(run_dir.lock, "w") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)  # a duplicate submission waits, then reads the result
-            metrics_path = run_dir / METRICS_FILE
-            if metrics_path.is_file():
-                return json.loads(metrics_path.read_text())
-            _write_json_atomic(run_dir / JOB_FILE, {
+            if run_dir.is_done():
+                return RunMetrics.load(run_dir.metrics)
+            write_json(run_dir.job, {
                 "host": socket.gethostname(), "pid": os.getpid(), "started": time.time(),
                 "job_id": os.environ.get("SLURM_JOB_ID") or os.environ.get("SUBMITIT_LOCAL_JOB_ID"),
                 "params": self.params,
@@ -140,18 +133,22 @@ class RunTask(submitit.helpers.Checkpointable):
                 metrics = normalise_metrics(import_callable(self.objective)(dict(self.params)))
             except ObjectiveReturnError as exc:  # the controller stops the sweep with this line
                 return {"status": INVALID, "error": str(exc)}
-            metrics.setdefault("wall_time_s", time.perf_counter() - start)
-            metrics.setdefault("params", self.params)
-            _write_json_atomic(metrics_path, metrics)
+            except MinusInfLoss as exc:  # a failed run with its reason; nothing is written
+                return {"status": RunStatus.FAILED.value, "reason": str(exc)}
+            if metrics.wall_time_s is None:
+                metrics.wall_time_s = time.perf_counter() - start
+            if metrics.point is None:
+                metrics.point = dict(self.params)
+            metrics.save(run_dir.metrics)
             return metrics
 
-    def _train(self, run_dir: Path) -> dict[str, Any]:
+    def _train(self, run_dir: RunDir) -> RunMetrics:
         from train.config import RunConfig
         from train.loop import Preempted, run
 
-        config = parse_config(self.train_config, RunConfig, source=str(run_dir / "config"))
+        config = parse_config(self.train_config, RunConfig, source=str(run_dir.path / "config"))
         try:
-            return normalise_metrics(run(config, run_dir))  # train writes metrics.json itself
+            return run(config, run_dir.path)  # train writes metrics.json itself
         except Preempted as exc:
             # SIGTERM (scontrol requeue, preemption, scancel): the checkpoint is saved. Exit without
             # a submitit result, which would read as a failed run while SLURM runs the job again.
@@ -211,8 +208,8 @@ class TrainObjective:
             if axis in params:
                 value = params[axis]
                 _set(config, field, int(round(value)) if axis == "epochs" else value)
-        method = params.get("method", "real")
-        if method == "real":
+        method = params.get("method", REAL)
+        if method == REAL:
             _set(config, "data.synthetic", None)
             _set(config, "data.mixing_fraction", 0.0)
         else:
@@ -234,7 +231,7 @@ class TrainObjective:
                 raise UserError(f"pools.{method}: no pool for g={g} (have {sorted(entry)})")
             entry = entry[g]
         pool = Path(entry.format(g=g)).absolute()
-        documents = pool / "assembled" / f"{method}-g{g}" / "documents.jsonl"
+        documents = assembled_documents(pool, method, g)
         if not documents.is_file():
             raise UserError(f"pools.{method}: {documents} not found (run `megadocs gen assemble --pool {pool} "
                             f"--algorithm {method} --g {g}` first)")

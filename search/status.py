@@ -3,7 +3,8 @@ and the same replay (:func:`search.ledger.replay`) the controller uses, so ``sta
 ``certify`` can never disagree.
 
 Public API (used by analysis; keep stable): :func:`summarize` -> :class:`CertificationSummary`,
-:func:`g_trend_warnings`.
+:func:`g_trend_warnings`. ``megadocs search status --json`` prints :func:`to_json` of the
+summaries (their ``to_dict()``: standard JSON).
 """
 
 from __future__ import annotations
@@ -16,12 +17,13 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from megadocs.formats import RunStatus, dumps_json
 from search.certify import Certificate, CertifySearch, CertState, Noise, NoiseEstimate, RunState
 from search.grid import Bound
-from search.ledger import STUDY_START, Ledger, RunRecord, RunStatus, StudyKind, replay, study_name
+from search.ledger import STUDY_START, Ledger, RunRecord, StudyKind, replay, study_name
 
 __all__ = ["CertificationSummary", "BestPoint", "RunCounts", "Compute", "summarize", "summarize_ensembles",
-           "g_trend_warnings", "format_table"]
+           "g_trend_warnings", "format_table", "to_json"]
 
 
 @dataclass(frozen=True)
@@ -100,9 +102,9 @@ class CertificationSummary:
         wall, tokens, n_records = 0.0, 0, 0
         for record in records:
             n_records += 1
-            if record.status in (RunStatus.COMPLETED, RunStatus.DIVERGED) and record.adopted_from is None:
+            if record.status.finished and record.adopted_from is None:
                 wall += float(record.wall_time_s or 0.0)
-                tokens += int(record.metrics.get("tokens_seen") or 0)
+                tokens += (record.metrics.tokens_seen or 0) if record.metrics else 0
         reason = plan.reason
         if budget_spent and plan.state in (CertState.SEEDING, CertState.SEARCHING):
             reason = f"run budget spent ({len(search.outcomes)} runs) before it could certify"
@@ -118,9 +120,9 @@ class CertificationSummary:
         )
 
     def to_dict(self) -> dict[str, Any]:
-        """Standard JSON: a diverged (infinite) loss is ``null``, flagged by the certificate's
-        ``diverged`` list."""
-        return _json_safe({
+        """The ``status --json`` object, standard JSON: an infinite (diverged) loss is ``null``
+        beside ``"diverged": true`` (see :func:`_standard`)."""
+        return _standard({
             "name": self.name,
             "study": self.study,
             "fixed": dict(self.fixed),
@@ -139,16 +141,6 @@ class CertificationSummary:
             "compute": {"wall_time_s": self.compute.wall_time_s, "tokens_seen": self.compute.tokens_seen,
                         "runs": self.compute.runs},
         })
-
-
-def _json_safe(value: Any) -> Any:
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, Mapping):
-        return {k: _json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_safe(v) for v in value]
-    return value
 
 
 def summarize(sweep, strategy: str = "certify", max_runs: int | None = None) -> list[CertificationSummary]:
@@ -205,7 +197,7 @@ def summarize_ensembles(sweep) -> list[dict[str, Any]]:
     summaries = []
     for ens in sweep.ensembles:
         records = ledger.runs(study_name(sweep.name, ens.name, StudyKind.ENSEMBLE))
-        finished = [r for r in records if r.status in (RunStatus.COMPLETED, RunStatus.DIVERGED)]
+        finished = [r for r in records if r.status.finished]
         summaries.append({
             "name": ens.name, "source": ens.source, "members": ens.members,
             "runs": {"finished": len(finished), "running": sum(r.status is RunStatus.RUNNING for r in records),
@@ -213,6 +205,26 @@ def summarize_ensembles(sweep) -> list[dict[str, Any]]:
             "run_dirs": {r.member: r.run_dir for r in finished},
         })
     return summaries
+
+
+def _standard(value: Any) -> Any:
+    """A diverged run's loss (+inf) becomes ``"loss": null`` beside ``"diverged": true``."""
+    if isinstance(value, Mapping):
+        out = {str(key): _standard(item) for key, item in value.items()}
+        loss = value.get("loss")
+        if isinstance(loss, float) and not math.isfinite(loss):
+            out["diverged"] = True
+        return out
+    if isinstance(value, (list, tuple)):
+        return [_standard(item) for item in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def to_json(summaries: Iterable[CertificationSummary]) -> str:
+    """The ``status --json`` text: standard JSON (no Infinity; see :func:`_standard`)."""
+    return dumps_json([s.to_dict() for s in summaries], indent=1)
 
 
 def summarize_transfers(sweep) -> list[dict[str, Any]]:
@@ -228,9 +240,8 @@ def summarize_transfers(sweep) -> list[dict[str, Any]]:
         records = [r for r in ledger.runs(study_name(sweep.name, transfer.name, StudyKind.TRANSFER))
                    if r.status is not RunStatus.SUPERSEDED]
         latest = records[-1] if records else None
-        state = "waiting" if latest is None else {
-            RunStatus.COMPLETED: "finished", RunStatus.DIVERGED: "finished",
-            RunStatus.FAILED: "failed"}.get(latest.status, "running")
+        state = ("waiting" if latest is None else "finished" if latest.status.finished
+                 else "failed" if latest.status is RunStatus.FAILED else "running")
         summaries.append({
             "name": transfer.name, "source": transfer.source, "fixed": dict(transfer.fixed), "state": state,
             "point": latest.point if latest else None,

@@ -20,11 +20,12 @@ from pydantic import BeforeValidator, ConfigDict, Field, model_validator
 from megadocs.config import StrictModel, load_config
 from megadocs.errors import UserError
 from megadocs.executors import ExecutorConfig
+from megadocs.formats import METHODS, REAL
 from search.certify import SEED, Noise
 from search.grid import Grid, values_equal
 
 __all__ = ["Sweep", "ExecutorConfig", "CertificationConfig", "EnsembleConfig", "NoiseConfig", "TransferConfig",
-           "load_sweep", "TRAIN_AXES", "METHODS", "FIXED_TRAIN_KEYS"]
+           "load_sweep", "TRAIN_AXES", "FIXED_TRAIN_KEYS"]
 
 TRAIN_AXES = {
     "lr": "optim.lr",
@@ -34,12 +35,10 @@ TRAIN_AXES = {
 }
 """Grid axis -> train RunConfig field, for the default objective (docs/architecture.md)."""
 
-METHODS = ("real", "simple", "stitched", "stitched-first", "stitched-none", "latent", "self-distill")
-"""Values of ``fixed.method`` the default objective understands (``real`` = no synthetic stream)."""
-
 FIXED_TRAIN_KEYS = ("method", "g", "model")
-"""Keys of ``fixed`` the default objective understands: the method, its G, and the model preset
-(student scaling: ``model: 1.5b`` certifies the same method on another model size)."""
+"""Keys of ``fixed`` the default objective understands: the method (``megadocs.formats.METHODS``),
+its G, and the model preset (student scaling: ``model: 1.5b`` certifies the same method on another
+model size)."""
 
 def _not_a_boolean(value: Any) -> Any:
     if isinstance(value, bool):
@@ -282,14 +281,14 @@ def _check_train_mapping(sweep: Sweep, cert: CertificationConfig, grid: dict, wh
             raise ValueError(
                 f"{where}: unknown axis {axis!r} for the default objective (expected one of {sorted(TRAIN_AXES)})"
             )
-    method = cert.fixed.get("method", "real")
+    method = cert.fixed.get("method", REAL)
     if method not in METHODS:
         raise ValueError(f"{where}.fixed.method: {method!r} is not a method (expected one of {list(METHODS)})")
     unknown = set(cert.fixed) - set(FIXED_TRAIN_KEYS)
     if unknown:
         raise ValueError(f"{where}.fixed: unknown keys {sorted(unknown)} for the default objective "
                          f"({', '.join(FIXED_TRAIN_KEYS)})")
-    if method == "real":
+    if method == REAL:
         if "mix" in grid and any(v != 0 for v in grid["mix"]):
             raise ValueError(f"{where}: method real has no synthetic stream; drop the mix axis (grid: {{...}})")
         return

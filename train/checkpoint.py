@@ -1,14 +1,13 @@
 """Atomic training checkpoints: model, optimizer, LR scheduler, RNG states, step and counters.
 
-One file, ``RUN/checkpoint/state.pt``, replaced atomically (written to a temporary name in the
-same directory, flushed, then renamed), so a kill at any moment leaves either the previous or the
+One file, ``RUN/checkpoint/state.pt``, replaced atomically (``megadocs.formats.atomic_file``:
+written to a temporary name in the same directory, fsynced, then renamed), so a kill at any moment leaves either the previous or the
 new checkpoint, never a torn one. Restoring everything bit-for-bit is what lets a preempted run
 finish with exactly the metrics of an uninterrupted one.
 """
 
 from __future__ import annotations
 
-import os
 import random
 from pathlib import Path
 from typing import Any
@@ -16,15 +15,16 @@ from typing import Any
 import numpy as np
 import torch
 
-__all__ = ["CHECKPOINT_DIR", "STATE_FILE", "save_checkpoint", "load_checkpoint", "checkpoint_path"]
+from megadocs.formats import RunDir, atomic_file
 
-CHECKPOINT_DIR = "checkpoint"
+__all__ = ["STATE_FILE", "save_checkpoint", "load_checkpoint", "checkpoint_path"]
+
 STATE_FILE = "state.pt"
 FORMAT = "megadocs.train-checkpoint/1"
 
 
 def checkpoint_path(run_dir: Path) -> Path:
-    return Path(run_dir) / CHECKPOINT_DIR / STATE_FILE
+    return RunDir(run_dir).checkpoint / STATE_FILE
 
 
 def _rng_state() -> dict[str, Any]:
@@ -69,12 +69,8 @@ def save_checkpoint(
         "scheduler": scheduler.state_dict(),
         "rng": _rng_state(),
     }
-    tmp = path.with_name(f".{STATE_FILE}.tmp-{os.getpid()}")
-    with open(tmp, "wb") as handle:
+    with atomic_file(path, "wb") as handle:
         torch.save(state, handle)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
     return path
 
 

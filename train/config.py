@@ -17,15 +17,17 @@ Example:
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Any, Literal
+from enum import Enum
+from typing import Annotated, Any, Literal
 
-from pydantic import Field, model_validator
+from pydantic import BeforeValidator, Field, model_validator
 
 from megadocs.config import StrictModel, config_hash
 from megadocs.data_identity import assembled_identity, directory_identity, pool_identity, store_identity
+from megadocs.formats import ALGORITHMS, IID_SETS, Algorithm, assembled_dir
 
 __all__ = [
+    "DocumentMask",
     "SyntheticData",
     "DataConfig",
     "ModelConfig",
@@ -38,16 +40,35 @@ __all__ = [
     "template",
 ]
 
-# `self-distill`: unconditional samples of a trained model (`megadocs gen sample`), the paper's
-# self-distillation baseline.
-Algorithm = Literal["simple", "stitched", "stitched-first", "stitched-none", "latent", "self-distill"]
-ALGORITHMS: tuple[str, ...] = ("simple", "stitched", "stitched-first", "stitched-none", "latent", "self-distill")
+class DocumentMask(str, Enum):
+    """Attention units of a window (`train.attention` builds them)."""
+
+    OFF = "off"
+    DOCUMENT = "document"
+    SEGMENT = "segment"
+
+    @classmethod
+    def parse(cls, value: object) -> DocumentMask:
+        """A config value; the booleans of older configs mean ``off`` (false) and ``document`` (true)."""
+        if isinstance(value, cls):
+            return value
+        if isinstance(value, bool):
+            return cls.DOCUMENT if value else cls.OFF
+        try:
+            return cls(value)
+        except ValueError:
+            names = " | ".join(mode.value for mode in cls)
+            raise ValueError(f"document_mask: expected {names} (or true/false), got {value!r}") from None
+
 
 # Top-level / nested fields that do not change what is learned, only how the run executes.
 EXECUTION_FIELDS: dict[str, tuple[str, ...]] = {
-    "": ("checkpoint_every", "device", "compile"),
+    "": ("checkpoint_every", "device", "compile", "loss"),
     "optim": ("micro_batch_size",),
 }
+AUTO = "auto"
+# `document_mask` was a bool; hashing the old spelling of the old modes keeps those runs' identities.
+_LEGACY_DOCUMENT_MASK = {DocumentMask.OFF.value: False, DocumentMask.DOCUMENT.value: True}
 
 
 class SyntheticData(StrictModel):
@@ -56,10 +77,6 @@ class SyntheticData(StrictModel):
     pool: str = Field(description="generation pool directory (written by `megadocs gen`)")
     algorithm: Algorithm = Field(description="which assembly of the pool to train on")
     g: int = Field(ge=1, description="generations per real document")
-
-    def documents_dir(self) -> Path:
-        """Where `megadocs gen assemble` wrote this stream's documents."""
-        return Path(self.pool) / "assembled" / f"{self.algorithm}-g{self.g}"
 
 
 class DataConfig(StrictModel):
@@ -70,8 +87,10 @@ class DataConfig(StrictModel):
     )
     real_epochs: int = Field(default=8, ge=1, description="passes over the real stream")
     context: int = Field(default=256, ge=8, description="tokens per training window")
-    document_mask: bool = Field(
-        default=False, description="attend only within the same document inside a window"
+    document_mask: Annotated[DocumentMask, BeforeValidator(DocumentMask.parse)] = Field(
+        default=DocumentMask.OFF,
+        description="off: attend across documents; document: only within a stream document; "
+        "segment: only within an EOS-delimited segment (levanter); true/false = document/off",
     )
     seed: int = Field(default=0, ge=0, description="document and window order")
 
@@ -113,13 +132,15 @@ class OptimConfig(StrictModel):
     )
     grad_clip: float = Field(default=1.0, gt=0, description="global gradient-norm clip")
     batch_size: int = Field(default=64, ge=1, description="sequences per optimizer step")
-    micro_batch_size: int = Field(
-        default=16, ge=1, description="sequences per forward/backward (gradient accumulation)"
+    micro_batch_size: Annotated[int, Field(ge=1)] | Literal["auto"] = Field(
+        default=16,
+        description="sequences per forward/backward (gradient accumulation); auto = the largest "
+        "divisor of batch_size that fits the device's memory (train.plan)",
     )
 
     @model_validator(mode="after")
     def _micro_divides_batch(self) -> OptimConfig:
-        if self.batch_size % self.micro_batch_size:
+        if self.micro_batch_size != AUTO and self.batch_size % self.micro_batch_size:
             raise ValueError(
                 f"micro_batch_size={self.micro_batch_size} must divide batch_size={self.batch_size}"
             )
@@ -142,8 +163,7 @@ class EvalConfig(StrictModel):
 
     @model_validator(mode="after")
     def _names(self) -> EvalConfig:
-        reserved = {"iid", "iid_short", "iid_long"}
-        clash = sorted(reserved & set(self.extra))
+        clash = sorted(set(IID_SETS) & set(self.extra))
         if clash:
             raise ValueError(f"extra set name {clash[0]!r} is reserved for the iid split; rename it")
         return self
@@ -160,6 +180,9 @@ class RunConfig(StrictModel):
     compile: Literal["auto", "on", "off"] = Field(
         default="auto", description="torch.compile: auto = on CUDA only"
     )
+    loss: Literal["auto", "chunked", "liger", "full"] = Field(
+        default="auto", description="head + cross-entropy: auto = liger on CUDA if installed, else chunked"
+    )
 
     def data_identity(self) -> dict[str, Any]:
         """What the run's data is (manifest identities), independent of where it lies.
@@ -174,7 +197,8 @@ class RunConfig(StrictModel):
                 "algorithm": synthetic.algorithm,
                 "g": synthetic.g,
                 "pool": pool_identity(synthetic.pool, "data.synthetic.pool"),
-                "assembled": assembled_identity(synthetic.pool, synthetic.documents_dir(), "data.synthetic"),
+                "assembled": assembled_identity(synthetic.pool, assembled_dir(synthetic.pool, synthetic.algorithm, synthetic.g),
+                                                "data.synthetic"),
             }
         if self.eval.extra:
             identity["extra"] = {
@@ -193,6 +217,9 @@ class RunConfig(StrictModel):
             target = data[section] if section else data
             for name in names:
                 target.pop(name, None)
+        legacy = _LEGACY_DOCUMENT_MASK.get(data["data"]["document_mask"])
+        if legacy is not None:
+            data["data"]["document_mask"] = legacy
         # Paths say where the data lies; data_identity() says what it is.
         data["data"].pop("store")
         if data["data"]["synthetic"] is not None:
@@ -209,11 +236,12 @@ TEMPLATE = """\
 data:
   store: runs/demo/data        # required: token store from `megadocs data prepare`
   synthetic: null              # or {pool: POOL, algorithm: stitched, g: 4}
-                               #   algorithm: simple | stitched | stitched-first | stitched-none | latent
+                               #   algorithm: ALGORITHMS_HERE
   mixing_fraction: 0.0         # share of each batch from the synthetic stream, in [0, 1)
   real_epochs: 8               # passes over the real stream (total steps follow from this and m)
   context: 256                 # tokens per window (the paper: 4096)
-  document_mask: false         # true = attend only within a document (an ablation)
+  document_mask: off           # off | document (within a stream document) | segment (new unit
+                               #   after every EOS, as levanter; splits stitched megadocs)
   seed: 0                      # document and window order
 model:
   preset: tiny-1m              # tiny-1m, tiny-8m (CPU); 150m, 300m, 600m, 1.5b (see train/model.py)
@@ -225,7 +253,8 @@ optim:
   warmup_fraction: 0.01        # linear warmup, then cosine decay to 0 at the last step
   grad_clip: 1.0
   batch_size: 64               # sequences per optimizer step
-  micro_batch_size: 16         # must divide batch_size; lower it to save memory
+  micro_batch_size: 16         # must divide batch_size; lower it to save memory; or auto
+                               #   (largest divisor that fits the device; `--dry-run` shows it)
 eval:
   val_windows: 1024            # fixed held-out windows of real text (the iid loss)
   extra: {}                    # e.g. {arxiv: {store: runs/arxiv-store, split: val}}
@@ -236,9 +265,11 @@ seed: 0                        # model initialisation
 checkpoint_every: 200          # steps between checkpoints (also saved on SIGTERM/SIGUSR2)
 device: auto                   # auto | cpu | cuda
 compile: auto                  # auto (= CUDA only) | on | off
+loss: auto                     # auto | chunked | liger | full (head + cross-entropy; never changes
+                               #   the run identity: auto = Liger-Kernel on CUDA if installed)
 """
 
 
 def template() -> str:
     """A commented, valid config (`megadocs train --template`)."""
-    return TEMPLATE
+    return TEMPLATE.replace("ALGORITHMS_HERE", " | ".join(ALGORITHMS))

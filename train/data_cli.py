@@ -61,12 +61,11 @@ def _prepare(args: argparse.Namespace) -> int:
 
 
 def _info(args: argparse.Namespace) -> int:
-    import json
-
+    from megadocs.formats import dumps_json
     from train.store import TokenStore
 
     store = TokenStore.open(args.dir)
-    print(json.dumps(store.manifest, indent=2) if args.json else store.summary())
+    print(dumps_json(store.manifest) if args.json else store.summary())
     return 0
 
 

@@ -41,6 +41,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from megadocs.errors import UserError
+from megadocs.formats import finite_or_none, write_json
 
 __all__ = ["BENCHMARKS", "Benchmark", "task_config", "EnsembleLM", "evaluate_benchmarks", "print_scores",
            "add_arguments", "main"]
@@ -358,5 +359,5 @@ def main(args: argparse.Namespace) -> int:
     if args.json:
         out = Path(args.json)
         out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(scores, indent=2) + "\n")
+        write_json(out, finite_or_none(scores))
     return 0

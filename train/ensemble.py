@@ -47,6 +47,8 @@ from pathlib import Path
 import yaml
 
 from megadocs.errors import UserError
+from megadocs.formats import IID, RunDir, finite_or_none, write_json
+from train.config import DocumentMask
 
 __all__ = [
     "resolve_model_dir",
@@ -69,8 +71,8 @@ def resolve_model_dir(path: str | Path) -> Path:
         UserError: the path holds neither ``config.json`` nor ``model/config.json``.
     """
     path = Path(path)
-    if (path / "model" / "config.json").is_file():
-        return path / "model"
+    if RunDir(path).has_model():
+        return RunDir(path).model
     if (path / "config.json").is_file():
         return path
     raise UserError(
@@ -206,7 +208,7 @@ class LogitEnsemble:
             return self._resident[index], False
         return self._load(index), True
 
-    def running_logit_sums(self, input_ids, document_ids=None, *, document_mask: bool = False) -> Iterator:
+    def running_logit_sums(self, input_ids, document_ids=None, *, document_mask: DocumentMask | bool = False) -> Iterator:
         """Yield the float32 sum of the first k members' logits, k = 1..K, for ``input_ids``.
 
         Each member's forward pass is `train.evaluate.model_logits` under the training
@@ -237,7 +239,7 @@ class LogitEnsemble:
                 del logits
             yield total
 
-    def mean_logits(self, input_ids, document_ids=None, *, document_mask: bool = False):
+    def mean_logits(self, input_ids, document_ids=None, *, document_mask: DocumentMask | bool = False):
         """The ensemble's averaged logits ``[batch, length, vocab]`` (float32)."""
         total = None
         for total in self.running_logit_sums(input_ids, document_ids, document_mask=document_mask):  # noqa: B007
@@ -265,7 +267,7 @@ def ensemble_losses(
     batch_size: int = 8,
     max_resident_members: int | None = None,
     halves: bool = True,
-    document_mask: bool = False,
+    document_mask: DocumentMask | bool = False,
 ) -> list[dict]:
     """Validation loss of the logit-averaged ensemble of every prefix of ``member_dirs``.
 
@@ -355,7 +357,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _run_config(member: Path) -> dict:
-    path = member / "config.yaml"
+    path = RunDir(member).config
     if not path.is_file():
         return {}
     return yaml.safe_load(path.read_text()) or {}
@@ -386,7 +388,7 @@ def _validation_specs(args, run_config: dict) -> list[_ValidationSpec]:
                     is_iid = store_path.resolve() == Path(iid_store).resolve()
                 else:
                     is_iid = position == 0
-                name = "iid" if is_iid else store_path.name
+                name = IID if is_iid else store_path.name
             specs.append(_ValidationSpec(name, store_path))
         names = [spec.name for spec in specs]
         repeated = sorted({name for name in names if names.count(name) > 1})
@@ -398,7 +400,7 @@ def _validation_specs(args, run_config: dict) -> list[_ValidationSpec]:
             "--val: no validation store given and the first member has no RUN/config.yaml "
             "naming data.store; pass --val STORE_DIR"
         )
-    specs = [_ValidationSpec("iid", Path(iid_store))]
+    specs = [_ValidationSpec(IID, Path(iid_store))]
     for name, extra in ((run_config.get("eval") or {}).get("extra") or {}).items():
         specs.append(_ValidationSpec(name, Path(extra["store"]), extra.get("split", "val")))
     return specs
@@ -431,8 +433,8 @@ def main(args: argparse.Namespace) -> int:
             validation = ValidationSet.build(spec.store, split=spec.split, context=context, max_windows=windows)
             rows = ensemble_losses(
                 members, validation, device=args.device, batch_size=args.batch_size,
-                max_resident_members=args.max_resident, halves=spec.name == "iid",
-                document_mask=bool((run_config.get("data") or {}).get("document_mask", False)),
+                max_resident_members=args.max_resident, halves=spec.name == IID,
+                document_mask=DocumentMask.parse((run_config.get("data") or {}).get("document_mask", False)),
             )
             report["sets"][spec.name] = {"source": where, "by_k": rows}
             _write_report(out, report)
@@ -467,13 +469,12 @@ def _previous_report(out: Path | None, identity: dict) -> dict | None:
 
 
 def _write_report(out: Path | None, report: dict) -> None:
-    """Atomic write, so an interrupted run leaves the previous complete report."""
+    """Atomic write, so an interrupted run leaves the previous complete report. A half with no
+    tokens (NaN) is written as null, as `_print_table` shows it."""
     if out is None:
         return
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(out.suffix + ".tmp")
-    tmp.write_text(json.dumps(report, indent=2) + "\n")
-    tmp.replace(out)
+    write_json(out, finite_or_none(report))
 
 
 def _print_table(name: str, rows: list[dict]) -> None:

@@ -20,7 +20,10 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from train.model import document_attention_mask
+from megadocs.formats import IID, half_names
+from train.attention import position_ids_for
+from train.config import DocumentMask
+from train.loss import next_token_losses
 
 __all__ = ["token_losses", "LossTotals", "model_logits", "evaluate_model", "autocast_for", "target_is_long"]
 
@@ -64,8 +67,9 @@ class LossTotals:
         """{name: mean} plus {name_short, name_long} when `halves`."""
         result = {name: self._mean(self.total, self.count)}
         if halves:
-            result[f"{name}_short"] = self._mean(self.short_total, self.short_count)
-            result[f"{name}_long"] = self._mean(self.long_total, self.long_count)
+            short, long_ = half_names(name)
+            result[short] = self._mean(self.short_total, self.short_count)
+            result[long_] = self._mean(self.long_total, self.long_count)
         return result
 
 
@@ -81,11 +85,12 @@ def model_logits(
     input_ids: torch.Tensor,
     document_ids: torch.Tensor | None = None,
     *,
-    document_mask: bool = False,
+    document_mask: DocumentMask | bool | str = DocumentMask.OFF,
+    eos_id: int | None = None,
 ) -> torch.Tensor:
-    """Logits [B, C, V]; with `document_mask`, attention stays inside each document."""
-    mask = document_attention_mask(document_ids) if document_mask else None
-    return model(input_ids=input_ids, attention_mask=mask, use_cache=False).logits
+    """Logits [B, C, V]; with a `document_mask` mode, attention stays inside each unit (`train.attention`)."""
+    position_ids = position_ids_for(model, input_ids, document_ids, document_mask, eos_id)
+    return model(input_ids=input_ids, position_ids=position_ids, use_cache=False).logits
 
 
 def target_is_long(validation_set, start: int, stop: int) -> torch.Tensor:
@@ -100,8 +105,9 @@ def evaluate_model(
     *,
     batch_size: int,
     device: str | torch.device,
-    document_mask: bool = False,
-    name: str = "iid",
+    document_mask: DocumentMask | bool | str = DocumentMask.OFF,
+    eos_id: int | None = None,
+    name: str = IID,
     halves: bool = True,
 ) -> dict[str, float]:
     """Mean token loss of `model` on `validation_set` (a `train.data.ValidationSet`: `input_ids`,
@@ -117,8 +123,9 @@ def evaluate_model(
     for start in range(0, windows, batch_size):
         input_ids = validation_set.input_ids[start : start + batch_size].to(device)  # [b, C]
         document_ids = validation_set.document_ids[start : start + batch_size].to(device)
-        with autocast_for(device):
-            logits = model_logits(model, input_ids, document_ids, document_mask=document_mask)  # [b, C, V]
+        with autocast_for(device):  # the head and loss run one chunk of tokens at a time
+            losses = next_token_losses(model, input_ids, document_ids, document_mask=document_mask,
+                                       eos_id=eos_id)  # [b, C-1]
         is_long = target_is_long(validation_set, start, start + batch_size) if halves else None
-        totals.add(token_losses(logits, input_ids), is_long)
+        totals.add(losses, is_long)
     return totals.summary(name, halves=halves)

@@ -1,14 +1,17 @@
 """One training run: `run(config, out)` trains, evaluates and writes the run directory.
 
-Layout of RUN (docs/architecture.md): config.yaml, config_hash, identity.json, checkpoint/,
-log.jsonl, model/, metrics.json (written last; its presence means "done", and `run` then returns
-it untouched, after checking that RUN's recorded identity is this config's on this data).
+Layout of RUN (`megadocs.formats.RunDir`, docs/architecture.md): config.yaml, config_hash,
+identity.json, checkpoint/, log.jsonl, model/, metrics.json (a `RunMetrics`, written last; its
+presence means "done", and `run` then returns it untouched, after checking that RUN's recorded
+identity is this config's on this data).
 
 Recipe (paper.md "Training recipe"): AdamW with decoupled weight decay on the weight matrices
 (embeddings included, norm scales excluded), global grad-norm clip, linear warmup over
 `warmup_fraction` of the steps then cosine decay reaching 0 at the end, gradient accumulation
-from `micro_batch_size` up to `batch_size`, bf16 autocast with fp32 master weights on CUDA (fp32
-on CPU), torch.compile on CUDA when `compile: auto`.
+from `micro_batch_size` up to `batch_size` (``auto``: `train.plan`), bf16 autocast with fp32 master
+weights and TF32 on CUDA (fp32 on CPU), fused AdamW on CUDA, torch.compile of the backbone on CUDA
+when `compile: auto`; the head and the cross-entropy run chunked or fused (`train.loss`), and
+document masking goes through packed position ids, not a dense mask (`train.attention`).
 
 Resumption: every `checkpoint_every` steps, and when SIGTERM/SIGUSR2 arrives, the full state is
 saved atomically (`train.checkpoint`). The signal handler only sets a flag; the step in flight
@@ -29,7 +32,6 @@ import sys
 import threading
 import time
 from dataclasses import dataclass
-from enum import Enum
 from pathlib import Path
 from typing import Any
 
@@ -37,22 +39,28 @@ import torch
 
 from megadocs.config import dump_yaml
 from megadocs.errors import UserError
-from train.checkpoint import CHECKPOINT_DIR, load_checkpoint, save_checkpoint
-from train.config import RunConfig
-from train.evaluate import autocast_for, evaluate_model, model_logits, token_losses
+from megadocs.formats import (
+    IID,
+    IID_SETS,
+    RunDir,
+    RunMetrics,
+    RunStatus,
+    dumps_json,
+    finite_or_none,
+    replace_dir,
+    write_atomic,
+    write_json,
+)
+from train.checkpoint import load_checkpoint, save_checkpoint
+from train.config import AUTO, DocumentMask, RunConfig
+from train.evaluate import autocast_for, evaluate_model
+from train.loss import next_token_loss, resolve_loss_implementation
 from train.prefetch import BatchPrefetcher
 
 __all__ = [
-    "Status",
     "Preempted",
-    "CONFIG_FILE",
-    "HASH_FILE",
-    "IDENTITY_FILE",
     "check_run_identity",
     "write_run_identity",
-    "METRICS_FILE",
-    "MODEL_DIR",
-    "LOG_FILE",
     "LOG_EVERY",
     "lr_factor",
     "resolve_device",
@@ -62,19 +70,8 @@ __all__ = [
     "run",
 ]
 
-CONFIG_FILE = "config.yaml"
-HASH_FILE = "config_hash"
-IDENTITY_FILE = "identity.json"  # what the identity covers: the data's manifest identities
-METRICS_FILE = "metrics.json"
-MODEL_DIR = "model"
-LOG_FILE = "log.jsonl"
 LOG_EVERY = 10  # steps between log lines and divergence checks (each is a device sync)
 PREEMPTION_SIGNALS = (signal.SIGTERM, signal.SIGUSR2)
-
-
-class Status(str, Enum):
-    COMPLETED = "completed"
-    DIVERGED = "diverged"
 
 
 class Preempted(Exception):
@@ -127,14 +124,17 @@ def train_step(
     *,
     micro_batch_size: int,
     grad_clip: float,
-    document_mask: bool,
+    document_mask: DocumentMask | bool,
     parameters: list[torch.nn.Parameter],
+    eos_id: int | None = None,
+    loss_implementation: str = "chunked",
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """One optimizer update on a batch [B, C], accumulated over micro-batches.
 
     Returns the batch's mean token loss and the pre-clip gradient norm, as device tensors (no
     sync). Each micro-batch's mean loss is weighted by its share of the batch's rows, so the
     gradient is that of the whole batch's mean even when the last (short) batch splits unevenly.
+    The head and the loss never hold a micro-batch's whole logits (`train.loss`).
     """
     device = input_ids.device
     rows = input_ids.shape[0]
@@ -143,8 +143,8 @@ def train_step(
         ids = input_ids[start : start + micro_batch_size]  # [b, C]
         docs = document_ids[start : start + micro_batch_size]
         with autocast_for(device):
-            logits = model_logits(model, ids, docs, document_mask=document_mask)  # [b, C, V]
-        loss = token_losses(logits, ids).mean() * (ids.shape[0] / rows)
+            loss = next_token_loss(model, ids, docs, document_mask=document_mask, eos_id=eos_id,
+                                   implementation=loss_implementation) * (ids.shape[0] / rows)
         loss.backward()
         total_loss += loss.detach()
     grad_norm = torch.nn.utils.clip_grad_norm_(parameters, grad_clip)
@@ -193,28 +193,22 @@ class PreemptionSignals:
 # --- the run --------------------------------------------------------------------------------
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 def check_run_identity(out: Path, identity: str) -> None:
     """Refuse a RUN that holds another run: another config, or the same config on other data.
 
     A finished RUN is checked too: returning its metrics for another identity would report the
     old run's losses as the new one's.
     """
-    hash_file = out / HASH_FILE
-    if not hash_file.is_file():
-        if (out / METRICS_FILE).is_file():
-            raise UserError(f"{out}: holds {METRICS_FILE} but no {HASH_FILE}, so whose run it is cannot be "
-                            "checked; use another --out")
+    run_dir = RunDir(out)
+    if not run_dir.config_hash.is_file():
+        if run_dir.is_done():
+            raise UserError(f"{out}: holds {RunDir.METRICS} but no {RunDir.CONFIG_HASH}, so whose run it is "
+                            "cannot be checked; use another --out")
         return
-    recorded = hash_file.read_text().strip()
+    recorded = run_dir.config_hash.read_text().strip()
     if recorded == identity:
         return
-    if not (out / IDENTITY_FILE).is_file():
+    if not run_dir.identity.is_file():
         raise UserError(
             f"{out}: made before run identities covered the data (recorded {recorded}, this config on "
             f"today's data is {identity}); if its config, store and pool are unchanged adopt it with "
@@ -228,17 +222,17 @@ def check_run_identity(out: Path, identity: str) -> None:
 
 def write_run_identity(config: RunConfig, out: Path, identity: str) -> None:
     """Record the identity and what it covers (the data's manifest identities) in RUN."""
-    record = {"identity": identity, "data": config.data_identity()}
-    _write_atomic(out / IDENTITY_FILE, json.dumps(record, indent=1, sort_keys=True) + "\n")
-    _write_atomic(out / HASH_FILE, identity + "\n")
+    run_dir = RunDir(out)
+    write_json(run_dir.identity, {"identity": identity, "data": config.data_identity()}, indent=1, sort_keys=True)
+    write_atomic(run_dir.config_hash, identity + "\n")
 
 
-def _prepare_run_dir(config: RunConfig, out: Path, identity: str) -> None:
+def _prepare_run_dir(config: RunConfig, run_dir: RunDir, identity: str) -> None:
     """Create RUN, refuse one that holds another run, save the resolved config and identity."""
-    out.mkdir(parents=True, exist_ok=True)
-    check_run_identity(out, identity)
-    _write_atomic(out / CONFIG_FILE, dump_yaml(config))
-    write_run_identity(config, out, identity)
+    run_dir.path.mkdir(parents=True, exist_ok=True)
+    check_run_identity(run_dir.path, identity)
+    write_atomic(run_dir.config, dump_yaml(config))
+    write_run_identity(config, run_dir.path, identity)
 
 
 def _open_store(path: str, field: str):
@@ -277,7 +271,7 @@ def _truncate_log(log_path: Path, step: int) -> None:
     if not log_path.is_file():
         return
     kept = [line for line in log_path.read_text().splitlines() if line and json.loads(line)["step"] <= step]
-    _write_atomic(log_path, "".join(line + "\n" for line in kept))
+    write_atomic(log_path, "".join(line + "\n" for line in kept))
 
 
 def _load_training_streams(config: RunConfig):
@@ -305,6 +299,9 @@ def _set_determinism(device: torch.device) -> None:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
         torch.use_deterministic_algorithms(True, warn_only=True)
         torch.backends.cudnn.benchmark = False
+        # TF32 for the fp32 matmuls left outside bf16 autocast (deterministic, 10-bit mantissa inputs).
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
 
 
 @dataclass
@@ -346,7 +343,13 @@ def _build(config: RunConfig, store, total_steps: int, device: torch.device, out
         optimizer, lambda step: lr_factor(step, total_steps=total_steps, warmup_steps=warmup_steps)
     )
     resumed = load_checkpoint(out, model=model, optimizer=optimizer, scheduler=scheduler, identity=identity)
-    forward = torch.compile(model) if _compile_wanted(config, device) else model
+    if device.type == "cuda" and config.data.document_mask is not DocumentMask.OFF:
+        from train.attention import masked_attention_backend
+
+        model.set_attn_implementation(masked_attention_backend(device))  # packed sequences, no dense mask
+    if _compile_wanted(config, device):
+        model.model.compile()  # the backbone, in place: the state dict keeps its keys; the loss stays eager
+    forward = model
     return _Training(
         out=out, identity=identity, model=model, forward=forward, optimizer=optimizer, scheduler=scheduler,
         total_steps=total_steps, step=resumed["step"] if resumed else 0,
@@ -355,7 +358,7 @@ def _build(config: RunConfig, store, total_steps: int, device: torch.device, out
     )  # fmt: skip
 
 
-def run(config: RunConfig, out: str | Path) -> dict:
+def run(config: RunConfig, out: str | Path) -> RunMetrics:
     """Train, evaluate and write RUN (see the module docstring); returns the metrics.
 
     Raises:
@@ -363,11 +366,11 @@ def run(config: RunConfig, out: str | Path) -> dict:
         UserError: bad paths, a store/config mismatch, or RUN holding another config.
     """
     out = Path(out)
+    run_dir = RunDir(out)
     identity = config.identity()  # reads the data's manifests: a missing store fails here
-    metrics_path = out / METRICS_FILE
-    if metrics_path.is_file():
+    if run_dir.is_done():
         check_run_identity(out, identity)
-        return json.loads(metrics_path.read_text())
+        return RunMetrics.load(run_dir.metrics)
     attempt_start = time.perf_counter()
     device = resolve_device(config.device)
 
@@ -377,13 +380,14 @@ def run(config: RunConfig, out: str | Path) -> dict:
         _check_extra_store(store, name, extra.store)
     _check_benchmarks(config)
     streams = _load_training_streams(config)
-    _prepare_run_dir(config, out, identity)
+    _prepare_run_dir(config, run_dir, identity)
 
     with PreemptionSignals() as signals:
         # --- model, optimizer, schedule (resumed from the checkpoint if any) ------------------
         training = _build(config, store, streams.plan.total_steps, device, out, identity, attempt_start)
+        config = _resolve_micro_batch(config, training.model, store.vocab_size, device, streams.eos_id)
         params = sum(p.numel() for p in training.model.parameters())
-        _truncate_log(out / LOG_FILE, training.step)
+        _truncate_log(run_dir.log, training.step)
 
         # --- train -------------------------------------------------------------------------
         status = _train(training, streams, config, device, signals)
@@ -392,29 +396,29 @@ def run(config: RunConfig, out: str | Path) -> dict:
         def stop_if_requested() -> None:
             signals.stop_if_requested(training.step, out)
 
-        if status is Status.COMPLETED:
-            _save_model(training.model, store, out / MODEL_DIR)
+        if status is RunStatus.COMPLETED:
+            _save_model(training.model, store, run_dir.model)
             val_losses = _evaluate_all(training.model, config, store, device, after_each=stop_if_requested)
-        else:
-            val_losses = {name: math.inf for name in ("iid", "iid_short", "iid_long", *config.eval.extra)}
+        else:  # diverged: no losses to report (null in metrics.json)
+            val_losses = {name: None for name in (*IID_SETS, *config.eval.extra)}
         counters = training.counters
-        metrics = {
-            "status": status.value,
-            "val_loss": val_losses["iid"],
-            "val_losses": val_losses,
-            "steps": training.step,
-            "tokens_seen": counters["tokens_seen"],
-            "wall_time_s": counters["wall_time_s"] + time.perf_counter() - attempt_start,
-            "tokens_per_s": counters["tokens_seen"] / counters["train_time_s"] if counters["train_time_s"] else 0.0,
-            "config_hash": identity,
-            "params": params,
-        }
-        if status is Status.COMPLETED and config.eval.benchmarks:
+        metrics = RunMetrics(
+            status=status,
+            val_loss=val_losses[IID],
+            val_losses=val_losses,
+            steps=training.step,
+            tokens_seen=counters["tokens_seen"],
+            wall_time_s=counters["wall_time_s"] + time.perf_counter() - attempt_start,
+            tokens_per_s=counters["tokens_seen"] / counters["train_time_s"] if counters["train_time_s"] else 0.0,
+            config_hash=identity,
+            params=params,
+        )
+        if status is RunStatus.COMPLETED and config.eval.benchmarks:
             from train.downstream import evaluate_benchmarks
 
             data_dir = config.eval.benchmark_data
-            metrics["benchmarks"] = evaluate_benchmarks(
-                model_dirs=[out / MODEL_DIR],
+            metrics.benchmarks = evaluate_benchmarks(
+                model_dirs=[run_dir.model],
                 tasks=list(config.eval.benchmarks),
                 data_dir=Path(data_dir) if data_dir else None,
                 limit=config.eval.benchmark_limit,
@@ -424,17 +428,40 @@ def run(config: RunConfig, out: str | Path) -> dict:
             stop_if_requested()
 
     # --- outputs: metrics.json last, atomically; then the checkpoint is no longer needed ------
-    _write_atomic(metrics_path, json.dumps(metrics, indent=2) + "\n")
-    shutil.rmtree(out / CHECKPOINT_DIR, ignore_errors=True)  # the model lives in RUN/model
+    metrics.save(run_dir.metrics)
+    shutil.rmtree(run_dir.checkpoint, ignore_errors=True)  # the model lives in RUN/model
     return metrics
 
 
-def _train(training: _Training, streams, config: RunConfig, device: torch.device, signals) -> Status:
+def _resolve_micro_batch(config: RunConfig, model, vocab_size: int, device: torch.device, eos_id: int) -> RunConfig:
+    """`optim.micro_batch_size: auto` -> a number (`train.plan.auto_micro_batch`); execution only,
+    so the run's identity and saved config keep ``auto``."""
+    if config.optim.micro_batch_size != AUTO:
+        return config
+    from train.plan import auto_micro_batch
+
+    context, implementation = config.data.context, resolve_loss_implementation(config.loss, device)
+
+    def probe(micro: int) -> None:  # CUDA only: one forward and backward of `micro` sequences
+        ids = torch.randint(0, vocab_size, (micro, context), device=device)
+        with autocast_for(device):
+            loss = next_token_loss(model, ids, torch.zeros_like(ids), document_mask=config.data.document_mask,
+                                   eos_id=eos_id, implementation=implementation)  # fmt: skip
+        loss.backward()
+
+    micro = auto_micro_batch(model, preset_name=config.model.preset, vocab_size=vocab_size, context=context,
+                             batch_size=config.optim.batch_size, device=device, step_probe=probe)  # fmt: skip
+    print(f"optim.micro_batch_size: auto -> {micro}", file=sys.stderr)
+    return config.model_copy(update={"optim": config.optim.model_copy(update={"micro_batch_size": micro})})
+
+
+def _train(training: _Training, streams, config: RunConfig, device: torch.device, signals) -> RunStatus:
     """The step loop from `training.step` to the end; returns COMPLETED or DIVERGED."""
     from tqdm import tqdm
 
     optim, counters, total_steps = config.optim, training.counters, training.total_steps
     parameters = list(training.model.parameters())
+    loss_implementation = resolve_loss_implementation(config.loss, device)
     training.forward.train()
     progress = tqdm(total=total_steps, initial=training.step, desc="train", unit="step", file=sys.stderr,
                     dynamic_ncols=True, mininterval=1.0)  # fmt: skip
@@ -451,7 +478,7 @@ def _train(training: _Training, streams, config: RunConfig, device: torch.device
     # batches are built on a background thread, `depth` steps ahead; the data of a step is still a
     # pure function of the step, so resuming needs no replay
     prefetcher = BatchPrefetcher(streams.batch, range(training.step, total_steps), pin_memory=device.type == "cuda")
-    with progress, open(training.out / LOG_FILE, "a") as log, prefetcher:
+    with progress, open(RunDir(training.out).log, "a") as log, prefetcher:
         while training.step < total_steps:
             # --- data: built ahead by the prefetcher; pinned on CUDA, so the copy is async ---
             batch = prefetcher.get(training.step)
@@ -462,7 +489,8 @@ def _train(training: _Training, streams, config: RunConfig, device: torch.device
             loss, grad_norm = train_step(
                 training.forward, training.optimizer, training.scheduler, input_ids, document_ids,
                 micro_batch_size=optim.micro_batch_size, grad_clip=optim.grad_clip,
-                document_mask=config.data.document_mask, parameters=parameters,
+                document_mask=config.data.document_mask, parameters=parameters, eos_id=streams.eos_id,
+                loss_implementation=loss_implementation,
             )  # fmt: skip
             training.step += 1
             step = training.step
@@ -481,12 +509,14 @@ def _train(training: _Training, streams, config: RunConfig, device: torch.device
                     "tokens_per_s": counters["tokens_seen"] / max(counters["train_time_s"], 1e-9),
                     "cpu_s": time.process_time(),  # this process's CPU seconds: wall >> cpu = contention
                 }
-                log.write(json.dumps(line) + "\n")
+                if not math.isfinite(loss_value):
+                    line["diverged"] = True  # loss (and grad_norm) become null: standard JSON
+                log.write(dumps_json(finite_or_none(line), indent=None) + "\n")
                 log.flush()
                 progress.set_postfix(loss=f"{loss_value:.4f}", tok_s=f"{line['tokens_per_s']:.0f}")
                 if not math.isfinite(loss_value):
                     progress.write(f"loss {loss_value} at step {step}: diverged, stopping", file=sys.stderr)
-                    return Status.DIVERGED
+                    return RunStatus.DIVERGED
             progress.update(1)
 
             # --- checkpoint: periodic, at the end, and on preemption -------------------------
@@ -496,7 +526,7 @@ def _train(training: _Training, streams, config: RunConfig, device: torch.device
                 training.save()
                 clock = time.perf_counter()
                 signals.stop_if_requested(step, training.out)
-    return Status.COMPLETED
+    return RunStatus.COMPLETED
 
 
 def _save_model(model: torch.nn.Module, store, model_dir: Path) -> None:
@@ -505,19 +535,19 @@ def _save_model(model: torch.nn.Module, store, model_dir: Path) -> None:
     shutil.rmtree(tmp, ignore_errors=True)
     model.save_pretrained(tmp)
     store.tokenizer().save_pretrained(tmp)
-    shutil.rmtree(model_dir, ignore_errors=True)
-    os.replace(tmp, model_dir)
+    replace_dir(tmp, model_dir)
 
 
 def _evaluate_all(model, config: RunConfig, store, device: torch.device, *, after_each) -> dict[str, float]:
     """iid (with short/long halves) and every eval.extra set, on fixed real-text windows."""
     from train.data import ValidationSet
 
-    settings = dict(batch_size=config.optim.micro_batch_size, device=device, document_mask=config.data.document_mask)
+    settings = dict(batch_size=config.optim.micro_batch_size, device=device, document_mask=config.data.document_mask,
+                    eos_id=store.eos_id)
     validation = ValidationSet.build(
         config.data.store, split="val", context=config.data.context, max_windows=config.eval.val_windows
     )
-    losses = evaluate_model(model, validation, name="iid", **settings)
+    losses = evaluate_model(model, validation, name=IID, **settings)
     after_each()
     for name, extra in config.eval.extra.items():
         _check_extra_store(store, name, extra.store)

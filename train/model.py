@@ -28,7 +28,6 @@ __all__ = [
     "llama_config",
     "build_model",
     "init_weights",
-    "document_attention_mask",
 ]
 
 INIT_SCALE = 1.0
@@ -145,14 +144,3 @@ def build_model(
     model.to(torch.float32)
     init_weights(model, seed)
     return model.to(device)
-
-
-def document_attention_mask(document_ids: torch.Tensor) -> torch.Tensor:
-    """Causal attention restricted to the same document: bool [B, 1, C, C], True = may attend.
-
-    HF Llama passes a 4D mask through unchanged to scaled_dot_product_attention.
-    """
-    length = document_ids.shape[-1]
-    causal = torch.ones(length, length, dtype=torch.bool, device=document_ids.device).tril()
-    same_document = document_ids[:, :, None] == document_ids[:, None, :]  # [B, C, C]
-    return (same_document & causal)[:, None, :, :]

@@ -43,6 +43,7 @@ import submitit
 from megadocs.corpus import is_token_store, iter_documents, source_hash
 from megadocs.data_identity import pool_identity_of
 from megadocs.errors import UserError
+from megadocs.formats import ALGORITHMS, POOL_KIND, PoolKind, write_json
 from train.store import TOKEN_DTYPE, TokenStore
 
 __all__ = ["TOKENS_FORMAT", "TOKENS_DIR", "tokens_dir", "tokenize_shard", "tokenize_pool", "submit_tokenize",
@@ -56,8 +57,7 @@ BATCH_ROWS = 1024
 """Generations per encoder call: enough to keep every core busy, small enough to stream."""
 # algorithm -> pool kind; assembled by index (latent keeps the assembled-text path: its thoughts
 # are inserted inside the real text, where tokens merge across the insertion points).
-INDEXED_ALGORITHMS = {"simple": "rephrase", "stitched": "rephrase", "stitched-first": "rephrase",
-                      "stitched-none": "rephrase", "self-distill": "sample"}
+INDEXED_ALGORITHMS = {a: POOL_KIND[a].value for a in ALGORITHMS if POOL_KIND[a] is not PoolKind.THOUGHTS}
 
 
 def tokens_dir(pool: str | Path, tokenizer_hash: str) -> Path:
@@ -107,16 +107,6 @@ def _real_from_store(manifest: dict, store: TokenStore) -> Path | None:
         raise UserError(f"--pool: its source {source} changed since generation (hash "
                         f"{source_hash(source)} != {manifest['source_hash']})")
     return Path(source).resolve()
-
-
-def _write_json_atomic(path: Path, data: dict) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with open(tmp, "w") as handle:
-        json.dump(data, handle, indent=2)
-        handle.write("\n")
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -262,9 +252,9 @@ def tokenize_shard(pool: str | Path, store: str | Path | TokenStore, index: int,
     if done.is_file():
         return json.loads(done.read_text())
     out.mkdir(parents=True, exist_ok=True)
-    tokenize_real = manifest["kind"] != "sample" and _real_from_store(manifest, store) is None
+    tokenize_real = manifest["kind"] != PoolKind.SAMPLE and _real_from_store(manifest, store) is None
     source_docs = (doc for k, doc in enumerate(iter_documents(manifest["source"]))
-                   if k % count == index) if manifest["kind"] != "sample" else None
+                   if k % count == index) if manifest["kind"] != PoolKind.SAMPLE else None
     encoder = _encoder(store)
     started = time.perf_counter()
     generations = _ArrayWriter(out, stem)
@@ -290,7 +280,7 @@ def tokenize_shard(pool: str | Path, store: str | Path | TokenStore, index: int,
             real.abort()
         raise
     counts["seconds"] = time.perf_counter() - started
-    _write_json_atomic(done, counts)  # last: "done" means every array above is durable
+    write_json(done, counts)  # last: "done" means every array above is durable
     return counts
 
 
@@ -301,7 +291,7 @@ def _planned_manifest(pool: Path, store: TokenStore) -> dict:
                         f"thoughts inside the real text, so training tokenizes their assembled text "
                         f"(`megadocs gen assemble`), there is nothing to tokenize ahead")
     _require_complete(pool, manifest)
-    real_store = None if manifest["kind"] == "sample" else _real_from_store(manifest, store)
+    real_store = None if manifest["kind"] == PoolKind.SAMPLE else _real_from_store(manifest, store)
     return {
         "format": TOKENS_FORMAT,
         "tokenizer_hash": store.tokenizer_hash,
@@ -310,7 +300,7 @@ def _planned_manifest(pool: Path, store: TokenStore) -> dict:
         "pool_kind": manifest["kind"],
         "pool_g": manifest["g"],
         "num_shards": manifest["num_shards"],
-        "real": None if manifest["kind"] == "sample" else
+        "real": None if manifest["kind"] == PoolKind.SAMPLE else
         ({"store": str(real_store), "split": "train"} if real_store else {"shards": "real"}),
     }
 
@@ -329,7 +319,7 @@ def _init(pool: Path, store: TokenStore) -> dict:
             stale.unlink()
     out.mkdir(parents=True, exist_ok=True)
     planned.update(complete=False, created=datetime.now(timezone.utc).isoformat(timespec="seconds"))
-    _write_json_atomic(path, planned)
+    write_json(path, planned)
     return planned
 
 
@@ -350,7 +340,7 @@ def _sum_shards(out: Path) -> dict:
     manifest["statistics"] = {key: sum(s[key] for s in stats) for key in keys}
     manifest["statistics"]["shards_done"] = len(stats)
     manifest["complete"] = len(stats) == count
-    _write_json_atomic(out / MANIFEST, manifest)
+    write_json(out / MANIFEST, manifest)
     return manifest
 
 

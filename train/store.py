@@ -33,6 +33,7 @@ import numpy as np
 
 from megadocs.corpus import STORE_FORMAT, Document, is_token_store, iter_documents, source_hash
 from megadocs.errors import UserError
+from megadocs.formats import replace_dir, write_json
 from megadocs.procs import pid_alive
 
 __all__ = ["prepare", "TokenStore", "StoreSplit", "TokenizedDocuments", "EOS_TOKEN", "SPLITS", "default_val_docs",
@@ -247,10 +248,10 @@ def prepare(
         manifest = _write_store(corpus, tmp, tokenizer=tokenizer, vocab_size=vocab_size,
                                 val_docs=val_docs, seed=seed, max_docs=max_docs)
         manifest.update(source=str(corpus), source_hash=corpus_hash, options=options)
-        _write_json(tmp / MANIFEST, manifest)  # written last: its presence marks completeness
+        write_json(tmp / MANIFEST, manifest)  # written last: its presence marks completeness
         tmp.chmod(0o755)  # mkdtemp creates it private
         try:
-            os.rename(tmp, out)  # replaces an empty `out` atomically
+            replace_dir(tmp, out, remove_existing=False)  # replaces an empty `out` atomically
         except OSError:
             if is_token_store(out):  # a concurrent prepare finished first
                 return _existing_store(out, corpus_hash, options)
@@ -408,6 +409,3 @@ def _tokenize_split(hf_tokenizer, docs: list[Document], tokens_path: Path, offse
     np.save(offsets_path, offsets)
     return written
 
-
-def _write_json(path: Path, data: dict[str, Any]) -> None:
-    path.write_text(json.dumps(data, indent=2) + "\n")

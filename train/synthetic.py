@@ -10,8 +10,8 @@ Tokens are cached next to the file as ``tokens-{tokenizer_hash}.tokens`` (uint32
 ``tokens-{tokenizer_hash}.offsets.npy``, completed by ``tokens-{tokenizer_hash}.json`` which
 records the size and mtime of the documents file it was built from. Concurrent sweep runs
 take turns on ``tokens-{tokenizer_hash}.lock`` so one tokenizes and the others reuse its work;
-each file is written under a private name and renamed into place, so even without working
-locks a reader never sees a partial cache.
+each file is written under a private name and renamed into place (``megadocs.formats.atomic_file``),
+so even without working locks a reader never sees a partial cache.
 """
 
 from __future__ import annotations
@@ -19,9 +19,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import json
-import os
 import sys
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,11 +27,11 @@ import numpy as np
 
 from megadocs.corpus import iter_jsonl
 from megadocs.errors import UserError
+from megadocs.formats import assembled_documents, atomic_file, write_json
 from train.store import TOKEN_DTYPE, TokenizedDocuments, TokenStore, encode_texts
 
-__all__ = ["SyntheticDocuments", "assembled_dir", "load_synthetic"]
+__all__ = ["SyntheticDocuments", "load_synthetic"]
 
-DOCUMENTS_FILE = "documents.jsonl"
 _ENCODE_BATCH = 256
 
 
@@ -46,11 +44,6 @@ class SyntheticDocuments(TokenizedDocuments):
     skipped_empty: int
 
 
-def assembled_dir(pool: str | Path, algorithm: str, g: int) -> Path:
-    """Where ``megadocs gen assemble`` writes the documents of (algorithm, g)."""
-    return Path(pool) / "assembled" / f"{algorithm}-g{g}"
-
-
 def load_synthetic(pool: str | Path, algorithm: str, g: int, store: TokenStore) -> SyntheticDocuments:
     """Tokenized documents of ``assembled/{algorithm}-g{g}``, from the cache or built now.
 
@@ -58,8 +51,8 @@ def load_synthetic(pool: str | Path, algorithm: str, g: int, store: TokenStore) 
         UserError: naming ``data.synthetic`` when the assembled documents do not exist, or
             ``file:line`` when a line is malformed.
     """
-    directory = assembled_dir(pool, algorithm, g)
-    documents = directory / DOCUMENTS_FILE
+    documents = assembled_documents(pool, algorithm, g)
+    directory = documents.parent
     if not documents.is_file():
         raise UserError(f"data.synthetic: {documents} not found (run `megadocs gen assemble --pool {pool} "
                         f"--algorithm {algorithm} --g {g}` first)")
@@ -120,8 +113,6 @@ def _build_cache(documents: Path, stem: Path, store: TokenStore, source_key: dic
 
     tokenizer = store.tokenizer()
     eos = np.array([store.eos_id], dtype=TOKEN_DTYPE)
-    private = f".{uuid.uuid4().hex[:8]}.tmp"
-    tokens_tmp = Path(f"{stem}.tokens{private}")
     offsets = [0]
     skipped = 0
 
@@ -139,26 +130,18 @@ def _build_cache(documents: Path, stem: Path, store: TokenStore, source_key: dic
             joined.tofile(handle)
             offsets.append(offsets[-1] + joined.size)
 
-    try:
-        with open(tokens_tmp, "wb") as handle:
-            batch: list[list[str]] = []
-            for segments in tqdm(_segments(documents), desc=f"tokenizing {documents.parent.name}",
-                                 unit=" docs", file=sys.stderr):
-                batch.append(segments)
-                if len(batch) == _ENCODE_BATCH:
-                    flush(batch, handle)
-                    batch = []
-            flush(batch, handle)
-        offsets_tmp = Path(f"{stem}.offsets{private}.npy")
-        np.save(offsets_tmp, np.asarray(offsets, dtype=np.int64))
-        meta = {**source_key, "tokenizer_hash": store.tokenizer_hash, "documents": len(offsets) - 1,
-                "tokens": offsets[-1], "skipped_empty": skipped}
-        meta_tmp = Path(f"{stem}.json{private}")
-        meta_tmp.write_text(json.dumps(meta, indent=2) + "\n")
-        os.replace(tokens_tmp, f"{stem}.tokens")
-        os.replace(offsets_tmp, f"{stem}.offsets.npy")
-        os.replace(meta_tmp, stem.with_suffix(".json"))  # last: marks the cache complete
-    finally:
-        for leftover in stem.parent.glob(f"{stem.name}.*{private}*"):
-            leftover.unlink(missing_ok=True)
+    with atomic_file(f"{stem}.tokens", "wb") as handle:
+        batch: list[list[str]] = []
+        for segments in tqdm(_segments(documents), desc=f"tokenizing {documents.parent.name}",
+                             unit=" docs", file=sys.stderr):
+            batch.append(segments)
+            if len(batch) == _ENCODE_BATCH:
+                flush(batch, handle)
+                batch = []
+        flush(batch, handle)
+    with atomic_file(f"{stem}.offsets.npy", "wb") as handle:
+        np.save(handle, np.asarray(offsets, dtype=np.int64))
+    meta = {**source_key, "tokenizer_hash": store.tokenizer_hash, "documents": len(offsets) - 1,
+            "tokens": offsets[-1], "skipped_empty": skipped}
+    write_json(stem.with_suffix(".json"), meta)  # last: marks the cache complete
     return meta

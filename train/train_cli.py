@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from megadocs.errors import UserError
+from megadocs.formats import RunDir
 
 __all__ = ["register", "apply_overrides", "load_run_config", "DEFAULT_RUNS_DIR", "EXIT_PREEMPTED"]
 
@@ -31,6 +32,15 @@ def _add_run_options(parser: argparse.ArgumentParser) -> None:
         help="re-record RUN's identity from its config.yaml and today's data (for runs made before "
         "identities covered the data; only when its store and pool are unchanged)",
     )  # fmt: skip
+    parser.add_argument("--dry-run", action="store_true",
+                        help="print the plan (steps, tokens, FLOPs, memory, GPU-hours) and exit without training")
+    parser.add_argument("--json", action="store_true", help="with --dry-run: the plan as one JSON object")
+    parser.add_argument("--mfu", type=float, default=None,
+                        help="with --dry-run: assumed model FLOPs utilisation (default 0.4, see train/plan.py)")
+    parser.add_argument("--peak-tflops", type=float, default=None,
+                        help="with --dry-run: device dense bf16 peak TFLOP/s (default 989, H100 SXM)")
+    parser.add_argument("--memory-gib", type=float, default=None,
+                        help="with --dry-run: device memory for micro_batch_size auto (default 80)")
     parser.add_argument(
         "--set", dest="overrides", action="append", default=[], metavar="KEY.PATH=VALUE",
         help="override a config field, e.g. --set optim.lr=0.001 (value parsed as YAML); repeatable",
@@ -110,26 +120,36 @@ def _benchmarks(words: list[str]) -> int:
     return downstream.main(parser.parse_args(words))
 
 
-def _reidentify(run_dir: Path) -> int:
-    """Adopt a run made before identities covered the data: the user vouches its data is unchanged."""
+def _dry_run(config, args: argparse.Namespace) -> int:
     import json
 
-    from train.loop import CONFIG_FILE, HASH_FILE, METRICS_FILE, write_run_identity
+    from train import plan
 
-    if not (run_dir / CONFIG_FILE).is_file():
-        raise UserError(f"--reidentify: {run_dir}: no {CONFIG_FILE} (expected a run directory)")
-    config = load_run_config(run_dir / CONFIG_FILE)
-    hash_file = run_dir / HASH_FILE
-    old = hash_file.read_text().strip() if hash_file.is_file() else None
+    result = plan.run_plan(
+        config,
+        mfu=plan.DEFAULT_MFU if args.mfu is None else args.mfu,
+        peak_tflops=plan.H100_BF16_PEAK_TFLOPS if args.peak_tflops is None else args.peak_tflops,
+        device_memory_gib=plan.DEFAULT_DEVICE_MEMORY_GIB if args.memory_gib is None else args.memory_gib,
+    )
+    sys.stdout.write(json.dumps(result, indent=1, allow_nan=False) + "\n" if args.json else plan.format_run_plan(result))
+    return 0
+
+
+def _reidentify(run_dir: Path) -> int:
+    """Adopt a run made before identities covered the data: the user vouches its data is unchanged."""
+    from train.loop import write_run_identity
+
+    run = RunDir(run_dir)
+    if not run.config.is_file():
+        raise UserError(f"--reidentify: {run_dir}: no {RunDir.CONFIG} (expected a run directory)")
+    config = load_run_config(run.config)
+    old = run.config_hash.read_text().strip() if run.config_hash.is_file() else None
     identity = config.identity()
     write_run_identity(config, run_dir, identity)
-    metrics_path = run_dir / METRICS_FILE
-    if metrics_path.is_file():
-        metrics = json.loads(metrics_path.read_text())
-        metrics["config_hash"] = identity
-        tmp = metrics_path.with_name(metrics_path.name + ".tmp")
-        tmp.write_text(json.dumps(metrics, indent=2) + "\n")
-        tmp.replace(metrics_path)
+    metrics = run.read_metrics()
+    if metrics is not None:  # rewritten as standard JSON (an old file's NaN/Infinity become null)
+        metrics.config_hash = identity
+        metrics.save(run.metrics)
     print(f"{run_dir}: identity {old} -> {identity}")
     return 0
 
@@ -146,6 +166,11 @@ def _main(args: argparse.Namespace) -> int:
         args.out = extra.out or args.out
         args.overrides = args.overrides + extra.overrides
         args.template = args.template or extra.template
+        for flag in ("dry_run", "json"):
+            setattr(args, flag, getattr(args, flag) or getattr(extra, flag))
+        for option in ("mfu", "peak_tflops", "memory_gib"):
+            if getattr(extra, option) is not None:
+                setattr(args, option, getattr(extra, option))
         args.reidentify = extra.reidentify or args.reidentify
     if args.reidentify:
         return _reidentify(Path(args.reidentify))
@@ -159,9 +184,11 @@ def _main(args: argparse.Namespace) -> int:
         print("error: CONFIG.yaml is required (or --template for a starting point)", file=sys.stderr)
         return 2
 
+    config = load_run_config(args.config, args.overrides)
+    if args.dry_run:
+        return _dry_run(config, args)
     from train.loop import Preempted, run
 
-    config = load_run_config(args.config, args.overrides)
     identity = config.identity()
     out = Path(args.out) if args.out else DEFAULT_RUNS_DIR / identity
     print(f"run {identity} -> {out}", file=sys.stderr)
@@ -170,6 +197,6 @@ def _main(args: argparse.Namespace) -> int:
     except Preempted as exc:
         print(f"preempted at step {exc.step}; checkpoint saved; re-run the same command to resume", file=sys.stderr)
         return EXIT_PREEMPTED
-    val = ", ".join(f"{name} {loss:.4f}" for name, loss in metrics["val_losses"].items())
-    print(f"{metrics['status']}: {metrics['steps']} steps, val loss {val} ({out / 'metrics.json'})")
+    val = ", ".join(f"{name} {'-' if loss is None else f'{loss:.4f}'}" for name, loss in metrics.val_losses.items())
+    print(f"{metrics.status}: {metrics.steps} steps, val loss {val} ({RunDir(out).metrics})")
     return 0

@@ -78,7 +78,7 @@ def test_identical_runs_are_shared_across_certifications(make_sweep, workdir):
     assert any(r["adopted_from"] for r in runs)
 
 
-def test_bound_is_reported_and_diverged_counts_as_inf(make_sweep):
+def test_bound_is_reported_and_diverged_counts_as_inf(make_sweep, workdir):
     path = make_sweep(grid={"lr": [0.001, 0.003, 0.01], "wd": [0.8], "epochs": [1, 2, 4]},
                       start={"lr": 0.003, "wd": 0.8, "epochs": 2}, objective="search.landscapes:diverging")
     assert certify(path) == 0
@@ -89,10 +89,31 @@ def test_bound_is_reported_and_diverged_counts_as_inf(make_sweep):
     assert summary.bounds_hit == cert.bounds_hit
     up = [n for n in cert.neighbours if n.axis == "lr" and n.direction.value == "up"]
     assert up[0].loss == math.inf
-    # a diverged neighbour is a soft bound; standard JSON says null for its loss
-    assert summary.to_dict()["certificate"]["diverged"] == [{"axis": "lr", "side": "upper", "value": 0.01}]
-    assert json.loads(json.dumps(summary.to_dict(), allow_nan=False))["certificate"]["neighbours"]
-    assert {r["status"] for r in read_runs(path)} == {"completed", "diverged"}
+    # a diverged neighbour is a soft bound, listed like the grid's bounds
+    assert summary.to_dict()["certificate"]["soft_bounds"] == [{"axis": "lr", "side": "upper", "value": 0.01}]
+    runs = read_runs(path)
+    assert {r["status"] for r in runs} == {"completed", "diverged"}
+    diverged = next(r for r in runs if r["status"] == "diverged")
+    assert diverged["loss"] == math.inf and diverged["metrics"]["val_loss"] is None
+    run_dir = workdir / "runs/t/runs" / diverged["run_id"]
+    assert json.loads((run_dir / "metrics.json").read_text(), parse_constant=_refuse)["val_loss"] is None
+
+
+def _refuse(constant: str):
+    raise AssertionError(f"non-standard JSON constant {constant}")
+
+
+def test_status_json_is_standard_json_with_diverged_losses_as_null(make_sweep, capsys):
+    path = make_sweep(grid={"lr": [0.001, 0.003, 0.01], "wd": [0.8], "epochs": [1, 2, 4]},
+                      start={"lr": 0.003, "wd": 0.8, "epochs": 2}, objective="search.landscapes:diverging")
+    assert certify(path) == 0
+    capsys.readouterr()
+    assert main(["search", "status", str(path), "--json"]) == 0
+    [summary] = json.loads(capsys.readouterr().out, parse_constant=_refuse)  # Infinity would fail here
+    up = [n for n in summary["certificate"]["neighbours"] if n["axis"] == "lr" and n["direction"] == "up"]
+    assert up[0]["loss"] is None and up[0]["diverged"] is True
+    assert math.isfinite(summary["certificate"]["loss"]) and "diverged" not in summary["certificate"]
+    assert summary["certificate"]["soft_bounds"] == [{"axis": "lr", "side": "upper", "value": 0.01}]
 
 
 def test_infrastructure_failures_are_retried(make_sweep, workdir):

@@ -21,7 +21,7 @@ def test_local_jobs_are_reattached_by_id(workdir, monkeypatch):
     deadline = time.time() + 120
     while (poll := other.poll(job_id)).state is JobState.RUNNING and time.time() < deadline:
         time.sleep(0.2)
-    assert poll.state is JobState.DONE and poll.value["status"] == "completed"
+    assert poll.state is JobState.DONE and poll.value.status == "completed"
     assert (workdir / "run" / "metrics.json").is_file()
 
 

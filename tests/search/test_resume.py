@@ -85,7 +85,8 @@ def test_sigkill_mid_sweep_then_restart(make_sweep, workdir, monkeypatch, noise)
     assert restarted.returncode == 0, err
 
     runs = read_runs(path)
-    assert all(r["status"] == "completed" for r in runs)
+    assert all(r["status"] == "completed" for r in runs), [(r["status"], r["point"], r["fixed"], r["reason"])
+                                                           for r in runs if r["status"] != "completed"]
     evaluated = [json.dumps(c, sort_keys=True) for c in calls(workdir)]
     assert len(evaluated) == len(set(evaluated)) == len(runs)  # none twice, none lost
     for run_id, before in in_flight.items():

@@ -73,8 +73,8 @@ def test_scontrol_requeue_mid_run_resumes_and_matches_an_uninterrupted_run(slurm
     assert _log_lines(requeued)[: len(logged_before)] == logged_before
     interrupted, uninterrupted = polls[0].value, polls[1].value
     for key in ("val_loss", "val_losses", "steps", "tokens_seen", "config_hash"):
-        assert interrupted[key] == uninterrupted[key], key
-    assert json.loads((requeued / "metrics.json").read_text())["val_loss"] == uninterrupted["val_loss"]
+        assert getattr(interrupted, key) == getattr(uninterrupted, key), key
+    assert json.loads((requeued / "metrics.json").read_text())["val_loss"] == uninterrupted.val_loss
 
 
 @pytest.fixture(scope="module")

@@ -14,10 +14,15 @@ import torch
 
 from megadocs.config import parse_config
 from megadocs.errors import UserError
+from megadocs.formats import RunMetrics, RunStatus
 from train.config import RunConfig
 from train.loop import Preempted, lr_factor, param_groups, run, train_step
 
 pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def _refuse(constant: str):
+    raise AssertionError(f"non-standard JSON constant {constant}")
 
 
 def plan_of(config):
@@ -89,24 +94,25 @@ def test_run_trains_evaluates_and_writes_a_loadable_run_directory(small_store, t
     out = tmp_path / "run"
     metrics = run(config, out)
 
-    assert metrics["status"] == "completed"
-    assert set(metrics["val_losses"]) == {"iid", "iid_short", "iid_long", "again"}
-    assert metrics["val_loss"] == metrics["val_losses"]["iid"] == metrics["val_losses"]["again"]
-    assert metrics["val_loss"] < math.log(384) - 1.0  # it learned something: well below uniform
-    short, long_ = metrics["val_losses"]["iid_short"], metrics["val_losses"]["iid_long"]
+    assert metrics.status == "completed"
+    assert set(metrics.val_losses) == {"iid", "iid_short", "iid_long", "again"}
+    assert metrics.val_loss == metrics.val_losses["iid"] == metrics.val_losses["again"]
+    assert metrics.val_loss < math.log(384) - 1.0  # it learned something: well below uniform
+    short, long_ = metrics.val_losses["iid_short"], metrics.val_losses["iid_long"]
     assert math.isfinite(short) and math.isfinite(long_) and short != long_
-    assert metrics["config_hash"] == config.identity() == (out / "config_hash").read_text().strip()
+    assert metrics.config_hash == config.identity() == (out / "config_hash").read_text().strip()
     plan = plan_of(config)
-    assert metrics["steps"] == plan.total_steps > 10
-    assert metrics["tokens_seen"] == 64 * sum(sum(plan.batch_counts(s)) for s in range(plan.total_steps))
-    assert metrics["params"] == sum(p.numel() for p in AutoModelForCausalLM.from_pretrained(out / "model").parameters())
-    assert metrics["tokens_per_s"] > 0 and metrics["wall_time_s"] > 0
-    assert json.loads((out / "metrics.json").read_text()) == metrics
+    assert metrics.steps == plan.total_steps > 10
+    assert metrics.tokens_seen == 64 * sum(sum(plan.batch_counts(s)) for s in range(plan.total_steps))
+    assert metrics.params == sum(p.numel() for p in AutoModelForCausalLM.from_pretrained(out / "model").parameters())
+    assert metrics.tokens_per_s > 0 and metrics.wall_time_s > 0
+    assert RunMetrics.load(out / "metrics.json") == metrics
+    json.loads((out / "metrics.json").read_text(), parse_constant=_refuse)  # standard JSON
     assert parse_config(__import__("yaml").safe_load((out / "config.yaml").read_text()), RunConfig) == config
     assert not (out / "checkpoint").exists()  # the finished run keeps only the model
 
     log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
-    assert log[-1]["step"] == metrics["steps"] and log[-1]["lr"] == pytest.approx(0.0, abs=1e-4)
+    assert log[-1]["step"] == metrics.steps and log[-1]["lr"] == pytest.approx(0.0, abs=1e-4)
     assert log[0]["loss"] > log[-1]["loss"]
 
     # The saved model + tokenizer reproduce the validation loss in plain transformers.
@@ -118,7 +124,7 @@ def test_run_trains_evaluates_and_writes_a_loadable_run_directory(small_store, t
     assert tokenizer.eos_token_id == model.config.eos_token_id
     validation = ValidationSet.build(small_store, context=64, max_windows=256)
     again = evaluate_model(model, validation, batch_size=16, device="cpu")
-    assert again["iid"] == pytest.approx(metrics["val_loss"], rel=1e-6)
+    assert again["iid"] == pytest.approx(metrics.val_loss, rel=1e-6)
 
     # Done means done: a second call returns the metrics without training.
     stamp = (out / "metrics.json").stat().st_mtime_ns
@@ -130,17 +136,22 @@ def test_same_config_gives_bit_identical_metrics_on_cpu(small_store, tmp_path):
     config = make_config(small_store, data__document_mask=True, optim__micro_batch_size=8)
     first = run(config, tmp_path / "a")
     second = run(config, tmp_path / "b")
-    assert first["val_losses"] == second["val_losses"]
+    assert first.val_losses == second.val_losses
     other_seed = run(config.model_copy(update={"seed": 1}), tmp_path / "c")
-    assert other_seed["val_losses"]["iid"] != first["val_losses"]["iid"]
+    assert other_seed.val_losses["iid"] != first.val_losses["iid"]
 
 
 def test_absurd_learning_rate_ends_as_diverged_not_an_exception(small_store, tmp_path):
     metrics = run(make_config(small_store, optim__lr=1e30, optim__warmup_fraction=0.0), tmp_path / "run")
-    assert metrics["status"] == "diverged"
-    assert metrics["val_loss"] == math.inf and all(v == math.inf for v in metrics["val_losses"].values())
-    assert metrics["steps"] < 30
+    assert metrics.status is RunStatus.DIVERGED and metrics.objective == math.inf
+    assert metrics.val_loss is None and all(v is None for v in metrics.val_losses.values())
+    assert metrics.steps < 30
     assert not (tmp_path / "run" / "model").exists()
+    # standard JSON (no NaN/Infinity): the losses are null and the status says why
+    written = json.loads((tmp_path / "run" / "metrics.json").read_text(), parse_constant=_refuse)
+    assert written["status"] == "diverged" and written["val_loss"] is None
+    log = [json.loads(line, parse_constant=_refuse) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    assert log[-1]["loss"] is None and log[-1]["diverged"] is True
 
 
 def test_extra_set_with_another_tokenizer_is_refused(small_store, tiny_store, tmp_path):
@@ -188,8 +199,8 @@ def test_signal_saves_a_checkpoint_calls_the_previous_handler_and_resumes(small_
 
     resumed = run(config, out)
     uninterrupted = run(config, tmp_path / "uninterrupted")
-    assert resumed["val_losses"] == uninterrupted["val_losses"]
-    assert resumed["steps"] == uninterrupted["steps"] and resumed["tokens_seen"] == uninterrupted["tokens_seen"]
+    assert resumed.val_losses == uninterrupted.val_losses
+    assert resumed.steps == uninterrupted.steps and resumed.tokens_seen == uninterrupted.tokens_seen
     steps = [json.loads(line)["step"] for line in (out / "log.jsonl").read_text().splitlines()]
     assert steps == sorted(set(steps))  # no duplicated log lines across the resume
 
@@ -201,7 +212,7 @@ def test_benchmarks_are_scored_on_the_saved_model_when_requested(small_store, tm
     config = make_config(small_store, eval__benchmarks=["piqa", "sciq"], eval__benchmark_data=str(DATA_DIR),
                          eval__benchmark_limit=3)
     metrics = run(config, tmp_path / "run")
-    scores = metrics["benchmarks"]
+    scores = metrics.benchmarks
     assert set(scores) == {"piqa", "sciq", "average"} and scores["piqa"]["items"] == 3
     assert 0.0 <= scores["average"]["acc"] <= 1.0
     direct = evaluate_benchmarks([tmp_path / "run" / "model"], ["piqa", "sciq"], data_dir=DATA_DIR, limit=3,

@@ -7,7 +7,8 @@ import math
 import pytest
 import torch
 
-from train.model import PRESETS, build_model, document_attention_mask, parameter_count
+from train.evaluate import model_logits
+from train.model import PRESETS, build_model, parameter_count
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -59,15 +60,13 @@ def test_document_mask_hides_other_documents_in_the_window():
     changed = ids.clone()
     changed[0, :12] = torch.randint(0, 384, (12,))  # another document earlier in the window
     changed[1, :20] = torch.randint(0, 384, (20,))
-    mask = document_attention_mask(documents)
-    assert mask.shape == (2, 1, 32, 32) and mask.dtype == torch.bool
-    with torch.no_grad():
-        masked = model(input_ids=ids, attention_mask=mask).logits
-        masked_changed = model(input_ids=changed, attention_mask=document_attention_mask(documents)).logits
+    with torch.no_grad():  # the training path: packed position ids, no dense mask (train/attention.py)
+        masked = model_logits(model, ids, documents, document_mask="document")
+        masked_changed = model_logits(model, changed, documents, document_mask="document")
         full = model(input_ids=ids).logits
         full_changed = model(input_ids=changed).logits
-    assert torch.equal(masked[0, 12:], masked_changed[0, 12:])
-    assert torch.equal(masked[1, 20:], masked_changed[1, 20:])
+    torch.testing.assert_close(masked[0, 12:], masked_changed[0, 12:], rtol=0, atol=1e-5)
+    torch.testing.assert_close(masked[1, 20:], masked_changed[1, 20:], rtol=0, atol=1e-5)
     assert not torch.allclose(full[0, 12:], full_changed[0, 12:])  # cross-document attention by default
     # within the first document the mask is plain causal attention
     torch.testing.assert_close(masked[0, :12], full[0, :12])

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from megadocs.formats import RunMetrics
 from train.loop import run
 from train.train_cli import load_run_config
 
@@ -62,7 +63,7 @@ def test_sigterm_then_rerun_matches_an_uninterrupted_run(small_store, tmp_path):
     assert resumed.returncode == 0, resumed.stderr
     # The uninterrupted reference runs in this process (one thread, like the subprocesses).
     b = run(load_run_config(config), tmp_path / "uninterrupted")
-    a = json.loads((interrupted / "metrics.json").read_text())
-    assert a["steps"] == b["steps"] > stopped
-    assert a["val_losses"] == b["val_losses"]  # bit-identical, not approximately equal
-    assert a["val_loss"] == b["val_loss"] and a["tokens_seen"] == b["tokens_seen"]
+    a = RunMetrics.load(interrupted / "metrics.json")
+    assert a.steps == b.steps > stopped
+    assert a.val_losses == b.val_losses  # bit-identical, not approximately equal
+    assert a.val_loss == b.val_loss and a.tokens_seen == b.tokens_seen

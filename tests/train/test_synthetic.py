@@ -10,8 +10,9 @@ import pytest
 
 import train.synthetic as synthetic_module
 from megadocs.errors import UserError
+from megadocs.formats import assembled_dir
 from train.store import TokenStore
-from train.synthetic import assembled_dir, load_synthetic
+from train.synthetic import load_synthetic
 
 
 def write_assembled(pool, algorithm: str, g: int, documents: list[dict]):

@@ -1,0 +1,414 @@
+"""The run contract: every name, path and record that two packages share, owned here once.
+
+``gen`` writes assembled documents that ``train`` reads; ``train`` writes run directories and
+metrics that ``search`` stores in its ledger and ``analysis`` reads. Each of those agreements is
+declared in this module and imported by both sides (docs/architecture.md, "The run contract"):
+
+- the algorithm vocabulary (:data:`ALGORITHMS`, :data:`POOL_KIND`) and the sweep's methods
+  (:data:`METHODS`: the algorithms plus :data:`REAL`);
+- where ``gen assemble`` puts an algorithm's documents (:func:`assembled_dir`,
+  :func:`assembled_documents`);
+- the run-directory layout (:class:`RunDir`);
+- one run status (:class:`RunStatus`) and the metrics record (:class:`RunMetrics`);
+- the validation-set names (:data:`IID`, :data:`IID_SHORT`, :data:`IID_LONG`);
+- one durability rule for files (:func:`atomic_file`, :func:`write_atomic`, :func:`write_json`,
+  :func:`replace_dir`) and standard JSON (:func:`dumps_json`: no NaN/Infinity, ever).
+
+Example:
+    >>> assembled_documents("pool", "stitched", 4).as_posix()
+    'pool/assembled/stitched-g4/documents.jsonl'
+    >>> RunMetrics.model_validate({"status": "diverged", "val_loss": float("inf")}).val_loss is None
+    True
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import shutil
+import uuid
+from collections.abc import Iterator, Mapping
+from enum import Enum
+from pathlib import Path
+from typing import IO, Any, Literal, get_args
+
+from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
+
+from megadocs.errors import UserError
+
+__all__ = [
+    "Algorithm",
+    "ALGORITHMS",
+    "PoolKind",
+    "POOL_KIND",
+    "REAL",
+    "METHODS",
+    "ASSEMBLED_DIR",
+    "DOCUMENTS_FILE",
+    "ASSEMBLED_MANIFEST",
+    "assembled_dir",
+    "assembled_documents",
+    "IID",
+    "IID_SHORT",
+    "IID_LONG",
+    "IID_SETS",
+    "half_names",
+    "RunStatus",
+    "RunMetrics",
+    "RunDir",
+    "finite_or_none",
+    "dumps_json",
+    "atomic_file",
+    "write_atomic",
+    "write_json",
+    "replace_dir",
+]
+
+# --- the algorithm vocabulary --------------------------------------------------------------
+
+Algorithm = Literal["simple", "stitched", "stitched-first", "stitched-none", "latent", "self-distill"]
+"""How a generation pool becomes the synthetic stream (gen/assemble.py; paper.md). ``self-distill``:
+unconditional samples of a trained model (``megadocs gen sample``), the self-distillation baseline."""
+ALGORITHMS: tuple[Algorithm, ...] = get_args(Algorithm)
+
+
+class _StrEnum(str, Enum):
+    """A str Enum that prints as its value (``f"{PoolKind.SAMPLE}"`` == ``"sample"``) on every
+    Python (3.10's and 3.11's ``format`` of a str mixin otherwise differ)."""
+
+    def __str__(self) -> str:
+        return str(self.value)
+
+    def __format__(self, spec: str) -> str:
+        return format(str(self.value), spec)
+
+
+class PoolKind(_StrEnum):
+    """What a generation pool holds (``manifest.json`` ``kind``)."""
+
+    REPHRASE = "rephrase"
+    THOUGHTS = "thoughts"
+    SAMPLE = "sample"
+
+
+POOL_KIND: dict[Algorithm, PoolKind] = {
+    "simple": PoolKind.REPHRASE,
+    "stitched": PoolKind.REPHRASE,
+    "stitched-first": PoolKind.REPHRASE,
+    "stitched-none": PoolKind.REPHRASE,
+    "latent": PoolKind.THOUGHTS,
+    "self-distill": PoolKind.SAMPLE,
+}
+"""The pool kind each algorithm is assembled from."""
+assert set(POOL_KIND) == set(ALGORITHMS)
+
+REAL = "real"
+"""The sweep method without a synthetic stream (real data only)."""
+METHODS: tuple[str, ...] = (REAL, *ALGORITHMS)
+"""Values of a certification's ``fixed.method``."""
+
+# --- the assembled documents (gen -> train) ------------------------------------------------
+
+ASSEMBLED_DIR = "assembled"
+DOCUMENTS_FILE = "documents.jsonl"
+ASSEMBLED_MANIFEST = "manifest.json"
+
+
+def assembled_dir(pool: str | Path, algorithm: str, g: int) -> Path:
+    """``POOL/assembled/{algorithm}-g{g}``: where ``gen assemble`` writes and ``train`` reads."""
+    return Path(pool) / ASSEMBLED_DIR / f"{algorithm}-g{g}"
+
+
+def assembled_documents(pool: str | Path, algorithm: str, g: int) -> Path:
+    """``POOL/assembled/{algorithm}-g{g}/documents.jsonl`` (one ``{doc_id, source_doc_id,
+    segments}`` object per line; train joins a document's segments with EOS)."""
+    return assembled_dir(pool, algorithm, g) / DOCUMENTS_FILE
+
+
+# --- validation sets -----------------------------------------------------------------------
+
+IID = "iid"
+"""The held-out split of the training store: the objective every search minimises."""
+IID_SHORT, IID_LONG = f"{IID}_short", f"{IID}_long"
+IID_SETS = (IID, IID_SHORT, IID_LONG)
+"""Names train reserves (an ``eval.extra`` set may not take them)."""
+
+
+def half_names(name: str) -> tuple[str, str]:
+    """The short/long-document halves of validation set ``name``: ``iid`` -> iid_short, iid_long."""
+    return f"{name}_short", f"{name}_long"
+
+
+# --- run status and metrics ----------------------------------------------------------------
+
+
+class RunStatus(_StrEnum):
+    """Where a run stands: in ``metrics.json`` (completed/diverged) and in the search ledger."""
+
+    RUNNING = "running"
+    COMPLETED = "completed"
+    DIVERGED = "diverged"  # trained to a non-finite loss: evaluated, loss is null (never best)
+    FAILED = "failed"  # infrastructure failure after all retries (the ledger's ``reason`` says why)
+    SUPERSEDED = "superseded"  # ledger: finished on data or code that has changed since; kept, never used
+
+    @property
+    def finished(self) -> bool:
+        """The run produced a result (a diverged run is a result: an infinitely bad one)."""
+        return self in (RunStatus.COMPLETED, RunStatus.DIVERGED)
+
+
+_NON_FINITE_STRINGS = {"inf", "-inf", "infinity", "-infinity", "nan"}
+
+
+def finite_or_none(value: Any) -> Any:
+    """``value`` with every non-finite float (and the "inf"/"nan" strings older ledgers stored)
+    replaced by None, through mappings and lists: what standard JSON can carry."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, str) and value.lower() in _NON_FINITE_STRINGS:
+        return None
+    if isinstance(value, Mapping):
+        return {key: finite_or_none(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [finite_or_none(item) for item in value]
+    return value
+
+
+class RunMetrics(BaseModel):
+    """``RUN/metrics.json``: written by train (or a sweep's own objective), stored by the search
+    ledger, read by analysis. Its presence in a run directory means the run is done.
+
+    Losses are finite numbers or null: a diverged run has ``val_loss: null`` and ``status:
+    diverged``; a validation half with no tokens is null. Files written before this rule (NaN,
+    Infinity, or the ledger's "inf" strings) are migrated on read. Fields of a sweep's own
+    objective (``objective: module:callable``) are kept as extra fields.
+    """
+
+    model_config = ConfigDict(extra="allow")
+
+    status: RunStatus
+    """completed or diverged."""
+    val_loss: float | None
+    """The objective: iid validation loss; null when diverged."""
+    val_losses: dict[str, float | None] = {}
+    """Every validation set: iid, iid_short, iid_long, then ``eval.extra`` sets."""
+    steps: int | None = None
+    tokens_seen: int | None = None
+    wall_time_s: float | None = None
+    tokens_per_s: float | None = None
+    config_hash: str | None = None
+    params: int | None = None
+    """Model parameter count."""
+    point: dict[str, Any] | None = None
+    """The sweep point a callable objective was called with."""
+    benchmarks: dict[str, Any] | None = None
+    """lm-eval scores by task (``eval.benchmarks``)."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _migrate(cls, data: Any) -> Any:
+        """Older files: NaN/Infinity (or "inf") -> null; a callable objective's ``params`` dict
+        (its sweep point) -> ``point``; a run whose loss is not finite is diverged."""
+        if not isinstance(data, Mapping):
+            return data
+        data = finite_or_none(dict(data))
+        if isinstance(data.get("params"), Mapping):
+            data["point"] = data.pop("params")
+        if data.get("val_loss") is None and data.get("status") == RunStatus.COMPLETED.value:
+            data["status"] = RunStatus.DIVERGED.value
+        return data
+
+    @model_validator(mode="after")
+    def _diverged_has_no_loss(self) -> RunMetrics:
+        if self.status is RunStatus.DIVERGED:
+            self.val_loss = None
+        if not self.status.finished:
+            raise ValueError(f"status: a finished run is completed or diverged, got {self.status.value!r}")
+        return self
+
+    @property
+    def objective(self) -> float:
+        """The loss a search minimises: ``val_loss``, or +inf for a diverged run."""
+        return math.inf if self.val_loss is None else self.val_loss
+
+    @property
+    def extra(self) -> dict[str, Any]:
+        """Fields a sweep's own objective returned beyond the typed ones."""
+        return dict(self.model_extra or {})
+
+    def to_json(self) -> dict[str, Any]:
+        """The JSON object (standard JSON: no NaN/Infinity), typed fields first; optional fields
+        left at their default are left out (``status`` and ``val_loss`` are always there)."""
+        return self.model_dump(mode="json", exclude_defaults=True)
+
+    @classmethod
+    def parse(cls, data: Any, *, source: str = "metrics") -> RunMetrics:
+        """Validate a loaded object (a RunMetrics passes through); UserError naming ``source``."""
+        if isinstance(data, RunMetrics):
+            return data
+        try:
+            return cls.model_validate(data)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            field = ".".join(str(part) for part in first["loc"]) or "<top level>"
+            raise UserError(f"{source}: {field}: {first['msg']}") from None
+
+    @classmethod
+    def load(cls, path: str | Path) -> RunMetrics:
+        """Read a metrics.json (older files with NaN/Infinity are accepted and migrated)."""
+        path = Path(path)
+        try:
+            data = json.loads(path.read_text())  # Python's reader accepts NaN/Infinity
+        except FileNotFoundError:
+            raise UserError(f"{path}: file not found (expected a finished run's metrics)") from None
+        except json.JSONDecodeError as exc:
+            raise UserError(f"{path}: invalid JSON ({exc.msg}, line {exc.lineno})") from None
+        return cls.parse(data, source=str(path))
+
+    def save(self, path: str | Path) -> None:
+        write_json(path, self.to_json())
+
+
+# --- the run directory ---------------------------------------------------------------------
+
+
+class RunDir:
+    """The files of one run directory (``megadocs train --out RUN``; a sweep's ``runs/<id>``).
+
+    ``metrics.json`` is written last: its presence means the run is done. ``checkpoint/`` is
+    removed once ``model/`` and the metrics are written.
+
+    >>> RunDir("runs/x").metrics.as_posix()
+    'runs/x/metrics.json'
+    """
+
+    CONFIG = "config.yaml"  # the resolved RunConfig
+    CONFIG_HASH = "config_hash"  # RunConfig.identity(); refuses another run in the same RUN
+    IDENTITY = "identity.json"  # what the identity covers: the data's manifest identities
+    CHECKPOINT = "checkpoint"  # resumable training state (train.checkpoint)
+    LOG = "log.jsonl"  # one line per LOG_EVERY steps
+    MODEL = "model"  # HF save_pretrained + tokenizer
+    METRICS = "metrics.json"  # RunMetrics
+    JOB = "job.json"  # search: who runs it (host, pid, job id, params)
+    LOCK = ".run.lock"  # search: one job at a time per run directory
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+
+    def __repr__(self) -> str:
+        return f"RunDir({str(self.path)!r})"
+
+    def __fspath__(self) -> str:
+        return str(self.path)
+
+    config = property(lambda self: self.path / RunDir.CONFIG)
+    config_hash = property(lambda self: self.path / RunDir.CONFIG_HASH)
+    identity = property(lambda self: self.path / RunDir.IDENTITY)
+    checkpoint = property(lambda self: self.path / RunDir.CHECKPOINT)
+    log = property(lambda self: self.path / RunDir.LOG)
+    model = property(lambda self: self.path / RunDir.MODEL)
+    metrics = property(lambda self: self.path / RunDir.METRICS)
+    job = property(lambda self: self.path / RunDir.JOB)
+    lock = property(lambda self: self.path / RunDir.LOCK)
+
+    def is_done(self) -> bool:
+        return self.metrics.is_file()
+
+    def read_metrics(self) -> RunMetrics | None:
+        """The run's metrics, or None while it is not done."""
+        return RunMetrics.load(self.metrics) if self.is_done() else None
+
+    def has_model(self) -> bool:
+        return (self.model / "config.json").is_file()
+
+
+# --- standard JSON and durable writes ------------------------------------------------------
+
+
+def dumps_json(data: Any, *, indent: int | None = 2, sort_keys: bool = False) -> str:
+    """Standard JSON text (RFC 8259): refuses NaN/Infinity instead of writing them.
+
+    Callers turn a non-finite number into null plus a state first (:func:`finite_or_none`,
+    :class:`RunMetrics`).
+
+    Raises:
+        ValueError: ``data`` holds a non-finite float.
+    """
+    return json.dumps(data, indent=indent, allow_nan=False, sort_keys=sort_keys)
+
+
+def _fsync_dir(directory: Path) -> None:
+    """Make a rename in ``directory`` durable (a no-op where directories cannot be opened)."""
+    with contextlib.suppress(OSError):
+        fd = os.open(directory, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+@contextlib.contextmanager
+def atomic_file(path: str | Path, mode: str = "w") -> Iterator[IO]:
+    """A handle on a private temporary file beside ``path`` that becomes ``path`` on success.
+
+    On leaving the block the file is flushed, fsynced, renamed over ``path`` and the directory
+    fsynced: readers see the old file or the whole new one, never a part, also after a crash.
+    On an exception the temporary file is removed and ``path`` is untouched.
+    """
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+    try:
+        with open(tmp, mode) as handle:
+            yield handle
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    _fsync_dir(path.parent)
+
+
+def write_atomic(path: str | Path, data: str | bytes) -> None:
+    """Write text or bytes to ``path`` atomically and durably (:func:`atomic_file`)."""
+    with atomic_file(path, "wb" if isinstance(data, bytes) else "w") as handle:
+        handle.write(data)
+
+
+def write_json(path: str | Path, data: Any, *, indent: int | None = 2, sort_keys: bool = False) -> None:
+    """Write standard JSON (:func:`dumps_json`, a trailing newline) atomically.
+
+    Raises:
+        ValueError: ``data`` holds NaN/Infinity (nothing is written).
+    """
+    try:
+        text = dumps_json(data, indent=indent, sort_keys=sort_keys)
+    except ValueError as exc:
+        raise ValueError(f"{path}: {exc} (write null plus a state instead)") from None
+    write_atomic(path, text + "\n")
+
+
+def _fsync_tree(root: Path) -> None:
+    for directory, _, files in os.walk(root):
+        for name in files:
+            with contextlib.suppress(OSError):
+                fd = os.open(os.path.join(directory, name), os.O_RDONLY)
+                try:
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+        _fsync_dir(Path(directory))
+
+
+def replace_dir(tmp: str | Path, final: str | Path, *, remove_existing: bool = True) -> None:
+    """Make the finished directory ``tmp`` become ``final``: its files fsynced, any earlier
+    ``final`` removed (unless ``remove_existing`` is False, when only an empty one may be
+    replaced and OSError says otherwise), one rename, the parent fsynced."""
+    tmp, final = Path(tmp), Path(final)
+    _fsync_tree(tmp)
+    if remove_existing:
+        shutil.rmtree(final, ignore_errors=True)
+    os.replace(tmp, final)
+    _fsync_dir(final.parent)

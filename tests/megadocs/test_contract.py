@@ -1,0 +1,74 @@
+"""The gen -> train contract, end to end on files: ``gen.assemble`` on a small hand-written pool,
+then train's synthetic loader on what it wrote (no generator model, no mocks)."""
+
+from __future__ import annotations
+
+import json
+
+from gen import pool as pool_format
+from gen.assemble import assemble
+from megadocs.corpus import source_hash
+from megadocs.formats import assembled_documents
+from train.store import TokenStore
+from train.synthetic import load_synthetic
+
+DOCS = {"a": "Alpha text about owls.", "b": "Beta text on rivers.", "c": "Gamma text of stars."}
+# doc -> its G=2 rephrases (gen_index 0, 1); b's second rephrase is empty (left out by assembly)
+REPHRASES = {"a": ["Owls, said again.", "Owls once more."], "b": ["Rivers, restated.", "   "],
+             "c": ["Stars, retold.", "Stars told anew."]}
+
+
+def write_pool(directory):
+    """A complete two-shard rephrase pool in the documented layout (docs/architecture.md)."""
+    directory.mkdir()
+    docs = directory / "docs.jsonl"
+    docs.write_text("".join(json.dumps({"id": k, "text": v}) + "\n" for k, v in DOCS.items()))
+    count = 2
+    for shard in range(count):
+        rows = [{"doc_id": doc_id, "gen_index": j, "text": text}
+                for k, doc_id in enumerate(DOCS) if pool_format.shard_of(k, count) == shard
+                for j, text in enumerate(REPHRASES[doc_id])]
+        pool_format.rows_path(directory, shard, count).write_text("".join(json.dumps(r) + "\n" for r in rows))
+        pool_format.done_path(directory, shard, count).write_text("{}\n")
+    manifest = {"format": pool_format.POOL_FORMAT, "kind": "rephrase", "g": 2, "num_shards": count,
+                "source": str(docs), "source_hash": source_hash(docs), "n_docs": len(DOCS)}
+    (directory / pool_format.MANIFEST).write_text(json.dumps(manifest))
+    return directory
+
+
+def test_assembled_stitched_documents_load_as_eos_joined_segments(tiny_store, tmp_path):
+    pool = write_pool(tmp_path / "pool")
+    manifest = assemble(pool, "stitched", 2)
+    assert manifest["documents"] == 3 and manifest["excluded_empty"] == 1
+    assert assembled_documents(pool, "stitched", 2).is_file()  # where train looks for it
+
+    store = TokenStore.open(tiny_store)
+    loaded = load_synthetic(pool, "stitched", 2, store)
+
+    tokenizer, eos = store.tokenizer(), store.eos_id
+
+    def joined(*segments: str) -> list[int]:  # each segment tokenized alone, EOS between them
+        ids: list[int] = []
+        for i, segment in enumerate(segments):
+            ids += ([eos] if i else []) + tokenizer.encode(segment, add_special_tokens=False)
+        return ids
+
+    expected = [  # source order; rephrases in gen_index order, the real document last
+        joined("Owls, said again.", "Owls once more.", DOCS["a"]),
+        joined("Rivers, restated.", DOCS["b"]),
+        joined("Stars, retold.", "Stars told anew.", DOCS["c"]),
+    ]
+    assert loaded.num_documents == len(expected) and loaded.skipped_empty == 0
+    got = [loaded.tokens[loaded.offsets[i]:loaded.offsets[i + 1]].tolist() for i in range(loaded.num_documents)]
+    assert got == expected
+
+
+def test_simple_assembly_of_g1_is_one_document_per_rephrase_plus_the_real_ones(tiny_store, tmp_path):
+    pool = write_pool(tmp_path / "pool")
+    assemble(pool, "simple", 1)
+    store = TokenStore.open(tiny_store)
+    loaded = load_synthetic(pool, "simple", 1, store)
+    encode = store.tokenizer().encode
+    texts = ["Owls, said again.", DOCS["a"], "Rivers, restated.", DOCS["b"], "Stars, retold.", DOCS["c"]]
+    got = [loaded.tokens[loaded.offsets[i]:loaded.offsets[i + 1]].tolist() for i in range(loaded.num_documents)]
+    assert got == [encode(text, add_special_tokens=False) for text in texts]

@@ -1,0 +1,66 @@
+"""`megadocs search plan`: run counts from the grid and the certification rule, GPU-hours by hand."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from megadocs.cli import main
+from train.model import PRESETS
+from train.store import TokenStore
+
+
+def test_run_counts_of_a_callable_sweep(make_sweep, capsys):
+    path = make_sweep(certifications=[{"name": "a", "fixed": {"method": "simple", "g": 4}},
+                                      {"name": "capped", "max_runs": 10}])
+    assert main(["search", "plan", str(path), "--json"]) == 0
+    plan = json.loads(capsys.readouterr().out)
+    first, capped = plan["certifications"]
+    # start lr 0.003, wd 0.8, epochs 8 is inside every axis: 6 neighbours
+    assert (first["grid_size"], first["best"], first["worst"]) == (72, 7, 72)
+    assert first["best"] <= first["expected"] <= first["worst"]
+    assert capped["worst"] == 10 and capped["expected"] <= 10
+    assert plan["total"] == {"runs_expected": first["expected"] + capped["expected"], "runs_worst": 82}
+    assert plan["mfu"] is None and "gpu_hours_expected" not in first  # no train runs, no GPU-hours
+    assert main(["search", "plan", str(path)]) == 0
+    assert capsys.readouterr().out.splitlines()[1].split()[:5] == ["a", "72", "7", f"{first['expected']:.1f}", "72"]
+
+
+def test_gpu_hours_of_a_train_sweep_match_hand_computation(make_sweep, tiny_store, capsys):
+    context, batch, mfu, peak = 32, 4, 0.5, 200.0
+    path = make_sweep(
+        objective=None,
+        grid={"lr": [0.001, 0.003], "epochs": [1, 2], "mix": [0.5]},
+        start={"lr": 0.003, "epochs": 1, "mix": 0.5},
+        train={"data": {"store": str(tiny_store), "context": context}, "model": {"preset": "tiny-1m"},
+               "optim": {"batch_size": batch, "micro_batch_size": batch}},
+        pools={"simple": "pools/simple-g{g}"},  # not generated yet: planning needs no pool
+        certifications=[{"name": "real", "fixed": {"method": "real"}, "grid": {"lr": [0.001, 0.003], "epochs": [1, 2]}},
+                        {"name": "simple", "fixed": {"method": "simple", "g": 1}}],
+        transfers=[{"name": "again", "from": "simple", "fixed": {"method": "simple", "g": 1}}],
+    )
+    assert main(["search", "plan", str(path), "--json", "--mfu", str(mfu), "--peak-tflops", str(peak)]) == 0
+    plan = json.loads(capsys.readouterr().out)
+    store = TokenStore.open(tiny_store)
+    lengths = store.split("train").lengths
+    windows = int((lengths.sum() + len(lengths)) // context)
+    hidden, vocab = 128, store.vocab_size
+    params = PRESETS["tiny-1m"].params + 2 * hidden * (vocab - 512)
+    flops = 6 * (params - vocab * hidden) + 12 * 4 * 128 * context
+
+    def hours(tokens):
+        return tokens * flops / (mfu * peak * 1e12) / 3600
+
+    real = plan["certifications"][0]
+    assert (real["best"], real["worst"]) == (3, 4)  # start + its 2 neighbours; the whole grid
+    # two lr values x epochs 1 and 2, every real window once per epoch
+    assert real["gpu_hours_worst"] == pytest.approx(2 * hours((1 + 2) * windows * context), rel=1e-9)
+    assert real["start_run"]["tokens"] == windows * context
+    simple = plan["certifications"][1]
+    assert simple["start_run"]["tokens"] > 1.9 * windows * context  # half of each batch synthetic
+    transfer = plan["transfers"][0]  # one run at the source's (planned: start) point
+    assert transfer["runs"] == 1 and transfer["gpu_hours"] == simple["start_run"]["gpu_hours"]
+    assert plan["total"]["gpu_hours_worst"] == pytest.approx(
+        real["gpu_hours_worst"] + simple["gpu_hours_worst"] + transfer["gpu_hours"])
+    assert plan["total"]["runs_worst"] == 4 + 4 + 1  # both grids hold 4 points

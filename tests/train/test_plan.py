@@ -1,0 +1,159 @@
+"""`train.plan`: FLOPs, the memory model (checked against torch's saved tensors), micro-batch auto,
+and `megadocs train CONFIG --dry-run`, checked against hand computation."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+import yaml
+
+from megadocs.cli import main
+from megadocs.errors import UserError
+from tests.train.test_loop import make_config
+from train.loss import next_token_loss
+from train.model import PRESETS, build_model
+from train.plan import (
+    activation_bytes_per_token,
+    largest_fitting_micro_batch,
+    memory_estimate,
+    model_cost,
+)
+from train.store import TokenStore
+
+MEMORY_TOLERANCE = 0.10  # the activation count may be off by this share of what torch saves
+
+
+def test_flops_per_token_is_6n_plus_attention_with_the_head_in_n():
+    preset = PRESETS["tiny-1m"]  # hidden 128, intermediate 384, 4 layers, 2 heads of 64
+    vocab, context = 512, 64
+    layer = 4 * 128 * 128 + 3 * 128 * 384 + 2 * 128
+    total = 4 * layer + 2 * vocab * 128 + 128
+    cost = model_cost("tiny-1m", vocab_size=vocab, context=context)
+    assert cost.parameters == total == preset.params
+    assert cost.flops_parameters == total - vocab * 128  # the head counts, the input embedding does not
+    assert cost.flops_per_token == 6 * (total - vocab * 128) + 12 * 4 * 128 * context
+
+
+def _saved_activation_bytes(preset: str, batch: int, context: int, vocab: int) -> int:
+    """Bytes autograd keeps for backward (unique storages, parameters excluded), fp32 on CPU."""
+    model = build_model(preset, vocab_size=vocab, context=context, seed=0)
+    parameters = {p.untyped_storage().data_ptr() for p in model.parameters()}
+    storages: dict[int, int] = {}
+
+    def pack(tensor):
+        storage = tensor.untyped_storage()
+        if storage.data_ptr() not in parameters:
+            storages[storage.data_ptr()] = storage.nbytes()
+        return tensor
+
+    ids = torch.randint(0, vocab, (batch, context), generator=torch.Generator().manual_seed(0))
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+        next_token_loss(model, ids, implementation="chunked", chunk_tokens=4096)
+    return sum(storages.values())
+
+
+@pytest.mark.parametrize(("preset", "batch", "context"), [("tiny-1m", 2, 128), ("tiny-8m", 1, 256)])
+def test_activation_memory_model_matches_what_torch_saves_for_backward(preset, batch, context):
+    vocab = 512
+    measured = _saved_activation_bytes(preset, batch, context, vocab)
+    estimate = memory_estimate(preset, vocab_size=vocab, context=context, micro_batch_size=batch,
+                               mixed_precision=False)
+    head_gradient = 4 * vocab * PRESETS[preset].hidden  # kept by the chunked loss, counted under `loss`
+    predicted = estimate.activations + head_gradient
+    assert abs(predicted - measured) <= MEMORY_TOLERANCE * measured, (predicted, measured)
+
+
+def test_memory_estimate_parts_and_scaling():
+    small = memory_estimate("300m", vocab_size=128_256, context=4096, micro_batch_size=1, mixed_precision=True)
+    large = memory_estimate("300m", vocab_size=128_256, context=4096, micro_batch_size=8, mixed_precision=True)
+    assert small.parameters == small.gradients == 4 * PRESETS["300m"].params
+    assert small.optimizer == 8 * PRESETS["300m"].params
+    assert large.activations == 8 * small.activations  # linear in sequences
+    assert large.loss == small.loss  # one chunk of logits whatever the micro-batch
+    fp32 = memory_estimate("300m", vocab_size=128_256, context=4096, micro_batch_size=1, mixed_precision=False)
+    assert fp32.activations > small.activations
+
+
+def test_auto_micro_batch_is_the_largest_divisor_that_fits():
+    def total(micro):
+        return memory_estimate("300m", vocab_size=128_256, context=4096, micro_batch_size=micro,
+                               mixed_precision=True).total
+
+    budget = total(16) / 0.9 * 1.001  # 16 fits (with the 0.9 headroom), nothing larger does
+    chosen = largest_fitting_micro_batch("300m", vocab_size=128_256, context=4096, batch_size=64,
+                                         memory_bytes=budget, mixed_precision=True)
+    assert chosen.micro_batch_size == 16
+    chosen = largest_fitting_micro_batch("300m", vocab_size=128_256, context=4096, batch_size=48,
+                                         memory_bytes=budget, mixed_precision=True)
+    assert chosen.micro_batch_size == 16  # 24 would not fit; 16 divides 48
+    with pytest.raises(UserError, match="optim.micro_batch_size: auto found no micro-batch"):
+        largest_fitting_micro_batch("300m", vocab_size=128_256, context=4096, batch_size=64,
+                                    memory_bytes=total(1) / 2, mixed_precision=True)
+
+
+def test_micro_batch_size_is_execution_only(small_store):
+    from megadocs.config import parse_config
+    from train.config import RunConfig
+
+    def config(micro):
+        return parse_config({"data": {"store": str(small_store)},
+                             "optim": {"batch_size": 64, "micro_batch_size": micro}}, RunConfig)
+
+    assert config("auto").identity() == config(16).identity() == config(1).identity()
+    with pytest.raises(UserError, match="micro_batch_size"):
+        config("most")
+
+
+def test_auto_micro_batch_trains_on_cpu(small_store, tmp_path, one_thread):
+    from train.loop import run
+
+    config = make_config(small_store, optim__micro_batch_size="auto", optim__batch_size=16,
+                         eval__val_windows=8)
+    metrics = run(config, tmp_path / "run")
+    assert metrics["status"] == "completed"
+    saved = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())
+    assert saved["optim"]["micro_batch_size"] == "auto"  # the saved config keeps what the user wrote
+
+
+def test_dry_run_matches_hand_computation(small_store, tmp_path, capsys):
+    path = tmp_path / "run.yaml"
+    path.write_text(yaml.safe_dump({
+        "data": {"store": str(small_store), "context": 64, "real_epochs": 3},
+        "model": {"preset": "tiny-1m"}, "optim": {"batch_size": 8, "micro_batch_size": 4},
+    }))
+    assert main(["train", str(path), "--dry-run", "--json", "--mfu", "0.5", "--peak-tflops", "100"]) == 0
+    plan = json.loads(capsys.readouterr().out)
+    store = TokenStore.open(small_store)
+    lengths = store.split("train").lengths
+    windows = int((lengths.sum() + len(lengths)) // 64)  # EOS-joined stream cut into windows
+    vocab, hidden = store.vocab_size, 128
+    assert plan["windows"] == {"real_per_epoch": windows, "real_seen": 3 * windows, "synthetic_seen": 0}
+    assert plan["steps"] == math.ceil(3 * windows / 8)
+    assert plan["tokens"] == 3 * windows * 64
+    params = PRESETS["tiny-1m"].params + 2 * hidden * (vocab - 512)
+    assert plan["parameters"] == params
+    flops = 6 * (params - vocab * hidden) + 12 * 4 * 128 * 64
+    assert plan["flops_per_token"] == flops
+    assert plan["gpu_hours"] == pytest.approx(3 * windows * 64 * flops / (0.5 * 100e12) / 3600, rel=1e-12)
+    assert plan["micro_batch_size"] == 4 and plan["memory_per_micro_batch"]["micro_batch_size"] == 4
+    assert not (tmp_path / "runs").exists()
+    assert main(["train", str(path), "--dry-run"]) == 0  # the text form
+    assert f"steps            {plan['steps']:,} x batch 8" in capsys.readouterr().out
+
+
+def test_dry_run_refuses_a_bad_mfu_in_one_line(small_store, tmp_path, capsys):
+    path = tmp_path / "run.yaml"
+    path.write_text(yaml.safe_dump({"data": {"store": str(small_store), "context": 64}}))
+    assert main(["train", str(path), "--dry-run", "--mfu", "1.5"]) == 2
+    assert capsys.readouterr().err.strip() == "error: --mfu: expected a utilisation in (0, 1], got 1.5"
+
+
+def test_activation_bytes_halve_only_the_compute_dtype_part():
+    preset = PRESETS["tiny-1m"]
+    fp32 = activation_bytes_per_token(preset, mixed_precision=False)
+    bf16 = activation_bytes_per_token(preset, mixed_precision=True)
+    norms = preset.layers * 4 * preset.hidden * 4 + 4 * preset.hidden * 4  # stays fp32
+    assert fp32 - bf16 == (fp32 - norms) // 2

@@ -1,0 +1,312 @@
+"""What a run will cost before it starts: FLOPs, memory per micro-batch, GPU-hours, the micro-batch.
+
+**FLOPs per token** (PaLM appendix B, as nanoGPT and llm-foundry count MFU): ``6 N + 12 L d C``,
+with N the parameters that do matmuls per token (every parameter except the input embedding, so
+the untied head is in), L layers, d = heads * head_dim, C the context. The attention term counts
+the full C x C score matrix (the convention); causal and document-masked kernels do less, so MFU
+by this count is comparable with the published figures, not an exact count of kernel FLOPs.
+
+**Memory per micro-batch** of ``b`` sequences (bytes):
+
+- parameters, gradients, AdamW's two moments: ``4 + 4 + 8`` bytes per parameter (fp32 master
+  weights, also under bf16 autocast);
+- activations saved for the backward pass, per token per layer, counted from Hugging Face's
+  Llama layer: two RMSNorms keep their fp32 input and normalised output (``4 h`` floats, fp32
+  because the residual stream is fp32), and ``6 h + 4 i`` elements in the compute dtype (the
+  bf16 copy the q/k/v projections read, q, k, v and the attention output, the o-projection's
+  input; the MLP's gate, up, activation and product), h = hidden, i = intermediate. Plus ``4 h``
+  fp32 per token outside the layers (final norm, the loss's hidden-state gradient);
+- the loss (`train.loss`, chunked or Liger): the head gradient it accumulates (``4 V h``) and two
+  chunks of fp32 logits (``8 * chunk_tokens * V``).
+
+`tests/train/test_plan.py` checks the activation count against the bytes torch actually saves
+for backward (``saved_tensors_hooks``) on CPU at two model sizes, within 10%. On CUDA the count
+is a first guess only: `auto_micro_batch` confirms it with a probe (a forward and backward at
+the chosen size) and steps down on out-of-memory.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+from megadocs.errors import UserError
+from train.model import PRESETS, ModelPreset, parameter_count
+
+__all__ = [
+    "H100_BF16_PEAK_TFLOPS",
+    "DEFAULT_MFU",
+    "DEFAULT_DEVICE_MEMORY_GIB",
+    "MEMORY_HEADROOM",
+    "ModelCost",
+    "model_cost",
+    "MemoryEstimate",
+    "memory_estimate",
+    "largest_fitting_micro_batch",
+    "gpu_hours",
+]
+
+H100_BF16_PEAK_TFLOPS = 989.0
+"""Dense bf16 peak of an H100 SXM (NVIDIA datasheet; 1979 is with 2:4 sparsity)."""
+DEFAULT_MFU = 0.4
+"""Assumed model FLOPs utilisation until one is measured on CUDA (benchmarks/RESULTS.md has none yet)."""
+DEFAULT_DEVICE_MEMORY_GIB = 80.0
+"""Device memory a plan assumes for ``micro_batch_size: auto`` when it is not run on the GPU (H100 80GB)."""
+MEMORY_HEADROOM = 0.9
+"""Share of the device memory the estimate may fill (allocator fragmentation, CUDA context, workspaces)."""
+
+FP32 = 4
+BF16 = 2
+NORM_FP32_PER_LAYER = 4  # x h floats: two RMSNorms x (input, normalised output)
+COMPUTE_PER_LAYER_H = 6  # x h elements in the compute dtype
+COMPUTE_PER_LAYER_I = 4  # x i elements in the compute dtype
+FP32_OUTSIDE_LAYERS = 4  # x h floats per token outside the layers
+
+
+@dataclass(frozen=True)
+class ModelCost:
+    parameters: int
+    """All parameters (embedding, layers, norms, head)."""
+    flops_parameters: int
+    """N of ``6N``: all but the input embedding (the head is included)."""
+    flops_per_token: float
+    """``6 N + 12 L d C`` (forward and backward)."""
+
+
+def _preset(name: str) -> ModelPreset:
+    if name not in PRESETS:
+        raise UserError(f"model.preset: unknown preset {name!r}; expected one of {', '.join(PRESETS)}")
+    return PRESETS[name]
+
+
+def model_cost(preset_name: str, *, vocab_size: int, context: int) -> ModelCost:
+    """FLOPs per trained token of a preset (see the module docstring)."""
+    preset = _preset(preset_name)
+    parameters = parameter_count(preset, vocab_size)
+    flops_parameters = parameters - vocab_size * preset.hidden
+    attention = 12 * preset.layers * preset.heads * preset.head_dim * context
+    return ModelCost(parameters, flops_parameters, 6 * flops_parameters + attention)
+
+
+@dataclass(frozen=True)
+class MemoryEstimate:
+    """Bytes of one micro-batch's training step, by what holds them."""
+
+    micro_batch_size: int
+    parameters: int
+    gradients: int
+    optimizer: int
+    activations: int
+    loss: int
+
+    @property
+    def total(self) -> int:
+        return self.parameters + self.gradients + self.optimizer + self.activations + self.loss
+
+    def to_dict(self) -> dict[str, int]:
+        return {**asdict(self), "total": self.total}
+
+
+def activation_bytes_per_token(preset: ModelPreset, *, mixed_precision: bool) -> int:
+    """Bytes saved for backward per token (all layers and the rest), bf16 autocast or fp32."""
+    compute = BF16 if mixed_precision else FP32
+    h, i = preset.hidden, preset.intermediate
+    per_layer = NORM_FP32_PER_LAYER * h * FP32 + (COMPUTE_PER_LAYER_H * h + COMPUTE_PER_LAYER_I * i) * compute
+    return preset.layers * per_layer + FP32_OUTSIDE_LAYERS * h * FP32
+
+
+def memory_estimate(
+    preset_name: str,
+    *,
+    vocab_size: int,
+    context: int,
+    micro_batch_size: int,
+    mixed_precision: bool,
+    chunk_tokens: int = 4096,
+) -> MemoryEstimate:
+    """The memory model of the module docstring for ``micro_batch_size`` sequences of ``context``."""
+    preset = _preset(preset_name)
+    parameters = parameter_count(preset, vocab_size)
+    tokens = micro_batch_size * context
+    loss = FP32 * vocab_size * preset.hidden + 2 * FP32 * min(chunk_tokens, tokens) * vocab_size
+    return MemoryEstimate(
+        micro_batch_size=micro_batch_size,
+        parameters=FP32 * parameters,
+        gradients=FP32 * parameters,
+        optimizer=2 * FP32 * parameters,
+        activations=tokens * activation_bytes_per_token(preset, mixed_precision=mixed_precision),
+        loss=loss,
+    )
+
+
+def divisors_descending(batch_size: int) -> list[int]:
+    return [d for d in range(batch_size, 0, -1) if batch_size % d == 0]
+
+
+def largest_fitting_micro_batch(
+    preset_name: str,
+    *,
+    vocab_size: int,
+    context: int,
+    batch_size: int,
+    memory_bytes: float,
+    mixed_precision: bool,
+    headroom: float = MEMORY_HEADROOM,
+) -> MemoryEstimate:
+    """The estimate of the largest divisor of `batch_size` whose step fits ``headroom * memory_bytes``.
+
+    Raises:
+        UserError: not even one sequence fits (naming the memory it needs and has).
+    """
+    for micro in divisors_descending(batch_size):
+        estimate = memory_estimate(preset_name, vocab_size=vocab_size, context=context, micro_batch_size=micro,
+                                   mixed_precision=mixed_precision)  # fmt: skip
+        if estimate.total <= headroom * memory_bytes:
+            return estimate
+    raise UserError(
+        f"optim.micro_batch_size: auto found no micro-batch that fits: one sequence of {context} tokens "
+        f"needs about {estimate.total / 2**30:.1f} GiB, the device has {memory_bytes / 2**30:.1f} GiB "
+        f"(x{headroom} headroom); use a smaller model.preset or data.context"
+    )
+
+
+def gpu_hours(tokens: float, flops_per_token: float, *, mfu: float, peak_tflops: float) -> float:
+    """Device-hours of `tokens` trained tokens at utilisation `mfu` of a `peak_tflops` device."""
+    if not 0 < mfu <= 1:
+        raise UserError(f"--mfu: expected a utilisation in (0, 1], got {mfu}")
+    if not peak_tflops > 0 or not math.isfinite(peak_tflops):
+        raise UserError(f"--peak-tflops: expected a positive number of TFLOP/s, got {peak_tflops}")
+    return tokens * flops_per_token / (mfu * peak_tflops * 1e12) / 3600.0
+
+
+def device_memory_bytes(device) -> float:
+    """Memory a step may use on `device`: CUDA's free memory, or the host's available memory."""
+    import torch
+
+    if device.type == "cuda":
+        free, _total = torch.cuda.mem_get_info(device)
+        return float(free)
+    with open("/proc/meminfo") as meminfo:
+        for line in meminfo:
+            if line.startswith("MemAvailable:"):
+                return float(line.split()[1]) * 1024
+    raise UserError("optim.micro_batch_size: auto cannot read the host's available memory (/proc/meminfo)")
+
+
+def auto_micro_batch(model, *, preset_name: str, vocab_size: int, context: int, batch_size: int, device,
+                     step_probe=None) -> int:  # fmt: skip
+    """The micro-batch for ``micro_batch_size: auto``: the memory model's largest fitting divisor,
+    then, on CUDA, a probe: `step_probe(micro)` (a forward and backward of that many sequences)
+    runs, and on out-of-memory the next smaller divisor is tried. The probe is never run in this
+    repository's tests (no GPU here); on CPU the memory model alone decides.
+    """
+    import torch
+
+    mixed = device.type == "cuda"
+    memory = device_memory_bytes(device)
+    estimate = largest_fitting_micro_batch(preset_name, vocab_size=vocab_size, context=context,
+                                           batch_size=batch_size, memory_bytes=memory, mixed_precision=mixed)
+    if device.type != "cuda" or step_probe is None:
+        return estimate.micro_batch_size
+    optimizer_bytes = 2 * FP32 * sum(p.numel() for p in model.parameters())  # AdamW state is created lazily
+    for micro in [d for d in divisors_descending(batch_size) if d <= estimate.micro_batch_size]:
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats(device)
+        try:
+            step_probe(micro)
+        except torch.OutOfMemoryError:
+            model.zero_grad(set_to_none=True)
+            continue
+        model.zero_grad(set_to_none=True)
+        peak = torch.cuda.max_memory_allocated(device) + optimizer_bytes
+        if peak <= MEMORY_HEADROOM * torch.cuda.get_device_properties(device).total_memory:
+            return micro
+    raise UserError(f"optim.micro_batch_size: auto: not even 1 sequence of {context} tokens fits on {device}")
+
+
+def window_counts(plan) -> tuple[int, int]:
+    """(real, synthetic) windows a `train.streams.MixingPlan` reads over the whole run."""
+    real = synthetic = 0
+    for step in range(plan.total_steps):
+        step_real, step_synthetic = plan.batch_counts(step)
+        real += step_real
+        synthetic += step_synthetic
+    return real, synthetic
+
+
+def run_plan(
+    config,
+    *,
+    mfu: float = DEFAULT_MFU,
+    peak_tflops: float = H100_BF16_PEAK_TFLOPS,
+    device_memory_gib: float = DEFAULT_DEVICE_MEMORY_GIB,
+) -> dict:
+    """The plan of `megadocs train CONFIG --dry-run` (a JSON-ready dict); reads the store, trains nothing.
+
+    Memory and GPU-hours are for a CUDA device (bf16 autocast) unless ``config.device`` is cpu;
+    ``micro_batch_size: auto`` is resolved against `device_memory_gib` by the memory model alone.
+    Evaluation is not counted in the GPU-hours (it is forward-only over ``eval.val_windows``).
+    """
+    from train.data import TrainingStreams
+
+    data, optim = config.data, config.optim
+    streams = TrainingStreams.build(data.store, synthetic=data.synthetic, context=data.context,
+                                    mixing_fraction=data.mixing_fraction, real_epochs=data.real_epochs,
+                                    batch_size=optim.batch_size, seed=data.seed)  # fmt: skip
+    real_seen, synthetic_seen = window_counts(streams.plan)
+    tokens = (real_seen + synthetic_seen) * data.context
+    cost = model_cost(config.model.preset, vocab_size=streams.vocab_size, context=data.context)
+    mixed = config.device != "cpu"
+    memory_bytes = device_memory_gib * 2**30
+    if optim.micro_batch_size == "auto":
+        estimate = largest_fitting_micro_batch(config.model.preset, vocab_size=streams.vocab_size,
+                                               context=data.context, batch_size=optim.batch_size,
+                                               memory_bytes=memory_bytes, mixed_precision=mixed)  # fmt: skip
+    else:
+        estimate = memory_estimate(config.model.preset, vocab_size=streams.vocab_size, context=data.context,
+                                   micro_batch_size=optim.micro_batch_size, mixed_precision=mixed)  # fmt: skip
+    return {
+        "config_hash": config.identity(),
+        "preset": config.model.preset,
+        "vocab_size": streams.vocab_size,
+        "context": data.context,
+        "batch_size": optim.batch_size,
+        "micro_batch_size": estimate.micro_batch_size,
+        "micro_batch_size_auto": optim.micro_batch_size == "auto",
+        "steps": streams.plan.total_steps,
+        "tokens": tokens,
+        "windows": {"real_per_epoch": streams.plan.real_windows, "real_seen": real_seen,
+                    "synthetic_seen": synthetic_seen},  # fmt: skip
+        "parameters": cost.parameters,
+        "flops_parameters": cost.flops_parameters,
+        "flops_per_token": cost.flops_per_token,
+        "flops_total": cost.flops_per_token * tokens,
+        "memory_per_micro_batch": estimate.to_dict(),
+        "device_memory_bytes": memory_bytes,
+        "mixed_precision": mixed,
+        "mfu": mfu,
+        "peak_tflops": peak_tflops,
+        "gpu_hours": gpu_hours(tokens, cost.flops_per_token, mfu=mfu, peak_tflops=peak_tflops),
+    }
+
+
+def format_run_plan(plan: dict) -> str:
+    """The human-readable form of `run_plan`."""
+    memory = plan["memory_per_micro_batch"]
+    windows = plan["windows"]
+    gib = 2**30
+    micro = f"{plan['micro_batch_size']}" + (" (auto)" if plan["micro_batch_size_auto"] else "")
+    lines = [
+        f"run {plan['config_hash']}: {plan['preset']}, vocabulary {plan['vocab_size']:,}, context {plan['context']}",
+        f"steps            {plan['steps']:,} x batch {plan['batch_size']} (micro-batch {micro})",
+        f"tokens           {plan['tokens']:,}",
+        f"windows          real {windows['real_seen']:,} ({windows['real_per_epoch']:,} per epoch), "
+        f"synthetic {windows['synthetic_seen']:,}",
+        f"parameters       {plan['parameters']:,} (N for 6N: {plan['flops_parameters']:,})",
+        f"FLOPs per token  {plan['flops_per_token']:.4g} (6N + attention); total {plan['flops_total']:.4g}",
+        f"memory           {memory['total'] / gib:.2f} GiB per micro-batch (activations "
+        f"{memory['activations'] / gib:.2f}, weights+grads+AdamW "
+        f"{(memory['parameters'] + memory['gradients'] + memory['optimizer']) / gib:.2f}, loss {memory['loss'] / gib:.2f})",
+        f"GPU-hours        {plan['gpu_hours']:.4g} at MFU {plan['mfu']} of {plan['peak_tflops']} TFLOP/s",
+    ]
+    return "\n".join(lines) + "\n"
