@@ -36,7 +36,7 @@ __all__ = ["DemoScale", "FULL", "SMOKE", "run_demo", "register"]
 
 @dataclass(frozen=True)
 class DemoScale:
-    """Everything that sets the demo's size; FULL fits 20 minutes on 2 cores, SMOKE 5."""
+    """Everything that sets the demo's size (chosen from the measurements below; costs in the README)."""
 
     name: str
     documents: int  # real documents in the demo corpus (train + val)
