@@ -37,7 +37,7 @@ __all__ = ["DemoScale", "FULL", "SMOKE", "run_demo", "register"]
 
 @dataclass(frozen=True)
 class DemoScale:
-    """Everything that sets the demo's size; FULL fits 20 minutes on 2 cores, SMOKE 5."""
+    """Everything that sets the demo's size (chosen from the measurements below; costs in the README)."""
 
     name: str
     documents: int  # real documents in the demo corpus (train + val)
@@ -305,8 +305,10 @@ class Demo:
             "real training documents (the paper's self-improvement setting), not an instruction-tuned model, so "
             "its rephrases and thoughts are poor text and the gains (or their absence) say nothing about the "
             "paper's effect sizes; the data efficiencies use the paper's reference real-data law "
-            "(analysis/reference_law.yaml, calibrated for 300M models on DCLM). What the demo does show for "
-            "real: every certificate is a local optimum of the grid, judged against measured seed noise."
+            "(analysis/reference_law.yaml, calibrated for 300M models on DCLM). A gain here may come from the "
+            "synthetic stream diluting the memorisation of the few real documents rather than from its content. "
+            "What the demo does show for real is above: whether each certificate is a local optimum of the grid "
+            "and how each difference compares with the measured seed noise."
         )
         build_report(self.sweep_path, self.out, notes=notes, findings=[illustrative])
 
