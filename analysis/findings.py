@@ -104,12 +104,15 @@ def findings(certifications: pd.DataFrame, *, law=None) -> list[str]:
                     f"({verdict(float(second['loss']) - float(best['loss']))}).")
     lines.append(ranking)
 
+    single_g = synthetic.groupby("method")["g"].nunique().max() < 2
     rises = monotonicity(table, tolerance=max(tolerance, 1e-3))
     within = monotonicity(table)
     if rises:
         lines.append("Tuned loss rises with G beyond noise for " + "; ".join(
             f"{r.method} (G={r.g_from:g} to {r.g_to:g}: {r.loss_from:.4f} to {r.loss_to:.4f})" for r in rises)
             + ": those searches did not converge.")
+    elif single_g:
+        lines.append("One G per algorithm: nothing to say about the tuned loss as G grows.")
     else:
         small = f" ({len(within)} rise(s) smaller than the noise threshold)" if within else ""
         lines.append(f"Tuned loss does not rise with G beyond noise for any algorithm{small}.")

@@ -32,6 +32,8 @@ def test_a_gain_beyond_noise_is_called_help_and_names_the_best_algorithm():
     assert "No certificate sits on an lr or epochs bound" in text
     assert "mixing-fraction bound (stitched-g2)" in text
     assert "does not rise with G beyond noise" in text
+    single = "\n".join(findings(cert[cert["g"] != 2]))
+    assert "One G per algorithm" in single and "does not rise" not in single
 
 
 def test_gains_within_noise_are_a_tie_and_small_rises_are_not_failures():
