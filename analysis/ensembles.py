@@ -1,7 +1,8 @@
 """Ensembles: loss vs number of members K per algorithm, fitted asymptotes and their comparison.
 
-The losses per K come from ``megadocs train ensemble --json OUT`` over the member runs of a
-sweep's ensemble study, or from any table with columns ``algorithm, k, loss`` (and optionally
+The losses per K come from train's ensemble scoring (`train.ensemble_cli.score_ensemble`, the
+API behind ``megadocs train ensemble --json OUT``) over the member runs of a sweep's ensemble
+study, or from any table with columns ``algorithm, k, loss`` (and optionally
 ``set``), so the fit and figure do not depend on how the numbers were produced. Each algorithm
 gets L(K) = E + A * K^(-alpha); algorithms are compared by their asymptotes E (paper.md: real
 only about 3.31, each synthetic method lower by >= 0.12).
@@ -12,10 +13,10 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
-import yaml
 
 from analysis.scaling import PowerLawFit, fit_groups
 from megadocs.errors import UserError
@@ -53,13 +54,18 @@ def _from_train_ensemble(report: dict, label: str | None, source: Path) -> list[
 
 
 def _algorithm_of_members(members: list[str]) -> str | None:
-    """The data algorithm recorded in the first member's RUN/config.yaml (``real`` without synthetic)."""
+    """The data algorithm in the first member's RUN/config.yaml (``real`` without synthetic data).
+
+    A member is a run directory or its ``RUN/model``; None when neither holds a run config.
+    """
+    from train.ensemble_cli import member_run_config
+
     for member in members[:1]:
-        for candidate in (RunDir(member).config, RunDir(Path(member).parent).config):
-            if candidate.is_file():
-                config = yaml.safe_load(candidate.read_text()) or {}
-                synthetic = (config.get("data") or {}).get("synthetic")
-                return synthetic.get("algorithm") if synthetic else REAL
+        for run_dir in (Path(member), Path(member).parent):
+            config = member_run_config(run_dir)
+            if config is not None:
+                synthetic = config.data.synthetic
+                return synthetic.algorithm if synthetic else REAL
     return None
 
 
@@ -117,16 +123,17 @@ def load_ensemble_table(sources) -> pd.DataFrame:
 
 
 def score_ensemble_studies(
-    studies: dict[str, dict], out_dir: str | Path, *, extra_args: list[str] | tuple[str, ...] = ()
+    studies: dict[str, dict], out_dir: str | Path, **options: Any
 ) -> tuple[list[str], dict[str, str]]:
-    """Run ``megadocs train ensemble`` over each ensemble study's completed member runs.
+    """Score each ensemble study's completed member runs with train's ensemble API.
 
-    Writes ``out_dir/NAME.json`` per study (train's ensemble command resumes a half-written
-    one) and returns the ``ALGORITHM=PATH`` sources for :func:`load_ensemble_table` and, per
-    study that could not be scored, the reason. ``studies`` is ``LedgerTables.ensembles``;
-    ``extra_args`` are passed on (e.g. ``--device cpu`` or ``--val STORE``).
+    Writes ``out_dir/NAME.json`` per study through `train.ensemble_cli.score_ensemble` (which
+    resumes a half-written one) and returns the ``ALGORITHM=PATH`` sources for
+    :func:`load_ensemble_table` and, per study that could not be scored, the reason. ``studies``
+    is ``LedgerTables.ensembles``; ``options`` are fields of `train.ensemble_cli.EnsembleRequest`
+    (e.g. ``device="cpu"``, ``val=[STORE]``, ``context=64``).
     """
-    from megadocs.cli import main
+    from train.ensemble_cli import EnsembleRequest, score_ensemble
 
     out_dir = Path(out_dir)
     sources: list[str] = []
@@ -141,9 +148,10 @@ def score_ensemble_studies(
             problems[name] = f"member {missing[0]} has no model/ (not a trained run?)"
             continue
         path = out_dir / f"{name}.json"
-        status = main(["train", "ensemble", "--members", *members, "--json", str(path), *extra_args])
-        if status != 0 or not path.is_file():
-            problems[name] = f"`megadocs train ensemble` exited with status {status}"
+        try:
+            score_ensemble(EnsembleRequest(members=members, out=path, **options))
+        except UserError as exc:
+            problems[name] = str(exc)
             continue
         sources.append(f"{study.get('method') or name}={path}")
     return sources, problems

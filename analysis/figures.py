@@ -20,6 +20,7 @@ import io
 import math
 from collections.abc import Mapping, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -48,6 +49,9 @@ __all__ = [
     "map_axes",
     "plot_generation_scaling",
     "plot_ensembles",
+    "CertificationSlice",
+    "certification_slice",
+    "draw_certification_slice",
     "plot_certification_map",
     "plot_certified_hparams",
 ]
@@ -249,6 +253,95 @@ def _index(values: Sequence[Any], value: Any) -> int | None:
     return None
 
 
+@dataclass(frozen=True)
+class CertificationSlice:
+    """What Figure 10 shows, computed from the runs and the summary (no drawing).
+
+    Cells are indexed ``[y, x]`` over ``ys`` x ``xs``; positions are ``(x index, y index)``.
+    """
+
+    name: str
+    x_axis: str
+    y_axis: str
+    xs: list[Any]
+    ys: list[Any]
+    others: dict[str, Any]  # the other axes, held at the centre's values
+    losses: np.ndarray  # [len(ys), len(xs)] mean finite loss per cell (over repeats), NaN where none
+    diverged: np.ndarray  # [len(ys), len(xs)] a run on the cell diverged
+    off_slice: int  # runs not on this slice (not shown)
+    path: list[tuple[int, int]]  # best points' cells, in order
+    centre: tuple[int | None, int | None]  # the certified (else best) point's cell
+    certified: bool
+    neighbours: list[tuple[int, int]]  # the certificate's neighbours on the slice
+    bounds_hit: list[Mapping[str, Any]]  # the certificate's {axis, side} bounds
+    notes: tuple[str, ...] = ()  # caption notes: diverged neighbours, seed noise and ties
+
+
+def _on_slice(point: Mapping[str, Any], others: Mapping[str, Any]) -> bool:
+    return all(math.isclose(float(point.get(a, math.nan)), float(v), rel_tol=1e-9) for a, v in others.items())
+
+
+def certification_slice(
+    runs: pd.DataFrame,
+    summary: CertificationSummary,
+    *,
+    x_axis: str,
+    y_axis: str,
+    grid: Mapping[str, Sequence[Any]] | None = None,
+) -> CertificationSlice:
+    """The cells, path, centre and neighbours of Figure 10 on the ``x_axis`` x ``y_axis`` slice.
+    A cell's loss is the mean over the point's seeded repeats, as the certifier decides on it.
+
+    Raises:
+        ValueError: the certification has no finished run yet (nothing to centre the slice on).
+    """
+    certificate = summary.certificate
+    centre = summary.point
+    if not centre:
+        raise ValueError(f"{summary.name}: no finished run yet, nothing to map")
+    xs, ys = _axis_values(runs, x_axis, grid), _axis_values(runs, y_axis, grid)
+    others = {axis: value for axis, value in centre.items() if axis not in (x_axis, y_axis)}
+    sums = np.zeros((len(ys), len(xs)))
+    draws = np.zeros_like(sums)
+    diverged = np.zeros_like(sums, dtype=bool)
+    off_slice = 0
+    for _, run in runs.iterrows():
+        point = point_of(run)
+        if not _on_slice(point, others):
+            off_slice += 1
+            continue
+        i, j = _index(ys, point[y_axis]), _index(xs, point[x_axis])
+        if i is None or j is None or pd.isna(run["loss"]):
+            continue
+        if math.isinf(run["loss"]):
+            diverged[i, j] = True
+        else:  # repeats of a point (seeds) are averaged, as the certifier does
+            sums[i, j] += run["loss"]
+            draws[i, j] += 1
+    losses = np.where(draws > 0, sums / np.maximum(draws, 1), np.nan)
+    path = [p for p in summary.path if x_axis in p and y_axis in p]
+    cells = [(_index(xs, p[x_axis]), _index(ys, p[y_axis])) for p in path]
+    neighbours = []
+    for neighbour in certificate.neighbours if certificate else ():
+        if _on_slice(neighbour.point, others):
+            cell = (_index(xs, neighbour.point[x_axis]), _index(ys, neighbour.point[y_axis]))
+            if None not in cell:
+                neighbours.append(cell)
+    notes = []
+    if certificate and certificate.diverged:
+        notes.append("diverged neighbour(s): " + ", ".join(f"{b.axis} {b.side}" for b in certificate.diverged))
+    if certificate and certificate.noise.sigma is not None:
+        notes.append(f"seed noise sd {certificate.noise.sigma:.4f} over {certificate.draws} repeats"
+                     + (f", {len(certificate.ties)} tie(s) within noise" if certificate.ties else ""))
+    return CertificationSlice(
+        name=summary.name, x_axis=x_axis, y_axis=y_axis, xs=xs, ys=ys, others=others,
+        losses=losses, diverged=diverged, off_slice=off_slice, path=[c for c in cells if None not in c],
+        centre=(_index(xs, centre[x_axis]), _index(ys, centre[y_axis])), certified=certificate is not None,
+        neighbours=neighbours, bounds_hit=[b.to_dict() for b in certificate.bounds_hit] if certificate else [],
+        notes=tuple(notes),
+    )  # fmt: skip
+
+
 def plot_certification_map(
     runs: pd.DataFrame,
     summary: CertificationSummary,
@@ -269,33 +362,16 @@ def plot_certification_map(
         runs: the runs frame of *this* certification.
         summary: its :class:`search.status.CertificationSummary`.
         grid: axis values (the sweep's grid); default: the values the runs used.
-    """
-    certificate = summary.certificate
-    centre = summary.point
-    if not centre:
-        raise ValueError(f"{summary.name}: no finished run yet, nothing to map")
-    xs, ys = _axis_values(runs, x_axis, grid), _axis_values(runs, y_axis, grid)
-    others = {axis: value for axis, value in centre.items() if axis not in (x_axis, y_axis)}
-    sums = np.zeros((len(ys), len(xs)))
-    draws = np.zeros_like(sums)
-    diverged = np.zeros_like(sums, dtype=bool)
-    off_slice = 0
-    for _, run in runs.iterrows():
-        point = point_of(run)
-        if any(not math.isclose(float(point.get(a, math.nan)), float(v), rel_tol=1e-9) for a, v in others.items()):
-            off_slice += 1
-            continue
-        i, j = _index(ys, point[y_axis]), _index(xs, point[x_axis])
-        if i is None or j is None or pd.isna(run["loss"]):
-            continue
-        if math.isinf(run["loss"]):
-            diverged[i, j] = True
-        else:  # repeats of a point (seeds) are averaged, as the certifier does
-            sums[i, j] += run["loss"]
-            draws[i, j] += 1
-    losses = np.where(draws > 0, sums / np.maximum(draws, 1), np.nan)
-    losses[diverged] = np.nan
 
+    Raises:
+        ValueError: the certification has no finished run yet.
+    """
+    return draw_certification_slice(certification_slice(runs, summary, x_axis=x_axis, y_axis=y_axis, grid=grid))
+
+
+def draw_certification_slice(cut: CertificationSlice):
+    """Figure 10 from a computed `CertificationSlice` (drawing only)."""
+    losses, xs, ys = cut.losses, cut.xs, cut.ys
     with style():
         fig, ax = _figure(figsize=(1.2 + 0.9 * len(xs), 1.4 + 0.7 * len(ys)))
         finite = losses[np.isfinite(losses)]
@@ -306,54 +382,41 @@ def plot_certification_map(
         for i in range(len(ys)):
             for j in range(len(xs)):
                 # Values sit top-left in the cell so the path (through cell centres) and the star do not hide them.
-                if diverged[i, j]:
+                if cut.diverged[i, j]:
                     ax.text(j - 0.06, i + 0.3, "div.", ha="right", va="center", fontsize=7, color="black")
                 elif np.isfinite(losses[i, j]):
                     # viridis_r is dark for high losses: light text there, dark text on light cells.
                     colour = "white" if losses[i, j] > mid else "black"
                     ax.text(j - 0.06, i + 0.3, f"{losses[i, j]:.3f}", ha="right", va="center", fontsize=7, color=colour)
-        path = [p for p in summary.path if x_axis in p and y_axis in p]
-        cells = [(_index(xs, p[x_axis]), _index(ys, p[y_axis])) for p in path]
-        cells = [c for c in cells if None not in c]
-        if len(cells) > 1:
-            px, py = zip(*cells)
+        if len(cut.path) > 1:
+            px, py = zip(*cut.path)
             ax.plot(px, py, color="white", linewidth=4.0, alpha=0.9, zorder=3)
             ax.plot(px, py, color="black", linewidth=1.5, marker=".", zorder=4, label="path of best points")
-            for (x0, y0), (x1, y1) in zip(cells, cells[1:]):
+            for (x0, y0), (x1, y1) in zip(cut.path, cut.path[1:]):
                 if (x0, y0) != (x1, y1):
                     ax.annotate("", xy=(x1, y1), xytext=(x0, y0), zorder=5,
                                 arrowprops={"arrowstyle": "->", "color": "black", "lw": 1.5})
-        cx, cy = _index(xs, centre[x_axis]), _index(ys, centre[y_axis])
-        star_label = "certified point" if certificate else "best so far (not certified)"
-        ax.plot(cx, cy, marker="*", markersize=13, color="white", markeredgecolor="black", linestyle="none",
+        star_label = "certified point" if cut.certified else "best so far (not certified)"
+        ax.plot(*cut.centre, marker="*", markersize=13, color="white", markeredgecolor="black", linestyle="none",
                 zorder=6, label=star_label)
-        if certificate:
-            for neighbour in certificate.neighbours:
-                params = neighbour.point
-                if all(math.isclose(float(params.get(a, math.nan)), float(v), rel_tol=1e-9) for a, v in others.items()):
-                    j, i = _index(xs, params[x_axis]), _index(ys, params[y_axis])
-                    if i is not None and j is not None:
-                        ax.add_patch(Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, edgecolor="black",
-                                                   linewidth=2.0, linestyle="--", zorder=5))
+        for j, i in cut.neighbours:
+            ax.add_patch(Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, edgecolor="black",
+                                   linewidth=2.0, linestyle="--", zorder=5))
         ax.set_xticks(range(len(xs)), [f"{v:g}" for v in xs])
         ax.set_yticks(range(len(ys)), [f"{v:g}" for v in ys])
-        ax.set_xlabel(x_axis)
-        ax.set_ylabel(y_axis)
+        ax.set_xlabel(cut.x_axis)
+        ax.set_ylabel(cut.y_axis)
         ax.grid(False)
-        fixed = ", ".join(f"{a}={v:g}" for a, v in others.items())
-        ax.set_title(f"{summary.name}\n" + (f"slice at {fixed}" if fixed else "full grid"), fontsize=9)
+        fixed = ", ".join(f"{a}={v:g}" for a, v in cut.others.items())
+        ax.set_title(f"{cut.name}\n" + (f"slice at {fixed}" if fixed else "full grid"), fontsize=9)
         fig.colorbar(image, ax=ax, label="loss (lower is better)")
-        caption = "dashed cells: certificate's neighbours" if certificate else ""
-        bounds = certificate.bounds_hit if certificate else ()
-        if bounds:
-            caption += "; leans on search bound(s): " + ", ".join(f"{b.axis} {b.side}" for b in bounds)
-        if certificate and certificate.diverged:
-            caption += "; diverged neighbour(s): " + ", ".join(f"{b.axis} {b.side}" for b in certificate.diverged)
-        if certificate and certificate.noise.sigma is not None:
-            caption += (f"; seed noise sd {certificate.noise.sigma:.4f} over {certificate.draws} repeats"
-                        + (f", {len(certificate.ties)} tie(s) within noise" if certificate.ties else ""))
-        if off_slice:
-            caption += ("; " if caption else "") + f"{off_slice} run(s) off this slice not shown"
+        caption = "dashed cells: certificate's neighbours" if cut.certified else ""
+        if cut.bounds_hit:
+            caption += "; leans on search bound(s): " + ", ".join(f"{b['axis']} {b['side']}" for b in cut.bounds_hit)
+        for note in cut.notes:
+            caption += ("; " if caption else "") + note
+        if cut.off_slice:
+            caption += ("; " if caption else "") + f"{cut.off_slice} run(s) off this slice not shown"
         if caption:
             fig.text(0.01, 0.005, caption, fontsize=7, ha="left", va="bottom")
         ax.legend(loc="upper left", bbox_to_anchor=(0.0, -0.18), ncol=2, fontsize=7)

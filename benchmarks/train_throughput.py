@@ -45,8 +45,9 @@ import torch
 from megadocs.config import parse_config
 from megadocs.formats import RunDir
 from train.config import RunConfig
+from train.device import resolve_device
 from train.evaluate import autocast_for, model_logits, token_losses
-from train.loop import LOG_EVERY, param_groups, resolve_device, run, train_step
+from train.loop import LOG_EVERY, param_groups, run, train_step
 from train.loss import linear_cross_entropy_sum, next_token_loss, resolve_loss_implementation
 from train.model import build_model
 from train.plan import model_cost

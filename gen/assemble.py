@@ -128,8 +128,94 @@ class _Counts:
     dropped_documents: int = 0
 
 
+@dataclass(frozen=True)
+class _Plan:
+    """A validated request: which pool generations make up ``algorithm`` at ``g``, and where it goes."""
+
+    pool: Path
+    algorithm: str
+    g: int
+    manifest: dict  # the pool's
+    chosen: list[int]  # the pool's gen_index values that make up G=g
+    pool_hash: str
+    pool_identity: str  # the pool's generations (unchanged when only statistics are added)
+    out: Path
+
+
 def _sha256_file(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _plan(pool: Path, algorithm: str, g: int) -> _Plan:
+    """Validate the algorithm against the pool (its kind and G)."""
+    if algorithm not in ALGORITHMS:
+        raise UserError(f"--algorithm: expected one of {', '.join(ALGORITHMS)}, got {algorithm!r}")
+    manifest = pool_format.read_manifest(pool)
+    if manifest["kind"] != POOL_KIND[algorithm]:
+        raise UserError(f"--algorithm: {algorithm} needs a {POOL_KIND[algorithm].value} pool, "
+                        f"but {pool} holds {manifest['kind']} generations")
+    chosen = select_generations(manifest["kind"], manifest["g"], g)
+    pool_hash = _sha256_file(pool / pool_format.MANIFEST)
+    return _Plan(pool, algorithm, g, manifest, chosen, pool_hash, pool_format.pool_identity_of(manifest),
+                 assembled_dir(pool, algorithm, g))
+
+
+def _source_documents(plan: _Plan, docs: str | Path | None) -> tuple[str, Iterable]:
+    """Validate the document source against the pool's (same hash) and the pool's completeness."""
+    from megadocs.corpus import Document, iter_documents, source_hash
+
+    manifest = plan.manifest
+    source = str(docs) if docs is not None else manifest["source"]
+    if manifest["kind"] == PoolKind.SAMPLE:
+        documents = (Document(pool_format.sample_doc_id(k), "") for k in range(manifest["n_docs"]))
+    elif docs is not None and source_hash(source) != manifest["source_hash"]:
+        raise UserError(f"--docs: {source} differs from the pool's source {manifest['source']} "
+                        f"(hash {source_hash(source)} != {manifest['source_hash']})")
+    else:
+        documents = iter_documents(source)
+    pool_format.require_complete(plan.pool, manifest)
+    return source, documents
+
+
+def _write_documents(plan: _Plan, documents: Iterable, handle) -> _Counts:
+    """Assemble every source document from its pool rows and write them as JSON lines."""
+    manifest, count = plan.manifest, plan.manifest["num_shards"]
+    shards = [pool_format.iter_doc_groups(plan.pool, i, count) for i in range(count)]
+    counts = _Counts()
+    for k, doc in enumerate(documents):
+        doc_id, rows = next(shards[pool_format.shard_of(k, count)], (None, []))
+        if doc_id != doc.doc_id or len(rows) != manifest["g"]:
+            raise UserError(f"--pool: {plan.pool}: expected {manifest['g']} generations for document "
+                            f"{doc.doc_id!r} (source position {k}), found {len(rows)} for {doc_id!r}")
+        produced, excluded = assemble_document(plan.algorithm, doc.doc_id, doc.text, [rows[i] for i in plan.chosen])
+        counts.excluded_empty += excluded
+        counts.real_documents += manifest["kind"] != PoolKind.SAMPLE
+        counts.dropped_documents += not produced
+        for document in produced:
+            handle.write(json.dumps(document, ensure_ascii=False) + "\n")
+            counts.documents += 1
+            counts.segments += len(document["segments"])
+    return counts
+
+
+def _assembled_manifest(plan: _Plan, source: str, counts: _Counts) -> dict:
+    """The assembly's manifest.json: what it was built from and what it holds."""
+    return {
+        "format": ASSEMBLED_FORMAT,
+        "algorithm": plan.algorithm,
+        "g": plan.g,
+        "pool": str(plan.pool.resolve()),
+        "pool_kind": plan.manifest["kind"],
+        "pool_g": plan.manifest["g"],
+        "pool_manifest_sha256": plan.pool_hash,
+        "pool_identity": plan.pool_identity,
+        "generation_indices": plan.chosen,
+        "source": source,
+        "source_hash": plan.manifest["source_hash"],
+        **vars(counts),
+        "thought_tags": [THINK_OPEN, THINK_CLOSE] if plan.algorithm == "latent" else None,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
 
 
 def assemble(pool: str | Path, algorithm: str, g: int, *, docs: str | Path | None = None,
@@ -148,71 +234,20 @@ def assemble(pool: str | Path, algorithm: str, g: int, *, docs: str | Path | Non
         UserError: unknown algorithm, a pool of the wrong kind, an incomplete pool, a G it cannot
             serve, or a source that differs from the pool's.
     """
-    from megadocs.corpus import Document, iter_documents, source_hash
-
-    pool = Path(pool)
-    if algorithm not in ALGORITHMS:
-        raise UserError(f"--algorithm: expected one of {', '.join(ALGORITHMS)}, got {algorithm!r}")
-    manifest = pool_format.read_manifest(pool)
-    if manifest["kind"] != POOL_KIND[algorithm]:
-        raise UserError(f"--algorithm: {algorithm} needs a {POOL_KIND[algorithm].value} pool, "
-                        f"but {pool} holds {manifest['kind']} generations")
-    chosen = select_generations(manifest["kind"], manifest["g"], g)
-    pool_hash = _sha256_file(pool / pool_format.MANIFEST)
-    pool_identity = pool_format.pool_identity_of(manifest)
-    out = assembled_dir(pool, algorithm, g)
+    plan = _plan(Path(pool), algorithm, g)
+    out = plan.out
     if (out / ASSEMBLED_MANIFEST).is_file() and not overwrite:
         existing = json.loads((out / ASSEMBLED_MANIFEST).read_text())
         # Up to date when the pool's generations are the same (statistics may have been added since).
-        if existing.get("pool_identity") == pool_identity:
+        if existing.get("pool_identity") == plan.pool_identity:
             return existing
-    source = str(docs) if docs is not None else manifest["source"]
-    if manifest["kind"] == PoolKind.SAMPLE:
-        documents = (Document(pool_format.sample_doc_id(k), "") for k in range(manifest["n_docs"]))
-    elif docs is not None and source_hash(source) != manifest["source_hash"]:
-        raise UserError(f"--docs: {source} differs from the pool's source {manifest['source']} "
-                        f"(hash {source_hash(source)} != {manifest['source_hash']})")
-    else:
-        documents = iter_documents(source)
-
-    pool_format.require_complete(pool, manifest)
-    count = manifest["num_shards"]
-    shards = [pool_format.iter_doc_groups(pool, i, count) for i in range(count)]
-    counts = _Counts()
+    source, documents = _source_documents(plan, docs)
     tmp = out.with_name(out.name + f".tmp{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     with open(tmp / DOCUMENTS_FILE, "w") as handle:
-        for k, doc in enumerate(documents):
-            doc_id, rows = next(shards[pool_format.shard_of(k, count)], (None, []))
-            if doc_id != doc.doc_id or len(rows) != manifest["g"]:
-                raise UserError(f"--pool: {pool}: expected {manifest['g']} generations for document "
-                                f"{doc.doc_id!r} (source position {k}), found {len(rows)} for {doc_id!r}")
-            selected = [rows[i] for i in chosen]
-            produced, excluded = assemble_document(algorithm, doc.doc_id, doc.text, selected)
-            counts.excluded_empty += excluded
-            counts.real_documents += manifest["kind"] != PoolKind.SAMPLE
-            counts.dropped_documents += not produced
-            for document in produced:
-                handle.write(json.dumps(document, ensure_ascii=False) + "\n")
-                counts.documents += 1
-                counts.segments += len(document["segments"])
-    result = {
-        "format": ASSEMBLED_FORMAT,
-        "algorithm": algorithm,
-        "g": g,
-        "pool": str(pool.resolve()),
-        "pool_kind": manifest["kind"],
-        "pool_g": manifest["g"],
-        "pool_manifest_sha256": pool_hash,
-        "pool_identity": pool_identity,
-        "generation_indices": chosen,
-        "source": source,
-        "source_hash": manifest["source_hash"],
-        **vars(counts),
-        "thought_tags": [THINK_OPEN, THINK_CLOSE] if algorithm == "latent" else None,
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-    }
+        counts = _write_documents(plan, documents, handle)
+    result = _assembled_manifest(plan, source, counts)
     write_json(tmp / ASSEMBLED_MANIFEST, result)
     replace_dir(tmp, out)  # fsyncs documents.jsonl too
     return result

@@ -102,6 +102,10 @@ def _options(args):
 
 
 def _generate(args) -> int:
+    from gen.engines import ENVIRONMENT_DEFAULTS
+    from megadocs.procs import apply_environment_defaults
+
+    apply_environment_defaults(ENVIRONMENT_DEFAULTS)  # before vLLM starts; shard jobs inherit it
     options = _options(args)
     if args.executor:
         from gen.executor import submit_shards

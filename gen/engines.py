@@ -11,8 +11,9 @@ point), so a document's samples do not depend on batching or on where a killed r
 gives sample j of a request the seed ``seed + j``; request seeds are 62-bit hashes, so the seed
 ranges of different requests do not overlap in practice.
 
-vLLM on CPU: ``VLLM_CPU_KVCACHE_SPACE`` (GiB of KV cache) defaults to 1 when unset and
-``gpu_memory_utilization`` to 0.3 (on CPU it is the share of host memory), and chunked prefill
+vLLM on CPU: ``VLLM_CPU_KVCACHE_SPACE`` (GiB of KV cache) is 1 under `megadocs gen` when unset
+(:data:`ENVIRONMENT_DEFAULTS`, applied by the CLI entry point; library callers set it themselves),
+``gpu_memory_utilization`` 0.3 (on CPU it is the share of host memory), and chunked prefill
 is off (vLLM-CPU fails on seeded requests after a partial prefill); the engine spawns processes,
 so scripts using it need an ``if __name__ == "__main__":`` guard. :meth:`Engine.close` shuts
 vLLM's engine processes down explicitly (left to garbage collection, exit can hang).
@@ -21,7 +22,6 @@ vLLM's engine processes down explicitly (left to garbage collection, exit can ha
 from __future__ import annotations
 
 import importlib.util
-import os
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
@@ -32,13 +32,15 @@ from megadocs.errors import UserError
 
 __all__ = [
     "ENGINES", "Sampling", "Request", "Completion", "Engine", "VllmEngine", "TransformersEngine",
-    "default_engine", "load_tokenizer", "open_engine",
+    "default_engine", "load_tokenizer", "open_engine", "ENVIRONMENT_DEFAULTS",
 ]
 
 ENGINES = ("vllm", "transformers")
 CPU_GPU_MEMORY_UTILIZATION = 0.3
 GPU_MEMORY_UTILIZATION = 0.9
 CPU_BATCHED_TOKENS = 8192
+# Set by entry points before vLLM starts (read at its import); library code leaves os.environ alone.
+ENVIRONMENT_DEFAULTS = {"VLLM_CPU_KVCACHE_SPACE": "1"}  # GiB of KV cache on CPU
 
 
 @dataclass(frozen=True)
@@ -148,7 +150,6 @@ class VllmEngine(Engine):
                  dtype: str = "auto", llm=None, tokenizer=None):
         super().__init__(generator, revision=revision, tokenizer=tokenizer)
         if llm is None:
-            os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
             from vllm import LLM
             from vllm.platforms import current_platform
 

@@ -1,11 +1,12 @@
-"""Process liveness, shared by every lock and leftover-cleanup in the project."""
+"""Process-level helpers: liveness (every lock and leftover-cleanup) and entry points' environment."""
 
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
 
-__all__ = ["pid_alive"]
+__all__ = ["pid_alive", "apply_environment_defaults"]
 
 
 def pid_alive(pid: int) -> bool:
@@ -23,3 +24,14 @@ def pid_alive(pid: int) -> bool:
         except PermissionError:
             return True
         return True
+
+
+def apply_environment_defaults(defaults: Mapping[str, str]) -> None:
+    """Set each variable that the environment does not already set (for CLI entry points only).
+
+    Library modules declare the variables they need (e.g. ``train.device.ENVIRONMENT_DEFAULTS``)
+    and never write ``os.environ`` themselves; the process's entry point applies them, and child
+    processes (submitit jobs, SLURM with its default ``--export=ALL``) inherit them.
+    """
+    for name, value in defaults.items():
+        os.environ.setdefault(name, value)

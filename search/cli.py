@@ -46,6 +46,17 @@ def register(subparsers) -> None:
     parser.set_defaults(func=lambda args: (parser.print_help(), 2)[1])
 
 
+def _configure_process() -> None:
+    """Process-wide settings of the search commands (library code never sets them)."""
+    import optuna
+
+    from megadocs.procs import apply_environment_defaults
+    from train.device import ENVIRONMENT_DEFAULTS
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # the ledger is the record, not optuna's log
+    apply_environment_defaults(ENVIRONMENT_DEFAULTS)  # train jobs (in-process or submitted) inherit it
+
+
 def _certify(args: argparse.Namespace) -> int:
     from megadocs.errors import UserError
     from search.certify import CertState
@@ -55,6 +66,7 @@ def _certify(args: argparse.Namespace) -> int:
 
     if args.max_runs is not None and args.max_runs < 1:
         raise UserError(f"--max-runs: expected a positive number of runs, got {args.max_runs}")
+    _configure_process()
     sweep = load_sweep(args.sweep)
     run_sweep(sweep, strategy=args.strategy, max_runs=args.max_runs, retry_failed=args.retry_failed,
               progress=not args.no_progress)
@@ -97,6 +109,7 @@ def _status(args: argparse.Namespace) -> int:
     from search.status import format_table, g_trend_warnings, summarize, to_json
     from search.sweep import load_sweep
 
+    _configure_process()
     sweep = load_sweep(args.sweep)
     summaries = summarize(sweep, args.strategy)
     if args.json:

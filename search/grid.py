@@ -7,7 +7,7 @@ the point is optimal). Axes with a single value are fixed, not searched: they ha
 neighbours and are not reported as bounds.
 
 >>> grid = Grid.from_mapping({"lr": [1e-3, 3e-3, 1e-2], "epochs": [1, 2, 4]})
->>> [(n.axis, n.direction, n.point["epochs"]) for n in grid.neighbours({"lr": 3e-3, "epochs": 4})]
+>>> [(n.axis, n.direction.value, n.point["epochs"]) for n in grid.neighbours({"lr": 3e-3, "epochs": 4})]
 [('lr', 'down', 4), ('lr', 'up', 4), ('epochs', 'down', 2)]
 >>> [(b.axis, b.side) for b in grid.bounds_hit({"lr": 3e-3, "epochs": 4})]
 [('epochs', 'upper')]

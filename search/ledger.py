@@ -187,7 +187,6 @@ def open_storage(url: str):
     """An Optuna storage for a ledger URL: sqlite:///..., postgresql://..., or a journal file path."""
     import optuna
 
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
     if url.startswith("sqlite:///"):
         path = url[len("sqlite:///") :]
         if path and not path.startswith(":"):

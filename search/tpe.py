@@ -25,7 +25,6 @@ class TPESearch(Strategy):
     """TPE proposals on ``grid``, ``n_trials`` runs at most (the base's run budget)."""
 
     def __init__(self, name: str, grid: Grid, *, n_trials: int, seed: int = 0) -> None:
-        optuna.logging.set_verbosity(optuna.logging.WARNING)
         super().__init__(name, max_runs=n_trials)
         self.grid = grid
         self.n_trials = n_trials

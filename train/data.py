@@ -24,13 +24,14 @@ import torch
 from megadocs.errors import UserError
 from train.pool_tokens import synthetic_documents
 from train.store import TokenStore
-from train.streams import REAL, SYNTHETIC, VALIDATION, MixingPlan, StreamLayout
+from train.streams import REAL, SYNTHETIC, VALIDATION, MixingPlan, PlanError, StreamLayout
 from train.synthetic import load_synthetic
 
 __all__ = ["TrainingStreams", "ValidationSet", "TokenStream", "StreamDocuments", "VALIDATION_SEED"]
 
 # Validation windows never depend on the training seed.
 VALIDATION_SEED = 0
+# MixingPlan parameter -> the RunConfig field a user changes (the others are data.<parameter>)
 _PLAN_FIELDS = {"batch_size": "optim.batch_size", "real_windows": "data.context",
                 "synthetic_windows": "data.synthetic"}
 
@@ -139,9 +140,9 @@ class TrainingStreams:
                 synthetic_windows=0 if synthetic_stream is None else synthetic_stream.num_windows,
                 batch_size=batch_size, mixing_fraction=mixing_fraction, real_epochs=real_epochs, seed=seed,
             )
-        except ValueError as exc:
-            field, _, message = str(exc).partition(": ")
-            raise UserError(f"{_PLAN_FIELDS.get(field, 'data.' + field)}: {message}") from None
+        except PlanError as exc:
+            field = _PLAN_FIELDS.get(exc.parameter, f"data.{exc.parameter}")
+            raise UserError(f"{field}: {exc.reason}") from None
         return cls(plan, context, real, synthetic_stream, store.eos_id, store.vocab_size)
 
     @property

@@ -33,75 +33,24 @@ Example:
 
 from __future__ import annotations
 
-import argparse
-import json
 import sys
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 from megadocs.errors import UserError
-from megadocs.formats import finite_or_none, write_json
+from train.benchmarks import METRICS, benchmark, check_data_file, check_tasks
+from train.device import resolve_device
+from train.ensemble import (
+    LogitEnsemble,
+    check_same_vocabulary,
+    resident_members_for_budget,
+    resolve_model_dir,
+)
 
-__all__ = ["BENCHMARKS", "Benchmark", "task_config", "EnsembleLM", "evaluate_benchmarks", "print_scores",
-           "add_arguments", "main"]
+__all__ = ["task_config", "EnsembleLM", "evaluate_benchmarks"]
 
-METRICS = ("acc", "acc_norm")
 # Request length assumed by the memory budget (PIQA/SciQ/ARC prompts + answers are shorter).
 TYPICAL_REQUEST_TOKENS = 1024
-
-
-@dataclass(frozen=True)
-class Benchmark:
-    """One supported lm-eval task and the local file that replaces its Hub dataset."""
-
-    task: str  # lm-eval task name
-    yaml_dir: str  # folder of its YAML under lm_eval/tasks/
-    split: str  # the split lm-eval scores for this task
-    fields: tuple[str, ...]  # fields the official doc_to_text/choice/target read
-
-    @property
-    def file_name(self) -> str:
-        return f"{self.task}.jsonl"
-
-
-BENCHMARKS: dict[str, Benchmark] = {
-    "piqa": Benchmark("piqa", "piqa", "validation", ("goal", "sol1", "sol2", "label")),
-    "sciq": Benchmark(
-        "sciq", "sciq", "test",
-        ("support", "question", "distractor1", "distractor2", "distractor3", "correct_answer"),
-    ),
-    "arc_easy": Benchmark("arc_easy", "arc", "test", ("question", "choices", "answerKey")),
-}
-
-
-def _benchmark(task: str) -> Benchmark:
-    if task not in BENCHMARKS:
-        raise UserError(f"benchmarks: unknown task {task!r}; expected one of {', '.join(BENCHMARKS)}")
-    return BENCHMARKS[task]
-
-
-def _check_data_file(benchmark: Benchmark, data_dir: Path) -> Path:
-    """The task's local file, after checking it exists and its first example has the fields."""
-    path = data_dir / benchmark.file_name
-    if not path.is_file():
-        raise UserError(
-            f"benchmark {benchmark.task}: data file {path} not found (expected JSON Lines with "
-            f"fields {', '.join(benchmark.fields)}; see train/downstream.py)"
-        )
-    with path.open() as f:
-        first = f.readline()
-    try:
-        example = json.loads(first)
-    except json.JSONDecodeError:
-        raise UserError(f"benchmark {benchmark.task}: {path}: line 1 is not a JSON object") from None
-    missing = [name for name in benchmark.fields if name not in example]
-    if missing:
-        raise UserError(
-            f"benchmark {benchmark.task}: {path}: line 1 lacks field(s) {', '.join(missing)} "
-            f"(expected {', '.join(benchmark.fields)})"
-        )
-    return path
 
 
 def _task_manager(tasks: Sequence[str]):
@@ -110,7 +59,7 @@ def _task_manager(tasks: Sequence[str]):
     from lm_eval.tasks import TaskManager
 
     root = Path(lm_eval.tasks.__file__).parent
-    dirs = sorted({str(root / _benchmark(t).yaml_dir) for t in tasks})
+    dirs = sorted({str(root / benchmark(t).yaml_dir) for t in tasks})
     return TaskManager(include_defaults=False, include_path=dirs)
 
 
@@ -122,19 +71,19 @@ def task_config(task: str, data_dir: Path | None, task_manager=None) -> dict | s
     Raises:
         UserError: unknown task, or the data file is missing or lacks the expected fields.
     """
-    benchmark = _benchmark(task)
+    entry = benchmark(task)
     if data_dir is None:
         return task
-    path = _check_data_file(benchmark, Path(data_dir))
+    path = check_data_file(entry, Path(data_dir))
     task_manager = task_manager or _task_manager([task])
     config = dict(task_manager.task_index[task].cfg)
     config.update(
         dataset_path="json",
         dataset_name=None,
-        dataset_kwargs={"data_files": {benchmark.split: str(path.resolve())}},
+        dataset_kwargs={"data_files": {entry.split: str(path.resolve())}},
         training_split=None,
-        validation_split=benchmark.split if benchmark.split == "validation" else None,
-        test_split=benchmark.split if benchmark.split == "test" else None,
+        validation_split=entry.split if entry.split == "validation" else None,
+        test_split=entry.split if entry.split == "test" else None,
         fewshot_split=None,
     )
     return config
@@ -181,14 +130,6 @@ class EnsembleLM(TemplateLM):
         _require_lm_eval()
         super().__init__()
         from transformers import AutoConfig, AutoTokenizer
-
-        from train.ensemble import (
-            LogitEnsemble,
-            check_same_vocabulary,
-            resident_members_for_budget,
-            resolve_model_dir,
-        )
-        from train.loop import resolve_device
 
         dirs = [resolve_model_dir(d) for d in model_dirs]
         check_same_vocabulary(dirs)
@@ -288,8 +229,7 @@ def evaluate_benchmarks(
     """
     if not tasks:
         raise UserError("benchmarks: no tasks given (expected e.g. piqa,sciq,arc_easy)")
-    for task in tasks:
-        _benchmark(task)
+    tasks = check_tasks(tasks)
     _require_lm_eval()
     from lm_eval import simple_evaluate
 
@@ -315,49 +255,3 @@ def evaluate_benchmarks(
         scores[task]["items"] = int(output["n-samples"][task]["effective"])
     scores["average"] = {m: sum(scores[t][m] for t in tasks) / len(tasks) for m in METRICS}
     return scores
-
-
-# ---------------------------------------------------------------------------------------- CLI
-
-
-def print_scores(scores: dict, tasks: Sequence[str]) -> None:
-    """The accuracy table of `evaluate_benchmarks` scores, one task a line and the average."""
-    print(f"{'task':<10} {'acc':>7} {'acc_norm':>9} {'items':>6}")
-    for task in tasks:
-        row = scores[task]
-        print(f"{task:<10} {row['acc']:>7.4f} {row['acc_norm']:>9.4f} {row['items']:>6}")
-    average = scores["average"]
-    print(f"{'average':<10} {average['acc']:>7.4f} {average['acc_norm']:>9.4f}")
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Options of ``megadocs train benchmarks``."""
-    parser.add_argument(
-        "--models", nargs="+", required=True, metavar="DIR",
-        help="one model, or several to evaluate as a logit-averaged ensemble (run or HF dirs)",
-    )
-    parser.add_argument("--tasks", default="piqa,sciq,arc_easy", help="comma-separated lm-eval tasks")
-    parser.add_argument(
-        "--data-dir", default=None, metavar="DIR",
-        help="local <task>.jsonl files (see train/downstream.py); default: the Hugging Face Hub",
-    )
-    parser.add_argument("--limit", type=int, default=None, help="items per task (default: all)")
-    parser.add_argument("--device", default="auto", help="auto | cpu | cuda")
-    parser.add_argument("--batch-size", type=int, default=16, help="requests per forward pass")
-    parser.add_argument("--json", default=None, metavar="OUT", help="write the scores as JSON here")
-
-
-def main(args: argparse.Namespace) -> int:
-    """``megadocs train benchmarks``: print the accuracy table (and optionally save it)."""
-    tasks = [t.strip() for t in args.tasks.split(",") if t.strip()]
-    scores = evaluate_benchmarks(
-        [Path(m) for m in args.models], tasks,
-        data_dir=Path(args.data_dir) if args.data_dir else None,
-        limit=args.limit, device=args.device, batch_size=args.batch_size,
-    )
-    print_scores(scores, tasks)
-    if args.json:
-        out = Path(args.json)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        write_json(out, finite_or_none(scores))
-    return 0

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import shutil
 import signal
 import sys
@@ -51,8 +50,10 @@ from megadocs.formats import (
     write_atomic,
     write_json,
 )
+from train.benchmarks import check_tasks
 from train.checkpoint import load_checkpoint, save_checkpoint
 from train.config import AUTO, DocumentMask, RunConfig
+from train.device import resolve_device, set_determinism
 from train.evaluate import autocast_for, evaluate_model
 from train.loss import next_token_loss, resolve_loss_implementation
 from train.prefetch import BatchPrefetcher
@@ -63,7 +64,6 @@ __all__ = [
     "write_run_identity",
     "LOG_EVERY",
     "lr_factor",
-    "resolve_device",
     "param_groups",
     "train_step",
     "PreemptionSignals",
@@ -98,14 +98,6 @@ def lr_factor(step: int, *, total_steps: int, warmup_steps: int) -> float:
         return (step + 1) / warmup_steps
     progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
     return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise UserError("device: 'cuda' requested but torch sees no CUDA device (use auto or cpu)")
-    return torch.device(name)
 
 
 def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str, Any]]:
@@ -257,13 +249,7 @@ def _check_extra_store(store, name: str, path: str) -> None:
 
 def _check_benchmarks(config: RunConfig) -> None:
     """Unknown benchmark tasks fail before training, not after it."""
-    if not config.eval.benchmarks:
-        return
-    from train.downstream import BENCHMARKS
-
-    for task in config.eval.benchmarks:
-        if task not in BENCHMARKS:
-            raise UserError(f"eval.benchmarks: unknown task {task!r}; expected one of {', '.join(BENCHMARKS)}")
+    check_tasks(config.eval.benchmarks, field="eval.benchmarks")
 
 
 def _truncate_log(log_path: Path, step: int) -> None:
@@ -293,17 +279,6 @@ def _compile_wanted(config: RunConfig, device: torch.device) -> bool:
     return config.compile == "on" or (config.compile == "auto" and device.type == "cuda")
 
 
-def _set_determinism(device: torch.device) -> None:
-    if device.type == "cuda":
-        # cuBLAS needs a fixed workspace for reproducible reductions; set before its first use.
-        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-        torch.use_deterministic_algorithms(True, warn_only=True)
-        torch.backends.cudnn.benchmark = False
-        # TF32 for the fp32 matmuls left outside bf16 autocast (deterministic, 10-bit mantissa inputs).
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
-
-
 @dataclass
 class _Training:
     """Everything a step changes, with the run's fixed context; `save` checkpoints it."""
@@ -331,7 +306,7 @@ def _build(config: RunConfig, store, total_steps: int, device: torch.device, out
     """Model, AdamW and schedule, restored from RUN/checkpoint when there is one."""
     from train.model import build_model
 
-    _set_determinism(device)
+    set_determinism(device)
     torch.manual_seed(config.seed)
     model = build_model(config.model.preset, vocab_size=store.vocab_size, context=config.data.context,
                         seed=config.seed, eos_id=store.eos_id, device=device)  # fmt: skip

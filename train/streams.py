@@ -39,6 +39,7 @@ __all__ = [
     "window_order",
     "chunk_boundaries",
     "StreamLayout",
+    "PlanError",
     "MixingPlan",
 ]
 
@@ -147,6 +148,19 @@ class StreamLayout:
         return self.order[stream_pos], positions - self.starts[stream_pos]
 
 
+class PlanError(ValueError):
+    """A `MixingPlan` argument that cannot work: ``parameter`` names it, ``reason`` says why.
+
+    Callers map ``parameter`` to their own setting (train: ``batch_size`` is ``optim.batch_size``)
+    instead of parsing the message.
+    """
+
+    def __init__(self, parameter: str, reason: str) -> None:
+        super().__init__(f"{parameter}: {reason}")
+        self.parameter = parameter
+        self.reason = reason
+
+
 @dataclass(frozen=True)
 class MixingPlan:
     """Which windows of the real and synthetic streams each training step reads.
@@ -176,28 +190,28 @@ class MixingPlan:
 
     def __post_init__(self) -> None:
         if self.batch_size < 1:
-            raise ValueError(f"batch_size: expected >= 1, got {self.batch_size}")
+            raise PlanError("batch_size", f"expected >= 1, got {self.batch_size}")
         if not 0.0 <= self.mixing_fraction < 1.0:
-            raise ValueError(f"mixing_fraction: expected a value in [0, 1), got {self.mixing_fraction}")
+            raise PlanError("mixing_fraction", f"expected a value in [0, 1), got {self.mixing_fraction}")
         if int(self.real_epochs) != self.real_epochs or self.real_epochs < 1:
-            raise ValueError(f"real_epochs: expected a whole number >= 1, got {self.real_epochs}")
+            raise PlanError("real_epochs", f"expected a whole number >= 1, got {self.real_epochs}")
         if self.real_windows < 1:
-            raise ValueError(f"real_windows: the real stream holds no full window, got {self.real_windows} "
-                             f"(use a shorter context or more documents)")
+            raise PlanError("real_windows", f"the real stream holds no full window, got {self.real_windows} "
+                            f"(use a shorter context or more documents)")
         if self.synthetic_windows < 0:
-            raise ValueError(f"synthetic_windows: expected >= 0, got {self.synthetic_windows}")
+            raise PlanError("synthetic_windows", f"expected >= 0, got {self.synthetic_windows}")
         synthetic = self.synthetic_per_batch
         if self.mixing_fraction > 0:
             if self.synthetic_windows < 1:
-                raise ValueError(f"synthetic_windows: mixing_fraction {self.mixing_fraction} needs a synthetic "
-                                 f"stream with at least one window, got {self.synthetic_windows}")
+                raise PlanError("synthetic_windows", f"mixing_fraction {self.mixing_fraction} needs a synthetic "
+                                f"stream with at least one window, got {self.synthetic_windows}")
             if synthetic == 0:
-                raise ValueError(f"mixing_fraction: {self.mixing_fraction} of a batch of {self.batch_size} "
-                                 f"rounds to 0 synthetic windows (use a larger batch_size or mixing_fraction)")
+                raise PlanError("mixing_fraction", f"{self.mixing_fraction} of a batch of {self.batch_size} "
+                                f"rounds to 0 synthetic windows (use a larger batch_size or mixing_fraction)")
             if synthetic >= self.batch_size:
-                raise ValueError(f"mixing_fraction: {self.mixing_fraction} of a batch of {self.batch_size} "
-                                 f"rounds to {synthetic} synthetic windows, leaving no real window "
-                                 f"(use a larger batch_size or smaller mixing_fraction)")
+                raise PlanError("mixing_fraction", f"{self.mixing_fraction} of a batch of {self.batch_size} "
+                                f"rounds to {synthetic} synthetic windows, leaving no real window "
+                                f"(use a larger batch_size or smaller mixing_fraction)")
 
     @property
     def synthetic_per_batch(self) -> int:

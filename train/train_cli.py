@@ -1,9 +1,9 @@
 """`megadocs train CONFIG.yaml [--out RUN] [--set key.path=value ...]`, `megadocs train --template`,
-and `megadocs train ensemble ...` (dispatched to `train.ensemble`).
+and the commands `megadocs train ensemble ...` and `megadocs train benchmarks ...`.
 
-`ensemble` is a word in the place of CONFIG.yaml rather than an argparse sub-command, so that a
-config path stays the plain positional; the words after it are parsed by the ensemble's own
-parser (built from `train.ensemble.add_arguments`).
+`ensemble` and `benchmarks` are argparse sub-commands of `train` (listed by `megadocs train
+--help`); any other first word is the CONFIG.yaml of a training run, so `megadocs train CONFIG.yaml`
+stays the plain form (`_CommandsOrConfig` hands such a word to the hidden `run` parser).
 """
 
 from __future__ import annotations
@@ -20,44 +20,93 @@ __all__ = ["register", "apply_overrides", "load_run_config", "DEFAULT_RUNS_DIR",
 
 DEFAULT_RUNS_DIR = Path("runs/train")
 EXIT_PREEMPTED = 3
-ENSEMBLE = "ensemble"
-BENCHMARKS = "benchmarks"
+RUN = "run"  # the hidden parser of `megadocs train CONFIG.yaml ...`
 
 
-def _add_run_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--template", action="store_true", help="print a commented config and exit")
-    parser.add_argument("--out", metavar="RUN", help="run directory (default: runs/train/<identity>)")
+class _AnyWord(dict):
+    """Accepted first words: the named commands, and any other word (a CONFIG.yaml path)."""
+
+    def __contains__(self, word) -> bool:
+        return True
+
+
+class _CommandsOrConfig(argparse._SubParsersAction):
+    """Sub-commands where a first word that names no command is the CONFIG.yaml of a run."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.choices = _AnyWord()  # only argparse's "invalid choice" check reads it
+
+    def __call__(self, parser, namespace, values, option_string=None) -> None:
+        if values[0] not in self._name_parser_map:
+            values = [RUN, *values]
+        super().__call__(parser, namespace, values, option_string)
+
+
+def _add_run_options(parser: argparse.ArgumentParser, *, late: bool = False) -> None:
+    """The options of a run; ``late``: as written after CONFIG.yaml (``late_*``, merged in `_run`)."""
+    prefix = "late_" if late else ""
+    unset = {"default": argparse.SUPPRESS} if late else {}  # late: absent unless given
+    parser.add_argument("--template", dest=prefix + "template", action="store_true",
+                        help="print a commented config and exit", **unset)
+    parser.add_argument("--out", dest=prefix + "out", metavar="RUN",
+                        help="run directory (default: runs/train/<identity>)", **unset)
     parser.add_argument(
-        "--reidentify", metavar="RUN",
+        "--reidentify", dest=prefix + "reidentify", metavar="RUN",
         help="re-record RUN's identity from its config.yaml and today's data (for runs made before "
-        "identities covered the data; only when its store and pool are unchanged)",
+        "identities covered the data; only when its store and pool are unchanged)", **unset,
     )  # fmt: skip
-    parser.add_argument("--dry-run", action="store_true",
+    parser.add_argument("--dry-run", dest=prefix + "dry_run", action="store_true", **unset,
                         help="print the plan (steps, tokens, FLOPs, memory, GPU-hours) and exit without training")
-    parser.add_argument("--json", action="store_true", help="with --dry-run: the plan as one JSON object")
-    parser.add_argument("--mfu", type=float, default=None,
+    parser.add_argument("--json", dest=prefix + "json", action="store_true", **unset,
+                        help="with --dry-run: the plan as one JSON object")
+    parser.add_argument("--mfu", dest=prefix + "mfu", type=float, **unset,
                         help="with --dry-run: assumed model FLOPs utilisation (default 0.4, see train/plan.py)")
-    parser.add_argument("--peak-tflops", type=float, default=None,
+    parser.add_argument("--peak-tflops", dest=prefix + "peak_tflops", type=float, **unset,
                         help="with --dry-run: device dense bf16 peak TFLOP/s (default 989, H100 SXM)")
-    parser.add_argument("--memory-gib", type=float, default=None,
+    parser.add_argument("--memory-gib", dest=prefix + "memory_gib", type=float, **unset,
                         help="with --dry-run: device memory for micro_batch_size auto (default 80)")
     parser.add_argument(
-        "--set", dest="overrides", action="append", default=[], metavar="KEY.PATH=VALUE",
+        "--set", dest=prefix + "overrides", action="append", metavar="KEY.PATH=VALUE",
         help="override a config field, e.g. --set optim.lr=0.001 (value parsed as YAML); repeatable",
+        **(unset or {"default": []}),
     )  # fmt: skip
 
 
 def register(subparsers) -> None:
+    from train.ensemble_cli import add_benchmark_arguments, add_ensemble_arguments
+
     parser = subparsers.add_parser(
         "train",
-        help="train one model (or score an ensemble: `megadocs train ensemble --help`)",
+        help="train one model; score ensembles (`train ensemble`) and benchmarks (`train benchmarks`)",
+        usage="%(prog)s [--template] [--out RUN] [--set KEY.PATH=VALUE] [--dry-run [--json]] CONFIG.yaml\n"
+        "       %(prog)s --reidentify RUN\n"
+        "       %(prog)s {ensemble,benchmarks} ...",
         description="Train one model from a RunConfig YAML (see `megadocs train --template`). "
         "Exit status 3 means preempted: re-run the same command to resume.",
     )
-    parser.add_argument("config", nargs="?", metavar="CONFIG.yaml", help="run config, or the word `ensemble`")
     _add_run_options(parser)
-    parser.add_argument("rest", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
-    parser.set_defaults(func=_main, _train_parser=parser)
+    commands = parser.add_subparsers(
+        dest="train_command", action=_CommandsOrConfig, prog=parser.prog,
+        metavar="{ensemble,benchmarks} | CONFIG.yaml",
+        title="commands (or a CONFIG.yaml to train)",
+    )
+    ensemble = commands.add_parser(
+        "ensemble", help="validation loss L(K) of logit-averaged ensembles, K = 1..N",
+        description="Validation loss of logit-averaged ensembles, K = 1..N (see train/ensemble_cli.py).",
+    )
+    add_ensemble_arguments(ensemble)
+    ensemble.set_defaults(func=_ensemble)
+    benchmarks = commands.add_parser(
+        "benchmarks", help="zero-shot PIQA/SciQ/ARC-Easy accuracy of a model or an ensemble (lm-eval)",
+        description="Zero-shot PIQA/SciQ/ARC-Easy accuracy (lm-eval) of a model or a logit-averaged ensemble.",
+    )
+    add_benchmark_arguments(benchmarks)
+    benchmarks.set_defaults(func=_benchmarks)
+    run = commands.add_parser(RUN, prog=parser.prog)  # no help=: not listed among the commands
+    run.add_argument("config", metavar="CONFIG.yaml", help="run config")
+    _add_run_options(run, late=True)
+    parser.set_defaults(func=_run, _train_parser=parser, config=None)
 
 
 def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
@@ -95,29 +144,16 @@ def load_run_config(path: str | Path, overrides: list[str] | None = None):
     return parse_config(apply_overrides(data, overrides or []), RunConfig, source=str(path))
 
 
-def _ensemble(words: list[str]) -> int:
-    try:
-        from train import ensemble
-    except ModuleNotFoundError as exc:
-        if exc.name == "train.ensemble":
-            raise UserError("megadocs train ensemble: train/ensemble.py is not installed in this checkout") from None
-        raise
-    parser = argparse.ArgumentParser(
-        prog="megadocs train ensemble", description="Validation loss of logit-averaged ensembles, K = 1..N."
-    )
-    ensemble.add_arguments(parser)
-    return ensemble.main(parser.parse_args(words))
+def _ensemble(args: argparse.Namespace) -> int:
+    from train.ensemble_cli import ensemble_main
+
+    return ensemble_main(args)
 
 
-def _benchmarks(words: list[str]) -> int:
-    from train import downstream
+def _benchmarks(args: argparse.Namespace) -> int:
+    from train.ensemble_cli import benchmarks_main
 
-    parser = argparse.ArgumentParser(
-        prog="megadocs train benchmarks",
-        description="Zero-shot PIQA/SciQ/ARC-Easy accuracy (lm-eval) of a model or a logit-averaged ensemble.",
-    )
-    downstream.add_arguments(parser)
-    return downstream.main(parser.parse_args(words))
+    return benchmarks_main(args)
 
 
 def _dry_run(config, args: argparse.Namespace) -> int:
@@ -154,24 +190,15 @@ def _reidentify(run_dir: Path) -> int:
     return 0
 
 
-def _main(args: argparse.Namespace) -> int:
-    if args.config == ENSEMBLE:
-        return _ensemble(args.rest)
-    if args.config == BENCHMARKS:
-        return _benchmarks(args.rest)
-    if args.rest:  # options written after CONFIG.yaml land in `rest`; parse them as run options
-        late = argparse.ArgumentParser(prog="megadocs train CONFIG.yaml")
-        _add_run_options(late)
-        extra = late.parse_args(args.rest)
-        args.out = extra.out or args.out
-        args.overrides = args.overrides + extra.overrides
-        args.template = args.template or extra.template
-        for flag in ("dry_run", "json"):
-            setattr(args, flag, getattr(args, flag) or getattr(extra, flag))
-        for option in ("mfu", "peak_tflops", "memory_gib"):
-            if getattr(extra, option) is not None:
-                setattr(args, option, getattr(extra, option))
-        args.reidentify = extra.reidentify or args.reidentify
+def _run(args: argparse.Namespace) -> int:
+    """Train (or print the template or the plan); options before and after CONFIG.yaml are merged."""
+    from megadocs.procs import apply_environment_defaults
+    from train.device import ENVIRONMENT_DEFAULTS
+
+    for key, value in list(vars(args).items()):  # late_* exist only when given after CONFIG.yaml
+        if key.startswith("late_"):
+            option = key.removeprefix("late_")
+            setattr(args, option, args.overrides + value if option == "overrides" else value)
     if args.reidentify:
         return _reidentify(Path(args.reidentify))
     if args.template:
@@ -187,6 +214,7 @@ def _main(args: argparse.Namespace) -> int:
     config = load_run_config(args.config, args.overrides)
     if args.dry_run:
         return _dry_run(config, args)
+    apply_environment_defaults(ENVIRONMENT_DEFAULTS)  # before CUDA starts
     from train.loop import Preempted, run
 
     identity = config.identity()

@@ -39,7 +39,8 @@ def test_csv_and_train_ensemble_json_are_read_alike(tmp_path):
 def test_train_ensemble_json_without_a_label_reads_the_members_config(tmp_path):
     member = tmp_path / "run0"
     member.mkdir()
-    (member / "config.yaml").write_text("data:\n  synthetic: {pool: p, algorithm: latent, g: 4}\n")
+    (member / "config.yaml").write_text(  # read as a RunConfig, like train's own RUN/config.yaml
+        "data:\n  store: s\n  mixing_fraction: 0.5\n  synthetic: {pool: p, algorithm: latent, g: 4}\n")
     path = tmp_path / "ens.json"
     path.write_text(json.dumps({"members": [str(member)], "sets": {"iid": [{"k": 1, "loss": 3.3}]}}))
     assert load_ensemble_table(path)["algorithm"].tolist() == ["latent"]
@@ -108,7 +109,7 @@ def test_reads_what_megadocs_train_ensemble_writes(tiny_store, tmp_path):
                              num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=128)
         LlamaForCausalLM(config).save_pretrained(tmp_path / f"member{seed}")
         members.append(str(tmp_path / f"member{seed}"))
-    # score_ensemble_studies runs `megadocs train ensemble`; trained runs keep their model in RUN/model
+    # score_ensemble_studies calls train's ensemble API; trained runs keep their model in RUN/model
     runs = []
     for member in members:
         run = Path(member + "-run")
@@ -118,7 +119,7 @@ def test_reads_what_megadocs_train_ensemble_writes(tiny_store, tmp_path):
     studies = {"real-ens": {"members": runs, "statuses": ["completed"] * 3, "method": "real"}}
     sources, problems = score_ensemble_studies(
         studies, tmp_path / "scored",
-        extra_args=["--val", str(tiny_store), "--context", "64", "--windows", "8", "--device", "cpu"],
+        val=[str(tiny_store)], context=64, windows=8, device="cpu",
     )
     out = tmp_path / "scored" / "real-ens.json"
     assert problems == {} and sources == [f"real={out}"]
@@ -140,7 +141,12 @@ def test_score_ensemble_studies_reports_what_it_cannot_score(tmp_path):
         "one": {"members": [str(run)], "statuses": ["completed"], "method": "real"},
         "untrained": {"members": [str(run), str(run)], "statuses": ["completed", "completed"], "method": "real"},
     }
+    bare = tmp_path / "bare"  # a model/ but no RUN/config.yaml: train refuses without a context
+    (bare / "model").mkdir(parents=True)
+    (bare / "model" / "config.json").write_text("{}")
+    studies["bare"] = {"members": [str(bare), str(bare)], "statuses": ["completed", "completed"], "method": "real"}
     sources, problems = score_ensemble_studies(studies, tmp_path / "out")
     assert sources == []
     assert problems["one"] == "1 completed member(s); need at least 2"
     assert "has no model/" in problems["untrained"]
+    assert problems["bare"].startswith("--context: the first member has no RUN/config.yaml")

@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
+import subprocess
+import sys
 
-import pandas as pd
+import numpy as np
 import pytest
 from matplotlib.patches import Rectangle
 
 from analysis.figures import (
+    certification_slice,
     map_axes,
     method_style,
     plot_certification_map,
@@ -21,13 +25,27 @@ from analysis.frame import certifications_frame, runs_frame
 from analysis.generation import generation_table
 from tests.analysis import synthetic
 
+GRID_INDEX = {axis: {value: i for i, value in enumerate(values)} for axis, values in synthetic.GRID.items()}
+
 
 def test_every_known_method_differs_in_marker_and_line_style():
     methods = ["real", "simple", "stitched", "latent", "stitched-first", "stitched-none"]
     styles = [method_style(m) for m in methods]
     assert len({s["marker"] for s in styles[1:]}) == len(methods) - 1  # the baseline is a line, not points
     assert len({str(s["linestyle"]) for s in styles[1:]}) == len(methods) - 1
-    assert method_style("unknown-x") == method_style("unknown-x")
+
+
+
+def test_unknown_methods_get_their_name_and_a_style_that_survives_hash_randomisation():
+    names = ["unknown-x", "unknown-y", "mine"]
+    styles = [method_style(name) for name in names]
+    assert [s["label"] for s in styles] == names
+    assert len({(s["color"], s["marker"]) for s in styles}) == len(names)  # told apart in one figure
+    # another interpreter (another string-hash seed) draws the same method the same way
+    code = f"from analysis.figures import method_style; print([method_style(n) for n in {names!r}])"
+    other = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                           env={**os.environ, "PYTHONHASHSEED": "12345"})
+    assert other.stdout.strip() == str(styles)
 
 
 def test_generation_figure_needs_synthetic_points():
@@ -62,6 +80,28 @@ def test_certification_map_marks_runs_path_certificate_and_divergence(tmp_path):
     assert png.stat().st_size > 5000 and pdf.stat().st_size > 1000
 
 
+def test_certification_slice_is_computed_without_drawing():
+    records, summary = synthetic.certification("stitched", 2)
+    centre = summary.certificate.point  # lr 3e-3, epochs 8, wd 0.4 (the bowl's minimum)
+    records.append({**records[0], "point": {**centre, "lr": 1e-2}, "status": "diverged", "loss": math.inf})
+    records.append({**records[0], "point": dict(centre), "loss": 9.0})  # a worse (seeded) repeat of the centre
+    cut = certification_slice(runs_frame(records), summary, x_axis="lr", y_axis="epochs", grid=synthetic.GRID)
+    assert cut.others == {"wd": centre["wd"]} and cut.certified
+    assert cut.centre == (1, 2)  # (lr index, epochs index)
+    assert cut.diverged[2, 2] and not cut.diverged.sum() - 1
+    # the cell's loss is the mean over the point's repeats, as the certifier decides on it
+    assert cut.losses[2, 1] == pytest.approx((synthetic.tuned_loss("stitched", 2) + 9.0) / 2)
+    on_slice = [r for r in records if r["point"]["wd"] == centre["wd"]]
+    assert cut.off_slice == len(records) - len(on_slice)
+    ran = {(GRID_INDEX["lr"][r["point"]["lr"]], GRID_INDEX["epochs"][r["point"]["epochs"]]) for r in on_slice
+           if math.isfinite(r["loss"])}
+    assert {(j, i) for i, j in zip(*np.nonzero(np.isfinite(cut.losses)))} == ran
+    assert set(cut.neighbours) == {(0, 2), (2, 2), (1, 1), (1, 3)}  # the wd neighbours are off the slice
+    with pytest.raises(ValueError, match="no finished run yet"):
+        nothing = dataclasses.replace(summary, certificate=None, best=None)
+        certification_slice(runs_frame(records), nothing, x_axis="lr", y_axis="epochs")
+
+
 def test_certified_hparams_ring_marks_bound_hits():
     records, summaries = synthetic.sweep(methods=("simple",), gs=(1, 2))
     runs = runs_frame(records)
@@ -83,7 +123,6 @@ def test_uncertified_points_are_drawn_open():
     open_markers = [line for line in fig.axes[0].lines
                     if line.get_markerfacecolor() == "white" and len(line.get_xdata())]
     assert len(open_markers) == 1 and list(open_markers[0].get_xdata()) == [2]
-    assert isinstance(cert, pd.DataFrame)
 
 
 def test_iid_figure_reads_losses_as_data_efficiency_on_the_right():

@@ -12,7 +12,8 @@ from transformers import AutoModelForCausalLM
 
 from megadocs.errors import UserError
 from tests.eval.conftest import DATA_DIR, make_tiny_model
-from train.ensemble import ensemble_losses, resident_members_for_budget, resolve_model_dir
+from train.ensemble import resident_members_for_budget, resolve_model_dir
+from train.ensemble_eval import ensemble_losses
 from train.evaluate import evaluate_model
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 import yaml
@@ -36,11 +37,48 @@ def test_missing_store_names_the_field(tmp_path, capsys):
 
 
 def test_ensemble_word_dispatches_to_the_ensemble_parser(capsys):
-    pytest.importorskip("train.ensemble")
     with pytest.raises(SystemExit) as info:
         main(["train", "ensemble", "--help"])
     assert info.value.code == 0
     assert "--members" in capsys.readouterr().out
+
+
+def test_train_help_lists_the_ensemble_and_benchmarks_commands(capsys):
+    with pytest.raises(SystemExit) as info:
+        main(["train", "--help"])
+    assert info.value.code == 0
+    out = capsys.readouterr().out
+    assert "CONFIG.yaml" in out
+    listed = {line.split()[0] for line in out.splitlines() if line.startswith("    ") and line.split()}
+    assert {"ensemble", "benchmarks"} <= listed and "run" not in listed
+    with pytest.raises(SystemExit):
+        main(["train", "benchmarks", "--help"])
+    assert "--models" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("argv", [
+    ["CONFIG", "--out", "OUT", "--set", "seed=3"],
+    ["--out", "OUT", "--set", "seed=3", "CONFIG"],
+    ["--set", "seed=3", "CONFIG", "--out", "OUT"],
+])  # fmt: skip
+def test_options_before_or_after_the_config_reach_the_run(argv, tiny_store, tmp_path, monkeypatch):
+    import train.loop
+    from megadocs.formats import RunMetrics
+
+    config = tmp_path / "run.yaml"
+    config.write_text(f"data: {{store: {tiny_store}}}\n")
+    seen = {}
+
+    def fake_run(run_config, out):  # the loop itself is tested elsewhere: record what it gets
+        seen.update(seed=run_config.seed, out=out)
+        return RunMetrics(status="completed", val_loss=1.0, val_losses={"iid": 1.0}, steps=0)
+
+    monkeypatch.setattr(train.loop, "run", fake_run)
+    monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG", raising=False)  # restored after the test
+    words = [{"CONFIG": str(config), "OUT": str(tmp_path / "out")}.get(word, word) for word in argv]
+    assert main(["train", *words]) == 0
+    assert seen == {"seed": 3, "out": tmp_path / "out"}
+    assert os.environ["CUBLAS_WORKSPACE_CONFIG"] == ":4096:8"  # the entry point's, not the loop's
 
 
 @pytest.mark.usefixtures("one_thread")

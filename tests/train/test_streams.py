@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from train.streams import (
     MixingPlan,
+    PlanError,
     StreamLayout,
     chunk_boundaries,
     document_order,
@@ -154,8 +155,10 @@ def test_one_window_corpus_repeats_that_window():
 def test_refuses_bad_plans_naming_the_field(changes, field):
     fields = dict(real_windows=10, synthetic_windows=10, batch_size=8, mixing_fraction=0.5,
                   real_epochs=1, seed=0)
-    with pytest.raises(ValueError, match=f"^{field}: "):
+    with pytest.raises(PlanError, match=f"^{field}: ") as refused:
         MixingPlan(**{**fields, **changes})
+    assert refused.value.parameter == field  # typed: callers map it without parsing the message
+    assert str(refused.value) == f"{field}: {refused.value.reason}"
 
 
 def test_steps_outside_the_plan_are_refused():

@@ -1,0 +1,102 @@
+"""The downstream benchmarks train can score: a pure registry (no lm-eval import).
+
+Which lm-eval task each name is, the split lm-eval scores, and the fields of the local JSON Lines
+file that replaces its Hub dataset (see `train.downstream` for the scoring itself). Config
+validation (`eval.benchmarks`) and the CLI read this module without loading lm-eval.
+
+>>> benchmark("sciq").file_name
+'sciq.jsonl'
+>>> sorted(BENCHMARKS)
+['arc_easy', 'piqa', 'sciq']
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from megadocs.errors import UserError
+
+__all__ = ["METRICS", "Benchmark", "BENCHMARKS", "benchmark", "check_tasks", "parse_tasks", "check_data_file"]
+
+METRICS = ("acc", "acc_norm")
+
+
+@dataclass(frozen=True)
+class Benchmark:
+    """One supported lm-eval task and the local file that replaces its Hub dataset."""
+
+    task: str  # lm-eval task name
+    yaml_dir: str  # folder of its YAML under lm_eval/tasks/
+    split: str  # the split lm-eval scores for this task
+    fields: tuple[str, ...]  # fields the official doc_to_text/choice/target read
+
+    @property
+    def file_name(self) -> str:
+        return f"{self.task}.jsonl"
+
+
+BENCHMARKS: dict[str, Benchmark] = {
+    "piqa": Benchmark("piqa", "piqa", "validation", ("goal", "sol1", "sol2", "label")),
+    "sciq": Benchmark(
+        "sciq", "sciq", "test",
+        ("support", "question", "distractor1", "distractor2", "distractor3", "correct_answer"),
+    ),
+    "arc_easy": Benchmark("arc_easy", "arc", "test", ("question", "choices", "answerKey")),
+}
+
+
+def benchmark(task: str, *, field: str = "benchmarks") -> Benchmark:
+    """The registry entry of ``task``.
+
+    Raises:
+        UserError: an unknown task, naming ``field`` and the known tasks.
+    """
+    if task not in BENCHMARKS:
+        raise UserError(f"{field}: unknown task {task!r}; expected one of {', '.join(BENCHMARKS)}")
+    return BENCHMARKS[task]
+
+
+def check_tasks(tasks: Iterable[str], *, field: str = "benchmarks") -> list[str]:
+    """``tasks`` as a list, after checking every one is known (UserError naming ``field`` if not)."""
+    tasks = list(tasks)
+    for task in tasks:
+        benchmark(task, field=field)
+    return tasks
+
+
+def parse_tasks(text: str, *, field: str = "--tasks") -> list[str]:
+    """Comma-separated task names (``"piqa, sciq"``), each checked against the registry.
+
+    >>> parse_tasks("piqa, sciq,")
+    ['piqa', 'sciq']
+    """
+    tasks = [task.strip() for task in text.split(",") if task.strip()]
+    if not tasks:
+        raise UserError(f"{field}: no tasks given (expected e.g. piqa,sciq,arc_easy)")
+    return check_tasks(tasks, field=field)
+
+
+def check_data_file(entry: Benchmark, data_dir: Path) -> Path:
+    """The task's local file, after checking it exists and its first example has the fields."""
+    path = data_dir / entry.file_name
+    if not path.is_file():
+        raise UserError(
+            f"benchmark {entry.task}: data file {path} not found (expected JSON Lines with "
+            f"fields {', '.join(entry.fields)}; see train/downstream.py)"
+        )
+    with path.open() as f:
+        first = f.readline()
+    try:
+        example = json.loads(first)
+    except json.JSONDecodeError:
+        raise UserError(f"benchmark {entry.task}: {path}: line 1 is not a JSON object") from None
+    missing = [name for name in entry.fields if name not in example]
+    if missing:
+        raise UserError(
+            f"benchmark {entry.task}: {path}: line 1 lacks field(s) {', '.join(missing)} "
+            f"(expected {', '.join(entry.fields)})"
+        )
+    return path
