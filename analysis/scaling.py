@@ -15,8 +15,10 @@ they do not instead of returning a number that only looks precise:
 
 The fit minimises (optionally Huber-robust) squared *log* residuals log(L_hat) - log(L) with
 bounded multi-start ``scipy.optimize.least_squares``; x is scaled by its geometric mean so the
-amplitude is well conditioned. Intervals come from a residual bootstrap (the x design is kept:
-it is chosen by the experimenter) or, with ``noise_sigma``, a parametric one.
+amplitude is well conditioned. Intervals come from a parametric bootstrap at the same x (the
+design is the experimenter's): the noise level is either given (``noise_sigma``) or estimated
+from the residuals and drawn anew for every refit from its chi-square sampling distribution, so
+that a level resting on three spare points does not make the intervals too narrow.
 
 Example:
     >>> import numpy as np
@@ -89,6 +91,26 @@ class PowerLawFit:
     def interval(self, name: str) -> tuple[float, float] | None:
         return None if self.ci is None else self.ci.get(name)
 
+    def to_json(self) -> dict:
+        """Standard JSON (no NaN): each parameter's estimate, low and high (null where there is no
+        interval), whether it is fixed or determined; the level, fit quality and notes."""
+
+        def number(value) -> float | None:
+            return float(value) if value is not None and math.isfinite(value) else None
+
+        params = {}
+        for name in PARAMS:
+            interval = None if name in self.fixed else self.interval(name)
+            params[name] = {
+                "estimate": number(self.params[name]),
+                "low": number(interval[0]) if interval else None,
+                "high": number(interval[1]) if interval else None,
+                "fixed": name in self.fixed,
+                "determined": bool(self.determined[name]),
+            }
+        return {"n_points": self.n_points, "loss": self.loss, "level": self.level, "params": params,
+                "rmse_log": number(self.rmse_log), "notes": list(self.notes)}
+
     def describe(self, x_name: str = "x") -> str:
         """One line per parameter and the notes, for reports and the CLI."""
         lines = [f"L({x_name}) = E + A * {x_name}^(-alpha), {self.n_points} points, {self.loss} loss on log residuals"]
@@ -150,42 +172,89 @@ def _check_points(x: np.ndarray, y: np.ndarray, n_free: int) -> list[str]:
     return notes
 
 
-def _least_squares(x_scaled, log_y, free, theta_fixed, starts, loss, f_scale, bounds):
-    """Best of several bounded starts; theta = (E, log B, alpha) with x scaled to geometric mean 1."""
+@dataclass(frozen=True, eq=False)
+class _Problem:
+    """Validated inputs of one fit, in the coordinates the solver works in.
 
-    def full(theta_free):
-        theta = theta_fixed.copy()
-        theta[free] = theta_free
-        return theta
+    theta = (E, log B, alpha) with x scaled by its geometric mean ``x0`` (A = B * x0^alpha), which
+    keeps the amplitude well conditioned; ``free`` marks the parameters that are fitted.
+    """
 
-    log_x = np.log(x_scaled)
+    x: np.ndarray
+    y: np.ndarray
+    free: np.ndarray
+    theta_fixed: np.ndarray
+    fixed: dict[str, float]
+    loss: str
+    huber_delta: float
+    alpha_bounds: tuple[float, float]
+    notes: list[str]
 
-    def residuals(theta_free):
-        E, log_b, alpha = full(theta_free)
-        prediction = E + np.exp(log_b) * np.power(x_scaled, -alpha)
-        return np.log(np.maximum(prediction, 1e-300)) - log_y
+    @property
+    def x0(self) -> float:
+        return float(np.exp(np.mean(np.log(self.x))))
 
-    def jacobian(theta_free):
-        E, log_b, alpha = full(theta_free)
-        term = np.exp(log_b) * np.power(x_scaled, -alpha)
-        prediction = np.maximum(E + term, 1e-300)
-        columns = np.stack([1.0 / prediction, term / prediction, -term * log_x / prediction], axis=1)
-        return columns[:, free]
+    @property
+    def x_scaled(self) -> np.ndarray:
+        return self.x / self.x0
 
-    lower, upper = bounds[0][free], bounds[1][free]
+    @property
+    def n_free(self) -> int:
+        return int(self.free.sum())
 
-    def solve(start_free, max_nfev):
-        return least_squares(
-            residuals, np.clip(start_free, lower, upper), jac=jacobian, bounds=(lower, upper), loss=loss,
-            f_scale=f_scale, method="trf", max_nfev=max_nfev,
-        )
+    @property
+    def dof(self) -> int:
+        return len(self.x) - self.n_free
 
-    # Short runs from every start, then one long polish of the best: flat valleys (a loose E)
-    # make trf crawl, and only the winner deserves the iterations.
-    best = min((solve(start[free], SCREEN_NFEV) for start in starts), key=lambda result: result.cost)
-    if best.status == 0:  # stopped by max_nfev, not converged
-        best = solve(best.x, POLISH_NFEV)
-    return full(best.x), residuals(best.x)
+    def bounds(self, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """E in [0, lowest loss], log B free, alpha in ``alpha_bounds``."""
+        return (np.array([0.0, -np.inf, self.alpha_bounds[0]]),
+                np.array([float(y.min()), np.inf, self.alpha_bounds[1]]))
+
+    def curve(self, theta: np.ndarray) -> np.ndarray:
+        """The fitted losses at the problem's x."""
+        E, log_b, alpha = theta
+        return E + np.exp(log_b) * np.power(self.x_scaled, -alpha)
+
+    def natural(self, theta: np.ndarray) -> tuple[float, float, float]:
+        """(E, A, alpha) of a solver theta."""
+        return float(theta[0]), float(math.exp(theta[1]) * self.x0 ** theta[2]), float(theta[2])
+
+    def solve(self, y: np.ndarray, starts: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        """Best of several bounded starts on losses ``y``; returns (theta, log residuals)."""
+        free, x_scaled, log_y = self.free, self.x_scaled, np.log(y)
+        log_x = np.log(x_scaled)
+
+        def full(theta_free):
+            theta = self.theta_fixed.copy()
+            theta[free] = theta_free
+            return theta
+
+        def residuals(theta_free):
+            prediction = self.curve(full(theta_free))
+            return np.log(np.maximum(prediction, 1e-300)) - log_y
+
+        def jacobian(theta_free):
+            E, log_b, alpha = full(theta_free)
+            term = np.exp(log_b) * np.power(x_scaled, -alpha)
+            prediction = np.maximum(E + term, 1e-300)
+            columns = np.stack([1.0 / prediction, term / prediction, -term * log_x / prediction], axis=1)
+            return columns[:, free]
+
+        lower, upper = (bound[free] for bound in self.bounds(y))
+
+        def run(start_free, max_nfev):
+            return least_squares(
+                residuals, np.clip(start_free, lower, upper), jac=jacobian, bounds=(lower, upper),
+                loss=self.loss, f_scale=self.huber_delta, method="trf", max_nfev=max_nfev,
+            )
+
+        # Short runs from every start, then one long polish of the best: flat valleys (a loose E)
+        # make trf crawl, and only the winner deserves the iterations.
+        best = min((run(start[free], SCREEN_NFEV) for start in starts), key=lambda result: result.cost)
+        if best.status == 0:  # stopped by max_nfev, not converged
+            best = run(best.x, POLISH_NFEV)
+        return full(best.x), residuals(best.x)
 
 
 def _starts(y: np.ndarray, theta_fixed: np.ndarray, alpha_bounds) -> list[np.ndarray]:
@@ -213,7 +282,7 @@ def fit_power_law(
     level: float = 0.95,
     seed: int = 0,
 ) -> PowerLawFit:
-    """Fit L(x) = E + A * x^(-alpha) to points (x_i, L_i).
+    """Fit L(x) = E + A * x^(-alpha) to points (x_i, L_i): validate, compute, present.
 
     Args:
         x, y: positive sizes and losses (repeated x, e.g. several seeds, are fine).
@@ -222,20 +291,34 @@ def fit_power_law(
         fix_alpha, fix_E: hold a parameter fixed (needed with two points).
         alpha_bounds: search range of alpha; E is searched in [0, lowest loss].
         n_boot: bootstrap refits for intervals (0: none).
-        noise_sigma: known noise of a loss (e.g. seed-to-seed std); switches to a parametric
-            bootstrap, which also gives intervals when the points leave no residual.
+        noise_sigma: known noise of a loss (e.g. seed-to-seed std); the bootstrap then draws
+            losses with that noise, which also gives intervals when the points leave no residual.
         level: two-sided interval level.
 
     Raises:
         UserError: too few distinct points for the free parameters, or losses that do not
             decrease with x, or invalid values.
     """
+    problem = _validate(x, y, loss=loss, huber_delta=huber_delta, fix_alpha=fix_alpha, fix_E=fix_E,
+                        alpha_bounds=alpha_bounds, level=level, n_boot=n_boot, noise_sigma=noise_sigma)
+    theta, residuals = problem.solve(problem.y, _starts(problem.y, problem.theta_fixed, alpha_bounds))
+    determined, notes = _judge(problem, theta)
+    samples, ci, uncertainty_notes = _uncertainty(problem, theta, residuals, n_boot=n_boot,
+                                                  noise_sigma=noise_sigma, level=level, seed=seed)
+    E, A, alpha = problem.natural(theta)
+    return PowerLawFit(
+        E=E, A=A, alpha=alpha, x=problem.x, y=problem.y, loss=loss, fixed=problem.fixed,
+        determined=determined, notes=problem.notes + notes + uncertainty_notes,
+        rmse_log=float(np.sqrt(np.mean(residuals**2))), ci=ci, level=level, samples=samples,
+    )
+
+
+def _validate(x, y, *, loss, huber_delta, fix_alpha, fix_E, alpha_bounds, level, n_boot, noise_sigma) -> _Problem:
+    """Refuse what no fit can answer honestly; return the problem with notes on weaker issues."""
     x = np.asarray(x, dtype=float)
     y = np.asarray(y, dtype=float)
-    fixed = {name: value for name, value in (("E", fix_E), ("alpha", fix_alpha)) if value is not None}
     free = np.array([fix_E is None, True, fix_alpha is None])
-    n_free = int(free.sum())
-    notes = _check_points(x, y, n_free)
+    notes = _check_points(x, y, int(free.sum()))
     if fix_E is not None and fix_E >= float(y.min()):
         raise UserError(f"power-law fit: fixed E={fix_E} must be below the lowest loss {y.min():.4g}")
     if loss not in ("linear", "huber"):
@@ -246,23 +329,25 @@ def fit_power_law(
         raise UserError(f"power-law fit: level must be in (0, 1), got {level}")
     if not 0 < alpha_bounds[0] < alpha_bounds[1]:
         raise UserError(f"power-law fit: alpha_bounds must be 0 < low < high, got {alpha_bounds}")
-
-    x0 = float(np.exp(np.mean(np.log(x))))
-    x_scaled = x / x0
-    log_y = np.log(y)
+    if n_boot < 0:
+        raise UserError(f"power-law fit: n_boot must be >= 0 (0: no interval), got {n_boot}")
+    if noise_sigma is not None and not (math.isfinite(noise_sigma) and noise_sigma > 0):
+        raise UserError(f"power-law fit: noise_sigma must be a loss noise > 0, got {noise_sigma}")
+    fixed = {name: value for name, value in (("E", fix_E), ("alpha", fix_alpha)) if value is not None}
     theta_fixed = np.array([np.nan if fix_E is None else fix_E, np.nan, np.nan if fix_alpha is None else fix_alpha])
-    bounds = (
-        np.array([0.0, -np.inf, alpha_bounds[0]]),
-        np.array([float(y.min()), np.inf, alpha_bounds[1]]),
-    )
-    solve = dict(loss=loss, f_scale=huber_delta, bounds=bounds)
-    theta, residuals = _least_squares(x_scaled, log_y, free, theta_fixed, _starts(y, theta_fixed, alpha_bounds), **solve)
+    return _Problem(x=x, y=y, free=free, theta_fixed=theta_fixed, fixed=fixed, loss=loss,
+                    huber_delta=huber_delta, alpha_bounds=tuple(alpha_bounds), notes=notes)
 
+
+def _judge(problem: _Problem, theta: np.ndarray) -> tuple[dict[str, bool], list[str]]:
+    """Which parameters the points pin down: not at a search bound, and E not a long extrapolation."""
     determined = {name: True for name in PARAMS}
+    notes: list[str] = []
+    lower, upper = problem.bounds(problem.y)
     for name, index in (("E", 0), ("alpha", 2)):
-        if not free[index]:
+        if not problem.free[index]:
             continue
-        low, high = bounds[0][index], bounds[1][index]
+        low, high = lower[index], upper[index]
         tolerance = 1e-4 * max(1.0, abs(high))
         if theta[index] <= low + tolerance or theta[index] >= high - tolerance:
             determined[name] = False
@@ -276,108 +361,102 @@ def fit_power_law(
             else:
                 notes.append(
                     f"alpha ended at its search bound {theta[index]:.3g}: the decay rate is not determined "
-                    f"(bounds {alpha_bounds})"
+                    f"(bounds {problem.alpha_bounds})"
                 )
     if not all(determined.values()) and determined["A"]:
         # A trades off against whichever parameter is loose, so it is not pinned down either.
         determined["A"] = False
-
-    E, log_b, alpha = theta
-    A = float(math.exp(log_b) * x0**alpha)
     # How much of the fitted decay toward E the points span: a law that is still far from its
     # asymptote at the largest x (losses falling about linearly in log x) leaves E to extrapolation.
-    covered = 1.0 - (x.max() / x.min()) ** (-alpha)
-    if free[0] and determined["E"] and covered < MIN_DECAY_COVERED:
+    x = problem.x
+    covered = 1.0 - (x.max() / x.min()) ** (-theta[2])
+    if problem.free[0] and determined["E"] and covered < MIN_DECAY_COVERED:
         determined["E"] = determined["A"] = False
         notes.append(
             f"the points span only {covered:.0%} of the fitted decay toward E (losses fall about linearly "
             "in log x): the asymptote is a long extrapolation and is not determined"
         )
-    elif free[0] and determined["E"] and covered < 0.5:
+    elif problem.free[0] and determined["E"] and covered < 0.5:
         notes.append(f"E is an extrapolation: the points span {covered:.0%} of the fitted decay toward it")
-    dof = len(x) - n_free
-    rmse = float(np.sqrt(np.mean(residuals**2)))
-
-    ci = samples = None
-    if n_boot > 0:
-        if noise_sigma is None and dof <= 0:
-            notes.append(
-                "no interval: with no spare points there is no residual to estimate the noise; "
-                "pass a noise level (e.g. the seed-to-seed std of a loss) for a parametric interval"
-            )
-        else:
-            samples, failed = _bootstrap(
-                x, y, theta, residuals, free, theta_fixed, n_free, x0, x_scaled, noise_sigma, n_boot, seed, solve
-            )
-            if len(samples) < max(20, n_boot // 2):
-                notes.append(f"no interval: {failed} of {n_boot} bootstrap refits failed")
-                samples = None
-            else:
-                if failed:
-                    notes.append(f"{failed} of {n_boot} bootstrap refits had non-decreasing losses and were dropped")
-                tail = (1 - level) / 2 * 100
-                ci = {
-                    name: (float(np.percentile(samples[:, i], tail)), float(np.percentile(samples[:, i], 100 - tail)))
-                    for i, name in enumerate(PARAMS)
-                }
-    return PowerLawFit(
-        E=float(E),
-        A=A,
-        alpha=float(alpha),
-        x=x,
-        y=y,
-        loss=loss,
-        fixed=fixed,
-        determined=determined,
-        notes=notes,
-        rmse_log=rmse,
-        ci=ci,
-        level=level,
-        samples=samples,
-    )
+    return determined, notes
 
 
-def _bootstrap(x, y, theta, residuals, free, theta_fixed, n_free, x0, x_scaled, noise_sigma, n_boot, seed, solve):
-    """Refit on resampled losses at the same x; returns draws (n, 3) of (E, A, alpha)."""
+def _uncertainty(problem: _Problem, theta, residuals, *, n_boot, noise_sigma, level, seed):
+    """Bootstrap draws, percentile intervals and notes; (None, None, notes) when none can be given."""
+    if n_boot == 0:
+        return None, None, []
+    if noise_sigma is None and problem.dof <= 0:
+        return None, None, [
+            "no interval: with no spare points there is no residual to estimate the noise; "
+            "pass a noise level (e.g. the seed-to-seed std of a loss) for a parametric interval"
+        ]
+    samples, failed = _bootstrap(problem, theta, residuals, noise_sigma=noise_sigma, n_boot=n_boot, seed=seed)
+    if len(samples) < max(20, n_boot // 2):
+        return None, None, [f"no interval: {failed} of {n_boot} bootstrap refits failed"]
+    notes = [f"{failed} of {n_boot} bootstrap refits had non-decreasing losses and were dropped"] if failed else []
+    tail = (1 - level) / 2 * 100
+    ci = {
+        name: (float(np.percentile(samples[:, i], tail)), float(np.percentile(samples[:, i], 100 - tail)))
+        for i, name in enumerate(PARAMS)
+    }
+    return samples, ci, notes
+
+
+def _bootstrap(problem: _Problem, theta, residuals, *, noise_sigma, n_boot, seed):
+    """Refit on simulated losses at the same x; returns draws (n, 3) of (E, A, alpha) and failures.
+
+    Parametric: losses are the fitted curve plus noise. With ``noise_sigma`` the noise is that
+    (absolute) level. Otherwise it is multiplicative with the level estimated from the fit's
+    log residuals, s^2 = RSS / dof, and every draw first draws its own level
+    ``s * sqrt(dof / chi2(dof))``: with 6 points and 3 parameters s rests on 3 degrees of
+    freedom, and treating it as known (or resampling 6 residuals) gave 69-86% coverage for
+    nominal 95% intervals; drawing the level restores about 95% (tests/analysis/test_scaling.py
+    simulates it).
+    """
     rng = np.random.default_rng(seed)
-    E, log_b, alpha = theta
-    fitted = E + np.exp(log_b) * np.power(x_scaled, -alpha)
+    fitted = problem.curve(theta)
     if noise_sigma is None:
-        # Residual bootstrap on log residuals, inflated for the degrees of freedom the fit used.
-        centred = (residuals - residuals.mean()) * math.sqrt(len(x) / (len(x) - n_free))
-    starts = [theta.copy()]  # resampled losses stay close to the fit: its optimum is the natural start
+        scale = math.sqrt(float(np.sum(residuals**2)) / problem.dof)
+    starts = [theta.copy()]  # simulated losses stay close to the fit: its optimum is the natural start
+    low_x, high_x = np.argmin(problem.x), np.argmax(problem.x)
     draws, failed = [], 0
     for _ in range(n_boot):
         if noise_sigma is None:
-            y_star = fitted * np.exp(rng.choice(centred, size=len(x), replace=True))
+            level = scale * math.sqrt(problem.dof / rng.chisquare(problem.dof))
+            y_star = fitted * np.exp(rng.normal(0.0, level, size=len(fitted)))
         else:
-            y_star = fitted + rng.normal(0.0, noise_sigma, size=len(x))
-        if np.any(y_star <= 0) or y_star[np.argmax(x)] >= y_star[np.argmin(x)]:
+            y_star = fitted + rng.normal(0.0, noise_sigma, size=len(fitted))
+        if np.any(y_star <= 0) or y_star[high_x] >= y_star[low_x]:
             failed += 1
             continue
-        bounds = (solve["bounds"][0].copy(), solve["bounds"][1].copy())
-        bounds[1][0] = float(y_star.min())
-        if not math.isnan(theta_fixed[0]) and theta_fixed[0] >= y_star.min():
+        if not math.isnan(problem.theta_fixed[0]) and problem.theta_fixed[0] >= y_star.min():
             failed += 1
             continue
-        refit, _ = _least_squares(
-            x_scaled, np.log(y_star), free, theta_fixed, starts, solve["loss"], solve["f_scale"], bounds
-        )
-        draws.append((refit[0], math.exp(refit[1]) * x0 ** refit[2], refit[2]))
+        refit, _ = problem.solve(y_star, starts)
+        draws.append(problem.natural(refit))
     return np.array(draws).reshape(-1, 3), failed
 
 
 def fit_groups(frame, *, x: str, y: str, group: str, **options) -> dict[str, PowerLawFit | str]:
     """Fit one law per group of a DataFrame; a group that cannot be fitted maps to the reason.
 
+    Every group's bootstrap draws its own independent noise (seeded by ``seed`` and the group's
+    position), so draws of two groups can be paired to give an interval for their difference.
+
     The reason is the ``UserError`` text (too few points, non-decreasing losses), so reports can
     print it instead of a number.
     """
     results: dict[str, PowerLawFit | str] = {}
-    for name, part in frame.groupby(group, sort=True):
+    seed = options.pop("seed", 0)
+    for position, (name, part) in enumerate(frame.groupby(group, sort=True)):
         part = part[np.isfinite(part[y].to_numpy(dtype=float))]
+        # Each group's bootstrap gets its own stream: with one seed for all, the draws of two
+        # groups share their noise, and a difference of paired draws (compare_asymptotes) came
+        # out several times too narrow.
+        group_seed = int(np.random.SeedSequence([seed, position]).generate_state(1)[0])
         try:
-            results[name] = fit_power_law(part[x].to_numpy(dtype=float), part[y].to_numpy(dtype=float), **options)
+            results[name] = fit_power_law(part[x].to_numpy(dtype=float), part[y].to_numpy(dtype=float),
+                                          seed=group_seed, **options)
         except UserError as exc:
             results[name] = str(exc)
     return results

@@ -23,15 +23,9 @@ RESULTS = HERE / "RESULTS.md"
 
 
 def machine_description() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    parts = [f"{os.cpu_count()} x {cpu}", f"Python {platform.python_version()}", platform.platform()]
+    from megadocs.provenance import cpu_name
+
+    parts = [f"{os.cpu_count()} x {cpu_name()}", f"Python {platform.python_version()}", platform.platform()]
     try:
         import torch
 

@@ -71,7 +71,7 @@ def bare_tokens_per_s(config: RunConfig, vocab_size: int, steps: int, device: to
     """(wall, CPU-time) tokens/s of the same model, batch, loss and optimizer in a plain PyTorch loop."""
     optim, context = config.optim, config.data.context
     model = build_model(config.model.preset, vocab_size=vocab_size, context=context, seed=0, device=device)
-    optimizer = torch.optim.AdamW(param_groups(model, optim.weight_decay), lr=optim.lr,
+    optimizer = torch.optim.AdamW(param_groups(model, optim.weight_decay, optim.weight_decay_on), lr=optim.lr,
                                   betas=(optim.beta1, optim.beta2), fused=device.type == "cuda")
     forward = torch.compile(model) if device.type == "cuda" else model
     generator = torch.Generator().manual_seed(0)

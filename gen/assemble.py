@@ -128,6 +128,17 @@ class _Counts:
     dropped_documents: int = 0
 
 
+def _by_gen_index(rows: list[dict], chosen: list[int], doc_id: str, pool: Path) -> list[dict]:
+    """The rows whose ``gen_index`` is in ``chosen``, in that order: a shard's rows need not be
+    in gen_index order (a resumed or re-sorted shard), so file position is not the index."""
+    by_index = {row.get("gen_index"): row for row in rows}
+    missing = [index for index in chosen if index not in by_index]
+    if missing or len(by_index) != len(rows):
+        raise UserError(f"--pool: {pool}: document {doc_id!r} has gen_index values "
+                        f"{sorted(by_index, key=str)} for {len(rows)} rows; expected each of 0..{len(rows) - 1} once")
+    return [by_index[index] for index in chosen]
+
+
 @dataclass(frozen=True)
 class _Plan:
     """A validated request: which pool generations make up ``algorithm`` at ``g``, and where it goes."""
@@ -187,7 +198,8 @@ def _write_documents(plan: _Plan, documents: Iterable, handle) -> _Counts:
         if doc_id != doc.doc_id or len(rows) != manifest["g"]:
             raise UserError(f"--pool: {plan.pool}: expected {manifest['g']} generations for document "
                             f"{doc.doc_id!r} (source position {k}), found {len(rows)} for {doc_id!r}")
-        produced, excluded = assemble_document(plan.algorithm, doc.doc_id, doc.text, [rows[i] for i in plan.chosen])
+        selected = _by_gen_index(rows, plan.chosen, doc.doc_id, plan.pool)
+        produced, excluded = assemble_document(plan.algorithm, doc.doc_id, doc.text, selected)
         counts.excluded_empty += excluded
         counts.real_documents += manifest["kind"] != PoolKind.SAMPLE
         counts.dropped_documents += not produced

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 
+from megadocs.cli import examples
 from megadocs.formats import ALGORITHMS, dumps_json
 
 __all__ = ["register"]
@@ -37,28 +38,69 @@ def _add_generation_options(parser: argparse.ArgumentParser, *, default_tokens: 
 
 
 def register(subparsers) -> None:
-    parser = subparsers.add_parser("gen", help="generate synthetic data and assemble megadocs")
+    parser = subparsers.add_parser(
+        "gen", help="generate synthetic data and assemble megadocs",
+        description="Generate G synthetic texts per real document with a local generator (vLLM, or "
+        "transformers on CPU) into a pool, then assemble the pool into the synthetic stream's documents "
+        "(simple rephrases, stitched megadocs, latent thoughts).",
+        **examples(
+            "megadocs gen rephrase --corpus runs/data --generator /models/llama-3.1-8b-instruct --g 4 --out runs/pool",
+            "megadocs gen assemble --pool runs/pool --algorithm stitched --g 4",
+        ),
+    )
     commands = parser.add_subparsers(dest="gen_command", metavar="{rephrase,thoughts,assemble,sample,diversity}")
 
     for kind, tokens, text in (("rephrase", "1024", "G WRAP-style rephrases per document"),
                                ("thoughts", "512", "G latent thoughts per document (G+1 pieces)")):
-        sub = commands.add_parser(kind, help=text, description=text)
-        sub.add_argument("--docs", required=True, help="document source (token store: its train split)")
+        sub = commands.add_parser(
+            kind, help=text,
+            description=f"{text}, written to a resumable pool of shards. Re-run the same command to resume; "
+            "--executor slurm runs the shards as a job array.",
+            **examples(
+                f"megadocs gen {kind} --corpus runs/data --generator /models/llama-3.1-8b-instruct --g 4 "
+                "--out runs/pool",
+                f"megadocs gen {kind} --corpus runs/data --generator runs/gen-tiny --g 2 --out runs/pool-cpu "
+                "--engine transformers --max-new-tokens 64",
+                f"megadocs gen {kind} --corpus runs/data --generator /models/llama --g 16 --out runs/pool16 "
+                "--executor slurm --profile slurm/profiles/gpu-cluster.yaml --num-shards 8",
+            ),
+        )
+        # --corpus as in `data prepare` and `demo`; --docs is the older spelling
+        sub.add_argument("--corpus", "--docs", dest="docs", required=True, metavar="SOURCE",
+                         help="document source (token store: its train split)")
         sub.add_argument("--g", type=int, required=True, help="generations per document")
         sub.add_argument("--template", default=None, help="prompt template YAML (default: gen/prompts/)")
         _add_generation_options(sub, default_tokens=tokens)
         sub.set_defaults(func=_generate, kind=kind)
 
-    sub = commands.add_parser("sample", help="unconditional samples of a trained model (self-distillation)")
+    sub = commands.add_parser(
+        "sample", help="unconditional samples of a trained model (self-distillation)",
+        description="Draw unconditional samples from a trained model (a run's model/ directory) into a pool: "
+        "the self-distillation baseline, assembled with --algorithm self-distill.",
+        **examples(
+            "megadocs gen sample --generator runs/train/a/model --n-docs 1000 --out runs/self-distill",
+            "megadocs gen assemble --pool runs/self-distill --algorithm self-distill --g 1",
+        ),
+    )
     sub.add_argument("--n-docs", type=int, required=True, help="number of samples")
     _add_generation_options(sub, default_tokens="1024")
     sub.set_defaults(func=_generate, kind="sample", docs=None, g=1, template=None)
 
-    sub = commands.add_parser("assemble", help="build the synthetic stream's documents from a pool")
-    sub.add_argument("--pool", required=True)
-    sub.add_argument("--algorithm", required=True, choices=ALGORITHMS)
-    sub.add_argument("--g", type=int, required=True)
-    sub.add_argument("--docs", default=None, help="document source (default: the pool's)")
+    sub = commands.add_parser(
+        "assemble", help="build the synthetic stream's documents from a pool",
+        description="Assemble a pool's generations into POOL/assembled/ALGORITHM-gG/documents.jsonl, the "
+        "documents a train config names as data.synthetic: {pool, algorithm, g}. Up-to-date output is kept.",
+        **examples(
+            "megadocs gen assemble --pool runs/pool --algorithm stitched --g 4",
+            "megadocs gen assemble --pool runs/pool --algorithm simple --g 2   # a smaller G from the same pool",
+        ),
+    )
+    sub.add_argument("--pool", required=True, help="pool directory (written by gen rephrase|thoughts|sample)")
+    sub.add_argument("--algorithm", required=True,
+                     choices=ALGORITHMS)
+    sub.add_argument("--g", type=int, required=True, help="generations per document to use (<= the pool's G)")
+    sub.add_argument("--corpus", "--docs", dest="docs", default=None, metavar="SOURCE",
+                     help="document source (default: the pool's)")
     sub.add_argument("--overwrite", action="store_true", help="rebuild even if up to date")
     sub.set_defaults(func=_assemble)
 
@@ -66,9 +108,9 @@ def register(subparsers) -> None:
         "diversity", help="distinct n-grams, compression, source and cross-generation overlap vs G",
         description="Measure whether more generations add new text (per G' = 1, 2, 4, ... <= G) on a "
         "sample of documents, and store the figures under `diversity` in the pool manifest.",
-        epilog="example: megadocs gen diversity --pool runs/pools/rephrase --max-docs 2000",
+        **examples("megadocs gen diversity --pool runs/pools/rephrase --max-docs 2000"),
     )
-    sub.add_argument("--pool", required=True)
+    sub.add_argument("--pool", required=True, help="pool directory (written by gen rephrase|thoughts|sample)")
     sub.add_argument("--max-docs", type=int, default=None, help="documents sampled evenly (default 1000)")
     sub.set_defaults(func=_diversity)
     parser.set_defaults(func=lambda args: parser.print_help() or 2)

@@ -80,12 +80,13 @@ def default_engine() -> str:
 
 
 def load_tokenizer(generator: str | Path, revision: str | None = None):
-    """The generator's Hugging Face tokenizer; a missing or unreadable directory is a UserError."""
-    from transformers import AutoTokenizer
-
+    """The generator's Hugging Face tokenizer; a missing or unreadable directory is a UserError
+    (checked before transformers is imported, which takes seconds)."""
     if not Path(generator).is_dir():
         raise UserError(f"--generator: {generator}: not a directory (expected a Hugging Face model "
                         f"directory with config.json and a tokenizer)")
+    from transformers import AutoTokenizer
+
     try:
         return AutoTokenizer.from_pretrained(str(generator), revision=revision)
     except (OSError, ValueError) as exc:

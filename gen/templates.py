@@ -2,8 +2,8 @@
 
 A prompt template is a small YAML file with ``name``, ``source`` (the paper/repository it comes
 from), ``system`` and ``user`` messages; ``user`` holds placeholders such as ``{text}`` or
-``{prefix}``/``{suffix}``, each substituted exactly once by plain replacement (the document text
-may contain braces). The sha256 of the file's bytes identifies the prompt in every row and
+``{prefix}``/``{suffix}``, all substituted in one pass over the template (the document text may
+contain braces, or the literal text ``{suffix}``: inserted text is never scanned again). The sha256 of the file's bytes identifies the prompt in every row and
 manifest, so an edited prompt can never be silently mixed into an existing pool.
 
 When the generator's tokenizer has no ``chat_template`` (a model trained on raw text by
@@ -15,6 +15,7 @@ plain text separated by blank lines, no role tags. Which one was used is recorde
 from __future__ import annotations
 
 import hashlib
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -47,10 +48,13 @@ class PromptTemplate:
     sha256: str
 
     def messages(self, **fields: str) -> list[dict[str, str]]:
-        """The chat messages with each ``{field}`` replaced by its value."""
-        user = self.user
-        for key, value in fields.items():
-            user = user.replace("{" + key + "}", value)
+        """The chat messages with each ``{field}`` replaced by its value, in one pass: a value that
+        itself contains ``{suffix}`` (a document quoting a template) is inserted verbatim."""
+        if fields:
+            pattern = re.compile("|".join(re.escape("{" + key + "}") for key in fields))
+            user = pattern.sub(lambda match: fields[match.group(0)[1:-1]], self.user)
+        else:
+            user = self.user
         messages = [{"role": "system", "content": self.system}] if self.system else []
         return messages + [{"role": "user", "content": user}]
 

@@ -1,7 +1,8 @@
 """The `megadocs` console script: one dispatcher, each package owns its subcommands.
 
 A package exposes ``register(subparsers)`` in its ``cli`` module; it adds its parser(s) and
-sets ``func`` (called with the parsed namespace; its return value is the exit status).
+sets ``func`` (called with the parsed namespace; its return value is the exit status). Every
+parser has a description and examples: ``add_parser(..., description=..., **examples(...))``.
 CLI modules import heavy libraries (torch, vllm, optuna) inside their handlers so that
 ``megadocs --help`` stays fast.
 """
@@ -11,8 +12,12 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+import textwrap
 
+from megadocs import __version__
 from megadocs.errors import UserError
+
+__all__ = ["GROUPS", "HelpFormatter", "examples", "build_parser", "main"]
 
 # group name -> "module:function" that registers it
 GROUPS = {
@@ -25,11 +30,47 @@ GROUPS = {
 }
 
 
+class HelpFormatter(argparse.HelpFormatter):
+    """Wraps prose paragraphs like argparse does, but keeps indented lines (examples) verbatim."""
+
+    def _fill_text(self, text: str, width: int, indent: str) -> str:
+        paragraphs = []
+        for paragraph in text.split("\n\n"):
+            lines = paragraph.splitlines()
+            if lines and all(line.startswith("  ") or line.endswith(":") for line in lines):
+                paragraphs.append("\n".join(indent + line for line in lines))
+            else:
+                paragraphs.append(textwrap.fill(" ".join(paragraph.split()), width, initial_indent=indent,
+                                                subsequent_indent=indent))
+        return "\n\n".join(paragraphs)
+
+
+def examples(*commands: str, note: str | None = None) -> dict:
+    """``add_parser``/``ArgumentParser`` keyword arguments: an epilog of example commands.
+
+    >>> parser = argparse.ArgumentParser(prog="x", **examples("x --flag"))
+    >>> "examples:\n  x --flag" in parser.format_help()
+    True
+    """
+    epilog = "examples:\n" + "\n".join(f"  {command}" for command in commands)
+    if note:
+        epilog += "\n\n" + note
+    return {"epilog": epilog, "formatter_class": HelpFormatter}
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="megadocs",
-        description="Synthetic-data pre-training research: generate, train, certify, analyse.",
+        description="Synthetic-data pre-training research: generate, train, certify, analyse. "
+        "Each command has its own --help with examples.",
+        **examples(
+            "megadocs demo --smoke --out runs/demo-smoke      # the whole pipeline, small",
+            "megadocs data prepare --corpus stdlib --out runs/data --vocab-size 4096",
+            "megadocs train --template > run.yaml && megadocs train run.yaml",
+            "megadocs search certify search/examples/analytic.yaml",
+        ),
     )
+    parser.add_argument("--version", action="version", version=f"megadocs {__version__}")
     subparsers = parser.add_subparsers(dest="group", metavar="{" + ",".join(GROUPS) + "}")
     for target in GROUPS.values():
         module_name, function_name = target.split(":")

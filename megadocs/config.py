@@ -17,7 +17,8 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from megadocs.errors import UserError
 
-__all__ = ["StrictModel", "load_yaml", "parse_config", "load_config", "config_hash", "dump_yaml"]
+__all__ = ["StrictModel", "load_yaml", "parse_config", "load_config", "config_hash", "dump_yaml",
+           "format_validation_error"]
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -29,12 +30,21 @@ class StrictModel(BaseModel):
 
 
 def load_yaml(path: str | Path) -> Any:
-    """Read a YAML file, turning a missing file or a syntax error into one UserError line."""
+    """Read a YAML file, turning a missing file, non-UTF-8 bytes or a syntax error into one UserError line."""
     path = Path(path)
     if not path.is_file():
         raise UserError(f"{path}: file not found (expected a YAML file)")
+    raw = path.read_bytes()
     try:
-        return yaml.safe_load(path.read_text())
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw.count(b"\n", 0, exc.start) + 1
+        raise UserError(
+            f"{path}: not UTF-8 text: byte 0x{raw[exc.start]:02x} at offset {exc.start} (line {line}); "
+            "save the file as UTF-8"
+        ) from None
+    try:
+        return yaml.safe_load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark is not None else ""
@@ -42,7 +52,8 @@ def load_yaml(path: str | Path) -> Any:
         raise UserError(f"{path}:{where}: invalid YAML: {problem}") from None
 
 
-def _format_validation_error(exc: ValidationError, source: str) -> str:
+def format_validation_error(exc: ValidationError, source: str) -> str:
+    """One line: ``source: field.path: message, got X`` for the first error (and a count of the rest)."""
     first = exc.errors()[0]
     field = ".".join(str(part) for part in first["loc"]) or "<top level>"
     message = first["msg"]
@@ -71,7 +82,7 @@ def parse_config(data: Any, model: type[M], *, source: str = "config") -> M:
     try:
         return model.model_validate(data)
     except ValidationError as exc:
-        raise UserError(_format_validation_error(exc, source)) from None
+        raise UserError(format_validation_error(exc, source)) from None
 
 
 def load_config(path: str | Path, model: type[M]) -> M:

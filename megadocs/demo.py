@@ -29,6 +29,7 @@ from pathlib import Path
 
 import yaml
 
+from megadocs.cli import examples
 from megadocs.errors import UserError
 from megadocs.formats import POOL_KIND, REAL, Algorithm, PoolKind, write_atomic, write_json
 
@@ -351,10 +352,13 @@ def register(subparsers) -> None:
         "demo",
         help="run the whole pipeline on embedded defaults (CPU, offline) and write a report",
         description=__doc__.split("\n\n")[0],
+        **examples("megadocs demo --smoke --out runs/demo-smoke   # a few minutes",
+                   "megadocs demo --out runs/demo                 # the full demo (see README for its time)"),
     )
     parser.add_argument("--out", default="runs/demo", help="output directory (re-run to resume)")
     parser.add_argument("--smoke", action="store_true", help="smallest scale (a few minutes)")
-    parser.add_argument("--corpus", default=None, help="a corpus instead of the stdlib docstrings")
+    parser.add_argument("--corpus", "--docs", dest="corpus", default=None, metavar="SOURCE",
+                        help="a corpus instead of the stdlib docstrings")
     parser.add_argument("--engine", choices=["vllm", "transformers"], default=None,
                         help="generation engine (default: vLLM when importable)")
     parser.set_defaults(func=_main)

@@ -7,6 +7,10 @@ controller submitted), nothing else.
 - ``slurm``: submitit's AutoExecutor from a profile file (docs/architecture.md "SLURM profile");
   a batch is one job array; timeouts/preemptions requeue the Checkpointable run
   (``max_requeues`` times) and the run resumes from its run directory.
+
+Trust: a job id and folder given back to ``poll``/``alive`` come from the ledger, which others may
+write. A result pickle is read only from inside this executor's own folder (resolved, symlinks
+followed); anything else raises :class:`megadocs.trust.UntrustedPath` before a byte is read.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from pydantic import Field
 
 from megadocs.config import StrictModel, load_config
 from megadocs.procs import pid_alive
+from megadocs.trust import require_inside
 
 __all__ = ["JobState", "Poll", "Executor", "SlurmProfile", "make_executor", "load_profile", "check_array_executor",
            "run_job_array"]
@@ -97,7 +102,19 @@ class Executor(ABC):
     @abstractmethod
     def poll(self, job_id: str, folder: str | None = None) -> Poll:
         """The job's state; works for ids from an earlier process where the backend allows
-        (``folder``: the submitit folder recorded with the job, default this executor's)."""
+        (``folder``: the submitit folder recorded with the job, default this executor's).
+
+        Raises:
+            UntrustedPath: ``folder`` (or the job's result file) lies outside this executor's folder.
+        """
+
+    @abstractmethod
+    def alive(self, job_id: str, folder: str | None = None) -> bool:
+        """True while the job is queued or running (local pid, SLURM state); reads no result.
+
+        Raises:
+            UntrustedPath: as :meth:`poll`.
+        """
 
 
 class _Submitit(Executor):
@@ -121,12 +138,26 @@ class _Submitit(Executor):
     @abstractmethod
     def _running(self, job: Any) -> bool: ...
 
+    def _job(self, job_id: str, folder: str | None) -> Any:
+        """This process's job, or one re-attached from the ledger's id and folder once both are
+        checked to stay inside this executor's folder (the result pickle is code when loaded)."""
+        job = self._jobs.get(job_id)
+        if job is None:
+            where = f"job {job_id}: folder recorded in the ledger"
+            job_folder = require_inside(Path(folder) if folder else self.folder, self.folder, what=where)
+            job = self._reattach(job_id, job_folder)
+            require_inside(job.paths.result_pickle, self.folder, what=f"job {job_id}: result file")
+            self._jobs[job_id] = job
+        return job
+
+    def alive(self, job_id: str, folder: str | None = None) -> bool:
+        job = self._job(job_id, folder)
+        return not job.paths.result_pickle.exists() and self._running(job)
+
     def poll(self, job_id: str, folder: str | None = None) -> Poll:
         from submitit.core.utils import pickle_load
 
-        job = self._jobs.get(job_id)
-        if job is None:
-            job = self._jobs[job_id] = self._reattach(job_id, Path(folder) if folder else self.folder)
+        job = self._job(job_id, folder)
         if job.paths.result_pickle.exists():
             # read the result file directly: job.result() would wait for the process to exit
             try:
@@ -224,6 +255,13 @@ class InProcessExecutor(Executor):
             ids.append(job_id)
         return ids
 
+    def alive(self, job_id: str, folder: str | None = None) -> bool:
+        """In-process jobs live as long as the controller that ran them (``debug-{pid}-{n}``)."""
+        if job_id in self._tasks:
+            return True
+        pid = job_id.split("-")[1] if job_id.count("-") == 2 else ""
+        return job_id not in self._results and pid.isdigit() and int(pid) != os.getpid() and pid_alive(int(pid))
+
     def poll(self, job_id: str, folder: str | None = None) -> Poll:
         if job_id in self._results:
             return self._results[job_id]
@@ -238,11 +276,13 @@ class InProcessExecutor(Executor):
         return result
 
 
-def make_executor(config: Any, folder: Path, name: str = "megadocs") -> Executor:
-    """Build the executor of a sweep's ``executor:`` section (:class:`ExecutorConfig`)."""
+def make_executor(config: Any, folder: Path, name: str = "megadocs", *, create: bool = True) -> Executor:
+    """Build the executor of a sweep's ``executor:`` section (:class:`ExecutorConfig`); readers
+    (``create=False``) only look at jobs and create no folder."""
     if config.kind == "debug":
         return InProcessExecutor()
-    folder.mkdir(parents=True, exist_ok=True)
+    if create:
+        folder.mkdir(parents=True, exist_ok=True)
     if config.kind == "local":
         return LocalExecutor(folder, config.timeout_min)
     return SlurmExecutor(folder, load_profile(config.profile), config.max_parallel, name)

@@ -57,6 +57,7 @@ __all__ = [
     "half_names",
     "RunStatus",
     "RunMetrics",
+    "WindowCounts",
     "RunDir",
     "finite_or_none",
     "dumps_json",
@@ -176,6 +177,17 @@ def finite_or_none(value: Any) -> Any:
     return value
 
 
+class WindowCounts(BaseModel):
+    """Training windows of a run (train/streams.py): the real stream's windows per epoch, and the
+    real and synthetic windows the run read (real: each window ``real_epochs`` times)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    real_per_epoch: int
+    real_seen: int
+    synthetic_seen: int
+
+
 class RunMetrics(BaseModel):
     """``RUN/metrics.json``: written by train (or a sweep's own objective), stored by the search
     ledger, read by analysis. Its presence in a run directory means the run is done.
@@ -194,7 +206,15 @@ class RunMetrics(BaseModel):
     """The objective: iid validation loss; null when diverged."""
     val_losses: dict[str, float | None] = {}
     """Every validation set: iid, iid_short, iid_long, then ``eval.extra`` sets."""
+    val_windows: dict[str, int] | None = None
+    """Windows each validation set scored (fewer than requested when its split holds fewer)."""
+    val_windows_requested: int | None = None
+    """``eval.val_windows`` as asked."""
     steps: int | None = None
+    windows: WindowCounts | None = None
+    """Training windows per real epoch and read by the run, real and synthetic."""
+    mixing_fraction_realised: float | None = None
+    """Synthetic share of the training windows read (within one window of ``data.mixing_fraction``)."""
     tokens_seen: int | None = None
     wall_time_s: float | None = None
     tokens_per_s: float | None = None
@@ -291,6 +311,9 @@ class RunDir:
     LOG = "log.jsonl"  # one line per LOG_EVERY steps
     MODEL = "model"  # HF save_pretrained + tokenizer
     METRICS = "metrics.json"  # RunMetrics
+    PROVENANCE = "provenance.json"  # megadocs.provenance: code, libraries, host, command, job
+    TENSORBOARD = "tensorboard"  # train.tracking: TensorBoard event files
+    WANDB = "wandb"  # train.tracking: W&B (offline) run, only with tracking.wandb
     JOB = "job.json"  # search: who runs it (host, pid, job id, params)
     LOCK = ".run.lock"  # search: one job at a time per run directory
 
@@ -310,6 +333,9 @@ class RunDir:
     log = property(lambda self: self.path / RunDir.LOG)
     model = property(lambda self: self.path / RunDir.MODEL)
     metrics = property(lambda self: self.path / RunDir.METRICS)
+    provenance = property(lambda self: self.path / RunDir.PROVENANCE)
+    tensorboard = property(lambda self: self.path / RunDir.TENSORBOARD)
+    wandb = property(lambda self: self.path / RunDir.WANDB)
     job = property(lambda self: self.path / RunDir.JOB)
     lock = property(lambda self: self.path / RunDir.LOCK)
 

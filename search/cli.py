@@ -5,16 +5,29 @@ from __future__ import annotations
 import argparse
 import sys
 
+from megadocs.cli import examples
+
 
 def register(subparsers) -> None:
-    parser = subparsers.add_parser("search", help="local-optimality certification sweeps")
-    commands = parser.add_subparsers(dest="search_command", metavar="{certify,status,plan}")
+    parser = subparsers.add_parser(
+        "search", help="local-optimality certification sweeps",
+        description="Certify that a grid point is a local optimum (every one-step neighbour evaluated and "
+        "no better) for each certification of a sweep, recording every run in an Optuna ledger.",
+        **examples("megadocs search certify search/examples/analytic.yaml",
+                   "megadocs search status search/examples/analytic.yaml",
+                   "megadocs search dashboard search/examples/analytic.yaml --port 8080"),
+    )
+    commands = parser.add_subparsers(dest="search_command", metavar="{certify,status,plan,dashboard}")
 
     certify = commands.add_parser(
         "certify",
         help="run (or resume) every certification of a sweep",
         description="Certify every certification of SWEEP.yaml. Safe to kill and re-run: it re-attaches to "
-        "running jobs, adopts finished ones and never runs a point twice.",
+        "running jobs, adopts finished ones and never runs a point twice. Each run's curves are in "
+        "RUN/tensorboard (`tensorboard --logdir` the sweep's runs directory).",
+        **examples("megadocs search certify search/examples/analytic.yaml",
+                   "megadocs search certify SWEEP.yaml --strategy tpe --max-runs 30",
+                   "megadocs search certify SWEEP.yaml --retry-failed"),
     )
     certify.add_argument("sweep", help="sweep file (see search/examples/)")
     certify.add_argument("--strategy", choices=("certify", "grid", "tpe"), default="certify",
@@ -26,7 +39,13 @@ def register(subparsers) -> None:
     certify.add_argument("--no-progress", action="store_true", help="no progress line on stderr")
     certify.set_defaults(func=_certify)
 
-    status = commands.add_parser("status", help="where each certification stands")
+    status = commands.add_parser(
+        "status", help="where each certification stands",
+        description="Each certification's state (certified, running, failed, bound hit), best point and "
+        "loss, runs in flight or failed with their job ids, and the controller holding the sweep.",
+        **examples("megadocs search status search/examples/analytic.yaml",
+                   "megadocs search status SWEEP.yaml --json | jq '.[].certificate'"),
+    )
     status.add_argument("sweep", help="sweep file")
     status.add_argument("--json", action="store_true", help="print a JSON list (the analysis contract)")
     status.add_argument("--strategy", choices=("certify", "grid", "tpe"), default="certify")
@@ -36,6 +55,8 @@ def register(subparsers) -> None:
         "plan", help="runs and GPU-hours per certification, before launching",
         description="Expected (simulated certifier on smooth landscapes) and worst-case run counts per "
         "certification, and their GPU-hours at an assumed MFU (see search/plan.py). Runs nothing.",
+        **examples("megadocs search plan search/examples/paper-300m.yaml",
+                   "megadocs search plan SWEEP.yaml --mfu 0.3 --peak-tflops 312 --json   # A100"),
     )
     plan.add_argument("sweep", help="sweep file")
     plan.add_argument("--json", action="store_true", help="print one JSON object")
@@ -43,6 +64,19 @@ def register(subparsers) -> None:
     plan.add_argument("--peak-tflops", type=float, default=None,
                       help="device dense bf16 peak TFLOP/s (default 989, H100 SXM)")
     plan.set_defaults(func=_plan)
+
+    dashboard = commands.add_parser(
+        "dashboard", help="open the sweep's ledger in optuna-dashboard",
+        description="Serve optuna-dashboard on the sweep's ledger (the `dashboard` extra): one study per "
+        "certification; lr and wd are numeric params on a log scale, method and g are params too. "
+        "Read-only; safe next to a running controller.",
+        **examples("megadocs search dashboard search/examples/analytic.yaml",
+                   "megadocs search dashboard SWEEP.yaml --host 0.0.0.0 --port 8081   # reachable from other hosts"),
+    )
+    dashboard.add_argument("sweep", help="sweep file")
+    dashboard.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    dashboard.add_argument("--port", type=int, default=8080, help="port (default 8080)")
+    dashboard.set_defaults(func=_dashboard)
     parser.set_defaults(func=lambda args: (parser.print_help(), 2)[1])
 
 
@@ -91,6 +125,13 @@ def _certify(args: argparse.Namespace) -> int:
     return status
 
 
+def _dashboard(args: argparse.Namespace) -> int:
+    from search.dashboard import serve
+
+    serve(args.sweep, host=args.host, port=args.port)
+    return 0
+
+
 def _plan(args: argparse.Namespace) -> int:
     from megadocs.formats import dumps_json
     from search.plan import format_sweep_plan, sweep_plan
@@ -111,7 +152,7 @@ def _status(args: argparse.Namespace) -> int:
 
     _configure_process()
     sweep = load_sweep(args.sweep)
-    summaries = summarize(sweep, args.strategy)
+    summaries = summarize(sweep, args.strategy, reconcile=True)  # dead jobs are not "running"
     if args.json:
         print(to_json(summaries))
         return 0
@@ -119,7 +160,7 @@ def _status(args: argparse.Namespace) -> int:
     _print_ensembles(sweep)
     _print_transfers(sweep)
     _print_jobs(sweep)
-    holder = Ledger(sweep.ledger_url, sweep.name).holder()
+    holder = Ledger(sweep.ledger_url, sweep.name, create=False).holder()
     if holder:
         print(f"controller: running on host {holder['host']}, pid {holder['pid']}, since {holder['since']}")
     for warning in g_trend_warnings(summaries):
@@ -128,16 +169,22 @@ def _status(args: argparse.Namespace) -> int:
 
 
 def _print_jobs(sweep) -> None:
-    """Runs in flight or failed, by job id: what to follow with squeue/sacct or cancel with scancel."""
+    """Runs in flight or failed, by job id: what to follow with squeue/sacct or cancel with scancel.
+    A run the ledger calls running whose job is gone (a killed controller) shows as stopped."""
     from megadocs.formats import RunStatus
     from search.ledger import read_runs
+    from search.status import JobWatch
 
+    watch = JobWatch(sweep)
     for run in read_runs(sweep):
         if run["status"] not in (RunStatus.RUNNING, RunStatus.FAILED) or not run["job_id"]:
             continue
         point = " ".join(f"{k}={v}" for k, v in run["point"].items())
         reason = f": {run['reason']}" if run["status"] == RunStatus.FAILED and run["reason"] else ""
-        print(f"{run['certification']} {point}: {run['status']}, job {run['job_id']} "
+        status = run["status"]
+        if status == RunStatus.RUNNING and not watch.alive(run["job_id"], run["job_folder"]):
+            status = "stopped (its job is gone; `megadocs search certify` resumes it)"
+        print(f"{run['certification']} {point}: {status}, job {run['job_id']} "
               f"(attempt {run['attempts']}){reason}")
 
 

@@ -24,6 +24,8 @@ from typing import Any
 from megadocs.errors import UserError
 from megadocs.executors import Executor, JobState, make_executor
 from megadocs.formats import RunDir, RunMetrics, RunStatus
+from megadocs.provenance import read as read_provenance
+from megadocs.trust import require_inside
 from search.certify import (
     CertifySearch,
     Evaluator,
@@ -42,6 +44,7 @@ from search.ledger import (
     ATTR_JOB_FOLDER,
     ATTR_JOB_ID,
     ATTR_MEMBER,
+    ATTR_PROVENANCE,
     ATTR_REASON,
     STUDY_FIXED,
     STUDY_GRID,
@@ -137,7 +140,10 @@ class LedgerEvaluator(Evaluator):
                 run = self._inflight.get(record.run_id)
                 if run is None:
                     params = {**item.point, **info.fixed}
-                    run = _Run(record.run_id, params, Path(record.run_dir), record.job_id, record.attempts,
+                    # jobs write into it: only a folder inside the sweep's own runs/ (trust model)
+                    run_dir = require_inside(record.run_dir, self.runs_dir,
+                                             what=f"{info.study} trial {record.trial}: run_dir in the ledger")
+                    run = _Run(record.run_id, params, run_dir, record.job_id, record.attempts,
                                record.job_folder)
                     self._inflight[record.run_id] = run
                     if record.job_id is None:
@@ -229,7 +235,11 @@ class LedgerEvaluator(Evaluator):
         return {ATTR_JOB_ID: run.job_id, ATTR_JOB_FOLDER: run.job_folder, ATTR_ATTEMPTS: run.attempts}
 
     def _dispatch(self, runs: Sequence[_Run]) -> None:
-        job_ids = self.executor.submit([self.objective.task(run.params, run.run_dir) for run in runs])
+        # a run shared by several certifications is grouped under the first that asked for it
+        job_ids = self.executor.submit([
+            self.objective.task(run.params, run.run_dir, group=run.subscribers[0].task if run.subscribers else None)
+            for run in runs
+        ])
         for run, job_id in zip(runs, job_ids):
             run.job_id = job_id
             run.job_folder = str(self.executor.folder) if self.executor.folder else None
@@ -283,8 +293,10 @@ class LedgerEvaluator(Evaluator):
 
     def _finish(self, run: _Run, metrics: RunMetrics) -> None:
         del self._inflight[run.run_id]
+        provenance = read_provenance(run.run_dir)
+        extra = {ATTR_PROVENANCE: provenance} if provenance else {}
         for i, subscriber in enumerate(run.subscribers):
-            self.ledger.complete(subscriber.trial_id, metrics=metrics, **self._job_attrs(run))
+            self.ledger.complete(subscriber.trial_id, metrics=metrics, **self._job_attrs(run), **extra)
             self._ready.append(Result(subscriber.task, subscriber.point, Outcome.finished(metrics.objective)))
             if i == 0:
                 self._done[run.run_id] = {"metrics": metrics, "source": subscriber.task, "job_id": run.job_id}

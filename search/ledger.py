@@ -6,17 +6,25 @@ Layout (docs/architecture.md, "Search ledger"):
   ``{sweep}/tpe/{c}`` for the baseline strategies, ``{sweep}/ensemble/{name}`` for ensembles).
   Study user attributes: ``kind``, ``fixed``, ``grid``, ``start`` (the resolved start, also for
   warm starts).
-- One trial per (study, point). Trial params are the grid point (categorical distributions over
-  the axis values, so Optuna's own tools can read them); trial user attributes are the ATTR_*
-  constants below; ``metrics`` is the run's :class:`megadocs.formats.RunMetrics` as JSON and
-  ``status`` a :class:`megadocs.formats.RunStatus`. The trial's value is the loss (+inf for a
-  diverged run); COMPLETE = evaluated,
+- One trial per (study, point). Trial params are the grid point, typed so that Optuna's own tools
+  (optuna-dashboard) plot it numerically: numeric axes are Float/Int distributions over the
+  axis's range, on a log scale for ``lr`` and ``wd`` (`axis_distribution`); the fixed ``method``
+  and ``g`` are params too (a categorical over `METHODS`, an int on a log scale), so studies can
+  be compared by algorithm and G. Trial user attributes are the ATTR_* constants below;
+  ``metrics`` is the run's :class:`megadocs.formats.RunMetrics` as JSON, ``status`` a
+  :class:`megadocs.formats.RunStatus` and ``provenance`` the run's ``RUN/provenance.json``. The
+  trial's value is the loss (+inf for a diverged run); COMPLETE = evaluated,
   FAIL = infrastructure failure after all retries, RUNNING = dispatched.
 - Study ``{sweep}#controller`` exists while a controller holds the sweep; its attributes name
   the holder (host, pid, since, heartbeat).
 
 Runs never write to the ledger; only the controller does (jobs write their run directory), so
 SQLite on a local disk is safe and a journal file works on NFS.
+
+Readers (``status``, ``analysis``) open the ledger with ``create=False``: a ledger that does not
+exist (a typo in ``out:``/``ledger:``/``name:``) is refused in one line and nothing is created.
+A URL's password never appears in a message or attribute (:func:`megadocs.trust.redact_url`);
+keep it out of the sweep file with libpq's ``PGPASSWORD`` or ``~/.pgpass`` (``PGPASSFILE``).
 
 Public reading API (used by analysis; keep stable): :func:`read_runs`.
 """
@@ -41,6 +49,7 @@ from typing import Any
 from megadocs.errors import UserError
 from megadocs.formats import RunMetrics, RunStatus
 from megadocs.procs import pid_alive
+from megadocs.trust import redact_url, scrub
 from search.certify import Outcome
 from search.grid import Grid
 
@@ -53,9 +62,11 @@ __all__ = [
     "replay",
     "Ledger",
     "ControllerBusy",
+    "LedgerMissing",
     "open_storage",
     "read_runs",
     "study_name",
+    "axis_distribution",
 ]
 
 # Trial user attributes (docs/architecture.md). Values are JSON-serialisable.
@@ -72,6 +83,14 @@ ATTR_ATTEMPTS = "attempts"
 ATTR_REASON = "reason"
 ATTR_ADOPTED_FROM = "adopted_from"
 ATTR_MEMBER = "member"
+ATTR_PROVENANCE = "provenance"
+
+# Axes whose values span orders of magnitude: shown (and compared) on a log scale.
+LOG_AXES = frozenset({"lr", "wd"})
+# Fixed values exposed as params: the synthetic-data method (categorical) and G.
+METHOD_PARAM, G_PARAM = "method", "g"
+METHODS = ("real", "simple", "stitched", "stitched-first", "stitched-none", "latent", "self-distill")
+G_PARAM_HIGH = 4096  # the distribution's range only has to hold every G; one range keeps studies comparable
 
 # Study user attributes.
 STUDY_KIND = "kind"
@@ -128,6 +147,7 @@ class RunRecord:
     member: int | None = None
     started: str | None = None
     completed: str | None = None
+    provenance: dict[str, Any] | None = None  # the run's RUN/provenance.json (megadocs.provenance)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain values: ``status`` as its string, ``metrics`` as its JSON object (or None)."""
@@ -183,51 +203,145 @@ class ControllerBusy(UserError):
     """Another live controller holds the sweep."""
 
 
-def open_storage(url: str):
-    """An Optuna storage for a ledger URL: sqlite:///..., postgresql://..., or a journal file path."""
+def axis_distribution(axis: str, values: list[Any]):
+    """The Optuna distribution a grid axis is recorded with (see the module docstring).
+
+    Numbers become an `IntDistribution`/`FloatDistribution` over ``[min, max]`` (log scale for
+    LOG_AXES when every value is positive); anything else stays a `CategoricalDistribution`.
+    """
+    from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+
+    numbers = [v for v in values if isinstance(v, (int, float)) and not isinstance(v, bool)]
+    if not values or len(numbers) != len(values) or not all(math.isfinite(v) for v in numbers):
+        return CategoricalDistribution(list(values))
+    log = axis in LOG_AXES and min(numbers) > 0
+    if all(isinstance(v, int) for v in numbers):
+        return IntDistribution(min(numbers), max(numbers), log=log)
+    return FloatDistribution(float(min(numbers)), float(max(numbers)), log=log)
+
+
+def _fixed_distribution(key: str, value: Any):
+    """`method` and `g` as params; None for other fixed values."""
+    from optuna.distributions import CategoricalDistribution, IntDistribution
+
+    if key == METHOD_PARAM and value in METHODS:
+        return CategoricalDistribution(list(METHODS))
+    if key == G_PARAM and isinstance(value, int) and not isinstance(value, bool) and value >= 1:
+        return IntDistribution(1, max(G_PARAM_HIGH, value), log=True)
+    return None
+
+
+class LedgerMissing(UserError):
+    """A read-only command named a ledger that does not exist, or not completely yet (a controller
+    is creating it); nothing was created."""
+
+
+def _missing(what: str) -> LedgerMissing:
+    return LedgerMissing(
+        f"ledger: {what} (check out:, ledger: and name: in the sweep file, or run `megadocs search certify` "
+        "first); nothing was created"
+    )
+
+
+def open_storage(url: str, *, create: bool = True):
+    """An Optuna storage for a ledger URL: sqlite:///..., postgresql://..., or a journal file path.
+
+    Args:
+        create: make the database/file (and its folder) when missing; readers pass False and get
+            :class:`LedgerMissing` instead, with nothing created.
+
+    Raises:
+        UserError: the server cannot be reached or refuses us (the message shows the URL with its
+            password masked).
+    """
     import optuna
 
     if url.startswith("sqlite:///"):
         path = url[len("sqlite:///") :]
         if path and not path.startswith(":"):
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
+            if not create and not Path(path).is_file():
+                raise _missing(f"{path} does not exist")
+            if create:
+                Path(path).parent.mkdir(parents=True, exist_ok=True)
+        if not create:
+            _require_schema(url)
         # a reader (status) may hold the file briefly: wait instead of failing
-        storage = _create_rdb(url, {"connect_args": {"timeout": 60}},
-                              lock_path=f"{path}.init-lock" if path and not path.startswith(":") else None)
+        storage = _create_rdb(url, {"connect_args": {"timeout": 60}}, create=create, shown=url,
+                              lock_path=f"{path}.init-lock" if create and path and not path.startswith(":") else None)
         _fast_sqlite(storage.engine)
         return storage
     if "://" in url:
-        if url.startswith("postgresql://"):
-            url = _postgres_driver(url)
-        return _create_rdb(url, {})
+        driver_url = _postgres_driver(url) if url.startswith("postgresql://") else url
+        if not create:
+            _require_schema(driver_url, shown=url)
+        return _create_rdb(driver_url, {}, create=create, shown=url)
     from optuna.storages.journal import JournalFileBackend
 
+    if not create and not Path(url).is_file():
+        raise _missing(f"{url} does not exist")
     Path(url).parent.mkdir(parents=True, exist_ok=True)
     return optuna.storages.JournalStorage(JournalFileBackend(url))
 
 
-def _create_rdb(url: str, engine_kwargs: dict[str, Any], lock_path: str | None = None):
+def _create_rdb(url: str, engine_kwargs: dict[str, Any], *, create: bool = True, shown: str | None = None,
+                lock_path: str | None = None):
     """An RDBStorage, created once even when two processes open a fresh ledger at the same time.
 
     Optuna creates its tables and version row on first open; two controllers started together
     on a new ledger race there (``table already exists``, a duplicate version row). A local
     SQLite file is serialised by a file lock beside it; other databases retry, since the loser's
-    second attempt finds the tables made. Errors that remain are one line naming the URL.
+    second attempt finds the tables made. Readers (``create=False``) never create tables. Errors
+    that remain are one line naming the URL with its password masked.
     """
     import optuna
 
+    shown = shown or url
     last: Exception | None = None
-    for attempt in range(5):
+    for attempt in range(5 if create else 1):
         try:
             if lock_path is None:
-                return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs)
+                return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs, skip_table_creation=not create)
             with open(lock_path, "a") as lock:
                 fcntl.flock(lock, fcntl.LOCK_EX)
-                return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs)
-        except Exception as exc:  # noqa: BLE001 - driver errors vary; report the URL
+                return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs, skip_table_creation=not create)
+        except Exception as exc:  # noqa: BLE001 - driver errors vary; report the URL, never its password
             last = exc
-            time.sleep(0.2 * (attempt + 1))
-    raise UserError(f"ledger: cannot open {url!r}: {str(last).splitlines()[0]}") from None
+            if create:
+                time.sleep(0.2 * (attempt + 1))
+    raise UserError(f"ledger: cannot open {redact_url(shown)}: {_first_line(last, shown)}") from None
+
+
+def _first_line(exc: BaseException, url: str) -> str:
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return scrub(lines[0] if lines else type(exc).__name__, url)
+
+
+def _require_schema(url: str, shown: str | None = None) -> None:
+    """Refuse (LedgerMissing) a database without Optuna's tables, writing nothing to it: Optuna
+    itself would create them, and a reader racing a starting controller would collide with it."""
+    from optuna.storages._rdb import models
+    from sqlalchemy import create_engine, inspect, text
+    from sqlalchemy.pool import NullPool
+
+    shown = shown or url
+    wanted = {*models.BaseModel.metadata.tables, "alembic_version"}
+    try:
+        engine = create_engine(url, poolclass=NullPool)
+        try:
+            with engine.connect() as connection:
+                present = wanted & set(inspect(connection).get_table_names())
+                stamped = present == wanted and bool(
+                    connection.execute(text("SELECT COUNT(*) FROM version_info")).scalar()
+                    and connection.execute(text("SELECT COUNT(*) FROM alembic_version")).scalar()
+                )
+        finally:
+            engine.dispose()
+    except Exception as exc:  # noqa: BLE001 - driver errors vary; report the URL, never its password
+        raise UserError(f"ledger: cannot open {redact_url(shown)}: {_first_line(exc, shown)}") from None
+    if not present:
+        raise _missing(f"{redact_url(shown)} holds no ledger (no Optuna tables)")
+    if not stamped:
+        raise LedgerMissing(f"ledger: {redact_url(shown)} is being created by a controller; retry in a moment")
 
 
 def _postgres_driver(url: str) -> str:
@@ -276,13 +390,19 @@ def _jsonable(value: Any) -> Any:
 
 
 class Ledger:
-    """The ledger of one sweep. Not thread-safe; one controller writes, anyone may read."""
+    """The ledger of one sweep. Not thread-safe; one controller writes, anyone may read.
 
-    def __init__(self, url: str, sweep: str) -> None:
-        self.url = url
+    ``url`` is the URL for display (password masked); ``create=False`` (readers) refuses a ledger
+    that does not exist or holds nothing of this sweep (:class:`LedgerMissing`).
+    """
+
+    def __init__(self, url: str, sweep: str, *, create: bool = True) -> None:
+        self.url = redact_url(url)
         self.sweep = sweep
-        self.storage = open_storage(url)
+        self.storage = open_storage(url, create=create)
         self._study_ids: dict[str, int] = {}
+        if not create and not self.study_names() and self.holder() is None:
+            raise _missing(f"{self.url} has no runs of sweep {sweep!r}")
 
     # -- studies ---------------------------------------------------------------------------
 
@@ -363,6 +483,7 @@ class Ledger:
                     reason=reason,
                     adopted_from=attrs.get(ATTR_ADOPTED_FROM),
                     member=attrs.get(ATTR_MEMBER),
+                    provenance=attrs.get(ATTR_PROVENANCE),
                     started=trial.datetime_start.isoformat() if trial.datetime_start else None,
                     completed=trial.datetime_complete.isoformat() if trial.datetime_complete else None,
                 )
@@ -382,14 +503,16 @@ class Ledger:
         extra: Mapping[str, Any] | None = None,
     ) -> int:
         """Create a RUNNING trial for a run about to be dispatched; returns its trial id."""
-        from optuna.distributions import CategoricalDistribution
-
         study_id = self.study_id(name, create=True)
         trial_id = self.storage.create_new_trial(study_id)
         for axis, value in point.items():
             if grid and axis in grid and value in grid[axis]:
-                distribution = CategoricalDistribution(list(grid[axis]))
-                self.storage.set_trial_param(trial_id, axis, distribution.to_internal_repr(value), distribution)
+                self._set_param(trial_id, axis, value, axis_distribution(axis, list(grid[axis])),
+                                legacy_choices=list(grid[axis]))
+        for key, value in fixed.items():
+            distribution = _fixed_distribution(key, value)
+            if distribution is not None and key not in point:
+                self._set_param(trial_id, key, value, distribution)
         attrs = {
             ATTR_POINT: dict(point),
             ATTR_FIXED: dict(fixed),
@@ -401,6 +524,20 @@ class Ledger:
         }
         self.update(trial_id, **attrs)
         return trial_id
+
+    def _set_param(self, trial_id: int, name: str, value: Any, distribution,
+                   legacy_choices: list[Any] | None = None) -> None:  # fmt: skip
+        """Record a param. A study begun by an older version recorded axes as categoricals over
+        `legacy_choices`; Optuna refuses a second kind for the same name, so those keep theirs."""
+        from optuna.distributions import CategoricalDistribution
+
+        try:
+            self.storage.set_trial_param(trial_id, name, distribution.to_internal_repr(value), distribution)
+        except ValueError:  # "Cannot set different distribution kind to the same parameter name"
+            if legacy_choices is None or isinstance(distribution, CategoricalDistribution):
+                raise
+            legacy = CategoricalDistribution(legacy_choices)
+            self.storage.set_trial_param(trial_id, name, legacy.to_internal_repr(value), legacy)
 
     def update(self, trial_id: int, **attrs: Any) -> None:
         """Set trial user attributes (only while the trial is RUNNING)."""
@@ -591,5 +728,5 @@ def read_runs(sweep) -> list[dict[str, Any]]:
 
     if isinstance(sweep, (str, os.PathLike)):
         sweep = load_sweep(sweep)
-    ledger = Ledger(sweep.ledger_url, sweep.name)
+    ledger = Ledger(sweep.ledger_url, sweep.name, create=False)
     return [record.to_dict() for name in ledger.study_names() for record in ledger.runs(name)]

@@ -37,6 +37,7 @@ import submitit
 from megadocs.config import config_hash, parse_config
 from megadocs.errors import UserError
 from megadocs.formats import REAL, RunDir, RunMetrics, RunStatus, assembled_documents, write_json
+from megadocs.provenance import write as write_provenance
 from search.sweep import TRAIN_AXES, Sweep
 
 __all__ = ["RunTask", "CallableObjective", "TrainObjective", "make_objective", "normalise_metrics",
@@ -128,6 +129,7 @@ class RunTask(submitit.helpers.Checkpointable):
             })
             if self.train_config is not None:
                 return self._train(run_dir)
+            write_provenance(run_dir)  # train/ writes its own (with the device) for train runs
             start = time.perf_counter()
             try:
                 metrics = normalise_metrics(import_callable(self.objective)(dict(self.params)))
@@ -177,7 +179,8 @@ class CallableObjective:
     def identity(self, params: Mapping[str, Any]) -> str:
         return config_hash({"objective": self.path, "version": self.version, "params": dict(params)})
 
-    def task(self, params: Mapping[str, Any], run_dir: Path) -> RunTask:
+    def task(self, params: Mapping[str, Any], run_dir: Path, group: str | None = None) -> RunTask:
+        """The job of one point; `group` (the certification) only labels train's trackers."""
         return RunTask(str(run_dir), params, objective=self.path)
 
 
@@ -240,8 +243,13 @@ class TrainObjective:
     def identity(self, params: Mapping[str, Any]) -> str:
         return self.config(params).identity()
 
-    def task(self, params: Mapping[str, Any], run_dir: Path) -> RunTask:
-        return RunTask(str(run_dir), params, train_config=self.config(params).model_dump(mode="json"))
+    def task(self, params: Mapping[str, Any], run_dir: Path, group: str | None = None) -> RunTask:
+        """The job of one point; `group` (the certification that asked first) groups its curves in
+        TensorBoard/W&B (`tracking.group`, not part of the run's identity)."""
+        config = self.config(params).model_dump(mode="json")
+        if group is not None and config["tracking"]["group"] is None:
+            config["tracking"]["group"] = group
+        return RunTask(str(run_dir), params, train_config=config)
 
 
 def make_objective(sweep: Sweep) -> CallableObjective | TrainObjective:

@@ -23,7 +23,7 @@ from search.grid import Bound
 from search.ledger import STUDY_START, Ledger, RunRecord, StudyKind, replay, study_name
 
 __all__ = ["CertificationSummary", "BestPoint", "RunCounts", "Compute", "summarize", "summarize_ensembles",
-           "g_trend_warnings", "format_table", "to_json"]
+           "g_trend_warnings", "format_table", "to_json", "JobWatch"]
 
 
 @dataclass(frozen=True)
@@ -39,6 +39,7 @@ class RunCounts:
     finished: int = 0
     running: int = 0
     failed: int = 0
+    stopped: int | None = None  # with ``reconcile`` only: the ledger says running, the job is gone
 
 
 @dataclass(frozen=True)
@@ -95,7 +96,7 @@ class CertificationSummary:
     @classmethod
     def of_search(cls, search: CertifySearch, *, records: Iterable[RunRecord] = (), study: str = "",
                   fixed: Mapping[str, Any] | None = None, warm_start: str | None = None,
-                  budget_spent: bool = False) -> CertificationSummary:
+                  budget_spent: bool = False, stopped: int | None = None) -> CertificationSummary:
         """The summary of a certification's evidence (``records``: its ledger trials, for compute)."""
         plan = search.plan()
         counts = {state: sum(o.state is state for o in search.outcomes.values()) for state in RunState}
@@ -111,7 +112,8 @@ class CertificationSummary:
         return cls(
             name=search.name, state=plan.state,
             best=None if plan.centre is None else BestPoint(plan.centre, plan.centre_loss),
-            runs=RunCounts(counts[RunState.FINISHED], counts[RunState.RUNNING], counts[RunState.FAILED]),
+            runs=RunCounts(counts[RunState.FINISHED], counts[RunState.RUNNING] - (stopped or 0),
+                           counts[RunState.FAILED], stopped),
             certificate=plan.certificate, path=plan.path, bounds_hit=plan.bounds_hit,
             outstanding=(*plan.wanted, *plan.running) if plan.centre is not None else plan.running,
             blocked_by=plan.blocked_by, noise=plan.noise, reason=reason, study=study,
@@ -128,7 +130,8 @@ class CertificationSummary:
             "fixed": dict(self.fixed),
             "state": self.state.value,
             "best": None if self.best is None else {"params": self.best.params, "loss": self.best.loss},
-            "runs": {"finished": self.runs.finished, "running": self.runs.running, "failed": self.runs.failed},
+            "runs": {"finished": self.runs.finished, "running": self.runs.running, "failed": self.runs.failed,
+                     **({} if self.runs.stopped is None else {"stopped": self.runs.stopped})},
             "outstanding": list(self.outstanding),
             "bounds_hit": [b.to_dict() for b in self.bounds_hit],
             "certificate": self.certificate.to_dict() if self.certificate else None,
@@ -143,7 +146,29 @@ class CertificationSummary:
         })
 
 
-def summarize(sweep, strategy: str = "certify", max_runs: int | None = None) -> list[CertificationSummary]:
+class JobWatch:
+    """Whether the jobs the ledger calls running still run, asked of the executor (local pid,
+    SLURM state), so that ``status`` after a killed controller does not report dead jobs as
+    running. Reads no result file; a job folder outside the sweep is refused (UntrustedPath)."""
+
+    def __init__(self, sweep) -> None:
+        self.sweep = sweep
+        self._executor = None
+
+    def alive(self, job_id: str | None, job_folder: str | None) -> bool:
+        """False for a run never handed to an executor (its controller died before submitting)."""
+        if not job_id:
+            return False
+        if self._executor is None:
+            from megadocs.executors import make_executor
+
+            self._executor = make_executor(self.sweep.executor, self.sweep.out_dir / "jobs",
+                                           name=f"megadocs-{self.sweep.name}", create=False)
+        return self._executor.alive(job_id, job_folder)
+
+
+def summarize(sweep, strategy: str = "certify", max_runs: int | None = None, *,
+              reconcile: bool = False) -> list[CertificationSummary]:
     """One :class:`CertificationSummary` per certification, recomputed from the ledger.
 
     Args:
@@ -153,12 +178,16 @@ def summarize(sweep, strategy: str = "certify", max_runs: int | None = None) -> 
             from its evidence.
         max_runs: the run budget the controller had (``--max-runs``; default each
             certification's ``max_runs``): an uncertified search that spent it says so in ``reason``.
+        reconcile: ask the executor whether each running run's job still runs (:class:`JobWatch`);
+            those whose job is gone count as ``runs.stopped``, not ``running`` (the next ``certify``
+            re-attaches, adopts or re-runs them).
     """
     from search.sweep import load_sweep
 
     if isinstance(sweep, (str, os.PathLike)):
         sweep = load_sweep(sweep)
-    ledger = Ledger(sweep.ledger_url, sweep.name)
+    ledger = Ledger(sweep.ledger_url, sweep.name, create=False)
+    watch = JobWatch(sweep) if reconcile else None
     kind = StudyKind(strategy)
     summaries = []
     searches: dict[str, CertifySearch] = {}
@@ -175,13 +204,22 @@ def summarize(sweep, strategy: str = "certify", max_runs: int | None = None) -> 
             search.resolve(searches)
         searches[cert.name] = search
         records = ledger.runs(study)
+        stopped: set[Any] = set()
         for item in replay(records, fixed=cert.fixed, grid=grid):
             if kind is StudyKind.CERTIFY or "seed" not in item.point:
                 search.record(item.point, item.outcome)
+                key = search.key(item.point)
+                stopped.discard(key)  # per point, its latest state
+                if (watch is not None and item.outcome.state is RunState.RUNNING
+                        and not watch.alive(item.record.job_id, item.record.job_folder)):
+                    stopped.add(key)
         budget = max_runs if max_runs is not None else cert.max_runs
+        n_stopped = None if watch is None else sum(
+            search.outcomes[key].state is RunState.RUNNING for key in stopped if key in search.outcomes)
         summaries.append(CertificationSummary.of_search(
             search, records=records, study=study, fixed=cert.fixed, warm_start=cert.warm_start,
             budget_spent=budget is not None and len(search.outcomes) >= budget and not search.running(),
+            stopped=n_stopped,
         ))
     return summaries
 
@@ -193,7 +231,7 @@ def summarize_ensembles(sweep) -> list[dict[str, Any]]:
 
     if isinstance(sweep, (str, os.PathLike)):
         sweep = load_sweep(sweep)
-    ledger = Ledger(sweep.ledger_url, sweep.name)
+    ledger = Ledger(sweep.ledger_url, sweep.name, create=False)
     summaries = []
     for ens in sweep.ensembles:
         records = ledger.runs(study_name(sweep.name, ens.name, StudyKind.ENSEMBLE))
@@ -234,7 +272,7 @@ def summarize_transfers(sweep) -> list[dict[str, Any]]:
 
     if isinstance(sweep, (str, os.PathLike)):
         sweep = load_sweep(sweep)
-    ledger = Ledger(sweep.ledger_url, sweep.name)
+    ledger = Ledger(sweep.ledger_url, sweep.name, create=False)
     summaries = []
     for transfer in sweep.transfers:
         records = [r for r in ledger.runs(study_name(sweep.name, transfer.name, StudyKind.TRANSFER))
@@ -299,6 +337,8 @@ def format_table(summaries: Iterable[CertificationSummary]) -> str:
         if s.certificate:
             bounds += [f"{b.axis} {b.side} (diverged)" for b in s.certificate.diverged]
         state = s.state.value + (f" ({len(s.blocked_by)} failed)" if s.blocked_by else "")
+        if s.runs.stopped:
+            state += f" ({s.runs.stopped} stopped)"
         table.add_row(
             s.name, state, _fmt_point(s.best.params if s.best else None),
             "-" if s.best is None else f"{s.best.loss:.4f}",

@@ -4,11 +4,23 @@ One file, ``RUN/checkpoint/state.pt``, replaced atomically (``megadocs.formats.a
 written to a temporary name in the same directory, fsynced, then renamed), so a kill at any moment leaves either the previous or the
 new checkpoint, never a torn one. Restoring everything bit-for-bit is what lets a preempted run
 finish with exactly the metrics of an uninterrupted one.
+
+The file holds only tensors, numbers, strings, lists and dicts, and is read with
+``torch.load(weights_only=True)``: a crafted ``state.pt`` cannot run code. RNG states are stored
+as integer tensors, not pickled Python/NumPy objects; the data position is the step (the batch
+order is a pure function of it, ``train.data``).
+
+Writing is asynchronous (:class:`CheckpointWriter`): at the step boundary the state is copied to
+host memory (the only pause training sees) and a background thread writes it; at most one write
+is pending, and :meth:`CheckpointWriter.wait` is called before the next snapshot, before exit and
+before a preemption is acknowledged.
 """
 
 from __future__ import annotations
 
+import pickle
 import random
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -17,20 +29,27 @@ import torch
 
 from megadocs.formats import RunDir, atomic_file
 
-__all__ = ["STATE_FILE", "save_checkpoint", "load_checkpoint", "checkpoint_path"]
+__all__ = ["STATE_FILE", "CheckpointWriter", "save_checkpoint", "load_checkpoint", "checkpoint_path",
+           "snapshot_state"]
 
 STATE_FILE = "state.pt"
-FORMAT = "megadocs.train-checkpoint/1"
+FORMAT = "megadocs.train-checkpoint/2"  # /2: RNG states as tensors, loadable with weights_only=True
 
 
 def checkpoint_path(run_dir: Path) -> Path:
     return RunDir(run_dir).checkpoint / STATE_FILE
 
 
+# --- RNG states as plain tensors ---------------------------------------------------------------
+
+
 def _rng_state() -> dict[str, Any]:
+    version, mt, gauss = random.getstate()
+    name, keys, pos, has_gauss, cached = np.random.get_state()
     state = {
-        "python": random.getstate(),
-        "numpy": np.random.get_state(),
+        "python": {"version": version, "mt": torch.tensor(mt, dtype=torch.int64), "gauss": gauss},
+        "numpy": {"name": name, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+                  "has_gauss": int(has_gauss), "cached_gaussian": float(cached)},
         "torch": torch.get_rng_state(),
     }
     if torch.cuda.is_available() and torch.cuda.is_initialized():
@@ -39,39 +58,106 @@ def _rng_state() -> dict[str, Any]:
 
 
 def _set_rng_state(state: dict[str, Any]) -> None:
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
+    py = state["python"]
+    random.setstate((py["version"], tuple(int(x) for x in py["mt"].tolist()), py["gauss"]))
+    npy = state["numpy"]
+    np.random.set_state((npy["name"], npy["keys"].numpy().astype(np.uint32), npy["pos"], npy["has_gauss"],
+                         npy["cached_gaussian"]))  # fmt: skip
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def save_checkpoint(
-    run_dir: Path,
-    *,
-    model: torch.nn.Module,
-    optimizer: torch.optim.Optimizer,
-    scheduler: Any,
-    step: int,
-    counters: dict[str, Any],
-    identity: str,
-) -> Path:
-    """Write the full training state after `step` optimizer steps; returns the file."""
-    path = checkpoint_path(run_dir)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    state = {
+# --- saving ------------------------------------------------------------------------------------
+
+
+def _to_host(value: Any) -> Any:
+    """A deep copy with every tensor copied to CPU memory (the snapshot outlives the next step,
+    which updates parameters and optimizer moments in place)."""
+    if isinstance(value, torch.Tensor):
+        return value.detach().to("cpu", copy=True)
+    if isinstance(value, dict):
+        return {key: _to_host(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_to_host(item) for item in value)
+    return value
+
+
+def snapshot_state(*, model: torch.nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any, step: int,
+                   counters: dict[str, Any], identity: str) -> dict[str, Any]:
+    """The full training state after `step` updates, in host memory, independent of the live one."""
+    return {
         "format": FORMAT,
         "identity": identity,
-        "step": step,
-        "counters": counters,
-        "model": model.state_dict(),
-        "optimizer": optimizer.state_dict(),
-        "scheduler": scheduler.state_dict(),
+        "step": int(step),
+        "counters": dict(counters),
+        "model": _to_host(model.state_dict()),
+        "optimizer": _to_host(optimizer.state_dict()),
+        "scheduler": _to_host(scheduler.state_dict()),
         "rng": _rng_state(),
     }
+
+
+def _write(path: Path, state: dict[str, Any]) -> None:
+    """torch.save through the one atomic writer (temporary file, fsync, rename, directory fsync)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_file(path, "wb") as handle:
         torch.save(state, handle)
+
+
+def save_checkpoint(run_dir: Path, **state: Any) -> Path:
+    """Write the full training state synchronously (:func:`snapshot_state` arguments); returns the file."""
+    path = checkpoint_path(run_dir)
+    _write(path, snapshot_state(**state))
     return path
+
+
+class CheckpointWriter:
+    """Checkpoints written on a background thread, one at a time.
+
+    `save` snapshots the state to host memory in the calling thread (so training may continue
+    at once), waits for any write still pending (never two at once, and the newer file always
+    lands last), then starts the write. `wait` blocks until the pending write is durable and
+    re-raises its error. Use as a context manager: leaving it waits.
+    """
+
+    def __init__(self, run_dir: Path) -> None:
+        self.path = checkpoint_path(run_dir)
+        self._thread: threading.Thread | None = None
+        self._error: BaseException | None = None
+        self.pending_step: int | None = None
+
+    def save(self, **state: Any) -> None:
+        snapshot = snapshot_state(**state)
+        self.wait()
+        self.pending_step = snapshot["step"]
+        self._thread = threading.Thread(target=self._run, args=(snapshot,), name="checkpoint-writer")
+        self._thread.start()
+
+    def _run(self, snapshot: dict[str, Any]) -> None:
+        try:
+            _write(self.path, snapshot)
+        except BaseException as exc:  # noqa: BLE001 - re-raised in the training thread by wait()
+            self._error = exc
+
+    def wait(self) -> None:
+        """Block until the pending write (if any) is on disk; raise its error, if it failed."""
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+        self.pending_step = None
+        if self._error is not None:
+            error, self._error = self._error, None
+            raise error
+
+    def __enter__(self) -> CheckpointWriter:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.wait()
+
+
+# --- loading -----------------------------------------------------------------------------------
 
 
 def load_checkpoint(
@@ -85,16 +171,25 @@ def load_checkpoint(
     """Restore state saved by `save_checkpoint`; None when the run has no checkpoint.
 
     Returns ``{"step": int, "counters": dict}``. Raises UserError when the checkpoint belongs
-    to a run with another identity (a different config in the same directory).
+    to a run with another identity (a different config in the same directory), or holds
+    anything but tensors and plain values (an older format, or a crafted file: never executed).
     """
     from megadocs.errors import UserError
 
     path = checkpoint_path(run_dir)
     if not path.is_file():
         return None
-    state = torch.load(path, map_location="cpu", weights_only=False)
-    if state.get("format") != FORMAT:
-        raise UserError(f"{path}: format {state.get('format')!r} is not {FORMAT!r}; delete it to restart")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError) as exc:
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise UserError(
+            f"{path}: not a safe {FORMAT} checkpoint (refused to unpickle it: {reason[:160]}); "
+            "delete it to restart the run"
+        ) from None
+    if not isinstance(state, dict) or state.get("format") != FORMAT:
+        found = state.get("format") if isinstance(state, dict) else type(state).__name__
+        raise UserError(f"{path}: format {found!r} is not {FORMAT!r}; delete it to restart")
     if state["identity"] != identity:
         raise UserError(
             f"{path}: checkpoint of config {state['identity']}, not of this config {identity}; "

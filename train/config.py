@@ -34,8 +34,12 @@ __all__ = [
     "OptimConfig",
     "ExtraValidation",
     "EvalConfig",
+    "WandbConfig",
+    "TrackingConfig",
     "RunConfig",
     "ALGORITHMS",
+    "DECAY_GROUPS",
+    "DEFAULT_DECAY_GROUPS",
     "EXECUTION_FIELDS",
     "template",
 ]
@@ -63,8 +67,9 @@ class DocumentMask(str, Enum):
 
 # Top-level / nested fields that do not change what is learned, only how the run executes.
 EXECUTION_FIELDS: dict[str, tuple[str, ...]] = {
-    "": ("checkpoint_every", "device", "compile", "loss"),
+    "": ("checkpoint_every", "device", "compile", "loss", "tracking"),
     "optim": ("micro_batch_size",),
+    "eval": ("every", "curve_windows", "curve_extra"),
 }
 AUTO = "auto"
 # `document_mask` was a bool; hashing the old spelling of the old modes keeps those runs' identities.
@@ -83,7 +88,9 @@ class DataConfig(StrictModel):
     store: str = Field(description="token store directory (`megadocs data prepare`)")
     synthetic: SyntheticData | None = Field(default=None, description="synthetic stream; null = real only")
     mixing_fraction: float = Field(
-        default=0.0, ge=0.0, lt=1.0, description="share of each batch drawn from the synthetic stream"
+        default=0.0, ge=0.0, lt=1.0,
+        description="share of the training windows drawn from the synthetic stream (a weighted mixture: "
+        "floor or ceil of m * batch_size per step, exactly m over the run)"
     )
     real_epochs: int = Field(default=8, ge=1, description="passes over the real stream")
     context: int = Field(default=256, ge=8, description="tokens per training window")
@@ -122,9 +129,24 @@ class ModelConfig(StrictModel):
         return self
 
 
+# Parameter kinds weight decay can apply to (train.loop.param_groups sorts every parameter into one).
+DecayGroup = Literal["linear", "head", "embeddings", "norms"]
+DECAY_GROUPS: tuple[str, ...] = ("linear", "head", "embeddings", "norms")
+# levanter's default mask (OptimizerConfig.build_weight_decay_mask, "reasonable_default"): every
+# array decays except paths containing Embedding, LayerNorm/RMSNorm, and biases; its Llama keeps
+# the token embedding in LlamaEmbedding and the untied head as a Linear, so the head decays.
+DEFAULT_DECAY_GROUPS: tuple[str, ...] = ("linear", "head")
+
+
 class OptimConfig(StrictModel):
     lr: float = Field(default=3e-3, gt=0, description="peak learning rate (AdamW)")
     weight_decay: float = Field(default=0.8, ge=0, description="decoupled AdamW weight decay")
+    weight_decay_on: list[DecayGroup] = Field(
+        default_factory=lambda: list(DEFAULT_DECAY_GROUPS),
+        description="parameter kinds that decay: linear (attention and MLP projections), head "
+        "(output projection), embeddings (input token embeddings), norms (RMSNorm scales); "
+        "default = levanter's mask: linear + head",
+    )
     beta1: float = Field(default=0.9, ge=0, lt=1)
     beta2: float = Field(default=0.95, ge=0, lt=1)
     warmup_fraction: float = Field(
@@ -137,6 +159,14 @@ class OptimConfig(StrictModel):
         description="sequences per forward/backward (gradient accumulation); auto = the largest "
         "divisor of batch_size that fits the device's memory (train.plan)",
     )
+
+    @model_validator(mode="after")
+    def _decay_groups_once(self) -> OptimConfig:
+        repeated = sorted({name for name in self.weight_decay_on if self.weight_decay_on.count(name) > 1})
+        if repeated:
+            raise ValueError(f"weight_decay_on: {repeated[0]!r} is listed twice; list each of "
+                             f"{', '.join(DECAY_GROUPS)} at most once")
+        return self
 
     @model_validator(mode="after")
     def _micro_divides_batch(self) -> OptimConfig:
@@ -156,6 +186,15 @@ class ExtraValidation(StrictModel):
 
 class EvalConfig(StrictModel):
     val_windows: int = Field(default=1024, ge=1, description="fixed held-out windows of the iid loss")
+    every: int | str = Field(
+        default="10/run",
+        description="periodic validation: N (every N steps), 'K/run' (K evaluations spread over the "
+        "run), or 0 (only the final evaluation)",
+    )
+    curve_windows: int = Field(
+        default=128, ge=1, description="windows of the periodic evaluation: the first N of the iid windows"
+    )
+    curve_extra: bool = Field(default=False, description="also evaluate the eval.extra sets periodically")
     extra: dict[str, ExtraValidation] = Field(default_factory=dict, description="name -> held-out store")
     benchmarks: list[str] = Field(default_factory=list, description="lm-eval tasks, e.g. piqa, sciq")
     benchmark_data: str | None = Field(default=None, description="local lm-eval dataset directory")
@@ -166,7 +205,49 @@ class EvalConfig(StrictModel):
         clash = sorted(set(IID_SETS) & set(self.extra))
         if clash:
             raise ValueError(f"extra set name {clash[0]!r} is reserved for the iid split; rename it")
+        self.every_steps(1)  # validates the form of `every`
         return self
+
+    def every_steps(self, total_steps: int, align: int = 1) -> int:
+        """Steps between periodic evaluations in a run of `total_steps` (0 = none).
+
+        ``'K/run'`` spaces the evaluations by ``total_steps // K`` rounded up to a multiple of
+        `align` (the loop's logging interval, so a validation loss shares its step's log line);
+        a number of steps is used as given.
+        """
+        every = self.every
+        if isinstance(every, int):
+            if every < 0:
+                raise ValueError(f"every={every}: expected steps >= 0, 'K/run' or 0")
+            return every
+        count, sep, unit = every.partition("/")
+        if not (sep and unit.strip() == "run" and count.strip().isdigit()):
+            raise ValueError(f"every={every!r}: expected a number of steps (e.g. 200) or 'K/run' (e.g. '10/run')")
+        count_value = int(count)
+        if count_value == 0:
+            return 0
+        spacing = max(1, total_steps // count_value)
+        return -(-spacing // align) * align
+
+
+class WandbConfig(StrictModel):
+    """Weights & Biases logging (the `wandb` extra). Offline mode needs no network or account."""
+
+    project: str = Field(default="megadocs", description="W&B project")
+    entity: str | None = Field(default=None, description="W&B entity (team or user); null = your default")
+    mode: Literal["offline", "online"] = Field(
+        default="offline", description="offline writes RUN/wandb/ (`wandb sync` uploads it later)"
+    )
+
+
+class TrackingConfig(StrictModel):
+    """Experiment trackers. They record curves; they never change what is learned."""
+
+    tensorboard: bool = Field(default=True, description="TensorBoard event files in RUN/tensorboard/")
+    wandb: WandbConfig | None = Field(default=None, description="log to Weights & Biases; null = off")
+    group: str | None = Field(
+        default=None, description="runs that belong together (a sweep sets its certification)"
+    )
 
 
 class RunConfig(StrictModel):
@@ -174,6 +255,7 @@ class RunConfig(StrictModel):
     model: ModelConfig = Field(default_factory=ModelConfig)
     optim: OptimConfig = Field(default_factory=OptimConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
+    tracking: TrackingConfig = Field(default_factory=TrackingConfig)
     seed: int = Field(default=0, ge=0, description="model initialisation")
     checkpoint_every: int = Field(default=200, ge=1, description="optimizer steps between checkpoints")
     device: Literal["auto", "cpu", "cuda"] = "auto"
@@ -237,7 +319,8 @@ data:
   store: runs/demo/data        # required: token store from `megadocs data prepare`
   synthetic: null              # or {pool: POOL, algorithm: stitched, g: 4}
                                #   algorithm: ALGORITHMS_HERE
-  mixing_fraction: 0.0         # share of each batch from the synthetic stream, in [0, 1)
+  mixing_fraction: 0.0         # synthetic share of the windows, in [0, 1): exact over the run
+                               #   (floor or ceil of m * batch_size per step, a weighted mixture)
   real_epochs: 8               # passes over the real stream (total steps follow from this and m)
   context: 256                 # tokens per window (the paper: 4096)
   document_mask: off           # off | document (within a stream document) | segment (new unit
@@ -248,6 +331,8 @@ model:
 optim:
   lr: 0.003
   weight_decay: 0.8
+  weight_decay_on: [linear, head]  # what decays: linear | head | embeddings | norms; the default is
+                               #   levanter's mask (input embeddings and norm scales do not decay)
   beta1: 0.9
   beta2: 0.95
   warmup_fraction: 0.01        # linear warmup, then cosine decay to 0 at the last step
@@ -261,6 +346,13 @@ eval:
   benchmarks: []               # lm-eval tasks, e.g. [piqa, sciq, arc_easy]
   benchmark_data: null         # local directory with the benchmarks' datasets
   benchmark_limit: null        # examples per task (null = all)
+  every: 10/run                # periodic validation: N steps, 'K/run', or 0 (final only)
+  curve_windows: 128           # the periodic evaluation reads the first N iid windows
+  curve_extra: false           # true = the extra sets are evaluated periodically too
+tracking:
+  tensorboard: true            # RUN/tensorboard/ (`tensorboard --logdir runs/`)
+  wandb: null                  # e.g. {project: megadocs, mode: offline} (pip install 'megadocs[wandb]')
+  group: null                  # runs that belong together (a sweep sets the certification)
 seed: 0                        # model initialisation
 checkpoint_every: 200          # steps between checkpoints (also saved on SIGTERM/SIGUSR2)
 device: auto                   # auto | cpu | cuda

@@ -13,6 +13,7 @@ same-document attention mask (``data.document_mask``) needs.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,9 +26,9 @@ from megadocs.errors import UserError
 from train.pool_tokens import synthetic_documents
 from train.store import TokenStore
 from train.streams import REAL, SYNTHETIC, VALIDATION, MixingPlan, PlanError, StreamLayout
-from train.synthetic import load_synthetic
+from train.synthetic import load_synthetic, require_pool_sources, require_train_sources
 
-__all__ = ["TrainingStreams", "ValidationSet", "TokenStream", "StreamDocuments", "VALIDATION_SEED"]
+__all__ = ["TrainingStreams", "ValidationSet", "TokenStream", "StreamDocuments", "VALIDATION_SEED", "longer_half"]
 
 # Validation windows never depend on the training seed.
 VALIDATION_SEED = 0
@@ -129,9 +130,14 @@ class TrainingStreams:
                                 f"stream ({{pool, algorithm, g}}), got none")
             spec = _synthetic_spec(synthetic)
             # assembled by index from the tokenized pool when the tokenize step ran; otherwise
-            # from `gen assemble`'s text, tokenized here (once, cached per assembly)
-            documents = (synthetic_documents(spec["pool"], spec["algorithm"], spec["g"], store)
-                         or load_synthetic(spec["pool"], spec["algorithm"], spec["g"], store))
+            # from `gen assemble`'s text, tokenized here (once, cached per assembly). Either way
+            # its source documents must be the store's train split (the contamination guard).
+            documents = synthetic_documents(spec["pool"], spec["algorithm"], spec["g"], store)
+            if documents is not None:
+                require_pool_sources(spec["pool"], store)
+            else:
+                documents = load_synthetic(spec["pool"], spec["algorithm"], spec["g"], store)
+                require_train_sources(documents, store)
             synthetic_stream = TokenStream.build(documents, eos_id=store.eos_id, context=context, seed=seed,
                                                  stream=SYNTHETIC)
         try:
@@ -176,6 +182,16 @@ class TrainingStreams:
         }
 
 
+def longer_half(lengths: np.ndarray, present: np.ndarray) -> np.ndarray:
+    """Bool per document: among the ``present`` documents ranked by (length, index), the longer
+    ``ceil(n / 2)``; documents not present are False."""
+    present = np.asarray(present, dtype=np.int64)
+    ranked = present[np.lexsort((present, lengths[present]))]
+    is_long = np.zeros(len(lengths), dtype=bool)
+    is_long[ranked[len(ranked) // 2:]] = True
+    return is_long
+
+
 def _synthetic_spec(synthetic: Mapping[str, Any] | Any) -> dict[str, Any]:
     if not isinstance(synthetic, Mapping):
         synthetic = {key: getattr(synthetic, key, None) for key in ("pool", "algorithm", "g")}
@@ -190,9 +206,12 @@ class ValidationSet:
     """Fixed held-out windows of real text, the same for every run on the same store.
 
     The split's documents are EOS-joined in an order fixed by :data:`VALIDATION_SEED` and the
-    first ``max_windows`` windows are kept. ``is_long_document[d]`` is True when document ``d``
-    is longer than the median document of the split: it splits the i.i.d. loss into its short
-    and long halves (a token belongs to the half of its document).
+    first ``max_windows`` windows are kept (fewer when the split holds fewer: ``requested``
+    keeps what was asked, and :meth:`build` warns). ``is_long_document[d]`` is True when document
+    ``d`` is in the longer half of the documents the scored windows predict (ranked by length,
+    ties by index): it splits the i.i.d. loss into its short and long halves (a token belongs to
+    the half of its document). Ranking, rather than comparing with the median, keeps both halves
+    non-empty whenever the windows hold two documents or more (equal lengths included).
     """
 
     input_ids: torch.Tensor
@@ -202,11 +221,14 @@ class ValidationSet:
     is_long_document: torch.Tensor
     """BoolTensor ``[documents in split]``."""
     split: str
+    requested: int | None = None
+    """``max_windows`` as asked (None: all of them)."""
 
     @classmethod
     def build(cls, store_dir: str | Path, *, split: str = "val", context: int,
-              max_windows: int | None = None) -> ValidationSet:
-        """Raises UserError when the split holds no full window of ``context`` tokens."""
+              max_windows: int | None = None, field: str = "eval.val_windows") -> ValidationSet:
+        """Raises UserError when the split holds no full window of ``context`` tokens; warns on
+        stderr, naming ``field``, when it holds fewer than ``max_windows``."""
         store = TokenStore.open(store_dir)
         documents = store.split(split)
         stream = TokenStream.build(documents, eos_id=store.eos_id, context=context, seed=VALIDATION_SEED,
@@ -216,12 +238,16 @@ class ValidationSet:
                             f"holds no full window of {context} tokens (prepare with more --val-docs "
                             f"or use a shorter data.context)")
         if max_windows is not None and max_windows < 1:
-            raise UserError(f"eval.val_windows: expected >= 1, got {max_windows}")
+            raise UserError(f"{field}: expected >= 1, got {max_windows}")
         count = stream.num_windows if max_windows is None else min(max_windows, stream.num_windows)
+        if count < (max_windows or 0):
+            print(f"warning: {field}: {max_windows} windows requested but split {split!r} of {store.path} "
+                  f"holds only {count} windows of {context} tokens; scoring {count} (prepare the store "
+                  f"with --val-tokens {max_windows * context} to hold out enough text)", file=sys.stderr)
         tokens, document_ids = stream.windows(np.arange(count))
-        lengths = documents.lengths
-        return cls(torch.from_numpy(tokens), torch.from_numpy(document_ids),
-                   torch.from_numpy(lengths > np.median(lengths)), split)
+        is_long = longer_half(documents.lengths, np.unique(document_ids[:, 1:]))
+        return cls(torch.from_numpy(tokens), torch.from_numpy(document_ids), torch.from_numpy(is_long), split,
+                   max_windows)
 
     @property
     def num_windows(self) -> int:

@@ -169,9 +169,15 @@ def score_ensemble(request: EnsembleRequest, *, log=None) -> dict:
             validation store cannot be read, or no context/store can be found.
     """
     from train.data import ValidationSet
+    from train.ensemble import resolve_model_dir
     from train.ensemble_eval import ensemble_losses
 
     members = [Path(m) for m in request.members]
+    for member in members:  # a wrong path is named as such, not as a missing --context
+        try:
+            resolve_model_dir(member)
+        except UserError as exc:
+            raise UserError(f"--members: {exc}") from None
     run_config = member_run_config(members[0])
     context = request.context or (run_config.data.context if run_config else None)
     if context is None:
@@ -308,16 +314,19 @@ def ensemble_main(args: argparse.Namespace) -> int:
 
 def add_benchmark_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of ``megadocs train benchmarks``."""
+    # Names match `train ensemble` and the config's eval.benchmark_*; the old spellings still work.
     parser.add_argument(
-        "--models", nargs="+", required=True, metavar="DIR",
+        "--members", "--models", dest="models", nargs="+", required=True, metavar="DIR",
         help="one model, or several to evaluate as a logit-averaged ensemble (run or HF dirs)",
     )
-    parser.add_argument("--tasks", default="piqa,sciq,arc_easy", help="comma-separated lm-eval tasks")
+    parser.add_argument("--benchmarks", "--tasks", dest="tasks", default="piqa,sciq,arc_easy", metavar="TASKS",
+                        help="comma-separated lm-eval tasks (default: piqa,sciq,arc_easy)")
     parser.add_argument(
-        "--data-dir", default=None, metavar="DIR",
+        "--benchmark-data", "--data-dir", dest="data_dir", default=None, metavar="DIR",
         help="local <task>.jsonl files (see train/downstream.py); default: the Hugging Face Hub",
     )
-    parser.add_argument("--limit", type=int, default=None, help="items per task (default: all)")
+    parser.add_argument("--benchmark-limit", "--limit", dest="limit", type=int, default=None,
+                        help="items per task (default: all)")
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda")
     parser.add_argument("--batch-size", type=int, default=16, help="requests per forward pass")
     parser.add_argument("--json", default=None, metavar="OUT", help="write the scores as JSON here")

@@ -14,7 +14,6 @@ Example:
 from __future__ import annotations
 
 import contextlib
-import math
 from dataclasses import dataclass
 
 import torch
@@ -60,11 +59,12 @@ class LossTotals:
             self.short_count += int((~is_long).sum().item())
 
     @staticmethod
-    def _mean(total: float, count: int) -> float:
-        return total / count if count else math.nan
+    def _mean(total: float, count: int) -> float | None:
+        return total / count if count else None
 
-    def summary(self, name: str, *, halves: bool = True) -> dict[str, float]:
-        """{name: mean} plus {name_short, name_long} when `halves`."""
+    def summary(self, name: str, *, halves: bool = True) -> dict[str, float | None]:
+        """{name: mean} plus {name_short, name_long} when `halves`; a half with no scored token
+        (all scored windows from one document) is None, never NaN."""
         result = {name: self._mean(self.total, self.count)}
         if halves:
             short, long_ = half_names(name)

@@ -1,28 +1,35 @@
 """One training run: `run(config, out)` trains, evaluates and writes the run directory.
 
 Layout of RUN (`megadocs.formats.RunDir`, docs/architecture.md): config.yaml, config_hash,
-identity.json, checkpoint/, log.jsonl, model/, metrics.json (a `RunMetrics`, written last; its
-presence means "done", and `run` then returns it untouched, after checking that RUN's recorded
-identity is this config's on this data).
+identity.json, provenance.json, checkpoint/, log.jsonl (training curve, with periodic validation
+losses: `train.curves`), tensorboard/ (and wandb/ when configured: `train.tracking`), model/
+(with a model card README.md: `train.model_card`), metrics.json (a `RunMetrics`, written last;
+its presence means "done", and `run` then returns it untouched, after checking that RUN's
+recorded identity is this config's on this data).
 
-Recipe (paper.md "Training recipe"): AdamW with decoupled weight decay on the weight matrices
-(embeddings included, norm scales excluded), global grad-norm clip, linear warmup over
+Recipe (paper.md "Training recipe"): AdamW with decoupled weight decay on the parameter kinds of
+`optim.weight_decay_on` (default: the linear projections and the head, as levanter's default mask;
+input embeddings and norm scales do not decay), global grad-norm clip, linear warmup over
 `warmup_fraction` of the steps then cosine decay reaching 0 at the end, gradient accumulation
 from `micro_batch_size` up to `batch_size` (``auto``: `train.plan`), bf16 autocast with fp32 master
 weights and TF32 on CUDA (fp32 on CPU), fused AdamW on CUDA, torch.compile of the backbone on CUDA
 when `compile: auto`; the head and the cross-entropy run chunked or fused (`train.loss`), and
 document masking goes through packed position ids, not a dense mask (`train.attention`).
 
-Resumption: every `checkpoint_every` steps, and when SIGTERM/SIGUSR2 arrives, the full state is
-saved atomically (`train.checkpoint`). The signal handler only sets a flag; the step in flight
-finishes, the checkpoint is written, a previously installed Python handler (submitit's requeue)
-is called, and `Preempted` is raised (the CLI exits with status 3). Running again resumes; data
+Resumption: every `checkpoint_every` steps, and when SIGTERM/SIGUSR2/SIGINT arrives, the full
+state is saved atomically (`train.checkpoint`; copied to host memory at the step boundary and
+written by a background thread, so training does not wait for the disk). The signal handler only
+sets a flag; the step in flight finishes, the checkpoint is written and waited for, a previously
+installed Python handler (submitit's requeue) is called, and `Preempted` is raised (the CLI exits
+with status 3, or 130 for SIGINT/Ctrl-C; a second Ctrl-C interrupts at once and loses only the
+steps since the last checkpoint on disk). Running again resumes; data
 order is a pure function of the step (`train.data`), so the resumed run's metrics are
 bit-identical to an uninterrupted one on the same machine.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import shutil
@@ -44,19 +51,24 @@ from megadocs.formats import (
     RunDir,
     RunMetrics,
     RunStatus,
+    WindowCounts,
     dumps_json,
     finite_or_none,
     replace_dir,
     write_atomic,
     write_json,
 )
+from megadocs.provenance import write as write_provenance
 from train.benchmarks import check_tasks
-from train.checkpoint import load_checkpoint, save_checkpoint
-from train.config import AUTO, DocumentMask, RunConfig
+from train.checkpoint import CheckpointWriter, load_checkpoint
+from train.config import AUTO, DEFAULT_DECAY_GROUPS, DocumentMask, RunConfig
+from train.curves import PeriodicValidation
 from train.device import resolve_device, set_determinism
 from train.evaluate import autocast_for, evaluate_model
 from train.loss import next_token_loss, resolve_loss_implementation
+from train.model_card import write_model_card
 from train.prefetch import BatchPrefetcher
+from train.tracking import Tracker
 
 __all__ = [
     "Preempted",
@@ -64,6 +76,7 @@ __all__ = [
     "write_run_identity",
     "LOG_EVERY",
     "lr_factor",
+    "warmup_steps_for",
     "param_groups",
     "train_step",
     "PreemptionSignals",
@@ -71,18 +84,23 @@ __all__ = [
 ]
 
 LOG_EVERY = 10  # steps between log lines and divergence checks (each is a device sync)
-PREEMPTION_SIGNALS = (signal.SIGTERM, signal.SIGUSR2)
+PREEMPTION_SIGNALS = (signal.SIGTERM, signal.SIGUSR2, signal.SIGINT)
 
 
 class Preempted(Exception):
-    """The run stopped on SIGTERM/SIGUSR2 after saving a checkpoint; re-running resumes it."""
+    """The run stopped on SIGTERM/SIGUSR2/SIGINT after saving a checkpoint; re-running resumes it."""
 
-    def __init__(self, step: int, run_dir: Path):
-        super().__init__(
-            f"preempted at step {step}; checkpoint saved in {run_dir}; re-run the same command to resume"
-        )
+    def __init__(self, step: int, run_dir: Path, signum: int = signal.SIGTERM):
+        what = "interrupted" if signum == signal.SIGINT else "preempted"
+        super().__init__(f"{what} at step {step}; checkpoint saved in {run_dir}; re-run the same command to resume")
         self.step = step
         self.run_dir = run_dir
+        self.signum = signum
+
+    @property
+    def interrupted(self) -> bool:
+        """True for SIGINT (Ctrl-C): the CLI exits 130 instead of 3."""
+        return self.signum == signal.SIGINT
 
 
 # --- pure pieces ----------------------------------------------------------------------------
@@ -100,11 +118,47 @@ def lr_factor(step: int, *, total_steps: int, warmup_steps: int) -> float:
     return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
 
 
-def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str, Any]]:
-    """Weight decay on matrices (embeddings, projections, head), none on norm scales."""
-    matrices = [p for p in model.parameters() if p.ndim >= 2]
-    vectors = [p for p in model.parameters() if p.ndim < 2]
-    return [{"params": matrices, "weight_decay": weight_decay}, {"params": vectors, "weight_decay": 0.0}]
+def warmup_steps_for(total_steps: int, warmup_fraction: float) -> int:
+    """``round(warmup_fraction * total_steps)``, but at least one step when warmup is asked for:
+    with the default 1%, a run shorter than 50 steps would otherwise start at the peak LR."""
+    if warmup_fraction <= 0 or total_steps < 1:
+        return 0
+    return min(total_steps, max(1, round(warmup_fraction * total_steps)))
+
+
+def decay_group_of(module: torch.nn.Module, name: str, head: torch.nn.Module | None) -> str:
+    """The weight-decay kind (train.config.DECAY_GROUPS) of parameter ``name`` owned by ``module``."""
+    if module is head:
+        return "head"
+    if isinstance(module, torch.nn.Embedding):
+        return "embeddings"
+    if "norm" in type(module).__name__.lower():
+        return "norms"
+    if isinstance(module, torch.nn.Linear) and name == "weight":
+        return "linear"
+    raise UserError(f"optim.weight_decay_on: cannot tell the kind of parameter {name!r} of a "
+                    f"{type(module).__name__} (expected Linear, Embedding, a norm or the head)")
+
+
+def param_groups(model: torch.nn.Module, weight_decay: float,
+                 decay_on: tuple[str, ...] | list[str] = DEFAULT_DECAY_GROUPS) -> list[dict[str, Any]]:
+    """AdamW groups: ``weight_decay`` on the kinds in ``decay_on``, 0 on the rest.
+
+    Each group also carries ``names`` (the parameters' qualified names), so what decays can be
+    checked and logged.
+    """
+    head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    decayed: dict[str, torch.nn.Parameter] = {}
+    kept: dict[str, torch.nn.Parameter] = {}
+    for module_name, module in model.named_modules():
+        for name, parameter in module.named_parameters(recurse=False):
+            qualified = f"{module_name}.{name}" if module_name else name
+            if qualified in decayed or qualified in kept:
+                continue
+            target = decayed if decay_group_of(module, name, head) in decay_on else kept
+            target[qualified] = parameter
+    return [{"params": list(decayed.values()), "names": list(decayed), "weight_decay": weight_decay},
+            {"params": list(kept.values()), "names": list(kept), "weight_decay": 0.0}]
 
 
 def train_step(
@@ -147,11 +201,12 @@ def train_step(
 
 
 class PreemptionSignals:
-    """While active, SIGTERM/SIGUSR2 only set `requested`; the loop acts at a step boundary.
+    """While active, SIGTERM/SIGUSR2/SIGINT only set `requested`; the loop acts at a step boundary.
 
     `stop_if_requested()` hands the signal to the handler that was installed before (e.g.
-    submitit's SIGUSR2 requeue) once the checkpoint is safe, then raises `Preempted`. Outside the main thread signals
-    cannot be caught, so nothing is installed there.
+    submitit's SIGUSR2 requeue) once the checkpoint is safe, then raises `Preempted`. A first
+    SIGINT restores Python's own handler, so a second Ctrl-C interrupts at once. Outside the main
+    thread signals cannot be caught, so nothing is installed there.
     """
 
     def __init__(self) -> None:
@@ -160,6 +215,8 @@ class PreemptionSignals:
 
     def _handle(self, signum, frame) -> None:
         self.requested = signum
+        if signum == signal.SIGINT:
+            signal.signal(signal.SIGINT, self._previous.get(signal.SIGINT, signal.default_int_handler))
 
     def __enter__(self) -> PreemptionSignals:
         if threading.current_thread() is threading.main_thread():
@@ -177,9 +234,9 @@ class PreemptionSignals:
         if self.requested is None:
             return
         previous = self._previous.get(self.requested)
-        if callable(previous):
+        if callable(previous) and previous is not signal.default_int_handler:
             previous(self.requested, None)
-        raise Preempted(step, run_dir)
+        raise Preempted(step, run_dir, self.requested)
 
 
 # --- the run --------------------------------------------------------------------------------
@@ -293,16 +350,24 @@ class _Training:
     step: int
     counters: dict[str, Any]
     attempt_start: float
+    writer: CheckpointWriter
 
     def save(self) -> None:
+        """Snapshot the state to host memory now; the writer thread puts it on disk."""
         elapsed = time.perf_counter() - self.attempt_start
         counters = {**self.counters, "wall_time_s": self.counters["wall_time_s"] + elapsed}
-        save_checkpoint(self.out, model=self.model, optimizer=self.optimizer, scheduler=self.scheduler,
-                        step=self.step, counters=counters, identity=self.identity)  # fmt: skip
+        self.writer.save(model=self.model, optimizer=self.optimizer, scheduler=self.scheduler,
+                         step=self.step, counters=counters, identity=self.identity)  # fmt: skip
+
+    def stop_if_requested(self, signals: PreemptionSignals) -> None:
+        """On a pending signal: wait until the last checkpoint is on disk, then stop (Preempted)."""
+        if signals.requested is not None:
+            self.writer.wait()
+            signals.stop_if_requested(self.step, self.out)
 
 
 def _build(config: RunConfig, store, total_steps: int, device: torch.device, out: Path, identity: str,
-           attempt_start: float) -> _Training:  # fmt: skip
+           attempt_start: float, writer: CheckpointWriter) -> _Training:  # fmt: skip
     """Model, AdamW and schedule, restored from RUN/checkpoint when there is one."""
     from train.model import build_model
 
@@ -311,9 +376,9 @@ def _build(config: RunConfig, store, total_steps: int, device: torch.device, out
     model = build_model(config.model.preset, vocab_size=store.vocab_size, context=config.data.context,
                         seed=config.seed, eos_id=store.eos_id, device=device)  # fmt: skip
     optim = config.optim
-    optimizer = torch.optim.AdamW(param_groups(model, optim.weight_decay), lr=optim.lr,
+    optimizer = torch.optim.AdamW(param_groups(model, optim.weight_decay, optim.weight_decay_on), lr=optim.lr,
                                   betas=(optim.beta1, optim.beta2), fused=device.type == "cuda")  # fmt: skip
-    warmup_steps = round(optim.warmup_fraction * total_steps)
+    warmup_steps = warmup_steps_for(total_steps, optim.warmup_fraction)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda step: lr_factor(step, total_steps=total_steps, warmup_steps=warmup_steps)
     )
@@ -329,7 +394,7 @@ def _build(config: RunConfig, store, total_steps: int, device: torch.device, out
         out=out, identity=identity, model=model, forward=forward, optimizer=optimizer, scheduler=scheduler,
         total_steps=total_steps, step=resumed["step"] if resumed else 0,
         counters=resumed["counters"] if resumed else {"tokens_seen": 0, "train_time_s": 0.0, "wall_time_s": 0.0},
-        attempt_start=attempt_start,
+        attempt_start=attempt_start, writer=writer,
     )  # fmt: skip
 
 
@@ -337,7 +402,7 @@ def run(config: RunConfig, out: str | Path) -> RunMetrics:
     """Train, evaluate and write RUN (see the module docstring); returns the metrics.
 
     Raises:
-        Preempted: SIGTERM/SIGUSR2 arrived; a checkpoint was saved.
+        Preempted: SIGTERM/SIGUSR2/SIGINT arrived; a checkpoint was saved.
         UserError: bad paths, a store/config mismatch, or RUN holding another config.
     """
     out = Path(out)
@@ -356,32 +421,47 @@ def run(config: RunConfig, out: str | Path) -> RunMetrics:
     _check_benchmarks(config)
     streams = _load_training_streams(config)
     _prepare_run_dir(config, run_dir, identity)
+    provenance = write_provenance(run_dir.path, str(device))
 
-    with PreemptionSignals() as signals:
+    # leaving the block waits for the checkpoint being written (also on an exception)
+    with PreemptionSignals() as signals, CheckpointWriter(out) as writer, contextlib.ExitStack() as cleanup:
         # --- model, optimizer, schedule (resumed from the checkpoint if any) ------------------
-        training = _build(config, store, streams.plan.total_steps, device, out, identity, attempt_start)
+        training = _build(config, store, streams.plan.total_steps, device, out, identity, attempt_start, writer)
         config = _resolve_micro_batch(config, training.model, store.vocab_size, device, streams.eos_id)
         params = sum(p.numel() for p in training.model.parameters())
         _truncate_log(run_dir.log, training.step)
+        curve = PeriodicValidation.build(config, total_steps=training.total_steps, device=device,
+                                         align=LOG_EVERY, eos_id=store.eos_id)
+        tracker = Tracker.open(config, run_dir.path, identity=identity, start_step=training.step)
+        cleanup.callback(tracker.close)  # flushes the curves also when preempted
 
         # --- train -------------------------------------------------------------------------
-        status = _train(training, streams, config, device, signals)
+        status = _train(training, streams, config, device, signals, curve=curve, tracker=tracker)
 
         # --- evaluate (the final checkpoint is saved: a signal here stops without losing it) --
         def stop_if_requested() -> None:
-            signals.stop_if_requested(training.step, out)
+            training.stop_if_requested(signals)
 
         if status is RunStatus.COMPLETED:
             _save_model(training.model, store, run_dir.model)
-            val_losses = _evaluate_all(training.model, config, store, device, after_each=stop_if_requested)
+            val_losses, val_windows = _evaluate_all(training.model, config, store, device,
+                                                    after_each=stop_if_requested)
         else:  # diverged: no losses to report (null in metrics.json)
             val_losses = {name: None for name in (*IID_SETS, *config.eval.extra)}
+            val_windows = {}
+        tracker.log_validation(training.step, val_losses)
         counters = training.counters
+        real_seen, synthetic_seen = streams.plan.windows_before(training.step)
         metrics = RunMetrics(
             status=status,
             val_loss=val_losses[IID],
             val_losses=val_losses,
+            val_windows=val_windows,
+            val_windows_requested=config.eval.val_windows,
             steps=training.step,
+            windows=WindowCounts(real_per_epoch=streams.plan.real_windows, real_seen=real_seen,
+                                 synthetic_seen=synthetic_seen),
+            mixing_fraction_realised=synthetic_seen / max(1, real_seen + synthetic_seen),
             tokens_seen=counters["tokens_seen"],
             wall_time_s=counters["wall_time_s"] + time.perf_counter() - attempt_start,
             tokens_per_s=counters["tokens_seen"] / counters["train_time_s"] if counters["train_time_s"] else 0.0,
@@ -401,6 +481,9 @@ def run(config: RunConfig, out: str | Path) -> RunMetrics:
                 batch_size=config.optim.micro_batch_size,
             )
             stop_if_requested()
+        if status is RunStatus.COMPLETED:
+            write_model_card(run_dir.model, config, metrics.to_json(), provenance)
+        tracker.close(metrics.to_json())
 
     # --- outputs: metrics.json last, atomically; then the checkpoint is no longer needed ------
     metrics.save(run_dir.metrics)
@@ -430,7 +513,8 @@ def _resolve_micro_batch(config: RunConfig, model, vocab_size: int, device: torc
     return config.model_copy(update={"optim": config.optim.model_copy(update={"micro_batch_size": micro})})
 
 
-def _train(training: _Training, streams, config: RunConfig, device: torch.device, signals) -> RunStatus:
+def _train(training: _Training, streams, config: RunConfig, device: torch.device, signals, *,
+           curve: PeriodicValidation, tracker: Tracker) -> RunStatus:  # fmt: skip
     """The step loop from `training.step` to the end; returns COMPLETED or DIVERGED."""
     from tqdm import tqdm
 
@@ -471,8 +555,9 @@ def _train(training: _Training, streams, config: RunConfig, device: torch.device
             step = training.step
             counters["tokens_seen"] += input_ids.numel()
 
-            # --- log and divergence check (a device sync point) ------------------------------
-            if step % LOG_EVERY == 0 or step == total_steps:
+            # --- log, periodic validation and divergence check (a device sync point) ---------
+            evaluate_now = curve.due(step)
+            if step % LOG_EVERY == 0 or step == total_steps or evaluate_now:
                 loss_value = loss.item()
                 count_time()
                 line = {
@@ -484,23 +569,32 @@ def _train(training: _Training, streams, config: RunConfig, device: torch.device
                     "tokens_per_s": counters["tokens_seen"] / max(counters["train_time_s"], 1e-9),
                     "cpu_s": time.process_time(),  # this process's CPU seconds: wall >> cpu = contention
                 }
+                if evaluate_now and math.isfinite(loss_value):  # not counted in train_time_s
+                    line["val_losses"], line["eval_s"] = curve.evaluate(training.model)
+                    counters["eval_time_s"] = counters.get("eval_time_s", 0.0) + line["eval_s"]
+                    clock = time.perf_counter()
                 if not math.isfinite(loss_value):
                     line["diverged"] = True  # loss (and grad_norm) become null: standard JSON
                 log.write(dumps_json(finite_or_none(line), indent=None) + "\n")
                 log.flush()
+                tracker.log_train(step, line)
+                if "val_losses" in line:
+                    tracker.log_validation(step, line["val_losses"])
                 progress.set_postfix(loss=f"{loss_value:.4f}", tok_s=f"{line['tokens_per_s']:.0f}")
                 if not math.isfinite(loss_value):
                     progress.write(f"loss {loss_value} at step {step}: diverged, stopping", file=sys.stderr)
                     return RunStatus.DIVERGED
+            elif step < LOG_EVERY:  # the first steps show their loss too (a sync, but only a few)
+                progress.set_postfix(loss=f"{loss.item():.4f}")
             progress.update(1)
 
             # --- checkpoint: periodic, at the end, and on preemption -------------------------
             if step % config.checkpoint_every == 0 or step == total_steps or signals.requested is not None:
                 count_time()
                 log.flush()
-                training.save()
+                training.save()  # a copy to host memory; the disk write overlaps the next steps
                 clock = time.perf_counter()
-                signals.stop_if_requested(step, training.out)
+                training.stop_if_requested(signals)
     return RunStatus.COMPLETED
 
 
@@ -513,8 +607,13 @@ def _save_model(model: torch.nn.Module, store, model_dir: Path) -> None:
     replace_dir(tmp, model_dir)
 
 
-def _evaluate_all(model, config: RunConfig, store, device: torch.device, *, after_each) -> dict[str, float]:
-    """iid (with short/long halves) and every eval.extra set, on fixed real-text windows."""
+def _evaluate_all(model, config: RunConfig, store, device: torch.device, *,
+                  after_each) -> tuple[dict[str, float | None], dict[str, int]]:
+    """iid (with short/long halves) and every eval.extra set, on fixed real-text windows.
+
+    Returns the losses and the number of windows each set scored (fewer than
+    ``eval.val_windows`` when a split holds fewer; ValidationSet.build warns then).
+    """
     from train.data import ValidationSet
 
     settings = dict(batch_size=config.optim.micro_batch_size, device=device, document_mask=config.data.document_mask,
@@ -523,12 +622,15 @@ def _evaluate_all(model, config: RunConfig, store, device: torch.device, *, afte
         config.data.store, split="val", context=config.data.context, max_windows=config.eval.val_windows
     )
     losses = evaluate_model(model, validation, name=IID, **settings)
+    windows = {IID: validation.num_windows}
     after_each()
     for name, extra in config.eval.extra.items():
         _check_extra_store(store, name, extra.store)
         extra_set = ValidationSet.build(
-            extra.store, split=extra.split, context=config.data.context, max_windows=config.eval.val_windows
+            extra.store, split=extra.split, context=config.data.context, max_windows=config.eval.val_windows,
+            field=f"eval.extra.{name} (eval.val_windows)",
         )
         losses.update(evaluate_model(model, extra_set, name=name, halves=False, **settings))
+        windows[name] = extra_set.num_windows
         after_each()
-    return losses
+    return losses, windows

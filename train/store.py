@@ -199,6 +199,7 @@ def prepare(
     tokenizer: str | Path | None = None,
     vocab_size: int | None = None,
     val_docs: int | None = None,
+    val_tokens: int | None = None,
     seed: int = 0,
     max_docs: int | None = None,
 ) -> TokenStore:
@@ -212,6 +213,11 @@ def prepare(
             ``<|endoftext|>`` as EOS.
         val_docs: documents held out as ``val`` (default :func:`default_val_docs`): the first
             ``val_docs`` non-empty documents of a permutation seeded by ``seed``.
+        val_tokens: instead of ``val_docs``, hold out documents of that permutation until they
+            hold at least this many tokens counting one EOS per document, so the val split
+            yields at least ``val_tokens // context`` validation windows (the paper's 1024
+            windows of 4096: ``val_tokens=4194304``). Needs ``tokenizer`` (a BPE trained on the
+            train split cannot count tokens before the split exists).
         seed: seeds the held-out choice.
         max_docs: read only the first ``max_docs`` documents of the corpus (before the split).
 
@@ -230,10 +236,20 @@ def prepare(
         raise UserError(f"tokenizer: {tokenizer} is not a directory (expected an HF tokenizer directory)")
     if val_docs is not None and val_docs < 1:
         raise UserError(f"val_docs: expected >= 1, got {val_docs}")
+    if val_tokens is not None:
+        if val_docs is not None:
+            raise UserError("data prepare: give at most one of --val-docs N and --val-tokens N")
+        if val_tokens < 1:
+            raise UserError(f"val_tokens: expected >= 1, got {val_tokens}")
+        if tokenizer is None:
+            raise UserError("val_tokens: --val-tokens counts tokens of a fixed tokenizer; give --tokenizer "
+                            "HF_DIR (e.g. a store's DIR/tokenizer) or hold out by --val-docs")
     if max_docs is not None and max_docs < 2:
         raise UserError(f"max_docs: expected >= 2, got {max_docs}")
     options = {"tokenizer": None if tokenizer is None else str(Path(tokenizer).resolve()),
                "vocab_size": vocab_size, "val_docs": val_docs, "seed": seed, "max_docs": max_docs}
+    if val_tokens is not None:  # only when used, so stores prepared before it keep their options
+        options["val_tokens"] = val_tokens
     corpus_hash = source_hash(corpus)
 
     if is_token_store(out):
@@ -246,7 +262,7 @@ def prepare(
     tmp = Path(tempfile.mkdtemp(prefix=_attempt_prefix(out) + f"{os.getpid()}-", dir=out.parent))
     try:
         manifest = _write_store(corpus, tmp, tokenizer=tokenizer, vocab_size=vocab_size,
-                                val_docs=val_docs, seed=seed, max_docs=max_docs)
+                                val_docs=val_docs, val_tokens=val_tokens, seed=seed, max_docs=max_docs)
         manifest.update(source=str(corpus), source_hash=corpus_hash, options=options)
         write_json(tmp / MANIFEST, manifest)  # written last: its presence marks completeness
         tmp.chmod(0o755)  # mkdtemp creates it private
@@ -285,21 +301,42 @@ def _existing_store(out: Path, corpus_hash: str, options: dict[str, Any]) -> Tok
     return store
 
 
-def _split_plan(documents: list[Document], val_docs: int | None, seed: int) -> tuple[np.ndarray, dict]:
-    """Mark val documents: the first ``val_docs`` non-empty ones of a seeded permutation."""
+def _split_plan(documents: list[Document], val_docs: int | None, seed: int,
+                val_lengths=None, val_tokens: int | None = None) -> tuple[np.ndarray, dict]:
+    """Mark val documents: the first non-empty ones of a seeded permutation, ``val_docs`` of them
+    or, with ``val_tokens``, as many as hold that many tokens (``val_lengths(docs)`` gives each
+    document's token count; one EOS is added per document)."""
     empty = np.array([not doc.text.strip() for doc in documents], dtype=bool)
     usable = int((~empty).sum())
-    wanted = default_val_docs(usable) if val_docs is None else val_docs
-    if wanted >= usable:
-        raise UserError(f"val_docs: {wanted} held-out documents leave none for training "
-                        f"(the corpus has {usable} non-empty documents)")
     permutation = np.random.default_rng(seed).permutation(len(documents))
+    if val_tokens is not None:
+        wanted = _docs_for_tokens([documents[i] for i in permutation if not empty[i]], val_lengths, val_tokens)
+    else:
+        wanted = default_val_docs(usable) if val_docs is None else val_docs
+    if wanted >= usable:
+        asked = f"{val_tokens} held-out tokens take {wanted}" if val_tokens is not None else f"{wanted}"
+        raise UserError(f"{'val_tokens' if val_tokens is not None else 'val_docs'}: {asked} held-out documents "
+                        f"leave none for training (the corpus has {usable} non-empty documents)")
     taken = np.cumsum(~empty[permutation])
     cut = int(np.searchsorted(taken, wanted)) + 1  # permutation[:cut] holds `wanted` usable docs
     is_val = np.zeros(len(documents), dtype=bool)
     is_val[permutation[:cut]] = True
     skipped = {"train": int((empty & ~is_val).sum()), "val": int((empty & is_val).sum())}
     return is_val, skipped
+
+
+def _docs_for_tokens(candidates: list[Document], val_lengths, val_tokens: int) -> int:
+    """How many of ``candidates`` (in order) it takes to hold ``val_tokens`` tokens with EOS;
+    ``len(candidates)`` when all of them do not."""
+    held = 0
+    for start in range(0, len(candidates), _ENCODE_BATCH):
+        lengths = val_lengths(candidates[start:start + _ENCODE_BATCH])
+        totals = held + np.cumsum(np.asarray(lengths, dtype=np.int64) + 1)
+        reached = int(np.searchsorted(totals, val_tokens))  # first index with totals >= val_tokens
+        if reached < len(totals):
+            return start + reached + 1
+        held = int(totals[-1])
+    return len(candidates)
 
 
 def _read_corpus(corpus: str | Path, max_docs: int | None) -> list[Document]:
@@ -316,9 +353,15 @@ def _read_corpus(corpus: str | Path, max_docs: int | None) -> list[Document]:
     return documents
 
 
-def _write_store(corpus, tmp: Path, *, tokenizer, vocab_size, val_docs, seed, max_docs) -> dict[str, Any]:
+def _write_store(corpus, tmp: Path, *, tokenizer, vocab_size, val_docs, val_tokens=None, seed,
+                 max_docs) -> dict[str, Any]:
     documents = _read_corpus(corpus, max_docs)
-    is_val, skipped = _split_plan(documents, val_docs, seed)
+    hf_tokenizer = _load_tokenizer(Path(tokenizer)) if tokenizer is not None else None
+
+    def val_lengths(docs: list[Document]) -> list[int]:
+        return [len(ids) for ids in encode_texts(hf_tokenizer, [doc.text for doc in docs])]
+
+    is_val, skipped = _split_plan(documents, val_docs, seed, val_lengths, val_tokens)
     splits = {
         "train": [doc for doc, val in zip(documents, is_val) if not val and doc.text.strip()],
         "val": [doc for doc, val in zip(documents, is_val) if val and doc.text.strip()],
@@ -328,9 +371,7 @@ def _write_store(corpus, tmp: Path, *, tokenizer, vocab_size, val_docs, seed, ma
             for doc in docs:
                 handle.write(json.dumps({"doc_id": doc.doc_id, "text": doc.text}, ensure_ascii=False) + "\n")
 
-    if tokenizer is not None:
-        hf_tokenizer = _load_tokenizer(Path(tokenizer))
-    else:
+    if hf_tokenizer is None:
         hf_tokenizer = train_bpe_tokenizer((doc.text for doc in splits["train"]), vocab_size)
     hf_tokenizer.save_pretrained(tmp / TOKENIZER_DIR)
     eos_id = hf_tokenizer.eos_token_id

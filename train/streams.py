@@ -4,17 +4,21 @@ A *stream* is a seeded permutation of its documents, each followed by EOS, conca
 into context-length *windows* ("concat-and-chunk"). The final partial window is dropped: it
 would need padding, and at most ``context - 1`` tokens of a stream are lost that way.
 
-Training draws from two streams. Every batch of ``B`` windows takes
-``round(m * B)`` windows from the synthetic stream and the rest from the real stream (``m`` is
-the mixing fraction; rounding is half-up). Each stream visits its windows in one fixed,
-seeded window permutation that is reused every epoch. ``real_epochs`` counts passes over the
-real stream, so the run has ``ceil(real_epochs * real_windows / real_per_batch)`` steps
-(= real steps per epoch * epochs / (1 - m) when everything divides). The synthetic stream cycles
-through its own permutation as often as that takes.
+Training draws from two streams as a weighted mixture (weights ``1 - m`` and ``m``, as the
+reference implementation does): over the first ``k`` steps the run has read
+``floor(k * (1 - m) * B)`` real windows and ``ceil(k * m * B)`` synthetic ones, so each step takes
+``floor(m * B)`` or ``ceil(m * B)`` synthetic windows and the synthetic share of the run is ``m``
+up to one window, even when ``m * B`` is not whole (m = 0.9, B = 64: 57 or 58, not always 58).
+``m`` is taken as the decimal it was written as (``Fraction(repr(m))``), so 0.9 * 64 is 57.6
+exactly. Each stream visits its windows in one fixed, seeded window permutation that is reused
+every epoch. ``real_epochs`` counts passes over the real stream, so the run has
+``ceil(real_epochs * real_windows / ((1 - m) * B))`` steps (= real steps per epoch * epochs /
+(1 - m) when everything divides). The synthetic stream cycles through its own permutation as
+often as that takes.
 
 Policy for the remainder: the last step may be short. It takes only the real windows that are
-left, so that every real window is seen *exactly* ``real_epochs`` times, and the synthetic
-windows in the same proportion (``round_half_up(left * s / r)``); every other step is full.
+left, so that every real window is seen *exactly* ``real_epochs`` times, and synthetic windows up
+to ``ceil(real_total * m / (1 - m))`` for the whole run; every other step is full.
 
 Nothing here touches tokens: :class:`StreamLayout` maps window positions to (document,
 offset) pairs and :class:`MixingPlan` maps a step to window ids, each in O(batch) for any step,
@@ -26,6 +30,7 @@ from __future__ import annotations
 import functools
 import math
 from dataclasses import dataclass
+from fractions import Fraction
 
 import numpy as np
 
@@ -33,7 +38,6 @@ __all__ = [
     "REAL",
     "SYNTHETIC",
     "VALIDATION",
-    "round_half_up",
     "stream_rng",
     "document_order",
     "window_order",
@@ -50,11 +54,6 @@ SYNTHETIC = 1
 VALIDATION = 2
 _DOCUMENTS = 0
 _WINDOWS = 1
-
-
-def round_half_up(value: float) -> int:
-    """Round to the nearest integer, halves up (Python's ``round`` rounds halves to even)."""
-    return math.floor(value + 0.5 + 1e-9)
 
 
 def stream_rng(seed: int, stream: int, purpose: int) -> np.random.Generator:
@@ -166,13 +165,12 @@ class MixingPlan:
     """Which windows of the real and synthetic streams each training step reads.
 
     Example:
-        >>> plan = MixingPlan(real_windows=10, synthetic_windows=7, batch_size=4,
-        ...                   mixing_fraction=0.5, real_epochs=2, seed=0)
-        >>> plan.real_per_batch, plan.synthetic_per_batch, plan.total_steps
-        (2, 2, 10)
-        >>> real, synthetic = plan.batch(3)
-        >>> len(real), len(synthetic)
-        (2, 2)
+        >>> plan = MixingPlan(real_windows=100, synthetic_windows=700, batch_size=64,
+        ...                   mixing_fraction=0.9, real_epochs=2, seed=0)
+        >>> plan.total_steps, [plan.batch_counts(step)[1] for step in range(5)]
+        (32, [58, 58, 57, 58, 57])
+        >>> plan.synthetic_windows_total, round(plan.realised_mixing_fraction, 4)
+        (1800, 0.9)
     """
 
     real_windows: int
@@ -182,7 +180,7 @@ class MixingPlan:
     batch_size: int
     """Windows per step."""
     mixing_fraction: float
-    """Share of each batch drawn from the synthetic stream, in [0, 1)."""
+    """Share of all training windows drawn from the synthetic stream, in [0, 1)."""
     real_epochs: int
     """Passes over the real stream."""
     seed: int
@@ -200,40 +198,52 @@ class MixingPlan:
                             f"(use a shorter context or more documents)")
         if self.synthetic_windows < 0:
             raise PlanError("synthetic_windows", f"expected >= 0, got {self.synthetic_windows}")
-        synthetic = self.synthetic_per_batch
-        if self.mixing_fraction > 0:
-            if self.synthetic_windows < 1:
-                raise PlanError("synthetic_windows", f"mixing_fraction {self.mixing_fraction} needs a synthetic "
-                                f"stream with at least one window, got {self.synthetic_windows}")
-            if synthetic == 0:
-                raise PlanError("mixing_fraction", f"{self.mixing_fraction} of a batch of {self.batch_size} "
-                                f"rounds to 0 synthetic windows (use a larger batch_size or mixing_fraction)")
-            if synthetic >= self.batch_size:
-                raise PlanError("mixing_fraction", f"{self.mixing_fraction} of a batch of {self.batch_size} "
-                                f"rounds to {synthetic} synthetic windows, leaving no real window "
-                                f"(use a larger batch_size or smaller mixing_fraction)")
+        if self.mixing_fraction > 0 and self.synthetic_windows < 1:
+            raise PlanError("synthetic_windows", f"mixing_fraction {self.mixing_fraction} needs a synthetic "
+                            f"stream with at least one window, got {self.synthetic_windows}")
 
-    @property
-    def synthetic_per_batch(self) -> int:
-        """``round(m * B)``, halves up."""
-        return round_half_up(self.mixing_fraction * self.batch_size)
+    @functools.cached_property
+    def _share(self) -> Fraction:
+        """m as the exact decimal it was written as (0.9 -> 9/10, not 0.9000000000000000222)."""
+        return Fraction(repr(float(self.mixing_fraction)))
 
-    @property
-    def real_per_batch(self) -> int:
-        return self.batch_size - self.synthetic_per_batch
+    @functools.cached_property
+    def _real_per_step(self) -> Fraction:
+        """(1 - m) * B, exactly."""
+        return (1 - self._share) * self.batch_size
 
     @property
     def real_windows_total(self) -> int:
         """Real windows read over the whole run: each real window ``real_epochs`` times."""
         return int(self.real_epochs) * self.real_windows
 
-    @property
+    @functools.cached_property
+    def synthetic_windows_total(self) -> int:
+        """Synthetic windows read over the whole run: ``ceil(real_total * m / (1 - m))``."""
+        return math.ceil(self.real_windows_total * self._share / (1 - self._share))
+
+    @functools.cached_property
     def total_steps(self) -> int:
-        return -(-self.real_windows_total // self.real_per_batch)
+        """``ceil(real_windows * real_epochs / ((1 - m) * B))``, in exact arithmetic."""
+        return math.ceil(self.real_windows_total / self._real_per_step)
 
     @property
     def steps_per_real_epoch(self) -> float:
-        return self.real_windows / self.real_per_batch
+        return float(self.real_windows / self._real_per_step)
+
+    @property
+    def realised_mixing_fraction(self) -> float:
+        """Synthetic share of all windows of the run (within 1/(windows of the run) of m)."""
+        synthetic = self.synthetic_windows_total
+        return synthetic / (synthetic + self.real_windows_total)
+
+    def windows_before(self, step: int) -> tuple[int, int]:
+        """``(real, synthetic)`` windows read by steps ``0 .. step - 1`` (``0 <= step <= total_steps``)."""
+        if not 0 <= step <= self.total_steps:
+            raise IndexError(f"step {step} outside the plan's [0, {self.total_steps}]")
+        real = math.floor(step * self._real_per_step)
+        synthetic = step * self.batch_size - real  # = ceil(step * m * B)
+        return min(real, self.real_windows_total), min(synthetic, self.synthetic_windows_total)
 
     @functools.cached_property
     def real_order(self) -> np.ndarray:
@@ -246,19 +256,19 @@ class MixingPlan:
     def batch_counts(self, step: int) -> tuple[int, int]:
         """``(real, synthetic)`` window counts of ``step``; only the last step can be short."""
         self._check_step(step)
-        real = min(self.real_per_batch, self.real_windows_total - step * self.real_per_batch)
-        if real == self.real_per_batch:
-            return real, self.synthetic_per_batch
-        return real, round_half_up(real * self.synthetic_per_batch / self.real_per_batch)
+        (real_start, synthetic_start), (real_stop, synthetic_stop) = (
+            self.windows_before(step), self.windows_before(step + 1))
+        return real_stop - real_start, synthetic_stop - synthetic_start
 
     def batch(self, step: int) -> tuple[np.ndarray, np.ndarray]:
         """The real and synthetic window ids of ``step`` (int64 arrays), in O(batch)."""
-        real_count, synthetic_count = self.batch_counts(step)
-        real_index = step * self.real_per_batch + np.arange(real_count, dtype=np.int64)
-        real = self.real_order[real_index % self.real_windows]
-        if synthetic_count == 0:
+        self._check_step(step)
+        (real_start, synthetic_start), (real_stop, synthetic_stop) = (
+            self.windows_before(step), self.windows_before(step + 1))
+        real = self.real_order[np.arange(real_start, real_stop, dtype=np.int64) % self.real_windows]
+        if synthetic_stop == synthetic_start:
             return real, np.zeros(0, dtype=np.int64)
-        synthetic_index = step * self.synthetic_per_batch + np.arange(synthetic_count, dtype=np.int64)
+        synthetic_index = np.arange(synthetic_start, synthetic_stop, dtype=np.int64)
         return real, self.synthetic_order[synthetic_index % self.synthetic_windows]
 
     def _check_step(self, step: int) -> None:

@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from megadocs.cli import examples
 from megadocs.errors import UserError
 from megadocs.formats import RunDir
 
@@ -20,6 +21,7 @@ __all__ = ["register", "apply_overrides", "load_run_config", "DEFAULT_RUNS_DIR",
 
 DEFAULT_RUNS_DIR = Path("runs/train")
 EXIT_PREEMPTED = 3
+EXIT_INTERRUPTED = 130  # SIGINT (Ctrl-C), as shells report it
 RUN = "run"  # the hidden parser of `megadocs train CONFIG.yaml ...`
 
 
@@ -83,7 +85,16 @@ def register(subparsers) -> None:
         "       %(prog)s --reidentify RUN\n"
         "       %(prog)s {ensemble,benchmarks} ...",
         description="Train one model from a RunConfig YAML (see `megadocs train --template`). "
-        "Exit status 3 means preempted: re-run the same command to resume.",
+        "RUN gets config.yaml, provenance.json, log.jsonl (loss and periodic validation curve), "
+        "tensorboard/, model/ (with a model card) and metrics.json. Exit status 3 means preempted (130: "
+        "interrupted by Ctrl-C); the checkpoint is saved: re-run the same command to resume. Also: `megadocs train ensemble --help`, "
+        "`megadocs train benchmarks --help`.",
+        **examples(
+            "megadocs train --template > run.yaml",
+            "megadocs train run.yaml --out runs/train/first --set optim.lr=0.001 --set data.real_epochs=4",
+            "megadocs train run.yaml --set 'tracking.wandb={mode: offline}'   # also log to W&B",
+            "tensorboard --logdir runs/train                                   # curves of every run",
+        ),
     )
     _add_run_options(parser)
     commands = parser.add_subparsers(
@@ -94,12 +105,24 @@ def register(subparsers) -> None:
     ensemble = commands.add_parser(
         "ensemble", help="validation loss L(K) of logit-averaged ensembles, K = 1..N",
         description="Validation loss of logit-averaged ensembles, K = 1..N (see train/ensemble_cli.py).",
+        **examples(
+            "megadocs train ensemble --members runs/train/a runs/train/b runs/train/c",
+            "megadocs train ensemble --members runs/train/a runs/train/b --benchmarks piqa,sciq "
+            "--benchmark-data benchmark-data --json runs/ens.json",
+        ),
     )
     add_ensemble_arguments(ensemble)
     ensemble.set_defaults(func=_ensemble)
     benchmarks = commands.add_parser(
         "benchmarks", help="zero-shot PIQA/SciQ/ARC-Easy accuracy of a model or an ensemble (lm-eval)",
         description="Zero-shot PIQA/SciQ/ARC-Easy accuracy (lm-eval) of a model or a logit-averaged ensemble.",
+        **examples(
+            "megadocs train benchmarks --members runs/train/a --benchmark-data benchmark-data",
+            "megadocs train benchmarks --members runs/train/a runs/train/b --benchmarks piqa --benchmark-limit 200",
+            "lm_eval --model hf --model_args pretrained=runs/train/a/model --tasks piqa   # lm-eval's own CLI",
+            note="A run's model/ is a plain Hugging Face directory, so lm-eval's own CLI scores it too "
+            "(`pip install 'megadocs[eval]'` brings lm-eval and accelerate, which its hf model needs).",
+        ),
     )
     add_benchmark_arguments(benchmarks)
     benchmarks.set_defaults(func=_benchmarks)
@@ -134,14 +157,32 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
 
 
 def load_run_config(path: str | Path, overrides: list[str] | None = None):
-    """The validated RunConfig of a YAML file with `--set` overrides applied."""
-    from megadocs.config import load_yaml, parse_config
+    """The validated RunConfig of a YAML file with `--set` overrides applied.
+
+    A bad value is reported against where it came from: ``--set optim.lr=-1: optim.lr: ...``
+    when an override set it (or the section holding it), else the file.
+    """
+    from pydantic import ValidationError
+
+    from megadocs.config import format_validation_error, load_yaml
     from train.config import RunConfig
 
     data = load_yaml(path)
     if not isinstance(data, dict):
         raise UserError(f"{path}: expected a mapping of config fields, got {type(data).__name__}")
-    return parse_config(apply_overrides(data, overrides or []), RunConfig, source=str(path))
+    overrides = overrides or []
+    try:
+        return RunConfig.model_validate(apply_overrides(data, overrides))
+    except ValidationError as exc:
+        field = ".".join(str(part) for part in exc.errors()[0]["loc"])
+        culprit = next((item for item in reversed(overrides) if _touches(item.partition("=")[0].strip(), field)),
+                       None)  # fmt: skip
+        raise UserError(format_validation_error(exc, f"--set {culprit}" if culprit else str(path))) from None
+
+
+def _touches(key: str, field: str) -> bool:
+    """Does the override of `key` set `field`, a field inside it, or a field of the section it is in?"""
+    return key == field or field.startswith(key + ".") or (bool(field) and key.startswith(field + "."))
 
 
 def _ensemble(args: argparse.Namespace) -> int:
@@ -223,8 +264,9 @@ def _run(args: argparse.Namespace) -> int:
     try:
         metrics = run(config, out)
     except Preempted as exc:
-        print(f"preempted at step {exc.step}; checkpoint saved; re-run the same command to resume", file=sys.stderr)
-        return EXIT_PREEMPTED
+        what = "interrupted" if exc.interrupted else "preempted"
+        print(f"{what} at step {exc.step}; checkpoint saved; re-run the same command to resume", file=sys.stderr)
+        return EXIT_INTERRUPTED if exc.interrupted else EXIT_PREEMPTED
     val = ", ".join(f"{name} {'-' if loss is None else f'{loss:.4f}'}" for name, loss in metrics.val_losses.items())
     print(f"{metrics.status}: {metrics.steps} steps, val loss {val} ({RunDir(out).metrics})")
     return 0

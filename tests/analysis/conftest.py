@@ -55,5 +55,13 @@ def toy_sweep(tmp_path_factory) -> Path:
 
 @pytest.fixture
 def empty_sweep(tmp_path) -> Path:
-    """A valid sweep file whose ledger has never been written."""
-    return write_sweep(tmp_path / "empty")
+    """A valid sweep file whose ledger exists (a controller created its studies) but holds no run
+    yet. (A ledger that was never created is refused: tests/search/test_trust.py.)"""
+    from search.controller import build_strategies
+    from search.ledger import Ledger
+    from search.sweep import load_sweep
+
+    path = write_sweep(tmp_path / "empty")
+    sweep = load_sweep(path)
+    build_strategies(sweep, Ledger(sweep.ledger_url, sweep.name))
+    return path

@@ -39,6 +39,32 @@ def test_interval_covers_truth_in_most_repetitions():
     assert covered >= 7
 
 
+# Generation-curve designs (paper.md: loss vs G at G = 1..32, noise of a few thousandths).
+GENERATION_X = np.array([1, 2, 4, 8, 16, 32.0])
+GENERATION_DESIGNS = [(3.40, 0.15, 0.5, 0.003), (3.34, 0.25, 0.8, 0.004), (3.41, 0.12, 1.2, 0.002)]
+
+
+def test_95_percent_intervals_cover_about_95_percent_of_generation_curves():
+    """Seeded simulation: 210 noisy 6-point curves, nominal 95% intervals of every parameter
+    (about 94% each here; 30 s of one core).
+
+    The residual bootstrap this replaced covered 83-86% on these designs (69-86% in the audit):
+    with 3 spare points the noise level is itself uncertain, and the intervals must carry that.
+    """
+    covered, fits = np.zeros(3), 0
+    for design, (E, A, alpha, sigma) in enumerate(GENERATION_DESIGNS):
+        rng = np.random.default_rng(design)
+        for trial in range(70):
+            y = power_law(GENERATION_X, E, A, alpha) + rng.normal(0.0, sigma, len(GENERATION_X))
+            fit = fit_power_law(GENERATION_X, y, n_boot=60, seed=trial)
+            assert fit.ci is not None
+            covered += [fit.ci[name][0] <= truth <= fit.ci[name][1] for name, truth in zip(("E", "A", "alpha"),
+                                                                                         (E, A, alpha))]
+            fits += 1
+    coverage = covered / fits
+    assert ((0.91 <= coverage) & (coverage <= 0.99)).all(), coverage
+
+
 def test_huber_resists_an_outlier_that_pulls_least_squares():
     y = noisy(0)
     y[5] *= 1.08  # one run 8% too high
@@ -136,3 +162,48 @@ def test_repeated_seeds_at_each_x_are_fitted_together():
     fit = fit_power_law(x, y, n_boot=100)
     assert fit.n_points == 15 and fit.ci is not None
     assert fit.alpha == pytest.approx(TRUE["alpha"], abs=0.05)
+
+
+def test_cli_fit_json_gives_one_object_per_group_with_estimate_low_high(tmp_path, capsys):
+    import json
+
+    from megadocs.cli import main
+
+    rng = np.random.default_rng(0)
+    rows = [{"method": "stitched", "g": g, "loss": float(y)}
+            for g, y in zip(GENERATION_X, power_law(GENERATION_X, 3.4, 0.15, 0.5) + rng.normal(0, 0.003, 6))]
+    rows += [{"method": "latent", "g": 1, "loss": 3.5}, {"method": "latent", "g": 2, "loss": 3.4}]
+    table = tmp_path / "points.json"
+    table.write_text(json.dumps(rows))
+    assert main(["analysis", "fit", str(table), "--x", "g", "--group", "method", "--bootstrap", "100",
+                 "--json"]) == 1  # one group could not be fitted
+    out = capsys.readouterr().out
+
+    def refuse(constant):
+        raise ValueError(f"non-standard JSON constant {constant}")
+
+    groups = {row["group"]: row for row in json.loads(out, parse_constant=refuse)}
+    assert set(groups) == {"stitched", "latent"}
+    assert "cannot determine 3 parameters" in groups["latent"]["error"]
+    stitched = groups["stitched"]
+    assert stitched["n_points"] == 6 and stitched["level"] == 0.95
+    for name in ("E", "A", "alpha"):
+        param = stitched["params"][name]
+        assert param["low"] < param["estimate"] < param["high"]
+    fit = fit_power_law(GENERATION_X, [row["loss"] for row in rows[:6]], n_boot=0)
+    assert stitched["params"]["E"]["estimate"] == pytest.approx(fit.E)
+
+
+def test_groups_draw_independent_bootstrap_noise():
+    """Paired draws of two groups give the interval of their difference (ensemble asymptotes):
+    one shared seed made identical noise in every group and that interval several times too narrow."""
+    import pandas as pd
+
+    y = power_law(GENERATION_X, 3.4, 0.15, 0.5) + np.random.default_rng(1).normal(0, 0.003, 6)
+    frame = pd.DataFrame({"method": ["a"] * 6 + ["b"] * 6, "g": np.tile(GENERATION_X, 2), "loss": np.tile(y, 2)})
+    fits = fit_groups(frame, x="g", y="loss", group="method", n_boot=60)
+    a, b = fits["a"].samples[:, 0], fits["b"].samples[:, 0]
+    assert fits["a"].E == fits["b"].E and not np.allclose(a, b)
+    spread = np.percentile(a - b, 97.5) - np.percentile(a - b, 2.5)
+    single = fits["a"].ci["E"][1] - fits["a"].ci["E"][0]
+    assert spread > single  # the difference of two independent estimates varies more than one

@@ -135,7 +135,27 @@ def test_templates_name_their_source_and_hash_their_bytes(tmp_path):
     assert "BoLT" in thoughts.source
     messages = thoughts.messages(prefix="P {x}", suffix="S")
     assert messages[0]["role"] == "system" and "### Prefix:\nP {x}\n\n### Suffix:\nS\n\n" in messages[1]["content"]
+    # one pass: a prefix quoting "{suffix}" keeps it literally (sequential replacement pasted S in)
+    quoting = thoughts.messages(prefix="the template says {suffix} here", suffix="S")[1]["content"]
+    assert "the template says {suffix} here" in quoting and quoting.count("S\n\n") == 1
     bad = tmp_path / "bad.yaml"
     bad.write_text("user: 'no placeholder'\n")
     with pytest.raises(UserError, match=r"\{prefix\} exactly once"):
         load_template("thoughts", bad)
+
+
+def test_missing_generator_is_reported_before_heavy_imports(tmp_path):
+    """A wrong --generator path fails in one line without importing transformers/vLLM/torch."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; from megadocs.cli import main; "
+        f"status = main(['gen', 'rephrase', '--docs', 'stdlib', '--generator', {str(tmp_path / 'nope')!r}, "
+        f"'--g', '1', '--out', {str(tmp_path / 'pool')!r}]); "
+        "print(status, sorted(m for m in ('transformers', 'vllm', 'torch') if m in sys.modules))"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.stdout.split("\n")[0] == "2 []", result.stdout + result.stderr
+    assert result.stderr.strip().count("\n") == 0 and "--generator:" in result.stderr
+    assert not (tmp_path / "pool").exists()

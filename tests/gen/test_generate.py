@@ -179,3 +179,26 @@ def test_slurm_job_array_one_task_per_shard(tiny_generator, tmp_path):
                                                                 "shard-00001-of-00002.jsonl"}
     array_ids = {p.name.split("_")[0] for p in (tmp_path / "pool" / "submitit").glob("*_result.pkl")}
     assert len(array_ids) == 1  # both shards ran as tasks of ONE job array
+
+
+def test_assembly_picks_generations_by_gen_index_not_file_position(full_pool, docs4, tmp_path):
+    """A shard whose rows are not in gen_index order (a re-sorted or hand-merged shard) assembles
+    the same documents: thoughts go in at their own split points."""
+    import shutil
+
+    from gen import pool as pool_format
+    from gen.assemble import assemble
+
+    shuffled = tmp_path / "pool"
+    shutil.copytree(full_pool, shuffled)
+    shutil.rmtree(shuffled / "assembled", ignore_errors=True)
+    count = json.loads((shuffled / "manifest.json").read_text())["num_shards"]
+    for index in range(count):
+        path = pool_format.rows_path(shuffled, index, count)
+        groups = list(pool_format.iter_doc_groups(shuffled, index, count))
+        path.write_text("".join(json.dumps(row) + "\n" for _, rows in groups for row in reversed(rows)))
+    assemble(full_pool, "latent", 2, docs=docs4, overwrite=True)
+    assemble(shuffled, "latent", 2, docs=docs4)
+    expected = (full_pool / "assembled" / "latent-g2" / "documents.jsonl").read_text()
+    assert (shuffled / "assembled" / "latent-g2" / "documents.jsonl").read_text() == expected
+    assert "<think>" in expected

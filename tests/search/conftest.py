@@ -14,6 +14,15 @@ REPO = Path(__file__).resolve().parents[2]
 GRID = {"lr": [0.001, 0.003, 0.01], "wd": [0.1, 0.4, 0.8, 1.6], "epochs": [1, 2, 4, 8, 16, 32]}
 START = {"lr": 0.003, "wd": 0.8, "epochs": 8}
 
+READ_ONLY_COMMANDS = [
+    ["search", "status", "{sweep}"],
+    ["search", "status", "{sweep}", "--json"],
+    ["analysis", "export", "{sweep}", "--out", "{tmp}/table.csv"],
+    ["analysis", "report", "{sweep}", "--out", "{tmp}/report"],
+    ["analysis", "fit", "{sweep}", "--bootstrap", "0"],
+]
+"""Every command that only reads a ledger (``{sweep}``: the sweep file, ``{tmp}``: a scratch folder)."""
+
 
 @pytest.fixture
 def workdir(tmp_path, monkeypatch):

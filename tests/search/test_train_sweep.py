@@ -51,13 +51,14 @@ def test_training_sweep_certifies_real_and_simple(tiny_store, workdir, monkeypat
     import torch
 
     from megadocs.cli import main
-    from train.store import prepare
+    from train.store import TokenStore, prepare
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # the cores are shared with other work: one thread is faster
     documents = write_mini_corpus(tiny_store, workdir / "mini.jsonl")
     prepare(workdir / "mini.jsonl", workdir / "store", tokenizer=tiny_store / "tokenizer", val_docs=6, seed=0)
-    write_simple_pool(workdir / "pool", documents[6:])
+    train_ids = set(TokenStore.open(workdir / "store").split("train").doc_ids)
+    write_simple_pool(workdir / "pool", [doc for doc in documents if doc["id"] in train_ids])  # no val text
     sweep = {
         "name": "tiny",
         "executor": {"kind": "debug", "max_parallel": 2, "poll_s": 0.1, "max_retries": 1},
@@ -102,6 +103,11 @@ def test_training_sweep_certifies_real_and_simple(tiny_store, workdir, monkeypat
             assert config["data"]["synthetic"]["algorithm"] == "simple" and config["data"]["synthetic"]["g"] == 1
             assert config["data"]["mixing_fraction"] == run["point"]["mix"]
         assert math.isfinite(run["loss"]) and run["loss"] == run["metrics"]["val_loss"]
+        # trackers group a run under the (first) certification that asked for it; the ledger
+        # holds the run's provenance
+        sharing = {r["certification"] for r in runs if r["run_id"] == run["run_id"]}
+        assert config["tracking"]["group"] in sharing
+        assert run["provenance"]["torch_version"] == torch.__version__ and run["provenance"]["git_commit"]
     for name in ("real", "simple-g1"):
         cert = summaries[name].certificate
         assert all(n.loss >= cert.loss for n in cert.neighbours)

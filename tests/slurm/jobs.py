@@ -18,3 +18,11 @@ def where_am_i(x: int) -> dict:
         "host": socket.gethostname(),
         "python": sys.executable,
     }
+
+
+def sleep_for(seconds: float) -> float:
+    """A job that stays RUNNING for a while (the executor's liveness check is asked meanwhile)."""
+    import time
+
+    time.sleep(seconds)
+    return seconds

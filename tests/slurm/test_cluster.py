@@ -103,3 +103,25 @@ def test_a_job_array_runs_through_the_profile_and_accounting_records_it(slurm_cl
         timeout_s=30, what=f"sacct to record array {array_id} as COMPLETED",
     )
     assert [jid for jid, _ in sacct_history(array_id)] == job_ids
+
+
+def test_status_liveness_follows_slurm_states_for_a_reattached_job(slurm_cluster, tmp_path):
+    """What `search status` asks after a controller died: a fresh executor, re-attached to a job
+    id and folder from the ledger, sees the job running, then gone once SLURM cancelled it."""
+    from megadocs.executors import SlurmExecutor, load_profile
+    from megadocs.trust import UntrustedPath
+    from tests.slurm.jobs import sleep_for
+
+    folder = tmp_path / "jobs"
+    submitter = SlurmExecutor(folder, load_profile(LOCAL_PROFILE), max_parallel=4)
+    [job_id] = submitter.submit([lambda: sleep_for(120)])
+    try:
+        wait_for(lambda: "RUNNING" in [state for _, state in sacct_history(job_id)], 120, "the job to run")
+        status_side = SlurmExecutor(folder, load_profile(LOCAL_PROFILE), max_parallel=4)
+        assert status_side.alive(job_id, str(folder))
+        with pytest.raises(UntrustedPath):  # a folder outside the executor's own
+            SlurmExecutor(folder, load_profile(LOCAL_PROFILE), max_parallel=4).alive(job_id, str(tmp_path))
+    finally:
+        subprocess.run(["scancel", job_id], check=True)
+    later = SlurmExecutor(folder, load_profile(LOCAL_PROFILE), max_parallel=4)
+    wait_for(lambda: not later.alive(job_id, str(folder)), 120, "SLURM to report the job ended")

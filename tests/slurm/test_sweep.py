@@ -63,9 +63,13 @@ def _controller(path: Path) -> subprocess.Popen:
 
 
 def _runs(path: Path) -> list[dict]:
-    from search.ledger import read_runs
+    """The ledger's runs; none while the controller has not created the ledger yet."""
+    from search.ledger import LedgerMissing, read_runs
 
-    return read_runs(path)
+    try:
+        return read_runs(path)
+    except LedgerMissing:
+        return []
 
 
 def _calls(workdir: Path) -> list[tuple]:

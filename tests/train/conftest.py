@@ -22,6 +22,17 @@ def small_store(tmp_path_factory) -> Path:
     return out
 
 
+@pytest.fixture(scope="session")
+def micro_store(tmp_path_factory) -> Path:
+    """3 train documents (~5k tokens), 1 val document: for runs that must read the corpus many
+    times over (m = 0.9 reads ten windows per real one)."""
+    from train.store import prepare
+
+    out = tmp_path_factory.mktemp("micro-store") / "stdlib"
+    prepare("stdlib", out, vocab_size=384, val_docs=1, max_docs=4, seed=0)
+    return out
+
+
 @pytest.fixture
 def one_thread():
     """One torch thread: on 2 cores shared with other work, two threads run several times slower."""

@@ -101,3 +101,10 @@ def test_train_with_overrides_and_default_out(small_store, tmp_path, monkeypatch
     metrics = json.loads((runs[0] / "metrics.json").read_text())
     assert metrics["status"] == "completed"
     assert "completed" in capsys.readouterr().out
+
+
+def test_ensemble_with_a_missing_member_names_members(tmp_path, capsys):
+    missing = tmp_path / "missing"
+    assert main(["train", "ensemble", "--members", str(missing)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"error: --members: {missing}: not a model directory") and "--context" not in err

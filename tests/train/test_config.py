@@ -68,7 +68,7 @@ def test_set_overrides_parse_values_as_yaml_and_create_sections(tmp_path):
     assert apply_overrides({}, ["a.b.c=3"]) == {"a": {"b": {"c": 3}}}
     with pytest.raises(UserError, match="--set: expected KEY.PATH=VALUE, got 'optim.lr'"):
         load_run_config(path, ["optim.lr"])
-    with pytest.raises(UserError, match=r"run.yaml: optim.lr: Input should be greater than 0, got -1"):
+    with pytest.raises(UserError, match=r"^--set optim.lr=-1: optim.lr: Input should be greater than 0, got -1"):
         load_run_config(path, ["optim.lr=-1"])
 
 

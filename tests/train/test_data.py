@@ -65,7 +65,7 @@ def test_mixed_batches_take_round_m_b_synthetic_windows(tiny_store, pool):
     stream, owners = literal_stream(documents.tokens, documents.offsets,
                                     document_order(documents.num_documents, 0, SYNTHETIC), store.eos_id)
     assert streams.plan.synthetic_windows == len(stream) // CONTEXT
-    assert (streams.plan.real_per_batch, streams.plan.synthetic_per_batch) == (2, 6)
+    assert streams.plan.batch_counts(0) == (2, 6)  # m * B = 6 is whole: every full step
     assert streams.total_steps == -(-streams.plan.real_windows // 2)
     for step in (0, 7, streams.total_steps - 2):
         batch = streams.batch(step)
@@ -114,7 +114,7 @@ def test_synthetic_config_may_be_an_object(tiny_store, pool):
 
     streams = TrainingStreams.build(tiny_store, synthetic=Spec(), context=CONTEXT, mixing_fraction=0.5,
                                     real_epochs=1, batch_size=4, seed=0)
-    assert streams.plan.synthetic_per_batch == 2
+    assert streams.plan.batch_counts(0)[1] == 2
 
 
 @pytest.mark.parametrize(
@@ -138,10 +138,13 @@ def test_bad_settings_name_the_config_field(tiny_store, changes, message):
         TrainingStreams.build(tiny_store, **{**settings, **changes})
 
 
-def test_mixing_fraction_that_rounds_away_is_refused(tiny_store, pool):
-    with pytest.raises(UserError, match=r"^data\.mixing_fraction: .*rounds to 0 synthetic windows"):
-        TrainingStreams.build(tiny_store, synthetic={"pool": pool, "algorithm": "stitched", "g": 2},
-                              context=CONTEXT, mixing_fraction=0.05, real_epochs=1, batch_size=8, seed=0)
+def test_a_share_below_one_window_per_batch_is_mixed_in_exactly(tiny_store, pool):
+    """m * B = 0.4 used to be refused ("rounds to 0"); a weighted mixture reads 2 windows in 5 steps."""
+    streams = TrainingStreams.build(tiny_store, synthetic={"pool": pool, "algorithm": "stitched", "g": 2},
+                                    context=CONTEXT, mixing_fraction=0.05, real_epochs=1, batch_size=8, seed=0)
+    counts = [streams.plan.batch_counts(step)[1] for step in range(5)]
+    assert counts == [1, 0, 1, 0, 0]  # ceil(0.4 k) synthetic windows after k steps
+    assert streams.batch(0)["is_synthetic"].tolist() == [False] * 7 + [True]
 
 
 def test_validation_windows_are_fixed_real_text(tiny_store):
@@ -176,3 +179,50 @@ def test_validation_needs_one_window(tiny_store):
         ValidationSet.build(tiny_store, context=10**7)
     with pytest.raises(UserError, match="split 'test' not in the store"):
         ValidationSet.build(tiny_store, split="test", context=CONTEXT)
+
+
+def test_fewer_validation_windows_than_requested_warns_naming_the_field(tiny_store, capsys):
+    everything = ValidationSet.build(tiny_store, context=CONTEXT)
+    assert "warning" not in capsys.readouterr().err
+    fewer = ValidationSet.build(tiny_store, context=CONTEXT, max_windows=everything.num_windows + 100)
+    assert fewer.num_windows == everything.num_windows and fewer.requested == everything.num_windows + 100
+    err = capsys.readouterr().err
+    assert f"eval.val_windows: {everything.num_windows + 100} windows requested" in err
+    assert f"holds only {everything.num_windows} windows" in err and "--val-tokens" in err
+
+
+def test_halves_split_the_scored_documents_by_rank_even_with_equal_lengths():
+    """The median rule put every document of equal length in the short half (long half NaN), and
+    documents the scored windows never reach could take a half's place."""
+    from train.data import longer_half
+
+    equal = longer_half(np.array([10, 10, 10, 10]), np.arange(4))
+    assert equal.tolist() == [False, False, True, True]
+    present_only = longer_half(np.array([1, 2, 3, 50, 60]), np.array([0, 1, 2]))
+    assert present_only.tolist() == [False, True, True, False, False]
+    assert longer_half(np.array([5]), np.array([0])).tolist() == [True]
+
+
+def test_a_half_without_tokens_is_none_not_nan():
+    from train.evaluate import LossTotals
+
+    totals = LossTotals()
+    totals.add(torch.ones(2, 3), torch.ones(2, 3, dtype=torch.bool))
+    assert totals.summary("iid") == {"iid": 1.0, "iid_short": None, "iid_long": 1.0}
+
+
+def test_a_synthetic_stream_from_validation_documents_is_refused(tiny_store, tmp_path):
+    """A pool generated from the raw corpus carries validation documents into training."""
+    store = TokenStore.open(tiny_store)
+    documents = megadocs_from_store(store)
+    val_doc = next(store.split("val").documents())
+    leaked = {"doc_id": f"{val_doc.doc_id}/stitched", "source_doc_id": val_doc.doc_id, "segments": [val_doc.text]}
+    write_assembled(tmp_path, "stitched", 2, documents[:3] + [leaked] + documents[3:])
+    settings = dict(synthetic={"pool": tmp_path, "algorithm": "stitched", "g": 2}, context=CONTEXT,
+                    mixing_fraction=0.5, real_epochs=1, batch_size=4, seed=0)
+    with pytest.raises(UserError, match=rf"^data\.synthetic: .*documents\.jsonl:4: source document "
+                                        rf"'{val_doc.doc_id}' is a document of the store's val split"):
+        TrainingStreams.build(tiny_store, **settings)
+    write_assembled(tmp_path, "stitched", 2, [{"doc_id": "x", "source_doc_id": "elsewhere", "segments": ["t"]}])
+    with pytest.raises(UserError, match="'elsewhere' is not a document of the store"):
+        TrainingStreams.build(tiny_store, **settings)

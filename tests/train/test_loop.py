@@ -60,6 +60,45 @@ def test_lr_schedule_warms_up_linearly_then_decays_by_cosine_to_zero():
     assert lr_factor(0, total_steps=5, warmup_steps=0) == 1.0
 
 
+def test_short_runs_still_warm_up_for_one_step():
+    """round(0.01 * 40) = 0 left a 40-step run starting at the peak LR."""
+    from train.loop import warmup_steps_for
+
+    assert warmup_steps_for(40, 0.01) == 1
+    assert warmup_steps_for(1000, 0.01) == 10
+    assert warmup_steps_for(40, 0.0) == 0
+    assert warmup_steps_for(1, 0.5) == 1
+
+
+def test_paper_grid_point_m_09_batch_64_mixes_exactly_and_reports_windows(micro_store, tmp_path):
+    """Done-when check of issue 12: m = 0.9 at batch 64 (57.6 synthetic rows per batch) takes
+    ceil(real_windows * epochs / ((1 - m) * batch)) steps, and metrics.json reports the windows
+    read and a realised share within 1/batch of 0.9."""
+    from fractions import Fraction
+
+    from tests.train.test_synthetic import megadocs_from_store, write_assembled
+    from train.store import TokenStore
+
+    write_assembled(tmp_path / "pool", "stitched", 2, megadocs_from_store(TokenStore.open(micro_store)))
+    (tmp_path / "pool" / "manifest.json").write_text(  # what the run identity reads of a pool
+        json.dumps({"format": "megadocs.gen-pool/1", "kind": "rephrase", "g": 2, "seed": 0}))
+    config = make_config(micro_store, data__mixing_fraction=0.9,
+                         data__synthetic={"pool": str(tmp_path / "pool"), "algorithm": "stitched", "g": 2},
+                         optim__batch_size=64, optim__micro_batch_size=64, eval__val_windows=2)
+    metrics = run(config, tmp_path / "run")
+    plan = plan_of(config)
+    real_windows = plan.real_windows
+    assert metrics.steps == math.ceil(real_windows * 1 / ((1 - Fraction("0.9")) * 64))
+    windows = metrics.windows
+    assert windows.real_per_epoch == real_windows and windows.real_seen == real_windows
+    assert windows.synthetic_seen == math.ceil(real_windows * 9)
+    assert abs(metrics.mixing_fraction_realised - 0.9) <= 1 / 64
+    assert metrics.tokens_seen == 64 * (windows.real_seen + windows.synthetic_seen)
+    assert metrics.status.value == "completed" and metrics.val_windows == {"iid": 2}
+    saved = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert saved["windows"] == windows.model_dump() and saved["mixing_fraction_realised"] == metrics.mixing_fraction_realised
+
+
 def test_micro_batches_accumulate_to_the_full_batch_gradient():
     from train.model import build_model
 
@@ -79,15 +118,28 @@ def test_micro_batches_accumulate_to_the_full_batch_gradient():
     torch.testing.assert_close(w_a, w_b)
 
 
-def test_weight_decay_skips_norm_scales():
+def test_weight_decay_follows_levanters_default_mask_and_is_configurable():
+    """levanter's default mask decays the projections and the untied head, not the input
+    embeddings or the norm scales; `optim.weight_decay_on` changes the set."""
     from train.model import build_model
 
-    groups = param_groups(build_model("tiny-1m", vocab_size=384, context=16), 0.8)
-    assert groups[0]["weight_decay"] == 0.8 and all(p.ndim == 2 for p in groups[0]["params"])
-    assert groups[1]["weight_decay"] == 0.0 and all(p.ndim == 1 for p in groups[1]["params"])
+    model = build_model("tiny-1m", vocab_size=384, context=16)
+    decayed, kept = param_groups(model, 0.8)
+    assert decayed["weight_decay"] == 0.8 and kept["weight_decay"] == 0.0
+    assert "lm_head.weight" in decayed["names"] and "model.layers.0.mlp.down_proj.weight" in decayed["names"]
+    assert "model.embed_tokens.weight" in kept["names"]
+    assert all("norm" in name for name in kept["names"] if name != "model.embed_tokens.weight")
+    assert len(decayed["params"]) + len(kept["params"]) == len(list(model.parameters()))
+    everything, nothing = param_groups(model, 0.8, ["linear", "head", "embeddings", "norms"])
+    assert not nothing["params"] and len(everything["params"]) == len(list(model.parameters()))
+    config = parse_config({"data": {"store": "s"}, "optim": {"weight_decay_on": ["linear", "embeddings"]}}, RunConfig)
+    decayed, _ = param_groups(model, 0.8, config.optim.weight_decay_on)
+    assert "model.embed_tokens.weight" in decayed["names"] and "lm_head.weight" not in decayed["names"]
+    with pytest.raises(UserError, match="weight_decay_on"):
+        parse_config({"data": {"store": "s"}, "optim": {"weight_decay_on": ["linear", "linear"]}}, RunConfig)
 
 
-def test_run_trains_evaluates_and_writes_a_loadable_run_directory(small_store, tmp_path):
+def test_run_trains_evaluates_and_writes_a_loadable_run_directory(small_store, tmp_path, capsys):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     config = make_config(small_store, eval__extra={"again": {"store": str(small_store)}})
@@ -106,6 +158,12 @@ def test_run_trains_evaluates_and_writes_a_loadable_run_directory(small_store, t
     assert metrics.tokens_seen == 64 * sum(sum(plan.batch_counts(s)) for s in range(plan.total_steps))
     assert metrics.params == sum(p.numel() for p in AutoModelForCausalLM.from_pretrained(out / "model").parameters())
     assert metrics.tokens_per_s > 0 and metrics.wall_time_s > 0
+    # the 4 held-out documents hold 220 windows of 64: scored and reported, not silently capped
+    assert metrics.val_windows == {"iid": 220, "again": 220} and metrics.val_windows_requested == 256
+    assert "eval.val_windows: 256 windows requested" in capsys.readouterr().err
+    assert metrics.windows.model_dump() == {"real_per_epoch": plan.real_windows, "real_seen": plan.real_windows,
+                                            "synthetic_seen": 0}
+    assert metrics.mixing_fraction_realised == 0.0
     assert RunMetrics.load(out / "metrics.json") == metrics
     json.loads((out / "metrics.json").read_text(), parse_constant=_refuse)  # standard JSON
     assert parse_config(__import__("yaml").safe_load((out / "config.yaml").read_text()), RunConfig) == config
@@ -194,7 +252,7 @@ def test_signal_saves_a_checkpoint_calls_the_previous_handler_and_resumes(small_
     assert (out / "checkpoint" / "state.pt").is_file() and not (out / "metrics.json").exists()
     stopped = info.value.step
     assert 10 <= stopped < plan_of(config).total_steps
-    state = torch.load(out / "checkpoint" / "state.pt", weights_only=False)
+    state = torch.load(out / "checkpoint" / "state.pt", weights_only=True)  # no pickled objects
     assert state["step"] == stopped
 
     resumed = run(config, out)

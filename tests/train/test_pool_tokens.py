@@ -186,3 +186,19 @@ def test_a_thoughts_pool_is_refused(store_pool, store):
     (store_pool / "manifest.json").write_text(json.dumps({**manifest, "kind": "thoughts"}))
     with pytest.raises(UserError, match="thoughts generations; latent documents insert thoughts"):
         tokenize_pool(store_pool, store.path, progress=False)
+
+
+def test_a_tokenized_pool_from_validation_documents_is_refused(tmp_path, store):
+    """The contamination guard covers the indexed path too: the pool's source documents must be
+    the store's train split (here a raw file that also holds a validation document)."""
+    val_doc = next(store.split("val").documents())
+    documents = _store_documents(store)[:5] + [(val_doc.doc_id, val_doc.text)]
+    source = tmp_path / "docs.jsonl"
+    source.write_text("".join(json.dumps({"id": doc_id, "text": text}) + "\n" for doc_id, text in documents))
+    pool = write_pool(tmp_path / "pool", source, documents)
+    tokenize_pool(pool, store.path, progress=False)
+    assert synthetic_documents(pool, "stitched", 2, store) is not None
+    with pytest.raises(UserError, match=rf"^data\.synthetic: .*document 5: source document '{val_doc.doc_id}' "
+                                        r"is a document of the store's val split"):
+        TrainingStreams.build(store.path, synthetic={"pool": pool, "algorithm": "stitched", "g": 2},
+                              context=64, mixing_fraction=0.5, real_epochs=1, batch_size=8, seed=1)

@@ -1,4 +1,5 @@
-"""A real `megadocs train` process killed with SIGTERM mid-run resumes to bit-identical metrics."""
+"""A real `megadocs train` process stopped by SIGTERM (a scheduler) or SIGINT (Ctrl-C) mid-run
+saves a checkpoint at the step boundary, and the re-run resumes to bit-identical metrics."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from train.loop import run
 from train.train_cli import load_run_config
 
 EXIT_PREEMPTED = 3
+EXIT_INTERRUPTED = 130
 
 
 def _megadocs(*args: str) -> list[str]:
@@ -30,7 +32,11 @@ def _env() -> dict[str, str]:
 
 
 @pytest.mark.usefixtures("one_thread")
-def test_sigterm_then_rerun_matches_an_uninterrupted_run(small_store, tmp_path):
+@pytest.mark.parametrize(("signum", "status", "word"), [
+    pytest.param(signal.SIGTERM, EXIT_PREEMPTED, "preempted", id="sigterm"),
+    pytest.param(signal.SIGINT, EXIT_INTERRUPTED, "interrupted", id="sigint", marks=pytest.mark.slow),
+])
+def test_signal_then_rerun_matches_an_uninterrupted_run(small_store, tmp_path, signum, status, word):
     config = tmp_path / "run.yaml"
     config.write_text(yaml.safe_dump({
         "data": {"store": str(small_store), "real_epochs": 1, "context": 64},
@@ -48,15 +54,19 @@ def test_sigterm_then_rerun_matches_an_uninterrupted_run(small_store, tmp_path):
         assert process.poll() is None, process.communicate()
         assert time.monotonic() < deadline, "no training step logged in 120 s"
         time.sleep(0.05)
-    process.send_signal(signal.SIGTERM)
+    process.send_signal(signum)
     out, err = process.communicate(timeout=120)
-    assert process.returncode == EXIT_PREEMPTED, err
+    assert process.returncode == status, err
     logged = json.loads(log.read_text().splitlines()[-1])["step"]
-    match = re.search(r"preempted at step (\d+); checkpoint saved; re-run the same command to resume", err)
+    match = re.search(word + r" at step (\d+); checkpoint saved; re-run the same command to resume", err)
     assert match, err
     stopped = int(match.group(1))
     assert stopped >= logged >= 10
     assert (interrupted / "checkpoint" / "state.pt").is_file() and not (interrupted / "metrics.json").exists()
+    import torch
+
+    assert torch.load(interrupted / "checkpoint" / "state.pt", weights_only=True)["step"] == stopped
+    assert "Traceback" not in err and "KeyboardInterrupt" not in err
 
     resumed = subprocess.run(_megadocs("train", str(config), "--out", str(interrupted)), env=_env(),
                              capture_output=True, text=True, timeout=300)

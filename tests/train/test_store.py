@@ -236,3 +236,21 @@ def test_cli_prepare_and_info(small_corpus, tmp_path, capsys):
     assert json.loads(capsys.readouterr().out)["splits"]["val"]["documents"] == 5
     assert main(["data", "info", str(tmp_path)]) == 2
     assert "not a token store" in capsys.readouterr().err
+
+
+def test_val_tokens_holds_out_enough_text_for_the_requested_windows(small_corpus, tmp_path):
+    """--val-tokens N: the fewest permutation-first documents whose tokens (one EOS each) reach N,
+    so the val split yields at least N // context windows (the paper's 1024 x 4096 from a recipe)."""
+    from train.data import ValidationSet
+
+    first = prepare(small_corpus, tmp_path / "bpe", vocab_size=VOCAB, val_docs=5, seed=0)
+    wanted = 4 * 256
+    store = prepare(small_corpus, tmp_path / "by-tokens", tokenizer=first.tokenizer_path, val_tokens=wanted, seed=0)
+    lengths = store.split("val").lengths + 1
+    assert lengths.sum() >= wanted > lengths.sum() - lengths.max()  # no more documents than needed
+    assert ValidationSet.build(store.path, context=256, max_windows=4).num_windows == 4
+    assert store.manifest["options"]["val_tokens"] == wanted
+    with pytest.raises(UserError, match="^val_tokens: .*--tokenizer"):
+        prepare(small_corpus, tmp_path / "no-tokenizer", vocab_size=VOCAB, val_tokens=wanted)
+    with pytest.raises(UserError, match="^val_tokens: .*leave none for training"):
+        prepare(small_corpus, tmp_path / "all", tokenizer=first.tokenizer_path, val_tokens=10**9)

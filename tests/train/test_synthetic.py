@@ -68,7 +68,8 @@ def test_cache_is_reused_and_rebuilt_when_the_documents_change(tiny_store, tmp_p
     stem = f"tokens-{store.tokenizer_hash}"
     assert {p.name for p in directory.iterdir()} == {
         "documents.jsonl", "manifest.json", f"{stem}.tokens", f"{stem}.offsets.npy", f"{stem}.json",
-        f"{stem}.lock"}
+        f"{stem}.sources.json", f"{stem}.lock"}
+    assert first.source_ids() == [doc.doc_id for doc in store.split("train").documents()][:10]
 
     def must_not_rebuild(*args, **kwargs):
         raise AssertionError("cache rebuilt although documents.jsonl did not change")
@@ -125,3 +126,15 @@ def test_malformed_documents_name_file_and_line(tiny_store, tmp_path):
                                               {"doc_id": "b", "segments": "not a list"}])
     with pytest.raises(UserError, match=r"documents\.jsonl:2: expected 'segments'"):
         load_synthetic(tmp_path, "stitched", 2, store)
+
+
+def test_cache_build_shows_progress_out_of_the_manifest_count(tiny_store, tmp_path, monkeypatch, capsys):
+    """The bar counts encoded documents against `gen assemble`'s count (batches of _ENCODE_BATCH)."""
+    monkeypatch.setattr(synthetic_module, "_ENCODE_BATCH", 2)
+    store = TokenStore.open(tiny_store)
+    documents = megadocs_from_store(store)
+    write_assembled(tmp_path, "stitched", 2, documents)
+    load_synthetic(tmp_path, "stitched", 2, store)
+    err = capsys.readouterr().err
+    n = len(documents)
+    assert n > 2 and f" 0/{n} " in err and f" {n}/{n} " in err  # a total from the start

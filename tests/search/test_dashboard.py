@@ -1,0 +1,110 @@
+"""The ledger as Optuna's own tools see it: numeric params (lr/wd on a log scale), method and G as
+params, provenance per run, and the real optuna-dashboard serving it over HTTP."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from megadocs.cli import main
+from search.ledger import Ledger, axis_distribution, read_runs
+
+
+def certify(path) -> int:
+    return main(["search", "certify", str(path), "--no-progress"])
+
+
+def test_axis_distributions_are_numeric_with_log_scale_for_lr_and_wd():
+    from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+
+    assert axis_distribution("lr", [1e-3, 3e-3, 1e-2]) == FloatDistribution(1e-3, 1e-2, log=True)
+    assert axis_distribution("wd", [0.1, 0.8, 1.6]) == FloatDistribution(0.1, 1.6, log=True)
+    assert axis_distribution("wd", [0.0, 0.1, 0.8]) == FloatDistribution(0.0, 0.8, log=False)  # 0 has no log
+    assert axis_distribution("epochs", [1, 2, 4]) == IntDistribution(1, 4)
+    assert axis_distribution("mix", [0.5, 0.75]) == FloatDistribution(0.5, 0.75)
+    assert axis_distribution("lr", [1, 3]) == IntDistribution(1, 3, log=True)
+    assert isinstance(axis_distribution("optimizer", ["adam", "sgd"]), CategoricalDistribution)
+
+
+def test_a_ledger_begun_with_categorical_params_keeps_them(tmp_path):
+    from optuna.distributions import CategoricalDistribution
+
+    ledger = Ledger(f"sqlite:///{tmp_path / 'ledger.db'}", "s")
+    study = ledger.study_id("s/a", create=True)
+    old = ledger.storage.create_new_trial(study)
+    legacy = CategoricalDistribution([0.001, 0.003])
+    ledger.storage.set_trial_param(old, "lr", legacy.to_internal_repr(0.003), legacy)  # as before this change
+    trial = ledger.new_run("s/a", point={"lr": 0.001}, fixed={"method": "simple", "g": 2}, run_id="r", run_dir="d",
+                           grid={"lr": [0.001, 0.003]})  # fmt: skip
+    frozen = ledger.storage.get_trial(trial)
+    assert frozen.distributions["lr"] == legacy and frozen.params == {"lr": 0.001, "method": "simple", "g": 2}
+
+
+def test_trials_expose_method_g_and_provenance(make_sweep):
+    path = make_sweep()
+    assert certify(path) == 0
+    runs = read_runs(path)
+    assert runs and all(r["provenance"]["git_commit"] is not None or r["provenance"]["git_dirty"] is None
+                        for r in runs)  # fmt: skip
+    record = runs[0]["provenance"]
+    assert {"megadocs_version", "torch_version", "host", "command", "slurm_job_id"} <= set(record)
+    assert json.loads((Path(runs[0]["run_dir"]) / "provenance.json").read_text()) == record
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def _get(url: str):
+    with urllib.request.urlopen(url, timeout=10) as response:  # noqa: S310 - a local test server
+        return json.loads(response.read())
+
+
+def test_optuna_dashboard_api_shows_lr_on_a_log_scale_and_method_and_g(make_sweep, workdir):
+    pytest.importorskip("optuna_dashboard")
+    path = make_sweep()
+    assert certify(path) == 0
+    port = _free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "megadocs.cli", "search", "dashboard", str(path), "--port", str(port)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=os.environ.copy(),
+    )
+    base = f"http://127.0.0.1:{port}/api"
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            assert server.poll() is None, server.stderr.read()
+            try:
+                studies = _get(f"{base}/studies")["study_summaries"]
+                break
+            except OSError:
+                assert time.monotonic() < deadline, "optuna-dashboard did not answer in 90 s"
+                time.sleep(0.5)
+        [study] = [s for s in studies if s["study_name"] == "t/a"]
+        detail = _get(f"{base}/studies/{study['study_id']}?after=0")
+        space = {p["name"]: p["distribution"] for p in detail["union_search_space"]}
+        assert space["lr"]["type"] == "FloatDistribution" and space["lr"]["log"] is True
+        assert space["wd"]["type"] == "FloatDistribution" and space["wd"]["log"] is True
+        assert space["epochs"]["type"] == "IntDistribution" and space["epochs"]["log"] is False
+        assert space["method"]["type"] == "CategoricalDistribution"
+        assert space["g"]["type"] == "IntDistribution"
+        trial = detail["trials"][0]
+        params = {p["name"]: p["param_external_value"] for p in trial["params"]}
+        assert params["method"] == "simple" and params["g"] == "4"
+        assert float(params["lr"]) in (0.001, 0.003, 0.01)
+    finally:
+        os.kill(server.pid, signal.SIGTERM)  # stopped by its pid
+        server.wait(timeout=30)
+    with socket.socket() as probe:
+        assert probe.connect_ex(("127.0.0.1", port)) != 0  # nothing listens any more

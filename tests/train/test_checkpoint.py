@@ -1,0 +1,141 @@
+"""Checkpoints: no pickled code is ever run, RNG states survive without pickle, and the
+background writer snapshots at the step boundary, writes one file at a time and is waited for."""
+
+from __future__ import annotations
+
+import os
+import pickle
+import random
+import threading
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from megadocs.errors import UserError
+from train import checkpoint
+from train.checkpoint import CheckpointWriter, checkpoint_path, load_checkpoint, save_checkpoint
+
+
+def _parts(seed: int = 0):
+    torch.manual_seed(seed)
+    model = torch.nn.Linear(4, 3)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=0.1)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0 / (step + 1))
+    model(torch.randn(2, 4)).sum().backward()
+    optimizer.step()
+    scheduler.step()
+    return model, optimizer, scheduler
+
+
+def _state(model, optimizer, scheduler, step=7):
+    return dict(model=model, optimizer=optimizer, scheduler=scheduler, step=step,
+                counters={"tokens_seen": 123, "wall_time_s": 1.5}, identity="abc")
+
+
+class _RunsCode:
+    """Unpickling this writes a marker file: what a crafted state.pt would do."""
+
+    def __init__(self, marker: str) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def test_crafted_state_file_is_refused_and_not_executed(tmp_path):
+    marker = tmp_path / "pwned"
+    path = checkpoint_path(tmp_path / "run")
+    path.parent.mkdir(parents=True)
+    with open(path, "wb") as handle:
+        pickle.dump({"format": checkpoint.FORMAT, "identity": "abc", "x": _RunsCode(str(marker))}, handle)
+    assert not marker.exists()
+    # the same bytes under the old weights_only=False load would have run the code:
+    # pickle.load(open(path, "rb")) creates the marker
+    model, optimizer, scheduler = _parts()
+    with pytest.raises(UserError, match="refused to unpickle") as info:
+        load_checkpoint(tmp_path / "run", model=model, optimizer=optimizer, scheduler=scheduler, identity="abc")
+    assert "\n" not in str(info.value)
+    assert not marker.exists()
+
+
+def test_rng_states_and_training_state_round_trip_without_pickle(tmp_path):
+    random.seed(3)
+    np.random.seed(4)
+    torch.manual_seed(5)
+    random.gauss(0, 1)  # a cached gaussian in Python's state
+    model, optimizer, scheduler = _parts()
+    save_checkpoint(tmp_path, **_state(model, optimizer, scheduler))
+    expected = (random.random(), np.random.rand(), torch.rand(1).item(), random.gauss(0, 1))
+    raw = torch.load(checkpoint_path(tmp_path), weights_only=True)  # plain tensors and values only
+    assert raw["step"] == 7 and raw["format"] == checkpoint.FORMAT
+
+    random.seed(99)
+    np.random.seed(99)
+    torch.manual_seed(99)
+    fresh_model, fresh_optimizer, fresh_scheduler = _parts(seed=1)
+    resumed = load_checkpoint(tmp_path, model=fresh_model, optimizer=fresh_optimizer, scheduler=fresh_scheduler,
+                              identity="abc")
+    assert resumed == {"step": 7, "counters": {"tokens_seen": 123, "wall_time_s": 1.5}}
+    assert (random.random(), np.random.rand(), torch.rand(1).item(), random.gauss(0, 1)) == expected
+    assert torch.equal(fresh_model.weight, model.weight)
+    assert torch.equal(fresh_optimizer.state_dict()["state"][0]["exp_avg"], optimizer.state_dict()["state"][0]["exp_avg"])
+    assert fresh_scheduler.state_dict()["last_epoch"] == scheduler.state_dict()["last_epoch"]
+
+
+def test_writer_snapshots_at_the_boundary_and_never_writes_twice_at_once(tmp_path, monkeypatch):
+    """The disk is made slow (a sleep in the write: the one thing mocked); training mutates the
+    live model while the write is pending, and a second save waits for the first."""
+    real_write = checkpoint._write
+    active, overlaps, order = [], [], []
+    lock = threading.Lock()
+
+    def slow_write(path, state):
+        with lock:
+            active.append(state["step"])
+            if len(active) > 1:
+                overlaps.append(tuple(active))
+        time.sleep(0.3)
+        real_write(path, state)
+        order.append(state["step"])
+        with lock:
+            active.remove(state["step"])
+
+    monkeypatch.setattr(checkpoint, "_write", slow_write)
+    model, optimizer, scheduler = _parts()
+    before = model.weight.detach().clone()
+    with CheckpointWriter(tmp_path) as writer:
+        start = time.perf_counter()
+        writer.save(**_state(model, optimizer, scheduler, step=1))
+        returned_after = time.perf_counter() - start
+        assert returned_after < 0.3  # training continues while the file is written
+        with torch.no_grad():
+            model.weight.add_(1.0)  # the next step updates parameters in place
+        writer.save(**_state(model, optimizer, scheduler, step=2))  # waits for step 1's write
+        assert order == [1]
+    assert order == [1, 2] and not overlaps  # leaving the block waited for the last write
+    saved = torch.load(checkpoint_path(tmp_path), weights_only=True)
+    assert saved["step"] == 2 and torch.equal(saved["model"]["weight"], before + 1.0)
+
+    # the step-1 snapshot held the pre-update weights, not a view of the live tensor
+    with CheckpointWriter(tmp_path / "one") as writer:
+        writer.save(**_state(model, optimizer, scheduler, step=3))
+        with torch.no_grad():
+            model.weight.add_(5.0)
+    assert torch.equal(torch.load(checkpoint_path(tmp_path / "one"), weights_only=True)["model"]["weight"],
+                       before + 1.0)
+    assert not [p for p in os.listdir(checkpoint_path(tmp_path).parent) if p.startswith(".")]  # no temp left
+
+
+def test_writer_reports_a_failed_write_on_wait(tmp_path, monkeypatch):
+    def failing_write(path, state):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(checkpoint, "_write", failing_write)
+    model, optimizer, scheduler = _parts()
+    writer = CheckpointWriter(tmp_path)
+    writer.save(**_state(model, optimizer, scheduler))
+    with pytest.raises(OSError, match="No space left"):
+        writer.wait()
+    writer.wait()  # reported once
