@@ -23,8 +23,14 @@ same model (bf16, torch_compile, adamw_torch_fused, gradient accumulation to the
 including the head (`train.plan.model_cost`), against the dense bf16 peak (``--peak-tflops``,
 default the H100 SXM's 989).
 
+Scaling (``--scaling 1,2``): the same run data parallel on 1, 2, ... processes (`torchrun
+--nproc-per-node=N -m megadocs train`; gloo with one torch thread per process on CPU, NCCL with one
+GPU per process on CUDA), steady-state tokens/s of the global batch from rank 0's log, against N x
+the single-process figure (``efficiency`` = tokens/s of N / (N x tokens/s of 1); the issue's target
+is >= 0.9 at 8 GPUs for the 300m preset at context 4096, unmeasured here).
+
 Usage: ``python benchmarks/train_throughput.py [--store DIR] [--preset tiny-1m] [--context 256]
-[--cuda-suite]``. The last stdout line is a JSON summary for `benchmarks/run_all.py`.
+[--cuda-suite] [--scaling 1,2]``. The last stdout line is a JSON summary for `benchmarks/run_all.py`.
 """
 
 from __future__ import annotations
@@ -32,7 +38,9 @@ from __future__ import annotations
 import argparse
 import json
 import multiprocessing
+import os
 import resource
+import subprocess
 import sys
 import tempfile
 import threading
@@ -59,12 +67,58 @@ TARGET_RATIO = 0.95
 def loop_tokens_per_s(config: RunConfig, out: Path) -> tuple[float, float, int]:
     """Steady-state (wall, CPU-time) tokens/s of `run` from its log, after the first log line."""
     metrics = run(config, out)
+    wall_rate, cpu_rate = logged_tokens_per_s(out)
+    return wall_rate, cpu_rate, metrics.steps
+
+
+def logged_tokens_per_s(out: Path) -> tuple[float, float]:
+    """Steady-state (wall, CPU-time of rank 0) tokens/s from RUN's log, after its first line."""
     lines = [json.loads(line) for line in RunDir(out).log.read_text().splitlines()]
     first, last = lines[0], lines[-1]
     tokens = last["tokens_seen"] - first["tokens_seen"]
     # tokens_per_s in the log is cumulative: elapsed = tokens_seen / tokens_per_s
     wall = last["tokens_seen"] / last["tokens_per_s"] - first["tokens_seen"] / first["tokens_per_s"]
-    return tokens / wall, tokens / (last["cpu_s"] - first["cpu_s"]), metrics.steps
+    return tokens / wall, tokens / (last["cpu_s"] - first["cpu_s"])
+
+
+def scaling(args, device: torch.device) -> dict:
+    """Tokens/s of one run on each of `args.scaling` process counts, against N x one process's."""
+    counts = [int(n) for n in args.scaling.split(",")]
+    if counts[0] != 1:
+        raise SystemExit("--scaling: the first process count must be 1 (the reference)")
+    torchrun = str(Path(sys.executable).with_name("torchrun"))
+    env = {**os.environ, "OMP_NUM_THREADS": "1"} if device.type == "cpu" else dict(os.environ)
+    with tempfile.TemporaryDirectory() as tmp:
+        store = args.store or _default_store(Path(tmp))
+        config_path = Path(tmp) / "run.yaml"
+        config_path.write_text(json.dumps({
+            "data": {"store": str(store), "real_epochs": args.epochs, "context": args.context},
+            "model": {"preset": args.preset},
+            "optim": {"batch_size": args.batch, "micro_batch_size": args.micro_batch or args.batch},
+            "eval": {"val_windows": 1}, "checkpoint_every": 10**9, "device": device.type,
+        }))  # fmt: skip
+        rates = {}
+        for count in counts:
+            out = Path(tmp) / f"run-{count}"
+            print(f"scaling: {count} process(es) ...", file=sys.stderr, flush=True)
+            launcher = [torchrun, f"--nproc-per-node={count}", "-m", "megadocs"] if count > 1 else [
+                sys.executable, "-m", "megadocs"]
+            subprocess.run([*launcher, "train", str(config_path), "--out", str(out)], env=env, check=True,
+                           stdout=subprocess.DEVNULL)  # fmt: skip
+            rates[count] = logged_tokens_per_s(out)[0]
+    return {"scaling": [
+        {"processes": n, "tokens_per_s": rate, "linear_tokens_per_s": n * rates[1], "efficiency": rate / (n * rates[1])}
+        for n, rate in rates.items()
+    ], "scaling_setup": {"preset": args.preset, "context": args.context, "batch": args.batch,
+                         "micro_batch": args.micro_batch or args.batch, "device": device.type}}  # fmt: skip
+
+
+def _default_store(tmp: Path) -> Path:
+    from train.store import prepare
+
+    store = tmp / "store"
+    prepare("stdlib", store, vocab_size=512, val_docs=8, max_docs=88, seed=0)
+    return store
 
 
 def bare_tokens_per_s(config: RunConfig, vocab_size: int, steps: int, device: torch.device) -> tuple[float, float]:
@@ -312,6 +366,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cuda-batch", type=int, default=64)
     parser.add_argument("--cuda-micro-batch", type=int, default=16)
     parser.add_argument("--cuda-steps", type=int, default=20)
+    parser.add_argument("--scaling", default=None, metavar="1,2,...",
+                        help="data-parallel scaling: tokens/s on these process counts (the first must be 1)")
+    parser.add_argument("--micro-batch", type=int, default=None, help="with --scaling: micro-batch (default --batch)")
     parser.add_argument("--loss-sizes", default="2048x128x16384,4096x128x16384",
                         help="TOKENSxHIDDENxVOCAB,... for the chunked vs full loss comparison ('' = skip)")
     args = parser.parse_args(argv)
@@ -320,6 +377,8 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
 
     summary = {"name": "train_throughput", "device": device.type}
+    if args.scaling:
+        summary.update(scaling(args, device))
     if not args.skip_loop:
         summary.update(loop_against_bare(args, device))
     if args.loss_sizes:
@@ -334,12 +393,7 @@ def main(argv: list[str] | None = None) -> int:
 def loop_against_bare(args, device: torch.device) -> dict:
     """Tokens/s of `train.loop.run` and of the bare loop, best of `args.attempts` alternating pairs."""
     with tempfile.TemporaryDirectory() as tmp:
-        store = args.store
-        if store is None:
-            from train.store import prepare
-
-            store = Path(tmp) / "store"
-            prepare("stdlib", store, vocab_size=512, val_docs=8, max_docs=88, seed=0)
+        store = args.store or _default_store(Path(tmp))
         from train.store import TokenStore
 
         vocab_size = TokenStore.open(store).vocab_size

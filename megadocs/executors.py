@@ -73,6 +73,10 @@ class SlurmProfile(StrictModel):
 
     partition: str | None = None
     gpus_per_node: int = Field(0, ge=0)
+    tasks_per_node: int = Field(1, ge=1)
+    """Processes per node: one per GPU for data-parallel runs (each task trains its rows of every batch)."""
+    nodes: int = Field(1, ge=1)
+    """Nodes per run (the run's processes = nodes x tasks_per_node)."""
     cpus_per_task: int = Field(1, ge=1)
     mem_gb: float = Field(2, gt=0)
     time_min: int = Field(60, ge=1)
@@ -217,6 +221,8 @@ class SlurmExecutor(_Submitit):
         executor.update_parameters(
             name=name,
             gpus_per_node=profile.gpus_per_node,
+            tasks_per_node=profile.tasks_per_node,
+            nodes=profile.nodes,
             cpus_per_task=profile.cpus_per_task,
             mem_gb=profile.mem_gb,
             timeout_min=profile.time_min,

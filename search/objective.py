@@ -107,7 +107,13 @@ def normalise_metrics(value: Any) -> RunMetrics:
 
 
 class RunTask(submitit.helpers.Checkpointable):
-    """One run as a submitit job. ``objective`` is an import path, or None for train/."""
+    """One run as a submitit job. ``objective`` is an import path, or None for train/.
+
+    A job with several tasks (the profile's ``tasks_per_node``/``nodes``) is one data-parallel run:
+    every task calls this, rank 0 alone takes the run directory's lock and writes job.json (the
+    other ranks wait for it inside ``train.loop.run``'s rendezvous, so none blocks on the lock
+    rank 0 holds), and every rank returns the run's metrics (submitit reports rank 0's).
+    """
 
     def __init__(self, run_dir: str, params: Mapping[str, Any], objective: str | None = None,
                  train_config: Mapping[str, Any] | None = None) -> None:
@@ -117,8 +123,16 @@ class RunTask(submitit.helpers.Checkpointable):
         self.train_config = dict(train_config) if train_config is not None else None
 
     def __call__(self) -> RunMetrics:
+        from train.distributed import world_from_env
+
         run_dir = RunDir(self.run_dir)
         run_dir.path.mkdir(parents=True, exist_ok=True)
+        rank, world_size, _ = world_from_env()
+        if world_size > 1 and self.train_config is None:
+            raise UserError(f"objective {self.objective}: a callable objective runs as one task; use "
+                            f"tasks_per_node: 1 and nodes: 1 in the SLURM profile (got {world_size} tasks)")
+        if rank > 0:
+            return self._train(run_dir)
         with open(run_dir.lock, "w") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)  # a duplicate submission waits, then reads the result
             if run_dir.is_done():

@@ -40,7 +40,7 @@ from search.objective import TrainObjective
 from search.simulate import SimulatedEvaluator
 from search.sweep import CertificationConfig, Sweep
 
-__all__ = ["SIMULATIONS", "run_counts", "sweep_plan", "format_sweep_plan"]
+__all__ = ["SIMULATIONS", "run_counts", "processes_per_run", "sweep_plan", "format_sweep_plan"]
 
 SIMULATIONS = 64
 
@@ -77,9 +77,11 @@ class _PlanningObjective(TrainObjective):
 class _RunCoster:
     """GPU-hours of one point's train run, with the store's real windows read once per context/seed."""
 
-    def __init__(self, sweep: Sweep, *, mfu: float, peak_tflops: float) -> None:
+    def __init__(self, sweep: Sweep, *, mfu: float, peak_tflops: float, processes: int = 1,
+                 scaling_efficiency: float = 1.0) -> None:  # fmt: skip
         self.objective = _PlanningObjective(sweep)
         self.mfu, self.peak_tflops = mfu, peak_tflops
+        self.processes, self.scaling_efficiency = processes, scaling_efficiency
         self._real_windows: dict[tuple[int, int], tuple[int, int]] = {}
         self._cache: dict[tuple, dict[str, float]] = {}
 
@@ -101,8 +103,8 @@ class _RunCoster:
         return self._real_windows[key]
 
     def cost(self, params: Mapping[str, Any]) -> dict[str, float]:
-        """``{steps, tokens, gpu_hours}`` of the point's run."""
-        from train.plan import gpu_hours, model_cost, window_counts
+        """``{steps, tokens, gpu_hours, wall_hours}`` of the point's run (on the profile's processes)."""
+        from train.plan import data_parallel_hours, gpu_hours, model_cost, window_counts
         from train.streams import MixingPlan
 
         key = tuple(sorted((k, str(v)) for k, v in params.items()))
@@ -121,8 +123,10 @@ class _RunCoster:
         real, synthetic = window_counts(plan)
         tokens = (real + synthetic) * data.context
         flops = model_cost(config.model.preset, vocab_size=vocab, context=data.context).flops_per_token
-        result = {"steps": plan.total_steps, "tokens": tokens,
-                  "gpu_hours": gpu_hours(tokens, flops, mfu=self.mfu, peak_tflops=self.peak_tflops)}  # fmt: skip
+        single = gpu_hours(tokens, flops, mfu=self.mfu, peak_tflops=self.peak_tflops)
+        hours = data_parallel_hours(single, self.processes, self.scaling_efficiency)
+        result = {"steps": plan.total_steps, "tokens": tokens, "gpu_hours": hours["gpu_hours"],
+                  "wall_hours": hours["wall_hours"]}  # fmt: skip
         self._cache[key] = result
         return result
 
@@ -131,9 +135,26 @@ def _point(cert: CertificationConfig, grid_point: Mapping[str, Any]) -> dict[str
     return {**cert.fixed, **grid_point}
 
 
-def sweep_plan(sweep: Sweep, *, mfu: float, peak_tflops: float, simulations: int = SIMULATIONS) -> dict[str, Any]:
-    """The plan of `megadocs search plan` (a JSON-ready dict; see the module docstring)."""
-    coster = _RunCoster(sweep, mfu=mfu, peak_tflops=peak_tflops) if sweep.objective is None else None
+def processes_per_run(sweep: Sweep) -> int:
+    """Data-parallel processes of one run: the SLURM profile's nodes x tasks_per_node, else 1."""
+    if sweep.executor.kind != "slurm" or not sweep.executor.profile:
+        return 1
+    from megadocs.executors import load_profile
+
+    profile = load_profile(sweep.executor.profile)
+    return profile.nodes * profile.tasks_per_node
+
+
+def sweep_plan(sweep: Sweep, *, mfu: float, peak_tflops: float, simulations: int = SIMULATIONS,
+               scaling_efficiency: float | None = None) -> dict[str, Any]:  # fmt: skip
+    """The plan of `megadocs search plan` (a JSON-ready dict; see the module docstring). GPU-hours
+    count every process of a data-parallel run (`train.plan.data_parallel_hours`)."""
+    from train.plan import DEFAULT_SCALING_EFFICIENCY
+
+    processes = processes_per_run(sweep)
+    efficiency = DEFAULT_SCALING_EFFICIENCY if scaling_efficiency is None else scaling_efficiency
+    coster = (_RunCoster(sweep, mfu=mfu, peak_tflops=peak_tflops, processes=processes, scaling_efficiency=efficiency)
+              if sweep.objective is None else None)  # fmt: skip
     certifications = []
     for cert in sweep.certifications:
         counts = run_counts(sweep, cert, simulations=simulations)
@@ -177,6 +198,7 @@ def sweep_plan(sweep: Sweep, *, mfu: float, peak_tflops: float, simulations: int
         totals["gpu_hours_expected"] = sum(c["gpu_hours_expected"] for c in certifications) + extra_hours
         totals["gpu_hours_worst"] = sum(c["gpu_hours_worst"] for c in certifications) + extra_hours
     return {"sweep": sweep.name, "mfu": mfu if coster else None, "peak_tflops": peak_tflops if coster else None,
+            "processes_per_run": processes, "scaling_efficiency": efficiency if processes > 1 else 1.0,
             "simulations": simulations, "certifications": certifications,
             "ensembles": ensembles, "transfers": transfers,
             "total": totals}  # fmt: skip
@@ -203,6 +225,9 @@ def format_sweep_plan(plan: dict[str, Any]) -> str:
     if costed:
         lines.append(f"(GPU-hours at MFU {plan['mfu']} of {plan['peak_tflops']} TFLOP/s; expected = mean of "
                      f"{plan['simulations']} simulated certifications on smooth landscapes)")
+        if plan.get("processes_per_run", 1) > 1:
+            lines.append(f"(each run on {plan['processes_per_run']} processes at {plan['scaling_efficiency']:.0%} "
+                         "scaling efficiency: GPU-hours = processes x wall hours)")
     return "\n".join(lines) + "\n"
 
 

@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from megadocs.formats import IID, half_names
 from train.attention import position_ids_for
 from train.config import DocumentMask
+from train.distributed import SINGLE, DistributedContext
 from train.loss import next_token_losses
 
 __all__ = ["token_losses", "LossTotals", "model_logits", "evaluate_model", "autocast_for", "target_is_long"]
@@ -61,6 +62,15 @@ class LossTotals:
     @staticmethod
     def _mean(total: float, count: int) -> float | None:
         return total / count if count else None
+
+    def reduced(self, dist: DistributedContext) -> LossTotals:
+        """The totals summed over ranks (each rank evaluated its share of the windows)."""
+        if not dist.distributed:
+            return self
+        fields = ("total", "count", "short_total", "short_count", "long_total", "long_count")
+        summed = dist.sum_floats([float(getattr(self, name)) for name in fields])
+        return LossTotals(**{name: int(value) if name.endswith("count") else value
+                             for name, value in zip(fields, summed, strict=True)})  # fmt: skip
 
     def summary(self, name: str, *, halves: bool = True) -> dict[str, float | None]:
         """{name: mean} plus {name_short, name_long} when `halves`; a half with no scored token
@@ -109,23 +119,28 @@ def evaluate_model(
     eos_id: int | None = None,
     name: str = IID,
     halves: bool = True,
+    dist: DistributedContext = SINGLE,
 ) -> dict[str, float]:
     """Mean token loss of `model` on `validation_set` (a `train.data.ValidationSet`: `input_ids`,
     `document_ids` [N, C] and, for the halves, `is_long_token` [N, C]).
 
     Returns ``{name: loss, name_short: .., name_long: ..}`` (the halves only when `halves`).
-    The model is put in eval mode and left there.
+    The model is put in eval mode and left there. Data parallel (`dist`), each rank evaluates a
+    contiguous share of the windows and the token-loss sums and counts are reduced, so every rank
+    returns the whole set's losses (equal to one process's up to float64 summation order).
     """
     device = torch.device(device)
     model.eval()
     totals = LossTotals()
     windows = len(validation_set.input_ids)
-    for start in range(0, windows, batch_size):
-        input_ids = validation_set.input_ids[start : start + batch_size].to(device)  # [b, C]
-        document_ids = validation_set.document_ids[start : start + batch_size].to(device)
+    first, last = windows * dist.rank // dist.world_size, windows * (dist.rank + 1) // dist.world_size
+    for start in range(first, last, batch_size):
+        stop = min(start + batch_size, last)
+        input_ids = validation_set.input_ids[start:stop].to(device)  # [b, C]
+        document_ids = validation_set.document_ids[start:stop].to(device)
         with autocast_for(device):  # the head and loss run one chunk of tokens at a time
             losses = next_token_losses(model, input_ids, document_ids, document_mask=document_mask,
                                        eos_id=eos_id)  # [b, C-1]
-        is_long = target_is_long(validation_set, start, start + batch_size) if halves else None
+        is_long = target_is_long(validation_set, start, stop) if halves else None
         totals.add(losses, is_long)
-    return totals.summary(name, halves=halves)
+    return totals.reduced(dist).summary(name, halves=halves)

@@ -32,6 +32,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import os
 import shutil
 import signal
 import sys
@@ -64,6 +65,7 @@ from train.checkpoint import CheckpointWriter, load_checkpoint
 from train.config import AUTO, DEFAULT_DECAY_GROUPS, DocumentMask, RunConfig
 from train.curves import PeriodicValidation
 from train.device import resolve_device, set_determinism
+from train.distributed import SINGLE, DistributedContext, init_distributed
 from train.evaluate import autocast_for, evaluate_model
 from train.loss import next_token_loss, resolve_loss_implementation
 from train.model_card import write_model_card
@@ -174,8 +176,16 @@ def train_step(
     parameters: list[torch.nn.Parameter],
     eos_id: int | None = None,
     loss_implementation: str = "chunked",
+    replicas: torch.nn.parallel.DistributedDataParallel | None = None,
+    row_weight: float | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """One optimizer update on a batch [B, C], accumulated over micro-batches.
+
+    Data parallel (`replicas`: DDP over a `MicroBatchLoss` of `model`): [B, C] is this rank's rows
+    of the global batch; gradients are averaged over ranks once, on the last micro-batch (`no_sync`
+    before it). `row_weight` (default ``1 / B``) weighs each row's mean loss: ``ranks / global rows``
+    makes the DDP average the global batch's mean even when ranks hold unequal rows (0 for a rank
+    that holds a placeholder row because the batch is shorter than the world).
 
     Returns the batch's mean token loss and the pre-clip gradient norm, as device tensors (no
     sync). Each micro-batch's mean loss is weighted by its share of the batch's rows, so the
@@ -184,20 +194,44 @@ def train_step(
     """
     device = input_ids.device
     rows = input_ids.shape[0]
+    row_weight = 1.0 / rows if row_weight is None else row_weight
     total_loss = torch.zeros((), device=device)
     for start in range(0, rows, micro_batch_size):
         ids = input_ids[start : start + micro_batch_size]  # [b, C]
         docs = document_ids[start : start + micro_batch_size]
-        with autocast_for(device):
-            loss = next_token_loss(model, ids, docs, document_mask=document_mask, eos_id=eos_id,
-                                   implementation=loss_implementation) * (ids.shape[0] / rows)
-        loss.backward()
+        last = start + micro_batch_size >= rows
+        sync = contextlib.nullcontext() if replicas is None or last else replicas.no_sync()
+        with sync:
+            with autocast_for(device):
+                if replicas is None:
+                    micro_loss = next_token_loss(model, ids, docs, document_mask=document_mask, eos_id=eos_id,
+                                                 implementation=loss_implementation)  # fmt: skip
+                else:
+                    micro_loss = replicas(ids, docs)
+                loss = micro_loss * (ids.shape[0] * row_weight)
+            loss.backward()
         total_loss += loss.detach()
     grad_norm = torch.nn.utils.clip_grad_norm_(parameters, grad_clip)
     optimizer.step()
     scheduler.step()
     optimizer.zero_grad(set_to_none=True)
     return total_loss, grad_norm
+
+
+class MicroBatchLoss(torch.nn.Module):
+    """A micro-batch's mean token loss as a module, for DDP: the chunked head reads the head
+    weight directly (`train.loss`), not through ``model.forward``, so DDP wraps the whole loss."""
+
+    def __init__(self, model: torch.nn.Module, **loss_settings: Any) -> None:
+        super().__init__()
+        self.model = model
+        self.loss_settings = loss_settings
+
+    def forward(self, input_ids: torch.Tensor, document_ids: torch.Tensor) -> torch.Tensor:
+        return next_token_loss(self.model, input_ids, document_ids, **self.loss_settings)
+
+
+PEER_STOP = 0  # `PreemptionSignals.requested` when another rank saw the signal
 
 
 class PreemptionSignals:
@@ -228,6 +262,13 @@ class PreemptionSignals:
         for signum, handler in self._previous.items():
             signal.signal(signum, handler)
         self._previous.clear()
+
+    def agree(self, dist: DistributedContext) -> bool:
+        """Whether any rank saw a signal; then every rank stops at this step boundary."""
+        stop = dist.any(self.requested is not None)
+        if stop and self.requested is None:
+            self.requested = PEER_STOP
+        return stop
 
     def stop_if_requested(self, step: int, run_dir: Path) -> None:
         """After the checkpoint of `step` is saved: hand the signal on, then raise Preempted."""
@@ -351,24 +392,32 @@ class _Training:
     step: int
     counters: dict[str, Any]
     attempt_start: float
-    writer: CheckpointWriter
+    dist: DistributedContext = SINGLE
+    replicas: torch.nn.parallel.DistributedDataParallel | None = None  # data parallel: DDP over the loss
+    writer: CheckpointWriter | None = None
 
     def save(self) -> None:
-        """Snapshot the state to host memory now; the writer thread puts it on disk."""
+        """Snapshot the state to host memory now; the writer thread puts it on disk. Rank 0 alone
+        (no per-rank state: the checkpoint resumes on any number of processes)."""
+        if not self.dist.is_main:
+            return
         elapsed = time.perf_counter() - self.attempt_start
         counters = {**self.counters, "wall_time_s": self.counters["wall_time_s"] + elapsed}
         self.writer.save(model=self.model, optimizer=self.optimizer, scheduler=self.scheduler,
                          step=self.step, counters=counters, identity=self.identity)  # fmt: skip
 
     def stop_if_requested(self, signals: PreemptionSignals) -> None:
-        """On a pending signal: wait until the last checkpoint is on disk, then stop (Preempted)."""
+        """On a pending signal: wait until the last checkpoint is on disk, then stop (Preempted).
+        Data parallel, call it only where every rank agreed to stop (`PreemptionSignals.agree`):
+        the ranks wait for rank 0's checkpoint together."""
         if signals.requested is not None:
             self.writer.wait()
+            self.dist.barrier()  # rank 0's checkpoint is on disk before any rank exits
             signals.stop_if_requested(self.step, self.out)
 
 
 def _build(config: RunConfig, store, total_steps: int, device: torch.device, out: Path, identity: str,
-           attempt_start: float, writer: CheckpointWriter) -> _Training:  # fmt: skip
+           attempt_start: float, writer: CheckpointWriter, dist: DistributedContext = SINGLE) -> _Training:  # fmt: skip
     """Model, AdamW and schedule, restored from RUN/checkpoint when there is one."""
     from train.model import build_model
 
@@ -391,16 +440,27 @@ def _build(config: RunConfig, store, total_steps: int, device: torch.device, out
     if _compile_wanted(config, device):
         model.model.compile()  # the backbone, in place: the state dict keeps its keys; the loss stays eager
     forward = model
+    replicas = None
+    if dist.distributed:
+        loss = MicroBatchLoss(model, document_mask=config.data.document_mask, eos_id=store.eos_id,
+                              implementation=resolve_loss_implementation(config.loss, device))  # fmt: skip
+        replicas = torch.nn.parallel.DistributedDataParallel(
+            loss, device_ids=[dist.local_rank] if device.type == "cuda" else None,
+            gradient_as_bucket_view=True,
+        )  # fmt: skip
     return _Training(
         out=out, identity=identity, model=model, forward=forward, optimizer=optimizer, scheduler=scheduler,
         total_steps=total_steps, step=resumed["step"] if resumed else 0,
         counters=resumed["counters"] if resumed else {"tokens_seen": 0, "train_time_s": 0.0, "wall_time_s": 0.0},
-        attempt_start=attempt_start, writer=writer,
+        attempt_start=attempt_start, writer=writer, dist=dist, replicas=replicas,
     )  # fmt: skip
 
 
 def run(config: RunConfig, out: str | Path) -> RunMetrics:
     """Train, evaluate and write RUN (see the module docstring); returns the metrics.
+
+    Run by several processes (torchrun, or SLURM tasks: `train.distributed`), it trains data
+    parallel: every rank returns the same metrics, rank 0 alone writes RUN.
 
     Raises:
         Preempted: SIGTERM/SIGUSR2/SIGINT arrived; a checkpoint was saved.
@@ -414,6 +474,19 @@ def run(config: RunConfig, out: str | Path) -> RunMetrics:
         return RunMetrics.load(run_dir.metrics)
     attempt_start = time.perf_counter()
     device = resolve_device(config.device)
+    dist = init_distributed(device.type)
+    try:
+        return _run(config, out, identity, device, dist, attempt_start)
+    finally:
+        if dist.distributed:
+            import torch.distributed
+
+            torch.distributed.destroy_process_group()
+
+
+def _run(config: RunConfig, out: Path, identity: str, device: torch.device, dist: DistributedContext,
+         attempt_start: float) -> RunMetrics:  # fmt: skip
+    run_dir = RunDir(out)
 
     # --- data first, so a bad path fails before anything is written -------------------------
     store = _open_store(config.data.store, "data.store")
@@ -421,19 +494,26 @@ def run(config: RunConfig, out: str | Path) -> RunMetrics:
         _check_extra_store(store, name, extra.store)
     _check_benchmarks(config)
     streams = _load_training_streams(config)
-    _prepare_run_dir(config, run_dir, identity)
-    provenance = write_provenance(run_dir.path, str(device))
+    if dist.is_main:
+        _prepare_run_dir(config, run_dir, identity)
+    else:
+        check_run_identity(out, identity)
+    provenance = write_provenance(run_dir.path, str(device)) if dist.is_main else None
 
     # leaving the block waits for the checkpoint being written (also on an exception)
     with PreemptionSignals() as signals, CheckpointWriter(out) as writer, contextlib.ExitStack() as cleanup:
         # --- model, optimizer, schedule (resumed from the checkpoint if any) ------------------
-        training = _build(config, store, streams.plan.total_steps, device, out, identity, attempt_start, writer)
+        training = _build(config, store, streams.plan.total_steps, device, out, identity, attempt_start, writer,
+                          dist)  # fmt: skip
         config = _resolve_micro_batch(config, training.model, store.vocab_size, device, streams.eos_id)
         params = sum(p.numel() for p in training.model.parameters())
-        _truncate_log(run_dir.log, training.step)
+        if dist.is_main:
+            _truncate_log(run_dir.log, training.step)
         curve = PeriodicValidation.build(config, total_steps=training.total_steps, device=device,
                                          align=LOG_EVERY, eos_id=store.eos_id)
-        tracker = Tracker.open(config, run_dir.path, identity=identity, start_step=training.step)
+        # rank 0 alone writes RUN: the other ranks track nothing (a Tracker of no trackers)
+        tracker = (Tracker.open(config, run_dir.path, identity=identity, start_step=training.step)
+                   if dist.is_main else Tracker())  # fmt: skip
         cleanup.callback(tracker.close)  # flushes the curves also when preempted
 
         # --- train -------------------------------------------------------------------------
@@ -441,12 +521,14 @@ def run(config: RunConfig, out: str | Path) -> RunMetrics:
 
         # --- evaluate (the final checkpoint is saved: a signal here stops without losing it) --
         def stop_if_requested() -> None:
-            training.stop_if_requested(signals)
+            if signals.agree(dist):
+                training.stop_if_requested(signals)
 
         if status is RunStatus.COMPLETED:
-            _save_model(training.model, store, run_dir.model)
+            if dist.is_main:
+                _save_model(training.model, store, run_dir.model)
             val_losses, val_windows = _evaluate_all(training.model, config, store, device,
-                                                    after_each=stop_if_requested)
+                                                    after_each=stop_if_requested, dist=dist)  # fmt: skip
         else:  # diverged: no losses to report (null in metrics.json)
             val_losses = {name: None for name in (*IID_SETS, *config.eval.extra)}
             val_windows = {}
@@ -469,7 +551,7 @@ def run(config: RunConfig, out: str | Path) -> RunMetrics:
             config_hash=identity,
             params=params,
         )
-        if status is RunStatus.COMPLETED and config.eval.benchmarks:
+        if status is RunStatus.COMPLETED and config.eval.benchmarks and dist.is_main:
             from train.downstream import evaluate_benchmarks
 
             data_dir = config.eval.benchmark_data
@@ -481,14 +563,16 @@ def run(config: RunConfig, out: str | Path) -> RunMetrics:
                 device=device.type,
                 batch_size=config.optim.micro_batch_size,
             )
-            stop_if_requested()
-        if status is RunStatus.COMPLETED:
+            training.writer.wait()  # rank 0 alone here (the others may have finished): no barrier
+            signals.stop_if_requested(training.step, out)
+        if status is RunStatus.COMPLETED and dist.is_main:
             write_model_card(run_dir.model, config, metrics.to_json(), provenance)
         tracker.close(metrics.to_json())
 
     # --- outputs: metrics.json last, atomically; then the checkpoint is no longer needed ------
-    metrics.save(run_dir.metrics)
-    shutil.rmtree(run_dir.checkpoint, ignore_errors=True)  # the model lives in RUN/model
+    if dist.is_main:
+        metrics.save(run_dir.metrics)
+        shutil.rmtree(run_dir.checkpoint, ignore_errors=True)  # the model lives in RUN/model
     return metrics
 
 
@@ -538,28 +622,37 @@ def _train(training: _Training, streams, config: RunConfig, device: torch.device
     # batches are built on a background thread, `depth` steps ahead; the data of a step is still a
     # pure function of the step, so resuming needs no replay
     prefetcher = BatchPrefetcher(streams.batch, range(training.step, total_steps), pin_memory=device.type == "cuda")
-    with progress, open(RunDir(training.out).log, "a") as log, prefetcher:
+    dist = training.dist
+    log_path = RunDir(training.out).log if dist.is_main else Path(os.devnull)  # rank 0 alone writes RUN
+    with progress, open(log_path, "a") as log, prefetcher:
         while training.step < total_steps:
             # --- data: built ahead by the prefetcher; pinned on CUDA, so the copy is async ---
+            # every rank builds the same global batch (a function of the step) and takes its rows
             batch = prefetcher.get(training.step)
-            input_ids = batch["input_ids"].to(device, non_blocking=True)  # [B, C]
-            document_ids = batch["document_ids"].to(device, non_blocking=True)  # [B, C]
+            global_tokens = batch["input_ids"].numel()
+            global_rows = batch["input_ids"].shape[0]
+            rows = dist.rows(global_rows)
+            row_weight = dist.world_size / global_rows if rows.stop > rows.start else 0.0
+            if row_weight == 0.0:  # fewer rows than ranks: a placeholder row with no weight keeps DDP in step
+                rows = slice(0, 1)
+            input_ids = batch["input_ids"][rows].to(device, non_blocking=True)  # [B / ranks, C]
+            document_ids = batch["document_ids"][rows].to(device, non_blocking=True)  # [B / ranks, C]
 
             # --- forward/backward over micro-batches, clip, update -----------------------------
             loss, grad_norm = train_step(
                 training.forward, training.optimizer, training.scheduler, input_ids, document_ids,
                 micro_batch_size=optim.micro_batch_size, grad_clip=optim.grad_clip,
                 document_mask=config.data.document_mask, parameters=parameters, eos_id=streams.eos_id,
-                loss_implementation=loss_implementation,
+                loss_implementation=loss_implementation, replicas=training.replicas, row_weight=row_weight,
             )  # fmt: skip
             training.step += 1
             step = training.step
-            counters["tokens_seen"] += input_ids.numel()
+            counters["tokens_seen"] += global_tokens  # all ranks' tokens
 
             # --- log, periodic validation and divergence check (a device sync point) ---------
-            evaluate_now = curve.due(step)
+            evaluate_now = curve.due(step)  # the same on every rank: the loss mean below is collective
             if step % LOG_EVERY == 0 or step == total_steps or evaluate_now:
-                loss_value = loss.item()
+                loss_value = dist.mean(loss.item(), device)  # the global batch's loss, same on every rank
                 count_time()
                 line = {
                     "step": step,
@@ -570,7 +663,9 @@ def _train(training: _Training, streams, config: RunConfig, device: torch.device
                     "tokens_per_s": counters["tokens_seen"] / max(counters["train_time_s"], 1e-9),
                     "cpu_s": time.process_time(),  # this process's CPU seconds: wall >> cpu = contention
                 }
-                if evaluate_now and math.isfinite(loss_value):  # not counted in train_time_s
+                # not counted in train_time_s; rank 0 evaluates the curve while the others wait for it
+                # in the next step's gradient all-reduce (a small set: no collectives inside)
+                if evaluate_now and dist.is_main and math.isfinite(loss_value):
                     line["val_losses"], line["eval_s"] = curve.evaluate(training.model)
                     counters["eval_time_s"] = counters.get("eval_time_s", 0.0) + line["eval_s"]
                     clock = time.perf_counter()
@@ -590,12 +685,15 @@ def _train(training: _Training, streams, config: RunConfig, device: torch.device
             progress.update(1)
 
             # --- checkpoint: periodic, at the end, and on preemption -------------------------
-            if step % config.checkpoint_every == 0 or step == total_steps or signals.requested is not None:
+            # a signal seen by any rank stops every rank here (one small gloo all-reduce a step)
+            stop = signals.agree(dist)
+            if step % config.checkpoint_every == 0 or step == total_steps or stop:
                 count_time()
                 log.flush()
                 training.save()  # a copy to host memory; the disk write overlaps the next steps
                 clock = time.perf_counter()
-                training.stop_if_requested(signals)
+                if stop:
+                    training.stop_if_requested(signals)
     return RunStatus.COMPLETED
 
 
@@ -608,9 +706,10 @@ def _save_model(model: torch.nn.Module, store, model_dir: Path) -> None:
     replace_dir(tmp, model_dir)
 
 
-def _evaluate_all(model, config: RunConfig, store, device: torch.device, *,
-                  after_each) -> tuple[dict[str, float | None], dict[str, int]]:
-    """iid (with short/long halves) and every eval.extra set, on fixed real-text windows.
+def _evaluate_all(model, config: RunConfig, store, device: torch.device, *, after_each,
+                  dist: DistributedContext = SINGLE) -> tuple[dict[str, float | None], dict[str, int]]:  # fmt: skip
+    """iid (with short/long halves) and every eval.extra set, on fixed real-text windows; data
+    parallel, each rank evaluates its share of the windows and the sums are reduced.
 
     Returns the losses and the number of windows each set scored (fewer than
     ``eval.val_windows`` when a split holds fewer; ValidationSet.build warns then).
@@ -618,7 +717,7 @@ def _evaluate_all(model, config: RunConfig, store, device: torch.device, *,
     from train.data import ValidationSet
 
     settings = dict(batch_size=config.optim.micro_batch_size, device=device, document_mask=config.data.document_mask,
-                    eos_id=store.eos_id)
+                    eos_id=store.eos_id, dist=dist)
     validation = ValidationSet.build(
         config.data.store, split="val", context=config.data.context, max_windows=config.eval.val_windows
     )

@@ -65,7 +65,8 @@ def render_model_card(config: RunConfig, metrics: dict[str, Any], provenance: di
                   ("grad clip", f"{optim.grad_clip:g}"), ("batch size (sequences)", str(optim.batch_size)),
                   ("steps", str(metrics.get("steps"))), ("seed (init)", str(config.seed)),
                   ("seed (data order)", str(data.seed))]  # fmt: skip
-    loss_rows = [(set_name, f"{loss:.4f}" if loss is not None and math.isfinite(loss) else str(loss))
+    loss_rows = [(set_name, f"{loss:.4f}" if isinstance(loss, (int, float)) and math.isfinite(loss)
+                  else "n/a (no scored tokens)" if loss is None else str(loss))
                  for set_name, loss in metrics.get("val_losses", {}).items()]  # fmt: skip
     provenance = provenance or {}
     prov_rows = [(key, f"`{provenance[key]}`") for key in ("megadocs_version", "git_commit", "git_dirty",

@@ -44,11 +44,16 @@ __all__ = [
     "memory_estimate",
     "largest_fitting_micro_batch",
     "gpu_hours",
+    "DEFAULT_SCALING_EFFICIENCY",
+    "data_parallel_hours",
 ]
 
 H100_BF16_PEAK_TFLOPS = 989.0
 """Dense bf16 peak of an H100 SXM (NVIDIA datasheet; 1979 is with 2:4 sparsity)."""
 DEFAULT_MFU = 0.4
+DEFAULT_SCALING_EFFICIENCY = 0.9
+"""Assumed data-parallel efficiency (throughput of N processes / N x one's) for N > 1: the issue's
+8-GPU target for the 300m preset at context 4096; unmeasured on GPUs (benchmarks/RESULTS.md)."""
 """Assumed model FLOPs utilisation until one is measured on CUDA (benchmarks/RESULTS.md has none yet)."""
 DEFAULT_DEVICE_MEMORY_GIB = 80.0
 """Device memory a plan assumes for ``micro_batch_size: auto`` when it is not run on the GPU (H100 80GB)."""
@@ -179,6 +184,25 @@ def gpu_hours(tokens: float, flops_per_token: float, *, mfu: float, peak_tflops:
     return tokens * flops_per_token / (mfu * peak_tflops * 1e12) / 3600.0
 
 
+def data_parallel_hours(single_hours: float, processes: int, efficiency: float) -> dict[str, float]:
+    """Wall and GPU-hours of a run on `processes` devices at `efficiency` of linear scaling.
+
+    Wall time is the one-device time divided by ``processes x efficiency``; GPU-hours are
+    ``processes x wall hours`` (so ``single / efficiency`` for more than one process).
+
+    Example:
+        >>> data_parallel_hours(8.0, 4, 0.8)
+        {'processes': 4, 'scaling_efficiency': 0.8, 'wall_hours': 2.5, 'gpu_hours': 10.0}
+    """
+    if processes < 1:
+        raise UserError(f"--processes: expected a positive number of processes per run, got {processes}")
+    if not 0 < efficiency <= 1:
+        raise UserError(f"--scaling-efficiency: expected a share of linear scaling in (0, 1], got {efficiency}")
+    efficiency = 1.0 if processes == 1 else efficiency
+    wall = single_hours / (processes * efficiency)
+    return {"processes": processes, "scaling_efficiency": efficiency, "wall_hours": wall, "gpu_hours": processes * wall}
+
+
 def device_memory_bytes(device) -> float:
     """Memory a step may use on `device`: CUDA's free memory, or the host's available memory."""
     import torch
@@ -240,12 +264,16 @@ def run_plan(
     mfu: float = DEFAULT_MFU,
     peak_tflops: float = H100_BF16_PEAK_TFLOPS,
     device_memory_gib: float = DEFAULT_DEVICE_MEMORY_GIB,
+    processes: int = 1,
+    scaling_efficiency: float = DEFAULT_SCALING_EFFICIENCY,
 ) -> dict:
     """The plan of `megadocs train CONFIG --dry-run` (a JSON-ready dict); reads the store, trains nothing.
 
     Memory and GPU-hours are for a CUDA device (bf16 autocast) unless ``config.device`` is cpu;
     ``micro_batch_size: auto`` is resolved against `device_memory_gib` by the memory model alone.
     Evaluation is not counted in the GPU-hours (it is forward-only over ``eval.val_windows``).
+    Data parallel over `processes` devices: wall hours = one device's / (processes x
+    `scaling_efficiency`), GPU-hours = processes x wall hours (`data_parallel_hours`).
     """
     from train.data import TrainingStreams
 
@@ -286,7 +314,8 @@ def run_plan(
         "mixed_precision": mixed,
         "mfu": mfu,
         "peak_tflops": peak_tflops,
-        "gpu_hours": gpu_hours(tokens, cost.flops_per_token, mfu=mfu, peak_tflops=peak_tflops),
+        **data_parallel_hours(gpu_hours(tokens, cost.flops_per_token, mfu=mfu, peak_tflops=peak_tflops),
+                              processes, scaling_efficiency),
     }
 
 
@@ -308,5 +337,7 @@ def format_run_plan(plan: dict) -> str:
         f"{memory['activations'] / gib:.2f}, weights+grads+AdamW "
         f"{(memory['parameters'] + memory['gradients'] + memory['optimizer']) / gib:.2f}, loss {memory['loss'] / gib:.2f})",
         f"GPU-hours        {plan['gpu_hours']:.4g} at MFU {plan['mfu']} of {plan['peak_tflops']} TFLOP/s",
+        f"wall hours       {plan['wall_hours']:.4g} on {plan['processes']} process(es)"
+        + (f" at {plan['scaling_efficiency']:.0%} scaling efficiency" if plan["processes"] > 1 else ""),
     ]
     return "\n".join(lines) + "\n"

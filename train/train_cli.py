@@ -9,6 +9,7 @@ stays the plain form (`_CommandsOrConfig` hands such a word to the hidden `run` 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -68,6 +69,10 @@ def _add_run_options(parser: argparse.ArgumentParser, *, late: bool = False) -> 
                         help="with --dry-run: device dense bf16 peak TFLOP/s (default 989, H100 SXM)")
     parser.add_argument("--memory-gib", dest=prefix + "memory_gib", type=float, **unset,
                         help="with --dry-run: device memory for micro_batch_size auto (default 80)")
+    parser.add_argument("--processes", dest=prefix + "processes", type=int, **unset,
+                        help="with --dry-run: data-parallel processes (GPUs) per run (default: WORLD_SIZE, else 1)")
+    parser.add_argument("--scaling-efficiency", dest=prefix + "scaling_efficiency", type=float, **unset,
+                        help="with --dry-run: assumed share of linear scaling for several processes (default 0.9)")
     parser.add_argument(
         "--set", dest=prefix + "overrides", action="append", metavar="KEY.PATH=VALUE",
         help="override a config field, e.g. --set optim.lr=0.001 (value parsed as YAML); repeatable",
@@ -207,6 +212,8 @@ def _dry_run(config, args: argparse.Namespace) -> int:
         mfu=plan.DEFAULT_MFU if args.mfu is None else args.mfu,
         peak_tflops=plan.H100_BF16_PEAK_TFLOPS if args.peak_tflops is None else args.peak_tflops,
         device_memory_gib=plan.DEFAULT_DEVICE_MEMORY_GIB if args.memory_gib is None else args.memory_gib,
+        processes=int(os.environ.get("WORLD_SIZE", "1")) if args.processes is None else args.processes,
+        scaling_efficiency=plan.DEFAULT_SCALING_EFFICIENCY if args.scaling_efficiency is None else args.scaling_efficiency,
     )
     sys.stdout.write(json.dumps(result, indent=1, allow_nan=False) + "\n" if args.json else plan.format_run_plan(result))
     return 0

@@ -126,3 +126,12 @@ def test_cli_report_with_ensembles_draws_figure_7(toy_sweep, tmp_path, capsys):
     assert "figures/fig7-ensembles-iid.png" in text and (out / "figures/fig7-ensembles-iid.png").is_file()
     assert "| latent | 3.15" in text and "Figure 7 (ensembles)" not in text
     assert "losses per K: `megadocs train ensemble --members" in text  # how to score the sweep's own study
+
+
+def test_report_opens_with_findings_computed_from_the_ledger(toy_sweep, tmp_path):
+    text = build_report(toy_sweep, tmp_path / "report", notes=["a note"], findings=["only illustrative"]).read_text()
+    headings = [line for line in text.splitlines() if line.startswith("## ")]
+    assert headings[:3] == ["## Findings", "## Notes", "## Summary"]
+    findings = text.split("## Findings", 1)[1].split("## Notes", 1)[0]
+    assert "Real-only baseline" in findings and "Best synthetic" in findings
+    assert findings.rstrip().endswith("only illustrative")

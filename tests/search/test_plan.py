@@ -87,3 +87,23 @@ def test_synthetic_only_points_are_costed_from_synthetic_epochs(make_sweep, tiny
     start = plan["certifications"][0]["start_run"]
     assert start["steps"] == math.ceil(g * windows * 1 / batch)
     assert start["tokens"] == g * windows * context  # every estimated synthetic window once
+
+
+def test_gpu_hours_count_every_process_of_a_data_parallel_profile(make_sweep, tiny_store, workdir, capsys):
+    import yaml
+
+    train = {"data": {"store": str(tiny_store), "context": 32}, "model": {"preset": "tiny-1m"},
+             "optim": {"batch_size": 4, "micro_batch_size": 4}}
+    common = dict(objective=None, grid={"lr": [0.001, 0.003]}, start={"lr": 0.003}, train=train,
+                  certifications=[{"name": "real", "fixed": {"method": "real"}}])
+    profile = workdir / "profile-4-tasks.yaml"
+    profile.write_text(yaml.safe_dump({"partition": "debug", "gpus_per_node": 4, "tasks_per_node": 4}))
+    plans = []
+    for name, executor in [("one", {"kind": "debug"}), ("four", {"kind": "slurm", "profile": str(profile)})]:
+        assert main(["search", "plan", str(make_sweep(name, executor=executor, **common)), "--json"]) == 0
+        plans.append(json.loads(capsys.readouterr().out))
+    one, four = plans
+    assert (one["processes_per_run"], four["processes_per_run"]) == (1, 4)
+    run_one, run_four = one["certifications"][0]["start_run"], four["certifications"][0]["start_run"]
+    assert run_four["gpu_hours"] == pytest.approx(run_one["gpu_hours"] / 0.9, rel=1e-12)  # 90% efficiency
+    assert run_four["wall_hours"] == pytest.approx(run_one["wall_hours"] / (4 * 0.9), rel=1e-12)

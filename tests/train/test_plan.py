@@ -157,3 +157,21 @@ def test_activation_bytes_halve_only_the_compute_dtype_part():
     bf16 = activation_bytes_per_token(preset, mixed_precision=True)
     norms = preset.layers * 4 * preset.hidden * 4 + 4 * preset.hidden * 4  # stays fp32
     assert fp32 - bf16 == (fp32 - norms) // 2
+
+
+def test_dry_run_counts_the_processes_of_a_data_parallel_run(small_store, tmp_path, capsys):
+    path = tmp_path / "run.yaml"
+    path.write_text(yaml.safe_dump({"data": {"store": str(small_store), "context": 64},
+                                    "optim": {"batch_size": 8, "micro_batch_size": 4}}))
+    assert main(["train", str(path), "--dry-run", "--json"]) == 0
+    single = json.loads(capsys.readouterr().out)
+    assert (single["processes"], single["scaling_efficiency"]) == (1, 1.0)
+    assert single["wall_hours"] == single["gpu_hours"]
+    assert main(["train", str(path), "--dry-run", "--json", "--processes", "4", "--scaling-efficiency", "0.8"]) == 0
+    four = json.loads(capsys.readouterr().out)
+    assert four["wall_hours"] == pytest.approx(single["gpu_hours"] / (4 * 0.8), rel=1e-12)
+    assert four["gpu_hours"] == pytest.approx(4 * four["wall_hours"], rel=1e-12)
+    assert main(["train", str(path), "--dry-run", "--processes", "4"]) == 0
+    assert "on 4 process(es) at 90% scaling efficiency" in capsys.readouterr().out
+    assert main(["train", str(path), "--dry-run", "--processes", "2", "--scaling-efficiency", "0"]) == 2
+    assert "--scaling-efficiency: expected a share of linear scaling in (0, 1], got 0" in capsys.readouterr().err

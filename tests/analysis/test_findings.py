@@ -1,0 +1,68 @@
+"""The report's "Findings" paragraphs, from hand-built certifications frames (the analysis contract)."""
+
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+
+from analysis.findings import findings, noise_tolerance, pooled_noise
+
+
+def frame(rows, sd=0.01):
+    """Certifications: (name, method, g, iid loss, bounds_hit)."""
+    return pd.DataFrame([
+        {"certification": name, "method": method, "g": g, "certified": True, "loss": loss,
+         "val_loss.iid": loss, "bounds_hit": bounds, "noise_sd": sd}
+        for name, method, g, loss, bounds in rows
+    ])
+
+
+BASE = ("real", "real", math.nan, 3.0, "")
+
+
+def test_a_gain_beyond_noise_is_called_help_and_names_the_best_algorithm():
+    cert = frame([BASE, ("simple-g1", "simple", 1, 2.99, ""), ("stitched-g1", "stitched", 1, 2.9, ""),
+                  ("stitched-g2", "stitched", 2, 2.85, "mix upper")])
+    text = "\n".join(findings(cert))
+    assert text.startswith("**Synthetic data helps at this scale.**")
+    assert "Best synthetic: stitched at G=2, 2.8500 (+0.1500 nats" in text
+    assert "simple 2.9900 at G=1 (a tie within noise (1.0 noise sds))" in text
+    assert "Best algorithm: stitched, ahead of simple by 0.1400 nats (clearly better" in text
+    assert "No certificate sits on an lr or epochs bound" in text
+    assert "mixing-fraction bound (stitched-g2)" in text
+    assert "does not rise with G beyond noise" in text
+    single = "\n".join(findings(cert[cert["g"] != 2]))
+    assert "One G per algorithm" in single and "does not rise" not in single
+
+
+def test_gains_within_noise_are_a_tie_and_small_rises_are_not_failures():
+    cert = frame([BASE, ("simple-g1", "simple", 1, 2.99, ""), ("simple-g2", "simple", 2, 3.01, "")], sd=0.02)
+    text = "\n".join(findings(cert))
+    assert "makes no difference beyond seed noise" in text
+    assert "(1 rise(s) smaller than the noise threshold)" in text
+
+
+def test_a_rise_beyond_noise_and_lr_epochs_corners_are_reported():
+    cert = frame([BASE, ("latent-g1", "latent", 1, 3.2, "epochs upper"),
+                  ("latent-g2", "latent", 2, 3.4, "lr lower, mix upper")], sd=0.01)
+    text = "\n".join(findings(cert))
+    assert text.startswith("**Synthetic data hurts at this scale.**")
+    assert "latent (G=1 to 2: 3.2000 to 3.4000): those searches did not converge" in text
+    assert "latent-g1 (epochs upper); latent-g2 (lr lower)" in text
+    assert "Not certified yet" not in text
+    cert.loc[2, "certified"] = False
+    assert "Not certified yet (their loss is the best found so far, not an optimum): latent-g2." in findings(cert)
+
+
+def test_without_repeats_nothing_is_called_clear():
+    cert = frame([BASE, ("simple-g1", "simple", 1, 2.5, "")], sd=None)
+    assert math.isnan(pooled_noise(cert)) and noise_tolerance(math.nan) == 0
+    text = "\n".join(findings(cert))
+    assert "cannot be told from single runs" in text and "not tested against noise" in text
+
+
+def test_pooled_noise_is_the_rms_of_the_measured_sds():
+    cert = frame([BASE, ("simple-g1", "simple", 1, 2.5, "")])
+    cert.loc[0, "noise_sd"], cert.loc[1, "noise_sd"] = 0.03, 0.04
+    assert math.isclose(pooled_noise(cert), math.sqrt((0.03**2 + 0.04**2) / 2))

@@ -1,0 +1,149 @@
+"""Data parallelism for one run: which rows of a global batch a process trains, and the few
+collective operations the loop needs.
+
+The global batch and the streams do not depend on the number of processes: every rank builds the
+same global batch for a step (a pure function of the step, `train.data`) and takes its contiguous
+slice of rows. Gradients are averaged over ranks (DDP), so a step on N ranks computes the same
+update as on one (up to float reduction order), and a run's identity and curve do not depend on N.
+Checkpoints hold no per-rank state, so a run resumes on any number of processes.
+
+Launch: `torchrun --nproc-per-node=N -m megadocs train CONFIG` (reads RANK, WORLD_SIZE,
+LOCAL_RANK, MASTER_ADDR, MASTER_PORT), or SLURM with one task per GPU (SLURM_PROCID,
+SLURM_NTASKS, SLURM_LOCALID; submitit sets the rendezvous). NCCL on CUDA, gloo on CPU; a second
+gloo group carries the control flags (stop requests) so they never force a GPU sync.
+
+Example:
+    >>> DistributedContext(rank=1, world_size=4).rows(64)
+    slice(16, 32, None)
+    >>> DistributedContext(rank=1, world_size=2).rows(29)
+    slice(14, 29, None)
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from megadocs.errors import UserError
+
+__all__ = ["DistributedContext", "SINGLE", "world_from_env", "init_distributed"]
+
+
+@dataclass(frozen=True)
+class DistributedContext:
+    """This process's place in the run: rank, world size, and the groups for collectives."""
+
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+    control: Any = field(default=None, repr=False, compare=False)
+    """A gloo process group for host-side flags (None: the default group, or a single process)."""
+
+    @property
+    def is_main(self) -> bool:
+        """Rank 0 writes the run directory (log, checkpoints, metrics, model)."""
+        return self.rank == 0
+
+    @property
+    def distributed(self) -> bool:
+        return self.world_size > 1
+
+    def rows(self, batch_size: int) -> slice:
+        """This rank's contiguous rows of a global batch of ``batch_size`` sequences: equal shares
+        when it divides evenly, else the first ``batch_size % world_size`` ranks take one more (the
+        short last batch of an epoch; a rank may get none when the batch is shorter than the world)."""
+        return slice(batch_size * self.rank // self.world_size, batch_size * (self.rank + 1) // self.world_size)
+
+    def any(self, flag: bool) -> bool:
+        """True on every rank when it is true on any (a stop request seen by one rank stops all at
+        the same step boundary)."""
+        if not self.distributed:
+            return flag
+        import torch.distributed as dist
+
+        value = torch.tensor([1 if flag else 0], dtype=torch.int32)
+        dist.all_reduce(value, op=dist.ReduceOp.MAX, group=self.control)
+        return bool(value.item())
+
+    def sum_(self, tensor: torch.Tensor) -> torch.Tensor:
+        """All-reduce (sum) in place over ranks; returns ``tensor``."""
+        if self.distributed:
+            import torch.distributed as dist
+
+            dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
+        return tensor
+
+    def mean(self, value: float, device: torch.device) -> float:
+        """The mean of a per-rank scalar over ranks (for logging)."""
+        if not self.distributed:
+            return value
+        tensor = torch.tensor([value], dtype=torch.float64, device=device)
+        return float(self.sum_(tensor).item()) / self.world_size
+
+    def sum_floats(self, values: list[float]) -> list[float]:
+        """Host-side float64 sums over ranks (evaluation totals), over the control group."""
+        if not self.distributed:
+            return list(values)
+        import torch.distributed as dist
+
+        tensor = torch.tensor(values, dtype=torch.float64)
+        dist.all_reduce(tensor, op=dist.ReduceOp.SUM, group=self.control)
+        return tensor.tolist()
+
+    def barrier(self) -> None:
+        if self.distributed:
+            import torch.distributed as dist
+
+            dist.barrier(group=self.control)
+
+    def broadcast_object(self, value: Any) -> Any:
+        """Rank 0's ``value`` on every rank (small picklable objects: never data from disk)."""
+        if not self.distributed:
+            return value
+        import torch.distributed as dist
+
+        holder = [value]
+        dist.broadcast_object_list(holder, src=0, group=self.control)
+        return holder[0]
+
+
+SINGLE = DistributedContext()
+
+
+def world_from_env(env: dict[str, str] | None = None) -> tuple[int, int, int]:
+    """(rank, world size, local rank) from torchrun's or SLURM's variables; (0, 1, 0) when neither
+    describes several processes. torchrun's win: `srun torchrun ...` sets both."""
+    env = os.environ if env is None else env
+    if "WORLD_SIZE" in env and "RANK" in env:
+        return int(env["RANK"]), int(env["WORLD_SIZE"]), int(env.get("LOCAL_RANK", 0))
+    if int(env.get("SLURM_NTASKS", "1")) > 1 and "SLURM_PROCID" in env:
+        return int(env["SLURM_PROCID"]), int(env["SLURM_NTASKS"]), int(env.get("SLURM_LOCALID", 0))
+    return 0, 1, 0
+
+
+def init_distributed(device_type: str) -> DistributedContext:
+    """Join the run's process group when several processes run it (NCCL on CUDA, gloo on CPU);
+    a single process gets :data:`SINGLE` and no process group."""
+    rank, world_size, local_rank = world_from_env()
+    if world_size == 1:
+        return SINGLE
+    import torch.distributed as dist
+
+    if not dist.is_initialized():
+        if "MASTER_ADDR" not in os.environ:  # SLURM without torchrun: submitit knows the rendezvous
+            try:
+                import submitit
+
+                submitit.helpers.TorchDistributedEnvironment().export(set_cuda_visible_devices=False)
+            except (ImportError, RuntimeError) as exc:
+                raise UserError(f"distributed run: no MASTER_ADDR/MASTER_PORT and no SLURM job to derive "
+                                f"them from ({exc}); launch with torchrun or srun") from None
+        backend = "nccl" if device_type == "cuda" else "gloo"
+        if device_type == "cuda":
+            torch.cuda.set_device(local_rank)
+        dist.init_process_group(backend=backend, rank=rank, world_size=world_size)
+    control = dist.new_group(backend="gloo") if dist.get_backend() != "gloo" else None
+    return DistributedContext(rank=rank, world_size=world_size, local_rank=local_rank, control=control)
