@@ -46,7 +46,7 @@ class HelpFormatter(argparse.HelpFormatter):
 
 
 def examples(*commands: str, note: str | None = None) -> dict:
-    """``add_parser``/``ArgumentParser`` keyword arguments: an epilog of example commands.
+    r"""``add_parser``/``ArgumentParser`` keyword arguments: an epilog of example commands.
 
     >>> parser = argparse.ArgumentParser(prog="x", **examples("x --flag"))
     >>> "examples:\n  x --flag" in parser.format_help()
