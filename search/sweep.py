@@ -254,21 +254,10 @@ def _check_sweep(sweep: Sweep) -> None:
                              f"fixed value")
         if sweep.objective is None:
             _check_train_mapping(sweep, cert, grid, where)
-    ens_names = set()
-    for i, ens in enumerate(sweep.ensembles):
-        if ens.name in ens_names:
-            raise ValueError(f"ensembles[{i}].name: duplicate ensemble name {ens.name!r}")
-        ens_names.add(ens.name)
-        if ens.source not in names:
-            raise ValueError(f"ensembles[{i}].from: {ens.source!r} is not a certification (have {names})")
-    transfer_names = set()
+    _check_sourced(sweep.ensembles, "ensembles", "ensemble", names)
+    _check_sourced(sweep.transfers, "transfers", "transfer", names)
     for i, transfer in enumerate(sweep.transfers):
         where = f"transfers[{i}]"
-        if transfer.name in transfer_names:
-            raise ValueError(f"{where}.name: duplicate transfer name {transfer.name!r}")
-        transfer_names.add(transfer.name)
-        if transfer.source not in names:
-            raise ValueError(f"{where}.from: {transfer.source!r} is not a certification (have {names})")
         if sweep.objective is None:
             source = sweep.certification(transfer.source)
             target = CertificationConfig(name=transfer.name, fixed=transfer.fixed)
@@ -279,6 +268,17 @@ def _check_sweep(sweep: Sweep) -> None:
         raise ValueError("executor.profile: required for kind slurm (e.g. slurm/profiles/local.yaml)")
     if sweep.objective is None and sweep.train is None:
         raise ValueError("train: required by the default objective (a base train config), or set objective")
+
+
+def _check_sourced(entries, section: str, kind: str, names: list[str]) -> None:
+    """Ensembles and transfers: unique names, each run from a certification of the sweep."""
+    seen = set()
+    for i, entry in enumerate(entries):
+        if entry.name in seen:
+            raise ValueError(f"{section}[{i}].name: duplicate {kind} name {entry.name!r}")
+        seen.add(entry.name)
+        if entry.source not in names:
+            raise ValueError(f"{section}[{i}].from: {entry.source!r} is not a certification (have {names})")
 
 
 def _check_train_mapping(sweep: Sweep, cert: CertificationConfig, grid: dict, where: str) -> None:
