@@ -11,6 +11,9 @@ from pathlib import Path
 
 import pytest
 
+from megadocs.demo import SMOKE
+from megadocs.formats import POOL_KIND, PoolKind
+
 pytestmark = pytest.mark.slow
 
 REPO = Path(__file__).resolve().parents[2]
@@ -40,14 +43,17 @@ def test_smoke_demo_certifies_baseline_and_every_algorithm(smoke_demo):
 
     sweep = load_sweep(out / "sweep.yaml")
     states = {row.name: row for row in summarize(sweep)}
-    assert set(states) == {"real", "simple-g1", "stitched-g1", "latent-g1"}
+    assert set(states) == {"real", *(f"{algorithm}-g1" for algorithm in SMOKE.algorithms)}
     uniform = math.log(TokenStore.open(out / "data").vocab_size)  # the loss of guessing every token
     for name, row in states.items():
         assert row.state.value == "certified", (name, row.state)
         assert row.best.loss < uniform, (name, row.best, uniform)  # every best run learned
+    # Both generation paths (rephrases, latent thoughts) feed a certified algorithm.
+    assert {POOL_KIND[algorithm] for algorithm in SMOKE.algorithms} == set(PoolKind)
     # The synthetic stream really came from the generated pools.
-    for algorithm, pool in (("simple", "rephrase"), ("stitched", "rephrase"), ("latent", "thoughts-g1")):
-        documents = out / "pools" / pool / "assembled" / f"{algorithm}-g1" / "documents.jsonl"
+    pools = {"simple": "rephrase", "stitched": "rephrase", "latent": "thoughts-g1"}
+    for algorithm in SMOKE.algorithms:
+        documents = out / "pools" / pools[algorithm] / "assembled" / f"{algorithm}-g1" / "documents.jsonl"
         rows = [json.loads(line) for line in documents.read_text().splitlines()]
         assert rows and all(row["segments"] for row in rows)
 
@@ -79,7 +85,7 @@ def test_smoke_demo_writes_report_with_table_and_figures(smoke_demo):
     findings = report.split("## Findings", 1)[1].split("\n## ", 1)[0]
     assert "Real-only baseline" in findings and "Only illustrative" in findings
     assert "No certificate sits on an lr or epochs bound" in findings
-    for name in ("real", "simple-g1", "stitched-g1", "latent-g1"):
+    for name in ("real", *(f"{algorithm}-g1" for algorithm in SMOKE.algorithms)):
         assert name in report
     assert "self-improvement" in report
     images = [line for line in report.splitlines() if line.startswith("![")]
