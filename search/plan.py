@@ -103,8 +103,17 @@ class _RunCoster:
         return self._real_windows[key]
 
     def cost(self, params: Mapping[str, Any]) -> dict[str, float]:
-        """``{steps, tokens, gpu_hours, wall_hours}`` of the point's run (on the profile's processes)."""
-        from train.plan import data_parallel_hours, gpu_hours, model_cost, window_counts
+        """``{steps, tokens, gpu_hours, wall_hours, parallelism, memory_per_device_gib}`` of the
+        point's run on the profile's processes (memory: `train.plan.device_memory_plan` on an
+        80 GiB device, FSDP's shards counted)."""
+        from train.plan import (
+            DEFAULT_DEVICE_MEMORY_GIB,
+            data_parallel_hours,
+            device_memory_plan,
+            gpu_hours,
+            model_cost,
+            window_counts,
+        )
         from train.streams import MixingPlan
 
         key = tuple(sorted((k, str(v)) for k, v in params.items()))
@@ -125,8 +134,11 @@ class _RunCoster:
         flops = model_cost(config.model.preset, vocab_size=vocab, context=data.context).flops_per_token
         single = gpu_hours(tokens, flops, mfu=self.mfu, peak_tflops=self.peak_tflops)
         hours = data_parallel_hours(single, self.processes, self.scaling_efficiency)
+        parallelism, memory = device_memory_plan(config, vocab_size=vocab, processes=self.processes,
+                                                 memory_bytes=DEFAULT_DEVICE_MEMORY_GIB * 2**30)  # fmt: skip
         result = {"steps": plan.total_steps, "tokens": tokens, "gpu_hours": hours["gpu_hours"],
-                  "wall_hours": hours["wall_hours"]}  # fmt: skip
+                  "wall_hours": hours["wall_hours"], "parallelism": parallelism,
+                  "memory_per_device_gib": memory.total / 2**30}  # fmt: skip
         self._cache[key] = result
         return result
 

@@ -67,7 +67,7 @@ class DocumentMask(str, Enum):
 
 # Top-level / nested fields that do not change what is learned, only how the run executes.
 EXECUTION_FIELDS: dict[str, tuple[str, ...]] = {
-    "": ("checkpoint_every", "device", "compile", "loss", "tracking"),
+    "": ("checkpoint_every", "device", "compile", "loss", "tracking", "parallelism"),
     "optim": ("micro_batch_size",),
     "eval": ("every", "curve_windows", "curve_extra"),
 }
@@ -277,6 +277,11 @@ class RunConfig(StrictModel):
     loss: Literal["auto", "chunked", "liger", "full"] = Field(
         default="auto", description="head + cross-entropy: auto = liger on CUDA if installed, else chunked"
     )
+    parallelism: Literal["auto", "ddp", "fsdp"] = Field(
+        default="auto", description="several processes: ddp (replicated) or fsdp (sharded weights, "
+        "gradients and AdamW state); auto = fsdp from 1B parameters or when that state does not fit "
+        "the device, else ddp (train.sharding)"
+    )
 
     def data_identity(self) -> dict[str, Any]:
         """What the run's data is (manifest identities), independent of where it lies.
@@ -380,6 +385,8 @@ device: auto                   # auto | cpu | cuda
 compile: auto                  # auto (= CUDA only) | on | off
 loss: auto                     # auto | chunked | liger | full (head + cross-entropy; never changes
                                #   the run identity: auto = Liger-Kernel on CUDA if installed)
+parallelism: auto              # auto | ddp | fsdp, for several processes (torchrun, SLURM tasks; never
+                               #   changes the run identity: auto = fsdp from 1B parameters, else ddp)
 """
 
 
