@@ -143,6 +143,9 @@ def test_fsdp_two_processes_match_one(config, single_run, single, tmp_path):
     for mine, theirs in zip(sharded, whole, strict=True):
         assert math.isclose(mine["grad_norm"], theirs["grad_norm"], rel_tol=REL_TOL), (mine, theirs)
         assert math.isclose(mine["loss"], theirs["loss"], rel_tol=REL_TOL), (mine, theirs)
+        for name, value in (theirs.get("val_losses") or {}).items():  # the curve, sharded over the ranks
+            assert math.isclose(mine["val_losses"][name], value, rel_tol=REL_TOL), (mine, theirs)
+    assert any(line.get("val_losses") for line in sharded)
     from safetensors.torch import load_file
 
     saved, reference = load_file(out / "model" / "model.safetensors"), load_file(single_run / "model" / "model.safetensors")
@@ -211,6 +214,17 @@ def test_one_process_interrupted_resumes_under_fsdp_on_two(config, single, tmp_p
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
     [(status, err)] = _interrupt([first], out / "log.jsonl", victim=0)
     assert status == EXIT_PREEMPTED, err
+    results = [(p.wait(timeout=300), p.communicate()[1]) for p in _ranks(config, out, extra=FSDP)]
+    assert [status for status, _ in results] == [0, 0], results
+    _close(json.loads((out / "metrics.json").read_text()), single)
+
+
+@pytest.mark.slow
+def test_ddp_run_interrupted_resumes_under_fsdp(config, single, tmp_path):
+    """DDP and FSDP checkpoints are interchangeable (both are the single-process format)."""
+    out = tmp_path / "replicated-then-sharded"
+    results = _interrupt(_ranks(config, out, extra=("--set", "parallelism=ddp")), out / "log.jsonl", victim=1)
+    assert [status for status, _ in results] == [EXIT_PREEMPTED] * 2, results
     results = [(p.wait(timeout=300), p.communicate()[1]) for p in _ranks(config, out, extra=FSDP)]
     assert [status for status, _ in results] == [0, 0], results
     _close(json.loads((out / "metrics.json").read_text()), single)
