@@ -107,3 +107,29 @@ def test_gpu_hours_count_every_process_of_a_data_parallel_profile(make_sweep, ti
     run_one, run_four = one["certifications"][0]["start_run"], four["certifications"][0]["start_run"]
     assert run_four["gpu_hours"] == pytest.approx(run_one["gpu_hours"] / 0.9, rel=1e-12)  # 90% efficiency
     assert run_four["wall_hours"] == pytest.approx(run_one["wall_hours"] / (4 * 0.9), rel=1e-12)
+
+
+def test_start_run_memory_per_device_counts_fsdp_shards(make_sweep, tiny_store, workdir, capsys):
+    import yaml
+
+    from train.plan import memory_estimate
+
+    profile = workdir / "profile-4-tasks.yaml"
+    profile.write_text(yaml.safe_dump({"partition": "debug", "gpus_per_node": 4, "tasks_per_node": 4}))
+    runs = {}
+    for parallelism in ("ddp", "fsdp"):
+        train = {"data": {"store": str(tiny_store), "context": 32}, "model": {"preset": "tiny-1m"},
+                 "optim": {"batch_size": 4, "micro_batch_size": 2}, "parallelism": parallelism}
+        sweep = make_sweep(parallelism, objective=None, grid={"lr": [0.001, 0.003]}, start={"lr": 0.003},
+                           train=train, certifications=[{"name": "real", "fixed": {"method": "real"}}],
+                           executor={"kind": "slurm", "profile": str(profile)})  # fmt: skip
+        assert main(["search", "plan", str(sweep), "--json"]) == 0
+        runs[parallelism] = json.loads(capsys.readouterr().out)["certifications"][0]["start_run"]
+    vocab = TokenStore.open(tiny_store).vocab_size
+    for parallelism, shards in (("ddp", 1), ("fsdp", 4)):
+        expected = memory_estimate("tiny-1m", vocab_size=vocab, context=32, micro_batch_size=2,
+                                   mixed_precision=True, shards=shards)  # fmt: skip
+        assert runs[parallelism]["parallelism"] == parallelism
+        assert runs[parallelism]["memory_per_device_gib"] == pytest.approx(expected.total / 2**30, rel=1e-12)
+    assert runs["fsdp"]["memory_per_device_gib"] < runs["ddp"]["memory_per_device_gib"]
+    assert runs["fsdp"]["gpu_hours"] == runs["ddp"]["gpu_hours"]  # sharding changes memory, not the FLOPs counted
