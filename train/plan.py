@@ -22,9 +22,9 @@ by this count is comparable with the published figures, not an exact count of ke
 **Per device, data parallel** over N processes (`train.sharding`): the micro-batch is the
 per-rank one. DDP replicates the 16 bytes per parameter on every device. FSDP keeps ``16 / N``
 bytes per parameter (the shards, rounded up) plus what it gathers: the parameters and unsharded
-gradients, in the compute dtype, of the root unit (embedding, head, final norm: ``2 V h + h``,
-held for the whole forward and backward) and of two decoder layers (the one computing and the
-one prefetched): ``2 x dtype x (root + 2 layer)`` bytes.
+gradients of the root unit (embedding, head, final norm: ``2 V h + h``, fp32, held for the whole
+forward and backward) and of two decoder layers in the compute dtype (the one computing and the
+one prefetched): ``2 x (4 root + dtype x 2 layer)`` bytes.
 
 `tests/train/test_plan.py` checks the activation count against the bytes torch actually saves
 for backward (``saved_tensors_hooks``) on CPU at two model sizes, within 10%. On CUDA the count
@@ -152,7 +152,7 @@ def memory_estimate(
     if shards > 1:
         root = 2 * vocab_size * preset.hidden + preset.hidden  # embedding, head, final norm
         layer = (parameters - root) // preset.layers
-        gathered = 2 * (BF16 if mixed_precision else FP32) * (root + 2 * layer)
+        gathered = 2 * (FP32 * root + (BF16 if mixed_precision else FP32) * 2 * layer)
     return MemoryEstimate(
         micro_batch_size=micro_batch_size,
         parameters=FP32 * shard,

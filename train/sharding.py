@@ -4,9 +4,11 @@ do not fit one device, and the choice between it and DDP.
 Each decoder layer is one FSDP unit, the root (the loss module: embedding, final norm, head) the
 last; parameters, gradients and optimizer moments live as 1/N shards (DTensors) on each of the N
 ranks and a unit's full parameters are all-gathered just before its forward and backward. On CUDA
-the gathered parameters are bf16 and gradients are reduce-scattered in fp32 (the fp32 master
-weights stay sharded); on CPU (gloo) everything stays fp32, so a CPU run is the same arithmetic as
-one process's up to reduction order.
+the layers' parameters are gathered in bf16 (what autocast would cast them to anyway) and
+gradients are reduce-scattered in fp32 (the fp32 master weights stay sharded); the root's
+(embedding, head) are gathered in fp32 and layer inputs are not cast, so the residual stream stays
+fp32 as in a single-process autocast run (only the norms' scales are rounded to bf16). On CPU
+(gloo) everything stays fp32: a CPU run is one process's arithmetic up to reduction order.
 
 Gradient accumulation: FSDP2's default, a reduce-scatter after every micro-batch into the sharded
 fp32 gradients (torchtitan's default too). Skipping it (``set_requires_gradient_sync(False)``)
@@ -85,13 +87,16 @@ def shard_model(root: torch.nn.Module, layers: torch.nn.ModuleList, *, device: t
     from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 
     mesh = init_device_mesh(device.type, (torch.distributed.get_world_size(),))
-    policy = (MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32)
-              if mixed_precision else MixedPrecisionPolicy())  # fmt: skip
+    layer_policy = root_policy = MixedPrecisionPolicy()  # fp32 throughout
+    if mixed_precision:  # the residual stream stays fp32: no cast of layer inputs, an fp32 root
+        layer_policy = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32,
+                                            cast_forward_inputs=False)  # fmt: skip
+        root_policy = MixedPrecisionPolicy(reduce_dtype=torch.float32)
     for index, layer in enumerate(layers):
         if compile_layers:
-            layer.compile()
-        fully_shard(layer, mesh=mesh, mp_policy=policy, reshard_after_forward=index < len(layers) - 1)
-    fully_shard(root, mesh=mesh, mp_policy=policy)
+            layer.compile()  # in place, FQNs kept; dynamo leaves FSDP2's hooks eager (skip_fsdp_hooks)
+        fully_shard(layer, mesh=mesh, mp_policy=layer_policy, reshard_after_forward=index < len(layers) - 1)
+    fully_shard(root, mesh=mesh, mp_policy=root_policy)
 
 
 def _full_options():

@@ -85,7 +85,7 @@ def test_sharded_memory_estimate_by_hand():
     assert whole.parameters + whole.gradients + whole.optimizer == 16 * params  # ~24.7 GB replicated
     root = 2 * vocab * 1536 + 1536
     layer = 2 * 1536 * 1536 + 2 * 1536 * 768 + 3 * 1536 * 5376 + 2 * 1536  # q,o + k,v (8 kv heads) + mlp + norms
-    assert sharded.gathered == 2 * 2 * (root + 2 * layer)  # bf16 params and grads of the root and 2 layers
+    assert sharded.gathered == 2 * (4 * root + 2 * 2 * layer)  # params and grads: the root fp32, 2 layers bf16
     assert (sharded.activations, sharded.loss) == (whole.activations, whole.loss)  # per-rank micro-batch
     assert sharded.total == whole.total - 16 * params + 16 * shard + sharded.gathered
     assert whole.gathered == 0 and whole.shards == 1
@@ -118,3 +118,29 @@ def test_dry_run_shards_the_state_under_fsdp_and_replicates_it_under_ddp(small_s
     assert main(["train", str(path), "--dry-run", "--processes", "4"]) == 0
     text = capsys.readouterr().out
     assert "(1/4 shard), gathered" in text and "parallelism      fsdp" in text
+
+
+def test_cuda_mixed_precision_policy_on_cpu_autocast_keeps_fp32_residual_and_matches_one_model(tmp_path):
+    """The CUDA policy (bf16 layer gathers, fp32 root and reduce, uncast layer inputs), run with
+    gloo under CPU bf16 autocast (CUDA itself is not available here): the residual stream entering
+    a layer stays fp32, gradients and master weights stay fp32, and loss and gradient norm equal an
+    unsharded model's under the same autocast to bf16 precision."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from tests.train.test_distributed import _free_port
+
+    done = subprocess.run(
+        [str(Path(sys.executable).with_name("torchrun")), "--nproc-per-node=2", "--master-port", str(_free_port()),
+         "-m", "tests.train.fsdp_mixed_worker"],
+        env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=300,
+        cwd=Path(__file__).resolve().parents[2],
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result["layer_input"] == "torch.float32"
+    assert result["grads"] == ["torch.float32"] and result["master"] == "torch.float32"
+    assert result["loss"] == pytest.approx(result["reference_loss"], rel=1e-3)
+    assert result["norm"] == pytest.approx(result["reference_norm"], rel=1e-3)  # measured ~1e-5
