@@ -25,7 +25,7 @@ def _train_config(store: Path) -> dict:
     }
 
 
-@pytest.mark.parametrize("parallelism", ["auto", "fsdp"])  # auto: DDP for this small model
+@pytest.mark.parametrize("parallelism", ["auto", pytest.param("fsdp", marks=pytest.mark.slow)])  # auto: DDP here
 def test_two_task_job_trains_one_run_like_one_process(slurm_cluster, small_store, tmp_path, parallelism):
     from megadocs.executors import JobState, SlurmExecutor, load_profile
     from megadocs.formats import RunDir
