@@ -154,6 +154,14 @@ def test_fsdp_two_processes_match_one(config, single_run, single, tmp_path):
         assert torch.allclose(saved[name], tensor, rtol=1e-4, atol=1e-5), name
 
 
+def _finish_on_one_process(config: Path, out: Path, single: dict) -> None:
+    """Resume RUN with one process; it ends with the single-process run's metrics."""
+    resumed = subprocess.run(_megadocs("train", str(config), "--out", str(out)), env=_env(),
+                             capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert resumed.returncode == 0, resumed.stderr
+    _close(json.loads((out / "metrics.json").read_text()), single)
+
+
 def _interrupt(processes: list[subprocess.Popen], log: Path, victim: int) -> list[tuple[int, str]]:
     """SIGTERM one process once a step is logged; every process's (exit status, stderr)."""
     deadline = time.monotonic() + 180
@@ -174,20 +182,18 @@ def test_sigterm_on_one_rank_stops_both_and_resumes_on_one_process(config, singl
     assert len(stopped) == 1, results  # the same step boundary on both ranks
     assert (out / "checkpoint" / "state.pt").is_file() and not (out / "metrics.json").exists()
 
-    resumed = subprocess.run(_megadocs("train", str(config), "--out", str(out)), env=_env(),
-                             capture_output=True, text=True, timeout=300)  # fmt: skip
-    assert resumed.returncode == 0, resumed.stderr
-    _close(json.loads((out / "metrics.json").read_text()), single)
+    _finish_on_one_process(config, out, single)
 
 
 @pytest.mark.slow
-def test_one_process_interrupted_resumes_on_two(config, single, tmp_path):
+@pytest.mark.parametrize("extra", [(), FSDP], ids=["auto-ddp", "fsdp"])
+def test_one_process_interrupted_resumes_on_two(config, single, tmp_path, extra):
     out = tmp_path / "grown"
     first = subprocess.Popen(_megadocs("train", str(config), "--out", str(out)), env=_env(),
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
     [(status, err)] = _interrupt([first], out / "log.jsonl", victim=0)
     assert status == EXIT_PREEMPTED, err
-    results = [(p.wait(timeout=300), p.communicate()[1]) for p in _ranks(config, out)]
+    results = [(p.wait(timeout=300), p.communicate()[1]) for p in _ranks(config, out, extra=extra)]
     assert [status for status, _ in results] == [0, 0], results
     _close(json.loads((out / "metrics.json").read_text()), single)
 
@@ -201,22 +207,7 @@ def test_fsdp_run_interrupted_resumes_on_one_process(config, single, tmp_path):
     state = torch.load(out / "checkpoint" / "state.pt", weights_only=True)
     assert isinstance(state["optimizer"]["state"][0]["exp_avg"], torch.Tensor)  # torch's index keys, full tensors
     assert not (out / "metrics.json").exists()
-    resumed = subprocess.run(_megadocs("train", str(config), "--out", str(out)), env=_env(),
-                             capture_output=True, text=True, timeout=300)  # fmt: skip
-    assert resumed.returncode == 0, resumed.stderr
-    _close(json.loads((out / "metrics.json").read_text()), single)
-
-
-@pytest.mark.slow
-def test_one_process_interrupted_resumes_under_fsdp_on_two(config, single, tmp_path):
-    out = tmp_path / "sharded-later"
-    first = subprocess.Popen(_megadocs("train", str(config), "--out", str(out)), env=_env(),
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
-    [(status, err)] = _interrupt([first], out / "log.jsonl", victim=0)
-    assert status == EXIT_PREEMPTED, err
-    results = [(p.wait(timeout=300), p.communicate()[1]) for p in _ranks(config, out, extra=FSDP)]
-    assert [status for status, _ in results] == [0, 0], results
-    _close(json.loads((out / "metrics.json").read_text()), single)
+    _finish_on_one_process(config, out, single)
 
 
 @pytest.mark.slow
