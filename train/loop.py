@@ -444,16 +444,17 @@ def _build(config: RunConfig, store, total_steps: int, device: torch.device, out
     """Model, AdamW and schedule, restored from RUN/checkpoint when there is one; wrapped for
     data parallelism (DDP, or FSDP: `train.sharding`) when several processes run."""
     from train.model import build_model
-    from train.plan import device_memory_bytes
     from train.sharding import choose_parallelism
 
     set_determinism(device)
     torch.manual_seed(config.seed)
     model = build_model(config.model.preset, vocab_size=store.vocab_size, context=config.data.context,
                         seed=config.seed, eos_id=store.eos_id, device=device)  # fmt: skip
-    parallelism = choose_parallelism(config.parallelism, world_size=dist.world_size,
-                                     parameters=sum(p.numel() for p in model.parameters()),
-                                     device_memory_bytes=device_memory_bytes(device) if device.type == "cuda" else None)
+    # the device's total memory (not its free memory, which varies by rank); rank 0's choice holds
+    total_memory = torch.cuda.get_device_properties(device).total_memory if device.type == "cuda" else None
+    parallelism = dist.broadcast_object(choose_parallelism(
+        config.parallelism, world_size=dist.world_size, parameters=sum(p.numel() for p in model.parameters()),
+        device_memory_bytes=total_memory))  # fmt: skip
     checkpoint = read_checkpoint(out, identity=identity)
     if checkpoint is not None:
         model.load_state_dict(checkpoint["model"])  # before sharding: every rank holds the full model here
@@ -655,6 +656,7 @@ def _resolve_micro_batch(config: RunConfig, training: _Training, vocab_size: int
     micro = auto_micro_batch(model, preset_name=config.model.preset, vocab_size=vocab_size, context=context,
                              batch_size=config.optim.batch_size, device=device, step_probe=None if sharded else probe,
                              shards=training.dist.world_size if sharded else 1)  # fmt: skip
+    micro = training.dist.broadcast_object(micro)  # rank 0's: FSDP's collectives need the same count on every rank
     print(f"optim.micro_batch_size: auto -> {micro}", file=sys.stderr)
     return config.model_copy(update={"optim": config.optim.model_copy(update={"micro_batch_size": micro})})
 
