@@ -57,8 +57,10 @@ def register(subparsers) -> None:
     tokenize = commands.add_parser(
         "tokenize-pool", help="tokenize a generation pool once, before training (CPU step)",
         description="Tokenize every generation of POOL with STORE's tokenizer into POOL/tokens/HASH/ "
-                    "(one task per pool shard, resumable per shard). Every algorithm and G' <= G then "
-                    "assembles its stream from these tokens by index; training only memory-maps.",
+                    "(one task per pool shard, resumable per shard): rephrases and samples as they are, "
+                    "thoughts in their <think> tags and the real text in pieces at their split points. "
+                    "Every algorithm and every G the pool serves then assembles its stream from these "
+                    "tokens by index; training only memory-maps.",
         **examples("megadocs data tokenize-pool --pool runs/pool --store runs/data",
                    "megadocs data tokenize-pool --pool runs/pool --store runs/data --executor slurm "
                    "--profile slurm/profiles/local.yaml"),
