@@ -157,6 +157,7 @@ def test_cli_runs_the_step_as_a_local_job_array(store_pool, store, capsys):
     (["--profile", "p.yaml"], "--profile: only used with --executor slurm"),
     (["--executor", "slurm"], "--profile: required with --executor slurm"),
     (["--shard", "5"], "--shard: expected 0 <= i < 2"),
+    (["--shard", "0", "--executor", "local"], "--shard: only for one pool tokenized in this process"),
 ])
 def test_cli_bad_input_is_one_line(extra, message, store_pool, store, capsys):
     from megadocs.cli import main
@@ -323,3 +324,14 @@ def test_a_malformed_row_names_file_and_line(store_pool, store):
     with pytest.raises(UserError, match=rf"shard-00001-of-{NUM_SHARDS:05d}\.jsonl:4: expected a row with"):
         synthetic_documents(store_pool, "stitched", 1, store)
     assert open_pool_tokens(store_pool, store) is None  # nothing half-built is used
+
+
+def test_cli_tokenizes_several_pools_in_one_command(store_pool, thoughts_pool, store, capsys):
+    from megadocs.cli import main
+
+    assert main(["data", "tokenize-pool", "--pool", str(store_pool), str(thoughts_pool), "--store", str(store.path),
+                 "--no-progress"]) == 0
+    lines = [json.loads(line) for line in capsys.readouterr().out.strip().splitlines()]
+    assert [line["pool"] for line in lines] == [str(store_pool), str(thoughts_pool)]
+    assert all(line["complete"] and line["tokens"] > 0 for line in lines)
+    assert open_pool_tokens(thoughts_pool, store).real_pieces.keys() == {1, POOL_G}
