@@ -39,18 +39,17 @@ def made_up_rephrase(doc_id: str, text: str, k: int) -> str:
     return f"Rephrase {k} of {doc_id}: {text[k * 50:(k + 1) * 50]}"
 
 
-def write_rephrase_pool(out: Path, source: str | Path, *, g: int = 2, num_shards: int = 1,
-                        rephrase: Callable[[str, str, int], str] = made_up_rephrase,
-                        documents: list[tuple[str, str]] | None = None, **manifest_fields) -> Path:
-    """A complete rephrase pool of ``source`` (a token store: its train split; or a JSONL file whose
-    ``documents`` are given) in the documented layout, with ``rephrase(doc_id, text, k)`` as
-    generation k."""
+def write_pool(out: Path, source: str | Path, kind: str, g: int, row: Callable[[int, str, str, int], dict], *,
+               num_shards: int = 1, documents: list[tuple[str, str]] | None = None, **manifest_fields) -> Path:
+    """A complete pool of ``source`` (a token store: its train split; or a JSONL file whose
+    ``documents`` are given) in the documented layout; ``row(k, doc_id, text, i)`` gives the fields
+    of document k's generation i besides doc_id and gen_index."""
     from train.store import TokenStore
 
     if documents is None:
         documents = [(doc.doc_id, doc.text) for doc in TokenStore.open(source).split("train").documents()]
     out.mkdir(parents=True)
-    manifest = {"format": "megadocs.gen-pool/1", "kind": "rephrase", "g": g, "source": str(source),
+    manifest = {"format": "megadocs.gen-pool/1", "kind": kind, "g": g, "source": str(source),
                 "source_hash": source_hash(source), "n_docs": len(documents), "num_shards": num_shards,
                 "seed": 0, "complete": True, **manifest_fields}
     (out / "manifest.json").write_text(json.dumps(manifest))
@@ -60,7 +59,13 @@ def write_rephrase_pool(out: Path, source: str | Path, *, g: int = 2, num_shards
             for k in range(shard, len(documents), num_shards):
                 doc_id, text = documents[k]
                 for i in range(g):
-                    row = {"doc_id": doc_id, "gen_index": i, "text": rephrase(doc_id, text, i)}
-                    handle.write(json.dumps(row) + "\n")
+                    handle.write(json.dumps({"doc_id": doc_id, "gen_index": i, **row(k, doc_id, text, i)}) + "\n")
         (out / f"{stem}.done").write_text("{}")
     return out
+
+
+def write_rephrase_pool(out: Path, source: str | Path, *, g: int = 2,
+                        rephrase: Callable[[str, str, int], str] = made_up_rephrase, **options) -> Path:
+    """A rephrase pool with ``rephrase(doc_id, text, k)`` as generation k (options: :func:`write_pool`)."""
+    return write_pool(out, source, "rephrase", g, lambda k, doc_id, text, i: {"text": rephrase(doc_id, text, i)},
+                      **options)

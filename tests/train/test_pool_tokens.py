@@ -11,9 +11,9 @@ import pytest
 
 import train.pool_tokens as pool_tokens_module
 from gen.assemble import assemble
-from megadocs.corpus import source_hash
 from megadocs.errors import UserError
-from tests.pools import tokenize_assembled, write_rephrase_pool
+from tests.pools import tokenize_assembled
+from tests.pools import write_pool as write_any_pool
 from train.data import TokenStream, TrainingStreams
 from train.pool_tokens import (
     open_pool_tokens,
@@ -39,12 +39,11 @@ def _generation(doc_text: str, doc_index: int, gen_index: int) -> str:
     return f"Version {gen_index}: " + doc_text[start:start + 60 + 37 * ((doc_index * 7 + gen_index) % 9)]
 
 
-def write_pool(out: Path, source: str | Path, documents: list[tuple[str, str]], *, g: int = POOL_G,
+def write_rephrases(out: Path, source: str | Path, documents: list[tuple[str, str]], *, g: int = POOL_G,
                num_shards: int = NUM_SHARDS) -> Path:
     """A complete rephrase pool, its generations of varied length, a few empty or whitespace-only."""
-    index = {doc_id: k for k, (doc_id, _) in enumerate(documents)}
-    return write_rephrase_pool(out, source, g=g, num_shards=num_shards, documents=documents,
-                               rephrase=lambda doc_id, text, i: _generation(text, index[doc_id], i))
+    return write_any_pool(out, source, "rephrase", g, lambda k, doc_id, text, i: {"text": _generation(text, k, i)},
+                      num_shards=num_shards, documents=documents)
 
 
 @pytest.fixture
@@ -59,7 +58,7 @@ def _store_documents(store: TokenStore) -> list[tuple[str, str]]:
 @pytest.fixture
 def store_pool(tmp_path, tiny_store, store) -> Path:
     """A pool generated from the store itself: the real documents come from the store's tokens."""
-    return write_pool(tmp_path / "pool", tiny_store, _store_documents(store))
+    return write_rephrases(tmp_path / "pool", tiny_store, _store_documents(store))
 
 
 @pytest.fixture
@@ -68,7 +67,7 @@ def file_pool(tmp_path, store) -> Path:
     source = tmp_path / "docs.jsonl"
     documents = _store_documents(store)[:37]
     source.write_text("".join(json.dumps({"id": doc_id, "text": text}) + "\n" for doc_id, text in documents))
-    return write_pool(tmp_path / "pool", source, documents)
+    return write_rephrases(tmp_path / "pool", source, documents)
 
 
 def _all_windows(documents, store: TokenStore, context: int = 64) -> tuple[np.ndarray, np.ndarray]:
@@ -174,7 +173,7 @@ def test_a_tokenized_pool_from_validation_documents_is_refused(tmp_path, store):
     documents = _store_documents(store)[:5] + [(val_doc.doc_id, val_doc.text)]
     source = tmp_path / "docs.jsonl"
     source.write_text("".join(json.dumps({"id": doc_id, "text": text}) + "\n" for doc_id, text in documents))
-    pool = write_pool(tmp_path / "pool", source, documents)
+    pool = write_rephrases(tmp_path / "pool", source, documents)
     with pytest.raises(UserError, match=rf"^data\.synthetic: .*document 5: source document '{val_doc.doc_id}' "
                                         r"is a document of the store's val split"):
         TrainingStreams.build(store.path, synthetic={"pool": pool, "algorithm": "stitched", "g": 2},
@@ -182,7 +181,7 @@ def test_a_tokenized_pool_from_validation_documents_is_refused(tmp_path, store):
     assert not tokens_dir(pool, store.tokenizer_hash).exists()  # refused before any tokenizing
     elsewhere = tmp_path / "elsewhere.jsonl"
     elsewhere.write_text(json.dumps({"id": "elsewhere", "text": "not from the store"}) + "\n")
-    pool = write_pool(tmp_path / "pool-elsewhere", elsewhere, [("elsewhere", "not from the store")], num_shards=1)
+    pool = write_rephrases(tmp_path / "pool-elsewhere", elsewhere, [("elsewhere", "not from the store")], num_shards=1)
     with pytest.raises(UserError, match="'elsewhere' is not a document of the store"):
         require_pool_sources(pool, store)
 
@@ -214,22 +213,12 @@ def write_thoughts_pool(out: Path, source: str | Path, documents: list[tuple[str
                         num_shards: int = NUM_SHARDS) -> Path:
     """A complete thoughts pool (what `gen thoughts` writes): thought i of a document at character
     (i+1)*len/(G+1), some thoughts empty (not inserted by assembly)."""
-    out.mkdir(parents=True)
-    manifest = {"format": "megadocs.gen-pool/1", "kind": "thoughts", "g": g, "source": str(source),
-                "source_hash": source_hash(source), "n_docs": None, "num_shards": num_shards, "complete": True}
-    (out / "manifest.json").write_text(json.dumps(manifest))
-    for shard in range(num_shards):
-        stem = f"shard-{shard:05d}-of-{num_shards:05d}"
-        with open(out / f"{stem}.jsonl", "w") as handle:
-            for k in range(shard, len(documents), num_shards):
-                doc_id, text = documents[k]
-                for i in range(g):
-                    thought = "" if (k + i) % 7 == 0 else f"thinking {i} about {text[5 * i:5 * i + 20 + k % 13]}"
-                    row = {"doc_id": doc_id, "gen_index": i, "split_index": i, "split_token": 0,
-                           "split_char": (i + 1) * len(text) // (g + 1), "text": thought}
-                    handle.write(json.dumps(row) + "\n")
-        (out / f"{stem}.done").write_text("{}")
-    return out
+
+    def thought(k: int, doc_id: str, text: str, i: int) -> dict:
+        body = "" if (k + i) % 7 == 0 else f"thinking {i} about {text[5 * i:5 * i + 20 + k % 13]}"
+        return {"split_index": i, "split_token": 0, "split_char": (i + 1) * len(text) // (g + 1), "text": body}
+
+    return write_any_pool(out, source, "thoughts", g, thought, num_shards=num_shards, documents=documents)
 
 
 @pytest.fixture
