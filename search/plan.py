@@ -39,6 +39,7 @@ from typing import Any
 
 from megadocs.errors import UserError
 from search.certify import CertifySearch, drive
+from search.controller import EPOCH_AXES
 from search.grid import Grid
 from search.landscapes import random_landscape
 from search.objective import TrainObjective
@@ -182,8 +183,9 @@ def sweep_plan(sweep: Sweep, *, mfu: float, peak_tflops: float, simulations: int
         if coster is not None:
             source = sweep.certification(ens.source)
             point = _point(source, sweep.start_for(source))
-            if "epochs" in point:
-                point["epochs"] = int(round(point["epochs"] * ens.epochs_multiplier))
+            for axis in EPOCH_AXES:
+                if axis in point:
+                    point[axis] = int(round(point[axis] * ens.epochs_multiplier))
             entry["gpu_hours"] = ens.members * coster.cost(point)["gpu_hours"]
         ensembles.append(entry)
     transfers = []
