@@ -25,6 +25,7 @@ from pydantic import BeforeValidator, Field, model_validator
 from megadocs.config import StrictModel, config_hash
 from megadocs.data_identity import assembled_identity, directory_identity, pool_identity, store_identity
 from megadocs.formats import ALGORITHMS, IID_SETS, Algorithm, assembled_dir
+from train.pool_tokens import LATENT_TOKENIZATION
 
 __all__ = [
     "DocumentMask",
@@ -299,6 +300,8 @@ class RunConfig(StrictModel):
                 "assembled": assembled_identity(synthetic.pool, assembled_dir(synthetic.pool, synthetic.algorithm, synthetic.g),
                                                 "data.synthetic"),
             }
+            if synthetic.algorithm == "latent":  # its text and thoughts are tokenized apart (train.pool_tokens)
+                identity["synthetic"]["tokenization"] = LATENT_TOKENIZATION
         if self.eval.extra:
             identity["extra"] = {
                 name: {**store_identity(extra.store, f"eval.extra.{name}.store"), "split": extra.split}

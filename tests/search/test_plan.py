@@ -28,6 +28,19 @@ def test_run_counts_of_a_callable_sweep(make_sweep, capsys):
     assert capsys.readouterr().out.splitlines()[1].split()[:5] == ["a", "72", "7", f"{first['expected']:.1f}", "72"]
 
 
+def test_run_counts_include_the_repeats_of_noise_aware_certification(make_sweep, capsys):
+    """noise.repeats = 3: the centre takes three draws; the ceiling is three runs per point."""
+    path = make_sweep(noise={"repeats": 3},
+                      certifications=[{"name": "a", "fixed": {"method": "simple", "g": 4}},
+                                      {"name": "quiet", "fixed": {"method": "simple", "g": 8}, "noise": {"repeats": 1}}])
+    assert main(["search", "plan", str(path), "--json"]) == 0
+    noisy, quiet = json.loads(capsys.readouterr().out)["certifications"]
+    assert (noisy["best"], noisy["worst"]) == (3 + 6, 3 * 72)
+    assert (quiet["best"], quiet["worst"]) == (7, 72)
+    # every simulated certification ends on a centre with all three draws, and visits at least one
+    assert noisy["expected"] >= quiet["expected"] + 2
+
+
 def test_gpu_hours_of_a_train_sweep_match_hand_computation(make_sweep, tiny_store, capsys):
     context, batch, mfu, peak = 32, 4, 0.5, 200.0
     path = make_sweep(
