@@ -27,7 +27,8 @@ column              meaning
                     ``iid_long``, extra sets)
 ``bench.<task>``    downstream benchmark scores in ``metrics.benchmarks`` (numbers only)
 ``metric.<name>``   every other numeric metric (``steps``, ``tokens_seen``, ``tokens_per_s``,
-                    ``params``, ...)
+                    ``params``, ...); nested ones one column per number
+                    (``metric.windows.real_seen``, ``metric.val_windows.iid``)
 ``member``          ensemble member index (ensemble studies only)
 ``wall_time_s``     compute used by the run (seconds); ``job_id``, ``attempts``, ``reason``
 ``adopted_from``    set when the ledger reused an identical run of another study (its compute is
@@ -160,9 +161,13 @@ def _metric_columns(metrics: RunMetrics) -> dict[str, float | None]:
     numbers = {name: getattr(metrics, name) for name in RunMetrics.model_fields if name not in _OWN_COLUMNS}
     numbers.update(metrics.extra)  # a sweep's own objective's metrics
     for name, value in numbers.items():
-        number = _number(value)
-        if number is not None:
-            columns[METRIC + name] = number
+        if hasattr(value, "model_dump"):  # a nested record (windows read): one column per number
+            value = value.model_dump()
+        nested = value.items() if isinstance(value, Mapping) else [(None, value)]
+        for key, item in nested:
+            number = _number(item)
+            if number is not None:
+                columns[METRIC + name + ("" if key is None else f".{key}")] = number
     return columns
 
 

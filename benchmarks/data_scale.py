@@ -13,7 +13,8 @@ stage in a fresh process so its peak RSS is its own:
   streaming) against the previous whole-file reader (kept here as the baseline);
 - ``index``: the training job's stream setup from the tokenized pool (stitched and simple at the
   pool's G and at G/2) and its first batch; ``todays``: the previous path for one (stitched, G):
-  ``gen assemble`` then tokenizing the assembled text in the training process.
+  ``gen assemble`` then tokenizing the assembled text in the training process (kept here as the
+  baseline, :func:`_tokenize_assembled`).
 
 Run: ``python benchmarks/data_scale.py`` (the last stdout line is the JSON summary).
 """
@@ -111,7 +112,6 @@ def stage(name: str, store: str, pool: str) -> dict:
     from train.data import TrainingStreams
     from train.pool_tokens import tokenize_pool
     from train.store import TokenStore
-    from train.synthetic import load_synthetic
 
     opened = TokenStore.open(store)
     encoder = opened.tokenizer().backend_tokenizer  # loaded before the clock in every stage
@@ -172,11 +172,28 @@ def stage(name: str, store: str, pool: str) -> dict:
         started, cpu = time.perf_counter(), time.process_time()
         assemble(pool, "stitched", G)
         assembled = time.perf_counter()
-        documents = load_synthetic(pool, "stitched", G, opened)
+        tokens = _tokenize_assembled(pool, "stitched", G, encoder)
         result = {"seconds": time.perf_counter() - started, "assemble_s": assembled - started,
-                  "cpu_s": time.process_time() - cpu, "tokens": documents.num_tokens}
+                  "cpu_s": time.process_time() - cpu, "tokens": tokens}
     result.update(peak_mb=_peak_mb(), peak_over_start_mb=_peak_mb() - base)
     return result
+
+
+def _tokenize_assembled(pool: str, algorithm: str, g: int, encoder, batch: int = 256) -> int:
+    """The path before the tokenize step: every segment of ``gen assemble``'s text encoded in the
+    training process, batch by batch; returns the tokens (segments EOS-joined, as training read them)."""
+    from megadocs.formats import assembled_documents
+
+    tokens, segments = 0, []
+    with open(assembled_documents(pool, algorithm, g), "rb") as handle:
+        for line in handle:
+            parts = [part for part in json.loads(line)["segments"] if part.strip()]
+            tokens += len(parts) - 1 if parts else 0  # the EOS between segments
+            segments += parts
+            if len(segments) >= batch:
+                tokens += sum(len(e.ids) for e in encoder.encode_batch(segments, add_special_tokens=False))
+                segments = []
+    return tokens + sum(len(e.ids) for e in encoder.encode_batch(segments, add_special_tokens=False))
 
 
 def _run_stage(name: str, built: dict) -> dict:
@@ -194,8 +211,13 @@ def extrapolate(per_core_tokens_per_s: float, todays_per_core_tokens_per_s: floa
     real = PAPER["real_tokens"]
     # one rephrase pool (G = 32) serves simple and stitched at every G; tokenized once
     step_tokens = PAPER["synthetic_tokens_g32"]
-    # latent: a thoughts pool per G, still tokenized as assembled text by its first training run
-    latent_tokens = sum(PAPER["documents"] * g * THOUGHT_TOKENS + real for g in PAPER["g_values"])
+    # latent: a thoughts pool per G, tokenized by the step too: its thoughts once, its real text once
+    # per G' the pool serves ((G'+1) | (G+1): G=32 serves 2, 10 and 32)
+    from megadocs.formats import PoolKind, pool_generations
+
+    served = {g: sum(pool_generations(PoolKind.THOUGHTS, g, h) is not None for h in range(1, g + 1))
+              for g in PAPER["g_values"]}
+    latent_tokens = sum(PAPER["documents"] * g * THOUGHT_TOKENS + served[g] * real for g in PAPER["g_values"])
     # before: every (simple|stitched, G) assembly tokenized its whole text, real documents included
     old_tokens = sum(2 * (PAPER["documents"] * g * per_gen + real) for g in PAPER["g_values"])
     to_hours = 1 / 3600
@@ -203,7 +225,7 @@ def extrapolate(per_core_tokens_per_s: float, todays_per_core_tokens_per_s: floa
         "tokens_per_generation": per_gen,
         "step_cpu_hours": step_tokens / per_core_tokens_per_s * to_hours,
         "step_disk_gb": (step_tokens * 4 + PAPER["documents"] * PAPER["pool_g"] * 8) / 1e9,
-        "latent_cpu_hours": latent_tokens / todays_per_core_tokens_per_s * to_hours,
+        "latent_cpu_hours": latent_tokens / per_core_tokens_per_s * to_hours,
         "latent_disk_gb": latent_tokens * 4 / 1e9,
         "before_simple_stitched_cpu_hours": old_tokens / todays_per_core_tokens_per_s * to_hours,
         "before_simple_stitched_disk_gb": old_tokens * 4 / 1e9,

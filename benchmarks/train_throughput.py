@@ -27,7 +27,8 @@ Scaling (``--scaling 1,2``): the same run data parallel on 1, 2, ... processes (
 --nproc-per-node=N -m megadocs train`; gloo with one torch thread per process on CPU, NCCL with one
 GPU per process on CUDA), steady-state tokens/s of the global batch from rank 0's log, against N x
 the single-process figure (``efficiency`` = tokens/s of N / (N x tokens/s of 1); the issue's target
-is >= 0.9 at 8 GPUs for the 300m preset at context 4096, unmeasured here).
+is >= 0.9 at 8 GPUs for the 300m preset at context 4096, unmeasured here). ``--parallelism fsdp``
+measures the sharded path (`train.sharding`; default ``auto``: DDP below 1B parameters).
 
 Usage: ``python benchmarks/train_throughput.py [--store DIR] [--preset tiny-1m] [--context 256]
 [--cuda-suite] [--scaling 1,2]``. The last stdout line is a JSON summary for `benchmarks/run_all.py`.
@@ -96,6 +97,7 @@ def scaling(args, device: torch.device) -> dict:
             "model": {"preset": args.preset},
             "optim": {"batch_size": args.batch, "micro_batch_size": args.micro_batch or args.batch},
             "eval": {"val_windows": 1}, "checkpoint_every": 10**9, "device": device.type,
+            "parallelism": args.parallelism,
         }))  # fmt: skip
         rates = {}
         for count in counts:
@@ -110,7 +112,8 @@ def scaling(args, device: torch.device) -> dict:
         {"processes": n, "tokens_per_s": rate, "linear_tokens_per_s": n * rates[1], "efficiency": rate / (n * rates[1])}
         for n, rate in rates.items()
     ], "scaling_setup": {"preset": args.preset, "context": args.context, "batch": args.batch,
-                         "micro_batch": args.micro_batch or args.batch, "device": device.type}}  # fmt: skip
+                         "micro_batch": args.micro_batch or args.batch, "device": device.type,
+                         "parallelism": args.parallelism}}  # fmt: skip
 
 
 def _default_store(tmp: Path) -> Path:
@@ -369,6 +372,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--scaling", default=None, metavar="1,2,...",
                         help="data-parallel scaling: tokens/s on these process counts (the first must be 1)")
     parser.add_argument("--micro-batch", type=int, default=None, help="with --scaling: micro-batch (default --batch)")
+    parser.add_argument("--parallelism", choices=("auto", "ddp", "fsdp"), default="auto",
+                        help="with --scaling: the runs' parallelism (train.sharding)")
     parser.add_argument("--loss-sizes", default="2048x128x16384,4096x128x16384",
                         help="TOKENSxHIDDENxVOCAB,... for the chunked vs full loss comparison ('' = skip)")
     args = parser.parse_args(argv)

@@ -23,7 +23,7 @@ WHOLE synthetic stream (paper.md, "Data streams and mixing"):
 
 Empty generations (only whitespace) are left out and counted (``excluded_empty``); length-cut
 ones are kept. A rephrase pool generated with G serves any G' <= G (its first G' generations);
-a thoughts pool serves G' only when (G'+1) divides (G+1) (:func:`gen.splits.reusable_splits`),
+a thoughts pool serves G' only when (G'+1) divides (G+1) (:func:`megadocs.formats.pool_generations`),
 otherwise this refuses with an error naming the G values that would work.
 """
 
@@ -39,16 +39,18 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from gen import pool as pool_format
-from gen.splits import reusable_splits
 from megadocs.errors import UserError
 from megadocs.formats import (
     ALGORITHMS,
     ASSEMBLED_MANIFEST,
     DOCUMENTS_FILE,
     POOL_KIND,
+    THINK_CLOSE,
+    THINK_OPEN,
     PoolKind,
     assembled_dir,
     replace_dir,
+    select_generations,
     write_json,
 )
 
@@ -56,29 +58,6 @@ __all__ = ["ASSEMBLED_FORMAT", "THINK_OPEN", "THINK_CLOSE", "assemble", "select_
            "insert_thoughts", "assemble_document"]
 
 ASSEMBLED_FORMAT = "megadocs.assembled/1"
-THINK_OPEN, THINK_CLOSE = "<think>", "</think>"
-
-
-def select_generations(kind: str, pool_g: int, g: int) -> list[int]:
-    """The pool's gen_index values that make up G=``g``.
-
-    Raises:
-        UserError: the pool cannot serve ``g`` (too large, or thoughts with other split points).
-    """
-    if g < 1:
-        raise UserError(f"--g: expected a positive number of generations, got {g}")
-    if kind == PoolKind.THOUGHTS:
-        chosen = reusable_splits(pool_g, g)
-        if chosen is None:
-            usable = [h for h in range(1, pool_g + 1) if reusable_splits(pool_g, h) is not None]
-            raise UserError(f"--g: a thoughts pool generated with G={pool_g} has split points only "
-                            f"for G in {usable} ((G+1) must divide {pool_g + 1}), got {g}; "
-                            f"generate a pool with --g {g}")
-        return chosen
-    if g > pool_g:
-        raise UserError(f"--g: the pool holds {pool_g} generations per document, got {g} "
-                        f"(expected at most {pool_g})")
-    return list(range(g))
 
 
 def insert_thoughts(text: str, thoughts: Iterable[tuple[int, str]]) -> str:

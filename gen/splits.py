@@ -25,6 +25,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from megadocs.formats import PoolKind, pool_generations
+
 __all__ = [
     "PROMPT_MARGIN_TOKENS", "token_starts", "split_tokens", "reusable_splits",
     "allocate_budget", "thought_window", "rephrase_window",
@@ -50,17 +52,14 @@ def split_tokens(n_tokens: int, g: int) -> list[int]:
 
 
 def reusable_splits(pool_g: int, g: int) -> list[int] | None:
-    """0-based split indices of a ``pool_g`` thoughts pool that form the split points for ``g``.
-
-    Returns None when the pool cannot serve ``g`` ((g+1) does not divide (pool_g+1)).
+    """0-based split indices of a ``pool_g`` thoughts pool that form the split points for ``g``
+    (None when (g+1) does not divide (pool_g+1)); the rule is the gen -> train contract's,
+    :func:`megadocs.formats.pool_generations`.
 
     >>> reusable_splits(7, 3), reusable_splits(7, 2)
     ([1, 3, 5], None)
     """
-    if g < 1 or g > pool_g or (pool_g + 1) % (g + 1):
-        return None
-    step = (pool_g + 1) // (g + 1)
-    return [k * step - 1 for k in range(1, g + 1)]
+    return pool_generations(PoolKind.THOUGHTS, pool_g, g)
 
 
 def allocate_budget(prefix_tokens: int, suffix_tokens: int, budget: int) -> tuple[int, int]:

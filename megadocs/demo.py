@@ -8,9 +8,9 @@ with a freshly trained BPE tokenizer, 3. a tiny generator trained by ``megadocs 
 real training documents (the paper's self-improvement setting: not an instruction-tuned model,
 so its "rephrases" are poor text; the point is the machinery), 4. ``megadocs gen rephrase`` and
 ``megadocs gen thoughts`` with vLLM (CPU build; transformers if vLLM is missing),
-5. ``megadocs gen assemble`` for simple / stitched / latent at every G, 6. ``megadocs search
-certify`` of the real-only baseline and the three algorithms at every G (local executor, SQLite
-ledger), 7. ``megadocs analysis report``.
+5. ``megadocs gen assemble`` for simple / stitched / latent at every G, then ``megadocs data
+tokenize-pool`` of every pool, 6. ``megadocs search certify`` of the real-only baseline and the
+three algorithms at every G (local executor, SQLite ledger), 7. ``megadocs analysis report``.
 
 Every step is idempotent and leaves a marker in ``OUT/.done/`` only after its outputs are
 durable, so an interrupted demo resumes where it stopped when re-run.
@@ -267,6 +267,11 @@ class Demo:
                     "--algorithm", algorithm, "--g", str(g),
                 )
 
+    def tokenize(self) -> None:
+        pools = dict.fromkeys(str(self.pool_for(algorithm, g)) for algorithm in self.scale.algorithms
+                              for g in self.scale.gs)
+        self.command("data", "tokenize-pool", "--pool", *pools, "--store", str(self.store))
+
     def sweep(self) -> dict:
         """One certification per (algorithm, G). Each G > 1 warm-starts from the same algorithm's
         next smaller G (a chain G=1 -> 2 -> 4: the larger G can always reuse the smaller G's
@@ -362,6 +367,7 @@ class Demo:
                     lambda g=g: self.generate("thoughts", g, self.thoughts_pool(g), scale.thought_tokens),
                 )
         self.step("assemble", f"assemble {', '.join(scale.algorithms)} documents", self.assemble)
+        self.step("tokenize", "tokenize every pool once, before training", self.tokenize)
         self.write_sweep()  # cheap and always current, so a changed scale is visible
         self.step("certify", "certify the baseline and every (algorithm, G)", self.certify)
         self.report()  # always rebuilt: it reads whatever the ledger holds

@@ -51,6 +51,10 @@ __all__ = [
     "MANIFEST",
     "assembled_dir",
     "assembled_documents",
+    "THINK_OPEN",
+    "THINK_CLOSE",
+    "pool_generations",
+    "select_generations",
     "IID",
     "IID_SHORT",
     "IID_LONG",
@@ -130,6 +134,50 @@ def assembled_documents(pool: str | Path, algorithm: str, g: int) -> Path:
     """``POOL/assembled/{algorithm}-g{g}/documents.jsonl`` (one ``{doc_id, source_doc_id,
     segments}`` object per line; train joins a document's segments with EOS)."""
     return assembled_dir(pool, algorithm, g) / DOCUMENTS_FILE
+
+
+THINK_OPEN, THINK_CLOSE = "<think>", "</think>"
+"""The tags around a latent thought inside the real text (``latent``)."""
+
+
+def pool_generations(kind: str, pool_g: int, g: int) -> list[int] | None:
+    """The ``gen_index`` values of a ``pool_g`` pool that make up G=``g``, or None when it cannot.
+
+    A rephrase (or sample) pool serves any G' <= G with its first G' generations. A thoughts pool
+    with G split points serves G' only when (G'+1) divides (G+1): split point k' of G' is the
+    pool's split k'(G+1)/(G'+1) (gen/splits.py), so it takes every ((G+1)/(G'+1))-th thought.
+
+    >>> pool_generations("rephrase", 4, 2), pool_generations("thoughts", 7, 3), pool_generations("thoughts", 7, 2)
+    ([0, 1], [1, 3, 5], None)
+    """
+    if g < 1 or g > pool_g:
+        return None
+    if kind != PoolKind.THOUGHTS:
+        return list(range(g))
+    if (pool_g + 1) % (g + 1):
+        return None
+    step = (pool_g + 1) // (g + 1)
+    return [k * step - 1 for k in range(1, g + 1)]
+
+
+def select_generations(kind: str, pool_g: int, g: int, field: str = "--g") -> list[int]:
+    """:func:`pool_generations`, refusing (naming ``field``) a G the pool cannot serve.
+
+    Raises:
+        UserError: ``g`` < 1, larger than the pool's, or thoughts without those split points.
+    """
+    chosen = pool_generations(kind, pool_g, g)
+    if chosen is not None:
+        return chosen
+    if g < 1:
+        raise UserError(f"{field}: expected a positive number of generations, got {g}")
+    if kind == PoolKind.THOUGHTS and g <= pool_g:
+        usable = [h for h in range(1, pool_g + 1) if pool_generations(kind, pool_g, h) is not None]
+        raise UserError(f"{field}: a thoughts pool generated with G={pool_g} has split points only "
+                        f"for G in {usable} ((G+1) must divide {pool_g + 1}), got {g}; "
+                        f"generate a pool with --g {g}")
+    raise UserError(f"{field}: the pool holds {pool_g} generations per document, got {g} "
+                    f"(expected at most {pool_g})")
 
 
 # --- validation sets -----------------------------------------------------------------------

@@ -11,6 +11,11 @@ Per certification, from its grid and the certification rule (`search.certify`):
   cost more, up to the worst case.
 - ``worst``: every grid point (or ``max_runs``).
 
+With ``noise: {repeats: N}`` every count includes the repeats the certifier asks for on these
+noise-free landscapes (each centre's N draws); the extra draws a neighbour gets when it lies within
+the seed noise of the centre depend on that noise, unknown before the sweep, and are not counted
+(``worst`` counts N runs for every point: the ceiling).
+
 A warm-started certification is planned from its configured start (its real start is the
 source's certified point, unknown before the run).
 
@@ -34,6 +39,7 @@ from typing import Any
 
 from megadocs.errors import UserError
 from search.certify import CertifySearch, drive
+from search.controller import EPOCH_AXES
 from search.grid import Grid
 from search.landscapes import random_landscape
 from search.objective import TrainObjective
@@ -48,16 +54,16 @@ SIMULATIONS = 64
 def run_counts(sweep: Sweep, cert: CertificationConfig, *, simulations: int = SIMULATIONS) -> dict[str, Any]:
     """``{best, expected, worst, simulated}``: run counts of one certification (see the module doc);
     ``simulated`` is the list of point lists the simulations ran (for costing)."""
-    grid, start = sweep.grid_for(cert), sweep.start_for(cert)
+    grid, start, noise = sweep.grid_for(cert), sweep.start_for(cert), sweep.noise_for(cert)
     cap = math.inf if cert.max_runs is None else cert.max_runs
-    best = min(1 + len(grid.neighbours(start)), cap)
-    worst = min(grid.size, cap)
+    best = min(noise.repeats + len(grid.neighbours(start)), cap)  # the centre with all its draws
+    worst = min(grid.size * noise.repeats, cap)
     simulated = []
     for seed in range(simulations):
         landscape = random_landscape(seed, "bowl", grid.as_mapping())
         evaluator = SimulatedEvaluator(landscape, slots=max(1, sweep.executor.max_parallel))
         search = CertifySearch(cert.name, grid, start, seed_neighbours=sweep.seeds_neighbours(cert),
-                               max_runs=cert.max_runs)  # fmt: skip
+                               max_runs=cert.max_runs, noise=noise)  # fmt: skip
         drive([search], evaluator)
         simulated.append([dict(request.point) for request in evaluator.calls])
     expected = sum(len(points) for points in simulated) / simulations
@@ -103,8 +109,17 @@ class _RunCoster:
         return self._real_windows[key]
 
     def cost(self, params: Mapping[str, Any]) -> dict[str, float]:
-        """``{steps, tokens, gpu_hours, wall_hours}`` of the point's run (on the profile's processes)."""
-        from train.plan import data_parallel_hours, gpu_hours, model_cost, window_counts
+        """``{steps, tokens, gpu_hours, wall_hours, parallelism, memory_per_device_gib}`` of the
+        point's run on the profile's processes (memory: `train.plan.device_memory_plan` on an
+        80 GiB device, FSDP's shards counted)."""
+        from train.plan import (
+            DEFAULT_DEVICE_MEMORY_GIB,
+            data_parallel_hours,
+            device_memory_plan,
+            gpu_hours,
+            model_cost,
+            window_counts,
+        )
         from train.streams import MixingPlan
 
         key = tuple(sorted((k, str(v)) for k, v in params.items()))
@@ -125,8 +140,11 @@ class _RunCoster:
         flops = model_cost(config.model.preset, vocab_size=vocab, context=data.context).flops_per_token
         single = gpu_hours(tokens, flops, mfu=self.mfu, peak_tflops=self.peak_tflops)
         hours = data_parallel_hours(single, self.processes, self.scaling_efficiency)
+        parallelism, memory = device_memory_plan(config, vocab_size=vocab, processes=self.processes,
+                                                 memory_bytes=DEFAULT_DEVICE_MEMORY_GIB * 2**30)  # fmt: skip
         result = {"steps": plan.total_steps, "tokens": tokens, "gpu_hours": hours["gpu_hours"],
-                  "wall_hours": hours["wall_hours"]}  # fmt: skip
+                  "wall_hours": hours["wall_hours"], "parallelism": parallelism,
+                  "memory_per_device_gib": memory.total / 2**30}  # fmt: skip
         self._cache[key] = result
         return result
 
@@ -177,8 +195,9 @@ def sweep_plan(sweep: Sweep, *, mfu: float, peak_tflops: float, simulations: int
         if coster is not None:
             source = sweep.certification(ens.source)
             point = _point(source, sweep.start_for(source))
-            if "epochs" in point:
-                point["epochs"] = int(round(point["epochs"] * ens.epochs_multiplier))
+            for axis in EPOCH_AXES:
+                if axis in point:
+                    point[axis] = int(round(point[axis] * ens.epochs_multiplier))
             entry["gpu_hours"] = ens.members * coster.cost(point)["gpu_hours"]
         ensembles.append(entry)
     transfers = []

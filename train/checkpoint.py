@@ -29,8 +29,8 @@ import torch
 
 from megadocs.formats import RunDir, atomic_file
 
-__all__ = ["STATE_FILE", "CheckpointWriter", "save_checkpoint", "load_checkpoint", "checkpoint_path",
-           "snapshot_state"]
+__all__ = ["STATE_FILE", "CheckpointWriter", "save_checkpoint", "load_checkpoint", "read_checkpoint",
+           "restore_progress", "checkpoint_path", "snapshot_state"]
 
 STATE_FILE = "state.pt"
 FORMAT = "megadocs.train-checkpoint/2"  # /2: RNG states as tensors, loadable with weights_only=True
@@ -83,16 +83,22 @@ def _to_host(value: Any) -> Any:
     return value
 
 
-def snapshot_state(*, model: torch.nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any, step: int,
-                   counters: dict[str, Any], identity: str) -> dict[str, Any]:
-    """The full training state after `step` updates, in host memory, independent of the live one."""
+def snapshot_state(*, model: torch.nn.Module | None = None, optimizer: torch.optim.Optimizer | None = None,
+                   scheduler: Any, step: int, counters: dict[str, Any], identity: str,
+                   full_states: tuple[dict, dict] | None = None) -> dict[str, Any]:  # fmt: skip
+    """The full training state after `step` updates, in host memory, independent of the live one.
+
+    `full_states`: (model state, index-keyed optimizer state) already unsharded in host memory
+    (`train.sharding.full_state_dicts`), used as they are instead of copying `model`/`optimizer`.
+    """
+    model_state, optimizer_state = full_states or (_to_host(model.state_dict()), _to_host(optimizer.state_dict()))
     return {
         "format": FORMAT,
         "identity": identity,
         "step": int(step),
         "counters": dict(counters),
-        "model": _to_host(model.state_dict()),
-        "optimizer": _to_host(optimizer.state_dict()),
+        "model": model_state,
+        "optimizer": optimizer_state,
         "scheduler": _to_host(scheduler.state_dict()),
         "rng": _rng_state(),
     }
@@ -160,19 +166,13 @@ class CheckpointWriter:
 # --- loading -----------------------------------------------------------------------------------
 
 
-def load_checkpoint(
-    run_dir: Path,
-    *,
-    model: torch.nn.Module,
-    optimizer: torch.optim.Optimizer,
-    scheduler: Any,
-    identity: str,
-) -> dict[str, Any] | None:
-    """Restore state saved by `save_checkpoint`; None when the run has no checkpoint.
+def read_checkpoint(run_dir: Path, *, identity: str) -> dict[str, Any] | None:
+    """The checkpoint of RUN as saved (tensors memory-mapped: the ranks of a node reading it share
+    its pages); None when the run has no checkpoint.
 
-    Returns ``{"step": int, "counters": dict}``. Raises UserError when the checkpoint belongs
-    to a run with another identity (a different config in the same directory), or holds
-    anything but tensors and plain values (an older format, or a crafted file: never executed).
+    Raises UserError when the checkpoint belongs to a run with another identity (a different
+    config in the same directory), or holds anything but tensors and plain values (an older
+    format, or a crafted file: never executed).
     """
     from megadocs.errors import UserError
 
@@ -180,7 +180,7 @@ def load_checkpoint(
     if not path.is_file():
         return None
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
     except (pickle.UnpicklingError, RuntimeError, EOFError) as exc:
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise UserError(
@@ -195,8 +195,32 @@ def load_checkpoint(
             f"{path}: checkpoint of config {state['identity']}, not of this config {identity}; "
             "use another --out or delete the run directory"
         )
-    model.load_state_dict(state["model"])
-    optimizer.load_state_dict(state["optimizer"])
+    return state
+
+
+def restore_progress(state: dict[str, Any], *, scheduler: Any) -> dict[str, Any]:
+    """Restore the schedule and the RNG states of a `read_checkpoint` state (the model and the
+    optimizer are the caller's: plain or sharded); returns ``{"step", "counters"}``."""
     scheduler.load_state_dict(state["scheduler"])
     _set_rng_state(state["rng"])
     return {"step": state["step"], "counters": state["counters"]}
+
+
+def load_checkpoint(
+    run_dir: Path,
+    *,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: Any,
+    identity: str,
+) -> dict[str, Any] | None:
+    """Restore state saved by `save_checkpoint` into an unsharded model and its optimizer; None
+    when the run has no checkpoint. Returns ``{"step": int, "counters": dict}``; raises as
+    `read_checkpoint`.
+    """
+    state = read_checkpoint(run_dir, identity=identity)
+    if state is None:
+        return None
+    model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    return restore_progress(state, scheduler=scheduler)

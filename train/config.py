@@ -25,6 +25,7 @@ from pydantic import BeforeValidator, Field, model_validator
 from megadocs.config import StrictModel, config_hash
 from megadocs.data_identity import assembled_identity, directory_identity, pool_identity, store_identity
 from megadocs.formats import ALGORITHMS, IID_SETS, Algorithm, assembled_dir
+from train.pool_tokens import LATENT_TOKENIZATION
 
 __all__ = [
     "DocumentMask",
@@ -67,7 +68,7 @@ class DocumentMask(str, Enum):
 
 # Top-level / nested fields that do not change what is learned, only how the run executes.
 EXECUTION_FIELDS: dict[str, tuple[str, ...]] = {
-    "": ("checkpoint_every", "device", "compile", "loss", "tracking"),
+    "": ("checkpoint_every", "device", "compile", "loss", "tracking", "parallelism"),
     "optim": ("micro_batch_size",),
     "eval": ("every", "curve_windows", "curve_extra"),
 }
@@ -277,6 +278,11 @@ class RunConfig(StrictModel):
     loss: Literal["auto", "chunked", "liger", "full"] = Field(
         default="auto", description="head + cross-entropy: auto = liger on CUDA if installed, else chunked"
     )
+    parallelism: Literal["auto", "ddp", "fsdp"] = Field(
+        default="auto", description="several processes: ddp (replicated) or fsdp (sharded weights, "
+        "gradients and AdamW state); auto = fsdp from 1B parameters or when that state does not fit "
+        "the device, else ddp (train.sharding)"
+    )
 
     def data_identity(self) -> dict[str, Any]:
         """What the run's data is (manifest identities), independent of where it lies.
@@ -294,6 +300,8 @@ class RunConfig(StrictModel):
                 "assembled": assembled_identity(synthetic.pool, assembled_dir(synthetic.pool, synthetic.algorithm, synthetic.g),
                                                 "data.synthetic"),
             }
+            if synthetic.algorithm == "latent":  # its text and thoughts are tokenized apart (train.pool_tokens)
+                identity["synthetic"]["tokenization"] = LATENT_TOKENIZATION
         if self.eval.extra:
             identity["extra"] = {
                 name: {**store_identity(extra.store, f"eval.extra.{name}.store"), "split": extra.split}
@@ -380,6 +388,8 @@ device: auto                   # auto | cpu | cuda
 compile: auto                  # auto (= CUDA only) | on | off
 loss: auto                     # auto | chunked | liger | full (head + cross-entropy; never changes
                                #   the run identity: auto = Liger-Kernel on CUDA if installed)
+parallelism: auto              # auto | ddp | fsdp, for several processes (torchrun, SLURM tasks; never
+                               #   changes the run identity: auto = fsdp from 1B parameters, else ddp)
 """
 
 

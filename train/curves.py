@@ -28,6 +28,7 @@ from dataclasses import dataclass
 import torch
 
 from train.config import RunConfig
+from train.distributed import SINGLE, DistributedContext
 from train.evaluate import evaluate_model
 
 __all__ = ["PeriodicValidation"]
@@ -69,16 +70,20 @@ class PeriodicValidation:
         """Evaluate after optimizer step `step`? (never the last: the final evaluation covers it)"""
         return bool(self.every) and step % self.every == 0 and step < self.total_steps
 
-    def evaluate(self, model: torch.nn.Module) -> tuple[dict[str, float | None], float]:
+    def evaluate(self, model: torch.nn.Module, *, dist: DistributedContext = SINGLE,
+                 fsdp_root: torch.nn.Module | None = None) -> tuple[dict[str, float | None], float]:  # fmt: skip
         """({set: loss, None where not finite: log.jsonl stays standard JSON}, seconds).
 
-        Leaves the model in train mode, as the loop expects."""
+        One process evaluates, unless the model is sharded (`fsdp_root`): then every rank of
+        `dist` evaluates its share (`evaluate_model`). Leaves the model in train mode, as the loop
+        expects."""
         start = time.perf_counter()
         losses: dict[str, float] = {}
         for name, validation in self.sets.items():
             losses.update(evaluate_model(model, validation, name=name, halves=False,
                                          batch_size=self.batch_size, device=self.device,
-                                         document_mask=self.document_mask, eos_id=self.eos_id))  # fmt: skip
+                                         document_mask=self.document_mask, eos_id=self.eos_id,
+                                         dist=dist, fsdp_root=fsdp_root))  # fmt: skip
         model.train()
         if self.device.type == "cuda":
             torch.cuda.synchronize()

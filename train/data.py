@@ -23,10 +23,9 @@ import numpy as np
 import torch
 
 from megadocs.errors import UserError
-from train.pool_tokens import synthetic_documents
+from train.pool_tokens import require_pool_sources, synthetic_documents
 from train.store import TokenStore
 from train.streams import REAL, SYNTHETIC, VALIDATION, MixingPlan, PlanError, StreamLayout
-from train.synthetic import load_synthetic, require_pool_sources, require_train_sources
 
 __all__ = ["TrainingStreams", "ValidationSet", "TokenStream", "StreamDocuments", "VALIDATION_SEED", "longer_half"]
 
@@ -130,15 +129,10 @@ class TrainingStreams:
                 raise UserError(f"data.synthetic: mixing_fraction {mixing_fraction} needs a synthetic "
                                 f"stream ({{pool, algorithm, g}}), got none")
             spec = _synthetic_spec(synthetic)
-            # assembled by index from the tokenized pool when the tokenize step ran; otherwise
-            # from `gen assemble`'s text, tokenized here (once, cached per assembly). Either way
-            # its source documents must be the store's train split (the contamination guard).
+            # assembled by index from the tokenized pool (built here when the tokenize step has
+            # not run); its source documents must be the store's train split (contamination guard)
+            require_pool_sources(spec["pool"], store)
             documents = synthetic_documents(spec["pool"], spec["algorithm"], spec["g"], store)
-            if documents is not None:
-                require_pool_sources(spec["pool"], store)
-            else:
-                documents = load_synthetic(spec["pool"], spec["algorithm"], spec["g"], store)
-                require_train_sources(documents, store)
             synthetic_stream = TokenStream.build(documents, eos_id=store.eos_id, context=context, seed=seed,
                                                  stream=SYNTHETIC)
         try:

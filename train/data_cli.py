@@ -57,13 +57,17 @@ def register(subparsers) -> None:
     tokenize = commands.add_parser(
         "tokenize-pool", help="tokenize a generation pool once, before training (CPU step)",
         description="Tokenize every generation of POOL with STORE's tokenizer into POOL/tokens/HASH/ "
-                    "(one task per pool shard, resumable per shard). Every algorithm and G' <= G then "
-                    "assembles its stream from these tokens by index; training only memory-maps.",
+                    "(one task per pool shard, resumable per shard): rephrases and samples as they are, "
+                    "thoughts in their <think> tags and the real text in pieces at their split points. "
+                    "Every algorithm and every G the pool serves then assembles its stream from these "
+                    "tokens by index; training only memory-maps.",
         **examples("megadocs data tokenize-pool --pool runs/pool --store runs/data",
+                   "megadocs data tokenize-pool --pool runs/pools/rephrase runs/pools/thoughts-g4 --store runs/data",
                    "megadocs data tokenize-pool --pool runs/pool --store runs/data --executor slurm "
                    "--profile slurm/profiles/local.yaml"),
     )
-    tokenize.add_argument("--pool", required=True, help="a complete generation pool")
+    tokenize.add_argument("--pool", required=True, action="extend", nargs="+", metavar="POOL",
+                          help="a complete generation pool (several: one after the other)")
     tokenize.add_argument("--store", required=True, help="the token store training reads (data.store)")
     tokenize.add_argument("--shard", type=int, default=None, metavar="I", help="only pool shard I")
     tokenize.add_argument("--executor", choices=["local", "slurm"], default=None,
@@ -99,11 +103,12 @@ def _tokenize_pool(args: argparse.Namespace) -> int:
 
     if args.profile and args.executor != "slurm":
         raise UserError("--profile: only used with --executor slurm")
-    if args.executor:
-        if args.shard is not None:
-            raise UserError("--shard: an executor runs every shard; leave --shard out")
-        manifest = submit_tokenize(args.pool, args.store, args.executor, args.profile)
-    else:
-        manifest = tokenize_pool(args.pool, args.store, shard=args.shard, progress=not args.no_progress)
-    print(json.dumps({"pool": args.pool, "complete": manifest["complete"], **manifest["statistics"]}))
+    if args.shard is not None and (args.executor or len(args.pool) > 1):
+        raise UserError("--shard: only for one pool tokenized in this process; leave --shard out")
+    for pool in args.pool:  # one JSON line per pool, printed as soon as it is done
+        if args.executor:
+            manifest = submit_tokenize(pool, args.store, args.executor, args.profile)
+        else:
+            manifest = tokenize_pool(pool, args.store, shard=args.shard, progress=not args.no_progress)
+        print(json.dumps({"pool": pool, "complete": manifest["complete"], **manifest["statistics"]}), flush=True)
     return 0

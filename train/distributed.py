@@ -3,9 +3,10 @@ collective operations the loop needs.
 
 The global batch and the streams do not depend on the number of processes: every rank builds the
 same global batch for a step (a pure function of the step, `train.data`) and takes its contiguous
-slice of rows. Gradients are averaged over ranks (DDP), so a step on N ranks computes the same
-update as on one (up to float reduction order), and a run's identity and curve do not depend on N.
-Checkpoints hold no per-rank state, so a run resumes on any number of processes.
+slice of rows. Gradients are averaged over ranks (DDP, or FSDP's reduce-scatter for sharded
+models: `train.sharding`), so a step on N ranks computes the same update as on one (up to float
+reduction order), and a run's identity and curve do not depend on N. Checkpoints hold no per-rank
+state (FSDP gathers the full state to rank 0), so a run resumes on any number of processes.
 
 Launch: `torchrun --nproc-per-node=N -m megadocs train CONFIG` (reads RANK, WORLD_SIZE,
 LOCAL_RANK, MASTER_ADDR, MASTER_PORT), or SLURM with one task per GPU (SLURM_PROCID,

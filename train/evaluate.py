@@ -120,6 +120,7 @@ def evaluate_model(
     name: str = IID,
     halves: bool = True,
     dist: DistributedContext = SINGLE,
+    fsdp_root: torch.nn.Module | None = None,
 ) -> dict[str, float]:
     """Mean token loss of `model` on `validation_set` (a `train.data.ValidationSet`: `input_ids`,
     `document_ids` [N, C] and, for the halves, `is_long_token` [N, C]).
@@ -128,19 +129,38 @@ def evaluate_model(
     The model is put in eval mode and left there. Data parallel (`dist`), each rank evaluates a
     contiguous share of the windows and the token-loss sums and counts are reduced, so every rank
     returns the whole set's losses (equal to one process's up to float64 summation order).
+
+    A sharded model (`fsdp_root`: the FSDP root over `model`, `train.loop.MicroBatchLoss`) scores
+    through its root, whose forwards gather parameters collectively: every rank runs as many
+    batches as the rank with the most (a rank with fewer scores its first window again and drops
+    the result), and the root is resharded at the end.
     """
     device = torch.device(device)
     model.eval()
     totals = LossTotals()
     windows = len(validation_set.input_ids)
-    first, last = windows * dist.rank // dist.world_size, windows * (dist.rank + 1) // dist.world_size
-    for start in range(first, last, batch_size):
-        stop = min(start + batch_size, last)
+
+    def share(rank: int) -> range:
+        first, last = windows * rank // dist.world_size, windows * (rank + 1) // dist.world_size
+        return range(first, last, batch_size)
+
+    starts = list(share(dist.rank))
+    batches = max(len(share(rank)) for rank in range(dist.world_size)) if fsdp_root is not None else len(starts)
+    last = windows * (dist.rank + 1) // dist.world_size
+    for index in range(batches):
+        placeholder = index >= len(starts)  # lockstep only: a batch whose losses are dropped
+        start = 0 if placeholder else starts[index]
+        stop = 1 if placeholder else min(start + batch_size, last)
         input_ids = validation_set.input_ids[start:stop].to(device)  # [b, C]
         document_ids = validation_set.document_ids[start:stop].to(device)
         with autocast_for(device):  # the head and loss run one chunk of tokens at a time
-            losses = next_token_losses(model, input_ids, document_ids, document_mask=document_mask,
-                                       eos_id=eos_id)  # [b, C-1]
-        is_long = target_is_long(validation_set, start, stop) if halves else None
-        totals.add(losses, is_long)
+            if fsdp_root is None:
+                losses = next_token_losses(model, input_ids, document_ids, document_mask=document_mask,
+                                           eos_id=eos_id)  # [b, C-1]
+            else:  # the root was built with the run's document_mask and eos_id
+                losses = fsdp_root(input_ids, document_ids, per_token=True)  # [b, C-1]
+        if not placeholder:
+            totals.add(losses, target_is_long(validation_set, start, stop) if halves else None)
+    if fsdp_root is not None:
+        fsdp_root.reshard()  # FSDP2 keeps the root gathered after a forward with no backward
     return totals.reduced(dist).summary(name, halves=halves)

@@ -61,13 +61,13 @@ from megadocs.formats import (
 )
 from megadocs.provenance import write as write_provenance
 from train.benchmarks import check_tasks
-from train.checkpoint import CheckpointWriter, load_checkpoint
+from train.checkpoint import CheckpointWriter, read_checkpoint, restore_progress
 from train.config import AUTO, DEFAULT_DECAY_GROUPS, DocumentMask, RunConfig
 from train.curves import PeriodicValidation
 from train.device import resolve_device, set_determinism
 from train.distributed import SINGLE, DistributedContext, init_distributed
 from train.evaluate import autocast_for, evaluate_model
-from train.loss import next_token_loss, resolve_loss_implementation
+from train.loss import next_token_loss, next_token_losses, resolve_loss_implementation
 from train.model_card import write_model_card
 from train.prefetch import BatchPrefetcher
 from train.tracking import Tracker
@@ -176,14 +176,15 @@ def train_step(
     parameters: list[torch.nn.Parameter],
     eos_id: int | None = None,
     loss_implementation: str = "chunked",
-    replicas: torch.nn.parallel.DistributedDataParallel | None = None,
+    replicas: torch.nn.Module | None = None,
     row_weight: float | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """One optimizer update on a batch [B, C], accumulated over micro-batches.
 
-    Data parallel (`replicas`: DDP over a `MicroBatchLoss` of `model`): [B, C] is this rank's rows
-    of the global batch; gradients are averaged over ranks once, on the last micro-batch (`no_sync`
-    before it). `row_weight` (default ``1 / B``) weighs each row's mean loss: ``ranks / global rows``
+    Data parallel (`replicas`: DDP, or the FSDP root, over a `MicroBatchLoss` of `model`): [B, C]
+    is this rank's rows of the global batch. DDP averages gradients over ranks once, on the last
+    micro-batch (`no_sync` before it); FSDP reduce-scatters after every micro-batch into the
+    sharded gradients (`train.sharding`). `row_weight` (default ``1 / B``) weighs each row's mean loss: ``ranks / global rows``
     makes the DDP average the global batch's mean even when ranks hold unequal rows (0 for a rank
     that holds a placeholder row because the batch is shorter than the world).
 
@@ -200,7 +201,8 @@ def train_step(
         ids = input_ids[start : start + micro_batch_size]  # [b, C]
         docs = document_ids[start : start + micro_batch_size]
         last = start + micro_batch_size >= rows
-        sync = contextlib.nullcontext() if replicas is None or last else replicas.no_sync()
+        accumulate_locally = isinstance(replicas, torch.nn.parallel.DistributedDataParallel) and not last
+        sync = replicas.no_sync() if accumulate_locally else contextlib.nullcontext()
         with sync:
             with autocast_for(device):
                 if replicas is None:
@@ -211,7 +213,9 @@ def train_step(
                 loss = micro_loss * (ids.shape[0] * row_weight)
             loss.backward()
         total_loss += loss.detach()
-    grad_norm = torch.nn.utils.clip_grad_norm_(parameters, grad_clip)
+    grad_norm = torch.nn.utils.clip_grad_norm_(parameters, grad_clip)  # the global norm, also over shards
+    if hasattr(grad_norm, "full_tensor"):  # FSDP: a Replicate DTensor, the same value on every rank
+        grad_norm = grad_norm.full_tensor()
     optimizer.step()
     scheduler.step()
     optimizer.zero_grad(set_to_none=True)
@@ -219,16 +223,22 @@ def train_step(
 
 
 class MicroBatchLoss(torch.nn.Module):
-    """A micro-batch's mean token loss as a module, for DDP: the chunked head reads the head
-    weight directly (`train.loss`), not through ``model.forward``, so DDP wraps the whole loss."""
+    """A micro-batch's mean token loss as a module, for DDP and FSDP: the chunked head reads the
+    head weight directly (`train.loss`), not through ``model.forward``, so the wrapper (and, for
+    FSDP, the root unit that gathers the embedding, final norm and head) covers the whole loss.
+    ``per_token=True`` gives evaluation's per-token losses [b, C-1] through the same root."""
 
-    def __init__(self, model: torch.nn.Module, **loss_settings: Any) -> None:
+    def __init__(self, model: torch.nn.Module, *, implementation: str, **loss_settings: Any) -> None:
         super().__init__()
         self.model = model
+        self.implementation = implementation
         self.loss_settings = loss_settings
 
-    def forward(self, input_ids: torch.Tensor, document_ids: torch.Tensor) -> torch.Tensor:
-        return next_token_loss(self.model, input_ids, document_ids, **self.loss_settings)
+    def forward(self, input_ids: torch.Tensor, document_ids: torch.Tensor, per_token: bool = False) -> torch.Tensor:
+        if per_token:
+            return next_token_losses(self.model, input_ids, document_ids, **self.loss_settings)
+        return next_token_loss(self.model, input_ids, document_ids, implementation=self.implementation,
+                               **self.loss_settings)  # fmt: skip
 
 
 PEER_STOP = 0  # `PreemptionSignals.requested` when another rank saw the signal
@@ -393,18 +403,31 @@ class _Training:
     counters: dict[str, Any]
     attempt_start: float
     dist: DistributedContext = SINGLE
-    replicas: torch.nn.parallel.DistributedDataParallel | None = None  # data parallel: DDP over the loss
+    replicas: torch.nn.Module | None = None  # data parallel: DDP over the loss, or the FSDP root
     writer: CheckpointWriter | None = None
+    parallelism: str = "single"  # train.sharding.choose_parallelism
+
+    @property
+    def fsdp_root(self) -> torch.nn.Module | None:
+        """The FSDP root (a sharded `MicroBatchLoss`): forwards are collective, every rank runs them."""
+        return self.replicas if self.parallelism == "fsdp" else None
 
     def save(self) -> None:
         """Snapshot the state to host memory now; the writer thread puts it on disk. Rank 0 alone
-        (no per-rank state: the checkpoint resumes on any number of processes)."""
+        writes (no per-rank state: the checkpoint resumes on any number of processes); under FSDP
+        every rank first takes part in gathering the full state to rank 0."""
+        full_states = None
+        if self.parallelism == "fsdp":
+            from train.sharding import full_state_dicts
+
+            full_states = full_state_dicts(self.model, self.optimizer)  # collective
         if not self.dist.is_main:
             return
         elapsed = time.perf_counter() - self.attempt_start
         counters = {**self.counters, "wall_time_s": self.counters["wall_time_s"] + elapsed}
         self.writer.save(model=self.model, optimizer=self.optimizer, scheduler=self.scheduler,
-                         step=self.step, counters=counters, identity=self.identity)  # fmt: skip
+                         step=self.step, counters=counters, identity=self.identity,
+                         full_states=full_states)  # fmt: skip
 
     def stop_if_requested(self, signals: PreemptionSignals) -> None:
         """On a pending signal: wait until the last checkpoint is on disk, then stop (Preempted).
@@ -418,13 +441,36 @@ class _Training:
 
 def _build(config: RunConfig, store, total_steps: int, device: torch.device, out: Path, identity: str,
            attempt_start: float, writer: CheckpointWriter, dist: DistributedContext = SINGLE) -> _Training:  # fmt: skip
-    """Model, AdamW and schedule, restored from RUN/checkpoint when there is one."""
+    """Model, AdamW and schedule, restored from RUN/checkpoint when there is one; wrapped for
+    data parallelism (DDP, or FSDP: `train.sharding`) when several processes run."""
     from train.model import build_model
+    from train.sharding import choose_parallelism
 
     set_determinism(device)
     torch.manual_seed(config.seed)
     model = build_model(config.model.preset, vocab_size=store.vocab_size, context=config.data.context,
                         seed=config.seed, eos_id=store.eos_id, device=device)  # fmt: skip
+    # the device's total memory (not its free memory, which varies by rank); rank 0's choice holds
+    total_memory = torch.cuda.get_device_properties(device).total_memory if device.type == "cuda" else None
+    parallelism = dist.broadcast_object(choose_parallelism(
+        config.parallelism, world_size=dist.world_size, parameters=sum(p.numel() for p in model.parameters()),
+        device_memory_bytes=total_memory))  # fmt: skip
+    checkpoint = read_checkpoint(out, identity=identity)
+    if checkpoint is not None:
+        model.load_state_dict(checkpoint["model"])  # before sharding: every rank holds the full model here
+    if device.type == "cuda" and config.data.document_mask is not DocumentMask.OFF:
+        from train.attention import masked_attention_backend
+
+        model.set_attn_implementation(masked_attention_backend(device))  # packed sequences, no dense mask
+    replicas = None
+    if parallelism != "single":
+        replicas = MicroBatchLoss(model, document_mask=config.data.document_mask, eos_id=store.eos_id,
+                                  implementation=resolve_loss_implementation(config.loss, device))  # fmt: skip
+    if parallelism == "fsdp":  # shard first: the optimizer holds the sharded parameters
+        from train.sharding import shard_model
+
+        shard_model(replicas, model.model.layers, device=device, mixed_precision=device.type == "cuda",
+                    compile_layers=_compile_wanted(config, device))  # fmt: skip
     optim = config.optim
     optimizer = torch.optim.AdamW(param_groups(model, optim.weight_decay, optim.weight_decay_on), lr=optim.lr,
                                   betas=(optim.beta1, optim.beta2), fused=device.type == "cuda")  # fmt: skip
@@ -432,27 +478,30 @@ def _build(config: RunConfig, store, total_steps: int, device: torch.device, out
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda step: lr_factor(step, total_steps=total_steps, warmup_steps=warmup_steps)
     )
-    resumed = load_checkpoint(out, model=model, optimizer=optimizer, scheduler=scheduler, identity=identity)
-    if device.type == "cuda" and config.data.document_mask is not DocumentMask.OFF:
-        from train.attention import masked_attention_backend
+    resumed = None
+    if checkpoint is not None:
+        if parallelism == "fsdp":
+            from train.sharding import load_full_optimizer_state
 
-        model.set_attn_implementation(masked_attention_backend(device))  # packed sequences, no dense mask
-    if _compile_wanted(config, device):
+            load_full_optimizer_state(model, optimizer, checkpoint["optimizer"])  # each rank keeps its shard
+        else:
+            optimizer.load_state_dict(checkpoint["optimizer"])
+        resumed = restore_progress(checkpoint, scheduler=scheduler)
+        del checkpoint
+    if parallelism != "fsdp" and _compile_wanted(config, device):
         model.model.compile()  # the backbone, in place: the state dict keeps its keys; the loss stays eager
-    forward = model
-    replicas = None
-    if dist.distributed:
-        loss = MicroBatchLoss(model, document_mask=config.data.document_mask, eos_id=store.eos_id,
-                              implementation=resolve_loss_implementation(config.loss, device))  # fmt: skip
+    if parallelism == "ddp":
         replicas = torch.nn.parallel.DistributedDataParallel(
-            loss, device_ids=[dist.local_rank] if device.type == "cuda" else None,
+            replicas, device_ids=[dist.local_rank] if device.type == "cuda" else None,
             gradient_as_bucket_view=True,
         )  # fmt: skip
+    if dist.is_main and parallelism != "single":
+        print(f"parallelism: {config.parallelism} -> {parallelism} on {dist.world_size} processes", file=sys.stderr)
     return _Training(
-        out=out, identity=identity, model=model, forward=forward, optimizer=optimizer, scheduler=scheduler,
+        out=out, identity=identity, model=model, forward=model, optimizer=optimizer, scheduler=scheduler,
         total_steps=total_steps, step=resumed["step"] if resumed else 0,
         counters=resumed["counters"] if resumed else {"tokens_seen": 0, "train_time_s": 0.0, "wall_time_s": 0.0},
-        attempt_start=attempt_start, writer=writer, dist=dist, replicas=replicas,
+        attempt_start=attempt_start, writer=writer, dist=dist, replicas=replicas, parallelism=parallelism,
     )  # fmt: skip
 
 
@@ -505,7 +554,7 @@ def _run(config: RunConfig, out: Path, identity: str, device: torch.device, dist
         # --- model, optimizer, schedule (resumed from the checkpoint if any) ------------------
         training = _build(config, store, streams.plan.total_steps, device, out, identity, attempt_start, writer,
                           dist)  # fmt: skip
-        config = _resolve_micro_batch(config, training.model, store.vocab_size, device, streams.eos_id)
+        config = _resolve_micro_batch(config, training, store.vocab_size, device, streams.eos_id)
         params = sum(p.numel() for p in training.model.parameters())
         if dist.is_main:
             _truncate_log(run_dir.log, training.step)
@@ -525,10 +574,17 @@ def _run(config: RunConfig, out: Path, identity: str, device: torch.device, dist
                 training.stop_if_requested(signals)
 
         if status is RunStatus.COMPLETED:
+            weights = None
+            if training.fsdp_root is not None:  # gathered to rank 0 by every rank
+                from train.sharding import full_model_state
+
+                weights = full_model_state(training.model)
             if dist.is_main:
-                _save_model(training.model, store, run_dir.model)
+                _save_model(training.model, store, run_dir.model, state_dict=weights)
+            del weights
             val_losses, val_windows = _evaluate_all(training.model, config, store, device,
-                                                    after_each=stop_if_requested, dist=dist)  # fmt: skip
+                                                    after_each=stop_if_requested, dist=dist,
+                                                    fsdp_root=training.fsdp_root)  # fmt: skip
         else:  # diverged: no losses to report (null in metrics.json)
             val_losses = {name: None for name in (*IID_SETS, *config.eval.extra)}
             val_windows = {}
@@ -576,12 +632,17 @@ def _run(config: RunConfig, out: Path, identity: str, device: torch.device, dist
     return metrics
 
 
-def _resolve_micro_batch(config: RunConfig, model, vocab_size: int, device: torch.device, eos_id: int) -> RunConfig:
+def _resolve_micro_batch(config: RunConfig, training: _Training, vocab_size: int, device: torch.device,
+                         eos_id: int) -> RunConfig:  # fmt: skip
     """`optim.micro_batch_size: auto` -> a number (`train.plan.auto_micro_batch`); execution only,
-    so the run's identity and saved config keep ``auto``."""
+    so the run's identity and saved config keep ``auto``. Under FSDP the memory model alone
+    decides, with the state sharded over the ranks: a probe is collective there, and an
+    out-of-memory on one rank would leave the others waiting in an all-gather."""
     if config.optim.micro_batch_size != AUTO:
         return config
     from train.plan import auto_micro_batch
+
+    model, sharded = training.model, training.parallelism == "fsdp"
 
     context, implementation = config.data.context, resolve_loss_implementation(config.loss, device)
 
@@ -593,7 +654,9 @@ def _resolve_micro_batch(config: RunConfig, model, vocab_size: int, device: torc
         loss.backward()
 
     micro = auto_micro_batch(model, preset_name=config.model.preset, vocab_size=vocab_size, context=context,
-                             batch_size=config.optim.batch_size, device=device, step_probe=probe)  # fmt: skip
+                             batch_size=config.optim.batch_size, device=device, step_probe=None if sharded else probe,
+                             shards=training.dist.world_size if sharded else 1)  # fmt: skip
+    micro = training.dist.broadcast_object(micro)  # rank 0's: FSDP's collectives need the same count on every rank
     print(f"optim.micro_batch_size: auto -> {micro}", file=sys.stderr)
     return config.model_copy(update={"optim": config.optim.model_copy(update={"micro_batch_size": micro})})
 
@@ -665,8 +728,11 @@ def _train(training: _Training, streams, config: RunConfig, device: torch.device
                 }
                 # not counted in train_time_s; rank 0 evaluates the curve while the others wait for it
                 # in the next step's gradient all-reduce (a small set: no collectives inside)
-                if evaluate_now and dist.is_main and math.isfinite(loss_value):
-                    line["val_losses"], line["eval_s"] = curve.evaluate(training.model)
+                # (FSDP: every rank evaluates its share, the forwards gather parameters collectively)
+                sharded_curve = training.fsdp_root is not None
+                if evaluate_now and (dist.is_main or sharded_curve) and math.isfinite(loss_value):
+                    line["val_losses"], line["eval_s"] = curve.evaluate(
+                        training.model, dist=dist if sharded_curve else SINGLE, fsdp_root=training.fsdp_root)
                     counters["eval_time_s"] = counters.get("eval_time_s", 0.0) + line["eval_s"]
                     clock = time.perf_counter()
                 if not math.isfinite(loss_value):
@@ -697,17 +763,19 @@ def _train(training: _Training, streams, config: RunConfig, device: torch.device
     return RunStatus.COMPLETED
 
 
-def _save_model(model: torch.nn.Module, store, model_dir: Path) -> None:
-    """save_pretrained + the store's tokenizer, replacing any partial earlier attempt."""
+def _save_model(model: torch.nn.Module, store, model_dir: Path, state_dict: dict | None = None) -> None:
+    """save_pretrained (of `state_dict` when given: a sharded model's gathered weights) + the
+    store's tokenizer, replacing any partial earlier attempt."""
     tmp = model_dir.with_name(f".{model_dir.name}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp)
+    model.save_pretrained(tmp, state_dict=state_dict)
     store.tokenizer().save_pretrained(tmp)
     replace_dir(tmp, model_dir)
 
 
 def _evaluate_all(model, config: RunConfig, store, device: torch.device, *, after_each,
-                  dist: DistributedContext = SINGLE) -> tuple[dict[str, float | None], dict[str, int]]:  # fmt: skip
+                  dist: DistributedContext = SINGLE,
+                  fsdp_root: torch.nn.Module | None = None) -> tuple[dict[str, float | None], dict[str, int]]:  # fmt: skip
     """iid (with short/long halves) and every eval.extra set, on fixed real-text windows; data
     parallel, each rank evaluates its share of the windows and the sums are reduced.
 
@@ -717,7 +785,7 @@ def _evaluate_all(model, config: RunConfig, store, device: torch.device, *, afte
     from train.data import ValidationSet
 
     settings = dict(batch_size=config.optim.micro_batch_size, device=device, document_mask=config.data.document_mask,
-                    eos_id=store.eos_id, dist=dist)
+                    eos_id=store.eos_id, dist=dist, fsdp_root=fsdp_root)
     validation = ValidationSet.build(
         config.data.store, split="val", context=config.data.context, max_windows=config.eval.val_windows
     )

@@ -19,6 +19,13 @@ by this count is comparable with the published figures, not an exact count of ke
 - the loss (`train.loss`, chunked or Liger): the head gradient it accumulates (``4 V h``) and two
   chunks of fp32 logits (``8 * chunk_tokens * V``).
 
+**Per device, data parallel** over N processes (`train.sharding`): the micro-batch is the
+per-rank one. DDP replicates the 16 bytes per parameter on every device. FSDP keeps ``16 / N``
+bytes per parameter (the shards, rounded up) plus what it gathers: the parameters and unsharded
+gradients of the root unit (embedding, head, final norm: ``2 V h + h``, fp32, held for the whole
+forward and backward) and of two decoder layers in the compute dtype (the one computing and the
+one prefetched): ``2 x (4 root + dtype x 2 layer)`` bytes.
+
 `tests/train/test_plan.py` checks the activation count against the bytes torch actually saves
 for backward (``saved_tensors_hooks``) on CPU at two model sizes, within 10%. On CUDA the count
 is a first guess only: `auto_micro_batch` confirms it with a probe (a forward and backward at
@@ -103,10 +110,14 @@ class MemoryEstimate:
     optimizer: int
     activations: int
     loss: int
+    gathered: int = 0
+    """FSDP: the all-gathered parameters and unsharded gradients of the units in use (module docstring)."""
+    shards: int = 1
+    """Devices the parameters, gradients and optimizer state are sharded over (1: not sharded)."""
 
     @property
     def total(self) -> int:
-        return self.parameters + self.gradients + self.optimizer + self.activations + self.loss
+        return self.parameters + self.gradients + self.optimizer + self.activations + self.loss + self.gathered
 
     def to_dict(self) -> dict[str, int]:
         return {**asdict(self), "total": self.total}
@@ -128,19 +139,29 @@ def memory_estimate(
     micro_batch_size: int,
     mixed_precision: bool,
     chunk_tokens: int = 4096,
+    shards: int = 1,
 ) -> MemoryEstimate:
-    """The memory model of the module docstring for ``micro_batch_size`` sequences of ``context``."""
+    """The memory model of the module docstring for ``micro_batch_size`` sequences of ``context``
+    on one device, the training state sharded over `shards` devices (FSDP; 1: whole)."""
     preset = _preset(preset_name)
     parameters = parameter_count(preset, vocab_size)
+    shard = -(-parameters // shards)  # ceil: FSDP pads the last rank's shard
     tokens = micro_batch_size * context
     loss = FP32 * vocab_size * preset.hidden + 2 * FP32 * min(chunk_tokens, tokens) * vocab_size
+    gathered = 0
+    if shards > 1:
+        root = 2 * vocab_size * preset.hidden + preset.hidden  # embedding, head, final norm
+        layer = (parameters - root) // preset.layers
+        gathered = 2 * (FP32 * root + (BF16 if mixed_precision else FP32) * 2 * layer)
     return MemoryEstimate(
         micro_batch_size=micro_batch_size,
-        parameters=FP32 * parameters,
-        gradients=FP32 * parameters,
-        optimizer=2 * FP32 * parameters,
+        parameters=FP32 * shard,
+        gradients=FP32 * shard,
+        optimizer=2 * FP32 * shard,
         activations=tokens * activation_bytes_per_token(preset, mixed_precision=mixed_precision),
         loss=loss,
+        gathered=gathered,
+        shards=shards,
     )
 
 
@@ -157,21 +178,24 @@ def largest_fitting_micro_batch(
     memory_bytes: float,
     mixed_precision: bool,
     headroom: float = MEMORY_HEADROOM,
+    shards: int = 1,
 ) -> MemoryEstimate:
-    """The estimate of the largest divisor of `batch_size` whose step fits ``headroom * memory_bytes``.
+    """The estimate of the largest divisor of `batch_size` whose step fits ``headroom * memory_bytes``
+    (the training state sharded over `shards` devices).
 
     Raises:
         UserError: not even one sequence fits (naming the memory it needs and has).
     """
     for micro in divisors_descending(batch_size):
         estimate = memory_estimate(preset_name, vocab_size=vocab_size, context=context, micro_batch_size=micro,
-                                   mixed_precision=mixed_precision)  # fmt: skip
+                                   mixed_precision=mixed_precision, shards=shards)  # fmt: skip
         if estimate.total <= headroom * memory_bytes:
             return estimate
     raise UserError(
         f"optim.micro_batch_size: auto found no micro-batch that fits: one sequence of {context} tokens "
         f"needs about {estimate.total / 2**30:.1f} GiB, the device has {memory_bytes / 2**30:.1f} GiB "
         f"(x{headroom} headroom); use a smaller model.preset or data.context"
+        + ("" if shards > 1 else ", or several processes with parallelism: fsdp")
     )
 
 
@@ -218,7 +242,7 @@ def device_memory_bytes(device) -> float:
 
 
 def auto_micro_batch(model, *, preset_name: str, vocab_size: int, context: int, batch_size: int, device,
-                     step_probe=None) -> int:  # fmt: skip
+                     step_probe=None, shards: int = 1) -> int:  # fmt: skip
     """The micro-batch for ``micro_batch_size: auto``: the memory model's largest fitting divisor,
     then, on CUDA, a probe: `step_probe(micro)` (a forward and backward of that many sequences)
     runs, and on out-of-memory the next smaller divisor is tried. The probe is never run in this
@@ -229,10 +253,11 @@ def auto_micro_batch(model, *, preset_name: str, vocab_size: int, context: int, 
     mixed = device.type == "cuda"
     memory = device_memory_bytes(device)
     estimate = largest_fitting_micro_batch(preset_name, vocab_size=vocab_size, context=context,
-                                           batch_size=batch_size, memory_bytes=memory, mixed_precision=mixed)
+                                           batch_size=batch_size, memory_bytes=memory, mixed_precision=mixed,
+                                           shards=shards)  # fmt: skip
     if device.type != "cuda" or step_probe is None:
         return estimate.micro_batch_size
-    optimizer_bytes = 2 * FP32 * sum(p.numel() for p in model.parameters())  # AdamW state is created lazily
+    optimizer_bytes = 2 * FP32 * sum(p.numel() for p in model.parameters()) // shards  # AdamW state is lazy
     for micro in [d for d in divisors_descending(batch_size) if d <= estimate.micro_batch_size]:
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats(device)
@@ -246,6 +271,29 @@ def auto_micro_batch(model, *, preset_name: str, vocab_size: int, context: int, 
         if peak <= MEMORY_HEADROOM * torch.cuda.get_device_properties(device).total_memory:
             return micro
     raise UserError(f"optim.micro_batch_size: auto: not even 1 sequence of {context} tokens fits on {device}")
+
+
+def device_memory_plan(config, *, vocab_size: int, memory_bytes: float, processes: int) -> tuple[str, MemoryEstimate]:
+    """(parallelism, per-device memory estimate) of `config` (a `train.config.RunConfig`) run by
+    `processes` processes on devices of `memory_bytes`: the run's own choice
+    (`train.sharding.choose_parallelism`) and its micro-batch (``auto``: the largest that fits)."""
+    from train.sharding import choose_parallelism
+
+    data, optim = config.data, config.optim
+    mixed = config.device != "cpu"
+    parameters = parameter_count(_preset(config.model.preset), vocab_size)
+    parallelism = choose_parallelism(config.parallelism, world_size=processes, parameters=parameters,
+                                     device_memory_bytes=memory_bytes if mixed else None)  # fmt: skip
+    shards = processes if parallelism == "fsdp" else 1
+    if optim.micro_batch_size == "auto":
+        estimate = largest_fitting_micro_batch(config.model.preset, vocab_size=vocab_size, context=data.context,
+                                               batch_size=optim.batch_size, memory_bytes=memory_bytes,
+                                               mixed_precision=mixed, shards=shards)  # fmt: skip
+    else:
+        estimate = memory_estimate(config.model.preset, vocab_size=vocab_size, context=data.context,
+                                   micro_batch_size=optim.micro_batch_size, mixed_precision=mixed,
+                                   shards=shards)  # fmt: skip
+    return parallelism, estimate
 
 
 def window_counts(plan) -> tuple[int, int]:
@@ -286,13 +334,8 @@ def run_plan(
     cost = model_cost(config.model.preset, vocab_size=streams.vocab_size, context=data.context)
     mixed = config.device != "cpu"
     memory_bytes = device_memory_gib * 2**30
-    if optim.micro_batch_size == "auto":
-        estimate = largest_fitting_micro_batch(config.model.preset, vocab_size=streams.vocab_size,
-                                               context=data.context, batch_size=optim.batch_size,
-                                               memory_bytes=memory_bytes, mixed_precision=mixed)  # fmt: skip
-    else:
-        estimate = memory_estimate(config.model.preset, vocab_size=streams.vocab_size, context=data.context,
-                                   micro_batch_size=optim.micro_batch_size, mixed_precision=mixed)  # fmt: skip
+    parallelism, estimate = device_memory_plan(config, vocab_size=streams.vocab_size, memory_bytes=memory_bytes,
+                                               processes=processes)  # fmt: skip
     return {
         "config_hash": config.identity(),
         "preset": config.model.preset,
@@ -309,6 +352,7 @@ def run_plan(
         "flops_parameters": cost.flops_parameters,
         "flops_per_token": cost.flops_per_token,
         "flops_total": cost.flops_per_token * tokens,
+        "parallelism": parallelism,
         "memory_per_micro_batch": estimate.to_dict(),
         "device_memory_bytes": memory_bytes,
         "mixed_precision": mixed,
@@ -333,9 +377,12 @@ def format_run_plan(plan: dict) -> str:
         f"synthetic {windows['synthetic_seen']:,}",
         f"parameters       {plan['parameters']:,} (N for 6N: {plan['flops_parameters']:,})",
         f"FLOPs per token  {plan['flops_per_token']:.4g} (6N + attention); total {plan['flops_total']:.4g}",
-        f"memory           {memory['total'] / gib:.2f} GiB per micro-batch (activations "
+        f"memory           {memory['total'] / gib:.2f} GiB per device and micro-batch (activations "
         f"{memory['activations'] / gib:.2f}, weights+grads+AdamW "
-        f"{(memory['parameters'] + memory['gradients'] + memory['optimizer']) / gib:.2f}, loss {memory['loss'] / gib:.2f})",
+        f"{(memory['parameters'] + memory['gradients'] + memory['optimizer']) / gib:.2f}"
+        + (f" (1/{memory['shards']} shard), gathered {memory['gathered'] / gib:.2f}" if memory["shards"] > 1 else "")
+        + f", loss {memory['loss'] / gib:.2f})",
+        f"parallelism      {plan['parallelism']}",
         f"GPU-hours        {plan['gpu_hours']:.4g} at MFU {plan['mfu']} of {plan['peak_tflops']} TFLOP/s",
         f"wall hours       {plan['wall_hours']:.4g} on {plan['processes']} process(es)"
         + (f" at {plan['scaling_efficiency']:.0%} scaling efficiency" if plan["processes"] > 1 else ""),

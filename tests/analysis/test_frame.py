@@ -68,6 +68,20 @@ def test_extra_fixed_fields_and_benchmarks_get_prefixed_columns():
     assert runs["metric.tokens_per_s"].iloc[0] == 1000.0
 
 
+def test_nested_metrics_get_one_column_per_number():
+    """The windows a run read (issue 12) and its validation windows reach the table."""
+    runs = runs_frame([{
+        "certification": "c", "status": "completed", "loss": 3.0, "point": {"mix": 0.9},
+        "fixed": {"method": "stitched", "g": 4},
+        "metrics": {"windows": {"real_per_epoch": 10, "real_seen": 40, "synthetic_seen": 360},
+                    "mixing_fraction_realised": 0.9, "val_windows": {"iid": 32}},
+    }])
+    row = runs.iloc[0]
+    assert (row["metric.windows.real_seen"], row["metric.windows.synthetic_seen"]) == (40, 360)
+    assert row["metric.windows.real_per_epoch"] == 10 and row["metric.val_windows.iid"] == 32
+    assert row["metric.mixing_fraction_realised"] == 0.9
+
+
 def test_empty_ledger_gives_an_empty_frame_with_the_schema():
     runs = runs_frame([])
     assert len(runs) == 0 and {"certification", "status", "loss", "method", "g"} <= set(runs.columns)

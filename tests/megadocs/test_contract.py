@@ -1,5 +1,6 @@
-"""The gen -> train contract, end to end on files: ``gen.assemble`` on a small hand-written pool,
-then train's synthetic loader on what it wrote (no generator model, no mocks)."""
+"""The gen -> train contract, end to end on files: a small hand-written pool in gen's documented
+layout, ``gen.assemble`` on it, and train's synthetic documents assembled by index from the same
+pool (no generator model, no mocks): the same documents, in the same order."""
 
 from __future__ import annotations
 
@@ -9,8 +10,8 @@ from gen import pool as pool_format
 from gen.assemble import assemble
 from megadocs.corpus import source_hash
 from megadocs.formats import assembled_documents
+from train.pool_tokens import synthetic_documents
 from train.store import TokenStore
-from train.synthetic import load_synthetic
 
 DOCS = {"a": "Alpha text about owls.", "b": "Beta text on rivers.", "c": "Gamma text of stars."}
 # doc -> its G=2 rephrases (gen_index 0, 1); b's second rephrase is empty (left out by assembly)
@@ -43,7 +44,7 @@ def test_assembled_stitched_documents_load_as_eos_joined_segments(tiny_store, tm
     assert assembled_documents(pool, "stitched", 2).is_file()  # where train looks for it
 
     store = TokenStore.open(tiny_store)
-    loaded = load_synthetic(pool, "stitched", 2, store)
+    loaded = synthetic_documents(pool, "stitched", 2, store)
 
     tokenizer, eos = store.tokenizer(), store.eos_id
 
@@ -59,7 +60,7 @@ def test_assembled_stitched_documents_load_as_eos_joined_segments(tiny_store, tm
         joined("Stars, retold.", "Stars told anew.", DOCS["c"]),
     ]
     assert loaded.num_documents == len(expected) and loaded.skipped_empty == 0
-    got = [loaded.tokens[loaded.offsets[i]:loaded.offsets[i + 1]].tolist() for i in range(loaded.num_documents)]
+    got = [loaded.document(i).tolist() for i in range(loaded.num_documents)]
     assert got == expected
 
 
@@ -67,8 +68,45 @@ def test_simple_assembly_of_g1_is_one_document_per_rephrase_plus_the_real_ones(t
     pool = write_pool(tmp_path / "pool")
     assemble(pool, "simple", 1)
     store = TokenStore.open(tiny_store)
-    loaded = load_synthetic(pool, "simple", 1, store)
+    loaded = synthetic_documents(pool, "simple", 1, store)
     encode = store.tokenizer().encode
     texts = ["Owls, said again.", DOCS["a"], "Rivers, restated.", DOCS["b"], "Stars, retold.", DOCS["c"]]
-    got = [loaded.tokens[loaded.offsets[i]:loaded.offsets[i + 1]].tolist() for i in range(loaded.num_documents)]
+    got = [loaded.document(i).tolist() for i in range(loaded.num_documents)]
     assert got == [encode(text, add_special_tokens=False) for text in texts]
+
+
+THOUGHTS = {"a": [(6, "owls hunt at night"), (15, " ")], "b": [(4, "water flows"), (12, "to the sea")],
+            "c": [(0, "first"), (20, "last")]}  # (split_char, thought); a's second is empty
+
+
+def test_latent_documents_hold_the_assembled_text_with_thoughts_tokenized_apart(tiny_store, tmp_path):
+    """A thoughts pool: gen inserts each thought at its split character as <think>..</think>; train
+    tokenizes the real text's pieces and the thoughts apart and concatenates them (no EOS)."""
+    pool = tmp_path / "pool"
+    pool.mkdir()
+    docs = tmp_path / "docs.jsonl"
+    docs.write_text("".join(json.dumps({"id": k, "text": v}) + "\n" for k, v in DOCS.items()))
+    rows = [{"doc_id": doc_id, "gen_index": j, "split_index": j, "split_token": 0, "split_char": char, "text": text}
+            for doc_id in DOCS for j, (char, text) in enumerate(THOUGHTS[doc_id])]
+    pool_format.rows_path(pool, 0, 1).write_text("".join(json.dumps(r) + "\n" for r in rows))
+    pool_format.done_path(pool, 0, 1).write_text("{}\n")
+    (pool / pool_format.MANIFEST).write_text(json.dumps({
+        "format": pool_format.POOL_FORMAT, "kind": "thoughts", "g": 2, "num_shards": 1, "source": str(docs),
+        "source_hash": source_hash(docs), "n_docs": len(DOCS)}))
+    assemble(pool, "latent", 2)
+    texts = [json.loads(line)["segments"] for line in assembled_documents(pool, "latent", 2).read_text().splitlines()]
+    assert texts[0] == ["Alpha <think>owls hunt at night</think>text about owls."]  # the empty one left out
+
+    store = TokenStore.open(tiny_store)
+    loaded = synthetic_documents(pool, "latent", 2, store)
+    encode = store.tokenizer().encode
+
+    def pieces(*parts: str) -> list[int]:
+        return [t for part in parts for t in encode(part, add_special_tokens=False)]
+
+    expected = [
+        pieces("Alpha ", "<think>owls hunt at night</think>", "text about owls."),
+        pieces("Beta", "<think>water flows</think>", " text on", "<think>to the sea</think>", " rivers."),
+        pieces("<think>first</think>", "Gamma text of stars.", "<think>last</think>"),
+    ]
+    assert [loaded.document(i).tolist() for i in range(loaded.num_documents)] == expected

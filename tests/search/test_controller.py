@@ -215,3 +215,17 @@ def test_the_shipped_analytic_example_certifies(workdir):
         grid, point = sweep.grid_for(cert), summary.certificate.point
         loss = bowl({**point, **cert.fixed})
         assert all(bowl({**n.point, **cert.fixed}) >= loss for n in grid.neighbours(point))
+
+
+@pytest.mark.parametrize("point,axes,expected", [
+    ({"lr": 0.01, "epochs": 4, "mix": 0.5}, {"epochs": [2, 4, 8]}, {"epochs": 8}),
+    # synthetic only (mix 1): the run's length is synthetic_epochs, so that is what doubles
+    ({"lr": 0.01, "mix": 1.0, "synthetic_epochs": 3}, {"synthetic_epochs": [1, 3]}, {"synthetic_epochs": 6}),
+    ({"lr": 0.01, "epochs": 1.5}, {"epochs": [0.5, 1.5]}, {"epochs": 3.0}),
+])
+def test_ensemble_members_scale_every_epochs_axis(point, axes, expected):
+    from search.controller import _ensemble_points
+
+    members = _ensemble_points(point, 3, 2.0, 10, axes)
+    assert [m["seed"] for m in members] == [10, 11, 12]
+    assert all(m == {**point, **expected, "seed": m["seed"]} for m in members)

@@ -28,6 +28,19 @@ def test_run_counts_of_a_callable_sweep(make_sweep, capsys):
     assert capsys.readouterr().out.splitlines()[1].split()[:5] == ["a", "72", "7", f"{first['expected']:.1f}", "72"]
 
 
+def test_run_counts_include_the_repeats_of_noise_aware_certification(make_sweep, capsys):
+    """noise.repeats = 3: the centre takes three draws; the ceiling is three runs per point."""
+    path = make_sweep(noise={"repeats": 3},
+                      certifications=[{"name": "a", "fixed": {"method": "simple", "g": 4}},
+                                      {"name": "quiet", "fixed": {"method": "simple", "g": 8}, "noise": {"repeats": 1}}])
+    assert main(["search", "plan", str(path), "--json"]) == 0
+    noisy, quiet = json.loads(capsys.readouterr().out)["certifications"]
+    assert (noisy["best"], noisy["worst"]) == (3 + 6, 3 * 72)
+    assert (quiet["best"], quiet["worst"]) == (7, 72)
+    # every simulated certification ends on a centre with all three draws, and visits at least one
+    assert noisy["expected"] >= quiet["expected"] + 2
+
+
 def test_gpu_hours_of_a_train_sweep_match_hand_computation(make_sweep, tiny_store, capsys):
     context, batch, mfu, peak = 32, 4, 0.5, 200.0
     path = make_sweep(
@@ -107,3 +120,29 @@ def test_gpu_hours_count_every_process_of_a_data_parallel_profile(make_sweep, ti
     run_one, run_four = one["certifications"][0]["start_run"], four["certifications"][0]["start_run"]
     assert run_four["gpu_hours"] == pytest.approx(run_one["gpu_hours"] / 0.9, rel=1e-12)  # 90% efficiency
     assert run_four["wall_hours"] == pytest.approx(run_one["wall_hours"] / (4 * 0.9), rel=1e-12)
+
+
+def test_start_run_memory_per_device_counts_fsdp_shards(make_sweep, tiny_store, workdir, capsys):
+    import yaml
+
+    from train.plan import memory_estimate
+
+    profile = workdir / "profile-4-tasks.yaml"
+    profile.write_text(yaml.safe_dump({"partition": "debug", "gpus_per_node": 4, "tasks_per_node": 4}))
+    runs = {}
+    for parallelism in ("ddp", "fsdp"):
+        train = {"data": {"store": str(tiny_store), "context": 32}, "model": {"preset": "tiny-1m"},
+                 "optim": {"batch_size": 4, "micro_batch_size": 2}, "parallelism": parallelism}
+        sweep = make_sweep(parallelism, objective=None, grid={"lr": [0.001, 0.003]}, start={"lr": 0.003},
+                           train=train, certifications=[{"name": "real", "fixed": {"method": "real"}}],
+                           executor={"kind": "slurm", "profile": str(profile)})  # fmt: skip
+        assert main(["search", "plan", str(sweep), "--json"]) == 0
+        runs[parallelism] = json.loads(capsys.readouterr().out)["certifications"][0]["start_run"]
+    vocab = TokenStore.open(tiny_store).vocab_size
+    for parallelism, shards in (("ddp", 1), ("fsdp", 4)):
+        expected = memory_estimate("tiny-1m", vocab_size=vocab, context=32, micro_batch_size=2,
+                                   mixed_precision=True, shards=shards)  # fmt: skip
+        assert runs[parallelism]["parallelism"] == parallelism
+        assert runs[parallelism]["memory_per_device_gib"] == pytest.approx(expected.total / 2**30, rel=1e-12)
+    assert runs["fsdp"]["memory_per_device_gib"] < runs["ddp"]["memory_per_device_gib"]
+    assert runs["fsdp"]["gpu_hours"] == runs["ddp"]["gpu_hours"]  # sharding changes memory, not the FLOPs counted

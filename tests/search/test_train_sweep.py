@@ -28,37 +28,28 @@ def write_mini_corpus(tiny_store, path, documents=36, chars=600) -> list[dict]:
     return rows
 
 
-def write_simple_pool(pool, documents) -> None:
-    """POOL/assembled/simple-g1/documents.jsonl as `megadocs gen assemble` writes it: one made-up
-    "rephrase" per real document plus the real documents themselves (docs/architecture.md)."""
-    directory = pool / "assembled" / "simple-g1"
-    directory.mkdir(parents=True)
-    rows = []
-    for doc in documents:
-        words = doc["text"].split()
-        rephrase = " ".join(reversed(words))
-        rows.append({"doc_id": f"{doc['id']}/r0", "source_doc_id": doc["id"], "segments": [rephrase]})
-        rows.append({"doc_id": doc["id"], "source_doc_id": doc["id"], "segments": [doc["text"]]})
-    (directory / "documents.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    (directory / "manifest.json").write_text(json.dumps({"algorithm": "simple", "g": 1, "documents": len(rows)}))
-    (pool / "manifest.json").write_text(json.dumps({  # the pool's identity fields (docs/architecture.md)
-        "format": "megadocs.gen-pool/1", "kind": "rephrase", "g": 1, "n_docs": len(documents),
-        "generator": "reversed-words", "prompt_template": {"name": "none", "sha256": "0" * 64}, "seed": 0,
-        "num_shards": 1}))
+def write_simple_pool(pool, store) -> None:
+    """A G=1 rephrase pool of the store (one made-up "rephrase" per real document: its words
+    reversed) and its ``simple-g1`` assembly, as `megadocs gen rephrase` and `gen assemble` write them."""
+    from gen.assemble import assemble
+    from tests.pools import write_rephrase_pool
+
+    write_rephrase_pool(pool, store, g=1, rephrase=lambda doc_id, text, k: " ".join(reversed(text.split())),
+                        generator="reversed-words", prompt_template={"name": "none", "sha256": "0" * 64})
+    assemble(pool, "simple", 1)
 
 
 def test_training_sweep_certifies_real_and_simple(tiny_store, workdir, monkeypatch):
     import torch
 
     from megadocs.cli import main
-    from train.store import TokenStore, prepare
+    from train.store import prepare
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # the cores are shared with other work: one thread is faster
-    documents = write_mini_corpus(tiny_store, workdir / "mini.jsonl")
+    write_mini_corpus(tiny_store, workdir / "mini.jsonl")
     prepare(workdir / "mini.jsonl", workdir / "store", tokenizer=tiny_store / "tokenizer", val_docs=6, seed=0)
-    train_ids = set(TokenStore.open(workdir / "store").split("train").doc_ids)
-    write_simple_pool(workdir / "pool", [doc for doc in documents if doc["id"] in train_ids])  # no val text
+    write_simple_pool(workdir / "pool", workdir / "store")  # from the store's train split: no val text
     sweep = {
         "name": "tiny",
         "executor": {"kind": "debug", "max_parallel": 2, "poll_s": 0.1, "max_retries": 1},

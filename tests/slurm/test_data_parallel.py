@@ -25,14 +25,15 @@ def _train_config(store: Path) -> dict:
     }
 
 
-def test_two_task_job_trains_one_run_like_one_process(slurm_cluster, small_store, tmp_path):
+@pytest.mark.parametrize("parallelism", ["auto", pytest.param("fsdp", marks=pytest.mark.slow)])  # auto: DDP here
+def test_two_task_job_trains_one_run_like_one_process(slurm_cluster, small_store, tmp_path, parallelism):
     from megadocs.executors import JobState, SlurmExecutor, load_profile
     from megadocs.formats import RunDir
     from search.objective import RunTask
     from train.config import RunConfig
     from train.loop import run
 
-    config = _train_config(small_store)
+    config = {**_train_config(small_store), "parallelism": parallelism}  # execution only: the same identity
     profile = load_profile(LOCAL_PROFILE).model_copy(update={"tasks_per_node": 2})
     executor = SlurmExecutor(tmp_path / "jobs", profile, max_parallel=1)
     run_dir = tmp_path / "two-tasks"
@@ -48,3 +49,6 @@ def test_two_task_job_trains_one_run_like_one_process(slurm_cluster, small_store
     assert job["job_id"] == job_id and job["params"] == {"lr": "default"}
     outputs = sorted(path.name for path in (tmp_path / "jobs").glob(f"{job_id}_*_result.pkl"))
     assert len(outputs) == 2, outputs  # both tasks ran and returned
+    chosen = "ddp" if parallelism == "auto" else parallelism
+    logs = "".join(path.read_text() for path in (tmp_path / "jobs").glob(f"{job_id}_0_log.err"))
+    assert f"parallelism: {parallelism} -> {chosen} on 2 processes" in logs, logs[-2000:]

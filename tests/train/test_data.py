@@ -7,11 +7,10 @@ import pytest
 import torch
 
 from megadocs.errors import UserError
-from tests.train.test_synthetic import megadocs_from_store, write_assembled
+from tests.pools import tokenize_assembled, write_rephrase_pool
 from train.data import VALIDATION_SEED, TrainingStreams, ValidationSet
 from train.store import TokenStore
 from train.streams import REAL, SYNTHETIC, VALIDATION, document_order
-from train.synthetic import load_synthetic
 
 CONTEXT = 64
 
@@ -32,9 +31,7 @@ def window(stream: np.ndarray, index: int) -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def pool(tiny_store, tmp_path_factory):
-    pool = tmp_path_factory.mktemp("pool")
-    write_assembled(pool, "stitched", 2, megadocs_from_store(TokenStore.open(tiny_store)))
-    return pool
+    return write_rephrase_pool(tmp_path_factory.mktemp("pool") / "pool", tiny_store)
 
 
 def test_real_only_batches_are_windows_of_the_eos_joined_stream(tiny_store):
@@ -61,7 +58,7 @@ def test_mixed_batches_take_round_m_b_synthetic_windows(tiny_store, pool):
     store = TokenStore.open(tiny_store)
     streams = TrainingStreams.build(tiny_store, synthetic={"pool": str(pool), "algorithm": "stitched", "g": 2},
                                     context=CONTEXT, mixing_fraction=0.75, real_epochs=1, batch_size=8, seed=0)
-    documents = load_synthetic(pool, "stitched", 2, store)
+    documents = tokenize_assembled(pool, "stitched", 2, store)
     stream, owners = literal_stream(documents.tokens, documents.offsets,
                                     document_order(documents.num_documents, 0, SYNTHETIC), store.eos_id)
     assert streams.plan.synthetic_windows == len(stream) // CONTEXT
@@ -122,7 +119,7 @@ def test_synthetic_config_may_be_an_object(tiny_store, pool):
     [
         ({"mixing_fraction": 0.5}, r"^data\.synthetic: mixing_fraction 0\.5 needs a synthetic stream"),
         ({"mixing_fraction": 0.5, "synthetic": {"pool": "/nonexistent", "algorithm": "simple", "g": 4}},
-         r"^data\.synthetic: .*megadocs gen assemble"),
+         r"^data\.synthetic\.pool: /nonexistent: no manifest\.json"),
         ({"mixing_fraction": 0.5, "synthetic": {"pool": "/x", "algorithm": "simple"}},
          r"^data\.synthetic: missing g"),
         ({"context": 10**7}, r"^data\.context: .*holds no full window"),
@@ -222,20 +219,3 @@ def test_a_half_without_tokens_is_none_not_nan():
     totals = LossTotals()
     totals.add(torch.ones(2, 3), torch.ones(2, 3, dtype=torch.bool))
     assert totals.summary("iid") == {"iid": 1.0, "iid_short": None, "iid_long": 1.0}
-
-
-def test_a_synthetic_stream_from_validation_documents_is_refused(tiny_store, tmp_path):
-    """A pool generated from the raw corpus carries validation documents into training."""
-    store = TokenStore.open(tiny_store)
-    documents = megadocs_from_store(store)
-    val_doc = next(store.split("val").documents())
-    leaked = {"doc_id": f"{val_doc.doc_id}/stitched", "source_doc_id": val_doc.doc_id, "segments": [val_doc.text]}
-    write_assembled(tmp_path, "stitched", 2, documents[:3] + [leaked] + documents[3:])
-    settings = dict(synthetic={"pool": tmp_path, "algorithm": "stitched", "g": 2}, context=CONTEXT,
-                    mixing_fraction=0.5, real_epochs=1, batch_size=4, seed=0)
-    with pytest.raises(UserError, match=rf"^data\.synthetic: .*documents\.jsonl:4: source document "
-                                        rf"'{val_doc.doc_id}' is a document of the store's val split"):
-        TrainingStreams.build(tiny_store, **settings)
-    write_assembled(tmp_path, "stitched", 2, [{"doc_id": "x", "source_doc_id": "elsewhere", "segments": ["t"]}])
-    with pytest.raises(UserError, match="'elsewhere' is not a document of the store"):
-        TrainingStreams.build(tiny_store, **settings)

@@ -1,5 +1,6 @@
-"""Data-parallel training on CPU (gloo): real processes, launched by torchrun or with the
-environment SLURM/torchrun give (RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT)."""
+"""Data-parallel training on CPU (gloo), DDP and FSDP2 (`parallelism: fsdp`, sharded; it runs on
+gloo in this torch): real processes, launched by torchrun or with the environment SLURM/torchrun
+give (RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
 from train.distributed import DistributedContext, world_from_env
@@ -55,11 +57,14 @@ def _env(**extra: str) -> dict[str, str]:
     return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1", **extra}
 
 
-def _ranks(config: Path, out: Path, world_size: int = 2) -> list[subprocess.Popen]:
+FSDP = ("--set", "parallelism=fsdp")  # execution only: the same run identity as the others
+
+
+def _ranks(config: Path, out: Path, world_size: int = 2, extra: tuple[str, ...] = ()) -> list[subprocess.Popen]:
     """`world_size` processes of `megadocs train`, each told its rank as torchrun or srun would."""
     port = str(_free_port())
     return [
-        subprocess.Popen(_megadocs("train", str(config), "--out", str(out)), stdout=subprocess.PIPE,
+        subprocess.Popen(_megadocs("train", str(config), "--out", str(out), *extra), stdout=subprocess.PIPE,
                          stderr=subprocess.PIPE, text=True,
                          env=_env(RANK=str(rank), WORLD_SIZE=str(world_size), LOCAL_RANK=str(rank),
                                   MASTER_ADDR="127.0.0.1", MASTER_PORT=port))  # fmt: skip
@@ -88,13 +93,18 @@ def config(small_store, tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def single(config, tmp_path_factory) -> dict:
-    """The single-process run every data-parallel run is compared with."""
+def single_run(config, tmp_path_factory) -> Path:
+    """RUN of the single-process run every data-parallel run is compared with."""
     out = tmp_path_factory.mktemp("dp") / "single"
     done = subprocess.run(_megadocs("train", str(config), "--out", str(out)), env=_env(),
                           capture_output=True, text=True, timeout=300)  # fmt: skip
     assert done.returncode == 0, done.stderr
-    return json.loads((out / "metrics.json").read_text())
+    return out
+
+
+@pytest.fixture(scope="module")
+def single(single_run) -> dict:
+    return json.loads((single_run / "metrics.json").read_text())
 
 
 @pytest.mark.slow
@@ -113,6 +123,43 @@ def test_torchrun_two_processes_match_one(config, single, tmp_path):
     steps = [json.loads(line)["step"] for line in (out / "log.jsonl").read_text().splitlines()]
     assert steps == sorted(set(steps)) and steps[-1] == metrics["steps"]
     assert (out / "model").is_dir() and not (out / "checkpoint").exists()
+
+
+def _log(run: Path) -> list[dict]:
+    return [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+
+
+@pytest.mark.slow
+def test_fsdp_two_processes_match_one(config, single_run, single, tmp_path):
+    """Sharded weights, gradients and AdamW state over 2 gloo ranks: the same steps, losses,
+    global gradient norms (clipped over the shards) and saved weights as one process."""
+    out = tmp_path / "fsdp"
+    results = [(p.wait(timeout=300), p.communicate()[1]) for p in _ranks(config, out, extra=FSDP)]
+    assert [status for status, _ in results] == [0, 0], results
+    assert "parallelism: fsdp -> fsdp on 2 processes" in results[0][1]
+    _close(json.loads((out / "metrics.json").read_text()), single)
+    sharded, whole = _log(out), _log(single_run)
+    assert [line["step"] for line in sharded] == [line["step"] for line in whole]
+    for mine, theirs in zip(sharded, whole, strict=True):
+        assert math.isclose(mine["grad_norm"], theirs["grad_norm"], rel_tol=REL_TOL), (mine, theirs)
+        assert math.isclose(mine["loss"], theirs["loss"], rel_tol=REL_TOL), (mine, theirs)
+        for name, value in (theirs.get("val_losses") or {}).items():  # the curve, sharded over the ranks
+            assert math.isclose(mine["val_losses"][name], value, rel_tol=REL_TOL), (mine, theirs)
+    assert any(line.get("val_losses") for line in sharded)
+    from safetensors.torch import load_file
+
+    saved, reference = load_file(out / "model" / "model.safetensors"), load_file(single_run / "model" / "model.safetensors")
+    assert sorted(saved) == sorted(reference)  # gathered to full tensors, the single-process names
+    for name, tensor in reference.items():
+        assert torch.allclose(saved[name], tensor, rtol=1e-4, atol=1e-5), name
+
+
+def _finish_on_one_process(config: Path, out: Path, single: dict) -> None:
+    """Resume RUN with one process; it ends with the single-process run's metrics."""
+    resumed = subprocess.run(_megadocs("train", str(config), "--out", str(out)), env=_env(),
+                             capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert resumed.returncode == 0, resumed.stderr
+    _close(json.loads((out / "metrics.json").read_text()), single)
 
 
 def _interrupt(processes: list[subprocess.Popen], log: Path, victim: int) -> list[tuple[int, str]]:
@@ -135,19 +182,40 @@ def test_sigterm_on_one_rank_stops_both_and_resumes_on_one_process(config, singl
     assert len(stopped) == 1, results  # the same step boundary on both ranks
     assert (out / "checkpoint" / "state.pt").is_file() and not (out / "metrics.json").exists()
 
-    resumed = subprocess.run(_megadocs("train", str(config), "--out", str(out)), env=_env(),
-                             capture_output=True, text=True, timeout=300)  # fmt: skip
-    assert resumed.returncode == 0, resumed.stderr
-    _close(json.loads((out / "metrics.json").read_text()), single)
+    _finish_on_one_process(config, out, single)
 
 
 @pytest.mark.slow
-def test_one_process_interrupted_resumes_on_two(config, single, tmp_path):
+@pytest.mark.parametrize("extra", [(), FSDP], ids=["auto-ddp", "fsdp"])
+def test_one_process_interrupted_resumes_on_two(config, single, tmp_path, extra):
     out = tmp_path / "grown"
     first = subprocess.Popen(_megadocs("train", str(config), "--out", str(out)), env=_env(),
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
     [(status, err)] = _interrupt([first], out / "log.jsonl", victim=0)
     assert status == EXIT_PREEMPTED, err
-    results = [(p.wait(timeout=300), p.communicate()[1]) for p in _ranks(config, out)]
+    results = [(p.wait(timeout=300), p.communicate()[1]) for p in _ranks(config, out, extra=extra)]
+    assert [status for status, _ in results] == [0, 0], results
+    _close(json.loads((out / "metrics.json").read_text()), single)
+
+
+@pytest.mark.slow
+def test_fsdp_run_interrupted_resumes_on_one_process(config, single, tmp_path):
+    """An FSDP checkpoint is one full file in the single-process format (gathered to rank 0)."""
+    out = tmp_path / "sharded"
+    results = _interrupt(_ranks(config, out, extra=FSDP), out / "log.jsonl", victim=0)
+    assert [status for status, _ in results] == [EXIT_PREEMPTED] * 2, results
+    state = torch.load(out / "checkpoint" / "state.pt", weights_only=True)
+    assert isinstance(state["optimizer"]["state"][0]["exp_avg"], torch.Tensor)  # torch's index keys, full tensors
+    assert not (out / "metrics.json").exists()
+    _finish_on_one_process(config, out, single)
+
+
+@pytest.mark.slow
+def test_ddp_run_interrupted_resumes_under_fsdp(config, single, tmp_path):
+    """DDP and FSDP checkpoints are interchangeable (both are the single-process format)."""
+    out = tmp_path / "replicated-then-sharded"
+    results = _interrupt(_ranks(config, out, extra=("--set", "parallelism=ddp")), out / "log.jsonl", victim=1)
+    assert [status for status, _ in results] == [EXIT_PREEMPTED] * 2, results
+    results = [(p.wait(timeout=300), p.communicate()[1]) for p in _ranks(config, out, extra=FSDP)]
     assert [status for status, _ in results] == [0, 0], results
     _close(json.loads((out / "metrics.json").read_text()), single)

@@ -53,7 +53,7 @@ def _write_pool(pool, documents, prompt_sha: str) -> None:
 
 def test_identity_follows_what_is_learned_not_how_it_runs(tiny_store):
     base = _config(tiny_store)
-    same = RunConfig.model_validate({**base.model_dump(), "checkpoint_every": 7, "compile": "off",
+    same = RunConfig.model_validate({**base.model_dump(), "checkpoint_every": 7, "compile": "off", "parallelism": "fsdp",
                                      "optim": {**base.optim.model_dump(), "micro_batch_size": 4}})
     assert same.identity() == base.identity()
     dump = base.model_dump()
@@ -68,12 +68,9 @@ def test_synthetic_only_identity_covers_synthetic_epochs_and_not_real_epochs(tin
     """m = 1 reads no real window: real_epochs does not change the run, synthetic_epochs does.
     An unset synthetic_epochs stays out of the hash, so runs made before the field keep theirs."""
     from megadocs.config import config_hash
-    from tests.train.test_synthetic import megadocs_from_store, write_assembled
-    from train.store import TokenStore
+    from tests.pools import write_rephrase_pool
 
-    write_assembled(tmp_path / "pool", "stitched", 2, megadocs_from_store(TokenStore.open(tiny_store)))
-    (tmp_path / "pool" / "manifest.json").write_text(
-        json.dumps({"format": "megadocs.gen-pool/1", "kind": "rephrase", "g": 2, "seed": 0}))
+    write_rephrase_pool(tmp_path / "pool", tiny_store)
     synthetic = {"synthetic": {"pool": str(tmp_path / "pool"), "algorithm": "stitched", "g": 2},
                  "mixing_fraction": 1.0}
     first = _config(tiny_store, **synthetic, synthetic_epochs=1).identity()

@@ -76,12 +76,9 @@ def test_paper_grid_point_m_09_batch_64_mixes_exactly_and_reports_windows(micro_
     read and a realised share within 1/batch of 0.9."""
     from fractions import Fraction
 
-    from tests.train.test_synthetic import megadocs_from_store, write_assembled
-    from train.store import TokenStore
+    from tests.pools import write_rephrase_pool
 
-    write_assembled(tmp_path / "pool", "stitched", 2, megadocs_from_store(TokenStore.open(micro_store)))
-    (tmp_path / "pool" / "manifest.json").write_text(  # what the run identity reads of a pool
-        json.dumps({"format": "megadocs.gen-pool/1", "kind": "rephrase", "g": 2, "seed": 0}))
+    write_rephrase_pool(tmp_path / "pool", micro_store)
     config = make_config(micro_store, data__mixing_fraction=0.9,
                          data__synthetic={"pool": str(tmp_path / "pool"), "algorithm": "stitched", "g": 2},
                          optim__batch_size=64, optim__micro_batch_size=64, eval__val_windows=2)
@@ -102,12 +99,9 @@ def test_paper_grid_point_m_09_batch_64_mixes_exactly_and_reports_windows(micro_
 def test_synthetic_only_run_takes_its_steps_from_synthetic_epochs(micro_store, tmp_path):
     """m = 1 (Figure 13): no real window is read; ceil(synthetic_windows * synthetic_epochs / B)
     steps, every synthetic window read synthetic_epochs times, realised share 1.0."""
-    from tests.train.test_synthetic import megadocs_from_store, write_assembled
-    from train.store import TokenStore
+    from tests.pools import write_rephrase_pool
 
-    write_assembled(tmp_path / "pool", "stitched", 2, megadocs_from_store(TokenStore.open(micro_store)))
-    (tmp_path / "pool" / "manifest.json").write_text(
-        json.dumps({"format": "megadocs.gen-pool/1", "kind": "rephrase", "g": 2, "seed": 0}))
+    write_rephrase_pool(tmp_path / "pool", micro_store)
     config = make_config(micro_store, data__mixing_fraction=1.0, data__synthetic_epochs=2, data__real_epochs=5,
                          data__synthetic={"pool": str(tmp_path / "pool"), "algorithm": "stitched", "g": 2},
                          optim__batch_size=16, optim__micro_batch_size=16, eval__val_windows=2)

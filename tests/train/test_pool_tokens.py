@@ -1,5 +1,5 @@
 """The tokenize step: one tokenized pool serves every algorithm and G' <= G, with streams identical
-to today's path (``gen assemble`` text tokenized by the training job), and no tokenizer in training."""
+to tokenizing ``gen assemble``'s text (the path before the step), and no tokenizer in training."""
 
 from __future__ import annotations
 
@@ -9,15 +9,21 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import train.synthetic as synthetic_module
+import train.pool_tokens as pool_tokens_module
 from gen.assemble import assemble
-from megadocs.corpus import source_hash
 from megadocs.errors import UserError
+from tests.pools import tokenize_assembled
+from tests.pools import write_pool as write_any_pool
 from train.data import TokenStream, TrainingStreams
-from train.pool_tokens import open_pool_tokens, synthetic_documents, tokenize_pool, tokens_dir
+from train.pool_tokens import (
+    open_pool_tokens,
+    require_pool_sources,
+    synthetic_documents,
+    tokenize_pool,
+    tokens_dir,
+)
 from train.store import TokenStore
 from train.streams import SYNTHETIC
-from train.synthetic import load_synthetic
 
 POOL_G = 3
 NUM_SHARDS = 2
@@ -33,23 +39,11 @@ def _generation(doc_text: str, doc_index: int, gen_index: int) -> str:
     return f"Version {gen_index}: " + doc_text[start:start + 60 + 37 * ((doc_index * 7 + gen_index) % 9)]
 
 
-def write_pool(out: Path, source: str | Path, documents: list[tuple[str, str]], *, g: int = POOL_G,
+def write_rephrases(out: Path, source: str | Path, documents: list[tuple[str, str]], *, g: int = POOL_G,
                num_shards: int = NUM_SHARDS) -> Path:
-    """A complete rephrase pool in the documented on-disk format (what `gen rephrase` writes)."""
-    out.mkdir(parents=True)
-    manifest = {"format": "megadocs.gen-pool/1", "kind": "rephrase", "g": g, "source": str(source),
-                "source_hash": source_hash(source), "n_docs": None, "num_shards": num_shards, "complete": True}
-    (out / "manifest.json").write_text(json.dumps(manifest))
-    for shard in range(num_shards):
-        stem = f"shard-{shard:05d}-of-{num_shards:05d}"
-        with open(out / f"{stem}.jsonl", "w") as handle:
-            for k in range(shard, len(documents), num_shards):
-                doc_id, text = documents[k]
-                for i in range(g):
-                    row = {"doc_id": doc_id, "gen_index": i, "text": _generation(text, k, i)}
-                    handle.write(json.dumps(row) + "\n")
-        (out / f"{stem}.done").write_text("{}")
-    return out
+    """A complete rephrase pool, its generations of varied length, a few empty or whitespace-only."""
+    return write_any_pool(out, source, "rephrase", g, lambda k, doc_id, text, i: {"text": _generation(text, k, i)},
+                      num_shards=num_shards, documents=documents)
 
 
 @pytest.fixture
@@ -64,7 +58,7 @@ def _store_documents(store: TokenStore) -> list[tuple[str, str]]:
 @pytest.fixture
 def store_pool(tmp_path, tiny_store, store) -> Path:
     """A pool generated from the store itself: the real documents come from the store's tokens."""
-    return write_pool(tmp_path / "pool", tiny_store, _store_documents(store))
+    return write_rephrases(tmp_path / "pool", tiny_store, _store_documents(store))
 
 
 @pytest.fixture
@@ -73,12 +67,7 @@ def file_pool(tmp_path, store) -> Path:
     source = tmp_path / "docs.jsonl"
     documents = _store_documents(store)[:37]
     source.write_text("".join(json.dumps({"id": doc_id, "text": text}) + "\n" for doc_id, text in documents))
-    return write_pool(tmp_path / "pool", source, documents)
-
-
-def _todays_documents(pool: Path, algorithm: str, g: int, store: TokenStore):
-    assemble(pool, algorithm, g)
-    return load_synthetic(pool, algorithm, g, store)
+    return write_rephrases(tmp_path / "pool", source, documents)
 
 
 def _all_windows(documents, store: TokenStore, context: int = 64) -> tuple[np.ndarray, np.ndarray]:
@@ -94,9 +83,8 @@ def test_one_tokenized_pool_gives_todays_streams_for_every_algorithm_and_g(pool_
     assert ("store" in manifest["real"]) == (pool_fixture == "store_pool")
     for algorithm in ("simple", "stitched", "stitched-first", "stitched-none"):
         for g in (1, POOL_G):
-            today = _todays_documents(pool, algorithm, g, store)
+            today = tokenize_assembled(pool, algorithm, g, store)
             indexed = synthetic_documents(pool, algorithm, g, store)
-            assert indexed is not None, (algorithm, g)
             assert indexed.num_documents == today.num_documents, (algorithm, g)
             assert np.array_equal(indexed.lengths, today.lengths), (algorithm, g)
             for d in range(today.num_documents):
@@ -107,27 +95,22 @@ def test_one_tokenized_pool_gives_todays_streams_for_every_algorithm_and_g(pool_
 
 
 def test_training_streams_read_the_tokenized_pool_without_a_tokenizer(store_pool, store, monkeypatch):
-    def build() -> TrainingStreams:
-        return TrainingStreams.build(store.path, synthetic={"pool": store_pool, "algorithm": "stitched", "g": 2},
-                                     context=64, mixing_fraction=0.5, real_epochs=1, batch_size=8, seed=1)
-
-    assemble(store_pool, "stitched", 2)
-    todays = build()  # no tokenize step yet: the training job tokenizes the assembled text
-    expected = [todays.batch(step) for step in range(todays.total_steps)]
+    reference = TokenStream.build(tokenize_assembled(store_pool, "stitched", 2, store), eos_id=store.eos_id,
+                                  context=64, seed=1, stream=SYNTHETIC)
     tokenize_pool(store_pool, store.path, progress=False)
 
     def no_tokenizer(*args, **kwargs):
-        raise AssertionError("the training process loaded a tokenizer")
+        raise AssertionError("the training process tokenized")
 
     monkeypatch.setattr(TokenStore, "tokenizer", no_tokenizer)
-    monkeypatch.setattr(synthetic_module, "_build_cache", no_tokenizer)
-    monkeypatch.setattr(synthetic_module, "load_synthetic", no_tokenizer)
-    streams = build()
-    assert streams.total_steps == todays.total_steps
-    for step, batch in enumerate(expected):
-        got = streams.batch(step)
-        for key, value in batch.items():
-            assert got[key].equal(value), (step, key)
+    monkeypatch.setattr(pool_tokens_module, "tokenize_pool", no_tokenizer)
+    streams = TrainingStreams.build(store.path, synthetic={"pool": store_pool, "algorithm": "stitched", "g": 2},
+                                    context=64, mixing_fraction=0.5, real_epochs=1, batch_size=8, seed=1)
+    assert streams.synthetic.num_windows == reference.num_windows
+    every = np.arange(reference.num_windows)
+    for got, expected in zip(streams.synthetic.windows(every), reference.windows(every)):
+        assert np.array_equal(got, expected)
+    assert streams.batch(streams.total_steps - 1)["input_ids"].shape[0] > 0
 
 
 def test_tokenize_step_resumes_per_shard_and_refuses_what_does_not_fit(store_pool, store, tmp_path, monkeypatch):
@@ -140,7 +123,8 @@ def test_tokenize_step_resumes_per_shard_and_refuses_what_does_not_fit(store_poo
     assert (out / f"shard-00001-of-{NUM_SHARDS:05d}.done").read_text() == done_before  # not redone
     with pytest.raises(UserError, match=r"data.synthetic.g: the pool holds 3 generations"):
         synthetic_documents(store_pool, "stitched", POOL_G + 1, store)
-    assert synthetic_documents(store_pool, "latent", 1, store) is None  # assembled-text path
+    with pytest.raises(UserError, match=r"data.synthetic.algorithm: latent needs a thoughts pool"):
+        synthetic_documents(store_pool, "latent", 1, store)
 
     # statistics added to the pool manifest later keep the tokens; regenerated generations do not
     pool_manifest = json.loads((store_pool / "manifest.json").read_text())
@@ -165,13 +149,14 @@ def test_cli_runs_the_step_as_a_local_job_array(store_pool, store, capsys):
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert summary["complete"] and summary["shards_done"] == NUM_SHARDS
     assert len(list((tokens_dir(store_pool, store.tokenizer_hash) / "submitit").glob("*_result.pkl"))) == NUM_SHARDS
-    assert synthetic_documents(store_pool, "simple", 2, store) is not None
+    assert synthetic_documents(store_pool, "simple", 2, store).num_documents > 0
 
 
 @pytest.mark.parametrize("extra,message", [
     (["--profile", "p.yaml"], "--profile: only used with --executor slurm"),
     (["--executor", "slurm"], "--profile: required with --executor slurm"),
     (["--shard", "5"], "--shard: expected 0 <= i < 2"),
+    (["--shard", "0", "--executor", "local"], "--shard: only for one pool tokenized in this process"),
 ])
 def test_cli_bad_input_is_one_line(extra, message, store_pool, store, capsys):
     from megadocs.cli import main
@@ -181,13 +166,6 @@ def test_cli_bad_input_is_one_line(extra, message, store_pool, store, capsys):
     assert err.startswith("error: ") and message in err and "\n" not in err
 
 
-def test_a_thoughts_pool_is_refused(store_pool, store):
-    manifest = json.loads((store_pool / "manifest.json").read_text())
-    (store_pool / "manifest.json").write_text(json.dumps({**manifest, "kind": "thoughts"}))
-    with pytest.raises(UserError, match="thoughts generations; latent documents insert thoughts"):
-        tokenize_pool(store_pool, store.path, progress=False)
-
-
 def test_a_tokenized_pool_from_validation_documents_is_refused(tmp_path, store):
     """The contamination guard covers the indexed path too: the pool's source documents must be
     the store's train split (here a raw file that also holds a validation document)."""
@@ -195,13 +173,17 @@ def test_a_tokenized_pool_from_validation_documents_is_refused(tmp_path, store):
     documents = _store_documents(store)[:5] + [(val_doc.doc_id, val_doc.text)]
     source = tmp_path / "docs.jsonl"
     source.write_text("".join(json.dumps({"id": doc_id, "text": text}) + "\n" for doc_id, text in documents))
-    pool = write_pool(tmp_path / "pool", source, documents)
-    tokenize_pool(pool, store.path, progress=False)
-    assert synthetic_documents(pool, "stitched", 2, store) is not None
+    pool = write_rephrases(tmp_path / "pool", source, documents)
     with pytest.raises(UserError, match=rf"^data\.synthetic: .*document 5: source document '{val_doc.doc_id}' "
                                         r"is a document of the store's val split"):
         TrainingStreams.build(store.path, synthetic={"pool": pool, "algorithm": "stitched", "g": 2},
                               context=64, mixing_fraction=0.5, real_epochs=1, batch_size=8, seed=1)
+    assert not tokens_dir(pool, store.tokenizer_hash).exists()  # refused before any tokenizing
+    elsewhere = tmp_path / "elsewhere.jsonl"
+    elsewhere.write_text(json.dumps({"id": "elsewhere", "text": "not from the store"}) + "\n")
+    pool = write_rephrases(tmp_path / "pool-elsewhere", elsewhere, [("elsewhere", "not from the store")], num_shards=1)
+    with pytest.raises(UserError, match="'elsewhere' is not a document of the store"):
+        require_pool_sources(pool, store)
 
 
 def test_array_writer_publishes_both_files_on_close_and_nothing_on_abort(tmp_path, store):
@@ -225,3 +207,120 @@ def test_array_writer_publishes_both_files_on_close_and_nothing_on_abort(tmp_pat
     stopped.write(encoder, ["some text"])
     stopped.abort()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["shard.offsets.npy", "shard.tokens"]
+
+
+def write_thoughts_pool(out: Path, source: str | Path, documents: list[tuple[str, str]], *, g: int = POOL_G,
+                        num_shards: int = NUM_SHARDS) -> Path:
+    """A complete thoughts pool (what `gen thoughts` writes): thought i of a document at character
+    (i+1)*len/(G+1), some thoughts empty (not inserted by assembly)."""
+
+    def thought(k: int, doc_id: str, text: str, i: int) -> dict:
+        body = "" if (k + i) % 7 == 0 else f"thinking {i} about {text[5 * i:5 * i + 20 + k % 13]}"
+        return {"split_index": i, "split_token": 0, "split_char": (i + 1) * len(text) // (g + 1), "text": body}
+
+    return write_any_pool(out, source, "thoughts", g, thought, num_shards=num_shards, documents=documents)
+
+
+@pytest.fixture
+def thoughts_pool(tmp_path, tiny_store, store) -> Path:
+    return write_thoughts_pool(tmp_path / "thoughts", tiny_store, _store_documents(store))
+
+
+def test_latent_documents_are_the_assembled_text_tokenized_in_pieces(thoughts_pool, store):
+    """Every latent document of every G' the pool serves holds the assembled text (decodes to it),
+    tokenized as its real-text pieces and its <think> thoughts apart, concatenated without EOS."""
+    import re
+
+    from megadocs.formats import assembled_documents
+
+    tokenizer = store.tokenizer()
+    manifest = tokenize_pool(thoughts_pool, store.path, progress=False)
+    assert manifest["real"] == {"pieces": [1, POOL_G]}  # (G'+1) | (G+1): G' in {1, 3}
+    for g in (1, POOL_G):
+        documents = synthetic_documents(thoughts_pool, "latent", g, store)
+        assemble(thoughts_pool, "latent", g)
+        texts = [json.loads(line)["segments"][0] for line in open(assembled_documents(thoughts_pool, "latent", g))]
+        assert documents.num_documents == len(texts)
+        inserted = 0
+        for d, text in enumerate(texts):
+            pieces = [p for p in re.split(r"(<think>.*?</think>)", text, flags=re.S) if p]
+            inserted += sum(p.startswith("<think>") for p in pieces)
+            expected = [t for p in pieces for t in tokenizer.encode(p, add_special_tokens=False)]
+            got = documents.document(d)
+            assert got.tolist() == expected, (g, d)
+            assert store.eos_id not in got.tolist()
+            assert tokenizer.decode(got.tolist()) == tokenizer.decode(tokenizer.encode(text, add_special_tokens=False))
+        assert 0 < inserted < g * len(texts)  # some thoughts empty: those splits were not cut
+    with pytest.raises(UserError, match=r"data.synthetic.g: a thoughts pool generated with G=3 has split "
+                                        r"points only for G in \[1, 3\] .*, got 2"):
+        synthetic_documents(thoughts_pool, "latent", 2, store)
+
+
+def test_a_training_job_without_the_step_builds_the_tokens_once_for_all(thoughts_pool, store, monkeypatch, capsys):
+    """No tokenize step: the first job builds the pool's tokens (progress on stderr); concurrent
+    jobs wait on its lock and reuse them; later jobs of any G' only memory-map."""
+    import threading
+
+    calls = []
+    real_tokenize = pool_tokens_module.tokenize_pool
+
+    def counting(*args, **kwargs):
+        calls.append(args)
+        return real_tokenize(*args, **kwargs)
+
+    monkeypatch.setattr(pool_tokens_module, "tokenize_pool", counting)
+    results, errors = [], []
+
+    def job(g: int) -> None:
+        try:
+            results.append((g, synthetic_documents(thoughts_pool, "latent", g, store)))
+        except Exception as exc:  # noqa: BLE001 - reported by the assertion below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=job, args=(g,)) for g in (1, POOL_G, POOL_G)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not errors and len(results) == 3
+    assert len(calls) == 1  # one build; the others waited and reused it
+    assert "tokenizing" in capsys.readouterr().err
+    assert open_pool_tokens(thoughts_pool, store) is not None
+    by_g = {g: docs for g, docs in results}
+    assert by_g[POOL_G].num_tokens > by_g[1].num_tokens  # more thoughts inserted at G=3
+
+
+def test_latent_run_identity_names_its_tokenization(thoughts_pool, store, tmp_path):
+    from train.config import RunConfig
+    from train.pool_tokens import LATENT_TOKENIZATION
+
+    config = RunConfig.model_validate({"data": {"store": str(store.path), "mixing_fraction": 0.5,
+                                                "synthetic": {"pool": str(thoughts_pool), "algorithm": "latent",
+                                                              "g": 1}}})
+    assert config.data_identity()["synthetic"]["tokenization"] == LATENT_TOKENIZATION
+
+
+def test_a_missing_pool_names_the_config_field(store, tmp_path):
+    with pytest.raises(UserError, match=r"^data\.synthetic\.pool: .*missing: no manifest\.json"):
+        synthetic_documents(tmp_path / "missing", "stitched", 1, store)
+
+
+def test_a_malformed_row_names_file_and_line(store_pool, store):
+    rows = store_pool / f"shard-00001-of-{NUM_SHARDS:05d}.jsonl"
+    lines = rows.read_text().splitlines()
+    lines[3] = json.dumps({"doc_id": "x", "gen_index": "0", "text": "t"})
+    rows.write_text("\n".join(lines) + "\n")
+    with pytest.raises(UserError, match=rf"shard-00001-of-{NUM_SHARDS:05d}\.jsonl:4: expected a row with"):
+        synthetic_documents(store_pool, "stitched", 1, store)
+    assert open_pool_tokens(store_pool, store) is None  # nothing half-built is used
+
+
+def test_cli_tokenizes_several_pools_in_one_command(store_pool, thoughts_pool, store, capsys):
+    from megadocs.cli import main
+
+    assert main(["data", "tokenize-pool", "--pool", str(store_pool), str(thoughts_pool), "--store", str(store.path),
+                 "--no-progress"]) == 0
+    lines = [json.loads(line) for line in capsys.readouterr().out.strip().splitlines()]
+    assert [line["pool"] for line in lines] == [str(store_pool), str(thoughts_pool)]
+    assert all(line["complete"] and line["tokens"] > 0 for line in lines)
+    assert open_pool_tokens(thoughts_pool, store).real_pieces.keys() == {1, POOL_G}
