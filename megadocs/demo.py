@@ -84,7 +84,12 @@ class DemoScale:
 # real-only run at 8 epochs (138 steps) ~16 CPU-s, 4 epochs ~11, 16 epochs ~27; a synthetic run at
 # mix 0.5 twice the steps (~26 CPU-s at 8 epochs). A certification that stays at its start costs 9
 # runs with two seeds per decisive point (the baseline: ~150 CPU-s) and 5 with one (a synthetic
-# one: ~135 CPU-s). Totals (CPU user+sys of the whole demo, `/usr/bin/time`): see SMOKE / FULL.
+# one: ~135 CPU-s). Totals, CPU user+sys of the whole demo (`/usr/bin/time`, every run and vLLM
+# engine counted) on the shared 2-core machine (load ~5-6, so wall time there was 2-3x the quiet
+# figure): smoke 538 CPU-s before and 481 after main's tokenize-once step (19 runs; ~5 min on 2
+# quiet cores), full 1,657 CPU-s (63 runs; ~15 min on 2 quiet cores). Both runs certified every
+# point at (lr 0.01, 8 epochs), the synthetic ones at mix 0.5; two smoke runs from scratch gave
+# identical losses for all 19 runs (seeded single-threaded runs, seeded vLLM sampling).
 # Epochs 2 too: mixing at m doubles (m=0.5) the steps per real epoch, so a synthetic certificate
 # can sit one step below the real-only optimum (a clean-clone smoke run certified simple-g1 at 4).
 MEASURED_GRID = {"lr": [0.003, 0.01, 0.03], "wd": [0.1], "epochs": [2, 4, 8, 16]}
