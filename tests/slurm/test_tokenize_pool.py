@@ -7,7 +7,7 @@ import json
 import pytest
 
 from tests.slurm.conftest import LOCAL_PROFILE
-from tests.train.test_pool_tokens import NUM_SHARDS, write_pool
+from tests.train.test_pool_tokens import NUM_SHARDS, write_rephrases
 from train.pool_tokens import synthetic_documents, tokens_dir
 from train.store import TokenStore
 
@@ -19,12 +19,11 @@ def test_tokenize_pool_runs_one_array_task_per_shard(slurm_cluster, small_store,
 
     store = TokenStore.open(small_store)
     documents = [(doc.doc_id, doc.text) for doc in store.split("train").documents()]
-    pool = write_pool(tmp_path / "pool", small_store, documents)
+    pool = write_rephrases(tmp_path / "pool", small_store, documents)
     assert main(["data", "tokenize-pool", "--pool", str(pool), "--store", str(small_store),
                  "--executor", "slurm", "--profile", str(LOCAL_PROFILE)]) == 0
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert summary["complete"] and summary["shards_done"] == NUM_SHARDS
     folder = tokens_dir(pool, store.tokenizer_hash) / "submitit"
     assert len(list(folder.glob("*_result.pkl"))) == NUM_SHARDS
-    stitched = synthetic_documents(pool, "stitched", 2, store)
-    assert stitched is not None and stitched.num_documents == len(documents)
+    assert synthetic_documents(pool, "stitched", 2, store).num_documents == len(documents)
