@@ -290,23 +290,38 @@ def summarize_transfers(sweep) -> list[dict[str, Any]]:
 
 def g_trend_warnings(summaries: Iterable[CertificationSummary]) -> list[str]:
     """Algorithms whose certified loss rises with G: a sign a search did not converge (a larger G
-    can always reuse a smaller G's hyperparameters, so the tuned loss should not rise)."""
+    can always reuse a smaller G's hyperparameters, so the tuned loss should not rise).
+
+    A rise within the sweep's seed noise (the pooled estimate with the most degrees of freedom:
+    ``sds`` x sigma x sqrt(2), two single-run losses) is not a sign of anything and is not flagged.
+    A search that already warm-starts from the smaller G's certificate needs its runs looked at,
+    not a warm start: the advice says which.
+    """
+    summaries = list(summaries)
     by_method: dict[str, list[tuple[float, float, str]]] = defaultdict(list)
+    warm_starts = {summary.name: summary.warm_start for summary in summaries}
     for summary in summaries:
         fixed, certificate = summary.fixed, summary.certificate
         if certificate and "g" in fixed and "method" in fixed:
             method = str(fixed["method"]) + (f" ({fixed['model']})" if "model" in fixed else "")
             by_method[method].append((float(fixed["g"]), certificate.loss, summary.name))
+    estimates = [s.noise for s in summaries if s.noise.sigma is not None]
+    noise = max(estimates, key=lambda n: n.df, default=None)
+    tolerance = noise.sds * noise.sigma * math.sqrt(2) if noise is not None else 0.0
     warnings = []
     for method, entries in sorted(by_method.items()):
         entries.sort()
         for (g_a, loss_a, name_a), (g_b, loss_b, name_b) in zip(entries, entries[1:]):
-            if loss_b > loss_a:
-                warnings.append(
-                    f"{method}: certified loss rises with G ({name_a} g={g_a:g}: {loss_a:.4f} -> {name_b} "
-                    f"g={g_b:g}: {loss_b:.4f}); the larger G's search may not have converged: "
-                    f"set warm_start: {name_a} on {name_b}"
-                )
+            rise = loss_b - loss_a
+            if rise <= tolerance:
+                continue
+            size = f" ({rise / noise.sigma:.1f} noise sds)" if noise is not None and noise.sigma > 0 else ""
+            advice = (f"it already starts from {name_a}'s certificate: look at its runs (`search status`)"
+                      if warm_starts.get(name_b) == name_a else f"set warm_start: {name_a} on {name_b}")
+            warnings.append(
+                f"{method}: certified loss rises with G ({name_a} g={g_a:g}: {loss_a:.4f} -> {name_b} "
+                f"g={g_b:g}: {loss_b:.4f}){size}; the larger G's search may not have converged: {advice}"
+            )
     return warnings
 
 

@@ -78,3 +78,27 @@ def test_g_trend_compares_within_one_model_size():
                              summary("1.5b", 4, 3.35)]) == []
     [warning] = g_trend_warnings([summary("300m", 4, 3.5), summary("300m", 8, 3.6)])
     assert warning.startswith("simple (300m): certified loss rises with G")
+
+
+def test_g_trend_ignores_rises_within_noise_and_advises_by_warm_start():
+    """A rise smaller than sds x sigma x sqrt(2) of the sweep's best noise estimate is seed noise;
+    a search that already warm-starts from the smaller G is told to look at its runs instead."""
+    import dataclasses
+
+    from search.certify import Certificate, CertState, NoiseEstimate
+    from search.status import CertificationSummary, RunCounts
+
+    def summary(name, g, loss, noise=NoiseEstimate(1, None, 0, 2.0), warm_start=None):
+        return CertificationSummary(
+            name=name, state=CertState.CERTIFIED, best=None, runs=RunCounts(),
+            certificate=Certificate({"lr": 0.003}, loss, (), ()), path=(), bounds_hit=(),
+            fixed={"method": "latent", "g": g}, noise=noise, warm_start=warm_start)
+
+    measured = summary("real", 0, 4.9, noise=NoiseEstimate(2, 0.05, 4, 2.0))  # tolerance 0.1414
+    measured = dataclasses.replace(measured, fixed={"method": "real"})
+    g2, g4 = summary("latent-g2", 2, 4.60), summary("latent-g4", 4, 4.70, warm_start="latent-g2")
+    assert g_trend_warnings([measured, g2, g4]) == []  # +0.10: within noise
+    [warning] = g_trend_warnings([measured, g2, dataclasses.replace(g4, certificate=Certificate({}, 4.80, (), ()))])
+    assert "(4.0 noise sds)" in warning and "already starts from latent-g2's certificate" in warning
+    [warning] = g_trend_warnings([g2, dataclasses.replace(g4, warm_start=None)])  # no noise estimate
+    assert warning.endswith("set warm_start: latent-g2 on latent-g4")
