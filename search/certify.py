@@ -759,6 +759,9 @@ def drive(strategies: Sequence[Strategy], evaluator: Evaluator) -> DriveStats:
         requests: list[Request] = []
         if free > 0:
             queues = [[Request(s.name, p) for p in s.wanted(free)] for s in strategies if not s.done()]
+            if queues:  # the round-robin starts where the last one stopped: one free slot at a time
+                turn = stats.dispatched % len(queues)  # still reaches every strategy in turn
+                queues = queues[turn:] + queues[:turn]
             while queues and len(requests) < free:  # round-robin across strategies
                 for queue in list(queues):
                     if queue and len(requests) < free:

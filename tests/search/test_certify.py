@@ -252,3 +252,14 @@ def test_warm_start_from_a_failed_source_fails_with_the_reason():
     assert g8.done() and g8.plan().state is CertState.FAILED
     assert "source 'g4' ended failed" in g8.plan().blocked_by[0][1]
     assert members.done() and members.points == [] and members.source_failed
+
+
+def test_one_free_slot_goes_to_each_certification_in_turn():
+    """With one slot the round-robin resumes where it stopped: the first dispatches visit every
+    certification once before any gets a second run (the first in the list used to get them all)."""
+    evaluator = SimulatedEvaluator(bowl, slots=1)
+    searches = [CertifySearch(name, GRID, START) for name in ("a", "b", "c")]
+    drive(searches, evaluator)
+    tasks = [request.task for request in evaluator.calls]
+    assert tasks[:3] == ["a", "b", "c"] and tasks[3:6] == ["a", "b", "c"]
+    assert all(search.plan().state is CertState.CERTIFIED for search in searches)
