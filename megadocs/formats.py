@@ -53,6 +53,7 @@ __all__ = [
     "assembled_documents",
     "THINK_OPEN",
     "THINK_CLOSE",
+    "LATENT_TOKENIZATION",
     "pool_generations",
     "select_generations",
     "IID",
@@ -138,6 +139,9 @@ def assembled_documents(pool: str | Path, algorithm: str, g: int) -> Path:
 
 THINK_OPEN, THINK_CLOSE = "<think>", "</think>"
 """The tags around a latent thought inside the real text (``latent``)."""
+LATENT_TOKENIZATION = "pieces/1"
+"""How train tokenizes a latent document (train/pool_tokens.py): its real-text pieces and its
+thoughts apart, then concatenated. Part of a latent run's identity."""
 
 
 def pool_generations(kind: str, pool_g: int, g: int) -> list[int] | None:

@@ -24,8 +24,7 @@ from pydantic import BeforeValidator, Field, model_validator
 
 from megadocs.config import StrictModel, config_hash
 from megadocs.data_identity import assembled_identity, directory_identity, pool_identity, store_identity
-from megadocs.formats import ALGORITHMS, IID_SETS, Algorithm, assembled_dir
-from train.pool_tokens import LATENT_TOKENIZATION
+from megadocs.formats import ALGORITHMS, IID_SETS, LATENT_TOKENIZATION, Algorithm, assembled_dir
 
 __all__ = [
     "DocumentMask",

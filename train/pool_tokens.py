@@ -69,12 +69,9 @@ from train.store import TOKEN_DTYPE, TokenStore
 
 __all__ = ["TOKENS_FORMAT", "TOKENS_DIR", "tokens_dir", "tokenize_shard", "tokenize_pool", "submit_tokenize",
            "PooledTokens", "PieceDocuments", "open_pool_tokens", "ensure_pool_tokens", "synthetic_documents",
-           "require_pool_sources", "LATENT_TOKENIZATION"]
+           "require_pool_sources"]
 
 TOKENS_FORMAT = "megadocs.pool-tokens/1"
-LATENT_TOKENIZATION = "pieces/1"
-"""How latent documents are tokenized (part of a latent run's identity: real text pieces and
-thoughts tokenized apart, then concatenated)."""
 TOKENS_DIR = "tokens"
 MANIFEST = "manifest.json"
 POOL_FORMAT = "megadocs.gen-pool/1"  # the documented pool format this module reads
@@ -337,7 +334,8 @@ def tokenize_shard(pool: str | Path, store: str | Path | TokenStore, index: int,
     writers = [generations]
     real = _ArrayWriter(out, f"{stem}.real") if tokenize_real else None
     writers += [real] if real is not None else []
-    pieces = {h: _ArrayWriter(out, f"{stem}.real-g{h}") for h in piece_gs}
+    pieces = {h: _ArrayWriter(out, f"{stem}.real-g{h}") for h in piece_gs}  # with each G's splits:
+    splits = {h: pool_generations(PoolKind.THOUGHTS, g, h) for h in piece_gs}
     writers += list(pieces.values())
     counts = {"documents": 0, "generations": 0, "tokens": 0, "real_tokens": 0, "empty": 0}
     batches = _document_batches(pool / f"{stem}.jsonl", g, source_docs, batch_rows, manifest.get("source"))
@@ -352,8 +350,7 @@ def tokenize_shard(pool: str | Path, store: str | Path | TokenStore, index: int,
                 if real is not None:
                     counts["real_tokens"] += real.write(encoder, [doc.text for doc, _ in batch])
                 for h, writer in pieces.items():
-                    chosen = pool_generations(PoolKind.THOUGHTS, g, h)
-                    texts = [piece for doc, doc_rows in batch for piece in _real_pieces(doc.text, doc_rows, chosen)]
+                    texts = [piece for doc, doc_rows in batch for piece in _real_pieces(doc.text, doc_rows, splits[h])]
                     counts["real_tokens"] += writer.write(encoder, texts, drop_blank=False)
                 bar.update(len(rows))
         for writer in writers:
@@ -717,9 +714,8 @@ def synthetic_documents(pool: str | Path, algorithm: str, g: int, store: TokenSt
     if kind != expected:
         raise UserError(f"data.synthetic.algorithm: {algorithm} needs a {expected} pool, "
                         f"but {pool} holds {kind} generations")
-    select_generations(kind, manifest["g"], g, field="data.synthetic.g")
-    tokens = ensure_pool_tokens(pool, store)
-    chosen = select_generations(kind, tokens.manifest["pool_g"], g, field="data.synthetic.g")
+    chosen = select_generations(kind, manifest["g"], g, field="data.synthetic.g")
+    tokens = ensure_pool_tokens(pool, store)  # built from this manifest's pool (its identity is checked)
     generations = tuple(column[:, chosen] for column in tokens.generations)
     if algorithm == "latent":
         pieces = _interleave(tokens.real_pieces[g], generations)

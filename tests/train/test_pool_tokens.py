@@ -291,8 +291,8 @@ def test_a_training_job_without_the_step_builds_the_tokens_once_for_all(thoughts
 
 
 def test_latent_run_identity_names_its_tokenization(thoughts_pool, store, tmp_path):
+    from megadocs.formats import LATENT_TOKENIZATION
     from train.config import RunConfig
-    from train.pool_tokens import LATENT_TOKENIZATION
 
     config = RunConfig.model_validate({"data": {"store": str(store.path), "mixing_fraction": 0.5,
                                                 "synthetic": {"pool": str(thoughts_pool), "algorithm": "latent",
