@@ -361,10 +361,18 @@ def _check_benchmarks(config: RunConfig) -> None:
 
 
 def _truncate_log(log_path: Path, step: int) -> None:
-    """Drop log lines past the checkpoint we resume from (written before a hard kill)."""
+    """Drop log lines past the checkpoint we resume from (written before a hard kill), and a last
+    line cut short (the disk filled up, or the process died, while it was written)."""
     if not log_path.is_file():
         return
-    kept = [line for line in log_path.read_text().splitlines() if line and json.loads(line)["step"] <= step]
+    kept = []
+    for line in log_path.read_text().splitlines():
+        try:
+            record = json.loads(line) if line else None
+        except ValueError:
+            continue  # torn: the file ends in it
+        if record is not None and record["step"] <= step:
+            kept.append(line)
     write_atomic(log_path, "".join(line + "\n" for line in kept))
 
 
