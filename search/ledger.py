@@ -553,6 +553,10 @@ class Ledger:
             if ATTR_POINT not in attrs:
                 continue
             status = RunStatus(attrs.get(ATTR_STATUS, RunStatus.RUNNING.value))
+            if trial.state is TrialState.RUNNING:
+                # the state change is the commit (complete/fail write the attributes first): a
+                # controller killed in between left a result that is not recorded yet
+                status = RunStatus.RUNNING
             metrics = attrs.get(ATTR_METRICS)
             reason = attrs.get(ATTR_REASON)
             if str(trial.number) in superseded:
@@ -661,7 +665,8 @@ class Ledger:
             self.storage.set_trial_user_attr(trial_id, key, _jsonable(value))
 
     def complete(self, trial_id: int, *, metrics: RunMetrics, **attrs: Any) -> None:
-        """Record an evaluated run; its loss is ``metrics.objective`` (a diverged run: +inf)."""
+        """Record an evaluated run; its loss is ``metrics.objective`` (a diverged run: +inf).
+        The attributes go first, the trial's state last: that is the commit (:meth:`runs`)."""
         from optuna.trial import TrialState
 
         self.update(trial_id, **{ATTR_STATUS: metrics.status.value, ATTR_METRICS: metrics,

@@ -50,17 +50,6 @@ def test_a_trial_the_killed_controller_left_half_written_is_run_once(make_sweep,
     assert all(r["run_id"] and r["run_dir"] for r in runs)
 
 
-@pytest.fixture
-def small_filesystem(tmp_path):
-    """A 4 MiB tmpfs: a file system that really fills up (skipped where mounting is not permitted)."""
-    path = tmp_path / "fs"
-    path.mkdir()
-    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(path)], capture_output=True).returncode:
-        pytest.skip("mounting a tmpfs is not permitted here (needs root)")
-    yield path
-    subprocess.run(["umount", "-l", str(path)], capture_output=True)
-
-
 def _tried_to_submit(path) -> bool:
     """The controller recorded a run it is about to submit (trials are created first)."""
     from search.ledger import LedgerMissing
@@ -101,3 +90,30 @@ def test_submissions_a_full_file_system_refuses_wait_for_space(make_sweep, workd
     assert summary.state.value == "certified"
     evaluated = [tuple(sorted(c.items())) for c in calls(workdir)]
     assert len(evaluated) == len(set(evaluated)) == len(read_runs(path))
+
+
+def test_a_result_the_killed_controller_had_half_recorded_is_not_a_divergence(make_sweep, workdir):
+    """``Ledger.complete`` writes the trial's status and metrics, then commits its state and loss:
+    a controller SIGKILLed in between (the rehearsal's kill) left "completed" without a loss, which
+    the next controller read as a diverged run (loss +inf) and certified around. The trial's
+    Optuna state is the commit: the run is running until it is set, and is finished again."""
+    from megadocs.formats import RunMetrics, RunStatus
+    from search.ledger import ATTR_METRICS, ATTR_STATUS
+    from search.objective import make_objective
+
+    path = make_sweep()
+    assert main(["search", "certify", str(path), "--no-progress", "--max-runs", "1"]) == 1
+    sweep, ledger = _ledger(path)
+    optimum = {"lr": 0.003, "wd": 0.8, "epochs": 16}  # the bowl's optimum: a neighbour of the start
+    params = {**optimum, "method": "simple", "g": 4}
+    run_id = make_objective(sweep).identity(params)
+    trial = ledger.new_run(f"{sweep.name}/a", point=optimum, fixed={"method": "simple", "g": 4}, run_id=run_id,
+                           run_dir=str(sweep.out_dir / "runs" / run_id))
+    ledger.update(trial, **{ATTR_STATUS: RunStatus.COMPLETED.value,  # killed before the state and loss
+                            ATTR_METRICS: RunMetrics(status=RunStatus.COMPLETED, val_loss=2.84)})
+
+    assert main(["search", "certify", str(path), "--no-progress"]) == 0
+    [summary] = summarize(path)
+    assert summary.certificate.point == optimum and summary.to_dict()["certificate"]["soft_bounds"] == []
+    [record] = [r for r in read_runs(path) if r["point"] == optimum]
+    assert record["status"] == "completed" and record["loss"] is not None

@@ -7,7 +7,6 @@ import errno
 import os
 import pickle
 import random
-import subprocess
 import threading
 import time
 
@@ -147,17 +146,6 @@ def test_writer_reports_a_failed_write_on_wait(tmp_path, monkeypatch):
     with pytest.raises(OSError, match="No space left"):
         writer.wait()
     writer.wait()  # reported once
-
-
-@pytest.fixture
-def small_filesystem(tmp_path):
-    """A 1 MiB tmpfs: a file system that really fills up (skipped where mounting is not permitted)."""
-    path = tmp_path / "fs"
-    path.mkdir()
-    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(path)], capture_output=True).returncode:
-        pytest.skip("mounting a tmpfs is not permitted here (needs root)")
-    yield path
-    subprocess.run(["umount", "-l", str(path)], capture_output=True)
 
 
 @pytest.mark.parametrize("headroom", [20_000, 90_000])  # the write fails in torch's zip writer or at the flush
