@@ -36,7 +36,6 @@ import contextlib
 import dataclasses
 import errno
 import json
-import math
 import multiprocessing
 import os
 import shutil
