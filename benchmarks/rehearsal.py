@@ -190,16 +190,17 @@ def submitted_runs(jobs_folder: Path) -> dict[str, str]:
     return runs
 
 
-def fill(path: Path) -> Path:
-    """Take every free byte of ``path``'s file system with one file; returns it."""
-    filler = path / ".rehearsal-filler"
+def fill(path: Path, name: str, leave: int = 0) -> Path:
+    """Take all but ``leave`` free bytes of ``path``'s file system with the file ``name``."""
+    filler = path / name
     stats = os.statvfs(path)
     with open(filler, "wb", buffering=0) as handle:  # unbuffered: nothing left to flush on close
         with contextlib.suppress(OSError):
-            os.posix_fallocate(handle.fileno(), 0, stats.f_bavail * stats.f_frsize)
-        with contextlib.suppress(OSError):  # what fallocate left, page by page
-            while handle.write(b"\0" * 4096):
-                pass
+            os.posix_fallocate(handle.fileno(), 0, max(1, stats.f_bavail * stats.f_frsize - leave))
+        if not leave:
+            with contextlib.suppress(OSError):  # what fallocate left, page by page
+                while handle.write(b"\0" * 4096):
+                    pass
     return filler
 
 
@@ -377,7 +378,8 @@ class Rehearsal:
             return False
         pid = self.kill_controller()
         fault.injected = True
-        fault.detail.update(pid=pid, at=time.time(), runs=sorted({e["run"] for e in in_flight}))
+        fault.detail.update(pid=pid, at=time.time(), runs=sorted({e["run"] for e in in_flight}),
+                            jobs={e["run"]: e["job"] for e in in_flight})
         self.start_controller()
         return True
 
@@ -416,21 +418,27 @@ class Rehearsal:
         if not self.mounted:
             fault.detail["reason"] = "mounting a tmpfs is not permitted here"
             return True  # recorded, not injected
+        # filling hundreds of MB takes seconds, longer than a job's checkpoints: all but 1 MiB
+        # first, then the rest at once while a job with a checkpoint is between two of them
+        ballast = self.out / ".rehearsal-ballast"
+        if not ballast.exists():
+            fill(self.out, ballast.name, leave=1 << 20)
         checkpointed = [e for e in self._untouched(self.running_evaluations()) if time.time() - e["t"] > 3 * STEP_S]
         if not checkpointed:
             return False  # strike while a job has a checkpoint to lose
         seen = len(self.journal())
-        filler = fill(self.out)
+        filler = fill(self.out, ".rehearsal-filler")
         errors: list[dict[str, Any]] = []
         try:  # full until a job's checkpoint failed, and DISK_FULL_S more (submissions fail meanwhile)
             deadline = time.time() + 20
             while time.time() < deadline and not errors:
-                time.sleep(0.5)
+                time.sleep(0.25)
                 errors = [e for e in self.journal()[seen:] if e["event"] == "error" and e.get("errno") == errno.ENOSPC]
             time.sleep(DISK_FULL_S)
             errors = [e for e in self.journal()[seen:] if e["event"] == "error" and e.get("errno") == errno.ENOSPC]
         finally:
             filler.unlink()
+            ballast.unlink()
         fault.injected = True
         fault.detail.update(enospc=[{"job": e["job"], "run": e["run"], "step": e["step"]} for e in errors],
                             runs=sorted({e["run"] for e in errors}), at=time.time())
@@ -543,7 +551,7 @@ class Rehearsal:
         wrong = [f"{r.certification}#{r.trial}" for r in records if r.status is RunStatus.COMPLETED  # every loss
                  and (r.loss is None or abs(r.loss - SURROGATE.loss({**r.point, **r.fixed})) > 1e-12)]  # is the job's
         mine = certificates(sweep)
-        scale = self._costs_at_scale(len(records))
+        scale = self._costs_at_scale(sweep, len(records))
         report_dir = self.work / "report"
         figures, sections = self._report(sweep, report_dir)
         for fault in self.faults:
@@ -572,12 +580,11 @@ class Rehearsal:
             "wall_s_per_trial": round(wall_s / max(1, trials), 3),
             "controller_cpu_s": round(self.controller_cpu_s, 1),
             "controller_cpu_s_per_trial": round(self.controller_cpu_s / max(1, trials), 4),
-            # every controller's CPU (children included) over the trials, restarts included; at
-            # 10,000 trials: this rate, plus each restart's restore grown to 10,000 trials
+            # every controller's CPU (children included) over the trials, its starts included; at
+            # 10,000 trials: the same rate, plus each start's restore grown to 10,000 trials
             "controller_cpu_s_at_10k_trials": round(
                 self.controller_cpu_s / max(1, trials) * TEN_THOUSAND
-                + (self.controllers - 1) * (scale["controller_start_cpu_s_at_10k_trials"]
-                                            - scale["controller_start_cpu_s"])),
+                + self.controllers * (scale["controller_start_cpu_s_at_10k_trials"] - scale["controller_start_cpu_s"])),
             "controllers_started": self.controllers,
             "controller_crashes": self.crashes,
             **scale,
@@ -614,10 +621,11 @@ class Rehearsal:
         elif fault.kind == "disk_full":  # the retries resumed from the checkpoint written before
             resumed = {e["run"]: e["resumed_from"] for e in journal if e["event"] == "start"}
             fault.detail["resumed_from"] = {run: resumed.get(run) for run in runs}
+            fault.detail["submissions_refused"] = sum(path.read_text().count("cannot submit")
+                                                      for path in self.work.glob("controller-*.log"))
             evidence = evidence and any(resumed.get(run) for run in runs)
-        elif fault.kind == "controller_sigkill":  # the next controller re-attached, no resubmission
-            jobs = {run: {s.split()[0] for s in slurm.get(run, [])} for run in runs}
-            evidence = evidence and all(len(ids) == 1 for ids in jobs.values())
+        elif fault.kind == "controller_sigkill":  # the job in flight finished the run: re-attached, not resubmitted
+            evidence = evidence and all(by_run[run].job_id == job for run, job in fault.detail["jobs"].items())
         elif fault.kind == "postgres_restart":  # the same controller went on: it did not die
             pid = fault.detail["controller_pid"]
             died = [crash for crash in self.crashes if crash["pid"] == pid]
@@ -634,22 +642,29 @@ class Rehearsal:
         process.returncode = os.waitstatus_to_exitcode(status)
         return time.perf_counter() - started, usage.ru_utime + usage.ru_stime
 
-    def _costs_at_scale(self, trials: int) -> dict[str, Any]:
-        """What grows with the ledger: a controller's start (restore: it reads every trial) and
-        ``search status`` (it reads every trial), each measured on the finished sweep and net of a
-        bare start (``--help``: the imports), then extrapolated linearly to 10,000 trials."""
-        bare_wall, bare_cpu = self._timed("search", "certify", "--help")
-        status_wall, status_cpu = self._timed("search", "status", str(self.sweep_path))
-        restore_wall, restore_cpu = self._timed("search", "certify", str(self.sweep_path), "--no-progress")
-
-        def at_10k(total: float, bare: float) -> float:
-            return round(bare + max(0.0, total - bare) / max(1, trials) * TEN_THOUSAND, 1)
-
-        return {"status_latency_s": round(status_wall, 2), "status_cpu_s": round(status_cpu, 2),
-                "status_latency_s_at_10k_trials": at_10k(status_wall, bare_wall),
-                "controller_start_cpu_s": round(restore_cpu, 2), "controller_start_wall_s": round(restore_wall, 2),
-                "controller_start_cpu_s_at_10k_trials": at_10k(restore_cpu, bare_cpu),
-                "bare_start_wall_s": round(bare_wall, 2), "bare_start_cpu_s": round(bare_cpu, 2)}
+    def _costs_at_scale(self, sweep: Sweep, trials: int) -> dict[str, Any]:
+        """What grows with the ledger: ``search status`` and a controller's start (its restore
+        reads every trial), in CPU seconds (children included; the wall clock of a shared machine
+        says little), measured on the finished sweep and on a one-trial sweep in the same server
+        (the fixed part: imports, connections), and extrapolated along that line to 10,000 trials.
+        The controller's start is a ``certify`` of a finished sweep: restore, nothing to run."""
+        probe = sweep.model_copy(update={
+            "name": "probe", "out": str(self.work / "probe"), "grid": {"lr": [0.003]}, "start": {"lr": 0.003},
+            "certifications": [sweep.certifications[0].model_copy(update={"grid": None, "start": None})],
+            "ensembles": [], "transfers": [], "executor": sweep.executor.model_copy(update={"kind": "debug"})})
+        probe_path = write_sweep(probe, self.work / "probe.yaml")
+        self._timed("search", "certify", str(probe_path), "--no-progress")  # its one trial
+        costs: dict[str, Any] = {}
+        for name, argv in (("status", ("search", "status")), ("controller_start", ("search", "certify"))):
+            extra = ("--no-progress",) if name == "controller_start" else ()
+            one_wall, one_cpu = self._timed(*argv, str(probe_path), *extra)
+            wall, cpu = self._timed(*argv, str(self.sweep_path), *extra)
+            per_trial = max(0.0, cpu - one_cpu) / max(1, trials - 1)
+            costs.update({f"{name}_wall_s": round(wall, 2), f"{name}_cpu_s": round(cpu, 2),
+                          f"{name}_cpu_s_one_trial": round(one_cpu, 2), f"{name}_cpu_ms_per_trial": round(1e3 * per_trial, 2),
+                          f"{name}_cpu_s_at_10k_trials": round(one_cpu + per_trial * (TEN_THOUSAND - 1), 1)})
+        costs["status_latency_s"] = costs.pop("status_wall_s")
+        return costs
 
     def _ledger_bytes(self) -> int:
         from sqlalchemy import create_engine, text
