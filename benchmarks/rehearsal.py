@@ -455,7 +455,11 @@ class Rehearsal:
             return False  # nothing of ours to hit, or another user's job would die with it
         node, pids = node_name(), [e["pid"] for e in mine]
         try:
-            _run("scontrol", "update", f"nodename={node}", "state=down", "reason=megadocs rehearsal: node failure")
+            down = subprocess.run(["scontrol", "update", f"nodename={node}", "state=down",
+                                   "reason=megadocs rehearsal: node failure"], capture_output=True, text=True)
+            if down.returncode:  # not the cluster's administrator (SlurmUser or root)
+                fault.detail["reason"] = f"scontrol update state=down refused: {down.stderr.strip()}"
+                return True  # recorded, not injected
             fault.injected = True
             fault.detail.update(node=node, jobs=sorted({e["job"] for e in mine}), runs=sorted({e["run"] for e in mine}),
                                 at=time.time())

@@ -15,13 +15,20 @@ import tempfile
 import time
 from pathlib import Path
 
-__all__ = ["PostgresUnavailable", "ThrowawayPostgres", "free_port"]
+__all__ = ["PostgresUnavailable", "ThrowawayPostgres", "free_port", "unavailable"]
 
 REQUIRE_ENV = "MEGADOCS_REQUIRE_POSTGRES"
 
 
 class PostgresUnavailable(RuntimeError):
     """No PostgreSQL server binaries on PATH."""
+
+
+def unavailable() -> str | None:
+    """Why no throwaway server can start here, or None."""
+    if not all(shutil.which(name) for name in ("initdb", "pg_ctl", "postgres")):
+        return "PostgreSQL binaries (initdb, pg_ctl, postgres) not found"
+    return None
 
 
 def free_port() -> int:
@@ -37,8 +44,8 @@ class ThrowawayPostgres:
     """
 
     def __init__(self, password: str | None = None) -> None:
-        if not all(shutil.which(name) for name in ("initdb", "pg_ctl", "postgres")):
-            raise PostgresUnavailable("PostgreSQL binaries (initdb, pg_ctl, postgres) not found")
+        if unavailable():
+            raise PostgresUnavailable(unavailable())
         self.password = password
         # not under pytest's tmp dir: its parents are private to root, the server user cannot enter
         self.root = Path(tempfile.mkdtemp(prefix="megadocs-pg-"))

@@ -14,27 +14,26 @@ pytestmark = [pytest.mark.slurm, pytest.mark.postgres, pytest.mark.slow]
 
 def test_small_rehearsal_survives_every_fault(slurm_cluster, tmp_path):
     from benchmarks.rehearsal import FAULT_KINDS, SMALL, Rehearsal
-    from tests.postgres import REQUIRE_ENV, PostgresUnavailable, ThrowawayPostgres
+    from tests.postgres import REQUIRE_ENV, unavailable
 
-    try:
-        ThrowawayPostgres()
-    except PostgresUnavailable as exc:
+    if unavailable():
         if os.environ.get(REQUIRE_ENV, "") not in ("", "0"):
-            pytest.fail(f"{REQUIRE_ENV} is set but {exc}")
-        pytest.skip(str(exc))
+            pytest.fail(f"{REQUIRE_ENV} is set but {unavailable()}")
+        pytest.skip(unavailable())
     result = Rehearsal(SMALL, tmp_path / "rehearsal", log=print).run()
 
-    faults = {fault["kind"]: fault for fault in result["faults"]}
-    assert set(faults) == set(FAULT_KINDS)
-    mountable = "reason" not in faults["disk_full"]["detail"]  # a tmpfs needs root
+    assert {fault["kind"] for fault in result["faults"]} == set(FAULT_KINDS)
     for fault in result["faults"]:
-        if fault["kind"] == "disk_full" and not mountable:
+        if "reason" in fault["detail"]:  # not root: no tmpfs (disk_full), no scontrol update (node_down)
+            assert fault["kind"] in ("disk_full", "node_down") and os.geteuid() != 0, fault
             continue
         assert fault["injected"] and fault["survived"], fault
     assert result["trials_run_twice"] == 0, result["run_twice_detail"]
     assert result["lost"] == [] and result["wrong_losses"] == [] and result["controller_crashes"] == []
     assert result["certificates_equal_fault_free"], result["certificate_differences"]
     assert result["certifications"] == result["certifications_total"] == len(SMALL.certifications)
-    assert result["retries"] >= 4 and result["requeues"] >= 1  # oom, scancel, hang, disk full; node failure
+    assert result["retries"] >= 3  # OOM kill, scancel of a queued job, hang (disk full: more)
+    injected = {fault["kind"] for fault in result["faults"] if fault["injected"]}
+    assert result["requeues"] >= ("node_down" in injected)  # SLURM requeues the node's jobs itself
     assert {"fig1-loss-vs-g-iid.png", "fig6-transfers.png", "fig7-ensembles-iid.png",
             "fig11-certified-hparams.png"} <= set(result["figures"])
