@@ -23,14 +23,17 @@ def test_a_queued_array_task_cancelled_before_it_ran_is_lost_not_running_for_eve
     monkeypatch.setattr(executors, "QUEUE_CHECK_S", 2.0)  # the queue is asked every 30 s in a sweep
     monkeypatch.setattr(executors, "LOST_GRACE_S", 1.0)
     executor = SlurmExecutor(tmp_path / "jobs", load_profile(LOCAL_PROFILE), max_parallel=1)  # array %1
-    running, queued = executor.submit([lambda: sleep_for(20), lambda: sleep_for(1)])
+    # task 1 is cancelled inside the queued range 1-2; task 2 then runs, and the range's record goes
+    jobs = executor.submit([lambda: sleep_for(8), lambda: sleep_for(1), lambda: sleep_for(1)])
+    first, cancelled, last = jobs
     try:
-        wait_for(lambda: slurm_state(running) == "RUNNING", 60, f"{running} to run")
-        assert executor.poll(queued).state is JobState.RUNNING  # queued: accounting says PENDING
-        subprocess.run(["scancel", queued], check=True)
-        poll = wait_for(lambda: (p := executor.poll(queued)).state is not JobState.RUNNING and p, 60,
-                        f"the cancelled {queued} to be reported")
+        wait_for(lambda: slurm_state(first) == "RUNNING", 60, f"{first} to run")
+        assert executor.poll(cancelled).state is JobState.RUNNING  # queued: accounting says PENDING
+        subprocess.run(["scancel", cancelled], check=True)
+        wait_for(lambda: executor.poll(last).state is JobState.DONE, 90, f"{last} to run after the cancelled one")
+        poll = wait_for(lambda: (p := executor.poll(cancelled)).state is not JobState.RUNNING and p, 30,
+                        f"the cancelled {cancelled} to be reported")
         assert poll.state is JobState.LOST, poll
-        assert executor.poll(running).state is JobState.RUNNING  # the array's running task is not affected
+        assert executor.poll(first).state is JobState.DONE
     finally:
-        subprocess.run(["scancel", running, queued], capture_output=True)
+        subprocess.run(["scancel", *jobs], capture_output=True)
