@@ -13,9 +13,9 @@ The two sides get the same chat requests (the WRAP rephrase prompts gen builds f
   ``enforce_eager`` (compiling costs 40-100 s of start-up on 2 cores and does not change the
   generation speed measured here).
 
-So the ratio shows everything gen's choices cost or save against vLLM: engine settings (before
-this benchmark compared them, rephrase ran without prefix caching: every prompt was prefilled
-G times), seeds, chunking, the pipeline. Each side runs on its own engine, one after the other
+So the ratio shows everything gen's choices cost or save against vLLM: engine settings, seeds,
+chunking, the pipeline (an earlier version gave both sides gen's engine settings, and so could not
+see that gen ran rephrase without prefix caching, prefilling every prompt G times). Each side runs on its own engine, one after the other
 (two engines do not fit one GPU at vLLM's default memory share): a warm-up call at full size, then
 ``--repeats`` timed runs, each after ``reset_prefix_cache()`` so that no run reuses an earlier
 run's prompt KV; the best run of each side is reported (the machine may be shared). Outputs

@@ -19,8 +19,8 @@ compilation on a GPU). None of these settings is part of a pool's identity (see 
 
 Process-wide settings (:data:`ENVIRONMENT_DEFAULTS`, applied by the CLI entry point when unset;
 library callers set them themselves): ``VLLM_CPU_KVCACHE_SPACE`` 1 GiB of KV cache on CPU, and
-vLLM's log level WARNING on stderr (its default, INFO on stdout, prints 70-150 lines per command
-into the stdout that carries the command's JSON result; ``VLLM_LOGGING_LEVEL=INFO`` shows them).
+vLLM's log at WARNING on stderr (its default, INFO on stdout, put ~80 lines per command on CPU
+around the command's JSON result; ``VLLM_LOGGING_LEVEL=INFO`` shows them again).
 On CPU ``gpu_memory_utilization`` is 0.3 (the share of host memory) and chunked prefill is off
 (vLLM-CPU fails on seeded requests after a partial prefill). The engine spawns processes, so
 scripts using it need an ``if __name__ == "__main__":`` guard. They start with SIGINT blocked
@@ -186,9 +186,10 @@ class VllmEngine(Engine):
             context = max_model_len or _config_context(self.generator)
             extra = {"enable_chunked_prefill": False,
                      "max_num_batched_tokens": max(CPU_BATCHED_TOKENS, context)}
+        eager = on_cpu if enforce_eager is None else enforce_eager
         with _interruptible_engine_start():
             self.llm = LLM(self.generator, revision=revision, max_model_len=max_model_len,
-                           enable_prefix_caching=True, enforce_eager=on_cpu if enforce_eager is None else enforce_eager,
+                           enable_prefix_caching=True, enforce_eager=eager,
                            gpu_memory_utilization=gpu_memory_utilization, dtype=dtype, **extra)
         config = self.llm.llm_engine.vllm_config
         self.context_length = int(config.model_config.max_model_len)
