@@ -39,6 +39,16 @@ def _env() -> dict:
     return {**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1", "PYTHONPATH": str(ROOT)}
 
 
+def _signal_once_flushed(process: subprocess.Popen, path: Path, signum: int) -> None:
+    """Send ``signum`` to the process's whole group once ``path`` holds a flushed chunk."""
+    deadline = time.time() + STARTUP_TIMEOUT_S
+    while time.time() < deadline and process.poll() is None:
+        if path.is_file() and path.stat().st_size > 0:
+            break
+        time.sleep(0.02)
+    os.killpg(process.pid, signum)
+
+
 def _interrupt_after_first_shard(generator, docs, out: Path, log_path: Path) -> dict:
     """`megadocs gen rephrase` (gen's defaults, no engine flags) sent SIGINT, as Ctrl-C sends it to
     the terminal's whole foreground group, once shard 0 is done and shard 1 has flushed a chunk."""
@@ -48,13 +58,7 @@ def _interrupt_after_first_shard(generator, docs, out: Path, log_path: Path) -> 
     with open(log_path, "w") as stderr:
         process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=stderr, env=_env(), text=True,
                                    start_new_session=True)
-        second = out / f"shard-00001-of-{SHARDS:05d}.jsonl"
-        deadline = time.time() + STARTUP_TIMEOUT_S
-        while time.time() < deadline and process.poll() is None:
-            if second.is_file() and second.stat().st_size > 0:
-                break
-            time.sleep(0.02)
-        os.killpg(process.pid, signal.SIGINT)
+        _signal_once_flushed(process, out / f"shard-00001-of-{SHARDS:05d}.jsonl", signal.SIGINT)
         stdout, _ = process.communicate(timeout=120)
     return {"returncode": process.returncode, "stdout": stdout, "stderr": log_path.read_text(),
             "done": sorted(p.name for p in out.glob("*.done")), "rows": read_rows(out)}
@@ -71,12 +75,7 @@ def pools(tmp_path_factory, tiny_generator, small_docs):
                "--max-new-tokens", "24", "--seed", "7", "--enforce-eager", "--no-progress"]
     process = subprocess.Popen(command, stdout=log, stderr=log, env=_env(), start_new_session=True)
     first = thoughts / "shard-00000-of-00002.jsonl"
-    deadline = time.time() + STARTUP_TIMEOUT_S
-    while time.time() < deadline and process.poll() is None:
-        if first.is_file() and first.stat().st_size > 0:
-            break
-        time.sleep(0.02)
-    os.killpg(process.pid, signal.SIGKILL)
+    _signal_once_flushed(process, first, signal.SIGKILL)
     process.wait()
     killed = {
         "rows": len(read_rows(thoughts)),
