@@ -62,7 +62,7 @@ from megadocs.formats import (
 from megadocs.provenance import write as write_provenance
 from train.benchmarks import check_tasks
 from train.checkpoint import CheckpointWriter, read_checkpoint, restore_progress
-from train.config import AUTO, DEFAULT_DECAY_GROUPS, DocumentMask, RunConfig
+from train.config import AUTO, DEFAULT_DECAY_GROUPS, TRAINING_REVISION, TRAINING_REVISIONS, DocumentMask, RunConfig
 from train.curves import PeriodicValidation
 from train.device import resolve_device, set_determinism
 from train.distributed import SINGLE, DistributedContext, init_distributed
@@ -75,6 +75,7 @@ from train.tracking import Tracker
 __all__ = [
     "Preempted",
     "check_run_identity",
+    "recorded_revision",
     "write_run_identity",
     "LOG_EVERY",
     "lr_factor",
@@ -87,6 +88,7 @@ __all__ = [
 
 LOG_EVERY = 10  # steps between log lines and divergence checks (each is a device sync)
 PREEMPTION_SIGNALS = (signal.SIGTERM, signal.SIGUSR2, signal.SIGINT)
+REVISION_KEY = "training_revision"  # in RUN/identity.json (absent: revision 1)
 
 
 class Preempted(Exception):
@@ -294,7 +296,8 @@ class PreemptionSignals:
 
 
 def check_run_identity(out: Path, identity: str) -> None:
-    """Refuse a RUN that holds another run: another config, or the same config on other data.
+    """Refuse a RUN that holds another run: another config, the same config on other data, or
+    one trained by another `TRAINING_REVISION` of this code.
 
     A finished RUN is checked too: returning its metrics for another identity would report the
     old run's losses as the new one's.
@@ -308,11 +311,13 @@ def check_run_identity(out: Path, identity: str) -> None:
     recorded = run_dir.config_hash.read_text().strip()
     if recorded == identity:
         return
-    if not run_dir.identity.is_file():
+    revision = recorded_revision(out)
+    if revision != TRAINING_REVISION:
         raise UserError(
-            f"{out}: made before run identities covered the data (recorded {recorded}, this config on "
-            f"today's data is {identity}); if its config, store and pool are unchanged adopt it with "
-            f"`megadocs train --reidentify {out}`, else use another --out"
+            f"{out}: holds a run of identity {recorded} trained by training revision {revision} "
+            f"({TRAINING_REVISIONS.get(revision, 'unknown')}); this code trains revision {TRAINING_REVISION} "
+            f"({TRAINING_REVISIONS[TRAINING_REVISION]}), identity {identity}; its results are not this code's: "
+            "use another --out (the default is runs/train/<identity>)"
         )
     raise UserError(
         f"{out}: holds a run of identity {recorded}, not {identity} (another config, or the same config "
@@ -320,10 +325,21 @@ def check_run_identity(out: Path, identity: str) -> None:
     )
 
 
-def write_run_identity(config: RunConfig, out: Path, identity: str) -> None:
-    """Record the identity and what it covers (the data's manifest identities) in RUN."""
+def recorded_revision(out: Path) -> int:
+    """The `TRAINING_REVISION` that trained RUN, as its identity.json records it; 1 for a RUN made
+    before revisions were recorded (with or without identity.json)."""
     run_dir = RunDir(out)
-    write_json(run_dir.identity, {"identity": identity, "data": config.data_identity()}, indent=1, sort_keys=True)
+    if not run_dir.identity.is_file():
+        return 1
+    return int(json.loads(run_dir.identity.read_text()).get(REVISION_KEY, 1))
+
+
+def write_run_identity(config: RunConfig, out: Path, identity: str) -> None:
+    """Record the identity and what it covers (the data's manifest identities, the training
+    revision) in RUN."""
+    run_dir = RunDir(out)
+    write_json(run_dir.identity, {"identity": identity, "data": config.data_identity(),
+                                  REVISION_KEY: TRAINING_REVISION}, indent=1, sort_keys=True)  # fmt: skip
     write_atomic(run_dir.config_hash, identity + "\n")
 
 

@@ -15,7 +15,7 @@ import torch
 from megadocs.config import parse_config
 from megadocs.errors import UserError
 from megadocs.formats import RunMetrics, RunStatus
-from train.config import RunConfig
+from train.config import TRAINING_REVISION, RunConfig
 from train.loop import Preempted, lr_factor, param_groups, run, train_step
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -240,7 +240,8 @@ def test_extra_set_with_another_tokenizer_is_refused(small_store, tiny_store, tm
 def test_run_directory_of_another_config_is_refused(small_store, tmp_path):
     (tmp_path / "run").mkdir()
     (tmp_path / "run" / "config_hash").write_text("0123456789abcdef\n")
-    (tmp_path / "run" / "identity.json").write_text('{"identity": "0123456789abcdef"}\n')
+    recorded = {"identity": "0123456789abcdef", "training_revision": TRAINING_REVISION}
+    (tmp_path / "run" / "identity.json").write_text(json.dumps(recorded))
     with pytest.raises(UserError, match="holds a run of identity 0123456789abcdef, not [0-9a-f]{16}"):
         run(make_config(small_store), tmp_path / "run")
 
