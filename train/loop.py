@@ -180,15 +180,20 @@ def train_step(
     loss_implementation: str = "chunked",
     replicas: torch.nn.Module | None = None,
     row_weight: float | None = None,
+    micro_batches: int | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """One optimizer update on a batch [B, C], accumulated over micro-batches.
 
     Data parallel (`replicas`: DDP, or the FSDP root, over a `MicroBatchLoss` of `model`): [B, C]
-    is this rank's rows of the global batch. DDP averages gradients over ranks once, on the last
+    is this rank's rows of the global batch, and `row_weight` and `micro_batches` come from
+    `DistributedContext.step_share`. DDP averages gradients over ranks once, on the last
     micro-batch (`no_sync` before it); FSDP reduce-scatters after every micro-batch into the
-    sharded gradients (`train.sharding`). `row_weight` (default ``1 / B``) weighs each row's mean loss: ``ranks / global rows``
-    makes the DDP average the global batch's mean even when ranks hold unequal rows (0 for a rank
-    that holds a placeholder row because the batch is shorter than the world).
+    sharded gradients (`train.sharding`). `row_weight` (default ``1 / B``) weighs each row's mean
+    loss: ``ranks / global rows`` makes the average over ranks the global batch's mean even when
+    ranks hold unequal rows (0 for a rank that holds a placeholder row because the batch is
+    shorter than the world). `micro_batches` (default: as many as B needs) is the count every rank
+    runs, so that FSDP's collectives match: the micro-batches past B are placeholders, this rank's
+    first row again with weight 0, whose gradient is exactly zero.
 
     Returns the batch's mean token loss and the pre-clip gradient norm, as device tensors (no
     sync). Each micro-batch's mean loss is weighted by its share of the batch's rows, so the
@@ -198,11 +203,19 @@ def train_step(
     device = input_ids.device
     rows = input_ids.shape[0]
     row_weight = 1.0 / rows if row_weight is None else row_weight
+    needed = -(-rows // micro_batch_size)
+    micro_batches = needed if micro_batches is None else micro_batches
+    if micro_batches < needed:
+        raise ValueError(f"micro_batches={micro_batches}: {rows} rows at micro_batch_size={micro_batch_size} "
+                         f"need {needed}")  # fmt: skip
     total_loss = torch.zeros((), device=device)
-    for start in range(0, rows, micro_batch_size):
-        ids = input_ids[start : start + micro_batch_size]  # [b, C]
-        docs = document_ids[start : start + micro_batch_size]
-        last = start + micro_batch_size >= rows
+    for index in range(micro_batches):
+        start = index * micro_batch_size
+        placeholder = start >= rows  # lockstep with a rank that has more micro-batches: no weight
+        window = slice(0, 1) if placeholder else slice(start, start + micro_batch_size)
+        ids, docs = input_ids[window], document_ids[window]  # [b, C]
+        weight = 0.0 if placeholder else ids.shape[0] * row_weight
+        last = index == micro_batches - 1
         accumulate_locally = isinstance(replicas, torch.nn.parallel.DistributedDataParallel) and not last
         sync = replicas.no_sync() if accumulate_locally else contextlib.nullcontext()
         with sync:
@@ -212,7 +225,7 @@ def train_step(
                                                  implementation=loss_implementation)  # fmt: skip
                 else:
                     micro_loss = replicas(ids, docs)
-                loss = micro_loss * (ids.shape[0] * row_weight)
+                loss = micro_loss * weight
             loss.backward()
         total_loss += loss.detach()
     grad_norm = torch.nn.utils.clip_grad_norm_(parameters, grad_clip)  # the global norm, also over shards
@@ -709,20 +722,18 @@ def _train(training: _Training, streams, config: RunConfig, device: torch.device
             # every rank builds the same global batch (a function of the step) and takes its rows
             batch = prefetcher.get(training.step)
             global_tokens = batch["input_ids"].numel()
-            global_rows = batch["input_ids"].shape[0]
-            rows = dist.rows(global_rows)
-            row_weight = dist.world_size / global_rows if rows.stop > rows.start else 0.0
-            if row_weight == 0.0:  # fewer rows than ranks: a placeholder row with no weight keeps DDP in step
-                rows = slice(0, 1)
-            input_ids = batch["input_ids"][rows].to(device, non_blocking=True)  # [B / ranks, C]
-            document_ids = batch["document_ids"][rows].to(device, non_blocking=True)  # [B / ranks, C]
+            # every rank runs as many micro-batches (FSDP's forwards and backwards are collective)
+            share = dist.step_share(batch["input_ids"].shape[0], optim.micro_batch_size)
+            input_ids = batch["input_ids"][share.rows].to(device, non_blocking=True)  # [B / ranks, C]
+            document_ids = batch["document_ids"][share.rows].to(device, non_blocking=True)  # [B / ranks, C]
 
             # --- forward/backward over micro-batches, clip, update -----------------------------
             loss, grad_norm = train_step(
                 training.forward, training.optimizer, training.scheduler, input_ids, document_ids,
                 micro_batch_size=optim.micro_batch_size, grad_clip=optim.grad_clip,
                 document_mask=config.data.document_mask, parameters=parameters, eos_id=streams.eos_id,
-                loss_implementation=loss_implementation, replicas=training.replicas, row_weight=row_weight,
+                loss_implementation=loss_implementation, replicas=training.replicas, row_weight=share.row_weight,
+                micro_batches=share.micro_batches,
             )  # fmt: skip
             training.step += 1
             step = training.step
