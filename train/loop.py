@@ -62,7 +62,14 @@ from megadocs.formats import (
 from megadocs.provenance import write as write_provenance
 from train.benchmarks import check_tasks
 from train.checkpoint import CheckpointWriter, read_checkpoint, restore_progress
-from train.config import AUTO, DEFAULT_DECAY_GROUPS, TRAINING_REVISION, TRAINING_REVISIONS, DocumentMask, RunConfig
+from train.config import (
+    AUTO,
+    DEFAULT_DECAY_GROUPS,
+    TRAINING_REVISION,
+    TRAINING_REVISIONS,
+    DocumentMask,
+    RunConfig,
+)
 from train.curves import PeriodicValidation
 from train.device import resolve_device, set_determinism
 from train.distributed import SINGLE, DistributedContext, init_distributed
