@@ -44,6 +44,7 @@ __all__ = [
     "EXECUTION_FIELDS",
     "TRAINING_REVISION",
     "TRAINING_REVISIONS",
+    "describe_revision",
     "template",
 ]
 
@@ -83,6 +84,17 @@ config and data train a different model (a change of the code, not of the config
 earlier revision are not this code's results, so the revision is part of the identity: `search`
 supersedes their trials and runs their points again, and a RUN of another revision is refused."""
 TRAINING_REVISION = max(TRAINING_REVISIONS)
+
+
+def describe_revision(revision: int) -> str:
+    """``training revision N (what it learns)``, for messages.
+
+    >>> describe_revision(1)
+    'training revision 1 (the EOS input embedding was a padding row and never learned)'
+    """
+    return f"training revision {revision} ({TRAINING_REVISIONS.get(revision, 'unknown to this code')})"
+
+
 AUTO = "auto"
 # `document_mask` was a bool; hashing the old spelling of the old modes keeps those runs' identities.
 _LEGACY_DOCUMENT_MASK = {DocumentMask.OFF.value: False, DocumentMask.DOCUMENT.value: True}

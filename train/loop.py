@@ -66,9 +66,9 @@ from train.config import (
     AUTO,
     DEFAULT_DECAY_GROUPS,
     TRAINING_REVISION,
-    TRAINING_REVISIONS,
     DocumentMask,
     RunConfig,
+    describe_revision,
 )
 from train.curves import PeriodicValidation
 from train.device import resolve_device, set_determinism
@@ -334,10 +334,9 @@ def check_run_identity(out: Path, identity: str) -> None:
     revision = recorded_revision(out)
     if revision != TRAINING_REVISION:
         raise UserError(
-            f"{out}: holds a run of identity {recorded} trained by training revision {revision} "
-            f"({TRAINING_REVISIONS.get(revision, 'unknown')}); this code trains revision {TRAINING_REVISION} "
-            f"({TRAINING_REVISIONS[TRAINING_REVISION]}), identity {identity}; its results are not this code's: "
-            "use another --out (the default is runs/train/<identity>)"
+            f"{out}: holds a run of identity {recorded} trained by {describe_revision(revision)}; this code "
+            f"trains {describe_revision(TRAINING_REVISION)}, identity {identity}; its results are not this "
+            "code's: use another --out (the default is runs/train/<identity>)"
         )
     raise UserError(
         f"{out}: holds a run of identity {recorded}, not {identity} (another config, or the same config "

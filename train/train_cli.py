@@ -224,7 +224,7 @@ def _reidentify(run_dir: Path) -> int:
     """Adopt a run whose recorded identity is stale (made before the identity covered what it
     covers today): the user vouches its data is unchanged. A run trained by another
     `TRAINING_REVISION` is refused: this code would not have learned what it learned."""
-    from train.config import TRAINING_REVISION, TRAINING_REVISIONS
+    from train.config import TRAINING_REVISION, describe_revision
     from train.loop import recorded_revision, write_run_identity
 
     run = RunDir(run_dir)
@@ -232,9 +232,8 @@ def _reidentify(run_dir: Path) -> int:
         raise UserError(f"--reidentify: {run_dir}: no {RunDir.CONFIG} (expected a run directory)")
     revision = recorded_revision(run_dir)
     if revision != TRAINING_REVISION:
-        raise UserError(f"--reidentify: {run_dir}: trained by training revision {revision} "
-                        f"({TRAINING_REVISIONS.get(revision, 'unknown')}), not this code's {TRAINING_REVISION} "
-                        f"({TRAINING_REVISIONS[TRAINING_REVISION]}); train it again into another --out")
+        raise UserError(f"--reidentify: {run_dir}: trained by {describe_revision(revision)}, not this code's "
+                        f"{describe_revision(TRAINING_REVISION)}; train it again into another --out")
     config = load_run_config(run.config)
     old = run.config_hash.read_text().strip() if run.config_hash.is_file() else None
     identity = config.identity()
