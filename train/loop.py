@@ -765,11 +765,12 @@ def _train(training: _Training, streams, config: RunConfig, device: torch.device
 
 def _save_model(model: torch.nn.Module, store, model_dir: Path, state_dict: dict | None = None) -> None:
     """save_pretrained (of `state_dict` when given: a sharded model's gathered weights) + the
-    store's tokenizer, replacing any partial earlier attempt."""
+    store's tokenizer files (copied: the training process never loads a tokenizer), replacing any
+    partial earlier attempt."""
     tmp = model_dir.with_name(f".{model_dir.name}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     model.save_pretrained(tmp, state_dict=state_dict)
-    store.tokenizer().save_pretrained(tmp)
+    shutil.copytree(store.tokenizer_path, tmp, dirs_exist_ok=True)
     replace_dir(tmp, model_dir)
 
 
