@@ -9,10 +9,11 @@ Python API (what the CLI and the demo call)::
 ``docs`` is anything :func:`megadocs.corpus.iter_documents` reads; for a prepared token store
 that is its TRAIN split only (validation documents never reach the generator). The call is
 idempotent and resumable: finished shards are skipped, a killed shard keeps every document it
-flushed and generates only the rest (:func:`megadocs.pools.load_shard`), so re-running always ends with exactly
-G generations per document. Returns the pool manifest (provenance + statistics). The pool's format
-and rules are :mod:`megadocs.pools`'; the shards run through :class:`megadocs.shards.ShardedStep`
-(:class:`GeneratePool`), in this process or as a job array (:func:`submit_shards`).
+flushed and generates only the rest (:func:`megadocs.pools.load_shard`), so re-running always ends
+with exactly G generations per document. Returns the pool manifest (provenance + statistics). The
+pool's format and rules are :mod:`megadocs.pools`'s; the shards run through
+:class:`megadocs.shards.ShardedStep` (:class:`GeneratePool`), in this process or as a job array
+(:func:`submit_shards`).
 
 Rephrase: one prompt per document (the WRAP Wikipedia-style prompt), ``n = G`` samples.
 Thoughts: G prompts per document, one per split point (:mod:`gen.splits`), ``n = 1`` each,

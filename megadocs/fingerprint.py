@@ -4,10 +4,10 @@ A generation pool names its generator by content (:func:`model_fingerprint`), so
 generators at two paths give the same pool identity (and so the same run identities), and new
 weights written over old ones at the same path give a new one, whatever their sizes.
 
-Cost: every file at the top level of the directory is read once through sha256 (about 1 GB/s on
-one core of this machine, ``benchmarks/data_scale.py`` stage ``fingerprint``): a Llama 3.1 8B
-Instruct directory holds 16 GB of safetensors, about 16 s of CPU when its disk keeps up, minutes
-on a slow network disk. Each file's digest is then cached under :func:`cache_path`
+Cost: every file at the top level of the directory is read once through sha256 (1.4 GB per
+CPU-second, 0.57 GB/s wall with the reads, on this machine: ``benchmarks/data_scale.py``,
+``fingerprint``): a Llama 3.1 8B Instruct directory holds 16 GB of safetensors, about 11 s of CPU
+when its disk keeps up, minutes on a slow network disk. Each file's digest is then cached under :func:`cache_path`
 (``$MEGADOCS_CACHE_DIR``, else ``$XDG_CACHE_HOME/megadocs``, else ``~/.cache/megadocs``:
 ``file-sha256.json``, a few hundred bytes per file), keyed by the file's resolved path, size and
 modification time, so later commands on unchanged files read nothing. Subdirectories (e.g. Meta's
