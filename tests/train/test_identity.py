@@ -6,6 +6,9 @@ from __future__ import annotations
 import json
 import shutil
 
+import pytest
+
+from megadocs.errors import UserError
 from train.config import TRAINING_REVISION, TRAINING_REVISIONS, RunConfig
 from train.store import prepare
 
@@ -212,3 +215,39 @@ def test_a_finished_run_is_reused_only_by_its_own_identity(tiny_store, tmp_path,
         assert err.startswith("error: --reidentify:") and "\n" not in err and "training revision 1" in err
         assert (run / "config_hash").read_text().strip() == "0123456789abcdef"  # nothing rewritten
         assert json.loads((run / "metrics.json").read_text()) == metrics
+
+
+@pytest.mark.parametrize("algorithm", ["stitched", "latent"])
+def test_a_run_recorded_with_the_earlier_synthetic_identity_is_named_and_adopted_only_when_its_tokens_hold(
+        algorithm, tiny_store, tmp_path, capsys):
+    """Runs whose identity covered the assembled file and the generator's path (before this
+    identity): a stitched one read today's tokens and may be adopted; a latent one read its
+    documents tokenized in pieces and is trained again."""
+    import yaml
+
+    from megadocs.cli import main
+    from tests.pools import write_pool
+    from train.loop import REVISION_KEY, check_run_identity
+
+    kind = "thoughts" if algorithm == "latent" else "rephrase"
+    pool = write_pool(tmp_path / "pool", tiny_store, kind, 1, lambda k, doc_id, text, i: {
+        "text": f"about {doc_id}", "split_index": 0, "split_token": 0, "split_char": len(text) // 2})
+    config = _config(tiny_store, mixing_fraction=0.5, synthetic={"pool": str(pool), "algorithm": algorithm, "g": 1})
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.yaml").write_text(yaml.safe_dump(config.model_dump(mode="json")))
+    (run / "config_hash").write_text("0123456789abcdef\n")
+    earlier = {"algorithm": algorithm, "g": 1, "pool": {"generator": "/models/x"}, "assembled": {"documents": 3},
+               **({"tokenization": "pieces/1"} if algorithm == "latent" else {})}
+    (run / "identity.json").write_text(json.dumps({"identity": "0123456789abcdef", REVISION_KEY: TRAINING_REVISION,
+                                                   "data": {"store": {}, "synthetic": earlier}}))
+    with pytest.raises(UserError, match="recorded before a synthetic run's identity hashed its pool") as refused:
+        check_run_identity(run, config.identity())
+    if algorithm == "latent":
+        assert "tokenized in pieces" in str(refused.value) and "train it again" in str(refused.value)
+        assert main(["train", "--reidentify", str(run)]) == 2
+        assert "tokenized in pieces" in capsys.readouterr().err
+    else:
+        assert f"megadocs train --reidentify {run}" in str(refused.value)
+        assert main(["train", "--reidentify", str(run)]) == 0
+        check_run_identity(run, config.identity())  # adopted
