@@ -23,6 +23,7 @@ from pathlib import Path
 
 import pytest
 
+from megadocs.pools import pool_identity_of
 from tests.gen.conftest import read_rows
 
 pytestmark = [pytest.mark.vllm, pytest.mark.slow]
@@ -136,8 +137,6 @@ def test_engine_settings_and_chunks_do_not_change_the_pool(pools):
 
     def content(pool):
         return sorted((r["doc_id"], r["gen_index"], r["text"], r["n_tokens"], r["request_seed"]) for r in read_rows(pool))
-
-    from megadocs.data_identity import pool_identity_of
 
     assert content(pools["interrupted"]) == content(pools["rephrase"])
     # engine settings and chunks are not part of a pool's identity: the CLI's pool is the script's
