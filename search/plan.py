@@ -242,8 +242,9 @@ def format_sweep_plan(plan: dict[str, Any]) -> str:
     row += f" {total['gpu_hours_expected']:>15.4g} {total['gpu_hours_worst']:>12.4g}" if costed else ""
     lines.append(row)
     if costed:
-        lines.append(f"(GPU-hours at MFU {plan['mfu']} of {plan['peak_tflops']} TFLOP/s; expected = mean of "
-                     f"{plan['simulations']} simulated certifications on smooth landscapes)")
+        source = f", {plan['mfu_source']}" if plan.get("mfu_source") else ""
+        lines.append(f"(GPU-hours at MFU {plan['mfu']} of {plan['peak_tflops']} TFLOP/s{source}; expected = mean "
+                     f"of {plan['simulations']} simulated certifications on smooth landscapes)")
         if plan.get("processes_per_run", 1) > 1:
             lines.append(f"(each run on {plan['processes_per_run']} processes at {plan['scaling_efficiency']:.0%} "
                          "scaling efficiency: GPU-hours = processes x wall hours)")

@@ -50,7 +50,6 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
-import submitit
 
 from megadocs.corpus import is_token_store, iter_documents, source_hash
 from megadocs.data_identity import pool_identity_of
@@ -444,15 +443,22 @@ def tokenize_pool(pool: str | Path, store: str | Path | TokenStore, *, shard: in
     return _finish(pool, store)
 
 
-class TokenizeShardTask(submitit.helpers.Checkpointable):
-    """One job-array task: :func:`tokenize_shard`. Checkpointable: a timed-out or preempted task is
-    requeued and redoes its shard (the unit of resumption)."""
+class TokenizeShardTask:
+    """One job-array task: :func:`tokenize_shard`. Checkpointable (submitit requeues a callable that
+    has a ``checkpoint`` method): a timed-out or preempted task is requeued and redoes its shard (the
+    unit of resumption). submitit is imported only there, so training imports without it."""
 
     def __init__(self, pool: str, store: str, index: int):
         self.pool, self.store, self.index = pool, store, index
 
     def __call__(self) -> dict:
         return tokenize_shard(self.pool, self.store, self.index, progress=False)
+
+    def checkpoint(self, *args, **kwargs):
+        """Resubmit the same shard (what ``submitit.helpers.Checkpointable.checkpoint`` does)."""
+        from submitit.helpers import DelayedSubmission
+
+        return DelayedSubmission(self, *args, **kwargs)
 
 
 def submit_tokenize(pool: str | Path, store: str | Path, executor: str, profile: str | None = None,
