@@ -57,6 +57,8 @@ class CheckRow(BaseModel):
     name: str
     passed: bool
     detail: str
+    skipped: bool = False
+    """Not run: the device cannot (e.g. Liger on a CPU), or the global deadline came first."""
 
 
 class GpuResults(BaseModel):

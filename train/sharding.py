@@ -115,7 +115,29 @@ def full_state_dicts(model: torch.nn.Module, optimizer: torch.optim.Optimizer) -
     model_state, optimizer_state = get_state_dict(model, optimizer, options=_full_options())
     if not model_state:  # not rank 0
         return {}, {}
-    return model_state, optimizer_state_by_index(optimizer_state)
+    return model_state, optimizer_state_by_index(_unshared(optimizer_state, optimizer))
+
+
+def _unshared(value: Any, optimizer: torch.optim.Optimizer) -> Any:
+    """`value` with copies of the tensors it shares with the live optimizer state.
+
+    ``get_state_dict`` returns host tensors of that state as they are, not copies (AdamW's ``step``
+    counters when they live on the CPU: gloo runs, unfused AdamW). The checkpoint is written in the
+    background while training goes on, and the next update would change them under it.
+    """
+    live = {getattr(tensor, "_local_tensor", tensor).untyped_storage().data_ptr()
+            for state in optimizer.state.values() for tensor in state.values() if isinstance(tensor, torch.Tensor)}
+
+    def copy(item: Any) -> Any:
+        if isinstance(item, torch.Tensor):
+            return item.clone() if item.untyped_storage().data_ptr() in live else item
+        if isinstance(item, dict):
+            return {key: copy(entry) for key, entry in item.items()}
+        if isinstance(item, list):
+            return [copy(entry) for entry in item]
+        return item
+
+    return copy(value)
 
 
 def full_model_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
