@@ -554,8 +554,13 @@ def section_resume(ctx: Context) -> None:
         stopped_at = _sigterm_after_first_log_line(interrupted, tmp / "interrupted")
         codes = (straight.wait(), interrupted.wait())
         ctx.check("resume: SIGTERM saves a checkpoint and exits 3", codes[1] == 3,
-                  f"exit codes {codes} (straight, interrupted); signalled after step {stopped_at}")
+                  f"exit codes {codes} (straight, interrupted); signalled after step {stopped_at}"
+                  + _log_tail(tmp, codes, ("straight", "interrupted"), (0, 3)))  # fmt: skip
         resumed = _train_cli(config, tmp / "interrupted", cpu=not ctx.cuda).wait()
+        if resumed != 0:
+            ctx.check("resume: the interrupted run finishes when re-run", False,
+                      _log_tail(tmp, (resumed,), ("interrupted",), (0,)))  # fmt: skip
+            return
         runs = [tmp / "straight", tmp / "interrupted"]
         metrics = [json.loads((run / "metrics.json").read_text()) for run in runs]
         curves = [[(line["step"], line["loss"]) for line in map(json.loads, (run / "log.jsonl").read_text().splitlines())]
@@ -567,6 +572,16 @@ def section_resume(ctx: Context) -> None:
                   f"val_loss {metrics[0]['val_loss']!r} vs {metrics[1]['val_loss']!r}, {len(curves[0])} log lines "
                   f"{'equal' if curves[0] == curves[1] else 'differ'}, weights {weights[0]} / {weights[1]}, "
                   f"{metrics[0]['steps']} steps")  # fmt: skip
+
+
+def _log_tail(tmp: Path, codes, names, expected) -> str:
+    """The last line of each CLI run's output whose exit status was not the expected one."""
+    tails = []
+    for code, name, want in zip(codes, names, expected, strict=True):
+        if code != want:
+            text = (tmp / f"{name}.log").read_text(errors="replace").replace("\r", "\n").strip().splitlines()
+            tails.append(f"{name}: {text[-1][:300] if text else '(no output)'}")
+    return ("; " + "; ".join(tails)) if tails else ""
 
 
 def _train_cli(config: Path, out: Path, *, cpu: bool) -> subprocess.Popen:

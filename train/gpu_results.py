@@ -41,7 +41,7 @@ class TrainRow(BaseModel):
     """``regional`` (each layer and the loss chunk, `train.compile`), ``whole`` (the backbone as
     shipped before issue 26) or ``off``."""
     loss: str
-    """A `train.loss.LOSS_KERNELS` entry, or ``chunked_fp32`` (the loss as shipped before issue 26)."""
+    """A `train.loss.LOSS_KERNELS` entry (the ``whole`` row runs the eager ``chunked`` loss)."""
     tokens_per_s: float
     flops_per_token: float
     peak_tflops: float
