@@ -46,11 +46,13 @@ beyond the ends the user listed (``extend:`` in the sweep, :meth:`search.grid.Gr
   sits on the edge reached so far and values are left on that side, the next one is run like
   any neighbour, and the search continues from whichever is better. The start's seeding
   neighbours and the outward search stay inside the part reached (listed values, the start and
-  every point with evidence), so an optimum inside the listed grid never runs one;
+  every point with evidence), so a search whose best point never sits on an edge runs none;
 - a certificate hits a bound only where the listed extension values ran out
   (``Bound.extended``): then it leans on the new bound, and says so.
 
-Every run thus stays one a search on the fully extended grid would also ask for.
+Every run is thus one a search on the fully extended grid would also ask for (that search also
+seeds a start on the edge with its extension neighbours): extending never costs more runs than
+listing the values from the start (tests/search/test_extend.py).
 
 What a certificate rests on is a typed :class:`Basis`: per axis, :class:`Support` INTERIOR (a
 no-better neighbour evaluated on both sides), BOUND (the grid ends there) or NOT_SEARCHED (a

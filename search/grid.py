@@ -9,8 +9,8 @@ neighbours and are not reported as bounds.
 A sweep may list values that can be appended beyond an axis's ends (``extend:``, issue 32):
 :meth:`Grid.extended` builds the grid holding them, and remembers which values the user
 *listed*. The certifier (``search/certify.py``) reaches an extension value only as the
-neighbour of a best point on the edge reached so far, so an optimum inside the listed grid
-never runs one; a bound is hit only where the extension values ran out (``Bound.extended``).
+neighbour of a best point on the edge reached so far, so a search whose best point never sits
+on an edge runs none; a bound is hit only where the extension values ran out (``Bound.extended``).
 
 >>> wide = Grid.from_mapping({"epochs": [16, 32, 64]}).extended({"epochs": AxisExtension(above=(128, 256))})
 >>> wide.as_mapping(), wide.listed_grid().as_mapping()
