@@ -25,6 +25,7 @@ from analysis.scaling import PowerLawFit, fit_groups
 from megadocs.errors import UserError
 from megadocs.formats import IID, IID_LONG, IID_SETS, IID_SHORT, RunStatus, write_atomic
 from search.certify import Support
+from search.status import format_extensions
 
 if TYPE_CHECKING:
     from search.status import CertificationSummary
@@ -393,6 +394,10 @@ def render_report(
         report.add("## Certified points", "", _markdown_table(_certified_points_table(certifications)), "")
         for note in _basis_notes(certifications):
             report.add(note, "")
+        moved = [f"{s.name}: {format_extensions(s.extensions)}" for s in summaries if s.extensions]
+        if moved:
+            report.add("Search bounds moved through `extend:` (a value appended beyond a bound each time the best "
+                       "point sat on it, in order): " + "; ".join(moved) + ".", "")
         _generation_sections(report, curves, law, grids)
         _experiment_sections(report, runs, curves, law, transfer_sources or {}, diversity)
         _synthetic_only_section(report, certifications)

@@ -31,7 +31,9 @@ def register(subparsers) -> None:
         **examples("megadocs search certify search/examples/analytic.yaml",
                    "megadocs search certify search/examples/extend.yaml   # moves the epochs bound",
                    "megadocs search certify SWEEP.yaml --strategy tpe --max-runs 30",
-                   "megadocs search certify SWEEP.yaml --retry-failed", note=CertifyExit.help()),
+                   "megadocs search certify SWEEP.yaml --retry-failed",
+                   note=CertifyExit.help() + " A baseline (--strategy grid|tpe) exits 0, or 1 when a certification "
+                   "failed."),
     )
     certify.add_argument("sweep", help="sweep file (see search/examples/)")
     certify.add_argument("--strategy", choices=("certify", "grid", "tpe"), default="certify",

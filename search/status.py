@@ -35,7 +35,7 @@ from search.grid import Bound, Side
 from search.ledger import STUDY_START, Ledger, RunRecord, StudyKind, replay, study_name
 
 __all__ = ["CertificationSummary", "BestPoint", "RunCounts", "Compute", "summarize", "summarize_ensembles",
-           "g_trend_warnings", "format_table", "format_bases", "to_json", "JobWatch", "certify_exit"]
+           "g_trend_warnings", "format_table", "format_bases", "format_extensions", "to_json", "JobWatch", "certify_exit"]
 
 
 
@@ -229,6 +229,8 @@ def summarize(sweep, strategy: str = "certify", max_runs: int | None = None, *,
     for cert in sweep.certifications:
         study = study_name(sweep.name, cert.name, kind)
         grid = sweep.grid_for(cert)
+        if kind is not StudyKind.CERTIFY:  # baselines run the grid as listed (build_strategies)
+            grid = grid.listed_grid()
         start = ledger.study_attrs(study).get(STUDY_START)
         if start is None and not cert.warm_start:
             start = sweep.start_for(cert)
@@ -396,14 +398,14 @@ def format_table(summaries: Iterable[CertificationSummary]) -> str:
             s.name, state, _fmt_point(s.best.params if s.best else None),
             "-" if s.best is None else f"{s.best.loss:.4f}",
             f"{s.runs.finished}/{s.runs.running}/{s.runs.failed}", str(len(s.outstanding)), ", ".join(bounds) or "-",
-            *((_fmt_extensions(s.extensions),) if extended else ()), _fmt_noise(s), f"{s.compute.wall_time_s:.0f}s",
+            *((format_extensions(s.extensions),) if extended else ()), _fmt_noise(s), f"{s.compute.wall_time_s:.0f}s",
         )
     buffer = io.StringIO()
     Console(file=buffer, width=180, color_system=None).print(table)
     return buffer.getvalue()
 
 
-def _fmt_extensions(extensions: Iterable[Extension]) -> str:
+def format_extensions(extensions: Iterable[Extension]) -> str:
     """e.g. ``epochs above 64: 128, 256`` (the values appended beyond each end, in order)."""
     sides: dict[tuple[str, str], list[str]] = defaultdict(list)
     edges: dict[tuple[str, str], Any] = {}

@@ -129,3 +129,4 @@ def test_the_report_says_what_each_certificate_rests_on(tmp_path):
     assert "| rests on |" in text and "| extended |" in text
     assert "Certificates that lean on a search bound" in text and "simple-g1 (epochs upper)" in text
     assert "Certificates resting on values beyond the listed grid" in text and "simple-g2 (epochs 8 16 (point))" in text
+    assert "Search bounds moved through `extend:`" in text and "simple-g2: epochs above 4: 8, 16" in text

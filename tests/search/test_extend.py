@@ -234,3 +234,11 @@ def test_plan_counts_the_extension_values_in_the_worst_case(tmp_path):
     assert counts["best"] == 1 + 5  # lr 2, mix 1 and epochs 2: a start on its edge also runs the next value
     assert counts["best"] <= counts["expected"] <= counts["worst"]
 
+
+
+def test_baselines_run_the_grid_as_listed(make_sweep, workdir):
+    path = make_sweep(grid=EDGE, start={"lr": 0.003, "wd": 0.8, "epochs": 4}, extend={"epochs": {"above": [16]}})
+    assert main(["search", "certify", str(path), "--no-progress", "--strategy", "grid"]) == 0
+    assert len(calls(workdir)) == 27 and all(call["epochs"] <= 8 for call in calls(workdir))
+    [summary] = summarize(path, "grid")
+    assert summary.certificate.point["epochs"] == 8 and summary.support is Support.BOUND  # the listed edge
