@@ -8,9 +8,10 @@ with a freshly trained BPE tokenizer, 3. a tiny generator trained by ``megadocs 
 real training documents (the paper's self-improvement setting: not an instruction-tuned model,
 so its "rephrases" are poor text; the point is the machinery), 4. ``megadocs gen rephrase`` and
 ``megadocs gen thoughts`` with vLLM (CPU build; transformers if vLLM is missing),
-5. ``megadocs gen assemble`` for simple / stitched / latent at every G, then ``megadocs data
-tokenize-pool`` of every pool, 6. ``megadocs search certify`` of the real-only baseline and the
-three algorithms at every G (local executor, SQLite ledger), 7. ``megadocs analysis report``.
+5. ``megadocs gen assemble`` for simple / stitched / latent at every G (the readable text), then
+``megadocs data tokenize-pool`` of every pool (what training reads), 6. ``megadocs search
+certify`` of the real-only baseline and the three algorithms at every G (local executor, SQLite
+ledger), 7. ``megadocs analysis report``.
 
 Every step is idempotent and leaves a marker in ``OUT/.done/`` only after its outputs are
 durable, so an interrupted demo resumes where it stopped when re-run.
@@ -374,8 +375,9 @@ class Demo:
                     f"thoughts-g{g}", f"generate latent thoughts (G={g})",
                     lambda g=g: self.generate("thoughts", g, self.thoughts_pool(g), scale.thought_tokens),
                 )
-        self.step("assemble", f"assemble {', '.join(scale.algorithms)} documents", self.assemble)
-        self.step("tokenize", "tokenize every pool once, before training", self.tokenize)
+        self.step("assemble", f"assemble {', '.join(scale.algorithms)} documents as readable text", self.assemble)
+        # keyed by the tokens' format: an earlier demo's pools (megadocs.pool-tokens/1) are tokenized again
+        self.step("tokenize-v2", "tokenize every pool once, before training (what training reads)", self.tokenize)
         self.write_sweep()  # cheap and always current, so a changed scale is visible
         self.step("certify", "certify the baseline and every (algorithm, G)", self.certify)
         self.report()  # always rebuilt: it reads whatever the ledger holds

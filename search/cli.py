@@ -66,6 +66,8 @@ def register(subparsers) -> None:
         description="Expected (simulated certifier on smooth landscapes) and worst-case run counts per "
         "certification, and their GPU-hours at an assumed MFU (see search/plan.py). Runs nothing.",
         **examples("megadocs search plan search/examples/paper-300m.yaml",
+                   "megadocs search plan SWEEP.yaml --assume-real-tokens 200M "
+                   "--assume-synthetic-tokens-per-generation 708",
                    "megadocs search plan SWEEP.yaml --mfu 0.3 --peak-tflops 312 --json   # A100"),
     )
     plan.add_argument("sweep", help="sweep file")
@@ -73,6 +75,15 @@ def register(subparsers) -> None:
     plan.add_argument("--mfu", type=float, default=None, help="assumed model FLOPs utilisation (default 0.4)")
     plan.add_argument("--peak-tflops", type=float, default=None,
                       help="device dense bf16 peak TFLOP/s (default 989, H100 SXM)")
+    assume = plan.add_argument_group(
+        "data sizes", "Measured from the store and pools where they exist, else the paper's figures; a value given "
+        "here replaces the measured one. The plan lists every assumed figure.")
+    assume.add_argument("--assume-real-tokens", metavar="N", help="real tokens, e.g. 200M (default: the store's)")
+    assume.add_argument("--assume-real-documents", metavar="N", help="real documents, e.g. 164k")
+    assume.add_argument("--assume-synthetic-tokens-per-generation", metavar="N",
+                        help="mean tokens of a rephrase or sample, e.g. 708 (default: the pool's)")
+    assume.add_argument("--assume-tokens-per-thought", metavar="N", help="mean tokens of a latent thought, e.g. 424")
+    assume.add_argument("--assume-vocab-size", metavar="N", help="vocabulary, e.g. 128256 (default: the store's)")
     plan.set_defaults(func=_plan)
 
     dashboard = commands.add_parser(
@@ -153,14 +164,29 @@ def _dashboard(args: argparse.Namespace) -> int:
 
 
 def _plan(args: argparse.Namespace) -> int:
+    from megadocs.errors import UserError
     from megadocs.formats import dumps_json
-    from search.plan import format_sweep_plan, sweep_plan
+    from search.plan import Assumptions, format_sweep_plan, parse_count, sweep_plan
     from search.sweep import load_sweep
     from train.plan import DEFAULT_MFU, H100_BF16_PEAK_TFLOPS
 
     sweep = load_sweep(args.sweep)
+    figures = {"real_tokens": "--assume-real-tokens", "real_documents": "--assume-real-documents",
+               "tokens_per_generation": "--assume-synthetic-tokens-per-generation",
+               "tokens_per_thought": "--assume-tokens-per-thought", "vocab_size": "--assume-vocab-size"}
+    given = {}
+    for name, option in figures.items():
+        text = getattr(args, option[2:].replace("-", "_"))
+        if text is not None:
+            try:
+                given[name] = parse_count(text)
+            except UserError as exc:
+                raise UserError(f"{option}: {exc}") from None
+    if "vocab_size" in given:
+        given["vocab_size"] = int(given["vocab_size"])
     result = sweep_plan(sweep, mfu=DEFAULT_MFU if args.mfu is None else args.mfu,
-                        peak_tflops=H100_BF16_PEAK_TFLOPS if args.peak_tflops is None else args.peak_tflops)
+                        peak_tflops=H100_BF16_PEAK_TFLOPS if args.peak_tflops is None else args.peak_tflops,
+                        assume=Assumptions(**given))
     print(dumps_json(result, indent=1) if args.json else format_sweep_plan(result), end="\n" if args.json else "")
     return 0
 

@@ -21,6 +21,7 @@ from megadocs.config import StrictModel, load_config
 from megadocs.errors import UserError
 from megadocs.executors import ExecutorConfig
 from megadocs.formats import METHODS, REAL
+from megadocs.pools import PoolEntry, pool_entry
 from search.certify import SEED, Noise
 from search.grid import AxisExtension, Grid, values_equal
 
@@ -156,8 +157,9 @@ class Sweep(StrictModel):
     """Seed with the start point's neighbours in the first batch (saves one round)."""
     train: dict[str, Any] | None = None
     """Base train RunConfig (docs/architecture.md) the default objective fills from each point."""
-    pools: dict[str, str | dict[int, str]] = {}
-    """Synthetic pools per method: a directory, a template with {g}, or {g: directory}."""
+    pools: dict[str, PoolEntry] = {}
+    """Synthetic pools per method: a directory, a template with {g}, or {g: directory}
+    (:func:`megadocs.pools.resolve_pool`; ``stitched-first``/``-none`` fall back to ``stitched``'s)."""
     noise: NoiseConfig | None = None
     """Seed noise for every certification (default: none, one run per point)."""
     extend: dict[str, ExtendConfig] = {}
@@ -353,7 +355,7 @@ def _check_train_mapping(sweep: Sweep, cert: CertificationConfig, grid: dict, wh
     _check_synthetic_only(grid, sweep.train or {}, where)
     if "g" not in cert.fixed:
         raise ValueError(f"{where}.fixed.g: required for method {method!r}")
-    if method not in sweep.pools and method.split("-")[0] not in sweep.pools:
+    if pool_entry(sweep.pools, method) is None:
         raise ValueError(f"pools.{method}: no synthetic pool for method {method!r} (have {sorted(sweep.pools)})")
 
 
