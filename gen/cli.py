@@ -150,7 +150,7 @@ def _generate(args) -> int:
     apply_environment_defaults(ENVIRONMENT_DEFAULTS)  # before vLLM starts; shard jobs inherit it
     options = _options(args)
     if args.executor:
-        from gen.executor import submit_shards
+        from gen.generate import submit_shards
 
         manifest = submit_shards(options, args.executor, args.profile)
     else:

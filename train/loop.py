@@ -86,6 +86,7 @@ from train.tracking import Tracker
 __all__ = [
     "Preempted",
     "check_run_identity",
+    "earlier_synthetic_identity",
     "recorded_revision",
     "write_run_identity",
     "LOG_EVERY",
@@ -342,10 +343,30 @@ def check_run_identity(out: Path, identity: str) -> None:
             f"trains {describe_revision(TRAINING_REVISION)}, identity {identity}; its results are not this "
             "code's: use another --out (the default is runs/train/<identity>)"
         )
+    earlier = earlier_synthetic_identity(out)
+    if earlier is not None:
+        raise UserError(f"{out}: holds a run of identity {recorded}, recorded before a synthetic run's identity "
+                        f"hashed its pool and the megadoc rule (today: {identity}); {earlier[1]}")
     raise UserError(
         f"{out}: holds a run of identity {recorded}, not {identity} (another config, or the same config "
         "on other data); use another --out (the default is runs/train/<identity>)"
     )
+
+
+def earlier_synthetic_identity(out: Path) -> tuple[bool, str] | None:
+    """(adoptable, what to do) for a RUN whose identity.json covers its synthetic stream the earlier
+    way (the assembled file's manifest, the generator's path), or None when it does not. A latent
+    run read its documents tokenized in pieces, other tokens than today's: not adoptable, it is
+    trained again. Any other read today's tokens: adoptable when its pool is unchanged."""
+    run_dir = RunDir(out)
+    if not run_dir.identity.is_file():
+        return None
+    synthetic = json.loads(run_dir.identity.read_text()).get("data", {}).get("synthetic") or {}
+    if "assembled" not in synthetic:
+        return None
+    if synthetic.get("tokenization") == "pieces/1":
+        return False, "its latent documents were tokenized in pieces, not whole as today: train it again (another --out)"
+    return True, f"if its pool is unchanged, adopt it with `megadocs train --reidentify {out}`, else use another --out"
 
 
 def recorded_revision(out: Path) -> int:
@@ -802,11 +823,12 @@ def _train(training: _Training, streams, config: RunConfig, device: torch.device
 
 def _save_model(model: torch.nn.Module, store, model_dir: Path, state_dict: dict | None = None) -> None:
     """save_pretrained (of `state_dict` when given: a sharded model's gathered weights) + the
-    store's tokenizer, replacing any partial earlier attempt."""
+    store's tokenizer files (copied: the training process never loads a tokenizer), replacing any
+    partial earlier attempt."""
     tmp = model_dir.with_name(f".{model_dir.name}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     model.save_pretrained(tmp, state_dict=state_dict)
-    store.tokenizer().save_pretrained(tmp)
+    shutil.copytree(store.tokenizer_path, tmp, dirs_exist_ok=True)
     replace_dir(tmp, model_dir)
 
 

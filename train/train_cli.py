@@ -225,7 +225,7 @@ def _reidentify(run_dir: Path) -> int:
     covers today): the user vouches its data is unchanged. A run trained by another
     `TRAINING_REVISION` is refused: this code would not have learned what it learned."""
     from train.config import TRAINING_REVISION, describe_revision
-    from train.loop import recorded_revision, write_run_identity
+    from train.loop import earlier_synthetic_identity, recorded_revision, write_run_identity
 
     run = RunDir(run_dir)
     if not run.config.is_file():
@@ -234,6 +234,9 @@ def _reidentify(run_dir: Path) -> int:
     if revision != TRAINING_REVISION:
         raise UserError(f"--reidentify: {run_dir}: trained by {describe_revision(revision)}, not this code's "
                         f"{describe_revision(TRAINING_REVISION)}; train it again into another --out")
+    earlier = earlier_synthetic_identity(run_dir)
+    if earlier is not None and not earlier[0]:
+        raise UserError(f"--reidentify: {run_dir}: {earlier[1]}")
     config = load_run_config(run.config)
     old = run.config_hash.read_text().strip() if run.config_hash.is_file() else None
     identity = config.identity()

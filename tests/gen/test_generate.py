@@ -129,8 +129,7 @@ def test_unconditional_samples_for_self_distillation(tiny_generator, engine, tmp
 
 
 def test_submitit_local_job_array_runs_every_shard(tiny_generator, tmp_path):
-    from gen.executor import submit_shards
-    from gen.generate import GenerateOptions
+    from gen.generate import GenerateOptions, submit_shards
 
     docs = write_docs(tmp_path / "docs.jsonl", n_docs=3)
     options = GenerateOptions(kind="rephrase", docs=str(docs), generator=str(tiny_generator), g=2,
@@ -186,8 +185,8 @@ def test_assembly_picks_generations_by_gen_index_not_file_position(full_pool, do
     the same documents: thoughts go in at their own split points."""
     import shutil
 
-    from gen import pool as pool_format
     from gen.assemble import assemble
+    from megadocs import pools as pool_format
 
     shuffled = tmp_path / "pool"
     shutil.copytree(full_pool, shuffled)
@@ -195,8 +194,8 @@ def test_assembly_picks_generations_by_gen_index_not_file_position(full_pool, do
     count = json.loads((shuffled / "manifest.json").read_text())["num_shards"]
     for index in range(count):
         path = pool_format.rows_path(shuffled, index, count)
-        groups = list(pool_format.iter_doc_groups(shuffled, index, count))
-        path.write_text("".join(json.dumps(row) + "\n" for _, rows in groups for row in reversed(rows)))
+        groups = list(pool_format.iter_doc_groups(shuffled, index, count, 2))
+        path.write_text("".join(json.dumps(row.to_json()) + "\n" for _, rows in groups for row in reversed(rows)))
     assemble(full_pool, "latent", 2, docs=docs4, overwrite=True)
     assemble(shuffled, "latent", 2, docs=docs4)
     expected = (full_pool / "assembled" / "latent-g2" / "documents.jsonl").read_text()
