@@ -72,9 +72,10 @@ def register(subparsers) -> None:
     )
     plan.add_argument("sweep", help="sweep file")
     plan.add_argument("--json", action="store_true", help="print one JSON object")
-    plan.add_argument("--mfu", type=float, default=None, help="assumed model FLOPs utilisation (default 0.4)")
+    plan.add_argument("--mfu", type=float, default=None, help="assumed model FLOPs utilisation "
+                      "(default: measured in benchmarks/results/gpu.json, else 0.4)")
     plan.add_argument("--peak-tflops", type=float, default=None,
-                      help="device dense bf16 peak TFLOP/s (default 989, H100 SXM)")
+                      help="device dense bf16 peak TFLOP/s (default: gpu.json's device, else 989, H100 SXM)")
     assume = plan.add_argument_group(
         "data sizes", "Measured from the store and pools where they exist, else the paper's figures; a value given "
         "here replaces the measured one. The plan lists every assumed figure.")
@@ -168,7 +169,7 @@ def _plan(args: argparse.Namespace) -> int:
     from megadocs.formats import dumps_json
     from search.plan import Assumptions, format_sweep_plan, parse_count, sweep_plan
     from search.sweep import load_sweep
-    from train.plan import DEFAULT_MFU, H100_BF16_PEAK_TFLOPS
+    from train.plan import default_utilisation
 
     sweep = load_sweep(args.sweep)
     figures = {"real_tokens": "--assume-real-tokens", "real_documents": "--assume-real-documents",
@@ -184,9 +185,9 @@ def _plan(args: argparse.Namespace) -> int:
                 raise UserError(f"{option}: {exc}") from None
     if "vocab_size" in given:
         given["vocab_size"] = int(given["vocab_size"])
-    result = sweep_plan(sweep, mfu=DEFAULT_MFU if args.mfu is None else args.mfu,
-                        peak_tflops=H100_BF16_PEAK_TFLOPS if args.peak_tflops is None else args.peak_tflops,
-                        assume=Assumptions(**given))
+    utilisation = default_utilisation(args.mfu, args.peak_tflops)
+    result = sweep_plan(sweep, mfu=utilisation.mfu, peak_tflops=utilisation.peak_tflops, assume=Assumptions(**given))
+    result["mfu_source"] = utilisation.source if result["mfu"] is not None else None
     print(dumps_json(result, indent=1) if args.json else format_sweep_plan(result), end="\n" if args.json else "")
     return 0
 

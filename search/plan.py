@@ -379,8 +379,9 @@ def format_sweep_plan(plan: dict[str, Any]) -> str:
     if any(c["extended_grid_size"] > c["grid_size"] for c in plan["certifications"]):
         lines.append("(grid: listed points + points the search may reach through extend:; worst counts them all)")
     if costed:
-        lines.append(f"(GPU-hours at MFU {plan['mfu']} of {plan['peak_tflops']} TFLOP/s; expected = mean of "
-                     f"{plan['simulations']} simulated certifications on smooth landscapes)")
+        source = f", {plan['mfu_source']}" if plan.get("mfu_source") else ""
+        lines.append(f"(GPU-hours at MFU {plan['mfu']} of {plan['peak_tflops']} TFLOP/s{source}; expected = mean "
+                     f"of {plan['simulations']} simulated certifications on smooth landscapes)")
         for name, figure in plan.get("assumed", {}).items():
             lines.append(f"(assumed {name.replace('_', ' ')} = {figure['value']:,.6g}: {figure['why']})")
         if plan.get("processes_per_run", 1) > 1:
