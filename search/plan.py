@@ -3,13 +3,16 @@
 Per certification, from its grid and the certification rule (`search.certify`):
 
 - ``best``: the start point is already optimal: the start and all its neighbours (the fewest runs
-  that can certify); capped at ``max_runs``.
+  that can certify; a start on a bound that ``extend:`` can move also runs the next value);
+  capped at ``max_runs``.
 - ``expected``: the mean number of runs of the real certifier (`CertifySearch` driven by
   `SimulatedEvaluator`, with the sweep's ``executor.max_parallel`` slots) over `SIMULATIONS`
   seeded random convex landscapes (`search.landscapes.random_landscape(seed, "bowl", grid)`:
-  an optimum anywhere inside the grid). Smooth surfaces are the paper's assumption; rugged ones
-  cost more, up to the worst case.
-- ``worst``: every grid point (or ``max_runs``).
+  an optimum anywhere inside the listed grid, so extension values are not run). Smooth surfaces
+  are the paper's assumption; rugged ones cost more, up to the worst case.
+- ``worst``: every point of the grid with its extension values (or ``max_runs``): the search may
+  extend every listed axis to its last value. ``grid_size`` counts the listed grid,
+  ``extended_grid_size`` the grid with every extension value.
 
 With ``noise: {repeats: N}`` every count includes the repeats the certifier asks for on these
 noise-free landscapes (each centre's N draws); the extra draws a neighbour gets when it lies within
@@ -126,10 +129,10 @@ def run_counts(sweep: Sweep, cert: CertificationConfig, *, simulations: int = SI
     grid, start, noise = sweep.grid_for(cert), sweep.start_for(cert), sweep.noise_for(cert)
     cap = math.inf if cert.max_runs is None else cert.max_runs
     best = min(noise.repeats + len(grid.neighbours(start)), cap)  # the centre with all its draws
-    worst = min(grid.size * noise.repeats, cap)
+    worst = min(grid.size * noise.repeats, cap)  # extension values included
     simulated = []
     for seed in range(simulations):
-        landscape = random_landscape(seed, "bowl", grid.as_mapping())
+        landscape = random_landscape(seed, "bowl", grid.listed_grid().as_mapping())
         evaluator = SimulatedEvaluator(landscape, slots=max(1, sweep.executor.max_parallel))
         search = CertifySearch(cert.name, grid, start, seed_neighbours=sweep.seeds_neighbours(cert),
                                max_runs=cert.max_runs, noise=noise)  # fmt: skip
@@ -302,10 +305,13 @@ def sweep_plan(sweep: Sweep, *, mfu: float, peak_tflops: float, simulations: int
     certifications = []
     for cert in sweep.certifications:
         counts = run_counts(sweep, cert, simulations=simulations)
-        entry: dict[str, Any] = {"name": cert.name, "grid_size": sweep.grid_for(cert).size,
+        grid: Grid = sweep.grid_for(cert)
+        entry: dict[str, Any] = {"name": cert.name, "grid_size": grid.listed_grid().size,
+                                 "extended_grid_size": grid.size,
+                                 "extend": {axis: {"below": list(e.below), "above": list(e.above)}
+                                            for axis, e in sweep.extend_for(cert).items()},
                                  **{k: counts[k] for k in ("best", "expected", "worst")}}  # fmt: skip
         if coster is not None:
-            grid: Grid = sweep.grid_for(cert)
             start = _point(cert, sweep.start_for(cert))
             all_costs = sorted((coster.cost(_point(cert, p))["gpu_hours"] for p in grid.points()), reverse=True)
             runs = [sum(coster.cost(_point(cert, p))["gpu_hours"] for p in points) for points in counts["simulated"]]
@@ -353,24 +359,29 @@ def sweep_plan(sweep: Sweep, *, mfu: float, peak_tflops: float, simulations: int
 def format_sweep_plan(plan: dict[str, Any]) -> str:
     """A table: one row per certification and ensemble, then the totals."""
     costed = plan["mfu"] is not None
-    header = f"{'certification':<20} {'grid':>5} {'best':>5} {'expected':>9} {'worst':>6}"
+    header = f"{'certification':<20} {'grid':>9} {'best':>5} {'expected':>9} {'worst':>6}"
     header += f" {'GPU-h expected':>15} {'GPU-h worst':>12}" if costed else ""
     lines = [header]
     for c in plan["certifications"]:
-        row = f"{c['name']:<20} {c['grid_size']:>5} {c['best']:>5} {c['expected']:>9.1f} {c['worst']:>6}"
+        size = str(c["grid_size"]) + (f"+{c['extended_grid_size'] - c['grid_size']}"
+                                      if c["extended_grid_size"] > c["grid_size"] else "")
+        row = f"{c['name']:<20} {size:>9} {c['best']:>5} {c['expected']:>9.1f} {c['worst']:>6}"
         row += f" {c['gpu_hours_expected']:>15.4g} {c['gpu_hours_worst']:>12.4g}" if costed else ""
         lines.append(row)
     for kind, e in [("ensemble", e) for e in plan["ensembles"]] + [("transfer", e) for e in plan["transfers"]]:
-        row = f"{e['name'] + f' ({kind})':<20} {'':>5} {e['runs']:>5} {e['runs']:>9} {e['runs']:>6}"
+        row = f"{e['name'] + f' ({kind})':<20} {'':>9} {e['runs']:>5} {e['runs']:>9} {e['runs']:>6}"
         row += f" {e['gpu_hours']:>15.4g} {e['gpu_hours']:>12.4g}" if costed else ""
         lines.append(row)
     total = plan["total"]
-    row = f"{'total':<20} {'':>5} {'':>5} {total['runs_expected']:>9.1f} {total['runs_worst']:>6}"
+    row = f"{'total':<20} {'':>9} {'':>5} {total['runs_expected']:>9.1f} {total['runs_worst']:>6}"
     row += f" {total['gpu_hours_expected']:>15.4g} {total['gpu_hours_worst']:>12.4g}" if costed else ""
     lines.append(row)
+    if any(c["extended_grid_size"] > c["grid_size"] for c in plan["certifications"]):
+        lines.append("(grid: listed points + points the search may reach through extend:; worst counts them all)")
     if costed:
-        lines.append(f"(GPU-hours at MFU {plan['mfu']} of {plan['peak_tflops']} TFLOP/s; expected = mean of "
-                     f"{plan['simulations']} simulated certifications on smooth landscapes)")
+        source = f", {plan['mfu_source']}" if plan.get("mfu_source") else ""
+        lines.append(f"(GPU-hours at MFU {plan['mfu']} of {plan['peak_tflops']} TFLOP/s{source}; expected = mean "
+                     f"of {plan['simulations']} simulated certifications on smooth landscapes)")
         for name, figure in plan.get("assumed", {}).items():
             lines.append(f"(assumed {name.replace('_', ' ')} = {figure['value']:,.6g}: {figure['why']})")
         if plan.get("processes_per_run", 1) > 1:

@@ -73,7 +73,7 @@ class DocumentMask(str, Enum):
 
 # Top-level / nested fields that do not change what is learned, only how the run executes.
 EXECUTION_FIELDS: dict[str, tuple[str, ...]] = {
-    "": ("checkpoint_every", "device", "compile", "loss", "tracking", "parallelism"),
+    "": ("checkpoint_every", "device", "compile", "loss", "tracking", "parallelism", "deterministic"),
     "optim": ("micro_batch_size",),
     "eval": ("every", "curve_windows", "curve_extra"),
 }
@@ -299,7 +299,13 @@ class RunConfig(StrictModel):
     checkpoint_every: int = Field(default=200, ge=1, description="optimizer steps between checkpoints")
     device: Literal["auto", "cpu", "cuda"] = "auto"
     compile: Literal["auto", "on", "off"] = Field(
-        default="auto", description="torch.compile: auto = on CUDA only"
+        default="auto", description="torch.compile of each decoder layer and of the loss chunk (train.compile): "
+        "auto = on CUDA only"
+    )
+    deterministic: bool = Field(
+        default=True, description="CUDA: deterministic kernels (train.device), so a resumed run repeats an "
+        "uninterrupted one bit for bit; false = the fastest kernels (equal to rounding). CPU runs are deterministic "
+        "either way"
     )
     loss: Literal["auto", "chunked", "liger", "full"] = Field(
         default="auto", description="head + cross-entropy: auto = liger on CUDA if installed, else chunked"
@@ -413,7 +419,9 @@ tracking:
 seed: 0                        # model initialisation
 checkpoint_every: 200          # steps between checkpoints (also saved on SIGTERM/SIGUSR2)
 device: auto                   # auto | cpu | cuda
-compile: auto                  # auto (= CUDA only) | on | off
+compile: auto                  # auto (= CUDA only) | on | off: each decoder layer and the loss chunk
+deterministic: true            # CUDA: deterministic kernels, so a resumed run is bit-identical
+                               #   (false = fastest kernels; never changes the run identity)
 loss: auto                     # auto | chunked | liger | full (head + cross-entropy; never changes
                                #   the run identity: auto = Liger-Kernel on CUDA if installed)
 parallelism: auto              # auto | ddp | fsdp, for several processes (torchrun, SLURM tasks; never

@@ -199,3 +199,42 @@ def test_start_run_memory_per_device_counts_fsdp_shards(make_sweep, tiny_store, 
         assert runs[parallelism]["memory_per_device_gib"] == pytest.approx(expected.total / 2**30, rel=1e-12)
     assert runs["fsdp"]["memory_per_device_gib"] < runs["ddp"]["memory_per_device_gib"]
     assert runs["fsdp"]["gpu_hours"] == runs["ddp"]["gpu_hours"]  # sharding changes memory, not the FLOPs counted
+
+
+def _gpu_results(path, *, device="NVIDIA H200", mfu=0.312):
+    row = {"preset": "300m", "context": 4096, "micro_batch": 16, "compile": "regional", "loss": "liger",
+           "tokens_per_s": 1.0, "flops_per_token": 1.0, "peak_tflops": 989.0, "mfu": mfu, "peak_mem_gb": 1.0,
+           "shipped": True}
+    path.write_text(json.dumps({"device": device, "torch": "2.11.0", "cuda": "13.0", "date": "2026-12-01",
+                                "train": [row, {**row, "compile": "whole", "mfu": 0.9, "shipped": False}],
+                                "checks": []}))  # fmt: skip
+    return path
+
+
+def test_gpu_hours_take_the_mfu_the_device_check_measured(make_sweep, tiny_store, tmp_path, monkeypatch, capsys):
+    import train.gpu_results
+
+    path = make_sweep(objective=None, grid={"lr": [0.001, 0.003], "epochs": [1, 2], "mix": [0.5]},
+                      start={"lr": 0.003, "epochs": 1, "mix": 0.5},
+                      train={"data": {"store": str(tiny_store), "context": 32}, "model": {"preset": "tiny-1m"}},
+                      certifications=[{"name": "real", "fixed": {"method": "real"},
+                                       "grid": {"lr": [0.001, 0.003], "epochs": [1, 2]}}])  # fmt: skip
+    monkeypatch.setattr(train.gpu_results, "GPU_RESULTS", tmp_path / "absent.json")
+    assert main(["search", "plan", str(path), "--json"]) == 0
+    assumed = json.loads(capsys.readouterr().out)
+    assert (assumed["mfu"], assumed["peak_tflops"]) == (0.4, 989.0) and assumed["mfu_source"].startswith("assumed")
+
+    monkeypatch.setattr(train.gpu_results, "GPU_RESULTS", _gpu_results(tmp_path / "gpu.json"))
+    assert main(["search", "plan", str(path), "--json"]) == 0
+    measured = json.loads(capsys.readouterr().out)
+    assert measured["mfu"] == 0.312 and "measured on NVIDIA H200" in measured["mfu_source"]  # the shipped row
+    hours = measured["certifications"][0]["gpu_hours_worst"]
+    assert hours == pytest.approx(assumed["certifications"][0]["gpu_hours_worst"] * 0.4 / 0.312)
+    assert main(["search", "plan", str(path)]) == 0
+    assert "at MFU 0.312 of 989.0 TFLOP/s, measured on NVIDIA H200" in capsys.readouterr().out
+    assert main(["search", "plan", str(path), "--json", "--mfu", "0.5"]) == 0
+    assert json.loads(capsys.readouterr().out)["mfu_source"] == "given (--mfu)"
+
+    _gpu_results(tmp_path / "gpu.json", device="cpu")  # a CPU rehearsal's results never count
+    assert main(["search", "plan", str(path), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["mfu"] == 0.4

@@ -14,6 +14,7 @@ import math
 import pytest
 import yaml
 
+from search.certify import CertifyExit
 from search.ledger import read_runs
 from search.status import summarize
 
@@ -73,7 +74,8 @@ def test_training_sweep_certifies_real_and_simple(tiny_store, workdir, monkeypat
     path.write_text(yaml.safe_dump(sweep, sort_keys=False))
 
     try:
-        assert main(["search", "certify", str(path), "--no-progress"]) == 0
+        # two values per axis: every certificate sits on a grid edge (certified, exit 3)
+        assert main(["search", "certify", str(path), "--no-progress"]) == CertifyExit.CERTIFIED_ON_BOUND
     finally:
         torch.set_num_threads(threads)
 
