@@ -1,12 +1,13 @@
 """`RunConfig`: everything that defines one training run, as a strict, hashed, YAML-loadable model.
 
 The run's identity (`RunConfig.identity()`) is the hash of the fields that define the experiment
-and of what its data *is*: the token store's, the pool's and the assembly's manifest identities
-(`megadocs.data_identity`) replace their paths, so re-preparing a store or regenerating a pool at
+and of what its data *is*: the token store's and the pool's manifest identities
+(`megadocs.data_identity`, `megadocs.pools`) and the megadoc rule's version replace their paths, so re-preparing a store or regenerating a pool at
 the same path gives new runs, and moving them keeps the old ones. Execution details (where it
 runs, how a batch is split into micro-batches, how often it is checkpointed, whether it is
 compiled) are left out, so moving a run to another machine or resuming it with a smaller
-micro-batch keeps its identity and its run directory.
+micro-batch keeps its identity and its run directory. A change of the code that changes what a
+config learns bumps `TRAINING_REVISION`, which the identity also covers.
 
 Example:
     >>> from train.config import RunConfig
@@ -23,8 +24,10 @@ from typing import Annotated, Any, Literal
 from pydantic import BeforeValidator, Field, model_validator
 
 from megadocs.config import StrictModel, config_hash
-from megadocs.data_identity import assembled_identity, directory_identity, pool_identity, store_identity
-from megadocs.formats import ALGORITHMS, IID_SETS, LATENT_TOKENIZATION, Algorithm, assembled_dir
+from megadocs.data_identity import directory_identity, store_identity
+from megadocs.formats import ALGORITHMS, IID_SETS, Algorithm
+from megadocs.megadoc import RULE_VERSION
+from megadocs.pools import pool_identity
 
 __all__ = [
     "DocumentMask",
@@ -41,6 +44,9 @@ __all__ = [
     "DECAY_GROUPS",
     "DEFAULT_DECAY_GROUPS",
     "EXECUTION_FIELDS",
+    "TRAINING_REVISION",
+    "TRAINING_REVISIONS",
+    "describe_revision",
     "template",
 ]
 
@@ -67,20 +73,41 @@ class DocumentMask(str, Enum):
 
 # Top-level / nested fields that do not change what is learned, only how the run executes.
 EXECUTION_FIELDS: dict[str, tuple[str, ...]] = {
-    "": ("checkpoint_every", "device", "compile", "loss", "tracking", "parallelism"),
+    "": ("checkpoint_every", "device", "compile", "loss", "tracking", "parallelism", "deterministic"),
     "optim": ("micro_batch_size",),
     "eval": ("every", "curve_windows", "curve_extra"),
 }
+TRAINING_REVISIONS: dict[int, str] = {
+    1: "the EOS input embedding was a padding row and never learned",
+    2: "the EOS input embedding learns like every token (no padding row)",
+}
+"""What the trainer's code learns from a config, by revision. A new revision is added when the same
+config and data train a different model (a change of the code, not of the config); runs of an
+earlier revision are not this code's results, so the revision is part of the identity: `search`
+supersedes their trials and runs their points again, and a RUN of another revision is refused."""
+TRAINING_REVISION = max(TRAINING_REVISIONS)
+
+
+def describe_revision(revision: int) -> str:
+    """``training revision N (what it learns)``, for messages.
+
+    >>> describe_revision(1)
+    'training revision 1 (the EOS input embedding was a padding row and never learned)'
+    """
+    return f"training revision {revision} ({TRAINING_REVISIONS.get(revision, 'unknown to this code')})"
+
+
 AUTO = "auto"
 # `document_mask` was a bool; hashing the old spelling of the old modes keeps those runs' identities.
 _LEGACY_DOCUMENT_MASK = {DocumentMask.OFF.value: False, DocumentMask.DOCUMENT.value: True}
 
 
 class SyntheticData(StrictModel):
-    """The synthetic stream: the assembled documents of one algorithm in a generation pool."""
+    """The synthetic stream: a generation pool's documents under one algorithm's megadoc rule."""
 
-    pool: str = Field(description="generation pool directory (written by `megadocs gen`)")
-    algorithm: Algorithm = Field(description="which assembly of the pool to train on")
+    pool: str = Field(description="generation pool directory (written by `megadocs gen`, tokenized by "
+                      "`megadocs data tokenize-pool`)")
+    algorithm: Algorithm = Field(description="how the pool's generations make documents (megadocs.megadoc)")
     g: int = Field(ge=1, description="generations per real document")
 
 
@@ -272,7 +299,13 @@ class RunConfig(StrictModel):
     checkpoint_every: int = Field(default=200, ge=1, description="optimizer steps between checkpoints")
     device: Literal["auto", "cpu", "cuda"] = "auto"
     compile: Literal["auto", "on", "off"] = Field(
-        default="auto", description="torch.compile: auto = on CUDA only"
+        default="auto", description="torch.compile of each decoder layer and of the loss chunk (train.compile): "
+        "auto = on CUDA only"
+    )
+    deterministic: bool = Field(
+        default=True, description="CUDA: deterministic kernels (train.device), so a resumed run repeats an "
+        "uninterrupted one bit for bit; false = the fastest kernels (equal to rounding). CPU runs are deterministic "
+        "either way"
     )
     loss: Literal["auto", "chunked", "liger", "full"] = Field(
         default="auto", description="head + cross-entropy: auto = liger on CUDA if installed, else chunked"
@@ -286,8 +319,12 @@ class RunConfig(StrictModel):
     def data_identity(self) -> dict[str, Any]:
         """What the run's data is (manifest identities), independent of where it lies.
 
+        The synthetic stream is what training reads: the pool's generations (its identity), cut
+        into documents by the megadoc rule (its version) for this algorithm and G; the tokenized
+        pool is a function of these and of the store's tokenizer, so it adds nothing.
+
         Raises:
-            UserError: a store, pool or assembly is missing, or an assembly is older than its pool.
+            UserError: a store or pool is missing.
         """
         identity: dict[str, Any] = {"store": store_identity(self.data.store, "data.store")}
         synthetic = self.data.synthetic
@@ -296,11 +333,8 @@ class RunConfig(StrictModel):
                 "algorithm": synthetic.algorithm,
                 "g": synthetic.g,
                 "pool": pool_identity(synthetic.pool, "data.synthetic.pool"),
-                "assembled": assembled_identity(synthetic.pool, assembled_dir(synthetic.pool, synthetic.algorithm, synthetic.g),
-                                                "data.synthetic"),
+                "rule": RULE_VERSION,
             }
-            if synthetic.algorithm == "latent":  # its text and thoughts are tokenized apart (train.pool_tokens)
-                identity["synthetic"]["tokenization"] = LATENT_TOKENIZATION
         if self.eval.extra:
             identity["extra"] = {
                 name: {**store_identity(extra.store, f"eval.extra.{name}.store"), "split": extra.split}
@@ -311,8 +345,9 @@ class RunConfig(StrictModel):
         return identity
 
     def identity(self) -> str:
-        """Hash of what changes what is learned: the config without the EXECUTION_FIELDS and with
-        its data paths replaced by `data_identity()` (reads the manifests; UserError if missing)."""
+        """Hash of what changes what is learned: the config without the EXECUTION_FIELDS, with
+        its data paths replaced by `data_identity()` (reads the manifests; UserError if missing),
+        and the `TRAINING_REVISION` of the code that trains it."""
         data = self.model_dump(mode="json")
         for section, names in EXECUTION_FIELDS.items():
             target = data[section] if section else data
@@ -334,7 +369,7 @@ class RunConfig(StrictModel):
         for extra in data["eval"]["extra"].values():
             extra.pop("store")
         data["eval"].pop("benchmark_data")
-        return config_hash({"config": data, "data": self.data_identity()})
+        return config_hash({"config": data, "data": self.data_identity(), "training_revision": TRAINING_REVISION})
 
 
 TEMPLATE = """\
@@ -384,7 +419,9 @@ tracking:
 seed: 0                        # model initialisation
 checkpoint_every: 200          # steps between checkpoints (also saved on SIGTERM/SIGUSR2)
 device: auto                   # auto | cpu | cuda
-compile: auto                  # auto (= CUDA only) | on | off
+compile: auto                  # auto (= CUDA only) | on | off: each decoder layer and the loss chunk
+deterministic: true            # CUDA: deterministic kernels, so a resumed run is bit-identical
+                               #   (false = fastest kernels; never changes the run identity)
 loss: auto                     # auto | chunked | liger | full (head + cross-entropy; never changes
                                #   the run identity: auto = Liger-Kernel on CUDA if installed)
 parallelism: auto              # auto | ddp | fsdp, for several processes (torchrun, SLURM tasks; never

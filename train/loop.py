@@ -12,9 +12,11 @@ Recipe (paper.md "Training recipe"): AdamW with decoupled weight decay on the pa
 input embeddings and norm scales do not decay), global grad-norm clip, linear warmup over
 `warmup_fraction` of the steps then cosine decay reaching 0 at the end, gradient accumulation
 from `micro_batch_size` up to `batch_size` (``auto``: `train.plan`), bf16 autocast with fp32 master
-weights and TF32 on CUDA (fp32 on CPU), fused AdamW on CUDA, torch.compile of the backbone on CUDA
-when `compile: auto`; the head and the cross-entropy run chunked or fused (`train.loss`), and
-document masking goes through packed position ids, not a dense mask (`train.attention`).
+weights and TF32 on CUDA (fp32 on CPU), fused AdamW on CUDA, torch.compile of each decoder layer
+and of the loss chunk on CUDA when `compile: auto` (`train.compile`); the head and the
+cross-entropy run chunked or fused (`train.loss`), and document masking goes through packed
+position ids, not a dense mask (`train.attention`). Deterministic kernels on CUDA unless
+`deterministic: false` (`train.device`).
 
 Resumption: every `checkpoint_every` steps, and when SIGTERM/SIGUSR2/SIGINT arrives, the full
 state is saved atomically (`train.checkpoint`; copied to host memory at the step boundary and
@@ -24,7 +26,8 @@ installed Python handler (submitit's requeue) is called, and `Preempted` is rais
 with status 3, or 130 for SIGINT/Ctrl-C; a second Ctrl-C interrupts at once and loses only the
 steps since the last checkpoint on disk). Running again resumes; data
 order is a pure function of the step (`train.data`), so the resumed run's metrics are
-bit-identical to an uninterrupted one on the same machine.
+bit-identical to an uninterrupted one on the same machine (measured on CPU; on CUDA intended with
+`deterministic: true`, unmeasured: `train.device`).
 """
 
 from __future__ import annotations
@@ -62,7 +65,15 @@ from megadocs.formats import (
 from megadocs.provenance import write as write_provenance
 from train.benchmarks import check_tasks
 from train.checkpoint import CheckpointWriter, read_checkpoint, restore_progress
-from train.config import AUTO, DEFAULT_DECAY_GROUPS, DocumentMask, RunConfig
+from train.compile import compile_layers, compile_wanted, decoder_layers
+from train.config import (
+    AUTO,
+    DEFAULT_DECAY_GROUPS,
+    TRAINING_REVISION,
+    DocumentMask,
+    RunConfig,
+    describe_revision,
+)
 from train.curves import PeriodicValidation
 from train.device import resolve_device, set_determinism
 from train.distributed import SINGLE, DistributedContext, init_distributed
@@ -75,6 +86,8 @@ from train.tracking import Tracker
 __all__ = [
     "Preempted",
     "check_run_identity",
+    "earlier_synthetic_identity",
+    "recorded_revision",
     "write_run_identity",
     "LOG_EVERY",
     "lr_factor",
@@ -87,6 +100,7 @@ __all__ = [
 
 LOG_EVERY = 10  # steps between log lines and divergence checks (each is a device sync)
 PREEMPTION_SIGNALS = (signal.SIGTERM, signal.SIGUSR2, signal.SIGINT)
+REVISION_KEY = "training_revision"  # in RUN/identity.json (absent: revision 1)
 
 
 class Preempted(Exception):
@@ -178,15 +192,20 @@ def train_step(
     loss_implementation: str = "chunked",
     replicas: torch.nn.Module | None = None,
     row_weight: float | None = None,
+    micro_batches: int | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """One optimizer update on a batch [B, C], accumulated over micro-batches.
 
     Data parallel (`replicas`: DDP, or the FSDP root, over a `MicroBatchLoss` of `model`): [B, C]
-    is this rank's rows of the global batch. DDP averages gradients over ranks once, on the last
+    is this rank's rows of the global batch, and `row_weight` and `micro_batches` come from
+    `DistributedContext.step_share`. DDP averages gradients over ranks once, on the last
     micro-batch (`no_sync` before it); FSDP reduce-scatters after every micro-batch into the
-    sharded gradients (`train.sharding`). `row_weight` (default ``1 / B``) weighs each row's mean loss: ``ranks / global rows``
-    makes the DDP average the global batch's mean even when ranks hold unequal rows (0 for a rank
-    that holds a placeholder row because the batch is shorter than the world).
+    sharded gradients (`train.sharding`). `row_weight` (default ``1 / B``) weighs each row's mean
+    loss: ``ranks / global rows`` makes the average over ranks the global batch's mean even when
+    ranks hold unequal rows (0 for a rank that holds a placeholder row because the batch is
+    shorter than the world). `micro_batches` (default: as many as B needs) is the count every rank
+    runs, so that FSDP's collectives match: the micro-batches past B are placeholders, this rank's
+    first row again with weight 0, whose gradient is exactly zero.
 
     Returns the batch's mean token loss and the pre-clip gradient norm, as device tensors (no
     sync). Each micro-batch's mean loss is weighted by its share of the batch's rows, so the
@@ -196,11 +215,19 @@ def train_step(
     device = input_ids.device
     rows = input_ids.shape[0]
     row_weight = 1.0 / rows if row_weight is None else row_weight
+    needed = -(-rows // micro_batch_size)
+    micro_batches = needed if micro_batches is None else micro_batches
+    if micro_batches < needed:
+        raise ValueError(f"micro_batches={micro_batches}: {rows} rows at micro_batch_size={micro_batch_size} "
+                         f"need {needed}")  # fmt: skip
     total_loss = torch.zeros((), device=device)
-    for start in range(0, rows, micro_batch_size):
-        ids = input_ids[start : start + micro_batch_size]  # [b, C]
-        docs = document_ids[start : start + micro_batch_size]
-        last = start + micro_batch_size >= rows
+    for index in range(micro_batches):
+        start = index * micro_batch_size
+        placeholder = start >= rows  # lockstep with a rank that has more micro-batches: no weight
+        window = slice(0, 1) if placeholder else slice(start, start + micro_batch_size)
+        ids, docs = input_ids[window], document_ids[window]  # [b, C]
+        weight = 0.0 if placeholder else ids.shape[0] * row_weight
+        last = index == micro_batches - 1
         accumulate_locally = isinstance(replicas, torch.nn.parallel.DistributedDataParallel) and not last
         sync = replicas.no_sync() if accumulate_locally else contextlib.nullcontext()
         with sync:
@@ -210,7 +237,7 @@ def train_step(
                                                  implementation=loss_implementation)  # fmt: skip
                 else:
                     micro_loss = replicas(ids, docs)
-                loss = micro_loss * (ids.shape[0] * row_weight)
+                loss = micro_loss * weight
             loss.backward()
         total_loss += loss.detach()
     grad_norm = torch.nn.utils.clip_grad_norm_(parameters, grad_clip)  # the global norm, also over shards
@@ -294,7 +321,8 @@ class PreemptionSignals:
 
 
 def check_run_identity(out: Path, identity: str) -> None:
-    """Refuse a RUN that holds another run: another config, or the same config on other data.
+    """Refuse a RUN that holds another run: another config, the same config on other data, or
+    one trained by another `TRAINING_REVISION` of this code.
 
     A finished RUN is checked too: returning its metrics for another identity would report the
     old run's losses as the new one's.
@@ -308,22 +336,54 @@ def check_run_identity(out: Path, identity: str) -> None:
     recorded = run_dir.config_hash.read_text().strip()
     if recorded == identity:
         return
-    if not run_dir.identity.is_file():
+    revision = recorded_revision(out)
+    if revision != TRAINING_REVISION:
         raise UserError(
-            f"{out}: made before run identities covered the data (recorded {recorded}, this config on "
-            f"today's data is {identity}); if its config, store and pool are unchanged adopt it with "
-            f"`megadocs train --reidentify {out}`, else use another --out"
+            f"{out}: holds a run of identity {recorded} trained by {describe_revision(revision)}; this code "
+            f"trains {describe_revision(TRAINING_REVISION)}, identity {identity}; its results are not this "
+            "code's: use another --out (the default is runs/train/<identity>)"
         )
+    earlier = earlier_synthetic_identity(out)
+    if earlier is not None:
+        raise UserError(f"{out}: holds a run of identity {recorded}, recorded before a synthetic run's identity "
+                        f"hashed its pool and the megadoc rule (today: {identity}); {earlier[1]}")
     raise UserError(
         f"{out}: holds a run of identity {recorded}, not {identity} (another config, or the same config "
         "on other data); use another --out (the default is runs/train/<identity>)"
     )
 
 
-def write_run_identity(config: RunConfig, out: Path, identity: str) -> None:
-    """Record the identity and what it covers (the data's manifest identities) in RUN."""
+def earlier_synthetic_identity(out: Path) -> tuple[bool, str] | None:
+    """(adoptable, what to do) for a RUN whose identity.json covers its synthetic stream the earlier
+    way (the assembled file's manifest, the generator's path), or None when it does not. A latent
+    run read its documents tokenized in pieces, other tokens than today's: not adoptable, it is
+    trained again. Any other read today's tokens: adoptable when its pool is unchanged."""
     run_dir = RunDir(out)
-    write_json(run_dir.identity, {"identity": identity, "data": config.data_identity()}, indent=1, sort_keys=True)
+    if not run_dir.identity.is_file():
+        return None
+    synthetic = json.loads(run_dir.identity.read_text()).get("data", {}).get("synthetic") or {}
+    if "assembled" not in synthetic:
+        return None
+    if synthetic.get("tokenization") == "pieces/1":
+        return False, "its latent documents were tokenized in pieces, not whole as today: train it again (another --out)"
+    return True, f"if its pool is unchanged, adopt it with `megadocs train --reidentify {out}`, else use another --out"
+
+
+def recorded_revision(out: Path) -> int:
+    """The `TRAINING_REVISION` that trained RUN, as its identity.json records it; 1 for a RUN made
+    before revisions were recorded (with or without identity.json)."""
+    run_dir = RunDir(out)
+    if not run_dir.identity.is_file():
+        return 1
+    return int(json.loads(run_dir.identity.read_text()).get(REVISION_KEY, 1))
+
+
+def write_run_identity(config: RunConfig, out: Path, identity: str) -> None:
+    """Record the identity and what it covers (the data's manifest identities, the training
+    revision) in RUN."""
+    run_dir = RunDir(out)
+    write_json(run_dir.identity, {"identity": identity, "data": config.data_identity(),
+                                  REVISION_KEY: TRAINING_REVISION}, indent=1, sort_keys=True)  # fmt: skip
     write_atomic(run_dir.config_hash, identity + "\n")
 
 
@@ -392,10 +452,6 @@ def _load_training_streams(config: RunConfig):
     )
 
 
-def _compile_wanted(config: RunConfig, device: torch.device) -> bool:
-    return config.compile == "on" or (config.compile == "auto" and device.type == "cuda")
-
-
 @dataclass
 class _Training:
     """Everything a step changes, with the run's fixed context; `save` checkpoints it."""
@@ -403,7 +459,7 @@ class _Training:
     out: Path
     identity: str
     model: torch.nn.Module
-    forward: torch.nn.Module  # the model, compiled where wanted
+    forward: torch.nn.Module  # the model (its layers compiled in place where wanted)
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LRScheduler
     total_steps: int
@@ -414,6 +470,7 @@ class _Training:
     replicas: torch.nn.Module | None = None  # data parallel: DDP over the loss, or the FSDP root
     writer: CheckpointWriter | None = None
     parallelism: str = "single"  # train.sharding.choose_parallelism
+    loss_implementation: str = "chunked"  # train.loss.LOSS_KERNELS
 
     @property
     def fsdp_root(self) -> torch.nn.Module | None:
@@ -454,7 +511,7 @@ def _build(config: RunConfig, store, total_steps: int, device: torch.device, out
     from train.model import build_model
     from train.sharding import choose_parallelism
 
-    set_determinism(device)
+    set_determinism(device, strict=config.deterministic)
     torch.manual_seed(config.seed)
     model = build_model(config.model.preset, vocab_size=store.vocab_size, context=config.data.context,
                         seed=config.seed, eos_id=store.eos_id, device=device)  # fmt: skip
@@ -467,18 +524,20 @@ def _build(config: RunConfig, store, total_steps: int, device: torch.device, out
     if checkpoint is not None:
         model.load_state_dict(checkpoint["model"])  # before sharding: every rank holds the full model here
     if device.type == "cuda" and config.data.document_mask is not DocumentMask.OFF:
-        from train.attention import masked_attention_backend
+        from train.attention import masked_attention_backend, set_attention
 
-        model.set_attn_implementation(masked_attention_backend(device))  # packed sequences, no dense mask
+        set_attention(model, masked_attention_backend(device))  # packed sequences, no dense mask
+    compiled = compile_wanted(config.compile, device)
+    loss_implementation = resolve_loss_implementation(config.loss, device, compiled=compiled)
     replicas = None
     if parallelism != "single":
         replicas = MicroBatchLoss(model, document_mask=config.data.document_mask, eos_id=store.eos_id,
-                                  implementation=resolve_loss_implementation(config.loss, device))  # fmt: skip
+                                  implementation=loss_implementation)  # fmt: skip
     if parallelism == "fsdp":  # shard first: the optimizer holds the sharded parameters
         from train.sharding import shard_model
 
-        shard_model(replicas, model.model.layers, device=device, mixed_precision=device.type == "cuda",
-                    compile_layers=_compile_wanted(config, device))  # fmt: skip
+        shard_model(replicas, decoder_layers(model), device=device, mixed_precision=device.type == "cuda",
+                    compile_layers=compiled)  # fmt: skip
     optim = config.optim
     optimizer = torch.optim.AdamW(param_groups(model, optim.weight_decay, optim.weight_decay_on), lr=optim.lr,
                                   betas=(optim.beta1, optim.beta2), fused=device.type == "cuda")  # fmt: skip
@@ -496,11 +555,11 @@ def _build(config: RunConfig, store, total_steps: int, device: torch.device, out
             optimizer.load_state_dict(checkpoint["optimizer"])
         resumed = restore_progress(checkpoint, scheduler=scheduler)
         del checkpoint
-    if parallelism != "fsdp" and _compile_wanted(config, device):
-        model.model.compile()  # the backbone, in place: the state dict keeps its keys; the loss stays eager
+    if parallelism != "fsdp" and compiled:
+        compile_layers(decoder_layers(model))  # in place: the state dict keeps its keys (train.compile)
     if parallelism == "ddp":
         replicas = torch.nn.parallel.DistributedDataParallel(
-            replicas, device_ids=[dist.local_rank] if device.type == "cuda" else None,
+            replicas, device_ids=[torch.cuda.current_device()] if device.type == "cuda" else None,
             gradient_as_bucket_view=True,
         )  # fmt: skip
     if dist.is_main and parallelism != "single":
@@ -510,6 +569,7 @@ def _build(config: RunConfig, store, total_steps: int, device: torch.device, out
         total_steps=total_steps, step=resumed["step"] if resumed else 0,
         counters=resumed["counters"] if resumed else {"tokens_seen": 0, "train_time_s": 0.0, "wall_time_s": 0.0},
         attempt_start=attempt_start, writer=writer, dist=dist, replicas=replicas, parallelism=parallelism,
+        loss_implementation=loss_implementation,
     )  # fmt: skip
 
 
@@ -652,9 +712,9 @@ def _resolve_micro_batch(config: RunConfig, training: _Training, vocab_size: int
 
     model, sharded = training.model, training.parallelism == "fsdp"
 
-    context, implementation = config.data.context, resolve_loss_implementation(config.loss, device)
+    context, implementation = config.data.context, training.loss_implementation
 
-    def probe(micro: int) -> None:  # CUDA only: one forward and backward of `micro` sequences
+    def probe(micro: int) -> None:  # CUDA only: one forward and backward of `micro` sequences (compiles them)
         ids = torch.randint(0, vocab_size, (micro, context), device=device)
         with autocast_for(device):
             loss = next_token_loss(model, ids, torch.zeros_like(ids), document_mask=config.data.document_mask,
@@ -676,7 +736,7 @@ def _train(training: _Training, streams, config: RunConfig, device: torch.device
 
     optim, counters, total_steps = config.optim, training.counters, training.total_steps
     parameters = list(training.model.parameters())
-    loss_implementation = resolve_loss_implementation(config.loss, device)
+    loss_implementation = training.loss_implementation
     training.forward.train()
     progress = tqdm(total=total_steps, initial=training.step, desc="train", unit="step", file=sys.stderr,
                     dynamic_ncols=True, mininterval=1.0)  # fmt: skip
@@ -701,20 +761,18 @@ def _train(training: _Training, streams, config: RunConfig, device: torch.device
             # every rank builds the same global batch (a function of the step) and takes its rows
             batch = prefetcher.get(training.step)
             global_tokens = batch["input_ids"].numel()
-            global_rows = batch["input_ids"].shape[0]
-            rows = dist.rows(global_rows)
-            row_weight = dist.world_size / global_rows if rows.stop > rows.start else 0.0
-            if row_weight == 0.0:  # fewer rows than ranks: a placeholder row with no weight keeps DDP in step
-                rows = slice(0, 1)
-            input_ids = batch["input_ids"][rows].to(device, non_blocking=True)  # [B / ranks, C]
-            document_ids = batch["document_ids"][rows].to(device, non_blocking=True)  # [B / ranks, C]
+            # every rank runs as many micro-batches (FSDP's forwards and backwards are collective)
+            share = dist.step_share(batch["input_ids"].shape[0], optim.micro_batch_size)
+            input_ids = batch["input_ids"][share.rows].to(device, non_blocking=True)  # [B / ranks, C]
+            document_ids = batch["document_ids"][share.rows].to(device, non_blocking=True)  # [B / ranks, C]
 
             # --- forward/backward over micro-batches, clip, update -----------------------------
             loss, grad_norm = train_step(
                 training.forward, training.optimizer, training.scheduler, input_ids, document_ids,
                 micro_batch_size=optim.micro_batch_size, grad_clip=optim.grad_clip,
                 document_mask=config.data.document_mask, parameters=parameters, eos_id=streams.eos_id,
-                loss_implementation=loss_implementation, replicas=training.replicas, row_weight=row_weight,
+                loss_implementation=loss_implementation, replicas=training.replicas, row_weight=share.row_weight,
+                micro_batches=share.micro_batches,
             )  # fmt: skip
             training.step += 1
             step = training.step
@@ -773,11 +831,12 @@ def _train(training: _Training, streams, config: RunConfig, device: torch.device
 
 def _save_model(model: torch.nn.Module, store, model_dir: Path, state_dict: dict | None = None) -> None:
     """save_pretrained (of `state_dict` when given: a sharded model's gathered weights) + the
-    store's tokenizer, replacing any partial earlier attempt."""
+    store's tokenizer files (copied: the training process never loads a tokenizer), replacing any
+    partial earlier attempt."""
     tmp = model_dir.with_name(f".{model_dir.name}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     model.save_pretrained(tmp, state_dict=state_dict)
-    store.tokenizer().save_pretrained(tmp)
+    shutil.copytree(store.tokenizer_path, tmp, dirs_exist_ok=True)
     replace_dir(tmp, model_dir)
 
 
