@@ -78,6 +78,10 @@ LOCAL_PROFILE = REPO / "slurm" / "profiles" / "local.yaml"
 RESULTS = REPO / "benchmarks" / "results"
 FAULT_KINDS = ("controller_sigkill", "postgres_restart", "oom_kill", "scancel", "node_down", "disk_full", "hang")
 TEN_THOUSAND = 10_000
+FINISHED, NOT_CERTIFIED = (0, 3), 1
+"""``search certify`` exits 0 (every certificate interior) or 3 (one leans on a bound, as the
+paper's mix 0.9 does at G=32) when the sweep is done; 1 when one did not certify, also the exit
+of a Python traceback (a crash: restarted and recorded)."""
 DISK_FULL_S = 5.0
 """How long the file system stays full after the first checkpoint it refused."""
 STALL_S = 300.0
@@ -510,10 +514,10 @@ class Rehearsal:
         while True:
             code = self.reap()
             if code is not None:
-                if code == 0:  # the sweep is done (a fault still pending is reported not injected)
-                    self.log("controller finished")
-                    return
                 tail = (self.work / f"controller-{self.controllers}.log").read_text()[-2000:]
+                if code in FINISHED or (code == NOT_CERTIFIED and "Traceback" not in tail):
+                    self.log(f"controller finished (exit {code})")  # a fault still pending: not injected
+                    return
                 self.crashes.append({"pid": self.controller.pid, "exit": code, "log_tail": tail})
                 self.log(f"controller {self.controllers} exited {code} on its own; restarting")
                 if len(self.crashes) > 5:

@@ -423,7 +423,7 @@ def _driver_line(exc: BaseException) -> str:
 
 
 class _Reconnecting:
-    """An Optuna RDB storage whose calls wait out a lost connection and then go on.
+    """An Optuna storage on a database server whose calls wait out a lost connection and go on.
 
     A server restart cuts every connection: the failing call is retried every RECONNECT_EVERY_S
     (SQLAlchemy replaces the dead pooled connections) for up to LEDGER_OUTAGE_S, with one warning
@@ -494,8 +494,8 @@ class Ledger:
         self.url = redact_url(url)
         self.sweep = sweep
         storage = open_storage(url, create=create)
-        rdb = "://" in url  # a server or SQLite file: its connection may be cut (a journal file is not)
-        self.storage = _Reconnecting(storage, self.url) if rdb else storage
+        server = "://" in url and not url.startswith("sqlite:")  # its connection may be cut by a restart
+        self.storage = _Reconnecting(storage, self.url) if server else storage
         self._study_ids: dict[str, int] = {}
         if not create and not self.study_names() and self.holder() is None:
             raise _missing(f"{self.url} has no runs of sweep {sweep!r}")

@@ -25,8 +25,8 @@ def _ledger(path):
     return sweep, Ledger(sweep.ledger_url, sweep.name)
 
 
-@pytest.mark.parametrize("described", [(), (ATTR_FIXED,), (ATTR_FIXED, ATTR_POINT), (ATTR_FIXED, ATTR_POINT, ATTR_RUN_ID)],
-                         ids=["nothing", "fixed", "point", "run-id"])
+@pytest.mark.parametrize("described", [(ATTR_FIXED,), (ATTR_FIXED, ATTR_POINT), (ATTR_FIXED, ATTR_POINT, ATTR_RUN_ID)],
+                         ids=["no-point", "point", "run-id"])
 def test_a_trial_the_killed_controller_left_half_written_is_run_once(make_sweep, workdir, described):
     """A controller SIGKILLed inside ``Ledger.new_run`` leaves a RUNNING trial with some of its
     attributes (they are written one by one): the next controller runs its point (once), or
