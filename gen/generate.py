@@ -16,11 +16,12 @@ pool's format and rules are :mod:`megadocs.pools`'s; the shards run through
 (:func:`submit_shards`).
 
 Rephrase: one prompt per document (the WRAP Wikipedia-style prompt), ``n = G`` samples.
-Thoughts: G prompts per document, one per split point (:mod:`gen.splits`), ``n = 1`` each,
-prefix caching on (the prompts of one document share their start).
-Documents are sent to the engine ``chunk_docs`` at a time (one ``LLM.chat`` call each), and each
-chunk's rows are flushed and fsynced before the next: bigger chunks keep the engine's batch full
-longer, smaller ones lose less work to a kill.
+Thoughts: G prompts per document, one per split point (:mod:`gen.splits`), ``n = 1`` each.
+Either way a document is G sequences (a sample pool's is 1). Documents are sent to the engine
+``chunk_docs`` at a time (one ``LLM.chat`` call each), and each chunk's rows are flushed and
+fsynced before the next. By default a chunk holds the engine's ``sequences_per_call`` sequences
+(:func:`chunk_docs_for`): bigger chunks keep the engine's batch full longer, smaller ones lose
+less work to a kill; a Ctrl-C loses the chunk in flight and nothing flushed before it.
 """
 
 from __future__ import annotations
@@ -56,10 +57,10 @@ from megadocs.formats import PoolKind
 from megadocs.shards import DEFAULT_TIMEOUT_MIN, ShardedStep
 
 __all__ = ["GenerateOptions", "GeneratePool", "generate_pool", "sample_pool", "init_pool", "run_shards",
-           "submit_shards", "request_seed", "generator_revision", "DEFAULT_MAX_NEW_TOKENS", "parse_shard"]
+           "submit_shards", "engine_for", "request_seed", "generator_revision", "DEFAULT_MAX_NEW_TOKENS",
+           "parse_shard", "chunk_docs_for"]
 
 DEFAULT_MAX_NEW_TOKENS = {"rephrase": 1024, "thoughts": 512, "sample": 1024}
-DEFAULT_CHUNK_DOCS = 512
 
 
 class GenerateOptions(StrictModel):
@@ -78,11 +79,13 @@ class GenerateOptions(StrictModel):
     seed: int = Field(0, ge=0)
     num_shards: int = Field(1, ge=1)
     shard: int | None = Field(None, ge=0, description="run only this shard (default: all)")
-    chunk_docs: int = Field(DEFAULT_CHUNK_DOCS, ge=1, description="documents per engine call/flush")
+    chunk_docs: int | None = Field(None, ge=1, description="documents per engine call/flush (default: "
+                                   "chunk_docs_for the engine)")
     max_model_len: int | None = Field(None, ge=16, description="generator context (default: model's)")
     revision: str | None = None
     template: str | None = Field(None, description="prompt template file (default: gen/prompts/)")
-    enforce_eager: bool = False
+    enforce_eager: bool | None = Field(None, description="vLLM: no CUDA graphs/compilation (default: "
+                                       "on where vLLM runs on CPU)")
     progress: bool = True
 
     @model_validator(mode="after")
@@ -112,6 +115,21 @@ def parse_shard(text: str) -> tuple[int, int]:
     if not 0 <= index < count:
         raise UserError(f"--shard: expected 0 <= i < n, got {text!r}")
     return index, count
+
+
+def chunk_docs_for(kind: PoolKind | str, g: int, sequences_per_call: int) -> int:
+    """Documents per engine call so that one call holds ``sequences_per_call`` sequences.
+
+    A rephrase or thoughts document is G sequences, a sample one, so small G gets more documents
+    per call and every G keeps the engine equally full (gen/README.md, "Chunks").
+
+    >>> chunk_docs_for("rephrase", 32, 16 * 1024), chunk_docs_for("thoughts", 1, 16 * 1024)
+    (512, 16384)
+    >>> chunk_docs_for("sample", 1, 64), chunk_docs_for("rephrase", 128, 64)
+    (64, 1)
+    """
+    per_doc = 1 if PoolKind(kind) == PoolKind.SAMPLE else g
+    return max(1, sequences_per_call // per_doc)
 
 
 def request_seed(seed: int, doc_id: str, split_index: int | None = None) -> int:
@@ -264,11 +282,7 @@ class GeneratePool(ShardedStep):
         if self.engine is not None:
             yield
             return
-        options = self.options
-        self.engine = open_engine(options.engine, options.generator, revision=options.revision,
-                                  max_model_len=options.max_model_len,
-                                  prefix_caching=options.kind == PoolKind.THOUGHTS,
-                                  enforce_eager=options.enforce_eager)
+        self.engine = engine_for(self.options)
         try:
             yield
         finally:
@@ -291,6 +305,13 @@ class GeneratePool(ShardedStep):
 def run_shards(options: GenerateOptions, engine: Engine | None = None) -> dict:
     """Run the shards ``options`` selects (one, or all) that are not done; returns the manifest."""
     return GeneratePool(options, engine).run(None if options.shard is None else [options.shard])
+
+
+def engine_for(options: GenerateOptions) -> Engine:
+    """The engine :class:`GeneratePool` loads for ``options`` (gen's engine settings: prefix
+    caching on, eager mode automatic; the benchmark measures this one)."""
+    return open_engine(options.engine, options.generator, revision=options.revision,
+                       max_model_len=options.max_model_len, enforce_eager=options.enforce_eager)
 
 
 def submit_shards(options: GenerateOptions, executor: str, profile: str | None = None,
@@ -422,7 +443,8 @@ def _run_shard(options: GenerateOptions, manifest: pools.PoolManifest, template:
         total=len(docs), initial=len(docs) - len(pending), unit="doc", file=sys.stderr,
         desc=f"{options.kind} {pools.shard_stem(index, count)}", disable=not options.progress,
     ) as bar:
-        for chunk in _batched(pending, options.chunk_docs):
+        chunk_docs = options.chunk_docs or chunk_docs_for(options.kind, options.g, engine.sequences_per_call)
+        for chunk in _batched(pending, chunk_docs):
             plans = [planner.plan(doc) for doc in chunk]
             requests = [request for doc_plans in plans for request, _ in doc_plans]
             started = time.perf_counter()

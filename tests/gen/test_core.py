@@ -10,6 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from gen.assemble import assemble_document
+from gen.generate import chunk_docs_for
 from gen.splits import (
     allocate_budget,
     rephrase_window,
@@ -22,6 +23,7 @@ from gen.templates import load_template
 from megadocs import megadoc
 from megadocs import pools as pool_format
 from megadocs.errors import UserError
+from megadocs.formats import PoolKind
 from megadocs.pools import PoolRow, select_generations
 
 
@@ -164,3 +166,19 @@ def test_missing_generator_is_reported_before_heavy_imports(tmp_path):
     assert result.stdout.split("\n")[0] == "2 []", result.stdout + result.stderr
     assert result.stderr.strip().count("\n") == 0 and "--generator:" in result.stderr
     assert not (tmp_path / "pool").exists()
+
+
+@given(st.sampled_from(list(PoolKind)), st.integers(1, 64), st.integers(1, 1 << 15))
+def test_a_chunk_holds_one_engine_call_of_sequences_for_every_g(kind, g, sequences_per_call):
+    per_doc = 1 if kind == PoolKind.SAMPLE else g  # rephrase: n=G samples; thoughts: G prompts
+    docs = chunk_docs_for(kind, g, sequences_per_call)
+    assert docs >= 1
+    assert docs * per_doc <= sequences_per_call or docs == 1  # within the call
+    assert (docs + 1) * per_doc > sequences_per_call  # and as full as whole documents make it
+
+
+def test_small_g_fills_the_engine_like_the_paper_s_g_32():
+    h100 = 16 * 1024  # 16 x vLLM's default max_num_seqs on an H100/H200
+    for g in (1, 2, 4, 8, 16, 32):
+        assert chunk_docs_for(PoolKind.REPHRASE, g, h100) * g == h100
+    assert chunk_docs_for(PoolKind.REPHRASE, 32, h100) == 512  # what the fixed default gave G=32

@@ -114,6 +114,24 @@ def test_token_store_source_uses_the_train_split_only(tiny_store, tiny_generator
     assert manifest["source_split"] == "train"
 
 
+@pytest.mark.parametrize("kind,g,calls_expected", [("rephrase", 2, [4, 4]), ("thoughts", 1, [4])])
+def test_default_chunks_fill_the_engines_calls(kind, g, calls_expected, tiny_generator, docs4, engine, tmp_path, monkeypatch):
+    """Without --chunk-docs, each engine call holds the engine's sequences_per_call sequences:
+    small G gets more documents per call (a fixed document count left small G's calls short)."""
+    calls = []
+    generate = engine.generate
+
+    def counting(requests, sampling, progress=None):
+        calls.append(sum(r.n for r in requests))
+        return generate(requests, sampling, progress)
+
+    monkeypatch.setattr(engine, "generate", counting)
+    monkeypatch.setattr(engine, "sequences_per_call", 4)
+    options = {key: value for key, value in OPTIONS.items() if key != "chunk_docs"}
+    generate_pool(kind, docs4, tiny_generator, g, tmp_path / "pool", engine=engine, **{**options, "max_new_tokens": 1})
+    assert calls == calls_expected  # 4 documents of G sequences each, 4 // G documents per call
+
+
 def test_unconditional_samples_for_self_distillation(tiny_generator, engine, tmp_path):
     from gen.assemble import assemble
 
