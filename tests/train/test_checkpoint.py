@@ -188,9 +188,9 @@ def test_resuming_drops_a_log_line_the_full_disk_cut_short(tmp_path):
     """A full disk cuts the training log's last line short (its write is partial): resuming keeps
     the complete lines up to the checkpoint's step instead of failing on the torn one, and
     re-running that run never succeeds otherwise."""
-    from train.loop import _truncate_log
+    from train.run_dir import RunLifecycle
 
     log = tmp_path / "log.jsonl"
     log.write_text('{"step": 10, "loss": 5.1}\n{"step": 20, "loss": 4.2}\n{"step": 30, "loss": 3.9}\n{"step": 40, "lo')
-    _truncate_log(log, 20)
+    RunLifecycle(tmp_path, "abc").truncate_log(20)
     assert log.read_text() == '{"step": 10, "loss": 5.1}\n{"step": 20, "loss": 4.2}\n'
