@@ -1,4 +1,5 @@
-"""Process-level helpers: liveness (every lock and leftover-cleanup) and entry points' environment."""
+"""Process-level helpers: liveness (every lock and leftover-cleanup), entry points' environment, and
+which process of a multi-process run this is (torch-free: every sweep job asks, most never need torch)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import os
 from collections.abc import Mapping
 from pathlib import Path
 
-__all__ = ["pid_alive", "apply_environment_defaults"]
+__all__ = ["pid_alive", "apply_environment_defaults", "world_from_env"]
 
 
 def pid_alive(pid: int) -> bool:
@@ -35,3 +36,14 @@ def apply_environment_defaults(defaults: Mapping[str, str]) -> None:
     """
     for name, value in defaults.items():
         os.environ.setdefault(name, value)
+
+
+def world_from_env(env: Mapping[str, str] | None = None) -> tuple[int, int, int]:
+    """(rank, world size, local rank) from torchrun's or SLURM's variables; (0, 1, 0) when neither
+    describes several processes. torchrun's win: `srun torchrun ...` sets both."""
+    env = os.environ if env is None else env
+    if "WORLD_SIZE" in env and "RANK" in env:
+        return int(env["RANK"]), int(env["WORLD_SIZE"]), int(env.get("LOCAL_RANK", 0))
+    if int(env.get("SLURM_NTASKS", "1")) > 1 and "SLURM_PROCID" in env:
+        return int(env["SLURM_PROCID"]), int(env["SLURM_NTASKS"]), int(env.get("SLURM_LOCALID", 0))
+    return 0, 1, 0
