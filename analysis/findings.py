@@ -10,10 +10,13 @@ certifications that measured it); otherwise it is called a tie within noise.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 
 import pandas as pd
 
+from analysis.frame import BOUNDS
 from analysis.generation import BASELINE_METHOD, generation_table, loss_column, monotonicity
+from search.grid import Bound
 
 __all__ = ["CLEAR_SDS", "pooled_noise", "noise_tolerance", "findings"]
 
@@ -38,8 +41,9 @@ def noise_tolerance(sigma: float) -> float:
     return CLEAR_SDS * sigma * math.sqrt(2) if math.isfinite(sigma) else 0.0
 
 
-def _lr_epochs_bounds(bounds: str) -> list[str]:
-    return [part.strip() for part in str(bounds or "").split(",") if part.strip().split(" ")[0] in LR_EPOCHS]
+def _lr_epochs_bounds(bounds: Iterable[Bound]) -> list[str]:
+    """Labels of the lr/epochs bounds among a certificate's (``"epochs upper"``), sorted."""
+    return sorted(bound.label for bound in bounds if bound.axis in LR_EPOCHS)
 
 
 def findings(certifications: pd.DataFrame, *, law=None) -> list[str]:
@@ -123,9 +127,10 @@ def findings(certifications: pd.DataFrame, *, law=None) -> list[str]:
         if pending:
             lines.append("Not certified yet (their loss is the best found so far, not an optimum): "
                          + ", ".join(pending) + ".")
-    corners = [(row.certification, _lr_epochs_bounds(row.bounds_hit)) for row in certifications.itertuples()]
-    corners = [(name, bounds) for name, bounds in corners if bounds]
-    mixes = [row.certification for row in certifications.itertuples() if "mix" in str(row.bounds_hit or "")]
+    bounds = dict(zip(certifications["certification"], certifications[BOUNDS]))
+    corners = [(name, _lr_epochs_bounds(hit)) for name, hit in bounds.items()]
+    corners = [(name, labels) for name, labels in corners if labels]
+    mixes = [name for name, hit in bounds.items() if any(bound.axis == "mix" for bound in hit)]
     if corners:
         lines.append("Certificates on an lr/epochs bound of the grid (grid corners, not optima): "
                      + "; ".join(f"{name} ({', '.join(b)})" for name, b in corners) + ".")

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import pandas as pd
 
 from analysis.efficiency import ReferenceLaw, efficiency
-from analysis.frame import VAL, val_sets
+from analysis.frame import BOUNDS, VAL, val_sets
 from analysis.scaling import PowerLawFit
 from megadocs.errors import UserError
 from megadocs.formats import IID, REAL
@@ -40,7 +40,8 @@ def generation_table(
 ) -> pd.DataFrame:
     """Long table: one row per (validation set, method, G) with baseline, gain and efficiency.
 
-    Columns: ``set``, ``certification``, ``method``, ``g``, ``certified``, ``bounds_hit``, ``loss``,
+    Columns: ``set``, ``certification``, ``method``, ``g``, ``certified``, ``bounds`` (records),
+    ``bounds_hit`` (their display form), ``loss``,
     ``baseline_loss``, ``gain`` (baseline - loss), ``efficiency``, ``efficiency_low``,
     ``efficiency_high``. Efficiency is only computed for the objective/iid sets: the reference
     law is a law of i.i.d. loss vs real data, so it says nothing about other domains.
@@ -68,7 +69,8 @@ def generation_table(
                 "method": row["method"],
                 "g": row["g"],
                 "certified": bool(row.get("certified", False)),
-                "bounds_hit": row.get("bounds_hit", ""),
+                BOUNDS: row[BOUNDS],
+                "bounds_hit": row["bounds_hit"],
                 "loss": loss,
                 "baseline_loss": baseline_loss,
                 "gain": baseline_loss - loss,

@@ -229,15 +229,14 @@ def _print_jobs(sweep) -> None:
 
     watch = JobWatch(sweep)
     for run in read_runs(sweep):
-        if run["status"] not in (RunStatus.RUNNING, RunStatus.FAILED) or not run["job_id"]:
+        if run.status not in (RunStatus.RUNNING, RunStatus.FAILED) or not run.job_id:
             continue
-        point = " ".join(f"{k}={v}" for k, v in run["point"].items())
-        reason = f": {run['reason']}" if run["status"] == RunStatus.FAILED and run["reason"] else ""
-        status = run["status"]
-        if status == RunStatus.RUNNING and not watch.alive(run["job_id"], run["job_folder"]):
+        point = " ".join(f"{k}={v}" for k, v in run.point.items())
+        reason = f": {run.reason}" if run.status is RunStatus.FAILED and run.reason else ""
+        status = run.status.value
+        if run.status is RunStatus.RUNNING and not watch.alive(run.job_id, run.job_folder):
             status = "stopped (its job is gone; `megadocs search certify` resumes it)"
-        print(f"{run['certification']} {point}: {status}, job {run['job_id']} "
-              f"(attempt {run['attempts']}){reason}")
+        print(f"{run.certification} {point}: {status}, job {run.job_id} (attempt {run.attempts}){reason}")
 
 
 def _print_ensembles(sweep) -> None:

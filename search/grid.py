@@ -34,7 +34,7 @@ from enum import Enum
 from itertools import product
 from typing import Any
 
-__all__ = ["Grid", "Neighbour", "Bound", "Side", "Direction", "Key", "AxisExtension", "Reach", "values_equal",
+__all__ = ["Grid", "Neighbour", "Bound", "Side", "format_bounds", "Direction", "Key", "AxisExtension", "Reach", "values_equal",
            "check_axis", "check_extension"]
 
 Key = tuple[int, ...]
@@ -78,6 +78,28 @@ class Bound:
 
     def to_dict(self) -> dict[str, Any]:
         return {"axis": self.axis, "side": self.side.value, "value": self.value, "extended": self.extended}
+
+    @classmethod
+    def parse(cls, data: Bound | Mapping[str, Any]) -> Bound:
+        """A bound, or its JSON record ``{axis, side, value?, extended?}`` (``search status
+        --json``, the certificate's ``bounds_hit``/``soft_bounds``) read back as one."""
+        if isinstance(data, Bound):
+            return data
+        return cls(data["axis"], Side(data["side"]), data.get("value"), bool(data.get("extended", False)))
+
+    @property
+    def label(self) -> str:
+        """``"epochs upper"``: the axis and side, as reports name a bound."""
+        return f"{self.axis} {self.side.value}"
+
+
+def format_bounds(bounds: Iterable[Bound | Mapping[str, Any]]) -> str:
+    """The display form of bounds: their labels sorted, comma-separated ("" for none).
+
+    >>> format_bounds([Bound("mix", Side.UPPER, 1.0), {"axis": "epochs", "side": "upper", "value": 64}])
+    'epochs upper, mix upper'
+    """
+    return ", ".join(sorted(Bound.parse(bound).label for bound in bounds))
 
 
 @dataclass(frozen=True)

@@ -43,7 +43,7 @@ import time
 import uuid
 from collections.abc import Iterable, Mapping
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from enum import Enum
 from pathlib import Path
@@ -130,21 +130,33 @@ def study_name(sweep: str, task: str, kind: StudyKind = StudyKind.CERTIFY) -> st
     return f"{sweep}/{task}" if kind is StudyKind.CERTIFY else f"{sweep}/{kind.value}/{task}"
 
 
-@dataclass
+@dataclass(kw_only=True)
 class RunRecord:
-    """One trial, as :func:`read_runs` returns it (``to_dict``)."""
+    """One trial of a sweep's ledger: what :meth:`Ledger.runs` and :func:`read_runs` return.
 
-    sweep: str
+    The typed record analysis reads (``analysis.frame.runs_frame``); ``to_dict`` is its plain
+    JSON form. Build one by keyword; the fields a ledger always fills but a reader may not need
+    (``sweep``, ``kind``, ``trial``, ``trial_id``, ids and paths) have defaults.
+
+    Example:
+        >>> from megadocs.formats import RunMetrics, RunStatus
+        >>> record = RunRecord(certification="stitched-g4", point={"lr": 3e-3}, status=RunStatus.COMPLETED,
+        ...                    loss=3.4, metrics=RunMetrics(status=RunStatus.COMPLETED, val_loss=3.4))
+        >>> record.outcome().loss, record.to_dict()["status"]
+        (3.4, 'completed')
+    """
+
+    sweep: str = ""
     certification: str  # the study name without the "{sweep}/" prefix, e.g. "stitched-g4", "ensemble/real-ens"
-    kind: str
-    trial: int  # trial number within the study
-    trial_id: int
+    kind: StudyKind = StudyKind.CERTIFY
+    trial: int = 0  # trial number within the study
+    trial_id: int = 0
     point: dict[str, Any]
-    fixed: dict[str, Any]
-    run_id: str | None
-    run_dir: str | None
+    fixed: dict[str, Any] = field(default_factory=dict)
+    run_id: str | None = None
+    run_dir: str | None = None
     status: RunStatus
-    loss: float | None  # None unless evaluated; inf for a diverged run
+    loss: float | None = None  # None unless evaluated; inf for a diverged run
     metrics: RunMetrics | None = None  # the run's metrics once it finished
     job_id: str | None = None
     job_folder: str | None = None
@@ -161,6 +173,7 @@ class RunRecord:
         """Plain values: ``status`` as its string, ``metrics`` as its JSON object (or None)."""
         data = asdict(self)
         data["status"] = self.status.value
+        data["kind"] = self.kind.value
         data["metrics"] = None if self.metrics is None else self.metrics.to_json()
         return data
 
@@ -559,7 +572,7 @@ class Ledger:
         if study_id is None:
             return []
         study_attrs = self.storage.get_study_user_attrs(study_id)
-        kind = study_attrs.get(STUDY_KIND, StudyKind.CERTIFY.value)
+        kind = StudyKind(study_attrs.get(STUDY_KIND, StudyKind.CERTIFY.value))
         superseded = study_attrs.get(STUDY_SUPERSEDED, {})
         records = []
         for trial in self.storage.get_all_trials(study_id, deepcopy=False):
@@ -852,17 +865,17 @@ def process_start(pid: int) -> int | None:
         return None
 
 
-def read_runs(sweep) -> list[dict[str, Any]]:
-    """Every run of a sweep (all its studies), one dict per trial (:class:`RunRecord` fields).
+def read_runs(sweep) -> list[RunRecord]:
+    """Every run of a sweep (all its studies), one :class:`RunRecord` per trial.
 
     Args:
         sweep: a :class:`search.sweep.Sweep` or the path of a sweep file.
 
     Returns:
-        dicts with ``sweep, certification, kind, trial, point, fixed, run_id, run_dir, status
-        (running|completed|diverged|failed), loss (None unless evaluated; inf if diverged),
-        metrics, job_id, job_folder, wall_time_s, attempts, reason, adopted_from, member,
-        started, completed``. ``certification`` is e.g. ``"stitched-g4"``, ``"grid/stitched-g4"``
+        records with ``sweep, certification, kind, trial, point, fixed, run_id, run_dir, status
+        (a RunStatus), loss (None unless evaluated; inf if diverged), metrics (a RunMetrics or
+        None), job_id, job_folder, wall_time_s, attempts, reason, adopted_from, member,
+        started, completed`` (``to_dict()`` for JSON). ``certification`` is e.g. ``"stitched-g4"``, ``"grid/stitched-g4"``
         or ``"ensemble/real-ens"``; ensemble members carry their ``seed`` in ``fixed``.
 
     Example:
@@ -873,4 +886,4 @@ def read_runs(sweep) -> list[dict[str, Any]]:
     if isinstance(sweep, (str, os.PathLike)):
         sweep = load_sweep(sweep)
     ledger = Ledger(sweep.ledger_url, sweep.name, create=False)
-    return [record.to_dict() for name in ledger.study_names() for record in ledger.runs(name)]
+    return [record for name in ledger.study_names() for record in ledger.runs(name)]
