@@ -37,7 +37,7 @@ from analysis.frame import BOUNDS, POINT, point_of
 from analysis.generation import BASELINE_METHOD
 from analysis.scaling import PowerLawFit
 from megadocs.formats import IID, REAL
-from search.grid import Bound
+from search.grid import Bound, values_equal
 
 if TYPE_CHECKING:
     from search.status import CertificationSummary
@@ -251,7 +251,7 @@ def _axis_values(runs: pd.DataFrame, axis: str, grid: Mapping[str, Sequence[Any]
 
 def _index(values: Sequence[Any], value: Any) -> int | None:
     for i, candidate in enumerate(values):
-        if math.isclose(float(candidate), float(value), rel_tol=1e-9):
+        if values_equal(candidate, value):
             return i
     return None
 
@@ -281,7 +281,7 @@ class CertificationSlice:
 
 
 def _on_slice(point: Mapping[str, Any], others: Mapping[str, Any]) -> bool:
-    return all(math.isclose(float(point.get(a, math.nan)), float(v), rel_tol=1e-9) for a, v in others.items())
+    return all(axis in point and values_equal(point[axis], value) for axis, value in others.items())
 
 
 def certification_slice(

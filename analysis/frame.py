@@ -60,7 +60,7 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 
 from megadocs.formats import IID, REAL, RunMetrics, RunStatus
-from search.grid import format_bounds
+from search.grid import format_bounds, points_equal
 from search.ledger import RunRecord
 
 if TYPE_CHECKING:
@@ -254,12 +254,6 @@ def point_of(row: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
-def _same_point(a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:
-    if set(a) != set(b):
-        return False
-    return all(math.isclose(float(a[k]), float(b[k]), rel_tol=1e-9) for k in a)
-
-
 def certifications_frame(summaries: Iterable[CertificationSummary], runs: pd.DataFrame) -> pd.DataFrame:
     """One row per certification from ``search.status.summarize`` and the runs frame.
 
@@ -310,7 +304,7 @@ def certifications_frame(summaries: Iterable[CertificationSummary], runs: pd.Dat
             row["g"] = 0
         for axis, value in point.items():
             row[POINT + axis] = value
-        chosen = [r for _, r in mine.iterrows() if point and _same_point(point_of(r), point)]
+        chosen = [r for _, r in mine.iterrows() if point and points_equal(point_of(r), point)]
         if chosen:
             first = min(chosen, key=lambda r: 0 if pd.isna(r.get("seed")) else float(r["seed"]))
             row["run_dir"] = first["run_dir"]  # the point's run without a seed (repeats carry seed 1, 2, ...)

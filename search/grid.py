@@ -34,7 +34,7 @@ from enum import Enum
 from itertools import product
 from typing import Any
 
-__all__ = ["Grid", "Neighbour", "Bound", "Side", "format_bounds", "Direction", "Key", "AxisExtension", "Reach", "values_equal",
+__all__ = ["Grid", "Neighbour", "Bound", "Side", "format_bounds", "Direction", "Key", "AxisExtension", "Reach", "values_equal", "points_equal",
            "check_axis", "check_extension"]
 
 Key = tuple[int, ...]
@@ -121,6 +121,15 @@ def values_equal(a: Any, b: Any) -> bool:
     if isinstance(a, (int, float)) and isinstance(b, (int, float)):
         return math.isclose(float(a), float(b), rel_tol=1e-9, abs_tol=1e-12)
     return a == b
+
+
+def points_equal(a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:
+    """Two grid points are one: the same axes, each value equal by :func:`values_equal`.
+
+    >>> points_equal({"lr": 0.003, "epochs": 8}, {"epochs": 8.0, "lr": 3e-3 * (1 + 1e-12)})
+    True
+    """
+    return set(a) == set(b) and all(values_equal(a[axis], b[axis]) for axis in a)
 
 
 def check_axis(values: Sequence[Any], where: str) -> tuple[Any, ...]:
