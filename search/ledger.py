@@ -50,7 +50,7 @@ from pathlib import Path
 from typing import Any
 
 from megadocs.errors import UserError
-from megadocs.formats import RunMetrics, RunStatus
+from megadocs.formats import METHODS, RunMetrics, RunStatus
 from megadocs.procs import pid_alive
 from megadocs.trust import redact_url, scrub
 from search.certify import Extension, Outcome
@@ -92,7 +92,8 @@ ATTR_PROVENANCE = "provenance"
 LOG_AXES = frozenset({"lr", "wd"})
 # Fixed values exposed as params: the synthetic-data method (categorical) and G.
 METHOD_PARAM, G_PARAM = "method", "g"
-METHODS = ("real", "simple", "stitched", "stitched-first", "stitched-none", "latent", "self-distill")
+# The method categorical's choices are megadocs.formats.METHODS, in its order (Optuna's
+# check_distribution_compatibility refuses other choices for a param a study already has).
 G_PARAM_HIGH = 4096  # the distribution's range only has to hold every G; one range keeps studies comparable
 
 # Study user attributes.
@@ -139,7 +140,7 @@ class RunRecord:
     (``sweep``, ``kind``, ``trial``, ``trial_id``, ids and paths) have defaults.
 
     Example:
-        >>> from megadocs.formats import RunMetrics, RunStatus
+        >>> from megadocs.formats import METHODS, RunMetrics, RunStatus
         >>> record = RunRecord(certification="stitched-g4", point={"lr": 3e-3}, status=RunStatus.COMPLETED,
         ...                    loss=3.4, metrics=RunMetrics(status=RunStatus.COMPLETED, val_loss=3.4))
         >>> record.outcome().loss, record.to_dict()["status"]
