@@ -23,10 +23,10 @@ from analysis.frame import POINT, compute_seconds, union_grid, val_sets
 from analysis.generation import BASELINE_METHOD, RISE_TOLERANCE, generation_table, monotonicity
 from analysis.scaling import PowerLawFit, fit_groups
 from megadocs.errors import UserError
-from megadocs.formats import IID, IID_LONG, IID_SETS, IID_SHORT, RunStatus, write_atomic
+from megadocs.formats import IID, IID_LONG, IID_SETS, IID_SHORT, write_atomic
 
 if TYPE_CHECKING:
-    from search.status import CertificationSummary
+    from search.status import CertificationSummary, EnsembleSummary
 
 __all__ = ["render_report", "build_report"]
 
@@ -52,6 +52,10 @@ def _markdown_table(frame: pd.DataFrame) -> str:
     rule = "|" + "|".join("---" for _ in frame.columns) + "|"
     body = ["| " + " | ".join(_fmt(v) for v in row) + " |" for row in frame.itertuples(index=False)]
     return "\n".join([header, rule, *body])
+
+
+def _point_text(point: Mapping[str, Any]) -> str:
+    return " ".join(f"{k}={_fmt(v)}" for k, v in point.items())
 
 
 def _hours(seconds: float) -> str:
@@ -268,20 +272,23 @@ def _synthetic_only_section(report: _Report, certifications: pd.DataFrame) -> No
                               "certified synthetic-only certification and a certified real-only baseline yet")
 
 
-def _ensemble_sections(report: _Report, ensembles: pd.DataFrame | None, studies) -> None:
+def _ensemble_sections(report: _Report, ensembles: pd.DataFrame | None, studies: Mapping[str, EnsembleSummary] | None,
+                       problems: Mapping[str, str] | None = None) -> None:
     from analysis.ensembles import compare_asymptotes, fit_ensembles
     from analysis.figures import plot_ensembles
 
     report.add("## Ensembles (Figure 7)", "")
     for name, study in (studies or {}).items():
-        done = sum(status == RunStatus.COMPLETED for status in study["statuses"])
-        report.add(f"- ensemble study `{name}` (members at the certified point of `{study['source']}`): "
-                   f"{done} of {study['wanted']} members completed")
-        if study.get("problem"):
-            report.add(f"  - not scored: {study['problem']}")
-        elif done >= 2:
-            members = " ".join(d for d, status in zip(study["members"], study["statuses"]) if status == RunStatus.COMPLETED)
-            report.add(f"  - losses per K: `megadocs train ensemble --members {members} --json ensembles/{name}.json`")
+        at = (f"members at `{study.source}`'s certified point ({_point_text(study.source_point)})"
+              if study.source_point is not None else f"`{study.source}` is not certified yet")
+        report.add(f"- ensemble study `{name}` ({at}): {len(study.completed)} of {study.wanted} members completed"
+                   + (f"; {len(study.stale)} run(s) of an earlier certified point are not used" if study.stale else ""))
+        problem = (problems or {}).get(name) or study.refusal()
+        if problem:
+            report.add(f"  - not scored: {problem}")
+        else:
+            report.add(f"  - losses per K: `megadocs train ensemble --members {' '.join(study.completed)} "
+                       f"--json ensembles/{name}.json`")
     if studies:
         report.add("")
     if ensembles is None or len(ensembles) == 0:
@@ -312,7 +319,8 @@ def render_report(
     *,
     sweep_name: str = "sweep",
     grids: Mapping[str, Mapping[str, Sequence[Any]]] | None = None,
-    ensemble_studies: Mapping[str, Mapping[str, Any]] | None = None,
+    ensemble_studies: Mapping[str, EnsembleSummary] | None = None,
+    ensemble_problems: Mapping[str, str] | None = None,
     law: ReferenceLaw | PowerLawFit | None = None,
     ensembles: pd.DataFrame | None = None,
     notes: Sequence[str] | str | None = None,
@@ -373,7 +381,7 @@ def render_report(
         _experiment_sections(report, runs, curves, law, transfer_sources or {}, diversity)
         _synthetic_only_section(report, certifications)
         _search_sections(report, runs, summaries, grids)
-    _ensemble_sections(report, ensembles, ensemble_studies)
+    _ensemble_sections(report, ensembles, ensemble_studies, ensemble_problems)
     report.add("## Not drawn", "")
     report.add(*([f"- {s}" for s in report.skipped] or ["Every figure could be drawn."]), "")
     path = out_dir / "report.md"
@@ -408,10 +416,9 @@ def build_report(
     tables = load_tables(sweep_path_or_obj)
     wants_auto = isinstance(ensembles, (str, list, tuple)) and (
         [ensembles] if isinstance(ensembles, str) else list(ensembles)) == ["auto"]
+    problems: dict[str, str] = {}
     if wants_auto:
         sources, problems = score_ensemble_studies(tables.ensembles, Path(out_dir) / "ensembles")
-        for name, problem in problems.items():
-            tables.ensembles[name]["problem"] = problem
         ensembles = sources or None
     if ensembles is not None and not isinstance(ensembles, pd.DataFrame):
         ensembles = load_ensemble_table(ensembles)
@@ -426,6 +433,7 @@ def build_report(
         sweep_name=tables.sweep_name,
         grids=tables.grids,
         ensemble_studies=tables.ensembles,
+        ensemble_problems=problems,
         law=law,
         ensembles=ensembles,
         notes=notes,

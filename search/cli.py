@@ -106,7 +106,7 @@ def _certify(args: argparse.Namespace) -> int:
               progress=not args.no_progress)
     summaries = summarize(sweep, args.strategy, max_runs=args.max_runs)
     print(format_table(summaries), end="")
-    _print_ensembles(sweep)
+    _print_ensembles(sweep, summaries)
     for warning in g_trend_warnings(summaries):
         print(f"warning: {warning}", file=sys.stderr)
     status = 0
@@ -157,7 +157,7 @@ def _status(args: argparse.Namespace) -> int:
         print(to_json(summaries))
         return 0
     print(format_table(summaries), end="")
-    _print_ensembles(sweep)
+    _print_ensembles(sweep, summaries)
     _print_transfers(sweep)
     _print_jobs(sweep)
     holder = Ledger(sweep.ledger_url, sweep.name, create=False).holder()
@@ -188,13 +188,11 @@ def _print_jobs(sweep) -> None:
               f"(attempt {run['attempts']}){reason}")
 
 
-def _print_ensembles(sweep) -> None:
+def _print_ensembles(sweep, summaries) -> None:
     from search.status import summarize_ensembles
 
-    for ens in summarize_ensembles(sweep):
-        runs = ens["runs"]
-        print(f"ensemble {ens['name']} (from {ens['source']}): {runs['finished']}/{ens['members']} members finished, "
-              f"{runs['running']} running, {runs['failed']} failed")
+    for ens in summarize_ensembles(sweep, summaries):
+        print(ens.describe())
 
 
 def _print_transfers(sweep) -> None:

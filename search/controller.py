@@ -305,24 +305,6 @@ class LedgerEvaluator(Evaluator):
 # ------------------------------------------------------------------------------ building
 
 
-EPOCH_AXES = ("epochs", "synthetic_epochs")
-"""The axes that set a run's length: real epochs, and synthetic epochs of a synthetic-only run."""
-
-
-def _ensemble_points(point: Mapping[str, Any], members: int, multiplier: float, offset: int,
-                     axes: Mapping[str, Sequence[Any]]) -> list[dict[str, Any]]:
-    """Members at the certified point with every epochs axis (:data:`EPOCH_AXES`: a synthetic-only
-    point's length is its ``synthetic_epochs``) times ``multiplier`` (nearest integer when the
-    grid's axis is integer-valued; need not be on the grid) and seeds offset..offset+members-1."""
-    base = dict(point)
-    for axis in EPOCH_AXES:
-        if axis in base and multiplier != 1:
-            epochs = base[axis] * multiplier
-            integral = all(float(v).is_integer() for v in axes.get(axis, [1]))
-            base[axis] = max(1, int(round(epochs))) if integral else epochs
-    return [{**base, "seed": offset + k} for k in range(members)]
-
-
 def build_strategies(sweep: Sweep, ledger: Ledger, strategy: str = "certify",
                      max_runs: int | None = None, seed: int = 0) -> tuple[list[Strategy], dict[str, TaskInfo]]:
     """The strategies of a sweep (one per certification, plus ensembles under ``certify``) and how
@@ -365,8 +347,8 @@ def build_strategies(sweep: Sweep, ledger: Ledger, strategy: str = "certify",
                                                        "source": ens.source, "members": ens.members,
                                                        "epochs_multiplier": ens.epochs_multiplier})
             tasks[task] = TaskInfo(study, dict(cert.fixed), grid.names, None, seed_offset=ens.seed_offset)
-            strategies.append(FixedPoints(task, waits_for=ens.source, make_points=lambda p, e=ens, a=grid.as_mapping():
-                                          _ensemble_points(p, e.members, e.epochs_multiplier, e.seed_offset, a)))
+            strategies.append(FixedPoints(task, waits_for=ens.source,
+                                          make_points=lambda p, e=ens, a=grid.as_mapping(): e.member_points(p, a)))
         for transfer in sweep.transfers:
             grid = sweep.grid_for(sweep.certification(transfer.source))
             task = f"transfer/{transfer.name}"

@@ -12,6 +12,7 @@ like every other megadocs command; they are resolved once, on load.
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -25,7 +26,7 @@ from search.certify import SEED, Noise
 from search.grid import Grid, values_equal
 
 __all__ = ["Sweep", "ExecutorConfig", "CertificationConfig", "EnsembleConfig", "NoiseConfig", "TransferConfig",
-           "load_sweep", "TRAIN_AXES", "FIXED_TRAIN_KEYS"]
+           "load_sweep", "TRAIN_AXES", "FIXED_TRAIN_KEYS", "EPOCH_AXES"]
 
 TRAIN_AXES = {
     "lr": "optim.lr",
@@ -37,6 +38,9 @@ TRAIN_AXES = {
 """Grid axis -> train RunConfig field, for the default objective (docs/architecture.md).
 ``synthetic_epochs`` goes with ``mix: [1.0]`` only (synthetic only, the paper's Figure 13): there
 the passes over the synthetic stream set the run's length instead of ``epochs``."""
+
+EPOCH_AXES = ("epochs", "synthetic_epochs")
+"""The axes that set a run's length: real epochs, and synthetic epochs of a synthetic-only run."""
 
 SYNTHETIC_ONLY_MIX = 1.0
 """The mixing fraction of a synthetic-only run (no real stream)."""
@@ -101,6 +105,25 @@ class EnsembleConfig(StrictModel):
     seed_offset: int = Field(1, ge=0)
     """Member k gets seed = data.seed = seed_offset + k (offset 1 keeps them apart from the
     certified run, which used the base config's seeds)."""
+
+    def member_points(self, point: Mapping[str, Any], axes: Mapping[str, Sequence[Any]]) -> list[dict[str, Any]]:
+        """The members' points at the certified ``point``: every epochs axis (:data:`EPOCH_AXES`:
+        a synthetic-only point's length is its ``synthetic_epochs``) times ``epochs_multiplier``
+        (the nearest integer when the grid's axis, ``axes``, is integer-valued; need not be on the
+        grid), and ``seed`` = seed_offset + k for member k. The one definition of which runs make up
+        this ensemble: the controller dispatches these points, ``status`` and the report count
+        only runs at them (members of an earlier certified point are never mixed in).
+
+        >>> EnsembleConfig(name="e", source="real", members=2).member_points({"lr": 0.01, "epochs": 4}, {"epochs": [2, 4]})
+        [{'lr': 0.01, 'epochs': 8, 'seed': 1}, {'lr': 0.01, 'epochs': 8, 'seed': 2}]
+        """
+        base = dict(point)
+        for axis in EPOCH_AXES:
+            if axis in base and self.epochs_multiplier != 1:
+                epochs = base[axis] * self.epochs_multiplier
+                integral = all(float(v).is_integer() for v in axes.get(axis, [1]))
+                base[axis] = max(1, int(round(epochs))) if integral else epochs
+        return [{**base, SEED: self.seed_offset + k} for k in range(self.members)]
 
 
 class TransferConfig(StrictModel):

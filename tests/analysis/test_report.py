@@ -30,7 +30,7 @@ def test_ledger_tables_match_search_api(toy_sweep):
     # ensemble members are rows too, with their seeds
     members = tables.runs[tables.runs["kind"] == "ensemble"]
     assert len(members) == 3 and members["seed"].notna().all()
-    assert tables.ensembles["real-ens"]["members"] == members.sort_values("member")["run_dir"].tolist()
+    assert tables.ensembles["real-ens"].completed == members.sort_values("member")["run_dir"].tolist()
     cert = tables.certifications.set_index("certification")
     for summary in summarize(toy_sweep):
         assert cert.loc[summary.name, "loss"] == pytest.approx(summary.certificate.loss)

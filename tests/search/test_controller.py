@@ -164,7 +164,8 @@ def test_warm_start_ensembles_and_g_trend(make_sweep, workdir):
     assert all(r["point"] == {**real_point, "epochs": real_point["epochs"] * 2} for r in members)
     assert len({r["run_dir"] for r in members}) == 3 and all(r["status"] == "completed" for r in members)
     [ensemble] = summarize_ensembles(path)
-    assert ensemble["runs"]["finished"] == 3 and set(ensemble["run_dirs"]) == {0, 1, 2}
+    assert len(ensemble.completed) == 3 and [m.member for m in ensemble.members] == [0, 1, 2]
+    assert ensemble.stale == () and ensemble.refusal() is None
     assert g_trend_warnings(list(summaries.values())) == []
     # a certified loss that rises with G is flagged
     g8 = dataclasses.replace(g8, certificate=dataclasses.replace(g8.certificate, loss=g4.certificate.loss + 0.1))
@@ -225,8 +226,37 @@ def test_the_shipped_analytic_example_certifies(workdir):
     ({"lr": 0.01, "epochs": 1.5}, {"epochs": [0.5, 1.5]}, {"epochs": 3.0}),
 ])
 def test_ensemble_members_scale_every_epochs_axis(point, axes, expected):
-    from search.controller import _ensemble_points
+    from search.sweep import EnsembleConfig
 
-    members = _ensemble_points(point, 3, 2.0, 10, axes)
+    members = EnsembleConfig(name="e", source="c", members=3, epochs_multiplier=2.0, seed_offset=10).member_points(
+        point, axes)
     assert [m["seed"] for m in members] == [10, 11, 12]
     assert all(m == {**point, **expected, "seed": m["seed"]} for m in members)
+
+
+def test_ensemble_members_belong_to_the_current_certified_point(make_sweep, workdir):
+    """Widening a grid moves the certified point: the members trained at the old point are never
+    counted, scored or reported with the new point's (issue 34: "4 of 2 members completed")."""
+    narrow = {"lr": [0.003], "wd": [0.8], "epochs": [4, 8]}
+    ensembles = [{"name": "e", "from": "a", "members": 2}]
+    certifications = [{"name": "a", "fixed": {"method": "real"}}]
+    path = make_sweep(grid=narrow, start={"lr": 0.003, "wd": 0.8, "epochs": 8}, ensembles=ensembles,
+                      certifications=certifications)
+    assert certify(path) == 0
+    [old] = summarize_ensembles(path)
+    assert old.source_point == {"lr": 0.003, "wd": 0.8, "epochs": 8} and len(old.completed) == 2
+
+    path = make_sweep(grid={**narrow, "epochs": [4, 8, 16, 32]}, start={"lr": 0.003, "wd": 0.8, "epochs": 8},
+                      ensembles=ensembles, certifications=certifications)
+    [moving] = summarize_ensembles(path)  # the widened grid: the source searches again
+    assert moving.source_point is None and moving.completed == [] and len(moving.stale) == 2
+    assert moving.refusal().startswith("source a is not certified now (searching)")
+
+    assert certify(path) == 0
+    [new] = summarize_ensembles(path)
+    assert new.source_point == {"lr": 0.003, "wd": 0.8, "epochs": 16}
+    assert all(m.point["epochs"] == 32 for m in new.members) and len(new.completed) == 2
+    assert {m.point["epochs"] for m in new.stale} == {16} and new.refusal() is None
+    assert set(new.completed).isdisjoint(m.run_dir for m in new.stale)
+    assert new.describe().endswith("2/2 members completed, 0 running, 0 failed; 2 finished at an earlier "
+                                   "certified point (not used)")
