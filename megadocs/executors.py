@@ -2,11 +2,15 @@
 controller submitted), nothing else.
 
 - ``local``: submitit's LocalExecutor (one process per run on this machine). The controller caps
-  concurrency; jobs outlive a killed controller and are re-attached by pid + submitit folder.
+  concurrency; each job gets cores / ``max_parallel`` threads (:func:`megadocs.procs.job_thread_environment`)
+  and ignores the terminal's Ctrl-C, which only the controller sees: it then stops its jobs
+  (:meth:`Executor.on_interrupt`: SIGTERM, a train run saves a checkpoint and exits). Jobs outlive
+  a controller that is killed (SIGKILL, SIGTERM, a crash) and are re-attached by pid + submitit folder.
 - ``debug``: in-process, run when first polled (tests, breakpoints); nothing survives a restart.
 - ``slurm``: submitit's AutoExecutor from a profile file (docs/architecture.md "SLURM profile");
   a batch is one job array; timeouts/preemptions requeue the Checkpointable run
-  (``max_requeues`` times) and the run resumes from its run directory.
+  (``max_requeues`` times) and the run resumes from its run directory. Jobs keep running when the
+  controller stops, Ctrl-C included, and are re-attached by the next one.
 
 Trust: a job id and folder given back to ``poll``/``alive`` come from the ledger, which others may
 write. A result pickle is read only from inside this executor's own folder (resolved, symlinks
@@ -16,9 +20,12 @@ followed); anything else raises :class:`megadocs.trust.UntrustedPath` before a b
 from __future__ import annotations
 
 import os
+import signal
+import threading
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
@@ -27,14 +34,17 @@ from typing import Any, Literal
 from pydantic import Field
 
 from megadocs.config import StrictModel, load_config
-from megadocs.procs import pid_alive
+from megadocs.procs import child_pids, job_thread_environment, pid_alive
 from megadocs.trust import require_inside
 
 __all__ = ["JobState", "Poll", "Executor", "SlurmProfile", "make_executor", "load_profile", "check_array_executor",
            "run_job_array"]
 
 LOST_GRACE_S = 10.0
-"""A job that ended without a result file gets this long for the file to appear (slow NFS)."""
+"""A job that ended without a result file gets this long for the file to appear (slow NFS); a local
+job whose result is written gets this long to exit before it stops counting as running."""
+STOP_POLL_S = 0.2
+"""Seconds between checks while local jobs stop (:meth:`LocalExecutor.on_interrupt`)."""
 ARRAY_POLL_S = {"local": 1.0, "slurm": 10.0}
 """Seconds between polls of a job array's tasks (:func:`run_job_array`)."""
 
@@ -120,6 +130,20 @@ class Executor(ABC):
             UntrustedPath: as :meth:`poll`.
         """
 
+    stops_on_interrupt: bool = False
+    """Whether :meth:`on_interrupt` stops jobs (local processes) or leaves them running (SLURM)."""
+
+    def on_interrupt(self, jobs: Sequence[tuple[str, str | None]], *, grace_s: float) -> list[str]:
+        """The controller was interrupted (Ctrl-C) with these jobs (id, folder) in flight: stop
+        them, or leave them to be re-attached. Called once, from the controller's main thread;
+        may block up to about ``grace_s`` (what a job gets to save a checkpoint).
+
+        Returns:
+            The ids of the jobs that no longer run (the next controller submits them again); the
+            others keep running and are re-attached by the next controller. Default: none stopped.
+        """
+        return []
+
 
 class _Submitit(Executor):
     def __init__(self, executor: Any, kind: str, folder: Path) -> None:
@@ -141,6 +165,10 @@ class _Submitit(Executor):
 
     @abstractmethod
     def _running(self, job: Any) -> bool: ...
+
+    def _exiting(self, job_id: str, job: Any) -> bool:
+        """True while a job that has written its result still holds its resources (default: never)."""
+        return False
 
     def _job(self, job_id: str, folder: str | None) -> Any:
         """This process's job, or one re-attached from the ledger's id and folder once both are
@@ -168,6 +196,8 @@ class _Submitit(Executor):
                 outcome, value = pickle_load(job.paths.result_pickle)
             except (EOFError, OSError):  # still being written
                 return Poll(JobState.RUNNING)
+            if self._exiting(job_id, job):
+                return Poll(JobState.RUNNING)
             if outcome == "success":
                 return Poll(JobState.DONE, value)
             return Poll(JobState.FAILED, reason=f"{_last_error_line(str(value))} (log: {job.paths.stderr})")
@@ -183,12 +213,20 @@ class _Submitit(Executor):
 
 
 class LocalExecutor(_Submitit):
-    def __init__(self, folder: Path, timeout_min: float) -> None:
+    stops_on_interrupt = True
+
+    def __init__(self, folder: Path, timeout_min: float, max_parallel: int) -> None:
         import submitit
 
         executor = submitit.LocalExecutor(folder=folder)
         executor.update_parameters(timeout_min=timeout_min)
         super().__init__(executor, "local", folder)
+        self.environment = job_thread_environment(max_parallel)
+        self._result_seen: dict[str, float] = {}
+
+    def submit(self, tasks: Sequence[Callable[[], Any]]) -> list[str]:
+        with _job_process_settings(self.environment):
+            return super().submit(tasks)
 
     def _reattach(self, job_id: str, folder: Path) -> Any:
         from submitit.local.local import LocalJob
@@ -205,6 +243,64 @@ class LocalExecutor(_Submitit):
             return b"submitit" in Path(f"/proc/{job.job_id}/cmdline").read_bytes()
         except OSError:
             return True
+
+    def _exiting(self, job_id: str, job: Any) -> bool:
+        """A job whose result is written still runs until its process exits (a second or two of
+        interpreter teardown): it keeps its slot meanwhile, so that no more than ``max_parallel``
+        processes ever share the cores. One that hangs longer than LOST_GRACE_S stops counting."""
+        seen = self._result_seen.setdefault(job_id, time.time())
+        return self._running(job) and time.time() - seen < LOST_GRACE_S
+
+    def on_interrupt(self, jobs: Sequence[tuple[str, str | None]], *, grace_s: float) -> list[str]:
+        """Stop the jobs: SIGTERM to each job's submitit process, which hands it to the run (train
+        saves a checkpoint at the next step boundary and exits; the signal is repeated until it
+        does, since a job still importing has not installed its handler yet); whatever still runs
+        after ``grace_s`` is killed (a callable objective has nothing to save: grace 0)."""
+        pids = [int(job_id) for job_id, folder in jobs if self.alive(job_id, folder)]
+        deadline = time.time() + grace_s
+        while True:
+            running = [pid for pid in pids if pid_alive(pid)]
+            if not running or time.time() >= deadline:
+                break
+            for pid in running:
+                _signal(pid, signal.SIGTERM)
+            time.sleep(STOP_POLL_S)
+        for pid in running:  # past the grace: the run and its submitit process
+            for child in child_pids(pid):
+                _signal(child, signal.SIGKILL)
+            _signal(pid, signal.SIGKILL)
+        return [job_id for job_id, _ in jobs]
+
+
+def _signal(pid: int, signum: int) -> None:
+    try:
+        os.kill(pid, signum)
+    except ProcessLookupError:
+        pass
+
+
+@contextmanager
+def _job_process_settings(environment: Mapping[str, str]) -> Iterator[None]:
+    """What a local job inherits at submission: submitit's LocalExecutor starts each job with a copy
+    of this process's environment and signal dispositions, and takes no others. So, only while
+    submitting: the thread variables are set (the jobs' thread count), and SIGINT is ignored, which
+    every job process keeps: the terminal's Ctrl-C then reaches the controller alone, and it stops
+    its jobs itself (:meth:`LocalExecutor.on_interrupt`) instead of each printing a traceback. A
+    Ctrl-C in the instant of a submission is ignored (press it again)."""
+    saved = {name: os.environ.get(name) for name in environment}
+    os.environ.update(environment)
+    main = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN) if main else None
+    try:
+        yield
+    finally:
+        if main:
+            signal.signal(signal.SIGINT, previous)
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 class SlurmExecutor(_Submitit):
@@ -281,6 +377,10 @@ class InProcessExecutor(Executor):
         self._results[job_id] = result
         return result
 
+    def on_interrupt(self, jobs: Sequence[tuple[str, str | None]], *, grace_s: float) -> list[str]:
+        """In-process jobs stopped with the controller (the interrupt hit the running one)."""
+        return [job_id for job_id, _ in jobs]
+
 
 def make_executor(config: Any, folder: Path, name: str = "megadocs", *, create: bool = True) -> Executor:
     """Build the executor of a sweep's ``executor:`` section (:class:`ExecutorConfig`); readers
@@ -290,7 +390,7 @@ def make_executor(config: Any, folder: Path, name: str = "megadocs", *, create: 
     if create:
         folder.mkdir(parents=True, exist_ok=True)
     if config.kind == "local":
-        return LocalExecutor(folder, config.timeout_min)
+        return LocalExecutor(folder, config.timeout_min, config.max_parallel)
     return SlurmExecutor(folder, load_profile(config.profile), config.max_parallel, name)
 
 

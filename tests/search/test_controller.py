@@ -137,10 +137,28 @@ def test_a_failed_neighbour_blocks_certification_and_is_reported(make_sweep, cap
     assert summary.blocked_by[0][0] == {"lr": 0.01, "wd": 0.8, "epochs": 16}
     failed = [r for r in read_runs(path) if r["status"] == "failed"]
     assert failed[0]["attempts"] == 2 and "out of memory" in failed[0]["reason"]
-    # the failure is kept, not silently retried: a re-run stays failed until asked
+    # the failure is kept, not silently retried: a re-run stays failed until asked, and says how
     assert certify(path) == 1
+    err = capsys.readouterr().err
+    assert "1 failed point(s) block their certificates" in err
+    assert f"`megadocs search certify {path} --retry-failed`" in err
+    assert main(["search", "status", str(path)]) == 0
+    assert "--retry-failed" in capsys.readouterr().out
     assert certify(path, "--retry-failed") == 1
     assert [r["attempts"] for r in read_runs(path) if r["status"] == "failed"] == [2, 2]
+
+
+def test_a_user_error_inside_a_job_is_not_retried(make_sweep, workdir, capsys):
+    """A store that is not there fails the same way every time: one line, no retries (issue 34:
+    a deterministic "store not found" was retried twice)."""
+    path = make_sweep(objective="tests.search.objectives:user_error", executor={"kind": "debug", "max_parallel": 1,
+                                                                                "poll_s": 0.05, "max_retries": 2})
+    assert certify(path) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "store not found" in err and "--retry-failed" in err, err
+    assert len(calls(workdir)) == 1
+    [run] = read_runs(path)
+    assert run["status"] == "failed" and run["attempts"] == 1
 
 
 def test_warm_start_ensembles_and_g_trend(make_sweep, workdir):
