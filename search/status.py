@@ -399,7 +399,9 @@ def g_trend_warnings(summaries: Iterable[CertificationSummary]) -> list[str]:
             rise = loss_b - loss_a
             if rise <= tolerance:
                 continue
-            size = f" ({rise / noise.sigma:.1f} noise sds)" if noise is not None and noise.sigma > 0 else ""
+            size = (f" ({rise / noise.sigma:.1f} noise sds)" if noise is not None and noise.sigma > 0 else
+                    " (no noise estimate: it may be seed noise; `noise: {repeats: 2}` measures it)" if noise is None
+                    else "")
             advice = (f"it already starts from {name_a}'s certificate: look at its runs (`search status`)"
                       if warm_starts.get(name_b) == name_a else f"set warm_start: {name_a} on {name_b}")
             warnings.append(

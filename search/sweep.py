@@ -326,6 +326,10 @@ def _check_train_mapping(sweep: Sweep, cert: CertificationConfig, grid: dict, wh
     _check_synthetic_only(grid, sweep.train or {}, where)
     if "g" not in cert.fixed:
         raise ValueError(f"{where}.fixed.g: required for method {method!r}")
+    g = cert.fixed["g"]
+    if isinstance(g, bool) or not isinstance(g, int) or g < 1:
+        raise ValueError(f"{where}.fixed.g: expected a whole number of generations per document (1, 2, 4, ...), "
+                         f"got {g!r}")
     if method not in sweep.pools and method.split("-")[0] not in sweep.pools:
         raise ValueError(f"pools.{method}: no synthetic pool for method {method!r} (have {sorted(sweep.pools)})")
 

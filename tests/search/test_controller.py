@@ -278,3 +278,52 @@ def test_ensemble_members_belong_to_the_current_certified_point(make_sweep, work
     assert set(new.completed).isdisjoint(m.run_dir for m in new.stale)
     assert new.describe().endswith("2/2 members completed, 0 running, 0 failed; 2 finished at an earlier "
                                    "certified point (not used)")
+
+
+def test_progress_shows_the_runs_in_flight_and_never_redraws_into_a_log():
+    """Off a terminal the progress is a plain line per change (a log file gets no carriage-return
+    redraws); its running count is the one after the latest dispatch (issue 34: stale count)."""
+    import io
+
+    from search.certify import FixedPoints
+    from search.controller import Progress
+
+    strategies = {"e": FixedPoints("e", [{"lr": 0.01}])}
+    log = io.StringIO()
+    progress = Progress(log)
+    progress.update(strategies, 0)
+    for _ in range(3):  # polled while waiting: printed once
+        progress.refresh_running(2)
+    progress.close()
+    assert log.getvalue().splitlines() == ["certify: 0 finished, 0 running | e:running",
+                                           "certify: 0 finished, 2 running | e:running"]
+    assert "\r" not in log.getvalue()
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    screen = Terminal()
+    progress = Progress(screen)
+    progress.update(strategies, 0)
+    progress.refresh_running(2)
+    assert "running 2 | e:running" in screen.getvalue().rsplit("\r", 1)[-1]
+    progress.close()
+
+
+def test_runs_are_linked_for_tensorboard_by_certification_and_point(tmp_path):
+    import os
+
+    from search.objective import link_tensorboard
+
+    links = tmp_path / "out" / "tensorboard"
+    first, second = tmp_path / "out" / "runs" / "aaa", tmp_path / "out" / "runs" / "bbb"
+    (first / "tensorboard").mkdir(parents=True)
+    link_tensorboard(links, "simple-g4", {"lr": 0.01, "wd": 0.1, "epochs": 8}, first)
+    link = links / "simple-g4" / "lr=0.01,wd=0.1,epochs=8"
+    assert link.resolve() == (first / "tensorboard").resolve() and not os.path.isabs(os.readlink(link))
+    link_tensorboard(links, "simple-g4", {"lr": 0.01, "wd": 0.1, "epochs": 8}, second)  # the point's run changed
+    assert os.readlink(link) == os.path.join("..", "..", "runs", "bbb", "tensorboard")
+    link_tensorboard(links, "ensemble/real-ens", {"lr": 0.01, "epochs": 16, "seed": 1}, first)
+    assert (links / "ensemble" / "real-ens" / "lr=0.01,epochs=16,seed=1").resolve() == (first / "tensorboard").resolve()
+    assert sorted(p.name for p in links.rglob("*") if p.name.startswith(".")) == []  # no temporary link left
