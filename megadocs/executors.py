@@ -139,8 +139,9 @@ class Executor(ABC):
         may block up to about ``grace_s`` (what a job gets to save a checkpoint).
 
         Returns:
-            The ids of the jobs that no longer run (the next controller submits them again); the
-            others keep running and are re-attached by the next controller. Default: none stopped.
+            The ids of the jobs it stopped (the next controller submits them again); the others
+            keep running, or have ended, and the next controller re-attaches to or polls them.
+            Default: none stopped.
         """
         return []
 
@@ -256,7 +257,8 @@ class LocalExecutor(_Submitit):
         saves a checkpoint at the next step boundary and exits; the signal is repeated until it
         does, since a job still importing has not installed its handler yet); whatever still runs
         after ``grace_s`` is killed (a callable objective has nothing to save: grace 0)."""
-        pids = [int(job_id) for job_id, folder in jobs if self.alive(job_id, folder)]
+        stopping = [(job_id, int(job_id)) for job_id, folder in jobs if self.alive(job_id, folder)]
+        pids = [pid for _, pid in stopping]
         deadline = time.time() + grace_s
         while True:
             running = [pid for pid in pids if pid_alive(pid)]
@@ -269,7 +271,7 @@ class LocalExecutor(_Submitit):
             for child in child_pids(pid):
                 _signal(child, signal.SIGKILL)
             _signal(pid, signal.SIGKILL)
-        return [job_id for job_id, _ in jobs]
+        return [job_id for job_id, _ in stopping]  # the others had ended: the next controller polls them
 
 
 def _signal(pid: int, signum: int) -> None:

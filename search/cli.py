@@ -202,7 +202,7 @@ def _print_jobs(sweep) -> None:
         point = " ".join(f"{k}={v}" for k, v in run["point"].items())
         if running and not run["job_id"]:  # stopped on purpose (Ctrl-C), or killed before submitting
             print(f"{run['certification']} {point}: stopped, no job ({run['reason'] or 'not submitted yet'}); "
-                  "`megadocs search certify` runs it")
+                  "`megadocs search certify` runs it again")
             continue
         reason = f": {run['reason']}" if run["status"] == RunStatus.FAILED and run["reason"] else ""
         status = run["status"]

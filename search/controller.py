@@ -31,7 +31,7 @@ from megadocs.errors import UserError
 from megadocs.executors import Executor, JobState, make_executor
 from megadocs.formats import RunDir, RunMetrics, RunStatus
 from megadocs.provenance import read as read_provenance
-from megadocs.trust import require_inside
+from megadocs.trust import UntrustedPath, require_inside
 from search.certify import (
     CertifySearch,
     Evaluator,
@@ -266,7 +266,7 @@ class LedgerEvaluator(Evaluator):
         Returns:
             How many runs were stopped, and the job ids that keep running (re-attached next time).
         """
-        runs = [run for run in self._inflight.values() if run.job_id]
+        runs = [run for run in self._inflight.values() if run.job_id and self._trusted(run)]
         if not runs:
             return 0, []
         if self.executor.stops_on_interrupt:
@@ -276,13 +276,21 @@ class LedgerEvaluator(Evaluator):
                                                  grace_s=self.objective.stop_grace_s))
         for run in runs:
             if run.job_id in stopped:
-                reason = f"stopped ({why}) during attempt {run.attempts}; the next certify runs it again"
+                reason = f"{why} during attempt {run.attempts}"
                 for subscriber in run.subscribers:
                     self.ledger.update(subscriber.trial_id, **{ATTR_JOB_ID: None, ATTR_JOB_FOLDER: None,
                                                                ATTR_ATTEMPTS: run.attempts - 1, ATTR_REASON: reason})
         return len(stopped), [run.job_id for run in runs if run.job_id not in stopped]
 
     # -- internals -------------------------------------------------------------------------
+
+    def _trusted(self, run: _Run) -> bool:
+        """Whether the run's job is one this controller may signal (its folder is the sweep's own)."""
+        try:
+            self.executor.alive(run.job_id, run.job_folder)
+        except UntrustedPath:
+            return False
+        return True
 
     def _job_attrs(self, run: _Run) -> dict[str, Any]:
         return {ATTR_JOB_ID: run.job_id, ATTR_JOB_FOLDER: run.job_folder, ATTR_ATTEMPTS: run.attempts}

@@ -147,7 +147,7 @@ def test_ctrl_c_stops_local_runs_in_one_line_and_the_rerun_resumes_them(make_swe
     wait_for(lambda: not any(pid_alive(pid) for pid in processes), timeout=10, what="every job process gone")
     stopped = [r for r in read_runs(path) if r["status"] == "running"]
     assert len(stopped) == 2 and all(r["job_id"] is None and r["attempts"] == 0 for r in stopped)
-    assert all(r["reason"].startswith("stopped (interrupted)") for r in stopped)
+    assert all(r["reason"] == "interrupted during attempt 1" for r in stopped)
 
     monkeypatch.setenv("SEARCH_TEST_SLEEP", "1")
     resumed = controller(path)
