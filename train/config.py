@@ -6,7 +6,8 @@ and of what its data *is*: the token store's, the pool's and the assembly's mani
 the same path gives new runs, and moving them keeps the old ones. Execution details (where it
 runs, how a batch is split into micro-batches, how often it is checkpointed, whether it is
 compiled) are left out, so moving a run to another machine or resuming it with a smaller
-micro-batch keeps its identity and its run directory.
+micro-batch keeps its identity and its run directory. A change of the code that changes what a
+config learns bumps `TRAINING_REVISION`, which the identity also covers.
 
 Example:
     >>> from train.config import RunConfig
@@ -41,6 +42,9 @@ __all__ = [
     "DECAY_GROUPS",
     "DEFAULT_DECAY_GROUPS",
     "EXECUTION_FIELDS",
+    "TRAINING_REVISION",
+    "TRAINING_REVISIONS",
+    "describe_revision",
     "template",
 ]
 
@@ -71,6 +75,26 @@ EXECUTION_FIELDS: dict[str, tuple[str, ...]] = {
     "optim": ("micro_batch_size",),
     "eval": ("every", "curve_windows", "curve_extra"),
 }
+TRAINING_REVISIONS: dict[int, str] = {
+    1: "the EOS input embedding was a padding row and never learned",
+    2: "the EOS input embedding learns like every token (no padding row)",
+}
+"""What the trainer's code learns from a config, by revision. A new revision is added when the same
+config and data train a different model (a change of the code, not of the config); runs of an
+earlier revision are not this code's results, so the revision is part of the identity: `search`
+supersedes their trials and runs their points again, and a RUN of another revision is refused."""
+TRAINING_REVISION = max(TRAINING_REVISIONS)
+
+
+def describe_revision(revision: int) -> str:
+    """``training revision N (what it learns)``, for messages.
+
+    >>> describe_revision(1)
+    'training revision 1 (the EOS input embedding was a padding row and never learned)'
+    """
+    return f"training revision {revision} ({TRAINING_REVISIONS.get(revision, 'unknown to this code')})"
+
+
 AUTO = "auto"
 # `document_mask` was a bool; hashing the old spelling of the old modes keeps those runs' identities.
 _LEGACY_DOCUMENT_MASK = {DocumentMask.OFF.value: False, DocumentMask.DOCUMENT.value: True}
@@ -311,8 +335,9 @@ class RunConfig(StrictModel):
         return identity
 
     def identity(self) -> str:
-        """Hash of what changes what is learned: the config without the EXECUTION_FIELDS and with
-        its data paths replaced by `data_identity()` (reads the manifests; UserError if missing)."""
+        """Hash of what changes what is learned: the config without the EXECUTION_FIELDS, with
+        its data paths replaced by `data_identity()` (reads the manifests; UserError if missing),
+        and the `TRAINING_REVISION` of the code that trains it."""
         data = self.model_dump(mode="json")
         for section, names in EXECUTION_FIELDS.items():
             target = data[section] if section else data
@@ -334,7 +359,7 @@ class RunConfig(StrictModel):
         for extra in data["eval"]["extra"].values():
             extra.pop("store")
         data["eval"].pop("benchmark_data")
-        return config_hash({"config": data, "data": self.data_identity()})
+        return config_hash({"config": data, "data": self.data_identity(), "training_revision": TRAINING_REVISION})
 
 
 TEMPLATE = """\

@@ -30,7 +30,19 @@ import torch
 
 from megadocs.errors import UserError
 
-__all__ = ["DistributedContext", "SINGLE", "world_from_env", "init_distributed"]
+__all__ = ["DistributedContext", "StepShare", "SINGLE", "world_from_env", "init_distributed"]
+
+
+@dataclass(frozen=True)
+class StepShare:
+    """This rank's part of one step's global batch (`DistributedContext.step_share`)."""
+
+    rows: slice
+    """Its rows of the global batch (``slice(0, 1)``, a placeholder, when it has none)."""
+    row_weight: float
+    """The weight of each row's mean loss: ``world_size / global rows``, 0 for the placeholder."""
+    micro_batches: int
+    """How many micro-batches it runs: the same on every rank."""
 
 
 @dataclass(frozen=True)
@@ -57,6 +69,33 @@ class DistributedContext:
         when it divides evenly, else the first ``batch_size % world_size`` ranks take one more (the
         short last batch of an epoch; a rank may get none when the batch is shorter than the world)."""
         return slice(batch_size * self.rank // self.world_size, batch_size * (self.rank + 1) // self.world_size)
+
+    def step_share(self, batch_size: int, micro_batch_size: int) -> StepShare:
+        """This rank's part of a step of ``batch_size`` global rows, in micro-batches of at most
+        ``micro_batch_size``, with the same number of micro-batches on every rank.
+
+        Every rank runs as many micro-batches as the largest share needs (``ceil(batch_size /
+        world_size)`` rows): under FSDP each forward and backward is collective (all-gathers,
+        reduce-scatters), so a rank that ran one more than the others would wait forever. A rank
+        short of micro-batches runs placeholders of weight 0 (`train.loop.train_step`), as does a
+        rank with no rows (the batch is shorter than the world: one placeholder row). Cost: at most
+        one micro-batch of one row per rank on such a step (the last, short step of a run; or every
+        step when ``batch_size`` is not a multiple of the world and ``micro_batch_size`` divides the
+        smaller share).
+
+        Example:
+            >>> first, second = (DistributedContext(rank=r, world_size=2).step_share(15, 7) for r in (0, 1))
+            >>> first.rows, second.rows, first.micro_batches, second.micro_batches  # 7 rows: 1 + a placeholder
+            (slice(0, 7, None), slice(7, 15, None), 2, 2)
+            >>> DistributedContext(rank=0, world_size=4).step_share(3, 1)  # no rows: a placeholder row
+            StepShare(rows=slice(0, 1, None), row_weight=0.0, micro_batches=1)
+        """
+        rows = self.rows(batch_size)
+        row_weight = self.world_size / batch_size  # DDP/FSDP average over ranks: the global batch's mean
+        if rows.stop == rows.start:
+            rows, row_weight = slice(0, 1), 0.0
+        largest = -(-batch_size // self.world_size)
+        return StepShare(rows=rows, row_weight=row_weight, micro_batches=-(-largest // micro_batch_size))
 
     def any(self, flag: bool) -> bool:
         """True on every rank when it is true on any (a stop request seen by one rank stops all at

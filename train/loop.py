@@ -62,7 +62,14 @@ from megadocs.formats import (
 from megadocs.provenance import write as write_provenance
 from train.benchmarks import check_tasks
 from train.checkpoint import CheckpointWriter, read_checkpoint, restore_progress
-from train.config import AUTO, DEFAULT_DECAY_GROUPS, DocumentMask, RunConfig
+from train.config import (
+    AUTO,
+    DEFAULT_DECAY_GROUPS,
+    TRAINING_REVISION,
+    DocumentMask,
+    RunConfig,
+    describe_revision,
+)
 from train.curves import PeriodicValidation
 from train.device import resolve_device, set_determinism
 from train.distributed import SINGLE, DistributedContext, init_distributed
@@ -75,6 +82,7 @@ from train.tracking import Tracker
 __all__ = [
     "Preempted",
     "check_run_identity",
+    "recorded_revision",
     "write_run_identity",
     "LOG_EVERY",
     "lr_factor",
@@ -87,6 +95,7 @@ __all__ = [
 
 LOG_EVERY = 10  # steps between log lines and divergence checks (each is a device sync)
 PREEMPTION_SIGNALS = (signal.SIGTERM, signal.SIGUSR2, signal.SIGINT)
+REVISION_KEY = "training_revision"  # in RUN/identity.json (absent: revision 1)
 
 
 class Preempted(Exception):
@@ -178,15 +187,20 @@ def train_step(
     loss_implementation: str = "chunked",
     replicas: torch.nn.Module | None = None,
     row_weight: float | None = None,
+    micro_batches: int | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """One optimizer update on a batch [B, C], accumulated over micro-batches.
 
     Data parallel (`replicas`: DDP, or the FSDP root, over a `MicroBatchLoss` of `model`): [B, C]
-    is this rank's rows of the global batch. DDP averages gradients over ranks once, on the last
+    is this rank's rows of the global batch, and `row_weight` and `micro_batches` come from
+    `DistributedContext.step_share`. DDP averages gradients over ranks once, on the last
     micro-batch (`no_sync` before it); FSDP reduce-scatters after every micro-batch into the
-    sharded gradients (`train.sharding`). `row_weight` (default ``1 / B``) weighs each row's mean loss: ``ranks / global rows``
-    makes the DDP average the global batch's mean even when ranks hold unequal rows (0 for a rank
-    that holds a placeholder row because the batch is shorter than the world).
+    sharded gradients (`train.sharding`). `row_weight` (default ``1 / B``) weighs each row's mean
+    loss: ``ranks / global rows`` makes the average over ranks the global batch's mean even when
+    ranks hold unequal rows (0 for a rank that holds a placeholder row because the batch is
+    shorter than the world). `micro_batches` (default: as many as B needs) is the count every rank
+    runs, so that FSDP's collectives match: the micro-batches past B are placeholders, this rank's
+    first row again with weight 0, whose gradient is exactly zero.
 
     Returns the batch's mean token loss and the pre-clip gradient norm, as device tensors (no
     sync). Each micro-batch's mean loss is weighted by its share of the batch's rows, so the
@@ -196,11 +210,19 @@ def train_step(
     device = input_ids.device
     rows = input_ids.shape[0]
     row_weight = 1.0 / rows if row_weight is None else row_weight
+    needed = -(-rows // micro_batch_size)
+    micro_batches = needed if micro_batches is None else micro_batches
+    if micro_batches < needed:
+        raise ValueError(f"micro_batches={micro_batches}: {rows} rows at micro_batch_size={micro_batch_size} "
+                         f"need {needed}")  # fmt: skip
     total_loss = torch.zeros((), device=device)
-    for start in range(0, rows, micro_batch_size):
-        ids = input_ids[start : start + micro_batch_size]  # [b, C]
-        docs = document_ids[start : start + micro_batch_size]
-        last = start + micro_batch_size >= rows
+    for index in range(micro_batches):
+        start = index * micro_batch_size
+        placeholder = start >= rows  # lockstep with a rank that has more micro-batches: no weight
+        window = slice(0, 1) if placeholder else slice(start, start + micro_batch_size)
+        ids, docs = input_ids[window], document_ids[window]  # [b, C]
+        weight = 0.0 if placeholder else ids.shape[0] * row_weight
+        last = index == micro_batches - 1
         accumulate_locally = isinstance(replicas, torch.nn.parallel.DistributedDataParallel) and not last
         sync = replicas.no_sync() if accumulate_locally else contextlib.nullcontext()
         with sync:
@@ -210,7 +232,7 @@ def train_step(
                                                  implementation=loss_implementation)  # fmt: skip
                 else:
                     micro_loss = replicas(ids, docs)
-                loss = micro_loss * (ids.shape[0] * row_weight)
+                loss = micro_loss * weight
             loss.backward()
         total_loss += loss.detach()
     grad_norm = torch.nn.utils.clip_grad_norm_(parameters, grad_clip)  # the global norm, also over shards
@@ -298,7 +320,8 @@ class PreemptionSignals:
 
 
 def check_run_identity(out: Path, identity: str) -> None:
-    """Refuse a RUN that holds another run: another config, or the same config on other data.
+    """Refuse a RUN that holds another run: another config, the same config on other data, or
+    one trained by another `TRAINING_REVISION` of this code.
 
     A finished RUN is checked too: returning its metrics for another identity would report the
     old run's losses as the new one's.
@@ -312,11 +335,12 @@ def check_run_identity(out: Path, identity: str) -> None:
     recorded = run_dir.config_hash.read_text().strip()
     if recorded == identity:
         return
-    if not run_dir.identity.is_file():
+    revision = recorded_revision(out)
+    if revision != TRAINING_REVISION:
         raise UserError(
-            f"{out}: made before run identities covered the data (recorded {recorded}, this config on "
-            f"today's data is {identity}); if its config, store and pool are unchanged adopt it with "
-            f"`megadocs train --reidentify {out}`, else use another --out"
+            f"{out}: holds a run of identity {recorded} trained by {describe_revision(revision)}; this code "
+            f"trains {describe_revision(TRAINING_REVISION)}, identity {identity}; its results are not this "
+            "code's: use another --out (the default is runs/train/<identity>)"
         )
     raise UserError(
         f"{out}: holds a run of identity {recorded}, not {identity} (another config, or the same config "
@@ -324,10 +348,21 @@ def check_run_identity(out: Path, identity: str) -> None:
     )
 
 
-def write_run_identity(config: RunConfig, out: Path, identity: str) -> None:
-    """Record the identity and what it covers (the data's manifest identities) in RUN."""
+def recorded_revision(out: Path) -> int:
+    """The `TRAINING_REVISION` that trained RUN, as its identity.json records it; 1 for a RUN made
+    before revisions were recorded (with or without identity.json)."""
     run_dir = RunDir(out)
-    write_json(run_dir.identity, {"identity": identity, "data": config.data_identity()}, indent=1, sort_keys=True)
+    if not run_dir.identity.is_file():
+        return 1
+    return int(json.loads(run_dir.identity.read_text()).get(REVISION_KEY, 1))
+
+
+def write_run_identity(config: RunConfig, out: Path, identity: str) -> None:
+    """Record the identity and what it covers (the data's manifest identities, the training
+    revision) in RUN."""
+    run_dir = RunDir(out)
+    write_json(run_dir.identity, {"identity": identity, "data": config.data_identity(),
+                                  REVISION_KEY: TRAINING_REVISION}, indent=1, sort_keys=True)  # fmt: skip
     write_atomic(run_dir.config_hash, identity + "\n")
 
 
@@ -697,20 +732,18 @@ def _train(training: _Training, streams, config: RunConfig, device: torch.device
             # every rank builds the same global batch (a function of the step) and takes its rows
             batch = prefetcher.get(training.step)
             global_tokens = batch["input_ids"].numel()
-            global_rows = batch["input_ids"].shape[0]
-            rows = dist.rows(global_rows)
-            row_weight = dist.world_size / global_rows if rows.stop > rows.start else 0.0
-            if row_weight == 0.0:  # fewer rows than ranks: a placeholder row with no weight keeps DDP in step
-                rows = slice(0, 1)
-            input_ids = batch["input_ids"][rows].to(device, non_blocking=True)  # [B / ranks, C]
-            document_ids = batch["document_ids"][rows].to(device, non_blocking=True)  # [B / ranks, C]
+            # every rank runs as many micro-batches (FSDP's forwards and backwards are collective)
+            share = dist.step_share(batch["input_ids"].shape[0], optim.micro_batch_size)
+            input_ids = batch["input_ids"][share.rows].to(device, non_blocking=True)  # [B / ranks, C]
+            document_ids = batch["document_ids"][share.rows].to(device, non_blocking=True)  # [B / ranks, C]
 
             # --- forward/backward over micro-batches, clip, update -----------------------------
             loss, grad_norm = train_step(
                 training.forward, training.optimizer, training.scheduler, input_ids, document_ids,
                 micro_batch_size=optim.micro_batch_size, grad_clip=optim.grad_clip,
                 document_mask=config.data.document_mask, parameters=parameters, eos_id=streams.eos_id,
-                loss_implementation=loss_implementation, replicas=training.replicas, row_weight=row_weight,
+                loss_implementation=loss_implementation, replicas=training.replicas, row_weight=share.row_weight,
+                micro_batches=share.micro_batches,
             )  # fmt: skip
             training.step += 1
             step = training.step

@@ -78,7 +78,8 @@ def parameter_count(preset: ModelPreset, vocab_size: int) -> int:
 
 
 def llama_config(preset: ModelPreset, *, vocab_size: int, context: int, eos_id: int | None = None):
-    """The `transformers.LlamaConfig` of a preset."""
+    """The `transformers.LlamaConfig` of a preset: EOS is the model's BOS and EOS (documents are
+    EOS-joined, no BOS), and no token is a padding row (see below)."""
     from transformers import LlamaConfig
 
     return LlamaConfig(
@@ -99,7 +100,11 @@ def llama_config(preset: ModelPreset, *, vocab_size: int, context: int, eos_id: 
         initializer_range=INIT_SCALE / math.sqrt(preset.hidden),
         bos_token_id=eos_id,
         eos_token_id=eos_id,
-        pad_token_id=eos_id,
+        # No pad token: transformers makes `pad_token_id` the embedding's `padding_idx`, a row
+        # that never gets a gradient. Packed training has no padding, and EOS (the document
+        # separator, in every window) must learn like every other token. Batches padded at
+        # inference (lm-eval) are masked by their callers; the tokenizer keeps its pad token.
+        pad_token_id=None,
         attn_implementation="sdpa",
     )
 

@@ -56,8 +56,9 @@ def _add_run_options(parser: argparse.ArgumentParser, *, late: bool = False) -> 
                         help="run directory (default: runs/train/<identity>)", **unset)
     parser.add_argument(
         "--reidentify", dest=prefix + "reidentify", metavar="RUN",
-        help="re-record RUN's identity from its config.yaml and today's data (for runs made before "
-        "identities covered the data; only when its store and pool are unchanged)", **unset,
+        help="re-record RUN's identity from its config.yaml and today's data (for a run of this "
+        "training revision whose recorded identity is stale; only when its store and pool are unchanged)",
+        **unset,
     )  # fmt: skip
     parser.add_argument("--dry-run", dest=prefix + "dry_run", action="store_true", **unset,
                         help="print the plan (steps, tokens, FLOPs, memory, GPU-hours) and exit without training")
@@ -220,12 +221,19 @@ def _dry_run(config, args: argparse.Namespace) -> int:
 
 
 def _reidentify(run_dir: Path) -> int:
-    """Adopt a run made before identities covered the data: the user vouches its data is unchanged."""
-    from train.loop import write_run_identity
+    """Adopt a run whose recorded identity is stale (made before the identity covered what it
+    covers today): the user vouches its data is unchanged. A run trained by another
+    `TRAINING_REVISION` is refused: this code would not have learned what it learned."""
+    from train.config import TRAINING_REVISION, describe_revision
+    from train.loop import recorded_revision, write_run_identity
 
     run = RunDir(run_dir)
     if not run.config.is_file():
         raise UserError(f"--reidentify: {run_dir}: no {RunDir.CONFIG} (expected a run directory)")
+    revision = recorded_revision(run_dir)
+    if revision != TRAINING_REVISION:
+        raise UserError(f"--reidentify: {run_dir}: trained by {describe_revision(revision)}, not this code's "
+                        f"{describe_revision(TRAINING_REVISION)}; train it again into another --out")
     config = load_run_config(run.config)
     old = run.config_hash.read_text().strip() if run.config_hash.is_file() else None
     identity = config.identity()

@@ -9,7 +9,7 @@ import shutil
 import pytest
 
 from megadocs.errors import UserError
-from train.config import RunConfig
+from train.config import TRAINING_REVISION, TRAINING_REVISIONS, RunConfig
 from train.store import prepare
 
 
@@ -90,7 +90,20 @@ def test_synthetic_only_identity_covers_synthetic_epochs_and_not_real_epochs(tin
     before_the_field["data"]["document_mask"] = False
     before_the_field["data"].pop("store")
     before_the_field["eval"].pop("benchmark_data")
-    assert base.identity() == config_hash({"config": before_the_field, "data": base.data_identity()})
+    # the fields added since keep identities; the training revision changes them on purpose
+    assert base.identity() == config_hash({"config": before_the_field, "data": base.data_identity(),
+                                           "training_revision": TRAINING_REVISION})  # fmt: skip
+
+
+def test_the_training_revision_is_part_of_the_identity(tiny_store, monkeypatch):
+    """Runs trained by earlier code (the EOS embedding frozen: revision 1) are not this code's:
+    the same config gets another identity, so `search` supersedes their trials."""
+    import train.config
+
+    assert TRAINING_REVISION >= 2 and set(TRAINING_REVISIONS) == set(range(1, TRAINING_REVISION + 1))
+    today = _config(tiny_store).identity()
+    monkeypatch.setattr(train.config, "TRAINING_REVISION", 1)
+    assert _config(tiny_store).identity() != today
 
 
 def test_re_preparing_a_store_at_the_same_path_changes_the_identity_and_moving_it_does_not(tiny_store, tmp_path):
@@ -172,13 +185,31 @@ def test_a_finished_run_is_reused_only_by_its_own_identity(tiny_store, tmp_path,
     # The same config is still served from the finished directory.
     assert main(["train", str(config_path), "--out", str(run)]) == 0
 
-    # A run directory made before identities covered the data is refused, with the command that adopts it.
-    (run / "identity.json").unlink()
+    # A stale recorded identity of this training revision: --reidentify adopts it (the user vouches
+    # for its data).
+    identity_json = json.loads((run / "identity.json").read_text())
     (run / "config_hash").write_text("0123456789abcdef\n")
     assert main(["train", str(config_path), "--out", str(run)]) == 2
-    err = capsys.readouterr().err
-    assert f"megadocs train --reidentify {run}" in err and "0123456789abcdef" in err
+    assert "0123456789abcdef" in capsys.readouterr().err
     assert main(["train", "--reidentify", str(run)]) == 0
     assert (run / "config_hash").read_text().strip() == recorded
     assert json.loads((run / "metrics.json").read_text())["val_loss"] == metrics["val_loss"]
     assert main(["train", str(config_path), "--out", str(run)]) == 0
+
+    # A run of an earlier training revision (before it was recorded; or made before identities
+    # covered the data, without identity.json): refused by train and by --reidentify, in one line.
+    for earlier in ({k: v for k, v in identity_json.items() if k != "training_revision"}, None):
+        if earlier is None:
+            (run / "identity.json").unlink()
+        else:
+            (run / "identity.json").write_text(json.dumps({**earlier, "identity": "0123456789abcdef"}))
+        (run / "config_hash").write_text("0123456789abcdef\n")
+        capsys.readouterr()
+        assert main(["train", str(config_path), "--out", str(run)]) == 2
+        err = capsys.readouterr().err.strip().splitlines()[-1]
+        assert "training revision 1 (the EOS input embedding was a padding row" in err and recorded in err
+        assert main(["train", "--reidentify", str(run)]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("error: --reidentify:") and "\n" not in err and "training revision 1" in err
+        assert (run / "config_hash").read_text().strip() == "0123456789abcdef"  # nothing rewritten
+        assert json.loads((run / "metrics.json").read_text()) == metrics

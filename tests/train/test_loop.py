@@ -15,7 +15,7 @@ import torch
 from megadocs.config import parse_config
 from megadocs.errors import UserError
 from megadocs.formats import RunMetrics, RunStatus
-from train.config import RunConfig
+from train.config import TRAINING_REVISION, RunConfig
 from train.loop import Preempted, lr_factor, param_groups, run, train_step
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -122,17 +122,23 @@ def test_micro_batches_accumulate_to_the_full_batch_gradient():
     ids = torch.randint(0, 384, (6, 16))
     docs = torch.zeros_like(ids)
     results = []
-    for micro in (6, 4):  # 4 leaves a short micro-batch of 2: weighting by rows keeps the mean exact
+    # 4 leaves a short micro-batch of 2: weighting by rows keeps the mean exact; 4 micro-batches of
+    # 4 add two placeholders (a rank in step with one holding more rows) that change nothing
+    for micro, count in ((6, None), (4, None), (4, 4)):
         model = build_model("tiny-1m", vocab_size=384, context=16, seed=0)
         optimizer = torch.optim.AdamW(param_groups(model, 0.1), lr=1e-3)
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 1.0)
         loss, norm = train_step(model, optimizer, scheduler, ids, docs, micro_batch_size=micro, grad_clip=1e9,
-                                document_mask=False, parameters=list(model.parameters()))
+                                document_mask=False, parameters=list(model.parameters()), micro_batches=count)
         results.append((loss, norm, model.lm_head.weight.detach().clone()))
-    (loss_a, norm_a, w_a), (loss_b, norm_b, w_b) = results
-    torch.testing.assert_close(loss_a, loss_b)
-    torch.testing.assert_close(norm_a, norm_b)
-    torch.testing.assert_close(w_a, w_b)
+    for loss, norm, weight in results[1:]:
+        torch.testing.assert_close(loss, results[0][0])
+        torch.testing.assert_close(norm, results[0][1])
+        torch.testing.assert_close(weight, results[0][2])
+    torch.testing.assert_close(results[2][2], results[1][2], rtol=0, atol=0)  # placeholders: exactly nothing
+    with pytest.raises(ValueError, match="micro_batches=1: 6 rows at micro_batch_size=4 need 2"):
+        train_step(model, optimizer, scheduler, ids, docs, micro_batch_size=4, grad_clip=1e9, document_mask=False,
+                   parameters=list(model.parameters()), micro_batches=1)  # fmt: skip
 
 
 def test_weight_decay_follows_levanters_default_mask_and_is_configurable():
@@ -240,7 +246,8 @@ def test_extra_set_with_another_tokenizer_is_refused(small_store, tiny_store, tm
 def test_run_directory_of_another_config_is_refused(small_store, tmp_path):
     (tmp_path / "run").mkdir()
     (tmp_path / "run" / "config_hash").write_text("0123456789abcdef\n")
-    (tmp_path / "run" / "identity.json").write_text('{"identity": "0123456789abcdef"}\n')
+    recorded = {"identity": "0123456789abcdef", "training_revision": TRAINING_REVISION}
+    (tmp_path / "run" / "identity.json").write_text(json.dumps(recorded))
     with pytest.raises(UserError, match="holds a run of identity 0123456789abcdef, not [0-9a-f]{16}"):
         run(make_config(small_store), tmp_path / "run")
 

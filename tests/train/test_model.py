@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 
 import pytest
@@ -70,3 +71,34 @@ def test_document_mask_hides_other_documents_in_the_window():
     assert not torch.allclose(full[0, 12:], full_changed[0, 12:])  # cross-document attention by default
     # within the first document the mask is plain causal attention
     torch.testing.assert_close(masked[0, :12], full[0, :12])
+
+
+def test_no_token_is_a_padding_row_so_the_eos_embedding_learns():
+    """Packed training has no padding: the EOS input embedding (the document separator) must get
+    a gradient like every other token (transformers freezes a `padding_idx` row)."""
+    eos = 5
+    model = build_model("tiny-1m", vocab_size=64, context=16, seed=0, eos_id=eos)
+    assert model.get_input_embeddings().padding_idx is None and model.config.pad_token_id is None
+    ids = torch.tensor([[7, 8, eos, 9, 10, eos, 11, 12]])
+    model(input_ids=ids, labels=ids).loss.backward()
+    grad = model.get_input_embeddings().weight.grad  # [V, H]
+    assert grad[eos].abs().sum() > 0 and grad[7].abs().sum() > 0
+    assert model.config.eos_token_id == eos  # generation still stops at the separator
+
+
+def test_models_saved_with_a_pad_token_still_load_and_their_weights_resume(tmp_path):
+    """A RUN/model written before (config.json with ``pad_token_id`` = EOS) loads as ensembles and
+    lm-eval load it, and its weights (as in a resume checkpoint) load into today's model."""
+    from transformers import AutoModelForCausalLM
+
+    eos = 5
+    before = build_model("tiny-1m", vocab_size=64, context=16, seed=0, eos_id=eos)
+    before.config.pad_token_id = eos  # what llama_config wrote before
+    before.save_pretrained(tmp_path / "model")
+    assert json.loads((tmp_path / "model" / "config.json").read_text())["pad_token_id"] == eos
+    loaded = AutoModelForCausalLM.from_pretrained(tmp_path / "model", dtype=torch.float32).eval()
+    today = build_model("tiny-1m", vocab_size=64, context=16, seed=1, eos_id=eos).eval()
+    today.load_state_dict(before.state_dict())  # strict: the same keys, no padding buffer
+    ids = torch.tensor([[7, 8, eos, 9, 10, eos, 11, 12]])
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(input_ids=ids).logits, today(input_ids=ids).logits, rtol=0, atol=0)
