@@ -3,8 +3,10 @@
 Two runs of the tiny model go at once (``executor: {kind: local, max_parallel: 2}``), as in a
 user's sweep on one machine. Measured twice with the same sweep:
 
-- ``default``: every job with as many intra-op threads as the machine has cores, which is what
-  PyTorch does when OMP_NUM_THREADS is unset (the executor before issue 34);
+- ``default``: every job with as many threads as the machine has cores, for PyTorch's OpenMP
+  and for MKL, which is what they do when OMP_NUM_THREADS and MKL_NUM_THREADS are unset (the
+  executor before issue 34; measured alike: two `megadocs train` runs at once with both unset
+  cost 138 CPU-s each, with OMP_NUM_THREADS=2 alone 178, with OMP_NUM_THREADS=1 alone 12);
 - ``policy``: the executor's own choice, cores / max_parallel (``megadocs.procs.threads_per_job``).
 
 The figure is the CPU seconds a run costs (its ``cpu_s`` in log.jsonl, all threads) under the
@@ -29,7 +31,7 @@ from pathlib import Path
 
 import yaml
 
-from megadocs.procs import available_cores, threads_per_job
+from megadocs.procs import THREAD_VARIABLES, available_cores, threads_per_job
 
 TARGET_RATIO = 0.67
 MAX_PARALLEL = 2
@@ -70,9 +72,9 @@ def measure(work: Path, store: Path, name: str, threads: int | None, epochs: int
     }
     path = work / f"{name}.yaml"
     path.write_text(yaml.safe_dump(sweep))
-    env = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "MKL_NUM_THREADS")}
-    if threads is not None:
-        env["OMP_NUM_THREADS"] = str(threads)  # a user's own setting wins over the executor's policy
+    env = {k: v for k, v in os.environ.items() if k not in THREAD_VARIABLES}
+    if threads is not None:  # a user's own setting wins over the executor's policy
+        env.update(dict.fromkeys(THREAD_VARIABLES, str(threads)))
     load = os.getloadavg()[0]
     started = time.perf_counter()
     _megadocs("search", "certify", str(path), "--no-progress", env=env)
