@@ -50,8 +50,8 @@ def available_cores() -> int:
 def threads_per_job(parallel: int, cores: int | None = None) -> int:
     """Intra-op threads for each of ``parallel`` jobs sharing ``cores`` (default: :func:`available_cores`).
 
-    PyTorch otherwise starts one OpenMP thread per core in *every* job: two runs on two cores then
-    run four spinning threads and each costs ~3x the CPU time (issue 34: 61 vs 21 CPU-s a run).
+    PyTorch's OpenMP and MKL otherwise start one thread per core in *every* job: two tiny runs at
+    once on two cores then cost 48 CPU-s each instead of 13 (benchmarks/RESULTS.md, "local_threads").
 
     >>> threads_per_job(2, cores=2), threads_per_job(4, cores=16), threads_per_job(8, cores=2)
     (1, 4, 1)
