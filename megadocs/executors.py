@@ -21,11 +21,9 @@ from __future__ import annotations
 
 import os
 import signal
-import threading
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
@@ -34,7 +32,7 @@ from typing import Any, Literal
 from pydantic import Field
 
 from megadocs.config import StrictModel, load_config
-from megadocs.procs import child_pids, job_thread_environment, pid_alive
+from megadocs.procs import child_pids, child_process_settings, job_thread_environment, pid_alive
 from megadocs.trust import require_inside
 
 __all__ = ["JobState", "Poll", "Executor", "SlurmProfile", "make_executor", "load_profile", "check_array_executor",
@@ -226,7 +224,10 @@ class LocalExecutor(_Submitit):
         self._result_seen: dict[str, float] = {}
 
     def submit(self, tasks: Sequence[Callable[[], Any]]) -> list[str]:
-        with _job_process_settings(self.environment):
+        # submitit's LocalExecutor starts each job with a copy of this process's environment and
+        # signal dispositions, and takes no others: the thread variables and an ignored SIGINT (the
+        # terminal's Ctrl-C is the controller's; it stops its jobs itself, see on_interrupt)
+        with child_process_settings(self.environment, ignore_sigint=True):
             return super().submit(tasks)
 
     def _reattach(self, job_id: str, folder: Path) -> Any:
@@ -279,30 +280,6 @@ def _signal(pid: int, signum: int) -> None:
         os.kill(pid, signum)
     except ProcessLookupError:
         pass
-
-
-@contextmanager
-def _job_process_settings(environment: Mapping[str, str]) -> Iterator[None]:
-    """What a local job inherits at submission: submitit's LocalExecutor starts each job with a copy
-    of this process's environment and signal dispositions, and takes no others. So, only while
-    submitting: the thread variables are set (the jobs' thread count), and SIGINT is ignored, which
-    every job process keeps: the terminal's Ctrl-C then reaches the controller alone, and it stops
-    its jobs itself (:meth:`LocalExecutor.on_interrupt`) instead of each printing a traceback. A
-    Ctrl-C in the instant of a submission is ignored (press it again)."""
-    saved = {name: os.environ.get(name) for name in environment}
-    os.environ.update(environment)
-    main = threading.current_thread() is threading.main_thread()
-    previous = signal.signal(signal.SIGINT, signal.SIG_IGN) if main else None
-    try:
-        yield
-    finally:
-        if main:
-            signal.signal(signal.SIGINT, previous)
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
 
 
 class SlurmExecutor(_Submitit):

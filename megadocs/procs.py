@@ -4,11 +4,14 @@ the one policy for how many threads a job gets (:func:`job_thread_environment`).
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+import signal
+import threading
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 
 __all__ = ["pid_alive", "child_pids", "apply_environment_defaults", "available_cores", "threads_per_job",
-           "job_thread_environment", "THREAD_VARIABLES"]
+           "job_thread_environment", "child_process_settings", "THREAD_VARIABLES"]
 
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS")
 """What sets a job's intra-op threads: PyTorch's CPU kernels (OpenMP, MKL) read these at start."""
@@ -77,3 +80,29 @@ def apply_environment_defaults(defaults: Mapping[str, str]) -> None:
     """
     for name, value in defaults.items():
         os.environ.setdefault(name, value)
+
+
+@contextmanager
+def child_process_settings(environment: Mapping[str, str], *, ignore_sigint: bool = False) -> Iterator[None]:
+    """While active, this process's environment holds ``environment`` and (``ignore_sigint``, main
+    thread only) SIGINT is ignored; both are restored on exit. For starting child processes
+    through a library that copies the parent's environment and signal dispositions and takes no
+    others (submitit's local executor): the children keep both, this process only for the moment
+    of the start. A child started with SIGINT ignored keeps ignoring the terminal's Ctrl-C (Python
+    installs no KeyboardInterrupt handler then; ``train.loop`` respects it too). A Ctrl-C that
+    arrives in that moment is ignored (press it again).
+    """
+    saved = {name: os.environ.get(name) for name in environment}
+    os.environ.update(environment)
+    ignoring = ignore_sigint and threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN) if ignoring else None
+    try:
+        yield
+    finally:
+        if ignoring:
+            signal.signal(signal.SIGINT, previous)
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
