@@ -18,7 +18,6 @@
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Mapping
 from pathlib import Path
@@ -30,7 +29,9 @@ import pandas as pd
 from analysis.frame import POINT
 from analysis.generation import BASELINE_METHOD, loss_column
 from analysis.scaling import PowerLawFit, power_law
+from megadocs.errors import UserError
 from megadocs.formats import IID
+from megadocs.pools import read_manifest, resolve_pool
 from search.sweep import SYNTHETIC_ONLY_MIX
 
 __all__ = [
@@ -123,31 +124,31 @@ def student_scaling_table(certifications: pd.DataFrame, val_set: str = IID) -> p
 
 
 def _pool_dirs(pools: Mapping[str, Any], gs: Mapping[str, list[int]]) -> list[tuple[str, Path]]:
-    """(method, pool directory) for every pool a sweep names (templates filled with each G)."""
-    found = []
-    for method, entry in pools.items():
-        if isinstance(entry, Mapping):
-            found += [(method, Path(str(path))) for path in entry.values()]
-        elif "{g}" in str(entry):
-            found += [(method, Path(str(entry).format(g=g))) for g in gs.get(method, [])]
-        else:
-            found.append((method, Path(str(entry))))
-    return found
+    """(method, pool directory) for every (method, G) a sweep certifies that its ``pools`` name
+    (:func:`megadocs.pools.resolve_pool`), each directory once."""
+    found: dict[Path, str] = {}
+    for method, values in gs.items():
+        for g in values:
+            try:
+                found.setdefault(resolve_pool(pools, method, g), method)
+            except UserError:  # no pool for that method: nothing to draw
+                continue
+    return [(method, pool) for pool, method in found.items()]
 
 
-def diversity_table(pools: Mapping[str, Any], gs: Mapping[str, list[int]] | None = None) -> pd.DataFrame:
+def diversity_table(pools: Mapping[str, Any], gs: Mapping[str, list[int]]) -> pd.DataFrame:
     """One row per (pool, G'): ``method``, ``pool``, ``g`` and the diversity measures, from each
-    pool manifest's ``diversity`` (pools without one are skipped; ``gs``: G values per method for
-    pool templates with ``{g}``)."""
+    pool manifest's ``diversity`` (``megadocs gen diversity``; pools not generated yet, or without
+    one, are skipped). ``gs``: the G values certified per method."""
     rows = []
-    for method, pool in _pool_dirs(pools, gs or {}):
+    for method, pool in _pool_dirs(pools, gs):
         try:
-            manifest = json.loads((pool / "manifest.json").read_text())
-        except (OSError, ValueError):
+            manifest = read_manifest(pool)
+        except UserError:
             continue
-        diversity = manifest.get("diversity") or {}
+        diversity = getattr(manifest, "diversity", None) or {}
         for g, values in (diversity.get("by_g") or {}).items():
-            rows.append({"method": method, "pool": str(pool), "kind": manifest.get("kind"), "g": int(g),
+            rows.append({"method": method, "pool": str(pool), "kind": manifest.kind.value, "g": int(g),
                          **{k: (math.nan if v is None else v) for k, v in values.items()}})
     if not rows:
         return pd.DataFrame()

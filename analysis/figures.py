@@ -331,7 +331,7 @@ def certification_slice(
                 neighbours.append(cell)
     notes = []
     if certificate and certificate.diverged:
-        notes.append("diverged neighbour(s): " + ", ".join(f"{b.axis} {b.side}" for b in certificate.diverged))
+        notes.append("diverged neighbour(s): " + ", ".join(f"{b.axis} {b.side.value}" for b in certificate.diverged))
     if certificate and certificate.noise.sigma is not None:
         notes.append(f"seed noise sd {certificate.noise.sigma:.4f} over {certificate.draws} repeats"
                      + (f", {len(certificate.ties)} tie(s) within noise" if certificate.ties else ""))

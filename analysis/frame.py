@@ -39,6 +39,9 @@ Certifications frame (:func:`certifications_frame`), one row per certification: 
 ``method``, ``g``, ``model``, ``seed``, ``state`` (the engine's), ``certified`` (bool), ``loss``
 (certified loss, else best so far), ``point.<axis>`` of that point, ``bounds_hit`` (axis and
 side of each search bound the certificate leans on, e.g. ``"epochs upper"``; "" when none),
+``support`` (what the certificate rests on as a whole: ``interior``, ``bound`` or ``not searched``,
+``search.certify.Support``; None when not certified), ``extended`` (axes whose evidence lies
+beyond the listed grid, with the extension values, e.g. ``"epochs 128 (point)"``; "" when none),
 ``diverged_neighbours`` (the certificate's soft bounds, same form), ``noise_sd`` (pooled seed
 noise, None without repeats), ``warm_start`` (the certification it starts from, or None), ``repeats``, ``ties`` (neighbours within noise of the certified
 point), ``n_runs``, ``n_finished``, ``n_running``, ``n_failed``, ``path_length``, ``wall_time_s``
@@ -200,10 +203,21 @@ def format_bounds(bounds) -> str:
         if isinstance(bound, Mapping):
             parts.append(f"{bound.get('axis')} {bound.get('side', '')}".strip())
         elif hasattr(bound, "axis"):
-            parts.append(f"{bound.axis} {bound.side}")
+            parts.append(f"{bound.axis} {bound.side.value}")
         else:
             parts.append(str(bound))
     return ", ".join(sorted(parts))
+
+
+def _format_extended(certificate) -> str:
+    """``"epochs 128 (point)"``: the axes whose certificate evidence lies beyond the listed grid
+    (``extend:``), with the extension values used, and whether the certified point itself does."""
+    if certificate is None:
+        return ""
+    return ", ".join(
+        f"{axis.axis} {' '.join(f'{v:g}' for v in axis.extended)} ({'point' if axis.on_extension else 'neighbour'})"
+        for axis in certificate.basis.extended
+    )
 
 
 def empty_runs_frame() -> pd.DataFrame:
@@ -275,6 +289,8 @@ def certifications_frame(summaries: Iterable[CertificationSummary], runs: pd.Dat
             "certified": certificate is not None,
             "loss": _number(summary.loss),
             "bounds_hit": format_bounds(bounds),
+            "support": certificate.basis.support.value if certificate else None,
+            "extended": _format_extended(certificate),
             "diverged_neighbours": format_bounds(certificate.diverged if certificate else ()),
             "noise_sd": _number(summary.noise.sigma),
             "warm_start": summary.warm_start,

@@ -24,6 +24,8 @@ from analysis.generation import BASELINE_METHOD, generation_table, main_set
 from analysis.scaling import PowerLawFit, fit_groups
 from megadocs.errors import UserError
 from megadocs.formats import IID, IID_LONG, IID_SETS, IID_SHORT, describe_validation_set, write_atomic
+from search.certify import Support
+from search.status import format_extensions
 
 if TYPE_CHECKING:
     from search.status import CertificationSummary, EnsembleSummary
@@ -91,11 +93,39 @@ class _Report:
 
 
 def _certified_points_table(certifications: pd.DataFrame) -> pd.DataFrame:
-    columns = ["certification", "method", "g", "state", "loss", *[c for c in certifications if c.startswith(POINT)],
-               "bounds_hit", "diverged_neighbours", "noise_sd", "ties", "n_finished", "n_running", "n_failed",
-               "wall_time_s"]
+    """``rests on``: what each certificate rests on (interior / bound / not searched); ``extended``:
+    the axes whose evidence lies beyond the listed grid (a sweep's ``extend:``), with their values."""
+    columns = ["certification", "method", "g", "state", "support", "loss",
+               *[c for c in certifications if c.startswith(POINT)], "bounds_hit", "extended", "diverged_neighbours",
+               "noise_sd", "repeats", "ties", "n_finished", "n_running", "n_failed", "wall_time_s"]
     table = certifications[[c for c in columns if c in certifications]].copy()
+    if "extended" in table and not table["extended"].astype(bool).any():
+        table = table.drop(columns=["extended"])  # no sweep extension reached: nothing to say
+    table = table.rename(columns={"support": "rests on"})
     return table.rename(columns={c: c[len(POINT):] for c in table.columns if c.startswith(POINT)})
+
+
+def _basis_notes(certifications: pd.DataFrame) -> list[str]:
+    """Paragraphs under the certified table: certificates leaning on a bound, searching nothing, or
+    resting on extension values."""
+    notes = []
+    support = certifications["support"] if "support" in certifications else pd.Series(dtype=object)
+    leaning = certifications[support == Support.BOUND.value]
+    if len(leaning):
+        notes.append("Certificates that lean on a search bound (a compute limit, not evidence of optimality; "
+                     "widen the grid or list values under `extend:`): "
+                     + "; ".join(f"{r.certification} ({r.bounds_hit})" for r in leaning.itertuples()))
+    unsearched = certifications[support == Support.NOT_SEARCHED.value]
+    if len(unsearched):
+        notes.append("Certified without a search (every axis has one value: one point run, compared with nothing): "
+                     + ", ".join(unsearched["certification"]))
+    if "extended" in certifications:
+        moved = certifications[certifications["extended"].astype(bool)]
+        if len(moved):
+            notes.append("Certificates resting on values beyond the listed grid (reached through `extend:` when the "
+                         "best point sat on a bound): " + "; ".join(f"{r.certification} ({r.extended})"
+                                                                     for r in moved.itertuples()))
+    return notes
 
 
 def _search_sections(report: _Report, runs: pd.DataFrame, summaries: Sequence[CertificationSummary], grids) -> None:
@@ -373,13 +403,12 @@ def render_report(
         curves = without_synthetic_only(certifications)  # the ablation is not a point of L(G)
         _next_generations_section(report, curves)
         report.add("## Certified points", "", _markdown_table(_certified_points_table(certifications)), "")
-        leaning = certifications[certifications["bounds_hit"].astype(bool)]
-        if len(leaning):
-            report.add(
-                "Certificates that lean on a search bound (a compute limit, not evidence of optimality): "
-                + "; ".join(f"{r.certification} ({r.bounds_hit})" for r in leaning.itertuples()),
-                "",
-            )
+        for note in _basis_notes(certifications):
+            report.add(note, "")
+        moved = [f"{s.name}: {format_extensions(s.extensions)}" for s in summaries if s.extensions]
+        if moved:
+            report.add("Search bounds moved through `extend:` (a value appended beyond a bound each time the best "
+                       "point sat on it, in order): " + "; ".join(moved) + ".", "")
         _generation_sections(report, curves, law, grids)
         _experiment_sections(report, runs, curves, law, transfer_sources or {}, diversity)
         _synthetic_only_section(report, certifications)

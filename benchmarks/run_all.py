@@ -116,7 +116,8 @@ def merge_sections(new: str, old: str, names: set[str]) -> str:
 
 def main(argv: list[str]) -> int:
     only = set(argv)
-    scripts = sorted(p for p in HERE.glob("*.py") if p.name != Path(__file__).name)
+    # gpu_check.py is the device check (a GPU, its own results file: benchmarks/README.md)
+    scripts = sorted(p for p in HERE.glob("*.py") if p.name not in (Path(__file__).name, "gpu_check.py"))
     rows = []
     for script in scripts:
         if only and script.stem not in only:

@@ -15,8 +15,8 @@ process, at two sizes (``loss_sizes``).
 
 On CUDA (``--cuda-suite``, never run in this repository: no GPU here) it reports, for the 150m and
 300m presets at context 4096 with document masking off and ``document``: tokens/s, MFU and peak
-memory of (a) the loop's own `train_step` (backbone compiled, bf16 autocast, fused AdamW, chunked
-or Liger loss, packed-position masking), (b) a bare PyTorch loop (the same model compiled, the
+memory of (a) the loop's own `train_step` (each decoder layer and the loss chunk compiled, bf16
+autocast, fused AdamW, chunked or Liger loss, packed-position masking), (b) a bare PyTorch loop (the same model compiled, the
 full-logits loss, fused AdamW; masking by a dense mask) and (c) Hugging Face's `Trainer` on the
 same model (bf16, torch_compile, adamw_torch_fused, gradient accumulation to the same batch).
 ``MFU = flops_per_token * tokens/s / peak`` with ``flops_per_token = 6N + 12 L d C`` and N
@@ -251,21 +251,22 @@ def _cuda_batches(batch: int, context: int, masked: bool):
 
 def cuda_loop(preset: str, context: int, batch: int, micro: int, masked: bool, steps: int) -> tuple[float, int]:
     """The loop's own step: what `train.loop` builds on CUDA."""
-    from train.attention import masked_attention_backend
+    from train.attention import masked_attention_backend, set_attention
+    from train.compile import compile_layers, decoder_layers
     from train.config import DocumentMask
 
     device = torch.device("cuda")
     torch.backends.cuda.matmul.allow_tf32 = True
     model = build_model(preset, vocab_size=CUDA_VOCAB, context=context, seed=0, eos_id=0, device=device)
     if masked:
-        model.set_attn_implementation(masked_attention_backend(device))
-    model.model.compile()
+        set_attention(model, masked_attention_backend(device))
+    compile_layers(decoder_layers(model))  # what train.loop does on CUDA
     optimizer = torch.optim.AdamW(param_groups(model, 0.1), lr=1e-3, betas=(0.9, 0.95), fused=True)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 1.0)
     ids, documents = _cuda_batches(batch, context, masked)
     parameters = list(model.parameters())
     mode = DocumentMask.DOCUMENT if masked else DocumentMask.OFF
-    implementation = resolve_loss_implementation("auto", device)
+    implementation = resolve_loss_implementation("auto", device, compiled=True)
 
     def step():
         train_step(model, optimizer, scheduler, ids, documents, micro_batch_size=micro, grad_clip=1.0,

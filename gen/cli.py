@@ -1,7 +1,8 @@
 """``megadocs gen rephrase|thoughts|assemble|sample``: thin adapters over gen's Python API.
 
 Generation commands print the pool manifest's statistics as one JSON line on stdout when done;
-progress goes to stderr. Every command is safe to re-run: it resumes or returns what exists.
+progress and vLLM's warnings go to stderr (``VLLM_LOGGING_LEVEL=INFO`` shows all its logs). Every
+command is safe to re-run: it resumes or returns what exists; Ctrl-C exits 130 with one line.
 """
 
 from __future__ import annotations
@@ -27,10 +28,12 @@ def _add_generation_options(parser: argparse.ArgumentParser, *, default_tokens: 
     parser.add_argument("--num-shards", type=int, default=None,
                         help="split the documents into this many shards (default 1, or n of --shard)")
     parser.add_argument("--chunk-docs", type=int, default=None,
-                        help="documents per engine call and flush (default 512)")
+                        help="documents per engine call and flush (default: 16 x the engine's concurrent "
+                        "sequences / G, e.g. 512 at G=32 with vLLM on an H100)")
     parser.add_argument("--max-model-len", type=int, default=None, help="generator context (default: model's)")
     parser.add_argument("--revision", default=None, help="recorded generator revision (default: fingerprint)")
-    parser.add_argument("--enforce-eager", action="store_true", help="vLLM: no CUDA graphs/compilation")
+    parser.add_argument("--enforce-eager", action=argparse.BooleanOptionalAction, default=None,
+                        help="vLLM: no CUDA graphs/compilation (default: on where vLLM runs on CPU)")
     parser.add_argument("--executor", choices=["local", "slurm"], default=None,
                         help="run every shard as one submitit job array (default: in this process)")
     parser.add_argument("--profile", default=None, help="SLURM profile YAML (slurm/profiles/NAME.yaml)")
@@ -54,8 +57,9 @@ def register(subparsers) -> None:
                                ("thoughts", "512", "G latent thoughts per document (G+1 pieces)")):
         sub = commands.add_parser(
             kind, help=text,
-            description=f"{text}, written to a resumable pool of shards. Re-run the same command to resume; "
-            "--executor slurm runs the shards as a job array.",
+            description=f"{text}, written to a resumable pool of shards. Re-run the same command to resume "
+            "(Ctrl-C exits 130 and keeps every flushed chunk); --executor slurm runs the shards as a job array. "
+            "vLLM logs warnings and errors only (VLLM_LOGGING_LEVEL=INFO shows all).",
             **examples(
                 f"megadocs gen {kind} --corpus runs/data --generator /models/llama-3.1-8b-instruct --g 4 "
                 "--out runs/pool",
@@ -150,7 +154,7 @@ def _generate(args) -> int:
     apply_environment_defaults(ENVIRONMENT_DEFAULTS)  # before vLLM starts; shard jobs inherit it
     options = _options(args)
     if args.executor:
-        from gen.executor import submit_shards
+        from gen.generate import submit_shards
 
         manifest = submit_shards(options, args.executor, args.profile)
     else:

@@ -30,9 +30,10 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from gen import pool as pool_format
+from megadocs import pools
 from megadocs.errors import UserError
-from megadocs.formats import PoolKind, write_json
+from megadocs.formats import PoolKind
+from megadocs.shards import manifest_lock
 
 __all__ = ["NGRAM", "DEFAULT_MAX_DOCS", "measure", "g_values", "pool_diversity", "write_pool_diversity"]
 
@@ -92,25 +93,23 @@ def g_values(g: int) -> list[int]:
     return values if values[-1] == g else [*values, g]
 
 
-def _sample(pool: Path, manifest: dict, max_docs: int) -> list[tuple[str, list[str]]]:
-    """(source text, generation texts by gen_index) for every k-th document of the source."""
-    from megadocs.corpus import iter_documents
-
-    count = manifest["num_shards"]
-    n_docs = int(manifest.get("n_docs") or 0)
+def _sample(pool: Path, manifest: pools.PoolManifest, max_docs: int) -> list[tuple[str, list[str | None]]]:
+    """(source text, generation texts by gen_index, None for an empty one) for every k-th document
+    of the source."""
+    n_docs = int(manifest.n_docs or 0)
     stride = max(1, -(-n_docs // max_docs)) if n_docs else 1
-    shards = [pool_format.iter_doc_groups(pool, i, count) for i in range(count)]
     sample = []
-    for k, doc in enumerate(iter_documents(manifest["source"])):
-        doc_id, rows = next(shards[pool_format.shard_of(k, count)], (None, []))
-        if doc_id != doc.doc_id:
-            raise UserError(f"--pool: {pool}: generations out of step with the source at document {doc.doc_id!r}")
+    for k, (doc, rows) in enumerate(pools.iter_pool_documents(pool, manifest)):
         if k % stride == 0:
-            rows = sorted(rows, key=lambda row: row.get("gen_index", 0))
-            sample.append((doc.text, [row["text"] for row in rows if not pool_format.is_empty(row)]))
+            sample.append((doc.text, [None if row.empty else row.text for row in rows]))
         if len(sample) >= max_docs:
             break
     return sample
+
+
+def _first(generations: list[str | None], g: int) -> list[str]:
+    """The generations that make up G'=``g`` (the first g), the empty ones left out."""
+    return [text for text in generations[:g] if text is not None]
 
 
 def pool_diversity(pool: str | Path, *, max_docs: int = DEFAULT_MAX_DOCS, n: int = NGRAM) -> dict[str, Any]:
@@ -119,16 +118,16 @@ def pool_diversity(pool: str | Path, *, max_docs: int = DEFAULT_MAX_DOCS, n: int
     pool = Path(pool)
     if max_docs < 1:
         raise UserError(f"--max-docs: expected >= 1, got {max_docs}")
-    manifest = pool_format.read_manifest(pool)
-    if manifest["kind"] == PoolKind.SAMPLE:
+    manifest = pools.read_manifest(pool)
+    if not manifest.has_sources:
         raise UserError(f"--pool: {pool} holds unconditional samples; diversity vs G needs a rephrase or thoughts pool")
-    pool_format.require_complete(pool, manifest)
+    pools.require_complete(pool, manifest)
     sample = _sample(pool, manifest, max_docs)
-    gs = g_values(manifest["g"]) if manifest["kind"] == PoolKind.REPHRASE else [manifest["g"]]
+    gs = g_values(manifest.g) if manifest.kind == PoolKind.REPHRASE else [manifest.g]
     return {
         "ngram": n,
         "documents": len(sample),
-        "by_g": {str(g): measure(((src, gens[:g]) for src, gens in sample), n=n) for g in gs},
+        "by_g": {str(g): measure(((src, _first(gens, g)) for src, gens in sample), n=n) for g in gs},
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
 
@@ -137,8 +136,7 @@ def write_pool_diversity(pool: str | Path, *, max_docs: int = DEFAULT_MAX_DOCS) 
     """Compute and store ``diversity`` in the pool manifest (under the pool's lock)."""
     pool = Path(pool)
     diversity = pool_diversity(pool, max_docs=max_docs)
-    with pool_format.locked(pool):
-        manifest = pool_format.read_manifest(pool)
-        manifest["diversity"] = diversity
-        write_json(pool / pool_format.MANIFEST, manifest)
+    with manifest_lock(pool):
+        manifest = pools.read_manifest(pool)
+        pools.write_manifest(pool, manifest.model_copy(update={"diversity": diversity}))
     return diversity

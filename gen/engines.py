@@ -11,19 +11,31 @@ point), so a document's samples do not depend on batching or on where a killed r
 gives sample j of a request the seed ``seed + j``; request seeds are 62-bit hashes, so the seed
 ranges of different requests do not overlap in practice.
 
-vLLM on CPU: ``VLLM_CPU_KVCACHE_SPACE`` (GiB of KV cache) is 1 under `megadocs gen` when unset
-(:data:`ENVIRONMENT_DEFAULTS`, applied by the CLI entry point; library callers set it themselves),
-``gpu_memory_utilization`` 0.3 (on CPU it is the share of host memory), and chunked prefill
-is off (vLLM-CPU fails on seeded requests after a partial prefill); the engine spawns processes,
-so scripts using it need an ``if __name__ == "__main__":`` guard. :meth:`Engine.close` shuts
-vLLM's engine processes down explicitly (left to garbage collection, exit can hang).
+vLLM settings (:class:`VllmEngine`): prefix caching on for every pool kind (vLLM runs a request
+with ``n = G`` as G child requests that share the prompt's KV cache only through the prefix cache:
+without it every prompt is prefilled, and its KV held, G times); ``enforce_eager`` automatic (on
+where vLLM runs on CPU: compiling costs more engine start-up than it saves there; CUDA graphs and
+compilation on a GPU). None of these settings is part of a pool's identity (see gen/README.md).
+
+Process-wide settings (:data:`ENVIRONMENT_DEFAULTS`, applied by the CLI entry point when unset;
+library callers set them themselves): ``VLLM_CPU_KVCACHE_SPACE`` 1 GiB of KV cache on CPU, and
+vLLM's log at WARNING on stderr (its default, INFO on stdout, put ~80 lines per command on CPU
+around the command's JSON result; ``VLLM_LOGGING_LEVEL=INFO`` shows them again).
+On CPU ``gpu_memory_utilization`` is 0.3 (the share of host memory) and chunked prefill is off
+(vLLM-CPU fails on seeded requests after a partial prefill). The engine spawns processes, so
+scripts using it need an ``if __name__ == "__main__":`` guard. They start with SIGINT blocked
+(:func:`_interruptible_engine_start`): Ctrl-C interrupts only the calling process, which shuts
+them down in :meth:`Engine.close` (left to garbage collection, exit can hang).
 """
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
+import signal
+import threading
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -39,8 +51,19 @@ ENGINES = ("vllm", "transformers")
 CPU_GPU_MEMORY_UTILIZATION = 0.3
 GPU_MEMORY_UTILIZATION = 0.9
 CPU_BATCHED_TOKENS = 8192
+# Sequences per engine call, in units of the engine's concurrent sequences (vLLM's max_num_seqs):
+# a call ends with a drain in which the batch empties, up to one longest generation long, so 16
+# full batches per call keep the engine >= ~95% busy (gen/README.md, "Chunks").
+CALL_FILL = 16
+# The transformers engine runs one request at a time: a call's size only sets how often rows are
+# flushed (and so how much a kill loses).
+TRANSFORMERS_SEQUENCES_PER_CALL = 64
 # Set by entry points before vLLM starts (read at its import); library code leaves os.environ alone.
-ENVIRONMENT_DEFAULTS = {"VLLM_CPU_KVCACHE_SPACE": "1"}  # GiB of KV cache on CPU
+ENVIRONMENT_DEFAULTS = {
+    "VLLM_CPU_KVCACHE_SPACE": "1",  # GiB of KV cache on CPU
+    "VLLM_LOGGING_LEVEL": "WARNING",  # warnings and errors only; INFO shows vLLM's start-up and shutdown logs
+    "VLLM_LOGGING_STREAM": "ext://sys.stderr",  # stdout carries the command's JSON result
+}
 
 
 @dataclass(frozen=True)
@@ -101,9 +124,12 @@ class Engine(ABC):
         tokenizer: the generator's HF tokenizer (prompt token counting and document splitting).
         chat: the chat template used to render messages.
         context_length: the most tokens (prompt + generation) one sequence may hold.
+        sequences_per_call: how many sequences one :meth:`generate` call should hold to keep the
+            engine busy (``gen.generate`` sizes its document chunks from it).
     """
 
     name: str
+    sequences_per_call: int
 
     def __init__(self, generator: str | Path, *, revision: str | None = None, tokenizer=None):
         self.generator = str(generator)
@@ -137,38 +163,46 @@ class VllmEngine(Engine):
     """vLLM's offline API: one ``LLM.chat`` call per batch, the engine kept loaded across calls.
 
     Args:
-        llm: an already constructed ``vllm.LLM`` on the same generator (the benchmark shares one
-            between the bare call and the pipeline); built from the other arguments otherwise.
-        prefix_caching: reuse the KV cache of shared prompt prefixes (thoughts prompts of one
-            document share their system prompt and the start of the prefix).
+        enforce_eager: no CUDA graphs or compilation; ``None``: on where vLLM runs on CPU (engine
+            start 20 s eager vs 43-56 s compiled for gen.tiny on 2 cores, same generation speed).
     """
 
     name = "vllm"
 
     def __init__(self, generator: str | Path, *, revision: str | None = None,
-                 max_model_len: int | None = None, prefix_caching: bool = True,
-                 enforce_eager: bool = False, gpu_memory_utilization: float | None = None,
-                 dtype: str = "auto", llm=None, tokenizer=None):
+                 max_model_len: int | None = None, enforce_eager: bool | None = None,
+                 gpu_memory_utilization: float | None = None, dtype: str = "auto", tokenizer=None):
         super().__init__(generator, revision=revision, tokenizer=tokenizer)
-        if llm is None:
-            from vllm import LLM
-            from vllm.platforms import current_platform
+        from vllm import LLM
+        from vllm.platforms import current_platform
 
-            if gpu_memory_utilization is None:
-                gpu_memory_utilization = (CPU_GPU_MEMORY_UTILIZATION if current_platform.is_cpu()
-                                          else GPU_MEMORY_UTILIZATION)
-            extra = {}
-            if current_platform.is_cpu():
-                # vLLM-CPU cannot rewind a seeded request's CPU generator after a partial (chunked)
-                # prefill ("CPU Generator does not use offset"): schedule whole prompts instead.
-                context = max_model_len or _config_context(self.generator)
-                extra = {"enable_chunked_prefill": False,
-                         "max_num_batched_tokens": max(CPU_BATCHED_TOKENS, context)}
-            llm = LLM(self.generator, revision=revision, max_model_len=max_model_len,
-                      enable_prefix_caching=prefix_caching, enforce_eager=enforce_eager,
-                      gpu_memory_utilization=gpu_memory_utilization, dtype=dtype, **extra)
-        self.llm = llm
-        self.context_length = int(llm.llm_engine.model_config.max_model_len)
+        on_cpu = current_platform.is_cpu()
+        if gpu_memory_utilization is None:
+            gpu_memory_utilization = CPU_GPU_MEMORY_UTILIZATION if on_cpu else GPU_MEMORY_UTILIZATION
+        extra = {}
+        if on_cpu:
+            # vLLM-CPU cannot rewind a seeded request's CPU generator after a partial (chunked)
+            # prefill ("CPU Generator does not use offset"): schedule whole prompts instead.
+            context = max_model_len or _config_context(self.generator)
+            extra = {"enable_chunked_prefill": False,
+                     "max_num_batched_tokens": max(CPU_BATCHED_TOKENS, context)}
+        eager = on_cpu if enforce_eager is None else enforce_eager
+        with _interruptible_engine_start():
+            self.llm = LLM(self.generator, revision=revision, max_model_len=max_model_len,
+                           enable_prefix_caching=True, enforce_eager=eager,
+                           gpu_memory_utilization=gpu_memory_utilization, dtype=dtype, **extra)
+        config = self.llm.llm_engine.vllm_config
+        self.context_length = int(config.model_config.max_model_len)
+        self.sequences_per_call = CALL_FILL * int(config.scheduler_config.max_num_seqs)
+
+    def settings(self) -> dict:
+        """The engine settings gen chooses, as vLLM resolved them (reported by the benchmark)."""
+        config = self.llm.llm_engine.vllm_config
+        return {"prefix_caching": bool(config.cache_config.enable_prefix_caching),
+                "chunked_prefill": bool(config.scheduler_config.enable_chunked_prefill),
+                "enforce_eager": bool(config.model_config.enforce_eager),
+                "max_num_seqs": int(config.scheduler_config.max_num_seqs),
+                "sequences_per_call": self.sequences_per_call}
 
     def sampling_params(self, requests: Sequence[Request], sampling: Sampling) -> list:
         from vllm import SamplingParams
@@ -205,6 +239,7 @@ class TransformersEngine(Engine):
     """Plain ``model.generate`` on CPU (or CUDA if present): slow, same interface and rows."""
 
     name = "transformers"
+    sequences_per_call = TRANSFORMERS_SEQUENCES_PER_CALL
 
     def __init__(self, generator: str | Path, *, revision: str | None = None,
                  max_model_len: int | None = None, tokenizer=None, **_ignored):
@@ -254,6 +289,54 @@ class TransformersEngine(Engine):
         if stop is None:
             return Completion(text, "length", len(tokens))
         return Completion(text, "stop", stop + 1)  # vLLM also counts the EOS token
+
+
+class _StartInterrupted(BaseException):
+    """Ctrl-C while vLLM starts (not a KeyboardInterrupt: vLLM's start-up handshake swallows those)."""
+
+
+@contextlib.contextmanager
+def _interruptible_engine_start() -> Iterator[None]:
+    """Start vLLM so that Ctrl-C stops only this process, at once, and shuts the engine down.
+
+    A terminal's Ctrl-C reaches the whole foreground process group. vLLM's engine processes then
+    stop on their own and print tracebacks, and the caller may get ``EngineDeadError`` (exit 1)
+    instead of ``KeyboardInterrupt``. So every process started inside (the engine core; it starts
+    the workers) starts with SIGINT blocked (a child inherits the mask of the thread that starts
+    it); SIGTERM, which :meth:`Engine.close` sends, still stops them. A Ctrl-C during the start
+    raises :class:`_StartInterrupted` instead of KeyboardInterrupt, which vLLM 0.32's handshake
+    (``zmq_socket_ctx``) catches and ignores, leaving both sides waiting 10 minutes for each other;
+    vLLM's cleanup stops the engine, and the caller gets KeyboardInterrupt.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield  # signal handlers and the terminal's Ctrl-C belong to the main thread
+        return
+    from multiprocessing import process, resource_tracker
+
+    # Starting multiprocessing's resource tracker UNblocks SIGINT afterwards (its bpo-33613 guard
+    # unblocks instead of restoring): start it first, so that it cannot undo the mask below.
+    resource_tracker.ensure_running()
+    original_start = process.BaseProcess.start
+
+    def start_without_sigint(self) -> None:
+        previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+        try:
+            original_start(self)
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+    def interrupted(signum, frame):
+        raise _StartInterrupted()
+
+    previous_handler = signal.signal(signal.SIGINT, interrupted)
+    process.BaseProcess.start = start_without_sigint
+    try:
+        yield
+    except _StartInterrupted:
+        raise KeyboardInterrupt from None
+    finally:
+        process.BaseProcess.start = original_start
+        signal.signal(signal.SIGINT, previous_handler)
 
 
 def _config_context(generator: str) -> int:

@@ -9,19 +9,24 @@ Python API (what the CLI and the demo call)::
 ``docs`` is anything :func:`megadocs.corpus.iter_documents` reads; for a prepared token store
 that is its TRAIN split only (validation documents never reach the generator). The call is
 idempotent and resumable: finished shards are skipped, a killed shard keeps every document it
-flushed and generates only the rest (see :mod:`gen.pool`), so re-running always ends with exactly
-G generations per document. Returns the pool manifest (provenance + statistics).
+flushed and generates only the rest (:func:`megadocs.pools.load_shard`), so re-running always ends
+with exactly G generations per document. Returns the pool manifest (provenance + statistics). The
+pool's format and rules are :mod:`megadocs.pools`'s; the shards run through
+:class:`megadocs.shards.ShardedStep` (:class:`GeneratePool`), in this process or as a job array
+(:func:`submit_shards`).
 
 Rephrase: one prompt per document (the WRAP Wikipedia-style prompt), ``n = G`` samples.
-Thoughts: G prompts per document, one per split point (:mod:`gen.splits`), ``n = 1`` each,
-prefix caching on (the prompts of one document share their start).
-Documents are sent to the engine ``chunk_docs`` at a time (one ``LLM.chat`` call each), and each
-chunk's rows are flushed and fsynced before the next: bigger chunks keep the engine's batch full
-longer, smaller ones lose less work to a kill.
+Thoughts: G prompts per document, one per split point (:mod:`gen.splits`), ``n = 1`` each.
+Either way a document is G sequences (a sample pool's is 1). Documents are sent to the engine
+``chunk_docs`` at a time (one ``LLM.chat`` call each), and each chunk's rows are flushed and
+fsynced before the next. By default a chunk holds the engine's ``sequences_per_call`` sequences
+(:func:`chunk_docs_for`): bigger chunks keep the engine's batch full longer, smaller ones lose
+less work to a kill; a Ctrl-C loses the chunk in flight and nothing flushed before it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import json
@@ -29,14 +34,12 @@ import os
 import sys
 import time
 from collections.abc import Iterator
-from datetime import datetime, timezone
 from itertools import islice
 from pathlib import Path
 from typing import Literal
 
 from pydantic import Field, model_validator
 
-from gen import pool as pool_format
 from gen.engines import Completion, Engine, Request, Sampling, load_tokenizer, open_engine
 from gen.splits import (
     PROMPT_MARGIN_TOKENS,
@@ -46,15 +49,18 @@ from gen.splits import (
     token_starts,
 )
 from gen.templates import PromptTemplate, chat_template_for, load_template
+from megadocs import pools
 from megadocs.config import StrictModel, parse_config
 from megadocs.errors import UserError
-from megadocs.formats import PoolKind, write_json
+from megadocs.fingerprint import model_fingerprint
+from megadocs.formats import PoolKind
+from megadocs.shards import DEFAULT_TIMEOUT_MIN, ShardedStep
 
-__all__ = ["GenerateOptions", "generate_pool", "sample_pool", "init_pool", "run_shards", "request_seed",
-           "generator_revision", "DEFAULT_MAX_NEW_TOKENS", "parse_shard"]
+__all__ = ["GenerateOptions", "GeneratePool", "generate_pool", "sample_pool", "init_pool", "run_shards",
+           "submit_shards", "engine_for", "request_seed", "generator_revision", "DEFAULT_MAX_NEW_TOKENS",
+           "parse_shard", "chunk_docs_for"]
 
 DEFAULT_MAX_NEW_TOKENS = {"rephrase": 1024, "thoughts": 512, "sample": 1024}
-DEFAULT_CHUNK_DOCS = 512
 
 
 class GenerateOptions(StrictModel):
@@ -73,11 +79,13 @@ class GenerateOptions(StrictModel):
     seed: int = Field(0, ge=0)
     num_shards: int = Field(1, ge=1)
     shard: int | None = Field(None, ge=0, description="run only this shard (default: all)")
-    chunk_docs: int = Field(DEFAULT_CHUNK_DOCS, ge=1, description="documents per engine call/flush")
+    chunk_docs: int | None = Field(None, ge=1, description="documents per engine call/flush (default: "
+                                   "chunk_docs_for the engine)")
     max_model_len: int | None = Field(None, ge=16, description="generator context (default: model's)")
     revision: str | None = None
     template: str | None = Field(None, description="prompt template file (default: gen/prompts/)")
-    enforce_eager: bool = False
+    enforce_eager: bool | None = Field(None, description="vLLM: no CUDA graphs/compilation (default: "
+                                       "on where vLLM runs on CPU)")
     progress: bool = True
 
     @model_validator(mode="after")
@@ -109,6 +117,21 @@ def parse_shard(text: str) -> tuple[int, int]:
     return index, count
 
 
+def chunk_docs_for(kind: PoolKind | str, g: int, sequences_per_call: int) -> int:
+    """Documents per engine call so that one call holds ``sequences_per_call`` sequences.
+
+    A rephrase or thoughts document is G sequences, a sample one, so small G gets more documents
+    per call and every G keeps the engine equally full (gen/README.md, "Chunks").
+
+    >>> chunk_docs_for("rephrase", 32, 16 * 1024), chunk_docs_for("thoughts", 1, 16 * 1024)
+    (512, 16384)
+    >>> chunk_docs_for("sample", 1, 64), chunk_docs_for("rephrase", 128, 64)
+    (64, 1)
+    """
+    per_doc = 1 if PoolKind(kind) == PoolKind.SAMPLE else g
+    return max(1, sequences_per_call // per_doc)
+
+
 def request_seed(seed: int, doc_id: str, split_index: int | None = None) -> int:
     """A 62-bit seed for one prompt, from the pool seed, the document and the split point."""
     key = f"{seed}\0{doc_id}\0{'' if split_index is None else split_index}".encode()
@@ -116,22 +139,11 @@ def request_seed(seed: int, doc_id: str, split_index: int | None = None) -> int:
 
 
 def generator_revision(generator: str | Path, revision: str | None = None) -> str:
-    """``revision`` if given; a Hub cache snapshot's commit; else a fingerprint of the directory
-    (sha256 of config.json, the tokenizer files and the weight files' names and sizes; weights
-    are not read, so this is fast on an 8B model)."""
-    if revision:
-        return revision
-    path = Path(generator).resolve()
-    if path.parent.name == "snapshots":
-        return path.name
-    digest = hashlib.sha256()
-    for file in sorted(p for p in path.iterdir() if p.is_file()):
-        digest.update(file.name.encode() + b"\0")
-        if file.suffix in (".json", ".jinja", ".model", ".txt") and file.stat().st_size < 50_000_000:
-            digest.update(file.read_bytes())
-        else:
-            digest.update(str(file.stat().st_size).encode())
-    return "dir-sha256:" + digest.hexdigest()[:16]
+    """``revision`` if given (a name the user vouches for), else the content fingerprint of the
+    generator directory (:func:`megadocs.fingerprint.model_fingerprint`: every top-level file
+    hashed once, then cached by size and mtime). It is the generator's part of the pool identity:
+    the same weights at two paths are the same generator, new weights at one path another."""
+    return revision or model_fingerprint(generator)
 
 
 def _start_token(tokenizer) -> int:
@@ -150,15 +162,15 @@ def _resolved_source(docs: str | None) -> str | None:
     return str(Path(docs).resolve())
 
 
-def _planned_manifest(options: GenerateOptions, template: PromptTemplate | None, tokenizer) -> dict:
+def _planned_manifest(options: GenerateOptions, template: PromptTemplate | None, tokenizer) -> pools.PoolManifest:
     from megadocs.corpus import source_hash
 
     if template is None:
         prompt = {"name": "unconditional", "start_token_id": _start_token(tokenizer), "sha256": None}
     else:
         prompt = template.describe()
-    return {
-        "format": pool_format.POOL_FORMAT,
+    return pools.PoolManifest.model_validate({
+        "format": pools.POOL_FORMAT,
         "kind": options.kind,
         "g": options.g,
         "source": _resolved_source(options.docs),
@@ -180,7 +192,7 @@ def _planned_manifest(options: GenerateOptions, template: PromptTemplate | None,
                            "the budget each, spare shared); rephrase keeps the start of the document"),
             "seeds": "per prompt: sha256(seed, doc_id, split_index) >> 2; sample j uses seed + j",
         },
-    }
+    })
 
 
 def init_pool(options: GenerateOptions, tokenizer=None) -> tuple[dict, PromptTemplate | None]:
@@ -190,20 +202,8 @@ def init_pool(options: GenerateOptions, tokenizer=None) -> tuple[dict, PromptTem
         UserError: the source, generator or template is unusable, or the existing pool was
             generated with different identity fields.
     """
-    template = None if options.kind == PoolKind.SAMPLE else load_template(options.kind, options.template)
-    if tokenizer is None:
-        tokenizer = load_tokenizer(options.generator, options.revision)
-    planned = _planned_manifest(options, template, tokenizer)
-    out = Path(options.out)
-    out.mkdir(parents=True, exist_ok=True)
-    manifest_path = out / pool_format.MANIFEST
-    if manifest_path.is_file():
-        pool_format.check_identity(pool_format.read_manifest(out), planned, out)
-        return pool_format.read_manifest(out), template
-    planned["created"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    planned["complete"] = False
-    write_json(manifest_path, planned)
-    return planned, template
+    step = GeneratePool(options, tokenizer=tokenizer)
+    return step.prepare(), step.template
 
 
 def generate_pool(kind: str, docs: str | Path, generator: str | Path, g: int, out: str | Path, *,
@@ -237,39 +237,98 @@ def sample_pool(generator: str | Path, n_docs: int, out: str | Path, *, engine: 
     return generate_pool("sample", None, generator, 1, out, engine=engine, n_docs=n_docs, **options)
 
 
+STAT_COUNTS = ("documents", "generations", "output_tokens", "truncated_prompts", "length_truncated",
+               "empty_outputs", "run_tokens", "run_seconds")
+"""Per-shard counts (the ``.done`` marker) summed into the manifest's statistics."""
+
+
+class GeneratePool(ShardedStep):
+    """Generation as a sharded step: the pool is the step's folder, its manifest the pool's.
+
+    The engine is opened once for all the shards one process runs (:meth:`_session`), unless one
+    is given; an array task opens its own.
+    """
+
+    STAT_KEYS = STAT_COUNTS
+
+    def __init__(self, options: GenerateOptions, engine: Engine | None = None, tokenizer=None) -> None:
+        super().__init__(options.out, options.num_shards, name=f"gen-{options.kind}")
+        self.options = options
+        self.engine, self._tokenizer = engine, tokenizer if tokenizer is not None else getattr(engine, "tokenizer", None)
+        self.manifest: pools.PoolManifest | None = None
+        self.template: PromptTemplate | None = None
+
+    def __getstate__(self) -> dict:
+        """Pickled into array tasks without the loaded engine and tokenizer (each task loads its own)."""
+        return {**self.__dict__, "engine": None, "_tokenizer": None}
+
+    def prepare(self) -> dict:
+        options = self.options
+        self.template = None if options.kind == PoolKind.SAMPLE else load_template(options.kind, options.template)
+        if self._tokenizer is None:
+            self._tokenizer = load_tokenizer(options.generator, options.revision)
+        planned = _planned_manifest(options, self.template, self._tokenizer)
+
+        def same(existing: dict) -> bool:
+            pools.check_extends(pools.parse_manifest(existing, self.manifest_path), planned, self.folder)
+            return True
+
+        manifest = self.init_manifest(planned.to_json(), same=same)
+        self.manifest = pools.parse_manifest(manifest, self.manifest_path)
+        return manifest
+
+    @contextlib.contextmanager
+    def _session(self) -> Iterator[None]:
+        if self.engine is not None:
+            yield
+            return
+        self.engine = engine_for(self.options)
+        try:
+            yield
+        finally:
+            self.engine.close()
+            self.engine = None
+
+    def _run_shard(self, index: int) -> dict:
+        return _run_shard(self.options, self.manifest, self.template, self.engine, index)
+
+    def _derived(self, totals: dict) -> dict:
+        generations = totals["generations"]
+        return {
+            **{k: totals[k] for k in STAT_COUNTS if k not in ("run_tokens", "run_seconds")},
+            "mean_tokens": totals["output_tokens"] / generations if generations else 0.0,
+            "tokens_per_s": totals["run_tokens"] / totals["run_seconds"] if totals["run_seconds"] else None,
+            "generation_seconds": totals["run_seconds"],
+        }
+
+
 def run_shards(options: GenerateOptions, engine: Engine | None = None) -> dict:
     """Run the shards ``options`` selects (one, or all) that are not done; returns the manifest."""
-    manifest, template = init_pool(options, engine.tokenizer if engine is not None else None)
-    out = Path(options.out)
-    count = options.num_shards
-    shards = [options.shard] if options.shard is not None else list(range(count))
-    todo = [i for i in shards if not pool_format.done_path(out, i, count).is_file()]
-    if todo:
-        owned = engine is None
-        if owned:
-            engine = open_engine(options.engine, options.generator, revision=options.revision,
-                                 max_model_len=options.max_model_len,
-                                 prefix_caching=options.kind == PoolKind.THOUGHTS,
-                                 enforce_eager=options.enforce_eager)
-        try:
-            for index in todo:
-                _run_shard(options, manifest, template, engine, index)
-        finally:
-            if owned:
-                engine.close()
-    return pool_format.refresh_statistics(out)
+    return GeneratePool(options, engine).run(None if options.shard is None else [options.shard])
 
 
-def _shard_documents(options: GenerateOptions, index: int) -> list:
-    from megadocs.corpus import Document, iter_documents
+def engine_for(options: GenerateOptions) -> Engine:
+    """The engine :class:`GeneratePool` loads for ``options`` (gen's engine settings: prefix
+    caching on, eager mode automatic; the benchmark measures this one)."""
+    return open_engine(options.engine, options.generator, revision=options.revision,
+                       max_model_len=options.max_model_len, enforce_eager=options.enforce_eager)
 
-    if options.kind == PoolKind.SAMPLE:
-        return [Document(pool_format.sample_doc_id(k), "") for k in range(options.n_docs)
-                if pool_format.shard_of(k, options.num_shards) == index]
+
+def submit_shards(options: GenerateOptions, executor: str, profile: str | None = None,
+                  timeout_min: float = DEFAULT_TIMEOUT_MIN) -> dict:
+    """Every not-done shard of the pool as one job array (``local`` or ``slurm``; each task
+    resumable, requeued after a timeout or preemption); waits and returns the manifest.
+
+    Raises:
+        UserError: a bad executor/profile, or shards that failed (their logs are named).
+    """
+    step = GeneratePool(options.model_copy(update={"shard": None, "progress": False}))
+    return step.submit(executor, profile, timeout_min=timeout_min)
+
+
+def _shard_documents(options: GenerateOptions, manifest: pools.PoolManifest, index: int) -> list:
     docs, seen = [], set()
-    for k, doc in enumerate(iter_documents(options.docs)):
-        if pool_format.shard_of(k, options.num_shards) != index:
-            continue
+    for doc in pools.iter_shard_documents(manifest, index, source=options.docs):
         if doc.doc_id in seen:
             raise UserError(f"--docs: {options.docs}: duplicate document id {doc.doc_id!r} "
                             f"(expected unique ids)")
@@ -327,12 +386,14 @@ class _Planner:
         return plans
 
 
-def _rows(options: GenerateOptions, manifest_fields: dict, doc, plans, completions) -> Iterator[dict]:
+def _rows(options: GenerateOptions, manifest_fields: dict, doc, plans, completions) -> Iterator[pools.PoolRow]:
     gen_index = 0
     for (_request, fields), samples in zip(plans, completions):
+        split = {key: fields.get(key) for key in ("split_index", "split_token", "split_char")}
         for sample in samples:
-            yield {"doc_id": doc.doc_id, "gen_index": gen_index, **fields, "text": sample.text,
-                   "finish_reason": sample.finish_reason, "n_tokens": sample.n_tokens, **manifest_fields}
+            yield pools.PoolRow(doc.doc_id, gen_index, sample.text, **split, finish_reason=sample.finish_reason,
+                                n_tokens=sample.n_tokens, prompt_truncated=fields.get("prompt_truncated"),
+                                extra={"request_seed": fields["request_seed"], **manifest_fields})
             gen_index += 1
 
 
@@ -346,41 +407,44 @@ def _shard_statistics(rows_file: Path, run_tokens: int, run_seconds: float) -> d
     """Counts over a shard's rows, streamed (the shard is never held in memory)."""
     stats = dict.fromkeys(("documents", "generations", "output_tokens", "length_truncated", "empty_outputs"), 0)
     prompts, last_doc = set(), None
-    for row in pool_format.iter_shard_rows(rows_file):
-        stats["documents"] += row["doc_id"] != last_doc
-        last_doc = row["doc_id"]
+    for row in pools.iter_rows(rows_file):
+        stats["documents"] += row.doc_id != last_doc
+        last_doc = row.doc_id
         stats["generations"] += 1
-        stats["output_tokens"] += row["n_tokens"]
-        stats["length_truncated"] += row["finish_reason"] == "length"
-        stats["empty_outputs"] += pool_format.is_empty(row)
-        if row.get("prompt_truncated"):
-            prompts.add((row["doc_id"], row.get("split_index")))
+        stats["output_tokens"] += row.n_tokens or 0
+        stats["length_truncated"] += row.finish_reason == "length"
+        stats["empty_outputs"] += row.empty
+        if row.prompt_truncated:
+            prompts.add((row.doc_id, row.split_index))
     return {**stats, "truncated_prompts": len(prompts), "run_tokens": run_tokens, "run_seconds": run_seconds}
 
 
-def _run_shard(options: GenerateOptions, manifest: dict, template: PromptTemplate | None, engine: Engine,
-               index: int) -> None:
+def _run_shard(options: GenerateOptions, manifest: pools.PoolManifest, template: PromptTemplate | None,
+               engine: Engine, index: int) -> dict:
+    """Generate the shard's documents that are not done yet; returns its counts (the runner
+    writes them as the shard's ``.done`` marker)."""
     from tqdm import tqdm
 
     out, count = Path(options.out), options.num_shards
-    rows_file = pool_format.rows_path(out, index, count)
-    docs = _shard_documents(options, index)
-    done = set(pool_format.load_shard(rows_file, options.g))
+    rows_file = pools.rows_path(out, index, count)
+    docs = _shard_documents(options, manifest, index)
+    done = set(pools.load_shard(rows_file, options.g))
     pending = [doc for doc in docs if doc.doc_id not in done]
     planner = _Planner(options, template, engine)
     provenance = {
         "prompt_template": template.name if template else "unconditional",
         "prompt_sha256": template.sha256 if template else None,
-        "generator": manifest["generator"], "generator_revision": manifest["generator_revision"],
+        "generator": manifest.generator, "generator_revision": manifest.generator_revision,
         "engine": engine.name, "sampling": options.sampling.describe(), "seed": options.seed,
     }
     inner = functools.partial(tqdm, leave=False, position=1, file=sys.stderr) if options.progress else None
     run_tokens, run_seconds = 0, 0.0
     with open(rows_file, "ab") as handle, tqdm(
         total=len(docs), initial=len(docs) - len(pending), unit="doc", file=sys.stderr,
-        desc=f"{options.kind} {pool_format.shard_stem(index, count)}", disable=not options.progress,
+        desc=f"{options.kind} {pools.shard_stem(index, count)}", disable=not options.progress,
     ) as bar:
-        for chunk in _batched(pending, options.chunk_docs):
+        chunk_docs = options.chunk_docs or chunk_docs_for(options.kind, options.g, engine.sequences_per_call)
+        for chunk in _batched(pending, chunk_docs):
             plans = [planner.plan(doc) for doc in chunk]
             requests = [request for doc_plans in plans for request, _ in doc_plans]
             started = time.perf_counter()
@@ -391,7 +455,7 @@ def _run_shard(options: GenerateOptions, manifest: dict, template: PromptTemplat
             for doc, doc_plans in zip(chunk, plans):
                 doc_completions = completions[position:position + len(doc_plans)]
                 position += len(doc_plans)
-                lines.extend(json.dumps(row, ensure_ascii=False)
+                lines.extend(json.dumps(row.to_json(), ensure_ascii=False)
                              for row in _rows(options, provenance, doc, doc_plans, doc_completions))
             handle.write(("\n".join(lines) + "\n").encode())
             handle.flush()
@@ -399,8 +463,8 @@ def _run_shard(options: GenerateOptions, manifest: dict, template: PromptTemplat
             run_tokens += sum(c.n_tokens for samples in completions for c in samples)
             bar.update(len(chunk))
             bar.set_postfix(tok_s=f"{run_tokens / run_seconds:.0f}" if run_seconds else "-")
-    pool_format.load_shard(rows_file, options.g)  # drops a torn tail; every row left is complete
+    pools.load_shard(rows_file, options.g)  # drops a torn tail; every row left is complete
     stats = _shard_statistics(rows_file, run_tokens, run_seconds)
     if stats["documents"] != len(docs):  # internal invariant: every document has all its rows
         raise RuntimeError(f"{rows_file}: {stats['documents']} complete documents, expected {len(docs)}")
-    write_json(pool_format.done_path(out, index, count), stats)
+    return stats

@@ -25,7 +25,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from megadocs.formats import PoolKind, pool_generations
+from megadocs.formats import PoolKind
+from megadocs.pools import pool_generations
 
 __all__ = [
     "PROMPT_MARGIN_TOKENS", "token_starts", "split_tokens", "reusable_splits",
@@ -54,7 +55,7 @@ def split_tokens(n_tokens: int, g: int) -> list[int]:
 def reusable_splits(pool_g: int, g: int) -> list[int] | None:
     """0-based split indices of a ``pool_g`` thoughts pool that form the split points for ``g``
     (None when (g+1) does not divide (pool_g+1)); the rule is the gen -> train contract's,
-    :func:`megadocs.formats.pool_generations`.
+    :func:`megadocs.pools.pool_generations`.
 
     >>> reusable_splits(7, 3), reusable_splits(7, 2)
     ([1, 3, 5], None)

@@ -1,16 +1,9 @@
-"""What a token store or a generation pool *is*, independent of where it lies.
+"""What a token store or a small data directory *is*, independent of where it lies.
 
 A run's identity must change when its data changes and stay when its data moves. These functions
-read the manifests that `megadocs data prepare`, `megadocs gen` and `megadocs gen assemble` write
-(docs/architecture.md) and keep the fields that define the content: hashes of the source and
-tokenizer, split options, generator, prompt hash, sampling, seed, assembly choice. Paths and
-timestamps are left out. Both train (run identities) and gen (a pool's compatibility check) read
-the field lists from here, so there is one definition of "the same pool".
-
-Example:
-    >>> pool_identity_of({"format": "megadocs.gen-pool/1", "kind": "rephrase", "g": 2,
-    ...                   "prompt_template": {"sha256": "ab", "name": "wrap"}, "created": "today"})
-    {'format': 'megadocs.gen-pool/1', 'kind': 'rephrase', 'g': 2, 'prompt_template.sha256': 'ab'}
+read the manifest that `megadocs data prepare` writes (docs/architecture.md) and keep the fields
+that define the content: hashes of the source and tokenizer, split options and counts. Paths and
+timestamps are left out. A generation pool's identity is :func:`megadocs.pools.pool_identity`.
 """
 
 from __future__ import annotations
@@ -23,47 +16,19 @@ from pathlib import Path
 from typing import Any
 
 from megadocs.errors import UserError
-from megadocs.formats import ASSEMBLED_MANIFEST, MANIFEST
+from megadocs.formats import MANIFEST
 
 __all__ = [
-    "POOL_IDENTITY_FIELDS",
     "STORE_VOLATILE_FIELDS",
-    "pool_identity_of",
     "store_identity",
-    "pool_identity",
-    "assembled_identity",
+    "store_identity_hash",
     "directory_identity",
 ]
 
-# Fields that define a pool's generations (a run appending to a pool must agree on them too).
-POOL_IDENTITY_FIELDS = ("format", "kind", "g", "source_hash", "n_docs", "generator", "generator_revision",
-                        "prompt_template.sha256", "chat_template.sha256", "sampling", "seed",
-                        "num_shards", "max_model_len")
 # Token-store manifest fields that say where or when, not what.
 STORE_VOLATILE_FIELDS = ("source", "created")
 # Store options that name a path (the tokenizer's content is in `tokenizer_hash`).
 _STORE_PATH_OPTIONS = ("tokenizer",)
-# Assembled-manifest fields that define the synthetic documents (the pool's are added separately).
-_ASSEMBLED_FIELDS = ("format", "algorithm", "g", "generation_indices", "documents", "segments",
-                     "excluded_empty", "thought_tags")
-
-
-def _dotted(data: dict, key: str) -> Any:
-    for part in key.split("."):
-        if not isinstance(data, dict) or part not in data:
-            return None
-        data = data[part]
-    return data
-
-
-def pool_identity_of(manifest: dict) -> dict[str, Any]:
-    """The identity fields of a pool manifest (absent ones left out)."""
-    out = {}
-    for key in POOL_IDENTITY_FIELDS:
-        value = _dotted(manifest, key)
-        if value is not None:
-            out[key] = value
-    return out
 
 
 @lru_cache(maxsize=256)
@@ -94,11 +59,6 @@ def store_identity(store: str | Path, field: str = "data.store") -> dict[str, An
     return identity
 
 
-def pool_identity(pool: str | Path, field: str = "data.synthetic.pool") -> dict[str, Any]:
-    """The generation-defining fields of a pool (generator, prompt hash, sampling, seed, ...)."""
-    return pool_identity_of(_manifest(pool, field, "generation pool"))
-
-
 def _sha256_file(path: Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
@@ -107,28 +67,9 @@ def _sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
-def assembled_identity(pool: str | Path, assembled: str | Path,
-                       field: str = "data.synthetic") -> dict[str, Any] | None:
-    """What an assembled document set holds, or None when it has not been assembled.
-
-    Raises UserError when the assembly is older than its pool's generations (the pool was
-    regenerated afterwards): training on it would mix one pool's identity with another's text.
-    Statistics added to the pool manifest later (e.g. diversity) do not make it stale.
-    """
-    path = Path(assembled) / ASSEMBLED_MANIFEST
-    if not path.is_file():
-        return None
-    manifest = _manifest(assembled, field, "assembly")
-    if "pool_identity" in manifest:  # the generations it was assembled from
-        stale = manifest["pool_identity"] != pool_identity(pool, f"{field}.pool")
-    else:  # assemblies written before pool identities were recorded: the whole manifest's hash
-        recorded = manifest.get("pool_manifest_sha256")
-        stale = recorded is not None and recorded != _sha256_file(Path(pool) / MANIFEST)
-    if stale:
-        raise UserError(f"{field}: {assembled} was assembled from an earlier version of {pool}; "
-                        f"re-run `megadocs gen assemble --pool {pool} --algorithm "
-                        f"{manifest.get('algorithm')} --g {manifest.get('g')} --overwrite`")
-    return {k: manifest[k] for k in _ASSEMBLED_FIELDS if k in manifest}
+def store_identity_hash(store: str | Path, field: str = "data.store") -> str:
+    """:func:`store_identity` as a short hash: what a tokenized pool records of the store it read."""
+    return hashlib.sha256(json.dumps(store_identity(store, field), sort_keys=True).encode()).hexdigest()[:16]
 
 
 def directory_identity(directory: str | Path, field: str) -> str:

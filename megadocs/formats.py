@@ -1,13 +1,12 @@
 """The run contract: every name, path and record that two packages share, owned here once.
 
-``gen`` writes assembled documents that ``train`` reads; ``train`` writes run directories and
-metrics that ``search`` stores in its ledger and ``analysis`` reads. Each of those agreements is
-declared in this module and imported by both sides (docs/architecture.md, "The run contract"):
+``train`` writes run directories and metrics that ``search`` stores in its ledger and ``analysis``
+reads. Each of those agreements is declared in this module and imported by both sides
+(docs/architecture.md, "The run contract"); the generation pool that ``gen`` writes and ``train``
+reads has its own owner, :mod:`megadocs.pools`, and the megadoc rule :mod:`megadocs.megadoc`:
 
 - the algorithm vocabulary (:data:`ALGORITHMS`, :data:`POOL_KIND`) and the sweep's methods
   (:data:`METHODS`: the algorithms plus :data:`REAL`);
-- where ``gen assemble`` puts an algorithm's documents (:func:`assembled_dir`,
-  :func:`assembled_documents`);
 - the run-directory layout (:class:`RunDir`);
 - one run status (:class:`RunStatus`) and the metrics record (:class:`RunMetrics`);
 - the validation-set names (:data:`IID`, :data:`IID_SHORT`, :data:`IID_LONG`);
@@ -15,8 +14,6 @@ declared in this module and imported by both sides (docs/architecture.md, "The r
   :func:`replace_dir`) and standard JSON (:func:`dumps_json`: no NaN/Infinity, ever).
 
 Example:
-    >>> assembled_documents("pool", "stitched", 4).as_posix()
-    'pool/assembled/stitched-g4/documents.jsonl'
     >>> RunMetrics.model_validate({"status": "diverged", "val_loss": float("inf")}).val_loss is None
     True
 """
@@ -45,17 +42,7 @@ __all__ = [
     "POOL_KIND",
     "REAL",
     "METHODS",
-    "ASSEMBLED_DIR",
-    "DOCUMENTS_FILE",
-    "ASSEMBLED_MANIFEST",
     "MANIFEST",
-    "assembled_dir",
-    "assembled_documents",
-    "THINK_OPEN",
-    "THINK_CLOSE",
-    "LATENT_TOKENIZATION",
-    "pool_generations",
-    "select_generations",
     "IID",
     "IID_SHORT",
     "IID_LONG",
@@ -118,72 +105,7 @@ METHODS: tuple[str, ...] = (REAL, *ALGORITHMS)
 """Values of a certification's ``fixed.method``."""
 
 MANIFEST = "manifest.json"
-"""The manifest of every data directory: a token store, a generation pool, an assembly."""
-
-# --- the assembled documents (gen -> train) ------------------------------------------------
-
-ASSEMBLED_DIR = "assembled"
-DOCUMENTS_FILE = "documents.jsonl"
-ASSEMBLED_MANIFEST = MANIFEST
-
-
-def assembled_dir(pool: str | Path, algorithm: str, g: int) -> Path:
-    """``POOL/assembled/{algorithm}-g{g}``: where ``gen assemble`` writes and ``train`` reads."""
-    return Path(pool) / ASSEMBLED_DIR / f"{algorithm}-g{g}"
-
-
-def assembled_documents(pool: str | Path, algorithm: str, g: int) -> Path:
-    """``POOL/assembled/{algorithm}-g{g}/documents.jsonl`` (one ``{doc_id, source_doc_id,
-    segments}`` object per line; train joins a document's segments with EOS)."""
-    return assembled_dir(pool, algorithm, g) / DOCUMENTS_FILE
-
-
-THINK_OPEN, THINK_CLOSE = "<think>", "</think>"
-"""The tags around a latent thought inside the real text (``latent``)."""
-LATENT_TOKENIZATION = "pieces/1"
-"""How train tokenizes a latent document (train/pool_tokens.py): its real-text pieces and its
-thoughts apart, then concatenated. Part of a latent run's identity."""
-
-
-def pool_generations(kind: str, pool_g: int, g: int) -> list[int] | None:
-    """The ``gen_index`` values of a ``pool_g`` pool that make up G=``g``, or None when it cannot.
-
-    A rephrase (or sample) pool serves any G' <= G with its first G' generations. A thoughts pool
-    with G split points serves G' only when (G'+1) divides (G+1): split point k' of G' is the
-    pool's split k'(G+1)/(G'+1) (gen/splits.py), so it takes every ((G+1)/(G'+1))-th thought.
-
-    >>> pool_generations("rephrase", 4, 2), pool_generations("thoughts", 7, 3), pool_generations("thoughts", 7, 2)
-    ([0, 1], [1, 3, 5], None)
-    """
-    if g < 1 or g > pool_g:
-        return None
-    if kind != PoolKind.THOUGHTS:
-        return list(range(g))
-    if (pool_g + 1) % (g + 1):
-        return None
-    step = (pool_g + 1) // (g + 1)
-    return [k * step - 1 for k in range(1, g + 1)]
-
-
-def select_generations(kind: str, pool_g: int, g: int, field: str = "--g") -> list[int]:
-    """:func:`pool_generations`, refusing (naming ``field``) a G the pool cannot serve.
-
-    Raises:
-        UserError: ``g`` < 1, larger than the pool's, or thoughts without those split points.
-    """
-    chosen = pool_generations(kind, pool_g, g)
-    if chosen is not None:
-        return chosen
-    if g < 1:
-        raise UserError(f"{field}: expected a positive number of generations, got {g}")
-    if kind == PoolKind.THOUGHTS and g <= pool_g:
-        usable = [h for h in range(1, pool_g + 1) if pool_generations(kind, pool_g, h) is not None]
-        raise UserError(f"{field}: a thoughts pool generated with G={pool_g} has split points only "
-                        f"for G in {usable} ((G+1) must divide {pool_g + 1}), got {g}; "
-                        f"generate a pool with --g {g}")
-    raise UserError(f"{field}: the pool holds {pool_g} generations per document, got {g} "
-                    f"(expected at most {pool_g})")
-
+"""The manifest of every data directory: a token store, a generation pool, a tokenized pool."""
 
 # --- validation sets -----------------------------------------------------------------------
 

@@ -39,6 +39,26 @@ runs unevaluated points outward from the start (nearest first) until one is fini
 FAILED with a reason when the grid holds none. Diverged neighbours of a certified point are a
 *soft bound* (listed in the certificate like the grid's bounds): the loss may fall again beyond.
 
+Search bounds are a compute limit, not evidence (paper.md). A grid may carry *extension values*
+beyond the ends the user listed (``extend:`` in the sweep, :meth:`search.grid.Grid.extended`):
+
+- the search reaches an extension value only as a neighbour of the centre: when the best point
+  sits on the edge reached so far and values are left on that side, the next one is run like
+  any neighbour, and the search continues from whichever is better. The start's seeding
+  neighbours and the outward search stay inside the part reached (listed values, the start and
+  every point with evidence), so a search whose best point never sits on an edge runs none;
+- a certificate hits a bound only where the listed extension values ran out
+  (``Bound.extended``): then it leans on the new bound, and says so.
+
+Every run is thus one a search on the fully extended grid would also ask for (that search also
+seeds a start on the edge with its extension neighbours): extending never costs more runs than
+listing the values from the start (tests/search/test_extend.py).
+
+What a certificate rests on is a typed :class:`Basis`: per axis, :class:`Support` INTERIOR (a
+no-better neighbour evaluated on both sides), BOUND (the grid ends there) or NOT_SEARCHED (a
+single value); as a whole the weakest of its searched axes, NOT_SEARCHED when no axis was
+searched (one run, no comparison); with the draws behind it (noise-aware or one run per point).
+
 Dispatch policy (keeps total runs *and* wall-clock rounds low): each time a run finishes the
 plan is recomputed, so the search moves on as soon as one improving neighbour finishes, without
 waiting for the rest of the batch. When slots are scarce, the neighbour that continues the last
@@ -54,18 +74,23 @@ from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
-from collections.abc import Hashable, Mapping, Sequence
+from collections.abc import Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from enum import Enum
+from enum import Enum, IntEnum
 from typing import Any
 
-from search.grid import Bound, Direction, Grid, Key
+from search.grid import Bound, Direction, Grid, Key, Side
 
 __all__ = [
     "RunState",
     "Outcome",
     "CertState",
     "Certificate",
+    "Support",
+    "AxisBasis",
+    "Basis",
+    "Extension",
+    "CertifyExit",
     "NeighbourEvidence",
     "Noise",
     "NoiseEstimate",
@@ -179,9 +204,156 @@ class NeighbourEvidence:
 
 
 @dataclass(frozen=True)
+class Extension:
+    """A value appended beyond an end of the listed grid: ``value`` on ``axis``'s ``side``, next to
+    ``after`` (the edge before it). ``centre`` is the best point, on that edge, whose neighbour
+    it was (None: the start itself lies there, e.g. a warm start from a moved bound; or not
+    known); ``runs``: the draws recorded before it (None: not known)."""
+
+    axis: str
+    side: Side
+    value: Any
+    after: Any
+    centre: dict[str, Any] | None = None
+    runs: int | None = None
+
+    @property
+    def step(self) -> tuple[str, Side, Any]:
+        return (self.axis, self.side, self.value)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"axis": self.axis, "side": self.side.value, "value": self.value, "after": self.after,
+                "centre": self.centre, "runs": self.runs}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Extension:
+        return cls(data["axis"], Side(data["side"]), data["value"], data["after"], data.get("centre"),
+                   data.get("runs"))
+
+    def describe(self) -> str:
+        return f"{self.axis} {'above' if self.side is Side.UPPER else 'below'} {self.after:g} to {self.value:g}"
+
+
+class Support(str, Enum):
+    """What a certificate rests on, per axis and as a whole (the weakest of its searched axes)."""
+
+    INTERIOR = "interior"  # a neighbour evaluated on both sides, none lower
+    BOUND = "bound"  # the grid ends on a side: a compute limit, not evidence
+    NOT_SEARCHED = "not searched"  # a single value: fixed by the sweep, never compared
+
+
+@dataclass(frozen=True)
+class AxisBasis:
+    """One axis of a certificate: its support, the bounds it leans on, and the extension values
+    among its evidence (the point's value and its two neighbours on this axis)."""
+
+    axis: str
+    support: Support
+    bounds: tuple[Bound, ...] = ()
+    extended: tuple[Any, ...] = ()
+    on_extension: bool = False  # the certified point's own value is an extension value
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"axis": self.axis, "support": self.support.value, "bounds": [b.to_dict() for b in self.bounds],
+                "extended": list(self.extended), "on_extension": self.on_extension}
+
+
+@dataclass(frozen=True)
+class Basis:
+    """What a certificate rests on (issue 34): the status line, ``status --json`` and the report
+    print :meth:`describe`; ``search certify``'s exit status reads :attr:`support`."""
+
+    support: Support
+    axes: tuple[AxisBasis, ...]
+    draws: int  # runs at the certified point
+    noise: NoiseEstimate
+    ties: int
+    soft_bounds: tuple[Bound, ...] = ()
+
+    def axes_with(self, support: Support) -> list[str]:
+        return [a.axis for a in self.axes if a.support is support]
+
+    @property
+    def extended(self) -> tuple[AxisBasis, ...]:
+        """Axes whose evidence used extension values (the certified point or a neighbour)."""
+        return tuple(a for a in self.axes if a.extended)
+
+    def describe(self) -> str:
+        """One line, e.g. ``interior on every searched axis (lr, wd, epochs); mix not searched;
+        1 run per point (seed noise not measured)``."""
+        searched = [a.axis for a in self.axes if a.support is not Support.NOT_SEARCHED]
+        fixed = self.axes_with(Support.NOT_SEARCHED)
+        if self.support is Support.NOT_SEARCHED:
+            parts = [f"nothing searched: every axis has a single value ({', '.join(fixed)}), so one point was "
+                     f"run and compared with nothing; not evidence of an optimum"]
+        else:
+            if self.support is Support.INTERIOR:
+                parts = [f"interior on every searched axis ({', '.join(searched)})"]
+            else:
+                bounds = [f"{b.axis} {b.side.value} {b.value:g}" + (" (last extension value)" if b.extended else "")
+                          for a in self.axes for b in a.bounds]
+                parts = [f"leans on bound(s) {', '.join(bounds)}: a compute limit, not evidence"]
+                interior = self.axes_with(Support.INTERIOR)
+                if interior:
+                    parts.append(f"interior on {', '.join(interior)}")
+            if fixed:
+                parts.append(f"{', '.join(fixed)} not searched (single value)")
+        for axis in self.extended:
+            values = ", ".join(f"{v:g}" for v in axis.extended)
+            parts.append(f"{axis.axis} moved beyond the listed grid: the point and its evidence at {values}"
+                         if axis.on_extension else f"{axis.axis} evidence beyond the listed grid: a neighbour at {values}")
+        if self.soft_bounds:
+            parts.append("diverged neighbour(s) " + ", ".join(f"{b.axis} {b.side.value}" for b in self.soft_bounds)
+                         + " (soft bound)")
+        if self.noise.repeats > 1:
+            sd = "seed sd not estimated" if self.noise.sigma is None else f"seed sd {self.noise.sigma:.4g}"
+            parts.append(f"noise-aware: {self.draws} runs at the point, up to {self.noise.repeats} per point, "
+                         f"{sd}, {self.ties} tie(s) within noise")
+        else:
+            parts.append("1 run per point (seed noise not measured)"
+                         + (f", {self.ties} exact tie(s)" if self.ties else ""))
+        return "; ".join(parts)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"support": self.support.value, "axes": [a.to_dict() for a in self.axes], "draws": self.draws,
+                "repeats": self.noise.repeats, "ties": self.ties, "summary": self.describe()}
+
+
+class CertifyExit(IntEnum):
+    """The exit status of ``megadocs search certify``, from what its certificates rest on (its
+    ``--help`` and the README print :meth:`help`). ``search status`` exits 0 whenever it read
+    the ledger: each certificate's basis is in its output and ``--json``."""
+
+    CERTIFIED = 0  # every certification certified, each interior on every searched axis
+    NOT_CERTIFIED = 1  # a certification failed, is blocked by failed runs, or spent its run budget
+    CERTIFIED_ON_BOUND = 3  # all certified, but one leans on a search bound or searched no axis
+
+    @classmethod
+    def of(cls, certifications: Iterable[tuple[CertState, Support | None]]) -> CertifyExit:
+        """The status for (state, the certificate's :attr:`Basis.support`) of every certification."""
+        certifications = list(certifications)
+        if any(state is not CertState.CERTIFIED for state, _ in certifications):
+            return cls.NOT_CERTIFIED
+        if any(support is not Support.INTERIOR for _, support in certifications):
+            return cls.CERTIFIED_ON_BOUND
+        return cls.CERTIFIED
+
+    @classmethod
+    def help(cls) -> str:
+        """One paragraph for help screens."""
+        return (f"exit status: {cls.CERTIFIED.value} every certification certified, interior on every searched "
+                f"axis; {cls.NOT_CERTIFIED.value} a certification failed, is blocked by failed runs or spent its "
+                f"run budget; {cls.CERTIFIED_ON_BOUND.value} every certification certified, but a certificate "
+                "leans on a search bound (a compute limit, not evidence: widen the grid or list values under "
+                "extend:) or searched no axis (every axis has one value: one run, compared with nothing); "
+                "2 bad input; 130 interrupted.")
+
+
+@dataclass(frozen=True)
 class Certificate:
     """The evidence behind a certified point. ``bounds_hit`` lists where there was no neighbour,
-    ``diverged`` the neighbours that diverged (soft bounds: the loss may fall again beyond)."""
+    ``diverged`` the neighbours that diverged (soft bounds: the loss may fall again beyond),
+    ``extended`` the extension values among the point's and its neighbours' values, per axis."""
 
     point: dict[str, Any]
     loss: float
@@ -190,10 +362,27 @@ class Certificate:
     diverged: tuple[Bound, ...] = ()
     noise: NoiseEstimate = NoiseEstimate(1, None, 0, 2.0)
     draws: int = 1
+    extended: tuple[tuple[str, tuple[Any, ...]], ...] = ()
 
     @property
     def ties(self) -> tuple[NeighbourEvidence, ...]:
         return tuple(n for n in self.neighbours if n.tie)
+
+    @property
+    def basis(self) -> Basis:
+        """What this certificate rests on, axis by axis (see :class:`Basis`)."""
+        extended = dict(self.extended)
+        axes = []
+        for axis, value in self.point.items():
+            bounds = tuple(b for b in self.bounds_hit if b.axis == axis)
+            sides = {n.direction for n in self.neighbours if n.axis == axis}
+            support = (Support.BOUND if bounds else Support.INTERIOR if len(sides) == 2 else Support.NOT_SEARCHED)
+            values = extended.get(axis, ())
+            axes.append(AxisBasis(axis, support, bounds, values, any(v == value for v in values)))
+        searched = [a.support for a in axes if a.support is not Support.NOT_SEARCHED]
+        support = (Support.NOT_SEARCHED if not searched
+                   else Support.BOUND if Support.BOUND in searched else Support.INTERIOR)
+        return Basis(support, tuple(axes), self.draws, self.noise, len(self.ties), self.diverged)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -205,6 +394,7 @@ class Certificate:
             "soft_bounds": [b.to_dict() for b in self.diverged],
             "ties": [n.point for n in self.ties],
             "noise": self.noise.to_dict(),
+            "basis": self.basis.to_dict(),
         }
 
 
@@ -345,9 +535,11 @@ def plan(
     def failed_of(keys) -> tuple[tuple[dict[str, Any], str], ...]:
         return tuple((grid.point(k), points[k].failed) for k in keys if k in points and points[k].failed)
 
+    start_key = grid.key(start)
+    reach = grid.reach([start_key, *points])  # extension values are reached only through a centre
     if centre_key is None:  # seeding: the start (all its draws) and its neighbours (one each)
-        start_key = grid.key(start)
-        seeds = [start_key] + ([n.key for n in grid.neighbours(start)] if seed_neighbours else [])
+        seeds = [start_key] + ([n.key for n in grid.neighbours(start) if grid.within(n.key, reach)]
+                               if seed_neighbours else [])
         wanted = [_draw_point(grid, k, r) for k in seeds for r in _next_repeats(points.get(k), 1, 1)]
         wanted += [_draw_point(grid, start_key, r) for r in _next_repeats(points.get(start_key), repeats, repeats)]
         wanted = list({point_key(p): p for p in wanted}.values())  # repeat 0 of the start appears twice
@@ -363,7 +555,7 @@ def plan(
     centre_loss = centre_evidence.mean
 
     if math.isinf(centre_loss):
-        return _plan_outward(grid, start, points, repeats, centre, path, estimate)
+        return _plan_outward(grid, start, points, repeats, centre, path, estimate, reach)
 
     def threshold(evidence: _PointEvidence) -> float:
         """The gap below which a point is not decided against the centre by its draws so far."""
@@ -435,25 +627,39 @@ def plan(
         state = CertState.CERTIFIED
         assert all(e.loss >= centre_loss for e in evidence_rows), "centre is the best complete point"
         diverged = tuple(
-            Bound(e.axis, "lower" if e.direction is Direction.DOWN else "upper", e.point[e.axis])
+            Bound(e.axis, Side.LOWER if e.direction is Direction.DOWN else Side.UPPER, e.point[e.axis])
             for e in evidence_rows if math.isinf(e.loss)
         )
         certificate = Certificate(centre, centre_loss, tuple(evidence_rows), bounds, diverged, estimate,
-                                  centre_evidence.n)
+                                  centre_evidence.n, _extended_evidence(grid, centre, evidence_rows))
     return Plan(state, centre, centre_loss, wanted, tuple(running), failed, certificate, path, bounds, estimate)
 
 
+def _extended_evidence(grid: Grid, centre: Mapping[str, Any],
+                       neighbours: Sequence[NeighbourEvidence]) -> tuple[tuple[str, tuple[Any, ...]], ...]:
+    """Per axis, the extension values among the centre's value and its neighbours' on that axis."""
+    found = []
+    for axis in grid.names:
+        extra = grid.extension_values(axis)
+        values = [centre[axis], *(n.point[axis] for n in neighbours if n.axis == axis)]
+        used = tuple(sorted({v for v in values if any(v == e for e in extra)}))
+        if used:
+            found.append((axis, used))
+    return tuple(found)
+
+
 def _plan_outward(grid: Grid, start: Mapping[str, Any], points: Mapping[Key, _PointEvidence], repeats: int,
-                  centre: dict[str, Any], path: tuple, estimate: NoiseEstimate) -> Plan:
+                  centre: dict[str, Any], path: tuple, estimate: NoiseEstimate, reach) -> Plan:
     """Every complete point diverged: run unevaluated points nearest the start first (grid steps),
-    and the draws finite points still need, until a finite point completes."""
+    and the draws finite points still need, until a finite point completes. Points beyond the
+    part reached (extension values no centre asked for) are not run: divergence is no bound."""
     start_key = grid.key(start)
     finite = [k for k, e in points.items() if e.n and not e.diverged and e.failed is None]
     wanted = [_draw_point(grid, k, r) for k in finite if not points[k].running
               for r in _next_repeats(points[k], repeats, repeats)]
     unrun = sorted(
         (sum(abs(a - b) for a, b in zip(key, start_key)), key)
-        for key in (grid.key(p) for p in grid.points()) if key not in points
+        for key in (grid.key(p) for p in grid.points()) if key not in points and grid.within(key, reach)
     )
     wanted += [grid.point(k) for _, k in unrun]
     running = tuple(grid.point(k) for k, e in points.items() if e.running)
@@ -587,8 +793,11 @@ class CertifySearch(Strategy):
     """Local-optimality certification on ``grid`` from ``start`` (see the module docstring).
 
     ``start`` may be None with ``waits_for`` naming another CertifySearch: the start is then
-    that search's certified point projected onto this grid (``fallback`` fills missing axes).
+    that search's certified point projected onto this grid, extension values included, so a
+    certificate that moved a bound moves the next one's start (``fallback`` fills missing axes).
     Points it asks for carry ``seed: r`` for repeat r > 0 (``noise.repeats`` > 1).
+    :attr:`extensions` lists, in order, every extension value its evidence reached; each new one
+    is also handed to ``on_extend`` (the controller records it in the ledger).
     """
 
     def __init__(
@@ -603,6 +812,7 @@ class CertifySearch(Strategy):
         fallback: Mapping[str, Any] | None = None,
         on_start: Any = None,
         noise: Noise = Noise(),
+        on_extend: Any = None,
     ) -> None:
         super().__init__(name, max_runs=max_runs, waits_for=waits_for if start is None else None)
         self.grid = grid
@@ -611,7 +821,23 @@ class CertifySearch(Strategy):
         self.noise = noise
         self.fallback = dict(fallback or {})
         self.on_start = on_start  # called with the resolved start point (the controller persists it)
+        self.on_extend = on_extend  # called with each new Extension (the controller records it)
         self.outcomes: dict[Draw, Outcome] = {}
+        self.extensions: list[Extension] = []
+
+    def record(self, point: Mapping[str, Any], outcome: Outcome) -> None:
+        """As :meth:`Strategy.record`; a point beyond the part of the grid reached so far
+        (an extension value) is an :class:`Extension`, noted with the centre that asked for it."""
+        key, _ = self.key(point)
+        beyond = self.grid.beyond(key, self.grid.reach(k for k, _ in self.outcomes))
+        centre = self.plan().centre if beyond and self.start is not None else None
+        runs = len(self.outcomes)
+        super().record(point, outcome)
+        for axis, side, value, after in beyond:
+            extension = Extension(axis, side, value, after, centre, runs)
+            self.extensions.append(extension)
+            if self.on_extend:
+                self.on_extend(extension)
 
     def key(self, point: Mapping[str, Any]) -> Draw:
         """(grid key, repeat): ``seed`` tells repeats apart; the other keys must be the grid's axes."""

@@ -6,6 +6,7 @@ import argparse
 import sys
 
 from megadocs.cli import examples
+from search.certify import CertifyExit  # light (stdlib + search.grid): the exit codes for --help
 
 RETRY_HINT = ("{n} failed point(s) block their certificates; a re-run does not run them again (a deterministic "
               "failure would only fail again): fix the cause, then `megadocs search certify {sweep} --retry-failed`")
@@ -31,10 +32,15 @@ def register(subparsers) -> None:
         "flight (a train run saves a checkpoint first) and exits with status 130; the next certify resumes "
         "them. SLURM jobs keep running and are re-attached. Failed points are kept until --retry-failed. "
         "Curves: `tensorboard --logdir OUT/tensorboard` (OUT: the sweep's out directory) names each run "
-        "by its certification and point.",
+        "by its certification and point. Each certificate says what it rests on: interior on every searched "
+        "axis, leaning on search bound(s), axes not searched (one value), the runs per point; a sweep's "
+        "extend: lists values the search may append beyond a bound.",
         **examples("megadocs search certify search/examples/analytic.yaml",
+                   "megadocs search certify search/examples/extend.yaml   # moves the epochs bound",
                    "megadocs search certify SWEEP.yaml --strategy tpe --max-runs 30",
-                   "megadocs search certify SWEEP.yaml --retry-failed"),
+                   "megadocs search certify SWEEP.yaml --retry-failed",
+                   note=CertifyExit.help() + " A baseline (--strategy grid|tpe) exits 0, or 1 when a certification "
+                   "failed."),
     )
     certify.add_argument("sweep", help="sweep file (see search/examples/)")
     certify.add_argument("--strategy", choices=("certify", "grid", "tpe"), default="certify",
@@ -49,10 +55,14 @@ def register(subparsers) -> None:
 
     status = commands.add_parser(
         "status", help="where each certification stands",
-        description="Each certification's state (certified, running, failed, bound hit), best point and "
-        "loss, runs in flight or failed with their job ids, and the controller holding the sweep.",
+        description="Each certification's state (certified, running, failed), what its certificate rests on "
+        "(interior, search bound(s), axes not searched, runs per point), the extensions its search made, best "
+        "point and loss, runs in flight or failed with their job ids, and the controller holding the sweep.",
         **examples("megadocs search status search/examples/analytic.yaml",
-                   "megadocs search status SWEEP.yaml --json | jq '.[].certificate'"),
+                   "megadocs search status SWEEP.yaml --json | jq '.[].certificate.basis'",
+                   note="exit status: 0 whenever the ledger was read (whatever the certificates rest on: see "
+                        "certificate.basis.support in --json, or `megadocs search certify`'s exit status); "
+                        "2 bad input."),
     )
     status.add_argument("sweep", help="sweep file")
     status.add_argument("--json", action="store_true", help="print a JSON list (the analysis contract)")
@@ -64,13 +74,25 @@ def register(subparsers) -> None:
         description="Expected (simulated certifier on smooth landscapes) and worst-case run counts per "
         "certification, and their GPU-hours at an assumed MFU (see search/plan.py). Runs nothing.",
         **examples("megadocs search plan search/examples/paper-300m.yaml",
+                   "megadocs search plan SWEEP.yaml --assume-real-tokens 200M "
+                   "--assume-synthetic-tokens-per-generation 708",
                    "megadocs search plan SWEEP.yaml --mfu 0.3 --peak-tflops 312 --json   # A100"),
     )
     plan.add_argument("sweep", help="sweep file")
     plan.add_argument("--json", action="store_true", help="print one JSON object")
-    plan.add_argument("--mfu", type=float, default=None, help="assumed model FLOPs utilisation (default 0.4)")
+    plan.add_argument("--mfu", type=float, default=None, help="assumed model FLOPs utilisation "
+                      "(default: measured in benchmarks/results/gpu.json, else 0.4)")
     plan.add_argument("--peak-tflops", type=float, default=None,
-                      help="device dense bf16 peak TFLOP/s (default 989, H100 SXM)")
+                      help="device dense bf16 peak TFLOP/s (default: gpu.json's device, else 989, H100 SXM)")
+    assume = plan.add_argument_group(
+        "data sizes", "Measured from the store and pools where they exist, else the paper's figures; a value given "
+        "here replaces the measured one. The plan lists every assumed figure.")
+    assume.add_argument("--assume-real-tokens", metavar="N", help="real tokens, e.g. 200M (default: the store's)")
+    assume.add_argument("--assume-real-documents", metavar="N", help="real documents, e.g. 164k")
+    assume.add_argument("--assume-synthetic-tokens-per-generation", metavar="N",
+                        help="mean tokens of a rephrase or sample, e.g. 708 (default: the pool's)")
+    assume.add_argument("--assume-tokens-per-thought", metavar="N", help="mean tokens of a latent thought, e.g. 424")
+    assume.add_argument("--assume-vocab-size", metavar="N", help="vocabulary, e.g. 128256 (default: the store's)")
     plan.set_defaults(func=_plan)
 
     dashboard = commands.add_parser(
@@ -101,9 +123,9 @@ def _configure_process() -> None:
 
 def _certify(args: argparse.Namespace) -> int:
     from megadocs.errors import UserError
-    from search.certify import CertState
+    from search.certify import CertState, Support
     from search.controller import SweepInterrupted, run_sweep
-    from search.status import format_table, g_trend_warnings, summarize
+    from search.status import certify_exit, format_bases, format_table, g_trend_warnings, summarize
     from search.sweep import load_sweep
 
     if args.max_runs is not None and args.max_runs < 1:
@@ -118,27 +140,37 @@ def _certify(args: argparse.Namespace) -> int:
         return 130
     summaries = summarize(sweep, args.strategy, max_runs=args.max_runs)
     print(format_table(summaries), end="")
+    for line in format_bases(summaries):
+        print(line)
     _print_ensembles(sweep, summaries)
     for warning in g_trend_warnings(summaries):
         print(f"warning: {warning}", file=sys.stderr)
-    status = 0
     failed = 0
     for s in summaries:
         for params, reason in s.blocked_by:
             failed += 1
             print(f"{s.name}: blocked by {params}: {reason}", file=sys.stderr)
         if s.state is CertState.FAILED:
-            status = 1
             if s.reason:
                 print(f"{s.name}: not certified: {s.reason}", file=sys.stderr)
         elif s.state is not CertState.CERTIFIED and args.strategy == "certify":
             # the controller only stops early when the run budget is spent
-            status = 1
             print(f"{s.name}: not certified: {s.reason or 'stopped'} ({s.state.value}); re-run with a larger "
                   f"--max-runs (or without it) to continue", file=sys.stderr)
     if failed:
         print(RETRY_HINT.format(n=failed, sweep=args.sweep), file=sys.stderr)
-    return status
+    if args.strategy != "certify":  # a baseline's best point need not be certifiable: only failures count
+        return int(any(s.state is CertState.FAILED for s in summaries))
+    status = certify_exit(summaries)
+    for s in summaries:  # what a weak certificate rests on, on stderr next to the exit status
+        if s.support is Support.BOUND:
+            bounds = ", ".join(f"{b.axis} {b.side.value} {b.value:g}" for b in s.certificate.bounds_hit)
+            print(f"{s.name}: certified on a search bound ({bounds}): a compute limit, not evidence; widen the grid "
+                  f"or list values under extend: (exit {status.value})", file=sys.stderr)
+        elif s.support is Support.NOT_SEARCHED:
+            print(f"{s.name}: certified without a search: every axis has one value (exit {status.value})",
+                  file=sys.stderr)
+    return status.value
 
 
 def _dashboard(args: argparse.Namespace) -> int:
@@ -149,21 +181,36 @@ def _dashboard(args: argparse.Namespace) -> int:
 
 
 def _plan(args: argparse.Namespace) -> int:
+    from megadocs.errors import UserError
     from megadocs.formats import dumps_json
-    from search.plan import format_sweep_plan, sweep_plan
+    from search.plan import Assumptions, format_sweep_plan, parse_count, sweep_plan
     from search.sweep import load_sweep
-    from train.plan import DEFAULT_MFU, H100_BF16_PEAK_TFLOPS
+    from train.plan import default_utilisation
 
     sweep = load_sweep(args.sweep)
-    result = sweep_plan(sweep, mfu=DEFAULT_MFU if args.mfu is None else args.mfu,
-                        peak_tflops=H100_BF16_PEAK_TFLOPS if args.peak_tflops is None else args.peak_tflops)
+    figures = {"real_tokens": "--assume-real-tokens", "real_documents": "--assume-real-documents",
+               "tokens_per_generation": "--assume-synthetic-tokens-per-generation",
+               "tokens_per_thought": "--assume-tokens-per-thought", "vocab_size": "--assume-vocab-size"}
+    given = {}
+    for name, option in figures.items():
+        text = getattr(args, option[2:].replace("-", "_"))
+        if text is not None:
+            try:
+                given[name] = parse_count(text)
+            except UserError as exc:
+                raise UserError(f"{option}: {exc}") from None
+    if "vocab_size" in given:
+        given["vocab_size"] = int(given["vocab_size"])
+    utilisation = default_utilisation(args.mfu, args.peak_tflops)
+    result = sweep_plan(sweep, mfu=utilisation.mfu, peak_tflops=utilisation.peak_tflops, assume=Assumptions(**given))
+    result["mfu_source"] = utilisation.source if result["mfu"] is not None else None
     print(dumps_json(result, indent=1) if args.json else format_sweep_plan(result), end="\n" if args.json else "")
     return 0
 
 
 def _status(args: argparse.Namespace) -> int:
     from search.ledger import Ledger
-    from search.status import format_table, g_trend_warnings, summarize, to_json
+    from search.status import format_bases, format_table, g_trend_warnings, summarize, to_json
     from search.sweep import load_sweep
 
     _configure_process()
@@ -173,6 +220,8 @@ def _status(args: argparse.Namespace) -> int:
         print(to_json(summaries))
         return 0
     print(format_table(summaries), end="")
+    for line in format_bases(summaries):
+        print(line)
     _print_ensembles(sweep, summaries)
     _print_transfers(sweep)
     _print_jobs(sweep)

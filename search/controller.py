@@ -374,12 +374,14 @@ def build_strategies(sweep: Sweep, ledger: Ledger, strategy: str = "certify",
     tasks: dict[str, TaskInfo] = {}
     kind = StudyKind(strategy)
     for cert in sweep.certifications:
-        grid = sweep.grid_for(cert)
+        grid = sweep.grid_for(cert)  # with its extension values: only the certifier reaches them
+        if kind is not StudyKind.CERTIFY:
+            grid = grid.listed_grid()
         task = cert.name if kind is StudyKind.CERTIFY else f"{kind.value}/{cert.name}"
         study = study_name(sweep.name, cert.name, kind)
         start = sweep.start_for(cert)
         ledger.study_id(study, create=True, attrs={
-            STUDY_KIND: kind.value, STUDY_FIXED: cert.fixed, STUDY_GRID: grid.as_mapping(),
+            STUDY_KIND: kind.value, STUDY_FIXED: cert.fixed, STUDY_GRID: grid.listed_grid().as_mapping(),
             **({STUDY_START: start} if not cert.warm_start else {}),
         })
         tasks[task] = TaskInfo(study, dict(cert.fixed), grid.names, grid.as_mapping())
@@ -391,6 +393,7 @@ def build_strategies(sweep: Sweep, ledger: Ledger, strategy: str = "certify",
                 task, grid, None if warm else (stored or start), seed_neighbours=sweep.seeds_neighbours(cert),
                 max_runs=budget, noise=sweep.noise_for(cert), waits_for=cert.warm_start if warm else None, fallback=start,
                 on_start=lambda point, study=study: ledger.set_study_attr(study, STUDY_START, point),
+                on_extend=lambda extension, study=study: ledger.record_extension(study, extension),
             ))
         elif kind is StudyKind.GRID:
             strategies.append(GridSearch(task, grid, max_runs=budget))
@@ -481,7 +484,12 @@ def run_sweep(sweep: Sweep, *, strategy: str = "certify", max_runs: int | None =
     """
     objective = make_objective(sweep)
     for cert in sweep.certifications:  # a bad train config or pool fails now, in one line, not mid-sweep
-        objective.identity({**sweep.start_for(cert), **cert.fixed})
+        start = sweep.start_for(cert)
+        objective.identity({**start, **cert.fixed})
+        grid = sweep.grid_for(cert)
+        for axis in grid.names:  # so does an extension value the train config refuses
+            for value in grid.extension_values(axis):
+                objective.identity({**start, axis: value, **cert.fixed})
     ledger = Ledger(sweep.ledger_url, sweep.name)
     with ledger.controller_lock():
         executor = make_executor(sweep.executor, sweep.out_dir / "jobs", name=f"megadocs-{sweep.name}")

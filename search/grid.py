@@ -1,4 +1,4 @@
-"""Grid arithmetic for local-optimality certification: points, neighbours and bounds.
+"""Grid arithmetic for local-optimality certification: points, neighbours, bounds, extensions.
 
 A grid is an ordered set of axes, each an increasing tuple of values. A point picks one value
 per axis. Its *neighbours* move exactly one axis one step up or down; where an axis ends there
@@ -6,23 +6,36 @@ is no neighbour, and that missing direction is a *bound* (a compute limit, not e
 the point is optimal). Axes with a single value are fixed, not searched: they have no
 neighbours and are not reported as bounds.
 
+A sweep may list values that can be appended beyond an axis's ends (``extend:``, issue 32):
+:meth:`Grid.extended` builds the grid holding them, and remembers which values the user
+*listed*. The certifier (``search/certify.py``) reaches an extension value only as the
+neighbour of a best point on the edge reached so far, so a search whose best point never sits
+on an edge runs none; a bound is hit only where the extension values ran out (``Bound.extended``).
+
+>>> wide = Grid.from_mapping({"epochs": [16, 32, 64]}).extended({"epochs": AxisExtension(above=(128, 256))})
+>>> wide.as_mapping(), wide.listed_grid().as_mapping()
+({'epochs': [16, 32, 64, 128, 256]}, {'epochs': [16, 32, 64]})
+>>> [(b.side.value, b.value, b.extended) for b in wide.bounds_hit({"epochs": 256})]
+[('upper', 256, True)]
+
 >>> grid = Grid.from_mapping({"lr": [1e-3, 3e-3, 1e-2], "epochs": [1, 2, 4]})
 >>> [(n.axis, n.direction.value, n.point["epochs"]) for n in grid.neighbours({"lr": 3e-3, "epochs": 4})]
 [('lr', 'down', 4), ('lr', 'up', 4), ('epochs', 'down', 2)]
->>> [(b.axis, b.side) for b in grid.bounds_hit({"lr": 3e-3, "epochs": 4})]
+>>> [(b.axis, b.side.value) for b in grid.bounds_hit({"lr": 3e-3, "epochs": 4})]
 [('epochs', 'upper')]
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from enum import Enum
 from itertools import product
 from typing import Any
 
-__all__ = ["Grid", "Neighbour", "Bound", "Direction", "Key", "values_equal", "check_axis"]
+__all__ = ["Grid", "Neighbour", "Bound", "Side", "Direction", "Key", "AxisExtension", "Reach", "values_equal",
+           "check_axis", "check_extension"]
 
 Key = tuple[int, ...]
 """A point as one value index per axis, in the grid's axis order (hashable, cheap to compare)."""
@@ -31,6 +44,13 @@ Key = tuple[int, ...]
 class Direction(str, Enum):
     DOWN = "down"
     UP = "up"
+
+
+class Side(str, Enum):
+    """An end of an axis."""
+
+    LOWER = "lower"
+    UPPER = "upper"
 
 
 @dataclass(frozen=True)
@@ -48,11 +68,30 @@ class Bound:
     """A side of an axis where the grid ends at the point: no neighbour exists there."""
 
     axis: str
-    side: str  # "lower" | "upper"
+    side: Side
     value: Any
+    extended: bool = False
+    """The edge is an extension value: the listed grid was extended to it and no value is left."""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "side", Side(self.side))  # "upper" from a JSON record reads as Side.UPPER
 
     def to_dict(self) -> dict[str, Any]:
-        return {"axis": self.axis, "side": self.side, "value": self.value}
+        return {"axis": self.axis, "side": self.side.value, "value": self.value, "extended": self.extended}
+
+
+@dataclass(frozen=True)
+class AxisExtension:
+    """Values that may be appended beyond the ends of one axis (``extend: {epochs: {above: [...]}}``),
+    each list in the order the values are appended, i.e. outward: ``below`` decreasing, ``above``
+    increasing. Check one against its axis with :func:`check_extension`."""
+
+    below: tuple[Any, ...] = ()
+    above: tuple[Any, ...] = ()
+
+
+Reach = tuple[tuple[int, int], ...]
+"""Per axis, the span [first, last] of value indices a search has reached (see :meth:`Grid.reach`)."""
 
 
 def values_equal(a: Any, b: Any) -> bool:
@@ -87,11 +126,39 @@ def check_axis(values: Sequence[Any], where: str) -> tuple[Any, ...]:
     return values
 
 
+def check_extension(values: Sequence[Any], extension: AxisExtension, where: str) -> tuple[Any, ...]:
+    """The axis ``values`` with ``extension`` appended at both ends; the one validation of an
+    extension. Raises ValueError naming ``where.below``/``where.above`` when a value does not
+    continue the axis outward (not beyond its end, or not in appending order) or is no number."""
+    values = tuple(values)
+    if len(values) < 2 and (extension.below or extension.above):
+        raise ValueError(f"{where}: the axis has the single value {list(values)} (fixed, not searched), so it has "
+                         "no bound to extend; give it two or more values or drop the extension")
+    for side, listed, edge, beyond in (("below", extension.below, values[0], lambda a, b: a < b),
+                                       ("above", extension.above, values[-1], lambda a, b: a > b)):
+        previous = edge
+        for value in listed:
+            check_axis([value], f"{where}.{side}")  # a finite number, not a boolean
+            if not beyond(value, previous):
+                word = "decrease" if side == "below" else "increase"
+                if previous is edge:
+                    raise ValueError(f"{where}.{side}: {value!r} is not {side} the grid's "
+                                     f"{'first' if side == 'below' else 'last'} value {edge!r} (extension values "
+                                     f"continue the axis beyond that end)")
+                raise ValueError(f"{where}.{side}: values must {word} outward from the grid's end {edge!r}, in the "
+                                 f"order they are appended; got {list(listed)}")
+            previous = value
+    return check_axis((*reversed(extension.below), *values, *extension.above), where)
+
+
 @dataclass(frozen=True)
 class Grid:
     """An ordered product of axes. Build with :meth:`from_mapping`; values must increase."""
 
     axes: tuple[tuple[str, tuple[Any, ...]], ...]
+    listed: Reach | None = None
+    """Per axis, the index span of the values the user listed; those outside it are extension
+    values (:meth:`extended`). None: every value is listed."""
 
     @classmethod
     def from_mapping(cls, mapping: Mapping[str, Sequence[Any]], where: str = "grid") -> Grid:
@@ -110,6 +177,61 @@ class Grid:
 
     def as_mapping(self) -> dict[str, list[Any]]:
         return {name: list(values) for name, values in self.axes}
+
+    # -- extensions ------------------------------------------------------------------------
+
+    def extended(self, extensions: Mapping[str, AxisExtension], where: str = "extend") -> Grid:
+        """This grid with the extension values appended (checked by :func:`check_extension`);
+        the values listed now stay the *listed* grid. Raises ValueError naming ``{where}.{axis}``."""
+        unknown = sorted(set(extensions) - set(self.names))
+        if unknown:
+            raise ValueError(f"{where}.{unknown[0]}: unknown axis (grid axes: {sorted(self.names)})")
+        if not any(e.below or e.above for e in extensions.values()):
+            return self
+        axes, listed = [], []
+        for (name, values), (first, last) in zip(self.axes, self.listed_spans):
+            extension = extensions.get(name, AxisExtension())
+            listed_values = values[first : last + 1]
+            axes.append((name, check_extension(listed_values, extension, f"{where}.{name}")))
+            listed.append((len(extension.below), len(extension.below) + len(listed_values) - 1))
+        return Grid(tuple(axes), tuple(listed))
+
+    @property
+    def listed_spans(self) -> Reach:
+        return self.listed or tuple((0, len(values) - 1) for _, values in self.axes)
+
+    def listed_grid(self) -> Grid:
+        """The grid the user listed, without extension values (baselines search only this)."""
+        return Grid(tuple((name, values[first : last + 1])
+                          for (name, values), (first, last) in zip(self.axes, self.listed_spans)))
+
+    def extension_values(self, axis: str) -> tuple[Any, ...]:
+        """The values of ``axis`` beyond the listed ones, lowest first."""
+        index = self.names.index(axis)
+        values = self.axes[index][1]
+        first, last = self.listed_spans[index]
+        return (*values[:first], *values[last + 1 :])
+
+    def reach(self, keys: Iterable[Key]) -> Reach:
+        """The listed spans widened to every key: the part of the grid a search has reached."""
+        spans = [list(span) for span in self.listed_spans]
+        for key in keys:
+            for span, index in zip(spans, key):
+                span[0], span[1] = min(span[0], index), max(span[1], index)
+        return tuple((first, last) for first, last in spans)
+
+    def within(self, key: Key, reach: Reach) -> bool:
+        return all(first <= index <= last for index, (first, last) in zip(key, reach))
+
+    def beyond(self, key: Key, reach: Reach) -> list[tuple[str, Side, Any, Any]]:
+        """Each value of ``key``'s point that ``reach`` does not hold yet, and those between:
+        ``(axis, side, value, after)`` in the order they are appended (``after``: the edge it
+        extends)."""
+        found = []
+        for (name, values), index, (first, last) in zip(self.axes, key, reach):
+            found += [(name, Side.UPPER, values[i], values[i - 1]) for i in range(last + 1, index + 1)]
+            found += [(name, Side.LOWER, values[i], values[i + 1]) for i in range(first - 1, index - 1, -1)]
+        return found
 
     def key(self, point: Mapping[str, Any]) -> Key:
         """The index key of a point. Raises KeyError/ValueError naming the axis if it is off the grid."""
@@ -151,16 +273,17 @@ class Grid:
         return found
 
     def bounds_hit(self, point: Mapping[str, Any]) -> list[Bound]:
-        """Sides where the point sits on the grid's edge (searched axes only)."""
+        """Sides where the point sits on the grid's edge (searched axes only); ``extended`` where
+        that edge is an extension value (the listed values ran out)."""
         centre = self.key(point)
         hits = []
-        for axis, (name, values) in enumerate(self.axes):
+        for axis, ((name, values), (first, last)) in enumerate(zip(self.axes, self.listed_spans)):
             if len(values) < 2:
                 continue
             if centre[axis] == 0:
-                hits.append(Bound(name, "lower", values[0]))
+                hits.append(Bound(name, Side.LOWER, values[0], extended=first > 0))
             if centre[axis] == len(values) - 1:
-                hits.append(Bound(name, "upper", values[-1]))
+                hits.append(Bound(name, Side.UPPER, values[-1], extended=last < len(values) - 1))
         return hits
 
     def nearest(self, point: Mapping[str, Any], fallback: Mapping[str, Any]) -> dict[str, Any]:

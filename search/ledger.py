@@ -4,8 +4,10 @@ Layout (docs/architecture.md, "Search ledger"):
 
 - Study ``{sweep}/{certification}`` per certification (``{sweep}/grid/{c}`` and
   ``{sweep}/tpe/{c}`` for the baseline strategies, ``{sweep}/ensemble/{name}`` for ensembles).
-  Study user attributes: ``kind``, ``fixed``, ``grid``, ``start`` (the resolved start, also for
-  warm starts).
+  Study user attributes: ``kind``, ``fixed``, ``grid`` (as listed), ``start`` (the resolved
+  start, also for warm starts), ``extensions`` (every extension value the search reached, in
+  order, with the centre that asked for it: :class:`search.certify.Extension`; absent in ledgers
+  written before extensions, which read as none).
 - One trial per (study, point). Trial params are the grid point, typed so that Optuna's own tools
   (optuna-dashboard) plot it numerically: numeric axes are Float/Int distributions over the
   axis's range, on a log scale for ``lr`` and ``wd`` (`axis_distribution`); the fixed ``method``
@@ -50,7 +52,7 @@ from megadocs.errors import UserError
 from megadocs.formats import RunMetrics, RunStatus
 from megadocs.procs import pid_alive
 from megadocs.trust import redact_url, scrub
-from search.certify import Outcome
+from search.certify import Extension, Outcome
 from search.grid import Grid
 
 log = logging.getLogger(__name__)
@@ -98,6 +100,7 @@ STUDY_FIXED = "fixed"
 STUDY_GRID = "grid"
 STUDY_START = "start"
 STUDY_SUPERSEDED = "superseded"  # {trial number: reason}: finished trials whose identity changed
+STUDY_EXTENSIONS = "extensions"  # [Extension.to_dict()]: extension values reached, in order
 # Controller lock study attribute.
 LOCK_HOLDER = "holder"
 LOCK_SUFFIX = "#controller"
@@ -433,6 +436,17 @@ class Ledger:
     def set_study_attr(self, name: str, key: str, value: Any) -> None:
         self.storage.set_study_user_attr(self.study_id(name, create=True), key, _jsonable(value))
 
+    def extensions(self, name: str) -> list[Extension]:
+        """The extensions recorded for study ``name``, in order (none in older ledgers)."""
+        return [Extension.from_dict(item) for item in self.study_attrs(name).get(STUDY_EXTENSIONS, [])]
+
+    def record_extension(self, name: str, extension: Extension) -> None:
+        """Append ``extension`` to study ``name``'s record unless that value is recorded already
+        (a restarted controller replays its evidence)."""
+        recorded = self.extensions(name)
+        if extension.step not in {e.step for e in recorded}:
+            self.set_study_attr(name, STUDY_EXTENSIONS, [e.to_dict() for e in [*recorded, extension]])
+
     def study_names(self) -> list[str]:
         """Names of this sweep's run studies (not the lock)."""
         prefix = f"{self.sweep}/"
@@ -508,7 +522,7 @@ class Ledger:
         for axis, value in point.items():
             if grid and axis in grid and value in grid[axis]:
                 self._set_param(trial_id, axis, value, axis_distribution(axis, list(grid[axis])),
-                                legacy_choices=list(grid[axis]))
+                                legacy=(study_id, list(grid[axis])))
         for key, value in fixed.items():
             distribution = _fixed_distribution(key, value)
             if distribution is not None and key not in point:
@@ -526,18 +540,27 @@ class Ledger:
         return trial_id
 
     def _set_param(self, trial_id: int, name: str, value: Any, distribution,
-                   legacy_choices: list[Any] | None = None) -> None:  # fmt: skip
-        """Record a param. A study begun by an older version recorded axes as categoricals over
-        `legacy_choices`; Optuna refuses a second kind for the same name, so those keep theirs."""
+                   legacy: tuple[int, list[Any]] | None = None) -> None:  # fmt: skip
+        """Record a param. A study begun by an older version (``legacy``: its id and the axis's
+        values) recorded axes as categoricals over its grid as listed (the study's ``grid``
+        attribute, else the values given); Optuna refuses a second kind for the same name, so those
+        keep theirs, and an extension value outside them is left out of the params (readers use
+        the ``point`` attribute; params serve Optuna's own tools)."""
         from optuna.distributions import CategoricalDistribution
 
         try:
             self.storage.set_trial_param(trial_id, name, distribution.to_internal_repr(value), distribution)
         except ValueError:  # "Cannot set different distribution kind to the same parameter name"
-            if legacy_choices is None or isinstance(distribution, CategoricalDistribution):
+            if legacy is None or isinstance(distribution, CategoricalDistribution):
                 raise
-            legacy = CategoricalDistribution(legacy_choices)
-            self.storage.set_trial_param(trial_id, name, legacy.to_internal_repr(value), legacy)
+            study_id, values = legacy
+            legacy_choices = list((self.storage.get_study_user_attrs(study_id).get(STUDY_GRID) or {}).get(name, values))
+            if value not in legacy_choices:
+                log.debug("trial %d: %s=%r is outside the study's categorical choices; not a param", trial_id, name,
+                          value)
+                return
+            categorical = CategoricalDistribution(legacy_choices)
+            self.storage.set_trial_param(trial_id, name, categorical.to_internal_repr(value), categorical)
 
     def update(self, trial_id: int, **attrs: Any) -> None:
         """Set trial user attributes (only while the trial is RUNNING)."""

@@ -42,7 +42,8 @@ import submitit
 
 from megadocs.config import config_hash, parse_config
 from megadocs.errors import UserError
-from megadocs.formats import REAL, RunDir, RunMetrics, RunStatus, assembled_documents, write_json
+from megadocs.formats import REAL, RunDir, RunMetrics, RunStatus, write_json
+from megadocs.pools import pool_identity, resolve_pool
 from megadocs.provenance import write as write_provenance
 from search.sweep import TRAIN_AXES, Sweep
 
@@ -243,6 +244,7 @@ class TrainObjective:
             self.base["data"]["store"] = str(Path(store).absolute())
         self.pools = sweep.pools
         self.source = f"{sweep.name}: train"
+        self._ready: set[tuple[str, str]] = set()  # (pool, store) checked: tokenized for the store
 
     def config(self, params: Mapping[str, Any]):
         """The validated RunConfig for ``params`` (UserError naming the field if invalid)."""
@@ -259,28 +261,28 @@ class TrainObjective:
             _set(config, "data.mixing_fraction", 0.0)
         else:
             g = int(params["g"])
-            _set(config, "data.synthetic", {"pool": self.pool(method, g), "algorithm": method, "g": g})
+            _set(config, "data.synthetic", {"pool": str(resolve_pool(self.pools, method, g)), "algorithm": method,
+                                            "g": g})
         if "model" in params:  # student scaling: the same method on another model preset
             _set(config, "model.preset", params["model"])
         if "seed" in params:  # repeats and ensemble members: initialisation and data order
             _set(config, "seed", int(params["seed"]))
             _set(config, "data.seed", int(params["seed"]))
-        return parse_config(config, RunConfig, source=self.source)
+        parsed = parse_config(config, RunConfig, source=self.source)
+        if parsed.data.synthetic is not None:
+            self.check_pool(method, parsed.data.synthetic.pool, parsed.data.store)
+        return parsed
 
-    def pool(self, method: str, g: int) -> str:
-        entry = self.pools.get(method, self.pools.get(method.split("-")[0]))
-        if entry is None:
-            raise UserError(f"pools.{method}: no synthetic pool for method {method!r}")
-        if isinstance(entry, Mapping):
-            if g not in entry:
-                raise UserError(f"pools.{method}: no pool for g={g} (have {sorted(entry)})")
-            entry = entry[g]
-        pool = Path(entry.format(g=g)).absolute()
-        documents = assembled_documents(pool, method, g)
-        if not documents.is_file():
-            raise UserError(f"pools.{method}: {documents} not found (run `megadocs gen assemble --pool {pool} "
-                            f"--algorithm {method} --g {g}` first)")
-        return str(pool)
+    def check_pool(self, method: str, pool: str, store: str) -> None:
+        """Refuse (one line) a pool training could not read: none there, or not tokenized for the
+        store (what a run reads; checked once per pool, before any run is dispatched)."""
+        from train.pool_tokens import require_pool_tokens
+        from train.store import TokenStore
+
+        if (pool, store) not in self._ready:
+            pool_identity(pool, field=f"pools.{method}")  # the pool first: it is what the sweep names
+            require_pool_tokens(pool, TokenStore.open(store), field=f"pools.{method}")
+            self._ready.add((pool, store))
 
     def identity(self, params: Mapping[str, Any]) -> str:
         return self.config(params).identity()

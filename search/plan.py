@@ -3,13 +3,16 @@
 Per certification, from its grid and the certification rule (`search.certify`):
 
 - ``best``: the start point is already optimal: the start and all its neighbours (the fewest runs
-  that can certify); capped at ``max_runs``.
+  that can certify; a start on a bound that ``extend:`` can move also runs the next value);
+  capped at ``max_runs``.
 - ``expected``: the mean number of runs of the real certifier (`CertifySearch` driven by
   `SimulatedEvaluator`, with the sweep's ``executor.max_parallel`` slots) over `SIMULATIONS`
   seeded random convex landscapes (`search.landscapes.random_landscape(seed, "bowl", grid)`:
-  an optimum anywhere inside the grid). Smooth surfaces are the paper's assumption; rugged ones
-  cost more, up to the worst case.
-- ``worst``: every grid point (or ``max_runs``).
+  an optimum anywhere inside the listed grid, so extension values are not run). Smooth surfaces
+  are the paper's assumption; rugged ones cost more, up to the worst case.
+- ``worst``: every point of the grid with its extension values (or ``max_runs``): the search may
+  extend every listed axis to its last value. ``grid_size`` counts the listed grid,
+  ``extended_grid_size`` the grid with every extension value.
 
 With ``noise: {repeats: N}`` every count includes the repeats the certifier asks for on these
 noise-free landscapes (each centre's N draws); the extra draws a neighbour gets when it lies within
@@ -21,10 +24,17 @@ source's certified point, unknown before the run).
 
 GPU-hours (default objective only: the sweep's ``train:`` base): each point becomes its train
 ``RunConfig`` (as `search.objective.TrainObjective` builds it, except that pools need not exist
-yet) and is costed by `train.plan` (its steps from the store's real windows, epochs and mix; a
-synthetic-only point (mix 1) from ``synthetic_epochs`` passes over an estimated synthetic stream of
-G rephrasings per real document, each about as long as its source: ``G * real windows``;
-FLOPs per token; GPU-hours at the assumed MFU and peak). The expected GPU-hours are the mean
+yet) and is costed by `train.plan` (its steps from the real stream's windows, epochs and mix; a
+synthetic-only point (mix 1) from ``synthetic_epochs`` passes over the synthetic stream, whose
+size is estimated by the megadoc rule (`megadocs.megadoc`: per real document, its parts' mean
+tokens plus an EOS per segment); FLOPs per token; GPU-hours at the assumed MFU and peak).
+
+Data sizes are measured where the data exists (the store's train split and vocabulary; a pool's
+mean generation length) and otherwise assumed (:class:`Assumptions`, the paper's figures by
+default: 200M real tokens in 164,000 documents, 708 tokens per rephrase, 424 per thought, a
+128,256-token vocabulary), so a sweep can be planned before any data exists. A figure given on
+the command line (``--assume-real-tokens 200M`` ...) replaces the measured one. The plan lists
+every assumed figure and why (``assumed``). The expected GPU-hours are the mean
 over the simulations of the cost of the points each one ran; the worst case is the costliest
 ``worst`` points. Ensembles (``members`` runs at ``epochs * epochs_multiplier``) are costed at
 the source certification's start point, and so is each transfer (one run of its method at the
@@ -35,9 +45,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
+from megadocs import megadoc, pools
 from megadocs.errors import UserError
+from megadocs.formats import POOL_KIND, PoolKind
 from search.certify import SEED, CertifySearch, drive
 from search.grid import Grid
 from search.landscapes import random_landscape
@@ -45,9 +58,68 @@ from search.objective import TrainObjective
 from search.simulate import SimulatedEvaluator
 from search.sweep import CertificationConfig, Sweep
 
-__all__ = ["SIMULATIONS", "run_counts", "processes_per_run", "sweep_plan", "format_sweep_plan"]
+__all__ = ["SIMULATIONS", "Assumptions", "PAPER", "run_counts", "processes_per_run", "sweep_plan",
+           "format_sweep_plan", "synthetic_tokens_per_document", "parse_count"]
 
 SIMULATIONS = 64
+THINK_TAG_TOKENS = 4
+"""Tokens of ``<think>`` and ``</think>`` around a thought (a Llama 3 tokenizer splits each into 2-3)."""
+
+
+@dataclass(frozen=True)
+class Assumptions:
+    """Data sizes a plan uses where it measures none (None: measure it, or use :data:`PAPER`'s)."""
+
+    real_tokens: float | None = None
+    """Tokens of the real stream's documents (the store's train split)."""
+    real_documents: float | None = None
+    """Documents of the real stream (one EOS each)."""
+    tokens_per_generation: float | None = None
+    """Mean tokens of a rephrase or sample (the training tokenizer's)."""
+    tokens_per_thought: float | None = None
+    """Mean tokens of a latent thought, without its tags."""
+    vocab_size: int | None = None
+
+
+PAPER = Assumptions(real_tokens=200e6, real_documents=164_000, tokens_per_generation=708, tokens_per_thought=424,
+                    vocab_size=128_256)
+"""The paper's figures (paper.md): 200M DCLM tokens in 164k documents, rephrases of 708 tokens and
+thoughts of 424 on average, the Llama 3 vocabulary."""
+
+
+def parse_count(text: str) -> float:
+    """``200M`` -> 2e8 (suffixes k, M, B/G, case-insensitive; plain numbers as they are).
+
+    >>> parse_count("200M"), parse_count("164k"), parse_count("708")
+    (200000000.0, 164000.0, 708.0)
+    """
+    scale = {"k": 1e3, "m": 1e6, "b": 1e9, "g": 1e9}.get(text[-1:].lower(), 1.0)
+    number = text[:-1] if scale != 1.0 else text
+    try:
+        value = float(number) * scale
+    except ValueError:
+        raise UserError(f"expected a number such as 708, 164k or 200M, got {text!r}") from None
+    if value <= 0:
+        raise UserError(f"expected a positive number, got {text!r}")
+    return value
+
+
+def synthetic_tokens_per_document(algorithm: str, g: int, *, real_tokens_per_document: float,
+                                  tokens_per_generation: float, tokens_per_thought: float) -> float:
+    """Mean tokens one real document contributes to the synthetic stream of (algorithm, g), EOS
+    included, by the megadoc rule (empty generations are not counted out: an upper estimate).
+
+    >>> synthetic_tokens_per_document("stitched", 2, real_tokens_per_document=1000,
+    ...                               tokens_per_generation=700, tokens_per_thought=400)
+    2403.0
+    """
+    sizes = {megadoc.Real: real_tokens_per_document, megadoc.RealPiece: real_tokens_per_document / (g + 1),
+             megadoc.Generation: tokens_per_generation, megadoc.Thought: tokens_per_thought + THINK_TAG_TOKENS}
+    total = 0.0
+    for document in megadoc.layout(algorithm, g):
+        total += len(document)  # an EOS after every segment: between them, and closing the document
+        total += sum(sizes[type(part)] for segment in document for part in segment)
+    return total
 
 
 def run_counts(sweep: Sweep, cert: CertificationConfig, *, simulations: int = SIMULATIONS) -> dict[str, Any]:
@@ -56,10 +128,10 @@ def run_counts(sweep: Sweep, cert: CertificationConfig, *, simulations: int = SI
     grid, start, noise = sweep.grid_for(cert), sweep.start_for(cert), sweep.noise_for(cert)
     cap = math.inf if cert.max_runs is None else cert.max_runs
     best = min(noise.repeats + len(grid.neighbours(start)), cap)  # the centre with all its draws
-    worst = min(grid.size * noise.repeats, cap)
+    worst = min(grid.size * noise.repeats, cap)  # extension values included
     simulated = []
     for seed in range(simulations):
-        landscape = random_landscape(seed, "bowl", grid.as_mapping())
+        landscape = random_landscape(seed, "bowl", grid.listed_grid().as_mapping())
         evaluator = SimulatedEvaluator(landscape, slots=max(1, sweep.executor.max_parallel))
         search = CertifySearch(cert.name, grid, start, seed_neighbours=sweep.seeds_neighbours(cert),
                                max_runs=cert.max_runs, noise=noise)  # fmt: skip
@@ -70,42 +142,96 @@ def run_counts(sweep: Sweep, cert: CertificationConfig, *, simulations: int = SI
 
 
 class _PlanningObjective(TrainObjective):
-    """TrainObjective whose synthetic pools need not exist yet (costing reads no pool)."""
+    """TrainObjective whose synthetic pools need not exist yet (costing reads no tokens)."""
 
-    def pool(self, method: str, g: int) -> str:
-        try:
-            return super().pool(method, g)
-        except UserError:
-            return f"<pool of {method} g={g}, not generated yet>"
+    def check_pool(self, method: str, pool: str, store: str) -> None:
+        """Planning reads no pool: it may not exist yet."""
 
 
 class _RunCoster:
-    """GPU-hours of one point's train run, with the store's real windows read once per context/seed."""
+    """GPU-hours of one point's train run; the data's sizes measured once (or assumed)."""
 
     def __init__(self, sweep: Sweep, *, mfu: float, peak_tflops: float, processes: int = 1,
-                 scaling_efficiency: float = 1.0) -> None:  # fmt: skip
+                 scaling_efficiency: float = 1.0, assume: Assumptions = Assumptions()) -> None:  # fmt: skip
         self.objective = _PlanningObjective(sweep)
         self.mfu, self.peak_tflops = mfu, peak_tflops
         self.processes, self.scaling_efficiency = processes, scaling_efficiency
-        self._real_windows: dict[tuple[int, int], tuple[int, int]] = {}
+        self.assume = assume
+        self.assumed: dict[str, dict[str, Any]] = {}
+        """Figure -> {value, why}: every size the plan assumed rather than measured."""
+        self._real: dict[tuple[str, int, int], tuple[int, float, float, int]] = {}
+        self._generation_tokens: dict[tuple[str, int], float] = {}
         self._cache: dict[tuple, dict[str, float]] = {}
 
-    def _store_windows(self, config) -> tuple[int, int]:
-        """(real windows per epoch, vocabulary) of the store at the config's context and seed."""
+    def _figure(self, name: str, given: float | None, why: str) -> float:
+        """An assumed figure: the command line's, else the paper's; recorded with why."""
+        value = given if given is not None else getattr(PAPER, name)
+        self.assumed.setdefault(name, {"value": value, "why": why if given is None else "given on the command line"})
+        return value
+
+    def _real_stream(self, config) -> tuple[int, float, float, int]:
+        """(real windows per epoch, tokens, documents, vocabulary): measured from the store at the
+        config's context and seed, or from the assumed sizes when it does not exist (or they are given)."""
         from train.data import TokenStream
         from train.store import TokenStore
         from train.streams import REAL
 
-        key = (config.data.context, config.data.seed)
-        if key not in self._real_windows:
+        key = (config.data.store, config.data.context, config.data.seed)
+        if key in self._real:
+            return self._real[key]
+        assume = self.assume
+        try:
+            store = TokenStore.open(config.data.store)
+        except UserError:
+            store = None
+        if store is None or assume.real_tokens is not None or assume.real_documents is not None:
+            why = f"no token store at {config.data.store}"
+            tokens = store.split("train").num_tokens if store and assume.real_tokens is None else \
+                self._figure("real_tokens", assume.real_tokens, why)
+            documents = store.split("train").num_documents if store and assume.real_documents is None else \
+                self._figure("real_documents", assume.real_documents, why)
+            windows = int((tokens + documents) // config.data.context)  # every document closed by an EOS
+        else:
+            split = store.split("train")
+            tokens, documents = split.num_tokens, split.num_documents
+            windows = TokenStream.build(split, eos_id=store.eos_id, context=config.data.context,
+                                        seed=config.data.seed, stream=REAL).num_windows  # fmt: skip
+        vocab = store.vocab_size if store is not None and assume.vocab_size is None else \
+            int(self._figure("vocab_size", assume.vocab_size, f"no token store at {config.data.store}"))
+        self._real[key] = (windows, tokens, documents, vocab)
+        return self._real[key]
+
+    def _mean_generation(self, pool: str, kind: PoolKind) -> float:
+        """Mean tokens of a generation: the pool's own figure (its manifest's statistics) when it
+        exists and nothing is given, else assumed."""
+        name = "tokens_per_thought" if kind == PoolKind.THOUGHTS else "tokens_per_generation"
+        given = getattr(self.assume, name)
+        if given is None:
             try:
-                store = TokenStore.open(config.data.store)
-            except UserError as exc:
-                raise UserError(f"train.data.store: {exc}") from None
-            stream = TokenStream.build(store.split("train"), eos_id=store.eos_id, context=config.data.context,
-                                       seed=config.data.seed, stream=REAL)  # fmt: skip
-            self._real_windows[key] = (stream.num_windows, store.vocab_size)
-        return self._real_windows[key]
+                statistics = pools.read_manifest(pool).statistics or {}
+            except UserError:
+                statistics = {}
+            if statistics.get("mean_tokens"):
+                return float(statistics["mean_tokens"])
+        return self._figure(name, given, f"no generated {kind} pool at {pool}")
+
+    def _synthetic_windows(self, config, real: tuple[int, float, float, int]) -> int:
+        """Windows of the synthetic stream before it exists. Mixed runs take their length from the
+        real stream (any non-zero count gives the same steps); a synthetic-only run (mix 1) reads
+        its stream ``synthetic_epochs`` times: its size by the megadoc rule."""
+        data = config.data
+        if not data.mixing_fraction:
+            return 0
+        if data.mixing_fraction < 1.0 or data.synthetic is None:
+            return 1
+        _, tokens, documents, _ = real
+        synthetic = data.synthetic
+        kind = POOL_KIND[synthetic.algorithm]
+        mean = self._mean_generation(synthetic.pool, kind)
+        per_document = synthetic_tokens_per_document(
+            synthetic.algorithm, synthetic.g, real_tokens_per_document=tokens / documents,
+            tokens_per_generation=mean, tokens_per_thought=mean)
+        return max(1, int(documents * per_document // data.context))
 
     def cost(self, params: Mapping[str, Any]) -> dict[str, float]:
         """``{steps, tokens, gpu_hours, wall_hours, parallelism, memory_per_device_gib}`` of the
@@ -125,17 +251,18 @@ class _RunCoster:
         if key in self._cache:
             return self._cache[key]
         config = self.objective.config(params)
-        real_windows, vocab = self._store_windows(config)
+        real = self._real_stream(config)
+        real_windows, vocab = real[0], real[3]
         data = config.data
         try:
-            plan = MixingPlan(real_windows=real_windows, synthetic_windows=_synthetic_windows_estimate(config, real_windows),
+            plan = MixingPlan(real_windows=real_windows, synthetic_windows=self._synthetic_windows(config, real),
                               batch_size=config.optim.batch_size, mixing_fraction=data.mixing_fraction,
                               real_epochs=data.real_epochs, seed=data.seed,
                               synthetic_epochs=data.synthetic_epochs)  # fmt: skip
         except ValueError as exc:
             raise UserError(f"{self.objective.source}: point {dict(params)}: {exc}") from None
-        real, synthetic = window_counts(plan)
-        tokens = (real + synthetic) * data.context
+        real_read, synthetic_read = window_counts(plan)
+        tokens = (real_read + synthetic_read) * data.context
         flops = model_cost(config.model.preset, vocab_size=vocab, context=data.context).flops_per_token
         single = gpu_hours(tokens, flops, mfu=self.mfu, peak_tflops=self.peak_tflops)
         hours = data_parallel_hours(single, self.processes, self.scaling_efficiency)
@@ -163,22 +290,27 @@ def processes_per_run(sweep: Sweep) -> int:
 
 
 def sweep_plan(sweep: Sweep, *, mfu: float, peak_tflops: float, simulations: int = SIMULATIONS,
-               scaling_efficiency: float | None = None) -> dict[str, Any]:  # fmt: skip
+               scaling_efficiency: float | None = None, assume: Assumptions = Assumptions()) -> dict[str, Any]:  # fmt: skip
     """The plan of `megadocs search plan` (a JSON-ready dict; see the module docstring). GPU-hours
-    count every process of a data-parallel run (`train.plan.data_parallel_hours`)."""
+    count every process of a data-parallel run (`train.plan.data_parallel_hours`); ``assumed``
+    lists the data sizes that were assumed, not measured."""
     from train.plan import DEFAULT_SCALING_EFFICIENCY
 
     processes = processes_per_run(sweep)
     efficiency = DEFAULT_SCALING_EFFICIENCY if scaling_efficiency is None else scaling_efficiency
-    coster = (_RunCoster(sweep, mfu=mfu, peak_tflops=peak_tflops, processes=processes, scaling_efficiency=efficiency)
+    coster = (_RunCoster(sweep, mfu=mfu, peak_tflops=peak_tflops, processes=processes, scaling_efficiency=efficiency,
+                         assume=assume)
               if sweep.objective is None else None)  # fmt: skip
     certifications = []
     for cert in sweep.certifications:
         counts = run_counts(sweep, cert, simulations=simulations)
-        entry: dict[str, Any] = {"name": cert.name, "grid_size": sweep.grid_for(cert).size,
+        grid: Grid = sweep.grid_for(cert)
+        entry: dict[str, Any] = {"name": cert.name, "grid_size": grid.listed_grid().size,
+                                 "extended_grid_size": grid.size,
+                                 "extend": {axis: {"below": list(e.below), "above": list(e.above)}
+                                            for axis, e in sweep.extend_for(cert).items()},
                                  **{k: counts[k] for k in ("best", "expected", "worst")}}  # fmt: skip
         if coster is not None:
-            grid: Grid = sweep.grid_for(cert)
             start = _point(cert, sweep.start_for(cert))
             all_costs = sorted((coster.cost(_point(cert, p))["gpu_hours"] for p in grid.points()), reverse=True)
             runs = [sum(coster.cost(_point(cert, p))["gpu_hours"] for p in points) for points in counts["simulated"]]
@@ -216,44 +348,39 @@ def sweep_plan(sweep: Sweep, *, mfu: float, peak_tflops: float, simulations: int
             "processes_per_run": processes, "scaling_efficiency": efficiency if processes > 1 else 1.0,
             "simulations": simulations, "certifications": certifications,
             "ensembles": ensembles, "transfers": transfers,
+            "assumed": coster.assumed if coster is not None else {},
             "total": totals}  # fmt: skip
 
 
 def format_sweep_plan(plan: dict[str, Any]) -> str:
     """A table: one row per certification and ensemble, then the totals."""
     costed = plan["mfu"] is not None
-    header = f"{'certification':<20} {'grid':>5} {'best':>5} {'expected':>9} {'worst':>6}"
+    header = f"{'certification':<20} {'grid':>9} {'best':>5} {'expected':>9} {'worst':>6}"
     header += f" {'GPU-h expected':>15} {'GPU-h worst':>12}" if costed else ""
     lines = [header]
     for c in plan["certifications"]:
-        row = f"{c['name']:<20} {c['grid_size']:>5} {c['best']:>5} {c['expected']:>9.1f} {c['worst']:>6}"
+        size = str(c["grid_size"]) + (f"+{c['extended_grid_size'] - c['grid_size']}"
+                                      if c["extended_grid_size"] > c["grid_size"] else "")
+        row = f"{c['name']:<20} {size:>9} {c['best']:>5} {c['expected']:>9.1f} {c['worst']:>6}"
         row += f" {c['gpu_hours_expected']:>15.4g} {c['gpu_hours_worst']:>12.4g}" if costed else ""
         lines.append(row)
     for kind, e in [("ensemble", e) for e in plan["ensembles"]] + [("transfer", e) for e in plan["transfers"]]:
-        row = f"{e['name'] + f' ({kind})':<20} {'':>5} {e['runs']:>5} {e['runs']:>9} {e['runs']:>6}"
+        row = f"{e['name'] + f' ({kind})':<20} {'':>9} {e['runs']:>5} {e['runs']:>9} {e['runs']:>6}"
         row += f" {e['gpu_hours']:>15.4g} {e['gpu_hours']:>12.4g}" if costed else ""
         lines.append(row)
     total = plan["total"]
-    row = f"{'total':<20} {'':>5} {'':>5} {total['runs_expected']:>9.1f} {total['runs_worst']:>6}"
+    row = f"{'total':<20} {'':>9} {'':>5} {total['runs_expected']:>9.1f} {total['runs_worst']:>6}"
     row += f" {total['gpu_hours_expected']:>15.4g} {total['gpu_hours_worst']:>12.4g}" if costed else ""
     lines.append(row)
+    if any(c["extended_grid_size"] > c["grid_size"] for c in plan["certifications"]):
+        lines.append("(grid: listed points + points the search may reach through extend:; worst counts them all)")
     if costed:
-        lines.append(f"(GPU-hours at MFU {plan['mfu']} of {plan['peak_tflops']} TFLOP/s; expected = mean of "
-                     f"{plan['simulations']} simulated certifications on smooth landscapes)")
+        source = f", {plan['mfu_source']}" if plan.get("mfu_source") else ""
+        lines.append(f"(GPU-hours at MFU {plan['mfu']} of {plan['peak_tflops']} TFLOP/s{source}; expected = mean "
+                     f"of {plan['simulations']} simulated certifications on smooth landscapes)")
+        for name, figure in plan.get("assumed", {}).items():
+            lines.append(f"(assumed {name.replace('_', ' ')} = {figure['value']:,.6g}: {figure['why']})")
         if plan.get("processes_per_run", 1) > 1:
             lines.append(f"(each run on {plan['processes_per_run']} processes at {plan['scaling_efficiency']:.0%} "
                          "scaling efficiency: GPU-hours = processes x wall hours)")
     return "\n".join(lines) + "\n"
-
-
-def _synthetic_windows_estimate(config, real_windows: int) -> int:
-    """Windows of the synthetic stream before it exists. Mixed runs take their length from the real
-    stream (any non-zero count gives the same steps); a synthetic-only run (mix 1) reads its
-    stream ``synthetic_epochs`` times, estimated as G rephrasings per real document of about the
-    real document's length."""
-    data = config.data
-    if not data.mixing_fraction:
-        return 0
-    if data.mixing_fraction < 1.0 or data.synthetic is None:
-        return 1
-    return max(1, real_windows * data.synthetic.g)

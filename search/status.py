@@ -4,7 +4,9 @@ and the same replay (:func:`search.ledger.replay`) the controller uses, so ``sta
 
 Public API (used by analysis; keep stable): :func:`summarize` -> :class:`CertificationSummary`,
 :func:`g_trend_warnings`. ``megadocs search status --json`` prints :func:`to_json` of the
-summaries (their ``to_dict()``: standard JSON).
+summaries (their ``to_dict()``: standard JSON). What each certificate rests on is its
+:class:`search.certify.Basis`; ``megadocs search certify``'s exit status is :func:`certify_exit`
+(:class:`search.certify.CertifyExit`); ``search status`` exits 0 whenever it read the ledger.
 """
 
 from __future__ import annotations
@@ -21,19 +23,23 @@ from megadocs.formats import REAL, RunStatus, dumps_json
 from search.certify import (
     SEED,
     Certificate,
+    CertifyExit,
     CertifySearch,
     CertState,
+    Extension,
     Noise,
     NoiseEstimate,
     RunState,
+    Support,
     point_key,
 )
-from search.grid import Bound
+from search.grid import Bound, Side
 from search.ledger import STUDY_START, Ledger, RunRecord, StudyKind, replay, study_name
 
 __all__ = ["CertificationSummary", "BestPoint", "RunCounts", "Compute", "summarize", "summarize_ensembles",
-           "EnsembleSummary", "EnsembleMember",
-           "g_trend_warnings", "format_table", "to_json", "JobWatch"]
+           "EnsembleSummary", "EnsembleMember", "g_trend_warnings", "format_table", "format_bases",
+           "format_extensions", "to_json", "JobWatch", "certify_exit"]
+
 
 
 @dataclass(frozen=True)
@@ -84,10 +90,16 @@ class CertificationSummary:
     start: dict[str, Any] | None = None
     warm_start: str | None = None
     compute: Compute = Compute()
+    extensions: tuple[Extension, ...] = ()  # extension values reached, in order (search/certify.py)
 
     @property
     def certified(self) -> bool:
         return self.certificate is not None
+
+    @property
+    def support(self) -> Support | None:
+        """What the certificate rests on as a whole (None: not certified)."""
+        return None if self.certificate is None else self.certificate.basis.support
 
     @property
     def loss(self) -> float | None:
@@ -106,8 +118,11 @@ class CertificationSummary:
     @classmethod
     def of_search(cls, search: CertifySearch, *, records: Iterable[RunRecord] = (), study: str = "",
                   fixed: Mapping[str, Any] | None = None, warm_start: str | None = None,
-                  budget_spent: bool = False, stopped: int | None = None) -> CertificationSummary:
-        """The summary of a certification's evidence (``records``: its ledger trials, for compute)."""
+                  budget_spent: bool = False, stopped: int | None = None,
+                  recorded: Iterable[Extension] = ()) -> CertificationSummary:
+        """The summary of a certification's evidence (``records``: its ledger trials, for compute;
+        ``recorded``: the extensions the ledger recorded, preferred over those the replay derives
+        since they name the centre that asked for each when it was dispatched)."""
         plan = search.plan()
         counts = {state: sum(o.state is state for o in search.outcomes.values()) for state in RunState}
         wall, tokens, n_records = 0.0, 0, 0
@@ -128,7 +143,7 @@ class CertificationSummary:
             outstanding=(*plan.wanted, *plan.running) if plan.centre is not None else plan.running,
             blocked_by=plan.blocked_by, noise=plan.noise, reason=reason, study=study,
             fixed=dict(fixed or {}), start=search.start, warm_start=warm_start,
-            compute=Compute(wall, tokens, n_records),
+            compute=Compute(wall, tokens, n_records), extensions=_merge_extensions(recorded, search.extensions),
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -153,7 +168,20 @@ class CertificationSummary:
             "warm_start": self.warm_start,
             "compute": {"wall_time_s": self.compute.wall_time_s, "tokens_seen": self.compute.tokens_seen,
                         "runs": self.compute.runs},
+            "extensions": [e.to_dict() for e in self.extensions],
         })
+
+
+def _merge_extensions(recorded: Iterable[Extension], derived: Iterable[Extension]) -> tuple[Extension, ...]:
+    """The derived extensions (the evidence's truth), each replaced by the ledger's record of it
+    when there is one (written at dispatch: the centre that asked for it)."""
+    by_step = {e.step: e for e in recorded}
+    return tuple(by_step.get(e.step, e) for e in derived)
+
+
+def certify_exit(summaries: Iterable[CertificationSummary]) -> CertifyExit:
+    """``megadocs search certify``'s exit status for these certifications (:class:`CertifyExit`)."""
+    return CertifyExit.of((s.state, s.support) for s in summaries)
 
 
 class JobWatch:
@@ -204,6 +232,8 @@ def summarize(sweep, strategy: str = "certify", max_runs: int | None = None, *,
     for cert in sweep.certifications:
         study = study_name(sweep.name, cert.name, kind)
         grid = sweep.grid_for(cert)
+        if kind is not StudyKind.CERTIFY:  # baselines run the grid as listed (build_strategies)
+            grid = grid.listed_grid()
         start = ledger.study_attrs(study).get(STUDY_START)
         if start is None and not cert.warm_start:
             start = sweep.start_for(cert)
@@ -229,7 +259,7 @@ def summarize(sweep, strategy: str = "certify", max_runs: int | None = None, *,
         summaries.append(CertificationSummary.of_search(
             search, records=records, study=study, fixed=cert.fixed, warm_start=cert.warm_start,
             budget_spent=budget is not None and len(search.outcomes) >= budget and not search.running(),
-            stopped=n_stopped,
+            stopped=n_stopped, recorded=ledger.extensions(study),
         ))
     return summaries
 
@@ -429,23 +459,55 @@ def format_table(summaries: Iterable[CertificationSummary]) -> str:
     from rich.console import Console
     from rich.table import Table
 
+    summaries = list(summaries)
+    extended = any(s.extensions for s in summaries)
     table = Table(title=None)
     for column in ("certification", "state", "best point", "loss", "runs f/r/x", "outstanding", "bounds hit",
-                   "noise sd, ties", "compute"):
+                   *(("extended",) if extended else ()), "noise sd, ties", "compute"):
         table.add_column(column)
     for s in summaries:
-        bounds = [f"{b.axis} {b.side}" for b in s.bounds_hit]
+        bounds = [f"{b.axis} {b.side.value}" + (" (extended)" if b.extended else "") for b in s.bounds_hit]
         if s.certificate:
-            bounds += [f"{b.axis} {b.side} (diverged)" for b in s.certificate.diverged]
-        state = s.state.value + (f" ({len(s.blocked_by)} failed)" if s.blocked_by else "")
+            bounds += [f"{b.axis} {b.side.value} (diverged)" for b in s.certificate.diverged]
+        state = s.state.value + (f": {s.support.value}" if s.support is not None else "")
+        state += f" ({len(s.blocked_by)} failed)" if s.blocked_by else ""
         if s.runs.stopped:
             state += f" ({s.runs.stopped} stopped)"
         table.add_row(
             s.name, state, _fmt_point(s.best.params if s.best else None),
             "-" if s.best is None else f"{s.best.loss:.4f}",
             f"{s.runs.finished}/{s.runs.running}/{s.runs.failed}", str(len(s.outstanding)), ", ".join(bounds) or "-",
-            _fmt_noise(s), f"{s.compute.wall_time_s:.0f}s",
+            *((format_extensions(s.extensions),) if extended else ()), _fmt_noise(s), f"{s.compute.wall_time_s:.0f}s",
         )
     buffer = io.StringIO()
     Console(file=buffer, width=180, color_system=None).print(table)
     return buffer.getvalue()
+
+
+def format_extensions(extensions: Iterable[Extension]) -> str:
+    """e.g. ``epochs above 64: 128, 256`` (the values appended beyond each end, in order)."""
+    sides: dict[tuple[str, str], list[str]] = defaultdict(list)
+    edges: dict[tuple[str, str], Any] = {}
+    for extension in extensions:
+        where = (extension.axis, "above" if extension.side is Side.UPPER else "below")
+        edges.setdefault(where, extension.after)
+        sides[where].append(f"{extension.value:g}")
+    return "; ".join(f"{axis} {side} {edges[(axis, side)]:g}: {', '.join(values)}"
+                     for (axis, side), values in sides.items()) or "-"
+
+
+def format_bases(summaries: Iterable[CertificationSummary]) -> list[str]:
+    """One line per certificate: what it rests on (:meth:`search.certify.Basis.describe`), and
+    the extensions its search made with the centre that asked for each."""
+    lines = []
+    for s in summaries:
+        if s.certificate is not None:
+            lines.append(f"{s.name}: certified at {_fmt_point(s.certificate.point)}: "
+                         f"{s.certificate.basis.describe()}")
+        for extension in s.extensions:
+            cause = (f"the best point {_fmt_point(extension.centre)} sat on that edge" if extension.centre is not None
+                     else f"its start, warm-started from {s.warm_start}'s certificate" if s.warm_start
+                     else "its start")
+            runs = "" if extension.runs is None else f" after {extension.runs} runs"
+            lines.append(f"{s.name}: extended {extension.describe()}{runs}: {cause}")
+    return lines

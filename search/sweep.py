@@ -22,11 +22,12 @@ from megadocs.config import StrictModel, load_config
 from megadocs.errors import UserError
 from megadocs.executors import ExecutorConfig
 from megadocs.formats import METHODS, REAL
+from megadocs.pools import PoolEntry, pool_entry
 from search.certify import SEED, Noise
-from search.grid import Grid, values_equal
+from search.grid import AxisExtension, Grid, values_equal
 
 __all__ = ["Sweep", "ExecutorConfig", "CertificationConfig", "EnsembleConfig", "NoiseConfig", "TransferConfig",
-           "load_sweep", "TRAIN_AXES", "FIXED_TRAIN_KEYS", "EPOCH_AXES"]
+           "ExtendConfig", "load_sweep", "TRAIN_AXES", "FIXED_TRAIN_KEYS", "EPOCH_AXES"]
 
 TRAIN_AXES = {
     "lr": "optim.lr",
@@ -76,6 +77,21 @@ class NoiseConfig(StrictModel):
         return Noise(self.repeats, self.sds)
 
 
+class ExtendConfig(StrictModel):
+    """Values one axis may be extended by beyond its ends, in the order they are appended:
+    ``extend: {epochs: {above: [128, 256]}, lr: {below: [0.0003], above: [0.03]}}``. When the
+    best point sits on the edge reached so far and values are left there, the certifier runs
+    the next one (search/certify.py); nothing beyond the listed grid runs otherwise."""
+
+    below: list[GridNumber] = []
+    """Appended below the axis's first value, outward: decreasing, e.g. [0.0003, 0.0001]."""
+    above: list[GridNumber] = []
+    """Appended above the axis's last value, outward: increasing, e.g. [128, 256]."""
+
+    def rule(self) -> AxisExtension:
+        return AxisExtension(tuple(self.below), tuple(self.above))
+
+
 class CertificationConfig(StrictModel):
     name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")
     fixed: dict[str, Any] = {}
@@ -90,6 +106,8 @@ class CertificationConfig(StrictModel):
     max_runs: int | None = Field(None, ge=1)
     noise: NoiseConfig | None = None
     """Replaces the sweep's ``noise`` for this certification."""
+    extend: dict[str, ExtendConfig] | None = None
+    """Replaces the sweep's ``extend`` for this certification (``{}``: no extension)."""
 
 
 class EnsembleConfig(StrictModel):
@@ -162,10 +180,14 @@ class Sweep(StrictModel):
     """Seed with the start point's neighbours in the first batch (saves one round)."""
     train: dict[str, Any] | None = None
     """Base train RunConfig (docs/architecture.md) the default objective fills from each point."""
-    pools: dict[str, str | dict[int, str]] = {}
-    """Synthetic pools per method: a directory, a template with {g}, or {g: directory}."""
+    pools: dict[str, PoolEntry] = {}
+    """Synthetic pools per method: a directory, a template with {g}, or {g: directory}
+    (:func:`megadocs.pools.resolve_pool`; ``stitched-first``/``-none`` fall back to ``stitched``'s)."""
     noise: NoiseConfig | None = None
     """Seed noise for every certification (default: none, one run per point)."""
+    extend: dict[str, ExtendConfig] = {}
+    """Values each axis may be extended by beyond the grid's ends (:class:`ExtendConfig`), for
+    every certification whose grid searches that axis (a certification's ``extend`` replaces it)."""
 
     @model_validator(mode="after")
     def _cross_field_checks(self) -> Sweep:
@@ -191,7 +213,20 @@ class Sweep(StrictModel):
         raise UserError(f"{self.name}: no certification named {name!r} (have {[c.name for c in self.certifications]})")
 
     def grid_for(self, cert: CertificationConfig) -> Grid:
-        return Grid.from_mapping(cert.grid if cert.grid is not None else self.grid)
+        """The certification's grid with its extension values (:meth:`Grid.listed_grid` is the
+        grid as listed)."""
+        return Grid.from_mapping(self._listed(cert)).extended(self.extend_for(cert))
+
+    def _listed(self, cert: CertificationConfig) -> dict[str, list[Any]]:
+        return cert.grid if cert.grid is not None else self.grid
+
+    def extend_for(self, cert: CertificationConfig) -> dict[str, AxisExtension]:
+        """The certification's extensions: its own ``extend``, else the sweep's for the axes its
+        grid searches (a sweep-level axis the certification fixes or lacks does not apply)."""
+        if cert.extend is not None:
+            return {axis: config.rule() for axis, config in cert.extend.items()}
+        listed = self._listed(cert)
+        return {axis: config.rule() for axis, config in self.extend.items() if len(listed.get(axis, ())) > 1}
 
     def start_for(self, cert: CertificationConfig) -> dict[str, Any]:
         """The start point snapped to the grid's own values (so 0.003 matches 3e-3 exactly)."""
@@ -237,11 +272,27 @@ def load_sweep(path: str | os.PathLike) -> Sweep:
     return load_config(path, Sweep)
 
 
+def _check_extend(sweep: Sweep, cert: CertificationConfig, where: str) -> dict[str, list[Any]]:
+    """The certification's grid with its extension values, checked (order, ends, mix range);
+    raises ValueError naming the ``extend`` field."""
+    field = f"{where}.extend" if cert.extend is not None else "extend"
+    listed = cert.grid if cert.grid is not None else sweep.grid
+    extensions = sweep.extend_for(cert)
+    grid = Grid.from_mapping(listed).extended(extensions, field).as_mapping()
+    mix = extensions.get("mix")
+    for value in (*mix.below, *mix.above) if mix else ():
+        if not 0 <= value <= 1 or (sweep.objective is None and values_equal(value, SYNTHETIC_ONLY_MIX)):
+            raise ValueError(f"{field}.mix: {value!r} is not a mixing fraction in [0, 1) (mix 1.0 trains on synthetic "
+                             "data only: certify mix [1.0] separately)")
+    return grid
+
+
 def _check_sweep(sweep: Sweep) -> None:
     _check_grid(sweep.grid, "grid")
     for axis in sweep.start:
         if axis not in sweep.grid:
             raise ValueError(f"start.{axis}: unknown axis (grid axes: {sorted(sweep.grid)})")
+    Grid.from_mapping(sweep.grid).extended({a: c.rule() for a, c in sweep.extend.items()}, "extend")
     names: list[str] = []
     for i, cert in enumerate(sweep.certifications):
         where = f"certifications[{i}]"
@@ -275,8 +326,9 @@ def _check_sweep(sweep: Sweep) -> None:
         if noise is not None and noise.repeats > 1 and (SEED in grid or SEED in cert.fixed):
             raise ValueError(f"{where}: noise repeats set the {SEED!r} param; it cannot also be a grid axis or "
                              f"fixed value")
+        extended = _check_extend(sweep, cert, where)
         if sweep.objective is None:
-            _check_train_mapping(sweep, cert, grid, where)
+            _check_train_mapping(sweep, cert, extended, where)
     _check_sourced(sweep.ensembles, "ensembles", "ensemble", names)
     _check_sourced(sweep.transfers, "transfers", "transfer", names)
     for i, transfer in enumerate(sweep.transfers):
@@ -330,7 +382,7 @@ def _check_train_mapping(sweep: Sweep, cert: CertificationConfig, grid: dict, wh
     if isinstance(g, bool) or not isinstance(g, int) or g < 1:
         raise ValueError(f"{where}.fixed.g: expected a whole number of generations per document (1, 2, 4, ...), "
                          f"got {g!r}")
-    if method not in sweep.pools and method.split("-")[0] not in sweep.pools:
+    if pool_entry(sweep.pools, method) is None:
         raise ValueError(f"pools.{method}: no synthetic pool for method {method!r} (have {sorted(sweep.pools)})")
 
 

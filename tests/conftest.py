@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -16,6 +17,8 @@ import pytest
 # Tests start many small torch processes at once (local executor, subprocess runs, vLLM); with
 # one intra-op thread each they share the cores instead of thrashing them. Set before torch loads.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
+# Generator fingerprints are cached per user (megadocs.fingerprint): tests keep theirs to themselves.
+os.environ.setdefault("MEGADOCS_CACHE_DIR", tempfile.mkdtemp(prefix="megadocs-test-cache-"))
 
 TINY_VOCAB = 512
 TINY_VAL_DOCS = 24

@@ -1,7 +1,7 @@
 """Generation pools written by hand in the documented format (what `megadocs gen rephrase` writes,
-docs/architecture.md "Generation pool"), and the reference the tokenized pool is checked against:
-``gen assemble``'s text, every segment tokenized alone and EOS-joined (what training read before
-the tokenize step)."""
+docs/architecture.md "Generation pool"), tokenized as `megadocs data tokenize-pool` does, and the
+reference the tokenized pool is checked against: ``gen assemble``'s text, every segment tokenized
+alone and EOS-joined."""
 
 from __future__ import annotations
 
@@ -11,9 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
-from gen.assemble import assemble
-from megadocs.corpus import source_hash
-from megadocs.formats import assembled_documents
+from gen.assemble import assemble, assembled_documents
+from megadocs.corpus import is_token_store, source_hash
 from train.store import TOKEN_DTYPE, TokenizedDocuments, TokenStore
 
 
@@ -40,17 +39,19 @@ def made_up_rephrase(doc_id: str, text: str, k: int) -> str:
 
 
 def write_pool(out: Path, source: str | Path, kind: str, g: int, row: Callable[[int, str, str, int], dict], *,
-               num_shards: int = 1, documents: list[tuple[str, str]] | None = None, **manifest_fields) -> Path:
+               num_shards: int = 1, documents: list[tuple[str, str]] | None = None,
+               tokenize: str | Path | bool = True, **manifest_fields) -> Path:
     """A complete pool of ``source`` (a token store: its train split; or a JSONL file whose
     ``documents`` are given) in the documented layout; ``row(k, doc_id, text, i)`` gives the fields
-    of document k's generation i besides doc_id and gen_index."""
+    of document k's generation i besides doc_id and gen_index. ``tokenize``: the store to tokenize
+    it for (True: its source, when that is a token store; False: not tokenized)."""
     from train.store import TokenStore
 
     if documents is None:
         documents = [(doc.doc_id, doc.text) for doc in TokenStore.open(source).split("train").documents()]
     out.mkdir(parents=True)
-    manifest = {"format": "megadocs.gen-pool/1", "kind": kind, "g": g, "source": str(source),
-                "source_hash": source_hash(source), "n_docs": len(documents), "num_shards": num_shards,
+    manifest = {"format": "megadocs.gen-pool/1", "kind": kind, "g": g, "source": source and str(source),
+                "source_hash": source and source_hash(source), "n_docs": len(documents), "num_shards": num_shards,
                 "seed": 0, "complete": True, **manifest_fields}
     (out / "manifest.json").write_text(json.dumps(manifest))
     for shard in range(num_shards):
@@ -61,6 +62,11 @@ def write_pool(out: Path, source: str | Path, kind: str, g: int, row: Callable[[
                 for i in range(g):
                     handle.write(json.dumps({"doc_id": doc_id, "gen_index": i, **row(k, doc_id, text, i)}) + "\n")
         (out / f"{stem}.done").write_text("{}")
+    store = source if tokenize is True and source and is_token_store(source) else tokenize or None
+    if store:
+        from train.pool_tokens import tokenize_pool
+
+        tokenize_pool(out, store, progress=False)
     return out
 
 
@@ -69,3 +75,13 @@ def write_rephrase_pool(out: Path, source: str | Path, *, g: int = 2,
     """A rephrase pool with ``rephrase(doc_id, text, k)`` as generation k (options: :func:`write_pool`)."""
     return write_pool(out, source, "rephrase", g, lambda k, doc_id, text, i: {"text": rephrase(doc_id, text, i)},
                       **options)
+
+
+def write_sample_pool(out: Path, n_docs: int, *, tokenize: str | Path, num_shards: int = 1) -> Path:
+    """A ``sample`` pool (what `megadocs gen sample` writes): ``n_docs`` made-up samples, a few empty."""
+    from megadocs.pools import sample_doc_id
+
+    documents = [(sample_doc_id(k), "") for k in range(n_docs)]
+    return write_pool(out, None, "sample", 1, lambda k, doc_id, text, i: {"text": "" if k % 7 == 3 else
+                      f"Sample {k}: a text the model wrote about item {k * 13 % 17}."},
+                      documents=documents, num_shards=num_shards, tokenize=tokenize)

@@ -20,6 +20,19 @@ CPU path), a dense boolean mask. RoPE scores depend only on the distance between
 key, and keys of other units are masked out, so restarting positions at a unit start computes the
 same attention as the dense same-unit mask with window positions: `dense_unit_mask` is that
 reference, and the tests check the two agree.
+
+Two things transformers leaves to the caller, done here:
+
+- **One dtype for q, k and v.** Under bf16 autocast the projections return bf16, but RoPE
+  multiplies q and k by fp32 cos/sin (the residual stream is fp32), so q and k reach the kernel in
+  fp32 and v in bf16. SDPA's autocast rule recasts them; FlexAttention is not covered on every
+  torch version (it then refuses mixed dtypes, or runs fp32 kernels). `FLEX` is FlexAttention
+  behind `same_dtype`, which casts q, k and v to the autocast dtype first (what SDPA's autocast
+  does). flash-attn's wrapper in transformers casts fp32 inputs itself.
+- **Packed units with flash-attn and several rows.** transformers derives varlen boundaries from
+  position ids only for a micro-batch of one row; with more it would run plain causal attention,
+  silently unmasked. `attention_kwargs` passes the cumulative unit lengths of the whole
+  micro-batch (its rows read as one packed sequence), so every micro-batch size is masked.
 """
 
 from __future__ import annotations
@@ -28,7 +41,24 @@ import torch
 
 from train.config import DocumentMask
 
-__all__ = ["attention_units", "position_ids_for", "packed_position_ids", "dense_unit_mask", "masked_attention_backend"]
+__all__ = [
+    "FLEX",
+    "VARLEN_IMPLEMENTATIONS",
+    "attention_units",
+    "position_ids_for",
+    "packed_position_ids",
+    "dense_unit_mask",
+    "masked_attention_backend",
+    "set_attention",
+    "same_dtype",
+    "cumulative_unit_lengths",
+    "attention_kwargs",
+]
+
+FLEX = "megadocs_flex_attention"
+"""FlexAttention with q, k, v cast to one dtype first (registered with transformers on first use)."""
+VARLEN_IMPLEMENTATIONS = ("flash_attention_2", "flash_attention_3")
+"""transformers' flash-attn implementations, which take ``cu_seq_lens_*`` / ``max_length_*``."""
 
 
 def attention_units(
@@ -89,11 +119,70 @@ def masked_attention_backend(device: torch.device) -> str:
     """The Hugging Face attention implementation that reads packed position ids without a dense mask.
 
     On CUDA: ``flash_attention_2`` when the flash-attn package is installed (varlen kernels), else
-    ``flex_attention`` (a block-sparse mask, torch >= 2.5). Elsewhere ``sdpa`` (a dense mask; the
-    CPU reference). Never run on a GPU in this repository's tests.
+    `FLEX` (a block-sparse mask, torch >= 2.5). Elsewhere ``sdpa`` (a dense mask; the CPU
+    reference). Never run on a GPU in this repository's tests.
     """
     if device.type != "cuda":
         return "sdpa"
     import importlib.util
 
-    return "flash_attention_2" if importlib.util.find_spec("flash_attn") is not None else "flex_attention"
+    return "flash_attention_2" if importlib.util.find_spec("flash_attn") is not None else FLEX
+
+
+def same_dtype(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor):
+    """q, k, v in autocast's dtype where autocast is on (as SDPA's autocast rule casts them), else
+    as they are."""
+    device_type = query.device.type
+    if not torch.is_autocast_enabled(device_type):
+        return query, key, value
+    dtype = torch.get_autocast_dtype(device_type)
+    return query.to(dtype), key.to(dtype), value.to(dtype)
+
+
+def _same_dtype_flex_attention(module, query, key, value, attention_mask, **kwargs):
+    from transformers.integrations.flex_attention import flex_attention_forward
+
+    query, key, value = same_dtype(query, key, value)
+    return flex_attention_forward(module, query, key, value, attention_mask, **kwargs)
+
+
+def _register_flex() -> None:
+    """Make `FLEX` a transformers attention implementation, with FlexAttention's block masks."""
+    from transformers import AttentionInterface
+    from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, AttentionMaskInterface
+
+    AttentionInterface.register(FLEX, _same_dtype_flex_attention)
+    AttentionMaskInterface.register(FLEX, ALL_MASK_ATTENTION_FUNCTIONS["flex_attention"])
+
+
+def set_attention(model: torch.nn.Module, name: str) -> None:
+    """Switch `model` to the attention implementation `name` (registering `FLEX` when it is that)."""
+    if name == FLEX:
+        _register_flex()
+    model.set_attn_implementation(name)
+
+
+def cumulative_unit_lengths(position_ids: torch.Tensor) -> tuple[torch.Tensor, int]:
+    """(cumulative lengths int32 [units + 1], longest unit) of packed position ids [B, C], the
+    rows read one after the other as one packed sequence (a row's first position is 0, so a row
+    always starts a unit). One device sync (the unit count is data-dependent).
+
+    >>> cumulative_unit_lengths(torch.tensor([[0, 1, 2, 0, 1], [0, 1, 2, 3, 4]]))
+    (tensor([ 0,  3,  5, 10], dtype=torch.int32), 5)
+    """
+    flat = position_ids.reshape(-1)
+    starts = torch.nonzero(flat == 0).reshape(-1)
+    total = torch.tensor([flat.numel()], device=flat.device)
+    cumulative = torch.cat([starts, total]).to(torch.int32)
+    return cumulative, int(cumulative.diff().max())
+
+
+def attention_kwargs(model: torch.nn.Module, position_ids: torch.Tensor | None) -> dict:
+    """Extra keyword arguments of the backbone's forward for its attention implementation: the
+    varlen boundaries of packed units for flash-attn (any micro-batch size, see the module
+    docstring) and its deterministic backward when deterministic algorithms are on; else none."""
+    if position_ids is None or model.config._attn_implementation not in VARLEN_IMPLEMENTATIONS:
+        return {}
+    cumulative, longest = cumulative_unit_lengths(position_ids)
+    return {"cu_seq_lens_q": cumulative, "cu_seq_lens_k": cumulative, "max_length_q": longest,
+            "max_length_k": longest, "deterministic": torch.are_deterministic_algorithms_enabled()}  # fmt: skip

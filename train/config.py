@@ -1,8 +1,8 @@
 """`RunConfig`: everything that defines one training run, as a strict, hashed, YAML-loadable model.
 
 The run's identity (`RunConfig.identity()`) is the hash of the fields that define the experiment
-and of what its data *is*: the token store's, the pool's and the assembly's manifest identities
-(`megadocs.data_identity`) replace their paths, so re-preparing a store or regenerating a pool at
+and of what its data *is*: the token store's and the pool's manifest identities
+(`megadocs.data_identity`, `megadocs.pools`) and the megadoc rule's version replace their paths, so re-preparing a store or regenerating a pool at
 the same path gives new runs, and moving them keeps the old ones. Execution details (where it
 runs, how a batch is split into micro-batches, how often it is checkpointed, whether it is
 compiled) are left out, so moving a run to another machine or resuming it with a smaller
@@ -24,8 +24,10 @@ from typing import Annotated, Any, Literal
 from pydantic import BeforeValidator, Field, model_validator
 
 from megadocs.config import StrictModel, config_hash
-from megadocs.data_identity import assembled_identity, directory_identity, pool_identity, store_identity
-from megadocs.formats import ALGORITHMS, IID_SETS, LATENT_TOKENIZATION, Algorithm, assembled_dir
+from megadocs.data_identity import directory_identity, store_identity
+from megadocs.formats import ALGORITHMS, IID_SETS, Algorithm
+from megadocs.megadoc import RULE_VERSION
+from megadocs.pools import pool_identity
 
 __all__ = [
     "DocumentMask",
@@ -71,7 +73,7 @@ class DocumentMask(str, Enum):
 
 # Top-level / nested fields that do not change what is learned, only how the run executes.
 EXECUTION_FIELDS: dict[str, tuple[str, ...]] = {
-    "": ("checkpoint_every", "device", "compile", "loss", "tracking", "parallelism"),
+    "": ("checkpoint_every", "device", "compile", "loss", "tracking", "parallelism", "deterministic"),
     "optim": ("micro_batch_size",),
     "eval": ("every", "curve_windows", "curve_extra"),
 }
@@ -101,10 +103,11 @@ _LEGACY_DOCUMENT_MASK = {DocumentMask.OFF.value: False, DocumentMask.DOCUMENT.va
 
 
 class SyntheticData(StrictModel):
-    """The synthetic stream: the assembled documents of one algorithm in a generation pool."""
+    """The synthetic stream: a generation pool's documents under one algorithm's megadoc rule."""
 
-    pool: str = Field(description="generation pool directory (written by `megadocs gen`)")
-    algorithm: Algorithm = Field(description="which assembly of the pool to train on")
+    pool: str = Field(description="generation pool directory (written by `megadocs gen`, tokenized by "
+                      "`megadocs data tokenize-pool`)")
+    algorithm: Algorithm = Field(description="how the pool's generations make documents (megadocs.megadoc)")
     g: int = Field(ge=1, description="generations per real document")
 
 
@@ -296,7 +299,13 @@ class RunConfig(StrictModel):
     checkpoint_every: int = Field(default=200, ge=1, description="optimizer steps between checkpoints")
     device: Literal["auto", "cpu", "cuda"] = "auto"
     compile: Literal["auto", "on", "off"] = Field(
-        default="auto", description="torch.compile: auto = on CUDA only"
+        default="auto", description="torch.compile of each decoder layer and of the loss chunk (train.compile): "
+        "auto = on CUDA only"
+    )
+    deterministic: bool = Field(
+        default=True, description="CUDA: deterministic kernels (train.device), so a resumed run repeats an "
+        "uninterrupted one bit for bit; false = the fastest kernels (equal to rounding). CPU runs are deterministic "
+        "either way"
     )
     loss: Literal["auto", "chunked", "liger", "full"] = Field(
         default="auto", description="head + cross-entropy: auto = liger on CUDA if installed, else chunked"
@@ -310,8 +319,12 @@ class RunConfig(StrictModel):
     def data_identity(self) -> dict[str, Any]:
         """What the run's data is (manifest identities), independent of where it lies.
 
+        The synthetic stream is what training reads: the pool's generations (its identity), cut
+        into documents by the megadoc rule (its version) for this algorithm and G; the tokenized
+        pool is a function of these and of the store's tokenizer, so it adds nothing.
+
         Raises:
-            UserError: a store, pool or assembly is missing, or an assembly is older than its pool.
+            UserError: a store or pool is missing.
         """
         identity: dict[str, Any] = {"store": store_identity(self.data.store, "data.store")}
         synthetic = self.data.synthetic
@@ -320,11 +333,8 @@ class RunConfig(StrictModel):
                 "algorithm": synthetic.algorithm,
                 "g": synthetic.g,
                 "pool": pool_identity(synthetic.pool, "data.synthetic.pool"),
-                "assembled": assembled_identity(synthetic.pool, assembled_dir(synthetic.pool, synthetic.algorithm, synthetic.g),
-                                                "data.synthetic"),
+                "rule": RULE_VERSION,
             }
-            if synthetic.algorithm == "latent":  # its text and thoughts are tokenized apart (train.pool_tokens)
-                identity["synthetic"]["tokenization"] = LATENT_TOKENIZATION
         if self.eval.extra:
             identity["extra"] = {
                 name: {**store_identity(extra.store, f"eval.extra.{name}.store"), "split": extra.split}
@@ -409,7 +419,9 @@ tracking:
 seed: 0                        # model initialisation
 checkpoint_every: 200          # steps between checkpoints (also saved on SIGTERM/SIGUSR2)
 device: auto                   # auto | cpu | cuda
-compile: auto                  # auto (= CUDA only) | on | off
+compile: auto                  # auto (= CUDA only) | on | off: each decoder layer and the loss chunk
+deterministic: true            # CUDA: deterministic kernels, so a resumed run is bit-identical
+                               #   (false = fastest kernels; never changes the run identity)
 loss: auto                     # auto | chunked | liger | full (head + cross-entropy; never changes
                                #   the run identity: auto = Liger-Kernel on CUDA if installed)
 parallelism: auto              # auto | ddp | fsdp, for several processes (torchrun, SLURM tasks; never

@@ -1,12 +1,12 @@
 """Training batches and validation windows as torch tensors, read straight from the token arrays.
 
 Streams are never materialized: a window's tokens are gathered from the memory-mapped token
-store (or synthetic cache) through :class:`train.streams.StreamLayout`, which maps each token
+store (or the tokenized pool) through :class:`train.streams.StreamLayout`, which maps each token
 position to (document, offset). A step costs O(batch * context) whatever the corpus size, and
 nothing is written next to the store.
 
 ``document_ids`` give, per token, the index of its source document inside its stream (store
-split order for real text and validation, assembled-file order for synthetic text); the EOS that
+split order for real text and validation, the megadoc rule's order for synthetic text); the EOS that
 ends a document belongs to it. Equal ids within a row mark the same document, which is what a
 same-document attention mask (``data.document_mask``) needs.
 """
@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from megadocs.errors import UserError
-from train.pool_tokens import require_pool_sources, synthetic_documents
+from train.pool_tokens import synthetic_documents
 from train.store import TokenStore
 from train.streams import REAL, SYNTHETIC, VALIDATION, MixingPlan, PlanError, StreamLayout
 
@@ -129,9 +129,8 @@ class TrainingStreams:
                 raise UserError(f"data.synthetic: mixing_fraction {mixing_fraction} needs a synthetic "
                                 f"stream ({{pool, algorithm, g}}), got none")
             spec = _synthetic_spec(synthetic)
-            # assembled by index from the tokenized pool (built here when the tokenize step has
-            # not run); its source documents must be the store's train split (contamination guard)
-            require_pool_sources(spec["pool"], store)
+            # assembled by index from the tokenized pool (`megadocs data tokenize-pool`), after the
+            # contamination guard: its source documents must be the store's train split
             documents = synthetic_documents(spec["pool"], spec["algorithm"], spec["g"], store)
             synthetic_stream = TokenStream.build(documents, eos_id=store.eos_id, context=context, seed=seed,
                                                  stream=SYNTHETIC)

@@ -56,11 +56,11 @@ def register(subparsers) -> None:
 
     tokenize = commands.add_parser(
         "tokenize-pool", help="tokenize a generation pool once, before training (CPU step)",
-        description="Tokenize every generation of POOL with STORE's tokenizer into POOL/tokens/HASH/ "
-                    "(one task per pool shard, resumable per shard): rephrases and samples as they are, "
-                    "thoughts in their <think> tags and the real text in pieces at their split points. "
-                    "Every algorithm and every G the pool serves then assembles its stream from these "
-                    "tokens by index; training only memory-maps.",
+        description="Tokenize POOL with STORE's tokenizer into POOL/tokens/HASH/ (one task per pool shard, "
+                    "resumable per shard): rephrases and samples as they are, latent documents (the real "
+                    "text with its <think> thoughts, for every G the pool serves) whole, as gen assemble "
+                    "writes them. Every algorithm and G the pool serves then assembles its stream from "
+                    "these tokens by index; training only memory-maps, and refuses a pool not tokenized.",
         **examples("megadocs data tokenize-pool --pool runs/pool --store runs/data",
                    "megadocs data tokenize-pool --pool runs/pools/rephrase runs/pools/thoughts-g4 --store runs/data",
                    "megadocs data tokenize-pool --pool runs/pool --store runs/data --executor slurm "

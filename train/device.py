@@ -1,11 +1,32 @@
 """Device policy: which torch device a run uses and the torch settings that make it reproducible.
 
+**Determinism** (`set_determinism`; the run's ``deterministic`` setting, an execution field):
+
+- CPU: the kernels a run uses are deterministic; two runs of one config, and a resumed run and
+  an uninterrupted one, give bit-identical metrics (measured: `tests/train/test_loop.py`,
+  `tests/train/test_resume.py`).
+- CUDA, ``deterministic: true`` (the default): ``torch.use_deterministic_algorithms(True)``
+  without ``warn_only`` (an op with no deterministic implementation raises instead of warning;
+  SDPA's flash and memory-efficient backward switch to their deterministic variants, cuDNN
+  attention is left out), ``cudnn.deterministic``, Inductor's deterministic mode (no on-device
+  benchmarking that changes a reduction's order), flash-attn's deterministic backward
+  (`train.attention.attention_kwargs`), and a fixed cuBLAS workspace (CUBLAS_WORKSPACE_CONFIG,
+  which must be set before the first cuBLAS call). Intended: a resumed run repeats an uninterrupted
+  one bit for bit on the same GPU model, software and process count.
+- CUDA, ``deterministic: false``: the fastest kernels (flash attention's backward accumulates
+  with atomic adds); runs agree to rounding only.
+
+None of the CUDA statements has been measured: no GPU has run this code. `benchmarks/gpu_check.py`
+(``--part correct``) checks them and measures the cost of the strict setting.
+
 Process-wide *environment* is not set here (library code leaves the process alone): entry points
 (`megadocs train`, `megadocs search run`) apply :data:`ENVIRONMENT_DEFAULTS` before CUDA starts,
 through `megadocs.procs.apply_environment_defaults`.
 """
 
 from __future__ import annotations
+
+import os
 
 import torch
 
@@ -36,11 +57,24 @@ def resolve_device(name: str | torch.device) -> torch.device:
     return torch.device(name)
 
 
-def set_determinism(device: torch.device) -> None:
-    """Deterministic kernels on CUDA, so a resumed run matches an uninterrupted one (CPU already is)."""
-    if device.type == "cuda":
-        torch.use_deterministic_algorithms(True, warn_only=True)
-        torch.backends.cudnn.benchmark = False
-        # TF32 for the fp32 matmuls left outside bf16 autocast (deterministic, 10-bit mantissa inputs).
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
+def set_determinism(device: torch.device, *, strict: bool = True) -> None:
+    """The determinism policy of the module docstring for a run on `device` (CPU: nothing to set).
+
+    Raises:
+        UserError: `strict` on CUDA without CUBLAS_WORKSPACE_CONFIG in the environment.
+    """
+    if device.type != "cuda":
+        return
+    if strict and not os.environ.get("CUBLAS_WORKSPACE_CONFIG"):
+        raise UserError("deterministic: true needs CUBLAS_WORKSPACE_CONFIG set before CUDA starts (`megadocs train` "
+                        "sets it; else export CUBLAS_WORKSPACE_CONFIG=:4096:8), or set deterministic: false")
+    torch.use_deterministic_algorithms(strict)
+    torch.backends.cudnn.deterministic = strict
+    torch.backends.cudnn.benchmark = False
+    import torch._inductor.config as inductor_config
+
+    if hasattr(inductor_config, "deterministic"):  # torch >= 2.8
+        inductor_config.deterministic = strict
+    # TF32 for the fp32 matmuls left outside bf16 autocast (deterministic, 10-bit mantissa inputs).
+    torch.backends.cuda.matmul.allow_tf32 = True
+    torch.backends.cudnn.allow_tf32 = True

@@ -30,7 +30,7 @@ import torch
 
 from megadocs.errors import UserError
 
-__all__ = ["DistributedContext", "StepShare", "SINGLE", "world_from_env", "init_distributed"]
+__all__ = ["DistributedContext", "StepShare", "SINGLE", "world_from_env", "cuda_device_index", "init_distributed"]
 
 
 @dataclass(frozen=True)
@@ -164,6 +164,31 @@ def world_from_env(env: dict[str, str] | None = None) -> tuple[int, int, int]:
     return 0, 1, 0
 
 
+def cuda_device_index(local_rank: int, device_count: int) -> int:
+    """The CUDA device of the process with `local_rank` among the `device_count` it sees.
+
+    With every GPU of the node visible (torchrun, or SLURM binding all GPUs to each task) it is
+    the local rank; with one GPU per task (``--gpus-per-task=1``, ``--gpu-bind=single:1``: SLURM
+    sets CUDA_VISIBLE_DEVICES per task) the task sees only its own, device 0, whatever its rank.
+
+    >>> cuda_device_index(3, 8), cuda_device_index(3, 1)
+    (3, 0)
+
+    Raises:
+        UserError: several devices visible but fewer than the local ranks (an ambiguous binding).
+    """
+    if device_count < 1:
+        raise UserError("distributed run on CUDA: this process sees no CUDA device (check CUDA_VISIBLE_DEVICES "
+                        "and the job's GPU request)")
+    if device_count == 1:
+        return 0
+    if local_rank >= device_count:
+        raise UserError(f"distributed run on CUDA: local rank {local_rank} but this process sees only "
+                        f"{device_count} devices (CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES')!r}); "
+                        "bind one GPU per task or make all of the node's GPUs visible to every task")
+    return local_rank
+
+
 def init_distributed(device_type: str) -> DistributedContext:
     """Join the run's process group when several processes run it (NCCL on CUDA, gloo on CPU);
     a single process gets :data:`SINGLE` and no process group."""
@@ -183,7 +208,7 @@ def init_distributed(device_type: str) -> DistributedContext:
                                 f"them from ({exc}); launch with torchrun or srun") from None
         backend = "nccl" if device_type == "cuda" else "gloo"
         if device_type == "cuda":
-            torch.cuda.set_device(local_rank)
+            torch.cuda.set_device(cuda_device_index(local_rank, torch.cuda.device_count()))
         dist.init_process_group(backend=backend, rank=rank, world_size=world_size)
     control = dist.new_group(backend="gloo") if dist.get_backend() != "gloo" else None
     return DistributedContext(rank=rank, world_size=world_size, local_rank=local_rank, control=control)

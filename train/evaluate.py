@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from megadocs.formats import IID, half_names
-from train.attention import position_ids_for
+from train.attention import attention_kwargs, position_ids_for
 from train.config import DocumentMask
 from train.distributed import SINGLE, DistributedContext
 from train.loss import next_token_losses
@@ -100,7 +100,8 @@ def model_logits(
 ) -> torch.Tensor:
     """Logits [B, C, V]; with a `document_mask` mode, attention stays inside each unit (`train.attention`)."""
     position_ids = position_ids_for(model, input_ids, document_ids, document_mask, eos_id)
-    return model(input_ids=input_ids, position_ids=position_ids, use_cache=False).logits
+    extra = attention_kwargs(model, position_ids)
+    return model(input_ids=input_ids, position_ids=position_ids, use_cache=False, **extra).logits
 
 
 def target_is_long(validation_set, start: int, stop: int) -> torch.Tensor:

@@ -12,9 +12,11 @@ Recipe (paper.md "Training recipe"): AdamW with decoupled weight decay on the pa
 input embeddings and norm scales do not decay), global grad-norm clip, linear warmup over
 `warmup_fraction` of the steps then cosine decay reaching 0 at the end, gradient accumulation
 from `micro_batch_size` up to `batch_size` (``auto``: `train.plan`), bf16 autocast with fp32 master
-weights and TF32 on CUDA (fp32 on CPU), fused AdamW on CUDA, torch.compile of the backbone on CUDA
-when `compile: auto`; the head and the cross-entropy run chunked or fused (`train.loss`), and
-document masking goes through packed position ids, not a dense mask (`train.attention`).
+weights and TF32 on CUDA (fp32 on CPU), fused AdamW on CUDA, torch.compile of each decoder layer
+and of the loss chunk on CUDA when `compile: auto` (`train.compile`); the head and the
+cross-entropy run chunked or fused (`train.loss`), and document masking goes through packed
+position ids, not a dense mask (`train.attention`). Deterministic kernels on CUDA unless
+`deterministic: false` (`train.device`).
 
 Resumption: every `checkpoint_every` steps, and when SIGTERM/SIGUSR2/SIGINT arrives, the full
 state is saved atomically (`train.checkpoint`; copied to host memory at the step boundary and
@@ -24,7 +26,8 @@ installed Python handler (submitit's requeue) is called, and `Preempted` is rais
 with status 3, or 130 for SIGINT/Ctrl-C; a second Ctrl-C interrupts at once and loses only the
 steps since the last checkpoint on disk). Running again resumes; data
 order is a pure function of the step (`train.data`), so the resumed run's metrics are
-bit-identical to an uninterrupted one on the same machine.
+bit-identical to an uninterrupted one on the same machine (measured on CPU; on CUDA intended with
+`deterministic: true`, unmeasured: `train.device`).
 """
 
 from __future__ import annotations
@@ -62,6 +65,7 @@ from megadocs.formats import (
 from megadocs.provenance import write as write_provenance
 from train.benchmarks import check_tasks
 from train.checkpoint import CheckpointWriter, read_checkpoint, restore_progress
+from train.compile import compile_layers, compile_wanted, decoder_layers
 from train.config import (
     AUTO,
     DEFAULT_DECAY_GROUPS,
@@ -82,6 +86,7 @@ from train.tracking import Tracker
 __all__ = [
     "Preempted",
     "check_run_identity",
+    "earlier_synthetic_identity",
     "recorded_revision",
     "write_run_identity",
     "LOG_EVERY",
@@ -342,10 +347,30 @@ def check_run_identity(out: Path, identity: str) -> None:
             f"trains {describe_revision(TRAINING_REVISION)}, identity {identity}; its results are not this "
             "code's: use another --out (the default is runs/train/<identity>)"
         )
+    earlier = earlier_synthetic_identity(out)
+    if earlier is not None:
+        raise UserError(f"{out}: holds a run of identity {recorded}, recorded before a synthetic run's identity "
+                        f"hashed its pool and the megadoc rule (today: {identity}); {earlier[1]}")
     raise UserError(
         f"{out}: holds a run of identity {recorded}, not {identity} (another config, or the same config "
         "on other data); use another --out (the default is runs/train/<identity>)"
     )
+
+
+def earlier_synthetic_identity(out: Path) -> tuple[bool, str] | None:
+    """(adoptable, what to do) for a RUN whose identity.json covers its synthetic stream the earlier
+    way (the assembled file's manifest, the generator's path), or None when it does not. A latent
+    run read its documents tokenized in pieces, other tokens than today's: not adoptable, it is
+    trained again. Any other read today's tokens: adoptable when its pool is unchanged."""
+    run_dir = RunDir(out)
+    if not run_dir.identity.is_file():
+        return None
+    synthetic = json.loads(run_dir.identity.read_text()).get("data", {}).get("synthetic") or {}
+    if "assembled" not in synthetic:
+        return None
+    if synthetic.get("tokenization") == "pieces/1":
+        return False, "its latent documents were tokenized in pieces, not whole as today: train it again (another --out)"
+    return True, f"if its pool is unchanged, adopt it with `megadocs train --reidentify {out}`, else use another --out"
 
 
 def recorded_revision(out: Path) -> int:
@@ -423,10 +448,6 @@ def _load_training_streams(config: RunConfig):
     )
 
 
-def _compile_wanted(config: RunConfig, device: torch.device) -> bool:
-    return config.compile == "on" or (config.compile == "auto" and device.type == "cuda")
-
-
 @dataclass
 class _Training:
     """Everything a step changes, with the run's fixed context; `save` checkpoints it."""
@@ -434,7 +455,7 @@ class _Training:
     out: Path
     identity: str
     model: torch.nn.Module
-    forward: torch.nn.Module  # the model, compiled where wanted
+    forward: torch.nn.Module  # the model (its layers compiled in place where wanted)
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LRScheduler
     total_steps: int
@@ -445,6 +466,7 @@ class _Training:
     replicas: torch.nn.Module | None = None  # data parallel: DDP over the loss, or the FSDP root
     writer: CheckpointWriter | None = None
     parallelism: str = "single"  # train.sharding.choose_parallelism
+    loss_implementation: str = "chunked"  # train.loss.LOSS_KERNELS
 
     @property
     def fsdp_root(self) -> torch.nn.Module | None:
@@ -485,7 +507,7 @@ def _build(config: RunConfig, store, total_steps: int, device: torch.device, out
     from train.model import build_model
     from train.sharding import choose_parallelism
 
-    set_determinism(device)
+    set_determinism(device, strict=config.deterministic)
     torch.manual_seed(config.seed)
     model = build_model(config.model.preset, vocab_size=store.vocab_size, context=config.data.context,
                         seed=config.seed, eos_id=store.eos_id, device=device)  # fmt: skip
@@ -498,18 +520,20 @@ def _build(config: RunConfig, store, total_steps: int, device: torch.device, out
     if checkpoint is not None:
         model.load_state_dict(checkpoint["model"])  # before sharding: every rank holds the full model here
     if device.type == "cuda" and config.data.document_mask is not DocumentMask.OFF:
-        from train.attention import masked_attention_backend
+        from train.attention import masked_attention_backend, set_attention
 
-        model.set_attn_implementation(masked_attention_backend(device))  # packed sequences, no dense mask
+        set_attention(model, masked_attention_backend(device))  # packed sequences, no dense mask
+    compiled = compile_wanted(config.compile, device)
+    loss_implementation = resolve_loss_implementation(config.loss, device, compiled=compiled)
     replicas = None
     if parallelism != "single":
         replicas = MicroBatchLoss(model, document_mask=config.data.document_mask, eos_id=store.eos_id,
-                                  implementation=resolve_loss_implementation(config.loss, device))  # fmt: skip
+                                  implementation=loss_implementation)  # fmt: skip
     if parallelism == "fsdp":  # shard first: the optimizer holds the sharded parameters
         from train.sharding import shard_model
 
-        shard_model(replicas, model.model.layers, device=device, mixed_precision=device.type == "cuda",
-                    compile_layers=_compile_wanted(config, device))  # fmt: skip
+        shard_model(replicas, decoder_layers(model), device=device, mixed_precision=device.type == "cuda",
+                    compile_layers=compiled)  # fmt: skip
     optim = config.optim
     optimizer = torch.optim.AdamW(param_groups(model, optim.weight_decay, optim.weight_decay_on), lr=optim.lr,
                                   betas=(optim.beta1, optim.beta2), fused=device.type == "cuda")  # fmt: skip
@@ -527,11 +551,11 @@ def _build(config: RunConfig, store, total_steps: int, device: torch.device, out
             optimizer.load_state_dict(checkpoint["optimizer"])
         resumed = restore_progress(checkpoint, scheduler=scheduler)
         del checkpoint
-    if parallelism != "fsdp" and _compile_wanted(config, device):
-        model.model.compile()  # the backbone, in place: the state dict keeps its keys; the loss stays eager
+    if parallelism != "fsdp" and compiled:
+        compile_layers(decoder_layers(model))  # in place: the state dict keeps its keys (train.compile)
     if parallelism == "ddp":
         replicas = torch.nn.parallel.DistributedDataParallel(
-            replicas, device_ids=[dist.local_rank] if device.type == "cuda" else None,
+            replicas, device_ids=[torch.cuda.current_device()] if device.type == "cuda" else None,
             gradient_as_bucket_view=True,
         )  # fmt: skip
     if dist.is_main and parallelism != "single":
@@ -541,6 +565,7 @@ def _build(config: RunConfig, store, total_steps: int, device: torch.device, out
         total_steps=total_steps, step=resumed["step"] if resumed else 0,
         counters=resumed["counters"] if resumed else {"tokens_seen": 0, "train_time_s": 0.0, "wall_time_s": 0.0},
         attempt_start=attempt_start, writer=writer, dist=dist, replicas=replicas, parallelism=parallelism,
+        loss_implementation=loss_implementation,
     )  # fmt: skip
 
 
@@ -683,9 +708,9 @@ def _resolve_micro_batch(config: RunConfig, training: _Training, vocab_size: int
 
     model, sharded = training.model, training.parallelism == "fsdp"
 
-    context, implementation = config.data.context, resolve_loss_implementation(config.loss, device)
+    context, implementation = config.data.context, training.loss_implementation
 
-    def probe(micro: int) -> None:  # CUDA only: one forward and backward of `micro` sequences
+    def probe(micro: int) -> None:  # CUDA only: one forward and backward of `micro` sequences (compiles them)
         ids = torch.randint(0, vocab_size, (micro, context), device=device)
         with autocast_for(device):
             loss = next_token_loss(model, ids, torch.zeros_like(ids), document_mask=config.data.document_mask,
@@ -707,7 +732,7 @@ def _train(training: _Training, streams, config: RunConfig, device: torch.device
 
     optim, counters, total_steps = config.optim, training.counters, training.total_steps
     parameters = list(training.model.parameters())
-    loss_implementation = resolve_loss_implementation(config.loss, device)
+    loss_implementation = training.loss_implementation
     training.forward.train()
     progress = tqdm(total=total_steps, initial=training.step, desc="train", unit="step", file=sys.stderr,
                     dynamic_ncols=True, mininterval=1.0)  # fmt: skip
@@ -802,11 +827,12 @@ def _train(training: _Training, streams, config: RunConfig, device: torch.device
 
 def _save_model(model: torch.nn.Module, store, model_dir: Path, state_dict: dict | None = None) -> None:
     """save_pretrained (of `state_dict` when given: a sharded model's gathered weights) + the
-    store's tokenizer, replacing any partial earlier attempt."""
+    store's tokenizer files (copied: the training process never loads a tokenizer), replacing any
+    partial earlier attempt."""
     tmp = model_dir.with_name(f".{model_dir.name}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     model.save_pretrained(tmp, state_dict=state_dict)
-    store.tokenizer().save_pretrained(tmp)
+    shutil.copytree(store.tokenizer_path, tmp, dirs_exist_ok=True)
     replace_dir(tmp, model_dir)
 
 

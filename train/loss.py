@@ -9,16 +9,33 @@ chunks of tokens:
   for each chunk of ``chunk_tokens`` rows computes the logits, their log-sum-exp and target logit,
   and, when gradients are wanted, the chunk's gradient with respect to the hidden states and its
   contribution to the head's gradient (``softmax - onehot``), then drops the logits. The backward
-  pass only scales the stored gradients by the incoming one. Peak extra memory is one chunk's
-  logits (``chunk_tokens * vocab`` floats) plus a gradient the size of the head; FLOPs are those
-  of the plain path (three matmuls with the head). The approach is Liger-Kernel's (gradient in the
-  forward pass, chunked over tokens), in plain PyTorch.
+  pass only scales the stored gradients by the incoming one. FLOPs are those of the plain path
+  (three matmuls with the head). The approach is Liger-Kernel's (gradient in the forward pass,
+  chunked over tokens), in plain PyTorch.
+- ``chunked_compiled``: the same Function with each chunk's arithmetic compiled
+  (``compile: on``, or ``auto`` on CUDA, `train.compile`): the cast, log-sum-exp and
+  ``softmax - onehot`` become fused kernels that read the compute-dtype logits once or twice
+  instead of streaming fp32 copies of them through memory several times.
 - ``liger`` (CUDA, optional extra ``cuda-kernels``): Liger-Kernel's Triton
-  ``LigerFusedLinearCrossEntropyLoss``. Written against its documented API and never run here.
+  ``LigerFusedLinearCrossEntropyLoss`` on the fp32 head weight under autocast, with fp32
+  accumulation of the head's gradient. Written against liger-kernel 0.8's API; it has not run in
+  this repository (no GPU here), `benchmarks/gpu_check.py` compares it with ``full`` on one.
 - ``full``: the reference, logits materialised (what ``token_losses`` does), for tests and
   benchmarks.
 
-``auto`` is ``liger`` on CUDA when the package imports, otherwise ``chunked``.
+``auto`` is ``liger`` on CUDA when the package imports, otherwise ``chunked`` (compiled where the
+run compiles).
+
+**Precision.** Under autocast the hidden states arrive in fp32 (the residual stream and the final
+norm are fp32), so the chunked loss casts them and the head to the autocast dtype itself, as a
+Linear under autocast would: the matmuls run in bf16 on CUDA, the log-sum-exp, the loss and the
+head's accumulated gradient in fp32. Without autocast (CPU) everything is fp32.
+
+**Memory** at the paper's shape (vocabulary 128,256, hidden 768, a micro-batch of 16 x 4095
+predicted tokens): the head's fp32 gradient (394 MB) and the hidden states' gradient (201 MB, fp32)
+live for the micro-batch; per chunk of 4096 rows, compiled: the bf16 logits and their bf16
+gradient (1.05 GB each); eager: fp32 logits and their fp32 softmax (2.1 GB each) plus the bf16
+copies; Liger: chunks of 512 rows (131 MB of bf16 logits, overwritten by their gradient).
 
 The model is a Hugging Face ``LlamaForCausalLM``: its backbone (``model.model``) gives the final
 normed hidden states [b, C, H] and its head (``model.lm_head``, untied, no bias) the weight
@@ -27,6 +44,7 @@ normed hidden states [b, C, H] and its head (``model.lm_head``, untied, no bias)
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 from typing import Literal
 
@@ -34,11 +52,13 @@ import torch
 import torch.nn.functional as F
 
 from megadocs.errors import UserError
-from train.attention import position_ids_for
+from train.attention import attention_kwargs, position_ids_for
+from train.compile import compile_backend
 from train.config import DocumentMask
 
 __all__ = [
     "LossImplementation",
+    "LOSS_KERNELS",
     "DEFAULT_CHUNK_TOKENS",
     "ChunkedLinearCrossEntropy",
     "linear_cross_entropy_sum",
@@ -49,41 +69,89 @@ __all__ = [
 ]
 
 LossImplementation = Literal["auto", "chunked", "liger", "full"]
+LOSS_KERNELS = ("chunked", "chunked_compiled", "liger", "full")
+"""What `resolve_loss_implementation` can return: the code that runs."""
 DEFAULT_CHUNK_TOKENS = 4096
 """Rows per chunk: at vocabulary 128,256 one chunk's fp32 logits are 2.1 GB (one sequence of 4096)."""
+
+
+def compute_dtype(hidden: torch.Tensor) -> torch.dtype:
+    """The dtype of the head's matmuls: autocast's where it is on (a Linear would cast so), else
+    the hidden states'."""
+    device_type = hidden.device.type
+    if torch.is_autocast_enabled(device_type):
+        return torch.get_autocast_dtype(device_type)
+    return hidden.dtype
+
+
+def chunk_loss_and_grads(chunk: torch.Tensor, head: torch.Tensor, targets: torch.Tensor, want_grad: bool):
+    """One chunk: summed cross-entropy (fp32), and with `want_grad` its gradients with respect to
+    the chunk [n, H] and to the logits [n, V] (both in the chunk's dtype; else None).
+
+    chunk [n, H] and head [V, H] in the compute dtype, targets [n]. Written without in-place or
+    indexed updates so that, compiled, the softmax and the one-hot subtraction fuse into one kernel
+    that writes the logits' gradient directly in the compute dtype.
+    """
+    logits = (chunk @ head.T).float()  # [n, V]
+    lse = torch.logsumexp(logits, dim=-1)  # [n]
+    loss = (lse - logits.gather(1, targets[:, None]).squeeze(1)).sum()
+    if not want_grad:
+        return loss, None, None
+    onehot = torch.arange(logits.shape[1], device=logits.device)[None, :] == targets[:, None]  # [n, V]
+    dlogits = ((logits - lse[:, None]).exp() - onehot.float()).to(chunk.dtype)  # d(sum CE)/d logits
+    return loss, dlogits @ head, dlogits
+
+
+@functools.cache
+def _compiled_chunk(backend: str):
+    import torch._dynamo
+
+    # one graph for the full chunks, one for a micro-batch's last (shorter) chunk, per micro-batch size
+    torch._dynamo.config.cache_size_limit = max(torch._dynamo.config.cache_size_limit, 16)
+    return torch.compile(chunk_loss_and_grads, backend=backend, dynamic=False)
+
+
+_ADDMM_OUT_DTYPE = tuple(int(part) for part in torch.__version__.split("+")[0].split(".")[:2]) >= (2, 8)
+
+
+def _accumulate_head_grad(grad_weight: torch.Tensor, dlogits: torch.Tensor, chunk: torch.Tensor) -> None:
+    """``grad_weight += dlogits.T @ chunk`` into the fp32 buffer [V, H]. On CUDA a bf16 product is
+    accumulated in fp32 by cuBLAS itself (``out_dtype``, torch >= 2.8, as Liger does); elsewhere it
+    is rounded to the compute dtype before the fp32 sum (exact on CPU, where everything is fp32)."""
+    if grad_weight.device.type == "cuda" and dlogits.dtype != torch.float32 and _ADDMM_OUT_DTYPE:
+        torch.addmm(grad_weight, dlogits.T, chunk, out_dtype=torch.float32, out=grad_weight)
+    else:
+        grad_weight += (dlogits.T @ chunk).float()
 
 
 class ChunkedLinearCrossEntropy(torch.autograd.Function):
     """``sum_i CE(hidden[i] @ weight.T, targets[i])`` in fp32, chunked over rows (see module doc).
 
-    Inputs: hidden [N, H] (fp32, or bf16 under autocast), weight [V, H] (the fp32 master), targets
-    [N] int64. The matmuls run in ``hidden.dtype`` (the head weight is cast to it, as autocast does
-    for a Linear); log-sum-exp, the loss and the head's accumulated gradient are fp32.
+    Inputs: hidden [N, H] (fp32, also under autocast), weight [V, H] (the fp32 master), targets
+    [N] int64. The matmuls run in `compute_dtype` (autocast's, else fp32); log-sum-exp, the loss and
+    the head's accumulated gradient are fp32. `compiled` names a ``torch.compile`` backend for the
+    per-chunk arithmetic (None: eager).
     """
 
     @staticmethod
-    def forward(ctx, hidden, weight, targets, chunk_tokens: int, want_grad: bool):  # noqa: D401
-        compute_dtype = hidden.dtype
-        head = weight.to(compute_dtype)  # [V, H]
+    def forward(ctx, hidden, weight, targets, chunk_tokens: int, want_grad: bool, compiled: str | None = None):
+        dtype = compute_dtype(hidden)
+        step = chunk_loss_and_grads if compiled is None else _compiled_chunk(compiled)
         rows = hidden.shape[0]
         total = torch.zeros((), dtype=torch.float32, device=hidden.device)
         grad_hidden = torch.empty_like(hidden) if want_grad else None
         grad_weight = torch.zeros(weight.shape, dtype=torch.float32, device=weight.device) if want_grad else None
-        for start in range(0, rows, chunk_tokens):
-            stop = min(start + chunk_tokens, rows)
-            chunk, chunk_targets = hidden[start:stop], targets[start:stop]  # [n, H], [n]
-            logits = (chunk @ head.T).float()  # [n, V]
-            lse = torch.logsumexp(logits, dim=-1)  # [n]
-            target_logits = logits.gather(1, chunk_targets[:, None]).squeeze(1)  # [n]
-            total += (lse - target_logits).sum()
-            if want_grad:
-                # d(sum CE)/d logits = softmax - onehot, computed in place in the logits buffer
-                dlogits = logits.sub_(lse[:, None]).exp_()
-                dlogits[torch.arange(stop - start, device=hidden.device), chunk_targets] -= 1.0
-                dlogits = dlogits.to(compute_dtype)
-                grad_hidden[start:stop] = dlogits @ head  # [n, H]
-                grad_weight += (dlogits.T @ chunk).float()  # [V, H]
-            del logits
+        with torch.autocast(hidden.device.type, enabled=False):  # the casts are explicit
+            head = weight.to(dtype)  # [V, H]
+            for start in range(0, rows, chunk_tokens):
+                stop = min(start + chunk_tokens, rows)
+                chunk = hidden[start:stop].to(dtype)  # [n, H]
+                loss, grad_chunk, dlogits = step(chunk, head, targets[start:stop], want_grad)
+                total += loss
+                if want_grad:
+                    grad_hidden[start:stop] = grad_chunk
+                    _accumulate_head_grad(grad_weight, dlogits, chunk)
+                del grad_chunk, dlogits
         ctx.save_for_backward(grad_hidden, grad_weight)
         ctx.weight_dtype = weight.dtype
         return total
@@ -95,7 +163,7 @@ class ChunkedLinearCrossEntropy(torch.autograd.Function):
             raise RuntimeError("ChunkedLinearCrossEntropy: called without want_grad, so no gradient was kept")
         scale = grad_output.to(torch.float32)
         return (grad_hidden * scale.to(grad_hidden.dtype), (grad_weight * scale).to(ctx.weight_dtype),
-                None, None, None)  # fmt: skip
+                None, None, None, None)  # fmt: skip
 
 
 def liger_available() -> bool:
@@ -103,13 +171,18 @@ def liger_available() -> bool:
     return importlib.util.find_spec("liger_kernel") is not None
 
 
-def resolve_loss_implementation(name: LossImplementation, device: torch.device) -> str:
-    """``auto`` -> ``liger`` on CUDA with Liger-Kernel installed, else ``chunked``."""
+def resolve_loss_implementation(name: LossImplementation, device: torch.device, *, compiled: bool = False) -> str:
+    """The `LOSS_KERNELS` entry that runs: ``auto`` -> ``liger`` on CUDA with Liger-Kernel
+    installed, else ``chunked``; ``chunked`` -> ``chunked_compiled`` when the run compiles.
+
+    >>> resolve_loss_implementation("auto", torch.device("cpu"), compiled=True)
+    'chunked_compiled'
+    """
     if name == "auto":
-        return "liger" if device.type == "cuda" and liger_available() else "chunked"
+        name = "liger" if device.type == "cuda" and liger_available() else "chunked"
     if name == "liger" and (device.type != "cuda" or not liger_available()):
         raise UserError("loss: liger needs CUDA and `pip install 'megadocs[cuda-kernels]'`; use auto or chunked")
-    return name
+    return "chunked_compiled" if name == "chunked" and compiled else name
 
 
 def linear_cross_entropy_sum(
@@ -127,12 +200,15 @@ def linear_cross_entropy_sum(
     if implementation == "liger":  # pragma: no cover - CUDA and Liger-Kernel only
         from liger_kernel.transformers import LigerFusedLinearCrossEntropyLoss
 
-        loss = LigerFusedLinearCrossEntropyLoss(reduction="sum")
-        return loss(weight.to(hidden.dtype), hidden, targets).float()
-    if implementation != "chunked":
-        raise ValueError(f"loss: unknown implementation {implementation!r}; expected auto, chunked, liger or full")
+        # fp32 hidden and head under autocast: Liger's matmuls autocast to bf16 (the head's cast is
+        # cached for the micro-batch) and its head gradient is summed in fp32 (accum_dtype)
+        loss = LigerFusedLinearCrossEntropyLoss(reduction="sum", accum_dtype=torch.float32)
+        return loss(weight, hidden, targets).float()
+    if implementation not in ("chunked", "chunked_compiled"):
+        raise ValueError(f"loss: unknown implementation {implementation!r}; expected one of {', '.join(LOSS_KERNELS)}")
     want_grad = torch.is_grad_enabled() and (hidden.requires_grad or weight.requires_grad)
-    return ChunkedLinearCrossEntropy.apply(hidden, weight, targets, chunk_tokens, want_grad)
+    compiled = compile_backend() if implementation == "chunked_compiled" else None
+    return ChunkedLinearCrossEntropy.apply(hidden, weight, targets, chunk_tokens, want_grad, compiled)
 
 
 def hidden_states(
@@ -145,7 +221,8 @@ def hidden_states(
 ) -> torch.Tensor:
     """The backbone's final (normed) hidden states [b, C, H]; masked modes pass packed position ids."""
     position_ids = position_ids_for(model, input_ids, document_ids, document_mask, eos_id)
-    return model.model(input_ids=input_ids, position_ids=position_ids, use_cache=False).last_hidden_state
+    extra = attention_kwargs(model, position_ids)  # flash-attn: varlen boundaries of every row
+    return model.model(input_ids=input_ids, position_ids=position_ids, use_cache=False, **extra).last_hidden_state
 
 
 def _predictions_and_targets(model, input_ids, document_ids, document_mask, eos_id):

@@ -34,15 +34,19 @@ the chosen size) and steps down on out-of-memory.
 
 from __future__ import annotations
 
+import gc
 import math
 from dataclasses import asdict, dataclass
 
 from megadocs.errors import UserError
+from train.gpu_results import Utilisation, measured_utilisation
 from train.model import PRESETS, ModelPreset, parameter_count
 
 __all__ = [
     "H100_BF16_PEAK_TFLOPS",
     "DEFAULT_MFU",
+    "default_utilisation",
+    "is_out_of_memory",
     "DEFAULT_DEVICE_MEMORY_GIB",
     "MEMORY_HEADROOM",
     "ModelCost",
@@ -58,10 +62,10 @@ __all__ = [
 H100_BF16_PEAK_TFLOPS = 989.0
 """Dense bf16 peak of an H100 SXM (NVIDIA datasheet; 1979 is with 2:4 sparsity)."""
 DEFAULT_MFU = 0.4
+"""Assumed model FLOPs utilisation until the device check has measured one (`default_utilisation`)."""
 DEFAULT_SCALING_EFFICIENCY = 0.9
 """Assumed data-parallel efficiency (throughput of N processes / N x one's) for N > 1: the issue's
 8-GPU target for the 300m preset at context 4096; unmeasured on GPUs (benchmarks/RESULTS.md)."""
-"""Assumed model FLOPs utilisation until one is measured on CUDA (benchmarks/RESULTS.md has none yet)."""
 DEFAULT_DEVICE_MEMORY_GIB = 80.0
 """Device memory a plan assumes for ``micro_batch_size: auto`` when it is not run on the GPU (H100 80GB)."""
 MEMORY_HEADROOM = 0.9
@@ -199,6 +203,20 @@ def largest_fitting_micro_batch(
     )
 
 
+def default_utilisation(mfu: float | None = None, peak_tflops: float | None = None,
+                        path=None) -> Utilisation:  # fmt: skip
+    """The utilisation a plan assumes: `mfu` / `peak_tflops` when given (``--mfu``,
+    ``--peak-tflops``), the rest from the device check's measurement of the shipped configuration
+    (`train.gpu_results`) when there is one, else `DEFAULT_MFU` of an H100's dense bf16 peak."""
+    measured = measured_utilisation(path) if mfu is None or peak_tflops is None else None
+    if measured is None:
+        measured = Utilisation(mfu=DEFAULT_MFU, peak_tflops=H100_BF16_PEAK_TFLOPS,
+                               source="assumed: no GPU measurement in benchmarks/results/gpu.json")
+    return Utilisation(mfu=measured.mfu if mfu is None else mfu,
+                       peak_tflops=measured.peak_tflops if peak_tflops is None else peak_tflops,
+                       source=measured.source if mfu is None else "given (--mfu)")
+
+
 def gpu_hours(tokens: float, flops_per_token: float, *, mfu: float, peak_tflops: float) -> float:
     """Device-hours of `tokens` trained tokens at utilisation `mfu` of a `peak_tflops` device."""
     if not 0 < mfu <= 1:
@@ -241,6 +259,28 @@ def device_memory_bytes(device) -> float:
     raise UserError("optim.micro_batch_size: auto cannot read the host's available memory (/proc/meminfo)")
 
 
+OUT_OF_MEMORY_MESSAGES = ("out of memory", "CUBLAS_STATUS_ALLOC_FAILED", "CUDA_ERROR_OUT_OF_MEMORY")
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    """Whether `exc`, or an exception it wraps, is the device running out of memory.
+
+    torch.compile wraps what fails inside it (Inductor's ``InductorError``, dynamo's
+    ``BackendCompilerFailed``, a Triton launch's RuntimeError), so the cause chain and the messages
+    are read, not only the type.
+
+    >>> is_out_of_memory(RuntimeError("compile failed: CUDA out of memory. Tried to allocate 2 GiB"))
+    True
+    """
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if type(exc).__name__ == "OutOfMemoryError" or any(text in str(exc) for text in OUT_OF_MEMORY_MESSAGES):
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
+
+
 def auto_micro_batch(model, *, preset_name: str, vocab_size: int, context: int, batch_size: int, device,
                      step_probe=None, shards: int = 1) -> int:  # fmt: skip
     """The micro-batch for ``micro_batch_size: auto``: the memory model's largest fitting divisor,
@@ -261,16 +301,27 @@ def auto_micro_batch(model, *, preset_name: str, vocab_size: int, context: int, 
     for micro in [d for d in divisors_descending(batch_size) if d <= estimate.micro_batch_size]:
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats(device)
-        try:
-            step_probe(micro)
-        except torch.OutOfMemoryError:
-            model.zero_grad(set_to_none=True)
-            continue
+        fitted = _probe_fits(step_probe, micro)
         model.zero_grad(set_to_none=True)
+        if not fitted:
+            gc.collect()  # the failed attempt's tensors, held by its traceback until now
+            torch.cuda.empty_cache()
+            continue
         peak = torch.cuda.max_memory_allocated(device) + optimizer_bytes
         if peak <= MEMORY_HEADROOM * torch.cuda.get_device_properties(device).total_memory:
             return micro
     raise UserError(f"optim.micro_batch_size: auto: not even 1 sequence of {context} tokens fits on {device}")
+
+
+def _probe_fits(step_probe, micro: int) -> bool:
+    """Run the probe; False on out-of-memory (also wrapped by torch.compile), anything else raises."""
+    try:
+        step_probe(micro)
+    except Exception as exc:  # noqa: BLE001 - wrapped OOMs have many types; the rest is re-raised
+        if not is_out_of_memory(exc):
+            raise
+        return False
+    return True
 
 
 def device_memory_plan(config, *, vocab_size: int, memory_bytes: float, processes: int) -> tuple[str, MemoryEstimate]:
@@ -297,20 +348,16 @@ def device_memory_plan(config, *, vocab_size: int, memory_bytes: float, processe
 
 
 def window_counts(plan) -> tuple[int, int]:
-    """(real, synthetic) windows a `train.streams.MixingPlan` reads over the whole run."""
-    real = synthetic = 0
-    for step in range(plan.total_steps):
-        step_real, step_synthetic = plan.batch_counts(step)
-        real += step_real
-        synthetic += step_synthetic
-    return real, synthetic
+    """(real, synthetic) windows a `train.streams.MixingPlan` reads over the whole run: the sum of
+    every step's ``batch_counts``, which telescopes to the windows before the last step's end
+    (O(1), not O(steps): a paper-size sweep plans thousands of runs of ~10^5 steps each)."""
+    return plan.windows_before(plan.total_steps)
 
 
 def run_plan(
     config,
     *,
-    mfu: float = DEFAULT_MFU,
-    peak_tflops: float = H100_BF16_PEAK_TFLOPS,
+    utilisation: Utilisation | None = None,
     device_memory_gib: float = DEFAULT_DEVICE_MEMORY_GIB,
     processes: int = 1,
     scaling_efficiency: float = DEFAULT_SCALING_EFFICIENCY,
@@ -321,9 +368,13 @@ def run_plan(
     ``micro_batch_size: auto`` is resolved against `device_memory_gib` by the memory model alone.
     Evaluation is not counted in the GPU-hours (it is forward-only over ``eval.val_windows``).
     Data parallel over `processes` devices: wall hours = one device's / (processes x
-    `scaling_efficiency`), GPU-hours = processes x wall hours (`data_parallel_hours`).
+    `scaling_efficiency`), GPU-hours = processes x wall hours (`data_parallel_hours`). MFU and peak
+    are `utilisation`'s (default: `default_utilisation`).
     """
     from train.data import TrainingStreams
+
+    utilisation = utilisation or default_utilisation()
+    mfu, peak_tflops = utilisation.mfu, utilisation.peak_tflops
 
     data, optim = config.data, config.optim
     streams = TrainingStreams.build(data.store, synthetic=data.synthetic, context=data.context,
@@ -357,6 +408,7 @@ def run_plan(
         "device_memory_bytes": memory_bytes,
         "mixed_precision": mixed,
         "mfu": mfu,
+        "mfu_source": utilisation.source,
         "peak_tflops": peak_tflops,
         **data_parallel_hours(gpu_hours(tokens, cost.flops_per_token, mfu=mfu, peak_tflops=peak_tflops),
                               processes, scaling_efficiency),
@@ -383,7 +435,8 @@ def format_run_plan(plan: dict) -> str:
         + (f" (1/{memory['shards']} shard), gathered {memory['gathered'] / gib:.2f}" if memory["shards"] > 1 else "")
         + f", loss {memory['loss'] / gib:.2f})",
         f"parallelism      {plan['parallelism']}",
-        f"GPU-hours        {plan['gpu_hours']:.4g} at MFU {plan['mfu']} of {plan['peak_tflops']} TFLOP/s",
+        f"GPU-hours        {plan['gpu_hours']:.4g} at MFU {plan['mfu']} of {plan['peak_tflops']} TFLOP/s "
+        f"({plan['mfu_source']})",
         f"wall hours       {plan['wall_hours']:.4g} on {plan['processes']} process(es)"
         + (f" at {plan['scaling_efficiency']:.0%} scaling efficiency" if plan["processes"] > 1 else ""),
     ]

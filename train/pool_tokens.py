@@ -1,82 +1,70 @@
-"""The tokenize step: a generation pool's rows tokenized once, on CPUs, before any training job.
+"""The tokenize step: a generation pool tokenized once, on CPUs, before any training job; a
+training job then assembles its synthetic stream from these arrays by index, memory-mapping only
+(no tokenizer is loaded).
 
 ``megadocs data tokenize-pool --pool POOL --store STORE`` (docs/architecture.md, "Tokenized pool")
-writes, beside the pool::
+writes, beside the pool (``{stem}`` = ``shard-{i:05d}-of-{n:05d}``)::
 
-    POOL/tokens/{tokenizer_hash}/manifest.json
-    POOL/tokens/{tokenizer_hash}/shard-{i:05d}-of-{n:05d}.tokens        flat uint32, no EOS
-    POOL/tokens/{tokenizer_hash}/shard-{i:05d}-of-{n:05d}.offsets.npy   int64, docs_i * G + 1
-    POOL/tokens/{tokenizer_hash}/shard-{i:05d}-of-{n:05d}.real.*        (rephrase pools, only when the
-                                                                          store cannot serve the real documents)
-    POOL/tokens/{tokenizer_hash}/shard-{i:05d}-of-{n:05d}.real-g{h}.*   (thoughts pools: the real text cut
-                                                                          at G=h's split points, h+1 pieces)
-    POOL/tokens/{tokenizer_hash}/shard-{i:05d}-of-{n:05d}.done          completion marker (JSON counts)
+    POOL/tokens/{tokenizer_hash}/manifest.json                 TokensManifest
+    POOL/tokens/{tokenizer_hash}/{stem}.doc_ids.json           the shard's source documents, in order
+    POOL/tokens/{tokenizer_hash}/{stem}.tokens|.offsets.npy    generations, docs_i * G ranges (rephrase, sample)
+    POOL/tokens/{tokenizer_hash}/{stem}.real.tokens|...        real documents (when the store cannot serve them)
+    POOL/tokens/{tokenizer_hash}/{stem}.{algorithm}-g{h}.tokens|...   segments of several parts (a latent
+                                                                document), rendered and tokenized whole
+    POOL/tokens/{tokenizer_hash}/{stem}.done                   the shard's counts, written last
 
-Every pool shard is tokenized on its own (a job-array task, resumable per shard: a shard with a
-``.done`` marker is skipped, an unfinished one is redone), streaming its rows in batches through
-the ``tokenizers`` batch encoder, which spreads a batch over all the task's cores. Generation
-``gen_index`` of the shard's ``j``-th document is ``tokens[off[j*G + gen_index]:off[j*G + gen_index + 1]]``;
-an empty generation (whitespace only, which assembly leaves out) holds no tokens. Document ``k`` of
-the pool's source is the shard ``k % n``'s document ``k // n`` (the pool's sharding rule).
+Every array holds tokens without EOS, ``offsets`` int64 (ranges + 1 entries); document ``k`` of the
+pool's source is document ``k // n`` of shard ``k % n`` (:mod:`megadocs.pools`).
+
+What is tokenized is the megadoc rule (:mod:`megadocs.megadoc`) applied to units: a segment that is
+one generation or the real document is tokenized alone (the same tokens in every algorithm that
+uses it), a segment of several parts (latent: the real text with its thoughts inserted) is rendered
+by the rule and tokenized whole, once per G' the pool serves. So every synthetic document holds
+exactly the tokens of tokenizing ``gen assemble``'s text segment by segment, EOS between segments,
+for every algorithm (tests/train/test_pool_tokens.py checks it document by document).
 
 The real documents are not tokenized again when the pool's source is a token store with this
-tokenizer (the usual case: ``gen rephrase --docs STORE``): its train split already holds them, in
-source order. Otherwise each shard task tokenizes its real documents into ``.real.*``.
+tokenizer (the usual case: ``gen rephrase --corpus STORE``): its train split holds them, in order.
 
-Latent thoughts sit inside the real text, so a thoughts pool is tokenized in pieces: each thought
-as ``<think>THOUGHT</think>`` (a generation), and for every G' the pool serves, the real text cut at
-G''s split points (where the thoughts go; a split whose thought is empty is not cut, as in ``gen
-assemble``). A latent document is then its pieces concatenated (no EOS inside). Tokens merge across
-an insertion point when the text is tokenized whole, so the stream differs from tokenizing ``gen
-assemble``'s text at those boundaries only; training always uses the pieces (the tokenize step,
-or the same build inside the training job), so a run's tokens never depend on which ran.
-
-Training then assembles every algorithm and every G' <= G from these arrays by index
-(:func:`synthetic_documents`), memory-mapping only: no tokenizer is loaded. Without the step, the
-first training job of a pool builds the same arrays itself (:func:`ensure_pool_tokens`, one job
-at a time, the others wait and reuse them).
+Shards are tokenized by the sharded-step runner (:class:`megadocs.shards.ShardedStep`): in this
+process, or one job-array task per shard (``--executor local|slurm``), resumable per shard,
+streaming rows in batches through the ``tokenizers`` batch encoder.
 """
 
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from functools import cached_property
 from pathlib import Path
+from typing import Any
 
 import numpy as np
-import submitit
+from pydantic import BaseModel, ConfigDict
 
-from megadocs.corpus import is_token_store, iter_documents, source_hash
-from megadocs.data_identity import pool_identity_of
+from megadocs import megadoc, pools
+from megadocs.corpus import is_token_store, source_hash
+from megadocs.data_identity import store_identity_hash
 from megadocs.errors import UserError
-from megadocs.formats import (
-    POOL_KIND,
-    THINK_CLOSE,
-    THINK_OPEN,
-    PoolKind,
-    atomic_file,
-    pool_generations,
-    select_generations,
-    write_json,
-)
+from megadocs.formats import ALGORITHMS, MANIFEST, POOL_KIND, PoolKind, atomic_file, write_json
+from megadocs.shards import DEFAULT_TIMEOUT_MIN, ShardedStep
 from train.store import TOKEN_DTYPE, TokenStore
 
-__all__ = ["TOKENS_FORMAT", "TOKENS_DIR", "tokens_dir", "tokenize_shard", "tokenize_pool", "submit_tokenize",
-           "PooledTokens", "PieceDocuments", "open_pool_tokens", "ensure_pool_tokens", "synthetic_documents",
-           "require_pool_sources"]
+__all__ = ["TOKENS_FORMAT", "TOKENS_DIR", "tokens_dir", "TokensManifest", "TokenizePool", "tokenize_pool",
+           "submit_tokenize", "PooledTokens", "PieceDocuments", "open_pool_tokens", "require_pool_tokens",
+           "require_pool_sources", "synthetic_documents"]
 
-TOKENS_FORMAT = "megadocs.pool-tokens/1"
+TOKENS_FORMAT = "megadocs.pool-tokens/2"
+"""/1 (before): latent documents tokenized in pieces, no document ids; read as "not tokenized"."""
 TOKENS_DIR = "tokens"
-MANIFEST = "manifest.json"
-POOL_FORMAT = "megadocs.gen-pool/1"  # the documented pool format this module reads
 BATCH_ROWS = 1024
 """Generations per encoder call: enough to keep every core busy, small enough to stream."""
+GUARD_NAMES = 5
+"""How many offending documents a refusal names."""
 
 
 def tokens_dir(pool: str | Path, tokenizer_hash: str) -> Path:
@@ -84,71 +72,69 @@ def tokens_dir(pool: str | Path, tokenizer_hash: str) -> Path:
     return Path(pool) / TOKENS_DIR / tokenizer_hash
 
 
-def _stem(index: int, count: int) -> str:
-    return f"shard-{index:05d}-of-{count:05d}"
+def _command(pool: str | Path, store: str | Path) -> str:
+    return f"`megadocs data tokenize-pool --pool {pool} --store {store}`"
 
 
-def _pool_manifest(pool: Path, field: str = "--pool") -> dict:
-    path = pool / "manifest.json"
-    try:
-        manifest = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise UserError(f"{field}: {pool}: no manifest.json (expected a directory written by "
-                        f"`megadocs gen rephrase|thoughts|sample`)") from None
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise UserError(f"{path}: not a JSON manifest ({exc})") from None
-    if manifest.get("format") != POOL_FORMAT:
-        raise UserError(f"{path}: format: expected {POOL_FORMAT!r}, got {manifest.get('format')!r}")
-    return manifest
+class TokensManifest(BaseModel):
+    """``POOL/tokens/{h}/manifest.json``: what was tokenized, from what, and whether it is done."""
+
+    model_config = ConfigDict(extra="allow")
+
+    format: str
+    tokenizer_hash: str
+    eos_id: int
+    pool_identity: dict[str, Any]
+    pool_kind: PoolKind
+    pool_g: int
+    num_shards: int
+    rule: str
+    """The megadoc rule's version the rendered segments follow."""
+    generations: bool
+    """``{stem}.tokens``: every generation alone (empty ones hold no tokens)."""
+    real: dict[str, Any] | None
+    """``{"store": DIR, "split": "train", "store_identity": h}`` (the store serves the real
+    documents), ``{"shards": "real"}`` (``{stem}.real.*``) or None (not needed)."""
+    rendered: dict[str, list[int]]
+    """Algorithm -> the G' whose multi-part segments are rendered (``{stem}.{algorithm}-g{G'}.*``)."""
+    source_store: dict[str, str] | None = None
+    """The pool's source when it is a token store: ``{"path", "identity"}`` as it was tokenized
+    (and as it was when the pool was generated: checked by its source hash)."""
+    complete: bool = False
+    statistics: dict[str, Any] | None = None
+    created: str | None = None
 
 
-def _pool_identity(pool: Path) -> dict:
-    """The fields that define the pool's generations (statistics added later, e.g. by
-    `gen diversity`, do not make its tokens stale; a regenerated pool does)."""
-    return pool_identity_of(_pool_manifest(pool))
+def _rendered_width(algorithm: str, g: int) -> int:
+    """Multi-part segments per real document in ``algorithm`` at G'=``g`` (latent: 1)."""
+    return sum(not _simple(segment) for document in megadoc.layout(algorithm, g) for segment in document)
 
 
-def _require_complete(pool: Path, manifest: dict) -> None:
-    count = manifest["num_shards"]
-    missing = [i for i in range(count) if not (pool / f"{_stem(i, count)}.done").is_file()]
-    if missing:
-        raise UserError(f"--pool: {pool}: generation is not finished, shards {missing[:8]} of {count} "
-                        f"have no .done marker (re-run the generation command first)")
+def _simple(segment: megadoc.Segment) -> bool:
+    """A segment that is one generation or the real document (tokenized on its own)."""
+    return len(segment) == 1 and isinstance(segment[0], (megadoc.Generation, megadoc.Real))
 
 
-def _real_from_store(manifest: dict, store: TokenStore) -> Path | None:
-    """The pool's source store when it holds the real documents with this tokenizer, else None."""
-    source = manifest.get("source")
-    if not source or not is_token_store(source):
-        return None
-    source_store = TokenStore.open(source)
-    if source_store.tokenizer_hash != store.tokenizer_hash:
-        return None
-    if source_hash(source) != manifest["source_hash"]:
-        raise UserError(f"--pool: its source {source} changed since generation (hash "
-                        f"{source_hash(source)} != {manifest['source_hash']})")
-    return Path(source).resolve()
+def _units(kind: PoolKind, pool_g: int) -> tuple[bool, bool, dict[str, list[int]]]:
+    """(generations?, real?, rendered) the algorithms served by a pool of ``kind`` read, at every G'."""
+    generations = real = False
+    rendered: dict[str, list[int]] = {}
+    for algorithm in (a for a in ALGORITHMS if POOL_KIND[a] == kind):
+        for g in pools.served_gs(kind, pool_g):
+            for segment in (s for document in megadoc.layout(algorithm, g) for s in document):
+                if not _simple(segment):
+                    gs = rendered.setdefault(algorithm, [])
+                    if g not in gs:
+                        gs.append(g)
+                elif isinstance(segment[0], megadoc.Generation):
+                    generations = True
+                else:
+                    real = True
+    return generations, real, rendered
 
 
 # ----------------------------------------------------------------------------------------------
 # Writing (the tokenize step)
-
-
-def _iter_rows(path: Path) -> Iterator[dict]:
-    """The rows of a pool shard, one at a time (a shard is never held in memory)."""
-    with open(path, "rb") as handle:
-        for number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-                raise UserError(f"{path}:{number}: not a JSON row ({exc})") from None
-            if not (isinstance(row, dict) and isinstance(row.get("text"), str) and "doc_id" in row
-                    and isinstance(row.get("gen_index"), int)):
-                raise UserError(f"{path}:{number}: expected a row with 'doc_id', 'gen_index' (an integer) "
-                                f"and 'text' (a string), got {line[:80]!r}")
-            yield row
 
 
 class _ArrayWriter:
@@ -161,10 +147,10 @@ class _ArrayWriter:
         self._handle = self._files.enter_context(atomic_file(self.tokens_path, "wb"))
         self.offsets = [0]
 
-    def write(self, encoder, texts: list[str], *, drop_blank: bool = True) -> int:
-        """Encode ``texts`` and append them; returns tokens. Whitespace-only texts hold no tokens
-        (``drop_blank``: empty generations, left out by assembly); pieces of real text keep theirs."""
-        kept = [i for i, text in enumerate(texts) if (text.strip() if drop_blank else text)]
+    def write(self, encoder, texts: list[str]) -> int:
+        """Encode ``texts`` and append them; returns tokens. A whitespace-only text holds no tokens
+        (the empty rule; such a segment is left out of its document)."""
+        kept = [i for i, text in enumerate(texts) if not pools.is_empty(text)]
         encoded = encoder.encode_batch_fast([texts[i] for i in kept], add_special_tokens=False) if kept else []
         lengths = np.zeros(len(texts), dtype=np.int64)
         pieces = []
@@ -185,87 +171,24 @@ class _ArrayWriter:
 
     def abort(self) -> None:
         """Drop the unfinished tokens file (a no-op after :meth:`close`)."""
-        error = _Aborted("tokenizing stopped")
-        self._files.__exit__(_Aborted, error, None)
+        self._files.__exit__(_Aborted, _Aborted("tokenizing stopped"), None)
 
 
 class _Aborted(Exception):
     """Passed to the open tokens file so that it is removed instead of renamed into place."""
 
 
-def _encoder(store: TokenStore):
-    """The Rust tokenizer behind the store's HF tokenizer (the one today's path encodes with)."""
-    return store.tokenizer().backend_tokenizer
-
-
-def _document_batches(rows_file: Path, g: int, source_docs, batch_rows: int, source: str | None):
-    """Lists of whole documents, ``(source document or None, its G rows in gen_index order)``, of
-    about ``batch_rows`` rows each, checking that the shard holds G rows per document in order,
-    for the source's documents of this shard."""
-    batch: list[tuple[object, list[dict]]] = []
-    rows: list[dict] = []
-    doc = None
-    size = 0
-    for row in _iter_rows(rows_file):
-        doc_id, gen_index = row["doc_id"], int(row["gen_index"])
-        if not rows:  # a new document starts
-            if gen_index != 0:
-                raise UserError(f"{rows_file}: document {doc_id!r} starts at gen_index {gen_index}, "
-                                f"expected 0 (is the pool complete?)")
-            if source_docs is not None:
-                doc = next(source_docs, None)
-                if doc is None or doc.doc_id != doc_id:
-                    raise UserError(f"{rows_file}: document {doc_id!r} is not the source's next document "
-                                    f"of this shard ({doc and doc.doc_id!r}); the pool does not match {source}")
-        elif (doc_id, gen_index) != (rows[0]["doc_id"], len(rows)):
-            raise UserError(f"{rows_file}: expected generation {len(rows)} of {rows[0]['doc_id']!r}, "
-                            f"found {gen_index} of {doc_id!r} (G={g}; is the pool complete?)")
-        rows.append(row)
-        if len(rows) == g:
-            batch.append((doc, rows))
-            size += g
-            rows = []
-            if size >= batch_rows:
-                yield batch
-                batch, size = [], 0
-    if rows:
-        raise UserError(f"{rows_file}: document {rows[0]['doc_id']!r} has {len(rows)} of {g} generations")
+def _batches(documents: Iterator[tuple[Any, list[pools.PoolRow]]], rows_per_batch: int):
+    """Lists of whole documents of about ``rows_per_batch`` rows each."""
+    batch, size = [], 0
+    for doc, rows in documents:
+        batch.append((doc, rows))
+        size += len(rows)
+        if size >= rows_per_batch:
+            yield batch
+            batch, size = [], 0
     if batch:
         yield batch
-
-
-def _generation_text(kind: str, row: dict) -> str:
-    """What a row contributes to the stream: a rephrase or sample as is, a thought in its tags;
-    an empty generation (whitespace only) contributes nothing."""
-    if not row["text"].strip():
-        return ""
-    return f"{THINK_OPEN}{row['text']}{THINK_CLOSE}" if kind == PoolKind.THOUGHTS else row["text"]
-
-
-def _real_pieces(text: str, rows: list[dict], chosen: list[int]) -> list[str]:
-    """The real text cut where G's thoughts go: ``len(chosen) + 1`` pieces, piece ``i`` before
-    thought ``chosen[i]``. An empty thought is not inserted (``gen assemble``), so its split is not
-    cut: its piece is empty and the text runs on into the next one.
-
-    >>> rows = [{"text": "x", "split_char": 1}, {"text": " ", "split_char": 2}, {"text": "y", "split_char": 3}]
-    >>> _real_pieces("abcd", rows, [0, 1, 2])
-    ['a', '', 'bc', 'd']
-    """
-    pieces, last = [], 0
-    for index in chosen:
-        row = rows[index]
-        if row["text"].strip():
-            pieces.append(text[last:row["split_char"]])
-            last = row["split_char"]
-        else:
-            pieces.append("")
-    pieces.append(text[last:])
-    return pieces
-
-
-def _piece_gs(pool_g: int) -> list[int]:
-    """Every G' a thoughts pool of G=``pool_g`` serves (its real text is cut for each)."""
-    return [h for h in range(1, pool_g + 1) if pool_generations(PoolKind.THOUGHTS, pool_g, h) is not None]
 
 
 def _read_ahead(items, depth: int = 2):
@@ -305,125 +228,138 @@ def _read_ahead(items, depth: int = 2):
         thread.join()
 
 
-def tokenize_shard(pool: str | Path, store: str | Path | TokenStore, index: int, *, progress: bool = True,
-                   batch_rows: int = BATCH_ROWS) -> dict:
-    """Tokenize pool shard ``index`` (skipped when its ``.done`` marker exists); returns its counts.
-
-    Raises:
-        UserError: an unfinished pool, a shard whose rows do not match the pool's G or source.
-    """
-    from tqdm import tqdm
-
-    pool = Path(pool)
-    store = store if isinstance(store, TokenStore) else TokenStore.open(store)
-    manifest = _pool_manifest(pool)
-    count, g, kind = manifest["num_shards"], manifest["g"], manifest["kind"]
-    out = tokens_dir(pool, store.tokenizer_hash)
-    stem = _stem(index, count)
-    done = out / f"{stem}.done"
-    if done.is_file():
-        return json.loads(done.read_text())
-    out.mkdir(parents=True, exist_ok=True)
-    tokenize_real = kind == PoolKind.REPHRASE and _real_from_store(manifest, store) is None
-    piece_gs = _piece_gs(g) if kind == PoolKind.THOUGHTS else []
-    source_docs = (doc for k, doc in enumerate(iter_documents(manifest["source"]))
-                   if k % count == index) if kind != PoolKind.SAMPLE else None
-    encoder = _encoder(store)
-    started = time.perf_counter()
-    generations = _ArrayWriter(out, stem)
-    writers = [generations]
-    real = _ArrayWriter(out, f"{stem}.real") if tokenize_real else None
-    writers += [real] if real is not None else []
-    pieces = {h: _ArrayWriter(out, f"{stem}.real-g{h}") for h in piece_gs}  # with each G's splits:
-    splits = {h: pool_generations(PoolKind.THOUGHTS, g, h) for h in piece_gs}
-    writers += list(pieces.values())
-    counts = {"documents": 0, "generations": 0, "tokens": 0, "real_tokens": 0, "empty": 0}
-    batches = _document_batches(pool / f"{stem}.jsonl", g, source_docs, batch_rows, manifest.get("source"))
-    try:
-        with tqdm(desc=f"tokenizing {stem}", unit=" rows", file=sys.stderr, disable=not progress) as bar:
-            for batch in _read_ahead(batches):
-                rows = [row for _, doc_rows in batch for row in doc_rows]
-                counts["tokens"] += generations.write(encoder, [_generation_text(kind, row) for row in rows])
-                counts["empty"] += sum(not row["text"].strip() for row in rows)
-                counts["generations"] += len(rows)
-                counts["documents"] += len(batch)
-                if real is not None:
-                    counts["real_tokens"] += real.write(encoder, [doc.text for doc, _ in batch])
-                for h, writer in pieces.items():
-                    texts = [piece for doc, doc_rows in batch for piece in _real_pieces(doc.text, doc_rows, splits[h])]
-                    counts["real_tokens"] += writer.write(encoder, texts, drop_blank=False)
-                bar.update(len(rows))
-        for writer in writers:
-            writer.close()
-    except BaseException:
-        for writer in writers:
-            writer.abort()
-        raise
-    counts["seconds"] = time.perf_counter() - started
-    write_json(done, counts)  # last: "done" means every array above is durable
-    return counts
+def _rendered_texts(algorithm: str, g: int, kind: PoolKind, pool_g: int, doc, rows: list[pools.PoolRow]) -> list[str]:
+    """The multi-part segments of one real document at G'=``g``, rendered by the rule (an empty
+    generation left out of its segment)."""
+    selected = [rows[i] for i in pools.pool_generations(kind, pool_g, g)]
+    empty = {slot for slot, row in enumerate(selected) if row.empty}
+    texts = []
+    for segment in (s for document in megadoc.layout(algorithm, g) for s in document if not _simple(s)):
+        kept = megadoc.kept_parts(segment, empty)
+        texts.append(megadoc.render_segment(kept, doc.text, lambda s: selected[s].text,
+                                            lambda s: selected[s].split_char) if kept else "")
+    return texts
 
 
-def _planned_manifest(pool: Path, store: TokenStore) -> dict:
-    manifest = _pool_manifest(pool)
-    _require_complete(pool, manifest)
-    kind = manifest["kind"]
-    real_store = _real_from_store(manifest, store) if kind == PoolKind.REPHRASE else None
-    if kind == PoolKind.SAMPLE:
+class TokenizePool(ShardedStep):
+    """The tokenize step of one pool for one store's tokenizer, shard by shard (module docstring)."""
+
+    STAT_KEYS = ("documents", "generations", "tokens", "real_tokens", "rendered_tokens", "empty", "seconds")
+
+    def __init__(self, pool: str | Path, store: str | Path, *, progress: bool = True,
+                 batch_rows: int = BATCH_ROWS) -> None:
+        self.pool, self.store_path = Path(pool).resolve(), Path(store).resolve()
+        self.progress, self.batch_rows = progress, batch_rows
+        opened = TokenStore.open(self.store_path)
+        self.pool_manifest = pools.read_manifest(self.pool)
+        super().__init__(tokens_dir(self.pool, opened.tokenizer_hash), self.pool_manifest.num_shards,
+                         name="tokenize-pool")
+
+    @cached_property
+    def store(self) -> TokenStore:
+        return TokenStore.open(self.store_path)
+
+    def __getstate__(self) -> dict:
+        """Pickled into array tasks without the opened store (each task opens its own)."""
+        return {key: value for key, value in self.__dict__.items() if key != "store"}
+
+    # -- the manifest ----------------------------------------------------------------------
+
+    def _source_store(self) -> dict[str, str] | None:
+        """The pool's source as a token store, refused when it changed since generation (its
+        documents are then no longer the ones the generations were made from)."""
+        manifest = self.pool_manifest
+        if not manifest.has_sources:
+            return None
+        now = source_hash(manifest.source)
+        if now != manifest.source_hash:
+            raise UserError(f"--pool: {self.pool}: its source {manifest.source} has changed since the pool was "
+                            f"generated (source hash {manifest.source_hash}, now {now}: re-prepared with other "
+                            f"--val-docs, --seed or corpus?); regenerate the pool from the source as it is, or "
+                            f"re-prepare the source as it was")
+        if not is_token_store(manifest.source):
+            return None
+        return {"path": str(Path(manifest.source).resolve()), "identity": store_identity_hash(manifest.source)}
+
+    def planned(self) -> dict[str, Any]:
+        manifest = self.pool_manifest
+        pools.require_complete(self.pool, manifest)
+        generations, needs_real, rendered = _units(manifest.kind, manifest.g)
+        source_store = self._source_store()
         real = None
-    elif kind == PoolKind.THOUGHTS:
-        real = {"pieces": _piece_gs(manifest["g"])}
-    else:
-        real = {"store": str(real_store), "split": "train"} if real_store else {"shards": "real"}
-    return {
-        "format": TOKENS_FORMAT,
-        "tokenizer_hash": store.tokenizer_hash,
-        "eos_id": store.eos_id,
-        "pool_identity": _pool_identity(pool),
-        "pool_kind": manifest["kind"],
-        "pool_g": manifest["g"],
-        "num_shards": manifest["num_shards"],
-        "real": real,
-    }
+        if needs_real:
+            same_tokenizer = source_store is not None and \
+                TokenStore.open(source_store["path"]).tokenizer_hash == self.store.tokenizer_hash
+            real = {"store": source_store["path"], "split": "train", "store_identity": source_store["identity"]} \
+                if same_tokenizer else {"shards": "real"}
+        return TokensManifest(
+            format=TOKENS_FORMAT, tokenizer_hash=self.store.tokenizer_hash, eos_id=self.store.eos_id,
+            pool_identity=manifest.identity(), pool_kind=manifest.kind, pool_g=manifest.g,
+            num_shards=manifest.num_shards, rule=megadoc.RULE_VERSION, generations=generations, real=real,
+            rendered=rendered, source_store=source_store,
+        ).model_dump(mode="json", exclude={"complete", "statistics", "created"})
 
+    def prepare(self) -> dict[str, Any]:
+        """Write the tokens manifest, or keep an existing one of the same pool, rule and source;
+        tokens of an earlier state of the pool (or an earlier format) are removed."""
+        planned = self.planned()
+        keys = ("format", "pool_identity", "rule", "real", "source_store")
 
-def _init(pool: Path, store: TokenStore) -> dict:
-    """Write (or check) the tokens manifest before any shard task starts."""
-    planned = _planned_manifest(pool, store)
-    out = tokens_dir(pool, store.tokenizer_hash)
-    path = out / MANIFEST
-    if path.is_file():
-        existing = json.loads(path.read_text())
-        if existing.get("pool_identity") == planned["pool_identity"]:
-            return existing
-        # the pool changed since (re-generated or extended): its old tokens are stale
-        for stale in out.glob("shard-*"):
-            stale.unlink()
-    out.mkdir(parents=True, exist_ok=True)
-    planned.update(complete=False, created=datetime.now(timezone.utc).isoformat(timespec="seconds"))
-    write_json(path, planned)
-    return planned
+        def clear(_existing: dict) -> None:
+            for stale in self.folder.glob("shard-*"):
+                stale.unlink()
 
+        return self.init_manifest(planned, same=lambda old: all(old.get(k) == planned[k] for k in keys),
+                                  on_stale=clear)
 
-def _finish(pool: Path, store: TokenStore) -> dict:
-    """Sum the shards' counts into the manifest; ``complete`` once every shard is done."""
-    out = tokens_dir(pool, store.tokenizer_hash)
-    with open(out / ".manifest.lock", "a") as lock:  # tasks run with --shard may finish together
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        return _sum_shards(out)
+    # -- one shard -------------------------------------------------------------------------
 
+    def _run_shard(self, index: int) -> dict[str, Any]:
+        from tqdm import tqdm
 
-def _sum_shards(out: Path) -> dict:
-    manifest = json.loads((out / MANIFEST).read_text())
-    count = manifest["num_shards"]
-    markers = [out / f"{_stem(i, count)}.done" for i in range(count)]
-    stats = [json.loads(marker.read_text()) for marker in markers if marker.is_file()]
-    keys = ("documents", "generations", "tokens", "real_tokens", "empty", "seconds")
-    manifest["statistics"] = {key: sum(s[key] for s in stats) for key in keys}
-    manifest["statistics"]["shards_done"] = len(stats)
-    manifest["complete"] = len(stats) == count
-    write_json(out / MANIFEST, manifest)
-    return manifest
+        manifest = TokensManifest.model_validate(json.loads(self.manifest_path.read_text()))
+        pool_manifest, stem = self.pool_manifest, pools.shard_stem(index, self.num_shards)
+        self.folder.mkdir(parents=True, exist_ok=True)
+        encoder = self.store.tokenizer().backend_tokenizer  # the Rust tokenizer behind the HF one
+        writers: dict[str, _ArrayWriter] = {}
+        if manifest.generations:
+            writers["generations"] = _ArrayWriter(self.folder, stem)
+        if manifest.real == {"shards": "real"}:
+            writers["real"] = _ArrayWriter(self.folder, f"{stem}.real")
+        for algorithm, gs in manifest.rendered.items():
+            for g in gs:
+                writers[f"{algorithm}-g{g}"] = _ArrayWriter(self.folder, f"{stem}.{algorithm}-g{g}")
+        counts = dict.fromkeys(self.STAT_KEYS, 0)
+        doc_ids: list[str] = []
+        started = time.perf_counter()
+        documents = pools.iter_pool_documents(self.pool, pool_manifest, index)
+        try:
+            with tqdm(desc=f"tokenizing {stem}", unit=" rows", file=sys.stderr, disable=not self.progress) as bar:
+                for batch in _read_ahead(_batches(documents, self.batch_rows)):
+                    rows = [row for _, doc_rows in batch for row in doc_rows]
+                    doc_ids += [doc.doc_id for doc, _ in batch]
+                    counts["documents"] += len(batch)
+                    counts["generations"] += len(rows)
+                    counts["empty"] += sum(row.empty for row in rows)
+                    if "generations" in writers:
+                        counts["tokens"] += writers["generations"].write(encoder, [row.text for row in rows])
+                    if "real" in writers:
+                        counts["real_tokens"] += writers["real"].write(encoder, [doc.text for doc, _ in batch])
+                    for algorithm, gs in manifest.rendered.items():
+                        for g in gs:
+                            texts = [text for doc, doc_rows in batch for text in
+                                     _rendered_texts(algorithm, g, pool_manifest.kind, pool_manifest.g, doc, doc_rows)]
+                            counts["rendered_tokens"] += writers[f"{algorithm}-g{g}"].write(encoder, texts)
+                    bar.update(len(rows))
+            for writer in writers.values():
+                writer.close()
+            write_json(self.folder / f"{stem}.doc_ids.json", doc_ids, indent=None)
+        except BaseException:
+            for writer in writers.values():
+                writer.abort()
+            raise
+        counts["seconds"] = time.perf_counter() - started
+        return counts
 
 
 def tokenize_pool(pool: str | Path, store: str | Path | TokenStore, *, shard: int | None = None,
@@ -432,48 +368,25 @@ def tokenize_pool(pool: str | Path, store: str | Path | TokenStore, *, shard: in
 
     Example:
         >>> tokenize_pool("runs/pools/rephrase", "runs/data")  # doctest: +SKIP
-        {'format': 'megadocs.pool-tokens/1', ..., 'complete': True}
+        {'format': 'megadocs.pool-tokens/2', ..., 'complete': True}
+
+    Raises:
+        UserError: an unfinished pool, a source changed since generation, a bad ``shard``.
     """
-    pool, store = Path(pool), store if isinstance(store, TokenStore) else TokenStore.open(store)
-    manifest = _init(pool, store)
-    count = manifest["num_shards"]
-    if shard is not None and not 0 <= shard < count:
-        raise UserError(f"--shard: expected 0 <= i < {count} (the pool's shards), got {shard}")
-    for index in [shard] if shard is not None else range(count):
-        tokenize_shard(pool, store, index, progress=progress)
-    return _finish(pool, store)
-
-
-class TokenizeShardTask(submitit.helpers.Checkpointable):
-    """One job-array task: :func:`tokenize_shard`. Checkpointable: a timed-out or preempted task is
-    requeued and redoes its shard (the unit of resumption)."""
-
-    def __init__(self, pool: str, store: str, index: int):
-        self.pool, self.store, self.index = pool, store, index
-
-    def __call__(self) -> dict:
-        return tokenize_shard(self.pool, self.store, self.index, progress=False)
+    step = TokenizePool(pool, store.path if isinstance(store, TokenStore) else store, progress=progress)
+    if shard is not None and not 0 <= shard < step.num_shards:
+        raise UserError(f"--shard: expected 0 <= i < {step.num_shards} (the pool's shards), got {shard}")
+    return step.run(None if shard is None else [shard])
 
 
 def submit_tokenize(pool: str | Path, store: str | Path, executor: str, profile: str | None = None,
-                    timeout_min: float = 7 * 24 * 60) -> dict:
-    """Every not-done shard as one submitit job array (``local`` or ``slurm``); waits, returns the manifest.
+                    timeout_min: float = DEFAULT_TIMEOUT_MIN) -> dict:
+    """Every not-done shard as one job array (``local`` or ``slurm``); waits, returns the manifest.
 
     Raises:
         UserError: a bad executor/profile, or tasks that failed (their logs are named).
     """
-    from megadocs.executors import check_array_executor, run_job_array
-
-    check_array_executor(executor, profile)
-    pool, opened = Path(pool), TokenStore.open(store)
-    manifest = _init(pool, opened)
-    count = manifest["num_shards"]
-    out = tokens_dir(pool, opened.tokenizer_hash)
-    todo = [i for i in range(count) if not (out / f"{_stem(i, count)}.done").is_file()]
-    tasks = [TokenizeShardTask(str(pool.resolve()), str(Path(store).resolve()), i) for i in todo]
-    run_job_array(tasks, [f"shard {i}" for i in todo], kind=executor, profile=profile,
-                  folder=out / "submitit", timeout_min=timeout_min, name="tokenize-pool")
-    return _finish(pool, opened)
+    return TokenizePool(pool, store, progress=False).submit(executor, profile, timeout_min=timeout_min)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -496,131 +409,160 @@ Columns = tuple[np.ndarray, np.ndarray, np.ndarray]
 
 @dataclass(frozen=True, eq=False)
 class PooledTokens:
-    """A complete tokenized pool, in source order: ``generations`` column ``i`` of row ``k`` is
-    generation ``i`` of document ``k``; ``real`` (one column) the real document; ``real_pieces[h]``
-    (h+1 columns) a thoughts pool's real text cut at G=h's split points. Ranges point into
-    ``arrays`` (memmaps of the shards' files, or a store split)."""
+    """A complete tokenized pool, in source order: column ``i`` of ``generations`` row ``k`` is
+    generation ``i`` of document ``k``; ``real`` (one column) the real document; ``rendered[(a,
+    h)]`` the multi-part segments of algorithm ``a`` at G'=``h``. Ranges point into ``arrays``
+    (memmaps of the shards' files, or a store split)."""
 
-    manifest: dict
+    pool: Path
+    manifest: TokensManifest
     arrays: list[np.ndarray]
-    generations: Columns
+    doc_ids: list[str]
+    generations: Columns | None
     real: Columns | None
-    real_pieces: dict[int, Columns]
+    rendered: dict[tuple[str, int], Columns]
 
     @property
     def num_documents(self) -> int:
-        return self.generations[0].shape[0]
+        return len(self.doc_ids)
 
 
 def _columns(out: Path, suffix: str, count: int, width: int, arrays: list[np.ndarray]) -> Columns:
-    """Every shard's ``{stem}{suffix}`` ranges, ``width`` per document, in source order (document
-    ``k`` is shard ``k % count``'s document ``k // count``); appends the shards' memmaps to ``arrays``."""
-    per_shard = [np.load(out / f"{_stem(i, count)}{suffix}.offsets.npy") for i in range(count)]
+    """Every shard's ``{stem}{suffix}`` ranges, ``width`` per document, in source order
+    (:func:`megadocs.pools.shard_positions`); appends the shards' memmaps to ``arrays``."""
+    per_shard = [np.load(out / f"{pools.shard_stem(i, count)}{suffix}.offsets.npy") for i in range(count)]
     total = sum((len(offsets) - 1) // width for offsets in per_shard)
     array, start, length = (np.zeros((total, width), dtype=np.int64) for _ in range(3))
     for index, offsets in enumerate(per_shard):
         if (len(offsets) - 1) % width:
-            raise UserError(f"{out / _stem(index, count)}{suffix}.offsets.npy: {len(offsets) - 1} ranges, "
+            raise UserError(f"{out / pools.shard_stem(index, count)}{suffix}.offsets.npy: {len(offsets) - 1} ranges, "
                             f"not a multiple of {width} (damaged; delete the shard's files and re-run "
                             f"`megadocs data tokenize-pool`)")
-        array[index::count] = len(arrays)
-        start[index::count] = offsets[:-1].reshape(-1, width)
-        length[index::count] = np.diff(offsets).reshape(-1, width)
-        arrays.append(_memmap(out / f"{_stem(index, count)}{suffix}.tokens", int(offsets[-1])))
+        rows = pools.shard_positions(index, count)
+        array[rows] = len(arrays)
+        start[rows] = offsets[:-1].reshape(-1, width)
+        length[rows] = np.diff(offsets).reshape(-1, width)
+        arrays.append(_memmap(out / f"{pools.shard_stem(index, count)}{suffix}.tokens", int(offsets[-1])))
     return array, start, length
 
 
-def open_pool_tokens(pool: str | Path, store: TokenStore) -> PooledTokens | None:
-    """The pool's tokens for ``store``'s tokenizer, or None when the tokenize step has not run (to
-    completion) for the pool as it is now."""
-    pool = Path(pool)
-    out = tokens_dir(pool, store.tokenizer_hash)
-    try:
-        manifest = json.loads((out / MANIFEST).read_text())
-    except (FileNotFoundError, json.JSONDecodeError):
-        return None
-    if not manifest.get("complete") or manifest.get("format") != TOKENS_FORMAT:
-        return None
-    if manifest.get("pool_identity") != _pool_identity(pool):
-        print(f"{out}: built from an earlier state of the pool; not used (re-run `megadocs data "
-              f"tokenize-pool --pool {pool}`)", file=sys.stderr)
-        return None
-    if manifest["tokenizer_hash"] != store.tokenizer_hash or manifest["eos_id"] != store.eos_id:
-        raise UserError(f"{out / MANIFEST}: tokenizer {manifest['tokenizer_hash']} / eos {manifest['eos_id']} "
-                        f"differ from data.store's {store.tokenizer_hash} / {store.eos_id}")
-    count, g = manifest["num_shards"], manifest["pool_g"]
-    arrays: list[np.ndarray] = []
-    generations = _columns(out, "", count, g, arrays)
-    total = generations[0].shape[0]
-    real, real_pieces = None, {}
-    spec = manifest["real"] or {}
-    if "store" in spec:
-        split = TokenStore.open(spec["store"]).split(spec["split"])
-        if split.num_documents != total:
-            raise UserError(f"{out / MANIFEST}: the pool has {total} documents, its source store "
-                            f"{spec['store']} has {split.num_documents}")
-        real = (np.full((total, 1), len(arrays), dtype=np.int64),
-                split.offsets[:-1].astype(np.int64)[:, None], split.lengths.astype(np.int64)[:, None])
-        arrays.append(split.tokens)
-    elif "shards" in spec:
-        real = _columns(out, ".real", count, 1, arrays)
-    for h in spec.get("pieces", []):
-        real_pieces[h] = _columns(out, f".real-g{h}", count, h + 1, arrays)
-    return PooledTokens(manifest, arrays, generations, real, real_pieces)
-
-
-def ensure_pool_tokens(pool: str | Path, store: TokenStore) -> PooledTokens:
-    """The pool's tokens, built in this process when the tokenize step has not run (with a progress
-    bar; one process at a time: the others wait on the lock and then reuse them)."""
-    tokens = open_pool_tokens(pool, store)
-    if tokens is not None:
-        return tokens
-    out = tokens_dir(pool, store.tokenizer_hash)
-    out.mkdir(parents=True, exist_ok=True)
-    with open(out.parent / f".{store.tokenizer_hash}.build.lock", "a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        tokens = open_pool_tokens(pool, store)  # another run may have built them meanwhile
-        if tokens is None:
-            print(f"tokenizing {pool} in this job (run `megadocs data tokenize-pool --pool {pool} "
-                  f"--store {store.path}` before certification to do it once, on CPUs)", file=sys.stderr)
-            tokenize_pool(pool, store)
-            tokens = open_pool_tokens(pool, store)
-    if tokens is None:
-        raise UserError(f"data.synthetic.pool: {pool}: tokenizing did not complete (see {out / MANIFEST})")
-    return tokens
-
-
-def require_pool_sources(pool: str | Path, store: TokenStore) -> None:
-    """Refuse a synthetic stream whose pool was generated from documents outside the store's train
-    split: validation text would leak into training and the validation loss would no longer be
-    held out. The pool's source (its manifest's ``source``; a token store contributes its train
-    split) must hold only documents of ``store``'s train split; sample pools have no source.
+def _ready_manifest(pool: Path, store: TokenStore, field: str) -> TokensManifest:
+    """The tokens manifest of ``pool`` for ``store``'s tokenizer when complete and current.
 
     Raises:
-        UserError: naming the first offending source document and whether it is a validation
-            document or unknown to the store.
+        UserError: naming ``field`` and the command that tokenizes the pool.
     """
-    manifest = _pool_manifest(Path(pool), "data.synthetic.pool")
-    if manifest.get("kind") == PoolKind.SAMPLE or not manifest.get("source"):
-        return
-    source = manifest["source"]
-    if Path(source).resolve() == Path(store.path).resolve():
-        return  # generated from this store: gen reads its train split only
-    train_ids = set(store.split("train").doc_ids)
-    for position, doc in enumerate(iter_documents(source)):
-        if doc.doc_id not in train_ids:
-            kind = ("a document of the store's val split" if doc.doc_id in set(store.split("val").doc_ids)
-                    else "not a document of the store")
-            raise UserError(f"data.synthetic: {pool}: source {source}, document {position}: source document "
-                            f"{doc.doc_id!r} is {kind}; a synthetic stream must be generated from the train "
-                            f"split of {store.path} (generate with --docs {store.path}), or validation text "
-                            f"leaks into training")
+    pool_identity = pools.pool_identity(pool, field)
+    out = tokens_dir(pool, store.tokenizer_hash)
+    run = _command(pool, store.path)
+    try:
+        data = json.loads((out / MANIFEST).read_text())
+    except FileNotFoundError:
+        raise UserError(f"{field}: {pool} is not tokenized for {store.path}'s tokenizer; run {run} (a CPU step) "
+                        f"before training") from None
+    except (OSError, ValueError) as exc:
+        raise UserError(f"{out / MANIFEST}: unreadable ({exc}); run {run} again") from None
+    if data.get("format") != TOKENS_FORMAT:
+        raise UserError(f"{field}: {pool} was tokenized by an earlier version ({data.get('format')}, not "
+                        f"{TOKENS_FORMAT}); run {run} again")
+    manifest = TokensManifest.model_validate(data)
+    if manifest.pool_identity != pool_identity or manifest.rule != megadoc.RULE_VERSION:
+        raise UserError(f"{field}: {out} was tokenized from an earlier state of the pool (or rule); run {run} again")
+    if not manifest.complete:
+        done = (manifest.statistics or {}).get("shards_done", 0)
+        raise UserError(f"{field}: {pool}: tokenizing is not finished ({done} of {manifest.num_shards} shards); "
+                        f"run {run} to finish it")
+    if manifest.eos_id != store.eos_id:
+        raise UserError(f"{out / MANIFEST}: eos {manifest.eos_id} differs from {store.path}'s {store.eos_id}")
+    return manifest
+
+
+def require_pool_tokens(pool: str | Path, store: TokenStore, field: str = "data.synthetic.pool") -> None:
+    """Refuse (one line, naming the command) a pool that training could not read: not tokenized
+    for ``store``'s tokenizer, not finished, or tokenized from an earlier state of the pool.
+    Reads only manifests (what ``search`` checks before it dispatches a run)."""
+    _ready_manifest(Path(pool), store, field)
+
+
+def open_pool_tokens(pool: str | Path, store: TokenStore, field: str = "data.synthetic.pool") -> PooledTokens:
+    """The pool's tokens for ``store``'s tokenizer, memory-mapped.
+
+    Raises:
+        UserError: see :func:`require_pool_tokens`.
+    """
+    pool = Path(pool)
+    manifest = _ready_manifest(pool, store, field)
+    out, count = tokens_dir(pool, store.tokenizer_hash), manifest.num_shards
+    per_shard = [json.loads((out / f"{pools.shard_stem(i, count)}.doc_ids.json").read_text()) for i in range(count)]
+    doc_ids = [""] * sum(len(ids) for ids in per_shard)
+    for index, ids in enumerate(per_shard):
+        doc_ids[pools.shard_positions(index, count)] = ids
+    arrays: list[np.ndarray] = []
+    generations = _columns(out, "", count, manifest.pool_g, arrays) if manifest.generations else None
+    real = None
+    if manifest.real is not None and "store" in manifest.real:
+        source = TokenStore.open(manifest.real["store"])  # unchanged since: require_pool_sources checks
+        split = source.split(manifest.real["split"])
+        real = (np.full((len(doc_ids), 1), len(arrays), dtype=np.int64),
+                split.offsets[:-1].astype(np.int64)[:, None], split.lengths.astype(np.int64)[:, None])
+        arrays.append(split.tokens)
+    elif manifest.real is not None:
+        real = _columns(out, ".real", count, 1, arrays)
+    rendered = {(algorithm, g): _columns(out, f".{algorithm}-g{g}", count, _rendered_width(algorithm, g), arrays)
+                for algorithm, gs in manifest.rendered.items() for g in gs}
+    return PooledTokens(pool, manifest, arrays, doc_ids, generations, real, rendered)
+
+
+def require_pool_sources(tokens: PooledTokens, store: TokenStore) -> None:
+    """The contamination guard, at training time, against the store being trained with: refuse a
+    pool whose source documents are not all documents of ``store``'s train split (and one whose
+    real documents are read from a store that changed since it was tokenized). A source
+    document in the store's validation split would put its rephrases or thoughts (and the text
+    itself, for megadocs) into training, so the validation loss would no longer be held out.
+
+    It holds whatever happened to the store since the pool was generated (re-prepared with more
+    or fewer validation documents, another split seed, another corpus). Cost: the store's
+    validation ids always (a few thousand); its train ids only when the pool's source is not this
+    store unchanged since tokenizing (a pool generated from this store's train split holds only
+    train documents).
+
+    Raises:
+        UserError: one line naming the offending documents and the fix.
+    """
+    manifest = tokens.manifest
+    if manifest.pool_kind is PoolKind.SAMPLE:
+        return  # unconditional samples have no source documents
+    fix = (f"regenerate the pool from {store.path} as it is (`megadocs gen ... --corpus {store.path}`), or "
+           f"re-prepare the store as it was when the pool was generated (same corpus, --val-docs/--val-tokens "
+           f"and --seed)")
+
+    def refuse(found: list[str], what: str) -> None:
+        named = ", ".join(repr(doc) for doc in found[:GUARD_NAMES]) + (", ..." if len(found) > GUARD_NAMES else "")
+        raise UserError(f"data.synthetic: {tokens.pool}: {len(found)} of its {tokens.num_documents} source "
+                        f"documents {what} ({named}); {fix}")
+
+    val = set(store.split("val").doc_ids)
+    leaked = [doc for doc in tokens.doc_ids if doc in val]
+    if leaked:
+        refuse(leaked, f"are in the val split of {store.path}: their text would leak into training")
+    source = manifest.source_store
+    unchanged = source is not None and Path(source["path"]) == store.path.resolve() \
+        and source["identity"] == store_identity_hash(store.path)
+    if not unchanged:
+        train = set(store.split("train").doc_ids)
+        unknown = [doc for doc in tokens.doc_ids if doc not in train]
+        if unknown:
+            refuse(unknown, f"are not documents of {store.path} (another corpus?)")
+    real = manifest.real or {}
+    if "store" in real and store_identity_hash(real["store"]) != real["store_identity"]:
+        raise UserError(f"data.synthetic: {tokens.pool}: its real documents come from {real['store']}, which has "
+                        f"changed since the pool was tokenized; run {_command(tokens.pool, store.path)} again")
 
 
 @dataclass(frozen=True, eq=False)
 class PieceDocuments:
-    """Documents made of pieces (token ranges of memory-mapped arrays), joined with EOS
-    (``separator``: a megadoc's segments) or directly (a latent document's text and thoughts).
+    """Documents made of pieces (token ranges of memory-mapped arrays), a document's pieces joined
+    with EOS (its segments).
 
     The same interface as :class:`train.store.TokenizedDocuments` for a stream (``lengths``,
     ``gather``), without ever copying tokens: a window's tokens are gathered from the arrays.
@@ -632,8 +574,6 @@ class PieceDocuments:
     piece_length: np.ndarray  # int64 [P], all > 0
     doc_pieces: np.ndarray  # int64 [D + 1]: document d = pieces doc_pieces[d]:doc_pieces[d+1]
     eos_id: int
-    skipped_empty: int
-    separator: bool = True
 
     @property
     def num_documents(self) -> int:
@@ -648,20 +588,15 @@ class PieceDocuments:
     def num_tokens(self) -> int:
         return int(self.lengths.sum())
 
-    @property
+    @cached_property
     def _layout(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(document start, piece start) in the concatenation of all documents (every piece
-        followed by one EOS when ``separator``), and lengths."""
-        cached = self.__dict__.get("_cached_layout")
-        if cached is None:
-            separator = int(self.separator)
-            piece_virtual = np.zeros(len(self.piece_length) + 1, dtype=np.int64)
-            np.cumsum(self.piece_length + separator, out=piece_virtual[1:])
-            doc_virtual = piece_virtual[self.doc_pieces]
-            lengths = np.diff(doc_virtual) - separator  # no EOS after a document's last piece
-            cached = (doc_virtual, piece_virtual, lengths)
-            object.__setattr__(self, "_cached_layout", cached)
-        return cached
+        followed by one EOS), and lengths."""
+        piece_virtual = np.zeros(len(self.piece_length) + 1, dtype=np.int64)
+        np.cumsum(self.piece_length + 1, out=piece_virtual[1:])
+        doc_virtual = piece_virtual[self.doc_pieces]
+        lengths = np.diff(doc_virtual) - 1  # no EOS after a document's last piece
+        return doc_virtual, piece_virtual, lengths
 
     def gather(self, documents: np.ndarray, offsets: np.ndarray) -> np.ndarray:
         """Tokens at ``offsets`` (< the document's length) of ``documents`` (same shapes, uint32)."""
@@ -686,54 +621,48 @@ class PieceDocuments:
         return self.gather(np.full(length, index, dtype=np.int64), np.arange(length, dtype=np.int64))
 
 
-def _interleave(first: Columns, second: Columns) -> Columns:
-    """Columns ``first[0], second[0], first[1], ...`` (``first`` has one column more)."""
-    out = tuple(np.zeros((a.shape[0], a.shape[1] + b.shape[1]), dtype=np.int64) for a, b in zip(first, second))
-    for target, a, b in zip(out, first, second):
-        target[:, 0::2], target[:, 1::2] = a, b
-    return out
+def _segment_columns(tokens: PooledTokens, algorithm: str, g: int, chosen: list[int]) -> tuple[list[Columns], list[int]]:
+    """The token column of every segment of the rule's layout at G'=``g`` (document-major) and the
+    document (of one real document's) each belongs to."""
+    columns, owners, rendered = [], [], 0
+    for d, document in enumerate(megadoc.layout(algorithm, g)):
+        for segment in document:
+            part = segment[0]
+            if _simple(segment) and isinstance(part, megadoc.Real):
+                column = tokens.real
+            elif _simple(segment):
+                column = tuple(c[:, chosen[part.slot]:chosen[part.slot] + 1] for c in tokens.generations)
+            else:
+                column = tuple(c[:, rendered:rendered + 1] for c in tokens.rendered[(algorithm, g)])
+                rendered += 1
+            columns.append(column)
+            owners.append(d)
+    return columns, owners
 
 
 def synthetic_documents(pool: str | Path, algorithm: str, g: int, store: TokenStore) -> PieceDocuments:
-    """The synthetic stream's documents of (algorithm, g), assembled by index from the pool's tokens
-    (built in this process first when the tokenize step has not run: :func:`ensure_pool_tokens`).
-
-    The documents, in order, of ``gen assemble`` (docs/architecture.md "Assembled synthetic
-    documents"): empty generations are left out, a megadoc's pieces are EOS-joined with the real
-    document last (``stitched``), first (``stitched-first``) or absent (``stitched-none``);
-    ``simple`` is each generation alone, then the real document; ``self-distill`` each sample alone;
-    ``latent`` the real text's pieces with the thoughts between them, concatenated. Tokens equal
-    tokenizing the assembled text, except at a latent document's insertion points (module docstring).
+    """The synthetic stream's documents of (algorithm, g) in order: the megadoc rule mapped over
+    the tokenized pool's ranges (an empty segment left out, then a document without segments),
+    after the contamination guard (:func:`require_pool_sources`). Memory maps only.
 
     Raises:
         UserError: a pool of the wrong kind for the algorithm, or a G it cannot serve (both
-            before any tokenizing).
+            before the tokens are opened); a pool not tokenized for ``store``; the guard's refusal.
     """
-    manifest = _pool_manifest(Path(pool), "data.synthetic.pool")
-    kind, expected = manifest["kind"], POOL_KIND[algorithm]
+    manifest = pools.read_manifest(pool, "data.synthetic.pool")
+    kind, expected = manifest.kind, POOL_KIND[algorithm]
     if kind != expected:
         raise UserError(f"data.synthetic.algorithm: {algorithm} needs a {expected} pool, "
                         f"but {pool} holds {kind} generations")
-    chosen = select_generations(kind, manifest["g"], g, field="data.synthetic.g")
-    tokens = ensure_pool_tokens(pool, store)  # built from this manifest's pool (its identity is checked)
-    generations = tuple(column[:, chosen] for column in tokens.generations)
-    if algorithm == "latent":
-        pieces = _interleave(tokens.real_pieces[g], generations)
-    elif algorithm in ("self-distill", "stitched-none"):
-        pieces = generations
-    elif algorithm == "stitched-first":
-        pieces = tuple(np.concatenate(parts, axis=1) for parts in zip(tokens.real, generations))
-    else:  # simple, stitched: the generations, then the real document
-        pieces = tuple(np.concatenate(parts, axis=1) for parts in zip(generations, tokens.real))
-    K = tokens.num_documents
-    array, start, length = (column.ravel() for column in pieces)  # document-major; empty ones left out
-    kept = length > 0
-    if algorithm in ("simple", "self-distill"):  # every piece is a document of its own
-        doc_pieces = np.arange(int(kept.sum()) + 1, dtype=np.int64)
-        skipped = 0
-    else:  # one document per real document
-        per_doc = kept.reshape(K, -1).sum(axis=1)
-        skipped = int((per_doc == 0).sum())
-        doc_pieces = np.concatenate([[0], np.cumsum(per_doc[per_doc > 0])]).astype(np.int64)
-    return PieceDocuments(tokens.arrays, array[kept], start[kept], length[kept], doc_pieces,
-                          eos_id=store.eos_id, skipped_empty=skipped, separator=algorithm != "latent")
+    chosen = pools.select_generations(kind, manifest.g, g, field="data.synthetic.g")
+    tokens = open_pool_tokens(pool, store)
+    require_pool_sources(tokens, store)
+    columns, owners = _segment_columns(tokens, algorithm, g, chosen)
+    array, start, length = (np.concatenate(parts, axis=1).ravel() for parts in zip(*columns))  # [K * S]
+    per_document = len(megadoc.layout(algorithm, g))
+    owner = (np.arange(tokens.num_documents)[:, None] * per_document + np.asarray(owners)[None, :]).ravel()
+    kept = length > 0  # the empty rule: an empty segment holds no tokens
+    owner = owner[kept]
+    starts = np.flatnonzero(np.diff(owner, prepend=-1))  # first piece of each document left
+    doc_pieces = np.append(starts, owner.size).astype(np.int64)
+    return PieceDocuments(tokens.arrays, array[kept], start[kept], length[kept], doc_pieces, eos_id=store.eos_id)

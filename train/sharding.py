@@ -81,10 +81,12 @@ def shard_model(root: torch.nn.Module, layers: torch.nn.ModuleList, *, device: t
 
     The last layer is not resharded after forward (its backward comes first, at once); the root
     never is (FSDP2's rule). `compile_layers` compiles each layer in place before sharding
-    (torchtitan's order: the FSDP hooks stay outside the compiled graphs).
+    (`train.compile`, torchtitan's order: the FSDP hooks stay outside the compiled graphs).
     """
     from torch.distributed.device_mesh import init_device_mesh
     from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
+
+    from train.compile import compile_layers as compile_each
 
     mesh = init_device_mesh(device.type, (torch.distributed.get_world_size(),))
     layer_policy = root_policy = MixedPrecisionPolicy()  # fp32 throughout
@@ -92,9 +94,9 @@ def shard_model(root: torch.nn.Module, layers: torch.nn.ModuleList, *, device: t
         layer_policy = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32,
                                             cast_forward_inputs=False)  # fmt: skip
         root_policy = MixedPrecisionPolicy(reduce_dtype=torch.float32)
+    if compile_layers:
+        compile_each(layers)  # in place, FQNs kept; dynamo leaves FSDP2's hooks eager (skip_fsdp_hooks)
     for index, layer in enumerate(layers):
-        if compile_layers:
-            layer.compile()  # in place, FQNs kept; dynamo leaves FSDP2's hooks eager (skip_fsdp_hooks)
         fully_shard(layer, mesh=mesh, mp_policy=layer_policy, reshard_after_forward=index < len(layers) - 1)
     fully_shard(root, mesh=mesh, mp_policy=root_policy)
 
@@ -113,7 +115,29 @@ def full_state_dicts(model: torch.nn.Module, optimizer: torch.optim.Optimizer) -
     model_state, optimizer_state = get_state_dict(model, optimizer, options=_full_options())
     if not model_state:  # not rank 0
         return {}, {}
-    return model_state, optimizer_state_by_index(optimizer_state)
+    return model_state, optimizer_state_by_index(_unshared(optimizer_state, optimizer))
+
+
+def _unshared(value: Any, optimizer: torch.optim.Optimizer) -> Any:
+    """`value` with copies of the tensors it shares with the live optimizer state.
+
+    ``get_state_dict`` returns host tensors of that state as they are, not copies (AdamW's ``step``
+    counters when they live on the CPU: gloo runs, unfused AdamW). The checkpoint is written in the
+    background while training goes on, and the next update would change them under it.
+    """
+    live = {getattr(tensor, "_local_tensor", tensor).untyped_storage().data_ptr()
+            for state in optimizer.state.values() for tensor in state.values() if isinstance(tensor, torch.Tensor)}
+
+    def copy(item: Any) -> Any:
+        if isinstance(item, torch.Tensor):
+            return item.clone() if item.untyped_storage().data_ptr() in live else item
+        if isinstance(item, dict):
+            return {key: copy(entry) for key, entry in item.items()}
+        if isinstance(item, list):
+            return [copy(entry) for entry in item]
+        return item
+
+    return copy(value)
 
 
 def full_model_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:

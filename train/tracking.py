@@ -1,4 +1,4 @@
-"""Curves of a run for experiment trackers: TensorBoard always, Weights & Biases when configured.
+"""Curves of a run for experiment trackers: TensorBoard (when installed), Weights & Biases when configured.
 
 `Tracker` receives what the loop already computes (training log lines, periodic and final
 validation losses, the final metrics) and writes:
@@ -61,8 +61,12 @@ class Tracker:
         if tracking.wandb is not None:
             wandb_run = _open_wandb(config, out, identity)
         if tracking.tensorboard:
-            from torch.utils.tensorboard import SummaryWriter
-
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+            except ImportError:  # a GPU node with only what training needs: log.jsonl still has every curve
+                print("tracking.tensorboard: the tensorboard package is not installed; no event files "
+                      "(the curves are in log.jsonl)", file=sys.stderr)
+                return cls(None, wandb_run)
             # purge_step drops events a killed attempt wrote past the checkpoint we resume from
             tensorboard = SummaryWriter(log_dir=str(out / TENSORBOARD_DIR), purge_step=start_step or None)
             if start_step == 0:

@@ -65,9 +65,10 @@ def _add_run_options(parser: argparse.ArgumentParser, *, late: bool = False) -> 
     parser.add_argument("--json", dest=prefix + "json", action="store_true", **unset,
                         help="with --dry-run: the plan as one JSON object")
     parser.add_argument("--mfu", dest=prefix + "mfu", type=float, **unset,
-                        help="with --dry-run: assumed model FLOPs utilisation (default 0.4, see train/plan.py)")
+                        help="with --dry-run: assumed model FLOPs utilisation (default: measured in "
+                        "benchmarks/results/gpu.json, else 0.4; see train/plan.py)")
     parser.add_argument("--peak-tflops", dest=prefix + "peak_tflops", type=float, **unset,
-                        help="with --dry-run: device dense bf16 peak TFLOP/s (default 989, H100 SXM)")
+                        help="with --dry-run: device dense bf16 peak TFLOP/s (default: gpu.json's device, else 989, H100 SXM)")
     parser.add_argument("--memory-gib", dest=prefix + "memory_gib", type=float, **unset,
                         help="with --dry-run: device memory for micro_batch_size auto (default 80)")
     parser.add_argument("--processes", dest=prefix + "processes", type=int, **unset,
@@ -210,8 +211,7 @@ def _dry_run(config, args: argparse.Namespace) -> int:
 
     result = plan.run_plan(
         config,
-        mfu=plan.DEFAULT_MFU if args.mfu is None else args.mfu,
-        peak_tflops=plan.H100_BF16_PEAK_TFLOPS if args.peak_tflops is None else args.peak_tflops,
+        utilisation=plan.default_utilisation(args.mfu, args.peak_tflops),
         device_memory_gib=plan.DEFAULT_DEVICE_MEMORY_GIB if args.memory_gib is None else args.memory_gib,
         processes=int(os.environ.get("WORLD_SIZE", "1")) if args.processes is None else args.processes,
         scaling_efficiency=plan.DEFAULT_SCALING_EFFICIENCY if args.scaling_efficiency is None else args.scaling_efficiency,
@@ -225,7 +225,7 @@ def _reidentify(run_dir: Path) -> int:
     covers today): the user vouches its data is unchanged. A run trained by another
     `TRAINING_REVISION` is refused: this code would not have learned what it learned."""
     from train.config import TRAINING_REVISION, describe_revision
-    from train.loop import recorded_revision, write_run_identity
+    from train.loop import earlier_synthetic_identity, recorded_revision, write_run_identity
 
     run = RunDir(run_dir)
     if not run.config.is_file():
@@ -234,6 +234,9 @@ def _reidentify(run_dir: Path) -> int:
     if revision != TRAINING_REVISION:
         raise UserError(f"--reidentify: {run_dir}: trained by {describe_revision(revision)}, not this code's "
                         f"{describe_revision(TRAINING_REVISION)}; train it again into another --out")
+    earlier = earlier_synthetic_identity(run_dir)
+    if earlier is not None and not earlier[0]:
+        raise UserError(f"--reidentify: {run_dir}: {earlier[1]}")
     config = load_run_config(run.config)
     old = run.config_hash.read_text().strip() if run.config_hash.is_file() else None
     identity = config.identity()

@@ -41,11 +41,12 @@ def _loss(method: str, g: int, point: dict) -> float:
 
 
 def certification(method: str, g: int, *, start=None, sweep: str = "toy", extra_sets=True,
-                  noise: Noise = Noise()):
-    """(records, summary) of one certification by the engine, as the ledger would hold them."""
+                  noise: Noise = Noise(), grid: Grid | None = None):
+    """(records, summary) of one certification by the engine, as the ledger would hold them
+    (``grid``: another grid over GRID's axes, e.g. with extension values)."""
     name = f"{method}-g{g}"
     start = start or {"lr": 1e-3, "epochs": 4, "wd": 0.1}
-    search = CertifySearch(name, Grid.from_mapping(GRID), start, noise=noise)
+    search = CertifySearch(name, grid or Grid.from_mapping(GRID), start, noise=noise)
     evaluator = SimulatedEvaluator(lambda point: _loss(method, g, point), slots=4)
     drive([search], evaluator)
     records = []

@@ -43,7 +43,8 @@ def experiments(tmp_path_factory):
     pool.mkdir()
     by_g = {str(g): {"distinct_n": 0.9 - 0.1 * i, "compression_ratio": 0.5 - 0.05 * i, "source_overlap": 0.3,
                      "cross_generation_overlap": 0.1 * i} for i, g in enumerate((1, 2, 4))}
-    (pool / "manifest.json").write_text(json.dumps({"kind": "rephrase", "g": 4, "diversity": {"by_g": by_g}}))
+    (pool / "manifest.json").write_text(json.dumps({"format": "megadocs.gen-pool/1", "kind": "rephrase", "g": 4,
+                                                   "num_shards": 1, "diversity": {"by_g": by_g}}))
     lines = []
     for method in ("simple", "stitched", "stitched-first", "stitched-none"):
         for g in ((1, 2, 4) if method in ("simple", "stitched") else (1, 2)):

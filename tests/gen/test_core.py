@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from gen import pool as pool_format
-from gen.assemble import assemble_document, insert_thoughts, select_generations
+from gen.assemble import assemble_document
+from gen.generate import chunk_docs_for
 from gen.splits import (
     allocate_budget,
     rephrase_window,
@@ -20,7 +20,11 @@ from gen.splits import (
     token_starts,
 )
 from gen.templates import load_template
+from megadocs import megadoc
+from megadocs import pools as pool_format
 from megadocs.errors import UserError
+from megadocs.formats import PoolKind
+from megadocs.pools import PoolRow, select_generations
 
 
 @given(st.integers(0, 5000), st.integers(1, 64))
@@ -75,7 +79,7 @@ def test_select_generations():
 
 
 def _row(index, text, char=None):
-    return {"doc_id": "d", "gen_index": index, "text": text, "split_char": char}
+    return PoolRow("d", index, text, split_char=char)
 
 
 def test_assemble_document_for_every_algorithm():
@@ -92,7 +96,10 @@ def test_assemble_document_for_every_algorithm():
     docs, excluded = assemble_document("latent", "d", "XYZW", thoughts)
     assert docs == [{"doc_id": "d#latent", "source_doc_id": "d",
                      "segments": ["X<think>a</think>Y<think>c</think>ZW"]}] and excluded == 1
-    assert insert_thoughts("ab", [(0, "t"), (0, "u"), (2, "v")]) == "<think>t</think><think>u</think>ab<think>v</think>"
+    [[segment]] = megadoc.megadocs("latent", 3)
+    texts, cuts = ["t", "u", "v"], [0, 0, 2]
+    assert megadoc.render_segment(segment, "ab", texts.__getitem__, cuts.__getitem__) == \
+        "<think>t</think><think>u</think>ab<think>v</think>"
 
 
 def test_load_shard_drops_torn_lines_and_half_written_documents(tmp_path):
@@ -118,8 +125,8 @@ def test_shards_are_read_as_streams_not_held_in_memory(tmp_path):
                 handle.write(json.dumps({"doc_id": f"d{d}", "gen_index": i, "text": text}) + "\n")
         handle.write(json.dumps({"doc_id": "torn", "gen_index": 0, "text": text}) + "\n")  # incomplete
     size = path.stat().st_size
-    rows = pool_format.iter_shard_rows(path)
-    assert inspect.isgenerator(rows) and next(rows)["doc_id"] == "d0"
+    rows = pool_format.iter_rows(path)
+    assert inspect.isgenerator(rows) and next(rows).doc_id == "d0"
     rows.close()
     tracemalloc.start()
     complete = pool_format.load_shard(path, g=4)  # both passes: scan, then rewrite without "torn"
@@ -159,3 +166,19 @@ def test_missing_generator_is_reported_before_heavy_imports(tmp_path):
     assert result.stdout.split("\n")[0] == "2 []", result.stdout + result.stderr
     assert result.stderr.strip().count("\n") == 0 and "--generator:" in result.stderr
     assert not (tmp_path / "pool").exists()
+
+
+@given(st.sampled_from(list(PoolKind)), st.integers(1, 64), st.integers(1, 1 << 15))
+def test_a_chunk_holds_one_engine_call_of_sequences_for_every_g(kind, g, sequences_per_call):
+    per_doc = 1 if kind == PoolKind.SAMPLE else g  # rephrase: n=G samples; thoughts: G prompts
+    docs = chunk_docs_for(kind, g, sequences_per_call)
+    assert docs >= 1
+    assert docs * per_doc <= sequences_per_call or docs == 1  # within the call
+    assert (docs + 1) * per_doc > sequences_per_call  # and as full as whole documents make it
+
+
+def test_small_g_fills_the_engine_like_the_paper_s_g_32():
+    h100 = 16 * 1024  # 16 x vLLM's default max_num_seqs on an H100/H200
+    for g in (1, 2, 4, 8, 16, 32):
+        assert chunk_docs_for(PoolKind.REPHRASE, g, h100) * g == h100
+    assert chunk_docs_for(PoolKind.REPHRASE, 32, h100) == 512  # what the fixed default gave G=32

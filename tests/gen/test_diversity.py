@@ -10,7 +10,7 @@ import pytest
 
 from gen.diversity import g_values, measure, write_pool_diversity
 from megadocs.cli import main
-from megadocs.data_identity import pool_identity
+from megadocs.pools import pool_identity
 
 
 def _write_pool(pool, docs, generations_of, g: int) -> None:

@@ -114,6 +114,24 @@ def test_token_store_source_uses_the_train_split_only(tiny_store, tiny_generator
     assert manifest["source_split"] == "train"
 
 
+@pytest.mark.parametrize("kind,g,calls_expected", [("rephrase", 2, [4, 4]), ("thoughts", 1, [4])])
+def test_default_chunks_fill_the_engines_calls(kind, g, calls_expected, tiny_generator, docs4, engine, tmp_path, monkeypatch):
+    """Without --chunk-docs, each engine call holds the engine's sequences_per_call sequences:
+    small G gets more documents per call (a fixed document count left small G's calls short)."""
+    calls = []
+    generate = engine.generate
+
+    def counting(requests, sampling, progress=None):
+        calls.append(sum(r.n for r in requests))
+        return generate(requests, sampling, progress)
+
+    monkeypatch.setattr(engine, "generate", counting)
+    monkeypatch.setattr(engine, "sequences_per_call", 4)
+    options = {key: value for key, value in OPTIONS.items() if key != "chunk_docs"}
+    generate_pool(kind, docs4, tiny_generator, g, tmp_path / "pool", engine=engine, **{**options, "max_new_tokens": 1})
+    assert calls == calls_expected  # 4 documents of G sequences each, 4 // G documents per call
+
+
 def test_unconditional_samples_for_self_distillation(tiny_generator, engine, tmp_path):
     from gen.assemble import assemble
 
@@ -129,8 +147,7 @@ def test_unconditional_samples_for_self_distillation(tiny_generator, engine, tmp
 
 
 def test_submitit_local_job_array_runs_every_shard(tiny_generator, tmp_path):
-    from gen.executor import submit_shards
-    from gen.generate import GenerateOptions
+    from gen.generate import GenerateOptions, submit_shards
 
     docs = write_docs(tmp_path / "docs.jsonl", n_docs=3)
     options = GenerateOptions(kind="rephrase", docs=str(docs), generator=str(tiny_generator), g=2,
@@ -186,8 +203,8 @@ def test_assembly_picks_generations_by_gen_index_not_file_position(full_pool, do
     the same documents: thoughts go in at their own split points."""
     import shutil
 
-    from gen import pool as pool_format
     from gen.assemble import assemble
+    from megadocs import pools as pool_format
 
     shuffled = tmp_path / "pool"
     shutil.copytree(full_pool, shuffled)
@@ -195,8 +212,8 @@ def test_assembly_picks_generations_by_gen_index_not_file_position(full_pool, do
     count = json.loads((shuffled / "manifest.json").read_text())["num_shards"]
     for index in range(count):
         path = pool_format.rows_path(shuffled, index, count)
-        groups = list(pool_format.iter_doc_groups(shuffled, index, count))
-        path.write_text("".join(json.dumps(row) + "\n" for _, rows in groups for row in reversed(rows)))
+        groups = list(pool_format.iter_doc_groups(shuffled, index, count, 2))
+        path.write_text("".join(json.dumps(row.to_json()) + "\n" for _, rows in groups for row in reversed(rows)))
     assemble(full_pool, "latent", 2, docs=docs4, overwrite=True)
     assemble(shuffled, "latent", 2, docs=docs4)
     expected = (full_pool / "assembled" / "latent-g2" / "documents.jsonl").read_text()

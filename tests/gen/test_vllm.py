@@ -1,11 +1,14 @@
-"""The real vLLM engine (CPU build) end to end: generation, SIGKILL + resume, sharding,
-provenance, split points and exact assembly for every algorithm.
+"""The real vLLM engine (CPU build) end to end: generation, SIGKILL + resume, Ctrl-C + resume,
+sharding, provenance, split points, exact assembly for every algorithm, gen's engine settings.
 
-Two vLLM start-ups in total (they dominate the runtime on 2 cores), shared by every test here:
+Three vLLM start-ups in total (they dominate the runtime on 2 cores), shared by every test here:
 1. the CLI `megadocs gen thoughts` in its own process group, SIGKILLed (the whole group, as a
    scheduler would) right after its first flushed chunk; a torn half line is then appended, as a
    kill in the middle of a write leaves;
-2. one script that resumes that pool and then generates a rephrase pool with the same engine.
+2. the CLI `megadocs gen rephrase` with gen's default engine settings, sent SIGINT (the whole
+   group, as a terminal's Ctrl-C is) once its first shard is done and the second has flushed a chunk;
+3. one script that loads the engine as the CLI does, resumes the killed pool, generates a rephrase
+   pool one document per call, and resumes the interrupted pool with the default chunks.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from pathlib import Path
 
 import pytest
 
+from megadocs.pools import pool_identity_of
 from tests.gen.conftest import read_rows
 
 pytestmark = [pytest.mark.vllm, pytest.mark.slow]
@@ -36,10 +40,35 @@ def _env() -> dict:
     return {**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1", "PYTHONPATH": str(ROOT)}
 
 
+def _signal_once_flushed(process: subprocess.Popen, path: Path, signum: int) -> None:
+    """Send ``signum`` to the process's whole group once ``path`` holds a flushed chunk."""
+    deadline = time.time() + STARTUP_TIMEOUT_S
+    while time.time() < deadline and process.poll() is None:
+        if path.is_file() and path.stat().st_size > 0:
+            break
+        time.sleep(0.02)
+    os.killpg(process.pid, signum)
+
+
+def _interrupt_after_first_shard(generator, docs, out: Path, log_path: Path) -> dict:
+    """`megadocs gen rephrase` (gen's defaults, no engine flags) sent SIGINT, as Ctrl-C sends it to
+    the terminal's whole foreground group, once shard 0 is done and shard 1 has flushed a chunk."""
+    command = [sys.executable, "-m", "megadocs.cli", "gen", "rephrase", "--docs", str(docs), "--generator",
+               str(generator), "--g", str(G), "--out", str(out), "--num-shards", str(SHARDS), "--chunk-docs", "1",
+               "--max-new-tokens", "24", "--seed", "7", "--no-progress"]
+    with open(log_path, "w") as stderr:
+        process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=stderr, env=_env(), text=True,
+                                   start_new_session=True)
+        _signal_once_flushed(process, out / f"shard-00001-of-{SHARDS:05d}.jsonl", signal.SIGINT)
+        stdout, _ = process.communicate(timeout=120)
+    return {"returncode": process.returncode, "stdout": stdout, "stderr": log_path.read_text(),
+            "done": sorted(p.name for p in out.glob("*.done")), "rows": read_rows(out)}
+
+
 @pytest.fixture(scope="module")
 def pools(tmp_path_factory, tiny_generator, small_docs):
     base = tmp_path_factory.mktemp("vllm")
-    thoughts, rephrase = base / "thoughts", base / "rephrase"
+    thoughts, rephrase, interrupted = base / "thoughts", base / "rephrase", base / "interrupted"
     log = open(base / "killed.log", "w")
     command = [sys.executable, "-m", "megadocs.cli", "gen", "thoughts", "--docs", str(small_docs),
                "--generator", str(tiny_generator), "--g", str(G), "--out", str(thoughts),
@@ -47,12 +76,7 @@ def pools(tmp_path_factory, tiny_generator, small_docs):
                "--max-new-tokens", "24", "--seed", "7", "--enforce-eager", "--no-progress"]
     process = subprocess.Popen(command, stdout=log, stderr=log, env=_env(), start_new_session=True)
     first = thoughts / "shard-00000-of-00002.jsonl"
-    deadline = time.time() + STARTUP_TIMEOUT_S
-    while time.time() < deadline and process.poll() is None:
-        if first.is_file() and first.stat().st_size > 0:
-            break
-        time.sleep(0.02)
-    os.killpg(process.pid, signal.SIGKILL)
+    _signal_once_flushed(process, first, signal.SIGKILL)
     process.wait()
     killed = {
         "rows": len(read_rows(thoughts)),
@@ -62,12 +86,17 @@ def pools(tmp_path_factory, tiny_generator, small_docs):
     with open(first, "a") as handle:
         handle.write('{"doc_id": "torn", "gen_index": 0, "te')  # a write cut by the kill
 
+    ctrl_c = _interrupt_after_first_shard(tiny_generator, small_docs, interrupted, base / "interrupted.log")
+
     options = json.dumps({"g": G, "run": RUN})
+    settings = base / "settings.json"
     result = subprocess.run([sys.executable, str(Path(__file__).with_name("vllm_pools.py")), str(tiny_generator),
-                             str(small_docs), str(thoughts), str(rephrase), options],
+                             str(small_docs), str(thoughts), str(rephrase), options, str(interrupted),
+                             str(settings)],
                             env=_env(), capture_output=True, text=True, timeout=STARTUP_TIMEOUT_S)
     assert result.returncode == 0, result.stderr[-3000:]
-    return {"thoughts": thoughts, "rephrase": rephrase, "killed": killed, "docs": small_docs,
+    return {"thoughts": thoughts, "rephrase": rephrase, "interrupted": interrupted, "killed": killed,
+            "ctrl_c": ctrl_c, "settings": json.loads(settings.read_text()), "docs": small_docs,
             "generator": tiny_generator}
 
 
@@ -82,6 +111,37 @@ def test_kill_left_a_partial_pool(pools):
     assert killed["returncode"] == -signal.SIGKILL
     assert killed["rows"] >= 1, "the kill came before anything was flushed"
     assert len(killed["done"]) < SHARDS, "the kill came after the pool was complete"
+
+
+def test_ctrl_c_is_one_line_exit_130_and_keeps_what_was_done(pools):
+    ctrl_c = pools["ctrl_c"]
+    assert ctrl_c["returncode"] == 130, ctrl_c["stderr"][-3000:]
+    assert "interrupted: re-run the same command to resume" in ctrl_c["stderr"]
+    assert "Traceback" not in ctrl_c["stderr"] and "ERROR" not in ctrl_c["stderr"], ctrl_c["stderr"][-3000:]
+    assert ctrl_c["stdout"] == ""  # vLLM logs to stderr, and there is no result to print
+    assert ctrl_c["done"] == [f"shard-00000-of-{SHARDS:05d}.done"], "interrupted too early or too late"
+    first, second = ([r for r in ctrl_c["rows"] if r["_shard"].startswith(f"shard-{i:05d}")] for i in range(SHARDS))
+    assert len(second) >= G and len(second) % G == 0  # flushed chunks, whole documents
+    # nothing done before the interrupt was lost or redone: the resumed pool starts with those rows
+    resumed = read_rows(pools["interrupted"])
+    assert resumed[:len(first)] == first
+    assert [r for r in resumed if r["_shard"] == second[0]["_shard"]][:len(second)] == second
+
+
+def test_engine_settings_and_chunks_do_not_change_the_pool(pools):
+    """gen's default engine (prefix caching on for every kind, eager on CPU) as the CLI loads it;
+    a pool generated one document per call equals one interrupted and resumed in default chunks."""
+    assert pools["settings"]["prefix_caching"] is True
+    assert pools["settings"]["enforce_eager"] is True  # vLLM on CPU
+    assert pools["settings"]["chunked_prefill"] is False  # vLLM-CPU cannot resume seeded requests after one
+
+    def content(pool):
+        return sorted((r["doc_id"], r["gen_index"], r["text"], r["n_tokens"], r["request_seed"]) for r in read_rows(pool))
+
+    assert content(pools["interrupted"]) == content(pools["rephrase"])
+    # engine settings and chunks are not part of a pool's identity: the CLI's pool is the script's
+    interrupted, rephrase = (json.loads((pools[k] / "manifest.json").read_text()) for k in ("interrupted", "rephrase"))
+    assert pool_identity_of(interrupted) == pool_identity_of(rephrase)
 
 
 @pytest.mark.parametrize("kind", ["thoughts", "rephrase"])

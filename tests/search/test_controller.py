@@ -11,6 +11,7 @@ import math
 import pytest
 
 from megadocs.cli import main
+from search.certify import CertifyExit
 from search.grid import Grid
 from search.landscapes import bowl
 from search.ledger import read_runs
@@ -81,16 +82,16 @@ def test_identical_runs_are_shared_across_certifications(make_sweep, workdir):
 def test_bound_is_reported_and_diverged_counts_as_inf(make_sweep, workdir):
     path = make_sweep(grid={"lr": [0.001, 0.003, 0.01], "wd": [0.8], "epochs": [1, 2, 4]},
                       start={"lr": 0.003, "wd": 0.8, "epochs": 2}, objective="search.landscapes:diverging")
-    assert certify(path) == 0
+    assert certify(path) == CertifyExit.CERTIFIED_ON_BOUND  # certified, on the epochs bound
     [summary] = summarize(path)
     cert = summary.certificate
     assert cert.point == {"lr": 0.003, "wd": 0.8, "epochs": 4}
-    assert [b.to_dict() for b in cert.bounds_hit] == [{"axis": "epochs", "side": "upper", "value": 4}]
+    assert [b.to_dict() for b in cert.bounds_hit] == [{"axis": "epochs", "side": "upper", "value": 4, "extended": False}]
     assert summary.bounds_hit == cert.bounds_hit
     up = [n for n in cert.neighbours if n.axis == "lr" and n.direction.value == "up"]
     assert up[0].loss == math.inf
     # a diverged neighbour is a soft bound, listed like the grid's bounds
-    assert summary.to_dict()["certificate"]["soft_bounds"] == [{"axis": "lr", "side": "upper", "value": 0.01}]
+    assert summary.to_dict()["certificate"]["soft_bounds"] == [{"axis": "lr", "side": "upper", "value": 0.01, "extended": False}]
     runs = read_runs(path)
     assert {r["status"] for r in runs} == {"completed", "diverged"}
     diverged = next(r for r in runs if r["status"] == "diverged")
@@ -106,14 +107,14 @@ def _refuse(constant: str):
 def test_status_json_is_standard_json_with_diverged_losses_as_null(make_sweep, capsys):
     path = make_sweep(grid={"lr": [0.001, 0.003, 0.01], "wd": [0.8], "epochs": [1, 2, 4]},
                       start={"lr": 0.003, "wd": 0.8, "epochs": 2}, objective="search.landscapes:diverging")
-    assert certify(path) == 0
+    assert certify(path) == CertifyExit.CERTIFIED_ON_BOUND  # epochs 4 is the grid's end
     capsys.readouterr()
     assert main(["search", "status", str(path), "--json"]) == 0
     [summary] = json.loads(capsys.readouterr().out, parse_constant=_refuse)  # Infinity would fail here
     up = [n for n in summary["certificate"]["neighbours"] if n["axis"] == "lr" and n["direction"] == "up"]
     assert up[0]["loss"] is None and up[0]["diverged"] is True
     assert math.isfinite(summary["certificate"]["loss"]) and "diverged" not in summary["certificate"]
-    assert summary["certificate"]["soft_bounds"] == [{"axis": "lr", "side": "upper", "value": 0.01}]
+    assert summary["certificate"]["soft_bounds"] == [{"axis": "lr", "side": "upper", "value": 0.01, "extended": False}]
 
 
 def test_infrastructure_failures_are_retried(make_sweep, workdir):

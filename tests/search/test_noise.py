@@ -104,8 +104,8 @@ def test_diverged_neighbours_are_soft_bounds():
 
     cert = certify(fn, grid=grid, start={"lr": 3e-3, "epochs": 2})[0].plan().certificate
     assert cert.point["lr"] == 3e-3
-    assert [b.to_dict() for b in cert.diverged] == [{"axis": "lr", "side": "upper", "value": 1e-2}]
-    assert cert.to_dict()["soft_bounds"] == [{"axis": "lr", "side": "upper", "value": 1e-2}]
+    assert [b.to_dict() for b in cert.diverged] == [{"axis": "lr", "side": "upper", "value": 1e-2, "extended": False}]
+    assert cert.to_dict()["soft_bounds"] == [{"axis": "lr", "side": "upper", "value": 1e-2, "extended": False}]
 
 
 def test_minus_inf_is_a_failed_run_with_a_reason():

@@ -81,8 +81,11 @@ def test_gpu_hours_of_a_train_sweep_match_hand_computation(make_sweep, tiny_stor
 
 
 def test_synthetic_only_points_are_costed_from_synthetic_epochs(make_sweep, tiny_store, capsys):
-    """mix 1: steps = ceil(synthetic windows * synthetic_epochs / batch), the stream estimated as G
-    rephrasings per real document (G * real windows) before the pool exists."""
+    """mix 1: steps = ceil(synthetic windows * synthetic_epochs / batch), the stream's size from the
+    megadoc rule before the pool exists: per real document G rephrases of the assumed length, the
+    real document, an EOS after each segment; the assumed figure is listed."""
+    from search.plan import PAPER, synthetic_tokens_per_document
+
     context, batch, g = 32, 4, 4
     path = make_sweep(
         objective=None,
@@ -95,11 +98,61 @@ def test_synthetic_only_points_are_costed_from_synthetic_epochs(make_sweep, tiny
     )
     assert main(["search", "plan", str(path), "--json"]) == 0
     plan = json.loads(capsys.readouterr().out)
-    lengths = TokenStore.open(tiny_store).split("train").lengths
-    windows = int((lengths.sum() + len(lengths)) // context)
+    split = TokenStore.open(tiny_store).split("train")
+    per_document = synthetic_tokens_per_document("stitched", g, real_tokens_per_document=split.num_tokens /
+                                                 split.num_documents, tokens_per_generation=708, tokens_per_thought=0)
+    assert per_document == g * 708 + split.num_tokens / split.num_documents + g + 1
+    windows = int(split.num_documents * per_document // context)
     start = plan["certifications"][0]["start_run"]
-    assert start["steps"] == math.ceil(g * windows * 1 / batch)
-    assert start["tokens"] == g * windows * context  # every estimated synthetic window once
+    assert start["steps"] == math.ceil(windows * 1 / batch)
+    assert start["tokens"] == windows * context  # every estimated synthetic window once
+    assert plan["assumed"] == {"tokens_per_generation": {"value": PAPER.tokens_per_generation,
+                                                         "why": f"no generated rephrase pool at "
+                                                                f"{path.parent / 'pools' / 'stitched-g4'}"}}
+
+
+def test_a_sweep_is_planned_before_any_data_exists(make_sweep, workdir, capsys):
+    """No store, no pool: GPU-hours from the paper's sizes, each assumed figure named; figures given
+    on the command line replace them (and are said to be given)."""
+    path = make_sweep(
+        objective=None, grid={"lr": [0.003], "mix": [0.5]}, start={"lr": 0.003, "mix": 0.5},
+        train={"data": {"store": "runs/nowhere", "context": 4096}, "model": {"preset": "300m"},
+               "optim": {"batch_size": 64, "micro_batch_size": 16}},
+        pools={"latent": "pools/thoughts-g{g}"},
+        certifications=[{"name": "real", "fixed": {"method": "real"}, "grid": {"lr": [0.003]}},
+                        {"name": "latent", "fixed": {"method": "latent", "g": 4}}])
+    assert main(["search", "plan", str(path), "--json"]) == 0
+    plan = json.loads(capsys.readouterr().out)
+    assert set(plan["assumed"]) == {"real_tokens", "real_documents", "vocab_size"}  # mixed runs: no pool size
+    assert plan["assumed"]["real_tokens"]["value"] == 200e6 and "no token store" in plan["assumed"]["real_tokens"]["why"]
+    real = plan["certifications"][0]["start_run"]
+    windows = int((200e6 + 164_000) // 4096)
+    assert real["tokens"] == 8 * windows * 4096  # real_epochs 8 (the default) over the assumed stream
+    assert main(["search", "plan", str(path), "--json", "--assume-real-tokens", "100M"]) == 0
+    half = json.loads(capsys.readouterr().out)
+    assert half["assumed"]["real_tokens"] == {"value": 100e6, "why": "given on the command line"}
+    assert half["certifications"][0]["start_run"]["tokens"] == 8 * int((100e6 + 164_000) // 4096) * 4096
+    assert main(["search", "plan", str(path)]) == 0
+    assert "(assumed real tokens = 2e+08: no token store at" in capsys.readouterr().out
+    assert main(["search", "plan", str(path), "--assume-real-tokens", "lots"]) == 2
+    assert "--assume-real-tokens: expected a number such as 708" in capsys.readouterr().err
+
+
+def test_the_paper_sweep_is_planned_on_a_fresh_clone(monkeypatch):
+    """search/examples/paper-300m.yaml gives GPU-hours with no data on disk (paths are relative to
+    the repository root; one simulation per certification keeps the test short)."""
+    from pathlib import Path
+
+    from search.plan import sweep_plan
+    from search.sweep import load_sweep
+
+    root = Path(__file__).resolve().parents[2]
+    monkeypatch.chdir(root)
+    sweep = load_sweep("search/examples/paper-300m.yaml")
+    plan = sweep_plan(sweep, mfu=0.4, peak_tflops=989.0, simulations=1)
+    assert plan["total"]["gpu_hours_expected"] > 0 and plan["total"]["gpu_hours_worst"] > 0
+    if not (root / "runs/dclm/data").exists():
+        assert {"real_tokens", "real_documents", "vocab_size"} <= set(plan["assumed"])
 
 
 def test_gpu_hours_count_every_process_of_a_data_parallel_profile(make_sweep, tiny_store, workdir, capsys):
@@ -146,3 +199,42 @@ def test_start_run_memory_per_device_counts_fsdp_shards(make_sweep, tiny_store, 
         assert runs[parallelism]["memory_per_device_gib"] == pytest.approx(expected.total / 2**30, rel=1e-12)
     assert runs["fsdp"]["memory_per_device_gib"] < runs["ddp"]["memory_per_device_gib"]
     assert runs["fsdp"]["gpu_hours"] == runs["ddp"]["gpu_hours"]  # sharding changes memory, not the FLOPs counted
+
+
+def _gpu_results(path, *, device="NVIDIA H200", mfu=0.312):
+    row = {"preset": "300m", "context": 4096, "micro_batch": 16, "compile": "regional", "loss": "liger",
+           "tokens_per_s": 1.0, "flops_per_token": 1.0, "peak_tflops": 989.0, "mfu": mfu, "peak_mem_gb": 1.0,
+           "shipped": True}
+    path.write_text(json.dumps({"device": device, "torch": "2.11.0", "cuda": "13.0", "date": "2026-12-01",
+                                "train": [row, {**row, "compile": "whole", "mfu": 0.9, "shipped": False}],
+                                "checks": []}))  # fmt: skip
+    return path
+
+
+def test_gpu_hours_take_the_mfu_the_device_check_measured(make_sweep, tiny_store, tmp_path, monkeypatch, capsys):
+    import train.gpu_results
+
+    path = make_sweep(objective=None, grid={"lr": [0.001, 0.003], "epochs": [1, 2], "mix": [0.5]},
+                      start={"lr": 0.003, "epochs": 1, "mix": 0.5},
+                      train={"data": {"store": str(tiny_store), "context": 32}, "model": {"preset": "tiny-1m"}},
+                      certifications=[{"name": "real", "fixed": {"method": "real"},
+                                       "grid": {"lr": [0.001, 0.003], "epochs": [1, 2]}}])  # fmt: skip
+    monkeypatch.setattr(train.gpu_results, "GPU_RESULTS", tmp_path / "absent.json")
+    assert main(["search", "plan", str(path), "--json"]) == 0
+    assumed = json.loads(capsys.readouterr().out)
+    assert (assumed["mfu"], assumed["peak_tflops"]) == (0.4, 989.0) and assumed["mfu_source"].startswith("assumed")
+
+    monkeypatch.setattr(train.gpu_results, "GPU_RESULTS", _gpu_results(tmp_path / "gpu.json"))
+    assert main(["search", "plan", str(path), "--json"]) == 0
+    measured = json.loads(capsys.readouterr().out)
+    assert measured["mfu"] == 0.312 and "measured on NVIDIA H200" in measured["mfu_source"]  # the shipped row
+    hours = measured["certifications"][0]["gpu_hours_worst"]
+    assert hours == pytest.approx(assumed["certifications"][0]["gpu_hours_worst"] * 0.4 / 0.312)
+    assert main(["search", "plan", str(path)]) == 0
+    assert "at MFU 0.312 of 989.0 TFLOP/s, measured on NVIDIA H200" in capsys.readouterr().out
+    assert main(["search", "plan", str(path), "--json", "--mfu", "0.5"]) == 0
+    assert json.loads(capsys.readouterr().out)["mfu_source"] == "given (--mfu)"
+
+    _gpu_results(tmp_path / "gpu.json", device="cpu")  # a CPU rehearsal's results never count
+    assert main(["search", "plan", str(path), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["mfu"] == 0.4

@@ -12,6 +12,7 @@ import time
 
 import pytest
 
+from search.certify import CertifyExit
 from search.ledger import read_runs
 from search.status import summarize
 
@@ -82,7 +83,7 @@ def test_sigkill_mid_sweep_then_restart(make_sweep, workdir, monkeypatch, noise)
 
     restarted = controller(path)
     out, err = restarted.communicate(timeout=300)
-    assert restarted.returncode == 0, err
+    assert restarted.returncode == CertifyExit.CERTIFIED_ON_BOUND, err  # epochs 16: SMALL_GRID's end
 
     runs = read_runs(path)
     assert all(r["status"] == "completed" for r in runs), [(r["status"], r["point"], r["fixed"], r["reason"])
@@ -108,7 +109,7 @@ def test_lost_job_is_retried_under_the_local_executor(make_sweep, workdir):
                       start={"lr": 0.003, "wd": 0.8, "epochs": 16})
     result = subprocess.run([sys.executable, "-m", "megadocs.cli", "search", "certify", str(path), "--no-progress"],
                             capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stderr
+    assert result.returncode == CertifyExit.CERTIFIED_ON_BOUND, result.stderr  # lr 0.003: the grid's end
     runs = read_runs(path)
     assert len(runs) == 2
     assert all(r["status"] == "completed" and r["attempts"] == 2 and "lost" in r["reason"] for r in runs)
@@ -217,7 +218,7 @@ def test_two_controllers_on_a_fresh_ledger(make_sweep, workdir, monkeypatch):
         both = [controller(path), controller(path)]
         results = [(p.wait(timeout=300), *p.communicate()) for p in both]
         codes = sorted(code for code, _, _ in results)
-        assert codes == [0, 2], results
+        assert codes == [2, CertifyExit.CERTIFIED_ON_BOUND], results  # one certifies (on the lr bound), one is refused
         [(_, _, err)] = [r for r in results if r[0] == 2]
         assert "held by another controller" in err and len(err.strip().splitlines()) == 1, err
         assert "Traceback" not in err and "sqlalchemy" not in err.lower()

@@ -20,7 +20,7 @@ def test_the_issue_example_is_accepted_verbatim():
     assert sweep.start_for(sweep.certifications[0]) == {"lr": 0.003, "wd": 0.8, "epochs": 8, "mix": 0.75}
 
 
-@pytest.mark.parametrize("example", ["analytic.yaml", "paper-300m.yaml"])
+@pytest.mark.parametrize("example", ["analytic.yaml", "paper-300m.yaml", "extend.yaml"])
 def test_shipped_examples_load(example):
     assert load_sweep(REPO / "search/examples" / example).certifications
 

@@ -14,6 +14,7 @@ import math
 import pytest
 import yaml
 
+from search.certify import CertifyExit
 from search.ledger import read_runs
 from search.status import summarize
 
@@ -30,13 +31,11 @@ def write_mini_corpus(tiny_store, path, documents=36, chars=600) -> list[dict]:
 
 def write_simple_pool(pool, store) -> None:
     """A G=1 rephrase pool of the store (one made-up "rephrase" per real document: its words
-    reversed) and its ``simple-g1`` assembly, as `megadocs gen rephrase` and `gen assemble` write them."""
-    from gen.assemble import assemble
+    reversed), tokenized, as `megadocs gen rephrase` and `megadocs data tokenize-pool` write them."""
     from tests.pools import write_rephrase_pool
 
     write_rephrase_pool(pool, store, g=1, rephrase=lambda doc_id, text, k: " ".join(reversed(text.split())),
                         generator="reversed-words", prompt_template={"name": "none", "sha256": "0" * 64})
-    assemble(pool, "simple", 1)
 
 
 def test_training_sweep_certifies_real_and_simple(tiny_store, workdir, monkeypatch):
@@ -75,7 +74,8 @@ def test_training_sweep_certifies_real_and_simple(tiny_store, workdir, monkeypat
     path.write_text(yaml.safe_dump(sweep, sort_keys=False))
 
     try:
-        assert main(["search", "certify", str(path), "--no-progress"]) == 0
+        # two values per axis: every certificate sits on a grid edge (certified, exit 3)
+        assert main(["search", "certify", str(path), "--no-progress"]) == CertifyExit.CERTIFIED_ON_BOUND
     finally:
         torch.set_num_threads(threads)
 
@@ -135,11 +135,32 @@ def test_train_config_mistakes_fail_before_anything_runs(workdir, capsys, change
         "certifications": [{"name": "s", "fixed": {"method": "simple", "g": 1}}],
         **change,
     }
-    (workdir / "pool/assembled/simple-g1").mkdir(parents=True)
-    (workdir / "pool/assembled/simple-g1/documents.jsonl").write_text("")
     path = workdir / "bad.yaml"
     path.write_text(yaml.safe_dump(sweep))
     assert main(["search", "certify", str(path), "--no-progress"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: ") and expected in err and "\n" not in err
     assert not (workdir / "runs/bad/runs").exists()
+
+
+def test_a_pool_training_could_not_read_is_refused_before_anything_runs(tiny_store, workdir, capsys):
+    """search needs what training needs, no more: the tokenized pool (no assembled file), checked
+    before the first run is dispatched, with the command that makes it."""
+    from megadocs.cli import main
+    from tests.pools import write_rephrase_pool
+
+    write_rephrase_pool(workdir / "pool", tiny_store, g=1, tokenize=False)
+    sweep = {
+        "name": "untokenized", "executor": {"kind": "debug"},
+        "train": {"data": {"store": str(tiny_store), "context": 64}},
+        "pools": {"simple": "pool"},
+        "grid": {"lr": [0.003, 0.01], "mix": [0.5]}, "start": {"lr": 0.003, "mix": 0.5},
+        "certifications": [{"name": "s", "fixed": {"method": "simple", "g": 1}}],
+    }
+    path = workdir / "untokenized.yaml"
+    path.write_text(yaml.safe_dump(sweep))
+    assert main(["search", "certify", str(path), "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: pools.simple: ") and "\n" not in err
+    assert f"megadocs data tokenize-pool --pool {workdir / 'pool'} --store {tiny_store}" in err
+    assert not (workdir / "runs/untokenized/runs").exists()

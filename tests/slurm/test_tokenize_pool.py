@@ -19,7 +19,7 @@ def test_tokenize_pool_runs_one_array_task_per_shard(slurm_cluster, small_store,
 
     store = TokenStore.open(small_store)
     documents = [(doc.doc_id, doc.text) for doc in store.split("train").documents()]
-    pool = write_rephrases(tmp_path / "pool", small_store, documents)
+    pool = write_rephrases(tmp_path / "pool", small_store, documents, tokenize=False)
     assert main(["data", "tokenize-pool", "--pool", str(pool), "--store", str(small_store),
                  "--executor", "slurm", "--profile", str(LOCAL_PROFILE)]) == 0
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])

@@ -263,3 +263,13 @@ def test_ddp_run_interrupted_resumes_under_fsdp(config, single, tmp_path):
     results = [(p.wait(timeout=300), p.communicate()[1]) for p in _ranks(config, out, extra=FSDP)]
     assert [status for status, _ in results] == [0, 0], results
     _close(json.loads((out / "metrics.json").read_text()), single)
+
+
+def test_cuda_device_of_a_task_bound_to_one_gpu_is_its_only_device():
+    from megadocs.errors import UserError
+    from train.distributed import cuda_device_index
+
+    assert [cuda_device_index(rank, 8) for rank in range(8)] == list(range(8))  # torchrun: all GPUs visible
+    assert [cuda_device_index(rank, 1) for rank in range(8)] == [0] * 8  # SLURM --gpus-per-task=1
+    with pytest.raises(UserError, match="local rank 5 but this process sees only 2 devices"):
+        cuda_device_index(5, 2)

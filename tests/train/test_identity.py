@@ -1,4 +1,4 @@
-"""A run's identity covers what its data is (store, pool, assembly manifests), not where it lies;
+"""A run's identity covers what its data is (store and pool manifests, the megadoc rule), not where it lies;
 a run directory is reused only by a run of the same identity, finished or not."""
 
 from __future__ import annotations
@@ -123,8 +123,10 @@ def test_re_preparing_a_store_at_the_same_path_changes_the_identity_and_moving_i
     assert _config(store).identity() == before
 
 
-def test_regenerating_a_pool_with_another_prompt_changes_the_identity(tiny_store, tmp_path):
-    from gen.assemble import assemble
+def test_regenerating_a_pool_with_another_prompt_changes_the_identity(tiny_store, tmp_path, monkeypatch):
+    """The synthetic part of a run's identity is what training reads: the pool's identity and the
+    megadoc rule's version (no assembled file: `search` and `train` need none)."""
+    import train.config
 
     documents = _corpus(tiny_store, tmp_path / "docs.jsonl", first=0, count=12)
     store = tmp_path / "store"
@@ -133,28 +135,28 @@ def test_regenerating_a_pool_with_another_prompt_changes_the_identity(tiny_store
     pool.mkdir()
     shutil.copy(tmp_path / "docs.jsonl", pool / "docs.jsonl")
     _write_pool(pool, [{"id": d["doc_id"], "text": d["text"][:300]} for d in documents], prompt_sha="a" * 64)
-    assemble(pool, "simple", 1)
     synthetic = {"synthetic": {"pool": str(pool), "algorithm": "simple", "g": 1}, "mixing_fraction": 0.5}
     first = _config(store, **synthetic).identity()
     assert _config(store, **synthetic).identity() == first
+    assert not (pool / "assembled").exists()  # nothing but the pool is read
     manifest = json.loads((pool / "manifest.json").read_text())
     manifest["statistics"] = {"diversity": {"1": {"distinct_2": 0.9}}}  # added later: same generations
     (pool / "manifest.json").write_text(json.dumps(manifest))
     assert _config(store, **synthetic).identity() == first
 
-    # Regenerated with another prompt at the same path, not yet re-assembled: refused, naming the fix.
-    manifest = json.loads((pool / "manifest.json").read_text())
-    manifest["prompt_template"]["sha256"] = "b" * 64
+    manifest["prompt_template"]["sha256"] = "b" * 64  # regenerated with another prompt at the same path
     (pool / "manifest.json").write_text(json.dumps(manifest))
-    with pytest.raises(UserError, match=r"assembled from an earlier version of .*gen assemble .*--overwrite"):
-        _config(store, **synthetic).identity()
-    assemble(pool, "simple", 1, overwrite=True)
-    assert _config(store, **synthetic).identity() != first
+    regenerated = _config(store, **synthetic).identity()
+    assert regenerated != first
 
     moved = tmp_path / "moved-pool"
     shutil.copytree(pool, moved)
     moved_synthetic = {**synthetic, "synthetic": {**synthetic["synthetic"], "pool": str(moved)}}
-    assert _config(store, **moved_synthetic).identity() == _config(store, **synthetic).identity()
+    assert _config(store, **moved_synthetic).identity() == regenerated
+
+    monkeypatch.setattr(train.config, "RULE_VERSION", "megadoc-rule/next")  # the rule changed
+    assert _config(store, **synthetic).identity() != regenerated
+    assert _config(store).identity() == _config(store).identity()  # real-only runs do not read it
 
 
 def test_a_finished_run_is_reused_only_by_its_own_identity(tiny_store, tmp_path, capsys, one_thread):
@@ -213,3 +215,39 @@ def test_a_finished_run_is_reused_only_by_its_own_identity(tiny_store, tmp_path,
         assert err.startswith("error: --reidentify:") and "\n" not in err and "training revision 1" in err
         assert (run / "config_hash").read_text().strip() == "0123456789abcdef"  # nothing rewritten
         assert json.loads((run / "metrics.json").read_text()) == metrics
+
+
+@pytest.mark.parametrize("algorithm", ["stitched", "latent"])
+def test_a_run_recorded_with_the_earlier_synthetic_identity_is_named_and_adopted_only_when_its_tokens_hold(
+        algorithm, tiny_store, tmp_path, capsys):
+    """Runs whose identity covered the assembled file and the generator's path (before this
+    identity): a stitched one read today's tokens and may be adopted; a latent one read its
+    documents tokenized in pieces and is trained again."""
+    import yaml
+
+    from megadocs.cli import main
+    from tests.pools import write_pool
+    from train.loop import REVISION_KEY, check_run_identity
+
+    kind = "thoughts" if algorithm == "latent" else "rephrase"
+    pool = write_pool(tmp_path / "pool", tiny_store, kind, 1, lambda k, doc_id, text, i: {
+        "text": f"about {doc_id}", "split_index": 0, "split_token": 0, "split_char": len(text) // 2})
+    config = _config(tiny_store, mixing_fraction=0.5, synthetic={"pool": str(pool), "algorithm": algorithm, "g": 1})
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.yaml").write_text(yaml.safe_dump(config.model_dump(mode="json")))
+    (run / "config_hash").write_text("0123456789abcdef\n")
+    earlier = {"algorithm": algorithm, "g": 1, "pool": {"generator": "/models/x"}, "assembled": {"documents": 3},
+               **({"tokenization": "pieces/1"} if algorithm == "latent" else {})}
+    (run / "identity.json").write_text(json.dumps({"identity": "0123456789abcdef", REVISION_KEY: TRAINING_REVISION,
+                                                   "data": {"store": {}, "synthetic": earlier}}))
+    with pytest.raises(UserError, match="recorded before a synthetic run's identity hashed its pool") as refused:
+        check_run_identity(run, config.identity())
+    if algorithm == "latent":
+        assert "tokenized in pieces" in str(refused.value) and "train it again" in str(refused.value)
+        assert main(["train", "--reidentify", str(run)]) == 2
+        assert "tokenized in pieces" in capsys.readouterr().err
+    else:
+        assert f"megadocs train --reidentify {run}" in str(refused.value)
+        assert main(["train", "--reidentify", str(run)]) == 0
+        check_run_identity(run, config.identity())  # adopted

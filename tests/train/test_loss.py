@@ -5,9 +5,11 @@ from __future__ import annotations
 import pytest
 import torch
 
+import train.loss
 from megadocs.errors import UserError
 from train.evaluate import model_logits, token_losses
 from train.loss import (
+    LOSS_KERNELS,
     linear_cross_entropy_sum,
     next_token_loss,
     next_token_losses,
@@ -29,6 +31,41 @@ def test_chunked_linear_cross_entropy_equals_the_full_loss_and_its_gradients(chu
     torch.testing.assert_close(chunked, full, rtol=1e-6, atol=1e-5)
     for got, want in zip(chunked_grads, full_grads):
         torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)  # fp32 tolerance
+
+
+def _loss_and_grads(implementation: str, scale: float = 0.37, **kwargs):
+    generator = torch.Generator().manual_seed(0)
+    hidden = torch.randn(64, 32, generator=generator, requires_grad=True)
+    weight = torch.randn(97, 32, generator=generator, requires_grad=True)
+    targets = torch.randint(0, 97, (64,), generator=generator)
+    loss = linear_cross_entropy_sum(hidden, weight, targets, implementation=implementation, **kwargs)
+    return loss, torch.autograd.grad(loss * scale, (hidden, weight))
+
+
+def test_compiled_chunks_equal_the_full_loss_and_its_gradients():
+    # 64 rows in chunks of 24: two compiled graphs, the full chunks and the shorter last one
+    full, full_grads = _loss_and_grads("full")
+    compiled, compiled_grads = _loss_and_grads("chunked_compiled", chunk_tokens=24)
+    torch.testing.assert_close(compiled, full, rtol=1e-6, atol=1e-5)
+    for got, want in zip(compiled_grads, full_grads):
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+
+
+def test_under_autocast_the_chunks_multiply_in_bf16_and_the_gradients_stay_fp32(monkeypatch):
+    seen = []
+    real = train.loss.chunk_loss_and_grads
+
+    def spy(chunk, head, targets, want_grad):
+        seen.append((chunk.dtype, head.dtype))
+        return real(chunk, head, targets, want_grad)
+
+    monkeypatch.setattr(train.loss, "chunk_loss_and_grads", spy)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        loss, (grad_hidden, grad_weight) = _loss_and_grads("chunked", chunk_tokens=16)
+        full, _ = _loss_and_grads("full")  # the head's Linear under autocast: bf16 logits, fp32 CE
+    assert set(seen) == {(torch.bfloat16, torch.bfloat16)}  # the fp32 hidden states are cast, as a Linear would
+    assert loss.dtype == grad_hidden.dtype == grad_weight.dtype == torch.float32
+    torch.testing.assert_close(loss, full, rtol=1e-4, atol=1e-3)
 
 
 def _saved_bytes(function) -> int:
@@ -86,6 +123,18 @@ def test_evaluation_losses_per_token_match_the_logits_path():
 
 def test_loss_implementation_auto_is_chunked_on_cpu_and_liger_needs_cuda():
     assert resolve_loss_implementation("auto", torch.device("cpu")) == "chunked"
-    assert resolve_loss_implementation("full", torch.device("cpu")) == "full"
+    assert resolve_loss_implementation("auto", torch.device("cpu"), compiled=True) == "chunked_compiled"
+    assert resolve_loss_implementation("full", torch.device("cpu"), compiled=True) == "full"
     with pytest.raises(UserError, match="loss: liger needs CUDA"):
         resolve_loss_implementation("liger", torch.device("cpu"))
+
+
+@pytest.mark.parametrize("compiled", [False, True])
+def test_every_configurable_loss_resolves_to_a_kernel_that_runs(compiled):
+    from train.config import RunConfig
+
+    choices = RunConfig.model_fields["loss"].annotation.__args__
+    for name in choices:
+        if name == "liger":
+            continue  # CUDA only (above)
+        assert resolve_loss_implementation(name, torch.device("cpu"), compiled=compiled) in LOSS_KERNELS

@@ -175,3 +175,22 @@ def test_dry_run_counts_the_processes_of_a_data_parallel_run(small_store, tmp_pa
     assert "on 4 process(es) at 90% scaling efficiency" in capsys.readouterr().out
     assert main(["train", str(path), "--dry-run", "--processes", "2", "--scaling-efficiency", "0"]) == 2
     assert "--scaling-efficiency: expected a share of linear scaling in (0, 1], got 0" in capsys.readouterr().err
+
+
+def test_out_of_memory_is_recognised_through_torch_compile_s_wrappers():
+    from train.plan import _probe_fits, is_out_of_memory
+
+    def wrapped_oom(micro):  # what Inductor raises around an allocation failure inside a compiled region
+        try:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        except torch.OutOfMemoryError as exc:
+            raise RuntimeError("backend='inductor' raised: see above") from exc
+
+    def other_error(micro):
+        raise RuntimeError("mat1 and mat2 shapes cannot be multiplied")
+
+    assert is_out_of_memory(RuntimeError("CUDA error: CUBLAS_STATUS_ALLOC_FAILED when calling cublasCreate"))
+    assert _probe_fits(wrapped_oom, 4) is False
+    assert _probe_fits(lambda micro: None, 4) is True
+    with pytest.raises(RuntimeError, match="shapes cannot be multiplied"):  # not an OOM: not swallowed
+        _probe_fits(other_error, 4)

@@ -1,5 +1,6 @@
-"""The tokenize step: one tokenized pool serves every algorithm and G' <= G, with streams identical
-to tokenizing ``gen assemble``'s text (the path before the step), and no tokenizer in training."""
+"""The tokenize step: one tokenized pool serves every algorithm and G' <= G, with documents
+identical to tokenizing ``gen assemble``'s text segment by segment, and training only memory-maps
+(no tokenizer, no tokenizing in the training process)."""
 
 from __future__ import annotations
 
@@ -9,10 +10,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import train.pool_tokens as pool_tokens_module
-from gen.assemble import assemble
 from megadocs.errors import UserError
-from tests.pools import tokenize_assembled
+from megadocs.formats import ALGORITHMS, POOL_KIND, PoolKind
+from megadocs.pools import served_gs
+from tests.pools import tokenize_assembled, write_sample_pool
 from tests.pools import write_pool as write_any_pool
 from train.data import TokenStream, TrainingStreams
 from train.pool_tokens import (
@@ -40,10 +41,23 @@ def _generation(doc_text: str, doc_index: int, gen_index: int) -> str:
 
 
 def write_rephrases(out: Path, source: str | Path, documents: list[tuple[str, str]], *, g: int = POOL_G,
-               num_shards: int = NUM_SHARDS) -> Path:
+                    num_shards: int = NUM_SHARDS, tokenize: str | Path | bool = True) -> Path:
     """A complete rephrase pool, its generations of varied length, a few empty or whitespace-only."""
     return write_any_pool(out, source, "rephrase", g, lambda k, doc_id, text, i: {"text": _generation(text, k, i)},
-                      num_shards=num_shards, documents=documents)
+                          num_shards=num_shards, documents=documents, tokenize=tokenize)
+
+
+def write_thoughts_pool(out: Path, source: str | Path, documents: list[tuple[str, str]], *, g: int = POOL_G,
+                        num_shards: int = NUM_SHARDS, tokenize: str | Path | bool = True) -> Path:
+    """A complete thoughts pool (what `gen thoughts` writes): thought i of a document at character
+    (i+1)*len/(G+1), some thoughts empty (not inserted by assembly)."""
+
+    def thought(k: int, doc_id: str, text: str, i: int) -> dict:
+        body = "" if (k + i) % 7 == 0 else f"thinking {i} about {text[5 * i:5 * i + 20 + k % 13]}"
+        return {"split_index": i, "split_token": 0, "split_char": (i + 1) * len(text) // (g + 1), "text": body}
+
+    return write_any_pool(out, source, "thoughts", g, thought, num_shards=num_shards, documents=documents,
+                          tokenize=tokenize)
 
 
 @pytest.fixture
@@ -57,69 +71,108 @@ def _store_documents(store: TokenStore) -> list[tuple[str, str]]:
 
 @pytest.fixture
 def store_pool(tmp_path, tiny_store, store) -> Path:
-    """A pool generated from the store itself: the real documents come from the store's tokens."""
-    return write_rephrases(tmp_path / "pool", tiny_store, _store_documents(store))
+    """A pool generated from the store itself, not tokenized yet."""
+    return write_rephrases(tmp_path / "pool", tiny_store, _store_documents(store), tokenize=False)
 
 
-@pytest.fixture
-def file_pool(tmp_path, store) -> Path:
-    """A pool generated from a JSONL file: the tokenize step tokenizes the real documents too."""
+@pytest.fixture(scope="module")
+def pools_by_kind(tiny_store, tmp_path_factory) -> dict[PoolKind, Path]:
+    """A tokenized pool of every kind: rephrases and thoughts from the store, samples."""
+    root = tmp_path_factory.mktemp("pools")
+    documents = _store_documents(TokenStore.open(tiny_store))
+    return {PoolKind.REPHRASE: write_rephrases(root / "rephrase", tiny_store, documents),
+            PoolKind.THOUGHTS: write_thoughts_pool(root / "thoughts", tiny_store, documents),
+            PoolKind.SAMPLE: write_sample_pool(root / "sample", 23, tokenize=tiny_store, num_shards=NUM_SHARDS)}
+
+
+def _assert_same_documents(indexed, reference, label) -> None:
+    assert indexed.num_documents == reference.num_documents, label
+    assert np.array_equal(indexed.lengths, reference.lengths), label
+    for d in range(reference.num_documents):
+        expected = reference.tokens[reference.offsets[d]:reference.offsets[d + 1]]
+        assert np.array_equal(indexed.document(d), expected), (*label, d)
+
+
+@pytest.mark.parametrize("algorithm", ALGORITHMS)
+def test_index_assembly_equals_text_assembly_document_by_document(algorithm, pools_by_kind, store):
+    """For every algorithm (self-distill included) and every G' its pool serves: the documents
+    training reads are ``gen assemble``'s text tokenized segment by segment, EOS between segments,
+    token for token (latent documents included: their text is tokenized whole)."""
+    kind = POOL_KIND[algorithm]
+    pool = pools_by_kind[kind]
+    for g in served_gs(kind, 1 if kind is PoolKind.SAMPLE else POOL_G):
+        reference = tokenize_assembled(pool, algorithm, g, store)
+        _assert_same_documents(synthetic_documents(pool, algorithm, g, store), reference, (algorithm, g))
+    if kind is PoolKind.THOUGHTS:
+        manifest = open_pool_tokens(pool, store).manifest
+        assert manifest.rendered == {"latent": [1, POOL_G]}  # (G'+1) | (G+1): G' in {1, 3}
+        assert not manifest.generations and manifest.real is None  # latent reads its rendered text only
+
+
+def test_a_pool_from_a_file_tokenizes_its_real_documents_itself(tmp_path, store):
+    """Source not a token store: the tokenize step writes the real documents too (``.real``)."""
     source = tmp_path / "docs.jsonl"
     documents = _store_documents(store)[:37]
     source.write_text("".join(json.dumps({"id": doc_id, "text": text}) + "\n" for doc_id, text in documents))
-    return write_rephrases(tmp_path / "pool", source, documents)
+    pool = write_rephrases(tmp_path / "pool", source, documents, tokenize=store.path)
+    assert open_pool_tokens(pool, store).manifest.real == {"shards": "real"}
+    for algorithm in ("simple", "stitched"):
+        _assert_same_documents(synthetic_documents(pool, algorithm, 2, store),
+                               tokenize_assembled(pool, algorithm, 2, store), (algorithm, 2))
 
 
-def _all_windows(documents, store: TokenStore, context: int = 64) -> tuple[np.ndarray, np.ndarray]:
-    stream = TokenStream.build(documents, eos_id=store.eos_id, context=context, seed=3, stream=SYNTHETIC)
-    return stream.windows(np.arange(stream.num_windows))
+def test_a_thoughts_pool_trains_with_no_tokenizer_in_the_training_process(micro_store, tmp_path, monkeypatch):
+    """A whole latent training run (streams, training, validation, the saved model) with every way
+    of loading a tokenizer made to fail: the training process only memory-maps."""
+    import tokenizers
+    import torch
+    import transformers
 
+    from train.config import RunConfig
+    from train.loop import run
 
-@pytest.mark.parametrize("pool_fixture", ["store_pool", "file_pool"])
-def test_one_tokenized_pool_gives_todays_streams_for_every_algorithm_and_g(pool_fixture, store, request):
-    pool = request.getfixturevalue(pool_fixture)
-    manifest = tokenize_pool(pool, store.path, progress=False)
-    assert manifest["complete"] and manifest["statistics"]["shards_done"] == NUM_SHARDS
-    assert ("store" in manifest["real"]) == (pool_fixture == "store_pool")
-    for algorithm in ("simple", "stitched", "stitched-first", "stitched-none"):
-        for g in (1, POOL_G):
-            today = tokenize_assembled(pool, algorithm, g, store)
-            indexed = synthetic_documents(pool, algorithm, g, store)
-            assert indexed.num_documents == today.num_documents, (algorithm, g)
-            assert np.array_equal(indexed.lengths, today.lengths), (algorithm, g)
-            for d in range(today.num_documents):
-                expected = today.tokens[today.offsets[d]:today.offsets[d + 1]]
-                assert np.array_equal(indexed.document(d), expected), (algorithm, g, d)
-            for got, expected in zip(_all_windows(indexed, store), _all_windows(today, store)):
-                assert np.array_equal(got, expected), (algorithm, g)
-
-
-def test_training_streams_read_the_tokenized_pool_without_a_tokenizer(store_pool, store, monkeypatch):
-    reference = TokenStream.build(tokenize_assembled(store_pool, "stitched", 2, store), eos_id=store.eos_id,
-                                  context=64, seed=1, stream=SYNTHETIC)
-    tokenize_pool(store_pool, store.path, progress=False)
+    store = TokenStore.open(micro_store)
+    pool = write_thoughts_pool(tmp_path / "thoughts", micro_store, _store_documents(store))  # tokenized here
 
     def no_tokenizer(*args, **kwargs):
-        raise AssertionError("the training process tokenized")
+        raise AssertionError("the training process loaded a tokenizer")
 
-    monkeypatch.setattr(TokenStore, "tokenizer", no_tokenizer)
-    monkeypatch.setattr(pool_tokens_module, "tokenize_pool", no_tokenizer)
-    streams = TrainingStreams.build(store.path, synthetic={"pool": store_pool, "algorithm": "stitched", "g": 2},
-                                    context=64, mixing_fraction=0.5, real_epochs=1, batch_size=8, seed=1)
-    assert streams.synthetic.num_windows == reference.num_windows
-    every = np.arange(reference.num_windows)
-    for got, expected in zip(streams.synthetic.windows(every), reference.windows(every)):
-        assert np.array_equal(got, expected)
-    assert streams.batch(streams.total_steps - 1)["input_ids"].shape[0] > 0
+    for owner, name in ((tokenizers.Tokenizer, "from_file"), (tokenizers.Tokenizer, "from_str"),
+                        (transformers.PreTrainedTokenizerBase, "from_pretrained"), (TokenStore, "tokenizer")):
+        monkeypatch.setattr(owner, name, no_tokenizer)
+    config = RunConfig.model_validate({
+        "data": {"store": str(store.path), "context": 64, "mixing_fraction": 0.5, "real_epochs": 1,
+                 "synthetic": {"pool": str(pool), "algorithm": "latent", "g": POOL_G}},
+        "model": {"preset": "tiny-1m"}, "optim": {"batch_size": 32, "micro_batch_size": 32},
+        "eval": {"val_windows": 8, "every": 0}, "device": "cpu", "checkpoint_every": 1000,
+        "tracking": {"tensorboard": False}})
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        metrics = run(config, tmp_path / "run")
+    finally:
+        torch.set_num_threads(threads)
+    assert metrics.windows.synthetic_seen > 0 and metrics.val_loss is not None
+    assert (tmp_path / "run" / "model" / "tokenizer.json").is_file()  # copied from the store, not loaded
 
 
-def test_tokenize_step_resumes_per_shard_and_refuses_what_does_not_fit(store_pool, store, tmp_path, monkeypatch):
+def test_training_refuses_an_untokenized_pool_with_the_command(store_pool, store):
+    """A training job never tokenizes: without the step it is refused in one line naming it."""
+    synthetic = {"pool": store_pool, "algorithm": "stitched", "g": 2}
+    with pytest.raises(UserError, match=r"^data\.synthetic\.pool: .* is not tokenized for .*; run `megadocs data "
+                                        r"tokenize-pool --pool .* --store .*` \(a CPU step\) before training$"):
+        TrainingStreams.build(store.path, synthetic=synthetic, context=64, mixing_fraction=0.5, batch_size=8)
+    assert not tokens_dir(store_pool, store.tokenizer_hash).exists()
+
+
+def test_tokenize_step_resumes_per_shard_and_refuses_what_does_not_fit(store_pool, store):
     tokenize_pool(store_pool, store.path, shard=1, progress=False)
     out = tokens_dir(store_pool, store.tokenizer_hash)
-    assert open_pool_tokens(store_pool, store) is None  # shard 0 missing: not used yet
+    with pytest.raises(UserError, match=r"tokenizing is not finished \(1 of 2 shards\)"):
+        open_pool_tokens(store_pool, store)  # shard 0 missing: not used yet
     done_before = (out / f"shard-00001-of-{NUM_SHARDS:05d}.done").read_text()
     manifest = tokenize_pool(store_pool, store.path, progress=False)
-    assert manifest["complete"]
+    assert manifest["complete"] and manifest["statistics"]["shards_done"] == NUM_SHARDS
     assert (out / f"shard-00001-of-{NUM_SHARDS:05d}.done").read_text() == done_before  # not redone
     with pytest.raises(UserError, match=r"data.synthetic.g: the pool holds 3 generations"):
         synthetic_documents(store_pool, "stitched", POOL_G + 1, store)
@@ -129,9 +182,23 @@ def test_tokenize_step_resumes_per_shard_and_refuses_what_does_not_fit(store_poo
     # statistics added to the pool manifest later keep the tokens; regenerated generations do not
     pool_manifest = json.loads((store_pool / "manifest.json").read_text())
     (store_pool / "manifest.json").write_text(json.dumps({**pool_manifest, "diversity": {"g1": 0.5}}))
-    assert open_pool_tokens(store_pool, store) is not None
+    assert open_pool_tokens(store_pool, store).num_documents == len(_store_documents(store))
     (store_pool / "manifest.json").write_text(json.dumps({**pool_manifest, "seed": 7}))
-    assert open_pool_tokens(store_pool, store) is None
+    with pytest.raises(UserError, match="tokenized from an earlier state of the pool"):
+        open_pool_tokens(store_pool, store)
+    tokenize_pool(store_pool, store.path, progress=False)  # re-tokenizes the regenerated pool
+    assert open_pool_tokens(store_pool, store).manifest.pool_identity["seed"] == 7
+
+
+def test_tokens_of_an_earlier_format_are_refused_then_rebuilt(store_pool, store):
+    """Tokenized pools written before (format /1: latent in pieces, no document ids) are not read."""
+    tokenize_pool(store_pool, store.path, progress=False)
+    path = tokens_dir(store_pool, store.tokenizer_hash) / "manifest.json"
+    path.write_text(json.dumps({**json.loads(path.read_text()), "format": "megadocs.pool-tokens/1"}))
+    with pytest.raises(UserError, match=r"tokenized by an earlier version \(megadocs.pool-tokens/1.*run .* again"):
+        open_pool_tokens(store_pool, store)
+    assert tokenize_pool(store_pool, store.path, progress=False)["format"] == "megadocs.pool-tokens/2"
+    assert open_pool_tokens(store_pool, store).num_documents > 0
 
 
 def test_tokenize_step_refuses_an_unfinished_pool(store_pool, store):
@@ -167,32 +234,30 @@ def test_cli_bad_input_is_one_line(extra, message, store_pool, store, capsys):
 
 
 def test_a_tokenized_pool_from_validation_documents_is_refused(tmp_path, store):
-    """The contamination guard covers the indexed path too: the pool's source documents must be
-    the store's train split (here a raw file that also holds a validation document)."""
+    """The contamination guard reads the tokenized pool's document ids: a source that holds a
+    validation document of the store is refused, and so is one from elsewhere."""
     val_doc = next(store.split("val").documents())
     documents = _store_documents(store)[:5] + [(val_doc.doc_id, val_doc.text)]
     source = tmp_path / "docs.jsonl"
     source.write_text("".join(json.dumps({"id": doc_id, "text": text}) + "\n" for doc_id, text in documents))
-    pool = write_rephrases(tmp_path / "pool", source, documents)
-    with pytest.raises(UserError, match=rf"^data\.synthetic: .*document 5: source document '{val_doc.doc_id}' "
-                                        r"is a document of the store's val split"):
+    pool = write_rephrases(tmp_path / "pool", source, documents, tokenize=store.path)
+    with pytest.raises(UserError, match=rf"^data\.synthetic: .*: 1 of its 6 source documents are in the val split "
+                                        rf".*\('{val_doc.doc_id}'\); regenerate"):
         TrainingStreams.build(store.path, synthetic={"pool": pool, "algorithm": "stitched", "g": 2},
                               context=64, mixing_fraction=0.5, real_epochs=1, batch_size=8, seed=1)
-    assert not tokens_dir(pool, store.tokenizer_hash).exists()  # refused before any tokenizing
     elsewhere = tmp_path / "elsewhere.jsonl"
     elsewhere.write_text(json.dumps({"id": "elsewhere", "text": "not from the store"}) + "\n")
-    pool = write_rephrases(tmp_path / "pool-elsewhere", elsewhere, [("elsewhere", "not from the store")], num_shards=1)
-    with pytest.raises(UserError, match="'elsewhere' is not a document of the store"):
-        require_pool_sources(pool, store)
+    pool = write_rephrases(tmp_path / "pool-elsewhere", elsewhere, [("elsewhere", "not from the store")],
+                           num_shards=1, tokenize=store.path)
+    with pytest.raises(UserError, match=r"1 of its 1 source documents are not documents of .*\('elsewhere'\)"):
+        require_pool_sources(open_pool_tokens(pool, store), store)
 
 
 def test_array_writer_publishes_both_files_on_close_and_nothing_on_abort(tmp_path, store):
     """Written through megadocs.formats.atomic_file: no partial file is ever visible."""
-    import numpy as np
+    from train.pool_tokens import _ArrayWriter
 
-    from train.pool_tokens import _ArrayWriter, _encoder
-
-    encoder = _encoder(store)
+    encoder = store.tokenizer().backend_tokenizer
     done = _ArrayWriter(tmp_path, "shard")
     tokens = done.write(encoder, ["hello world", "   ", "more text here"])
     assert not (tmp_path / "shard.tokens").exists()  # nothing visible before close
@@ -209,97 +274,6 @@ def test_array_writer_publishes_both_files_on_close_and_nothing_on_abort(tmp_pat
     assert sorted(p.name for p in tmp_path.iterdir()) == ["shard.offsets.npy", "shard.tokens"]
 
 
-def write_thoughts_pool(out: Path, source: str | Path, documents: list[tuple[str, str]], *, g: int = POOL_G,
-                        num_shards: int = NUM_SHARDS) -> Path:
-    """A complete thoughts pool (what `gen thoughts` writes): thought i of a document at character
-    (i+1)*len/(G+1), some thoughts empty (not inserted by assembly)."""
-
-    def thought(k: int, doc_id: str, text: str, i: int) -> dict:
-        body = "" if (k + i) % 7 == 0 else f"thinking {i} about {text[5 * i:5 * i + 20 + k % 13]}"
-        return {"split_index": i, "split_token": 0, "split_char": (i + 1) * len(text) // (g + 1), "text": body}
-
-    return write_any_pool(out, source, "thoughts", g, thought, num_shards=num_shards, documents=documents)
-
-
-@pytest.fixture
-def thoughts_pool(tmp_path, tiny_store, store) -> Path:
-    return write_thoughts_pool(tmp_path / "thoughts", tiny_store, _store_documents(store))
-
-
-def test_latent_documents_are_the_assembled_text_tokenized_in_pieces(thoughts_pool, store):
-    """Every latent document of every G' the pool serves holds the assembled text (decodes to it),
-    tokenized as its real-text pieces and its <think> thoughts apart, concatenated without EOS."""
-    import re
-
-    from megadocs.formats import assembled_documents
-
-    tokenizer = store.tokenizer()
-    manifest = tokenize_pool(thoughts_pool, store.path, progress=False)
-    assert manifest["real"] == {"pieces": [1, POOL_G]}  # (G'+1) | (G+1): G' in {1, 3}
-    for g in (1, POOL_G):
-        documents = synthetic_documents(thoughts_pool, "latent", g, store)
-        assemble(thoughts_pool, "latent", g)
-        texts = [json.loads(line)["segments"][0] for line in open(assembled_documents(thoughts_pool, "latent", g))]
-        assert documents.num_documents == len(texts)
-        inserted = 0
-        for d, text in enumerate(texts):
-            pieces = [p for p in re.split(r"(<think>.*?</think>)", text, flags=re.S) if p]
-            inserted += sum(p.startswith("<think>") for p in pieces)
-            expected = [t for p in pieces for t in tokenizer.encode(p, add_special_tokens=False)]
-            got = documents.document(d)
-            assert got.tolist() == expected, (g, d)
-            assert store.eos_id not in got.tolist()
-            assert tokenizer.decode(got.tolist()) == tokenizer.decode(tokenizer.encode(text, add_special_tokens=False))
-        assert 0 < inserted < g * len(texts)  # some thoughts empty: those splits were not cut
-    with pytest.raises(UserError, match=r"data.synthetic.g: a thoughts pool generated with G=3 has split "
-                                        r"points only for G in \[1, 3\] .*, got 2"):
-        synthetic_documents(thoughts_pool, "latent", 2, store)
-
-
-def test_a_training_job_without_the_step_builds_the_tokens_once_for_all(thoughts_pool, store, monkeypatch, capsys):
-    """No tokenize step: the first job builds the pool's tokens (progress on stderr); concurrent
-    jobs wait on its lock and reuse them; later jobs of any G' only memory-map."""
-    import threading
-
-    calls = []
-    real_tokenize = pool_tokens_module.tokenize_pool
-
-    def counting(*args, **kwargs):
-        calls.append(args)
-        return real_tokenize(*args, **kwargs)
-
-    monkeypatch.setattr(pool_tokens_module, "tokenize_pool", counting)
-    results, errors = [], []
-
-    def job(g: int) -> None:
-        try:
-            results.append((g, synthetic_documents(thoughts_pool, "latent", g, store)))
-        except Exception as exc:  # noqa: BLE001 - reported by the assertion below
-            errors.append(exc)
-
-    threads = [threading.Thread(target=job, args=(g,)) for g in (1, POOL_G, POOL_G)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    assert not errors and len(results) == 3
-    assert len(calls) == 1  # one build; the others waited and reused it
-    assert "tokenizing" in capsys.readouterr().err
-    assert open_pool_tokens(thoughts_pool, store) is not None
-    by_g = {g: docs for g, docs in results}
-    assert by_g[POOL_G].num_tokens > by_g[1].num_tokens  # more thoughts inserted at G=3
-
-
-def test_latent_run_identity_names_its_tokenization(thoughts_pool, store, tmp_path):
-    from megadocs.formats import LATENT_TOKENIZATION
-    from train.config import RunConfig
-
-    config = RunConfig.model_validate({"data": {"store": str(store.path), "mixing_fraction": 0.5,
-                                                "synthetic": {"pool": str(thoughts_pool), "algorithm": "latent",
-                                                              "g": 1}}})
-    assert config.data_identity()["synthetic"]["tokenization"] == LATENT_TOKENIZATION
-
-
 def test_a_missing_pool_names_the_config_field(store, tmp_path):
     with pytest.raises(UserError, match=r"^data\.synthetic\.pool: .*missing: no manifest\.json"):
         synthetic_documents(tmp_path / "missing", "stitched", 1, store)
@@ -310,17 +284,31 @@ def test_a_malformed_row_names_file_and_line(store_pool, store):
     lines = rows.read_text().splitlines()
     lines[3] = json.dumps({"doc_id": "x", "gen_index": "0", "text": "t"})
     rows.write_text("\n".join(lines) + "\n")
-    with pytest.raises(UserError, match=rf"shard-00001-of-{NUM_SHARDS:05d}\.jsonl:4: expected a row with"):
-        synthetic_documents(store_pool, "stitched", 1, store)
-    assert open_pool_tokens(store_pool, store) is None  # nothing half-built is used
+    with pytest.raises(UserError, match=rf"shard-00001-of-{NUM_SHARDS:05d}\.jsonl:4: not a pool row \(expected a row"):
+        tokenize_pool(store_pool, store.path, progress=False)
+    with pytest.raises(UserError, match="tokenizing is not finished"):
+        open_pool_tokens(store_pool, store)  # nothing half-built is used
 
 
-def test_cli_tokenizes_several_pools_in_one_command(store_pool, thoughts_pool, store, capsys):
+def test_cli_tokenizes_several_pools_in_one_command(store_pool, tmp_path, tiny_store, store, capsys):
     from megadocs.cli import main
 
-    assert main(["data", "tokenize-pool", "--pool", str(store_pool), str(thoughts_pool), "--store", str(store.path),
+    thoughts = write_thoughts_pool(tmp_path / "thoughts", tiny_store, _store_documents(store), tokenize=False)
+    assert main(["data", "tokenize-pool", "--pool", str(store_pool), str(thoughts), "--store", str(store.path),
                  "--no-progress"]) == 0
     lines = [json.loads(line) for line in capsys.readouterr().out.strip().splitlines()]
-    assert [line["pool"] for line in lines] == [str(store_pool), str(thoughts_pool)]
-    assert all(line["complete"] and line["tokens"] > 0 for line in lines)
-    assert open_pool_tokens(thoughts_pool, store).real_pieces.keys() == {1, POOL_G}
+    assert [line["pool"] for line in lines] == [str(store_pool), str(thoughts)]
+    assert all(line["complete"] and line["tokens"] + line["rendered_tokens"] > 0 for line in lines)
+    assert open_pool_tokens(thoughts, store).rendered.keys() == {("latent", 1), ("latent", POOL_G)}
+
+
+def test_windows_of_an_indexed_stream_equal_the_reference_stream(pools_by_kind, store):
+    """The streams built from both (concat-and-chunk, seeded order) hold the same windows."""
+    pool = pools_by_kind[PoolKind.REPHRASE]
+    reference = TokenStream.build(tokenize_assembled(pool, "stitched", 2, store), eos_id=store.eos_id,
+                                  context=64, seed=3, stream=SYNTHETIC)
+    indexed = TokenStream.build(synthetic_documents(pool, "stitched", 2, store), eos_id=store.eos_id,
+                                context=64, seed=3, stream=SYNTHETIC)
+    every = np.arange(reference.num_windows)
+    for got, expected in zip(indexed.windows(every), reference.windows(every)):
+        assert np.array_equal(got, expected)

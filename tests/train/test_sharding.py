@@ -144,3 +144,19 @@ def test_cuda_mixed_precision_policy_on_cpu_autocast_keeps_fp32_residual_and_mat
     assert result["grads"] == ["torch.float32"] and result["master"] == "torch.float32"
     assert result["loss"] == pytest.approx(result["reference_loss"], rel=1e-3)
     assert result["norm"] == pytest.approx(result["reference_norm"], rel=1e-3)  # measured ~1e-5
+
+
+def test_a_full_state_snapshot_shares_no_tensor_with_the_live_optimizer():
+    """get_state_dict hands back AdamW's CPU step counters as they are; the checkpoint, written in
+    the background, must not change with the next update."""
+    from train.sharding import _unshared
+
+    weight = torch.nn.Parameter(torch.ones(3))
+    optimizer = torch.optim.AdamW([weight], lr=0.1)
+    weight.grad = torch.ones(3)
+    optimizer.step()
+    live = optimizer.state[weight]
+    snapshot = _unshared({"state": {"w": dict(live)}, "param_groups": [{"lr": 0.1}]}, optimizer)
+    optimizer.step()
+    assert float(snapshot["state"]["w"]["step"]) == 1.0 and float(live["step"]) == 2.0
+    assert snapshot["state"]["w"]["exp_avg"] is not live["exp_avg"]

@@ -1,0 +1,204 @@
+"""One runner for the steps that work a pool shard by shard (generation, the tokenize step), in
+the manner of datatrove's executors: resumability lives here, not in the step.
+
+A :class:`ShardedStep` writes into one folder::
+
+    FOLDER/manifest.json              the step's manifest: written (or checked) before any shard
+                                      runs; ``statistics`` and ``complete`` summed from the markers
+    FOLDER/shard-{i:05d}-of-{n:05d}.done   a shard's counts, written only after its outputs are durable
+    FOLDER/.manifest.lock             serialises the read-modify-write of the manifest
+
+The runner asks "done?" before a shard runs and writes the marker after the step returned its
+counts, so a step's ``_run_shard`` only produces durable outputs and counts; a shard without a
+marker is simply run again (the step may resume inside it). :meth:`ShardedStep.run` runs shards in
+this process; :meth:`ShardedStep.submit` freezes the to-do list and submits one job-array task per
+shard (``megadocs.executors``: submitit's local executor or SLURM), each task requeued after a
+timeout or preemption and resuming its shard. submitit is imported only by ``submit``.
+
+Example:
+    >>> class Count(ShardedStep):
+    ...     STAT_KEYS = ("items",)
+    ...     def prepare(self):
+    ...         return self.init_manifest({"format": "demo/1"}, same=lambda old: True)
+    ...     def _run_shard(self, index):
+    ...         return {"items": index + 1}
+    >>> import tempfile
+    >>> with tempfile.TemporaryDirectory() as folder:
+    ...     manifest = Count(folder, 3, name="count").run()
+    >>> manifest["complete"], manifest["statistics"]
+    (True, {'items': 6, 'shards_done': 3})
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterable, Iterator
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from megadocs.formats import MANIFEST, write_json
+from megadocs.pools import done_path
+
+__all__ = ["ShardedStep", "ShardTask", "manifest_lock", "LOCK", "DEFAULT_TIMEOUT_MIN"]
+
+LOCK = ".manifest.lock"
+DEFAULT_TIMEOUT_MIN = 7 * 24 * 60
+"""A local job array's wall-clock limit (submitit's local default of 2 minutes is too short)."""
+
+
+@contextlib.contextmanager
+def manifest_lock(folder: str | Path) -> Iterator[None]:
+    """Exclusive lock on ``folder``'s manifest (array tasks finish concurrently)."""
+    with open(Path(folder) / LOCK, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+class ShardedStep(ABC):
+    """A step over ``num_shards`` shards writing into ``folder`` (module docstring).
+
+    Subclasses fill :meth:`prepare` (called once per process before any shard: write or check the
+    manifest, usually through :meth:`init_manifest`), :meth:`_run_shard` (make one shard's outputs
+    durable and return its counts; called only for a shard without a marker), and optionally
+    :attr:`STAT_KEYS` (counts summed into ``statistics``), :meth:`_derived` (statistics computed
+    from the sums) and :meth:`_session` (a context around the shards run in one process, e.g. a
+    loaded model). A step is pickled into array tasks: keep its state small and plain.
+    """
+
+    STAT_KEYS: tuple[str, ...] = ()
+
+    def __init__(self, folder: str | Path, num_shards: int, *, name: str) -> None:
+        self.folder = Path(folder)
+        self.num_shards = num_shards
+        self.name = name
+
+    # -- what a step fills in --------------------------------------------------------------
+
+    @abstractmethod
+    def prepare(self) -> dict[str, Any]:
+        """Write the manifest, or check that an existing one is this step's; returns it.
+
+        Raises:
+            UserError: the inputs are unusable or the folder holds another step's outputs.
+        """
+
+    @abstractmethod
+    def _run_shard(self, index: int) -> dict[str, Any]:
+        """Produce shard ``index``'s outputs durably and return its counts (a JSON object)."""
+
+    def _derived(self, totals: dict[str, Any]) -> dict[str, Any]:
+        """Statistics computed from the summed counts (default: the sums)."""
+        return totals
+
+    def _session(self) -> contextlib.AbstractContextManager:
+        """A context held while this process runs its shards (default: nothing)."""
+        return contextlib.nullcontext()
+
+    # -- the runner ------------------------------------------------------------------------
+
+    @property
+    def manifest_path(self) -> Path:
+        return self.folder / MANIFEST
+
+    def done_path(self, index: int) -> Path:
+        return done_path(self.folder, index, self.num_shards)
+
+    def is_done(self, index: int) -> bool:
+        return self.done_path(index).is_file()
+
+    def todo(self, shards: Iterable[int] | None = None) -> list[int]:
+        """The shards (all, or ``shards``) without a completion marker."""
+        return [i for i in (range(self.num_shards) if shards is None else shards) if not self.is_done(i)]
+
+    def init_manifest(self, planned: dict[str, Any], same: Callable[[dict[str, Any]], bool],
+                      on_stale: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
+        """The existing manifest when ``same(existing)``; else ``on_stale(existing)`` (raise, or
+        clear the old outputs: their markers are removed here) and ``planned`` is written with
+        ``complete: false`` and ``created``. Under the manifest lock."""
+        self.folder.mkdir(parents=True, exist_ok=True)
+        with manifest_lock(self.folder):
+            if self.manifest_path.is_file():
+                existing = json.loads(self.manifest_path.read_text())
+                if same(existing):
+                    return existing
+                if on_stale is not None:
+                    on_stale(existing)
+                for marker in self.folder.glob("shard-*.done"):
+                    marker.unlink()
+            planned = {**planned, "complete": False,
+                       "created": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+            write_json(self.manifest_path, planned)
+            return planned
+
+    def run_shard(self, index: int) -> dict[str, Any]:
+        """Shard ``index``'s counts: its marker's when done, else run it and write the marker last."""
+        if self.is_done(index):
+            return json.loads(self.done_path(index).read_text())
+        counts = self._run_shard(index)
+        write_json(self.done_path(index), counts)  # last: "done" means every output is durable
+        return counts
+
+    def run(self, shards: Iterable[int] | None = None) -> dict[str, Any]:
+        """Run the not-done shards (all, or ``shards``) in this process; returns the manifest."""
+        self.prepare()
+        todo = self.todo(shards)
+        if todo:
+            with self._session():
+                for index in todo:
+                    self.run_shard(index)
+        return self.finish()
+
+    def submit(self, executor: str, profile: str | None = None, *,
+               timeout_min: float = DEFAULT_TIMEOUT_MIN) -> dict[str, Any]:
+        """Every not-done shard as one job array (``local`` or ``slurm``); waits, returns the manifest.
+
+        Raises:
+            UserError: a bad executor or profile (before anything is written), or tasks that
+                failed (named, with their logs; re-running resumes them).
+        """
+        from megadocs.executors import check_array_executor, run_job_array
+
+        check_array_executor(executor, profile)
+        self.prepare()  # before any task starts: tasks never race to create the manifest
+        todo = self.todo()  # frozen before dispatch
+        run_job_array([ShardTask(self, index) for index in todo], [f"shard {i}" for i in todo], kind=executor,
+                      profile=profile, folder=self.folder / "submitit", timeout_min=timeout_min, name=self.name)
+        return self.finish()
+
+    def finish(self) -> dict[str, Any]:
+        """Sum the markers' counts into the manifest's ``statistics``; ``complete`` once every shard
+        is done. Returns the manifest."""
+        with manifest_lock(self.folder):
+            manifest = json.loads(self.manifest_path.read_text())
+            markers = [self.done_path(i) for i in range(self.num_shards)]
+            counts = [json.loads(marker.read_text()) for marker in markers if marker.is_file()]
+            totals = {key: sum(c.get(key, 0) for c in counts) for key in self.STAT_KEYS}
+            manifest["statistics"] = {**self._derived(totals), "shards_done": len(counts)}
+            manifest["complete"] = len(counts) == self.num_shards
+            write_json(self.manifest_path, manifest)
+            return manifest
+
+
+class ShardTask:
+    """One job-array task: run one shard of a step in its own process, then update the manifest.
+    Checkpointable in submitit's sense (it has ``checkpoint``): a timed-out or preempted task is
+    requeued as is and resumes its shard."""
+
+    def __init__(self, step: ShardedStep, index: int) -> None:
+        self.step, self.index = step, index
+
+    def __call__(self) -> dict[str, Any]:
+        self.step.run([self.index])
+        return json.loads(self.step.done_path(self.index).read_text())
+
+    def checkpoint(self, *args: Any, **kwargs: Any) -> Any:
+        from submitit.helpers import DelayedSubmission
+
+        return DelayedSubmission(self, *args, **kwargs)
