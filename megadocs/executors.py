@@ -6,6 +6,8 @@ controller submitted), nothing else.
   and ignores the terminal's Ctrl-C, which only the controller sees: it then stops its jobs
   (:meth:`Executor.on_interrupt`: SIGTERM, a train run saves a checkpoint and exits). Jobs outlive
   a controller that is killed (SIGKILL, SIGTERM, a crash) and are re-attached by pid + submitit folder.
+  The shard arrays of ``gen`` and ``tokenize-pool`` (:func:`run_job_array`) leave Ctrl-C to their
+  tasks, which stop themselves on it.
 - ``debug``: in-process, run when first polled (tests, breakpoints); nothing survives a restart.
 - ``slurm``: submitit's AutoExecutor from a profile file (docs/architecture.md "SLURM profile");
   a batch is one job array; timeouts/preemptions requeue the Checkpointable run
@@ -214,20 +216,24 @@ class _Submitit(Executor):
 class LocalExecutor(_Submitit):
     stops_on_interrupt = True
 
-    def __init__(self, folder: Path, timeout_min: float, max_parallel: int) -> None:
+    def __init__(self, folder: Path, timeout_min: float, max_parallel: int, *, ctrl_c_to_jobs: bool = False) -> None:
+        """``ctrl_c_to_jobs``: the jobs receive the terminal's Ctrl-C too (the shard arrays of
+        ``gen`` and ``tokenize-pool``, whose tasks stop themselves on it); by default only the
+        controller does, and it stops its jobs (:meth:`on_interrupt`)."""
         import submitit
 
         executor = submitit.LocalExecutor(folder=folder)
         executor.update_parameters(timeout_min=timeout_min)
         super().__init__(executor, "local", folder)
         self.environment = job_thread_environment(max_parallel)
+        self.ctrl_c_to_jobs = ctrl_c_to_jobs
         self._result_seen: dict[str, float] = {}
 
     def submit(self, tasks: Sequence[Callable[[], Any]]) -> list[str]:
         # submitit's LocalExecutor starts each job with a copy of this process's environment and
         # signal dispositions, and takes no others: the thread variables and an ignored SIGINT (the
         # terminal's Ctrl-C is the controller's; it stops its jobs itself, see on_interrupt)
-        with child_process_settings(self.environment, ignore_sigint=True):
+        with child_process_settings(self.environment, ignore_sigint=not self.ctrl_c_to_jobs):
             return super().submit(tasks)
 
     def _reattach(self, job_id: str, folder: Path) -> Any:
@@ -361,15 +367,17 @@ class InProcessExecutor(Executor):
         return [job_id for job_id, _ in jobs]
 
 
-def make_executor(config: Any, folder: Path, name: str = "megadocs", *, create: bool = True) -> Executor:
+def make_executor(config: Any, folder: Path, name: str = "megadocs", *, create: bool = True,
+                  ctrl_c_to_jobs: bool = False) -> Executor:
     """Build the executor of a sweep's ``executor:`` section (:class:`ExecutorConfig`); readers
-    (``create=False``) only look at jobs and create no folder."""
+    (``create=False``) only look at jobs and create no folder. ``ctrl_c_to_jobs``: see
+    :class:`LocalExecutor`."""
     if config.kind == "debug":
         return InProcessExecutor()
     if create:
         folder.mkdir(parents=True, exist_ok=True)
     if config.kind == "local":
-        return LocalExecutor(folder, config.timeout_min, config.max_parallel)
+        return LocalExecutor(folder, config.timeout_min, config.max_parallel, ctrl_c_to_jobs=ctrl_c_to_jobs)
     return SlurmExecutor(folder, load_profile(config.profile), config.max_parallel, name)
 
 
@@ -408,7 +416,7 @@ def run_job_array(tasks: Sequence[Callable[[], Any]], labels: Sequence[str], *, 
     if not tasks:
         return []
     config = ExecutorConfig(kind=kind, profile=profile, max_parallel=max(1, len(tasks)), timeout_min=timeout_min)
-    jobs = make_executor(config, folder, name)
+    jobs = make_executor(config, folder, name, ctrl_c_to_jobs=True)  # each shard task stops itself on Ctrl-C
     ids = jobs.submit(tasks)
     print(f"submitted {len(ids)} shard task(s) to {kind}: {', '.join(ids)} (logs: {folder})", file=sys.stderr)
     pending = dict(zip(ids, labels))
