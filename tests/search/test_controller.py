@@ -328,3 +328,14 @@ def test_runs_are_linked_for_tensorboard_by_certification_and_point(tmp_path):
     link_tensorboard(links, "ensemble/real-ens", {"lr": 0.01, "epochs": 16, "seed": 1}, first)
     assert (links / "ensemble" / "real-ens" / "lr=0.01,epochs=16,seed=1").resolve() == (first / "tensorboard").resolve()
     assert sorted(p.name for p in links.rglob("*") if p.name.startswith(".")) == []  # no temporary link left
+
+
+def test_the_ctrl_c_line_says_what_becomes_of_the_jobs():
+    from search.controller import SweepInterrupted
+
+    assert SweepInterrupted(0, ["812_0", "812_1"], "slurm").message("s.yaml") == (
+        "interrupted: 2 slurm job(s) keep running (scancel 812_0 812_1 to stop them); "
+        "`megadocs search certify s.yaml` re-attaches them")
+    assert SweepInterrupted(2, [], "local").message("s.yaml") == (
+        "interrupted: 2 run(s) stopped (train runs saved a checkpoint); `megadocs search certify s.yaml` resumes them")
+    assert SweepInterrupted(0, [], "local", again=True).message("s.yaml").startswith("interrupted again:")
