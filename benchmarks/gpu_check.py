@@ -64,10 +64,17 @@ from train.config import DocumentMask  # noqa: E402
 from train.device import ENVIRONMENT_DEFAULTS, set_determinism  # noqa: E402
 from train.evaluate import autocast_for  # noqa: E402
 from train.gpu_results import GpuResults  # noqa: E402
-from train.loop import MicroBatchLoss, param_groups, train_step  # noqa: E402
-from train.loss import hidden_states, liger_available, linear_cross_entropy_sum, resolve_loss_implementation  # noqa: E402
-from train.model import PRESETS, build_model  # noqa: E402
+from train.loss import (  # noqa: E402
+    MicroBatchLoss,
+    hidden_states,
+    liger_available,
+    linear_cross_entropy_sum,
+    resolve_loss_implementation,
+)
+from train.model import build_model  # noqa: E402
 from train.plan import MEMORY_HEADROOM, is_out_of_memory, memory_estimate, model_cost  # noqa: E402
+from train.presets import PRESETS  # noqa: E402
+from train.step import param_groups, train_step  # noqa: E402
 
 LOG = "gpu_check.jsonl"
 RESULT = "gpu.json"
@@ -628,11 +635,13 @@ def _padded_store(out: Path, *, vocab: int, max_docs: int | None, val_docs: int)
 
 
 def section_parallel(ctx: Context) -> None:
-    """One-process DDP and FSDP2 (NCCL on CUDA, gloo on CPU): 2 steps, a full-state round trip
-    into a fresh model and optimizer, then one more step on both; the parameters must agree bitwise."""
+    """One-process DDP and FSDP2 (NCCL on CUDA, gloo on CPU), laid out as a run lays them out
+    (`train.parallel`): 2 steps, a full-state round trip into a fresh model and optimizer, then one
+    more step on both; the parameters must agree bitwise."""
     import torch.distributed as dist
 
-    from train.sharding import full_state_dicts, load_full_optimizer_state, shard_model
+    from train.distributed import DistributedContext
+    from train.parallel import Replicated, Sharded
 
     set_determinism(ctx.device, strict=True)
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(_free_port()))
@@ -641,55 +650,46 @@ def section_parallel(ctx: Context) -> None:
     ids, documents = _batch(ctx, 4, seed=3, vocab=shape["vocab"], context=shape["context"])
     implementation = resolve_loss_implementation("auto", ctx.device, compiled=True)
     try:
-        for mode in ("ddp", "fsdp"):
-            def wrapped(state=None, mode=mode):
+        for strategy in (Replicated, Sharded):
+            def wrapped(state=None, strategy=strategy):
                 model = _model(ctx, **shape)
                 if state is not None:
                     model.load_state_dict(state["model"])
                 loss_module = MicroBatchLoss(model, implementation=implementation, document_mask=DocumentMask.OFF,
                                              eos_id=0)  # fmt: skip
-                if mode == "fsdp":
-                    shard_model(loss_module, decoder_layers(model), device=ctx.device, mixed_precision=ctx.cuda,
-                                compile_layers=True)  # fmt: skip
-                    replicas = loss_module
-                else:
-                    if ctx.cuda:  # on CPU FSDP's compiled layers rehearse the compile path; DDP saves the time
-                        compile_layers(decoder_layers(model))
-                    replicas = torch.nn.parallel.DistributedDataParallel(
-                        loss_module, device_ids=[torch.cuda.current_device()] if ctx.cuda else None)
+                parallel = strategy(DistributedContext())  # the one process of the group
+                # on CPU FSDP's compiled layers rehearse the compile path; DDP saves the time
+                parallel.parallelize(model, loss_module, device=ctx.device, compiled=ctx.cuda or strategy.shards_state)
                 optimizer, scheduler = _optimizer(model, ctx)
                 if state is not None:
-                    if mode == "fsdp":
-                        load_full_optimizer_state(model, optimizer, state["optimizer"])
-                    else:
-                        optimizer.load_state_dict(state["optimizer"])
-                return model, replicas, optimizer, scheduler
+                    parallel.load_optimizer_state(model, optimizer, state["optimizer"])
+                return model, parallel, optimizer, scheduler
 
-            def step(model, replicas, optimizer, scheduler, steps: int) -> None:
+            def step(model, parallel, optimizer, scheduler, steps: int) -> None:
                 _steps(ctx, model, optimizer, scheduler, ids, documents, micro=2, steps=steps,
-                       implementation=implementation, replicas=replicas)  # fmt: skip
+                       implementation=implementation, replicas=parallel.replicas)  # fmt: skip
 
-            def round_trip(mode=mode, wrapped=wrapped, step=step):
+            def full_state(model, parallel, optimizer) -> tuple[dict, dict]:
+                gathered = parallel.full_state(model, optimizer)
+                if gathered is not None:
+                    return gathered
+                return {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}, _to_cpu(optimizer.state_dict())
+
+            def round_trip(wrapped=wrapped, step=step, name=strategy.name):
                 original = wrapped()
                 step(*original, steps=2)
-                model, _replicas, optimizer, _scheduler = original
-                if mode == "fsdp":
-                    model_state, optimizer_state = full_state_dicts(model, optimizer)
-                else:
-                    model_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
-                    optimizer_state = _to_cpu(optimizer.state_dict())
+                model_state, optimizer_state = full_state(*original[:3])
                 restored = wrapped({"model": model_state, "optimizer": optimizer_state})
                 after = []
                 for run in (original, restored):
                     step(*run, steps=1)
-                    model, optimizer = run[0], run[2]
-                    full = full_state_dicts(model, optimizer)[0] if mode == "fsdp" else model.state_dict()
+                    full = full_state(*run[:3])[0]
                     after.append(hashlib.sha256(b"".join(t.detach().float().cpu().numpy().tobytes()
                                                          for _, t in sorted(full.items()))).hexdigest()[:16])  # fmt: skip
-                ctx.check(f"parallel {mode}: checkpoint round trip, then one step, bitwise", after[0] == after[1],
+                ctx.check(f"parallel {name}: checkpoint round trip, then one step, bitwise", after[0] == after[1],
                           f"parameter checksums {after[0]} / {after[1]} ({shape['preset']}, one process)")
 
-            ctx.attempt(f"parallel {mode}", round_trip)
+            ctx.attempt(f"parallel {strategy.name}", round_trip)
     finally:
         dist.destroy_process_group()
 

@@ -56,10 +56,11 @@ from megadocs.formats import RunDir
 from train.config import RunConfig
 from train.device import resolve_device
 from train.evaluate import autocast_for, model_logits, token_losses
-from train.loop import LOG_EVERY, param_groups, run, train_step
+from train.loop import LOG_EVERY, run
 from train.loss import linear_cross_entropy_sum, next_token_loss, resolve_loss_implementation
 from train.model import build_model
 from train.plan import model_cost
+from train.step import param_groups, train_step
 
 H100_BF16_PEAK_TFLOPS = 989.0
 TARGET_RATIO = 0.95

@@ -9,6 +9,9 @@ compiled) are left out, so moving a run to another machine or resuming it with a
 micro-batch keeps its identity and its run directory. A change of the code that changes what a
 config learns bumps `TRAINING_REVISION`, which the identity also covers.
 
+Loading checks what can be checked without torch or data: the preset's name (`train.presets`), the
+benchmark tasks (`train.benchmarks`), and every cross-field rule below.
+
 Example:
     >>> from train.config import RunConfig
     >>> config = RunConfig.model_validate({"data": {"store": "runs/demo/data"}})
@@ -25,9 +28,12 @@ from pydantic import BeforeValidator, Field, model_validator
 
 from megadocs.config import StrictModel, config_hash
 from megadocs.data_identity import directory_identity, store_identity
+from megadocs.errors import UserError
 from megadocs.formats import ALGORITHMS, IID_SETS, Algorithm
 from megadocs.megadoc import RULE_VERSION
 from megadocs.pools import pool_identity
+from train.benchmarks import check_tasks
+from train.presets import PRESETS
 
 __all__ = [
     "DocumentMask",
@@ -157,18 +163,16 @@ class DataConfig(StrictModel):
 
 
 class ModelConfig(StrictModel):
-    preset: str = Field(default="tiny-1m", description="a preset name from train.model.PRESETS")
+    preset: str = Field(default="tiny-1m", description="a preset name from train.presets.PRESETS")
 
     @model_validator(mode="after")
     def _known_preset(self) -> ModelConfig:
-        from train.model import PRESETS
-
         if self.preset not in PRESETS:
             raise ValueError(f"unknown preset {self.preset!r}; expected one of {', '.join(PRESETS)}")
         return self
 
 
-# Parameter kinds weight decay can apply to (train.loop.param_groups sorts every parameter into one).
+# Parameter kinds weight decay can apply to (train.step.param_groups sorts every parameter into one).
 DecayGroup = Literal["linear", "head", "embeddings", "norms"]
 DECAY_GROUPS: tuple[str, ...] = ("linear", "head", "embeddings", "norms")
 # levanter's default mask (OptimizerConfig.build_weight_decay_mask, "reasonable_default"): every
@@ -315,6 +319,15 @@ class RunConfig(StrictModel):
         "gradients and AdamW state); auto = fsdp from 1B parameters or when that state does not fit "
         "the device, else ddp (train.sharding)"
     )
+
+    @model_validator(mode="after")
+    def _known_benchmarks(self) -> RunConfig:
+        """Unknown benchmark tasks fail when the config is read, not after training."""
+        try:
+            check_tasks(self.eval.benchmarks, field="eval.benchmarks")
+        except UserError as exc:
+            raise ValueError(str(exc)) from None
+        return self
 
     def data_identity(self) -> dict[str, Any]:
         """What the run's data is (manifest identities), independent of where it lies.

@@ -77,7 +77,7 @@ class DistributedContext:
         Every rank runs as many micro-batches as the largest share needs (``ceil(batch_size /
         world_size)`` rows): under FSDP each forward and backward is collective (all-gathers,
         reduce-scatters), so a rank that ran one more than the others would wait forever. A rank
-        short of micro-batches runs placeholders of weight 0 (`train.loop.train_step`), as does a
+        short of micro-batches runs placeholders of weight 0 (`train.step.train_step`), as does a
         rank with no rows (the batch is shorter than the world: one placeholder row). Cost: at most
         one micro-batch of one row per rank on such a step (the last, short step of a run; or every
         step when ``batch_size`` is not a multiple of the world and ``micro_batch_size`` divides the

@@ -131,7 +131,7 @@ def evaluate_model(
     contiguous share of the windows and the token-loss sums and counts are reduced, so every rank
     returns the whole set's losses (equal to one process's up to float64 summation order).
 
-    A sharded model (`fsdp_root`: the FSDP root over `model`, `train.loop.MicroBatchLoss`) scores
+    A sharded model (`fsdp_root`: the FSDP root over `model`, `train.loss.MicroBatchLoss`) scores
     through its root, whose forwards gather parameters collectively: every rank runs as many
     batches as the rank with the most (a rank with fewer scores its first window again and drops
     the result), and the root is resharded at the end.

@@ -46,7 +46,7 @@ from __future__ import annotations
 
 import functools
 import importlib.util
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
@@ -66,6 +66,7 @@ __all__ = [
     "hidden_states",
     "next_token_loss",
     "next_token_losses",
+    "MicroBatchLoss",
 ]
 
 LossImplementation = Literal["auto", "chunked", "liger", "full"]
@@ -272,3 +273,22 @@ def next_token_losses(
         logits = (hidden[start:stop] @ head.T).float()  # [n, V]
         losses[start:stop] = F.cross_entropy(logits, targets[start:stop], reduction="none")
     return losses.view(batch, length - 1)
+
+
+class MicroBatchLoss(torch.nn.Module):
+    """A micro-batch's mean token loss as a module, for DDP and FSDP (`train.parallel`): the chunked
+    head reads the head weight directly, not through ``model.forward``, so the wrapper (and, for
+    FSDP, the root unit that gathers the embedding, final norm and head) covers the whole loss.
+    ``per_token=True`` gives evaluation's per-token losses [b, C-1] through the same root."""
+
+    def __init__(self, model: torch.nn.Module, *, implementation: str, **loss_settings: Any) -> None:
+        super().__init__()
+        self.model = model
+        self.implementation = implementation
+        self.loss_settings = loss_settings
+
+    def forward(self, input_ids: torch.Tensor, document_ids: torch.Tensor, per_token: bool = False) -> torch.Tensor:
+        if per_token:
+            return next_token_losses(self.model, input_ids, document_ids, **self.loss_settings)
+        return next_token_loss(self.model, input_ids, document_ids, implementation=self.implementation,
+                               **self.loss_settings)  # fmt: skip

@@ -8,17 +8,16 @@ gate/up projections and the output head; the intermediate size for the MLP's dow
 so the variance is proportional to 1/hidden. Norm weights start at 1. Drawn on the CPU from a
 seeded generator, so the same seed gives the same model on every device.
 
-Presets state their parameter count at a reference vocabulary (128,256, the Llama 3 tokenizer,
-for the paper's sizes); a run's real vocabulary comes from its token store, so its count differs
-by ``2 * hidden * (vocab - reference_vocab)``.
+The shapes are `train.presets` (a pure table: configs are checked without torch).
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import torch
+
+from train.presets import PRESETS, ModelPreset, parameter_count
 
 __all__ = [
     "INIT_SCALE",
@@ -31,50 +30,10 @@ __all__ = [
 ]
 
 INIT_SCALE = 1.0
-LLAMA3_VOCAB = 128_256
 ROPE_THETA = 10_000.0
 MIN_MAX_POSITIONS = 4096
 """RoPE learns no positions: `max_position_embeddings` only caps what inference engines (vLLM,
 lm-eval) accept, so a model trained at a short context can still read a long generator prompt."""
-
-
-@dataclass(frozen=True)
-class ModelPreset:
-    """A model shape and the parameter count it has at `reference_vocab` (checked by a test)."""
-
-    hidden: int
-    intermediate: int
-    layers: int
-    heads: int
-    kv_heads: int
-    params: int
-    reference_vocab: int = LLAMA3_VOCAB
-
-    @property
-    def head_dim(self) -> int:
-        return self.hidden // self.heads
-
-
-PRESETS: dict[str, ModelPreset] = {
-    # CPU presets for tests and the demo. head_dim 64: vLLM's CPU attention kernel rejects < 32.
-    "tiny-1m": ModelPreset(128, 384, 4, 2, 2, params=984_192, reference_vocab=512),
-    "tiny-8m": ModelPreset(256, 768, 8, 4, 4, params=7_082_240, reference_vocab=512),
-    # The paper's sizes (marin experiments/data_efficiency); "150m" is the shape the megadocs paper
-    # prints under "300M".
-    "150m": ModelPreset(512, 1792, 6, 8, 8, params=154_147_328),
-    "300m": ModelPreset(768, 2688, 12, 12, 12, params=299_649_792),
-    "600m": ModelPreset(1024, 3584, 24, 16, 8, params=602_457_088),
-    "1.5b": ModelPreset(1536, 5376, 36, 16, 8, params=1_540_732_416),
-}
-
-
-def parameter_count(preset: ModelPreset, vocab_size: int) -> int:
-    """Parameters of the preset at `vocab_size`, computed from the shape (no model is built)."""
-    h, head_dim = preset.hidden, preset.head_dim
-    attention = h * preset.heads * head_dim * 2 + h * preset.kv_heads * head_dim * 2  # q,o + k,v
-    mlp = 3 * h * preset.intermediate
-    per_layer = attention + mlp + 2 * h  # two RMSNorms
-    return preset.layers * per_layer + 2 * vocab_size * h + h  # untied embeddings + final norm
 
 
 def llama_config(preset: ModelPreset, *, vocab_size: int, context: int, eos_id: int | None = None):

@@ -16,6 +16,7 @@ import math
 from pathlib import Path
 from typing import Any
 
+from megadocs.formats import RunMetrics
 from train.config import RunConfig
 
 __all__ = ["MODEL_CARD_FILE", "render_model_card", "write_model_card"]
@@ -23,15 +24,15 @@ __all__ = ["MODEL_CARD_FILE", "render_model_card", "write_model_card"]
 MODEL_CARD_FILE = "README.md"
 
 
-def _header(config: RunConfig, metrics: dict[str, Any], name: str) -> str:
+def _header(config: RunConfig, metrics: RunMetrics, name: str) -> str:
     from huggingface_hub import EvalResult, ModelCardData
 
     results = [
         EvalResult(task_type="text-generation", dataset_type=set_name, dataset_name=f"held-out {set_name}",
                    dataset_split="val", metric_type="loss", metric_name=f"{set_name} loss (nats/token)",
                    metric_value=round(loss, 6))
-        for set_name, loss in metrics.get("val_losses", {}).items()
-        if isinstance(loss, (int, float)) and math.isfinite(loss)
+        for set_name, loss in metrics.val_losses.items()
+        if loss is not None and math.isfinite(loss)
     ]  # fmt: skip
     tags = ["megadocs", "synthetic-data", "data-constrained-pretraining"]
     if config.data.synthetic is not None:
@@ -41,7 +42,7 @@ def _header(config: RunConfig, metrics: dict[str, Any], name: str) -> str:
     return data.to_yaml()
 
 
-def render_model_card(config: RunConfig, metrics: dict[str, Any], provenance: dict[str, Any] | None,
+def render_model_card(config: RunConfig, metrics: RunMetrics, provenance: dict[str, Any] | None,
                       *, name: str) -> str:  # fmt: skip
     """The README.md text (YAML header + markdown) of a run's model."""
     data, optim = config.data, config.optim
@@ -58,16 +59,15 @@ def render_model_card(config: RunConfig, metrics: dict[str, Any], provenance: di
         ("real epochs", str(data.real_epochs)),
         ("context", str(data.context)),
         ("document mask", str(getattr(data.document_mask, "value", data.document_mask)).lower()),
-        ("tokens seen", f"{metrics.get('tokens_seen', 0):,}"),
+        ("tokens seen", f"{metrics.tokens_seen or 0:,}"),
     ]
     hyper_rows = [("lr (peak)", f"{optim.lr:g}"), ("weight decay", f"{optim.weight_decay:g}"),
                   ("betas", f"{optim.beta1:g}, {optim.beta2:g}"), ("warmup fraction", f"{optim.warmup_fraction:g}"),
                   ("grad clip", f"{optim.grad_clip:g}"), ("batch size (sequences)", str(optim.batch_size)),
-                  ("steps", str(metrics.get("steps"))), ("seed (init)", str(config.seed)),
+                  ("steps", str(metrics.steps)), ("seed (init)", str(config.seed)),
                   ("seed (data order)", str(data.seed))]  # fmt: skip
-    loss_rows = [(set_name, f"{loss:.4f}" if isinstance(loss, (int, float)) and math.isfinite(loss)
-                  else "n/a (no scored tokens)" if loss is None else str(loss))
-                 for set_name, loss in metrics.get("val_losses", {}).items()]  # fmt: skip
+    loss_rows = [(set_name, "n/a (no scored tokens)" if loss is None else f"{loss:.4f}")
+                 for set_name, loss in metrics.val_losses.items()]  # finite or None (RunMetrics)
     provenance = provenance or {}
     prov_rows = [(key, f"`{provenance[key]}`") for key in ("megadocs_version", "git_commit", "git_dirty",
                  "torch_version", "transformers_version", "host", "device", "slurm_job_id", "command")
@@ -80,11 +80,11 @@ def render_model_card(config: RunConfig, metrics: dict[str, Any], provenance: di
         "",
         f"# {name}",
         "",
-        f"A `{config.model.preset}` Llama-architecture language model ({metrics.get('params', 0):,} parameters) "
+        f"A `{config.model.preset}` Llama-architecture language model ({metrics.params or 0:,} parameters) "
         "trained from scratch with megadocs under a fixed budget of real documents"
         + (f", mixed with synthetic `{synthetic.algorithm}` documents (G = {synthetic.g})." if synthetic else "."),
         "",
-        f"- Run status: **{metrics.get('status')}**; config hash `{metrics.get('config_hash')}` "
+        f"- Run status: **{metrics.status.value}**; config hash `{metrics.config_hash}` "
         "(the run directory's `config.yaml` is the full recipe).",
         f"- Certification: **{certification}** (one run of a local-optimality certification sweep)."
         if certification else "- Certification: none (a single run, not part of a sweep).",
@@ -124,11 +124,11 @@ def render_model_card(config: RunConfig, metrics: dict[str, Any], provenance: di
     return "\n".join(lines)
 
 
-def write_model_card(model_dir: Path, config: RunConfig, metrics: dict[str, Any],
+def write_model_card(model_dir: Path, config: RunConfig, metrics: RunMetrics,
                      provenance: dict[str, Any] | None) -> Path:  # fmt: skip
     """Write MODEL_DIR/README.md; returns its path."""
     path = Path(model_dir) / MODEL_CARD_FILE
-    name = f"megadocs-{config.model.preset}-{metrics.get('config_hash', 'run')}"
+    name = f"megadocs-{config.model.preset}-{metrics.config_hash or 'run'}"
     path.write_text(render_model_card(config, metrics, provenance, name=name))
     return path
 

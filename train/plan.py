@@ -40,7 +40,7 @@ from dataclasses import asdict, dataclass
 
 from megadocs.errors import UserError
 from train.gpu_results import Utilisation, measured_utilisation
-from train.model import PRESETS, ModelPreset, parameter_count
+from train.presets import PRESETS, ModelPreset, parameter_count
 
 __all__ = [
     "H100_BF16_PEAK_TFLOPS",
@@ -327,15 +327,15 @@ def _probe_fits(step_probe, micro: int) -> bool:
 def device_memory_plan(config, *, vocab_size: int, memory_bytes: float, processes: int) -> tuple[str, MemoryEstimate]:
     """(parallelism, per-device memory estimate) of `config` (a `train.config.RunConfig`) run by
     `processes` processes on devices of `memory_bytes`: the run's own choice
-    (`train.sharding.choose_parallelism`) and its micro-batch (``auto``: the largest that fits)."""
-    from train.sharding import choose_parallelism
+    (`train.parallel.choose_parallelism`) and its micro-batch (``auto``: the largest that fits)."""
+    from train.parallel import STRATEGIES, choose_parallelism
 
     data, optim = config.data, config.optim
     mixed = config.device != "cpu"
     parameters = parameter_count(_preset(config.model.preset), vocab_size)
     parallelism = choose_parallelism(config.parallelism, world_size=processes, parameters=parameters,
                                      device_memory_bytes=memory_bytes if mixed else None)  # fmt: skip
-    shards = processes if parallelism == "fsdp" else 1
+    shards = processes if STRATEGIES[parallelism].shards_state else 1
     if optim.micro_batch_size == "auto":
         estimate = largest_fitting_micro_batch(config.model.preset, vocab_size=vocab_size, context=data.context,
                                                batch_size=optim.batch_size, memory_bytes=memory_bytes,

@@ -1,5 +1,6 @@
 """Fully sharded data parallelism (FSDP2) for the presets whose weights, gradients and AdamW state
-do not fit one device, and the choice between it and DDP.
+do not fit one device: the mechanics behind `train.parallel.Sharded` (which also says when it is
+chosen over DDP).
 
 Each decoder layer is one FSDP unit, the root (the loss module: embedding, final norm, head) the
 last; parameters, gradients and optimizer moments live as 1/N shards (DTensors) on each of the N
@@ -22,14 +23,6 @@ is re-keyed from parameter names to torch's indices (`optimizer_state_by_index`)
 resumes single-process, DDP or FSDP on any number of ranks. Loading, every rank reads the file
 (memory-mapped: the ranks of a node share its pages), loads the model before sharding, and hands
 the optimizer state to ``set_optimizer_state_dict``, which keeps each rank's shard.
-
-Example:
-    >>> choose_parallelism("auto", world_size=8, parameters=1_540_732_416)
-    'fsdp'
-    >>> choose_parallelism("auto", world_size=8, parameters=299_649_792)
-    'ddp'
-    >>> choose_parallelism("auto", world_size=1, parameters=1_540_732_416)
-    'single'
 """
 
 from __future__ import annotations
@@ -39,9 +32,6 @@ from typing import Any
 import torch
 
 __all__ = [
-    "FSDP_MIN_PARAMETERS",
-    "TRAINING_STATE_BYTES_PER_PARAMETER",
-    "choose_parallelism",
     "shard_model",
     "full_state_dicts",
     "full_model_state",
@@ -49,28 +39,6 @@ __all__ = [
     "optimizer_state_by_index",
     "optimizer_state_by_name",
 ]
-
-FSDP_MIN_PARAMETERS = 1_000_000_000
-"""``parallelism: auto`` shards presets from this size (the 1.5b student) when several ranks run."""
-TRAINING_STATE_BYTES_PER_PARAMETER = 16
-"""fp32 weights, gradients and AdamW's two moments (`train.plan` counts the same)."""
-
-
-def choose_parallelism(setting: str, *, world_size: int, parameters: int,
-                       device_memory_bytes: float | None = None, headroom: float = 0.9) -> str:  # fmt: skip
-    """``single``, ``ddp`` or ``fsdp`` for a run of `parameters` on `world_size` processes.
-
-    ``auto``: fsdp when several ranks run a model of at least `FSDP_MIN_PARAMETERS`, or one whose
-    weights, gradients and AdamW state (16 bytes per parameter) exceed ``headroom`` x
-    `device_memory_bytes` (when given); else ddp. One process is always ``single``.
-    """
-    if world_size == 1:
-        return "single"
-    if setting != "auto":
-        return setting
-    state_bytes = TRAINING_STATE_BYTES_PER_PARAMETER * parameters
-    too_big = device_memory_bytes is not None and state_bytes > headroom * device_memory_bytes
-    return "fsdp" if parameters >= FSDP_MIN_PARAMETERS or too_big else "ddp"
 
 
 def shard_model(root: torch.nn.Module, layers: torch.nn.ModuleList, *, device: torch.device,
@@ -177,7 +145,7 @@ def optimizer_state_by_index(state_by_name: dict[str, Any]) -> dict[str, Any]:
 
 def optimizer_state_by_name(state_by_index: dict[str, Any]) -> dict[str, Any]:
     """The reverse of `optimizer_state_by_index`, naming parameters by the ``names`` each group
-    carries (`train.loop.param_groups` records them: the model's parameter names)."""
+    carries (`train.step.param_groups` records them: the model's parameter names)."""
     names: dict[int, str] = {}
     groups = []
     for number, group in enumerate(state_by_index["param_groups"]):

@@ -225,7 +225,7 @@ def _reidentify(run_dir: Path) -> int:
     covers today): the user vouches its data is unchanged. A run trained by another
     `TRAINING_REVISION` is refused: this code would not have learned what it learned."""
     from train.config import TRAINING_REVISION, describe_revision
-    from train.loop import earlier_synthetic_identity, recorded_revision, write_run_identity
+    from train.run_dir import earlier_synthetic_identity, recorded_revision, write_run_identity
 
     run = RunDir(run_dir)
     if not run.config.is_file():

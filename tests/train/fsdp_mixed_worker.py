@@ -10,7 +10,7 @@ import math
 import torch
 import torch.distributed as dist
 
-from train.loop import MicroBatchLoss
+from train.loss import MicroBatchLoss
 from train.model import build_model
 from train.sharding import shard_model
 

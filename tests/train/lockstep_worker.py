@@ -17,9 +17,10 @@ import torch.distributed as dist
 
 from train.distributed import DistributedContext
 from train.evaluate import evaluate_model
-from train.loop import MicroBatchLoss, train_step
+from train.loss import MicroBatchLoss
 from train.model import build_model
 from train.sharding import full_model_state, shard_model
+from train.step import train_step
 
 ROWS, MICRO, VOCAB, CONTEXT = 15, 7, 64, 32
 TIMEOUT_S = 60

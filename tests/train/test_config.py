@@ -87,3 +87,31 @@ def test_self_distillation_pool_is_a_synthetic_stream_and_unknown_algorithms_are
     data["synthetic"]["algorithm"] = "distill"
     with pytest.raises(UserError, match="data.synthetic.algorithm"):
         parse_config({"data": data}, RunConfig)
+
+
+def test_a_config_is_checked_when_loaded_without_importing_torch():
+    """The preset and the benchmark tasks are pure tables (`train.presets`, `train.benchmarks`):
+    a bad name fails when the config is read, in a process that has not loaded torch."""
+    import subprocess
+    import sys
+    import textwrap
+
+    code = textwrap.dedent("""
+        import sys
+        from megadocs.config import parse_config
+        from megadocs.errors import UserError
+        from train.config import RunConfig
+        for bad in ({"model": {"preset": "7b"}}, {"eval": {"benchmarks": ["piqa", "hellaswag"]}}):
+            try:
+                parse_config({"data": {"store": "s"}, **bad}, RunConfig, source="run.yaml")
+            except UserError as exc:
+                print(exc)
+        parse_config({"data": {"store": "s"}, "model": {"preset": "300m"}, "eval": {"benchmarks": ["sciq"]}}, RunConfig)
+        print("torch" in sys.modules)
+    """)
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    preset, benchmarks, torch_loaded = done.stdout.splitlines()
+    assert preset.startswith("run.yaml: model: ") and "unknown preset '7b'" in preset
+    assert benchmarks == "run.yaml: eval.benchmarks: unknown task 'hellaswag'; expected one of piqa, sciq, arc_easy"
+    assert torch_loaded == "False"

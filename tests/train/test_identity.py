@@ -227,7 +227,7 @@ def test_a_run_recorded_with_the_earlier_synthetic_identity_is_named_and_adopted
 
     from megadocs.cli import main
     from tests.pools import write_pool
-    from train.loop import REVISION_KEY, check_run_identity
+    from train.run_dir import REVISION_KEY, check_run_identity
 
     kind = "thoughts" if algorithm == "latent" else "rephrase"
     pool = write_pool(tmp_path / "pool", tiny_store, kind, 1, lambda k, doc_id, text, i: {

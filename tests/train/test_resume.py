@@ -82,7 +82,7 @@ def test_signal_then_rerun_matches_an_uninterrupted_run(small_store, tmp_path, s
 def test_a_run_started_with_sigint_ignored_keeps_ignoring_it():
     """A sweep's local job starts with SIGINT ignored (the terminal's Ctrl-C is its controller's,
     which stops the job with SIGTERM): the run must not take Ctrl-C back; SIGTERM still stops it."""
-    from train.loop import PreemptionSignals
+    from train.preemption import PreemptionSignals
 
     previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:

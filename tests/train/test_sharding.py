@@ -13,13 +13,9 @@ import yaml
 from megadocs.cli import main
 from train.loop import param_groups
 from train.model import PRESETS, build_model, parameter_count
+from train.parallel import FSDP_MIN_PARAMETERS, choose_parallelism
 from train.plan import memory_estimate
-from train.sharding import (
-    FSDP_MIN_PARAMETERS,
-    choose_parallelism,
-    optimizer_state_by_index,
-    optimizer_state_by_name,
-)
+from train.sharding import optimizer_state_by_index, optimizer_state_by_name
 
 GIB = 2**30
 

@@ -1,0 +1,214 @@
+"""The run directory's lifecycle, in the order a run meets it (file names: `megadocs.formats.RunDir`).
+
+1. `RunLifecycle.finished`: RUN holds ``metrics.json``, so the run is done: its identity is
+   checked and its metrics are returned untouched.
+2. `RunLifecycle.prepare`: create RUN, refuse one that holds another run (another config, the
+   same config on other data, or a run of another `TRAINING_REVISION`: `check_run_identity`),
+   save ``config.yaml``, ``identity.json``, ``config_hash`` and ``provenance.json``.
+3. `RunLifecycle.truncate_log` when resuming: log lines past the checkpoint's step go (a hard
+   kill can leave them); then the log and the trackers are opened for the rest of training.
+4. `RunLifecycle.save_model`: ``model/`` (``save_pretrained`` and the store's tokenizer files),
+   replacing any partial earlier attempt; then its model card, from the run's `RunMetrics`.
+5. `RunLifecycle.finish`: ``metrics.json`` last, atomically (its presence means done), and
+   ``checkpoint/`` is removed (the model lives in ``model/``).
+
+Several processes run one RUN: rank 0 alone writes (``writes``). On the other ranks every
+writing step does nothing, the log is ``os.devnull`` and the tracker tracks nothing; every rank
+checks the identity. Checkpoints are written by `train.checkpoint`, gated the same way by the
+trainer.
+
+Example:
+    >>> RunLifecycle.finished(Path("runs/never-trained"), "0123456789abcdef") is None
+    True
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import IO, Any
+
+import torch
+
+from megadocs.config import dump_yaml
+from megadocs.errors import UserError
+from megadocs.formats import RunDir, RunMetrics, replace_dir, write_atomic, write_json
+from megadocs.provenance import write as write_provenance
+from train.config import TRAINING_REVISION, RunConfig, describe_revision
+from train.model_card import write_model_card
+from train.tracking import Tracker
+
+__all__ = [
+    "REVISION_KEY",
+    "RunLifecycle",
+    "check_run_identity",
+    "earlier_synthetic_identity",
+    "recorded_revision",
+    "write_run_identity",
+]
+
+REVISION_KEY = "training_revision"  # in RUN/identity.json (absent: revision 1)
+
+
+class RunLifecycle:
+    """One attempt at a run's directory `out`, for the run of `identity` (see the module docstring).
+
+    `writes`: whether this process writes RUN (rank 0 of a data-parallel run, or the only process).
+    """
+
+    def __init__(self, out: Path, identity: str, *, writes: bool = True) -> None:
+        self.paths = RunDir(out)
+        self.identity = identity
+        self.writes = writes
+        self.provenance: dict[str, Any] | None = None  # recorded by `prepare`, shown in the model card
+
+    @property
+    def path(self) -> Path:
+        return self.paths.path
+
+    @staticmethod
+    def finished(out: Path, identity: str) -> RunMetrics | None:
+        """The metrics of a finished RUN of `identity`; None while it is not finished.
+
+        Raises:
+            UserError: RUN holds another run (`check_run_identity`): returning its metrics would
+                report the old run's losses as this one's.
+        """
+        run_dir = RunDir(out)
+        if not run_dir.is_done():
+            return None
+        check_run_identity(out, identity)
+        return RunMetrics.load(run_dir.metrics)
+
+    def prepare(self, config: RunConfig, device: torch.device) -> None:
+        """Create RUN, refuse one that holds another run, save the resolved config, the identity
+        and the provenance. A rank that does not write only checks the identity.
+
+        Raises:
+            UserError: RUN holds another run (`check_run_identity`).
+        """
+        if not self.writes:
+            check_run_identity(self.path, self.identity)
+            return
+        self.path.mkdir(parents=True, exist_ok=True)
+        check_run_identity(self.path, self.identity)
+        write_atomic(self.paths.config, dump_yaml(config))
+        write_run_identity(config, self.path, self.identity)
+        self.provenance = write_provenance(self.path, str(device))
+
+    def truncate_log(self, step: int) -> None:
+        """Drop log lines past the checkpoint we resume from (written before a hard kill)."""
+        log_path = self.paths.log
+        if not self.writes or not log_path.is_file():
+            return
+        kept = [line for line in log_path.read_text().splitlines() if line and json.loads(line)["step"] <= step]
+        write_atomic(log_path, "".join(line + "\n" for line in kept))
+
+    def open_log(self) -> IO[str]:
+        """``log.jsonl``, opened for appending (``os.devnull`` on a rank that does not write)."""
+        return open(self.paths.log if self.writes else os.devnull, "a")  # noqa: SIM115 - the caller closes it
+
+    def open_tracker(self, config: RunConfig, *, start_step: int) -> Tracker:
+        """The run's experiment trackers from `start_step` on (`train.tracking`); a Tracker of no
+        trackers on a rank that does not write."""
+        if not self.writes:
+            return Tracker()
+        return Tracker.open(config, self.path, identity=self.identity, start_step=start_step)
+
+    def save_model(self, model: torch.nn.Module, tokenizer_path: Path, *,
+                   state_dict: dict[str, torch.Tensor] | None = None) -> None:  # fmt: skip
+        """save_pretrained (of `state_dict` when given: a sharded model's gathered weights) + the
+        store's tokenizer files (copied: the training process never loads a tokenizer), replacing
+        any partial earlier attempt."""
+        if not self.writes:
+            return
+        model_dir = self.paths.model
+        tmp = model_dir.with_name(f".{model_dir.name}.tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        model.save_pretrained(tmp, state_dict=state_dict)
+        shutil.copytree(tokenizer_path, tmp, dirs_exist_ok=True)
+        replace_dir(tmp, model_dir)
+
+    def write_model_card(self, config: RunConfig, metrics: RunMetrics) -> None:
+        """``model/README.md`` (`train.model_card`) of the saved model."""
+        if self.writes:
+            write_model_card(self.paths.model, config, metrics, self.provenance)
+
+    def finish(self, metrics: RunMetrics) -> None:
+        """``metrics.json`` last, atomically (the run is done); then the checkpoint is no longer needed."""
+        if not self.writes:
+            return
+        metrics.save(self.paths.metrics)
+        shutil.rmtree(self.paths.checkpoint, ignore_errors=True)  # the model lives in RUN/model
+
+
+# --- identity -----------------------------------------------------------------------------------
+
+
+def check_run_identity(out: Path, identity: str) -> None:
+    """Refuse a RUN that holds another run: another config, the same config on other data, or
+    one trained by another `TRAINING_REVISION` of this code.
+
+    A finished RUN is checked too: returning its metrics for another identity would report the
+    old run's losses as the new one's.
+    """
+    run_dir = RunDir(out)
+    if not run_dir.config_hash.is_file():
+        if run_dir.is_done():
+            raise UserError(f"{out}: holds {RunDir.METRICS} but no {RunDir.CONFIG_HASH}, so whose run it is "
+                            "cannot be checked; use another --out")
+        return
+    recorded = run_dir.config_hash.read_text().strip()
+    if recorded == identity:
+        return
+    revision = recorded_revision(out)
+    if revision != TRAINING_REVISION:
+        raise UserError(
+            f"{out}: holds a run of identity {recorded} trained by {describe_revision(revision)}; this code "
+            f"trains {describe_revision(TRAINING_REVISION)}, identity {identity}; its results are not this "
+            "code's: use another --out (the default is runs/train/<identity>)"
+        )
+    earlier = earlier_synthetic_identity(out)
+    if earlier is not None:
+        raise UserError(f"{out}: holds a run of identity {recorded}, recorded before a synthetic run's identity "
+                        f"hashed its pool and the megadoc rule (today: {identity}); {earlier[1]}")
+    raise UserError(
+        f"{out}: holds a run of identity {recorded}, not {identity} (another config, or the same config "
+        "on other data); use another --out (the default is runs/train/<identity>)"
+    )
+
+
+def earlier_synthetic_identity(out: Path) -> tuple[bool, str] | None:
+    """(adoptable, what to do) for a RUN whose identity.json covers its synthetic stream the earlier
+    way (the assembled file's manifest, the generator's path), or None when it does not. A latent
+    run read its documents tokenized in pieces, other tokens than today's: not adoptable, it is
+    trained again. Any other read today's tokens: adoptable when its pool is unchanged."""
+    run_dir = RunDir(out)
+    if not run_dir.identity.is_file():
+        return None
+    synthetic = json.loads(run_dir.identity.read_text()).get("data", {}).get("synthetic") or {}
+    if "assembled" not in synthetic:
+        return None
+    if synthetic.get("tokenization") == "pieces/1":
+        return False, "its latent documents were tokenized in pieces, not whole as today: train it again (another --out)"
+    return True, f"if its pool is unchanged, adopt it with `megadocs train --reidentify {out}`, else use another --out"
+
+
+def recorded_revision(out: Path) -> int:
+    """The `TRAINING_REVISION` that trained RUN, as its identity.json records it; 1 for a RUN made
+    before revisions were recorded (with or without identity.json)."""
+    run_dir = RunDir(out)
+    if not run_dir.identity.is_file():
+        return 1
+    return int(json.loads(run_dir.identity.read_text()).get(REVISION_KEY, 1))
+
+
+def write_run_identity(config: RunConfig, out: Path, identity: str) -> None:
+    """Record the identity and what it covers (the data's manifest identities, the training
+    revision) in RUN."""
+    run_dir = RunDir(out)
+    write_json(run_dir.identity, {"identity": identity, "data": config.data_identity(),
+                                  REVISION_KEY: TRAINING_REVISION}, indent=1, sort_keys=True)  # fmt: skip
+    write_atomic(run_dir.config_hash, identity + "\n")
