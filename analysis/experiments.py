@@ -13,7 +13,8 @@
 - :func:`synthetic_only_table`: Figure 13, the synthetic-only ablation (mix 1, no real stream):
   per method and G, the gain over the real-only baseline of the mixed and the synthetic-only
   certification, and the share of the gain that comes from mixing real data.
-  :func:`without_synthetic_only` keeps those certifications out of the generation curves.
+  :func:`without_synthetic_only` keeps those certifications out of the generation curves, and
+  :func:`generation_curves` also the student-scaling certifications of other model sizes.
 """
 
 from __future__ import annotations
@@ -43,6 +44,8 @@ __all__ = [
     "next_generations",
     "synthetic_only_mask",
     "without_synthetic_only",
+    "main_model_mask",
+    "generation_curves",
     "synthetic_only_table",
 ]
 
@@ -208,6 +211,24 @@ def without_synthetic_only(certifications: pd.DataFrame) -> pd.DataFrame:
     if len(certifications) == 0:
         return certifications
     return certifications[~synthetic_only_mask(certifications)].reset_index(drop=True)
+
+
+def main_model_mask(certifications: pd.DataFrame) -> pd.Series:
+    """True for the certifications of the sweep's main model, the one most of them train (the
+    paper's sweep certifies four methods on the 1.5b student too: those are compared in the
+    student-scaling table, not drawn on the 300m curves)."""
+    if len(certifications) == 0 or "model" not in certifications:
+        return pd.Series(True, index=certifications.index, dtype=bool)
+    models = certifications["model"].map(lambda value: _model_key(value) or "base")
+    return (models == models.value_counts().idxmax()).astype(bool)
+
+
+def generation_curves(certifications: pd.DataFrame) -> pd.DataFrame:
+    """The certifications L(G) is drawn, fitted and summarised from: the main model's
+    (:func:`main_model_mask`), without the synthetic-only ablation (:func:`without_synthetic_only`)."""
+    if len(certifications) == 0:
+        return certifications
+    return without_synthetic_only(certifications[main_model_mask(certifications)].reset_index(drop=True))
 
 
 def synthetic_only_table(certifications: pd.DataFrame, val_set: str = IID) -> pd.DataFrame:

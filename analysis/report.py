@@ -240,7 +240,8 @@ def _next_generations_section(report: _Report, certifications: pd.DataFrame) -> 
 
 
 def _experiment_sections(report: _Report, runs: pd.DataFrame, certifications: pd.DataFrame, law,
-                         transfer_sources: Mapping[str, str], diversity: pd.DataFrame | None) -> None:
+                         transfer_sources: Mapping[str, str], diversity: pd.DataFrame | None, *,
+                         students: pd.DataFrame) -> None:
     """Figure 4 (stitch order), Figure 6 (transfers), student scaling and generation diversity."""
     from analysis.experiments import stitch_order_table, student_scaling_table, transfer_table
     from analysis.figures import plot_diversity, plot_generation_scaling, plot_transfers
@@ -268,7 +269,7 @@ def _experiment_sections(report: _Report, runs: pd.DataFrame, certifications: pd
         report.figure(lambda: plot_transfers(transfers), "fig6-transfers", "Figure 6: own vs transferred hyperparameters")
     elif transfer_sources:
         report.skipped.append("Figure 6 (transfers): no transfer run has finished yet")
-    students = student_scaling_table(certifications)
+    students = student_scaling_table(students)  # every model size
     if len(students):
         report.add("## Student scaling", "",
                    "Loss win over the real-only baseline of the same model size (`gain.<model>`), and how much it "
@@ -374,7 +375,10 @@ def render_report(
     report.add(f"# Report: {sweep_name}", "", f"Generated {stamp} by `megadocs analysis report`.", "")
     if findings is not False:
         report.add("## Findings", "")
-        for paragraph in [*findings_of(certifications, law=law), *([] if findings is True else findings)]:
+        from analysis.experiments import generation_curves
+
+        for paragraph in [*findings_of(generation_curves(certifications), law=law),
+                          *([] if findings is True else findings)]:
             report.add(paragraph, "")
     if notes:
         report.add("## Notes", "")
@@ -398,9 +402,9 @@ def render_report(
         report.add("The ledger holds no runs yet: nothing to tabulate or draw.", "")
         report.skipped.append("every table and figure: the ledger is empty")
     else:
-        from analysis.experiments import without_synthetic_only
+        from analysis.experiments import generation_curves
 
-        curves = without_synthetic_only(certifications)  # the ablation is not a point of L(G)
+        curves = generation_curves(certifications)  # neither the ablation nor another model size is a point of L(G)
         _next_generations_section(report, curves)
         report.add("## Certified points", "", _markdown_table(_certified_points_table(certifications)), "")
         for note in _basis_notes(certifications):
@@ -410,7 +414,7 @@ def render_report(
             report.add("Search bounds moved through `extend:` (a value appended beyond a bound each time the best "
                        "point sat on it, in order): " + "; ".join(moved) + ".", "")
         _generation_sections(report, curves, law, grids)
-        _experiment_sections(report, runs, curves, law, transfer_sources or {}, diversity)
+        _experiment_sections(report, runs, curves, law, transfer_sources or {}, diversity, students=certifications)
         _synthetic_only_section(report, certifications)
         _search_sections(report, runs, summaries, grids)
     _ensemble_sections(report, ensembles, ensemble_studies, ensemble_problems)

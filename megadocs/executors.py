@@ -21,6 +21,7 @@ followed); anything else raises :class:`megadocs.trust.UntrustedPath` before a b
 
 from __future__ import annotations
 
+import math
 import os
 import signal
 import time
@@ -38,7 +39,7 @@ from megadocs.procs import child_pids, child_process_settings, job_thread_enviro
 from megadocs.trust import require_inside
 
 __all__ = ["JobState", "Poll", "Executor", "SlurmProfile", "make_executor", "load_profile", "check_array_executor",
-           "run_job_array"]
+           "run_job_array", "in_queue"]
 
 LOST_GRACE_S = 10.0
 """A job that ended without a result file gets this long for the file to appear (slow NFS); a local
@@ -47,6 +48,8 @@ STOP_POLL_S = 0.2
 """Seconds between checks while local jobs stop (:meth:`LocalExecutor.on_interrupt`)."""
 ARRAY_POLL_S = {"local": 1.0, "slurm": 10.0}
 """Seconds between polls of a job array's tasks (:func:`run_job_array`)."""
+QUEUE_CHECK_S = 30.0
+"""How often a job that accounting shows queued (or does not know) is looked up in SLURM's queue."""
 
 
 class ExecutorConfig(StrictModel):
@@ -313,6 +316,7 @@ class SlurmExecutor(_Submitit):
             **{key: value for key, value in optional.items() if value is not None},
         )
         super().__init__(executor, "slurm", folder)
+        self._queue_seen: dict[str, tuple[float, bool]] = {}  # job id -> (when, in the queue then)
 
     def _reattach(self, job_id: str, folder: Path) -> Any:
         import submitit
@@ -320,7 +324,40 @@ class SlurmExecutor(_Submitit):
         return submitit.SlurmJob(folder, job_id)
 
     def _running(self, job: Any) -> bool:
-        return not job.done()
+        if job.done():
+            return False
+        if job.state == "RUNNING":
+            return True
+        # submitit reads accounting (sacct), whose view of a queued job can go stale: a queued
+        # array task cancelled before it ran never gets a record of its own, so submitit keeps
+        # its last state (PENDING) or none (UNKNOWN) for ever. The queue itself decides, asked
+        # at most every QUEUE_CHECK_S per job.
+        checked_at, queued = self._queue_seen.get(job.job_id, (-math.inf, True))
+        if time.time() - checked_at >= QUEUE_CHECK_S:
+            queued = in_queue(job.job_id)
+            self._queue_seen[job.job_id] = (time.time(), queued)
+        return queued
+
+
+SLURM_ENDED = frozenset({"COMPLETED", "CANCELLED", "FAILED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY", "PREEMPTED",
+                         "BOOT_FAIL", "DEADLINE"})
+"""squeue states of a job that will not run again (it may linger in the queue for MinJobAge)."""
+
+
+def in_queue(job_id: str) -> bool:
+    """True while SLURM's queue holds ``job_id`` (an array task ``A_i`` or a job) to run, or while
+    the queue cannot be asked (slurmctld unreachable: a job is not lost because we cannot see it)."""
+    import subprocess
+
+    try:
+        done = subprocess.run(["squeue", "-h", "-r", "-j", job_id.split("_")[0], "-o", "%i %T"], capture_output=True,
+                              text=True, timeout=60)
+    except (OSError, subprocess.TimeoutExpired):
+        return True
+    if done.returncode != 0:  # an id the queue no longer knows is gone; any other error: cannot tell
+        return "Invalid job id" not in done.stderr
+    states = dict(line.split(maxsplit=1) for line in done.stdout.splitlines() if " " in line)
+    return job_id in states and states[job_id].split()[0] not in SLURM_ENDED
 
 
 class InProcessExecutor(Executor):

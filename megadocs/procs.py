@@ -1,5 +1,6 @@
-"""Process-level helpers: liveness (every lock and leftover-cleanup), entry points' environment, and
-the one policy for how many threads a job gets (:func:`job_thread_environment`)."""
+"""Process-level helpers: liveness (every lock and leftover-cleanup), entry points' environment, the
+one policy for how many threads a job gets (:func:`job_thread_environment`), and which process of a
+multi-process run this is (torch-free: every sweep job asks, most never need torch)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 __all__ = ["pid_alive", "child_pids", "apply_environment_defaults", "available_cores", "threads_per_job",
-           "job_thread_environment", "child_process_settings", "THREAD_VARIABLES"]
+           "job_thread_environment", "child_process_settings", "world_from_env", "THREAD_VARIABLES"]
 
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS")
 """What sets a job's intra-op threads: PyTorch's CPU kernels (OpenMP, MKL) read these at start."""
@@ -106,3 +107,14 @@ def child_process_settings(environment: Mapping[str, str], *, ignore_sigint: boo
                 os.environ.pop(name, None)
             else:
                 os.environ[name] = value
+
+
+def world_from_env(env: Mapping[str, str] | None = None) -> tuple[int, int, int]:
+    """(rank, world size, local rank) from torchrun's or SLURM's variables; (0, 1, 0) when neither
+    describes several processes. torchrun's win: `srun torchrun ...` sets both."""
+    env = os.environ if env is None else env
+    if "WORLD_SIZE" in env and "RANK" in env:
+        return int(env["RANK"]), int(env["WORLD_SIZE"]), int(env.get("LOCAL_RANK", 0))
+    if int(env.get("SLURM_NTASKS", "1")) > 1 and "SLURM_PROCID" in env:
+        return int(env["SLURM_PROCID"]), int(env["SLURM_NTASKS"]), int(env.get("SLURM_LOCALID", 0))
+    return 0, 1, 0

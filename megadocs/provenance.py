@@ -30,7 +30,7 @@ from typing import Any
 
 from megadocs.formats import RunDir, write_json
 
-__all__ = ["PROVENANCE_FILE", "collect", "cpu_name", "git_state", "package_version", "write", "read"]
+__all__ = ["PROVENANCE_FILE", "collect", "cpu_name", "git_state", "package_version", "slurm_job_id", "write", "read"]
 
 PROVENANCE_FILE = RunDir.PROVENANCE
 FORMAT = "megadocs.provenance/1"
@@ -87,7 +87,8 @@ def _device_name(device: str | None) -> str:
     return f"cpu ({cpu_name()}, {os.cpu_count()} cores)"
 
 
-def _slurm_job_id() -> str | None:
+def slurm_job_id() -> str | None:
+    """This process's SLURM job as squeue/sacct name it (``ARRAY_TASK`` for an array task), or None."""
     array, task = os.environ.get("SLURM_ARRAY_JOB_ID"), os.environ.get("SLURM_ARRAY_TASK_ID")
     if array and task:
         return f"{array}_{task}"
@@ -107,7 +108,7 @@ def collect(device: str | None = None) -> dict[str, Any]:
         "host": socket.gethostname(),
         "device": _device_name(device),
         "command": shlex.join(sys.argv),
-        "slurm_job_id": _slurm_job_id(),
+        "slurm_job_id": slurm_job_id(),
         "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
 

@@ -110,15 +110,18 @@ def register(subparsers) -> None:
     parser.set_defaults(func=lambda args: (parser.print_help(), 2)[1])
 
 
-def _configure_process() -> None:
-    """Process-wide settings of the search commands (library code never sets them)."""
+def _configure_process(*, runs_jobs: bool) -> None:
+    """Process-wide settings of the search commands (library code never sets them). Only a
+    command that starts jobs applies train's environment defaults (importing train.device costs
+    the torch import, seconds of a ``status`` that needs none of it)."""
     import optuna
 
-    from megadocs.procs import apply_environment_defaults
-    from train.device import ENVIRONMENT_DEFAULTS
-
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # the ledger is the record, not optuna's log
-    apply_environment_defaults(ENVIRONMENT_DEFAULTS)  # train jobs (in-process or submitted) inherit it
+    if runs_jobs:
+        from megadocs.procs import apply_environment_defaults
+        from train.device import ENVIRONMENT_DEFAULTS
+
+        apply_environment_defaults(ENVIRONMENT_DEFAULTS)  # train jobs (in-process or submitted) inherit it
 
 
 def _certify(args: argparse.Namespace) -> int:
@@ -130,7 +133,7 @@ def _certify(args: argparse.Namespace) -> int:
 
     if args.max_runs is not None and args.max_runs < 1:
         raise UserError(f"--max-runs: expected a positive number of runs, got {args.max_runs}")
-    _configure_process()
+    _configure_process(runs_jobs=True)
     sweep = load_sweep(args.sweep)
     try:
         run_sweep(sweep, strategy=args.strategy, max_runs=args.max_runs, retry_failed=args.retry_failed,
@@ -213,7 +216,7 @@ def _status(args: argparse.Namespace) -> int:
     from search.status import format_bases, format_table, g_trend_warnings, summarize, to_json
     from search.sweep import load_sweep
 
-    _configure_process()
+    _configure_process(runs_jobs=False)
     sweep = load_sweep(args.sweep)
     summaries = summarize(sweep, args.strategy, reconcile=True)  # dead jobs are not "running"
     if args.json:

@@ -52,6 +52,8 @@ from search.ledger import (
     ATTR_MEMBER,
     ATTR_PROVENANCE,
     ATTR_REASON,
+    ATTR_RUN_DIR,
+    ATTR_RUN_ID,
     STUDY_FIXED,
     STUDY_GRID,
     STUDY_KIND,
@@ -165,9 +167,13 @@ class LedgerEvaluator(Evaluator):
                 if item.record.status is not RunStatus.RUNNING:
                     continue
                 record = item.record
+                params = {**item.point, **info.fixed}
+                if record.run_id is None or record.run_dir is None:  # killed while describing the trial
+                    record.run_id = self.objective.identity(params)
+                    record.run_dir = str(self.runs_dir / record.run_id)
+                    self.ledger.update(record.trial_id, **{ATTR_RUN_ID: record.run_id, ATTR_RUN_DIR: record.run_dir})
                 run = self._inflight.get(record.run_id)
                 if run is None:
-                    params = {**item.point, **info.fixed}
                     # jobs write into it: only a folder inside the sweep's own runs/ (trust model)
                     run_dir = require_inside(record.run_dir, self.runs_dir,
                                              what=f"{info.study} trial {record.trial}: run_dir in the ledger")
@@ -188,6 +194,8 @@ class LedgerEvaluator(Evaluator):
         superseded in the ledger (never used again, kept for the record) and its point runs anew
         into a new run directory.
         """
+        if self.ledger.abandon_undescribed(info.study):
+            log.warning("%s: closed trial(s) a stopped controller left undescribed (nothing ran for them)", info.study)
         records = self.ledger.runs(info.study)
         stale: dict[int, str] = {}
         for record in records:
@@ -243,8 +251,12 @@ class LedgerEvaluator(Evaluator):
 
     def wait(self) -> list[Result]:
         while not self._ready:
+            unsubmitted = [run for run in self._inflight.values() if run.job_id is None]
+            if unsubmitted:
+                self._dispatch(unsubmitted)
             for run in list(self._inflight.values()):
-                self._check(run)
+                if run.job_id is not None:
+                    self._check(run)
             if not self._ready:
                 self.ledger.heartbeat()
                 if self.progress:
@@ -296,11 +308,21 @@ class LedgerEvaluator(Evaluator):
         return {ATTR_JOB_ID: run.job_id, ATTR_JOB_FOLDER: run.job_folder, ATTR_ATTEMPTS: run.attempts}
 
     def _dispatch(self, runs: Sequence[_Run]) -> None:
-        # a run shared by several certifications is grouped under the first that asked for it
-        job_ids = self.executor.submit([
-            self.objective.task(run.params, run.run_dir, group=run.subscribers[0].task if run.subscribers else None)
-            for run in runs
-        ])
+        """Submit ``runs`` as one batch. A submission the system refuses (OSError: the jobs
+        folder's file system full, say) leaves them waiting for :meth:`wait` to submit again: the
+        sweep goes on. (Were sbatch to have taken a job before the error, the second job would
+        find the run's lock and result and return it without computing it again.)"""
+        try:
+            # a run shared by several certifications is grouped under the first that asked for it
+            job_ids = self.executor.submit([
+                self.objective.task(run.params, run.run_dir, group=run.subscribers[0].task if run.subscribers else None)
+                for run in runs
+            ])
+        except OSError as exc:
+            for run in runs:
+                run.job_id = None
+            log.warning("cannot submit %d run(s) now (%s); trying again in %.0f s", len(runs), exc, self.poll_s)
+            return
         for run, job_id in zip(runs, job_ids):
             run.job_id = job_id
             run.job_folder = str(self.executor.folder) if self.executor.folder else None

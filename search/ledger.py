@@ -37,6 +37,7 @@ import fcntl
 import logging
 import math
 import os
+import re
 import socket
 import time
 import uuid
@@ -110,6 +111,10 @@ STALE_AFTER_S = 120.0
 """A holder on another host is dead when its heartbeat is older than this."""
 EMPTY_HOLDER_WAIT_S = 5.0
 """How long a contender waits for a live creator to name itself in a lock it just created."""
+LEDGER_OUTAGE_S = 3600.0
+"""How long an open ledger may stay unreachable (a database server restarting, a network cut)
+before its user gives up with one line; meanwhile every call waits and retries."""
+RECONNECT_EVERY_S = 2.0
 
 
 class StudyKind(str, Enum):
@@ -392,6 +397,92 @@ def _jsonable(value: Any) -> Any:
     return str(value)
 
 
+def _connection_lost(exc: BaseException) -> bool:
+    """The database could not be reached (server restarting or gone, connection cut), as opposed
+    to a request it refused: SQLAlchemy's OperationalError/InterfaceError or an invalidated
+    connection, also when Optuna re-raised it as a StorageInternalError."""
+    from sqlalchemy import exc as sa
+
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, (sa.OperationalError, sa.InterfaceError)) or (
+                isinstance(seen, sa.DBAPIError) and seen.connection_invalidated):
+            return True
+        seen = seen.__cause__
+    return False
+
+
+def _driver_line(exc: BaseException) -> str:
+    """The first line of the driver's own error under Optuna's and SQLAlchemy's wrappers, with
+    anything shaped like URL credentials masked (the wrapper holds no password to scrub with)."""
+    while exc.__cause__ is not None:
+        exc = exc.__cause__
+    cause = getattr(exc, "orig", None) or exc
+    lines = [line.strip() for line in str(cause).splitlines() if line.strip()]
+    return re.sub(r"://[^/\s]*@", "://***@", lines[0] if lines else type(cause).__name__)
+
+
+class _Reconnecting:
+    """An Optuna storage on a database server whose calls wait out a lost connection and go on.
+
+    A server restart cuts every connection: the failing call is retried every RECONNECT_EVERY_S
+    (SQLAlchemy replaces the dead pooled connections) for up to LEDGER_OUTAGE_S, with one warning
+    when the outage starts and one when it ends; the same storage and database go on (never a
+    second ledger). A call whose commit reached the server before the connection was cut is
+    not repeated blindly: a repeated state change that finds the trial already in that state
+    counts as done. Raises UserError (the URL with its password masked) once the outage outlasts
+    LEDGER_OUTAGE_S.
+    """
+
+    def __init__(self, storage: Any, shown_url: str) -> None:
+        self._storage = storage
+        self._shown = shown_url
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self._storage, name)
+        if not callable(attr):
+            return attr
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            return self._call(name, attr, args, kwargs)
+
+        return call
+
+    def _call(self, name: str, method: Any, args: tuple, kwargs: dict) -> Any:
+        from optuna.exceptions import UpdateFinishedTrialError
+
+        lost_at: float | None = None
+        while True:
+            try:
+                result = method(*args, **kwargs)
+            except UpdateFinishedTrialError:
+                if lost_at is not None and name == "set_trial_state_values" and self._already(args, kwargs):
+                    result = True  # the first attempt's commit went through before the cut
+                else:
+                    raise
+            except Exception as exc:  # noqa: BLE001 - sorted by _connection_lost, re-raised otherwise
+                if not _connection_lost(exc):
+                    raise
+                now = time.time()
+                if lost_at is None:
+                    lost_at = now
+                    log.warning("ledger %s unreachable (%s); waiting for it (up to %.0f s)", self._shown,
+                                _driver_line(exc), LEDGER_OUTAGE_S)
+                elif now - lost_at > LEDGER_OUTAGE_S:
+                    raise UserError(f"ledger: {self._shown} unreachable for {now - lost_at:.0f} s: "
+                                    f"{_driver_line(exc)}; re-run when it is back") from None
+                time.sleep(RECONNECT_EVERY_S)
+                continue
+            if lost_at is not None:
+                log.warning("ledger %s reachable again after %.1f s", self._shown, time.time() - lost_at)
+            return result
+
+    def _already(self, args: tuple, kwargs: dict) -> bool:
+        trial_id = kwargs.get("trial_id", args[0] if args else None)
+        state = kwargs.get("state", args[1] if len(args) > 1 else None)
+        return self._storage.get_trial(trial_id).state == state
+
+
 class Ledger:
     """The ledger of one sweep. Not thread-safe; one controller writes, anyone may read.
 
@@ -402,7 +493,9 @@ class Ledger:
     def __init__(self, url: str, sweep: str, *, create: bool = True) -> None:
         self.url = redact_url(url)
         self.sweep = sweep
-        self.storage = open_storage(url, create=create)
+        storage = open_storage(url, create=create)
+        server = "://" in url and not url.startswith("sqlite:")  # its connection may be cut by a restart
+        self.storage = _Reconnecting(storage, self.url) if server else storage
         self._study_ids: dict[str, int] = {}
         if not create and not self.study_names() and self.holder() is None:
             raise _missing(f"{self.url} has no runs of sweep {sweep!r}")
@@ -456,7 +549,10 @@ class Ledger:
     # -- runs ------------------------------------------------------------------------------
 
     def runs(self, name: str) -> list[RunRecord]:
-        """Trials of study ``name`` in finishing order (running trials last, by number)."""
+        """Trials of study ``name`` in finishing order (running trials last, by number).
+
+        A trial that names no point is no run (a controller stopped between creating it and
+        describing it, see :meth:`abandon_undescribed`) and is left out."""
         from optuna.trial import TrialState
 
         study_id = self.study_id(name)
@@ -468,7 +564,13 @@ class Ledger:
         records = []
         for trial in self.storage.get_all_trials(study_id, deepcopy=False):
             attrs = trial.user_attrs
+            if ATTR_POINT not in attrs:
+                continue
             status = RunStatus(attrs.get(ATTR_STATUS, RunStatus.RUNNING.value))
+            if trial.state is TrialState.RUNNING:
+                # the state change is the commit (complete/fail write the attributes first): a
+                # controller killed in between left a result that is not recorded yet
+                status = RunStatus.RUNNING
             metrics = attrs.get(ATTR_METRICS)
             reason = attrs.get(ATTR_REASON)
             if str(trial.number) in superseded:
@@ -505,6 +607,24 @@ class Ledger:
         records.sort(key=lambda r: (r.completed is None, r.completed or "", r.trial))
         return records
 
+    def abandon_undescribed(self, name: str) -> int:
+        """Close (Optuna state FAIL) the RUNNING trials of study ``name`` that name no point: a
+        controller stopped between creating one and describing it (:meth:`new_run` writes its
+        attributes one by one). Nothing ran for them; returns how many."""
+        from optuna.trial import TrialState
+
+        study_id = self.study_id(name)
+        if study_id is None:
+            return 0
+        undescribed = [t._trial_id for t in self.storage.get_all_trials(study_id, deepcopy=False,
+                                                                        states=(TrialState.RUNNING,))
+                       if ATTR_POINT not in t.user_attrs]
+        for trial_id in undescribed:
+            self.storage.set_trial_user_attr(trial_id, ATTR_REASON, "never described (its controller stopped "
+                                             "while creating it); nothing ran")
+            self.storage.set_trial_state_values(trial_id, TrialState.FAIL)
+        return len(undescribed)
+
     def new_run(
         self,
         name: str,
@@ -527,9 +647,9 @@ class Ledger:
             distribution = _fixed_distribution(key, value)
             if distribution is not None and key not in point:
                 self._set_param(trial_id, key, value, distribution)
-        attrs = {
-            ATTR_POINT: dict(point),
+        attrs = {  # written one by one: a point is only ever recorded with its fixed values
             ATTR_FIXED: dict(fixed),
+            ATTR_POINT: dict(point),
             ATTR_RUN_ID: run_id,
             ATTR_RUN_DIR: run_dir,
             ATTR_STATUS: RunStatus.RUNNING.value,
@@ -568,7 +688,8 @@ class Ledger:
             self.storage.set_trial_user_attr(trial_id, key, _jsonable(value))
 
     def complete(self, trial_id: int, *, metrics: RunMetrics, **attrs: Any) -> None:
-        """Record an evaluated run; its loss is ``metrics.objective`` (a diverged run: +inf)."""
+        """Record an evaluated run; its loss is ``metrics.objective`` (a diverged run: +inf).
+        The attributes go first, the trial's state last: that is the commit (:meth:`runs`)."""
         from optuna.trial import TrialState
 
         self.update(trial_id, **{ATTR_STATUS: metrics.status.value, ATTR_METRICS: metrics,

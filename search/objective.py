@@ -3,7 +3,8 @@
 Two objectives:
 
 - :class:`CallableObjective`: the sweep's ``objective: module:callable``, any
-  ``f(params) -> float | {"loss": float, ...}``. Identity = hash of the import path, the code's
+  ``f(params) -> float | {"loss": float, ...}`` (one with a ``run_dir`` keyword also gets its run
+  directory, e.g. to keep checkpoints there). Identity = hash of the import path, the code's
   version (``objective_version``, default the sha256 of the module's source file) and params.
 - :class:`TrainObjective` (default): builds a train ``RunConfig`` from the sweep's ``train:``
   base and the point (``lr -> optim.lr``, ``wd -> optim.weight_decay``, ``epochs ->
@@ -44,6 +45,7 @@ from megadocs.config import config_hash, parse_config
 from megadocs.errors import UserError
 from megadocs.formats import REAL, RunDir, RunMetrics, RunStatus, write_json
 from megadocs.pools import pool_identity, resolve_pool
+from megadocs.procs import world_from_env
 from megadocs.provenance import write as write_provenance
 from search.sweep import TRAIN_AXES, Sweep
 
@@ -140,8 +142,6 @@ class RunTask(submitit.helpers.Checkpointable):
             return {"status": INVALID, "error": str(exc)}
 
     def _run(self, run_dir: RunDir) -> RunMetrics | dict[str, Any]:
-        from train.distributed import world_from_env
-
         rank, world_size, _ = world_from_env()
         if world_size > 1 and self.train_config is None:
             raise UserError(f"objective {self.objective}: a callable objective runs as one task; use "
@@ -161,8 +161,11 @@ class RunTask(submitit.helpers.Checkpointable):
                 return self._train(run_dir)
             write_provenance(run_dir)  # train/ writes its own (with the device) for train runs
             start = time.perf_counter()
+            objective = import_callable(self.objective)
+            # an objective that keeps checkpoints of its own (search.rehearsal) asks for its folder
+            extra = {"run_dir": run_dir.path} if "run_dir" in inspect.signature(objective).parameters else {}
             try:
-                metrics = normalise_metrics(import_callable(self.objective)(dict(self.params)))
+                metrics = normalise_metrics(objective(dict(self.params), **extra))
             except ObjectiveReturnError as exc:  # the controller stops the sweep with this line
                 return {"status": INVALID, "error": str(exc)}
             except MinusInfLoss as exc:  # a failed run with its reason; nothing is written

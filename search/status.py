@@ -33,8 +33,9 @@ from search.certify import (
     Support,
     point_key,
 )
-from search.grid import Bound, Side
+from search.grid import Bound, Side, values_equal
 from search.ledger import STUDY_START, Ledger, RunRecord, StudyKind, replay, study_name
+from search.sweep import SYNTHETIC_ONLY_MIX
 
 __all__ = ["CertificationSummary", "BestPoint", "RunCounts", "Compute", "summarize", "summarize_ensembles",
            "EnsembleSummary", "EnsembleMember", "g_trend_warnings", "format_table", "format_bases",
@@ -418,6 +419,8 @@ def g_trend_warnings(summaries: Iterable[CertificationSummary]) -> list[str]:
         fixed, certificate = summary.fixed, summary.certificate
         if certificate and "g" in fixed and "method" in fixed:
             method = str(fixed["method"]) + (f" ({fixed['model']})" if "model" in fixed else "")
+            if values_equal(certificate.point.get("mix", 0.0), SYNTHETIC_ONLY_MIX):
+                method += " (synthetic only)"  # the ablation is its own curve, not a point of the mixed one
             by_method[method].append((float(fixed["g"]), certificate.loss, summary.name))
     estimates = [s.noise for s in summaries if s.noise.sigma is not None]
     noise = max(estimates, key=lambda n: n.df, default=None)

@@ -25,6 +25,17 @@ TINY_VAL_DOCS = 24
 TINY_MAX_DOCS = 160
 
 
+@pytest.fixture
+def small_filesystem(tmp_path):
+    """A 4 MiB tmpfs: a file system that really fills up (skipped where mounting is not permitted)."""
+    from tests.filesystems import tmpfs
+
+    with tmpfs(tmp_path / "fs", 4) as mounted:
+        if not mounted:
+            pytest.skip("mounting a tmpfs is not permitted here (needs root)")
+        yield tmp_path / "fs"
+
+
 @pytest.fixture(scope="session")
 def tiny_store(tmp_path_factory) -> Path:
     from train.store import prepare

@@ -18,6 +18,8 @@ before a preemption is acknowledged.
 
 from __future__ import annotations
 
+import errno
+import os
 import pickle
 import random
 import threading
@@ -105,10 +107,28 @@ def snapshot_state(*, model: torch.nn.Module | None = None, optimizer: torch.opt
 
 
 def _write(path: Path, state: dict[str, Any]) -> None:
-    """torch.save through the one atomic writer (temporary file, fsync, rename, directory fsync)."""
+    """torch.save through the one atomic writer (temporary file, fsync, rename, directory fsync).
+
+    A full file system fails the write and leaves the previous checkpoint as it was (the
+    temporary file is removed). It is raised as OSError(ENOSPC) naming the file, also where
+    torch's zip writer reports the failed write as its own RuntimeError ("unexpected pos ..."),
+    so a job's log says what to fix.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_file(path, "wb") as handle:
-        torch.save(state, handle)
+    try:
+        with atomic_file(path, "wb") as handle:
+            try:
+                torch.save(state, handle)
+            except RuntimeError as exc:
+                stats = os.statvfs(path.parent)  # the temporary file still holds what was written
+                if stats.f_bavail * stats.f_frsize >= 1 << 20:
+                    raise
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC)) from exc
+    except OSError as exc:
+        if exc.errno != errno.ENOSPC:
+            raise
+        raise OSError(errno.ENOSPC, f"no space left on device writing {path}; the previous checkpoint is kept "
+                      "(free space, then resume)") from exc
 
 
 def save_checkpoint(run_dir: Path, **state: Any) -> Path:

@@ -29,6 +29,7 @@ from typing import Any
 import torch
 
 from megadocs.errors import UserError
+from megadocs.procs import world_from_env  # re-exported: torch-free, so sweep jobs need not import torch
 
 __all__ = ["DistributedContext", "StepShare", "SINGLE", "world_from_env", "cuda_device_index", "init_distributed"]
 
@@ -151,17 +152,6 @@ class DistributedContext:
 
 
 SINGLE = DistributedContext()
-
-
-def world_from_env(env: dict[str, str] | None = None) -> tuple[int, int, int]:
-    """(rank, world size, local rank) from torchrun's or SLURM's variables; (0, 1, 0) when neither
-    describes several processes. torchrun's win: `srun torchrun ...` sets both."""
-    env = os.environ if env is None else env
-    if "WORLD_SIZE" in env and "RANK" in env:
-        return int(env["RANK"]), int(env["WORLD_SIZE"]), int(env.get("LOCAL_RANK", 0))
-    if int(env.get("SLURM_NTASKS", "1")) > 1 and "SLURM_PROCID" in env:
-        return int(env["SLURM_PROCID"]), int(env["SLURM_NTASKS"]), int(env.get("SLURM_LOCALID", 0))
-    return 0, 1, 0
 
 
 def cuda_device_index(local_rank: int, device_count: int) -> int:

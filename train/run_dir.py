@@ -99,11 +99,19 @@ class RunLifecycle:
         self.provenance = write_provenance(self.path, str(device))
 
     def truncate_log(self, step: int) -> None:
-        """Drop log lines past the checkpoint we resume from (written before a hard kill)."""
+        """Drop log lines past the checkpoint we resume from (written before a hard kill), and a
+        last line cut short (the disk filled up, or the process died, while it was written)."""
         log_path = self.paths.log
         if not self.writes or not log_path.is_file():
             return
-        kept = [line for line in log_path.read_text().splitlines() if line and json.loads(line)["step"] <= step]
+        kept = []
+        for line in log_path.read_text().splitlines():
+            try:
+                record = json.loads(line) if line else None
+            except ValueError:
+                continue  # torn: the file ends in it
+            if record is not None and record["step"] <= step:
+                kept.append(line)
         write_atomic(log_path, "".join(line + "\n" for line in kept))
 
     def open_log(self) -> IO[str]:

@@ -82,6 +82,25 @@ def test_student_scaling_is_the_gain_over_the_same_size_baseline(experiments):
     assert row["growth"] > 0  # the larger student gains more, as the objective is built to
 
 
+def test_the_generation_curves_are_the_main_models_and_students_only_in_their_table(experiments, tmp_path):
+    """The rehearsal of the paper's sweep (benchmarks/rehearsal.py) drew the 1.5b student's
+    certifications on the 300m curves of Figure 1 and measured its baseline against them."""
+    tables = load_tables(experiments)
+    certs = tables.certifications.set_index("certification")
+    text = build_report(experiments, tmp_path / "report", findings=True).read_text()
+    findings = text.split("## Findings", 1)[1].split("\n## ", 1)[0]
+    assert f"{certs.loc['real', 'val_loss.iid']:.4f}" in findings
+    assert f"{certs.loc['real-large', 'val_loss.iid']:.4f}" not in findings
+    assert "gain.large" in text  # the student is still compared, in its own table
+
+    from analysis.experiments import generation_curves
+    from analysis.generation import generation_table
+
+    table = generation_table(generation_curves(tables.certifications), sets=["iid"])
+    assert not table.duplicated(["method", "g"]).any()  # one point per (method, G): no second model size
+    assert set(table["baseline_loss"]) == {certs.loc["real", "val_loss.iid"]}  # the main model's baseline
+
+
 def test_next_generations_predicts_2g_inside_its_interval():
     g = [1.0, 2.0, 4.0, 8.0, 16.0, 32.0]
     loss = [3.6 + 0.3 * x ** -0.5 for x in g]

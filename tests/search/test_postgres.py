@@ -4,76 +4,43 @@ from __future__ import annotations
 
 import contextlib
 import os
-import pwd
-import shutil
-import socket
-import subprocess
-import tempfile
-from pathlib import Path
+import threading
 
 import pytest
 
 from megadocs.cli import main
 from search.ledger import read_runs
 from search.status import summarize
+from tests.postgres import REQUIRE_ENV, PostgresUnavailable, ThrowawayPostgres, free_port
 
 from .conftest import READ_ONLY_COMMANDS
 
 pytestmark = pytest.mark.postgres
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @contextlib.contextmanager
 def _server(password: str | None = None):
-    """A throwaway PostgreSQL server: trust authentication, or scram-sha-256 with ``password``
-    for the superuser ``megadocs``; yields its port."""
-    binaries = [shutil.which(name) for name in ("initdb", "pg_ctl", "postgres")]
-    if not all(binaries):
-        if os.environ.get("MEGADOCS_REQUIRE_POSTGRES", "") not in ("", "0"):
-            pytest.fail("MEGADOCS_REQUIRE_POSTGRES is set but initdb/pg_ctl/postgres are not on PATH")
-        pytest.skip("PostgreSQL binaries (initdb, pg_ctl, postgres) not found")
-    # not under pytest's tmp dir: its parents are private to root, the server user cannot enter
-    root = Path(tempfile.mkdtemp(prefix="megadocs-pg-"))
-    user = None
-    auth = ["--auth=trust"]
-    if password is not None:
-        (root / "pwfile").write_text(password + "\n")
-        auth = ["--auth=scram-sha-256", f"--pwfile={root / 'pwfile'}"]
-    if os.geteuid() == 0:  # postgres refuses to run as root: use an unprivileged account
-        for name in ("postgres", "nobody"):
-            try:
-                user = pwd.getpwnam(name)
-                break
-            except KeyError:
-                continue
-        os.chmod(root, 0o755)
-        for path in (root, *root.iterdir()):
-            shutil.chown(path, user.pw_uid, user.pw_gid)
-    data, port = root / "data", _free_port()
-    run_as = {"user": user.pw_uid, "group": user.pw_gid} if user else {}
-    env = {**os.environ, "HOME": str(root)}
-    subprocess.run(["initdb", "-D", str(data), "-U", "megadocs", *auth], check=True,
-                   capture_output=True, cwd=root, env=env, **run_as)
-    subprocess.run(["pg_ctl", "-D", str(data), "-l", str(root / "log"), "-w", "-o",
-                    f"-p {port} -k {root} -c listen_addresses=127.0.0.1", "start"],
-                   check=True, capture_output=True, cwd=root, env=env, **run_as)
+    """A throwaway server (tests/postgres.py). Skips where PostgreSQL is not installed, except in
+    CI (MEGADOCS_REQUIRE_POSTGRES), where that is a failure."""
     try:
-        yield port
-    finally:
-        subprocess.run(["pg_ctl", "-D", str(data), "-m", "immediate", "stop"], capture_output=True, cwd=root,
-                       env=env, **run_as)
-        shutil.rmtree(root, ignore_errors=True)
+        server = ThrowawayPostgres(password)
+    except PostgresUnavailable as exc:
+        if os.environ.get(REQUIRE_ENV, "") not in ("", "0"):
+            pytest.fail(f"{REQUIRE_ENV} is set but {exc}")
+        pytest.skip(str(exc))
+    with server:
+        yield server
 
 
 @pytest.fixture
-def postgres_url():
-    with _server() as port:
-        yield f"postgresql://megadocs@127.0.0.1:{port}/postgres"
+def postgres_server():
+    with _server() as server:
+        yield server
+
+
+@pytest.fixture
+def postgres_url(postgres_server):
+    return postgres_server.url
 
 
 SECRET = "S3cr3t-pw-7f1c"
@@ -85,8 +52,8 @@ def password_server(monkeypatch, tmp_path):
     for name in ("PGPASSWORD", "PGPASSFILE"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("HOME", str(tmp_path / "home"))  # no ~/.pgpass of the machine's user
-    with _server(SECRET) as port:
-        yield port
+    with _server(SECRET) as server:
+        yield server.port
 
 
 def test_certification_on_postgresql(make_sweep, postgres_url):
@@ -142,7 +109,7 @@ def test_password_never_appears_in_any_output(make_sweep, workdir, password_serv
 
     # failing commands: a wrong password, and a server that is not there (the secret stays in the URL)
     for bad in (f"postgresql://megadocs:{SECRET}x@127.0.0.1:{password_server}/postgres",
-                f"postgresql://megadocs:{SECRET}@127.0.0.1:{_free_port()}/postgres"):
+                f"postgresql://megadocs:{SECRET}@127.0.0.1:{free_port()}/postgres"):
         path = make_sweep(name="t", ledger=bad)
         for command in [["search", "certify", "{sweep}", "--no-progress"], *READ_ONLY_COMMANDS]:
             status, err = run(command)
@@ -174,3 +141,42 @@ def test_password_from_the_environment_or_a_pgpass_file(make_sweep, workdir, pas
         assert status == 0, err
         assert [r["status"] for r in read_runs(path)] and all(r["status"] == "completed" for r in read_runs(path))
     assert SECRET not in out + err
+
+
+def test_the_ledger_waits_out_a_server_restart_and_goes_on(postgres_server, caplog):
+    """The server restarts under a controller (found by benchmarks/rehearsal.py: the controller
+    died with "server closed the connection unexpectedly"): the next ledger call waits until the
+    server is back and goes on in the same ledger."""
+    from megadocs.formats import RunMetrics, RunStatus
+    from search.ledger import Ledger
+
+    ledger = Ledger(postgres_server.url, "t")
+    trial = ledger.new_run("t/a", point={"lr": 0.003}, fixed={}, run_id="r1", run_dir="/runs/r1")
+    postgres_server.stop()
+    back = threading.Timer(3.0, postgres_server.start)
+    back.start()
+    try:
+        ledger.complete(trial, metrics=RunMetrics(status=RunStatus.COMPLETED, val_loss=1.25))  # waits meanwhile
+    finally:
+        back.join()
+    [record] = ledger.runs("t/a")
+    assert record.status is RunStatus.COMPLETED and record.loss == 1.25
+    assert ledger.study_names() == ["t/a"]  # the same ledger, nothing forked
+    assert "unreachable" in caplog.text and "reachable again" in caplog.text
+
+
+def test_a_ledger_gone_for_good_is_one_line_without_the_password(monkeypatch):
+    from megadocs.errors import UserError
+    from search import ledger as ledger_module
+
+    monkeypatch.setattr(ledger_module, "LEDGER_OUTAGE_S", 1.0)
+    monkeypatch.setattr(ledger_module, "RECONNECT_EVERY_S", 0.2)
+    with _server(SECRET) as server:
+        ledger = ledger_module.Ledger(f"postgresql://megadocs:{SECRET}@127.0.0.1:{server.port}/postgres", "t")
+        trial = ledger.new_run("t/a", point={"lr": 0.003}, fixed={}, run_id="r1", run_dir="/runs/r1")
+        server.stop()
+        with pytest.raises(UserError) as refused:
+            ledger.update(trial, reason="x")
+    message = str(refused.value)
+    assert "unreachable" in message and "megadocs:***@127.0.0.1" in message and SECRET not in message
+    assert "\n" not in message

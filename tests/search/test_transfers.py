@@ -80,6 +80,22 @@ def test_g_trend_compares_within_one_model_size():
     assert warning.startswith("simple (300m): certified loss rises with G")
 
 
+def test_g_trend_keeps_the_synthetic_only_ablation_apart():
+    """The paper's sweep certifies stitched G=32 mixed and synthetic only (mix 1, worse by
+    design): the rehearsal (benchmarks/rehearsal.py) saw them compared as one curve."""
+    from search.certify import Certificate, CertState
+    from search.status import CertificationSummary, RunCounts
+
+    def summary(name, g, loss, mix):
+        return CertificationSummary(
+            name=name, state=CertState.CERTIFIED, best=None, runs=RunCounts(),
+            certificate=Certificate({"lr": 0.003, "mix": mix}, loss, (), ()), path=(), bounds_hit=(),
+            fixed={"method": "stitched", "g": g})
+
+    assert g_trend_warnings([summary("stitched-g16", 16, 3.38, 0.75), summary("stitched-g32", 32, 3.37, 0.9),
+                             summary("stitched-g32-synthetic-only", 32, 3.44, 1.0)]) == []
+
+
 def test_g_trend_ignores_rises_within_noise_and_advises_by_warm_start():
     """A rise smaller than sds x sigma x sqrt(2) of the sweep's best noise estimate is seed noise;
     a search that already warm-starts from the smaller G is told to look at its runs instead."""

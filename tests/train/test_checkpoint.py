@@ -3,6 +3,7 @@ background writer snapshots at the step boundary, writes one file at a time and 
 
 from __future__ import annotations
 
+import errno
 import os
 import pickle
 import random
@@ -15,7 +16,13 @@ import torch
 
 from megadocs.errors import UserError
 from train import checkpoint
-from train.checkpoint import CheckpointWriter, checkpoint_path, load_checkpoint, save_checkpoint
+from train.checkpoint import (
+    CheckpointWriter,
+    checkpoint_path,
+    load_checkpoint,
+    read_checkpoint,
+    save_checkpoint,
+)
 
 
 def _parts(seed: int = 0):
@@ -139,3 +146,51 @@ def test_writer_reports_a_failed_write_on_wait(tmp_path, monkeypatch):
     with pytest.raises(OSError, match="No space left"):
         writer.wait()
     writer.wait()  # reported once
+
+
+@pytest.mark.parametrize("headroom", [20_000, 90_000])  # the write fails in torch's zip writer or at the flush
+def test_a_full_disk_during_a_checkpoint_keeps_the_previous_one_and_says_so(small_filesystem, headroom):
+    """The sweep rehearsal's disk-full fault on the real writer: the write fails with ENOSPC (not
+    torch's "unexpected pos" RuntimeError), the previous checkpoint loads unchanged, no temporary
+    file is left, and once space is back the next checkpoint is written."""
+    torch.manual_seed(0)
+    model = torch.nn.Linear(96, 96)  # ~37 KB of weights, ~110 KB per checkpoint with AdamW moments
+    optimizer = torch.optim.AdamW(model.parameters())
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
+    model(torch.randn(2, 96)).sum().backward()
+    optimizer.step()
+    writer = CheckpointWriter(small_filesystem)
+    writer.save(**_state(model, optimizer, scheduler, step=1))
+    writer.wait()
+    saved = model.weight.detach().clone()
+    filler = small_filesystem / "filler"
+    with open(filler, "wb", buffering=0) as handle:  # leave less room than one checkpoint
+        free = os.statvfs(small_filesystem).f_bavail * os.statvfs(small_filesystem).f_frsize
+        os.posix_fallocate(handle.fileno(), 0, free - headroom)
+
+    with torch.no_grad():
+        model.weight.add_(1.0)
+    writer.save(**_state(model, optimizer, scheduler, step=2))
+    with pytest.raises(OSError) as full:
+        writer.wait()
+    assert full.value.errno == errno.ENOSPC and "state.pt" in str(full.value), full.value
+    state = read_checkpoint(small_filesystem, identity="abc")
+    assert state["step"] == 1 and torch.equal(state["model"]["weight"], saved)
+    assert os.listdir(checkpoint_path(small_filesystem).parent) == ["state.pt"]  # no temporary file left
+
+    filler.unlink()
+    writer.save(**_state(model, optimizer, scheduler, step=3))
+    writer.wait()
+    assert read_checkpoint(small_filesystem, identity="abc")["step"] == 3
+
+
+def test_resuming_drops_a_log_line_the_full_disk_cut_short(tmp_path):
+    """A full disk cuts the training log's last line short (its write is partial): resuming keeps
+    the complete lines up to the checkpoint's step instead of failing on the torn one, and
+    re-running that run never succeeds otherwise."""
+    from train.run_dir import RunLifecycle
+
+    log = tmp_path / "log.jsonl"
+    log.write_text('{"step": 10, "loss": 5.1}\n{"step": 20, "loss": 4.2}\n{"step": 30, "loss": 3.9}\n{"step": 40, "lo')
+    RunLifecycle(tmp_path, "abc").truncate_log(20)
+    assert log.read_text() == '{"step": 10, "loss": 5.1}\n{"step": 20, "loss": 4.2}\n'

@@ -1,0 +1,119 @@
+"""Faults the sweep rehearsal (benchmarks/rehearsal.py) found, each pinned by a test: a controller
+killed while it was creating a trial, the ledger's server restarting under the controller, and
+submissions the run directories' full file system refuses."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+
+from megadocs.cli import main
+from search.ledger import ATTR_FIXED, ATTR_POINT, ATTR_RUN_ID, Ledger, read_runs
+from search.status import summarize
+
+from .conftest import calls
+
+
+def _ledger(path):
+    from search.sweep import load_sweep
+
+    sweep = load_sweep(path)
+    return sweep, Ledger(sweep.ledger_url, sweep.name)
+
+
+@pytest.mark.parametrize("described", [(ATTR_FIXED,), (ATTR_FIXED, ATTR_POINT), (ATTR_FIXED, ATTR_POINT, ATTR_RUN_ID)],
+                         ids=["no-point", "point", "run-id"])
+def test_a_trial_the_killed_controller_left_half_written_is_run_once(make_sweep, workdir, described):
+    """A controller SIGKILLed inside ``Ledger.new_run`` leaves a RUNNING trial with some of its
+    attributes (they are written one by one): the next controller runs its point (once), or
+    ignores a trial that names no point; it never crashes on one."""
+    path = make_sweep()
+    assert main(["search", "certify", str(path), "--no-progress", "--max-runs", "1"]) == 1  # the ledger exists
+    sweep, ledger = _ledger(path)
+    study = f"{sweep.name}/a"
+    point = {"lr": 0.003, "wd": 0.4, "epochs": 8}  # a neighbour of the start: the search wants it
+    attrs = {ATTR_POINT: point, ATTR_FIXED: {"method": "simple", "g": 4}, ATTR_RUN_ID: "r"}
+    trial = ledger.storage.create_new_trial(ledger.study_id(study))
+    ledger.update(trial, **{key: attrs[key] for key in described})
+
+    assert main(["search", "certify", str(path), "--no-progress"]) == 0
+    [summary] = summarize(path)
+    assert summary.state.value == "certified"
+    evaluated = [tuple(sorted((k, c[k]) for k in point)) for c in calls(workdir)]
+    assert len(evaluated) == len(set(evaluated))  # no point ran twice
+    runs = read_runs(path)
+    assert not [r for r in runs if r["status"] == "running"], runs  # nothing left hanging
+    assert all(r["run_id"] and r["run_dir"] for r in runs)
+
+
+def _tried_to_submit(path) -> bool:
+    """The controller recorded a run it is about to submit (trials are created first)."""
+    from search.ledger import LedgerMissing
+
+    try:
+        return any(r["status"] == "running" for r in read_runs(path))
+    except LedgerMissing:
+        return False
+
+
+def test_submissions_a_full_file_system_refuses_wait_for_space(make_sweep, workdir, small_filesystem):
+    """The sweep's output folder (run directories and submitit's job files) fills up: submitting
+    fails with ENOSPC. The controller keeps the runs and submits them again once there is room,
+    instead of dying with the traceback."""
+    path = make_sweep(executor={"kind": "local", "max_parallel": 3, "poll_s": 0.2, "max_retries": 0},
+                      grid={"lr": [0.001, 0.003, 0.01]}, start={"lr": 0.003},
+                      out=str(small_filesystem / "out"), ledger=f"sqlite:///{workdir / 'ledger.db'}")
+    filler = small_filesystem / "filler"
+    with open(filler, "wb", buffering=0) as handle:
+        stats = os.statvfs(small_filesystem)
+        os.posix_fallocate(handle.fileno(), 0, stats.f_bavail * stats.f_frsize)
+    controller = subprocess.Popen([sys.executable, "-m", "megadocs.cli", "search", "certify", str(path), "--no-progress"],
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.time() + 120
+        while not _tried_to_submit(path) and time.time() < deadline and controller.poll() is None:
+            time.sleep(0.2)
+        time.sleep(2)  # a few more tries
+        assert controller.poll() is None, controller.communicate()[1][-2000:]  # still alive
+        filler.unlink()
+        out, err = controller.communicate(timeout=180)
+    finally:
+        if controller.poll() is None:
+            controller.kill()
+    assert controller.returncode == 0, err[-2000:]
+    assert "cannot submit" in err and "No space left on device" in err
+    [summary] = summarize(path)
+    assert summary.state.value == "certified"
+    evaluated = [tuple(sorted(c.items())) for c in calls(workdir)]
+    assert len(evaluated) == len(set(evaluated)) == len(read_runs(path))
+
+
+def test_a_result_the_killed_controller_had_half_recorded_is_not_a_divergence(make_sweep, workdir):
+    """``Ledger.complete`` writes the trial's status and metrics, then commits its state and loss:
+    a controller SIGKILLed in between (the rehearsal's kill) left "completed" without a loss, which
+    the next controller read as a diverged run (loss +inf) and certified around. The trial's
+    Optuna state is the commit: the run is running until it is set, and is finished again."""
+    from megadocs.formats import RunMetrics, RunStatus
+    from search.ledger import ATTR_METRICS, ATTR_STATUS
+    from search.objective import make_objective
+
+    path = make_sweep()
+    assert main(["search", "certify", str(path), "--no-progress", "--max-runs", "1"]) == 1
+    sweep, ledger = _ledger(path)
+    optimum = {"lr": 0.003, "wd": 0.8, "epochs": 16}  # the bowl's optimum: a neighbour of the start
+    params = {**optimum, "method": "simple", "g": 4}
+    run_id = make_objective(sweep).identity(params)
+    trial = ledger.new_run(f"{sweep.name}/a", point=optimum, fixed={"method": "simple", "g": 4}, run_id=run_id,
+                           run_dir=str(sweep.out_dir / "runs" / run_id))
+    ledger.update(trial, **{ATTR_STATUS: RunStatus.COMPLETED.value,  # killed before the state and loss
+                            ATTR_METRICS: RunMetrics(status=RunStatus.COMPLETED, val_loss=2.84)})
+
+    assert main(["search", "certify", str(path), "--no-progress"]) == 0
+    [summary] = summarize(path)
+    assert summary.certificate.point == optimum and summary.to_dict()["certificate"]["soft_bounds"] == []
+    [record] = [r for r in read_runs(path) if r["point"] == optimum]
+    assert record["status"] == "completed" and record["loss"] is not None

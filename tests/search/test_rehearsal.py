@@ -1,0 +1,116 @@
+"""The rehearsal's pieces (search/rehearsal.py) without a cluster: the surrogate has the paper's
+shape and one optimum per certification, the rehearsal sweep is the paper's sweep, the job
+resumes from its checkpoint, and the audit's definitions of "run twice" and "retry" hold.
+The rehearsal itself, faults and all, is tests/slurm/test_rehearsal.py."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+from megadocs.formats import REAL
+from search.rehearsal import (
+    CONTROL_ENV,
+    JOURNAL,
+    OBJECTIVE,
+    SCALE_ENV,
+    SURROGATE,
+    Dispatch,
+    audit,
+    read_journal,
+    rehearsal_sweep,
+    rehearse,
+)
+from search.sweep import load_sweep
+
+PAPER = "search/examples/paper-300m.yaml"
+
+
+def _loss(params) -> float:
+    loss = SURROGATE.loss(params)
+    return math.inf if math.isnan(loss) else loss
+
+
+def test_every_certification_of_the_paper_has_one_optimum_near_the_published_ones():
+    """One local optimum per certification (so any order of results certifies the same point:
+    what lets a faulty rehearsal be compared with a fault-free one), at the published optima."""
+    sweep = load_sweep(PAPER)
+    for cert in sweep.certifications:
+        grid = sweep.grid_for(cert)
+        optima = [p for p in grid.points() if math.isfinite(_loss({**p, **cert.fixed}))
+                  and all(_loss({**n.point, **cert.fixed}) > _loss({**p, **cert.fixed}) for n in grid.neighbours(p))]
+        assert len(optima) == 1, (cert.name, optima)
+        [best] = optima
+        assert best["lr"] == 0.003 and 0.4 <= best["wd"] <= 1.6, (cert.name, best)
+        assert 8 <= best.get("epochs", 8) <= 32 and 0.75 <= best.get("mix", 0.75) <= 1.0, (cert.name, best)
+
+
+def test_the_surrogate_has_the_papers_results():
+    from analysis.efficiency import efficiency_ratio, load_reference_law
+
+    law = load_reference_law()
+    assert SURROGATE.tuned(REAL, 1) == 3.5544
+    ratios = {method: efficiency_ratio(SURROGATE.tuned(method, 32), 3.5544, alpha=law.alpha, E=law.E)
+              for method in ("simple", "stitched", "latent")}
+    assert ratios == pytest.approx({"simple": 1.48, "stitched": 1.64, "latent": 1.80}, abs=0.02)
+    for method in ("simple", "stitched", "latent"):  # tuned loss falls with G
+        losses = [SURROGATE.tuned(method, g) for g in (1, 2, 4, 8, 16, 32)]
+        assert losses == sorted(losses, reverse=True)
+        gain = {model: SURROGATE.tuned(REAL, 1, model) - SURROGATE.tuned(method, 32, model) for model in ("300m", "1.5b")}
+        assert gain["1.5b"] > gain["300m"]  # the student gains more
+    assert SURROGATE.tuned("stitched", 4) < SURROGATE.tuned("stitched-first", 4) < SURROGATE.tuned("stitched-none", 4)
+    point = {"lr": 0.01, "wd": 0.8, "epochs": 16, "mix": 0.75, "method": "simple", "g": 4}
+    assert math.isfinite(SURROGATE.loss(point)) and math.isnan(SURROGATE.loss({**point, "model": "1.5b"}))
+    assert SURROGATE.loss({**point, "seed": 1}) != SURROGATE.loss({**point, "seed": 2})  # seed noise
+    assert SURROGATE.loss(point) == SURROGATE.loss(dict(point))  # deterministic
+    ensemble = SURROGATE.ensemble_losses([3.56, 3.55, 3.57, 3.56])
+    assert ensemble == sorted(ensemble, reverse=True) and 3.31 < ensemble[-1] < 3.45
+
+
+def test_the_rehearsal_sweep_is_the_papers_with_the_surrogate_and_this_machine():
+    paper = load_sweep(PAPER)
+    sweep = rehearsal_sweep(paper, out="/tmp/out", ledger="postgresql://u@h/db", profile="slurm/profiles/local.yaml")
+    for field in ("name", "grid", "start", "certifications", "transfers", "ensembles", "noise", "seed_neighbours"):
+        assert getattr(sweep, field) == getattr(paper, field), field
+    assert sweep.executor.max_parallel == paper.executor.max_parallel
+    assert sweep.executor.max_retries == paper.executor.max_retries
+    assert (sweep.objective, sweep.executor.kind, sweep.ledger) == (OBJECTIVE, "slurm", "postgresql://u@h/db")
+    assert sweep.objective_version  # pinned: controllers restarted mid-rehearsal agree on identities
+
+
+def test_the_job_resumes_from_its_checkpoint_and_journals_what_it_did(tmp_path, monkeypatch):
+    monkeypatch.setenv(CONTROL_ENV, str(tmp_path))
+    monkeypatch.setenv(SCALE_ENV, "0")
+    run_dir = tmp_path / "run"
+    params = {"lr": 0.003, "wd": 0.8, "epochs": 16, "mix": 0.75, "method": "simple", "g": 4}
+    (run_dir / "checkpoint").mkdir(parents=True)
+    (run_dir / "checkpoint" / "state.json").write_text(json.dumps({"step": 3}))
+    metrics = rehearse(params, run_dir=run_dir)
+    assert metrics["val_loss"] == SURROGATE.loss(params)
+    start, done = read_journal(tmp_path)
+    assert start["event"] == "start" and start["resumed_from"] == 3
+    assert done["event"] == "done" and done["trained"] == metrics["steps"] - 3
+    assert json.loads((run_dir / "checkpoint" / "state.json").read_text())["step"] == metrics["steps"]
+    (tmp_path / JOURNAL).write_text((tmp_path / JOURNAL).read_text() + '{"cut sh')  # a killed writer's line
+    assert len(read_journal(tmp_path)) == 2
+
+
+def test_the_audit_tells_retries_and_requeues_from_runs_done_twice():
+    dispatches = [
+        Dispatch("1", "a", "FAILED", 10), Dispatch("2", "a", "COMPLETED", 20),  # OOM-killed, retried
+        Dispatch("3", "b", "NODE_FAIL", 10), Dispatch("3", "b", "COMPLETED", 12),  # requeued by SLURM
+        Dispatch("4", "c", "COMPLETED", 10), Dispatch("5", "c", "COMPLETED", 40),  # dispatched after its result
+        Dispatch("6", "d", "COMPLETED", 10), Dispatch("7", "d", "COMPLETED", 11),  # two jobs both completed
+        Dispatch("8", "e", "COMPLETED", 50),  # submitted in the second its result was recorded: its own
+    ]
+    recorded = {"a": (25.0, "2"), "b": (15.0, "3"), "c": (30.0, "4"), "d": (30.0, "6"), "e": (50.7, "8")}
+    journal = [{"run": "f", "event": "done", "t": 1.0, "trained": 5},
+               {"run": "f", "event": "done", "t": 2.0, "trained": 0},  # resumed from its last checkpoint
+               {"run": "g", "event": "done", "t": 1.0, "trained": 5},
+               {"run": "g", "event": "done", "t": 2.0, "trained": 5}]  # trained again
+    result = audit(dispatches, recorded, journal)
+    assert (result.runs, result.jobs, result.allocations) == (5, 8, 9)
+    assert (result.retries, result.requeues) == (3, 1)  # a, c, d have a second job; b a second allocation
+    assert sorted(result.run_twice) == ["c", "d", "g"], result.run_twice
