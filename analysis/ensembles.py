@@ -12,16 +12,20 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 
 from analysis.scaling import PowerLawFit, fit_groups
 from megadocs.errors import UserError
-from megadocs.formats import IID, REAL, RunDir, RunStatus, half_names
+from megadocs.formats import IID, REAL, RunDir, half_names
 from train.ensemble_report import EnsembleReport
+
+if TYPE_CHECKING:
+    from search.status import EnsembleSummary
 
 __all__ = ["load_ensemble_table", "score_ensemble_studies", "fit_ensembles", "compare_asymptotes"]
 
@@ -118,15 +122,17 @@ def load_ensemble_table(sources) -> pd.DataFrame:
 
 
 def score_ensemble_studies(
-    studies: dict[str, dict], out_dir: str | Path, **options: Any
+    studies: Mapping[str, EnsembleSummary], out_dir: str | Path, **options: Any
 ) -> tuple[list[str], dict[str, str]]:
-    """Score each ensemble study's completed member runs with train's ensemble API.
+    """Score each ensemble study's completed members at its source's current certified point
+    with train's ensemble API.
 
     Writes ``out_dir/NAME.json`` per study through `train.ensemble_cli.score_ensemble` (which
     resumes a half-written one) and returns the ``ALGORITHM=PATH`` sources for
-    :func:`load_ensemble_table` and, per study that could not be scored, the reason. ``studies``
-    is ``LedgerTables.ensembles``; ``options`` are fields of `train.ensemble_cli.EnsembleRequest`
-    (e.g. ``device="cpu"``, ``val=[STORE]``, ``context=64``).
+    :func:`load_ensemble_table` and, per study that could not be scored, the reason in one line
+    (``EnsembleSummary.refusal``: members of an earlier certified point are never mixed in).
+    ``studies`` is ``LedgerTables.ensembles``; ``options`` are fields of
+    `train.ensemble_cli.EnsembleRequest` (e.g. ``device="cpu"``, ``val=[STORE]``, ``context=64``).
     """
     from train.ensemble_cli import EnsembleRequest, score_ensemble
 
@@ -134,10 +140,11 @@ def score_ensemble_studies(
     sources: list[str] = []
     problems: dict[str, str] = {}
     for name, study in studies.items():
-        members = [d for d, status in zip(study["members"], study["statuses"]) if status == RunStatus.COMPLETED and d]
-        if len(members) < 2:
-            problems[name] = f"{len(members)} completed member(s); need at least 2"
+        refusal = study.refusal()
+        if refusal is not None:
+            problems[name] = refusal
             continue
+        members = study.completed
         missing = [d for d in members if not RunDir(d).has_model()]
         if missing:
             problems[name] = f"member {missing[0]} has no model/ (not a trained run?)"
@@ -148,7 +155,7 @@ def score_ensemble_studies(
         except UserError as exc:
             problems[name] = str(exc)
             continue
-        sources.append(f"{study.get('method') or name}={path}")
+        sources.append(f"{study.method}={path}")
     return sources, problems
 
 

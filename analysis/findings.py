@@ -15,10 +15,17 @@ from collections.abc import Iterable
 import pandas as pd
 
 from analysis.frame import BOUNDS
-from analysis.generation import BASELINE_METHOD, generation_table, loss_column, monotonicity
+from analysis.generation import (
+    BASELINE_METHOD,
+    RISE_TOLERANCE,
+    Rise,
+    generation_table,
+    loss_column,
+    monotonicity,
+)
 from search.grid import Bound
 
-__all__ = ["CLEAR_SDS", "pooled_noise", "noise_tolerance", "findings"]
+__all__ = ["CLEAR_SDS", "pooled_noise", "noise_tolerance", "rises_with_g", "findings"]
 
 CLEAR_SDS = 2.0
 """A gain or rise is clear beyond this many sds of a two-run difference."""
@@ -41,35 +48,40 @@ def noise_tolerance(sigma: float) -> float:
     return CLEAR_SDS * sigma * math.sqrt(2) if math.isfinite(sigma) else 0.0
 
 
+def rises_with_g(table: pd.DataFrame, sigma: float) -> tuple[str, list[Rise]]:
+    """Does the tuned loss rise with G? A one-sentence verdict for a user and the rises behind it.
+
+    With a noise estimate (``sigma`` finite) a rise counts beyond :func:`noise_tolerance`: only then
+    is it a search that did not converge. Without one, every rise above ``RISE_TOLERANCE`` is
+    listed, and the verdict says that it cannot be told from seed noise (never "failed").
+    """
+    known = math.isfinite(sigma)
+    tolerance = max(RISE_TOLERANCE, noise_tolerance(sigma))
+    rises = monotonicity(table, tolerance=tolerance, sigma=sigma if known else None)
+    if not known:
+        if not rises:
+            return "Tuned loss does not rise with G.", []
+        return ("Tuned loss rises with G, but the sweep has no noise estimate (set `noise: {repeats: 2}` or more), "
+                "so a rise this size cannot be told from seed noise.", rises)
+    limit = (f"beyond seed noise (more than {tolerance:.4f} nats, {CLEAR_SDS:g} sds of a two-run difference at the "
+             f"measured noise sd {sigma:.4f})")
+    if rises:
+        return (f"Tuned loss rises with G {limit}: a larger G can reuse a smaller G's hyperparameters, so the "
+                "larger G's search probably did not converge.", rises)
+    small = len(monotonicity(table))
+    return f"Tuned loss does not rise with G {limit}" + (
+        f" ({small} rise(s) smaller than the noise threshold)." if small else "."), []
+
+
 def _lr_epochs_bounds(bounds: Iterable[Bound]) -> list[str]:
     """Labels of the lr/epochs bounds among a certificate's (``"epochs upper"``), sorted."""
     return sorted(bound.label for bound in bounds if bound.axis in LR_EPOCHS)
 
 
-def findings(certifications: pd.DataFrame, *, law=None) -> list[str]:
-    """Markdown paragraphs (one per list item) for the report's "Findings" section."""
-    if certifications is None or len(certifications) == 0:
-        return ["Nothing certified yet: the ledger holds no certification."]
-    lines: list[str] = []
-    sigma = pooled_noise(certifications)
+def _comparison(baseline: pd.DataFrame, synthetic: pd.DataFrame, val_set: str, sigma: float,
+                noise_text: str) -> list[str]:
+    """The headline (does synthetic data help?) and the best tuned loss per algorithm."""
     tolerance = noise_tolerance(sigma)
-    sets = [s for s in ("iid", "objective") if loss_column(s) in certifications]
-    val_set = sets[0] if sets else "objective"
-    try:
-        table = generation_table(certifications, law=law, sets=[val_set])
-    except Exception as exc:  # UserError: no finished loss yet
-        return [f"Nothing to compare yet: {exc}."]
-    baseline = table[table["method"] == BASELINE_METHOD]
-    synthetic = table[table["method"] != BASELINE_METHOD]
-    noise_text = (
-        f"seed noise sd {sigma:.4f} nats (pooled over the repeats the certifications ran), so a difference "
-        f"of two single runs is clear beyond {tolerance:.4f}"
-        if tolerance else "seed noise was not measured (no `noise: repeats`), so no difference can be called clear"
-    )
-    if not len(baseline) or not len(synthetic):
-        lines.append(f"On the {val_set} loss ({noise_text}): the ledger lacks a "
-                     f"{'real-only baseline' if not len(baseline) else 'synthetic certification'} to compare.")
-        return lines
     base_loss = float(baseline["loss"].min())
     best_per_method = synthetic.loc[synthetic.groupby("method")["loss"].idxmin()].sort_values("loss")
     best = best_per_method.iloc[0]
@@ -91,11 +103,11 @@ def findings(certifications: pd.DataFrame, *, law=None) -> list[str]:
                 "Synthetic data hurts at this scale" if hurts else
                 "Synthetic data makes no difference beyond seed noise at this scale" if tolerance else
                 "Whether synthetic data helps cannot be told from single runs")
-    lines.append(
+    lines = [
         f"**{headline}.** Real-only baseline: {val_set} loss {base_loss:.4f}. Best synthetic: "
         f"{best['method']} at G={best['g']:g}, {float(best['loss']):.4f} ({gain:+.4f} nats vs the baseline, "
         f"{verdict(gain)}); {noise_text}."
-    )
+    ]
     per_method = [
         f"{row.method} {float(row.loss):.4f} at G={row.g:g} ({verdict(base_loss - float(row.loss))})"
         for row in best_per_method.itertuples()
@@ -107,19 +119,40 @@ def findings(certifications: pd.DataFrame, *, law=None) -> list[str]:
                     f"{float(second['loss']) - float(best['loss']):.4f} nats "
                     f"({verdict(float(second['loss']) - float(best['loss']))}).")
     lines.append(ranking)
+    return lines
 
-    single_g = synthetic.groupby("method")["g"].nunique().max() < 2
-    rises = monotonicity(table, tolerance=max(tolerance, 1e-3))
-    within = monotonicity(table)
-    if rises:
-        lines.append("Tuned loss rises with G beyond noise for " + "; ".join(
-            f"{r.method} (G={r.g_from:g} to {r.g_to:g}: {r.loss_from:.4f} to {r.loss_to:.4f})" for r in rises)
-            + ": those searches did not converge.")
-    elif single_g:
-        lines.append("One G per algorithm: nothing to say about the tuned loss as G grows.")
+
+def findings(certifications: pd.DataFrame, *, law=None) -> list[str]:
+    """Markdown paragraphs (one per list item) for the report's "Findings" section, for any sweep:
+    what it lacks (a baseline, a synthetic certification, a noise estimate) is said, not skipped."""
+    if certifications is None or len(certifications) == 0:
+        return ["Nothing certified yet: the ledger holds no certification."]
+    lines: list[str] = []
+    sigma = pooled_noise(certifications)
+    tolerance = noise_tolerance(sigma)
+    sets = [s for s in ("iid", "objective") if loss_column(s) in certifications]
+    val_set = sets[0] if sets else "objective"
+    try:
+        table = generation_table(certifications, law=law, sets=[val_set])
+    except Exception as exc:  # UserError: no finished loss yet
+        return [f"Nothing to compare yet: {exc}."]
+    baseline = table[table["method"] == BASELINE_METHOD]
+    synthetic = table[table["method"] != BASELINE_METHOD]
+    noise_text = (
+        f"seed noise sd {sigma:.4f} nats (pooled over the repeats the certifications ran), so a difference "
+        f"of two single runs is clear beyond {tolerance:.4f}"
+        if tolerance else "seed noise was not measured (no `noise: repeats`), so no difference can be called clear"
+    )
+    if len(baseline) and len(synthetic):
+        lines.extend(_comparison(baseline, synthetic, val_set, sigma, noise_text))
     else:
-        small = f" ({len(within)} rise(s) smaller than the noise threshold)" if within else ""
-        lines.append(f"Tuned loss does not rise with G beyond noise for any algorithm{small}.")
+        lines.append(f"On the {val_set} loss ({noise_text}): the ledger lacks a "
+                     f"{'real-only baseline' if not len(baseline) else 'synthetic certification'} to compare with.")
+    if len(synthetic) and synthetic.groupby("method")["g"].nunique().max() >= 2:
+        trend, rises = rises_with_g(table, sigma)
+        lines.append(" ".join([trend, *(rise.message() + "." for rise in rises)]))
+    elif len(synthetic):
+        lines.append("One G per algorithm: nothing to say about the tuned loss as G grows.")
 
     if "certified" in certifications:
         pending = [str(name) for name, done in zip(certifications["certification"], certifications["certified"])

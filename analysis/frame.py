@@ -45,7 +45,7 @@ exported tables carry this one, not ``bounds``),
 ``search.certify.Support``; None when not certified), ``extended`` (axes whose evidence lies
 beyond the listed grid, with the extension values, e.g. ``"epochs 128 (point)"``; "" when none),
 ``diverged_neighbours`` (the certificate's soft bounds, same form), ``noise_sd`` (pooled seed
-noise, None without repeats), ``repeats``, ``ties`` (neighbours within noise of the certified
+noise, None without repeats), ``warm_start`` (the certification it starts from, or None), ``repeats``, ``ties`` (neighbours within noise of the certified
 point), ``n_runs``, ``n_finished``, ``n_running``, ``n_failed``, ``path_length``, ``wall_time_s``
 (summed over the certification's runs), ``tokens_seen`` (summed) and the certified point's
 ``val_loss.<set>`` and ``bench.<task>`` columns (mean over its seeded repeats).
@@ -279,6 +279,7 @@ def certifications_frame(summaries: Iterable[CertificationSummary], runs: pd.Dat
             "extended": _format_extended(certificate),
             "diverged_neighbours": format_bounds(certificate.diverged if certificate else ()),
             "noise_sd": _number(summary.noise.sigma),
+            "warm_start": summary.warm_start,
             "repeats": summary.noise.repeats,
             "ties": len(certificate.ties) if certificate else 0,
             "n_runs": len(mine),

@@ -20,7 +20,7 @@ from analysis.scaling import PowerLawFit
 from megadocs.errors import UserError
 from megadocs.formats import IID, REAL
 
-__all__ = ["BASELINE_METHOD", "loss_column", "generation_table", "Rise", "monotonicity"]
+__all__ = ["BASELINE_METHOD", "loss_column", "generation_table", "main_set", "Rise", "monotonicity"]
 
 BASELINE_METHOD = REAL
 RISE_TOLERANCE = 1e-3
@@ -32,6 +32,13 @@ def loss_column(val_set: str) -> str:
     return "loss" if val_set == "objective" else VAL + val_set
 
 
+def main_set(table: pd.DataFrame) -> str:
+    """The validation set the curves are read on: ``iid`` when the runs report it (train's runs),
+    else the objective's own loss (a callable objective's sweep, e.g. search/examples/analytic.yaml)."""
+    sets = set(table["set"])
+    return IID if IID in sets else ("objective" if "objective" in sets else sorted(sets)[0])
+
+
 def generation_table(
     certifications: pd.DataFrame,
     *,
@@ -41,10 +48,11 @@ def generation_table(
     """Long table: one row per (validation set, method, G) with baseline, gain and efficiency.
 
     Columns: ``set``, ``certification``, ``method``, ``g``, ``certified``, ``bounds`` (records),
-    ``bounds_hit`` (their display form), ``loss``,
-    ``baseline_loss``, ``gain`` (baseline - loss), ``efficiency``, ``efficiency_low``,
-    ``efficiency_high``. Efficiency is only computed for the objective/iid sets: the reference
-    law is a law of i.i.d. loss vs real data, so it says nothing about other domains.
+    ``bounds_hit`` (their display form), ``warm_start``, ``loss``, ``baseline_loss``, ``gain``
+    (baseline - loss), ``efficiency``, ``efficiency_low``, ``efficiency_high``, ``efficiency_note``
+    (why a synthetic row has none: its loss or the baseline's is not above the law's asymptote E).
+    Efficiency is only computed for the objective/iid sets: the reference law is a law of i.i.d.
+    loss vs real data, so it says nothing about other domains.
 
     Raises:
         UserError: no certification has a loss.
@@ -69,14 +77,16 @@ def generation_table(
                 "method": row["method"],
                 "g": row["g"],
                 "certified": bool(row.get("certified", False)),
-                BOUNDS: row[BOUNDS],
-                "bounds_hit": row["bounds_hit"],
+                BOUNDS: row.get(BOUNDS, ()),
+                "bounds_hit": row.get("bounds_hit", ""),
+                "warm_start": row.get("warm_start"),
                 "loss": loss,
                 "baseline_loss": baseline_loss,
                 "gain": baseline_loss - loss,
                 "efficiency": math.nan,
                 "efficiency_low": math.nan,
                 "efficiency_high": math.nan,
+                "efficiency_note": None,
             }
             iid_like = val_set in ("objective", IID)
             if law is not None and iid_like and math.isfinite(baseline_loss) and row["method"] != BASELINE_METHOD:
@@ -85,6 +95,9 @@ def generation_table(
                     record["efficiency"] = result.ratio
                     if result.interval:
                         record["efficiency_low"], record["efficiency_high"] = result.interval
+                else:  # no amount of real data reaches a loss at or below the law's asymptote
+                    record["efficiency_note"] = (f"loss {min(loss, baseline_loss):.4f} is not above the reference "
+                                                 f"law's E={law.E:.4g}")
             rows.append(record)
     if not rows:
         raise UserError("generation scaling: no certification has a finished loss yet")
@@ -94,7 +107,8 @@ def generation_table(
 
 @dataclass
 class Rise:
-    """A tuned loss that went up from one G to the next: the larger G's search did not converge."""
+    """A tuned loss that went up from one G to the next. A larger G can reuse a smaller G's
+    hyperparameters, so a rise beyond seed noise means the larger G's search did not converge."""
 
     set: str
     method: str
@@ -104,29 +118,40 @@ class Rise:
     loss_to: float
     certification_from: str | None = None
     certification_to: str | None = None
+    warm_started: bool = False
+    """The larger G's certification already starts from the smaller G's certificate."""
+    sigma: float | None = None
+    """The seed-noise sd it was judged against (None: no noise estimate)."""
 
     def message(self) -> str:
-        advice = (
-            f"; set `warm_start: {self.certification_from}` on {self.certification_to}"
-            if self.certification_from and self.certification_to
-            else ""
-        )
-        return (
-            f"{self.method} [{self.set}]: tuned loss rose from G={self.g_from:g} ({self.loss_from:.4f}) to "
-            f"G={self.g_to:g} ({self.loss_to:.4f}); the search at G={self.g_to:g} probably did not "
-            f"converge (it could reuse the smaller G's hyperparameters){advice}"
-        )
+        """One line for a user: the rise, how it compares with the noise, and what to do."""
+        rise = self.loss_to - self.loss_from
+        size = (f"{rise / self.sigma:.1f} noise sds" if self.sigma else
+                "no noise estimate: it may be seed noise" if self.sigma is None else "noise sd 0")
+        text = (f"{self.method} [{self.set}]: tuned loss rose from G={self.g_from:g} ({self.loss_from:.4f}) to "
+                f"G={self.g_to:g} ({self.loss_to:.4f}), +{rise:.4f} nats ({size})")
+        if self.certification_from and self.certification_to:
+            if self.warm_started:
+                text += (f"; {self.certification_to} already starts from {self.certification_from}'s certificate, "
+                         "so look at its runs (`megadocs search status`)")
+            else:
+                text += (f"; `warm_start: {self.certification_from}` on {self.certification_to} would start its "
+                         f"search from G={self.g_from:g}'s optimum")
+        return text
 
 
-def monotonicity(table: pd.DataFrame, *, tolerance: float = RISE_TOLERANCE) -> list[Rise]:
-    """Rises of the tuned loss with G per (set, method); empty when every curve is non-increasing."""
+def monotonicity(table: pd.DataFrame, *, tolerance: float = RISE_TOLERANCE, sigma: float | None = None) -> list[Rise]:
+    """Rises of the tuned loss with G by more than ``tolerance`` per (set, method); empty when every
+    curve is non-increasing. ``sigma`` (the seed noise the tolerance came from) is kept on each rise."""
     rises = []
     for (val_set, method), group in table[table["method"] != BASELINE_METHOD].groupby(["set", "method"]):
         group = group.sort_values("g")
         previous = None
         for _, row in group.iterrows():
             if previous is not None and row["loss"] > previous["loss"] + tolerance:
+                source = previous.get("certification")
                 rises.append(Rise(val_set, method, previous["g"], row["g"], previous["loss"], row["loss"],
-                                  previous.get("certification"), row.get("certification")))
+                                  source, row.get("certification"),
+                                  warm_started=bool(source) and row.get("warm_start") == source, sigma=sigma))
             previous = row
     return rises

@@ -14,10 +14,9 @@ import pandas as pd
 
 from analysis.experiments import diversity_table
 from analysis.frame import certifications_frame, runs_frame
-from megadocs.formats import REAL
 
 if TYPE_CHECKING:
-    from search.status import CertificationSummary
+    from search.status import CertificationSummary, EnsembleSummary
 
 __all__ = ["LedgerTables", "load_sweep", "load_tables"]
 
@@ -32,8 +31,9 @@ class LedgerTables:
     summaries: list[CertificationSummary]
     grids: dict[str, dict[str, list[Any]]]
     """Each certification's grid {axis: values} (a certification may replace the sweep's)."""
-    ensembles: dict[str, dict[str, Any]]
-    """Ensemble studies: name -> {source, method, members (run dirs in member order), statuses, wanted}."""
+    ensembles: dict[str, EnsembleSummary]
+    """Ensemble studies by name: the members at the source's current certified point (only they
+    are scored) and the runs of an earlier certified point (``search.status.EnsembleSummary``)."""
     transfer_sources: dict[str, str] = field(default_factory=dict)
     """Transfer name -> the certification whose certified point it runs at."""
     diversity: pd.DataFrame | None = None
@@ -59,28 +59,10 @@ def _grids_of(sweep) -> dict[str, dict[str, list[Any]]]:
     return grids
 
 
-def _ensembles_of(sweep, runs: pd.DataFrame) -> dict[str, dict[str, Any]]:
-    """Member run directories of each ensemble study, in member order."""
-    found = {}
-    for ensemble in getattr(sweep, "ensembles", []):
-        mine = runs[runs["certification"] == f"ensemble/{ensemble.name}"] if len(runs) else runs
-        if len(mine):
-            mine = mine.sort_values("seed" if mine["member"].isna().all() else "member")
-        source = sweep.certification(ensemble.source) if hasattr(sweep, "certification") else None
-        found[ensemble.name] = {
-            "source": ensemble.source,
-            "method": (source.fixed if source is not None else {}).get("method", REAL),
-            "members": [] if not len(mine) else mine["run_dir"].tolist(),
-            "statuses": [] if not len(mine) else mine["status"].tolist(),
-            "wanted": ensemble.members,
-        }
-    return found
-
-
 def load_tables(sweep_path_or_obj) -> LedgerTables:
     """Read the runs and certification summaries of a sweep into the analysis tables."""
     from search.ledger import read_runs
-    from search.status import summarize
+    from search.status import summarize, summarize_ensembles
 
     sweep = load_sweep(sweep_path_or_obj)
     name = str(getattr(sweep, "name", "sweep"))
@@ -95,7 +77,7 @@ def load_tables(sweep_path_or_obj) -> LedgerTables:
         certifications=certifications_frame(summaries, runs),
         summaries=summaries,
         grids=_grids_of(sweep),
-        ensembles=_ensembles_of(sweep, runs),
+        ensembles={e.name: e for e in summarize_ensembles(sweep, summaries)},
         transfer_sources={t.name: t.source for t in getattr(sweep, "transfers", [])},
         diversity=diversity_table(getattr(sweep, "pools", {}) or {}, _gs_by_method(sweep)),
     )

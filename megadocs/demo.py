@@ -33,6 +33,7 @@ import yaml
 from megadocs.cli import examples
 from megadocs.errors import UserError
 from megadocs.formats import POOL_KIND, REAL, Algorithm, PoolKind, write_atomic, write_json
+from megadocs.procs import job_thread_environment
 from search.certify import CertifyExit
 
 __all__ = ["DemoScale", "FULL", "SMOKE", "run_demo", "register"]
@@ -180,8 +181,9 @@ class Demo:
         print("    $ megadocs " + shlex.join(args), flush=True)
         env = dict(os.environ)
         env.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
-        # Runs go two at a time; more intra-op threads than cores makes OpenMP spin and crawl.
-        env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 2) // MAX_PARALLEL)))
+        # Runs go MAX_PARALLEL at a time; more intra-op threads than cores makes OpenMP spin and crawl
+        # (the local executor applies the same policy to the sweep's jobs).
+        env.update(job_thread_environment(MAX_PARALLEL))
         status = subprocess.run(argv, env=env).returncode
         if status not in ok:
             raise UserError(

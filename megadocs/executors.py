@@ -2,11 +2,17 @@
 controller submitted), nothing else.
 
 - ``local``: submitit's LocalExecutor (one process per run on this machine). The controller caps
-  concurrency; jobs outlive a killed controller and are re-attached by pid + submitit folder.
+  concurrency; each job gets cores / ``max_parallel`` threads (:func:`megadocs.procs.job_thread_environment`)
+  and ignores the terminal's Ctrl-C, which only the controller sees: it then stops its jobs
+  (:meth:`Executor.on_interrupt`: SIGTERM, a train run saves a checkpoint and exits). Jobs outlive
+  a controller that is killed (SIGKILL, SIGTERM, a crash) and are re-attached by pid + submitit folder.
+  The shard arrays of ``gen`` and ``tokenize-pool`` (:func:`run_job_array`) leave Ctrl-C to their
+  tasks, which stop themselves on it.
 - ``debug``: in-process, run when first polled (tests, breakpoints); nothing survives a restart.
 - ``slurm``: submitit's AutoExecutor from a profile file (docs/architecture.md "SLURM profile");
   a batch is one job array; timeouts/preemptions requeue the Checkpointable run
-  (``max_requeues`` times) and the run resumes from its run directory.
+  (``max_requeues`` times) and the run resumes from its run directory. Jobs keep running when the
+  controller stops, Ctrl-C included, and are re-attached by the next one.
 
 Trust: a job id and folder given back to ``poll``/``alive`` come from the ledger, which others may
 write. A result pickle is read only from inside this executor's own folder (resolved, symlinks
@@ -17,6 +23,7 @@ from __future__ import annotations
 
 import math
 import os
+import signal
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
@@ -28,14 +35,17 @@ from typing import Any, Literal
 from pydantic import Field
 
 from megadocs.config import StrictModel, load_config
-from megadocs.procs import pid_alive
+from megadocs.procs import child_pids, child_process_settings, job_thread_environment, pid_alive
 from megadocs.trust import require_inside
 
 __all__ = ["JobState", "Poll", "Executor", "SlurmProfile", "make_executor", "load_profile", "check_array_executor",
            "run_job_array", "in_queue"]
 
 LOST_GRACE_S = 10.0
-"""A job that ended without a result file gets this long for the file to appear (slow NFS)."""
+"""A job that ended without a result file gets this long for the file to appear (slow NFS); a local
+job whose result is written gets this long to exit before it stops counting as running."""
+STOP_POLL_S = 0.2
+"""Seconds between checks while local jobs stop (:meth:`LocalExecutor.on_interrupt`)."""
 ARRAY_POLL_S = {"local": 1.0, "slurm": 10.0}
 """Seconds between polls of a job array's tasks (:func:`run_job_array`)."""
 QUEUE_CHECK_S = 30.0
@@ -123,6 +133,21 @@ class Executor(ABC):
             UntrustedPath: as :meth:`poll`.
         """
 
+    stops_on_interrupt: bool = False
+    """Whether :meth:`on_interrupt` stops jobs (local processes) or leaves them running (SLURM)."""
+
+    def on_interrupt(self, jobs: Sequence[tuple[str, str | None]], *, grace_s: float) -> list[str]:
+        """The controller was interrupted (Ctrl-C) with these jobs (id, folder) in flight: stop
+        them, or leave them to be re-attached. Called once, from the controller's main thread;
+        may block up to about ``grace_s`` (what a job gets to save a checkpoint).
+
+        Returns:
+            The ids of the jobs it stopped (the next controller submits them again); the others
+            keep running, or have ended, and the next controller re-attaches to or polls them.
+            Default: none stopped.
+        """
+        return []
+
 
 class _Submitit(Executor):
     def __init__(self, executor: Any, kind: str, folder: Path) -> None:
@@ -144,6 +169,10 @@ class _Submitit(Executor):
 
     @abstractmethod
     def _running(self, job: Any) -> bool: ...
+
+    def _exiting(self, job_id: str, job: Any) -> bool:
+        """True while a job that has written its result still holds its resources (default: never)."""
+        return False
 
     def _job(self, job_id: str, folder: str | None) -> Any:
         """This process's job, or one re-attached from the ledger's id and folder once both are
@@ -171,6 +200,8 @@ class _Submitit(Executor):
                 outcome, value = pickle_load(job.paths.result_pickle)
             except (EOFError, OSError):  # still being written
                 return Poll(JobState.RUNNING)
+            if self._exiting(job_id, job):
+                return Poll(JobState.RUNNING)
             if outcome == "success":
                 return Poll(JobState.DONE, value)
             return Poll(JobState.FAILED, reason=f"{_last_error_line(str(value))} (log: {job.paths.stderr})")
@@ -186,12 +217,27 @@ class _Submitit(Executor):
 
 
 class LocalExecutor(_Submitit):
-    def __init__(self, folder: Path, timeout_min: float) -> None:
+    stops_on_interrupt = True
+
+    def __init__(self, folder: Path, timeout_min: float, max_parallel: int, *, ctrl_c_to_jobs: bool = False) -> None:
+        """``ctrl_c_to_jobs``: the jobs receive the terminal's Ctrl-C too (the shard arrays of
+        ``gen`` and ``tokenize-pool``, whose tasks stop themselves on it); by default only the
+        controller does, and it stops its jobs (:meth:`on_interrupt`)."""
         import submitit
 
         executor = submitit.LocalExecutor(folder=folder)
         executor.update_parameters(timeout_min=timeout_min)
         super().__init__(executor, "local", folder)
+        self.environment = job_thread_environment(max_parallel)
+        self.ctrl_c_to_jobs = ctrl_c_to_jobs
+        self._result_seen: dict[str, float] = {}
+
+    def submit(self, tasks: Sequence[Callable[[], Any]]) -> list[str]:
+        # submitit's LocalExecutor starts each job with a copy of this process's environment and
+        # signal dispositions, and takes no others: the thread variables and an ignored SIGINT (the
+        # terminal's Ctrl-C is the controller's; it stops its jobs itself, see on_interrupt)
+        with child_process_settings(self.environment, ignore_sigint=not self.ctrl_c_to_jobs):
+            return super().submit(tasks)
 
     def _reattach(self, job_id: str, folder: Path) -> Any:
         from submitit.local.local import LocalJob
@@ -208,6 +254,41 @@ class LocalExecutor(_Submitit):
             return b"submitit" in Path(f"/proc/{job.job_id}/cmdline").read_bytes()
         except OSError:
             return True
+
+    def _exiting(self, job_id: str, job: Any) -> bool:
+        """A job whose result is written still runs until its process exits (a second or two of
+        interpreter teardown): it keeps its slot meanwhile, so that no more than ``max_parallel``
+        processes ever share the cores. One that hangs longer than LOST_GRACE_S stops counting."""
+        seen = self._result_seen.setdefault(job_id, time.time())
+        return self._running(job) and time.time() - seen < LOST_GRACE_S
+
+    def on_interrupt(self, jobs: Sequence[tuple[str, str | None]], *, grace_s: float) -> list[str]:
+        """Stop the jobs: SIGTERM to each job's submitit process, which hands it to the run (train
+        saves a checkpoint at the next step boundary and exits; the signal is repeated until it
+        does, since a job still importing has not installed its handler yet); whatever still runs
+        after ``grace_s`` is killed (a callable objective has nothing to save: grace 0)."""
+        stopping = [(job_id, int(job_id)) for job_id, folder in jobs if self.alive(job_id, folder)]
+        pids = [pid for _, pid in stopping]
+        deadline = time.time() + grace_s
+        while True:
+            running = [pid for pid in pids if pid_alive(pid)]
+            if not running or time.time() >= deadline:
+                break
+            for pid in running:
+                _signal(pid, signal.SIGTERM)
+            time.sleep(STOP_POLL_S)
+        for pid in running:  # past the grace: the run and its submitit process
+            for child in child_pids(pid):
+                _signal(child, signal.SIGKILL)
+            _signal(pid, signal.SIGKILL)
+        return [job_id for job_id, _ in stopping]  # the others had ended: the next controller polls them
+
+
+def _signal(pid: int, signum: int) -> None:
+    try:
+        os.kill(pid, signum)
+    except ProcessLookupError:
+        pass
 
 
 class SlurmExecutor(_Submitit):
@@ -318,16 +399,22 @@ class InProcessExecutor(Executor):
         self._results[job_id] = result
         return result
 
+    def on_interrupt(self, jobs: Sequence[tuple[str, str | None]], *, grace_s: float) -> list[str]:
+        """In-process jobs stopped with the controller (the interrupt hit the running one)."""
+        return [job_id for job_id, _ in jobs]
 
-def make_executor(config: Any, folder: Path, name: str = "megadocs", *, create: bool = True) -> Executor:
+
+def make_executor(config: Any, folder: Path, name: str = "megadocs", *, create: bool = True,
+                  ctrl_c_to_jobs: bool = False) -> Executor:
     """Build the executor of a sweep's ``executor:`` section (:class:`ExecutorConfig`); readers
-    (``create=False``) only look at jobs and create no folder."""
+    (``create=False``) only look at jobs and create no folder. ``ctrl_c_to_jobs``: see
+    :class:`LocalExecutor`."""
     if config.kind == "debug":
         return InProcessExecutor()
     if create:
         folder.mkdir(parents=True, exist_ok=True)
     if config.kind == "local":
-        return LocalExecutor(folder, config.timeout_min)
+        return LocalExecutor(folder, config.timeout_min, config.max_parallel, ctrl_c_to_jobs=ctrl_c_to_jobs)
     return SlurmExecutor(folder, load_profile(config.profile), config.max_parallel, name)
 
 
@@ -366,7 +453,7 @@ def run_job_array(tasks: Sequence[Callable[[], Any]], labels: Sequence[str], *, 
     if not tasks:
         return []
     config = ExecutorConfig(kind=kind, profile=profile, max_parallel=max(1, len(tasks)), timeout_min=timeout_min)
-    jobs = make_executor(config, folder, name)
+    jobs = make_executor(config, folder, name, ctrl_c_to_jobs=True)  # each shard task stops itself on Ctrl-C
     ids = jobs.submit(tasks)
     print(f"submitted {len(ids)} shard task(s) to {kind}: {', '.join(ids)} (logs: {folder})", file=sys.stderr)
     pending = dict(zip(ids, labels))

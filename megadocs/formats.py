@@ -48,6 +48,7 @@ __all__ = [
     "IID_LONG",
     "IID_SETS",
     "half_names",
+    "describe_validation_set",
     "RunStatus",
     "RunMetrics",
     "WindowCounts",
@@ -118,6 +119,22 @@ IID_SETS = (IID, IID_SHORT, IID_LONG)
 def half_names(name: str) -> tuple[str, str]:
     """The short/long-document halves of validation set ``name``: ``iid`` -> iid_short, iid_long."""
     return f"{name}_short", f"{name}_long"
+
+
+def describe_validation_set(name: str) -> str:
+    """What a validation-set name means, in a sentence for users (reports, the README's definitions).
+
+    >>> describe_validation_set("iid_long")
+    'iid_long: the iid loss on the tokens of the longer half of those held-out documents (ranked by length; a token counts in the half of the document it belongs to)'
+    """
+    if name == IID:
+        return (f"{IID}: loss on held-out documents of the training store (the same kind of text as the real "
+                "training data, never trained on): the objective every search minimises")
+    for half, side in zip(half_names(IID), ("shorter", "longer")):
+        if name == half:
+            return (f"{name}: the {IID} loss on the tokens of the {side} half of those held-out documents (ranked by "
+                    "length; a token counts in the half of the document it belongs to)")
+    return f"{name}: loss on an extra held-out store (`eval.extra` in the train config)"
 
 
 # --- run status and metrics ----------------------------------------------------------------

@@ -1,13 +1,21 @@
-"""Process-level helpers: liveness (every lock and leftover-cleanup), entry points' environment, and
-which process of a multi-process run this is (torch-free: every sweep job asks, most never need torch)."""
+"""Process-level helpers: liveness (every lock and leftover-cleanup), entry points' environment, the
+one policy for how many threads a job gets (:func:`job_thread_environment`), and which process of a
+multi-process run this is (torch-free: every sweep job asks, most never need torch)."""
 
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+import signal
+import threading
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 
-__all__ = ["pid_alive", "apply_environment_defaults", "world_from_env"]
+__all__ = ["pid_alive", "child_pids", "apply_environment_defaults", "available_cores", "threads_per_job",
+           "job_thread_environment", "child_process_settings", "world_from_env", "THREAD_VARIABLES"]
+
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS")
+"""What sets a job's intra-op threads: PyTorch's CPU kernels (OpenMP, MKL) read these at start."""
 
 
 def pid_alive(pid: int) -> bool:
@@ -27,6 +35,43 @@ def pid_alive(pid: int) -> bool:
         return True
 
 
+def child_pids(pid: int) -> list[int]:
+    """The direct children of ``pid`` on this host (Linux /proc; empty where unknown or gone)."""
+    try:
+        return [int(child) for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except (OSError, ValueError):
+        return []
+
+
+def available_cores() -> int:
+    """Cores this process may run on (its CPU affinity: a SLURM allocation or a taskset), else all."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def threads_per_job(parallel: int, cores: int | None = None) -> int:
+    """Intra-op threads for each of ``parallel`` jobs sharing ``cores`` (default: :func:`available_cores`).
+
+    PyTorch's OpenMP and MKL otherwise start one thread per core in *every* job: two tiny runs at
+    once on two cores then cost 48 CPU-s each instead of 13 (benchmarks/RESULTS.md, "local_threads").
+
+    >>> threads_per_job(2, cores=2), threads_per_job(4, cores=16), threads_per_job(8, cores=2)
+    (1, 4, 1)
+    """
+    cores = available_cores() if cores is None else cores
+    return max(1, cores // max(1, parallel))
+
+
+def job_thread_environment(parallel: int, cores: int | None = None) -> dict[str, str]:
+    """The thread variables (:data:`THREAD_VARIABLES`) for jobs that run ``parallel`` at a time on
+    this machine's cores, leaving out any the user's environment already sets (their choice wins).
+    The local job executor and ``megadocs demo`` apply it to the processes they start."""
+    threads = str(threads_per_job(parallel, cores))
+    return {name: threads for name in THREAD_VARIABLES if name not in os.environ}
+
+
 def apply_environment_defaults(defaults: Mapping[str, str]) -> None:
     """Set each variable that the environment does not already set (for CLI entry points only).
 
@@ -36,6 +81,32 @@ def apply_environment_defaults(defaults: Mapping[str, str]) -> None:
     """
     for name, value in defaults.items():
         os.environ.setdefault(name, value)
+
+
+@contextmanager
+def child_process_settings(environment: Mapping[str, str], *, ignore_sigint: bool = False) -> Iterator[None]:
+    """While active, this process's environment holds ``environment`` and (``ignore_sigint``, main
+    thread only) SIGINT is ignored; both are restored on exit. For starting child processes
+    through a library that copies the parent's environment and signal dispositions and takes no
+    others (submitit's local executor): the children keep both, this process only for the moment
+    of the start. A child started with SIGINT ignored keeps ignoring the terminal's Ctrl-C (Python
+    installs no KeyboardInterrupt handler then; ``train.loop`` respects it too). A Ctrl-C that
+    arrives in that moment is ignored (press it again).
+    """
+    saved = {name: os.environ.get(name) for name in environment}
+    os.environ.update(environment)
+    ignoring = ignore_sigint and threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN) if ignoring else None
+    try:
+        yield
+    finally:
+        if ignoring:
+            signal.signal(signal.SIGINT, previous)
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 def world_from_env(env: Mapping[str, str] | None = None) -> tuple[int, int, int]:

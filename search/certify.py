@@ -953,7 +953,8 @@ class Evaluator(ABC):
         """Block until at least one in-flight run resolves; return all that resolved.
 
         Called only while some run is in flight. Raises whatever stops the controller (e.g.
-        KeyboardInterrupt); runs keep going and are re-attached on the next start.
+        KeyboardInterrupt); what becomes of the runs in flight is the evaluator's (the controller's:
+        local runs stopped and run again, SLURM jobs re-attached on the next start).
         """
 
     def tick(self, strategies: Mapping[str, Strategy]) -> None:  # noqa: B027 - optional hook

@@ -8,6 +8,10 @@ import sys
 from megadocs.cli import examples
 from search.certify import CertifyExit  # light (stdlib + search.grid): the exit codes for --help
 
+RETRY_HINT = ("{n} failed point(s) block their certificates; a re-run does not run them again (a deterministic "
+              "failure would only fail again): fix the cause, then `megadocs search certify {sweep} --retry-failed`")
+"""What ``certify`` and ``status`` say under failed points (failures are kept, not retried, until asked)."""
+
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
@@ -23,11 +27,14 @@ def register(subparsers) -> None:
     certify = commands.add_parser(
         "certify",
         help="run (or resume) every certification of a sweep",
-        description="Certify every certification of SWEEP.yaml. Safe to kill and re-run: it re-attaches to "
-        "running jobs, adopts finished ones and never runs a point twice. Each run's curves are in "
-        "RUN/tensorboard (`tensorboard --logdir` the sweep's runs directory). Each certificate says what it "
-        "rests on: interior on every searched axis, leaning on search bound(s), axes not searched (one "
-        "value), the runs per point; a sweep's extend: lists values the search may append beyond a bound.",
+        description="Certify every certification of SWEEP.yaml. Safe to stop and re-run: it re-attaches to "
+        "running jobs, adopts finished ones and never runs a point twice. Ctrl-C stops the local runs in "
+        "flight (a train run saves a checkpoint first) and exits with status 130; the next certify resumes "
+        "them. SLURM jobs keep running and are re-attached. Failed points are kept until --retry-failed. "
+        "Curves: `tensorboard --logdir OUT/tensorboard` (OUT: the sweep's out directory) names each run "
+        "by its certification and point. Each certificate says what it rests on: interior on every searched "
+        "axis, leaning on search bound(s), axes not searched (one value), the runs per point; a sweep's "
+        "extend: lists values the search may append beyond a bound.",
         **examples("megadocs search certify search/examples/analytic.yaml",
                    "megadocs search certify search/examples/extend.yaml   # moves the epochs bound",
                    "megadocs search certify SWEEP.yaml --strategy tpe --max-runs 30",
@@ -41,7 +48,8 @@ def register(subparsers) -> None:
     certify.add_argument("--max-runs", type=int, default=None, metavar="N",
                          help="at most N runs per certification (default: until certified; tpe: min(grid, 50))")
     certify.add_argument("--retry-failed", action="store_true",
-                         help="run points again that failed (infrastructure) in an earlier controller")
+                         help="run points again that failed in an earlier controller (a re-run keeps "
+                         "failures, since a deterministic one would only fail again)")
     certify.add_argument("--no-progress", action="store_true", help="no progress line on stderr")
     certify.set_defaults(func=_certify)
 
@@ -119,7 +127,7 @@ def _configure_process(*, runs_jobs: bool) -> None:
 def _certify(args: argparse.Namespace) -> int:
     from megadocs.errors import UserError
     from search.certify import CertState, Support
-    from search.controller import run_sweep
+    from search.controller import SweepInterrupted, run_sweep
     from search.status import certify_exit, format_bases, format_table, g_trend_warnings, summarize
     from search.sweep import load_sweep
 
@@ -127,17 +135,23 @@ def _certify(args: argparse.Namespace) -> int:
         raise UserError(f"--max-runs: expected a positive number of runs, got {args.max_runs}")
     _configure_process(runs_jobs=True)
     sweep = load_sweep(args.sweep)
-    run_sweep(sweep, strategy=args.strategy, max_runs=args.max_runs, retry_failed=args.retry_failed,
-              progress=not args.no_progress)
+    try:
+        run_sweep(sweep, strategy=args.strategy, max_runs=args.max_runs, retry_failed=args.retry_failed,
+                  progress=not args.no_progress)
+    except SweepInterrupted as exc:  # Ctrl-C: one line, the status `megadocs train` exits with
+        print(exc.message(args.sweep), file=sys.stderr)
+        return 130
     summaries = summarize(sweep, args.strategy, max_runs=args.max_runs)
     print(format_table(summaries), end="")
     for line in format_bases(summaries):
         print(line)
-    _print_ensembles(sweep)
+    _print_ensembles(sweep, summaries)
     for warning in g_trend_warnings(summaries):
         print(f"warning: {warning}", file=sys.stderr)
+    failed = 0
     for s in summaries:
         for params, reason in s.blocked_by:
+            failed += 1
             print(f"{s.name}: blocked by {params}: {reason}", file=sys.stderr)
         if s.state is CertState.FAILED:
             if s.reason:
@@ -146,6 +160,8 @@ def _certify(args: argparse.Namespace) -> int:
             # the controller only stops early when the run budget is spent
             print(f"{s.name}: not certified: {s.reason or 'stopped'} ({s.state.value}); re-run with a larger "
                   f"--max-runs (or without it) to continue", file=sys.stderr)
+    if failed:
+        print(RETRY_HINT.format(n=failed, sweep=args.sweep), file=sys.stderr)
     if args.strategy != "certify":  # a baseline's best point need not be certifiable: only failures count
         return int(any(s.state is CertState.FAILED for s in summaries))
     status = certify_exit(summaries)
@@ -209,7 +225,7 @@ def _status(args: argparse.Namespace) -> int:
     print(format_table(summaries), end="")
     for line in format_bases(summaries):
         print(line)
-    _print_ensembles(sweep)
+    _print_ensembles(sweep, summaries)
     _print_transfers(sweep)
     _print_jobs(sweep)
     holder = Ledger(sweep.ledger_url, sweep.name, create=False).holder()
@@ -217,6 +233,9 @@ def _status(args: argparse.Namespace) -> int:
         print(f"controller: running on host {holder['host']}, pid {holder['pid']}, since {holder['since']}")
     for warning in g_trend_warnings(summaries):
         print(f"warning: {warning}")
+    failed = sum(len(s.blocked_by) for s in summaries)
+    if failed:
+        print(RETRY_HINT.format(n=failed, sweep=args.sweep))
     return 0
 
 
@@ -229,23 +248,26 @@ def _print_jobs(sweep) -> None:
 
     watch = JobWatch(sweep)
     for run in read_runs(sweep):
-        if run.status not in (RunStatus.RUNNING, RunStatus.FAILED) or not run.job_id:
+        running = run.status is RunStatus.RUNNING
+        if not (running or (run.status is RunStatus.FAILED and run.job_id)):
             continue
         point = " ".join(f"{k}={v}" for k, v in run.point.items())
+        if running and not run.job_id:  # stopped on purpose (Ctrl-C), or killed before submitting
+            print(f"{run.certification} {point}: stopped, no job ({run.reason or 'not submitted yet'}); "
+                  "`megadocs search certify` runs it again")
+            continue
         reason = f": {run.reason}" if run.status is RunStatus.FAILED and run.reason else ""
         status = run.status.value
-        if run.status is RunStatus.RUNNING and not watch.alive(run.job_id, run.job_folder):
+        if running and not watch.alive(run.job_id, run.job_folder):
             status = "stopped (its job is gone; `megadocs search certify` resumes it)"
         print(f"{run.certification} {point}: {status}, job {run.job_id} (attempt {run.attempts}){reason}")
 
 
-def _print_ensembles(sweep) -> None:
+def _print_ensembles(sweep, summaries) -> None:
     from search.status import summarize_ensembles
 
-    for ens in summarize_ensembles(sweep):
-        runs = ens["runs"]
-        print(f"ensemble {ens['name']} (from {ens['source']}): {runs['finished']}/{ens['members']} members finished, "
-              f"{runs['running']} running, {runs['failed']} failed")
+    for ens in summarize_ensembles(sweep, summaries):
+        print(ens.describe())
 
 
 def _print_transfers(sweep) -> None:

@@ -6,6 +6,12 @@ end with :class:`LedgerEvaluator`. Killing it at any moment loses nothing: every
 is a RUNNING trial carrying its job id and submitit folder before the controller waits on it,
 and every finished job's result sits in its run directory and submitit folder until adopted.
 
+Stopping it on purpose (Ctrl-C, or a job's user error that stops the sweep) hands the runs in
+flight to the executor (``Executor.on_interrupt``): local runs are stopped (a train run saves a
+checkpoint first) and their trials lose their job, so the next ``certify`` submits them again
+(resuming from the checkpoint, without spending a retry); SLURM jobs keep running and are
+re-attached. Either way no more than ``max_parallel`` runs are ever in flight.
+
 Deduplication: a run's identity is the hash of its full config (``objective.identity``). A
 point whose run already finished anywhere in the sweep (another certification, a baseline
 strategy, an earlier controller) is adopted without running; one in flight is shared.
@@ -25,7 +31,7 @@ from megadocs.errors import UserError
 from megadocs.executors import Executor, JobState, make_executor
 from megadocs.formats import RunDir, RunMetrics, RunStatus
 from megadocs.provenance import read as read_provenance
-from megadocs.trust import require_inside
+from megadocs.trust import UntrustedPath, require_inside
 from search.certify import (
     CertifySearch,
     Evaluator,
@@ -60,11 +66,33 @@ from search.ledger import (
 from search.objective import INVALID, MinusInfLoss, ObjectiveReturnError, make_objective, normalise_metrics
 from search.sweep import Sweep
 
-__all__ = ["run_sweep", "LedgerEvaluator", "TaskInfo", "build_strategies", "STRATEGIES"]
+__all__ = ["run_sweep", "LedgerEvaluator", "TaskInfo", "build_strategies", "STRATEGIES", "SweepInterrupted"]
 
 log = logging.getLogger(__name__)
 
 STRATEGIES = ("certify", "grid", "tpe")
+
+
+class SweepInterrupted(KeyboardInterrupt):
+    """Ctrl-C stopped the controller: how many local runs it stopped, which jobs keep running."""
+
+    def __init__(self, stopped: int, running: Sequence[str], kind: str, *, again: bool = False) -> None:
+        super().__init__(f"{stopped} run(s) stopped, {len(running)} left running")
+        self.stopped, self.running, self.kind, self.again = stopped, list(running), kind, again
+
+    def message(self, sweep_file: str) -> str:
+        """The one line ``megadocs search certify`` prints (exit status 130)."""
+        rerun = f"`megadocs search certify {sweep_file}`"
+        if self.again:
+            return (f"interrupted again: local runs may still be stopping; {rerun} re-attaches any that still run "
+                    "and resumes the others")
+        parts = []
+        if self.stopped:
+            parts.append(f"{self.stopped} run(s) stopped (train runs saved a checkpoint); {rerun} resumes them")
+        if self.running:
+            stop = f" (scancel {' '.join(self.running)} to stop them)" if self.kind == "slurm" else ""
+            parts.append(f"{len(self.running)} {self.kind} job(s) keep running{stop}; {rerun} re-attaches them")
+        return "interrupted: " + ("; ".join(parts) if parts else f"nothing was running; {rerun} continues")
 
 
 @dataclass
@@ -203,6 +231,7 @@ class LedgerEvaluator(Evaluator):
                 extra[ATTR_MEMBER] = int(request.point["seed"]) - info.seed_offset
             trial_id = self.ledger.new_run(info.study, point=point, fixed=fixed, run_id=run_id,
                                            run_dir=str(run_dir), grid=info.grid, extra=extra)
+            self.objective.link(self.sweep.out_dir, request.task, request.point, run_dir)
             subscriber = _Subscriber(request.task, request.point, trial_id)
             if run_id in self._done:
                 done = self._done[run_id]
@@ -241,7 +270,39 @@ class LedgerEvaluator(Evaluator):
         if self.progress:
             self.progress.update(strategies, len(self._inflight))
 
+    def stop(self, why: str) -> tuple[int, list[str]]:
+        """The controller ends before the sweep does (``why``): hand the runs in flight to the
+        executor (:meth:`Executor.on_interrupt`). A stopped run's trials lose their job (and the
+        attempt it used), so the next controller submits them again without counting a retry.
+
+        Returns:
+            How many runs were stopped, and the job ids that keep running (re-attached next time).
+        """
+        runs = [run for run in self._inflight.values() if run.job_id and self._trusted(run)]
+        if not runs:
+            return 0, []
+        if self.executor.stops_on_interrupt:
+            print(f"{why}: stopping {len(runs)} local run(s) (a train run saves a checkpoint first; Ctrl-C again "
+                  "to stop waiting)", file=sys.stderr, flush=True)
+        stopped = set(self.executor.on_interrupt([(run.job_id, run.job_folder) for run in runs],
+                                                 grace_s=self.objective.stop_grace_s))
+        for run in runs:
+            if run.job_id in stopped:
+                reason = f"{why} during attempt {run.attempts}"
+                for subscriber in run.subscribers:
+                    self.ledger.update(subscriber.trial_id, **{ATTR_JOB_ID: None, ATTR_JOB_FOLDER: None,
+                                                               ATTR_ATTEMPTS: run.attempts - 1, ATTR_REASON: reason})
+        return len(stopped), [run.job_id for run in runs if run.job_id not in stopped]
+
     # -- internals -------------------------------------------------------------------------
+
+    def _trusted(self, run: _Run) -> bool:
+        """Whether the run's job is one this controller may signal (its folder is the sweep's own)."""
+        try:
+            self.executor.alive(run.job_id, run.job_folder)
+        except UntrustedPath:
+            return False
+        return True
 
     def _job_attrs(self, run: _Run) -> dict[str, Any]:
         return {ATTR_JOB_ID: run.job_id, ATTR_JOB_FOLDER: run.job_folder, ATTR_ATTEMPTS: run.attempts}
@@ -327,24 +388,6 @@ class LedgerEvaluator(Evaluator):
 # ------------------------------------------------------------------------------ building
 
 
-EPOCH_AXES = ("epochs", "synthetic_epochs")
-"""The axes that set a run's length: real epochs, and synthetic epochs of a synthetic-only run."""
-
-
-def _ensemble_points(point: Mapping[str, Any], members: int, multiplier: float, offset: int,
-                     axes: Mapping[str, Sequence[Any]]) -> list[dict[str, Any]]:
-    """Members at the certified point with every epochs axis (:data:`EPOCH_AXES`: a synthetic-only
-    point's length is its ``synthetic_epochs``) times ``multiplier`` (nearest integer when the
-    grid's axis is integer-valued; need not be on the grid) and seeds offset..offset+members-1."""
-    base = dict(point)
-    for axis in EPOCH_AXES:
-        if axis in base and multiplier != 1:
-            epochs = base[axis] * multiplier
-            integral = all(float(v).is_integer() for v in axes.get(axis, [1]))
-            base[axis] = max(1, int(round(epochs))) if integral else epochs
-    return [{**base, "seed": offset + k} for k in range(members)]
-
-
 def build_strategies(sweep: Sweep, ledger: Ledger, strategy: str = "certify",
                      max_runs: int | None = None, seed: int = 0) -> tuple[list[Strategy], dict[str, TaskInfo]]:
     """The strategies of a sweep (one per certification, plus ensembles under ``certify``) and how
@@ -390,8 +433,8 @@ def build_strategies(sweep: Sweep, ledger: Ledger, strategy: str = "certify",
                                                        "source": ens.source, "members": ens.members,
                                                        "epochs_multiplier": ens.epochs_multiplier})
             tasks[task] = TaskInfo(study, dict(cert.fixed), grid.names, None, seed_offset=ens.seed_offset)
-            strategies.append(FixedPoints(task, waits_for=ens.source, make_points=lambda p, e=ens, a=grid.as_mapping():
-                                          _ensemble_points(p, e.members, e.epochs_multiplier, e.seed_offset, a)))
+            strategies.append(FixedPoints(task, waits_for=ens.source,
+                                          make_points=lambda p, e=ens, a=grid.as_mapping(): e.member_points(p, a)))
         for transfer in sweep.transfers:
             grid = sweep.grid_for(sweep.certification(transfer.source))
             task = f"transfer/{transfer.name}"
@@ -404,19 +447,24 @@ def build_strategies(sweep: Sweep, ledger: Ledger, strategy: str = "certify",
 
 
 class Progress:
-    """A tqdm line on stderr: runs finished/running and each certification's state."""
+    """Runs finished and in flight, and each certification's state, on stderr: one tqdm line that
+    redraws on a terminal; elsewhere (a log file, CI) a plain line each time something changes."""
 
-    def __init__(self) -> None:
+    def __init__(self, stream: Any = None) -> None:
         from tqdm import tqdm
 
-        self.bar = tqdm(desc="certify", unit="run", file=sys.stderr, dynamic_ncols=True)
-        self.finished = 0
+        self.stream = stream if stream is not None else sys.stderr
+        self.live = bool(getattr(self.stream, "isatty", lambda: False)())
+        self.bar = tqdm(desc="certify", unit="run", file=self.stream, dynamic_ncols=True) if self.live else None
+        self.finished, self.running, self.states = 0, 0, ""
+        self._shown: tuple[int, int, str] | None = None
 
     def update(self, strategies: Mapping[str, Strategy], running: int) -> None:
         finished = sum(
             sum(o.state.value == "finished" for o in getattr(s, "outcomes", {}).values()) for s in strategies.values()
         )
-        self.bar.update(max(0, finished - self.finished))
+        if self.bar is not None:
+            self.bar.update(max(0, finished - self.finished))
         self.finished = finished
         states = []
         for name, strategy in strategies.items():
@@ -425,13 +473,24 @@ class Progress:
             else:
                 state = "waiting" if strategy.waits_for else ("done" if strategy.done() else "running")
             states.append(f"{name}:{state}")
-        self.bar.set_postfix_str(f"running {running} | " + " ".join(states), refresh=True)
+        self.states = " ".join(states)
+        self.refresh_running(running)
 
     def refresh_running(self, running: int) -> None:
-        self.bar.refresh()
+        """Show the runs in flight now (called while the controller waits, after dispatches)."""
+        self.running = running
+        shown = (self.finished, running, self.states)
+        if self.bar is not None:
+            self.bar.set_postfix_str(f"running {running} | {self.states}", refresh=True)
+        elif shown != self._shown:
+            print(f"certify: {self.finished} finished, {running} running | {self.states}", file=self.stream,
+                  flush=True)
+        self._shown = shown
 
     def close(self) -> None:
-        self.bar.close()
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
 
 
 def run_sweep(sweep: Sweep, *, strategy: str = "certify", max_runs: int | None = None,
@@ -440,7 +499,10 @@ def run_sweep(sweep: Sweep, *, strategy: str = "certify", max_runs: int | None =
 
     Raises:
         ControllerBusy: another live controller holds the sweep.
-        UserError: a bad objective, profile or ledger.
+        UserError: a bad objective, profile or ledger, or a job's deterministic error (local runs
+            in flight are stopped first, see the module docstring).
+        SweepInterrupted: Ctrl-C (a KeyboardInterrupt), after the runs in flight were handed to
+            the executor.
     """
     objective = make_objective(sweep)
     for cert in sweep.certifications:  # a bad train config or pool fails now, in one line, not mid-sweep
@@ -460,6 +522,17 @@ def run_sweep(sweep: Sweep, *, strategy: str = "certify", max_runs: int | None =
         try:
             evaluator.restore(strategies)
             drive(strategies, evaluator)
+        except KeyboardInterrupt:
+            if display:
+                display.close()
+            try:
+                stopped, running = evaluator.stop("interrupted")
+            except KeyboardInterrupt:
+                raise SweepInterrupted(0, [], executor.kind, again=True) from None
+            raise SweepInterrupted(stopped, running, executor.kind) from None
+        except UserError:
+            evaluator.stop("stopped by an error")
+            raise
         finally:
             if display:
                 display.close()

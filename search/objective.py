@@ -16,7 +16,12 @@ Two objectives:
 The job is a :class:`RunTask`, a submitit ``Checkpointable``: on SLURM timeout/preemption it is
 requeued as is and resumes from its run directory. A task holds an exclusive lock on its run
 directory and returns an existing ``metrics.json`` without running, so a run is never computed
-twice, even if it was (re)submitted twice.
+twice, even if it was (re)submitted twice. A :class:`~megadocs.errors.UserError` inside a job (a
+store or pool that is not there, a config train refuses) is deterministic: the job returns it as
+an ``invalid`` result, which the controller reports in one line instead of retrying it.
+
+Each train run of a sweep is also linked as ``{out}/tensorboard/{certification}/{point}``
+(:func:`link_tensorboard`), so ``tensorboard --logdir {out}/tensorboard`` shows runs by name.
 """
 
 from __future__ import annotations
@@ -45,10 +50,13 @@ from megadocs.provenance import write as write_provenance
 from search.sweep import TRAIN_AXES, Sweep
 
 __all__ = ["RunTask", "CallableObjective", "TrainObjective", "make_objective", "normalise_metrics",
-           "ObjectiveReturnError", "MinusInfLoss", "INVALID"]
+           "ObjectiveReturnError", "MinusInfLoss", "INVALID", "TENSORBOARD_LINKS", "point_label", "link_tensorboard"]
 
 INVALID = "invalid"
-"""A job's result status when the objective returned no loss (never written to metrics.json)."""
+"""A job's result status when the objective returned no loss or the job met a user error (never
+written to metrics.json): not retried, the controller stops with its one line."""
+TENSORBOARD_LINKS = "tensorboard"
+"""``{out}/tensorboard/{certification}/{point}`` links to each run's ``RUN/tensorboard``."""
 
 
 class ObjectiveReturnError(ValueError):
@@ -125,9 +133,15 @@ class RunTask(submitit.helpers.Checkpointable):
         self.objective = objective
         self.train_config = dict(train_config) if train_config is not None else None
 
-    def __call__(self) -> RunMetrics:
+    def __call__(self) -> RunMetrics | dict[str, Any]:
         run_dir = RunDir(self.run_dir)
         run_dir.path.mkdir(parents=True, exist_ok=True)
+        try:
+            return self._run(run_dir)
+        except UserError as exc:  # deterministic: the same job would fail the same way again
+            return {"status": INVALID, "error": str(exc)}
+
+    def _run(self, run_dir: RunDir) -> RunMetrics | dict[str, Any]:
         rank, world_size, _ = world_from_env()
         if world_size > 1 and self.train_config is None:
             raise UserError(f"objective {self.objective}: a callable objective runs as one task; use "
@@ -171,8 +185,11 @@ class RunTask(submitit.helpers.Checkpointable):
         try:
             return run(config, run_dir.path)  # train writes metrics.json itself
         except Preempted as exc:
-            # SIGTERM (scontrol requeue, preemption, scancel): the checkpoint is saved. Exit without
-            # a submitit result, which would read as a failed run while SLURM runs the job again.
+            if exc.interrupted:  # Ctrl-C of an in-process (debug) run: the controller's to handle
+                raise KeyboardInterrupt from exc
+            # SIGTERM (scontrol requeue, preemption, scancel, a controller stopping its local jobs):
+            # the checkpoint is saved. Exit without a submitit result, which would read as a failed
+            # run while SLURM runs the job again.
             raise SystemExit(3) from exc
 
 
@@ -190,6 +207,9 @@ def module_source_hash(path: str) -> str:
 
 
 class CallableObjective:
+    stop_grace_s = 0.0
+    """Seconds a run gets to stop when its controller is interrupted: nothing to save here."""
+
     def __init__(self, path: str, version: str | None = None) -> None:
         import_callable(path)  # fail early, in the controller, with one line
         self.path = path
@@ -202,6 +222,9 @@ class CallableObjective:
         """The job of one point; `group` (the certification) only labels train's trackers."""
         return RunTask(str(run_dir), params, objective=self.path)
 
+    def link(self, out_dir: Path, task: str, point: Mapping[str, Any], run_dir: Path) -> None:
+        """Nothing to link: a callable objective's runs write no TensorBoard events."""
+
 
 def _set(config: dict, dotted: str, value: Any) -> None:
     *parents, leaf = dotted.split(".")
@@ -212,6 +235,10 @@ def _set(config: dict, dotted: str, value: Any) -> None:
 
 class TrainObjective:
     """The default objective: one train/ run per point (see the module docstring)."""
+
+    stop_grace_s = 120.0
+    """Seconds a local run gets to stop when its controller is interrupted: the step in progress
+    and a checkpoint (seconds at toy scale; a 1.5b model's 18.5 GB state takes longer)."""
 
     def __init__(self, sweep: Sweep) -> None:
         self.base = copy.deepcopy(sweep.train or {})
@@ -270,6 +297,36 @@ class TrainObjective:
         if group is not None and config["tracking"]["group"] is None:
             config["tracking"]["group"] = group
         return RunTask(str(run_dir), params, train_config=config)
+
+
+    def link(self, out_dir: Path, task: str, point: Mapping[str, Any], run_dir: Path) -> None:
+        """Name the run in TensorBoard by its certification and point (:func:`link_tensorboard`)."""
+        link_tensorboard(out_dir / TENSORBOARD_LINKS, task, point, run_dir)
+
+
+def point_label(point: Mapping[str, Any]) -> str:
+    """A point as a short file name: ``lr=0.01,wd=0.1,epochs=8`` (repeats and members add ``seed``).
+
+    >>> point_label({"lr": 0.01, "wd": 0.1, "epochs": 8, "seed": 1})
+    'lr=0.01,wd=0.1,epochs=8,seed=1'
+    """
+    return ",".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in point.items())
+
+
+def link_tensorboard(links_dir: Path, task: str, point: Mapping[str, Any], run_dir: Path) -> None:
+    """``links_dir/{task}/{point}`` -> ``run_dir/tensorboard`` (relative, replaced atomically when a
+    point's run changes). TensorBoard names a run by its path under ``--logdir``, and follows the
+    link (measured with tensorboard 2.21); a run that several certifications share appears under
+    each. The target may not exist yet: the run creates it when it starts."""
+    link = links_dir / task / point_label(point)
+    target = os.path.relpath(Path(run_dir) / RunDir.TENSORBOARD, link.parent)
+    if link.is_symlink() and os.readlink(link) == target:
+        return
+    link.parent.mkdir(parents=True, exist_ok=True)
+    temporary = link.with_name(f".{link.name}.{os.getpid()}")
+    temporary.unlink(missing_ok=True)
+    temporary.symlink_to(target)
+    os.replace(temporary, link)
 
 
 def make_objective(sweep: Sweep) -> CallableObjective | TrainObjective:

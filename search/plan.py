@@ -51,8 +51,7 @@ from typing import Any
 from megadocs import megadoc, pools
 from megadocs.errors import UserError
 from megadocs.formats import POOL_KIND, PoolKind
-from search.certify import CertifySearch, drive
-from search.controller import EPOCH_AXES
+from search.certify import SEED, CertifySearch, drive
 from search.grid import Grid
 from search.landscapes import random_landscape
 from search.objective import TrainObjective
@@ -309,11 +308,8 @@ def sweep_plan(sweep: Sweep, *, mfu: float, peak_tflops: float, simulations: int
         entry = {"name": ens.name, "from": ens.source, "runs": ens.members}
         if coster is not None:
             source = sweep.certification(ens.source)
-            point = _point(source, sweep.start_for(source))
-            for axis in EPOCH_AXES:
-                if axis in point:
-                    point[axis] = int(round(point[axis] * ens.epochs_multiplier))
-            entry["gpu_hours"] = ens.members * coster.cost(point)["gpu_hours"]
+            first = ens.member_points(_point(source, sweep.start_for(source)), sweep.grid_for(source).as_mapping())[0]
+            entry["gpu_hours"] = ens.members * coster.cost({k: v for k, v in first.items() if k != SEED})["gpu_hours"]
         ensembles.append(entry)
     transfers = []
     for transfer in sweep.transfers:  # one run of another method at the source's certified point

@@ -19,8 +19,9 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from megadocs.formats import RunStatus, dumps_json
+from megadocs.formats import REAL, RunStatus, dumps_json
 from search.certify import (
+    SEED,
     Certificate,
     CertifyExit,
     CertifySearch,
@@ -30,13 +31,15 @@ from search.certify import (
     NoiseEstimate,
     RunState,
     Support,
+    point_key,
 )
 from search.grid import Bound, Side, values_equal
 from search.ledger import STUDY_START, Ledger, RunRecord, StudyKind, replay, study_name
 from search.sweep import SYNTHETIC_ONLY_MIX
 
 __all__ = ["CertificationSummary", "BestPoint", "RunCounts", "Compute", "summarize", "summarize_ensembles",
-           "g_trend_warnings", "format_table", "format_bases", "format_extensions", "to_json", "JobWatch", "certify_exit"]
+           "EnsembleSummary", "EnsembleMember", "g_trend_warnings", "format_table", "format_bases",
+           "format_extensions", "to_json", "JobWatch", "certify_exit"]
 
 
 
@@ -262,25 +265,99 @@ def summarize(sweep, strategy: str = "certify", max_runs: int | None = None, *,
     return summaries
 
 
-def summarize_ensembles(sweep) -> list[dict[str, Any]]:
-    """One dict per ensemble: ``name``, ``source``, ``members`` (wanted), ``runs`` ({finished,
-    running, failed}), ``run_dirs`` (finished members' run directories, by member index)."""
+@dataclass(frozen=True)
+class EnsembleMember:
+    """One trial of an ensemble study: its grid point (axes and ``seed``), state and run directory."""
+
+    member: int | None
+    point: dict[str, Any]
+    status: RunStatus
+    run_dir: str | None
+
+
+@dataclass(frozen=True)
+class EnsembleSummary:
+    """Where one ensemble stands. Only runs at the members' points of the source's *current*
+    certified point (:meth:`search.sweep.EnsembleConfig.member_points`) are its members; runs made
+    at an earlier certified point (the grid was widened, the data changed) are ``stale``: kept in
+    the ledger, never scored with the current ones.
+    """
+
+    name: str
+    source: str
+    method: str
+    wanted: int  # members asked for (the sweep's ``members``)
+    source_point: dict[str, Any] | None  # the source's certified point now; None while it is not certified
+    source_state: CertState
+    members: tuple[EnsembleMember, ...] = ()  # at the current point, in member order
+    stale: tuple[EnsembleMember, ...] = ()  # finished runs at another point
+
+    @property
+    def completed(self) -> list[str]:
+        """Run directories of the completed members at the current point, in member order."""
+        return [m.run_dir for m in self.members if m.status is RunStatus.COMPLETED and m.run_dir]
+
+    def count(self, status: RunStatus) -> int:
+        return sum(m.status is status for m in self.members)
+
+    def refusal(self) -> str | None:
+        """Why the members cannot be scored as one ensemble now, in one line (None: they can)."""
+        stale = ""
+        if self.stale:
+            points = sorted({_fmt_point({k: v for k, v in m.point.items() if k != SEED}) for m in self.stale})
+            stale = (f"; {len(self.stale)} finished member(s) belong to an earlier certified point of "
+                     f"{self.source} ({'; '.join(points)}) and are not mixed in")
+        if self.source_point is None:
+            return (f"source {self.source} is not certified now ({self.source_state.value}), so no point's members "
+                    f"can be scored{stale}; re-run `megadocs search certify`")
+        done = len(self.completed)
+        if done < 2:
+            return (f"{done} completed member(s) at {self.source}'s certified point ({_fmt_point(self.source_point)}); "
+                    f"need at least 2{stale}" + ("; re-run `megadocs search certify` to train them" if stale else ""))
+        return None
+
+    def describe(self) -> str:
+        """One line for ``status``/``certify``: members done at the current point, and the stale ones."""
+        at = f"at {_fmt_point(self.source_point)}" if self.source_point is not None else \
+            f"waiting for {self.source} to certify ({self.source_state.value})"
+        text = (f"ensemble {self.name} (from {self.source}, {at}): {len(self.completed)}/{self.wanted} members "
+                f"completed, {self.count(RunStatus.RUNNING)} running, {self.count(RunStatus.FAILED)} failed")
+        if self.stale:
+            text += f"; {len(self.stale)} finished at an earlier certified point (not used)"
+        return text
+
+
+def summarize_ensembles(sweep, summaries: Iterable[CertificationSummary] | None = None) -> list[EnsembleSummary]:
+    """One :class:`EnsembleSummary` per ensemble of the sweep (``summaries``: the certifications'
+    :func:`summarize`, computed here when not given)."""
     from search.sweep import load_sweep
 
     if isinstance(sweep, (str, os.PathLike)):
         sweep = load_sweep(sweep)
+    if not sweep.ensembles:
+        return []
+    by_name = {s.name: s for s in (summaries if summaries is not None else summarize(sweep))}
     ledger = Ledger(sweep.ledger_url, sweep.name, create=False)
-    summaries = []
+    found = []
     for ens in sweep.ensembles:
-        records = ledger.runs(study_name(sweep.name, ens.name, StudyKind.ENSEMBLE))
-        finished = [r for r in records if r.status.finished]
-        summaries.append({
-            "name": ens.name, "source": ens.source, "members": ens.members,
-            "runs": {"finished": len(finished), "running": sum(r.status is RunStatus.RUNNING for r in records),
-                     "failed": sum(r.status is RunStatus.FAILED for r in records)},
-            "run_dirs": {r.member: r.run_dir for r in finished},
-        })
-    return summaries
+        source = by_name[ens.source]
+        cert = sweep.certification(ens.source)
+        point = source.certificate.point if source.certificate is not None else None
+        wanted = {point_key(p) for p in ens.member_points(point, sweep.grid_for(cert).as_mapping())} if point else set()
+        members, stale = [], []
+        for record in ledger.runs(study_name(sweep.name, ens.name, StudyKind.ENSEMBLE)):
+            if record.status is RunStatus.SUPERSEDED:
+                continue
+            member = EnsembleMember(record.member, {**record.point, SEED: record.fixed.get(SEED)}, record.status,
+                                    record.run_dir)
+            if point_key(member.point) in wanted:
+                members.append(member)
+            elif record.status.finished:
+                stale.append(member)
+        members.sort(key=lambda m: (m.member is None, m.member or 0))
+        found.append(EnsembleSummary(ens.name, ens.source, str(cert.fixed.get("method", REAL)), ens.members, point,
+                                     source.state, tuple(members), tuple(stale)))
+    return found
 
 
 def _standard(value: Any) -> Any:
@@ -355,7 +432,9 @@ def g_trend_warnings(summaries: Iterable[CertificationSummary]) -> list[str]:
             rise = loss_b - loss_a
             if rise <= tolerance:
                 continue
-            size = f" ({rise / noise.sigma:.1f} noise sds)" if noise is not None and noise.sigma > 0 else ""
+            size = (f" ({rise / noise.sigma:.1f} noise sds)" if noise is not None and noise.sigma > 0 else
+                    " (no noise estimate: it may be seed noise; `noise: {repeats: 2}` measures it)" if noise is None
+                    else "")
             advice = (f"it already starts from {name_a}'s certificate: look at its runs (`search status`)"
                       if warm_starts.get(name_b) == name_a else f"set warm_start: {name_a} on {name_b}")
             warnings.append(

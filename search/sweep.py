@@ -12,6 +12,7 @@ like every other megadocs command; they are resolved once, on load.
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -26,7 +27,7 @@ from search.certify import SEED, Noise
 from search.grid import AxisExtension, Grid, values_equal
 
 __all__ = ["Sweep", "ExecutorConfig", "CertificationConfig", "EnsembleConfig", "NoiseConfig", "TransferConfig",
-           "ExtendConfig", "load_sweep", "TRAIN_AXES", "FIXED_TRAIN_KEYS"]
+           "ExtendConfig", "load_sweep", "TRAIN_AXES", "FIXED_TRAIN_KEYS", "EPOCH_AXES"]
 
 TRAIN_AXES = {
     "lr": "optim.lr",
@@ -38,6 +39,9 @@ TRAIN_AXES = {
 """Grid axis -> train RunConfig field, for the default objective (docs/architecture.md).
 ``synthetic_epochs`` goes with ``mix: [1.0]`` only (synthetic only, the paper's Figure 13): there
 the passes over the synthetic stream set the run's length instead of ``epochs``."""
+
+EPOCH_AXES = ("epochs", "synthetic_epochs")
+"""The axes that set a run's length: real epochs, and synthetic epochs of a synthetic-only run."""
 
 SYNTHETIC_ONLY_MIX = 1.0
 """The mixing fraction of a synthetic-only run (no real stream)."""
@@ -119,6 +123,25 @@ class EnsembleConfig(StrictModel):
     seed_offset: int = Field(1, ge=0)
     """Member k gets seed = data.seed = seed_offset + k (offset 1 keeps them apart from the
     certified run, which used the base config's seeds)."""
+
+    def member_points(self, point: Mapping[str, Any], axes: Mapping[str, Sequence[Any]]) -> list[dict[str, Any]]:
+        """The members' points at the certified ``point``: every epochs axis (:data:`EPOCH_AXES`:
+        a synthetic-only point's length is its ``synthetic_epochs``) times ``epochs_multiplier``
+        (the nearest integer when the grid's axis, ``axes``, is integer-valued; need not be on the
+        grid), and ``seed`` = seed_offset + k for member k. The one definition of which runs make up
+        this ensemble: the controller dispatches these points, ``status`` and the report count
+        only runs at them (members of an earlier certified point are never mixed in).
+
+        >>> EnsembleConfig(name="e", source="real", members=2).member_points({"lr": 0.01, "epochs": 4}, {"epochs": [2, 4]})
+        [{'lr': 0.01, 'epochs': 8, 'seed': 1}, {'lr': 0.01, 'epochs': 8, 'seed': 2}]
+        """
+        base = dict(point)
+        for axis in EPOCH_AXES:
+            if axis in base and self.epochs_multiplier != 1:
+                epochs = base[axis] * self.epochs_multiplier
+                integral = all(float(v).is_integer() for v in axes.get(axis, [1]))
+                base[axis] = max(1, int(round(epochs))) if integral else epochs
+        return [{**base, SEED: self.seed_offset + k} for k in range(self.members)]
 
 
 class TransferConfig(StrictModel):
@@ -355,6 +378,10 @@ def _check_train_mapping(sweep: Sweep, cert: CertificationConfig, grid: dict, wh
     _check_synthetic_only(grid, sweep.train or {}, where)
     if "g" not in cert.fixed:
         raise ValueError(f"{where}.fixed.g: required for method {method!r}")
+    g = cert.fixed["g"]
+    if isinstance(g, bool) or not isinstance(g, int) or g < 1:
+        raise ValueError(f"{where}.fixed.g: expected a whole number of generations per document (1, 2, 4, ...), "
+                         f"got {g!r}")
     if pool_entry(sweep.pools, method) is None:
         raise ValueError(f"pools.{method}: no synthetic pool for method {method!r} (have {sorted(sweep.pools)})")
 

@@ -121,8 +121,9 @@ def test_the_checks_see_function_level_and_relative_imports(tmp_path):
 
 
 
-# Process-wide state is the entry points' business: `<pkg>/cli.py`, the demo, and the one helper
-# they call (megadocs.procs.apply_environment_defaults).
+# Process-wide state is the entry points' business: `<pkg>/cli.py`, the demo, and the process
+# helpers of megadocs.procs (apply_environment_defaults for entry points; child_process_settings,
+# the scoped environment the local executor starts its jobs with, restored at once).
 ENTRY_POINTS = {"megadocs.cli", "megadocs.demo", "megadocs.procs", "train.cli", "train.train_cli",
                 "train.data_cli", "gen.cli", "search.cli", "analysis.cli"}
 _ENVIRONMENT_WRITES = {"setdefault", "update", "pop", "clear", "__setitem__"}

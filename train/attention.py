@@ -120,7 +120,8 @@ def masked_attention_backend(device: torch.device) -> str:
 
     On CUDA: ``flash_attention_2`` when the flash-attn package is installed (varlen kernels), else
     `FLEX` (a block-sparse mask, torch >= 2.5). Elsewhere ``sdpa`` (a dense mask; the CPU
-    reference). Never run on a GPU in this repository's tests.
+    reference). FlexAttention was measured on an H200 against the dense-mask reference
+    (benchmarks/RESULTS.md "gpu_check"); the flash-attn path has not run on a GPU.
     """
     if device.type != "cuda":
         return "sdpa"

@@ -11,13 +11,13 @@
   attention is left out), ``cudnn.deterministic``, Inductor's deterministic mode (no on-device
   benchmarking that changes a reduction's order), flash-attn's deterministic backward
   (`train.attention.attention_kwargs`), and a fixed cuBLAS workspace (CUBLAS_WORKSPACE_CONFIG,
-  which must be set before the first cuBLAS call). Intended: a resumed run repeats an uninterrupted
-  one bit for bit on the same GPU model, software and process count.
-- CUDA, ``deterministic: false``: the fastest kernels (flash attention's backward accumulates
-  with atomic adds); runs agree to rounding only.
-
-None of the CUDA statements has been measured: no GPU has run this code. `benchmarks/gpu_check.py`
-(``--part correct``) checks them and measures the cost of the strict setting.
+  which must be set before the first cuBLAS call). A resumed run repeats an uninterrupted one bit
+  for bit on the same GPU model, software and process count: measured on an H200 (torch 2.11,
+  CUDA 13.0) for the 300m preset SIGTERMed at step 10 and resumed, and for 3 steps run twice;
+  it costs x1.18 in step time there (benchmarks/RESULTS.md "gpu_check").
+- CUDA, ``deterministic: false``: the fastest kernels (cuDNN attention, flash attention's
+  backward with atomic adds); runs agree to rounding only. Measured: with ``warn_only`` (as before
+  issue 26) two runs of 3 steps already differ.
 
 Process-wide *environment* is not set here (library code leaves the process alone): entry points
 (`megadocs train`, `megadocs search run`) apply :data:`ENVIRONMENT_DEFAULTS` before CUDA starts,

@@ -225,7 +225,8 @@ def evaluate_benchmarks(
         the unweighted mean over the tasks (as the paper averages PIQA, SciQ and ARC-Easy).
 
     Raises:
-        UserError: unknown task, missing data file, or members that do not share a tokenizer.
+        UserError: unknown task, missing data file, no local data and no Hub to fetch it from, or
+            members that do not share a tokenizer.
     """
     if not tasks:
         raise UserError("benchmarks: no tasks given (expected e.g. piqa,sciq,arc_easy)")
@@ -246,6 +247,13 @@ def evaluate_benchmarks(
             bootstrap_iters=0,
             log_samples=False,
         )
+    except OSError as exc:  # the datasets library's ConnectionError: no Hub from this machine
+        if data_dir is not None:
+            raise
+        files = ", ".join(f"{task}.jsonl" for task in tasks)
+        raise UserError(f"benchmarks {','.join(tasks)}: no data: the Hugging Face Hub cannot be reached "
+                        f"({type(exc).__name__}); give a local directory holding {files} with --benchmark-data DIR "
+                        f"(eval.benchmark_data in a train config; formats in train/downstream.py)") from None
     finally:
         lm.close()
     scores: dict = {}

@@ -30,8 +30,8 @@ waited for, a previously installed Python handler (submitit's requeue) is called
 is raised (the CLI exits with status 3, or 130 for SIGINT/Ctrl-C; a second Ctrl-C interrupts at
 once and loses only the steps since the last checkpoint on disk). Running again resumes; data
 order is a pure function of the step (`train.data`), so the resumed run's metrics are
-bit-identical to an uninterrupted one on the same machine (measured on CPU; on CUDA intended with
-`deterministic: true`, unmeasured: `train.device`).
+bit-identical to an uninterrupted one on the same machine (measured on CPU, and on an H200 with
+`deterministic: true`: benchmarks/RESULTS.md "gpu_check"; `train.device`).
 """
 
 from __future__ import annotations
@@ -179,7 +179,7 @@ class Trainer:
             from train.attention import masked_attention_backend, set_attention
 
             set_attention(model, masked_attention_backend(device))  # packed sequences, no dense mask
-        compiled = compile_wanted(config.compile, device)
+        self.compiled = compiled = compile_wanted(config.compile, device)
         self.loss_implementation = resolve_loss_implementation(config.loss, device, compiled=compiled)
         loss = MicroBatchLoss(model, document_mask=config.data.document_mask, eos_id=store.eos_id,
                               implementation=self.loss_implementation)  # fmt: skip
@@ -229,7 +229,7 @@ class Trainer:
         micro = auto_micro_batch(model, preset_name=config.model.preset, vocab_size=vocab_size, context=context,
                                  batch_size=config.optim.batch_size, device=device,
                                  step_probe=None if sharded else probe,
-                                 shards=self.dist.world_size if sharded else 1)  # fmt: skip
+                                 shards=self.dist.world_size if sharded else 1, compiled=self.compiled)  # fmt: skip
         micro = self.dist.broadcast_object(micro)  # rank 0's: FSDP's collectives need the same count on every rank
         print(f"optim.micro_batch_size: auto -> {micro}", file=sys.stderr)
         return config.model_copy(update={"optim": config.optim.model_copy(update={"micro_batch_size": micro})})

@@ -27,9 +27,15 @@ forward and backward) and of two decoder layers in the compute dtype (the one co
 one prefetched): ``2 x (4 root + dtype x 2 layer)`` bytes.
 
 `tests/train/test_plan.py` checks the activation count against the bytes torch actually saves
-for backward (``saved_tensors_hooks``) on CPU at two model sizes, within 10%. On CUDA the count
-is a first guess only: `auto_micro_batch` confirms it with a probe (a forward and backward at
-the chosen size) and steps down on out-of-memory.
+for backward (``saved_tensors_hooks``) on CPU at two model sizes, within 10%. With the layers
+compiled (`train.compile`, the default on CUDA) Inductor saves less (it recomputes the norms and
+the MLP's activation in the backward and keeps bf16 where eager keeps fp32): the activations are
+then counted at `COMPILED_ACTIVATION_RATIO` of the eager count, measured on an H200
+(`benchmarks/results/gpu.json`, 300m at context 4096, vocabulary 128,256: 1.54 GB per sequence
+measured against 2.16 counted). The whole estimate then lands 7% (micro-batch 32: 58.7 GB against
+55.0 measured) and 12% (micro-batch 16: 34.1 against 30.4) above the measured peaks; the eager
+count overestimated them by 43% and 45%. On CUDA `auto_micro_batch` still confirms the choice with
+a probe (a forward and backward at the chosen size) and steps down on out-of-memory.
 """
 
 from __future__ import annotations
@@ -82,6 +88,10 @@ NORM_FP32_PER_LAYER = 4  # x h floats: two RMSNorms x (input, normalised output)
 COMPUTE_PER_LAYER_H = 6  # x h elements in the compute dtype
 COMPUTE_PER_LAYER_I = 4  # x i elements in the compute dtype
 FP32_OUTSIDE_LAYERS = 4  # x h floats per token outside the layers
+COMPILED_ACTIVATION_RATIO = 0.71
+"""Activations saved with the layers compiled, as a share of the eager count (module docstring):
+(55.0 - 30.4) GB measured over 16 sequences of 4096 tokens, against 16 x 4096 x 528 KB counted
+(300m on an H200, `benchmarks/results/gpu.json`, 2026-12-04). Unmeasured for other presets."""
 
 
 @dataclass(frozen=True)
@@ -132,12 +142,14 @@ class MemoryEstimate:
         return {**asdict(self), "total": self.total}
 
 
-def activation_bytes_per_token(preset: ModelPreset, *, mixed_precision: bool) -> int:
-    """Bytes saved for backward per token (all layers and the rest), bf16 autocast or fp32."""
+def activation_bytes_per_token(preset: ModelPreset, *, mixed_precision: bool, compiled: bool = False) -> int:
+    """Bytes saved for backward per token (all layers and the rest), bf16 autocast or fp32; with
+    the layers compiled, `COMPILED_ACTIVATION_RATIO` of the eager count."""
     compute = BF16 if mixed_precision else FP32
     h, i = preset.hidden, preset.intermediate
     per_layer = NORM_FP32_PER_LAYER * h * FP32 + (COMPUTE_PER_LAYER_H * h + COMPUTE_PER_LAYER_I * i) * compute
-    return preset.layers * per_layer + FP32_OUTSIDE_LAYERS * h * FP32
+    eager = preset.layers * per_layer + FP32_OUTSIDE_LAYERS * h * FP32
+    return math.ceil(eager * COMPILED_ACTIVATION_RATIO) if compiled else eager
 
 
 def memory_estimate(
@@ -149,9 +161,11 @@ def memory_estimate(
     mixed_precision: bool,
     chunk_tokens: int = 4096,
     shards: int = 1,
+    compiled: bool = False,
 ) -> MemoryEstimate:
     """The memory model of the module docstring for ``micro_batch_size`` sequences of ``context``
-    on one device, the training state sharded over `shards` devices (FSDP; 1: whole)."""
+    on one device, the training state sharded over `shards` devices (FSDP; 1: whole), the layers
+    compiled or eager."""
     preset = _preset(preset_name)
     parameters = parameter_count(preset, vocab_size)
     shard = -(-parameters // shards)  # ceil: FSDP pads the last rank's shard
@@ -167,7 +181,7 @@ def memory_estimate(
         parameters=FP32 * shard,
         gradients=FP32 * shard,
         optimizer=2 * FP32 * shard,
-        activations=tokens * activation_bytes_per_token(preset, mixed_precision=mixed_precision),
+        activations=tokens * activation_bytes_per_token(preset, mixed_precision=mixed_precision, compiled=compiled),
         loss=loss,
         gathered=gathered,
         shards=shards,
@@ -188,6 +202,7 @@ def largest_fitting_micro_batch(
     mixed_precision: bool,
     headroom: float = MEMORY_HEADROOM,
     shards: int = 1,
+    compiled: bool = False,
 ) -> MemoryEstimate:
     """The estimate of the largest divisor of `batch_size` whose step fits ``headroom * memory_bytes``
     (the training state sharded over `shards` devices).
@@ -197,7 +212,7 @@ def largest_fitting_micro_batch(
     """
     for micro in divisors_descending(batch_size):
         estimate = memory_estimate(preset_name, vocab_size=vocab_size, context=context, micro_batch_size=micro,
-                                   mixed_precision=mixed_precision, shards=shards)  # fmt: skip
+                                   mixed_precision=mixed_precision, shards=shards, compiled=compiled)  # fmt: skip
         if estimate.total <= headroom * memory_bytes:
             return estimate
     raise UserError(
@@ -292,7 +307,7 @@ def is_out_of_memory(exc: BaseException) -> bool:
 
 
 def auto_micro_batch(model, *, preset_name: str, vocab_size: int, context: int, batch_size: int, device,
-                     step_probe=None, shards: int = 1) -> int:  # fmt: skip
+                     step_probe=None, shards: int = 1, compiled: bool = False) -> int:  # fmt: skip
     """The micro-batch for ``micro_batch_size: auto``: the memory model's largest fitting divisor,
     then, on CUDA, a probe: `step_probe(micro)` (a forward and backward of that many sequences)
     runs, and on out-of-memory the next smaller divisor is tried. The probe is never run in this
@@ -304,7 +319,7 @@ def auto_micro_batch(model, *, preset_name: str, vocab_size: int, context: int, 
     memory = device_memory_bytes(device)
     estimate = largest_fitting_micro_batch(preset_name, vocab_size=vocab_size, context=context,
                                            batch_size=batch_size, memory_bytes=memory, mixed_precision=mixed,
-                                           shards=shards)  # fmt: skip
+                                           shards=shards, compiled=compiled)  # fmt: skip
     if device.type != "cuda" or step_probe is None:
         return estimate.micro_batch_size
     optimizer_bytes = 2 * FP32 * sum(p.numel() for p in model.parameters()) // shards  # AdamW state is lazy
@@ -342,6 +357,7 @@ def device_memory_plan(config, *, vocab_size: int, memory_bytes: float, processe
 
     data, optim = config.data, config.optim
     mixed = config.device != "cpu"
+    compiled = mixed and config.compile != "off"  # `train.compile.compile_wanted` on the CUDA device it plans for
     parameters = parameter_count(_preset(config.model.preset), vocab_size)
     parallelism = choose_parallelism(config.parallelism, world_size=processes, parameters=parameters,
                                      device_memory_bytes=memory_bytes if mixed else None)  # fmt: skip
@@ -349,11 +365,11 @@ def device_memory_plan(config, *, vocab_size: int, memory_bytes: float, processe
     if optim.micro_batch_size == "auto":
         estimate = largest_fitting_micro_batch(config.model.preset, vocab_size=vocab_size, context=data.context,
                                                batch_size=optim.batch_size, memory_bytes=memory_bytes,
-                                               mixed_precision=mixed, shards=shards)  # fmt: skip
+                                               mixed_precision=mixed, shards=shards, compiled=compiled)  # fmt: skip
     else:
         estimate = memory_estimate(config.model.preset, vocab_size=vocab_size, context=data.context,
                                    micro_batch_size=optim.micro_batch_size, mixed_precision=mixed,
-                                   shards=shards)  # fmt: skip
+                                   shards=shards, compiled=compiled)  # fmt: skip
     return parallelism, estimate
 
 

@@ -46,8 +46,10 @@ class PreemptionSignals:
 
     `raise_if_requested()` hands the signal to the handler that was installed before (e.g.
     submitit's SIGUSR2 requeue) once the checkpoint is safe, then raises `Preempted`. A first
-    SIGINT restores Python's own handler, so a second Ctrl-C interrupts at once. Outside the main
-    thread signals cannot be caught, so nothing is installed there.
+    SIGINT restores Python's own handler, so a second Ctrl-C interrupts at once. A process started
+    with SIGINT ignored (a shell's background job, a sweep's local job: the terminal's Ctrl-C is
+    the controller's to handle, which then stops its jobs with SIGTERM) keeps ignoring it. Outside
+    the main thread signals cannot be caught, so nothing is installed there.
     """
 
     def __init__(self) -> None:
@@ -62,6 +64,8 @@ class PreemptionSignals:
     def __enter__(self) -> PreemptionSignals:
         if threading.current_thread() is threading.main_thread():
             for signum in PREEMPTION_SIGNALS:
+                if signum == signal.SIGINT and signal.getsignal(signum) is signal.SIG_IGN:
+                    continue
                 self._previous[signum] = signal.signal(signum, self._handle)
         return self
 

@@ -4,9 +4,11 @@
 validation losses, the final metrics) and writes:
 
 - ``RUN/tensorboard/`` event files (``train/loss``, ``train/lr``, ``train/grad_norm``,
-  ``train/tokens_per_s``, ``val/<set>``; the config and the final metrics as text). On resume
-  the writer purges events past the checkpoint's step, so the curve has no duplicated tail.
-  ``tensorboard --logdir SWEEP_RUNS_DIR`` shows every run of a sweep side by side.
+  ``train/tokens_per_s``, ``val/<set>``; the config and the final metrics as text; the run's
+  hyperparameters, :func:`run_hparams`, for the HParams tab, with ``val/<set>`` and ``train/loss``
+  as its metrics). On resume the writer purges events past the checkpoint's step, so the curve has
+  no duplicated tail. A sweep links every run under ``{out}/tensorboard/{certification}/{point}``
+  (``search.objective``): ``tensorboard --logdir {out}/tensorboard`` names runs by what they are.
 - ``RUN/wandb/`` (offline mode, the default; ``wandb sync RUN/wandb/offline-run-*`` uploads it)
   or a live W&B run (online), with the run's config hash as its id (a resumed run continues the
   same W&B run), grouped by ``tracking.group`` (a sweep sets its certification's name).
@@ -28,10 +30,10 @@ from pathlib import Path
 from typing import Any
 
 from megadocs.errors import UserError
-from megadocs.formats import RunDir
+from megadocs.formats import IID_SETS, REAL, RunDir
 from train.config import RunConfig
 
-__all__ = ["TENSORBOARD_DIR", "WANDB_DIR", "TRAIN_SCALARS", "Tracker"]
+__all__ = ["TENSORBOARD_DIR", "WANDB_DIR", "TRAIN_SCALARS", "Tracker", "run_hparams"]
 
 TENSORBOARD_DIR = RunDir.TENSORBOARD
 WANDB_DIR = RunDir.WANDB
@@ -71,6 +73,7 @@ class Tracker:
                 tensorboard.add_text("config", _as_markdown_code(config.model_dump(mode="json")), 0)
                 if tracking.group:
                     tensorboard.add_text("group", tracking.group, 0)
+                _add_hparams(tensorboard, config)
         return cls(tensorboard, wandb_run)
 
     def log_train(self, step: int, line: dict[str, Any]) -> None:
@@ -118,6 +121,37 @@ class Tracker:
                 print(f"warning: experiment tracker failed ({type(exc).__name__}: {exc}); training continues",
                       file=sys.stderr)
                 self._warned = True
+
+
+def run_hparams(config: RunConfig) -> dict[str, float | int | str]:
+    """What distinguishes a run in TensorBoard's HParams tab: the axes a sweep searches, the data
+    recipe, the model, the seeds and its certification (``tracking.group``). Unset fields are left out.
+
+    >>> from train.config import RunConfig
+    >>> hp = run_hparams(RunConfig.model_validate({"data": {"store": "s", "context": 64}}))
+    >>> hp["algorithm"], hp["g"], hp["context"], "group" in hp
+    ('real', 0, 64, False)
+    """
+    synthetic = config.data.synthetic
+    values = {
+        "lr": config.optim.lr, "weight_decay": config.optim.weight_decay, "real_epochs": config.data.real_epochs,
+        "synthetic_epochs": config.data.synthetic_epochs, "mixing_fraction": config.data.mixing_fraction,
+        "algorithm": synthetic.algorithm if synthetic else REAL, "g": synthetic.g if synthetic else 0,
+        "model": config.model.preset, "seed": config.seed, "data_seed": config.data.seed,
+        "context": config.data.context, "batch_size": config.optim.batch_size, "group": config.tracking.group,
+    }
+    return {name: value for name, value in values.items() if value is not None}
+
+
+def _add_hparams(writer, config: RunConfig) -> None:
+    """The HParams plugin's three summaries, written into the run's own event file (torch's
+    ``add_hparams`` would start a second run beside it); its metrics are scalars the run logs."""
+    from torch.utils.tensorboard.summary import hparams
+
+    sets = [*IID_SETS, *config.eval.extra]
+    metrics = {f"val/{name}": None for name in sets} | {"train/loss": None}
+    for summary in hparams(run_hparams(config), metrics):
+        writer.file_writer.add_summary(summary)
 
 
 def _as_markdown_code(data: Any) -> str:

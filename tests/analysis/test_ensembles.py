@@ -116,7 +116,7 @@ def test_reads_what_megadocs_train_ensemble_writes(tiny_store, tmp_path):
         run.mkdir()
         Path(member).rename(run / "model")
         runs.append(str(run))
-    studies = {"real-ens": {"members": runs, "statuses": ["completed"] * 3, "method": "real"}}
+    studies = {"real-ens": ensemble_study(*runs)}
     sources, problems = score_ensemble_studies(
         studies, tmp_path / "scored",
         val=[str(tiny_store)], context=64, windows=8, device="cpu",
@@ -132,24 +132,45 @@ def test_reads_what_megadocs_train_ensemble_writes(tiny_store, tmp_path):
     assert table["loss"].map(np.isfinite).all()
 
 
+def ensemble_study(*run_dirs, stale=(), certified=True):
+    """An ensemble study as ``search.status.summarize_ensembles`` returns it: completed members at
+    the source's certified point (lr 0.01) and ``stale`` run dirs of an earlier point (lr 0.003)."""
+    from megadocs.formats import RunStatus
+    from search.certify import CertState
+    from search.status import EnsembleMember, EnsembleSummary
+
+    def member(k, run_dir, lr):
+        return EnsembleMember(k, {"lr": lr, "seed": k + 1}, RunStatus.COMPLETED, str(run_dir))
+
+    return EnsembleSummary(
+        "e", "real", "real", max(2, len(run_dirs)), {"lr": 0.01} if certified else None,
+        CertState.CERTIFIED if certified else CertState.SEARCHING,
+        tuple(member(k, d, 0.01) for k, d in enumerate(run_dirs)) if certified else (),
+        tuple(member(k, d, 0.003) for k, d in enumerate(stale)))
+
+
 def test_score_ensemble_studies_reports_what_it_cannot_score(tmp_path):
     from analysis.ensembles import score_ensemble_studies
 
     run = tmp_path / "run0"
     run.mkdir()
-    studies = {
-        "one": {"members": [str(run)], "statuses": ["completed"], "method": "real"},
-        "untrained": {"members": [str(run), str(run)], "statuses": ["completed", "completed"], "method": "real"},
-    }
+    studies = {"one": ensemble_study(run), "untrained": ensemble_study(run, run)}
     bare = tmp_path / "bare"  # a model/ but no RUN/config.yaml: train refuses without a context
     (bare / "model").mkdir(parents=True)
     (bare / "model" / "config.json").write_text("{}")
-    studies["bare"] = {"members": [str(bare), str(bare)], "statuses": ["completed", "completed"], "method": "real"}
+    studies["bare"] = ensemble_study(bare, bare)
+    # members of an earlier certified point are never mixed with the current point's
+    studies["moved"] = ensemble_study(bare, stale=[run, run])
+    studies["uncertified"] = ensemble_study(stale=[run, run], certified=False)
     sources, problems = score_ensemble_studies(studies, tmp_path / "out")
     assert sources == []
-    assert problems["one"] == "1 completed member(s); need at least 2"
+    assert problems["one"] == "1 completed member(s) at real's certified point (lr=0.01); need at least 2"
     assert "has no model/" in problems["untrained"]
     assert problems["bare"].startswith("--context: the first member has no RUN/config.yaml")
+    assert problems["moved"].startswith("1 completed member(s) at real's certified point (lr=0.01); need at least 2; "
+                                        "2 finished member(s) belong to an earlier certified point of real (lr=0.003)")
+    assert problems["uncertified"].startswith("source real is not certified now (searching)")
+    assert all("\n" not in problem for problem in problems.values())
 
 
 def test_a_train_ensemble_report_missing_a_field_is_refused_naming_it(tmp_path):

@@ -37,7 +37,7 @@ def test_a_gain_beyond_noise_is_called_help_and_names_the_best_algorithm():
     assert "Best algorithm: stitched, ahead of simple by 0.1400 nats (clearly better" in text
     assert "No certificate sits on an lr or epochs bound" in text
     assert "mixing-fraction bound (stitched-g2)" in text
-    assert "does not rise with G beyond noise" in text
+    assert "Tuned loss does not rise with G beyond seed noise (more than 0.0283 nats" in text
     single = "\n".join(findings(cert[cert["g"] != 2]))
     assert "One G per algorithm" in single and "does not rise" not in single
 
@@ -54,7 +54,9 @@ def test_a_rise_beyond_noise_and_lr_epochs_corners_are_reported():
                   ("latent-g2", "latent", 2, 3.4, "lr lower, mix upper")], sd=0.01)
     text = "\n".join(findings(cert))
     assert text.startswith("**Synthetic data hurts at this scale.**")
-    assert "latent (G=1 to 2: 3.2000 to 3.4000): those searches did not converge" in text
+    assert "rises with G beyond seed noise" in text and "probably did not converge" in text
+    assert ("latent [iid]: tuned loss rose from G=1 (3.2000) to G=2 (3.4000), +0.2000 nats (20.0 noise sds); "
+            "`warm_start: latent-g1` on latent-g2 would start its search from G=1's optimum.") in text
     assert "latent-g1 (epochs upper); latent-g2 (lr lower)" in text
     assert "Not certified yet" not in text
     cert.loc[2, "certified"] = False
@@ -72,3 +74,22 @@ def test_pooled_noise_is_the_rms_of_the_measured_sds():
     cert = frame([BASE, ("simple-g1", "simple", 1, 2.5, "")])
     cert.loc[0, "noise_sd"], cert.loc[1, "noise_sd"] = 0.03, 0.04
     assert math.isclose(pooled_noise(cert), math.sqrt((0.03**2 + 0.04**2) / 2))
+
+
+def test_a_small_rise_without_a_noise_estimate_is_not_called_a_failure():
+    """Issue 34: "Monotonicity check failed" for a 0.0066-nat rise and no noise estimate; and advice
+    to set a warm_start the sweep already has."""
+    cert = frame([BASE, ("simple-g1", "simple", 1, 2.9, ""), ("simple-g2", "simple", 2, 2.9066, "")], sd=None)
+    cert["warm_start"] = [None, None, "simple-g1"]
+    text = "\n".join(findings(cert))
+    assert "the sweep has no noise estimate" in text and "cannot be told from seed noise" in text
+    assert "+0.0066 nats (no noise estimate: it may be seed noise)" in text
+    assert "simple-g2 already starts from simple-g1's certificate" in text and "`warm_start:" not in text
+    assert "failed" not in text and "did not converge" not in text
+
+
+def test_a_sweep_without_synthetic_certifications_still_gets_its_findings():
+    cert = frame([("real", "real", math.nan, 3.0, "epochs upper, lr upper")], sd=None)
+    text = "\n".join(findings(cert))
+    assert "lacks a synthetic certification to compare with" in text
+    assert "Certificates on an lr/epochs bound of the grid (grid corners, not optima): real (epochs upper, lr upper)" in text

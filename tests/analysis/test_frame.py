@@ -138,8 +138,11 @@ def test_a_rise_with_g_is_flagged(toy):
     broken.loc[index, "val_loss.iid"] = broken.loc[index, "val_loss.iid"] + 0.05
     rises = monotonicity(generation_table(broken, sets=["iid"]))
     assert len(rises) == 1 and rises[0].method == "stitched" and rises[0].g_to == 4
-    assert "did not converge" in rises[0].message()
-    assert "set `warm_start: stitched-g2` on stitched-g4" in rises[0].message()
+    assert "no noise estimate: it may be seed noise" in rises[0].message()  # judged against no noise
+    assert "`warm_start: stitched-g2` on stitched-g4 would start its search from G=2's optimum" in rises[0].message()
+    broken.loc[index, "warm_start"] = "stitched-g2"  # already set: the advice is to look at its runs
+    [rise] = monotonicity(generation_table(broken, sets=["iid"]), sigma=0.01)
+    assert "already starts from stitched-g2's certificate" in rise.message() and "noise sds" in rise.message()
 
 
 def test_generation_table_refuses_an_empty_ledger():

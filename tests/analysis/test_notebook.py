@@ -58,3 +58,27 @@ def test_notebook_runs_top_to_bottom_on_a_real_ledger(path, toy_sweep, this_pyth
     # 4 validation sets (Figures 1/2/5) + Figure 11 + one map per certification (7)
     assert len(images) == 4 + 1 + 7
     assert not any(o.output_type == "error" for o in outputs)
+
+
+def test_notebook_on_the_default_sweep_tabulates_its_losses(tmp_path, this_python_kernel, monkeypatch):
+    """`make notebook-run`'s default sweep is the analytic example, whose runs report their own
+    objective and no iid loss: the loss table must hold its certifications, not come out empty
+    (issue 34)."""
+    import yaml
+
+    from search.controller import run_sweep
+    from search.sweep import load_sweep
+
+    data = yaml.safe_load((NOTEBOOKS.parent / "search/examples/analytic.yaml").read_text())
+    data.update(executor={"kind": "debug", "max_parallel": 4, "poll_s": 0.01}, out=str(tmp_path / "out"))
+    path = tmp_path / "analytic.yaml"
+    path.write_text(yaml.safe_dump(data))
+    run_sweep(load_sweep(path))
+    monkeypatch.setenv("MEGADOCS_SWEEP", str(path))
+    notebook = nbformat.read(NOTEBOOKS / "generation_scaling.ipynb", as_version=4)
+    NotebookClient(notebook, kernel_name=this_python_kernel, timeout=600,
+                   resources={"metadata": {"path": str(NOTEBOOKS)}}).execute()
+    [losses] = [cell for cell in notebook.cells if cell.cell_type == "code" and "table[table[\"set\"] == main]" in cell.source]
+    [result] = [o for o in losses.outputs if o.output_type == "execute_result"]
+    shown = result["data"]["text/plain"]
+    assert "Empty DataFrame" not in shown and "simple" in shown and "stitched" in shown, shown

@@ -30,7 +30,7 @@ def test_ledger_tables_match_search_api(toy_sweep):
     # ensemble members are rows too, with their seeds
     members = tables.runs[tables.runs["kind"] == "ensemble"]
     assert len(members) == 3 and members["seed"].notna().all()
-    assert tables.ensembles["real-ens"]["members"] == members.sort_values("member")["run_dir"].tolist()
+    assert tables.ensembles["real-ens"].completed == members.sort_values("member")["run_dir"].tolist()
     cert = tables.certifications.set_index("certification")
     for summary in summarize(toy_sweep):
         assert cert.loc[summary.name, "loss"] == pytest.approx(summary.certificate.loss)
@@ -80,6 +80,24 @@ def test_partial_ledger_draws_what_it_can(tmp_path):
     assert "fig1-loss-vs-g-iid.png" in text and (tmp_path / "figures/fig10-map-simple-g1.png").is_file()
     # one G per method: the fit is refused with its reason, no number is invented
     assert "not fitted: power-law fit: 1 distinct x value" in text
+
+
+def test_a_missing_efficiency_is_explained_and_every_report_has_findings(tmp_path):
+    """Losses at or below the reference law's asymptote get no efficiency: the report says why
+    instead of dropping the column silently; the validation sets are defined where they appear;
+    the Findings section is not the demo's alone (issue 34)."""
+    from analysis.efficiency import ReferenceLaw
+
+    records, summaries = synthetic.sweep(methods=("simple",), gs=(1, 2))
+    runs = runs_frame(records)
+    cert = certifications_frame(summaries, runs)
+    law = ReferenceLaw(alpha=0.235, E=3.5, provenance="a law whose E is above the synthetic losses")
+    text = render_report(runs, cert, summaries, tmp_path, law=law).read_text()
+    assert "## Findings" in text
+    assert "No data efficiency for simple-g2 (loss 3.4692 is not above the reference law's E=3.5)" in text
+    assert "`--fit-baseline`" in text and "simple-g1 (" not in text.split("No data efficiency", 1)[1].split("\n")[0]
+    assert "*iid_short: the iid loss on the tokens of the shorter half of those held-out documents" in text
+    assert "## Findings" not in render_report(runs, cert, summaries, tmp_path / "plain", findings=False).read_text()
 
 
 def test_cli_export_csv_and_parquet(toy_sweep, tmp_path, capsys):

@@ -8,7 +8,10 @@ prompt templates written out by hand, scored with the members' mean logits.
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -129,6 +132,19 @@ def test_missing_data_file_names_the_task_and_the_file(tiny_members, tmp_path):
     message = str(error.value)
     assert "\n" not in message
     assert "sciq" in message and str(tmp_path / "sciq.jsonl") in message and "correct_answer" in message
+
+
+def test_no_local_data_and_no_hub_is_one_line(tiny_members):
+    """Offline without --benchmark-data: one line naming the files to give, not lm-eval's 60-line
+    traceback from the datasets library (issue 34). A subprocess, so that the Hub is off for sure."""
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+    result = subprocess.run([sys.executable, "-m", "megadocs.cli", "train", "benchmarks", "--models",
+                             str(tiny_members[0]), "--tasks", "piqa", "--device", "cpu"],
+                            capture_output=True, text=True, env=env, timeout=300)
+    assert result.returncode == 2, result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr
+    assert "piqa.jsonl" in lines[0] and "--benchmark-data DIR" in lines[0]
 
 
 def test_data_file_without_the_tasks_fields_is_refused(tiny_members, tmp_path):

@@ -88,3 +88,37 @@ def always_nan(params):
     """Every run diverges."""
     _log_call(params)
     return math.nan
+
+
+def job_process(params):
+    """The bowl, and what the job process was started with: its thread variables and whether the
+    terminal's Ctrl-C (SIGINT) is ignored there."""
+    return {"loss": bowl(params), "omp": os.environ.get("OMP_NUM_THREADS"),
+            "sigint_ignored": signal.getsignal(signal.SIGINT) is signal.SIG_IGN}
+
+
+def lingers_at_exit(params):
+    """The bowl; the job process then takes 3 s to exit after submitit wrote its result (a slow
+    interpreter teardown)."""
+    import atexit
+
+    atexit.register(time.sleep, 3.0)
+    return logged(params)
+
+
+def timed(params):
+    """The bowl, recording when each evaluation ran (SEARCH_TEST_SLEEP seconds long), so that a
+    test can count the runs that overlapped."""
+    start = time.time()
+    result = logged(params)
+    with open(os.environ["SEARCH_TEST_CALLS"] + ".times", "a") as handle:
+        handle.write(json.dumps({"start": start, "end": time.time()}) + "\n")
+    return result
+
+
+def user_error(params):
+    """A deterministic user error inside the job (a store that is not there)."""
+    from megadocs.errors import UserError
+
+    _log_call(params)
+    raise UserError(f"data.store: {os.environ.get('SEARCH_TEST_MARKERS')}/store not found")

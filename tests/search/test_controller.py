@@ -138,10 +138,28 @@ def test_a_failed_neighbour_blocks_certification_and_is_reported(make_sweep, cap
     assert summary.blocked_by[0][0] == {"lr": 0.01, "wd": 0.8, "epochs": 16}
     failed = [r for r in read_runs(path) if r.status == "failed"]
     assert failed[0].attempts == 2 and "out of memory" in failed[0].reason
-    # the failure is kept, not silently retried: a re-run stays failed until asked
+    # the failure is kept, not silently retried: a re-run stays failed until asked, and says how
     assert certify(path) == 1
+    err = capsys.readouterr().err
+    assert "1 failed point(s) block their certificates" in err
+    assert f"`megadocs search certify {path} --retry-failed`" in err
+    assert main(["search", "status", str(path)]) == 0
+    assert "--retry-failed" in capsys.readouterr().out
     assert certify(path, "--retry-failed") == 1
     assert [r.attempts for r in read_runs(path) if r.status == "failed"] == [2, 2]
+
+
+def test_a_user_error_inside_a_job_is_not_retried(make_sweep, workdir, capsys):
+    """A store that is not there fails the same way every time: one line, no retries (issue 34:
+    a deterministic "store not found" was retried twice)."""
+    path = make_sweep(objective="tests.search.objectives:user_error", executor={"kind": "debug", "max_parallel": 1,
+                                                                                "poll_s": 0.05, "max_retries": 2})
+    assert certify(path) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "store not found" in err and "--retry-failed" in err, err
+    assert len(calls(workdir)) == 1
+    [run] = read_runs(path)
+    assert run.status == "failed" and run.attempts == 1
 
 
 def test_warm_start_ensembles_and_g_trend(make_sweep, workdir):
@@ -165,7 +183,8 @@ def test_warm_start_ensembles_and_g_trend(make_sweep, workdir):
     assert all(r.point == {**real_point, "epochs": real_point["epochs"] * 2} for r in members)
     assert len({r.run_dir for r in members}) == 3 and all(r.status == "completed" for r in members)
     [ensemble] = summarize_ensembles(path)
-    assert ensemble["runs"]["finished"] == 3 and set(ensemble["run_dirs"]) == {0, 1, 2}
+    assert len(ensemble.completed) == 3 and [m.member for m in ensemble.members] == [0, 1, 2]
+    assert ensemble.stale == () and ensemble.refusal() is None
     assert g_trend_warnings(list(summaries.values())) == []
     # a certified loss that rises with G is flagged
     g8 = dataclasses.replace(g8, certificate=dataclasses.replace(g8.certificate, loss=g4.certificate.loss + 0.1))
@@ -226,8 +245,97 @@ def test_the_shipped_analytic_example_certifies(workdir):
     ({"lr": 0.01, "epochs": 1.5}, {"epochs": [0.5, 1.5]}, {"epochs": 3.0}),
 ])
 def test_ensemble_members_scale_every_epochs_axis(point, axes, expected):
-    from search.controller import _ensemble_points
+    from search.sweep import EnsembleConfig
 
-    members = _ensemble_points(point, 3, 2.0, 10, axes)
+    members = EnsembleConfig(name="e", source="c", members=3, epochs_multiplier=2.0, seed_offset=10).member_points(
+        point, axes)
     assert [m["seed"] for m in members] == [10, 11, 12]
     assert all(m == {**point, **expected, "seed": m["seed"]} for m in members)
+
+
+def test_ensemble_members_belong_to_the_current_certified_point(make_sweep, workdir):
+    """Widening a grid moves the certified point: the members trained at the old point are never
+    counted, scored or reported with the new point's (issue 34: "4 of 2 members completed")."""
+    narrow = {"lr": [0.003], "wd": [0.8], "epochs": [4, 8]}
+    ensembles = [{"name": "e", "from": "a", "members": 2}]
+    certifications = [{"name": "a", "fixed": {"method": "real"}}]
+    path = make_sweep(grid=narrow, start={"lr": 0.003, "wd": 0.8, "epochs": 8}, ensembles=ensembles,
+                      certifications=certifications)
+    assert certify(path) == 3  # certified on the epochs bound
+    [old] = summarize_ensembles(path)
+    assert old.source_point == {"lr": 0.003, "wd": 0.8, "epochs": 8} and len(old.completed) == 2
+
+    path = make_sweep(grid={**narrow, "epochs": [4, 8, 16, 32]}, start={"lr": 0.003, "wd": 0.8, "epochs": 8},
+                      ensembles=ensembles, certifications=certifications)
+    [moving] = summarize_ensembles(path)  # the widened grid: the source searches again
+    assert moving.source_point is None and moving.completed == [] and len(moving.stale) == 2
+    assert moving.refusal().startswith("source a is not certified now (searching)")
+
+    assert certify(path) == 0
+    [new] = summarize_ensembles(path)
+    assert new.source_point == {"lr": 0.003, "wd": 0.8, "epochs": 16}
+    assert all(m.point["epochs"] == 32 for m in new.members) and len(new.completed) == 2
+    assert {m.point["epochs"] for m in new.stale} == {16} and new.refusal() is None
+    assert set(new.completed).isdisjoint(m.run_dir for m in new.stale)
+    assert new.describe().endswith("2/2 members completed, 0 running, 0 failed; 2 finished at an earlier "
+                                   "certified point (not used)")
+
+
+def test_progress_shows_the_runs_in_flight_and_never_redraws_into_a_log():
+    """Off a terminal the progress is a plain line per change (a log file gets no carriage-return
+    redraws); its running count is the one after the latest dispatch (issue 34: stale count)."""
+    import io
+
+    from search.certify import FixedPoints
+    from search.controller import Progress
+
+    strategies = {"e": FixedPoints("e", [{"lr": 0.01}])}
+    log = io.StringIO()
+    progress = Progress(log)
+    progress.update(strategies, 0)
+    for _ in range(3):  # polled while waiting: printed once
+        progress.refresh_running(2)
+    progress.close()
+    assert log.getvalue().splitlines() == ["certify: 0 finished, 0 running | e:running",
+                                           "certify: 0 finished, 2 running | e:running"]
+    assert "\r" not in log.getvalue()
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    screen = Terminal()
+    progress = Progress(screen)
+    progress.update(strategies, 0)
+    progress.refresh_running(2)
+    assert "running 2 | e:running" in screen.getvalue().rsplit("\r", 1)[-1]
+    progress.close()
+
+
+def test_runs_are_linked_for_tensorboard_by_certification_and_point(tmp_path):
+    import os
+
+    from search.objective import link_tensorboard
+
+    links = tmp_path / "out" / "tensorboard"
+    first, second = tmp_path / "out" / "runs" / "aaa", tmp_path / "out" / "runs" / "bbb"
+    (first / "tensorboard").mkdir(parents=True)
+    link_tensorboard(links, "simple-g4", {"lr": 0.01, "wd": 0.1, "epochs": 8}, first)
+    link = links / "simple-g4" / "lr=0.01,wd=0.1,epochs=8"
+    assert link.resolve() == (first / "tensorboard").resolve() and not os.path.isabs(os.readlink(link))
+    link_tensorboard(links, "simple-g4", {"lr": 0.01, "wd": 0.1, "epochs": 8}, second)  # the point's run changed
+    assert os.readlink(link) == os.path.join("..", "..", "runs", "bbb", "tensorboard")
+    link_tensorboard(links, "ensemble/real-ens", {"lr": 0.01, "epochs": 16, "seed": 1}, first)
+    assert (links / "ensemble" / "real-ens" / "lr=0.01,epochs=16,seed=1").resolve() == (first / "tensorboard").resolve()
+    assert sorted(p.name for p in links.rglob("*") if p.name.startswith(".")) == []  # no temporary link left
+
+
+def test_the_ctrl_c_line_says_what_becomes_of_the_jobs():
+    from search.controller import SweepInterrupted
+
+    assert SweepInterrupted(0, ["812_0", "812_1"], "slurm").message("s.yaml") == (
+        "interrupted: 2 slurm job(s) keep running (scancel 812_0 812_1 to stop them); "
+        "`megadocs search certify s.yaml` re-attaches them")
+    assert SweepInterrupted(2, [], "local").message("s.yaml") == (
+        "interrupted: 2 run(s) stopped (train runs saved a checkpoint); `megadocs search certify s.yaml` resumes them")
+    assert SweepInterrupted(0, [], "local", again=True).message("s.yaml").startswith("interrupted again:")

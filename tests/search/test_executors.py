@@ -3,26 +3,71 @@ and the sbatch script a SLURM profile produces (no cluster needed for that one).
 
 from __future__ import annotations
 
+import os
+import signal
 import time
 
 import yaml
 
 from megadocs.executors import InProcessExecutor, JobState, LocalExecutor, SlurmExecutor, load_profile
+from megadocs.procs import threads_per_job
 from search.objective import RunTask
 
 
 def test_local_jobs_are_reattached_by_id(workdir, monkeypatch):
     monkeypatch.setenv("SEARCH_TEST_SLEEP", "1")
-    first = LocalExecutor(workdir / "jobs", timeout_min=5)
+    first = LocalExecutor(workdir / "jobs", timeout_min=5, max_parallel=1)
     [job_id] = first.submit([RunTask(str(workdir / "run"), {"lr": 0.003, "wd": 0.8},
                                      objective="tests.search.objectives:logged")])
-    other = LocalExecutor(workdir / "jobs", timeout_min=5)  # a restarted controller knows only the id
+    other = LocalExecutor(workdir / "jobs", timeout_min=5, max_parallel=1)  # a restarted controller knows only the id
     assert other.poll(job_id).state is JobState.RUNNING
     deadline = time.time() + 120
     while (poll := other.poll(job_id)).state is JobState.RUNNING and time.time() < deadline:
         time.sleep(0.2)
     assert poll.state is JobState.DONE and poll.value.status == "completed"
     assert (workdir / "run" / "metrics.json").is_file()
+
+
+def _wait_done(executor, job_id, timeout=120.0):
+    deadline = time.time() + timeout
+    while (poll := executor.poll(job_id)).state is JobState.RUNNING and time.time() < deadline:
+        time.sleep(0.1)
+    return poll
+
+
+def test_local_jobs_get_their_share_of_the_cores_and_leave_ctrl_c_to_the_controller(workdir, monkeypatch):
+    """Threads per job = cores / max_parallel (issue 34: unset, two runs on two cores cost 3x the
+    CPU); a job ignores the terminal's Ctrl-C, which the controller handles; a user's own
+    OMP_NUM_THREADS wins."""
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.delenv("MKL_NUM_THREADS", raising=False)
+    executor = LocalExecutor(workdir / "jobs", timeout_min=5, max_parallel=2)
+    [job_id] = executor.submit([RunTask(str(workdir / "run"), {"lr": 0.003}, objective="tests.search.objectives:job_process")])
+    assert "OMP_NUM_THREADS" not in os.environ  # only the job's environment has it
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    metrics = _wait_done(executor, job_id).value
+    assert metrics.extra["omp"] == str(threads_per_job(2)) and metrics.extra["sigint_ignored"] is True
+
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")
+    executor = LocalExecutor(workdir / "jobs2", timeout_min=5, max_parallel=2)
+    [job_id] = executor.submit([RunTask(str(workdir / "run2"), {"lr": 0.01}, objective="tests.search.objectives:job_process")])
+    assert _wait_done(executor, job_id).value.extra["omp"] == "3"
+
+
+def test_a_local_job_keeps_its_slot_until_its_process_exits(workdir):
+    """A result on disk is not the end of the job: its process still holds a core until it exits,
+    so the controller does not start the next run meanwhile (issue 34: 3 runs with a limit of 2)."""
+    executor = LocalExecutor(workdir / "jobs", timeout_min=5, max_parallel=1)
+    [job_id] = executor.submit([RunTask(str(workdir / "run"), {"lr": 0.003},
+                                        objective="tests.search.objectives:lingers_at_exit")])
+    job = executor._jobs[job_id]
+    deadline = time.time() + 120
+    while not job.paths.result_pickle.exists():
+        assert time.time() < deadline
+        time.sleep(0.05)
+    assert executor.poll(job_id).state is JobState.RUNNING  # the result is there, the process is not done
+    poll = _wait_done(executor, job_id)
+    assert poll.state is JobState.DONE and job._process.poll() is not None
 
 
 def test_a_second_submission_of_a_finished_run_reads_its_result(workdir):

@@ -194,7 +194,7 @@ def test_start_run_memory_per_device_counts_fsdp_shards(make_sweep, tiny_store, 
     vocab = TokenStore.open(tiny_store).vocab_size
     for parallelism, shards in (("ddp", 1), ("fsdp", 4)):
         expected = memory_estimate("tiny-1m", vocab_size=vocab, context=32, micro_batch_size=2,
-                                   mixed_precision=True, shards=shards)  # fmt: skip
+                                   mixed_precision=True, shards=shards, compiled=True)  # fmt: skip (compile: auto on CUDA)
         assert runs[parallelism]["parallelism"] == parallelism
         assert runs[parallelism]["memory_per_device_gib"] == pytest.approx(expected.total / 2**30, rel=1e-12)
     assert runs["fsdp"]["memory_per_device_gib"] < runs["ddp"]["memory_per_device_gib"]

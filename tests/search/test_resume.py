@@ -115,6 +115,53 @@ def test_lost_job_is_retried_under_the_local_executor(make_sweep, workdir):
     assert all(r.status == "completed" and r.attempts == 2 and "lost" in r.reason for r in runs)
 
 
+def test_ctrl_c_stops_local_runs_in_one_line_and_the_rerun_resumes_them(make_sweep, workdir, monkeypatch):
+    """Ctrl-C reaches the whole foreground process group, jobs included: the jobs ignore it, the
+    controller stops them itself, says so without a traceback and exits 130; nothing keeps
+    running; the re-run submits the stopped runs again (no retry spent) and never runs more than
+    max_parallel at once (issue 34: submitit tracebacks, orphaned jobs, 3 runs with a limit of 2)."""
+    from megadocs.procs import child_pids, pid_alive
+
+    monkeypatch.setenv("SEARCH_TEST_SLEEP", "60")
+    path = make_sweep(executor={"kind": "local", "max_parallel": 2, "poll_s": 0.1},
+                      objective="tests.search.objectives:timed",
+                      grid={"lr": [0.001, 0.003, 0.01], "wd": [0.8], "epochs": [8]},
+                      start={"lr": 0.003, "wd": 0.8, "epochs": 8})
+    first = subprocess.Popen([sys.executable, "-m", "megadocs.cli", "search", "certify", str(path), "--no-progress"],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        wait_for(lambda: len(calls(workdir)) == 2, what="two runs inside the objective")
+        jobs = [int(r.job_id) for r in _runs(path) if r.status == "running"]
+        processes = jobs + [task for job in jobs for task in child_pids(job)]
+        assert len(jobs) == 2 and len(processes) == 4
+        os.killpg(first.pid, signal.SIGINT)  # what the terminal does on Ctrl-C
+        _, err = first.communicate(timeout=60)
+    finally:
+        if first.poll() is None:
+            first.kill()
+    assert first.returncode == 130, err
+    assert "Traceback" not in err and "KeyboardInterrupt" not in err, err
+    lines = err.strip().splitlines()
+    assert lines[-1] == (f"interrupted: 2 run(s) stopped (train runs saved a checkpoint); `megadocs search certify "
+                         f"{path}` resumes them"), err
+    assert len(lines) == 2 and lines[0].startswith("interrupted: stopping 2 local run(s)"), err
+    wait_for(lambda: not any(pid_alive(pid) for pid in processes), timeout=10, what="every job process gone")
+    stopped = [r for r in read_runs(path) if r.status == "running"]
+    assert len(stopped) == 2 and all(r.job_id is None and r.attempts == 0 for r in stopped)
+    assert all(r.reason == "interrupted during attempt 1" for r in stopped)
+
+    monkeypatch.setenv("SEARCH_TEST_SLEEP", "1")
+    resumed = controller(path)
+    _, err = resumed.communicate(timeout=300)
+    assert resumed.returncode == 0, err
+    runs = read_runs(path)
+    assert all(r.status == "completed" for r in runs)
+    assert all(r.attempts == 1 for r in runs if r.trial in {s.trial for s in stopped})
+    times = [json.loads(line) for line in (workdir / "calls.jsonl.times").read_text().splitlines()]
+    overlap = max(sum(t["start"] <= u["start"] < t["end"] for t in times) for u in times)
+    assert len(times) == len(runs) and overlap <= 2
+
+
 def test_dead_holder_is_taken_over(make_sweep):
     from search.ledger import LOCK_HOLDER, Ledger
     from search.sweep import load_sweep

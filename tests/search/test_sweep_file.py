@@ -67,6 +67,10 @@ BAD = [
      "grid.lr: inf is not a finite number"),
     ({"grid": {"lr": [0.001, 0.0010000000001], "wd": [0.8], "epochs": [8]},
       "start": {"lr": 0.001, "wd": 0.8, "epochs": 8}}, "grid.lr: 0.001 and 0.0010000000001 are the same grid value"),
+    *[({"objective": None, "train": {"data": {"store": "x"}}, "pools": {"simple": "p"}, "grid": {"lr": [0.003]},
+        "start": {"lr": 0.003}, "certifications": [{"name": "s", "fixed": {"method": "simple", "g": g}}]},
+       f"certifications[0].fixed.g: expected a whole number of generations per document (1, 2, 4, ...), got {g!r}")
+      for g in ("one", 0, 2.5, True)],
     ({"noise": {"repeats": 0}}, "noise.repeats: Input should be greater than or equal to 1"),
     ({"noise": {"repeats": 3}, "certifications": [{"name": "a", "fixed": {"seed": 1}}]},
      "certifications[0]: noise repeats set the 'seed' param"),

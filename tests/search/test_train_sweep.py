@@ -112,6 +112,11 @@ def test_training_sweep_certifies_real_and_simple(tiny_store, workdir, monkeypat
         assert config["seed"] == config["data"]["seed"] == member.fixed["seed"]
         assert (workdir / "runs/tiny/runs" / member.run_id / "model").is_dir()
     assert {m.fixed["seed"] for m in members} == {1, 2}
+    # TensorBoard sees every run under its certification and point, not under its hash
+    links = workdir / "runs/tiny/tensorboard"
+    linked = {(p.parent.relative_to(links).as_posix(), p.resolve()) for p in links.rglob("*") if p.is_symlink()}
+    assert {(r.certification, (workdir / "runs/tiny/runs" / r.run_id / "tensorboard").resolve())
+            for r in runs} <= linked
 
 
 @pytest.mark.parametrize(("change", "expected"), [

@@ -126,8 +126,9 @@ def test_read_only_commands_refuse_a_sweep_the_ledger_does_not_hold(make_sweep, 
 
 
 def test_status_after_ctrl_c_of_certify_reports_dead_jobs_as_stopped(make_sweep, workdir, monkeypatch):
-    """Ctrl-C reaches the controller and its local jobs (one process group); afterwards status
-    asks for the jobs' pids instead of believing the ledger's "running"."""
+    """Ctrl-C reaches the controller and its local jobs (one process group): the controller stops
+    the jobs and records them as stopped; status reports them so, and a job the ledger still
+    calls running is checked by its pid instead of believed."""
     monkeypatch.setenv("SEARCH_TEST_SLEEP", "60")
     path = make_sweep(executor={"kind": "local", "max_parallel": 2, "poll_s": 0.1})
     controller = subprocess.Popen(
@@ -166,8 +167,19 @@ def test_status_after_ctrl_c_of_certify_reports_dead_jobs_as_stopped(make_sweep,
     assert summary["runs"]["running"] == 0 and summary["runs"]["stopped"] == 2, summary["runs"]
     table = subprocess.run([sys.executable, "-m", "megadocs.cli", "search", "status", str(path)],
                            capture_output=True, text=True, timeout=120)
-    assert table.stdout.count(": stopped (its job is gone") == 2, table.stdout
+    assert table.stdout.count(": stopped, no job (interrupted during attempt 1); `megadocs search certify` runs it "
+                              "again") == 2, table.stdout
     assert "controller: running" not in table.stdout
+    # a job the ledger still calls running (a controller killed otherwise) is asked for its pid
+    from search.ledger import ATTR_JOB_ID, study_name
+
+    sweep = load_sweep(path)
+    ledger = Ledger(sweep.ledger_url, sweep.name)
+    [record, *_] = [r for r in ledger.runs(study_name(sweep.name, "a")) if r.status.value == "running"]
+    ledger.update(record.trial_id, **{ATTR_JOB_ID: str(pids[0])})
+    table = subprocess.run([sys.executable, "-m", "megadocs.cli", "search", "status", str(path)],
+                           capture_output=True, text=True, timeout=120)
+    assert table.stdout.count(": stopped (its job is gone") == 1, table.stdout
 
 
 @pytest.mark.parametrize("kind", ["sweep", "profile", "train"])

@@ -194,3 +194,25 @@ def test_out_of_memory_is_recognised_through_torch_compile_s_wrappers():
     assert _probe_fits(lambda micro: None, 4) is True
     with pytest.raises(RuntimeError, match="shapes cannot be multiplied"):  # not an OOM: not swallowed
         _probe_fits(other_error, 4)
+
+
+def test_compiled_memory_estimate_brackets_the_peaks_measured_on_a_gpu():
+    """The memory model with the layers compiled (the CUDA default) against the peaks the device
+    check measured (`benchmarks/results/gpu.json`, read through `train.gpu_results`): never below
+    a measured peak (auto must not pick a micro-batch that runs out of memory), at most 15% above
+    (else it picks a smaller, slower one: the eager count was 43-45% above)."""
+    from train.gpu_results import GPU_RESULTS, GpuResults
+
+    if not GPU_RESULTS.is_file():
+        pytest.skip("no device-check results in this checkout")
+    rows = [row for row in GpuResults.model_validate(json.loads(GPU_RESULTS.read_text())).train
+            if row.compile == "regional"]  # fmt: skip
+    assert rows, "the device check measured no compiled training row"
+    for row in rows:
+        estimate = memory_estimate(row.preset, vocab_size=row.model_extra["vocab"], context=row.context,
+                                   micro_batch_size=row.micro_batch, mixed_precision=True, compiled=True)  # fmt: skip
+        eager = memory_estimate(row.preset, vocab_size=row.model_extra["vocab"], context=row.context,
+                                micro_batch_size=row.micro_batch, mixed_precision=True)  # fmt: skip
+        measured = row.peak_mem_gb * 1e9
+        assert measured <= estimate.total <= 1.15 * measured, (row.micro_batch, estimate.total / 1e9, row.peak_mem_gb)
+        assert estimate.activations < eager.activations

@@ -77,3 +77,23 @@ def test_signal_then_rerun_matches_an_uninterrupted_run(small_store, tmp_path, s
     assert a.steps == b.steps > stopped
     assert a.val_losses == b.val_losses  # bit-identical, not approximately equal
     assert a.val_loss == b.val_loss and a.tokens_seen == b.tokens_seen
+
+
+def test_a_run_started_with_sigint_ignored_keeps_ignoring_it():
+    """A sweep's local job starts with SIGINT ignored (the terminal's Ctrl-C is its controller's,
+    which stops the job with SIGTERM): the run must not take Ctrl-C back; SIGTERM still stops it."""
+    from train.preemption import PreemptionSignals
+
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        with PreemptionSignals() as signals:
+            assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.05)
+            assert signals.requested is None
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(0.05)
+            assert signals.requested == signal.SIGTERM
+        assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGINT, previous)

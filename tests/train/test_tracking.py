@@ -117,6 +117,25 @@ def test_tensorboard_events_hold_the_training_and_validation_curves(tracked_run)
     assert CERTIFICATION in events.Tensors("group/text_summary")[0].tensor_proto.string_val[0].decode()
 
 
+def test_tensorboard_hparams_name_what_the_run_is(tracked_run):
+    """TensorBoard's HParams tab lists each run by its hyperparameters and certification, not only
+    by its hash directory (issue 34)."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from tensorboard.plugins.hparams import metadata
+
+    out, config, _ = tracked_run
+    events = EventAccumulator(str(out / "tensorboard"))
+    events.Reload()
+    content = events.PluginTagToContent(metadata.PLUGIN_NAME)
+    start = metadata.parse_session_start_info_plugin_data(content[metadata.SESSION_START_INFO_TAG])
+    hparams = {name: value.WhichOneof("kind") and getattr(value, value.WhichOneof("kind"))
+               for name, value in start.hparams.items()}
+    assert hparams["lr"] == pytest.approx(config.optim.lr) and hparams["real_epochs"] == 1
+    assert hparams["group"] == CERTIFICATION and hparams["algorithm"] == "real" and hparams["context"] == 64
+    experiment = metadata.parse_experiment_plugin_data(content[metadata.EXPERIMENT_TAG])
+    assert "val/iid" in {m.name.tag for m in experiment.metric_infos}
+
+
 def test_wandb_offline_run_directory_is_written_and_grouped(tracked_run):
     out, config, _ = tracked_run
     identity = config.identity()
