@@ -113,6 +113,7 @@ def read_table(path: str | Path):
 
 
 def _export(args) -> int:
+    from analysis.frame import RECORD_COLUMNS
     from analysis.ledger import load_tables
 
     out = Path(args.out)
@@ -120,6 +121,7 @@ def _export(args) -> int:
         raise UserError(f"--out: {out} must end in .csv or .parquet")
     tables = load_tables(args.sweep)
     frame = tables.runs if args.table == "runs" else tables.certifications
+    frame = frame.drop(columns=[c for c in RECORD_COLUMNS if c in frame])  # records: their display form is there
     if len(tables.runs) == 0:
         print(f"warning: the ledger of sweep {tables.sweep_name!r} has no runs yet "
               f"(run `megadocs search certify {args.sweep}`); writing an empty table", file=sys.stderr)

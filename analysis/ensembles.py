@@ -22,6 +22,7 @@ import pandas as pd
 from analysis.scaling import PowerLawFit, fit_groups
 from megadocs.errors import UserError
 from megadocs.formats import IID, REAL, RunDir, half_names
+from train.ensemble_report import EnsembleReport
 
 if TYPE_CHECKING:
     from search.status import EnsembleSummary
@@ -31,29 +32,23 @@ __all__ = ["load_ensemble_table", "score_ensemble_studies", "fit_ensembles", "co
 _COLUMN_ALIASES = {"method": "algorithm", "K": "k", "members": "k", "val_set": "set"}
 
 
-def _from_train_ensemble(report: dict, label: str | None, source: Path) -> list[dict]:
-    """Rows from a ``megadocs train ensemble --json`` report.
-
-    Its ``sets`` map a validation set name to ``{"source", "by_k": [{"k", "loss", "loss_short"?,
-    "loss_long"?}, ...]}`` (a bare list of rows is accepted too); the halves become the sets
-    ``<name>_short`` / ``<name>_long`` like train's ``iid_short`` / ``iid_long``.
-    """
-    algorithm = label or _algorithm_of_members(report.get("members") or [])
+def _from_train_ensemble(report: EnsembleReport, label: str | None, source: Path) -> list[dict]:
+    """Rows from a ``megadocs train ensemble --json`` report (`train.ensemble_report`): each set's
+    L(K), its halves becoming the sets ``<name>_short`` / ``<name>_long`` like train's
+    ``iid_short`` / ``iid_long``."""
+    algorithm = label or _algorithm_of_members(report.members)
     if algorithm is None:
         raise UserError(
             f"{source}: cannot tell which algorithm these ensemble members used (no RUN/config.yaml); "
             f"pass it as ALGORITHM={source}"
         )
     rows = []
-    for set_name, entries in (report.get("sets") or {}).items():
-        if isinstance(entries, dict):
-            entries = entries.get("by_k") or []
-        for entry in entries:
-            rows.append({"algorithm": algorithm, "k": entry["k"], "loss": entry["loss"], "set": set_name})
-            for key, half_set in zip(("loss_short", "loss_long"), half_names(set_name)):
-                value = entry.get(key)
+    for set_name, scored in report.sets.items():
+        for entry in scored.by_k:
+            rows.append({"algorithm": algorithm, "k": entry.k, "loss": entry.loss, "set": set_name})
+            for value, half_set in zip((entry.loss_short, entry.loss_long), half_names(set_name)):
                 if value is not None and math.isfinite(value):
-                    rows.append({"algorithm": algorithm, "k": entry["k"], "loss": value, "set": half_set})
+                    rows.append({"algorithm": algorithm, "k": entry.k, "loss": value, "set": half_set})
     return rows
 
 
@@ -101,7 +96,7 @@ def load_ensemble_table(sources) -> pd.DataFrame:
             except json.JSONDecodeError as exc:
                 raise UserError(f"{path}: invalid JSON ({exc.msg} at line {exc.lineno})") from None
             if isinstance(data, dict) and "sets" in data:
-                rows.extend(_from_train_ensemble(data, label or None, path))
+                rows.extend(_from_train_ensemble(EnsembleReport.parse(data, source=path), label or None, path))
             elif isinstance(data, list):
                 part = pd.DataFrame(data).rename(columns=_COLUMN_ALIASES)
                 if label:

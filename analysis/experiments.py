@@ -33,6 +33,7 @@ from analysis.scaling import PowerLawFit, power_law
 from megadocs.errors import UserError
 from megadocs.formats import IID
 from megadocs.pools import read_manifest, resolve_pool
+from search.grid import values_equal
 from search.sweep import SYNTHETIC_ONLY_MIX
 
 __all__ = [
@@ -202,7 +203,7 @@ def synthetic_only_mask(certifications: pd.DataFrame) -> pd.Series:
     if len(certifications) == 0 or column not in certifications:
         return pd.Series(False, index=certifications.index, dtype=bool)
     mix = pd.to_numeric(certifications[column], errors="coerce")
-    return mix.map(lambda value: bool(pd.notna(value) and math.isclose(value, SYNTHETIC_ONLY_MIX))).astype(bool)
+    return mix.map(lambda value: bool(pd.notna(value) and values_equal(value, SYNTHETIC_ONLY_MIX))).astype(bool)
 
 
 def without_synthetic_only(certifications: pd.DataFrame) -> pd.DataFrame:

@@ -33,10 +33,11 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator
 
-from analysis.frame import POINT, point_of
+from analysis.frame import BOUNDS, POINT, point_of
 from analysis.generation import BASELINE_METHOD
 from analysis.scaling import PowerLawFit
 from megadocs.formats import IID, REAL
+from search.grid import Bound, values_equal
 
 if TYPE_CHECKING:
     from search.status import CertificationSummary
@@ -189,7 +190,7 @@ def plot_generation_scaling(table: pd.DataFrame, *, val_set: str = IID, title: s
             label = spec.pop("label")
             ax.plot(group["g"], group["loss"], label=label, **spec)
             _mark_open_and_bounds(ax, group, "loss", spec["color"], spec["marker"],
-                                  group["bounds_hit"].astype(bool))
+                                  group[BOUNDS].map(bool))
         baseline = part.loc[part["method"] == BASELINE_METHOD, "loss"]
         if len(baseline):
             ax.axhline(float(baseline.min()), color="black", linestyle="--", linewidth=1.2,
@@ -201,7 +202,7 @@ def plot_generation_scaling(table: pd.DataFrame, *, val_set: str = IID, title: s
         ax.set_ylabel(f"tuned {val_set} validation loss")
         ax.set_title(title or f"Tuned loss vs generations ({val_set})")
         notes = ["filled: certified, open: not certified"]
-        if synthetic["bounds_hit"].astype(bool).any():
+        if synthetic[BOUNDS].map(bool).any():
             notes.append("ring: certificate at a search bound")
         ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=2)
         fig.tight_layout(rect=(0, 0.04, 1, 1))
@@ -250,7 +251,7 @@ def _axis_values(runs: pd.DataFrame, axis: str, grid: Mapping[str, Sequence[Any]
 
 def _index(values: Sequence[Any], value: Any) -> int | None:
     for i, candidate in enumerate(values):
-        if math.isclose(float(candidate), float(value), rel_tol=1e-9):
+        if values_equal(candidate, value):
             return i
     return None
 
@@ -275,12 +276,12 @@ class CertificationSlice:
     centre: tuple[int | None, int | None]  # the certified (else best) point's cell
     certified: bool
     neighbours: list[tuple[int, int]]  # the certificate's neighbours on the slice
-    bounds_hit: list[Mapping[str, Any]]  # the certificate's {axis, side} bounds
+    bounds_hit: tuple[Bound, ...]  # the search bounds the certificate leans on
     notes: tuple[str, ...] = ()  # caption notes: diverged neighbours, seed noise and ties
 
 
 def _on_slice(point: Mapping[str, Any], others: Mapping[str, Any]) -> bool:
-    return all(math.isclose(float(point.get(a, math.nan)), float(v), rel_tol=1e-9) for a, v in others.items())
+    return all(axis in point and values_equal(point[axis], value) for axis, value in others.items())
 
 
 def certification_slice(
@@ -339,7 +340,7 @@ def certification_slice(
         name=summary.name, x_axis=x_axis, y_axis=y_axis, xs=xs, ys=ys, others=others,
         losses=losses, diverged=diverged, off_slice=off_slice, path=[c for c in cells if None not in c],
         centre=(_index(xs, centre[x_axis]), _index(ys, centre[y_axis])), certified=certificate is not None,
-        neighbours=neighbours, bounds_hit=[b.to_dict() for b in certificate.bounds_hit] if certificate else [],
+        neighbours=neighbours, bounds_hit=certificate.bounds_hit if certificate else (),
         notes=tuple(notes),
     )  # fmt: skip
 
@@ -414,7 +415,7 @@ def draw_certification_slice(cut: CertificationSlice):
         fig.colorbar(image, ax=ax, label="loss (lower is better)")
         caption = "dashed cells: certificate's neighbours" if cut.certified else ""
         if cut.bounds_hit:
-            caption += "; leans on search bound(s): " + ", ".join(f"{b['axis']} {b['side']}" for b in cut.bounds_hit)
+            caption += "; leans on search bound(s): " + ", ".join(b.label for b in cut.bounds_hit)
         for note in cut.notes:
             caption += ("; " if caption else "") + note
         if cut.off_slice:
@@ -424,13 +425,6 @@ def draw_certification_slice(cut: CertificationSlice):
         ax.legend(loc="upper left", bbox_to_anchor=(0.0, -0.18), ncol=2, fontsize=7)
         fig.tight_layout()
     return fig
-
-
-def _bound_axes(bounds_hit: Any) -> set[str]:
-    """Axis names in a ``bounds_hit`` cell such as ``"epochs upper, mix upper"``."""
-    if not isinstance(bounds_hit, str) or not bounds_hit:
-        return set()
-    return {part.strip().split(" ")[0] for part in bounds_hit.split(",") if part.strip()}
 
 
 def plot_certified_hparams(
@@ -468,7 +462,7 @@ def plot_certified_hparams(
                 dodge = 2 ** (0.09 * (n - (len(methods) - 1) / 2))
                 placed = group.assign(g=group["g"] * dodge, y=[_index(values, v) for v in group[column]])
                 ax.plot(placed["g"], placed["y"], label=label, **spec)
-                at_bound = group["bounds_hit"].map(lambda b, axis=axis: axis in _bound_axes(b))
+                at_bound = group[BOUNDS].map(lambda bounds, axis=axis: any(b.axis == axis for b in bounds))
                 _mark_open_and_bounds(ax, placed, "y", spec["color"], spec["marker"], at_bound)
             if len(baseline) and column in baseline and baseline[column].notna().any():
                 ax.axhline(_index(values, baseline[column].dropna().iloc[0]), color="black", linestyle="--",

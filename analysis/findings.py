@@ -10,9 +10,11 @@ certifications that measured it); otherwise it is called a tie within noise.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 
 import pandas as pd
 
+from analysis.frame import BOUNDS
 from analysis.generation import (
     BASELINE_METHOD,
     RISE_TOLERANCE,
@@ -21,6 +23,7 @@ from analysis.generation import (
     loss_column,
     monotonicity,
 )
+from search.grid import Bound
 
 __all__ = ["CLEAR_SDS", "pooled_noise", "noise_tolerance", "rises_with_g", "findings"]
 
@@ -70,8 +73,9 @@ def rises_with_g(table: pd.DataFrame, sigma: float) -> tuple[str, list[Rise]]:
         f" ({small} rise(s) smaller than the noise threshold)." if small else "."), []
 
 
-def _lr_epochs_bounds(bounds: str) -> list[str]:
-    return [part.strip() for part in str(bounds or "").split(",") if part.strip().split(" ")[0] in LR_EPOCHS]
+def _lr_epochs_bounds(bounds: Iterable[Bound]) -> list[str]:
+    """Labels of the lr/epochs bounds among a certificate's (``"epochs upper"``), sorted."""
+    return sorted(bound.label for bound in bounds if bound.axis in LR_EPOCHS)
 
 
 def _comparison(baseline: pd.DataFrame, synthetic: pd.DataFrame, val_set: str, sigma: float,
@@ -156,9 +160,10 @@ def findings(certifications: pd.DataFrame, *, law=None) -> list[str]:
         if pending:
             lines.append("Not certified yet (their loss is the best found so far, not an optimum): "
                          + ", ".join(pending) + ".")
-    corners = [(row.certification, _lr_epochs_bounds(row.bounds_hit)) for row in certifications.itertuples()]
-    corners = [(name, bounds) for name, bounds in corners if bounds]
-    mixes = [row.certification for row in certifications.itertuples() if "mix" in str(row.bounds_hit or "")]
+    bounds = dict(zip(certifications["certification"], certifications[BOUNDS]))
+    corners = [(name, _lr_epochs_bounds(hit)) for name, hit in bounds.items()]
+    corners = [(name, labels) for name, labels in corners if labels]
+    mixes = [name for name, hit in bounds.items() if any(bound.axis == "mix" for bound in hit)]
     if corners:
         lines.append("Certificates on an lr/epochs bound of the grid (grid corners, not optima): "
                      + "; ".join(f"{name} ({', '.join(b)})" for name, b in corners) + ".")

@@ -37,8 +37,10 @@ column              meaning
 
 Certifications frame (:func:`certifications_frame`), one row per certification: ``certification``,
 ``method``, ``g``, ``model``, ``seed``, ``state`` (the engine's), ``certified`` (bool), ``loss``
-(certified loss, else best so far), ``point.<axis>`` of that point, ``bounds_hit`` (axis and
-side of each search bound the certificate leans on, e.g. ``"epochs upper"``; "" when none),
+(certified loss, else best so far), ``point.<axis>`` of that point, ``bounds`` (each search
+bound the certificate leans on, a tuple of ``search.grid.Bound``: axis, side, value, extended;
+read this one), ``bounds_hit`` (their display form, e.g. ``"epochs upper"``; "" when none;
+exported tables carry this one, not ``bounds``),
 ``support`` (what the certificate rests on as a whole: ``interior``, ``bound`` or ``not searched``,
 ``search.certify.Support``; None when not certified), ``extended`` (axes whose evidence lies
 beyond the listed grid, with the extension values, e.g. ``"epochs 128 (point)"``; "" when none),
@@ -58,6 +60,8 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 
 from megadocs.formats import IID, REAL, RunMetrics, RunStatus
+from search.grid import format_bounds, points_equal
+from search.ledger import RunRecord
 
 if TYPE_CHECKING:
     from search.status import CertificationSummary
@@ -68,7 +72,7 @@ __all__ = [
     "VAL",
     "BENCH",
     "METRIC",
-    "FINISHED",
+    "SCORED",
     "runs_frame",
     "certifications_frame",
     "columns_with",
@@ -77,20 +81,26 @@ __all__ = [
     "point_of",
     "empty_runs_frame",
     "format_bounds",
+    "BOUNDS",
+    "RECORD_COLUMNS",
     "compute_seconds",
     "union_grid",
 ]
 
 FIXED_COLUMNS = ("method", "g", "model", "seed")
 POINT, VAL, BENCH, METRIC, FIXED = "point.", "val_loss.", "bench.", "metric.", "fixed."
-FINISHED = (RunStatus.COMPLETED.value,)
-"""Statuses whose loss counts (a diverged run has loss inf: it finished, but is never best)."""
+BOUNDS = "bounds"
+"""The certifications frame's column of search bounds as data (``search.grid.Bound`` tuples)."""
+RECORD_COLUMNS = (BOUNDS,)
+"""Columns that hold records, not plain values: read in Python, left out of exported tables
+(``bounds_hit`` is their display form)."""
+SCORED = (RunStatus.COMPLETED,)
+"""Statuses whose loss is a number in the frame (a diverged run finished too, ``RunStatus.finished``,
+but its loss is inf: never best); every other status has no loss."""
 BASE_COLUMNS = (
     "sweep", "certification", "kind", "trial", "run_id", "run_dir", "status", "loss",
     *FIXED_COLUMNS, "member", "wall_time_s", "job_id", "attempts", "reason", "adopted_from",
 )
-_LEDGER_KEYS = ("kind", "run_id", "run_dir", "status", "job_id", "attempts", "reason", "wall_time_s",
-                "member", "adopted_from")
 
 
 def _number(value: Any) -> float | None:
@@ -105,47 +115,43 @@ def _number(value: Any) -> float | None:
 _OWN_COLUMNS = ("status", "val_loss", "val_losses", "benchmarks", "wall_time_s")
 
 
-def _metrics_of(record: Mapping[str, Any]) -> RunMetrics | None:
-    """The record's metrics (None unless the run finished); a record's own status and loss fill
-    what a hand-made record leaves out."""
-    raw = record.get("metrics")
-    status = record.get("status") or (raw or {}).get("status")
-    if not raw or status is None or not RunStatus(status).finished:
-        return None
-    return RunMetrics.parse({"status": status, "val_loss": record.get("loss"), **raw},
-                            source=f"{record.get('certification')}: metrics")
-
-
-def _run_row(record: Mapping[str, Any], sweep: str | None) -> dict[str, Any]:
-    fixed = dict(record.get("fixed") or {})
-    metrics = _metrics_of(record)
-    row: dict[str, Any] = {
-        "sweep": record.get("sweep", sweep),
-        "certification": record.get("certification"),
-        "trial": record.get("trial", record.get("number")),
-    }
-    for key in _LEDGER_KEYS:
-        row[key] = record.get(key)
-    if row["status"] is not None:
-        row["status"] = RunStatus(row["status"]).value
-    elif metrics is not None:
-        row["status"] = metrics.status.value
-    if row["wall_time_s"] is None and metrics is not None:
-        row["wall_time_s"] = metrics.wall_time_s
-    status = row["status"]
-    loss = record.get("loss")
+def _run_row(record: RunRecord, sweep: str | None) -> dict[str, Any]:
+    """One runs-frame row from a ledger record (a running or failed run has no metrics)."""
+    fixed = dict(record.fixed)
+    metrics = record.metrics if record.status.finished else None
+    wall_time_s = record.wall_time_s
+    if wall_time_s is None and metrics is not None:
+        wall_time_s = metrics.wall_time_s
+    loss = record.loss
     if loss is None and metrics is not None:
         loss = metrics.val_loss
-    row["loss"] = _number(loss) if status in FINISHED else None
-    if status == RunStatus.DIVERGED.value:
-        row["loss"] = math.inf
+    if record.status is RunStatus.DIVERGED:
+        loss = math.inf
+    elif record.status not in SCORED:
+        loss = None
+    row: dict[str, Any] = {
+        "sweep": record.sweep or sweep,
+        "certification": record.certification,
+        "trial": record.trial,
+        "kind": record.kind.value,
+        "run_id": record.run_id,
+        "run_dir": record.run_dir,
+        "status": record.status.value,
+        "loss": _number(loss),
+        "job_id": record.job_id,
+        "attempts": record.attempts,
+        "reason": record.reason,
+        "wall_time_s": wall_time_s,
+        "member": record.member,
+        "adopted_from": record.adopted_from,
+    }
     for key in FIXED_COLUMNS:
         row[key] = fixed.pop(key, None)
     if row["method"] == REAL and row["g"] is None:
         row["g"] = 0
     for key, value in fixed.items():
         row[FIXED + key] = value
-    for axis, value in (record.get("point") or {}).items():
+    for axis, value in record.point.items():
         row[POINT + axis] = value
     if metrics is not None:
         row.update(_metric_columns(metrics))
@@ -193,22 +199,6 @@ def union_grid(grids: Mapping[str, Mapping[str, Iterable[Any]]] | None) -> dict[
     return {axis: sorted(values) for axis, values in union.items()}
 
 
-def format_bounds(bounds) -> str:
-    """``"epochs upper, mix upper"`` from the engine's bounds (``search.grid.Bound``), bound dicts
-    ({axis, side, value}) or names."""
-    if isinstance(bounds, str):
-        return bounds
-    parts = []
-    for bound in bounds or []:
-        if isinstance(bound, Mapping):
-            parts.append(f"{bound.get('axis')} {bound.get('side', '')}".strip())
-        elif hasattr(bound, "axis"):
-            parts.append(f"{bound.axis} {bound.side.value}")
-        else:
-            parts.append(str(bound))
-    return ", ".join(sorted(parts))
-
-
 def _format_extended(certificate) -> str:
     """``"epochs 128 (point)"``: the axes whose certificate evidence lies beyond the listed grid
     (``extend:``), with the extension values used, and whether the certified point itself does."""
@@ -224,8 +214,9 @@ def empty_runs_frame() -> pd.DataFrame:
     return pd.DataFrame(columns=list(BASE_COLUMNS))
 
 
-def runs_frame(records: Iterable[Mapping[str, Any]], *, sweep: str | None = None) -> pd.DataFrame:
-    """One row per run from ledger records (``search.ledger.read_runs`` dicts)."""
+def runs_frame(records: Iterable[RunRecord], *, sweep: str | None = None) -> pd.DataFrame:
+    """One row per run from ledger records (``search.ledger.read_runs``); ``sweep`` names the
+    sweep of records that carry none."""
     rows = [_run_row(record, sweep) for record in records]
     if not rows:
         return empty_runs_frame()
@@ -263,12 +254,6 @@ def point_of(row: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
-def _same_point(a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:
-    if set(a) != set(b):
-        return False
-    return all(math.isclose(float(a[k]), float(b[k]), rel_tol=1e-9) for k in a)
-
-
 def certifications_frame(summaries: Iterable[CertificationSummary], runs: pd.DataFrame) -> pd.DataFrame:
     """One row per certification from ``search.status.summarize`` and the runs frame.
 
@@ -288,6 +273,7 @@ def certifications_frame(summaries: Iterable[CertificationSummary], runs: pd.Dat
             "state": summary.state.value,
             "certified": certificate is not None,
             "loss": _number(summary.loss),
+            BOUNDS: tuple(bounds),
             "bounds_hit": format_bounds(bounds),
             "support": certificate.basis.support.value if certificate else None,
             "extended": _format_extended(certificate),
@@ -319,7 +305,7 @@ def certifications_frame(summaries: Iterable[CertificationSummary], runs: pd.Dat
             row["g"] = 0
         for axis, value in point.items():
             row[POINT + axis] = value
-        chosen = [r for _, r in mine.iterrows() if point and _same_point(point_of(r), point)]
+        chosen = [r for _, r in mine.iterrows() if point and points_equal(point_of(r), point)]
         if chosen:
             first = min(chosen, key=lambda r: 0 if pd.isna(r.get("seed")) else float(r["seed"]))
             row["run_dir"] = first["run_dir"]  # the point's run without a seed (repeats carry seed 1, 2, ...)

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import pandas as pd
 
 from analysis.efficiency import ReferenceLaw, efficiency
-from analysis.frame import VAL, val_sets
+from analysis.frame import BOUNDS, VAL, val_sets
 from analysis.scaling import PowerLawFit
 from megadocs.errors import UserError
 from megadocs.formats import IID, REAL
@@ -47,12 +47,12 @@ def generation_table(
 ) -> pd.DataFrame:
     """Long table: one row per (validation set, method, G) with baseline, gain and efficiency.
 
-    Columns: ``set``, ``certification``, ``method``, ``g``, ``certified``, ``bounds_hit``,
-    ``warm_start``, ``loss``, ``baseline_loss``, ``gain`` (baseline - loss), ``efficiency``,
-    ``efficiency_low``, ``efficiency_high``, ``efficiency_note`` (why a synthetic row has none: its
-    loss or the baseline's is not above the law's asymptote E). Efficiency is only computed for
-    the objective/iid sets: the reference law is a law of i.i.d. loss vs real data, so it says
-    nothing about other domains.
+    Columns: ``set``, ``certification``, ``method``, ``g``, ``certified``, ``bounds`` (records),
+    ``bounds_hit`` (their display form), ``warm_start``, ``loss``, ``baseline_loss``, ``gain``
+    (baseline - loss), ``efficiency``, ``efficiency_low``, ``efficiency_high``, ``efficiency_note``
+    (why a synthetic row has none: its loss or the baseline's is not above the law's asymptote E).
+    Efficiency is only computed for the objective/iid sets: the reference law is a law of i.i.d.
+    loss vs real data, so it says nothing about other domains.
 
     Raises:
         UserError: no certification has a loss.
@@ -77,6 +77,7 @@ def generation_table(
                 "method": row["method"],
                 "g": row["g"],
                 "certified": bool(row.get("certified", False)),
+                BOUNDS: row.get(BOUNDS, ()),
                 "bounds_hit": row.get("bounds_hit", ""),
                 "warm_start": row.get("warm_start"),
                 "loss": loss,

@@ -699,10 +699,10 @@ class Rehearsal:
         rows = []
         runs = read_runs(sweep)
         for ensemble in sweep.ensembles:
-            members = sorted((r for r in runs if r["certification"] == f"ensemble/{ensemble.name}"
-                              and r["status"] == RunStatus.COMPLETED.value), key=lambda r: r["member"] or 0)
+            members = sorted((r for r in runs if r.certification == f"ensemble/{ensemble.name}"
+                              and r.status is RunStatus.COMPLETED), key=lambda r: r.member or 0)
             method = sweep.certification(ensemble.source).fixed.get("method", "real")
-            for k, loss in enumerate(SURROGATE.ensemble_losses([r["loss"] for r in members]), start=1):
+            for k, loss in enumerate(SURROGATE.ensemble_losses([r.loss for r in members]), start=1):
                 rows.append({"algorithm": method, "k": k, "loss": loss, "set": "iid"})
         path = build_report(sweep, out, ensembles=pd.DataFrame(rows) if rows else None, findings=True)
         text = path.read_text()

@@ -248,20 +248,19 @@ def _print_jobs(sweep) -> None:
 
     watch = JobWatch(sweep)
     for run in read_runs(sweep):
-        running = run["status"] == RunStatus.RUNNING
-        if not (running or (run["status"] == RunStatus.FAILED and run["job_id"])):
+        running = run.status is RunStatus.RUNNING
+        if not (running or (run.status is RunStatus.FAILED and run.job_id)):
             continue
-        point = " ".join(f"{k}={v}" for k, v in run["point"].items())
-        if running and not run["job_id"]:  # stopped on purpose (Ctrl-C), or killed before submitting
-            print(f"{run['certification']} {point}: stopped, no job ({run['reason'] or 'not submitted yet'}); "
+        point = " ".join(f"{k}={v}" for k, v in run.point.items())
+        if running and not run.job_id:  # stopped on purpose (Ctrl-C), or killed before submitting
+            print(f"{run.certification} {point}: stopped, no job ({run.reason or 'not submitted yet'}); "
                   "`megadocs search certify` runs it again")
             continue
-        reason = f": {run['reason']}" if run["status"] == RunStatus.FAILED and run["reason"] else ""
-        status = run["status"]
-        if running and not watch.alive(run["job_id"], run["job_folder"]):
+        reason = f": {run.reason}" if run.status is RunStatus.FAILED and run.reason else ""
+        status = run.status.value
+        if running and not watch.alive(run.job_id, run.job_folder):
             status = "stopped (its job is gone; `megadocs search certify` resumes it)"
-        print(f"{run['certification']} {point}: {status}, job {run['job_id']} "
-              f"(attempt {run['attempts']}){reason}")
+        print(f"{run.certification} {point}: {status}, job {run.job_id} (attempt {run.attempts}){reason}")
 
 
 def _print_ensembles(sweep, summaries) -> None:

@@ -63,7 +63,14 @@ from search.ledger import (
     replay,
     study_name,
 )
-from search.objective import INVALID, MinusInfLoss, ObjectiveReturnError, make_objective, normalise_metrics
+from search.objective import (
+    FailureKind,
+    JobFailure,
+    MinusInfLoss,
+    ObjectiveReturnError,
+    make_objective,
+    normalise_metrics,
+)
 from search.sweep import Sweep
 
 __all__ = ["run_sweep", "LedgerEvaluator", "TaskInfo", "build_strategies", "STRATEGIES", "SweepInterrupted"]
@@ -353,20 +360,21 @@ class LedgerEvaluator(Evaluator):
     def _resolve(self, run: _Run, value: Any) -> None:
         """A job's return value: metrics (finish), a loss of -inf (a failed run, not retried: the
         objective is deterministic), or something that is no loss at all (stop the sweep)."""
-        try:
-            if isinstance(value, Mapping) and value.get("status") == INVALID:
-                raise ObjectiveReturnError(value.get("error") or "returned no loss")
-            if isinstance(value, Mapping) and value.get("status") == RunStatus.FAILED.value:
-                raise MinusInfLoss(value.get("reason") or "failed")
-            metrics = normalise_metrics(value)
-        except ObjectiveReturnError as exc:
-            self._fail(run, str(exc))
-            raise UserError(f"objective {self.sweep.objective or 'train'}: {exc} for params {run.params}; fix it "
-                            f"and re-run with --retry-failed") from None
-        except MinusInfLoss as exc:
-            self._fail(run, str(exc))
-            return
-        self._finish(run, metrics)
+        failure = JobFailure.of(value)
+        if failure is None:  # metrics, or a value of an objective not normalised in its job
+            try:
+                metrics = normalise_metrics(value)
+            except ObjectiveReturnError as exc:
+                failure = JobFailure(FailureKind.INVALID, str(exc))
+            except MinusInfLoss as exc:
+                failure = JobFailure(FailureKind.FAILED, str(exc))
+            else:
+                self._finish(run, metrics)
+                return
+        self._fail(run, failure.reason)
+        if failure.kind is FailureKind.INVALID:
+            raise UserError(f"objective {self.sweep.objective or 'train'}: {failure.reason} for params {run.params}; "
+                            f"fix it and re-run with --retry-failed")
 
     def _fail(self, run: _Run, reason: str) -> None:
         del self._inflight[run.run_id]

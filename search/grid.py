@@ -34,7 +34,7 @@ from enum import Enum
 from itertools import product
 from typing import Any
 
-__all__ = ["Grid", "Neighbour", "Bound", "Side", "Direction", "Key", "AxisExtension", "Reach", "values_equal",
+__all__ = ["Grid", "Neighbour", "Bound", "Side", "format_bounds", "Direction", "Key", "AxisExtension", "Reach", "values_equal", "points_equal",
            "check_axis", "check_extension"]
 
 Key = tuple[int, ...]
@@ -79,6 +79,28 @@ class Bound:
     def to_dict(self) -> dict[str, Any]:
         return {"axis": self.axis, "side": self.side.value, "value": self.value, "extended": self.extended}
 
+    @classmethod
+    def parse(cls, data: Bound | Mapping[str, Any]) -> Bound:
+        """A bound, or its JSON record ``{axis, side, value?, extended?}`` (``search status
+        --json``, the certificate's ``bounds_hit``/``soft_bounds``) read back as one."""
+        if isinstance(data, Bound):
+            return data
+        return cls(data["axis"], Side(data["side"]), data.get("value"), bool(data.get("extended", False)))
+
+    @property
+    def label(self) -> str:
+        """``"epochs upper"``: the axis and side, as reports name a bound."""
+        return f"{self.axis} {self.side.value}"
+
+
+def format_bounds(bounds: Iterable[Bound | Mapping[str, Any]]) -> str:
+    """The display form of bounds: their labels sorted, comma-separated ("" for none).
+
+    >>> format_bounds([Bound("mix", Side.UPPER, 1.0), {"axis": "epochs", "side": "upper", "value": 64}])
+    'epochs upper, mix upper'
+    """
+    return ", ".join(sorted(Bound.parse(bound).label for bound in bounds))
+
 
 @dataclass(frozen=True)
 class AxisExtension:
@@ -99,6 +121,15 @@ def values_equal(a: Any, b: Any) -> bool:
     if isinstance(a, (int, float)) and isinstance(b, (int, float)):
         return math.isclose(float(a), float(b), rel_tol=1e-9, abs_tol=1e-12)
     return a == b
+
+
+def points_equal(a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:
+    """Two grid points are one: the same axes, each value equal by :func:`values_equal`.
+
+    >>> points_equal({"lr": 0.003, "epochs": 8}, {"epochs": 8.0, "lr": 3e-3 * (1 + 1e-12)})
+    True
+    """
+    return set(a) == set(b) and all(values_equal(a[axis], b[axis]) for axis in a)
 
 
 def check_axis(values: Sequence[Any], where: str) -> tuple[Any, ...]:

@@ -43,14 +43,14 @@ import time
 import uuid
 from collections.abc import Iterable, Mapping
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from enum import Enum
 from pathlib import Path
 from typing import Any
 
 from megadocs.errors import UserError
-from megadocs.formats import RunMetrics, RunStatus
+from megadocs.formats import METHODS, RunMetrics, RunStatus
 from megadocs.procs import pid_alive
 from megadocs.trust import redact_url, scrub
 from search.certify import Extension, Outcome
@@ -92,7 +92,8 @@ ATTR_PROVENANCE = "provenance"
 LOG_AXES = frozenset({"lr", "wd"})
 # Fixed values exposed as params: the synthetic-data method (categorical) and G.
 METHOD_PARAM, G_PARAM = "method", "g"
-METHODS = ("real", "simple", "stitched", "stitched-first", "stitched-none", "latent", "self-distill")
+# The method categorical's choices are megadocs.formats.METHODS, in its order (Optuna's
+# check_distribution_compatibility refuses other choices for a param a study already has).
 G_PARAM_HIGH = 4096  # the distribution's range only has to hold every G; one range keeps studies comparable
 
 # Study user attributes.
@@ -130,21 +131,33 @@ def study_name(sweep: str, task: str, kind: StudyKind = StudyKind.CERTIFY) -> st
     return f"{sweep}/{task}" if kind is StudyKind.CERTIFY else f"{sweep}/{kind.value}/{task}"
 
 
-@dataclass
+@dataclass(kw_only=True)
 class RunRecord:
-    """One trial, as :func:`read_runs` returns it (``to_dict``)."""
+    """One trial of a sweep's ledger: what :meth:`Ledger.runs` and :func:`read_runs` return.
 
-    sweep: str
+    The typed record analysis reads (``analysis.frame.runs_frame``); ``to_dict`` is its plain
+    JSON form. Build one by keyword; the fields a ledger always fills but a reader may not need
+    (``sweep``, ``kind``, ``trial``, ``trial_id``, ids and paths) have defaults.
+
+    Example:
+        >>> from megadocs.formats import METHODS, RunMetrics, RunStatus
+        >>> record = RunRecord(certification="stitched-g4", point={"lr": 3e-3}, status=RunStatus.COMPLETED,
+        ...                    loss=3.4, metrics=RunMetrics(status=RunStatus.COMPLETED, val_loss=3.4))
+        >>> record.outcome().loss, record.to_dict()["status"]
+        (3.4, 'completed')
+    """
+
+    sweep: str = ""
     certification: str  # the study name without the "{sweep}/" prefix, e.g. "stitched-g4", "ensemble/real-ens"
-    kind: str
-    trial: int  # trial number within the study
-    trial_id: int
+    kind: StudyKind = StudyKind.CERTIFY
+    trial: int = 0  # trial number within the study
+    trial_id: int = 0
     point: dict[str, Any]
-    fixed: dict[str, Any]
-    run_id: str | None
-    run_dir: str | None
+    fixed: dict[str, Any] = field(default_factory=dict)
+    run_id: str | None = None
+    run_dir: str | None = None
     status: RunStatus
-    loss: float | None  # None unless evaluated; inf for a diverged run
+    loss: float | None = None  # None unless evaluated; inf for a diverged run
     metrics: RunMetrics | None = None  # the run's metrics once it finished
     job_id: str | None = None
     job_folder: str | None = None
@@ -161,6 +174,7 @@ class RunRecord:
         """Plain values: ``status`` as its string, ``metrics`` as its JSON object (or None)."""
         data = asdict(self)
         data["status"] = self.status.value
+        data["kind"] = self.kind.value
         data["metrics"] = None if self.metrics is None else self.metrics.to_json()
         return data
 
@@ -559,7 +573,7 @@ class Ledger:
         if study_id is None:
             return []
         study_attrs = self.storage.get_study_user_attrs(study_id)
-        kind = study_attrs.get(STUDY_KIND, StudyKind.CERTIFY.value)
+        kind = StudyKind(study_attrs.get(STUDY_KIND, StudyKind.CERTIFY.value))
         superseded = study_attrs.get(STUDY_SUPERSEDED, {})
         records = []
         for trial in self.storage.get_all_trials(study_id, deepcopy=False):
@@ -852,17 +866,17 @@ def process_start(pid: int) -> int | None:
         return None
 
 
-def read_runs(sweep) -> list[dict[str, Any]]:
-    """Every run of a sweep (all its studies), one dict per trial (:class:`RunRecord` fields).
+def read_runs(sweep) -> list[RunRecord]:
+    """Every run of a sweep (all its studies), one :class:`RunRecord` per trial.
 
     Args:
         sweep: a :class:`search.sweep.Sweep` or the path of a sweep file.
 
     Returns:
-        dicts with ``sweep, certification, kind, trial, point, fixed, run_id, run_dir, status
-        (running|completed|diverged|failed), loss (None unless evaluated; inf if diverged),
-        metrics, job_id, job_folder, wall_time_s, attempts, reason, adopted_from, member,
-        started, completed``. ``certification`` is e.g. ``"stitched-g4"``, ``"grid/stitched-g4"``
+        records with ``sweep, certification, kind, trial, point, fixed, run_id, run_dir, status
+        (a RunStatus), loss (None unless evaluated; inf if diverged), metrics (a RunMetrics or
+        None), job_id, job_folder, wall_time_s, attempts, reason, adopted_from, member,
+        started, completed`` (``to_dict()`` for JSON). ``certification`` is e.g. ``"stitched-g4"``, ``"grid/stitched-g4"``
         or ``"ensemble/real-ens"``; ensemble members carry their ``seed`` in ``fixed``.
 
     Example:
@@ -873,4 +887,4 @@ def read_runs(sweep) -> list[dict[str, Any]]:
     if isinstance(sweep, (str, os.PathLike)):
         sweep = load_sweep(sweep)
     ledger = Ledger(sweep.ledger_url, sweep.name, create=False)
-    return [record.to_dict() for name in ledger.study_names() for record in ledger.runs(name)]
+    return [record for name in ledger.study_names() for record in ledger.runs(name)]

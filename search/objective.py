@@ -36,6 +36,8 @@ import os
 import socket
 import time
 from collections.abc import Mapping
+from dataclasses import dataclass
+from enum import Enum
 from pathlib import Path
 from typing import Any
 
@@ -49,12 +51,48 @@ from megadocs.procs import world_from_env
 from megadocs.provenance import write as write_provenance
 from search.sweep import TRAIN_AXES, Sweep
 
-__all__ = ["RunTask", "CallableObjective", "TrainObjective", "make_objective", "normalise_metrics",
+__all__ = ["RunTask", "JobResult", "JobFailure", "FailureKind", "CallableObjective", "TrainObjective", "make_objective", "normalise_metrics",
            "ObjectiveReturnError", "MinusInfLoss", "INVALID", "TENSORBOARD_LINKS", "point_label", "link_tensorboard"]
 
-INVALID = "invalid"
-"""A job's result status when the objective returned no loss or the job met a user error (never
-written to metrics.json): not retried, the controller stops with its one line."""
+
+class FailureKind(str, Enum):
+    """Why a job ended without metrics (never written to metrics.json)."""
+
+    INVALID = "invalid"
+    """The objective returned no loss, or the job met a user error: deterministic, not retried;
+    the controller stops the sweep with its one line."""
+    FAILED = "failed"
+    """The objective returned loss -inf: a failed run with its reason, not retried."""
+
+
+INVALID = FailureKind.INVALID.value
+"""A job's result status when the objective returned no loss or the job met a user error."""
+
+
+@dataclass(frozen=True)
+class JobFailure:
+    """What a job returns when it has no metrics: the other half of ``RunMetrics | JobFailure``
+    (:data:`JobResult`, what :class:`RunTask` returns and the controller resolves)."""
+
+    kind: FailureKind
+    reason: str
+
+    @classmethod
+    def of(cls, value: Any) -> JobFailure | None:
+        """``value`` as a failure, or None when it is none. Jobs run by earlier code returned a
+        status dict (``{"status": "invalid", "error"}``, ``{"status": "failed", "reason"}``), still
+        read when a sweep is resumed across an upgrade."""
+        if isinstance(value, JobFailure):
+            return value
+        if isinstance(value, Mapping) and value.get("status") == FailureKind.INVALID.value:
+            return cls(FailureKind.INVALID, value.get("error") or "returned no loss")
+        if isinstance(value, Mapping) and value.get("status") == FailureKind.FAILED.value:
+            return cls(FailureKind.FAILED, value.get("reason") or "failed")
+        return None
+
+
+JobResult = RunMetrics | JobFailure
+"""What a :class:`RunTask` returns."""
 TENSORBOARD_LINKS = "tensorboard"
 """``{out}/tensorboard/{certification}/{point}`` links to each run's ``RUN/tensorboard``."""
 
@@ -133,15 +171,15 @@ class RunTask(submitit.helpers.Checkpointable):
         self.objective = objective
         self.train_config = dict(train_config) if train_config is not None else None
 
-    def __call__(self) -> RunMetrics | dict[str, Any]:
+    def __call__(self) -> JobResult:
         run_dir = RunDir(self.run_dir)
         run_dir.path.mkdir(parents=True, exist_ok=True)
         try:
             return self._run(run_dir)
         except UserError as exc:  # deterministic: the same job would fail the same way again
-            return {"status": INVALID, "error": str(exc)}
+            return JobFailure(FailureKind.INVALID, str(exc))
 
-    def _run(self, run_dir: RunDir) -> RunMetrics | dict[str, Any]:
+    def _run(self, run_dir: RunDir) -> JobResult:
         rank, world_size, _ = world_from_env()
         if world_size > 1 and self.train_config is None:
             raise UserError(f"objective {self.objective}: a callable objective runs as one task; use "
@@ -167,9 +205,9 @@ class RunTask(submitit.helpers.Checkpointable):
             try:
                 metrics = normalise_metrics(objective(dict(self.params), **extra))
             except ObjectiveReturnError as exc:  # the controller stops the sweep with this line
-                return {"status": INVALID, "error": str(exc)}
+                return JobFailure(FailureKind.INVALID, str(exc))
             except MinusInfLoss as exc:  # a failed run with its reason; nothing is written
-                return {"status": RunStatus.FAILED.value, "reason": str(exc)}
+                return JobFailure(FailureKind.FAILED, str(exc))
             if metrics.wall_time_s is None:
                 metrics.wall_time_s = time.perf_counter() - start
             if metrics.point is None:

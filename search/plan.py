@@ -57,8 +57,9 @@ from search.landscapes import random_landscape
 from search.objective import TrainObjective
 from search.simulate import SimulatedEvaluator
 from search.sweep import CertificationConfig, Sweep
+from train.plan import DEFAULT_SCALING_EFFICIENCY, RunCost, check_utilisation, run_cost
 
-__all__ = ["SIMULATIONS", "Assumptions", "PAPER", "run_counts", "processes_per_run", "sweep_plan",
+__all__ = ["SIMULATIONS", "Assumptions", "PAPER", "RunCoster", "run_counts", "processes_per_run", "sweep_plan",
            "format_sweep_plan", "synthetic_tokens_per_document", "parse_count"]
 
 SIMULATIONS = 64
@@ -148,7 +149,7 @@ class _PlanningObjective(TrainObjective):
         """Planning reads no pool: it may not exist yet."""
 
 
-class _RunCoster:
+class RunCoster:
     """GPU-hours of one point's train run; the data's sizes measured once (or assumed)."""
 
     def __init__(self, sweep: Sweep, *, mfu: float, peak_tflops: float, processes: int = 1,
@@ -233,46 +234,28 @@ class _RunCoster:
             tokens_per_generation=mean, tokens_per_thought=mean)
         return max(1, int(documents * per_document // data.context))
 
-    def cost(self, params: Mapping[str, Any]) -> dict[str, float]:
-        """``{steps, tokens, gpu_hours, wall_hours, parallelism, memory_per_device_gib}`` of the
-        point's run on the profile's processes (memory: `train.plan.device_memory_plan` on an
-        80 GiB device, FSDP's shards counted)."""
-        from train.plan import (
-            DEFAULT_DEVICE_MEMORY_GIB,
-            data_parallel_hours,
-            device_memory_plan,
-            gpu_hours,
-            model_cost,
-            window_counts,
-        )
-        from train.streams import MixingPlan
-
-        key = tuple(sorted((k, str(v)) for k, v in params.items()))
-        if key in self._cache:
-            return self._cache[key]
+    def run_cost(self, params: Mapping[str, Any]) -> RunCost:
+        """`train.plan.run_cost` of the point's run on the profile's processes, over its streams
+        as measured or assumed (memory on an 80 GiB device, FSDP's shards counted)."""
         config = self.objective.config(params)
         real = self._real_stream(config)
-        real_windows, vocab = real[0], real[3]
-        data = config.data
         try:
-            plan = MixingPlan(real_windows=real_windows, synthetic_windows=self._synthetic_windows(config, real),
-                              batch_size=config.optim.batch_size, mixing_fraction=data.mixing_fraction,
-                              real_epochs=data.real_epochs, seed=data.seed,
-                              synthetic_epochs=data.synthetic_epochs)  # fmt: skip
-        except ValueError as exc:
+            return run_cost(config, real_windows=real[0], synthetic_windows=self._synthetic_windows(config, real),
+                            vocab_size=real[3], mfu=self.mfu, peak_tflops=self.peak_tflops,
+                            processes=self.processes, scaling_efficiency=self.scaling_efficiency)  # fmt: skip
+        except UserError as exc:
             raise UserError(f"{self.objective.source}: point {dict(params)}: {exc}") from None
-        real_read, synthetic_read = window_counts(plan)
-        tokens = (real_read + synthetic_read) * data.context
-        flops = model_cost(config.model.preset, vocab_size=vocab, context=data.context).flops_per_token
-        single = gpu_hours(tokens, flops, mfu=self.mfu, peak_tflops=self.peak_tflops)
-        hours = data_parallel_hours(single, self.processes, self.scaling_efficiency)
-        parallelism, memory = device_memory_plan(config, vocab_size=vocab, processes=self.processes,
-                                                 memory_bytes=DEFAULT_DEVICE_MEMORY_GIB * 2**30)  # fmt: skip
-        result = {"steps": plan.total_steps, "tokens": tokens, "gpu_hours": hours["gpu_hours"],
-                  "wall_hours": hours["wall_hours"], "parallelism": parallelism,
-                  "memory_per_device_gib": memory.total / 2**30}  # fmt: skip
-        self._cache[key] = result
-        return result
+
+    def cost(self, params: Mapping[str, Any]) -> dict[str, float]:
+        """``{steps, tokens, gpu_hours, wall_hours, parallelism, memory_per_device_gib}`` of the
+        point's run (`run_cost`), cached by point."""
+        key = tuple(sorted((k, str(v)) for k, v in params.items()))
+        if key not in self._cache:
+            cost = self.run_cost(params)
+            self._cache[key] = {"steps": cost.steps, "tokens": cost.tokens, "gpu_hours": cost.gpu_hours,
+                                "wall_hours": cost.wall_hours, "parallelism": cost.parallelism,
+                                "memory_per_device_gib": cost.memory.total / 2**30}  # fmt: skip
+        return self._cache[key]
 
 
 def _point(cert: CertificationConfig, grid_point: Mapping[str, Any]) -> dict[str, Any]:
@@ -294,11 +277,11 @@ def sweep_plan(sweep: Sweep, *, mfu: float, peak_tflops: float, simulations: int
     """The plan of `megadocs search plan` (a JSON-ready dict; see the module docstring). GPU-hours
     count every process of a data-parallel run (`train.plan.data_parallel_hours`); ``assumed``
     lists the data sizes that were assumed, not measured."""
-    from train.plan import DEFAULT_SCALING_EFFICIENCY
-
     processes = processes_per_run(sweep)
     efficiency = DEFAULT_SCALING_EFFICIENCY if scaling_efficiency is None else scaling_efficiency
-    coster = (_RunCoster(sweep, mfu=mfu, peak_tflops=peak_tflops, processes=processes, scaling_efficiency=efficiency,
+    if sweep.objective is None:
+        check_utilisation(mfu, peak_tflops)
+    coster = (RunCoster(sweep, mfu=mfu, peak_tflops=peak_tflops, processes=processes, scaling_efficiency=efficiency,
                          assume=assume)
               if sweep.objective is None else None)  # fmt: skip
     certifications = []

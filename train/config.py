@@ -22,7 +22,7 @@ Example:
 from __future__ import annotations
 
 from enum import Enum
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 from pydantic import BeforeValidator, Field, model_validator
 
@@ -174,7 +174,7 @@ class ModelConfig(StrictModel):
 
 # Parameter kinds weight decay can apply to (train.step.param_groups sorts every parameter into one).
 DecayGroup = Literal["linear", "head", "embeddings", "norms"]
-DECAY_GROUPS: tuple[str, ...] = ("linear", "head", "embeddings", "norms")
+DECAY_GROUPS: tuple[DecayGroup, ...] = get_args(DecayGroup)
 # levanter's default mask (OptimizerConfig.build_weight_decay_mask, "reasonable_default"): every
 # array decays except paths containing Embedding, LayerNorm/RMSNorm, and biases; its Llama keeps
 # the token embedding in LlamaEmbedding and the untied head as a Linear, so the head decays.

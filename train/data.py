@@ -25,15 +25,12 @@ import torch
 from megadocs.errors import UserError
 from train.pool_tokens import synthetic_documents
 from train.store import TokenStore
-from train.streams import REAL, SYNTHETIC, VALIDATION, MixingPlan, PlanError, StreamLayout
+from train.streams import REAL, SYNTHETIC, VALIDATION, MixingPlan, StreamLayout, mixing_plan
 
 __all__ = ["TrainingStreams", "ValidationSet", "TokenStream", "StreamDocuments", "VALIDATION_SEED", "longer_half"]
 
 # Validation windows never depend on the training seed.
 VALIDATION_SEED = 0
-# MixingPlan parameter -> the RunConfig field a user changes (the others are data.<parameter>)
-_PLAN_FIELDS = {"batch_size": "optim.batch_size", "real_windows": "data.context",
-                "synthetic_windows": "data.synthetic"}
 
 
 class StreamDocuments(Protocol):
@@ -134,16 +131,10 @@ class TrainingStreams:
             documents = synthetic_documents(spec["pool"], spec["algorithm"], spec["g"], store)
             synthetic_stream = TokenStream.build(documents, eos_id=store.eos_id, context=context, seed=seed,
                                                  stream=SYNTHETIC)
-        try:
-            plan = MixingPlan(
-                real_windows=real.num_windows,
-                synthetic_windows=0 if synthetic_stream is None else synthetic_stream.num_windows,
-                batch_size=batch_size, mixing_fraction=mixing_fraction, real_epochs=real_epochs, seed=seed,
-                synthetic_epochs=synthetic_epochs,
-            )
-        except PlanError as exc:
-            field = _PLAN_FIELDS.get(exc.parameter, f"data.{exc.parameter}")
-            raise UserError(f"{field}: {exc.reason}") from None
+        plan = mixing_plan(real_windows=real.num_windows,
+                           synthetic_windows=0 if synthetic_stream is None else synthetic_stream.num_windows,
+                           batch_size=batch_size, mixing_fraction=mixing_fraction, real_epochs=real_epochs,
+                           seed=seed, synthetic_epochs=synthetic_epochs)  # fmt: skip
         return cls(plan, context, real, synthetic_stream, store.eos_id, store.vocab_size)
 
     @property

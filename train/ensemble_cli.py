@@ -10,7 +10,8 @@ resumes from)::
                      "by_k": [{"k": 1, "members": [...], "loss": .., "loss_short": .., "loss_long": ..}, ...]}},
      "benchmarks": {"request": {...}, "scores": <train.downstream.evaluate_benchmarks result>}}
 
-(``loss_short``/``loss_long`` only for the ``iid`` set; ``benchmarks`` only with ``--benchmarks``.)
+(``loss_short``/``loss_long`` only for the ``iid`` set; ``benchmarks`` only with ``--benchmarks``;
+the record: `train.ensemble_report.EnsembleReport`, which analysis reads it with.)
 Members that are run directories supply the defaults (context, windows, validation stores,
 document mask) through their ``RUN/config.yaml``, read as a `train.config.RunConfig`.
 
@@ -34,6 +35,7 @@ from train.benchmarks import parse_tasks
 
 if TYPE_CHECKING:  # `megadocs --help` builds these parsers: keep pydantic out of that path
     from train.config import RunConfig
+    from train.ensemble_report import EnsembleLoss, EnsembleReport
 
 __all__ = [
     "EnsembleRequest",
@@ -154,7 +156,7 @@ def validation_specs(val: Sequence[str] | None, run_config: RunConfig | None) ->
 # ------------------------------------------------------------------------------- compute
 
 
-def score_ensemble(request: EnsembleRequest, *, log=None) -> dict:
+def score_ensemble(request: EnsembleRequest, *, log=None) -> EnsembleReport:
     """L(K) of ``request.members`` on every validation set (and the benchmarks), as the report.
 
     With ``request.out`` the report is rewritten (atomically) after every validation set, and a
@@ -162,7 +164,7 @@ def score_ensemble(request: EnsembleRequest, *, log=None) -> dict:
     there. Progress and reuse notes go to ``log`` (default: stderr).
 
     Returns:
-        The report (see the module docstring).
+        The report (`train.ensemble_report.EnsembleReport`; its ``to_json()`` is the file).
 
     Raises:
         UserError: a member is not a model directory, members do not share a vocabulary, a
@@ -171,6 +173,7 @@ def score_ensemble(request: EnsembleRequest, *, log=None) -> dict:
     from train.data import ValidationSet
     from train.ensemble import resolve_model_dir
     from train.ensemble_eval import ensemble_losses
+    from train.ensemble_report import EnsembleReport, EnsembleSet
 
     members = [Path(m) for m in request.members]
     for member in members:  # a wrong path is named as such, not as a missing --context
@@ -187,10 +190,10 @@ def score_ensemble(request: EnsembleRequest, *, log=None) -> dict:
 
     identity = {"members": [str(m) for m in members], "context": context, "windows": windows}
     out = Path(request.out) if request.out else None
-    report = _previous_report(out, identity) or {**identity, "sets": {}}
+    report = _previous_report(out, identity) or EnsembleReport(**identity)
     for spec in validation_specs(request.val, run_config):
-        done = report["sets"].get(spec.name)
-        if done and done.get("source") == spec.source:
+        done = report.sets.get(spec.name)
+        if done and done.source == spec.source:
             print(f"{spec.name}: reusing the losses in {out}", file=log or sys.stderr)
             continue
         validation = ValidationSet.build(spec.store, split=spec.split, context=context, max_windows=windows)
@@ -199,8 +202,8 @@ def score_ensemble(request: EnsembleRequest, *, log=None) -> dict:
             max_resident_members=request.max_resident, halves=spec.name == IID, document_mask=document_mask,
         )  # fmt: skip
         # standard JSON: a half with no tokens (NaN) is null, in the file and in what we return
-        report["sets"][spec.name] = {"source": spec.source, "by_k": finite_or_none(rows)}
-        _write_report(out, report)
+        report.sets = {**report.sets, spec.name: EnsembleSet(source=spec.source, by_k=finite_or_none(rows))}
+        _write_report(out, report.to_json())
     if request.benchmarks:
         from train.downstream import evaluate_benchmarks
         from train.ensemble import resolve_model_dir
@@ -208,24 +211,27 @@ def score_ensemble(request: EnsembleRequest, *, log=None) -> dict:
         tasks = list(request.benchmarks)
         data = str(request.benchmark_data) if request.benchmark_data else None
         wanted = {"tasks": tasks, "data": data, "limit": request.benchmark_limit}
-        if (report.get("benchmarks") or {}).get("request") != wanted:
+        if (report.benchmarks or {}).get("request") != wanted:
             scores = evaluate_benchmarks(
                 [resolve_model_dir(m) for m in members], tasks, data_dir=Path(data) if data else None,
                 limit=request.benchmark_limit, device=request.device,
             )  # fmt: skip
-            report["benchmarks"] = {"request": wanted, "scores": finite_or_none(scores)}
-            _write_report(out, report)
+            report.benchmarks = {"request": wanted, "scores": finite_or_none(scores)}
+            _write_report(out, report.to_json())
     return report
 
 
-def _previous_report(out: Path | None, identity: dict) -> dict | None:
+def _previous_report(out: Path | None, identity: dict) -> EnsembleReport | None:
+    """The report in ``out`` when it is one of these members, context and windows (to resume)."""
+    from train.ensemble_report import EnsembleReport
+
     if out is None or not out.is_file():
         return None
     try:
-        report = json.loads(out.read_text())
-    except json.JSONDecodeError:
-        return None
-    same = all(report.get(key) == value for key, value in identity.items())
+        report = EnsembleReport.parse(json.loads(out.read_text()), source=out)
+    except (json.JSONDecodeError, UserError):
+        return None  # unreadable: scored again from the start
+    same = (report.members, report.context, report.windows) == tuple(identity.values())
     return report if same else None
 
 
@@ -240,17 +246,15 @@ def _write_report(out: Path | None, report: dict) -> None:
 # ------------------------------------------------------------------------------- present
 
 
-def _print_losses(name: str, rows: list[dict]) -> None:
-    halves = "loss_short" in rows[0]
+def _print_losses(name: str, rows: list[EnsembleLoss]) -> None:
+    halves = rows[0].has_halves
     header = f"{'K':>3}  {name + ' loss':>12}" + (f"  {'short':>8}  {'long':>8}" if halves else "")
     print(header)
     for row in rows:
-        line = f"{row['k']:>3}  {row['loss']:>12.4f}"
+        line = f"{row.k:>3}  {row.loss:>12.4f}"
         if halves:
-            line += "".join(
-                f"  {row[key]:>8.4f}" if row[key] is not None else f"  {'-':>8}"
-                for key in ("loss_short", "loss_long")
-            )
+            line += "".join(f"  {value:>8.4f}" if value is not None else f"  {'-':>8}"
+                            for value in (row.loss_short, row.loss_long))
         print(line)
 
 
@@ -305,10 +309,10 @@ def ensemble_main(args: argparse.Namespace) -> int:
     )  # fmt: skip
     report = score_ensemble(request)
     for spec in validation_specs(request.val, member_run_config(request.members[0])):
-        _print_losses(spec.name, report["sets"][spec.name]["by_k"])
+        _print_losses(spec.name, report.sets[spec.name].by_k)
     if request.benchmarks:
         print(f"benchmarks of the {len(request.members)}-member ensemble:")
-        print_scores(report["benchmarks"]["scores"], request.benchmarks)
+        print_scores(report.benchmarks["scores"], request.benchmarks)
     return 0
 
 

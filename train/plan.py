@@ -47,6 +47,7 @@ from dataclasses import asdict, dataclass
 from megadocs.errors import UserError
 from train.gpu_results import Utilisation, measured_utilisation
 from train.presets import PRESETS, ModelPreset, parameter_count
+from train.streams import MixingPlan, mixing_plan
 
 __all__ = [
     "H100_BF16_PEAK_TFLOPS",
@@ -61,8 +62,12 @@ __all__ = [
     "memory_estimate",
     "largest_fitting_micro_batch",
     "gpu_hours",
+    "check_utilisation",
     "DEFAULT_SCALING_EFFICIENCY",
     "data_parallel_hours",
+    "RunCost",
+    "run_cost",
+    "run_plan",
 ]
 
 H100_BF16_PEAK_TFLOPS = 989.0
@@ -232,12 +237,17 @@ def default_utilisation(mfu: float | None = None, peak_tflops: float | None = No
                        source=measured.source if mfu is None else "given (--mfu)")
 
 
-def gpu_hours(tokens: float, flops_per_token: float, *, mfu: float, peak_tflops: float) -> float:
-    """Device-hours of `tokens` trained tokens at utilisation `mfu` of a `peak_tflops` device."""
+def check_utilisation(mfu: float, peak_tflops: float) -> None:
+    """UserError naming ``--mfu`` or ``--peak-tflops`` unless both can be a device's."""
     if not 0 < mfu <= 1:
         raise UserError(f"--mfu: expected a utilisation in (0, 1], got {mfu}")
     if not peak_tflops > 0 or not math.isfinite(peak_tflops):
         raise UserError(f"--peak-tflops: expected a positive number of TFLOP/s, got {peak_tflops}")
+
+
+def gpu_hours(tokens: float, flops_per_token: float, *, mfu: float, peak_tflops: float) -> float:
+    """Device-hours of `tokens` trained tokens at utilisation `mfu` of a `peak_tflops` device."""
+    check_utilisation(mfu, peak_tflops)
     return tokens * flops_per_token / (mfu * peak_tflops * 1e12) / 3600.0
 
 
@@ -370,6 +380,69 @@ def window_counts(plan) -> tuple[int, int]:
     return plan.windows_before(plan.total_steps)
 
 
+@dataclass(frozen=True)
+class RunCost:
+    """What one training run costs, from its config and the sizes of its streams (`run_cost`).
+
+    The one computation behind ``megadocs train --dry-run`` (`run_plan`, streams measured) and
+    ``megadocs search plan`` (`search.plan`, streams measured or assumed): the same config and
+    stream sizes give the same cost in both.
+    """
+
+    plan: MixingPlan
+    """Which windows each step reads (steps, windows per epoch)."""
+    real_seen: int
+    synthetic_seen: int
+    tokens: int
+    """Trained tokens: windows read x context."""
+    model: ModelCost
+    parallelism: str
+    """The run's strategy on its processes (`train.parallel.choose_parallelism`)."""
+    memory: MemoryEstimate
+    """Per device and micro-batch (``auto``: the largest micro-batch that fits)."""
+    gpu_hours: float
+    """Device-hours over every process."""
+    wall_hours: float
+    processes: int
+    scaling_efficiency: float
+    """Share of linear scaling assumed (1 for one process)."""
+
+    @property
+    def steps(self) -> int:
+        return self.plan.total_steps
+
+
+def run_cost(config, *, real_windows: int, synthetic_windows: int, vocab_size: int, mfu: float,
+             peak_tflops: float, memory_bytes: float = DEFAULT_DEVICE_MEMORY_GIB * 2**30, processes: int = 1,
+             scaling_efficiency: float = DEFAULT_SCALING_EFFICIENCY) -> RunCost:  # fmt: skip
+    """The cost of `config` (a `train.config.RunConfig`) over streams of `real_windows` and
+    `synthetic_windows` (windows -> mixing plan -> FLOPs -> GPU-hours -> memory; see the module docstring).
+
+    Memory and GPU-hours are for a CUDA device (bf16 autocast) unless ``config.device`` is cpu;
+    ``micro_batch_size: auto`` is resolved against `memory_bytes` by the memory model alone. Data
+    parallel over `processes` devices: wall hours = one device's / (processes x
+    `scaling_efficiency`), GPU-hours = processes x wall hours (`data_parallel_hours`).
+
+    Raises:
+        UserError: a setting that cannot work (naming its config field or option).
+    """
+    data = config.data
+    plan = mixing_plan(real_windows=real_windows, synthetic_windows=synthetic_windows,
+                       batch_size=config.optim.batch_size, mixing_fraction=data.mixing_fraction,
+                       real_epochs=data.real_epochs, seed=data.seed, synthetic_epochs=data.synthetic_epochs)  # fmt: skip
+    real_seen, synthetic_seen = window_counts(plan)
+    tokens = (real_seen + synthetic_seen) * data.context
+    model = model_cost(config.model.preset, vocab_size=vocab_size, context=data.context)
+    parallelism, memory = device_memory_plan(config, vocab_size=vocab_size, memory_bytes=memory_bytes,
+                                             processes=processes)  # fmt: skip
+    hours = data_parallel_hours(gpu_hours(tokens, model.flops_per_token, mfu=mfu, peak_tflops=peak_tflops),
+                                processes, scaling_efficiency)  # fmt: skip
+    return RunCost(plan=plan, real_seen=real_seen, synthetic_seen=synthetic_seen, tokens=tokens, model=model,
+                   parallelism=parallelism, memory=memory, gpu_hours=hours["gpu_hours"],
+                   wall_hours=hours["wall_hours"], processes=hours["processes"],
+                   scaling_efficiency=hours["scaling_efficiency"])  # fmt: skip
+
+
 def run_plan(
     config,
     *,
@@ -380,54 +453,49 @@ def run_plan(
 ) -> dict:
     """The plan of `megadocs train CONFIG --dry-run` (a JSON-ready dict); reads the store, trains nothing.
 
-    Memory and GPU-hours are for a CUDA device (bf16 autocast) unless ``config.device`` is cpu;
-    ``micro_batch_size: auto`` is resolved against `device_memory_gib` by the memory model alone.
+    The cost is `run_cost`'s over the streams as they are (measured from the store and pool).
     Evaluation is not counted in the GPU-hours (it is forward-only over ``eval.val_windows``).
-    Data parallel over `processes` devices: wall hours = one device's / (processes x
-    `scaling_efficiency`), GPU-hours = processes x wall hours (`data_parallel_hours`). MFU and peak
-    are `utilisation`'s (default: `default_utilisation`).
+    MFU and peak are `utilisation`'s (default: `default_utilisation`).
     """
     from train.data import TrainingStreams
 
     utilisation = utilisation or default_utilisation()
-    mfu, peak_tflops = utilisation.mfu, utilisation.peak_tflops
-
     data, optim = config.data, config.optim
     streams = TrainingStreams.build(data.store, synthetic=data.synthetic, context=data.context,
                                     mixing_fraction=data.mixing_fraction, real_epochs=data.real_epochs,
                                     synthetic_epochs=data.synthetic_epochs, batch_size=optim.batch_size, seed=data.seed)  # fmt: skip
-    real_seen, synthetic_seen = window_counts(streams.plan)
-    tokens = (real_seen + synthetic_seen) * data.context
-    cost = model_cost(config.model.preset, vocab_size=streams.vocab_size, context=data.context)
-    mixed = config.device != "cpu"
     memory_bytes = device_memory_gib * 2**30
-    parallelism, estimate = device_memory_plan(config, vocab_size=streams.vocab_size, memory_bytes=memory_bytes,
-                                               processes=processes)  # fmt: skip
+    cost = run_cost(config, real_windows=streams.plan.real_windows, synthetic_windows=streams.plan.synthetic_windows,
+                    vocab_size=streams.vocab_size, mfu=utilisation.mfu, peak_tflops=utilisation.peak_tflops,
+                    memory_bytes=memory_bytes, processes=processes, scaling_efficiency=scaling_efficiency)  # fmt: skip
+    model = cost.model
     return {
         "config_hash": config.identity(),
         "preset": config.model.preset,
         "vocab_size": streams.vocab_size,
         "context": data.context,
         "batch_size": optim.batch_size,
-        "micro_batch_size": estimate.micro_batch_size,
+        "micro_batch_size": cost.memory.micro_batch_size,
         "micro_batch_size_auto": optim.micro_batch_size == "auto",
-        "steps": streams.plan.total_steps,
-        "tokens": tokens,
-        "windows": {"real_per_epoch": streams.plan.real_windows, "real_seen": real_seen,
-                    "synthetic_seen": synthetic_seen},  # fmt: skip
-        "parameters": cost.parameters,
-        "flops_parameters": cost.flops_parameters,
-        "flops_per_token": cost.flops_per_token,
-        "flops_total": cost.flops_per_token * tokens,
-        "parallelism": parallelism,
-        "memory_per_micro_batch": estimate.to_dict(),
+        "steps": cost.steps,
+        "tokens": cost.tokens,
+        "windows": {"real_per_epoch": cost.plan.real_windows, "real_seen": cost.real_seen,
+                    "synthetic_seen": cost.synthetic_seen},  # fmt: skip
+        "parameters": model.parameters,
+        "flops_parameters": model.flops_parameters,
+        "flops_per_token": model.flops_per_token,
+        "flops_total": model.flops_per_token * cost.tokens,
+        "parallelism": cost.parallelism,
+        "memory_per_micro_batch": cost.memory.to_dict(),
         "device_memory_bytes": memory_bytes,
-        "mixed_precision": mixed,
-        "mfu": mfu,
+        "mixed_precision": config.device != "cpu",
+        "mfu": utilisation.mfu,
         "mfu_source": utilisation.source,
-        "peak_tflops": peak_tflops,
-        **data_parallel_hours(gpu_hours(tokens, cost.flops_per_token, mfu=mfu, peak_tflops=peak_tflops),
-                              processes, scaling_efficiency),
+        "peak_tflops": utilisation.peak_tflops,
+        "processes": cost.processes,
+        "scaling_efficiency": cost.scaling_efficiency,
+        "wall_hours": cost.wall_hours,
+        "gpu_hours": cost.gpu_hours,
     }
 
 

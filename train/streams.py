@@ -40,6 +40,8 @@ from fractions import Fraction
 
 import numpy as np
 
+from megadocs.errors import UserError
+
 __all__ = [
     "REAL",
     "SYNTHETIC",
@@ -51,6 +53,7 @@ __all__ = [
     "StreamLayout",
     "PlanError",
     "MixingPlan",
+    "mixing_plan",
 ]
 
 # Stream identities and purposes: they key the random generators, so the real stream's document
@@ -309,3 +312,27 @@ class MixingPlan:
     def _check_step(self, step: int) -> None:
         if not 0 <= step < self.total_steps:
             raise IndexError(f"step {step} outside the plan's [0, {self.total_steps})")
+
+
+# MixingPlan parameter -> the RunConfig field a user changes (the others are data.<parameter>)
+_PLAN_FIELDS = {"batch_size": "optim.batch_size", "real_windows": "data.context",
+                "synthetic_windows": "data.synthetic"}
+
+
+def mixing_plan(*, real_windows: int, synthetic_windows: int, batch_size: int, mixing_fraction: float,
+                real_epochs: int, seed: int, synthetic_epochs: int | None) -> MixingPlan:
+    """The run's :class:`MixingPlan` over streams of these sizes: what training reads
+    (`train.data.TrainingStreams.build`) and what a plan costs before the streams exist
+    (`train.plan.run_cost` via ``search plan``), built by one function.
+
+    Raises:
+        UserError: a setting that cannot work, naming its RunConfig field (``optim.batch_size``,
+            ``data.synthetic_epochs``, ...).
+    """
+    try:
+        return MixingPlan(real_windows=real_windows, synthetic_windows=synthetic_windows, batch_size=batch_size,
+                          mixing_fraction=mixing_fraction, real_epochs=real_epochs, seed=seed,
+                          synthetic_epochs=synthetic_epochs)  # fmt: skip
+    except PlanError as exc:
+        field = _PLAN_FIELDS.get(exc.parameter, f"data.{exc.parameter}")
+        raise UserError(f"{field}: {exc.reason}") from None

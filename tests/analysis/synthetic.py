@@ -2,7 +2,7 @@
 
 Each certification runs :class:`search.certify.CertifySearch` with an in-memory evaluator
 (:class:`search.simulate.SimulatedEvaluator`) on a bowl-shaped landscape over a small grid
-(lr x epochs x wd); its evaluations become records in the ``search.ledger.read_runs`` shape and
+(lr x epochs x wd); its evaluations become ``search.ledger.RunRecord``s (what ``read_runs`` returns) and
 its summary is the :class:`search.status.CertificationSummary` that ``summarize`` would return
 for that ledger. The bowl's minimum is the paper-like tuned loss of (method, G).
 """
@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import math
 
+from megadocs.formats import RunMetrics, RunStatus
 from search.certify import CertifySearch, Noise, drive
 from search.grid import Grid
+from search.ledger import RunRecord
 from search.simulate import SimulatedEvaluator
 from search.status import CertificationSummary, Compute
 
@@ -56,15 +58,15 @@ def certification(method: str, g: int, *, start=None, sweep: str = "toy", extra_
         val_losses = {"iid": loss}
         if extra_sets:
             val_losses.update({"iid_short": loss - 0.1, "iid_long": loss + 0.1, "arxiv": loss + 0.3 - 0.01 * math.log2(g + 1)})
-        records.append({
-            "sweep": sweep, "certification": name, "trial": i, "point": point,
-            "fixed": {"method": method, "g": g, "model": "tiny-1m", "seed": request.point.get("seed", 0)},
-            "run_id": f"{name}-{i}", "run_dir": f"/runs/{name}/{i}", "status": "completed", "loss": loss,
-            "metrics": {"status": "completed", "val_loss": loss, "val_losses": val_losses, "steps": 100,
-                        "tokens_seen": TOKENS_SEEN, "wall_time_s": WALL_TIME_S, "tokens_per_s": 800.0,
-                        "params": 1e6},
-            "job_id": str(1000 + i), "wall_time_s": WALL_TIME_S,
-        })
+        records.append(RunRecord(
+            sweep=sweep, certification=name, trial=i, point=point,
+            fixed={"method": method, "g": g, "model": "tiny-1m", "seed": request.point.get("seed", 0)},
+            run_id=f"{name}-{i}", run_dir=f"/runs/{name}/{i}", status=RunStatus.COMPLETED, loss=loss,
+            metrics=RunMetrics(status=RunStatus.COMPLETED, val_loss=loss, val_losses=val_losses, steps=100,
+                               tokens_seen=TOKENS_SEEN, wall_time_s=WALL_TIME_S, tokens_per_s=800.0,
+                               params=1_000_000),
+            job_id=str(1000 + i), wall_time_s=WALL_TIME_S,
+        ))
     summary = CertificationSummary.of_search(search, study=f"{sweep}/{name}", fixed={"method": method, "g": g})
     summary = _with_compute(summary, len(records))
     return records, summary

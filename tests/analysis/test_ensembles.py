@@ -171,3 +171,11 @@ def test_score_ensemble_studies_reports_what_it_cannot_score(tmp_path):
                                         "2 finished member(s) belong to an earlier certified point of real (lr=0.003)")
     assert problems["uncertified"].startswith("source real is not certified now (searching)")
     assert all("\n" not in problem for problem in problems.values())
+
+
+def test_a_train_ensemble_report_missing_a_field_is_refused_naming_it(tmp_path):
+    """analysis reads the report through train's record (train.ensemble_report.EnsembleReport)."""
+    path = tmp_path / "ens.json"
+    path.write_text(json.dumps({"members": ["a"], "sets": {"iid": {"source": None, "by_k": [{"loss": 3.3}]}}}))
+    with pytest.raises(UserError, match=r"ens.json: sets.iid.by_k.0.k: Field required"):
+        load_ensemble_table(f"real={path}")

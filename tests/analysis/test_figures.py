@@ -21,8 +21,10 @@ from analysis.figures import (
     plot_generation_scaling,
     save_figure,
 )
-from analysis.frame import certifications_frame, runs_frame
+from analysis.frame import BOUNDS, certifications_frame, runs_frame
 from analysis.generation import generation_table
+from megadocs.formats import RunStatus
+from search.grid import Bound, Side
 from tests.analysis import synthetic
 
 GRID_INDEX = {axis: {value: i for i, value in enumerate(values)} for axis, values in synthetic.GRID.items()}
@@ -58,8 +60,8 @@ def test_generation_figure_needs_synthetic_points():
 
 def test_certification_map_marks_runs_path_certificate_and_divergence(tmp_path):
     records, summary = synthetic.certification("stitched", 2)
-    records.append({**records[0], "point": {"lr": 1e-2, "epochs": 2, "wd": 0.1}, "status": "diverged",
-                    "loss": math.inf, "run_id": "div"})
+    records.append(dataclasses.replace(records[0], point={"lr": 1e-2, "epochs": 2, "wd": 0.1},
+                                       status=RunStatus.DIVERGED, loss=math.inf, run_id="div"))
     runs = runs_frame(records)
     x_axis, y_axis = map_axes(runs, summary, synthetic.GRID)
     assert {x_axis, y_axis} == {"lr", "epochs"}  # the path moved along these two
@@ -83,18 +85,19 @@ def test_certification_map_marks_runs_path_certificate_and_divergence(tmp_path):
 def test_certification_slice_is_computed_without_drawing():
     records, summary = synthetic.certification("stitched", 2)
     centre = summary.certificate.point  # lr 3e-3, epochs 8, wd 0.4 (the bowl's minimum)
-    records.append({**records[0], "point": {**centre, "lr": 1e-2}, "status": "diverged", "loss": math.inf})
-    records.append({**records[0], "point": dict(centre), "loss": 9.0})  # a worse (seeded) repeat of the centre
+    records.append(dataclasses.replace(records[0], point={**centre, "lr": 1e-2}, status=RunStatus.DIVERGED,
+                                       loss=math.inf))
+    records.append(dataclasses.replace(records[0], point=dict(centre), loss=9.0))  # a worse (seeded) repeat of the centre
     cut = certification_slice(runs_frame(records), summary, x_axis="lr", y_axis="epochs", grid=synthetic.GRID)
     assert cut.others == {"wd": centre["wd"]} and cut.certified
     assert cut.centre == (1, 2)  # (lr index, epochs index)
     assert cut.diverged[2, 2] and not cut.diverged.sum() - 1
     # the cell's loss is the mean over the point's repeats, as the certifier decides on it
     assert cut.losses[2, 1] == pytest.approx((synthetic.tuned_loss("stitched", 2) + 9.0) / 2)
-    on_slice = [r for r in records if r["point"]["wd"] == centre["wd"]]
+    on_slice = [r for r in records if r.point["wd"] == centre["wd"]]
     assert cut.off_slice == len(records) - len(on_slice)
-    ran = {(GRID_INDEX["lr"][r["point"]["lr"]], GRID_INDEX["epochs"][r["point"]["epochs"]]) for r in on_slice
-           if math.isfinite(r["loss"])}
+    ran = {(GRID_INDEX["lr"][r.point["lr"]], GRID_INDEX["epochs"][r.point["epochs"]]) for r in on_slice
+           if math.isfinite(r.loss)}
     assert {(j, i) for i, j in zip(*np.nonzero(np.isfinite(cut.losses)))} == ran
     assert set(cut.neighbours) == {(0, 2), (2, 2), (1, 1), (1, 3)}  # the wd neighbours are off the slice
     with pytest.raises(ValueError, match="no finished run yet"):
@@ -106,7 +109,8 @@ def test_certified_hparams_ring_marks_bound_hits():
     records, summaries = synthetic.sweep(methods=("simple",), gs=(1, 2))
     runs = runs_frame(records)
     cert = certifications_frame(summaries, runs)
-    cert.loc[cert["certification"] == "simple-g2", "bounds_hit"] = "epochs upper"
+    [row] = cert.index[cert["certification"] == "simple-g2"]
+    cert.at[row, BOUNDS] = (Bound("epochs", Side.UPPER, 16),)
     fig = plot_certified_hparams(cert, grid=synthetic.GRID)
     panels = {ax.get_title(): ax for ax in fig.axes}
     rings = lambda ax: [line for line in ax.lines if line.get_markersize() == 13 and len(line.get_xdata())]  # noqa: E731

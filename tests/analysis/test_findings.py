@@ -7,14 +7,20 @@ import math
 import pandas as pd
 
 from analysis.findings import findings, noise_tolerance, pooled_noise
+from analysis.frame import BOUNDS
+from search.grid import Bound, format_bounds
 
 
 def frame(rows, sd=0.01):
-    """Certifications: (name, method, g, iid loss, bounds_hit)."""
+    """Certifications: (name, method, g, iid loss, bounds_hit); the bounds as the certifications
+    frame holds them (``search.grid.Bound`` records, rendered into ``bounds_hit``)."""
+    def bounds(text):
+        return tuple(Bound(*label.split(" "), value=None) for label in text.split(", ") if label)
+
     return pd.DataFrame([
         {"certification": name, "method": method, "g": g, "certified": True, "loss": loss,
-         "val_loss.iid": loss, "bounds_hit": bounds, "noise_sd": sd}
-        for name, method, g, loss, bounds in rows
+         "val_loss.iid": loss, BOUNDS: bounds(hit), "bounds_hit": format_bounds(bounds(hit)), "noise_sd": sd}
+        for name, method, g, loss, hit in rows
     ])
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import pandas as pd
@@ -19,6 +20,8 @@ from analysis.frame import (
 )
 from analysis.generation import generation_table, monotonicity
 from megadocs.errors import UserError
+from megadocs.formats import RunMetrics, RunStatus
+from search.ledger import RunRecord
 from tests.analysis import synthetic
 
 
@@ -39,17 +42,19 @@ def test_runs_frame_has_one_row_per_run_with_every_field(toy):
     assert axes(runs) == ["epochs", "lr", "wd"]
     assert val_sets(runs)[0] == "iid"
     first = runs.iloc[0]
-    assert first["loss"] == records[0]["loss"] and first["method"] == "real" and first["g"] == 0
-    assert point_of(first) == records[0]["point"]
+    assert first["loss"] == records[0].loss and first["method"] == "real" and first["g"] == 0
+    assert point_of(first) == records[0].point
 
 
 def test_statuses_map_to_losses():
     base = {"certification": "c", "point": {"lr": 1e-3}, "fixed": {"method": "simple", "g": 2}}
     runs = runs_frame([
-        {**base, "status": "completed", "loss": 3.1, "metrics": {"val_losses": {"iid": 3.1}}},
-        {**base, "status": "diverged", "loss": float("inf"), "metrics": {"val_loss": float("inf")}},
-        {**base, "status": "failed", "loss": None, "reason": "node died", "metrics": {}},
-        {**base, "status": "running", "loss": None, "metrics": {}},
+        RunRecord(**base, status=RunStatus.COMPLETED, loss=3.1,
+                  metrics=RunMetrics(status=RunStatus.COMPLETED, val_loss=3.1, val_losses={"iid": 3.1})),
+        RunRecord(**base, status=RunStatus.DIVERGED, loss=float("inf"),
+                  metrics=RunMetrics(status=RunStatus.DIVERGED, val_loss=float("inf"))),
+        RunRecord(**base, status=RunStatus.FAILED, loss=None, reason="node died"),
+        RunRecord(**base, status=RunStatus.RUNNING, loss=None),
     ])
     assert runs["loss"].iloc[0] == 3.1
     assert math.isinf(runs["loss"].iloc[1])
@@ -58,11 +63,12 @@ def test_statuses_map_to_losses():
 
 
 def test_extra_fixed_fields_and_benchmarks_get_prefixed_columns():
-    runs = runs_frame([{
-        "certification": "c", "status": "completed", "loss": 3.0, "point": {"lr": 1e-3},
-        "fixed": {"method": "latent", "g": 4, "student": "1.5b"},
-        "metrics": {"benchmarks": {"piqa": {"acc": 0.61}, "sciq": 0.7}, "tokens_per_s": 1000.0},
-    }])
+    runs = runs_frame([RunRecord(
+        certification="c", status=RunStatus.COMPLETED, loss=3.0, point={"lr": 1e-3},
+        fixed={"method": "latent", "g": 4, "student": "1.5b"},
+        metrics=RunMetrics(status=RunStatus.COMPLETED, val_loss=3.0,
+                           benchmarks={"piqa": {"acc": 0.61}, "sciq": 0.7}, tokens_per_s=1000.0),
+    )])
     assert runs["fixed.student"].iloc[0] == "1.5b"
     assert runs["bench.piqa"].iloc[0] == 0.61 and runs["bench.sciq"].iloc[0] == 0.7
     assert runs["metric.tokens_per_s"].iloc[0] == 1000.0
@@ -70,12 +76,13 @@ def test_extra_fixed_fields_and_benchmarks_get_prefixed_columns():
 
 def test_nested_metrics_get_one_column_per_number():
     """The windows a run read (issue 12) and its validation windows reach the table."""
-    runs = runs_frame([{
-        "certification": "c", "status": "completed", "loss": 3.0, "point": {"mix": 0.9},
-        "fixed": {"method": "stitched", "g": 4},
-        "metrics": {"windows": {"real_per_epoch": 10, "real_seen": 40, "synthetic_seen": 360},
-                    "mixing_fraction_realised": 0.9, "val_windows": {"iid": 32}},
-    }])
+    runs = runs_frame([RunRecord(
+        certification="c", status=RunStatus.COMPLETED, loss=3.0, point={"mix": 0.9},
+        fixed={"method": "stitched", "g": 4},
+        metrics=RunMetrics.parse({"status": "completed", "val_loss": 3.0,
+                                  "windows": {"real_per_epoch": 10, "real_seen": 40, "synthetic_seen": 360},
+                                  "mixing_fraction_realised": 0.9, "val_windows": {"iid": 32}}),
+    )])
     row = runs.iloc[0]
     assert (row["metric.windows.real_seen"], row["metric.windows.synthetic_seen"]) == (40, 360)
     assert row["metric.windows.real_per_epoch"] == 10 and row["metric.val_windows.iid"] == 32
@@ -162,10 +169,8 @@ def test_generation_table_with_a_fitted_law_gives_efficiency_intervals(toy):
 def test_baseline_without_a_mix_axis_still_finds_its_certified_run(toy):
     """The union runs frame gives the real-only runs a NaN `mix` column; that is not an axis of theirs."""
     records, summaries, _, _ = toy
-    records = [dict(r) for r in records]
-    for record in records:
-        if record["certification"] == "simple-g1":
-            record["point"] = {**record["point"], "mix": 0.75}
+    records = [dataclasses.replace(r, point={**r.point, "mix": 0.75}) if r.certification == "simple-g1" else r
+               for r in records]
     runs = runs_frame(records, sweep="toy")
     assert runs.loc[runs["certification"] != "simple-g1", "point.mix"].isna().all()
     cert = certifications_frame(summaries, runs)

@@ -66,13 +66,14 @@ def test_smoke_demo_certificates_are_interior_and_judged_against_noise(smoke_dem
     beyond that noise for any algorithm (vacuous when the scale has one G)."""
     out, _ = smoke_demo
     from analysis.findings import noise_tolerance, pooled_noise
+    from analysis.frame import BOUNDS
     from analysis.generation import generation_table, monotonicity
     from analysis.ledger import load_tables
 
     certifications = load_tables(out / "sweep.yaml").certifications
-    for row in certifications.itertuples():
-        leaning = [b for b in str(row.bounds_hit or "").split(",") if b.strip().split(" ")[0] in ("lr", "epochs")]
-        assert not leaning, (row.certification, row.bounds_hit)
+    for name, bounds in zip(certifications["certification"], certifications[BOUNDS]):
+        leaning = [bound.label for bound in bounds if bound.axis in ("lr", "epochs")]
+        assert not leaning, (name, leaning)
     sigma = pooled_noise(certifications)
     assert sigma == sigma and sigma >= 0, "no certificate recorded a seed-noise estimate"
     table = generation_table(certifications, sets=["iid"])

@@ -49,10 +49,10 @@ def test_certifies_and_records_evidence_in_the_ledger(make_sweep, workdir, ledge
     run = runs[0]
     for key in ("certification", "point", "fixed", "run_id", "run_dir", "status", "loss", "metrics", "job_id",
                 "wall_time_s", "attempts"):
-        assert key in run
-    assert run["status"] == "completed" and run["metrics"]["tokens_seen"] == 1000
-    assert run["fixed"] == {"method": "simple", "g": 4} and run["attempts"] == 1
-    assert json.loads((workdir / "runs/t/runs" / run["run_id"] / "metrics.json").read_text())["val_loss"] == run["loss"]
+        assert key in run.to_dict()
+    assert run.status == "completed" and run.metrics.tokens_seen == 1000
+    assert run.fixed == {"method": "simple", "g": 4} and run.attempts == 1
+    assert json.loads((workdir / "runs/t/runs" / run.run_id / "metrics.json").read_text())["val_loss"] == run.loss
     # each point evaluated once; re-running the finished sweep runs nothing
     assert len(calls(workdir)) == len(runs) == len({json.dumps(c, sort_keys=True) for c in calls(workdir)})
     assert certify(path) == 0
@@ -71,12 +71,12 @@ def test_identical_runs_are_shared_across_certifications(make_sweep, workdir):
     ])
     assert certify(path) == 0
     runs = read_runs(path)
-    by_cert = {name: [r for r in runs if r["certification"] == name] for name in ("a", "b")}
+    by_cert = {name: [r for r in runs if r.certification == name] for name in ("a", "b")}
     assert all(by_cert.values())
     evaluated = {json.dumps(c, sort_keys=True) for c in calls(workdir)}
     assert len(calls(workdir)) == len(evaluated)  # no config ran twice
-    assert len(evaluated) == len({r["run_id"] for r in runs}) < len(runs)
-    assert any(r["adopted_from"] for r in runs)
+    assert len(evaluated) == len({r.run_id for r in runs}) < len(runs)
+    assert any(r.adopted_from for r in runs)
 
 
 def test_bound_is_reported_and_diverged_counts_as_inf(make_sweep, workdir):
@@ -93,10 +93,10 @@ def test_bound_is_reported_and_diverged_counts_as_inf(make_sweep, workdir):
     # a diverged neighbour is a soft bound, listed like the grid's bounds
     assert summary.to_dict()["certificate"]["soft_bounds"] == [{"axis": "lr", "side": "upper", "value": 0.01, "extended": False}]
     runs = read_runs(path)
-    assert {r["status"] for r in runs} == {"completed", "diverged"}
-    diverged = next(r for r in runs if r["status"] == "diverged")
-    assert diverged["loss"] == math.inf and diverged["metrics"]["val_loss"] is None
-    run_dir = workdir / "runs/t/runs" / diverged["run_id"]
+    assert {r.status.value for r in runs} == {"completed", "diverged"}
+    diverged = next(r for r in runs if r.status == "diverged")
+    assert diverged.loss == math.inf and diverged.metrics.val_loss is None
+    run_dir = workdir / "runs/t/runs" / diverged.run_id
     assert json.loads((run_dir / "metrics.json").read_text(), parse_constant=_refuse)["val_loss"] is None
 
 
@@ -122,7 +122,7 @@ def test_infrastructure_failures_are_retried(make_sweep, workdir):
     assert certify(path) == 0
     runs = read_runs(path)
     assert summarize(path)[0].state.value == "certified"
-    assert all(r["attempts"] == 2 and "simulated node failure" in r["reason"] for r in runs)
+    assert all(r.attempts == 2 and "simulated node failure" in r.reason for r in runs)
 
 
 def test_a_failed_neighbour_blocks_certification_and_is_reported(make_sweep, capsys):
@@ -136,8 +136,8 @@ def test_a_failed_neighbour_blocks_certification_and_is_reported(make_sweep, cap
     assert summary.state.value == "failed" and summary.certificate is None
     assert summary.runs.failed == 1
     assert summary.blocked_by[0][0] == {"lr": 0.01, "wd": 0.8, "epochs": 16}
-    failed = [r for r in read_runs(path) if r["status"] == "failed"]
-    assert failed[0]["attempts"] == 2 and "out of memory" in failed[0]["reason"]
+    failed = [r for r in read_runs(path) if r.status == "failed"]
+    assert failed[0].attempts == 2 and "out of memory" in failed[0].reason
     # the failure is kept, not silently retried: a re-run stays failed until asked, and says how
     assert certify(path) == 1
     err = capsys.readouterr().err
@@ -146,7 +146,7 @@ def test_a_failed_neighbour_blocks_certification_and_is_reported(make_sweep, cap
     assert main(["search", "status", str(path)]) == 0
     assert "--retry-failed" in capsys.readouterr().out
     assert certify(path, "--retry-failed") == 1
-    assert [r["attempts"] for r in read_runs(path) if r["status"] == "failed"] == [2, 2]
+    assert [r.attempts for r in read_runs(path) if r.status == "failed"] == [2, 2]
 
 
 def test_a_user_error_inside_a_job_is_not_retried(make_sweep, workdir, capsys):
@@ -159,7 +159,7 @@ def test_a_user_error_inside_a_job_is_not_retried(make_sweep, workdir, capsys):
     assert len(err.splitlines()) == 1 and "store not found" in err and "--retry-failed" in err, err
     assert len(calls(workdir)) == 1
     [run] = read_runs(path)
-    assert run["status"] == "failed" and run["attempts"] == 1
+    assert run.status == "failed" and run.attempts == 1
 
 
 def test_warm_start_ensembles_and_g_trend(make_sweep, workdir):
@@ -176,12 +176,12 @@ def test_warm_start_ensembles_and_g_trend(make_sweep, workdir):
     g4, g8 = summaries["simple-g4"], summaries["simple-g8"]
     assert g8.start == g4.certificate.point and g8.path[0] == g8.start
     assert g8.runs.finished == 1 + len(Grid.from_mapping(GRID).neighbours(g8.start))
-    members = [r for r in read_runs(path) if r["certification"] == "ensemble/real-ens"]
+    members = [r for r in read_runs(path) if r.certification == "ensemble/real-ens"]
     real_point = summaries["real"].certificate.point
-    assert sorted(r["member"] for r in members) == [0, 1, 2]
-    assert sorted(r["fixed"]["seed"] for r in members) == [1, 2, 3]
-    assert all(r["point"] == {**real_point, "epochs": real_point["epochs"] * 2} for r in members)
-    assert len({r["run_dir"] for r in members}) == 3 and all(r["status"] == "completed" for r in members)
+    assert sorted(r.member for r in members) == [0, 1, 2]
+    assert sorted(r.fixed["seed"] for r in members) == [1, 2, 3]
+    assert all(r.point == {**real_point, "epochs": real_point["epochs"] * 2} for r in members)
+    assert len({r.run_dir for r in members}) == 3 and all(r.status == "completed" for r in members)
     [ensemble] = summarize_ensembles(path)
     assert len(ensemble.completed) == 3 and [m.member for m in ensemble.members] == [0, 1, 2]
     assert ensemble.stale == () and ensemble.refusal() is None
@@ -197,16 +197,16 @@ def test_warm_start_ensembles_and_g_trend(make_sweep, workdir):
 def test_baseline_strategies(make_sweep, workdir, strategy):
     path = make_sweep()
     assert certify(path, "--strategy", strategy, "--max-runs", "20") == 0
-    runs = [r for r in read_runs(path) if r["certification"] == f"{strategy}/a"]
-    assert len(runs) == 20 and len({r["run_id"] for r in runs}) == 20
+    runs = [r for r in read_runs(path) if r.certification == f"{strategy}/a"]
+    assert len(runs) == 20 and len({r.run_id for r in runs}) == 20
     [summary] = summarize(path, strategy)
-    assert summary.best.loss == min(r["loss"] for r in runs)
+    assert summary.best.loss == min(r.loss for r in runs)
     # certify afterwards reuses the baseline's runs instead of running them again
     before = len(calls(workdir))
     assert certify(path) == 0
-    certify_runs = [r for r in read_runs(path) if r["certification"] == "a"]
-    assert any(r["adopted_from"] for r in certify_runs)
-    assert len(calls(workdir)) - before == sum(r["adopted_from"] is None for r in certify_runs)
+    certify_runs = [r for r in read_runs(path) if r.certification == "a"]
+    assert any(r.adopted_from for r in certify_runs)
+    assert len(calls(workdir)) - before == sum(r.adopted_from is None for r in certify_runs)
 
 
 def test_max_runs_caps_the_search(make_sweep, workdir, capsys):

@@ -53,11 +53,11 @@ def test_trials_expose_method_g_and_provenance(make_sweep):
     path = make_sweep()
     assert certify(path) == 0
     runs = read_runs(path)
-    assert runs and all(r["provenance"]["git_commit"] is not None or r["provenance"]["git_dirty"] is None
+    assert runs and all(r.provenance["git_commit"] is not None or r.provenance["git_dirty"] is None
                         for r in runs)  # fmt: skip
-    record = runs[0]["provenance"]
+    record = runs[0].provenance
     assert {"megadocs_version", "torch_version", "host", "command", "slurm_job_id"} <= set(record)
-    assert json.loads((Path(runs[0]["run_dir"]) / "provenance.json").read_text()) == record
+    assert json.loads((Path(runs[0].run_dir) / "provenance.json").read_text()) == record
 
 
 def _free_port() -> int:

@@ -11,7 +11,7 @@ import yaml
 
 from megadocs.executors import InProcessExecutor, JobState, LocalExecutor, SlurmExecutor, load_profile
 from megadocs.procs import threads_per_job
-from search.objective import RunTask
+from search.objective import FailureKind, JobFailure, RunTask
 
 
 def test_local_jobs_are_reattached_by_id(workdir, monkeypatch):
@@ -75,6 +75,18 @@ def test_a_second_submission_of_a_finished_run_reads_its_result(workdir):
     first, second = task(), task()
     assert first == second
     assert len((workdir / "calls.jsonl").read_text().splitlines()) == 1
+
+
+def test_a_job_without_a_loss_returns_a_typed_failure_and_old_status_dicts_still_read(workdir):
+    """RunTask returns RunMetrics | JobFailure; results pickled by earlier code (status dicts) read
+    as the same failures when a sweep is resumed across the upgrade."""
+    minus_inf = RunTask(str(workdir / "a"), {"lr": 0.01}, objective="tests.search.objectives:minus_inf_corner")()
+    text = RunTask(str(workdir / "b"), {"lr": 0.01}, objective="tests.search.objectives:returns_text")()
+    assert isinstance(minus_inf, JobFailure) and minus_inf.kind is FailureKind.FAILED and "-inf" in minus_inf.reason
+    assert isinstance(text, JobFailure) and text.kind is FailureKind.INVALID and "'0.5'" in text.reason
+    assert JobFailure.of({"status": "failed", "reason": minus_inf.reason}) == minus_inf
+    assert JobFailure.of({"status": "invalid", "error": text.reason}) == text
+    assert JobFailure.of({"status": "completed", "val_loss": 2.0}) is None
 
 
 def test_in_process_failures_and_unknown_jobs():

@@ -46,8 +46,8 @@ def test_a_trial_the_killed_controller_left_half_written_is_run_once(make_sweep,
     evaluated = [tuple(sorted((k, c[k]) for k in point)) for c in calls(workdir)]
     assert len(evaluated) == len(set(evaluated))  # no point ran twice
     runs = read_runs(path)
-    assert not [r for r in runs if r["status"] == "running"], runs  # nothing left hanging
-    assert all(r["run_id"] and r["run_dir"] for r in runs)
+    assert not [r for r in runs if r.status == "running"], runs  # nothing left hanging
+    assert all(r.run_id and r.run_dir for r in runs)
 
 
 def _tried_to_submit(path) -> bool:
@@ -55,7 +55,7 @@ def _tried_to_submit(path) -> bool:
     from search.ledger import LedgerMissing
 
     try:
-        return any(r["status"] == "running" for r in read_runs(path))
+        return any(r.status == "running" for r in read_runs(path))
     except LedgerMissing:
         return False
 
@@ -115,5 +115,5 @@ def test_a_result_the_killed_controller_had_half_recorded_is_not_a_divergence(ma
     assert main(["search", "certify", str(path), "--no-progress"]) == 0
     [summary] = summarize(path)
     assert summary.certificate.point == optimum and summary.to_dict()["certificate"]["soft_bounds"] == []
-    [record] = [r for r in read_runs(path) if r["point"] == optimum]
-    assert record["status"] == "completed" and record["loss"] is not None
+    [record] = [r for r in read_runs(path) if r.point == optimum]
+    assert record.status == "completed" and record.loss is not None

@@ -41,14 +41,14 @@ def test_noise_repeats_are_seeded_runs_and_the_certificate_carries_sigma(make_sw
     assert all(bowl({**n.point, **FIXED}) >= truth for n in grid.neighbours(cert.point))  # the noise-free optimum
     # repeats are ordinary runs: the first carries no seed, the others seed 1, 2; the objective saw them
     runs = read_runs(path)
-    at_centre = sorted(r["fixed"].get("seed", 0) for r in runs if r["point"] == cert.point)
+    at_centre = sorted(r.fixed.get("seed", 0) for r in runs if r.point == cert.point)
     assert at_centre == [0, 1, 2]
     assert {c.get("seed", 0) for c in calls(workdir) if {k: c[k] for k in SMALL} == cert.point} == {0, 1, 2}
-    assert len(runs) == len({r["run_id"] for r in runs}) == len(calls(workdir))  # none twice
+    assert len(runs) == len({r.run_id for r in runs}) == len(calls(workdir))  # none twice
     # some points were settled on one draw: repeats were spent where they decide something
     per_point: dict = {}
     for r in runs:
-        per_point.setdefault(json.dumps(r["point"], sort_keys=True), []).append(r)
+        per_point.setdefault(json.dumps(r.point, sort_keys=True), []).append(r)
     assert any(len(v) == 1 for v in per_point.values())
     # status --json: the analysis contract, standard JSON
     assert main(["search", "status", str(path), "--json"]) == 0
@@ -69,9 +69,9 @@ def test_minus_inf_is_a_failed_run_in_the_ledger_too(make_sweep, workdir, capsys
     assert "blocked by {'lr': 0.01" in err and "-inf" in err
     [summary] = summarize(path)
     assert summary.state.value == "failed" and summary.certificate is None
-    [failed] = [r for r in read_runs(path) if r["status"] == "failed"]
-    assert failed["attempts"] == 1 and "-inf" in failed["reason"]  # deterministic: not retried
-    assert failed["loss"] is None
+    [failed] = [r for r in read_runs(path) if r.status == "failed"]
+    assert failed.attempts == 1 and "-inf" in failed.reason  # deterministic: not retried
+    assert failed.loss is None
 
 
 def test_a_non_number_return_stops_the_sweep_after_the_first_batch(make_sweep, workdir, capsys):

@@ -238,3 +238,43 @@ def test_gpu_hours_take_the_mfu_the_device_check_measured(make_sweep, tiny_store
     _gpu_results(tmp_path / "gpu.json", device="cpu")  # a CPU rehearsal's results never count
     assert main(["search", "plan", str(path), "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["mfu"] == 0.4
+
+
+def test_train_and_search_plans_cost_a_run_alike(make_sweep, tiny_store):
+    """`megadocs train --dry-run` (train.plan.run_plan) and `megadocs search plan` (RunCoster) cost a
+    run through one train.plan.run_cost: the same config over the same store gives the same steps,
+    tokens, GPU-hours, parallelism and memory for every preset; with no store, search's assumed
+    streams give run_cost's cost of the paper's sizes."""
+    from search.plan import PAPER, RunCoster
+    from search.sweep import load_sweep
+    from train.gpu_results import Utilisation
+    from train.plan import run_cost, run_plan
+    from train.presets import PRESETS as PRESET_TABLE
+
+    mfu, peak = 0.5, 200.0
+    params = {"method": "real", "lr": 0.003, "epochs": 2}
+    for preset in PRESET_TABLE:
+        path = make_sweep(objective=None, grid={"lr": [0.003], "epochs": [2]}, start={"lr": 0.003, "epochs": 2},
+                          train={"data": {"store": str(tiny_store), "context": 32}, "model": {"preset": preset},
+                                 "optim": {"batch_size": 4, "micro_batch_size": "auto"}},
+                          certifications=[{"name": "real", "fixed": {"method": "real"}}])
+        coster = RunCoster(load_sweep(path), mfu=mfu, peak_tflops=peak)
+        searched = coster.cost(params)
+        trained = run_plan(coster.objective.config(params), utilisation=Utilisation(mfu, peak, "given"))
+        assert {key: trained[key] for key in ("steps", "tokens", "gpu_hours", "wall_hours", "parallelism")} == \
+            {key: searched[key] for key in ("steps", "tokens", "gpu_hours", "wall_hours", "parallelism")}, preset
+        assert trained["memory_per_micro_batch"]["total"] / 2**30 == searched["memory_per_device_gib"], preset
+        assert coster.assumed == {}  # every size measured
+
+    path = make_sweep(objective=None, grid={"lr": [0.003], "mix": [0.5]}, start={"lr": 0.003, "mix": 0.5},
+                      train={"data": {"store": "runs/nowhere", "context": 4096}, "model": {"preset": "300m"},
+                             "optim": {"batch_size": 64, "micro_batch_size": "auto"}},
+                      pools={"latent": "pools/thoughts-g{g}"},
+                      certifications=[{"name": "latent", "fixed": {"method": "latent", "g": 4}}])
+    coster = RunCoster(load_sweep(path), mfu=mfu, peak_tflops=peak)
+    params = {"method": "latent", "g": 4, "lr": 0.003, "mix": 0.5}
+    assumed_windows = int((PAPER.real_tokens + PAPER.real_documents) // 4096)  # one EOS per document
+    assert coster.run_cost(params) == run_cost(coster.objective.config(params), real_windows=assumed_windows,
+                                               synthetic_windows=1, vocab_size=PAPER.vocab_size, mfu=mfu,
+                                               peak_tflops=peak)
+    assert set(coster.assumed) == {"real_tokens", "real_documents", "vocab_size"}

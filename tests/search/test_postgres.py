@@ -66,7 +66,7 @@ def test_certification_on_postgresql(make_sweep, postgres_url):
     assert summaries["a"].state.value == summaries["b"].state.value == "certified"
     assert summaries["b"].start == summaries["a"].certificate.point
     runs = read_runs(path)
-    assert runs and all(r["status"] == "completed" for r in runs)
+    assert runs and all(r.status == "completed" for r in runs)
     # the controller lock lives in the same server
     from search.ledger import ControllerBusy, Ledger
 
@@ -139,7 +139,7 @@ def test_password_from_the_environment_or_a_pgpass_file(make_sweep, workdir, pas
         assert status == 2 and err.count("\n") == 1 and "cannot open postgresql://megadocs@127.0.0.1" in err, err
     else:
         assert status == 0, err
-        assert [r["status"] for r in read_runs(path)] and all(r["status"] == "completed" for r in read_runs(path))
+        assert [r.status for r in read_runs(path)] and all(r.status == "completed" for r in read_runs(path))
     assert SECRET not in out + err
 
 

@@ -49,7 +49,7 @@ def test_sigkill_mid_sweep_then_restart(make_sweep, workdir, monkeypatch, noise)
     first = controller(path)
     try:
         # some runs finished and others in flight
-        wait_for(lambda: len(calls(workdir)) >= 4 and any(r["status"] == "running" for r in _runs(path)),
+        wait_for(lambda: len(calls(workdir)) >= 4 and any(r.status == "running" for r in _runs(path)),
                  what="a sweep with finished and running runs")
 
         # status reads the ledger while the controller writes it
@@ -70,36 +70,36 @@ def test_sigkill_mid_sweep_then_restart(make_sweep, workdir, monkeypatch, noise)
         assert f"pid {first.pid}" in second.stderr and "held by another controller" in second.stderr
         assert "host " in second.stderr and "since " in second.stderr
         # kill while runs are in flight (the status calls above may have taken a while)
-        wait_for(lambda: any(r["status"] == "running" for r in _runs(path)) or first.poll() is not None,
+        wait_for(lambda: any(r.status == "running" for r in _runs(path)) or first.poll() is not None,
                  what="runs in flight")
     finally:
         first.send_signal(signal.SIGKILL)
         first.wait()
-    in_flight = {r["run_id"]: r for r in _runs(path) if r["status"] == "running"}
+    in_flight = {r.run_id: r for r in _runs(path) if r.status == "running"}
     assert in_flight, "kill landed while runs were in flight"
     # a kill between a trial's creation and its job's submission leaves it without a job id: the
     # restart submits it then (once)
-    assert any(r["job_id"] for r in in_flight.values())
+    assert any(r.job_id for r in in_flight.values())
 
     restarted = controller(path)
     out, err = restarted.communicate(timeout=300)
     assert restarted.returncode == CertifyExit.CERTIFIED_ON_BOUND, err  # epochs 16: SMALL_GRID's end
 
     runs = read_runs(path)
-    assert all(r["status"] == "completed" for r in runs), [(r["status"], r["point"], r["fixed"], r["reason"])
-                                                           for r in runs if r["status"] != "completed"]
+    assert all(r.status == "completed" for r in runs), [(r.status, r.point, r.fixed, r.reason)
+                                                           for r in runs if r.status != "completed"]
     evaluated = [json.dumps(c, sort_keys=True) for c in calls(workdir)]
     assert len(evaluated) == len(set(evaluated)) == len(runs)  # none twice, none lost
     for run_id, before in in_flight.items():
-        [after] = [r for r in runs if r["run_id"] == run_id]
-        assert after["attempts"] == 1  # re-attached (or submitted once), not re-run
-        assert before["job_id"] is None or after["job_id"] == before["job_id"]
+        [after] = [r for r in runs if r.run_id == run_id]
+        assert after.attempts == 1  # re-attached (or submitted once), not re-run
+        assert before.job_id is None or after.job_id == before.job_id
     [summary] = summarize(path)
     assert summary.state.value == "certified"
     assert summary.certificate.point == {"lr": 0.003, "wd": 0.8, "epochs": 16}
     if noise:  # repeats are runs like any other: seeded, re-attached, never run twice
         assert summary.certificate.draws == 2 and summary.certificate.noise.sigma is not None
-        assert {r["fixed"].get("seed", 0) for r in runs} == {0, 1}
+        assert {r.fixed.get("seed", 0) for r in runs} == {0, 1}
 
 
 def test_lost_job_is_retried_under_the_local_executor(make_sweep, workdir):
@@ -112,7 +112,7 @@ def test_lost_job_is_retried_under_the_local_executor(make_sweep, workdir):
     assert result.returncode == CertifyExit.CERTIFIED_ON_BOUND, result.stderr  # lr 0.003: the grid's end
     runs = read_runs(path)
     assert len(runs) == 2
-    assert all(r["status"] == "completed" and r["attempts"] == 2 and "lost" in r["reason"] for r in runs)
+    assert all(r.status == "completed" and r.attempts == 2 and "lost" in r.reason for r in runs)
 
 
 def test_ctrl_c_stops_local_runs_in_one_line_and_the_rerun_resumes_them(make_sweep, workdir, monkeypatch):
@@ -131,7 +131,7 @@ def test_ctrl_c_stops_local_runs_in_one_line_and_the_rerun_resumes_them(make_swe
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
     try:
         wait_for(lambda: len(calls(workdir)) == 2, what="two runs inside the objective")
-        jobs = [int(r["job_id"]) for r in _runs(path) if r["status"] == "running"]
+        jobs = [int(r.job_id) for r in _runs(path) if r.status == "running"]
         processes = jobs + [task for job in jobs for task in child_pids(job)]
         assert len(jobs) == 2 and len(processes) == 4
         os.killpg(first.pid, signal.SIGINT)  # what the terminal does on Ctrl-C
@@ -146,17 +146,17 @@ def test_ctrl_c_stops_local_runs_in_one_line_and_the_rerun_resumes_them(make_swe
                          f"{path}` resumes them"), err
     assert len(lines) == 2 and lines[0].startswith("interrupted: stopping 2 local run(s)"), err
     wait_for(lambda: not any(pid_alive(pid) for pid in processes), timeout=10, what="every job process gone")
-    stopped = [r for r in read_runs(path) if r["status"] == "running"]
-    assert len(stopped) == 2 and all(r["job_id"] is None and r["attempts"] == 0 for r in stopped)
-    assert all(r["reason"] == "interrupted during attempt 1" for r in stopped)
+    stopped = [r for r in read_runs(path) if r.status == "running"]
+    assert len(stopped) == 2 and all(r.job_id is None and r.attempts == 0 for r in stopped)
+    assert all(r.reason == "interrupted during attempt 1" for r in stopped)
 
     monkeypatch.setenv("SEARCH_TEST_SLEEP", "1")
     resumed = controller(path)
     _, err = resumed.communicate(timeout=300)
     assert resumed.returncode == 0, err
     runs = read_runs(path)
-    assert all(r["status"] == "completed" for r in runs)
-    assert all(r["attempts"] == 1 for r in runs if r["trial"] in {s["trial"] for s in stopped})
+    assert all(r.status == "completed" for r in runs)
+    assert all(r.attempts == 1 for r in runs if r.trial in {s.trial for s in stopped})
     times = [json.loads(line) for line in (workdir / "calls.jsonl.times").read_text().splitlines()]
     overlap = max(sum(t["start"] <= u["start"] < t["end"] for t in times) for u in times)
     assert len(times) == len(runs) and overlap <= 2

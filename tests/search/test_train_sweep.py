@@ -82,40 +82,40 @@ def test_training_sweep_certifies_real_and_simple(tiny_store, workdir, monkeypat
     summaries = {s.name: s for s in summarize(path)}
     assert summaries["real"].state.value == summaries["simple-g1"].state.value == "certified"
     runs = read_runs(path)
-    assert all(r["status"] == "completed" for r in runs)
+    assert all(r.status == "completed" for r in runs)
     for run in runs:
-        config = yaml.safe_load((workdir / "runs/tiny/runs" / run["run_id"] / "config.yaml").read_text())
-        assert run["run_id"] == run["metrics"]["config_hash"]  # identity = RunConfig.identity()
-        assert config["optim"]["lr"] == run["point"]["lr"] and config["optim"]["weight_decay"] == 0.1
-        method = run["fixed"]["method"]
+        config = yaml.safe_load((workdir / "runs/tiny/runs" / run.run_id / "config.yaml").read_text())
+        assert run.run_id == run.metrics.config_hash  # identity = RunConfig.identity()
+        assert config["optim"]["lr"] == run.point["lr"] and config["optim"]["weight_decay"] == 0.1
+        method = run.fixed["method"]
         if method == "real":
             assert config["data"]["synthetic"] is None and config["data"]["mixing_fraction"] == 0
         else:
             assert config["data"]["synthetic"]["algorithm"] == "simple" and config["data"]["synthetic"]["g"] == 1
-            assert config["data"]["mixing_fraction"] == run["point"]["mix"]
-        assert math.isfinite(run["loss"]) and run["loss"] == run["metrics"]["val_loss"]
+            assert config["data"]["mixing_fraction"] == run.point["mix"]
+        assert math.isfinite(run.loss) and run.loss == run.metrics.val_loss
         # trackers group a run under the (first) certification that asked for it; the ledger
         # holds the run's provenance
-        sharing = {r["certification"] for r in runs if r["run_id"] == run["run_id"]}
+        sharing = {r.certification for r in runs if r.run_id == run.run_id}
         assert config["tracking"]["group"] in sharing
-        assert run["provenance"]["torch_version"] == torch.__version__ and run["provenance"]["git_commit"]
+        assert run.provenance["torch_version"] == torch.__version__ and run.provenance["git_commit"]
     for name in ("real", "simple-g1"):
         cert = summaries[name].certificate
         assert all(n.loss >= cert.loss for n in cert.neighbours)
     # ensemble members: the certified point with doubled epochs and their own seeds
     real_point = summaries["real"].certificate.point
-    members = [r for r in runs if r["certification"] == "ensemble/real-ens"]
+    members = [r for r in runs if r.certification == "ensemble/real-ens"]
     assert len(members) == 2
     for member in members:
-        config = yaml.safe_load((workdir / "runs/tiny/runs" / member["run_id"] / "config.yaml").read_text())
+        config = yaml.safe_load((workdir / "runs/tiny/runs" / member.run_id / "config.yaml").read_text())
         assert config["data"]["real_epochs"] == 2 * real_point["epochs"]
-        assert config["seed"] == config["data"]["seed"] == member["fixed"]["seed"]
-        assert (workdir / "runs/tiny/runs" / member["run_id"] / "model").is_dir()
-    assert {m["fixed"]["seed"] for m in members} == {1, 2}
+        assert config["seed"] == config["data"]["seed"] == member.fixed["seed"]
+        assert (workdir / "runs/tiny/runs" / member.run_id / "model").is_dir()
+    assert {m.fixed["seed"] for m in members} == {1, 2}
     # TensorBoard sees every run under its certification and point, not under its hash
     links = workdir / "runs/tiny/tensorboard"
     linked = {(p.parent.relative_to(links).as_posix(), p.resolve()) for p in links.rglob("*") if p.is_symlink()}
-    assert {(r["certification"], (workdir / "runs/tiny/runs" / r["run_id"] / "tensorboard").resolve())
+    assert {(r.certification, (workdir / "runs/tiny/runs" / r.run_id / "tensorboard").resolve())
             for r in runs} <= linked
 
 

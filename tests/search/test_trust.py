@@ -138,7 +138,7 @@ def test_status_after_ctrl_c_of_certify_reports_dead_jobs_as_stopped(make_sweep,
     try:
         deadline = time.time() + 120
         while True:
-            running = [r for r in _runs(path) if r["status"] == "running" and r["job_id"]]
+            running = [r for r in _runs(path) if r.status == "running" and r.job_id]
             if len(running) == 2 and len(calls(workdir)) == 2:  # both jobs are inside the objective
                 break
             assert controller.poll() is None, controller.communicate()
@@ -151,14 +151,14 @@ def test_status_after_ctrl_c_of_certify_reports_dead_jobs_as_stopped(make_sweep,
             os.killpg(controller.pid, signal.SIGKILL)
             controller.wait()
     assert controller.returncode == 130, err
-    pids = [int(r["job_id"]) for r in running]
+    pids = [int(r.job_id) for r in running]
     deadline = time.time() + 30
     while any(Path(f"/proc/{pid}").exists() for pid in pids) and time.time() < deadline:
         time.sleep(0.1)
     for pid in pids:  # a job that outlived the interrupt: end it, as the user's second Ctrl-C would
         if Path(f"/proc/{pid}").exists():
             os.kill(pid, signal.SIGKILL)
-    assert {r["status"] for r in read_runs(path) if r["run_id"] in {x["run_id"] for x in running}} == {"running"}
+    assert {r.status.value for r in read_runs(path) if r.run_id in {x.run_id for x in running}} == {"running"}
 
     status = subprocess.run([sys.executable, "-m", "megadocs.cli", "search", "status", str(path), "--json"],
                             capture_output=True, text=True, timeout=120)

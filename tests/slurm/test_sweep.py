@@ -97,7 +97,7 @@ def test_certification_sweep_runs_as_job_arrays(slurm_cluster, workdir):
     assert summary["certificate"]["point"] == _bowl_argmin()  # convex bowl: the local optimum is global
     runs = _runs(path)
     assert len(_calls(workdir)) == len(set(_calls(workdir))) == len(runs)  # every point once
-    job_ids = [run["job_id"] for run in runs]
+    job_ids = [run.job_id for run in runs]
     arrays = {job_id.split("_")[0] for job_id in job_ids}
     assert all(job_id.count("_") == 1 for job_id in job_ids), job_ids  # array tasks: ARRAYID_TASK
     assert len(arrays) < len(runs)  # batches went as arrays, not one sbatch per run
@@ -111,17 +111,17 @@ def test_controller_killed_while_jobs_run_reattaches_by_job_id_without_duplicate
     first = _controller(path)
 
     def in_flight():
-        running = [r for r in _runs(path) if r["status"] == "running" and r["job_id"]]
-        return running if running and all(slurm_state(r["job_id"]) == "RUNNING" for r in running) else None
+        running = [r for r in _runs(path) if r.status == "running" and r.job_id]
+        return running if running and all(slurm_state(r.job_id) == "RUNNING" for r in running) else None
 
     try:
         wait_for(in_flight, 120, "jobs of the sweep to be running on SLURM")
     finally:
         first.send_signal(signal.SIGKILL)
         first.wait()
-    running = [r for r in _runs(path) if r["status"] == "running"]  # as the killed controller left them
-    assert running and all(r["job_id"] for r in running)
-    killed_with = {r["run_id"]: r["job_id"] for r in running}
+    running = [r for r in _runs(path) if r.status == "running"]  # as the killed controller left them
+    assert running and all(r.job_id for r in running)
+    killed_with = {r.run_id: r.job_id for r in running}
 
     # with no controller, the jobs go on; status names them by job id
     status = _megadocs("search", "status", str(path))
@@ -132,10 +132,10 @@ def test_controller_killed_while_jobs_run_reattaches_by_job_id_without_duplicate
     second = _megadocs("search", "certify", str(path), "--no-progress", timeout=240)
     assert second.returncode == 0, second.stderr[-3000:]
 
-    runs = {r["run_id"]: r for r in _runs(path)}
+    runs = {r.run_id: r for r in _runs(path)}
     for run_id, job_id in killed_with.items():  # re-attached: finished under the same job, not resubmitted
-        assert runs[run_id]["status"] == "completed"
-        assert runs[run_id]["job_id"] == job_id and runs[run_id]["attempts"] == 1
+        assert runs[run_id].status == "completed"
+        assert runs[run_id].job_id == job_id and runs[run_id].attempts == 1
         assert final_history(job_id) == ["COMPLETED"]
     calls = _calls(workdir)
     assert len(calls) == len(set(calls)) == len(runs), "a point was evaluated twice"
@@ -154,8 +154,8 @@ def test_cancelled_job_is_retried_then_the_run_fails_with_its_reason(slurm_clust
         for attempt in (1, 2):
             def running_job(attempt=attempt):
                 runs = _runs(path)
-                if runs and runs[0]["attempts"] == attempt and runs[0]["job_id"]:
-                    job_id = runs[0]["job_id"]
+                if runs and runs[0].attempts == attempt and runs[0].job_id:
+                    job_id = runs[0].job_id
                     return job_id if slurm_state(job_id) == "RUNNING" else None
                 return None
 
@@ -172,8 +172,8 @@ def test_cancelled_job_is_retried_then_the_run_fails_with_its_reason(slurm_clust
     assert cancelled[0] != cancelled[1]  # the retry was a new job
     assert [final_history(job_id) for job_id in cancelled] == [["CANCELLED"], ["CANCELLED"]]
     [run] = _runs(path)
-    assert run["status"] == "failed" and run["attempts"] == 2
-    assert "CANCELLED" in run["reason"] and cancelled[1] in run["reason"], run["reason"]
+    assert run.status == "failed" and run.attempts == 2
+    assert "CANCELLED" in run.reason and cancelled[1] in run.reason, run.reason
     [summary] = json.loads(_megadocs("search", "status", str(path), "--json").stdout)
     assert summary["state"] == "failed"
     status = _megadocs("search", "status", str(path)).stdout
@@ -189,25 +189,25 @@ def test_noise_repeats_on_slurm_survive_a_controller_kill(slurm_cluster, workdir
     first = _controller(path)
 
     def seeded_in_flight():
-        running = [r for r in _runs(path) if r["status"] == "running" and r["job_id"]]
-        return running if any("seed" in r["fixed"] for r in running) else None
+        running = [r for r in _runs(path) if r.status == "running" and r.job_id]
+        return running if any("seed" in r.fixed for r in running) else None
 
     try:
         wait_for(seeded_in_flight, 180, "a repeat (seeded run) to be in flight on SLURM")
     finally:
         first.send_signal(signal.SIGKILL)
         first.wait()
-    killed_with = {r["run_id"]: r["job_id"] for r in _runs(path) if r["status"] == "running" and r["job_id"]}
+    killed_with = {r.run_id: r.job_id for r in _runs(path) if r.status == "running" and r.job_id}
 
     second = _megadocs("search", "certify", str(path), "--no-progress", timeout=300)
     assert second.returncode == 0, second.stderr[-3000:]
-    runs = {r["run_id"]: r for r in _runs(path)}
+    runs = {r.run_id: r for r in _runs(path)}
     for run_id, job_id in killed_with.items():
-        assert runs[run_id]["job_id"] == job_id and runs[run_id]["attempts"] == 1
+        assert runs[run_id].job_id == job_id and runs[run_id].attempts == 1
     calls = _calls(workdir)
     assert len(calls) == len(set(calls)) == len(runs), "a run was evaluated twice"
     [summary] = json.loads(_megadocs("search", "status", str(path), "--json").stdout)
     assert summary["state"] == "certified" and summary["certificate"]["draws"] == 2
     assert summary["certificate"]["noise"]["sigma"] is not None
     point = summary["certificate"]["point"]
-    assert sorted(r["fixed"].get("seed", 0) for r in runs.values() if r["point"] == point) == [0, 1]
+    assert sorted(r.fixed.get("seed", 0) for r in runs.values() if r.point == point) == [0, 1]
