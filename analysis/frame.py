@@ -25,7 +25,8 @@ column              meaning
                     ``point.mix``)
 ``val_loss.<set>``  every validation loss in ``metrics.val_losses`` (``iid``, ``iid_short``,
                     ``iid_long``, extra sets)
-``bench.<task>``    downstream benchmark scores in ``metrics.benchmarks`` (numbers only)
+``bench.<task>``    each task's accuracy in ``metrics.benchmarks`` (``acc`` of its
+                    :class:`megadocs.formats.BenchmarkScore`; also ``bench.average``)
 ``metric.<name>``   every other numeric metric (``steps``, ``tokens_seen``, ``tokens_per_s``,
                     ``params``, ...); nested ones one column per number
                     (``metric.windows.real_seen``, ``metric.val_windows.iid``)
@@ -161,12 +162,9 @@ def _run_row(record: RunRecord, sweep: str | None) -> dict[str, Any]:
 def _metric_columns(metrics: RunMetrics) -> dict[str, float | None]:
     """``val_loss.<set>``, ``bench.<task>`` and ``metric.<name>`` columns of one run."""
     columns: dict[str, float | None] = {VAL + name: value for name, value in metrics.val_losses.items()}
-    for name, value in (metrics.benchmarks or {}).items():
-        number = _number(value)
-        if number is None and isinstance(value, Mapping):  # {"acc": .., "acc_norm": ..}
-            number = _number(value.get("acc", value.get("accuracy")))
-        if number is not None:
-            columns[BENCH + name] = number
+    for name, score in (metrics.benchmarks or {}).items():
+        if score.acc is not None:
+            columns[BENCH + name] = score.acc
     numbers = {name: getattr(metrics, name) for name in RunMetrics.model_fields if name not in _OWN_COLUMNS}
     numbers.update(metrics.extra)  # a sweep's own objective's metrics
     for name, value in numbers.items():

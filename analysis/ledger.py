@@ -67,7 +67,7 @@ def load_tables(sweep_path_or_obj) -> LedgerTables:
     sweep = load_sweep(sweep_path_or_obj)
     name = str(getattr(sweep, "name", "sweep"))
     runs = runs_frame(read_runs(sweep), sweep=name)
-    preset = ((getattr(sweep, "train", None) or {}).get("model") or {}).get("preset")
+    preset = sweep.train.model.preset if sweep.train is not None else None
     if preset and len(runs):
         runs["model"] = runs["model"].fillna(preset)  # the sweep's base model unless fixed.model says otherwise
     summaries = summarize(sweep)

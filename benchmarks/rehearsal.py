@@ -252,9 +252,9 @@ def certificates(sweep: Sweep) -> dict[str, Any]:
         found[summary.name] = None if cert is None else {key: cert[key] for key in
                                                           ("point", "loss", "bounds_hit", "soft_bounds")}
     for transfer in summarize_transfers(sweep):
-        found[f"transfer/{transfer['name']}"] = transfer["loss"]
+        found[f"transfer/{transfer.name}"] = transfer.loss
     for ensemble in summarize_ensembles(sweep):
-        found[f"ensemble/{ensemble['name']}"] = ensemble["runs"]["finished"]
+        found[f"ensemble/{ensemble.name}"] = sum(m.status.finished for m in ensemble.members)
     return found
 
 

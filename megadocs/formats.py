@@ -8,7 +8,8 @@ reads has its own owner, :mod:`megadocs.pools`, and the megadoc rule :mod:`megad
 - the algorithm vocabulary (:data:`ALGORITHMS`, :data:`POOL_KIND`) and the sweep's methods
   (:data:`METHODS`: the algorithms plus :data:`REAL`);
 - the run-directory layout (:class:`RunDir`);
-- one run status (:class:`RunStatus`) and the metrics record (:class:`RunMetrics`);
+- one run status (:class:`RunStatus`) and the metrics record (:class:`RunMetrics`, its benchmark
+  scores :class:`BenchmarkScore`);
 - the validation-set names (:data:`IID`, :data:`IID_SHORT`, :data:`IID_LONG`);
 - one durability rule for files (:func:`atomic_file`, :func:`write_atomic`, :func:`write_json`,
   :func:`replace_dir`) and standard JSON (:func:`dumps_json`: no NaN/Infinity, ever).
@@ -52,6 +53,7 @@ __all__ = [
     "RunStatus",
     "RunMetrics",
     "WindowCounts",
+    "BenchmarkScore",
     "RunDir",
     "finite_or_none",
     "dumps_json",
@@ -183,6 +185,41 @@ class WindowCounts(BaseModel):
     synthetic_seen: int
 
 
+class BenchmarkScore(BaseModel):
+    """One task's zero-shot scores in ``metrics.benchmarks`` (``train.downstream.evaluate_benchmarks``
+    writes ``{task: {acc, acc_norm, items}, "average": {acc, acc_norm}}``; analysis reads ``acc``).
+
+    Example:
+        >>> BenchmarkScore.table({"sciq": {"acc": 0.7, "acc_norm": 0.6, "items": 3}})["sciq"].acc
+        0.7
+    """
+
+    model_config = ConfigDict(extra="allow", frozen=True)  # other lm-eval metrics are kept, not dropped
+
+    acc: float | None
+    """Accuracy; null when lm-eval gave none (NaN)."""
+    acc_norm: float | None = None
+    """Length-normalised accuracy."""
+    items: int | None = None
+    """Items scored (absent on the ``average`` row)."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _migrate(cls, data: Any) -> Any:
+        """A bare number is that task's accuracy; an ``accuracy`` key is ``acc`` (the forms
+        analysis accepted before this record)."""
+        if isinstance(data, int | float) and not isinstance(data, bool):
+            return {"acc": data}
+        if isinstance(data, Mapping) and "acc" not in data and "accuracy" in data:
+            data = {("acc" if key == "accuracy" else key): value for key, value in data.items()}
+        return data
+
+    @classmethod
+    def table(cls, scores: Mapping[str, Any]) -> dict[str, BenchmarkScore]:
+        """``evaluate_benchmarks``' output (task -> scores) as records, validated."""
+        return {str(task): cls.model_validate(score) for task, score in scores.items()}
+
+
 class RunMetrics(BaseModel):
     """``RUN/metrics.json``: written by train (or a sweep's own objective), stored by the search
     ledger, read by analysis. Its presence in a run directory means the run is done.
@@ -218,8 +255,8 @@ class RunMetrics(BaseModel):
     """Model parameter count."""
     point: dict[str, Any] | None = None
     """The sweep point a callable objective was called with."""
-    benchmarks: dict[str, Any] | None = None
-    """lm-eval scores by task (``eval.benchmarks``)."""
+    benchmarks: dict[str, BenchmarkScore] | None = None
+    """lm-eval scores by task (``eval.benchmarks``), and their ``average``."""
 
     @model_validator(mode="before")
     @classmethod

@@ -274,6 +274,4 @@ def _print_transfers(sweep) -> None:
     from search.status import summarize_transfers
 
     for transfer in summarize_transfers(sweep):
-        target = " ".join(f"{k}={v}" for k, v in transfer["fixed"].items())
-        loss = f": loss {transfer['loss']:.4f}" if transfer["loss"] is not None else ""
-        print(f"transfer {transfer['name']} ({target} at {transfer['source']}'s optimum): {transfer['state']}{loss}")
+        print(transfer.describe())

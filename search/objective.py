@@ -49,7 +49,7 @@ from megadocs.formats import REAL, RunDir, RunMetrics, RunStatus, write_json
 from megadocs.pools import pool_identity, resolve_pool
 from megadocs.procs import world_from_env
 from megadocs.provenance import write as write_provenance
-from search.sweep import TRAIN_AXES, Sweep
+from search.sweep import TRAIN_AXES, BaseTrain, Sweep
 
 __all__ = ["RunTask", "JobResult", "JobFailure", "FailureKind", "CallableObjective", "TrainObjective", "make_objective", "normalise_metrics",
            "ObjectiveReturnError", "MinusInfLoss", "INVALID", "TENSORBOARD_LINKS", "point_label", "link_tensorboard"]
@@ -279,10 +279,10 @@ class TrainObjective:
     and a checkpoint (seconds at toy scale; a 1.5b model's 18.5 GB state takes longer)."""
 
     def __init__(self, sweep: Sweep) -> None:
-        self.base = copy.deepcopy(sweep.train or {})
-        store = self.base.get("data", {}).get("store")
-        if isinstance(store, str):  # jobs may run elsewhere (SLURM): pin the store's location
-            self.base["data"]["store"] = str(Path(store).absolute())
+        train = sweep.train or BaseTrain()
+        self.base = train.config()
+        if train.data.store is not None:  # jobs may run elsewhere (SLURM): pin the store's location
+            self.base["data"]["store"] = str(Path(train.data.store).absolute())
         self.pools = sweep.pools
         self.source = f"{sweep.name}: train"
         self._ready: set[tuple[str, str]] = set()  # (pool, store) checked: tokenized for the store

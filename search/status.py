@@ -17,6 +17,7 @@ import os
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from enum import Enum
 from typing import Any
 
 from megadocs.formats import REAL, RunStatus, dumps_json
@@ -38,8 +39,9 @@ from search.ledger import STUDY_START, Ledger, RunRecord, StudyKind, replay, stu
 from search.sweep import SYNTHETIC_ONLY_MIX
 
 __all__ = ["CertificationSummary", "BestPoint", "RunCounts", "Compute", "summarize", "summarize_ensembles",
-           "EnsembleSummary", "EnsembleMember", "g_trend_warnings", "format_table", "format_bases",
-           "format_extensions", "to_json", "JobWatch", "certify_exit"]
+           "EnsembleSummary", "EnsembleMember", "summarize_transfers", "TransferSummary", "TransferState",
+           "g_trend_warnings", "format_table", "format_bases", "format_extensions", "to_json", "JobWatch",
+           "certify_exit"]
 
 
 
@@ -327,6 +329,37 @@ class EnsembleSummary:
         return text
 
 
+class TransferState(str, Enum):
+    """Where a transfer's one run stands (the word ``search status`` prints)."""
+
+    WAITING = "waiting"  # no run yet: its source is not certified, or certify has not reached it
+    RUNNING = "running"
+    FINISHED = "finished"  # a diverged run is finished with loss +inf, as in the certifier
+    FAILED = "failed"
+
+
+@dataclass(frozen=True)
+class TransferSummary:
+    """Where one transfer (a method trained at another certification's certified point) stands.
+
+    ``fixed`` is the target's fixed fields, ``source`` the certification whose point it borrows,
+    ``point`` its run's grid point once it has one, ``loss`` that run's loss once finished.
+    """
+
+    name: str
+    source: str
+    fixed: dict[str, Any]
+    state: TransferState
+    point: dict[str, Any] | None = None
+    loss: float | None = None
+
+    def describe(self) -> str:
+        """One line for ``search status``: the target, whose optimum it runs at, its state and loss."""
+        target = " ".join(f"{k}={v}" for k, v in self.fixed.items())
+        loss = f": loss {self.loss:.4f}" if self.loss is not None else ""
+        return f"transfer {self.name} ({target} at {self.source}'s optimum): {self.state.value}{loss}"
+
+
 def summarize_ensembles(sweep, summaries: Iterable[CertificationSummary] | None = None) -> list[EnsembleSummary]:
     """One :class:`EnsembleSummary` per ensemble of the sweep (``summaries``: the certifications'
     :func:`summarize`, computed here when not given)."""
@@ -380,9 +413,8 @@ def to_json(summaries: Iterable[CertificationSummary]) -> str:
     return dumps_json([s.to_dict() for s in summaries], indent=1)
 
 
-def summarize_transfers(sweep) -> list[dict[str, Any]]:
-    """One dict per transfer: ``name``, ``source``, ``fixed`` (the target), ``state`` (waiting |
-    running | finished | failed), ``point`` and ``loss`` of its run once finished."""
+def summarize_transfers(sweep) -> list[TransferSummary]:
+    """One :class:`TransferSummary` per transfer of the sweep, from its latest non-superseded run."""
     from search.sweep import load_sweep
 
     if isinstance(sweep, (str, os.PathLike)):
@@ -393,13 +425,13 @@ def summarize_transfers(sweep) -> list[dict[str, Any]]:
         records = [r for r in ledger.runs(study_name(sweep.name, transfer.name, StudyKind.TRANSFER))
                    if r.status is not RunStatus.SUPERSEDED]
         latest = records[-1] if records else None
-        state = ("waiting" if latest is None else "finished" if latest.status.finished
-                 else "failed" if latest.status is RunStatus.FAILED else "running")
-        summaries.append({
-            "name": transfer.name, "source": transfer.source, "fixed": dict(transfer.fixed), "state": state,
-            "point": latest.point if latest else None,
-            "loss": latest.loss if latest and state == "finished" else None,
-        })
+        state = (TransferState.WAITING if latest is None else TransferState.FINISHED if latest.status.finished
+                 else TransferState.FAILED if latest.status is RunStatus.FAILED else TransferState.RUNNING)
+        summaries.append(TransferSummary(
+            name=transfer.name, source=transfer.source, fixed=dict(transfer.fixed), state=state,
+            point=latest.point if latest else None,
+            loss=latest.loss if latest and state is TransferState.FINISHED else None,
+        ))
     return summaries
 
 

@@ -16,7 +16,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Annotated, Any
 
-from pydantic import BeforeValidator, ConfigDict, Field, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
 from megadocs.config import StrictModel, load_config
 from megadocs.errors import UserError
@@ -27,7 +27,7 @@ from search.certify import SEED, Noise
 from search.grid import AxisExtension, Grid, values_equal
 
 __all__ = ["Sweep", "ExecutorConfig", "CertificationConfig", "EnsembleConfig", "NoiseConfig", "TransferConfig",
-           "ExtendConfig", "load_sweep", "TRAIN_AXES", "FIXED_TRAIN_KEYS", "EPOCH_AXES"]
+           "ExtendConfig", "BaseTrain", "BaseTrainData", "BaseTrainModel", "load_sweep", "TRAIN_AXES", "FIXED_TRAIN_KEYS", "EPOCH_AXES"]
 
 TRAIN_AXES = {
     "lr": "optim.lr",
@@ -157,6 +157,52 @@ class TransferConfig(StrictModel):
     """The target, e.g. {method: stitched, g: 4}."""
 
 
+class _OpenModel(BaseModel):
+    """Types the fields it declares and keeps every other key as written (for train to check)."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+
+class BaseTrainData(_OpenModel):
+    """The fields of the base config's ``data:`` that search reads (the rest pass to train)."""
+
+    store: str | None = None
+    """The token store; pinned to an absolute path for jobs that run elsewhere."""
+    mixing_fraction: float | None = None
+    """The mix of a grid without a ``mix`` axis (absent: train's default, 0)."""
+    synthetic_epochs: int | None = None
+    """The length of a synthetic-only run whose grid has no ``synthetic_epochs`` axis."""
+
+
+class BaseTrainModel(_OpenModel):
+    preset: str | None = None
+    """The model preset of every run whose certification does not fix ``model``."""
+
+
+class BaseTrain(_OpenModel):
+    """The sweep's ``train:``: a train ``RunConfig`` (docs/architecture.md) whose searched fields
+    (:data:`TRAIN_AXES`, the method's stream, ``model`` and ``seed``) may be absent: the default
+    objective fills them from each point and train validates the whole (one line naming the field).
+    Here the fields search reads are typed; every other key is kept as written.
+
+    >>> BaseTrain.model_validate({"data": {"store": "s"}, "optim": {"lr": 0.01}}).config()
+    {'data': {'store': 's'}, 'optim': {'lr': 0.01}}
+    """
+
+    data: BaseTrainData = BaseTrainData()
+    model: BaseTrainModel = BaseTrainModel()
+
+    def config(self) -> dict[str, Any]:
+        """The mapping as the sweep file wrote it (keys left out stay out): the base of every
+        point's train config."""
+        return self.model_dump(mode="json", exclude_unset=True)
+
+    @property
+    def mixing_fraction(self) -> float:
+        """The mix when the grid has no ``mix`` axis (train's default, 0, when absent)."""
+        return 0.0 if self.data.mixing_fraction is None else self.data.mixing_fraction
+
+
 class Sweep(StrictModel):
     name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")
     executor: ExecutorConfig = ExecutorConfig()
@@ -178,8 +224,8 @@ class Sweep(StrictModel):
     transfers: list[TransferConfig] = []
     seed_neighbours: bool = True
     """Seed with the start point's neighbours in the first batch (saves one round)."""
-    train: dict[str, Any] | None = None
-    """Base train RunConfig (docs/architecture.md) the default objective fills from each point."""
+    train: BaseTrain | None = None
+    """Base train RunConfig (:class:`BaseTrain`) the default objective fills from each point."""
     pools: dict[str, PoolEntry] = {}
     """Synthetic pools per method: a directory, a template with {g}, or {g: directory}
     (:func:`megadocs.pools.resolve_pool`; ``stitched-first``/``-none`` fall back to ``stitched``'s)."""
@@ -375,7 +421,7 @@ def _check_train_mapping(sweep: Sweep, cert: CertificationConfig, grid: dict, wh
         if "mix" in grid and any(v != 0 for v in grid["mix"]):
             raise ValueError(f"{where}: method real has no synthetic stream; drop the mix axis (grid: {{...}})")
         return
-    _check_synthetic_only(grid, sweep.train or {}, where)
+    _check_synthetic_only(grid, sweep.train or BaseTrain(), where)
     if "g" not in cert.fixed:
         raise ValueError(f"{where}.fixed.g: required for method {method!r}")
     g = cert.fixed["g"]
@@ -386,23 +432,23 @@ def _check_train_mapping(sweep: Sweep, cert: CertificationConfig, grid: dict, wh
         raise ValueError(f"pools.{method}: no synthetic pool for method {method!r} (have {sorted(sweep.pools)})")
 
 
-def _check_synthetic_only(grid: dict, train: dict, where: str) -> None:
+def _check_synthetic_only(grid: dict, train: BaseTrain, where: str) -> None:
     """mix 1 (no real stream) takes its length from a ``synthetic_epochs`` axis, and only it does:
     a grid cannot mix synthetic-only and mixed points, and ``epochs`` would be ignored there."""
-    data = train.get("data") or {}
-    mixes = grid.get("mix", [data.get("mixing_fraction", 0.0)])
+    mixes = grid.get("mix", [train.mixing_fraction])
+    synthetic_epochs = train.data.synthetic_epochs
     synthetic_only = [values_equal(v, SYNTHETIC_ONLY_MIX) for v in mixes]
     if any(synthetic_only) and not all(synthetic_only):
         raise ValueError(f"{where}.grid.mix: {mixes} mixes 1.0 (synthetic only, length from synthetic_epochs) "
                          "with mixed fractions; certify mix [1.0] separately")
     if all(synthetic_only):
-        if "synthetic_epochs" not in grid and data.get("synthetic_epochs") is None:
+        if "synthetic_epochs" not in grid and synthetic_epochs is None:
             raise ValueError(f"{where}.grid.synthetic_epochs: required with mix 1.0 (no real stream: passes over "
                              "the synthetic stream set the run's length), e.g. synthetic_epochs: [1, 2, 4]")
         if "epochs" in grid and len(grid["epochs"]) > 1:
             raise ValueError(f"{where}.grid.epochs: real epochs are ignored at mix 1.0 (no real window is read); "
                              "search synthetic_epochs instead")
-    elif "synthetic_epochs" in grid or data.get("synthetic_epochs") is not None:
+    elif "synthetic_epochs" in grid or synthetic_epochs is not None:
         field = f"{where}.grid.synthetic_epochs" if "synthetic_epochs" in grid else "train.data.synthetic_epochs"
         raise ValueError(f"{field}: only with mix 1.0 (synthetic only); at mix {mixes} real epochs set the "
                          "run's length")

@@ -48,7 +48,16 @@ import torch
 import torch.distributed
 
 from megadocs.errors import UserError
-from megadocs.formats import IID, IID_SETS, RunMetrics, RunStatus, WindowCounts, dumps_json, finite_or_none
+from megadocs.formats import (
+    IID,
+    IID_SETS,
+    BenchmarkScore,
+    RunMetrics,
+    RunStatus,
+    WindowCounts,
+    dumps_json,
+    finite_or_none,
+)
 from train.checkpoint import CheckpointWriter, read_checkpoint, restore_progress
 from train.compile import compile_wanted
 from train.config import AUTO, DocumentMask, RunConfig
@@ -375,14 +384,14 @@ class Trainer:
             from train.downstream import evaluate_benchmarks
 
             data_dir = config.eval.benchmark_data
-            metrics.benchmarks = evaluate_benchmarks(
+            metrics.benchmarks = BenchmarkScore.table(evaluate_benchmarks(
                 model_dirs=[self.run_dir.paths.model],
                 tasks=list(config.eval.benchmarks),
                 data_dir=Path(data_dir) if data_dir else None,
                 limit=config.eval.benchmark_limit,
                 device=self.device.type,
                 batch_size=config.optim.micro_batch_size,
-            )
+            ))
             self._stop_if_requested(collective=False)  # rank 0 alone here: no barrier
         if status is RunStatus.COMPLETED:
             self.run_dir.write_model_card(config, metrics)

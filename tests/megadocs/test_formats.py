@@ -15,6 +15,7 @@ from megadocs.formats import (
     METHODS,
     POOL_KIND,
     REAL,
+    BenchmarkScore,
     PoolKind,
     RunDir,
     RunMetrics,
@@ -74,6 +75,27 @@ def test_old_metrics_files_with_nan_and_infinity_are_migrated_on_read(tmp_path):
     ledger = RunMetrics.parse({"status": "diverged", "val_loss": "inf", "params": {"lr": 0.1}, "mine": 2.0})
     assert ledger.val_loss is None and ledger.point == {"lr": 0.1} and ledger.params is None
     assert ledger.extra == {"mine": 2.0}
+
+
+def test_benchmark_scores_are_typed_and_their_json_is_kept_byte_for_byte(tmp_path):
+    path = tmp_path / "metrics.json"
+    # what train writes (train.downstream.evaluate_benchmarks' shape), in its key order
+    written = {"status": "completed", "val_loss": 3.0,
+               "benchmarks": {"piqa": {"acc": 0.5, "acc_norm": 0.25, "items": 4},
+                              "average": {"acc": 0.5, "acc_norm": 0.25}}}
+    write_json(path, written)
+    metrics = RunMetrics.load(path)
+    assert metrics.benchmarks["piqa"] == BenchmarkScore(acc=0.5, acc_norm=0.25, items=4)
+    assert metrics.benchmarks["average"].items is None
+    metrics.save(tmp_path / "again.json")
+    assert (tmp_path / "again.json").read_text() == path.read_text()
+    # forms analysis accepted before the record: a bare accuracy, an "accuracy" key; other metrics kept
+    old = RunMetrics.parse({"status": "completed", "val_loss": 3.0,
+                            "benchmarks": {"sciq": 0.7, "arc_easy": {"accuracy": 0.4, "acc_stderr": 0.1}}})
+    assert old.benchmarks["sciq"].acc == 0.7 and old.benchmarks["arc_easy"].acc == 0.4
+    assert old.to_json()["benchmarks"]["arc_easy"] == {"acc": 0.4, "acc_stderr": 0.1}
+    with pytest.raises(UserError, match=r"^metrics: benchmarks.piqa.acc: "):
+        RunMetrics.parse({"status": "completed", "val_loss": 3.0, "benchmarks": {"piqa": {"acc": "high"}}})
 
 
 def test_bad_metrics_are_refused_with_the_file_and_field(tmp_path):

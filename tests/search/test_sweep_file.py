@@ -71,6 +71,13 @@ BAD = [
         "start": {"lr": 0.003}, "certifications": [{"name": "s", "fixed": {"method": "simple", "g": g}}]},
        f"certifications[0].fixed.g: expected a whole number of generations per document (1, 2, 4, ...), got {g!r}")
       for g in ("one", 0, 2.5, True)],
+    *[({"objective": None, "train": {"data": {"store": "x", field: value}}, "pools": {"simple": "p"},
+        "grid": {"lr": [0.003]}, "start": {"lr": 0.003}, "certifications": [{"name": "s", "fixed": {"method": "simple",
+                                                                                                    "g": 1}}]},
+       f"train.data.{field}: Input should be a valid {kind}")
+      for field, value, kind in (("mixing_fraction", "lots", "number"), ("synthetic_epochs", "two", "integer"))],
+    ({"objective": None, "train": {"data": {"store": ["x"]}}, "certifications": [{"name": "a", "fixed": {"method": "real"}}]},
+     "train.data.store: Input should be a valid string"),
     ({"noise": {"repeats": 0}}, "noise.repeats: Input should be greater than or equal to 1"),
     ({"noise": {"repeats": 3}, "certifications": [{"name": "a", "fixed": {"seed": 1}}]},
      "certifications[0]: noise repeats set the 'seed' param"),

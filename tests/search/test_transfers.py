@@ -12,7 +12,7 @@ from search.sweep import load_sweep
 from tests.search.conftest import calls
 
 
-def test_transfer_runs_the_target_at_the_source_certified_point(make_sweep, workdir):
+def test_transfer_runs_the_target_at_the_source_certified_point(make_sweep, workdir, capsys):
     from megadocs.cli import main
 
     path = make_sweep(
@@ -34,7 +34,12 @@ def test_transfer_runs_the_target_at_the_source_certified_point(make_sweep, work
     params = [c for c in calls(workdir) if c["method"] == "stitched" and all(c[k] == v for k, v in simple.items())]
     assert len(params) == 1
     [summary] = summarize_transfers(path)
-    assert summary["state"] == "finished" and summary["loss"] == transfer.loss
+    assert summary.state == "finished" and summary.loss == transfer.loss
+    assert summary.point == simple and summary.fixed == {"method": "stitched", "g": 4}
+    capsys.readouterr()
+    assert main(["search", "status", str(path)]) == 0
+    assert (f"transfer stitched-g4-at-simple (method=stitched g=4 at simple-g4's optimum): finished: "
+            f"loss {transfer.loss:.4f}") in capsys.readouterr().out.splitlines()
 
 
 @pytest.mark.parametrize(("transfer", "message"), [
