@@ -12,7 +12,10 @@ when its disk keeps up, minutes on a slow network disk. Each file's digest is th
 ``file-sha256.json``, a few hundred bytes per file), keyed by the file's resolved path, size and
 modification time, so later commands on unchanged files read nothing. Subdirectories (e.g. Meta's
 ``original/`` checkpoint beside the Hugging Face files) are not what transformers or vLLM load and
-are left out.
+are left out, and so are the files that only describe the model (:func:`describes_only`: the model
+card ``README.md`` and other Markdown, licences, notices): `megadocs train` writes a model card
+naming its output path and command, so one generator trained twice into two folders has identical
+weights, config and tokenizer but two cards (seen on two demo runs, 2026-12-04).
 
 Example:
     >>> import tempfile, pathlib
@@ -35,7 +38,7 @@ from pathlib import Path
 from megadocs.errors import UserError
 from megadocs.formats import write_json
 
-__all__ = ["FINGERPRINT_PREFIX", "LEGACY_PREFIX", "model_fingerprint", "legacy_fingerprint", "cache_path",
+__all__ = ["FINGERPRINT_PREFIX", "LEGACY_PREFIX", "describes_only", "model_fingerprint", "legacy_fingerprint", "cache_path",
            "file_sha256"]
 
 FINGERPRINT_PREFIX = "sha256:"
@@ -96,6 +99,18 @@ def file_sha256(path: Path, cache: dict[str, str] | None = None) -> str:
     return digest
 
 
+DESCRIPTIVE_NAMES = ("LICENSE", "LICENCE", "NOTICE", "USE_POLICY")
+
+
+def describes_only(path: Path) -> bool:
+    """Whether a model directory's file only describes the model (left out of its fingerprint).
+
+    >>> [describes_only(Path(n)) for n in ("README.md", "LICENSE", "USE_POLICY.md", "config.json", "tokenizer.model")]
+    [True, True, True, False, False]
+    """
+    return path.suffix.lower() == ".md" or path.name.upper().startswith(DESCRIPTIVE_NAMES)
+
+
 def _files(directory: str | Path, field: str) -> list[Path]:
     root = Path(directory)
     if not root.is_dir():
@@ -103,8 +118,11 @@ def _files(directory: str | Path, field: str) -> list[Path]:
     return sorted(p for p in root.iterdir() if p.is_file() and not p.name.startswith("."))
 
 
-def model_fingerprint(directory: str | Path, *, field: str = "--generator", cache: bool = True) -> str:
-    """``sha256:<16 hex>`` over the names and contents of the directory's top-level files.
+def model_fingerprint(directory: str | Path, *, field: str = "--generator", cache: bool = True,
+                      every_file: bool = False) -> str:  # fmt: skip
+    """``sha256:<16 hex>`` over the names and contents of the directory's top-level files, those
+    that only describe the model left out (`every_file`: kept, as pools recorded it until 2026-12-04;
+    `megadocs.pools.check_extends` still accepts that form).
 
     Raises:
         UserError: ``directory`` is not a directory (naming ``field``).
@@ -112,7 +130,8 @@ def model_fingerprint(directory: str | Path, *, field: str = "--generator", cach
     digest = hashlib.sha256()
     with _cache(cache) as entries:
         for file in _files(directory, field):
-            digest.update(file.name.encode() + b"\0" + file_sha256(file, entries).encode() + b"\0")
+            if every_file or not describes_only(file):
+                digest.update(file.name.encode() + b"\0" + file_sha256(file, entries).encode() + b"\0")
     return FINGERPRINT_PREFIX + digest.hexdigest()[:16]
 
 

@@ -36,7 +36,7 @@ import json
 import os
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from functools import lru_cache
+from functools import lru_cache, partial
 from pathlib import Path
 from typing import Any
 
@@ -44,7 +44,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from megadocs.corpus import Document, iter_documents
 from megadocs.errors import UserError
-from megadocs.fingerprint import LEGACY_PREFIX, legacy_fingerprint
+from megadocs.fingerprint import FINGERPRINT_PREFIX, LEGACY_PREFIX, legacy_fingerprint, model_fingerprint
 from megadocs.formats import ALGORITHMS, MANIFEST, PoolKind, atomic_file, write_json
 
 __all__ = [
@@ -188,16 +188,19 @@ def pool_identity(pool: str | Path, field: str = "data.synthetic.pool") -> dict[
 def check_extends(existing: PoolManifest, planned: PoolManifest, pool: str | Path) -> None:
     """Refuse to extend a pool generated with different settings (names the first field).
 
-    A pool made before generators were fingerprinted by content recorded a ``dir-sha256:`` one
-    (file sizes only); it is extended only when the generator still gives that fingerprint.
+    Pools made with earlier fingerprints keep the one they recorded, and are extended only when
+    the generator still gives it: a ``dir-sha256:`` one (before content fingerprints: file sizes
+    only), or a ``sha256:`` one over every file, model card included (until 2026-12-04).
 
     Raises:
         UserError: naming the manifest, the field and both values.
     """
     old, new = existing.identity(), planned.identity()
     recorded = str(old.get("generator_revision", ""))
-    if recorded.startswith(LEGACY_PREFIX) and planned.generator is not None \
-            and legacy_fingerprint(planned.generator) == recorded:
+    earlier = {LEGACY_PREFIX: legacy_fingerprint, FINGERPRINT_PREFIX: partial(model_fingerprint, every_file=True)}
+    recompute = next((fingerprint for prefix, fingerprint in earlier.items() if recorded.startswith(prefix)), None)
+    if recompute is not None and planned.generator is not None and recorded != new.get("generator_revision") \
+            and Path(planned.generator).is_dir() and recompute(planned.generator) == recorded:
         new["generator_revision"] = recorded
     for key in IDENTITY_FIELDS:
         if old.get(key) != new.get(key):

@@ -87,3 +87,26 @@ def test_a_pool_made_before_content_fingerprints_is_still_extended(tiny_generato
     (other / "config.json").write_text((other / "config.json").read_text().replace("}", ', "extra": 1}', 1))
     with pytest.raises(UserError, match="generator_revision: the pool was generated with 'dir-sha256:"):
         _init(other, docs, pool)
+
+
+def test_a_model_card_is_not_the_generator(tiny_generator, tiny_store, tmp_path):
+    """`megadocs train` writes a model card naming its output folder: the same generator trained
+    into two folders differs only there, and must give the same pool and run identities; a pool
+    that recorded the fingerprint over every file (model card included) is still extended."""
+    docs = write_docs(tmp_path / "docs.jsonl", n_docs=3)
+    copy = tmp_path / "elsewhere" / "tiny"
+    shutil.copytree(tiny_generator, copy)
+    (copy / "README.md").write_text("# a model card\n\n| output | `runs/elsewhere/generator` |\n")
+    (copy / "LICENSE").write_text("some licence\n")
+    first = _init(tiny_generator, docs, tmp_path / "pool-a")
+    second = _init(copy, docs, tmp_path / "pool-b")
+    assert first["generator_revision"] == second["generator_revision"]
+    assert _run_identity(tiny_store, tmp_path / "pool-a") == _run_identity(tiny_store, tmp_path / "pool-b")
+
+    every_file = fingerprint.model_fingerprint(copy, every_file=True)
+    assert every_file != second["generator_revision"]
+    manifest = json.loads((tmp_path / "pool-b" / "manifest.json").read_text())
+    (tmp_path / "pool-b" / "manifest.json").write_text(json.dumps({**manifest, "generator_revision": every_file}))
+    assert _init(copy, docs, tmp_path / "pool-b")["generator_revision"] == every_file
+    with pytest.raises(UserError, match="generator_revision: the pool was generated with 'sha256:"):
+        _init(tiny_generator, docs, tmp_path / "pool-b")  # the recorded card was the copy's
