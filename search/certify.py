@@ -303,7 +303,7 @@ class Basis:
             parts.append(f"{axis.axis} moved beyond the listed grid: the point and its evidence at {values}"
                          if axis.on_extension else f"{axis.axis} evidence beyond the listed grid: a neighbour at {values}")
         if self.soft_bounds:
-            parts.append("diverged neighbour(s) " + ", ".join(f"{b.axis} {b.side.value}" for b in self.soft_bounds)
+            parts.append("diverged neighbour(s) " + ", ".join(b.label for b in self.soft_bounds)
                          + " (soft bound)")
         if self.noise.repeats > 1:
             sd = "seed sd not estimated" if self.noise.sigma is None else f"seed sd {self.noise.sigma:.4g}"

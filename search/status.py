@@ -501,7 +501,7 @@ def format_table(summaries: Iterable[CertificationSummary]) -> str:
                    *(("extended",) if extended else ()), "noise sd, ties", "compute"):
         table.add_column(column)
     for s in summaries:
-        bounds = [f"{b.axis} {b.side.value}" + (" (extended)" if b.extended else "") for b in s.bounds_hit]
+        bounds = [b.label + (" (extended)" if b.extended else "") for b in s.bounds_hit]
         if s.certificate:
             bounds += [f"{b.axis} {b.side.value} (diverged)" for b in s.certificate.diverged]
         state = s.state.value + (f": {s.support.value}" if s.support is not None else "")

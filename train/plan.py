@@ -353,11 +353,14 @@ def device_memory_plan(config, *, vocab_size: int, memory_bytes: float, processe
     """(parallelism, per-device memory estimate) of `config` (a `train.config.RunConfig`) run by
     `processes` processes on devices of `memory_bytes`: the run's own choice
     (`train.parallel.choose_parallelism`) and its micro-batch (``auto``: the largest that fits)."""
+    import torch
+
+    from train.compile import compile_wanted
     from train.parallel import STRATEGIES, choose_parallelism
 
     data, optim = config.data, config.optim
     mixed = config.device != "cpu"
-    compiled = mixed and config.compile != "off"  # `train.compile.compile_wanted` on the CUDA device it plans for
+    compiled = mixed and compile_wanted(config.compile, torch.device("cuda"))  # the CUDA device it plans for
     parameters = parameter_count(_preset(config.model.preset), vocab_size)
     parallelism = choose_parallelism(config.parallelism, world_size=processes, parameters=parameters,
                                      device_memory_bytes=memory_bytes if mixed else None)  # fmt: skip
