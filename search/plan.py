@@ -45,16 +45,17 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from megadocs import megadoc, pools
 from megadocs.errors import UserError
 from megadocs.formats import POOL_KIND, PoolKind
-from search.certify import SEED, CertifySearch, drive
+from search.certify import CertifySearch, drive
 from search.grid import Grid
 from search.landscapes import random_landscape
 from search.objective import TrainObjective
+from search.params import RunParams
 from search.simulate import SimulatedEvaluator
 from search.sweep import CertificationConfig, Sweep
 from train.plan import DEFAULT_SCALING_EFFICIENCY, RunCost, check_utilisation, run_cost
@@ -258,8 +259,9 @@ class RunCoster:
         return self._cache[key]
 
 
-def _point(cert: CertificationConfig, grid_point: Mapping[str, Any]) -> dict[str, Any]:
-    return {**cert.fixed, **grid_point}
+def _params(cert: CertificationConfig, grid: Grid, point: Mapping[str, Any]) -> dict[str, Any]:
+    """The params of ``cert``'s run at a point its search asks for (axes and seed)."""
+    return RunParams.from_strategy_point(point, grid.names, cert.fixed).merged()
 
 
 def processes_per_run(sweep: Sweep) -> int:
@@ -294,9 +296,11 @@ def sweep_plan(sweep: Sweep, *, mfu: float, peak_tflops: float, simulations: int
                                             for axis, e in sweep.extend_for(cert).items()},
                                  **{k: counts[k] for k in ("best", "expected", "worst")}}  # fmt: skip
         if coster is not None:
-            start = _point(cert, sweep.start_for(cert))
-            all_costs = sorted((coster.cost(_point(cert, p))["gpu_hours"] for p in grid.points()), reverse=True)
-            runs = [sum(coster.cost(_point(cert, p))["gpu_hours"] for p in points) for points in counts["simulated"]]
+            start = _params(cert, grid, sweep.start_for(cert))
+            all_costs = sorted((coster.cost(_params(cert, grid, p))["gpu_hours"] for p in grid.points()),
+                               reverse=True)
+            runs = [sum(coster.cost(_params(cert, grid, p))["gpu_hours"] for p in points)
+                    for points in counts["simulated"]]
             entry.update({
                 "start_run": coster.cost(start),
                 "gpu_hours_expected": sum(runs) / len(runs),
@@ -308,15 +312,17 @@ def sweep_plan(sweep: Sweep, *, mfu: float, peak_tflops: float, simulations: int
         entry = {"name": ens.name, "from": ens.source, "runs": ens.members}
         if coster is not None:
             source = sweep.certification(ens.source)
-            first = ens.member_points(_point(source, sweep.start_for(source)), sweep.grid_for(source).as_mapping())[0]
-            entry["gpu_hours"] = ens.members * coster.cost({k: v for k, v in first.items() if k != SEED})["gpu_hours"]
+            first = ens.member_params(sweep.start_for(source), sweep.grid_for(source).as_mapping(), source.fixed)[0]
+            # every member costs what the first does, whose seed changes nothing (one cache entry)
+            entry["gpu_hours"] = ens.members * coster.cost(replace(first, seed=None).merged())["gpu_hours"]
         ensembles.append(entry)
     transfers = []
     for transfer in sweep.transfers:  # one run of another method at the source's certified point
         entry = {"name": transfer.name, "from": transfer.source, "runs": 1}
         if coster is not None:
             source = sweep.certification(transfer.source)
-            entry["gpu_hours"] = coster.cost({**transfer.fixed, **sweep.start_for(source)})["gpu_hours"]
+            run = RunParams(point=sweep.start_for(source), fixed=transfer.fixed)
+            entry["gpu_hours"] = coster.cost(run.merged())["gpu_hours"]
         transfers.append(entry)
     extras = ensembles + transfers  # fixed run counts, known before the search
     totals: dict[str, Any] = {
