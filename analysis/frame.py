@@ -63,7 +63,7 @@ import pandas as pd
 from megadocs.formats import IID, REAL, RunMetrics, RunStatus
 from search.grid import format_bounds, points_equal
 from search.ledger import RunRecord
-from search.params import FIXED_TRAIN_KEYS, SEED, RunParams
+from search.params import METHOD, MODEL, SEED, G, RunParams
 
 if TYPE_CHECKING:
     from search.status import CertificationSummary
@@ -89,8 +89,8 @@ __all__ = [
     "union_grid",
 ]
 
-FIXED_COLUMNS = (*FIXED_TRAIN_KEYS, SEED)
-"""``method``, ``g``, ``model``, ``seed``: the params with typed reads (:class:`search.params.RunParams`)."""
+FIXED_COLUMNS = (METHOD, G, MODEL, SEED)
+"""The params with typed reads (:class:`search.params.RunParams`), one column each."""
 POINT, VAL, BENCH, METRIC, FIXED = "point.", "val_loss.", "bench.", "metric.", "fixed."
 BOUNDS = "bounds"
 """The certifications frame's column of search bounds as data (``search.grid.Bound`` tuples)."""
@@ -121,7 +121,7 @@ _OWN_COLUMNS = ("status", "val_loss", "val_losses", "benchmarks", "wall_time_s")
 def _fixed_columns(params: RunParams) -> dict[str, Any]:
     """The :data:`FIXED_COLUMNS` of a run or certification: as the sweep wrote them, None where it
     wrote none (no ``method`` stays None here, whatever the objective makes of it)."""
-    return dict(zip(FIXED_COLUMNS, (params.named_method, params.g, params.model, params.seed), strict=True))
+    return {METHOD: params.named_method, G: params.g, MODEL: params.model, SEED: params.seed}
 
 
 def _run_row(record: RunRecord, sweep: str | None) -> dict[str, Any]:

@@ -91,8 +91,8 @@ ATTR_PROVENANCE = "provenance"
 
 # Axes whose values span orders of magnitude: shown (and compared) on a log scale.
 LOG_AXES = frozenset({"lr", "wd"})
-# Fixed values exposed as params: the synthetic-data method (categorical) and G (search.params).
-METHOD_PARAM, G_PARAM = METHOD, G
+# Fixed values exposed as params: the synthetic-data method (categorical) and G (search.params
+# METHOD and G).
 # The method categorical's choices are megadocs.formats.METHODS, in its order (Optuna's
 # check_distribution_compatibility refuses other choices for a param a study already has).
 G_PARAM_HIGH = 4096  # the distribution's range only has to hold every G; one range keeps studies comparable
@@ -264,9 +264,9 @@ def _fixed_distribution(key: str, value: Any):
     """`method` and `g` as params; None for other fixed values."""
     from optuna.distributions import CategoricalDistribution, IntDistribution
 
-    if key == METHOD_PARAM and value in METHODS:
+    if key == METHOD and value in METHODS:
         return CategoricalDistribution(list(METHODS))
-    if key == G_PARAM and isinstance(value, int) and not isinstance(value, bool) and value >= 1:
+    if key == G and isinstance(value, int) and not isinstance(value, bool) and value >= 1:
         return IntDistribution(1, max(G_PARAM_HIGH, value), log=True)
     return None
 
