@@ -47,7 +47,7 @@ from dataclasses import asdict, dataclass
 from megadocs.errors import UserError
 from train.gpu_results import Utilisation, measured_utilisation
 from train.presets import PRESETS, ModelPreset, parameter_count
-from train.streams import MixingPlan, mixing_plan
+from train.streams import StreamMixture, stream_mixture
 
 __all__ = [
     "H100_BF16_PEAK_TFLOPS",
@@ -376,11 +376,11 @@ def device_memory_plan(config, *, vocab_size: int, memory_bytes: float, processe
     return parallelism, estimate
 
 
-def window_counts(plan) -> tuple[int, int]:
-    """(real, synthetic) windows a `train.streams.MixingPlan` reads over the whole run: the sum of
+def window_counts(mixture) -> tuple[int, int]:
+    """(real, synthetic) windows a `train.streams.StreamMixture` reads over the whole run: the sum of
     every step's ``batch_counts``, which telescopes to the windows before the last step's end
     (O(1), not O(steps): a paper-size sweep plans thousands of runs of ~10^5 steps each)."""
-    return plan.windows_before(plan.total_steps)
+    return mixture.windows_before(mixture.total_steps)
 
 
 @dataclass(frozen=True)
@@ -392,7 +392,7 @@ class RunCost:
     stream sizes give the same cost in both.
     """
 
-    plan: MixingPlan
+    mixture: StreamMixture
     """Which windows each step reads (steps, windows per epoch)."""
     real_seen: int
     synthetic_seen: int
@@ -412,14 +412,14 @@ class RunCost:
 
     @property
     def steps(self) -> int:
-        return self.plan.total_steps
+        return self.mixture.total_steps
 
 
 def run_cost(config, *, real_windows: int, synthetic_windows: int, vocab_size: int, mfu: float,
              peak_tflops: float, memory_bytes: float = DEFAULT_DEVICE_MEMORY_GIB * 2**30, processes: int = 1,
              scaling_efficiency: float = DEFAULT_SCALING_EFFICIENCY) -> RunCost:  # fmt: skip
     """The cost of `config` (a `train.config.RunConfig`) over streams of `real_windows` and
-    `synthetic_windows` (windows -> mixing plan -> FLOPs -> GPU-hours -> memory; see the module docstring).
+    `synthetic_windows` (windows -> stream mixture -> FLOPs -> GPU-hours -> memory; see the module docstring).
 
     Memory and GPU-hours are for a CUDA device (bf16 autocast) unless ``config.device`` is cpu;
     ``micro_batch_size: auto`` is resolved against `memory_bytes` by the memory model alone. Data
@@ -430,17 +430,17 @@ def run_cost(config, *, real_windows: int, synthetic_windows: int, vocab_size: i
         UserError: a setting that cannot work (naming its config field or option).
     """
     data = config.data
-    plan = mixing_plan(real_windows=real_windows, synthetic_windows=synthetic_windows,
-                       batch_size=config.optim.batch_size, mixing_fraction=data.mixing_fraction,
-                       real_epochs=data.real_epochs, seed=data.seed, synthetic_epochs=data.synthetic_epochs)  # fmt: skip
-    real_seen, synthetic_seen = window_counts(plan)
+    mixture = stream_mixture(real_windows=real_windows, synthetic_windows=synthetic_windows,
+                             batch_size=config.optim.batch_size, mixing_fraction=data.mixing_fraction,
+                             real_epochs=data.real_epochs, seed=data.seed, synthetic_epochs=data.synthetic_epochs)  # fmt: skip
+    real_seen, synthetic_seen = window_counts(mixture)
     tokens = (real_seen + synthetic_seen) * data.context
     model = model_cost(config.model.preset, vocab_size=vocab_size, context=data.context)
     parallelism, memory = device_memory_plan(config, vocab_size=vocab_size, memory_bytes=memory_bytes,
                                              processes=processes)  # fmt: skip
     hours = data_parallel_hours(gpu_hours(tokens, model.flops_per_token, mfu=mfu, peak_tflops=peak_tflops),
                                 processes, scaling_efficiency)  # fmt: skip
-    return RunCost(plan=plan, real_seen=real_seen, synthetic_seen=synthetic_seen, tokens=tokens, model=model,
+    return RunCost(mixture=mixture, real_seen=real_seen, synthetic_seen=synthetic_seen, tokens=tokens, model=model,
                    parallelism=parallelism, memory=memory, gpu_hours=hours["gpu_hours"],
                    wall_hours=hours["wall_hours"], processes=hours["processes"],
                    scaling_efficiency=hours["scaling_efficiency"])  # fmt: skip
@@ -468,7 +468,8 @@ def run_plan(
                                     mixing_fraction=data.mixing_fraction, real_epochs=data.real_epochs,
                                     synthetic_epochs=data.synthetic_epochs, batch_size=optim.batch_size, seed=data.seed)  # fmt: skip
     memory_bytes = device_memory_gib * 2**30
-    cost = run_cost(config, real_windows=streams.plan.real_windows, synthetic_windows=streams.plan.synthetic_windows,
+    cost = run_cost(config, real_windows=streams.mixture.real_windows,
+                    synthetic_windows=streams.mixture.synthetic_windows,
                     vocab_size=streams.vocab_size, mfu=utilisation.mfu, peak_tflops=utilisation.peak_tflops,
                     memory_bytes=memory_bytes, processes=processes, scaling_efficiency=scaling_efficiency)  # fmt: skip
     model = cost.model
@@ -482,7 +483,7 @@ def run_plan(
         "micro_batch_size_auto": optim.micro_batch_size == "auto",
         "steps": cost.steps,
         "tokens": cost.tokens,
-        "windows": {"real_per_epoch": cost.plan.real_windows, "real_seen": cost.real_seen,
+        "windows": {"real_per_epoch": cost.mixture.real_windows, "real_seen": cost.real_seen,
                     "synthetic_seen": cost.synthetic_seen},  # fmt: skip
         "parameters": model.parameters,
         "flops_parameters": model.flops_parameters,
