@@ -1,8 +1,9 @@
 """Readers of older on-disk and ledger formats, gathered here: one table, one format version per record.
 
-Every record that was ever written in another shape has an entry in :data:`RECORDS`: where it lives,
-its current format version, how an older one is recognised (most records carry no version field:
-:attr:`Record.detect` reads the version off the data's shape), and per older version either
+Every record that was ever written in another shape, or carries a format version, has an entry in
+:data:`RECORDS`: where it lives, its current format version, how an older one is recognised (most
+records carry no version field: :attr:`Record.detect` reads the version off the data's shape), and
+per older version either
 
 - a pure **upgrade** ``data -> data`` to the next version (applied in turn up to the current one), or
 - a declared **format break**: such data is refused in one line naming the file and field and what to
@@ -41,7 +42,7 @@ from megadocs.errors import UserError
 __all__ = [
     "Older", "Record", "RECORDS", "FormatBreak", "version", "is_older", "upgrade", "older",
     "RUN_METRICS", "BENCHMARK_SCORE", "ENSEMBLE_REPORT", "JOB_RESULT", "BOUND", "RUN_REVISION",
-    "SYNTHETIC_IDENTITY", "POOL_TOKENS", "CHECKPOINT", "POOL_FINGERPRINT", "LEDGER_GRID_PARAMS",
+    "SYNTHETIC_IDENTITY", "POOL_TOKENS", "CHECKPOINT", "TOKEN_STORE", "POOL_MANIFEST", "POOL_FINGERPRINT", "LEDGER_GRID_PARAMS",
 ]
 
 
@@ -207,21 +208,23 @@ def _synthetic_version(data: Any) -> int:
 
 POOL_TOKENS = "pool-tokens"
 CHECKPOINT = "checkpoint"
+TOKEN_STORE = "token-store"
+POOL_MANIFEST = "pool-manifest"
 
 
-def _format_field(prefix: str, where: str, reader: str, current: int, written: str, refuse: str) -> Record:
-    """A record versioned by its ``format: "{prefix}/N"`` field whose every earlier N is refused
-    (version 0: the field is absent or another format's)."""
+def _format_field(prefix: str, where: str, reader: str, current: int, written: str = "", refuse: str = "") -> Record:
+    """A record versioned by its ``format: "{prefix}/N"`` field whose earlier N (if any: ``written``)
+    is refused (version 0: the field is absent or another format's)."""
 
     def detect(data: Any) -> int:
         found = data.get("format") if isinstance(data, Mapping) else None
         name, _, number = str(found).rpartition("/")
         return int(number) if name == prefix and number.isdigit() else 0
 
+    earlier = Older(current - 1, f"`{prefix}/{current - 1}` ({written})", example={"format": f"{prefix}/{current - 1}"},
+                    refuse=refuse)
     return Record(where=f"{where}: format", reader=reader, current=current, detect=detect,
-                  example={"format": f"{prefix}/{current}"},
-                  older=(Older(current - 1, f"`{prefix}/{current - 1}` ({written})",
-                               example={"format": f"{prefix}/{current - 1}"}, refuse=refuse),))
+                  example={"format": f"{prefix}/{current}"}, older=(earlier,) if written else ())
 
 
 # --- kept as recorded ---------------------------------------------------------------------
@@ -302,6 +305,8 @@ RECORDS: dict[str, Record] = {
     CHECKPOINT: _format_field("megadocs.train-checkpoint", "RUN/checkpoint", "train.checkpoint:read_checkpoint",
                               2, "before 2efeb72: RNG states pickled, not loadable with weights_only=True",
                               "delete it to restart the run"),
+    TOKEN_STORE: _format_field("megadocs.token-store", "STORE/manifest.json", "megadocs.corpus:is_token_store", 1),
+    POOL_MANIFEST: _format_field("megadocs.gen-pool", "POOL/manifest.json", "megadocs.pools:parse_manifest", 1),
     POOL_FINGERPRINT: Record(
         where="POOL/manifest.json: generator_revision", reader="megadocs.pools:check_extends", current=3,
         detect=_fingerprint_version, example="sha256:0123456789abcdef",

@@ -17,8 +17,10 @@ import pytest
 from optuna.distributions import json_to_distribution
 
 from megadocs import compat
+from megadocs.corpus import STORE_FORMAT
 from megadocs.fingerprint import FINGERPRINT_PREFIX, LEGACY_PREFIX
 from megadocs.formats import BenchmarkScore, RunMetrics
+from megadocs.pools import POOL_FORMAT
 from search.grid import Bound, Side
 from search.objective import FailureKind, JobFailure
 from train import checkpoint, pool_tokens
@@ -61,6 +63,8 @@ def readers(tmp_path: Path) -> dict:
             _identity_file(tmp_path, {"identity": "0123456789abcdef", "data": {"synthetic": data}})),
         compat.POOL_TOKENS: _format_of(pool_tokens.TOKENS_FORMAT),
         compat.CHECKPOINT: _format_of(checkpoint.FORMAT),
+        compat.TOKEN_STORE: _format_of(STORE_FORMAT),
+        compat.POOL_MANIFEST: _format_of(POOL_FORMAT),
         compat.POOL_FINGERPRINT: _fingerprint,
         compat.LEDGER_GRID_PARAMS: json_to_distribution,
     }
