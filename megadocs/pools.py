@@ -185,7 +185,7 @@ def pool_identity(pool: str | Path, field: str = "data.synthetic.pool") -> dict[
     return dict(_cached_identity(str(path.resolve()), stat.st_mtime_ns, stat.st_size, field))
 
 
-def check_extends(existing: PoolManifest, planned: PoolManifest, pool: str | Path) -> None:
+def check_extends(existing: PoolManifest, intended: PoolManifest, pool: str | Path) -> None:
     """Refuse to extend a pool generated with different settings (names the first field).
 
     Pools made with earlier fingerprints keep the one they recorded, and are extended only when
@@ -196,12 +196,12 @@ def check_extends(existing: PoolManifest, planned: PoolManifest, pool: str | Pat
     Raises:
         UserError: naming the manifest, the field and both values.
     """
-    old, new = existing.identity(), planned.identity()
+    old, new = existing.identity(), intended.identity()
     recorded = str(old.get("generator_revision", ""))
     earlier = {LEGACY_PREFIX: legacy_fingerprint, FINGERPRINT_PREFIX: partial(model_fingerprint, every_file=True)}
     recompute = next((fingerprint for prefix, fingerprint in earlier.items() if recorded.startswith(prefix)), None)
-    if recompute is not None and planned.generator is not None and recorded != new.get("generator_revision") \
-            and Path(planned.generator).is_dir() and recompute(planned.generator) == recorded:
+    if recompute is not None and intended.generator is not None and recorded != new.get("generator_revision") \
+            and Path(intended.generator).is_dir() and recompute(intended.generator) == recorded:
         new["generator_revision"] = recorded
     for key in IDENTITY_FIELDS:
         if old.get(key) != new.get(key):
@@ -504,7 +504,7 @@ def pool_entry(pools: Mapping[str, PoolEntry], method: str) -> PoolEntry | None:
 
 def resolve_pool(pools: Mapping[str, PoolEntry], method: str, g: int, field: str = "pools") -> Path:
     """The pool directory (absolute) a sweep's ``pools`` give ``method`` at G=``g``; the one rule
-    search's objective, its planner and analysis follow. Nothing is read from disk.
+    search's objective, `search plan` and analysis follow. Nothing is read from disk.
 
     >>> resolve_pool({"stitched": "/p/rephrase", "latent": "/p/thoughts-g{g}"}, "stitched-first", 4).as_posix()
     '/p/rephrase'
