@@ -45,7 +45,8 @@ def generation_table(
     law: ReferenceLaw | PowerLawFit | None = None,
     sets: list[str] | None = None,
 ) -> pd.DataFrame:
-    """Long table: one row per (validation set, method, G) with baseline, gain and efficiency.
+    """Long table: one row per (validation set, method, G) with baseline, gain and efficiency, from
+    :func:`analysis.frame.certifications_frame` (rows of it; every column read here it always builds).
 
     Columns: ``set``, ``certification``, ``method``, ``g``, ``certified``, ``bounds`` (records),
     ``bounds_hit`` (their display form), ``warm_start``, ``loss``, ``baseline_loss``, ``gain``
@@ -73,13 +74,13 @@ def generation_table(
             loss = float(row[column])
             record = {
                 "set": val_set,
-                "certification": row.get("certification"),
+                "certification": row["certification"],
                 "method": row["method"],
                 "g": row["g"],
-                "certified": bool(row.get("certified", False)),
-                BOUNDS: row.get(BOUNDS, ()),
-                "bounds_hit": row.get("bounds_hit", ""),
-                "warm_start": row.get("warm_start"),
+                "certified": bool(row["certified"]),
+                BOUNDS: row[BOUNDS],
+                "bounds_hit": row["bounds_hit"],
+                "warm_start": row["warm_start"],
                 "loss": loss,
                 "baseline_loss": baseline_loss,
                 "gain": baseline_loss - loss,
@@ -149,9 +150,9 @@ def monotonicity(table: pd.DataFrame, *, tolerance: float = RISE_TOLERANCE, sigm
         previous = None
         for _, row in group.iterrows():
             if previous is not None and row["loss"] > previous["loss"] + tolerance:
-                source = previous.get("certification")
+                source = previous["certification"]
                 rises.append(Rise(val_set, method, previous["g"], row["g"], previous["loss"], row["loss"],
-                                  source, row.get("certification"),
-                                  warm_started=bool(source) and row.get("warm_start") == source, sigma=sigma))
+                                  source, row["certification"],
+                                  warm_started=bool(source) and row["warm_start"] == source, sigma=sigma))
             previous = row
     return rises
