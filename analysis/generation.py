@@ -25,6 +25,9 @@ __all__ = ["BASELINE_METHOD", "loss_column", "generation_table", "main_set", "Ri
 BASELINE_METHOD = REAL
 RISE_TOLERANCE = 1e-3
 """Loss rises smaller than this (nats) count as noise, not as a failed search."""
+OPTIONAL_COLUMNS = {"certification": None, "certified": False, BOUNDS: (), "bounds_hit": "", "warm_start": None}
+"""Certifications-frame columns that :func:`analysis.frame.certifications_frame` always builds but a
+frame built by hand (the analysis contract: any source) may leave out, and what a missing one means."""
 
 
 def loss_column(val_set: str) -> str:
@@ -46,7 +49,8 @@ def generation_table(
     sets: list[str] | None = None,
 ) -> pd.DataFrame:
     """Long table: one row per (validation set, method, G) with baseline, gain and efficiency, from
-    :func:`analysis.frame.certifications_frame` (rows of it; every column read here it always builds).
+    a certifications frame (:func:`analysis.frame.certifications_frame`, or one built by hand without
+    the :data:`OPTIONAL_COLUMNS`).
 
     Columns: ``set``, ``certification``, ``method``, ``g``, ``certified``, ``bounds`` (records),
     ``bounds_hit`` (their display form), ``warm_start``, ``loss``, ``baseline_loss``, ``gain``
@@ -60,6 +64,9 @@ def generation_table(
     """
     if certifications is None or len(certifications) == 0:
         raise UserError("generation scaling: the ledger has no certifications (empty sweep?)")
+    missing = {column: [default] * len(certifications) for column, default in OPTIONAL_COLUMNS.items()
+               if column not in certifications}
+    certifications = certifications.assign(**missing)
     sets = sets or val_sets(certifications) or ["objective"]
     rows = []
     for val_set in sets:
