@@ -236,7 +236,8 @@ def check_extends(existing: PoolManifest, planned: PoolManifest, pool: str | Pat
 
     Pools made with earlier fingerprints keep the one they recorded, and are extended only when
     the generator still gives it: a ``dir-sha256:`` one (before content fingerprints: file sizes
-    only), or a ``sha256:`` one over every file, model card included (until 2026-12-04).
+    only), or a ``sha256:`` one over every file, model card included (until 2026-12-04); their
+    versions are declared in :data:`megadocs.compat.RECORDS` (``pool-fingerprint``).
 
     Raises:
         UserError: naming the manifest, the field and both values.

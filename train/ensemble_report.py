@@ -12,12 +12,12 @@ does not import pydantic.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 
+from megadocs import compat
 from megadocs.errors import UserError
 from megadocs.formats import BenchmarkScore, finite_or_none
 
@@ -86,13 +86,11 @@ class EnsembleReport(BaseModel):
     benchmarks: EnsembleBenchmarks | None = None
     """Only with ``--benchmarks``."""
 
-    @field_validator("sets", mode="before")
+    @model_validator(mode="before")
     @classmethod
-    def _bare_lists(cls, sets: Any) -> Any:
-        """A set written as a bare list of rows (older reports) -> ``{"by_k": rows}``."""
-        if isinstance(sets, Mapping):
-            return {name: {"by_k": rows} if isinstance(rows, list) else rows for name, rows in sets.items()}
-        return sets
+    def _migrate(cls, data: Any) -> Any:
+        """Older reports (a set as a bare list of rows): :data:`megadocs.compat.RECORDS`."""
+        return compat.upgrade(compat.ENSEMBLE_REPORT, data)
 
     def to_json(self) -> dict[str, Any]:
         """Standard JSON: the fields the report was given (non-finite numbers as null)."""

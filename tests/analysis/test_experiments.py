@@ -123,6 +123,10 @@ def test_next_generations_predicts_2g_inside_its_interval():
     assert row["g_max"] == 32 and row["predicted_2g"] == pytest.approx(3.6 + 0.3 * 64 ** -0.5, abs=2e-3)
     assert row["predicted_low"] <= row["predicted_2g"] <= row["predicted_high"]
     assert row["gain_2g"] > 0 and row["asymptote"] == pytest.approx(3.6, abs=0.05)
+    noisy = [value + (0.01 if x == 32.0 else 0.0) for x, value in zip(g, loss)]  # the last point off the law
+    [off] = next_generations({"noisy": fit_power_law(g, noisy, n_boot=0, seed=0)}).to_dict("records")
+    assert off["measured_at_g_max"] == pytest.approx(noisy[-1])  # the certified loss, not the fit's value
+    assert off["fitted_at_g_max"] < off["measured_at_g_max"] - 1e-3
     [bad] = next_generations({"latent": "not fitted: too few points"}).to_dict("records")
     assert "too few points" in bad["note"]
 
