@@ -81,7 +81,7 @@ def transfer_table(runs: pd.DataFrame, certifications: pd.DataFrame, sources: Ma
     by_name = certifications.set_index("certification") if len(certifications) else None
     for _, run in transfers.iterrows():
         name = str(run["certification"]).removeprefix("transfer/")
-        loss = run[column] if column in run and pd.notna(run.get(column)) else run["loss"]
+        loss = run[column] if column in run and pd.notna(run[column]) else run["loss"]
         same = certifications[(certifications["method"] == run["method"]) & (certifications["g"] == run["g"])
                               & certifications["certified"]]
         if "model" in certifications and "model" in run:
@@ -150,10 +150,11 @@ def diversity_table(pools: Mapping[str, Any], gs: Mapping[str, list[int]]) -> pd
             manifest = read_manifest(pool)
         except UserError:
             continue
-        diversity = getattr(manifest, "diversity", None) or {}
-        for g, values in (diversity.get("by_g") or {}).items():
-            rows.append({"method": method, "pool": str(pool), "kind": manifest.kind.value, "g": int(g),
-                         **{k: (math.nan if v is None else v) for k, v in values.items()}})
+        if manifest.diversity is None:
+            continue
+        for g, measures in manifest.diversity.by_g.items():
+            rows.append({"method": method, "pool": str(pool), "kind": manifest.kind.value, "g": g,
+                         **{k: (math.nan if v is None else v) for k, v in measures.model_dump().items()}})
     if not rows:
         return pd.DataFrame()
     frame = pd.DataFrame(rows).drop_duplicates(subset=["pool", "g"])

@@ -48,7 +48,7 @@ from megadocs.fingerprint import FINGERPRINT_PREFIX, LEGACY_PREFIX, legacy_finge
 from megadocs.formats import ALGORITHMS, MANIFEST, PoolKind, atomic_file, write_json
 
 __all__ = [
-    "POOL_FORMAT", "MANIFEST", "IDENTITY_FIELDS", "PoolManifest", "PoolRow", "parse_manifest", "read_manifest", "write_manifest",
+    "POOL_FORMAT", "MANIFEST", "IDENTITY_FIELDS", "PoolManifest", "PoolDiversity", "DiversityMeasures", "PoolRow", "parse_manifest", "read_manifest", "write_manifest",
     "pool_identity", "pool_identity_of", "check_extends", "shard_stem", "rows_path", "done_path", "shard_of",
     "shard_positions", "iter_shard_documents", "iter_rows", "iter_doc_groups", "iter_pool_documents", "load_shard", "require_complete", "is_empty",
     "sample_doc_id", "pool_generations", "select_generations", "served_gs", "pool_entry", "resolve_pool",
@@ -67,9 +67,48 @@ content fingerprint."""
 # --- the manifest -------------------------------------------------------------------------
 
 
+class DiversityMeasures(BaseModel):
+    """The diversity of a pool's first G' generations per document (``gen.diversity`` measures
+    them and says what each means); None where there was nothing to measure (no n-gram, no pair).
+
+    >>> list(DiversityMeasures.model_fields)
+    ['distinct_n', 'compression_ratio', 'source_overlap', 'cross_generation_overlap']
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    distinct_n: float | None
+    """Unique n-grams / all n-grams over the sample's generations (higher: more varied)."""
+    compression_ratio: float | None
+    """zlib-compressed / raw bytes of a document's G' generations joined, mean over documents."""
+    source_overlap: float | None
+    """Share of a generation's n-grams found in its source document (copying)."""
+    cross_generation_overlap: float | None
+    """Mean Jaccard similarity of the n-gram sets of two generations of a document (0 at G'=1)."""
+
+
+class PoolDiversity(BaseModel):
+    """The manifest's ``diversity`` block: written by ``megadocs gen diversity``
+    (``gen.diversity.write_pool_diversity``), read by analysis (``analysis.experiments.diversity_table``).
+    Not an identity field: adding it leaves the pool's runs valid."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    ngram: int
+    """n of the word n-grams."""
+    documents: int
+    """Documents in the sample measured."""
+    by_g: dict[int, DiversityMeasures]
+    """G' -> its measures, G' ascending (the JSON keys are the numbers as strings)."""
+    created: str
+    """When it was measured (ISO 8601, UTC)."""
+
+    def to_json(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
+
+
 class PoolManifest(BaseModel):
-    """``POOL/manifest.json``. Fields beyond these (``policies``, ``statistics``, ``diversity``,
-    ...) are kept as they are."""
+    """``POOL/manifest.json``. Fields beyond these (``policies``, ...) are kept as they are."""
 
     model_config = ConfigDict(extra="allow")
 
@@ -96,9 +135,16 @@ class PoolManifest(BaseModel):
     complete: bool = False
     statistics: dict[str, Any] | None = None
     created: str | None = None
+    diversity: PoolDiversity | None = None
+    """Added once the pool is complete (``megadocs gen diversity``); None until then."""
 
     def to_json(self) -> dict[str, Any]:
-        return self.model_dump(mode="json")
+        """The JSON object as the manifest has always been written: ``diversity`` only when there
+        is one, and last (it is added after generation, behind every other field)."""
+        data = self.model_dump(mode="json", exclude={"diversity"})
+        if self.diversity is not None:
+            data["diversity"] = self.diversity.to_json()
+        return data
 
     def identity(self) -> dict[str, Any]:
         """The :data:`IDENTITY_FIELDS` that are set (statistics added later do not change it)."""
