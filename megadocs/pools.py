@@ -107,6 +107,28 @@ class PoolDiversity(BaseModel):
         return self.model_dump(mode="json")
 
 
+class GenerationStatistics(BaseModel):
+    """The manifest's ``statistics``: every done shard's counts summed by
+    :meth:`megadocs.shards.ShardedStep.finish` (the figures: ``gen.generate.GeneratePool._derived``),
+    read by ``search plan`` (``mean_tokens``: a generation's mean length). Fields an older pool did
+    not write are left out when the manifest is written again."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    documents: int = 0
+    generations: int = 0
+    output_tokens: int = 0
+    truncated_prompts: int = 0
+    length_truncated: int = 0
+    empty_outputs: int = 0
+    mean_tokens: float = 0.0
+    """Mean generated tokens per generation (0 before any)."""
+    tokens_per_s: float | None = None
+    """Prompt and generated tokens per second of engine time (None before any)."""
+    generation_seconds: float = 0.0
+    shards_done: int = 0
+
+
 class PoolManifest(BaseModel):
     """``POOL/manifest.json``. Fields beyond these (``policies``, ...) are kept as they are."""
 
@@ -133,7 +155,7 @@ class PoolManifest(BaseModel):
     seed: int | None = None
     max_model_len: int | None = None
     complete: bool = False
-    statistics: dict[str, Any] | None = None
+    statistics: GenerationStatistics | None = None
     created: str | None = None
     diversity: PoolDiversity | None = None
     """Added once the pool is complete (``megadocs gen diversity``); None until then."""
@@ -142,6 +164,8 @@ class PoolManifest(BaseModel):
         """The JSON object as the manifest has always been written: ``diversity`` only when there
         is one, and last (it is added after generation, behind every other field)."""
         data = self.model_dump(mode="json", exclude={"diversity"})
+        if self.statistics is not None:  # as read: a figure an older pool did not write stays out
+            data["statistics"] = self.statistics.model_dump(mode="json", exclude_unset=True)
         if self.diversity is not None:
             data["diversity"] = self.diversity.to_json()
         return data

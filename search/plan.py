@@ -223,11 +223,11 @@ class RunCoster:
         given = getattr(self.assume, name)
         if given is None:
             try:
-                statistics = pools.read_manifest(pool).statistics or {}
+                statistics = pools.read_manifest(pool).statistics
             except UserError:
-                statistics = {}
-            if statistics.get("mean_tokens"):
-                return float(statistics["mean_tokens"])
+                statistics = None
+            if statistics is not None and statistics.mean_tokens:
+                return statistics.mean_tokens
         return self._figure(name, given, f"no generated {kind} pool at {pool}")
 
     def _synthetic_windows(self, config, real: tuple[int, float, float, int]) -> int:
