@@ -81,7 +81,7 @@ def transfer_table(runs: pd.DataFrame, certifications: pd.DataFrame, sources: Ma
     by_name = certifications.set_index("certification") if len(certifications) else None
     for _, run in transfers.iterrows():
         name = str(run["certification"]).removeprefix("transfer/")
-        loss = run[column] if column in run and pd.notna(run.get(column)) else run["loss"]
+        loss = run[column] if column in run and pd.notna(run[column]) else run["loss"]
         same = certifications[(certifications["method"] == run["method"]) & (certifications["g"] == run["g"])
                               & certifications["certified"]]
         if "model" in certifications and "model" in run:
@@ -150,10 +150,11 @@ def diversity_table(pools: Mapping[str, Any], gs: Mapping[str, list[int]]) -> pd
             manifest = read_manifest(pool)
         except UserError:
             continue
-        diversity = getattr(manifest, "diversity", None) or {}
-        for g, values in (diversity.get("by_g") or {}).items():
-            rows.append({"method": method, "pool": str(pool), "kind": manifest.kind.value, "g": int(g),
-                         **{k: (math.nan if v is None else v) for k, v in values.items()}})
+        if manifest.diversity is None:
+            continue
+        for g, measures in manifest.diversity.by_g.items():
+            rows.append({"method": method, "pool": str(pool), "kind": manifest.kind.value, "g": g,
+                         **{k: (math.nan if v is None else v) for k, v in measures.model_dump().items()}})
     if not rows:
         return pd.DataFrame()
     frame = pd.DataFrame(rows).drop_duplicates(subset=["pool", "g"])
@@ -169,20 +170,25 @@ def _interval(values: np.ndarray, level: float) -> tuple[float, float] | None:
 
 
 def next_generations(fits: Mapping[str, PowerLawFit | str]) -> pd.DataFrame:
-    """Per algorithm: the largest G measured, the fitted loss there, the predicted loss at 2G
-    (``predicted``, ``predicted_low``, ``predicted_high`` from the fit's bootstrap draws) and the
-    asymptote E with its interval; ``gain_2g`` = fitted(G) - predicted(2G), what doubling buys."""
+    """Per algorithm: the largest G measured (``g_max``), the loss measured there
+    (``measured_at_g_max``: the certified loss, the lowest where several were fitted at that G) and
+    the fit's value there (``fitted_at_g_max``; they differ where the law does not pass through the
+    point), the predicted loss at 2G (``predicted_2g``, ``predicted_low``, ``predicted_high`` from
+    the fit's bootstrap draws) and the asymptote E with its interval; ``gain_2g`` =
+    fitted(G) - predicted(2G), what doubling buys on the one curve."""
     rows = []
     for method, fit in sorted(fits.items()):
         if not isinstance(fit, PowerLawFit):
             rows.append({"method": method, "note": fit})
             continue
         g_max = float(np.max(fit.x))
-        row: dict[str, Any] = {"method": method, "g_max": g_max, "loss_at_g_max": float(fit.predict(g_max)),
+        measured = float(np.min(np.asarray(fit.y, dtype=float)[np.asarray(fit.x, dtype=float) == g_max]))
+        row: dict[str, Any] = {"method": method, "g_max": g_max, "measured_at_g_max": measured,
+                               "fitted_at_g_max": float(fit.predict(g_max)),
                                "predicted_2g": float(fit.predict(2 * g_max)),
                                "predicted_low": math.nan, "predicted_high": math.nan,
                                "asymptote": fit.E, "asymptote_low": math.nan, "asymptote_high": math.nan}
-        row["gain_2g"] = row["loss_at_g_max"] - row["predicted_2g"]
+        row["gain_2g"] = row["fitted_at_g_max"] - row["predicted_2g"]
         if fit.samples is not None and len(fit.samples):
             draws = power_law(2 * g_max, fit.samples[:, 0], fit.samples[:, 1], fit.samples[:, 2])
             interval = _interval(np.asarray(draws, dtype=float), fit.level)

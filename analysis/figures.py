@@ -37,6 +37,7 @@ from analysis.frame import BOUNDS, POINT, point_of
 from analysis.generation import BASELINE_METHOD
 from analysis.scaling import PowerLawFit
 from megadocs.formats import IID, REAL
+from megadocs.pools import DiversityMeasures
 from search.grid import Bound, values_equal
 
 if TYPE_CHECKING:
@@ -552,9 +553,9 @@ def _finish_loss_vs_g(fig, ax, table: pd.DataFrame, ylabel: str, title: str) -> 
     fig.tight_layout()
 
 
-def plot_diversity(table: pd.DataFrame, measures: Sequence[str] = ("distinct_n", "compression_ratio",
-                                                                  "source_overlap", "cross_generation_overlap")):
-    """Generation diversity vs G' per pool: does generating more add new text?
+def plot_diversity(table: pd.DataFrame, measures: Sequence[str] = tuple(DiversityMeasures.model_fields)):
+    """Generation diversity vs G' per pool: does generating more add new text? One panel per
+    measure (default: every :class:`megadocs.pools.DiversityMeasures` field, four).
 
     Raises:
         ValueError: no pool manifest holds diversity figures.

@@ -25,6 +25,9 @@ __all__ = ["BASELINE_METHOD", "loss_column", "generation_table", "main_set", "Ri
 BASELINE_METHOD = REAL
 RISE_TOLERANCE = 1e-3
 """Loss rises smaller than this (nats) count as noise, not as a failed search."""
+OPTIONAL_COLUMNS = {"certification": None, "certified": False, BOUNDS: (), "bounds_hit": "", "warm_start": None}
+"""Certifications-frame columns that :func:`analysis.frame.certifications_frame` always builds but a
+frame built by hand (the analysis contract: any source) may leave out, and what a missing one means."""
 
 
 def loss_column(val_set: str) -> str:
@@ -45,7 +48,9 @@ def generation_table(
     law: ReferenceLaw | PowerLawFit | None = None,
     sets: list[str] | None = None,
 ) -> pd.DataFrame:
-    """Long table: one row per (validation set, method, G) with baseline, gain and efficiency.
+    """Long table: one row per (validation set, method, G) with baseline, gain and efficiency, from
+    a certifications frame (:func:`analysis.frame.certifications_frame`, or one built by hand without
+    the :data:`OPTIONAL_COLUMNS`).
 
     Columns: ``set``, ``certification``, ``method``, ``g``, ``certified``, ``bounds`` (records),
     ``bounds_hit`` (their display form), ``warm_start``, ``loss``, ``baseline_loss``, ``gain``
@@ -59,6 +64,9 @@ def generation_table(
     """
     if certifications is None or len(certifications) == 0:
         raise UserError("generation scaling: the ledger has no certifications (empty sweep?)")
+    missing = {column: [default] * len(certifications) for column, default in OPTIONAL_COLUMNS.items()
+               if column not in certifications}
+    certifications = certifications.assign(**missing)
     sets = sets or val_sets(certifications) or ["objective"]
     rows = []
     for val_set in sets:
@@ -73,13 +81,13 @@ def generation_table(
             loss = float(row[column])
             record = {
                 "set": val_set,
-                "certification": row.get("certification"),
+                "certification": row["certification"],
                 "method": row["method"],
                 "g": row["g"],
-                "certified": bool(row.get("certified", False)),
-                BOUNDS: row.get(BOUNDS, ()),
-                "bounds_hit": row.get("bounds_hit", ""),
-                "warm_start": row.get("warm_start"),
+                "certified": bool(row["certified"]),
+                BOUNDS: row[BOUNDS],
+                "bounds_hit": row["bounds_hit"],
+                "warm_start": row["warm_start"],
                 "loss": loss,
                 "baseline_loss": baseline_loss,
                 "gain": baseline_loss - loss,
@@ -149,9 +157,9 @@ def monotonicity(table: pd.DataFrame, *, tolerance: float = RISE_TOLERANCE, sigm
         previous = None
         for _, row in group.iterrows():
             if previous is not None and row["loss"] > previous["loss"] + tolerance:
-                source = previous.get("certification")
+                source = previous["certification"]
                 rises.append(Rise(val_set, method, previous["g"], row["g"], previous["loss"], row["loss"],
-                                  source, row.get("certification"),
-                                  warm_started=bool(source) and row.get("warm_start") == source, sigma=sigma))
+                                  source, row["certification"],
+                                  warm_started=bool(source) and row["warm_start"] == source, sigma=sigma))
             previous = row
     return rises

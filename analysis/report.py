@@ -233,8 +233,9 @@ def _next_generations_section(report: _Report, certifications: pd.DataFrame) -> 
     shown = next_generations(fits)
     report.add(
         "## Where to spend the next generations", "",
-        f"From the fitted L(G) = E + A G^(-alpha) per algorithm ({main} loss): the loss predicted at twice "
-        "the largest G measured, with its bootstrap interval, and the asymptote E (the best any G can give). "
+        f"From the fitted L(G) = E + A G^(-alpha) per algorithm ({main} loss): the loss measured at the largest "
+        "G certified beside the fit's value there, the loss predicted at twice that G, with its bootstrap "
+        "interval, and the asymptote E (the best any G can give). "
         "An extrapolation, not a measurement: certify 2G before relying on it.", "",
         _markdown_table(shown.dropna(axis=1, how="all")), "",
     )

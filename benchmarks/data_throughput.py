@@ -19,7 +19,7 @@ import numpy as np
 
 from train.data import TokenStream
 from train.store import TokenizedDocuments
-from train.streams import REAL, MixingPlan
+from train.streams import REAL, StreamMixture
 
 DOCUMENTS = 16_000  # DCLM-like lengths: ~20M tokens (a tenth of the paper's 200M)
 CONTEXT = 4096
@@ -38,13 +38,13 @@ def main() -> None:
         tokens = np.memmap(path, dtype=np.uint32, mode="r")
         stream = TokenStream.build(TokenizedDocuments(tokens, offsets), eos_id=128_001, context=CONTEXT,
                                    seed=0, stream=REAL)
-        plan = MixingPlan(real_windows=stream.num_windows, synthetic_windows=0, batch_size=BATCH,
-                          mixing_fraction=0.0, real_epochs=1, seed=0)
-        steps = range(min(STEPS, plan.total_steps))
+        mixture = StreamMixture(real_windows=stream.num_windows, synthetic_windows=0, batch_size=BATCH,
+                                mixing_fraction=0.0, real_epochs=1, seed=0)
+        steps = range(min(STEPS, mixture.total_steps))
 
         started = time.perf_counter()
         for step in steps:
-            batch, _ = stream.windows(plan.batch(step)[0])
+            batch, _ = stream.windows(mixture.batch(step)[0])
         gather_s = time.perf_counter() - started
 
         started = time.perf_counter()
@@ -55,7 +55,7 @@ def main() -> None:
         materialize_s = time.perf_counter() - started
         started = time.perf_counter()
         for step in steps:
-            ids = plan.batch(step)[0]
+            ids = mixture.batch(step)[0]
             sliced = np.stack([materialized[i * CONTEXT:(i + 1) * CONTEXT] for i in ids]).astype(np.int64)
         slice_s = time.perf_counter() - started
         assert np.array_equal(sliced, batch), "gather and materialized streams disagree"

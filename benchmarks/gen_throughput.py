@@ -133,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
 
     from gen.engines import Sampling
-    from gen.generate import GenerateOptions, _Planner, engine_for
+    from gen.generate import GenerateOptions, _Prompter, engine_for
     from gen.templates import load_template
     from gen.tiny import make_tiny_generator
     from megadocs.corpus import iter_documents
@@ -148,8 +148,8 @@ def main(argv: list[str] | None = None) -> int:
         engine = engine_for(options)
         gen_startup = time.perf_counter() - started
         documents = list(iter_documents(docs))
-        planner = _Planner(options, load_template("rephrase"), engine)
-        requests = [request for doc in documents for request, _ in planner.plan(doc)]
+        prompter = _Prompter(options, load_template("rephrase"), engine)
+        requests = [request for doc in documents for request, _ in prompter.requests(doc)]
         gen_settings = {**engine.settings(), "startup_s": round(gen_startup, 1)}
         gen_runs, overheads = _gen(options, engine, args.repeats, tmp)
         chat_template = engine.chat.template

@@ -58,6 +58,7 @@ sys.path.insert(0, str(ROOT))
 
 import torch  # noqa: E402  (after the repository is on the path)
 
+from megadocs.formats import finite_or_none  # noqa: E402
 from megadocs.procs import apply_environment_defaults  # noqa: E402
 from train.compile import BACKEND_ENV, compile_backend, compile_layers, decoder_layers  # noqa: E402
 from train.config import DocumentMask  # noqa: E402
@@ -116,7 +117,8 @@ class Context:
 
     def emit(self, kind: str, **fields: Any) -> None:
         """Append one row to the log now (a later hang loses nothing written)."""
-        line = json.dumps({"run": self.run_id, "section": self.section, "kind": kind, **fields}, default=str)
+        row = {"run": self.run_id, "section": self.section, "kind": kind, **fields}  # NaN/inf -> null: standard JSON
+        line = json.dumps(finite_or_none(row), default=str, allow_nan=False)
         with open(self.log, "a") as handle:
             handle.write(line + "\n")
         print(f"[{self.section}] {kind}: {line[:300]}", flush=True)
@@ -898,7 +900,7 @@ def main(argv: list[str] | None = None) -> int:
     lines = [row for row in map(json.loads, log.read_text().splitlines()) if row["run"] == run_id]
     merge = json.loads(Path(args.merge).read_text()) if args.merge else None
     results = assemble(lines, part=args.part, sections=sections, merge=merge)
-    (out / RESULT).write_text(json.dumps(results, indent=1) + "\n")
+    (out / RESULT).write_text(json.dumps(finite_or_none(results), indent=1, allow_nan=False) + "\n")
     print(summary(results), flush=True)
     failed = [check for check in results["checks"] if not check["passed"] and not check.get("skipped")]
     return 1 if failed else 0

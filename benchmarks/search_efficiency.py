@@ -64,7 +64,7 @@ def certify_once(grid: Grid, landscape, start) -> dict:
     search = CertifySearch("c", grid, start)
     evaluator = SimulatedEvaluator(landscape, slots=SLOTS, duration=_duration)
     drive([search], evaluator)
-    cert = search.plan().certificate
+    cert = search.decide().certificate
     assert cert is not None
     loss = landscape(cert.point)
     is_local = all(landscape(n.point) >= loss for n in grid.neighbours(cert.point))
@@ -98,7 +98,7 @@ def noise_rows(grid: Grid, axes: dict) -> list[dict]:
                     search = CertifySearch("c", grid, start, noise=noise)
                     evaluator = SimulatedEvaluator(noisy, slots=SLOTS, duration=_duration)
                     drive([search], evaluator)
-                    cert = search.plan().certificate
+                    cert = search.decide().certificate
                     true = cert is not None and all(
                         truth(n.point) >= truth(cert.point) for n in grid.neighbours(cert.point))
                     rows.append({"level": level, "setting": setting, "true": true,

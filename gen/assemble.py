@@ -92,7 +92,7 @@ class _Counts:
 
 
 @dataclass(frozen=True)
-class _Plan:
+class _Assembly:
     """A validated request: which pool generations make up ``algorithm`` at ``g``, and where it goes."""
 
     pool: Path
@@ -104,7 +104,7 @@ class _Plan:
     out: Path
 
 
-def _plan(pool: Path, algorithm: str, g: int) -> _Plan:
+def _assembly(pool: Path, algorithm: str, g: int) -> _Assembly:
     """Validate the algorithm against the pool (its kind and G)."""
     if algorithm not in ALGORITHMS:
         raise UserError(f"--algorithm: expected one of {', '.join(ALGORITHMS)}, got {algorithm!r}")
@@ -114,15 +114,15 @@ def _plan(pool: Path, algorithm: str, g: int) -> _Plan:
                         f"but {pool} holds {manifest.kind.value} generations")
     chosen = pools.select_generations(manifest.kind, manifest.g, g)
     pool_hash = hashlib.sha256((pool / MANIFEST).read_bytes()).hexdigest()
-    return _Plan(pool, algorithm, g, manifest, chosen, pool_hash, assembled_dir(pool, algorithm, g))
+    return _Assembly(pool, algorithm, g, manifest, chosen, pool_hash, assembled_dir(pool, algorithm, g))
 
 
-def _source(plan: _Plan, docs: str | Path | None) -> str | None:
+def _source(assembly: _Assembly, docs: str | Path | None) -> str | None:
     """The document source (the pool's, or ``docs`` when it holds the same documents)."""
     from megadocs.corpus import source_hash
 
-    manifest = plan.manifest
-    pools.require_complete(plan.pool, manifest)
+    manifest = assembly.manifest
+    pools.require_complete(assembly.pool, manifest)
     if docs is None or manifest.kind == PoolKind.SAMPLE:
         return manifest.source
     if source_hash(docs) != manifest.source_hash:
@@ -131,14 +131,14 @@ def _source(plan: _Plan, docs: str | Path | None) -> str | None:
     return str(docs)
 
 
-def _write_documents(plan: _Plan, source: str | None, handle) -> _Counts:
+def _write_documents(assembly: _Assembly, source: str | None, handle) -> _Counts:
     """Assemble every source document from its pool rows and write them as JSON lines."""
     counts = _Counts()
-    for doc, rows in pools.iter_pool_documents(plan.pool, plan.manifest, source=source):
-        selected = [rows[i] for i in plan.chosen]
-        produced, excluded = assemble_document(plan.algorithm, doc.doc_id, doc.text, selected)
+    for doc, rows in pools.iter_pool_documents(assembly.pool, assembly.manifest, source=source):
+        selected = [rows[i] for i in assembly.chosen]
+        produced, excluded = assemble_document(assembly.algorithm, doc.doc_id, doc.text, selected)
         counts.excluded_empty += excluded
-        counts.real_documents += plan.manifest.has_sources
+        counts.real_documents += assembly.manifest.has_sources
         counts.dropped_documents += not produced
         for document in produced:
             handle.write(json.dumps(document, ensure_ascii=False) + "\n")
@@ -147,21 +147,21 @@ def _write_documents(plan: _Plan, source: str | None, handle) -> _Counts:
     return counts
 
 
-def _assembled_manifest(plan: _Plan, source: str | None, counts: _Counts) -> dict:
+def _assembled_manifest(assembly: _Assembly, source: str | None, counts: _Counts) -> dict:
     """The assembly's manifest.json: what it was built from and what it holds."""
     return {
         "format": ASSEMBLED_FORMAT,
-        "algorithm": plan.algorithm,
-        "g": plan.g,
+        "algorithm": assembly.algorithm,
+        "g": assembly.g,
         "rule": megadoc.RULE_VERSION,
-        "pool": str(plan.pool.resolve()),
-        "pool_kind": plan.manifest.kind.value,
-        "pool_g": plan.manifest.g,
-        "pool_manifest_sha256": plan.pool_hash,
-        "pool_identity": plan.manifest.identity(),
-        "generation_indices": plan.chosen,
+        "pool": str(assembly.pool.resolve()),
+        "pool_kind": assembly.manifest.kind.value,
+        "pool_g": assembly.manifest.g,
+        "pool_manifest_sha256": assembly.pool_hash,
+        "pool_identity": assembly.manifest.identity(),
+        "generation_indices": assembly.chosen,
         "source": source,
-        "source_hash": plan.manifest.source_hash,
+        "source_hash": assembly.manifest.source_hash,
         **vars(counts),
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
@@ -183,21 +183,21 @@ def assemble(pool: str | Path, algorithm: str, g: int, *, docs: str | Path | Non
         UserError: unknown algorithm, a pool of the wrong kind, an incomplete pool, a G it cannot
             serve, or a source that differs from the pool's.
     """
-    plan = _plan(Path(pool), algorithm, g)
-    out = plan.out
+    assembly = _assembly(Path(pool), algorithm, g)
+    out = assembly.out
     if (out / MANIFEST).is_file() and not overwrite:
         existing = json.loads((out / MANIFEST).read_text())
         # Up to date when the pool's generations and the rule are the same (statistics may have
         # been added to the pool since).
-        if existing.get("pool_identity") == plan.manifest.identity() and existing.get("rule") == megadoc.RULE_VERSION:
+        if existing.get("pool_identity") == assembly.manifest.identity() and existing.get("rule") == megadoc.RULE_VERSION:
             return existing
-    source = _source(plan, docs)
+    source = _source(assembly, docs)
     tmp = out.with_name(out.name + f".tmp{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     with open(tmp / DOCUMENTS_FILE, "w") as handle:
-        counts = _write_documents(plan, source, handle)
-    result = _assembled_manifest(plan, source, counts)
+        counts = _write_documents(assembly, source, handle)
+    result = _assembled_manifest(assembly, source, counts)
     write_json(tmp / MANIFEST, result)
     replace_dir(tmp, out)  # fsyncs documents.jsonl too
     return result

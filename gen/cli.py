@@ -177,5 +177,5 @@ def _diversity(args) -> int:
     from gen.diversity import DEFAULT_MAX_DOCS, write_pool_diversity
 
     diversity = write_pool_diversity(args.pool, max_docs=DEFAULT_MAX_DOCS if args.max_docs is None else args.max_docs)
-    print(dumps_json({"pool": args.pool, **diversity}, indent=None))
+    print(dumps_json({"pool": args.pool, **diversity.to_json()}, indent=None))
     return 0

@@ -13,11 +13,12 @@ first G' generations of each (by ``gen_index``), for G' = 1, 2, 4, ... up to the
   the same document (0 for G' = 1: no pair).
 
 They are stored under ``diversity`` in the pool manifest (not an identity field: adding them leaves
-the pool's runs valid) by ``megadocs gen diversity --pool POOL``; analysis draws them against G.
+the pool's runs valid) by ``megadocs gen diversity --pool POOL``, as the record
+:class:`megadocs.pools.PoolDiversity` (its owner: analysis reads it from there and draws it against G).
 
 Example:
     >>> m = measure([("the cat sat on the mat", ["a cat sat on a mat", "the cat sat on the mat"])], n=2)
-    >>> m["distinct_n"], m["cross_generation_overlap"] > 0
+    >>> m.distinct_n, m.cross_generation_overlap > 0
     (0.8, True)
 """
 
@@ -28,7 +29,6 @@ import zlib
 from collections.abc import Iterable, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
 
 from megadocs import pools
 from megadocs.errors import UserError
@@ -39,7 +39,6 @@ __all__ = ["NGRAM", "DEFAULT_MAX_DOCS", "measure", "g_values", "pool_diversity",
 
 NGRAM = 3
 DEFAULT_MAX_DOCS = 1000
-MEASURES = ("distinct_n", "compression_ratio", "source_overlap", "cross_generation_overlap")
 
 
 def _ngrams(text: str, n: int) -> list[tuple[str, ...]]:
@@ -52,7 +51,7 @@ def _jaccard(a: set, b: set) -> float:
     return len(a & b) / union if union else 0.0
 
 
-def measure(documents: Iterable[tuple[str, Sequence[str]]], *, n: int = NGRAM) -> dict[str, float | None]:
+def measure(documents: Iterable[tuple[str, Sequence[str]]], *, n: int = NGRAM) -> pools.DiversityMeasures:
     """The four measures over ``(source text, generations)`` pairs (see the module docstring).
 
     A measure with nothing to measure (no n-grams, no pairs) is None, never NaN.
@@ -79,12 +78,12 @@ def measure(documents: Iterable[tuple[str, Sequence[str]]], *, n: int = NGRAM) -
     def mean(values: list[float]) -> float | None:
         return sum(values) / len(values) if values else None
 
-    return {
-        "distinct_n": unique / total if total else None,
-        "compression_ratio": mean(ratios),
-        "source_overlap": mean(copies),
-        "cross_generation_overlap": mean(pairs) if pairs else (0.0 if total else None),
-    }
+    return pools.DiversityMeasures(
+        distinct_n=unique / total if total else None,
+        compression_ratio=mean(ratios),
+        source_overlap=mean(copies),
+        cross_generation_overlap=mean(pairs) if pairs else (0.0 if total else None),
+    )
 
 
 def g_values(g: int) -> list[int]:
@@ -112,7 +111,7 @@ def _first(generations: list[str | None], g: int) -> list[str]:
     return [text for text in generations[:g] if text is not None]
 
 
-def pool_diversity(pool: str | Path, *, max_docs: int = DEFAULT_MAX_DOCS, n: int = NGRAM) -> dict[str, Any]:
+def pool_diversity(pool: str | Path, *, max_docs: int = DEFAULT_MAX_DOCS, n: int = NGRAM) -> pools.PoolDiversity:
     """Measures per G' for a complete rephrase or thoughts pool (thoughts: at the pool's G only,
     since a G-thought pool's split points differ from a smaller G's)."""
     pool = Path(pool)
@@ -124,15 +123,15 @@ def pool_diversity(pool: str | Path, *, max_docs: int = DEFAULT_MAX_DOCS, n: int
     pools.require_complete(pool, manifest)
     sample = _sample(pool, manifest, max_docs)
     gs = g_values(manifest.g) if manifest.kind == PoolKind.REPHRASE else [manifest.g]
-    return {
-        "ngram": n,
-        "documents": len(sample),
-        "by_g": {str(g): measure(((src, _first(gens, g)) for src, gens in sample), n=n) for g in gs},
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-    }
+    return pools.PoolDiversity(
+        ngram=n,
+        documents=len(sample),
+        by_g={g: measure(((src, _first(gens, g)) for src, gens in sample), n=n) for g in gs},
+        created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    )
 
 
-def write_pool_diversity(pool: str | Path, *, max_docs: int = DEFAULT_MAX_DOCS) -> dict[str, Any]:
+def write_pool_diversity(pool: str | Path, *, max_docs: int = DEFAULT_MAX_DOCS) -> pools.PoolDiversity:
     """Compute and store ``diversity`` in the pool manifest (under the pool's lock)."""
     pool = Path(pool)
     diversity = pool_diversity(pool, max_docs=max_docs)

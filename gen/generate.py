@@ -162,7 +162,7 @@ def _resolved_source(docs: str | None) -> str | None:
     return str(Path(docs).resolve())
 
 
-def _planned_manifest(options: GenerateOptions, template: PromptTemplate | None, tokenizer) -> pools.PoolManifest:
+def _intended_manifest(options: GenerateOptions, template: PromptTemplate | None, tokenizer) -> pools.PoolManifest:
     from megadocs.corpus import source_hash
 
     if template is None:
@@ -267,13 +267,13 @@ class GeneratePool(ShardedStep):
         self.template = None if options.kind == PoolKind.SAMPLE else load_template(options.kind, options.template)
         if self._tokenizer is None:
             self._tokenizer = load_tokenizer(options.generator, options.revision)
-        planned = _planned_manifest(options, self.template, self._tokenizer)
+        intended = _intended_manifest(options, self.template, self._tokenizer)
 
         def same(existing: dict) -> bool:
-            pools.check_extends(pools.parse_manifest(existing, self.manifest_path), planned, self.folder)
+            pools.check_extends(pools.parse_manifest(existing, self.manifest_path), intended, self.folder)
             return True
 
-        manifest = self.init_manifest(planned.to_json(), same=same)
+        manifest = self.init_manifest(intended.to_json(), same=same)
         self.manifest = pools.parse_manifest(manifest, self.manifest_path)
         return manifest
 
@@ -339,7 +339,7 @@ def _shard_documents(options: GenerateOptions, manifest: pools.PoolManifest, ind
     return docs
 
 
-class _Planner:
+class _Prompter:
     """Turns a document into its prompts (with the truncation policy applied)."""
 
     def __init__(self, options: GenerateOptions, template: PromptTemplate | None, engine: Engine):
@@ -362,7 +362,7 @@ class _Planner:
                             f"in the generator's context of {engine.context_length} tokens (prompt "
                             f"overhead {overhead}); lower it or raise --max-model-len")
 
-    def plan(self, doc) -> list[tuple[Request, dict]]:
+    def requests(self, doc) -> list[tuple[Request, dict]]:
         """(request, row fields shared by its samples) for each prompt of ``doc``."""
         seed, g = self.options.seed, self.options.g
         if self.options.kind == PoolKind.SAMPLE:
@@ -375,20 +375,20 @@ class _Planner:
             end, truncated = rephrase_window(starts, self.budget)
             request = Request(self.template.messages(text=text[:end]), n=g, seed=request_seed(seed, doc.doc_id))
             return [(request, {"prompt_truncated": truncated, "request_seed": request.seed})]
-        plans = []
+        requests = []
         for k, split in enumerate(split_tokens(len(starts) - 1, g)):
             char = starts[split]
             begin, end, truncated = thought_window(starts, split, self.budget)
             messages = self.template.messages(prefix=text[begin:char], suffix=text[char:end])
             request = Request(messages, n=1, seed=request_seed(seed, doc.doc_id, k))
-            plans.append((request, {"split_index": k, "split_token": split, "split_char": char,
-                                    "prompt_truncated": truncated, "request_seed": request.seed}))
-        return plans
+            requests.append((request, {"split_index": k, "split_token": split, "split_char": char,
+                                       "prompt_truncated": truncated, "request_seed": request.seed}))
+        return requests
 
 
-def _rows(options: GenerateOptions, manifest_fields: dict, doc, plans, completions) -> Iterator[pools.PoolRow]:
+def _rows(options: GenerateOptions, manifest_fields: dict, doc, requests, completions) -> Iterator[pools.PoolRow]:
     gen_index = 0
-    for (_request, fields), samples in zip(plans, completions):
+    for (_request, fields), samples in zip(requests, completions):
         split = {key: fields.get(key) for key in ("split_index", "split_token", "split_char")}
         for sample in samples:
             yield pools.PoolRow(doc.doc_id, gen_index, sample.text, **split, finish_reason=sample.finish_reason,
@@ -430,7 +430,7 @@ def _run_shard(options: GenerateOptions, manifest: pools.PoolManifest, template:
     docs = _shard_documents(options, manifest, index)
     done = set(pools.load_shard(rows_file, options.g))
     pending = [doc for doc in docs if doc.doc_id not in done]
-    planner = _Planner(options, template, engine)
+    prompter = _Prompter(options, template, engine)
     provenance = {
         "prompt_template": template.name if template else "unconditional",
         "prompt_sha256": template.sha256 if template else None,
@@ -445,18 +445,18 @@ def _run_shard(options: GenerateOptions, manifest: pools.PoolManifest, template:
     ) as bar:
         chunk_docs = options.chunk_docs or chunk_docs_for(options.kind, options.g, engine.sequences_per_call)
         for chunk in _batched(pending, chunk_docs):
-            plans = [planner.plan(doc) for doc in chunk]
-            requests = [request for doc_plans in plans for request, _ in doc_plans]
+            per_doc = [prompter.requests(doc) for doc in chunk]
+            requests = [request for doc_requests in per_doc for request, _ in doc_requests]
             started = time.perf_counter()
             completions: list[list[Completion]] = engine.generate(requests, options.sampling, progress=inner)
             run_seconds += time.perf_counter() - started
             position = 0
             lines = []
-            for doc, doc_plans in zip(chunk, plans):
-                doc_completions = completions[position:position + len(doc_plans)]
-                position += len(doc_plans)
+            for doc, doc_requests in zip(chunk, per_doc):
+                doc_completions = completions[position:position + len(doc_requests)]
+                position += len(doc_requests)
                 lines.extend(json.dumps(row.to_json(), ensure_ascii=False)
-                             for row in _rows(options, provenance, doc, doc_plans, doc_completions))
+                             for row in _rows(options, provenance, doc, doc_requests, doc_completions))
             handle.write(("\n".join(lines) + "\n").encode())
             handle.flush()
             os.fsync(handle.fileno())  # durable before we count it done

@@ -90,8 +90,8 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("interrupted: re-run the same command to resume", file=sys.stderr)
+    except KeyboardInterrupt as exc:  # a command that stopped work on the way out says what (one line)
+        print(f"interrupted: {exc or 're-run the same command to resume'}", file=sys.stderr)
         return 130
     return int(status or 0)
 

@@ -157,6 +157,11 @@ class _Submitit(Executor):
         self._jobs: dict[str, Any] = {}
         self._ended_at: dict[str, float] = {}
 
+    def cancel(self, job_ids: Sequence[str]) -> None:
+        """Cancel these jobs of this process (queued or running); ended ones are left as they are."""
+        for job_id in job_ids:
+            self._jobs[job_id].cancel(check=False)
+
     def submit(self, tasks: Sequence[Callable[[], Any]]) -> list[str]:
         with self._executor.batch():
             jobs = [self._executor.submit(task) for task in tasks]
@@ -323,6 +328,13 @@ class SlurmExecutor(_Submitit):
 
         return submitit.SlurmJob(folder, job_id)
 
+    def cancel(self, job_ids: Sequence[str]) -> None:
+        """One ``scancel`` for all of them (a pool's array has one task per shard: hundreds)."""
+        import subprocess
+
+        if job_ids:
+            subprocess.run(["scancel", *job_ids], capture_output=True, timeout=120, check=False)
+
     def _running(self, job: Any) -> bool:
         if job.done():
             return False
@@ -442,8 +454,13 @@ def run_job_array(tasks: Sequence[Callable[[], Any]], labels: Sequence[str], *, 
     For the steps that run on a pool's shards (generation, the tokenize step): each task is
     idempotent and resumable on its own, so re-running after a failure redoes only what is missing.
 
+    Ctrl-C: local tasks get it too and stop themselves; SLURM tasks still queued or running are
+    cancelled (one ``scancel``), so that the re-run, which resumes every shard from what is on disk,
+    never has two jobs writing the same shard.
+
     Raises:
         UserError: a bad executor/profile, or tasks that failed (named by ``labels``, with logs).
+        KeyboardInterrupt: Ctrl-C, saying which SLURM tasks it cancelled.
     """
     import sys
 
@@ -459,17 +476,24 @@ def run_job_array(tasks: Sequence[Callable[[], Any]], labels: Sequence[str], *, 
     pending = dict(zip(ids, labels))
     values: dict[str, Any] = {}
     failures = []
-    while pending:
-        time.sleep(ARRAY_POLL_S[kind])
-        for job_id, label in list(pending.items()):
-            poll = jobs.poll(job_id)
-            if poll.state == JobState.RUNNING:
-                continue
-            del pending[job_id]
-            if poll.state == JobState.DONE:
-                values[job_id] = poll.value
-            else:
-                failures.append(f"{label} (job {job_id}): {poll.reason}")
+    try:
+        while pending:
+            time.sleep(ARRAY_POLL_S[kind])
+            for job_id, label in list(pending.items()):
+                poll = jobs.poll(job_id)
+                if poll.state == JobState.RUNNING:
+                    continue
+                del pending[job_id]
+                if poll.state == JobState.DONE:
+                    values[job_id] = poll.value
+                else:
+                    failures.append(f"{label} (job {job_id}): {poll.reason}")
+    except KeyboardInterrupt:
+        if jobs.stops_on_interrupt or not pending:
+            raise
+        jobs.cancel(list(pending))
+        raise KeyboardInterrupt(f"cancelled {len(pending)} {kind} task(s) ({', '.join(pending)}); finished "
+                                "shards are kept: re-run the same command to resume") from None
     if failures:
         raise UserError(f"{len(failures)} task(s) failed; re-run to resume them: " + "; ".join(failures))
     return [values[job_id] for job_id in ids]

@@ -34,6 +34,7 @@ from typing import IO, Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 
+from megadocs import compat
 from megadocs.errors import UserError
 
 __all__ = [
@@ -206,13 +207,8 @@ class BenchmarkScore(BaseModel):
     @model_validator(mode="before")
     @classmethod
     def _migrate(cls, data: Any) -> Any:
-        """A bare number is that task's accuracy; an ``accuracy`` key is ``acc`` (the forms
-        analysis accepted before this record)."""
-        if isinstance(data, int | float) and not isinstance(data, bool):
-            return {"acc": data}
-        if isinstance(data, Mapping) and "acc" not in data and "accuracy" in data:
-            data = {("acc" if key == "accuracy" else key): value for key, value in data.items()}
-        return data
+        """Older forms (a bare accuracy, an ``accuracy`` key): :data:`megadocs.compat.RECORDS`."""
+        return compat.upgrade(compat.BENCHMARK_SCORE, data)
 
     @classmethod
     def table(cls, scores: Mapping[str, Any]) -> dict[str, BenchmarkScore]:
@@ -261,16 +257,12 @@ class RunMetrics(BaseModel):
     @model_validator(mode="before")
     @classmethod
     def _migrate(cls, data: Any) -> Any:
-        """Older files: NaN/Infinity (or "inf") -> null; a callable objective's ``params`` dict
-        (its sweep point) -> ``point``; a run whose loss is not finite is diverged."""
+        """Non-finite numbers (NaN/Infinity, the "inf" strings of older ledgers) -> null, then
+        older shapes upgraded (:data:`megadocs.compat.RECORDS`: ``params`` -> ``point``, a
+        completed run without a finite loss -> diverged)."""
         if not isinstance(data, Mapping):
             return data
-        data = finite_or_none(dict(data))
-        if isinstance(data.get("params"), Mapping):
-            data["point"] = data.pop("params")
-        if data.get("val_loss") is None and data.get("status") == RunStatus.COMPLETED.value:
-            data["status"] = RunStatus.DIVERGED.value
-        return data
+        return compat.upgrade(compat.RUN_METRICS, finite_or_none(dict(data)))
 
     @model_validator(mode="after")
     def _diverged_has_no_loss(self) -> RunMetrics:

@@ -48,7 +48,7 @@ from megadocs.fingerprint import FINGERPRINT_PREFIX, LEGACY_PREFIX, legacy_finge
 from megadocs.formats import ALGORITHMS, MANIFEST, PoolKind, atomic_file, write_json
 
 __all__ = [
-    "POOL_FORMAT", "MANIFEST", "IDENTITY_FIELDS", "PoolManifest", "PoolRow", "parse_manifest", "read_manifest", "write_manifest",
+    "POOL_FORMAT", "MANIFEST", "IDENTITY_FIELDS", "PoolManifest", "PoolDiversity", "DiversityMeasures", "PoolRow", "parse_manifest", "read_manifest", "write_manifest",
     "pool_identity", "pool_identity_of", "check_extends", "shard_stem", "rows_path", "done_path", "shard_of",
     "shard_positions", "iter_shard_documents", "iter_rows", "iter_doc_groups", "iter_pool_documents", "load_shard", "require_complete", "is_empty",
     "sample_doc_id", "pool_generations", "select_generations", "served_gs", "pool_entry", "resolve_pool",
@@ -67,9 +67,70 @@ content fingerprint."""
 # --- the manifest -------------------------------------------------------------------------
 
 
+class DiversityMeasures(BaseModel):
+    """The diversity of a pool's first G' generations per document (``gen.diversity`` measures
+    them and says what each means); None where there was nothing to measure (no n-gram, no pair).
+
+    >>> list(DiversityMeasures.model_fields)
+    ['distinct_n', 'compression_ratio', 'source_overlap', 'cross_generation_overlap']
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    distinct_n: float | None
+    """Unique n-grams / all n-grams over the sample's generations (higher: more varied)."""
+    compression_ratio: float | None
+    """zlib-compressed / raw bytes of a document's G' generations joined, mean over documents."""
+    source_overlap: float | None
+    """Share of a generation's n-grams found in its source document (copying)."""
+    cross_generation_overlap: float | None
+    """Mean Jaccard similarity of the n-gram sets of two generations of a document (0 at G'=1)."""
+
+
+class PoolDiversity(BaseModel):
+    """The manifest's ``diversity`` block: written by ``megadocs gen diversity``
+    (``gen.diversity.write_pool_diversity``), read by analysis (``analysis.experiments.diversity_table``).
+    Not an identity field: adding it leaves the pool's runs valid."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    ngram: int
+    """n of the word n-grams."""
+    documents: int
+    """Documents in the sample measured."""
+    by_g: dict[int, DiversityMeasures]
+    """G' -> its measures, G' ascending (the JSON keys are the numbers as strings)."""
+    created: str
+    """When it was measured (ISO 8601, UTC)."""
+
+    def to_json(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
+
+
+class GenerationStatistics(BaseModel):
+    """The manifest's ``statistics``: every done shard's counts summed by
+    :meth:`megadocs.shards.ShardedStep.finish` (the figures: ``gen.generate.GeneratePool._derived``),
+    read by ``search plan`` (``mean_tokens``: a generation's mean length). Fields an older pool did
+    not write are left out when the manifest is written again."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    documents: int = 0
+    generations: int = 0
+    output_tokens: int = 0
+    truncated_prompts: int = 0
+    length_truncated: int = 0
+    empty_outputs: int = 0
+    mean_tokens: float = 0.0
+    """Mean generated tokens per generation (0 before any)."""
+    tokens_per_s: float | None = None
+    """Prompt and generated tokens per second of engine time (None before any)."""
+    generation_seconds: float = 0.0
+    shards_done: int = 0
+
+
 class PoolManifest(BaseModel):
-    """``POOL/manifest.json``. Fields beyond these (``policies``, ``statistics``, ``diversity``,
-    ...) are kept as they are."""
+    """``POOL/manifest.json``. Fields beyond these (``policies``, ...) are kept as they are."""
 
     model_config = ConfigDict(extra="allow")
 
@@ -94,11 +155,20 @@ class PoolManifest(BaseModel):
     seed: int | None = None
     max_model_len: int | None = None
     complete: bool = False
-    statistics: dict[str, Any] | None = None
+    statistics: GenerationStatistics | None = None
     created: str | None = None
+    diversity: PoolDiversity | None = None
+    """Added once the pool is complete (``megadocs gen diversity``); None until then."""
 
     def to_json(self) -> dict[str, Any]:
-        return self.model_dump(mode="json")
+        """The JSON object as the manifest has always been written: ``diversity`` only when there
+        is one, and last (it is added after generation, behind every other field)."""
+        data = self.model_dump(mode="json", exclude={"diversity"})
+        if self.statistics is not None:  # as read: a figure an older pool did not write stays out
+            data["statistics"] = self.statistics.model_dump(mode="json", exclude_unset=True)
+        if self.diversity is not None:
+            data["diversity"] = self.diversity.to_json()
+        return data
 
     def identity(self) -> dict[str, Any]:
         """The :data:`IDENTITY_FIELDS` that are set (statistics added later do not change it)."""
@@ -185,22 +255,23 @@ def pool_identity(pool: str | Path, field: str = "data.synthetic.pool") -> dict[
     return dict(_cached_identity(str(path.resolve()), stat.st_mtime_ns, stat.st_size, field))
 
 
-def check_extends(existing: PoolManifest, planned: PoolManifest, pool: str | Path) -> None:
+def check_extends(existing: PoolManifest, intended: PoolManifest, pool: str | Path) -> None:
     """Refuse to extend a pool generated with different settings (names the first field).
 
     Pools made with earlier fingerprints keep the one they recorded, and are extended only when
     the generator still gives it: a ``dir-sha256:`` one (before content fingerprints: file sizes
-    only), or a ``sha256:`` one over every file, model card included (until 2026-12-04).
+    only), or a ``sha256:`` one over every file, model card included (until 2026-12-04); their
+    versions are declared in :data:`megadocs.compat.RECORDS` (``pool-fingerprint``).
 
     Raises:
         UserError: naming the manifest, the field and both values.
     """
-    old, new = existing.identity(), planned.identity()
+    old, new = existing.identity(), intended.identity()
     recorded = str(old.get("generator_revision", ""))
     earlier = {LEGACY_PREFIX: legacy_fingerprint, FINGERPRINT_PREFIX: partial(model_fingerprint, every_file=True)}
     recompute = next((fingerprint for prefix, fingerprint in earlier.items() if recorded.startswith(prefix)), None)
-    if recompute is not None and planned.generator is not None and recorded != new.get("generator_revision") \
-            and Path(planned.generator).is_dir() and recompute(planned.generator) == recorded:
+    if recompute is not None and intended.generator is not None and recorded != new.get("generator_revision") \
+            and Path(intended.generator).is_dir() and recompute(intended.generator) == recorded:
         new["generator_revision"] = recorded
     for key in IDENTITY_FIELDS:
         if old.get(key) != new.get(key):
@@ -503,7 +574,7 @@ def pool_entry(pools: Mapping[str, PoolEntry], method: str) -> PoolEntry | None:
 
 def resolve_pool(pools: Mapping[str, PoolEntry], method: str, g: int, field: str = "pools") -> Path:
     """The pool directory (absolute) a sweep's ``pools`` give ``method`` at G=``g``; the one rule
-    search's objective, its planner and analysis follow. Nothing is read from disk.
+    search's objective, `search plan` and analysis follow. Nothing is read from disk.
 
     >>> resolve_pool({"stitched": "/p/rephrase", "latent": "/p/thoughts-g{g}"}, "stitched-first", 4).as_posix()
     '/p/rephrase'

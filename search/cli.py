@@ -210,9 +210,9 @@ def _plan(args: argparse.Namespace) -> int:
     if "vocab_size" in given:
         given["vocab_size"] = int(given["vocab_size"])
     utilisation = default_utilisation(args.mfu, args.peak_tflops)
-    result = sweep_plan(sweep, mfu=utilisation.mfu, peak_tflops=utilisation.peak_tflops, assume=Assumptions(**given))
-    result["mfu_source"] = utilisation.source if result["mfu"] is not None else None
-    print(dumps_json(result, indent=1) if args.json else format_sweep_plan(result), end="\n" if args.json else "")
+    result = sweep_plan(sweep, utilisation, assume=Assumptions(**given))
+    print(dumps_json(result.to_dict(), indent=1) if args.json else format_sweep_plan(result),
+          end="\n" if args.json else "")
     return 0
 
 

@@ -477,7 +477,7 @@ class Progress:
         states = []
         for name, strategy in strategies.items():
             if isinstance(strategy, CertifySearch):
-                state = strategy.plan().state.value
+                state = strategy.decide().state.value
             else:
                 state = "waiting" if strategy.waits_for else ("done" if strategy.done() else "running")
             states.append(f"{name}:{state}")

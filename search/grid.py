@@ -34,6 +34,8 @@ from enum import Enum
 from itertools import product
 from typing import Any
 
+from megadocs import compat
+
 __all__ = ["Grid", "Neighbour", "Bound", "Side", "format_bounds", "Direction", "Key", "AxisExtension", "Reach", "values_equal", "points_equal",
            "check_axis", "check_extension"]
 
@@ -82,10 +84,12 @@ class Bound:
     @classmethod
     def parse(cls, data: Bound | Mapping[str, Any]) -> Bound:
         """A bound, or its JSON record ``{axis, side, value?, extended?}`` (``search status
-        --json``, the certificate's ``bounds_hit``/``soft_bounds``) read back as one."""
+        --json``, the certificate's ``bounds_hit``/``soft_bounds``) read back as one (older
+        records without ``extended``: :data:`megadocs.compat.RECORDS`)."""
         if isinstance(data, Bound):
             return data
-        return cls(data["axis"], Side(data["side"]), data.get("value"), bool(data.get("extended", False)))
+        data = compat.upgrade(compat.BOUND, data)
+        return cls(data["axis"], Side(data["side"]), data["value"], bool(data["extended"]))
 
     @property
     def label(self) -> str:

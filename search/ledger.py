@@ -682,7 +682,8 @@ class Ledger:
         values) recorded axes as categoricals over its grid as listed (the study's ``grid``
         attribute, else the values given); Optuna refuses a second kind for the same name, so those
         keep theirs, and an extension value outside them is left out of the params (readers use
-        the ``point`` attribute; params serve Optuna's own tools)."""
+        the ``point`` attribute; params serve Optuna's own tools). Declared in
+        :data:`megadocs.compat.RECORDS` (``ledger-grid-params``)."""
         from optuna.distributions import CategoricalDistribution
 
         try:

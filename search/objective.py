@@ -43,6 +43,7 @@ from typing import Any
 
 import submitit
 
+from megadocs import compat
 from megadocs.config import config_hash, parse_config
 from megadocs.errors import UserError
 from megadocs.formats import REAL, RunDir, RunMetrics, RunStatus, write_json
@@ -80,14 +81,12 @@ class JobFailure:
     @classmethod
     def of(cls, value: Any) -> JobFailure | None:
         """``value`` as a failure, or None when it is none. Jobs run by earlier code returned a
-        status dict (``{"status": "invalid", "error"}``, ``{"status": "failed", "reason"}``), still
-        read when a sweep is resumed across an upgrade."""
+        status dict, still read when a sweep is resumed across an upgrade (:data:`megadocs.compat.RECORDS`)."""
         if isinstance(value, JobFailure):
             return value
-        if isinstance(value, Mapping) and value.get("status") == FailureKind.INVALID.value:
-            return cls(FailureKind.INVALID, value.get("error") or "returned no loss")
-        if isinstance(value, Mapping) and value.get("status") == FailureKind.FAILED.value:
-            return cls(FailureKind.FAILED, value.get("reason") or "failed")
+        if compat.is_older(compat.JOB_RESULT, value):
+            fields = compat.upgrade(compat.JOB_RESULT, value)
+            return cls(FailureKind(fields["kind"]), fields["reason"])
         return None
 
 

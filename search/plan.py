@@ -52,15 +52,17 @@ from megadocs import megadoc, pools
 from megadocs.errors import UserError
 from megadocs.formats import POOL_KIND, PoolKind
 from search.certify import SEED, CertifySearch, drive
-from search.grid import Grid
+from search.grid import AxisExtension, Grid
 from search.landscapes import random_landscape
 from search.objective import TrainObjective
 from search.simulate import SimulatedEvaluator
 from search.sweep import CertificationConfig, Sweep
+from train.gpu_results import Utilisation
 from train.plan import DEFAULT_SCALING_EFFICIENCY, RunCost, check_utilisation, run_cost
 
-__all__ = ["SIMULATIONS", "Assumptions", "PAPER", "RunCoster", "run_counts", "processes_per_run", "sweep_plan",
-           "format_sweep_plan", "synthetic_tokens_per_document", "parse_count"]
+__all__ = ["SIMULATIONS", "Assumptions", "PAPER", "AssumedFigure", "RunCoster", "run_counts", "processes_per_run",
+           "CertificationCost", "CertificationPlan", "ExtraRuns", "SweepPlan", "sweep_plan", "format_sweep_plan",
+           "synthetic_tokens_per_document", "parse_count"]
 
 SIMULATIONS = 64
 THINK_TAG_TOKENS = 4
@@ -86,6 +88,18 @@ PAPER = Assumptions(real_tokens=200e6, real_documents=164_000, tokens_per_genera
                     vocab_size=128_256)
 """The paper's figures (paper.md): 200M DCLM tokens in 164k documents, rephrases of 708 tokens and
 thoughts of 424 on average, the Llama 3 vocabulary."""
+
+
+@dataclass(frozen=True)
+class AssumedFigure:
+    """A data size the plan assumed rather than measured, and why."""
+
+    value: float
+    """As given on the command line, or :data:`PAPER`'s."""
+    why: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"value": self.value, "why": self.why}
 
 
 def parse_count(text: str) -> float:
@@ -158,16 +172,16 @@ class RunCoster:
         self.mfu, self.peak_tflops = mfu, peak_tflops
         self.processes, self.scaling_efficiency = processes, scaling_efficiency
         self.assume = assume
-        self.assumed: dict[str, dict[str, Any]] = {}
-        """Figure -> {value, why}: every size the plan assumed rather than measured."""
+        self.assumed: dict[str, AssumedFigure] = {}
+        """Figure (an :class:`Assumptions` field) -> every size the plan assumed rather than measured."""
         self._real: dict[tuple[str, int, int], tuple[int, float, float, int]] = {}
         self._generation_tokens: dict[tuple[str, int], float] = {}
-        self._cache: dict[tuple, dict[str, float]] = {}
+        self._cache: dict[tuple, RunCost] = {}
 
     def _figure(self, name: str, given: float | None, why: str) -> float:
         """An assumed figure: the command line's, else the paper's; recorded with why."""
         value = given if given is not None else getattr(PAPER, name)
-        self.assumed.setdefault(name, {"value": value, "why": why if given is None else "given on the command line"})
+        self.assumed.setdefault(name, AssumedFigure(value, why if given is None else "given on the command line"))
         return value
 
     def _real_stream(self, config) -> tuple[int, float, float, int]:
@@ -209,11 +223,11 @@ class RunCoster:
         given = getattr(self.assume, name)
         if given is None:
             try:
-                statistics = pools.read_manifest(pool).statistics or {}
+                statistics = pools.read_manifest(pool).statistics
             except UserError:
-                statistics = {}
-            if statistics.get("mean_tokens"):
-                return float(statistics["mean_tokens"])
+                statistics = None
+            if statistics is not None and statistics.mean_tokens:
+                return statistics.mean_tokens
         return self._figure(name, given, f"no generated {kind} pool at {pool}")
 
     def _synthetic_windows(self, config, real: tuple[int, float, float, int]) -> int:
@@ -246,15 +260,11 @@ class RunCoster:
         except UserError as exc:
             raise UserError(f"{self.objective.source}: point {dict(params)}: {exc}") from None
 
-    def cost(self, params: Mapping[str, Any]) -> dict[str, float]:
-        """``{steps, tokens, gpu_hours, wall_hours, parallelism, memory_per_device_gib}`` of the
-        point's run (`run_cost`), cached by point."""
+    def cost(self, params: Mapping[str, Any]) -> RunCost:
+        """The point's `run_cost`, cached by point (a sweep costs each grid point many times)."""
         key = tuple(sorted((k, str(v)) for k, v in params.items()))
         if key not in self._cache:
-            cost = self.run_cost(params)
-            self._cache[key] = {"steps": cost.steps, "tokens": cost.tokens, "gpu_hours": cost.gpu_hours,
-                                "wall_hours": cost.wall_hours, "parallelism": cost.parallelism,
-                                "memory_per_device_gib": cost.memory.total / 2**30}  # fmt: skip
+            self._cache[key] = self.run_cost(params)
         return self._cache[key]
 
 
@@ -272,13 +282,137 @@ def processes_per_run(sweep: Sweep) -> int:
     return profile.nodes * profile.tasks_per_node
 
 
-def sweep_plan(sweep: Sweep, *, mfu: float, peak_tflops: float, simulations: int = SIMULATIONS,
-               scaling_efficiency: float | None = None, assume: Assumptions = Assumptions()) -> dict[str, Any]:  # fmt: skip
-    """The plan of `megadocs search plan` (a JSON-ready dict; see the module docstring). GPU-hours
+def _run_summary(cost: RunCost) -> dict[str, Any]:
+    """A point's run as ``start_run`` shows it (the rest is ``train --dry-run``'s)."""
+    return {"steps": cost.steps, "tokens": cost.tokens, "gpu_hours": cost.gpu_hours, "wall_hours": cost.wall_hours,
+            "parallelism": cost.parallelism, "memory_per_device_gib": cost.memory.total / 2**30}
+
+
+@dataclass(frozen=True)
+class CertificationCost:
+    """GPU-hours of one certification (train objective only)."""
+
+    start_run: RunCost
+    """The run at the start point."""
+    gpu_hours_expected: float
+    """Mean over the simulations of the cost of the points each one ran."""
+    gpu_hours_worst: float
+    """The costliest ``worst`` points of the grid, extension values included."""
+
+
+@dataclass(frozen=True)
+class CertificationPlan:
+    """Run counts of one certification (module docstring), and their cost when the sweep trains."""
+
+    name: str
+    grid_size: int
+    """Points of the listed grid."""
+    extended_grid_size: int
+    """Points with every extension value."""
+    extend: Mapping[str, AxisExtension]
+    best: int
+    expected: float
+    worst: int
+    cost: CertificationCost | None = None
+    """None for a callable objective: run counts only."""
+
+    def to_dict(self) -> dict[str, Any]:
+        entry = {"name": self.name, "grid_size": self.grid_size, "extended_grid_size": self.extended_grid_size,
+                 "extend": {axis: {"below": list(e.below), "above": list(e.above)} for axis, e in self.extend.items()},
+                 "best": self.best, "expected": self.expected, "worst": self.worst}  # fmt: skip
+        if self.cost is not None:
+            entry.update({"start_run": _run_summary(self.cost.start_run),
+                          "gpu_hours_expected": self.cost.gpu_hours_expected,
+                          "gpu_hours_worst": self.cost.gpu_hours_worst})  # fmt: skip
+        return entry
+
+
+@dataclass(frozen=True)
+class ExtraRuns:
+    """An ensemble's members or a transfer's run: a count known before the search starts."""
+
+    name: str
+    source: str
+    """The certification it starts from (``from`` in the sweep file and the JSON)."""
+    runs: int
+    gpu_hours: float | None = None
+    """None for a callable objective."""
+
+    def to_dict(self) -> dict[str, Any]:
+        entry = {"name": self.name, "from": self.source, "runs": self.runs}
+        return entry if self.gpu_hours is None else {**entry, "gpu_hours": self.gpu_hours}
+
+
+@dataclass(frozen=True)
+class SweepPlan:
+    """The plan of `megadocs search plan` (`sweep_plan`; see the module docstring); the totals are
+    derived from the entries. :meth:`to_dict` is the ``--json`` object."""
+
+    sweep: str
+    utilisation: Utilisation | None
+    """The MFU and peak behind the GPU-hours; None for a callable objective (run counts only)."""
+    processes_per_run: int
+    scaling_efficiency: float
+    """Share of linear scaling assumed (1 for one process per run)."""
+    simulations: int
+    certifications: tuple[CertificationPlan, ...]
+    ensembles: tuple[ExtraRuns, ...]
+    transfers: tuple[ExtraRuns, ...]
+    assumed: Mapping[str, AssumedFigure]
+    """Every data size assumed rather than measured (an :class:`Assumptions` field -> figure)."""
+
+    @property
+    def costed(self) -> bool:
+        return self.utilisation is not None
+
+    @property
+    def extras(self) -> tuple[ExtraRuns, ...]:
+        """Ensembles, then transfers: fixed run counts, known before the search."""
+        return self.ensembles + self.transfers
+
+    @property
+    def runs_expected(self) -> float:
+        return sum(c.expected for c in self.certifications) + sum(e.runs for e in self.extras)
+
+    @property
+    def runs_worst(self) -> int:
+        return sum(c.worst for c in self.certifications) + sum(e.runs for e in self.extras)
+
+    @property
+    def gpu_hours_expected(self) -> float | None:
+        if not self.costed:
+            return None
+        return sum(c.cost.gpu_hours_expected for c in self.certifications) + sum(e.gpu_hours for e in self.extras)
+
+    @property
+    def gpu_hours_worst(self) -> float | None:
+        if not self.costed:
+            return None
+        return sum(c.cost.gpu_hours_worst for c in self.certifications) + sum(e.gpu_hours for e in self.extras)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON object of ``search plan --json`` (keys in this order; standard JSON values)."""
+        utilisation = self.utilisation
+        total: dict[str, Any] = {"runs_expected": self.runs_expected, "runs_worst": self.runs_worst}
+        if self.costed:
+            total.update({"gpu_hours_expected": self.gpu_hours_expected, "gpu_hours_worst": self.gpu_hours_worst})
+        return {"sweep": self.sweep, "mfu": utilisation.mfu if utilisation else None,
+                "peak_tflops": utilisation.peak_tflops if utilisation else None,
+                "processes_per_run": self.processes_per_run, "scaling_efficiency": self.scaling_efficiency,
+                "simulations": self.simulations, "certifications": [c.to_dict() for c in self.certifications],
+                "ensembles": [e.to_dict() for e in self.ensembles], "transfers": [e.to_dict() for e in self.transfers],
+                "assumed": {name: figure.to_dict() for name, figure in self.assumed.items()},
+                "total": total, "mfu_source": utilisation.source if utilisation else None}  # fmt: skip
+
+
+def sweep_plan(sweep: Sweep, utilisation: Utilisation, *, simulations: int = SIMULATIONS,
+               scaling_efficiency: float | None = None, assume: Assumptions = Assumptions()) -> SweepPlan:  # fmt: skip
+    """The plan of `megadocs search plan` (see the module docstring). GPU-hours at `utilisation`
     count every process of a data-parallel run (`train.plan.data_parallel_hours`); ``assumed``
-    lists the data sizes that were assumed, not measured."""
+    lists the data sizes that were assumed, not measured. A callable objective gets run counts only."""
     processes = processes_per_run(sweep)
     efficiency = DEFAULT_SCALING_EFFICIENCY if scaling_efficiency is None else scaling_efficiency
+    mfu, peak_tflops = utilisation.mfu, utilisation.peak_tflops
     if sweep.objective is None:
         check_utilisation(mfu, peak_tflops)
     coster = (RunCoster(sweep, mfu=mfu, peak_tflops=peak_tflops, processes=processes, scaling_efficiency=efficiency,
@@ -288,82 +422,67 @@ def sweep_plan(sweep: Sweep, *, mfu: float, peak_tflops: float, simulations: int
     for cert in sweep.certifications:
         counts = run_counts(sweep, cert, simulations=simulations)
         grid: Grid = sweep.grid_for(cert)
-        entry: dict[str, Any] = {"name": cert.name, "grid_size": grid.listed_grid().size,
-                                 "extended_grid_size": grid.size,
-                                 "extend": {axis: {"below": list(e.below), "above": list(e.above)}
-                                            for axis, e in sweep.extend_for(cert).items()},
-                                 **{k: counts[k] for k in ("best", "expected", "worst")}}  # fmt: skip
+        cost = None
         if coster is not None:
             start = _point(cert, sweep.start_for(cert))
-            all_costs = sorted((coster.cost(_point(cert, p))["gpu_hours"] for p in grid.points()), reverse=True)
-            runs = [sum(coster.cost(_point(cert, p))["gpu_hours"] for p in points) for points in counts["simulated"]]
-            entry.update({
-                "start_run": coster.cost(start),
-                "gpu_hours_expected": sum(runs) / len(runs),
-                "gpu_hours_worst": sum(all_costs[: counts["worst"]]),
-            })  # fmt: skip
-        certifications.append(entry)
+            all_costs = sorted((coster.cost(_point(cert, p)).gpu_hours for p in grid.points()), reverse=True)
+            runs = [sum(coster.cost(_point(cert, p)).gpu_hours for p in points) for points in counts["simulated"]]
+            cost = CertificationCost(start_run=coster.cost(start), gpu_hours_expected=sum(runs) / len(runs),
+                                     gpu_hours_worst=sum(all_costs[: counts["worst"]]))
+        certifications.append(CertificationPlan(
+            name=cert.name, grid_size=grid.listed_grid().size, extended_grid_size=grid.size,
+            extend=sweep.extend_for(cert), best=counts["best"], expected=counts["expected"], worst=counts["worst"],
+            cost=cost))  # fmt: skip
     ensembles = []
     for ens in sweep.ensembles:
-        entry = {"name": ens.name, "from": ens.source, "runs": ens.members}
+        hours = None
         if coster is not None:
             source = sweep.certification(ens.source)
             first = ens.member_points(_point(source, sweep.start_for(source)), sweep.grid_for(source).as_mapping())[0]
-            entry["gpu_hours"] = ens.members * coster.cost({k: v for k, v in first.items() if k != SEED})["gpu_hours"]
-        ensembles.append(entry)
+            hours = ens.members * coster.cost({k: v for k, v in first.items() if k != SEED}).gpu_hours
+        ensembles.append(ExtraRuns(ens.name, ens.source, ens.members, hours))
     transfers = []
     for transfer in sweep.transfers:  # one run of another method at the source's certified point
-        entry = {"name": transfer.name, "from": transfer.source, "runs": 1}
+        hours = None
         if coster is not None:
             source = sweep.certification(transfer.source)
-            entry["gpu_hours"] = coster.cost({**transfer.fixed, **sweep.start_for(source)})["gpu_hours"]
-        transfers.append(entry)
-    extras = ensembles + transfers  # fixed run counts, known before the search
-    totals: dict[str, Any] = {
-        "runs_expected": sum(c["expected"] for c in certifications) + sum(e["runs"] for e in extras),
-        "runs_worst": sum(c["worst"] for c in certifications) + sum(e["runs"] for e in extras),
-    }
-    if coster is not None:
-        extra_hours = sum(e["gpu_hours"] for e in extras)
-        totals["gpu_hours_expected"] = sum(c["gpu_hours_expected"] for c in certifications) + extra_hours
-        totals["gpu_hours_worst"] = sum(c["gpu_hours_worst"] for c in certifications) + extra_hours
-    return {"sweep": sweep.name, "mfu": mfu if coster else None, "peak_tflops": peak_tflops if coster else None,
-            "processes_per_run": processes, "scaling_efficiency": efficiency if processes > 1 else 1.0,
-            "simulations": simulations, "certifications": certifications,
-            "ensembles": ensembles, "transfers": transfers,
-            "assumed": coster.assumed if coster is not None else {},
-            "total": totals}  # fmt: skip
+            hours = coster.cost({**transfer.fixed, **sweep.start_for(source)}).gpu_hours
+        transfers.append(ExtraRuns(transfer.name, transfer.source, 1, hours))
+    return SweepPlan(sweep=sweep.name, utilisation=utilisation if coster else None, processes_per_run=processes,
+                     scaling_efficiency=efficiency if processes > 1 else 1.0, simulations=simulations,
+                     certifications=tuple(certifications), ensembles=tuple(ensembles), transfers=tuple(transfers),
+                     assumed=dict(coster.assumed) if coster is not None else {})  # fmt: skip
 
 
-def format_sweep_plan(plan: dict[str, Any]) -> str:
+def format_sweep_plan(plan: SweepPlan) -> str:
     """A table: one row per certification and ensemble, then the totals."""
-    costed = plan["mfu"] is not None
+    costed = plan.costed
     header = f"{'certification':<20} {'grid':>9} {'best':>5} {'expected':>9} {'worst':>6}"
     header += f" {'GPU-h expected':>15} {'GPU-h worst':>12}" if costed else ""
     lines = [header]
-    for c in plan["certifications"]:
-        size = str(c["grid_size"]) + (f"+{c['extended_grid_size'] - c['grid_size']}"
-                                      if c["extended_grid_size"] > c["grid_size"] else "")
-        row = f"{c['name']:<20} {size:>9} {c['best']:>5} {c['expected']:>9.1f} {c['worst']:>6}"
-        row += f" {c['gpu_hours_expected']:>15.4g} {c['gpu_hours_worst']:>12.4g}" if costed else ""
+    for c in plan.certifications:
+        size = str(c.grid_size) + (f"+{c.extended_grid_size - c.grid_size}"
+                                   if c.extended_grid_size > c.grid_size else "")
+        row = f"{c.name:<20} {size:>9} {c.best:>5} {c.expected:>9.1f} {c.worst:>6}"
+        row += f" {c.cost.gpu_hours_expected:>15.4g} {c.cost.gpu_hours_worst:>12.4g}" if costed else ""
         lines.append(row)
-    for kind, e in [("ensemble", e) for e in plan["ensembles"]] + [("transfer", e) for e in plan["transfers"]]:
-        row = f"{e['name'] + f' ({kind})':<20} {'':>9} {e['runs']:>5} {e['runs']:>9} {e['runs']:>6}"
-        row += f" {e['gpu_hours']:>15.4g} {e['gpu_hours']:>12.4g}" if costed else ""
+    for kind, e in [("ensemble", e) for e in plan.ensembles] + [("transfer", e) for e in plan.transfers]:
+        row = f"{e.name + f' ({kind})':<20} {'':>9} {e.runs:>5} {e.runs:>9} {e.runs:>6}"
+        row += f" {e.gpu_hours:>15.4g} {e.gpu_hours:>12.4g}" if costed else ""
         lines.append(row)
-    total = plan["total"]
-    row = f"{'total':<20} {'':>9} {'':>5} {total['runs_expected']:>9.1f} {total['runs_worst']:>6}"
-    row += f" {total['gpu_hours_expected']:>15.4g} {total['gpu_hours_worst']:>12.4g}" if costed else ""
+    row = f"{'total':<20} {'':>9} {'':>5} {plan.runs_expected:>9.1f} {plan.runs_worst:>6}"
+    row += f" {plan.gpu_hours_expected:>15.4g} {plan.gpu_hours_worst:>12.4g}" if costed else ""
     lines.append(row)
-    if any(c["extended_grid_size"] > c["grid_size"] for c in plan["certifications"]):
+    if any(c.extended_grid_size > c.grid_size for c in plan.certifications):
         lines.append("(grid: listed points + points the search may reach through extend:; worst counts them all)")
     if costed:
-        source = f", {plan['mfu_source']}" if plan.get("mfu_source") else ""
-        lines.append(f"(GPU-hours at MFU {plan['mfu']} of {plan['peak_tflops']} TFLOP/s{source}; expected = mean "
-                     f"of {plan['simulations']} simulated certifications on smooth landscapes)")
-        for name, figure in plan.get("assumed", {}).items():
-            lines.append(f"(assumed {name.replace('_', ' ')} = {figure['value']:,.6g}: {figure['why']})")
-        if plan.get("processes_per_run", 1) > 1:
-            lines.append(f"(each run on {plan['processes_per_run']} processes at {plan['scaling_efficiency']:.0%} "
+        utilisation = plan.utilisation
+        source = f", {utilisation.source}" if utilisation.source else ""
+        lines.append(f"(GPU-hours at MFU {utilisation.mfu} of {utilisation.peak_tflops} TFLOP/s{source}; expected = "
+                     f"mean of {plan.simulations} simulated certifications on smooth landscapes)")
+        for name, figure in plan.assumed.items():
+            lines.append(f"(assumed {name.replace('_', ' ')} = {figure.value:,.6g}: {figure.why})")
+        if plan.processes_per_run > 1:
+            lines.append(f"(each run on {plan.processes_per_run} processes at {plan.scaling_efficiency:.0%} "
                          "scaling efficiency: GPU-hours = processes x wall hours)")
     return "\n".join(lines) + "\n"

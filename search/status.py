@@ -125,7 +125,7 @@ class CertificationSummary:
         """The summary of a certification's evidence (``records``: its ledger trials, for compute;
         ``recorded``: the extensions the ledger recorded, preferred over those the replay derives
         since they name the centre that asked for each when it was dispatched)."""
-        plan = search.plan()
+        decision = search.decide()
         counts = {state: sum(o.state is state for o in search.outcomes.values()) for state in RunState}
         wall, tokens, n_records = 0.0, 0, 0
         for record in records:
@@ -133,17 +133,17 @@ class CertificationSummary:
             if record.status.finished and record.adopted_from is None:
                 wall += float(record.wall_time_s or 0.0)
                 tokens += (record.metrics.tokens_seen or 0) if record.metrics else 0
-        reason = plan.reason
-        if budget_spent and plan.state in (CertState.SEEDING, CertState.SEARCHING):
+        reason = decision.reason
+        if budget_spent and decision.state in (CertState.SEEDING, CertState.SEARCHING):
             reason = f"run budget spent ({len(search.outcomes)} runs) before it could certify"
         return cls(
-            name=search.name, state=plan.state,
-            best=None if plan.centre is None else BestPoint(plan.centre, plan.centre_loss),
+            name=search.name, state=decision.state,
+            best=None if decision.centre is None else BestPoint(decision.centre, decision.centre_loss),
             runs=RunCounts(counts[RunState.FINISHED], counts[RunState.RUNNING] - (stopped or 0),
                            counts[RunState.FAILED], stopped),
-            certificate=plan.certificate, path=plan.path, bounds_hit=plan.bounds_hit,
-            outstanding=(*plan.wanted, *plan.running) if plan.centre is not None else plan.running,
-            blocked_by=plan.blocked_by, noise=plan.noise, reason=reason, study=study,
+            certificate=decision.certificate, path=decision.path, bounds_hit=decision.bounds_hit,
+            outstanding=(*decision.wanted, *decision.running) if decision.centre is not None else decision.running,
+            blocked_by=decision.blocked_by, noise=decision.noise, reason=reason, study=study,
             fixed=dict(fixed or {}), start=search.start, warm_start=warm_start,
             compute=Compute(wall, tokens, n_records), extensions=_merge_extensions(recorded, search.extensions),
         )

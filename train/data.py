@@ -25,7 +25,7 @@ import torch
 from megadocs.errors import UserError
 from train.pool_tokens import synthetic_documents
 from train.store import TokenStore
-from train.streams import REAL, SYNTHETIC, VALIDATION, MixingPlan, StreamLayout, mixing_plan
+from train.streams import REAL, SYNTHETIC, VALIDATION, StreamLayout, StreamMixture, stream_mixture
 
 __all__ = ["TrainingStreams", "ValidationSet", "TokenStream", "StreamDocuments", "VALIDATION_SEED", "longer_half"]
 
@@ -72,7 +72,7 @@ class TokenStream:
 
 @dataclass(frozen=True, eq=False)
 class TrainingStreams:
-    """The real and synthetic streams of a run and the plan that mixes them into batches.
+    """The real and synthetic streams of a run and the mixture that draws each batch from them.
 
     Example:
         >>> streams = TrainingStreams.build("runs/demo/data", context=256, mixing_fraction=0.0,
@@ -81,7 +81,7 @@ class TrainingStreams:
         torch.Size([8, 256])
     """
 
-    plan: MixingPlan
+    mixture: StreamMixture
     context: int
     real: TokenStream
     synthetic: TokenStream | None
@@ -131,20 +131,20 @@ class TrainingStreams:
             documents = synthetic_documents(spec["pool"], spec["algorithm"], spec["g"], store)
             synthetic_stream = TokenStream.build(documents, eos_id=store.eos_id, context=context, seed=seed,
                                                  stream=SYNTHETIC)
-        plan = mixing_plan(real_windows=real.num_windows,
-                           synthetic_windows=0 if synthetic_stream is None else synthetic_stream.num_windows,
-                           batch_size=batch_size, mixing_fraction=mixing_fraction, real_epochs=real_epochs,
-                           seed=seed, synthetic_epochs=synthetic_epochs)  # fmt: skip
-        return cls(plan, context, real, synthetic_stream, store.eos_id, store.vocab_size)
+        mixture = stream_mixture(real_windows=real.num_windows,
+                                 synthetic_windows=0 if synthetic_stream is None else synthetic_stream.num_windows,
+                                 batch_size=batch_size, mixing_fraction=mixing_fraction, real_epochs=real_epochs,
+                                 seed=seed, synthetic_epochs=synthetic_epochs)  # fmt: skip
+        return cls(mixture, context, real, synthetic_stream, store.eos_id, store.vocab_size)
 
     @property
     def total_steps(self) -> int:
-        return self.plan.total_steps
+        return self.mixture.total_steps
 
     @property
     def tokens_per_step(self) -> int:
         """Tokens of a full step (the last step may be shorter; see :mod:`train.streams`)."""
-        return self.plan.batch_size * self.context
+        return self.mixture.batch_size * self.context
 
     def batch(self, step: int) -> dict[str, torch.Tensor]:
         """The batch of ``step`` (any step, no replay): real rows first, then synthetic rows.
@@ -154,7 +154,7 @@ class TrainingStreams:
             ``is_synthetic``: BoolTensor ``[rows]``. ``rows`` is the batch size except on a
             short last step.
         """
-        real_ids, synthetic_ids = self.plan.batch(step)
+        real_ids, synthetic_ids = self.mixture.batch(step)
         tokens, documents = self.real.windows(real_ids)
         if synthetic_ids.size:
             synthetic_tokens, synthetic_documents = self.synthetic.windows(synthetic_ids)

@@ -8,7 +8,8 @@ resumes from)::
     {"members": [dir, ...], "context": C, "windows": N,
      "sets": {name: {"source": {"store": dir, "split": "val"},
                      "by_k": [{"k": 1, "members": [...], "loss": .., "loss_short": .., "loss_long": ..}, ...]}},
-     "benchmarks": {"request": {...}, "scores": <train.downstream.evaluate_benchmarks result>}}
+     "benchmarks": {"request": {"tasks": [...], "data": dir, "limit": n},
+                    "scores": {task: {"acc", "acc_norm", "items"}, ..., "average": {"acc", "acc_norm"}}}}
 
 (``loss_short``/``loss_long`` only for the ``iid`` set; ``benchmarks`` only with ``--benchmarks``;
 the record: `train.ensemble_report.EnsembleReport`, which analysis reads it with.)
@@ -24,13 +25,13 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from megadocs.errors import UserError
-from megadocs.formats import IID, RunDir, finite_or_none, write_json
+from megadocs.formats import IID, BenchmarkScore, RunDir, finite_or_none, write_json
 from train.benchmarks import parse_tasks
 
 if TYPE_CHECKING:  # `megadocs --help` builds these parsers: keep pydantic out of that path
@@ -173,7 +174,7 @@ def score_ensemble(request: EnsembleRequest, *, log=None) -> EnsembleReport:
     from train.data import ValidationSet
     from train.ensemble import resolve_model_dir
     from train.ensemble_eval import ensemble_losses
-    from train.ensemble_report import EnsembleReport, EnsembleSet
+    from train.ensemble_report import BenchmarkRequest, EnsembleBenchmarks, EnsembleReport, EnsembleSet
 
     members = [Path(m) for m in request.members]
     for member in members:  # a wrong path is named as such, not as a missing --context
@@ -208,15 +209,14 @@ def score_ensemble(request: EnsembleRequest, *, log=None) -> EnsembleReport:
         from train.downstream import evaluate_benchmarks
         from train.ensemble import resolve_model_dir
 
-        tasks = list(request.benchmarks)
-        data = str(request.benchmark_data) if request.benchmark_data else None
-        wanted = {"tasks": tasks, "data": data, "limit": request.benchmark_limit}
-        if (report.benchmarks or {}).get("request") != wanted:
+        wanted = BenchmarkRequest(tasks=list(request.benchmarks), limit=request.benchmark_limit,
+                                  data=str(request.benchmark_data) if request.benchmark_data else None)
+        if report.benchmarks is None or report.benchmarks.request != wanted:
             scores = evaluate_benchmarks(
-                [resolve_model_dir(m) for m in members], tasks, data_dir=Path(data) if data else None,
-                limit=request.benchmark_limit, device=request.device,
+                [resolve_model_dir(m) for m in members], wanted.tasks, data_dir=Path(wanted.data) if wanted.data else None,
+                limit=wanted.limit, device=request.device,
             )  # fmt: skip
-            report.benchmarks = {"request": wanted, "scores": finite_or_none(scores)}
+            report.benchmarks = EnsembleBenchmarks(request=wanted, scores=BenchmarkScore.table(finite_or_none(scores)))
             _write_report(out, report.to_json())
     return report
 
@@ -258,14 +258,14 @@ def _print_losses(name: str, rows: list[EnsembleLoss]) -> None:
         print(line)
 
 
-def print_scores(scores: dict, tasks: Sequence[str]) -> None:
-    """The accuracy table of `evaluate_benchmarks` scores, one task a line and the average."""
+def print_scores(scores: Mapping[str, BenchmarkScore], tasks: Sequence[str]) -> None:
+    """The accuracy table of `evaluate_benchmarks` scores (as records), one task a line and the average."""
     print(f"{'task':<10} {'acc':>7} {'acc_norm':>9} {'items':>6}")
     for task in tasks:
         row = scores[task]
-        print(f"{task:<10} {row['acc']:>7.4f} {row['acc_norm']:>9.4f} {row['items']:>6}")
+        print(f"{task:<10} {row.acc:>7.4f} {row.acc_norm:>9.4f} {row.items:>6}")
     average = scores["average"]
-    print(f"{'average':<10} {average['acc']:>7.4f} {average['acc_norm']:>9.4f}")
+    print(f"{'average':<10} {average.acc:>7.4f} {average.acc_norm:>9.4f}")
 
 
 # ----------------------------------------------------------------------------------- CLI
@@ -312,7 +312,7 @@ def ensemble_main(args: argparse.Namespace) -> int:
         _print_losses(spec.name, report.sets[spec.name].by_k)
     if request.benchmarks:
         print(f"benchmarks of the {len(request.members)}-member ensemble:")
-        print_scores(report.benchmarks["scores"], request.benchmarks)
+        print_scores(report.benchmarks.scores, request.benchmarks)
     return 0
 
 
@@ -346,7 +346,7 @@ def benchmarks_main(args: argparse.Namespace) -> int:
         data_dir=Path(args.data_dir) if args.data_dir else None,
         limit=args.limit, device=args.device, batch_size=args.batch_size,
     )  # fmt: skip
-    print_scores(scores, tasks)
+    print_scores(BenchmarkScore.table(scores), tasks)
     if args.json:
         _write_report(Path(args.json), scores)
     return 0

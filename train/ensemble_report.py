@@ -12,16 +12,16 @@ does not import pydantic.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 
+from megadocs import compat
 from megadocs.errors import UserError
-from megadocs.formats import finite_or_none
+from megadocs.formats import BenchmarkScore, finite_or_none
 
-__all__ = ["EnsembleReport", "EnsembleSet", "EnsembleLoss"]
+__all__ = ["EnsembleReport", "EnsembleSet", "EnsembleLoss", "EnsembleBenchmarks", "BenchmarkRequest"]
 
 
 class EnsembleLoss(BaseModel):
@@ -49,6 +49,27 @@ class EnsembleSet(BaseModel):
     by_k: list[EnsembleLoss]
 
 
+class BenchmarkRequest(BaseModel):
+    """What the benchmarks were asked for (``--benchmarks``, ``--benchmark-data``,
+    ``--benchmark-limit``): a re-run asking for the same reuses the scores."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    tasks: list[str]
+    data: str | None
+    """Local benchmark files (None: the Hugging Face Hub)."""
+    limit: int | None
+    """Items per task (None: all)."""
+
+
+class EnsembleBenchmarks(BaseModel):
+    """The report's ``benchmarks``: the request and the full ensemble's zero-shot scores by task,
+    and their ``average`` (`train.downstream.evaluate_benchmarks`, as records)."""
+
+    request: BenchmarkRequest
+    scores: dict[str, BenchmarkScore]
+
+
 class EnsembleReport(BaseModel):
     """The report of ``megadocs train ensemble --json OUT`` (module docstring), written by
     `score_ensemble` and read by analysis (`analysis.ensembles`) through :meth:`parse`.
@@ -62,16 +83,14 @@ class EnsembleReport(BaseModel):
     context: int | None = None
     windows: int | None = None
     sets: dict[str, EnsembleSet] = {}
-    benchmarks: dict[str, Any] | None = None
-    """``{"request": {tasks, data, limit}, "scores": <train.downstream.evaluate_benchmarks>}``."""
+    benchmarks: EnsembleBenchmarks | None = None
+    """Only with ``--benchmarks``."""
 
-    @field_validator("sets", mode="before")
+    @model_validator(mode="before")
     @classmethod
-    def _bare_lists(cls, sets: Any) -> Any:
-        """A set written as a bare list of rows (older reports) -> ``{"by_k": rows}``."""
-        if isinstance(sets, Mapping):
-            return {name: {"by_k": rows} if isinstance(rows, list) else rows for name, rows in sets.items()}
-        return sets
+    def _migrate(cls, data: Any) -> Any:
+        """Older reports (a set as a bare list of rows): :data:`megadocs.compat.RECORDS`."""
+        return compat.upgrade(compat.ENSEMBLE_REPORT, data)
 
     def to_json(self) -> dict[str, Any]:
         """Standard JSON: the fields the report was given (non-finite numbers as null)."""

@@ -153,7 +153,7 @@ class Trainer:
         self.device = device
         self.dist = dist
         self.attempt_start = attempt_start
-        self.total_steps = data.streams.plan.total_steps
+        self.total_steps = data.streams.mixture.total_steps
         self.step = 0
         self.counters: dict[str, Any] = {"tokens_seen": 0, "train_time_s": 0.0, "wall_time_s": 0.0}
         self._exits = contextlib.ExitStack()
@@ -427,8 +427,8 @@ class Trainer:
     def _metrics(self, status: RunStatus, val_losses: dict[str, float | None],
                  val_windows: dict[str, int]) -> RunMetrics:  # fmt: skip
         """The run's `RunMetrics`, its wall time counting this attempt up to now."""
-        counters, plan = self.counters, self.data.streams.plan
-        real_seen, synthetic_seen = plan.windows_before(self.step)
+        counters, mixture = self.counters, self.data.streams.mixture
+        real_seen, synthetic_seen = mixture.windows_before(self.step)
         return RunMetrics(
             status=status,
             val_loss=val_losses[IID],
@@ -436,7 +436,7 @@ class Trainer:
             val_windows=val_windows,
             val_windows_requested=self.config.eval.val_windows,
             steps=self.step,
-            windows=WindowCounts(real_per_epoch=plan.real_windows, real_seen=real_seen,
+            windows=WindowCounts(real_per_epoch=mixture.real_windows, real_seen=real_seen,
                                  synthetic_seen=synthetic_seen),
             mixing_fraction_realised=synthetic_seen / max(1, real_seen + synthetic_seen),
             tokens_seen=counters["tokens_seen"],

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from megadocs.formats import RunMetrics
+from megadocs.provenance import SUMMARY_FIELDS
 from train.config import RunConfig
 
 __all__ = ["MODEL_CARD_FILE", "render_model_card", "write_model_card"]
@@ -68,10 +69,8 @@ def render_model_card(config: RunConfig, metrics: RunMetrics, provenance: dict[s
                   ("seed (data order)", str(data.seed))]  # fmt: skip
     loss_rows = [(set_name, "n/a (no scored tokens)" if loss is None else f"{loss:.4f}")
                  for set_name, loss in metrics.val_losses.items()]  # finite or None (RunMetrics)
-    provenance = provenance or {}
-    prov_rows = [(key, f"`{provenance[key]}`") for key in ("megadocs_version", "git_commit", "git_dirty",
-                 "torch_version", "transformers_version", "host", "device", "slurm_job_id", "command")
-                 if provenance.get(key) is not None]  # fmt: skip
+    prov_rows = [] if not provenance else [(key, f"`{provenance[key]}`") for key in SUMMARY_FIELDS
+                                          if provenance[key] is not None]  # fmt: skip
     certification = config.tracking.group
     lines = [
         "---",

@@ -43,11 +43,13 @@ from __future__ import annotations
 import gc
 import math
 from dataclasses import asdict, dataclass
+from typing import Any
 
 from megadocs.errors import UserError
+from megadocs.formats import WindowCounts
 from train.gpu_results import Utilisation, measured_utilisation
 from train.presets import PRESETS, ModelPreset, parameter_count
-from train.streams import MixingPlan, mixing_plan
+from train.streams import StreamMixture, stream_mixture
 
 __all__ = [
     "H100_BF16_PEAK_TFLOPS",
@@ -67,7 +69,9 @@ __all__ = [
     "data_parallel_hours",
     "RunCost",
     "run_cost",
+    "RunPlan",
     "run_plan",
+    "format_run_plan",
 ]
 
 H100_BF16_PEAK_TFLOPS = 989.0
@@ -376,11 +380,11 @@ def device_memory_plan(config, *, vocab_size: int, memory_bytes: float, processe
     return parallelism, estimate
 
 
-def window_counts(plan) -> tuple[int, int]:
-    """(real, synthetic) windows a `train.streams.MixingPlan` reads over the whole run: the sum of
+def window_counts(mixture) -> tuple[int, int]:
+    """(real, synthetic) windows a `train.streams.StreamMixture` reads over the whole run: the sum of
     every step's ``batch_counts``, which telescopes to the windows before the last step's end
     (O(1), not O(steps): a paper-size sweep plans thousands of runs of ~10^5 steps each)."""
-    return plan.windows_before(plan.total_steps)
+    return mixture.windows_before(mixture.total_steps)
 
 
 @dataclass(frozen=True)
@@ -392,7 +396,7 @@ class RunCost:
     stream sizes give the same cost in both.
     """
 
-    plan: MixingPlan
+    mixture: StreamMixture
     """Which windows each step reads (steps, windows per epoch)."""
     real_seen: int
     synthetic_seen: int
@@ -412,14 +416,24 @@ class RunCost:
 
     @property
     def steps(self) -> int:
-        return self.plan.total_steps
+        return self.mixture.total_steps
+
+    @property
+    def windows(self) -> WindowCounts:
+        """The real stream's windows per epoch and the windows the run reads (as `RunMetrics` counts them)."""
+        return WindowCounts(real_per_epoch=self.mixture.real_windows, real_seen=self.real_seen,
+                            synthetic_seen=self.synthetic_seen)
+
+    @property
+    def flops_total(self) -> float:
+        return self.model.flops_per_token * self.tokens
 
 
 def run_cost(config, *, real_windows: int, synthetic_windows: int, vocab_size: int, mfu: float,
              peak_tflops: float, memory_bytes: float = DEFAULT_DEVICE_MEMORY_GIB * 2**30, processes: int = 1,
              scaling_efficiency: float = DEFAULT_SCALING_EFFICIENCY) -> RunCost:  # fmt: skip
     """The cost of `config` (a `train.config.RunConfig`) over streams of `real_windows` and
-    `synthetic_windows` (windows -> mixing plan -> FLOPs -> GPU-hours -> memory; see the module docstring).
+    `synthetic_windows` (windows -> stream mixture -> FLOPs -> GPU-hours -> memory; see the module docstring).
 
     Memory and GPU-hours are for a CUDA device (bf16 autocast) unless ``config.device`` is cpu;
     ``micro_batch_size: auto`` is resolved against `memory_bytes` by the memory model alone. Data
@@ -430,20 +444,73 @@ def run_cost(config, *, real_windows: int, synthetic_windows: int, vocab_size: i
         UserError: a setting that cannot work (naming its config field or option).
     """
     data = config.data
-    plan = mixing_plan(real_windows=real_windows, synthetic_windows=synthetic_windows,
-                       batch_size=config.optim.batch_size, mixing_fraction=data.mixing_fraction,
-                       real_epochs=data.real_epochs, seed=data.seed, synthetic_epochs=data.synthetic_epochs)  # fmt: skip
-    real_seen, synthetic_seen = window_counts(plan)
+    mixture = stream_mixture(real_windows=real_windows, synthetic_windows=synthetic_windows,
+                             batch_size=config.optim.batch_size, mixing_fraction=data.mixing_fraction,
+                             real_epochs=data.real_epochs, seed=data.seed, synthetic_epochs=data.synthetic_epochs)  # fmt: skip
+    real_seen, synthetic_seen = window_counts(mixture)
     tokens = (real_seen + synthetic_seen) * data.context
     model = model_cost(config.model.preset, vocab_size=vocab_size, context=data.context)
     parallelism, memory = device_memory_plan(config, vocab_size=vocab_size, memory_bytes=memory_bytes,
                                              processes=processes)  # fmt: skip
     hours = data_parallel_hours(gpu_hours(tokens, model.flops_per_token, mfu=mfu, peak_tflops=peak_tflops),
                                 processes, scaling_efficiency)  # fmt: skip
-    return RunCost(plan=plan, real_seen=real_seen, synthetic_seen=synthetic_seen, tokens=tokens, model=model,
+    return RunCost(mixture=mixture, real_seen=real_seen, synthetic_seen=synthetic_seen, tokens=tokens, model=model,
                    parallelism=parallelism, memory=memory, gpu_hours=hours["gpu_hours"],
                    wall_hours=hours["wall_hours"], processes=hours["processes"],
                    scaling_efficiency=hours["scaling_efficiency"])  # fmt: skip
+
+
+@dataclass(frozen=True)
+class RunPlan:
+    """The plan of ``megadocs train CONFIG --dry-run`` (`run_plan`): one run's `RunCost` with the
+    config facts and the utilisation it rests on. :meth:`to_dict` is the ``--json`` object."""
+
+    config_hash: str
+    """The run's identity (`train.config.RunConfig.identity`)."""
+    preset: str
+    vocab_size: int
+    context: int
+    batch_size: int
+    micro_batch_size_auto: bool
+    """``optim.micro_batch_size: auto``: the memory model chose ``cost.memory.micro_batch_size``."""
+    device_memory_bytes: float
+    """The device memory ``auto`` fits the micro-batch into."""
+    mixed_precision: bool
+    """bf16 autocast (any device but cpu), which the memory count assumes."""
+    cost: RunCost
+    utilisation: Utilisation
+    """The MFU and peak behind the GPU-hours, and where they come from."""
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON object of ``--dry-run --json`` (keys in this order; standard JSON values)."""
+        cost, model = self.cost, self.cost.model
+        return {
+            "config_hash": self.config_hash,
+            "preset": self.preset,
+            "vocab_size": self.vocab_size,
+            "context": self.context,
+            "batch_size": self.batch_size,
+            "micro_batch_size": cost.memory.micro_batch_size,
+            "micro_batch_size_auto": self.micro_batch_size_auto,
+            "steps": cost.steps,
+            "tokens": cost.tokens,
+            "windows": cost.windows.model_dump(),
+            "parameters": model.parameters,
+            "flops_parameters": model.flops_parameters,
+            "flops_per_token": model.flops_per_token,
+            "flops_total": cost.flops_total,
+            "parallelism": cost.parallelism,
+            "memory_per_micro_batch": cost.memory.to_dict(),
+            "device_memory_bytes": self.device_memory_bytes,
+            "mixed_precision": self.mixed_precision,
+            "mfu": self.utilisation.mfu,
+            "mfu_source": self.utilisation.source,
+            "peak_tflops": self.utilisation.peak_tflops,
+            "processes": cost.processes,
+            "scaling_efficiency": cost.scaling_efficiency,
+            "wall_hours": cost.wall_hours,
+            "gpu_hours": cost.gpu_hours,
+        }
 
 
 def run_plan(
@@ -453,8 +520,8 @@ def run_plan(
     device_memory_gib: float = DEFAULT_DEVICE_MEMORY_GIB,
     processes: int = 1,
     scaling_efficiency: float = DEFAULT_SCALING_EFFICIENCY,
-) -> dict:
-    """The plan of `megadocs train CONFIG --dry-run` (a JSON-ready dict); reads the store, trains nothing.
+) -> RunPlan:
+    """The plan of `megadocs train CONFIG --dry-run`; reads the store, trains nothing.
 
     The cost is `run_cost`'s over the streams as they are (measured from the store and pool).
     Evaluation is not counted in the GPU-hours (it is forward-only over ``eval.val_windows``).
@@ -468,63 +535,39 @@ def run_plan(
                                     mixing_fraction=data.mixing_fraction, real_epochs=data.real_epochs,
                                     synthetic_epochs=data.synthetic_epochs, batch_size=optim.batch_size, seed=data.seed)  # fmt: skip
     memory_bytes = device_memory_gib * 2**30
-    cost = run_cost(config, real_windows=streams.plan.real_windows, synthetic_windows=streams.plan.synthetic_windows,
+    cost = run_cost(config, real_windows=streams.mixture.real_windows,
+                    synthetic_windows=streams.mixture.synthetic_windows,
                     vocab_size=streams.vocab_size, mfu=utilisation.mfu, peak_tflops=utilisation.peak_tflops,
                     memory_bytes=memory_bytes, processes=processes, scaling_efficiency=scaling_efficiency)  # fmt: skip
-    model = cost.model
-    return {
-        "config_hash": config.identity(),
-        "preset": config.model.preset,
-        "vocab_size": streams.vocab_size,
-        "context": data.context,
-        "batch_size": optim.batch_size,
-        "micro_batch_size": cost.memory.micro_batch_size,
-        "micro_batch_size_auto": optim.micro_batch_size == "auto",
-        "steps": cost.steps,
-        "tokens": cost.tokens,
-        "windows": {"real_per_epoch": cost.plan.real_windows, "real_seen": cost.real_seen,
-                    "synthetic_seen": cost.synthetic_seen},  # fmt: skip
-        "parameters": model.parameters,
-        "flops_parameters": model.flops_parameters,
-        "flops_per_token": model.flops_per_token,
-        "flops_total": model.flops_per_token * cost.tokens,
-        "parallelism": cost.parallelism,
-        "memory_per_micro_batch": cost.memory.to_dict(),
-        "device_memory_bytes": memory_bytes,
-        "mixed_precision": config.device != "cpu",
-        "mfu": utilisation.mfu,
-        "mfu_source": utilisation.source,
-        "peak_tflops": utilisation.peak_tflops,
-        "processes": cost.processes,
-        "scaling_efficiency": cost.scaling_efficiency,
-        "wall_hours": cost.wall_hours,
-        "gpu_hours": cost.gpu_hours,
-    }
+    return RunPlan(config_hash=config.identity(), preset=config.model.preset, vocab_size=streams.vocab_size,
+                   context=data.context, batch_size=optim.batch_size,
+                   micro_batch_size_auto=optim.micro_batch_size == "auto", device_memory_bytes=memory_bytes,
+                   mixed_precision=config.device != "cpu", cost=cost, utilisation=utilisation)  # fmt: skip
 
 
-def format_run_plan(plan: dict) -> str:
+def format_run_plan(plan: RunPlan) -> str:
     """The human-readable form of `run_plan`."""
-    memory = plan["memory_per_micro_batch"]
-    windows = plan["windows"]
+    cost, model, memory, windows = plan.cost, plan.cost.model, plan.cost.memory, plan.cost.windows
+    utilisation = plan.utilisation
     gib = 2**30
-    micro = f"{plan['micro_batch_size']}" + (" (auto)" if plan["micro_batch_size_auto"] else "")
+    micro = f"{memory.micro_batch_size}" + (" (auto)" if plan.micro_batch_size_auto else "")
     lines = [
-        f"run {plan['config_hash']}: {plan['preset']}, vocabulary {plan['vocab_size']:,}, context {plan['context']}",
-        f"steps            {plan['steps']:,} x batch {plan['batch_size']} (micro-batch {micro})",
-        f"tokens           {plan['tokens']:,}",
-        f"windows          real {windows['real_seen']:,} ({windows['real_per_epoch']:,} per epoch), "
-        f"synthetic {windows['synthetic_seen']:,}",
-        f"parameters       {plan['parameters']:,} (N for 6N: {plan['flops_parameters']:,})",
-        f"FLOPs per token  {plan['flops_per_token']:.4g} (6N + attention); total {plan['flops_total']:.4g}",
-        f"memory           {memory['total'] / gib:.2f} GiB per device and micro-batch (activations "
-        f"{memory['activations'] / gib:.2f}, weights+grads+AdamW "
-        f"{(memory['parameters'] + memory['gradients'] + memory['optimizer']) / gib:.2f}"
-        + (f" (1/{memory['shards']} shard), gathered {memory['gathered'] / gib:.2f}" if memory["shards"] > 1 else "")
-        + f", loss {memory['loss'] / gib:.2f})",
-        f"parallelism      {plan['parallelism']}",
-        f"GPU-hours        {plan['gpu_hours']:.4g} at MFU {plan['mfu']} of {plan['peak_tflops']} TFLOP/s "
-        f"({plan['mfu_source']})",
-        f"wall hours       {plan['wall_hours']:.4g} on {plan['processes']} process(es)"
-        + (f" at {plan['scaling_efficiency']:.0%} scaling efficiency" if plan["processes"] > 1 else ""),
+        f"run {plan.config_hash}: {plan.preset}, vocabulary {plan.vocab_size:,}, context {plan.context}",
+        f"steps            {cost.steps:,} x batch {plan.batch_size} (micro-batch {micro})",
+        f"tokens           {cost.tokens:,}",
+        f"windows          real {windows.real_seen:,} ({windows.real_per_epoch:,} per epoch), "
+        f"synthetic {windows.synthetic_seen:,}",
+        f"parameters       {model.parameters:,} (N for 6N: {model.flops_parameters:,})",
+        f"FLOPs per token  {model.flops_per_token:.4g} (6N + attention); total {cost.flops_total:.4g}",
+        f"memory           {memory.total / gib:.2f} GiB per device and micro-batch (activations "
+        f"{memory.activations / gib:.2f}, weights+grads+AdamW "
+        f"{(memory.parameters + memory.gradients + memory.optimizer) / gib:.2f}"
+        + (f" (1/{memory.shards} shard), gathered {memory.gathered / gib:.2f}" if memory.shards > 1 else "")
+        + f", loss {memory.loss / gib:.2f})",
+        f"parallelism      {cost.parallelism}",
+        f"GPU-hours        {cost.gpu_hours:.4g} at MFU {utilisation.mfu} of {utilisation.peak_tflops} TFLOP/s "
+        f"({utilisation.source})",
+        f"wall hours       {cost.wall_hours:.4g} on {cost.processes} process(es)"
+        + (f" at {cost.scaling_efficiency:.0%} scaling efficiency" if cost.processes > 1 else ""),
     ]
     return "\n".join(lines) + "\n"

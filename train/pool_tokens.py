@@ -281,7 +281,9 @@ class TokenizePool(ShardedStep):
             return None
         return {"path": str(Path(manifest.source).resolve()), "identity": store_identity_hash(manifest.source)}
 
-    def planned(self) -> dict[str, Any]:
+    def intended_manifest(self) -> dict[str, Any]:
+        """The tokens manifest this pool and store call for (what `prepare` writes, or compares
+        with the one on disk); refuses an incomplete pool."""
         manifest = self.pool_manifest
         pools.require_complete(self.pool, manifest)
         generations, needs_real, rendered = _units(manifest.kind, manifest.g)
@@ -302,14 +304,14 @@ class TokenizePool(ShardedStep):
     def prepare(self) -> dict[str, Any]:
         """Write the tokens manifest, or keep an existing one of the same pool, rule and source;
         tokens of an earlier state of the pool (or an earlier format) are removed."""
-        planned = self.planned()
+        intended = self.intended_manifest()
         keys = ("format", "pool_identity", "rule", "real", "source_store")
 
         def clear(_existing: dict) -> None:
             for stale in self.folder.glob("shard-*"):
                 stale.unlink()
 
-        return self.init_manifest(planned, same=lambda old: all(old.get(k) == planned[k] for k in keys),
+        return self.init_manifest(intended, same=lambda old: all(old.get(k) == intended[k] for k in keys),
                                   on_stale=clear)
 
     # -- one shard -------------------------------------------------------------------------

@@ -32,6 +32,7 @@ from typing import IO, Any
 
 import torch
 
+from megadocs import compat
 from megadocs.config import dump_yaml
 from megadocs.errors import UserError
 from megadocs.formats import RunDir, RunMetrics, replace_dir, write_atomic, write_json
@@ -49,7 +50,7 @@ __all__ = [
     "write_run_identity",
 ]
 
-REVISION_KEY = "training_revision"  # in RUN/identity.json (absent: revision 1)
+REVISION_KEY = "training_revision"  # in RUN/identity.json (absent: revision 1, megadocs.compat.RUN_REVISION)
 
 
 class RunLifecycle:
@@ -196,12 +197,12 @@ def earlier_synthetic_identity(out: Path) -> tuple[bool, str] | None:
     run_dir = RunDir(out)
     if not run_dir.identity.is_file():
         return None
-    synthetic = json.loads(run_dir.identity.read_text()).get("data", {}).get("synthetic") or {}
-    if "assembled" not in synthetic:
+    synthetic = json.loads(run_dir.identity.read_text()).get("data", {}).get("synthetic")
+    earlier = compat.older(compat.SYNTHETIC_IDENTITY, compat.version(compat.SYNTHETIC_IDENTITY, synthetic))
+    if earlier is None:
         return None
-    if synthetic.get("tokenization") == "pieces/1":
-        return False, "its latent documents were tokenized in pieces, not whole as today: train it again (another --out)"
-    return True, f"if its pool is unchanged, adopt it with `megadocs train --reidentify {out}`, else use another --out"
+    # refused (its tokens were others), or kept until --reidentify adopts it (its tokens are today's)
+    return earlier.refuse is None, str(earlier.refuse or earlier.how).format(out=out)
 
 
 def recorded_revision(out: Path) -> int:
@@ -210,7 +211,7 @@ def recorded_revision(out: Path) -> int:
     run_dir = RunDir(out)
     if not run_dir.identity.is_file():
         return 1
-    return int(json.loads(run_dir.identity.read_text()).get(REVISION_KEY, 1))
+    return int(compat.upgrade(compat.RUN_REVISION, json.loads(run_dir.identity.read_text()))[REVISION_KEY])
 
 
 def write_run_identity(config: RunConfig, out: Path, identity: str) -> None:

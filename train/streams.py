@@ -27,7 +27,7 @@ and every synthetic window is read exactly ``synthetic_epochs`` times. ``real_ep
 there; ``synthetic_epochs`` is refused with ``m < 1`` (the real stream sets the length then).
 
 Nothing here touches tokens: :class:`StreamLayout` maps window positions to (document,
-offset) pairs and :class:`MixingPlan` maps a step to window ids, each in O(batch) for any step,
+offset) pairs and :class:`StreamMixture` maps a step to window ids, each in O(batch) for any step,
 so a resumed run starts at step ``k`` without replaying the first ``k`` steps.
 """
 
@@ -51,9 +51,9 @@ __all__ = [
     "window_order",
     "chunk_boundaries",
     "StreamLayout",
-    "PlanError",
-    "MixingPlan",
-    "mixing_plan",
+    "MixtureError",
+    "StreamMixture",
+    "stream_mixture",
 ]
 
 # Stream identities and purposes: they key the random generators, so the real stream's document
@@ -156,8 +156,8 @@ class StreamLayout:
         return self.order[stream_pos], positions - self.starts[stream_pos]
 
 
-class PlanError(ValueError):
-    """A `MixingPlan` argument that cannot work: ``parameter`` names it, ``reason`` says why.
+class MixtureError(ValueError):
+    """A `StreamMixture` argument that cannot work: ``parameter`` names it, ``reason`` says why.
 
     Callers map ``parameter`` to their own setting (train: ``batch_size`` is ``optim.batch_size``)
     instead of parsing the message.
@@ -170,15 +170,15 @@ class PlanError(ValueError):
 
 
 @dataclass(frozen=True)
-class MixingPlan:
+class StreamMixture:
     """Which windows of the real and synthetic streams each training step reads.
 
     Example:
-        >>> plan = MixingPlan(real_windows=100, synthetic_windows=700, batch_size=64,
-        ...                   mixing_fraction=0.9, real_epochs=2, seed=0)
-        >>> plan.total_steps, [plan.batch_counts(step)[1] for step in range(5)]
+        >>> mixture = StreamMixture(real_windows=100, synthetic_windows=700, batch_size=64,
+        ...                         mixing_fraction=0.9, real_epochs=2, seed=0)
+        >>> mixture.total_steps, [mixture.batch_counts(step)[1] for step in range(5)]
         (32, [58, 58, 57, 58, 57])
-        >>> plan.synthetic_windows_total, round(plan.realised_mixing_fraction, 4)
+        >>> mixture.synthetic_windows_total, round(mixture.realised_mixing_fraction, 4)
         (1800, 0.9)
     """
 
@@ -199,27 +199,27 @@ class MixingPlan:
 
     def __post_init__(self) -> None:
         if self.batch_size < 1:
-            raise PlanError("batch_size", f"expected >= 1, got {self.batch_size}")
+            raise MixtureError("batch_size", f"expected >= 1, got {self.batch_size}")
         if not 0.0 <= self.mixing_fraction <= 1.0:
-            raise PlanError("mixing_fraction", f"expected a value in [0, 1], got {self.mixing_fraction}")
+            raise MixtureError("mixing_fraction", f"expected a value in [0, 1], got {self.mixing_fraction}")
         if self.synthetic_only:
             if self.synthetic_epochs is None:
-                raise PlanError("synthetic_epochs", "mixing_fraction 1 reads no real window, so the number of "
+                raise MixtureError("synthetic_epochs", "mixing_fraction 1 reads no real window, so the number of "
                                 "passes over the synthetic stream sets the run's length; expected a whole number >= 1")
             if int(self.synthetic_epochs) != self.synthetic_epochs or self.synthetic_epochs < 1:
-                raise PlanError("synthetic_epochs", f"expected a whole number >= 1, got {self.synthetic_epochs}")
+                raise MixtureError("synthetic_epochs", f"expected a whole number >= 1, got {self.synthetic_epochs}")
         elif self.synthetic_epochs is not None:
-            raise PlanError("synthetic_epochs", f"only for mixing_fraction 1 (synthetic only); with "
+            raise MixtureError("synthetic_epochs", f"only for mixing_fraction 1 (synthetic only); with "
                             f"mixing_fraction {self.mixing_fraction} real_epochs sets the run's length")
         if int(self.real_epochs) != self.real_epochs or self.real_epochs < 1:
-            raise PlanError("real_epochs", f"expected a whole number >= 1, got {self.real_epochs}")
+            raise MixtureError("real_epochs", f"expected a whole number >= 1, got {self.real_epochs}")
         if self.real_windows < 1 and not self.synthetic_only:
-            raise PlanError("real_windows", f"the real stream holds no full window, got {self.real_windows} "
+            raise MixtureError("real_windows", f"the real stream holds no full window, got {self.real_windows} "
                             f"(use a shorter context or more documents)")
         if self.synthetic_windows < 0:
-            raise PlanError("synthetic_windows", f"expected >= 0, got {self.synthetic_windows}")
+            raise MixtureError("synthetic_windows", f"expected >= 0, got {self.synthetic_windows}")
         if self.mixing_fraction > 0 and self.synthetic_windows < 1:
-            raise PlanError("synthetic_windows", f"mixing_fraction {self.mixing_fraction} needs a synthetic "
+            raise MixtureError("synthetic_windows", f"mixing_fraction {self.mixing_fraction} needs a synthetic "
                             f"stream with at least one window, got {self.synthetic_windows}")
 
     @property
@@ -277,7 +277,7 @@ class MixingPlan:
     def windows_before(self, step: int) -> tuple[int, int]:
         """``(real, synthetic)`` windows read by steps ``0 .. step - 1`` (``0 <= step <= total_steps``)."""
         if not 0 <= step <= self.total_steps:
-            raise IndexError(f"step {step} outside the plan's [0, {self.total_steps}]")
+            raise IndexError(f"step {step} outside the run's [0, {self.total_steps}]")
         real = math.floor(step * self._real_per_step)
         synthetic = step * self.batch_size - real  # = ceil(step * m * B)
         return min(real, self.real_windows_total), min(synthetic, self.synthetic_windows_total)
@@ -311,28 +311,28 @@ class MixingPlan:
 
     def _check_step(self, step: int) -> None:
         if not 0 <= step < self.total_steps:
-            raise IndexError(f"step {step} outside the plan's [0, {self.total_steps})")
+            raise IndexError(f"step {step} outside the run's [0, {self.total_steps})")
 
 
-# MixingPlan parameter -> the RunConfig field a user changes (the others are data.<parameter>)
-_PLAN_FIELDS = {"batch_size": "optim.batch_size", "real_windows": "data.context",
+# StreamMixture parameter -> the RunConfig field a user changes (the others are data.<parameter>)
+_MIXTURE_FIELDS = {"batch_size": "optim.batch_size", "real_windows": "data.context",
                 "synthetic_windows": "data.synthetic"}
 
 
-def mixing_plan(*, real_windows: int, synthetic_windows: int, batch_size: int, mixing_fraction: float,
-                real_epochs: int, seed: int, synthetic_epochs: int | None) -> MixingPlan:
-    """The run's :class:`MixingPlan` over streams of these sizes: what training reads
-    (`train.data.TrainingStreams.build`) and what a plan costs before the streams exist
-    (`train.plan.run_cost` via ``search plan``), built by one function.
+def stream_mixture(*, real_windows: int, synthetic_windows: int, batch_size: int, mixing_fraction: float,
+                   real_epochs: int, seed: int, synthetic_epochs: int | None) -> StreamMixture:
+    """The run's :class:`StreamMixture` over streams of these sizes: what training reads
+    (`train.data.TrainingStreams.build`) and what a cost estimate counts before the streams exist
+    (`train.plan.run_cost`, ``search plan`` and ``train --dry-run``), built by one function.
 
     Raises:
         UserError: a setting that cannot work, naming its RunConfig field (``optim.batch_size``,
             ``data.synthetic_epochs``, ...).
     """
     try:
-        return MixingPlan(real_windows=real_windows, synthetic_windows=synthetic_windows, batch_size=batch_size,
-                          mixing_fraction=mixing_fraction, real_epochs=real_epochs, seed=seed,
-                          synthetic_epochs=synthetic_epochs)  # fmt: skip
-    except PlanError as exc:
-        field = _PLAN_FIELDS.get(exc.parameter, f"data.{exc.parameter}")
+        return StreamMixture(real_windows=real_windows, synthetic_windows=synthetic_windows, batch_size=batch_size,
+                             mixing_fraction=mixing_fraction, real_epochs=real_epochs, seed=seed,
+                             synthetic_epochs=synthetic_epochs)  # fmt: skip
+    except MixtureError as exc:
+        field = _MIXTURE_FIELDS.get(exc.parameter, f"data.{exc.parameter}")
         raise UserError(f"{field}: {exc.reason}") from None

@@ -216,7 +216,8 @@ def _dry_run(config, args: argparse.Namespace) -> int:
         processes=int(os.environ.get("WORLD_SIZE", "1")) if args.processes is None else args.processes,
         scaling_efficiency=plan.DEFAULT_SCALING_EFFICIENCY if args.scaling_efficiency is None else args.scaling_efficiency,
     )
-    sys.stdout.write(json.dumps(result, indent=1, allow_nan=False) + "\n" if args.json else plan.format_run_plan(result))
+    sys.stdout.write(json.dumps(result.to_dict(), indent=1, allow_nan=False) + "\n" if args.json
+                     else plan.format_run_plan(result))
     return 0
 
 

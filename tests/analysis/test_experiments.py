@@ -4,16 +4,18 @@ student scaling, generation diversity and the prediction for the next doubling o
 from __future__ import annotations
 
 import json
+import math
 import re
 import textwrap
 
 import pandas as pd
 import pytest
 
-from analysis.experiments import next_generations, student_scaling_table, transfer_table
+from analysis.experiments import diversity_table, next_generations, student_scaling_table, transfer_table
 from analysis.ledger import load_tables
 from analysis.report import build_report
 from analysis.scaling import fit_power_law
+from megadocs.pools import DiversityMeasures, read_manifest
 from search.sweep import load_sweep
 
 SWEEP = """\
@@ -34,18 +36,30 @@ transfers:
 """
 
 
+POOL_G = 4
+
+
+def _measured_pool(root):
+    """A complete rephrase pool whose diversity `megadocs gen diversity` measured (gen's own code)."""
+    from gen.diversity import write_pool_diversity
+    from tests.pools import write_rephrase_pool
+
+    words = "alpha beta gamma delta epsilon zeta eta theta iota kappa lambda mu".split()
+    documents = [(f"d{i}", " ".join(words[(i + j) % len(words)] for j in range(30))) for i in range(6)]
+    source = root / "docs.jsonl"
+    source.write_text("".join(json.dumps({"id": doc_id, "text": text}) + "\n" for doc_id, text in documents))
+    pool = write_rephrase_pool(root / "pool", source, g=POOL_G, documents=documents, tokenize=False)
+    write_pool_diversity(pool)
+    return pool
+
+
 @pytest.fixture(scope="module")
 def experiments(tmp_path_factory):
     from search.controller import run_sweep
     from search.sweep import load_sweep
 
     root = tmp_path_factory.mktemp("experiments")
-    pool = root / "pool"
-    pool.mkdir()
-    by_g = {str(g): {"distinct_n": 0.9 - 0.1 * i, "compression_ratio": 0.5 - 0.05 * i, "source_overlap": 0.3,
-                     "cross_generation_overlap": 0.1 * i} for i, g in enumerate((1, 2, 4))}
-    (pool / "manifest.json").write_text(json.dumps({"format": "megadocs.gen-pool/1", "kind": "rephrase", "g": 4,
-                                                   "num_shards": 1, "diversity": {"by_g": by_g}}))
+    pool = _measured_pool(root)
     lines = []
     for method in ("simple", "stitched", "stitched-first", "stitched-none"):
         for g in ((1, 2, 4) if method in ("simple", "stitched") else (1, 2)):
@@ -110,6 +124,10 @@ def test_next_generations_predicts_2g_inside_its_interval():
     assert row["g_max"] == 32 and row["predicted_2g"] == pytest.approx(3.6 + 0.3 * 64 ** -0.5, abs=2e-3)
     assert row["predicted_low"] <= row["predicted_2g"] <= row["predicted_high"]
     assert row["gain_2g"] > 0 and row["asymptote"] == pytest.approx(3.6, abs=0.05)
+    noisy = [value + (0.01 if x == 32.0 else 0.0) for x, value in zip(g, loss)]  # the last point off the law
+    [off] = next_generations({"noisy": fit_power_law(g, noisy, n_boot=0, seed=0)}).to_dict("records")
+    assert off["measured_at_g_max"] == pytest.approx(noisy[-1])  # the certified loss, not the fit's value
+    assert off["fitted_at_g_max"] < off["measured_at_g_max"] - 1e-3
     [bad] = next_generations({"latent": "not fitted: too few points"}).to_dict("records")
     assert "too few points" in bad["note"]
 
@@ -122,6 +140,21 @@ def test_report_draws_the_experiments(experiments, tmp_path):
     assert text.index("## Where to spend the next generations") < text.index("## Certified points")
     images = set(re.findall(r"\(figures/([^)]+)\.png\)", text))
     assert {"fig6-transfers", "fig-diversity-vs-g", "fig4-stitch-order-iid", "fig4-stitch-order-arxiv"} <= images
+
+
+def test_diversity_table_reads_what_gen_diversity_wrote(experiments):
+    """Every measure gen stored (the record's fields, not a copy of their names) comes back as a
+    column, per G' the pool serves, None as NaN."""
+    pool = experiments.parent / "pool"
+    stored = read_manifest(pool).diversity
+    table = diversity_table({"simple": str(pool)}, {"simple": [1, 2, POOL_G], "stitched": [1]})
+    assert list(table.columns) == ["method", "pool", "kind", "g", *DiversityMeasures.model_fields]
+    assert table["g"].tolist() == list(stored.by_g) == [1, 2, POOL_G]
+    assert set(table["method"]) == {"simple"} and set(table["kind"]) == {"rephrase"}
+    for row in table.itertuples():
+        for name in DiversityMeasures.model_fields:
+            value = getattr(stored.by_g[row.g], name)
+            assert getattr(row, name) == pytest.approx(math.nan if value is None else value, nan_ok=True)
 
 
 @pytest.fixture(scope="module")

@@ -76,3 +76,13 @@ def test_a_hung_section_is_killed_at_its_limit_and_keeps_what_it_measured(tmp_pa
     rows = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
     assert [row["kind"] for row in rows] == ["ceilings", "check"]  # the row written before the hang is kept
     assert rows[1]["passed"] is False and "timed out after 3 s" in rows[1]["detail"]
+
+
+def test_a_non_finite_measurement_is_written_as_null(tmp_path):
+    """A diverged loss or a zero-time division on a future GPU must not write ``NaN`` (not JSON)."""
+    gpu_check = _gpu_check()
+    args = gpu_check.parse_args(["--device", "cpu", "--out", str(tmp_path)])
+    ctx = gpu_check.Context(args=args, section="train", log=tmp_path / "log.jsonl", run_id="r")
+    ctx.emit("train", loss=float("nan"), mfu=float("inf"), steps=[1.0, float("-inf")])
+    [row] = [json.loads(line, parse_constant=pytest.fail) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
+    assert (row["loss"], row["mfu"], row["steps"]) == (None, None, [1.0, None])

@@ -14,6 +14,7 @@ from megadocs.errors import UserError
 from tests.eval.conftest import DATA_DIR, make_tiny_model
 from train.ensemble import resident_members_for_budget, resolve_model_dir
 from train.ensemble_eval import ensemble_losses
+from train.ensemble_report import EnsembleReport
 from train.evaluate import evaluate_model
 
 
@@ -128,7 +129,7 @@ def test_resident_members_follow_the_memory_budget(tiny_members, monkeypatch):
     assert budget_for(100) == 3  # never more than the members
 
 
-def test_cli_prints_saves_and_resumes_the_curve(tiny_members, tiny_store, tmp_path, capsys):
+def test_cli_prints_saves_and_resumes_the_curve(tiny_members, tiny_store, tmp_path, capsys, monkeypatch):
     from megadocs.cli import main
 
     out = tmp_path / "ensemble.json"
@@ -156,6 +157,19 @@ def test_cli_prints_saves_and_resumes_the_curve(tiny_members, tiny_store, tmp_pa
     assert "loss_short" not in again[0]  # halves only for the iid set
     assert report["benchmarks"]["scores"]["piqa"]["items"] == 2
     assert "average" in captured.out
+
+    # the same request again: the stored scores are read back as records and reused, the file unchanged
+    written = out.read_bytes()
+    monkeypatch.setattr("train.downstream.evaluate_benchmarks", _not_called)
+    assert main(command) == 0
+    assert out.read_bytes() == written
+    parsed = EnsembleReport.parse(json.loads(written), source=out).benchmarks
+    assert parsed.request.tasks == ["piqa"] and parsed.request.limit == 2
+    assert parsed.scores["piqa"].items == 2 and f"{parsed.scores['average'].acc:.4f}" in capsys.readouterr().out
+
+
+def _not_called(*args, **kwargs):
+    raise AssertionError("benchmarks evaluated again for the same request")
 
 
 def test_cli_needs_a_validation_store_for_bare_hf_members(tiny_members, capsys):

@@ -10,7 +10,7 @@ import pytest
 
 from gen.diversity import g_values, measure, write_pool_diversity
 from megadocs.cli import main
-from megadocs.pools import pool_identity
+from megadocs.pools import pool_identity, read_manifest, write_manifest
 
 
 def _write_pool(pool, docs, generations_of, g: int) -> None:
@@ -54,20 +54,37 @@ def test_measures_separate_repetition_from_new_text(tmp_path):
     identity = pool_identity(copies)
     same = write_pool_diversity(copies)
     new = write_pool_diversity(varied)
-    assert list(same["by_g"]) == list(new["by_g"]) == ["1", "2", "4"]
-    assert same["documents"] == 6
-    for g in ("2", "4"):
-        assert same["by_g"][g]["cross_generation_overlap"] == pytest.approx(1.0)
-        assert new["by_g"][g]["cross_generation_overlap"] < 0.2
-        assert same["by_g"][g]["source_overlap"] == pytest.approx(1.0)
-        assert new["by_g"][g]["distinct_n"] > same["by_g"][g]["distinct_n"]
-        assert new["by_g"][g]["compression_ratio"] > same["by_g"][g]["compression_ratio"]
+    assert list(same.by_g) == list(new.by_g) == [1, 2, 4]
+    assert same.documents == 6
+    for g in (2, 4):
+        assert same.by_g[g].cross_generation_overlap == pytest.approx(1.0)
+        assert new.by_g[g].cross_generation_overlap < 0.2
+        assert same.by_g[g].source_overlap == pytest.approx(1.0)
+        assert new.by_g[g].distinct_n > same.by_g[g].distinct_n
+        assert new.by_g[g].compression_ratio > same.by_g[g].compression_ratio
     # repeats: distinct n-grams halve when G doubles; new text keeps them up
-    assert same["by_g"]["4"]["distinct_n"] < 0.6 * same["by_g"]["1"]["distinct_n"]
-    assert new["by_g"]["4"]["distinct_n"] > 0.8 * new["by_g"]["1"]["distinct_n"]
+    assert same.by_g[4].distinct_n < 0.6 * same.by_g[1].distinct_n
+    assert new.by_g[4].distinct_n > 0.8 * new.by_g[1].distinct_n
     stored = json.loads((copies / "manifest.json").read_text())["diversity"]
-    assert stored["by_g"] == same["by_g"]
+    assert stored["by_g"] == same.to_json()["by_g"]
+    assert read_manifest(copies).diversity == same  # read back as the record it was written as
     assert pool_identity(copies) == identity  # statistics, not an identity field
+
+
+def test_manifest_with_diversity_is_rewritten_byte_for_byte(tmp_path):
+    """Reading a manifest and writing it back (what every read-modify-write of the pool does)
+    leaves the file as it was: ``diversity`` last, a manifest without one gets no ``null``."""
+    pool = tmp_path / "pool"
+    _write_pool(pool, _docs(), _varied, g=2)
+    path = pool / "manifest.json"
+    path.write_text(json.dumps({**json.loads(path.read_text()), "policies": {"shards": "k % n"}}))  # as gen writes
+    write_manifest(pool, read_manifest(pool))
+    assert "diversity" not in json.loads(path.read_bytes())
+    write_pool_diversity(pool)
+    written = path.read_bytes()
+    assert list(json.loads(written))[-2:] == ["policies", "diversity"]
+    write_manifest(pool, read_manifest(pool))
+    assert path.read_bytes() == written
 
 
 def test_cli_samples_documents_and_refuses_bad_input(tmp_path, capsys):
@@ -82,6 +99,6 @@ def test_cli_samples_documents_and_refuses_bad_input(tmp_path, capsys):
 
 
 def test_measure_is_null_not_nan_without_ngrams():
-    assert measure([("a b", ["x"])]) == {"distinct_n": None, "compression_ratio": pytest.approx(
-        measure([("a b", ["x"])])["compression_ratio"]), "source_overlap": None, "cross_generation_overlap": None}
+    assert measure([("a b", ["x"])]).model_dump() == {"distinct_n": None, "compression_ratio": pytest.approx(
+        measure([("a b", ["x"])]).compression_ratio), "source_overlap": None, "cross_generation_overlap": None}
     assert g_values(1) == [1] and g_values(6) == [1, 2, 4, 6] and g_values(32)[-1] == 32

@@ -12,6 +12,7 @@ import pytest
 
 from gen.generate import generate_pool, sample_pool
 from megadocs.errors import UserError
+from megadocs.pools import GenerationStatistics, read_manifest
 from tests.gen.conftest import read_rows, write_docs
 
 OPTIONS = {"max_new_tokens": 8, "chunk_docs": 1, "progress": False, "seed": 3}
@@ -155,6 +156,9 @@ def test_submitit_local_job_array_runs_every_shard(tiny_generator, tmp_path):
     manifest = submit_shards(options, "local")
     assert manifest["complete"] and manifest["statistics"]["shards_done"] == 2
     assert manifest["statistics"]["generations"] == 6
+    typed = read_manifest(tmp_path / "pool").statistics  # every figure gen writes is a typed field
+    assert typed.model_fields_set == set(GenerationStatistics.model_fields) and typed.generations == 6
+    assert read_manifest(tmp_path / "pool").to_json() == manifest  # read and written again: the same JSON
     logs = list((tmp_path / "pool" / "submitit").glob("*_result.pkl"))
     assert len(logs) == 2  # two array tasks, one per shard
 

@@ -7,7 +7,7 @@ import math
 
 import pytest
 
-from search.certify import CertifySearch, CertState, FixedPoints, GridSearch, Noise, Outcome, drive, plan
+from search.certify import CertifySearch, CertState, FixedPoints, GridSearch, Noise, Outcome, decide, drive
 from search.grid import Grid
 from search.landscapes import Landscape, bowl, edge, plateau, random_landscape, rugged
 from search.simulate import SimulatedEvaluator
@@ -50,7 +50,7 @@ def test_grid_neighbours_and_bounds():
 @pytest.mark.parametrize("fn", [bowl, rugged, plateau, edge], ids=["bowl", "rugged", "plateau", "edge"])
 def test_certified_point_is_a_brute_force_local_optimum(fn):
     search, evaluator, _ = certify(fn)
-    result = search.plan()
+    result = search.decide()
     assert result.state is CertState.CERTIFIED
     cert = result.certificate
     assert is_local_optimum(GRID, fn, cert.point)
@@ -66,10 +66,10 @@ def test_certified_point_is_a_brute_force_local_optimum(fn):
 
 
 def test_bowl_finds_the_global_optimum_and_edge_reports_the_bound():
-    cert = certify(bowl)[0].plan().certificate
+    cert = certify(bowl)[0].decide().certificate
     assert cert.point == {"lr": 3e-3, "wd": 0.8, "epochs": 16, "mix": 0.75}
     assert cert.bounds_hit == ()
-    cert = certify(edge)[0].plan().certificate
+    cert = certify(edge)[0].decide().certificate
     assert cert.point["epochs"] == 64
     assert [(b.axis, b.side) for b in cert.bounds_hit] == [("epochs", "upper")]
 
@@ -79,7 +79,7 @@ def test_many_random_landscapes_against_brute_force():
         kind = ["bowl", "multimodal", "plateau", "bound", "noisy"][seed % 5]
         fn = random_landscape(seed, kind, AXES)
         search, _, _ = certify(fn, slots=1 + seed % 6)
-        cert = search.plan().certificate
+        cert = search.decide().certificate
         assert cert is not None, (seed, kind)
         assert is_local_optimum(GRID, fn, cert.point), (seed, kind)
 
@@ -87,7 +87,7 @@ def test_many_random_landscapes_against_brute_force():
 def test_ties_do_not_move_the_centre():
     flat = Landscape(plateau=10.0)  # every point has the same loss
     search, evaluator, _ = certify(flat)
-    assert search.plan().certificate.point == START
+    assert search.decide().certificate.point == START
     assert len(evaluator.calls) == 1 + len(GRID.neighbours(START))
 
 
@@ -95,7 +95,7 @@ def test_diverged_counts_as_evaluated_with_inf():
     def fn(p):
         return math.nan if p["lr"] >= 3e-3 else bowl(p)
 
-    cert = certify(fn)[0].plan().certificate
+    cert = certify(fn)[0].decide().certificate
     assert cert.point["lr"] == 1e-3
     up = [n for n in cert.neighbours if n.axis == "lr" and n.direction.value == "up"]
     assert up and up[0].loss == math.inf
@@ -110,23 +110,23 @@ def test_failed_neighbour_blocks_certification_and_is_reported():
         return bowl(p)
 
     search, _, _ = certify(fn)
-    result = search.plan()
+    result = search.decide()
     assert result.state is CertState.FAILED
     assert result.certificate is None
     assert result.blocked_by == ((bad, "node died"),)
 
 
-def test_plan_is_a_pure_function_of_the_evidence():
+def test_the_decision_is_a_pure_function_of_the_evidence():
     grid = Grid.from_mapping({"x": [1, 2, 3, 4]})
-    first = plan(grid, {"x": 2}, {})
+    first = decide(grid, {"x": 2}, {})
     assert first.state is CertState.SEEDING
     assert first.wanted == ({"x": 2}, {"x": 1}, {"x": 3})
     outcomes = {((1,), 0): Outcome.finished(1.0), ((0,), 0): Outcome.finished(2.0), ((2,), 0): Outcome.finished(0.5)}
-    moved = plan(grid, {"x": 2}, outcomes)
+    moved = decide(grid, {"x": 2}, outcomes)
     assert moved.centre == {"x": 3} and moved.wanted == ({"x": 4},)
     assert moved.path == ({"x": 2}, {"x": 3})
     outcomes[((3,), 0)] = Outcome.finished(0.7)
-    done = plan(grid, {"x": 2}, outcomes)
+    done = decide(grid, {"x": 2}, outcomes)
     assert done.state is CertState.CERTIFIED and done.certificate.point == {"x": 3}
     assert [b.to_dict() for b in done.bounds_hit] == []
 
@@ -134,13 +134,13 @@ def test_plan_is_a_pure_function_of_the_evidence():
 def test_momentum_orders_the_continuing_neighbour_first():
     grid = Grid.from_mapping({"x": [1, 2, 3, 4, 5], "y": [1, 2, 3]})
     outcomes = {((1, 1), 0): Outcome.finished(1.0), ((2, 1), 0): Outcome.finished(0.5)}
-    assert plan(grid, {"x": 2, "y": 2}, outcomes, seed_neighbours=False).wanted[0] == {"x": 4, "y": 2}
+    assert decide(grid, {"x": 2, "y": 2}, outcomes, seed_neighbours=False).wanted[0] == {"x": 4, "y": 2}
 
 
 def test_parallelism_cuts_rounds_not_correctness():
     serial = certify(bowl, slots=1)
     wide = certify(bowl, slots=8)
-    assert serial[0].plan().certificate.point == wide[0].plan().certificate.point
+    assert serial[0].decide().certificate.point == wide[0].decide().certificate.point
     assert wide[1].clock < serial[1].clock / 2  # simulated wall clock
 
 
@@ -149,15 +149,15 @@ def test_warm_start_and_shared_slots():
     g8 = CertifySearch("g8", GRID, None, waits_for="g4", fallback=START)
     evaluator = SimulatedEvaluator(bowl, slots=3)
     drive([g4, g8], evaluator)
-    assert g8.start == g4.plan().certificate.point
-    assert g8.plan().state is CertState.CERTIFIED
+    assert g8.start == g4.decide().certificate.point
+    assert g8.decide().state is CertState.CERTIFIED
     assert len(g8.outcomes) == 1 + len(GRID.neighbours(g8.start))  # started at the optimum
 
 
 def test_budget_stops_the_search():
     search, evaluator, _ = certify(bowl, max_runs=5)
     assert len(evaluator.calls) == 5
-    assert search.plan().state is not CertState.CERTIFIED and search.done()
+    assert search.decide().state is not CertState.CERTIFIED and search.done()
 
 
 def test_grid_strategy_and_fixed_points():
@@ -213,7 +213,7 @@ def test_property_any_loss_table_certifies_a_true_local_optimum():
         draws = [draw_of(r.point) for r in evaluator.calls]
         assert len(draws) == len(set(draws))  # never evaluated twice
         assert all(r.point.get("seed", 0) < repeats for r in evaluator.calls)
-        result = search.plan()
+        result = search.decide()
 
         def loss_of(point):
             value = table[key_of(point)]
@@ -248,9 +248,9 @@ def test_warm_start_from_a_failed_source_fails_with_the_reason():
     g8 = CertifySearch("g8", GRID, None, waits_for="g4", fallback=START)
     members = FixedPoints("ens", waits_for="g4", make_points=lambda p: [p])
     drive([g4, g8, members], SimulatedEvaluator(fn, slots=2))
-    assert g4.plan().state is CertState.FAILED
-    assert g8.done() and g8.plan().state is CertState.FAILED
-    assert "source 'g4' ended failed" in g8.plan().blocked_by[0][1]
+    assert g4.decide().state is CertState.FAILED
+    assert g8.done() and g8.decide().state is CertState.FAILED
+    assert "source 'g4' ended failed" in g8.decide().blocked_by[0][1]
     assert members.done() and members.points == [] and members.source_failed
 
 
@@ -262,4 +262,4 @@ def test_one_free_slot_goes_to_each_certification_in_turn():
     drive(searches, evaluator)
     tasks = [request.task for request in evaluator.calls]
     assert tasks[:3] == ["a", "b", "c"] and tasks[3:6] == ["a", "b", "c"]
-    assert all(search.plan().state is CertState.CERTIFIED for search in searches)
+    assert all(search.decide().state is CertState.CERTIFIED for search in searches)

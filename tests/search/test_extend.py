@@ -60,9 +60,9 @@ def test_beyond_the_grid_extension_certifies_the_extended_optimum_in_no_more_run
     for fn in landscapes:
         search, ran = certify(fn, EXTENDED, slots=slots)
         listed, ran_listed = certify(fn, LISTED_FROM_THE_START, slots=slots)
-        certificate = search.plan().certificate
+        certificate = search.decide().certificate
         assert certificate is not None and is_local_optimum(LISTED_FROM_THE_START, fn, certificate.point)
-        assert certificate.point == listed.plan().certificate.point
+        assert certificate.point == listed.decide().certificate.point
         assert len(ran) <= len(ran_listed)
         assert len({json.dumps(p, sort_keys=True) for p in ran}) == len(ran)  # never a point twice
         moved += beyond_listed(certificate.point)
@@ -76,12 +76,12 @@ def test_an_extension_value_runs_only_next_to_a_best_point_on_the_edge():
     plain_grid = Grid.from_mapping(AXES)
     search, ran = certify(bowl, EXTENDED, start=START)
     plain, ran_plain = certify(bowl, plain_grid, start=START)
-    assert ran == ran_plain and search.plan().certificate == plain.plan().certificate and search.extensions == []
+    assert ran == ran_plain and search.decide().certificate == plain.decide().certificate and search.extensions == []
     corner = {"lr": 1e-2, "wd": 1.6, "epochs": 64, "mix": 0.9}
     search, ran = certify(bowl, EXTENDED, start=corner)
     plain, ran_plain = certify(bowl, plain_grid, start=corner)
-    assert search.plan().certificate.point == plain.plan().certificate.point
-    asked = {json.dumps(n.point, sort_keys=True) for centre in search.plan().path for n in EXTENDED.neighbours(centre)}
+    assert search.decide().certificate.point == plain.decide().certificate.point
+    asked = {json.dumps(n.point, sort_keys=True) for centre in search.decide().path for n in EXTENDED.neighbours(centre)}
     beyond = [p for p in ran if beyond_listed(p)]
     assert beyond and all(json.dumps(p, sort_keys=True) in asked for p in beyond)
     assert len(ran) <= len(certify(bowl, LISTED_FROM_THE_START, start=corner)[1])
@@ -90,7 +90,7 @@ def test_an_extension_value_runs_only_next_to_a_best_point_on_the_edge():
 def test_values_that_run_out_leave_a_certificate_on_the_new_bound():
     fn = Landscape(centre={"lr": 3e-3, "wd": 0.8, "epochs": 1024.0, "mix": 0.8})
     search, _ = certify(fn, EXTENDED)
-    certificate = search.plan().certificate
+    certificate = search.decide().certificate
     assert certificate.point["epochs"] == 512
     [bound] = certificate.bounds_hit
     assert (bound.axis, bound.side, bound.value, bound.extended) == ("epochs", Side.UPPER, 512, True)
@@ -107,9 +107,9 @@ def test_a_warm_start_across_g_starts_from_the_moved_bound():
     small = CertifySearch("g4", EXTENDED, START)
     large = CertifySearch("g8", EXTENDED, None, waits_for="g4", fallback=START)
     drive([small, large], SimulatedEvaluator(fn, slots=4))
-    assert small.plan().certificate.point["epochs"] == 256
+    assert small.decide().certificate.point["epochs"] == 256
     assert large.start["epochs"] == 256  # not snapped back to the listed 64
-    assert large.plan().certificate.point["epochs"] == 256
+    assert large.decide().certificate.point["epochs"] == 256
     first = large.extensions[0]
     assert (first.axis, first.value, first.centre, first.runs) == ("epochs", 128, None, 0)  # reached by its start
     # a grid that does not list the moved value snaps the start onto its own values

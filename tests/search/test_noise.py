@@ -6,7 +6,7 @@ import math
 import random
 import statistics
 
-from search.certify import CertifySearch, CertState, Noise, Outcome, drive, plan
+from search.certify import CertifySearch, CertState, Noise, Outcome, decide, drive
 from search.grid import Grid
 from search.landscapes import Landscape, SeedNoise, random_landscape
 from search.simulate import SimulatedEvaluator
@@ -35,7 +35,7 @@ def test_repeats_carry_seeds_and_a_lucky_draw_never_certifies():
              for s in range(4)}
     draws[(4, 0)] = 0.99
     search, evaluator = certify(table_objective(draws), noise=Noise(repeats=4))
-    result = search.plan()
+    result = search.decide()
     assert result.state is CertState.CERTIFIED
     assert result.certificate.point == {"x": 3} and result.certificate.draws == 4
     seeds = sorted(r.point.get("seed", 0) for r in evaluator.calls if r.point["x"] == 3)
@@ -52,7 +52,7 @@ def test_noise_estimate_gaps_in_noise_units_and_ties_within_noise():
     truth = {1: 1.30, 2: 1.10, 3: 1.00, 4: 1.001, 5: 1.30}
     draws = {(x, s): truth[x] + rng.gauss(0, 0.01) for x in truth for s in range(6)}
     search, evaluator = certify(table_objective(draws), noise=Noise(repeats=6))
-    cert = search.plan().certificate
+    cert = search.decide().certificate
     assert cert is not None and cert.point["x"] in (3, 4)
     noise = cert.noise
     assert noise.repeats == 6 and noise.df >= 5 and 0.004 < noise.sigma < 0.02
@@ -73,7 +73,7 @@ def test_noise_free_exact_ties_are_flagged_and_do_not_move_the_centre():
     flat = Landscape(plateau=10.0)
     grid = Grid.from_mapping({"lr": [1e-3, 3e-3, 1e-2], "wd": [0.4, 0.8]})
     search, _ = certify(flat, grid=grid, start={"lr": 3e-3, "wd": 0.4})
-    cert = search.plan().certificate
+    cert = search.decide().certificate
     assert cert.point == {"lr": 3e-3, "wd": 0.4}
     assert len(cert.ties) == len(cert.neighbours) == 3 and all(n.gap_sd is None for n in cert.neighbours)
     assert cert.noise.repeats == 1 and cert.noise.sigma is None
@@ -84,13 +84,13 @@ def test_all_diverged_searches_outward_then_fails_with_a_reason():
         return 0.5 if params["x"] == 1 else math.inf
 
     search, evaluator = certify(finite_far, start={"x": 4})
-    result = search.plan()
+    result = search.decide()
     assert result.state is CertState.CERTIFIED and result.certificate.point == {"x": 1}
     assert math.isfinite(result.certificate.loss)
     assert [(b.axis, b.side) for b in result.certificate.diverged] == [("x", "upper")]
 
     search, evaluator = certify(lambda p: math.nan, start={"x": 4})
-    result = search.plan()
+    result = search.decide()
     assert result.state is CertState.FAILED and result.certificate is None
     assert result.reason == "no finite loss: all 5 evaluated points diverged; nothing to certify"
     assert len(evaluator.calls) == 5 and search.done()
@@ -102,7 +102,7 @@ def test_diverged_neighbours_are_soft_bounds():
     def fn(p):
         return math.inf if p["lr"] == 1e-2 else Landscape()(p)
 
-    cert = certify(fn, grid=grid, start={"lr": 3e-3, "epochs": 2})[0].plan().certificate
+    cert = certify(fn, grid=grid, start={"lr": 3e-3, "epochs": 2})[0].decide().certificate
     assert cert.point["lr"] == 3e-3
     assert [b.to_dict() for b in cert.diverged] == [{"axis": "lr", "side": "upper", "value": 1e-2, "extended": False}]
     assert cert.to_dict()["soft_bounds"] == [{"axis": "lr", "side": "upper", "value": 1e-2, "extended": False}]
@@ -113,7 +113,7 @@ def test_minus_inf_is_a_failed_run_with_a_reason():
     assert outcome.state.value == "failed" and "-inf" in outcome.reason
     assert Outcome.finished(math.nan).loss == math.inf
     search, _ = certify(lambda p: -math.inf if p["x"] == 4 else float(abs(p["x"] - 3)))
-    result = search.plan()
+    result = search.decide()
     assert result.state is CertState.FAILED and result.certificate is None
     assert result.blocked_by == (({"x": 4}, outcome.reason),)
 
@@ -121,15 +121,15 @@ def test_minus_inf_is_a_failed_run_with_a_reason():
 def test_budget_spent_is_not_done_certifying():
     search, evaluator = certify(lambda p: float(p["x"]), start={"x": 5}, max_runs=2, slots=1)
     assert len(evaluator.calls) == 2 and search.budget_spent() and search.done()
-    assert search.plan().state is CertState.SEARCHING
+    assert search.decide().state is CertState.SEARCHING
 
 
-def test_noise_free_plan_is_unchanged_by_repeats_of_one():
+def test_noise_free_decision_is_unchanged_by_repeats_of_one():
     grid = Grid.from_mapping({"x": [1, 2, 3]})
     outcomes = {((1,), 0): Outcome.finished(1.0), ((0,), 0): Outcome.finished(2.0), ((2,), 0): Outcome.finished(1.5)}
-    one = plan(grid, {"x": 2}, outcomes)
+    one = decide(grid, {"x": 2}, outcomes)
     assert one.state is CertState.CERTIFIED and one.certificate.point == {"x": 2}
-    four = plan(grid, {"x": 2}, outcomes, noise=Noise(repeats=4))
+    four = decide(grid, {"x": 2}, outcomes, noise=Noise(repeats=4))
     assert four.state is CertState.SEARCHING and four.centre is None or four.state is CertState.SEEDING
     assert {"x": 2, "seed": 1} in four.wanted  # the start's repeats before anything is complete
 
@@ -146,11 +146,11 @@ def test_noise_recovers_the_noise_free_optimum_for_a_bounded_number_of_runs():
         truth = random_landscape(seed, "bowl", axes)
         start = random.Random(seed).choice(list(grid.points()))
         exact, exact_eval = certify(truth, grid=grid, start=start, slots=4)
-        optimum = exact.plan().certificate.point
+        optimum = exact.decide().certificate.point
         gap = min(truth(n.point) - truth(optimum) for n in grid.neighbours(optimum))
         noisy = SeedNoise(truth, gap, seed)
         search, evaluator = certify(noisy, grid=grid, start=start, slots=4, noise=Noise(repeats=4))
-        cert = search.plan().certificate
+        cert = search.decide().certificate
         assert cert is not None
         hits += all(truth(n.point) >= truth(cert.point) for n in grid.neighbours(cert.point))
         ratios.append(len(evaluator.calls) / len(exact_eval.calls))

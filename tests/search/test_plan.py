@@ -80,6 +80,60 @@ def test_gpu_hours_of_a_train_sweep_match_hand_computation(make_sweep, tiny_stor
     assert plan["total"]["runs_worst"] == 4 + 4 + 1  # both grids hold 4 points
 
 
+def test_plan_json_is_the_dict_sweep_plan_returned_before_it_was_typed(make_sweep, tiny_store, capsys):
+    """`search plan --json` prints `SweepPlan.to_dict()`: byte for byte the dict `sweep_plan` built
+    until issue 29 typed it (``mfu_source`` added last by the command), rebuilt here the old way
+    from the records (totals summed from the entries), with every kind of entry present."""
+    from megadocs.formats import dumps_json
+    from search.plan import Assumptions, sweep_plan
+    from search.sweep import load_sweep
+    from train.plan import default_utilisation
+
+    path = make_sweep(
+        objective=None, grid={"lr": [0.001, 0.003], "epochs": [1, 2], "mix": [0.5]},
+        start={"lr": 0.003, "epochs": 1, "mix": 0.5}, extend={"epochs": {"above": [4]}},
+        train={"data": {"store": str(tiny_store), "context": 32}, "model": {"preset": "tiny-1m"},
+               "optim": {"batch_size": 4, "micro_batch_size": 4}},
+        pools={"simple": "pools/simple-g{g}"},
+        certifications=[{"name": "real", "fixed": {"method": "real"}, "grid": {"lr": [0.001, 0.003], "epochs": [1, 2]}},
+                        {"name": "simple", "fixed": {"method": "simple", "g": 1}}],
+        transfers=[{"name": "again", "from": "simple", "fixed": {"method": "simple", "g": 1}}],
+        ensembles=[{"name": "ens", "from": "real", "members": 3, "epochs_multiplier": 2}],
+    )  # fmt: skip
+    assert main(["search", "plan", str(path), "--json", "--mfu", "0.5", "--peak-tflops", "200",
+                 "--assume-real-documents", "300"]) == 0
+    printed = capsys.readouterr().out
+    plan = sweep_plan(load_sweep(path), default_utilisation(0.5, 200.0), assume=Assumptions(real_documents=300.0))
+
+    def start_run(cost):
+        return {"steps": cost.steps, "tokens": cost.tokens, "gpu_hours": cost.gpu_hours,
+                "wall_hours": cost.wall_hours, "parallelism": cost.parallelism,
+                "memory_per_device_gib": cost.memory.total / 2**30}  # fmt: skip
+
+    certifications = [{
+        "name": c.name, "grid_size": c.grid_size, "extended_grid_size": c.extended_grid_size,
+        "extend": {axis: {"below": list(e.below), "above": list(e.above)} for axis, e in c.extend.items()},
+        "best": c.best, "expected": c.expected, "worst": c.worst, "start_run": start_run(c.cost.start_run),
+        "gpu_hours_expected": c.cost.gpu_hours_expected, "gpu_hours_worst": c.cost.gpu_hours_worst,
+    } for c in plan.certifications]  # fmt: skip
+    ensembles, transfers = ([{"name": e.name, "from": e.source, "runs": e.runs, "gpu_hours": e.gpu_hours} for e in extra]
+                            for extra in (plan.ensembles, plan.transfers))  # fmt: skip
+    extras = ensembles + transfers
+    hours = sum(e["gpu_hours"] for e in extras)
+    before = {
+        "sweep": "t", "mfu": 0.5, "peak_tflops": 200.0, "processes_per_run": 1, "scaling_efficiency": 1.0,
+        "simulations": 64, "certifications": certifications, "ensembles": ensembles, "transfers": transfers,
+        "assumed": {"real_documents": {"value": 300.0, "why": "given on the command line"}},
+        "total": {"runs_expected": sum(c["expected"] for c in certifications) + sum(e["runs"] for e in extras),
+                  "runs_worst": sum(c["worst"] for c in certifications) + sum(e["runs"] for e in extras),
+                  "gpu_hours_expected": sum(c["gpu_hours_expected"] for c in certifications) + hours,
+                  "gpu_hours_worst": sum(c["gpu_hours_worst"] for c in certifications) + hours},
+        "mfu_source": "given (--mfu)",
+    }  # fmt: skip
+    assert printed == dumps_json(before, indent=1) + "\n"
+    assert [c["extended_grid_size"] for c in certifications] == [6, 6] and len(extras) == 2
+
+
 def test_synthetic_only_points_are_costed_from_synthetic_epochs(make_sweep, tiny_store, capsys):
     """mix 1: steps = ceil(synthetic windows * synthetic_epochs / batch), the stream's size from the
     megadoc rule before the pool exists: per real document G rephrases of the assumed length, the
@@ -145,14 +199,15 @@ def test_the_paper_sweep_is_planned_on_a_fresh_clone(monkeypatch):
 
     from search.plan import sweep_plan
     from search.sweep import load_sweep
+    from train.gpu_results import Utilisation
 
     root = Path(__file__).resolve().parents[2]
     monkeypatch.chdir(root)
     sweep = load_sweep("search/examples/paper-300m.yaml")
-    plan = sweep_plan(sweep, mfu=0.4, peak_tflops=989.0, simulations=1)
-    assert plan["total"]["gpu_hours_expected"] > 0 and plan["total"]["gpu_hours_worst"] > 0
+    plan = sweep_plan(sweep, Utilisation(0.4, 989.0, "given"), simulations=1)
+    assert plan.gpu_hours_expected > 0 and plan.gpu_hours_worst > 0
     if not (root / "runs/dclm/data").exists():
-        assert {"real_tokens", "real_documents", "vocab_size"} <= set(plan["assumed"])
+        assert {"real_tokens", "real_documents", "vocab_size"} <= set(plan.assumed)
 
 
 def test_gpu_hours_count_every_process_of_a_data_parallel_profile(make_sweep, tiny_store, workdir, capsys):
@@ -260,10 +315,11 @@ def test_train_and_search_plans_cost_a_run_alike(make_sweep, tiny_store):
                           certifications=[{"name": "real", "fixed": {"method": "real"}}])
         coster = RunCoster(load_sweep(path), mfu=mfu, peak_tflops=peak)
         searched = coster.cost(params)
-        trained = run_plan(coster.objective.config(params), utilisation=Utilisation(mfu, peak, "given"))
-        assert {key: trained[key] for key in ("steps", "tokens", "gpu_hours", "wall_hours", "parallelism")} == \
-            {key: searched[key] for key in ("steps", "tokens", "gpu_hours", "wall_hours", "parallelism")}, preset
-        assert trained["memory_per_micro_batch"]["total"] / 2**30 == searched["memory_per_device_gib"], preset
+        trained = run_plan(coster.objective.config(params), utilisation=Utilisation(mfu, peak, "given")).cost
+        assert {key: getattr(trained, key) for key in ("steps", "tokens", "gpu_hours", "wall_hours", "parallelism")} \
+            == {key: getattr(searched, key) for key in ("steps", "tokens", "gpu_hours", "wall_hours", "parallelism")}, preset
+        assert trained.memory.total == searched.memory.total, preset
+        assert trained == searched, preset  # the one RunCost, field for field
         assert coster.assumed == {}  # every size measured
 
     path = make_sweep(objective=None, grid={"lr": [0.003], "mix": [0.5]}, start={"lr": 0.003, "mix": 0.5},

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import subprocess
+from pathlib import Path
 
 import pytest
 
@@ -37,3 +38,48 @@ def test_a_queued_array_task_cancelled_before_it_ran_is_lost_not_running_for_eve
         assert executor.poll(first).state is JobState.DONE
     finally:
         subprocess.run(["scancel", *jobs], capture_output=True)
+
+
+def test_ctrl_c_of_a_shard_job_array_cancels_its_slurm_tasks(slurm_cluster, tmp_path):
+    """`gen` and `tokenize-pool` wait on one job array of shard tasks (``run_job_array``). Ctrl-C
+    used to stop only the submitter: the tasks ran on, and the re-run, which resumes every
+    unfinished shard, started a second job writing the same shard. Now the tasks still queued or
+    running are cancelled, named in the one line."""
+    import signal
+    import sys
+    import textwrap
+
+    folder, repo = tmp_path / "jobs", Path(__file__).resolve().parents[2]
+    script = tmp_path / "submit.py"
+    script.write_text(textwrap.dedent(f"""
+        import functools, sys
+        from pathlib import Path
+        sys.path.insert(0, {str(repo)!r})
+        import cloudpickle
+        import tests.slurm.jobs as jobs
+        cloudpickle.register_pickle_by_value(jobs)  # test helpers are not installed on the nodes' path
+        from megadocs.executors import run_job_array
+        try:
+            run_job_array([functools.partial(jobs.sleep_for, 600)] * 3, ["shard 0", "shard 1", "shard 2"],
+                          kind="slurm", profile={str(LOCAL_PROFILE)!r}, folder=Path({str(folder)!r}))
+        except KeyboardInterrupt as exc:
+            print(f"interrupted: {{exc}}", file=sys.stderr)
+            sys.exit(130)
+    """))
+    submitter = subprocess.Popen([sys.executable, str(script)], cwd=repo, stderr=subprocess.PIPE, text=True)
+    first = ""
+    while not first.startswith("submitted"):  # "submitted 3 shard task(s) to slurm: A_0, A_1, A_2 (logs: ...)"
+        first = submitter.stderr.readline()
+        assert first, "the submitter ended before submitting"
+    job_ids = first.split(": ", 1)[1].split(" (logs")[0].split(", ")
+    try:
+        wait_for(lambda: slurm_state(job_ids[0]) == "RUNNING", 120, f"{job_ids[0]} to run")
+        submitter.send_signal(signal.SIGINT)
+        assert submitter.wait(timeout=60) == 130
+        message = submitter.stderr.read()
+        assert f"cancelled 3 slurm task(s) ({', '.join(job_ids)})" in message, first + message
+        wait_for(lambda: all(slurm_state(job_id) in ("CANCELLED", "UNKNOWN") for job_id in job_ids), 60,
+                 "every task of the array to be cancelled")
+    finally:
+        subprocess.run(["scancel", job_ids[0].split("_")[0]], check=False)
+        submitter.kill()

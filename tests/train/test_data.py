@@ -41,11 +41,11 @@ def test_real_only_batches_are_windows_of_the_eos_joined_stream(tiny_store):
                                     batch_size=8, seed=5)
     stream, owners = literal_stream(train.tokens, train.offsets, document_order(train.num_documents, 5, REAL),
                                     store.eos_id)
-    assert streams.plan.real_windows == len(stream) // CONTEXT
+    assert streams.mixture.real_windows == len(stream) // CONTEXT
     assert streams.tokens_per_step == 8 * CONTEXT
     for step in (0, 1, streams.total_steps // 2, streams.total_steps - 1):
         batch = streams.batch(step)
-        real_ids, _ = streams.plan.batch(step)
+        real_ids, _ = streams.mixture.batch(step)
         assert batch["input_ids"].dtype == torch.long and batch["document_ids"].dtype == torch.long
         assert batch["input_ids"].shape == (len(real_ids), CONTEXT)
         assert not batch["is_synthetic"].any()
@@ -61,12 +61,12 @@ def test_mixed_batches_take_round_m_b_synthetic_windows(tiny_store, pool):
     documents = tokenize_assembled(pool, "stitched", 2, store)
     stream, owners = literal_stream(documents.tokens, documents.offsets,
                                     document_order(documents.num_documents, 0, SYNTHETIC), store.eos_id)
-    assert streams.plan.synthetic_windows == len(stream) // CONTEXT
-    assert streams.plan.batch_counts(0) == (2, 6)  # m * B = 6 is whole: every full step
-    assert streams.total_steps == -(-streams.plan.real_windows // 2)
+    assert streams.mixture.synthetic_windows == len(stream) // CONTEXT
+    assert streams.mixture.batch_counts(0) == (2, 6)  # m * B = 6 is whole: every full step
+    assert streams.total_steps == -(-streams.mixture.real_windows // 2)
     for step in (0, 7, streams.total_steps - 2):
         batch = streams.batch(step)
-        _, synthetic_ids = streams.plan.batch(step)
+        _, synthetic_ids = streams.mixture.batch(step)
         assert batch["is_synthetic"].tolist() == [False] * 2 + [True] * 6
         rows = batch["input_ids"][2:]
         for row, index in enumerate(synthetic_ids):
@@ -111,7 +111,7 @@ def test_synthetic_config_may_be_an_object(tiny_store, pool):
 
     streams = TrainingStreams.build(tiny_store, synthetic=Spec(), context=CONTEXT, mixing_fraction=0.5,
                                     real_epochs=1, batch_size=4, seed=0)
-    assert streams.plan.batch_counts(0)[1] == 2
+    assert streams.mixture.batch_counts(0)[1] == 2
 
 
 @pytest.mark.parametrize(
@@ -145,14 +145,14 @@ def test_synthetic_only_streams_take_their_length_from_synthetic_epochs(tiny_sto
     streams = TrainingStreams.build(tiny_store, **settings, synthetic_epochs=3)
     windows = streams.synthetic.num_windows
     assert streams.total_steps == -(-3 * windows // 8)
-    assert streams.plan.windows_before(streams.total_steps) == (0, 3 * windows)
+    assert streams.mixture.windows_before(streams.total_steps) == (0, 3 * windows)
 
 
 def test_a_share_below_one_window_per_batch_is_mixed_in_exactly(tiny_store, pool):
     """m * B = 0.4 used to be refused ("rounds to 0"); a weighted mixture reads 2 windows in 5 steps."""
     streams = TrainingStreams.build(tiny_store, synthetic={"pool": pool, "algorithm": "stitched", "g": 2},
                                     context=CONTEXT, mixing_fraction=0.05, real_epochs=1, batch_size=8, seed=0)
-    counts = [streams.plan.batch_counts(step)[1] for step in range(5)]
+    counts = [streams.mixture.batch_counts(step)[1] for step in range(5)]
     assert counts == [1, 0, 1, 0, 0]  # ceil(0.4 k) synthetic windows after k steps
     assert streams.batch(0)["is_synthetic"].tolist() == [False] * 7 + [True]
 

@@ -25,10 +25,10 @@ def _refuse(constant: str):
     raise AssertionError(f"non-standard JSON constant {constant}")
 
 
-def plan_of(config):
+def mixture_of(config):
     from train.loop import _load_training_streams
 
-    return _load_training_streams(config).plan
+    return _load_training_streams(config).mixture
 
 
 def make_config(store, **overrides) -> RunConfig:
@@ -83,8 +83,8 @@ def test_paper_grid_point_m_09_batch_64_mixes_exactly_and_reports_windows(micro_
                          data__synthetic={"pool": str(tmp_path / "pool"), "algorithm": "stitched", "g": 2},
                          optim__batch_size=64, optim__micro_batch_size=64, eval__val_windows=2)
     metrics = run(config, tmp_path / "run")
-    plan = plan_of(config)
-    real_windows = plan.real_windows
+    mixture = mixture_of(config)
+    real_windows = mixture.real_windows
     assert metrics.steps == math.ceil(real_windows * 1 / ((1 - Fraction("0.9")) * 64))
     windows = metrics.windows
     assert windows.real_per_epoch == real_windows and windows.real_seen == real_windows
@@ -106,13 +106,13 @@ def test_synthetic_only_run_takes_its_steps_from_synthetic_epochs(micro_store, t
                          data__synthetic={"pool": str(tmp_path / "pool"), "algorithm": "stitched", "g": 2},
                          optim__batch_size=16, optim__micro_batch_size=16, eval__val_windows=2)
     metrics = run(config, tmp_path / "run")
-    plan = plan_of(config)
-    assert plan.synthetic_windows > 16  # the stream holds more than one batch
-    assert metrics.steps == plan.total_steps == math.ceil(plan.synthetic_windows * 2 / 16)
-    assert metrics.windows.model_dump() == {"real_per_epoch": plan.real_windows, "real_seen": 0,
-                                            "synthetic_seen": 2 * plan.synthetic_windows}
+    mixture = mixture_of(config)
+    assert mixture.synthetic_windows > 16  # the stream holds more than one batch
+    assert metrics.steps == mixture.total_steps == math.ceil(mixture.synthetic_windows * 2 / 16)
+    assert metrics.windows.model_dump() == {"real_per_epoch": mixture.real_windows, "real_seen": 0,
+                                            "synthetic_seen": 2 * mixture.synthetic_windows}
     assert metrics.mixing_fraction_realised == 1.0
-    assert metrics.tokens_seen == 64 * 2 * plan.synthetic_windows
+    assert metrics.tokens_seen == 64 * 2 * mixture.synthetic_windows
     assert metrics.status.value == "completed" and math.isfinite(metrics.val_loss)
 
 
@@ -176,16 +176,16 @@ def test_run_trains_evaluates_and_writes_a_loadable_run_directory(small_store, t
     short, long_ = metrics.val_losses["iid_short"], metrics.val_losses["iid_long"]
     assert math.isfinite(short) and math.isfinite(long_) and short != long_
     assert metrics.config_hash == config.identity() == (out / "config_hash").read_text().strip()
-    plan = plan_of(config)
-    assert metrics.steps == plan.total_steps > 10
-    assert metrics.tokens_seen == 64 * sum(sum(plan.batch_counts(s)) for s in range(plan.total_steps))
+    mixture = mixture_of(config)
+    assert metrics.steps == mixture.total_steps > 10
+    assert metrics.tokens_seen == 64 * sum(sum(mixture.batch_counts(s)) for s in range(mixture.total_steps))
     assert metrics.params == sum(p.numel() for p in AutoModelForCausalLM.from_pretrained(out / "model").parameters())
     assert metrics.tokens_per_s > 0 and metrics.wall_time_s > 0
     # the 4 held-out documents hold 220 windows of 64: scored and reported, not silently capped
     assert metrics.val_windows == {"iid": 220, "again": 220} and metrics.val_windows_requested == 256
     assert "eval.val_windows: 256 windows requested" in capsys.readouterr().err
-    assert metrics.windows.model_dump() == {"real_per_epoch": plan.real_windows, "real_seen": plan.real_windows,
-                                            "synthetic_seen": 0}
+    assert metrics.windows.model_dump() == {"real_per_epoch": mixture.real_windows,
+                                            "real_seen": mixture.real_windows, "synthetic_seen": 0}
     assert metrics.mixing_fraction_realised == 0.0
     assert RunMetrics.load(out / "metrics.json") == metrics
     json.loads((out / "metrics.json").read_text(), parse_constant=_refuse)  # standard JSON
@@ -275,7 +275,7 @@ def test_signal_saves_a_checkpoint_calls_the_previous_handler_and_resumes(small_
     assert calls == [signal.SIGUSR2]  # handed on after saving
     assert (out / "checkpoint" / "state.pt").is_file() and not (out / "metrics.json").exists()
     stopped = info.value.step
-    assert 10 <= stopped < plan_of(config).total_steps
+    assert 10 <= stopped < mixture_of(config).total_steps
     state = torch.load(out / "checkpoint" / "state.pt", weights_only=True)  # no pickled objects
     assert state["step"] == stopped
 

@@ -3,6 +3,7 @@ and `megadocs train CONFIG --dry-run`, checked against hand computation."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 
@@ -142,6 +143,44 @@ def test_dry_run_matches_hand_computation(small_store, tmp_path, capsys):
     assert not (tmp_path / "runs").exists()
     assert main(["train", str(path), "--dry-run"]) == 0  # the text form
     assert f"steps            {plan['steps']:,} x batch 8" in capsys.readouterr().out
+
+
+def test_dry_run_json_is_the_dict_run_plan_returned_before_it_was_typed(small_store, tmp_path, capsys):
+    """`--dry-run --json` prints `RunPlan.to_dict()`: byte for byte the dict `run_plan` built until
+    issue 29 typed it, rebuilt here from the record's `RunCost` (FSDP on 4 processes, so that the
+    memory's shards and the scaling efficiency are not their defaults)."""
+    from train.plan import default_utilisation, run_plan
+    from train.train_cli import load_run_config
+
+    path = tmp_path / "run.yaml"
+    path.write_text(yaml.safe_dump({
+        "data": {"store": str(small_store), "context": 64, "real_epochs": 2},
+        "model": {"preset": "tiny-1m"}, "optim": {"batch_size": 8, "micro_batch_size": "auto"},
+        "parallelism": "fsdp",
+    }))
+    assert main(["train", str(path), "--dry-run", "--json", "--mfu", "0.5", "--peak-tflops", "100",
+                 "--processes", "4", "--memory-gib", "2"]) == 0
+    printed = capsys.readouterr().out
+    config = load_run_config(path)
+    utilisation = default_utilisation(0.5, 100.0)
+    plan = run_plan(config, utilisation=utilisation, device_memory_gib=2.0, processes=4)
+    cost, model = plan.cost, plan.cost.model
+    before = {
+        "config_hash": config.identity(), "preset": "tiny-1m", "vocab_size": TokenStore.open(small_store).vocab_size,
+        "context": 64, "batch_size": 8, "micro_batch_size": cost.memory.micro_batch_size,
+        "micro_batch_size_auto": True, "steps": cost.steps, "tokens": cost.tokens,
+        "windows": {"real_per_epoch": cost.mixture.real_windows, "real_seen": cost.real_seen,
+                    "synthetic_seen": cost.synthetic_seen},
+        "parameters": model.parameters, "flops_parameters": model.flops_parameters,
+        "flops_per_token": model.flops_per_token, "flops_total": model.flops_per_token * cost.tokens,
+        "parallelism": cost.parallelism, "memory_per_micro_batch": {**dataclasses.asdict(cost.memory),
+                                                                    "total": cost.memory.total},
+        "device_memory_bytes": 2.0 * 2**30, "mixed_precision": True, "mfu": 0.5, "mfu_source": utilisation.source,
+        "peak_tflops": 100.0, "processes": 4, "scaling_efficiency": cost.scaling_efficiency,
+        "wall_hours": cost.wall_hours, "gpu_hours": cost.gpu_hours,
+    }  # fmt: skip
+    assert printed == json.dumps(before, indent=1, allow_nan=False) + "\n"
+    assert (cost.parallelism, cost.memory.shards, cost.scaling_efficiency) == ("fsdp", 4, 0.9)
 
 
 def test_dry_run_refuses_a_bad_mfu_in_one_line(small_store, tmp_path, capsys):

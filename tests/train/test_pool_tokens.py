@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from gen.diversity import write_pool_diversity
 from megadocs.errors import UserError
 from megadocs.formats import ALGORITHMS, POOL_KIND, PoolKind
 from megadocs.pools import served_gs
@@ -181,7 +182,7 @@ def test_tokenize_step_resumes_per_shard_and_refuses_what_does_not_fit(store_poo
 
     # statistics added to the pool manifest later keep the tokens; regenerated generations do not
     pool_manifest = json.loads((store_pool / "manifest.json").read_text())
-    (store_pool / "manifest.json").write_text(json.dumps({**pool_manifest, "diversity": {"g1": 0.5}}))
+    write_pool_diversity(store_pool, max_docs=5)  # `megadocs gen diversity` adds its figures
     assert open_pool_tokens(store_pool, store).num_documents == len(_store_documents(store))
     (store_pool / "manifest.json").write_text(json.dumps({**pool_manifest, "seed": 7}))
     with pytest.raises(UserError, match="tokenized from an earlier state of the pool"):

@@ -11,9 +11,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from train.streams import (
-    MixingPlan,
-    PlanError,
+    MixtureError,
     StreamLayout,
+    StreamMixture,
     chunk_boundaries,
     document_order,
     window_order,
@@ -23,7 +23,7 @@ FAST = settings(max_examples=60, deadline=None)
 
 
 @st.composite
-def plans(draw, *, mixing=True):
+def mixtures(draw, *, mixing=True):
     batch_size = draw(st.integers(1, 24))
     real_windows = draw(st.integers(1, 60))
     epochs = draw(st.integers(1, 5))
@@ -34,194 +34,194 @@ def plans(draw, *, mixing=True):
         synthetic_windows = draw(st.integers(1, 80))
     else:
         m, synthetic_windows = 0.0, draw(st.sampled_from([0, 5]))
-    return MixingPlan(real_windows=real_windows, synthetic_windows=synthetic_windows,
-                      batch_size=batch_size, mixing_fraction=m, real_epochs=epochs, seed=seed)
+    return StreamMixture(real_windows=real_windows, synthetic_windows=synthetic_windows,
+                         batch_size=batch_size, mixing_fraction=m, real_epochs=epochs, seed=seed)
 
 
 @st.composite
-def synthetic_only_plans(draw):
+def synthetic_only_mixtures(draw):
     """m = 1 (Figure 13): synthetic_epochs sets the length; real_epochs is ignored."""
-    return MixingPlan(real_windows=draw(st.integers(0, 60)), synthetic_windows=draw(st.integers(1, 80)),
-                      batch_size=draw(st.integers(1, 24)), mixing_fraction=1.0,
-                      real_epochs=draw(st.integers(1, 5)), seed=draw(st.integers(0, 2**31)),
-                      synthetic_epochs=draw(st.integers(1, 5)))
+    return StreamMixture(real_windows=draw(st.integers(0, 60)), synthetic_windows=draw(st.integers(1, 80)),
+                         batch_size=draw(st.integers(1, 24)), mixing_fraction=1.0,
+                         real_epochs=draw(st.integers(1, 5)), seed=draw(st.integers(0, 2**31)),
+                         synthetic_epochs=draw(st.integers(1, 5)))
 
 
-def any_plans():
-    return plans() | synthetic_only_plans()
+def any_mixtures():
+    return mixtures() | synthetic_only_mixtures()
 
 
-def all_batches(plan: MixingPlan):
-    return [plan.batch(step) for step in range(plan.total_steps)]
-
-
-@FAST
-@given(plans())
-def test_every_real_window_is_seen_exactly_epochs_times(plan):
-    seen = np.concatenate([real for real, _ in all_batches(plan)])
-    counts = np.bincount(seen, minlength=plan.real_windows)
-    assert (counts == plan.real_epochs).all()
-
-
-def exact_share(plan: MixingPlan) -> Fraction:
-    return Fraction(repr(plan.mixing_fraction))
+def all_batches(mixture: StreamMixture):
+    return [mixture.batch(step) for step in range(mixture.total_steps)]
 
 
 @FAST
-@given(plans())
-def test_each_batch_takes_floor_or_ceil_of_m_b_synthetic_windows(plan):
+@given(mixtures())
+def test_every_real_window_is_seen_exactly_epochs_times(mixture):
+    seen = np.concatenate([real for real, _ in all_batches(mixture)])
+    counts = np.bincount(seen, minlength=mixture.real_windows)
+    assert (counts == mixture.real_epochs).all()
+
+
+def exact_share(mixture: StreamMixture) -> Fraction:
+    return Fraction(repr(mixture.mixing_fraction))
+
+
+@FAST
+@given(mixtures())
+def test_each_batch_takes_floor_or_ceil_of_m_b_synthetic_windows(mixture):
     """A weighted mixture: per-step counts vary between floor and ceil of m*B; only the last is short."""
-    batches = all_batches(plan)
-    share_of_batch = exact_share(plan) * plan.batch_size
+    batches = all_batches(mixture)
+    share_of_batch = exact_share(mixture) * mixture.batch_size
     for real, synthetic in batches[:-1]:
         assert math.floor(share_of_batch) <= len(synthetic) <= math.ceil(share_of_batch)
-        assert len(real) + len(synthetic) == plan.batch_size
+        assert len(real) + len(synthetic) == mixture.batch_size
     last_real, last_synthetic = batches[-1]
     assert len(last_real) >= 1
-    assert len(last_real) + len(last_synthetic) <= plan.batch_size
+    assert len(last_real) + len(last_synthetic) <= mixture.batch_size
 
 
 @FAST
-@given(plans())
-def test_synthetic_share_tracks_m_at_every_step(plan):
+@given(mixtures())
+def test_synthetic_share_tracks_m_at_every_step(mixture):
     """The cumulative synthetic count never strays a window from m * rows read so far, and the
     run's share is m to within one window of the run."""
-    m = exact_share(plan)
+    m = exact_share(mixture)
     synthetic_so_far = rows_so_far = 0
-    for real, synthetic in all_batches(plan)[:-1]:
+    for real, synthetic in all_batches(mixture)[:-1]:
         synthetic_so_far += len(synthetic)
         rows_so_far += len(real) + len(synthetic)
         assert abs(synthetic_so_far - m * rows_so_far) < 1
-    total_rows = plan.real_windows_total + plan.synthetic_windows_total
-    assert abs(plan.realised_mixing_fraction - plan.mixing_fraction) <= 1 / total_rows
-    seen = sum(len(s) for _, s in all_batches(plan))
-    assert seen == plan.synthetic_windows_total == math.ceil(plan.real_windows_total * m / (1 - m))
+    total_rows = mixture.real_windows_total + mixture.synthetic_windows_total
+    assert abs(mixture.realised_mixing_fraction - mixture.mixing_fraction) <= 1 / total_rows
+    seen = sum(len(s) for _, s in all_batches(mixture))
+    assert seen == mixture.synthetic_windows_total == math.ceil(mixture.real_windows_total * m / (1 - m))
 
 
 @FAST
-@given(plans())
-def test_total_steps_match_the_formula(plan):
-    m = exact_share(plan)
-    assert plan.total_steps == math.ceil(plan.real_epochs * plan.real_windows / ((1 - m) * plan.batch_size))
-    if (plan.real_epochs * plan.real_windows) % ((1 - m) * plan.batch_size) == 0:
+@given(mixtures())
+def test_total_steps_match_the_formula(mixture):
+    m = exact_share(mixture)
+    assert mixture.total_steps == math.ceil(mixture.real_epochs * mixture.real_windows / ((1 - m) * mixture.batch_size))
+    if (mixture.real_epochs * mixture.real_windows) % ((1 - m) * mixture.batch_size) == 0:
         # paper.md: real steps per epoch * epochs / (1 - m), when everything divides
-        real_steps_per_epoch = plan.real_windows / plan.batch_size
-        assert plan.total_steps == pytest.approx(
-            real_steps_per_epoch * plan.real_epochs / (1 - plan.mixing_fraction))
+        real_steps_per_epoch = mixture.real_windows / mixture.batch_size
+        assert mixture.total_steps == pytest.approx(
+            real_steps_per_epoch * mixture.real_epochs / (1 - mixture.mixing_fraction))
 
 
 @FAST
-@given(any_plans(), st.data())
-def test_windows_before_counts_the_batches_of_earlier_steps(plan, data):
-    step = data.draw(st.integers(0, plan.total_steps))
-    counts = [plan.batch_counts(s) for s in range(step)]
-    assert plan.windows_before(step) == (sum(r for r, _ in counts), sum(s for _, s in counts))
+@given(any_mixtures(), st.data())
+def test_windows_before_counts_the_batches_of_earlier_steps(mixture, data):
+    step = data.draw(st.integers(0, mixture.total_steps))
+    counts = [mixture.batch_counts(s) for s in range(step)]
+    assert mixture.windows_before(step) == (sum(r for r, _ in counts), sum(s for _, s in counts))
 
 
 def test_paper_grid_point_m_09_batch_64_is_exact():
     """The audit's case: 57.6 synthetic rows per batch used to round to 58 (6.7% more steps, share 0.906)."""
-    plan = MixingPlan(real_windows=640, synthetic_windows=10**6, batch_size=64, mixing_fraction=0.9,
-                      real_epochs=4, seed=0)
-    assert plan.total_steps == 400  # 640 * 4 / 6.4, not ceil(2560 / 6) = 427
-    assert plan.synthetic_windows_total == 23040
-    assert plan.realised_mixing_fraction == pytest.approx(0.9, abs=1e-12)
-    assert {plan.batch_counts(s)[1] for s in range(plan.total_steps)} == {57, 58}
+    mixture = StreamMixture(real_windows=640, synthetic_windows=10**6, batch_size=64, mixing_fraction=0.9,
+                            real_epochs=4, seed=0)
+    assert mixture.total_steps == 400  # 640 * 4 / 6.4, not ceil(2560 / 6) = 427
+    assert mixture.synthetic_windows_total == 23040
+    assert mixture.realised_mixing_fraction == pytest.approx(0.9, abs=1e-12)
+    assert {mixture.batch_counts(s)[1] for s in range(mixture.total_steps)} == {57, 58}
 
 
 @FAST
-@given(any_plans())
-def test_synthetic_stream_cycles_through_its_fixed_order(plan):
-    synthetic = np.concatenate([s for _, s in all_batches(plan)] + [np.zeros(0, np.int64)])
-    if plan.mixing_fraction == 0:
+@given(any_mixtures())
+def test_synthetic_stream_cycles_through_its_fixed_order(mixture):
+    synthetic = np.concatenate([s for _, s in all_batches(mixture)] + [np.zeros(0, np.int64)])
+    if mixture.mixing_fraction == 0:
         assert synthetic.size == 0
         return
-    order = window_order(plan.synthetic_windows, plan.seed, stream=1)
-    expected = order[np.arange(synthetic.size) % plan.synthetic_windows]
+    order = window_order(mixture.synthetic_windows, mixture.seed, stream=1)
+    expected = order[np.arange(synthetic.size) % mixture.synthetic_windows]
     assert (synthetic == expected).all()
-    assert sorted(order.tolist()) == list(range(plan.synthetic_windows))
+    assert sorted(order.tolist()) == list(range(mixture.synthetic_windows))
 
 
 @FAST
-@given(plans())
-def test_real_windows_follow_one_permutation_reused_every_epoch(plan):
-    real = np.concatenate([r for r, _ in all_batches(plan)])
-    epochs = real.reshape(plan.real_epochs, plan.real_windows)
+@given(mixtures())
+def test_real_windows_follow_one_permutation_reused_every_epoch(mixture):
+    real = np.concatenate([r for r, _ in all_batches(mixture)])
+    epochs = real.reshape(mixture.real_epochs, mixture.real_windows)
     assert (epochs == epochs[0]).all()
-    assert sorted(epochs[0].tolist()) == list(range(plan.real_windows))
+    assert sorted(epochs[0].tolist()) == list(range(mixture.real_windows))
 
 
 @FAST
-@given(any_plans(), st.data())
-def test_batch_is_deterministic_and_random_access(plan, data):
-    step = data.draw(st.integers(0, plan.total_steps - 1))
-    twin = MixingPlan(**{f: getattr(plan, f) for f in plan.__dataclass_fields__})
-    for got, want in zip(twin.batch(step), plan.batch(step)):
+@given(any_mixtures(), st.data())
+def test_batch_is_deterministic_and_random_access(mixture, data):
+    step = data.draw(st.integers(0, mixture.total_steps - 1))
+    twin = StreamMixture(**{f: getattr(mixture, f) for f in mixture.__dataclass_fields__})
+    for got, want in zip(twin.batch(step), mixture.batch(step)):
         assert (got == want).all()
 
 
 @FAST
-@given(synthetic_only_plans())
-def test_synthetic_only_reads_every_synthetic_window_exactly_synthetic_epochs_times(plan):
-    batches = all_batches(plan)
-    assert plan.total_steps == math.ceil(plan.synthetic_windows * plan.synthetic_epochs / plan.batch_size)
+@given(synthetic_only_mixtures())
+def test_synthetic_only_reads_every_synthetic_window_exactly_synthetic_epochs_times(mixture):
+    batches = all_batches(mixture)
+    assert mixture.total_steps == math.ceil(mixture.synthetic_windows * mixture.synthetic_epochs / mixture.batch_size)
     assert all(len(real) == 0 for real, _ in batches)
-    assert all(len(synthetic) == plan.batch_size for _, synthetic in batches[:-1])
-    assert 1 <= len(batches[-1][1]) <= plan.batch_size
+    assert all(len(synthetic) == mixture.batch_size for _, synthetic in batches[:-1])
+    assert 1 <= len(batches[-1][1]) <= mixture.batch_size
     seen = np.concatenate([synthetic for _, synthetic in batches])
-    assert (np.bincount(seen, minlength=plan.synthetic_windows) == plan.synthetic_epochs).all()
-    assert plan.windows_before(plan.total_steps) == (0, plan.synthetic_windows_total) == (0, seen.size)
-    assert plan.realised_mixing_fraction == 1.0 and plan.steps_per_real_epoch is None
+    assert (np.bincount(seen, minlength=mixture.synthetic_windows) == mixture.synthetic_epochs).all()
+    assert mixture.windows_before(mixture.total_steps) == (0, mixture.synthetic_windows_total) == (0, seen.size)
+    assert mixture.realised_mixing_fraction == 1.0 and mixture.steps_per_real_epoch is None
 
 
 @FAST
-@given(synthetic_only_plans(), st.integers(1, 5))
-def test_synthetic_only_ignores_real_epochs_and_real_windows(plan, real_epochs):
-    twin = MixingPlan(**{**{f: getattr(plan, f) for f in plan.__dataclass_fields__},
-                         "real_epochs": real_epochs, "real_windows": plan.real_windows + 7})
-    assert twin.total_steps == plan.total_steps
-    for step in (0, plan.total_steps - 1):
-        assert all((a == b).all() for a, b in zip(twin.batch(step), plan.batch(step)))
+@given(synthetic_only_mixtures(), st.integers(1, 5))
+def test_synthetic_only_ignores_real_epochs_and_real_windows(mixture, real_epochs):
+    twin = StreamMixture(**{**{f: getattr(mixture, f) for f in mixture.__dataclass_fields__},
+                            "real_epochs": real_epochs, "real_windows": mixture.real_windows + 7})
+    assert twin.total_steps == mixture.total_steps
+    for step in (0, mixture.total_steps - 1):
+        assert all((a == b).all() for a, b in zip(twin.batch(step), mixture.batch(step)))
 
 
 def test_synthetic_only_paper_shape():
     """1000 synthetic windows, 3 epochs, batch 64: ceil(3000 / 64) = 47 steps, the last of 56."""
-    plan = MixingPlan(real_windows=640, synthetic_windows=1000, batch_size=64, mixing_fraction=1.0,
-                      real_epochs=4, seed=0, synthetic_epochs=3)
-    assert plan.total_steps == 47
-    assert plan.batch_counts(46) == (0, 3000 - 46 * 64)
-    assert plan.synthetic_windows_total == 3000
+    mixture = StreamMixture(real_windows=640, synthetic_windows=1000, batch_size=64, mixing_fraction=1.0,
+                            real_epochs=4, seed=0, synthetic_epochs=3)
+    assert mixture.total_steps == 47
+    assert mixture.batch_counts(46) == (0, 3000 - 46 * 64)
+    assert mixture.synthetic_windows_total == 3000
 
 
 def test_batch_depends_on_seed():
-    a = MixingPlan(real_windows=500, synthetic_windows=500, batch_size=8, mixing_fraction=0.5,
-                   real_epochs=1, seed=0)
-    b = MixingPlan(real_windows=500, synthetic_windows=500, batch_size=8, mixing_fraction=0.5,
-                   real_epochs=1, seed=1)
+    a = StreamMixture(real_windows=500, synthetic_windows=500, batch_size=8, mixing_fraction=0.5,
+                      real_epochs=1, seed=0)
+    b = StreamMixture(real_windows=500, synthetic_windows=500, batch_size=8, mixing_fraction=0.5,
+                      real_epochs=1, seed=1)
     assert not all((x == y).all() for x, y in zip(a.batch(0), b.batch(0)))
 
 
 def test_paper_example_counts():
-    plan = MixingPlan(real_windows=6400, synthetic_windows=10**6, batch_size=64, mixing_fraction=0.75,
-                      real_epochs=16, seed=0)
-    assert {plan.batch_counts(s) for s in range(plan.total_steps)} == {(16, 48)}
-    assert plan.total_steps == 6400 // 64 * 16 * 4  # real steps per epoch * epochs / (1 - m)
+    mixture = StreamMixture(real_windows=6400, synthetic_windows=10**6, batch_size=64, mixing_fraction=0.75,
+                            real_epochs=16, seed=0)
+    assert {mixture.batch_counts(s) for s in range(mixture.total_steps)} == {(16, 48)}
+    assert mixture.total_steps == 6400 // 64 * 16 * 4  # real steps per epoch * epochs / (1 - m)
 
 
-def test_real_only_plan_needs_no_synthetic_stream():
-    plan = MixingPlan(real_windows=10, synthetic_windows=0, batch_size=4, mixing_fraction=0.0,
-                      real_epochs=3, seed=0)
-    assert plan.total_steps == 8
-    assert [len(plan.batch(s)[0]) for s in range(8)] == [4] * 7 + [2]
-    assert all(len(plan.batch(s)[1]) == 0 for s in range(8))
+def test_real_only_mixture_needs_no_synthetic_stream():
+    mixture = StreamMixture(real_windows=10, synthetic_windows=0, batch_size=4, mixing_fraction=0.0,
+                            real_epochs=3, seed=0)
+    assert mixture.total_steps == 8
+    assert [len(mixture.batch(s)[0]) for s in range(8)] == [4] * 7 + [2]
+    assert all(len(mixture.batch(s)[1]) == 0 for s in range(8))
 
 
 def test_one_window_corpus_repeats_that_window():
-    plan = MixingPlan(real_windows=1, synthetic_windows=3, batch_size=4, mixing_fraction=0.5,
-                      real_epochs=3, seed=0)
-    assert plan.total_steps == 2
-    assert plan.batch(0)[0].tolist() == [0, 0]
-    assert plan.batch(1)[0].tolist() == [0]
-    assert len(plan.batch(1)[1]) == 1  # the short last step keeps the mix
+    mixture = StreamMixture(real_windows=1, synthetic_windows=3, batch_size=4, mixing_fraction=0.5,
+                            real_epochs=3, seed=0)
+    assert mixture.total_steps == 2
+    assert mixture.batch(0)[0].tolist() == [0, 0]
+    assert mixture.batch(1)[0].tolist() == [0]
+    assert len(mixture.batch(1)[1]) == 1  # the short last step keeps the mix
 
 
 @pytest.mark.parametrize(
@@ -241,22 +241,22 @@ def test_one_window_corpus_repeats_that_window():
         ({"real_epochs": 1.5}, "real_epochs"),
     ],
 )
-def test_refuses_bad_plans_naming_the_field(changes, field):
+def test_refuses_bad_mixtures_naming_the_field(changes, field):
     fields = dict(real_windows=10, synthetic_windows=10, batch_size=8, mixing_fraction=0.5,
                   real_epochs=1, seed=0)
-    with pytest.raises(PlanError, match=f"^{field}: ") as refused:
-        MixingPlan(**{**fields, **changes})
+    with pytest.raises(MixtureError, match=f"^{field}: ") as refused:
+        StreamMixture(**{**fields, **changes})
     assert refused.value.parameter == field  # typed: callers map it without parsing the message
     assert str(refused.value) == f"{field}: {refused.value.reason}"
 
 
-def test_steps_outside_the_plan_are_refused():
-    plan = MixingPlan(real_windows=4, synthetic_windows=0, batch_size=2, mixing_fraction=0.0,
-                      real_epochs=1, seed=0)
+def test_steps_outside_the_run_are_refused():
+    mixture = StreamMixture(real_windows=4, synthetic_windows=0, batch_size=2, mixing_fraction=0.0,
+                            real_epochs=1, seed=0)
     with pytest.raises(IndexError):
-        plan.batch(plan.total_steps)
+        mixture.batch(mixture.total_steps)
     with pytest.raises(IndexError):
-        plan.batch(-1)
+        mixture.batch(-1)
 
 
 @FAST
