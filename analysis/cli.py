@@ -115,11 +115,12 @@ def read_table(path: str | Path):
 def _export(args) -> int:
     from analysis.frame import RECORD_COLUMNS
     from analysis.ledger import load_tables
+    from search.sweep import load_sweep
 
     out = Path(args.out)
     if out.suffix not in (".csv", ".parquet"):
         raise UserError(f"--out: {out} must end in .csv or .parquet")
-    tables = load_tables(args.sweep)
+    tables = load_tables(load_sweep(args.sweep))
     frame = tables.runs if args.table == "runs" else tables.certifications
     frame = frame.drop(columns=[c for c in RECORD_COLUMNS if c in frame])  # records: their display form is there
     if len(tables.runs) == 0:
@@ -200,8 +201,9 @@ def _fit(args) -> int:
     if args.input.endswith((".yaml", ".yml")):
         from analysis.generation import BASELINE_METHOD
         from analysis.ledger import load_tables
+        from search.sweep import load_sweep
 
-        frame = load_tables(args.input).certifications
+        frame = load_tables(load_sweep(args.input)).certifications
         if len(frame):
             frame = frame[(frame["method"] != BASELINE_METHOD) & frame["loss"].notna()]
         x, group = args.x or "g", args.group or "method"
@@ -243,7 +245,8 @@ def _plain(value):
 
 def _report(args) -> int:
     from analysis.report import build_report
+    from search.sweep import load_sweep
 
-    path = build_report(args.sweep, args.out, ensembles=args.ensembles, reference_law=_law_from_args(args))
+    path = build_report(load_sweep(args.sweep), args.out, ensembles=args.ensembles, reference_law=_law_from_args(args))
     print(f"wrote {path}")
     return 0

@@ -1,13 +1,13 @@
 """Adapter: a sweep's search ledger -> the analysis tables (``analysis.frame``).
 
-The only module of ``analysis`` that talks to ``search``; it uses the public reading API
-(``search.sweep.load_sweep``, ``search.ledger.read_runs``, ``search.status.summarize``).
+The only module of ``analysis`` that reads a ledger; it takes a loaded ``search.sweep.Sweep`` (the
+CLIs load the file with ``search.sweep.load_sweep``) and uses the public reading API
+(``search.ledger.read_runs``, ``search.status.summarize``).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pandas as pd
@@ -17,8 +17,9 @@ from analysis.frame import certifications_frame, runs_frame
 
 if TYPE_CHECKING:
     from search.status import CertificationSummary, EnsembleSummary
+    from search.sweep import Sweep
 
-__all__ = ["LedgerTables", "load_sweep", "load_tables"]
+__all__ = ["LedgerTables", "load_tables"]
 
 
 @dataclass
@@ -40,52 +41,38 @@ class LedgerTables:
     """Generation diversity vs G of the sweep's pools (``analysis.experiments.diversity_table``)."""
 
 
-def load_sweep(sweep_path_or_obj):
-    """A loaded sweep from a path (``search.sweep.load_sweep``) or the object itself."""
-    if isinstance(sweep_path_or_obj, (str, Path)):
-        from search.sweep import load_sweep as load
-
-        return load(sweep_path_or_obj)
-    return sweep_path_or_obj
-
-
-def _grids_of(sweep) -> dict[str, dict[str, list[Any]]]:
+def _grids_of(sweep: Sweep) -> dict[str, dict[str, list[Any]]]:
     """{certification: {axis: values}} from the sweep's own resolution of each certification's grid."""
-    grids = {}
-    for cert in getattr(sweep, "certifications", []):
-        grid = sweep.grid_for(cert) if hasattr(sweep, "grid_for") else None
-        if grid is not None:
-            grids[cert.name] = {axis: list(values) for axis, values in grid.as_mapping().items()}
-    return grids
+    return {cert.name: {axis: list(values) for axis, values in sweep.grid_for(cert).as_mapping().items()}
+            for cert in sweep.certifications}
 
 
-def load_tables(sweep_path_or_obj) -> LedgerTables:
-    """Read the runs and certification summaries of a sweep into the analysis tables."""
+def load_tables(sweep: Sweep) -> LedgerTables:
+    """Read the runs and certification summaries of a loaded sweep into the analysis tables
+    (``search.sweep.load_sweep`` loads a sweep file)."""
     from search.ledger import read_runs
     from search.status import summarize, summarize_ensembles
 
-    sweep = load_sweep(sweep_path_or_obj)
-    name = str(getattr(sweep, "name", "sweep"))
-    runs = runs_frame(read_runs(sweep), sweep=name)
+    runs = runs_frame(read_runs(sweep), sweep=sweep.name)
     preset = sweep.train.model.preset if sweep.train is not None else None
     if preset and len(runs):
         runs["model"] = runs["model"].fillna(preset)  # the sweep's base model unless fixed.model says otherwise
     summaries = summarize(sweep)
     return LedgerTables(
-        sweep_name=name,
+        sweep_name=sweep.name,
         runs=runs,
         certifications=certifications_frame(summaries, runs),
         summaries=summaries,
         grids=_grids_of(sweep),
         ensembles={e.name: e for e in summarize_ensembles(sweep, summaries)},
-        transfer_sources={t.name: t.source for t in getattr(sweep, "transfers", [])},
-        diversity=diversity_table(getattr(sweep, "pools", {}) or {}, _gs_by_method(sweep)),
+        transfer_sources={t.name: t.source for t in sweep.transfers},
+        diversity=diversity_table(sweep.pools, _gs_by_method(sweep)),
     )
 
 
-def _gs_by_method(sweep) -> dict[str, list[int]]:
+def _gs_by_method(sweep: Sweep) -> dict[str, list[int]]:
     gs: dict[str, list[int]] = {}
-    for cert in getattr(sweep, "certifications", []):
+    for cert in sweep.certifications:
         if "method" in cert.fixed and "g" in cert.fixed:
             gs.setdefault(str(cert.fixed["method"]), []).append(int(cert.fixed["g"]))
     return gs

@@ -29,6 +29,7 @@ from search.status import format_extensions
 
 if TYPE_CHECKING:
     from search.status import CertificationSummary, EnsembleSummary
+    from search.sweep import Sweep
 
 __all__ = ["render_report", "build_report"]
 
@@ -427,7 +428,7 @@ def render_report(
 
 
 def build_report(
-    sweep_path_or_obj,
+    sweep: Sweep,
     out_dir: str | Path,
     *,
     ensembles=None,
@@ -438,7 +439,7 @@ def build_report(
     """Read a sweep's ledger and write ``out_dir/report.md``; returns its path.
 
     Args:
-        sweep_path_or_obj: a sweep YAML path or a loaded sweep (``search.sweep.load_sweep``).
+        sweep: the loaded sweep (``search.sweep.load_sweep`` turns a sweep file into one).
         ensembles: a DataFrame (algorithm, k, loss[, set]), file(s) ``[ALGORITHM=]PATH``
             readable by :func:`analysis.ensembles.load_ensemble_table`, or ``"auto"``: score the
             sweep's ensemble studies now with ``megadocs train ensemble`` (trained members only;
@@ -450,7 +451,7 @@ def build_report(
     from analysis.ensembles import load_ensemble_table, score_ensemble_studies
     from analysis.ledger import load_tables
 
-    tables = load_tables(sweep_path_or_obj)
+    tables = load_tables(sweep)
     wants_auto = isinstance(ensembles, (str, list, tuple)) and (
         [ensembles] if isinstance(ensembles, str) else list(ensembles)) == ["auto"]
     problems: dict[str, str] = {}

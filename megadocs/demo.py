@@ -342,6 +342,7 @@ class Demo:
 
     def report(self) -> None:
         from analysis.report import build_report
+        from search.sweep import load_sweep
 
         notes = [
             f"Demo scale `{self.scale.name}`: {self.scale.documents} documents of the "
@@ -362,7 +363,7 @@ class Demo:
             "What the demo does show for real is above: whether each certificate is a local optimum of the grid "
             "and how each difference compares with the measured seed noise."
         )
-        build_report(self.sweep_path, self.out, notes=notes, findings=[illustrative])
+        build_report(load_sweep(self.sweep_path), self.out, notes=notes, findings=[illustrative])
 
     def run(self) -> Path:
         scale = self.scale

@@ -5,6 +5,6 @@ the driver over an abstract `Evaluator`) and `search.params` (a run's point, fix
 seed: the one merge and split). Adapters: `search.ledger` (Optuna studies, the
 controller lock), `megadocs.executors` (submitit local/debug/slurm), `search.objective` (what one
 run is; the default trains through `train/`), `search.controller` (ties them together).
-Reading API for analysis: `search.sweep.load_sweep`, `search.ledger.read_runs`,
-`search.status.summarize`. CLI: `megadocs search certify|status SWEEP.yaml`.
+Reading API for analysis: `search.sweep.load_sweep` (a file -> a `Sweep`, the only such place),
+then `search.ledger.read_runs(sweep)`, `search.status.summarize(sweep)`. CLI: `megadocs search certify|status SWEEP.yaml`.
 """

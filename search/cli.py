@@ -4,9 +4,14 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import TYPE_CHECKING
 
 from megadocs.cli import examples
 from search.certify import CertifyExit  # light (stdlib + search.grid): the exit codes for --help
+
+if TYPE_CHECKING:  # a type only: the handlers import search.sweep when they run, keeping --help fast
+    from search.status import CertificationSummary
+    from search.sweep import Sweep
 
 RETRY_HINT = ("{n} failed point(s) block their certificates; a re-run does not run them again (a deterministic "
               "failure would only fail again): fix the cause, then `megadocs search certify {sweep} --retry-failed`")
@@ -239,7 +244,7 @@ def _status(args: argparse.Namespace) -> int:
     return 0
 
 
-def _print_jobs(sweep) -> None:
+def _print_jobs(sweep: Sweep) -> None:
     """Runs in flight or failed, by job id: what to follow with squeue/sacct or cancel with scancel.
     A run the ledger calls running whose job is gone (a killed controller) shows as stopped."""
     from megadocs.formats import RunStatus
@@ -263,14 +268,14 @@ def _print_jobs(sweep) -> None:
         print(f"{run.certification} {point}: {status}, job {run.job_id} (attempt {run.attempts}){reason}")
 
 
-def _print_ensembles(sweep, summaries) -> None:
+def _print_ensembles(sweep: Sweep, summaries: list[CertificationSummary]) -> None:
     from search.status import summarize_ensembles
 
     for ens in summarize_ensembles(sweep, summaries):
         print(ens.describe())
 
 
-def _print_transfers(sweep) -> None:
+def _print_transfers(sweep: Sweep) -> None:
     from search.status import summarize_transfers
 
     for transfer in summarize_transfers(sweep):

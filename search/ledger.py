@@ -47,7 +47,7 @@ from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
 from enum import Enum
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from megadocs.errors import UserError
 from megadocs.formats import METHODS, RunMetrics, RunStatus
@@ -56,6 +56,9 @@ from megadocs.trust import redact_url, scrub
 from search.certify import Extension, Outcome
 from search.grid import Grid
 from search.params import METHOD, G, RunParams
+
+if TYPE_CHECKING:  # only a type here: reading a ledger needs no sweep-file models at import
+    from search.sweep import Sweep
 
 log = logging.getLogger(__name__)
 
@@ -887,11 +890,11 @@ def process_start(pid: int) -> int | None:
         return None
 
 
-def read_runs(sweep) -> list[RunRecord]:
+def read_runs(sweep: Sweep) -> list[RunRecord]:
     """Every run of a sweep (all its studies), one :class:`RunRecord` per trial.
 
     Args:
-        sweep: a :class:`search.sweep.Sweep` or the path of a sweep file.
+        sweep: the loaded sweep (:func:`search.sweep.load_sweep` turns a file into one).
 
     Returns:
         records with ``sweep, certification, kind, trial, point, fixed, run_id, run_dir, status
@@ -901,11 +904,8 @@ def read_runs(sweep) -> list[RunRecord]:
         or ``"ensemble/real-ens"``; ensemble members carry their ``seed`` in ``fixed``.
 
     Example:
-        >>> runs = read_runs("search/examples/analytic.yaml")  # doctest: +SKIP
+        >>> from search.sweep import load_sweep
+        >>> runs = read_runs(load_sweep("search/examples/analytic.yaml"))  # doctest: +SKIP
     """
-    from search.sweep import load_sweep
-
-    if isinstance(sweep, (str, os.PathLike)):
-        sweep = load_sweep(sweep)
     ledger = Ledger(sweep.ledger_url, sweep.name, create=False)
     return [record for name in ledger.study_names() for record in ledger.runs(name)]

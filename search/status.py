@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import io
 import math
-import os
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -36,7 +35,7 @@ from search.certify import (
 from search.grid import Bound, Side, values_equal
 from search.ledger import STUDY_START, Ledger, RunRecord, StudyKind, replay, study_name
 from search.params import SEED, RunParams
-from search.sweep import SYNTHETIC_ONLY_MIX
+from search.sweep import SYNTHETIC_ONLY_MIX, Sweep
 
 __all__ = ["CertificationSummary", "BestPoint", "RunCounts", "Compute", "summarize", "summarize_ensembles",
            "EnsembleSummary", "EnsembleMember", "summarize_transfers", "TransferSummary", "TransferState",
@@ -208,12 +207,12 @@ class JobWatch:
         return self._executor.alive(job_id, job_folder)
 
 
-def summarize(sweep, strategy: str = "certify", max_runs: int | None = None, *,
+def summarize(sweep: Sweep, strategy: str = "certify", max_runs: int | None = None, *,
               reconcile: bool = False) -> list[CertificationSummary]:
     """One :class:`CertificationSummary` per certification, recomputed from the ledger.
 
     Args:
-        sweep: a :class:`search.sweep.Sweep` or the path of a sweep file.
+        sweep: the loaded sweep (:func:`search.sweep.load_sweep` turns a file into one).
         strategy: ``certify`` (default) or a baseline (``grid``/``tpe``) run on the same sweep;
             for a baseline, ``certificate`` is set when its best point happens to be certifiable
             from its evidence.
@@ -223,10 +222,6 @@ def summarize(sweep, strategy: str = "certify", max_runs: int | None = None, *,
             those whose job is gone count as ``runs.stopped``, not ``running`` (the next ``certify``
             re-attaches, adopts or re-runs them).
     """
-    from search.sweep import load_sweep
-
-    if isinstance(sweep, (str, os.PathLike)):
-        sweep = load_sweep(sweep)
     ledger = Ledger(sweep.ledger_url, sweep.name, create=False)
     watch = JobWatch(sweep) if reconcile else None
     kind = StudyKind(strategy)
@@ -360,13 +355,9 @@ class TransferSummary:
         return f"transfer {self.name} ({target} at {self.source}'s optimum): {self.state.value}{loss}"
 
 
-def summarize_ensembles(sweep, summaries: Iterable[CertificationSummary] | None = None) -> list[EnsembleSummary]:
+def summarize_ensembles(sweep: Sweep, summaries: Iterable[CertificationSummary] | None = None) -> list[EnsembleSummary]:
     """One :class:`EnsembleSummary` per ensemble of the sweep (``summaries``: the certifications'
     :func:`summarize`, computed here when not given)."""
-    from search.sweep import load_sweep
-
-    if isinstance(sweep, (str, os.PathLike)):
-        sweep = load_sweep(sweep)
     if not sweep.ensembles:
         return []
     by_name = {s.name: s for s in (summaries if summaries is not None else summarize(sweep))}
@@ -415,12 +406,8 @@ def to_json(summaries: Iterable[CertificationSummary]) -> str:
     return dumps_json([s.to_dict() for s in summaries], indent=1)
 
 
-def summarize_transfers(sweep) -> list[TransferSummary]:
+def summarize_transfers(sweep: Sweep) -> list[TransferSummary]:
     """One :class:`TransferSummary` per transfer of the sweep, from its latest non-superseded run."""
-    from search.sweep import load_sweep
-
-    if isinstance(sweep, (str, os.PathLike)):
-        sweep = load_sweep(sweep)
     ledger = Ledger(sweep.ledger_url, sweep.name, create=False)
     summaries = []
     for transfer in sweep.transfers:

@@ -311,6 +311,10 @@ def resolve_storage_url(ledger: str | None, out_dir: Path) -> str:
 def load_sweep(path: str | os.PathLike) -> Sweep:
     """Load and check a sweep file. Raises UserError (one line) on any mistake.
 
+    The one place a path becomes a :class:`Sweep`: the reading API (``search.ledger.read_runs``,
+    ``search.status.summarize*``, ``analysis``) takes the loaded sweep, and the adapters (CLIs, demo,
+    notebook, benchmarks) call this.
+
     Beyond the field types this checks: every certification's start lies on its grid and names
     exactly its axes, fixed values do not collide with axes, certification and ensemble names
     are unique, warm starts and ensemble sources name earlier certifications, and (default

@@ -16,6 +16,7 @@ from analysis.ledger import load_tables
 from analysis.report import build_report
 from analysis.scaling import fit_power_law
 from megadocs.pools import DiversityMeasures, read_manifest
+from search.sweep import load_sweep
 
 SWEEP = """\
 name: experiments
@@ -72,7 +73,7 @@ def experiments(tmp_path_factory):
 
 
 def test_transfer_table_compares_own_and_borrowed_hyperparameters(experiments):
-    tables = load_tables(experiments)
+    tables = load_tables(load_sweep(experiments))
     table = transfer_table(tables.runs, tables.certifications, tables.transfer_sources)
     assert list(table["transfer"]) == ["stitched-g1-at-simple", "stitched-g4-at-simple"]
     certs = tables.certifications.set_index("certification")
@@ -84,7 +85,7 @@ def test_transfer_table_compares_own_and_borrowed_hyperparameters(experiments):
 
 
 def test_student_scaling_is_the_gain_over_the_same_size_baseline(experiments):
-    tables = load_tables(experiments)
+    tables = load_tables(load_sweep(experiments))
     table = student_scaling_table(tables.certifications).set_index(["method", "g"])
     certs = tables.certifications.set_index("certification")
     small = certs.loc["real", "val_loss.iid"] - certs.loc["simple-g2", "val_loss.iid"]
@@ -99,9 +100,9 @@ def test_student_scaling_is_the_gain_over_the_same_size_baseline(experiments):
 def test_the_generation_curves_are_the_main_models_and_students_only_in_their_table(experiments, tmp_path):
     """The rehearsal of the paper's sweep (benchmarks/rehearsal.py) drew the 1.5b student's
     certifications on the 300m curves of Figure 1 and measured its baseline against them."""
-    tables = load_tables(experiments)
+    tables = load_tables(load_sweep(experiments))
     certs = tables.certifications.set_index("certification")
-    text = build_report(experiments, tmp_path / "report", findings=True).read_text()
+    text = build_report(load_sweep(experiments), tmp_path / "report", findings=True).read_text()
     findings = text.split("## Findings", 1)[1].split("\n## ", 1)[0]
     assert f"{certs.loc['real', 'val_loss.iid']:.4f}" in findings
     assert f"{certs.loc['real-large', 'val_loss.iid']:.4f}" not in findings
@@ -132,7 +133,7 @@ def test_next_generations_predicts_2g_inside_its_interval():
 
 
 def test_report_draws_the_experiments(experiments, tmp_path):
-    text = build_report(experiments, tmp_path / "report").read_text()
+    text = build_report(load_sweep(experiments), tmp_path / "report").read_text()
     for heading in ("## Where to spend the next generations", "## Stitch order and long-context loss (Figure 4)",
                     "## Transferred hyperparameters (Figure 6)", "## Student scaling", "## Generation diversity vs G"):
         assert heading in text, heading
@@ -193,7 +194,7 @@ def test_synthetic_only_share_of_the_gain_from_mixing_real_data(ablation):
     from analysis.generation import generation_table
     from search.landscapes import bowl
 
-    tables = load_tables(ablation)
+    tables = load_tables(load_sweep(ablation))
     table = synthetic_only_table(tables.certifications).set_index(["method", "g"])
     assert list(table.index) == [("stitched", 1), ("stitched", 4), ("stitched", 16)]  # simple: no ablation
     baseline = bowl({"method": "real", "lr": 0.003})
@@ -220,7 +221,7 @@ def test_synthetic_only_share_of_the_gain_from_mixing_real_data(ablation):
 
 
 def test_report_draws_the_synthetic_only_ablation(ablation, tmp_path):
-    text = build_report(ablation, tmp_path / "report").read_text()
+    text = build_report(load_sweep(ablation), tmp_path / "report").read_text()
     assert "## Synthetic-only ablation (Figure 13)" in text and "share_from_real" in text
     assert "fig13-synthetic-only" in set(re.findall(r"\(figures/([^)]+)\.png\)", text))
     assert (tmp_path / "report" / "figures" / "fig13-synthetic-only.png").stat().st_size > 0

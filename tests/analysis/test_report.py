@@ -16,34 +16,33 @@ from megadocs.cli import main
 from search.certify import CertState
 from search.ledger import read_runs
 from search.status import summarize
+from search.sweep import load_sweep
 from tests.analysis import synthetic
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
 def test_ledger_tables_match_search_api(toy_sweep):
-    tables = load_tables(toy_sweep)
-    records = read_runs(toy_sweep)
+    sweep = load_sweep(toy_sweep)
+    tables = load_tables(sweep)
+    records = read_runs(sweep)
     assert len(tables.runs) == len(records) > 0
     certify = tables.runs[tables.runs["kind"] == "certify"]
-    assert set(certify["certification"]) == {s.name for s in summarize(toy_sweep)}
+    assert set(certify["certification"]) == {s.name for s in summarize(sweep)}
     # ensemble members are rows too, with their seeds
     members = tables.runs[tables.runs["kind"] == "ensemble"]
     assert len(members) == 3 and members["seed"].notna().all()
     assert tables.ensembles["real-ens"].completed == members.sort_values("member")["run_dir"].tolist()
     cert = tables.certifications.set_index("certification")
-    for summary in summarize(toy_sweep):
+    for summary in summarize(sweep):
         assert cert.loc[summary.name, "loss"] == pytest.approx(summary.certificate.loss)
         assert bool(cert.loc[summary.name, "certified"])
     assert cert.loc["stitched-g4", "bounds_hit"] == "epochs upper"  # the bowl's optimum is epochs 16
     assert tables.grids["real"]["epochs"] == [4, 8, 16]
-    from search.sweep import load_sweep
-
-    assert len(load_tables(load_sweep(toy_sweep)).runs) == len(tables.runs)  # a loaded sweep works too
 
 
 def test_report_renders_every_figure_it_can(toy_sweep, tmp_path):
-    path = build_report(toy_sweep, tmp_path / "report", notes=["demo note: tiny sweep"], ensembles="auto")
+    path = build_report(load_sweep(toy_sweep), tmp_path / "report", notes=["demo note: tiny sweep"], ensembles="auto")
     text = path.read_text()
     assert "demo note: tiny sweep" in text
     for heading in ("## Certified points", "## Generation scaling", "## Certification maps", "## Ensembles",
@@ -64,7 +63,7 @@ def test_report_renders_every_figure_it_can(toy_sweep, tmp_path):
 
 
 def test_report_on_an_empty_ledger_says_so(empty_sweep, tmp_path):
-    text = build_report(empty_sweep, tmp_path / "report").read_text()
+    text = build_report(load_sweep(empty_sweep), tmp_path / "report").read_text()
     assert "The ledger holds no runs yet" in text
     assert "every table and figure: the ledger is empty" in text
 
@@ -104,7 +103,7 @@ def test_cli_export_csv_and_parquet(toy_sweep, tmp_path, capsys):
     csv = tmp_path / "runs.csv"
     assert main(["analysis", "export", str(toy_sweep), "--out", str(csv)]) == 0
     frame = pd.read_csv(csv)
-    assert len(frame) == len(read_runs(toy_sweep))
+    assert len(frame) == len(read_runs(load_sweep(toy_sweep)))
     assert {"certification", "point.lr", "val_loss.iid_long", "method", "g", "status", "wall_time_s"} <= set(frame)
     parquet = tmp_path / "cert.parquet"
     assert main(["analysis", "export", str(toy_sweep), "--out", str(parquet), "--table", "certifications"]) == 0
@@ -147,7 +146,7 @@ def test_cli_report_with_ensembles_draws_figure_7(toy_sweep, tmp_path, capsys):
 
 
 def test_report_opens_with_findings_computed_from_the_ledger(toy_sweep, tmp_path):
-    text = build_report(toy_sweep, tmp_path / "report", notes=["a note"], findings=["only illustrative"]).read_text()
+    text = build_report(load_sweep(toy_sweep), tmp_path / "report", notes=["a note"], findings=["only illustrative"]).read_text()
     headings = [line for line in text.splitlines() if line.startswith("## ")]
     assert headings[:3] == ["## Findings", "## Notes", "## Summary"]
     findings = text.split("## Findings", 1)[1].split("## Notes", 1)[0]

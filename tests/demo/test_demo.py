@@ -69,8 +69,9 @@ def test_smoke_demo_certificates_are_interior_and_judged_against_noise(smoke_dem
     from analysis.frame import BOUNDS
     from analysis.generation import generation_table, monotonicity
     from analysis.ledger import load_tables
+    from search.sweep import load_sweep
 
-    certifications = load_tables(out / "sweep.yaml").certifications
+    certifications = load_tables(load_sweep(out / "sweep.yaml")).certifications
     for name, bounds in zip(certifications["certification"], certifications[BOUNDS]):
         leaning = [bound.label for bound in bounds if bound.axis in ("lr", "epochs")]
         assert not leaning, (name, leaning)

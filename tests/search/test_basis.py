@@ -20,6 +20,7 @@ from search.certify import (
 )
 from search.grid import Bound, Direction, Side
 from search.status import summarize
+from search.sweep import load_sweep
 
 
 def certify(path) -> int:
@@ -86,7 +87,7 @@ def test_a_corner_certificate_exits_3_and_names_its_bounds(make_sweep, capsys):
     assert "leans on bound(s) lr upper 0.003, epochs upper 4: a compute limit, not evidence" in captured.out
     assert "wd not searched (single value)" in captured.out
     assert "a: certified on a search bound (lr upper 0.003, epochs upper 4)" in captured.err
-    [summary] = summarize(path)
+    [summary] = summarize(load_sweep(path))
     assert summary.support is Support.BOUND
     assert main(["search", "status", str(path)]) == 0
     assert "certified: bound" in capsys.readouterr().out

@@ -36,7 +36,7 @@ def test_certifies_and_records_evidence_in_the_ledger(make_sweep, workdir, ledge
     path = make_sweep(**({"ledger": ledger} if ledger else {}))
     assert certify(path) == 0
     assert "certified" in capsys.readouterr().out
-    [summary] = summarize(path)
+    [summary] = summarize(load_sweep(path))
     assert summary.state.value == "certified"
     cert = summary.to_dict()["certificate"]
     assert brute_force_local_optimum(cert["point"], {"method": "simple", "g": 4})
@@ -44,7 +44,7 @@ def test_certifies_and_records_evidence_in_the_ledger(make_sweep, workdir, ledge
     assert len(cert["neighbours"]) == len(Grid.from_mapping(GRID).neighbours(cert["point"]))
     assert summary.best.params == cert["point"] and summary.path[-1] == cert["point"]
     assert summary.path[0] == {"lr": 0.003, "wd": 0.8, "epochs": 8}
-    runs = read_runs(path)
+    runs = read_runs(load_sweep(path))
     assert summary.to_dict()["runs"] == {"finished": len(runs), "running": 0, "failed": 0}
     run = runs[0]
     for key in ("certification", "point", "fixed", "run_id", "run_dir", "status", "loss", "metrics", "job_id",
@@ -70,7 +70,7 @@ def test_identical_runs_are_shared_across_certifications(make_sweep, workdir):
         {"name": "b", "fixed": {"method": "simple", "g": 4}, "start": {"lr": 0.01, "wd": 0.1, "epochs": 1}},
     ])
     assert certify(path) == 0
-    runs = read_runs(path)
+    runs = read_runs(load_sweep(path))
     by_cert = {name: [r for r in runs if r.certification == name] for name in ("a", "b")}
     assert all(by_cert.values())
     evaluated = {json.dumps(c, sort_keys=True) for c in calls(workdir)}
@@ -83,7 +83,7 @@ def test_bound_is_reported_and_diverged_counts_as_inf(make_sweep, workdir):
     path = make_sweep(grid={"lr": [0.001, 0.003, 0.01], "wd": [0.8], "epochs": [1, 2, 4]},
                       start={"lr": 0.003, "wd": 0.8, "epochs": 2}, objective="search.landscapes:diverging")
     assert certify(path) == CertifyExit.CERTIFIED_ON_BOUND  # certified, on the epochs bound
-    [summary] = summarize(path)
+    [summary] = summarize(load_sweep(path))
     cert = summary.certificate
     assert cert.point == {"lr": 0.003, "wd": 0.8, "epochs": 4}
     assert [b.to_dict() for b in cert.bounds_hit] == [{"axis": "epochs", "side": "upper", "value": 4, "extended": False}]
@@ -92,7 +92,7 @@ def test_bound_is_reported_and_diverged_counts_as_inf(make_sweep, workdir):
     assert up[0].loss == math.inf
     # a diverged neighbour is a soft bound, listed like the grid's bounds
     assert summary.to_dict()["certificate"]["soft_bounds"] == [{"axis": "lr", "side": "upper", "value": 0.01, "extended": False}]
-    runs = read_runs(path)
+    runs = read_runs(load_sweep(path))
     assert {r.status.value for r in runs} == {"completed", "diverged"}
     diverged = next(r for r in runs if r.status == "diverged")
     assert diverged.loss == math.inf and diverged.metrics.val_loss is None
@@ -120,8 +120,8 @@ def test_status_json_is_standard_json_with_diverged_losses_as_null(make_sweep, c
 def test_infrastructure_failures_are_retried(make_sweep, workdir):
     path = make_sweep(objective="tests.search.objectives:flaky")
     assert certify(path) == 0
-    runs = read_runs(path)
-    assert summarize(path)[0].state.value == "certified"
+    runs = read_runs(load_sweep(path))
+    assert summarize(load_sweep(path))[0].state.value == "certified"
     assert all(r.attempts == 2 and "simulated node failure" in r.reason for r in runs)
 
 
@@ -132,11 +132,11 @@ def test_a_failed_neighbour_blocks_certification_and_is_reported(make_sweep, cap
     assert certify(path) == 1  # the bowl's optimum is lr 0.003: its lr-up neighbour always fails
     err = capsys.readouterr().err
     assert "blocked by {'lr': 0.01" in err and "CUDA out of memory (simulated)" in err
-    [summary] = summarize(path)
+    [summary] = summarize(load_sweep(path))
     assert summary.state.value == "failed" and summary.certificate is None
     assert summary.runs.failed == 1
     assert summary.blocked_by[0][0] == {"lr": 0.01, "wd": 0.8, "epochs": 16}
-    failed = [r for r in read_runs(path) if r.status == "failed"]
+    failed = [r for r in read_runs(load_sweep(path)) if r.status == "failed"]
     assert failed[0].attempts == 2 and "out of memory" in failed[0].reason
     # the failure is kept, not silently retried: a re-run stays failed until asked, and says how
     assert certify(path) == 1
@@ -146,7 +146,7 @@ def test_a_failed_neighbour_blocks_certification_and_is_reported(make_sweep, cap
     assert main(["search", "status", str(path)]) == 0
     assert "--retry-failed" in capsys.readouterr().out
     assert certify(path, "--retry-failed") == 1
-    assert [r.attempts for r in read_runs(path) if r.status == "failed"] == [2, 2]
+    assert [r.attempts for r in read_runs(load_sweep(path)) if r.status == "failed"] == [2, 2]
 
 
 def test_a_user_error_inside_a_job_is_not_retried(make_sweep, workdir, capsys):
@@ -158,7 +158,7 @@ def test_a_user_error_inside_a_job_is_not_retried(make_sweep, workdir, capsys):
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "store not found" in err and "--retry-failed" in err, err
     assert len(calls(workdir)) == 1
-    [run] = read_runs(path)
+    [run] = read_runs(load_sweep(path))
     assert run.status == "failed" and run.attempts == 1
 
 
@@ -172,17 +172,17 @@ def test_warm_start_ensembles_and_g_trend(make_sweep, workdir):
         ensembles=[{"name": "real-ens", "from": "real", "members": 3, "epochs_multiplier": 2}],
     )
     assert certify(path) == 0
-    summaries = {s.name: s for s in summarize(path)}
+    summaries = {s.name: s for s in summarize(load_sweep(path))}
     g4, g8 = summaries["simple-g4"], summaries["simple-g8"]
     assert g8.start == g4.certificate.point and g8.path[0] == g8.start
     assert g8.runs.finished == 1 + len(Grid.from_mapping(GRID).neighbours(g8.start))
-    members = [r for r in read_runs(path) if r.certification == "ensemble/real-ens"]
+    members = [r for r in read_runs(load_sweep(path)) if r.certification == "ensemble/real-ens"]
     real_point = summaries["real"].certificate.point
     assert sorted(r.member for r in members) == [0, 1, 2]
     assert sorted(r.fixed["seed"] for r in members) == [1, 2, 3]
     assert all(r.point == {**real_point, "epochs": real_point["epochs"] * 2} for r in members)
     assert len({r.run_dir for r in members}) == 3 and all(r.status == "completed" for r in members)
-    [ensemble] = summarize_ensembles(path)
+    [ensemble] = summarize_ensembles(load_sweep(path))
     assert len(ensemble.completed) == 3 and [m.member for m in ensemble.members] == [0, 1, 2]
     assert ensemble.stale == () and ensemble.refusal() is None
     assert g_trend_warnings(list(summaries.values())) == []
@@ -197,14 +197,14 @@ def test_warm_start_ensembles_and_g_trend(make_sweep, workdir):
 def test_baseline_strategies(make_sweep, workdir, strategy):
     path = make_sweep()
     assert certify(path, "--strategy", strategy, "--max-runs", "20") == 0
-    runs = [r for r in read_runs(path) if r.certification == f"{strategy}/a"]
+    runs = [r for r in read_runs(load_sweep(path)) if r.certification == f"{strategy}/a"]
     assert len(runs) == 20 and len({r.run_id for r in runs}) == 20
-    [summary] = summarize(path, strategy)
+    [summary] = summarize(load_sweep(path), strategy)
     assert summary.best.loss == min(r.loss for r in runs)
     # certify afterwards reuses the baseline's runs instead of running them again
     before = len(calls(workdir))
     assert certify(path) == 0
-    certify_runs = [r for r in read_runs(path) if r.certification == "a"]
+    certify_runs = [r for r in read_runs(load_sweep(path)) if r.certification == "a"]
     assert any(r.adopted_from for r in certify_runs)
     assert len(calls(workdir)) - before == sum(r.adopted_from is None for r in certify_runs)
 
@@ -214,8 +214,8 @@ def test_max_runs_caps_the_search(make_sweep, workdir, capsys):
     assert certify(path, "--max-runs", "3") == 1  # stopped before certifying: said so, not exit 0
     err = capsys.readouterr().err
     assert "a: not certified: run budget spent (3 runs) before it could certify" in err and "--max-runs" in err
-    assert len(read_runs(path)) == 3
-    assert summarize(path)[0].state.value in ("seeding", "searching")
+    assert len(read_runs(load_sweep(path))) == 3
+    assert summarize(load_sweep(path))[0].state.value in ("seeding", "searching")
     assert load_sweep(path).certifications[0].name == "a"
 
 
@@ -229,7 +229,7 @@ def test_the_shipped_analytic_example_certifies(workdir):
     path = workdir / "analytic.yaml"
     path.write_text(yaml.safe_dump(data))
     assert certify(path) == 0
-    summaries = summarize(path)
+    summaries = summarize(load_sweep(path))
     assert [s.state.value for s in summaries] == ["certified"] * len(data["certifications"])
     sweep = load_sweep(path)
     for summary, cert in zip(summaries, sweep.certifications):
@@ -262,17 +262,17 @@ def test_ensemble_members_belong_to_the_current_certified_point(make_sweep, work
     path = make_sweep(grid=narrow, start={"lr": 0.003, "wd": 0.8, "epochs": 8}, ensembles=ensembles,
                       certifications=certifications)
     assert certify(path) == 3  # certified on the epochs bound
-    [old] = summarize_ensembles(path)
+    [old] = summarize_ensembles(load_sweep(path))
     assert old.source_point == {"lr": 0.003, "wd": 0.8, "epochs": 8} and len(old.completed) == 2
 
     path = make_sweep(grid={**narrow, "epochs": [4, 8, 16, 32]}, start={"lr": 0.003, "wd": 0.8, "epochs": 8},
                       ensembles=ensembles, certifications=certifications)
-    [moving] = summarize_ensembles(path)  # the widened grid: the source searches again
+    [moving] = summarize_ensembles(load_sweep(path))  # the widened grid: the source searches again
     assert moving.source_point is None and moving.completed == [] and len(moving.stale) == 2
     assert moving.refusal().startswith("source a is not certified now (searching)")
 
     assert certify(path) == 0
-    [new] = summarize_ensembles(path)
+    [new] = summarize_ensembles(load_sweep(path))
     assert new.source_point == {"lr": 0.003, "wd": 0.8, "epochs": 16}
     assert all(m.point["epochs"] == 32 for m in new.members) and len(new.completed) == 2
     assert {m.point["epochs"] for m in new.stale} == {16} and new.refusal() is None

@@ -18,6 +18,7 @@ import pytest
 from megadocs.cli import main
 from search.ledger import Ledger, axis_distribution, read_runs
 from search.params import RunParams
+from search.sweep import load_sweep
 
 
 def certify(path) -> int:
@@ -54,7 +55,7 @@ def test_a_ledger_begun_with_categorical_params_keeps_them(tmp_path):
 def test_trials_expose_method_g_and_provenance(make_sweep):
     path = make_sweep()
     assert certify(path) == 0
-    runs = read_runs(path)
+    runs = read_runs(load_sweep(path))
     assert runs and all(r.provenance["git_commit"] is not None or r.provenance["git_dirty"] is None
                         for r in runs)  # fmt: skip
     record = runs[0].provenance

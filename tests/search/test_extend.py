@@ -176,7 +176,7 @@ def test_the_controller_extends_records_and_resumes(make_sweep, workdir, capsys)
     assert main(["search", "certify", str(path), "--no-progress"]) == CertifyExit.CERTIFIED  # interior at 16
     out = capsys.readouterr().out
     assert "extended epochs above 8 to 16 after" in out and "interior on every searched axis" in out
-    [summary] = summarize(path)
+    [summary] = summarize(load_sweep(path))
     assert summary.certificate.point == {"lr": 0.003, "wd": 0.8, "epochs": 16}
     assert [(e.axis, e.side, e.after, e.value) for e in summary.extensions] == [
         ("epochs", Side.UPPER, 8, 16), ("epochs", Side.UPPER, 16, 32)]
@@ -206,7 +206,7 @@ def test_a_ledger_without_extension_records_still_reads(make_sweep, monkeypatch)
     monkeypatch.setattr(Ledger, "record_extension", lambda self, name, extension: None)
     path = make_sweep(grid=EDGE, start={"lr": 0.003, "wd": 0.8, "epochs": 8}, extend={"epochs": {"above": [16, 32]}})
     assert main(["search", "certify", str(path), "--no-progress"]) == CertifyExit.CERTIFIED
-    [summary] = summarize(path)
+    [summary] = summarize(load_sweep(path))
     assert [e.value for e in summary.extensions] == [16, 32] and summary.certificate.point["epochs"] == 16
 
 
@@ -243,5 +243,5 @@ def test_baselines_run_the_grid_as_listed(make_sweep, workdir):
     path = make_sweep(grid=EDGE, start={"lr": 0.003, "wd": 0.8, "epochs": 4}, extend={"epochs": {"above": [16]}})
     assert main(["search", "certify", str(path), "--no-progress", "--strategy", "grid"]) == 0
     assert len(calls(workdir)) == 27 and all(call["epochs"] <= 8 for call in calls(workdir))
-    [summary] = summarize(path, "grid")
+    [summary] = summarize(load_sweep(path), "grid")
     assert summary.certificate.point["epochs"] == 8 and summary.support is Support.BOUND  # the listed edge

@@ -15,6 +15,7 @@ from megadocs.cli import main
 from search.ledger import ATTR_FIXED, ATTR_POINT, ATTR_RUN_ID, Ledger, read_runs
 from search.params import RunParams
 from search.status import summarize
+from search.sweep import load_sweep
 
 from .conftest import calls
 
@@ -42,11 +43,11 @@ def test_a_trial_the_killed_controller_left_half_written_is_run_once(make_sweep,
     ledger.update(trial, **{key: attrs[key] for key in described})
 
     assert main(["search", "certify", str(path), "--no-progress"]) == 0
-    [summary] = summarize(path)
+    [summary] = summarize(load_sweep(path))
     assert summary.state.value == "certified"
     evaluated = [tuple(sorted((k, c[k]) for k in point)) for c in calls(workdir)]
     assert len(evaluated) == len(set(evaluated))  # no point ran twice
-    runs = read_runs(path)
+    runs = read_runs(load_sweep(path))
     assert not [r for r in runs if r.status == "running"], runs  # nothing left hanging
     assert all(r.run_id and r.run_dir for r in runs)
 
@@ -56,7 +57,7 @@ def _tried_to_submit(path) -> bool:
     from search.ledger import LedgerMissing
 
     try:
-        return any(r.status == "running" for r in read_runs(path))
+        return any(r.status == "running" for r in read_runs(load_sweep(path)))
     except LedgerMissing:
         return False
 
@@ -87,10 +88,10 @@ def test_submissions_a_full_file_system_refuses_wait_for_space(make_sweep, workd
             controller.kill()
     assert controller.returncode == 0, err[-2000:]
     assert "cannot submit" in err and "No space left on device" in err
-    [summary] = summarize(path)
+    [summary] = summarize(load_sweep(path))
     assert summary.state.value == "certified"
     evaluated = [tuple(sorted(c.items())) for c in calls(workdir)]
-    assert len(evaluated) == len(set(evaluated)) == len(read_runs(path))
+    assert len(evaluated) == len(set(evaluated)) == len(read_runs(load_sweep(path)))
 
 
 def test_a_result_the_killed_controller_had_half_recorded_is_not_a_divergence(make_sweep, workdir):
@@ -114,7 +115,7 @@ def test_a_result_the_killed_controller_had_half_recorded_is_not_a_divergence(ma
                             ATTR_METRICS: RunMetrics(status=RunStatus.COMPLETED, val_loss=2.84)})
 
     assert main(["search", "certify", str(path), "--no-progress"]) == 0
-    [summary] = summarize(path)
+    [summary] = summarize(load_sweep(path))
     assert summary.certificate.point == optimum and summary.to_dict()["certificate"]["soft_bounds"] == []
-    [record] = [r for r in read_runs(path) if r.point == optimum]
+    [record] = [r for r in read_runs(load_sweep(path)) if r.point == optimum]
     assert record.status == "completed" and record.loss is not None

@@ -8,6 +8,7 @@ import sys
 from search.certify import CertifyExit
 from search.ledger import read_runs
 from search.status import summarize
+from search.sweep import load_sweep
 from tests.search.conftest import calls
 
 ON_BOUND = CertifyExit.CERTIFIED_ON_BOUND  # epochs 1 (and lr 0.01 once the optimum moves) sit on the small grid's ends
@@ -46,12 +47,12 @@ def test_a_changed_objective_module_re_runs_and_supersedes_the_old_trials(make_s
         assert main(["search", "certify", str(path), "--no-progress"]) == ON_BOUND
     assert len(calls(workdir)) > first  # its points ran again
     assert "marked superseded" in caplog.text
-    runs = read_runs(path)
+    runs = read_runs(load_sweep(path))
     superseded = [r for r in runs if r.status == "superseded"]
     assert len(superseded) == first and all("objective code changed" in r.reason for r in superseded)
     current = [r for r in runs if r.status == "completed"]
     assert {r.run_id for r in current}.isdisjoint({r.run_id for r in superseded})
-    (summary,) = summarize(path)
+    (summary,) = summarize(load_sweep(path))
     assert summary.state.value == "certified"
     assert summary.certificate.point["lr"] == 0.01  # decided by the new code's losses only
 
@@ -69,4 +70,4 @@ def test_objective_version_pins_the_identity(make_sweep, workdir, monkeypatch):
     _write_objective(workdir, best=0.0031)  # a comment-level edit the user declares irrelevant
     assert main(["search", "certify", str(path), "--no-progress"]) == ON_BOUND
     assert len(calls(workdir)) == first
-    assert all(r.status == "completed" for r in read_runs(path))
+    assert all(r.status == "completed" for r in read_runs(load_sweep(path)))

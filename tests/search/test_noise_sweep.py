@@ -32,7 +32,7 @@ def test_noise_repeats_are_seeded_runs_and_the_certificate_carries_sigma(make_sw
     assert certify(path) == CertifyExit.CERTIFIED_ON_BOUND  # the bowl's epochs 16 is SMALL's end
     out = capsys.readouterr().out
     assert "noise sd" in out
-    [summary] = summarize(path)
+    [summary] = summarize(load_sweep(path))
     cert = summary.certificate
     assert summary.state.value == "certified" and cert.draws == 3
     assert cert.noise.repeats == 3 and cert.noise.sigma is not None and 0.003 < cert.noise.sigma < 0.03
@@ -40,7 +40,7 @@ def test_noise_repeats_are_seeded_runs_and_the_certificate_carries_sigma(make_sw
     truth = bowl({**cert.point, **FIXED})
     assert all(bowl({**n.point, **FIXED}) >= truth for n in grid.neighbours(cert.point))  # the noise-free optimum
     # repeats are ordinary runs: the first carries no seed, the others seed 1, 2; the objective saw them
-    runs = read_runs(path)
+    runs = read_runs(load_sweep(path))
     at_centre = sorted(r.fixed.get("seed", 0) for r in runs if r.point == cert.point)
     assert at_centre == [0, 1, 2]
     assert {c.get("seed", 0) for c in calls(workdir) if {k: c[k] for k in SMALL} == cert.point} == {0, 1, 2}
@@ -67,9 +67,9 @@ def test_minus_inf_is_a_failed_run_in_the_ledger_too(make_sweep, workdir, capsys
     assert certify(path) == 1  # the optimum's lr-up neighbour returns -inf: blocked, not certified
     err = capsys.readouterr().err
     assert "blocked by {'lr': 0.01" in err and "-inf" in err
-    [summary] = summarize(path)
+    [summary] = summarize(load_sweep(path))
     assert summary.state.value == "failed" and summary.certificate is None
-    [failed] = [r for r in read_runs(path) if r.status == "failed"]
+    [failed] = [r for r in read_runs(load_sweep(path)) if r.status == "failed"]
     assert failed.attempts == 1 and "-inf" in failed.reason  # deterministic: not retried
     assert failed.loss is None
 
@@ -120,7 +120,7 @@ def test_all_diverged_is_never_certified_and_exits_non_zero(make_sweep, workdir,
     assert certify(path) == 1
     err = capsys.readouterr().err
     assert "a: not certified: no finite loss: all 4 evaluated points diverged" in err
-    [summary] = summarize(path)
+    [summary] = summarize(load_sweep(path))
     assert summary.state.value == "failed" and summary.certificate is None
     assert len(calls(workdir)) == Grid.from_mapping(grid).size  # searched outward over the whole grid
     assert main(["search", "status", str(path), "--json"]) == 0

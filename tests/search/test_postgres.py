@@ -12,6 +12,7 @@ from megadocs.cli import main
 from search.ledger import read_runs
 from search.params import RunParams
 from search.status import summarize
+from search.sweep import load_sweep
 from tests.postgres import REQUIRE_ENV, PostgresUnavailable, ThrowawayPostgres, free_port
 
 from .conftest import READ_ONLY_COMMANDS
@@ -63,10 +64,10 @@ def test_certification_on_postgresql(make_sweep, postgres_url):
         {"name": "b", "fixed": {"method": "stitched", "g": 4}, "warm_start": "a"},
     ])
     assert main(["search", "certify", str(path), "--no-progress"]) == 0
-    summaries = {s.name: s for s in summarize(path)}
+    summaries = {s.name: s for s in summarize(load_sweep(path))}
     assert summaries["a"].state.value == summaries["b"].state.value == "certified"
     assert summaries["b"].start == summaries["a"].certificate.point
-    runs = read_runs(path)
+    runs = read_runs(load_sweep(path))
     assert runs and all(r.status == "completed" for r in runs)
     # the controller lock lives in the same server
     from search.ledger import ControllerBusy, Ledger
@@ -140,7 +141,7 @@ def test_password_from_the_environment_or_a_pgpass_file(make_sweep, workdir, pas
         assert status == 2 and err.count("\n") == 1 and "cannot open postgresql://megadocs@127.0.0.1" in err, err
     else:
         assert status == 0, err
-        assert [r.status for r in read_runs(path)] and all(r.status == "completed" for r in read_runs(path))
+        assert [r.status for r in read_runs(load_sweep(path))] and all(r.status == "completed" for r in read_runs(load_sweep(path)))
     assert SECRET not in out + err
 
 

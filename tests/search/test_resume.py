@@ -15,6 +15,7 @@ import pytest
 from search.certify import CertifyExit
 from search.ledger import read_runs
 from search.status import summarize
+from search.sweep import load_sweep
 
 from .conftest import calls
 
@@ -85,7 +86,7 @@ def test_sigkill_mid_sweep_then_restart(make_sweep, workdir, monkeypatch, noise)
     out, err = restarted.communicate(timeout=300)
     assert restarted.returncode == CertifyExit.CERTIFIED_ON_BOUND, err  # epochs 16: SMALL_GRID's end
 
-    runs = read_runs(path)
+    runs = read_runs(load_sweep(path))
     assert all(r.status == "completed" for r in runs), [(r.status, r.point, r.fixed, r.reason)
                                                            for r in runs if r.status != "completed"]
     evaluated = [json.dumps(c, sort_keys=True) for c in calls(workdir)]
@@ -94,7 +95,7 @@ def test_sigkill_mid_sweep_then_restart(make_sweep, workdir, monkeypatch, noise)
         [after] = [r for r in runs if r.run_id == run_id]
         assert after.attempts == 1  # re-attached (or submitted once), not re-run
         assert before.job_id is None or after.job_id == before.job_id
-    [summary] = summarize(path)
+    [summary] = summarize(load_sweep(path))
     assert summary.state.value == "certified"
     assert summary.certificate.point == {"lr": 0.003, "wd": 0.8, "epochs": 16}
     if noise:  # repeats are runs like any other: seeded, re-attached, never run twice
@@ -110,7 +111,7 @@ def test_lost_job_is_retried_under_the_local_executor(make_sweep, workdir):
     result = subprocess.run([sys.executable, "-m", "megadocs.cli", "search", "certify", str(path), "--no-progress"],
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == CertifyExit.CERTIFIED_ON_BOUND, result.stderr  # lr 0.003: the grid's end
-    runs = read_runs(path)
+    runs = read_runs(load_sweep(path))
     assert len(runs) == 2
     assert all(r.status == "completed" and r.attempts == 2 and "lost" in r.reason for r in runs)
 
@@ -146,7 +147,7 @@ def test_ctrl_c_stops_local_runs_in_one_line_and_the_rerun_resumes_them(make_swe
                          f"{path}` resumes them"), err
     assert len(lines) == 2 and lines[0].startswith("interrupted: stopping 2 local run(s)"), err
     wait_for(lambda: not any(pid_alive(pid) for pid in processes), timeout=10, what="every job process gone")
-    stopped = [r for r in read_runs(path) if r.status == "running"]
+    stopped = [r for r in read_runs(load_sweep(path)) if r.status == "running"]
     assert len(stopped) == 2 and all(r.job_id is None and r.attempts == 0 for r in stopped)
     assert all(r.reason == "interrupted during attempt 1" for r in stopped)
 
@@ -154,7 +155,7 @@ def test_ctrl_c_stops_local_runs_in_one_line_and_the_rerun_resumes_them(make_swe
     resumed = controller(path)
     _, err = resumed.communicate(timeout=300)
     assert resumed.returncode == 0, err
-    runs = read_runs(path)
+    runs = read_runs(load_sweep(path))
     assert all(r.status == "completed" for r in runs)
     assert all(r.attempts == 1 for r in runs if r.trial in {s.trial for s in stopped})
     times = [json.loads(line) for line in (workdir / "calls.jsonl.times").read_text().splitlines()]
@@ -201,7 +202,7 @@ def test_busy_holder_stays_alive_and_silent_remote_holder_dies(make_sweep):
 
 def _runs(path):
     try:
-        return read_runs(path)
+        return read_runs(load_sweep(path))
     except Exception:  # noqa: BLE001 - the ledger may not exist yet
         return []
 

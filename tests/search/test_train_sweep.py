@@ -17,6 +17,7 @@ import yaml
 from search.certify import CertifyExit
 from search.ledger import read_runs
 from search.status import summarize
+from search.sweep import load_sweep
 
 pytestmark = pytest.mark.slow
 
@@ -79,9 +80,9 @@ def test_training_sweep_certifies_real_and_simple(tiny_store, workdir, monkeypat
     finally:
         torch.set_num_threads(threads)
 
-    summaries = {s.name: s for s in summarize(path)}
+    summaries = {s.name: s for s in summarize(load_sweep(path))}
     assert summaries["real"].state.value == summaries["simple-g1"].state.value == "certified"
-    runs = read_runs(path)
+    runs = read_runs(load_sweep(path))
     assert all(r.status == "completed" for r in runs)
     for run in runs:
         config = yaml.safe_load((workdir / "runs/tiny/runs" / run.run_id / "config.yaml").read_text())

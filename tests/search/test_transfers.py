@@ -23,17 +23,17 @@ def test_transfer_runs_the_target_at_the_source_certified_point(make_sweep, work
     from search.ledger import LedgerMissing
 
     with pytest.raises(LedgerMissing):  # before certify there is no ledger to read (issue 14)
-        summarize_transfers(path)
+        summarize_transfers(load_sweep(path))
     assert main(["search", "certify", str(path), "--no-progress"]) == 0
-    simple = {s.name: s for s in summarize(path)}["simple-g4"].certificate.point
-    [transfer] = [r for r in read_runs(path) if r.kind == "transfer"]
+    simple = {s.name: s for s in summarize(load_sweep(path))}["simple-g4"].certificate.point
+    [transfer] = [r for r in read_runs(load_sweep(path)) if r.kind == "transfer"]
     assert transfer.certification == "transfer/stitched-g4-at-simple"
     assert transfer.point == simple and transfer.fixed == {"method": "stitched", "g": 4}
     assert transfer.status == "completed"
     # the same run as the stitched certification's at that point, if it ran there: shared, not recomputed
     params = [c for c in calls(workdir) if c["method"] == "stitched" and all(c[k] == v for k, v in simple.items())]
     assert len(params) == 1
-    [summary] = summarize_transfers(path)
+    [summary] = summarize_transfers(load_sweep(path))
     assert summary.state == "finished" and summary.loss == transfer.loss
     assert summary.point == simple and summary.fixed == {"method": "stitched", "g": 4}
     capsys.readouterr()

@@ -160,7 +160,7 @@ def test_status_after_ctrl_c_of_certify_reports_dead_jobs_as_stopped(make_sweep,
     for pid in pids:  # a job that outlived the interrupt: end it, as the user's second Ctrl-C would
         if Path(f"/proc/{pid}").exists():
             os.kill(pid, signal.SIGKILL)
-    assert {r.status.value for r in read_runs(path) if r.run_id in {x.run_id for x in running}} == {"running"}
+    assert {r.status.value for r in read_runs(load_sweep(path)) if r.run_id in {x.run_id for x in running}} == {"running"}
 
     status = subprocess.run([sys.executable, "-m", "megadocs.cli", "search", "status", str(path), "--json"],
                             capture_output=True, text=True, timeout=120)
@@ -208,6 +208,6 @@ def test_yaml_that_is_not_utf8_is_one_line_naming_file_and_byte(make_sweep, work
 
 def _runs(path):
     try:
-        return read_runs(path)
+        return read_runs(load_sweep(path))
     except Exception:  # noqa: BLE001 - the ledger may not exist yet
         return []

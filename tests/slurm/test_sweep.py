@@ -65,9 +65,10 @@ def _controller(path: Path) -> subprocess.Popen:
 def _runs(path: Path) -> list[dict]:
     """The ledger's runs; none while the controller has not created the ledger yet."""
     from search.ledger import LedgerMissing, read_runs
+    from search.sweep import load_sweep
 
     try:
-        return read_runs(path)
+        return read_runs(load_sweep(path))
     except LedgerMissing:
         return []
 
