@@ -63,6 +63,7 @@ import pandas as pd
 from megadocs.formats import IID, REAL, RunMetrics, RunStatus
 from search.grid import format_bounds, points_equal
 from search.ledger import RunRecord
+from search.params import METHOD, MODEL, SEED, G, RunParams
 
 if TYPE_CHECKING:
     from search.status import CertificationSummary
@@ -88,7 +89,8 @@ __all__ = [
     "union_grid",
 ]
 
-FIXED_COLUMNS = ("method", "g", "model", "seed")
+FIXED_COLUMNS = (METHOD, G, MODEL, SEED)
+"""The params with typed reads (:class:`search.params.RunParams`), one column each."""
 POINT, VAL, BENCH, METRIC, FIXED = "point.", "val_loss.", "bench.", "metric.", "fixed."
 BOUNDS = "bounds"
 """The certifications frame's column of search bounds as data (``search.grid.Bound`` tuples)."""
@@ -116,9 +118,15 @@ def _number(value: Any) -> float | None:
 _OWN_COLUMNS = ("status", "val_loss", "val_losses", "benchmarks", "wall_time_s")
 
 
+def _fixed_columns(params: RunParams) -> dict[str, Any]:
+    """The :data:`FIXED_COLUMNS` of a run or certification: as the sweep wrote them, None where it
+    wrote none (no ``method`` stays None here, whatever the objective makes of it)."""
+    return {METHOD: params.named_method, G: params.g, MODEL: params.model, SEED: params.seed}
+
+
 def _run_row(record: RunRecord, sweep: str | None) -> dict[str, Any]:
     """One runs-frame row from a ledger record (a running or failed run has no metrics)."""
-    fixed = dict(record.fixed)
+    params = record.params()
     metrics = record.metrics if record.status.finished else None
     wall_time_s = record.wall_time_s
     if wall_time_s is None and metrics is not None:
@@ -146,13 +154,12 @@ def _run_row(record: RunRecord, sweep: str | None) -> dict[str, Any]:
         "member": record.member,
         "adopted_from": record.adopted_from,
     }
-    for key in FIXED_COLUMNS:
-        row[key] = fixed.pop(key, None)
+    row.update(_fixed_columns(params))
     if row["method"] == REAL and row["g"] is None:
         row["g"] = 0
-    for key, value in fixed.items():
+    for key, value in params.other_fixed().items():
         row[FIXED + key] = value
-    for axis, value in record.point.items():
+    for axis, value in params.point.items():
         row[POINT + axis] = value
     if metrics is not None:
         row.update(_metric_columns(metrics))
@@ -292,9 +299,7 @@ def certifications_frame(summaries: Iterable[CertificationSummary], runs: pd.Dat
                 else math.nan
             ),
         }
-        fixed = dict(summary.fixed)
-        for key in FIXED_COLUMNS:
-            value = fixed.get(key)
+        for key, value in _fixed_columns(RunParams.split(summary.fixed, axes=())).items():
             if value is None and len(mine):
                 values = mine[key].dropna().unique()
                 value = values[0] if len(values) == 1 else None
@@ -305,7 +310,7 @@ def certifications_frame(summaries: Iterable[CertificationSummary], runs: pd.Dat
             row[POINT + axis] = value
         chosen = [r for _, r in mine.iterrows() if point and points_equal(point_of(r), point)]
         if chosen:
-            first = min(chosen, key=lambda r: 0 if pd.isna(r.get("seed")) else float(r["seed"]))
+            first = min(chosen, key=lambda r: 0 if pd.isna(r[SEED]) else float(r[SEED]))
             row["run_dir"] = first["run_dir"]  # the point's run without a seed (repeats carry seed 1, 2, ...)
             for column in (*columns_with(mine, VAL), *columns_with(mine, BENCH)):
                 values = pd.to_numeric(pd.Series([r[column] for r in chosen]), errors="coerce")

@@ -56,6 +56,7 @@ sys.path.insert(0, str(REPO))  # `tests.postgres` when run as a script
 
 from megadocs.formats import RunStatus, dumps_json  # noqa: E402
 from megadocs.procs import pid_alive  # noqa: E402
+from search.params import RunParams  # noqa: E402
 from search.rehearsal import (  # noqa: E402
     CONTROL_ENV,
     HANG_MARKER,
@@ -557,7 +558,7 @@ class Rehearsal:
         lost = [f"{r.certification}#{r.trial}: {r.status.value}" for r in records
                 if r.status in (RunStatus.RUNNING, RunStatus.FAILED)]
         wrong = [f"{r.certification}#{r.trial}" for r in records if r.status is RunStatus.COMPLETED  # every loss
-                 and (r.loss is None or abs(r.loss - SURROGATE.loss({**r.point, **r.fixed})) > 1e-12)]  # is the job's
+                 and (r.loss is None or abs(r.loss - SURROGATE.loss(r.params().merged())) > 1e-12)]  # is the job's
         mine = certificates(sweep)
         scale = self._costs_at_scale(sweep, len(records))
         report_dir = self.work / "report"
@@ -701,7 +702,7 @@ class Rehearsal:
         for ensemble in sweep.ensembles:
             members = sorted((r for r in runs if r.certification == f"ensemble/{ensemble.name}"
                               and r.status is RunStatus.COMPLETED), key=lambda r: r.member or 0)
-            method = sweep.certification(ensemble.source).fixed.get("method", "real")
+            method = RunParams(fixed=sweep.certification(ensemble.source).fixed).method
             for k, loss in enumerate(SURROGATE.ensemble_losses([r.loss for r in members]), start=1):
                 rows.append({"algorithm": method, "k": k, "loss": loss, "set": "iid"})
         path = build_report(sweep, out, ensembles=pd.DataFrame(rows) if rows else None, findings=True)

@@ -80,6 +80,7 @@ from enum import Enum, IntEnum
 from typing import Any
 
 from search.grid import Bound, Direction, Grid, Key, Side
+from search.params import RunParams
 
 __all__ = [
     "RunState",
@@ -105,12 +106,8 @@ __all__ = [
     "Evaluator",
     "drive",
     "point_key",
-    "SEED",
     "Draw",
 ]
-
-SEED = "seed"
-"""The params key that tells repeats of a point apart (repeat r > 0 carries ``seed: r``)."""
 
 Draw = tuple[Key, int]
 """One run of a grid point: its key and its repeat index (0 = the run without a seed)."""
@@ -463,10 +460,8 @@ def _pooled_sigma(points: Mapping[Key, _PointEvidence]) -> tuple[float | None, i
 
 
 def _draw_point(grid: Grid, key: Key, repeat: int) -> dict[str, Any]:
-    point = grid.point(key)
-    if repeat:
-        point[SEED] = repeat
-    return point
+    """A draw as the point strategies request: repeat r > 0 carries ``seed: r`` (search.params)."""
+    return RunParams(point=grid.point(key), seed=repeat or None).strategy_point()
 
 
 def _best(
@@ -841,8 +836,8 @@ class CertifySearch(Strategy):
 
     def key(self, point: Mapping[str, Any]) -> Draw:
         """(grid key, repeat): ``seed`` tells repeats apart; the other keys must be the grid's axes."""
-        repeat = int(point.get(SEED, 0))
-        return self.grid.key({k: v for k, v in point.items() if k != SEED}), repeat
+        run = RunParams.split(point, self.grid.names)
+        return self.grid.key({**run.point, **run.fixed}), run.repeat  # grid.key refuses a key that is no axis
 
     def _source_done(self, certificate: Certificate | None) -> None:
         if certificate is None:

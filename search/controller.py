@@ -71,6 +71,7 @@ from search.objective import (
     make_objective,
     normalise_metrics,
 )
+from search.params import RunParams
 from search.sweep import Sweep
 
 __all__ = ["run_sweep", "LedgerEvaluator", "TaskInfo", "build_strategies", "STRATEGIES", "SweepInterrupted"]
@@ -111,6 +112,11 @@ class TaskInfo:
     axes: tuple[str, ...]
     grid: dict[str, list[Any]] | None
     seed_offset: int | None = None  # ensembles: member index = seed - seed_offset
+
+    def params(self, point: Mapping[str, Any]) -> RunParams:
+        """A strategy's point as a run of this task: the axes' values, the seed, the task's fixed
+        params (and, after them, any other key of the point)."""
+        return RunParams.from_strategy_point(point, self.axes, self.fixed)
 
 
 @dataclass
@@ -174,7 +180,7 @@ class LedgerEvaluator(Evaluator):
                 if item.record.status is not RunStatus.RUNNING:
                     continue
                 record = item.record
-                params = {**item.point, **info.fixed}
+                params = item.params.merged()
                 if record.run_id is None or record.run_dir is None:  # killed while describing the trial
                     record.run_id = self.objective.identity(params)
                     record.run_dir = str(self.runs_dir / record.run_id)
@@ -208,8 +214,7 @@ class LedgerEvaluator(Evaluator):
         for record in records:
             if not record.status.finished or not record.run_id:
                 continue
-            point = {**record.point, **{k: v for k, v in record.fixed.items() if k not in info.fixed}}
-            current = self.objective.identity({**point, **info.fixed})
+            current = self.objective.identity(record.params(info.fixed).merged())
             if current != record.run_id:
                 stale[record.trial] = f"identity {record.run_id} is now {current} (data or objective code changed)"
         if not stale:
@@ -228,16 +233,15 @@ class LedgerEvaluator(Evaluator):
         new = []
         for request in requests:
             info = self.tasks[request.task]
-            params = {**request.point, **info.fixed}
+            asked = info.params(request.point)
+            params = asked.merged()
             run_id = self.objective.identity(params)
             run_dir = self.runs_dir / run_id
-            point = {k: v for k, v in request.point.items() if k in info.axes}
-            fixed = {**info.fixed, **{k: v for k, v in request.point.items() if k not in info.axes}}
             extra = {}
             if info.seed_offset is not None:
-                extra[ATTR_MEMBER] = int(request.point["seed"]) - info.seed_offset
-            trial_id = self.ledger.new_run(info.study, point=point, fixed=fixed, run_id=run_id,
-                                           run_dir=str(run_dir), grid=info.grid, extra=extra)
+                extra[ATTR_MEMBER] = asked.repeat - info.seed_offset
+            trial_id = self.ledger.new_run(info.study, params=asked, run_id=run_id, run_dir=str(run_dir),
+                                           grid=info.grid, extra=extra)
             self.objective.link(self.sweep.out_dir, request.task, request.point, run_dir)
             subscriber = _Subscriber(request.task, request.point, trial_id)
             if run_id in self._done:
@@ -442,7 +446,8 @@ def build_strategies(sweep: Sweep, ledger: Ledger, strategy: str = "certify",
                                                        "epochs_multiplier": ens.epochs_multiplier})
             tasks[task] = TaskInfo(study, dict(cert.fixed), grid.names, None, seed_offset=ens.seed_offset)
             strategies.append(FixedPoints(task, waits_for=ens.source,
-                                          make_points=lambda p, e=ens, a=grid.as_mapping(): e.member_points(p, a)))
+                                          make_points=lambda p, e=ens, a=grid.as_mapping():
+                                          [m.strategy_point() for m in e.member_params(p, a)]))
         for transfer in sweep.transfers:
             grid = sweep.grid_for(sweep.certification(transfer.source))
             task = f"transfer/{transfer.name}"
@@ -515,11 +520,11 @@ def run_sweep(sweep: Sweep, *, strategy: str = "certify", max_runs: int | None =
     objective = make_objective(sweep)
     for cert in sweep.certifications:  # a bad train config or pool fails now, in one line, not mid-sweep
         start = sweep.start_for(cert)
-        objective.identity({**start, **cert.fixed})
+        objective.identity(RunParams(point=start, fixed=cert.fixed).merged())
         grid = sweep.grid_for(cert)
         for axis in grid.names:  # so does an extension value the train config refuses
             for value in grid.extension_values(axis):
-                objective.identity({**start, axis: value, **cert.fixed})
+                objective.identity(RunParams(point={**start, axis: value}, fixed=cert.fixed).merged())
     ledger = Ledger(sweep.ledger_url, sweep.name)
     with ledger.controller_lock():
         executor = make_executor(sweep.executor, sweep.out_dir / "jobs", name=f"megadocs-{sweep.name}")

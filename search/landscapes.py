@@ -15,10 +15,11 @@ import hashlib
 import math
 import random
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from megadocs.formats import REAL
+from search.params import RunParams
 
 __all__ = ["Landscape", "SeedNoise", "bowl", "rugged", "plateau", "edge", "noisy", "seed_noisy", "diverging",
            "random_landscape"]
@@ -63,9 +64,10 @@ class Landscape:
     floor: float = 3.0
 
     def __call__(self, params: Mapping[str, Any]) -> float:
-        loss = self.floor + METHOD_OFFSET.get(str(params.get("method", REAL)), 0.0)
-        if params.get("method", REAL) != REAL and "g" in params:
-            loss -= 0.03 * math.log2(float(params["g"]))
+        run = RunParams.split(params, self.centre)
+        loss = self.floor + METHOD_OFFSET.get(str(run.method), 0.0)
+        if run.method != REAL and run.g is not None:
+            loss -= 0.03 * math.log2(float(run.g))
         for axis, target in self.centre.items():
             if axis in params:
                 delta = _coordinate(axis, params[axis]) - _coordinate(axis, target)
@@ -80,8 +82,8 @@ class Landscape:
         if self.noise > 0:
             point = sorted((k, v) for k, v in params.items() if k not in ("seed", "data_seed"))
             loss += self.noise * (2 * _unit_hash(self.seed, point) - 1)
-        if "seed" in params:  # ensemble members: a little seed-to-seed spread
-            loss += 0.005 * (2 * _unit_hash("member", params["seed"]) - 1)
+        if run.seed is not None:  # ensemble members: a little seed-to-seed spread
+            loss += 0.005 * (2 * _unit_hash("member", run.seed) - 1)
         return loss
 
 
@@ -115,9 +117,10 @@ class SeedNoise:
     seed: int = 0
 
     def __call__(self, params: Mapping[str, Any]) -> float:
-        point = {k: v for k, v in params.items() if k != "seed"}
+        run = RunParams.split(params, ())  # only the seed is read apart: every other key passes on
+        point = replace(run, seed=None).merged()
         draw = sorted((k, float(v) if isinstance(v, (int, float)) else v) for k, v in point.items())
-        rng = random.Random(int(_unit_hash("seed-noise", self.seed, draw, params.get("seed", 0)) * 2**53))
+        rng = random.Random(int(_unit_hash("seed-noise", self.seed, draw, run.repeat) * 2**53))
         return self.landscape(point) + self.sigma * rng.gauss(0.0, 1.0)
 
 

@@ -43,7 +43,7 @@ import time
 import uuid
 from collections.abc import Iterable, Mapping
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
 from enum import Enum
 from pathlib import Path
@@ -55,6 +55,7 @@ from megadocs.procs import pid_alive
 from megadocs.trust import redact_url, scrub
 from search.certify import Extension, Outcome
 from search.grid import Grid
+from search.params import METHOD, G, RunParams
 
 if TYPE_CHECKING:  # only a type here: reading a ledger needs no sweep-file models at import
     from search.sweep import Sweep
@@ -93,8 +94,8 @@ ATTR_PROVENANCE = "provenance"
 
 # Axes whose values span orders of magnitude: shown (and compared) on a log scale.
 LOG_AXES = frozenset({"lr", "wd"})
-# Fixed values exposed as params: the synthetic-data method (categorical) and G.
-METHOD_PARAM, G_PARAM = "method", "g"
+# Fixed values exposed as params: the synthetic-data method (categorical) and G (search.params
+# METHOD and G).
 # The method categorical's choices are megadocs.formats.METHODS, in its order (Optuna's
 # check_distribution_compatibility refuses other choices for a param a study already has).
 G_PARAM_HIGH = 4096  # the distribution's range only has to hold every G; one range keeps studies comparable
@@ -181,6 +182,18 @@ class RunRecord:
         data["metrics"] = None if self.metrics is None else self.metrics.to_json()
         return data
 
+    def params(self, fixed: Mapping[str, Any] | None = None) -> RunParams:
+        """The trial's run params from its ``point`` and ``fixed`` attributes (the ledger keeps the
+        seed among the fixed values: :meth:`RunParams.trial_fixed`).
+
+        Args:
+            fixed: the certification's fixed params now: the point and seed go with these instead
+                of the recorded ones (the run this trial's point is today: what restore re-attaches
+                and identity checks compare), and a ``seed`` they fix stays fixed.
+        """
+        recorded = RunParams.split({**self.point, **self.fixed}, axes=self.point, fixed=fixed or ())
+        return recorded if fixed is None else replace(recorded, fixed=fixed)
+
     def outcome(self) -> Outcome:
         """What the certifier knows from this trial (the one mapping, used by restore and status)."""
         if self.status.finished:
@@ -192,12 +205,17 @@ class RunRecord:
 
 @dataclass(frozen=True)
 class Replayed:
-    """One ledger trial as evidence for a strategy: the point it asks about (grid axes plus
-    per-run keys such as ``seed``), the outcome, and the record it came from."""
+    """One ledger trial as evidence for a strategy: its params under the task's fixed params now
+    (:meth:`RunRecord.params`), the outcome, and the record it came from."""
 
-    point: dict[str, Any]
+    params: RunParams
     outcome: Outcome
     record: RunRecord
+
+    @property
+    def point(self) -> dict[str, Any]:
+        """The point the strategy knows the trial by: grid axes and the repeat's or member's ``seed``."""
+        return self.params.strategy_point()
 
 
 def replay(records: Iterable[RunRecord], *, fixed: Mapping[str, Any], grid: Grid | None = None,
@@ -205,8 +223,9 @@ def replay(records: Iterable[RunRecord], *, fixed: Mapping[str, Any], grid: Grid
     """Ledger records -> strategy evidence, in the records' (finishing) order.
 
     The one function the controller's restore and ``status`` both use, so they cannot disagree.
-    Per-run keys the task's ``fixed`` lacks (a repeat's or ensemble member's ``seed``) join the
-    point. Trials off ``grid`` (the sweep file changed) are skipped with a warning; failed trials
+    A recorded ``seed`` the task's ``fixed`` lacks (a repeat's or ensemble member's) joins the
+    point; the fixed params are the task's (:meth:`RunRecord.params`). Trials off ``grid`` (the
+    sweep file changed) are skipped with a warning; failed trials
     are skipped when ``retry_failed`` (their points are then run again).
     """
     replayed = []
@@ -219,8 +238,7 @@ def replay(records: Iterable[RunRecord], *, fixed: Mapping[str, Any], grid: Grid
             continue  # evidence about other data or code (see search.controller)
         if retry_failed and record.status is RunStatus.FAILED:
             continue
-        point = {**record.point, **{k: v for k, v in record.fixed.items() if k not in fixed}}
-        replayed.append(Replayed(point, record.outcome(), record))
+        replayed.append(Replayed(record.params(fixed), record.outcome(), record))
     return replayed
 
 
@@ -249,9 +267,9 @@ def _fixed_distribution(key: str, value: Any):
     """`method` and `g` as params; None for other fixed values."""
     from optuna.distributions import CategoricalDistribution, IntDistribution
 
-    if key == METHOD_PARAM and value in METHODS:
+    if key == METHOD and value in METHODS:
         return CategoricalDistribution(list(METHODS))
-    if key == G_PARAM and isinstance(value, int) and not isinstance(value, bool) and value >= 1:
+    if key == G and isinstance(value, int) and not isinstance(value, bool) and value >= 1:
         return IntDistribution(1, max(G_PARAM_HIGH, value), log=True)
     return None
 
@@ -646,14 +664,16 @@ class Ledger:
         self,
         name: str,
         *,
-        point: Mapping[str, Any],
-        fixed: Mapping[str, Any],
+        params: RunParams,
         run_id: str,
         run_dir: str,
         grid: Mapping[str, list[Any]] | None = None,
         extra: Mapping[str, Any] | None = None,
     ) -> int:
-        """Create a RUNNING trial for a run about to be dispatched; returns its trial id."""
+        """Create a RUNNING trial for a run about to be dispatched; returns its trial id. The
+        trial's ``point`` attribute is the params' point, its ``fixed`` the fixed params with the
+        seed (:meth:`RunParams.trial_fixed`; read back by :meth:`RunRecord.params`)."""
+        point, fixed = params.point, params.trial_fixed()
         study_id = self.study_id(name, create=True)
         trial_id = self.storage.create_new_trial(study_id)
         for axis, value in point.items():

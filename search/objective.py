@@ -50,6 +50,7 @@ from megadocs.formats import REAL, RunDir, RunMetrics, RunStatus, write_json
 from megadocs.pools import pool_identity, resolve_pool
 from megadocs.procs import world_from_env
 from megadocs.provenance import write as write_provenance
+from search.params import RunParams
 from search.sweep import TRAIN_AXES, BaseTrain, Sweep
 
 __all__ = ["RunTask", "JobResult", "JobFailure", "FailureKind", "CallableObjective", "TrainObjective", "make_objective", "normalise_metrics",
@@ -290,24 +291,25 @@ class TrainObjective:
         """The validated RunConfig for ``params`` (UserError naming the field if invalid)."""
         from train.config import RunConfig
 
+        run = RunParams.split(params, TRAIN_AXES)
         config = copy.deepcopy(self.base)
         for axis, field in TRAIN_AXES.items():
-            if axis in params:
-                value = params[axis]
+            if axis in run.point:
+                value = run.point[axis]
                 _set(config, field, int(round(value)) if axis in ("epochs", "synthetic_epochs") else value)
-        method = params.get("method", REAL)
+        method = run.method
         if method == REAL:
             _set(config, "data.synthetic", None)
             _set(config, "data.mixing_fraction", 0.0)
         else:
-            g = int(params["g"])
+            g = int(run.g)
             _set(config, "data.synthetic", {"pool": str(resolve_pool(self.pools, method, g)), "algorithm": method,
                                             "g": g})
-        if "model" in params:  # student scaling: the same method on another model preset
-            _set(config, "model.preset", params["model"])
-        if "seed" in params:  # repeats and ensemble members: initialisation and data order
-            _set(config, "seed", int(params["seed"]))
-            _set(config, "data.seed", int(params["seed"]))
+        if run.model is not None:  # student scaling: the same method on another model preset
+            _set(config, "model.preset", run.model)
+        if run.seed is not None:  # repeats and ensemble members: initialisation and data order
+            _set(config, "seed", run.repeat)
+            _set(config, "data.seed", run.repeat)
         parsed = parse_config(config, RunConfig, source=self.source)
         if parsed.data.synthetic is not None:
             self.check_pool(method, parsed.data.synthetic.pool, parsed.data.store)

@@ -45,16 +45,17 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from megadocs import megadoc, pools
 from megadocs.errors import UserError
 from megadocs.formats import POOL_KIND, PoolKind
-from search.certify import SEED, CertifySearch, drive
+from search.certify import CertifySearch, drive
 from search.grid import AxisExtension, Grid
 from search.landscapes import random_landscape
 from search.objective import TrainObjective
+from search.params import RunParams
 from search.simulate import SimulatedEvaluator
 from search.sweep import CertificationConfig, Sweep
 from train.gpu_results import Utilisation
@@ -268,8 +269,9 @@ class RunCoster:
         return self._cache[key]
 
 
-def _point(cert: CertificationConfig, grid_point: Mapping[str, Any]) -> dict[str, Any]:
-    return {**cert.fixed, **grid_point}
+def _params(cert: CertificationConfig, grid: Grid, point: Mapping[str, Any]) -> dict[str, Any]:
+    """The params of ``cert``'s run at a point its search asks for (axes and seed)."""
+    return RunParams.from_strategy_point(point, grid.names, cert.fixed).merged()
 
 
 def processes_per_run(sweep: Sweep) -> int:
@@ -424,9 +426,9 @@ def sweep_plan(sweep: Sweep, utilisation: Utilisation, *, simulations: int = SIM
         grid: Grid = sweep.grid_for(cert)
         cost = None
         if coster is not None:
-            start = _point(cert, sweep.start_for(cert))
-            all_costs = sorted((coster.cost(_point(cert, p)).gpu_hours for p in grid.points()), reverse=True)
-            runs = [sum(coster.cost(_point(cert, p)).gpu_hours for p in points) for points in counts["simulated"]]
+            start = _params(cert, grid, sweep.start_for(cert))
+            all_costs = sorted((coster.cost(_params(cert, grid, p)).gpu_hours for p in grid.points()), reverse=True)
+            runs = [sum(coster.cost(_params(cert, grid, p)).gpu_hours for p in points) for points in counts["simulated"]]
             cost = CertificationCost(start_run=coster.cost(start), gpu_hours_expected=sum(runs) / len(runs),
                                      gpu_hours_worst=sum(all_costs[: counts["worst"]]))
         certifications.append(CertificationPlan(
@@ -438,15 +440,16 @@ def sweep_plan(sweep: Sweep, utilisation: Utilisation, *, simulations: int = SIM
         hours = None
         if coster is not None:
             source = sweep.certification(ens.source)
-            first = ens.member_points(_point(source, sweep.start_for(source)), sweep.grid_for(source).as_mapping())[0]
-            hours = ens.members * coster.cost({k: v for k, v in first.items() if k != SEED}).gpu_hours
+            first = ens.member_params(sweep.start_for(source), sweep.grid_for(source).as_mapping(), source.fixed)[0]
+            # every member costs what the first does, whose seed changes nothing (one cache entry)
+            hours = ens.members * coster.cost(replace(first, seed=None).merged()).gpu_hours
         ensembles.append(ExtraRuns(ens.name, ens.source, ens.members, hours))
     transfers = []
     for transfer in sweep.transfers:  # one run of another method at the source's certified point
         hours = None
         if coster is not None:
             source = sweep.certification(transfer.source)
-            hours = coster.cost({**transfer.fixed, **sweep.start_for(source)}).gpu_hours
+            hours = coster.cost(RunParams(point=sweep.start_for(source), fixed=transfer.fixed).merged()).gpu_hours
         transfers.append(ExtraRuns(transfer.name, transfer.source, 1, hours))
     return SweepPlan(sweep=sweep.name, utilisation=utilisation if coster else None, processes_per_run=processes,
                      scaling_efficiency=efficiency if processes > 1 else 1.0, simulations=simulations,

@@ -34,7 +34,7 @@ import random
 import signal
 import time
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -42,7 +42,8 @@ from typing import Any
 from megadocs.formats import REAL, RunStatus, write_json
 from megadocs.provenance import slurm_job_id
 from search.objective import module_source_hash
-from search.sweep import Sweep
+from search.params import RunParams
+from search.sweep import TRAIN_AXES, Sweep
 
 __all__ = ["PaperSurrogate", "SURROGATE", "rehearse", "rehearsal_sweep", "OBJECTIVE", "CONTROL_ENV",
            "SCALE_ENV", "STEP_S", "HANG_MARKER", "JOURNAL", "Dispatch", "Audit", "audit", "read_journal",
@@ -143,22 +144,28 @@ class PaperSurrogate:
             loss = real - (REAL_TUNED["300m"] - loss) * large / small
         return loss
 
+    @staticmethod
+    def fixed(params: Mapping[str, Any]) -> tuple[str, int, str]:
+        """(method, G, model) of a run's params; G 1 and the 300m model where they fix none."""
+        run = RunParams.split(params, TRAIN_AXES)
+        return str(run.method), int(1 if run.g is None else run.g), str("300m" if run.model is None else run.model)
+
     def diverges(self, params: Mapping[str, Any]) -> bool:
         """lr 1e-2 diverges on the 1.5b student, and on the 300m model in runs of 32+ epochs."""
         lr = float(params.get("lr", 3e-3))
-        return lr >= 1e-2 and (params.get("model") == "1.5b" or float(params.get("epochs", 1)) >= 32)
+        return lr >= 1e-2 and (self.fixed(params)[2] == "1.5b" or float(params.get("epochs", 1)) >= 32)
 
     def noise(self, params: Mapping[str, Any]) -> float:
-        point = sorted((k, v) for k, v in params.items() if k != "seed")
-        rng = random.Random(_unit_hash("rehearsal-seed-noise", self.seed, point, params.get("seed", 0)))
+        run = RunParams.split(params, TRAIN_AXES)
+        point = sorted(replace(run, seed=None).merged().items())
+        rng = random.Random(_unit_hash("rehearsal-seed-noise", self.seed, point, run.repeat))
         return self.sigma * rng.gauss(0.0, 1.0)
 
     def loss(self, params: Mapping[str, Any]) -> float:
         """The i.i.d. validation loss (NaN when the run diverges)."""
         if self.diverges(params):
             return math.nan
-        method, g = str(params.get("method", REAL)), int(params.get("g", 1))
-        model = str(params.get("model", "300m"))
+        method, g, model = self.fixed(params)
         loss = self.tuned(method, g, model)
         centre = _centre(method, g)
         for axis, target in centre.items():
@@ -175,7 +182,7 @@ class PaperSurrogate:
         if math.isnan(loss):
             return {"status": RunStatus.DIVERGED.value, "val_loss": None,
                     "val_losses": {"iid": None, "iid_short": None, "iid_long": None}}
-        method, g = str(params.get("method", REAL)), int(params.get("g", 1))
+        method, g, _ = self.fixed(params)
         long_gain = LONG_GAIN.get(method, 0.0) * math.log2(g) if method != REAL else 0.0
         return {"status": RunStatus.COMPLETED.value, "val_loss": loss,
                 "val_losses": {"iid": loss, "iid_short": loss - 0.11, "iid_long": loss + 0.11 - long_gain}}
@@ -194,7 +201,7 @@ class PaperSurrogate:
         """Simulated training time at scale 1: 0.8-3 s, growing with the run's length."""
         mix = min(float(params.get("mix", 0.0)), 0.9)
         passes = float(params.get("epochs", params.get("synthetic_epochs", 1))) / (1 - mix)
-        return (0.5 + math.log2(1 + passes) / 6) * MODEL_TIME.get(str(params.get("model", "300m")), 1.0)
+        return (0.5 + math.log2(1 + passes) / 6) * MODEL_TIME.get(self.fixed(params)[2], 1.0)
 
 
 SURROGATE = PaperSurrogate()

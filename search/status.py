@@ -19,9 +19,8 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 
-from megadocs.formats import REAL, RunStatus, dumps_json
+from megadocs.formats import RunStatus, dumps_json
 from search.certify import (
-    SEED,
     Certificate,
     CertifyExit,
     CertifySearch,
@@ -35,6 +34,7 @@ from search.certify import (
 )
 from search.grid import Bound, Side, values_equal
 from search.ledger import STUDY_START, Ledger, RunRecord, StudyKind, replay, study_name
+from search.params import SEED, RunParams
 from search.sweep import SYNTHETIC_ONLY_MIX, Sweep
 
 __all__ = ["CertificationSummary", "BestPoint", "RunCounts", "Compute", "summarize", "summarize_ensembles",
@@ -244,7 +244,7 @@ def summarize(sweep: Sweep, strategy: str = "certify", max_runs: int | None = No
         records = ledger.runs(study)
         stopped: set[Any] = set()
         for item in replay(records, fixed=cert.fixed, grid=grid):
-            if kind is StudyKind.CERTIFY or "seed" not in item.point:
+            if kind is StudyKind.CERTIFY or item.params.seed is None:
                 search.record(item.point, item.outcome)
                 key = search.key(item.point)
                 stopped.discard(key)  # per point, its latest state
@@ -275,7 +275,7 @@ class EnsembleMember:
 @dataclass(frozen=True)
 class EnsembleSummary:
     """Where one ensemble stands. Only runs at the members' points of the source's *current*
-    certified point (:meth:`search.sweep.EnsembleConfig.member_points`) are its members; runs made
+    certified point (:meth:`search.sweep.EnsembleConfig.member_params`) are its members; runs made
     at an earlier certified point (the grid was widened, the data changed) are ``stale``: kept in
     the ledger, never scored with the current ones.
     """
@@ -367,19 +367,21 @@ def summarize_ensembles(sweep: Sweep, summaries: Iterable[CertificationSummary] 
         source = by_name[ens.source]
         cert = sweep.certification(ens.source)
         point = source.certificate.point if source.certificate is not None else None
-        wanted = {point_key(p) for p in ens.member_points(point, sweep.grid_for(cert).as_mapping())} if point else set()
+        axes = sweep.grid_for(cert).as_mapping()
+        wanted = {point_key(m.strategy_point()) for m in ens.member_params(point, axes)} if point else set()
         members, stale = [], []
         for record in ledger.runs(study_name(sweep.name, ens.name, StudyKind.ENSEMBLE)):
             if record.status is RunStatus.SUPERSEDED:
                 continue
-            member = EnsembleMember(record.member, {**record.point, SEED: record.fixed.get(SEED)}, record.status,
+            member = EnsembleMember(record.member, record.params().strategy_point(), record.status,
                                     record.run_dir)
             if point_key(member.point) in wanted:
                 members.append(member)
             elif record.status.finished:
                 stale.append(member)
         members.sort(key=lambda m: (m.member is None, m.member or 0))
-        found.append(EnsembleSummary(ens.name, ens.source, str(cert.fixed.get("method", REAL)), ens.members, point,
+        method = RunParams(fixed=cert.fixed).method
+        found.append(EnsembleSummary(ens.name, ens.source, str(method), ens.members, point,
                                      source.state, tuple(members), tuple(stale)))
     return found
 

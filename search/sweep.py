@@ -23,11 +23,12 @@ from megadocs.errors import UserError
 from megadocs.executors import ExecutorConfig
 from megadocs.formats import METHODS, REAL
 from megadocs.pools import PoolEntry, pool_entry
-from search.certify import SEED, Noise
+from search.certify import Noise
 from search.grid import AxisExtension, Grid, values_equal
+from search.params import FIXED_TRAIN_KEYS, SEED, RunParams
 
 __all__ = ["Sweep", "ExecutorConfig", "CertificationConfig", "EnsembleConfig", "NoiseConfig", "TransferConfig",
-           "ExtendConfig", "BaseTrain", "BaseTrainData", "BaseTrainModel", "load_sweep", "TRAIN_AXES", "FIXED_TRAIN_KEYS", "EPOCH_AXES"]
+           "ExtendConfig", "BaseTrain", "BaseTrainData", "BaseTrainModel", "load_sweep", "TRAIN_AXES", "EPOCH_AXES"]
 
 TRAIN_AXES = {
     "lr": "optim.lr",
@@ -45,11 +46,6 @@ EPOCH_AXES = ("epochs", "synthetic_epochs")
 
 SYNTHETIC_ONLY_MIX = 1.0
 """The mixing fraction of a synthetic-only run (no real stream)."""
-
-FIXED_TRAIN_KEYS = ("method", "g", "model")
-"""Keys of ``fixed`` the default objective understands: the method (``megadocs.formats.METHODS``),
-its G, and the model preset (student scaling: ``model: 1.5b`` certifies the same method on another
-model size)."""
 
 def _not_a_boolean(value: Any) -> Any:
     if isinstance(value, bool):
@@ -124,15 +120,19 @@ class EnsembleConfig(StrictModel):
     """Member k gets seed = data.seed = seed_offset + k (offset 1 keeps them apart from the
     certified run, which used the base config's seeds)."""
 
-    def member_points(self, point: Mapping[str, Any], axes: Mapping[str, Sequence[Any]]) -> list[dict[str, Any]]:
-        """The members' points at the certified ``point``: every epochs axis (:data:`EPOCH_AXES`:
-        a synthetic-only point's length is its ``synthetic_epochs``) times ``epochs_multiplier``
-        (the nearest integer when the grid's axis, ``axes``, is integer-valued; need not be on the
-        grid), and ``seed`` = seed_offset + k for member k. The one definition of which runs make up
-        this ensemble: the controller dispatches these points, ``status`` and the report count
-        only runs at them (members of an earlier certified point are never mixed in).
+    def member_params(self, point: Mapping[str, Any], axes: Mapping[str, Sequence[Any]],
+                      fixed: Mapping[str, Any] | None = None) -> list[RunParams]:
+        """The members' params at the certified ``point`` (with the source's ``fixed`` params):
+        every epochs axis (:data:`EPOCH_AXES`: a synthetic-only point's length is its
+        ``synthetic_epochs``) times ``epochs_multiplier`` (the nearest integer when the grid's axis,
+        ``axes``, is integer-valued; need not be on the grid), and ``seed`` = seed_offset + k for
+        member k. The one definition of which runs make up this ensemble: the controller
+        dispatches these points, ``status`` and the report count only runs at them (members of an
+        earlier certified point are never mixed in).
 
-        >>> EnsembleConfig(name="e", source="real", members=2).member_points({"lr": 0.01, "epochs": 4}, {"epochs": [2, 4]})
+        >>> ensemble = EnsembleConfig(name="e", source="real", members=2)
+        >>> members = ensemble.member_params({"lr": 0.01, "epochs": 4}, {"epochs": [2, 4]})
+        >>> [m.strategy_point() for m in members]
         [{'lr': 0.01, 'epochs': 8, 'seed': 1}, {'lr': 0.01, 'epochs': 8, 'seed': 2}]
         """
         base = dict(point)
@@ -141,7 +141,8 @@ class EnsembleConfig(StrictModel):
                 epochs = base[axis] * self.epochs_multiplier
                 integral = all(float(v).is_integer() for v in axes.get(axis, [1]))
                 base[axis] = max(1, int(round(epochs))) if integral else epochs
-        return [{**base, SEED: self.seed_offset + k} for k in range(self.members)]
+        return [RunParams(point=base, fixed=fixed or {}, seed=self.seed_offset + k)
+                for k in range(self.members)]
 
 
 class TransferConfig(StrictModel):
@@ -412,7 +413,8 @@ def _check_train_mapping(sweep: Sweep, cert: CertificationConfig, grid: dict, wh
             raise ValueError(
                 f"{where}: unknown axis {axis!r} for the default objective (expected one of {sorted(TRAIN_AXES)})"
             )
-    method = cert.fixed.get("method", REAL)
+    params = RunParams(fixed=cert.fixed)
+    method = params.method
     if method not in METHODS:
         raise ValueError(f"{where}.fixed.method: {method!r} is not a method (expected one of {list(METHODS)})")
     unknown = set(cert.fixed) - set(FIXED_TRAIN_KEYS)
@@ -426,9 +428,9 @@ def _check_train_mapping(sweep: Sweep, cert: CertificationConfig, grid: dict, wh
             raise ValueError(f"{where}: method real has no synthetic stream; drop the mix axis (grid: {{...}})")
         return
     _check_synthetic_only(grid, sweep.train or BaseTrain(), where)
-    if "g" not in cert.fixed:
+    g = params.g
+    if g is None:
         raise ValueError(f"{where}.fixed.g: required for method {method!r}")
-    g = cert.fixed["g"]
     if isinstance(g, bool) or not isinstance(g, int) or g < 1:
         raise ValueError(f"{where}.fixed.g: expected a whole number of generations per document (1, 2, 4, ...), "
                          f"got {g!r}")

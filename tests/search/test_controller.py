@@ -247,10 +247,10 @@ def test_the_shipped_analytic_example_certifies(workdir):
 def test_ensemble_members_scale_every_epochs_axis(point, axes, expected):
     from search.sweep import EnsembleConfig
 
-    members = EnsembleConfig(name="e", source="c", members=3, epochs_multiplier=2.0, seed_offset=10).member_points(
+    members = EnsembleConfig(name="e", source="c", members=3, epochs_multiplier=2.0, seed_offset=10).member_params(
         point, axes)
-    assert [m["seed"] for m in members] == [10, 11, 12]
-    assert all(m == {**point, **expected, "seed": m["seed"]} for m in members)
+    assert [m.seed for m in members] == [10, 11, 12]
+    assert all(m.point == {**point, **expected} and m.fixed == {} for m in members)
 
 
 def test_ensemble_members_belong_to_the_current_certified_point(make_sweep, workdir):

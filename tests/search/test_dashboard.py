@@ -17,6 +17,7 @@ import pytest
 
 from megadocs.cli import main
 from search.ledger import Ledger, axis_distribution, read_runs
+from search.params import RunParams
 from search.sweep import load_sweep
 
 
@@ -44,7 +45,8 @@ def test_a_ledger_begun_with_categorical_params_keeps_them(tmp_path):
     old = ledger.storage.create_new_trial(study)
     legacy = CategoricalDistribution([0.001, 0.003])
     ledger.storage.set_trial_param(old, "lr", legacy.to_internal_repr(0.003), legacy)  # as before this change
-    trial = ledger.new_run("s/a", point={"lr": 0.001}, fixed={"method": "simple", "g": 2}, run_id="r", run_dir="d",
+    params = RunParams(point={"lr": 0.001}, fixed={"method": "simple", "g": 2})
+    trial = ledger.new_run("s/a", params=params, run_id="r", run_dir="d",
                            grid={"lr": [0.001, 0.003]})  # fmt: skip
     frozen = ledger.storage.get_trial(trial)
     assert frozen.distributions["lr"] == legacy and frozen.params == {"lr": 0.001, "method": "simple", "g": 2}

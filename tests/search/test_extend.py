@@ -18,6 +18,7 @@ from search.certify import CertifyExit, CertifySearch, Support, drive
 from search.grid import AxisExtension, Grid, Side
 from search.landscapes import Landscape, bowl, random_landscape
 from search.ledger import STUDY_EXTENSIONS, Ledger
+from search.params import RunParams
 from search.plan import run_counts
 from search.simulate import SimulatedEvaluator
 from search.status import summarize
@@ -217,9 +218,11 @@ def test_a_legacy_categorical_study_takes_an_extension_value_without_its_param(t
     old = ledger.storage.create_new_trial(study)
     legacy = CategoricalDistribution([4, 8])
     ledger.storage.set_trial_param(old, "epochs", legacy.to_internal_repr(8), legacy)  # as an older version did
-    trial = ledger.new_run("s/a", point={"epochs": 16}, fixed={}, run_id="r", run_dir="d", grid={"epochs": [4, 8, 16]})
+    trial = ledger.new_run("s/a", params=RunParams(point={"epochs": 16}), run_id="r", run_dir="d",
+                           grid={"epochs": [4, 8, 16]})
     assert ledger.storage.get_trial(trial).params == {}  # the point is in its attributes, not a param
-    trial = ledger.new_run("s/a", point={"epochs": 4}, fixed={}, run_id="q", run_dir="e", grid={"epochs": [4, 8, 16]})
+    trial = ledger.new_run("s/a", params=RunParams(point={"epochs": 4}), run_id="q", run_dir="e",
+                           grid={"epochs": [4, 8, 16]})
     assert ledger.storage.get_trial(trial).distributions["epochs"] == legacy
 
 

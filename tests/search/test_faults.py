@@ -13,6 +13,7 @@ import pytest
 
 from megadocs.cli import main
 from search.ledger import ATTR_FIXED, ATTR_POINT, ATTR_RUN_ID, Ledger, read_runs
+from search.params import RunParams
 from search.status import summarize
 from search.sweep import load_sweep
 
@@ -106,9 +107,9 @@ def test_a_result_the_killed_controller_had_half_recorded_is_not_a_divergence(ma
     assert main(["search", "certify", str(path), "--no-progress", "--max-runs", "1"]) == 1
     sweep, ledger = _ledger(path)
     optimum = {"lr": 0.003, "wd": 0.8, "epochs": 16}  # the bowl's optimum: a neighbour of the start
-    params = {**optimum, "method": "simple", "g": 4}
-    run_id = make_objective(sweep).identity(params)
-    trial = ledger.new_run(f"{sweep.name}/a", point=optimum, fixed={"method": "simple", "g": 4}, run_id=run_id,
+    params = RunParams(point=optimum, fixed={"method": "simple", "g": 4})
+    run_id = make_objective(sweep).identity(params.merged())
+    trial = ledger.new_run(f"{sweep.name}/a", params=params, run_id=run_id,
                            run_dir=str(sweep.out_dir / "runs" / run_id))
     ledger.update(trial, **{ATTR_STATUS: RunStatus.COMPLETED.value,  # killed before the state and loss
                             ATTR_METRICS: RunMetrics(status=RunStatus.COMPLETED, val_loss=2.84)})

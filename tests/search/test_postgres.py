@@ -10,6 +10,7 @@ import pytest
 
 from megadocs.cli import main
 from search.ledger import read_runs
+from search.params import RunParams
 from search.status import summarize
 from search.sweep import load_sweep
 from tests.postgres import REQUIRE_ENV, PostgresUnavailable, ThrowawayPostgres, free_port
@@ -152,7 +153,7 @@ def test_the_ledger_waits_out_a_server_restart_and_goes_on(postgres_server, capl
     from search.ledger import Ledger
 
     ledger = Ledger(postgres_server.url, "t")
-    trial = ledger.new_run("t/a", point={"lr": 0.003}, fixed={}, run_id="r1", run_dir="/runs/r1")
+    trial = ledger.new_run("t/a", params=RunParams(point={"lr": 0.003}), run_id="r1", run_dir="/runs/r1")
     postgres_server.stop()
     back = threading.Timer(3.0, postgres_server.start)
     back.start()
@@ -174,7 +175,7 @@ def test_a_ledger_gone_for_good_is_one_line_without_the_password(monkeypatch):
     monkeypatch.setattr(ledger_module, "RECONNECT_EVERY_S", 0.2)
     with _server(SECRET) as server:
         ledger = ledger_module.Ledger(f"postgresql://megadocs:{SECRET}@127.0.0.1:{server.port}/postgres", "t")
-        trial = ledger.new_run("t/a", point={"lr": 0.003}, fixed={}, run_id="r1", run_dir="/runs/r1")
+        trial = ledger.new_run("t/a", params=RunParams(point={"lr": 0.003}), run_id="r1", run_dir="/runs/r1")
         server.stop()
         with pytest.raises(UserError) as refused:
             ledger.update(trial, reason="x")
