@@ -71,8 +71,11 @@ def load_tables(sweep: Sweep) -> LedgerTables:
 
 
 def _gs_by_method(sweep: Sweep) -> dict[str, list[int]]:
+    from search.params import RunParams
+
     gs: dict[str, list[int]] = {}
     for cert in sweep.certifications:
-        if "method" in cert.fixed and "g" in cert.fixed:
-            gs.setdefault(str(cert.fixed["method"]), []).append(int(cert.fixed["g"]))
+        fixed = RunParams(fixed=cert.fixed)
+        if fixed.named_method is not None and fixed.g is not None:
+            gs.setdefault(str(fixed.named_method), []).append(int(fixed.g))
     return gs
