@@ -36,10 +36,11 @@ import random
 import statistics
 import time
 
-from search.certify import CertifySearch, Noise, Outcome, Request, drive
+from search.certify import Noise, Outcome
 from search.grid import Grid
 from search.landscapes import SeedNoise, random_landscape
 from search.simulate import SimulatedEvaluator
+from search.strategies import CertifySearch, Request, drive
 from search.tpe import TPESearch
 
 GRIDS = {

@@ -32,17 +32,7 @@ from megadocs.executors import Executor, JobState, make_executor
 from megadocs.formats import RunDir, RunMetrics, RunStatus
 from megadocs.provenance import read as read_provenance
 from megadocs.trust import UntrustedPath, require_inside
-from search.certify import (
-    CertifySearch,
-    Evaluator,
-    FixedPoints,
-    GridSearch,
-    Outcome,
-    Request,
-    Result,
-    Strategy,
-    drive,
-)
+from search.certify import Outcome
 from search.grid import Grid
 from search.ledger import (
     ATTR_ADOPTED_FROM,
@@ -72,6 +62,16 @@ from search.objective import (
     normalise_metrics,
 )
 from search.params import RunParams
+from search.strategies import (
+    CertifySearch,
+    Evaluator,
+    FixedPoints,
+    GridSearch,
+    Request,
+    Result,
+    Strategy,
+    drive,
+)
 from search.sweep import Sweep
 
 __all__ = ["run_sweep", "LedgerEvaluator", "TaskInfo", "build_strategies", "STRATEGIES", "SweepInterrupted"]

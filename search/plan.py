@@ -51,12 +51,12 @@ from typing import Any
 from megadocs import megadoc, pools
 from megadocs.errors import UserError
 from megadocs.formats import POOL_KIND, PoolKind
-from search.certify import CertifySearch, drive
 from search.grid import AxisExtension, Grid
 from search.landscapes import random_landscape
 from search.objective import TrainObjective
 from search.params import RunParams
 from search.simulate import SimulatedEvaluator
+from search.strategies import CertifySearch, drive
 from search.sweep import CertificationConfig, Sweep
 from train.gpu_results import Utilisation
 from train.plan import DEFAULT_SCALING_EFFICIENCY, RunCost, check_utilisation, run_cost

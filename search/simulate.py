@@ -12,7 +12,8 @@ import math
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from search.certify import Evaluator, Outcome, Request, Result
+from search.certify import Outcome
+from search.strategies import Evaluator, Request, Result
 
 __all__ = ["SimulatedEvaluator"]
 

@@ -23,7 +23,6 @@ from megadocs.formats import RunStatus, dumps_json
 from search.certify import (
     Certificate,
     CertifyExit,
-    CertifySearch,
     CertState,
     Extension,
     Noise,
@@ -35,6 +34,7 @@ from search.certify import (
 from search.grid import Bound, Side, values_equal
 from search.ledger import STUDY_START, Ledger, RunRecord, StudyKind, replay, study_name
 from search.params import SEED, RunParams
+from search.strategies import CertifySearch
 from search.sweep import SYNTHETIC_ONLY_MIX, Sweep
 
 __all__ = ["CertificationSummary", "BestPoint", "RunCounts", "Compute", "summarize", "summarize_ensembles",

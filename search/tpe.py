@@ -12,8 +12,9 @@ from typing import Any
 
 import optuna
 
-from search.certify import Outcome, RunState, Strategy
+from search.certify import Outcome, RunState
 from search.grid import Grid, Key
+from search.strategies import Strategy
 
 __all__ = ["TPESearch"]
 

@@ -12,11 +12,12 @@ from __future__ import annotations
 import math
 
 from megadocs.formats import RunMetrics, RunStatus
-from search.certify import CertifySearch, Noise, drive
+from search.certify import Noise
 from search.grid import Grid
 from search.ledger import RunRecord
 from search.simulate import SimulatedEvaluator
 from search.status import CertificationSummary, Compute
+from search.strategies import CertifySearch, drive
 
 GRID = {"lr": [1e-3, 3e-3, 1e-2], "epochs": [2, 4, 8, 16], "wd": [0.1, 0.4, 0.8]}
 BASELINE = 3.5544

@@ -7,10 +7,11 @@ import math
 
 import pytest
 
-from search.certify import CertifySearch, CertState, FixedPoints, GridSearch, Noise, Outcome, decide, drive
+from search.certify import CertState, Noise, Outcome, decide
 from search.grid import Grid
 from search.landscapes import Landscape, bowl, edge, plateau, random_landscape, rugged
 from search.simulate import SimulatedEvaluator
+from search.strategies import CertifySearch, FixedPoints, GridSearch, drive
 
 AXES = {
     "lr": [1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2],

@@ -286,8 +286,8 @@ def test_progress_shows_the_runs_in_flight_and_never_redraws_into_a_log():
     redraws); its running count is the one after the latest dispatch (issue 34: stale count)."""
     import io
 
-    from search.certify import FixedPoints
     from search.controller import Progress
+    from search.strategies import FixedPoints
 
     strategies = {"e": FixedPoints("e", [{"lr": 0.01}])}
     log = io.StringIO()

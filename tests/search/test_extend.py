@@ -14,7 +14,7 @@ import yaml
 
 from megadocs.cli import main
 from megadocs.errors import UserError
-from search.certify import CertifyExit, CertifySearch, Support, drive
+from search.certify import CertifyExit, Support
 from search.grid import AxisExtension, Grid, Side
 from search.landscapes import Landscape, bowl, random_landscape
 from search.ledger import STUDY_EXTENSIONS, Ledger
@@ -22,6 +22,7 @@ from search.params import RunParams
 from search.plan import run_counts
 from search.simulate import SimulatedEvaluator
 from search.status import summarize
+from search.strategies import CertifySearch, drive
 from search.sweep import load_sweep
 
 from .conftest import calls

@@ -6,10 +6,11 @@ import math
 import random
 import statistics
 
-from search.certify import CertifySearch, CertState, Noise, Outcome, decide, drive
+from search.certify import CertState, Noise, Outcome, decide
 from search.grid import Grid
 from search.landscapes import Landscape, SeedNoise, random_landscape
 from search.simulate import SimulatedEvaluator
+from search.strategies import CertifySearch, drive
 
 LINE = Grid.from_mapping({"x": [1, 2, 3, 4, 5]})
 

@@ -1,0 +1,361 @@
+"""Strategies and the driver: who asks for runs, and the loop that runs them over an evaluator.
+
+A :class:`Strategy` proposes points and records outcomes; :class:`CertifySearch` wraps the pure
+certification rule (:func:`search.certify.decide`, which looks only at the evidence recorded),
+:class:`GridSearch` and :class:`FixedPoints` are the baselines and fixed runs (ensembles,
+transfers), and ``search.tpe`` adds Optuna's TPE. :func:`drive` runs any strategies together
+over an :class:`Evaluator` until none wants anything more.
+
+Evaluators adapt this to something that runs points: ``search/controller.py`` (Optuna ledger +
+submitit jobs) and ``search/simulate.py`` (in memory, with a simulated clock).
+"""
+
+from __future__ import annotations
+
+import math
+from abc import ABC, abstractmethod
+from collections.abc import Hashable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from search.certify import (
+    Certificate,
+    CertState,
+    Decision,
+    Draw,
+    Extension,
+    Noise,
+    Outcome,
+    RunState,
+    decide,
+    point_key,
+)
+from search.grid import Grid, Key
+from search.params import RunParams
+
+__all__ = ["Strategy", "CertifySearch", "GridSearch", "FixedPoints", "Request", "Result", "Evaluator", "DriveStats",
+           "drive"]
+
+
+class Strategy(ABC):
+    """One search over one certification's points, fed outcomes by :func:`drive`.
+
+    Strategies never run anything: they say which points they want (:meth:`wanted`) and
+    learn what happened (:meth:`record`). All their state is the recorded outcomes, so a
+    strategy rebuilt from a ledger continues where the previous controller stopped.
+
+    The base owns the bookkeeping every strategy shares: the outcomes (one per :meth:`key`, in
+    finishing order), the run budget, in-flight counts, waiting for a source. Subclasses fill
+    :meth:`_wanted` and :meth:`_done` (and may override :meth:`key` and :meth:`_recorded`).
+    """
+
+    name: str
+    waits_for: str | None = None
+    """Name of another strategy whose result this one needs before it can start (warm start)."""
+    source_failed: str | None = None
+    """Why the ``waits_for`` source gave nothing to start from (it ended failed or uncertified)."""
+
+    def __init__(self, name: str, *, max_runs: int | None = None, waits_for: str | None = None) -> None:
+        self.name = name
+        self.max_runs = max_runs
+        self.waits_for = waits_for
+        self.outcomes: dict[Hashable, Outcome] = {}
+
+    # -- public, called by drive -----------------------------------------------------------
+
+    def key(self, point: Mapping[str, Any]) -> Hashable:
+        """The identity under which a point's outcome is kept (default: the whole point dict)."""
+        return point_key(point)
+
+    def wanted(self, limit: int) -> list[dict[str, Any]]:
+        """Up to ``limit`` points to dispatch now, best first; never one already recorded.
+
+        Called by :func:`drive` whenever slots are free. May return fewer (or none) while it
+        waits for running points, its source, or when the budget is spent. Raises nothing.
+        """
+        limit = min(limit, self.budget_left())
+        if limit <= 0 or self.waits_for is not None:
+            return []
+        found = []
+        for point in self._wanted(limit):
+            if self.key(point) not in self.outcomes:
+                found.append(point)
+            if len(found) >= limit:
+                break
+        return found
+
+    def record(self, point: Mapping[str, Any], outcome: Outcome) -> None:
+        """Called when a point is dispatched (``RUNNING``) and when it finishes or fails."""
+        key = self.key(point)
+        if outcome.state is not RunState.RUNNING:
+            self.outcomes.pop(key, None)  # re-insert: the dict order is the finishing order
+        self.outcomes[key] = outcome
+        self._recorded(point, outcome)
+
+    def running(self) -> int:
+        """Number of recorded points still in flight."""
+        return sum(o.state is RunState.RUNNING for o in self.outcomes.values())
+
+    def budget_left(self) -> float:
+        return math.inf if self.max_runs is None else max(0, self.max_runs - len(self.outcomes))
+
+    def budget_spent(self) -> bool:
+        """True when the run budget stopped the strategy (nothing in flight, nothing left)."""
+        return self.budget_left() == 0 and not self.running()
+
+    def done(self) -> bool:
+        """True when the strategy will want nothing more (certified, failed, budget spent)."""
+        return self.budget_spent() or self._done()
+
+    def resolve(self, others: Mapping[str, Strategy]) -> None:
+        """Called by :func:`drive` before each dispatch round while ``waits_for`` is set. Once the
+        source certification is done, clears ``waits_for`` and hands its certificate (None when
+        it did not certify) to :meth:`_source_done`."""
+        source = others[self.waits_for]
+        assert isinstance(source, CertifySearch), f"{self.waits_for} is not a certification"
+        if not source.done():
+            return
+        result = source.decide()
+        if result.certificate is None:
+            self.source_failed = f"source {self.waits_for!r} ended {result.state.value}"
+        self.waits_for = None
+        self._source_done(result.certificate)
+
+    # -- hooks -----------------------------------------------------------------------------
+
+    @abstractmethod
+    def _wanted(self, limit: int) -> list[dict[str, Any]]:
+        """Candidate points in priority order (the base drops recorded ones and applies limits)."""
+
+    @abstractmethod
+    def _done(self) -> bool:
+        """True when, budget aside, nothing more is wanted and nothing is in flight."""
+
+    def _recorded(self, point: Mapping[str, Any], outcome: Outcome) -> None:  # noqa: B027 - optional hook
+        """Called after every :meth:`record` (e.g. TPE tells its sampler)."""
+
+    def _source_done(self, certificate: Certificate | None) -> None:  # noqa: B027 - optional hook
+        """Subclasses that wait for a source start from its certificate here."""
+
+
+class CertifySearch(Strategy):
+    """Local-optimality certification on ``grid`` from ``start`` (see the module docstring).
+
+    ``start`` may be None with ``waits_for`` naming another CertifySearch: the start is then
+    that search's certified point projected onto this grid, extension values included, so a
+    certificate that moved a bound moves the next one's start (``fallback`` fills missing axes).
+    Points it asks for carry ``seed: r`` for repeat r > 0 (``noise.repeats`` > 1).
+    :attr:`extensions` lists, in order, every extension value its evidence reached; each new one
+    is also handed to ``on_extend`` (the controller records it in the ledger).
+    """
+
+    def __init__(
+        self,
+        name: str,
+        grid: Grid,
+        start: Mapping[str, Any] | None,
+        *,
+        seed_neighbours: bool = True,
+        max_runs: int | None = None,
+        waits_for: str | None = None,
+        fallback: Mapping[str, Any] | None = None,
+        on_start: Any = None,
+        noise: Noise = Noise(),
+        on_extend: Any = None,
+    ) -> None:
+        super().__init__(name, max_runs=max_runs, waits_for=waits_for if start is None else None)
+        self.grid = grid
+        self.start = dict(start) if start is not None else None
+        self.seed_neighbours = seed_neighbours
+        self.noise = noise
+        self.fallback = dict(fallback or {})
+        self.on_start = on_start  # called with the resolved start point (the controller persists it)
+        self.on_extend = on_extend  # called with each new Extension (the controller records it)
+        self.outcomes: dict[Draw, Outcome] = {}
+        self.extensions: list[Extension] = []
+
+    def record(self, point: Mapping[str, Any], outcome: Outcome) -> None:
+        """As :meth:`Strategy.record`; a point beyond the part of the grid reached so far
+        (an extension value) is an :class:`Extension`, noted with the centre that asked for it."""
+        key, _ = self.key(point)
+        beyond = self.grid.beyond(key, self.grid.reach(k for k, _ in self.outcomes))
+        centre = self.decide().centre if beyond and self.start is not None else None
+        runs = len(self.outcomes)
+        super().record(point, outcome)
+        for axis, side, value, after in beyond:
+            extension = Extension(axis, side, value, after, centre, runs)
+            self.extensions.append(extension)
+            if self.on_extend:
+                self.on_extend(extension)
+
+    def key(self, point: Mapping[str, Any]) -> Draw:
+        """(grid key, repeat): ``seed`` tells repeats apart; the other keys must be the grid's axes."""
+        run = RunParams.split(point, self.grid.names)
+        return self.grid.key({**run.point, **run.fixed}), run.repeat  # grid.key refuses a key that is no axis
+
+    def _source_done(self, certificate: Certificate | None) -> None:
+        if certificate is None:
+            return
+        self.start = self.grid.nearest(certificate.point, self.fallback)
+        if self.on_start:
+            self.on_start(self.start)
+
+    def decide(self) -> Decision:
+        """What the evidence so far implies (:func:`decide`); while the start waits for a source
+        certification, SEEDING, or FAILED with the source's ending as the blocking reason."""
+        if self.start is None:
+            failed = ((self.fallback, self.source_failed),) if self.source_failed else ()
+            state = CertState.FAILED if self.source_failed else CertState.SEEDING
+            return Decision(state, None, None, (), (), failed, None, (), ())
+        return decide(self.grid, self.start, self.outcomes, seed_neighbours=self.seed_neighbours, noise=self.noise)
+
+    def _wanted(self, limit: int) -> list[dict[str, Any]]:
+        return [] if self.start is None else list(self.decide().wanted)
+
+    def _done(self) -> bool:
+        if self.start is None:
+            return self.source_failed is not None
+        return self.decide().state in (CertState.CERTIFIED, CertState.FAILED)
+
+
+class GridSearch(Strategy):
+    """Exhaustive baseline: every grid point once (up to ``max_runs``), best = argmin."""
+
+    def __init__(self, name: str, grid: Grid, *, max_runs: int | None = None) -> None:
+        super().__init__(name, max_runs=max_runs)
+        self.grid = grid
+
+    def key(self, point: Mapping[str, Any]) -> Key:
+        return self.grid.key(point)
+
+    def _wanted(self, limit: int) -> list[dict[str, Any]]:
+        found = []
+        for point in self.grid.points():
+            if self.grid.key(point) not in self.outcomes:
+                found.append(point)
+                if len(found) >= limit:
+                    break
+        return found
+
+    def _done(self) -> bool:
+        return not self.running() and len(self.outcomes) >= self.grid.size
+
+
+class FixedPoints(Strategy):
+    """A fixed list of points to run once each (ensemble members), optionally after a source
+    certification: ``make_points(certified_point)`` builds the list once it is certified."""
+
+    def __init__(self, name: str, points: Sequence[Mapping[str, Any]] | None = None, *,
+                 waits_for: str | None = None, make_points: Any = None) -> None:
+        super().__init__(name, waits_for=waits_for if points is None else None)
+        self.points = [dict(p) for p in points] if points is not None else None
+        self.make_points = make_points
+
+    def _source_done(self, certificate: Certificate | None) -> None:
+        self.points = [] if certificate is None else [dict(p) for p in self.make_points(certificate.point)]
+
+    def _wanted(self, limit: int) -> list[dict[str, Any]]:
+        return [] if self.points is None else [p for p in self.points if self.key(p) not in self.outcomes]
+
+    def _done(self) -> bool:
+        return self.points is not None and not self.running() and all(
+            self.key(p) in self.outcomes for p in self.points)
+
+
+# --------------------------------------------------------------------------- the driver
+
+
+@dataclass(frozen=True)
+class Request:
+    task: str
+    point: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Result:
+    task: str
+    point: dict[str, Any]
+    outcome: Outcome
+
+
+class Evaluator(ABC):
+    """Runs points for :func:`drive`. Implementations own retries, deduplication and storage.
+
+    Contract: every point passed to :meth:`submit` eventually comes back exactly once from
+    :meth:`wait` as FINISHED or FAILED (infrastructure retries happen inside, unseen). Points
+    that were already in flight when :func:`drive` started (recorded RUNNING in the strategies,
+    e.g. re-attached after a controller restart) come back the same way.
+    """
+
+    @abstractmethod
+    def free_slots(self) -> int:
+        """How many more runs may start now. Called before every dispatch decision."""
+
+    @abstractmethod
+    def submit(self, requests: Sequence[Request]) -> None:
+        """Start these runs (non-blocking). Called only with points not yet recorded for the task.
+
+        An implementation may satisfy a request from an identical run (same run identity)
+        that already finished or is in flight, instead of running it again.
+        """
+
+    @abstractmethod
+    def wait(self) -> list[Result]:
+        """Block until at least one in-flight run resolves; return all that resolved.
+
+        Called only while some run is in flight. Raises whatever stops the controller (e.g.
+        KeyboardInterrupt); what becomes of the runs in flight is the evaluator's (the controller's:
+        local runs stopped and run again, SLURM jobs re-attached on the next start).
+        """
+
+    def tick(self, strategies: Mapping[str, Strategy]) -> None:  # noqa: B027 - optional hook
+        """Called once per loop iteration (progress display, heartbeats); a no-op by default."""
+
+
+@dataclass
+class DriveStats:
+    dispatched: int = 0
+    rounds: int = 0  # calls to Evaluator.wait
+    results: list[Result] = field(default_factory=list)
+
+
+def drive(strategies: Sequence[Strategy], evaluator: Evaluator) -> DriveStats:
+    """Run all strategies to completion, sharing the evaluator's slots round-robin.
+
+    Returns when every strategy is done or can make no progress (e.g. a warm-start source
+    that never certifies, a budget spent). Re-running with the same recorded outcomes
+    continues exactly where it stopped.
+    """
+    by_name = {s.name: s for s in strategies}
+    stats = DriveStats()
+    while True:
+        for strategy in strategies:
+            if strategy.waits_for is not None:
+                strategy.resolve(by_name)
+        evaluator.tick(by_name)
+        free = evaluator.free_slots()
+        requests: list[Request] = []
+        if free > 0:
+            queues = [[Request(s.name, p) for p in s.wanted(free)] for s in strategies if not s.done()]
+            if queues:  # the round-robin starts where the last one stopped: one free slot at a time
+                turn = stats.dispatched % len(queues)  # still reaches every strategy in turn
+                queues = queues[turn:] + queues[:turn]
+            while queues and len(requests) < free:  # round-robin across strategies
+                for queue in list(queues):
+                    if queue and len(requests) < free:
+                        requests.append(queue.pop(0))
+                    if not queue:
+                        queues.remove(queue)
+        if requests:
+            for request in requests:
+                by_name[request.task].record(request.point, Outcome.running())
+            evaluator.submit(requests)
+            stats.dispatched += len(requests)
+        if not any(s.running() for s in strategies):
+            if requests:
+                continue
+            return stats
+        stats.rounds += 1
+        for result in evaluator.wait():
+            by_name[result.task].record(result.point, result.outcome)
+            stats.results.append(result)
