@@ -381,6 +381,10 @@ def _check_sweep(sweep: Sweep) -> None:
         if sweep.objective is None:
             _check_train_mapping(sweep, cert, extended, where)
     _check_sourced(sweep.ensembles, "ensembles", "ensemble", names)
+    for i, ensemble in enumerate(sweep.ensembles):  # fixed params win the merge: every member would be one run
+        if SEED in sweep.certification(ensemble.source).fixed:
+            raise ValueError(f"ensembles[{i}].from: {ensemble.source!r} fixes {SEED!r}, which each member sets "
+                             f"(seed_offset + k); remove it from that certification's fixed")
     _check_sourced(sweep.transfers, "transfers", "transfer", names)
     for i, transfer in enumerate(sweep.transfers):
         where = f"transfers[{i}]"

@@ -81,6 +81,8 @@ BAD = [
     ({"noise": {"repeats": 0}}, "noise.repeats: Input should be greater than or equal to 1"),
     ({"noise": {"repeats": 3}, "certifications": [{"name": "a", "fixed": {"seed": 1}}]},
      "certifications[0]: noise repeats set the 'seed' param"),
+    ({"certifications": [{"name": "a", "fixed": {"seed": 1}}], "ensembles": [{"name": "e", "from": "a", "members": 3}]},
+     "ensembles[0].from: 'a' fixes 'seed', which each member sets"),
 ]
 
 
