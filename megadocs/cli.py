@@ -91,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt as exc:  # a command that stopped work on the way out says what (one line)
-        print(f"interrupted: {exc or 're-run the same command to resume'}", file=sys.stderr)
+        print(f"interrupted: {str(exc).strip() or 're-run the same command to resume'}", file=sys.stderr)
         return 130
     return int(status or 0)
 

@@ -111,9 +111,11 @@ class GenerationStatistics(BaseModel):
     """The manifest's ``statistics``: every done shard's counts summed by
     :meth:`megadocs.shards.ShardedStep.finish` (the figures: ``gen.generate.GeneratePool._derived``),
     read by ``search plan`` (``mean_tokens``: a generation's mean length). Fields an older pool did
-    not write are left out when the manifest is written again."""
+    not write are left out when the manifest is written again, and figures this code does not know
+    (an earlier or later gen's) are kept as they are: statistics describe a pool, they never
+    refuse one."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="allow", frozen=True)
 
     documents: int = 0
     generations: int = 0

@@ -82,3 +82,21 @@ def test_set_errors_name_the_set_option_not_the_file(tmp_path, capsys):
     path.write_text("data: {store: s}\noptim: {lr: 0}\n")
     assert main(["train", str(path), "--set", "optim.weight_decay=0.1"]) == 2
     assert capsys.readouterr().err.strip().startswith(f"error: {path}: optim.lr: ")
+
+
+@pytest.mark.parametrize(("raised", "line"), [
+    (KeyboardInterrupt(), "interrupted: re-run the same command to resume"),
+    (KeyboardInterrupt("cancelled 2 slurm task(s) (7_0, 7_1); re-run"), "interrupted: cancelled 2 slurm task(s) (7_0, 7_1); re-run"),
+])
+def test_ctrl_c_ends_in_one_line_and_exit_130(monkeypatch, capsys, raised, line):
+    """A bare Ctrl-C says how to resume; one raised with what was stopped on the way out says that."""
+    import megadocs.cli
+
+    def interrupted(_args):
+        raise raised
+
+    parser = build_parser()
+    monkeypatch.setattr(megadocs.cli, "build_parser", lambda: parser)
+    parser.set_defaults(func=interrupted)
+    assert main([]) == 130
+    assert capsys.readouterr().err == line + "\n"
