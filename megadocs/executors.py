@@ -157,11 +157,6 @@ class _Submitit(Executor):
         self._jobs: dict[str, Any] = {}
         self._ended_at: dict[str, float] = {}
 
-    def cancel(self, job_ids: Sequence[str]) -> None:
-        """Cancel these jobs of this process (queued or running); ended ones are left as they are."""
-        for job_id in job_ids:
-            self._jobs[job_id].cancel(check=False)
-
     def submit(self, tasks: Sequence[Callable[[], Any]]) -> list[str]:
         with self._executor.batch():
             jobs = [self._executor.submit(task) for task in tasks]
@@ -489,8 +484,9 @@ def run_job_array(tasks: Sequence[Callable[[], Any]], labels: Sequence[str], *, 
                 else:
                     failures.append(f"{label} (job {job_id}): {poll.reason}")
     except KeyboardInterrupt:
-        if jobs.stops_on_interrupt or not pending:
+        if jobs.stops_on_interrupt or not pending:  # local tasks had the Ctrl-C too
             raise
+        assert isinstance(jobs, SlurmExecutor), jobs  # the one executor whose jobs outlive the submitter
         jobs.cancel(list(pending))
         raise KeyboardInterrupt(f"cancelled {len(pending)} {kind} task(s) ({', '.join(pending)}); finished "
                                 "shards are kept: re-run the same command to resume") from None
