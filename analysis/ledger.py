@@ -2,7 +2,8 @@
 
 The only module of ``analysis`` that reads a ledger; it takes a loaded ``search.sweep.Sweep`` (the
 CLIs load the file with ``search.sweep.load_sweep``) and uses the public reading API
-(``search.ledger.read_runs``, ``search.status.summarize``).
+(``search.ledger.read_snapshot``, ``read_runs``, ``search.status.summarize``), reading the
+ledger once.
 """
 
 from __future__ import annotations
@@ -50,21 +51,22 @@ def _grids_of(sweep: Sweep) -> dict[str, dict[str, list[Any]]]:
 def load_tables(sweep: Sweep) -> LedgerTables:
     """Read the runs and certification summaries of a loaded sweep into the analysis tables
     (``search.sweep.load_sweep`` loads a sweep file)."""
-    from search.ledger import read_runs
+    from search.ledger import read_runs, read_snapshot
     from search.status import summarize, summarize_ensembles
 
-    runs = runs_frame(read_runs(sweep), sweep=sweep.name)
+    snapshot = read_snapshot(sweep)  # each study read once by the readers below
+    runs = runs_frame(read_runs(sweep, snapshot=snapshot), sweep=sweep.name)
     preset = sweep.train.model.preset if sweep.train is not None else None
     if preset and len(runs):
         runs["model"] = runs["model"].fillna(preset)  # the sweep's base model unless fixed.model says otherwise
-    summaries = summarize(sweep)
+    summaries = summarize(sweep, snapshot=snapshot)
     return LedgerTables(
         sweep_name=sweep.name,
         runs=runs,
         certifications=certifications_frame(summaries, runs),
         summaries=summaries,
         grids=_grids_of(sweep),
-        ensembles={e.name: e for e in summarize_ensembles(sweep, summaries)},
+        ensembles={e.name: e for e in summarize_ensembles(sweep, summaries, snapshot=snapshot)},
         transfer_sources={t.name: t.source for t in sweep.transfers},
         diversity=diversity_table(sweep.pools, _gs_by_method(sweep)),
     )

@@ -10,6 +10,7 @@ from megadocs.cli import examples
 from search.certify import CertifyExit  # light (stdlib + search.grid): the exit codes for --help
 
 if TYPE_CHECKING:  # a type only: the handlers import search.sweep when they run, keeping --help fast
+    from search.ledger import LedgerSnapshot
     from search.status import CertificationSummary
     from search.sweep import Sweep
 
@@ -133,6 +134,7 @@ def _certify(args: argparse.Namespace) -> int:
     from megadocs.errors import UserError
     from search.certify import CertState, Support
     from search.controller import SweepInterrupted, run_sweep
+    from search.ledger import read_snapshot
     from search.status import certify_exit, format_bases, format_table, g_trend_warnings, summarize
     from search.sweep import load_sweep
 
@@ -146,11 +148,12 @@ def _certify(args: argparse.Namespace) -> int:
     except SweepInterrupted as exc:  # Ctrl-C: one line, the status `megadocs train` exits with
         print(exc.message(args.sweep), file=sys.stderr)
         return 130
-    summaries = summarize(sweep, args.strategy, max_runs=args.max_runs)
+    snapshot = read_snapshot(sweep)  # each study read once by everything below
+    summaries = summarize(sweep, args.strategy, max_runs=args.max_runs, snapshot=snapshot)
     print(format_table(summaries), end="")
     for line in format_bases(summaries):
         print(line)
-    _print_ensembles(sweep, summaries)
+    _print_ensembles(sweep, summaries, snapshot)
     for warning in g_trend_warnings(summaries):
         print(f"warning: {warning}", file=sys.stderr)
     failed = 0
@@ -217,23 +220,24 @@ def _plan(args: argparse.Namespace) -> int:
 
 
 def _status(args: argparse.Namespace) -> int:
-    from search.ledger import Ledger
+    from search.ledger import read_snapshot
     from search.status import format_bases, format_table, g_trend_warnings, summarize, to_json
     from search.sweep import load_sweep
 
     _configure_process(runs_jobs=False)
     sweep = load_sweep(args.sweep)
-    summaries = summarize(sweep, args.strategy, reconcile=True)  # dead jobs are not "running"
+    snapshot = read_snapshot(sweep)  # each study read once (a full read costs ~1 ms a trial)
+    summaries = summarize(sweep, args.strategy, reconcile=True, snapshot=snapshot)  # dead jobs are not "running"
     if args.json:
         print(to_json(summaries))
         return 0
     print(format_table(summaries), end="")
     for line in format_bases(summaries):
         print(line)
-    _print_ensembles(sweep, summaries)
-    _print_transfers(sweep)
-    _print_jobs(sweep)
-    holder = Ledger(sweep.ledger_url, sweep.name, create=False).holder()
+    _print_ensembles(sweep, summaries, snapshot)
+    _print_transfers(sweep, snapshot)
+    _print_jobs(sweep, snapshot)
+    holder = snapshot.holder
     if holder:
         print(f"controller: running on host {holder['host']}, pid {holder['pid']}, since {holder['since']}")
     for warning in g_trend_warnings(summaries):
@@ -244,7 +248,7 @@ def _status(args: argparse.Namespace) -> int:
     return 0
 
 
-def _print_jobs(sweep: Sweep) -> None:
+def _print_jobs(sweep: Sweep, snapshot: LedgerSnapshot) -> None:
     """Runs in flight or failed, by job id: what to follow with squeue/sacct or cancel with scancel.
     A run the ledger calls running whose job is gone (a killed controller) shows as stopped."""
     from megadocs.formats import RunStatus
@@ -252,7 +256,7 @@ def _print_jobs(sweep: Sweep) -> None:
     from search.status import JobWatch
 
     watch = JobWatch(sweep)
-    for run in read_runs(sweep):
+    for run in read_runs(sweep, snapshot=snapshot):
         running = run.status is RunStatus.RUNNING
         if not (running or (run.status is RunStatus.FAILED and run.job_id)):
             continue
@@ -268,15 +272,15 @@ def _print_jobs(sweep: Sweep) -> None:
         print(f"{run.certification} {point}: {status}, job {run.job_id} (attempt {run.attempts}){reason}")
 
 
-def _print_ensembles(sweep: Sweep, summaries: list[CertificationSummary]) -> None:
+def _print_ensembles(sweep: Sweep, summaries: list[CertificationSummary], snapshot: LedgerSnapshot) -> None:
     from search.status import summarize_ensembles
 
-    for ens in summarize_ensembles(sweep, summaries):
+    for ens in summarize_ensembles(sweep, summaries, snapshot=snapshot):
         print(ens.describe())
 
 
-def _print_transfers(sweep: Sweep) -> None:
+def _print_transfers(sweep: Sweep, snapshot: LedgerSnapshot) -> None:
     from search.status import summarize_transfers
 
-    for transfer in summarize_transfers(sweep):
+    for transfer in summarize_transfers(sweep, snapshot=snapshot):
         print(transfer.describe())

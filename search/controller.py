@@ -49,6 +49,7 @@ from search.ledger import (
     STUDY_KIND,
     STUDY_START,
     Ledger,
+    RunRecord,
     StudyKind,
     replay,
     study_name,
@@ -160,9 +161,12 @@ class LedgerEvaluator(Evaluator):
     # -- restore ---------------------------------------------------------------------------
 
     def restore(self, strategies: Sequence[Strategy]) -> None:
-        """Feed the ledger's evidence to the strategies and re-attach in-flight runs."""
-        for name in self.ledger.study_names():
-            for record in self.ledger.runs(name):
+        """Feed the ledger's evidence to the strategies and re-attach in-flight runs. Reads each
+        study once (:meth:`Ledger.snapshot`): the finished runs of every study for adoption, and
+        each strategy's own study as its evidence."""
+        snapshot = self.ledger.snapshot()
+        for name in snapshot.study_names():
+            for record in snapshot.runs(name):
                 if record.status.finished and record.run_id:
                     metrics = record.metrics or RunMetrics(  # a ledger record without metrics
                         status=record.status, val_loss=record.loss, wall_time_s=record.wall_time_s)
@@ -174,8 +178,8 @@ class LedgerEvaluator(Evaluator):
         for strategy in strategies:
             info = self.tasks[strategy.name]
             grid = Grid.from_mapping(info.grid) if info.grid is not None else None
-            for item in replay(self._current_records(info), fixed=info.fixed, grid=grid,
-                               retry_failed=self.retry_failed):
+            for item in replay(self._current_records(info, snapshot.runs(info.study)), fixed=info.fixed,
+                               grid=grid, retry_failed=self.retry_failed):
                 strategy.record(item.point, item.outcome)
                 if item.record.status is not RunStatus.RUNNING:
                     continue
@@ -199,17 +203,17 @@ class LedgerEvaluator(Evaluator):
         if orphans:
             self._dispatch(orphans)
 
-    def _current_records(self, info: TaskInfo) -> list:
-        """The study's records, after superseding finished runs whose identity has changed.
+    def _current_records(self, info: TaskInfo, records: list[RunRecord]) -> list[RunRecord]:
+        """The study's ``records``, after superseding finished runs whose identity has changed.
 
         A run's identity covers its data and the objective's code: a finished trial whose run_id
         is not today's identity of its point was computed on something else. It is marked
         superseded in the ledger (never used again, kept for the record) and its point runs anew
-        into a new run directory.
+        into a new run directory. Trials a stopped controller left undescribed are closed here;
+        ``records`` holds none of them (a trial that names no point is no run: :meth:`Ledger.runs`).
         """
         if self.ledger.abandon_undescribed(info.study):
             log.warning("%s: closed trial(s) a stopped controller left undescribed (nothing ran for them)", info.study)
-        records = self.ledger.runs(info.study)
         stale: dict[int, str] = {}
         for record in records:
             if not record.status.finished or not record.run_id:

@@ -28,7 +28,9 @@ exist (a typo in ``out:``/``ledger:``/``name:``) is refused in one line and noth
 A URL's password never appears in a message or attribute (:func:`megadocs.trust.redact_url`);
 keep it out of the sweep file with libpq's ``PGPASSWORD`` or ``~/.pgpass`` (``PGPASSFILE``).
 
-Public reading API (used by analysis; keep stable): :func:`read_runs`.
+Public reading API (used by analysis; keep stable): :func:`read_runs`. A reader that needs
+several studies reads the ledger once (:func:`read_snapshot`, a :class:`LedgerSnapshot`) and
+passes it on: each study read again costs a full read of its trials.
 """
 
 from __future__ import annotations
@@ -72,6 +74,8 @@ __all__ = [
     "LedgerMissing",
     "open_storage",
     "read_runs",
+    "read_snapshot",
+    "LedgerSnapshot",
     "study_name",
     "axis_distribution",
 ]
@@ -588,12 +592,16 @@ class Ledger:
 
         A trial that names no point is no run (a controller stopped between creating it and
         describing it, see :meth:`abandon_undescribed`) and is left out."""
-        from optuna.trial import TrialState
-
         study_id = self.study_id(name)
         if study_id is None:
             return []
-        study_attrs = self.storage.get_study_user_attrs(study_id)
+        return self._records(name, study_id, self.storage.get_study_user_attrs(study_id))
+
+    def _records(self, name: str, study_id: int, study_attrs: Mapping[str, Any]) -> list[RunRecord]:
+        """:meth:`runs` of a study whose id and attributes are known: one read of its trials
+        (Optuna's, not copied: nothing here changes them)."""
+        from optuna.trial import TrialState
+
         kind = StudyKind(study_attrs.get(STUDY_KIND, StudyKind.CERTIFY.value))
         superseded = study_attrs.get(STUDY_SUPERSEDED, {})
         records = []
@@ -641,6 +649,25 @@ class Ledger:
             )
         records.sort(key=lambda r: (r.completed is None, r.completed or "", r.trial))
         return records
+
+    def snapshot(self) -> LedgerSnapshot:
+        """Every study of this sweep read once (their attributes, runs and the lock's holder), for
+        a reader that looks at several studies (``search status``, a controller's restore,
+        analysis): one listing of the studies, then one read of each study's trials."""
+        prefix = f"{self.sweep}/"
+        attrs: dict[str, dict[str, Any]] = {}
+        records: dict[str, list[RunRecord]] = {}
+        holder = None
+        for study in self.storage.get_all_studies():  # carries each study's attributes
+            name = study.study_name
+            if name == self._lock_name:
+                current = study.user_attrs.get(LOCK_HOLDER)
+                holder = current if current and _holder_alive(current) else None
+            elif name.startswith(prefix) and LOCK_SUFFIX not in name:
+                self._study_ids[name] = study._study_id
+                attrs[name] = dict(study.user_attrs)
+                records[name] = self._records(name, study._study_id, study.user_attrs)
+        return LedgerSnapshot(self.sweep, attrs, records, holder)
 
     def abandon_undescribed(self, name: str) -> int:
         """Close (Optuna state FAIL) the RUNNING trials of study ``name`` that name no point: a
@@ -871,6 +898,39 @@ class Ledger:
         return current if current and _holder_alive(current) else None
 
 
+@dataclass(frozen=True)
+class LedgerSnapshot:
+    """One sweep's ledger as read at one moment (:meth:`Ledger.snapshot`): each study's attributes
+    and runs, by full study name, in the ledger's order, and the live controller's lock holder
+    (None when no live controller holds the sweep). Readers share it so that one command reads
+    each study once; the records are shared too: treat them as read-only.
+    """
+
+    sweep: str
+    attrs: Mapping[str, Mapping[str, Any]]
+    records: Mapping[str, list[RunRecord]]
+    holder: dict[str, Any] | None = None
+
+    def study_names(self) -> list[str]:
+        """Names of the sweep's run studies, as :meth:`Ledger.study_names`."""
+        return list(self.records)
+
+    def runs(self, name: str) -> list[RunRecord]:
+        """Study ``name``'s runs, as :meth:`Ledger.runs` ([] for a study not in the ledger)."""
+        return list(self.records.get(name, ()))
+
+    def study_attrs(self, name: str) -> dict[str, Any]:
+        return dict(self.attrs.get(name, {}))
+
+    def extensions(self, name: str) -> list[Extension]:
+        """As :meth:`Ledger.extensions`."""
+        return [Extension.from_dict(item) for item in self.attrs.get(name, {}).get(STUDY_EXTENSIONS, [])]
+
+    def all_runs(self) -> list[RunRecord]:
+        """Every run of the sweep, study by study: :func:`read_runs`."""
+        return [record for records in self.records.values() for record in records]
+
+
 def _holder_alive(holder: Mapping[str, Any]) -> bool:
     """Same host: its process still exists (same pid and start time, so a reused pid does not
     count; a controller busy with a long in-process run stays alive without heartbeats).
@@ -890,11 +950,22 @@ def process_start(pid: int) -> int | None:
         return None
 
 
-def read_runs(sweep: Sweep) -> list[RunRecord]:
+def read_snapshot(sweep: Sweep) -> LedgerSnapshot:
+    """A sweep's ledger read once (:meth:`Ledger.snapshot`), to pass to :func:`read_runs` and to
+    ``search.status``'s readers so that together they read each study once.
+
+    Raises:
+        LedgerMissing: the sweep's ledger does not exist (nothing is created).
+    """
+    return Ledger(sweep.ledger_url, sweep.name, create=False).snapshot()
+
+
+def read_runs(sweep: Sweep, *, snapshot: LedgerSnapshot | None = None) -> list[RunRecord]:
     """Every run of a sweep (all its studies), one :class:`RunRecord` per trial.
 
     Args:
         sweep: the loaded sweep (:func:`search.sweep.load_sweep` turns a file into one).
+        snapshot: the ledger already read (:func:`read_snapshot`); read now when not given.
 
     Returns:
         records with ``sweep, certification, kind, trial, point, fixed, run_id, run_dir, status
@@ -907,5 +978,4 @@ def read_runs(sweep: Sweep) -> list[RunRecord]:
         >>> from search.sweep import load_sweep
         >>> runs = read_runs(load_sweep("search/examples/analytic.yaml"))  # doctest: +SKIP
     """
-    ledger = Ledger(sweep.ledger_url, sweep.name, create=False)
-    return [record for name in ledger.study_names() for record in ledger.runs(name)]
+    return (snapshot if snapshot is not None else read_snapshot(sweep)).all_runs()

@@ -32,8 +32,8 @@ from search.certify import (
     point_key,
 )
 from search.grid import Bound, Side, values_equal
-from search.ledger import STUDY_START, Ledger, RunRecord, StudyKind, replay, study_name
-from search.params import SEED, RunParams
+from search.ledger import STUDY_START, LedgerSnapshot, RunRecord, StudyKind, read_snapshot, replay, study_name
+from search.params import RunParams
 from search.strategies import CertifySearch
 from search.sweep import SYNTHETIC_ONLY_MIX, Sweep
 
@@ -208,7 +208,7 @@ class JobWatch:
 
 
 def summarize(sweep: Sweep, strategy: str = "certify", max_runs: int | None = None, *,
-              reconcile: bool = False) -> list[CertificationSummary]:
+              reconcile: bool = False, snapshot: LedgerSnapshot | None = None) -> list[CertificationSummary]:
     """One :class:`CertificationSummary` per certification, recomputed from the ledger.
 
     Args:
@@ -221,8 +221,10 @@ def summarize(sweep: Sweep, strategy: str = "certify", max_runs: int | None = No
         reconcile: ask the executor whether each running run's job still runs (:class:`JobWatch`);
             those whose job is gone count as ``runs.stopped``, not ``running`` (the next ``certify``
             re-attaches, adopts or re-runs them).
+        snapshot: the ledger already read (:func:`search.ledger.read_snapshot`), shared with the
+            command's other readers; read now when not given.
     """
-    ledger = Ledger(sweep.ledger_url, sweep.name, create=False)
+    ledger = snapshot if snapshot is not None else read_snapshot(sweep)
     watch = JobWatch(sweep) if reconcile else None
     kind = StudyKind(strategy)
     summaries = []
@@ -264,10 +266,11 @@ def summarize(sweep: Sweep, strategy: str = "certify", max_runs: int | None = No
 
 @dataclass(frozen=True)
 class EnsembleMember:
-    """One trial of an ensemble study: its grid point (axes and ``seed``), state and run directory."""
+    """One trial of an ensemble study: its params (the grid point and the member's ``seed``,
+    :meth:`search.ledger.RunRecord.params`), state and run directory."""
 
     member: int | None
-    point: dict[str, Any]
+    params: RunParams
     status: RunStatus
     run_dir: str | None
 
@@ -301,7 +304,7 @@ class EnsembleSummary:
         """Why the members cannot be scored as one ensemble now, in one line (None: they can)."""
         stale = ""
         if self.stale:
-            points = sorted({_fmt_point({k: v for k, v in m.point.items() if k != SEED}) for m in self.stale})
+            points = sorted({_fmt_point(m.params.point) for m in self.stale})
             stale = (f"; {len(self.stale)} finished member(s) belong to an earlier certified point of "
                      f"{self.source} ({'; '.join(points)}) and are not mixed in")
         if self.source_point is None:
@@ -355,13 +358,14 @@ class TransferSummary:
         return f"transfer {self.name} ({target} at {self.source}'s optimum): {self.state.value}{loss}"
 
 
-def summarize_ensembles(sweep: Sweep, summaries: Iterable[CertificationSummary] | None = None) -> list[EnsembleSummary]:
+def summarize_ensembles(sweep: Sweep, summaries: Iterable[CertificationSummary] | None = None, *,
+                        snapshot: LedgerSnapshot | None = None) -> list[EnsembleSummary]:
     """One :class:`EnsembleSummary` per ensemble of the sweep (``summaries``: the certifications'
-    :func:`summarize`, computed here when not given)."""
+    :func:`summarize`, computed here when not given; ``snapshot``: the ledger already read)."""
     if not sweep.ensembles:
         return []
-    by_name = {s.name: s for s in (summaries if summaries is not None else summarize(sweep))}
-    ledger = Ledger(sweep.ledger_url, sweep.name, create=False)
+    ledger = snapshot if snapshot is not None else read_snapshot(sweep)
+    by_name = {s.name: s for s in (summaries if summaries is not None else summarize(sweep, snapshot=ledger))}
     found = []
     for ens in sweep.ensembles:
         source = by_name[ens.source]
@@ -373,9 +377,8 @@ def summarize_ensembles(sweep: Sweep, summaries: Iterable[CertificationSummary] 
         for record in ledger.runs(study_name(sweep.name, ens.name, StudyKind.ENSEMBLE)):
             if record.status is RunStatus.SUPERSEDED:
                 continue
-            member = EnsembleMember(record.member, record.params().strategy_point(), record.status,
-                                    record.run_dir)
-            if point_key(member.point) in wanted:
+            member = EnsembleMember(record.member, record.params(), record.status, record.run_dir)
+            if point_key(member.params.strategy_point()) in wanted:
                 members.append(member)
             elif record.status.finished:
                 stale.append(member)
@@ -406,9 +409,12 @@ def to_json(summaries: Iterable[CertificationSummary]) -> str:
     return dumps_json([s.to_dict() for s in summaries], indent=1)
 
 
-def summarize_transfers(sweep: Sweep) -> list[TransferSummary]:
-    """One :class:`TransferSummary` per transfer of the sweep, from its latest non-superseded run."""
-    ledger = Ledger(sweep.ledger_url, sweep.name, create=False)
+def summarize_transfers(sweep: Sweep, *, snapshot: LedgerSnapshot | None = None) -> list[TransferSummary]:
+    """One :class:`TransferSummary` per transfer of the sweep, from its latest non-superseded run
+    (``snapshot``: the ledger already read)."""
+    if not sweep.transfers:
+        return []
+    ledger = snapshot if snapshot is not None else read_snapshot(sweep)
     summaries = []
     for transfer in sweep.transfers:
         records = [r for r in ledger.runs(study_name(sweep.name, transfer.name, StudyKind.TRANSFER))

@@ -137,10 +137,11 @@ def ensemble_study(*run_dirs, stale=(), certified=True):
     the source's certified point (lr 0.01) and ``stale`` run dirs of an earlier point (lr 0.003)."""
     from megadocs.formats import RunStatus
     from search.certify import CertState
+    from search.params import RunParams
     from search.status import EnsembleMember, EnsembleSummary
 
     def member(k, run_dir, lr):
-        return EnsembleMember(k, {"lr": lr, "seed": k + 1}, RunStatus.COMPLETED, str(run_dir))
+        return EnsembleMember(k, RunParams(point={"lr": lr}, seed=k + 1), RunStatus.COMPLETED, str(run_dir))
 
     return EnsembleSummary(
         "e", "real", "real", max(2, len(run_dirs)), {"lr": 0.01} if certified else None,

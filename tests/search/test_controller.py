@@ -274,8 +274,8 @@ def test_ensemble_members_belong_to_the_current_certified_point(make_sweep, work
     assert certify(path) == 0
     [new] = summarize_ensembles(load_sweep(path))
     assert new.source_point == {"lr": 0.003, "wd": 0.8, "epochs": 16}
-    assert all(m.point["epochs"] == 32 for m in new.members) and len(new.completed) == 2
-    assert {m.point["epochs"] for m in new.stale} == {16} and new.refusal() is None
+    assert all(m.params.point["epochs"] == 32 for m in new.members) and len(new.completed) == 2
+    assert {m.params.point["epochs"] for m in new.stale} == {16} and new.refusal() is None
     assert set(new.completed).isdisjoint(m.run_dir for m in new.stale)
     assert new.describe().endswith("2/2 members completed, 0 running, 0 failed; 2 finished at an earlier "
                                    "certified point (not used)")

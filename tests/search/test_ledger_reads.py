@@ -1,0 +1,90 @@
+"""One ``search status``, one controller restore and one analysis load read each study of the
+ledger once. A full read of a study's trials costs about a millisecond per trial
+(benchmarks/status_scale.py); at the paper's thousands of runs every extra read was seconds.
+The spy wraps the real SQLite storage (Optuna's RDBStorage), so it counts what the database is
+asked, not what our code says it does."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import optuna
+import pytest
+
+from megadocs.cli import main
+from search.ledger import Ledger
+from search.sweep import load_sweep
+
+
+@pytest.fixture
+def trial_reads(monkeypatch) -> Counter:
+    """Full reads of a study's trials, by study id (a read of the RUNNING trials alone, which a
+    controller's start makes to close undescribed trials, is not one)."""
+    reads: Counter = Counter()
+    original = optuna.storages.RDBStorage.get_all_trials
+
+    def spy(self, study_id, deepcopy=True, states=None):
+        if states is None:
+            reads[study_id] += 1
+        return original(self, study_id, deepcopy=deepcopy, states=states)
+
+    monkeypatch.setattr(optuna.storages.RDBStorage, "get_all_trials", spy)
+    return reads
+
+
+@pytest.fixture
+def finished_sweep(make_sweep):
+    """A finished sweep with two certifications, an ensemble and a transfer; its study ids."""
+    path = make_sweep(grid={"lr": [0.001, 0.003, 0.01], "wd": [0.4, 0.8], "epochs": [4, 8]},
+                      start={"lr": 0.003, "wd": 0.8, "epochs": 8},
+                      certifications=[{"name": "a", "fixed": {"method": "simple", "g": 4}},
+                                      {"name": "b", "fixed": {"method": "stitched", "g": 4}, "warm_start": "a"}],
+                      ensembles=[{"name": "e", "from": "a", "members": 2}],
+                      transfers=[{"name": "t", "from": "a", "fixed": {"method": "latent", "g": 4}}])
+    assert main(["search", "certify", str(path), "--no-progress"]) in (0, 3)
+    sweep = load_sweep(path)
+    ledger = Ledger(sweep.ledger_url, sweep.name, create=False)
+    studies = {ledger.study_id(name) for name in ledger.study_names()}
+    assert len(studies) == 4
+    return path, studies
+
+
+@pytest.mark.parametrize("json_flag", [[], ["--json"]], ids=["text", "json"])
+def test_search_status_reads_each_study_once(finished_sweep, trial_reads, json_flag, capsys):
+    path, studies = finished_sweep
+    trial_reads.clear()
+    assert main(["search", "status", str(path), *json_flag]) == 0
+    assert "transfer t" in capsys.readouterr().out or json_flag
+    assert max(trial_reads.values()) == 1, dict(trial_reads)
+    assert set(trial_reads) <= studies
+
+
+def test_controller_restore_reads_each_study_once(finished_sweep, trial_reads):
+    from megadocs.executors import make_executor
+    from search.controller import LedgerEvaluator, build_strategies
+    from search.objective import make_objective
+
+    path, studies = finished_sweep
+    sweep = load_sweep(path)
+    ledger = Ledger(sweep.ledger_url, sweep.name)
+    strategies, tasks = build_strategies(sweep, ledger)
+    evaluator = LedgerEvaluator(sweep, ledger, make_executor(sweep.executor, sweep.out_dir / "jobs"),
+                                make_objective(sweep), tasks)
+    trial_reads.clear()
+    evaluator.restore(strategies)
+    assert dict(trial_reads) == {study: 1 for study in studies}
+    by_name = {s.name: s for s in strategies}
+    for strategy in strategies:  # as the driver does first: warm starts, ensembles and transfers find their source
+        if strategy.waits_for is not None:
+            strategy.resolve(by_name)
+    assert all(s.done() for s in strategies)  # every strategy got its evidence: nothing left to run
+
+
+def test_analysis_reads_each_study_once(finished_sweep, trial_reads):
+    from analysis.ledger import load_tables
+
+    path, studies = finished_sweep
+    trial_reads.clear()
+    tables = load_tables(load_sweep(path))
+    assert len(tables.runs) and set(tables.ensembles) == {"e"}
+    assert dict(trial_reads) == {study: 1 for study in studies}
