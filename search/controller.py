@@ -178,8 +178,8 @@ class LedgerEvaluator(Evaluator):
         for strategy in strategies:
             info = self.tasks[strategy.name]
             grid = Grid.from_mapping(info.grid) if info.grid is not None else None
-            for item in replay(self._current_records(info, snapshot.runs(info.study)), fixed=info.fixed,
-                               grid=grid, retry_failed=self.retry_failed):
+            records = self._current_records(info, snapshot.runs(info.study), snapshot.undescribed.get(info.study, []))
+            for item in replay(records, fixed=info.fixed, grid=grid, retry_failed=self.retry_failed):
                 strategy.record(item.point, item.outcome)
                 if item.record.status is not RunStatus.RUNNING:
                     continue
@@ -203,16 +203,16 @@ class LedgerEvaluator(Evaluator):
         if orphans:
             self._dispatch(orphans)
 
-    def _current_records(self, info: TaskInfo, records: list[RunRecord]) -> list[RunRecord]:
+    def _current_records(self, info: TaskInfo, records: list[RunRecord], undescribed: list[int]) -> list[RunRecord]:
         """The study's ``records``, after superseding finished runs whose identity has changed.
 
         A run's identity covers its data and the objective's code: a finished trial whose run_id
         is not today's identity of its point was computed on something else. It is marked
         superseded in the ledger (never used again, kept for the record) and its point runs anew
-        into a new run directory. Trials a stopped controller left undescribed are closed here;
-        ``records`` holds none of them (a trial that names no point is no run: :meth:`Ledger.runs`).
+        into a new run directory. The trials a stopped controller left undescribed (``undescribed``,
+        none of them in ``records``: a trial that names no point is no run) are closed here.
         """
-        if self.ledger.abandon_undescribed(info.study):
+        if self.ledger.abandon_undescribed(info.study, undescribed):
             log.warning("%s: closed trial(s) a stopped controller left undescribed (nothing ran for them)", info.study)
         stale: dict[int, str] = {}
         for record in records:

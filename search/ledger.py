@@ -595,19 +595,22 @@ class Ledger:
         study_id = self.study_id(name)
         if study_id is None:
             return []
-        return self._records(name, study_id, self.storage.get_study_user_attrs(study_id))
+        return self._read(name, study_id, self.storage.get_study_user_attrs(study_id))[0]
 
-    def _records(self, name: str, study_id: int, study_attrs: Mapping[str, Any]) -> list[RunRecord]:
-        """:meth:`runs` of a study whose id and attributes are known: one read of its trials
-        (Optuna's, not copied: nothing here changes them)."""
+    def _read(self, name: str, study_id: int, study_attrs: Mapping[str, Any]) -> tuple[list[RunRecord], list[int]]:
+        """:meth:`runs` of a study whose id and attributes are known, and the ids of its
+        undescribed trials (:meth:`abandon_undescribed`): one read of its trials (Optuna's own
+        objects, not copied: nothing here changes them)."""
         from optuna.trial import TrialState
 
         kind = StudyKind(study_attrs.get(STUDY_KIND, StudyKind.CERTIFY.value))
         superseded = study_attrs.get(STUDY_SUPERSEDED, {})
-        records = []
+        records, undescribed = [], []
         for trial in self.storage.get_all_trials(study_id, deepcopy=False):
             attrs = trial.user_attrs
             if ATTR_POINT not in attrs:
+                if trial.state is TrialState.RUNNING:
+                    undescribed.append(trial._trial_id)
                 continue
             status = RunStatus(attrs.get(ATTR_STATUS, RunStatus.RUNNING.value))
             if trial.state is TrialState.RUNNING:
@@ -648,7 +651,7 @@ class Ledger:
                 )
             )
         records.sort(key=lambda r: (r.completed is None, r.completed or "", r.trial))
-        return records
+        return records, undescribed
 
     def snapshot(self) -> LedgerSnapshot:
         """Every study of this sweep read once (their attributes, runs and the lock's holder), for
@@ -657,6 +660,7 @@ class Ledger:
         prefix = f"{self.sweep}/"
         attrs: dict[str, dict[str, Any]] = {}
         records: dict[str, list[RunRecord]] = {}
+        undescribed: dict[str, list[int]] = {}
         holder = None
         for study in self.storage.get_all_studies():  # carries each study's attributes
             name = study.study_name
@@ -666,21 +670,28 @@ class Ledger:
             elif name.startswith(prefix) and LOCK_SUFFIX not in name:
                 self._study_ids[name] = study._study_id
                 attrs[name] = dict(study.user_attrs)
-                records[name] = self._records(name, study._study_id, study.user_attrs)
-        return LedgerSnapshot(self.sweep, attrs, records, holder)
+                records[name], undescribed[name] = self._read(name, study._study_id, study.user_attrs)
+        return LedgerSnapshot(self.sweep, attrs, records, holder, undescribed)
 
-    def abandon_undescribed(self, name: str) -> int:
+    def abandon_undescribed(self, name: str, undescribed: Iterable[int] | None = None) -> int:
         """Close (Optuna state FAIL) the RUNNING trials of study ``name`` that name no point: a
         controller stopped between creating one and describing it (:meth:`new_run` writes its
-        attributes one by one). Nothing ran for them; returns how many."""
+        attributes one by one). Nothing ran for them; returns how many.
+
+        Args:
+            undescribed: their trial ids as a :meth:`snapshot` taken under the controller lock
+                found them (:attr:`LedgerSnapshot.undescribed`); read from the study when None.
+        """
         from optuna.trial import TrialState
 
         study_id = self.study_id(name)
         if study_id is None:
             return 0
-        undescribed = [t._trial_id for t in self.storage.get_all_trials(study_id, deepcopy=False,
-                                                                        states=(TrialState.RUNNING,))
-                       if ATTR_POINT not in t.user_attrs]
+        if undescribed is None:
+            undescribed = [t._trial_id for t in self.storage.get_all_trials(study_id, deepcopy=False,
+                                                                            states=(TrialState.RUNNING,))
+                           if ATTR_POINT not in t.user_attrs]
+        undescribed = list(undescribed)
         for trial_id in undescribed:
             self.storage.set_trial_user_attr(trial_id, ATTR_REASON, "never described (its controller stopped "
                                              "while creating it); nothing ran")
@@ -901,15 +912,17 @@ class Ledger:
 @dataclass(frozen=True)
 class LedgerSnapshot:
     """One sweep's ledger as read at one moment (:meth:`Ledger.snapshot`): each study's attributes
-    and runs, by full study name, in the ledger's order, and the live controller's lock holder
-    (None when no live controller holds the sweep). Readers share it so that one command reads
-    each study once; the records are shared too: treat them as read-only.
+    and runs, by full study name, in the ledger's order, the live controller's lock holder (None
+    when no live controller holds the sweep) and each study's undescribed trials (RUNNING trials
+    that name no point: :meth:`Ledger.abandon_undescribed`). Readers share it so that one command
+    reads each study once; the records are shared too: treat them as read-only.
     """
 
     sweep: str
     attrs: Mapping[str, Mapping[str, Any]]
     records: Mapping[str, list[RunRecord]]
     holder: dict[str, Any] | None = None
+    undescribed: Mapping[str, list[int]] = field(default_factory=dict)
 
     def study_names(self) -> list[str]:
         """Names of the sweep's run studies, as :meth:`Ledger.study_names`."""

@@ -18,14 +18,12 @@ from search.sweep import load_sweep
 
 @pytest.fixture
 def trial_reads(monkeypatch) -> Counter:
-    """Full reads of a study's trials, by study id (a read of the RUNNING trials alone, which a
-    controller's start makes to close undescribed trials, is not one)."""
+    """Reads of a study's trials (all of them, or those in some states), by study id."""
     reads: Counter = Counter()
     original = optuna.storages.RDBStorage.get_all_trials
 
     def spy(self, study_id, deepcopy=True, states=None):
-        if states is None:
-            reads[study_id] += 1
+        reads[study_id] += 1
         return original(self, study_id, deepcopy=deepcopy, states=states)
 
     monkeypatch.setattr(optuna.storages.RDBStorage, "get_all_trials", spy)
