@@ -47,10 +47,9 @@ from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))  # `tests.postgres` when run as a script
+import yaml
 
-import yaml  # noqa: E402
+REPO = Path(__file__).resolve().parents[1]
 
 BASELINE = "1d977344a8126184304f7c6d7a80b16afc44e8ca"
 """main before one ``search status`` read each study once (the baseline of the ratio)."""
@@ -368,29 +367,45 @@ def main(argv: list[str] | None = None) -> int:
         rows = []
         for backend in args.backends.split(","):
             for size in sizes:
-                url = f"sqlite:///{work / f'ledger-{size}.db'}"
-                if backend == "postgres":  # a server of its own per ledger, as a lab's would hold one sweep
-                    from tests.postgres import ThrowawayPostgres
-
-                    url = stack.enter_context(ThrowawayPostgres()).url
-                replicas = max(1, round(size / per_replica))
-                sweep_data = {**replicate(data, replicas), "ledger": url, "out": str(work / f"{backend}-{size}")}
-                t0 = time.time()
-                trials = copy_replicas(scratch_url, data["name"], sweep_data, url, replicas)
-                build_s = time.time() - t0
-                sweep_file = work / f"{backend}-{size}.yaml"
-                sweep_file.write_text(yaml.safe_dump(sweep_data, sort_keys=False))
-                row = {"backend": backend, "repeats": args.repeats, "trials": trials,
-                       "studies": len(sweep_data["certifications"]) + len(sweep_data["ensembles"])
-                       + len(sweep_data["transfers"]), "certifications": len(sweep_data["certifications"]),
-                       "build_s": round(build_s, 1), **measure(sweep_file, codes=codes, work=work, warm_up=not rows)}
-                print(json.dumps(row), flush=True)
-                rows.append(row)
+                with ExitStack() as server:
+                    url = f"sqlite:///{work / f'ledger-{size}.db'}"
+                    if backend == "postgres":  # a server of its own per ledger, as a lab's would hold one sweep
+                        url = server.enter_context(_postgres()).url
+                    rows.append(_one_ledger(backend, size, url, args.repeats, scratch_url, data, per_replica,
+                                            codes=codes, work=work, warm_up=not rows))
     summary = _summary(rows, time.time() - started)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps({"rows": rows, **summary}, indent=1) + "\n")
     print(json.dumps(summary))
     return 0
+
+
+def _postgres():
+    """A throwaway PostgreSQL server (tests/postgres.py; imported from the checkout when run as a
+    script: the measured subprocesses never see this path)."""
+    if str(REPO) not in sys.path:
+        sys.path.append(str(REPO))
+    from tests.postgres import ThrowawayPostgres
+
+    return ThrowawayPostgres()
+
+
+def _one_ledger(backend: str, size: int, url: str, repeats: int, scratch_url: str, data: Mapping[str, Any],
+                per_replica: int, *, codes: Mapping[str, Path], work: Path, warm_up: bool) -> dict[str, Any]:
+    """Build the ledger of about ``size`` trials in ``url`` and measure on it."""
+    replicas = max(1, round(size / per_replica))
+    sweep_data = {**replicate(data, replicas), "ledger": url, "out": str(work / f"{backend}-{size}")}
+    started = time.time()
+    trials = copy_replicas(scratch_url, data["name"], sweep_data, url, replicas)
+    build_s = time.time() - started
+    sweep_file = work / f"{backend}-{size}.yaml"
+    sweep_file.write_text(yaml.safe_dump(sweep_data, sort_keys=False))
+    row = {"backend": backend, "repeats": repeats, "trials": trials,
+           "studies": len(sweep_data["certifications"]) + len(sweep_data["ensembles"]) + len(sweep_data["transfers"]),
+           "certifications": len(sweep_data["certifications"]), "build_s": round(build_s, 1),
+           **measure(sweep_file, codes=codes, work=work, warm_up=warm_up)}
+    print(json.dumps(row), flush=True)
+    return row
 
 
 def _trials(url: str, sweep: str):

@@ -226,7 +226,7 @@ def _status(args: argparse.Namespace) -> int:
 
     _configure_process(runs_jobs=False)
     sweep = load_sweep(args.sweep)
-    snapshot = read_snapshot(sweep)  # each study read once (a full read costs ~1 ms a trial)
+    snapshot = read_snapshot(sweep)  # each study read once: at thousands of runs the reads are most of the time
     summaries = summarize(sweep, args.strategy, reconcile=True, snapshot=snapshot)  # dead jobs are not "running"
     if args.json:
         print(to_json(summaries))

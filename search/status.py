@@ -224,7 +224,7 @@ def summarize(sweep: Sweep, strategy: str = "certify", max_runs: int | None = No
         snapshot: the ledger already read (:func:`search.ledger.read_snapshot`), shared with the
             command's other readers; read now when not given.
     """
-    ledger = snapshot if snapshot is not None else read_snapshot(sweep)
+    snapshot = snapshot if snapshot is not None else read_snapshot(sweep)
     watch = JobWatch(sweep) if reconcile else None
     kind = StudyKind(strategy)
     summaries = []
@@ -234,7 +234,7 @@ def summarize(sweep: Sweep, strategy: str = "certify", max_runs: int | None = No
         grid = sweep.grid_for(cert)
         if kind is not StudyKind.CERTIFY:  # baselines run the grid as listed (build_strategies)
             grid = grid.listed_grid()
-        start = ledger.study_attrs(study).get(STUDY_START)
+        start = snapshot.study_attrs(study).get(STUDY_START)
         if start is None and not cert.warm_start:
             start = sweep.start_for(cert)
         search = CertifySearch(cert.name, grid, start, seed_neighbours=sweep.seeds_neighbours(cert),
@@ -243,7 +243,7 @@ def summarize(sweep: Sweep, strategy: str = "certify", max_runs: int | None = No
         if search.waits_for is not None:  # sources come earlier in the file, so they are here already
             search.resolve(searches)
         searches[cert.name] = search
-        records = ledger.runs(study)
+        records = snapshot.runs(study)
         stopped: set[Any] = set()
         for item in replay(records, fixed=cert.fixed, grid=grid):
             if kind is StudyKind.CERTIFY or item.params.seed is None:
@@ -259,7 +259,7 @@ def summarize(sweep: Sweep, strategy: str = "certify", max_runs: int | None = No
         summaries.append(CertificationSummary.of_search(
             search, records=records, study=study, fixed=cert.fixed, warm_start=cert.warm_start,
             budget_spent=budget is not None and len(search.outcomes) >= budget and not search.running(),
-            stopped=n_stopped, recorded=ledger.extensions(study),
+            stopped=n_stopped, recorded=snapshot.extensions(study),
         ))
     return summaries
 
@@ -364,8 +364,8 @@ def summarize_ensembles(sweep: Sweep, summaries: Iterable[CertificationSummary] 
     :func:`summarize`, computed here when not given; ``snapshot``: the ledger already read)."""
     if not sweep.ensembles:
         return []
-    ledger = snapshot if snapshot is not None else read_snapshot(sweep)
-    by_name = {s.name: s for s in (summaries if summaries is not None else summarize(sweep, snapshot=ledger))}
+    snapshot = snapshot if snapshot is not None else read_snapshot(sweep)
+    by_name = {s.name: s for s in (summaries if summaries is not None else summarize(sweep, snapshot=snapshot))}
     found = []
     for ens in sweep.ensembles:
         source = by_name[ens.source]
@@ -374,7 +374,7 @@ def summarize_ensembles(sweep: Sweep, summaries: Iterable[CertificationSummary] 
         axes = sweep.grid_for(cert).as_mapping()
         wanted = {point_key(m.strategy_point()) for m in ens.member_params(point, axes)} if point else set()
         members, stale = [], []
-        for record in ledger.runs(study_name(sweep.name, ens.name, StudyKind.ENSEMBLE)):
+        for record in snapshot.runs(study_name(sweep.name, ens.name, StudyKind.ENSEMBLE)):
             if record.status is RunStatus.SUPERSEDED:
                 continue
             member = EnsembleMember(record.member, record.params(), record.status, record.run_dir)
@@ -414,10 +414,10 @@ def summarize_transfers(sweep: Sweep, *, snapshot: LedgerSnapshot | None = None)
     (``snapshot``: the ledger already read)."""
     if not sweep.transfers:
         return []
-    ledger = snapshot if snapshot is not None else read_snapshot(sweep)
+    snapshot = snapshot if snapshot is not None else read_snapshot(sweep)
     summaries = []
     for transfer in sweep.transfers:
-        records = [r for r in ledger.runs(study_name(sweep.name, transfer.name, StudyKind.TRANSFER))
+        records = [r for r in snapshot.runs(study_name(sweep.name, transfer.name, StudyKind.TRANSFER))
                    if r.status is not RunStatus.SUPERSEDED]
         latest = records[-1] if records else None
         state = (TransferState.WAITING if latest is None else TransferState.FINISHED if latest.status.finished
