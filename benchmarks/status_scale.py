@@ -64,9 +64,9 @@ RESULTS = REPO / "benchmarks" / "results" / "status_scale.json"
 # --- building the ledgers ------------------------------------------------------------------------
 
 
-def base_sweep(out: Path, ledger: str, name: str = "bench", repeats: int = 1) -> dict[str, Any]:
+def base_sweep(out: Path, ledger: str, name: str = "bench") -> dict[str, Any]:
     """The paper's sweep as plain data with the rehearsal's surrogate objective, the in-process
-    executor and this ledger (``repeats`` > 1: with seed noise, ``noise: {repeats: N}``)."""
+    executor and this ledger."""
     from search.objective import module_source_hash
     from search.rehearsal import OBJECTIVE
     from search.sweep import load_sweep
@@ -74,8 +74,6 @@ def base_sweep(out: Path, ledger: str, name: str = "bench", repeats: int = 1) ->
     data = load_sweep(PAPER).model_dump(mode="json", by_alias=True, exclude_none=True)
     data.update(name=name, objective=OBJECTIVE, objective_version=module_source_hash(OBJECTIVE), ledger=ledger,
                 out=str(out), executor={"kind": "debug", "max_parallel": 32, "max_retries": 2, "poll_s": 0.05})
-    if repeats > 1:
-        data["noise"] = {"repeats": repeats}
     return data
 
 
@@ -162,7 +160,7 @@ class RecordingEvaluator:
         return [Result(request.task, request.point, Outcome.finished(metrics.objective))]
 
 
-def build_scratch(work: Path, repeats: int = 1) -> tuple[str, dict[str, Any]]:
+def build_scratch(work: Path) -> tuple[str, dict[str, Any]]:
     """One replica of the sweep certified by the real strategies into a scratch SQLite ledger;
     returns its URL and the sweep's data."""
     from megadocs.provenance import collect
@@ -173,7 +171,7 @@ def build_scratch(work: Path, repeats: int = 1) -> tuple[str, dict[str, Any]]:
     from search.sweep import Sweep
 
     url = f"sqlite:///{work / 'scratch.db'}"
-    data = base_sweep(work / "scratch", url, repeats=repeats)
+    data = base_sweep(work / "scratch", url)
     sweep = Sweep.model_validate(data)
     ledger = Ledger(url, sweep.name)
     strategies, tasks = build_strategies(sweep, ledger)
@@ -183,10 +181,12 @@ def build_scratch(work: Path, repeats: int = 1) -> tuple[str, dict[str, Any]]:
 
 
 def copy_replicas(scratch_url: str, scratch_name: str, data: Mapping[str, Any], target_url: str,
-                  replicas: int) -> int:
+                  replicas: int, *, as_repeats: bool = False) -> int:
     """Copy the scratch ledger's studies (sweep ``scratch_name``) into ``target_url`` as replicas
     0..``replicas``-1 of the sweep ``data`` (:func:`replicate`: names, ``fixed`` and run
-    identities); returns the trials copied."""
+    identities); returns the trials copied. ``as_repeats``: the same studies instead, every
+    certification's trial run ``replicas`` times (repeat r > 0 with ``seed: r``, as
+    ``noise: {repeats: N}`` records them): fewer, larger studies."""
     import copy
 
     import optuna
@@ -202,9 +202,10 @@ def copy_replicas(scratch_url: str, scratch_name: str, data: Mapping[str, Any], 
     objective = make_objective(sweep)
     copied = 0
     studies = [s for s in source.get_all_studies() if s.study_name.startswith(f"{scratch_name}/")]
-    for k in range(replicas):
+    for k in range(1 if as_repeats else replicas):
         extra = {} if k == 0 else {"replica": k}
         for study in studies:
+            repeats = replicas if as_repeats and study.user_attrs.get("kind") == "certify" else 1
             *kind, task = study.study_name[len(scratch_name) + 1:].split("/")
             study_id = target.create_new_study([optuna.study.StudyDirection.MINIMIZE],
                                                "/".join([sweep.name, *kind, replica_name(task, k)]))
@@ -214,12 +215,15 @@ def copy_replicas(scratch_url: str, scratch_name: str, data: Mapping[str, Any], 
                 elif key == "source":
                     value = replica_name(value, k)
                 target.set_study_user_attr(study_id, key, value)
-            for trial in source.get_all_trials(study._study_id, deepcopy=False):
+            trials = [t for t in source.get_all_trials(study._study_id, deepcopy=False) for _ in range(repeats)]
+            for i, trial in enumerate(trials):
                 template = copy.deepcopy(trial)
                 attrs = template.user_attrs
                 params = RunParams.split({**attrs[ATTR_POINT], **attrs[ATTR_FIXED]}, axes=attrs[ATTR_POINT])
+                seed = {"seed": i % repeats} if i % repeats else {}
                 merged = RunParams(point=params.point, fixed={**params.fixed, **extra}, seed=params.seed).merged()
-                attrs[ATTR_FIXED] = {**attrs[ATTR_FIXED], **extra}
+                merged.update(seed)
+                attrs[ATTR_FIXED] = {**attrs[ATTR_FIXED], **extra, **seed}
                 attrs[ATTR_RUN_ID] = objective.identity(merged)
                 attrs[ATTR_RUN_DIR] = str(sweep.out_dir / "runs" / attrs[ATTR_RUN_ID])
                 target.create_new_trial(study_id, template_trial=template)
@@ -336,8 +340,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sizes", default=",".join(map(str, SIZES)), help="approximate trials per ledger")
     parser.add_argument("--backends", default="sqlite,postgres")
     parser.add_argument("--baseline", default=BASELINE, help="git ref of the code to compare with ('' for none)")
-    parser.add_argument("--repeats", type=int, default=1,
-                        help="seed noise: the sweep with noise: {repeats: N} (more trials per study)")
+    parser.add_argument("--as-repeats", action="store_true",
+                        help="grow the paper's 36 studies (every certification point run N times, noise: "
+                        "{repeats: N}) instead of replicating the sweep")
     parser.add_argument("--out", default=str(RESULTS), help="results JSON")
     parser.add_argument("--work", default=None, help="keep the ledgers here (default: a temp folder)")
     parser.add_argument("--restore-once", default=None, help=argparse.SUPPRESS)
@@ -361,7 +366,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.baseline:
             codes = {"before": baseline_tree(args.baseline, work), **codes}
         t0 = time.time()
-        scratch_url, data = build_scratch(work, args.repeats)
+        scratch_url, data = build_scratch(work)
         per_replica = sum(1 for _ in _trials(scratch_url, data["name"]))
         print(f"scratch: {per_replica} trials per replica in {time.time() - t0:.0f} s", flush=True)
         rows = []
@@ -371,8 +376,8 @@ def main(argv: list[str] | None = None) -> int:
                     url = f"sqlite:///{work / f'ledger-{size}.db'}"
                     if backend == "postgres":  # a server of its own per ledger, as a lab's would hold one sweep
                         url = server.enter_context(_postgres()).url
-                    rows.append(_one_ledger(backend, size, url, args.repeats, scratch_url, data, per_replica,
-                                            codes=codes, work=work, warm_up=not rows))
+                    rows.append(_one_ledger(backend, size, url, scratch_url, data, per_replica,
+                                            codes=codes, work=work, warm_up=not rows, as_repeats=args.as_repeats))
     summary = _summary(rows, time.time() - started)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps({"rows": rows, **summary}, indent=1) + "\n")
@@ -390,17 +395,19 @@ def _postgres():
     return ThrowawayPostgres()
 
 
-def _one_ledger(backend: str, size: int, url: str, repeats: int, scratch_url: str, data: Mapping[str, Any],
-                per_replica: int, *, codes: Mapping[str, Path], work: Path, warm_up: bool) -> dict[str, Any]:
+def _one_ledger(backend: str, size: int, url: str, scratch_url: str, data: Mapping[str, Any],
+                per_replica: int, *, codes: Mapping[str, Path], work: Path, warm_up: bool,
+                as_repeats: bool = False) -> dict[str, Any]:
     """Build the ledger of about ``size`` trials in ``url`` and measure on it."""
     replicas = max(1, round(size / per_replica))
-    sweep_data = {**replicate(data, replicas), "ledger": url, "out": str(work / f"{backend}-{size}")}
+    grown = {**data, "noise": {"repeats": replicas}} if as_repeats else replicate(data, replicas)
+    sweep_data = {**grown, "ledger": url, "out": str(work / f"{backend}-{size}")}
     started = time.time()
-    trials = copy_replicas(scratch_url, data["name"], sweep_data, url, replicas)
+    trials = copy_replicas(scratch_url, data["name"], sweep_data, url, replicas, as_repeats=as_repeats)
     build_s = time.time() - started
     sweep_file = work / f"{backend}-{size}.yaml"
     sweep_file.write_text(yaml.safe_dump(sweep_data, sort_keys=False))
-    row = {"backend": backend, "repeats": repeats, "trials": trials,
+    row = {"backend": backend, "shape": "repeats" if as_repeats else "replicas", "trials": trials,
            "studies": len(sweep_data["certifications"]) + len(sweep_data["ensembles"]) + len(sweep_data["transfers"]),
            "certifications": len(sweep_data["certifications"]), "build_s": round(build_s, 1),
            **measure(sweep_file, codes=codes, work=work, warm_up=warm_up)}
@@ -418,26 +425,37 @@ def _trials(url: str, sweep: str):
 
 
 def _summary(rows: list[dict[str, Any]], elapsed: float) -> dict[str, Any]:
-    """The figures of the summary line: per backend and size, status/restore CPU before and after."""
-    table = []
+    """The summary line: the largest PostgreSQL ledger's figures, and two tables (every command
+    before/after; where one read of the ledger goes)."""
+    commands, reads = [], []
     for row in rows:
-        entry = {"backend": row["backend"], "trials": row["trials"]}
-        for version in ("before", "after"):
-            if version in row:
-                for name in ("status", "status_json", "restore"):
-                    entry[f"{name}_cpu_s_{version}"] = row[version][name]["cpu_s"]
-                    entry[f"{name}_wall_s_{version}"] = row[version][name]["wall_s"]
-        if "ratio_cpu" in row:
-            entry["status_cpu_ratio"] = row["ratio_cpu"]["status"]
-            entry["restore_cpu_ratio"] = row["ratio_cpu"]["restore"]
-            entry["identical"] = row["identical"]
-        table.append(entry)
-    largest = [r for r in table if r["backend"] == "postgres"] or table
-    top = max(largest, key=lambda r: r["trials"]) if largest else {}
-    return {"name": "status_scale", "status_cpu_s": top.get("status_cpu_s_after"),
-            "target": TARGET_STATUS_CPU_S, "trials": top.get("trials"), "backend": top.get("backend"),
-            "ratio": top.get("status_cpu_ratio"), "identical": all(r.get("identical", True) for r in table),
-            "seconds": round(elapsed, 1), "tables": {"status and restore (CPU and wall seconds)": table}}
+        where = {"backend": row["backend"], "trials": row["trials"], "studies": row["studies"]}
+        for name in ("status", "status_json", "restore"):
+            entry = {**where, "command": name}
+            for version in ("before", "after"):
+                if version in row:
+                    entry[f"cpu_s_{version}"] = row[version][name]["cpu_s"]
+                    entry[f"wall_s_{version}"] = row[version][name]["wall_s"]
+            if "ratio_cpu" in row:
+                entry["cpu_ratio"] = row["ratio_cpu"][name]
+            commands.append(entry)
+        read = row["after"]["reads"]
+        reads.append({**where, "optuna_read_cpu_s": read["optuna_read_cpu_s"], "snapshot_cpu_s": read["snapshot_cpu_s"],
+                      "summarize_cpu_s": read["summarize_cpu_s"], "status_cpu_s": row["after"]["status"]["cpu_s"],
+                      "optuna_share_of_status": round(read["optuna_read_cpu_s"] / row["after"]["status"]["cpu_s"], 2)})
+    pick = [r for r in rows if r["backend"] == "postgres"] or rows
+    top = max(pick, key=lambda r: r["trials"])
+    figures = {f"{name}_cpu_s{suffix}": top[version][name]["cpu_s"]
+               for name in ("status", "restore") for version, suffix in (("before", "_before"), ("after", ""))
+               if version in top}
+    status = top["after"]["status"]["cpu_s"]
+    return {"name": "status_scale", "backend": top["backend"], "trials": top["trials"], "studies": top["studies"],
+            **figures, "optuna_read_cpu_s": top["after"]["reads"]["optuna_read_cpu_s"],
+            "ratio": top.get("ratio_cpu", {}).get("status"), "target": TARGET_STATUS_CPU_S,
+            "meets_target": status <= TARGET_STATUS_CPU_S,
+            "identical": all(r.get("identical", True) for r in rows), "seconds": round(elapsed, 1),
+            "tables": {"search status and a controller's restore, CPU and wall seconds": commands,
+                       "where one read goes (this checkout, CPU seconds)": reads}}
 
 
 if __name__ == "__main__":
