@@ -36,6 +36,7 @@ stdout line is a JSON summary for ``benchmarks/run_all.py``; the figures also go
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import subprocess
@@ -280,7 +281,8 @@ def restore_once(sweep_file: str) -> None:
 
 def reads_once(sweep_file: str) -> None:
     """Where one read of the ledger goes (printed as JSON; this checkout's code only): CPU
-    seconds of Optuna's own read of every study (``get_all_trials``, no copies), then of
+    seconds of Optuna's own read of every study (``get_all_trials``, no copies, the garbage
+    collector paused as the snapshot pauses it), then of
     :meth:`search.ledger.Ledger.snapshot` (that read and our records: ``RunRecord``,
     ``RunMetrics``), then of ``summarize`` on that snapshot."""
     from search.ledger import Ledger
@@ -290,10 +292,12 @@ def reads_once(sweep_file: str) -> None:
     sweep = load_sweep(sweep_file)
     ledger = Ledger(sweep.ledger_url, sweep.name, create=False)
     ids = [ledger.study_id(name) for name in ledger.study_names()]
+    gc.disable()  # as the snapshot reads (search.ledger._gc_paused)
     started = time.process_time()
     for study_id in ids:
         ledger.storage.get_all_trials(study_id, deepcopy=False)
     optuna_s = time.process_time() - started
+    gc.enable()
     started = time.process_time()
     snapshot = ledger.snapshot()
     snapshot_s = time.process_time() - started
