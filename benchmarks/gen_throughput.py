@@ -73,7 +73,7 @@ def _vllm_defaults(generator: str, requests: list, sampling, chat_template: str 
     from vllm import LLM, SamplingParams
     from vllm.platforms import current_platform
 
-    from gen.engines import CPU_GPU_MEMORY_UTILIZATION
+    from gen.engines import CPU_GPU_MEMORY_UTILIZATION, resolved_settings
 
     cpu_needs = ({"gpu_memory_utilization": CPU_GPU_MEMORY_UTILIZATION, "enforce_eager": True}
                  if current_platform.is_cpu() else {})
@@ -92,11 +92,7 @@ def _vllm_defaults(generator: str, requests: list, sampling, chat_template: str 
 
     run()  # warm-up at full size (the first big call runs slower)
     runs = [run() for _ in range(repeats)]
-    config = llm.llm_engine.vllm_config
-    settings = {"prefix_caching": bool(config.cache_config.enable_prefix_caching),
-                "chunked_prefill": bool(config.scheduler_config.enable_chunked_prefill),
-                "enforce_eager": bool(config.model_config.enforce_eager),
-                "max_num_seqs": int(config.scheduler_config.max_num_seqs), "startup_s": round(startup, 1)}
+    settings = {**resolved_settings(llm), "startup_s": round(startup, 1)}
     llm.llm_engine.engine_core.shutdown()
     return settings, runs, startup
 

@@ -44,7 +44,7 @@ from megadocs.errors import UserError
 
 __all__ = [
     "ENGINES", "Sampling", "Request", "Completion", "Engine", "VllmEngine", "TransformersEngine",
-    "default_engine", "load_tokenizer", "open_engine", "ENVIRONMENT_DEFAULTS",
+    "default_engine", "load_tokenizer", "open_engine", "resolved_settings", "ENVIRONMENT_DEFAULTS",
 ]
 
 ENGINES = ("vllm", "transformers")
@@ -159,6 +159,15 @@ class Engine(ABC):
         return None
 
 
+def resolved_settings(llm) -> dict:
+    """A vLLM ``LLM``'s engine settings as vLLM resolved them (what gen's benchmark compares)."""
+    config = llm.llm_engine.vllm_config
+    return {"prefix_caching": bool(config.cache_config.enable_prefix_caching),
+            "chunked_prefill": bool(config.scheduler_config.enable_chunked_prefill),
+            "enforce_eager": bool(config.model_config.enforce_eager),
+            "max_num_seqs": int(config.scheduler_config.max_num_seqs)}
+
+
 class VllmEngine(Engine):
     """vLLM's offline API: one ``LLM.chat`` call per batch, the engine kept loaded across calls.
 
@@ -197,12 +206,7 @@ class VllmEngine(Engine):
 
     def settings(self) -> dict:
         """The engine settings gen chooses, as vLLM resolved them (reported by the benchmark)."""
-        config = self.llm.llm_engine.vllm_config
-        return {"prefix_caching": bool(config.cache_config.enable_prefix_caching),
-                "chunked_prefill": bool(config.scheduler_config.enable_chunked_prefill),
-                "enforce_eager": bool(config.model_config.enforce_eager),
-                "max_num_seqs": int(config.scheduler_config.max_num_seqs),
-                "sequences_per_call": self.sequences_per_call}
+        return {**resolved_settings(self.llm), "sequences_per_call": self.sequences_per_call}
 
     def sampling_params(self, requests: Sequence[Request], sampling: Sampling) -> list:
         from vllm import SamplingParams

@@ -347,13 +347,16 @@ def older(record: str, number: int) -> Older | None:
     return next((entry for entry in RECORDS[record].older if entry.version == number), None)
 
 
-def upgrade(record: str, data: Any, *, source: str = "") -> Any:
+def upgrade(record: str, data: Any, *, source: str = "", action: str | None = None) -> Any:
     """``data`` in the current shape of ``record``: current data is returned as is (the same
     object), older data is upgraded version by version (new objects; ``data`` is not changed).
 
+    ``source`` says where this data was read (a config field, a path); ``action`` is what to do
+    about a refused version in this reader's words (the exact command), instead of the table's.
+
     Raises:
-        FormatBreak: the data is in a version the table refuses (one line naming ``source``, the
-            record's field, what wrote it and what to do).
+        FormatBreak: the data is in a version the table refuses, or one this code never wrote
+            (one line naming ``source``, the record's field, what wrote it and what to do).
     """
     entry = RECORDS[record]
     where = f"{source}: {entry.where}" if source else entry.where
@@ -361,9 +364,11 @@ def upgrade(record: str, data: Any, *, source: str = "") -> Any:
     while found < entry.current:
         step = older(record, found)
         if step is None:
-            raise FormatBreak(f"{where}: format version {found} is unknown to this code (current: {entry.current})")
+            todo = f"; {action}" if action else ""
+            raise FormatBreak(f"{where}: format version {found} is unknown to this code (current: "
+                              f"{entry.current}){todo}")
         if step.refuse is not None:
-            raise FormatBreak(f"{where}: written by {step.written}; {step.refuse}")
+            raise FormatBreak(f"{where}: written by {step.written}; {action or step.refuse}")
         if step.upgrade is None:  # kept as recorded: its reader handles it
             return data
         data = step.upgrade(data)

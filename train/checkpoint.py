@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from megadocs import compat
 from megadocs.formats import RunDir, atomic_file
 
 __all__ = ["STATE_FILE", "CheckpointWriter", "save_checkpoint", "load_checkpoint", "read_checkpoint",
@@ -207,9 +208,7 @@ def read_checkpoint(run_dir: Path, *, identity: str) -> dict[str, Any] | None:
             f"{path}: not a safe {FORMAT} checkpoint (refused to unpickle it: {reason[:160]}); "
             "delete it to restart the run"
         ) from None
-    if not isinstance(state, dict) or state.get("format") != FORMAT:
-        found = state.get("format") if isinstance(state, dict) else type(state).__name__
-        raise UserError(f"{path}: format {found!r} is not {FORMAT!r}; delete it to restart")
+    compat.upgrade(compat.CHECKPOINT, state, source=str(path), action="delete it to restart the run")
     if state["identity"] != identity:
         raise UserError(
             f"{path}: checkpoint of config {state['identity']}, not of this config {identity}; "

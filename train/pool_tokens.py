@@ -46,7 +46,7 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel, ConfigDict
 
-from megadocs import megadoc, pools
+from megadocs import compat, megadoc, pools
 from megadocs.corpus import is_token_store, source_hash
 from megadocs.data_identity import store_identity_hash
 from megadocs.errors import UserError
@@ -464,9 +464,7 @@ def _ready_manifest(pool: Path, store: TokenStore, field: str) -> TokensManifest
                         f"before training") from None
     except (OSError, ValueError) as exc:
         raise UserError(f"{out / MANIFEST}: unreadable ({exc}); run {run} again") from None
-    if data.get("format") != TOKENS_FORMAT:
-        raise UserError(f"{field}: {pool} was tokenized by an earlier version ({data.get('format')}, not "
-                        f"{TOKENS_FORMAT}); run {run} again")
+    compat.upgrade(compat.POOL_TOKENS, data, source=f"{field}: {pool}", action=f"run {run} again")
     manifest = TokensManifest.model_validate(data)
     if manifest.pool_identity != pool_identity or manifest.rule != megadoc.RULE_VERSION:
         raise UserError(f"{field}: {out} was tokenized from an earlier state of the pool (or rule); run {run} again")

@@ -67,6 +67,21 @@ def test_crafted_state_file_is_refused_and_not_executed(tmp_path):
     assert not marker.exists()
 
 
+@pytest.mark.parametrize("state", [{"format": "megadocs.train-checkpoint/1", "identity": "abc"},
+                                   {"format": "something-else/3"}, [1, 2]])
+def test_a_checkpoint_of_another_format_is_refused_in_one_line_naming_what_to_do(tmp_path, state):
+    """The refusal comes from the table of older formats (megadocs.compat), in this reader's words."""
+    path = checkpoint_path(tmp_path / "run")
+    path.parent.mkdir(parents=True)
+    torch.save(state, path)  # loads with weights_only=True: only the format is wrong
+    model, optimizer, scheduler = _parts()
+    with pytest.raises(UserError, match=rf"^{path}: RUN/checkpoint: format: .*; delete it to restart the run$") as info:
+        load_checkpoint(tmp_path / "run", model=model, optimizer=optimizer, scheduler=scheduler, identity="abc")
+    assert "\n" not in str(info.value)
+    older = isinstance(state, dict) and state["format"].endswith("/1")
+    assert ("written by `megadocs.train-checkpoint/1`" in str(info.value)) == older
+
+
 def test_rng_states_and_training_state_round_trip_without_pickle(tmp_path):
     random.seed(3)
     np.random.seed(4)
