@@ -11,7 +11,7 @@ from search.certify import CertifyExit  # light (stdlib + search.grid): the exit
 
 if TYPE_CHECKING:  # a type only: the handlers import search.sweep when they run, keeping --help fast
     from search.ledger import LedgerSnapshot
-    from search.status import CertificationSummary
+    from search.status import CertificationSummary, JobWatch
     from search.sweep import Sweep
 
 RETRY_HINT = ("{n} failed point(s) block their certificates; a re-run does not run them again (a deterministic "
@@ -221,13 +221,14 @@ def _plan(args: argparse.Namespace) -> int:
 
 def _status(args: argparse.Namespace) -> int:
     from search.ledger import read_snapshot
-    from search.status import format_bases, format_table, g_trend_warnings, summarize, to_json
+    from search.status import JobWatch, format_bases, format_table, g_trend_warnings, summarize, to_json
     from search.sweep import load_sweep
 
     _configure_process(runs_jobs=False)
     sweep = load_sweep(args.sweep)
     snapshot = read_snapshot(sweep)  # each study read once: at thousands of runs the reads are most of the time
-    summaries = summarize(sweep, args.strategy, reconcile=True, snapshot=snapshot)  # dead jobs are not "running"
+    watch = JobWatch(sweep)  # each running job asked once, by the summaries and the job list
+    summaries = summarize(sweep, args.strategy, watch=watch, snapshot=snapshot)  # dead jobs are not "running"
     if args.json:
         print(to_json(summaries))
         return 0
@@ -236,7 +237,7 @@ def _status(args: argparse.Namespace) -> int:
         print(line)
     _print_ensembles(sweep, summaries, snapshot)
     _print_transfers(sweep, snapshot)
-    _print_jobs(sweep, snapshot)
+    _print_jobs(snapshot, watch)
     holder = snapshot.holder
     if holder:
         print(f"controller: running on host {holder['host']}, pid {holder['pid']}, since {holder['since']}")
@@ -248,15 +249,12 @@ def _status(args: argparse.Namespace) -> int:
     return 0
 
 
-def _print_jobs(sweep: Sweep, snapshot: LedgerSnapshot) -> None:
+def _print_jobs(snapshot: LedgerSnapshot, watch: JobWatch) -> None:
     """Runs in flight or failed, by job id: what to follow with squeue/sacct or cancel with scancel.
     A run the ledger calls running whose job is gone (a killed controller) shows as stopped."""
     from megadocs.formats import RunStatus
-    from search.ledger import read_runs
-    from search.status import JobWatch
 
-    watch = JobWatch(sweep)
-    for run in read_runs(sweep, snapshot=snapshot):
+    for run in snapshot.all_runs():
         running = run.status is RunStatus.RUNNING
         if not (running or (run.status is RunStatus.FAILED and run.job_id)):
             continue

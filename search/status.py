@@ -189,11 +189,13 @@ def certify_exit(summaries: Iterable[CertificationSummary]) -> CertifyExit:
 class JobWatch:
     """Whether the jobs the ledger calls running still run, asked of the executor (local pid,
     SLURM state), so that ``status`` after a killed controller does not report dead jobs as
-    running. Reads no result file; a job folder outside the sweep is refused (UntrustedPath)."""
+    running. Reads no result file; a job folder outside the sweep is refused (UntrustedPath).
+    Each job is asked once (on SLURM, a ``squeue``/``sacct`` call): one watch serves one command."""
 
     def __init__(self, sweep) -> None:
         self.sweep = sweep
         self._executor = None
+        self._answers: dict[tuple[str, str | None], bool] = {}
 
     def alive(self, job_id: str | None, job_folder: str | None) -> bool:
         """False for a run never handed to an executor (its controller died before submitting)."""
@@ -204,11 +206,14 @@ class JobWatch:
 
             self._executor = make_executor(self.sweep.executor, self.sweep.out_dir / "jobs",
                                            name=f"megadocs-{self.sweep.name}", create=False)
-        return self._executor.alive(job_id, job_folder)
+        key = (job_id, job_folder)
+        if key not in self._answers:
+            self._answers[key] = self._executor.alive(job_id, job_folder)
+        return self._answers[key]
 
 
 def summarize(sweep: Sweep, strategy: str = "certify", max_runs: int | None = None, *,
-              reconcile: bool = False, snapshot: LedgerSnapshot | None = None) -> list[CertificationSummary]:
+              watch: JobWatch | None = None, snapshot: LedgerSnapshot | None = None) -> list[CertificationSummary]:
     """One :class:`CertificationSummary` per certification, recomputed from the ledger.
 
     Args:
@@ -218,14 +223,14 @@ def summarize(sweep: Sweep, strategy: str = "certify", max_runs: int | None = No
             from its evidence.
         max_runs: the run budget the controller had (``--max-runs``; default each
             certification's ``max_runs``): an uncertified search that spent it says so in ``reason``.
-        reconcile: ask the executor whether each running run's job still runs (:class:`JobWatch`);
-            those whose job is gone count as ``runs.stopped``, not ``running`` (the next ``certify``
-            re-attaches, adopts or re-runs them).
+        watch: asks the executor whether each running run's job still runs (:class:`JobWatch`,
+            shared with the command's job list); those whose job is gone count as
+            ``runs.stopped``, not ``running`` (the next ``certify`` re-attaches, adopts or re-runs
+            them). None: not asked.
         snapshot: the ledger already read (:func:`search.ledger.read_snapshot`), shared with the
             command's other readers; read now when not given.
     """
     snapshot = snapshot if snapshot is not None else read_snapshot(sweep)
-    watch = JobWatch(sweep) if reconcile else None
     kind = StudyKind(strategy)
     summaries = []
     searches: dict[str, CertifySearch] = {}

@@ -86,3 +86,34 @@ def test_analysis_reads_each_study_once(finished_sweep, trial_reads):
     tables = load_tables(load_sweep(path))
     assert len(tables.runs) and set(tables.ensembles) == {"e"}
     assert dict(trial_reads) == {study: 1 for study in studies}
+
+
+def test_search_status_asks_the_executor_once_per_running_job(finished_sweep, monkeypatch, capsys):
+    """The summaries and the job list share one JobWatch: on SLURM each question is a squeue/sacct."""
+    from megadocs import executors
+    from search.ledger import ATTR_JOB_ID, ATTR_STATUS, study_name
+
+    path, _ = finished_sweep
+    sweep = load_sweep(path)
+    ledger = Ledger(sweep.ledger_url, sweep.name)
+    [record, *_] = ledger.runs(study_name(sweep.name, "a"))
+    trial = ledger.new_run(study_name(sweep.name, "a"), params=record.params(), run_id="r-dead", run_dir="r-dead")
+    ledger.update(trial, **{ATTR_JOB_ID: "999999999", ATTR_STATUS: "running"})  # a pid that is gone
+    asked: Counter = Counter()
+    original = executors.make_executor
+
+    def spying(*args, **kwargs):  # the sweep's real executor, its answers counted
+        executor = original(*args, **kwargs)
+        alive = executor.alive
+
+        def spy(job_id, folder=None):
+            asked[job_id] += 1
+            return alive(job_id, folder)
+
+        executor.alive = spy
+        return executor
+
+    monkeypatch.setattr(executors, "make_executor", spying)
+    assert main(["search", "status", str(path)]) == 0
+    assert ": stopped (its job is gone" in capsys.readouterr().out
+    assert dict(asked) == {"999999999": 1}
