@@ -197,13 +197,15 @@ def _optimizer(model: torch.nn.Module, ctx: Context):
 
 
 def _steps(ctx: Context, model, optimizer, scheduler, ids, documents, *, micro: int, steps: int, implementation: str,
-           document_mask=DocumentMask.OFF, replicas=None) -> list[float]:  # fmt: skip
-    """`train.loop.train_step` `steps` times on one batch; the losses (one sync per step)."""
+           document_mask=DocumentMask.OFF, loss_module=None) -> list[float]:  # fmt: skip
+    """`train.step.train_step` `steps` times on one batch; the losses (one sync per step).
+    `loss_module`: a `Parallelism.loss_module` (DDP, FSDP); default: `model`'s own loss."""
+    if loss_module is None:
+        loss_module = MicroBatchLoss(model, implementation=implementation, document_mask=document_mask, eos_id=0)
     losses = []
     for _ in range(steps):
-        loss, _norm = train_step(model, optimizer, scheduler, ids, documents, micro_batch_size=micro, grad_clip=1.0,
-                                 document_mask=document_mask, parameters=list(model.parameters()), eos_id=0,
-                                 loss_implementation=implementation, replicas=replicas)  # fmt: skip
+        loss, _norm = train_step(loss_module, optimizer, scheduler, ids, documents, micro_batch_size=micro,
+                                 grad_clip=1.0)  # fmt: skip
         losses.append(float(loss))
     return losses
 
@@ -674,7 +676,7 @@ def section_parallel(ctx: Context) -> None:
 
             def step(model, parallel, optimizer, scheduler, steps: int) -> None:
                 _steps(ctx, model, optimizer, scheduler, ids, documents, micro=2, steps=steps,
-                       implementation=implementation, replicas=parallel.replicas)  # fmt: skip
+                       implementation=implementation, loss_module=parallel.loss_module)  # fmt: skip
 
             def full_state(model, parallel, optimizer) -> tuple[dict, dict]:
                 gathered = parallel.full_state(model, optimizer)

@@ -57,7 +57,7 @@ from train.config import RunConfig
 from train.device import resolve_device
 from train.evaluate import autocast_for, model_logits, token_losses
 from train.loop import LOG_EVERY, run
-from train.loss import linear_cross_entropy_sum, next_token_loss, resolve_loss_implementation
+from train.loss import MicroBatchLoss, linear_cross_entropy_sum, next_token_loss, resolve_loss_implementation
 from train.model import build_model
 from train.plan import model_cost
 from train.step import param_groups, train_step
@@ -265,13 +265,12 @@ def cuda_loop(preset: str, context: int, batch: int, micro: int, masked: bool, s
     optimizer = torch.optim.AdamW(param_groups(model, 0.1), lr=1e-3, betas=(0.9, 0.95), fused=True)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 1.0)
     ids, documents = _cuda_batches(batch, context, masked)
-    parameters = list(model.parameters())
     mode = DocumentMask.DOCUMENT if masked else DocumentMask.OFF
     implementation = resolve_loss_implementation("auto", device, compiled=True)
+    loss_module = MicroBatchLoss(model, implementation=implementation, document_mask=mode, eos_id=0)
 
     def step():
-        train_step(model, optimizer, scheduler, ids, documents, micro_batch_size=micro, grad_clip=1.0,
-                   document_mask=mode, parameters=parameters, eos_id=0, loss_implementation=implementation)
+        train_step(loss_module, optimizer, scheduler, ids, documents, micro_batch_size=micro, grad_clip=1.0)
 
     return _cuda_measure(step, batch * context, steps)
 

@@ -250,8 +250,7 @@ class Trainer:
         from tqdm import tqdm
 
         config, optim, counters, dist = self.config, self.config.optim, self.counters, self.dist
-        total_steps, eos_id = self.total_steps, self.data.streams.eos_id
-        parameters = list(self.model.parameters())
+        total_steps = self.total_steps
         self.model.train()
         progress = tqdm(total=total_steps, initial=self.step, desc="train", unit="step", file=sys.stderr,
                         dynamic_ncols=True, mininterval=1.0)  # fmt: skip
@@ -274,10 +273,8 @@ class Trainer:
 
                 # --- forward/backward over micro-batches, clip, update -----------------------------
                 loss, grad_norm = train_step(
-                    self.model, self.optimizer, self.scheduler, input_ids, document_ids,
+                    self.parallel.loss_module, self.optimizer, self.scheduler, input_ids, document_ids,
                     micro_batch_size=optim.micro_batch_size, grad_clip=optim.grad_clip,
-                    document_mask=config.data.document_mask, parameters=parameters, eos_id=eos_id,
-                    loss_implementation=self.loss_implementation, replicas=self.parallel.replicas,
                     row_weight=share.row_weight, micro_batches=share.micro_batches,
                 )  # fmt: skip
                 self.step += 1

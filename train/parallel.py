@@ -66,7 +66,7 @@ TRAINING_STATE_BYTES_PER_PARAMETER = 16
 class Parallelism(abc.ABC):
     """The layout of one run over its ranks; built once by `choose`, then asked, in this order:
     `parallelize` (before the optimizer), `load_optimizer_state` (resuming), every step
-    `step_share` and `replicas` (`train.step.train_step`), at checkpoints `full_state`, at the
+    `step_share` and `loss_module` (`train.step.train_step`), at checkpoints `full_state`, at the
     end `full_model_state`, and for evaluation `curve_ranks` and `eval_root`.
 
     The defaults are those of a replicated model (every rank holds all of it); `Sharded`
@@ -81,8 +81,9 @@ class Parallelism(abc.ABC):
 
     def __init__(self, dist: DistributedContext = SINGLE) -> None:
         self.dist = dist
-        self.replicas: torch.nn.Module | None = None
-        """The module each micro-batch's loss runs through on several ranks; None: the model itself."""
+        self.loss_module: torch.nn.Module | None = None
+        """What each micro-batch's loss runs through (`train.step.train_step`), set by `parallelize`:
+        the `train.loss.MicroBatchLoss` itself (one process; FSDP's root), or DDP's wrapper of it."""
 
     @staticmethod
     def choose(setting: str, *, dist: DistributedContext, parameters: int, device: torch.device) -> Parallelism:
@@ -100,7 +101,7 @@ class Parallelism(abc.ABC):
     def parallelize(self, model: torch.nn.Module, loss: torch.nn.Module, *, device: torch.device,
                     compiled: bool) -> None:  # fmt: skip
         """Compile `model`'s decoder layers in place when `compiled` (`train.compile`) and wrap
-        `loss` (a `train.loss.MicroBatchLoss` over `model`) for the ranks, setting `replicas`.
+        `loss` (a `train.loss.MicroBatchLoss` over `model`) for the ranks, setting `loss_module`.
         Called once, after the checkpoint's weights are loaded and before the optimizer is built
         (sharding replaces the parameters)."""
 
@@ -144,6 +145,7 @@ class Single(Parallelism):
     def parallelize(self, model, loss, *, device, compiled) -> None:
         if compiled:
             compile_layers(decoder_layers(model))  # in place: the state dict keeps its keys (train.compile)
+        self.loss_module = loss
 
 
 class Replicated(Parallelism):
@@ -156,7 +158,7 @@ class Replicated(Parallelism):
     def parallelize(self, model, loss, *, device, compiled) -> None:
         if compiled:
             compile_layers(decoder_layers(model))  # before DDP wraps it, as torchtitan does
-        self.replicas = torch.nn.parallel.DistributedDataParallel(
+        self.loss_module = torch.nn.parallel.DistributedDataParallel(
             loss, device_ids=[torch.cuda.current_device()] if device.type == "cuda" else None,
             gradient_as_bucket_view=True,
         )  # fmt: skip
@@ -174,7 +176,7 @@ class Sharded(Parallelism):
         # compiled before sharding (inside shard_model): FSDP's hooks stay outside the graphs
         shard_model(loss, decoder_layers(model), device=device, mixed_precision=device.type == "cuda",
                     compile_layers=compiled)  # fmt: skip
-        self.replicas = loss
+        self.loss_module = loss
 
     def load_optimizer_state(self, model, optimizer, state) -> None:
         load_full_optimizer_state(model, optimizer, state)  # collective: each rank keeps its shard
@@ -191,7 +193,7 @@ class Sharded(Parallelism):
 
     @property
     def eval_root(self) -> torch.nn.Module:
-        return self.replicas
+        return self.loss_module
 
 
 STRATEGIES: dict[str, type[Parallelism]] = {strategy.name: strategy for strategy in (Single, Replicated, Sharded)}

@@ -22,9 +22,8 @@ from typing import Any
 import torch
 
 from megadocs.errors import UserError
-from train.config import DEFAULT_DECAY_GROUPS, DocumentMask
+from train.config import DEFAULT_DECAY_GROUPS
 from train.evaluate import autocast_for
-from train.loss import next_token_loss
 
 __all__ = ["lr_factor", "warmup_steps_for", "decay_group_of", "param_groups", "train_step"]
 
@@ -85,7 +84,7 @@ def param_groups(model: torch.nn.Module, weight_decay: float,
 
 
 def train_step(
-    model: torch.nn.Module,
+    loss_module: torch.nn.Module,
     optimizer: torch.optim.Optimizer,
     scheduler: torch.optim.lr_scheduler.LRScheduler,
     input_ids: torch.Tensor,
@@ -93,26 +92,25 @@ def train_step(
     *,
     micro_batch_size: int,
     grad_clip: float,
-    document_mask: DocumentMask | bool,
-    parameters: list[torch.nn.Parameter],
-    eos_id: int | None = None,
-    loss_implementation: str = "chunked",
-    replicas: torch.nn.Module | None = None,
     row_weight: float | None = None,
     micro_batches: int | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """One optimizer update on a batch [B, C], accumulated over micro-batches.
 
-    Data parallel (`replicas`: DDP, or the FSDP root, over a `MicroBatchLoss` of `model`): [B, C]
-    is this rank's rows of the global batch, and `row_weight` and `micro_batches` come from
-    `DistributedContext.step_share`. DDP averages gradients over ranks once, on the last
-    micro-batch (`no_sync` before it); FSDP reduce-scatters after every micro-batch into the
-    sharded gradients (`train.sharding`). `row_weight` (default ``1 / B``) weighs each row's mean
-    loss: ``ranks / global rows`` makes the average over ranks the global batch's mean even when
-    ranks hold unequal rows (0 for a rank that holds a placeholder row because the batch is
-    shorter than the world). `micro_batches` (default: as many as B needs) is the count every rank
-    runs, so that FSDP's collectives match: the micro-batches past B are placeholders, this rank's
-    first row again with weight 0, whose gradient is exactly zero.
+    `loss_module` gives a micro-batch's mean token loss: a `train.loss.MicroBatchLoss` over the
+    model (which fixes the loss implementation, document masking and eos), or, data parallel,
+    what `train.parallel` made of it (`Parallelism.loss_module`: DDP's wrapper, or the FSDP
+    root). The gradient norm is clipped over its parameters (the model's, or their shards).
+
+    Data parallel: [B, C] is this rank's rows of the global batch, and `row_weight` and
+    `micro_batches` come from `DistributedContext.step_share`. DDP averages gradients over ranks
+    once, on the last micro-batch (`no_sync` before it); FSDP reduce-scatters after every
+    micro-batch into the sharded gradients (`train.sharding`). `row_weight` (default ``1 / B``)
+    weighs each row's mean loss: ``ranks / global rows`` makes the average over ranks the global
+    batch's mean even when ranks hold unequal rows (0 for a rank that holds a placeholder row
+    because the batch is shorter than the world). `micro_batches` (default: as many as B needs)
+    is the count every rank runs, so that FSDP's collectives match: the micro-batches past B are
+    placeholders, this rank's first row again with weight 0, whose gradient is exactly zero.
 
     Returns the batch's mean token loss and the pre-clip gradient norm, as device tensors (no
     sync). Each micro-batch's mean loss is weighted by its share of the batch's rows, so the
@@ -135,19 +133,16 @@ def train_step(
         ids, docs = input_ids[window], document_ids[window]  # [b, C]
         weight = 0.0 if placeholder else ids.shape[0] * row_weight
         last = index == micro_batches - 1
-        accumulate_locally = isinstance(replicas, torch.nn.parallel.DistributedDataParallel) and not last
-        sync = replicas.no_sync() if accumulate_locally else contextlib.nullcontext()
+        accumulate_locally = isinstance(loss_module, torch.nn.parallel.DistributedDataParallel) and not last
+        sync = loss_module.no_sync() if accumulate_locally else contextlib.nullcontext()
         with sync:
             with autocast_for(device):
-                if replicas is None:
-                    micro_loss = next_token_loss(model, ids, docs, document_mask=document_mask, eos_id=eos_id,
-                                                 implementation=loss_implementation)  # fmt: skip
-                else:
-                    micro_loss = replicas(ids, docs)
-                loss = micro_loss * weight
+                loss = loss_module(ids, docs) * weight
             loss.backward()
         total_loss += loss.detach()
-    grad_norm = torch.nn.utils.clip_grad_norm_(parameters, grad_clip)  # the global norm, also over shards
+    # the global norm, also over shards; the model's parameters in their order (a MicroBatchLoss
+    # holds the model alone, DDP and the FSDP root hold the MicroBatchLoss)
+    grad_norm = torch.nn.utils.clip_grad_norm_(list(loss_module.parameters()), grad_clip)
     if hasattr(grad_norm, "full_tensor"):  # FSDP: a Replicate DTensor, the same value on every rank
         grad_norm = grad_norm.full_tensor()
     optimizer.step()

@@ -33,7 +33,7 @@ def _batch() -> tuple[torch.Tensor, torch.Tensor]:
     return ids, documents
 
 
-def _step(model, replicas, ids, documents, share=None) -> tuple[float, float]:
+def _step(model, loss_module, ids, documents, share=None) -> tuple[float, float]:
     """One `train_step` on `ids`; its loss and gradient norm. Plain SGD at lr 1 without clipping:
     the weights move by minus the gradient, so comparing weights compares the gradients (AdamW's
     first step divides each gradient by its own size, which magnifies rounding near zero)."""
@@ -41,8 +41,7 @@ def _step(model, replicas, ids, documents, share=None) -> tuple[float, float]:
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
     rows = share.rows if share else slice(None)
     loss, norm = train_step(
-        model, optimizer, scheduler, ids[rows], documents[rows], micro_batch_size=MICRO, grad_clip=math.inf,
-        document_mask="document", parameters=list(model.parameters()), replicas=replicas,
+        loss_module, optimizer, scheduler, ids[rows], documents[rows], micro_batch_size=MICRO, grad_clip=math.inf,
         row_weight=share.row_weight if share else None, micro_batches=share.micro_batches if share else None,
     )  # fmt: skip
     return loss.item(), float(norm)
@@ -63,11 +62,11 @@ def run(parallelism: str, context: DistributedContext) -> dict | None:
     root = MicroBatchLoss(model, **_settings())
     if parallelism == "fsdp":
         shard_model(root, model.model.layers, device=torch.device("cpu"), mixed_precision=False)
-        replicas, fsdp_root = root, root
+        loss_module, fsdp_root = root, root
     else:
-        replicas, fsdp_root = torch.nn.parallel.DistributedDataParallel(root), None
+        loss_module, fsdp_root = torch.nn.parallel.DistributedDataParallel(root), None
     share = context.step_share(ROWS, MICRO)
-    loss, norm = _step(model, replicas, ids, documents, share)
+    loss, norm = _step(model, loss_module, ids, documents, share)
     total = torch.tensor([loss], dtype=torch.float64)
     dist.all_reduce(total)  # the global batch's loss: the mean over ranks (train.loop logs the same)
     losses = evaluate_model(model, _validation(ids, documents), batch_size=MICRO, device="cpu",
@@ -76,7 +75,7 @@ def run(parallelism: str, context: DistributedContext) -> dict | None:
     if context.rank != 0:
         return None
     reference = build_model("tiny-1m", vocab_size=VOCAB, context=CONTEXT, seed=0)
-    reference_loss, reference_norm = _step(reference, None, ids, documents)
+    reference_loss, reference_norm = _step(reference, MicroBatchLoss(reference, **_settings()), ids, documents)
     reference_losses = evaluate_model(reference, _validation(ids, documents), batch_size=MICRO, device="cpu",
                                       document_mask="document")  # fmt: skip
     difference = max((weights[name] - value).abs().max().item() for name, value in reference.state_dict().items())

@@ -117,6 +117,7 @@ def test_synthetic_only_run_takes_its_steps_from_synthetic_epochs(micro_store, t
 
 
 def test_micro_batches_accumulate_to_the_full_batch_gradient():
+    from train.loss import MicroBatchLoss
     from train.model import build_model
 
     ids = torch.randint(0, 384, (6, 16))
@@ -128,8 +129,9 @@ def test_micro_batches_accumulate_to_the_full_batch_gradient():
         model = build_model("tiny-1m", vocab_size=384, context=16, seed=0)
         optimizer = torch.optim.AdamW(param_groups(model, 0.1), lr=1e-3)
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 1.0)
-        loss, norm = train_step(model, optimizer, scheduler, ids, docs, micro_batch_size=micro, grad_clip=1e9,
-                                document_mask=False, parameters=list(model.parameters()), micro_batches=count)
+        loss_module = MicroBatchLoss(model, implementation="chunked", document_mask=False)
+        loss, norm = train_step(loss_module, optimizer, scheduler, ids, docs, micro_batch_size=micro, grad_clip=1e9,
+                                micro_batches=count)
         results.append((loss, norm, model.lm_head.weight.detach().clone()))
     for loss, norm, weight in results[1:]:
         torch.testing.assert_close(loss, results[0][0])
@@ -137,8 +139,8 @@ def test_micro_batches_accumulate_to_the_full_batch_gradient():
         torch.testing.assert_close(weight, results[0][2])
     torch.testing.assert_close(results[2][2], results[1][2], rtol=0, atol=0)  # placeholders: exactly nothing
     with pytest.raises(ValueError, match="micro_batches=1: 6 rows at micro_batch_size=4 need 2"):
-        train_step(model, optimizer, scheduler, ids, docs, micro_batch_size=4, grad_clip=1e9, document_mask=False,
-                   parameters=list(model.parameters()), micro_batches=1)  # fmt: skip
+        train_step(loss_module, optimizer, scheduler, ids, docs, micro_batch_size=4, grad_clip=1e9,
+                   micro_batches=1)  # fmt: skip
 
 
 def test_weight_decay_follows_levanters_default_mask_and_is_configurable():
