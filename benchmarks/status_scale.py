@@ -36,7 +36,6 @@ stdout line is a JSON summary for ``benchmarks/run_all.py``; the figures also go
 from __future__ import annotations
 
 import argparse
-import gc
 import json
 import os
 import subprocess
@@ -285,19 +284,18 @@ def reads_once(sweep_file: str) -> None:
     collector paused as the snapshot pauses it), then of
     :meth:`search.ledger.Ledger.snapshot` (that read and our records: ``RunRecord``,
     ``RunMetrics``), then of ``summarize`` on that snapshot."""
-    from search.ledger import Ledger
+    from search.ledger import Ledger, _gc_paused
     from search.status import summarize
     from search.sweep import load_sweep
 
     sweep = load_sweep(sweep_file)
     ledger = Ledger(sweep.ledger_url, sweep.name, create=False)
     ids = [ledger.study_id(name) for name in ledger.study_names()]
-    gc.disable()  # as the snapshot reads (search.ledger._gc_paused)
-    started = time.process_time()
-    for study_id in ids:
-        ledger.storage.get_all_trials(study_id, deepcopy=False)
-    optuna_s = time.process_time() - started
-    gc.enable()
+    with _gc_paused():  # as the snapshot reads
+        started = time.process_time()
+        for study_id in ids:
+            ledger.storage.get_all_trials(study_id, deepcopy=False)
+        optuna_s = time.process_time() - started
     started = time.process_time()
     snapshot = ledger.snapshot()
     snapshot_s = time.process_time() - started

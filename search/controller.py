@@ -212,7 +212,7 @@ class LedgerEvaluator(Evaluator):
         into a new run directory. The trials a stopped controller left undescribed (``undescribed``,
         none of them in ``records``: a trial that names no point is no run) are closed here.
         """
-        if self.ledger.abandon_undescribed(info.study, undescribed):
+        if self.ledger.abandon_undescribed(undescribed):
             log.warning("%s: closed trial(s) a stopped controller left undescribed (nothing ran for them)", info.study)
         stale: dict[int, str] = {}
         for record in records:

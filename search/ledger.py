@@ -571,7 +571,7 @@ class Ledger:
 
     def extensions(self, name: str) -> list[Extension]:
         """The extensions recorded for study ``name``, in order (none in older ledgers)."""
-        return [Extension.from_dict(item) for item in self.study_attrs(name).get(STUDY_EXTENSIONS, [])]
+        return _extensions(self.study_attrs(name))
 
     def record_extension(self, name: str, extension: Extension) -> None:
         """Append ``extension`` to study ``name``'s record unless that value is recorded already
@@ -582,9 +582,11 @@ class Ledger:
 
     def study_names(self) -> list[str]:
         """Names of this sweep's run studies (not the lock)."""
-        prefix = f"{self.sweep}/"
-        return [s.study_name for s in self.storage.get_all_studies()
-                if s.study_name.startswith(prefix) and LOCK_SUFFIX not in s.study_name]
+        return [s.study_name for s in self.storage.get_all_studies() if self._is_run_study(s.study_name)]
+
+    def _is_run_study(self, name: str) -> bool:
+        """Whether study ``name`` holds this sweep's runs (not the lock, not another sweep's)."""
+        return name.startswith(f"{self.sweep}/") and LOCK_SUFFIX not in name
 
     # -- runs ------------------------------------------------------------------------------
 
@@ -662,7 +664,6 @@ class Ledger:
             return self._snapshot()
 
     def _snapshot(self) -> LedgerSnapshot:
-        prefix = f"{self.sweep}/"
         attrs: dict[str, dict[str, Any]] = {}
         records: dict[str, list[RunRecord]] = {}
         undescribed: dict[str, list[int]] = {}
@@ -670,32 +671,24 @@ class Ledger:
         for study in self.storage.get_all_studies():  # carries each study's attributes
             name = study.study_name
             if name == self._lock_name:
-                current = study.user_attrs.get(LOCK_HOLDER)
-                holder = current if current and _holder_alive(current) else None
-            elif name.startswith(prefix) and LOCK_SUFFIX not in name:
+                holder = _live_holder(study.user_attrs)
+            elif self._is_run_study(name):
                 self._study_ids[name] = study._study_id
                 attrs[name] = dict(study.user_attrs)
                 records[name], undescribed[name] = self._read(name, study._study_id, study.user_attrs)
         return LedgerSnapshot(self.sweep, attrs, records, holder, undescribed)
 
-    def abandon_undescribed(self, name: str, undescribed: Iterable[int] | None = None) -> int:
-        """Close (Optuna state FAIL) the RUNNING trials of study ``name`` that name no point: a
-        controller stopped between creating one and describing it (:meth:`new_run` writes its
-        attributes one by one). Nothing ran for them; returns how many.
+    def abandon_undescribed(self, undescribed: Iterable[int]) -> int:
+        """Close (Optuna state FAIL) these RUNNING trials that name no point: a controller stopped
+        between creating one and describing it (:meth:`new_run` writes its attributes one by
+        one). Nothing ran for them; returns how many.
 
         Args:
             undescribed: their trial ids as a :meth:`snapshot` taken under the controller lock
-                found them (:attr:`LedgerSnapshot.undescribed`); read from the study when None.
+                found them (:attr:`LedgerSnapshot.undescribed`).
         """
         from optuna.trial import TrialState
 
-        study_id = self.study_id(name)
-        if study_id is None:
-            return 0
-        if undescribed is None:
-            undescribed = [t._trial_id for t in self.storage.get_all_trials(study_id, deepcopy=False,
-                                                                            states=(TrialState.RUNNING,))
-                           if ATTR_POINT not in t.user_attrs]
         undescribed = list(undescribed)
         for trial_id in undescribed:
             self.storage.set_trial_user_attr(trial_id, ATTR_REASON, "never described (its controller stopped "
@@ -910,8 +903,7 @@ class Ledger:
             study_id = self.storage.get_study_id_from_name(self._lock_name)
         except KeyError:
             return None
-        current = self.storage.get_study_user_attrs(study_id).get(LOCK_HOLDER)
-        return current if current and _holder_alive(current) else None
+        return _live_holder(self.storage.get_study_user_attrs(study_id))
 
 
 @dataclass(frozen=True)
@@ -942,11 +934,22 @@ class LedgerSnapshot:
 
     def extensions(self, name: str) -> list[Extension]:
         """As :meth:`Ledger.extensions`."""
-        return [Extension.from_dict(item) for item in self.attrs.get(name, {}).get(STUDY_EXTENSIONS, [])]
+        return _extensions(self.attrs.get(name, {}))
 
     def all_runs(self) -> list[RunRecord]:
         """Every run of the sweep, study by study: :func:`read_runs`."""
         return [record for records in self.records.values() for record in records]
+
+
+def _extensions(study_attrs: Mapping[str, Any]) -> list[Extension]:
+    """A study's recorded extensions, in order (none in older ledgers)."""
+    return [Extension.from_dict(item) for item in study_attrs.get(STUDY_EXTENSIONS, [])]
+
+
+def _live_holder(lock_attrs: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The lock study's holder while that controller is alive; None otherwise."""
+    current = lock_attrs.get(LOCK_HOLDER)
+    return current if current and _holder_alive(current) else None
 
 
 @contextmanager
