@@ -49,6 +49,8 @@ from typing import Any
 
 import yaml
 
+from megadocs.formats import dumps_json  # standard JSON (no NaN/Infinity) for every figure written
+
 REPO = Path(__file__).resolve().parents[1]
 
 BASELINE = "1d977344a8126184304f7c6d7a80b16afc44e8ca"
@@ -302,8 +304,8 @@ def reads_once(sweep_file: str) -> None:
     started = time.process_time()
     summarize(sweep, snapshot=snapshot)
     summarize_s = time.process_time() - started
-    print(json.dumps({"optuna_read_cpu_s": round(optuna_s, 2), "snapshot_cpu_s": round(snapshot_s, 2),
-                      "summarize_cpu_s": round(summarize_s, 2), "studies": len(ids)}))
+    print(dumps_json({"optuna_read_cpu_s": round(optuna_s, 2), "snapshot_cpu_s": round(snapshot_s, 2),
+                      "summarize_cpu_s": round(summarize_s, 2), "studies": len(ids)}, indent=None))
 
 
 def measure(sweep_file: Path, *, codes: Mapping[str, Path], work: Path, warm_up: bool = False) -> dict[str, Any]:
@@ -382,8 +384,8 @@ def main(argv: list[str] | None = None) -> int:
                                             codes=codes, work=work, warm_up=not rows, as_repeats=args.as_repeats))
     summary = _summary(rows, time.time() - started)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps({"rows": rows, **summary}, indent=1) + "\n")
-    print(json.dumps(summary))
+    Path(args.out).write_text(dumps_json({"rows": rows, **summary}, indent=1) + "\n")
+    print(dumps_json(summary, indent=None))
     return 0
 
 
@@ -413,7 +415,7 @@ def _one_ledger(backend: str, size: int, url: str, scratch_url: str, data: Mappi
            "studies": len(sweep_data["certifications"]) + len(sweep_data["ensembles"]) + len(sweep_data["transfers"]),
            "certifications": len(sweep_data["certifications"]), "build_s": round(build_s, 1),
            **measure(sweep_file, codes=codes, work=work, warm_up=warm_up)}
-    print(json.dumps(row), flush=True)
+    print(dumps_json(row, indent=None), flush=True)
     return row
 
 
