@@ -227,7 +227,7 @@ def _status(args: argparse.Namespace) -> int:
     _configure_process(runs_jobs=False)
     sweep = load_sweep(args.sweep)
     snapshot = read_snapshot(sweep)  # each study read once: at thousands of runs the reads are most of the time
-    watch = JobWatch(sweep)  # each running job asked once, by the summaries and the job list
+    watch = JobWatch(sweep, controller_live=snapshot.holder is not None)  # each job asked once, by both readers
     summaries = summarize(sweep, args.strategy, watch=watch, snapshot=snapshot)  # dead jobs are not "running"
     if args.json:
         print(to_json(summaries))
@@ -259,6 +259,10 @@ def _print_jobs(snapshot: LedgerSnapshot, watch: JobWatch) -> None:
         if not (running or (run.status is RunStatus.FAILED and run.job_id)):
             continue
         point = " ".join(f"{k}={v}" for k, v in run.point.items())
+        if running and not run.job_id and watch.controller_live:  # the live controller's queue
+            print(f"{run.certification} {point}: queued, no job yet (the running controller submits it when a "
+                  "slot frees)")
+            continue
         if running and not run.job_id:  # stopped on purpose (Ctrl-C), or killed before submitting
             print(f"{run.certification} {point}: stopped, no job ({run.reason or 'not submitted yet'}); "
                   "`megadocs search certify` runs it again")

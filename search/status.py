@@ -192,15 +192,19 @@ class JobWatch:
     running. Reads no result file; a job folder outside the sweep is refused (UntrustedPath).
     Each job is asked once (on SLURM, a ``squeue``/``sacct`` call): one watch serves one command."""
 
-    def __init__(self, sweep) -> None:
+    def __init__(self, sweep, *, controller_live: bool = False) -> None:
         self.sweep = sweep
+        self.controller_live = controller_live
+        """A live controller holds the sweep (``LedgerSnapshot.holder``): its runs without a job are
+        waiting for a slot or being submitted, not stopped."""
         self._executor = None
         self._answers: dict[tuple[str, str | None], bool] = {}
 
     def alive(self, job_id: str | None, job_folder: str | None) -> bool:
-        """False for a run never handed to an executor (its controller died before submitting)."""
+        """For a run never handed to an executor: whether a live controller holds the sweep (it
+        submits the run when a slot frees), else False (its controller died or was stopped first)."""
         if not job_id:
-            return False
+            return self.controller_live
         if self._executor is None:
             from megadocs.executors import make_executor
 
