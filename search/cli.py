@@ -149,7 +149,8 @@ def _certify(args: argparse.Namespace) -> int:
         print(exc.message(args.sweep), file=sys.stderr)
         return 130
     snapshot = read_snapshot(sweep)  # each study read once by everything below
-    summaries = summarize(sweep, args.strategy, max_runs=args.max_runs, snapshot=snapshot)
+    summaries = summarize(sweep, args.strategy, max_runs=args.max_runs, snapshot=snapshot,
+                          warn_off_grid=False)  # the controller's restore said it
     print(format_table(summaries), end="")
     for line in format_bases(summaries):
         print(line)

@@ -217,7 +217,8 @@ class JobWatch:
 
 
 def summarize(sweep: Sweep, strategy: str = "certify", max_runs: int | None = None, *,
-              watch: JobWatch | None = None, snapshot: LedgerSnapshot | None = None) -> list[CertificationSummary]:
+              watch: JobWatch | None = None, snapshot: LedgerSnapshot | None = None,
+              warn_off_grid: bool = True) -> list[CertificationSummary]:
     """One :class:`CertificationSummary` per certification, recomputed from the ledger.
 
     Args:
@@ -233,6 +234,8 @@ def summarize(sweep: Sweep, strategy: str = "certify", max_runs: int | None = No
             them). None: not asked.
         snapshot: the ledger already read (:func:`search.ledger.read_snapshot`), shared with the
             command's other readers; read now when not given.
+        warn_off_grid: warn about trials at points the grid no longer lists (one line per
+            certification); ``certify`` passes False, its controller's restore said it already.
     """
     snapshot = snapshot if snapshot is not None else read_snapshot(sweep)
     kind = StudyKind(strategy)
@@ -254,7 +257,7 @@ def summarize(sweep: Sweep, strategy: str = "certify", max_runs: int | None = No
         searches[cert.name] = search
         records = snapshot.runs(study)
         stopped: set[Any] = set()
-        for item in replay(records, fixed=cert.fixed, grid=grid):
+        for item in replay(records, fixed=cert.fixed, grid=grid, warn_off_grid=warn_off_grid):
             if kind is StudyKind.CERTIFY or item.params.seed is None:
                 search.record(item.point, item.outcome)
                 key = search.key(item.point)
