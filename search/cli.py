@@ -221,6 +221,7 @@ def _plan(args: argparse.Namespace) -> int:
 
 
 def _status(args: argparse.Namespace) -> int:
+    from search.certify import CertState
     from search.ledger import read_snapshot
     from search.status import JobWatch, format_bases, format_table, g_trend_warnings, summarize, to_json
     from search.sweep import load_sweep
@@ -236,6 +237,9 @@ def _status(args: argparse.Namespace) -> int:
     print(format_table(summaries), end="")
     for line in format_bases(summaries):
         print(line)
+    for s in summaries:  # beyond its failed points (listed below): no finite loss, or its source failed
+        if s.state is CertState.FAILED and s.reason:
+            print(f"{s.name}: not certified: {s.reason}")
     _print_ensembles(sweep, summaries, snapshot)
     _print_transfers(sweep, snapshot)
     _print_jobs(snapshot, watch)
