@@ -221,15 +221,24 @@ def _plan(args: argparse.Namespace) -> int:
 
 
 def _status(args: argparse.Namespace) -> int:
-    from search.certify import CertState
     from search.ledger import read_snapshot
-    from search.status import JobWatch, format_bases, format_table, g_trend_warnings, summarize, to_json
+    from search.status import JobWatch
     from search.sweep import load_sweep
 
     _configure_process(runs_jobs=False)
     sweep = load_sweep(args.sweep)
     snapshot = read_snapshot(sweep)  # each study read once: at thousands of runs the reads are most of the time
     watch = JobWatch(sweep, controller_live=snapshot.holder is not None)  # each job asked once, by both readers
+    try:
+        return _print_status(args, sweep, snapshot, watch)
+    finally:
+        watch.close()
+
+
+def _print_status(args: argparse.Namespace, sweep: Sweep, snapshot: LedgerSnapshot, watch: JobWatch) -> int:
+    from search.certify import CertState
+    from search.status import format_bases, format_table, g_trend_warnings, summarize, to_json
+
     summaries = summarize(sweep, args.strategy, watch=watch, snapshot=snapshot)  # dead jobs are not "running"
     if args.json:
         print(to_json(summaries))

@@ -215,6 +215,13 @@ class JobWatch:
             self._answers[key] = self._executor.alive(job_id, job_folder)
         return self._answers[key]
 
+    def close(self) -> None:
+        """Let go of the executor and the jobs it re-attached, now. Left to the interpreter's exit,
+        submitit's ``LocalJob.__del__`` ran after its modules were torn down and printed a
+        traceback (``'NoneType' object is not callable``) under every ``status`` of a local sweep:
+        an import keeps the command's frame, and so this watch, alive until then."""
+        self._executor = None
+
 
 def summarize(sweep: Sweep, strategy: str = "certify", max_runs: int | None = None, *,
               watch: JobWatch | None = None, snapshot: LedgerSnapshot | None = None,

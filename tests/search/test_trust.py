@@ -94,6 +94,19 @@ def test_run_dir_outside_the_sweep_is_refused(make_sweep, workdir, capsys):
     assert "run_dir in the ledger" in err and "outside" in err and not (workdir / "victim").exists()
 
 
+def test_status_of_a_local_job_ends_without_a_shutdown_traceback(make_sweep, workdir):
+    """status re-attaches the local job the ledger calls running to ask whether it runs; submitit's
+    LocalJob.__del__ then ran at interpreter exit and printed 'Exception ignored in ... TypeError'."""
+    path = make_sweep(executor={"kind": "local", "max_parallel": 1, "poll_s": 0.05})
+    folder = load_sweep(path).out_dir / "jobs"
+    folder.mkdir(parents=True)
+    _ledger_with_running_trial(path, "4242", folder)
+    for json_flag in ([], ["--json"]):
+        status = subprocess.run([sys.executable, "-m", "megadocs.cli", "search", "status", str(path), *json_flag],
+                                capture_output=True, text=True, timeout=120)
+        assert status.returncode == 0 and status.stderr == "", status.stderr
+
+
 @pytest.mark.parametrize("controller_live", [True, False], ids=["controller-live", "controller-gone"])
 def test_status_calls_a_live_controllers_unsubmitted_run_queued_not_stopped(make_sweep, workdir, capsys,
                                                                             controller_live):
