@@ -250,7 +250,7 @@ def _print_status(args: argparse.Namespace, sweep: Sweep, snapshot: LedgerSnapsh
         if s.state is CertState.FAILED and s.reason:
             print(f"{s.name}: not certified: {s.reason}")
     _print_ensembles(sweep, summaries, snapshot)
-    _print_transfers(sweep, snapshot)
+    _print_transfers(sweep, summaries, snapshot)
     _print_jobs(snapshot, watch)
     holder = snapshot.holder
     if holder:
@@ -295,8 +295,8 @@ def _print_ensembles(sweep: Sweep, summaries: list[CertificationSummary], snapsh
         print(ens.describe())
 
 
-def _print_transfers(sweep: Sweep, snapshot: LedgerSnapshot) -> None:
+def _print_transfers(sweep: Sweep, summaries: list[CertificationSummary], snapshot: LedgerSnapshot) -> None:
     from search.status import summarize_transfers
 
-    for transfer in summarize_transfers(sweep, snapshot=snapshot):
+    for transfer in summarize_transfers(sweep, summaries, snapshot=snapshot):
         print(transfer.describe())

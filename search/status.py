@@ -428,25 +428,33 @@ def to_json(summaries: Iterable[CertificationSummary]) -> str:
     return dumps_json([s.to_dict() for s in summaries], indent=1)
 
 
-def summarize_transfers(sweep: Sweep, *, snapshot: LedgerSnapshot | None = None) -> list[TransferSummary]:
+def summarize_transfers(sweep: Sweep, summaries: Iterable[CertificationSummary] | None = None, *,
+                        snapshot: LedgerSnapshot | None = None) -> list[TransferSummary]:
     """One :class:`TransferSummary` per transfer of the sweep, from its latest non-superseded run
-    (``snapshot``: the ledger already read)."""
+    at the source's *current* certified point (``summaries``: the certifications' :func:`summarize`,
+    computed here when not given; ``snapshot``: the ledger already read). As for ensembles, a run
+    at an earlier certified point (the sweep file changed since: a widened grid, new data) is not
+    this transfer's result: until the source certifies again and the transfer runs there, it is
+    ``waiting`` (it was reported finished with the old point's loss)."""
     if not sweep.transfers:
         return []
     snapshot = snapshot if snapshot is not None else read_snapshot(sweep)
-    summaries = []
+    by_name = {s.name: s for s in (summaries if summaries is not None else summarize(sweep, snapshot=snapshot))}
+    found = []
     for transfer in sweep.transfers:
+        certificate = by_name[transfer.source].certificate
+        current = point_key(certificate.point) if certificate is not None else None
         records = [r for r in snapshot.runs(study_name(sweep.name, transfer.name, StudyKind.TRANSFER))
-                   if r.status is not RunStatus.SUPERSEDED]
+                   if r.status is not RunStatus.SUPERSEDED and point_key(r.point) == current]
         latest = records[-1] if records else None
         state = (TransferState.WAITING if latest is None else TransferState.FINISHED if latest.status.finished
                  else TransferState.FAILED if latest.status is RunStatus.FAILED else TransferState.RUNNING)
-        summaries.append(TransferSummary(
+        found.append(TransferSummary(
             name=transfer.name, source=transfer.source, fixed=dict(transfer.fixed), state=state,
             point=latest.point if latest else None,
             loss=latest.loss if latest and state is TransferState.FINISHED else None,
         ))
-    return summaries
+    return found
 
 
 def g_trend_warnings(summaries: Iterable[CertificationSummary]) -> list[str]:
