@@ -23,6 +23,7 @@ from analysis.generation import (
     loss_column,
     monotonicity,
 )
+from megadocs.errors import UserError
 from search.grid import Bound
 
 __all__ = ["CLEAR_SDS", "pooled_noise", "noise_tolerance", "rises_with_g", "findings"]
@@ -134,7 +135,7 @@ def findings(certifications: pd.DataFrame, *, law=None) -> list[str]:
     val_set = sets[0] if sets else "objective"
     try:
         table = generation_table(certifications, law=law, sets=[val_set])
-    except Exception as exc:  # UserError: no finished loss yet
+    except UserError as exc:  # no finite loss yet; anything else is a bug and must not read as "nothing yet"
         return [f"Nothing to compare yet: {exc}."]
     baseline = table[table["method"] == BASELINE_METHOD]
     synthetic = table[table["method"] != BASELINE_METHOD]

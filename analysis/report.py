@@ -159,7 +159,7 @@ def _generation_sections(report: _Report, certifications: pd.DataFrame, law, gri
     try:
         table = generation_table(certifications, law=law)
     except UserError as exc:
-        report.skipped.append(f"generation scaling: {exc}")
+        report.skipped.append(str(exc))  # the message names the section
         return
     if isinstance(law, ReferenceLaw):
         report.add(
