@@ -167,7 +167,16 @@ def _law_from_args(args):
         missing = [c for c in (size, "loss") if c not in table]
         if missing:
             raise UserError(f"{args.fit_baseline}: missing column(s) {missing} (expected D or tokens, and loss)")
-        law = fit_reference_law(table[size].to_numpy(float), table["loss"].to_numpy(float), n_boot=args.bootstrap)
+        sizes = table[size].dropna().unique()
+        if len(sizes) < 3:  # the fit's own advice (fix alpha or E) cannot be combined with --fit-baseline
+            raise UserError(f"--fit-baseline {args.fit_baseline}: {len(sizes)} distinct data size(s) "
+                            f"{sorted(sizes.tolist())} cannot determine E, A and alpha; add real-only runs "
+                            "at 3 or more sizes, or give the law as --alpha and --asymptote, or --reference LAW.yaml")
+        try:
+            law = fit_reference_law(table[size].to_numpy(float), table["loss"].to_numpy(float),
+                                    n_boot=args.bootstrap)
+        except UserError as exc:
+            raise UserError(f"--fit-baseline {args.fit_baseline}: {exc}") from None
         print(law.describe("D"))
         return law
     if given:
@@ -182,6 +191,8 @@ def _efficiency(args) -> int:
     result = efficiency(args.loss, args.baseline_loss, law)
     print(f"data efficiency: {result.format()}  (loss {args.loss} vs baseline {args.baseline_loss}; "
           f"alpha={result.alpha:.4g}, E={result.E:.4g})")
+    if args.fit_baseline and result.interval is None:
+        print("no interval for the efficiency: the fitted law has no usable bootstrap draws (see its notes above)")
     if result.effective_tokens is not None:
         print(f"effective data: {result.effective_tokens:,.0f} ({result.effective_basis})")
     return 0

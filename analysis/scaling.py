@@ -45,6 +45,8 @@ PARAMS = ("E", "A", "alpha")
 DEFAULT_ALPHA_BOUNDS = (1e-3, 4.0)
 SCREEN_NFEV, POLISH_NFEV = 40, 400
 """Function evaluations per start while screening starts, and for the final polish."""
+MIN_BOOT = 20
+"""Fewest bootstrap refits a percentile interval is read from (fewer: refused, not a silent "no interval")."""
 MIN_DECAY_COVERED = 0.15
 """E counts as determined only if the points span this share of the fitted decay toward it."""
 
@@ -317,6 +319,12 @@ def _validate(x, y, *, loss, huber_delta, fix_alpha, fix_E, alpha_bounds, level,
     """Refuse what no fit can answer honestly; return the problem with notes on weaker issues."""
     x = np.asarray(x, dtype=float)
     y = np.asarray(y, dtype=float)
+    # Checked before the points: a NaN or negative constant (e.g. `--alpha nan`) made the solver
+    # fail with "Residuals are not finite", and alpha <= 0 fitted a law that does not decay.
+    if fix_alpha is not None and not (math.isfinite(fix_alpha) and fix_alpha > 0):
+        raise UserError(f"power-law fit: fixed alpha must be a finite decay exponent > 0, got {fix_alpha}")
+    if fix_E is not None and not (math.isfinite(fix_E) and fix_E >= 0):
+        raise UserError(f"power-law fit: fixed E must be a finite loss >= 0, got {fix_E}")
     free = np.array([fix_E is None, True, fix_alpha is None])
     notes = _check_points(x, y, int(free.sum()))
     if fix_E is not None and fix_E >= float(y.min()):
@@ -329,8 +337,9 @@ def _validate(x, y, *, loss, huber_delta, fix_alpha, fix_E, alpha_bounds, level,
         raise UserError(f"power-law fit: level must be in (0, 1), got {level}")
     if not 0 < alpha_bounds[0] < alpha_bounds[1]:
         raise UserError(f"power-law fit: alpha_bounds must be 0 < low < high, got {alpha_bounds}")
-    if n_boot < 0:
-        raise UserError(f"power-law fit: n_boot must be >= 0 (0: no interval), got {n_boot}")
+    if n_boot < 0 or 0 < n_boot < MIN_BOOT:
+        raise UserError(f"power-law fit: n_boot must be 0 (no interval) or >= {MIN_BOOT} refits for a "
+                        f"percentile interval, got {n_boot}")
     if noise_sigma is not None and not (math.isfinite(noise_sigma) and noise_sigma > 0):
         raise UserError(f"power-law fit: noise_sigma must be a loss noise > 0, got {noise_sigma}")
     fixed = {name: value for name, value in (("E", fix_E), ("alpha", fix_alpha)) if value is not None}
@@ -391,7 +400,7 @@ def _uncertainty(problem: _Problem, theta, residuals, *, n_boot, noise_sigma, le
             "pass a noise level (e.g. the seed-to-seed std of a loss) for a parametric interval"
         ]
     samples, failed = _bootstrap(problem, theta, residuals, noise_sigma=noise_sigma, n_boot=n_boot, seed=seed)
-    if len(samples) < max(20, n_boot // 2):
+    if len(samples) < max(MIN_BOOT, n_boot // 2):
         return None, None, [f"no interval: {failed} of {n_boot} bootstrap refits failed"]
     notes = [f"{failed} of {n_boot} bootstrap refits had non-decreasing losses and were dropped"] if failed else []
     tail = (1 - level) / 2 * 100

@@ -207,3 +207,15 @@ def test_groups_draw_independent_bootstrap_noise():
     spread = np.percentile(a - b, 97.5) - np.percentile(a - b, 2.5)
     single = fits["a"].ci["E"][1] - fits["a"].ci["E"][0]
     assert spread > single  # the difference of two independent estimates varies more than one
+
+
+@pytest.mark.parametrize(("option", "value"), [
+    ("fix_alpha", float("nan")), ("fix_alpha", 0.0), ("fix_alpha", -0.5), ("fix_E", float("nan")),
+    ("fix_E", -1.0), ("fix_E", float("-inf")), ("n_boot", 5),
+])
+def test_meaningless_fixed_parameters_and_too_few_refits_are_refused(option, value):
+    # NaN used to crash the solver ("Residuals are not finite"), alpha <= 0 or E < 0 fitted a law
+    # that does not decay toward a loss, and n_boot=5 ended in "no interval: 0 of 5 refits failed".
+    x = np.array([1, 2, 4, 8, 16, 32.0])
+    with pytest.raises(UserError, match=option.replace("fix_", "fixed ") if option != "n_boot" else "n_boot"):
+        fit_power_law(x, power_law(x, 3.2, 0.35, 0.6), **{option: value})
