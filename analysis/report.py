@@ -269,6 +269,9 @@ def _experiment_sections(report: _Report, runs: pd.DataFrame, certifications: pd
                    "sweep); `cost` is what the borrowed hyperparameters lose.", "",
                    _markdown_table(transfers), "")
         report.figure(lambda: plot_transfers(transfers), "fig6-transfers", "Figure 6: own vs transferred hyperparameters")
+        for row in transfers[transfers["own_loss"].isna()].itertuples():
+            report.add(f"No cost for `{row.transfer}`: the sweep has no certified {row.method} at G={row.g:g} to "
+                       f"compare with (certify `fixed: {{method: {row.method}, g: {row.g:g}}}` for its own optimum).", "")
     elif transfer_sources:
         report.skipped.append("Figure 6 (transfers): no transfer run has finished yet")
     students = student_scaling_table(students)  # every model size
@@ -329,7 +332,8 @@ def _ensemble_sections(report: _Report, ensembles: pd.DataFrame | None, studies:
         report.add("")
     if ensembles is None or len(ensembles) == 0:
         report.skipped.append(
-            "Figure 7 (ensembles): no ensemble losses given (run `megadocs train ensemble --json` over the "
+            "Figure 7 (ensembles): no ensemble study could be scored (the reasons are under Ensembles)" if problems
+            else "Figure 7 (ensembles): no ensemble losses given (run `megadocs train ensemble --json` over the "
             "ensemble members and pass the files with --ensembles)"
         )
         report.add("_No ensemble losses given._", "")

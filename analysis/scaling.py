@@ -458,7 +458,11 @@ def fit_groups(frame, *, x: str, y: str, group: str, **options) -> dict[str, Pow
     results: dict[str, PowerLawFit | str] = {}
     seed = options.pop("seed", 0)
     for position, (name, part) in enumerate(frame.groupby(group, sort=True)):
-        part = part[np.isfinite(part[y].to_numpy(dtype=float))]
+        finite = np.isfinite(part[y].to_numpy(dtype=float))
+        # A diverged (inf) or missing loss has no place on a power law, but leaving it out silently
+        # would present the curve as the whole group: the fit's notes name what was left out.
+        left_out = [f"{x}={value:g}" for value in part.loc[~finite, x].to_numpy(dtype=float)]
+        part = part[finite]
         # Each group's bootstrap gets its own stream: with one seed for all, the draws of two
         # groups share their noise, and a difference of paired draws (compare_asymptotes) came
         # out several times too narrow.
@@ -467,5 +471,10 @@ def fit_groups(frame, *, x: str, y: str, group: str, **options) -> dict[str, Pow
             results[name] = fit_power_law(part[x].to_numpy(dtype=float), part[y].to_numpy(dtype=float),
                                           seed=group_seed, **options)
         except UserError as exc:
-            results[name] = str(exc)
+            results[name] = str(exc) + (f" ({len(left_out)} non-finite loss(es) left out: "
+                                        f"{', '.join(left_out)})" if left_out else "")
+            continue
+        if left_out:
+            results[name].notes.append(f"{len(left_out)} non-finite loss(es) (diverged or missing) left out "
+                                       f"of the fit: {', '.join(left_out)}")
     return results

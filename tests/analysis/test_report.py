@@ -152,3 +152,27 @@ def test_report_opens_with_findings_computed_from_the_ledger(toy_sweep, tmp_path
     findings = text.split("## Findings", 1)[1].split("## Notes", 1)[0]
     assert "Real-only baseline" in findings and "Best synthetic" in findings
     assert findings.rstrip().endswith("only illustrative")
+
+
+def test_a_transfer_without_its_own_certification_and_unscored_ensembles_are_explained(tmp_path):
+    """A transfer to a (method, G) the sweep never certifies has no cost: the report says why
+    instead of an empty cell; `--ensembles auto` that scores nothing does not claim "no losses given"."""
+    from search.controller import run_sweep
+    from tests.analysis.conftest import write_sweep
+
+    path = write_sweep(tmp_path / "sweep", """\
+        name: transfer-only
+        executor: {{kind: debug, max_parallel: 4, poll_s: 0.01}}
+        out: {out}
+        objective: tests.analysis.objectives:paper_like
+        grid: {{lr: [0.001, 0.003, 0.01], wd: [0.4, 0.8], epochs: [8, 16, 32]}}
+        start: {{lr: 0.003, wd: 0.8, epochs: 16}}
+        certifications: [{{name: simple-g4, fixed: {{method: simple, g: 4}}}}]
+        transfers: [{{name: stitched-at-simple, from: simple-g4, fixed: {{method: stitched, g: 4}}}}]
+        ensembles: [{{name: one, from: simple-g4, members: 1}}]
+        """)
+    sweep = load_sweep(path)
+    run_sweep(sweep)
+    text = build_report(sweep, tmp_path / "report", ensembles="auto").read_text()
+    assert "No cost for `stitched-at-simple`: the sweep has no certified stitched at G=4" in text
+    assert "Figure 7 (ensembles): no ensemble study could be scored" in text

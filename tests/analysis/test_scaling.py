@@ -142,6 +142,18 @@ def test_fit_groups_maps_unfittable_groups_to_the_reason():
     assert isinstance(fits["b"], str) and "cannot determine 3 parameters" in fits["b"]
 
 
+def test_fit_groups_names_the_diverged_losses_it_leaves_out():
+    # A diverged ensemble size or G (inf loss) used to vanish from the fit without a word.
+    import pandas as pd
+
+    frame = pd.DataFrame({"method": ["a"] * 5 + ["b"] * 3, "g": [1, 2, 4, 8, 16, 1, 2, 4],
+                          "loss": [*power_law(np.array([1, 2, 4, 8.0]), 3.3, 0.2, 0.5), np.inf, 3.5, 3.4, np.nan]})
+    fits = fit_groups(frame, x="g", y="loss", group="method", n_boot=0)
+    assert fits["a"].n_points == 4 and "1 non-finite loss(es) (diverged or missing) left out of the fit: g=16" \
+        in fits["a"].notes
+    assert "left out: g=4" in fits["b"]
+
+
 @pytest.mark.parametrize(
     ("options", "message"),
     [
