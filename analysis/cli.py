@@ -217,6 +217,9 @@ def _fit(args) -> int:
         frame = load_tables(load_sweep(args.input)).certifications
         if len(frame):
             frame = frame[(frame["method"] != BASELINE_METHOD) & frame["loss"].notna()]
+        if len(frame) == 0 and args.x is None:
+            raise UserError(f"{args.input}: no synthetic-data certification has a loss yet; L(G) is fitted per "
+                            "algorithm over G (the real-only baseline is no point of it)")
         x, group = args.x or "g", args.group or "method"
     else:
         frame = read_table(args.input)
