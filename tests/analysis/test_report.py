@@ -58,7 +58,7 @@ def test_report_renders_every_figure_it_can(toy_sweep, tmp_path):
     # efficiencies and bounds in the tables, a note for what could not be drawn
     assert re.search(r"\| simple \| 4 \| True \| [\d.]+ \| [\d.]+ \| [\d.]+ \| 1\.\d+", text)
     assert "lean on a search bound" in text
-    assert "Figure 7 (ensembles): no ensemble losses given" in text
+    assert "Figure 7 (ensembles): no ensemble study could be scored" in text  # `auto` tried them all
     assert "not scored: member" in text and "has no model/" in text  # analytic members have no model
 
 
