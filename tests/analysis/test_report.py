@@ -176,3 +176,22 @@ def test_a_transfer_without_its_own_certification_and_unscored_ensembles_are_exp
     text = build_report(sweep, tmp_path / "report", ensembles="auto").read_text()
     assert "No cost for `stitched-at-simple`: the sweep has no certified stitched at G=4" in text
     assert "Figure 7 (ensembles): no ensemble study could be scored" in text
+
+
+def test_cli_bad_tables_and_unwritable_out_are_one_line(toy_sweep, tmp_path, capsys):
+    # A word in a number column and an --out under a file used to end in tracebacks
+    # (ValueError: could not convert string to float; FileExistsError/NotADirectoryError).
+    table = tmp_path / "points.csv"
+    table.write_text("D,loss\n1e7,4.0\n2e7,3.8 nats\n4e7,3.7\n8e7,3.6\n")
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    for argv in (["analysis", "fit", str(table), "--x", "D"],
+                 ["analysis", "efficiency", "--loss", "3.5", "--baseline-loss", "3.6", "--fit-baseline", str(table)]):
+        assert main(argv) == 2
+        assert capsys.readouterr().err.strip() == f"error: {table}: column 'loss' must hold numbers, got '3.8 nats' " \
+            "(row 2; 1 such value(s))"
+    for argv in (["analysis", "report", str(toy_sweep), "--out", str(blocker / "report")],
+                 ["analysis", "export", str(toy_sweep), "--out", str(blocker / "runs.csv")]):
+        assert main(argv) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.startswith(f"error: --out: cannot create directory {blocker}") and "\n" not in err
