@@ -47,6 +47,9 @@ SCREEN_NFEV, POLISH_NFEV = 40, 400
 """Function evaluations per start while screening starts, and for the final polish."""
 MIN_BOOT = 20
 """Fewest bootstrap refits a percentile interval is read from (fewer: refused, not a silent "no interval")."""
+E_AT_ZERO = 0.05
+"""An E interval whose low end is below this share of the lowest loss reaches toward the search bound 0
+(refits that crawl toward E = 0 stop short of it, so "at 0" needs a margin)."""
 MIN_DECAY_COVERED = 0.15
 """E counts as determined only if the points span this share of the fitted decay toward it."""
 
@@ -118,17 +121,14 @@ class PowerLawFit:
         lines = [f"L({x_name}) = E + A * {x_name}^(-alpha), {self.n_points} points, {self.loss} loss on log residuals"]
         for name in PARAMS:
             value = self.params[name]
+            interval = self.interval(name)
+            ci = f"{int(self.level * 100)}% CI [{interval[0]:.4g}, {interval[1]:.4g}]" if interval else None
             if name in self.fixed:
                 status = "fixed"
-            elif not self.determined[name]:
-                status = "NOT determined"
+            elif not self.determined[name]:  # the interval, where there is one, shows how loose it is
+                status = "NOT determined" + (f"; {ci}" if ci else "")
             else:
-                interval = self.interval(name)
-                status = (
-                    f"{int(self.level * 100)}% CI [{interval[0]:.4g}, {interval[1]:.4g}]"
-                    if interval
-                    else "no interval"
-                )
+                status = ci or "no interval"
             lines.append(f"  {name:5s} = {value:.4g}  ({status})")
         lines.append(f"  rmse of log residuals = {self.rmse_log:.3g}")
         lines.extend(f"  note: {note}" for note in self.notes)
@@ -307,6 +307,13 @@ def fit_power_law(
     determined, notes = _judge(problem, theta)
     samples, ci, uncertainty_notes = _uncertainty(problem, theta, residuals, n_boot=n_boot,
                                                   noise_sigma=noise_sigma, level=level, seed=seed)
+    if ci is not None and problem.free[0] and determined["E"] and ci["E"][0] <= E_AT_ZERO * float(problem.y.min()):
+        # The estimate sits inside the search range, but refits of equally likely losses drive E
+        # to 0 (a power law with a tiny alpha, i.e. loss linear in log x): only "E < lowest loss"
+        # is known, and an asymptote quoted with an interval [0, L_min] reads as a finding.
+        determined["E"] = determined["A"] = False
+        notes.append(f"E's {int(level * 100)}% interval reaches 0, the search bound: the points do not "
+                     "determine the asymptote (only that it lies below the lowest loss)")
     E, A, alpha = problem.natural(theta)
     return PowerLawFit(
         E=E, A=A, alpha=alpha, x=problem.x, y=problem.y, loss=loss, fixed=problem.fixed,

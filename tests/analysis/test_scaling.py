@@ -231,3 +231,20 @@ def test_meaningless_fixed_parameters_and_too_few_refits_are_refused(option, val
     x = np.array([1, 2, 4, 8, 16, 32.0])
     with pytest.raises(UserError, match=option.replace("fix_", "fixed ") if option != "n_boot" else "n_boot"):
         fit_power_law(x, power_law(x, 3.2, 0.35, 0.6), **{option: value})
+
+
+def test_an_asymptote_whose_interval_reaches_zero_is_not_determined():
+    # The rehearsal's simple-rephrasing curve at G = 1, 4, 16, 32 (search.rehearsal's surrogate):
+    # E = 3.394 inside the search range, but its bootstrap interval ran down to 0.011, and the
+    # report quoted "asymptote 3.394 [0.011, 3.412]" as the best any G can give.
+    g = np.array([1, 4, 16, 32.0])
+    fit = fit_power_law(g, np.array([3.4906, 3.4419, 3.415, 3.4112]), n_boot=300, seed=0)
+    low, high = fit.interval("E")
+    assert low <= 0.05 * 3.4112 and not fit.determined["E"] and not fit.determined["A"]
+    assert any("interval reaches 0" in note for note in fit.notes)
+    assert f"NOT determined; 95% CI [{low:.4g}, {high:.4g}]" in fit.describe("G")
+    # A well-sampled ensemble curve keeps its asymptote.
+    k = np.arange(1, 9.0)
+    rng = np.random.default_rng(0)
+    kept = fit_power_law(k, power_law(k, 3.31, 0.2, 1.0) * np.exp(rng.normal(0, 0.002, 8)), n_boot=300, seed=0)
+    assert kept.determined["E"] and kept.interval("E")[0] > 3.2
