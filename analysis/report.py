@@ -288,6 +288,9 @@ def _experiment_sections(report: _Report, runs: pd.DataFrame, certifications: pd
                    "(`megadocs gen diversity`). Read next to the loss curve above.", "",
                    _markdown_table(diversity.drop(columns=["pool"])), "")
         report.figure(lambda: plot_diversity(diversity), "fig-diversity-vs-g", "Generation diversity vs G'")
+    elif diversity is not None:  # the sweep names pools, none generated or measured yet
+        report.skipped.append("generation diversity vs G: no pool of the sweep has a diversity block yet "
+                              "(run `megadocs gen diversity --pool POOL` on each)")
 
 
 def _synthetic_only_section(report: _Report, certifications: pd.DataFrame) -> None:

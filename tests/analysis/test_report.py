@@ -156,7 +156,8 @@ def test_report_opens_with_findings_computed_from_the_ledger(toy_sweep, tmp_path
 
 def test_a_transfer_without_its_own_certification_and_unscored_ensembles_are_explained(tmp_path):
     """A transfer to a (method, G) the sweep never certifies has no cost: the report says why
-    instead of an empty cell; `--ensembles auto` that scores nothing does not claim "no losses given"."""
+    instead of an empty cell; `--ensembles auto` that scores nothing does not claim "no losses given";
+    pools without a diversity block are named under "Not drawn", not left out silently."""
     from search.controller import run_sweep
     from tests.analysis.conftest import write_sweep
 
@@ -169,6 +170,7 @@ def test_a_transfer_without_its_own_certification_and_unscored_ensembles_are_exp
         start: {{lr: 0.003, wd: 0.8, epochs: 16}}
         certifications: [{{name: simple-g4, fixed: {{method: simple, g: 4}}}}]
         transfers: [{{name: stitched-at-simple, from: simple-g4, fixed: {{method: stitched, g: 4}}}}]
+        pools: {{simple: "{out}/pools/simple-g{{g}}"}}
         ensembles: [{{name: one, from: simple-g4, members: 1}}]
         """)
     sweep = load_sweep(path)
@@ -176,6 +178,7 @@ def test_a_transfer_without_its_own_certification_and_unscored_ensembles_are_exp
     text = build_report(sweep, tmp_path / "report", ensembles="auto").read_text()
     assert "No cost for `stitched-at-simple`: the sweep has no certified stitched at G=4" in text
     assert "Figure 7 (ensembles): no ensemble study could be scored" in text
+    assert "generation diversity vs G: no pool of the sweep has a diversity block yet" in text
 
 
 def test_cli_bad_tables_and_unwritable_out_are_one_line(toy_sweep, tmp_path, capsys):
