@@ -6,6 +6,7 @@ Heavy libraries (pandas, scipy, matplotlib, optuna) are imported inside the hand
 
 from __future__ import annotations
 
+import math
 import sys
 from pathlib import Path
 
@@ -205,6 +206,9 @@ def _law_from_args(args):
         print(law.describe("D"))
         return law
     if given:
+        if not (math.isfinite(alpha) and alpha > 0 and math.isfinite(asymptote) and asymptote >= 0):
+            raise UserError(f"--alpha/--asymptote: need a finite alpha > 0 and a finite asymptote E >= 0, "
+                            f"got alpha={alpha}, E={asymptote}")
         return ReferenceLaw(alpha=alpha, E=asymptote, provenance="given on the command line")
     return load_reference_law(args.reference)
 

@@ -131,3 +131,13 @@ def test_cli_fit_baseline_with_too_few_sizes_says_what_to_give_instead(tmp_path,
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1
     assert f"--fit-baseline {table}: {n_sizes} distinct data size(s)" in err and "--reference" in err
+
+
+@pytest.mark.parametrize(("alpha", "asymptote"), [("0", "1.9"), ("nan", "1.9"), ("0.2", "-1"), ("inf", "1"),
+                                                  ("0.2", "inf")])
+def test_cli_refuses_a_meaningless_law_in_one_line(capsys, alpha, asymptote):
+    # alpha 0 or E -1 ended in a pydantic traceback; alpha inf printed "1.00x".
+    assert main(["analysis", "efficiency", "--loss", "3.4", "--baseline-loss", "3.5",
+                 "--alpha", alpha, "--asymptote", asymptote]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: --alpha/--asymptote: need a finite alpha > 0") and "\n" not in err
