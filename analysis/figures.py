@@ -182,7 +182,7 @@ def plot_generation_scaling(table: pd.DataFrame, *, val_set: str = IID, title: s
     part = table[table["set"] == val_set]
     synthetic = part[(part["method"] != BASELINE_METHOD) & (part["g"] > 0)]
     if synthetic.empty:
-        raise ValueError(f"no synthetic-data certification has a {val_set} loss")
+        raise ValueError(f"no synthetic-data certification has a loss on the {val_set} set")
     with style():
         fig, ax = _figure()
         for method, group in synthetic.groupby("method", sort=False):
