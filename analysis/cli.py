@@ -6,6 +6,7 @@ Heavy libraries (pandas, scipy, matplotlib, optuna) are imported inside the hand
 
 from __future__ import annotations
 
+import contextlib
 import math
 import sys
 from pathlib import Path
@@ -292,7 +293,14 @@ def _report(args) -> int:
     from search.sweep import load_sweep
 
     sweep = load_sweep(args.sweep)
+    created = not Path(args.out).exists()
     _out_dir(args.out)
-    path = build_report(sweep, args.out, ensembles=args.ensembles, reference_law=_law_from_args(args))
+    try:
+        path = build_report(sweep, args.out, ensembles=args.ensembles, reference_law=_law_from_args(args))
+    except BaseException:
+        if created:  # a ledger that cannot be read leaves no empty --out behind (rmdir: only if empty)
+            with contextlib.suppress(OSError):
+                Path(args.out).rmdir()
+        raise
     print(f"wrote {path}")
     return 0

@@ -198,3 +198,16 @@ def test_cli_bad_tables_and_unwritable_out_are_one_line(toy_sweep, tmp_path, cap
         assert main(argv) == 2
         err = capsys.readouterr().err.strip()
         assert err.startswith(f"error: --out: cannot create directory {blocker}") and "\n" not in err
+
+
+def test_a_report_of_a_ledger_never_created_leaves_no_out_folder(tmp_path, capsys):
+    """The ledger is read after --out is checked: a ledger that does not exist is one line, and the
+    --out folder made for the report is not left behind empty."""
+    from tests.analysis.conftest import write_sweep
+
+    sweep = write_sweep(tmp_path / "never-certified")
+    out = tmp_path / "report"
+    assert main(["analysis", "report", str(sweep), "--out", str(out)]) == 2
+    assert "\n" not in capsys.readouterr().err.strip()
+    assert not out.exists()
+
