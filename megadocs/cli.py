@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 import textwrap
 
@@ -93,6 +94,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt as exc:  # a command that stopped work on the way out says what (one line)
         print(f"interrupted: {str(exc).strip() or 're-run the same command to resume'}", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `megadocs search status --json | head`: the reader left, nothing is wrong here
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # the exit's flush has nowhere to fail
+        return 141  # what a shell reports for a writer its reader closed on (128 + SIGPIPE)
     return int(status or 0)
 
 

@@ -53,14 +53,20 @@ def load_yaml(path: str | Path) -> Any:
 
 
 def format_validation_error(exc: ValidationError, source: str) -> str:
-    """One line: ``source: field.path: message, got X`` for the first error (and a count of the rest)."""
-    first = exc.errors()[0]
+    """One line: ``source: field.path: message, got X`` for the first error (and a count of the rest).
+
+    An unknown field goes first: a misspelt key (``strat:``) is also a missing one (``start``), and
+    the misspelling is what the user has to see."""
+    errors = exc.errors()
+    first = next((e for e in errors if e["type"] == "extra_forbidden"), errors[0])
     field = ".".join(str(part) for part in first["loc"]) or "<top level>"
     message = first["msg"]
     if first["type"] == "extra_forbidden":
         message = "unknown field"
     elif first["type"] == "missing":
         message = "required field is missing"
+    elif first["type"] == "value_error":
+        message = str(first["ctx"]["error"])  # the validator's own words, without pydantic's "Value error, "
     got = first.get("input")
     got_text = "" if first["type"] in ("missing",) else f", got {got!r}"
     if first["type"] == "value_error" and not first["loc"]:
@@ -68,7 +74,7 @@ def format_validation_error(exc: ValidationError, source: str) -> str:
         return f"{source}: {first['ctx']['error']}"
     if len(got_text) > 80:
         got_text = got_text[:77] + "..."
-    more = len(exc.errors()) - 1
+    more = len(errors) - 1
     suffix = f" (and {more} more error{'s' if more > 1 else ''})" if more else ""
     return f"{source}: {field}: {message}{got_text}{suffix}"
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from urllib.parse import unquote, urlsplit, urlunsplit
+from urllib.parse import unquote, urlsplit
 
 from megadocs.errors import UserError
 
@@ -56,8 +56,14 @@ def _passwords(url: str) -> list[str]:
 def redact_url(url: str) -> str:
     """The URL with its password (``user:PASSWORD@`` or ``?password=``) replaced by ``***``.
 
+    Everything else is kept as written: a SQLite URL's empty host and its absolute path's
+    slashes too (rebuilding it with ``urlunsplit`` turned ``sqlite:////abs/l.db`` into
+    ``sqlite://abs/l.db``, another file).
+
     >>> redact_url("postgresql://me:secret@db.lab:5432/sweeps")
     'postgresql://me:***@db.lab:5432/sweeps'
+    >>> redact_url("sqlite:////runs/sweep/ledger.db")
+    'sqlite:////runs/sweep/ledger.db'
     """
     if "://" not in url:
         return url
@@ -70,7 +76,12 @@ def redact_url(url: str) -> str:
     if at and ":" in user_info:
         netloc = f"{user_info.split(':', 1)[0]}:{MASK}@{host}"
     query = _QUERY_PASSWORD.sub(lambda m: f"{m.group(1)}{m.group(2)}{MASK}", parts.query)
-    return urlunsplit(parts._replace(netloc=netloc, query=query))
+    scheme, rest = url.split("://", 1)
+    if netloc != parts.netloc:
+        rest = netloc + rest[len(parts.netloc):]
+    if query != parts.query:
+        rest = rest.replace(f"?{parts.query}", f"?{query}", 1)
+    return f"{scheme}://{rest}"
 
 
 def scrub(text: str, url: str) -> str:

@@ -149,7 +149,8 @@ def _certify(args: argparse.Namespace) -> int:
         print(exc.message(args.sweep), file=sys.stderr)
         return 130
     snapshot = read_snapshot(sweep)  # each study read once by everything below
-    summaries = summarize(sweep, args.strategy, max_runs=args.max_runs, snapshot=snapshot)
+    summaries = summarize(sweep, args.strategy, max_runs=args.max_runs, snapshot=snapshot,
+                          warn_off_grid=False)  # the controller's restore said it
     print(format_table(summaries), end="")
     for line in format_bases(summaries):
         print(line)
@@ -221,13 +222,23 @@ def _plan(args: argparse.Namespace) -> int:
 
 def _status(args: argparse.Namespace) -> int:
     from search.ledger import read_snapshot
-    from search.status import JobWatch, format_bases, format_table, g_trend_warnings, summarize, to_json
+    from search.status import JobWatch
     from search.sweep import load_sweep
 
     _configure_process(runs_jobs=False)
     sweep = load_sweep(args.sweep)
     snapshot = read_snapshot(sweep)  # each study read once: at thousands of runs the reads are most of the time
-    watch = JobWatch(sweep)  # each running job asked once, by the summaries and the job list
+    watch = JobWatch(sweep, controller_live=snapshot.holder is not None)  # each job asked once, by both readers
+    try:
+        return _print_status(args, sweep, snapshot, watch)
+    finally:
+        watch.close()
+
+
+def _print_status(args: argparse.Namespace, sweep: Sweep, snapshot: LedgerSnapshot, watch: JobWatch) -> int:
+    from search.certify import CertState
+    from search.status import format_bases, format_table, g_trend_warnings, summarize, to_json
+
     summaries = summarize(sweep, args.strategy, watch=watch, snapshot=snapshot)  # dead jobs are not "running"
     if args.json:
         print(to_json(summaries))
@@ -235,8 +246,11 @@ def _status(args: argparse.Namespace) -> int:
     print(format_table(summaries), end="")
     for line in format_bases(summaries):
         print(line)
+    for s in summaries:  # beyond its failed points (listed below): no finite loss, or its source failed
+        if s.state is CertState.FAILED and s.reason:
+            print(f"{s.name}: not certified: {s.reason}")
     _print_ensembles(sweep, summaries, snapshot)
-    _print_transfers(sweep, snapshot)
+    _print_transfers(sweep, summaries, snapshot)
     _print_jobs(snapshot, watch)
     holder = snapshot.holder
     if holder:
@@ -259,6 +273,10 @@ def _print_jobs(snapshot: LedgerSnapshot, watch: JobWatch) -> None:
         if not (running or (run.status is RunStatus.FAILED and run.job_id)):
             continue
         point = " ".join(f"{k}={v}" for k, v in run.point.items())
+        if running and not run.job_id and watch.controller_live:  # the live controller's queue
+            print(f"{run.certification} {point}: queued, no job yet (the running controller submits it when a "
+                  "slot frees)")
+            continue
         if running and not run.job_id:  # stopped on purpose (Ctrl-C), or killed before submitting
             print(f"{run.certification} {point}: stopped, no job ({run.reason or 'not submitted yet'}); "
                   "`megadocs search certify` runs it again")
@@ -277,8 +295,8 @@ def _print_ensembles(sweep: Sweep, summaries: list[CertificationSummary], snapsh
         print(ens.describe())
 
 
-def _print_transfers(sweep: Sweep, snapshot: LedgerSnapshot) -> None:
+def _print_transfers(sweep: Sweep, summaries: list[CertificationSummary], snapshot: LedgerSnapshot) -> None:
     from search.status import summarize_transfers
 
-    for transfer in summarize_transfers(sweep, snapshot=snapshot):
+    for transfer in summarize_transfers(sweep, summaries, snapshot=snapshot):
         print(transfer.describe())

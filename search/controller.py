@@ -220,12 +220,13 @@ class LedgerEvaluator(Evaluator):
                 continue
             current = self.objective.identity(record.params(info.fixed).merged())
             if current != record.run_id:
-                stale[record.trial] = f"identity {record.run_id} is now {current} (data or objective code changed)"
+                stale[record.trial] = (f"identity {record.run_id} is now {current} (fixed params, train config, data "
+                                       "or objective code changed)")
         if not stale:
             return records
         self.ledger.supersede(info.study, stale)
-        log.warning("%s: %d finished run(s) were made on data or objective code that has changed since; "
-                    "marked superseded, their points run again", info.study, len(stale))
+        log.warning("%s: %d finished run(s) were made with fixed params, a train config, data or objective code "
+                    "that has changed since; marked superseded, their points run again", info.study, len(stale))
         return self.ledger.runs(info.study)
 
     # -- Evaluator -------------------------------------------------------------------------

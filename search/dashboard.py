@@ -23,19 +23,27 @@ def serve(sweep_path: str, *, host: str = "127.0.0.1", port: int = 8080) -> None
     """Serve the dashboard of the sweep in `sweep_path` until interrupted (blocks).
 
     Raises:
-        UserError: optuna-dashboard is not installed, or the sweep file is invalid.
+        UserError: optuna-dashboard is not installed, the sweep file is invalid, its ledger does
+            not exist (nothing is created: the dashboard only reads), or ``host:port`` cannot be
+            listened on (a port outside 0-65535, or one in use).
     """
+    if not 0 <= port <= 65535:
+        raise UserError(f"--port: {port} is not a TCP port (expected 0-65535)")
     try:
         from optuna_dashboard import run_server
     except ModuleNotFoundError:
         raise UserError(
             "search dashboard: optuna-dashboard is not installed; pip install 'megadocs[dashboard]'"
         ) from None
+    from megadocs.trust import redact_url
     from search.ledger import open_storage
     from search.sweep import load_sweep
 
     sweep = load_sweep(sweep_path)
-    storage = open_storage(sweep.ledger_url)
-    print(f"optuna-dashboard for sweep {sweep.name!r} (ledger {sweep.ledger_url}) on http://{host}:{port}/ "
-          "- Ctrl-C stops it", file=sys.stderr, flush=True)  # fmt: skip
-    run_server(storage, host=host, port=port)
+    storage = open_storage(sweep.ledger_url, create=False)
+    print(f"optuna-dashboard for sweep {sweep.name!r} (ledger {redact_url(sweep.ledger_url)}) on "
+          f"http://{host}:{port}/ - Ctrl-C stops it", file=sys.stderr, flush=True)
+    try:
+        run_server(storage, host=host, port=port)
+    except OSError as exc:  # the bind: address in use, not an address of this host
+        raise UserError(f"search dashboard: cannot listen on {host}:{port}: {exc.strerror or exc}") from None

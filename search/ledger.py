@@ -224,27 +224,40 @@ class Replayed:
 
 
 def replay(records: Iterable[RunRecord], *, fixed: Mapping[str, Any], grid: Grid | None = None,
-           retry_failed: bool = False) -> list[Replayed]:
+           retry_failed: bool = False, warn_off_grid: bool = True) -> list[Replayed]:
     """Ledger records -> strategy evidence, in the records' (finishing) order.
 
     The one function the controller's restore and ``status`` both use, so they cannot disagree.
     A recorded ``seed`` the task's ``fixed`` lacks (a repeat's or ensemble member's) joins the
     point; the fixed params are the task's (:meth:`RunRecord.params`). Trials off ``grid`` (the
-    sweep file changed) are skipped with a warning; failed trials
+    sweep file changed) are skipped, with one warning line per study unless ``warn_off_grid`` is
+    False (a command whose controller said it already); failed trials
     are skipped when ``retry_failed`` (their points are then run again).
     """
-    replayed = []
+    replayed, off_grid = [], []
     for record in records:
         if grid is not None and not grid.contains(record.point):
-            log.warning("%s: trial %d at %s is not on the grid any more; ignored", record.certification,
-                        record.trial, record.point)
+            off_grid.append(record)
             continue
         if record.status is RunStatus.SUPERSEDED:
             continue  # evidence about other data or code (see search.controller)
         if retry_failed and record.status is RunStatus.FAILED:
             continue
         replayed.append(Replayed(record.params(fixed), record.outcome(), record))
+    if warn_off_grid:
+        _warn_off_grid(off_grid)
     return replayed
+
+
+def _warn_off_grid(records: list[RunRecord]) -> None:
+    """One line for a study's trials at points the grid no longer lists (a value was removed from
+    the sweep file), however many there are."""
+    if not records:
+        return
+    points = "; ".join(" ".join(f"{k}={v}" for k, v in r.point.items()) for r in records[:3])
+    more = f" and {len(records) - 3} more" if len(records) > 3 else ""
+    log.warning("%s: %d trial(s) at points no longer on the grid are ignored (%s%s)", records[0].certification,
+                len(records), points, more)
 
 
 class ControllerBusy(UserError):

@@ -192,15 +192,19 @@ class JobWatch:
     running. Reads no result file; a job folder outside the sweep is refused (UntrustedPath).
     Each job is asked once (on SLURM, a ``squeue``/``sacct`` call): one watch serves one command."""
 
-    def __init__(self, sweep) -> None:
+    def __init__(self, sweep, *, controller_live: bool = False) -> None:
         self.sweep = sweep
+        self.controller_live = controller_live
+        """A live controller holds the sweep (``LedgerSnapshot.holder``): its runs without a job are
+        waiting for a slot or being submitted, not stopped."""
         self._executor = None
         self._answers: dict[tuple[str, str | None], bool] = {}
 
     def alive(self, job_id: str | None, job_folder: str | None) -> bool:
-        """False for a run never handed to an executor (its controller died before submitting)."""
+        """For a run never handed to an executor: whether a live controller holds the sweep (it
+        submits the run when a slot frees), else False (its controller died or was stopped first)."""
         if not job_id:
-            return False
+            return self.controller_live
         if self._executor is None:
             from megadocs.executors import make_executor
 
@@ -211,9 +215,17 @@ class JobWatch:
             self._answers[key] = self._executor.alive(job_id, job_folder)
         return self._answers[key]
 
+    def close(self) -> None:
+        """Let go of the executor and the jobs it re-attached, now. Left to the interpreter's exit,
+        submitit's ``LocalJob.__del__`` ran after its modules were torn down and printed a
+        traceback (``'NoneType' object is not callable``) under every ``status`` of a local sweep:
+        an import keeps the command's frame, and so this watch, alive until then."""
+        self._executor = None
+
 
 def summarize(sweep: Sweep, strategy: str = "certify", max_runs: int | None = None, *,
-              watch: JobWatch | None = None, snapshot: LedgerSnapshot | None = None) -> list[CertificationSummary]:
+              watch: JobWatch | None = None, snapshot: LedgerSnapshot | None = None,
+              warn_off_grid: bool = True) -> list[CertificationSummary]:
     """One :class:`CertificationSummary` per certification, recomputed from the ledger.
 
     Args:
@@ -229,6 +241,8 @@ def summarize(sweep: Sweep, strategy: str = "certify", max_runs: int | None = No
             them). None: not asked.
         snapshot: the ledger already read (:func:`search.ledger.read_snapshot`), shared with the
             command's other readers; read now when not given.
+        warn_off_grid: warn about trials at points the grid no longer lists (one line per
+            certification); ``certify`` passes False, its controller's restore said it already.
     """
     snapshot = snapshot if snapshot is not None else read_snapshot(sweep)
     kind = StudyKind(strategy)
@@ -250,7 +264,7 @@ def summarize(sweep: Sweep, strategy: str = "certify", max_runs: int | None = No
         searches[cert.name] = search
         records = snapshot.runs(study)
         stopped: set[Any] = set()
-        for item in replay(records, fixed=cert.fixed, grid=grid):
+        for item in replay(records, fixed=cert.fixed, grid=grid, warn_off_grid=warn_off_grid):
             if kind is StudyKind.CERTIFY or item.params.seed is None:
                 search.record(item.point, item.outcome)
                 key = search.key(item.point)
@@ -414,25 +428,33 @@ def to_json(summaries: Iterable[CertificationSummary]) -> str:
     return dumps_json([s.to_dict() for s in summaries], indent=1)
 
 
-def summarize_transfers(sweep: Sweep, *, snapshot: LedgerSnapshot | None = None) -> list[TransferSummary]:
+def summarize_transfers(sweep: Sweep, summaries: Iterable[CertificationSummary] | None = None, *,
+                        snapshot: LedgerSnapshot | None = None) -> list[TransferSummary]:
     """One :class:`TransferSummary` per transfer of the sweep, from its latest non-superseded run
-    (``snapshot``: the ledger already read)."""
+    at the source's *current* certified point (``summaries``: the certifications' :func:`summarize`,
+    computed here when not given; ``snapshot``: the ledger already read). As for ensembles, a run
+    at an earlier certified point (the sweep file changed since: a widened grid, new data) is not
+    this transfer's result: until the source certifies again and the transfer runs there, it is
+    ``waiting`` (it was reported finished with the old point's loss)."""
     if not sweep.transfers:
         return []
     snapshot = snapshot if snapshot is not None else read_snapshot(sweep)
-    summaries = []
+    by_name = {s.name: s for s in (summaries if summaries is not None else summarize(sweep, snapshot=snapshot))}
+    found = []
     for transfer in sweep.transfers:
+        certificate = by_name[transfer.source].certificate
+        current = point_key(certificate.point) if certificate is not None else None
         records = [r for r in snapshot.runs(study_name(sweep.name, transfer.name, StudyKind.TRANSFER))
-                   if r.status is not RunStatus.SUPERSEDED]
+                   if r.status is not RunStatus.SUPERSEDED and point_key(r.point) == current]
         latest = records[-1] if records else None
         state = (TransferState.WAITING if latest is None else TransferState.FINISHED if latest.status.finished
                  else TransferState.FAILED if latest.status is RunStatus.FAILED else TransferState.RUNNING)
-        summaries.append(TransferSummary(
+        found.append(TransferSummary(
             name=transfer.name, source=transfer.source, fixed=dict(transfer.fixed), state=state,
             point=latest.point if latest else None,
             loss=latest.loss if latest and state is TransferState.FINISHED else None,
         ))
-    return summaries
+    return found
 
 
 def g_trend_warnings(summaries: Iterable[CertificationSummary]) -> list[str]:

@@ -202,11 +202,12 @@ class CertifySearch(Strategy):
 
     def decide(self) -> Decision:
         """What the evidence so far implies (:func:`decide`); while the start waits for a source
-        certification, SEEDING, or FAILED with the source's ending as the blocking reason."""
+        certification, SEEDING, or FAILED with the source's ending as its ``reason`` (no point of
+        this certification failed: ``blocked_by`` stays empty, so a failed point is counted once,
+        under the certification where it ran)."""
         if self.start is None:
-            failed = ((self.fallback, self.source_failed),) if self.source_failed else ()
             state = CertState.FAILED if self.source_failed else CertState.SEEDING
-            return Decision(state, None, None, (), (), failed, None, (), ())
+            return Decision(state, None, None, (), (), (), None, (), (), reason=self.source_failed)
         return decide(self.grid, self.start, self.outcomes, seed_neighbours=self.seed_neighbours, noise=self.noise)
 
     def _wanted(self, limit: int) -> list[dict[str, Any]]:

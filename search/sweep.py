@@ -47,13 +47,23 @@ EPOCH_AXES = ("epochs", "synthetic_epochs")
 SYNTHETIC_ONLY_MIX = 1.0
 """The mixing fraction of a synthetic-only run (no real stream)."""
 
-def _not_a_boolean(value: Any) -> Any:
+def _a_number(value: Any) -> Any:
+    """A grid value as written, or one clear error: the union's own errors name its members
+    (``grid.lr.1.int: Input should be a valid integer``). A numeric string passes (YAML reads
+    ``1e-3``, without a dot, as one) and the union turns it into a number."""
     if isinstance(value, bool):
         raise ValueError("a boolean is not a grid value (expected a number)")
+    if isinstance(value, str):
+        try:
+            float(value)
+        except ValueError:
+            raise ValueError("expected a number") from None
+    elif not isinstance(value, (int, float)):
+        raise ValueError(f"expected a number, not a {type(value).__name__}")
     return value
 
 
-GridNumber = Annotated[int | float, BeforeValidator(_not_a_boolean)]
+GridNumber = Annotated[int | float, BeforeValidator(_a_number)]
 """A grid value: a number, never a boolean (YAML reads ``yes``/``true`` as one)."""
 GridValues = dict[str, list[GridNumber]]
 

@@ -100,3 +100,19 @@ def test_ctrl_c_ends_in_one_line_and_exit_130(monkeypatch, capsys, raised, line)
     parser.set_defaults(func=interrupted)
     assert main([]) == 130
     assert capsys.readouterr().err == line + "\n"
+
+
+def test_output_into_a_closed_pipe_is_no_traceback():
+    """`megadocs search plan ... --json | head -1`: the reader leaves before the command writes.
+    That was a BrokenPipeError traceback; it is exit 141 (as a shell reports it) and no output."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    sweep = Path(__file__).resolve().parents[1] / "search" / "examples" / "analytic.yaml"
+    command = [sys.executable, "-m", "megadocs.cli", "search", "plan", str(sweep), "--json"]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    process.stdout.close()  # closed before the plan is computed (about a second): the write is refused
+    err = process.stderr.read()
+    assert process.wait(timeout=120) == 141, err
+    assert "Traceback" not in err and "BrokenPipe" not in err, err

@@ -149,6 +149,24 @@ def test_a_failed_neighbour_blocks_certification_and_is_reported(make_sweep, cap
     assert [r.attempts for r in read_runs(load_sweep(path)) if r.status == "failed"] == [2, 2]
 
 
+def test_a_warm_start_from_a_failed_source_names_it_and_counts_one_failed_point(make_sweep, workdir, capsys):
+    """b warm-starts from a, whose lr-up neighbour always fails: a's one failed point is counted
+    once (it was also listed under b, as its never-run start: '2 failed point(s)'), and both
+    certify and status say why b did not certify."""
+    path = make_sweep(objective="tests.search.objectives:broken_corner",
+                      grid={"lr": [0.003, 0.01], "wd": [0.8], "epochs": [16]}, start={"lr": 0.003, "wd": 0.8, "epochs": 16},
+                      certifications=[{"name": "a", "fixed": {"method": "simple", "g": 4}},
+                                      {"name": "b", "fixed": {"method": "simple", "g": 8}, "warm_start": "a"}])
+    assert certify(path) == 1
+    err = capsys.readouterr().err
+    assert "1 failed point(s) block" in err and "b: not certified: source 'a' ended failed" in err, err
+    assert main(["search", "status", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "1 failed point(s) block" in out and "b: not certified: source 'a' ended failed" in out, out
+    a, b = summarize(load_sweep(path))
+    assert len(a.blocked_by) == 1 and b.blocked_by == () and b.runs.failed == 0
+
+
 def test_a_user_error_inside_a_job_is_not_retried(make_sweep, workdir, capsys):
     """A store that is not there fails the same way every time: one line, no retries (issue 34:
     a deterministic "store not found" was retried twice)."""

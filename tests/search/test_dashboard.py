@@ -111,3 +111,48 @@ def test_optuna_dashboard_api_shows_lr_on_a_log_scale_and_method_and_g(make_swee
         server.wait(timeout=30)
     with socket.socket() as probe:
         assert probe.connect_ex(("127.0.0.1", port)) != 0  # nothing listens any more
+
+
+def test_dashboard_of_a_sweep_never_run_creates_no_ledger(make_sweep, workdir, monkeypatch, capsys):
+    """It created an empty ledger and served it (a read-only view of a typo'd sweep).
+    mock: the server is a stand-in that fails the test instead of blocking it."""
+    optuna_dashboard = pytest.importorskip("optuna_dashboard")
+
+    def fake_run_server(*args, **kwargs):
+        raise AssertionError("served a ledger that does not exist")
+
+    monkeypatch.setattr(optuna_dashboard, "run_server", fake_run_server)
+    assert main(["search", "dashboard", str(make_sweep(name="never-run")), "--port", str(_free_port())]) == 2
+    assert "nothing was created" in capsys.readouterr().err and not (workdir / "runs").exists()
+
+
+def test_dashboard_bad_port_and_port_in_use_are_one_line(make_sweep, workdir, capsys):
+    """Each was a traceback (OverflowError, OSError)."""
+    pytest.importorskip("optuna_dashboard")
+    path = make_sweep()
+    assert certify(path) == 0
+    capsys.readouterr()
+    assert main(["search", "dashboard", str(path), "--port", "99999"]) == 2
+    assert capsys.readouterr().err.strip() == "error: --port: 99999 is not a TCP port (expected 0-65535)"
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        assert main(["search", "dashboard", str(path), "--port", str(port)]) == 2
+    err = capsys.readouterr().err
+    assert err.splitlines()[-1].startswith(f"error: search dashboard: cannot listen on 127.0.0.1:{port}: "), err
+    assert "Traceback" not in err
+
+
+def test_dashboard_does_not_print_the_ledger_password(make_sweep, monkeypatch, capsys):
+    """mock: a PostgreSQL ledger needs a server; the storage and the server are stand-ins, the
+    line the command prints is real."""
+    optuna_dashboard = pytest.importorskip("optuna_dashboard")
+    served = []
+    monkeypatch.setattr("search.ledger.open_storage", lambda url, create=True: ("fake_storage", url, create))
+    monkeypatch.setattr(optuna_dashboard, "run_server", lambda storage, host, port: served.append(storage))
+    path = make_sweep(ledger="postgresql://me:s3cret@db.lab:5432/sweeps")
+    assert main(["search", "dashboard", str(path), "--port", "8080"]) == 0
+    err = capsys.readouterr().err
+    assert "s3cret" not in err and "postgresql://me:***@db.lab:5432/sweeps" in err, err
+    assert served == [("fake_storage", "postgresql://me:s3cret@db.lab:5432/sweeps", False)]  # read-only

@@ -71,3 +71,21 @@ def test_objective_version_pins_the_identity(make_sweep, workdir, monkeypatch):
     assert main(["search", "certify", str(path), "--no-progress"]) == ON_BOUND
     assert len(calls(workdir)) == first
     assert all(r.status == "completed" for r in read_runs(load_sweep(path)))
+
+
+def test_a_grid_value_removed_from_the_file_is_one_line_per_certification(make_sweep, workdir, caplog):
+    """Trials at a point the edited grid no longer lists are ignored, said once per command in one
+    line per certification (it was one line per trial, printed by the restore and again by the
+    summary: hundreds of lines at the paper's size)."""
+    from megadocs.cli import main
+
+    grid = {"lr": [0.001, 0.003, 0.01], "wd": [0.1, 0.4], "epochs": [1, 2]}
+    path = make_sweep(grid=grid, start={"lr": 0.003, "wd": 0.1, "epochs": 1})
+    assert main(["search", "certify", str(path), "--no-progress"]) in (0, 3)
+    dropped = [r for r in read_runs(load_sweep(path)) if r.point["lr"] == 0.001]
+    assert len(dropped) >= 2  # the start's neighbour and more: several trials off the new grid
+    path = make_sweep(grid={**grid, "lr": [0.003, 0.01]}, start={"lr": 0.003, "wd": 0.1, "epochs": 1})
+    with caplog.at_level("WARNING"):
+        main(["search", "certify", str(path), "--no-progress"])
+    lines = [r.getMessage() for r in caplog.records if "no longer on the grid" in r.getMessage()]
+    assert len(lines) == 1 and lines[0].startswith(f"a: {len(dropped)} trial(s)") and "lr=0.001" in lines[0], lines

@@ -70,6 +70,7 @@ def test_sigkill_mid_sweep_then_restart(make_sweep, workdir, monkeypatch, noise)
         assert second.returncode == 2, second.stderr
         assert f"pid {first.pid}" in second.stderr and "held by another controller" in second.stderr
         assert "host " in second.stderr and "since " in second.stderr
+        assert f"(ledger {load_sweep(path).ledger_url})" in second.stderr  # the file as it is, not another
         # kill while runs are in flight (the status calls above may have taken a while)
         wait_for(lambda: any(r.status == "running" for r in _runs(path)) or first.poll() is not None,
                  what="runs in flight")

@@ -7,7 +7,7 @@ import yaml
 
 from megadocs.cli import main
 from megadocs.errors import UserError
-from search.sweep import load_sweep
+from search.sweep import Sweep, load_sweep
 
 from .conftest import REPO
 
@@ -62,7 +62,10 @@ BAD = [
           ({"lr": [0.003], "epochs": [4, 8], "mix": [1.0], "synthetic_epochs": [1, 2]},
            "certifications[0].grid.epochs: real epochs are ignored at mix 1.0"),
       ]],
-    ({"grid": {"lr": [0.001, True], "wd": [0.8], "epochs": [8]}}, "grid.lr.1: Value error, a boolean is not a grid value"),
+    ({"grid": {"lr": [0.001, True], "wd": [0.8], "epochs": [8]}}, "grid.lr.1: a boolean is not a grid value"),
+    *[({"grid": {"lr": [0.001, value], "wd": [0.8], "epochs": [8]}}, f"grid.lr.1: expected a number{detail}, got {value!r}")
+      for value, detail in (("abc", ""), ([0.003], ", not a list"), ({"a": 1}, ", not a dict"))],
+    ({"start": {"lr": "x", "wd": 0.8, "epochs": 8}}, "start.lr: expected a number, got 'x'"),
     ({"grid": {"lr": [0.001, float("inf")], "wd": [0.8], "epochs": [8]}, "start": {"lr": 0.001, "wd": 0.8, "epochs": 8}},
      "grid.lr: inf is not a finite number"),
     ({"grid": {"lr": [0.001, 0.0010000000001], "wd": [0.8], "epochs": [8]},
@@ -111,6 +114,24 @@ def test_objective_that_cannot_be_imported(make_sweep, capsys):
     path = make_sweep(objective="mypackage.landscapes:bowl")
     assert main(["search", "certify", str(path), "--no-progress"]) == 2
     assert "objective: cannot import 'mypackage.landscapes:bowl'" in capsys.readouterr().err
+
+
+def test_a_misspelt_field_is_named_before_the_field_it_leaves_missing(make_sweep):
+    """``strat:`` for ``start:`` is two errors; the line names the misspelling (it named only the
+    missing ``start``)."""
+    path = make_sweep()
+    data = yaml.safe_load(path.read_text())
+    data["strat"] = data.pop("start")
+    path.write_text(yaml.safe_dump(data))
+    with pytest.raises(UserError, match=r": strat: unknown field, got .* \(and 1 more error\)$"):
+        load_sweep(path)
+
+
+def test_a_numeric_string_is_a_grid_number():
+    """YAML reads ``1e-3`` (no dot) as a string; the grid takes it as the number it spells."""
+    sweep = Sweep.model_validate({"name": "s", "objective": "m:f", "grid": {"lr": ["1e-3", 0.01]},
+                                  "start": {"lr": "1e-3"}, "certifications": [{"name": "a"}]})
+    assert sweep.grid["lr"] == [0.001, 0.01] and sweep.start_for(sweep.certifications[0]) == {"lr": 0.001}
 
 
 def test_unknown_field_is_refused(make_sweep):

@@ -42,6 +42,27 @@ def test_transfer_runs_the_target_at_the_source_certified_point(make_sweep, work
             f"loss {transfer.loss:.4f}") in capsys.readouterr().out.splitlines()
 
 
+def test_a_transfer_run_at_an_earlier_certified_point_is_not_its_result(make_sweep, workdir, capsys):
+    """The source's grid is widened after the transfer ran: its certified point is open again, so
+    the old run (at the old point) is not the transfer's result (status said 'finished' with the
+    old loss); once the source certifies anew, the transfer runs there and reports that run."""
+    from megadocs.cli import main
+
+    grid = {"lr": [0.001, 0.003, 0.01], "wd": [0.1, 0.4], "epochs": [8]}  # the bowl's wd optimum is 0.8
+    transfers = [{"name": "t", "from": "a", "fixed": {"method": "stitched", "g": 4}}]
+    path = make_sweep(grid=grid, start={"lr": 0.003, "wd": 0.1, "epochs": 8}, transfers=transfers)
+    assert main(["search", "certify", str(path), "--no-progress"]) == 3  # on the wd upper bound
+    [before] = summarize_transfers(load_sweep(path))
+    assert before.state == "finished" and before.point["wd"] == 0.4
+    path = make_sweep(grid={**grid, "wd": [0.1, 0.4, 0.8, 1.6]}, start={"lr": 0.003, "wd": 0.1, "epochs": 8},
+                      transfers=transfers)
+    [stale] = summarize_transfers(load_sweep(path))
+    assert stale.state == "waiting" and stale.loss is None and stale.point is None
+    assert main(["search", "certify", str(path), "--no-progress"]) == 0
+    [after] = summarize_transfers(load_sweep(path))
+    assert after.state == "finished" and after.point["wd"] == 0.8 and after.loss != before.loss
+
+
 @pytest.mark.parametrize(("transfer", "message"), [
     ({"name": "t", "from": "nope", "fixed": {"method": "stitched", "g": 4}}, "transfers[0].from: 'nope'"),
     ({"name": "t", "from": "a", "fixed": {"method": "stitched"}}, "transfers[0].fixed.g: required"),

@@ -94,6 +94,52 @@ def test_run_dir_outside_the_sweep_is_refused(make_sweep, workdir, capsys):
     assert "run_dir in the ledger" in err and "outside" in err and not (workdir / "victim").exists()
 
 
+def test_status_of_a_local_job_ends_without_a_shutdown_traceback(make_sweep, workdir):
+    """status re-attaches the local job the ledger calls running to ask whether it runs; submitit's
+    LocalJob.__del__ then ran at interpreter exit and printed 'Exception ignored in ... TypeError'."""
+    path = make_sweep(executor={"kind": "local", "max_parallel": 1, "poll_s": 0.05})
+    folder = load_sweep(path).out_dir / "jobs"
+    folder.mkdir(parents=True)
+    _ledger_with_running_trial(path, "4242", folder)
+    for json_flag in ([], ["--json"]):
+        status = subprocess.run([sys.executable, "-m", "megadocs.cli", "search", "status", str(path), *json_flag],
+                                capture_output=True, text=True, timeout=120)
+        assert status.returncode == 0 and status.stderr == "", status.stderr
+
+
+@pytest.mark.parametrize("controller_live", [True, False], ids=["controller-live", "controller-gone"])
+def test_status_calls_a_live_controllers_unsubmitted_run_queued_not_stopped(make_sweep, workdir, capsys,
+                                                                            controller_live):
+    """A controller writes a run's trial before a slot frees for its job: while it holds the sweep,
+    such a run is queued (status used to call it stopped and tell the user to run certify again,
+    which the lock refuses); with no live controller it is stopped, as before."""
+    from contextlib import nullcontext
+
+    from search.controller import build_strategies
+    from search.ledger import study_name
+
+    path = make_sweep(executor={"kind": "local", "max_parallel": 1, "poll_s": 0.05})
+    sweep = load_sweep(path)
+    ledger = Ledger(sweep.ledger_url, sweep.name)
+    build_strategies(sweep, ledger)
+    cert = sweep.certifications[0]
+    ledger.new_run(study_name(sweep.name, cert.name), params=RunParams(point=sweep.start_for(cert), fixed=cert.fixed),
+                   run_id="queued", run_dir=str(sweep.out_dir / "runs" / "queued"),
+                   grid=sweep.grid_for(cert).as_mapping())
+    with ledger.controller_lock() if controller_live else nullcontext():  # this process: a live holder
+        capsys.readouterr()
+        assert main(["search", "status", str(path), "--json"]) == 0
+        [summary] = json.loads(capsys.readouterr().out)
+        assert main(["search", "status", str(path)]) == 0
+        table = capsys.readouterr().out
+    if controller_live:
+        assert summary["runs"]["running"] == 1 and summary["runs"]["stopped"] == 0, summary["runs"]
+        assert "queued, no job yet" in table and "stopped" not in table, table
+    else:
+        assert summary["runs"]["running"] == 0 and summary["runs"]["stopped"] == 1, summary["runs"]
+        assert "stopped, no job (not submitted yet)" in table and "queued" not in table, table
+
+
 @pytest.mark.parametrize("ledger", ["default", "sqlite", "journal"])
 def test_read_only_commands_refuse_a_missing_ledger_and_create_nothing(make_sweep, workdir, capsys, ledger):
     typo = workdir / "typo"  # nothing exists under it
