@@ -22,19 +22,22 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 
-from analysis.frame import POINT
+from analysis.frame import POINT, point_of
 from analysis.generation import BASELINE_METHOD, loss_column
 from analysis.scaling import PowerLawFit, power_law
 from megadocs.errors import UserError
 from megadocs.formats import IID
 from megadocs.pools import read_manifest, resolve_pool
-from search.grid import values_equal
+from search.grid import points_equal, values_equal
 from search.sweep import SYNTHETIC_ONLY_MIX
+
+if TYPE_CHECKING:
+    from search.status import TransferSummary
 
 __all__ = [
     "STITCH_ORDERS",
@@ -68,11 +71,16 @@ def _model_key(value: Any) -> Any:
 
 
 def transfer_table(runs: pd.DataFrame, certifications: pd.DataFrame, sources: Mapping[str, str],
-                   val_set: str = IID) -> pd.DataFrame:
+                   val_set: str = IID, *, current: Mapping[str, TransferSummary] | None = None) -> pd.DataFrame:
     """One row per transfer run: ``transfer``, ``method``, ``g``, ``source`` (its certification),
     ``own_loss`` (the method's own certified loss at that G, NaN if not certified in the sweep),
     ``transfer_loss``, ``source_loss`` and ``cost`` (transfer - own: what the other method's
-    hyperparameters lose)."""
+    hyperparameters lose).
+
+    ``current`` (``LedgerTables.transfers``: search's ``summarize_transfers``) keeps only the run
+    at each source's current certified point: a run at an earlier one (the source's grid was
+    widened since) is no result of the transfer, as for ``search status``. Without it every
+    finished transfer run is a row."""
     column = loss_column(val_set) if val_set != "objective" else "loss"
     if len(runs) == 0 or "kind" not in runs:
         return pd.DataFrame()
@@ -81,6 +89,8 @@ def transfer_table(runs: pd.DataFrame, certifications: pd.DataFrame, sources: Ma
     by_name = certifications.set_index("certification") if len(certifications) else None
     for _, run in transfers.iterrows():
         name = str(run["certification"]).removeprefix("transfer/")
+        if current is not None and not _is_current(current.get(name), point_of(run)):
+            continue
         loss = run[column] if column in run and pd.notna(run[column]) else run["loss"]
         same = certifications[(certifications["method"] == run["method"]) & (certifications["g"] == run["g"])
                               & certifications["certified"]]
@@ -98,6 +108,11 @@ def transfer_table(runs: pd.DataFrame, certifications: pd.DataFrame, sources: Ma
                      "source_loss": source_loss, "cost": float(loss) - own})
     return pd.DataFrame(rows).sort_values(["method", "g"], kind="stable").reset_index(drop=True) if rows \
         else pd.DataFrame()
+
+
+def _is_current(summary: TransferSummary | None, point: Mapping[str, Any]) -> bool:
+    """Whether a transfer run's point is its transfer's current result (search decides which)."""
+    return summary is not None and summary.point is not None and points_equal(summary.point, point)
 
 
 def student_scaling_table(certifications: pd.DataFrame, val_set: str = IID) -> pd.DataFrame:

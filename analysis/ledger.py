@@ -17,7 +17,7 @@ from analysis.experiments import diversity_table
 from analysis.frame import certifications_frame, runs_frame
 
 if TYPE_CHECKING:
-    from search.status import CertificationSummary, EnsembleSummary
+    from search.status import CertificationSummary, EnsembleSummary, TransferSummary
     from search.sweep import Sweep
 
 __all__ = ["LedgerTables", "load_tables"]
@@ -38,6 +38,9 @@ class LedgerTables:
     are scored) and the runs of an earlier certified point (``search.status.EnsembleSummary``)."""
     transfer_sources: dict[str, str] = field(default_factory=dict)
     """Transfer name -> the certification whose certified point it runs at."""
+    transfers: dict[str, TransferSummary] = field(default_factory=dict)
+    """Transfers by name: the result at the source's current certified point, if any
+    (``search.status.TransferSummary``; a run at an earlier certified point is none)."""
     diversity: pd.DataFrame | None = None
     """Generation diversity vs G of the sweep's pools (``analysis.experiments.diversity_table``);
     None when the sweep names no pools, empty when none of them has a diversity block yet."""
@@ -53,7 +56,7 @@ def load_tables(sweep: Sweep) -> LedgerTables:
     """Read the runs and certification summaries of a loaded sweep into the analysis tables
     (``search.sweep.load_sweep`` loads a sweep file)."""
     from search.ledger import read_runs, read_snapshot
-    from search.status import summarize, summarize_ensembles
+    from search.status import summarize, summarize_ensembles, summarize_transfers
 
     snapshot = read_snapshot(sweep)  # each study read once by the readers below
     runs = runs_frame(read_runs(sweep, snapshot=snapshot), sweep=sweep.name)
@@ -69,6 +72,7 @@ def load_tables(sweep: Sweep) -> LedgerTables:
         grids=_grids_of(sweep),
         ensembles={e.name: e for e in summarize_ensembles(sweep, summaries, snapshot=snapshot)},
         transfer_sources={t.name: t.source for t in sweep.transfers},
+        transfers={t.name: t for t in summarize_transfers(sweep, summaries, snapshot=snapshot)},
         diversity=diversity_table(sweep.pools, _gs_by_method(sweep)) if sweep.pools else None,
     )
 

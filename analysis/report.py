@@ -28,7 +28,7 @@ from search.certify import Support
 from search.status import format_extensions
 
 if TYPE_CHECKING:
-    from search.status import CertificationSummary, EnsembleSummary
+    from search.status import CertificationSummary, EnsembleSummary, TransferSummary
     from search.sweep import Sweep
 
 __all__ = ["render_report", "build_report"]
@@ -243,7 +243,7 @@ def _next_generations_section(report: _Report, certifications: pd.DataFrame) -> 
 
 def _experiment_sections(report: _Report, runs: pd.DataFrame, certifications: pd.DataFrame, law,
                          transfer_sources: Mapping[str, str], diversity: pd.DataFrame | None, *,
-                         students: pd.DataFrame) -> None:
+                         students: pd.DataFrame, transfers: Mapping[str, TransferSummary] | None) -> None:
     """Figure 4 (stitch order), Figure 6 (transfers), student scaling and generation diversity."""
     from analysis.experiments import stitch_order_table, student_scaling_table, transfer_table
     from analysis.figures import plot_diversity, plot_generation_scaling, plot_transfers
@@ -262,7 +262,7 @@ def _experiment_sections(report: _Report, runs: pd.DataFrame, certifications: pd
             report.figure(lambda val_set=val_set: plot_generation_scaling(order, val_set=val_set,
                                                                           title=f"Stitch order ({val_set})"),
                           f"fig4-stitch-order-{val_set}", f"Figure 4: stitch order, {val_set} loss vs G")
-    transfers = transfer_table(runs, certifications, transfer_sources)
+    transfers = transfer_table(runs, certifications, transfer_sources, current=transfers)
     if len(transfers):
         report.add("## Transferred hyperparameters (Figure 6)", "",
                    "Each method at its own certified point and at another certification's (`transfers:` in the "
@@ -370,12 +370,15 @@ def render_report(
     transfer_sources: Mapping[str, str] | None = None,
     diversity: pd.DataFrame | None = None,
     findings: bool | Sequence[str] = True,
+    transfers: Mapping[str, TransferSummary] | None = None,
 ) -> Path:
     """Write ``out_dir/report.md`` (and ``out_dir/figures/``) from the analysis tables.
 
     ``findings``: True (the default) opens the report with a "Findings" section computed from the
     certifications of any sweep (:func:`analysis.findings.findings`); a list of paragraphs is
-    appended to it (e.g. what is only illustrative at the caller's scale); False leaves it out."""
+    appended to it (e.g. what is only illustrative at the caller's scale); False leaves it out.
+    ``transfers`` (``LedgerTables.transfers``) keeps each transfer's result at its source's
+    current certified point only (without it, every transfer run is tabulated)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     law = law if law is not None else load_reference_law()
@@ -423,7 +426,8 @@ def render_report(
             report.add("Search bounds moved through `extend:` (a value appended beyond a bound each time the best "
                        "point sat on it, in order): " + "; ".join(moved) + ".", "")
         _generation_sections(report, curves, law, grids)
-        _experiment_sections(report, runs, curves, law, transfer_sources or {}, diversity, students=certifications)
+        _experiment_sections(report, runs, curves, law, transfer_sources or {}, diversity, students=certifications,
+                             transfers=transfers)
         _synthetic_only_section(report, certifications)
         _search_sections(report, runs, summaries, grids)
     _ensemble_sections(report, ensembles, ensemble_studies, ensemble_problems)
@@ -485,4 +489,5 @@ def build_report(
         transfer_sources=tables.transfer_sources,
         diversity=tables.diversity,
         findings=findings,
+        transfers=tables.transfers,
     )

@@ -84,6 +84,23 @@ def test_transfer_table_compares_own_and_borrowed_hyperparameters(experiments):
         assert row.cost == pytest.approx(row.transfer_loss - row.own_loss)
 
 
+def test_a_transfer_run_at_an_earlier_certified_point_is_no_row(experiments):
+    """The tables keep search's verdict (summarize_transfers): a transfer's result is its run at the
+    source's current certified point. A run at another point (the source's grid widened since) is
+    left out of the table, as `search status` leaves it out; it had been a row, Figure 6's cost."""
+    import dataclasses
+
+    tables = load_tables(load_sweep(experiments))
+    assert set(tables.transfers) == set(tables.transfer_sources)
+    current = transfer_table(tables.runs, tables.certifications, tables.transfer_sources, current=tables.transfers)
+    assert list(current["transfer"]) == ["stitched-g1-at-simple", "stitched-g4-at-simple"]
+    moved = dict(tables.transfers)  # as if simple-g1 had since certified elsewhere
+    summary = moved["stitched-g1-at-simple"]
+    moved["stitched-g1-at-simple"] = dataclasses.replace(summary, point={**summary.point, "lr": -1.0})
+    table = transfer_table(tables.runs, tables.certifications, tables.transfer_sources, current=moved)
+    assert list(table["transfer"]) == ["stitched-g4-at-simple"]
+
+
 def test_student_scaling_is_the_gain_over_the_same_size_baseline(experiments):
     tables = load_tables(load_sweep(experiments))
     table = student_scaling_table(tables.certifications).set_index(["method", "g"])
