@@ -14,6 +14,7 @@ import yaml
 from megadocs.cli import main
 from megadocs.errors import UserError
 from tests.train.test_loop import make_config
+from train.presets import PRESETS
 from train.loss import next_token_loss
 from train.model import PRESETS, build_model
 from train.plan import (
@@ -214,6 +215,16 @@ def test_dry_run_counts_the_processes_of_a_data_parallel_run(small_store, tmp_pa
     assert "on 4 process(es) at 90% scaling efficiency" in capsys.readouterr().out
     assert main(["train", str(path), "--dry-run", "--processes", "2", "--scaling-efficiency", "0"]) == 2
     assert "--scaling-efficiency: expected a share of linear scaling in (0, 1], got 0" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("preset", list(PRESETS))
+def test_dry_run_refuses_zero_processes_for_every_preset(small_store, tmp_path, capsys, preset):
+    """--processes 0 is one line for every preset (an FSDP-sized preset divided by it before the check)."""
+    path = tmp_path / "run.yaml"
+    path.write_text(yaml.safe_dump({"data": {"store": str(small_store), "context": 64}, "model": {"preset": preset},
+                                    "optim": {"batch_size": 8, "micro_batch_size": 4}}))
+    assert main(["train", str(path), "--dry-run", "--processes", "0"]) == 2
+    assert "--processes: expected a positive number of processes per run, got 0" in capsys.readouterr().err
 
 
 def test_out_of_memory_is_recognised_through_torch_compile_s_wrappers():
