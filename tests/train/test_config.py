@@ -53,6 +53,9 @@ def test_template_is_a_valid_config_with_the_documented_defaults():
         ({"eval": {"extra": {"iid_long": {"store": "s"}}}}, "eval", "reserved"),
         ({"device": "tpu"}, "device", "'auto', 'cpu' or 'cuda'"),
         ({"optim": {"lr_peak": 0.1}}, "optim.lr_peak", "unknown field"),
+        ({"optim": {"lr": float("inf")}}, "optim.lr", "finite number"),  # diverges at step 1
+        ({"optim": {"weight_decay": float("inf")}}, "optim.weight_decay", "finite number"),
+        ({"optim": {"grad_clip": float("inf")}}, "optim.grad_clip", "finite number"),
     ],
 )
 def test_bad_configs_fail_with_one_line_naming_the_field(sections, field, words):
