@@ -208,11 +208,11 @@ def score_ensemble(request: EnsembleRequest, *, log=None) -> EnsembleReport:
             resolve_model_dir(member)
         except UserError as exc:
             raise UserError(f"--members: {exc}") from None
-    check_members_agree(members)
     run_config = member_run_config(members[0])
     context = request.context or (run_config.data.context if run_config else None)
     if context is None:
         raise UserError("--context: the first member has no RUN/config.yaml to read it from; pass --context")
+    check_members_agree(members)
     windows = request.windows or (run_config.eval.val_windows if run_config else 1024)
     document_mask = run_config.data.document_mask if run_config else False
 
