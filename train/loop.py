@@ -74,7 +74,7 @@ from train.run_dir import RunLifecycle
 from train.step import lr_factor, param_groups, train_step, warmup_steps_for
 from train.store import TokenStore
 
-__all__ = ["LOG_EVERY", "Preempted", "RunData", "Trainer", "run"]
+__all__ = ["LOG_EVERY", "Preempted", "RunData", "Trainer", "open_checked_stores", "run"]
 
 LOG_EVERY = 10  # steps between log lines and divergence checks (each is a device sync)
 
@@ -129,10 +129,7 @@ class RunData:
         Raises:
             UserError: a store is missing or was prepared with another tokenizer (naming the field).
         """
-        store = _open_store(config.data.store, "data.store")
-        for name, extra in config.eval.extra.items():
-            _check_extra_store(store, name, extra.store)
-        return cls(store=store, streams=_load_training_streams(config))
+        return cls(store=open_checked_stores(config), streams=_load_training_streams(config))
 
 
 class Trainer:
@@ -474,6 +471,19 @@ def _open_store(path: str, field: str) -> TokenStore:
         return TokenStore.open(path)
     except UserError as exc:
         raise UserError(f"{field}: {exc}") from None
+
+
+def open_checked_stores(config: RunConfig) -> TokenStore:
+    """The run's data.store, once every eval.extra store is known to share its tokenizer (what
+    training and ``--dry-run`` check before any work).
+
+    Raises:
+        UserError: a store is missing or was prepared with another tokenizer (naming the field).
+    """
+    store = _open_store(config.data.store, "data.store")
+    for name, extra in config.eval.extra.items():
+        _check_extra_store(store, name, extra.store)
+    return store
 
 
 def _check_extra_store(store: TokenStore, name: str, path: str) -> None:

@@ -529,7 +529,9 @@ def run_plan(
     MFU and peak are `utilisation`'s (default: `default_utilisation`).
     """
     from train.data import TrainingStreams
+    from train.loop import open_checked_stores
 
+    open_checked_stores(config)  # a plan for a run that would be refused at its start is no plan
     utilisation = utilisation or default_utilisation()
     data, optim = config.data, config.optim
     streams = TrainingStreams.build(data.store, synthetic=data.synthetic, context=data.context,
