@@ -14,7 +14,6 @@ import yaml
 from megadocs.cli import main
 from megadocs.errors import UserError
 from tests.train.test_loop import make_config
-from train.presets import PRESETS
 from train.loss import next_token_loss
 from train.model import PRESETS, build_model
 from train.plan import (
