@@ -528,8 +528,7 @@ def run_plan(
     Evaluation is not counted in the GPU-hours (it is forward-only over ``eval.val_windows``).
     MFU and peak are `utilisation`'s (default: `default_utilisation`).
     """
-    from train.data import TrainingStreams
-    from train.loop import open_checked_stores
+    from train.data import TrainingStreams, open_checked_stores
 
     open_checked_stores(config)  # a plan for a run that would be refused at its start is no plan
     utilisation = utilisation or default_utilisation()
