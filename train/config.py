@@ -182,8 +182,8 @@ DEFAULT_DECAY_GROUPS: tuple[str, ...] = ("linear", "head")
 
 
 class OptimConfig(StrictModel):
-    lr: float = Field(default=3e-3, gt=0, description="peak learning rate (AdamW)")
-    weight_decay: float = Field(default=0.8, ge=0, description="decoupled AdamW weight decay")
+    lr: float = Field(default=3e-3, gt=0, allow_inf_nan=False, description="peak learning rate (AdamW)")
+    weight_decay: float = Field(default=0.8, ge=0, allow_inf_nan=False, description="decoupled AdamW weight decay")
     weight_decay_on: list[DecayGroup] = Field(
         default_factory=lambda: list(DEFAULT_DECAY_GROUPS),
         description="parameter kinds that decay: linear (attention and MLP projections), head "
@@ -195,7 +195,7 @@ class OptimConfig(StrictModel):
     warmup_fraction: float = Field(
         default=0.01, ge=0, lt=1, description="linear warmup share of all steps; cosine to 0 after"
     )
-    grad_clip: float = Field(default=1.0, gt=0, description="global gradient-norm clip")
+    grad_clip: float = Field(default=1.0, gt=0, allow_inf_nan=False, description="global gradient-norm clip")
     batch_size: int = Field(default=64, ge=1, description="sequences per optimizer step")
     micro_batch_size: Annotated[int, Field(ge=1)] | Literal["auto"] = Field(
         default=16,

@@ -27,7 +27,8 @@ from train.pool_tokens import synthetic_documents
 from train.store import TokenStore
 from train.streams import REAL, SYNTHETIC, VALIDATION, StreamLayout, StreamMixture, stream_mixture
 
-__all__ = ["TrainingStreams", "ValidationSet", "TokenStream", "StreamDocuments", "VALIDATION_SEED", "longer_half"]
+__all__ = ["TrainingStreams", "ValidationSet", "TokenStream", "StreamDocuments", "VALIDATION_SEED", "longer_half",
+           "open_checked_stores"]
 
 # Validation windows never depend on the training seed.
 VALIDATION_SEED = 0
@@ -243,3 +244,34 @@ class ValidationSet:
     def is_long_token(self) -> torch.Tensor:
         """BoolTensor ``[N, context]``: the token's document is in the long half."""
         return self.is_long_document[self.document_ids]
+
+
+def _open_store(path: str, field: str) -> TokenStore:
+    """TokenStore.open, with the config field named in its one-line error."""
+    try:
+        return TokenStore.open(path)
+    except UserError as exc:
+        raise UserError(f"{field}: {exc}") from None
+
+
+def open_checked_stores(config) -> TokenStore:
+    """The data.store of `config` (a `train.config.RunConfig`), once every eval.extra store is
+    known to share its tokenizer (what training and ``--dry-run`` check before any work).
+
+    Raises:
+        UserError: a store is missing or was prepared with another tokenizer (naming the field).
+    """
+    store = _open_store(config.data.store, "data.store")
+    for name, extra in config.eval.extra.items():
+        _check_extra_store(store, name, extra.store)
+    return store
+
+
+def _check_extra_store(store: TokenStore, name: str, path: str) -> None:
+    """An extra held-out store must share the training store's tokenizer (same token ids)."""
+    extra_store = _open_store(path, f"eval.extra.{name}.store")
+    if extra_store.tokenizer_hash != store.tokenizer_hash:
+        raise UserError(
+            f"eval.extra.{name}.store: {path} has tokenizer_hash {extra_store.tokenizer_hash}, but "
+            f"data.store has {store.tokenizer_hash}; prepare it with --tokenizer {store.tokenizer_path}"
+        )

@@ -116,6 +116,32 @@ def member_run_config(member: str | Path) -> RunConfig | None:
     return load_config(path, RunConfig) if path.is_file() else None
 
 
+def check_members_agree(members: Sequence[Path]) -> None:
+    """Refuse a member listed twice, and run directories trained at another ``data.context`` or
+    ``data.document_mask`` than the first one's: the ensemble is scored at one context and mask
+    (the first member's), which would score the others outside what they were trained on.
+
+    Raises:
+        UserError: naming both members and the differing field.
+    """
+    from train.ensemble import resolve_model_dir
+
+    seen: dict[Path, Path] = {}
+    for member in members:
+        earlier = seen.setdefault(resolve_model_dir(member).resolve(), member)
+        if earlier is not member:
+            raise UserError(f"--members: {member} is listed twice (as {earlier}); an ensemble's members are distinct models")
+    configs = [(member, member_run_config(member)) for member in members]
+    trained = [(member, config.data) for member, config in configs if config is not None]
+    for member, data in trained[1:]:
+        first, reference = trained[0]
+        for name in ("context", "document_mask"):
+            value, expected = (getattr(getattr(d, name), "value", getattr(d, name)) for d in (data, reference))
+            if value != expected:
+                raise UserError(f"--members: {member} was trained with data.{name} {value}, {first} with "
+                                f"{expected}; members must share data.{name}")
+
+
 def validation_specs(val: Sequence[str] | None, run_config: RunConfig | None) -> list[ValidationSpec]:
     """The sets to score: ``val`` if given, else the members' iid store and eval.extra sets.
 
@@ -186,6 +212,7 @@ def score_ensemble(request: EnsembleRequest, *, log=None) -> EnsembleReport:
     context = request.context or (run_config.data.context if run_config else None)
     if context is None:
         raise UserError("--context: the first member has no RUN/config.yaml to read it from; pass --context")
+    check_members_agree(members)
     windows = request.windows or (run_config.eval.val_windows if run_config else 1024)
     document_mask = run_config.data.document_mask if run_config else False
 

@@ -47,7 +47,6 @@ from typing import Any
 import torch
 import torch.distributed
 
-from megadocs.errors import UserError
 from megadocs.formats import (
     IID,
     IID_SETS,
@@ -62,7 +61,7 @@ from train.checkpoint import CheckpointWriter, read_checkpoint, restore_progress
 from train.compile import compile_wanted
 from train.config import AUTO, DocumentMask, RunConfig
 from train.curves import PeriodicValidation
-from train.data import TrainingStreams, ValidationSet
+from train.data import TrainingStreams, ValidationSet, open_checked_stores
 from train.device import resolve_device, set_determinism
 from train.distributed import DistributedContext, init_distributed
 from train.evaluate import autocast_for, evaluate_model
@@ -129,10 +128,7 @@ class RunData:
         Raises:
             UserError: a store is missing or was prepared with another tokenizer (naming the field).
         """
-        store = _open_store(config.data.store, "data.store")
-        for name, extra in config.eval.extra.items():
-            _check_extra_store(store, name, extra.store)
-        return cls(store=store, streams=_load_training_streams(config))
+        return cls(store=open_checked_stores(config), streams=_load_training_streams(config))
 
 
 class Trainer:
@@ -466,24 +462,6 @@ class _TrainClock:
 
 
 # --- opening the data --------------------------------------------------------------------------
-
-
-def _open_store(path: str, field: str) -> TokenStore:
-    """TokenStore.open, with the config field named in its one-line error."""
-    try:
-        return TokenStore.open(path)
-    except UserError as exc:
-        raise UserError(f"{field}: {exc}") from None
-
-
-def _check_extra_store(store: TokenStore, name: str, path: str) -> None:
-    """An extra held-out store must share the training store's tokenizer (same token ids)."""
-    extra_store = _open_store(path, f"eval.extra.{name}.store")
-    if extra_store.tokenizer_hash != store.tokenizer_hash:
-        raise UserError(
-            f"eval.extra.{name}.store: {path} has tokenizer_hash {extra_store.tokenizer_hash}, but "
-            f"data.store has {store.tokenizer_hash}; prepare it with --tokenizer {store.tokenizer_path}"
-        )
 
 
 def _load_training_streams(config: RunConfig) -> TrainingStreams:

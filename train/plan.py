@@ -450,10 +450,11 @@ def run_cost(config, *, real_windows: int, synthetic_windows: int, vocab_size: i
     real_seen, synthetic_seen = window_counts(mixture)
     tokens = (real_seen + synthetic_seen) * data.context
     model = model_cost(config.model.preset, vocab_size=vocab_size, context=data.context)
-    parallelism, memory = device_memory_plan(config, vocab_size=vocab_size, memory_bytes=memory_bytes,
-                                             processes=processes)  # fmt: skip
+    # hours first: it checks `processes` (memory planning divides by it)
     hours = data_parallel_hours(gpu_hours(tokens, model.flops_per_token, mfu=mfu, peak_tflops=peak_tflops),
                                 processes, scaling_efficiency)  # fmt: skip
+    parallelism, memory = device_memory_plan(config, vocab_size=vocab_size, memory_bytes=memory_bytes,
+                                             processes=processes)  # fmt: skip
     return RunCost(mixture=mixture, real_seen=real_seen, synthetic_seen=synthetic_seen, tokens=tokens, model=model,
                    parallelism=parallelism, memory=memory, gpu_hours=hours["gpu_hours"],
                    wall_hours=hours["wall_hours"], processes=hours["processes"],
@@ -527,8 +528,9 @@ def run_plan(
     Evaluation is not counted in the GPU-hours (it is forward-only over ``eval.val_windows``).
     MFU and peak are `utilisation`'s (default: `default_utilisation`).
     """
-    from train.data import TrainingStreams
+    from train.data import TrainingStreams, open_checked_stores
 
+    open_checked_stores(config)  # a plan for a run that would be refused at its start is no plan
     utilisation = utilisation or default_utilisation()
     data, optim = config.data, config.optim
     streams = TrainingStreams.build(data.store, synthetic=data.synthetic, context=data.context,

@@ -187,3 +187,32 @@ def test_cli_refuses_two_sets_with_one_name(tiny_members, tiny_store, capsys):
                    "--val", f"a={tiny_store}", f"a={tiny_store}"])
     assert status == 2
     assert "--val: two sets are named 'a'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("field", "value"), [("context", 32), ("document_mask", "document")])
+def test_cli_refuses_members_trained_at_another_context_or_mask(tiny_members, tmp_path, capsys, field, value):
+    """The ensemble is scored at the first member's context and mask; a member trained otherwise
+    would be scored outside its training (e.g. past its context) without a word."""
+    import shutil
+
+    import yaml
+
+    from megadocs.cli import main
+
+    other = tmp_path / "other"
+    shutil.copytree(tiny_members[1], other)
+    config = yaml.safe_load((other / "config.yaml").read_text())
+    config["data"][field] = value
+    (other / "config.yaml").write_text(yaml.safe_dump(config))
+    assert main(["train", "ensemble", "--members", str(tiny_members[0]), str(other)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: --members: {other} was trained with data.{field} {value}")
+    assert err.count("\n") == 1
+
+
+def test_cli_refuses_a_member_listed_twice(tiny_members, capsys):
+    from megadocs.cli import main
+
+    run = tiny_members[0]
+    assert main(["train", "ensemble", "--members", str(run), str(run / "model")]) == 2
+    assert f"error: --members: {run / 'model'} is listed twice (as {run})" in capsys.readouterr().err

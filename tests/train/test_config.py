@@ -53,6 +53,9 @@ def test_template_is_a_valid_config_with_the_documented_defaults():
         ({"eval": {"extra": {"iid_long": {"store": "s"}}}}, "eval", "reserved"),
         ({"device": "tpu"}, "device", "'auto', 'cpu' or 'cuda'"),
         ({"optim": {"lr_peak": 0.1}}, "optim.lr_peak", "unknown field"),
+        ({"optim": {"lr": float("inf")}}, "optim.lr", "finite number"),  # diverges at step 1
+        ({"optim": {"weight_decay": float("inf")}}, "optim.weight_decay", "finite number"),
+        ({"optim": {"grad_clip": float("inf")}}, "optim.grad_clip", "finite number"),
     ],
 )
 def test_bad_configs_fail_with_one_line_naming_the_field(sections, field, words):
@@ -115,3 +118,14 @@ def test_a_config_is_checked_when_loaded_without_importing_torch():
     assert preset.startswith("run.yaml: model: ") and "unknown preset '7b'" in preset
     assert benchmarks == "run.yaml: eval.benchmarks: unknown task 'hellaswag'; expected one of piqa, sciq, arc_easy"
     assert torch_loaded == "False"
+
+
+def test_a_section_given_twice_is_refused_not_silently_replaced(tmp_path):
+    """PyYAML keeps the last of two equal keys: the second `optim:` would drop batch_size without a word."""
+    path = tmp_path / "run.yaml"
+    path.write_text("data: {store: s}\noptim: {batch_size: 8, micro_batch_size: 4}\noptim: {lr: 0.1}\n")
+    with pytest.raises(UserError, match=r"run.yaml: line 3: invalid YAML: duplicate key 'optim'"):
+        load_run_config(path)
+    merged = tmp_path / "merged.yaml"  # a merge key ("<<") is not a duplicate
+    merged.write_text("data: {store: s}\noptim:\n  <<: {batch_size: 8, micro_batch_size: 4}\n  lr: 0.1\n")
+    assert load_run_config(merged).optim.batch_size == 8

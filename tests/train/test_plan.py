@@ -216,6 +216,27 @@ def test_dry_run_counts_the_processes_of_a_data_parallel_run(small_store, tmp_pa
     assert "--scaling-efficiency: expected a share of linear scaling in (0, 1], got 0" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("preset", list(PRESETS))
+def test_dry_run_refuses_zero_processes_for_every_preset(small_store, tmp_path, capsys, preset):
+    """--processes 0 is one line for every preset (an FSDP-sized preset divided by it before the check)."""
+    path = tmp_path / "run.yaml"
+    path.write_text(yaml.safe_dump({"data": {"store": str(small_store), "context": 64}, "model": {"preset": preset},
+                                    "optim": {"batch_size": 8, "micro_batch_size": 4}}))
+    assert main(["train", str(path), "--dry-run", "--processes", "0"]) == 2
+    assert "--processes: expected a positive number of processes per run, got 0" in capsys.readouterr().err
+
+
+def test_dry_run_refuses_an_extra_store_of_another_tokenizer(small_store, micro_store, tmp_path, capsys):
+    """As training does at its start: a plan of a run that would be refused is no plan."""
+    path = tmp_path / "run.yaml"
+    path.write_text(yaml.safe_dump({"data": {"store": str(small_store), "context": 64},
+                                    "eval": {"extra": {"other": {"store": str(micro_store)}}},
+                                    "optim": {"batch_size": 8, "micro_batch_size": 4}}))
+    assert main(["train", str(path), "--dry-run"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: eval.extra.other.store: {micro_store} has tokenizer_hash") and err.count("\n") == 1
+
+
 def test_out_of_memory_is_recognised_through_torch_compile_s_wrappers():
     from train.plan import _probe_fits, is_out_of_memory
 
