@@ -6,6 +6,8 @@ Heavy libraries (pandas, scipy, matplotlib, optuna) are imported inside the hand
 
 from __future__ import annotations
 
+import contextlib
+import math
 import sys
 from pathlib import Path
 
@@ -112,6 +114,29 @@ def read_table(path: str | Path):
     raise UserError(f"{path}: unknown table format {path.suffix!r} (expected {', '.join(TABLE_SUFFIXES)})")
 
 
+def numeric_column(table, column: str, source: str):
+    """A table column as floats; UserError naming the file, column and first value that is no number
+    (a header repeated mid-file, a unit suffix), instead of a ValueError traceback from the fit."""
+    import pandas as pd
+
+    values = pd.to_numeric(table[column], errors="coerce")
+    bad = table[column][values.isna() & table[column].notna()]
+    if len(bad):
+        raise UserError(f"{source}: column {column!r} must hold numbers, got {bad.iloc[0]!r} "
+                        f"(row {bad.index[0] + 1}; {len(bad)} such value(s))")
+    return values.to_numpy(dtype=float)
+
+
+def _out_dir(path: str | Path) -> Path:
+    """Create an output directory; UserError naming it when it cannot be (read-only, a file there)."""
+    path = Path(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UserError(f"--out: cannot create directory {path}: {exc.strerror or exc}") from None
+    return path
+
+
 def _export(args) -> int:
     from analysis.frame import RECORD_COLUMNS
     from analysis.ledger import load_tables
@@ -126,7 +151,7 @@ def _export(args) -> int:
     if len(tables.runs) == 0:
         print(f"warning: the ledger of sweep {tables.sweep_name!r} has no runs yet "
               f"(run `megadocs search certify {args.sweep}`); writing an empty table", file=sys.stderr)
-    out.parent.mkdir(parents=True, exist_ok=True)
+    _out_dir(out.parent)
     csv = out.suffix == ".csv"
     with atomic_file(out, "w" if csv else "wb") as handle:
         if csv:
@@ -151,6 +176,8 @@ def _add_law_arguments(parser) -> None:
 
 def _law_from_args(args):
     """The reference law an efficiency is computed with: the alpha/E pair, a file, a fit, or the default."""
+    import numpy as np
+
     from analysis.efficiency import ReferenceLaw, fit_reference_law, load_reference_law
 
     alpha, asymptote = getattr(args, "alpha", None), getattr(args, "asymptote", None)
@@ -167,10 +194,22 @@ def _law_from_args(args):
         missing = [c for c in (size, "loss") if c not in table]
         if missing:
             raise UserError(f"{args.fit_baseline}: missing column(s) {missing} (expected D or tokens, and loss)")
-        law = fit_reference_law(table[size].to_numpy(float), table["loss"].to_numpy(float), n_boot=args.bootstrap)
+        data_sizes, losses = (numeric_column(table, column, args.fit_baseline) for column in (size, "loss"))
+        sizes = np.unique(data_sizes[np.isfinite(data_sizes)])
+        if len(sizes) < 3:  # the fit's own advice (fix alpha or E) cannot be combined with --fit-baseline
+            raise UserError(f"--fit-baseline {args.fit_baseline}: {len(sizes)} distinct data size(s) "
+                            f"{sorted(sizes.tolist())} cannot determine E, A and alpha; add real-only runs "
+                            "at 3 or more sizes, or give the law as --alpha and --asymptote, or --reference LAW.yaml")
+        try:
+            law = fit_reference_law(data_sizes, losses, n_boot=args.bootstrap)
+        except UserError as exc:
+            raise UserError(f"--fit-baseline {args.fit_baseline}: {exc}") from None
         print(law.describe("D"))
         return law
     if given:
+        if not (math.isfinite(alpha) and alpha > 0 and math.isfinite(asymptote) and asymptote >= 0):
+            raise UserError(f"--alpha/--asymptote: need a finite alpha > 0 and a finite asymptote E >= 0, "
+                            f"got alpha={alpha}, E={asymptote}")
         return ReferenceLaw(alpha=alpha, E=asymptote, provenance="given on the command line")
     return load_reference_law(args.reference)
 
@@ -182,6 +221,8 @@ def _efficiency(args) -> int:
     result = efficiency(args.loss, args.baseline_loss, law)
     print(f"data efficiency: {result.format()}  (loss {args.loss} vs baseline {args.baseline_loss}; "
           f"alpha={result.alpha:.4g}, E={result.E:.4g})")
+    if args.fit_baseline and result.interval is None:
+        print("no interval for the efficiency: the fitted law has no usable bootstrap draws (see its notes above)")
     if result.effective_tokens is not None:
         print(f"effective data: {result.effective_tokens:,.0f} ({result.effective_basis})")
     return 0
@@ -206,6 +247,9 @@ def _fit(args) -> int:
         frame = load_tables(load_sweep(args.input)).certifications
         if len(frame):
             frame = frame[(frame["method"] != BASELINE_METHOD) & frame["loss"].notna()]
+        if len(frame) == 0 and args.x is None:
+            raise UserError(f"{args.input}: no synthetic-data certification has a loss yet; L(G) is fitted per "
+                            "algorithm over G (the real-only baseline is no point of it)")
         x, group = args.x or "g", args.group or "method"
     else:
         frame = read_table(args.input)
@@ -217,6 +261,7 @@ def _fit(args) -> int:
             raise UserError(f"--x/--y/--group: column {column!r} not in {args.input} (columns: {list(frame.columns)})")
     if len(frame) == 0:
         raise UserError(f"{args.input}: no rows to fit")
+    frame = frame.assign(**{column: numeric_column(frame, column, args.input) for column in (x, args.y)})
     if group is None:
         frame = frame.assign(_all="all")
         group = "_all"
@@ -247,6 +292,15 @@ def _report(args) -> int:
     from analysis.report import build_report
     from search.sweep import load_sweep
 
-    path = build_report(load_sweep(args.sweep), args.out, ensembles=args.ensembles, reference_law=_law_from_args(args))
+    sweep = load_sweep(args.sweep)
+    created = not Path(args.out).exists()
+    _out_dir(args.out)
+    try:
+        path = build_report(sweep, args.out, ensembles=args.ensembles, reference_law=_law_from_args(args))
+    except BaseException:
+        if created:  # a ledger that cannot be read leaves no empty --out behind (rmdir: only if empty)
+            with contextlib.suppress(OSError):
+                Path(args.out).rmdir()
+        raise
     print(f"wrote {path}")
     return 0

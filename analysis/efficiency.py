@@ -40,8 +40,8 @@ DEFAULT_REFERENCE_LAW = Path(__file__).with_name("reference_law.yaml")
 class ReferenceLaw(StrictModel):
     """The real-data law L(D) = E + A * D^(-alpha) that converts losses into effective data."""
 
-    alpha: float = Field(gt=0, description="data exponent")
-    E: float = Field(ge=0, description="irreducible loss (asymptote)")
+    alpha: float = Field(gt=0, allow_inf_nan=False, description="data exponent")
+    E: float = Field(ge=0, allow_inf_nan=False, description="irreducible loss (asymptote)")
     A: float | None = Field(default=None, gt=0, description="amplitude; only needed for absolute D_eff")
     baseline_tokens: float | None = Field(
         default=None, gt=0, description="real tokens of the baseline, to express D_eff in tokens without A"

@@ -174,7 +174,8 @@ def next_generations(fits: Mapping[str, PowerLawFit | str]) -> pd.DataFrame:
     (``measured_at_g_max``: the certified loss, the lowest where several were fitted at that G) and
     the fit's value there (``fitted_at_g_max``; they differ where the law does not pass through the
     point), the predicted loss at 2G (``predicted_2g``, ``predicted_low``, ``predicted_high`` from
-    the fit's bootstrap draws) and the asymptote E with its interval; ``gain_2g`` =
+    the fit's bootstrap draws) and the asymptote E with its interval (NaN where the points do not
+    determine E: a bound or a long extrapolation is no number to plan with); ``gain_2g`` =
     fitted(G) - predicted(2G), what doubling buys on the one curve."""
     rows = []
     for method, fit in sorted(fits.items()):
@@ -195,10 +196,15 @@ def next_generations(fits: Mapping[str, PowerLawFit | str]) -> pd.DataFrame:
             if interval:
                 row["predicted_low"], row["predicted_high"] = interval
         interval_e = fit.interval("E")
-        if interval_e:
+        if not fit.determined["E"]:  # a bound or a long extrapolation: no number to plan with
+            row["asymptote"] = math.nan
+        elif interval_e:
             row["asymptote_low"], row["asymptote_high"] = interval_e
-        row["note"] = "" if all(fit.determined.values()) else "some parameters not determined: " + ", ".join(
-            k for k, v in fit.determined.items() if not v)
+        notes = [] if all(fit.determined.values()) else ["not determined: " + ", ".join(
+            k for k, v in fit.determined.items() if not v)]
+        if fit.samples is None:
+            notes.append("no interval (see the fit's notes)")
+        row["note"] = "; ".join(notes)
         rows.append(row)
     return pd.DataFrame(rows)
 

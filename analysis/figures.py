@@ -182,7 +182,7 @@ def plot_generation_scaling(table: pd.DataFrame, *, val_set: str = IID, title: s
     part = table[table["set"] == val_set]
     synthetic = part[(part["method"] != BASELINE_METHOD) & (part["g"] > 0)]
     if synthetic.empty:
-        raise ValueError(f"no synthetic-data certification has a {val_set} loss")
+        raise ValueError(f"no synthetic-data certification has a loss on the {val_set} set")
     with style():
         fig, ax = _figure()
         for method, group in synthetic.groupby("method", sort=False):
@@ -469,6 +469,9 @@ def plot_certified_hparams(
                 ax.axhline(_index(values, baseline[column].dropna().iloc[0]), color="black", linestyle="--",
                            linewidth=1.0, label="real data only")
             _log2_axis(ax, synthetic["g"])
+            # half an octave either side of the G values: with one G, autoscaling spread the dodged
+            # algorithms over the whole panel, far from the one tick they belong to
+            ax.set_xlim(synthetic["g"].min() / 2**0.5, synthetic["g"].max() * 2**0.5)
             ax.set_yticks(range(len(values)), [f"{v:g}" for v in values])
             ax.set_ylim(-0.5, len(values) - 0.5)
             ax.set_xlabel("G (log2)")

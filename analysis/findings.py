@@ -23,6 +23,7 @@ from analysis.generation import (
     loss_column,
     monotonicity,
 )
+from megadocs.errors import UserError
 from search.grid import Bound
 
 __all__ = ["CLEAR_SDS", "pooled_noise", "noise_tolerance", "rises_with_g", "findings"]
@@ -134,7 +135,7 @@ def findings(certifications: pd.DataFrame, *, law=None) -> list[str]:
     val_set = sets[0] if sets else "objective"
     try:
         table = generation_table(certifications, law=law, sets=[val_set])
-    except Exception as exc:  # UserError: no finished loss yet
+    except UserError as exc:  # no finite loss yet; anything else is a bug and must not read as "nothing yet"
         return [f"Nothing to compare yet: {exc}."]
     baseline = table[table["method"] == BASELINE_METHOD]
     synthetic = table[table["method"] != BASELINE_METHOD]
@@ -164,9 +165,12 @@ def findings(certifications: pd.DataFrame, *, law=None) -> list[str]:
     corners = [(name, _lr_epochs_bounds(hit)) for name, hit in bounds.items()]
     corners = [(name, labels) for name, labels in corners if labels]
     mixes = [name for name, hit in bounds.items() if any(bound.axis == "mix" for bound in hit)]
+    certified = certifications["certified"].astype(bool) if "certified" in certifications else None
     if corners:
         lines.append("Certificates on an lr/epochs bound of the grid (grid corners, not optima): "
                      + "; ".join(f"{name} ({', '.join(b)})" for name, b in corners) + ".")
+    elif certified is not None and not certified.any():
+        pass  # nothing certified: there is no certified point to call interior (said above)
     else:
         lines.append("No certificate sits on an lr or epochs bound: every certified point is an interior optimum "
                      "of those axes.")

@@ -74,7 +74,9 @@ def generation_table(
         if column not in certifications:
             continue
         frame = certifications[certifications[column].notna() & certifications["method"].notna()]
-        frame = frame[frame[column].map(math.isfinite)]
+        # astype(bool): on an empty frame map() gives an object Series, which pandas would read as
+        # a list of column labels (KeyError: 'method' when every run of a sweep failed).
+        frame = frame[frame[column].map(math.isfinite).astype(bool)]
         baseline = frame[frame["method"] == BASELINE_METHOD]
         baseline_loss = float(baseline[column].min()) if len(baseline) else math.nan
         for _, row in frame.iterrows():
@@ -108,7 +110,11 @@ def generation_table(
                                                  f"law's E={law.E:.4g}")
             rows.append(record)
     if not rows:
-        raise UserError("generation scaling: no certification has a finished loss yet")
+        losses = pd.to_numeric(certifications.get("loss", pd.Series(dtype=float)), errors="coerce")
+        diverged = int(losses.isin([math.inf, -math.inf]).sum())
+        why = (f"{diverged} of {len(certifications)} diverged (inf loss), the others have no loss yet"
+               if diverged else "none has a loss yet (not run, still running, or failed)")
+        raise UserError(f"generation scaling: no certification has a finite loss: {why}")
     table = pd.DataFrame(rows)
     return table.sort_values(["set", "method", "g"], kind="stable").reset_index(drop=True)
 

@@ -39,7 +39,8 @@ class LedgerTables:
     transfer_sources: dict[str, str] = field(default_factory=dict)
     """Transfer name -> the certification whose certified point it runs at."""
     diversity: pd.DataFrame | None = None
-    """Generation diversity vs G of the sweep's pools (``analysis.experiments.diversity_table``)."""
+    """Generation diversity vs G of the sweep's pools (``analysis.experiments.diversity_table``);
+    None when the sweep names no pools, empty when none of them has a diversity block yet."""
 
 
 def _grids_of(sweep: Sweep) -> dict[str, dict[str, list[Any]]]:
@@ -68,7 +69,7 @@ def load_tables(sweep: Sweep) -> LedgerTables:
         grids=_grids_of(sweep),
         ensembles={e.name: e for e in summarize_ensembles(sweep, summaries, snapshot=snapshot)},
         transfer_sources={t.name: t.source for t in sweep.transfers},
-        diversity=diversity_table(sweep.pools, _gs_by_method(sweep)),
+        diversity=diversity_table(sweep.pools, _gs_by_method(sweep)) if sweep.pools else None,
     )
 
 

@@ -159,7 +159,7 @@ def _generation_sections(report: _Report, certifications: pd.DataFrame, law, gri
     try:
         table = generation_table(certifications, law=law)
     except UserError as exc:
-        report.skipped.append(f"generation scaling: {exc}")
+        report.skipped.append(str(exc))  # the message names the section
         return
     if isinstance(law, ReferenceLaw):
         report.add(
@@ -269,6 +269,9 @@ def _experiment_sections(report: _Report, runs: pd.DataFrame, certifications: pd
                    "sweep); `cost` is what the borrowed hyperparameters lose.", "",
                    _markdown_table(transfers), "")
         report.figure(lambda: plot_transfers(transfers), "fig6-transfers", "Figure 6: own vs transferred hyperparameters")
+        for row in transfers[transfers["own_loss"].isna()].itertuples():
+            report.add(f"No cost for `{row.transfer}`: the sweep has no certified {row.method} at G={row.g:g} to "
+                       f"compare with (certify `fixed: {{method: {row.method}, g: {row.g:g}}}` for its own optimum).", "")
     elif transfer_sources:
         report.skipped.append("Figure 6 (transfers): no transfer run has finished yet")
     students = student_scaling_table(students)  # every model size
@@ -285,6 +288,9 @@ def _experiment_sections(report: _Report, runs: pd.DataFrame, certifications: pd
                    "(`megadocs gen diversity`). Read next to the loss curve above.", "",
                    _markdown_table(diversity.drop(columns=["pool"])), "")
         report.figure(lambda: plot_diversity(diversity), "fig-diversity-vs-g", "Generation diversity vs G'")
+    elif diversity is not None:  # the sweep names pools, none generated or measured yet
+        report.skipped.append("generation diversity vs G: no pool of the sweep has a diversity block yet "
+                              "(run `megadocs gen diversity --pool POOL` on each)")
 
 
 def _synthetic_only_section(report: _Report, certifications: pd.DataFrame) -> None:
@@ -329,7 +335,8 @@ def _ensemble_sections(report: _Report, ensembles: pd.DataFrame | None, studies:
         report.add("")
     if ensembles is None or len(ensembles) == 0:
         report.skipped.append(
-            "Figure 7 (ensembles): no ensemble losses given (run `megadocs train ensemble --json` over the "
+            "Figure 7 (ensembles): no ensemble study could be scored (the reasons are under Ensembles)" if problems
+            else "Figure 7 (ensembles): no ensemble losses given (run `megadocs train ensemble --json` over the "
             "ensemble members and pass the files with --ensembles)"
         )
         report.add("_No ensemble losses given._", "")

@@ -45,6 +45,11 @@ PARAMS = ("E", "A", "alpha")
 DEFAULT_ALPHA_BOUNDS = (1e-3, 4.0)
 SCREEN_NFEV, POLISH_NFEV = 40, 400
 """Function evaluations per start while screening starts, and for the final polish."""
+MIN_BOOT = 20
+"""Fewest bootstrap refits a percentile interval is read from (fewer: refused, not a silent "no interval")."""
+E_AT_ZERO = 0.05
+"""An E interval whose low end is below this share of the lowest loss reaches toward the search bound 0
+(refits that crawl toward E = 0 stop short of it, so "at 0" needs a margin)."""
 MIN_DECAY_COVERED = 0.15
 """E counts as determined only if the points span this share of the fitted decay toward it."""
 
@@ -116,17 +121,14 @@ class PowerLawFit:
         lines = [f"L({x_name}) = E + A * {x_name}^(-alpha), {self.n_points} points, {self.loss} loss on log residuals"]
         for name in PARAMS:
             value = self.params[name]
+            interval = self.interval(name)
+            ci = f"{int(self.level * 100)}% CI [{interval[0]:.4g}, {interval[1]:.4g}]" if interval else None
             if name in self.fixed:
                 status = "fixed"
-            elif not self.determined[name]:
-                status = "NOT determined"
+            elif not self.determined[name]:  # the interval, where there is one, shows how loose it is
+                status = "NOT determined" + (f"; {ci}" if ci else "")
             else:
-                interval = self.interval(name)
-                status = (
-                    f"{int(self.level * 100)}% CI [{interval[0]:.4g}, {interval[1]:.4g}]"
-                    if interval
-                    else "no interval"
-                )
+                status = ci or "no interval"
             lines.append(f"  {name:5s} = {value:.4g}  ({status})")
         lines.append(f"  rmse of log residuals = {self.rmse_log:.3g}")
         lines.extend(f"  note: {note}" for note in self.notes)
@@ -305,6 +307,13 @@ def fit_power_law(
     determined, notes = _judge(problem, theta)
     samples, ci, uncertainty_notes = _uncertainty(problem, theta, residuals, n_boot=n_boot,
                                                   noise_sigma=noise_sigma, level=level, seed=seed)
+    if ci is not None and problem.free[0] and determined["E"] and ci["E"][0] <= E_AT_ZERO * float(problem.y.min()):
+        # The estimate sits inside the search range, but refits of equally likely losses drive E
+        # to 0 (a power law with a tiny alpha, i.e. loss linear in log x): only "E < lowest loss"
+        # is known, and an asymptote quoted with an interval [0, L_min] reads as a finding.
+        determined["E"] = determined["A"] = False
+        notes.append(f"E's {int(level * 100)}% interval reaches 0, the search bound: the points do not "
+                     "determine the asymptote (only that it lies below the lowest loss)")
     E, A, alpha = problem.natural(theta)
     return PowerLawFit(
         E=E, A=A, alpha=alpha, x=problem.x, y=problem.y, loss=loss, fixed=problem.fixed,
@@ -317,6 +326,12 @@ def _validate(x, y, *, loss, huber_delta, fix_alpha, fix_E, alpha_bounds, level,
     """Refuse what no fit can answer honestly; return the problem with notes on weaker issues."""
     x = np.asarray(x, dtype=float)
     y = np.asarray(y, dtype=float)
+    # Checked before the points: a NaN or negative constant (e.g. `--alpha nan`) made the solver
+    # fail with "Residuals are not finite", and alpha <= 0 fitted a law that does not decay.
+    if fix_alpha is not None and not (math.isfinite(fix_alpha) and fix_alpha > 0):
+        raise UserError(f"power-law fit: fixed alpha must be a finite decay exponent > 0, got {fix_alpha}")
+    if fix_E is not None and not (math.isfinite(fix_E) and fix_E >= 0):
+        raise UserError(f"power-law fit: fixed E must be a finite loss >= 0, got {fix_E}")
     free = np.array([fix_E is None, True, fix_alpha is None])
     notes = _check_points(x, y, int(free.sum()))
     if fix_E is not None and fix_E >= float(y.min()):
@@ -329,8 +344,9 @@ def _validate(x, y, *, loss, huber_delta, fix_alpha, fix_E, alpha_bounds, level,
         raise UserError(f"power-law fit: level must be in (0, 1), got {level}")
     if not 0 < alpha_bounds[0] < alpha_bounds[1]:
         raise UserError(f"power-law fit: alpha_bounds must be 0 < low < high, got {alpha_bounds}")
-    if n_boot < 0:
-        raise UserError(f"power-law fit: n_boot must be >= 0 (0: no interval), got {n_boot}")
+    if n_boot < 0 or 0 < n_boot < MIN_BOOT:
+        raise UserError(f"power-law fit: n_boot must be 0 (no interval) or >= {MIN_BOOT} refits for a "
+                        f"percentile interval, got {n_boot}")
     if noise_sigma is not None and not (math.isfinite(noise_sigma) and noise_sigma > 0):
         raise UserError(f"power-law fit: noise_sigma must be a loss noise > 0, got {noise_sigma}")
     fixed = {name: value for name, value in (("E", fix_E), ("alpha", fix_alpha)) if value is not None}
@@ -391,7 +407,7 @@ def _uncertainty(problem: _Problem, theta, residuals, *, n_boot, noise_sigma, le
             "pass a noise level (e.g. the seed-to-seed std of a loss) for a parametric interval"
         ]
     samples, failed = _bootstrap(problem, theta, residuals, noise_sigma=noise_sigma, n_boot=n_boot, seed=seed)
-    if len(samples) < max(20, n_boot // 2):
+    if len(samples) < max(MIN_BOOT, n_boot // 2):
         return None, None, [f"no interval: {failed} of {n_boot} bootstrap refits failed"]
     notes = [f"{failed} of {n_boot} bootstrap refits had non-decreasing losses and were dropped"] if failed else []
     tail = (1 - level) / 2 * 100
@@ -449,7 +465,11 @@ def fit_groups(frame, *, x: str, y: str, group: str, **options) -> dict[str, Pow
     results: dict[str, PowerLawFit | str] = {}
     seed = options.pop("seed", 0)
     for position, (name, part) in enumerate(frame.groupby(group, sort=True)):
-        part = part[np.isfinite(part[y].to_numpy(dtype=float))]
+        finite = np.isfinite(part[y].to_numpy(dtype=float))
+        # A diverged (inf) or missing loss has no place on a power law, but leaving it out silently
+        # would present the curve as the whole group: the fit's notes name what was left out.
+        left_out = [f"{x}={value:g}" for value in part.loc[~finite, x].to_numpy(dtype=float)]
+        part = part[finite]
         # Each group's bootstrap gets its own stream: with one seed for all, the draws of two
         # groups share their noise, and a difference of paired draws (compare_asymptotes) came
         # out several times too narrow.
@@ -458,5 +478,10 @@ def fit_groups(frame, *, x: str, y: str, group: str, **options) -> dict[str, Pow
             results[name] = fit_power_law(part[x].to_numpy(dtype=float), part[y].to_numpy(dtype=float),
                                           seed=group_seed, **options)
         except UserError as exc:
-            results[name] = str(exc)
+            results[name] = str(exc) + (f" ({len(left_out)} non-finite loss(es) left out: "
+                                        f"{', '.join(left_out)})" if left_out else "")
+            continue
+        if left_out:
+            results[name].notes.append(f"{len(left_out)} non-finite loss(es) (diverged or missing) left out "
+                                       f"of the fit: {', '.join(left_out)}")
     return results

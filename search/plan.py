@@ -458,24 +458,28 @@ def sweep_plan(sweep: Sweep, utilisation: Utilisation, *, simulations: int = SIM
 
 
 def format_sweep_plan(plan: SweepPlan) -> str:
-    """A table: one row per certification and ensemble, then the totals."""
+    """A table: one row per certification, ensemble and transfer, then the totals; the name column
+    is as wide as the longest name, GPU-hours are written out (no exponents)."""
     costed = plan.costed
-    header = f"{'certification':<20} {'grid':>9} {'best':>5} {'expected':>9} {'worst':>6}"
-    header += f" {'GPU-h expected':>15} {'GPU-h worst':>12}" if costed else ""
-    lines = [header]
+    extras = [(f"{e.name} (ensemble)", e) for e in plan.ensembles] + [(f"{e.name} (transfer)", e)
+                                                                      for e in plan.transfers]
+    width = max([len("certification"), *(len(c.name) for c in plan.certifications), *(len(n) for n, _ in extras)])
+
+    def row(name: str, grid: str, best: Any, expected: str, worst: Any, hours: tuple[float, float] | None) -> str:
+        line = f"{name:<{width}} {grid:>9} {best:>5} {expected:>9} {worst:>6}"
+        return line + (f" {_hours(hours[0]):>15} {_hours(hours[1]):>12}" if costed and hours else "")
+
+    header = f"{'certification':<{width}} {'grid':>9} {'best':>5} {'expected':>9} {'worst':>6}"
+    lines = [header + (f" {'GPU-h expected':>15} {'GPU-h worst':>12}" if costed else "")]
     for c in plan.certifications:
         size = str(c.grid_size) + (f"+{c.extended_grid_size - c.grid_size}"
                                    if c.extended_grid_size > c.grid_size else "")
-        row = f"{c.name:<20} {size:>9} {c.best:>5} {c.expected:>9.1f} {c.worst:>6}"
-        row += f" {c.cost.gpu_hours_expected:>15.4g} {c.cost.gpu_hours_worst:>12.4g}" if costed else ""
-        lines.append(row)
-    for kind, e in [("ensemble", e) for e in plan.ensembles] + [("transfer", e) for e in plan.transfers]:
-        row = f"{e.name + f' ({kind})':<20} {'':>9} {e.runs:>5} {e.runs:>9} {e.runs:>6}"
-        row += f" {e.gpu_hours:>15.4g} {e.gpu_hours:>12.4g}" if costed else ""
-        lines.append(row)
-    row = f"{'total':<20} {'':>9} {'':>5} {plan.runs_expected:>9.1f} {plan.runs_worst:>6}"
-    row += f" {plan.gpu_hours_expected:>15.4g} {plan.gpu_hours_worst:>12.4g}" if costed else ""
-    lines.append(row)
+        hours = (c.cost.gpu_hours_expected, c.cost.gpu_hours_worst) if costed else None
+        lines.append(row(c.name, size, c.best, f"{c.expected:.1f}", c.worst, hours))
+    for name, e in extras:
+        lines.append(row(name, "", e.runs, str(e.runs), e.runs, (e.gpu_hours, e.gpu_hours) if costed else None))
+    hours = (plan.gpu_hours_expected, plan.gpu_hours_worst) if costed else None
+    lines.append(row("total", "", "", f"{plan.runs_expected:.1f}", plan.runs_worst, hours))
     if any(c.extended_grid_size > c.grid_size for c in plan.certifications):
         lines.append("(grid: listed points + points the search may reach through extend:; worst counts them all)")
     if costed:
@@ -484,8 +488,14 @@ def format_sweep_plan(plan: SweepPlan) -> str:
         lines.append(f"(GPU-hours at MFU {utilisation.mfu} of {utilisation.peak_tflops} TFLOP/s{source}; expected = "
                      f"mean of {plan.simulations} simulated certifications on smooth landscapes)")
         for name, figure in plan.assumed.items():
-            lines.append(f"(assumed {name.replace('_', ' ')} = {figure.value:,.6g}: {figure.why})")
+            value = f"{figure.value:,.0f}" if float(figure.value).is_integer() else f"{figure.value:,.6g}"
+            lines.append(f"(assumed {name.replace('_', ' ')} = {value}: {figure.why})")
         if plan.processes_per_run > 1:
             lines.append(f"(each run on {plan.processes_per_run} processes at {plan.scaling_efficiency:.0%} "
                          "scaling efficiency: GPU-hours = processes x wall hours)")
     return "\n".join(lines) + "\n"
+
+
+def _hours(hours: float) -> str:
+    """GPU-hours for the table: thousands separated from 100 up, three significant figures below."""
+    return f"{hours:,.0f}" if hours >= 100 else f"{hours:.3g}"

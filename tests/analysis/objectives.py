@@ -55,3 +55,8 @@ def ablation(params: Mapping[str, Any]) -> dict[str, Any]:
         metrics["val_loss"] += penalty
         metrics["val_losses"] = {name: loss + penalty for name, loss in metrics["val_losses"].items()}
     return metrics
+
+
+def diverges(params: Mapping[str, Any]) -> float:
+    """Every run diverges (NaN loss, recorded as +inf): a sweep with nothing to tabulate."""
+    return math.nan

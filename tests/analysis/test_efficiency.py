@@ -117,3 +117,27 @@ def test_cli_refuses_half_a_law(capsys):
 def test_reference_law_model_is_strict():
     with pytest.raises(Exception, match="extra"):
         ReferenceLaw(alpha=0.2, E=1.0, provenance="x", beta=3)
+
+
+@pytest.mark.parametrize("n_sizes", [1, 2])
+def test_cli_fit_baseline_with_too_few_sizes_says_what_to_give_instead(tmp_path, capsys, n_sizes):
+    # The fit's own advice (--alpha/--asymptote to fix a parameter) is refused next to --fit-baseline,
+    # so the one line must name the file and the options that do combine.
+    table = tmp_path / "baseline.csv"
+    D = np.array([25e6, 50e6][:n_sizes])
+    table.write_text("D,loss\n" + "\n".join(f"{d},{power_law(d, 1.92, 150.0, 0.235)}" for d in D) + "\n")
+    assert main(["analysis", "efficiency", "--loss", "3.41", "--baseline-loss", "3.5544",
+                 "--fit-baseline", str(table)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1
+    assert f"--fit-baseline {table}: {n_sizes} distinct data size(s)" in err and "--reference" in err
+
+
+@pytest.mark.parametrize(("alpha", "asymptote"), [("0", "1.9"), ("nan", "1.9"), ("0.2", "-1"), ("inf", "1"),
+                                                  ("0.2", "inf")])
+def test_cli_refuses_a_meaningless_law_in_one_line(capsys, alpha, asymptote):
+    # alpha 0 or E -1 ended in a pydantic traceback; alpha inf printed "1.00x".
+    assert main(["analysis", "efficiency", "--loss", "3.4", "--baseline-loss", "3.5",
+                 "--alpha", alpha, "--asymptote", asymptote]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: --alpha/--asymptote: need a finite alpha > 0") and "\n" not in err

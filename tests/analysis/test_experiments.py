@@ -225,3 +225,15 @@ def test_report_draws_the_synthetic_only_ablation(ablation, tmp_path):
     assert "## Synthetic-only ablation (Figure 13)" in text and "share_from_real" in text
     assert "fig13-synthetic-only" in set(re.findall(r"\(figures/([^)]+)\.png\)", text))
     assert (tmp_path / "report" / "figures" / "fig13-synthetic-only.png").stat().st_size > 0
+
+
+def test_next_generations_quotes_no_asymptote_the_points_do_not_determine():
+    # Losses falling linearly in log G (search.landscapes' bowl: -0.03 per doubling) at three G:
+    # the interpolating fit puts E near 0 with "NOT determined"; the table quoted that as "the best
+    # any G can give".
+    g = [1.0, 2.0, 4.0]
+    fit = fit_power_law(g, [2.9 - 0.03 * math.log2(x) for x in g], n_boot=200, seed=0)
+    assert not fit.determined["E"]
+    [row] = next_generations({"simple": fit}).to_dict("records")
+    assert math.isnan(row["asymptote"]) and "not determined: E" in row["note"]
+    assert "no interval" in row["note"]  # three points for three parameters

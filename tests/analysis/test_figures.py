@@ -118,6 +118,19 @@ def test_certified_hparams_ring_marks_bound_hits():
     assert [t.get_text() for t in panels["epochs"].get_yticklabels()] == ["2", "4", "8", "16"]
 
 
+def test_certified_hparams_of_one_g_stay_at_that_g():
+    """Algorithms are dodged along G; with a single G the panel's range stays around it (it had
+    spread the two algorithms to the panel's edges, about an octave either side of the G tick)."""
+    records, summaries = synthetic.sweep(methods=("simple", "latent"), gs=(1,))
+    cert = certifications_frame(summaries, runs_frame(records))
+    fig = plot_certified_hparams(cert, grid=synthetic.GRID)
+    for ax in fig.axes:
+        low, high = ax.get_xlim()
+        assert math.isclose(low, 2**-0.5) and math.isclose(high, 2**0.5)
+        drawn = [x for line in ax.lines if line.get_linestyle() != "--" for x in line.get_xdata()]
+        assert drawn and all(abs(math.log2(x)) < 0.25 for x in drawn)
+
+
 def test_uncertified_points_are_drawn_open():
     records, summaries = synthetic.sweep(methods=("latent",), gs=(1, 2))
     runs = runs_frame(records)

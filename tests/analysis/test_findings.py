@@ -93,3 +93,11 @@ def test_a_sweep_without_synthetic_certifications_still_gets_its_findings():
     text = "\n".join(findings(cert))
     assert "lacks a synthetic certification to compare with" in text
     assert "Certificates on an lr/epochs bound of the grid (grid corners, not optima): real (epochs upper, lr upper)" in text
+
+
+def test_a_sweep_stopped_before_any_certificate_claims_no_interior_optimum():
+    # A sweep stopped half way: best-so-far losses, nothing certified. It used to say "every
+    # certified point is an interior optimum" of a ledger without a certified point.
+    cert = frame([BASE, ("simple-g1", "simple", 1, 2.9, "")]).assign(certified=False)
+    text = "\n".join(findings(cert))
+    assert "Not certified yet" in text and "interior optimum" not in text

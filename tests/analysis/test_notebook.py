@@ -10,6 +10,8 @@ import nbformat
 import pytest
 from nbclient import NotebookClient
 
+from tests.analysis.conftest import TOY_SWEEP
+
 NOTEBOOKS = Path(__file__).resolve().parents[2] / "notebooks"
 KERNEL = "megadocs-test"
 
@@ -82,3 +84,21 @@ def test_notebook_on_the_default_sweep_tabulates_its_losses(tmp_path, this_pytho
     [result] = [o for o in losses.outputs if o.output_type == "execute_result"]
     shown = result["data"]["text/plain"]
     assert "Empty DataFrame" not in shown and "simple" in shown and "stitched" in shown, shown
+
+
+def test_notebook_runs_on_a_ledger_whose_runs_all_diverged(tmp_path, this_python_kernel, monkeypatch):
+    """A stopped or failed sweep is what a user opens the notebook on first: no finite loss must be
+    one printed line, not a UserError that stops every cell after it."""
+    from search.controller import run_sweep
+    from search.sweep import load_sweep
+    from tests.analysis.conftest import write_sweep
+
+    text = TOY_SWEEP.replace("tests.analysis.objectives:paper_like", "tests.analysis.objectives:diverges")
+    path = write_sweep(tmp_path / "diverged", text)
+    run_sweep(load_sweep(path))
+    monkeypatch.setenv("MEGADOCS_SWEEP", str(path))
+    notebook = nbformat.read(NOTEBOOKS / "generation_scaling.ipynb", as_version=4)
+    NotebookClient(notebook, kernel_name=this_python_kernel, timeout=600,
+                   resources={"metadata": {"path": str(NOTEBOOKS)}}).execute()
+    text = "".join(o.get("text", "") for cell in notebook.cells if cell.cell_type == "code" for o in cell.outputs)
+    assert "no loss table: generation scaling: no certification has a finite loss" in text

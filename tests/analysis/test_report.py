@@ -58,7 +58,7 @@ def test_report_renders_every_figure_it_can(toy_sweep, tmp_path):
     # efficiencies and bounds in the tables, a note for what could not be drawn
     assert re.search(r"\| simple \| 4 \| True \| [\d.]+ \| [\d.]+ \| [\d.]+ \| 1\.\d+", text)
     assert "lean on a search bound" in text
-    assert "Figure 7 (ensembles): no ensemble losses given" in text
+    assert "Figure 7 (ensembles): no ensemble study could be scored" in text  # `auto` tried them all
     assert "not scored: member" in text and "has no model/" in text  # analytic members have no model
 
 
@@ -152,3 +152,62 @@ def test_report_opens_with_findings_computed_from_the_ledger(toy_sweep, tmp_path
     findings = text.split("## Findings", 1)[1].split("## Notes", 1)[0]
     assert "Real-only baseline" in findings and "Best synthetic" in findings
     assert findings.rstrip().endswith("only illustrative")
+
+
+def test_a_transfer_without_its_own_certification_and_unscored_ensembles_are_explained(tmp_path):
+    """A transfer to a (method, G) the sweep never certifies has no cost: the report says why
+    instead of an empty cell; `--ensembles auto` that scores nothing does not claim "no losses given";
+    pools without a diversity block are named under "Not drawn", not left out silently."""
+    from search.controller import run_sweep
+    from tests.analysis.conftest import write_sweep
+
+    path = write_sweep(tmp_path / "sweep", """\
+        name: transfer-only
+        executor: {{kind: debug, max_parallel: 4, poll_s: 0.01}}
+        out: {out}
+        objective: tests.analysis.objectives:paper_like
+        grid: {{lr: [0.001, 0.003, 0.01], wd: [0.4, 0.8], epochs: [8, 16, 32]}}
+        start: {{lr: 0.003, wd: 0.8, epochs: 16}}
+        certifications: [{{name: simple-g4, fixed: {{method: simple, g: 4}}}}]
+        transfers: [{{name: stitched-at-simple, from: simple-g4, fixed: {{method: stitched, g: 4}}}}]
+        pools: {{simple: "{out}/pools/simple-g{{g}}"}}
+        ensembles: [{{name: one, from: simple-g4, members: 1}}]
+        """)
+    sweep = load_sweep(path)
+    run_sweep(sweep)
+    text = build_report(sweep, tmp_path / "report", ensembles="auto").read_text()
+    assert "No cost for `stitched-at-simple`: the sweep has no certified stitched at G=4" in text
+    assert "Figure 7 (ensembles): no ensemble study could be scored" in text
+    assert "generation diversity vs G: no pool of the sweep has a diversity block yet" in text
+
+
+def test_cli_bad_tables_and_unwritable_out_are_one_line(toy_sweep, tmp_path, capsys):
+    # A word in a number column and an --out under a file used to end in tracebacks
+    # (ValueError: could not convert string to float; FileExistsError/NotADirectoryError).
+    table = tmp_path / "points.csv"
+    table.write_text("D,loss\n1e7,4.0\n2e7,3.8 nats\n4e7,3.7\n8e7,3.6\n")
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    for argv in (["analysis", "fit", str(table), "--x", "D"],
+                 ["analysis", "efficiency", "--loss", "3.5", "--baseline-loss", "3.6", "--fit-baseline", str(table)]):
+        assert main(argv) == 2
+        assert capsys.readouterr().err.strip() == f"error: {table}: column 'loss' must hold numbers, got '3.8 nats' " \
+            "(row 2; 1 such value(s))"
+    for argv in (["analysis", "report", str(toy_sweep), "--out", str(blocker / "report")],
+                 ["analysis", "export", str(toy_sweep), "--out", str(blocker / "runs.csv")]):
+        assert main(argv) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.startswith(f"error: --out: cannot create directory {blocker}") and "\n" not in err
+
+
+def test_a_report_of_a_ledger_never_created_leaves_no_out_folder(tmp_path, capsys):
+    """The ledger is read after --out is checked: a ledger that does not exist is one line, and the
+    --out folder made for the report is not left behind empty."""
+    from tests.analysis.conftest import write_sweep
+
+    sweep = write_sweep(tmp_path / "never-certified")
+    out = tmp_path / "report"
+    assert main(["analysis", "report", str(sweep), "--out", str(out)]) == 2
+    assert "\n" not in capsys.readouterr().err.strip()
+    assert not out.exists()
+

@@ -142,6 +142,18 @@ def test_fit_groups_maps_unfittable_groups_to_the_reason():
     assert isinstance(fits["b"], str) and "cannot determine 3 parameters" in fits["b"]
 
 
+def test_fit_groups_names_the_diverged_losses_it_leaves_out():
+    # A diverged ensemble size or G (inf loss) used to vanish from the fit without a word.
+    import pandas as pd
+
+    frame = pd.DataFrame({"method": ["a"] * 5 + ["b"] * 3, "g": [1, 2, 4, 8, 16, 1, 2, 4],
+                          "loss": [*power_law(np.array([1, 2, 4, 8.0]), 3.3, 0.2, 0.5), np.inf, 3.5, 3.4, np.nan]})
+    fits = fit_groups(frame, x="g", y="loss", group="method", n_boot=0)
+    assert fits["a"].n_points == 4 and "1 non-finite loss(es) (diverged or missing) left out of the fit: g=16" \
+        in fits["a"].notes
+    assert "left out: g=4" in fits["b"]
+
+
 @pytest.mark.parametrize(
     ("options", "message"),
     [
@@ -207,3 +219,32 @@ def test_groups_draw_independent_bootstrap_noise():
     spread = np.percentile(a - b, 97.5) - np.percentile(a - b, 2.5)
     single = fits["a"].ci["E"][1] - fits["a"].ci["E"][0]
     assert spread > single  # the difference of two independent estimates varies more than one
+
+
+@pytest.mark.parametrize(("option", "value"), [
+    ("fix_alpha", float("nan")), ("fix_alpha", 0.0), ("fix_alpha", -0.5), ("fix_E", float("nan")),
+    ("fix_E", -1.0), ("fix_E", float("-inf")), ("n_boot", 5),
+])
+def test_meaningless_fixed_parameters_and_too_few_refits_are_refused(option, value):
+    # NaN used to crash the solver ("Residuals are not finite"), alpha <= 0 or E < 0 fitted a law
+    # that does not decay toward a loss, and n_boot=5 ended in "no interval: 0 of 5 refits failed".
+    x = np.array([1, 2, 4, 8, 16, 32.0])
+    with pytest.raises(UserError, match=option.replace("fix_", "fixed ") if option != "n_boot" else "n_boot"):
+        fit_power_law(x, power_law(x, 3.2, 0.35, 0.6), **{option: value})
+
+
+def test_an_asymptote_whose_interval_reaches_zero_is_not_determined():
+    # The rehearsal's simple-rephrasing curve at G = 1, 4, 16, 32 (search.rehearsal's surrogate):
+    # E = 3.394 inside the search range, but its bootstrap interval ran down to 0.011, and the
+    # report quoted "asymptote 3.394 [0.011, 3.412]" as the best any G can give.
+    g = np.array([1, 4, 16, 32.0])
+    fit = fit_power_law(g, np.array([3.4906, 3.4419, 3.415, 3.4112]), n_boot=300, seed=0)
+    low, high = fit.interval("E")
+    assert low <= 0.05 * 3.4112 and not fit.determined["E"] and not fit.determined["A"]
+    assert any("interval reaches 0" in note for note in fit.notes)
+    assert f"NOT determined; 95% CI [{low:.4g}, {high:.4g}]" in fit.describe("G")
+    # A well-sampled ensemble curve keeps its asymptote.
+    k = np.arange(1, 9.0)
+    rng = np.random.default_rng(0)
+    kept = fit_power_law(k, power_law(k, 3.31, 0.2, 1.0) * np.exp(rng.normal(0, 0.002, 8)), n_boot=300, seed=0)
+    assert kept.determined["E"] and kept.interval("E")[0] > 3.2

@@ -187,7 +187,7 @@ def test_a_sweep_is_planned_before_any_data_exists(make_sweep, workdir, capsys):
     assert half["assumed"]["real_tokens"] == {"value": 100e6, "why": "given on the command line"}
     assert half["certifications"][0]["start_run"]["tokens"] == 8 * int((100e6 + 164_000) // 4096) * 4096
     assert main(["search", "plan", str(path)]) == 0
-    assert "(assumed real tokens = 2e+08: no token store at" in capsys.readouterr().out
+    assert "(assumed real tokens = 200,000,000: no token store at" in capsys.readouterr().out
     assert main(["search", "plan", str(path), "--assume-real-tokens", "lots"]) == 2
     assert "--assume-real-tokens: expected a number such as 708" in capsys.readouterr().err
 
@@ -197,7 +197,7 @@ def test_the_paper_sweep_is_planned_on_a_fresh_clone(monkeypatch):
     the repository root; one simulation per certification keeps the test short)."""
     from pathlib import Path
 
-    from search.plan import sweep_plan
+    from search.plan import format_sweep_plan, sweep_plan
     from search.sweep import load_sweep
     from train.gpu_results import Utilisation
 
@@ -206,6 +206,12 @@ def test_the_paper_sweep_is_planned_on_a_fresh_clone(monkeypatch):
     sweep = load_sweep("search/examples/paper-300m.yaml")
     plan = sweep_plan(sweep, Utilisation(0.4, 989.0, "given"), simulations=1)
     assert plan.gpu_hours_expected > 0 and plan.gpu_hours_worst > 0
+    # the table's columns line up under names longer than "certification" (ensembles, transfers),
+    # and GPU-hours in the thousands are written out
+    table = [line for line in format_sweep_plan(plan).splitlines() if not line.startswith("(")]
+    assert len(table) == 2 + len(plan.certifications) + len(plan.ensembles) + len(plan.transfers)
+    assert len({len(line) for line in table}) == 1
+    assert not any("e+" in line for line in table) and "," in table[-1]
     if not (root / "runs/dclm/data").exists():
         assert {"real_tokens", "real_documents", "vocab_size"} <= set(plan.assumed)
 
