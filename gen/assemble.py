@@ -124,7 +124,7 @@ def _source(assembly: _Assembly, docs: str | Path | None) -> str | None:
     manifest = assembly.manifest
     pools.require_complete(assembly.pool, manifest)
     if docs is None or manifest.kind == PoolKind.SAMPLE:
-        return manifest.source
+        return pools.require_source(assembly.pool, manifest)
     if source_hash(docs) != manifest.source_hash:
         raise UserError(f"--docs: {docs} differs from the pool's source {manifest.source} "
                         f"(hash {source_hash(docs)} != {manifest.source_hash})")

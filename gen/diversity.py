@@ -95,8 +95,11 @@ def g_values(g: int) -> list[int]:
 def _sample(pool: Path, manifest: pools.PoolManifest, max_docs: int) -> list[tuple[str, list[str | None]]]:
     """(source text, generation texts by gen_index, None for an empty one) for every k-th document
     of the source."""
-    n_docs = int(manifest.n_docs or 0)
-    stride = max(1, -(-n_docs // max_docs)) if n_docs else 1
+    # How many documents the pool holds: its statistics (a rephrase or thoughts pool records no
+    # n_docs, only a sample pool does); counted from the source for a pool without them.
+    n_docs = manifest.statistics.documents if manifest.statistics is not None else 0
+    n_docs = n_docs or manifest.n_docs or sum(1 for _ in pools.iter_shard_documents(manifest))
+    stride = max(1, -(-n_docs // max_docs))
     sample = []
     for k, (doc, rows) in enumerate(pools.iter_pool_documents(pool, manifest)):
         if k % stride == 0:

@@ -51,6 +51,7 @@ from gen.splits import (
 from gen.templates import PromptTemplate, chat_template_for, load_template
 from megadocs import pools
 from megadocs.config import StrictModel, parse_config
+from megadocs.corpus import unique_documents
 from megadocs.errors import UserError
 from megadocs.fingerprint import model_fingerprint
 from megadocs.formats import PoolKind
@@ -270,6 +271,8 @@ class GeneratePool(ShardedStep):
         intended = _intended_manifest(options, self.template, self._tokenizer)
 
         def same(existing: dict) -> bool:
+            if not _holds_generations(self.folder):
+                return False  # nothing generated yet (e.g. a run refused at engine start): new settings replace
             pools.check_extends(pools.parse_manifest(existing, self.manifest_path), intended, self.folder)
             return True
 
@@ -302,6 +305,14 @@ class GeneratePool(ShardedStep):
         }
 
 
+def _holds_generations(pool: Path) -> bool:
+    """Whether any row or shard marker was written into ``pool`` (of any shard count). A pool
+    without either holds only its manifest: a run that stopped before its first flush (a setting
+    refused once the engine was up, such as a --max-new-tokens too long for its context) and whose
+    settings a corrected re-run may replace, losing nothing."""
+    return any(path.stat().st_size for path in pool.glob("shard-*.jsonl")) or any(pool.glob("shard-*.done"))
+
+
 def run_shards(options: GenerateOptions, engine: Engine | None = None) -> dict:
     """Run the shards ``options`` selects (one, or all) that are not done; returns the manifest."""
     return GeneratePool(options, engine).run(None if options.shard is None else [options.shard])
@@ -327,13 +338,10 @@ def submit_shards(options: GenerateOptions, executor: str, profile: str | None =
 
 
 def _shard_documents(options: GenerateOptions, manifest: pools.PoolManifest, index: int) -> list:
-    docs, seen = [], set()
-    for doc in pools.iter_shard_documents(manifest, index, source=options.docs):
-        if doc.doc_id in seen:
-            raise UserError(f"--docs: {options.docs}: duplicate document id {doc.doc_id!r} "
-                            f"(expected unique ids)")
-        seen.add(doc.doc_id)
-        docs.append(doc)
+    # Ids are checked across the whole source, not the shard: whether two documents share a shard
+    # must not decide whether their ids clash (the guard and the tokens key documents by id).
+    every = unique_documents(pools.iter_shard_documents(manifest, source=options.docs), f"--docs: {options.docs}")
+    docs = [doc for k, doc in enumerate(every) if pools.shard_of(k, options.num_shards) == index]
     if not docs and index == 0:
         raise UserError(f"--docs: {options.docs}: no documents in the train split")
     return docs

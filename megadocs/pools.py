@@ -42,7 +42,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from megadocs.corpus import Document, iter_documents
+from megadocs.corpus import STDLIB, Document, iter_documents
 from megadocs.errors import UserError
 from megadocs.fingerprint import FINGERPRINT_PREFIX, LEGACY_PREFIX, legacy_fingerprint, model_fingerprint
 from megadocs.formats import ALGORITHMS, MANIFEST, PoolKind, atomic_file, write_json
@@ -50,7 +50,7 @@ from megadocs.formats import ALGORITHMS, MANIFEST, PoolKind, atomic_file, write_
 __all__ = [
     "POOL_FORMAT", "MANIFEST", "IDENTITY_FIELDS", "PoolManifest", "PoolDiversity", "DiversityMeasures", "PoolRow", "parse_manifest", "read_manifest", "write_manifest",
     "pool_identity", "pool_identity_of", "check_extends", "shard_stem", "rows_path", "done_path", "shard_of",
-    "shard_positions", "iter_shard_documents", "iter_rows", "iter_doc_groups", "iter_pool_documents", "load_shard", "require_complete", "is_empty",
+    "shard_positions", "iter_shard_documents", "iter_rows", "iter_doc_groups", "iter_pool_documents", "load_shard", "require_complete", "require_source", "is_empty",
     "sample_doc_id", "pool_generations", "select_generations", "served_gs", "pool_entry", "resolve_pool",
 ]
 
@@ -339,6 +339,22 @@ def require_complete(pool: str | Path, manifest: PoolManifest, field: str = "--p
     if missing:
         raise UserError(f"{field}: {pool}: generation is not finished, shards {missing[:8]} of {count} "
                         f"have no .done marker (re-run the generation command to finish them)")
+
+
+def require_source(pool: str | Path, manifest: PoolManifest, field: str = "--pool") -> str | None:
+    """The source recorded in the pool's manifest, refused in one line when it is no longer
+    there (a store or corpus moved or deleted since generation; the pool reads its documents from
+    it). ``source`` is not an identity field: the documents are checked by ``source_hash``.
+
+    Raises:
+        UserError: naming the pool, the manifest field and the ways out.
+    """
+    source = manifest.source
+    if manifest.has_sources and source != STDLIB and not Path(str(source)).exists():
+        raise UserError(f"{field}: {pool}: its source {source} ({MANIFEST} 'source') is not found (moved or "
+                        f"deleted?); restore it there, give `gen assemble` --corpus NEW_PATH, or set 'source' "
+                        f"to NEW_PATH (its content must hash to source_hash {manifest.source_hash})")
+    return source
 
 
 # --- rows ---------------------------------------------------------------------------------

@@ -271,7 +271,7 @@ class TokenizePool(ShardedStep):
         manifest = self.pool_manifest
         if not manifest.has_sources:
             return None
-        now = source_hash(manifest.source)
+        now = source_hash(pools.require_source(self.pool, manifest))
         if now != manifest.source_hash:
             raise UserError(f"--pool: {self.pool}: its source {manifest.source} has changed since the pool was "
                             f"generated (source hash {manifest.source_hash}, now {now}: re-prepared with other "

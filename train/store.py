@@ -31,7 +31,14 @@ from typing import Any
 
 import numpy as np
 
-from megadocs.corpus import STORE_FORMAT, Document, is_token_store, iter_documents, source_hash
+from megadocs.corpus import (
+    STORE_FORMAT,
+    Document,
+    is_token_store,
+    iter_documents,
+    source_hash,
+    unique_documents,
+)
 from megadocs.errors import UserError
 from megadocs.formats import replace_dir, write_json
 from megadocs.procs import pid_alive
@@ -343,7 +350,8 @@ def _read_corpus(corpus: str | Path, max_docs: int | None) -> list[Document]:
     from tqdm import tqdm
 
     documents = []
-    for doc in tqdm(iter_documents(corpus), desc="reading corpus", unit=" docs", file=sys.stderr):
+    for doc in tqdm(unique_documents(iter_documents(corpus), f"{corpus}"), desc="reading corpus", unit=" docs",
+                    file=sys.stderr):
         if max_docs is not None and len(documents) >= max_docs:
             break
         documents.append(doc)

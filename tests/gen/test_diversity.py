@@ -25,7 +25,8 @@ def _write_pool(pool, docs, generations_of, g: int) -> None:
     (pool / "shard-00000-of-00001.done").write_text("{}\n")
     (pool / "manifest.json").write_text(json.dumps({
         "format": "megadocs.gen-pool/1", "kind": "rephrase", "g": g, "source": str(source),
-        "source_hash": source_hash(source), "n_docs": len(docs), "generator": "hand",
+        "source_hash": source_hash(source), "n_docs": None, "generator": "hand",  # as gen writes it
+        "statistics": {"documents": len(docs), "generations": len(rows)},
         "prompt_template": {"name": "wrap", "sha256": "0" * 64}, "seed": 0, "num_shards": 1,
     }))
 
@@ -96,6 +97,17 @@ def test_cli_samples_documents_and_refuses_bad_input(tmp_path, capsys):
     assert main(["gen", "diversity", "--pool", str(pool), "--max-docs", "0"]) == 2
     assert "--max-docs: expected >= 1" in capsys.readouterr().err
     assert main(["gen", "diversity", "--pool", str(tmp_path / "nowhere")]) == 2
+
+
+def test_documents_are_sampled_across_the_whole_pool_not_its_first_ones(tmp_path):
+    """--max-docs samples every k-th document of the pool (a corpus in its own order, e.g. by date
+    or topic, is not measured by its head): 10 documents, 2 sampled are documents 0 and 5."""
+    pool, docs = tmp_path / "pool", _docs(10)
+    late = {text for _, text in docs[5:]}
+    _write_pool(pool, docs, lambda text, g: (_varied if text in late else _copies)(text, g), g=2)
+    diversity = write_pool_diversity(pool, max_docs=2)
+    assert diversity.documents == 2
+    assert diversity.by_g[2].cross_generation_overlap == pytest.approx(0.5, abs=0.1)  # one copied, one varied
 
 
 def test_measure_is_null_not_nan_without_ngrams():

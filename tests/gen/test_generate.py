@@ -89,6 +89,25 @@ def test_a_pool_refuses_different_settings(tiny_generator, docs4, engine, full_p
         generate_pool("thoughts", docs4, tiny_generator, 2, full_pool, engine=engine, template=str(edited), **OPTIONS)
 
 
+def test_a_pool_holding_only_its_manifest_takes_corrected_settings(tiny_generator, docs4, engine, tmp_path):
+    """A run refused once the engine is up (here: no room for the document in the context)
+    wrote the manifest and nothing else; the re-run the message asks for (a lower
+    --max-new-tokens) is not then refused for differing from it."""
+    out = tmp_path / "pool"
+    with pytest.raises(UserError, match="--max-new-tokens: 2040 leaves no room"):
+        generate_pool("rephrase", docs4, tiny_generator, 1, out, engine=engine, **{**OPTIONS, "max_new_tokens": 2040})
+    manifest = generate_pool("rephrase", docs4, tiny_generator, 1, out, engine=engine, **OPTIONS)
+    assert manifest["complete"] and manifest["sampling"]["max_new_tokens"] == 8
+
+
+def test_duplicate_ids_are_refused_whichever_shards_they_fall_in(tiny_generator, engine, tmp_path):
+    docs = tmp_path / "docs.jsonl"
+    docs.write_text("".join(json.dumps({"id": i, "text": f"Document number {k} about owls."}) + "\n"
+                            for k, i in enumerate(["a", "a", "b"])))  # documents 0 and 1: shards 0 and 1 of 2
+    with pytest.raises(UserError, match=r"--docs: .*docs.jsonl: documents 0 and 1 \(0-based\) share the id 'a'"):
+        generate_pool("rephrase", docs, tiny_generator, 1, tmp_path / "pool", engine=engine, num_shards=2, **OPTIONS)
+
+
 def test_plain_text_fallback_when_the_tokenizer_has_no_chat_template(tiny_generator_plain, tmp_path):
     from gen.engines import TransformersEngine
 

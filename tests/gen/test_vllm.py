@@ -315,3 +315,39 @@ def test_rerun_of_a_complete_pool_is_a_no_op(pools):
     assert "vllm" not in result.stderr.lower()  # the engine was never loaded
     assert json.loads(result.stdout.splitlines()[-1])["generations"] == G * len(_source(pools["docs"]))
     assert {p.name: p.read_bytes() for p in pools["rephrase"].glob("shard-*")} == before
+
+
+KILLED_OWNER = """
+import json, os, signal, sys
+import psutil
+from gen.engines import VllmEngine
+
+if __name__ == "__main__":
+    engine = VllmEngine(sys.argv[1], max_model_len=256, enforce_eager=True)
+    print("PIDS", json.dumps([child.pid for child in psutil.Process().children()]), flush=True)
+    os.kill(os.getpid(), signal.SIGKILL)  # what the OOM killer or `kill -9 PID` does: no cleanup runs
+"""
+
+
+def test_engine_processes_do_not_outlive_a_sigkilled_owner(tiny_generator, tmp_path):
+    """vLLM's engine core does not watch its parent: without gen's reaper it lives on after a
+    SIGKILL of the process alone (not its group), holding its share of GPU memory, and a re-run
+    on that GPU cannot start."""
+    import psutil
+
+    script = tmp_path / "owner.py"
+    script.write_text(KILLED_OWNER)
+    out = tmp_path / "owner.out"  # a file, not a pipe: an orphan would hold a pipe open
+    with open(out, "w") as stdout:
+        done = subprocess.run([sys.executable, str(script), str(tiny_generator)], env=_env(), stdout=stdout,
+                              stderr=subprocess.STDOUT, timeout=STARTUP_TIMEOUT_S)
+    assert done.returncode == -signal.SIGKILL, out.read_text()[-2000:]
+    pids = json.loads(next(line[5:] for line in out.read_text().splitlines() if line.startswith("PIDS ")))
+    engine = [pid for pid in pids if psutil.pid_exists(pid) and "VLLM" in psutil.Process(pid).name()]
+    try:
+        _, alive = psutil.wait_procs([psutil.Process(pid) for pid in pids if psutil.pid_exists(pid)], timeout=30)
+        assert not alive, [p.name() for p in alive]
+    finally:
+        for pid in engine:  # the old behaviour's orphans: not left behind by the test
+            if psutil.pid_exists(pid):
+                os.kill(pid, signal.SIGKILL)

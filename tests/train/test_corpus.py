@@ -11,7 +11,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from megadocs.corpus import Document, iter_documents, source_hash
+from megadocs.corpus import Document, iter_documents, source_hash, unique_documents
 from megadocs.errors import UserError
 
 
@@ -61,6 +61,8 @@ def test_jsonl_gz(tmp_path):
         (b'{"body": "no text"}\n', 1, "'text'"),
         (b'{"text": 5}\n', 1, "'text'"),
         (b'["text"]\n', 1, "JSON object"),
+        (b'{"text": "ok"}\n{"text": "a \\ud800 b"}\n', 2, "'text': lone surrogate '\\\\ud800' at character 2"),
+        (b'{"text": "ok", "id": "\\udc00"}\n', 1, "'id': lone surrogate"),
     ],
 )
 def test_bad_jsonl_names_file_and_line(tmp_path, content, line, what):
@@ -69,6 +71,13 @@ def test_bad_jsonl_names_file_and_line(tmp_path, content, line, what):
     with pytest.raises(UserError, match=rf"bad\.jsonl:{line}: .*{what}") as info:
         list(iter_documents(path))
     assert "\n" not in str(info.value)
+
+
+def test_duplicate_ids_are_refused_naming_both_positions(tmp_path):
+    path = tmp_path / "c.jsonl"
+    path.write_text('{"text": "a", "id": "2"}\n{"text": "b"}\n')  # line 2 has no id: it gets "2"
+    with pytest.raises(UserError, match=r"c\.jsonl: documents 0 and 1 \(0-based\) share the id '2'"):
+        list(unique_documents(iter_documents(path), str(path)))
 
 
 def test_parquet_with_and_without_ids(tmp_path):

@@ -122,6 +122,29 @@ def test_a_pool_from_a_file_tokenizes_its_real_documents_itself(tmp_path, store)
                                tokenize_assembled(pool, algorithm, 2, store), (algorithm, 2))
 
 
+def test_a_pool_whose_source_moved_names_the_manifest_field_and_works_once_it_is_set(tmp_path, store, capsys):
+    """The source path is provenance, not identity (checked by content hash): a moved corpus is
+    one line naming the manifest's 'source', and pointing it at the new path is enough."""
+    from gen.assemble import assemble
+    from megadocs.cli import main
+
+    source = tmp_path / "docs.jsonl"
+    documents = _store_documents(store)[:5]
+    source.write_text("".join(json.dumps({"id": doc_id, "text": text}) + "\n" for doc_id, text in documents))
+    pool = write_rephrases(tmp_path / "pool", source, documents, tokenize=False)
+    moved = source.rename(tmp_path / "moved.jsonl")
+    assert main(["data", "tokenize-pool", "--pool", str(pool), "--store", str(store.path), "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert f"its source {source} (manifest.json 'source') is not found" in err and "\n" not in err
+    with pytest.raises(UserError, match="manifest.json 'source'"):
+        assemble(pool, "stitched", 2)
+    manifest = json.loads((pool / "manifest.json").read_text())
+    (pool / "manifest.json").write_text(json.dumps({**manifest, "source": str(moved)}))
+    assert main(["data", "tokenize-pool", "--pool", str(pool), "--store", str(store.path), "--no-progress"]) == 0
+    _assert_same_documents(synthetic_documents(pool, "stitched", 2, store),
+                           tokenize_assembled(pool, "stitched", 2, store), ("stitched", 2))
+
+
 def test_a_thoughts_pool_trains_with_no_tokenizer_in_the_training_process(micro_store, tmp_path, monkeypatch):
     """A whole latent training run (streams, training, validation, the saved model) with every way
     of loading a tokenizer made to fail: the training process only memory-maps."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pyarrow as pa
@@ -118,6 +119,20 @@ def test_bad_line_raises_and_leaves_no_store(tmp_path):
         prepare(corpus, tmp_path / "out", vocab_size=VOCAB, val_docs=1)
     assert not (tmp_path / "out").exists()
     assert not list(tmp_path.glob(".out.tmp-*"))
+
+
+@pytest.mark.parametrize("lines, message", [
+    ('{"text": "one", "id": "x"}\n{"text": "two"}\n{"text": "three", "id": "x"}\n', "documents 0 and 2 (0-based) share the id 'x'"),
+    ('{"text": "one"}\n{"text": "two \\udfff"}\n{"text": "three"}\n', "c.jsonl:2: 'text': lone surrogate"),
+])
+def test_a_corpus_no_reader_can_key_or_encode_is_refused_in_one_line(lines, message, tmp_path):
+    """Duplicate ids (gen keys rows and seeds by id, training's contamination guard compares ids)
+    and escaped lone surrogates (no UTF-8 file holds them) are refused before anything is written."""
+    corpus = tmp_path / "c.jsonl"
+    corpus.write_text(lines)
+    with pytest.raises(UserError, match=re.escape(message)) as info:
+        prepare(corpus, tmp_path / "out", vocab_size=VOCAB, val_docs=1)
+    assert "\n" not in str(info.value) and not (tmp_path / "out").exists()
 
 
 def test_interrupted_prepare_leaves_nothing_that_looks_complete(small_corpus, tmp_path, monkeypatch):
