@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib.util
+import os
 import signal
 import threading
 from abc import ABC, abstractmethod
@@ -41,6 +42,7 @@ from pathlib import Path
 
 from gen.templates import ChatTemplateInfo, chat_template_for
 from megadocs.errors import UserError
+from megadocs.procs import child_pids, start_reaper, stop_reaper
 
 __all__ = [
     "ENGINES", "Sampling", "Request", "Completion", "Engine", "VllmEngine", "TransformersEngine",
@@ -196,12 +198,14 @@ class VllmEngine(Engine):
             extra = {"enable_chunked_prefill": False,
                      "max_num_batched_tokens": max(CPU_BATCHED_TOKENS, context)}
         eager = on_cpu if enforce_eager is None else enforce_eager
-        before = _child_pids()
+        before = set(child_pids(os.getpid()))
         with _interruptible_engine_start():
             self.llm = LLM(self.generator, revision=revision, max_model_len=max_model_len,
                            enable_prefix_caching=True, enforce_eager=eager,
                            gpu_memory_utilization=gpu_memory_utilization, dtype=dtype, **extra)
-        self._reaper = _start_reaper(sorted(_child_pids() - before))
+        # vLLM's engine core outlives a SIGKILL of this process (it watches nothing of its parent)
+        # and would hold its share of GPU memory: a reaper kills it then (megadocs.procs)
+        self._reaper = start_reaper(sorted(set(child_pids(os.getpid())) - before))
         config = self.llm.llm_engine.vllm_config
         self.context_length = int(config.model_config.max_model_len)
         self.sequences_per_call = CALL_FILL * int(config.scheduler_config.max_num_seqs)
@@ -239,7 +243,7 @@ class VllmEngine(Engine):
         if core is not None and hasattr(core, "shutdown"):
             core.shutdown()
         del self.llm
-        _stop_reaper(self._reaper)
+        stop_reaper(self._reaper)
 
 
 class TransformersEngine(Engine):
@@ -344,52 +348,6 @@ def _interruptible_engine_start() -> Iterator[None]:
     finally:
         process.BaseProcess.start = original_start
         signal.signal(signal.SIGINT, previous_handler)
-
-
-# The reaper: a few lines of Python in their own session that block on a pipe from this process.
-# EOF with nothing written means this process is gone without closing the engine (SIGKILL, the
-# OOM killer): vLLM's engine core watches nothing of its parent and would live on, an orphan
-# holding its share of GPU memory (gpu_memory_utilization) until killed by hand, so a re-run on
-# that GPU would not start. It is killed then (its workers follow: they watch the core). Cost: one
-# idle interpreter per engine (about 10 MB).
-_REAPER = """
-import os, signal, sys
-if not sys.stdin.buffer.read():
-    for pid in sys.argv[1:]:
-        try:
-            os.kill(int(pid), signal.SIGKILL)
-        except OSError:
-            pass
-"""
-
-
-def _child_pids() -> set[int]:
-    import psutil  # a vLLM dependency
-
-    return {child.pid for child in psutil.Process().children()}
-
-
-def _start_reaper(pids: list[int]):
-    """A process that kills ``pids`` (the engine's) when this one dies without :func:`_stop_reaper`."""
-    import subprocess
-    import sys
-
-    if not pids:
-        return None
-    return subprocess.Popen([sys.executable, "-S", "-c", _REAPER, *map(str, pids)], stdin=subprocess.PIPE,
-                            start_new_session=True)  # a Ctrl-C or group kill of ours leaves it running
-
-
-def _stop_reaper(reaper) -> None:
-    """The engine was shut down: tell the reaper so (a byte before EOF) and let it exit."""
-    if reaper is None:
-        return
-    try:
-        reaper.stdin.write(b"closed")
-        reaper.stdin.close()
-    except OSError:
-        pass
-    reaper.wait(timeout=30)
 
 
 def _config_context(generator: str) -> int:

@@ -11,7 +11,7 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 
-__all__ = ["pid_alive", "child_pids", "apply_environment_defaults", "available_cores", "threads_per_job",
+__all__ = ["pid_alive", "process_start", "child_pids", "start_reaper", "stop_reaper", "apply_environment_defaults", "available_cores", "threads_per_job",
            "job_thread_environment", "child_process_settings", "world_from_env", "THREAD_VARIABLES"]
 
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS")
@@ -33,6 +33,15 @@ def pid_alive(pid: int) -> bool:
         except PermissionError:
             return True
         return True
+
+
+def process_start(pid: int) -> int | None:
+    """The process's start time in clock ticks since boot (/proc), None where unknown: with the pid,
+    it names one process (a pid is reused once its process is gone)."""
+    try:
+        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19])
+    except (OSError, IndexError, ValueError):
+        return None
 
 
 def child_pids(pid: int) -> list[int]:
@@ -118,3 +127,58 @@ def world_from_env(env: Mapping[str, str] | None = None) -> tuple[int, int, int]
     if int(env.get("SLURM_NTASKS", "1")) > 1 and "SLURM_PROCID" in env:
         return int(env["SLURM_PROCID"]), int(env["SLURM_NTASKS"]), int(env.get("SLURM_LOCALID", 0))
     return 0, 1, 0
+
+
+# --- the reaper ---------------------------------------------------------------------------------
+# A process that outlives its owner's SIGKILL to kill what the owner started and would have closed
+# (gen: vLLM's engine core, which watches nothing of its parent and would live on holding its share
+# of GPU memory). It runs `python -m megadocs.procs PID:START ...` in its own session (a Ctrl-C or
+# group kill of the owner leaves it running) and blocks on a pipe from the owner: EOF with nothing
+# written means the owner is gone without stop_reaper. Each process is killed only if it is still
+# the one named (pid and start time: a pid reused since is another process). Cost: one idle
+# interpreter per reaper (about 10 MB).
+
+
+def start_reaper(pids: list[int]):
+    """Start a reaper for ``pids`` (their processes as they are now); None when there are none."""
+    import subprocess
+    import sys
+
+    named = [f"{pid}:{process_start(pid)}" for pid in pids if process_start(pid) is not None]
+    if not named:
+        return None
+    return subprocess.Popen([sys.executable, "-m", "megadocs.procs", *named], stdin=subprocess.PIPE,
+                            start_new_session=True)
+
+
+def stop_reaper(reaper) -> None:
+    """The owner closed what the reaper guards: tell it so (a byte before EOF) and let it exit."""
+    if reaper is None:
+        return
+    try:
+        reaper.stdin.write(b"closed")
+        reaper.stdin.close()
+    except OSError:
+        pass
+    reaper.wait(timeout=30)
+
+
+def _reap(named: list[str]) -> None:
+    import sys
+
+    if sys.stdin.buffer.read():  # the owner closed them itself
+        return
+    for item in named:
+        pid, start = (int(part) for part in item.split(":"))
+        if process_start(pid) == start:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except OSError:
+                pass
+
+
+if __name__ == "__main__":
+    import sys
+
+    _reap(sys.argv[1:])
+

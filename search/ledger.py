@@ -54,7 +54,7 @@ from typing import TYPE_CHECKING, Any
 
 from megadocs.errors import UserError
 from megadocs.formats import METHODS, RunMetrics, RunStatus
-from megadocs.procs import pid_alive
+from megadocs.procs import pid_alive, process_start
 from megadocs.trust import redact_url, scrub
 from search.certify import Extension, Outcome
 from search.grid import Grid
@@ -989,14 +989,6 @@ def _holder_alive(holder: Mapping[str, Any]) -> bool:
         started = holder.get("started")
         return pid_alive(pid) and (started is None or process_start(pid) in (None, started))
     return time.time() - float(holder.get("heartbeat", 0)) <= STALE_AFTER_S
-
-
-def process_start(pid: int) -> int | None:
-    """The process's start time in clock ticks since boot (/proc), None where unknown."""
-    try:
-        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19])
-    except (OSError, IndexError, ValueError):
-        return None
 
 
 def read_snapshot(sweep: Sweep) -> LedgerSnapshot:
