@@ -322,9 +322,9 @@ class GeneratePool(ShardedStep):
 
 def _holds_generations(pool: Path) -> bool:
     """Whether any row or shard marker was written into ``pool`` (of any shard count). A pool
-    without either holds only its manifest: a run that stopped before its first flush (a setting
-    refused once the engine was up, such as a --max-new-tokens too long for its context) and whose
-    settings a corrected re-run may replace, losing nothing."""
+    without either holds only its manifest: a run that stopped before its first flush (killed, or
+    a setting refused by the started engine, such as a context vLLM derived smaller than the
+    config said) and whose settings a corrected re-run may replace, losing nothing."""
     return any(path.stat().st_size for path in pool.glob("shard-*.jsonl")) or any(pool.glob("shard-*.done"))
 
 
