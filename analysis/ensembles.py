@@ -79,7 +79,7 @@ def load_ensemble_table(sources) -> pd.DataFrame:
     """
     if isinstance(sources, (str, Path)):
         sources = [sources]
-    rows: list[dict] = []
+    parts = []
     for item in sources:
         label, _, path_text = str(item).rpartition("=")
         path = Path(path_text)
@@ -87,38 +87,41 @@ def load_ensemble_table(sources) -> pd.DataFrame:
             raise UserError(f"{path}: ensemble table not found (expected CSV or JSON with algorithm, k, loss)")
         if path.suffix == ".csv":
             part = pd.read_csv(path).rename(columns=_COLUMN_ALIASES)
-            if label:
-                part["algorithm"] = label
-            rows.extend(part.to_dict("records"))
         elif path.suffix == ".json":
             try:
                 data = json.loads(path.read_text())
             except json.JSONDecodeError as exc:
                 raise UserError(f"{path}: invalid JSON ({exc.msg} at line {exc.lineno})") from None
             if isinstance(data, dict) and "sets" in data:
-                rows.extend(_from_train_ensemble(EnsembleReport.parse(data, source=path), label or None, path))
+                part = pd.DataFrame(_from_train_ensemble(EnsembleReport.parse(data, source=path), label or None, path))
             elif isinstance(data, list):
                 part = pd.DataFrame(data).rename(columns=_COLUMN_ALIASES)
-                if label:
-                    part["algorithm"] = label
-                rows.extend(part.to_dict("records"))
             else:
                 raise UserError(f"{path}: expected a list of rows or a `megadocs train ensemble --json` report")
         else:
             raise UserError(f"{path}: unknown ensemble table format {path.suffix!r} (expected .csv or .json)")
-    table = pd.DataFrame(rows)
-    missing = [c for c in ("algorithm", "k", "loss") if c not in table]
-    if missing:
-        raise UserError(f"ensemble table: missing column(s) {missing} (expected algorithm, k, loss[, set])")
-    if "set" not in table:
-        table["set"] = IID
-    table["set"] = table["set"].fillna(IID)
-    table["k"] = pd.to_numeric(table["k"], errors="coerce")
-    table["loss"] = pd.to_numeric(table["loss"], errors="coerce")
-    bad = table[table["k"].isna() | table["loss"].isna() | (table["k"] < 1)]
-    if len(bad):
-        raise UserError(f"ensemble table: rows with k < 1 or non-numeric k/loss: {bad.head(3).to_dict('records')}")
+        if label:
+            part["algorithm"] = label
+        parts.append(_checked_rows(part, path))
+    if not parts:
+        raise UserError("ensemble table: no file given (expected [ALGORITHM=]PATH, CSV or JSON)")
+    table = pd.concat(parts, ignore_index=True)
     return table[["algorithm", "k", "loss", "set"]].sort_values(["set", "algorithm", "k"]).reset_index(drop=True)
+
+
+def _checked_rows(part: pd.DataFrame, path: Path) -> pd.DataFrame:
+    """One file's rows with numeric k and loss and a ``set`` (``iid`` when not given); UserError
+    naming the file for missing columns or rows that are no ensemble loss."""
+    missing = [c for c in ("algorithm", "k", "loss") if c not in part]
+    if missing:
+        raise UserError(f"{path}: ensemble table without column(s) {missing} (expected algorithm, k, loss[, set])")
+    part = part.assign(set=part["set"].fillna(IID) if "set" in part else IID,
+                       k=pd.to_numeric(part["k"], errors="coerce"), loss=pd.to_numeric(part["loss"], errors="coerce"))
+    bad = part[part["k"].isna() | part["loss"].isna() | (part["k"] < 1)]
+    if len(bad):
+        raise UserError(f"{path}: ensemble table rows with k < 1 or non-numeric k/loss: "
+                        f"{bad.head(3).to_dict('records')}")
+    return part
 
 
 def score_ensemble_studies(

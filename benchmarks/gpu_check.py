@@ -4,7 +4,8 @@
 (300m preset, context 4096, vocabulary 128,256, batch 64) as `megadocs train` runs it now
 (regional compile, `loss: auto`, strict determinism) over a micro-batch sweep (16, 32, 8, 64)
 against `train.plan`'s memory estimate, with the top kernels of one step (which attention kernel
-ran) and the compile counters (graphs, graph breaks); the loss alone (chunked eager, chunked
+ran) and the compile counters (graphs, graph breaks); the same sweep with `deterministic: false`
+(``train_fast``: what a run gains without bitwise resumption); the loss alone (chunked eager, chunked
 compiled, Liger, full: time, memory, agreement); and the backbone compiled whole with the eager
 loss, as shipped before issue 26.
 
@@ -228,7 +229,7 @@ def _time_steps(ctx: Context, step: Callable[[], Any], *, warmup: int, timed: in
 
 
 def _train_row(ctx: Context, *, micro: int, compile_mode: str, loss: str, seconds_per_step: float, first_s: float,
-               shipped: bool) -> dict:  # fmt: skip
+               shipped: bool, determinism: str) -> dict:  # fmt: skip
     args = ctx.args
     tokens_per_s = args.batch * args.context / seconds_per_step
     flops = model_cost(args.preset, vocab_size=args.vocab, context=args.context).flops_per_token
@@ -238,7 +239,7 @@ def _train_row(ctx: Context, *, micro: int, compile_mode: str, loss: str, second
     return dict(preset=args.preset, context=args.context, vocab=args.vocab, batch=args.batch, micro_batch=micro,
                 compile=compile_mode, loss=loss, tokens_per_s=tokens_per_s, flops_per_token=flops, peak_tflops=peak,
                 mfu=tokens_per_s * flops / (peak * 1e12), peak_mem_gb=_peak_gb(ctx), plan_estimate_gb=estimate,
-                first_step_s=first_s, shipped=shipped)  # fmt: skip
+                first_step_s=first_s, shipped=shipped, determinism=determinism)  # fmt: skip
 
 
 def _kernels(ctx: Context, step: Callable[[], Any], label: str) -> None:
@@ -314,14 +315,27 @@ def _best_of(ctx: Context, operation: Callable[[], Any], repeats: int) -> float:
 def section_train(ctx: Context) -> None:
     """The shipped configuration over the micro-batch sweep (strict determinism, as `megadocs train`),
     and each other loss of ``--train-losses`` (``auto`` is what a run resolves it to: ``shipped``)."""
+    _train_sweep(ctx, strict=True)
+
+
+def section_train_fast(ctx: Context) -> None:
+    """The same sweep with ``deterministic: false`` (a process of its own: Inductor compiles under
+    the determinism setting in force). Strict determinism's deterministic flash-attention backward
+    was the largest kernel of the shipped step (235 ms of about 1.05 s); these rows say what a run
+    gains without it, and lose bitwise resumption. Never ``shipped``: runs default to strict."""
+    _train_sweep(ctx, strict=False)
+
+
+def _train_sweep(ctx: Context, *, strict: bool) -> None:
     args = ctx.args
-    set_determinism(ctx.device, strict=True)
+    set_determinism(ctx.device, strict=strict)
     model = _model(ctx)
     compile_layers(decoder_layers(model))
     shipped = resolve_loss_implementation("auto", ctx.device, compiled=True)
     optimizer, scheduler = _optimizer(model, ctx)
     ids, documents = _batch(ctx, args.batch)
     losses = list(dict.fromkeys(shipped if name == "auto" else name for name in args.train_losses))
+    setting = "strict" if strict else "off"  # `deterministic: true` / `false`
     for index, (implementation, micro) in enumerate((loss, micro) for loss in losses for micro in args.micro):
         def step(micro=micro, implementation=implementation):
             return _steps(ctx, model, optimizer, scheduler, ids, documents, micro=micro, steps=1,
@@ -338,14 +352,14 @@ def section_train(ctx: Context) -> None:
                 return
             ctx.emit("train", **_train_row(ctx, micro=micro, compile_mode="regional", loss=implementation,
                                            seconds_per_step=per_step, first_s=first_s,
-                                           shipped=implementation == shipped))  # fmt: skip
+                                           shipped=implementation == shipped and strict, determinism=setting))  # fmt: skip
             if first:
-                _compile_counters(ctx, f"regional, micro-batch {micro}")
-                _kernels(ctx, step, f"regional compile, {implementation}, micro-batch {micro}")
+                _compile_counters(ctx, f"regional, determinism {setting}, micro-batch {micro}")
+                _kernels(ctx, step, f"regional compile, determinism {setting}, {implementation}, micro-batch {micro}")
 
-        ctx.attempt(f"train regional {implementation} micro-batch {micro}", measure)
+        ctx.attempt(f"train regional, determinism {setting}, {implementation} micro-batch {micro}", measure)
         optimizer.zero_grad(set_to_none=True)
-    _compile_counters(ctx, "regional, after the sweep")
+    _compile_counters(ctx, f"regional, determinism {setting}, after the sweep")
 
 
 def _oom_against_plan(ctx: Context, micro: int) -> None:
@@ -380,7 +394,7 @@ def section_train_before(ctx: Context) -> None:
     def measure():
         first_s, per_step = _time_steps(ctx, step, warmup=args.warmup, timed=args.timed)
         ctx.emit("train", **_train_row(ctx, micro=micro, compile_mode="whole", loss="chunked", seconds_per_step=per_step,
-                                       first_s=first_s, shipped=False))  # fmt: skip
+                                       first_s=first_s, shipped=False, determinism="warn_only"))  # fmt: skip
         _compile_counters(ctx, f"whole backbone, micro-batch {micro}")
         _kernels(ctx, step, f"whole-backbone compile, eager chunked loss, micro-batch {micro}")
 
@@ -722,6 +736,7 @@ def _free_port() -> int:
 SECTIONS: dict[str, Section] = {
     "ceilings": Section(section_ceilings, timeout_s=60, minimum_s=10),
     "train": Section(section_train, timeout_s=170, minimum_s=60),
+    "train_fast": Section(section_train_fast, timeout_s=170, minimum_s=60),
     "loss": Section(section_loss, timeout_s=60, minimum_s=20),
     "train_before": Section(section_train_before, timeout_s=150, minimum_s=60),
     "masked": Section(section_masked, timeout_s=100, minimum_s=40),
@@ -734,7 +749,7 @@ SECTIONS: dict[str, Section] = {
 # In order of importance: a deadline skips the last ones first. The resume runs share the compiled
 # graphs of the determinism section (same shapes), so whichever runs second compiles from cache.
 PARTS = {
-    "perf": ("ceilings", "train", "loss", "train_before"),
+    "perf": ("ceilings", "train", "train_fast", "loss", "train_before"),
     "correct": ("masked", "resume", "determinism_strict", "parallel", "determinism_before"),
 }
 PARTS["all"] = PARTS["perf"] + PARTS["correct"]

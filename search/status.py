@@ -349,7 +349,8 @@ class EnsembleSummary:
 class TransferState(str, Enum):
     """Where a transfer's one run stands (the word ``search status`` prints)."""
 
-    WAITING = "waiting"  # no run yet: its source is not certified, or certify has not reached it
+    WAITING = "waiting"  # no run yet: its source is not certified yet, or certify has not reached it
+    BLOCKED = "blocked"  # no run, and none until its source certifies: the source ended failed
     RUNNING = "running"
     FINISHED = "finished"  # a diverged run is finished with loss +inf, as in the certifier
     FAILED = "failed"
@@ -374,7 +375,9 @@ class TransferSummary:
         """One line for ``search status``: the target, whose optimum it runs at, its state and loss."""
         target = " ".join(f"{k}={v}" for k, v in self.fixed.items())
         loss = f": loss {self.loss:.4f}" if self.loss is not None else ""
-        return f"transfer {self.name} ({target} at {self.source}'s optimum): {self.state.value}{loss}"
+        why = f" ({self.source} ended failed: it runs once {self.source} certifies)" \
+            if self.state is TransferState.BLOCKED else ""
+        return f"transfer {self.name} ({target} at {self.source}'s optimum): {self.state.value}{why}{loss}"
 
 
 def summarize_ensembles(sweep: Sweep, summaries: Iterable[CertificationSummary] | None = None, *,
@@ -447,7 +450,8 @@ def summarize_transfers(sweep: Sweep, summaries: Iterable[CertificationSummary] 
         records = [r for r in snapshot.runs(study_name(sweep.name, transfer.name, StudyKind.TRANSFER))
                    if r.status is not RunStatus.SUPERSEDED and point_key(r.point) == current]
         latest = records[-1] if records else None
-        state = (TransferState.WAITING if latest is None else TransferState.FINISHED if latest.status.finished
+        waiting = TransferState.BLOCKED if by_name[transfer.source].state is CertState.FAILED else TransferState.WAITING
+        state = (waiting if latest is None else TransferState.FINISHED if latest.status.finished
                  else TransferState.FAILED if latest.status is RunStatus.FAILED else TransferState.RUNNING)
         found.append(TransferSummary(
             name=transfer.name, source=transfer.source, fixed=dict(transfer.fixed), state=state,

@@ -202,11 +202,13 @@ def read_checkpoint(run_dir: Path, *, identity: str) -> dict[str, Any] | None:
         return None
     try:
         state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError) as exc:
+    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError) as exc:
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        # weights_only refuses a pickle that would run code (UnpicklingError); a cut-off, corrupt or
+        # foreign file fails in the zip reader or its memory map (RuntimeError, OSError) or ends early
+        what = "refused to unpickle it" if isinstance(exc, pickle.UnpicklingError) else "cannot read it"
         raise UserError(
-            f"{path}: not a safe {FORMAT} checkpoint (refused to unpickle it: {reason[:160]}); "
-            "delete it to restart the run"
+            f"{path}: not a safe {FORMAT} checkpoint ({what}: {reason[:160]}); delete it to restart the run"
         ) from None
     compat.upgrade(compat.CHECKPOINT, state, source=str(path), action="delete it to restart the run")
     if state["identity"] != identity:

@@ -48,7 +48,12 @@ class TrainRow(BaseModel):
     mfu: float
     peak_mem_gb: float
     shipped: bool = False
-    """Whether this is what ``megadocs train`` runs by default now (compile auto, loss auto)."""
+    """Whether this is what ``megadocs train`` runs by default now (compile auto, loss auto,
+    ``deterministic: true``)."""
+    determinism: str | None = None
+    """``strict`` (``deterministic: true``), ``off`` (``deterministic: false``) or ``warn_only`` (as
+    before issue 26); None in rows measured before the check recorded it (all were strict but
+    the ``whole`` row)."""
 
 
 class CheckRow(BaseModel):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -75,17 +76,20 @@ def test_two_members_are_not_fitted_and_say_why():
 @pytest.mark.parametrize(
     ("content", "name", "message"),
     [
-        ("algorithm,loss\nreal,3.4\n", "t.csv", "missing column"),
+        ("algorithm,loss\nreal,3.4\n", "t.csv", "ensemble table without column"),
         ("algorithm,k,loss\nreal,0,3.4\n", "t.csv", "k < 1"),
         ("{not json", "t.json", "invalid JSON"),
         ("a: 1", "t.yaml", "unknown ensemble table format"),
     ],
 )
 def test_bad_tables_are_refused_with_the_file_named(tmp_path, content, name, message):
+    """Among several files, the one at fault is named (the column checks had said "ensemble table")."""
+    (tmp_path / "fine.csv").write_text("algorithm,k,loss\nreal,1,3.5\nreal,2,3.4\n")
     path = tmp_path / name
     path.write_text(content)
-    with pytest.raises(UserError, match=message):
-        load_ensemble_table(path)
+    with pytest.raises(UserError, match=rf"^{re.escape(str(path))}: .*{message}") as info:
+        load_ensemble_table([tmp_path / "fine.csv", path] if name == "t.csv" else path)
+    assert "\n" not in str(info.value)
 
 
 def test_missing_file_is_named(tmp_path):

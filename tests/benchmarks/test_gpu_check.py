@@ -44,7 +44,8 @@ def test_cpu_rehearsal_runs_every_section_and_writes_gpu_json(tmp_path):
     assert results.device == "cpu" and raw["parts"] == ["all"]
     assert [section["name"] for section in raw["sections"]] == list(gpu_check.PARTS["all"])
     assert {section["status"] for section in raw["sections"]} == {"ok"}
-    assert {(row.compile, row.shipped) for row in results.train} == {("regional", True), ("whole", False)}
+    assert {(row.compile, row.determinism, row.shipped) for row in results.train} == {
+        ("regional", "strict", True), ("regional", "off", False), ("whole", "warn_only", False)}
     for row in results.train:
         assert row.mfu == pytest.approx(row.tokens_per_s * row.flops_per_token / (row.peak_tflops * 1e12))
     failed = [check for check in results.checks if not check.passed and not check.skipped]

@@ -61,10 +61,24 @@ def test_crafted_state_file_is_refused_and_not_executed(tmp_path):
     # the same bytes under the old weights_only=False load would have run the code:
     # pickle.load(open(path, "rb")) creates the marker
     model, optimizer, scheduler = _parts()
-    with pytest.raises(UserError, match="refused to unpickle") as info:
+    with pytest.raises(UserError, match="not a safe .* checkpoint \\((refused to unpickle|cannot read) it") as info:
         load_checkpoint(tmp_path / "run", model=model, optimizer=optimizer, scheduler=scheduler, identity="abc")
     assert "\n" not in str(info.value)
     assert not marker.exists()
+
+
+@pytest.mark.parametrize("cut", [0.5, 0.0])
+def test_a_cut_off_checkpoint_is_unreadable_not_unsafe(tmp_path, cut):
+    """A checkpoint cut short (a copy that stopped, a disk fault) is said to be unreadable in one line;
+    "refused to unpickle" is for a file that would run code."""
+    model, optimizer, scheduler = _parts()
+    save_checkpoint(tmp_path, **_state(model, optimizer, scheduler))
+    path = checkpoint_path(tmp_path)
+    path.write_bytes(path.read_bytes()[: int(path.stat().st_size * cut)])
+    with pytest.raises(UserError, match=rf"^{path}: not a safe .* checkpoint \(cannot read it: .*\); "
+                                        "delete it to restart the run$") as info:
+        load_checkpoint(tmp_path, model=model, optimizer=optimizer, scheduler=scheduler, identity="abc")
+    assert "\n" not in str(info.value)
 
 
 @pytest.mark.parametrize("state", [{"format": "megadocs.train-checkpoint/1", "identity": "abc"},
