@@ -285,8 +285,9 @@ def _experiment_sections(report: _Report, runs: pd.DataFrame, certifications: pd
         report.add("## Generation diversity vs G", "",
                    "Do more generations add new text? Distinct n-grams and compression ratio falling with G, or "
                    "cross-generation overlap rising, mean the extra generations repeat each other "
-                   "(`megadocs gen diversity`). Read next to the loss curve above.", "",
-                   _markdown_table(diversity.drop(columns=["pool"])), "")
+                   "(`megadocs gen diversity`; a thoughts pool at every G' its split points serve). Read next to "
+                   "the loss curve above.", "",
+                   _markdown_table(diversity.assign(pool=diversity["pool"].map(lambda path: Path(path).name))), "")
         report.figure(lambda: plot_diversity(diversity), "fig-diversity-vs-g", "Generation diversity vs G'")
     elif diversity is not None:  # the sweep names pools, none generated or measured yet
         report.skipped.append("generation diversity vs G: no pool of the sweep has a diversity block yet "

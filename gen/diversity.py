@@ -2,8 +2,11 @@
 
 The model-collapse question (Kang et al. 2025): if the G rephrases of a document repeat each
 other, a larger G adds epochs of the same text rather than new data. These measures are computed
-on word n-grams (lower-cased, whitespace split) over a deterministic sample of documents and the
-first G' generations of each (by ``gen_index``), for G' = 1, 2, 4, ... up to the pool's G:
+on word n-grams (lower-cased, whitespace split) over a deterministic sample of documents and, for
+each G' the pool serves, the generations that make up G' (:func:`megadocs.pools.pool_generations`,
+the rule assembly and training follow): a rephrase pool's first G' for G' = 1, 2, 4, ... up to
+its G; a thoughts pool's thoughts at G''s split points, for every G' with (G'+1) dividing (G+1)
+(:func:`megadocs.pools.served_gs`: 2, 10 and 32 for G = 32):
 
 - ``distinct_n``: unique n-grams / all n-grams over the sample's generations (higher = more varied);
 - ``compression_ratio``: zlib-compressed / raw bytes of each document's G' generations joined,
@@ -35,7 +38,8 @@ from megadocs.errors import UserError
 from megadocs.formats import PoolKind
 from megadocs.shards import manifest_lock
 
-__all__ = ["NGRAM", "DEFAULT_MAX_DOCS", "measure", "g_values", "pool_diversity", "write_pool_diversity"]
+__all__ = ["NGRAM", "DEFAULT_MAX_DOCS", "measure", "g_values", "measured_gs", "pool_diversity",
+           "write_pool_diversity"]
 
 NGRAM = 3
 DEFAULT_MAX_DOCS = 1000
@@ -109,14 +113,24 @@ def _sample(pool: Path, manifest: pools.PoolManifest, max_docs: int) -> list[tup
     return sample
 
 
-def _first(generations: list[str | None], g: int) -> list[str]:
-    """The generations that make up G'=``g`` (the first g), the empty ones left out."""
-    return [text for text in generations[:g] if text is not None]
+def measured_gs(kind: PoolKind | str, pool_g: int) -> list[int]:
+    """The G' at which a pool is measured: every G' a thoughts pool serves (few: 2, 10, 32 for
+    G = 32); 1, 2, 4, ... and G for a rephrase pool (which serves every G' <= G; doubling is
+    enough to draw the curve and keeps the cost at log2 G measures).
+
+    >>> measured_gs("rephrase", 6), measured_gs("thoughts", 7), measured_gs("thoughts", 4)
+    ([1, 2, 4, 6], [1, 3, 7], [4])
+    """
+    return pools.served_gs(kind, pool_g) if PoolKind(kind) == PoolKind.THOUGHTS else g_values(pool_g)
+
+
+def _selected(generations: list[str | None], indices: list[int]) -> list[str]:
+    """The generations at ``indices`` (those that make up one G'), the empty ones left out."""
+    return [text for text in (generations[k] for k in indices) if text is not None]
 
 
 def pool_diversity(pool: str | Path, *, max_docs: int = DEFAULT_MAX_DOCS, n: int = NGRAM) -> pools.PoolDiversity:
-    """Measures per G' for a complete rephrase or thoughts pool (thoughts: at the pool's G only,
-    since a G-thought pool's split points differ from a smaller G's)."""
+    """Measures per G' (:func:`measured_gs`) for a complete rephrase or thoughts pool."""
     pool = Path(pool)
     if max_docs < 1:
         raise UserError(f"--max-docs: expected >= 1, got {max_docs}")
@@ -125,11 +139,12 @@ def pool_diversity(pool: str | Path, *, max_docs: int = DEFAULT_MAX_DOCS, n: int
         raise UserError(f"--pool: {pool} holds unconditional samples; diversity vs G needs a rephrase or thoughts pool")
     pools.require_complete(pool, manifest)
     sample = _sample(pool, manifest, max_docs)
-    gs = g_values(manifest.g) if manifest.kind == PoolKind.REPHRASE else [manifest.g]
+    chosen = {g: pools.select_generations(manifest.kind, manifest.g, g) for g in measured_gs(manifest.kind, manifest.g)}
     return pools.PoolDiversity(
         ngram=n,
         documents=len(sample),
-        by_g={g: measure(((src, _first(gens, g)) for src, gens in sample), n=n) for g in gs},
+        by_g={g: measure(((src, _selected(gens, indices)) for src, gens in sample), n=n)
+              for g, indices in chosen.items()},
         created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
     )
 

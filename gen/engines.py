@@ -47,6 +47,7 @@ from megadocs.procs import child_pids, start_reaper, stop_reaper
 __all__ = [
     "ENGINES", "Sampling", "Request", "Completion", "Engine", "VllmEngine", "TransformersEngine",
     "default_engine", "load_tokenizer", "open_engine", "resolved_settings", "ENVIRONMENT_DEFAULTS",
+    "render_prompt", "count_prompt_tokens", "planned_context_length",
 ]
 
 ENGINES = ("vllm", "transformers")
@@ -118,6 +119,45 @@ def load_tokenizer(generator: str | Path, revision: str | None = None):
         raise UserError(f"--generator: {generator}: cannot load its tokenizer ({str(exc).splitlines()[0]})") from None
 
 
+def render_prompt(tokenizer, chat: ChatTemplateInfo, messages: list[dict]) -> str:
+    """The prompt text an engine feeds the model for ``messages`` under ``chat``."""
+    return tokenizer.apply_chat_template(messages, chat_template=chat.template, tokenize=False,
+                                         add_generation_prompt=True)
+
+
+def count_prompt_tokens(tokenizer, chat: ChatTemplateInfo, messages: list[dict]) -> int:
+    """Prompt length in tokens (the rendered template carries its own special tokens); needs only
+    the tokenizer, so it is known before any engine starts."""
+    return len(tokenizer(render_prompt(tokenizer, chat, messages), add_special_tokens=False)["input_ids"])
+
+
+def planned_context_length(name: str, generator: str | Path, max_model_len: int | None = None) -> int | None:
+    """The context engine ``name`` will give ``generator``, read before it starts (the config
+    only; no weights, no engine), or None where the config does not say.
+
+    With ``max_model_len`` vLLM uses exactly that (or refuses to start); without it, vLLM derives
+    the context from the config, which this reads as ``max_position_embeddings`` only, so the
+    started engine's :attr:`Engine.context_length` stays the authority (gen checks again then).
+    The transformers engine's context is exactly this (:class:`TransformersEngine`).
+    """
+    if name == "auto":
+        name = default_engine()
+    try:
+        limit = _config_context(str(generator))
+    except (OSError, ValueError):
+        return None  # an unreadable config: the engine's start reports it
+    if name == "transformers":
+        return _transformers_context(limit, max_model_len)
+    return max_model_len or limit or None
+
+
+def _transformers_context(config_limit: int, max_model_len: int | None) -> int:
+    """The transformers engine's context: the config's (2048 where it says none), capped at
+    ``max_model_len``."""
+    limit = config_limit or 2048
+    return min(limit, max_model_len) if max_model_len else limit
+
+
 class Engine(ABC):
     """A loaded generator. Construct once, call :meth:`generate` many times, then :meth:`close`.
 
@@ -140,13 +180,12 @@ class Engine(ABC):
         self.context_length = 0
 
     def render(self, messages: list[dict]) -> str:
-        """The prompt text the engine feeds the model for ``messages``."""
-        return self.tokenizer.apply_chat_template(
-            messages, chat_template=self.chat.template, tokenize=False, add_generation_prompt=True)
+        """The prompt text the engine feeds the model for ``messages`` (:func:`render_prompt`)."""
+        return render_prompt(self.tokenizer, self.chat, messages)
 
     def count_prompt_tokens(self, messages: list[dict]) -> int:
-        """Prompt length in tokens (the rendered template carries its own special tokens)."""
-        return len(self.tokenizer(self.render(messages), add_special_tokens=False)["input_ids"])
+        """Prompt length in tokens (:func:`count_prompt_tokens`)."""
+        return count_prompt_tokens(self.tokenizer, self.chat, messages)
 
     @abstractmethod
     def generate(self, requests: Sequence[Request], sampling: Sampling,
@@ -261,8 +300,8 @@ class TransformersEngine(Engine):
         self.device = "cuda" if torch.cuda.is_available() else "cpu"
         self.model = AutoModelForCausalLM.from_pretrained(self.generator, revision=revision,
                                                           dtype=torch.float32).to(self.device).eval()
-        limit = int(getattr(self.model.config, "max_position_embeddings", 0) or 2048)
-        self.context_length = min(limit, max_model_len) if max_model_len else limit
+        limit = int(getattr(self.model.config, "max_position_embeddings", 0) or 0)
+        self.context_length = _transformers_context(limit, max_model_len)
         self.eos_ids = set(_as_list(self.model.generation_config.eos_token_id)
                            or _as_list(self.tokenizer.eos_token_id))
 

@@ -40,7 +40,16 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from gen.engines import Completion, Engine, Request, Sampling, load_tokenizer, open_engine
+from gen.engines import (
+    Completion,
+    Engine,
+    Request,
+    Sampling,
+    count_prompt_tokens,
+    load_tokenizer,
+    open_engine,
+    planned_context_length,
+)
 from gen.splits import (
     PROMPT_MARGIN_TOKENS,
     rephrase_window,
@@ -59,7 +68,7 @@ from megadocs.shards import DEFAULT_TIMEOUT_MIN, ShardedStep
 
 __all__ = ["GenerateOptions", "GeneratePool", "generate_pool", "sample_pool", "init_pool", "run_shards",
            "submit_shards", "engine_for", "request_seed", "generator_revision", "DEFAULT_MAX_NEW_TOKENS",
-           "parse_shard", "chunk_docs_for"]
+           "parse_shard", "chunk_docs_for", "prompt_budget"]
 
 DEFAULT_MAX_NEW_TOKENS = {"rephrase": 1024, "thoughts": 512, "sample": 1024}
 
@@ -268,6 +277,12 @@ class GeneratePool(ShardedStep):
         self.template = None if options.kind == PoolKind.SAMPLE else load_template(options.kind, options.template)
         if self._tokenizer is None:
             self._tokenizer = load_tokenizer(options.generator, options.revision)
+        # Refuse a context too small for the prompts now, before the engine starts (minutes for
+        # an 8B model on a GPU) and before the manifest is written.
+        context = self.engine.context_length if self.engine is not None else planned_context_length(
+            options.engine, options.generator, options.max_model_len)
+        if context is not None:
+            prompt_budget(options, self.template, self._tokenizer, context)
         intended = _intended_manifest(options, self.template, self._tokenizer)
 
         def same(existing: dict) -> bool:
@@ -307,9 +322,9 @@ class GeneratePool(ShardedStep):
 
 def _holds_generations(pool: Path) -> bool:
     """Whether any row or shard marker was written into ``pool`` (of any shard count). A pool
-    without either holds only its manifest: a run that stopped before its first flush (a setting
-    refused once the engine was up, such as a --max-new-tokens too long for its context) and whose
-    settings a corrected re-run may replace, losing nothing."""
+    without either holds only its manifest: a run that stopped before its first flush (killed, or
+    a setting refused by the started engine, such as a context vLLM derived smaller than the
+    config said) and whose settings a corrected re-run may replace, losing nothing."""
     return any(path.stat().st_size for path in pool.glob("shard-*.jsonl")) or any(pool.glob("shard-*.done"))
 
 
@@ -347,6 +362,34 @@ def _shard_documents(options: GenerateOptions, manifest: pools.PoolManifest, ind
     return docs
 
 
+def prompt_budget(options: GenerateOptions, template: PromptTemplate | None, tokenizer,
+                  context_length: int) -> int | None:
+    """Document tokens one prompt may hold in a context of ``context_length`` tokens (None for
+    unconditional samples, which hold no document). Needs only the tokenizer, so
+    :meth:`GeneratePool.prepare` calls it before the engine starts.
+
+    Raises:
+        UserError: the tokenizer is not fast (no character offsets), or ``--max-new-tokens`` and
+            the prompt leave no room for the document (or a sample) in the context.
+    """
+    if options.kind == PoolKind.SAMPLE:
+        if options.max_new_tokens >= context_length:
+            raise UserError(f"--max-new-tokens: expected less than the generator's context of "
+                            f"{context_length} tokens, got {options.max_new_tokens}")
+        return None
+    if not getattr(tokenizer, "is_fast", False):
+        raise UserError(f"--generator: {options.generator}: needs a fast tokenizer (tokenizer.json) "
+                        f"to map tokens to character offsets")
+    empty = {"text": ""} if options.kind == PoolKind.REPHRASE else {"prefix": "", "suffix": ""}
+    overhead = count_prompt_tokens(tokenizer, chat_template_for(tokenizer), template.messages(**empty))
+    budget = context_length - options.max_new_tokens - overhead - PROMPT_MARGIN_TOKENS
+    if budget < 2:
+        raise UserError(f"--max-new-tokens: {options.max_new_tokens} leaves no room for the document "
+                        f"in the generator's context of {context_length} tokens (prompt "
+                        f"overhead {overhead}); lower it or raise --max-model-len")
+    return budget
+
+
 class _Prompter:
     """Turns a document into its prompts (with the truncation policy applied)."""
 
@@ -354,21 +397,10 @@ class _Prompter:
         self.options, self.template, self.engine = options, template, engine
         if options.kind == PoolKind.SAMPLE:
             self.start = _start_token(engine.tokenizer)
-            if options.max_new_tokens >= engine.context_length:
-                raise UserError(f"--max-new-tokens: expected less than the generator's context of "
-                                f"{engine.context_length} tokens, got {options.max_new_tokens}")
-            return
-        if not getattr(engine.tokenizer, "is_fast", False):
-            raise UserError(f"--generator: {options.generator}: needs a fast tokenizer (tokenizer.json) "
-                            f"to map tokens to character offsets")
-        empty = {field: "" for field in ("text",)} if options.kind == PoolKind.REPHRASE else \
-            {"prefix": "", "suffix": ""}
-        overhead = engine.count_prompt_tokens(template.messages(**empty))
-        self.budget = engine.context_length - options.max_new_tokens - overhead - PROMPT_MARGIN_TOKENS
-        if self.budget < 2:
-            raise UserError(f"--max-new-tokens: {options.max_new_tokens} leaves no room for the document "
-                            f"in the generator's context of {engine.context_length} tokens (prompt "
-                            f"overhead {overhead}); lower it or raise --max-model-len")
+        # Checked again on the started engine's context: without --max-model-len, vLLM derives the
+        # context from the config by rules (rope scaling, other length keys) that prepare's
+        # estimate (max_position_embeddings) does not repeat, so only now is it certain.
+        self.budget = prompt_budget(options, template, engine.tokenizer, engine.context_length)
 
     def requests(self, doc) -> list[tuple[Request, dict]]:
         """(request, row fields shared by its samples) for each prompt of ``doc``."""

@@ -174,6 +174,35 @@ def test_diversity_table_reads_what_gen_diversity_wrote(experiments):
             assert getattr(row, name) == pytest.approx(math.nan if value is None else value, nan_ok=True)
 
 
+def test_diversity_table_reads_every_g_a_thoughts_pool_serves_and_older_manifests(tmp_path):
+    """A G=3 thoughts pool is measured at G'=1 and 3 (both rows, next to the G=1 pool's own); a
+    manifest written before that (its own G only) still reads, as its one row."""
+    from gen.diversity import write_pool_diversity
+    from megadocs.pools import write_manifest
+    from tests.pools import write_pool
+
+    words = "alpha beta gamma delta epsilon zeta eta theta iota kappa lambda mu".split()
+    documents = [(f"d{i}", " ".join(words[(i + j) % len(words)] for j in range(30))) for i in range(4)]
+    source = tmp_path / "docs.jsonl"
+    source.write_text("".join(json.dumps({"id": doc_id, "text": text}) + "\n" for doc_id, text in documents))
+    pools = {}
+    for g in (1, 3):
+        pools[g] = write_pool(tmp_path / f"thoughts-g{g}", source, "thoughts", g,
+                              lambda k, doc_id, text, i: {"text": f"thought {i} of {doc_id}: {text[5 * i:]}"},
+                              documents=documents, tokenize=False)
+        write_pool_diversity(pools[g])
+    sweep_pools, gs = {"latent": {g: str(pool) for g, pool in pools.items()}}, {"latent": [1, 3]}
+    table = diversity_table(sweep_pools, gs)
+    assert [(row.pool.rsplit("/", 1)[-1], row.g) for row in table.itertuples()] == [
+        ("thoughts-g1", 1), ("thoughts-g3", 1), ("thoughts-g3", 3)]
+    assert set(table["kind"]) == {"thoughts"} and set(table["method"]) == {"latent"}
+    older = read_manifest(pools[3])
+    own = older.diversity.model_copy(update={"by_g": {3: older.diversity.by_g[3]}})
+    write_manifest(pools[3], older.model_copy(update={"diversity": own}))
+    assert [(row.pool.rsplit("/", 1)[-1], row.g) for row in diversity_table(sweep_pools, gs).itertuples()] == [
+        ("thoughts-g1", 1), ("thoughts-g3", 3)]
+
+
 @pytest.fixture(scope="module")
 def ablation(tmp_path_factory):
     """Mixed and synthetic-only (mix 1, over synthetic epochs and weight decay) stitched

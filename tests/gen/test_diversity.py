@@ -8,12 +8,12 @@ import json
 
 import pytest
 
-from gen.diversity import g_values, measure, write_pool_diversity
+from gen.diversity import g_values, measure, measured_gs, write_pool_diversity
 from megadocs.cli import main
-from megadocs.pools import pool_identity, read_manifest, write_manifest
+from megadocs.pools import pool_generations, pool_identity, read_manifest, served_gs, write_manifest
 
 
-def _write_pool(pool, docs, generations_of, g: int) -> None:
+def _write_pool(pool, docs, generations_of, g: int, kind: str = "rephrase") -> None:
     from megadocs.corpus import source_hash
 
     pool.mkdir(parents=True)
@@ -24,7 +24,7 @@ def _write_pool(pool, docs, generations_of, g: int) -> None:
     (pool / "shard-00000-of-00001.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     (pool / "shard-00000-of-00001.done").write_text("{}\n")
     (pool / "manifest.json").write_text(json.dumps({
-        "format": "megadocs.gen-pool/1", "kind": "rephrase", "g": g, "source": str(source),
+        "format": "megadocs.gen-pool/1", "kind": kind, "g": g, "source": str(source),
         "source_hash": source_hash(source), "n_docs": None, "generator": "hand",  # as gen writes it
         "statistics": {"documents": len(docs), "generations": len(rows)},
         "prompt_template": {"name": "wrap", "sha256": "0" * 64}, "seed": 0, "num_shards": 1,
@@ -114,3 +114,18 @@ def test_measure_is_null_not_nan_without_ngrams():
     assert measure([("a b", ["x"])]).model_dump() == {"distinct_n": None, "compression_ratio": pytest.approx(
         measure([("a b", ["x"])]).compression_ratio), "source_overlap": None, "cross_generation_overlap": None}
     assert g_values(1) == [1] and g_values(6) == [1, 2, 4, 6] and g_values(32)[-1] == 32
+
+
+def test_a_thoughts_pool_is_measured_at_every_g_it_serves(tmp_path):
+    """A G=3 thoughts pool also serves G'=1 (its middle thought: (1+1) divides (3+1)); G'=1 is
+    measured on that thought, not on the first one. Here the middle thought copies the source and
+    the others do not, so G'=1 copies all and G=3 a third."""
+    pool = tmp_path / "thoughts"
+    middle = pool_generations("thoughts", 3, 1)
+    _write_pool(pool, _docs(), lambda text, g: [text if k in middle else row for k, row in enumerate(_varied(text, g))],
+                g=3, kind="thoughts")
+    diversity = write_pool_diversity(pool)
+    assert list(diversity.by_g) == measured_gs("thoughts", 3) == served_gs("thoughts", 3) == [1, 3]
+    assert diversity.by_g[1].source_overlap == pytest.approx(1.0)
+    assert diversity.by_g[3].source_overlap < 0.6
+    assert diversity.by_g[1].cross_generation_overlap == 0.0  # one thought: no pair

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from gen.engines import ENGINES
 from gen.generate import generate_pool, sample_pool
 from megadocs.errors import UserError
 from megadocs.pools import GenerationStatistics, read_manifest
@@ -89,15 +90,49 @@ def test_a_pool_refuses_different_settings(tiny_generator, docs4, engine, full_p
         generate_pool("thoughts", docs4, tiny_generator, 2, full_pool, engine=engine, template=str(edited), **OPTIONS)
 
 
-def test_a_pool_holding_only_its_manifest_takes_corrected_settings(tiny_generator, docs4, engine, tmp_path):
-    """A run refused once the engine is up (here: no room for the document in the context)
-    wrote the manifest and nothing else; the re-run the message asks for (a lower
+def test_a_pool_holding_only_its_manifest_takes_corrected_settings(tiny_generator, docs4, engine, tmp_path,
+                                                                  monkeypatch):
+    """A run stopped before its first flush (killed, or refused by the started engine's context
+    check) wrote the manifest and nothing else; a re-run with other settings (a lower
     --max-new-tokens) is not then refused for differing from it."""
     out = tmp_path / "pool"
-    with pytest.raises(UserError, match="--max-new-tokens: 2040 leaves no room"):
-        generate_pool("rephrase", docs4, tiny_generator, 1, out, engine=engine, **{**OPTIONS, "max_new_tokens": 2040})
+
+    def killed(requests, sampling, progress=None):
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as patch:
+        patch.setattr(engine, "generate", killed)
+        with pytest.raises(KeyboardInterrupt):
+            generate_pool("rephrase", docs4, tiny_generator, 1, out, engine=engine, **{**OPTIONS, "max_new_tokens": 16})
+    assert (out / "manifest.json").exists() and not read_rows(out)
     manifest = generate_pool("rephrase", docs4, tiny_generator, 1, out, engine=engine, **OPTIONS)
     assert manifest["complete"] and manifest["sampling"]["max_new_tokens"] == 8
+
+
+@pytest.mark.parametrize("engine_name", ENGINES)
+@pytest.mark.parametrize("kind", ["rephrase", "thoughts"])
+def test_a_context_too_small_is_refused_before_the_engine_starts(kind, engine_name, tiny_generator, docs4, tmp_path,
+                                                                monkeypatch):
+    """A --max-model-len that leaves no room for the document is refused from the tokenizer and
+    the config alone: the engine (vLLM: ~50 s on CPU, minutes for 8B on a GPU) never starts and
+    no manifest is written. Tripwire, not a mock: starting an engine fails the test."""
+    def engine_started(*args, **kwargs):
+        raise AssertionError("the engine started before the context was checked")
+
+    monkeypatch.setattr("gen.generate.open_engine", engine_started)
+    out = tmp_path / "pool"
+    with pytest.raises(UserError, match=r"--max-new-tokens: 8 leaves no room for the document in the "
+                                        r"generator's context of 64 tokens .*raise --max-model-len"):
+        generate_pool(kind, docs4, tiny_generator, 2, out, engine=engine_name, max_model_len=64,
+                      **{k: v for k, v in OPTIONS.items() if k != "max_new_tokens"}, max_new_tokens=8)
+    assert not (out / "manifest.json").exists()
+
+
+def test_samples_longer_than_the_context_are_refused_before_the_engine_starts(tiny_generator, tmp_path, monkeypatch):
+    monkeypatch.setattr("gen.generate.open_engine", lambda *a, **k: pytest.fail("the engine started"))
+    with pytest.raises(UserError, match="--max-new-tokens: expected less than the generator's context of 64 tokens, got 64"):
+        sample_pool(tiny_generator, 2, tmp_path / "pool", engine="transformers", max_model_len=64, max_new_tokens=64,
+                    progress=False)
 
 
 def test_duplicate_ids_are_refused_whichever_shards_they_fall_in(tiny_generator, engine, tmp_path):
