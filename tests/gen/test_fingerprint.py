@@ -13,7 +13,7 @@ import pytest
 import megadocs.fingerprint as fingerprint
 from gen.generate import GenerateOptions, init_pool
 from megadocs.errors import UserError
-from megadocs.pools import pool_identity, read_manifest
+from megadocs.pools import done_path, pool_identity, read_manifest
 from tests.gen.conftest import write_docs
 from train.config import RunConfig
 
@@ -23,8 +23,12 @@ def _weights(generator):
 
 
 def _init(generator, docs, out) -> dict:
+    """The pool's manifest, as a generation run writes it; the pool then counts as generated (a
+    shard marker: a pool holding only its manifest takes a re-run's settings, `gen.generate`)."""
     options = GenerateOptions(kind="rephrase", docs=str(docs), generator=str(generator), g=2, out=str(out))
-    return init_pool(options)[0]
+    manifest = init_pool(options)[0]
+    done_path(out, 0, manifest["num_shards"]).touch()
+    return manifest
 
 
 def _run_identity(store, pool) -> str:
