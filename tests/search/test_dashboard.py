@@ -142,17 +142,3 @@ def test_dashboard_bad_port_and_port_in_use_are_one_line(make_sweep, workdir, ca
     err = capsys.readouterr().err
     assert err.splitlines()[-1].startswith(f"error: search dashboard: cannot listen on 127.0.0.1:{port}: "), err
     assert "Traceback" not in err
-
-
-def test_dashboard_does_not_print_the_ledger_password(make_sweep, monkeypatch, capsys):
-    """mock: a PostgreSQL ledger needs a server; the storage and the server are stand-ins, the
-    line the command prints is real."""
-    optuna_dashboard = pytest.importorskip("optuna_dashboard")
-    served = []
-    monkeypatch.setattr("search.ledger.open_storage", lambda url, create=True: ("fake_storage", url, create))
-    monkeypatch.setattr(optuna_dashboard, "run_server", lambda storage, host, port: served.append(storage))
-    path = make_sweep(ledger="postgresql://me:s3cret@db.lab:5432/sweeps")
-    assert main(["search", "dashboard", str(path), "--port", "8080"]) == 0
-    err = capsys.readouterr().err
-    assert "s3cret" not in err and "postgresql://me:***@db.lab:5432/sweeps" in err, err
-    assert served == [("fake_storage", "postgresql://me:s3cret@db.lab:5432/sweeps", False)]  # read-only

@@ -124,6 +124,23 @@ def test_password_never_appears_in_any_output(make_sweep, workdir, password_serv
     assert len(seen) == 1 + len(READ_ONLY_COMMANDS) + 1 + 2 * (1 + len(READ_ONLY_COMMANDS))
 
 
+def test_the_dashboard_does_not_print_the_ledger_password(make_sweep, workdir, password_server, capfd, monkeypatch):
+    """The startup line names the ledger with its password masked, on a real server and ledger.
+    mock: the dashboard's server is a stand-in (it blocks until Ctrl-C); tests/search/test_dashboard.py
+    runs the real one."""
+    optuna_dashboard = pytest.importorskip("optuna_dashboard")
+    url = f"postgresql://megadocs:{SECRET}@127.0.0.1:{password_server}/postgres"
+    path = make_sweep(ledger=url)
+    assert main(["search", "certify", str(path), "--no-progress"]) == 0
+    served = []
+    monkeypatch.setattr(optuna_dashboard, "run_server", lambda storage, host, port: served.append(storage))
+    capfd.readouterr()
+    assert main(["search", "dashboard", str(path), "--port", str(free_port())]) == 0
+    out, err = capfd.readouterr()
+    assert SECRET not in out + err and "postgresql://megadocs:***@127.0.0.1" in err, err
+    assert len(served) == 1 and served[0].get_all_studies()  # the sweep's real ledger, as it is
+
+
 @pytest.mark.parametrize("source", ["PGPASSWORD", "PGPASSFILE", "none"])
 def test_password_from_the_environment_or_a_pgpass_file(make_sweep, workdir, password_server, capfd,
                                                         monkeypatch, source):
