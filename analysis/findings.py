@@ -169,9 +169,7 @@ def findings(certifications: pd.DataFrame, *, law=None) -> list[str]:
     if corners:
         lines.append("Certificates on an lr/epochs bound of the grid (grid corners, not optima): "
                      + "; ".join(f"{name} ({', '.join(b)})" for name, b in corners) + ".")
-    elif certified is not None and not certified.any():
-        pass  # nothing certified: there is no certified point to call interior (said above)
-    else:
+    elif certified is None or certified.any():  # nothing certified: no certified point to call interior
         lines.append("No certificate sits on an lr or epochs bound: every certified point is an interior optimum "
                      "of those axes.")
     if mixes:

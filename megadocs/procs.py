@@ -144,7 +144,8 @@ def start_reaper(pids: list[int]):
     import subprocess
     import sys
 
-    named = [f"{pid}:{process_start(pid)}" for pid in pids if process_start(pid) is not None]
+    starts = {pid: process_start(pid) for pid in pids}
+    named = [f"{pid}:{start}" for pid, start in starts.items() if start is not None]
     if not named:
         return None
     return subprocess.Popen([sys.executable, "-m", "megadocs.procs", *named], stdin=subprocess.PIPE,
