@@ -362,6 +362,10 @@ class TransferSummary:
 
     ``fixed`` is the target's fixed fields, ``source`` the certification whose point it borrows,
     ``point`` its run's grid point once it has one, ``loss`` that run's loss once finished.
+    ``trial`` is that run's trial number in the transfer's study (``{sweep}/transfer/{name}``;
+    ``RunRecord.trial``, the runs frame's ``trial`` column) and ``run_id`` its run identity: a
+    reader matches the run by these, never by its point (two trials may share a point: a run
+    adopted again after the source's point moved away and back).
     """
 
     name: str
@@ -370,6 +374,8 @@ class TransferSummary:
     state: TransferState
     point: dict[str, Any] | None = None
     loss: float | None = None
+    trial: int | None = None
+    run_id: str | None = None
 
     def describe(self) -> str:
         """One line for ``search status``: the target, whose optimum it runs at, its state and loss."""
@@ -457,6 +463,7 @@ def summarize_transfers(sweep: Sweep, summaries: Iterable[CertificationSummary] 
             name=transfer.name, source=transfer.source, fixed=dict(transfer.fixed), state=state,
             point=latest.point if latest else None,
             loss=latest.loss if latest and state is TransferState.FINISHED else None,
+            trial=latest.trial if latest else None, run_id=latest.run_id if latest else None,
         ))
     return found
 
