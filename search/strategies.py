@@ -16,6 +16,7 @@ import math
 from abc import ABC, abstractmethod
 from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
+from enum import Enum
 from typing import Any
 
 from search.certify import (
@@ -33,8 +34,25 @@ from search.certify import (
 from search.grid import Grid, Key
 from search.params import RunParams
 
-__all__ = ["Strategy", "CertifySearch", "GridSearch", "FixedPoints", "Request", "Result", "Evaluator", "DriveStats",
-           "drive"]
+__all__ = ["Strategy", "StrategyState", "CertifySearch", "GridSearch", "FixedPoints", "baseline_strategy", "Request",
+           "Result", "Evaluator", "DriveStats", "drive"]
+
+TPE_DEFAULT_TRIALS = 50
+"""TPE's run budget when neither ``--max-runs`` nor the certification's ``max_runs`` sets one (a
+smaller grid: its size)."""
+
+
+class StrategyState(str, Enum):
+    """Where a strategy other than the certifier stands (a baseline, an ensemble's or a transfer's
+    fixed runs): the word the progress line and ``search status`` print for it. The certifier's
+    own phases (:class:`search.certify.CertState`: seeding, searching) describe a search from a
+    start that the others do not make; a baseline whose best point is certifiable on its
+    evidence still says ``certified`` (or ``failed``) as the certifier would."""
+
+    NOT_STARTED = "not started"  # nothing of it recorded yet
+    WAITING = "waiting"  # for its source certification
+    RUNNING = "running"  # runs in flight or still wanted
+    DONE = "done"  # wants nothing more: every point run, its run budget spent (or TPE converged)
 
 
 class Strategy(ABC):
@@ -106,6 +124,14 @@ class Strategy(ABC):
     def done(self) -> bool:
         """True when the strategy will want nothing more (certified, failed, budget spent)."""
         return self.budget_spent() or self._done()
+
+    def state(self) -> StrategyState:
+        """Its :class:`StrategyState` on the outcomes recorded so far."""
+        if self.waits_for is not None:
+            return StrategyState.WAITING
+        if self.done():
+            return StrategyState.DONE
+        return StrategyState.RUNNING if self.outcomes else StrategyState.NOT_STARTED
 
     def resolve(self, others: Mapping[str, Strategy]) -> None:
         """Called by :func:`drive` before each dispatch round while ``waits_for`` is set. Once the
@@ -240,6 +266,21 @@ class GridSearch(Strategy):
 
     def _done(self) -> bool:
         return not self.running() and len(self.outcomes) >= self.grid.size
+
+
+def baseline_strategy(kind: str, name: str, grid: Grid, *, max_runs: int | None = None, seed: int = 0) -> Strategy:
+    """The baseline strategy ``kind`` (``grid``: :class:`GridSearch`; ``tpe``: ``search.tpe.TPESearch``,
+    ``max_runs`` runs, else the grid's size up to TPE_DEFAULT_TRIALS) over ``grid``: what the
+    controller drives, and what ``search status`` replays a baseline's ledger into to say where
+    it stands."""
+    if kind == "grid":
+        return GridSearch(name, grid, max_runs=max_runs)
+    if kind != "tpe":
+        raise ValueError(f"strategy: expected grid or tpe for a baseline, got {kind!r}")
+    # Optuna's sampler is imported only for a TPE baseline (and search.tpe imports this module)
+    from search.tpe import TPESearch
+
+    return TPESearch(name, grid, n_trials=max_runs or min(grid.size, TPE_DEFAULT_TRIALS), seed=seed)
 
 
 class FixedPoints(Strategy):
