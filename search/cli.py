@@ -156,7 +156,8 @@ def _certify(args: argparse.Namespace) -> int:
     print(format_table(summaries), end="")
     for line in format_bases(summaries):
         print(line)
-    _print_ensembles(sweep, summaries, snapshot)
+    if args.strategy == "certify":  # only the certifier runs them
+        _print_ensembles(sweep, summaries, snapshot)
     for warning in g_trend_warnings(summaries):
         print(f"warning: {warning}", file=sys.stderr)
     failed = 0
@@ -268,7 +269,9 @@ def _print_status(args: argparse.Namespace, sweep: Sweep, snapshot: LedgerSnapsh
 
 
 def _print_ensembles(sweep: Sweep, summaries: list[CertificationSummary], snapshot: LedgerSnapshot) -> None:
-    from search.status import summarize_ensembles
+    """The ensembles' and transfers' lines (the certifier's runs at its certified points)."""
+    from search.status import summarize_ensembles, summarize_transfers
 
-    for ens in summarize_ensembles(sweep, summaries, snapshot=snapshot):
-        print(ens.describe())
+    for item in (*summarize_ensembles(sweep, summaries, snapshot=snapshot),
+                 *summarize_transfers(sweep, summaries, snapshot=snapshot)):
+        print(item.describe())
