@@ -32,6 +32,7 @@ from megadocs.executors import Executor, JobState, make_executor
 from megadocs.formats import RunDir, RunMetrics, RunStatus
 from megadocs.provenance import read as read_provenance
 from megadocs.trust import UntrustedPath, require_inside
+from search.baselines import BASELINES, baseline_strategy
 from search.certify import Outcome
 from search.grid import Grid
 from search.ledger import (
@@ -70,7 +71,6 @@ from search.strategies import (
     Request,
     Result,
     Strategy,
-    baseline_strategy,
     drive,
 )
 from search.sweep import Sweep
@@ -79,7 +79,7 @@ __all__ = ["run_sweep", "LedgerEvaluator", "TaskInfo", "build_strategies", "STRA
 
 log = logging.getLogger(__name__)
 
-STRATEGIES = ("certify", "grid", "tpe")
+STRATEGIES = ("certify", *BASELINES)
 
 
 class SweepInterrupted(KeyboardInterrupt):

@@ -23,6 +23,7 @@ from enum import Enum
 from typing import Any
 
 from megadocs.formats import RunStatus, dumps_json
+from search.baselines import baseline_strategy
 from search.certify import (
     Certificate,
     CertifyExit,
@@ -46,7 +47,7 @@ from search.ledger import (
     undescribed_line,
 )
 from search.params import RunParams
-from search.strategies import CertifySearch, StrategyState, baseline_strategy
+from search.strategies import CertifySearch, StrategyState
 from search.sweep import SYNTHETIC_ONLY_MIX, Sweep
 
 __all__ = ["CertificationSummary", "BestPoint", "RunCounts", "Compute", "summarize", "summarize_ensembles",

@@ -34,12 +34,8 @@ from search.certify import (
 from search.grid import Grid, Key
 from search.params import RunParams
 
-__all__ = ["Strategy", "StrategyState", "CertifySearch", "GridSearch", "FixedPoints", "baseline_strategy", "Request",
-           "Result", "Evaluator", "DriveStats", "drive"]
-
-TPE_DEFAULT_TRIALS = 50
-"""TPE's run budget when neither ``--max-runs`` nor the certification's ``max_runs`` sets one (a
-smaller grid: its size)."""
+__all__ = ["Strategy", "StrategyState", "CertifySearch", "GridSearch", "FixedPoints", "Request", "Result", "Evaluator",
+           "DriveStats", "drive"]
 
 
 class StrategyState(str, Enum):
@@ -266,21 +262,6 @@ class GridSearch(Strategy):
 
     def _done(self) -> bool:
         return not self.running() and len(self.outcomes) >= self.grid.size
-
-
-def baseline_strategy(kind: str, name: str, grid: Grid, *, max_runs: int | None = None, seed: int = 0) -> Strategy:
-    """The baseline strategy ``kind`` (``grid``: :class:`GridSearch`; ``tpe``: ``search.tpe.TPESearch``,
-    ``max_runs`` runs, else the grid's size up to TPE_DEFAULT_TRIALS) over ``grid``: what the
-    controller drives, and what ``search status`` replays a baseline's ledger into to say where
-    it stands."""
-    if kind == "grid":
-        return GridSearch(name, grid, max_runs=max_runs)
-    if kind != "tpe":
-        raise ValueError(f"strategy: expected grid or tpe for a baseline, got {kind!r}")
-    # Optuna's sampler is imported only for a TPE baseline (and search.tpe imports this module)
-    from search.tpe import TPESearch
-
-    return TPESearch(name, grid, n_trials=max_runs or min(grid.size, TPE_DEFAULT_TRIALS), seed=seed)
 
 
 class FixedPoints(Strategy):
