@@ -308,10 +308,12 @@ def test_progress_shows_the_runs_in_flight_and_never_redraws_into_a_log():
     redraws); its running count is the one after the latest dispatch (issue 34: stale count)."""
     import io
 
+    from search.certify import Outcome
     from search.controller import Progress
     from search.strategies import FixedPoints
 
     strategies = {"e": FixedPoints("e", [{"lr": 0.01}])}
+    strategies["e"].record({"lr": 0.01}, Outcome.running())  # dispatched (before it: "e:not started")
     log = io.StringIO()
     progress = Progress(log)
     progress.update(strategies, 0)
