@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from megadocs.cli import main
+from megadocs.errors import DISK_FULL_ERRNOS, disk_full_message, names_file
 from megadocs.pools import load_shard, rows_path
 from tests.pools import write_rephrase_pool
 
@@ -137,3 +138,19 @@ def test_generation_keeps_the_documents_it_flushed_before_the_disk_filled(small_
     assert main(argv) == 0
     assert len(load_shard(rows, 2)) == 8
     assert rows.read_bytes().startswith(before)
+
+
+@pytest.mark.parametrize("code", DISK_FULL_ERRNOS)
+def test_a_used_up_quota_and_a_wrapped_error_read_as_a_full_disk(code):
+    """Stand-in exceptions (no disk quota can be set here): EDQUOT reads like ENOSPC, also under
+    the error a library raised from it (torch's zip writer, PIL) or while handling it."""
+    try:
+        try:
+            with names_file("runs/a/state.pt"):  # a write to an open handle: no file name of its own
+                raise OSError(code, os.strerror(code))
+        except OSError:
+            raise RuntimeError("unexpected pos 123")  # noqa: B904 - raised while handling it, as libraries do
+    except RuntimeError as wrapped:
+        line = disk_full_message(wrapped)
+    assert line == f"{os.strerror(code).lower()} writing runs/a/state.pt{RETRY}"
+    assert disk_full_message(RuntimeError("unexpected pos 123")) is None
