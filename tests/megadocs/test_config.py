@@ -4,12 +4,10 @@ number in one line naming the field, and still reads an integer for a float."""
 from __future__ import annotations
 
 import importlib
-import types
-from typing import Annotated, Union, get_args, get_origin
 
 import pytest
 import yaml
-from pydantic import ValidationError
+from pydantic import TypeAdapter, ValidationError
 
 from megadocs.config import BOOL_AS_NUMBER, StrictModel, format_validation_error, parse_config
 from megadocs.errors import UserError
@@ -29,50 +27,50 @@ def _models() -> list[type[StrictModel]]:
     return sorted({m for m in found if m.__module__.split(".")[0] != "tests"}, key=lambda m: m.__qualname__)
 
 
-def _numeric_fields() -> list[tuple[type[StrictModel], str, type]]:
-    """(model, field, the number type it takes) for every field that takes a number and no boolean."""
-    from megadocs.config import _scalar_types
+PLACES = [True, [True], {"x": True}, {"x": [True]}]
+"""Where a boolean may stand in a field: itself, in a list, in a mapping, in a mapping of lists."""
 
+
+def _read_as_number(annotation, value) -> object | None:
+    """What plain pydantic (lax mode, the annotation without the model) makes of the True in
+    ``value``: a number there is the silent reading the models refuse; None if it refuses it or
+    keeps a boolean."""
+    try:
+        read = TypeAdapter(annotation).validate_python(value)
+    except ValidationError:
+        return None
+    while isinstance(value, (list, dict)):
+        if not isinstance(read, type(value)):  # e.g. a mapping read as a nested model
+            return None
+        key = 0 if isinstance(value, list) else "x"
+        value, read = value[key], read[key]
+    return read if isinstance(read, (int, float)) and not isinstance(read, bool) else None
+
+
+def _fields_reading_true_as_a_number() -> list[tuple[type[StrictModel], str, object, str]]:
+    """(model, field, the value with True in it, the number expected) for every field of every
+    config where pydantic alone would read a given boolean as a number."""
     fields = []
     for model in _models():
         for name, info in model.model_fields.items():
-            scalars = _scalar_types(info.annotation)
-            if bool not in scalars and scalars & {int, float}:
-                fields.append((model, info.alias or name, float if float in scalars else int))
+            for value in PLACES:
+                if _read_as_number(info.annotation, value) is not None:
+                    integer = _read_as_number(info.annotation, _replace_true(value, 0.5)) is None
+                    fields.append((model, info.alias or name, value, "an integer" if integer else "a number"))
+                    break
     return fields
 
 
-def _boolean_inside(annotation):
-    """A value of ``annotation`` (a list or mapping, maybe in a union) holding ``True`` where it
-    takes a number, or None."""
-    from megadocs.config import _scalar_types
-
-    origin, args = get_origin(annotation), get_args(annotation)
-    if origin in (Union, types.UnionType):
-        return next((v for v in map(_boolean_inside, args) if v is not None), None)
-    if origin is Annotated:
-        return _boolean_inside(args[0])
-    if origin in (list, dict):
-        scalars = _scalar_types(args[-1])
-        value = True if bool not in scalars and scalars & {int, float} else _boolean_inside(args[-1])
-        if value is not None:
-            return [value] if origin is list else {"x": value}
-    return None
+def _replace_true(value, by):
+    if isinstance(value, list):
+        return [_replace_true(v, by) for v in value]
+    if isinstance(value, dict):
+        return {k: _replace_true(v, by) for k, v in value.items()}
+    return by
 
 
-def _container_fields() -> list[tuple[type[StrictModel], str, object]]:
-    """(model, field, a value with True inside) for every field holding numbers in a list or mapping."""
-    fields = []
-    for model in _models():
-        for name, info in model.model_fields.items():
-            value = _boolean_inside(info.annotation)
-            if value is not None:
-                fields.append((model, info.alias or name, value))
-    return fields
-
-
-NUMERIC_FIELDS = _numeric_fields()
-CONTAINER_FIELDS = _container_fields()
+FIELDS = _fields_reading_true_as_a_number()
+IDS = [f"{model.__qualname__}.{field}" for model, field, _, _ in FIELDS]
 
 
 def _errors_at(model, field: str, value) -> list[dict]:
@@ -84,39 +82,29 @@ def _errors_at(model, field: str, value) -> list[dict]:
 
 
 def test_the_configs_are_found():
-    names = {model.__qualname__ for model, _, _ in NUMERIC_FIELDS}
-    assert {"OptimConfig", "RunConfig", "GenerateOptions", "ExecutorConfig", "SlurmProfile", "ReferenceLaw"} <= names
-    assert {"Sweep", "ExtendConfig"} <= {model.__qualname__ for model, _, _ in CONTAINER_FIELDS}
+    assert {"OptimConfig", "RunConfig", "GenerateOptions", "ExecutorConfig", "SlurmProfile", "ReferenceLaw", "Sweep",
+            "ExtendConfig", "BaseTrainData"} <= {model.__qualname__ for model, _, _, _ in FIELDS}
+    assert {type(value) for _, _, value, _ in FIELDS} == {bool, list, dict}  # fields of numbers, lists, mappings
 
 
-@pytest.mark.parametrize(("model", "field", "number"), NUMERIC_FIELDS,
-                         ids=[f"{m.__qualname__}.{f}" for m, f, _ in NUMERIC_FIELDS])
+@pytest.mark.parametrize(("model", "field", "value", "expected"), FIELDS, ids=IDS)
 @pytest.mark.parametrize("given", [True, False])
-def test_a_boolean_for_a_number_is_refused_naming_the_field(model, field, number, given):
-    [error] = _errors_at(model, field, given)
-    assert error["type"] == BOOL_AS_NUMBER and error["loc"] == (field,)
-    expected = "an integer" if number is int else "a number"
+def test_a_boolean_for_a_number_is_refused_naming_the_field_and_the_place_in_it(model, field, value, expected, given):
+    [error] = _errors_at(model, field, _replace_true(value, given))
+    assert error["type"] == BOOL_AS_NUMBER and error["loc"] == (field,), error
     assert error["msg"] == f"expected {expected}, got {str(given).lower()}"
-
-
-@pytest.mark.parametrize(("model", "field"), [(m, f) for m, f, number in NUMERIC_FIELDS if number is float],
-                         ids=[f"{m.__qualname__}.{f}" for m, f, number in NUMERIC_FIELDS if number is float])
-def test_an_integer_for_a_float_is_still_a_number(model, field):
-    """YAML ``lr: 1`` is the float 1.0 (a field's bounds may still refuse the value 1)."""
-    assert not [e for e in _errors_at(model, field, 1) if e["type"] in (BOOL_AS_NUMBER, "float_type")]
-
-
-@pytest.mark.parametrize(("model", "field", "value"), CONTAINER_FIELDS,
-                         ids=[f"{m.__qualname__}.{f}" for m, f, _ in CONTAINER_FIELDS])
-def test_a_boolean_for_a_number_inside_a_list_or_mapping_is_refused_where_it_is(model, field, value):
-    [error] = _errors_at(model, field, value)
-    assert error["type"] == BOOL_AS_NUMBER and error["msg"].endswith(", got true"), error
     place, inner = [], value
-    while not isinstance(inner, bool):
-        key = 0 if isinstance(inner, list) else "x"
-        place.append(key)
-        inner = inner[key]
+    while isinstance(inner, (list, dict)):
+        place.append(0 if isinstance(inner, list) else "x")
+        inner = inner[place[-1]]
     assert error["ctx"]["at"] == tuple(place)
+
+
+@pytest.mark.parametrize(("model", "field", "value", "expected"), FIELDS, ids=IDS)
+def test_an_integer_for_a_number_is_still_read(model, field, value, expected):
+    """YAML ``lr: 1`` is the float 1.0 (a field's bounds may still refuse the value 1)."""
+    errors = _errors_at(model, field, _replace_true(value, 1))
+    assert not [e for e in errors if e["type"] in (BOOL_AS_NUMBER, "float_type", "int_type")], errors
 
 
 def test_the_line_names_the_place_inside_a_field(tmp_path):
