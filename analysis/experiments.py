@@ -27,13 +27,13 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from analysis.frame import POINT, point_of
+from analysis.frame import POINT
 from analysis.generation import BASELINE_METHOD, loss_column
 from analysis.scaling import PowerLawFit, power_law
 from megadocs.errors import UserError
 from megadocs.formats import IID
 from megadocs.pools import read_manifest, resolve_pool
-from search.grid import points_equal, values_equal
+from search.grid import values_equal
 from search.sweep import SYNTHETIC_ONLY_MIX
 
 if TYPE_CHECKING:
@@ -89,7 +89,7 @@ def transfer_table(runs: pd.DataFrame, certifications: pd.DataFrame, sources: Ma
     by_name = certifications.set_index("certification") if len(certifications) else None
     for _, run in transfers.iterrows():
         name = str(run["certification"]).removeprefix("transfer/")
-        if current is not None and not _is_current(current.get(name), point_of(run)):
+        if current is not None and not _is_current(current.get(name), run["trial"]):
             continue
         loss = run[column] if column in run and pd.notna(run[column]) else run["loss"]
         same = certifications[(certifications["method"] == run["method"]) & (certifications["g"] == run["g"])
@@ -110,9 +110,10 @@ def transfer_table(runs: pd.DataFrame, certifications: pd.DataFrame, sources: Ma
         else pd.DataFrame()
 
 
-def _is_current(summary: TransferSummary | None, point: Mapping[str, Any]) -> bool:
-    """Whether a transfer run's point is its transfer's current result (search decides which)."""
-    return summary is not None and summary.point is not None and points_equal(summary.point, point)
+def _is_current(summary: TransferSummary | None, trial: Any) -> bool:
+    """Whether the transfer run with this trial number (in its transfer's study) is its transfer's
+    current result (search decides which: ``TransferSummary.trial``)."""
+    return summary is not None and summary.trial is not None and summary.trial == trial
 
 
 def student_scaling_table(certifications: pd.DataFrame, val_set: str = IID) -> pd.DataFrame:

@@ -94,11 +94,29 @@ def test_a_transfer_run_at_an_earlier_certified_point_is_no_row(experiments):
     assert set(tables.transfers) == set(tables.transfer_sources)
     current = transfer_table(tables.runs, tables.certifications, tables.transfer_sources, current=tables.transfers)
     assert list(current["transfer"]) == ["stitched-g1-at-simple", "stitched-g4-at-simple"]
-    moved = dict(tables.transfers)  # as if simple-g1 had since certified elsewhere
+    moved = dict(tables.transfers)  # as if simple-g1 had since certified elsewhere: no run there yet
     summary = moved["stitched-g1-at-simple"]
-    moved["stitched-g1-at-simple"] = dataclasses.replace(summary, point={**summary.point, "lr": -1.0})
+    moved["stitched-g1-at-simple"] = dataclasses.replace(summary, point={**summary.point, "lr": -1.0}, trial=None,
+                                                         run_id=None)
     table = transfer_table(tables.runs, tables.certifications, tables.transfer_sources, current=moved)
     assert list(table["transfer"]) == ["stitched-g4-at-simple"]
+
+
+def test_a_transfer_result_is_its_run_not_every_run_at_its_point(experiments):
+    """Search names the transfer's run (``TransferSummary.trial``); analysis takes that run. Two
+    trials at the same point (the source's point moved away and back, the run adopted again) are
+    one result: matched by point, both had been rows of Figure 6."""
+    tables = load_tables(load_sweep(experiments))
+    summary = tables.transfers["stitched-g1-at-simple"]
+    assert summary.trial is not None and summary.run_id
+    runs = tables.runs
+    [index] = runs.index[(runs["certification"] == "transfer/stitched-g1-at-simple") & (runs["trial"] == summary.trial)]
+    assert runs.loc[index, "run_id"] == summary.run_id
+    earlier = runs.loc[[index]].assign(trial=summary.trial + 1, loss=runs.loc[index, "loss"] + 1.0)
+    table = transfer_table(pd.concat([runs, earlier], ignore_index=True), tables.certifications,
+                           tables.transfer_sources, current=tables.transfers)
+    [row] = table[table["transfer"] == "stitched-g1-at-simple"].itertuples()
+    assert row.transfer_loss == pytest.approx(summary.loss)
 
 
 def test_student_scaling_is_the_gain_over_the_same_size_baseline(experiments):
