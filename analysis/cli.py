@@ -54,6 +54,9 @@ def register(subparsers) -> None:
     eff.add_argument("--alpha", type=float, default=None, help="data exponent of the reference law")
     eff.add_argument("--asymptote", type=float, default=None, help="irreducible loss E of the reference law")
     _add_law_arguments(eff)
+    eff.add_argument("--json", action="store_true",
+                     help="print one JSON object: ratio, low, high, basis, determined, note and the law "
+                     "(a fitted law as `fit --json` gives it)")
     eff.set_defaults(func=_efficiency)
 
     fit = commands.add_parser(
@@ -204,7 +207,8 @@ def _law_from_args(args):
             law = fit_reference_law(data_sizes, losses, n_boot=args.bootstrap)
         except UserError as exc:
             raise UserError(f"--fit-baseline {args.fit_baseline}: {exc}") from None
-        print(law.describe("D"))
+        if not getattr(args, "json", False):  # JSON output carries the law itself
+            print(law.describe("D"))
         return law
     if given:
         if not (math.isfinite(alpha) and alpha > 0 and math.isfinite(asymptote) and asymptote >= 0):
@@ -215,13 +219,27 @@ def _law_from_args(args):
 
 
 def _efficiency(args) -> int:
-    from analysis.efficiency import efficiency
+    """Exit 0 with a ratio or a "not determined" verdict (an answer, as a fit's is); a loss at or
+    below a stated asymptote is a bad input (exit 2, one line)."""
+    from analysis.efficiency import Basis, ReferenceLaw, efficiency
 
     law = _law_from_args(args)
     result = efficiency(args.loss, args.baseline_loss, law)
-    print(f"data efficiency: {result.format()}  (loss {args.loss} vs baseline {args.baseline_loss}; "
-          f"alpha={result.alpha:.4g}, E={result.E:.4g})")
-    if args.fit_baseline and result.interval is None:
+    if result.basis is Basis.BELOW_E:
+        raise UserError(f"efficiency: {result.note}; no finite amount of real data reaches it (check E or the loss)")
+    if args.json:
+        from megadocs.formats import dumps_json
+
+        law_json = law.model_dump() if isinstance(law, ReferenceLaw) else law.to_json()
+        print(dumps_json({**result.to_json(), "law": law_json}))
+        return 0
+    law_text = (f"alpha={result.alpha:.4g}, E={result.E:.4g}" if isinstance(law, ReferenceLaw)
+                else "the fitted law above")
+    print(f"data efficiency: {result.format()}  (loss {args.loss} vs baseline {args.baseline_loss}; {law_text}"
+          + (f"; {result.basis.value}" if result.basis in (Basis.INTERPOLATED, Basis.EXTRAPOLATED) else "") + ")")
+    if result.note:
+        print(f"  {result.note}")
+    if result.basis.determined and args.fit_baseline and result.interval is None:
         print("no interval for the efficiency: the fitted law has no usable bootstrap draws (see its notes above)")
     if result.effective_tokens is not None:
         print(f"effective data: {result.effective_tokens:,.0f} ({result.effective_basis})")

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from analysis.efficiency import ReferenceLaw, load_reference_law
+from analysis.efficiency import Basis, ReferenceLaw, load_reference_law
 from analysis.findings import findings as findings_of
 from analysis.findings import pooled_noise, rises_with_g
 from analysis.frame import POINT, compute_seconds, union_grid, val_sets
@@ -170,7 +170,9 @@ def _generation_sections(report: _Report, certifications: pd.DataFrame, law, gri
     else:
         report.add(
             "Data efficiency uses a real-data law fitted to the baseline runs (intervals: bootstrap over that fit); "
-            "it is computed for the i.i.d. loss only.",
+            "it is computed for the i.i.d. loss only. A loss within the baseline runs' range is read off the fitted "
+            "curve between its points (`interpolated`: no asymptote needed); beyond it the efficiency rests on E and "
+            "alpha (`extrapolated`), and is `not determined` where the fit below does not determine them.",
             "",
             "```",
             law.describe("D"),
@@ -181,19 +183,28 @@ def _generation_sections(report: _Report, certifications: pd.DataFrame, law, gri
     report.add(f"**{verdict}**" if rises else verdict, "")
     if rises:
         report.add(*[f"- {rise.message()}" for rise in rises], "")
-    missing = table[table["efficiency_note"].notna()]
-    if len(missing):
+    below = table[table["efficiency_basis"] == Basis.BELOW_E.value]
+    if len(below):
         report.add(
-            "No data efficiency for " + ", ".join(f"{r.certification} ({r.efficiency_note})" for r in missing.itertuples())
+            "No data efficiency for " + ", ".join(f"{r.certification} ({r.efficiency_note})" for r in below.itertuples())
             + ": no amount of real data reaches a loss at or below the law's asymptote under that law. The shipped "
             "law is the paper's (300M models on DCLM with the Llama 3 tokenizer); losses of another tokenizer, "
             "vocabulary or model size need their own: fit one to your real-only runs at several data sizes with "
             "`--fit-baseline` (or give `--reference LAW.yaml`).", "")
+    loose = table[table["efficiency_basis"] == Basis.NOT_DETERMINED.value]
+    if len(loose):
+        report.add(
+            "Data efficiency NOT determined for " + "; ".join(f"{r.certification} ({r.efficiency_note})"
+                                                             for r in loose.itertuples())
+            + ". Baseline runs at data sizes large enough to reach those losses would read it off the fitted curve; "
+            "or give a law whose constants you can state (`--reference LAW.yaml`).", "")
     order = {name: i for i, name in enumerate(["objective", *IID_SETS])}
     for val_set, part in sorted(table.groupby("set"), key=lambda item: (order.get(item[0], 9), item[0])):
-        shown = part[["method", "g", "certified", "loss", "baseline_loss", "gain", "efficiency",
-                      "efficiency_low", "efficiency_high", "bounds_hit"]]  # a missing efficiency is explained above
-        shown = shown.dropna(axis=1, how="all")
+        columns = ["method", "g", "certified", "loss", "baseline_loss", "gain", "efficiency", "efficiency_low",
+                   "efficiency_high", "efficiency_basis", "bounds_hit"]  # a missing efficiency is explained above
+        if isinstance(law, ReferenceLaw):  # every row's basis is the given law, said once above
+            columns.remove("efficiency_basis")
+        shown = part[columns].dropna(axis=1, how="all")
         meaning = [f"*{describe_validation_set(val_set)}.*", ""] if val_set != "objective" else []
         report.add(f"### {val_set}", "", *meaning, _markdown_table(shown), "")
         number = "1" if val_set in (IID, "objective") else ("5" if val_set in (IID_SHORT, IID_LONG) else "2")

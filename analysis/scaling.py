@@ -116,20 +116,27 @@ class PowerLawFit:
         return {"n_points": self.n_points, "loss": self.loss, "level": self.level, "params": params,
                 "rmse_log": number(self.rmse_log), "notes": list(self.notes)}
 
+    def status(self, name: str) -> str:
+        """What the points say about parameter ``name``, in the words every output uses (the report,
+        the CLI, figure legends): ``fixed``, ``NOT determined`` (with the interval where there is
+        one: it shows how loose), the interval (``95% CI [low, high]``) or ``no interval``."""
+        interval = self.interval(name)
+        ci = f"{int(self.level * 100)}% CI [{interval[0]:.4g}, {interval[1]:.4g}]" if interval else None
+        if name in self.fixed:
+            return "fixed"
+        if not self.determined[name]:
+            return "NOT determined" + (f"; {ci}" if ci else "")
+        return ci or "no interval"
+
+    def quote(self, name: str) -> str:
+        """``name=value (status)``: a parameter as a legend or a sentence quotes it (see :meth:`status`)."""
+        return f"{name}={self.params[name]:.4g} ({self.status(name)})"
+
     def describe(self, x_name: str = "x") -> str:
         """One line per parameter and the notes, for reports and the CLI."""
         lines = [f"L({x_name}) = E + A * {x_name}^(-alpha), {self.n_points} points, {self.loss} loss on log residuals"]
         for name in PARAMS:
-            value = self.params[name]
-            interval = self.interval(name)
-            ci = f"{int(self.level * 100)}% CI [{interval[0]:.4g}, {interval[1]:.4g}]" if interval else None
-            if name in self.fixed:
-                status = "fixed"
-            elif not self.determined[name]:  # the interval, where there is one, shows how loose it is
-                status = "NOT determined" + (f"; {ci}" if ci else "")
-            else:
-                status = ci or "no interval"
-            lines.append(f"  {name:5s} = {value:.4g}  ({status})")
+            lines.append(f"  {name:5s} = {self.params[name]:.4g}  ({self.status(name)})")
         lines.append(f"  rmse of log residuals = {self.rmse_log:.3g}")
         lines.extend(f"  note: {note}" for note in self.notes)
         return "\n".join(lines)
