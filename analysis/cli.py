@@ -76,7 +76,8 @@ def register(subparsers) -> None:
     fit.add_argument("--alpha", type=float, default=None, help="hold alpha fixed")
     fit.add_argument("--asymptote", type=float, default=None, help="hold E fixed")
     fit.add_argument("--noise-sigma", type=float, default=None, help="known loss noise (parametric bootstrap)")
-    fit.add_argument("--bootstrap", type=int, default=500, help="bootstrap refits (0: no interval)")
+    fit.add_argument("--bootstrap", type=int, default=None,
+                     help="bootstrap refits (0: no interval; default: analysis.scaling.N_BOOT, the report's count)")
     fit.add_argument("--json", action="store_true",
                      help="print a JSON list, one object per group: its parameters' estimate, low, high")
     fit.set_defaults(func=_fit)
@@ -174,7 +175,13 @@ def _add_law_arguments(parser) -> None:
         help="fit the law to your own real-only runs: a CSV/JSON/parquet with columns D (or tokens) and loss; "
         "efficiencies get bootstrap intervals",
     )
-    parser.add_argument("--bootstrap", type=int, default=1000, help="bootstrap refits of --fit-baseline")
+    parser.add_argument("--bootstrap", type=int, default=None,
+                        help="bootstrap refits of --fit-baseline (default: analysis.scaling.N_BOOT, as `fit`'s)")
+
+
+def _bootstrap(args) -> dict:
+    """``n_boot`` for a fit: ``--bootstrap`` where given, else the fits' own default (one count everywhere)."""
+    return {} if args.bootstrap is None else {"n_boot": args.bootstrap}
 
 
 def _law_from_args(args):
@@ -204,7 +211,7 @@ def _law_from_args(args):
                             f"{sorted(sizes.tolist())} cannot determine E, A and alpha; add real-only runs "
                             "at 3 or more sizes, or give the law as --alpha and --asymptote, or --reference LAW.yaml")
         try:
-            law = fit_reference_law(data_sizes, losses, n_boot=args.bootstrap)
+            law = fit_reference_law(data_sizes, losses, **_bootstrap(args))
         except UserError as exc:
             raise UserError(f"--fit-baseline {args.fit_baseline}: {exc}") from None
         if not getattr(args, "json", False):  # JSON output carries the law itself
@@ -255,16 +262,18 @@ def _fit(args) -> int:
         fix_alpha=args.alpha,
         fix_E=args.asymptote,
         noise_sigma=args.noise_sigma,
-        n_boot=args.bootstrap,
+        **_bootstrap(args),
     )
     if args.input.endswith((".yaml", ".yml")):
-        from analysis.generation import BASELINE_METHOD
+        from analysis.experiments import generation_points
+        from analysis.generation import empty_table
         from analysis.ledger import load_tables
         from search.sweep import load_sweep
 
-        frame = load_tables(load_sweep(args.input)).certifications
-        if len(frame):
-            frame = frame[(frame["method"] != BASELINE_METHOD) & frame["loss"].notna()]
+        try:  # the report's points: main model, no synthetic-only ablation, the set the curves are read on
+            _main, frame = generation_points(load_tables(load_sweep(args.input)).certifications)
+        except UserError:  # no finite loss yet: said below
+            frame = empty_table()
         if len(frame) == 0 and args.x is None:
             raise UserError(f"{args.input}: no synthetic-data certification has a loss yet; L(G) is fitted per "
                             "algorithm over G (the real-only baseline is no point of it)")

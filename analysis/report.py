@@ -20,7 +20,7 @@ from analysis.efficiency import Basis, ReferenceLaw, load_reference_law
 from analysis.findings import findings as findings_of
 from analysis.findings import pooled_noise, rises_with_g
 from analysis.frame import POINT, compute_seconds, union_grid, val_sets
-from analysis.generation import BASELINE_METHOD, generation_table, main_set
+from analysis.generation import generation_table
 from analysis.scaling import PowerLawFit, fit_groups
 from megadocs.errors import UserError
 from megadocs.formats import IID, IID_LONG, IID_SETS, IID_SHORT, describe_validation_set, write_atomic
@@ -34,7 +34,6 @@ if TYPE_CHECKING:
 __all__ = ["render_report", "build_report"]
 
 FIGURE_DIR = "figures"
-REPORT_BOOTSTRAP = 300
 
 
 def _fmt(value: Any, digits: int = 4) -> str:
@@ -152,7 +151,8 @@ def _search_sections(report: _Report, runs: pd.DataFrame, summaries: Sequence[Ce
         )
 
 
-def _generation_sections(report: _Report, certifications: pd.DataFrame, law, grids) -> None:
+def _generation_sections(report: _Report, certifications: pd.DataFrame, law, grids,
+                         fits: tuple[str, dict[str, PowerLawFit | str]] | None) -> None:
     from analysis.figures import plot_certified_hparams, plot_generation_scaling
 
     report.add("## Generation scaling (Figures 1/2/5)", "")
@@ -213,12 +213,10 @@ def _generation_sections(report: _Report, certifications: pd.DataFrame, law, gri
             f"fig{number}-loss-vs-g-{val_set}",
             f"Figure {number}: tuned {val_set} loss vs G",
         )
-    # Fits of L(G) per algorithm on the iid loss.
-    main = main_set(table)
-    synthetic = table[(table["set"] == main) & (table["method"] != BASELINE_METHOD) & (table["g"] > 0)]
-    if len(synthetic):
+    if fits is not None and fits[1]:  # L(G) per algorithm on the set the curves are read on
+        main, by_method = fits
         report.add(f"### Fits of L(G) = E + A G^(-alpha) ({main})", "")
-        for method, fit in fit_groups(synthetic, x="g", y="loss", group="method", n_boot=REPORT_BOOTSTRAP).items():
+        for method, fit in by_method.items():
             text = fit.describe("G") if isinstance(fit, PowerLawFit) else f"not fitted: {fit}"
             report.add(f"**{method}**", "", "```", text, "```", "")
     report.figure(
@@ -228,20 +226,26 @@ def _generation_sections(report: _Report, certifications: pd.DataFrame, law, gri
     )
 
 
-def _next_generations_section(report: _Report, certifications: pd.DataFrame) -> None:
+def _generation_fits(certifications: pd.DataFrame) -> tuple[str, dict[str, PowerLawFit | str]] | None:
+    """L(G) per algorithm, fitted once for every section (None: no finite loss yet): the points and
+    the bootstrap count of ``megadocs analysis fit SWEEP.yaml``, so both give the same verdicts."""
+    from analysis.experiments import generation_points
+
+    try:
+        main, points = generation_points(certifications)
+    except UserError:
+        return None
+    return main, fit_groups(points, x="g", y="loss", group="method")
+
+
+def _next_generations_section(report: _Report, fits: tuple[str, dict[str, PowerLawFit | str]] | None) -> None:
     """First section: what the fitted L(G) per algorithm predicts for the next doubling of G."""
     from analysis.experiments import next_generations
 
-    try:
-        table = generation_table(certifications)
-    except UserError:
+    if fits is None or not fits[1]:
         return
-    main = main_set(table)
-    synthetic = table[(table["set"] == main) & (table["method"] != BASELINE_METHOD) & (table["g"] > 0)]
-    if synthetic.empty:
-        return
-    fits = fit_groups(synthetic, x="g", y="loss", group="method", n_boot=REPORT_BOOTSTRAP)
-    shown = next_generations(fits)
+    main, by_method = fits
+    shown = next_generations(by_method)
     report.add(
         "## Where to spend the next generations", "",
         f"From the fitted L(G) = E + A G^(-alpha) per algorithm ({main} loss): the loss measured at the largest "
@@ -354,7 +358,7 @@ def _ensemble_sections(report: _Report, ensembles: pd.DataFrame | None, studies:
         report.add("_No ensemble losses given._", "")
         return
     for val_set in sorted(ensembles["set"].unique(), key=lambda s: (s != IID, s)):
-        fits = fit_ensembles(ensembles, val_set=val_set, n_boot=REPORT_BOOTSTRAP)
+        fits = fit_ensembles(ensembles, val_set=val_set)
         report.add(f"### {val_set}", "", _markdown_table(compare_asymptotes(fits)), "")
         for algorithm, fit in fits.items():
             text = fit.describe("K") if isinstance(fit, PowerLawFit) else f"not fitted: {fit}"
@@ -429,7 +433,8 @@ def render_report(
         from analysis.experiments import generation_curves
 
         curves = generation_curves(certifications)  # neither the ablation nor another model size is a point of L(G)
-        _next_generations_section(report, curves)
+        fits = _generation_fits(certifications)
+        _next_generations_section(report, fits)
         report.add("## Certified points", "", _markdown_table(_certified_points_table(certifications)), "")
         for note in _basis_notes(certifications):
             report.add(note, "")
@@ -437,7 +442,7 @@ def render_report(
         if moved:
             report.add("Search bounds moved through `extend:` (a value appended beyond a bound each time the best "
                        "point sat on it, in order): " + "; ".join(moved) + ".", "")
-        _generation_sections(report, curves, law, grids)
+        _generation_sections(report, curves, law, grids, fits)
         _experiment_sections(report, runs, curves, law, transfer_sources or {}, diversity, students=certifications,
                              transfers=transfers)
         _synthetic_only_section(report, certifications)

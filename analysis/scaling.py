@@ -39,12 +39,16 @@ from scipy.optimize import least_squares
 
 from megadocs.errors import UserError
 
-__all__ = ["PARAMS", "PowerLawFit", "power_law", "fit_power_law", "fit_groups"]
+__all__ = ["PARAMS", "N_BOOT", "PowerLawFit", "power_law", "fit_power_law", "fit_groups"]
 
 PARAMS = ("E", "A", "alpha")
 DEFAULT_ALPHA_BOUNDS = (1e-3, 4.0)
 SCREEN_NFEV, POLISH_NFEV = 40, 400
 """Function evaluations per start while screening starts, and for the final polish."""
+N_BOOT = 500
+"""Bootstrap refits of every fit by default: the report, the notebook, ``fit`` and ``--fit-baseline``
+use this one count, so that the same points get the same interval and the same determined verdict
+(E_AT_ZERO reads the interval) wherever they are fitted."""
 MIN_BOOT = 20
 """Fewest bootstrap refits a percentile interval is read from (fewer: refused, not a silent "no interval")."""
 E_AT_ZERO = 0.05
@@ -286,7 +290,7 @@ def fit_power_law(
     fix_alpha: float | None = None,
     fix_E: float | None = None,
     alpha_bounds: tuple[float, float] = DEFAULT_ALPHA_BOUNDS,
-    n_boot: int = 500,
+    n_boot: int = N_BOOT,
     noise_sigma: float | None = None,
     level: float = 0.95,
     seed: int = 0,
