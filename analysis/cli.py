@@ -188,7 +188,7 @@ def _law_from_args(args):
     """The reference law an efficiency is computed with: the alpha/E pair, a file, a fit, or the default."""
     import numpy as np
 
-    from analysis.efficiency import ReferenceLaw, fit_reference_law, load_reference_law
+    from analysis.efficiency import ReferenceLaw, load_reference_law
 
     alpha, asymptote = getattr(args, "alpha", None), getattr(args, "asymptote", None)
     given = [name for name, value in (("--alpha", alpha), ("--asymptote", asymptote)) if value is not None]
@@ -210,10 +210,10 @@ def _law_from_args(args):
             raise UserError(f"--fit-baseline {args.fit_baseline}: {len(sizes)} distinct data size(s) "
                             f"{sorted(sizes.tolist())} cannot determine E, A and alpha; add real-only runs "
                             "at 3 or more sizes, or give the law as --alpha and --asymptote, or --reference LAW.yaml")
-        try:
-            law = fit_reference_law(data_sizes, losses, **_bootstrap(args))
-        except UserError as exc:
-            raise UserError(f"--fit-baseline {args.fit_baseline}: {exc}") from None
+        [law] = _fit_table(table.assign(**{size: data_sizes, "loss": losses}), x=size, y="loss", group=None,
+                           **_bootstrap(args)).values()
+        if isinstance(law, str):  # the reason it could not be fitted
+            raise UserError(f"--fit-baseline {args.fit_baseline}: {law}")
         if not getattr(args, "json", False):  # JSON output carries the law itself
             print(law.describe("D"))
         return law
@@ -253,9 +253,19 @@ def _efficiency(args) -> int:
     return 0
 
 
-def _fit(args) -> int:
+def _fit_table(frame, *, x: str, y: str, group: str | None, **options) -> dict:
+    """One law per group of a table (a single group "all" without ``group``) through
+    ``analysis.scaling.fit_groups``: ``fit TABLE`` and ``--fit-baseline TABLE`` fit alike, bootstrap
+    seeds and left-out non-finite losses included, so the same points get the same interval and the
+    same determined verdict from both."""
     from analysis.scaling import fit_groups
 
+    if group is None:
+        frame, group = frame.assign(_all="all"), "_all"
+    return fit_groups(frame, x=x, y=y, group=group, **options)
+
+
+def _fit(args) -> int:
     options = dict(
         loss="huber" if args.huber is not None else "linear",
         huber_delta=args.huber if args.huber is not None else 0.01,
@@ -289,20 +299,17 @@ def _fit(args) -> int:
     if len(frame) == 0:
         raise UserError(f"{args.input}: no rows to fit")
     frame = frame.assign(**{column: numeric_column(frame, column, args.input) for column in (x, args.y)})
-    if group is None:
-        frame = frame.assign(_all="all")
-        group = "_all"
-    fits = fit_groups(frame, x=x, y=args.y, group=group, **options)
+    fits = _fit_table(frame, x=x, y=args.y, group=group, **options)
     failed = sum(isinstance(fit, str) for fit in fits.values())
     if args.json:
         from megadocs.formats import dumps_json
 
-        rows = [{"group": None if group == "_all" else _plain(name), "x": x,
+        rows = [{"group": None if group is None else _plain(name), "x": x,
                  **({"error": fit} if isinstance(fit, str) else fit.to_json())} for name, fit in fits.items()]
         print(dumps_json(rows))
         return 1 if failed else 0
     for name, fit in fits.items():
-        print(f"[{name}]" if group != "_all" else "", file=sys.stdout)
+        print(f"[{name}]" if group is not None else "", file=sys.stdout)
         if isinstance(fit, str):
             print(f"  not fitted: {fit}")
         else:
