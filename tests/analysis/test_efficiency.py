@@ -20,6 +20,7 @@ from analysis.efficiency import (
 from analysis.scaling import power_law
 from megadocs.cli import main
 from megadocs.errors import UserError
+from tests.analysis.synthetic import BASELINE_RUNS
 
 
 def test_paper_ratios_from_alpha_and_asymptote():
@@ -146,16 +147,6 @@ def test_cli_refuses_a_meaningless_law_in_one_line(capsys, alpha, asymptote):
     assert err.startswith("error: --alpha/--asymptote: need a finite alpha > 0") and "\n" not in err
 
 
-# Seeded baseline runs for fitted laws (--fit-baseline): one whose E the points determine (six sizes
-# over a 32x range, the paper's law), one whose losses fall linearly in log D over four sizes, where E
-# is NOT determined (scaling's policy) but the curve between the points is.
-D_DETERMINED = np.array([25e6, 50e6, 100e6, 200e6, 400e6, 800e6])
-D_LOOSE = np.array([25e6, 50e6, 100e6, 200e6])
-BASELINE_RUNS = {
-    "determined": (D_DETERMINED, power_law(D_DETERMINED, 1.92, 150.0, 0.235)
-                   * np.exp(np.random.default_rng(0).normal(0, 0.002, 6))),
-    "loose": (D_LOOSE, 3.70 - 0.08 * np.log2(D_LOOSE / 25e6) + np.random.default_rng(0).normal(0, 0.003, 4)),
-}
 N_BOOT = 100
 SCENARIOS = {  # basis -> (baseline runs or None for the shipped law, loss, baseline loss)
     Basis.REFERENCE: (None, 3.41, 3.5544),
@@ -193,7 +184,8 @@ def test_an_efficiency_is_only_quoted_where_the_law_determines_it(basis):
             in result.note
     if basis is Basis.INTERPOLATED:  # E is loose, yet the effective data lies among the runs' sizes
         assert not law.determined["E"]
-        assert D_LOOSE.min() <= result.effective_tokens <= D_LOOSE.max()
+        sizes = BASELINE_RUNS["loose"][0]
+        assert sizes.min() <= result.effective_tokens <= sizes.max()
         assert result.ratio == pytest.approx(2 ** ((baseline_loss - loss) / 0.08), rel=0.05)  # 0.08 per doubling
         assert result.interval[0] <= result.ratio <= result.interval[1]
 
