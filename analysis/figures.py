@@ -241,7 +241,7 @@ def plot_ensembles(table: pd.DataFrame, fits: Mapping[str, PowerLawFit | str], *
         _log2_axis(ax, sorted(set(part["k"].tolist())))
         ax.set_xlabel("ensemble members K (log2)")
         ax.set_ylabel(f"{val_set} validation loss")
-        ax.set_title("Ensembles: L(K) = E + A K^(-alpha); dotted: asymptote E")
+        ax.set_title("Ensembles: L(K) = E + A K^(-alpha); dotted: asymptote E (where determined)")
         ax.legend()
         fig.tight_layout()
     return fig

@@ -31,6 +31,7 @@ Example:
 from __future__ import annotations
 
 import math
+import zlib
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -468,14 +469,14 @@ def fit_groups(frame, *, x: str, y: str, group: str, **options) -> dict[str, Pow
     """Fit one law per group of a DataFrame; a group that cannot be fitted maps to the reason.
 
     Every group's bootstrap draws its own independent noise (seeded by ``seed`` and the group's
-    position), so draws of two groups can be paired to give an interval for their difference.
+    name), so draws of two groups can be paired to give an interval for their difference.
 
     The reason is the ``UserError`` text (too few points, non-decreasing losses), so reports can
     print it instead of a number.
     """
     results: dict[str, PowerLawFit | str] = {}
     seed = options.pop("seed", 0)
-    for position, (name, part) in enumerate(frame.groupby(group, sort=True)):
+    for name, part in frame.groupby(group, sort=True):
         finite = np.isfinite(part[y].to_numpy(dtype=float))
         # A diverged (inf) or missing loss has no place on a power law, but leaving it out silently
         # would present the curve as the whole group: the fit's notes name what was left out.
@@ -483,8 +484,9 @@ def fit_groups(frame, *, x: str, y: str, group: str, **options) -> dict[str, Pow
         part = part[finite]
         # Each group's bootstrap gets its own stream: with one seed for all, the draws of two
         # groups share their noise, and a difference of paired draws (compare_asymptotes) came
-        # out several times too narrow.
-        group_seed = int(np.random.SeedSequence([seed, position]).generate_state(1)[0])
+        # out several times too narrow. Keyed by the name, not the position: a group's interval (and
+        # the verdicts read from it, E_AT_ZERO) must not change when another algorithm joins the sweep.
+        group_seed = int(np.random.SeedSequence([seed, zlib.crc32(str(name).encode())]).generate_state(1)[0])
         try:
             results[name] = fit_power_law(part[x].to_numpy(dtype=float), part[y].to_numpy(dtype=float),
                                           seed=group_seed, **options)
