@@ -160,10 +160,11 @@ def test_score_ensemble_studies_reports_what_it_cannot_score(tmp_path):
     run = tmp_path / "run0"
     run.mkdir()
     studies = {"one": ensemble_study(run), "untrained": ensemble_study(run, run)}
-    bare = tmp_path / "bare"  # a model/ but no RUN/config.yaml: train refuses without a context
-    (bare / "model").mkdir(parents=True)
-    (bare / "model" / "config.json").write_text("{}")
-    studies["bare"] = ensemble_study(bare, bare)
+    bare, bare2 = tmp_path / "bare", tmp_path / "bare2"  # a model/ but no RUN/config.yaml: refused without a context
+    for member in (bare, bare2):  # two distinct models (train refuses one model listed twice first)
+        (member / "model").mkdir(parents=True)
+        (member / "model" / "config.json").write_text("{}")
+    studies["bare"] = ensemble_study(bare, bare2)
     # members of an earlier certified point are never mixed with the current point's
     studies["moved"] = ensemble_study(bare, stale=[run, run])
     studies["uncertified"] = ensemble_study(stale=[run, run], certified=False)
