@@ -14,7 +14,8 @@
   per method and G, the gain over the real-only baseline of the mixed and the synthetic-only
   certification, and the share of the gain that comes from mixing real data.
   :func:`without_synthetic_only` keeps those certifications out of the generation curves, and
-  :func:`generation_curves` also the student-scaling certifications of other model sizes.
+  :func:`generation_curves` also the student-scaling certifications of other model sizes;
+  :func:`generation_points` are the points of every L(G) fit.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ import numpy as np
 import pandas as pd
 
 from analysis.frame import POINT
-from analysis.generation import BASELINE_METHOD, loss_column
+from analysis.generation import BASELINE_METHOD, generation_table, loss_column, main_set
 from analysis.scaling import PowerLawFit, power_law
 from megadocs.errors import UserError
 from megadocs.formats import IID
@@ -50,6 +51,7 @@ __all__ = [
     "without_synthetic_only",
     "main_model_mask",
     "generation_curves",
+    "generation_points",
     "synthetic_only_table",
 ]
 
@@ -258,6 +260,21 @@ def generation_curves(certifications: pd.DataFrame) -> pd.DataFrame:
     if len(certifications) == 0:
         return certifications
     return without_synthetic_only(certifications[main_model_mask(certifications)].reset_index(drop=True))
+
+
+def generation_points(certifications: pd.DataFrame) -> tuple[str, pd.DataFrame]:
+    """The points every L(G) fit is made from (the report, the notebook and ``megadocs analysis fit
+    SWEEP.yaml``, so that all three give the same fit and verdicts): the set the curves are read on
+    (:func:`analysis.generation.main_set`) and the synthetic rows of its generation table over
+    :func:`generation_curves` (columns of :data:`analysis.generation.COLUMNS`; ``loss`` on that set).
+
+    Raises:
+        UserError: no certification has a finite loss.
+    """
+    table = generation_table(generation_curves(certifications))
+    main = main_set(table)
+    points = table[(table["set"] == main) & (table["method"] != BASELINE_METHOD) & (table["g"] > 0)]
+    return main, points.reset_index(drop=True)
 
 
 def synthetic_only_table(certifications: pd.DataFrame, val_set: str = IID) -> pd.DataFrame:

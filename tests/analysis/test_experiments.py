@@ -301,3 +301,21 @@ def test_next_generations_quotes_no_asymptote_the_points_do_not_determine():
     [row] = next_generations({"simple": fit}).to_dict("records")
     assert math.isnan(row["asymptote"]) and "not determined: E" in row["note"]
     assert "no interval" in row["note"]  # three points for three parameters
+
+
+def test_fit_of_a_sweep_fits_the_reports_points_with_the_same_verdicts(ablation, tmp_path, capsys):
+    """`megadocs analysis fit SWEEP.yaml` pooled the synthetic-only (mix 1) certifications into the
+    stitched L(G) (6 points where the report fits 3) and fitted with another bootstrap count than the
+    report's: the same ledger could get two verdicts. Both now fit `generation_points`."""
+    from megadocs.cli import main
+
+    assert main(["analysis", "fit", str(ablation), "--json"]) == 1  # simple: one G, not fitted
+    groups = {row["group"]: row for row in json.loads(capsys.readouterr().out)}
+    assert groups["stitched"]["n_points"] == 3 and "1 distinct x value" in groups["simple"]["error"]
+    text = build_report(load_sweep(ablation), tmp_path / "report").read_text()
+    fits = text.split("### Fits of L(G)", 1)[1].split("\n## ", 1)[0]
+    assert f"not fitted: {groups['simple']['error']}" in fits
+    for name, param in groups["stitched"]["params"].items():
+        [line] = [line for line in fits.splitlines() if line.startswith(f"  {name:5s} = ")]
+        assert line.startswith(f"  {name:5s} = {param['estimate']:.4g}  (")
+        assert ("NOT determined" in line) == (not param["determined"])
