@@ -14,7 +14,8 @@
   per method and G, the gain over the real-only baseline of the mixed and the synthetic-only
   certification, and the share of the gain that comes from mixing real data.
   :func:`without_synthetic_only` keeps those certifications out of the generation curves, and
-  :func:`generation_curves` also the student-scaling certifications of other model sizes.
+  :func:`generation_curves` also the student-scaling certifications of other model sizes;
+  :func:`generation_points` are the points of every L(G) fit.
 """
 
 from __future__ import annotations
@@ -27,13 +28,13 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from analysis.frame import POINT, point_of
-from analysis.generation import BASELINE_METHOD, loss_column
+from analysis.frame import POINT
+from analysis.generation import BASELINE_METHOD, generation_table, loss_column, main_set
 from analysis.scaling import PowerLawFit, power_law
 from megadocs.errors import UserError
 from megadocs.formats import IID
 from megadocs.pools import read_manifest, resolve_pool
-from search.grid import points_equal, values_equal
+from search.grid import values_equal
 from search.sweep import SYNTHETIC_ONLY_MIX
 
 if TYPE_CHECKING:
@@ -50,6 +51,7 @@ __all__ = [
     "without_synthetic_only",
     "main_model_mask",
     "generation_curves",
+    "generation_points",
     "synthetic_only_table",
 ]
 
@@ -89,7 +91,7 @@ def transfer_table(runs: pd.DataFrame, certifications: pd.DataFrame, sources: Ma
     by_name = certifications.set_index("certification") if len(certifications) else None
     for _, run in transfers.iterrows():
         name = str(run["certification"]).removeprefix("transfer/")
-        if current is not None and not _is_current(current.get(name), point_of(run)):
+        if current is not None and not _is_current(current.get(name), run["trial"]):
             continue
         loss = run[column] if column in run and pd.notna(run[column]) else run["loss"]
         same = certifications[(certifications["method"] == run["method"]) & (certifications["g"] == run["g"])
@@ -110,9 +112,10 @@ def transfer_table(runs: pd.DataFrame, certifications: pd.DataFrame, sources: Ma
         else pd.DataFrame()
 
 
-def _is_current(summary: TransferSummary | None, point: Mapping[str, Any]) -> bool:
-    """Whether a transfer run's point is its transfer's current result (search decides which)."""
-    return summary is not None and summary.point is not None and points_equal(summary.point, point)
+def _is_current(summary: TransferSummary | None, trial: Any) -> bool:
+    """Whether the transfer run with this trial number (in its transfer's study) is its transfer's
+    current result (search decides which: ``TransferSummary.trial``)."""
+    return summary is not None and summary.trial is not None and summary.trial == trial
 
 
 def student_scaling_table(certifications: pd.DataFrame, val_set: str = IID) -> pd.DataFrame:
@@ -257,6 +260,21 @@ def generation_curves(certifications: pd.DataFrame) -> pd.DataFrame:
     if len(certifications) == 0:
         return certifications
     return without_synthetic_only(certifications[main_model_mask(certifications)].reset_index(drop=True))
+
+
+def generation_points(certifications: pd.DataFrame) -> tuple[str, pd.DataFrame]:
+    """The points every L(G) fit is made from (the report, the notebook and ``megadocs analysis fit
+    SWEEP.yaml``, so that all three give the same fit and verdicts): the set the curves are read on
+    (:func:`analysis.generation.main_set`) and the synthetic rows of its generation table over
+    :func:`generation_curves` (columns of :data:`analysis.generation.COLUMNS`; ``loss`` on that set).
+
+    Raises:
+        UserError: no certification has a finite loss.
+    """
+    table = generation_table(generation_curves(certifications))
+    main = main_set(table)
+    points = table[(table["set"] == main) & (table["method"] != BASELINE_METHOD) & (table["g"] > 0)]
+    return main, points.reset_index(drop=True)
 
 
 def synthetic_only_table(certifications: pd.DataFrame, val_set: str = IID) -> pd.DataFrame:

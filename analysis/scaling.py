@@ -31,6 +31,7 @@ Example:
 from __future__ import annotations
 
 import math
+import zlib
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -39,12 +40,16 @@ from scipy.optimize import least_squares
 
 from megadocs.errors import UserError
 
-__all__ = ["PARAMS", "PowerLawFit", "power_law", "fit_power_law", "fit_groups"]
+__all__ = ["PARAMS", "N_BOOT", "PowerLawFit", "power_law", "fit_power_law", "fit_groups"]
 
 PARAMS = ("E", "A", "alpha")
 DEFAULT_ALPHA_BOUNDS = (1e-3, 4.0)
 SCREEN_NFEV, POLISH_NFEV = 40, 400
 """Function evaluations per start while screening starts, and for the final polish."""
+N_BOOT = 500
+"""Bootstrap refits of every fit by default: the report, the notebook, ``fit`` and ``--fit-baseline``
+use this one count, so that the same points get the same interval and the same determined verdict
+(E_AT_ZERO reads the interval) wherever they are fitted."""
 MIN_BOOT = 20
 """Fewest bootstrap refits a percentile interval is read from (fewer: refused, not a silent "no interval")."""
 E_AT_ZERO = 0.05
@@ -116,20 +121,27 @@ class PowerLawFit:
         return {"n_points": self.n_points, "loss": self.loss, "level": self.level, "params": params,
                 "rmse_log": number(self.rmse_log), "notes": list(self.notes)}
 
+    def status(self, name: str) -> str:
+        """What the points say about parameter ``name``, in the words every output uses (the report,
+        the CLI, figure legends): ``fixed``, ``NOT determined`` (with the interval where there is
+        one: it shows how loose), the interval (``95% CI [low, high]``) or ``no interval``."""
+        interval = self.interval(name)
+        ci = f"{int(self.level * 100)}% CI [{interval[0]:.4g}, {interval[1]:.4g}]" if interval else None
+        if name in self.fixed:
+            return "fixed"
+        if not self.determined[name]:
+            return "NOT determined" + (f"; {ci}" if ci else "")
+        return ci or "no interval"
+
+    def quote(self, name: str) -> str:
+        """``name=value (status)``: a parameter as a legend or a sentence quotes it (see :meth:`status`)."""
+        return f"{name}={self.params[name]:.4g} ({self.status(name)})"
+
     def describe(self, x_name: str = "x") -> str:
         """One line per parameter and the notes, for reports and the CLI."""
         lines = [f"L({x_name}) = E + A * {x_name}^(-alpha), {self.n_points} points, {self.loss} loss on log residuals"]
         for name in PARAMS:
-            value = self.params[name]
-            interval = self.interval(name)
-            ci = f"{int(self.level * 100)}% CI [{interval[0]:.4g}, {interval[1]:.4g}]" if interval else None
-            if name in self.fixed:
-                status = "fixed"
-            elif not self.determined[name]:  # the interval, where there is one, shows how loose it is
-                status = "NOT determined" + (f"; {ci}" if ci else "")
-            else:
-                status = ci or "no interval"
-            lines.append(f"  {name:5s} = {value:.4g}  ({status})")
+            lines.append(f"  {name:5s} = {self.params[name]:.4g}  ({self.status(name)})")
         lines.append(f"  rmse of log residuals = {self.rmse_log:.3g}")
         lines.extend(f"  note: {note}" for note in self.notes)
         return "\n".join(lines)
@@ -279,7 +291,7 @@ def fit_power_law(
     fix_alpha: float | None = None,
     fix_E: float | None = None,
     alpha_bounds: tuple[float, float] = DEFAULT_ALPHA_BOUNDS,
-    n_boot: int = 500,
+    n_boot: int = N_BOOT,
     noise_sigma: float | None = None,
     level: float = 0.95,
     seed: int = 0,
@@ -457,14 +469,14 @@ def fit_groups(frame, *, x: str, y: str, group: str, **options) -> dict[str, Pow
     """Fit one law per group of a DataFrame; a group that cannot be fitted maps to the reason.
 
     Every group's bootstrap draws its own independent noise (seeded by ``seed`` and the group's
-    position), so draws of two groups can be paired to give an interval for their difference.
+    name), so draws of two groups can be paired to give an interval for their difference.
 
     The reason is the ``UserError`` text (too few points, non-decreasing losses), so reports can
     print it instead of a number.
     """
     results: dict[str, PowerLawFit | str] = {}
     seed = options.pop("seed", 0)
-    for position, (name, part) in enumerate(frame.groupby(group, sort=True)):
+    for name, part in frame.groupby(group, sort=True):
         finite = np.isfinite(part[y].to_numpy(dtype=float))
         # A diverged (inf) or missing loss has no place on a power law, but leaving it out silently
         # would present the curve as the whole group: the fit's notes name what was left out.
@@ -472,8 +484,9 @@ def fit_groups(frame, *, x: str, y: str, group: str, **options) -> dict[str, Pow
         part = part[finite]
         # Each group's bootstrap gets its own stream: with one seed for all, the draws of two
         # groups share their noise, and a difference of paired draws (compare_asymptotes) came
-        # out several times too narrow.
-        group_seed = int(np.random.SeedSequence([seed, position]).generate_state(1)[0])
+        # out several times too narrow. Keyed by the name, not the position: a group's interval (and
+        # the verdicts read from it, E_AT_ZERO) must not change when another algorithm joins the sweep.
+        group_seed = int(np.random.SeedSequence([seed, zlib.crc32(str(name).encode())]).generate_state(1)[0])
         try:
             results[name] = fit_power_law(part[x].to_numpy(dtype=float), part[y].to_numpy(dtype=float),
                                           seed=group_seed, **options)

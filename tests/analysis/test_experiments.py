@@ -94,11 +94,29 @@ def test_a_transfer_run_at_an_earlier_certified_point_is_no_row(experiments):
     assert set(tables.transfers) == set(tables.transfer_sources)
     current = transfer_table(tables.runs, tables.certifications, tables.transfer_sources, current=tables.transfers)
     assert list(current["transfer"]) == ["stitched-g1-at-simple", "stitched-g4-at-simple"]
-    moved = dict(tables.transfers)  # as if simple-g1 had since certified elsewhere
+    moved = dict(tables.transfers)  # as if simple-g1 had since certified elsewhere: no run there yet
     summary = moved["stitched-g1-at-simple"]
-    moved["stitched-g1-at-simple"] = dataclasses.replace(summary, point={**summary.point, "lr": -1.0})
+    moved["stitched-g1-at-simple"] = dataclasses.replace(summary, point={**summary.point, "lr": -1.0}, trial=None,
+                                                         run_id=None)
     table = transfer_table(tables.runs, tables.certifications, tables.transfer_sources, current=moved)
     assert list(table["transfer"]) == ["stitched-g4-at-simple"]
+
+
+def test_a_transfer_result_is_its_run_not_every_run_at_its_point(experiments):
+    """Search names the transfer's run (``TransferSummary.trial``); analysis takes that run. Two
+    trials at the same point (the source's point moved away and back, the run adopted again) are
+    one result: matched by point, both had been rows of Figure 6."""
+    tables = load_tables(load_sweep(experiments))
+    summary = tables.transfers["stitched-g1-at-simple"]
+    assert summary.trial is not None and summary.run_id
+    runs = tables.runs
+    [index] = runs.index[(runs["certification"] == "transfer/stitched-g1-at-simple") & (runs["trial"] == summary.trial)]
+    assert runs.loc[index, "run_id"] == summary.run_id
+    earlier = runs.loc[[index]].assign(trial=summary.trial + 1, loss=runs.loc[index, "loss"] + 1.0)
+    table = transfer_table(pd.concat([runs, earlier], ignore_index=True), tables.certifications,
+                           tables.transfer_sources, current=tables.transfers)
+    [row] = table[table["transfer"] == "stitched-g1-at-simple"].itertuples()
+    assert row.transfer_loss == pytest.approx(summary.loss)
 
 
 def test_student_scaling_is_the_gain_over_the_same_size_baseline(experiments):
@@ -283,3 +301,21 @@ def test_next_generations_quotes_no_asymptote_the_points_do_not_determine():
     [row] = next_generations({"simple": fit}).to_dict("records")
     assert math.isnan(row["asymptote"]) and "not determined: E" in row["note"]
     assert "no interval" in row["note"]  # three points for three parameters
+
+
+def test_fit_of_a_sweep_fits_the_reports_points_with_the_same_verdicts(ablation, tmp_path, capsys):
+    """`megadocs analysis fit SWEEP.yaml` pooled the synthetic-only (mix 1) certifications into the
+    stitched L(G) (6 points where the report fits 3) and fitted with another bootstrap count than the
+    report's: the same ledger could get two verdicts. Both now fit `generation_points`."""
+    from megadocs.cli import main
+
+    assert main(["analysis", "fit", str(ablation), "--json"]) == 1  # simple: one G, not fitted
+    groups = {row["group"]: row for row in json.loads(capsys.readouterr().out)}
+    assert groups["stitched"]["n_points"] == 3 and "1 distinct x value" in groups["simple"]["error"]
+    text = build_report(load_sweep(ablation), tmp_path / "report").read_text()
+    fits = text.split("### Fits of L(G)", 1)[1].split("\n## ", 1)[0]
+    assert f"not fitted: {groups['simple']['error']}" in fits
+    for name, param in groups["stitched"]["params"].items():
+        [line] = [line for line in fits.splitlines() if line.startswith(f"  {name:5s} = ")]
+        assert line.startswith(f"  {name:5s} = {param['estimate']:.4g}  (")
+        assert ("NOT determined" in line) == (not param["determined"])

@@ -211,3 +211,38 @@ def test_a_report_of_a_ledger_never_created_leaves_no_out_folder(tmp_path, capsy
     assert "\n" not in capsys.readouterr().err.strip()
     assert not out.exists()
 
+
+
+def _table_rows(section: str) -> list[dict[str, str]]:
+    """The rows of the first markdown table in ``section``, as {header: cell}."""
+    table = section[section.index("\n|") + 1:]
+    lines = table[:table.find("\n\n")].splitlines()
+    header = [cell.strip() for cell in lines[0].strip("|").split("|")]
+    return [dict(zip(header, (cell.strip() for cell in line.strip("|").split("|")))) for line in lines[2:]]
+
+
+def test_report_quotes_no_efficiency_a_fitted_law_does_not_determine(tmp_path):
+    """Under a baseline law whose E is NOT determined (losses linear in log D), an efficiency beyond
+    the baseline runs was printed with an interval; now the report says "not determined" with the
+    reason, keeps the one read off the curve between the runs, and the figure draws no efficiency
+    axis. Each row carries the basis `efficiency()` gives it."""
+    from analysis.efficiency import Basis, efficiency, fit_reference_law
+
+    law = fit_reference_law(*synthetic.BASELINE_RUNS["loose"], n_boot=100)
+    records, summaries = synthetic.sweep(methods=("simple",), gs=(1, 8))
+    runs = runs_frame(records)
+    cert = certifications_frame(summaries, runs)
+    text = render_report(runs, cert, summaries, tmp_path, law=law).read_text()
+    assert "E     = " in text and "NOT determined" in text.split("## Generation scaling", 1)[1]  # the law as fitted
+    iid = text.split("### iid\n", 1)[1]
+    rows = {row["g"]: row for row in _table_rows(iid)}
+    for g in ("1", "8"):
+        row = rows[g]
+        expected = efficiency(float(row["loss"]), synthetic.BASELINE, law)
+        assert row["efficiency_basis"] == expected.basis.value
+        assert (row["efficiency"] != "") == expected.basis.determined
+    assert rows["1"]["efficiency_basis"] == Basis.INTERPOLATED.value
+    assert rows["8"]["efficiency_basis"] == Basis.NOT_DETERMINED.value
+    assert "Data efficiency NOT determined for simple-g8 (method loss 3.4245 outside the baseline runs' losses" in text
+    assert "no efficiency axis" not in text  # a caption of the figure, not of the report
+    assert "No data efficiency for" not in text  # nothing is below an asymptote here

@@ -248,3 +248,16 @@ def test_an_asymptote_whose_interval_reaches_zero_is_not_determined():
     rng = np.random.default_rng(0)
     kept = fit_power_law(k, power_law(k, 3.31, 0.2, 1.0) * np.exp(rng.normal(0, 0.002, 8)), n_boot=300, seed=0)
     assert kept.determined["E"] and kept.interval("E")[0] > 3.2
+
+
+def test_a_groups_interval_does_not_depend_on_the_other_groups():
+    """Bootstrap seeds were keyed by a group's position: adding an algorithm that sorts first changed
+    every other algorithm's interval, and with it a verdict read from the interval (E_AT_ZERO)."""
+    import pandas as pd
+
+    y = power_law(GENERATION_X, 3.4, 0.15, 0.5) + np.random.default_rng(1).normal(0, 0.003, 6)
+    alone = pd.DataFrame({"method": "stitched", "g": GENERATION_X, "loss": y})
+    joined = pd.concat([alone, alone.assign(method="latent", loss=y - 0.05)])
+    before = fit_groups(alone, x="g", y="loss", group="method", n_boot=40)["stitched"]
+    after = fit_groups(joined, x="g", y="loss", group="method", n_boot=40)["stitched"]
+    assert after.ci == before.ci
