@@ -64,7 +64,7 @@ def register(subparsers) -> None:
         description="Fit L(x) = E + A x^(-alpha) per group, with bootstrap intervals and warnings about "
         "what the points cannot determine. INPUT is a table (CSV/JSON/parquet) or a sweep YAML "
         "(then: certified losses, default --x g --group method).",
-        **examples("megadocs analysis fit search/examples/analytic.yaml",
+        **examples("megadocs analysis fit SWEEP.yaml   # L(G) per method: certified losses at 3+ values of G",
                    "megadocs analysis fit losses.csv --x tokens --y loss --group method --huber 0.001"),
     )
     fit.add_argument("input", metavar="INPUT")
