@@ -55,17 +55,20 @@ def disk_full_message(exc: BaseException) -> str | None:
             what = os.strerror(cause.errno).lower()
             where = f" writing {cause.filename}" if cause.filename else ""
             return f"{what}{where}; re-run the same command once there is space"
-        if getattr(cause, "sqlite_errorname", None) == "SQLITE_FULL":  # sqlite3.Error names no file
-            return "no space left on device writing a SQLite database; re-run the same command once there is space"
+        if getattr(cause, "sqlite_errorname", None) == "SQLITE_FULL":  # named by names_file, or by nobody
+            where = getattr(cause, "filename", None) or "a SQLite database"
+            return f"no space left on device writing {where}; re-run the same command once there is space"
     return None
 
 
 @contextlib.contextmanager
 def names_file(path: str | os.PathLike) -> Iterator[None]:
-    """An ``OSError`` raised in the block without a file name gets ``path`` as its name.
+    """An ``OSError`` or SQLite error raised in the block without a file name gets ``path`` as its
+    name (``filename``), also under the exceptions a library raised from it.
 
-    A failed ``write``/``flush``/``fsync`` on an open handle (a full disk) names no file; the
-    writer knows which one it is.
+    A failed ``write``/``flush``/``fsync`` on an open handle (a full disk) names no file, nor does
+    SQLite's "database or disk is full" (under SQLAlchemy's and Optuna's wrappers); the writer
+    knows which file it is (a ledger names its database: search.ledger.Ledger).
 
     >>> with names_file("out/rows.jsonl"):
     ...     raise OSError(errno.ENOSPC, "No space left on device")
@@ -74,7 +77,9 @@ def names_file(path: str | os.PathLike) -> Iterator[None]:
     """
     try:
         yield
-    except OSError as exc:
-        if exc.filename is None:
-            exc.filename = os.fspath(path)
+    except Exception as exc:
+        for cause in _chain(exc):
+            named = isinstance(cause, OSError) or hasattr(cause, "sqlite_errorname")  # sqlite3.Error
+            if named and getattr(cause, "filename", None) is None:
+                cause.filename = os.fspath(path)
         raise

@@ -90,7 +90,8 @@ CASES = {
     "gen rephrase": Case(_rephrase, 8_192, "pool/shard-00000-of-00001.jsonl"),
     "gen assemble": Case(_assemble, 4_096, "pool/assembled/stitched-g2/documents.jsonl"),
     "data tokenize-pool": Case(_tokenize_pool, 4_096, "pool/tokens/"),
-    "search certify": Case(_certify, 150_000, "a SQLite database"),
+    "search certify": Case(_certify, 150_000, "out/ledger.db"),  # a committed row; the ledger names its file
+    "search certify, a new ledger": Case(_certify, 4_096, "out/ledger.db"),  # no room to create its tables
     "analysis report": Case(_report, 30_000, "report/figures/"),
 }
 
@@ -138,6 +139,28 @@ def test_generation_keeps_the_documents_it_flushed_before_the_disk_filled(small_
     assert main(argv) == 0
     assert len(load_shard(rows, 2)) == 8
     assert rows.read_bytes().startswith(before)
+
+
+def test_a_ledger_on_a_full_disk_is_read(small_filesystem, tmp_path, capsys):
+    """Reading needs no space: ``status`` and ``analysis report`` read a SQLite ledger on a full
+    disk. Opened as usual, SQLite would first size the ledger's 32 KiB wal-index (``-shm``) and
+    fail ("disk I/O error"); the ledger here is closed (no ``-shm``), as after a finished run."""
+    import sqlite3
+
+    (tmp_path / "sweep.yaml").write_text(textwrap.dedent(SWEEP).format(out=tmp_path / "out"))
+    assert main(["search", "certify", str(tmp_path / "sweep.yaml"), "--no-progress"]) == 0
+    ledger = small_filesystem / "ledger.db"
+    with sqlite3.connect(tmp_path / "out" / "ledger.db") as source, sqlite3.connect(ledger) as copy:
+        source.backup(copy)  # a closed copy of the ledger (WAL mode, every commit in the file)
+    (tmp_path / "full.yaml").write_text((tmp_path / "sweep.yaml").read_text() + f"ledger: sqlite:///{ledger}\n")
+    capsys.readouterr()
+    _fill(small_filesystem, 0)
+
+    assert main(["search", "status", str(tmp_path / "full.yaml"), "--json"]) == 0, capsys.readouterr().err
+    status = json.loads(capsys.readouterr().out)
+    assert [c["state"] for c in status["certifications"]] == ["certified"], status["certifications"]
+    assert main(["analysis", "report", str(tmp_path / "full.yaml"), "--out", str(tmp_path / "report")]) == 0
+    assert "real" in (tmp_path / "report" / "report.md").read_text()
 
 
 @pytest.mark.parametrize("code", DISK_FULL_ERRNOS)
