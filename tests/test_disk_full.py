@@ -131,11 +131,12 @@ def test_generation_keeps_the_documents_it_flushed_before_the_disk_filled(small_
     filler = _fill(small_filesystem, CASES["gen rephrase"].headroom)
     assert main(argv) == 1
 
-    filler.unlink()
     rows = rows_path(small_filesystem / "pool", 0, 1)
-    kept = load_shard(rows, 2)  # drops the torn chunk the full disk cut short (rewriting the file needs room)
-    assert 0 < len(kept) < 8
+    torn = rows.stat().st_size
+    kept = load_shard(rows, 2)  # cuts off the chunk the full disk cut short, in place: on the still-full disk
+    assert 0 < len(kept) < 8 and rows.stat().st_size < torn
     before = rows.read_bytes()
+    filler.unlink()
     assert main(argv) == 0
     assert len(load_shard(rows, 2)) == 8
     assert rows.read_bytes().startswith(before)
