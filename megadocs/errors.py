@@ -1,8 +1,8 @@
 """User-facing errors: one line, naming the field or file and what was expected.
 
 Two kinds reach the console script (`megadocs.cli.main`) as one line instead of a traceback:
-:class:`UserError` (bad input, exit 2) and a full file system (:func:`disk_full_message`, exit 1),
-which is no bug of the code. :func:`names_file` puts the file's name on an error of a write to
+:class:`UserError` (bad input, exit 2) and a full file system (:func:`disk_full_message`, exit 1,
+also one a job-array task met: :class:`DiskFull`), which is no bug of the code. :func:`names_file` puts the file's name on an error of a write to
 an open handle, which the OS reports without one.
 """
 
@@ -13,7 +13,7 @@ import errno
 import os
 from collections.abc import Iterator
 
-__all__ = ["UserError", "DISK_FULL_ERRNOS", "disk_full_message", "names_file"]
+__all__ = ["UserError", "DiskFull", "DISK_FULL_ERRNOS", "disk_full_message", "names_file"]
 
 DISK_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
 """A file system with no room left for us: no space left, or our disk quota used up."""
@@ -25,6 +25,12 @@ class UserError(Exception):
     The CLI prints ``error: <message>`` on one line and exits with status 2; nothing already
     done is lost. Messages name the offending field or file, the value, and what was expected.
     """
+
+
+class DiskFull(Exception):
+    """A full file system another process met (a job-array task), as its one line
+    (:func:`disk_full_message` of the task's own error): the task's exception does not cross the
+    process boundary, its line does. The CLI prints it like a full disk here (exit 1)."""
 
 
 def _chain(exc: BaseException) -> Iterator[BaseException]:
@@ -51,6 +57,8 @@ def disk_full_message(exc: BaseException) -> str | None:
     True
     """
     for cause in _chain(exc):
+        if isinstance(cause, DiskFull):
+            return str(cause)
         if isinstance(cause, OSError) and cause.errno in DISK_FULL_ERRNOS:
             what = os.strerror(cause.errno).lower()
             where = f" writing {cause.filename}" if cause.filename else ""

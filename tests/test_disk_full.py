@@ -19,8 +19,9 @@ from pathlib import Path
 import pytest
 
 from megadocs.cli import main
-from megadocs.errors import DISK_FULL_ERRNOS, disk_full_message, names_file
+from megadocs.errors import DISK_FULL_ERRNOS, DiskFull, UserError, disk_full_message, names_file
 from megadocs.pools import load_shard, rows_path
+from megadocs.shards import ShardedStep
 from tests.pools import write_rephrase_pool
 
 RETRY = "; re-run the same command once there is space"
@@ -162,6 +163,40 @@ def test_a_ledger_on_a_full_disk_is_read(small_filesystem, tmp_path, capsys):
     assert [c["state"] for c in status["certifications"]] == ["certified"], status["certifications"]
     assert main(["analysis", "report", str(tmp_path / "full.yaml"), "--out", str(tmp_path / "report")]) == 0
     assert "real" in (tmp_path / "report" / "report.md").read_text()
+
+
+class Fill(ShardedStep):
+    """A step whose shard writes 1 MiB: more than the full file system has, less than it has once
+    emptied (module level: the array task unpickles it in its own process)."""
+
+    def prepare(self):
+        return self.init_manifest({"format": "fill/1"}, same=lambda old: True)
+
+    def _run_shard(self, index):
+        path = self.folder / f"shard-{index}.bin"
+        with names_file(path), open(path, "wb") as handle:
+            handle.write(b"x" * 2**20)
+            os.fsync(handle.fileno())
+        return {}
+
+
+@pytest.mark.parametrize("executor", ["local", pytest.param("slurm", marks=pytest.mark.slurm)])
+def test_a_full_disk_in_a_job_array_task_is_the_line_and_status_of_one_in_process(small_filesystem, executor):
+    """A task's full disk comes back as the task's own line (naming its file), raised as a full
+    disk (the CLI's exit 1), not as "task(s) failed" (a UserError, exit 2): the task holds a
+    little disk back and gives it up for its result, which a full disk would not have room for."""
+    step = Fill(small_filesystem / "out", 1, name="fill")
+    profile = "slurm/profiles/local.yaml" if executor == "slurm" else None
+    filler = _fill(small_filesystem, 512 * 1024)
+    with pytest.raises(DiskFull) as caught:
+        step.submit(executor, profile)
+    assert not isinstance(caught.value, UserError)
+    line = disk_full_message(caught.value)
+    assert line == f"no space left on device writing {small_filesystem / 'out' / 'shard-0.bin'}{RETRY}", line
+    assert not list(small_filesystem.rglob("*.reserve"))
+
+    filler.unlink()
+    assert step.submit(executor, profile)["complete"]
 
 
 @pytest.mark.parametrize("code", DISK_FULL_ERRNOS)
