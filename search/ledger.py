@@ -518,7 +518,31 @@ def _driver_line(exc: BaseException) -> str:
     return re.sub(r"://[^/\s]*@", "://***@", lines[0] if lines else type(cause).__name__)
 
 
-class _Reconnecting:
+class _Naming:
+    """An Optuna storage whose calls name the ledger (``shown``: its file, or its URL with the
+    password masked) on an error that names no file (:func:`megadocs.errors.names_file`):
+    SQLite's "database or disk is full" is then one line naming the ledger."""
+
+    def __init__(self, storage: Any, shown: str) -> None:
+        self._storage = storage
+        self._shown = shown
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self._storage, name)
+        if not callable(attr):
+            return attr
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            with names_file(self._shown):
+                return self._call(name, attr, args, kwargs)
+
+        return call
+
+    def _call(self, name: str, method: Any, args: tuple, kwargs: dict) -> Any:
+        return method(*args, **kwargs)
+
+
+class _Reconnecting(_Naming):
     """An Optuna storage on a database server whose calls wait out a lost connection and go on.
 
     A server restart cuts every connection: the failing call is retried every RECONNECT_EVERY_S
@@ -529,20 +553,6 @@ class _Reconnecting:
     counts as done. Raises UserError (the URL with its password masked) once the outage outlasts
     LEDGER_OUTAGE_S.
     """
-
-    def __init__(self, storage: Any, shown_url: str) -> None:
-        self._storage = storage
-        self._shown = shown_url
-
-    def __getattr__(self, name: str) -> Any:
-        attr = getattr(self._storage, name)
-        if not callable(attr):
-            return attr
-
-        def call(*args: Any, **kwargs: Any) -> Any:
-            return self._call(name, attr, args, kwargs)
-
-        return call
 
     def _call(self, name: str, method: Any, args: tuple, kwargs: dict) -> Any:
         from optuna.exceptions import UpdateFinishedTrialError
@@ -577,26 +587,6 @@ class _Reconnecting:
         trial_id = kwargs.get("trial_id", args[0] if args else None)
         state = kwargs.get("state", args[1] if len(args) > 1 else None)
         return self._storage.get_trial(trial_id).state == state
-
-
-class _Naming:
-    """An Optuna storage on a local file whose calls name that file on an error that names none
-    (:func:`megadocs.errors.names_file`): a full disk is then one line naming the ledger."""
-
-    def __init__(self, storage: Any, name: str) -> None:
-        self._storage = storage
-        self._name = name
-
-    def __getattr__(self, name: str) -> Any:
-        attr = getattr(self._storage, name)
-        if not callable(attr):
-            return attr
-
-        def call(*args: Any, **kwargs: Any) -> Any:
-            with names_file(self._name):
-                return attr(*args, **kwargs)
-
-        return call
 
 
 class Ledger:
