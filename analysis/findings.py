@@ -123,9 +123,13 @@ def _comparison(baseline: pd.DataFrame, synthetic: pd.DataFrame, val_set: str, s
     return lines
 
 
-def findings(certifications: pd.DataFrame, *, law=None) -> list[str]:
+def findings(certifications: pd.DataFrame) -> list[str]:
     """Markdown paragraphs (one per list item) for the report's "Findings" section, for any sweep:
-    what it lacks (a baseline, a synthetic certification, a noise estimate) is said, not skipped."""
+    what it lacks (a baseline, a synthetic certification, a noise estimate) is said, not skipped.
+
+    Gains are in nats against the seed noise; data efficiency is left to the report's generation
+    section, which gives it with its basis and interval (no law here: a fitted baseline law would
+    bootstrap every certification's ratio for a table these lines never print)."""
     if certifications is None or len(certifications) == 0:
         return ["Nothing certified yet: the ledger holds no certification."]
     lines: list[str] = []
@@ -134,7 +138,7 @@ def findings(certifications: pd.DataFrame, *, law=None) -> list[str]:
     sets = [s for s in ("iid", "objective") if loss_column(s) in certifications]
     val_set = sets[0] if sets else "objective"
     try:
-        table = generation_table(certifications, law=law, sets=[val_set])
+        table = generation_table(certifications, sets=[val_set])
     except UserError as exc:  # no finite loss yet; anything else is a bug and must not read as "nothing yet"
         return [f"Nothing to compare yet: {exc}."]
     baseline = table[table["method"] == BASELINE_METHOD]

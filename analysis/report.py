@@ -405,7 +405,7 @@ def render_report(
         report.add("## Findings", "")
         from analysis.experiments import generation_curves
 
-        for paragraph in [*findings_of(generation_curves(certifications), law=law),
+        for paragraph in [*findings_of(generation_curves(certifications)),
                           *([] if findings is True else findings)]:
             report.add(paragraph, "")
     if notes:
