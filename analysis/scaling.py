@@ -38,9 +38,11 @@ from typing import Literal
 import numpy as np
 from scipy.optimize import least_squares
 
+from megadocs.config import StrictModel
 from megadocs.errors import UserError
 
-__all__ = ["PARAMS", "N_BOOT", "PowerLawFit", "power_law", "fit_power_law", "fit_groups"]
+__all__ = ["PARAMS", "N_BOOT", "PowerLawFit", "ParamRecord", "FitRecord", "power_law", "fit_power_law",
+           "fit_groups", "fit_record"]
 
 PARAMS = ("E", "A", "alpha")
 DEFAULT_ALPHA_BOUNDS = (1e-3, 4.0)
@@ -57,6 +59,42 @@ E_AT_ZERO = 0.05
 (refits that crawl toward E = 0 stop short of it, so "at 0" needs a margin)."""
 MIN_DECAY_COVERED = 0.15
 """E counts as determined only if the points span this share of the fitted decay toward it."""
+
+
+class ParamRecord(StrictModel):
+    """One parameter of a fitted law in standard JSON (null: no finite value or no interval)."""
+
+    estimate: float | None
+    low: float | None
+    high: float | None
+    fixed: bool
+    determined: bool
+
+
+class FitRecord(StrictModel):
+    """One group of ``megadocs analysis fit --json``, fitted or not, in one shape: ``error`` is null
+    for a fitted law and the fit's fields are null (``notes`` empty) for a group that could not be
+    fitted, whose ``error`` says why (the ``UserError`` text: too few distinct x, rising losses)."""
+
+    group: str | int | float | None
+    """The group's value (null: the table was fitted as one group)."""
+    x: str
+    """The column of sizes the law is a function of (``g``, ``D``, ``k``, ...)."""
+    error: str | None = None
+    n_points: int | None = None
+    loss: str | None = None
+    level: float | None = None
+    params: dict[str, ParamRecord] | None = None
+    rmse_log: float | None = None
+    notes: list[str] = []
+
+
+def fit_record(group, x: str, fit: PowerLawFit | str) -> FitRecord:
+    """A :func:`fit_groups` result as its JSON record (``group``: a numpy scalar becomes plain)."""
+    group = group.item() if hasattr(group, "item") else group
+    if isinstance(fit, str):
+        return FitRecord(group=group, x=x, error=fit)
+    return FitRecord(group=group, x=x, **fit.to_json())
 
 
 def power_law(x, E: float, A: float, alpha: float):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from analysis.scaling import fit_groups, fit_power_law, power_law
+from analysis.scaling import FitRecord, fit_groups, fit_power_law, power_law
 from megadocs.errors import UserError
 
 TRUE = {"E": 2.0, "A": 3.0, "alpha": 0.4}
@@ -196,7 +196,11 @@ def test_cli_fit_json_gives_one_object_per_group_with_estimate_low_high(tmp_path
 
     groups = {row["group"]: row for row in json.loads(out, parse_constant=refuse)}
     assert set(groups) == {"stitched", "latent"}
-    assert "cannot determine 3 parameters" in groups["latent"]["error"]
+    # One documented shape for a fitted and an unfitted group (the unfitted one was {group, x, error}).
+    records = {name: FitRecord.model_validate(row) for name, row in groups.items()}
+    assert set(groups["latent"]) == set(groups["stitched"]) == set(FitRecord.model_fields)
+    assert "cannot determine 3 parameters" in records["latent"].error and records["latent"].params is None
+    assert records["stitched"].error is None and records["stitched"].x == "g"
     stitched = groups["stitched"]
     assert stitched["n_points"] == 6 and stitched["level"] == 0.95
     for name in ("E", "A", "alpha"):
