@@ -304,9 +304,8 @@ def _fit(args) -> int:
     fits = _fit_table(frame, x=x, y=args.y, group=group, **options)
     failed = sum(isinstance(fit, str) for fit in fits.values())
     if args.json:
-        from megadocs.formats import dumps_json
-
         from analysis.scaling import fit_record
+        from megadocs.formats import dumps_json
 
         rows = [fit_record(None if group is None else name, x, fit).model_dump(mode="json")
                 for name, fit in fits.items()]

@@ -249,8 +249,11 @@ def _next_generations_section(report: _Report, fits: tuple[str, dict[str, PowerL
     report.add(
         "## Where to spend the next generations", "",
         f"From the fitted L(G) = E + A G^(-alpha) per algorithm ({main} loss): the loss measured at the largest "
-        "G certified beside the fit's value there, the loss predicted at twice that G, with its bootstrap "
-        "interval, and the asymptote E (the best any G can give). "
+        "G certified beside the fit's value there; the loss predicted at twice that G and what the doubling "
+        "gains (`gain_2g`), each with the interval of the fit's bootstrap refits (every refit fits the points); "
+        "and the asymptote E (the best any G can give). One doubling rests on the slope of the last points, "
+        "which they can pin even where they leave E NOT determined; a blank is a number the points do not "
+        "determine, and `note` says why. "
         "An extrapolation, not a measurement: certify 2G before relying on it.", "",
         _markdown_table(shown.dropna(axis=1, how="all")), "",
     )

@@ -41,7 +41,7 @@ from scipy.optimize import least_squares
 from megadocs.config import StrictModel
 from megadocs.errors import UserError
 
-__all__ = ["PARAMS", "N_BOOT", "PowerLawFit", "ParamRecord", "FitRecord", "power_law", "fit_power_law",
+__all__ = ["PARAMS", "N_BOOT", "MIN_BOOT", "PowerLawFit", "ParamRecord", "FitRecord", "power_law", "fit_power_law",
            "fit_groups", "fit_record"]
 
 PARAMS = ("E", "A", "alpha")
@@ -135,6 +135,12 @@ class PowerLawFit:
 
     def predict(self, x):
         return power_law(x, self.E, self.A, self.alpha)
+
+    @property
+    def E_at_lowest_loss(self) -> bool:
+        """E ended at its upper search bound, the lowest loss: the losses have not started to
+        flatten, so beyond the largest x the law is held up by that bound, not by the points."""
+        return "E" not in self.fixed and _at_bound(self.E, 0.0, float(np.min(self.y))) == "high"
 
     def interval(self, name: str) -> tuple[float, float] | None:
         return None if self.ci is None else self.ci.get(name)
@@ -413,11 +419,10 @@ def _judge(problem: _Problem, theta: np.ndarray) -> tuple[dict[str, bool], list[
     for name, index in (("E", 0), ("alpha", 2)):
         if not problem.free[index]:
             continue
-        low, high = lower[index], upper[index]
-        tolerance = 1e-4 * max(1.0, abs(high))
-        if theta[index] <= low + tolerance or theta[index] >= high - tolerance:
+        end = _at_bound(theta[index], lower[index], upper[index])
+        if end:
             determined[name] = False
-            if name == "E" and theta[index] >= high - tolerance:
+            if name == "E" and end == "high":
                 notes.append(
                     "E ended at the lowest observed loss: the losses have not flattened, so the asymptote "
                     "is not determined (only an upper bound)"
@@ -445,6 +450,12 @@ def _judge(problem: _Problem, theta: np.ndarray) -> tuple[dict[str, bool], list[
     elif problem.free[0] and determined["E"] and covered < 0.5:
         notes.append(f"E is an extrapolation: the points span {covered:.0%} of the fitted decay toward it")
     return determined, notes
+
+
+def _at_bound(value: float, low: float, high: float) -> Literal["low", "high"] | None:
+    """Which end of its search range a fitted value ended at (within 1e-4 of the range's scale)."""
+    tolerance = 1e-4 * max(1.0, abs(high))
+    return "low" if value <= low + tolerance else "high" if value >= high - tolerance else None
 
 
 def _uncertainty(problem: _Problem, theta, residuals, *, n_boot, noise_sigma, level, seed):
