@@ -206,7 +206,7 @@ def _check_points(x: np.ndarray, y: np.ndarray, n_free: int) -> list[str]:
         names = "E, A, alpha" if n_free == 3 else f"{n_free} free parameters"
         raise UserError(
             f"power-law fit: {len(distinct)} distinct x value(s) {distinct.tolist()} cannot determine "
-            f"{n_free} parameters ({names}); fix alpha or E (e.g. --alpha/--asymptote) or add points"
+            f"{n_free} parameters ({names}); add points, or fix alpha or E (`megadocs analysis fit --alpha/--asymptote`)"
         )
     means = np.array([y[x == value].mean() for value in distinct])
     if means[-1] >= means[0]:
