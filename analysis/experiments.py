@@ -194,11 +194,11 @@ def next_generations(fits: Mapping[str, PowerLawFit | str]) -> pd.DataFrame:
     L(2G) - L(G) = -s (1 - 2^-alpha) / alpha with s = -dL/dlnG at G, and (1 - 2^-alpha) / alpha
     only moves from ln 2 (alpha -> 0) to 0.5 (alpha = 1). Losses falling linearly in log G leave E
     NOT determined yet pin s, so the prediction is quoted with the interval of the bootstrap refits
-    (each fits the points). Measured once here (40 seeded curves per case, 0.3% lognormal noise, 200
-    refits each, so +-5%): nominal 95% intervals of L(2G) covered the generating curve's value in 90%
-    (G = 1..32) and 98% (G = 1..8) of curves linear in log G, whose E was NOT determined in 95-98% of
-    them, and in 88% and 95% of flattening power laws (3.3 + 0.4 G^-0.5). It is blank, with the
-    reason, where the points do not determine it:
+    (each fits the points). Nominal 95% intervals of L(2G) cover the generating curve's value in 95%
+    of 210 seeded flattening 6-G curves (``tests/analysis/test_scaling.py``, asserted there), and,
+    measured once outside the suite (40 seeded curves each, 0.3% lognormal noise, 200 refits, so
+    +-5%), in 90% (G = 1..32) and 98% (G = 1..8) of curves linear in log G, whose E was NOT
+    determined in 95-98% of them. It is blank, with the reason, where the points do not determine it:
 
     * no bootstrap interval (as many G as parameters: the law interpolates, no residual gives the
       noise; or no refits): nothing says how far the curve may bend past the last point;
