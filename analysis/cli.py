@@ -79,7 +79,9 @@ def register(subparsers) -> None:
     fit.add_argument("--bootstrap", type=int, default=None,
                      help="bootstrap refits (0: no interval; default: analysis.scaling.N_BOOT, the report's count)")
     fit.add_argument("--json", action="store_true",
-                     help="print a JSON list, one object per group: its parameters' estimate, low, high")
+                     help="print a JSON list, one object per group (analysis.scaling.FitRecord): group, x, error "
+                     "(null when fitted), n_points, loss, level, params (each: estimate, low, high, fixed, "
+                     "determined), rmse_log, notes; a group that could not be fitted has its error and nulls")
     fit.set_defaults(func=_fit)
 
     report = commands.add_parser(
@@ -302,10 +304,11 @@ def _fit(args) -> int:
     fits = _fit_table(frame, x=x, y=args.y, group=group, **options)
     failed = sum(isinstance(fit, str) for fit in fits.values())
     if args.json:
+        from analysis.scaling import fit_record
         from megadocs.formats import dumps_json
 
-        rows = [{"group": None if group is None else _plain(name), "x": x,
-                 **({"error": fit} if isinstance(fit, str) else fit.to_json())} for name, fit in fits.items()]
+        rows = [fit_record(None if group is None else name, x, fit).model_dump(mode="json")
+                for name, fit in fits.items()]
         print(dumps_json(rows))
         return 1 if failed else 0
     for name, fit in fits.items():
@@ -315,11 +318,6 @@ def _fit(args) -> int:
         else:
             print(fit.describe(x))
     return 1 if failed else 0
-
-
-def _plain(value):
-    """A group key as a JSON value (numpy scalars to Python)."""
-    return value.item() if hasattr(value, "item") else value
 
 
 def _report(args) -> int:

@@ -203,6 +203,8 @@ def plot_generation_scaling(table: pd.DataFrame, *, val_set: str = IID, title: s
                        label=f"real data only ({float(baseline.min()):.3f})")
             if law is not None and val_set in (IID, "objective"):
                 notes.extend(_efficiency_axis(ax, float(baseline.min()), law))
+        else:  # the caption says why the reader looks for the line and the axis in vain
+            notes.append("no real-only baseline on this set: no baseline line, no efficiency axis")
         _log2_axis(ax, synthetic["g"])
         ax.set_xlabel("generations per real document G (log2)")
         ax.set_ylabel(f"tuned {val_set} validation loss")

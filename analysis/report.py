@@ -20,7 +20,7 @@ from analysis.efficiency import Basis, ReferenceLaw, load_reference_law
 from analysis.findings import findings as findings_of
 from analysis.findings import pooled_noise, rises_with_g
 from analysis.frame import POINT, compute_seconds, union_grid, val_sets
-from analysis.generation import generation_table
+from analysis.generation import BASELINE_METHOD, generation_table
 from analysis.scaling import PowerLawFit, fit_groups
 from megadocs.errors import UserError
 from megadocs.formats import IID, IID_LONG, IID_SETS, IID_SHORT, describe_validation_set, write_atomic
@@ -63,7 +63,7 @@ def _point_text(point: Mapping[str, Any]) -> str:
 def _hours(seconds: float) -> str:
     if seconds is None or not math.isfinite(seconds):
         return "unknown"
-    return f"{seconds / 3600:.2f} h" if seconds >= 360 else f"{seconds:.0f} s"
+    return f"{seconds / 3600:.2f} h" if seconds >= 360 else f"{seconds:.3g} s"  # 0.004 s is not "0 s"
 
 
 class _Report:
@@ -161,9 +161,11 @@ def _generation_sections(report: _Report, certifications: pd.DataFrame, law, gri
     except UserError as exc:
         report.skipped.append(str(exc))  # the message names the section
         return
-    if isinstance(law, ReferenceLaw):
+    if table["efficiency_basis"].isna().all():
+        report.add(_no_efficiency(table), "")
+    elif isinstance(law, ReferenceLaw):
         report.add(
-            f"Data efficiency uses the reference law alpha={law.alpha}, E={law.E} ({law.provenance.strip()}); "
+            f"Data efficiency uses the reference law alpha={law.alpha}, E={law.E} ({law.provenance.strip().rstrip('.')}); "
             "it is computed for the i.i.d. loss only.",
             "",
         )
@@ -226,6 +228,20 @@ def _generation_sections(report: _Report, certifications: pd.DataFrame, law, gri
     )
 
 
+def _no_efficiency(table: pd.DataFrame) -> str:
+    """Why a generation table has no data efficiency at all (every row's basis is empty)."""
+    iid_like = table[table["set"].isin(["objective", IID])]
+    if not len(iid_like):
+        return "No data efficiency: it is a ratio on the i.i.d. loss, and no certification has one."
+    lacks = [what for what, present in (("a real-only baseline", (iid_like["method"] == BASELINE_METHOD).any()),
+                                         ("a synthetic-data certification",
+                                          (iid_like["method"] != BASELINE_METHOD).any())) if not present]
+    if not lacks:  # not reached: generation_table gives every synthetic i.i.d. row beside a baseline a basis
+        return "No data efficiency was computed for the i.i.d. loss."
+    return ("No data efficiency: it compares a synthetic-data certification's i.i.d. loss with the real-only "
+            f"baseline's, and the ledger lacks {' and '.join(lacks)} with an i.i.d. loss.")
+
+
 def _generation_fits(certifications: pd.DataFrame) -> tuple[str, dict[str, PowerLawFit | str]] | None:
     """L(G) per algorithm, fitted once for every section (None: no finite loss yet): the points and
     the bootstrap count of ``megadocs analysis fit SWEEP.yaml``, so both give the same verdicts."""
@@ -242,15 +258,24 @@ def _next_generations_section(report: _Report, fits: tuple[str, dict[str, PowerL
     """First section: what the fitted L(G) per algorithm predicts for the next doubling of G."""
     from analysis.experiments import next_generations
 
+    report.add("## Where to spend the next generations", "")
     if fits is None or not fits[1]:
+        report.add("No synthetic-data certification has a loss yet: there is no L(G) to fit, so nothing to "
+                   "predict.", "")
         return
     main, by_method = fits
     shown = next_generations(by_method)
+    if not any(isinstance(fit, PowerLawFit) for fit in by_method.values()):
+        report.add(f"No algorithm's L(G) could be fitted ({main} loss; E, A and alpha need three distinct G), "
+                   "so nothing is predicted:", "", _markdown_table(shown), "")
+        return
     report.add(
-        "## Where to spend the next generations", "",
         f"From the fitted L(G) = E + A G^(-alpha) per algorithm ({main} loss): the loss measured at the largest "
-        "G certified beside the fit's value there, the loss predicted at twice that G, with its bootstrap "
-        "interval, and the asymptote E (the best any G can give). "
+        "G certified beside the fit's value there; the loss predicted at twice that G and what the doubling "
+        "gains (`gain_2g`), each with the interval of the fit's bootstrap refits (every refit fits the points); "
+        "and the asymptote E (the best any G can give). One doubling rests on the slope of the last points, "
+        "which they can pin even where they leave E NOT determined; a blank is a number the points do not "
+        "determine, and `note` says why. "
         "An extrapolation, not a measurement: certify 2G before relying on it.", "",
         _markdown_table(shown.dropna(axis=1, how="all")), "",
     )
@@ -405,7 +430,7 @@ def render_report(
         report.add("## Findings", "")
         from analysis.experiments import generation_curves
 
-        for paragraph in [*findings_of(generation_curves(certifications), law=law),
+        for paragraph in [*findings_of(generation_curves(certifications)),
                           *([] if findings is True else findings)]:
             report.add(paragraph, "")
     if notes:

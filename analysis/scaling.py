@@ -38,9 +38,11 @@ from typing import Literal
 import numpy as np
 from scipy.optimize import least_squares
 
+from megadocs.config import StrictModel
 from megadocs.errors import UserError
 
-__all__ = ["PARAMS", "N_BOOT", "PowerLawFit", "power_law", "fit_power_law", "fit_groups"]
+__all__ = ["PARAMS", "N_BOOT", "MIN_BOOT", "PowerLawFit", "ParamRecord", "FitRecord", "power_law", "fit_power_law",
+           "fit_groups", "fit_record"]
 
 PARAMS = ("E", "A", "alpha")
 DEFAULT_ALPHA_BOUNDS = (1e-3, 4.0)
@@ -57,6 +59,42 @@ E_AT_ZERO = 0.05
 (refits that crawl toward E = 0 stop short of it, so "at 0" needs a margin)."""
 MIN_DECAY_COVERED = 0.15
 """E counts as determined only if the points span this share of the fitted decay toward it."""
+
+
+class ParamRecord(StrictModel):
+    """One parameter of a fitted law in standard JSON (null: no finite value or no interval)."""
+
+    estimate: float | None
+    low: float | None
+    high: float | None
+    fixed: bool
+    determined: bool
+
+
+class FitRecord(StrictModel):
+    """One group of ``megadocs analysis fit --json``, fitted or not, in one shape: ``error`` is null
+    for a fitted law and the fit's fields are null (``notes`` empty) for a group that could not be
+    fitted, whose ``error`` says why (the ``UserError`` text: too few distinct x, rising losses)."""
+
+    group: str | int | float | None
+    """The group's value (null: the table was fitted as one group)."""
+    x: str
+    """The column of sizes the law is a function of (``g``, ``D``, ``k``, ...)."""
+    error: str | None = None
+    n_points: int | None = None
+    loss: str | None = None
+    level: float | None = None
+    params: dict[str, ParamRecord] | None = None
+    rmse_log: float | None = None
+    notes: list[str] = []
+
+
+def fit_record(group, x: str, fit: PowerLawFit | str) -> FitRecord:
+    """A :func:`fit_groups` result as its JSON record (``group``: a numpy scalar becomes plain)."""
+    group = group.item() if hasattr(group, "item") else group
+    if isinstance(fit, str):
+        return FitRecord(group=group, x=x, error=fit)
+    return FitRecord(group=group, x=x, **fit.to_json())
 
 
 def power_law(x, E: float, A: float, alpha: float):
@@ -97,6 +135,12 @@ class PowerLawFit:
 
     def predict(self, x):
         return power_law(x, self.E, self.A, self.alpha)
+
+    @property
+    def E_at_lowest_loss(self) -> bool:
+        """E ended at its upper search bound, the lowest loss: the losses have not started to
+        flatten, so beyond the largest x the law is held up by that bound, not by the points."""
+        return "E" not in self.fixed and _at_bound(self.E, 0.0, float(np.min(self.y))) == "high"
 
     def interval(self, name: str) -> tuple[float, float] | None:
         return None if self.ci is None else self.ci.get(name)
@@ -162,7 +206,7 @@ def _check_points(x: np.ndarray, y: np.ndarray, n_free: int) -> list[str]:
         names = "E, A, alpha" if n_free == 3 else f"{n_free} free parameters"
         raise UserError(
             f"power-law fit: {len(distinct)} distinct x value(s) {distinct.tolist()} cannot determine "
-            f"{n_free} parameters ({names}); fix alpha or E (e.g. --alpha/--asymptote) or add points"
+            f"{n_free} parameters ({names}); add points, or fix alpha or E (`megadocs analysis fit --alpha/--asymptote`)"
         )
     means = np.array([y[x == value].mean() for value in distinct])
     if means[-1] >= means[0]:
@@ -375,11 +419,10 @@ def _judge(problem: _Problem, theta: np.ndarray) -> tuple[dict[str, bool], list[
     for name, index in (("E", 0), ("alpha", 2)):
         if not problem.free[index]:
             continue
-        low, high = lower[index], upper[index]
-        tolerance = 1e-4 * max(1.0, abs(high))
-        if theta[index] <= low + tolerance or theta[index] >= high - tolerance:
+        end = _at_bound(theta[index], lower[index], upper[index])
+        if end:
             determined[name] = False
-            if name == "E" and theta[index] >= high - tolerance:
+            if name == "E" and end == "high":
                 notes.append(
                     "E ended at the lowest observed loss: the losses have not flattened, so the asymptote "
                     "is not determined (only an upper bound)"
@@ -407,6 +450,12 @@ def _judge(problem: _Problem, theta: np.ndarray) -> tuple[dict[str, bool], list[
     elif problem.free[0] and determined["E"] and covered < 0.5:
         notes.append(f"E is an extrapolation: the points span {covered:.0%} of the fitted decay toward it")
     return determined, notes
+
+
+def _at_bound(value: float, low: float, high: float) -> Literal["low", "high"] | None:
+    """Which end of its search range a fitted value ended at (within 1e-4 of the range's scale)."""
+    tolerance = 1e-4 * max(1.0, abs(high))
+    return "low" if value <= low + tolerance else "high" if value >= high - tolerance else None
 
 
 def _uncertainty(problem: _Problem, theta, residuals, *, n_boot, noise_sigma, level, seed):

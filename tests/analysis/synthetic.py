@@ -102,3 +102,17 @@ BASELINE_RUNS = {
                    * np.exp(np.random.default_rng(0).normal(0, 0.002, 6))),
     "loose": (_D_LOOSE, 3.70 - 0.08 * np.log2(_D_LOOSE / 25e6) + np.random.default_rng(0).normal(0, 0.003, 4)),
 }
+
+
+# Seeded L(G) points for the next-doubling table (analysis.experiments.next_generations) and the
+# loss the generating curve gives at the next doubling 2G. "log_linear": six G, losses falling 0.03
+# per doubling, linearly in log G (search.landscapes' bowl): E NOT determined, the local slope is.
+# "interpolated": that curve at three G, as many points as parameters: no residual, no interval.
+# "steady": four G linear in log G again; fitted with alpha fixed at 1 (a law that must bend), E
+# ends at the lowest loss, its bound.
+_G6, _G3, _G4 = np.array([1, 2, 4, 8, 16, 32.0]), np.array([1, 2, 4.0]), np.array([1, 2, 4, 8.0])
+GENERATION_CURVES = {
+    "log_linear": (_G6, 3.0 - 0.03 * np.log2(_G6) + np.random.default_rng(0).normal(0, 0.003, 6), 3.0 - 0.03 * 6),
+    "interpolated": (_G3, 3.0 - 0.03 * np.log2(_G3), 3.0 - 0.03 * 3),
+    "steady": (_G4, 3.0 - 0.03 * np.log2(_G4) + np.random.default_rng(0).normal(0, 0.002, 4), 3.0 - 0.03 * 4),
+}

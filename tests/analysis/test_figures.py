@@ -203,3 +203,16 @@ def test_efficiency_axis_of_a_fitted_law_only_where_it_determines_e_and_alpha(ru
         assert axes == [] and "no efficiency axis: the fitted baseline law does not determine E" in caption
     else:
         assert len(axes) == 1 and f"fitted baseline law: {law.quote('E')}, {law.quote('alpha')}" in caption
+
+
+def test_a_generation_figure_without_a_baseline_says_why_it_has_no_line_or_axis():
+    from analysis.efficiency import load_reference_law
+
+    records, summaries = synthetic.sweep(methods=("simple",), gs=(1, 2))
+    records = [r for r in records if r.fixed["method"] != "real"]
+    summaries = [s for s in summaries if s.fixed["method"] != "real"]
+    law = load_reference_law()
+    fig = plot_generation_scaling(generation_table(certifications_frame(summaries, runs_frame(records)), law=law),
+                                  law=law)
+    assert not fig.axes[0].child_axes and not [line for line in fig.axes[0].lines if line.get_linestyle() == "--"]
+    assert "no real-only baseline on this set" in " ".join(text.get_text() for text in fig.texts)

@@ -246,3 +246,41 @@ def test_report_quotes_no_efficiency_a_fitted_law_does_not_determine(tmp_path):
     assert "Data efficiency NOT determined for simple-g8 (method loss 3.4245 outside the baseline runs' losses" in text
     assert "no efficiency axis" not in text  # a caption of the figure, not of the report
     assert "No data efficiency for" not in text  # nothing is below an asymptote here
+
+
+SMALL_LEDGERS = {  # (methods, G values, keep the real-only baseline)
+    "one G": (("simple", "stitched"), (1,), True),
+    "two Gs": (("simple",), (1, 2), True),
+    "no baseline": (("simple",), (1, 2, 4, 8), False),
+    "baseline only": ((), (), True),
+}
+
+
+@pytest.mark.parametrize("ledger", SMALL_LEDGERS)
+def test_a_small_ledgers_report_says_nothing_its_points_do_not_support(ledger, tmp_path):
+    """Reports of one-G, two-G, baseline-less and baseline-only ledgers said "Tuned loss does not
+    rise with G" with nothing to compare, announced a reference law for efficiencies none of their
+    rows has, printed a next-doubling paragraph over a table of refusals, or dropped that section
+    without a word."""
+    methods, gs, baseline = SMALL_LEDGERS[ledger]
+    records, summaries = synthetic.sweep(methods=methods, gs=gs)
+    if not baseline:
+        records = [r for r in records if r.fixed["method"] != "real"]
+        summaries = [s for s in summaries if s.fixed["method"] != "real"]
+    runs = runs_frame(records)
+    text = render_report(runs, certifications_frame(summaries, runs), summaries, tmp_path).read_text()
+    doubling = text.split("## Where to spend the next generations\n\n", 1)[1].split("\n", 1)[0]
+    generation = text.split("## Generation scaling", 1)[1].split("\n### ", 1)[0]
+    fitted = len(gs) >= 3
+    assert doubling.startswith("From the fitted L(G)") == fitted
+    if methods and not fitted:
+        assert doubling.startswith("No algorithm's L(G) could be fitted")
+    if not methods:
+        assert doubling.startswith("No synthetic-data certification has a loss yet")
+    assert ("Tuned loss does not rise with G." in generation) == (len(gs) >= 2)
+    efficiency = methods and baseline
+    assert ("Data efficiency uses the reference law" in generation) == bool(efficiency)
+    if not efficiency:
+        lacks = "a real-only baseline" if methods else "a synthetic-data certification"
+        assert f"No data efficiency: it compares a synthetic-data certification's i.i.d. loss with the real-only " \
+               f"baseline's, and the ledger lacks {lacks} with an i.i.d. loss." in generation
