@@ -2,8 +2,8 @@
 
 Two kinds reach the console script (`megadocs.cli.main`) as one line instead of a traceback:
 :class:`UserError` (bad input, exit 2) and a full file system (:func:`disk_full_message`, exit 1,
-also one a job-array task met: :class:`DiskFull`), which is no bug of the code. :func:`names_file` puts the file's name on an error of a write to
-an open handle, which the OS reports without one.
+also one a job-array task met: :class:`DiskFull`), which is no bug of the code. :func:`names_file`
+puts the file's name on an error that names none (a write to an open handle, SQLite's).
 """
 
 from __future__ import annotations

@@ -473,7 +473,7 @@ def run_job_array(tasks: Sequence[Callable[[], Any]], labels: Sequence[str], *, 
     print(f"submitted {len(ids)} shard task(s) to {kind}: {', '.join(ids)} (logs: {folder})", file=sys.stderr)
     pending = dict(zip(ids, labels))
     values: dict[str, Any] = {}
-    failures, full = [], []  # full: the DiskFull lines tasks returned (megadocs.shards.ShardTask)
+    failures, full = [], []  # full: the DiskFull values tasks returned (megadocs.shards.ShardTask)
     try:
         while pending:
             time.sleep(ARRAY_POLL_S[kind])
