@@ -353,9 +353,10 @@ class TokenizePool(ShardedStep):
                                      _rendered_texts(algorithm, g, pool_manifest.kind, pool_manifest.g, doc, doc_rows)]
                             counts["rendered_tokens"] += writers[f"{algorithm}-g{g}"].write(encoder, texts)
                     bar.update(len(rows))
-            for writer in writers.values():
-                writer.close()
-            write_json(self.folder / f"{stem}.doc_ids.json", doc_ids, indent=None)
+            with self.writing():  # the shard's files appear only while the manifest is still this run's
+                for writer in writers.values():
+                    writer.close()
+                write_json(self.folder / f"{stem}.doc_ids.json", doc_ids, indent=None)
         except BaseException:
             for writer in writers.values():
                 writer.abort()
