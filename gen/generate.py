@@ -280,7 +280,7 @@ class GeneratePool(ShardedStep):
         # Refuse a context too small for the prompts now, before the engine starts (minutes for
         # an 8B model on a GPU) and before the manifest is written.
         context = self.engine.context_length if self.engine is not None else planned_context_length(
-            options.engine, options.generator, options.max_model_len)
+            options.engine, options.generator, options.max_model_len, options.revision)
         if context is not None:
             prompt_budget(options, self.template, self._tokenizer, context)
         intended = _intended_manifest(options, self.template, self._tokenizer)
