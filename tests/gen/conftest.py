@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -56,3 +57,12 @@ def read_rows(pool: Path) -> list[dict]:
     for path in sorted(pool.glob("shard-*.jsonl")):
         rows += [json.loads(line) | {"_shard": path.name} for line in path.read_text().splitlines() if line]
     return rows
+
+
+def lock_waiters(lock: Path) -> set[int]:
+    """The pids blocked waiting for the flock on ``lock`` (the '->' lines of /proc/locks): how a
+    test sees a generator waiting for the pool's lock with a chunk in hand, so that it can order
+    its own steps against the generator's writes without timing them."""
+    inode = str(os.stat(lock).st_ino)
+    fields = (line.split() for line in Path("/proc/locks").read_text().splitlines())
+    return {int(f[5]) for f in fields if len(f) > 6 and f[1] == "->" and f[6].rsplit(":", 1)[-1] == inode}

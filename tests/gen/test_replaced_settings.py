@@ -7,6 +7,7 @@ Transformers engine (cheap to load in-process); the rows' ``seed`` tells the two
 
 from __future__ import annotations
 
+import fcntl
 import os
 import pickle
 import signal
@@ -20,8 +21,8 @@ import pytest
 from gen.generate import GenerateOptions, GeneratePool, generate_pool
 from megadocs.errors import UserError
 from megadocs.pools import rows_path
-from megadocs.shards import ShardTask, manifest_lock
-from tests.gen.conftest import read_rows, write_docs
+from megadocs.shards import LOCK, ShardTask
+from tests.gen.conftest import lock_waiters, read_rows, write_docs
 
 OPTIONS = {"max_new_tokens": 8, "chunk_docs": 1, "progress": False}
 FIRST, SECOND = 1, 2  # the two runs' seeds: the setting that differs
@@ -104,32 +105,39 @@ def _wait(condition, what: str) -> None:
 
 @pytest.mark.slow
 def test_a_process_stopped_before_its_first_flush_writes_nothing_after_a_takeover(tiny_generator, engine, tmp_path):
-    """Real processes: `megadocs gen rephrase` (run 1) has written the manifest and is generating
-    its first chunk; it is stopped (SIGSTOP, as a node stalls) while run 2 takes the pool over
-    and finishes it, then continued. Run 1's flush needs the pool's lock, which this test holds
-    from before it stops run 1 until run 1 is stopped, so run 1 cannot have flushed meanwhile."""
+    """Real processes: `megadocs gen rephrase` (run 1) has written the manifest and holds its first
+    chunk, waiting for the pool's lock to flush it; it is stopped (SIGSTOP, as a node stalls) while
+    run 2 (another seed) takes the pool over and finishes it, then continued. Run 1 is refused in
+    one line and the pool holds run 2's rows only. Ordered by the lock, not by timing: the test
+    holds it from before run 1 starts and lets only its manifest through."""
     docs = write_docs(tmp_path / "docs.jsonl", n_docs=4)
     out = tmp_path / "pool"
+    out.mkdir()
     command = [sys.executable, "-m", "megadocs.cli", "gen", "rephrase", "--docs", str(docs), "--generator",
                str(tiny_generator), "--g", "1", "--out", str(out), "--engine", "transformers", "--chunk-docs", "4",
-               "--max-new-tokens", "64", "--seed", str(FIRST), "--no-progress"]
-    rows = rows_path(out, 0, 1)
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                               env={**os.environ, "PYTHONPATH": str(ROOT)}, start_new_session=True)
-    try:
-        # run 1 opens its shard file once its manifest is written, then generates the first chunk
-        _wait(lambda: rows.is_file() or process.poll() is not None, "run 1 to start its first chunk")
-        with manifest_lock(out):
-            assert rows.stat().st_size == 0, "run 1 flushed its first chunk before the test held the lock"
+               "--max-new-tokens", "8", "--seed", str(FIRST), "--no-progress"]
+    lock_path = out / LOCK
+    with open(lock_path, "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                   env={**os.environ, "PYTHONPATH": str(ROOT)}, start_new_session=True)
+        try:
+            ended = lambda: process.poll() is not None  # noqa: E731
+            _wait(lambda: process.pid in lock_waiters(lock_path) or ended(), "run 1 to write its manifest")
+            fcntl.flock(lock, fcntl.LOCK_UN)
+            _wait(lambda: (out / "manifest.json").is_file() or ended(), "run 1's manifest")
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            _wait(lambda: process.pid in lock_waiters(lock_path) or ended(), "run 1 to flush its first chunk")
+            assert not ended() and rows_path(out, 0, 1).stat().st_size == 0
             os.killpg(process.pid, signal.SIGSTOP)
-        generate_pool("rephrase", docs, tiny_generator, 1, out, engine=engine, seed=SECOND,
-                      **{**OPTIONS, "max_new_tokens": 64})
-        os.killpg(process.pid, signal.SIGCONT)
-        stdout, stderr = process.communicate(timeout=WAIT_S)
-    finally:
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
+            fcntl.flock(lock, fcntl.LOCK_UN)
+            generate_pool("rephrase", docs, tiny_generator, 1, out, engine=engine, seed=SECOND, **OPTIONS)
+            os.killpg(process.pid, signal.SIGCONT)
+            stdout, stderr = process.communicate(timeout=WAIT_S)
+        finally:
+            if process.poll() is None:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
     assert process.returncode == 2 and stdout == "" and "Traceback" not in stderr, stderr[-2000:]
     last = stderr.strip().splitlines()[-1]  # (transformers' weight-loading bar comes before it)
     assert last.startswith("error: ") and "manifest.json: seed: replaced since this gen-rephrase run started" in last
