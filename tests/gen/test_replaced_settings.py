@@ -13,7 +13,6 @@ import pickle
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -22,25 +21,13 @@ from gen.generate import GenerateOptions, GeneratePool, generate_pool
 from megadocs.errors import UserError
 from megadocs.pools import rows_path
 from megadocs.shards import LOCK, ShardTask
-from tests.gen.conftest import lock_waiters, read_rows, write_docs
+from tests.gen.conftest import lock_waiters, read_rows, wait_for, write_docs
 
 OPTIONS = {"max_new_tokens": 8, "chunk_docs": 1, "progress": False}
 FIRST, SECOND = 1, 2  # the two runs' seeds: the setting that differs
 REPLACED = r"manifest.json: seed: replaced since this gen-rephrase run started"
 ROOT = Path(__file__).resolve().parents[2]
 WAIT_S = 300  # a generous bound on a loaded 2-core machine; the waits end on their condition
-
-
-@pytest.fixture(scope="module")
-def engine(tiny_generator):
-    from gen.engines import TransformersEngine
-
-    return TransformersEngine(tiny_generator)
-
-
-@pytest.fixture(scope="module")
-def docs4(tmp_path_factory):
-    return write_docs(tmp_path_factory.mktemp("docs4") / "docs.jsonl", n_docs=4)
 
 
 def _only_second_run(pool: Path, docs: int) -> None:
@@ -95,14 +82,6 @@ def test_an_array_task_of_replaced_settings_does_not_prepare_again(tiny_generato
     _only_second_run(out, docs=4)
 
 
-def _wait(condition, what: str) -> None:
-    deadline = time.monotonic() + WAIT_S
-    while not condition():
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {WAIT_S}s waiting for {what}")
-        time.sleep(0.02)
-
-
 @pytest.mark.slow
 def test_a_process_stopped_before_its_first_flush_writes_nothing_after_a_takeover(tiny_generator, engine, tmp_path):
     """Real processes: `megadocs gen rephrase` (run 1) has written the manifest and holds its first
@@ -123,11 +102,12 @@ def test_a_process_stopped_before_its_first_flush_writes_nothing_after_a_takeove
                                    env={**os.environ, "PYTHONPATH": str(ROOT)}, start_new_session=True)
         try:
             ended = lambda: process.poll() is not None  # noqa: E731
-            _wait(lambda: process.pid in lock_waiters(lock_path) or ended(), "run 1 to write its manifest")
+            wait_for(lambda: process.pid in lock_waiters(lock_path) or ended(), WAIT_S, "run 1 to write its manifest")
             fcntl.flock(lock, fcntl.LOCK_UN)
-            _wait(lambda: (out / "manifest.json").is_file() or ended(), "run 1's manifest")
+            wait_for(lambda: (out / "manifest.json").is_file() or ended(), WAIT_S, "run 1's manifest")
             fcntl.flock(lock, fcntl.LOCK_EX)
-            _wait(lambda: process.pid in lock_waiters(lock_path) or ended(), "run 1 to flush its first chunk")
+            wait_for(lambda: process.pid in lock_waiters(lock_path) or ended(), WAIT_S,
+                     "run 1 to flush its first chunk")
             assert not ended() and rows_path(out, 0, 1).stat().st_size == 0
             os.killpg(process.pid, signal.SIGSTOP)
             fcntl.flock(lock, fcntl.LOCK_UN)

@@ -21,7 +21,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -30,7 +29,7 @@ import pytest
 from megadocs.pools import pool_identity_of
 from megadocs.procs import child_pids
 from megadocs.shards import LOCK
-from tests.gen.conftest import lock_waiters, read_rows
+from tests.gen.conftest import lock_waiters, read_rows, wait_for
 
 pytestmark = [pytest.mark.vllm, pytest.mark.slow]
 
@@ -60,14 +59,6 @@ def _signal_each(pids: list[int], signum: int) -> None:
             os.kill(pid, signum)
 
 
-def _wait(condition, what: str) -> None:
-    deadline = time.monotonic() + STARTUP_TIMEOUT_S
-    while not condition():
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {STARTUP_TIMEOUT_S}s waiting for {what}")
-        time.sleep(0.01)
-
-
 def _flushed(rows: Path) -> bool:
     return rows.is_file() and rows.stat().st_size > 0
 
@@ -84,17 +75,19 @@ def _signal_when(process: subprocess.Popen, out: Path, signum: int, ready: Calla
     step, however loaded the machine. Once ``ready()``, the signal is sent with the lock held
     until the process has exited: it cannot write anything more."""
     lock_path, ended = out / LOCK, lambda: process.poll() is not None
-    _wait(lambda: lock_path.is_file() or ended(), "the pool's lock file")
+    wait_for(lambda: lock_path.is_file() or ended(), STARTUP_TIMEOUT_S, "the pool's lock file")
     with open(lock_path, "a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         while True:
-            _wait(lambda: process.pid in lock_waiters(lock_path) or ended(), "the generator's next write")
+            wait_for(lambda: process.pid in lock_waiters(lock_path) or ended(), STARTUP_TIMEOUT_S,
+                     "the generator's next write")
             if ended():
                 return  # exited on its own: the test's assertions say how
             engine = _descendants(process.pid)
             _signal_each(engine, signal.SIGSTOP)
             fcntl.flock(lock, fcntl.LOCK_UN)
-            _wait(lambda: process.pid not in lock_waiters(lock_path) or ended(), "the generator to take the lock")
+            wait_for(lambda: process.pid not in lock_waiters(lock_path) or ended(), STARTUP_TIMEOUT_S,
+                     "the generator to take the lock")
             fcntl.flock(lock, fcntl.LOCK_EX)  # after its write (or before it: then the next step lets it through)
             signalled = ready()
             if signalled:
