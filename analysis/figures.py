@@ -36,7 +36,7 @@ from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator
 from analysis.frame import BOUNDS, POINT, point_of
 from analysis.generation import BASELINE_METHOD
 from analysis.scaling import PowerLawFit
-from megadocs.formats import IID, REAL
+from megadocs.formats import IID, REAL, atomic_file
 from megadocs.pools import DiversityMeasures
 from search.grid import Bound, values_equal
 
@@ -127,8 +127,9 @@ def save_figure(fig, out_dir: str | Path, name: str) -> list[Path]:
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = [out_dir / f"{name}.png", out_dir / f"{name}.pdf"]
     with style():  # savefig reads its dpi and bbox settings at save time
-        for path in paths:
-            fig.savefig(path)
+        for path in paths:  # atomically: a full disk leaves the previous figure, not a truncated one
+            with atomic_file(path, "wb") as handle:
+                fig.savefig(handle, format=path.suffix.removeprefix("."))
     return paths
 
 

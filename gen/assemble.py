@@ -31,7 +31,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from megadocs import megadoc, pools
-from megadocs.errors import UserError
+from megadocs.errors import UserError, names_file
 from megadocs.formats import ALGORITHMS, MANIFEST, POOL_KIND, replace_dir, write_json
 
 __all__ = ["ASSEMBLED_FORMAT", "ASSEMBLED_DIR", "DOCUMENTS_FILE", "assembled_dir", "assembled_documents",
@@ -188,9 +188,13 @@ def assemble(pool: str | Path, algorithm: str, g: int, *, docs: str | Path | Non
     tmp = out.with_name(out.name + f".tmp{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    with open(tmp / DOCUMENTS_FILE, "w") as handle:
-        counts = _write_documents(assembly, source, handle)
-    result = _assembled_manifest(assembly, source, counts)
-    write_json(tmp / MANIFEST, result)
-    replace_dir(tmp, out)  # fsyncs documents.jsonl too
+    try:
+        with names_file(out / DOCUMENTS_FILE), open(tmp / DOCUMENTS_FILE, "w") as handle:
+            counts = _write_documents(assembly, source, handle)
+        result = _assembled_manifest(assembly, source, counts)
+        write_json(tmp / MANIFEST, result)
+        replace_dir(tmp, out)  # fsyncs documents.jsonl too
+    except BaseException:  # a full disk or Ctrl-C: give the space back (the output stays as it was)
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     return result

@@ -61,7 +61,7 @@ from gen.templates import PromptTemplate, chat_template_for, load_template
 from megadocs import pools
 from megadocs.config import StrictModel, parse_config
 from megadocs.corpus import unique_documents
-from megadocs.errors import UserError
+from megadocs.errors import UserError, names_file
 from megadocs.fingerprint import model_fingerprint
 from megadocs.formats import PoolKind
 from megadocs.shards import DEFAULT_TIMEOUT_MIN, ShardedStep
@@ -485,7 +485,7 @@ def _run_shard(options: GenerateOptions, manifest: pools.PoolManifest, template:
     }
     inner = functools.partial(tqdm, leave=False, position=1, file=sys.stderr) if options.progress else None
     run_tokens, run_seconds = 0, 0.0
-    with open(rows_file, "ab") as handle, tqdm(
+    with names_file(rows_file), open(rows_file, "ab") as handle, tqdm(
         total=len(docs), initial=len(docs) - len(pending), unit="doc", file=sys.stderr,
         desc=f"{options.kind} {pools.shard_stem(index, count)}", disable=not options.progress,
     ) as bar:

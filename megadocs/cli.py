@@ -16,7 +16,7 @@ import sys
 import textwrap
 
 from megadocs import __version__
-from megadocs.errors import UserError
+from megadocs.errors import UserError, disk_full_message
 
 __all__ = ["GROUPS", "HelpFormatter", "examples", "build_parser", "main"]
 
@@ -97,6 +97,12 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:  # `megadocs search status --json | head`: the reader left, nothing is wrong here
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # the exit's flush has nowhere to fail
         return 141  # what a shell reports for a writer its reader closed on (128 + SIGPIPE)
+    except Exception as exc:  # a full disk is no bug of the code: one line naming the file, not a traceback
+        message = disk_full_message(exc)
+        if message is None:
+            raise
+        print(f"error: {message}", file=sys.stderr)
+        return 1
     return int(status or 0)
 
 

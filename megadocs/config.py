@@ -2,31 +2,106 @@
 
 Every config in the project is a :class:`StrictModel`: unknown fields are refused, values are
 validated on load, and a failure becomes one :class:`~megadocs.errors.UserError` line such as
-``sweep.yaml: grid.lr: expected a non-empty list of numbers, got []``.
+``sweep.yaml: grid.lr: expected a non-empty list of numbers, got []``. A YAML boolean is never
+read as a number (pydantic's lax mode would make ``seed: true`` the seed 1):
+``run.yaml: optim.lr: expected a number, got true``.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import types
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Annotated, Any, TypeVar, Union, get_args, get_origin
 
 import yaml
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError, ValidationInfo, field_validator
+from pydantic_core import PydanticCustomError
 
 from megadocs.errors import UserError
 
-__all__ = ["StrictModel", "load_yaml", "parse_config", "load_config", "config_hash", "dump_yaml",
+__all__ = ["StrictModel", "BOOL_AS_NUMBER", "load_yaml", "parse_config", "load_config", "config_hash", "dump_yaml",
            "format_validation_error"]
 
 M = TypeVar("M", bound=BaseModel)
 
 
+BOOL_AS_NUMBER = "bool_as_number"
+"""The validation error type of a boolean given where a number is expected."""
+
+
 class StrictModel(BaseModel):
-    """Base of every config: forbids unknown fields and validates defaults and assignments."""
+    """Base of every config: forbids unknown fields, validates defaults and assignments, and
+    refuses a boolean for a number anywhere in a field (``seed: true``, ``grid: {lr: [true]}``).
+
+    >>> class Optim(StrictModel):
+    ...     lr: float = 1.0
+    ...     fused: bool = False
+    >>> Optim.model_validate({"lr": 1, "fused": True})  # an int is a float; a bool is a bool
+    Optim(lr=1.0, fused=True)
+    >>> parse_config({"lr": True}, Optim, source="run.yaml")
+    Traceback (most recent call last):
+    megadocs.errors.UserError: run.yaml: lr: expected a number, got true
+    """
 
     model_config = ConfigDict(extra="forbid", validate_default=True, validate_assignment=True)
+
+    @field_validator("*", mode="wrap")
+    @classmethod
+    def _no_bool_as_number(cls, value: Any, handler, info: ValidationInfo) -> Any:
+        """Refuse a boolean where the field takes a number and no boolean, before its constraints
+        (``ge=8`` would otherwise be the complaint); then validate it as declared and refuse it where
+        a boolean inside it came out a number: pydantic's lax mode reads ``true`` as 1 (1.0) for an
+        int (float), silently."""
+        field = cls.model_fields.get(info.field_name or "")
+        scalars = _scalar_types(field.annotation) if field is not None else set()
+        if isinstance(value, bool) and scalars & {int, float} and bool not in scalars:
+            raise _bool_as_number(value, (), scalars)
+        result = handler(value)
+        at = _bool_read_as_number(value, result)
+        if at is not None:
+            raise _bool_as_number(at[1], at[0], scalars)
+        return result
+
+
+def _bool_as_number(given: bool, at: tuple, scalars: set[type]) -> PydanticCustomError:
+    """The error, saying "an integer" where the field's numbers are integers only."""
+    expected = "an integer" if int in scalars and float not in scalars else "a number"
+    return PydanticCustomError(BOOL_AS_NUMBER, "expected {expected}, got {got}",
+                               {"expected": expected, "got": "true" if given else "false", "at": at})
+
+
+def _scalar_types(annotation: Any) -> set[Any]:
+    """The types a field admits at its top (through ``X | Y``, ``Optional`` and ``Annotated``):
+    ``int | None`` -> {int, NoneType}; ``list[float]`` -> {list}."""
+    origin = get_origin(annotation)
+    if origin in (Union, types.UnionType):
+        return set().union(*(_scalar_types(arg) for arg in get_args(annotation)))
+    if origin is Annotated:
+        return _scalar_types(get_args(annotation)[0])
+    return {origin or annotation}
+
+
+def _bool_read_as_number(given: Any, read: Any, at: tuple = ()) -> tuple[tuple, bool] | None:
+    """Where (the path inside the field, and the boolean) a boolean in ``given`` became a number
+    in the validated ``read``; None if nowhere. A nested model checks its own fields."""
+    if isinstance(given, bool):
+        return (at, given) if isinstance(read, (int, float)) and not isinstance(read, bool) else None
+    if isinstance(read, BaseModel):
+        return None
+    if isinstance(given, Mapping) and isinstance(read, Mapping):
+        pairs = [(key, value, read[key]) for key, value in given.items() if key in read]
+    elif isinstance(given, (list, tuple)) and isinstance(read, (list, tuple)) and len(given) == len(read):
+        pairs = [(index, value, item) for index, (value, item) in enumerate(zip(given, read))]
+    else:
+        return None
+    for key, value, item in pairs:
+        found = _bool_read_as_number(value, item, (*at, key))
+        if found is not None:
+            return found
+    return None
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):
@@ -84,8 +159,10 @@ def format_validation_error(exc: ValidationError, source: str) -> str:
         message = "required field is missing"
     elif first["type"] == "value_error":
         message = str(first["ctx"]["error"])  # the validator's own words, without pydantic's "Value error, "
+    elif first["type"] == BOOL_AS_NUMBER:  # the message says what was given, at the place inside the field
+        field = ".".join(str(part) for part in (*first["loc"], *first["ctx"]["at"]))
     got = first.get("input")
-    got_text = "" if first["type"] in ("missing",) else f", got {got!r}"
+    got_text = "" if first["type"] in ("missing", BOOL_AS_NUMBER) else f", got {got!r}"
     if first["type"] == "value_error" and not first["loc"]:
         # a model validator's cross-field check: its message names the field and the value itself
         return f"{source}: {first['ctx']['error']}"

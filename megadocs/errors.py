@@ -1,4 +1,22 @@
-"""User-facing errors: one line, naming the field or file and what was expected."""
+"""User-facing errors: one line, naming the field or file and what was expected.
+
+Two kinds reach the console script (`megadocs.cli.main`) as one line instead of a traceback:
+:class:`UserError` (bad input, exit 2) and a full file system (:func:`disk_full_message`, exit 1),
+which is no bug of the code. :func:`names_file` puts the file's name on an error of a write to
+an open handle, which the OS reports without one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+from collections.abc import Iterator
+
+__all__ = ["UserError", "DISK_FULL_ERRNOS", "disk_full_message", "names_file"]
+
+DISK_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
+"""A file system with no room left for us: no space left, or our disk quota used up."""
 
 
 class UserError(Exception):
@@ -7,3 +25,56 @@ class UserError(Exception):
     The CLI prints ``error: <message>`` on one line and exits with status 2; nothing already
     done is lost. Messages name the offending field or file, the value, and what was expected.
     """
+
+
+def _chain(exc: BaseException) -> Iterator[BaseException]:
+    """``exc`` and the exceptions it was raised from or while handling (each once; a context
+    hidden by ``raise ... from None`` is not followed: its raiser said what it means)."""
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        yield exc
+        exc = exc.__cause__ or (None if exc.__suppress_context__ else exc.__context__)
+
+
+def disk_full_message(exc: BaseException) -> str | None:
+    """One line for an exception a full file system caused, or None for any other.
+
+    A full file system is an ``OSError`` with ENOSPC or EDQUOT (also under the exceptions a
+    library raised from it, e.g. torch's or PIL's) or SQLite's "database or disk is full" (under
+    SQLAlchemy's and Optuna's wrappers). The line names the file where the error carries one and
+    says what to do: every command keeps what it finished (docs/architecture.md, "Conventions").
+
+    >>> disk_full_message(OSError(errno.ENOSPC, "No space left on device", "runs/a/state.pt"))
+    'no space left on device writing runs/a/state.pt; re-run the same command once there is space'
+    >>> disk_full_message(OSError(errno.ENOENT, "No such file or directory", "x")) is None
+    True
+    """
+    for cause in _chain(exc):
+        if isinstance(cause, OSError) and cause.errno in DISK_FULL_ERRNOS:
+            what = os.strerror(cause.errno).lower()
+            where = f" writing {cause.filename}" if cause.filename else ""
+            return f"{what}{where}; re-run the same command once there is space"
+        if getattr(cause, "sqlite_errorname", None) == "SQLITE_FULL":  # sqlite3.Error names no file
+            return "no space left on device writing a SQLite database; re-run the same command once there is space"
+    return None
+
+
+@contextlib.contextmanager
+def names_file(path: str | os.PathLike) -> Iterator[None]:
+    """An ``OSError`` raised in the block without a file name gets ``path`` as its name.
+
+    A failed ``write``/``flush``/``fsync`` on an open handle (a full disk) names no file; the
+    writer knows which one it is.
+
+    >>> with names_file("out/rows.jsonl"):
+    ...     raise OSError(errno.ENOSPC, "No space left on device")
+    Traceback (most recent call last):
+    OSError: [Errno 28] No space left on device: 'out/rows.jsonl'
+    """
+    try:
+        yield
+    except OSError as exc:
+        if exc.filename is None:
+            exc.filename = os.fspath(path)
+        raise

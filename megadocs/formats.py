@@ -35,7 +35,7 @@ from typing import IO, Any, Literal, get_args
 from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 
 from megadocs import compat
-from megadocs.errors import UserError
+from megadocs.errors import UserError, names_file
 
 __all__ = [
     "Algorithm",
@@ -405,12 +405,13 @@ def atomic_file(path: str | Path, mode: str = "w") -> Iterator[IO]:
 
     On leaving the block the file is flushed, fsynced, renamed over ``path`` and the directory
     fsynced: readers see the old file or the whole new one, never a part, also after a crash.
-    On an exception the temporary file is removed and ``path`` is untouched.
+    On an exception the temporary file is removed and ``path`` is untouched; a failed write (a
+    full disk) names ``path``.
     """
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
     try:
-        with open(tmp, mode) as handle:
+        with names_file(path), open(tmp, mode) as handle:
             yield handle
             handle.flush()
             os.fsync(handle.fileno())

@@ -16,7 +16,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Annotated, Any
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
+from pydantic import BeforeValidator, ConfigDict, Field, model_validator
 
 from megadocs.config import StrictModel, load_config
 from megadocs.errors import UserError
@@ -50,9 +50,8 @@ SYNTHETIC_ONLY_MIX = 1.0
 def _a_number(value: Any) -> Any:
     """A grid value as written, or one clear error: the union's own errors name its members
     (``grid.lr.1.int: Input should be a valid integer``). A numeric string passes (YAML reads
-    ``1e-3``, without a dot, as one) and the union turns it into a number."""
-    if isinstance(value, bool):
-        raise ValueError("a boolean is not a grid value (expected a number)")
+    ``1e-3``, without a dot, as one) and the union turns it into a number; a boolean is refused
+    by every config (`megadocs.config.StrictModel`)."""
     if isinstance(value, str):
         try:
             float(value)
@@ -64,7 +63,7 @@ def _a_number(value: Any) -> Any:
 
 
 GridNumber = Annotated[int | float, BeforeValidator(_a_number)]
-"""A grid value: a number, never a boolean (YAML reads ``yes``/``true`` as one)."""
+"""A grid value: a number (a boolean, which YAML reads ``true`` as, is refused by the model)."""
 GridValues = dict[str, list[GridNumber]]
 
 
@@ -168,8 +167,9 @@ class TransferConfig(StrictModel):
     """The target, e.g. {method: stitched, g: 4}."""
 
 
-class _OpenModel(BaseModel):
-    """Types the fields it declares and keeps every other key as written (for train to check)."""
+class _OpenModel(StrictModel):
+    """Types the fields it declares (a boolean is no number here either) and keeps every other
+    key as written (for train to check)."""
 
     model_config = ConfigDict(extra="allow", frozen=True)
 

@@ -52,6 +52,14 @@ def tiny_store(tmp_path_factory) -> Path:
     return out
 
 
+@pytest.fixture(scope="session")
+def tiny_generator(tmp_path_factory) -> Path:
+    """A tiny local Llama generator with a chat template (gen.tiny), as vLLM and transformers load it."""
+    from gen.tiny import make_tiny_generator
+
+    return make_tiny_generator(tmp_path_factory.mktemp("generator") / "tiny")
+
+
 def _required(name: str) -> bool:
     return os.environ.get(name, "") not in ("", "0")
 

@@ -113,23 +113,17 @@ def _write(path: Path, state: dict[str, Any]) -> None:
     A full file system fails the write and leaves the previous checkpoint as it was (the
     temporary file is removed). It is raised as OSError(ENOSPC) naming the file, also where
     torch's zip writer reports the failed write as its own RuntimeError ("unexpected pos ..."),
-    so a job's log says what to fix.
+    so a job's log says what to fix (the CLI prints it as one line: `megadocs.cli.main`).
     """
     path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        with atomic_file(path, "wb") as handle:
-            try:
-                torch.save(state, handle)
-            except RuntimeError as exc:
-                stats = os.statvfs(path.parent)  # the temporary file still holds what was written
-                if stats.f_bavail * stats.f_frsize >= 1 << 20:
-                    raise
-                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC)) from exc
-    except OSError as exc:
-        if exc.errno != errno.ENOSPC:
-            raise
-        raise OSError(errno.ENOSPC, f"no space left on device writing {path}; the previous checkpoint is kept "
-                      "(free space, then resume)") from exc
+    with atomic_file(path, "wb") as handle:
+        try:
+            torch.save(state, handle)
+        except RuntimeError as exc:
+            stats = os.statvfs(path.parent)  # the temporary file still holds what was written
+            if stats.f_bavail * stats.f_frsize >= 1 << 20:
+                raise
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path)) from exc
 
 
 def save_checkpoint(run_dir: Path, **state: Any) -> Path:

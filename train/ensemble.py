@@ -41,6 +41,7 @@ from train.evaluate import autocast_for, model_logits
 __all__ = [
     "MEMORY_FRACTION",
     "resolve_model_dir",
+    "resolve_members",
     "model_vocab_size",
     "check_same_vocabulary",
     "resident_members_for_budget",
@@ -66,6 +67,30 @@ def resolve_model_dir(path: str | Path) -> Path:
         f"{path}: not a model directory (expected RUN/model/config.json from `megadocs train` "
         "or a Hugging Face directory with config.json)"
     )
+
+
+def resolve_members(members: Sequence[str | Path], *, field: str = "--members") -> list[Path]:
+    """The model directories of an ensemble's ``members`` (run or HF directories, in order), each
+    model once: a model listed twice (also as RUN and RUN/model) would count twice in the average
+    and in K.
+
+    Raises:
+        UserError: ``field`` and a member that is not a model directory, or the positions (from 1)
+            of two members that are one model.
+    """
+    first_at: dict[Path, int] = {}
+    model_dirs = []
+    for position, member in enumerate(members, 1):
+        try:
+            model_dir = resolve_model_dir(member)
+        except UserError as exc:
+            raise UserError(f"{field}: {exc}") from None
+        earlier = first_at.setdefault(model_dir.resolve(), position)
+        if earlier != position:
+            raise UserError(f"{field}: members {earlier} and {position} are one model ({members[earlier - 1]} and "
+                            f"{member}); an ensemble's members are distinct models")
+        model_dirs.append(model_dir)
+    return model_dirs
 
 
 def model_vocab_size(model_dir: Path) -> int:

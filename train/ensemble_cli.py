@@ -117,20 +117,14 @@ def member_run_config(member: str | Path) -> RunConfig | None:
 
 
 def check_members_agree(members: Sequence[Path]) -> None:
-    """Refuse a member listed twice, and run directories trained at another ``data.context`` or
-    ``data.document_mask`` than the first one's: the ensemble is scored at one context and mask
-    (the first member's), which would score the others outside what they were trained on.
+    """Refuse run directories trained at another ``data.context`` or ``data.document_mask`` than
+    the first one's: the ensemble is scored at one context and mask (the first member's), which
+    would score the others outside what they were trained on. (A member listed twice:
+    `train.ensemble.resolve_members`.)
 
     Raises:
         UserError: naming both members and the differing field.
     """
-    from train.ensemble import resolve_model_dir
-
-    seen: dict[Path, Path] = {}
-    for member in members:
-        earlier = seen.setdefault(resolve_model_dir(member).resolve(), member)
-        if earlier is not member:
-            raise UserError(f"--members: {member} is listed twice (as {earlier}); an ensemble's members are distinct models")
     configs = [(member, member_run_config(member)) for member in members]
     trained = [(member, config.data) for member, config in configs if config is not None]
     for member, data in trained[1:]:
@@ -194,20 +188,16 @@ def score_ensemble(request: EnsembleRequest, *, log=None) -> EnsembleReport:
         The report (`train.ensemble_report.EnsembleReport`; its ``to_json()`` is the file).
 
     Raises:
-        UserError: a member is not a model directory, members do not share a vocabulary, a
+        UserError: a member is not a model directory or is listed twice, members do not share a vocabulary, a
             validation store cannot be read, or no context/store can be found.
     """
     from train.data import ValidationSet
-    from train.ensemble import resolve_model_dir
+    from train.ensemble import resolve_members
     from train.ensemble_eval import ensemble_losses
     from train.ensemble_report import BenchmarkRequest, EnsembleBenchmarks, EnsembleReport, EnsembleSet
 
     members = [Path(m) for m in request.members]
-    for member in members:  # a wrong path is named as such, not as a missing --context
-        try:
-            resolve_model_dir(member)
-        except UserError as exc:
-            raise UserError(f"--members: {exc}") from None
+    model_dirs = resolve_members(members)  # a wrong path is named as such, not as a missing --context
     run_config = member_run_config(members[0])
     context = request.context or (run_config.data.context if run_config else None)
     if context is None:
@@ -234,13 +224,12 @@ def score_ensemble(request: EnsembleRequest, *, log=None) -> EnsembleReport:
         _write_report(out, report.to_json())
     if request.benchmarks:
         from train.downstream import evaluate_benchmarks
-        from train.ensemble import resolve_model_dir
 
         wanted = BenchmarkRequest(tasks=list(request.benchmarks), limit=request.benchmark_limit,
                                   data=str(request.benchmark_data) if request.benchmark_data else None)
         if report.benchmarks is None or report.benchmarks.request != wanted:
             scores = evaluate_benchmarks(
-                [resolve_model_dir(m) for m in members], wanted.tasks, data_dir=Path(wanted.data) if wanted.data else None,
+                model_dirs, wanted.tasks, data_dir=Path(wanted.data) if wanted.data else None,
                 limit=wanted.limit, device=request.device,
             )  # fmt: skip
             report.benchmarks = EnsembleBenchmarks(request=wanted, scores=BenchmarkScore.table(finite_or_none(scores)))
@@ -366,10 +355,11 @@ def add_benchmark_arguments(parser: argparse.ArgumentParser) -> None:
 def benchmarks_main(args: argparse.Namespace) -> int:
     """``megadocs train benchmarks``: print the accuracy table (and optionally save it)."""
     from train.downstream import evaluate_benchmarks
+    from train.ensemble import resolve_members
 
     tasks = parse_tasks(args.tasks)
     scores = evaluate_benchmarks(
-        [Path(m) for m in args.models], tasks,
+        resolve_members(args.models), tasks,
         data_dir=Path(args.data_dir) if args.data_dir else None,
         limit=args.limit, device=args.device, batch_size=args.batch_size,
     )  # fmt: skip

@@ -49,10 +49,10 @@ from pydantic import BaseModel, ConfigDict
 from megadocs import compat, megadoc, pools
 from megadocs.corpus import is_token_store
 from megadocs.data_identity import store_identity_hash
-from megadocs.errors import UserError
+from megadocs.errors import UserError, names_file
 from megadocs.formats import ALGORITHMS, MANIFEST, POOL_KIND, PoolKind, atomic_file, write_json
 from megadocs.shards import DEFAULT_TIMEOUT_MIN, ShardedStep
-from train.store import TOKEN_DTYPE, TokenStore
+from train.store import TOKEN_DTYPE, TokenStore, write_array
 
 __all__ = ["TOKENS_FORMAT", "TOKENS_DIR", "tokens_dir", "TokensManifest", "TokenizePool", "tokenize_pool",
            "submit_tokenize", "PooledTokens", "PieceDocuments", "open_pool_tokens", "require_pool_tokens",
@@ -159,14 +159,15 @@ class _ArrayWriter:
             lengths[i] = ids.size
             pieces.append(ids)
         if pieces:
-            np.concatenate(pieces).tofile(self._handle)
+            with names_file(self.tokens_path):  # the handle outlives atomic_file's own naming
+                write_array(self._handle, np.concatenate(pieces))
         ends = self.offsets[-1] + np.cumsum(lengths)
         self.offsets.extend(ends.tolist())
         return int(lengths.sum())
 
     def close(self) -> None:
         with atomic_file(self.offsets_path, "wb") as handle:
-            np.save(handle, np.asarray(self.offsets, dtype=np.int64))
+            write_array(handle, np.asarray(self.offsets, dtype=np.int64), npy=True)
         self._files.close()  # fsync and rename the tokens into place
 
     def abort(self) -> None:

@@ -39,12 +39,12 @@ from megadocs.corpus import (
     source_hash,
     unique_documents,
 )
-from megadocs.errors import UserError
+from megadocs.errors import UserError, names_file
 from megadocs.formats import replace_dir, write_json
 from megadocs.procs import pid_alive
 
 __all__ = ["prepare", "TokenStore", "StoreSplit", "TokenizedDocuments", "EOS_TOKEN", "SPLITS", "default_val_docs",
-           "tokenizer_hash", "train_bpe_tokenizer"]
+           "tokenizer_hash", "train_bpe_tokenizer", "write_array"]
 
 EOS_TOKEN = "<|endoftext|>"
 SPLITS = ("train", "val")
@@ -268,8 +268,9 @@ def prepare(
     _remove_abandoned_attempts(out)
     tmp = Path(tempfile.mkdtemp(prefix=_attempt_prefix(out) + f"{os.getpid()}-", dir=out.parent))
     try:
-        manifest = _write_store(corpus, tmp, tokenizer=tokenizer, vocab_size=vocab_size,
-                                val_docs=val_docs, val_tokens=val_tokens, seed=seed, max_docs=max_docs)
+        with names_file(out):  # a failed write in the private attempt names the store being made
+            manifest = _write_store(corpus, tmp, tokenizer=tokenizer, vocab_size=vocab_size,
+                                    val_docs=val_docs, val_tokens=val_tokens, seed=seed, max_docs=max_docs)
         manifest.update(source=str(corpus), source_hash=corpus_hash, options=options)
         write_json(tmp / MANIFEST, manifest)  # written last: its presence marks completeness
         tmp.chmod(0o755)  # mkdtemp creates it private
@@ -451,10 +452,23 @@ def _tokenize_split(hf_tokenizer, docs: list[Document], tokens_path: Path, offse
         for start in range(0, len(docs), _ENCODE_BATCH):
             batch = docs[start:start + _ENCODE_BATCH]
             for i, ids in enumerate(encode_texts(hf_tokenizer, [doc.text for doc in batch])):
-                np.asarray(ids, dtype=TOKEN_DTYPE).tofile(handle)
+                write_array(handle, np.asarray(ids, dtype=TOKEN_DTYPE))
                 written += len(ids)
                 offsets[start + i + 1] = written
             progress.update(len(batch))
-    np.save(offsets_path, offsets)
+    with open(offsets_path, "wb") as handle:
+        write_array(handle, offsets, npy=True)
     return written
+
+
+def write_array(handle, array: np.ndarray, *, npy: bool = False) -> None:
+    """Append ``array``'s bytes (after a ``.npy`` header: ``npy``) through ``handle.write``.
+
+    Not ``ndarray.tofile``/``np.save`` on a file: numpy reports a failed write as "N requested and
+    0 written" without its errno, so a full disk would not read as one (`megadocs.errors`).
+    """
+    array = np.ascontiguousarray(array)
+    if npy:  # the header np.save writes for an array this small in rank (format 1.0)
+        np.lib.format.write_array_header_1_0(handle, np.lib.format.header_data_from_array_1_0(array))
+    handle.write(array)
 

@@ -9,7 +9,6 @@ stays the plain form (`_CommandsOrConfig` hands such a word to the hidden `run` 
 from __future__ import annotations
 
 import argparse
-import errno
 import os
 import sys
 from pathlib import Path
@@ -287,13 +286,6 @@ def _run(args: argparse.Namespace) -> int:
         what = "interrupted" if exc.interrupted else "preempted"
         print(f"{what} at step {exc.step}; checkpoint saved; re-run the same command to resume", file=sys.stderr)
         return EXIT_INTERRUPTED if exc.interrupted else EXIT_PREEMPTED
-    except OSError as exc:
-        if exc.errno != errno.ENOSPC:
-            raise
-        # a full disk is no bug of the code: one line saying which file and what to do, not a traceback
-        where = f" writing {exc.filename}" if exc.filename else ""
-        print(f"error: {exc.strerror}{where}; re-run the same command once there is space", file=sys.stderr)
-        return 1
     val = ", ".join(f"{name} {'-' if loss is None else f'{loss:.4f}'}" for name, loss in metrics.val_losses.items())
     print(f"{metrics.status}: {metrics.steps} steps, val loss {val} ({RunDir(out).metrics})")
     return 0

@@ -210,9 +210,26 @@ def test_cli_refuses_members_trained_at_another_context_or_mask(tiny_members, tm
     assert err.count("\n") == 1
 
 
-def test_cli_refuses_a_member_listed_twice(tiny_members, capsys):
+def _commands_with_members() -> list[str]:
+    """The `megadocs train` commands that take --members (ensemble, benchmarks)."""
+    import argparse
+
+    from megadocs.cli import build_parser
+
+    [groups] = [a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction)]
+    [commands] = [a for a in groups.choices["train"]._actions if isinstance(a, argparse._SubParsersAction)]
+    found = [name for name, parser in commands._name_parser_map.items()  # choices: any word (a CONFIG.yaml)
+             if any("--members" in action.option_strings for action in parser._actions)]
+    assert len(found) >= 2, found
+    return found
+
+
+@pytest.mark.parametrize("command", _commands_with_members())
+def test_cli_refuses_a_member_listed_twice_naming_both_positions(command, tiny_members, capsys):
     from megadocs.cli import main
 
-    run = tiny_members[0]
-    assert main(["train", "ensemble", "--members", str(run), str(run / "model")]) == 2
-    assert f"error: --members: {run / 'model'} is listed twice (as {run})" in capsys.readouterr().err
+    run, other = tiny_members[0], tiny_members[2]
+    assert main(["train", command, "--members", str(run), str(other), str(run / "model")]) == 2
+    err = capsys.readouterr().err
+    assert err == (f"error: --members: members 1 and 3 are one model ({run} and {run / 'model'}); an ensemble's "
+                   "members are distinct models\n")

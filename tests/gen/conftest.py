@@ -1,4 +1,5 @@
-"""Fixtures for gen's tests: a tiny local Llama generator (with and without a chat template) and
+"""Fixtures for gen's tests: a tiny local Llama generator without a chat template (the one with
+one, `tiny_generator`, is in tests/conftest.py: the disk-full test uses it too) and
 a handful of real documents (stdlib docstrings) of varied length: one too long for the
 generator's context (exercises truncation) and one shorter than G+1 tokens (empty pieces)."""
 
@@ -14,13 +15,6 @@ import pytest
 
 N_DOCS = 7
 LONG_CHARS = 7000  # > the tiny generator's 2048-token context with its ~2.5 chars/token
-
-
-@pytest.fixture(scope="session")
-def tiny_generator(tmp_path_factory) -> Path:
-    from gen.tiny import make_tiny_generator
-
-    return make_tiny_generator(tmp_path_factory.mktemp("generator") / "tiny")
 
 
 @pytest.fixture(scope="session")

@@ -62,7 +62,7 @@ BAD = [
           ({"lr": [0.003], "epochs": [4, 8], "mix": [1.0], "synthetic_epochs": [1, 2]},
            "certifications[0].grid.epochs: real epochs are ignored at mix 1.0"),
       ]],
-    ({"grid": {"lr": [0.001, True], "wd": [0.8], "epochs": [8]}}, "grid.lr.1: a boolean is not a grid value"),
+    ({"grid": {"lr": [0.001, True], "wd": [0.8], "epochs": [8]}}, "grid.lr.1: expected a number, got true"),
     *[({"grid": {"lr": [0.001, value], "wd": [0.8], "epochs": [8]}}, f"grid.lr.1: expected a number{detail}, got {value!r}")
       for value, detail in (("abc", ""), ([0.003], ", not a list"), ({"a": 1}, ", not a dict"))],
     ({"start": {"lr": "x", "wd": 0.8, "epochs": 8}}, "start.lr: expected a number, got 'x'"),

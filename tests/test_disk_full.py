@@ -1,0 +1,156 @@
+"""A full file system is one line from every command (`megadocs.cli.main`), and the same command
+re-run once there is space finishes the work from what was kept.
+
+Each case runs a command through the console script's entry point with its output on a REAL full
+file system: a 4 MiB tmpfs (`small_filesystem`) filled to ``headroom`` bytes, so the command's
+own writes fail with ENOSPC from the kernel (or SQLite's "database or disk is full"). Training's
+case is tests/train/test_cli.py (a checkpoint that does not fit).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import textwrap
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from megadocs.cli import main
+from megadocs.errors import DISK_FULL_ERRNOS, disk_full_message, names_file
+from megadocs.pools import load_shard, rows_path
+from tests.pools import write_rephrase_pool
+
+RETRY = "; re-run the same command once there is space"
+
+
+@dataclass(frozen=True)
+class Case:
+    """A command writing into ``fs``; ``setup(fs, tmp, fixture)`` writes its inputs, returns its argv."""
+
+    setup: Callable[[Path, Path, Callable[[str], object]], list[str]]
+    headroom: int  # bytes left free: less than the command writes, more than it needs to get going
+    names: str  # what the error line names (a path under fs, or SQLite's database)
+
+
+def _prepare(fs, tmp, fixture):
+    return ["data", "prepare", "--corpus", "stdlib", "--out", str(fs / "store"), "--vocab-size", "300",
+            "--max-docs", "40"]
+
+
+def _rephrase(fs, tmp, fixture):
+    docs = tmp / "docs.jsonl"
+    from megadocs.corpus import iter_documents
+
+    with open(docs, "w") as handle:  # 8 short real documents, one engine call and flush each
+        for number, doc in zip(range(8), iter_documents("stdlib")):
+            handle.write(json.dumps({"id": f"d{number}", "text": doc.text[:300]}) + "\n")
+    return ["gen", "rephrase", "--corpus", str(docs), "--generator", str(fixture("tiny_generator")), "--g", "2",
+            "--out", str(fs / "pool"), "--engine", "transformers", "--max-new-tokens", "24", "--chunk-docs", "1",
+            "--no-progress"]
+
+
+def _assemble(fs, tmp, fixture):
+    write_rephrase_pool(fs / "pool", fixture("tiny_store"), tokenize=False)
+    return ["gen", "assemble", "--pool", str(fs / "pool"), "--algorithm", "stitched", "--g", "2"]
+
+
+def _tokenize_pool(fs, tmp, fixture):
+    store = fixture("tiny_store")
+    write_rephrase_pool(fs / "pool", store, tokenize=False)
+    return ["data", "tokenize-pool", "--pool", str(fs / "pool"), "--store", str(store), "--no-progress"]
+
+
+SWEEP = """\
+name: full
+executor: {{kind: debug, max_parallel: 2, poll_s: 0.01}}
+out: {out}
+objective: search.landscapes:bowl
+grid: {{lr: [0.001, 0.003, 0.01], wd: [0.1, 0.4, 0.8, 1.6], epochs: [1, 2, 4, 8, 16, 32]}}
+start: {{lr: 0.003, wd: 0.8, epochs: 8}}
+certifications: [{{name: real, fixed: {{method: real}}}}]
+"""
+
+
+def _certify(fs, tmp, fixture):
+    (tmp / "sweep.yaml").write_text(textwrap.dedent(SWEEP).format(out=fs / "out"))  # its ledger and run dirs
+    return ["search", "certify", str(tmp / "sweep.yaml"), "--no-progress"]
+
+
+def _report(fs, tmp, fixture):
+    (tmp / "sweep.yaml").write_text(textwrap.dedent(SWEEP).format(out=tmp / "out"))
+    assert main(["search", "certify", str(tmp / "sweep.yaml"), "--no-progress"]) == 0
+    return ["analysis", "report", str(tmp / "sweep.yaml"), "--out", str(fs / "report")]
+
+
+CASES = {
+    "data prepare": Case(_prepare, 20_000, "store"),
+    "gen rephrase": Case(_rephrase, 8_192, "pool/shard-00000-of-00001.jsonl"),
+    "gen assemble": Case(_assemble, 4_096, "pool/assembled/stitched-g2/documents.jsonl"),
+    "data tokenize-pool": Case(_tokenize_pool, 4_096, "pool/tokens/"),
+    "search certify": Case(_certify, 150_000, "a SQLite database"),
+    "analysis report": Case(_report, 30_000, "report/figures/"),
+}
+
+
+def _fill(fs: Path, headroom: int) -> Path:
+    filler = fs / "filler"
+    with open(filler, "wb", buffering=0) as handle:
+        stats = os.statvfs(fs)
+        os.posix_fallocate(handle.fileno(), 0, stats.f_bavail * stats.f_frsize - headroom)
+    return filler
+
+
+@pytest.mark.parametrize("command", list(CASES))
+def test_a_full_disk_is_one_line_and_the_same_command_finishes_once_there_is_space(
+        command, small_filesystem, tmp_path, capsys, request):
+    case = CASES[command]
+    argv = case.setup(small_filesystem, tmp_path, request.getfixturevalue)
+    filler = _fill(small_filesystem, case.headroom)
+    capsys.readouterr()
+
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    assert "Traceback" not in err, err[-3000:]
+    line = err.strip().splitlines()[-1]
+    assert line.startswith("error: no space left on device writing ") and line.endswith(RETRY), line
+    assert case.names in line, line
+    assert not [path for path in small_filesystem.rglob("*") if ".tmp" in path.name]  # its space is given back
+
+    filler.unlink()
+    assert main(argv) == 0, capsys.readouterr().err[-3000:]
+
+
+def test_generation_keeps_the_documents_it_flushed_before_the_disk_filled(small_filesystem, tmp_path, request):
+    """``gen rephrase`` flushes every chunk (here one document) durably: a full disk loses only the
+    chunk in flight, and the re-run generates the rest without touching what was kept."""
+    argv = _rephrase(small_filesystem, tmp_path, request.getfixturevalue)
+    filler = _fill(small_filesystem, CASES["gen rephrase"].headroom)
+    assert main(argv) == 1
+
+    filler.unlink()
+    rows = rows_path(small_filesystem / "pool", 0, 1)
+    kept = load_shard(rows, 2)  # drops the torn chunk the full disk cut short (rewriting the file needs room)
+    assert 0 < len(kept) < 8
+    before = rows.read_bytes()
+    assert main(argv) == 0
+    assert len(load_shard(rows, 2)) == 8
+    assert rows.read_bytes().startswith(before)
+
+
+@pytest.mark.parametrize("code", DISK_FULL_ERRNOS)
+def test_a_used_up_quota_and_a_wrapped_error_read_as_a_full_disk(code):
+    """Stand-in exceptions (no disk quota can be set here): EDQUOT reads like ENOSPC, also under
+    the error a library raised from it (torch's zip writer, PIL) or while handling it."""
+    try:
+        try:
+            with names_file("runs/a/state.pt"):  # a write to an open handle: no file name of its own
+                raise OSError(code, os.strerror(code))
+        except OSError:
+            raise RuntimeError("unexpected pos 123")  # noqa: B904 - raised while handling it, as libraries do
+    except RuntimeError as wrapped:
+        line = disk_full_message(wrapped)
+    assert line == f"{os.strerror(code).lower()} writing runs/a/state.pt{RETRY}"
+    assert disk_full_message(RuntimeError("unexpected pos 123")) is None
