@@ -82,6 +82,11 @@ def test_an_array_task_of_replaced_settings_does_not_prepare_again(tiny_generato
     _only_second_run(out, docs=4)
 
 
+def _state(pid: int) -> str:
+    """A process's state letter from /proc (``T``: stopped)."""
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+
+
 @pytest.mark.slow
 def test_a_process_stopped_before_its_first_flush_writes_nothing_after_a_takeover(tiny_generator, engine, tmp_path):
     """Real processes: `megadocs gen rephrase` (run 1) has written the manifest and holds its first
@@ -110,6 +115,9 @@ def test_a_process_stopped_before_its_first_flush_writes_nothing_after_a_takeove
                      "run 1 to flush its first chunk")
             assert not ended() and rows_path(out, 0, 1).stat().st_size == 0
             os.killpg(process.pid, signal.SIGSTOP)
+            # stopped before the lock is let go: a waiter woken by the release could otherwise take
+            # it first and then stop holding it
+            wait_for(lambda: _state(process.pid) == "T", WAIT_S, "run 1 to stop")
             fcntl.flock(lock, fcntl.LOCK_UN)
             generate_pool("rephrase", docs, tiny_generator, 1, out, engine=engine, seed=SECOND, **OPTIONS)
             os.killpg(process.pid, signal.SIGCONT)
