@@ -54,6 +54,9 @@ def register(subparsers) -> None:
     eff.add_argument("--alpha", type=float, default=None, help="data exponent of the reference law")
     eff.add_argument("--asymptote", type=float, default=None, help="irreducible loss E of the reference law")
     _add_law_arguments(eff)
+    eff.add_argument("--json", action="store_true",
+                     help="print one JSON object: ratio, low, high, basis, determined, note and the law "
+                     "(a fitted law as `fit --json` gives it)")
     eff.set_defaults(func=_efficiency)
 
     fit = commands.add_parser(
@@ -61,7 +64,7 @@ def register(subparsers) -> None:
         description="Fit L(x) = E + A x^(-alpha) per group, with bootstrap intervals and warnings about "
         "what the points cannot determine. INPUT is a table (CSV/JSON/parquet) or a sweep YAML "
         "(then: certified losses, default --x g --group method).",
-        **examples("megadocs analysis fit search/examples/analytic.yaml",
+        **examples("megadocs analysis fit SWEEP.yaml   # L(G) per method: certified losses at 3+ values of G",
                    "megadocs analysis fit losses.csv --x tokens --y loss --group method --huber 0.001"),
     )
     fit.add_argument("input", metavar="INPUT")
@@ -73,9 +76,12 @@ def register(subparsers) -> None:
     fit.add_argument("--alpha", type=float, default=None, help="hold alpha fixed")
     fit.add_argument("--asymptote", type=float, default=None, help="hold E fixed")
     fit.add_argument("--noise-sigma", type=float, default=None, help="known loss noise (parametric bootstrap)")
-    fit.add_argument("--bootstrap", type=int, default=500, help="bootstrap refits (0: no interval)")
+    fit.add_argument("--bootstrap", type=int, default=None,
+                     help="bootstrap refits (0: no interval; default: analysis.scaling.N_BOOT, the report's count)")
     fit.add_argument("--json", action="store_true",
-                     help="print a JSON list, one object per group: its parameters' estimate, low, high")
+                     help="print a JSON list, one object per group (analysis.scaling.FitRecord): group, x, error "
+                     "(null when fitted), n_points, loss, level, params (each: estimate, low, high, fixed, "
+                     "determined), rmse_log, notes; a group that could not be fitted has its error and nulls")
     fit.set_defaults(func=_fit)
 
     report = commands.add_parser(
@@ -171,14 +177,20 @@ def _add_law_arguments(parser) -> None:
         help="fit the law to your own real-only runs: a CSV/JSON/parquet with columns D (or tokens) and loss; "
         "efficiencies get bootstrap intervals",
     )
-    parser.add_argument("--bootstrap", type=int, default=1000, help="bootstrap refits of --fit-baseline")
+    parser.add_argument("--bootstrap", type=int, default=None,
+                        help="bootstrap refits of --fit-baseline (default: analysis.scaling.N_BOOT, as `fit`'s)")
+
+
+def _bootstrap(args) -> dict:
+    """``n_boot`` for a fit: ``--bootstrap`` where given, else the fits' own default (one count everywhere)."""
+    return {} if args.bootstrap is None else {"n_boot": args.bootstrap}
 
 
 def _law_from_args(args):
     """The reference law an efficiency is computed with: the alpha/E pair, a file, a fit, or the default."""
     import numpy as np
 
-    from analysis.efficiency import ReferenceLaw, fit_reference_law, load_reference_law
+    from analysis.efficiency import ReferenceLaw, load_reference_law
 
     alpha, asymptote = getattr(args, "alpha", None), getattr(args, "asymptote", None)
     given = [name for name, value in (("--alpha", alpha), ("--asymptote", asymptote)) if value is not None]
@@ -200,11 +212,12 @@ def _law_from_args(args):
             raise UserError(f"--fit-baseline {args.fit_baseline}: {len(sizes)} distinct data size(s) "
                             f"{sorted(sizes.tolist())} cannot determine E, A and alpha; add real-only runs "
                             "at 3 or more sizes, or give the law as --alpha and --asymptote, or --reference LAW.yaml")
-        try:
-            law = fit_reference_law(data_sizes, losses, n_boot=args.bootstrap)
-        except UserError as exc:
-            raise UserError(f"--fit-baseline {args.fit_baseline}: {exc}") from None
-        print(law.describe("D"))
+        [law] = _fit_table(table.assign(**{size: data_sizes, "loss": losses}), x=size, y="loss", group=None,
+                           **_bootstrap(args)).values()
+        if isinstance(law, str):  # the reason it could not be fitted
+            raise UserError(f"--fit-baseline {args.fit_baseline}: {law}")
+        if not getattr(args, "json", False):  # JSON output carries the law itself
+            print(law.describe("D"))
         return law
     if given:
         if not (math.isfinite(alpha) and alpha > 0 and math.isfinite(asymptote) and asymptote >= 0):
@@ -215,38 +228,64 @@ def _law_from_args(args):
 
 
 def _efficiency(args) -> int:
-    from analysis.efficiency import efficiency
+    """Exit 0 with a ratio or a "not determined" verdict (an answer, as a fit's is); a loss at or
+    below a stated asymptote is a bad input (exit 2, one line)."""
+    from analysis.efficiency import Basis, ReferenceLaw, efficiency
 
     law = _law_from_args(args)
     result = efficiency(args.loss, args.baseline_loss, law)
-    print(f"data efficiency: {result.format()}  (loss {args.loss} vs baseline {args.baseline_loss}; "
-          f"alpha={result.alpha:.4g}, E={result.E:.4g})")
-    if args.fit_baseline and result.interval is None:
+    if result.basis is Basis.BELOW_E:
+        raise UserError(f"efficiency: {result.note}; no finite amount of real data reaches it (check E or the loss)")
+    if args.json:
+        from megadocs.formats import dumps_json
+
+        law_json = law.model_dump() if isinstance(law, ReferenceLaw) else law.to_json()
+        print(dumps_json({**result.to_json(), "law": law_json}))
+        return 0
+    law_text = (f"alpha={result.alpha:.4g}, E={result.E:.4g}" if isinstance(law, ReferenceLaw)
+                else "the fitted law above")
+    print(f"data efficiency: {result.format()}  (loss {args.loss} vs baseline {args.baseline_loss}; {law_text}"
+          + (f"; {result.basis.value}" if result.basis in (Basis.INTERPOLATED, Basis.EXTRAPOLATED) else "") + ")")
+    if result.note:
+        print(f"  {result.note}")
+    if result.basis.determined and args.fit_baseline and result.interval is None:
         print("no interval for the efficiency: the fitted law has no usable bootstrap draws (see its notes above)")
     if result.effective_tokens is not None:
         print(f"effective data: {result.effective_tokens:,.0f} ({result.effective_basis})")
     return 0
 
 
-def _fit(args) -> int:
+def _fit_table(frame, *, x: str, y: str, group: str | None, **options) -> dict:
+    """One law per group of a table (a single group "all" without ``group``) through
+    ``analysis.scaling.fit_groups``: ``fit TABLE`` and ``--fit-baseline TABLE`` fit alike, bootstrap
+    seeds and left-out non-finite losses included, so the same points get the same interval and the
+    same determined verdict from both."""
     from analysis.scaling import fit_groups
 
+    if group is None:
+        frame, group = frame.assign(_all="all"), "_all"
+    return fit_groups(frame, x=x, y=y, group=group, **options)
+
+
+def _fit(args) -> int:
     options = dict(
         loss="huber" if args.huber is not None else "linear",
         huber_delta=args.huber if args.huber is not None else 0.01,
         fix_alpha=args.alpha,
         fix_E=args.asymptote,
         noise_sigma=args.noise_sigma,
-        n_boot=args.bootstrap,
+        **_bootstrap(args),
     )
     if args.input.endswith((".yaml", ".yml")):
-        from analysis.generation import BASELINE_METHOD
+        from analysis.experiments import generation_points
+        from analysis.generation import empty_table
         from analysis.ledger import load_tables
         from search.sweep import load_sweep
 
-        frame = load_tables(load_sweep(args.input)).certifications
-        if len(frame):
-            frame = frame[(frame["method"] != BASELINE_METHOD) & frame["loss"].notna()]
+        try:  # the report's points: main model, no synthetic-only ablation, the set the curves are read on
+            _main, frame = generation_points(load_tables(load_sweep(args.input)).certifications)
+        except UserError:  # no finite loss yet: said below
+            frame = empty_table()
         if len(frame) == 0 and args.x is None:
             raise UserError(f"{args.input}: no synthetic-data certification has a loss yet; L(G) is fitted per "
                             "algorithm over G (the real-only baseline is no point of it)")
@@ -262,30 +301,23 @@ def _fit(args) -> int:
     if len(frame) == 0:
         raise UserError(f"{args.input}: no rows to fit")
     frame = frame.assign(**{column: numeric_column(frame, column, args.input) for column in (x, args.y)})
-    if group is None:
-        frame = frame.assign(_all="all")
-        group = "_all"
-    fits = fit_groups(frame, x=x, y=args.y, group=group, **options)
+    fits = _fit_table(frame, x=x, y=args.y, group=group, **options)
     failed = sum(isinstance(fit, str) for fit in fits.values())
     if args.json:
+        from analysis.scaling import fit_record
         from megadocs.formats import dumps_json
 
-        rows = [{"group": None if group == "_all" else _plain(name), "x": x,
-                 **({"error": fit} if isinstance(fit, str) else fit.to_json())} for name, fit in fits.items()]
+        rows = [fit_record(None if group is None else name, x, fit).model_dump(mode="json")
+                for name, fit in fits.items()]
         print(dumps_json(rows))
         return 1 if failed else 0
     for name, fit in fits.items():
-        print(f"[{name}]" if group != "_all" else "", file=sys.stdout)
+        print(f"[{name}]" if group is not None else "", file=sys.stdout)
         if isinstance(fit, str):
             print(f"  not fitted: {fit}")
         else:
             print(fit.describe(x))
     return 1 if failed else 0
-
-
-def _plain(value):
-    """A group key as a JSON value (numpy scalars to Python)."""
-    return value.item() if hasattr(value, "item") else value
 
 
 def _report(args) -> int:

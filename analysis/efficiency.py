@@ -6,6 +6,14 @@ efficiency is D_eff(L_method) / D_eff(L_baseline) = ((L_baseline - E) / (L_metho
 only alpha and E matter. The shipped law (``reference_law.yaml``: alpha 0.235, E 1.92)
 reproduces the paper's 1.48x (3.41 vs 3.5544) and about 1.80x (3.344).
 
+A law fitted to a user's own baseline runs (``--fit-baseline``) follows the fits' policy
+(:mod:`analysis.scaling`): a loss within the range of those runs is read off the fitted curve
+between its points, which the points pin down whatever E and alpha are on their own (a curve
+whose E is not determined still passes through them); a loss beyond them (effective data
+beyond the largest D fitted, the usual case for a method that beats the baseline) is an
+extrapolation that rests on E and alpha, and is "not determined" where the fit does not
+determine them. :class:`Basis` says which case a result is.
+
 Example:
     >>> round(efficiency_ratio(3.41, 3.5544, alpha=0.235, E=1.92), 2)
     1.48
@@ -13,7 +21,9 @@ Example:
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
+from enum import Enum
 from pathlib import Path
 
 import numpy as np
@@ -22,11 +32,15 @@ from pydantic import Field, model_validator
 from analysis.scaling import PowerLawFit, fit_power_law
 from megadocs.config import StrictModel, load_config
 from megadocs.errors import UserError
+from megadocs.formats import finite_or_none
 
 __all__ = [
     "DEFAULT_REFERENCE_LAW",
     "ReferenceLaw",
+    "Basis",
     "Efficiency",
+    "efficiency_basis",
+    "undetermined",
     "load_reference_law",
     "effective_data",
     "efficiency_ratio",
@@ -83,15 +97,34 @@ def efficiency_ratio(loss: float, baseline_loss: float, *, alpha: float, E: floa
     return float((_gap(baseline_loss, E, "baseline") / _gap(loss, E, "method")) ** (1.0 / alpha))
 
 
+class Basis(str, Enum):
+    """How a data efficiency was read from its law (``Efficiency.basis``)."""
+
+    REFERENCE = "reference law"  # the constants of a given law (shipped, a file, the command line)
+    INTERPOLATED = "interpolated"  # both losses within the fitted baseline runs: the curve between its points
+    EXTRAPOLATED = "extrapolated"  # beyond the runs, on a fitted law whose E and alpha the points determine
+    NOT_DETERMINED = "not determined"  # beyond the runs, on a fitted law whose E or alpha they do not
+    BELOW_E = "below E"  # a loss at or below the law's asymptote: no finite amount of real data reaches it
+
+    @property
+    def determined(self) -> bool:
+        """Whether a ratio comes with this basis."""
+        return self in (Basis.REFERENCE, Basis.INTERPOLATED, Basis.EXTRAPOLATED)
+
+
 @dataclass
 class Efficiency:
     """A method's data efficiency against a baseline, with an interval when the law was fitted."""
 
     ratio: float
+    """NaN where ``basis`` gives none (``note`` says why)."""
     loss: float
     baseline_loss: float
     alpha: float
     E: float
+    basis: Basis = Basis.REFERENCE
+    note: str = ""
+    """Why there is no ratio, or what an extrapolated one rests on."""
     interval: tuple[float, float] | None = None
     effective_tokens: float | None = None
     """D_eff of the method (from the law's A, or the baseline's real tokens times the ratio)."""
@@ -99,15 +132,75 @@ class Efficiency:
     """How ``effective_tokens`` was obtained, for printing next to it."""
 
     def format(self) -> str:
+        if not self.basis.determined:
+            return self.basis.value
         text = f"{self.ratio:.2f}x"
         if self.interval:
             text += f" [{self.interval[0]:.2f}, {self.interval[1]:.2f}]"
         return text
 
+    def to_json(self) -> dict:
+        """Standard JSON: the ratio and its interval (null where there is none), basis and note."""
+        interval = self.interval or (None, None)
+        return finite_or_none({
+            "ratio": self.ratio, "low": interval[0], "high": interval[1], "basis": self.basis.value,
+            "determined": self.basis.determined, "note": self.note, "loss": self.loss,
+            "baseline_loss": self.baseline_loss, "effective_data": self.effective_tokens,
+            "effective_basis": self.effective_basis or None,
+        })
+
 
 def fit_reference_law(data_sizes, losses, **fit_options) -> PowerLawFit:
     """Fit the law to a user's own real-only runs at several data sizes (see ``fit_power_law``)."""
     return fit_power_law(data_sizes, losses, **fit_options)
+
+
+def undetermined(law: ReferenceLaw | PowerLawFit) -> list[str]:
+    """Those of E and alpha (the ratio's parameters) that a fitted law does not determine; none
+    for a given law, whose constants are taken as stated."""
+    if isinstance(law, ReferenceLaw):
+        return []
+    return [name for name in ("E", "alpha") if not law.determined[name]]
+
+
+def _points_range(fit: PowerLawFit) -> tuple[float, float]:
+    """Losses the baseline runs span: measured, or on the fitted curve between the smallest and
+    largest D (a run's noise may put its loss just outside the curve's range)."""
+    low = min(float(np.min(fit.y)), float(fit.predict(np.max(fit.x))))
+    high = max(float(np.max(fit.y)), float(fit.predict(np.min(fit.x))))
+    return low, high
+
+
+def efficiency_basis(loss: float, baseline_loss: float, law: ReferenceLaw | PowerLawFit) -> tuple[Basis, str]:
+    """How the efficiency of ``loss`` against ``baseline_loss`` can be read from ``law``, and a note.
+
+    A given law is taken as stated. For a fitted law, losses within the baseline runs' range need
+    no asymptote (the curve there is pinned by the points); beyond it the ratio rests on E and
+    alpha, so it is not determined where the fit does not determine them. A loss at or below E
+    (where E is known) has no finite effective data.
+    """
+    for what, value in (("method", loss), ("baseline", baseline_loss)):
+        if not math.isfinite(value):
+            raise UserError(f"efficiency: {what} loss must be finite, got {value}")
+    kind = "reference" if isinstance(law, ReferenceLaw) else "fitted baseline"
+    if isinstance(law, PowerLawFit):
+        low, high = _points_range(law)
+        outside = [f"{what} loss {value:.4f}" for what, value in (("method", loss), ("baseline", baseline_loss))
+                   if not low <= value <= high]
+        if not outside and min(loss, baseline_loss) > law.E:
+            return Basis.INTERPOLATED, ""
+        where = (f"{' and '.join(outside)} outside the baseline runs' losses {low:.4f}-{high:.4f} "
+                 f"(D {np.min(law.x):.3g}-{np.max(law.x):.3g})" if outside else
+                 f"loss {min(loss, baseline_loss):.4f} at the fit's E, which ended at the lowest baseline loss")
+        loose = undetermined(law)
+        if loose:
+            return Basis.NOT_DETERMINED, (f"{where}: its effective data is an extrapolation that rests on "
+                                          f"{' and '.join(loose)}, which the points do not determine")
+        if min(loss, baseline_loss) > law.E:
+            return Basis.EXTRAPOLATED, f"{where}: extrapolated on the fitted law"
+    elif min(loss, baseline_loss) > law.E:
+        return Basis.REFERENCE, ""
+    return Basis.BELOW_E, f"loss {min(loss, baseline_loss):.4f} is not above the {kind} law's E={law.E:.4g}"
 
 
 def efficiency(
@@ -121,30 +214,29 @@ def efficiency(
 
     With a fitted law that has bootstrap draws, the interval is the percentile interval of the
     ratio over the draws of (alpha, E); draws whose E is not below both losses are dropped.
+    Where :func:`efficiency_basis` gives no ratio (not determined, below E), ``ratio`` is NaN and
+    ``note`` says why.
+
+    Raises:
+        UserError: a non-finite loss.
     """
-    ratio = efficiency_ratio(loss, baseline_loss, alpha=law.alpha, E=law.E)
-    interval = None
+    basis, note = efficiency_basis(loss, baseline_loss, law)
+    result = Efficiency(ratio=math.nan, loss=float(loss), baseline_loss=float(baseline_loss), alpha=float(law.alpha),
+                        E=float(law.E), basis=basis, note=note)
+    if not basis.determined:
+        return result
+    result.ratio = efficiency_ratio(loss, baseline_loss, alpha=law.alpha, E=law.E)
     if isinstance(law, PowerLawFit) and law.samples is not None:
         E_draws, alpha_draws = law.samples[:, 0], law.samples[:, 2]
         ok = (E_draws < min(loss, baseline_loss)) & (alpha_draws > 0)
         if ok.sum() >= 20:
             draws = ((baseline_loss - E_draws[ok]) / (loss - E_draws[ok])) ** (1.0 / alpha_draws[ok])
             tail = (1 - level) / 2 * 100
-            interval = (float(np.percentile(draws, tail)), float(np.percentile(draws, 100 - tail)))
-    tokens, basis = None, ""
+            result.interval = (float(np.percentile(draws, tail)), float(np.percentile(draws, 100 - tail)))
     if law.A is not None:
-        tokens = effective_data(loss, alpha=law.alpha, E=law.E, A=law.A)
-        basis = "inverting the law (units of its D)"
+        result.effective_tokens = effective_data(loss, alpha=law.alpha, E=law.E, A=law.A)
+        result.effective_basis = "inverting the law (units of its D)"
     elif isinstance(law, ReferenceLaw) and law.baseline_tokens is not None:
-        tokens = ratio * law.baseline_tokens
-        basis = f"ratio x the baseline's {law.baseline_tokens:,.0f} real tokens"
-    return Efficiency(
-        ratio=ratio,
-        loss=float(loss),
-        baseline_loss=float(baseline_loss),
-        alpha=float(law.alpha),
-        E=float(law.E),
-        interval=interval,
-        effective_tokens=tokens,
-        effective_basis=basis,
-    )
+        result.effective_tokens = result.ratio * law.baseline_tokens
+        result.effective_basis = f"ratio x the baseline's {law.baseline_tokens:,.0f} real tokens"
+    return result

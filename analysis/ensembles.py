@@ -175,7 +175,9 @@ def compare_asymptotes(fits: dict[str, PowerLawFit | str], *, reference: str = R
 
     Columns: ``algorithm``, ``E``, ``E_low``, ``E_high``, ``E_determined``, ``delta`` (E -
     E_reference), ``delta_low``, ``delta_high``, ``note``. Differences get an interval when both
-    fits have bootstrap draws (independent draws, paired by index).
+    fits have bootstrap draws (independent draws, paired by index). An E the points do not
+    determine (``PowerLawFit.determined``, the policy of :mod:`analysis.scaling`) is left blank,
+    and so is every difference it enters: the fit's own description quotes it with its status.
     """
     ref = fits.get(reference)
     ref = ref if isinstance(ref, PowerLawFit) else None
@@ -184,19 +186,22 @@ def compare_asymptotes(fits: dict[str, PowerLawFit | str], *, reference: str = R
         if not isinstance(fit, PowerLawFit):
             rows.append({"algorithm": algorithm, "E": math.nan, "E_determined": False, "note": fit})
             continue
-        interval = fit.interval("E") or (math.nan, math.nan)
+        determined = fit.determined["E"]
+        interval = (fit.interval("E") if determined else None) or (math.nan, math.nan)
         row = {
             "algorithm": algorithm,
-            "E": fit.E,
+            "E": fit.E if determined else math.nan,
             "E_low": interval[0],
             "E_high": interval[1],
-            "E_determined": fit.determined["E"],
+            "E_determined": determined,
             "delta": math.nan,
             "delta_low": math.nan,
             "delta_high": math.nan,
-            "note": "; ".join(fit.notes),
+            "note": "; ".join([*([] if determined else [f"E {fit.status('E')}"]), *fit.notes]),
         }
-        if ref is not None and algorithm != reference:
+        if ref is not None and algorithm != reference and determined and not ref.determined["E"]:
+            row["note"] = "; ".join([f"no delta: {reference}'s E is not determined", *fit.notes])
+        elif ref is not None and algorithm != reference and determined:
             row["delta"] = fit.E - ref.E
             if fit.samples is not None and ref.samples is not None:
                 n = min(len(fit.samples), len(ref.samples))

@@ -33,6 +33,7 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator
 
+from analysis.efficiency import ReferenceLaw, undetermined
 from analysis.frame import BOUNDS, POINT, point_of
 from analysis.generation import BASELINE_METHOD
 from analysis.scaling import PowerLawFit
@@ -169,13 +170,15 @@ def _log2_axis(ax, values: Sequence[float], axis: str = "x") -> None:
     target.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
 
 
-def plot_generation_scaling(table: pd.DataFrame, *, val_set: str = IID, title: str | None = None, law=None):
+def plot_generation_scaling(table: pd.DataFrame, *, val_set: str = IID, title: str | None = None,
+                            law: ReferenceLaw | PowerLawFit | None = None):
     """Figures 1/2/5: tuned loss vs G per algorithm, with the real-only baseline as a line.
 
     ``table`` is :func:`analysis.generation.generation_table`'s. Filled markers are certified
     points, open markers points whose search has not certified yet; a ring marks a certificate
-    that leans on a search bound. With a reference ``law`` (anything with ``alpha`` and ``E``)
-    and an i.i.d. set, a right-hand axis reads the loss as data efficiency vs the baseline.
+    that leans on a search bound. With a reference ``law`` and an i.i.d. set, a right-hand axis
+    reads the loss as data efficiency vs the baseline (a fitted law: only where it determines E
+    and alpha; the caption quotes them as the report does).
 
     Raises:
         ValueError: the table has no synthetic-data point for ``val_set``.
@@ -184,6 +187,7 @@ def plot_generation_scaling(table: pd.DataFrame, *, val_set: str = IID, title: s
     synthetic = part[(part["method"] != BASELINE_METHOD) & (part["g"] > 0)]
     if synthetic.empty:
         raise ValueError(f"no synthetic-data certification has a loss on the {val_set} set")
+    notes = ["filled: certified, open: not certified"]
     with style():
         fig, ax = _figure()
         for method, group in synthetic.groupby("method", sort=False):
@@ -197,13 +201,14 @@ def plot_generation_scaling(table: pd.DataFrame, *, val_set: str = IID, title: s
         if len(baseline):
             ax.axhline(float(baseline.min()), color="black", linestyle="--", linewidth=1.2,
                        label=f"real data only ({float(baseline.min()):.3f})")
-            if law is not None and val_set in (IID, "objective") and float(baseline.min()) > law.E:
-                _efficiency_axis(ax, float(baseline.min()), law)
+            if law is not None and val_set in (IID, "objective"):
+                notes.extend(_efficiency_axis(ax, float(baseline.min()), law))
+        else:  # the caption says why the reader looks for the line and the axis in vain
+            notes.append("no real-only baseline on this set: no baseline line, no efficiency axis")
         _log2_axis(ax, synthetic["g"])
         ax.set_xlabel("generations per real document G (log2)")
         ax.set_ylabel(f"tuned {val_set} validation loss")
         ax.set_title(title or f"Tuned loss vs generations ({val_set})")
-        notes = ["filled: certified, open: not certified"]
         if synthetic[BOUNDS].map(bool).any():
             notes.append("ring: certificate at a search bound")
         ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=2)
@@ -227,10 +232,10 @@ def plot_ensembles(table: pd.DataFrame, fits: Mapping[str, PowerLawFit | str], *
             fit = fits.get(algorithm)
             ax.plot(group["k"], group["loss"], linestyle="none", marker=spec["marker"], color=spec["color"])
             if isinstance(fit, PowerLawFit):
-                determined = "" if fit.determined["E"] else " (not determined)"
                 ax.plot(grid, fit.predict(grid), color=spec["color"], linestyle=spec["linestyle"])
-                ax.axhline(fit.E, color=spec["color"], linestyle=":", linewidth=0.9)
-                label = f"{label}: E={fit.E:.3f}{determined}"
+                if fit.determined["E"]:  # an asymptote the points do not determine is not drawn as one
+                    ax.axhline(fit.E, color=spec["color"], linestyle=":", linewidth=0.9)
+                label = f"{label}: {fit.quote('E')}"
             else:
                 ax.plot(group["k"], group["loss"], color=spec["color"], linestyle=spec["linestyle"])
                 label = f"{label} (no fit)"
@@ -239,7 +244,7 @@ def plot_ensembles(table: pd.DataFrame, fits: Mapping[str, PowerLawFit | str], *
         _log2_axis(ax, sorted(set(part["k"].tolist())))
         ax.set_xlabel("ensemble members K (log2)")
         ax.set_ylabel(f"{val_set} validation loss")
-        ax.set_title("Ensembles: L(K) = E + A K^(-alpha); dotted: asymptote E")
+        ax.set_title("Ensembles: L(K) = E + A K^(-alpha); dotted: asymptote E (where determined)")
         ax.legend()
         fig.tight_layout()
     return fig
@@ -485,8 +490,16 @@ def plot_certified_hparams(
     return fig
 
 
-def _efficiency_axis(ax, baseline_loss: float, law) -> None:
-    """Right-hand axis: efficiency ((L0 - E) / (L - E))^(1/alpha) of a loss on the left axis."""
+def _efficiency_axis(ax, baseline_loss: float, law: ReferenceLaw | PowerLawFit) -> list[str]:
+    """Right-hand axis: efficiency ((L0 - E) / (L - E))^(1/alpha) of a loss on the left axis; returns
+    notes for the caption. The axis reads every loss of the panel, most beyond a fitted law's
+    points, so it is drawn only where the law determines E and alpha (the table gives the
+    efficiencies a fitted curve determines between its points)."""
+    loose = undetermined(law)
+    if loose:
+        return [f"no efficiency axis: the fitted baseline law does not determine {' and '.join(loose)}"]
+    if baseline_loss <= law.E:  # no real data reaches the baseline: the report names that
+        return []
     gap0 = baseline_loss - law.E
 
     def to_efficiency(loss):
@@ -500,8 +513,12 @@ def _efficiency_axis(ax, baseline_loss: float, law) -> None:
             return law.E + gap0 * np.where(ratio > 0, ratio, np.nan) ** (-law.alpha)
 
     right = ax.secondary_yaxis("right", functions=(to_efficiency, to_loss))
-    right.set_ylabel(f"data efficiency (alpha={law.alpha:g}, E={law.E:g})")
     right.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:.2g}x"))
+    if isinstance(law, ReferenceLaw):
+        right.set_ylabel(f"data efficiency (alpha={law.alpha:g}, E={law.E:g})")
+        return []
+    right.set_ylabel("data efficiency (fitted baseline law)")
+    return [f"fitted baseline law: {law.quote('E')}, {law.quote('alpha')}"]
 
 
 def _mark_open_and_bounds(ax, frame: pd.DataFrame, y: str, colour, marker, at_bound) -> None:

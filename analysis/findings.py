@@ -50,12 +50,19 @@ def noise_tolerance(sigma: float) -> float:
 
 
 def rises_with_g(table: pd.DataFrame, sigma: float) -> tuple[str, list[Rise]]:
-    """Does the tuned loss rise with G? A one-sentence verdict for a user and the rises behind it.
+    """Does the tuned loss rise with G? A one-sentence verdict for a user and the rises behind it
+    (a table without a synthetic certification, or with one G per algorithm, says so: "does not
+    rise" would read as a finding).
 
     With a noise estimate (``sigma`` finite) a rise counts beyond :func:`noise_tolerance`: only then
     is it a search that did not converge. Without one, every rise above ``RISE_TOLERANCE`` is
     listed, and the verdict says that it cannot be told from seed noise (never "failed").
     """
+    synthetic = table[table["method"] != BASELINE_METHOD]
+    if not len(synthetic):
+        return "No synthetic-data certification has a loss: nothing to say about the tuned loss as G grows.", []
+    if synthetic.groupby("method")["g"].nunique().max() < 2:  # "does not rise" would be vacuous
+        return "One G per algorithm: nothing to say about the tuned loss as G grows.", []
     known = math.isfinite(sigma)
     tolerance = max(RISE_TOLERANCE, noise_tolerance(sigma))
     rises = monotonicity(table, tolerance=tolerance, sigma=sigma if known else None)
@@ -123,9 +130,13 @@ def _comparison(baseline: pd.DataFrame, synthetic: pd.DataFrame, val_set: str, s
     return lines
 
 
-def findings(certifications: pd.DataFrame, *, law=None) -> list[str]:
+def findings(certifications: pd.DataFrame) -> list[str]:
     """Markdown paragraphs (one per list item) for the report's "Findings" section, for any sweep:
-    what it lacks (a baseline, a synthetic certification, a noise estimate) is said, not skipped."""
+    what it lacks (a baseline, a synthetic certification, a noise estimate) is said, not skipped.
+
+    Gains are in nats against the seed noise; data efficiency is left to the report's generation
+    section, which gives it with its basis and interval (no law here: a fitted baseline law would
+    bootstrap every certification's ratio for a table these lines never print)."""
     if certifications is None or len(certifications) == 0:
         return ["Nothing certified yet: the ledger holds no certification."]
     lines: list[str] = []
@@ -134,7 +145,7 @@ def findings(certifications: pd.DataFrame, *, law=None) -> list[str]:
     sets = [s for s in ("iid", "objective") if loss_column(s) in certifications]
     val_set = sets[0] if sets else "objective"
     try:
-        table = generation_table(certifications, law=law, sets=[val_set])
+        table = generation_table(certifications, sets=[val_set])
     except UserError as exc:  # no finite loss yet; anything else is a bug and must not read as "nothing yet"
         return [f"Nothing to compare yet: {exc}."]
     baseline = table[table["method"] == BASELINE_METHOD]
@@ -147,13 +158,12 @@ def findings(certifications: pd.DataFrame, *, law=None) -> list[str]:
     if len(baseline) and len(synthetic):
         lines.extend(_comparison(baseline, synthetic, val_set, sigma, noise_text))
     else:
-        lines.append(f"On the {val_set} loss ({noise_text}): the ledger lacks a "
-                     f"{'real-only baseline' if not len(baseline) else 'synthetic certification'} to compare with.")
-    if len(synthetic) and synthetic.groupby("method")["g"].nunique().max() >= 2:
+        lines.append(f"On the {val_set} loss the ledger lacks a "
+                     f"{'real-only baseline' if not len(baseline) else 'synthetic certification'} to compare with; "
+                     f"{noise_text}.")
+    if len(synthetic):  # without one, the line above already says what the ledger lacks
         trend, rises = rises_with_g(table, sigma)
         lines.append(" ".join([trend, *(rise.message() + "." for rise in rises)]))
-    elif len(synthetic):
-        lines.append("One G per algorithm: nothing to say about the tuned loss as G grows.")
 
     if "certified" in certifications:
         pending = [str(name) for name, done in zip(certifications["certification"], certifications["certified"])

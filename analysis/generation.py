@@ -20,7 +20,7 @@ from analysis.scaling import PowerLawFit
 from megadocs.errors import UserError
 from megadocs.formats import IID, REAL
 
-__all__ = ["BASELINE_METHOD", "loss_column", "generation_table", "main_set", "Rise", "monotonicity"]
+__all__ = ["BASELINE_METHOD", "COLUMNS", "empty_table", "loss_column", "generation_table", "main_set", "Rise", "monotonicity"]
 
 BASELINE_METHOD = REAL
 RISE_TOLERANCE = 1e-3
@@ -28,6 +28,18 @@ RISE_TOLERANCE = 1e-3
 OPTIONAL_COLUMNS = {"certification": None, "certified": False, BOUNDS: (), "bounds_hit": "", "warm_start": None}
 """Certifications-frame columns that :func:`analysis.frame.certifications_frame` always builds but a
 frame built by hand (the analysis contract: any source) may leave out, and what a missing one means."""
+
+
+COLUMNS = ("set", "certification", "method", "g", "certified", BOUNDS, "bounds_hit", "warm_start", "loss",
+           "baseline_loss", "gain", "efficiency", "efficiency_low", "efficiency_high", "efficiency_basis",
+           "efficiency_note")
+"""The columns of :func:`generation_table`, in order (an empty table has them too: :func:`empty_table`)."""
+
+
+def empty_table() -> pd.DataFrame:
+    """A generation table without rows, for a caller that goes on where :func:`generation_table`
+    refused (a notebook on a ledger with no finite loss yet)."""
+    return pd.DataFrame(columns=list(COLUMNS))
 
 
 def loss_column(val_set: str) -> str:
@@ -52,10 +64,12 @@ def generation_table(
     a certifications frame (:func:`analysis.frame.certifications_frame`, or one built by hand without
     the :data:`OPTIONAL_COLUMNS`).
 
-    Columns: ``set``, ``certification``, ``method``, ``g``, ``certified``, ``bounds`` (records),
-    ``bounds_hit`` (their display form), ``warm_start``, ``loss``, ``baseline_loss``, ``gain``
-    (baseline - loss), ``efficiency``, ``efficiency_low``, ``efficiency_high``, ``efficiency_note``
-    (why a synthetic row has none: its loss or the baseline's is not above the law's asymptote E).
+    Columns (:data:`COLUMNS`): ``set``, ``certification``, ``method``, ``g``, ``certified``,
+    ``bounds`` (records), ``bounds_hit`` (their display form), ``warm_start``, ``loss``,
+    ``baseline_loss``, ``gain`` (baseline - loss), ``efficiency``, ``efficiency_low``,
+    ``efficiency_high``, ``efficiency_basis`` (an :class:`analysis.efficiency.Basis` value: how
+    the law gave it) and ``efficiency_note`` (why a synthetic row has none: the fitted law does
+    not determine it, or a loss is not above the law's asymptote E).
     Efficiency is only computed for the objective/iid sets: the reference law is a law of i.i.d.
     loss vs real data, so it says nothing about other domains.
 
@@ -96,18 +110,18 @@ def generation_table(
                 "efficiency": math.nan,
                 "efficiency_low": math.nan,
                 "efficiency_high": math.nan,
+                "efficiency_basis": None,
                 "efficiency_note": None,
             }
             iid_like = val_set in ("objective", IID)
             if law is not None and iid_like and math.isfinite(baseline_loss) and row["method"] != BASELINE_METHOD:
-                if loss > law.E and baseline_loss > law.E:
-                    result = efficiency(loss, baseline_loss, law)
-                    record["efficiency"] = result.ratio
-                    if result.interval:
-                        record["efficiency_low"], record["efficiency_high"] = result.interval
-                else:  # no amount of real data reaches a loss at or below the law's asymptote
-                    record["efficiency_note"] = (f"loss {min(loss, baseline_loss):.4f} is not above the reference "
-                                                 f"law's E={law.E:.4g}")
+                result = efficiency(loss, baseline_loss, law)
+                record["efficiency"] = result.ratio
+                record["efficiency_basis"] = result.basis.value
+                if result.interval:
+                    record["efficiency_low"], record["efficiency_high"] = result.interval
+                if not result.basis.determined:
+                    record["efficiency_note"] = result.note
             rows.append(record)
     if not rows:
         losses = pd.to_numeric(certifications.get("loss", pd.Series(dtype=float)), errors="coerce")
@@ -115,7 +129,7 @@ def generation_table(
         why = (f"{diverged} of {len(certifications)} diverged (inf loss), the others have no loss yet"
                if diverged else "none has a loss yet (not run, still running, or failed)")
         raise UserError(f"generation scaling: no certification has a finite loss: {why}")
-    table = pd.DataFrame(rows)
+    table = pd.DataFrame(rows, columns=list(COLUMNS))
     return table.sort_values(["set", "method", "g"], kind="stable").reset_index(drop=True)
 
 

@@ -8,6 +8,7 @@ ledger once.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -21,6 +22,8 @@ if TYPE_CHECKING:
     from search.sweep import Sweep
 
 __all__ = ["LedgerTables", "load_tables"]
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -55,10 +58,12 @@ def _grids_of(sweep: Sweep) -> dict[str, dict[str, list[Any]]]:
 def load_tables(sweep: Sweep) -> LedgerTables:
     """Read the runs and certification summaries of a loaded sweep into the analysis tables
     (``search.sweep.load_sweep`` loads a sweep file)."""
-    from search.ledger import read_runs, read_snapshot
+    from search.ledger import read_runs, read_snapshot, undescribed_line
     from search.status import summarize, summarize_ensembles, summarize_transfers
 
     snapshot = read_snapshot(sweep)  # each study read once by the readers below
+    if (line := undescribed_line(snapshot.undescribed_counts(), controller_live=snapshot.holder is not None)):
+        log.warning("%s", line)  # trials that name no point are no runs: in no table
     runs = runs_frame(read_runs(sweep, snapshot=snapshot), sweep=sweep.name)
     preset = sweep.train.model.preset if sweep.train is not None else None
     if preset and len(runs):

@@ -16,11 +16,11 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from analysis.efficiency import ReferenceLaw, load_reference_law
+from analysis.efficiency import Basis, ReferenceLaw, load_reference_law
 from analysis.findings import findings as findings_of
 from analysis.findings import pooled_noise, rises_with_g
 from analysis.frame import POINT, compute_seconds, union_grid, val_sets
-from analysis.generation import BASELINE_METHOD, generation_table, main_set
+from analysis.generation import BASELINE_METHOD, generation_table
 from analysis.scaling import PowerLawFit, fit_groups
 from megadocs.errors import UserError
 from megadocs.formats import IID, IID_LONG, IID_SETS, IID_SHORT, describe_validation_set, write_atomic
@@ -34,7 +34,6 @@ if TYPE_CHECKING:
 __all__ = ["render_report", "build_report"]
 
 FIGURE_DIR = "figures"
-REPORT_BOOTSTRAP = 300
 
 
 def _fmt(value: Any, digits: int = 4) -> str:
@@ -64,7 +63,7 @@ def _point_text(point: Mapping[str, Any]) -> str:
 def _hours(seconds: float) -> str:
     if seconds is None or not math.isfinite(seconds):
         return "unknown"
-    return f"{seconds / 3600:.2f} h" if seconds >= 360 else f"{seconds:.0f} s"
+    return f"{seconds / 3600:.2f} h" if seconds >= 360 else f"{seconds:.3g} s"  # 0.004 s is not "0 s"
 
 
 class _Report:
@@ -152,7 +151,8 @@ def _search_sections(report: _Report, runs: pd.DataFrame, summaries: Sequence[Ce
         )
 
 
-def _generation_sections(report: _Report, certifications: pd.DataFrame, law, grids) -> None:
+def _generation_sections(report: _Report, certifications: pd.DataFrame, law, grids,
+                         fits: tuple[str, dict[str, PowerLawFit | str]] | None) -> None:
     from analysis.figures import plot_certified_hparams, plot_generation_scaling
 
     report.add("## Generation scaling (Figures 1/2/5)", "")
@@ -161,16 +161,20 @@ def _generation_sections(report: _Report, certifications: pd.DataFrame, law, gri
     except UserError as exc:
         report.skipped.append(str(exc))  # the message names the section
         return
-    if isinstance(law, ReferenceLaw):
+    if table["efficiency_basis"].isna().all():
+        report.add(_no_efficiency(table), "")
+    elif isinstance(law, ReferenceLaw):
         report.add(
-            f"Data efficiency uses the reference law alpha={law.alpha}, E={law.E} ({law.provenance.strip()}); "
+            f"Data efficiency uses the reference law alpha={law.alpha}, E={law.E} ({law.provenance.strip().rstrip('.')}); "
             "it is computed for the i.i.d. loss only.",
             "",
         )
     else:
         report.add(
             "Data efficiency uses a real-data law fitted to the baseline runs (intervals: bootstrap over that fit); "
-            "it is computed for the i.i.d. loss only.",
+            "it is computed for the i.i.d. loss only. A loss within the baseline runs' range is read off the fitted "
+            "curve between its points (`interpolated`: no asymptote needed); beyond it the efficiency rests on E and "
+            "alpha (`extrapolated`), and is `not determined` where the fit below does not determine them.",
             "",
             "```",
             law.describe("D"),
@@ -181,19 +185,28 @@ def _generation_sections(report: _Report, certifications: pd.DataFrame, law, gri
     report.add(f"**{verdict}**" if rises else verdict, "")
     if rises:
         report.add(*[f"- {rise.message()}" for rise in rises], "")
-    missing = table[table["efficiency_note"].notna()]
-    if len(missing):
+    below = table[table["efficiency_basis"] == Basis.BELOW_E.value]
+    if len(below):
         report.add(
-            "No data efficiency for " + ", ".join(f"{r.certification} ({r.efficiency_note})" for r in missing.itertuples())
+            "No data efficiency for " + ", ".join(f"{r.certification} ({r.efficiency_note})" for r in below.itertuples())
             + ": no amount of real data reaches a loss at or below the law's asymptote under that law. The shipped "
             "law is the paper's (300M models on DCLM with the Llama 3 tokenizer); losses of another tokenizer, "
             "vocabulary or model size need their own: fit one to your real-only runs at several data sizes with "
             "`--fit-baseline` (or give `--reference LAW.yaml`).", "")
+    loose = table[table["efficiency_basis"] == Basis.NOT_DETERMINED.value]
+    if len(loose):
+        report.add(
+            "Data efficiency NOT determined for " + "; ".join(f"{r.certification} ({r.efficiency_note})"
+                                                             for r in loose.itertuples())
+            + ". Baseline runs at data sizes large enough to reach those losses would read it off the fitted curve; "
+            "or give a law whose constants you can state (`--reference LAW.yaml`).", "")
     order = {name: i for i, name in enumerate(["objective", *IID_SETS])}
     for val_set, part in sorted(table.groupby("set"), key=lambda item: (order.get(item[0], 9), item[0])):
-        shown = part[["method", "g", "certified", "loss", "baseline_loss", "gain", "efficiency",
-                      "efficiency_low", "efficiency_high", "bounds_hit"]]  # a missing efficiency is explained above
-        shown = shown.dropna(axis=1, how="all")
+        columns = ["method", "g", "certified", "loss", "baseline_loss", "gain", "efficiency", "efficiency_low",
+                   "efficiency_high", "efficiency_basis", "bounds_hit"]  # a missing efficiency is explained above
+        if isinstance(law, ReferenceLaw):  # every row's basis is the given law, said once above
+            columns.remove("efficiency_basis")
+        shown = part[columns].dropna(axis=1, how="all")
         meaning = [f"*{describe_validation_set(val_set)}.*", ""] if val_set != "objective" else []
         report.add(f"### {val_set}", "", *meaning, _markdown_table(shown), "")
         number = "1" if val_set in (IID, "objective") else ("5" if val_set in (IID_SHORT, IID_LONG) else "2")
@@ -202,12 +215,10 @@ def _generation_sections(report: _Report, certifications: pd.DataFrame, law, gri
             f"fig{number}-loss-vs-g-{val_set}",
             f"Figure {number}: tuned {val_set} loss vs G",
         )
-    # Fits of L(G) per algorithm on the iid loss.
-    main = main_set(table)
-    synthetic = table[(table["set"] == main) & (table["method"] != BASELINE_METHOD) & (table["g"] > 0)]
-    if len(synthetic):
+    if fits is not None and fits[1]:  # L(G) per algorithm on the set the curves are read on
+        main, by_method = fits
         report.add(f"### Fits of L(G) = E + A G^(-alpha) ({main})", "")
-        for method, fit in fit_groups(synthetic, x="g", y="loss", group="method", n_boot=REPORT_BOOTSTRAP).items():
+        for method, fit in by_method.items():
             text = fit.describe("G") if isinstance(fit, PowerLawFit) else f"not fitted: {fit}"
             report.add(f"**{method}**", "", "```", text, "```", "")
     report.figure(
@@ -217,25 +228,54 @@ def _generation_sections(report: _Report, certifications: pd.DataFrame, law, gri
     )
 
 
-def _next_generations_section(report: _Report, certifications: pd.DataFrame) -> None:
+def _no_efficiency(table: pd.DataFrame) -> str:
+    """Why a generation table has no data efficiency at all (every row's basis is empty)."""
+    iid_like = table[table["set"].isin(["objective", IID])]
+    if not len(iid_like):
+        return "No data efficiency: it is a ratio on the i.i.d. loss, and no certification has one."
+    lacks = [what for what, present in (("a real-only baseline", (iid_like["method"] == BASELINE_METHOD).any()),
+                                         ("a synthetic-data certification",
+                                          (iid_like["method"] != BASELINE_METHOD).any())) if not present]
+    if not lacks:  # not reached: generation_table gives every synthetic i.i.d. row beside a baseline a basis
+        return "No data efficiency was computed for the i.i.d. loss."
+    return ("No data efficiency: it compares a synthetic-data certification's i.i.d. loss with the real-only "
+            f"baseline's, and the ledger lacks {' and '.join(lacks)} with an i.i.d. loss.")
+
+
+def _generation_fits(certifications: pd.DataFrame) -> tuple[str, dict[str, PowerLawFit | str]] | None:
+    """L(G) per algorithm, fitted once for every section (None: no finite loss yet): the points and
+    the bootstrap count of ``megadocs analysis fit SWEEP.yaml``, so both give the same verdicts."""
+    from analysis.experiments import generation_points
+
+    try:
+        main, points = generation_points(certifications)
+    except UserError:
+        return None
+    return main, fit_groups(points, x="g", y="loss", group="method")
+
+
+def _next_generations_section(report: _Report, fits: tuple[str, dict[str, PowerLawFit | str]] | None) -> None:
     """First section: what the fitted L(G) per algorithm predicts for the next doubling of G."""
     from analysis.experiments import next_generations
 
-    try:
-        table = generation_table(certifications)
-    except UserError:
+    report.add("## Where to spend the next generations", "")
+    if fits is None or not fits[1]:
+        report.add("No synthetic-data certification has a loss yet: there is no L(G) to fit, so nothing to "
+                   "predict.", "")
         return
-    main = main_set(table)
-    synthetic = table[(table["set"] == main) & (table["method"] != BASELINE_METHOD) & (table["g"] > 0)]
-    if synthetic.empty:
+    main, by_method = fits
+    shown = next_generations(by_method)
+    if not any(isinstance(fit, PowerLawFit) for fit in by_method.values()):
+        report.add(f"No algorithm's L(G) could be fitted ({main} loss; E, A and alpha need three distinct G), "
+                   "so nothing is predicted:", "", _markdown_table(shown), "")
         return
-    fits = fit_groups(synthetic, x="g", y="loss", group="method", n_boot=REPORT_BOOTSTRAP)
-    shown = next_generations(fits)
     report.add(
-        "## Where to spend the next generations", "",
         f"From the fitted L(G) = E + A G^(-alpha) per algorithm ({main} loss): the loss measured at the largest "
-        "G certified beside the fit's value there, the loss predicted at twice that G, with its bootstrap "
-        "interval, and the asymptote E (the best any G can give). "
+        "G certified beside the fit's value there; the loss predicted at twice that G and what the doubling "
+        "gains (`gain_2g`), each with the interval of the fit's bootstrap refits (every refit fits the points); "
+        "and the asymptote E (the best any G can give). One doubling rests on the slope of the last points, "
+        "which they can pin even where they leave E NOT determined; a blank is a number the points do not "
+        "determine, and `note` says why. "
         "An extrapolation, not a measurement: certify 2G before relying on it.", "",
         _markdown_table(shown.dropna(axis=1, how="all")), "",
     )
@@ -343,7 +383,7 @@ def _ensemble_sections(report: _Report, ensembles: pd.DataFrame | None, studies:
         report.add("_No ensemble losses given._", "")
         return
     for val_set in sorted(ensembles["set"].unique(), key=lambda s: (s != IID, s)):
-        fits = fit_ensembles(ensembles, val_set=val_set, n_boot=REPORT_BOOTSTRAP)
+        fits = fit_ensembles(ensembles, val_set=val_set)
         report.add(f"### {val_set}", "", _markdown_table(compare_asymptotes(fits)), "")
         for algorithm, fit in fits.items():
             text = fit.describe("K") if isinstance(fit, PowerLawFit) else f"not fitted: {fit}"
@@ -390,7 +430,7 @@ def render_report(
         report.add("## Findings", "")
         from analysis.experiments import generation_curves
 
-        for paragraph in [*findings_of(generation_curves(certifications), law=law),
+        for paragraph in [*findings_of(generation_curves(certifications)),
                           *([] if findings is True else findings)]:
             report.add(paragraph, "")
     if notes:
@@ -418,7 +458,8 @@ def render_report(
         from analysis.experiments import generation_curves
 
         curves = generation_curves(certifications)  # neither the ablation nor another model size is a point of L(G)
-        _next_generations_section(report, curves)
+        fits = _generation_fits(certifications)
+        _next_generations_section(report, fits)
         report.add("## Certified points", "", _markdown_table(_certified_points_table(certifications)), "")
         for note in _basis_notes(certifications):
             report.add(note, "")
@@ -426,7 +467,7 @@ def render_report(
         if moved:
             report.add("Search bounds moved through `extend:` (a value appended beyond a bound each time the best "
                        "point sat on it, in order): " + "; ".join(moved) + ".", "")
-        _generation_sections(report, curves, law, grids)
+        _generation_sections(report, curves, law, grids, fits)
         _experiment_sections(report, runs, curves, law, transfer_sources or {}, diversity, students=certifications,
                              transfers=transfers)
         _synthetic_only_section(report, certifications)

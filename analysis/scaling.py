@@ -31,20 +31,27 @@ Example:
 from __future__ import annotations
 
 import math
+import zlib
 from dataclasses import dataclass, field
 from typing import Literal
 
 import numpy as np
 from scipy.optimize import least_squares
 
+from megadocs.config import StrictModel
 from megadocs.errors import UserError
 
-__all__ = ["PARAMS", "PowerLawFit", "power_law", "fit_power_law", "fit_groups"]
+__all__ = ["PARAMS", "N_BOOT", "MIN_BOOT", "PowerLawFit", "ParamRecord", "FitRecord", "power_law", "fit_power_law",
+           "fit_groups", "fit_record"]
 
 PARAMS = ("E", "A", "alpha")
 DEFAULT_ALPHA_BOUNDS = (1e-3, 4.0)
 SCREEN_NFEV, POLISH_NFEV = 40, 400
 """Function evaluations per start while screening starts, and for the final polish."""
+N_BOOT = 500
+"""Bootstrap refits of every fit by default: the report, the notebook, ``fit`` and ``--fit-baseline``
+use this one count, so that the same points get the same interval and the same determined verdict
+(E_AT_ZERO reads the interval) wherever they are fitted."""
 MIN_BOOT = 20
 """Fewest bootstrap refits a percentile interval is read from (fewer: refused, not a silent "no interval")."""
 E_AT_ZERO = 0.05
@@ -52,6 +59,42 @@ E_AT_ZERO = 0.05
 (refits that crawl toward E = 0 stop short of it, so "at 0" needs a margin)."""
 MIN_DECAY_COVERED = 0.15
 """E counts as determined only if the points span this share of the fitted decay toward it."""
+
+
+class ParamRecord(StrictModel):
+    """One parameter of a fitted law in standard JSON (null: no finite value or no interval)."""
+
+    estimate: float | None
+    low: float | None
+    high: float | None
+    fixed: bool
+    determined: bool
+
+
+class FitRecord(StrictModel):
+    """One group of ``megadocs analysis fit --json``, fitted or not, in one shape: ``error`` is null
+    for a fitted law and the fit's fields are null (``notes`` empty) for a group that could not be
+    fitted, whose ``error`` says why (the ``UserError`` text: too few distinct x, rising losses)."""
+
+    group: str | int | float | None
+    """The group's value (null: the table was fitted as one group)."""
+    x: str
+    """The column of sizes the law is a function of (``g``, ``D``, ``k``, ...)."""
+    error: str | None = None
+    n_points: int | None = None
+    loss: str | None = None
+    level: float | None = None
+    params: dict[str, ParamRecord] | None = None
+    rmse_log: float | None = None
+    notes: list[str] = []
+
+
+def fit_record(group, x: str, fit: PowerLawFit | str) -> FitRecord:
+    """A :func:`fit_groups` result as its JSON record (``group``: a numpy scalar becomes plain)."""
+    group = group.item() if hasattr(group, "item") else group
+    if isinstance(fit, str):
+        return FitRecord(group=group, x=x, error=fit)
+    return FitRecord(group=group, x=x, **fit.to_json())
 
 
 def power_law(x, E: float, A: float, alpha: float):
@@ -93,6 +136,12 @@ class PowerLawFit:
     def predict(self, x):
         return power_law(x, self.E, self.A, self.alpha)
 
+    @property
+    def E_at_lowest_loss(self) -> bool:
+        """E ended at its upper search bound, the lowest loss: the losses have not started to
+        flatten, so beyond the largest x the law is held up by that bound, not by the points."""
+        return "E" not in self.fixed and _at_bound(self.E, 0.0, float(np.min(self.y))) == "high"
+
     def interval(self, name: str) -> tuple[float, float] | None:
         return None if self.ci is None else self.ci.get(name)
 
@@ -116,20 +165,27 @@ class PowerLawFit:
         return {"n_points": self.n_points, "loss": self.loss, "level": self.level, "params": params,
                 "rmse_log": number(self.rmse_log), "notes": list(self.notes)}
 
+    def status(self, name: str) -> str:
+        """What the points say about parameter ``name``, in the words every output uses (the report,
+        the CLI, figure legends): ``fixed``, ``NOT determined`` (with the interval where there is
+        one: it shows how loose), the interval (``95% CI [low, high]``) or ``no interval``."""
+        interval = self.interval(name)
+        ci = f"{int(self.level * 100)}% CI [{interval[0]:.4g}, {interval[1]:.4g}]" if interval else None
+        if name in self.fixed:
+            return "fixed"
+        if not self.determined[name]:
+            return "NOT determined" + (f"; {ci}" if ci else "")
+        return ci or "no interval"
+
+    def quote(self, name: str) -> str:
+        """``name=value (status)``: a parameter as a legend or a sentence quotes it (see :meth:`status`)."""
+        return f"{name}={self.params[name]:.4g} ({self.status(name)})"
+
     def describe(self, x_name: str = "x") -> str:
         """One line per parameter and the notes, for reports and the CLI."""
         lines = [f"L({x_name}) = E + A * {x_name}^(-alpha), {self.n_points} points, {self.loss} loss on log residuals"]
         for name in PARAMS:
-            value = self.params[name]
-            interval = self.interval(name)
-            ci = f"{int(self.level * 100)}% CI [{interval[0]:.4g}, {interval[1]:.4g}]" if interval else None
-            if name in self.fixed:
-                status = "fixed"
-            elif not self.determined[name]:  # the interval, where there is one, shows how loose it is
-                status = "NOT determined" + (f"; {ci}" if ci else "")
-            else:
-                status = ci or "no interval"
-            lines.append(f"  {name:5s} = {value:.4g}  ({status})")
+            lines.append(f"  {name:5s} = {self.params[name]:.4g}  ({self.status(name)})")
         lines.append(f"  rmse of log residuals = {self.rmse_log:.3g}")
         lines.extend(f"  note: {note}" for note in self.notes)
         return "\n".join(lines)
@@ -150,7 +206,7 @@ def _check_points(x: np.ndarray, y: np.ndarray, n_free: int) -> list[str]:
         names = "E, A, alpha" if n_free == 3 else f"{n_free} free parameters"
         raise UserError(
             f"power-law fit: {len(distinct)} distinct x value(s) {distinct.tolist()} cannot determine "
-            f"{n_free} parameters ({names}); fix alpha or E (e.g. --alpha/--asymptote) or add points"
+            f"{n_free} parameters ({names}); add points, or fix alpha or E (`megadocs analysis fit --alpha/--asymptote`)"
         )
     means = np.array([y[x == value].mean() for value in distinct])
     if means[-1] >= means[0]:
@@ -279,7 +335,7 @@ def fit_power_law(
     fix_alpha: float | None = None,
     fix_E: float | None = None,
     alpha_bounds: tuple[float, float] = DEFAULT_ALPHA_BOUNDS,
-    n_boot: int = 500,
+    n_boot: int = N_BOOT,
     noise_sigma: float | None = None,
     level: float = 0.95,
     seed: int = 0,
@@ -363,11 +419,10 @@ def _judge(problem: _Problem, theta: np.ndarray) -> tuple[dict[str, bool], list[
     for name, index in (("E", 0), ("alpha", 2)):
         if not problem.free[index]:
             continue
-        low, high = lower[index], upper[index]
-        tolerance = 1e-4 * max(1.0, abs(high))
-        if theta[index] <= low + tolerance or theta[index] >= high - tolerance:
+        end = _at_bound(theta[index], lower[index], upper[index])
+        if end:
             determined[name] = False
-            if name == "E" and theta[index] >= high - tolerance:
+            if name == "E" and end == "high":
                 notes.append(
                     "E ended at the lowest observed loss: the losses have not flattened, so the asymptote "
                     "is not determined (only an upper bound)"
@@ -395,6 +450,12 @@ def _judge(problem: _Problem, theta: np.ndarray) -> tuple[dict[str, bool], list[
     elif problem.free[0] and determined["E"] and covered < 0.5:
         notes.append(f"E is an extrapolation: the points span {covered:.0%} of the fitted decay toward it")
     return determined, notes
+
+
+def _at_bound(value: float, low: float, high: float) -> Literal["low", "high"] | None:
+    """Which end of its search range a fitted value ended at (within 1e-4 of the range's scale)."""
+    tolerance = 1e-4 * max(1.0, abs(high))
+    return "low" if value <= low + tolerance else "high" if value >= high - tolerance else None
 
 
 def _uncertainty(problem: _Problem, theta, residuals, *, n_boot, noise_sigma, level, seed):
@@ -457,14 +518,14 @@ def fit_groups(frame, *, x: str, y: str, group: str, **options) -> dict[str, Pow
     """Fit one law per group of a DataFrame; a group that cannot be fitted maps to the reason.
 
     Every group's bootstrap draws its own independent noise (seeded by ``seed`` and the group's
-    position), so draws of two groups can be paired to give an interval for their difference.
+    name), so draws of two groups can be paired to give an interval for their difference.
 
     The reason is the ``UserError`` text (too few points, non-decreasing losses), so reports can
     print it instead of a number.
     """
     results: dict[str, PowerLawFit | str] = {}
     seed = options.pop("seed", 0)
-    for position, (name, part) in enumerate(frame.groupby(group, sort=True)):
+    for name, part in frame.groupby(group, sort=True):
         finite = np.isfinite(part[y].to_numpy(dtype=float))
         # A diverged (inf) or missing loss has no place on a power law, but leaving it out silently
         # would present the curve as the whole group: the fit's notes name what was left out.
@@ -472,8 +533,9 @@ def fit_groups(frame, *, x: str, y: str, group: str, **options) -> dict[str, Pow
         part = part[finite]
         # Each group's bootstrap gets its own stream: with one seed for all, the draws of two
         # groups share their noise, and a difference of paired draws (compare_asymptotes) came
-        # out several times too narrow.
-        group_seed = int(np.random.SeedSequence([seed, position]).generate_state(1)[0])
+        # out several times too narrow. Keyed by the name, not the position: a group's interval (and
+        # the verdicts read from it, E_AT_ZERO) must not change when another algorithm joins the sweep.
+        group_seed = int(np.random.SeedSequence([seed, zlib.crc32(str(name).encode())]).generate_state(1)[0])
         try:
             results[name] = fit_power_law(part[x].to_numpy(dtype=float), part[y].to_numpy(dtype=float),
                                           seed=group_seed, **options)

@@ -92,8 +92,9 @@ def register(subparsers) -> None:
 
     sub = commands.add_parser(
         "assemble", help="build the synthetic stream's documents from a pool",
-        description="Assemble a pool's generations into POOL/assembled/ALGORITHM-gG/documents.jsonl, the "
-        "documents a train config names as data.synthetic: {pool, algorithm, g}. Up-to-date output is kept.",
+        description="Assemble a pool's generations into POOL/assembled/ALGORITHM-gG/documents.jsonl: the "
+        "documents of a train config's data.synthetic: {pool, algorithm, g} as readable text (training reads "
+        "the same documents from `megadocs data tokenize-pool`'s tokens, not this file). Up-to-date output is kept.",
         **examples(
             "megadocs gen assemble --pool runs/pool --algorithm stitched --g 4",
             "megadocs gen assemble --pool runs/pool --algorithm simple --g 2   # a smaller G from the same pool",
@@ -110,8 +111,8 @@ def register(subparsers) -> None:
 
     sub = commands.add_parser(
         "diversity", help="distinct n-grams, compression, source and cross-generation overlap vs G",
-        description="Measure whether more generations add new text (per G' = 1, 2, 4, ... <= G) on a "
-        "sample of documents, and store the figures under `diversity` in the pool manifest.",
+        description="Measure whether more generations add new text (per G' = 1, 2, 4, ... <= G; a thoughts "
+        "pool at every G' its split points serve) on a sample of documents, and store the figures under `diversity` in the pool manifest.",
         **examples("megadocs gen diversity --pool runs/pools/rephrase --max-docs 2000"),
     )
     sub.add_argument("--pool", required=True, help="pool directory (written by gen rephrase|thoughts|sample)")

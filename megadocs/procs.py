@@ -1,6 +1,7 @@
 """Process-level helpers: liveness (every lock and leftover-cleanup), entry points' environment, the
-one policy for how many threads a job gets (:func:`job_thread_environment`), and which process of a
-multi-process run this is (torch-free: every sweep job asks, most never need torch)."""
+one policy for how many threads a job gets (:func:`job_thread_environment`), which process of a
+multi-process run this is, and the reaper that kills an engine's processes when their owner dies
+(:func:`start_reaper`). Torch-free: every sweep job asks, most never need torch."""
 
 from __future__ import annotations
 

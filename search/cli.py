@@ -65,13 +65,15 @@ def register(subparsers) -> None:
         "(interior, search bound(s), axes not searched, runs per point), the extensions its search made, best "
         "point and loss, runs in flight or failed with their job ids, and the controller holding the sweep.",
         **examples("megadocs search status search/examples/analytic.yaml",
-                   "megadocs search status SWEEP.yaml --json | jq '.[].certificate.basis'",
+                   "megadocs search status SWEEP.yaml --json | jq '.certifications[].certificate.basis'",
                    note="exit status: 0 whenever the ledger was read (whatever the certificates rest on: see "
                         "certificate.basis.support in --json, or `megadocs search certify`'s exit status); "
                         "2 bad input."),
     )
     status.add_argument("sweep", help="sweep file")
-    status.add_argument("--json", action="store_true", help="print a JSON list (the analysis contract)")
+    status.add_argument("--json", action="store_true",
+                        help="print one JSON object: certifications, ensembles, transfers, jobs, controller, "
+                             "undescribed trials, warnings (docs/architecture.md)")
     status.add_argument("--strategy", choices=("certify", "grid", "tpe"), default="certify")
     status.set_defaults(func=_status)
 
@@ -154,7 +156,8 @@ def _certify(args: argparse.Namespace) -> int:
     print(format_table(summaries), end="")
     for line in format_bases(summaries):
         print(line)
-    _print_ensembles(sweep, summaries, snapshot)
+    if args.strategy == "certify":  # only the certifier runs them
+        _print_ensembles(sweep, summaries, snapshot)
     for warning in g_trend_warnings(summaries):
         print(f"warning: {warning}", file=sys.stderr)
     failed = 0
@@ -236,26 +239,28 @@ def _status(args: argparse.Namespace) -> int:
 
 
 def _print_status(args: argparse.Namespace, sweep: Sweep, snapshot: LedgerSnapshot, watch: JobWatch) -> int:
+    """The human view of the :class:`search.status.StatusReport`, or its JSON (``--json``)."""
     from search.certify import CertState
-    from search.status import format_bases, format_table, g_trend_warnings, summarize, to_json
+    from search.status import format_bases, format_table, status_report
 
-    summaries = summarize(sweep, args.strategy, watch=watch, snapshot=snapshot)  # dead jobs are not "running"
+    report = status_report(sweep, args.strategy, watch=watch, snapshot=snapshot)
     if args.json:
-        print(to_json(summaries))
+        print(report.to_json())
         return 0
+    summaries = report.certifications
     print(format_table(summaries), end="")
     for line in format_bases(summaries):
         print(line)
     for s in summaries:  # beyond its failed points (listed below): no finite loss, or its source failed
         if s.state is CertState.FAILED and s.reason:
             print(f"{s.name}: not certified: {s.reason}")
-    _print_ensembles(sweep, summaries, snapshot)
-    _print_transfers(sweep, summaries, snapshot)
-    _print_jobs(snapshot, watch)
-    holder = snapshot.holder
-    if holder:
-        print(f"controller: running on host {holder['host']}, pid {holder['pid']}, since {holder['since']}")
-    for warning in g_trend_warnings(summaries):
+    for item in (*report.ensembles, *report.transfers, *report.jobs):
+        print(item.describe())
+    if report.controller is not None:
+        print(report.controller.describe())
+    if (undescribed := report.undescribed_line()) is not None:
+        print(undescribed)
+    for warning in report.warnings:
         print(f"warning: {warning}")
     failed = sum(len(s.blocked_by) for s in summaries)
     if failed:
@@ -263,40 +268,10 @@ def _print_status(args: argparse.Namespace, sweep: Sweep, snapshot: LedgerSnapsh
     return 0
 
 
-def _print_jobs(snapshot: LedgerSnapshot, watch: JobWatch) -> None:
-    """Runs in flight or failed, by job id: what to follow with squeue/sacct or cancel with scancel.
-    A run the ledger calls running whose job is gone (a killed controller) shows as stopped."""
-    from megadocs.formats import RunStatus
-
-    for run in snapshot.all_runs():
-        running = run.status is RunStatus.RUNNING
-        if not (running or (run.status is RunStatus.FAILED and run.job_id)):
-            continue
-        point = " ".join(f"{k}={v}" for k, v in run.point.items())
-        if running and not run.job_id and watch.controller_live:  # the live controller's queue
-            print(f"{run.certification} {point}: queued, no job yet (the running controller submits it when a "
-                  "slot frees)")
-            continue
-        if running and not run.job_id:  # stopped on purpose (Ctrl-C), or killed before submitting
-            print(f"{run.certification} {point}: stopped, no job ({run.reason or 'not submitted yet'}); "
-                  "`megadocs search certify` runs it again")
-            continue
-        reason = f": {run.reason}" if run.status is RunStatus.FAILED and run.reason else ""
-        status = run.status.value
-        if running and not watch.alive(run.job_id, run.job_folder):
-            status = "stopped (its job is gone; `megadocs search certify` resumes it)"
-        print(f"{run.certification} {point}: {status}, job {run.job_id} (attempt {run.attempts}){reason}")
-
-
 def _print_ensembles(sweep: Sweep, summaries: list[CertificationSummary], snapshot: LedgerSnapshot) -> None:
-    from search.status import summarize_ensembles
+    """The ensembles' and transfers' lines (the certifier's runs at its certified points)."""
+    from search.status import summarize_ensembles, summarize_transfers
 
-    for ens in summarize_ensembles(sweep, summaries, snapshot=snapshot):
-        print(ens.describe())
-
-
-def _print_transfers(sweep: Sweep, summaries: list[CertificationSummary], snapshot: LedgerSnapshot) -> None:
-    from search.status import summarize_transfers
-
-    for transfer in summarize_transfers(sweep, summaries, snapshot=snapshot):
-        print(transfer.describe())
+    for item in (*summarize_ensembles(sweep, summaries, snapshot=snapshot),
+                 *summarize_transfers(sweep, summaries, snapshot=snapshot)):
+        print(item.describe())

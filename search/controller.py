@@ -32,6 +32,7 @@ from megadocs.executors import Executor, JobState, make_executor
 from megadocs.formats import RunDir, RunMetrics, RunStatus
 from megadocs.provenance import read as read_provenance
 from megadocs.trust import UntrustedPath, require_inside
+from search.baselines import BASELINES, baseline_strategy
 from search.certify import Outcome
 from search.grid import Grid
 from search.ledger import (
@@ -67,7 +68,6 @@ from search.strategies import (
     CertifySearch,
     Evaluator,
     FixedPoints,
-    GridSearch,
     Request,
     Result,
     Strategy,
@@ -79,7 +79,7 @@ __all__ = ["run_sweep", "LedgerEvaluator", "TaskInfo", "build_strategies", "STRA
 
 log = logging.getLogger(__name__)
 
-STRATEGIES = ("certify", "grid", "tpe")
+STRATEGIES = ("certify", *BASELINES)
 
 
 class SweepInterrupted(KeyboardInterrupt):
@@ -189,6 +189,9 @@ class LedgerEvaluator(Evaluator):
                     record.run_id = self.objective.identity(params)
                     record.run_dir = str(self.runs_dir / record.run_id)
                     self.ledger.update(record.trial_id, **{ATTR_RUN_ID: record.run_id, ATTR_RUN_DIR: record.run_dir})
+                if info.seed_offset is not None and record.member is None:  # killed before its last attribute
+                    record.member = item.params.repeat - info.seed_offset
+                    self.ledger.update(record.trial_id, **{ATTR_MEMBER: record.member})
                 run = self._inflight.get(record.run_id)
                 if run is None:
                     # jobs write into it: only a folder inside the sweep's own runs/ (trust model)
@@ -434,12 +437,8 @@ def build_strategies(sweep: Sweep, ledger: Ledger, strategy: str = "certify",
                 on_start=lambda point, study=study: ledger.set_study_attr(study, STUDY_START, point),
                 on_extend=lambda extension, study=study: ledger.record_extension(study, extension),
             ))
-        elif kind is StudyKind.GRID:
-            strategies.append(GridSearch(task, grid, max_runs=budget))
         else:
-            from search.tpe import TPESearch
-
-            strategies.append(TPESearch(task, grid, n_trials=budget or min(grid.size, 50), seed=seed))
+            strategies.append(baseline_strategy(kind.value, task, grid, max_runs=budget, seed=seed))
     if kind is StudyKind.CERTIFY:
         for ens in sweep.ensembles:
             cert = sweep.certification(ens.source)
@@ -486,10 +485,7 @@ class Progress:
         self.finished = finished
         states = []
         for name, strategy in strategies.items():
-            if isinstance(strategy, CertifySearch):
-                state = strategy.decide().state.value
-            else:
-                state = "waiting" if strategy.waits_for else ("done" if strategy.done() else "running")
+            state = (strategy.decide().state if isinstance(strategy, CertifySearch) else strategy.state()).value
             states.append(f"{name}:{state}")
         self.states = " ".join(states)
         self.refresh_running(running)

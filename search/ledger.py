@@ -77,6 +77,7 @@ __all__ = [
     "read_runs",
     "read_snapshot",
     "LedgerSnapshot",
+    "undescribed_line",
     "study_name",
     "axis_distribution",
 ]
@@ -829,8 +830,11 @@ class Ledger:
         token = uuid.uuid4().hex
         holder = {"host": socket.gethostname(), "pid": os.getpid(), "since": _now(), "heartbeat": time.time(),
                   "token": token, "started": process_start(os.getpid())}
-        candidate = self.storage.create_new_study([optuna.study.StudyDirection.MINIMIZE],
-                                                  f"{self._lock_name}#{token}")
+        try:
+            candidate = self.storage.create_new_study([optuna.study.StudyDirection.MINIMIZE],
+                                                      f"{self._lock_name}#{token}")
+        except optuna.exceptions.DuplicatedStudyError:  # a lost commit acknowledgement, retried: the
+            candidate = self.storage.get_study_id_from_name(f"{self._lock_name}#{token}")  # name is ours alone
         try:
             self.storage.set_study_user_attr(candidate, LOCK_HOLDER, holder)
             for _ in range(5):
@@ -952,6 +956,26 @@ class LedgerSnapshot:
     def all_runs(self) -> list[RunRecord]:
         """Every run of the sweep, study by study: :func:`read_runs`."""
         return [record for records in self.records.values() for record in records]
+
+    def undescribed_counts(self) -> dict[str, int]:
+        """How many undescribed trials each study holds (studies with none left out)."""
+        return {study: len(ids) for study, ids in self.undescribed.items() if ids}
+
+
+def undescribed_line(counts: Mapping[str, int], *, controller_live: bool) -> str | None:
+    """The one line a reader says about undescribed trials (``counts``:
+    :meth:`LedgerSnapshot.undescribed_counts`; None when there are none). Such a trial was
+    created but never described: its controller stopped in between, or its database connection
+    was cut after the server committed the trial and before the controller heard (it then
+    created the trial again). It is no run of any point: readers leave it out of every count and
+    the next controller's start closes it (:meth:`Ledger.abandon_undescribed`)."""
+    if not counts:
+        return None
+    studies = ", ".join(f"{study} ({n})" for study, n in counts.items())
+    who = "the running controller is describing them, or an earlier one" if controller_live else "a controller"
+    return (f"ledger: {sum(counts.values())} trial(s) name no point, in {studies}: {who} stopped or lost its "
+            "database connection while creating them; no run, counted nowhere; the next `megadocs search certify` "
+            "closes them")
 
 
 def _extensions(study_attrs: Mapping[str, Any]) -> list[Extension]:

@@ -465,12 +465,16 @@ def format_sweep_plan(plan: SweepPlan) -> str:
                                                                       for e in plan.transfers]
     width = max([len("certification"), *(len(c.name) for c in plan.certifications), *(len(n) for n, _ in extras)])
 
-    def row(name: str, grid: str, best: Any, expected: str, worst: Any, hours: tuple[float, float] | None) -> str:
+    def row(name: str, grid: str, best: Any, expected: str, worst: Any,
+            hours: tuple[float, float] | tuple[str, str] | None) -> str:
+        """One line of the table, the header included (``hours`` as titles there, as numbers below)."""
         line = f"{name:<{width}} {grid:>9} {best:>5} {expected:>9} {worst:>6}"
-        return line + (f" {_hours(hours[0]):>15} {_hours(hours[1]):>12}" if costed and hours else "")
+        if not costed or hours is None:
+            return line
+        expected_h, worst_h = (h if isinstance(h, str) else _hours(h) for h in hours)
+        return line + f" {expected_h:>15} {worst_h:>12}"
 
-    header = f"{'certification':<{width}} {'grid':>9} {'best':>5} {'expected':>9} {'worst':>6}"
-    lines = [header + (f" {'GPU-h expected':>15} {'GPU-h worst':>12}" if costed else "")]
+    lines = [row("certification", "grid", "best", "expected", "worst", ("GPU-h expected", "GPU-h worst"))]
     for c in plan.certifications:
         size = str(c.grid_size) + (f"+{c.extended_grid_size - c.grid_size}"
                                    if c.extended_grid_size > c.grid_size else "")

@@ -3,10 +3,13 @@ and the same replay (:func:`search.ledger.replay`) the controller uses, so ``sta
 ``certify`` can never disagree.
 
 Public API (used by analysis; keep stable): :func:`summarize` -> :class:`CertificationSummary`,
-:func:`g_trend_warnings`. ``megadocs search status --json`` prints :func:`to_json` of the
-summaries (their ``to_dict()``: standard JSON). What each certificate rests on is its
-:class:`search.certify.Basis`; ``megadocs search certify``'s exit status is :func:`certify_exit`
-(:class:`search.certify.CertifyExit`); ``search status`` exits 0 whenever it read the ledger.
+:func:`g_trend_warnings`. ``megadocs search status`` is one :class:`StatusReport`
+(:func:`status_report`: the certifications, ensembles, transfers, jobs, the live controller,
+undescribed trials and warnings); ``--json`` prints its ``to_dict()`` (standard JSON, the shape in
+docs/architecture.md), the human view prints its parts, so the two say the same things. What each
+certificate rests on is its :class:`search.certify.Basis`; ``megadocs search certify``'s exit
+status is :func:`certify_exit` (:class:`search.certify.CertifyExit`); ``search status`` exits 0
+whenever it read the ledger.
 """
 
 from __future__ import annotations
@@ -15,11 +18,12 @@ import io
 import math
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from enum import Enum
 from typing import Any
 
 from megadocs.formats import RunStatus, dumps_json
+from search.baselines import baseline_strategy
 from search.certify import (
     Certificate,
     CertifyExit,
@@ -32,15 +36,24 @@ from search.certify import (
     point_key,
 )
 from search.grid import Bound, Side, values_equal
-from search.ledger import STUDY_START, LedgerSnapshot, RunRecord, StudyKind, read_snapshot, replay, study_name
+from search.ledger import (
+    STUDY_START,
+    LedgerSnapshot,
+    RunRecord,
+    StudyKind,
+    read_snapshot,
+    replay,
+    study_name,
+    undescribed_line,
+)
 from search.params import RunParams
-from search.strategies import CertifySearch
+from search.strategies import CertifySearch, StrategyState
 from search.sweep import SYNTHETIC_ONLY_MIX, Sweep
 
 __all__ = ["CertificationSummary", "BestPoint", "RunCounts", "Compute", "summarize", "summarize_ensembles",
            "EnsembleSummary", "EnsembleMember", "summarize_transfers", "TransferSummary", "TransferState",
-           "g_trend_warnings", "format_table", "format_bases", "format_extensions", "to_json", "JobWatch",
-           "certify_exit"]
+           "g_trend_warnings", "format_table", "format_bases", "format_extensions", "JobWatch", "certify_exit",
+           "StatusReport", "status_report", "RunJob", "RunJobState", "Controller"]
 
 
 
@@ -73,11 +86,14 @@ class Compute:
 class CertificationSummary:
     """Where one certification stands: what ``status`` prints and analysis reads.
 
-    ``to_dict()`` is the ``megadocs search status --json`` object (docs/architecture.md).
+    ``to_dict()`` is one entry of ``megadocs search status --json``'s ``certifications``
+    (docs/architecture.md). ``state`` is the certifier's :class:`CertState`; a baseline strategy
+    (grid, tpe) makes no search from a start, so its seeding/searching phases read as its
+    :class:`search.strategies.StrategyState` (not started, running, done) instead.
     """
 
     name: str
-    state: CertState
+    state: CertState | StrategyState
     best: BestPoint | None
     runs: RunCounts
     certificate: Certificate | None
@@ -121,10 +137,11 @@ class CertificationSummary:
     def of_search(cls, search: CertifySearch, *, records: Iterable[RunRecord] = (), study: str = "",
                   fixed: Mapping[str, Any] | None = None, warm_start: str | None = None,
                   budget_spent: bool = False, stopped: int | None = None,
-                  recorded: Iterable[Extension] = ()) -> CertificationSummary:
+                  recorded: Iterable[Extension] = (), baseline: StrategyState | None = None) -> CertificationSummary:
         """The summary of a certification's evidence (``records``: its ledger trials, for compute;
         ``recorded``: the extensions the ledger recorded, preferred over those the replay derives
-        since they name the centre that asked for each when it was dispatched)."""
+        since they name the centre that asked for each when it was dispatched; ``baseline``: a
+        baseline strategy's own state, said in place of the certifier's phases)."""
         decision = search.decide()
         counts = {state: sum(o.state is state for o in search.outcomes.values()) for state in RunState}
         wall, tokens, n_records = 0.0, 0, 0
@@ -136,8 +153,11 @@ class CertificationSummary:
         reason = decision.reason
         if budget_spent and decision.state in (CertState.SEEDING, CertState.SEARCHING):
             reason = f"run budget spent ({len(search.outcomes)} runs) before it could certify"
+        state: CertState | StrategyState = decision.state
+        if baseline is not None and state in (CertState.SEEDING, CertState.SEARCHING):
+            state = baseline
         return cls(
-            name=search.name, state=decision.state,
+            name=search.name, state=state,
             best=None if decision.centre is None else BestPoint(decision.centre, decision.centre_loss),
             runs=RunCounts(counts[RunState.FINISHED], counts[RunState.RUNNING] - (stopped or 0),
                            counts[RunState.FAILED], stopped),
@@ -262,23 +282,28 @@ def summarize(sweep: Sweep, strategy: str = "certify", max_runs: int | None = No
         if search.waits_for is not None:  # sources come earlier in the file, so they are here already
             search.resolve(searches)
         searches[cert.name] = search
+        budget = max_runs if max_runs is not None else cert.max_runs
+        # a baseline's own strategy, fed the same evidence, says where it stands (search.strategies.StrategyState)
+        baseline = None if kind is StudyKind.CERTIFY else baseline_strategy(kind.value, cert.name, grid, max_runs=budget)
         records = snapshot.runs(study)
         stopped: set[Any] = set()
         for item in replay(records, fixed=cert.fixed, grid=grid, warn_off_grid=warn_off_grid):
             if kind is StudyKind.CERTIFY or item.params.seed is None:
                 search.record(item.point, item.outcome)
+                if baseline is not None:
+                    baseline.record(item.point, item.outcome)
                 key = search.key(item.point)
                 stopped.discard(key)  # per point, its latest state
                 if (watch is not None and item.outcome.state is RunState.RUNNING
                         and not watch.alive(item.record.job_id, item.record.job_folder)):
                     stopped.add(key)
-        budget = max_runs if max_runs is not None else cert.max_runs
         n_stopped = None if watch is None else sum(
             search.outcomes[key].state is RunState.RUNNING for key in stopped if key in search.outcomes)
         summaries.append(CertificationSummary.of_search(
             search, records=records, study=study, fixed=cert.fixed, warm_start=cert.warm_start,
             budget_spent=budget is not None and len(search.outcomes) >= budget and not search.running(),
             stopped=n_stopped, recorded=snapshot.extensions(study),
+            baseline=None if baseline is None else baseline.state(),
         ))
     return summaries
 
@@ -292,6 +317,10 @@ class EnsembleMember:
     params: RunParams
     status: RunStatus
     run_dir: str | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"member": self.member, "point": dict(self.params.point), "seed": self.params.seed,
+                "status": self.status.value, "run_dir": self.run_dir}
 
 
 @dataclass(frozen=True)
@@ -345,6 +374,18 @@ class EnsembleSummary:
             text += f"; {len(self.stale)} finished at an earlier certified point (not used)"
         return text
 
+    def to_dict(self) -> dict[str, Any]:
+        """Its entry in ``status --json``'s ``ensembles``: the counts :meth:`describe` says, each
+        member, :meth:`refusal` and the line itself (``summary``)."""
+        return {
+            "name": self.name, "source": self.source, "method": self.method, "wanted": self.wanted,
+            "source_point": self.source_point, "source_state": self.source_state.value,
+            "completed": len(self.completed), "running": self.count(RunStatus.RUNNING),
+            "failed": self.count(RunStatus.FAILED),
+            "members": [m.to_dict() for m in self.members], "stale": [m.to_dict() for m in self.stale],
+            "refusal": self.refusal(), "summary": self.describe(),
+        }
+
 
 class TransferState(str, Enum):
     """Where a transfer's one run stands (the word ``search status`` prints)."""
@@ -362,6 +403,10 @@ class TransferSummary:
 
     ``fixed`` is the target's fixed fields, ``source`` the certification whose point it borrows,
     ``point`` its run's grid point once it has one, ``loss`` that run's loss once finished.
+    ``trial`` is that run's trial number in the transfer's study (``{sweep}/transfer/{name}``;
+    ``RunRecord.trial``, the runs frame's ``trial`` column) and ``run_id`` its run identity: a
+    reader matches the run by these, never by its point (two trials may share a point: a run
+    adopted again after the source's point moved away and back).
     """
 
     name: str
@@ -370,6 +415,8 @@ class TransferSummary:
     state: TransferState
     point: dict[str, Any] | None = None
     loss: float | None = None
+    trial: int | None = None
+    run_id: str | None = None
 
     def describe(self) -> str:
         """One line for ``search status``: the target, whose optimum it runs at, its state and loss."""
@@ -378,6 +425,12 @@ class TransferSummary:
         why = f" ({self.source} ended failed: it runs once {self.source} certifies)" \
             if self.state is TransferState.BLOCKED else ""
         return f"transfer {self.name} ({target} at {self.source}'s optimum): {self.state.value}{why}{loss}"
+
+    def to_dict(self) -> dict[str, Any]:
+        """Its entry in ``status --json``'s ``transfers`` (a diverged loss: see :func:`_standard`)."""
+        return {"name": self.name, "source": self.source, "fixed": dict(self.fixed), "state": self.state.value,
+                "point": self.point, "loss": self.loss, "trial": self.trial, "run_id": self.run_id,
+                "summary": self.describe()}
 
 
 def summarize_ensembles(sweep: Sweep, summaries: Iterable[CertificationSummary] | None = None, *,
@@ -426,11 +479,6 @@ def _standard(value: Any) -> Any:
     return value
 
 
-def to_json(summaries: Iterable[CertificationSummary]) -> str:
-    """The ``status --json`` text: standard JSON (no Infinity; see :func:`_standard`)."""
-    return dumps_json([s.to_dict() for s in summaries], indent=1)
-
-
 def summarize_transfers(sweep: Sweep, summaries: Iterable[CertificationSummary] | None = None, *,
                         snapshot: LedgerSnapshot | None = None) -> list[TransferSummary]:
     """One :class:`TransferSummary` per transfer of the sweep, from its latest non-superseded run
@@ -457,8 +505,144 @@ def summarize_transfers(sweep: Sweep, summaries: Iterable[CertificationSummary] 
             name=transfer.name, source=transfer.source, fixed=dict(transfer.fixed), state=state,
             point=latest.point if latest else None,
             loss=latest.loss if latest and state is TransferState.FINISHED else None,
+            trial=latest.trial if latest else None, run_id=latest.run_id if latest else None,
         ))
     return found
+
+
+class RunJobState(str, Enum):
+    """What ``search status``'s job list says of a run the ledger calls running, or that failed."""
+
+    QUEUED = "queued"  # no job yet; the live controller submits it when a slot frees
+    STOPPED = "stopped"  # no live controller submits it (Ctrl-C, killed before submitting), or its job is gone
+    RUNNING = "running"
+    FAILED = "failed"
+
+
+@dataclass(frozen=True)
+class RunJob:
+    """One run in flight or failed, with its job: what to follow with squeue/sacct or cancel with
+    scancel. ``job_id`` None: never handed to an executor (queued, or stopped before it was)."""
+
+    certification: str  # as RunRecord.certification: "a", "grid/a", "ensemble/e", "transfer/t"
+    trial: int
+    point: dict[str, Any]
+    state: RunJobState
+    job_id: str | None
+    attempts: int
+    reason: str | None
+
+    @classmethod
+    def of(cls, record: RunRecord, watch: JobWatch) -> RunJob | None:
+        """The record's entry (None: finished, superseded, or failed without a job: nothing to follow)."""
+        running = record.status is RunStatus.RUNNING
+        if not (running or (record.status is RunStatus.FAILED and record.job_id)):
+            return None
+        if not running:
+            state = RunJobState.FAILED
+        elif not record.job_id:
+            state = RunJobState.QUEUED if watch.controller_live else RunJobState.STOPPED
+        else:
+            state = RunJobState.RUNNING if watch.alive(record.job_id, record.job_folder) else RunJobState.STOPPED
+        return cls(record.certification, record.trial, dict(record.point), state, record.job_id, record.attempts,
+                   record.reason)
+
+    def describe(self) -> str:
+        """The job list's line."""
+        point = " ".join(f"{k}={v}" for k, v in self.point.items())
+        where = f"{self.certification} {point}"
+        if self.state is RunJobState.QUEUED:
+            return f"{where}: queued, no job yet (the running controller submits it when a slot frees)"
+        if self.job_id is None:  # stopped on purpose (Ctrl-C), or killed before submitting
+            return (f"{where}: stopped, no job ({self.reason or 'not submitted yet'}); "
+                    "`megadocs search certify` runs it again")
+        status = ("stopped (its job is gone; `megadocs search certify` resumes it)"
+                  if self.state is RunJobState.STOPPED else self.state.value)
+        reason = f": {self.reason}" if self.state is RunJobState.FAILED and self.reason else ""
+        return f"{where}: {status}, job {self.job_id} (attempt {self.attempts}){reason}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"certification": self.certification, "trial": self.trial, "point": self.point,
+                "state": self.state.value, "job_id": self.job_id, "attempts": self.attempts, "reason": self.reason,
+                "summary": self.describe()}
+
+
+@dataclass(frozen=True)
+class Controller:
+    """The live controller holding the sweep (the lock's holder; its token stays out)."""
+
+    host: str
+    pid: int
+    since: str
+
+    def describe(self) -> str:
+        return f"controller: running on host {self.host}, pid {self.pid}, since {self.since}"
+
+
+@dataclass(frozen=True)
+class StatusReport:
+    """Everything ``megadocs search status`` says of a sweep, typed: the human view prints its
+    parts, ``--json`` its :meth:`to_dict`. Ensembles and transfers are the certifier's (only
+    ``certify`` runs them): a baseline strategy's report has none.
+
+    ``undescribed`` counts, per study, the trials that name no point: created, but their
+    description never written (a controller stopped in between, or a database connection cut
+    after the server committed the trial and before the controller heard, which then creates
+    the trial again). They are no run of any point: left out of every count, and closed (Optuna
+    state FAIL, with a reason) by the next controller's start.
+    """
+
+    sweep: str
+    strategy: StudyKind
+    certifications: tuple[CertificationSummary, ...]
+    ensembles: tuple[EnsembleSummary, ...] = ()
+    transfers: tuple[TransferSummary, ...] = ()
+    jobs: tuple[RunJob, ...] = ()
+    controller: Controller | None = None
+    undescribed: Mapping[str, int] = field(default_factory=dict)
+    warnings: tuple[str, ...] = ()  # g_trend_warnings
+
+    def undescribed_line(self) -> str | None:
+        """One line for the undescribed trials (:func:`search.ledger.undescribed_line`)."""
+        return undescribed_line(self.undescribed, controller_live=self.controller is not None)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The ``status --json`` object (docs/architecture.md), standard JSON (:func:`_standard`)."""
+        return _standard({
+            "sweep": self.sweep,
+            "strategy": self.strategy.value,
+            "certifications": [s.to_dict() for s in self.certifications],
+            "ensembles": [e.to_dict() for e in self.ensembles],
+            "transfers": [t.to_dict() for t in self.transfers],
+            "jobs": [j.to_dict() for j in self.jobs],
+            "controller": None if self.controller is None else asdict(self.controller),
+            "undescribed": [{"study": study, "trials": n} for study, n in self.undescribed.items()],
+            "warnings": list(self.warnings),
+        })
+
+    def to_json(self) -> str:
+        """The ``status --json`` text."""
+        return dumps_json(self.to_dict(), indent=1)
+
+
+def status_report(sweep: Sweep, strategy: str = "certify", *, watch: JobWatch,
+                  snapshot: LedgerSnapshot | None = None) -> StatusReport:
+    """The :class:`StatusReport` of ``sweep`` under ``strategy`` (as :func:`summarize`; ``watch``
+    asks the executor about running jobs, each once for both the counts and the job list)."""
+    snapshot = snapshot if snapshot is not None else read_snapshot(sweep)
+    kind = StudyKind(strategy)
+    summaries = summarize(sweep, strategy, watch=watch, snapshot=snapshot)  # dead jobs are not "running"
+    certify = kind is StudyKind.CERTIFY
+    holder = snapshot.holder
+    return StatusReport(
+        sweep=sweep.name, strategy=kind, certifications=tuple(summaries),
+        ensembles=tuple(summarize_ensembles(sweep, summaries, snapshot=snapshot)) if certify else (),
+        transfers=tuple(summarize_transfers(sweep, summaries, snapshot=snapshot)) if certify else (),
+        jobs=tuple(job for record in snapshot.all_runs() if (job := RunJob.of(record, watch)) is not None),
+        controller=None if holder is None else Controller(str(holder["host"]), int(holder["pid"]), str(holder["since"])),
+        undescribed=snapshot.undescribed_counts(),
+        warnings=tuple(g_trend_warnings(summaries)),
+    )
 
 
 def g_trend_warnings(summaries: Iterable[CertificationSummary]) -> list[str]:

@@ -16,6 +16,7 @@ import math
 from abc import ABC, abstractmethod
 from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
+from enum import Enum
 from typing import Any
 
 from search.certify import (
@@ -33,8 +34,21 @@ from search.certify import (
 from search.grid import Grid, Key
 from search.params import RunParams
 
-__all__ = ["Strategy", "CertifySearch", "GridSearch", "FixedPoints", "Request", "Result", "Evaluator", "DriveStats",
-           "drive"]
+__all__ = ["Strategy", "StrategyState", "CertifySearch", "GridSearch", "FixedPoints", "Request", "Result", "Evaluator",
+           "DriveStats", "drive"]
+
+
+class StrategyState(str, Enum):
+    """Where a strategy other than the certifier stands (a baseline, an ensemble's or a transfer's
+    fixed runs): the word the progress line and ``search status`` print for it. The certifier's
+    own phases (:class:`search.certify.CertState`: seeding, searching) describe a search from a
+    start that the others do not make; a baseline whose best point is certifiable on its
+    evidence still says ``certified`` (or ``failed``) as the certifier would."""
+
+    NOT_STARTED = "not started"  # nothing of it recorded yet
+    WAITING = "waiting"  # for its source certification
+    RUNNING = "running"  # runs in flight or still wanted
+    DONE = "done"  # wants nothing more: every point run, its run budget spent (or TPE converged)
 
 
 class Strategy(ABC):
@@ -106,6 +120,14 @@ class Strategy(ABC):
     def done(self) -> bool:
         """True when the strategy will want nothing more (certified, failed, budget spent)."""
         return self.budget_spent() or self._done()
+
+    def state(self) -> StrategyState:
+        """Its :class:`StrategyState` on the outcomes recorded so far."""
+        if self.waits_for is not None:
+            return StrategyState.WAITING
+        if self.done():
+            return StrategyState.DONE
+        return StrategyState.RUNNING if self.outcomes else StrategyState.NOT_STARTED
 
     def resolve(self, others: Mapping[str, Strategy]) -> None:
         """Called by :func:`drive` before each dispatch round while ``waits_for`` is set. Once the

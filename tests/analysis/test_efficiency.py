@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import pytest
 
 from analysis.efficiency import (
     DEFAULT_REFERENCE_LAW,
+    Basis,
     ReferenceLaw,
     effective_data,
     efficiency,
@@ -17,6 +20,7 @@ from analysis.efficiency import (
 from analysis.scaling import power_law
 from megadocs.cli import main
 from megadocs.errors import UserError
+from tests.analysis.synthetic import BASELINE_RUNS
 
 
 def test_paper_ratios_from_alpha_and_asymptote():
@@ -141,3 +145,74 @@ def test_cli_refuses_a_meaningless_law_in_one_line(capsys, alpha, asymptote):
                  "--alpha", alpha, "--asymptote", asymptote]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: --alpha/--asymptote: need a finite alpha > 0") and "\n" not in err
+
+
+N_BOOT = 100
+SCENARIOS = {  # basis -> (baseline runs or None for the shipped law, loss, baseline loss)
+    Basis.REFERENCE: (None, 3.41, 3.5544),
+    Basis.INTERPOLATED: ("loose", 3.50, 3.5544),  # both losses among the runs' (3.46-3.70)
+    Basis.EXTRAPOLATED: ("determined", 3.0, 3.5544),  # beyond the runs (3.13 at 800M), on a determined law
+    Basis.NOT_DETERMINED: ("loose", 3.40, 3.5544),  # beyond the runs, on a law whose E is not determined
+    Basis.BELOW_E: (None, 1.9, 3.5544),
+}
+
+
+@functools.cache  # a loose law's refits crawl (about 2 s): fit each once
+def _law(runs: str | None):
+    return load_reference_law() if runs is None else fit_reference_law(*BASELINE_RUNS[runs], n_boot=N_BOOT)
+
+
+def test_every_basis_has_a_scenario():
+    assert set(SCENARIOS) == set(Basis)
+    assert not _law("loose").determined["E"] and all(_law("determined").determined.values())
+
+
+@pytest.mark.parametrize("basis", list(Basis), ids=lambda basis: basis.name)
+def test_an_efficiency_is_only_quoted_where_the_law_determines_it(basis):
+    """A fitted law whose E is not determined gave ratios with intervals beyond its points (8.85x
+    [7.33, 28.92] for 3.40 on these runs): now "not determined" with the reason, while a loss among
+    the runs is read off the curve, which needs no asymptote."""
+    runs, loss, baseline_loss = SCENARIOS[basis]
+    law = _law(runs)
+    result = efficiency(loss, baseline_loss, law)
+    assert result.basis is basis
+    assert np.isfinite(result.ratio) == basis.determined == (result.format()[0].isdigit())
+    if not basis.determined:
+        assert result.interval is None and result.effective_tokens is None and result.note
+    if basis is Basis.NOT_DETERMINED:
+        assert "outside the baseline runs' losses" in result.note and "rests on E, which the points do not" \
+            in result.note
+    if basis is Basis.INTERPOLATED:  # E is loose, yet the effective data lies among the runs' sizes
+        assert not law.determined["E"]
+        sizes = BASELINE_RUNS["loose"][0]
+        assert sizes.min() <= result.effective_tokens <= sizes.max()
+        assert result.ratio == pytest.approx(2 ** ((baseline_loss - loss) / 0.08), rel=0.05)  # 0.08 per doubling
+        assert result.interval[0] <= result.ratio <= result.interval[1]
+
+
+@pytest.mark.parametrize("basis", list(Basis), ids=lambda basis: basis.name)
+def test_cli_efficiency_json_agrees_with_the_library_and_with_fit_json(basis, tmp_path, capsys):
+    import json
+
+    runs, loss, baseline_loss = SCENARIOS[basis]
+    argv = ["analysis", "efficiency", "--loss", str(loss), "--baseline-loss", str(baseline_loss), "--json"]
+    if runs is not None:
+        table = tmp_path / "baseline.csv"
+        table.write_text("D,loss\n" + "\n".join(f"{float(d)!r},{float(y)!r}" for d, y in zip(*BASELINE_RUNS[runs])) + "\n")
+        argv += ["--fit-baseline", str(table), "--bootstrap", str(N_BOOT)]
+    if basis is Basis.BELOW_E:  # a loss below a stated asymptote is a bad input: one line
+        assert main(argv) == 2
+        assert "is not above the reference law's E=1.92" in capsys.readouterr().err
+        return
+    assert main(argv) == 0
+    out = json.loads(capsys.readouterr().out)
+    expected = efficiency(loss, baseline_loss, _law(runs))
+    assert out["basis"] == basis.value and out["determined"] == basis.determined
+    assert (out["ratio"] is None) == (not basis.determined)
+    if basis.determined:
+        assert out["ratio"] == pytest.approx(expected.ratio)
+    if runs is not None:  # the law as `fit --json` gives it, with the same verdicts
+        assert main(["analysis", "fit", str(table), "--x", "D", "--bootstrap", str(N_BOOT), "--json"]) == 0
+        [fitted] = json.loads(capsys.readouterr().out)
+        assert out["law"]["params"] == fitted["params"]
+        assert out["law"]["params"]["E"]["determined"] == (runs == "determined")

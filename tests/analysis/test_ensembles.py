@@ -160,10 +160,11 @@ def test_score_ensemble_studies_reports_what_it_cannot_score(tmp_path):
     run = tmp_path / "run0"
     run.mkdir()
     studies = {"one": ensemble_study(run), "untrained": ensemble_study(run, run)}
-    bare = tmp_path / "bare"  # a model/ but no RUN/config.yaml: train refuses without a context
-    (bare / "model").mkdir(parents=True)
-    (bare / "model" / "config.json").write_text("{}")
-    studies["bare"] = ensemble_study(bare, bare)
+    bare, bare2 = tmp_path / "bare", tmp_path / "bare2"  # a model/ but no RUN/config.yaml: refused without a context
+    for member in (bare, bare2):  # two distinct models (train refuses one model listed twice first)
+        (member / "model").mkdir(parents=True)
+        (member / "model" / "config.json").write_text("{}")
+    studies["bare"] = ensemble_study(bare, bare2)
     # members of an earlier certified point are never mixed with the current point's
     studies["moved"] = ensemble_study(bare, stale=[run, run])
     studies["uncertified"] = ensemble_study(stale=[run, run], certified=False)
@@ -184,3 +185,20 @@ def test_a_train_ensemble_report_missing_a_field_is_refused_naming_it(tmp_path):
     path.write_text(json.dumps({"members": ["a"], "sets": {"iid": {"source": None, "by_k": [{"loss": 3.3}]}}}))
     with pytest.raises(UserError, match=r"ens.json: sets.iid.by_k.0.k: Field required"):
         load_ensemble_table(f"real={path}")
+
+
+def test_an_asymptote_the_points_do_not_determine_is_not_compared():
+    """Losses falling linearly in log K leave E NOT determined (scaling's policy): the comparison
+    table quoted it and its difference from the baseline's as numbers; both are now blank and the
+    note quotes E as the fit's description does."""
+    noise = np.random.default_rng(0).normal(0, 0.0005, len(K))
+    table = pd.concat([pd.DataFrame({"algorithm": "real", "k": K, "loss": curve(3.31, 0)}),
+                       pd.DataFrame({"algorithm": "latent", "k": K, "loss": 3.30 - 0.02 * np.log2(K) + noise})])
+    fits = fit_ensembles(table.assign(set="iid"), n_boot=100)
+    assert fits["real"].determined["E"] and not fits["latent"].determined["E"]
+    rows = compare_asymptotes(fits).set_index("algorithm")
+    latent = rows.loc["latent"]
+    assert not latent["E_determined"] and np.isnan(latent[["E", "E_low", "E_high", "delta", "delta_low",
+                                                           "delta_high"]].astype(float)).all()
+    assert f"E {fits['latent'].status('E')}" in latent["note"]
+    assert rows.loc["real", "E"] == pytest.approx(3.31, abs=0.01)

@@ -155,3 +155,64 @@ def test_iid_figure_reads_losses_as_data_efficiency_on_the_right():
     assert float(forward(3.41)) == pytest.approx(efficiency_ratio(3.41, synthetic.BASELINE, alpha=0.235, E=1.92))
     arxiv = plot_generation_scaling(generation_table(cert, law=law), val_set="arxiv", law=law)
     assert arxiv.axes[0].child_axes == []  # the law is a law of i.i.d. loss only
+
+
+def test_figure_7_legend_quotes_each_asymptote_as_the_report_does():
+    """The legend wrote "E=3.310" for a 3-point interpolating fit (no interval) and drew an asymptote
+    the points do not determine; it now quotes E through `PowerLawFit.quote`, as the report's fit
+    descriptions do, and draws only determined asymptotes."""
+    import pandas as pd
+
+    from analysis.ensembles import fit_ensembles
+    from analysis.figures import plot_ensembles
+    from analysis.scaling import power_law
+
+    k = np.arange(1, 9.0)
+    noise = np.random.default_rng(0).normal(0, 0.0005, len(k))
+    table = pd.concat([
+        pd.DataFrame({"algorithm": "real", "k": [1, 2, 4], "loss": power_law(np.array([1, 2, 4.0]), 3.31, 0.25, 0.9)}),
+        pd.DataFrame({"algorithm": "stitched", "k": k, "loss": power_law(k, 3.17, 0.25, 0.9) + noise}),
+        pd.DataFrame({"algorithm": "latent", "k": k, "loss": 3.40 - 0.02 * np.log2(k) + noise}),  # linear in log K
+    ]).assign(set="iid")
+    fits = fit_ensembles(table, n_boot=100)
+    statuses = {name: fit.status("E") for name, fit in fits.items()}
+    assert statuses["real"] == "no interval" and statuses["stitched"].startswith("95% CI")
+    assert statuses["latent"].startswith("NOT determined")
+    ax = plot_ensembles(table, fits).axes[0]
+    labels = [text.get_text() for text in ax.get_legend().get_texts()]
+    for name, fit in fits.items():
+        assert f"{method_style(name)['label']}: {fit.quote('E')}" in labels
+    asymptotes = sorted(line.get_ydata()[0] for line in ax.lines if line.get_linestyle() == ":")
+    assert asymptotes == pytest.approx(sorted([fits["real"].E, fits["stitched"].E]))
+
+
+@pytest.mark.parametrize("runs", ["determined", "loose"])
+def test_efficiency_axis_of_a_fitted_law_only_where_it_determines_e_and_alpha(runs):
+    """The right-hand axis reads every loss of the panel as an efficiency, most beyond the baseline
+    runs: under a fitted law whose E is not determined it is left out and the caption says why;
+    under a determined one the caption quotes the law as the report does."""
+    from analysis.efficiency import fit_reference_law
+
+    law = fit_reference_law(*synthetic.BASELINE_RUNS[runs], n_boot=100)
+    records, summaries = synthetic.sweep(methods=("simple",), gs=(1, 8))
+    cert = certifications_frame(summaries, runs_frame(records))
+    fig = plot_generation_scaling(generation_table(cert, law=law), law=law)
+    caption = " ".join(text.get_text() for text in fig.texts)
+    axes = [ax for ax in fig.axes[0].child_axes if "data efficiency" in ax.get_ylabel()]
+    if runs == "loose":
+        assert axes == [] and "no efficiency axis: the fitted baseline law does not determine E" in caption
+    else:
+        assert len(axes) == 1 and f"fitted baseline law: {law.quote('E')}, {law.quote('alpha')}" in caption
+
+
+def test_a_generation_figure_without_a_baseline_says_why_it_has_no_line_or_axis():
+    from analysis.efficiency import load_reference_law
+
+    records, summaries = synthetic.sweep(methods=("simple",), gs=(1, 2))
+    records = [r for r in records if r.fixed["method"] != "real"]
+    summaries = [s for s in summaries if s.fixed["method"] != "real"]
+    law = load_reference_law()
+    fig = plot_generation_scaling(generation_table(certifications_frame(summaries, runs_frame(records)), law=law),
+                                  law=law)
+    assert not fig.axes[0].child_axes and not [line for line in fig.axes[0].lines if line.get_linestyle() == "--"]
+    assert "no real-only baseline on this set" in " ".join(text.get_text() for text in fig.texts)

@@ -34,3 +34,14 @@ def test_no_finite_loss_is_one_line_not_a_crash(losses, why):
         generation_table(_certifications(losses))
     [line] = findings(_certifications(losses))
     assert line.startswith("Nothing to compare yet") and why in line
+
+
+def test_generation_table_has_its_columns_with_and_without_rows():
+    """`COLUMNS` is the one list of the table's columns (the notebook's fallback for a ledger with no
+    finite loss is `empty_table()`, not a hand-written copy)."""
+    from analysis.efficiency import load_reference_law
+    from analysis.generation import COLUMNS, empty_table
+
+    certifications = _certifications([3.55, 3.45, 3.40])
+    assert tuple(generation_table(certifications, law=load_reference_law()).columns) == COLUMNS
+    assert tuple(empty_table().columns) == COLUMNS and len(empty_table()) == 0

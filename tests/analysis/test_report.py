@@ -211,3 +211,76 @@ def test_a_report_of_a_ledger_never_created_leaves_no_out_folder(tmp_path, capsy
     assert "\n" not in capsys.readouterr().err.strip()
     assert not out.exists()
 
+
+
+def _table_rows(section: str) -> list[dict[str, str]]:
+    """The rows of the first markdown table in ``section``, as {header: cell}."""
+    table = section[section.index("\n|") + 1:]
+    lines = table[:table.find("\n\n")].splitlines()
+    header = [cell.strip() for cell in lines[0].strip("|").split("|")]
+    return [dict(zip(header, (cell.strip() for cell in line.strip("|").split("|")))) for line in lines[2:]]
+
+
+def test_report_quotes_no_efficiency_a_fitted_law_does_not_determine(tmp_path):
+    """Under a baseline law whose E is NOT determined (losses linear in log D), an efficiency beyond
+    the baseline runs was printed with an interval; now the report says "not determined" with the
+    reason, keeps the one read off the curve between the runs, and the figure draws no efficiency
+    axis. Each row carries the basis `efficiency()` gives it."""
+    from analysis.efficiency import Basis, efficiency, fit_reference_law
+
+    law = fit_reference_law(*synthetic.BASELINE_RUNS["loose"], n_boot=100)
+    records, summaries = synthetic.sweep(methods=("simple",), gs=(1, 8))
+    runs = runs_frame(records)
+    cert = certifications_frame(summaries, runs)
+    text = render_report(runs, cert, summaries, tmp_path, law=law).read_text()
+    assert "E     = " in text and "NOT determined" in text.split("## Generation scaling", 1)[1]  # the law as fitted
+    iid = text.split("### iid\n", 1)[1]
+    rows = {row["g"]: row for row in _table_rows(iid)}
+    for g in ("1", "8"):
+        row = rows[g]
+        expected = efficiency(float(row["loss"]), synthetic.BASELINE, law)
+        assert row["efficiency_basis"] == expected.basis.value
+        assert (row["efficiency"] != "") == expected.basis.determined
+    assert rows["1"]["efficiency_basis"] == Basis.INTERPOLATED.value
+    assert rows["8"]["efficiency_basis"] == Basis.NOT_DETERMINED.value
+    assert "Data efficiency NOT determined for simple-g8 (method loss 3.4245 outside the baseline runs' losses" in text
+    assert "no efficiency axis" not in text  # a caption of the figure, not of the report
+    assert "No data efficiency for" not in text  # nothing is below an asymptote here
+
+
+SMALL_LEDGERS = {  # (methods, G values, keep the real-only baseline)
+    "one G": (("simple", "stitched"), (1,), True),
+    "two Gs": (("simple",), (1, 2), True),
+    "no baseline": (("simple",), (1, 2, 4, 8), False),
+    "baseline only": ((), (), True),
+}
+
+
+@pytest.mark.parametrize("ledger", SMALL_LEDGERS)
+def test_a_small_ledgers_report_says_nothing_its_points_do_not_support(ledger, tmp_path):
+    """Reports of one-G, two-G, baseline-less and baseline-only ledgers said "Tuned loss does not
+    rise with G" with nothing to compare, announced a reference law for efficiencies none of their
+    rows has, printed a next-doubling paragraph over a table of refusals, or dropped that section
+    without a word."""
+    methods, gs, baseline = SMALL_LEDGERS[ledger]
+    records, summaries = synthetic.sweep(methods=methods, gs=gs)
+    if not baseline:
+        records = [r for r in records if r.fixed["method"] != "real"]
+        summaries = [s for s in summaries if s.fixed["method"] != "real"]
+    runs = runs_frame(records)
+    text = render_report(runs, certifications_frame(summaries, runs), summaries, tmp_path).read_text()
+    doubling = text.split("## Where to spend the next generations\n\n", 1)[1].split("\n", 1)[0]
+    generation = text.split("## Generation scaling", 1)[1].split("\n### ", 1)[0]
+    fitted = len(gs) >= 3
+    assert doubling.startswith("From the fitted L(G)") == fitted
+    if methods and not fitted:
+        assert doubling.startswith("No algorithm's L(G) could be fitted")
+    if not methods:
+        assert doubling.startswith("No synthetic-data certification has a loss yet")
+    assert ("Tuned loss does not rise with G." in generation) == (len(gs) >= 2)
+    efficiency = methods and baseline
+    assert ("Data efficiency uses the reference law" in generation) == bool(efficiency)
+    if not efficiency:
+        lacks = "a real-only baseline" if methods else "a synthetic-data certification"
+        assert f"No data efficiency: it compares a synthetic-data certification's i.i.d. loss with the real-only " \
+               f"baseline's, and the ledger lacks {lacks} with an i.i.d. loss." in generation

@@ -59,7 +59,7 @@ def test_certifies_and_records_evidence_in_the_ledger(make_sweep, workdir, ledge
     assert len(calls(workdir)) == len(runs)
     capsys.readouterr()
     assert main(["search", "status", str(path), "--json"]) == 0
-    [entry] = json.loads(capsys.readouterr().out)
+    [entry] = json.loads(capsys.readouterr().out)["certifications"]
     assert entry["state"] == "certified" and set(entry["best"]) == {"params", "loss"}
     assert {"finished", "running", "failed"} <= set(entry["runs"]) and entry["bounds_hit"] == []
 
@@ -110,7 +110,7 @@ def test_status_json_is_standard_json_with_diverged_losses_as_null(make_sweep, c
     assert certify(path) == CertifyExit.CERTIFIED_ON_BOUND  # epochs 4 is the grid's end
     capsys.readouterr()
     assert main(["search", "status", str(path), "--json"]) == 0
-    [summary] = json.loads(capsys.readouterr().out, parse_constant=_refuse)  # Infinity would fail here
+    [summary] = json.loads(capsys.readouterr().out, parse_constant=_refuse)["certifications"]  # Infinity would fail here
     up = [n for n in summary["certificate"]["neighbours"] if n["axis"] == "lr" and n["direction"] == "up"]
     assert up[0]["loss"] is None and up[0]["diverged"] is True
     assert math.isfinite(summary["certificate"]["loss"]) and "diverged" not in summary["certificate"]
@@ -308,10 +308,12 @@ def test_progress_shows_the_runs_in_flight_and_never_redraws_into_a_log():
     redraws); its running count is the one after the latest dispatch (issue 34: stale count)."""
     import io
 
+    from search.certify import Outcome
     from search.controller import Progress
     from search.strategies import FixedPoints
 
     strategies = {"e": FixedPoints("e", [{"lr": 0.01}])}
+    strategies["e"].record({"lr": 0.01}, Outcome.running())  # dispatched (before it: "e:not started")
     log = io.StringIO()
     progress = Progress(log)
     progress.update(strategies, 0)

@@ -192,7 +192,7 @@ def test_the_controller_extends_records_and_resumes(make_sweep, workdir, capsys)
     assert len(ledger.study_attrs("t/a")[STUDY_EXTENSIONS]) == 2  # and nothing is recorded twice
     capsys.readouterr()
     assert main(["search", "status", str(path), "--json"]) == 0
-    [entry] = json.loads(capsys.readouterr().out)
+    [entry] = json.loads(capsys.readouterr().out)["certifications"]
     assert [e["value"] for e in entry["extensions"]] == [16, 32]
     [epochs] = [a for a in entry["certificate"]["basis"]["axes"] if a["axis"] == "epochs"]
     assert epochs == {"axis": "epochs", "support": "interior", "bounds": [], "extended": [16, 32],

@@ -4,6 +4,7 @@ submissions the run directories' full file system refuses."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -28,12 +29,15 @@ def _ledger(path):
     return sweep, Ledger(sweep.ledger_url, sweep.name)
 
 
-@pytest.mark.parametrize("described", [(ATTR_FIXED,), (ATTR_FIXED, ATTR_POINT), (ATTR_FIXED, ATTR_POINT, ATTR_RUN_ID)],
-                         ids=["no-point", "point", "run-id"])
-def test_a_trial_the_killed_controller_left_half_written_is_run_once(make_sweep, workdir, described):
+@pytest.mark.parametrize("described", [(), (ATTR_FIXED,), (ATTR_FIXED, ATTR_POINT), (ATTR_FIXED, ATTR_POINT, ATTR_RUN_ID)],
+                         ids=["created-only", "no-point", "point", "run-id"])
+def test_a_trial_the_killed_controller_left_half_written_is_run_once(make_sweep, workdir, described, capsys, caplog):
     """A controller SIGKILLed inside ``Ledger.new_run`` leaves a RUNNING trial with some of its
-    attributes (they are written one by one): the next controller runs its point (once), or
-    ignores a trial that names no point; it never crashes on one."""
+    attributes (they are written one by one; created-only is also what a lost commit
+    acknowledgement leaves, test_postgres): the next controller runs its point (once), or
+    closes a trial that names no point; meanwhile ``status`` and ``analysis`` count it as the
+    stopped run of its point, or say in one line that a trial names no point (it had been left
+    out without a word). Nothing crashes on one."""
     path = make_sweep()
     assert main(["search", "certify", str(path), "--no-progress", "--max-runs", "1"]) == 1  # the ledger exists
     sweep, ledger = _ledger(path)
@@ -42,6 +46,23 @@ def test_a_trial_the_killed_controller_left_half_written_is_run_once(make_sweep,
     attrs = {ATTR_POINT: point, ATTR_FIXED: {"method": "simple", "g": 4}, ATTR_RUN_ID: "r"}
     trial = ledger.storage.create_new_trial(ledger.study_id(study))
     ledger.update(trial, **{key: attrs[key] for key in described})
+
+    capsys.readouterr()
+    assert main(["search", "status", str(path), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    [summary] = report["certifications"]
+    assert summary["runs"]["finished"] == 1
+    assert main(["analysis", "export", str(path), "--out", str(workdir / "runs.csv")]) == 0
+    exported = (workdir / "runs.csv").read_text().splitlines()
+    if ATTR_POINT in described:  # a run of its point, not submitted: the next certify runs it
+        assert summary["runs"]["stopped"] == 1 and report["undescribed"] == []
+        assert [job["point"] for job in report["jobs"]] == [point] and len(exported) == 1 + 2
+    else:  # no run of any point: one line (status, analysis), in no count, no row
+        assert report["undescribed"] == [{"study": study, "trials": 1}] and report["jobs"] == []
+        assert summary["runs"]["stopped"] == 0 and len(exported) == 1 + 1
+        assert [r.message.count("name no point") for r in caplog.records if r.name == "analysis.ledger"] == [1]
+        assert main(["search", "status", str(path)]) == 0
+        assert capsys.readouterr().out.count("name no point") == 1
 
     assert main(["search", "certify", str(path), "--no-progress"]) == 0
     [summary] = summarize(load_sweep(path))
@@ -53,6 +74,9 @@ def test_a_trial_the_killed_controller_left_half_written_is_run_once(make_sweep,
     assert all(r.run_id and r.run_dir for r in runs)
     if ATTR_POINT not in described:  # closed by the next controller's start: nothing ran for it
         assert ledger.storage.get_trial(trial).state is optuna.trial.TrialState.FAIL
+    capsys.readouterr()
+    assert main(["search", "status", str(path)]) == 0
+    assert "name no point" not in capsys.readouterr().out
 
 
 def _tried_to_submit(path) -> bool:
@@ -122,3 +146,28 @@ def test_a_result_the_killed_controller_had_half_recorded_is_not_a_divergence(ma
     assert summary.certificate.point == optimum and summary.to_dict()["certificate"]["soft_bounds"] == []
     [record] = [r for r in read_runs(load_sweep(path)) if r.point == optimum]
     assert record.status == "completed" and record.loss is not None
+
+
+def test_an_ensemble_member_written_without_its_index_gets_it(make_sweep, workdir):
+    """The member index is a new ensemble trial's last attribute: a controller killed just before
+    writing it left a member the next controller ran without ever naming it (member None, listed
+    after the others)."""
+    from search.objective import make_objective
+    from search.status import summarize_ensembles
+
+    small = {"grid": {"lr": [0.001, 0.003, 0.01], "wd": [0.4, 0.8], "epochs": [4, 8]},
+             "start": {"lr": 0.003, "wd": 0.8, "epochs": 8}}
+    path = make_sweep(**small, ensembles=[{"name": "e", "from": "a", "members": 2}])
+    assert main(["search", "certify", str(path), "--no-progress"]) == 3  # certified on the grid's upper wd
+    path = make_sweep(**small, ensembles=[{"name": "e", "from": "a", "members": 3}])  # one member more
+    sweep, ledger = _ledger(path)
+    [certification] = summarize(sweep)
+    cert, [ens] = sweep.certifications[0], sweep.ensembles
+    third = ens.member_params(certification.certificate.point, sweep.grid_for(cert).as_mapping(), cert.fixed)[2]
+    run_id = make_objective(sweep).identity(third.merged())
+    ledger.new_run(f"{sweep.name}/ensemble/e", params=third, run_id=run_id,
+                   run_dir=str(sweep.out_dir / "runs" / run_id))  # killed before the member index (new_run's extra)
+
+    assert main(["search", "certify", str(path), "--no-progress"]) == 3
+    [ensemble] = summarize_ensembles(load_sweep(path))
+    assert [m.member for m in ensemble.members] == [0, 1, 2] and len(ensemble.completed) == 3

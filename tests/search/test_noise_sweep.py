@@ -52,7 +52,7 @@ def test_noise_repeats_are_seeded_runs_and_the_certificate_carries_sigma(make_sw
     assert any(len(v) == 1 for v in per_point.values())
     # status --json: the analysis contract, standard JSON
     assert main(["search", "status", str(path), "--json"]) == 0
-    [entry] = json.loads(capsys.readouterr().out)
+    [entry] = json.loads(capsys.readouterr().out)["certifications"]
     assert entry["certificate"]["noise"]["sigma"] == cert.noise.sigma
     assert all({"gap_sd", "tie", "draws"} <= set(n) for n in entry["certificate"]["neighbours"])
     # a re-run continues from the ledger: nothing new
@@ -124,5 +124,5 @@ def test_all_diverged_is_never_certified_and_exits_non_zero(make_sweep, workdir,
     assert summary.state.value == "failed" and summary.certificate is None
     assert len(calls(workdir)) == Grid.from_mapping(grid).size  # searched outward over the whole grid
     assert main(["search", "status", str(path), "--json"]) == 0
-    [entry] = json.loads(capsys.readouterr().out)  # standard JSON: the infinite best loss is null
+    [entry] = json.loads(capsys.readouterr().out)["certifications"]  # standard JSON: the infinite best loss is null
     assert entry["best"]["loss"] is None and entry["reason"].startswith("no finite loss")

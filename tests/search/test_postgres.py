@@ -199,3 +199,63 @@ def test_a_ledger_gone_for_good_is_one_line_without_the_password(monkeypatch):
     message = str(refused.value)
     assert "unreachable" in message and "megadocs:***@127.0.0.1" in message and SECRET not in message
     assert "\n" not in message
+
+
+def test_a_trial_whose_creation_was_committed_unheard_is_no_run(make_sweep, workdir, postgres_url, monkeypatch,
+                                                                capsys, caplog):
+    """The connection is cut after the server committed a new trial and before the controller
+    heard. fake_lost_ack: the real server commits, then the call fails as a cut connection makes
+    it fail (cutting it at exactly that moment cannot be arranged). The ledger retries and the
+    trial is created again: the first names no point. The sweep goes on and no point runs
+    twice; ``status`` and ``analysis`` say it in one line and count it nowhere; the next
+    ``certify`` closes it (Optuna state FAIL, with a reason)."""
+    import json
+
+    import optuna
+    import sqlalchemy
+
+    from search import ledger as ledger_module
+
+    from .conftest import calls
+
+    monkeypatch.setattr(ledger_module, "RECONNECT_EVERY_S", 0.05)
+    original = optuna.storages.RDBStorage.create_new_trial
+    created, lost = [], []
+
+    def fake_lost_ack(self, study_id, template_trial=None):
+        trial_id = original(self, study_id, template_trial)
+        created.append(trial_id)
+        if len(created) == 3:
+            lost.append(trial_id)
+            cut = sqlalchemy.exc.OperationalError("COMMIT", {}, Exception("server closed the connection unexpectedly"))
+            raise optuna.exceptions.StorageInternalError("An exception is raised during the commit.") from cut
+        return trial_id
+
+    monkeypatch.setattr(optuna.storages.RDBStorage, "create_new_trial", fake_lost_ack)
+    path = make_sweep(ledger=postgres_url)
+    assert main(["search", "certify", str(path), "--no-progress"]) == 0
+    [trial_id] = lost
+    ledger = ledger_module.Ledger(postgres_url, "t")
+    unheard = ledger.storage.get_trial(trial_id)
+    assert unheard.state is optuna.trial.TrialState.RUNNING and unheard.user_attrs == {}
+    evaluated = [tuple(sorted(c.items())) for c in calls(workdir)]
+    runs = read_runs(load_sweep(path))
+    assert len(evaluated) == len(set(evaluated)) == len(runs)  # each point once; the lost trial is no run
+
+    capsys.readouterr()
+    assert main(["search", "status", str(path), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["undescribed"] == [{"study": "t/a", "trials": 1}] and report["jobs"] == []
+    assert report["certifications"][0]["compute"]["runs"] == len(runs)
+    assert main(["search", "status", str(path)]) == 0
+    assert capsys.readouterr().out.count("name no point") == 1
+    assert main(["analysis", "export", str(path), "--out", str(workdir / "runs.csv")]) == 0
+    assert len((workdir / "runs.csv").read_text().splitlines()) == 1 + len(runs)
+    assert "name no point" in caplog.text
+
+    assert main(["search", "certify", str(path), "--no-progress"]) == 0  # closes it, runs nothing
+    assert ledger.storage.get_trial(trial_id).state is optuna.trial.TrialState.FAIL
+    assert len(calls(workdir)) == len(evaluated)
+    capsys.readouterr()
+    assert main(["search", "status", str(path)]) == 0
+    assert "name no point" not in capsys.readouterr().out

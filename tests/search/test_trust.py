@@ -129,7 +129,7 @@ def test_status_calls_a_live_controllers_unsubmitted_run_queued_not_stopped(make
     with ledger.controller_lock() if controller_live else nullcontext():  # this process: a live holder
         capsys.readouterr()
         assert main(["search", "status", str(path), "--json"]) == 0
-        [summary] = json.loads(capsys.readouterr().out)
+        [summary] = json.loads(capsys.readouterr().out)["certifications"]
         assert main(["search", "status", str(path)]) == 0
         table = capsys.readouterr().out
     if controller_live:
@@ -211,7 +211,7 @@ def test_status_after_ctrl_c_of_certify_reports_dead_jobs_as_stopped(make_sweep,
     status = subprocess.run([sys.executable, "-m", "megadocs.cli", "search", "status", str(path), "--json"],
                             capture_output=True, text=True, timeout=120)
     assert status.returncode == 0, status.stderr
-    [summary] = json.loads(status.stdout)
+    [summary] = json.loads(status.stdout)["certifications"]
     assert summary["runs"]["running"] == 0 and summary["runs"]["stopped"] == 2, summary["runs"]
     table = subprocess.run([sys.executable, "-m", "megadocs.cli", "search", "status", str(path)],
                            capture_output=True, text=True, timeout=120)

@@ -93,7 +93,7 @@ def test_certification_sweep_runs_as_job_arrays(slurm_cluster, workdir):
     done = _megadocs("search", "certify", str(path), "--no-progress")
     assert done.returncode == 0, done.stderr[-3000:]
 
-    [summary] = json.loads(_megadocs("search", "status", str(path), "--json").stdout)
+    [summary] = json.loads(_megadocs("search", "status", str(path), "--json").stdout)["certifications"]
     assert summary["state"] == "certified"
     assert summary["certificate"]["point"] == _bowl_argmin()  # convex bowl: the local optimum is global
     runs = _runs(path)
@@ -140,7 +140,7 @@ def test_controller_killed_while_jobs_run_reattaches_by_job_id_without_duplicate
         assert final_history(job_id) == ["COMPLETED"]
     calls = _calls(workdir)
     assert len(calls) == len(set(calls)) == len(runs), "a point was evaluated twice"
-    [summary] = json.loads(_megadocs("search", "status", str(path), "--json").stdout)
+    [summary] = json.loads(_megadocs("search", "status", str(path), "--json").stdout)["certifications"]
     assert summary["state"] == "certified" and summary["certificate"]["point"] == _bowl_argmin()
 
 
@@ -175,7 +175,7 @@ def test_cancelled_job_is_retried_then_the_run_fails_with_its_reason(slurm_clust
     [run] = _runs(path)
     assert run.status == "failed" and run.attempts == 2
     assert "CANCELLED" in run.reason and cancelled[1] in run.reason, run.reason
-    [summary] = json.loads(_megadocs("search", "status", str(path), "--json").stdout)
+    [summary] = json.loads(_megadocs("search", "status", str(path), "--json").stdout)["certifications"]
     assert summary["state"] == "failed"
     status = _megadocs("search", "status", str(path)).stdout
     assert f"failed, job {cancelled[1]} (attempt 2)" in status, status
@@ -207,7 +207,7 @@ def test_noise_repeats_on_slurm_survive_a_controller_kill(slurm_cluster, workdir
         assert runs[run_id].job_id == job_id and runs[run_id].attempts == 1
     calls = _calls(workdir)
     assert len(calls) == len(set(calls)) == len(runs), "a run was evaluated twice"
-    [summary] = json.loads(_megadocs("search", "status", str(path), "--json").stdout)
+    [summary] = json.loads(_megadocs("search", "status", str(path), "--json").stdout)["certifications"]
     assert summary["state"] == "certified" and summary["certificate"]["draws"] == 2
     assert summary["certificate"]["noise"]["sigma"] is not None
     point = summary["certificate"]["point"]
