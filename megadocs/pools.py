@@ -42,7 +42,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from megadocs.corpus import STDLIB, Document, iter_documents
+from megadocs.corpus import STDLIB, Document, iter_documents, source_hash
 from megadocs.errors import UserError
 from megadocs.fingerprint import FINGERPRINT_PREFIX, LEGACY_PREFIX, legacy_fingerprint, model_fingerprint
 from megadocs.formats import ALGORITHMS, MANIFEST, PoolKind, atomic_file, write_json
@@ -50,7 +50,7 @@ from megadocs.formats import ALGORITHMS, MANIFEST, PoolKind, atomic_file, write_
 __all__ = [
     "POOL_FORMAT", "MANIFEST", "IDENTITY_FIELDS", "PoolManifest", "PoolDiversity", "DiversityMeasures", "PoolRow", "parse_manifest", "read_manifest", "write_manifest",
     "pool_identity", "pool_identity_of", "check_extends", "shard_stem", "rows_path", "done_path", "shard_of",
-    "shard_positions", "iter_shard_documents", "iter_rows", "iter_doc_groups", "iter_pool_documents", "load_shard", "require_complete", "require_source", "is_empty",
+    "shard_positions", "iter_shard_documents", "iter_rows", "iter_doc_groups", "iter_pool_documents", "load_shard", "require_complete", "require_source", "pool_source", "is_empty",
     "sample_doc_id", "pool_generations", "select_generations", "served_gs", "pool_entry", "resolve_pool",
 ]
 
@@ -352,9 +352,40 @@ def require_source(pool: str | Path, manifest: PoolManifest, field: str = "--poo
     source = manifest.source
     if manifest.has_sources and source != STDLIB and not Path(str(source)).exists():
         raise UserError(f"{field}: {pool}: its source {source} ({MANIFEST} 'source') is not found (moved or "
-                        f"deleted?); restore it there, give `gen assemble` --corpus NEW_PATH, or set 'source' "
-                        f"to NEW_PATH (its content must hash to source_hash {manifest.source_hash})")
+                        f"deleted?); restore it there, give `gen assemble` or `data tokenize-pool` --corpus "
+                        f"NEW_PATH, or set 'source' to NEW_PATH (its content must hash to source_hash "
+                        f"{manifest.source_hash})")
     return source
+
+
+def pool_source(pool: str | Path, manifest: PoolManifest, corpus: str | Path | None = None,
+                field: str = "--corpus") -> str | None:
+    """Where the pool's source documents are read from: the recorded source, or ``corpus`` (the
+    same documents moved elsewhere), either one checked by content against the manifest's
+    ``source_hash`` (:func:`megadocs.corpus.source_hash`: a token store's documents, a file's bytes)
+    before it is used, so real text and split offsets are the ones the generator saw. None for a
+    sample pool (no source). Cost: one read of the source (about 2 s per GB).
+
+    Raises:
+        UserError: the recorded source is gone (:func:`require_source`), or the documents differ
+            from the pool's (``corpus`` naming ``field``; the recorded one, changed in place).
+    """
+    if not manifest.has_sources:
+        return None
+    if corpus is None:
+        source = str(require_source(pool, manifest))
+        now = source_hash(source)
+        if now != manifest.source_hash:
+            raise UserError(f"--pool: {pool}: its source {source} has changed since the pool was generated (source "
+                            f"hash {manifest.source_hash}, now {now}: re-prepared with other --val-docs, --seed or "
+                            f"corpus?); regenerate the pool from the source as it is, or re-prepare the source as "
+                            f"it was")
+        return source
+    now = source_hash(corpus)
+    if now != manifest.source_hash:
+        raise UserError(f"{field}: {corpus} holds other documents than the pool's source {manifest.source} (source "
+                        f"hash {now}, the pool's {manifest.source_hash}); give the moved copy of that source")
+    return str(corpus) if str(corpus) == STDLIB else str(Path(corpus).resolve())
 
 
 # --- rows ---------------------------------------------------------------------------------
