@@ -441,16 +441,18 @@ class PoolRow:
         return {**out, **self.extra}
 
 
-def _iter_lines(path: Path) -> Iterator[tuple[int, bytes, PoolRow | None, str | None]]:
-    """(line number, line, row or None, why not) per non-blank line."""
+def _iter_lines(path: Path) -> Iterator[tuple[int, bytes, PoolRow | None, str | None, int]]:
+    """(line number, line, row or None, why not, byte offset of the line's end) per non-blank line."""
+    end = 0
     with open(path, "rb") as handle:
         for number, line in enumerate(handle, start=1):
+            end += len(line)
             if not line.strip():
                 continue
             try:
-                yield number, line, PoolRow.parse(json.loads(line)), None
+                yield number, line, PoolRow.parse(json.loads(line)), None, end
             except (UnicodeDecodeError, ValueError) as exc:  # JSONDecodeError is a ValueError
-                yield number, line, None, str(exc)
+                yield number, line, None, str(exc), end
 
 
 def iter_rows(path: str | Path) -> Iterator[PoolRow]:
@@ -459,7 +461,7 @@ def iter_rows(path: str | Path) -> Iterator[PoolRow]:
     Raises:
         UserError: naming the file and line of a row that is not a pool row.
     """
-    for number, line, row, why in _iter_lines(Path(path)):
+    for number, line, row, why, _end in _iter_lines(Path(path)):
         if row is None:
             raise UserError(f"{path}:{number}: not a pool row ({why}): {line[:80]!r}")
         yield row
@@ -522,37 +524,49 @@ def iter_pool_documents(pool: str | Path, manifest: PoolManifest, index: int | N
 def load_shard(path: str | Path, g: int) -> list[str]:
     """The doc_ids of the complete documents in a shard file being generated, in file order.
 
-    Rows of one document are written together and documents are appended in order, so a killed
-    run leaves at most one document half-written (and possibly a torn last line). A document is
-    complete when it has exactly the gen_index values 0..g-1; duplicates keep the first row.
-    Anything else is dropped and the file rewritten atomically without it. Two streaming passes:
-    memory is one bit mask per document, whatever the shard's size.
+    Rows of one document are written together and documents are appended in order, each chunk
+    flushed, so a run cut off mid-write (killed, a full disk) leaves a torn tail at most: the rows
+    of the last chunk up to where the write stopped (possibly a half-written document and a last
+    line without its newline, which counts as torn). A document is complete when it has exactly
+    the gen_index values 0..g-1. The tail after the last complete document is cut off in place
+    (truncate + fsync): resuming needs no free space, whatever the shard's size. Anything our
+    writer does not leave (a bad or duplicate row, an incomplete document, before the end) is
+    dropped by rewriting the file atomically without it (room for a copy; duplicates keep the
+    first row). One streaming pass (a second for a rewrite): memory is one bit mask per document.
     """
     path = Path(path)
     if not path.is_file():
         return []
+    full = (1 << g) - 1
     seen: dict[str, int] = {}  # doc_id -> bit mask of the gen_index values read
-    clean = True
-    for _number, _line, row, _why in _iter_lines(path):
-        if row is None:
+    clean = True  # no row to drop so far: the file is still the prefix that is kept
+    kept_end, kept_docs, current = 0, 0, None  # the prefix kept: its end, its documents; the last document
+    for _number, line, row, _why, end in _iter_lines(path):
+        if row is None or not line.endswith(b"\n"):
             clean = False
             continue
-        bit = 1 << row.gen_index
         mask = seen.get(row.doc_id, 0)
-        clean &= not mask & bit
-        seen[row.doc_id] = mask | bit
-    full = (1 << g) - 1
+        bit = 1 << row.gen_index
+        # a duplicate row, a document resumed after another, or one left incomplete before the next
+        clean &= not mask & bit and (row.doc_id == current or (not mask and seen.get(current, full) == full))
+        current, seen[row.doc_id] = row.doc_id, mask | bit
+        if clean and seen[row.doc_id] == full:
+            kept_end, kept_docs = end, kept_docs + 1
     complete = [doc for doc, mask in seen.items() if mask == full]
-    if clean and len(complete) == len(seen):
+    if kept_docs == len(complete):  # every complete document lies before kept_end, nothing to drop there
+        if kept_end < path.stat().st_size:
+            with open(path, "r+b") as handle:
+                handle.truncate(kept_end)
+                os.fsync(handle.fileno())  # the resumed rows are appended after a durable cut
         return complete
     keep, written = set(complete), set()
     with atomic_file(path, "wb") as out:
-        for _number, line, row, _why in _iter_lines(path):
-            key = None if row is None else (row.doc_id, row.gen_index)
+        for _number, line, row, _why, _end in _iter_lines(path):
+            key = None if row is None or not line.endswith(b"\n") else (row.doc_id, row.gen_index)
             if key is None or key[0] not in keep or key in written:
                 continue
             written.add(key)
-            out.write(line if line.endswith(b"\n") else line + b"\n")
+            out.write(line)
     return complete
 
 

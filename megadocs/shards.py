@@ -42,19 +42,27 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import json
+import os
+import traceback
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from megadocs.errors import UserError
+from megadocs.errors import DiskFull, UserError, disk_full_message
 from megadocs.formats import MANIFEST, write_json
-from megadocs.pools import done_path
+from megadocs.pools import done_path, shard_stem
 
 __all__ = ["ShardedStep", "ShardTask", "manifest_lock", "LOCK", "DEFAULT_TIMEOUT_MIN"]
 
 LOCK = ".manifest.lock"
+JOBS = "submitit"
+"""The job array's folder inside the step's: submitit's logs and results, the tasks' reserves."""
+RESERVE_BYTES = 64 * 1024
+"""Disk an array task holds back while it runs and gives back when its disk fills, so that its
+one-line error still reaches the submitter: submitit's result file and the task's log need room
+too (a page each on a tmpfs), and a full disk would leave none."""
 DEFAULT_TIMEOUT_MIN = 7 * 24 * 60
 """A local job array's wall-clock limit (submitit's local default of 2 minutes is too short)."""
 
@@ -223,7 +231,7 @@ class ShardedStep(ABC):
         self.prepared = self.prepare()  # before any task starts: tasks never race to create the manifest
         todo = self.todo()  # frozen before dispatch
         run_job_array([ShardTask(self, index) for index in todo], [f"shard {i}" for i in todo], kind=executor,
-                      profile=profile, folder=self.folder / "submitit", timeout_min=timeout_min, name=self.name)
+                      profile=profile, folder=self.folder / JOBS, timeout_min=timeout_min, name=self.name)
         return self.finish()
 
     def finish(self) -> dict[str, Any]:
@@ -240,16 +248,51 @@ class ShardedStep(ABC):
             return manifest
 
 
+@contextlib.contextmanager
+def _reserve(path: Path) -> Iterator[Callable[[], None]]:
+    """Hold :data:`RESERVE_BYTES` of disk in ``path`` for the block (none where the disk is full
+    already); yields the function that gives them back early. ``path`` is removed on the way out."""
+
+    def give_back() -> None:
+        path.unlink(missing_ok=True)
+
+    try:
+        with open(path, "wb") as handle:
+            os.posix_fallocate(handle.fileno(), 0, RESERVE_BYTES)
+    except OSError:
+        pass  # no room for it: the task still runs, its error may then not come back
+    try:
+        yield give_back
+    finally:
+        give_back()
+
+
 class ShardTask:
     """One job-array task: run one shard of a step in its own process, then update the manifest.
     Checkpointable in submitit's sense (it has ``checkpoint``): a timed-out or preempted task is
-    requeued as is and resumes its shard."""
+    requeued as is and resumes its shard.
+
+    A full disk is returned, not raised: a :class:`megadocs.errors.DiskFull` with the task's own
+    line (naming its file), which ``run_job_array`` turns into the one line and exit status of a
+    full disk in-process; a raised error would come back as traceback text only. The traceback
+    goes to the task's log. The task keeps :data:`RESERVE_BYTES` back while it runs so that its
+    result can be written on the disk that filled."""
 
     def __init__(self, step: ShardedStep, index: int) -> None:
         self.step, self.index = step, index
 
-    def __call__(self) -> dict[str, Any]:
-        self.step.run([self.index])
+    def __call__(self) -> dict[str, Any] | DiskFull:
+        reserve = self.step.folder / JOBS / f"{shard_stem(self.index, self.step.num_shards)}.reserve"
+        with _reserve(reserve) as give_back:
+            try:
+                self.step.run([self.index])
+            except Exception as exc:  # noqa: BLE001 - only a full disk is kept; anything else is raised
+                line = disk_full_message(exc)
+                if line is None:
+                    raise
+                give_back()
+                traceback.print_exc()
+                return DiskFull(line)
         return json.loads(self.step.done_path(self.index).read_text())
 
     def checkpoint(self, *args: Any, **kwargs: Any) -> Any:

@@ -111,10 +111,22 @@ def test_load_shard_drops_torn_lines_and_half_written_documents(tmp_path):
     rows = [{"doc_id": d, "gen_index": i, "text": f"{d}{i}"} for d in ("a", "b") for i in range(2)]
     lines = [json.dumps(r) for r in rows] + [json.dumps({"doc_id": "c", "gen_index": 0, "text": "c0"})]
     path.write_text("\n".join(lines) + '\n{"doc_id": "c", "gen_in')
+    inode = path.stat().st_ino
     complete = pool_format.load_shard(path, g=2)
     assert complete == ["a", "b"]
     assert path.read_text().splitlines() == [json.dumps(r, ensure_ascii=False) for r in rows]
+    assert path.stat().st_ino == inode  # the torn tail was cut off in place: no copy, no free space needed
     assert pool_format.load_shard(path, g=2) == complete  # idempotent, nothing more to drop
+
+
+def test_load_shard_rewrites_a_shard_damaged_before_its_end(tmp_path):
+    """What a cut-off write never leaves (a bad line, a duplicate row, an incomplete document
+    before complete ones) is dropped by a rewrite; the complete documents after it are kept."""
+    path = tmp_path / "shard-00000-of-00001.jsonl"
+    row = {d: [json.dumps({"doc_id": d, "gen_index": i, "text": f"{d}{i}"}) for i in range(2)] for d in "abcd"}
+    path.write_text("\n".join([*row["a"], "not json", row["b"][0], *row["c"], row["c"][1], *row["d"]]) + "\n")
+    assert pool_format.load_shard(path, g=2) == ["a", "c", "d"]
+    assert path.read_text().splitlines() == [*row["a"], *row["c"], *row["d"]]
 
 
 def test_shards_are_read_as_streams_not_held_in_memory(tmp_path):
