@@ -133,6 +133,16 @@ class Executor(ABC):
             UntrustedPath: as :meth:`poll`.
         """
 
+    def has_result(self, job_id: str, folder: str | None = None) -> bool:
+        """True once the job has written its result (the file is not read: only a controller loads
+        it), so that a reader can tell a job that ended with a result nobody recorded yet (its
+        controller was killed) from one that is gone. Default: never (no result files).
+
+        Raises:
+            UntrustedPath: as :meth:`poll`.
+        """
+        return False
+
     stops_on_interrupt: bool = False
     """Whether :meth:`on_interrupt` stops jobs (local processes) or leaves them running (SLURM)."""
 
@@ -187,8 +197,10 @@ class _Submitit(Executor):
         return job
 
     def alive(self, job_id: str, folder: str | None = None) -> bool:
-        job = self._job(job_id, folder)
-        return not job.paths.result_pickle.exists() and self._running(job)
+        return not self.has_result(job_id, folder) and self._running(self._job(job_id, folder))
+
+    def has_result(self, job_id: str, folder: str | None = None) -> bool:
+        return self._job(job_id, folder).paths.result_pickle.exists()
 
     def poll(self, job_id: str, folder: str | None = None) -> Poll:
         from submitit.core.utils import pickle_load
