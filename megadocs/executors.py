@@ -335,6 +335,18 @@ class SlurmExecutor(_Submitit):
 
         return submitit.SlurmJob(folder, job_id)
 
+    def poll(self, job_id: str, folder: str | None = None) -> Poll:
+        """As :meth:`_Submitit.poll`; a job SLURM ended (``scancel``, out of memory, a node lost)
+        that still wrote an exception names SLURM's state first: the exception is a symptom (a
+        ``scancel`` SIGTERMs every process of the job, so vLLM's engine died and the shard raised
+        ``EngineDeadError``, which was all the line said). Asks accounting once per failed job."""
+        poll = super().poll(job_id, folder)
+        if poll.state is JobState.FAILED:
+            state = self._job(job_id, folder).state  # sacct's, e.g. "CANCELLED by 0"
+            if state.split()[0] in SLURM_ENDED - {"COMPLETED", "FAILED"}:
+                return Poll(JobState.FAILED, reason=f"SLURM ended it ({state}); the job's last error: {poll.reason}")
+        return poll
+
     def cancel(self, job_ids: Sequence[str]) -> None:
         """One ``scancel`` for all of them (a pool's array has one task per shard: hundreds)."""
         import subprocess
