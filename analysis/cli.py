@@ -282,8 +282,9 @@ def _fit(args) -> int:
         from analysis.ledger import load_tables
         from search.sweep import load_sweep
 
+        tables = load_tables(load_sweep(args.input))  # a ledger that is not there: its own line
         try:  # the report's points: main model, no synthetic-only ablation, the set the curves are read on
-            _main, frame = generation_points(load_tables(load_sweep(args.input)).certifications)
+            _main, frame = generation_points(tables.certifications)
         except UserError:  # no finite loss yet: said below
             frame = empty_table()
         if len(frame) == 0 and args.x is None:
