@@ -507,6 +507,11 @@ def run_job_array(tasks: Sequence[Callable[[], Any]], labels: Sequence[str], *, 
                     values[job_id] = poll.value
                 else:
                     failures.append(f"{label} (job {job_id}): {poll.reason}")
+                # one line per task as it ends: the tasks' own progress is in their logs, and a
+                # pool's array runs for hours with nothing else on the submitter's terminal
+                outcome = "done" if poll.state == JobState.DONE else "FAILED (named at the end)"
+                print(f"{label} (job {job_id}) {outcome}; {len(ids) - len(pending)} of {len(ids)} task(s) ended",
+                      file=sys.stderr, flush=True)
     except KeyboardInterrupt:
         if jobs.stops_on_interrupt or not pending:  # local tasks had the Ctrl-C too
             raise
