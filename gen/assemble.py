@@ -32,7 +32,7 @@ from pathlib import Path
 
 from megadocs import megadoc, pools
 from megadocs.errors import UserError, names_file
-from megadocs.formats import ALGORITHMS, MANIFEST, POOL_KIND, PoolKind, replace_dir, write_json
+from megadocs.formats import ALGORITHMS, MANIFEST, POOL_KIND, replace_dir, write_json
 
 __all__ = ["ASSEMBLED_FORMAT", "ASSEMBLED_DIR", "DOCUMENTS_FILE", "assembled_dir", "assembled_documents",
            "assemble", "assemble_document"]
@@ -118,17 +118,10 @@ def _assembly(pool: Path, algorithm: str, g: int) -> _Assembly:
 
 
 def _source(assembly: _Assembly, docs: str | Path | None) -> str | None:
-    """The document source (the pool's, or ``docs`` when it holds the same documents)."""
-    from megadocs.corpus import source_hash
-
-    manifest = assembly.manifest
-    pools.require_complete(assembly.pool, manifest)
-    if docs is None or manifest.kind == PoolKind.SAMPLE:
-        return pools.require_source(assembly.pool, manifest)
-    if source_hash(docs) != manifest.source_hash:
-        raise UserError(f"--docs: {docs} differs from the pool's source {manifest.source} "
-                        f"(hash {source_hash(docs)} != {manifest.source_hash})")
-    return str(docs)
+    """The document source (the pool's, or ``docs`` when it holds the same documents:
+    :func:`megadocs.pools.pool_source`)."""
+    pools.require_complete(assembly.pool, assembly.manifest)
+    return pools.pool_source(assembly.pool, assembly.manifest, docs)
 
 
 def _write_documents(assembly: _Assembly, source: str | None, handle) -> _Counts:

@@ -105,7 +105,7 @@ def register(subparsers) -> None:
                      choices=ALGORITHMS)
     sub.add_argument("--g", type=int, required=True, help="generations per document to use (<= the pool's G)")
     sub.add_argument("--corpus", "--docs", dest="docs", default=None, metavar="SOURCE",
-                     help="document source (default: the pool's)")
+                     help="document source (default: the pool's; a moved copy must hold the same documents)")
     sub.add_argument("--overwrite", action="store_true", help="rebuild even if up to date")
     sub.set_defaults(func=_assemble)
 

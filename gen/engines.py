@@ -131,9 +131,12 @@ def count_prompt_tokens(tokenizer, chat: ChatTemplateInfo, messages: list[dict])
     return len(tokenizer(render_prompt(tokenizer, chat, messages), add_special_tokens=False)["input_ids"])
 
 
-def planned_context_length(name: str, generator: str | Path, max_model_len: int | None = None) -> int | None:
-    """The context engine ``name`` will give ``generator``, read before it starts (the config
-    only; no weights, no engine), or None where the config does not say.
+def planned_context_length(name: str, generator: str | Path, max_model_len: int | None = None,
+                           revision: str | None = None) -> int | None:
+    """The context engine ``name`` will give ``generator`` at ``revision``, read before it starts
+    (the config only; no weights, no engine), or None where the config does not say. The config
+    is read as the engines read it: ``revision`` picks a snapshot of a Hugging Face hub id (from
+    the local cache) and is ignored for a model directory, by transformers and vLLM alike.
 
     With ``max_model_len`` vLLM uses exactly that (or refuses to start); without it, vLLM derives
     the context from the config, which this reads as ``max_position_embeddings`` only, so the
@@ -143,7 +146,7 @@ def planned_context_length(name: str, generator: str | Path, max_model_len: int 
     if name == "auto":
         name = default_engine()
     try:
-        limit = _config_context(str(generator))
+        limit = _config_context(str(generator), revision)
     except (OSError, ValueError):
         return None  # an unreadable config: the engine's start reports it
     if name == "transformers":
@@ -233,7 +236,7 @@ class VllmEngine(Engine):
         if on_cpu:
             # vLLM-CPU cannot rewind a seeded request's CPU generator after a partial (chunked)
             # prefill ("CPU Generator does not use offset"): schedule whole prompts instead.
-            context = max_model_len or _config_context(self.generator)
+            context = max_model_len or _config_context(self.generator, revision)
             extra = {"enable_chunked_prefill": False,
                      "max_num_batched_tokens": max(CPU_BATCHED_TOKENS, context)}
         eager = on_cpu if enforce_eager is None else enforce_eager
@@ -389,11 +392,12 @@ def _interruptible_engine_start() -> Iterator[None]:
         signal.signal(signal.SIGINT, previous_handler)
 
 
-def _config_context(generator: str) -> int:
-    """The context a model directory's config declares (what vLLM uses by default)."""
+def _config_context(generator: str, revision: str | None = None) -> int:
+    """The context a model's config declares at ``revision`` (what vLLM uses by default)."""
     from transformers import AutoConfig
 
-    return int(getattr(AutoConfig.from_pretrained(generator), "max_position_embeddings", 0) or 0)
+    config = AutoConfig.from_pretrained(generator, revision=revision)
+    return int(getattr(config, "max_position_embeddings", 0) or 0)
 
 
 def _as_list(value) -> list[int]:

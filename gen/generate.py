@@ -33,7 +33,7 @@ import json
 import os
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from itertools import islice
 from pathlib import Path
 from typing import Literal
@@ -280,7 +280,7 @@ class GeneratePool(ShardedStep):
         # Refuse a context too small for the prompts now, before the engine starts (minutes for
         # an 8B model on a GPU) and before the manifest is written.
         context = self.engine.context_length if self.engine is not None else planned_context_length(
-            options.engine, options.generator, options.max_model_len)
+            options.engine, options.generator, options.max_model_len, options.revision)
         if context is not None:
             prompt_budget(options, self.template, self._tokenizer, context)
         intended = _intended_manifest(options, self.template, self._tokenizer)
@@ -307,8 +307,12 @@ class GeneratePool(ShardedStep):
             self.engine.close()
             self.engine = None
 
+    def settings(self, manifest: dict) -> dict:
+        """A pool's settings are its identity (statistics and diversity come later)."""
+        return pools.pool_identity_of(manifest)
+
     def _run_shard(self, index: int) -> dict:
-        return _run_shard(self.options, self.manifest, self.template, self.engine, index)
+        return _run_shard(self.options, self.manifest, self.template, self.engine, index, self.writing)
 
     def _derived(self, totals: dict) -> dict:
         generations = totals["generations"]
@@ -460,9 +464,11 @@ def _shard_statistics(rows_file: Path, run_tokens: int, run_seconds: float) -> d
 
 
 def _run_shard(options: GenerateOptions, manifest: pools.PoolManifest, template: PromptTemplate | None,
-               engine: Engine, index: int) -> dict:
+               engine: Engine, index: int, writing: Callable[[], contextlib.AbstractContextManager]) -> dict:
     """Generate the shard's documents that are not done yet; returns its counts (the runner
-    writes them as the shard's ``.done`` marker)."""
+    writes them as the shard's ``.done`` marker). Each chunk is flushed inside ``writing()``
+    (:meth:`megadocs.shards.ShardedStep.writing`: refused once a later run replaced the pool's
+    settings, so one pool never holds rows of two settings)."""
     from tqdm import tqdm
 
     out, count = Path(options.out), options.num_shards
@@ -497,9 +503,10 @@ def _run_shard(options: GenerateOptions, manifest: pools.PoolManifest, template:
                 position += len(doc_requests)
                 lines.extend(json.dumps(row.to_json(), ensure_ascii=False)
                              for row in _rows(options, provenance, doc, doc_requests, doc_completions))
-            handle.write(("\n".join(lines) + "\n").encode())
-            handle.flush()
-            os.fsync(handle.fileno())  # durable before we count it done
+            with writing():
+                handle.write(("\n".join(lines) + "\n").encode())
+                handle.flush()
+                os.fsync(handle.fileno())  # durable before we count it done
             run_tokens += sum(c.n_tokens for samples in completions for c in samples)
             bar.update(len(chunk))
             bar.set_postfix(tok_s=f"{run_tokens / run_seconds:.0f}" if run_seconds else "-")

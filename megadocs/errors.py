@@ -1,9 +1,9 @@
 """User-facing errors: one line, naming the field or file and what was expected.
 
 Two kinds reach the console script (`megadocs.cli.main`) as one line instead of a traceback:
-:class:`UserError` (bad input, exit 2) and a full file system (:func:`disk_full_message`, exit 1),
-which is no bug of the code. :func:`names_file` puts the file's name on an error of a write to
-an open handle, which the OS reports without one.
+:class:`UserError` (bad input, exit 2) and a full file system (:func:`disk_full_message`, exit 1,
+also one a job-array task met: :class:`DiskFull`), which is no bug of the code. :func:`names_file`
+puts the file's name on an error that names none (a write to an open handle, SQLite's).
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import errno
 import os
 from collections.abc import Iterator
 
-__all__ = ["UserError", "DISK_FULL_ERRNOS", "disk_full_message", "names_file"]
+__all__ = ["UserError", "DiskFull", "DISK_FULL_ERRNOS", "disk_full_message", "names_file"]
 
 DISK_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
 """A file system with no room left for us: no space left, or our disk quota used up."""
@@ -25,6 +25,12 @@ class UserError(Exception):
     The CLI prints ``error: <message>`` on one line and exits with status 2; nothing already
     done is lost. Messages name the offending field or file, the value, and what was expected.
     """
+
+
+class DiskFull(Exception):
+    """A full file system another process met (a job-array task), as its one line
+    (:func:`disk_full_message` of the task's own error): the task's exception does not cross the
+    process boundary, its line does. The CLI prints it like a full disk here (exit 1)."""
 
 
 def _chain(exc: BaseException) -> Iterator[BaseException]:
@@ -51,21 +57,26 @@ def disk_full_message(exc: BaseException) -> str | None:
     True
     """
     for cause in _chain(exc):
+        if isinstance(cause, DiskFull):
+            return str(cause)
         if isinstance(cause, OSError) and cause.errno in DISK_FULL_ERRNOS:
             what = os.strerror(cause.errno).lower()
             where = f" writing {cause.filename}" if cause.filename else ""
             return f"{what}{where}; re-run the same command once there is space"
-        if getattr(cause, "sqlite_errorname", None) == "SQLITE_FULL":  # sqlite3.Error names no file
-            return "no space left on device writing a SQLite database; re-run the same command once there is space"
+        if getattr(cause, "sqlite_errorname", None) == "SQLITE_FULL":  # named by names_file, or by nobody
+            where = getattr(cause, "filename", None) or "a SQLite database"
+            return f"no space left on device writing {where}; re-run the same command once there is space"
     return None
 
 
 @contextlib.contextmanager
 def names_file(path: str | os.PathLike) -> Iterator[None]:
-    """An ``OSError`` raised in the block without a file name gets ``path`` as its name.
+    """An ``OSError`` or SQLite error raised in the block without a file name gets ``path`` as its
+    name (``filename``), also under the exceptions a library raised from it.
 
-    A failed ``write``/``flush``/``fsync`` on an open handle (a full disk) names no file; the
-    writer knows which one it is.
+    A failed ``write``/``flush``/``fsync`` on an open handle (a full disk) names no file, nor does
+    SQLite's "database or disk is full" (under SQLAlchemy's and Optuna's wrappers); the writer
+    knows which file it is (a ledger names its database: search.ledger.Ledger).
 
     >>> with names_file("out/rows.jsonl"):
     ...     raise OSError(errno.ENOSPC, "No space left on device")
@@ -74,7 +85,9 @@ def names_file(path: str | os.PathLike) -> Iterator[None]:
     """
     try:
         yield
-    except OSError as exc:
-        if exc.filename is None:
-            exc.filename = os.fspath(path)
+    except Exception as exc:
+        for cause in _chain(exc):
+            named = isinstance(cause, OSError) or hasattr(cause, "sqlite_errorname")  # sqlite3.Error
+            if named and getattr(cause, "filename", None) is None:
+                cause.filename = os.fspath(path)
         raise

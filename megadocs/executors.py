@@ -477,13 +477,16 @@ def run_job_array(tasks: Sequence[Callable[[], Any]], labels: Sequence[str], *, 
     cancelled (one ``scancel``), so that the re-run, which resumes every shard from what is on disk,
     never has two jobs writing the same shard.
 
+    A task that returns a :class:`megadocs.errors.DiskFull` (its full disk, in one line) failed.
+
     Raises:
         UserError: a bad executor/profile, or tasks that failed (named by ``labels``, with logs).
+        DiskFull: every task that failed met a full disk (the first one's line).
         KeyboardInterrupt: Ctrl-C, saying which SLURM tasks it cancelled.
     """
     import sys
 
-    from megadocs.errors import UserError
+    from megadocs.errors import DiskFull, UserError
 
     check_array_executor(kind, profile)
     if not tasks:
@@ -494,7 +497,7 @@ def run_job_array(tasks: Sequence[Callable[[], Any]], labels: Sequence[str], *, 
     print(f"submitted {len(ids)} shard task(s) to {kind}: {', '.join(ids)} (logs: {folder})", file=sys.stderr)
     pending = dict(zip(ids, labels))
     values: dict[str, Any] = {}
-    failures = []
+    failures, full = [], []  # full: the DiskFull values tasks returned (megadocs.shards.ShardTask)
     try:
         while pending:
             time.sleep(ARRAY_POLL_S[kind])
@@ -503,7 +506,10 @@ def run_job_array(tasks: Sequence[Callable[[], Any]], labels: Sequence[str], *, 
                 if poll.state == JobState.RUNNING:
                     continue
                 del pending[job_id]
-                if poll.state == JobState.DONE:
+                if poll.state == JobState.DONE and isinstance(poll.value, DiskFull):
+                    full.append(poll.value)
+                    failures.append(f"{label} (job {job_id}): {poll.value}")
+                elif poll.state == JobState.DONE:
                     values[job_id] = poll.value
                 else:
                     failures.append(f"{label} (job {job_id}): {poll.reason}")
@@ -519,6 +525,8 @@ def run_job_array(tasks: Sequence[Callable[[], Any]], labels: Sequence[str], *, 
         jobs.cancel(list(pending))
         raise KeyboardInterrupt(f"cancelled {len(pending)} {kind} task(s) ({', '.join(pending)}); finished "
                                 "shards are kept: re-run the same command to resume") from None
+    if failures and len(full) == len(failures):  # a full disk, as in-process: its one line, exit 1
+        raise full[0]
     if failures:
         raise UserError(f"{len(failures)} task(s) failed; re-run to resume them: " + "; ".join(failures))
     return [values[job_id] for job_id in ids]

@@ -42,7 +42,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from megadocs.corpus import STDLIB, Document, iter_documents
+from megadocs.corpus import STDLIB, Document, iter_documents, source_hash
 from megadocs.errors import UserError
 from megadocs.fingerprint import FINGERPRINT_PREFIX, LEGACY_PREFIX, legacy_fingerprint, model_fingerprint
 from megadocs.formats import ALGORITHMS, MANIFEST, PoolKind, atomic_file, write_json
@@ -50,7 +50,7 @@ from megadocs.formats import ALGORITHMS, MANIFEST, PoolKind, atomic_file, write_
 __all__ = [
     "POOL_FORMAT", "MANIFEST", "IDENTITY_FIELDS", "PoolManifest", "PoolDiversity", "DiversityMeasures", "PoolRow", "parse_manifest", "read_manifest", "write_manifest",
     "pool_identity", "pool_identity_of", "check_extends", "shard_stem", "rows_path", "done_path", "shard_of",
-    "shard_positions", "iter_shard_documents", "iter_rows", "iter_doc_groups", "iter_pool_documents", "load_shard", "require_complete", "require_source", "is_empty",
+    "shard_positions", "iter_shard_documents", "iter_rows", "iter_doc_groups", "iter_pool_documents", "load_shard", "require_complete", "require_source", "pool_source", "is_empty",
     "sample_doc_id", "pool_generations", "select_generations", "served_gs", "pool_entry", "resolve_pool",
 ]
 
@@ -352,9 +352,40 @@ def require_source(pool: str | Path, manifest: PoolManifest, field: str = "--poo
     source = manifest.source
     if manifest.has_sources and source != STDLIB and not Path(str(source)).exists():
         raise UserError(f"{field}: {pool}: its source {source} ({MANIFEST} 'source') is not found (moved or "
-                        f"deleted?); restore it there, give `gen assemble` --corpus NEW_PATH, or set 'source' "
-                        f"to NEW_PATH (its content must hash to source_hash {manifest.source_hash})")
+                        f"deleted?); restore it there, give `gen assemble` or `data tokenize-pool` --corpus "
+                        f"NEW_PATH, or set 'source' to NEW_PATH (its content must hash to source_hash "
+                        f"{manifest.source_hash})")
     return source
+
+
+def pool_source(pool: str | Path, manifest: PoolManifest, corpus: str | Path | None = None,
+                field: str = "--corpus") -> str | None:
+    """Where the pool's source documents are read from: the recorded source, or ``corpus`` (the
+    same documents moved elsewhere), either one checked by content against the manifest's
+    ``source_hash`` (:func:`megadocs.corpus.source_hash`: a token store's documents, a file's bytes)
+    before it is used, so real text and split offsets are the ones the generator saw. None for a
+    sample pool (no source). Cost: one read of the source (about 2 s per GB).
+
+    Raises:
+        UserError: the recorded source is gone (:func:`require_source`), or the documents differ
+            from the pool's (``corpus`` naming ``field``; the recorded one, changed in place).
+    """
+    if not manifest.has_sources:
+        return None
+    if corpus is None:
+        source = str(require_source(pool, manifest))
+        now = source_hash(source)
+        if now != manifest.source_hash:
+            raise UserError(f"--pool: {pool}: its source {source} has changed since the pool was generated (source "
+                            f"hash {manifest.source_hash}, now {now}: re-prepared with other --val-docs, --seed or "
+                            f"corpus?); regenerate the pool from the source as it is, or re-prepare the source as "
+                            f"it was")
+        return source
+    now = source_hash(corpus)
+    if now != manifest.source_hash:
+        raise UserError(f"{field}: {corpus} holds other documents than the pool's source {manifest.source} (source "
+                        f"hash {now}, the pool's {manifest.source_hash}); give the moved copy of that source")
+    return str(corpus) if str(corpus) == STDLIB else str(Path(corpus).resolve())
 
 
 # --- rows ---------------------------------------------------------------------------------
@@ -410,16 +441,18 @@ class PoolRow:
         return {**out, **self.extra}
 
 
-def _iter_lines(path: Path) -> Iterator[tuple[int, bytes, PoolRow | None, str | None]]:
-    """(line number, line, row or None, why not) per non-blank line."""
+def _iter_lines(path: Path) -> Iterator[tuple[int, bytes, PoolRow | None, str | None, int]]:
+    """(line number, line, row or None, why not, byte offset of the line's end) per non-blank line."""
+    end = 0
     with open(path, "rb") as handle:
         for number, line in enumerate(handle, start=1):
+            end += len(line)
             if not line.strip():
                 continue
             try:
-                yield number, line, PoolRow.parse(json.loads(line)), None
+                yield number, line, PoolRow.parse(json.loads(line)), None, end
             except (UnicodeDecodeError, ValueError) as exc:  # JSONDecodeError is a ValueError
-                yield number, line, None, str(exc)
+                yield number, line, None, str(exc), end
 
 
 def iter_rows(path: str | Path) -> Iterator[PoolRow]:
@@ -428,7 +461,7 @@ def iter_rows(path: str | Path) -> Iterator[PoolRow]:
     Raises:
         UserError: naming the file and line of a row that is not a pool row.
     """
-    for number, line, row, why in _iter_lines(Path(path)):
+    for number, line, row, why, _end in _iter_lines(Path(path)):
         if row is None:
             raise UserError(f"{path}:{number}: not a pool row ({why}): {line[:80]!r}")
         yield row
@@ -491,37 +524,49 @@ def iter_pool_documents(pool: str | Path, manifest: PoolManifest, index: int | N
 def load_shard(path: str | Path, g: int) -> list[str]:
     """The doc_ids of the complete documents in a shard file being generated, in file order.
 
-    Rows of one document are written together and documents are appended in order, so a killed
-    run leaves at most one document half-written (and possibly a torn last line). A document is
-    complete when it has exactly the gen_index values 0..g-1; duplicates keep the first row.
-    Anything else is dropped and the file rewritten atomically without it. Two streaming passes:
-    memory is one bit mask per document, whatever the shard's size.
+    Rows of one document are written together and documents are appended in order, each chunk
+    flushed, so a run cut off mid-write (killed, a full disk) leaves a torn tail at most: the rows
+    of the last chunk up to where the write stopped (possibly a half-written document and a last
+    line without its newline, which counts as torn). A document is complete when it has exactly
+    the gen_index values 0..g-1. The tail after the last complete document is cut off in place
+    (truncate + fsync): resuming needs no free space, whatever the shard's size. Anything our
+    writer does not leave (a bad or duplicate row, an incomplete document, before the end) is
+    dropped by rewriting the file atomically without it (room for a copy; duplicates keep the
+    first row). One streaming pass (a second for a rewrite): memory is one bit mask per document.
     """
     path = Path(path)
     if not path.is_file():
         return []
+    full = (1 << g) - 1
     seen: dict[str, int] = {}  # doc_id -> bit mask of the gen_index values read
-    clean = True
-    for _number, _line, row, _why in _iter_lines(path):
-        if row is None:
+    clean = True  # no row to drop so far: the file is still the prefix that is kept
+    kept_end, kept_docs, current = 0, 0, None  # the prefix kept: its end, its documents; the last document
+    for _number, line, row, _why, end in _iter_lines(path):
+        if row is None or not line.endswith(b"\n"):
             clean = False
             continue
-        bit = 1 << row.gen_index
         mask = seen.get(row.doc_id, 0)
-        clean &= not mask & bit
-        seen[row.doc_id] = mask | bit
-    full = (1 << g) - 1
+        bit = 1 << row.gen_index
+        # a duplicate row, a document resumed after another, or one left incomplete before the next
+        clean &= not mask & bit and (row.doc_id == current or (not mask and seen.get(current, full) == full))
+        current, seen[row.doc_id] = row.doc_id, mask | bit
+        if clean and seen[row.doc_id] == full:
+            kept_end, kept_docs = end, kept_docs + 1
     complete = [doc for doc, mask in seen.items() if mask == full]
-    if clean and len(complete) == len(seen):
+    if kept_docs == len(complete):  # every complete document lies before kept_end, nothing to drop there
+        if kept_end < path.stat().st_size:
+            with open(path, "r+b") as handle:
+                handle.truncate(kept_end)
+                os.fsync(handle.fileno())  # the resumed rows are appended after a durable cut
         return complete
     keep, written = set(complete), set()
     with atomic_file(path, "wb") as out:
-        for _number, line, row, _why in _iter_lines(path):
-            key = None if row is None else (row.doc_id, row.gen_index)
+        for _number, line, row, _why, _end in _iter_lines(path):
+            key = None if row is None or not line.endswith(b"\n") else (row.doc_id, row.gen_index)
             if key is None or key[0] not in keep or key in written:
                 continue
             written.add(key)
-            out.write(line if line.endswith(b"\n") else line + b"\n")
+            out.write(line)
     return complete
 
 

@@ -10,7 +10,15 @@ A :class:`ShardedStep` writes into one folder::
 
 The runner asks "done?" before a shard runs and writes the marker after the step returned its
 counts, so a step's ``_run_shard`` only produces durable outputs and counts; a shard without a
-marker is simply run again (the step may resume inside it). :meth:`ShardedStep.run` runs shards in
+marker is simply run again (the step may resume inside it).
+
+One set of settings per folder: a step may replace a manifest whose outputs hold nothing yet
+(:meth:`ShardedStep.init_manifest`, under the lock), while a process of the earlier settings may
+still be running (a job-array task before its first flush, a second terminal). So every write of
+outputs happens under the lock after checking that the manifest still has the settings this
+process prepared (:meth:`ShardedStep.writing`), and an array task never prepares again: it checks
+the manifest its submission prepared (:meth:`ShardedStep.run`). A late writer of replaced settings
+stops in one line and writes nothing; a replacement can only see outputs already flushed. :meth:`ShardedStep.run` runs shards in
 this process; :meth:`ShardedStep.submit` freezes the to-do list and submits one job-array task per
 shard (``megadocs.executors``: submitit's local executor or SLURM), each task requeued after a
 timeout or preemption and resuming its shard. submitit is imported only by ``submit``.
@@ -34,18 +42,27 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import json
+import os
+import traceback
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from megadocs.errors import DiskFull, UserError, disk_full_message
 from megadocs.formats import MANIFEST, write_json
-from megadocs.pools import done_path
+from megadocs.pools import done_path, shard_stem
 
 __all__ = ["ShardedStep", "ShardTask", "manifest_lock", "LOCK", "DEFAULT_TIMEOUT_MIN"]
 
 LOCK = ".manifest.lock"
+JOBS = "submitit"
+"""The job array's folder inside the step's: submitit's logs and results, the tasks' reserves."""
+RESERVE_BYTES = 64 * 1024
+"""Disk an array task holds back while it runs and gives back when its disk fills, so that its
+one-line error still reaches the submitter: submitit's result file and the task's log need room
+too (a page each on a tmpfs), and a full disk would leave none."""
 DEFAULT_TIMEOUT_MIN = 7 * 24 * 60
 """A local job array's wall-clock limit (submitit's local default of 2 minutes is too short)."""
 
@@ -64,20 +81,25 @@ def manifest_lock(folder: str | Path) -> Iterator[None]:
 class ShardedStep(ABC):
     """A step over ``num_shards`` shards writing into ``folder`` (module docstring).
 
-    Subclasses fill :meth:`prepare` (called once per process before any shard: write or check the
-    manifest, usually through :meth:`init_manifest`), :meth:`_run_shard` (make one shard's outputs
-    durable and return its counts; called only for a shard without a marker), and optionally
+    Subclasses fill :meth:`prepare` (called once before any shard, by the process that runs or
+    submits them: write or check the manifest, usually through :meth:`init_manifest`),
+    :meth:`_run_shard` (make one shard's outputs durable, each write inside :meth:`writing`, and
+    return its counts; called only for a shard without a marker), and optionally :meth:`settings`,
     :attr:`STAT_KEYS` (counts summed into ``statistics``), :meth:`_derived` (statistics computed
     from the sums) and :meth:`_session` (a context around the shards run in one process, e.g. a
     loaded model). A step is pickled into array tasks: keep its state small and plain.
     """
 
     STAT_KEYS: tuple[str, ...] = ()
+    VOLATILE_FIELDS = ("complete", "statistics", "created")
+    """Manifest fields that describe progress, not the settings (see :meth:`settings`)."""
 
     def __init__(self, folder: str | Path, num_shards: int, *, name: str) -> None:
         self.folder = Path(folder)
         self.num_shards = num_shards
         self.name = name
+        self.prepared: dict[str, Any] | None = None
+        """The manifest this process (or the submission of this array task) prepared; None before."""
 
     # -- what a step fills in --------------------------------------------------------------
 
@@ -100,6 +122,11 @@ class ShardedStep(ABC):
     def _session(self) -> contextlib.AbstractContextManager:
         """A context held while this process runs its shards (default: nothing)."""
         return contextlib.nullcontext()
+
+    def settings(self, manifest: dict[str, Any]) -> dict[str, Any]:
+        """What in a manifest defines the outputs: a process writes only while the manifest on
+        disk has the settings it prepared (default: every field but :attr:`VOLATILE_FIELDS`)."""
+        return {key: value for key, value in manifest.items() if key not in self.VOLATILE_FIELDS}
 
     # -- the runner ------------------------------------------------------------------------
 
@@ -137,17 +164,52 @@ class ShardedStep(ABC):
             write_json(self.manifest_path, intended)
             return intended
 
+    def check_settings(self) -> None:
+        """Refuse when the manifest on disk no longer has the settings this process prepared (a
+        later run with other settings replaced it before anything was written). Callers that go
+        on to write hold the manifest lock (:meth:`writing`).
+
+        Raises:
+            UserError: naming the manifest and the first field that differs.
+        """
+        try:
+            current = self.settings(json.loads(self.manifest_path.read_text()))
+        except FileNotFoundError:
+            current = {}
+        prepared = self.settings(self.prepared or {})
+        if current != prepared:
+            field = next(key for key in (*prepared, *current) if prepared.get(key) != current.get(key))
+            raise UserError(f"{self.manifest_path}: {field}: replaced since this {self.name} run started (a later "
+                            f"run with other settings took over the folder, which held no output yet; this run "
+                            f"wrote nothing): let that run finish, or use another output directory")
+
+    @contextlib.contextmanager
+    def writing(self) -> Iterator[None]:
+        """Hold the manifest lock around a write of outputs, after :meth:`check_settings`: a
+        replacement (also under the lock) then either comes first and this write is refused, or
+        comes after and sees the outputs (and the step refuses to replace them)."""
+        with manifest_lock(self.folder):
+            self.check_settings()
+            yield
+
     def run_shard(self, index: int) -> dict[str, Any]:
         """Shard ``index``'s counts: its marker's when done, else run it and write the marker last."""
         if self.is_done(index):
             return json.loads(self.done_path(index).read_text())
         counts = self._run_shard(index)
-        write_json(self.done_path(index), counts)  # last: "done" means every output is durable
+        with self.writing():
+            write_json(self.done_path(index), counts)  # last: "done" means every output is durable
         return counts
 
     def run(self, shards: Iterable[int] | None = None) -> dict[str, Any]:
-        """Run the not-done shards (all, or ``shards``) in this process; returns the manifest."""
-        self.prepare()
+        """Run the not-done shards (all, or ``shards``) in this process; returns the manifest.
+
+        A step prepared before (an array task: its submission prepared it) does not prepare
+        again, which could replace a manifest a later run wrote: it checks it instead."""
+        if self.prepared is None:
+            self.prepared = self.prepare()
+        else:
+            self.check_settings()
         todo = self.todo(shards)
         if todo:
             with self._session():
@@ -166,10 +228,10 @@ class ShardedStep(ABC):
         from megadocs.executors import check_array_executor, run_job_array
 
         check_array_executor(executor, profile)
-        self.prepare()  # before any task starts: tasks never race to create the manifest
+        self.prepared = self.prepare()  # before any task starts: tasks never race to create the manifest
         todo = self.todo()  # frozen before dispatch
         run_job_array([ShardTask(self, index) for index in todo], [f"shard {i}" for i in todo], kind=executor,
-                      profile=profile, folder=self.folder / "submitit", timeout_min=timeout_min, name=self.name)
+                      profile=profile, folder=self.folder / JOBS, timeout_min=timeout_min, name=self.name)
         return self.finish()
 
     def finish(self) -> dict[str, Any]:
@@ -186,16 +248,51 @@ class ShardedStep(ABC):
             return manifest
 
 
+@contextlib.contextmanager
+def _reserve(path: Path) -> Iterator[Callable[[], None]]:
+    """Hold :data:`RESERVE_BYTES` of disk in ``path`` for the block (none where the disk is full
+    already); yields the function that gives them back early. ``path`` is removed on the way out."""
+
+    def give_back() -> None:
+        path.unlink(missing_ok=True)
+
+    try:
+        with open(path, "wb") as handle:
+            os.posix_fallocate(handle.fileno(), 0, RESERVE_BYTES)
+    except OSError:
+        pass  # no room for it: the task still runs, its error may then not come back
+    try:
+        yield give_back
+    finally:
+        give_back()
+
+
 class ShardTask:
     """One job-array task: run one shard of a step in its own process, then update the manifest.
     Checkpointable in submitit's sense (it has ``checkpoint``): a timed-out or preempted task is
-    requeued as is and resumes its shard."""
+    requeued as is and resumes its shard.
+
+    A full disk is returned, not raised: a :class:`megadocs.errors.DiskFull` with the task's own
+    line (naming its file), which ``run_job_array`` turns into the one line and exit status of a
+    full disk in-process; a raised error would come back as traceback text only. The traceback
+    goes to the task's log. The task keeps :data:`RESERVE_BYTES` back while it runs so that its
+    result can be written on the disk that filled."""
 
     def __init__(self, step: ShardedStep, index: int) -> None:
         self.step, self.index = step, index
 
-    def __call__(self) -> dict[str, Any]:
-        self.step.run([self.index])
+    def __call__(self) -> dict[str, Any] | DiskFull:
+        reserve = self.step.folder / JOBS / f"{shard_stem(self.index, self.step.num_shards)}.reserve"
+        with _reserve(reserve) as give_back:
+            try:
+                self.step.run([self.index])
+            except Exception as exc:  # noqa: BLE001 - only a full disk is kept; anything else is raised
+                line = disk_full_message(exc)
+                if line is None:
+                    raise
+                give_back()
+                traceback.print_exc()
+                return DiskFull(line)
         return json.loads(self.step.done_path(self.index).read_text())
 
     def checkpoint(self, *args: Any, **kwargs: Any) -> Any:

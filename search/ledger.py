@@ -51,8 +51,9 @@ from datetime import datetime, timezone
 from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
 
-from megadocs.errors import UserError
+from megadocs.errors import UserError, disk_full_message, names_file
 from megadocs.formats import METHODS, RunMetrics, RunStatus
 from megadocs.procs import pid_alive, process_start
 from megadocs.trust import redact_url, scrub
@@ -319,18 +320,20 @@ def open_storage(url: str, *, create: bool = True):
     import optuna
 
     if url.startswith("sqlite:///"):
-        path = url[len("sqlite:///") :]
-        if path and not path.startswith(":"):
+        shown, path = url, _sqlite_path(url)
+        if path:
             if not create and not Path(path).is_file():
                 raise _missing(f"{path} does not exist")
             if create:
                 Path(path).parent.mkdir(parents=True, exist_ok=True)
         if not create:
-            _require_schema(url)
+            url = _reader_url(url, path) if path else url
+            _require_schema(url, shown=shown)
         # a reader (status) may hold the file briefly: wait instead of failing
-        storage = _create_rdb(url, {"connect_args": {"timeout": 60}}, create=create, shown=url,
-                              lock_path=f"{path}.init-lock" if create and path and not path.startswith(":") else None)
-        _fast_sqlite(storage.engine)
+        storage = _create_rdb(url, {"connect_args": {"timeout": 60}}, create=create, shown=shown,
+                              lock_path=f"{path}.init-lock" if create and path else None)
+        if create:  # a reader changes nothing: the creator set WAL mode, which the file keeps
+            _fast_sqlite(storage.engine)
         return storage
     if "://" in url:
         driver_url = _postgres_driver(url) if url.startswith("postgresql://") else url
@@ -343,6 +346,43 @@ def open_storage(url: str, *, create: bool = True):
         raise _missing(f"{url} does not exist")
     Path(url).parent.mkdir(parents=True, exist_ok=True)
     return optuna.storages.JournalStorage(JournalFileBackend(url))
+
+
+def _sqlite_path(url: str) -> str | None:
+    """The database file of a ``sqlite:///PATH`` URL, as written; None for another URL or an
+    in-memory database.
+
+    >>> _sqlite_path("sqlite:////runs/s/ledger.db"), _sqlite_path("sqlite:///:memory:"), _sqlite_path("l.journal")
+    ('/runs/s/ledger.db', None, None)
+    """
+    path = url[len("sqlite:///"):] if url.startswith("sqlite:///") else ""
+    return path if path and not path.startswith(":") else None
+
+
+def _reader_url(url: str, path: str) -> str:
+    """The URL a reader opens the SQLite ledger ``path`` with: ``url``, or the file alone
+    (immutable) where a full disk leaves no room to open it as usual.
+
+    Reading a WAL-mode database maps its 32 KiB wal-index (``PATH-shm``), which SQLite creates
+    and sizes when no connection has the file open; on a full disk that fails
+    (SQLITE_IOERR_SHMSIZE, "disk I/O error"). A failure to size it means no connection has the
+    file open (an open one has sized it), and with an empty log (``PATH-wal``) every commit is in
+    the file itself: reading the file without an index or locks then reads the whole ledger. A
+    writer cannot start meanwhile: it needs the same index. Costs one extra open (~1 ms).
+    """
+    import sqlite3
+
+    try:
+        connection = sqlite3.connect(f"file:{quote(path)}?mode=ro", uri=True)
+        try:
+            connection.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()  # maps the index
+        finally:
+            connection.close()
+    except sqlite3.OperationalError as exc:
+        wal = Path(f"{path}-wal")
+        if exc.sqlite_errorname == "SQLITE_IOERR_SHMSIZE" and (not wal.exists() or wal.stat().st_size == 0):
+            return f"sqlite:///file:{quote(path)}?immutable=1&uri=true"
+    return url
 
 
 def _create_rdb(url: str, engine_kwargs: dict[str, Any], *, create: bool = True, shown: str | None = None,
@@ -367,6 +407,8 @@ def _create_rdb(url: str, engine_kwargs: dict[str, Any], *, create: bool = True,
                 fcntl.flock(lock, fcntl.LOCK_EX)
                 return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs, skip_table_creation=not create)
         except Exception as exc:  # noqa: BLE001 - driver errors vary; report the URL, never its password
+            if disk_full_message(exc) is not None:  # no bug of the URL: the one full-disk line (megadocs.cli)
+                raise
             last = exc
             if create:
                 time.sleep(0.2 * (attempt + 1))
@@ -476,7 +518,31 @@ def _driver_line(exc: BaseException) -> str:
     return re.sub(r"://[^/\s]*@", "://***@", lines[0] if lines else type(cause).__name__)
 
 
-class _Reconnecting:
+class _Naming:
+    """An Optuna storage whose calls name the ledger (``shown``: its file, or its URL with the
+    password masked) on an error that names no file (:func:`megadocs.errors.names_file`):
+    SQLite's "database or disk is full" is then one line naming the ledger."""
+
+    def __init__(self, storage: Any, shown: str) -> None:
+        self._storage = storage
+        self._shown = shown
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self._storage, name)
+        if not callable(attr):
+            return attr
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            with names_file(self._shown):
+                return self._call(name, attr, args, kwargs)
+
+        return call
+
+    def _call(self, name: str, method: Any, args: tuple, kwargs: dict) -> Any:
+        return method(*args, **kwargs)
+
+
+class _Reconnecting(_Naming):
     """An Optuna storage on a database server whose calls wait out a lost connection and go on.
 
     A server restart cuts every connection: the failing call is retried every RECONNECT_EVERY_S
@@ -487,20 +553,6 @@ class _Reconnecting:
     counts as done. Raises UserError (the URL with its password masked) once the outage outlasts
     LEDGER_OUTAGE_S.
     """
-
-    def __init__(self, storage: Any, shown_url: str) -> None:
-        self._storage = storage
-        self._shown = shown_url
-
-    def __getattr__(self, name: str) -> Any:
-        attr = getattr(self._storage, name)
-        if not callable(attr):
-            return attr
-
-        def call(*args: Any, **kwargs: Any) -> Any:
-            return self._call(name, attr, args, kwargs)
-
-        return call
 
     def _call(self, name: str, method: Any, args: tuple, kwargs: dict) -> Any:
         from optuna.exceptions import UpdateFinishedTrialError
@@ -547,9 +599,13 @@ class Ledger:
     def __init__(self, url: str, sweep: str, *, create: bool = True) -> None:
         self.url = redact_url(url)
         self.sweep = sweep
-        storage = open_storage(url, create=create)
         server = "://" in url and not url.startswith("sqlite:")  # its connection may be cut by a restart
-        self.storage = _Reconnecting(storage, self.url) if server else storage
+        # SQLite's "database or disk is full" names no file (nor does a write to a journal file's
+        # handle): the ledger's own calls name it, as written (a server's URL has no file to name)
+        name = _sqlite_path(url) or self.url
+        with names_file(name):
+            storage = open_storage(url, create=create)
+        self.storage = _Reconnecting(storage, self.url) if server else _Naming(storage, name)
         self._study_ids: dict[str, int] = {}
         if not create and not self.study_names() and self.holder() is None:
             raise _missing(f"{self.url} has no runs of sweep {sweep!r}")

@@ -19,8 +19,9 @@ from pathlib import Path
 import pytest
 
 from megadocs.cli import main
-from megadocs.errors import DISK_FULL_ERRNOS, disk_full_message, names_file
+from megadocs.errors import DISK_FULL_ERRNOS, DiskFull, UserError, disk_full_message, names_file
 from megadocs.pools import load_shard, rows_path
+from megadocs.shards import ShardedStep
 from tests.pools import write_rephrase_pool
 
 RETRY = "; re-run the same command once there is space"
@@ -90,7 +91,8 @@ CASES = {
     "gen rephrase": Case(_rephrase, 8_192, "pool/shard-00000-of-00001.jsonl"),
     "gen assemble": Case(_assemble, 4_096, "pool/assembled/stitched-g2/documents.jsonl"),
     "data tokenize-pool": Case(_tokenize_pool, 4_096, "pool/tokens/"),
-    "search certify": Case(_certify, 150_000, "a SQLite database"),
+    "search certify": Case(_certify, 150_000, "out/ledger.db"),  # a committed row; the ledger names its file
+    "search certify, a new ledger": Case(_certify, 4_096, "out/ledger.db"),  # no room to create its tables
     "analysis report": Case(_report, 30_000, "report/figures/"),
 }
 
@@ -130,14 +132,71 @@ def test_generation_keeps_the_documents_it_flushed_before_the_disk_filled(small_
     filler = _fill(small_filesystem, CASES["gen rephrase"].headroom)
     assert main(argv) == 1
 
-    filler.unlink()
     rows = rows_path(small_filesystem / "pool", 0, 1)
-    kept = load_shard(rows, 2)  # drops the torn chunk the full disk cut short (rewriting the file needs room)
-    assert 0 < len(kept) < 8
+    torn = rows.stat().st_size
+    kept = load_shard(rows, 2)  # cuts off the chunk the full disk cut short, in place: on the still-full disk
+    assert 0 < len(kept) < 8 and rows.stat().st_size < torn
     before = rows.read_bytes()
+    filler.unlink()
     assert main(argv) == 0
     assert len(load_shard(rows, 2)) == 8
     assert rows.read_bytes().startswith(before)
+
+
+def test_a_ledger_on_a_full_disk_is_read(small_filesystem, tmp_path, capsys):
+    """Reading needs no space: ``status`` and ``analysis report`` read a SQLite ledger on a full
+    disk. Opened as usual, SQLite would first size the ledger's 32 KiB wal-index (``-shm``) and
+    fail ("disk I/O error"); the ledger here is closed (no ``-shm``), as after a finished run."""
+    import sqlite3
+
+    (tmp_path / "sweep.yaml").write_text(textwrap.dedent(SWEEP).format(out=tmp_path / "out"))
+    assert main(["search", "certify", str(tmp_path / "sweep.yaml"), "--no-progress"]) == 0
+    ledger = small_filesystem / "ledger.db"
+    with sqlite3.connect(tmp_path / "out" / "ledger.db") as source, sqlite3.connect(ledger) as copy:
+        source.backup(copy)  # a closed copy of the ledger (WAL mode, every commit in the file)
+    (tmp_path / "full.yaml").write_text((tmp_path / "sweep.yaml").read_text() + f"ledger: sqlite:///{ledger}\n")
+    capsys.readouterr()
+    _fill(small_filesystem, 0)
+
+    assert main(["search", "status", str(tmp_path / "full.yaml"), "--json"]) == 0, capsys.readouterr().err
+    status = json.loads(capsys.readouterr().out)
+    assert [c["state"] for c in status["certifications"]] == ["certified"], status["certifications"]
+    assert main(["analysis", "report", str(tmp_path / "full.yaml"), "--out", str(tmp_path / "report")]) == 0
+    assert "real" in (tmp_path / "report" / "report.md").read_text()
+
+
+class Fill(ShardedStep):
+    """A step whose shard writes 1 MiB: more than the full file system has, less than it has once
+    emptied (module level: the array task unpickles it in its own process)."""
+
+    def prepare(self):
+        return self.init_manifest({"format": "fill/1"}, same=lambda old: True)
+
+    def _run_shard(self, index):
+        path = self.folder / f"shard-{index}.bin"
+        with names_file(path), open(path, "wb") as handle:
+            handle.write(b"x" * 2**20)
+            os.fsync(handle.fileno())
+        return {}
+
+
+@pytest.mark.parametrize("executor", ["local", pytest.param("slurm", marks=pytest.mark.slurm)])
+def test_a_full_disk_in_a_job_array_task_is_the_line_and_status_of_one_in_process(small_filesystem, executor):
+    """A task's full disk comes back as the task's own line (naming its file), raised as a full
+    disk (the CLI's exit 1), not as "task(s) failed" (a UserError, exit 2): the task holds a
+    little disk back and gives it up for its result, which a full disk would not have room for."""
+    step = Fill(small_filesystem / "out", 1, name="fill")
+    profile = "slurm/profiles/local.yaml" if executor == "slurm" else None
+    filler = _fill(small_filesystem, 512 * 1024)
+    with pytest.raises(DiskFull) as caught:
+        step.submit(executor, profile)
+    assert not isinstance(caught.value, UserError)
+    line = disk_full_message(caught.value)
+    assert line == f"no space left on device writing {small_filesystem / 'out' / 'shard-0.bin'}{RETRY}", line
+    assert not list(small_filesystem.rglob("*.reserve"))
+
+    filler.unlink()
+    assert step.submit(executor, profile)["complete"]
 
 
 @pytest.mark.parametrize("code", DISK_FULL_ERRNOS)

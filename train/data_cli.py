@@ -69,6 +69,9 @@ def register(subparsers) -> None:
     tokenize.add_argument("--pool", required=True, action="extend", nargs="+", metavar="POOL",
                           help="a complete generation pool (several: one after the other)")
     tokenize.add_argument("--store", required=True, help="the token store training reads (data.store)")
+    tokenize.add_argument("--corpus", default=None, metavar="SOURCE",
+                          help="the pool's source documents moved elsewhere (default: the source its manifest "
+                               "records; a moved copy must hold the same documents)")
     tokenize.add_argument("--shard", type=int, default=None, metavar="I", help="only pool shard I")
     tokenize.add_argument("--executor", choices=["local", "slurm"], default=None,
                           help="run every shard as one submitit job array (default: in this process)")
@@ -105,10 +108,13 @@ def _tokenize_pool(args: argparse.Namespace) -> int:
         raise UserError("--profile: only used with --executor slurm")
     if args.shard is not None and (args.executor or len(args.pool) > 1):
         raise UserError("--shard: only for one pool tokenized in this process; leave --shard out")
+    if args.corpus is not None and len(args.pool) > 1:
+        raise UserError("--corpus: the moved source of one pool; give one --pool with it")
     for pool in args.pool:  # one JSON line per pool, printed as soon as it is done
         if args.executor:
-            manifest = submit_tokenize(pool, args.store, args.executor, args.profile)
+            manifest = submit_tokenize(pool, args.store, args.executor, args.profile, corpus=args.corpus)
         else:
-            manifest = tokenize_pool(pool, args.store, shard=args.shard, progress=not args.no_progress)
+            manifest = tokenize_pool(pool, args.store, shard=args.shard, corpus=args.corpus,
+                                     progress=not args.no_progress)
         print(json.dumps({"pool": pool, "complete": manifest["complete"], **manifest["statistics"]}), flush=True)
     return 0

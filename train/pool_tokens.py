@@ -47,7 +47,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict
 
 from megadocs import compat, megadoc, pools
-from megadocs.corpus import is_token_store, source_hash
+from megadocs.corpus import is_token_store
 from megadocs.data_identity import store_identity_hash
 from megadocs.errors import UserError, names_file
 from megadocs.formats import ALGORITHMS, MANIFEST, POOL_KIND, PoolKind, atomic_file, write_json
@@ -247,10 +247,10 @@ class TokenizePool(ShardedStep):
 
     STAT_KEYS = ("documents", "generations", "tokens", "real_tokens", "rendered_tokens", "empty", "seconds")
 
-    def __init__(self, pool: str | Path, store: str | Path, *, progress: bool = True,
-                 batch_rows: int = BATCH_ROWS) -> None:
+    def __init__(self, pool: str | Path, store: str | Path, *, corpus: str | Path | None = None,
+                 progress: bool = True, batch_rows: int = BATCH_ROWS) -> None:
         self.pool, self.store_path = Path(pool).resolve(), Path(store).resolve()
-        self.progress, self.batch_rows = progress, batch_rows
+        self.corpus, self.progress, self.batch_rows = corpus, progress, batch_rows
         opened = TokenStore.open(self.store_path)
         self.pool_manifest = pools.read_manifest(self.pool)
         super().__init__(tokens_dir(self.pool, opened.tokenizer_hash), self.pool_manifest.num_shards,
@@ -266,21 +266,18 @@ class TokenizePool(ShardedStep):
 
     # -- the manifest ----------------------------------------------------------------------
 
+    @cached_property
+    def source(self) -> str | None:
+        """Where the pool's source documents are read from (the recorded source, or ``corpus``
+        holding the same documents: :func:`megadocs.pools.pool_source`); checked once, in the
+        process that prepares, and pickled into array tasks."""
+        return pools.pool_source(self.pool, self.pool_manifest, self.corpus)
+
     def _source_store(self) -> dict[str, str] | None:
-        """The pool's source as a token store, refused when it changed since generation (its
-        documents are then no longer the ones the generations were made from)."""
-        manifest = self.pool_manifest
-        if not manifest.has_sources:
+        """The pool's source as a token store (as it is now, wherever it lies), else None."""
+        if self.source is None or not is_token_store(self.source):
             return None
-        now = source_hash(pools.require_source(self.pool, manifest))
-        if now != manifest.source_hash:
-            raise UserError(f"--pool: {self.pool}: its source {manifest.source} has changed since the pool was "
-                            f"generated (source hash {manifest.source_hash}, now {now}: re-prepared with other "
-                            f"--val-docs, --seed or corpus?); regenerate the pool from the source as it is, or "
-                            f"re-prepare the source as it was")
-        if not is_token_store(manifest.source):
-            return None
-        return {"path": str(Path(manifest.source).resolve()), "identity": store_identity_hash(manifest.source)}
+        return {"path": str(Path(self.source).resolve()), "identity": store_identity_hash(self.source)}
 
     def intended_manifest(self) -> dict[str, Any]:
         """The tokens manifest this pool and store call for (what `prepare` writes, or compares
@@ -335,7 +332,7 @@ class TokenizePool(ShardedStep):
         counts = dict.fromkeys(self.STAT_KEYS, 0)
         doc_ids: list[str] = []
         started = time.perf_counter()
-        documents = pools.iter_pool_documents(self.pool, pool_manifest, index)
+        documents = pools.iter_pool_documents(self.pool, pool_manifest, index, source=self.source)
         try:
             with tqdm(desc=f"tokenizing {stem}", unit=" rows", file=sys.stderr, disable=not self.progress) as bar:
                 for batch in _read_ahead(_batches(documents, self.batch_rows)):
@@ -354,9 +351,10 @@ class TokenizePool(ShardedStep):
                                      _rendered_texts(algorithm, g, pool_manifest.kind, pool_manifest.g, doc, doc_rows)]
                             counts["rendered_tokens"] += writers[f"{algorithm}-g{g}"].write(encoder, texts)
                     bar.update(len(rows))
-            for writer in writers.values():
-                writer.close()
-            write_json(self.folder / f"{stem}.doc_ids.json", doc_ids, indent=None)
+            with self.writing():  # the shard's files appear only while the manifest is still this run's
+                for writer in writers.values():
+                    writer.close()
+                write_json(self.folder / f"{stem}.doc_ids.json", doc_ids, indent=None)
         except BaseException:
             for writer in writers.values():
                 writer.abort()
@@ -366,30 +364,33 @@ class TokenizePool(ShardedStep):
 
 
 def tokenize_pool(pool: str | Path, store: str | Path | TokenStore, *, shard: int | None = None,
-                  progress: bool = True) -> dict:
+                  corpus: str | Path | None = None, progress: bool = True) -> dict:
     """Tokenize every not-done shard (or only ``shard``) in this process; returns the manifest.
+    ``corpus``: the pool's source moved elsewhere (checked to hold the same documents).
 
     Example:
         >>> tokenize_pool("runs/pools/rephrase", "runs/data")  # doctest: +SKIP
         {'format': 'megadocs.pool-tokens/2', ..., 'complete': True}
 
     Raises:
-        UserError: an unfinished pool, a source changed since generation, a bad ``shard``.
+        UserError: an unfinished pool, a source changed since generation (or a ``corpus`` holding
+            other documents), a bad ``shard``.
     """
-    step = TokenizePool(pool, store.path if isinstance(store, TokenStore) else store, progress=progress)
+    step = TokenizePool(pool, store.path if isinstance(store, TokenStore) else store, corpus=corpus,
+                        progress=progress)
     if shard is not None and not 0 <= shard < step.num_shards:
         raise UserError(f"--shard: expected 0 <= i < {step.num_shards} (the pool's shards), got {shard}")
     return step.run(None if shard is None else [shard])
 
 
 def submit_tokenize(pool: str | Path, store: str | Path, executor: str, profile: str | None = None,
-                    timeout_min: float = DEFAULT_TIMEOUT_MIN) -> dict:
+                    timeout_min: float = DEFAULT_TIMEOUT_MIN, corpus: str | Path | None = None) -> dict:
     """Every not-done shard as one job array (``local`` or ``slurm``); waits, returns the manifest.
 
     Raises:
         UserError: a bad executor/profile, or tasks that failed (their logs are named).
     """
-    return TokenizePool(pool, store, progress=False).submit(executor, profile, timeout_min=timeout_min)
+    return TokenizePool(pool, store, corpus=corpus, progress=False).submit(executor, profile, timeout_min=timeout_min)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import itertools
 import json
+import os
+import time
 from pathlib import Path
 
 import pytest
@@ -50,3 +52,35 @@ def read_rows(pool: Path) -> list[dict]:
     for path in sorted(pool.glob("shard-*.jsonl")):
         rows += [json.loads(line) | {"_shard": path.name} for line in path.read_text().splitlines() if line]
     return rows
+
+
+@pytest.fixture(scope="module")
+def engine(tiny_generator):
+    """The transformers engine on the tiny generator, loaded once per module (cheap in-process)."""
+    from gen.engines import TransformersEngine
+
+    return TransformersEngine(tiny_generator)
+
+
+@pytest.fixture(scope="module")
+def docs4(tmp_path_factory):
+    return write_docs(tmp_path_factory.mktemp("docs4") / "docs.jsonl", n_docs=4)
+
+
+def wait_for(condition, timeout_s: float, what: str) -> None:
+    """Poll ``condition()`` until it holds; fail naming ``what`` after ``timeout_s`` (a generous
+    bound: the wait ends on the condition, not on the time)."""
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout_s:.0f}s waiting for {what}")
+        time.sleep(0.01)
+
+
+def lock_waiters(lock: Path) -> set[int]:
+    """The pids blocked waiting for the flock on ``lock`` (the '->' lines of /proc/locks): how a
+    test sees a generator waiting for the pool's lock with a chunk in hand, so that it can order
+    its own steps against the generator's writes without timing them."""
+    inode = str(os.stat(lock).st_ino)
+    fields = (line.split() for line in Path("/proc/locks").read_text().splitlines())
+    return {int(f[5]) for f in fields if len(f) > 6 and f[1] == "->" and f[6].rsplit(":", 1)[-1] == inode}

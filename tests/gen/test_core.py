@@ -4,6 +4,10 @@ shard-file repair after a torn write, prompt templates. No model is loaded here.
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 from hypothesis import given
@@ -107,10 +111,22 @@ def test_load_shard_drops_torn_lines_and_half_written_documents(tmp_path):
     rows = [{"doc_id": d, "gen_index": i, "text": f"{d}{i}"} for d in ("a", "b") for i in range(2)]
     lines = [json.dumps(r) for r in rows] + [json.dumps({"doc_id": "c", "gen_index": 0, "text": "c0"})]
     path.write_text("\n".join(lines) + '\n{"doc_id": "c", "gen_in')
+    inode = path.stat().st_ino
     complete = pool_format.load_shard(path, g=2)
     assert complete == ["a", "b"]
     assert path.read_text().splitlines() == [json.dumps(r, ensure_ascii=False) for r in rows]
+    assert path.stat().st_ino == inode  # the torn tail was cut off in place: no copy, no free space needed
     assert pool_format.load_shard(path, g=2) == complete  # idempotent, nothing more to drop
+
+
+def test_load_shard_rewrites_a_shard_damaged_before_its_end(tmp_path):
+    """What a cut-off write never leaves (a bad line, a duplicate row, an incomplete document
+    before complete ones) is dropped by a rewrite; the complete documents after it are kept."""
+    path = tmp_path / "shard-00000-of-00001.jsonl"
+    row = {d: [json.dumps({"doc_id": d, "gen_index": i, "text": f"{d}{i}"}) for i in range(2)] for d in "abcd"}
+    path.write_text("\n".join([*row["a"], "not json", row["b"][0], *row["c"], row["c"][1], *row["d"]]) + "\n")
+    assert pool_format.load_shard(path, g=2) == ["a", "c", "d"]
+    assert path.read_text().splitlines() == [*row["a"], *row["c"], *row["d"]]
 
 
 def test_shards_are_read_as_streams_not_held_in_memory(tmp_path):
@@ -182,3 +198,42 @@ def test_small_g_fills_the_engine_like_the_paper_s_g_32():
     for g in (1, 2, 4, 8, 16, 32):
         assert chunk_docs_for(PoolKind.REPHRASE, g, h100) * g == h100
     assert chunk_docs_for(PoolKind.REPHRASE, 32, h100) == 512  # what the fixed default gave G=32
+
+
+PLANNED_VS_VLLM = """
+import json, sys
+from gen.engines import planned_context_length
+from vllm.transformers_utils.config import get_config
+out = []
+for model, revision in json.loads(sys.argv[1]):
+    vllm = get_config(model, trust_remote_code=False, revision=revision).max_position_embeddings
+    out.append([planned_context_length("vllm", model, None, revision), vllm,
+                planned_context_length("transformers", model, None, revision)])
+print(json.dumps(out))
+"""
+
+
+@pytest.mark.vllm
+@pytest.mark.slow  # importing vLLM in a fresh process: ~20-50 s on 2 loaded cores
+def test_the_early_context_check_reads_the_revision_vllm_reads(tmp_path):
+    """A model with two revisions in the Hugging Face cache layout (refs/ naming snapshots/),
+    read offline: the context planned before the engine starts is the config of the revision
+    given (vLLM's own config reader, imported without starting an engine, is the reference); for
+    a model directory both ignore the revision."""
+    from transformers import LlamaConfig
+
+    repo = tmp_path / "hub" / "models--local--tiny"
+    shape = {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 1, "num_attention_heads": 1}
+    for ref, commit, context in (("main", "a" * 40, 2048), ("short", "b" * 40, 256)):
+        LlamaConfig(max_position_embeddings=context, **shape).save_pretrained(repo / "snapshots" / commit)
+        (repo / "refs").mkdir(exist_ok=True)
+        (repo / "refs" / ref).write_text(commit)
+    directory = repo / "snapshots" / ("a" * 40)
+    asked = [["local/tiny", None], ["local/tiny", "short"], ["local/tiny", "b" * 40], [str(directory), "short"]]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(tmp_path / "hub"),
+           "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    done = subprocess.run([sys.executable, "-c", PLANNED_VS_VLLM, json.dumps(asked)], env=env, capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    planned = json.loads(done.stdout.strip().splitlines()[-1])
+    assert planned == [[2048] * 3, [256] * 3, [256] * 3, [2048] * 3]

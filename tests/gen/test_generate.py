@@ -20,18 +20,6 @@ OPTIONS = {"max_new_tokens": 8, "chunk_docs": 1, "progress": False, "seed": 3}
 
 
 @pytest.fixture(scope="module")
-def engine(tiny_generator):
-    from gen.engines import TransformersEngine
-
-    return TransformersEngine(tiny_generator)
-
-
-@pytest.fixture(scope="module")
-def docs4(tmp_path_factory):
-    return write_docs(tmp_path_factory.mktemp("docs4") / "docs.jsonl", n_docs=4)
-
-
-@pytest.fixture(scope="module")
 def full_pool(tmp_path_factory, tiny_generator, docs4, engine):
     out = tmp_path_factory.mktemp("full") / "pool"
     generate_pool("thoughts", docs4, tiny_generator, 2, out, engine=engine, **OPTIONS)

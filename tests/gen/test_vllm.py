@@ -7,24 +7,29 @@ Three vLLM start-ups in total (they dominate the runtime on 2 cores), shared by 
    kill in the middle of a write leaves;
 2. the CLI `megadocs gen rephrase` with gen's default engine settings, sent SIGINT (the whole
    group, as a terminal's Ctrl-C is) once its first shard is done and the second has flushed a chunk;
+   both signals land in that state by construction, not by timing (:func:`_signal_when`);
 3. one script that loads the engine as the CLI does, resumes the killed pool, generates a rephrase
    pool one document per call, and resumes the interrupted pool with the default chunks.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
 import signal
 import subprocess
 import sys
-import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from megadocs.pools import pool_identity_of
-from tests.gen.conftest import read_rows
+from megadocs.procs import child_pids
+from megadocs.shards import LOCK
+from tests.gen.conftest import lock_waiters, read_rows, wait_for
 
 pytestmark = [pytest.mark.vllm, pytest.mark.slow]
 
@@ -40,14 +45,57 @@ def _env() -> dict:
     return {**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1", "PYTHONPATH": str(ROOT)}
 
 
-def _signal_once_flushed(process: subprocess.Popen, path: Path, signum: int) -> None:
-    """Send ``signum`` to the process's whole group once ``path`` holds a flushed chunk."""
-    deadline = time.time() + STARTUP_TIMEOUT_S
-    while time.time() < deadline and process.poll() is None:
-        if path.is_file() and path.stat().st_size > 0:
-            break
-        time.sleep(0.02)
-    os.killpg(process.pid, signum)
+def _descendants(pid: int) -> list[int]:
+    found, todo = [], child_pids(pid)
+    while todo:
+        found.append(todo.pop())
+        todo += child_pids(found[-1])
+    return found
+
+
+def _signal_each(pids: list[int], signum: int) -> None:
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signum)
+
+
+def _flushed(rows: Path) -> bool:
+    return rows.is_file() and rows.stat().st_size > 0
+
+
+def _signal_when(process: subprocess.Popen, out: Path, signum: int, ready: Callable[[], bool]) -> None:
+    """Send ``signum`` to the process's whole group (as a scheduler's kill or a terminal's Ctrl-C
+    reaches it) as soon as ``ready()`` holds between two of the generator's writes, in a state
+    made certain rather than raced; returns once the process has exited.
+
+    The generator writes only under the pool's lock (:meth:`megadocs.shards.ShardedStep.writing`)
+    and generates only while its engine processes run. The test holds the lock; each time the
+    generator waits for it (a chunk in hand, its engine idle), the engine processes are stopped
+    (SIGSTOP) and that one write is let through, so the generator moves one flush (or marker) per
+    step, however loaded the machine. Once ``ready()``, the signal is sent with the lock held
+    until the process has exited: it cannot write anything more."""
+    lock_path, ended = out / LOCK, lambda: process.poll() is not None
+    wait_for(lambda: lock_path.is_file() or ended(), STARTUP_TIMEOUT_S, "the pool's lock file")
+    with open(lock_path, "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        while True:
+            wait_for(lambda: process.pid in lock_waiters(lock_path) or ended(), STARTUP_TIMEOUT_S,
+                     "the generator's next write")
+            if ended():
+                return  # exited on its own: the test's assertions say how
+            engine = _descendants(process.pid)
+            _signal_each(engine, signal.SIGSTOP)
+            fcntl.flock(lock, fcntl.LOCK_UN)
+            wait_for(lambda: process.pid not in lock_waiters(lock_path) or ended(), STARTUP_TIMEOUT_S,
+                     "the generator to take the lock")
+            fcntl.flock(lock, fcntl.LOCK_EX)  # after its write (or before it: then the next step lets it through)
+            signalled = ready()
+            if signalled:
+                os.killpg(process.pid, signum)
+            _signal_each(engine, signal.SIGCONT)
+            if signalled:
+                process.wait(timeout=STARTUP_TIMEOUT_S)
+                return
 
 
 def _interrupt_after_first_shard(generator, docs, out: Path, log_path: Path) -> dict:
@@ -59,8 +107,15 @@ def _interrupt_after_first_shard(generator, docs, out: Path, log_path: Path) -> 
     with open(log_path, "w") as stderr:
         process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=stderr, env=_env(), text=True,
                                    start_new_session=True)
-        _signal_once_flushed(process, out / f"shard-00001-of-{SHARDS:05d}.jsonl", signal.SIGINT)
-        stdout, _ = process.communicate(timeout=120)
+        second = out / f"shard-00001-of-{SHARDS:05d}"
+        try:
+            _signal_when(process, out, signal.SIGINT,
+                         lambda: _flushed(Path(f"{second}.jsonl")) and not Path(f"{second}.done").exists())
+            stdout, _ = process.communicate(timeout=STARTUP_TIMEOUT_S)
+        finally:
+            if process.poll() is None:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
     return {"returncode": process.returncode, "stdout": stdout, "stderr": log_path.read_text(),
             "done": sorted(p.name for p in out.glob("*.done")), "rows": read_rows(out)}
 
@@ -76,8 +131,12 @@ def pools(tmp_path_factory, tiny_generator, small_docs):
                "--max-new-tokens", "24", "--seed", "7", "--enforce-eager", "--no-progress"]
     process = subprocess.Popen(command, stdout=log, stderr=log, env=_env(), start_new_session=True)
     first = thoughts / "shard-00000-of-00002.jsonl"
-    _signal_once_flushed(process, first, signal.SIGKILL)
-    process.wait()
+    try:
+        _signal_when(process, thoughts, signal.SIGKILL, lambda: _flushed(first))
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
     killed = {
         "rows": len(read_rows(thoughts)),
         "done": sorted(p.name for p in thoughts.glob("*.done")),

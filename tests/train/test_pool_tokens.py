@@ -122,6 +122,43 @@ def test_a_pool_from_a_file_tokenizes_its_real_documents_itself(tmp_path, store)
                                tokenize_assembled(pool, algorithm, 2, store), (algorithm, 2))
 
 
+def test_a_pool_whose_store_moved_is_tokenized_and_assembled_with_corpus(tmp_path, tiny_store, store, capsys):
+    """A real move: the token store a pool was generated from is moved (`mv`) after generation.
+    `data tokenize-pool` and `gen assemble` both take --corpus NEW_PATH, checked by content first
+    (another store is refused in one line, nothing written); the tokens then read the real
+    documents from the store where it lies now, and training reads them from there."""
+    import shutil
+
+    from gen.assemble import assemble, assembled_documents
+    from megadocs.cli import main
+
+    original = tmp_path / "data"
+    shutil.copytree(tiny_store, original)
+    pool = write_rephrases(tmp_path / "pool", original, _store_documents(store), tokenize=False)
+    moved = Path(shutil.move(original, tmp_path / "elsewhere" / "data"))
+    other = tmp_path / "other"  # the same tokenizer and documents but one, so another source hash
+    shutil.copytree(tiny_store, other)
+    docs_file = next(other.glob("train*.docs.jsonl"))
+    docs_file.write_text("".join(docs_file.read_text().splitlines(keepends=True)[1:]))
+
+    command = ["data", "tokenize-pool", "--pool", str(pool), "--store", str(moved), "--no-progress"]
+    assert main([*command, "--corpus", str(other)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert f"--corpus: {other} holds other documents than the pool's source {original}" in err and "\n" not in err
+    assert not (pool / "tokens").exists() or not any((pool / "tokens").rglob("shard-*"))
+    with pytest.raises(UserError, match=r"--corpus: .* holds other documents than the pool's source"):
+        assemble(pool, "stitched", 2, docs=other)
+
+    assert main([*command, "--corpus", str(moved)]) == 0
+    tokens = open_pool_tokens(pool, TokenStore.open(moved))
+    assert tokens.manifest.real["store"] == str(moved) and tokens.manifest.source_store["path"] == str(moved)
+    manifest = assemble(pool, "stitched", 2, docs=moved)
+    assert manifest["source"] == str(moved) and assembled_documents(pool, "stitched", 2).is_file()
+    training = TokenStore.open(moved)  # the assembled text, tokenized, is what training reads
+    _assert_same_documents(synthetic_documents(pool, "stitched", 2, training),
+                           tokenize_assembled(pool, "stitched", 2, training), ("stitched", 2))
+
+
 def test_a_pool_whose_source_moved_names_the_manifest_field_and_works_once_it_is_set(tmp_path, store, capsys):
     """The source path is provenance, not identity (checked by content hash): a moved corpus is
     one line naming the manifest's 'source', and pointing it at the new path is enough."""
