@@ -515,7 +515,7 @@ def run_job_array(tasks: Sequence[Callable[[], Any]], labels: Sequence[str], *, 
                     failures.append(f"{label} (job {job_id}): {poll.reason}")
                 # one line per task as it ends: the tasks' own progress is in their logs, and a
                 # pool's array runs for hours with nothing else on the submitter's terminal
-                outcome = "done" if poll.state == JobState.DONE else "FAILED (named at the end)"
+                outcome = "done" if job_id in values else "FAILED (named at the end)"
                 print(f"{label} (job {job_id}) {outcome}; {len(ids) - len(pending)} of {len(ids)} task(s) ended",
                       file=sys.stderr, flush=True)
     except KeyboardInterrupt:
