@@ -133,6 +133,16 @@ class Executor(ABC):
             UntrustedPath: as :meth:`poll`.
         """
 
+    def has_result(self, job_id: str, folder: str | None = None) -> bool:
+        """True once the job has written its result (the file is not read: only a controller loads
+        it), so that a reader can tell a job that ended with a result nobody recorded yet (its
+        controller was killed) from one that is gone. Default: never (no result files).
+
+        Raises:
+            UntrustedPath: as :meth:`poll`.
+        """
+        return False
+
     stops_on_interrupt: bool = False
     """Whether :meth:`on_interrupt` stops jobs (local processes) or leaves them running (SLURM)."""
 
@@ -187,8 +197,10 @@ class _Submitit(Executor):
         return job
 
     def alive(self, job_id: str, folder: str | None = None) -> bool:
-        job = self._job(job_id, folder)
-        return not job.paths.result_pickle.exists() and self._running(job)
+        return not self.has_result(job_id, folder) and self._running(self._job(job_id, folder))
+
+    def has_result(self, job_id: str, folder: str | None = None) -> bool:
+        return self._job(job_id, folder).paths.result_pickle.exists()
 
     def poll(self, job_id: str, folder: str | None = None) -> Poll:
         from submitit.core.utils import pickle_load
@@ -322,6 +334,18 @@ class SlurmExecutor(_Submitit):
         import submitit
 
         return submitit.SlurmJob(folder, job_id)
+
+    def poll(self, job_id: str, folder: str | None = None) -> Poll:
+        """As :meth:`_Submitit.poll`; a job SLURM ended (``scancel``, out of memory, a node lost)
+        that still wrote an exception names SLURM's state first: the exception is a symptom (a
+        ``scancel`` SIGTERMs every process of the job, so vLLM's engine died and the shard raised
+        ``EngineDeadError``, which was all the line said). Asks accounting once per failed job."""
+        poll = super().poll(job_id, folder)
+        if poll.state is JobState.FAILED:
+            state = self._job(job_id, folder).state  # sacct's, e.g. "CANCELLED by 0"
+            if state.split()[0] in SLURM_ENDED - {"COMPLETED", "FAILED"}:
+                return Poll(JobState.FAILED, reason=f"SLURM ended it ({state}); the job's last error: {poll.reason}")
+        return poll
 
     def cancel(self, job_ids: Sequence[str]) -> None:
         """One ``scancel`` for all of them (a pool's array has one task per shard: hundreds)."""
@@ -489,6 +513,11 @@ def run_job_array(tasks: Sequence[Callable[[], Any]], labels: Sequence[str], *, 
                     values[job_id] = poll.value
                 else:
                     failures.append(f"{label} (job {job_id}): {poll.reason}")
+                # one line per task as it ends: the tasks' own progress is in their logs, and a
+                # pool's array runs for hours with nothing else on the submitter's terminal
+                outcome = "done" if job_id in values else "FAILED (named at the end)"
+                print(f"{label} (job {job_id}) {outcome}; {len(ids) - len(pending)} of {len(ids)} task(s) ended",
+                      file=sys.stderr, flush=True)
     except KeyboardInterrupt:
         if jobs.stops_on_interrupt or not pending:  # local tasks had the Ctrl-C too
             raise

@@ -219,21 +219,35 @@ class JobWatch:
         waiting for a slot or being submitted, not stopped."""
         self._executor = None
         self._answers: dict[tuple[str, str | None], bool] = {}
+        self._results: dict[tuple[str, str | None], bool] = {}
 
     def alive(self, job_id: str | None, job_folder: str | None) -> bool:
         """For a run never handed to an executor: whether a live controller holds the sweep (it
         submits the run when a slot frees), else False (its controller died or was stopped first)."""
         if not job_id:
             return self.controller_live
+        key = (job_id, job_folder)
+        if key not in self._answers:
+            self._answers[key] = self._jobs().alive(job_id, job_folder)
+        return self._answers[key]
+
+    def ended(self, job_id: str | None, job_folder: str | None) -> bool:
+        """Whether the job wrote its result that the ledger does not hold yet (its controller was
+        killed after it submitted the job): the next ``certify`` records it, it is not stopped."""
+        if not job_id:
+            return False
+        key = (job_id, job_folder)
+        if key not in self._results:
+            self._results[key] = self._jobs().has_result(job_id, job_folder)
+        return self._results[key]
+
+    def _jobs(self):
         if self._executor is None:
             from megadocs.executors import make_executor
 
             self._executor = make_executor(self.sweep.executor, self.sweep.out_dir / "jobs",
                                            name=f"megadocs-{self.sweep.name}", create=False)
-        key = (job_id, job_folder)
-        if key not in self._answers:
-            self._answers[key] = self._executor.alive(job_id, job_folder)
-        return self._answers[key]
+        return self._executor
 
     def close(self) -> None:
         """Let go of the executor and the jobs it re-attached, now. Left to the interpreter's exit,
@@ -294,8 +308,9 @@ def summarize(sweep: Sweep, strategy: str = "certify", max_runs: int | None = No
                     baseline.record(item.point, item.outcome)
                 key = search.key(item.point)
                 stopped.discard(key)  # per point, its latest state
+                job = (item.record.job_id, item.record.job_folder)
                 if (watch is not None and item.outcome.state is RunState.RUNNING
-                        and not watch.alive(item.record.job_id, item.record.job_folder)):
+                        and not watch.alive(*job) and not watch.ended(*job)):
                     stopped.add(key)
         n_stopped = None if watch is None else sum(
             search.outcomes[key].state is RunState.RUNNING for key in stopped if key in search.outcomes)
@@ -516,6 +531,7 @@ class RunJobState(str, Enum):
     QUEUED = "queued"  # no job yet; the live controller submits it when a slot frees
     STOPPED = "stopped"  # no live controller submits it (Ctrl-C, killed before submitting), or its job is gone
     RUNNING = "running"
+    ENDED = "ended"  # the job wrote its result, not in the ledger yet (its controller was killed): certify records it
     FAILED = "failed"
 
 
@@ -542,8 +558,10 @@ class RunJob:
             state = RunJobState.FAILED
         elif not record.job_id:
             state = RunJobState.QUEUED if watch.controller_live else RunJobState.STOPPED
+        elif watch.alive(record.job_id, record.job_folder):
+            state = RunJobState.RUNNING
         else:
-            state = RunJobState.RUNNING if watch.alive(record.job_id, record.job_folder) else RunJobState.STOPPED
+            state = RunJobState.ENDED if watch.ended(record.job_id, record.job_folder) else RunJobState.STOPPED
         return cls(record.certification, record.trial, dict(record.point), state, record.job_id, record.attempts,
                    record.reason)
 
@@ -556,8 +574,9 @@ class RunJob:
         if self.job_id is None:  # stopped on purpose (Ctrl-C), or killed before submitting
             return (f"{where}: stopped, no job ({self.reason or 'not submitted yet'}); "
                     "`megadocs search certify` runs it again")
-        status = ("stopped (its job is gone; `megadocs search certify` resumes it)"
-                  if self.state is RunJobState.STOPPED else self.state.value)
+        status = {RunJobState.STOPPED: "stopped (its job is gone; `megadocs search certify` resumes it)",
+                  RunJobState.ENDED: "ended, result not recorded yet (`megadocs search certify` records it)",
+                  }.get(self.state, self.state.value)
         reason = f": {self.reason}" if self.state is RunJobState.FAILED and self.reason else ""
         return f"{where}: {status}, job {self.job_id} (attempt {self.attempts}){reason}"
 

@@ -117,3 +117,44 @@ def test_search_status_asks_the_executor_once_per_running_job(finished_sweep, mo
     assert main(["search", "status", str(path)]) == 0
     assert ": stopped (its job is gone" in capsys.readouterr().out
     assert dict(asked) == {"999999999": 1}
+
+
+def test_status_says_ended_for_a_job_that_finished_after_its_controller_died(make_sweep, capsys):
+    """A controller SIGKILLed while its job runs: the job ends and writes its result, which no
+    controller records until the next ``certify``. ``status`` said "stopped (its job is gone;
+    certify resumes it)" of it and counted it stopped (seen on the local SLURM cluster); it is
+    ended, not stopped, and the next ``certify`` adopts its result. A real submitit local job."""
+    import json
+    import time
+
+    import yaml
+
+    from megadocs.executors import JobState, make_executor
+    from search.ledger import ATTR_JOB_FOLDER, ATTR_JOB_ID, ATTR_STATUS, study_name
+
+    path = make_sweep(grid={"lr": [0.001, 0.003], "wd": [0.8], "epochs": [8]},
+                      start={"lr": 0.003, "wd": 0.8, "epochs": 8})
+    assert main(["search", "certify", str(path), "--no-progress"]) in (0, 3)
+    data = yaml.safe_load(path.read_text())
+    path.write_text(yaml.safe_dump({**data, "executor": {"kind": "local", "max_parallel": 1}}))
+    sweep = load_sweep(path)
+    jobs = make_executor(sweep.executor, sweep.out_dir / "jobs", name="t")
+    [job_id] = jobs.submit([int])  # ends at once with a result (0)
+    deadline = time.time() + 60
+    while jobs.poll(job_id).state is not JobState.DONE:
+        assert time.time() < deadline, "the local job wrote no result in 60 s"
+        time.sleep(0.2)
+    ledger = Ledger(sweep.ledger_url, sweep.name)
+    [record, *_] = ledger.runs(study_name(sweep.name, "a"))
+    trial = ledger.new_run(study_name(sweep.name, "a"), params=record.params(), run_id="r-ended", run_dir="r-ended")
+    ledger.update(trial, **{ATTR_JOB_ID: job_id, ATTR_JOB_FOLDER: str(jobs.folder), ATTR_STATUS: "running"})
+    capsys.readouterr()
+
+    assert main(["search", "status", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert f": ended, result not recorded yet (`megadocs search certify` records it), job {job_id}" in out, out
+    assert "stopped" not in out, out
+    assert main(["search", "status", str(path), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert [job["state"] for job in report["jobs"]] == ["ended"]
+    assert report["certifications"][0]["runs"].get("stopped", 0) == 0, report["certifications"][0]["runs"]

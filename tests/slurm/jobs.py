@@ -26,3 +26,11 @@ def sleep_for(seconds: float) -> float:
 
     time.sleep(seconds)
     return seconds
+
+
+def wait_on_child(seconds: float) -> None:
+    """A job whose work runs in a child process, as vLLM's engine does: ``scancel`` SIGTERMs the
+    child too and the job raises (CalledProcessError) instead of ending without a result."""
+    import subprocess
+
+    subprocess.run(["sleep", str(seconds)], check=True)

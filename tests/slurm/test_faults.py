@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 from pathlib import Path
 
@@ -39,6 +40,29 @@ def test_a_queued_array_task_cancelled_before_it_ran_is_lost_not_running_for_eve
     finally:
         subprocess.run(["scancel", *jobs], capture_output=True)
 
+
+
+def test_a_cancelled_job_that_raised_names_slurm_state_before_its_error(slurm_cluster, tmp_path):
+    """`scancel` of a `gen --executor slurm` task mid-shard reached vLLM's engine process too; the
+    shard raised EngineDeadError and the submitter's one line said only that, as if vLLM were
+    broken. A job SLURM ended says so first (its state, who cancelled), then the job's error."""
+    from megadocs.executors import JobState, SlurmExecutor, load_profile
+    from tests.slurm.jobs import wait_on_child
+
+    executor = SlurmExecutor(tmp_path / "jobs", load_profile(LOCAL_PROFILE), max_parallel=1)
+    seconds = 100 + os.getpid() % 1000 / 1000  # names this test's child among the node's processes
+    [job] = executor.submit([lambda: wait_on_child(seconds)])
+    try:  # cancelled while its child runs (before, submitit would shrug off the SIGTERM: no exception)
+        wait_for(lambda: subprocess.run(["pgrep", "-f", f"^sleep {seconds}$"], capture_output=True).returncode == 0,
+                 120, f"{job}'s child to run")
+        subprocess.run(["scancel", job], check=True)
+        poll = wait_for(lambda: (p := executor.poll(job)).state is not JobState.RUNNING and p, 90,
+                        f"the cancelled {job} to be reported")
+    finally:
+        subprocess.run(["scancel", job], capture_output=True)
+    assert poll.state is JobState.FAILED, poll
+    assert poll.reason.startswith("SLURM ended it (CANCELLED"), poll.reason
+    assert "CalledProcessError" in poll.reason, poll.reason
 
 def test_ctrl_c_of_a_shard_job_array_cancels_its_slurm_tasks(slurm_cluster, tmp_path):
     """`gen` and `tokenize-pool` wait on one job array of shard tasks (``run_job_array``). Ctrl-C
