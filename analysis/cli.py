@@ -13,6 +13,7 @@ from pathlib import Path
 
 from megadocs.cli import examples
 from megadocs.errors import UserError
+from megadocs.exits import Exit
 from megadocs.formats import atomic_file
 
 TABLE_SUFFIXES = (".csv", ".parquet", ".json")
@@ -311,14 +312,14 @@ def _fit(args) -> int:
         rows = [fit_record(None if group is None else name, x, fit).model_dump(mode="json")
                 for name, fit in fits.items()]
         print(dumps_json(rows))
-        return 1 if failed else 0
+        return Exit.NEGATIVE if failed else Exit.OK
     for name, fit in fits.items():
         print(f"[{name}]" if group is not None else "", file=sys.stdout)
         if isinstance(fit, str):
             print(f"  not fitted: {fit}")
         else:
             print(fit.describe(x))
-    return 1 if failed else 0
+    return Exit.NEGATIVE if failed else Exit.OK
 
 
 def _report(args) -> int:

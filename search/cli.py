@@ -7,6 +7,7 @@ import sys
 from typing import TYPE_CHECKING
 
 from megadocs.cli import examples
+from megadocs.exits import Exit
 from search.certify import CertifyExit  # light (stdlib + search.grid): the exit codes for --help
 
 if TYPE_CHECKING:  # a type only: the handlers import search.sweep when they run, keeping --help fast
@@ -45,8 +46,8 @@ def register(subparsers) -> None:
                    "megadocs search certify search/examples/extend.yaml   # moves the epochs bound",
                    "megadocs search certify SWEEP.yaml --strategy tpe --max-runs 30",
                    "megadocs search certify SWEEP.yaml --retry-failed",
-                   note=CertifyExit.help() + " A baseline (--strategy grid|tpe) exits 0, or 1 when a certification "
-                   "failed."),
+                   note=CertifyExit.help() + " A baseline (--strategy grid|tpe) exits 0, 4 when a run failed, or 1 "
+                   "when no run of a certification has a finite loss."),
     )
     certify.add_argument("sweep", help="sweep file (see search/examples/)")
     certify.add_argument("--strategy", choices=("certify", "grid", "tpe"), default="certify",
@@ -149,7 +150,7 @@ def _certify(args: argparse.Namespace) -> int:
                   progress=not args.no_progress)
     except SweepInterrupted as exc:  # Ctrl-C: one line, the status `megadocs train` exits with
         print(exc.message(args.sweep), file=sys.stderr)
-        return 130
+        return Exit.INTERRUPTED
     snapshot = read_snapshot(sweep)  # each study read once by everything below
     summaries = summarize(sweep, args.strategy, max_runs=args.max_runs, snapshot=snapshot,
                           warn_off_grid=False)  # the controller's restore said it
@@ -175,7 +176,9 @@ def _certify(args: argparse.Namespace) -> int:
     if failed:
         print(RETRY_HINT.format(n=failed, sweep=args.sweep), file=sys.stderr)
     if args.strategy != "certify":  # a baseline's best point need not be certifiable: only failures count
-        return int(any(s.state is CertState.FAILED for s in summaries))
+        if any(s.blocked_by for s in summaries):
+            return CertifyExit.WORK_FAILED.value
+        return int(any(s.state is CertState.FAILED for s in summaries)) * CertifyExit.NOT_CERTIFIED.value
     status = certify_exit(summaries)
     for s in summaries:  # what a weak certificate rests on, on stderr next to the exit status
         if s.support is Support.BOUND:

@@ -203,7 +203,7 @@ def _merge_extensions(recorded: Iterable[Extension], derived: Iterable[Extension
 
 def certify_exit(summaries: Iterable[CertificationSummary]) -> CertifyExit:
     """``megadocs search certify``'s exit status for these certifications (:class:`CertifyExit`)."""
-    return CertifyExit.of((s.state, s.support) for s in summaries)
+    return CertifyExit.of((s.state, s.support, bool(s.blocked_by)) for s in summaries)
 
 
 class JobWatch:
