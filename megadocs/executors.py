@@ -38,8 +38,8 @@ from megadocs.config import StrictModel, load_config
 from megadocs.procs import child_pids, child_process_settings, job_thread_environment, pid_alive
 from megadocs.trust import require_inside
 
-__all__ = ["JobState", "Poll", "Executor", "SlurmProfile", "make_executor", "load_profile", "check_array_executor",
-           "run_job_array", "ArrayProgress", "in_queue"]
+__all__ = ["JobState", "Poll", "Executor", "SlurmProfile", "make_executor", "load_profile", "check_executor",
+           "check_array_executor", "run_job_array", "ArrayProgress", "in_queue"]
 
 LOST_GRACE_S = 10.0
 """A job that ended without a result file gets this long for the file to appear (slow NFS); a local
@@ -446,11 +446,18 @@ def make_executor(config: Any, folder: Path, name: str = "megadocs", *, create: 
     :class:`LocalExecutor`."""
     if config.kind == "debug":
         return InProcessExecutor()
+    profile = check_executor(config)  # a bad profile creates no folder
     if create:
         folder.mkdir(parents=True, exist_ok=True)
     if config.kind == "local":
         return LocalExecutor(folder, config.timeout_min, config.max_parallel, ctrl_c_to_jobs=ctrl_c_to_jobs)
-    return SlurmExecutor(folder, load_profile(config.profile), config.max_parallel, name)
+    return SlurmExecutor(folder, profile, config.max_parallel, name)
+
+
+def check_executor(config: Any) -> SlurmProfile | None:
+    """The SLURM profile of an ``executor:`` section (None for local/debug), loaded so that a
+    missing or bad one is refused (one UserError line) before a command creates anything."""
+    return load_profile(config.profile) if config.kind == "slurm" else None
 
 
 def _last_error_line(text: str) -> str:
