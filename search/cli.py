@@ -12,6 +12,7 @@ from search.certify import CertifyExit  # light (stdlib + search.grid): the exit
 
 if TYPE_CHECKING:  # a type only: the handlers import search.sweep when they run, keeping --help fast
     from search.ledger import LedgerSnapshot
+    from search.plan import CertificationProgress
     from search.status import CertificationSummary, JobWatch
     from search.sweep import Sweep
 
@@ -220,10 +221,25 @@ def _plan(args: argparse.Namespace) -> int:
     if "vocab_size" in given:
         given["vocab_size"] = int(given["vocab_size"])
     utilisation = default_utilisation(args.mfu, args.peak_tflops)
-    result = sweep_plan(sweep, utilisation, assume=Assumptions(**given))
+    result = sweep_plan(sweep, utilisation, assume=Assumptions(**given), progress=_progress(sweep))
     print(dumps_json(result.to_dict(), indent=1) if args.json else format_sweep_plan(result),
           end="\n" if args.json else "")
     return 0
+
+
+def _progress(sweep: Sweep) -> dict[str, CertificationProgress]:
+    """Each certification's progress from the sweep's ledger, for ``plan``; {} when the sweep has
+    no ledger (nothing ran: the plan is the whole search). Reads the ledger, imports no torch."""
+    from search.ledger import LedgerMissing, read_snapshot
+    from search.plan import CertificationProgress
+    from search.status import summarize
+
+    try:
+        snapshot = read_snapshot(sweep)
+    except LedgerMissing:
+        return {}
+    return {s.name: CertificationProgress(s.state.value, s.runs.finished, s.runs.running, s.runs.failed)
+            for s in summarize(sweep, snapshot=snapshot, warn_off_grid=False)}
 
 
 def _status(args: argparse.Namespace) -> int:
