@@ -351,15 +351,15 @@ class CertificationPlan:
         progress = self.progress
         entry = {"name": self.name, "grid_size": self.grid_size, "extended_grid_size": self.extended_grid_size,
                  "extend": {axis: {"below": list(e.below), "above": list(e.above)} for axis, e in self.extend.items()},
-                 "best": self.best, "expected": self.expected, "worst": self.worst,
-                 "done": None if progress is None else {
-                     "state": progress.state, "finished": progress.finished, "running": progress.running,
-                     "failed": progress.failed, "remaining_expected": self.remaining_expected,
-                     "remaining_worst": self.remaining_worst}}  # fmt: skip
+                 "best": self.best, "expected": self.expected, "worst": self.worst}  # fmt: skip
         if self.cost is not None:
             entry.update({"start_run": _run_summary(self.cost.start_run),
                           "gpu_hours_expected": self.cost.gpu_hours_expected,
                           "gpu_hours_worst": self.cost.gpu_hours_worst})  # fmt: skip
+        entry["done"] = None if progress is None else {
+            "state": progress.state, "finished": progress.finished, "running": progress.running,
+            "failed": progress.failed, "remaining_expected": self.remaining_expected,
+            "remaining_worst": self.remaining_worst}  # fmt: skip
         return entry
 
 

@@ -115,6 +115,7 @@ def test_plan_json_is_the_dict_sweep_plan_returned_before_it_was_typed(make_swee
         "extend": {axis: {"below": list(e.below), "above": list(e.above)} for axis, e in c.extend.items()},
         "best": c.best, "expected": c.expected, "worst": c.worst, "start_run": start_run(c.cost.start_run),
         "gpu_hours_expected": c.cost.gpu_hours_expected, "gpu_hours_worst": c.cost.gpu_hours_worst,
+        "done": None,  # added last (cli-exits): what the ledger says is done; null before anything ran
     } for c in plan.certifications]  # fmt: skip
     ensembles, transfers = ([{"name": e.name, "from": e.source, "runs": e.runs, "gpu_hours": e.gpu_hours} for e in extra]
                             for extra in (plan.ensembles, plan.transfers))  # fmt: skip
