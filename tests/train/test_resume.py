@@ -21,7 +21,7 @@ from train.loop import run
 from train.train_cli import load_run_config
 
 EXIT_PREEMPTED = Exit.PREEMPTED
-EXIT_INTERRUPTED = 130
+EXIT_INTERRUPTED = Exit.INTERRUPTED
 
 
 def _megadocs(*args: str) -> list[str]:
