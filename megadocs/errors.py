@@ -3,8 +3,8 @@
 Three kinds reach the console script (`megadocs.cli.main`) as one line instead of a traceback
 (their exit statuses: :class:`megadocs.exits.Exit`): :class:`UserError` (bad input, exit 2),
 :class:`WorkFailed` (a job-array task failed, was cancelled or killed: exit 4) and a full file
-system (:func:`disk_full_message`, also one a job-array task met: :class:`DiskFull`; exit 4),
-which is no bug of the code. :func:`names_file`
+system (:func:`disk_full_message`, also one a job-array task met: :class:`DiskFull`, or a database
+server's: SQLSTATE 53100; exit 4), which is no bug of the code. :func:`names_file`
 puts the file's name on an error that names none (a write to an open handle, SQLite's).
 """
 
@@ -15,10 +15,16 @@ import errno
 import os
 from collections.abc import Iterator
 
-__all__ = ["UserError", "WorkFailed", "DiskFull", "DISK_FULL_ERRNOS", "disk_full_message", "names_file"]
+__all__ = ["UserError", "WorkFailed", "DiskFull", "DISK_FULL_ERRNOS", "DISK_FULL_SQLSTATE", "disk_full_message",
+           "names_file"]
 
 DISK_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
 """A file system with no room left for us: no space left, or our disk quota used up."""
+
+DISK_FULL_SQLSTATE = "53100"
+"""PostgreSQL's ``disk_full``: the server could not write a table, index or temporary file (any
+file write that met ENOSPC); the server refused the statement, rolled back its transaction and
+stays up. (A server that cannot write its WAL stops instead: its clients see a lost connection.)"""
 
 
 class UserError(Exception):
@@ -55,8 +61,9 @@ def disk_full_message(exc: BaseException) -> str | None:
     """One line for an exception a full file system caused, or None for any other.
 
     A full file system is an ``OSError`` with ENOSPC or EDQUOT (also under the exceptions a
-    library raised from it, e.g. torch's or PIL's) or SQLite's "database or disk is full" (under
-    SQLAlchemy's and Optuna's wrappers). The line names the file where the error carries one and
+    library raised from it, e.g. torch's or PIL's), SQLite's "database or disk is full" or a
+    PostgreSQL server's ``disk_full`` (:data:`DISK_FULL_SQLSTATE`; both under SQLAlchemy's and
+    Optuna's wrappers, the server's own line kept: it names its file). The line names the file where the error carries one and
     says what to do: every command keeps what it finished (docs/architecture.md, "Conventions").
 
     >>> disk_full_message(OSError(errno.ENOSPC, "No space left on device", "runs/a/state.pt"))
@@ -74,13 +81,24 @@ def disk_full_message(exc: BaseException) -> str | None:
         if getattr(cause, "sqlite_errorname", None) == "SQLITE_FULL":  # named by names_file, or by nobody
             where = getattr(cause, "filename", None) or "a SQLite database"
             return f"no space left on device writing {where}; re-run the same command once there is space"
+        if _sqlstate(cause) == DISK_FULL_SQLSTATE:  # the server's disk: named by names_file (its URL)
+            where = getattr(cause, "filename", None) or "a PostgreSQL database"
+            said = next((line.strip() for line in str(cause).splitlines() if line.strip()), "disk full")
+            return f"no space left on device on the database server of {where} ({said}); " \
+                "re-run the same command once there is space"
     return None
+
+
+def _sqlstate(exc: BaseException) -> str | None:
+    """The SQLSTATE a PostgreSQL server answered with: psycopg 3's ``sqlstate``, psycopg2's ``pgcode``."""
+    return getattr(exc, "sqlstate", None) or getattr(exc, "pgcode", None)
 
 
 @contextlib.contextmanager
 def names_file(path: str | os.PathLike) -> Iterator[None]:
-    """An ``OSError`` or SQLite error raised in the block without a file name gets ``path`` as its
-    name (``filename``), also under the exceptions a library raised from it.
+    """An ``OSError``, SQLite error or PostgreSQL server's error (one with a SQLSTATE) raised in the
+    block without a file name gets ``path`` as its name (``filename``), also under the exceptions a
+    library raised from it.
 
     A failed ``write``/``flush``/``fsync`` on an open handle (a full disk) names no file, nor does
     SQLite's "database or disk is full" (under SQLAlchemy's and Optuna's wrappers); the writer
@@ -95,7 +113,7 @@ def names_file(path: str | os.PathLike) -> Iterator[None]:
         yield
     except Exception as exc:
         for cause in _chain(exc):
-            named = isinstance(cause, OSError) or hasattr(cause, "sqlite_errorname")  # sqlite3.Error
+            named = isinstance(cause, OSError) or hasattr(cause, "sqlite_errorname") or _sqlstate(cause)
             if named and getattr(cause, "filename", None) is None:
                 cause.filename = os.fspath(path)
         raise

@@ -496,9 +496,13 @@ def _jsonable(value: Any) -> Any:
 def _connection_lost(exc: BaseException) -> bool:
     """The database could not be reached (server restarting or gone, connection cut), as opposed
     to a request it refused: SQLAlchemy's OperationalError/InterfaceError or an invalidated
-    connection, also when Optuna re-raised it as a StorageInternalError."""
+    connection, also when Optuna re-raised it as a StorageInternalError. A full disk on the server
+    (SQLSTATE 53100, also an OperationalError) is a refusal: the server stays up, and waiting for
+    space would hide it for LEDGER_OUTAGE_S; it is the one full-disk line (megadocs.cli) at once."""
     from sqlalchemy import exc as sa
 
+    if disk_full_message(exc) is not None:
+        return False
     seen: BaseException | None = exc
     while seen is not None:
         if isinstance(seen, (sa.OperationalError, sa.InterfaceError)) or (
@@ -572,8 +576,11 @@ class _Reconnecting(_Naming):
                 now = time.time()
                 if lost_at is None:
                     lost_at = now
-                    log.warning("ledger %s unreachable (%s); waiting for it (up to %.0f s)", self._shown,
-                                _driver_line(exc), LEDGER_OUTAGE_S)
+                    # a server that stopped itself says why only in its own log: one whose WAL disk
+                    # filled up PANICs and stays down (its clients see only the cut connection)
+                    log.warning("ledger %s unreachable (%s); waiting for it (up to %.0f s; a server that "
+                                "stopped itself, e.g. with no space for its WAL, says why in its log)",
+                                self._shown, _driver_line(exc), LEDGER_OUTAGE_S)
                 elif now - lost_at > LEDGER_OUTAGE_S:
                     raise UserError(f"ledger: {self._shown} unreachable for {now - lost_at:.0f} s: "
                                     f"{_driver_line(exc)}; re-run when it is back") from None

@@ -59,6 +59,8 @@ class ThrowawayPostgres:
 
     def _pg(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
         env = {**os.environ, "HOME": str(self.root)}
+        if self.password is not None:  # for psql; never shown
+            env["PGPASSWORD"] = self.password
         return subprocess.run(list(args), check=check, capture_output=True, cwd=self.root, env=env, **self._run_as)
 
     def __enter__(self) -> ThrowawayPostgres:
@@ -82,9 +84,22 @@ class ThrowawayPostgres:
         self.start()
         return self
 
+    def default_tablespace(self, path: Path) -> None:
+        """Keep the tables created from now on (a new ledger's) in a tablespace at ``path`` (e.g. a
+        small tmpfs, so that the server's disk fills up while its WAL, in the data folder, has room)."""
+        if self._run_as:
+            os.chown(path, self._run_as["user"], self._run_as["group"])
+        for sql in (f"CREATE TABLESPACE small LOCATION '{path}'",
+                    "ALTER DATABASE postgres SET default_tablespace = small"):
+            self._pg("psql", "-h", str(self.root), "-p", str(self.port), "-U", "megadocs", "-d", "postgres",
+                     "-v", "ON_ERROR_STOP=1", "-c", sql)
+
     def start(self) -> None:
         self._pg("pg_ctl", "-D", str(self.data), "-l", str(self.root / "log"), "-w", "-o",
                  f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1", "start")
+
+    def running(self) -> bool:
+        return self._pg("pg_ctl", "-D", str(self.data), "status", check=False).returncode == 0
 
     def stop(self, mode: str = "fast") -> None:
         self._pg("pg_ctl", "-D", str(self.data), "-m", mode, "-w", "stop", check=False)

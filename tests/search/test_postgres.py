@@ -5,10 +5,12 @@ from __future__ import annotations
 import contextlib
 import os
 import threading
+import time
 
 import pytest
 
 from megadocs.cli import main
+from megadocs.exits import Exit
 from search.ledger import read_runs
 from search.params import RunParams
 from search.status import summarize
@@ -259,3 +261,49 @@ def test_a_trial_whose_creation_was_committed_unheard_is_no_run(make_sweep, work
     capsys.readouterr()
     assert main(["search", "status", str(path)]) == 0
     assert "name no point" not in capsys.readouterr().out
+
+
+def test_a_full_disk_on_the_ledgers_server_is_one_line_and_the_same_command_resumes(make_sweep, workdir, capfd,
+                                                                                      monkeypatch):
+    """The server's disk fills up (its tables sit on a REAL 4 MiB tmpfs; it answers SQLSTATE 53100
+    disk_full and stays up): `search certify` says so in one line naming the ledger, exit 4 as for
+    a local full disk, at once rather than after waiting out an "outage"; the committed runs are
+    kept, and the same command finishes once there is space."""
+    from search import ledger as ledger_module
+    from tests.filesystems import tmpfs
+
+    monkeypatch.setattr(ledger_module, "LEDGER_OUTAGE_S", 30.0)  # the old code's wait, shortened: fails
+    with _server(SECRET) as server, tmpfs(server.root / "small", 4) as mounted:
+        if not mounted:
+            pytest.skip("mounting a tmpfs is not permitted here (needs root)")
+        server.default_tablespace(server.root / "small")
+        url = f"postgresql://megadocs:{SECRET}@127.0.0.1:{server.port}/postgres"
+        path = make_sweep(ledger=url, certifications=[{"name": "a", "fixed": {"method": "simple", "g": 4}}])
+        assert main(["search", "certify", str(path), "--no-progress"]) == 0
+        before = {r.run_id for r in read_runs(load_sweep(path))}
+        path = make_sweep(ledger=url, certifications=[{"name": "a", "fixed": {"method": "simple", "g": 4}},
+                                                      {"name": "b", "fixed": {"method": "stitched", "g": 4}}])
+        filler = server.root / "small" / "filler"
+        with open(filler, "wb", buffering=0) as handle:  # 24 KiB left: some of b's runs fit, not all
+            stats = os.statvfs(filler.parent)  # (measured: 16-32 KiB fail part-way, 8 at once, 40 never)
+            os.posix_fallocate(handle.fileno(), 0, stats.f_bavail * stats.f_frsize - 24 * 1024)
+        capfd.readouterr()
+
+        started = time.monotonic()
+        assert main(["search", "certify", str(path), "--no-progress"]) == Exit.WORK_FAILED
+        assert time.monotonic() - started < 20
+        err = capfd.readouterr().err
+        assert "Traceback" not in err and SECRET not in err, err[-3000:]
+        line = err.strip().splitlines()[-1]
+        assert line.startswith("error: no space left on device on the database server of "
+                               f"postgresql://megadocs:***@127.0.0.1:{server.port}/postgres"), line
+        assert line.endswith("; re-run the same command once there is space"), line
+        assert server.running()  # a full table space: the server refused the write and stays up
+        kept = {r.run_id for r in read_runs(load_sweep(path)) if r.status == "completed"}
+        assert kept > before  # those of a, and what b committed before the disk filled
+
+        filler.unlink()
+        assert main(["search", "certify", str(path), "--no-progress"]) == 0
+        assert kept <= {r.run_id for r in read_runs(load_sweep(path)) if r.status == "completed"}
+        summaries = {s.name: s for s in summarize(load_sweep(path))}
+        assert summaries["a"].state.value == summaries["b"].state.value == "certified"
