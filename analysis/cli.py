@@ -13,6 +13,7 @@ from pathlib import Path
 
 from megadocs.cli import examples
 from megadocs.errors import UserError
+from megadocs.exits import Exit
 from megadocs.formats import atomic_file
 
 TABLE_SUFFIXES = (".csv", ".parquet", ".json")
@@ -75,7 +76,8 @@ def register(subparsers) -> None:
                      help="Huber loss on log residuals with this threshold (default: least squares)")
     fit.add_argument("--alpha", type=float, default=None, help="hold alpha fixed")
     fit.add_argument("--asymptote", type=float, default=None, help="hold E fixed")
-    fit.add_argument("--noise-sigma", type=float, default=None, help="known loss noise (parametric bootstrap)")
+    fit.add_argument("--noise-sigma", type=float,  # analysis.scaling.NOISE_SIGMA_FLAG (not imported: numpy) default=None, metavar="SD",
+                     help="known loss noise: the seed-to-seed std of one loss (parametric bootstrap)")
     fit.add_argument("--bootstrap", type=int, default=None,
                      help="bootstrap refits (0: no interval; default: analysis.scaling.N_BOOT, the report's count)")
     fit.add_argument("--json", action="store_true",
@@ -311,14 +313,14 @@ def _fit(args) -> int:
         rows = [fit_record(None if group is None else name, x, fit).model_dump(mode="json")
                 for name, fit in fits.items()]
         print(dumps_json(rows))
-        return 1 if failed else 0
+        return Exit.NEGATIVE if failed else Exit.OK
     for name, fit in fits.items():
         print(f"[{name}]" if group is not None else "", file=sys.stdout)
         if isinstance(fit, str):
             print(f"  not fitted: {fit}")
         else:
             print(fit.describe(x))
-    return 1 if failed else 0
+    return Exit.NEGATIVE if failed else Exit.OK
 
 
 def _report(args) -> int:

@@ -458,14 +458,24 @@ def _at_bound(value: float, low: float, high: float) -> Literal["low", "high"] |
     return "low" if value <= low + tolerance else "high" if value >= high - tolerance else None
 
 
+NOISE_SIGMA_FLAG = "--noise-sigma"
+"""``analysis fit``'s option for a known loss noise (analysis/cli.py registers it under this name:
+tests/analysis/test_scaling.py checks that the advice's command parses)."""
+NOISE_ADVICE = (f"`megadocs analysis fit INPUT {NOISE_SIGMA_FLAG} SD` (INPUT: the sweep YAML the report "
+                "was made from, or a table of losses; SD: the seed-to-seed std of one loss, e.g. the seed sd "
+                "a sweep with `noise: {repeats: N}` measured)")
+"""The command and flag that follow "give the loss noise" (the report, which has no such flag,
+prints the same note: the command it names fits the same certified losses)."""
+
+
 def _uncertainty(problem: _Problem, theta, residuals, *, n_boot, noise_sigma, level, seed):
     """Bootstrap draws, percentile intervals and notes; (None, None, notes) when none can be given."""
     if n_boot == 0:
         return None, None, []
     if noise_sigma is None and problem.dof <= 0:
         return None, None, [
-            "no interval: with no spare points there is no residual to estimate the noise; "
-            "pass a noise level (e.g. the seed-to-seed std of a loss) for a parametric interval"
+            "no interval: with no spare points there is no residual to estimate the noise; for a parametric "
+            f"interval give the loss noise: {NOISE_ADVICE}"
         ]
     samples, failed = _bootstrap(problem, theta, residuals, noise_sigma=noise_sigma, n_boot=n_boot, seed=seed)
     if len(samples) < max(MIN_BOOT, n_boot // 2):

@@ -1,7 +1,8 @@
 """The `megadocs` console script: one dispatcher, each package owns its subcommands.
 
 A package exposes ``register(subparsers)`` in its ``cli`` module; it adds its parser(s) and
-sets ``func`` (called with the parsed namespace; its return value is the exit status). Every
+sets ``func`` (called with the parsed namespace; its return value is the exit status, one of
+:class:`megadocs.exits.Exit`: the same number means the same for every command). Every
 parser has a description and examples: ``add_parser(..., description=..., **examples(...))``.
 CLI modules import heavy libraries (torch, vllm, optuna) inside their handlers so that
 ``megadocs --help`` stays fast.
@@ -16,7 +17,8 @@ import sys
 import textwrap
 
 from megadocs import __version__
-from megadocs.errors import UserError, disk_full_message
+from megadocs.errors import UserError, WorkFailed, disk_full_message
+from megadocs.exits import Exit
 
 __all__ = ["GROUPS", "HelpFormatter", "examples", "build_parser", "main"]
 
@@ -85,24 +87,27 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help()
-        return 2
+        return Exit.BAD_INPUT
     try:
         status = args.func(args)
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return Exit.BAD_INPUT
+    except WorkFailed as exc:  # the input was fine: a re-run resumes, no change to it is asked for
+        print(f"error: {exc}", file=sys.stderr)
+        return Exit.WORK_FAILED
     except KeyboardInterrupt as exc:  # a command that stopped work on the way out says what (one line)
         print(f"interrupted: {str(exc).strip() or 're-run the same command to resume'}", file=sys.stderr)
-        return 130
+        return Exit.INTERRUPTED
     except BrokenPipeError:  # `megadocs search status --json | head`: the reader left, nothing is wrong here
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # the exit's flush has nowhere to fail
-        return 141  # what a shell reports for a writer its reader closed on (128 + SIGPIPE)
+        return Exit.BROKEN_PIPE  # what a shell reports for a writer its reader closed on (128 + SIGPIPE)
     except Exception as exc:  # a full disk is no bug of the code: one line naming the file, not a traceback
         message = disk_full_message(exc)
         if message is None:
             raise
         print(f"error: {message}", file=sys.stderr)
-        return 1
+        return Exit.WORK_FAILED
     return int(status or 0)
 
 

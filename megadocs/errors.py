@@ -1,9 +1,10 @@
 """User-facing errors: one line, naming the field or file and what was expected.
 
-Two kinds reach the console script (`megadocs.cli.main`) as one line instead of a traceback:
-:class:`UserError` (bad input, exit 2) and a full file system (:func:`disk_full_message`, exit 1,
-also one a job-array task met: :class:`DiskFull`, or a database server's: SQLSTATE 53100), which
-is no bug of the code. :func:`names_file`
+Three kinds reach the console script (`megadocs.cli.main`) as one line instead of a traceback
+(their exit statuses: :class:`megadocs.exits.Exit`): :class:`UserError` (bad input, exit 2),
+:class:`WorkFailed` (a job-array task failed, was cancelled or killed: exit 4) and a full file
+system (:func:`disk_full_message`, also one a job-array task met: :class:`DiskFull`, or a database
+server's: SQLSTATE 53100; exit 4), which is no bug of the code. :func:`names_file`
 puts the file's name on an error that names none (a write to an open handle, SQLite's).
 """
 
@@ -14,7 +15,8 @@ import errno
 import os
 from collections.abc import Iterator
 
-__all__ = ["UserError", "DiskFull", "DISK_FULL_ERRNOS", "DISK_FULL_SQLSTATE", "disk_full_message", "names_file"]
+__all__ = ["UserError", "WorkFailed", "DiskFull", "DISK_FULL_ERRNOS", "DISK_FULL_SQLSTATE", "disk_full_message",
+           "names_file"]
 
 DISK_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
 """A file system with no room left for us: no space left, or our disk quota used up."""
@@ -33,10 +35,16 @@ class UserError(Exception):
     """
 
 
+class WorkFailed(Exception):
+    """Work that the input was fine for did not finish: a job-array task failed, was cancelled or
+    killed. The CLI prints ``error: <message>`` on one line and exits 4 (``Exit.WORK_FAILED``),
+    not 2: the fix is a re-run (which resumes), not a change to the input."""
+
+
 class DiskFull(Exception):
     """A full file system another process met (a job-array task), as its one line
     (:func:`disk_full_message` of the task's own error): the task's exception does not cross the
-    process boundary, its line does. The CLI prints it like a full disk here (exit 1)."""
+    process boundary, its line does. The CLI prints it like a full disk here (exit 4)."""
 
 
 def _chain(exc: BaseException) -> Iterator[BaseException]:

@@ -38,8 +38,8 @@ from megadocs.config import StrictModel, load_config
 from megadocs.procs import child_pids, child_process_settings, job_thread_environment, pid_alive
 from megadocs.trust import require_inside
 
-__all__ = ["JobState", "Poll", "Executor", "SlurmProfile", "make_executor", "load_profile", "check_array_executor",
-           "run_job_array", "in_queue"]
+__all__ = ["JobState", "Poll", "Executor", "SlurmProfile", "make_executor", "load_profile", "check_executor",
+           "check_array_executor", "run_job_array", "ArrayProgress", "in_queue"]
 
 LOST_GRACE_S = 10.0
 """A job that ended without a result file gets this long for the file to appear (slow NFS); a local
@@ -48,6 +48,10 @@ STOP_POLL_S = 0.2
 """Seconds between checks while local jobs stop (:meth:`LocalExecutor.on_interrupt`)."""
 ARRAY_POLL_S = {"local": 1.0, "slurm": 10.0}
 """Seconds between polls of a job array's tasks (:func:`run_job_array`)."""
+ARRAY_PROGRESS_S = 60.0
+"""At most one line per this many seconds for a job array's successes (:class:`ArrayProgress`)."""
+ARRAY_PROGRESS_STEPS = 10
+"""...and one each time another tenth of the array has ended, whichever comes first."""
 QUEUE_CHECK_S = 30.0
 """How often a job that accounting shows queued (or does not know) is looked up in SLURM's queue."""
 
@@ -442,11 +446,18 @@ def make_executor(config: Any, folder: Path, name: str = "megadocs", *, create: 
     :class:`LocalExecutor`."""
     if config.kind == "debug":
         return InProcessExecutor()
+    profile = check_executor(config)  # a bad profile creates no folder
     if create:
         folder.mkdir(parents=True, exist_ok=True)
     if config.kind == "local":
         return LocalExecutor(folder, config.timeout_min, config.max_parallel, ctrl_c_to_jobs=ctrl_c_to_jobs)
-    return SlurmExecutor(folder, load_profile(config.profile), config.max_parallel, name)
+    return SlurmExecutor(folder, profile, config.max_parallel, name)
+
+
+def check_executor(config: Any) -> SlurmProfile | None:
+    """The SLURM profile of an ``executor:`` section (None for local/debug), loaded so that a
+    missing or bad one is refused (one UserError line) before a command creates anything."""
+    return load_profile(config.profile) if config.kind == "slurm" else None
 
 
 def _last_error_line(text: str) -> str:
@@ -465,6 +476,41 @@ def check_array_executor(kind: str, profile: str | None) -> None:
         raise UserError("--profile: required with --executor slurm (e.g. slurm/profiles/local.yaml)")
 
 
+class ArrayProgress:
+    """Which task ends of a job array the submitter says (one line each, on stderr).
+
+    A pool's array at the paper's size has hundreds of shard tasks ending over hours; a line per
+    task buries the one that matters. So: every failure at once (the user may act on it while the
+    rest run); a success only when ``every_s`` seconds passed since the last line or another
+    ``1/steps`` of the array ended since (at most ``steps`` + one per ``every_s`` lines for
+    successes); the last task's end always, with the count. Pure: ``clock`` is injectable.
+
+    >>> progress = ArrayProgress(256, clock=lambda: 0.0)  # the clock stands still: no time-based lines
+    >>> lines = [line for i in range(256) if (line := progress.ended(f"shard {i}", str(i), ok=i != 3))]
+    >>> len(lines), lines[0], lines[-1]
+    (11, 'shard 3 (job 3) FAILED (named at the end); 4 of 256 task(s) ended', 'shard 255 (job 255) done; 256 of 256 task(s) ended')
+    """
+
+    def __init__(self, total: int, *, every_s: float = ARRAY_PROGRESS_S, steps: int = ARRAY_PROGRESS_STEPS,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.total, self.every_s, self.clock = total, every_s, clock
+        self.step = max(1, math.ceil(total / steps))  # tasks per line-worthy tenth
+        self.count = 0
+        self.said_count, self.said_at = 0, clock()
+
+    def ended(self, label: str, job_id: str, *, ok: bool) -> str | None:
+        """The line for this task's end, or None when it is a success not worth a line yet."""
+        self.count += 1
+        now = self.clock()
+        due = (not ok or self.count == self.total or self.count - self.said_count >= self.step
+               or now - self.said_at >= self.every_s)
+        if not due:
+            return None
+        self.said_count, self.said_at = self.count, now
+        outcome = "done" if ok else "FAILED (named at the end)"
+        return f"{label} (job {job_id}) {outcome}; {self.count} of {self.total} task(s) ended"
+
+
 def run_job_array(tasks: Sequence[Callable[[], Any]], labels: Sequence[str], *, kind: str,
                   profile: str | None, folder: Path, timeout_min: float = 7 * 24 * 60,
                   name: str = "megadocs") -> list[Any]:
@@ -480,13 +526,14 @@ def run_job_array(tasks: Sequence[Callable[[], Any]], labels: Sequence[str], *, 
     A task that returns a :class:`megadocs.errors.DiskFull` (its full disk, in one line) failed.
 
     Raises:
-        UserError: a bad executor/profile, or tasks that failed (named by ``labels``, with logs).
+        UserError: a bad executor/profile.
+        WorkFailed: tasks that failed, were cancelled or killed (named by ``labels``, with logs).
         DiskFull: every task that failed met a full disk (the first one's line).
         KeyboardInterrupt: Ctrl-C, saying which SLURM tasks it cancelled.
     """
     import sys
 
-    from megadocs.errors import DiskFull, UserError
+    from megadocs.errors import DiskFull, WorkFailed
 
     check_array_executor(kind, profile)
     if not tasks:
@@ -496,6 +543,7 @@ def run_job_array(tasks: Sequence[Callable[[], Any]], labels: Sequence[str], *, 
     ids = jobs.submit(tasks)
     print(f"submitted {len(ids)} shard task(s) to {kind}: {', '.join(ids)} (logs: {folder})", file=sys.stderr)
     pending = dict(zip(ids, labels))
+    progress = ArrayProgress(len(ids))
     values: dict[str, Any] = {}
     failures, full = [], []  # full: the DiskFull values tasks returned (megadocs.shards.ShardTask)
     try:
@@ -513,11 +561,11 @@ def run_job_array(tasks: Sequence[Callable[[], Any]], labels: Sequence[str], *, 
                     values[job_id] = poll.value
                 else:
                     failures.append(f"{label} (job {job_id}): {poll.reason}")
-                # one line per task as it ends: the tasks' own progress is in their logs, and a
-                # pool's array runs for hours with nothing else on the submitter's terminal
-                outcome = "done" if job_id in values else "FAILED (named at the end)"
-                print(f"{label} (job {job_id}) {outcome}; {len(ids) - len(pending)} of {len(ids)} task(s) ended",
-                      file=sys.stderr, flush=True)
+                # the tasks' own progress is in their logs, and a pool's array runs for hours
+                # with nothing else on the submitter's terminal: failures at once, successes throttled
+                line = progress.ended(label, job_id, ok=job_id in values)
+                if line:
+                    print(line, file=sys.stderr, flush=True)
     except KeyboardInterrupt:
         if jobs.stops_on_interrupt or not pending:  # local tasks had the Ctrl-C too
             raise
@@ -525,8 +573,8 @@ def run_job_array(tasks: Sequence[Callable[[], Any]], labels: Sequence[str], *, 
         jobs.cancel(list(pending))
         raise KeyboardInterrupt(f"cancelled {len(pending)} {kind} task(s) ({', '.join(pending)}); finished "
                                 "shards are kept: re-run the same command to resume") from None
-    if failures and len(full) == len(failures):  # a full disk, as in-process: its one line, exit 1
+    if failures and len(full) == len(failures):  # a full disk, as in-process: its one line, exit 4
         raise full[0]
     if failures:
-        raise UserError(f"{len(failures)} task(s) failed; re-run to resume them: " + "; ".join(failures))
+        raise WorkFailed(f"{len(failures)} task(s) failed; re-run to resume them: " + "; ".join(failures))
     return [values[job_id] for job_id in ids]

@@ -78,6 +78,7 @@ from dataclasses import dataclass, field
 from enum import Enum, IntEnum
 from typing import Any
 
+from megadocs.exits import Exit
 from search.grid import Bound, Direction, Grid, Key, Side
 from search.params import RunParams
 
@@ -309,20 +310,26 @@ class Basis:
 
 class CertifyExit(IntEnum):
     """The exit status of ``megadocs search certify``, from what its certificates rest on (its
-    ``--help`` and the README print :meth:`help`). ``search status`` exits 0 whenever it read
-    the ledger: each certificate's basis is in its output and ``--json``."""
+    ``--help`` and the README print :meth:`help`): the members of :class:`megadocs.exits.Exit`
+    that certify uses, with their numbers. ``search status`` exits 0 whenever it read the ledger:
+    each certificate's basis is in its output and ``--json``."""
 
-    CERTIFIED = 0  # every certification certified, each interior on every searched axis
-    NOT_CERTIFIED = 1  # a certification failed, is blocked by failed runs, or spent its run budget
-    CERTIFIED_ON_BOUND = 3  # all certified, but one leans on a search bound or searched no axis
+    CERTIFIED = Exit.OK.value  # every certification certified, each interior on every searched axis
+    NOT_CERTIFIED = Exit.NEGATIVE.value  # not certified on its evidence (no finite loss, budget spent)
+    CERTIFIED_ON_BOUND = Exit.CERTIFIED_ON_BOUND.value  # all certified, one on a search bound or no axis
+    WORK_FAILED = Exit.WORK_FAILED.value  # a run failed, was cancelled or killed (re-run, --retry-failed)
 
     @classmethod
-    def of(cls, certifications: Iterable[tuple[CertState, Support | None]]) -> CertifyExit:
-        """The status for (state, the certificate's :attr:`Basis.support`) of every certification."""
+    def of(cls, certifications: Iterable[tuple[CertState, Support | None, bool]]) -> CertifyExit:
+        """The status for (state, the certificate's :attr:`Basis.support`, whether a run of it
+        failed) of every certification: a failed run outranks every answer (the answer rests on
+        work that did not finish)."""
         certifications = list(certifications)
-        if any(state is not CertState.CERTIFIED for state, _ in certifications):
+        if any(failed_runs for _, _, failed_runs in certifications):
+            return cls.WORK_FAILED
+        if any(state is not CertState.CERTIFIED for state, _, _ in certifications):
             return cls.NOT_CERTIFIED
-        if any(support is not Support.INTERIOR for _, support in certifications):
+        if any(support is not Support.INTERIOR for _, support, _ in certifications):
             return cls.CERTIFIED_ON_BOUND
         return cls.CERTIFIED
 
@@ -330,11 +337,13 @@ class CertifyExit(IntEnum):
     def help(cls) -> str:
         """One paragraph for help screens."""
         return (f"exit status: {cls.CERTIFIED.value} every certification certified, interior on every searched "
-                f"axis; {cls.NOT_CERTIFIED.value} a certification failed, is blocked by failed runs or spent its "
-                f"run budget; {cls.CERTIFIED_ON_BOUND.value} every certification certified, but a certificate "
-                "leans on a search bound (a compute limit, not evidence: widen the grid or list values under "
-                "extend:) or searched no axis (every axis has one value: one run, compared with nothing); "
-                "2 bad input; 130 interrupted.")
+                f"axis; {cls.NOT_CERTIFIED.value} a certification is not certified on its evidence (no finite "
+                f"loss, or it spent its run budget); {cls.CERTIFIED_ON_BOUND.value} every certification "
+                "certified, but a certificate leans on a search bound (a compute limit, not evidence: widen the "
+                "grid or list values under extend:) or searched no axis (every axis has one value: one run, "
+                f"compared with nothing); {cls.WORK_FAILED.value} a run failed, was cancelled or killed, or the "
+                f"disk is full (re-run; --retry-failed re-runs failed points); {Exit.BAD_INPUT.value} bad input; "
+                f"{Exit.INTERRUPTED.value} interrupted.")
 
 
 @dataclass(frozen=True)

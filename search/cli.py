@@ -7,10 +7,12 @@ import sys
 from typing import TYPE_CHECKING
 
 from megadocs.cli import examples
+from megadocs.exits import Exit
 from search.certify import CertifyExit  # light (stdlib + search.grid): the exit codes for --help
 
 if TYPE_CHECKING:  # a type only: the handlers import search.sweep when they run, keeping --help fast
     from search.ledger import LedgerSnapshot
+    from search.plan import CertificationProgress
     from search.status import CertificationSummary, JobWatch
     from search.sweep import Sweep
 
@@ -45,8 +47,8 @@ def register(subparsers) -> None:
                    "megadocs search certify search/examples/extend.yaml   # moves the epochs bound",
                    "megadocs search certify SWEEP.yaml --strategy tpe --max-runs 30",
                    "megadocs search certify SWEEP.yaml --retry-failed",
-                   note=CertifyExit.help() + " A baseline (--strategy grid|tpe) exits 0, or 1 when a certification "
-                   "failed."),
+                   note=CertifyExit.help() + " A baseline (--strategy grid|tpe) exits 0, 4 when a run failed, or 1 "
+                   "when no run of a certification has a finite loss."),
     )
     certify.add_argument("sweep", help="sweep file (see search/examples/)")
     certify.add_argument("--strategy", choices=("certify", "grid", "tpe"), default="certify",
@@ -149,7 +151,7 @@ def _certify(args: argparse.Namespace) -> int:
                   progress=not args.no_progress)
     except SweepInterrupted as exc:  # Ctrl-C: one line, the status `megadocs train` exits with
         print(exc.message(args.sweep), file=sys.stderr)
-        return 130
+        return Exit.INTERRUPTED
     snapshot = read_snapshot(sweep)  # each study read once by everything below
     summaries = summarize(sweep, args.strategy, max_runs=args.max_runs, snapshot=snapshot,
                           warn_off_grid=False)  # the controller's restore said it
@@ -175,7 +177,9 @@ def _certify(args: argparse.Namespace) -> int:
     if failed:
         print(RETRY_HINT.format(n=failed, sweep=args.sweep), file=sys.stderr)
     if args.strategy != "certify":  # a baseline's best point need not be certifiable: only failures count
-        return int(any(s.state is CertState.FAILED for s in summaries))
+        if any(s.blocked_by for s in summaries):
+            return CertifyExit.WORK_FAILED.value
+        return int(any(s.state is CertState.FAILED for s in summaries)) * CertifyExit.NOT_CERTIFIED.value
     status = certify_exit(summaries)
     for s in summaries:  # what a weak certificate rests on, on stderr next to the exit status
         if s.support is Support.BOUND:
@@ -217,10 +221,25 @@ def _plan(args: argparse.Namespace) -> int:
     if "vocab_size" in given:
         given["vocab_size"] = int(given["vocab_size"])
     utilisation = default_utilisation(args.mfu, args.peak_tflops)
-    result = sweep_plan(sweep, utilisation, assume=Assumptions(**given))
+    result = sweep_plan(sweep, utilisation, assume=Assumptions(**given), progress=_progress(sweep))
     print(dumps_json(result.to_dict(), indent=1) if args.json else format_sweep_plan(result),
           end="\n" if args.json else "")
     return 0
+
+
+def _progress(sweep: Sweep) -> dict[str, CertificationProgress]:
+    """Each certification's progress from the sweep's ledger, for ``plan``; {} when the sweep has
+    no ledger (nothing ran: the plan is the whole search). Reads the ledger, imports no torch."""
+    from search.ledger import LedgerMissing, read_snapshot
+    from search.plan import CertificationProgress
+    from search.status import summarize
+
+    try:
+        snapshot = read_snapshot(sweep)
+    except LedgerMissing:
+        return {}
+    return {s.name: CertificationProgress(s.state.value, s.runs.finished, s.runs.running, s.runs.failed)
+            for s in summarize(sweep, snapshot=snapshot, warn_off_grid=False)}
 
 
 def _status(args: argparse.Namespace) -> int:

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from megadocs.errors import UserError
-from megadocs.executors import Executor, JobState, make_executor
+from megadocs.executors import Executor, JobState, check_executor, make_executor
 from megadocs.formats import RunDir, RunMetrics, RunStatus
 from megadocs.provenance import read as read_provenance
 from megadocs.trust import UntrustedPath, require_inside
@@ -526,6 +526,7 @@ def run_sweep(sweep: Sweep, *, strategy: str = "certify", max_runs: int | None =
         for axis in grid.names:  # so does an extension value the train config refuses
             for value in grid.extension_values(axis):
                 objective.identity(RunParams(point={**start, axis: value}, fixed=cert.fixed).merged())
+    check_executor(sweep.executor)  # bad input creates nothing: no ledger, no jobs folder
     ledger = Ledger(sweep.ledger_url, sweep.name)
     with ledger.controller_lock():
         executor = make_executor(sweep.executor, sweep.out_dir / "jobs", name=f"megadocs-{sweep.name}")

@@ -46,6 +46,7 @@ import submitit
 from megadocs import compat
 from megadocs.config import config_hash, parse_config
 from megadocs.errors import UserError
+from megadocs.exits import Exit
 from megadocs.formats import REAL, RunDir, RunMetrics, RunStatus, write_json
 from megadocs.pools import pool_identity, resolve_pool
 from megadocs.procs import world_from_env
@@ -228,7 +229,7 @@ class RunTask(submitit.helpers.Checkpointable):
             # SIGTERM (scontrol requeue, preemption, scancel, a controller stopping its local jobs):
             # the checkpoint is saved. Exit without a submitit result, which would read as a failed
             # run while SLURM runs the job again.
-            raise SystemExit(3) from exc
+            raise SystemExit(Exit.PREEMPTED) from exc
 
 
 def module_source_hash(path: str) -> str:

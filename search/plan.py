@@ -61,7 +61,7 @@ from search.sweep import CertificationConfig, Sweep
 from train.gpu_results import Utilisation
 from train.plan import DEFAULT_SCALING_EFFICIENCY, RunCost, check_utilisation, run_cost
 
-__all__ = ["SIMULATIONS", "Assumptions", "PAPER", "AssumedFigure", "RunCoster", "run_counts", "processes_per_run",
+__all__ = ["CertificationProgress", "SIMULATIONS", "Assumptions", "PAPER", "AssumedFigure", "RunCoster", "run_counts", "processes_per_run",
            "CertificationCost", "CertificationPlan", "ExtraRuns", "SweepPlan", "sweep_plan", "format_sweep_plan",
            "synthetic_tokens_per_document", "parse_count"]
 
@@ -303,6 +303,25 @@ class CertificationCost:
 
 
 @dataclass(frozen=True)
+class CertificationProgress:
+    """What the sweep's ledger says of one certification already (``search plan`` on a sweep that
+    has run: the counts above are for the whole search, these say how much of it is done)."""
+
+    state: str
+    """The certification's state in the ledger (a :class:`search.certify.CertState` value)."""
+    finished: int
+    running: int
+    failed: int
+
+    def remaining(self, planned: float) -> float:
+        """Runs still to start of ``planned`` (a whole-search count): none once certified or
+        failed, else what the runs so far (finished, running, failed) have not used up."""
+        if self.state in ("certified", "failed"):
+            return 0
+        return max(planned - self.finished - self.running - self.failed, 0)
+
+
+@dataclass(frozen=True)
 class CertificationPlan:
     """Run counts of one certification (module docstring), and their cost when the sweep trains."""
 
@@ -317,8 +336,19 @@ class CertificationPlan:
     worst: int
     cost: CertificationCost | None = None
     """None for a callable objective: run counts only."""
+    progress: CertificationProgress | None = None
+    """None when the sweep has no ledger yet (nothing has run)."""
+
+    @property
+    def remaining_expected(self) -> float:
+        return self.expected if self.progress is None else self.progress.remaining(self.expected)
+
+    @property
+    def remaining_worst(self) -> int:
+        return self.worst if self.progress is None else int(self.progress.remaining(self.worst))
 
     def to_dict(self) -> dict[str, Any]:
+        progress = self.progress
         entry = {"name": self.name, "grid_size": self.grid_size, "extended_grid_size": self.extended_grid_size,
                  "extend": {axis: {"below": list(e.below), "above": list(e.above)} for axis, e in self.extend.items()},
                  "best": self.best, "expected": self.expected, "worst": self.worst}  # fmt: skip
@@ -326,6 +356,10 @@ class CertificationPlan:
             entry.update({"start_run": _run_summary(self.cost.start_run),
                           "gpu_hours_expected": self.cost.gpu_hours_expected,
                           "gpu_hours_worst": self.cost.gpu_hours_worst})  # fmt: skip
+        entry["done"] = None if progress is None else {
+            "state": progress.state, "finished": progress.finished, "running": progress.running,
+            "failed": progress.failed, "remaining_expected": self.remaining_expected,
+            "remaining_worst": self.remaining_worst}  # fmt: skip
         return entry
 
 
@@ -392,10 +426,21 @@ class SweepPlan:
             return None
         return sum(c.cost.gpu_hours_worst for c in self.certifications) + sum(e.gpu_hours for e in self.extras)
 
+    @property
+    def has_run(self) -> bool:
+        """Whether the sweep's ledger was read (some certification has progress)."""
+        return any(c.progress is not None for c in self.certifications)
+
     def to_dict(self) -> dict[str, Any]:
-        """The JSON object of ``search plan --json`` (keys in this order; standard JSON values)."""
+        """The JSON object of ``search plan --json`` (keys in this order; standard JSON values).
+        Each certification's ``done`` is null until the sweep has a ledger."""
         utilisation = self.utilisation
         total: dict[str, Any] = {"runs_expected": self.runs_expected, "runs_worst": self.runs_worst}
+        if self.has_run:
+            extras = sum(e.runs for e in self.extras)  # not read from the ledger: counted as still to run
+            total.update({"runs_finished": sum(c.progress.finished for c in self.certifications if c.progress),
+                          "runs_remaining_expected": sum(c.remaining_expected for c in self.certifications) + extras,
+                          "runs_remaining_worst": sum(c.remaining_worst for c in self.certifications) + extras})
         if self.costed:
             total.update({"gpu_hours_expected": self.gpu_hours_expected, "gpu_hours_worst": self.gpu_hours_worst})
         return {"sweep": self.sweep, "mfu": utilisation.mfu if utilisation else None,
@@ -408,10 +453,13 @@ class SweepPlan:
 
 
 def sweep_plan(sweep: Sweep, utilisation: Utilisation, *, simulations: int = SIMULATIONS,
-               scaling_efficiency: float | None = None, assume: Assumptions = Assumptions()) -> SweepPlan:  # fmt: skip
+               scaling_efficiency: float | None = None, assume: Assumptions = Assumptions(),
+               progress: Mapping[str, CertificationProgress] | None = None) -> SweepPlan:  # fmt: skip
     """The plan of `megadocs search plan` (see the module docstring). GPU-hours at `utilisation`
     count every process of a data-parallel run (`train.plan.data_parallel_hours`); ``assumed``
-    lists the data sizes that were assumed, not measured. A callable objective gets run counts only."""
+    lists the data sizes that were assumed, not measured. A callable objective gets run counts only.
+    ``progress``: what the ledger says of each certification (by name; none: nothing has run)."""
+    progress = progress or {}
     processes = processes_per_run(sweep)
     efficiency = DEFAULT_SCALING_EFFICIENCY if scaling_efficiency is None else scaling_efficiency
     mfu, peak_tflops = utilisation.mfu, utilisation.peak_tflops
@@ -434,7 +482,7 @@ def sweep_plan(sweep: Sweep, utilisation: Utilisation, *, simulations: int = SIM
         certifications.append(CertificationPlan(
             name=cert.name, grid_size=grid.listed_grid().size, extended_grid_size=grid.size,
             extend=sweep.extend_for(cert), best=counts["best"], expected=counts["expected"], worst=counts["worst"],
-            cost=cost))  # fmt: skip
+            cost=cost, progress=progress.get(cert.name)))  # fmt: skip
     ensembles = []
     for ens in sweep.ensembles:
         hours = None
@@ -465,25 +513,40 @@ def format_sweep_plan(plan: SweepPlan) -> str:
                                                                       for e in plan.transfers]
     width = max([len("certification"), *(len(c.name) for c in plan.certifications), *(len(n) for n, _ in extras)])
 
+    has_run = plan.has_run
+
     def row(name: str, grid: str, best: Any, expected: str, worst: Any,
-            hours: tuple[float, float] | tuple[str, str] | None) -> str:
-        """One line of the table, the header included (``hours`` as titles there, as numbers below)."""
+            hours: tuple[float, float] | tuple[str, str] | None, done: tuple[Any, Any, Any] = ("", "", "")) -> str:
+        """One line of the table, the header included (``hours`` as titles there, as numbers below;
+        ``done``: finished, remaining expected, remaining worst, when the sweep has a ledger)."""
         line = f"{name:<{width}} {grid:>9} {best:>5} {expected:>9} {worst:>6}"
+        if has_run:
+            line += f" {done[0]:>5} {done[1]:>10} {done[2]:>10}"
         if not costed or hours is None:
             return line
         expected_h, worst_h = (h if isinstance(h, str) else _hours(h) for h in hours)
         return line + f" {expected_h:>15} {worst_h:>12}"
 
-    lines = [row("certification", "grid", "best", "expected", "worst", ("GPU-h expected", "GPU-h worst"))]
+    lines = [row("certification", "grid", "best", "expected", "worst", ("GPU-h expected", "GPU-h worst"),
+                 ("done", "left exp.", "left worst"))]
     for c in plan.certifications:
         size = str(c.grid_size) + (f"+{c.extended_grid_size - c.grid_size}"
                                    if c.extended_grid_size > c.grid_size else "")
         hours = (c.cost.gpu_hours_expected, c.cost.gpu_hours_worst) if costed else None
-        lines.append(row(c.name, size, c.best, f"{c.expected:.1f}", c.worst, hours))
+        done = ((c.progress.finished if c.progress else 0), f"{c.remaining_expected:.1f}", c.remaining_worst)
+        lines.append(row(c.name, size, c.best, f"{c.expected:.1f}", c.worst, hours, done))
     for name, e in extras:
-        lines.append(row(name, "", e.runs, str(e.runs), e.runs, (e.gpu_hours, e.gpu_hours) if costed else None))
+        lines.append(row(name, "", e.runs, str(e.runs), e.runs, (e.gpu_hours, e.gpu_hours) if costed else None,
+                         ("", e.runs, e.runs)))
     hours = (plan.gpu_hours_expected, plan.gpu_hours_worst) if costed else None
-    lines.append(row("total", "", "", f"{plan.runs_expected:.1f}", plan.runs_worst, hours))
+    total_done = ("", "", "")
+    if has_run:
+        total = plan.to_dict()["total"]
+        total_done = (total["runs_finished"], f"{total['runs_remaining_expected']:.1f}", total["runs_remaining_worst"])
+    lines.append(row("total", "", "", f"{plan.runs_expected:.1f}", plan.runs_worst, hours, total_done))
+    if has_run:
+        lines.append("(done: finished runs in the ledger; left: runs still to start of expected/worst, 0 once a "
+                     "certification is certified or failed; ensembles and transfers counted as still to run)")
     if any(c.extended_grid_size > c.grid_size for c in plan.certifications):
         lines.append("(grid: listed points + points the search may reach through extend:; worst counts them all)")
     if costed:

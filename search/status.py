@@ -47,7 +47,7 @@ from search.ledger import (
     undescribed_line,
 )
 from search.params import RunParams
-from search.strategies import CertifySearch, StrategyState
+from search.strategies import CertifySearch, Strategy, StrategyState
 from search.sweep import SYNTHETIC_ONLY_MIX, Sweep
 
 __all__ = ["CertificationSummary", "BestPoint", "RunCounts", "Compute", "summarize", "summarize_ensembles",
@@ -99,7 +99,9 @@ class CertificationSummary:
     certificate: Certificate | None
     path: tuple[dict[str, Any], ...]
     bounds_hit: tuple[Bound, ...]  # of the best point
-    outstanding: tuple[dict[str, Any], ...] = ()  # runs still to dispatch or in flight
+    outstanding: tuple[dict[str, Any], ...] | None = ()
+    """Points still to dispatch or in flight: the certifier's wanted neighbours, a grid baseline's
+    unrun points up to its budget; None where the ledger cannot say (TPE samples them)."""
     blocked_by: tuple[tuple[dict[str, Any], str], ...] = ()  # failed points and why
     noise: NoiseEstimate = NoiseEstimate(1, None, 0, 2.0)
     reason: str | None = None  # why it cannot certify (failed) or stopped (budget)
@@ -137,11 +139,13 @@ class CertificationSummary:
     def of_search(cls, search: CertifySearch, *, records: Iterable[RunRecord] = (), study: str = "",
                   fixed: Mapping[str, Any] | None = None, warm_start: str | None = None,
                   budget_spent: bool = False, stopped: int | None = None,
-                  recorded: Iterable[Extension] = (), baseline: StrategyState | None = None) -> CertificationSummary:
+                  recorded: Iterable[Extension] = (), baseline: StrategyState | None = None,
+                  baseline_strategy: Strategy | None = None) -> CertificationSummary:
         """The summary of a certification's evidence (``records``: its ledger trials, for compute;
         ``recorded``: the extensions the ledger recorded, preferred over those the replay derives
         since they name the centre that asked for each when it was dispatched; ``baseline``: a
-        baseline strategy's own state, said in place of the certifier's phases)."""
+        baseline strategy's own state, said in place of the certifier's phases; ``baseline_strategy``:
+        that baseline fed the same evidence, which says what is outstanding)."""
         decision = search.decide()
         counts = {state: sum(o.state is state for o in search.outcomes.values()) for state in RunState}
         wall, tokens, n_records = 0.0, 0, 0
@@ -156,13 +160,16 @@ class CertificationSummary:
         state: CertState | StrategyState = decision.state
         if baseline is not None and state in (CertState.SEEDING, CertState.SEARCHING):
             state = baseline
+        outstanding = (*decision.wanted, *decision.running) if decision.centre is not None else decision.running
+        if baseline_strategy is not None:  # the baseline dispatches its own points, not the certifier's
+            outstanding = baseline_strategy.outstanding()
         return cls(
             name=search.name, state=state,
             best=None if decision.centre is None else BestPoint(decision.centre, decision.centre_loss),
             runs=RunCounts(counts[RunState.FINISHED], counts[RunState.RUNNING] - (stopped or 0),
                            counts[RunState.FAILED], stopped),
             certificate=decision.certificate, path=decision.path, bounds_hit=decision.bounds_hit,
-            outstanding=(*decision.wanted, *decision.running) if decision.centre is not None else decision.running,
+            outstanding=outstanding,
             blocked_by=decision.blocked_by, noise=decision.noise, reason=reason, study=study,
             fixed=dict(fixed or {}), start=search.start, warm_start=warm_start,
             compute=Compute(wall, tokens, n_records), extensions=_merge_extensions(recorded, search.extensions),
@@ -179,7 +186,7 @@ class CertificationSummary:
             "best": None if self.best is None else {"params": self.best.params, "loss": self.best.loss},
             "runs": {"finished": self.runs.finished, "running": self.runs.running, "failed": self.runs.failed,
                      **({} if self.runs.stopped is None else {"stopped": self.runs.stopped})},
-            "outstanding": list(self.outstanding),
+            "outstanding": None if self.outstanding is None else list(self.outstanding),
             "bounds_hit": [b.to_dict() for b in self.bounds_hit],
             "certificate": self.certificate.to_dict() if self.certificate else None,
             "path": list(self.path),
@@ -203,7 +210,7 @@ def _merge_extensions(recorded: Iterable[Extension], derived: Iterable[Extension
 
 def certify_exit(summaries: Iterable[CertificationSummary]) -> CertifyExit:
     """``megadocs search certify``'s exit status for these certifications (:class:`CertifyExit`)."""
-    return CertifyExit.of((s.state, s.support) for s in summaries)
+    return CertifyExit.of((s.state, s.support, bool(s.blocked_by)) for s in summaries)
 
 
 class JobWatch:
@@ -318,7 +325,7 @@ def summarize(sweep: Sweep, strategy: str = "certify", max_runs: int | None = No
             search, records=records, study=study, fixed=cert.fixed, warm_start=cert.warm_start,
             budget_spent=budget is not None and len(search.outcomes) >= budget and not search.running(),
             stopped=n_stopped, recorded=snapshot.extensions(study),
-            baseline=None if baseline is None else baseline.state(),
+            baseline=None if baseline is None else baseline.state(), baseline_strategy=baseline,
         ))
     return summaries
 
@@ -740,7 +747,8 @@ def format_table(summaries: Iterable[CertificationSummary]) -> str:
         table.add_row(
             s.name, state, _fmt_point(s.best.params if s.best else None),
             "-" if s.best is None else f"{s.best.loss:.4f}",
-            f"{s.runs.finished}/{s.runs.running}/{s.runs.failed}", str(len(s.outstanding)), ", ".join(bounds) or "-",
+            f"{s.runs.finished}/{s.runs.running}/{s.runs.failed}",
+            "unknown (tpe samples them)" if s.outstanding is None else str(len(s.outstanding)), ", ".join(bounds) or "-",
             *((format_extensions(s.extensions),) if extended else ()), _fmt_noise(s), f"{s.compute.wall_time_s:.0f}s",
         )
     buffer = io.StringIO()

@@ -106,6 +106,12 @@ class Strategy(ABC):
         self.outcomes[key] = outcome
         self._recorded(point, outcome)
 
+    def outstanding(self) -> tuple[dict[str, Any], ...] | None:
+        """The points still to dispatch (within the run budget) or in flight, as far as the
+        outcomes recorded so far show them; None when they cannot be known from the outcomes (a
+        sampler whose next points come from its own state, TPE). ``search status``'s column."""
+        return None
+
     def running(self) -> int:
         """Number of recorded points still in flight."""
         return sum(o.state is RunState.RUNNING for o in self.outcomes.values())
@@ -262,6 +268,13 @@ class GridSearch(Strategy):
 
     def _done(self) -> bool:
         return not self.running() and len(self.outcomes) >= self.grid.size
+
+    def outstanding(self) -> tuple[dict[str, Any], ...]:
+        """The unrun grid points up to the run budget, then those in flight (one pass over the
+        grid: thousands of points, microseconds each)."""
+        left = min(self.grid.size, self.budget_left())
+        unrun = self._wanted(int(left)) if left > 0 else []
+        return (*unrun, *(self.grid.point(k) for k, o in self.outcomes.items() if o.state is RunState.RUNNING))
 
 
 class FixedPoints(Strategy):

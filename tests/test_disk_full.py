@@ -19,7 +19,8 @@ from pathlib import Path
 import pytest
 
 from megadocs.cli import main
-from megadocs.errors import DISK_FULL_ERRNOS, DiskFull, UserError, disk_full_message, names_file
+from megadocs.errors import DISK_FULL_ERRNOS, DiskFull, UserError, WorkFailed, disk_full_message, names_file
+from megadocs.exits import Exit
 from megadocs.pools import load_shard, rows_path
 from megadocs.shards import ShardedStep
 from tests.pools import write_rephrase_pool
@@ -113,7 +114,7 @@ def test_a_full_disk_is_one_line_and_the_same_command_finishes_once_there_is_spa
     filler = _fill(small_filesystem, case.headroom)
     capsys.readouterr()
 
-    assert main(argv) == 1
+    assert main(argv) == Exit.WORK_FAILED
     err = capsys.readouterr().err
     assert "Traceback" not in err, err[-3000:]
     line = err.strip().splitlines()[-1]
@@ -130,7 +131,7 @@ def test_generation_keeps_the_documents_it_flushed_before_the_disk_filled(small_
     chunk in flight, and the re-run generates the rest without touching what was kept."""
     argv = _rephrase(small_filesystem, tmp_path, request.getfixturevalue)
     filler = _fill(small_filesystem, CASES["gen rephrase"].headroom)
-    assert main(argv) == 1
+    assert main(argv) == Exit.WORK_FAILED
 
     rows = rows_path(small_filesystem / "pool", 0, 1)
     torn = rows.stat().st_size
@@ -183,14 +184,14 @@ class Fill(ShardedStep):
 @pytest.mark.parametrize("executor", ["local", pytest.param("slurm", marks=pytest.mark.slurm)])
 def test_a_full_disk_in_a_job_array_task_is_the_line_and_status_of_one_in_process(small_filesystem, executor):
     """A task's full disk comes back as the task's own line (naming its file), raised as a full
-    disk (the CLI's exit 1), not as "task(s) failed" (a UserError, exit 2): the task holds a
+    disk (its own line), not as "task(s) failed" (a WorkFailed listing it): the task holds a
     little disk back and gives it up for its result, which a full disk would not have room for."""
     step = Fill(small_filesystem / "out", 1, name="fill")
     profile = "slurm/profiles/local.yaml" if executor == "slurm" else None
     filler = _fill(small_filesystem, 512 * 1024)
     with pytest.raises(DiskFull) as caught:
         step.submit(executor, profile)
-    assert not isinstance(caught.value, UserError)
+    assert not isinstance(caught.value, (UserError, WorkFailed))
     line = disk_full_message(caught.value)
     assert line == f"no space left on device writing {small_filesystem / 'out' / 'shard-0.bin'}{RETRY}", line
     assert not list(small_filesystem.rglob("*.reserve"))

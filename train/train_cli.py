@@ -16,13 +16,14 @@ from typing import Any
 
 from megadocs.cli import examples
 from megadocs.errors import UserError
+from megadocs.exits import Exit
 from megadocs.formats import RunDir
 
 __all__ = ["register", "apply_overrides", "load_run_config", "DEFAULT_RUNS_DIR", "EXIT_PREEMPTED"]
 
 DEFAULT_RUNS_DIR = Path("runs/train")
-EXIT_PREEMPTED = 3
-EXIT_INTERRUPTED = 130  # SIGINT (Ctrl-C), as shells report it
+EXIT_PREEMPTED = Exit.PREEMPTED
+EXIT_INTERRUPTED = Exit.INTERRUPTED
 RUN = "run"  # the hidden parser of `megadocs train CONFIG.yaml ...`
 
 
@@ -93,7 +94,7 @@ def register(subparsers) -> None:
         "       %(prog)s {ensemble,benchmarks} ...",
         description="Train one model from a RunConfig YAML (see `megadocs train --template`). "
         "RUN gets config.yaml, provenance.json, log.jsonl (loss and periodic validation curve), "
-        "tensorboard/, model/ (with a model card) and metrics.json. Exit status 3 means preempted (130: "
+        "tensorboard/, model/ (with a model card) and metrics.json. Exit status 75 means preempted (130: "
         "interrupted by Ctrl-C); the checkpoint is saved: re-run the same command to resume. Also: `megadocs train ensemble --help`, "
         "`megadocs train benchmarks --help`.",
         **examples(
@@ -269,7 +270,7 @@ def _run(args: argparse.Namespace) -> int:
     if not args.config:
         args._train_parser.print_usage(sys.stderr)
         print("error: CONFIG.yaml is required (or --template for a starting point)", file=sys.stderr)
-        return 2
+        return Exit.BAD_INPUT
 
     config = load_run_config(args.config, args.overrides)
     if args.dry_run:

@@ -269,3 +269,20 @@ def test_a_groups_interval_does_not_depend_on_the_other_groups():
     before = fit_groups(alone, x="g", y="loss", group="method", n_boot=40)["stitched"]
     after = fit_groups(joined, x="g", y="loss", group="method", n_boot=40)["stitched"]
     assert after.ci == before.ci
+
+
+def test_the_no_interval_note_names_a_command_and_flag_that_exist():
+    """The note said "pass a noise level" without the flag; the report, which prints the same
+    note, has no such flag: the advice names `analysis fit ... --noise-sigma SD`, which parses."""
+    import re
+    import shlex
+
+    from analysis.scaling import NOISE_SIGMA_FLAG, fit_power_law
+    from megadocs.cli import build_parser
+
+    fit = fit_power_law([1.0, 2.0, 4.0], [4.0, 3.5, 3.25], n_boot=50)  # 3 points, 3 parameters: no spare
+    [note] = [n for n in fit.notes if n.startswith("no interval")]
+    command = re.search(r"`megadocs ([^`]+)`", note).group(1)
+    assert NOISE_SIGMA_FLAG in command
+    argv = shlex.split(command.replace("INPUT", "sweep.yaml").replace("SD", "0.01"))
+    assert build_parser().parse_args(argv).noise_sigma == 0.01

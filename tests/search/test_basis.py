@@ -6,6 +6,7 @@ exit 0, the corner only in a column."""
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
@@ -57,7 +58,7 @@ def test_a_noise_aware_certificate_says_so():
     ([(CertState.SEARCHING, None)], CertifyExit.NOT_CERTIFIED),
 ])
 def test_exit_policy(states, code):
-    assert CertifyExit.of(states) is code
+    assert CertifyExit.of([(*state, False) for state in states]) is code  # no failed run (test_exits.py)
 
 
 def test_a_one_value_grid_is_certified_without_a_search_and_exits_3(make_sweep, capsys):
@@ -99,7 +100,7 @@ def test_the_exit_statuses_are_in_the_help(capsys):
     text = " ".join(capsys.readouterr().out.split())
     assert "exit status:" in text
     for code in CertifyExit:
-        assert f"{code.value} every certification certified" in text or f"{code.value} a certification" in text
+        assert re.search(rf"(exit status:|;) {code.value} [a-z]", text), code
 
 
 def test_the_report_says_what_each_certificate_rests_on(tmp_path):

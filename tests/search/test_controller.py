@@ -129,7 +129,7 @@ def test_a_failed_neighbour_blocks_certification_and_is_reported(make_sweep, cap
     path = make_sweep(objective="tests.search.objectives:broken_corner",
                       grid={"lr": [0.001, 0.003, 0.01], "wd": [0.8], "epochs": [8, 16]},
                       start={"lr": 0.003, "wd": 0.8, "epochs": 16})
-    assert certify(path) == 1  # the bowl's optimum is lr 0.003: its lr-up neighbour always fails
+    assert certify(path) == CertifyExit.WORK_FAILED  # the bowl's optimum is lr 0.003: its lr-up neighbour always fails
     err = capsys.readouterr().err
     assert "blocked by {'lr': 0.01" in err and "CUDA out of memory (simulated)" in err
     [summary] = summarize(load_sweep(path))
@@ -139,13 +139,13 @@ def test_a_failed_neighbour_blocks_certification_and_is_reported(make_sweep, cap
     failed = [r for r in read_runs(load_sweep(path)) if r.status == "failed"]
     assert failed[0].attempts == 2 and "out of memory" in failed[0].reason
     # the failure is kept, not silently retried: a re-run stays failed until asked, and says how
-    assert certify(path) == 1
+    assert certify(path) == CertifyExit.WORK_FAILED
     err = capsys.readouterr().err
     assert "1 failed point(s) block their certificates" in err
     assert f"`megadocs search certify {path} --retry-failed`" in err
     assert main(["search", "status", str(path)]) == 0
     assert "--retry-failed" in capsys.readouterr().out
-    assert certify(path, "--retry-failed") == 1
+    assert certify(path, "--retry-failed") == CertifyExit.WORK_FAILED
     assert [r.attempts for r in read_runs(load_sweep(path)) if r.status == "failed"] == [2, 2]
 
 
@@ -158,7 +158,7 @@ def test_a_warm_start_from_a_failed_source_names_it_and_counts_one_failed_point(
                       certifications=[{"name": "a", "fixed": {"method": "simple", "g": 4}},
                                       {"name": "b", "fixed": {"method": "simple", "g": 8}, "warm_start": "a"}],
                       transfers=[{"name": "t", "from": "a", "fixed": {"method": "stitched", "g": 4}}])
-    assert certify(path) == 1
+    assert certify(path) == CertifyExit.WORK_FAILED  # a failed run, not a "no"
     err = capsys.readouterr().err
     assert "1 failed point(s) block" in err and "b: not certified: source 'a' ended failed" in err, err
     assert main(["search", "status", str(path)]) == 0

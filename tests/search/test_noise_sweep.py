@@ -64,7 +64,7 @@ def test_minus_inf_is_a_failed_run_in_the_ledger_too(make_sweep, workdir, capsys
     path = make_sweep(objective="tests.search.objectives:minus_inf_corner",
                       grid={"lr": [0.001, 0.003, 0.01], "wd": [0.8], "epochs": [8, 16]},
                       start={"lr": 0.003, "wd": 0.8, "epochs": 16})
-    assert certify(path) == 1  # the optimum's lr-up neighbour returns -inf: blocked, not certified
+    assert certify(path) == CertifyExit.WORK_FAILED  # the optimum's lr-up neighbour returns -inf: blocked, not certified
     err = capsys.readouterr().err
     assert "blocked by {'lr': 0.01" in err and "-inf" in err
     [summary] = summarize(load_sweep(path))

@@ -115,6 +115,7 @@ def test_plan_json_is_the_dict_sweep_plan_returned_before_it_was_typed(make_swee
         "extend": {axis: {"below": list(e.below), "above": list(e.above)} for axis, e in c.extend.items()},
         "best": c.best, "expected": c.expected, "worst": c.worst, "start_run": start_run(c.cost.start_run),
         "gpu_hours_expected": c.cost.gpu_hours_expected, "gpu_hours_worst": c.cost.gpu_hours_worst,
+        "done": None,  # added last (cli-exits): what the ledger says is done; null before anything ran
     } for c in plan.certifications]  # fmt: skip
     ensembles, transfers = ([{"name": e.name, "from": e.source, "runs": e.runs, "gpu_hours": e.gpu_hours} for e in extra]
                             for extra in (plan.ensembles, plan.transfers))  # fmt: skip
@@ -340,3 +341,39 @@ def test_train_and_search_plans_cost_a_run_alike(make_sweep, tiny_store):
                                                synthetic_windows=1, vocab_size=PAPER.vocab_size, mfu=mfu,
                                                peak_tflops=peak)
     assert set(coster.assumed) == {"real_tokens", "real_documents", "vocab_size"}
+
+
+def test_plan_of_a_partly_run_sweep_says_what_is_done_and_what_remains(make_sweep, capsys):
+    """`plan` on a sweep that had run counted its runs as if nothing had: the ledger was not read."""
+    path = make_sweep(certifications=[{"name": "a", "fixed": {"method": "simple", "g": 4}},
+                                      {"name": "b", "fixed": {"method": "simple", "g": 8}}])
+    assert main(["search", "plan", str(path), "--json"]) == 0
+    before = json.loads(capsys.readouterr().out)
+    assert [c["done"] for c in before["certifications"]] == [None, None] and "runs_finished" not in before["total"]
+
+    main(["search", "certify", str(path), "--no-progress", "--max-runs", "2"])  # budget spent: exit 1
+    capsys.readouterr()
+    assert main(["search", "plan", str(path), "--json"]) == 0
+    after = json.loads(capsys.readouterr().out)
+    for plan, planned in zip(after["certifications"], before["certifications"]):
+        done = plan["done"]
+        assert (done["state"], done["finished"], done["running"], done["failed"]) == ("searching", 2, 0, 0), done
+        assert done["remaining_worst"] == planned["worst"] - 2
+        assert done["remaining_expected"] == max(planned["expected"] - 2, 0)
+    assert after["total"]["runs_finished"] == 4
+    assert after["total"]["runs_remaining_worst"] == before["total"]["runs_worst"] - 4
+    assert main(["search", "plan", str(path)]) == 0
+    table = capsys.readouterr().out
+    assert "left worst" in table.splitlines()[0] and "(done: finished runs in the ledger" in table
+
+
+def test_plan_reads_the_ledger_without_importing_torch(make_sweep):
+    import subprocess
+    import sys
+
+    path = make_sweep()
+    main(["search", "certify", str(path), "--no-progress", "--max-runs", "1"])
+    code = ("import sys; from megadocs.cli import main; main(['search', 'plan', sys.argv[1]]); "
+            "assert 'torch' not in sys.modules, 'plan imported torch'")
+    done = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and "done" in done.stdout, done.stderr[-2000:]

@@ -10,6 +10,7 @@ import time
 import pytest
 
 from megadocs.cli import main
+from megadocs.exits import Exit
 from search.ledger import read_runs
 from search.params import RunParams
 from search.status import summarize
@@ -265,7 +266,7 @@ def test_a_trial_whose_creation_was_committed_unheard_is_no_run(make_sweep, work
 def test_a_full_disk_on_the_ledgers_server_is_one_line_and_the_same_command_resumes(make_sweep, workdir, capfd,
                                                                                       monkeypatch):
     """The server's disk fills up (its tables sit on a REAL 4 MiB tmpfs; it answers SQLSTATE 53100
-    disk_full and stays up): `search certify` says so in one line naming the ledger, exit 1 as for
+    disk_full and stays up): `search certify` says so in one line naming the ledger, exit 4 as for
     a local full disk, at once rather than after waiting out an "outage"; the committed runs are
     kept, and the same command finishes once there is space."""
     from search import ledger as ledger_module
@@ -289,7 +290,7 @@ def test_a_full_disk_on_the_ledgers_server_is_one_line_and_the_same_command_resu
         capfd.readouterr()
 
         started = time.monotonic()
-        assert main(["search", "certify", str(path), "--no-progress"]) == 1
+        assert main(["search", "certify", str(path), "--no-progress"]) == Exit.WORK_FAILED
         assert time.monotonic() - started < 20
         err = capfd.readouterr().err
         assert "Traceback" not in err and SECRET not in err, err[-3000:]

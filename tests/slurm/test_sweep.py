@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from megadocs.exits import Exit
 from tests.slurm.conftest import LOCAL_PROFILE, REPO, final_history, slurm_state, wait_for
 
 pytestmark = pytest.mark.slurm
@@ -169,7 +170,7 @@ def test_cancelled_job_is_retried_then_the_run_fails_with_its_reason(slurm_clust
             controller.kill()
         subprocess.run(["scancel", *cancelled], capture_output=True)
 
-    assert controller.returncode == 1, err[-3000:]  # the certification failed
+    assert controller.returncode == Exit.WORK_FAILED, err[-3000:]  # its run was cancelled: work failed, not a 'no'
     assert cancelled[0] != cancelled[1]  # the retry was a new job
     assert [final_history(job_id) for job_id in cancelled] == [["CANCELLED"], ["CANCELLED"]]
     [run] = _runs(path)

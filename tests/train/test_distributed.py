@@ -18,9 +18,10 @@ import pytest
 import torch
 import yaml
 
+from megadocs.exits import Exit
 from train.distributed import DistributedContext, world_from_env
 
-EXIT_PREEMPTED = 3
+EXIT_PREEMPTED = Exit.PREEMPTED
 # Not bitwise: the 2-rank run's logged float32 losses differ from one process's in the last bits
 # (summation order of the gradient all-reduce and of the per-rank micro-batches); measured here the
 # validation losses agree to ~1e-9 relative after 18 steps (FSDP). The tolerance leaves room for other BLAS.

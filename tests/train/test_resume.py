@@ -15,12 +15,13 @@ from pathlib import Path
 import pytest
 import yaml
 
+from megadocs.exits import Exit
 from megadocs.formats import RunMetrics
 from train.loop import run
 from train.train_cli import load_run_config
 
-EXIT_PREEMPTED = 3
-EXIT_INTERRUPTED = 130
+EXIT_PREEMPTED = Exit.PREEMPTED
+EXIT_INTERRUPTED = Exit.INTERRUPTED
 
 
 def _megadocs(*args: str) -> list[str]:
