@@ -54,6 +54,7 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # `tests.postgres` when run as a script
 
+from megadocs.exits import Exit  # noqa: E402
 from megadocs.formats import RunStatus, dumps_json  # noqa: E402
 from megadocs.procs import pid_alive  # noqa: E402
 from search.params import RunParams  # noqa: E402
@@ -79,10 +80,11 @@ LOCAL_PROFILE = REPO / "slurm" / "profiles" / "local.yaml"
 RESULTS = REPO / "benchmarks" / "results"
 FAULT_KINDS = ("controller_sigkill", "postgres_restart", "oom_kill", "scancel", "node_down", "disk_full", "hang")
 TEN_THOUSAND = 10_000
-FINISHED, NOT_CERTIFIED = (0, 3), 1
+FINISHED, NOT_CERTIFIED = (Exit.OK, Exit.CERTIFIED_ON_BOUND, Exit.WORK_FAILED), Exit.NEGATIVE
 """``search certify`` exits 0 (every certificate interior) or 3 (one leans on a bound, as the
-paper's mix 0.9 does at G=32) when the sweep is done; 1 when one did not certify, also the exit
-of a Python traceback (a crash: restarted and recorded)."""
+paper's mix 0.9 does at G=32) when the sweep is done, 4 when it is done but a run failed (its
+retries spent: the audit below says which); 1 when one did not certify, also the exit of a Python
+traceback (a crash: restarted and recorded). The statuses: :class:`megadocs.exits.Exit`."""
 DISK_FULL_S = 5.0
 """How long the file system stays full after the first checkpoint it refused."""
 STALL_S = 300.0
