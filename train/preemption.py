@@ -5,7 +5,8 @@ saves a checkpoint, waits until it is on disk, hands the signal to the handler i
 (submitit's requeue), and raises `Preempted`. The CLI exits with status 75
 (`megadocs.exits.Exit.PREEMPTED`), or 130 for SIGINT (Ctrl-C); a second Ctrl-C interrupts at once
 and loses only the steps since the last checkpoint on disk. Several ranks stop together:
-`PreemptionSignals.agree` is true on every rank when any saw a signal (`train.loop.Trainer` holds the one check that knows the parallelism).
+`PreemptionSignals.agree` is true on every rank when any saw a signal (`train.loop.Trainer` holds
+the one check that knows the parallelism).
 """
 
 from __future__ import annotations
