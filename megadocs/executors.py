@@ -333,6 +333,7 @@ class SlurmExecutor(_Submitit):
         )
         super().__init__(executor, "slurm", folder)
         self._queue_seen: dict[str, tuple[float, bool]] = {}  # job id -> (when, in the queue then)
+        self._settling: dict[str, float] = {}  # failed job id -> when accounting first still called it running
 
     def _reattach(self, job_id: str, folder: Path) -> Any:
         import submitit
@@ -343,12 +344,23 @@ class SlurmExecutor(_Submitit):
         """As :meth:`_Submitit.poll`; a job SLURM ended (``scancel``, out of memory, a node lost)
         that still wrote an exception names SLURM's state first: the exception is a symptom (a
         ``scancel`` SIGTERMs every process of the job, so vLLM's engine died and the shard raised
-        ``EngineDeadError``, which was all the line said). Asks accounting once per failed job."""
+        ``EngineDeadError``, which was all the line said).
+
+        Accounting is asked afresh for a failed job (submitit's cached state may predate the
+        ``scancel``). The job's exception is written while SLURM still tears the job down, so a job
+        accounting still calls RUNNING/COMPLETING is reported running until it says how the job
+        ended, for at most SETTLE_S."""
         poll = super().poll(job_id, folder)
-        if poll.state is JobState.FAILED:
-            state = self._job(job_id, folder).state  # sacct's, e.g. "CANCELLED by 0"
-            if state.split()[0] in SLURM_ENDED - {"COMPLETED", "FAILED"}:
-                return Poll(JobState.FAILED, reason=f"SLURM ended it ({state}); the job's last error: {poll.reason}")
+        if poll.state is not JobState.FAILED:
+            return poll
+        state = self._job(job_id, folder).get_info(mode="force").get("State") or "UNKNOWN"  # e.g. "CANCELLED by 0"
+        if state.split()[0] in SLURM_ENDED - {"COMPLETED", "FAILED"}:
+            self._settling.pop(job_id, None)
+            return Poll(JobState.FAILED, reason=f"SLURM ended it ({state}); the job's last error: {poll.reason}")
+        if state.split()[0] in SLURM_SETTLING and time.monotonic() - self._settling.setdefault(
+                job_id, time.monotonic()) < SETTLE_S:
+            return Poll(JobState.RUNNING)
+        self._settling.pop(job_id, None)
         return poll
 
     def cancel(self, job_ids: Sequence[str]) -> None:
@@ -377,6 +389,14 @@ class SlurmExecutor(_Submitit):
 SLURM_ENDED = frozenset({"COMPLETED", "CANCELLED", "FAILED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY", "PREEMPTED",
                          "BOOT_FAIL", "DEADLINE"})
 """squeue states of a job that will not run again (it may linger in the queue for MinJobAge)."""
+
+SLURM_SETTLING = frozenset({"RUNNING", "COMPLETING"})
+"""Accounting states of a job whose processes SLURM is still ending (a ``scancel``'s SIGTERM has
+landed, the job wrote its exception, the state is not final yet)."""
+
+SETTLE_S = 60.0
+"""How long a failed job's accounting may still say RUNNING/COMPLETING before its failure is
+reported as the job's own (accounting that is down must not hold a failure back for ever)."""
 
 
 def in_queue(job_id: str) -> bool:
