@@ -30,7 +30,7 @@ def test_every_status_has_one_meaning_documented_once():
     assert len({status.value for status in Exit}) == len(Exit)  # an alias would be two meanings for one number
     text = ARCHITECTURE.read_text()
     for status in Exit:
-        assert f"`{status.value}` `{status.name}`" in text, status
+        assert f"| {status.value} | `{status.name}` |" in text, status  # its row of the Conventions table
 
 
 def test_certify_statuses_are_members_of_the_vocabulary_with_the_same_meaning():
