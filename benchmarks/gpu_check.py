@@ -59,6 +59,7 @@ sys.path.insert(0, str(ROOT))
 
 import torch  # noqa: E402  (after the repository is on the path)
 
+from megadocs.exits import Exit  # noqa: E402
 from megadocs.formats import finite_or_none  # noqa: E402
 from megadocs.procs import apply_environment_defaults  # noqa: E402
 from train.compile import BACKEND_ENV, compile_backend, compile_layers, decoder_layers  # noqa: E402
@@ -583,9 +584,9 @@ def section_resume(ctx: Context) -> None:
         interrupted = _train_cli(config, tmp / "interrupted", cpu=not ctx.cuda)
         stopped_at = _sigterm_after_first_log_line(interrupted, tmp / "interrupted")
         codes = (straight.wait(), interrupted.wait())
-        ctx.check("resume: SIGTERM saves a checkpoint and exits 3", codes[1] == 3,
+        ctx.check(f"resume: SIGTERM saves a checkpoint and exits {Exit.PREEMPTED.value}", codes[1] == Exit.PREEMPTED,
                   f"exit codes {codes} (straight, interrupted); signalled after step {stopped_at}"
-                  + _log_tail(tmp, codes, ("straight", "interrupted"), (0, 3)))  # fmt: skip
+                  + _log_tail(tmp, codes, ("straight", "interrupted"), (0, Exit.PREEMPTED)))  # fmt: skip
         resumed = _train_cli(config, tmp / "interrupted", cpu=not ctx.cuda).wait()
         if resumed != 0:
             ctx.check("resume: the interrupted run finishes when re-run", False,
