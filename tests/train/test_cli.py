@@ -9,6 +9,7 @@ import pytest
 import yaml
 
 from megadocs.cli import main
+from megadocs.exits import Exit
 from train.config import RunConfig
 
 
@@ -113,13 +114,14 @@ def test_ensemble_with_a_missing_member_names_members(tmp_path, capsys):
 def test_a_full_disk_during_training_is_one_line_and_keeps_the_run(small_store, small_filesystem, tmp_path, capsys,
                                                                     one_thread):
     """A checkpoint that does not fit (a tiny-1m state is ~11 MB, the file system 4 MiB): one line
-    naming the file, exit 1, and the run directory stays for the resume once there is room."""
+    naming the file, exit 4 (work failed: re-run resumes), and the run directory stays for the resume
+    once there is room."""
     config = tmp_path / "run.yaml"
     config.write_text(yaml.safe_dump({"data": {"store": str(small_store), "context": 64, "real_epochs": 1},
                                       "optim": {"batch_size": 8, "micro_batch_size": 8}, "checkpoint_every": 2,
                                       "eval": {"val_windows": 4}, "device": "cpu", "tracking": {"tensorboard": False}}))
     out = small_filesystem / "run"
-    assert main(["train", str(config), "--out", str(out)]) == 1
+    assert main(["train", str(config), "--out", str(out)]) == Exit.WORK_FAILED
     err = capsys.readouterr().err
     assert "Traceback" not in err
     line = err.strip().splitlines()[-1]
