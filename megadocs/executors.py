@@ -354,11 +354,12 @@ class SlurmExecutor(_Submitit):
         if poll.state is not JobState.FAILED:
             return poll
         state = self._job(job_id, folder).get_info(mode="force").get("State") or "UNKNOWN"  # e.g. "CANCELLED by 0"
-        if state.split()[0] in SLURM_ENDED - {"COMPLETED", "FAILED"}:
+        word = state.split()[0]
+        if word in SLURM_ENDED - {"COMPLETED", "FAILED"}:
             self._settling.pop(job_id, None)
             return Poll(JobState.FAILED, reason=f"SLURM ended it ({state}); the job's last error: {poll.reason}")
-        if state.split()[0] in SLURM_SETTLING and time.monotonic() - self._settling.setdefault(
-                job_id, time.monotonic()) < SETTLE_S:
+        settling_since = self._settling.setdefault(job_id, time.monotonic()) if word in SLURM_SETTLING else None
+        if settling_since is not None and time.monotonic() - settling_since < SETTLE_S:
             return Poll(JobState.RUNNING)
         self._settling.pop(job_id, None)
         return poll
