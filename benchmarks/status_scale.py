@@ -30,7 +30,9 @@ identities), each replica's trials copied into the target ledger one transaction
 Usage: ``python benchmarks/status_scale.py [--sizes 1000,3000,10000] [--baseline REF]
 [--backends sqlite,postgres]``. Takes several minutes (mostly building the ledgers). The last
 stdout line is a JSON summary for ``benchmarks/run_all.py``; the figures also go to
-``benchmarks/results/status_scale.json``.
+``benchmarks/results/status_scale.json``, with a ``run`` record (:func:`run_context`: commit, date,
+machine, load average at the start and the end: on a shared machine other work inflates every
+figure, the ratios least).
 """
 
 from __future__ import annotations
@@ -373,6 +375,7 @@ def main(argv: list[str] | None = None) -> int:
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     started = time.time()
+    run = run_context()
     sizes = [int(s) for s in args.sizes.split(",")]
     with ExitStack() as stack:
         work = Path(args.work) if args.work else Path(stack.enter_context(tempfile.TemporaryDirectory()))
@@ -394,10 +397,29 @@ def main(argv: list[str] | None = None) -> int:
                     rows.append(_one_ledger(backend, size, url, scratch_url, data, per_replica,
                                             codes=codes, work=work, warm_up=not rows, as_repeats=args.as_repeats))
     summary = _summary(rows, time.time() - started)
+    run["load_average_end"] = round(os.getloadavg()[0], 1)
+    summary = {"commit": run["commit"], "load_average": f"{run['load_average_start']} -> {run['load_average_end']}",
+               **summary}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(dumps_json({"rows": rows, **summary}, indent=1) + "\n")
+    Path(args.out).write_text(dumps_json({"run": run, "rows": rows, **summary}, indent=1) + "\n")
     print(dumps_json(summary, indent=None))
     return 0
+
+
+def run_context() -> dict[str, Any]:
+    """Where and when the figures were taken: the commit (``-dirty`` with uncommitted changes),
+    the UTC start, the machine (``run_all.machine_description``) and the 1-minute load average
+    (other work on a shared machine inflates CPU seconds too: caches and frequency are shared)."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from run_all import machine_description
+
+    def git(*args: str) -> str:
+        return subprocess.run(["git", "-C", str(REPO), *args], capture_output=True, text=True).stdout.strip()
+
+    dirty = "-dirty" if git("status", "--porcelain", "--untracked-files=no") else ""
+    return {"commit": git("rev-parse", "--short=7", "HEAD") + dirty,
+            "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "machine": machine_description(),
+            "load_average_start": round(os.getloadavg()[0], 1)}
 
 
 def _postgres():
