@@ -163,7 +163,8 @@ class LedgerEvaluator(Evaluator):
     def restore(self, strategies: Sequence[Strategy]) -> None:
         """Feed the ledger's evidence to the strategies and re-attach in-flight runs. Reads each
         study once (:meth:`Ledger.snapshot`): the finished runs of every study for adoption, and
-        each strategy's own study as its evidence."""
+        each strategy's own study as its evidence, then the stop recorded for it (a baseline
+        stopped before its budget: :meth:`Strategy.restore_stop`)."""
         snapshot = self.ledger.snapshot()
         for name in snapshot.study_names():
             for record in snapshot.runs(name):
@@ -203,6 +204,8 @@ class LedgerEvaluator(Evaluator):
                     if record.job_id is None:
                         orphans.append(run)  # killed between trial creation and submission
                 run.subscribers.append(_Subscriber(strategy.name, item.point, record.trial_id))
+            if (stop := snapshot.stop(info.study)) is not None:  # a converged TPE stays converged
+                strategy.restore_stop(stop)
         if orphans:
             self._dispatch(orphans)
 
@@ -288,6 +291,12 @@ class LedgerEvaluator(Evaluator):
         self.ledger.heartbeat()
         if self.progress:
             self.progress.update(strategies, len(self._inflight))
+
+    def finished(self, strategy: Strategy) -> None:
+        """Record a baseline's stop before its budget (:meth:`Strategy.stop`) in its study, at once:
+        a controller killed later, ``search status`` and the next controller all read it."""
+        if (stop := strategy.stop()) is not None:
+            self.ledger.record_stop(self.tasks[strategy.name].study, stop)
 
     def stop(self, why: str) -> tuple[int, list[str]]:
         """The controller ends before the sweep does (``why``): hand the runs in flight to the

@@ -7,7 +7,9 @@ Layout (docs/architecture.md, "Search ledger"):
   Study user attributes: ``kind``, ``fixed``, ``grid`` (as listed), ``start`` (the resolved
   start, also for warm starts), ``extensions`` (every extension value the search reached, in
   order, with the centre that asked for it: :class:`search.certify.Extension`; absent in ledgers
-  written before extensions, which read as none).
+  written before extensions, which read as none), ``stop`` (a baseline's stop before its run
+  budget: :class:`search.strategies.Stop`; absent while it runs, when its budget stopped it, and
+  in ledgers written before the record, which read as no stop).
 - One trial per (study, point). Trial params are the grid point, typed so that Optuna's own tools
   (optuna-dashboard) plot it numerically: numeric axes are Float/Int distributions over the
   axis's range, on a log scale for ``lr`` and ``wd`` (`axis_distribution`); the fixed ``method``
@@ -60,6 +62,7 @@ from megadocs.trust import redact_url, scrub
 from search.certify import Extension, Outcome
 from search.grid import Grid
 from search.params import METHOD, G, RunParams
+from search.strategies import Stop
 
 if TYPE_CHECKING:  # only a type here: reading a ledger needs no sweep-file models at import
     from search.sweep import Sweep
@@ -114,6 +117,7 @@ STUDY_GRID = "grid"
 STUDY_START = "start"
 STUDY_SUPERSEDED = "superseded"  # {trial number: reason}: finished trials whose identity changed
 STUDY_EXTENSIONS = "extensions"  # [Extension.to_dict()]: extension values reached, in order
+STUDY_STOP = "stop"  # Stop.to_dict(): a baseline stopped before its run budget (converged, exhausted)
 # Controller lock study attribute.
 LOCK_HOLDER = "holder"
 LOCK_SUFFIX = "#controller"
@@ -657,6 +661,16 @@ class Ledger:
         if extension.step not in {e.step for e in recorded}:
             self.set_study_attr(name, STUDY_EXTENSIONS, [e.to_dict() for e in [*recorded, extension]])
 
+    def stop(self, name: str) -> Stop | None:
+        """The stop recorded for study ``name`` (None: none, also in older ledgers)."""
+        return _stop(self.study_attrs(name))
+
+    def record_stop(self, name: str, stop: Stop) -> None:
+        """Record ``stop`` for study ``name`` unless that very stop is recorded already (a restarted
+        controller finds its baselines done again); a later stop replaces an earlier one."""
+        if self.stop(name) != stop:
+            self.set_study_attr(name, STUDY_STOP, stop.to_dict())
+
     def study_names(self) -> list[str]:
         """Names of this sweep's run studies (not the lock)."""
         return [s.study_name for s in self.storage.get_all_studies() if self._is_run_study(s.study_name)]
@@ -1016,6 +1030,10 @@ class LedgerSnapshot:
         """As :meth:`Ledger.extensions`."""
         return _extensions(self.attrs.get(name, {}))
 
+    def stop(self, name: str) -> Stop | None:
+        """As :meth:`Ledger.stop`."""
+        return _stop(self.attrs.get(name, {}))
+
     def all_runs(self) -> list[RunRecord]:
         """Every run of the sweep, study by study: :func:`read_runs`."""
         return [record for records in self.records.values() for record in records]
@@ -1044,6 +1062,12 @@ def undescribed_line(counts: Mapping[str, int], *, controller_live: bool) -> str
 def _extensions(study_attrs: Mapping[str, Any]) -> list[Extension]:
     """A study's recorded extensions, in order (none in older ledgers)."""
     return [Extension.from_dict(item) for item in study_attrs.get(STUDY_EXTENSIONS, [])]
+
+
+def _stop(study_attrs: Mapping[str, Any]) -> Stop | None:
+    """A study's recorded stop (None: none recorded, as in ledgers written before the record)."""
+    data = study_attrs.get(STUDY_STOP)
+    return None if data is None else Stop.from_dict(data)
 
 
 def _live_holder(lock_attrs: Mapping[str, Any]) -> dict[str, Any] | None:
