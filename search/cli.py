@@ -139,7 +139,14 @@ def _certify(args: argparse.Namespace) -> int:
     from search.certify import CertState, Support
     from search.controller import SweepInterrupted, run_sweep
     from search.ledger import read_snapshot
-    from search.status import certify_exit, format_bases, format_stops, format_table, g_trend_warnings, summarize
+    from search.status import (
+        certify_exit,
+        format_bases,
+        format_stops,
+        format_table,
+        g_trend_warnings,
+        summarize,
+    )
     from search.sweep import load_sweep
 
     if args.max_runs is not None and args.max_runs < 1:

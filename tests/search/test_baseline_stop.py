@@ -18,8 +18,8 @@ from megadocs.cli import main
 from search.baselines import BASELINES
 from search.certify import Outcome
 from search.grid import Grid
-from search.ledger import STUDY_STOP, read_runs
 from search.landscapes import bowl
+from search.ledger import STUDY_STOP, read_runs
 from search.status import CertificationSummary
 from search.strategies import CertifySearch, Stop, StopReason, StrategyState
 from search.sweep import load_sweep
