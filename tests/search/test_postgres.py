@@ -11,9 +11,10 @@ import pytest
 
 from megadocs.cli import main
 from megadocs.exits import Exit
-from search.ledger import read_runs
+from search.ledger import read_runs, read_snapshot
 from search.params import RunParams
 from search.status import summarize
+from search.strategies import Stop, StopReason
 from search.sweep import load_sweep
 from tests.postgres import REQUIRE_ENV, PostgresUnavailable, ThrowawayPostgres, free_port
 
@@ -73,6 +74,11 @@ def test_certification_on_postgresql(make_sweep, postgres_url):
     assert runs and all(r.status == "completed" for r in runs)
     # the controller lock lives in the same server
     from search.ledger import ControllerBusy, Ledger
+
+    # a baseline's stop (search.strategies.Stop) round-trips through the server's study attributes
+    stop = Stop(StopReason.CONVERGED, 23, None, 72, "its last 200 proposals were points already run")
+    Ledger(postgres_url, "t").record_stop("t/a", stop)  # the study is what counts here
+    assert read_snapshot(load_sweep(path)).stop("t/a") == stop
 
     with Ledger(postgres_url, "t").controller_lock():
         assert main(["search", "certify", str(path), "--no-progress"]) == 2
