@@ -456,7 +456,8 @@ def drive(strategies: Sequence[Strategy], evaluator: Evaluator) -> DriveStats:
             evaluator.submit(requests)
             stats.dispatched += len(requests)
         for strategy in strategies:  # after wanted(): TPE learns it converged there
-            if strategy.name not in finished and strategy.done():
+            # running() first: a cheap count, where the certifier's done() decides on all its evidence
+            if strategy.name not in finished and not strategy.running() and strategy.done():
                 finished.add(strategy.name)
                 evaluator.finished(strategy)
         if not any(s.running() for s in strategies):
