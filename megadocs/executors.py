@@ -534,7 +534,7 @@ class ArrayProgress:
 
 def run_job_array(tasks: Sequence[Callable[[], Any]], labels: Sequence[str], *, kind: str,
                   profile: str | None, folder: Path, timeout_min: float = 7 * 24 * 60,
-                  name: str = "megadocs") -> list[Any]:
+                  name: str = "megadocs", lost_reason: Callable[[Any], Exception | None] | None = None) -> list[Any]:
     """Submit ``tasks`` as one job array (``local`` or ``slurm``), wait for all, return their values.
 
     For the steps that run on a pool's shards (generation, the tokenize step): each task is
@@ -545,6 +545,8 @@ def run_job_array(tasks: Sequence[Callable[[], Any]], labels: Sequence[str], *, 
     never has two jobs writing the same shard.
 
     A task that returns a :class:`megadocs.errors.DiskFull` (its full disk, in one line) failed.
+    ``lost_reason(task)``, for a task that ended without a result, may name why: a ``DiskFull``
+    counts as the task's full disk (``megadocs.shards.ShardTask.lost_to_full_disk``).
 
     Raises:
         UserError: a bad executor/profile.
@@ -564,6 +566,7 @@ def run_job_array(tasks: Sequence[Callable[[], Any]], labels: Sequence[str], *, 
     ids = jobs.submit(tasks)
     print(f"submitted {len(ids)} shard task(s) to {kind}: {', '.join(ids)} (logs: {folder})", file=sys.stderr)
     pending = dict(zip(ids, labels))
+    task_of = dict(zip(ids, tasks))
     progress = ArrayProgress(len(ids))
     values: dict[str, Any] = {}
     failures, full = [], []  # full: the DiskFull values tasks returned (megadocs.shards.ShardTask)
@@ -575,6 +578,10 @@ def run_job_array(tasks: Sequence[Callable[[], Any]], labels: Sequence[str], *, 
                 if poll.state == JobState.RUNNING:
                     continue
                 del pending[job_id]
+                if poll.state == JobState.LOST and lost_reason is not None:
+                    reason = lost_reason(task_of[job_id])
+                    if isinstance(reason, DiskFull):  # no room for its result: its value, as if returned
+                        poll = Poll(JobState.DONE, reason)
                 if poll.state == JobState.DONE and isinstance(poll.value, DiskFull):
                     full.append(poll.value)
                     failures.append(f"{label} (job {job_id}): {poll.value}")

@@ -40,6 +40,7 @@ Example:
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import json
 import os
@@ -50,7 +51,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from megadocs.errors import DiskFull, UserError, disk_full_message
+from megadocs.errors import DISK_FULL_ERRNOS, DiskFull, UserError, disk_full_message
 from megadocs.formats import MANIFEST, write_json
 from megadocs.pools import done_path, shard_stem
 
@@ -231,7 +232,8 @@ class ShardedStep(ABC):
         self.prepared = self.prepare()  # before any task starts: tasks never race to create the manifest
         todo = self.todo()  # frozen before dispatch
         run_job_array([ShardTask(self, index) for index in todo], [f"shard {i}" for i in todo], kind=executor,
-                      profile=profile, folder=self.folder / JOBS, timeout_min=timeout_min, name=self.name)
+                      profile=profile, folder=self.folder / JOBS, timeout_min=timeout_min, name=self.name,
+                      lost_reason=ShardTask.lost_to_full_disk)
         return self.finish()
 
     def finish(self) -> dict[str, Any]:
@@ -248,23 +250,18 @@ class ShardedStep(ABC):
             return manifest
 
 
-@contextlib.contextmanager
-def _reserve(path: Path) -> Iterator[Callable[[], None]]:
-    """Hold :data:`RESERVE_BYTES` of disk in ``path`` for the block (none where the disk is full
-    already); yields the function that gives them back early. ``path`` is removed on the way out."""
-
-    def give_back() -> None:
-        path.unlink(missing_ok=True)
-
+def _reserve(path: Path) -> bool:
+    """Hold :data:`RESERVE_BYTES` of disk in ``path``: True, or False where there is no room (the
+    file is then left empty: the task's word to its submitter, :meth:`ShardTask.lost_to_full_disk`)
+    or the file system refuses it (no file: the task runs without, as a task always could)."""
     try:
         with open(path, "wb") as handle:
             os.posix_fallocate(handle.fileno(), 0, RESERVE_BYTES)
-    except OSError:
-        pass  # no room for it: the task still runs, its error may then not come back
-    try:
-        yield give_back
-    finally:
-        give_back()
+    except OSError as exc:
+        if exc.errno not in DISK_FULL_ERRNOS:
+            path.unlink(missing_ok=True)
+        return False
+    return True
 
 
 class ShardTask:
@@ -276,24 +273,48 @@ class ShardTask:
     line (naming its file), which ``run_job_array`` turns into the one line and exit status of a
     full disk in-process; a raised error would come back as traceback text only. The traceback
     goes to the task's log. The task keeps :data:`RESERVE_BYTES` back while it runs so that its
-    result can be written on the disk that filled."""
+    result can be written on the disk that filled. A task that starts on a full disk has no room
+    for its reserve, result or log: it leaves its reserve file empty, and its submitter, seeing it
+    end without a result, reads that as the full disk (:meth:`lost_to_full_disk`)."""
 
     def __init__(self, step: ShardedStep, index: int) -> None:
         self.step, self.index = step, index
 
+    @property
+    def reserve_path(self) -> Path:
+        return self.step.folder / JOBS / f"{shard_stem(self.index, self.step.num_shards)}.reserve"
+
     def __call__(self) -> dict[str, Any] | DiskFull:
-        reserve = self.step.folder / JOBS / f"{shard_stem(self.index, self.step.num_shards)}.reserve"
-        with _reserve(reserve) as give_back:
-            try:
-                self.step.run([self.index])
-            except Exception as exc:  # noqa: BLE001 - only a full disk is kept; anything else is raised
-                line = disk_full_message(exc)
-                if line is None:
-                    raise
-                give_back()
-                traceback.print_exc()
-                return DiskFull(line)
+        reserve = self.reserve_path
+        held = _reserve(reserve)
+        try:
+            self.step.run([self.index])
+        except Exception as exc:  # noqa: BLE001 - only a full disk is kept; anything else is raised
+            line = disk_full_message(exc)
+            if line is None:
+                raise
+            if held:  # given back first: room for the traceback in the log, and for the result
+                reserve.unlink()
+            traceback.print_exc()
+            return DiskFull(line)
+        finally:
+            if held:  # (a task that had no room for it leaves the empty file: lost_to_full_disk)
+                reserve.unlink(missing_ok=True)
+        reserve.unlink(missing_ok=True)  # done: its result needs no word of a full disk
         return json.loads(self.step.done_path(self.index).read_text())
+
+    def lost_to_full_disk(self) -> DiskFull | None:
+        """For the submitter, once this task ended without a result: a full disk (one line naming
+        the step's folder) when the task started with no room for its reserve, and so none for its
+        result or log either (its empty reserve file says so; removed here); else None."""
+        try:
+            started_full = self.reserve_path.stat().st_size == 0
+        except FileNotFoundError:
+            return None
+        self.reserve_path.unlink(missing_ok=True)
+        if not started_full:
+            return None
+        return DiskFull(disk_full_message(OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(self.step.folder))))
 
     def checkpoint(self, *args: Any, **kwargs: Any) -> Any:
         from submitit.helpers import DelayedSubmission
