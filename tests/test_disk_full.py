@@ -242,4 +242,4 @@ def test_a_job_array_task_that_starts_on_a_full_disk_reads_as_a_full_disk(small_
 
     (small_filesystem / "filler").unlink()
     assert Fill(step.folder, 1, name="fill").submit(executor, profile)["complete"]
-    assert not list(small_filesystem.rglob("*.reserve"))
+    assert not list(small_filesystem.rglob("*.reserve*"))
