@@ -188,7 +188,7 @@ class ShardedStep(ABC):
 
         live = live_array_tasks(self.folder / JOBS)
         if live:
-            tasks = "; ".join(f"{tasks.kind} task(s) {', '.join(tasks.job_ids)}" for tasks in live)
+            tasks = "; ".join(f"{tasks.kind} task(s) {_first(tasks.job_ids)}" for tasks in live)
             cancel = "; ".join(tasks.cancel_command() for tasks in live)
             raise UserError(f"{self.folder}: an earlier {self.name} submission with other settings still has tasks "
                             f"queued or running ({tasks}): wait for them to end, or cancel them ({cancel}), then "
@@ -286,6 +286,15 @@ def _changed(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
     ['seed', 'kind']
     """
     return [key for key in dict.fromkeys((*old, *new)) if old.get(key) != new.get(key)]
+
+
+def _first(ids: list[str], shown: int = 8) -> str:
+    """Ids for one line: a pool's array has hundreds of tasks.
+
+    >>> _first([str(i) for i in range(10)], shown=3)
+    '0, 1, 2 and 7 more'
+    """
+    return ", ".join(ids[:shown]) + (f" and {len(ids) - shown} more" if len(ids) > shown else "")
 
 
 def _shown(value: Any) -> str:
