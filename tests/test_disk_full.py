@@ -227,9 +227,14 @@ class FillsOnStart(Fill):
 
 
 @pytest.mark.parametrize("executor", ["local", pytest.param("slurm", marks=pytest.mark.slurm)])
-def test_a_job_array_task_that_starts_on_a_full_disk_reads_as_a_full_disk(small_filesystem, executor, capfd):
+def test_a_job_array_task_that_starts_on_a_full_disk_reads_as_a_full_disk(small_filesystem, executor, capfd,
+                                                                            monkeypatch):
     """No room for the task's reserve, so none for its result either: the submitter says the
     full disk in one line naming the folder (exit 4, a full disk's), not "ended without a result"."""
+    from megadocs import executors
+
+    monkeypatch.setattr(executors, "LOST_GRACE_S", 0.0)  # (no result file will come: the test's time)
+    monkeypatch.setitem(executors.ARRAY_POLL_S, "slurm", 1.0)
     step = FillsOnStart(small_filesystem / "out", 1, name="fill")
     profile = "slurm/profiles/local.yaml" if executor == "slurm" else None
     with pytest.raises(DiskFull) as caught:
