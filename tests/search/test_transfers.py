@@ -21,7 +21,7 @@ def test_transfer_runs_the_target_at_the_source_certified_point(make_sweep, work
                         {"name": "stitched-g4", "fixed": {"method": "stitched", "g": 4}}],
         transfers=[{"name": "stitched-g4-at-simple", "from": "simple-g4", "fixed": {"method": "stitched", "g": 4}}],
     )
-    from search.ledger import LedgerMissing
+    from search.storage import LedgerMissing
 
     with pytest.raises(LedgerMissing):  # before certify there is no ledger to read (issue 14)
         summarize_transfers(load_sweep(path))
