@@ -101,7 +101,8 @@ class CertificationSummary:
     bounds_hit: tuple[Bound, ...]  # of the best point
     outstanding: tuple[dict[str, Any], ...] | None = ()
     """Points still to dispatch or in flight: the certifier's wanted neighbours, a grid baseline's
-    unrun points up to its budget; None where the ledger cannot say (TPE samples them)."""
+    unrun points up to its budget; None where the ledger cannot say (TPE samples them, until it
+    converged)."""
     blocked_by: tuple[tuple[dict[str, Any], str], ...] = ()  # failed points and why
     noise: NoiseEstimate = NoiseEstimate(1, None, 0, 2.0)
     reason: str | None = None  # why it cannot certify (failed) or stopped (budget; a baseline's stop)

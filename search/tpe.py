@@ -91,6 +91,10 @@ class TPESearch(Strategy):
             return None
         return self._restored or Stop(StopReason.CONVERGED, len(self.outcomes), self.max_runs, self.grid.size, CONVERGED)
 
+    def outstanding(self) -> tuple[dict[str, Any], ...] | None:
+        """Nothing once converged; else unknown (its next points come from the sampler)."""
+        return () if self._done() else None
+
     def restore_stop(self, stop: Stop) -> None:
         """A convergence recorded on a grid of this size: proposes nothing more (a sampler rebuilt
         from the runs could still find an unrun point and resume a search that had ended)."""

@@ -59,7 +59,7 @@ def test_a_baseline_stopped_before_its_budget_reads_done_with_why(make_sweep, ca
     path = _sweep(make_sweep)
     assert _certify(path, strategy) == 0
     cert, text = _status(path, strategy, capsys)
-    assert cert["runs"]["finished"] == 8 and cert["state"] == "certified", cert
+    assert cert["runs"]["finished"] == 8 and cert["state"] == "certified" and cert["outstanding"] == [], cert
     stop = cert["stop"]
     assert (stop["reason"], stop["runs"], stop["budget"], stop["points"]) == (WHY[strategy].value, 8, BUDGET, 8)
     assert stop["summary"].startswith(f"{WHY[strategy].value} after 8 of {BUDGET} runs (")
@@ -115,6 +115,6 @@ def test_a_converged_tpe_whose_best_point_lacks_a_neighbour_reads_done_not_runni
     converged = tpe(stop)
     assert (summary(converged).state, summary(converged).stop) == (StrategyState.DONE, stop)
     assert summary(converged).reason == f"converged after 2 of {BUDGET} runs ({CONVERGED})"
-    assert converged.wanted(4) == []  # a restarted controller asks it for nothing more
+    assert converged.wanted(4) == [] and converged.outstanding() == ()  # a restarted controller asks for nothing
     widened = tpe(Stop(StopReason.CONVERGED, 2, BUDGET, grid.size - 1, CONVERGED))  # stopped on a smaller grid
     assert widened.state() is StrategyState.RUNNING and widened.wanted(1)
