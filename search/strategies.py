@@ -34,8 +34,8 @@ from search.certify import (
 from search.grid import Grid, Key
 from search.params import RunParams
 
-__all__ = ["Strategy", "StrategyState", "StopReason", "Stop", "CertifySearch", "GridSearch", "FixedPoints", "Request", "Result", "Evaluator",
-           "DriveStats", "drive"]
+__all__ = ["Strategy", "StrategyState", "StopReason", "Stop", "CertifySearch", "GridSearch", "FixedPoints", "Request",
+           "Result", "Evaluator", "DriveStats", "drive"]
 
 
 class StrategyState(str, Enum):
