@@ -139,7 +139,14 @@ def _certify(args: argparse.Namespace) -> int:
     from search.certify import CertState, Support
     from search.controller import SweepInterrupted, run_sweep
     from search.ledger import read_snapshot
-    from search.status import certify_exit, format_bases, format_table, g_trend_warnings, summarize
+    from search.status import (
+        certify_exit,
+        format_bases,
+        format_stops,
+        format_table,
+        g_trend_warnings,
+        summarize,
+    )
     from search.sweep import load_sweep
 
     if args.max_runs is not None and args.max_runs < 1:
@@ -156,7 +163,7 @@ def _certify(args: argparse.Namespace) -> int:
     summaries = summarize(sweep, args.strategy, max_runs=args.max_runs, snapshot=snapshot,
                           warn_off_grid=False)  # the controller's restore said it
     print(format_table(summaries), end="")
-    for line in format_bases(summaries):
+    for line in (*format_bases(summaries), *format_stops(summaries)):
         print(line)
     if args.strategy == "certify":  # only the certifier runs them
         _print_ensembles(sweep, summaries, snapshot)
@@ -230,9 +237,10 @@ def _plan(args: argparse.Namespace) -> int:
 def _progress(sweep: Sweep) -> dict[str, CertificationProgress]:
     """Each certification's progress from the sweep's ledger, for ``plan``; {} when the sweep has
     no ledger (nothing ran: the plan is the whole search). Reads the ledger, imports no torch."""
-    from search.ledger import LedgerMissing, read_snapshot
+    from search.ledger import read_snapshot
     from search.plan import CertificationProgress
     from search.status import summarize
+    from search.storage import LedgerMissing
 
     try:
         snapshot = read_snapshot(sweep)
@@ -260,7 +268,7 @@ def _status(args: argparse.Namespace) -> int:
 def _print_status(args: argparse.Namespace, sweep: Sweep, snapshot: LedgerSnapshot, watch: JobWatch) -> int:
     """The human view of the :class:`search.status.StatusReport`, or its JSON (``--json``)."""
     from search.certify import CertState
-    from search.status import format_bases, format_table, status_report
+    from search.status import format_bases, format_stops, format_table, status_report
 
     report = status_report(sweep, args.strategy, watch=watch, snapshot=snapshot)
     if args.json:
@@ -268,7 +276,7 @@ def _print_status(args: argparse.Namespace, sweep: Sweep, snapshot: LedgerSnapsh
         return 0
     summaries = report.certifications
     print(format_table(summaries), end="")
-    for line in format_bases(summaries):
+    for line in (*format_bases(summaries), *format_stops(summaries)):
         print(line)
     for s in summaries:  # beyond its failed points (listed below): no finite loss, or its source failed
         if s.state is CertState.FAILED and s.reason:

@@ -47,12 +47,12 @@ from search.ledger import (
     undescribed_line,
 )
 from search.params import RunParams
-from search.strategies import CertifySearch, Strategy, StrategyState
+from search.strategies import CertifySearch, Stop, Strategy, StrategyState
 from search.sweep import SYNTHETIC_ONLY_MIX, Sweep
 
 __all__ = ["CertificationSummary", "BestPoint", "RunCounts", "Compute", "summarize", "summarize_ensembles",
            "EnsembleSummary", "EnsembleMember", "summarize_transfers", "TransferSummary", "TransferState",
-           "g_trend_warnings", "format_table", "format_bases", "format_extensions", "JobWatch", "certify_exit",
+           "g_trend_warnings", "format_table", "format_bases", "format_stops", "format_extensions", "JobWatch", "certify_exit",
            "StatusReport", "status_report", "RunJob", "RunJobState", "Controller"]
 
 
@@ -101,16 +101,21 @@ class CertificationSummary:
     bounds_hit: tuple[Bound, ...]  # of the best point
     outstanding: tuple[dict[str, Any], ...] | None = ()
     """Points still to dispatch or in flight: the certifier's wanted neighbours, a grid baseline's
-    unrun points up to its budget; None where the ledger cannot say (TPE samples them)."""
+    unrun points up to its budget; None where the ledger cannot say (TPE samples them, until it
+    converged)."""
     blocked_by: tuple[tuple[dict[str, Any], str], ...] = ()  # failed points and why
     noise: NoiseEstimate = NoiseEstimate(1, None, 0, 2.0)
-    reason: str | None = None  # why it cannot certify (failed) or stopped (budget)
+    reason: str | None = None  # why it cannot certify (failed) or stopped (budget; a baseline's stop)
     study: str = ""
     fixed: dict[str, Any] = field(default_factory=dict)
     start: dict[str, Any] | None = None
     warm_start: str | None = None
     compute: Compute = Compute()
     extensions: tuple[Extension, ...] = ()  # extension values reached, in order (search/certify.py)
+    stop: Stop | None = None
+    """A baseline's stop before its run budget (TPE converged, a grid exhausted), as the ledger
+    recorded it (a grid's also seen in its evidence); None for the certifier, for a baseline still
+    running or stopped by its budget, and for a converged TPE in a ledger older than the record."""
 
     @property
     def certified(self) -> bool:
@@ -145,7 +150,8 @@ class CertificationSummary:
         ``recorded``: the extensions the ledger recorded, preferred over those the replay derives
         since they name the centre that asked for each when it was dispatched; ``baseline``: a
         baseline strategy's own state, said in place of the certifier's phases; ``baseline_strategy``:
-        that baseline fed the same evidence, which says what is outstanding)."""
+        that baseline fed the same evidence and its recorded stop, which says what is outstanding
+        and why it stopped: :meth:`Strategy.stop`, also the ``reason`` unless its evidence failed)."""
         decision = search.decide()
         counts = {state: sum(o.state is state for o in search.outcomes.values()) for state in RunState}
         wall, tokens, n_records = 0.0, 0, 0
@@ -161,8 +167,11 @@ class CertificationSummary:
         if baseline is not None and state in (CertState.SEEDING, CertState.SEARCHING):
             state = baseline
         outstanding = (*decision.wanted, *decision.running) if decision.centre is not None else decision.running
+        stop = None
         if baseline_strategy is not None:  # the baseline dispatches its own points, not the certifier's
             outstanding = baseline_strategy.outstanding()
+            stop = baseline_strategy.stop()
+            reason = reason if reason is not None or stop is None else stop.describe()
         return cls(
             name=search.name, state=state,
             best=None if decision.centre is None else BestPoint(decision.centre, decision.centre_loss),
@@ -173,6 +182,7 @@ class CertificationSummary:
             blocked_by=decision.blocked_by, noise=decision.noise, reason=reason, study=study,
             fixed=dict(fixed or {}), start=search.start, warm_start=warm_start,
             compute=Compute(wall, tokens, n_records), extensions=_merge_extensions(recorded, search.extensions),
+            stop=stop,
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -198,6 +208,7 @@ class CertificationSummary:
             "compute": {"wall_time_s": self.compute.wall_time_s, "tokens_seen": self.compute.tokens_seen,
                         "runs": self.compute.runs},
             "extensions": [e.to_dict() for e in self.extensions],
+            "stop": None if self.stop is None else self.stop.to_dict(),
         })
 
 
@@ -319,6 +330,8 @@ def summarize(sweep: Sweep, strategy: str = "certify", max_runs: int | None = No
                 if (watch is not None and item.outcome.state is RunState.RUNNING
                         and not watch.alive(*job) and not watch.ended(*job)):
                     stopped.add(key)
+        if baseline is not None and (recorded_stop := snapshot.stop(study)) is not None:
+            baseline.restore_stop(recorded_stop)  # TPE's convergence is in no run: only this record says it
         n_stopped = None if watch is None else sum(
             search.outcomes[key].state is RunState.RUNNING for key in stopped if key in search.outcomes)
         summaries.append(CertificationSummary.of_search(
@@ -741,6 +754,7 @@ def format_table(summaries: Iterable[CertificationSummary]) -> str:
         if s.certificate:
             bounds += [f"{b.axis} {b.side.value} (diverged)" for b in s.certificate.diverged]
         state = s.state.value + (f": {s.support.value}" if s.support is not None else "")
+        state += f": {s.stop.reason.value}" if s.stop is not None and s.state is StrategyState.DONE else ""
         state += f" ({len(s.blocked_by)} failed)" if s.blocked_by else ""
         if s.runs.stopped:
             state += f" ({s.runs.stopped} stopped)"
@@ -766,6 +780,12 @@ def format_extensions(extensions: Iterable[Extension]) -> str:
         sides[where].append(f"{extension.value:g}")
     return "; ".join(f"{axis} {side} {edges[(axis, side)]:g}: {', '.join(values)}"
                      for (axis, side), values in sides.items()) or "-"
+
+
+def format_stops(summaries: Iterable[CertificationSummary]) -> list[str]:
+    """One line per baseline stopped before its run budget, e.g. ``a: done: converged after 23 of
+    50 runs (its last 200 proposals were points already run)`` (:meth:`Stop.describe`)."""
+    return [f"{s.name}: {s.state.value}: {s.stop.describe()}" for s in summaries if s.stop is not None]
 
 
 def format_bases(summaries: Iterable[CertificationSummary]) -> list[str]:

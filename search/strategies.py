@@ -34,8 +34,8 @@ from search.certify import (
 from search.grid import Grid, Key
 from search.params import RunParams
 
-__all__ = ["Strategy", "StrategyState", "CertifySearch", "GridSearch", "FixedPoints", "Request", "Result", "Evaluator",
-           "DriveStats", "drive"]
+__all__ = ["Strategy", "StrategyState", "StopReason", "Stop", "CertifySearch", "GridSearch", "FixedPoints", "Request",
+           "Result", "Evaluator", "DriveStats", "drive"]
 
 
 class StrategyState(str, Enum):
@@ -49,6 +49,50 @@ class StrategyState(str, Enum):
     WAITING = "waiting"  # for its source certification
     RUNNING = "running"  # runs in flight or still wanted
     DONE = "done"  # wants nothing more: every point run, its run budget spent (or TPE converged)
+
+
+class StopReason(str, Enum):
+    """Why a baseline stopped before its run budget (:class:`Stop`)."""
+
+    CONVERGED = "converged"  # TPE: its proposals kept landing on points already run
+    EXHAUSTED = "exhausted"  # grid: every point of the grid run
+
+
+@dataclass(frozen=True)
+class Stop:
+    """A strategy's stop before its run budget, as the ledger keeps it (study attribute
+    ``search.ledger.STUDY_STOP``) and ``search status`` says it (``--json``: ``stop``).
+
+    Convergence lives in a sampler's state, not in the runs: without this record a reader (or a
+    restarted controller) could only call a baseline done once its budget was spent. ``points``
+    is the grid's size when it stopped: a stop holds only on a grid of that size (a widened grid
+    is searched on). :meth:`to_dict`/:meth:`from_dict` own the stored field names.
+    """
+
+    reason: StopReason
+    runs: int  # runs recorded when it stopped
+    budget: int | None  # its run budget then (None: none)
+    points: int  # the grid's size then
+    detail: str  # why, in words (the strategy's own rule)
+
+    def describe(self) -> str:
+        """e.g. ``converged after 23 of 50 runs (its last 200 proposals were points already run)``."""
+        of = "" if self.budget is None else f" of {self.budget}"
+        return f"{self.reason.value} after {self.runs}{of} runs ({self.detail})"
+
+    def holds_on(self, grid: Grid) -> bool:
+        """Whether this stop still holds for a search of ``grid`` (the same number of points)."""
+        return self.points == grid.size
+
+    def to_dict(self) -> dict[str, Any]:
+        """The stored record; ``summary`` is :meth:`describe` (not read back)."""
+        return {"reason": self.reason.value, "runs": self.runs, "budget": self.budget, "points": self.points,
+                "detail": self.detail, "summary": self.describe()}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Stop:
+        return cls(StopReason(data["reason"]), int(data["runs"]),
+                   None if data["budget"] is None else int(data["budget"]), int(data["points"]), str(data["detail"]))
 
 
 class Strategy(ABC):
@@ -126,6 +170,17 @@ class Strategy(ABC):
     def done(self) -> bool:
         """True when the strategy will want nothing more (certified, failed, budget spent)."""
         return self.budget_spent() or self._done()
+
+    def stop(self) -> Stop | None:
+        """Why it is done before its run budget (:class:`Stop`); None while it is not done, when
+        its budget stopped it, or for a strategy that stops only by its evidence (the certifier).
+        The controller records it in the ledger once the strategy is done (:meth:`Evaluator.finished`)."""
+        return None
+
+    def restore_stop(self, stop: Stop) -> None:  # noqa: B027 - optional hook
+        """The stop the ledger recorded for this strategy (a restarted controller, ``search status``),
+        called after its evidence was recorded. A strategy whose stop cannot be seen in its
+        evidence (TPE's convergence) takes it up here; the others ignore it."""
 
     def state(self) -> StrategyState:
         """Its :class:`StrategyState` on the outcomes recorded so far."""
@@ -269,6 +324,13 @@ class GridSearch(Strategy):
     def _done(self) -> bool:
         return not self.running() and len(self.outcomes) >= self.grid.size
 
+    def stop(self) -> Stop | None:
+        """EXHAUSTED once every grid point ran (seen in the evidence: a record of it is not needed to
+        read it back, but says it in the same words)."""
+        if not self._done():
+            return None
+        return Stop(StopReason.EXHAUSTED, len(self.outcomes), self.max_runs, self.grid.size, "every grid point run")
+
     def outstanding(self) -> tuple[dict[str, Any], ...]:
         """The unrun grid points up to the run budget, then those in flight (one pass over the
         grid: thousands of points, microseconds each)."""
@@ -347,6 +409,11 @@ class Evaluator(ABC):
     def tick(self, strategies: Mapping[str, Strategy]) -> None:  # noqa: B027 - optional hook
         """Called once per loop iteration (progress display, heartbeats); a no-op by default."""
 
+    def finished(self, strategy: Strategy) -> None:  # noqa: B027 - optional hook
+        """Called once per :func:`drive` for each strategy as soon as it is done (wants nothing more,
+        nothing in flight), also one done from the start (its evidence restored); the controller
+        records its :meth:`Strategy.stop` here. A no-op by default."""
+
 
 @dataclass
 class DriveStats:
@@ -364,6 +431,7 @@ def drive(strategies: Sequence[Strategy], evaluator: Evaluator) -> DriveStats:
     """
     by_name = {s.name: s for s in strategies}
     stats = DriveStats()
+    finished: set[str] = set()
     while True:
         for strategy in strategies:
             if strategy.waits_for is not None:
@@ -387,6 +455,11 @@ def drive(strategies: Sequence[Strategy], evaluator: Evaluator) -> DriveStats:
                 by_name[request.task].record(request.point, Outcome.running())
             evaluator.submit(requests)
             stats.dispatched += len(requests)
+        for strategy in strategies:  # after wanted(): TPE learns it converged there
+            # running() first: a cheap count, where the certifier's done() decides on all its evidence
+            if strategy.name not in finished and not strategy.running() and strategy.done():
+                finished.add(strategy.name)
+                evaluator.finished(strategy)
         if not any(s.running() for s in strategies):
             if requests:
                 continue

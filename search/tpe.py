@@ -14,12 +14,14 @@ import optuna
 
 from search.certify import Outcome, RunState
 from search.grid import Grid, Key
-from search.strategies import Strategy
+from search.strategies import Stop, StopReason, Strategy
 
 __all__ = ["TPESearch"]
 
 MAX_REPEATS = 200
 """Proposals in a row that hit known points before TPE is considered to have converged."""
+CONVERGED = f"its last {MAX_REPEATS} proposals were points already run"
+""":class:`~search.strategies.Stop`'s detail for a converged TPE."""
 
 
 class TPESearch(Strategy):
@@ -36,11 +38,14 @@ class TPESearch(Strategy):
         self.study = optuna.create_study(direction="minimize", sampler=sampler)
         self._pending: dict[Key, list[int]] = {}  # asked trial numbers waiting for this point
         self.converged = False
+        self._restored: Stop | None = None  # a convergence the ledger recorded (a restart)
 
     def key(self, point: Mapping[str, Any]) -> Key:
         return self.grid.key(point)
 
     def _wanted(self, limit: int) -> list[dict[str, Any]]:
+        if self._restored is not None:
+            return []
         found: list[dict[str, Any]] = []
         repeats = 0
         while len(found) < limit and repeats < MAX_REPEATS:
@@ -78,3 +83,21 @@ class TPESearch(Strategy):
 
     def _done(self) -> bool:
         return not self.running() and self.converged
+
+    def stop(self) -> Stop | None:
+        """CONVERGED once done by converging (the sampler's state: only the ledger's record of it,
+        :meth:`restore_stop`, tells a rebuilt TPE)."""
+        if not self._done():
+            return None
+        return self._restored or Stop(StopReason.CONVERGED, len(self.outcomes), self.max_runs, self.grid.size, CONVERGED)
+
+    def outstanding(self) -> tuple[dict[str, Any], ...] | None:
+        """Nothing once converged; else unknown (its next points come from the sampler)."""
+        return () if self._done() else None
+
+    def restore_stop(self, stop: Stop) -> None:
+        """A convergence recorded on a grid of this size: proposes nothing more (a sampler rebuilt
+        from the runs could still find an unrun point and resume a search that had ended)."""
+        if stop.reason is StopReason.CONVERGED and stop.holds_on(self.grid):
+            self._restored = stop
+            self.converged = True

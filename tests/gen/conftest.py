@@ -8,10 +8,11 @@ from __future__ import annotations
 import itertools
 import json
 import os
-import time
 from pathlib import Path
 
 import pytest
+
+from tests import waiting
 
 N_DOCS = 7
 LONG_CHARS = 7000  # > the tiny generator's 2048-token context with its ~2.5 chars/token
@@ -68,13 +69,9 @@ def docs4(tmp_path_factory):
 
 
 def wait_for(condition, timeout_s: float, what: str) -> None:
-    """Poll ``condition()`` until it holds; fail naming ``what`` after ``timeout_s`` (a generous
-    bound: the wait ends on the condition, not on the time)."""
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout_s:.0f}s waiting for {what}")
-        time.sleep(0.01)
+    """`tests.waiting.wait_for` every 10 ms: the conditions here are reads of /proc and of files,
+    and a generator's window between two locks is short."""
+    waiting.wait_for(condition, timeout_s, what, interval_s=0.01)
 
 
 def lock_waiters(lock: Path) -> set[int]:

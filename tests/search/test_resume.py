@@ -16,6 +16,7 @@ from search.certify import CertifyExit
 from search.ledger import read_runs
 from search.status import summarize
 from search.sweep import load_sweep
+from tests import waiting
 
 from .conftest import calls
 
@@ -29,13 +30,9 @@ def controller(path) -> subprocess.Popen:
     )
 
 
-def wait_for(condition, timeout=120.0, what="condition"):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if condition():
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
+def wait_for(condition, what: str, timeout_s: float = 120.0):
+    """`tests.waiting.wait_for` every 0.2 s (a poll reads the ledger)."""
+    waiting.wait_for(condition, timeout_s, what, interval_s=0.2)
 
 
 @pytest.mark.parametrize("noise", [None, pytest.param({"repeats": 2}, marks=pytest.mark.slow)],
@@ -147,7 +144,7 @@ def test_ctrl_c_stops_local_runs_in_one_line_and_the_rerun_resumes_them(make_swe
     assert lines[-1] == (f"interrupted: 2 run(s) stopped (train runs saved a checkpoint); `megadocs search certify "
                          f"{path}` resumes them"), err
     assert len(lines) == 2 and lines[0].startswith("interrupted: stopping 2 local run(s)"), err
-    wait_for(lambda: not any(pid_alive(pid) for pid in processes), timeout=10, what="every job process gone")
+    wait_for(lambda: not any(pid_alive(pid) for pid in processes), timeout_s=10, what="every job process gone")
     stopped = [r for r in read_runs(load_sweep(path)) if r.status == "running"]
     assert len(stopped) == 2 and all(r.job_id is None and r.attempts == 0 for r in stopped)
     assert all(r.reason == "interrupted during attempt 1" for r in stopped)

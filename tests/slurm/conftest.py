@@ -8,16 +8,19 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
+
+from tests import waiting
 
 REPO = Path(__file__).resolve().parents[2]
 LOCAL_PROFILE = REPO / "slurm" / "profiles" / "local.yaml"
 CLUSTER_SCRIPT = REPO / "slurm" / "local-cluster.sh"
 POLL_S = 0.5
+T = TypeVar("T")
 
 
 @pytest.fixture(scope="session")
@@ -54,16 +57,9 @@ def _jobs_pickled_by_value():
     cloudpickle.unregister_pickle_by_value(jobs)
 
 
-def wait_for(predicate: Callable[[], object], timeout_s: float, what: str, interval_s: float = POLL_S):
-    """Poll until `predicate()` is truthy; return its value, or fail naming `what`."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout_s:.0f}s waiting for {what}")
-        time.sleep(interval_s)
+def wait_for(predicate: Callable[[], T], timeout_s: float, what: str) -> T:
+    """`tests.waiting.wait_for` at the pace of a SLURM query (every `POLL_S`)."""
+    return waiting.wait_for(predicate, timeout_s, what, interval_s=POLL_S)
 
 
 def sacct_history(job_id: str) -> list[tuple[str, str]]:
