@@ -133,6 +133,12 @@ class RecordingEvaluator:
     def tick(self, strategies) -> None:
         pass
 
+    def finished(self, strategy) -> None:
+        """As the controller: a strategy's stop before its budget goes to its study (the certifier's
+        strategies have none). A virtual subclass inherits no hook, so each is written here."""
+        if (stop := strategy.stop()) is not None:
+            self.ledger.record_stop(self.tasks[strategy.name].study, stop)
+
     def submit(self, requests) -> None:
         from search.ledger import ATTR_ATTEMPTS, ATTR_JOB_FOLDER, ATTR_JOB_ID, ATTR_MEMBER
 
