@@ -9,7 +9,8 @@ before/after ratio comes from one run on one machine:
 
 - ``status`` / ``status_json``: ``megadocs search status SWEEP`` (and ``--json``) as a
   subprocess: CPU seconds of the process (children included) and wall seconds. Both code
-  versions' outputs are compared byte for byte (``identical``).
+  versions' outputs are compared (``identical``, :func:`_agree`): the text view byte for byte, the
+  certifications of ``--json`` field by field.
 - ``restore``: a controller's start without its jobs: open the ledger, build the strategies
   (``search.controller.build_strategies``) and ``LedgerEvaluator.restore`` them, in a subprocess
   of this script (CPU and wall seconds of the process, Python start and imports included).
@@ -317,18 +318,26 @@ def reads_once(sweep_file: str) -> None:
                       "summarize_cpu_s": round(summarize_s, 2), "studies": len(ids)}, indent=None))
 
 
-def _comparable(name: str, output: bytes) -> Any:
-    """What must agree between the two versions: the text view byte for byte; of ``--json``, the
+def _agree(name: str, before: bytes, after: bytes) -> bool:
+    """Whether the two versions say the same: the text view byte for byte; of ``--json``, the
     certifications (before 5f591e0 the whole output was their list; since, one object holding them
-    beside ensembles, transfers and jobs, which older versions did not print)."""
+    beside ensembles, transfers and jobs, which older versions did not print), each with every
+    field the older version printed equal (fields added since, such as a baseline's ``stop``, are
+    additions, not changes)."""
     if name != "status_json":
-        return output
-    document = json.loads(output)
-    return document if isinstance(document, list) else document["certifications"]
+        return before == after
+
+    def certifications(output: bytes) -> list[dict[str, Any]]:
+        document = json.loads(output)
+        return document if isinstance(document, list) else document["certifications"]
+
+    old, new = certifications(before), certifications(after)
+    return len(old) == len(new) and all(o == {key: n.get(key) for key in o} and set(o) <= set(n)
+                                        for o, n in zip(old, new))
 
 
 def measure(sweep_file: Path, *, codes: Mapping[str, Path], work: Path, warm_up: bool = False) -> dict[str, Any]:
-    """Every measurement on one ledger, for each code version; outputs compared byte for byte.
+    """Every measurement on one ledger, for each code version; outputs compared (:func:`_agree`).
     ``warm_up``: run each version once untimed first (a fresh checkout compiles its bytecode)."""
     python = sys.executable
     for code in codes.values() if warm_up else ():
@@ -352,7 +361,7 @@ def measure(sweep_file: Path, *, codes: Mapping[str, Path], work: Path, warm_up:
     versions = list(codes)
     if len(versions) == 2:
         before, after = versions
-        figures["identical"] = all(_comparable(name, outputs[before][name]) == _comparable(name, outputs[after][name])
+        figures["identical"] = all(_agree(name, outputs[before][name], outputs[after][name])
                                    for name in outputs[before])
         figures["ratio_cpu"] = {name: round(figures[after][name]["cpu_s"] / figures[before][name]["cpu_s"], 3)
                                 for name in ("status", "status_json", "restore")}
