@@ -680,7 +680,7 @@ class Rehearsal:
     def _ledger_bytes(self) -> int:
         from sqlalchemy import create_engine, text
 
-        from search.ledger import _postgres_driver
+        from search.storage import _postgres_driver
 
         engine = create_engine(_postgres_driver(self.postgres.url))
         try:

@@ -193,9 +193,10 @@ def copy_replicas(scratch_url: str, scratch_name: str, data: Mapping[str, Any], 
 
     import optuna
 
-    from search.ledger import ATTR_FIXED, ATTR_POINT, ATTR_RUN_DIR, ATTR_RUN_ID, STUDY_FIXED, open_storage
+    from search.ledger import ATTR_FIXED, ATTR_POINT, ATTR_RUN_DIR, ATTR_RUN_ID, STUDY_FIXED
     from search.objective import make_objective
     from search.params import RunParams
+    from search.storage import open_storage
     from search.sweep import Sweep
 
     source = open_storage(scratch_url, create=False)
@@ -431,7 +432,7 @@ def _one_ledger(backend: str, size: int, url: str, scratch_url: str, data: Mappi
 
 
 def _trials(url: str, sweep: str):
-    from search.ledger import open_storage
+    from search.storage import open_storage
 
     storage = open_storage(url, create=False)
     for study in storage.get_all_studies():

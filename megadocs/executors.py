@@ -39,7 +39,8 @@ from megadocs.procs import child_pids, child_process_settings, job_thread_enviro
 from megadocs.trust import require_inside
 
 __all__ = ["JobState", "Poll", "Executor", "SlurmProfile", "make_executor", "load_profile", "check_executor",
-           "check_array_executor", "run_job_array", "ArrayProgress", "in_queue"]
+           "check_array_executor", "run_job_array", "ArrayProgress", "in_queue", "SUBMISSIONS", "ArraySubmission",
+           "live_array_tasks"]
 
 LOST_GRACE_S = 10.0
 """A job that ended without a result file gets this long for the file to appear (slow NFS); a local
@@ -52,6 +53,9 @@ ARRAY_PROGRESS_S = 60.0
 """At most one line per this many seconds for a job array's successes (:class:`ArrayProgress`)."""
 ARRAY_PROGRESS_STEPS = 10
 """...and one each time another tenth of the array has ended, whichever comes first."""
+SUBMISSIONS = "submissions.json"
+"""A job array folder's record of the arrays submitted into it (:class:`ArraySubmission`), so that
+a later command can ask whether their tasks still run (:func:`live_array_tasks`)."""
 QUEUE_CHECK_S = 30.0
 """How often a job that accounting shows queued (or does not know) is looked up in SLURM's queue."""
 
@@ -532,9 +536,79 @@ class ArrayProgress:
         return f"{label} (job {job_id}) {outcome}; {self.count} of {self.total} task(s) ended"
 
 
+class ArraySubmission(StrictModel):
+    """One job array submitted into a folder (a line of :data:`SUBMISSIONS`)."""
+
+    kind: Literal["local", "slurm"]
+    job_ids: list[str]
+    """submitit's ids: a local task's is its process id, a SLURM array task's ``ARRAY_INDEX``."""
+
+    def cancel_command(self) -> str:
+        """The command that cancels these tasks: SLURM's ``scancel`` (each array once); a local
+        task's Ctrl-C (SIGINT: a shard task stops itself on it, and submitit's task process ignores
+        SIGTERM).
+
+        >>> ArraySubmission(kind="slurm", job_ids=["41_0", "41_1", "42"]).cancel_command()
+        'scancel 41 42'
+        """
+        if self.kind == "slurm":
+            return "scancel " + " ".join(dict.fromkeys(job_id.split("_")[0] for job_id in self.job_ids))
+        return "kill -INT " + " ".join(self.job_ids)
+
+
+class _Submissions(StrictModel):
+    submissions: list[ArraySubmission] = []
+
+
+def _array_executor(kind: str, folder: Path) -> _Submitit:
+    """An executor that only looks at the jobs in ``folder`` (no profile: nothing is submitted)."""
+    if kind == "local":
+        return LocalExecutor(folder, timeout_min=1, max_parallel=1)  # (the limit of jobs it never submits)
+    return SlurmExecutor(folder, SlurmProfile(), 1)
+
+
+def _read_submissions(folder: Path) -> list[ArraySubmission]:
+    try:
+        return _Submissions.model_validate_json((folder / SUBMISSIONS).read_text()).submissions
+    except FileNotFoundError:
+        return []
+
+
+def _record_submission(folder: Path, kind: str, ids: Sequence[str]) -> None:
+    """Add this array to ``folder``'s record; earlier tasks that wrote their result are dropped
+    (they ended: a file check each, no question to SLURM)."""
+    from megadocs.formats import write_json
+
+    kept = []
+    for earlier in _read_submissions(folder):
+        looker = _array_executor(earlier.kind, folder)
+        ids_left = [job_id for job_id in earlier.job_ids if not looker.has_result(job_id)]
+        if ids_left:
+            kept.append(ArraySubmission(kind=earlier.kind, job_ids=ids_left))
+    record = _Submissions(submissions=[*kept, ArraySubmission(kind=kind, job_ids=list(ids))])
+    write_json(folder / SUBMISSIONS, record.model_dump())
+
+
+def live_array_tasks(folder: str | Path) -> list[ArraySubmission]:
+    """The tasks of the arrays submitted into ``folder`` that are still queued or running (asked
+    through the executors' own :meth:`Executor.alive`: a local task's process, a SLURM job's
+    state), one entry per kind; empty when none is. Costs a file check per recorded task and, for
+    SLURM tasks without a result, one accounting query (and a queue look-up per queued task).
+
+    Raises:
+        UntrustedPath: the record names a job whose files lie outside ``folder``.
+    """
+    folder = Path(folder)
+    live: dict[str, list[str]] = {}
+    for submission in _read_submissions(folder):
+        looker = _array_executor(submission.kind, folder)
+        live.setdefault(submission.kind, []).extend(job_id for job_id in submission.job_ids if looker.alive(job_id))
+    return [ArraySubmission(kind=kind, job_ids=ids) for kind, ids in live.items() if ids]
+
+
 def run_job_array(tasks: Sequence[Callable[[], Any]], labels: Sequence[str], *, kind: str,
                   profile: str | None, folder: Path, timeout_min: float = 7 * 24 * 60,
-                  name: str = "megadocs") -> list[Any]:
+                  name: str = "megadocs", lost_reason: Callable[[Any], Exception | None] | None = None) -> list[Any]:
     """Submit ``tasks`` as one job array (``local`` or ``slurm``), wait for all, return their values.
 
     For the steps that run on a pool's shards (generation, the tokenize step): each task is
@@ -545,6 +619,8 @@ def run_job_array(tasks: Sequence[Callable[[], Any]], labels: Sequence[str], *, 
     never has two jobs writing the same shard.
 
     A task that returns a :class:`megadocs.errors.DiskFull` (its full disk, in one line) failed.
+    ``lost_reason(task)``, for a task that ended without a result, may name why: a ``DiskFull``
+    counts as the task's full disk (``megadocs.shards.ShardTask.lost_to_full_disk``).
 
     Raises:
         UserError: a bad executor/profile.
@@ -562,8 +638,10 @@ def run_job_array(tasks: Sequence[Callable[[], Any]], labels: Sequence[str], *, 
     config = ExecutorConfig(kind=kind, profile=profile, max_parallel=max(1, len(tasks)), timeout_min=timeout_min)
     jobs = make_executor(config, folder, name, ctrl_c_to_jobs=True)  # each shard task stops itself on Ctrl-C
     ids = jobs.submit(tasks)
+    _record_submission(folder, kind, ids)  # a re-run with other settings refuses while they run
     print(f"submitted {len(ids)} shard task(s) to {kind}: {', '.join(ids)} (logs: {folder})", file=sys.stderr)
     pending = dict(zip(ids, labels))
+    task_of = dict(zip(ids, tasks))
     progress = ArrayProgress(len(ids))
     values: dict[str, Any] = {}
     failures, full = [], []  # full: the DiskFull values tasks returned (megadocs.shards.ShardTask)
@@ -575,6 +653,10 @@ def run_job_array(tasks: Sequence[Callable[[], Any]], labels: Sequence[str], *, 
                 if poll.state == JobState.RUNNING:
                     continue
                 del pending[job_id]
+                if poll.state == JobState.LOST and lost_reason is not None:
+                    reason = lost_reason(task_of[job_id])
+                    if isinstance(reason, DiskFull):  # no room for its result: its value, as if returned
+                        poll = Poll(JobState.DONE, reason)
                 if poll.state == JobState.DONE and isinstance(poll.value, DiskFull):
                     full.append(poll.value)
                     failures.append(f"{label} (job {job_id}): {poll.value}")

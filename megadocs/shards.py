@@ -40,9 +40,11 @@ Example:
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import json
 import os
+import sys
 import traceback
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator
@@ -50,7 +52,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from megadocs.errors import DiskFull, UserError, disk_full_message
+from megadocs.errors import DISK_FULL_ERRNOS, DiskFull, UserError, disk_full_message
 from megadocs.formats import MANIFEST, write_json
 from megadocs.pools import done_path, shard_stem
 
@@ -63,6 +65,8 @@ RESERVE_BYTES = 64 * 1024
 """Disk an array task holds back while it runs and gives back when its disk fills, so that its
 one-line error still reaches the submitter: submitit's result file and the task's log need room
 too (a page each on a tmpfs), and a full disk would leave none."""
+NO_ROOM = ".no-room"
+"""Suffix of the empty file a task leaves in place of its reserve when its disk was full at its start."""
 DEFAULT_TIMEOUT_MIN = 7 * 24 * 60
 """A local job array's wall-clock limit (submitit's local default of 2 minutes is too short)."""
 
@@ -148,13 +152,20 @@ class ShardedStep(ABC):
                       on_stale: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
         """The existing manifest when ``same(existing)``; else ``on_stale(existing)`` (raise, or
         clear the old outputs: their markers are removed here) and ``intended`` is written with
-        ``complete: false`` and ``created``. Under the manifest lock."""
+        ``complete: false`` and ``created``, saying on stderr which settings it replaced. Under
+        the manifest lock.
+
+        Raises:
+            UserError: other settings while tasks of an earlier job array in this folder still
+                queue or run (named, with how to cancel them); nothing is changed.
+        """
         self.folder.mkdir(parents=True, exist_ok=True)
         with manifest_lock(self.folder):
-            if self.manifest_path.is_file():
-                existing = json.loads(self.manifest_path.read_text())
+            existing = json.loads(self.manifest_path.read_text()) if self.manifest_path.is_file() else None
+            if existing is not None:
                 if same(existing):
                     return existing
+                self._refuse_while_tasks_run()
                 if on_stale is not None:
                     on_stale(existing)
                 for marker in self.folder.glob("shard-*.done"):
@@ -162,7 +173,26 @@ class ShardedStep(ABC):
             intended = {**intended, "complete": False,
                         "created": datetime.now(timezone.utc).isoformat(timespec="seconds")}
             write_json(self.manifest_path, intended)
-            return intended
+        if existing is not None:
+            old, new = self.settings(existing), self.settings(intended)
+            changes = "; ".join(f"{key}: {_shown(old.get(key))} -> {_shown(new.get(key))}" for key in _changed(old, new))
+            print(f"{self.manifest_path}: replaced the settings of an earlier {self.name} run: {changes}",
+                  file=sys.stderr, flush=True)
+        return intended
+
+    def _refuse_while_tasks_run(self) -> None:
+        """Refuse to replace the settings while tasks of an earlier job array in this folder still
+        queue or run: each would be refused at its first write (:meth:`check_settings`) after
+        spending its compute, e.g. loading a generator and generating a chunk."""
+        from megadocs.executors import live_array_tasks
+
+        live = live_array_tasks(self.folder / JOBS)
+        if live:
+            tasks = "; ".join(f"{tasks.kind} task(s) {_first(tasks.job_ids)}" for tasks in live)
+            cancel = "; ".join(tasks.cancel_command() for tasks in live)
+            raise UserError(f"{self.folder}: an earlier {self.name} submission with other settings still has tasks "
+                            f"queued or running ({tasks}): wait for them to end, or cancel them ({cancel}), then "
+                            f"re-run (nothing was changed)")
 
     def check_settings(self) -> None:
         """Refuse when the manifest on disk no longer has the settings this process prepared (a
@@ -178,7 +208,7 @@ class ShardedStep(ABC):
             current = {}
         prepared = self.settings(self.prepared or {})
         if current != prepared:
-            field = next(key for key in (*prepared, *current) if prepared.get(key) != current.get(key))
+            field = _changed(prepared, current)[0]
             raise UserError(f"{self.manifest_path}: {field}: replaced since this {self.name} run started (a later "
                             f"run with other settings took over the folder, which held no output yet; this run "
                             f"wrote nothing): let that run finish, or use another output directory")
@@ -231,7 +261,8 @@ class ShardedStep(ABC):
         self.prepared = self.prepare()  # before any task starts: tasks never race to create the manifest
         todo = self.todo()  # frozen before dispatch
         run_job_array([ShardTask(self, index) for index in todo], [f"shard {i}" for i in todo], kind=executor,
-                      profile=profile, folder=self.folder / JOBS, timeout_min=timeout_min, name=self.name)
+                      profile=profile, folder=self.folder / JOBS, timeout_min=timeout_min, name=self.name,
+                      lost_reason=ShardTask.lost_to_full_disk)
         return self.finish()
 
     def finish(self) -> dict[str, Any]:
@@ -248,23 +279,49 @@ class ShardedStep(ABC):
             return manifest
 
 
-@contextlib.contextmanager
-def _reserve(path: Path) -> Iterator[Callable[[], None]]:
-    """Hold :data:`RESERVE_BYTES` of disk in ``path`` for the block (none where the disk is full
-    already); yields the function that gives them back early. ``path`` is removed on the way out."""
+def _changed(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    """The settings that differ between two of a step's :meth:`ShardedStep.settings`, in order.
 
-    def give_back() -> None:
-        path.unlink(missing_ok=True)
+    >>> _changed({"seed": 1, "g": 2}, {"seed": 2, "g": 2, "kind": "thoughts"})
+    ['seed', 'kind']
+    """
+    return [key for key in dict.fromkeys((*old, *new)) if old.get(key) != new.get(key)]
 
+
+def _first(ids: list[str], shown: int = 8) -> str:
+    """Ids for one line: a pool's array has hundreds of tasks.
+
+    >>> _first([str(i) for i in range(10)], shown=3)
+    '0, 1, 2 and 7 more'
+    """
+    return ", ".join(ids[:shown]) + (f" and {len(ids) - shown} more" if len(ids) > shown else "")
+
+
+def _shown(value: Any) -> str:
+    """A setting's value as the replacement line shows it (JSON; absent: ``none``)."""
+    return "none" if value is None else json.dumps(value, sort_keys=True)
+
+
+def _reserve(path: Path) -> bool:
+    """Hold :data:`RESERVE_BYTES` of disk in ``path``: True, or False where the file system refuses
+    (the task runs without, as a task always could). Where there is no room, an empty file named
+    ``path`` + :data:`NO_ROOM` is the task's word to its submitter (:meth:`ShardTask.lost_to_full_disk`):
+    a rename, which needs no space."""
     try:
         with open(path, "wb") as handle:
             os.posix_fallocate(handle.fileno(), 0, RESERVE_BYTES)
-    except OSError:
-        pass  # no room for it: the task still runs, its error may then not come back
-    try:
-        yield give_back
-    finally:
-        give_back()
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            if exc.errno in DISK_FULL_ERRNOS:
+                os.replace(path, _no_room(path))
+            else:
+                path.unlink()
+        return False
+    return True
+
+
+def _no_room(reserve: Path) -> Path:
+    return reserve.with_name(reserve.name + NO_ROOM)
 
 
 class ShardTask:
@@ -276,24 +333,47 @@ class ShardTask:
     line (naming its file), which ``run_job_array`` turns into the one line and exit status of a
     full disk in-process; a raised error would come back as traceback text only. The traceback
     goes to the task's log. The task keeps :data:`RESERVE_BYTES` back while it runs so that its
-    result can be written on the disk that filled."""
+    result can be written on the disk that filled. A task that starts on a full disk has no room
+    for its reserve, result or log: it says so in an empty file, and its submitter, seeing it end
+    without a result, reads that as the full disk (:meth:`lost_to_full_disk`)."""
 
     def __init__(self, step: ShardedStep, index: int) -> None:
         self.step, self.index = step, index
 
+    @property
+    def reserve_path(self) -> Path:
+        return self.step.folder / JOBS / f"{shard_stem(self.index, self.step.num_shards)}.reserve"
+
     def __call__(self) -> dict[str, Any] | DiskFull:
-        reserve = self.step.folder / JOBS / f"{shard_stem(self.index, self.step.num_shards)}.reserve"
-        with _reserve(reserve) as give_back:
-            try:
-                self.step.run([self.index])
-            except Exception as exc:  # noqa: BLE001 - only a full disk is kept; anything else is raised
-                line = disk_full_message(exc)
-                if line is None:
-                    raise
-                give_back()
-                traceback.print_exc()
-                return DiskFull(line)
+        reserve = self.reserve_path
+        held = _reserve(reserve)
+        if held:  # an earlier attempt's word (a requeued task) no longer holds
+            _no_room(reserve).unlink(missing_ok=True)
+        try:
+            self.step.run([self.index])
+        except Exception as exc:  # noqa: BLE001 - only a full disk is kept; anything else is raised
+            line = disk_full_message(exc)
+            if line is None:
+                raise
+            if held:  # given back first: room for the traceback in the log, and for the result
+                reserve.unlink()
+            traceback.print_exc()
+            return DiskFull(line)
+        finally:
+            if held:
+                reserve.unlink(missing_ok=True)
+        _no_room(reserve).unlink(missing_ok=True)  # done: its result needs no word of a full disk
         return json.loads(self.step.done_path(self.index).read_text())
+
+    def lost_to_full_disk(self) -> DiskFull | None:
+        """For the submitter, once this task ended without a result: a full disk (one line naming
+        the step's folder) when the task started with no room for its reserve, and so none for its
+        result or log either (its :data:`NO_ROOM` file says so; removed here); else None."""
+        marker = _no_room(self.reserve_path)
+        if not marker.is_file():
+            return None
+        marker.unlink(missing_ok=True)
+        return DiskFull(disk_full_message(OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(self.step.folder))))
 
     def checkpoint(self, *args: Any, **kwargs: Any) -> Any:
         from submitit.helpers import DelayedSubmission

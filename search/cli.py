@@ -230,9 +230,10 @@ def _plan(args: argparse.Namespace) -> int:
 def _progress(sweep: Sweep) -> dict[str, CertificationProgress]:
     """Each certification's progress from the sweep's ledger, for ``plan``; {} when the sweep has
     no ledger (nothing ran: the plan is the whole search). Reads the ledger, imports no torch."""
-    from search.ledger import LedgerMissing, read_snapshot
+    from search.ledger import read_snapshot
     from search.plan import CertificationProgress
     from search.status import summarize
+    from search.storage import LedgerMissing
 
     try:
         snapshot = read_snapshot(sweep)

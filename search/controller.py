@@ -113,6 +113,8 @@ class TaskInfo:
     axes: tuple[str, ...]
     grid: dict[str, list[Any]] | None
     seed_offset: int | None = None  # ensembles: member index = seed - seed_offset
+    where: str | None = None
+    """How a refusal of its run's config names it (transfers: ``Sweep.transfer_label``)."""
 
     def params(self, point: Mapping[str, Any]) -> RunParams:
         """A strategy's point as a run of this task: the axes' values, the seed, the task's fixed
@@ -186,7 +188,7 @@ class LedgerEvaluator(Evaluator):
                 record = item.record
                 params = item.params.merged()
                 if record.run_id is None or record.run_dir is None:  # killed while describing the trial
-                    record.run_id = self.objective.identity(params)
+                    record.run_id = self.objective.identity(params, info.where)
                     record.run_dir = str(self.runs_dir / record.run_id)
                     self.ledger.update(record.trial_id, **{ATTR_RUN_ID: record.run_id, ATTR_RUN_DIR: record.run_dir})
                 if info.seed_offset is not None and record.member is None:  # killed before its last attribute
@@ -221,7 +223,7 @@ class LedgerEvaluator(Evaluator):
         for record in records:
             if not record.status.finished or not record.run_id:
                 continue
-            current = self.objective.identity(record.params(info.fixed).merged())
+            current = self.objective.identity(record.params(info.fixed).merged(), info.where)
             if current != record.run_id:
                 stale[record.trial] = (f"identity {record.run_id} is now {current} (fixed params, train config, data "
                                        "or objective code changed)")
@@ -243,7 +245,7 @@ class LedgerEvaluator(Evaluator):
             info = self.tasks[request.task]
             asked = info.params(request.point)
             params = asked.merged()
-            run_id = self.objective.identity(params)
+            run_id = self.objective.identity(params, info.where)  # the start's check, at the point asked for
             run_dir = self.runs_dir / run_id
             extra = {}
             if info.seed_offset is not None:
@@ -452,13 +454,13 @@ def build_strategies(sweep: Sweep, ledger: Ledger, strategy: str = "certify",
             strategies.append(FixedPoints(task, waits_for=ens.source,
                                           make_points=lambda p, e=ens, a=grid.as_mapping():
                                           [m.strategy_point() for m in e.member_params(p, a)]))
-        for transfer in sweep.transfers:
+        for index, transfer in enumerate(sweep.transfers):
             grid = sweep.grid_for(sweep.certification(transfer.source))
             task = f"transfer/{transfer.name}"
             study = study_name(sweep.name, transfer.name, StudyKind.TRANSFER)
             ledger.study_id(study, create=True, attrs={STUDY_KIND: StudyKind.TRANSFER.value,
                                                        STUDY_FIXED: transfer.fixed, "source": transfer.source})
-            tasks[task] = TaskInfo(study, dict(transfer.fixed), grid.names, None)
+            tasks[task] = TaskInfo(study, dict(transfer.fixed), grid.names, None, where=sweep.transfer_label(index))
             strategies.append(FixedPoints(task, waits_for=transfer.source, make_points=lambda p: [dict(p)]))
     return strategies, tasks
 
@@ -513,19 +515,16 @@ def run_sweep(sweep: Sweep, *, strategy: str = "certify", max_runs: int | None =
 
     Raises:
         ControllerBusy: another live controller holds the sweep.
-        UserError: a bad objective, profile or ledger, or a job's deterministic error (local runs
-            in flight are stopped first, see the module docstring).
+        UserError: a bad objective, profile or ledger, a train config or pool of a certification
+            or transfer (``Sweep.runs_known_before``, checked before the ledger is opened), or a
+            job's deterministic error (local runs in flight are stopped first, see the module
+            docstring).
         SweepInterrupted: Ctrl-C (a KeyboardInterrupt), after the runs in flight were handed to
             the executor.
     """
     objective = make_objective(sweep)
-    for cert in sweep.certifications:  # a bad train config or pool fails now, in one line, not mid-sweep
-        start = sweep.start_for(cert)
-        objective.identity(RunParams(point=start, fixed=cert.fixed).merged())
-        grid = sweep.grid_for(cert)
-        for axis in grid.names:  # so does an extension value the train config refuses
-            for value in grid.extension_values(axis):
-                objective.identity(RunParams(point={**start, axis: value}, fixed=cert.fixed).merged())
+    for params, where in sweep.runs_known_before():  # a bad train config, pool or transfer fails now, not mid-sweep
+        objective.identity(params.merged(), where)
     check_executor(sweep.executor)  # bad input creates nothing: no ledger, no jobs folder
     ledger = Ledger(sweep.ledger_url, sweep.name)
     with ledger.controller_lock():

@@ -36,7 +36,7 @@ def serve(sweep_path: str, *, host: str = "127.0.0.1", port: int = 8080) -> None
             "search dashboard: optuna-dashboard is not installed; pip install 'megadocs[dashboard]'"
         ) from None
     from megadocs.trust import redact_url
-    from search.ledger import open_storage
+    from search.storage import open_storage
     from search.sweep import load_sweep
 
     sweep = load_sweep(sweep_path)

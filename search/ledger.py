@@ -23,7 +23,8 @@ Layout (docs/architecture.md, "Search ledger"):
 Runs never write to the ledger; only the controller does (jobs write their run directory), so
 SQLite on a local disk is safe and a journal file works on NFS.
 
-Readers (``status``, ``analysis``) open the ledger with ``create=False``: a ledger that does not
+Opening the database is :mod:`search.storage`. Readers (``status``, ``analysis``) open the ledger
+with ``create=False``: a ledger that does not
 exist (a typo in ``out:``/``ledger:``/``name:``) is refused in one line and nothing is created.
 A URL's password never appears in a message or attribute (:func:`megadocs.trust.redact_url`);
 keep it out of the sweep file with libpq's ``PGPASSWORD`` or ``~/.pgpass`` (``PGPASSFILE``).
@@ -35,12 +36,10 @@ passes it on: each study read again costs a full read of its trials.
 
 from __future__ import annotations
 
-import fcntl
 import gc
 import logging
 import math
 import os
-import re
 import socket
 import time
 import uuid
@@ -49,17 +48,16 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
 from enum import Enum
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
-from urllib.parse import quote
 
-from megadocs.errors import UserError, disk_full_message, names_file
+from megadocs.errors import UserError
 from megadocs.formats import METHODS, RunMetrics, RunStatus
 from megadocs.procs import pid_alive, process_start
-from megadocs.trust import redact_url, scrub
+from megadocs.trust import redact_url
 from search.certify import Extension, Outcome
 from search.grid import Grid
 from search.params import METHOD, G, RunParams
+from search.storage import connect, ledger_missing
 
 if TYPE_CHECKING:  # only a type here: reading a ledger needs no sweep-file models at import
     from search.sweep import Sweep
@@ -73,8 +71,6 @@ __all__ = [
     "replay",
     "Ledger",
     "ControllerBusy",
-    "LedgerMissing",
-    "open_storage",
     "read_runs",
     "read_snapshot",
     "LedgerSnapshot",
@@ -123,10 +119,6 @@ STALE_AFTER_S = 120.0
 """A holder on another host is dead when its heartbeat is older than this."""
 EMPTY_HOLDER_WAIT_S = 5.0
 """How long a contender waits for a live creator to name itself in a lock it just created."""
-LEDGER_OUTAGE_S = 3600.0
-"""How long an open ledger may stay unreachable (a database server restarting, a network cut)
-before its user gives up with one line; meanwhile every call waits and retries."""
-RECONNECT_EVERY_S = 2.0
 
 
 class StudyKind(str, Enum):
@@ -294,185 +286,6 @@ def _fixed_distribution(key: str, value: Any):
     return None
 
 
-class LedgerMissing(UserError):
-    """A read-only command named a ledger that does not exist, or not completely yet (a controller
-    is creating it); nothing was created."""
-
-
-def _missing(what: str) -> LedgerMissing:
-    return LedgerMissing(
-        f"ledger: {what} (check out:, ledger: and name: in the sweep file, or run `megadocs search certify` "
-        "first); nothing was created"
-    )
-
-
-def open_storage(url: str, *, create: bool = True):
-    """An Optuna storage for a ledger URL: sqlite:///..., postgresql://..., or a journal file path.
-
-    Args:
-        create: make the database/file (and its folder) when missing; readers pass False and get
-            :class:`LedgerMissing` instead, with nothing created.
-
-    Raises:
-        UserError: the server cannot be reached or refuses us (the message shows the URL with its
-            password masked).
-    """
-    import optuna
-
-    if url.startswith("sqlite:///"):
-        shown, path = url, _sqlite_path(url)
-        if path:
-            if not create and not Path(path).is_file():
-                raise _missing(f"{path} does not exist")
-            if create:
-                Path(path).parent.mkdir(parents=True, exist_ok=True)
-        if not create:
-            url = _reader_url(url, path) if path else url
-            _require_schema(url, shown=shown)
-        # a reader (status) may hold the file briefly: wait instead of failing
-        storage = _create_rdb(url, {"connect_args": {"timeout": 60}}, create=create, shown=shown,
-                              lock_path=f"{path}.init-lock" if create and path else None)
-        if create:  # a reader changes nothing: the creator set WAL mode, which the file keeps
-            _fast_sqlite(storage.engine)
-        return storage
-    if "://" in url:
-        driver_url = _postgres_driver(url) if url.startswith("postgresql://") else url
-        if not create:
-            _require_schema(driver_url, shown=url)
-        return _create_rdb(driver_url, {}, create=create, shown=url)
-    from optuna.storages.journal import JournalFileBackend
-
-    if not create and not Path(url).is_file():
-        raise _missing(f"{url} does not exist")
-    Path(url).parent.mkdir(parents=True, exist_ok=True)
-    return optuna.storages.JournalStorage(JournalFileBackend(url))
-
-
-def _sqlite_path(url: str) -> str | None:
-    """The database file of a ``sqlite:///PATH`` URL, as written; None for another URL or an
-    in-memory database.
-
-    >>> _sqlite_path("sqlite:////runs/s/ledger.db"), _sqlite_path("sqlite:///:memory:"), _sqlite_path("l.journal")
-    ('/runs/s/ledger.db', None, None)
-    """
-    path = url[len("sqlite:///"):] if url.startswith("sqlite:///") else ""
-    return path if path and not path.startswith(":") else None
-
-
-def _reader_url(url: str, path: str) -> str:
-    """The URL a reader opens the SQLite ledger ``path`` with: ``url``, or the file alone
-    (immutable) where a full disk leaves no room to open it as usual.
-
-    Reading a WAL-mode database maps its 32 KiB wal-index (``PATH-shm``), which SQLite creates
-    and sizes when no connection has the file open; on a full disk that fails
-    (SQLITE_IOERR_SHMSIZE, "disk I/O error"). A failure to size it means no connection has the
-    file open (an open one has sized it), and with an empty log (``PATH-wal``) every commit is in
-    the file itself: reading the file without an index or locks then reads the whole ledger. A
-    writer cannot start meanwhile: it needs the same index. Costs one extra open (~1 ms).
-    """
-    import sqlite3
-
-    try:
-        connection = sqlite3.connect(f"file:{quote(path)}?mode=ro", uri=True)
-        try:
-            connection.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()  # maps the index
-        finally:
-            connection.close()
-    except sqlite3.OperationalError as exc:
-        wal = Path(f"{path}-wal")
-        if exc.sqlite_errorname == "SQLITE_IOERR_SHMSIZE" and (not wal.exists() or wal.stat().st_size == 0):
-            return f"sqlite:///file:{quote(path)}?immutable=1&uri=true"
-    return url
-
-
-def _create_rdb(url: str, engine_kwargs: dict[str, Any], *, create: bool = True, shown: str | None = None,
-                lock_path: str | None = None):
-    """An RDBStorage, created once even when two processes open a fresh ledger at the same time.
-
-    Optuna creates its tables and version row on first open; two controllers started together
-    on a new ledger race there (``table already exists``, a duplicate version row). A local
-    SQLite file is serialised by a file lock beside it; other databases retry, since the loser's
-    second attempt finds the tables made. Readers (``create=False``) never create tables. Errors
-    that remain are one line naming the URL with its password masked.
-    """
-    import optuna
-
-    shown = shown or url
-    last: Exception | None = None
-    for attempt in range(5 if create else 1):
-        try:
-            if lock_path is None:
-                return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs, skip_table_creation=not create)
-            with open(lock_path, "a") as lock:
-                fcntl.flock(lock, fcntl.LOCK_EX)
-                return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs, skip_table_creation=not create)
-        except Exception as exc:  # noqa: BLE001 - driver errors vary; report the URL, never its password
-            if disk_full_message(exc) is not None:  # no bug of the URL: the one full-disk line (megadocs.cli)
-                raise
-            last = exc
-            if create:
-                time.sleep(0.2 * (attempt + 1))
-    raise UserError(f"ledger: cannot open {redact_url(shown)}: {_first_line(last, shown)}") from None
-
-
-def _first_line(exc: BaseException, url: str) -> str:
-    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-    return scrub(lines[0] if lines else type(exc).__name__, url)
-
-
-def _require_schema(url: str, shown: str | None = None) -> None:
-    """Refuse (LedgerMissing) a database without Optuna's tables, writing nothing to it: Optuna
-    itself would create them, and a reader racing a starting controller would collide with it."""
-    from optuna.storages._rdb import models
-    from sqlalchemy import create_engine, inspect, text
-    from sqlalchemy.pool import NullPool
-
-    shown = shown or url
-    wanted = {*models.BaseModel.metadata.tables, "alembic_version"}
-    try:
-        engine = create_engine(url, poolclass=NullPool)
-        try:
-            with engine.connect() as connection:
-                present = wanted & set(inspect(connection).get_table_names())
-                stamped = present == wanted and bool(
-                    connection.execute(text("SELECT COUNT(*) FROM version_info")).scalar()
-                    and connection.execute(text("SELECT COUNT(*) FROM alembic_version")).scalar()
-                )
-        finally:
-            engine.dispose()
-    except Exception as exc:  # noqa: BLE001 - driver errors vary; report the URL, never its password
-        raise UserError(f"ledger: cannot open {redact_url(shown)}: {_first_line(exc, shown)}") from None
-    if not present:
-        raise _missing(f"{redact_url(shown)} holds no ledger (no Optuna tables)")
-    if not stamped:
-        raise LedgerMissing(f"ledger: {redact_url(shown)} is being created by a controller; retry in a moment")
-
-
-def _postgres_driver(url: str) -> str:
-    """SQLAlchemy 2.1 maps postgresql:// to psycopg 3; use psycopg2 when that is what is installed."""
-    import importlib.util
-
-    if importlib.util.find_spec("psycopg") is None and importlib.util.find_spec("psycopg2") is not None:
-        return "postgresql+psycopg2://" + url[len("postgresql://") :]
-    return url
-
-
-def _fast_sqlite(engine) -> None:
-    """WAL mode (readers never block the controller) and no fsync per commit: a killed
-    controller loses nothing (the OS has the pages); only a power cut could lose the last
-    commits, and their runs are then adopted again from their run directories."""
-    from sqlalchemy import event
-
-    def on_connect(connection, _record) -> None:
-        cursor = connection.cursor()
-        cursor.execute("PRAGMA journal_mode=WAL")
-        cursor.execute("PRAGMA synchronous=NORMAL")
-        cursor.close()
-
-    event.listen(engine, "connect", on_connect)
-    engine.dispose()  # connections opened before the listener get the pragmas on reconnect
-
-
 def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
@@ -493,129 +306,20 @@ def _jsonable(value: Any) -> Any:
     return str(value)
 
 
-def _connection_lost(exc: BaseException) -> bool:
-    """The database could not be reached (server restarting or gone, connection cut), as opposed
-    to a request it refused: SQLAlchemy's OperationalError/InterfaceError or an invalidated
-    connection, also when Optuna re-raised it as a StorageInternalError. A full disk on the server
-    (SQLSTATE 53100, also an OperationalError) is a refusal: the server stays up, and waiting for
-    space would hide it for LEDGER_OUTAGE_S; it is the one full-disk line (megadocs.cli) at once."""
-    from sqlalchemy import exc as sa
-
-    if disk_full_message(exc) is not None:
-        return False
-    seen: BaseException | None = exc
-    while seen is not None:
-        if isinstance(seen, (sa.OperationalError, sa.InterfaceError)) or (
-                isinstance(seen, sa.DBAPIError) and seen.connection_invalidated):
-            return True
-        seen = seen.__cause__
-    return False
-
-
-def _driver_line(exc: BaseException) -> str:
-    """The first line of the driver's own error under Optuna's and SQLAlchemy's wrappers, with
-    anything shaped like URL credentials masked (the wrapper holds no password to scrub with)."""
-    while exc.__cause__ is not None:
-        exc = exc.__cause__
-    cause = getattr(exc, "orig", None) or exc
-    lines = [line.strip() for line in str(cause).splitlines() if line.strip()]
-    return re.sub(r"://[^/\s]*@", "://***@", lines[0] if lines else type(cause).__name__)
-
-
-class _Naming:
-    """An Optuna storage whose calls name the ledger (``shown``: its file, or its URL with the
-    password masked) on an error that names no file (:func:`megadocs.errors.names_file`):
-    SQLite's "database or disk is full" is then one line naming the ledger."""
-
-    def __init__(self, storage: Any, shown: str) -> None:
-        self._storage = storage
-        self._shown = shown
-
-    def __getattr__(self, name: str) -> Any:
-        attr = getattr(self._storage, name)
-        if not callable(attr):
-            return attr
-
-        def call(*args: Any, **kwargs: Any) -> Any:
-            with names_file(self._shown):
-                return self._call(name, attr, args, kwargs)
-
-        return call
-
-    def _call(self, name: str, method: Any, args: tuple, kwargs: dict) -> Any:
-        return method(*args, **kwargs)
-
-
-class _Reconnecting(_Naming):
-    """An Optuna storage on a database server whose calls wait out a lost connection and go on.
-
-    A server restart cuts every connection: the failing call is retried every RECONNECT_EVERY_S
-    (SQLAlchemy replaces the dead pooled connections) for up to LEDGER_OUTAGE_S, with one warning
-    when the outage starts and one when it ends; the same storage and database go on (never a
-    second ledger). A call whose commit reached the server before the connection was cut is
-    not repeated blindly: a repeated state change that finds the trial already in that state
-    counts as done. Raises UserError (the URL with its password masked) once the outage outlasts
-    LEDGER_OUTAGE_S.
-    """
-
-    def _call(self, name: str, method: Any, args: tuple, kwargs: dict) -> Any:
-        from optuna.exceptions import UpdateFinishedTrialError
-
-        lost_at: float | None = None
-        while True:
-            try:
-                result = method(*args, **kwargs)
-            except UpdateFinishedTrialError:
-                if lost_at is not None and name == "set_trial_state_values" and self._already(args, kwargs):
-                    result = True  # the first attempt's commit went through before the cut
-                else:
-                    raise
-            except Exception as exc:  # noqa: BLE001 - sorted by _connection_lost, re-raised otherwise
-                if not _connection_lost(exc):
-                    raise
-                now = time.time()
-                if lost_at is None:
-                    lost_at = now
-                    # a server that stopped itself says why only in its own log: one whose WAL disk
-                    # filled up PANICs and stays down (its clients see only the cut connection)
-                    log.warning("ledger %s unreachable (%s); waiting for it (up to %.0f s; a server that "
-                                "stopped itself, e.g. with no space for its WAL, says why in its log)",
-                                self._shown, _driver_line(exc), LEDGER_OUTAGE_S)
-                elif now - lost_at > LEDGER_OUTAGE_S:
-                    raise UserError(f"ledger: {self._shown} unreachable for {now - lost_at:.0f} s: "
-                                    f"{_driver_line(exc)}; re-run when it is back") from None
-                time.sleep(RECONNECT_EVERY_S)
-                continue
-            if lost_at is not None:
-                log.warning("ledger %s reachable again after %.1f s", self._shown, time.time() - lost_at)
-            return result
-
-    def _already(self, args: tuple, kwargs: dict) -> bool:
-        trial_id = kwargs.get("trial_id", args[0] if args else None)
-        state = kwargs.get("state", args[1] if len(args) > 1 else None)
-        return self._storage.get_trial(trial_id).state == state
-
-
 class Ledger:
     """The ledger of one sweep. Not thread-safe; one controller writes, anyone may read.
 
     ``url`` is the URL for display (password masked); ``create=False`` (readers) refuses a ledger
-    that does not exist or holds nothing of this sweep (:class:`LedgerMissing`).
+    that does not exist or holds nothing of this sweep (:class:`search.storage.LedgerMissing`).
     """
 
     def __init__(self, url: str, sweep: str, *, create: bool = True) -> None:
         self.url = redact_url(url)
         self.sweep = sweep
-        server = "://" in url and not url.startswith("sqlite:")  # its connection may be cut by a restart
-        # SQLite's "database or disk is full" names no file (nor does a write to a journal file's
-        # handle): the ledger's own calls name it, as written (a server's URL has no file to name)
-        name = _sqlite_path(url) or self.url
-        with names_file(name):
-            storage = open_storage(url, create=create)
-        self.storage = _Reconnecting(storage, self.url) if server else _Naming(storage, name)
+        self.storage = connect(url, create=create)
         self._study_ids: dict[str, int] = {}
         if not create and not self.study_names() and self.holder() is None:
-            raise _missing(f"{self.url} has no runs of sweep {sweep!r}")
+            raise ledger_missing(f"{self.url} has no runs of sweep {sweep!r}")
 
     # -- studies ---------------------------------------------------------------------------
 

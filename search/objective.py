@@ -26,6 +26,7 @@ Each train run of a sweep is also linked as ``{out}/tensorboard/{certification}/
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import fcntl
 import hashlib
@@ -35,7 +36,7 @@ import math
 import os
 import socket
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
@@ -254,7 +255,8 @@ class CallableObjective:
         self.path = path
         self.version = version if version is not None else module_source_hash(path)
 
-    def identity(self, params: Mapping[str, Any]) -> str:
+    def identity(self, params: Mapping[str, Any], where: str | None = None) -> str:
+        """The run's identity (nothing to check: the callable takes any params; ``where`` is unused)."""
         return config_hash({"objective": self.path, "version": self.version, "params": dict(params)})
 
     def task(self, params: Mapping[str, Any], run_dir: Path, group: str | None = None) -> RunTask:
@@ -263,6 +265,17 @@ class CallableObjective:
 
     def link(self, out_dir: Path, task: str, point: Mapping[str, Any], run_dir: Path) -> None:
         """Nothing to link: a callable objective's runs write no TensorBoard events."""
+
+
+@contextlib.contextmanager
+def _naming(where: str | None) -> Iterator[None]:
+    """A UserError raised inside names ``where`` first (the sweep entry whose run it is)."""
+    try:
+        yield
+    except UserError as exc:
+        if where is None:
+            raise
+        raise UserError(f"{where}: {exc}") from None
 
 
 def _set(config: dict, dotted: str, value: Any) -> None:
@@ -288,8 +301,20 @@ class TrainObjective:
         self.source = f"{sweep.name}: train"
         self._ready: set[tuple[str, str]] = set()  # (pool, store) checked: tokenized for the store
 
-    def config(self, params: Mapping[str, Any]):
-        """The validated RunConfig for ``params`` (UserError naming the field if invalid)."""
+    def config(self, params: Mapping[str, Any], where: str | None = None):
+        """The validated RunConfig for ``params``: the one check of a run's train config and pool,
+        made before the sweep starts (at :meth:`search.sweep.Sweep.runs_known_before`), by
+        ``search plan`` (without the pools) and again at each dispatch, at the point asked for (a
+        pool is read once per controller; one removed later is refused by the run's job).
+
+        Raises:
+            UserError: one line naming the field (or pool) and what was expected, after ``where``
+                (the sweep entry whose run it is, e.g. ``transfers[0] (t)``) when given.
+        """
+        with _naming(where):
+            return self._config(params)
+
+    def _config(self, params: Mapping[str, Any]):
         from train.config import RunConfig
 
         run = RunParams.split(params, TRAIN_AXES)
@@ -327,8 +352,11 @@ class TrainObjective:
             require_pool_tokens(pool, TokenStore.open(store), field=f"pools.{method}")
             self._ready.add((pool, store))
 
-    def identity(self, params: Mapping[str, Any]) -> str:
-        return self.config(params).identity()
+    def identity(self, params: Mapping[str, Any], where: str | None = None) -> str:
+        """``RunConfig.identity()`` of the point's run (:meth:`config` checks it first; the data's
+        manifests are read: a store that is not there is refused here, after ``where``)."""
+        with _naming(where):
+            return self._config(params).identity()
 
     def task(self, params: Mapping[str, Any], run_dir: Path, group: str | None = None) -> RunTask:
         """The job of one point; `group` (the certification that asked first) groups its curves in

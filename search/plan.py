@@ -468,6 +468,9 @@ def sweep_plan(sweep: Sweep, utilisation: Utilisation, *, simulations: int = SIM
     coster = (RunCoster(sweep, mfu=mfu, peak_tflops=peak_tflops, processes=processes, scaling_efficiency=efficiency,
                          assume=assume)
               if sweep.objective is None else None)  # fmt: skip
+    if coster is not None:  # certify's check of every config known before the search, pools aside
+        for params, where in sweep.runs_known_before():
+            coster.objective.config(params.merged(), where)
     certifications = []
     for cert in sweep.certifications:
         counts = run_counts(sweep, cert, simulations=simulations)

@@ -156,7 +156,8 @@ class EnsembleConfig(StrictModel):
 
 class TransferConfig(StrictModel):
     """A method trained at another certification's certified hyperparameters (the paper's
-    Figure 6: megadocs at simple rephrasing's optimum), run once that source is certified."""
+    Figure 6: megadocs at simple rephrasing's optimum), run once that source is certified. Its
+    train config and pool are checked before, when the sweep starts (:meth:`Sweep.runs_known_before`)."""
 
     model_config = ConfigDict(**StrictModel.model_config, populate_by_name=True)
 
@@ -290,6 +291,32 @@ class Sweep(StrictModel):
         grid = self.grid_for(cert)
         start = cert.start if cert.start is not None else {a: v for a, v in self.start.items() if a in grid.names}
         return grid.point(grid.key(start))
+
+    def transfer_label(self, index: int) -> str:
+        """How a refusal names transfer ``index``: ``transfers[0] (stitched-at-simple)``."""
+        return f"transfers[{index}] ({self.transfers[index].name})"
+
+    def runs_known_before(self) -> list[tuple[RunParams, str | None]]:
+        """The runs whose configs can be checked before the search has a result, each with the
+        entry a refusal names (None for a certification: its line names the field): every
+        certification's run at its start and at each extension value (one axis at a time), and
+        each transfer's run at the same points of its source. A transfer runs at its source's
+        certified point, known only hours into a sweep; its fixed params (method, g, model) and
+        their pool are what can be wrong, and those are the same at every point. ``certify``
+        builds each one's train config (:meth:`search.objective.TrainObjective.config`) before it
+        opens the ledger, and ``search plan`` before it costs them; dispatch builds them again.
+
+        Costs one train config per point: (1 + extension values) per certification and transfer.
+        """
+        runs: list[tuple[RunParams, str | None]] = []
+        entries = [(cert, cert.fixed, None) for cert in self.certifications]
+        entries += [(self.certification(t.source), t.fixed, self.transfer_label(i)) for i, t in enumerate(self.transfers)]
+        for cert, fixed, where in entries:
+            start = self.start_for(cert)
+            grid = self.grid_for(cert)
+            points = [start] + [{**start, axis: value} for axis in grid.names for value in grid.extension_values(axis)]
+            runs += [(RunParams(point=point, fixed=fixed), where) for point in points]
+        return runs
 
     def seeds_neighbours(self, cert: CertificationConfig) -> bool:
         return self.seed_neighbours if cert.seed_neighbours is None else cert.seed_neighbours

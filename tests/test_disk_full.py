@@ -214,3 +214,37 @@ def test_a_used_up_quota_and_a_wrapped_error_read_as_a_full_disk(code):
         line = disk_full_message(wrapped)
     assert line == f"{os.strerror(code).lower()} writing runs/a/state.pt{RETRY}"
     assert disk_full_message(RuntimeError("unexpected pos 123")) is None
+
+
+class FillsOnStart(Fill):
+    """:class:`Fill` whose array task fills its file system as it starts (when it is unpickled in
+    the task's process, before :class:`megadocs.shards.ShardTask` takes its reserve): a disk that
+    filled between the submission and the task's start, with no room left for anything."""
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        _fill(self.folder.parent, 0)
+
+
+@pytest.mark.parametrize("executor", ["local", pytest.param("slurm", marks=pytest.mark.slurm)])
+def test_a_job_array_task_that_starts_on_a_full_disk_reads_as_a_full_disk(small_filesystem, executor, capfd,
+                                                                            monkeypatch):
+    """No room for the task's reserve, so none for its result either: the submitter says the
+    full disk in one line naming the folder (exit 4, a full disk's), not "ended without a result"."""
+    from megadocs import executors
+
+    monkeypatch.setattr(executors, "LOST_GRACE_S", 0.0)  # (no result file will come: the test's time)
+    monkeypatch.setitem(executors.ARRAY_POLL_S, "slurm", 1.0)
+    step = FillsOnStart(small_filesystem / "out", 1, name="fill")
+    profile = "slurm/profiles/local.yaml" if executor == "slurm" else None
+    with pytest.raises(DiskFull) as caught:
+        step.submit(executor, profile)
+    assert not isinstance(caught.value, (UserError, WorkFailed))
+    line = disk_full_message(caught.value)
+    assert line == f"no space left on device writing {step.folder}{RETRY}", line
+    err = capfd.readouterr().err
+    assert "without a result" not in err, err
+
+    (small_filesystem / "filler").unlink()
+    assert Fill(step.folder, 1, name="fill").submit(executor, profile)["complete"]
+    assert not list(small_filesystem.rglob("*.reserve*"))

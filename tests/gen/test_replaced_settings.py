@@ -1,9 +1,12 @@
-"""A pool that holds only its manifest takes a re-run's settings (gen.generate): a run of the
-earlier settings that is still going then writes nothing into it. The three ways such a writer
-meets the replacement: generating its first chunk in the same process's engine call (the
-interleaving made exact), an array task of the earlier submission that starts afterwards, and a
-real `megadocs gen` process stopped before its first flush while the other run takes over.
-Transformers engine (cheap to load in-process); the rows' ``seed`` tells the two runs apart."""
+"""A pool that holds only its manifest takes a re-run's settings (gen.generate), saying which
+(one line, old -> new): a run of the earlier settings that is still going then writes nothing
+into it. The three ways such a writer meets the replacement: generating its first chunk in the
+same process's engine call (the interleaving made exact), an array task of the earlier
+submission that starts afterwards, and a real `megadocs gen` process stopped before its first
+flush while the other run takes over. While tasks of an earlier job array are still queued or
+running (a local task's process, a SLURM job), the re-run is refused instead: they would spend
+their compute and then be refused. Transformers engine (cheap to load in-process); the rows'
+``seed`` tells the two runs apart."""
 
 from __future__ import annotations
 
@@ -13,19 +16,24 @@ import pickle
 import signal
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
+import yaml
 
-from gen.generate import GenerateOptions, GeneratePool, generate_pool
-from megadocs.errors import UserError
+from gen.generate import GenerateOptions, GeneratePool, generate_pool, submit_shards
+from megadocs import executors
+from megadocs.errors import UserError, WorkFailed
+from megadocs.executors import SUBMISSIONS, live_array_tasks
 from megadocs.pools import rows_path
-from megadocs.shards import LOCK, ShardTask
+from megadocs.shards import JOBS, LOCK, ShardTask
 from tests.gen.conftest import lock_waiters, read_rows, wait_for, write_docs
 
 OPTIONS = {"max_new_tokens": 8, "chunk_docs": 1, "progress": False}
 FIRST, SECOND = 1, 2  # the two runs' seeds: the setting that differs
 REPLACED = r"manifest.json: seed: replaced since this gen-rephrase run started"
+SAID = "manifest.json: replaced the settings of an earlier gen-rephrase run: seed: 1 -> 2"
 ROOT = Path(__file__).resolve().parents[2]
 WAIT_S = 300  # a generous bound on a loaded 2-core machine; the waits end on their condition
 
@@ -130,3 +138,94 @@ def test_a_process_stopped_before_its_first_flush_writes_nothing_after_a_takeove
     last = stderr.strip().splitlines()[-1]  # (transformers' weight-loading bar comes before it)
     assert last.startswith("error: ") and "manifest.json: seed: replaced since this gen-rephrase run started" in last
     _only_second_run(out, docs=4)
+
+
+def _submitted_ids(pool: Path) -> list[str]:
+    import json
+
+    return [job_id for entry in json.loads((pool / JOBS / SUBMISSIONS).read_text())["submissions"]
+            for job_id in entry["job_ids"]]
+
+
+class _Submission(threading.Thread):
+    """The first run's job array, submitted (and waited for, as the CLI does) in a thread."""
+
+    def __init__(self, options: GenerateOptions, executor: str, profile: str | None = None) -> None:
+        super().__init__(daemon=True)
+        self.options, self.executor, self.profile, self.failed = options, executor, profile, None
+
+    def run(self) -> None:
+        try:
+            submit_shards(self.options, self.executor, self.profile)
+        except WorkFailed as exc:  # its task cancelled or killed
+            self.failed = exc
+
+
+def _refused_then_replaced(pool: Path, docs: Path, generator: Path, engine, cancel: str, capfd,
+                           after_cancel=lambda: None) -> None:
+    """The re-run (seed 2) is refused naming the folder, the live task and ``cancel``, changing
+    nothing; once the task is cancelled (``cancel`` run here) it replaces the settings and says so."""
+    with pytest.raises(UserError) as refused:
+        generate_pool("rephrase", docs, generator, 1, pool, engine=engine, seed=SECOND, **OPTIONS)
+    line = str(refused.value)
+    assert line.startswith(f"{pool}: an earlier gen-rephrase submission with other settings") and "\n" not in line
+    assert f"task(s) {', '.join(_submitted_ids(pool))}" in line and f"({cancel})" in line, line
+    assert read_manifest_seed(pool) == FIRST and not read_rows(pool)  # nothing changed
+    subprocess.run(cancel.split(), check=True)
+    after_cancel()
+    wait_for(lambda: not live_array_tasks(pool / JOBS), WAIT_S, "the first submission's task to end")
+    capfd.readouterr()
+    generate_pool("rephrase", docs, generator, 1, pool, engine=engine, seed=SECOND, **OPTIONS)
+    said = [line for line in capfd.readouterr().err.splitlines() if "replaced the settings" in line]
+    assert said == [f"{pool / 'manifest.json'}: replaced the settings of an earlier gen-rephrase run: seed: 1 -> 2"]
+    _only_second_run(pool, docs=4)
+
+
+def test_a_rerun_is_refused_while_a_local_task_of_the_earlier_submission_runs(tiny_generator, docs4, engine,
+                                                                              tmp_path, capfd, monkeypatch):
+    """The first submission's local task is stopped (SIGSTOP) as soon as it is submitted, before
+    it loaded the generator: alive, nothing flushed. `kill -INT PID` ends it (once continued)."""
+    monkeypatch.setattr(executors, "LOST_GRACE_S", 0.0)
+    pool = tmp_path / "pool"
+    options = GenerateOptions(kind="rephrase", docs=str(docs4), generator=str(tiny_generator), g=1, out=str(pool),
+                              engine="transformers", seed=FIRST, **OPTIONS)
+    first = _Submission(options, "local")
+    first.start()
+    try:
+        wait_for((pool / JOBS / SUBMISSIONS).is_file, WAIT_S, "the first submission")
+        (pid,) = map(int, _submitted_ids(pool))
+        os.kill(pid, signal.SIGSTOP)
+        wait_for(lambda: _state(pid) == "T", WAIT_S, "its task to stop")
+        _refused_then_replaced(pool, docs4, tiny_generator, engine, f"kill -INT {pid}", capfd,
+                               after_cancel=lambda: os.kill(pid, signal.SIGCONT))
+    finally:
+        for job_id in _submitted_ids(pool)[:1]:
+            subprocess.run(["kill", "-KILL", job_id], capture_output=True)
+        first.join(WAIT_S)
+    assert isinstance(first.failed, WorkFailed)
+
+
+@pytest.mark.slurm
+def test_a_rerun_is_refused_while_a_slurm_job_of_the_earlier_submission_is_queued(tiny_generator, docs4, engine,
+                                                                                  tmp_path, capfd, monkeypatch):
+    """The real local cluster: the first submission's job waits in the queue (``--begin`` an hour
+    on: it never starts here); `scancel JOBID` ends it."""
+    monkeypatch.setattr(executors, "LOST_GRACE_S", 0.0)
+    monkeypatch.setitem(executors.ARRAY_POLL_S, "slurm", 0.5)
+    monkeypatch.setattr(executors, "QUEUE_CHECK_S", 0.0)
+    profile = yaml.safe_load((ROOT / "slurm" / "profiles" / "local.yaml").read_text())
+    profile["additional_parameters"] = {"begin": "now+3600"}
+    (tmp_path / "later.yaml").write_text(yaml.safe_dump(profile))
+    pool = tmp_path / "pool"
+    options = GenerateOptions(kind="rephrase", docs=str(docs4), generator=str(tiny_generator), g=1, out=str(pool),
+                              engine="transformers", seed=FIRST, **OPTIONS)
+    first = _Submission(options, "slurm", str(tmp_path / "later.yaml"))
+    first.start()
+    try:
+        wait_for((pool / JOBS / SUBMISSIONS).is_file, WAIT_S, "the first submission")
+        (job_id,) = _submitted_ids(pool)
+        _refused_then_replaced(pool, docs4, tiny_generator, engine, f"scancel {job_id.split('_')[0]}", capfd)
+    finally:
+        subprocess.run(["scancel", *_submitted_ids(pool)[:1]], capture_output=True)
+        first.join(WAIT_S)
+    assert isinstance(first.failed, WorkFailed)

@@ -81,7 +81,7 @@ def test_a_trial_the_killed_controller_left_half_written_is_run_once(make_sweep,
 
 def _tried_to_submit(path) -> bool:
     """The controller recorded a run it is about to submit (trials are created first)."""
-    from search.ledger import LedgerMissing
+    from search.storage import LedgerMissing
 
     try:
         return any(r.status == "running" for r in read_runs(load_sweep(path)))

@@ -189,9 +189,10 @@ def test_the_ledger_waits_out_a_server_restart_and_goes_on(postgres_server, capl
 def test_a_ledger_gone_for_good_is_one_line_without_the_password(monkeypatch):
     from megadocs.errors import UserError
     from search import ledger as ledger_module
+    from search import storage
 
-    monkeypatch.setattr(ledger_module, "LEDGER_OUTAGE_S", 1.0)
-    monkeypatch.setattr(ledger_module, "RECONNECT_EVERY_S", 0.2)
+    monkeypatch.setattr(storage, "LEDGER_OUTAGE_S", 1.0)
+    monkeypatch.setattr(storage, "RECONNECT_EVERY_S", 0.2)
     with _server(SECRET) as server:
         ledger = ledger_module.Ledger(f"postgresql://megadocs:{SECRET}@127.0.0.1:{server.port}/postgres", "t")
         trial = ledger.new_run("t/a", params=RunParams(point={"lr": 0.003}), run_id="r1", run_dir="/runs/r1")
@@ -217,10 +218,11 @@ def test_a_trial_whose_creation_was_committed_unheard_is_no_run(make_sweep, work
     import sqlalchemy
 
     from search import ledger as ledger_module
+    from search import storage
 
     from .conftest import calls
 
-    monkeypatch.setattr(ledger_module, "RECONNECT_EVERY_S", 0.05)
+    monkeypatch.setattr(storage, "RECONNECT_EVERY_S", 0.05)
     original = optuna.storages.RDBStorage.create_new_trial
     created, lost = [], []
 
@@ -269,10 +271,10 @@ def test_a_full_disk_on_the_ledgers_server_is_one_line_and_the_same_command_resu
     disk_full and stays up): `search certify` says so in one line naming the ledger, exit 4 as for
     a local full disk, at once rather than after waiting out an "outage"; the committed runs are
     kept, and the same command finishes once there is space."""
-    from search import ledger as ledger_module
+    from search import storage
     from tests.filesystems import tmpfs
 
-    monkeypatch.setattr(ledger_module, "LEDGER_OUTAGE_S", 30.0)  # the old code's wait, shortened: fails
+    monkeypatch.setattr(storage, "LEDGER_OUTAGE_S", 30.0)  # the old code's wait, shortened: fails
     with _server(SECRET) as server, tmpfs(server.root / "small", 4) as mounted:
         if not mounted:
             pytest.skip("mounting a tmpfs is not permitted here (needs root)")

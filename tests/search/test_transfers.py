@@ -5,6 +5,7 @@ field, both recorded in the ledger and mapped onto train configs."""
 from __future__ import annotations
 
 import pytest
+import yaml
 
 from search.ledger import read_runs
 from search.status import g_trend_warnings, summarize, summarize_transfers
@@ -20,7 +21,7 @@ def test_transfer_runs_the_target_at_the_source_certified_point(make_sweep, work
                         {"name": "stitched-g4", "fixed": {"method": "stitched", "g": 4}}],
         transfers=[{"name": "stitched-g4-at-simple", "from": "simple-g4", "fixed": {"method": "stitched", "g": 4}}],
     )
-    from search.ledger import LedgerMissing
+    from search.storage import LedgerMissing
 
     with pytest.raises(LedgerMissing):  # before certify there is no ledger to read (issue 14)
         summarize_transfers(load_sweep(path))
@@ -144,3 +145,73 @@ def test_g_trend_ignores_rises_within_noise_and_advises_by_warm_start():
     assert "(4.0 noise sds)" in warning and "already starts from latent-g2's certificate" in warning
     [warning] = g_trend_warnings([g2, dataclasses.replace(g4, warm_start=None)])  # no noise estimate
     assert warning.endswith("set warm_start: latent-g2 on latent-g4")
+
+
+def _trained_sweep(store, transfer: dict, pools: dict) -> dict:
+    """A default-objective sweep whose certification (real, one grid point) is fine and whose one
+    transfer is ``transfer``: only the transfer can be wrong."""
+    return {"name": "tiny", "executor": {"kind": "debug"},
+            "train": {"data": {"store": str(store), "context": 64, "mixing_fraction": 0.5},
+                      "model": {"preset": "tiny-1m"}, "optim": {"batch_size": 16, "micro_batch_size": 16},
+                      "eval": {"val_windows": 32}, "checkpoint_every": 1000, "device": "cpu"},
+            "pools": pools, "grid": {"lr": [0.003], "epochs": [1]}, "start": {"lr": 0.003, "epochs": 1},
+            "certifications": [{"name": "real", "fixed": {"method": "real"}}], "transfers": [transfer]}
+
+
+BAD_TRANSFERS = {  # what is wrong -> (transfer, pools, what the one line names)
+    "no pool at its g": ({"name": "simple-g1", "from": "real", "fixed": {"method": "simple", "g": 1}},
+                         {"simple": {2: "pool-g2"}}, "pools.simple: no pool for g=1"),
+    "a pool that is not there": ({"name": "simple-g1", "from": "real", "fixed": {"method": "simple", "g": 1}},
+                                 {"simple": "nowhere/pool"}, "nowhere/pool"),
+    "an unknown model size": ({"name": "real-big", "from": "real", "fixed": {"method": "real", "model": "tiny-9t"}},
+                              {}, "model: unknown preset 'tiny-9t'"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_TRANSFERS))
+def test_a_bad_transfer_is_refused_before_anything_runs(case, tiny_store, workdir, capsys):
+    """A transfer runs only once its source is certified (hours into a sweep): what can be checked
+    without that result (its train config, its pool) is checked when certify starts, in one line
+    naming the transfer, and nothing is created; `search plan` refuses it the same way."""
+    from megadocs.cli import main
+    from megadocs.exits import Exit
+    from tests.search.test_refused_certify import _tree
+
+    transfer, pools, named = BAD_TRANSFERS[case]
+    (workdir / "tiny.yaml").write_text(yaml.safe_dump(_trained_sweep(tiny_store, transfer, pools)))
+    capsys.readouterr()
+    before = _tree(workdir)
+    assert main(["search", "certify", "tiny.yaml", "--no-progress"]) == Exit.BAD_INPUT
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"error: transfers[0] ({transfer['name']}): ") and named in err and "\n" not in err, err
+    assert _tree(workdir) == before
+    if case != "a pool that is not there":  # a plan is made before the pools exist
+        assert main(["search", "plan", "tiny.yaml"]) == Exit.BAD_INPUT
+        err = capsys.readouterr().err.strip()
+        assert err.startswith(f"error: transfers[0] ({transfer['name']}): ") and named in err and "\n" not in err
+
+
+def test_a_bad_transfer_added_to_a_sweep_that_ran_leaves_its_ledger_untouched(tiny_store, workdir, capsys):
+    """The sweep's certification ran (one real run, on a store of a few short documents: seconds);
+    a transfer added since with a model size train does not know is refused before the ledger is
+    opened."""
+    from megadocs.cli import main
+    from megadocs.exits import Exit
+    from search.certify import CertifyExit
+    from tests.search.test_train_sweep import write_mini_corpus
+    from train.store import prepare
+
+    write_mini_corpus(tiny_store, workdir / "mini.jsonl")
+    prepare(workdir / "mini.jsonl", workdir / "store", tokenizer=tiny_store / "tokenizer", val_docs=6, seed=0)
+    transfer, pools, named = BAD_TRANSFERS["an unknown model size"]
+    sweep = _trained_sweep(workdir / "store", transfer, pools)
+    (workdir / "tiny.yaml").write_text(yaml.safe_dump({**sweep, "transfers": []}))
+    assert main(["search", "certify", "tiny.yaml", "--no-progress"]) == CertifyExit.CERTIFIED_ON_BOUND
+    ledger = workdir / "runs/tiny/ledger.db"
+    written = ledger.read_bytes()
+    (workdir / "tiny.yaml").write_text(yaml.safe_dump(sweep))
+    capsys.readouterr()
+    assert main(["search", "certify", "tiny.yaml", "--no-progress"]) == Exit.BAD_INPUT
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: transfers[0] (real-big): ") and named in err
+    assert ledger.read_bytes() == written

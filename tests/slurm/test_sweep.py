@@ -65,7 +65,8 @@ def _controller(path: Path) -> subprocess.Popen:
 
 def _runs(path: Path) -> list[dict]:
     """The ledger's runs; none while the controller has not created the ledger yet."""
-    from search.ledger import LedgerMissing, read_runs
+    from search.ledger import read_runs
+    from search.storage import LedgerMissing
     from search.sweep import load_sweep
 
     try:
