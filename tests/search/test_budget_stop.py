@@ -11,7 +11,6 @@ and records nothing. A ledger written before the record reads as before.
 
 from __future__ import annotations
 
-import json
 import sqlite3
 
 import pytest
@@ -26,6 +25,7 @@ from search.strategies import StopReason, StrategyState
 from search.sweep import load_sweep
 
 from .conftest import GRID, START, calls
+from .test_baseline_stop import _status  # (--json certification, human text)
 
 
 def _sweep(make_sweep, **cert):
@@ -36,14 +36,6 @@ def _sweep(make_sweep, **cert):
 
 def _certify(path, strategy, *args) -> int:
     return main(["search", "certify", str(path), "--no-progress", "--strategy", strategy, *args])
-
-
-def _status(path, strategy, capsys) -> tuple[dict, str]:
-    capsys.readouterr()
-    assert main(["search", "status", str(path), "--strategy", strategy, "--json"]) == 0
-    [cert] = json.loads(capsys.readouterr().out)["certifications"]
-    assert main(["search", "status", str(path), "--strategy", strategy]) == 0
-    return cert, capsys.readouterr().out
 
 
 def _recorded(path, strategy):
