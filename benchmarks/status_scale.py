@@ -135,10 +135,11 @@ class RecordingEvaluator:
         pass
 
     def finished(self, strategy) -> None:
-        """As the controller: a strategy's stop before its budget goes to its study (the certifier's
-        strategies have none). A virtual subclass inherits no hook, so each is written here."""
-        if (stop := strategy.stop()) is not None:
-            self.ledger.record_stop(self.tasks[strategy.name].study, stop)
+        """The controller's own record of a strategy's stop (a virtual subclass inherits no hook:
+        its method is called on this evaluator, which has the same ``ledger`` and ``tasks``)."""
+        from search.controller import LedgerEvaluator
+
+        LedgerEvaluator.finished(self, strategy)
 
     def submit(self, requests) -> None:
         from search.ledger import ATTR_ATTEMPTS, ATTR_JOB_FOLDER, ATTR_JOB_ID, ATTR_MEMBER
