@@ -661,14 +661,21 @@ def recorded_process(folder: str | Path) -> Iterator[None]:
     """This process recorded in ``folder``'s record while the block runs, removed when it ends
     (returns, raises, Ctrl-C); a process killed outright is dropped by the next edit of the
     record (its pid is gone) or not counted as live meanwhile. A file lock and a small JSON
-    rewrite each way."""
+    rewrite each way.
+
+    Raises:
+        OSError: the record could not be written at the start (a full disk: nothing ran yet). At
+            the end it is not raised: the block's own error (often the same full disk) is the one
+            to say, and the entry left names a process about to end, which no check counts as
+            live once it has (on this host).
+    """
     folder, me = Path(folder), ProcessRun.this()
     with _editing_record(folder) as record:
         record.append(me)
     try:
         yield
     finally:
-        with _editing_record(folder) as record:
+        with contextlib.suppress(OSError), _editing_record(folder) as record:
             if me in record:
                 record.remove(me)
 

@@ -18,7 +18,11 @@ still be running (a job-array task before its first flush, a second terminal). S
 outputs happens under the lock after checking that the manifest still has the settings this
 process prepared (:meth:`ShardedStep.writing`), and an array task never prepares again: it checks
 the manifest its submission prepared (:meth:`ShardedStep.run`). A late writer of replaced settings
-stops in one line and writes nothing; a replacement can only see outputs already flushed. :meth:`ShardedStep.run` runs shards in
+stops in one line and writes nothing; a replacement can only see outputs already flushed. So that
+such a writer rarely spends compute first, the replacement is refused while one may still run: the
+folder's record of runs (``FOLDER/submitit/submissions.json``, ``megadocs.executors``) holds each
+job array submitted into it and each process running the step in-process (while it runs), and
+:func:`megadocs.executors.live_runs` says which still live. The same settings are never refused. :meth:`ShardedStep.run` runs shards in
 this process; :meth:`ShardedStep.submit` freezes the to-do list and submits one job-array task per
 shard (``megadocs.executors``: submitit's local executor or SLURM), each task requeued after a
 timeout or preemption and resuming its shard. submitit is imported only by ``submit``.
@@ -246,7 +250,10 @@ class ShardedStep(ABC):
         """Run the not-done shards (all, or ``shards``) in this process; returns the manifest.
 
         A step prepared before (an array task: its submission prepared it) does not prepare
-        again, which could replace a manifest a later run wrote: it checks it instead."""
+        again, which could replace a manifest a later run wrote: it checks it instead. Otherwise
+        this process is in the folder's record of runs from its manifest's check
+        (:meth:`init_manifest`) until it returns or raises, Ctrl-C included, so that a run with
+        other settings is refused meanwhile."""
         if self.prepared is not None:
             self.check_settings()
             return self._run_shards(shards)
