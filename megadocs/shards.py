@@ -197,13 +197,13 @@ class ShardedStep(ABC):
         this folder (``megadocs gen`` without ``--executor`` in another terminal). Each would be
         refused at its first write (:meth:`check_settings`) after spending its compute, e.g.
         loading a generator and generating a chunk."""
-        from megadocs.executors import SUBMISSIONS, live_runs
+        from megadocs.executors import SUBMISSIONS, ProcessRun, live_runs
 
         live = live_runs(self.folder / JOBS)
         if live:
             runs = "; ".join(run.describe() for run in live)
             stop = "; ".join(run.cancel_command() for run in live)
-            elsewhere = any(run.kind == "process" and not run.here() for run in live)
+            elsewhere = any(isinstance(run, ProcessRun) and not run.here() for run in live)
             ended = (f"; a run on another host that has ended: remove its entry from {self.folder / JOBS / SUBMISSIONS}"
                      if elsewhere else "")
             raise UserError(f"{self.folder}: an earlier {self.name} run with other settings is still going ({runs}): "

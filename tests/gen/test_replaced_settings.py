@@ -1,12 +1,12 @@
 """A pool that holds only its manifest takes a re-run's settings (gen.generate), saying which
 (one line, old -> new): a run of the earlier settings that is still going then writes nothing
-into it. The three ways such a writer meets the replacement: generating its first chunk in the
-same process's engine call (the interleaving made exact), an array task of the earlier
-submission that starts afterwards, and a real `megadocs gen` process stopped before its first
-flush while the other run takes over. While tasks of an earlier job array are still queued or
-running (a local task's process, a SLURM job), the re-run is refused instead: they would spend
-their compute and then be refused. Transformers engine (cheap to load in-process); the rows'
-``seed`` tells the two runs apart."""
+into it. Two ways such a writer meets the replacement: generating its first chunk in the same
+process's engine call (the interleaving made exact), and an array task of the earlier submission
+that starts afterwards. While another run may still write (a task of an earlier job array queued
+or running, a local task's process or a SLURM job, or a real `megadocs gen` process without
+--executor, stopped before its first flush), the re-run is refused instead: it would spend its
+compute and then be refused; one of the same settings is not. Transformers engine (cheap to load
+in-process); the rows' ``seed`` tells the two runs apart."""
 
 from __future__ import annotations
 
