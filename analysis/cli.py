@@ -173,7 +173,7 @@ def _export(args) -> int:
 def _add_law_arguments(parser) -> None:
     """The options `_law_from_args` reads: a reference-law file, or a law fitted to baseline runs."""
     parser.add_argument("--reference", default=None, metavar="LAW.yaml",
-                        help="a reference-law file (alpha, E, provenance) for data efficiency")
+                        help="a reference-law file (alpha, E, provenance; optional name and loss_range) for data efficiency")
     parser.add_argument(
         "--fit-baseline", default=None, metavar="TABLE",
         help="fit the law to your own real-only runs: a CSV/JSON/parquet with columns D (or tokens) and loss; "
@@ -225,7 +225,8 @@ def _law_from_args(args):
         if not (math.isfinite(alpha) and alpha > 0 and math.isfinite(asymptote) and asymptote >= 0):
             raise UserError(f"--alpha/--asymptote: need a finite alpha > 0 and a finite asymptote E >= 0, "
                             f"got alpha={alpha}, E={asymptote}")
-        return ReferenceLaw(alpha=alpha, E=asymptote, provenance="given on the command line")
+        return ReferenceLaw(alpha=alpha, E=asymptote, provenance="given on the command line",
+                            name="the law given on the command line")
     return load_reference_law(args.reference)
 
 
@@ -246,14 +247,16 @@ def _efficiency(args) -> int:
         return 0
     law_text = (f"alpha={result.alpha:.4g}, E={result.E:.4g}" if isinstance(law, ReferenceLaw)
                 else "the fitted law above")
-    print(f"data efficiency: {result.format()}  (loss {args.loss} vs baseline {args.baseline_loss}; {law_text}"
+    caveat = f"{result.caveat}; " if result.caveat else ""  # on the number's line: whose law, in its range?
+    print(f"data efficiency: {result.format()}  ({caveat}loss {args.loss} vs baseline {args.baseline_loss}; {law_text}"
           + (f"; {result.basis.value}" if result.basis in (Basis.INTERPOLATED, Basis.EXTRAPOLATED) else "") + ")")
     if result.note:
         print(f"  {result.note}")
     if result.basis.determined and args.fit_baseline and result.interval is None:
         print("no interval for the efficiency: the fitted law has no usable bootstrap draws (see its notes above)")
     if result.effective_tokens is not None:
-        print(f"effective data: {result.effective_tokens:,.0f} ({result.effective_basis})")
+        print(f"effective data: {result.effective_tokens:,.0f} ({result.effective_basis}"
+              + (f"; illustrative: from {law.name}" if result.source.illustrative else "") + ")")
     return 0
 
 

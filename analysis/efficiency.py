@@ -14,6 +14,12 @@ beyond the largest D fitted, the usual case for a method that beats the baseline
 extrapolation that rests on E and alpha, and is "not determined" where the fit does not
 determine them. :class:`Basis` says which case a result is.
 
+Whose law a number comes from is a second fact beside it (:func:`law_source`, :class:`Source`): a
+law given as constants (the shipped one is the paper's, calibrated on the paper's 300M losses) was
+not fitted to the user's runs, so its efficiencies are illustrative, and at a loss outside the
+losses it was calibrated on (another model size, tokenizer or corpus: a tiny model's 4-5 nats) they
+are arithmetic on someone else's law. Every output prints that caveat with the number.
+
 Example:
     >>> round(efficiency_ratio(3.41, 3.5544, alpha=0.235, E=1.92), 2)
     1.48
@@ -38,8 +44,11 @@ __all__ = [
     "DEFAULT_REFERENCE_LAW",
     "ReferenceLaw",
     "Basis",
+    "Source",
     "Efficiency",
     "efficiency_basis",
+    "law_source",
+    "source_caveat",
     "undetermined",
     "load_reference_law",
     "effective_data",
@@ -61,11 +70,19 @@ class ReferenceLaw(StrictModel):
         default=None, gt=0, description="real tokens of the baseline, to express D_eff in tokens without A"
     )
     provenance: str = Field(default="", description="where the constants come from")
+    name: str = Field(default="a stated law", min_length=1,
+                      description="how outputs name the law beside a number it gave (the shipped: the paper's)")
+    loss_range: tuple[float, float] | None = Field(
+        default=None, description="lowest and highest i.i.d. loss the constants were calibrated on; an "
+        "efficiency at a loss outside it is an extrapolation of the law (null: not stated, not checked)")
 
     @model_validator(mode="after")
     def _describe_provenance(self):
         if not self.provenance.strip():
             raise ValueError("provenance: say where alpha and E come from (a paper, a fit of your runs)")
+        if self.loss_range is not None and not self.E < self.loss_range[0] < self.loss_range[1]:
+            raise ValueError(f"loss_range: expected [low, high] with E={self.E} < low < high, got "
+                             f"{list(self.loss_range)}")
         return self
 
 
@@ -112,6 +129,54 @@ class Basis(str, Enum):
         return self in (Basis.REFERENCE, Basis.INTERPOLATED, Basis.EXTRAPOLATED)
 
 
+class Source(str, Enum):
+    """Whose law a data efficiency comes from, and whether its losses are the law's (:func:`law_source`;
+    ``Efficiency.source``, the ``source`` field of ``efficiency --json``, the report's rows)."""
+
+    FITTED = "fitted"  # fitted to the user's own real-only runs (--fit-baseline): ``Basis`` says how it was read
+    STATED = "stated"  # constants given (the shipped paper's law, a file, --alpha/--asymptote), losses in its range
+    OUT_OF_RANGE = "out of range"  # such a law at a loss outside the losses it was calibrated on
+
+    @property
+    def illustrative(self) -> bool:
+        """Not a measurement of the user's setup: the law was not fitted to their runs."""
+        return self is not Source.FITTED
+
+
+def law_source(loss: float, baseline_loss: float, law: ReferenceLaw | PowerLawFit) -> Source:
+    """The rule for quoting an efficiency (paper.md, "Results"): a law fitted to the user's own
+    baseline runs is theirs (:class:`Basis` then says whether the losses lie among those runs); a
+    law given as constants was not fitted to them, and is an extrapolation beyond its evidence where
+    the method's or the baseline's loss lies outside ``law.loss_range`` (closed: the calibration
+    points themselves are inside). Loss level is where another model size, tokenizer or corpus
+    shows: the shipped range is the paper's 300M losses, 3.344-3.5544.
+
+    Example:
+        >>> law = ReferenceLaw(alpha=0.235, E=1.92, provenance="paper.md", loss_range=(3.344, 3.5544))
+        >>> law_source(3.41, 3.5544, law).value, law_source(4.44, 4.99, law).value
+        ('stated', 'out of range')
+    """
+    if isinstance(law, PowerLawFit):
+        return Source.FITTED
+    if law.loss_range is None:
+        return Source.STATED
+    low, high = law.loss_range
+    inside = low <= loss <= high and low <= baseline_loss <= high
+    return Source.STATED if inside else Source.OUT_OF_RANGE
+
+
+def source_caveat(source: Source, law: ReferenceLaw | PowerLawFit) -> str:
+    """The words printed with a number of this ``source`` ("" for a fitted law): the CLI's line,
+    the report's row. Which loss is outside the range the same line shows."""
+    if not source.illustrative:
+        return ""
+    text = f"illustrative: from {law.name}, not fitted to your own runs"
+    if source is Source.OUT_OF_RANGE:
+        low, high = law.loss_range
+        text += f"; a loss outside its calibration losses {low:g}-{high:g}: an extrapolation, not an estimate"
+    return text
+
+
 @dataclass
 class Efficiency:
     """A method's data efficiency against a baseline, with an interval when the law was fitted."""
@@ -130,6 +195,9 @@ class Efficiency:
     """D_eff of the method (from the law's A, or the baseline's real tokens times the ratio)."""
     effective_basis: str = ""
     """How ``effective_tokens`` was obtained, for printing next to it."""
+    source: Source = Source.STATED
+    caveat: str = ""
+    """What :func:`law_source` says of the number, in words ("" for a fitted law): print it beside it."""
 
     def format(self) -> str:
         if not self.basis.determined:
@@ -146,7 +214,8 @@ class Efficiency:
             "ratio": self.ratio, "low": interval[0], "high": interval[1], "basis": self.basis.value,
             "determined": self.basis.determined, "note": self.note, "loss": self.loss,
             "baseline_loss": self.baseline_loss, "effective_data": self.effective_tokens,
-            "effective_basis": self.effective_basis or None,
+            "effective_basis": self.effective_basis or None, "source": self.source.value,
+            "illustrative": self.source.illustrative, "caveat": self.caveat or None,
         })
 
 
@@ -215,14 +284,16 @@ def efficiency(
     With a fitted law that has bootstrap draws, the interval is the percentile interval of the
     ratio over the draws of (alpha, E); draws whose E is not below both losses are dropped.
     Where :func:`efficiency_basis` gives no ratio (not determined, below E), ``ratio`` is NaN and
-    ``note`` says why.
+    ``note`` says why. ``source`` and ``caveat`` say whose law it is (:func:`law_source`).
 
     Raises:
         UserError: a non-finite loss.
     """
     basis, note = efficiency_basis(loss, baseline_loss, law)
+    source = law_source(loss, baseline_loss, law)
     result = Efficiency(ratio=math.nan, loss=float(loss), baseline_loss=float(baseline_loss), alpha=float(law.alpha),
-                        E=float(law.E), basis=basis, note=note)
+                        E=float(law.E), basis=basis, note=note, source=source,
+                        caveat=source_caveat(source, law))
     if not basis.determined:
         return result
     result.ratio = efficiency_ratio(loss, baseline_loss, alpha=law.alpha, E=law.E)

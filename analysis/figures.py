@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import io
 import math
+import textwrap
 from collections.abc import Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -33,7 +34,7 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator
 
-from analysis.efficiency import ReferenceLaw, undetermined
+from analysis.efficiency import ReferenceLaw, Source, law_source, undetermined
 from analysis.frame import BOUNDS, POINT, point_of
 from analysis.generation import BASELINE_METHOD
 from analysis.scaling import PowerLawFit
@@ -92,6 +93,8 @@ _METHOD_STYLES = {
     "self-distill": {"color": "#56B4E9", "marker": "x", "linestyle": (0, (1, 1)), "label": "self-distillation"},
 }
 _FALLBACK_MARKERS = ("P", "X", "*", "h", "<", ">")
+CAPTION_WIDTH = 110
+"""Characters per line of an in-figure caption at its 7 pt: a longer one is wrapped, not let widen the figure."""
 _FALLBACK_COLOURS = ("#555555", "#999999", "#332288", "#882255")
 
 
@@ -202,7 +205,7 @@ def plot_generation_scaling(table: pd.DataFrame, *, val_set: str = IID, title: s
             ax.axhline(float(baseline.min()), color="black", linestyle="--", linewidth=1.2,
                        label=f"real data only ({float(baseline.min()):.3f})")
             if law is not None and val_set in (IID, "objective"):
-                notes.extend(_efficiency_axis(ax, float(baseline.min()), law))
+                notes.extend(_efficiency_axis(ax, float(baseline.min()), law, synthetic["loss"]))
         else:  # the caption says why the reader looks for the line and the axis in vain
             notes.append("no real-only baseline on this set: no baseline line, no efficiency axis")
         _log2_axis(ax, synthetic["g"])
@@ -213,7 +216,7 @@ def plot_generation_scaling(table: pd.DataFrame, *, val_set: str = IID, title: s
             notes.append("ring: certificate at a search bound")
         ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=2)
         fig.tight_layout(rect=(0, 0.04, 1, 1))
-        fig.text(0.01, 0.01, "; ".join(notes), fontsize=7, ha="left", va="bottom")
+        fig.text(0.01, 0.01, textwrap.fill("; ".join(notes), CAPTION_WIDTH), fontsize=7, ha="left", va="bottom")
     return fig
 
 
@@ -490,11 +493,12 @@ def plot_certified_hparams(
     return fig
 
 
-def _efficiency_axis(ax, baseline_loss: float, law: ReferenceLaw | PowerLawFit) -> list[str]:
+def _efficiency_axis(ax, baseline_loss: float, law: ReferenceLaw | PowerLawFit, losses) -> list[str]:
     """Right-hand axis: efficiency ((L0 - E) / (L - E))^(1/alpha) of a loss on the left axis; returns
     notes for the caption. The axis reads every loss of the panel, most beyond a fitted law's
     points, so it is drawn only where the law determines E and alpha (the table gives the
-    efficiencies a fitted curve determines between its points)."""
+    efficiencies a fitted curve determines between its points). A law given as constants labels
+    the axis illustrative, and the caption says whether the panel's ``losses`` leave its range."""
     loose = undetermined(law)
     if loose:
         return [f"no efficiency axis: the fitted baseline law does not determine {' and '.join(loose)}"]
@@ -515,8 +519,10 @@ def _efficiency_axis(ax, baseline_loss: float, law: ReferenceLaw | PowerLawFit) 
     right = ax.secondary_yaxis("right", functions=(to_efficiency, to_loss))
     right.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:.2g}x"))
     if isinstance(law, ReferenceLaw):
-        right.set_ylabel(f"data efficiency (alpha={law.alpha:g}, E={law.E:g})")
-        return []
+        right.set_ylabel(f"illustrative data efficiency (alpha={law.alpha:g}, E={law.E:g})")
+        outside = any(law_source(float(loss), baseline_loss, law) is Source.OUT_OF_RANGE for loss in losses)
+        return [f"efficiency axis: {law.name}, not fitted to these runs"  # the table rows say it in full
+                + ("; losses outside its calibration" if outside else "")]
     right.set_ylabel("data efficiency (fitted baseline law)")
     return [f"fitted baseline law: {law.quote('E')}, {law.quote('alpha')}"]
 

@@ -32,7 +32,7 @@ frame built by hand (the analysis contract: any source) may leave out, and what 
 
 COLUMNS = ("set", "certification", "method", "g", "certified", BOUNDS, "bounds_hit", "warm_start", "loss",
            "baseline_loss", "gain", "efficiency", "efficiency_low", "efficiency_high", "efficiency_basis",
-           "efficiency_note")
+           "efficiency_note", "efficiency_source")
 """The columns of :func:`generation_table`, in order (an empty table has them too: :func:`empty_table`)."""
 
 
@@ -69,7 +69,8 @@ def generation_table(
     ``baseline_loss``, ``gain`` (baseline - loss), ``efficiency``, ``efficiency_low``,
     ``efficiency_high``, ``efficiency_basis`` (an :class:`analysis.efficiency.Basis` value: how
     the law gave it) and ``efficiency_note`` (why a synthetic row has none: the fitted law does
-    not determine it, or a loss is not above the law's asymptote E).
+    not determine it, or a loss is not above the law's asymptote E), ``efficiency_source`` (an
+    :class:`analysis.efficiency.Source` value: whose law, and whether the losses lie in its range).
     Efficiency is only computed for the objective/iid sets: the reference law is a law of i.i.d.
     loss vs real data, so it says nothing about other domains.
 
@@ -112,12 +113,14 @@ def generation_table(
                 "efficiency_high": math.nan,
                 "efficiency_basis": None,
                 "efficiency_note": None,
+                "efficiency_source": None,
             }
             iid_like = val_set in ("objective", IID)
             if law is not None and iid_like and math.isfinite(baseline_loss) and row["method"] != BASELINE_METHOD:
                 result = efficiency(loss, baseline_loss, law)
                 record["efficiency"] = result.ratio
                 record["efficiency_basis"] = result.basis.value
+                record["efficiency_source"] = result.source.value
                 if result.interval:
                     record["efficiency_low"], record["efficiency_high"] = result.interval
                 if not result.basis.determined:

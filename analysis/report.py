@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from analysis.efficiency import Basis, ReferenceLaw, load_reference_law
+from analysis.efficiency import Basis, ReferenceLaw, Source, load_reference_law, source_caveat
 from analysis.findings import findings as findings_of
 from analysis.findings import pooled_noise, rises_with_g
 from analysis.frame import POINT, compute_seconds, union_grid, val_sets
@@ -166,7 +166,7 @@ def _generation_sections(report: _Report, certifications: pd.DataFrame, law, gri
     elif isinstance(law, ReferenceLaw):
         report.add(
             f"Data efficiency uses the reference law alpha={law.alpha}, E={law.E} ({law.provenance.strip().rstrip('.')}); "
-            "it is computed for the i.i.d. loss only.",
+            "it is computed for the i.i.d. loss only. " + _stated_law_caveat(law),
             "",
         )
     else:
@@ -204,9 +204,12 @@ def _generation_sections(report: _Report, certifications: pd.DataFrame, law, gri
     for val_set, part in sorted(table.groupby("set"), key=lambda item: (order.get(item[0], 9), item[0])):
         columns = ["method", "g", "certified", "loss", "baseline_loss", "gain", "efficiency", "efficiency_low",
                    "efficiency_high", "efficiency_basis", "bounds_hit"]  # a missing efficiency is explained above
-        if isinstance(law, ReferenceLaw):  # every row's basis is the given law, said once above
-            columns.remove("efficiency_basis")
+        if isinstance(law, ReferenceLaw):  # every row's basis is the given law: its row says whose, and if in range
+            columns[columns.index("efficiency_basis")] = "efficiency_source"
         shown = part[columns].dropna(axis=1, how="all")
+        if "efficiency_source" in shown:
+            shown = shown.assign(efficiency_source=[source_caveat(Source(source), law) if pd.notna(source) else None
+                                                    for source in shown["efficiency_source"]])
         meaning = [f"*{describe_validation_set(val_set)}.*", ""] if val_set != "objective" else []
         report.add(f"### {val_set}", "", *meaning, _markdown_table(shown), "")
         number = "1" if val_set in (IID, "objective") else ("5" if val_set in (IID_SHORT, IID_LONG) else "2")
@@ -226,6 +229,19 @@ def _generation_sections(report: _Report, certifications: pd.DataFrame, law, gri
         "fig11-certified-hparams",
         "Figure 11: certified hyperparameters vs G",
     )
+
+
+def _stated_law_caveat(law: ReferenceLaw) -> str:
+    """What every efficiency of a law given as constants is (analysis.efficiency.law_source), said once
+    above the table whose rows repeat it beside each number."""
+    text = (f"These efficiencies are illustrative: {law.name} was not fitted to this sweep's runs (fit one to "
+            "your real-only runs at several data sizes: `megadocs analysis efficiency --fit-baseline`).")
+    if law.loss_range is not None:
+        low, high = law.loss_range
+        text += (f" Its constants were calibrated on i.i.d. losses {low:g}-{high:g}; an efficiency at a loss outside "
+                 "them (another model size, tokenizer or corpus) is an extrapolation of that law, not an estimate, "
+                 "and its row says so.")
+    return text
 
 
 def _no_efficiency(table: pd.DataFrame) -> str:
@@ -412,8 +428,12 @@ def render_report(
     diversity: pd.DataFrame | None = None,
     findings: bool | Sequence[str] = True,
     transfers: Mapping[str, TransferSummary] | None = None,
+    preface: Sequence[str] | str | None = None,
 ) -> Path:
     """Write ``out_dir/report.md`` (and ``out_dir/figures/``) from the analysis tables.
+
+    ``preface``: paragraphs right under the title, before the Findings (the demo's: a rehearsal on
+    toy data, not findings).
 
     ``findings``: True (the default) opens the report with a "Findings" section computed from the
     certifications of any sweep (:func:`analysis.findings.findings`); a list of paragraphs is
@@ -426,6 +446,8 @@ def render_report(
     report = _Report(out_dir)
     stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     report.add(f"# Report: {sweep_name}", "", f"Generated {stamp} by `megadocs analysis report`.", "")
+    for paragraph in [preface] if isinstance(preface, str) else preface or []:
+        report.add(paragraph, "")
     if findings is not False:
         report.add("## Findings", "")
         from analysis.experiments import generation_curves
@@ -488,6 +510,7 @@ def build_report(
     notes: Sequence[str] | str | None = None,
     reference_law: str | Path | ReferenceLaw | PowerLawFit | None = None,
     findings: bool | Sequence[str] = True,
+    preface: Sequence[str] | str | None = None,
 ) -> Path:
     """Read a sweep's ledger and write ``out_dir/report.md``; returns its path.
 
@@ -499,6 +522,7 @@ def build_report(
             results in ``out_dir/ensembles/``).
         notes: extra markdown lines placed at the top (the demo's notes).
         findings: open with a "Findings" section (default; see :func:`render_report`).
+        preface: paragraphs under the title, before everything else (see :func:`render_report`).
         reference_law: a law file, a ReferenceLaw or a fitted law (default: the shipped law).
     """
     from analysis.ensembles import load_ensemble_table, score_ensemble_studies
@@ -532,4 +556,5 @@ def build_report(
         diversity=tables.diversity,
         findings=findings,
         transfers=tables.transfers,
+        preface=preface,
     )

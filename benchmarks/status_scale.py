@@ -9,7 +9,8 @@ before/after ratio comes from one run on one machine:
 
 - ``status`` / ``status_json``: ``megadocs search status SWEEP`` (and ``--json``) as a
   subprocess: CPU seconds of the process (children included) and wall seconds. Both code
-  versions' outputs are compared byte for byte (``identical``).
+  versions' outputs are compared (``identical``, :func:`_agree`): the text view byte for byte, the
+  certifications of ``--json`` field by field.
 - ``restore``: a controller's start without its jobs: open the ledger, build the strategies
   (``search.controller.build_strategies``) and ``LedgerEvaluator.restore`` them, in a subprocess
   of this script (CPU and wall seconds of the process, Python start and imports included).
@@ -30,7 +31,9 @@ identities), each replica's trials copied into the target ledger one transaction
 Usage: ``python benchmarks/status_scale.py [--sizes 1000,3000,10000] [--baseline REF]
 [--backends sqlite,postgres]``. Takes several minutes (mostly building the ledgers). The last
 stdout line is a JSON summary for ``benchmarks/run_all.py``; the figures also go to
-``benchmarks/results/status_scale.json``.
+``benchmarks/results/status_scale.json``, with a ``run`` record (:func:`run_context`: commit, date,
+machine, load average at the start and the end: on a shared machine other work inflates every
+figure, the ratios least).
 """
 
 from __future__ import annotations
@@ -130,6 +133,12 @@ class RecordingEvaluator:
 
     def tick(self, strategies) -> None:
         pass
+
+    def finished(self, strategy) -> None:
+        """As the controller: a strategy's stop before its budget goes to its study (the certifier's
+        strategies have none). A virtual subclass inherits no hook, so each is written here."""
+        if (stop := strategy.stop()) is not None:
+            self.ledger.record_stop(self.tasks[strategy.name].study, stop)
 
     def submit(self, requests) -> None:
         from search.ledger import ATTR_ATTEMPTS, ATTR_JOB_FOLDER, ATTR_JOB_ID, ATTR_MEMBER
@@ -309,18 +318,26 @@ def reads_once(sweep_file: str) -> None:
                       "summarize_cpu_s": round(summarize_s, 2), "studies": len(ids)}, indent=None))
 
 
-def _comparable(name: str, output: bytes) -> Any:
-    """What must agree between the two versions: the text view byte for byte; of ``--json``, the
+def _agree(name: str, before: bytes, after: bytes) -> bool:
+    """Whether the two versions say the same: the text view byte for byte; of ``--json``, the
     certifications (before 5f591e0 the whole output was their list; since, one object holding them
-    beside ensembles, transfers and jobs, which older versions did not print)."""
+    beside ensembles, transfers and jobs, which older versions did not print), each with every
+    field the older version printed equal (fields added since, such as a baseline's ``stop``, are
+    additions, not changes)."""
     if name != "status_json":
-        return output
-    document = json.loads(output)
-    return document if isinstance(document, list) else document["certifications"]
+        return before == after
+
+    def certifications(output: bytes) -> list[dict[str, Any]]:
+        document = json.loads(output)
+        return document if isinstance(document, list) else document["certifications"]
+
+    old, new = certifications(before), certifications(after)
+    return len(old) == len(new) and all(o == {key: n.get(key) for key in o} and set(o) <= set(n)
+                                        for o, n in zip(old, new))
 
 
 def measure(sweep_file: Path, *, codes: Mapping[str, Path], work: Path, warm_up: bool = False) -> dict[str, Any]:
-    """Every measurement on one ledger, for each code version; outputs compared byte for byte.
+    """Every measurement on one ledger, for each code version; outputs compared (:func:`_agree`).
     ``warm_up``: run each version once untimed first (a fresh checkout compiles its bytecode)."""
     python = sys.executable
     for code in codes.values() if warm_up else ():
@@ -344,7 +361,7 @@ def measure(sweep_file: Path, *, codes: Mapping[str, Path], work: Path, warm_up:
     versions = list(codes)
     if len(versions) == 2:
         before, after = versions
-        figures["identical"] = all(_comparable(name, outputs[before][name]) == _comparable(name, outputs[after][name])
+        figures["identical"] = all(_agree(name, outputs[before][name], outputs[after][name])
                                    for name in outputs[before])
         figures["ratio_cpu"] = {name: round(figures[after][name]["cpu_s"] / figures[before][name]["cpu_s"], 3)
                                 for name in ("status", "status_json", "restore")}
@@ -374,6 +391,7 @@ def main(argv: list[str] | None = None) -> int:
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     started = time.time()
+    run = run_context()
     sizes = [int(s) for s in args.sizes.split(",")]
     with ExitStack() as stack:
         work = Path(args.work) if args.work else Path(stack.enter_context(tempfile.TemporaryDirectory()))
@@ -395,10 +413,29 @@ def main(argv: list[str] | None = None) -> int:
                     rows.append(_one_ledger(backend, size, url, scratch_url, data, per_replica,
                                             codes=codes, work=work, warm_up=not rows, as_repeats=args.as_repeats))
     summary = _summary(rows, time.time() - started)
+    run["load_average_end"] = round(os.getloadavg()[0], 1)
+    summary = {"commit": run["commit"], "load_average": f"{run['load_average_start']} -> {run['load_average_end']}",
+               **summary}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(dumps_json({"rows": rows, **summary}, indent=1) + "\n")
+    Path(args.out).write_text(dumps_json({"run": run, "rows": rows, **summary}, indent=1) + "\n")
     print(dumps_json(summary, indent=None))
     return 0
+
+
+def run_context() -> dict[str, Any]:
+    """Where and when the figures were taken: the commit (``-dirty`` with uncommitted changes),
+    the UTC start, the machine (``run_all.machine_description``) and the 1-minute load average
+    (other work on a shared machine inflates CPU seconds too: caches and frequency are shared)."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from run_all import machine_description
+
+    def git(*args: str) -> str:
+        return subprocess.run(["git", "-C", str(REPO), *args], capture_output=True, text=True).stdout.strip()
+
+    dirty = "-dirty" if git("status", "--porcelain", "--untracked-files=no") else ""
+    return {"commit": git("rev-parse", "--short=7", "HEAD") + dirty,
+            "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "machine": machine_description(),
+            "load_average_start": round(os.getloadavg()[0], 1)}
 
 
 def _postgres():

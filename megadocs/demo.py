@@ -363,7 +363,18 @@ class Demo:
             "What the demo does show for real is above: whether each certificate is a local optimum of the grid "
             "and how each difference compares with the measured seed noise."
         )
-        build_report(load_sweep(self.sweep_path), self.out, notes=notes, findings=[illustrative])
+        build_report(load_sweep(self.sweep_path), self.out, notes=notes, findings=[illustrative],
+                     preface=self.rehearsal())
+
+    def rehearsal(self) -> str:
+        """The report's first words: what follows rehearses the pipeline, it does not report findings."""
+        return (f"**A rehearsal, not findings.** `megadocs demo` ran the whole pipeline (generation, tokenizing, "
+                f"certification, analysis) on toy data: preset `{self.scale.preset}`, {self.scale.documents} "
+                f"documents, a {self.scale.vocab_size}-token vocabulary, context {self.scale.context}. Every "
+                "number below describes that toy setup and none is evidence for or against the paper; its "
+                "losses are not comparable with the paper's, and its data efficiencies come from the paper's "
+                "reference law, not fitted to these runs (each row says so, and whether its losses lie in the "
+                "law's calibrated range). Run the README's cluster workflow for findings.")
 
     def run(self) -> Path:
         scale = self.scale

@@ -92,7 +92,7 @@ class TrainingStreams:
     @classmethod
     def build(
         cls,
-        store_dir: str | Path,
+        store: TokenStore | str | Path,
         *,
         synthetic: Mapping[str, Any] | Any | None = None,
         context: int,
@@ -105,6 +105,8 @@ class TrainingStreams:
         """Open the store (and the synthetic documents when ``mixing_fraction > 0``).
 
         Args:
+            store: the token store, or its directory (opened here). A caller that has opened it
+                already (to check it: :func:`open_checked_stores`) passes it, so it is opened once.
             synthetic: ``{pool, algorithm, g}`` (a mapping or an object with those attributes),
                 or None for real data only. Not read when ``mixing_fraction`` is 0.
 
@@ -115,7 +117,7 @@ class TrainingStreams:
             raise UserError(f"data.context: expected >= 2 tokens, got {context}")
         if not 0.0 <= mixing_fraction <= 1.0:  # checked before any synthetic file is read
             raise UserError(f"data.mixing_fraction: expected a value in [0, 1], got {mixing_fraction}")
-        store = TokenStore.open(store_dir)
+        store = store if isinstance(store, TokenStore) else TokenStore.open(store)
         real = TokenStream.build(store.split("train"), eos_id=store.eos_id, context=context, seed=seed,
                                  stream=REAL)
         if real.num_windows < 1 and mixing_fraction < 1.0:

@@ -128,7 +128,8 @@ class RunData:
         Raises:
             UserError: a store is missing or was prepared with another tokenizer (naming the field).
         """
-        return cls(store=open_checked_stores(config), streams=_load_training_streams(config))
+        store = open_checked_stores(config)
+        return cls(store=store, streams=_load_training_streams(config, store))
 
 
 class Trainer:
@@ -464,10 +465,10 @@ class _TrainClock:
 # --- opening the data --------------------------------------------------------------------------
 
 
-def _load_training_streams(config: RunConfig) -> TrainingStreams:
+def _load_training_streams(config: RunConfig, store: TokenStore) -> TrainingStreams:
     data = config.data
     return TrainingStreams.build(
-        data.store,
+        store,
         synthetic=data.synthetic,
         context=data.context,
         mixing_fraction=data.mixing_fraction,

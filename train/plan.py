@@ -530,10 +530,10 @@ def run_plan(
     """
     from train.data import TrainingStreams, open_checked_stores
 
-    open_checked_stores(config)  # a plan for a run that would be refused at its start is no plan
+    store = open_checked_stores(config)  # a plan for a run that would be refused at its start is no plan
     utilisation = utilisation or default_utilisation()
     data, optim = config.data, config.optim
-    streams = TrainingStreams.build(data.store, synthetic=data.synthetic, context=data.context,
+    streams = TrainingStreams.build(store, synthetic=data.synthetic, context=data.context,
                                     mixing_fraction=data.mixing_fraction, real_epochs=data.real_epochs,
                                     synthetic_epochs=data.synthetic_epochs, batch_size=optim.batch_size, seed=data.seed)  # fmt: skip
     memory_bytes = device_memory_gib * 2**30

@@ -503,7 +503,10 @@ def open_pool_tokens(pool: str | Path, store: TokenStore, field: str = "data.syn
     generations = _columns(out, "", count, manifest.pool_g, arrays) if manifest.generations else None
     real = None
     if manifest.real is not None and "store" in manifest.real:
-        source = TokenStore.open(manifest.real["store"])  # unchanged since: require_pool_sources checks
+        # unchanged since: require_pool_sources checks. Usually the store being trained (`gen --corpus
+        # STORE`): its opened split is reused, not read again.
+        same = Path(manifest.real["store"]).resolve() == store.path.resolve()
+        source = store if same else TokenStore.open(manifest.real["store"])
         split = source.split(manifest.real["split"])
         real = (np.full((len(doc_ids), 1), len(arrays), dtype=np.int64),
                 split.offsets[:-1].astype(np.int64)[:, None], split.lengths.astype(np.int64)[:, None])

@@ -11,10 +11,12 @@ from analysis.efficiency import (
     DEFAULT_REFERENCE_LAW,
     Basis,
     ReferenceLaw,
+    Source,
     effective_data,
     efficiency,
     efficiency_ratio,
     fit_reference_law,
+    law_source,
     load_reference_law,
 )
 from analysis.scaling import power_law
@@ -208,6 +210,7 @@ def test_cli_efficiency_json_agrees_with_the_library_and_with_fit_json(basis, tm
     out = json.loads(capsys.readouterr().out)
     expected = efficiency(loss, baseline_loss, _law(runs))
     assert out["basis"] == basis.value and out["determined"] == basis.determined
+    assert out["source"] == expected.source.value and out["illustrative"] == (runs is None)  # typed, in the record
     assert (out["ratio"] is None) == (not basis.determined)
     if basis.determined:
         assert out["ratio"] == pytest.approx(expected.ratio)
@@ -216,3 +219,70 @@ def test_cli_efficiency_json_agrees_with_the_library_and_with_fit_json(basis, tm
         [fitted] = json.loads(capsys.readouterr().out)
         assert out["law"]["params"] == fitted["params"]
         assert out["law"]["params"]["E"]["determined"] == (runs == "determined")
+
+
+# The rule of law_source on both sides of its boundaries: the shipped law's calibrated losses are
+# 3.344-3.5544 (paper.md: 1.80x at 3.344 and 1.48x at 3.41 against the 3.5544 baseline).
+# (law: "paper", "unranged" (constants given without a range) or "fitted"; loss; baseline loss; source)
+SOURCE_CASES = [
+    ("paper", 3.344, 3.5544, Source.STATED),  # the calibration points themselves: inside
+    ("paper", 3.41, 3.5544, Source.STATED),
+    ("paper", 3.3439, 3.5544, Source.OUT_OF_RANGE),  # just below the lowest calibrated loss
+    ("paper", 3.41, 3.5545, Source.OUT_OF_RANGE),  # a baseline just above the highest
+    ("paper", 4.4387, 4.9918, Source.OUT_OF_RANGE),  # the demo's latent G=4 against its baseline
+    ("unranged", 4.4387, 4.9918, Source.STATED),  # a law that states no range cannot be checked
+    ("fitted", 3.50, 3.5544, Source.FITTED),
+    ("fitted", 3.0, 3.5544, Source.FITTED),  # beyond the runs: the basis (not the source) says so
+]
+
+
+def _source_law(kind: str):
+    return {"paper": load_reference_law, "fitted": lambda: _law("loose"),
+            "unranged": lambda: ReferenceLaw(alpha=0.235, E=1.92, provenance="given on the command line")}[kind]()
+
+
+def test_every_source_has_a_case():
+    assert {case[-1] for case in SOURCE_CASES} == set(Source)
+    law = load_reference_law()
+    assert law.loss_range == (3.344, 3.5544) and law.name == "the paper's reference law"
+
+
+@pytest.mark.parametrize(("kind", "loss", "baseline_loss", "source"), SOURCE_CASES)
+def test_law_source_says_whose_law_and_whether_the_losses_are_in_its_range(kind, loss, baseline_loss, source):
+    """A number from a law not fitted to the user's runs is illustrative, and an extrapolation when
+    a loss lies outside the losses the law was calibrated on; the caveat goes with the number."""
+    law = _source_law(kind)
+    assert law_source(loss, baseline_loss, law) is source
+    result = efficiency(loss, baseline_loss, law)
+    assert result.source is source and result.source.illustrative == (source is not Source.FITTED)
+    record = result.to_json()
+    assert record["source"] == source.value and record["illustrative"] == source.illustrative
+    if source is Source.FITTED:
+        assert result.caveat == "" and record["caveat"] is None
+        return
+    assert result.caveat.startswith(f"illustrative: from {law.name}, not fitted to your own runs")
+    assert ("outside" in result.caveat) == (source is Source.OUT_OF_RANGE)
+
+
+def test_reference_law_range_must_lie_above_its_asymptote():
+    with pytest.raises(Exception, match="loss_range"):
+        ReferenceLaw(alpha=0.2, E=2.0, provenance="x", loss_range=(1.9, 3.0))
+    with pytest.raises(Exception, match="loss_range"):
+        ReferenceLaw(alpha=0.2, E=2.0, provenance="x", loss_range=(3.5, 3.4))
+
+
+def test_cli_says_illustrative_on_the_line_of_the_number(tmp_path, capsys):
+    def line(*argv) -> str:
+        assert main(["analysis", "efficiency", *argv]) == 0
+        [found] = [text for text in capsys.readouterr().out.splitlines() if text.startswith("data efficiency:")]
+        return found
+
+    inside = line("--loss", "3.41", "--baseline-loss", "3.5544")
+    assert inside.startswith("data efficiency: 1.48x") and "illustrative: from the paper's reference law" in inside
+    assert "outside" not in inside
+    demo = line("--loss", "4.4387", "--baseline-loss", "4.9918")
+    assert "illustrative" in demo and "a loss outside its calibration losses 3.344-3.5544" in demo and "4.9918" in demo
+    table = tmp_path / "baseline.csv"
+    table.write_text("D,loss\n" + "\n".join(f"{float(d)!r},{float(y)!r}" for d, y in zip(*BASELINE_RUNS["loose"])))
+    assert "illustrative" not in line("--loss", "3.50", "--baseline-loss", "3.5544", "--fit-baseline", str(table),
+                                      "--bootstrap", str(N_BOOT))

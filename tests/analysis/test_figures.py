@@ -153,6 +153,9 @@ def test_iid_figure_reads_losses_as_data_efficiency_on_the_right():
     assert len(right) == 1
     forward, _inverse = right[0]._functions
     assert float(forward(3.41)) == pytest.approx(efficiency_ratio(3.41, synthetic.BASELINE, alpha=0.235, E=1.92))
+    caption = " ".join(text.get_text().replace("\n", " ") for text in fig.texts)
+    assert "illustrative" in right[0].get_ylabel() and "the paper's reference law, not fitted to these runs" in caption
+    assert "outside" not in caption  # the toy sweep's losses lie in the law's calibrated range
     arxiv = plot_generation_scaling(generation_table(cert, law=law), val_set="arxiv", law=law)
     assert arxiv.axes[0].child_axes == []  # the law is a law of i.i.d. loss only
 
@@ -197,7 +200,7 @@ def test_efficiency_axis_of_a_fitted_law_only_where_it_determines_e_and_alpha(ru
     records, summaries = synthetic.sweep(methods=("simple",), gs=(1, 8))
     cert = certifications_frame(summaries, runs_frame(records))
     fig = plot_generation_scaling(generation_table(cert, law=law), law=law)
-    caption = " ".join(text.get_text() for text in fig.texts)
+    caption = " ".join(text.get_text().replace("\n", " ") for text in fig.texts)  # wrapped at CAPTION_WIDTH
     axes = [ax for ax in fig.axes[0].child_axes if "data efficiency" in ax.get_ylabel()]
     if runs == "loose":
         assert axes == [] and "no efficiency axis: the fitted baseline law does not determine E" in caption

@@ -284,3 +284,28 @@ def test_a_small_ledgers_report_says_nothing_its_points_do_not_support(ledger, t
         lacks = "a real-only baseline" if methods else "a synthetic-data certification"
         assert f"No data efficiency: it compares a synthetic-data certification's i.i.d. loss with the real-only " \
                f"baseline's, and the ledger lacks {lacks} with an i.i.d. loss." in generation
+
+
+def test_efficiencies_from_the_papers_law_are_labelled_in_their_rows(tmp_path):
+    """Every efficiency the shipped law gives says, in its own table row, that it is illustrative
+    (not fitted to the sweep's runs), and whether its losses lie outside the law's calibrated range
+    (here: the toy sweep's losses, then the same shifted up by one nat as a tiny model's are); a
+    preface opens the report before the Findings."""
+    records, summaries = synthetic.sweep(methods=("simple",), gs=(1, 2))
+    runs = runs_frame(records)
+    cert = certifications_frame(summaries, runs)
+
+    def iid_rows(text: str) -> list[str]:
+        section = text.split("### iid\n", 1)[1].split("\n### ", 1)[0]
+        return [row for row in section.splitlines() if row.startswith("| simple |")]
+
+    text = render_report(runs, cert, summaries, tmp_path / "paper-like", preface="**A rehearsal.**").read_text()
+    assert text.index("**A rehearsal.**") < text.index("## Findings")
+    rows = iid_rows(text)
+    assert len(rows) == 2 and all("illustrative: from the paper's reference law, not fitted to your own runs" in row for row in rows)
+    assert not any("outside" in row for row in rows)
+    from analysis.frame import VAL
+
+    shifted = cert.assign(loss=cert["loss"] + 1.0, **{VAL + "iid": cert[VAL + "iid"] + 1.0})
+    rows = iid_rows(render_report(runs, shifted, summaries, tmp_path / "toy-like").read_text())
+    assert len(rows) == 2 and all("illustrative" in row and "outside" in row for row in rows)

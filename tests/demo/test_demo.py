@@ -86,6 +86,7 @@ def test_smoke_demo_writes_report_with_table_and_figures(smoke_demo):
     report = (out / "report.md").read_text()
     headings = [line for line in report.splitlines() if line.startswith("## ")]
     assert headings[0] == "## Findings", headings
+    assert report.index("**A rehearsal, not findings.**") < report.index("## Findings")  # the first words
     findings = report.split("## Findings", 1)[1].split("\n## ", 1)[0]
     assert "Real-only baseline" in findings and "Only illustrative" in findings
     assert "No certificate sits on an lr or epochs bound" in findings

@@ -1,6 +1,6 @@
 """One ``search status``, one controller restore and one analysis load read each study of the
-ledger once. A full read of a study's trials costs about a millisecond per trial
-(benchmarks/status_scale.py); at the paper's thousands of runs every extra read was seconds.
+ledger once. A full read of the ledger costs 0.2-0.6 CPU-ms per trial (benchmarks/RESULTS.md,
+"status_scale"); at the paper's thousands of runs every extra read was seconds.
 The spy wraps the real SQLite storage (Optuna's RDBStorage), so it counts what the database is
 asked, not what our code says it does."""
 

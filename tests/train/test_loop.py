@@ -26,9 +26,9 @@ def _refuse(constant: str):
 
 
 def mixture_of(config):
-    from train.loop import _load_training_streams
+    from train.loop import RunData
 
-    return _load_training_streams(config).mixture
+    return RunData.open(config).streams.mixture
 
 
 def make_config(store, **overrides) -> RunConfig:

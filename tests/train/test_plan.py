@@ -276,3 +276,30 @@ def test_compiled_memory_estimate_brackets_the_peaks_measured_on_a_gpu():
         measured = row.peak_mem_gb * 1e9
         assert measured <= estimate.total <= 1.15 * measured, (row.micro_batch, estimate.total / 1e9, row.peak_mem_gb)
         assert estimate.activations < eager.activations
+
+
+def test_dry_run_opens_the_token_store_once(tiny_store, tmp_path, monkeypatch, capsys):
+    """`--dry-run` of a synthetic run opened the store three times (the tokenizer check, the streams,
+    the pool's real documents, which the store's train split serves) and read its train offsets
+    twice: one open now, passed along, and one read of each split's offsets (spies: the real
+    functions run)."""
+    import numpy as np
+
+    from tests.pools import write_pool
+
+    pool = write_pool(tmp_path / "pool", tiny_store, "rephrase", 1, lambda k, doc_id, text, i: {"text": f"on {doc_id}"})
+    path = tmp_path / "run.yaml"
+    path.write_text(yaml.safe_dump({
+        "data": {"store": str(tiny_store), "context": 64, "mixing_fraction": 0.5,
+                 "synthetic": {"pool": str(pool), "algorithm": "stitched", "g": 1}},
+        "model": {"preset": "tiny-1m"}, "optim": {"batch_size": 8, "micro_batch_size": 8},
+    }))
+    opened, loaded = [], []
+    open_store, load = TokenStore.open.__func__, np.load
+    monkeypatch.setattr(TokenStore, "open", classmethod(lambda cls, where: opened.append(str(where)) or open_store(cls, where)))
+    monkeypatch.setattr(np, "load", lambda file, *args, **kwargs: loaded.append(str(file)) or load(file, *args, **kwargs))
+    assert main(["train", str(path), "--dry-run"]) == 0
+    assert "windows          real" in capsys.readouterr().out
+    assert opened == [str(tiny_store)]
+    offsets = [name for name in loaded if name.startswith(str(tiny_store))]
+    assert sorted(offsets) == sorted(set(offsets)), offsets  # no split read twice
