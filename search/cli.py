@@ -63,7 +63,7 @@ def register(subparsers) -> None:
 
     status = commands.add_parser(
         "status", help="where each certification stands",
-        description="Each certification's state (certified, running, failed), what its certificate rests on "
+        description="Each certification's state (certified, searching, failed, stopped by its run budget), what its certificate rests on "
         "(interior, search bound(s), axes not searched, runs per point), the extensions its search made, best "
         "point and loss, runs in flight or failed with their job ids, and the controller holding the sweep.",
         **examples("megadocs search status search/examples/analytic.yaml",
@@ -147,6 +147,7 @@ def _certify(args: argparse.Namespace) -> int:
         g_trend_warnings,
         summarize,
     )
+    from search.strategies import StrategyState
     from search.sweep import load_sweep
 
     if args.max_runs is not None and args.max_runs < 1:
@@ -177,6 +178,8 @@ def _certify(args: argparse.Namespace) -> int:
         if s.state is CertState.FAILED:
             if s.reason:
                 print(f"{s.name}: not certified: {s.reason}", file=sys.stderr)
+        elif s.state is StrategyState.STOPPED and args.strategy == "certify":  # the reason says how to go on
+            print(f"{s.name}: not certified: {s.reason}", file=sys.stderr)
         elif s.state is not CertState.CERTIFIED and args.strategy == "certify":
             # the controller only stops early when the run budget is spent
             print(f"{s.name}: not certified: {s.reason or 'stopped'} ({s.state.value}); re-run with a larger "

@@ -70,12 +70,15 @@ from search.strategies import (
     FixedPoints,
     Request,
     Result,
+    Stop,
+    StopReason,
     Strategy,
     drive,
 )
 from search.sweep import Sweep
 
-__all__ = ["run_sweep", "LedgerEvaluator", "TaskInfo", "build_strategies", "STRATEGIES", "SweepInterrupted"]
+__all__ = ["run_sweep", "LedgerEvaluator", "TaskInfo", "build_strategies", "budget_hint", "STRATEGIES",
+           "SweepInterrupted"]
 
 log = logging.getLogger(__name__)
 
@@ -208,6 +211,10 @@ class LedgerEvaluator(Evaluator):
                 run.subscribers.append(_Subscriber(strategy.name, item.point, record.trial_id))
             if (stop := snapshot.stop(info.study)) is not None:  # a converged TPE stays converged
                 strategy.restore_stop(stop)
+                if stop.reason is StopReason.BUDGET and _stop_to_record(strategy) != stop:
+                    # it goes on (a larger budget, or none) or ended otherwise: status must not say
+                    # "stopped" while it runs; the same budget keeps the record, a smaller one replaces it
+                    self.ledger.clear_stop(info.study)
         if orphans:
             self._dispatch(orphans)
 
@@ -295,9 +302,10 @@ class LedgerEvaluator(Evaluator):
             self.progress.update(strategies, len(self._inflight))
 
     def finished(self, strategy: Strategy) -> None:
-        """Record a baseline's stop before its budget (:meth:`Strategy.stop`) in its study, at once:
-        a controller killed later, ``search status`` and the next controller all read it."""
-        if (stop := strategy.stop()) is not None:
+        """Record a baseline's stop before its budget (:meth:`Strategy.stop`), or any search's by
+        its run budget (:meth:`Strategy.budget_stop`), in its study, at once: a controller killed
+        later, ``search status`` and the next controller all read it."""
+        if (stop := _stop_to_record(strategy)) is not None:
             self.ledger.record_stop(self.tasks[strategy.name].study, stop)
 
     def stop(self, why: str) -> tuple[int, list[str]]:
@@ -416,7 +424,29 @@ class LedgerEvaluator(Evaluator):
                 self._done[run.run_id] = {"metrics": metrics, "source": subscriber.task, "job_id": run.job_id}
 
 
+def _stop_to_record(strategy: Strategy) -> Stop | None:
+    """The stop the ledger keeps for a strategy that is done: its own rule's, else its budget's."""
+    return strategy.stop() or strategy.budget_stop()
+
+
 # ------------------------------------------------------------------------------ building
+
+
+def budget_hint(kind: StudyKind, certification: str, *, option: bool, in_file: bool) -> str:
+    """How to go on once a run budget stopped a search (:attr:`Strategy.budget_hint`). A budget
+    counts the runs of one certification; ``option``: ``--max-runs`` set it, else the sweep file's
+    ``max_runs:`` (``in_file``) or TPE's default number of trials did.
+
+    >>> budget_hint(StudyKind.CERTIFY, "a", option=True, in_file=False)
+    're-run certify without --max-runs, or with a larger one, to go on'
+    """
+    certify = "certify" if kind is StudyKind.CERTIFY else f"certify --strategy {kind.value}"
+    if not option:
+        return (f"raise max_runs: of certification {certification} in the sweep file, or re-run {certify} with a "
+                "larger --max-runs, to go on")
+    if kind is StudyKind.CERTIFY and not in_file:  # without a budget it searches until certified
+        return "re-run certify without --max-runs, or with a larger one, to go on"
+    return f"re-run {certify} with a larger --max-runs to go on"
 
 
 def build_strategies(sweep: Sweep, ledger: Ledger, strategy: str = "certify",
@@ -450,6 +480,8 @@ def build_strategies(sweep: Sweep, ledger: Ledger, strategy: str = "certify",
             ))
         else:
             strategies.append(baseline_strategy(kind.value, task, grid, max_runs=budget, seed=seed))
+        strategies[-1].budget_hint = budget_hint(kind, cert.name, option=max_runs is not None,
+                                                  in_file=cert.max_runs is not None)
     if kind is StudyKind.CERTIFY:
         for ens in sweep.ensembles:
             cert = sweep.certification(ens.source)

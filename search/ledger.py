@@ -8,8 +8,8 @@ Layout (docs/architecture.md, "Search ledger"):
   start, also for warm starts), ``extensions`` (every extension value the search reached, in
   order, with the centre that asked for it: :class:`search.certify.Extension`; absent in ledgers
   written before extensions, which read as none), ``stop`` (a baseline's stop before its run
-  budget: :class:`search.strategies.Stop`; absent while it runs, when its budget stopped it, and
-  in ledgers written before the record, which read as no stop).
+  budget, or any search's by its run budget: :class:`search.strategies.Stop`; absent or null
+  while it runs, and in ledgers written before the record, which read as no stop).
 - One trial per (study, point). Trial params are the grid point, typed so that Optuna's own tools
   (optuna-dashboard) plot it numerically: numeric axes are Float/Int distributions over the
   axis's range, on a log scale for ``lr`` and ``wd`` (`axis_distribution`); the fixed ``method``
@@ -113,7 +113,7 @@ STUDY_GRID = "grid"
 STUDY_START = "start"
 STUDY_SUPERSEDED = "superseded"  # {trial number: reason}: finished trials whose identity changed
 STUDY_EXTENSIONS = "extensions"  # [Extension.to_dict()]: extension values reached, in order
-STUDY_STOP = "stop"  # Stop.to_dict(): a baseline stopped before its run budget (converged, exhausted)
+STUDY_STOP = "stop"  # Stop.to_dict() or null: a baseline stopped before its run budget, a search by it
 # Controller lock study attribute.
 LOCK_HOLDER = "holder"
 LOCK_SUFFIX = "#controller"
@@ -374,6 +374,12 @@ class Ledger:
         controller finds its baselines done again); a later stop replaces an earlier one."""
         if self.stop(name) != stop:
             self.set_study_attr(name, STUDY_STOP, stop.to_dict())
+
+    def clear_stop(self, name: str) -> None:
+        """Forget study ``name``'s recorded stop (a search that goes on: a larger run budget, or
+        none). Optuna cannot delete a study attribute: it becomes null, which reads as none."""
+        if self.stop(name) is not None:
+            self.set_study_attr(name, STUDY_STOP, None)
 
     def study_names(self) -> list[str]:
         """Names of this sweep's run studies (not the lock)."""

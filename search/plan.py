@@ -308,7 +308,8 @@ class CertificationProgress:
     has run: the counts above are for the whole search, these say how much of it is done)."""
 
     state: str
-    """The certification's state in the ledger (a :class:`search.certify.CertState` value)."""
+    """The certification's state in the ledger (a :class:`search.certify.CertState` value, or
+    ``stopped``: its run budget spent, :class:`search.strategies.StrategyState`)."""
     finished: int
     running: int
     failed: int

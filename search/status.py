@@ -47,7 +47,7 @@ from search.ledger import (
     undescribed_line,
 )
 from search.params import RunParams
-from search.strategies import CertifySearch, Stop, Strategy, StrategyState
+from search.strategies import CertifySearch, Stop, StopReason, Strategy, StrategyState
 from search.sweep import SYNTHETIC_ONLY_MIX, Sweep
 
 __all__ = ["CertificationSummary", "BestPoint", "RunCounts", "Compute", "summarize", "summarize_ensembles",
@@ -114,8 +114,9 @@ class CertificationSummary:
     extensions: tuple[Extension, ...] = ()  # extension values reached, in order (search/certify.py)
     stop: Stop | None = None
     """A baseline's stop before its run budget (TPE converged, a grid exhausted), as the ledger
-    recorded it (a grid's also seen in its evidence); None for the certifier, for a baseline still
-    running or stopped by its budget, and for a converged TPE in a ledger older than the record."""
+    recorded it (a grid's also seen in its evidence), or any search's by its run budget
+    (``StopReason.BUDGET``: state ``stopped``) while no run was added since; None while it runs, for
+    a certified or failed certification, and where a ledger older than the record has none."""
 
     @property
     def certified(self) -> bool:
@@ -145,13 +146,16 @@ class CertificationSummary:
                   fixed: Mapping[str, Any] | None = None, warm_start: str | None = None,
                   budget_spent: bool = False, stopped: int | None = None,
                   recorded: Iterable[Extension] = (), baseline: StrategyState | None = None,
-                  baseline_strategy: Strategy | None = None) -> CertificationSummary:
+                  baseline_strategy: Strategy | None = None, budget_stop: Stop | None = None) -> CertificationSummary:
         """The summary of a certification's evidence (``records``: its ledger trials, for compute;
         ``recorded``: the extensions the ledger recorded, preferred over those the replay derives
         since they name the centre that asked for each when it was dispatched; ``baseline``: a
         baseline strategy's own state, said in place of the certifier's phases; ``baseline_strategy``:
         that baseline fed the same evidence and its recorded stop, which says what is outstanding
-        and why it stopped: :meth:`Strategy.stop`, also the ``reason`` unless its evidence failed)."""
+        and why it stopped: :meth:`Strategy.stop`, also the ``reason`` unless its evidence failed;
+        ``budget_stop``: the run budget's stop the ledger recorded, checked to still hold
+        (:meth:`Stop.spent_on`): state ``stopped`` in place of a search's phases, its ``reason``
+        the stop's line, and ``budget_spent`` (a sweep file's budget, for older ledgers) unused)."""
         decision = search.decide()
         counts = {state: sum(o.state is state for o in search.outcomes.values()) for state in RunState}
         wall, tokens, n_records = 0.0, 0, 0
@@ -161,17 +165,23 @@ class CertificationSummary:
                 wall += float(record.wall_time_s or 0.0)
                 tokens += (record.metrics.tokens_seen or 0) if record.metrics else 0
         reason = decision.reason
-        if budget_spent and decision.state in (CertState.SEEDING, CertState.SEARCHING):
-            reason = f"run budget spent ({len(search.outcomes)} runs) before it could certify"
         state: CertState | StrategyState = decision.state
-        if baseline is not None and state in (CertState.SEEDING, CertState.SEARCHING):
-            state = baseline
+        searching = state in (CertState.SEEDING, CertState.SEARCHING)
         outstanding = (*decision.wanted, *decision.running) if decision.centre is not None else decision.running
         stop = None
         if baseline_strategy is not None:  # the baseline dispatches its own points, not the certifier's
             outstanding = baseline_strategy.outstanding()
             stop = baseline_strategy.stop()
-            reason = reason if reason is not None or stop is None else stop.describe()
+        if stop is None and budget_stop is not None:  # its budget may have been a --max-runs: only the record says it
+            stop = budget_stop  # outstanding stays what it would run next, given a larger budget
+        if searching:
+            if stop is not None and stop.reason is StopReason.BUDGET:
+                state = StrategyState.STOPPED
+            elif budget_spent:  # a ledger older than the record: the sweep file's budget says it
+                reason = f"run budget spent ({len(search.outcomes)} runs) before it could certify"
+            if baseline is not None and state is not StrategyState.STOPPED:
+                state = baseline
+        reason = reason if reason is not None or stop is None else stop.describe()
         return cls(
             name=search.name, state=state,
             best=None if decision.centre is None else BestPoint(decision.centre, decision.centre_loss),
@@ -330,8 +340,11 @@ def summarize(sweep: Sweep, strategy: str = "certify", max_runs: int | None = No
                 if (watch is not None and item.outcome.state is RunState.RUNNING
                         and not watch.alive(*job) and not watch.ended(*job)):
                     stopped.add(key)
-        if baseline is not None and (recorded_stop := snapshot.stop(study)) is not None:
+        recorded_stop = snapshot.stop(study)
+        if baseline is not None and recorded_stop is not None:
             baseline.restore_stop(recorded_stop)  # TPE's convergence is in no run: only this record says it
+        budget_stop = recorded_stop if recorded_stop is not None and not search.running() and \
+            recorded_stop.spent_on(grid, len(search.outcomes)) else None
         n_stopped = None if watch is None else sum(
             search.outcomes[key].state is RunState.RUNNING for key in stopped if key in search.outcomes)
         summaries.append(CertificationSummary.of_search(
@@ -339,6 +352,7 @@ def summarize(sweep: Sweep, strategy: str = "certify", max_runs: int | None = No
             budget_spent=budget is not None and len(search.outcomes) >= budget and not search.running(),
             stopped=n_stopped, recorded=snapshot.extensions(study),
             baseline=None if baseline is None else baseline.state(), baseline_strategy=baseline,
+            budget_stop=budget_stop,
         ))
     return summaries
 
@@ -738,6 +752,10 @@ def _fmt_noise(summary: CertificationSummary) -> str:
     return text + (f", {ties} tie{'s' if ties > 1 else ''}" if ties else "")
 
 
+STOPPED_STATES = (StrategyState.DONE, StrategyState.STOPPED)
+"""States whose table cell names the stop's reason (``done: converged``, ``stopped: budget``)."""
+
+
 def format_table(summaries: Iterable[CertificationSummary]) -> str:
     """The human table of ``megadocs search status``."""
     from rich.console import Console
@@ -754,7 +772,7 @@ def format_table(summaries: Iterable[CertificationSummary]) -> str:
         if s.certificate:
             bounds += [f"{b.axis} {b.side.value} (diverged)" for b in s.certificate.diverged]
         state = s.state.value + (f": {s.support.value}" if s.support is not None else "")
-        state += f": {s.stop.reason.value}" if s.stop is not None and s.state is StrategyState.DONE else ""
+        state += f": {s.stop.reason.value}" if s.stop is not None and s.state in STOPPED_STATES else ""
         state += f" ({len(s.blocked_by)} failed)" if s.blocked_by else ""
         if s.runs.stopped:
             state += f" ({s.runs.stopped} stopped)"
@@ -783,8 +801,10 @@ def format_extensions(extensions: Iterable[Extension]) -> str:
 
 
 def format_stops(summaries: Iterable[CertificationSummary]) -> list[str]:
-    """One line per baseline stopped before its run budget, e.g. ``a: done: converged after 23 of
-    50 runs (its last 200 proposals were points already run)`` (:meth:`Stop.describe`)."""
+    """One line per baseline stopped before its run budget and per search its budget stopped, e.g.
+    ``a: done: converged after 23 of 50 runs (its last 200 proposals were points already run)``,
+    ``a: stopped: run budget spent (3 of 3 runs of this certification; re-run certify without
+    --max-runs, or with a larger one, to go on)`` (:meth:`Stop.describe`)."""
     return [f"{s.name}: {s.state.value}: {s.stop.describe()}" for s in summaries if s.stop is not None]
 
 

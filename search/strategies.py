@@ -49,40 +49,57 @@ class StrategyState(str, Enum):
     WAITING = "waiting"  # for its source certification
     RUNNING = "running"  # runs in flight or still wanted
     DONE = "done"  # wants nothing more: every point run, its run budget spent (or TPE converged)
+    STOPPED = "stopped"  # its run budget spent before it ended, as the controller recorded (StopReason.BUDGET)
 
 
 class StopReason(str, Enum):
-    """Why a baseline stopped before its run budget (:class:`Stop`)."""
+    """Why a strategy stopped (:class:`Stop`): before its run budget (a baseline), or by it."""
 
     CONVERGED = "converged"  # TPE: its proposals kept landing on points already run
     EXHAUSTED = "exhausted"  # grid: every point of the grid run
+    BUDGET = "budget"  # any strategy with a grid: its run budget (--max-runs or max_runs:) spent before it ended
 
 
 @dataclass(frozen=True)
 class Stop:
-    """A strategy's stop before its run budget, as the ledger keeps it (study attribute
-    ``search.ledger.STUDY_STOP``) and ``search status`` says it (``--json``: ``stop``).
+    """A strategy's stop, as the ledger keeps it (study attribute ``search.ledger.STUDY_STOP``)
+    and ``search status`` says it (``--json``: ``stop``): a baseline's before its run budget
+    (:meth:`Strategy.stop`), or any search's by its run budget (:meth:`Strategy.budget_stop`).
 
     Convergence lives in a sampler's state, not in the runs: without this record a reader (or a
-    restarted controller) could only call a baseline done once its budget was spent. ``points``
-    is the grid's size when it stopped: a stop holds only on a grid of that size (a widened grid
-    is searched on). :meth:`to_dict`/:meth:`from_dict` own the stored field names.
+    restarted controller) could only call a baseline done once its budget was spent. A budget
+    given as ``certify --max-runs`` lives nowhere but in this record: without it ``status`` said
+    ``searching``. ``points`` is the grid's size when it stopped: a stop holds only on a grid of
+    that size (a widened grid is searched on). :meth:`to_dict`/:meth:`from_dict` own the stored
+    field names.
     """
 
     reason: StopReason
-    runs: int  # runs recorded when it stopped
+    runs: int  # runs of this certification recorded when it stopped
     budget: int | None  # its run budget then (None: none)
     points: int  # the grid's size then
-    detail: str  # why, in words (the strategy's own rule)
+    detail: str  # why, in words (the strategy's own rule), or, for BUDGET, how to go on
 
     def describe(self) -> str:
-        """e.g. ``converged after 23 of 50 runs (its last 200 proposals were points already run)``."""
+        """e.g. ``converged after 23 of 50 runs (its last 200 proposals were points already run)``,
+        ``run budget spent (3 of 3 runs of this certification; re-run certify without --max-runs,
+        or with a larger one, to go on)``."""
+        if self.reason is StopReason.BUDGET:
+            spent = (f"{self.runs} of {self.budget} runs" if self.budget is None or self.runs <= self.budget
+                     else f"{self.runs} runs, over its budget of {self.budget}")
+            return f"run budget spent ({spent} of this certification; {self.detail})"
         of = "" if self.budget is None else f" of {self.budget}"
         return f"{self.reason.value} after {self.runs}{of} runs ({self.detail})"
 
     def holds_on(self, grid: Grid) -> bool:
         """Whether this stop still holds for a search of ``grid`` (the same number of points)."""
         return self.points == grid.size
+
+    def spent_on(self, grid: Grid, runs: int) -> bool:
+        """Whether this BUDGET stop still describes a search of ``grid`` with ``runs`` recorded and
+        none in flight (no run was added since: a later controller with a larger budget clears
+        the record before it runs anything, but a reader checks anyway)."""
+        return self.reason is StopReason.BUDGET and self.holds_on(grid) and self.runs == runs
 
     def to_dict(self) -> dict[str, Any]:
         """The stored record; ``summary`` is :meth:`describe` (not read back)."""
@@ -108,6 +125,11 @@ class Strategy(ABC):
     """
 
     name: str
+    grid: Grid | None = None
+    """The points it searches (None: a fixed list of points, which has no run budget)."""
+    budget_hint: str = "re-run certify with a larger --max-runs to go on"
+    """How to go on once the run budget stopped it (:meth:`budget_stop`'s detail): the controller
+    names where its budget was set (``--max-runs``, the sweep file's ``max_runs:``)."""
     waits_for: str | None = None
     """Name of another strategy whose result this one needs before it can start (warm start)."""
     source_failed: str | None = None
@@ -176,6 +198,16 @@ class Strategy(ABC):
         its budget stopped it, or for a strategy that stops only by its evidence (the certifier).
         The controller records it in the ledger once the strategy is done (:meth:`Evaluator.finished`)."""
         return None
+
+    def budget_stop(self) -> Stop | None:
+        """A :attr:`StopReason.BUDGET` stop when its run budget stopped it before it ended by its
+        own rule (certified or failed, every point run, converged); None otherwise. The
+        controller records it like :meth:`stop` (the budget may be a ``--max-runs`` that nothing
+        else keeps); the strategy itself never takes it back from the ledger: the next
+        controller's budget is its own."""
+        if self.grid is None or not self.budget_spent() or self._done():
+            return None
+        return Stop(StopReason.BUDGET, len(self.outcomes), self.max_runs, self.grid.size, self.budget_hint)
 
     def restore_stop(self, stop: Stop) -> None:  # noqa: B027 - optional hook
         """The stop the ledger recorded for this strategy (a restarted controller, ``search status``),

@@ -79,6 +79,8 @@ def test_certification_on_postgresql(make_sweep, postgres_url):
     stop = Stop(StopReason.CONVERGED, 23, None, 72, "its last 200 proposals were points already run")
     Ledger(postgres_url, "t").record_stop("t/a", stop)  # the study is what counts here
     assert read_snapshot(load_sweep(path)).stop("t/a") == stop
+    Ledger(postgres_url, "t").clear_stop("t/a")  # a search that goes on: null, read as none
+    assert read_snapshot(load_sweep(path)).stop("t/a") is None
 
     with Ledger(postgres_url, "t").controller_lock():
         assert main(["search", "certify", str(path), "--no-progress"]) == 2

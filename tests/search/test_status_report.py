@@ -71,14 +71,15 @@ def test_the_json_says_everything_the_human_view_says(make_sweep, capsys):
 @pytest.mark.parametrize("strategy", STRATEGIES)
 def test_each_strategy_says_where_it_stands_in_its_own_words(make_sweep, capsys, strategy):
     """A baseline with nothing run said "seeding", the certifier's phase (it seeds a search from a
-    start, which a grid does not); it is "not started", and a baseline whose run budget is spent
-    before its best point is certifiable is "done" (it had said "searching")."""
+    start, which a grid does not); it is "not started". A search whose run budget is spent before
+    its best point is certifiable is "stopped", the controller's record of its budget (it had said
+    "searching"; a baseline "done"): tests/search/test_budget_stop.py."""
     path = make_sweep(**SMALL, certifications=[{"name": "a", "fixed": {"method": "simple", "g": 4}, "max_runs": 2}])
     sweep = load_sweep(path)  # the ledger holds the strategy's study, and no run of it
     Ledger(sweep.ledger_url, sweep.name).study_id(study_name(sweep.name, "a", StudyKind(strategy)), create=True)
     data, human = _status(path, capsys, "--strategy", strategy)
     [entry] = data["certifications"]
-    words = {s.value for s in CertState} if strategy == "certify" else \
+    words = {s.value for s in CertState} | {StrategyState.STOPPED.value} if strategy == "certify" else \
         {s.value for s in StrategyState} | {CertState.CERTIFIED.value, CertState.FAILED.value}
     nothing_run = CertState.SEEDING if strategy == "certify" else StrategyState.NOT_STARTED
     assert entry["state"] == nothing_run.value and entry["state"] in words
@@ -86,7 +87,7 @@ def test_each_strategy_says_where_it_stands_in_its_own_words(make_sweep, capsys,
 
     assert main(["search", "certify", str(path), "--no-progress", "--strategy", strategy]) in (0, 1)
     [entry] = _status(path, capsys, "--strategy", strategy)[0]["certifications"]  # its 2 runs spent
-    spent = CertState.SEARCHING if strategy == "certify" else StrategyState.DONE
+    spent = StrategyState.STOPPED
     assert entry["state"] == spent.value and entry["state"] in words and entry["reason"].startswith("run budget spent")
 
 
