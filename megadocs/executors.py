@@ -21,12 +21,14 @@ followed); anything else raises :class:`megadocs.trust.UntrustedPath` before a b
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import signal
+import socket
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
@@ -35,12 +37,19 @@ from typing import Any, Literal
 from pydantic import Field
 
 from megadocs.config import StrictModel, load_config
-from megadocs.procs import child_pids, child_process_settings, job_thread_environment, pid_alive
+from megadocs.procs import (
+    child_pids,
+    child_process_settings,
+    exclusive_lock,
+    job_thread_environment,
+    pid_alive,
+    process_start,
+)
 from megadocs.trust import require_inside
 
 __all__ = ["JobState", "Poll", "Executor", "SlurmProfile", "make_executor", "load_profile", "check_executor",
            "check_array_executor", "run_job_array", "ArrayProgress", "in_queue", "SUBMISSIONS", "ArraySubmission",
-           "live_array_tasks"]
+           "ProcessRun", "recorded_process", "live_runs"]
 
 LOST_GRACE_S = 10.0
 """A job that ended without a result file gets this long for the file to appear (slow NFS); a local
@@ -54,8 +63,9 @@ ARRAY_PROGRESS_S = 60.0
 ARRAY_PROGRESS_STEPS = 10
 """...and one each time another tenth of the array has ended, whichever comes first."""
 SUBMISSIONS = "submissions.json"
-"""A job array folder's record of the arrays submitted into it (:class:`ArraySubmission`), so that
-a later command can ask whether their tasks still run (:func:`live_array_tasks`)."""
+"""A job array folder's record of the arrays submitted into it (:class:`ArraySubmission`) and of
+the processes running the step in-process (:class:`ProcessRun`), so that a later command can ask
+whether they still run (:func:`live_runs`)."""
 QUEUE_CHECK_S = 30.0
 """How often a job that accounting shows queued (or does not know) is looked up in SLURM's queue."""
 
@@ -537,11 +547,14 @@ class ArrayProgress:
 
 
 class ArraySubmission(StrictModel):
-    """One job array submitted into a folder (a line of :data:`SUBMISSIONS`)."""
+    """One job array submitted into a folder (an entry of :data:`SUBMISSIONS`)."""
 
     kind: Literal["local", "slurm"]
     job_ids: list[str]
     """submitit's ids: a local task's is its process id, a SLURM array task's ``ARRAY_INDEX``."""
+
+    def describe(self) -> str:
+        return f"{self.kind} task(s) {_first(self.job_ids)}"
 
     def cancel_command(self) -> str:
         """The command that cancels these tasks: SLURM's ``scancel`` (each array once); a local
@@ -556,8 +569,47 @@ class ArraySubmission(StrictModel):
         return "kill -INT " + " ".join(self.job_ids)
 
 
+class ProcessRun(StrictModel):
+    """A run working in the folder in its own process (``megadocs gen ...`` without ``--executor``,
+    ``data tokenize-pool``), recorded while it runs (:func:`recorded_process`). Its pid and start
+    time name one process (:func:`megadocs.procs.process_start`: a pid reused since is another
+    process); a process on another host cannot be asked from here (:meth:`alive` says None)."""
+
+    kind: Literal["process"] = "process"
+    host: str
+    pid: int
+    started: int | None
+    """Clock ticks since its host's boot; None where /proc did not say."""
+
+    @classmethod
+    def this(cls) -> ProcessRun:
+        pid = os.getpid()
+        return cls(host=socket.gethostname(), pid=pid, started=process_start(pid))
+
+    def here(self) -> bool:
+        return self.host == socket.gethostname()
+
+    def alive(self) -> bool | None:
+        """True while the process runs; None when it runs on another host (not checked)."""
+        if not self.here():
+            return None
+        return pid_alive(self.pid) and self.started in (None, process_start(self.pid))
+
+    def describe(self) -> str:
+        """
+        >>> ProcessRun(host="node7.example", pid=41, started=9).describe()
+        'process 41 on host node7.example (another host: not checked from here)'
+        """
+        if self.here():
+            return f"process {self.pid}"
+        return f"process {self.pid} on host {self.host} (another host: not checked from here)"
+
+    def cancel_command(self) -> str:
+        return f"kill -INT {self.pid}" if self.here() else f"on {self.host}: kill -INT {self.pid}"
+
+
 class _Submissions(StrictModel):
-    submissions: list[ArraySubmission] = []
+    submissions: list[ArraySubmission | ProcessRun] = []  # told apart by ``kind``
 
 
 def _array_executor(kind: str, folder: Path) -> _Submitit:
@@ -567,43 +619,98 @@ def _array_executor(kind: str, folder: Path) -> _Submitit:
     return SlurmExecutor(folder, SlurmProfile(), 1)
 
 
-def _read_submissions(folder: Path) -> list[ArraySubmission]:
+def _read_submissions(folder: Path) -> list[ArraySubmission | ProcessRun]:
     try:
         return _Submissions.model_validate_json((folder / SUBMISSIONS).read_text()).submissions
     except FileNotFoundError:
         return []
 
 
-def _record_submission(folder: Path, kind: str, ids: Sequence[str]) -> None:
-    """Add this array to ``folder``'s record; earlier tasks that wrote their result are dropped
-    (they ended: a file check each, no question to SLURM)."""
+@contextlib.contextmanager
+def _editing_record(folder: Path) -> Iterator[list[ArraySubmission | ProcessRun]]:
+    """``folder``'s record to change in place, under its lock (processes and submitters of one
+    folder edit it at once), written back after; entries that ended are dropped first: array
+    tasks that wrote their result (a file check each, no question to SLURM), processes of this
+    host that are gone (killed without cleaning up after themselves)."""
     from megadocs.formats import write_json
 
-    kept = []
-    for earlier in _read_submissions(folder):
-        looker = _array_executor(earlier.kind, folder)
-        ids_left = [job_id for job_id in earlier.job_ids if not looker.has_result(job_id)]
-        if ids_left:
-            kept.append(ArraySubmission(kind=earlier.kind, job_ids=ids_left))
-    record = _Submissions(submissions=[*kept, ArraySubmission(kind=kind, job_ids=list(ids))])
-    write_json(folder / SUBMISSIONS, record.model_dump())
+    folder.mkdir(parents=True, exist_ok=True)
+    with exclusive_lock(folder / (SUBMISSIONS + ".lock")):
+        kept: list[ArraySubmission | ProcessRun] = []
+        for earlier in _read_submissions(folder):
+            if isinstance(earlier, ProcessRun):
+                if earlier.alive() is not False:
+                    kept.append(earlier)
+                continue
+            looker = _array_executor(earlier.kind, folder)
+            ids_left = [job_id for job_id in earlier.job_ids if not looker.has_result(job_id)]
+            if ids_left:
+                kept.append(ArraySubmission(kind=earlier.kind, job_ids=ids_left))
+        yield kept
+        write_json(folder / SUBMISSIONS, _Submissions(submissions=kept).model_dump())
 
 
-def live_array_tasks(folder: str | Path) -> list[ArraySubmission]:
-    """The tasks of the arrays submitted into ``folder`` that are still queued or running (asked
-    through the executors' own :meth:`Executor.alive`: a local task's process, a SLURM job's
-    state), one entry per kind; empty when none is. Costs a file check per recorded task and, for
-    SLURM tasks without a result, one accounting query (and a queue look-up per queued task).
+def _record_submission(folder: Path, kind: str, ids: Sequence[str]) -> None:
+    """Add this array to ``folder``'s record."""
+    with _editing_record(folder) as record:
+        record.append(ArraySubmission(kind=kind, job_ids=list(ids)))
+
+
+@contextlib.contextmanager
+def recorded_process(folder: str | Path) -> Iterator[None]:
+    """This process recorded in ``folder``'s record while the block runs, removed when it ends
+    (returns, raises, Ctrl-C); a process killed outright is dropped by the next edit of the
+    record (its pid is gone) or not counted as live meanwhile. A file lock and a small JSON
+    rewrite each way.
+
+    Raises:
+        OSError: the record could not be written at the start (a full disk: nothing ran yet). At
+            the end it is not raised: the block's own error (often the same full disk) is the one
+            to say, and the entry left names a process about to end, which no check counts as
+            live once it has (on this host).
+    """
+    folder, me = Path(folder), ProcessRun.this()
+    with _editing_record(folder) as record:
+        record.append(me)
+    try:
+        yield
+    finally:
+        with contextlib.suppress(OSError), _editing_record(folder) as record:
+            if me in record:
+                record.remove(me)
+
+
+def live_runs(folder: str | Path) -> list[ArraySubmission | ProcessRun]:
+    """What ``folder``'s record holds that may still write into the step's folder, other than this
+    process: array tasks still queued or running (asked through the executors' own
+    :meth:`Executor.alive`: a local task's process, a SLURM job's state), one entry per kind, and
+    other processes (:class:`ProcessRun`: alive on this host, or on another host, not checked).
+    Empty when none is. Costs a file check per recorded task and, for SLURM tasks without a
+    result, one accounting query (and a queue look-up per queued task); a /proc read per process.
 
     Raises:
         UntrustedPath: the record names a job whose files lie outside ``folder``.
     """
-    folder = Path(folder)
+    folder, me = Path(folder), ProcessRun.this()
     live: dict[str, list[str]] = {}
-    for submission in _read_submissions(folder):
-        looker = _array_executor(submission.kind, folder)
-        live.setdefault(submission.kind, []).extend(job_id for job_id in submission.job_ids if looker.alive(job_id))
-    return [ArraySubmission(kind=kind, job_ids=ids) for kind, ids in live.items() if ids]
+    processes: list[ProcessRun] = []
+    for entry in _read_submissions(folder):
+        if isinstance(entry, ProcessRun):
+            if (entry.host, entry.pid) != (me.host, me.pid) and entry.alive() is not False:
+                processes.append(entry)
+            continue
+        looker = _array_executor(entry.kind, folder)
+        live.setdefault(entry.kind, []).extend(job_id for job_id in entry.job_ids if looker.alive(job_id))
+    return [*(ArraySubmission(kind=kind, job_ids=ids) for kind, ids in live.items() if ids), *processes]
+
+
+def _first(ids: list[str], shown: int = 8) -> str:
+    """Ids for one line: a pool's array has hundreds of tasks.
+
+    >>> _first([str(i) for i in range(10)], shown=3)
+    '0, 1, 2 and 7 more'
+    """
+    return ", ".join(ids[:shown]) + (f" and {len(ids) - shown} more" if len(ids) > shown else "")
 
 
 def run_job_array(tasks: Sequence[Callable[[], Any]], labels: Sequence[str], *, kind: str,

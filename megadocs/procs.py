@@ -12,7 +12,7 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 
-__all__ = ["pid_alive", "process_start", "child_pids", "start_reaper", "stop_reaper", "apply_environment_defaults", "available_cores", "threads_per_job",
+__all__ = ["pid_alive", "process_start", "exclusive_lock", "child_pids", "start_reaper", "stop_reaper", "apply_environment_defaults", "available_cores", "threads_per_job",
            "job_thread_environment", "child_process_settings", "world_from_env", "THREAD_VARIABLES"]
 
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS")
@@ -43,6 +43,20 @@ def process_start(pid: int) -> int | None:
         return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19])
     except (OSError, IndexError, ValueError):
         return None
+
+
+@contextmanager
+def exclusive_lock(path: str | os.PathLike) -> Iterator[None]:
+    """An exclusive ``flock`` on ``path`` (created empty) for the block: processes that share a
+    folder serialise their read-modify-writes of its files. Released when the process dies."""
+    import fcntl
+
+    with open(path, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def child_pids(pid: int) -> list[int]:

@@ -18,7 +18,11 @@ still be running (a job-array task before its first flush, a second terminal). S
 outputs happens under the lock after checking that the manifest still has the settings this
 process prepared (:meth:`ShardedStep.writing`), and an array task never prepares again: it checks
 the manifest its submission prepared (:meth:`ShardedStep.run`). A late writer of replaced settings
-stops in one line and writes nothing; a replacement can only see outputs already flushed. :meth:`ShardedStep.run` runs shards in
+stops in one line and writes nothing; a replacement can only see outputs already flushed. So that
+such a writer rarely spends compute first, the replacement is refused while one may still run: the
+folder's record of runs (``FOLDER/submitit/submissions.json``, ``megadocs.executors``) holds each
+job array submitted into it and each process running the step in-process (while it runs), and
+:func:`megadocs.executors.live_runs` says which still live. The same settings are never refused. :meth:`ShardedStep.run` runs shards in
 this process; :meth:`ShardedStep.submit` freezes the to-do list and submits one job-array task per
 shard (``megadocs.executors``: submitit's local executor or SLURM), each task requeued after a
 timeout or preemption and resuming its shard. submitit is imported only by ``submit``.
@@ -41,7 +45,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import fcntl
 import json
 import os
 import sys
@@ -55,12 +58,14 @@ from typing import Any
 from megadocs.errors import DISK_FULL_ERRNOS, DiskFull, UserError, disk_full_message
 from megadocs.formats import MANIFEST, write_json
 from megadocs.pools import done_path, shard_stem
+from megadocs.procs import exclusive_lock
 
 __all__ = ["ShardedStep", "ShardTask", "manifest_lock", "LOCK", "DEFAULT_TIMEOUT_MIN"]
 
 LOCK = ".manifest.lock"
 JOBS = "submitit"
-"""The job array's folder inside the step's: submitit's logs and results, the tasks' reserves."""
+"""The job array's folder inside the step's: submitit's logs and results, the tasks' reserves, and
+the record of the runs in the folder (``megadocs.executors.SUBMISSIONS``: arrays and processes)."""
 RESERVE_BYTES = 64 * 1024
 """Disk an array task holds back while it runs and gives back when its disk fills, so that its
 one-line error still reaches the submitter: submitit's result file and the task's log need room
@@ -71,15 +76,9 @@ DEFAULT_TIMEOUT_MIN = 7 * 24 * 60
 """A local job array's wall-clock limit (submitit's local default of 2 minutes is too short)."""
 
 
-@contextlib.contextmanager
-def manifest_lock(folder: str | Path) -> Iterator[None]:
+def manifest_lock(folder: str | Path) -> contextlib.AbstractContextManager[None]:
     """Exclusive lock on ``folder``'s manifest (array tasks finish concurrently)."""
-    with open(Path(folder) / LOCK, "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+    return exclusive_lock(Path(folder) / LOCK)
 
 
 class ShardedStep(ABC):
@@ -104,6 +103,8 @@ class ShardedStep(ABC):
         self.name = name
         self.prepared: dict[str, Any] | None = None
         """The manifest this process (or the submission of this array task) prepared; None before."""
+        self._recording: contextlib.ExitStack | None = None
+        """While :meth:`run` prepares and runs in this process: where its record entry is held."""
 
     # -- what a step fills in --------------------------------------------------------------
 
@@ -153,46 +154,60 @@ class ShardedStep(ABC):
         """The existing manifest when ``same(existing)``; else ``on_stale(existing)`` (raise, or
         clear the old outputs: their markers are removed here) and ``intended`` is written with
         ``complete: false`` and ``created``, saying on stderr which settings it replaced. Under
-        the manifest lock.
+        the manifest lock, where a run in this process (:meth:`run`) is also recorded in the
+        folder's record of runs (``megadocs.executors.recorded_process``) until it ends.
 
         Raises:
-            UserError: other settings while tasks of an earlier job array in this folder still
-                queue or run (named, with how to cancel them); nothing is changed.
+            UserError: other settings while another run in this folder may still write into it
+                (tasks of an earlier job array queued or running, another process running the
+                step; named, with how to stop them); nothing is changed.
         """
         self.folder.mkdir(parents=True, exist_ok=True)
+        replaced: dict[str, Any] | None = None  # the earlier settings, when other than these
         with manifest_lock(self.folder):
             existing = json.loads(self.manifest_path.read_text()) if self.manifest_path.is_file() else None
-            if existing is not None:
-                if same(existing):
-                    return existing
-                self._refuse_while_tasks_run()
-                if on_stale is not None:
-                    on_stale(existing)
-                for marker in self.folder.glob("shard-*.done"):
-                    marker.unlink()
-            intended = {**intended, "complete": False,
-                        "created": datetime.now(timezone.utc).isoformat(timespec="seconds")}
-            write_json(self.manifest_path, intended)
-        if existing is not None:
-            old, new = self.settings(existing), self.settings(intended)
+            if existing is not None and same(existing):
+                manifest = existing
+            else:
+                if existing is not None:
+                    if self.settings(existing) != self.settings(intended):  # the same: nothing to refuse
+                        replaced = existing
+                        self._refuse_while_others_run()
+                    if on_stale is not None:
+                        on_stale(existing)
+                    for marker in self.folder.glob("shard-*.done"):
+                        marker.unlink()
+                manifest = {**intended, "complete": False,
+                            "created": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+                write_json(self.manifest_path, manifest)
+            if self._recording is not None:  # with the manifest: a later run sees both or neither
+                from megadocs.executors import recorded_process
+
+                self._recording.enter_context(recorded_process(self.folder / JOBS))
+        if replaced is not None:
+            old, new = self.settings(replaced), self.settings(manifest)
             changes = "; ".join(f"{key}: {_shown(old.get(key))} -> {_shown(new.get(key))}" for key in _changed(old, new))
             print(f"{self.manifest_path}: replaced the settings of an earlier {self.name} run: {changes}",
                   file=sys.stderr, flush=True)
-        return intended
+        return manifest
 
-    def _refuse_while_tasks_run(self) -> None:
-        """Refuse to replace the settings while tasks of an earlier job array in this folder still
-        queue or run: each would be refused at its first write (:meth:`check_settings`) after
-        spending its compute, e.g. loading a generator and generating a chunk."""
-        from megadocs.executors import live_array_tasks
+    def _refuse_while_others_run(self) -> None:
+        """Refuse to replace the settings while another run may still write into this folder:
+        tasks of an earlier job array that queue or run, another process running the step in
+        this folder (``megadocs gen`` without ``--executor`` in another terminal). Each would be
+        refused at its first write (:meth:`check_settings`) after spending its compute, e.g.
+        loading a generator and generating a chunk."""
+        from megadocs.executors import SUBMISSIONS, ProcessRun, live_runs
 
-        live = live_array_tasks(self.folder / JOBS)
+        live = live_runs(self.folder / JOBS)
         if live:
-            tasks = "; ".join(f"{tasks.kind} task(s) {_first(tasks.job_ids)}" for tasks in live)
-            cancel = "; ".join(tasks.cancel_command() for tasks in live)
-            raise UserError(f"{self.folder}: an earlier {self.name} submission with other settings still has tasks "
-                            f"queued or running ({tasks}): wait for them to end, or cancel them ({cancel}), then "
-                            f"re-run (nothing was changed)")
+            runs = "; ".join(run.describe() for run in live)
+            stop = "; ".join(run.cancel_command() for run in live)
+            elsewhere = any(isinstance(run, ProcessRun) and not run.here() for run in live)
+            ended = (f"; a run on another host that has ended: remove its entry from {self.folder / JOBS / SUBMISSIONS}"
+                     if elsewhere else "")
+            raise UserError(f"{self.folder}: an earlier {self.name} run with other settings is still going ({runs}): "
+                            f"wait for it to end, or stop it ({stop}), then re-run (nothing was changed){ended}")
 
     def check_settings(self) -> None:
         """Refuse when the manifest on disk no longer has the settings this process prepared (a
@@ -235,11 +250,21 @@ class ShardedStep(ABC):
         """Run the not-done shards (all, or ``shards``) in this process; returns the manifest.
 
         A step prepared before (an array task: its submission prepared it) does not prepare
-        again, which could replace a manifest a later run wrote: it checks it instead."""
-        if self.prepared is None:
-            self.prepared = self.prepare()
-        else:
+        again, which could replace a manifest a later run wrote: it checks it instead. Otherwise
+        this process is in the folder's record of runs from its manifest's check
+        (:meth:`init_manifest`) until it returns or raises, Ctrl-C included, so that a run with
+        other settings is refused meanwhile."""
+        if self.prepared is not None:
             self.check_settings()
+            return self._run_shards(shards)
+        try:  # this process is recorded from its manifest's check (init_manifest) until it ends
+            with contextlib.ExitStack() as self._recording:
+                self.prepared = self.prepare()
+                return self._run_shards(shards)
+        finally:
+            self._recording = None
+
+    def _run_shards(self, shards: Iterable[int] | None) -> dict[str, Any]:
         todo = self.todo(shards)
         if todo:
             with self._session():
@@ -286,15 +311,6 @@ def _changed(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
     ['seed', 'kind']
     """
     return [key for key in dict.fromkeys((*old, *new)) if old.get(key) != new.get(key)]
-
-
-def _first(ids: list[str], shown: int = 8) -> str:
-    """Ids for one line: a pool's array has hundreds of tasks.
-
-    >>> _first([str(i) for i in range(10)], shown=3)
-    '0, 1, 2 and 7 more'
-    """
-    return ", ".join(ids[:shown]) + (f" and {len(ids) - shown} more" if len(ids) > shown else "")
 
 
 def _shown(value: Any) -> str:

@@ -89,9 +89,9 @@ def _report(fs, tmp, fixture):
 
 CASES = {
     "data prepare": Case(_prepare, 20_000, "store"),
-    "gen rephrase": Case(_rephrase, 8_192, "pool/shard-00000-of-00001.jsonl"),
+    "gen rephrase": Case(_rephrase, 16_384, "pool/shard-00000-of-00001.jsonl"),
     "gen assemble": Case(_assemble, 4_096, "pool/assembled/stitched-g2/documents.jsonl"),
-    "data tokenize-pool": Case(_tokenize_pool, 4_096, "pool/tokens/"),
+    "data tokenize-pool": Case(_tokenize_pool, 12_288, "pool/tokens/"),
     "search certify": Case(_certify, 150_000, "out/ledger.db"),  # a committed row; the ledger names its file
     "search certify, a new ledger": Case(_certify, 4_096, "out/ledger.db"),  # no room to create its tables
     "analysis report": Case(_report, 30_000, "report/figures/"),

@@ -1,12 +1,12 @@
 """A pool that holds only its manifest takes a re-run's settings (gen.generate), saying which
 (one line, old -> new): a run of the earlier settings that is still going then writes nothing
-into it. The three ways such a writer meets the replacement: generating its first chunk in the
-same process's engine call (the interleaving made exact), an array task of the earlier
-submission that starts afterwards, and a real `megadocs gen` process stopped before its first
-flush while the other run takes over. While tasks of an earlier job array are still queued or
-running (a local task's process, a SLURM job), the re-run is refused instead: they would spend
-their compute and then be refused. Transformers engine (cheap to load in-process); the rows'
-``seed`` tells the two runs apart."""
+into it. Two ways such a writer meets the replacement: generating its first chunk in the same
+process's engine call (the interleaving made exact), and an array task of the earlier submission
+that starts afterwards. While another run may still write (a task of an earlier job array queued
+or running, a local task's process or a SLURM job, or a real `megadocs gen` process without
+--executor, stopped before its first flush), the re-run is refused instead: it would spend its
+compute and then be refused; one of the same settings is not. Transformers engine (cheap to load
+in-process); the rows' ``seed`` tells the two runs apart."""
 
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ import yaml
 from gen.generate import GenerateOptions, GeneratePool, generate_pool, submit_shards
 from megadocs import executors
 from megadocs.errors import UserError, WorkFailed
-from megadocs.executors import SUBMISSIONS, live_array_tasks
+from megadocs.executors import SUBMISSIONS, live_runs
 from megadocs.pools import rows_path
 from megadocs.shards import JOBS, LOCK, ShardTask
 from tests.gen.conftest import lock_waiters, read_rows, wait_for, write_docs
@@ -95,13 +95,24 @@ def _state(pid: int) -> str:
     return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
 
 
-@pytest.mark.slow
-def test_a_process_stopped_before_its_first_flush_writes_nothing_after_a_takeover(tiny_generator, engine, tmp_path):
-    """Real processes: `megadocs gen rephrase` (run 1) has written the manifest and holds its first
-    chunk, waiting for the pool's lock to flush it; it is stopped (SIGSTOP, as a node stalls) while
-    run 2 (another seed) takes the pool over and finishes it, then continued. Run 1 is refused in
-    one line and the pool holds run 2's rows only. Ordered by the lock, not by timing: the test
-    holds it from before run 1 starts and lets only its manifest through."""
+def _recorded_pids(pool: Path) -> list[int]:
+    """The processes the pool's record of runs holds (megadocs.executors.ProcessRun entries)."""
+    import json
+
+    record = pool / JOBS / SUBMISSIONS
+    entries = json.loads(record.read_text())["submissions"] if record.is_file() else []
+    return [entry["pid"] for entry in entries if entry["kind"] == "process"]
+
+
+def test_a_rerun_is_refused_while_a_process_of_other_settings_runs_and_not_with_the_same(tiny_generator, engine,
+                                                                                        tmp_path):
+    """Real processes: `megadocs gen rephrase` (run 1, no --executor) has written the manifest and
+    holds its first chunk, waiting for the pool's lock to flush it, and is stopped there (SIGSTOP,
+    as a terminal's Ctrl-Z). A re-run with another seed is refused in one line naming the folder,
+    the process and `kill -INT PID`, changing nothing; a run with the same settings is not (it
+    finishes the pool, as two runs of one command did before the record). `kill -INT PID` then
+    ends run 1 (exit 130), which takes itself off the record. Ordered by the lock, not by timing:
+    the test holds it from before run 1 starts and lets only its manifest through."""
     docs = write_docs(tmp_path / "docs.jsonl", n_docs=4)
     out = tmp_path / "pool"
     out.mkdir()
@@ -117,7 +128,7 @@ def test_a_process_stopped_before_its_first_flush_writes_nothing_after_a_takeove
             ended = lambda: process.poll() is not None  # noqa: E731
             wait_for(lambda: process.pid in lock_waiters(lock_path) or ended(), WAIT_S, "run 1 to write its manifest")
             fcntl.flock(lock, fcntl.LOCK_UN)
-            wait_for(lambda: (out / "manifest.json").is_file() or ended(), WAIT_S, "run 1's manifest")
+            wait_for(lambda: process.pid in _recorded_pids(out) or ended(), WAIT_S, "run 1 to record itself")
             fcntl.flock(lock, fcntl.LOCK_EX)
             wait_for(lambda: process.pid in lock_waiters(lock_path) or ended(), WAIT_S,
                      "run 1 to flush its first chunk")
@@ -127,24 +138,34 @@ def test_a_process_stopped_before_its_first_flush_writes_nothing_after_a_takeove
             # it first and then stop holding it
             wait_for(lambda: _state(process.pid) == "T", WAIT_S, "run 1 to stop")
             fcntl.flock(lock, fcntl.LOCK_UN)
-            generate_pool("rephrase", docs, tiny_generator, 1, out, engine=engine, seed=SECOND, **OPTIONS)
+            with pytest.raises(UserError) as refused:
+                generate_pool("rephrase", docs, tiny_generator, 1, out, engine=engine, seed=SECOND, **OPTIONS)
+            line = str(refused.value)
+            assert line == (f"{out}: an earlier gen-rephrase run with other settings is still going (process "
+                            f"{process.pid}): wait for it to end, or stop it (kill -INT {process.pid}), then re-run "
+                            "(nothing was changed)")
+            assert read_manifest_seed(out) == FIRST and rows_path(out, 0, 1).stat().st_size == 0  # nothing changed
+            assert _recorded_pids(out) == [process.pid]
+            generate_pool("rephrase", docs, tiny_generator, 1, out, engine=engine, seed=FIRST, **OPTIONS)
+            subprocess.run(["kill", "-INT", str(process.pid)], check=True)
             os.killpg(process.pid, signal.SIGCONT)
             stdout, stderr = process.communicate(timeout=WAIT_S)
         finally:
             if process.poll() is None:
                 os.killpg(process.pid, signal.SIGKILL)
                 process.wait()
-    assert process.returncode == 2 and stdout == "" and "Traceback" not in stderr, stderr[-2000:]
-    last = stderr.strip().splitlines()[-1]  # (transformers' weight-loading bar comes before it)
-    assert last.startswith("error: ") and "manifest.json: seed: replaced since this gen-rephrase run started" in last
-    _only_second_run(out, docs=4)
+    assert process.returncode == 130 and stdout == "" and "Traceback" not in stderr, stderr[-2000:]
+    assert stderr.strip().splitlines()[-1].startswith("interrupted: ")
+    assert _recorded_pids(out) == [] and not live_runs(out / JOBS)  # Ctrl-C took it off the record
+    rows = read_rows(out)
+    assert {row["seed"] for row in rows} == {FIRST} and len(rows) == 4 and read_manifest_seed(out) == FIRST
 
 
 def _submitted_ids(pool: Path) -> list[str]:
     import json
 
     return [job_id for entry in json.loads((pool / JOBS / SUBMISSIONS).read_text())["submissions"]
-            for job_id in entry["job_ids"]]
+            for job_id in entry.get("job_ids", [])]
 
 
 class _Submission(threading.Thread):
@@ -168,12 +189,12 @@ def _refused_then_replaced(pool: Path, docs: Path, generator: Path, engine, canc
     with pytest.raises(UserError) as refused:
         generate_pool("rephrase", docs, generator, 1, pool, engine=engine, seed=SECOND, **OPTIONS)
     line = str(refused.value)
-    assert line.startswith(f"{pool}: an earlier gen-rephrase submission with other settings") and "\n" not in line
+    assert line.startswith(f"{pool}: an earlier gen-rephrase run with other settings is still going") and "\n" not in line
     assert f"task(s) {', '.join(_submitted_ids(pool))}" in line and f"({cancel})" in line, line
     assert read_manifest_seed(pool) == FIRST and not read_rows(pool)  # nothing changed
     subprocess.run(cancel.split(), check=True)
     after_cancel()
-    wait_for(lambda: not live_array_tasks(pool / JOBS), WAIT_S, "the first submission's task to end")
+    wait_for(lambda: not live_runs(pool / JOBS), WAIT_S, "the first submission's task to end")
     capfd.readouterr()
     generate_pool("rephrase", docs, generator, 1, pool, engine=engine, seed=SECOND, **OPTIONS)
     said = [line for line in capfd.readouterr().err.splitlines() if "replaced the settings" in line]
