@@ -410,7 +410,7 @@ class Decision:
     path: tuple[dict[str, Any], ...]  # successive centres, oldest first
     bounds_hit: tuple[Bound, ...]
     noise: NoiseEstimate = NoiseEstimate(1, None, 0, 2.0)
-    reason: str | None = None  # why a FAILED decision cannot certify (beyond blocked_by)
+    reason: str | None = None  # why a FAILED decision cannot certify (beyond blocked_by), or why SEEDING waits
 
 
 # --------------------------------------------------------------------------- evidence per point

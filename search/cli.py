@@ -182,7 +182,8 @@ def _certify(args: argparse.Namespace) -> int:
             print(f"{s.name}: not certified: {s.reason}", file=sys.stderr)
         elif s.state is not CertState.CERTIFIED and args.strategy == "certify":
             # the controller only stops early when the run budget is spent
-            print(f"{s.name}: not certified: {s.reason or 'stopped'} ({s.state.value}); re-run with a larger "
+            # the reason, where there is one, says where it stands: "waiting for a (stopped: run budget spent)"
+            print(f"{s.name}: not certified: {s.reason or f'stopped ({s.state.value})'}; re-run with a larger "
                   f"--max-runs (or without it) to continue", file=sys.stderr)
     if failed:
         print(RETRY_HINT.format(n=failed, sweep=args.sweep), file=sys.stderr)

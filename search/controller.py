@@ -74,6 +74,7 @@ from search.strategies import (
     StopReason,
     Strategy,
     drive,
+    reported_state,
 )
 from search.sweep import Sweep
 
@@ -527,9 +528,9 @@ class Progress:
             self.bar.update(max(0, finished - self.finished))
         self.finished = finished
         states = []
-        for name, strategy in strategies.items():
-            state = (strategy.decide().state if isinstance(strategy, CertifySearch) else strategy.state()).value
-            states.append(f"{name}:{state}")
+        for name, strategy in strategies.items():  # the state status says (one rule: reported_state)
+            phase = strategy.decide().state if isinstance(strategy, CertifySearch) else strategy.state()
+            states.append(f"{name}:{reported_state(phase, strategy.budget_stop()).value}")
         self.states = " ".join(states)
         self.refresh_running(running)
 

@@ -47,7 +47,7 @@ from search.ledger import (
     undescribed_line,
 )
 from search.params import RunParams
-from search.strategies import CertifySearch, Stop, StopReason, Strategy, StrategyState
+from search.strategies import CertifySearch, Stop, Strategy, StrategyState, reported_state
 from search.sweep import SYNTHETIC_ONLY_MIX, Sweep
 
 __all__ = ["CertificationSummary", "BestPoint", "RunCounts", "Compute", "summarize", "summarize_ensembles",
@@ -105,7 +105,7 @@ class CertificationSummary:
     converged)."""
     blocked_by: tuple[tuple[dict[str, Any], str], ...] = ()  # failed points and why
     noise: NoiseEstimate = NoiseEstimate(1, None, 0, 2.0)
-    reason: str | None = None  # why it cannot certify (failed) or stopped (budget; a baseline's stop)
+    reason: str | None = None  # why it cannot certify (failed), stopped (budget; a baseline's stop) or waits (seeding)
     study: str = ""
     fixed: dict[str, Any] = field(default_factory=dict)
     start: dict[str, Any] | None = None
@@ -164,9 +164,9 @@ class CertificationSummary:
             if record.status.finished and record.adopted_from is None:
                 wall += float(record.wall_time_s or 0.0)
                 tokens += (record.metrics.tokens_seen or 0) if record.metrics else 0
-        reason = decision.reason
-        state: CertState | StrategyState = decision.state
-        searching = state in (CertState.SEEDING, CertState.SEARCHING)
+        searching = decision.state in (CertState.SEEDING, CertState.SEARCHING)
+        # a baseline starts from no source: its evidence's wait for a warm start's one is not its reason
+        reason = None if searching and baseline is not None else decision.reason
         outstanding = (*decision.wanted, *decision.running) if decision.centre is not None else decision.running
         stop = None
         if baseline_strategy is not None:  # the baseline dispatches its own points, not the certifier's
@@ -174,13 +174,10 @@ class CertificationSummary:
             stop = baseline_strategy.stop()
         if stop is None and budget_stop is not None:  # its budget may have been a --max-runs: only the record says it
             stop = budget_stop  # outstanding stays what it would run next, given a larger budget
-        if searching:
-            if stop is not None and stop.reason is StopReason.BUDGET:
-                state = StrategyState.STOPPED
-            elif budget_spent:  # a ledger older than the record: the sweep file's budget says it
-                reason = f"run budget spent ({len(search.outcomes)} runs) before it could certify"
-            if baseline is not None and state is not StrategyState.STOPPED:
-                state = baseline
+        # the progress line's rule (search.strategies.reported_state), on the stop the ledger recorded
+        state = reported_state(baseline if searching and baseline is not None else decision.state, stop)
+        if searching and state is not StrategyState.STOPPED and budget_spent:  # a ledger older than the record
+            reason = f"run budget spent ({len(search.outcomes)} runs) before it could certify"
         reason = reason if reason is not None or stop is None else stop.describe()
         return cls(
             name=search.name, state=state,
@@ -310,6 +307,7 @@ def summarize(sweep: Sweep, strategy: str = "certify", max_runs: int | None = No
     kind = StudyKind(strategy)
     summaries = []
     searches: dict[str, CertifySearch] = {}
+    budget_stops: dict[str, Stop] = {}  # a warm start waits on a source its budget stopped: it says so
     for cert in sweep.certifications:
         study = study_name(sweep.name, cert.name, kind)
         grid = sweep.grid_for(cert)
@@ -322,7 +320,7 @@ def summarize(sweep: Sweep, strategy: str = "certify", max_runs: int | None = No
                                waits_for=cert.warm_start if start is None else None, fallback=sweep.start_for(cert),
                                noise=sweep.noise_for(cert) if kind is StudyKind.CERTIFY else Noise())
         if search.waits_for is not None:  # sources come earlier in the file, so they are here already
-            search.resolve(searches)
+            search.resolve(searches, budget_stops)
         searches[cert.name] = search
         budget = max_runs if max_runs is not None else cert.max_runs
         # a baseline's own strategy, fed the same evidence, says where it stands (search.strategies.StrategyState)
@@ -345,6 +343,8 @@ def summarize(sweep: Sweep, strategy: str = "certify", max_runs: int | None = No
             baseline.restore_stop(recorded_stop)  # TPE's convergence is in no run: only this record says it
         budget_stop = recorded_stop if recorded_stop is not None and not search.running() and \
             recorded_stop.spent_on(grid, len(search.outcomes)) else None
+        if budget_stop is not None:
+            budget_stops[cert.name] = budget_stop
         n_stopped = None if watch is None else sum(
             search.outcomes[key].state is RunState.RUNNING for key in stopped if key in search.outcomes)
         summaries.append(CertificationSummary.of_search(
@@ -801,11 +801,14 @@ def format_extensions(extensions: Iterable[Extension]) -> str:
 
 
 def format_stops(summaries: Iterable[CertificationSummary]) -> list[str]:
-    """One line per baseline stopped before its run budget and per search its budget stopped, e.g.
-    ``a: done: converged after 23 of 50 runs (its last 200 proposals were points already run)``,
-    ``a: stopped: run budget spent (3 of 3 runs of this certification; re-run certify without
-    --max-runs, or with a larger one, to go on)`` (:meth:`Stop.describe`)."""
-    return [f"{s.name}: {s.state.value}: {s.stop.describe()}" for s in summaries if s.stop is not None]
+    """One line per baseline stopped before its run budget, per search its budget stopped and per
+    warm start waiting for its source, e.g. ``a: done: converged after 23 of 50 runs (its last 200
+    proposals were points already run)``, ``a: stopped: run budget spent (3 of 3 runs of this
+    certification; re-run certify without --max-runs, or with a larger one, to go on)``
+    (:meth:`Stop.describe`), ``b: seeding: waiting for a (stopped: run budget spent)`` (its
+    ``reason``: :meth:`search.strategies.CertifySearch.decide`)."""
+    return [f"{s.name}: {s.state.value}: {s.stop.describe() if s.stop is not None else s.reason}"
+            for s in summaries if s.stop is not None or (s.state is CertState.SEEDING and s.reason)]
 
 
 def format_bases(summaries: Iterable[CertificationSummary]) -> list[str]:

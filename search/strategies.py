@@ -34,8 +34,8 @@ from search.certify import (
 from search.grid import Grid, Key
 from search.params import RunParams
 
-__all__ = ["Strategy", "StrategyState", "StopReason", "Stop", "CertifySearch", "GridSearch", "FixedPoints", "Request",
-           "Result", "Evaluator", "DriveStats", "drive"]
+__all__ = ["Strategy", "StrategyState", "StopReason", "Stop", "reported_state", "CertifySearch", "GridSearch",
+           "FixedPoints", "Request", "Result", "Evaluator", "DriveStats", "drive"]
 
 
 class StrategyState(str, Enum):
@@ -80,6 +80,10 @@ class Stop:
     points: int  # the grid's size then
     detail: str  # why, in words (the strategy's own rule), or, for BUDGET, how to go on
 
+    def headline(self) -> str:
+        """The stop in a few words, e.g. ``run budget spent``, ``converged`` (:meth:`describe` goes on)."""
+        return "run budget spent" if self.reason is StopReason.BUDGET else self.reason.value
+
     def describe(self) -> str:
         """e.g. ``converged after 23 of 50 runs (its last 200 proposals were points already run)``,
         ``run budget spent (3 of 3 runs of this certification; re-run certify without --max-runs,
@@ -87,7 +91,7 @@ class Stop:
         if self.reason is StopReason.BUDGET:
             spent = (f"{self.runs} of {self.budget} runs" if self.budget is None or self.runs <= self.budget
                      else f"{self.runs} runs, over its budget of {self.budget}")
-            return f"run budget spent ({spent} of this certification; {self.detail})"
+            return f"{self.headline()} ({spent} of this certification; {self.detail})"
         of = "" if self.budget is None else f" of {self.budget}"
         return f"{self.reason.value} after {self.runs}{of} runs ({self.detail})"
 
@@ -112,6 +116,24 @@ class Stop:
                    None if data["budget"] is None else int(data["budget"]), int(data["points"]), str(data["detail"]))
 
 
+def reported_state(phase: CertState | StrategyState, stop: Stop | None) -> CertState | StrategyState:
+    """The state ``certify``'s progress line and ``search status`` both say for a search: its
+    ``phase`` (the certifier's :class:`CertState` on its evidence, a baseline's own
+    :class:`StrategyState`), or ``stopped`` where its run budget stopped it (``stop``:
+    :attr:`StopReason.BUDGET`) before it certified or failed. The controller passes the live
+    :meth:`Strategy.budget_stop`, ``status`` the one the ledger recorded: one rule, two sources.
+
+    >>> budget = Stop(StopReason.BUDGET, 3, 3, 72, "re-run certify with a larger --max-runs to go on")
+    >>> reported_state(CertState.SEARCHING, budget).value, reported_state(StrategyState.DONE, budget).value
+    ('stopped', 'stopped')
+    >>> reported_state(CertState.CERTIFIED, budget).value, reported_state(CertState.SEARCHING, None).value
+    ('certified', 'searching')
+    """
+    if stop is not None and stop.reason is StopReason.BUDGET and phase not in (CertState.CERTIFIED, CertState.FAILED):
+        return StrategyState.STOPPED
+    return phase
+
+
 class Strategy(ABC):
     """One search over one certification's points, fed outcomes by :func:`drive`.
 
@@ -134,6 +156,9 @@ class Strategy(ABC):
     """Name of another strategy whose result this one needs before it can start (warm start)."""
     source_failed: str | None = None
     """Why the ``waits_for`` source gave nothing to start from (it ended failed or uncertified)."""
+    source_stop: Stop | None = None
+    """While it waits: the run budget's stop that holds the ``waits_for`` source before it ended
+    (:meth:`resolve`); a larger budget lets the source go on, so this one waits, it has not failed."""
 
     def __init__(self, name: str, *, max_runs: int | None = None, waits_for: str | None = None) -> None:
         self.name = name
@@ -222,13 +247,17 @@ class Strategy(ABC):
             return StrategyState.DONE
         return StrategyState.RUNNING if self.outcomes else StrategyState.NOT_STARTED
 
-    def resolve(self, others: Mapping[str, Strategy]) -> None:
+    def resolve(self, others: Mapping[str, Strategy], stops: Mapping[str, Stop] | None = None) -> None:
         """Called by :func:`drive` before each dispatch round while ``waits_for`` is set. Once the
         source certification is done, clears ``waits_for`` and hands its certificate (None when
-        it did not certify) to :meth:`_source_done`."""
+        it did not certify) to :meth:`_source_done`. A source its run budget stopped is not done
+        for this one: it keeps waiting, that stop in :attr:`source_stop` (the source's
+        :meth:`budget_stop`, or, for a reader that rebuilt the source without its budget
+        (``search status``), ``stops``: the stops the ledger recorded, by source name)."""
         source = others[self.waits_for]
         assert isinstance(source, CertifySearch), f"{self.waits_for} is not a certification"
-        if not source.done():
+        self.source_stop = (stops or {}).get(self.waits_for) or source.budget_stop()
+        if self.source_stop is not None or not source.done():
             return
         result = source.decide()
         if result.certificate is None:
@@ -317,12 +346,16 @@ class CertifySearch(Strategy):
 
     def decide(self) -> Decision:
         """What the evidence so far implies (:func:`decide`); while the start waits for a source
-        certification, SEEDING, or FAILED with the source's ending as its ``reason`` (no point of
-        this certification failed: ``blocked_by`` stays empty, so a failed point is counted once,
-        under the certification where it ran)."""
+        certification, SEEDING with why as its ``reason`` (``waiting for a``, ``waiting for a
+        (stopped: run budget spent)``: :attr:`source_stop`), or FAILED with the source's ending
+        (no point of this certification failed: ``blocked_by`` stays empty, so a failed point is
+        counted once, under the certification where it ran)."""
         if self.start is None:
-            state = CertState.FAILED if self.source_failed else CertState.SEEDING
-            return Decision(state, None, None, (), (), (), None, (), (), reason=self.source_failed)
+            if self.source_failed:
+                return Decision(CertState.FAILED, None, None, (), (), (), None, (), (), reason=self.source_failed)
+            why = None if self.waits_for is None else f"waiting for {self.waits_for}" + (
+                "" if self.source_stop is None else f" ({StrategyState.STOPPED.value}: {self.source_stop.headline()})")
+            return Decision(CertState.SEEDING, None, None, (), (), (), None, (), (), reason=why)
         return decide(self.grid, self.start, self.outcomes, seed_neighbours=self.seed_neighbours, noise=self.noise)
 
     def _wanted(self, limit: int) -> list[dict[str, Any]]:

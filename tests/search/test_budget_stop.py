@@ -7,10 +7,16 @@ baseline: ``running``) with no reason: a ``--max-runs`` given to ``certify`` is 
 A later ``certify`` with no budget or a larger one clears the record before it runs anything (a
 status meanwhile says ``searching``) and replaces it or certifies; one with the same budget runs
 and records nothing. A ledger written before the record reads as before.
+
+A warm start whose source its budget stopped keeps waiting (a larger budget goes on: it is not
+failed) and says why: ``waiting for a (stopped: run budget spent)``; ``certify``'s live progress
+line says each search's state as ``status`` does (``stopped``, not ``searching``/``done``).
 """
 
 from __future__ import annotations
 
+import json
+import re
 import sqlite3
 
 import pytest
@@ -18,10 +24,14 @@ import pytest
 from megadocs.cli import main
 from megadocs.executors import make_executor
 from megadocs.exits import Exit
+from search.certify import CertState
 from search.controller import STRATEGIES, LedgerEvaluator, build_strategies
+from search.grid import Grid
+from search.landscapes import bowl
 from search.ledger import STUDY_STOP, Ledger, StudyKind, read_runs, study_name
 from search.objective import make_objective
-from search.strategies import StopReason, StrategyState
+from search.simulate import SimulatedEvaluator
+from search.strategies import CertifySearch, FixedPoints, StopReason, StrategyState, drive
 from search.sweep import load_sweep
 
 from .conftest import GRID, START, calls
@@ -98,3 +108,66 @@ def test_a_ledger_without_the_record_reads_as_before(make_sweep, capsys):
     cert, _ = _status(path, "certify", capsys)
     assert (cert["state"], cert["stop"], cert["reason"]) == ("searching", None, None)  # as before
     assert len(read_runs(load_sweep(path))) == 3
+
+
+def _live_states(stderr: str) -> dict[str, str]:
+    """Each strategy's state on the progress line's last plain line (stderr is no terminal here):
+    ``certify: 3 finished, 0 running | a:stopped b:seeding``."""
+    last = [line for line in stderr.splitlines() if line.startswith("certify: ")][-1]
+    return dict(item.rsplit(":", 1) for item in re.split(r" (?=\S+:)", last.split(" | ", 1)[1]))
+
+
+@pytest.mark.parametrize("strategy", STRATEGIES)
+def test_the_live_progress_line_says_the_state_status_says(make_sweep, capsys, strategy):
+    path = _sweep(make_sweep)
+    capsys.readouterr()
+    main(["search", "certify", str(path), "--strategy", strategy, "--max-runs", "3"])
+    live = _live_states(capsys.readouterr().err)
+    cert, _ = _status(path, strategy, capsys)
+    task = "a" if strategy == "certify" else f"{strategy}/a"
+    assert live == {task: cert["state"]} == {task: StrategyState.STOPPED.value}  # old code: searching / done
+
+
+def test_a_warm_start_whose_source_its_budget_stopped_says_why_it_waits(make_sweep, capsys):
+    path = make_sweep(grid=GRID, start=START, executor={"kind": "debug", "poll_s": 0.05, "max_parallel": 4},
+                      certifications=[{"name": "a", "fixed": {"method": "simple", "g": 4}},
+                                      {"name": "b", "fixed": {"method": "simple", "g": 8}, "warm_start": "a"}])
+    capsys.readouterr()
+    assert main(["search", "certify", str(path), "--max-runs", "3"]) == Exit.NEGATIVE
+    err = capsys.readouterr().err
+    live = _live_states(err)
+    status, text = _status_all(path, capsys)
+    waiting = "waiting for a (stopped: run budget spent)"
+    assert f"b: not certified: {waiting}; re-run with a larger --max-runs" in err, err
+    assert (status["a"]["state"], status["b"]["state"], status["b"]["reason"]) == \
+        ("stopped", CertState.SEEDING.value, waiting), status  # old code: reason None
+    assert f"b: seeding: {waiting}" in text, text
+    assert live == {"a": "stopped", "b": "seeding"}  # old code: a:searching b:failed
+    assert _certify(path, "certify") == Exit.OK  # no budget: a goes on, then b starts from its certificate
+    status, _ = _status_all(path, capsys)
+    assert [status[name]["state"] for name in "ab"] == ["certified", "certified"]
+    assert status["b"]["start"] == status["a"]["certificate"]["point"] and status["b"]["reason"] is None
+
+
+def _status_all(path, capsys) -> tuple[dict[str, dict], str]:
+    """Every certification of ``status --json`` by name, and the human text."""
+    capsys.readouterr()
+    assert main(["search", "status", str(path), "--json"]) == 0
+    certs = {c["name"]: c for c in json.loads(capsys.readouterr().out)["certifications"]}
+    assert main(["search", "status", str(path)]) == 0
+    return certs, capsys.readouterr().out
+
+
+def test_a_budget_stopped_source_leaves_its_warm_starts_and_ensembles_waiting_not_failed():
+    """The driver's view (the controller's, without a ledger): before, the source's spent budget
+    made ``g8`` FAILED ("source 'g4' ended searching") and the ensemble done with no members."""
+    grid = Grid.from_mapping(GRID)
+    g4 = CertifySearch("g4", grid, START, max_runs=3)
+    g8 = CertifySearch("g8", grid, None, waits_for="g4", fallback=START, max_runs=3)
+    members = FixedPoints("ens", waits_for="g4", make_points=lambda p: [p])
+    assert g8.decide().reason == "waiting for g4"  # before g4 ran anything (old code: None)
+    drive([g4, g8, members], SimulatedEvaluator(lambda p: bowl({**p, "method": "simple", "g": 4}), slots=2))
+    assert g4.budget_stop() is not None
+    assert (g8.decide().state, g8.decide().reason, g8.done()) == \
+        (CertState.SEEDING, "waiting for g4 (stopped: run budget spent)", False)
+    assert (members.state(), members.points) == (StrategyState.WAITING, None)
