@@ -29,7 +29,6 @@ Example:
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import json
 import os
@@ -37,6 +36,7 @@ from pathlib import Path
 
 from megadocs.errors import UserError
 from megadocs.formats import write_json
+from megadocs.procs import exclusive_lock
 
 __all__ = ["FINGERPRINT_PREFIX", "LEGACY_PREFIX", "describes_only", "model_fingerprint", "legacy_fingerprint", "cache_path",
            "file_sha256"]
@@ -80,8 +80,7 @@ def _cache(enabled: bool):
         return
     with contextlib.suppress(OSError):
         path.parent.mkdir(parents=True, exist_ok=True)
-        with open(path.with_suffix(".lock"), "a") as lock:  # concurrent shard tasks merge, not overwrite
-            fcntl.flock(lock, fcntl.LOCK_EX)
+        with exclusive_lock(path.with_suffix(".lock")):  # concurrent shard tasks merge, not overwrite
             with contextlib.suppress(OSError, ValueError):
                 entries = {**json.loads(path.read_text()), **entries}
             write_json(path, entries, indent=None, sort_keys=True)

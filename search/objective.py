@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import fcntl
 import hashlib
 import importlib
 import inspect
@@ -50,7 +49,7 @@ from megadocs.errors import UserError
 from megadocs.exits import Exit
 from megadocs.formats import REAL, RunDir, RunMetrics, RunStatus, write_json
 from megadocs.pools import pool_identity, resolve_pool
-from megadocs.procs import world_from_env
+from megadocs.procs import exclusive_lock, world_from_env
 from megadocs.provenance import write as write_provenance
 from search.params import RunParams
 from search.sweep import TRAIN_AXES, BaseTrain, Sweep
@@ -188,8 +187,7 @@ class RunTask(submitit.helpers.Checkpointable):
                             f"tasks_per_node: 1 and nodes: 1 in the SLURM profile (got {world_size} tasks)")
         if rank > 0:
             return self._train(run_dir)
-        with open(run_dir.lock, "w") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)  # a duplicate submission waits, then reads the result
+        with exclusive_lock(run_dir.lock):  # a duplicate submission waits, then reads the result
             if run_dir.is_done():
                 return RunMetrics.load(run_dir.metrics)
             write_json(run_dir.job, {

@@ -17,7 +17,6 @@ copy or inspect a ledger (``search dashboard``, benchmarks).
 
 from __future__ import annotations
 
-import fcntl
 import logging
 import re
 import time
@@ -26,6 +25,7 @@ from typing import Any
 from urllib.parse import quote
 
 from megadocs.errors import UserError, disk_full_message, names_file
+from megadocs.procs import exclusive_lock
 from megadocs.trust import redact_url, scrub
 
 log = logging.getLogger(__name__)
@@ -148,8 +148,7 @@ def _create_rdb(url: str, engine_kwargs: dict[str, Any], *, create: bool = True,
         try:
             if lock_path is None:
                 return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs, skip_table_creation=not create)
-            with open(lock_path, "a") as lock:
-                fcntl.flock(lock, fcntl.LOCK_EX)
+            with exclusive_lock(lock_path):
                 return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs, skip_table_creation=not create)
         except Exception as exc:  # noqa: BLE001 - driver errors vary; report the URL, never its password
             if disk_full_message(exc) is not None:  # no bug of the URL: the one full-disk line (megadocs.cli)

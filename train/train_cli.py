@@ -19,11 +19,9 @@ from megadocs.errors import UserError
 from megadocs.exits import Exit
 from megadocs.formats import RunDir
 
-__all__ = ["register", "apply_overrides", "load_run_config", "DEFAULT_RUNS_DIR", "EXIT_PREEMPTED"]
+__all__ = ["register", "apply_overrides", "load_run_config", "DEFAULT_RUNS_DIR"]
 
 DEFAULT_RUNS_DIR = Path("runs/train")
-EXIT_PREEMPTED = Exit.PREEMPTED
-EXIT_INTERRUPTED = Exit.INTERRUPTED
 RUN = "run"  # the hidden parser of `megadocs train CONFIG.yaml ...`
 
 
@@ -286,7 +284,7 @@ def _run(args: argparse.Namespace) -> int:
     except Preempted as exc:
         what = "interrupted" if exc.interrupted else "preempted"
         print(f"{what} at step {exc.step}; checkpoint saved; re-run the same command to resume", file=sys.stderr)
-        return EXIT_INTERRUPTED if exc.interrupted else EXIT_PREEMPTED
+        return Exit.INTERRUPTED if exc.interrupted else Exit.PREEMPTED
     val = ", ".join(f"{name} {'-' if loss is None else f'{loss:.4f}'}" for name, loss in metrics.val_losses.items())
     print(f"{metrics.status}: {metrics.steps} steps, val loss {val} ({RunDir(out).metrics})")
     return 0
