@@ -22,6 +22,7 @@ followed); anything else raises :class:`megadocs.trust.UntrustedPath` before a b
 from __future__ import annotations
 
 import contextlib
+import json
 import math
 import os
 import signal
@@ -36,7 +37,8 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from megadocs.config import StrictModel, load_config
+from megadocs.config import StrictModel, load_config, parse_config
+from megadocs.errors import UserError
 from megadocs.procs import (
     child_pids,
     child_process_settings,
@@ -620,10 +622,23 @@ def _array_executor(kind: str, folder: Path) -> _Submitit:
 
 
 def _read_submissions(folder: Path) -> list[ArraySubmission | ProcessRun]:
+    """``folder``'s record (empty where there is none yet).
+
+    Raises:
+        UserError: the record is not JSON or not a record of runs (a hand edit gone wrong: a
+            refusal of a run on another host says to edit it), naming the file and what is wrong.
+    """
+    path = folder / SUBMISSIONS
     try:
-        return _Submissions.model_validate_json((folder / SUBMISSIONS).read_text()).submissions
+        text = path.read_text()
     except FileNotFoundError:
         return []
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise UserError(f"{path}: not JSON ({exc.msg}, line {exc.lineno}): fix it, or remove it once no run of "
+                        "this folder is going") from None
+    return parse_config(data, _Submissions, source=str(path)).submissions
 
 
 @contextlib.contextmanager

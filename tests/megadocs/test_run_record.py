@@ -83,3 +83,19 @@ def test_a_process_that_is_gone_or_whose_pid_was_reused_does_not_refuse(tmp_path
     Seeded(tmp_path, seed=2).run()
     assert "replaced the settings of an earlier seeded run: seed: 1 -> 2" in capfd.readouterr().err
     assert _entries(tmp_path) == []  # dropped by the run's own edits of the record
+
+
+@pytest.mark.parametrize("text, names", [('{"submissions": [', "not JSON"),
+                                         ('{"submissions": [{"kind": "process", "host": "h"}]}', "submissions.0")])
+def test_a_record_broken_by_hand_is_one_line_naming_it(tmp_path, text, names):
+    """The refusal of a run on another host tells the user to edit the record: a broken edit is one
+    line naming the file and what is wrong, and the folder is left as it was."""
+    Seeded(tmp_path, seed=1).prepare()
+    (tmp_path / JOBS).mkdir()
+    (tmp_path / JOBS / SUBMISSIONS).write_text(text)
+    with pytest.raises(UserError) as refused:
+        Seeded(tmp_path, seed=2).run()
+    line = str(refused.value)
+    assert line.startswith(f"{tmp_path / JOBS / SUBMISSIONS}: ") and names in line and "\n" not in line, line
+    assert json.loads((tmp_path / "manifest.json").read_text())["seed"] == 1
+    assert (tmp_path / JOBS / SUBMISSIONS).read_text() == text
