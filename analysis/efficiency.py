@@ -35,7 +35,7 @@ from pathlib import Path
 import numpy as np
 from pydantic import Field, model_validator
 
-from analysis.scaling import PowerLawFit, fit_power_law
+from analysis.scaling import PowerLawFit, fit_power_law, percentile_interval
 from megadocs.config import StrictModel, load_config
 from megadocs.errors import UserError
 from megadocs.formats import finite_or_none
@@ -302,8 +302,7 @@ def efficiency(
         ok = (E_draws < min(loss, baseline_loss)) & (alpha_draws > 0)
         if ok.sum() >= 20:
             draws = ((baseline_loss - E_draws[ok]) / (loss - E_draws[ok])) ** (1.0 / alpha_draws[ok])
-            tail = (1 - level) / 2 * 100
-            result.interval = (float(np.percentile(draws, tail)), float(np.percentile(draws, 100 - tail)))
+            result.interval = percentile_interval(draws, level)
     if law.A is not None:
         result.effective_tokens = effective_data(loss, alpha=law.alpha, E=law.E, A=law.A)
         result.effective_basis = "inverting the law (units of its D)"
