@@ -250,7 +250,7 @@ def _progress(sweep: Sweep) -> dict[str, CertificationProgress]:
         snapshot = read_snapshot(sweep)
     except LedgerMissing:
         return {}
-    return {s.name: CertificationProgress(s.state.value, s.runs.finished, s.runs.running, s.runs.failed)
+    return {s.name: CertificationProgress(s.state, s.runs.finished, s.runs.running, s.runs.failed)
             for s in summarize(sweep, snapshot=snapshot, warn_off_grid=False)}
 
 

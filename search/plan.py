@@ -51,12 +51,13 @@ from typing import Any
 from megadocs import megadoc, pools
 from megadocs.errors import UserError
 from megadocs.formats import POOL_KIND, PoolKind
+from search.certify import CertState
 from search.grid import AxisExtension, Grid
 from search.landscapes import random_landscape
 from search.objective import TrainObjective
 from search.params import RunParams
 from search.simulate import SimulatedEvaluator
-from search.strategies import CertifySearch, drive
+from search.strategies import CertifySearch, StrategyState, drive
 from search.sweep import CertificationConfig, Sweep
 from train.gpu_results import Utilisation
 from train.plan import DEFAULT_SCALING_EFFICIENCY, RunCost, check_utilisation, run_cost
@@ -307,9 +308,9 @@ class CertificationProgress:
     """What the sweep's ledger says of one certification already (``search plan`` on a sweep that
     has run: the counts above are for the whole search, these say how much of it is done)."""
 
-    state: str
-    """The certification's state in the ledger (a :class:`search.certify.CertState` value, or
-    ``stopped``: its run budget spent, :class:`search.strategies.StrategyState`)."""
+    state: CertState | StrategyState
+    """The certification's state in the ledger (:class:`search.certify.CertState`, or ``stopped``:
+    its run budget spent, :class:`search.strategies.StrategyState`)."""
     finished: int
     running: int
     failed: int
@@ -317,7 +318,7 @@ class CertificationProgress:
     def remaining(self, planned: float) -> float:
         """Runs still to start of ``planned`` (a whole-search count): none once certified or
         failed, else what the runs so far (finished, running, failed) have not used up."""
-        if self.state in ("certified", "failed"):
+        if self.state in (CertState.CERTIFIED, CertState.FAILED):
             return 0
         return max(planned - self.finished - self.running - self.failed, 0)
 
@@ -358,7 +359,7 @@ class CertificationPlan:
                           "gpu_hours_expected": self.cost.gpu_hours_expected,
                           "gpu_hours_worst": self.cost.gpu_hours_worst})  # fmt: skip
         entry["done"] = None if progress is None else {
-            "state": progress.state, "finished": progress.finished, "running": progress.running,
+            "state": progress.state.value, "finished": progress.finished, "running": progress.running,
             "failed": progress.failed, "remaining_expected": self.remaining_expected,
             "remaining_worst": self.remaining_worst}  # fmt: skip
         return entry
