@@ -76,7 +76,8 @@ def register(subparsers) -> None:
                      help="Huber loss on log residuals with this threshold (default: least squares)")
     fit.add_argument("--alpha", type=float, default=None, help="hold alpha fixed")
     fit.add_argument("--asymptote", type=float, default=None, help="hold E fixed")
-    fit.add_argument("--noise-sigma", type=float,  # analysis.scaling.NOISE_SIGMA_FLAG (not imported: numpy) default=None, metavar="SD",
+    # "--noise-sigma" is analysis.scaling.NOISE_SIGMA_FLAG (not imported here: it would load numpy)
+    fit.add_argument("--noise-sigma", type=float, default=None, metavar="SD",
                      help="known loss noise: the seed-to-seed std of one loss (parametric bootstrap)")
     fit.add_argument("--bootstrap", type=int, default=None,
                      help="bootstrap refits (0: no interval; default: analysis.scaling.N_BOOT, the report's count)")

@@ -33,9 +33,9 @@ from enum import Enum
 from pathlib import Path
 
 import numpy as np
-from pydantic import Field, model_validator
+from pydantic import Field, FiniteFloat, model_validator
 
-from analysis.scaling import PowerLawFit, fit_power_law
+from analysis.scaling import PowerLawFit, fit_power_law, percentile_interval
 from megadocs.config import StrictModel, load_config
 from megadocs.errors import UserError
 from megadocs.formats import finite_or_none
@@ -65,14 +65,14 @@ class ReferenceLaw(StrictModel):
 
     alpha: float = Field(gt=0, allow_inf_nan=False, description="data exponent")
     E: float = Field(ge=0, allow_inf_nan=False, description="irreducible loss (asymptote)")
-    A: float | None = Field(default=None, gt=0, description="amplitude; only needed for absolute D_eff")
+    A: float | None = Field(default=None, gt=0, allow_inf_nan=False, description="amplitude; only needed for absolute D_eff")
     baseline_tokens: float | None = Field(
-        default=None, gt=0, description="real tokens of the baseline, to express D_eff in tokens without A"
+        default=None, gt=0, allow_inf_nan=False, description="real tokens of the baseline, to express D_eff in tokens without A"
     )
     provenance: str = Field(default="", description="where the constants come from")
     name: str = Field(default="a stated law", min_length=1,
                       description="how outputs name the law beside a number it gave (the shipped: the paper's)")
-    loss_range: tuple[float, float] | None = Field(
+    loss_range: tuple[FiniteFloat, FiniteFloat] | None = Field(
         default=None, description="lowest and highest i.i.d. loss the constants were calibrated on; an "
         "efficiency at a loss outside it is an extrapolation of the law (null: not stated, not checked)")
 
@@ -302,8 +302,7 @@ def efficiency(
         ok = (E_draws < min(loss, baseline_loss)) & (alpha_draws > 0)
         if ok.sum() >= 20:
             draws = ((baseline_loss - E_draws[ok]) / (loss - E_draws[ok])) ** (1.0 / alpha_draws[ok])
-            tail = (1 - level) / 2 * 100
-            result.interval = (float(np.percentile(draws, tail)), float(np.percentile(draws, 100 - tail)))
+            result.interval = percentile_interval(draws, level)
     if law.A is not None:
         result.effective_tokens = effective_data(loss, alpha=law.alpha, E=law.E, A=law.A)
         result.effective_basis = "inverting the law (units of its D)"

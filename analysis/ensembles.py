@@ -16,10 +16,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
 import pandas as pd
 
-from analysis.scaling import PowerLawFit, fit_groups
+from analysis.scaling import PowerLawFit, fit_groups, percentile_interval
 from megadocs.errors import UserError
 from megadocs.formats import IID, REAL, RunDir, half_names
 from train.ensemble_report import EnsembleReport
@@ -206,7 +205,6 @@ def compare_asymptotes(fits: dict[str, PowerLawFit | str], *, reference: str = R
             if fit.samples is not None and ref.samples is not None:
                 n = min(len(fit.samples), len(ref.samples))
                 diffs = fit.samples[:n, 0] - ref.samples[:n, 0]
-                tail = (1 - fit.level) / 2 * 100
-                row["delta_low"], row["delta_high"] = np.percentile(diffs, [tail, 100 - tail]).tolist()
+                row["delta_low"], row["delta_high"] = percentile_interval(diffs, fit.level)
         rows.append(row)
     return pd.DataFrame(rows)

@@ -31,7 +31,7 @@ import pandas as pd
 
 from analysis.frame import POINT
 from analysis.generation import BASELINE_METHOD, generation_table, loss_column, main_set
-from analysis.scaling import MIN_BOOT, PowerLawFit, power_law
+from analysis.scaling import MIN_BOOT, PowerLawFit, percentile_interval, power_law
 from megadocs.errors import UserError
 from megadocs.formats import IID
 from megadocs.pools import read_manifest, resolve_pool
@@ -258,11 +258,11 @@ def _doubling(fit: PowerLawFit, g_max: float) -> dict[str, float]:
     E, A, alpha = fit.samples.T
     at_2g = np.asarray(power_law(2 * g_max, E, A, alpha), dtype=float)
     gain = np.asarray(power_law(g_max, E, A, alpha), dtype=float) - at_2g
-    tail = (1 - fit.level) / 2 * 100
     predicted, fitted = float(fit.predict(2 * g_max)), float(fit.predict(g_max))
-    return {"predicted_2g": predicted, "predicted_low": float(np.percentile(at_2g, tail)),
-            "predicted_high": float(np.percentile(at_2g, 100 - tail)), "gain_2g": fitted - predicted,
-            "gain_low": float(np.percentile(gain, tail)), "gain_high": float(np.percentile(gain, 100 - tail))}
+    (predicted_low, predicted_high), (gain_low, gain_high) = (percentile_interval(draws, fit.level)
+                                                              for draws in (at_2g, gain))
+    return {"predicted_2g": predicted, "predicted_low": predicted_low, "predicted_high": predicted_high,
+            "gain_2g": fitted - predicted, "gain_low": gain_low, "gain_high": gain_high}
 
 
 def synthetic_only_mask(certifications: pd.DataFrame) -> pd.Series:

@@ -42,7 +42,7 @@ from megadocs.config import StrictModel
 from megadocs.errors import UserError
 
 __all__ = ["PARAMS", "N_BOOT", "MIN_BOOT", "PowerLawFit", "ParamRecord", "FitRecord", "power_law", "fit_power_law",
-           "fit_groups", "fit_record"]
+           "fit_groups", "fit_record", "percentile_interval"]
 
 PARAMS = ("E", "A", "alpha")
 DEFAULT_ALPHA_BOUNDS = (1e-3, 4.0)
@@ -95,6 +95,14 @@ def fit_record(group, x: str, fit: PowerLawFit | str) -> FitRecord:
     if isinstance(fit, str):
         return FitRecord(group=group, x=x, error=fit)
     return FitRecord(group=group, x=x, **fit.to_json())
+
+
+def percentile_interval(values, level: float) -> tuple[float, float]:
+    """The central ``level`` percentile interval of bootstrap ``values`` (a parameter's draws, or a
+    quantity computed from them): one rule for every interval the fits report."""
+    tail = (1 - level) / 2 * 100
+    low, high = np.percentile(np.asarray(values, dtype=float), [tail, 100 - tail])
+    return float(low), float(high)
 
 
 def power_law(x, E: float, A: float, alpha: float):
@@ -481,11 +489,7 @@ def _uncertainty(problem: _Problem, theta, residuals, *, n_boot, noise_sigma, le
     if len(samples) < max(MIN_BOOT, n_boot // 2):
         return None, None, [f"no interval: {failed} of {n_boot} bootstrap refits failed"]
     notes = [f"{failed} of {n_boot} bootstrap refits had non-decreasing losses and were dropped"] if failed else []
-    tail = (1 - level) / 2 * 100
-    ci = {
-        name: (float(np.percentile(samples[:, i], tail)), float(np.percentile(samples[:, i], 100 - tail)))
-        for i, name in enumerate(PARAMS)
-    }
+    ci = {name: percentile_interval(samples[:, i], level) for i, name in enumerate(PARAMS)}
     return samples, ci, notes
 
 

@@ -67,14 +67,19 @@ def _rewrite(path: Path, g: int) -> list[str]:
     return sorted(keep)
 
 
+def _drop_tail(how: str) -> Callable[[Path, int], list[str]]:
+    """The way ``how`` drops a shard's torn tail: ``load_shard`` as it is, or the previous rewrite."""
+    from megadocs.pools import load_shard
+
+    return load_shard if how == "truncate" else _rewrite
+
+
 def _used(folder: Path) -> int:
     stats = os.statvfs(folder)
     return (stats.f_blocks - stats.f_bfree) * stats.f_frsize
 
 
 def _measure(how: str, folder: Path, megabytes: int) -> dict:
-    from megadocs.pools import load_shard
-
     shard = folder / "shard-00000-of-00001.jsonl"
     size = _write_shard(shard, megabytes)
     base, peak, done = _used(folder), [0], threading.Event()
@@ -87,7 +92,7 @@ def _measure(how: str, folder: Path, megabytes: int) -> dict:
     sampler = threading.Thread(target=sample)
     sampler.start()
     started = time.perf_counter()
-    kept = (load_shard if how == "truncate" else _rewrite)(shard, G)
+    kept = _drop_tail(how)(shard, G)
     seconds = time.perf_counter() - started
     done.set()
     sampler.join()
@@ -103,8 +108,6 @@ def _tmpfs(megabytes: int) -> tuple[Path, Callable[[], object]]:
 
 def _on_a_full_disk(how: str) -> str:
     """Drop the tail on a tmpfs with no byte left beside the shard: 'ok' or the error."""
-    from megadocs.pools import load_shard
-
     folder, unmount = _tmpfs(SHARD_MB + 8)
     try:
         shard = folder / "shard-00000-of-00001.jsonl"
@@ -113,7 +116,7 @@ def _on_a_full_disk(how: str) -> str:
             stats = os.statvfs(folder)
             os.posix_fallocate(handle.fileno(), 0, stats.f_bavail * stats.f_frsize)
         try:
-            (load_shard if how == "truncate" else _rewrite)(shard, G)
+            _drop_tail(how)(shard, G)
         except OSError as exc:
             return f"{type(exc).__name__}: {exc.strerror}"
         return "ok"
@@ -136,7 +139,9 @@ def main() -> None:
     for how in ("truncate", "rewrite"):
         results[how]["on_a_full_disk"] = _on_a_full_disk(how)
     results["speedup"] = results["rewrite"]["seconds"] / results["truncate"]["seconds"]
-    print(json.dumps(results))
+    from megadocs.formats import dumps_json
+
+    print(dumps_json(results, indent=None))  # standard JSON: refuses a NaN/Infinity rather than print it
 
 
 if __name__ == "__main__":
