@@ -21,8 +21,9 @@ the manifest its submission prepared (:meth:`ShardedStep.run`). A late writer of
 stops in one line and writes nothing; a replacement can only see outputs already flushed. So that
 such a writer rarely spends compute first, the replacement is refused while one may still run: the
 folder's record of runs (``FOLDER/submitit/submissions.json``, ``megadocs.executors``) holds each
-job array submitted into it and each process running the step in-process (while it runs), and
-:func:`megadocs.executors.live_runs` says which still live. The same settings are never refused. :meth:`ShardedStep.run` runs shards in
+job array submitted into it, each process running the step in-process (while it runs) and each
+submitter (until its array's entry replaces its own), and :func:`megadocs.executors.live_runs`
+says which still live (a process elsewhere: by its heartbeat). The same settings are never refused. :meth:`ShardedStep.run` runs shards in
 this process; :meth:`ShardedStep.submit` freezes the to-do list and submits one job-array task per
 shard (``megadocs.executors``: submitit's local executor or SLURM), each task requeued after a
 timeout or preemption and resuming its shard. submitit is imported only by ``submit``.
@@ -159,8 +160,9 @@ class ShardedStep(ABC):
         """The existing manifest when ``same(existing)``; else ``on_stale(existing)`` (raise, or
         clear the old outputs: their markers are removed here) and ``intended`` is written with
         ``complete: false`` and ``created``, saying on stderr which settings it replaced. Under
-        the manifest lock, where a run in this process (:meth:`run`) is also recorded in the
-        folder's record of runs (``megadocs.executors.recorded_process``) until it ends.
+        the manifest lock, where a run in this process (:meth:`run`) or a submitter
+        (:meth:`submit`) is also recorded in the folder's record of runs
+        (``megadocs.executors.recorded_process``) until it ends or its array is recorded.
 
         Raises:
             UserError: other settings while another run in this folder may still write into it

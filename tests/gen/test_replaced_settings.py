@@ -162,10 +162,12 @@ def test_a_rerun_is_refused_while_a_process_of_other_settings_runs_and_not_with_
 
 
 def _submitted_ids(pool: Path) -> list[str]:
+    """The array tasks the pool's record holds (none before the first array is recorded)."""
     import json
 
-    return [job_id for entry in json.loads((pool / JOBS / SUBMISSIONS).read_text())["submissions"]
-            for job_id in entry.get("job_ids", [])]
+    record = pool / JOBS / SUBMISSIONS
+    entries = json.loads(record.read_text())["submissions"] if record.is_file() else []
+    return [job_id for entry in entries for job_id in entry.get("job_ids", [])]
 
 
 class _Submission(threading.Thread):
@@ -213,7 +215,7 @@ def test_a_rerun_is_refused_while_a_local_task_of_the_earlier_submission_runs(ti
     first = _Submission(options, "local")
     first.start()
     try:
-        wait_for((pool / JOBS / SUBMISSIONS).is_file, WAIT_S, "the first submission")
+        wait_for(lambda: _submitted_ids(pool), WAIT_S, "the first submission's array")
         (pid,) = map(int, _submitted_ids(pool))
         os.kill(pid, signal.SIGSTOP)
         wait_for(lambda: _state(pid) == "T", WAIT_S, "its task to stop")
@@ -241,7 +243,7 @@ def test_a_rerun_is_refused_while_a_slurm_job_of_the_earlier_submission_is_queue
     first = _Submission(options, "slurm", str(later))
     first.start()
     try:
-        wait_for((pool / JOBS / SUBMISSIONS).is_file, WAIT_S, "the first submission")
+        wait_for(lambda: _submitted_ids(pool), WAIT_S, "the first submission's array")
         (job_id,) = _submitted_ids(pool)
         _refused_then_replaced(pool, docs4, tiny_generator, engine, f"scancel {job_id.split('_')[0]}", capfd)
     finally:
