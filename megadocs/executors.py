@@ -775,13 +775,14 @@ def _record_submission(folder: Path, array: ArraySubmission) -> None:
 
 
 class RecordedProcess:
-    """This process's entry in a folder's record while :func:`recorded_process` holds it. A daemon
-    thread refreshes its heartbeat every :data:`HEARTBEAT_S` (a file lock and a rewrite of the
-    record, whose entries it leaves as they are: under 1 KB per process, about 14 bytes per
-    recorded array task; 1.4 ms with a 1,000-task array recorded, docs/architecture.md; once a
-    minute, not per row); a heartbeat that cannot be written (a full
-    disk, a record broken by hand) is skipped: the run's own writes say the error, and the entry
-    ages until a check elsewhere presumes it ended."""
+    """This process's entry in a folder's record while :func:`recorded_process` holds it.
+
+    A daemon thread refreshes its heartbeat every :data:`HEARTBEAT_S`: once a minute, not per row;
+    a file lock and a rewrite of the record, whose other entries it leaves as they are (under 1 KB
+    per process, about 14 bytes per recorded array task: 1.4 ms with a 1,000-task array recorded,
+    docs/architecture.md). A heartbeat that cannot be written (a full disk, a record broken by
+    hand) is skipped: the run's own writes say the error, and the entry ages until a check
+    elsewhere presumes it ended."""
 
     def __init__(self, folder: Path, entry: ProcessRun) -> None:
         self.folder, self.entry = folder, entry
@@ -794,6 +795,9 @@ class RecordedProcess:
             with contextlib.suppress(OSError, UserError), _editing_record(self.folder, prune=False) as record:
                 # (put back if a check elsewhere dropped it as presumed ended: this process runs)
                 record[:] = [*_without(record, self.entry), self.entry.model_copy(update={"heartbeat": time.time()})]
+
+    def start_beating(self) -> None:
+        self._thread.start()
 
     def stop_beating(self) -> None:
         self._stop.set()
@@ -828,7 +832,7 @@ def recorded_process(folder: str | Path) -> Iterator[RecordedProcess]:
     recorded = RecordedProcess(folder, ProcessRun.this())
     with _editing_record(folder) as record:
         record.append(recorded.entry)
-    recorded._thread.start()
+    recorded.start_beating()
     try:
         yield recorded
     finally:

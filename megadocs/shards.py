@@ -54,12 +54,15 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from megadocs.errors import DISK_FULL_ERRNOS, DiskFull, UserError, disk_full_message
 from megadocs.formats import MANIFEST, write_json
 from megadocs.pools import done_path, shard_stem
 from megadocs.procs import exclusive_lock
+
+if TYPE_CHECKING:
+    from megadocs.executors import RecordedProcess
 
 __all__ = ["ShardedStep", "ShardTask", "manifest_lock", "LOCK", "DEFAULT_TIMEOUT_MIN"]
 
@@ -109,8 +112,8 @@ class ShardedStep(ABC):
         """The manifest this process (or the submission of this array task) prepared; None before."""
         self._recording: contextlib.ExitStack | None = None
         """While :meth:`run` or :meth:`submit` prepares: where its record entry is held."""
-        self._recorded: Any = None
-        """...and that entry (``megadocs.executors.RecordedProcess``) once :meth:`init_manifest` made it."""
+        self._recorded: RecordedProcess | None = None
+        """...and that entry, once :meth:`init_manifest` made it."""
 
     # -- what a step fills in --------------------------------------------------------------
 
@@ -266,10 +269,10 @@ class ShardedStep(ABC):
             return self._run_shards(shards)
 
     @contextlib.contextmanager
-    def _prepared_and_recorded(self) -> Iterator[Any]:
+    def _prepared_and_recorded(self) -> Iterator[RecordedProcess | None]:
         """:meth:`prepare`, with this process in the folder's record of runs from its manifest's
-        check (:meth:`init_manifest`) until the block ends; yields its entry
-        (``megadocs.executors.RecordedProcess``, None where ``prepare`` made none). The step keeps
+        check (:meth:`init_manifest`) until the block ends; yields its entry (None where
+        ``prepare`` made none). The step keeps
         no reference to it: an array task pickles the step."""
         with contextlib.ExitStack() as self._recording:
             try:
