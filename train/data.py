@@ -214,11 +214,20 @@ class ValidationSet:
     """``max_windows`` as asked (None: all of them)."""
 
     @classmethod
-    def build(cls, store_dir: str | Path, *, split: str = "val", context: int,
+    def build(cls, store: TokenStore | str | Path, *, split: str = "val", context: int,
               max_windows: int | None = None, field: str = "eval.val_windows") -> ValidationSet:
-        """Raises UserError when the split holds no full window of ``context`` tokens; warns on
-        stderr, naming ``field``, when it holds fewer than ``max_windows``."""
-        store = TokenStore.open(store_dir)
+        """The first ``max_windows`` windows of ``split`` (all of them: None).
+
+        Args:
+            store: the token store, or its directory (opened here). A run passes the store it
+                opened when it started (`open_checked_stores`), so every evaluation reads the
+                files whose identity the run recorded, and the split's offsets are loaded once.
+
+        Raises:
+            UserError: the split holds no full window of ``context`` tokens. Warns on stderr,
+                naming ``field``, when it holds fewer than ``max_windows``.
+        """
+        store = store if isinstance(store, TokenStore) else TokenStore.open(store)
         documents = store.split(split)
         stream = TokenStream.build(documents, eos_id=store.eos_id, context=context, seed=VALIDATION_SEED,
                                    stream=VALIDATION)
@@ -256,24 +265,25 @@ def _open_store(path: str, field: str) -> TokenStore:
         raise UserError(f"{field}: {exc}") from None
 
 
-def open_checked_stores(config) -> TokenStore:
-    """The data.store of `config` (a `train.config.RunConfig`), once every eval.extra store is
-    known to share its tokenizer (what training and ``--dry-run`` check before any work).
+def open_checked_stores(config) -> tuple[TokenStore, dict[str, TokenStore]]:
+    """The data.store of `config` (a `train.config.RunConfig`) and its eval.extra stores by name,
+    each opened once, after checking that every extra store shares the data.store's tokenizer
+    (what training and ``--dry-run`` check before any work).
 
     Raises:
         UserError: a store is missing or was prepared with another tokenizer (naming the field).
     """
     store = _open_store(config.data.store, "data.store")
-    for name, extra in config.eval.extra.items():
-        _check_extra_store(store, name, extra.store)
-    return store
+    extra = {name: _open_extra_store(store, name, spec.store) for name, spec in config.eval.extra.items()}
+    return store, extra
 
 
-def _check_extra_store(store: TokenStore, name: str, path: str) -> None:
-    """An extra held-out store must share the training store's tokenizer (same token ids)."""
+def _open_extra_store(store: TokenStore, name: str, path: str) -> TokenStore:
+    """An extra held-out store; it must share the training store's tokenizer (same token ids)."""
     extra_store = _open_store(path, f"eval.extra.{name}.store")
     if extra_store.tokenizer_hash != store.tokenizer_hash:
         raise UserError(
             f"eval.extra.{name}.store: {path} has tokenizer_hash {extra_store.tokenizer_hash}, but "
             f"data.store has {store.tokenizer_hash}; prepare it with --tokenizer {store.tokenizer_path}"
         )
+    return extra_store

@@ -115,21 +115,23 @@ def run(config: RunConfig, out: str | Path) -> RunMetrics:
 
 @dataclass(frozen=True)
 class RunData:
-    """What a run reads: the token store and the training streams (`train.data`)."""
+    """What a run reads, each store opened once when it starts: the token store, the eval.extra
+    stores by name, and the training streams (`train.data`)."""
 
     store: TokenStore
+    extra: dict[str, TokenStore]
     streams: TrainingStreams
 
     @classmethod
     def open(cls, config: RunConfig) -> RunData:
-        """Open the store and the streams; every extra held-out store must share the store's
+        """Open the stores and the streams; every extra held-out store must share the store's
         tokenizer, checked now rather than after training.
 
         Raises:
             UserError: a store is missing or was prepared with another tokenizer (naming the field).
         """
-        store = open_checked_stores(config)
-        return cls(store=store, streams=_load_training_streams(config, store))
+        store, extra = open_checked_stores(config)
+        return cls(store=store, extra=extra, streams=_load_training_streams(config, store))
 
 
 class Trainer:
@@ -207,8 +209,8 @@ class Trainer:
         self.config = self._resolve_micro_batch()
         self.params = sum(p.numel() for p in model.parameters())
         self.run_dir.truncate_log(self.step)
-        self.curve = PeriodicValidation.build(self.config, total_steps=self.total_steps, device=device,
-                                              align=LOG_EVERY, eos_id=store.eos_id)  # fmt: skip
+        self.curve = PeriodicValidation.build(self.config, store, self.data.extra, total_steps=self.total_steps,
+                                              device=device, align=LOG_EVERY)  # fmt: skip
         self.tracker = self.run_dir.open_tracker(self.config, start_step=self.step)
         self._exits.callback(self.tracker.close)  # flushes the curves also when preempted
 
@@ -403,15 +405,15 @@ class Trainer:
         settings = dict(batch_size=config.optim.micro_batch_size, device=self.device,
                         document_mask=config.data.document_mask, eos_id=self.data.store.eos_id, dist=self.dist,
                         fsdp_root=self.parallel.eval_root)  # fmt: skip
-        validation = ValidationSet.build(config.data.store, split="val", context=config.data.context,
+        validation = ValidationSet.build(self.data.store, split="val", context=config.data.context,
                                          max_windows=config.eval.val_windows)  # fmt: skip
         losses = evaluate_model(self.model, validation, name=IID, **settings)
         windows = {IID: validation.num_windows}
         self._stop_if_requested()
         for name, extra in config.eval.extra.items():
             extra_set = ValidationSet.build(
-                extra.store, split=extra.split, context=config.data.context, max_windows=config.eval.val_windows,
-                field=f"eval.extra.{name} (eval.val_windows)",
+                self.data.extra[name], split=extra.split, context=config.data.context,
+                max_windows=config.eval.val_windows, field=f"eval.extra.{name} (eval.val_windows)",
             )
             losses.update(evaluate_model(self.model, extra_set, name=name, halves=False, **settings))
             windows[name] = extra_set.num_windows

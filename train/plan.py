@@ -530,7 +530,7 @@ def run_plan(
     """
     from train.data import TrainingStreams, open_checked_stores
 
-    store = open_checked_stores(config)  # a plan for a run that would be refused at its start is no plan
+    store, _ = open_checked_stores(config)  # a plan for a run that would be refused at its start is no plan
     utilisation = utilisation or default_utilisation()
     data, optim = config.data, config.optim
     streams = TrainingStreams.build(store, synthetic=data.synthetic, context=data.context,
