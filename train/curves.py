@@ -61,11 +61,12 @@ class PeriodicValidation:
 
             windows = min(config.eval.curve_windows, config.eval.val_windows)
             context = config.data.context
-            sets["iid"] = ValidationSet.build(store, split="val", context=context, max_windows=windows)
+            sets["iid"] = ValidationSet.build(store, split="val", context=context, max_windows=windows,
+                                              field="eval.curve_windows")
             if config.eval.curve_extra:
                 for name, spec in config.eval.extra.items():
                     sets[name] = ValidationSet.build(extra[name], split=spec.split, context=context,
-                                                     max_windows=windows)
+                                                     max_windows=windows, field=f"eval.extra.{name} (eval.curve_windows)")
         return cls(every=every, total_steps=total_steps, sets=sets, batch_size=config.optim.micro_batch_size,
                    device=device, document_mask=config.data.document_mask, eos_id=store.eos_id)  # fmt: skip
 
