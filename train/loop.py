@@ -40,7 +40,6 @@ import contextlib
 import math
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -61,7 +60,7 @@ from train.checkpoint import CheckpointWriter, read_checkpoint, restore_progress
 from train.compile import compile_wanted
 from train.config import AUTO, DocumentMask, RunConfig
 from train.curves import PeriodicValidation
-from train.data import TrainingStreams, ValidationSet, open_checked_stores
+from train.data import RunData, ValidationSet
 from train.device import resolve_device, set_determinism
 from train.distributed import DistributedContext, init_distributed
 from train.evaluate import autocast_for, evaluate_model
@@ -71,9 +70,8 @@ from train.preemption import Preempted, PreemptionSignals
 from train.prefetch import BatchPrefetcher
 from train.run_dir import RunLifecycle
 from train.step import lr_factor, param_groups, train_step, warmup_steps_for
-from train.store import TokenStore
 
-__all__ = ["LOG_EVERY", "Preempted", "RunData", "Trainer", "run"]
+__all__ = ["LOG_EVERY", "Preempted", "Trainer", "run"]
 
 LOG_EVERY = 10  # steps between log lines and divergence checks (each is a device sync)
 
@@ -111,27 +109,6 @@ def run(config: RunConfig, out: str | Path) -> RunMetrics:
     finally:
         if dist.distributed:
             torch.distributed.destroy_process_group()
-
-
-@dataclass(frozen=True)
-class RunData:
-    """What a run reads, each store opened once when it starts: the token store, the eval.extra
-    stores by name, and the training streams (`train.data`)."""
-
-    store: TokenStore
-    extra: dict[str, TokenStore]
-    streams: TrainingStreams
-
-    @classmethod
-    def open(cls, config: RunConfig) -> RunData:
-        """Open the stores and the streams; every extra held-out store must share the store's
-        tokenizer, checked now rather than after training.
-
-        Raises:
-            UserError: a store is missing or was prepared with another tokenizer (naming the field).
-        """
-        store, extra = open_checked_stores(config)
-        return cls(store=store, extra=extra, streams=_load_training_streams(config, store))
 
 
 class Trainer:
@@ -462,20 +439,3 @@ class _TrainClock:
 
     def restart(self) -> None:
         self.since = time.perf_counter()
-
-
-# --- opening the data --------------------------------------------------------------------------
-
-
-def _load_training_streams(config: RunConfig, store: TokenStore) -> TrainingStreams:
-    data = config.data
-    return TrainingStreams.build(
-        store,
-        synthetic=data.synthetic,
-        context=data.context,
-        mixing_fraction=data.mixing_fraction,
-        real_epochs=data.real_epochs,
-        synthetic_epochs=data.synthetic_epochs,
-        batch_size=config.optim.batch_size,
-        seed=data.seed,
-    )

@@ -528,14 +528,11 @@ def run_plan(
     Evaluation is not counted in the GPU-hours (it is forward-only over ``eval.val_windows``).
     MFU and peak are `utilisation`'s (default: `default_utilisation`).
     """
-    from train.data import TrainingStreams, open_checked_stores
+    from train.data import RunData
 
-    store, _ = open_checked_stores(config)  # a plan for a run that would be refused at its start is no plan
+    streams = RunData.open(config).streams  # as the run opens them: a plan for a run refused at its start is no plan
     utilisation = utilisation or default_utilisation()
     data, optim = config.data, config.optim
-    streams = TrainingStreams.build(store, synthetic=data.synthetic, context=data.context,
-                                    mixing_fraction=data.mixing_fraction, real_epochs=data.real_epochs,
-                                    synthetic_epochs=data.synthetic_epochs, batch_size=optim.batch_size, seed=data.seed)  # fmt: skip
     memory_bytes = device_memory_gib * 2**30
     cost = run_cost(config, real_windows=streams.mixture.real_windows,
                     synthetic_windows=streams.mixture.synthetic_windows,

@@ -26,7 +26,7 @@ def _refuse(constant: str):
 
 
 def mixture_of(config):
-    from train.loop import RunData
+    from train.data import RunData
 
     return RunData.open(config).streams.mixture
 
