@@ -251,13 +251,14 @@ class TokenizePool(ShardedStep):
                  progress: bool = True, batch_rows: int = BATCH_ROWS) -> None:
         self.pool, self.store_path = Path(pool).resolve(), Path(store).resolve()
         self.corpus, self.progress, self.batch_rows = corpus, progress, batch_rows
-        opened = TokenStore.open(self.store_path)
+        self.store = TokenStore.open(self.store_path)
         self.pool_manifest = pools.read_manifest(self.pool)
-        super().__init__(tokens_dir(self.pool, opened.tokenizer_hash), self.pool_manifest.num_shards,
+        super().__init__(tokens_dir(self.pool, self.store.tokenizer_hash), self.pool_manifest.num_shards,
                          name="tokenize-pool")
 
     @cached_property
     def store(self) -> TokenStore:
+        """The store, opened in `__init__`; an array task, unpickled without it, opens it here."""
         return TokenStore.open(self.store_path)
 
     def __getstate__(self) -> dict:
