@@ -258,35 +258,10 @@ class Trainer:
                 counters["tokens_seen"] += global_tokens  # all ranks' tokens
 
                 # --- log, periodic validation and divergence check (a device sync point) ---------
-                evaluate_now = self.curve.due(step)  # the same on every rank: the loss mean below is collective
+                evaluate_now = self.curve.due(step)  # the same on every rank: the loss mean is collective
                 if step % LOG_EVERY == 0 or step == total_steps or evaluate_now:
-                    loss_value = dist.mean(loss.item(), self.device)  # the global batch's loss, same on every rank
-                    clock.count()
-                    line = {
-                        "step": step,
-                        "loss": loss_value,
-                        "grad_norm": grad_norm.item(),
-                        "lr": self.scheduler.get_last_lr()[0],
-                        "tokens_seen": counters["tokens_seen"],
-                        "tokens_per_s": counters["tokens_seen"] / max(counters["train_time_s"], 1e-9),
-                        "cpu_s": time.process_time(),  # this process's CPU seconds: wall >> cpu = contention
-                    }
-                    # not counted in train_time_s; `curve_ranks` evaluate it (rank 0 while the others
-                    # wait in the next step's gradient all-reduce, or under FSDP every rank its share)
-                    ranks = self.parallel.curve_ranks
-                    if evaluate_now and ranks is not None and math.isfinite(loss_value):
-                        line["val_losses"], line["eval_s"] = self.curve.evaluate(self.model, dist=ranks,
-                                                                                 fsdp_root=self.parallel.eval_root)
-                        counters["eval_time_s"] = counters.get("eval_time_s", 0.0) + line["eval_s"]
-                        clock.restart()
-                    if not math.isfinite(loss_value):
-                        line["diverged"] = True  # loss (and grad_norm) become null: standard JSON
-                    log.write(dumps_json(finite_or_none(line), indent=None) + "\n")
-                    log.flush()
-                    self.tracker.log_train(step, line)
-                    if "val_losses" in line:
-                        self.tracker.log_validation(step, line["val_losses"])
-                    progress.set_postfix(loss=f"{loss_value:.4f}", tok_s=f"{line['tokens_per_s']:.0f}")
+                    loss_value = self._log_step(loss, grad_norm, evaluate_now=evaluate_now, clock=clock, log=log,
+                                                progress=progress)  # fmt: skip
                     if not math.isfinite(loss_value):
                         progress.write(f"loss {loss_value} at step {step}: diverged, stopping", file=sys.stderr)
                         return RunStatus.DIVERGED
@@ -305,6 +280,42 @@ class Trainer:
                     if stop:
                         self._stop_if_requested()
         return RunStatus.COMPLETED
+
+    def _log_step(self, loss: torch.Tensor, grad_norm: torch.Tensor, *, evaluate_now: bool, clock: _TrainClock,
+                  log: Any, progress: Any) -> float:  # fmt: skip
+        """One line of RUN/log.jsonl for the step just taken (loss, grad norm, LR, throughput, and
+        the periodic validation losses when `evaluate_now` and the loss is finite), also sent to
+        the trackers and the progress bar. Returns the global batch's loss, the same on every rank
+        (a collective mean; not finite: the run diverged, and the line says so)."""
+        step, counters = self.step, self.counters
+        loss_value = self.dist.mean(loss.item(), self.device)  # the global batch's loss, same on every rank
+        clock.count()
+        line = {
+            "step": step,
+            "loss": loss_value,
+            "grad_norm": grad_norm.item(),
+            "lr": self.scheduler.get_last_lr()[0],
+            "tokens_seen": counters["tokens_seen"],
+            "tokens_per_s": counters["tokens_seen"] / max(counters["train_time_s"], 1e-9),
+            "cpu_s": time.process_time(),  # this process's CPU seconds: wall >> cpu = contention
+        }
+        # not counted in train_time_s; `curve_ranks` evaluate it (rank 0 while the others wait in
+        # the next step's gradient all-reduce, or under FSDP every rank its share)
+        ranks = self.parallel.curve_ranks
+        if evaluate_now and ranks is not None and math.isfinite(loss_value):
+            line["val_losses"], line["eval_s"] = self.curve.evaluate(self.model, dist=ranks,
+                                                                     fsdp_root=self.parallel.eval_root)  # fmt: skip
+            counters["eval_time_s"] = counters.get("eval_time_s", 0.0) + line["eval_s"]
+            clock.restart()
+        if not math.isfinite(loss_value):
+            line["diverged"] = True  # loss (and grad_norm) become null: standard JSON
+        log.write(dumps_json(finite_or_none(line), indent=None) + "\n")
+        log.flush()
+        self.tracker.log_train(step, line)
+        if "val_losses" in line:
+            self.tracker.log_validation(step, line["val_losses"])
+        progress.set_postfix(loss=f"{loss_value:.4f}", tok_s=f"{line['tokens_per_s']:.0f}")
+        return loss_value
 
     def _save(self) -> None:
         """Snapshot the state to host memory now; the writer thread puts it on disk. Rank 0 alone
