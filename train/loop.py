@@ -117,8 +117,9 @@ class Trainer:
     Entering installs the preemption signal handlers (`train.preemption`) and the background
     checkpoint writer; leaving closes the trackers, waits for the checkpoint being written and
     restores the handlers, also on an exception. `build` sets the rest of the state: `parallel`
-    (the `train.parallel.Parallelism`), `model`, `optimizer`, `scheduler`, `step` and `counters`
-    (what a checkpoint holds), `config` with the micro-batch resolved, `curve` and `tracker`.
+    (the `train.parallel.Parallelism`), `model` and `params` (its parameter count), `optimizer`,
+    `scheduler`, `step` and `counters` as a checkpoint left them, `config` with the micro-batch
+    resolved, `curve` (`train.curves.PeriodicValidation`) and `tracker`.
     """
 
     def __init__(self, config: RunConfig, data: RunData, run_dir: RunLifecycle, device: torch.device,
@@ -155,8 +156,9 @@ class Trainer:
         torch.manual_seed(config.seed)
         model = build_model(config.model.preset, vocab_size=store.vocab_size, context=config.data.context,
                             seed=config.seed, eos_id=store.eos_id, device=device)  # fmt: skip
+        self.params = sum(p.numel() for p in model.parameters())  # sharding keeps the count (DTensors: global shapes)
         self.parallel = Parallelism.choose(config.parallelism, dist=self.dist, device=device,
-                                           parameters=sum(p.numel() for p in model.parameters()))  # fmt: skip
+                                           parameters=self.params)  # fmt: skip
         checkpoint = read_checkpoint(self.run_dir.path, identity=self.run_dir.identity)
         if checkpoint is not None:
             model.load_state_dict(checkpoint["model"])  # before sharding: every rank holds the full model here
@@ -184,7 +186,6 @@ class Trainer:
             self.step, self.counters = resumed["step"], resumed["counters"]
             del checkpoint
         self.config = self._resolve_micro_batch()
-        self.params = sum(p.numel() for p in model.parameters())
         self.run_dir.truncate_log(self.step)
         self.curve = PeriodicValidation.build(self.config, store, self.data.extra, total_steps=self.total_steps,
                                               device=device, align=LOG_EVERY)  # fmt: skip
@@ -201,7 +202,7 @@ class Trainer:
             return config
         from train.plan import auto_micro_batch
 
-        model, device, context, eos_id = self.model, self.device, config.data.context, self.data.streams.eos_id
+        model, device, context, eos_id = self.model, self.device, config.data.context, self.data.store.eos_id
         vocab_size, sharded = self.data.store.vocab_size, self.parallel.shards_state
 
         def probe(micro: int) -> None:  # CUDA only: one forward and backward of `micro` sequences (compiles them)
