@@ -28,8 +28,8 @@ written by a background thread, so training does not wait for the disk). The sig
 sets a flag (`train.preemption`); the step in flight finishes, the checkpoint is written and
 waited for, a previously installed Python handler (submitit's requeue) is called, and `Preempted`
 is raised (the CLI exits with status 75, `Exit.PREEMPTED`, or 130 for SIGINT/Ctrl-C; a second
-Ctrl-C interrupts at once and loses only the steps since the last checkpoint on disk). Running again resumes; data
-order is a pure function of the step (`train.data`), so the resumed run's metrics are
+Ctrl-C interrupts at once and loses only the steps since the last checkpoint on disk). Running
+again resumes; data order is a pure function of the step (`train.data`), so the resumed run's metrics are
 bit-identical to an uninterrupted one on the same machine (measured on CPU, and on an H200 with
 `deterministic: true`: benchmarks/RESULTS.md "gpu_check"; `train.device`).
 """
