@@ -47,6 +47,7 @@ from typing import Any
 
 from megadocs.errors import UserError
 from megadocs.formats import WindowCounts
+from train.config import AUTO
 from train.gpu_results import Utilisation, measured_utilisation
 from train.presets import PRESETS, ModelPreset, parameter_count
 from train.streams import StreamMixture, stream_mixture
@@ -274,8 +275,9 @@ def data_parallel_hours(single_hours: float, processes: int, efficiency: float) 
     return {"processes": processes, "scaling_efficiency": efficiency, "wall_hours": wall, "gpu_hours": processes * wall}
 
 
-def device_memory_bytes(device) -> float:
-    """Memory a step may use on `device`: CUDA's free memory, or the host's available memory."""
+def available_memory_bytes(device) -> float:
+    """Memory a step may use on `device` now: CUDA's free memory, or the host's available memory
+    (not the total: `choose_parallelism` and a plan's ``--memory-gib`` are totals)."""
     import torch
 
     if device.type == "cuda":
@@ -320,7 +322,7 @@ def auto_micro_batch(model, *, preset_name: str, vocab_size: int, context: int, 
     import torch
 
     mixed = device.type == "cuda"
-    memory = device_memory_bytes(device)
+    memory = available_memory_bytes(device)
     estimate = largest_fitting_micro_batch(preset_name, vocab_size=vocab_size, context=context,
                                            batch_size=batch_size, memory_bytes=memory, mixed_precision=mixed,
                                            shards=shards, compiled=compiled)  # fmt: skip
@@ -369,7 +371,7 @@ def device_memory_plan(config, *, vocab_size: int, memory_bytes: float, processe
     parallelism = choose_parallelism(config.parallelism, world_size=processes, parameters=parameters,
                                      device_memory_bytes=memory_bytes if mixed else None)  # fmt: skip
     shards = processes if STRATEGIES[parallelism].shards_state else 1
-    if optim.micro_batch_size == "auto":
+    if optim.micro_batch_size == AUTO:
         estimate = largest_fitting_micro_batch(config.model.preset, vocab_size=vocab_size, context=data.context,
                                                batch_size=optim.batch_size, memory_bytes=memory_bytes,
                                                mixed_precision=mixed, shards=shards, compiled=compiled)  # fmt: skip
@@ -540,7 +542,7 @@ def run_plan(
                     memory_bytes=memory_bytes, processes=processes, scaling_efficiency=scaling_efficiency)  # fmt: skip
     return RunPlan(config_hash=config.identity(), preset=config.model.preset, vocab_size=streams.vocab_size,
                    context=data.context, batch_size=optim.batch_size,
-                   micro_batch_size_auto=optim.micro_batch_size == "auto", device_memory_bytes=memory_bytes,
+                   micro_batch_size_auto=optim.micro_batch_size == AUTO, device_memory_bytes=memory_bytes,
                    mixed_precision=config.device != "cpu", cost=cost, utilisation=utilisation)  # fmt: skip
 
 
