@@ -202,20 +202,25 @@ def _read_ahead(items, depth: int = 2):
     stop = threading.Event()
     end = object()
 
+    def put(item) -> bool:
+        """Queue `item` unless the consumer has stopped (False then): every put, the end marker and
+        an error included, must give up then, or a full queue would block `join` below forever."""
+        while not stop.is_set():
+            try:
+                buffer.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
     def work() -> None:
         try:
             for item in items:
-                while not stop.is_set():
-                    try:
-                        buffer.put(item, timeout=0.1)
-                        break
-                    except queue.Full:
-                        continue
-                if stop.is_set():
+                if not put(item):
                     return
-            buffer.put(end)
+            put(end)
         except BaseException as exc:  # noqa: BLE001 - re-raised by the consumer
-            buffer.put(exc)
+            put(exc)
 
     thread = threading.Thread(target=work, name="pool-reader", daemon=True)
     thread.start()
