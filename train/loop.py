@@ -130,7 +130,7 @@ class Trainer:
         self.device = device
         self.dist = dist
         self.attempt_start = attempt_start
-        self.total_steps = data.streams.mixture.total_steps
+        self.total_steps = data.streams.total_steps
         self.step = 0
         self.counters: dict[str, Any] = {"tokens_seen": 0, "train_time_s": 0.0, "wall_time_s": 0.0}
         self._exits = contextlib.ExitStack()
@@ -152,6 +152,7 @@ class Trainer:
         from train.model import build_model
 
         config, device, store = self.config, self.device, self.data.store
+        # --- the model, with RUN/checkpoint's weights, laid out over the ranks --------------------
         set_determinism(device, strict=config.deterministic)
         torch.manual_seed(config.seed)
         model = build_model(config.model.preset, vocab_size=store.vocab_size, context=config.data.context,
@@ -172,6 +173,8 @@ class Trainer:
                               implementation=self.loss_implementation)  # fmt: skip
         # before the optimizer: sharding replaces the parameters, the optimizer holds the shards
         self.parallel.parallelize(model, loss, device=device, compiled=compiled)
+
+        # --- AdamW and the LR schedule, with RUN/checkpoint's state and progress -----------------
         optim = config.optim
         optimizer = torch.optim.AdamW(param_groups(model, optim.weight_decay, optim.weight_decay_on), lr=optim.lr,
                                       betas=(optim.beta1, optim.beta2), fused=device.type == "cuda")  # fmt: skip
@@ -185,6 +188,8 @@ class Trainer:
             resumed = restore_progress(checkpoint, scheduler=self.scheduler)
             self.step, self.counters = resumed["step"], resumed["counters"]
             del checkpoint
+
+        # --- what the steps and evaluations need: the micro-batch, the log, curve and trackers ---
         self.config = self._resolve_micro_batch()
         self.run_dir.truncate_log(self.step)
         self.curve = PeriodicValidation.build(self.config, store, self.data.extra, total_steps=self.total_steps,
