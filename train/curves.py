@@ -28,7 +28,9 @@ from dataclasses import dataclass
 
 import torch
 
-from train.config import RunConfig
+from megadocs.formats import IID
+from train.config import DocumentMask, RunConfig
+from train.data import ValidationSet
 from train.distributed import SINGLE, DistributedContext
 from train.evaluate import evaluate_model
 from train.store import TokenStore
@@ -42,11 +44,11 @@ class PeriodicValidation:
 
     every: int  # steps between evaluations (0 = none)
     total_steps: int
-    sets: dict  # name -> train.data.ValidationSet (the iid one first)
+    sets: dict[str, ValidationSet]  # by name, the iid one first
     batch_size: int
     device: torch.device
-    document_mask: object  # train.config.DocumentMask (or a legacy bool)
-    eos_id: int | None
+    document_mask: DocumentMask
+    eos_id: int
 
     @classmethod
     def build(cls, config: RunConfig, store: TokenStore, extra: Mapping[str, TokenStore], *, total_steps: int,
@@ -57,12 +59,10 @@ class PeriodicValidation:
         every = config.eval.every_steps(total_steps, align)
         sets = {}
         if every:
-            from train.data import ValidationSet
-
             windows = min(config.eval.curve_windows, config.eval.val_windows)
             context = config.data.context
-            sets["iid"] = ValidationSet.build(store, split="val", context=context, max_windows=windows,
-                                              field="eval.curve_windows")
+            sets[IID] = ValidationSet.build(store, split="val", context=context, max_windows=windows,
+                                           field="eval.curve_windows")
             if config.eval.curve_extra:
                 for name, spec in config.eval.extra.items():
                     sets[name] = ValidationSet.build(extra[name], split=spec.split, context=context,
