@@ -66,6 +66,7 @@ from train.distributed import DistributedContext, init_distributed
 from train.evaluate import autocast_for, evaluate_model
 from train.loss import MicroBatchLoss, next_token_loss, resolve_loss_implementation
 from train.parallel import Parallelism
+from train.plan import auto_micro_batch
 from train.preemption import Preempted, PreemptionSignals
 from train.prefetch import BatchPrefetcher
 from train.run_dir import RunLifecycle
@@ -205,10 +206,9 @@ class Trainer:
         config = self.config
         if config.optim.micro_batch_size != AUTO:
             return config
-        from train.plan import auto_micro_batch
-
         model, device, context, eos_id = self.model, self.device, config.data.context, self.data.store.eos_id
         vocab_size, sharded = self.data.store.vocab_size, self.parallel.shards_state
+        shards = self.parallel.state_shards(self.dist.world_size)
 
         def probe(micro: int) -> None:  # CUDA only: one forward and backward of `micro` sequences (compiles them)
             ids = torch.randint(0, vocab_size, (micro, context), device=device)
@@ -220,7 +220,7 @@ class Trainer:
         micro = auto_micro_batch(model, preset_name=config.model.preset, vocab_size=vocab_size, context=context,
                                  batch_size=config.optim.batch_size, device=device,
                                  step_probe=None if sharded else probe,
-                                 shards=self.dist.world_size if sharded else 1, compiled=self.compiled)  # fmt: skip
+                                 shards=shards, compiled=self.compiled)  # fmt: skip
         micro = self.dist.broadcast_object(micro)  # rank 0's: FSDP's collectives need the same count on every rank
         print(f"optim.micro_batch_size: auto -> {micro}", file=sys.stderr)
         return config.model_copy(update={"optim": config.optim.model_copy(update={"micro_batch_size": micro})})

@@ -370,7 +370,7 @@ def device_memory_plan(config, *, vocab_size: int, memory_bytes: float, processe
     parameters = parameter_count(_preset(config.model.preset), vocab_size)
     parallelism = choose_parallelism(config.parallelism, world_size=processes, parameters=parameters,
                                      device_memory_bytes=memory_bytes if mixed else None)  # fmt: skip
-    shards = processes if STRATEGIES[parallelism].shards_state else 1
+    shards = STRATEGIES[parallelism].state_shards(processes)
     if optim.micro_batch_size == AUTO:
         estimate = largest_fitting_micro_batch(config.model.preset, vocab_size=vocab_size, context=data.context,
                                                batch_size=optim.batch_size, memory_bytes=memory_bytes,
