@@ -312,9 +312,8 @@ def test_unknown_benchmark_fails_before_training(small_store, tmp_path):
 
 def test_a_run_opens_each_token_store_once(micro_store, tmp_path, monkeypatch):
     """The training store and every extra held-out store are opened once, when the run starts,
-    and that open store is what training, the periodic curve and the final evaluation read: a
-    store re-prepared at the same path mid-run cannot reach the final evaluation (the open
-    memmaps keep the files that were checked)."""
+    and that open store is what training, the periodic curve and the final evaluation read (they
+    reopened it by path: three opens of each here)."""
     import shutil
 
     from train.store import TokenStore
