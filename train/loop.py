@@ -81,7 +81,8 @@ def run(config: RunConfig, out: str | Path) -> RunMetrics:
     """Train, evaluate and write RUN (see the module docstring); returns the metrics.
 
     Run by several processes (torchrun, or SLURM tasks: `train.distributed`), it trains data
-    parallel: every rank returns the same metrics, rank 0 alone writes RUN.
+    parallel: every rank returns the same losses and counts; rank 0 alone writes RUN, and its
+    metrics alone hold `eval.benchmarks` (it scores them on the saved model) and are the run's.
 
     Raises:
         Preempted: SIGTERM/SIGUSR2/SIGINT arrived; a checkpoint was saved.
