@@ -275,21 +275,6 @@ def data_parallel_hours(single_hours: float, processes: int, efficiency: float) 
     return {"processes": processes, "scaling_efficiency": efficiency, "wall_hours": wall, "gpu_hours": processes * wall}
 
 
-def available_memory_bytes(device) -> float:
-    """Memory a step may use on `device` now: CUDA's free memory, or the host's available memory
-    (not the total: `choose_parallelism` and a plan's ``--memory-gib`` are totals)."""
-    import torch
-
-    if device.type == "cuda":
-        free, _total = torch.cuda.mem_get_info(device)
-        return float(free)
-    with open("/proc/meminfo") as meminfo:
-        for line in meminfo:
-            if line.startswith("MemAvailable:"):
-                return float(line.split()[1]) * 1024
-    raise UserError("optim.micro_batch_size: auto cannot read the host's available memory (/proc/meminfo)")
-
-
 OUT_OF_MEMORY_MESSAGES = ("out of memory", "CUBLAS_STATUS_ALLOC_FAILED", "CUDA_ERROR_OUT_OF_MEMORY")
 
 
@@ -320,6 +305,8 @@ def auto_micro_batch(model, *, preset_name: str, vocab_size: int, context: int, 
     repository's tests (no GPU here); on CPU the memory model alone decides.
     """
     import torch
+
+    from train.device import available_memory_bytes
 
     mixed = device.type == "cuda"
     memory = available_memory_bytes(device)
