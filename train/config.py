@@ -414,7 +414,7 @@ data:
                                #   after every EOS, as levanter; splits stitched megadocs)
   seed: 0                      # document and window order
 model:
-  preset: tiny-1m              # tiny-1m, tiny-8m (CPU); 150m, 300m, 600m, 1.5b (see train/model.py)
+  preset: tiny-1m              # tiny-1m, tiny-8m (CPU); 150m, 300m, 600m, 1.5b (see train/presets.py)
 optim:
   lr: 0.003
   weight_decay: 0.8
