@@ -194,9 +194,9 @@ def test_efficiency_axis_of_a_fitted_law_only_where_it_determines_e_and_alpha(ru
     """The right-hand axis reads every loss of the panel as an efficiency, most beyond the baseline
     runs: under a fitted law whose E is not determined it is left out and the caption says why;
     under a determined one the caption quotes the law as the report does."""
-    from analysis.efficiency import fit_reference_law
+    from analysis.scaling import fit_power_law
 
-    law = fit_reference_law(*synthetic.BASELINE_RUNS[runs], n_boot=100)
+    law = fit_power_law(*synthetic.BASELINE_RUNS[runs], n_boot=100)
     records, summaries = synthetic.sweep(methods=("simple",), gs=(1, 8))
     cert = certifications_frame(summaries, runs_frame(records))
     fig = plot_generation_scaling(generation_table(cert, law=law), law=law)
