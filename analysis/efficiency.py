@@ -6,7 +6,8 @@ efficiency is D_eff(L_method) / D_eff(L_baseline) = ((L_baseline - E) / (L_metho
 only alpha and E matter. The shipped law (``reference_law.yaml``: alpha 0.235, E 1.92)
 reproduces the paper's 1.48x (3.41 vs 3.5544) and about 1.80x (3.344).
 
-A law fitted to a user's own baseline runs (``--fit-baseline``) follows the fits' policy
+A law fitted to a user's own baseline runs (``--fit-baseline``; in Python
+:func:`analysis.scaling.fit_power_law`, whose result every function here takes) follows the fits' policy
 (:mod:`analysis.scaling`): a loss within the range of those runs is read off the fitted curve
 between its points, which the points pin down whatever E and alpha are on their own (a curve
 whose E is not determined still passes through them); a loss beyond them (effective data
@@ -15,8 +16,8 @@ extrapolation that rests on E and alpha, and is "not determined" where the fit d
 determine them. :class:`Basis` says which case a result is.
 
 A law given as constants (the shipped one is the paper's, calibrated on the paper's 300M losses)
-was not fitted to the user's runs: its efficiencies are illustrative, and only where both losses
-lie among the losses it was calibrated on (``loss_range``). Those are single runs, as the user's
+was not fitted to the user's runs: its efficiencies are illustrative, and given only where both
+losses lie among the losses it was calibrated on (``loss_range``). Those are single runs, as the user's
 losses are, so a loss outside the range by less than seed noise can tell (:mod:`analysis.noise`)
 is read at the range's edge; a loss clearly outside (another model size, tokenizer or corpus: a
 tiny model's 4-5 nats) gets no number: that would be arithmetic on someone else's law, not an

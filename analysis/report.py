@@ -247,9 +247,10 @@ def _stated_law_text(law: ReferenceLaw, table: pd.DataFrame, noise_sd: float) ->
         Basis.OUT_OF_RANGE: f"a loss lies {outside}: an efficiency there would extrapolate the law, not estimate "
                             "this sweep's, so none is given",
     }
-    present = [basis for basis in meanings if (table["efficiency_basis"] == basis.value).any()]
-    return (text + f" Its constants were calibrated on i.i.d. losses {low:g}-{high:g}; {noise}. Per row, "
-            + "; ".join(f"`{basis.value}`: {meanings[basis]}" for basis in present) + ".")
+    present = [f"`{basis.value}`: {meaning}" for basis, meaning in meanings.items()
+               if (table["efficiency_basis"] == basis.value).any()]
+    return (text + f" Its constants were calibrated on i.i.d. losses {low:g}-{high:g}; {noise}."
+            + (" Per row, " + "; ".join(present) + "." if present else ""))
 
 
 def _no_efficiency(table: pd.DataFrame) -> str:
