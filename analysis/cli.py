@@ -254,8 +254,7 @@ def _efficiency(args) -> int:
         print(dumps_json({**result.to_json(), "law": law_json}))
         return 0
     if isinstance(law, ReferenceLaw):  # on the number's line: whose law, and whether the losses are its
-        whose = (f"{result.basis.value}: " if result.basis.determined else "") + \
-            f"illustrative, from {law.name}, not fitted to your own runs; "
+        whose = (f"{result.basis.value}; " if result.basis.determined else "") + f"{law.caveat}; "
         law_text = f"alpha={result.alpha:.4g}, E={result.E:.4g}"
     else:
         whose = f"{result.basis.value}; " if result.basis in (Basis.INTERPOLATED, Basis.EXTRAPOLATED) else ""
@@ -266,8 +265,7 @@ def _efficiency(args) -> int:
     if result.basis.determined and args.fit_baseline and result.interval is None:
         print("no interval for the efficiency: the fitted law has no usable bootstrap draws (see its notes above)")
     if result.effective_tokens is not None:
-        print(f"effective data: {result.effective_tokens:,.0f} ({result.effective_basis}"
-              + (f"; illustrative: from {law.name}" if result.illustrative else "") + ")")
+        print(f"effective data: {result.effective_tokens:,.0f} ({result.effective_basis})")  # caveat: above
     return 0
 
 

@@ -90,6 +90,12 @@ class ReferenceLaw(StrictModel):
                              f"{list(self.loss_range)}")
         return self
 
+    @property
+    def caveat(self) -> str:
+        """What every output says beside an efficiency of this law, in these words only: the CLI's
+        number line, the report's paragraph, the caption of Figure 1's efficiency axis."""
+        return f"illustrative: {self.name}, not fitted to your runs"
+
 
 def load_reference_law(path: str | Path | None = None) -> ReferenceLaw:
     """The shipped law, or a user's YAML file with the same fields."""
@@ -177,7 +183,8 @@ class Efficiency:
     effective_basis: str = ""
     """How ``effective_tokens`` was obtained, for printing next to it."""
     illustrative: bool = False
-    """The law was given as constants, not fitted to the user's runs: print that beside the number."""
+    """The law was given as constants, not fitted to the user's runs: print :attr:`ReferenceLaw.caveat`
+    beside the number."""
     margin: float | None = None
     """How far beyond a stated law's ``loss_range`` a loss read as at its edge (:func:`range_margin`;
     None: no range to read)."""

@@ -525,8 +525,8 @@ def _efficiency_axis(ax, baseline_loss: float, law: ReferenceLaw | PowerLawFit, 
     right = ax.secondary_yaxis("right", functions=(to_efficiency, to_loss))
     right.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:.2g}x"))
     if isinstance(law, ReferenceLaw):
-        right.set_ylabel(f"illustrative data efficiency (alpha={law.alpha:g}, E={law.E:g})")
-        return [f"efficiency axis: {law.name}, not fitted to these runs"  # the report's paragraph says it in full
+        right.set_ylabel(f"data efficiency (alpha={law.alpha:g}, E={law.E:g})")
+        return [f"efficiency axis, {law.caveat}"  # the report's paragraph says it in full
                 + ("; losses at the edge of its calibration" if Basis.AT_EDGE.value in bases else "")]
     right.set_ylabel("data efficiency (fitted baseline law)")
     return [f"fitted baseline law: {law.quote('E')}, {law.quote('alpha')}"]

@@ -227,9 +227,9 @@ def _stated_law_text(law: ReferenceLaw, table: pd.DataFrame, noise_sd: float) ->
     """The paragraph above the table of a law given as constants: whose law, that its efficiencies
     are illustrative, its calibration range and the seed-noise margin around it, and the meaning of
     each ``efficiency_basis`` value its rows carry (analysis.efficiency.efficiency_basis)."""
-    text = (f"Data efficiency uses {law.name}, alpha={law.alpha}, E={law.E} ({law.provenance.strip().rstrip('.')}); "
-            "it is computed for the i.i.d. loss only. Its efficiencies are illustrative: the law was not fitted to "
-            "this sweep's runs (fit one to your real-only runs at several data sizes: `--fit-baseline`).")
+    text = (f"Data efficiency is computed for the i.i.d. loss only, with alpha={law.alpha}, E={law.E} "
+            f"({law.provenance.strip().rstrip('.')}); {law.caveat} (fit one to your real-only runs at several "
+            "data sizes: `--fit-baseline`).")
     if law.loss_range is None:
         return text + " It states no calibration losses, so its rows read `stated` unchecked."
     low, high = law.loss_range

@@ -333,7 +333,9 @@ def test_efficiencies_of_the_papers_law_carry_a_short_basis_explained_once(ledge
     assert [row["efficiency_basis"] for row in rows] == [basis, basis]
     assert all(("efficiency" in row) == (basis != "out of range") for row in rows)  # no number out of range
     generation = _generation_text(text)
-    assert generation.count("illustrative") == 1 and "not fitted to this sweep's runs" in generation
+    from analysis.efficiency import load_reference_law
+
+    assert generation.count("illustrative") == 1 and load_reference_law().caveat in generation
     assert f"`{basis}`: " in generation and generation.count("`: ") == 1  # only the value its rows carry
     if noise_sd:
         assert f"by less than {2 * noise_sd * 2 ** 0.5:.4f} nats" in generation and f"sd {noise_sd:.4f}" in generation
