@@ -46,6 +46,7 @@ from megadocs.formats import finite_or_none
 
 __all__ = [
     "DEFAULT_REFERENCE_LAW",
+    "STATED_CAVEAT",
     "ReferenceLaw",
     "Basis",
     "Efficiency",
@@ -59,6 +60,10 @@ __all__ = [
 ]
 
 DEFAULT_REFERENCE_LAW = Path(__file__).with_name("reference_law.yaml")
+STATED_CAVEAT = "illustrative: not fitted to your runs"
+"""What every output says beside an efficiency of a law given as constants (next to the law's
+``name``), in these words only: the CLI's number line, the report's paragraph, the caption of
+Figure 1's efficiency axis."""
 
 
 class ReferenceLaw(StrictModel):
@@ -89,12 +94,6 @@ class ReferenceLaw(StrictModel):
             raise ValueError(f"loss_range: expected [low, high] with E={self.E} < low < high, got "
                              f"{list(self.loss_range)}")
         return self
-
-    @property
-    def caveat(self) -> str:
-        """What every output says beside an efficiency of this law, in these words only: the CLI's
-        number line, the report's paragraph, the caption of Figure 1's efficiency axis."""
-        return f"illustrative: {self.name}, not fitted to your runs"
 
 
 def load_reference_law(path: str | Path | None = None) -> ReferenceLaw:
@@ -183,7 +182,7 @@ class Efficiency:
     effective_basis: str = ""
     """How ``effective_tokens`` was obtained, for printing next to it."""
     illustrative: bool = False
-    """The law was given as constants, not fitted to the user's runs: print :attr:`ReferenceLaw.caveat`
+    """The law was given as constants, not fitted to the user's runs: print :data:`STATED_CAVEAT`
     beside the number."""
     margin: float | None = None
     """How far beyond a stated law's ``loss_range`` a loss read as at its edge (:func:`range_margin`;

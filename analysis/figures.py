@@ -34,7 +34,7 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator
 
-from analysis.efficiency import Basis, ReferenceLaw, undetermined
+from analysis.efficiency import STATED_CAVEAT, Basis, ReferenceLaw, undetermined
 from analysis.frame import BOUNDS, POINT, point_of
 from analysis.generation import BASELINE_METHOD
 from analysis.scaling import PowerLawFit
@@ -526,7 +526,7 @@ def _efficiency_axis(ax, baseline_loss: float, law: ReferenceLaw | PowerLawFit, 
     right.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:.2g}x"))
     if isinstance(law, ReferenceLaw):
         right.set_ylabel(f"data efficiency (alpha={law.alpha:g}, E={law.E:g})")
-        return [f"efficiency axis, {law.caveat}"  # the report's paragraph says it in full
+        return [f"efficiency axis: {law.name}, {STATED_CAVEAT}"  # the report's paragraph says it in full
                 + ("; losses at the edge of its calibration" if Basis.AT_EDGE.value in bases else "")]
     right.set_ylabel("data efficiency (fitted baseline law)")
     return [f"fitted baseline law: {law.quote('E')}, {law.quote('alpha')}"]

@@ -16,12 +16,12 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from analysis.efficiency import Basis, ReferenceLaw, load_reference_law, range_margin
+from analysis.efficiency import STATED_CAVEAT, Basis, ReferenceLaw, load_reference_law, range_margin
 from analysis.findings import findings as findings_of
 from analysis.findings import rises_with_g
 from analysis.frame import POINT, compute_seconds, union_grid, val_sets
 from analysis.generation import BASELINE_METHOD, generation_table
-from analysis.noise import CLEAR_SDS, pooled_noise
+from analysis.noise import CLEAR_SDS, seed_noise
 from analysis.scaling import PowerLawFit, fit_groups
 from megadocs.errors import UserError
 from megadocs.formats import IID, IID_LONG, IID_SETS, IID_SHORT, describe_validation_set, write_atomic
@@ -153,19 +153,21 @@ def _search_sections(report: _Report, runs: pd.DataFrame, summaries: Sequence[Ce
 
 
 def _generation_sections(report: _Report, certifications: pd.DataFrame, table: pd.DataFrame | str, law, grids,
-                         fits: tuple[str, dict[str, PowerLawFit | str]] | None) -> None:
+                         fits: tuple[str, dict[str, PowerLawFit | str]] | None, noise_sd: float | None) -> None:
     """Figures 1/2/5 and 11 with their tables; ``table`` is the generation table of
-    ``certifications`` under ``law``, or why there is none."""
+    ``certifications`` under ``law``, or why there is none; ``noise_sd``: the given seed noise
+    (None: the certifications' own, :func:`analysis.noise.seed_noise`)."""
     from analysis.figures import plot_certified_hparams, plot_generation_scaling
 
     report.add("## Generation scaling (Figures 1/2/5)", "")
     if isinstance(table, str):
         report.skipped.append(table)  # the message names the section
         return
+    sigma, source = seed_noise(certifications, noise_sd)
     if table["efficiency_basis"].isna().all():
         report.add(_no_efficiency(table), "")
     elif isinstance(law, ReferenceLaw):
-        report.add(_stated_law_text(law, table, pooled_noise(certifications)), "")
+        report.add(_stated_law_text(law, table, sigma, source), "")
     else:
         report.add(
             "Data efficiency uses a real-data law fitted to the baseline runs (intervals: bootstrap over that fit); "
@@ -178,7 +180,7 @@ def _generation_sections(report: _Report, certifications: pd.DataFrame, table: p
             "```",
             "",
         )
-    verdict, rises = rises_with_g(table, pooled_noise(certifications))
+    verdict, rises = rises_with_g(table, sigma)
     report.add(f"**{verdict}**" if rises else verdict, "")
     if rises:
         report.add(*[f"- {rise.message()}" for rise in rises], "")
@@ -223,23 +225,25 @@ def _generation_sections(report: _Report, certifications: pd.DataFrame, table: p
     )
 
 
-def _stated_law_text(law: ReferenceLaw, table: pd.DataFrame, noise_sd: float) -> str:
+def _stated_law_text(law: ReferenceLaw, table: pd.DataFrame, noise_sd: float, source: str) -> str:
     """The paragraph above the table of a law given as constants: whose law, that its efficiencies
-    are illustrative, its calibration range and the seed-noise margin around it, and the meaning of
-    each ``efficiency_basis`` value its rows carry (analysis.efficiency.efficiency_basis)."""
-    text = (f"Data efficiency is computed for the i.i.d. loss only, with alpha={law.alpha}, E={law.E} "
-            f"({law.provenance.strip().rstrip('.')}); {law.caveat} (fit one to your real-only runs at several "
+    are illustrative, its calibration range and the seed-noise margin around it (``noise_sd``, from
+    ``source``: :func:`analysis.noise.seed_noise`), and the meaning of each ``efficiency_basis``
+    value its rows carry (analysis.efficiency.efficiency_basis)."""
+    text = (f"Data efficiency uses {law.name}, alpha={law.alpha}, E={law.E} ({law.provenance.strip().rstrip('.')}); "
+            f"it is computed for the i.i.d. loss only, {STATED_CAVEAT} (fit one to your real-only runs at several "
             "data sizes: `--fit-baseline`).")
     if law.loss_range is None:
         return text + " It states no calibration losses, so its rows read `stated` unchecked."
     low, high = law.loss_range
     margin = range_margin(law, noise_sd)
-    sds = [f"{sd:.4f} {what}" for sd, what in ((noise_sd, "measured by this sweep's repeats"),
+    sds = [f"{sd:.4f} {what}" for sd, what in ((noise_sd, source),
                                                   (law.loss_noise, "stated by the law (loss_noise)"))
            if sd is not None and math.isfinite(sd) and sd > 0]
     noise = (f"a loss outside them by less than {margin:.4f} nats ({CLEAR_SDS:g} sds of the difference of two "
              f"single runs at seed-noise sd {' and '.join(sds)}) cannot be told from them" if margin else
-             "no seed-noise estimate widens them (`noise: {repeats: 2}` in the sweep, or `loss_noise` in the law)")
+             "no seed-noise estimate widens them (`noise: {repeats: 2}` in the sweep, `--noise-sigma`, or `loss_noise` "
+             "in the law)")
     outside = "outside them by more than that margin" if margin else "outside them"
     meanings = {  # each value a row of a stated law can carry (below E has its own paragraph)
         Basis.STATED: "both losses lie within them",
@@ -267,16 +271,16 @@ def _no_efficiency(table: pd.DataFrame) -> str:
             f"baseline's, and the ledger lacks {' and '.join(lacks)} with an i.i.d. loss.")
 
 
-def _generation_fits(table: pd.DataFrame | str) -> tuple[str, dict[str, PowerLawFit | str]] | None:
+def _generation_fits(table: pd.DataFrame | str, noise_sd: float | None) -> tuple[str, dict[str, PowerLawFit | str]] | None:
     """L(G) per algorithm, fitted once for every section (None: no finite loss yet, ``table`` is why):
-    the points and the bootstrap count of ``megadocs analysis fit SWEEP.yaml``, so both give the same
-    verdicts."""
+    the points, the bootstrap count and the noise (``noise_sd``: ``--noise-sigma``) of ``megadocs
+    analysis fit SWEEP.yaml``, so both give the same verdicts."""
     from analysis.experiments import curve_points
 
     if isinstance(table, str):
         return None
     main, points = curve_points(table)
-    return main, fit_groups(points, x="g", y="loss", group="method")
+    return main, fit_groups(points, x="g", y="loss", group="method", noise_sigma=noise_sd)
 
 
 def _next_generations_section(report: _Report, fits: tuple[str, dict[str, PowerLawFit | str]] | None) -> None:
@@ -436,8 +440,14 @@ def render_report(
     findings: bool | Sequence[str] = True,
     transfers: Mapping[str, TransferSummary] | None = None,
     preface: Sequence[str] | str | None = None,
+    noise_sd: float | None = None,
 ) -> Path:
     """Write ``out_dir/report.md`` (and ``out_dir/figures/``) from the analysis tables.
+
+    ``noise_sd``: the seed-to-seed sd of one loss (``--noise-sigma``), used wherever the report
+    judges against seed noise (Findings, rises with G, a stated law's range margin) and in the
+    bootstrap of its L(G) fits, as ``megadocs analysis fit --noise-sigma`` uses it; None: the
+    certifications' own, pooled (:func:`analysis.noise.seed_noise`), and fits estimate it.
 
     ``preface``: paragraphs right under the title, before the Findings (the demo's: a rehearsal on
     toy data, not findings).
@@ -459,7 +469,7 @@ def render_report(
         report.add("## Findings", "")
         from analysis.experiments import generation_curves
 
-        for paragraph in [*findings_of(generation_curves(certifications)),
+        for paragraph in [*findings_of(generation_curves(certifications), noise_sd=noise_sd),
                           *([] if findings is True else findings)]:
             report.add(paragraph, "")
     if notes:
@@ -488,10 +498,10 @@ def render_report(
 
         curves = generation_curves(certifications)  # neither the ablation nor another model size is a point of L(G)
         try:  # built once: the generation, stitch-order and fit sections read the same rows
-            table: pd.DataFrame | str = generation_table(curves, law=law)
+            table: pd.DataFrame | str = generation_table(curves, law=law, noise_sd=noise_sd)
         except UserError as exc:  # no finite loss yet: the message names the section
             table = str(exc)
-        fits = _generation_fits(table)
+        fits = _generation_fits(table, noise_sd)
         _next_generations_section(report, fits)
         report.add("## Certified points", "", _markdown_table(_certified_points_table(certifications)), "")
         for note in _basis_notes(certifications):
@@ -500,7 +510,7 @@ def render_report(
         if moved:
             report.add("Search bounds moved through `extend:` (a value appended beyond a bound each time the best "
                        "point sat on it, in order): " + "; ".join(moved) + ".", "")
-        _generation_sections(report, curves, table, law, grids, fits)
+        _generation_sections(report, curves, table, law, grids, fits, noise_sd)
         _experiment_sections(report, runs, curves, table, transfer_sources or {}, diversity,
                              students=certifications, transfers=transfers)
         _synthetic_only_section(report, certifications)
@@ -522,6 +532,7 @@ def build_report(
     reference_law: str | Path | ReferenceLaw | PowerLawFit | None = None,
     findings: bool | Sequence[str] = True,
     preface: Sequence[str] | str | None = None,
+    noise_sd: float | None = None,
 ) -> Path:
     """Read a sweep's ledger and write ``out_dir/report.md``; returns its path.
 
@@ -535,6 +546,7 @@ def build_report(
         findings: open with a "Findings" section (default; see :func:`render_report`).
         preface: paragraphs under the title, before everything else (see :func:`render_report`).
         reference_law: a law file, a ReferenceLaw or a fitted law (default: the shipped law).
+        noise_sd: a given seed-noise sd of one loss (see :func:`render_report`).
     """
     from analysis.ensembles import load_ensemble_table, score_ensemble_studies
     from analysis.ledger import load_tables
@@ -568,4 +580,5 @@ def build_report(
         findings=findings,
         transfers=tables.transfers,
         preface=preface,
+        noise_sd=noise_sd,
     )

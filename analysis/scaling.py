@@ -480,8 +480,8 @@ tests/analysis/test_scaling.py checks that the advice's command parses)."""
 NOISE_ADVICE = (f"`megadocs analysis fit INPUT {NOISE_SIGMA_FLAG} SD` (INPUT: the sweep YAML the report "
                 "was made from, or a table of losses; SD: the seed-to-seed std of one loss, e.g. the seed sd "
                 "a sweep with `noise: {repeats: N}` measured)")
-"""The command and flag that follow "give the loss noise" (the report, which has no such flag,
-prints the same note: the command it names fits the same certified losses)."""
+"""The command and flag that follow "give the loss noise" (the report prints the same note: the
+command it names fits the same certified losses, as ``analysis report --noise-sigma SD`` does)."""
 
 
 def _uncertainty(problem: _Problem, theta, residuals, *, n_boot, noise_sigma, level, seed):

@@ -9,6 +9,7 @@ import pytest
 
 from analysis.efficiency import (
     DEFAULT_REFERENCE_LAW,
+    STATED_CAVEAT,
     Basis,
     ReferenceLaw,
     effective_data,
@@ -318,7 +319,7 @@ def test_cli_says_how_the_number_was_read_on_its_line(tmp_path, capsys):
         return out[at:at + 2]
 
     [inside, _] = lines("--loss", "3.41", "--baseline-loss", "3.5544")
-    caveat = load_reference_law().caveat  # the one wording, on the number's line only
+    caveat = STATED_CAVEAT  # the one wording, on the number's line only
     assert inside.startswith(f"data efficiency: 1.48x  (stated; {caveat}; ")
     assert main(["analysis", "efficiency", "--loss", "3.41", "--baseline-loss", "3.5544"]) == 0
     out = capsys.readouterr().out
