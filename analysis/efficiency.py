@@ -39,7 +39,7 @@ import numpy as np
 from pydantic import Field, FiniteFloat, model_validator
 
 from analysis.noise import noise_tolerance
-from analysis.scaling import PowerLawFit, percentile_interval
+from analysis.scaling import MIN_BOOT, PowerLawFit, percentile_interval
 from megadocs.config import StrictModel, load_config
 from megadocs.errors import UserError
 from megadocs.formats import finite_or_none
@@ -47,6 +47,7 @@ from megadocs.formats import finite_or_none
 __all__ = [
     "DEFAULT_REFERENCE_LAW",
     "STATED_CAVEAT",
+    "FIT_ADVICE",
     "ReferenceLaw",
     "Basis",
     "Efficiency",
@@ -64,6 +65,8 @@ STATED_CAVEAT = "illustrative: not fitted to your runs"
 """What every output says beside an efficiency of a law given as constants (next to the law's
 ``name``), in these words only: the CLI's number line, the report's paragraph, the caption of
 Figure 1's efficiency axis."""
+FIT_ADVICE = "fit a law to your real-only runs at several data sizes (`--fit-baseline`)"
+"""What to do instead of reading someone else's law (the out-of-range note, the report's paragraphs)."""
 
 
 class ReferenceLaw(StrictModel):
@@ -246,7 +249,7 @@ def _stated_basis(loss: float, baseline_loss: float, law: ReferenceLaw, noise_sd
     noise = (f"beyond seed noise (margin {margin:.4f})" if margin else
              "with no seed-noise estimate to widen the range (measure it: `noise: {repeats: 2}`, `--noise-sigma`)")
     return Basis.OUT_OF_RANGE, (f"{where}, {noise}: an efficiency there would extrapolate that law, not estimate "
-                                "yours; fit a law to your real-only runs at several data sizes (`--fit-baseline`)")
+                                f"yours; {FIT_ADVICE}")
 
 
 def efficiency_basis(loss: float, baseline_loss: float, law: ReferenceLaw | PowerLawFit, *,
@@ -316,7 +319,7 @@ def efficiency(
     if isinstance(law, PowerLawFit) and law.samples is not None:
         E_draws, alpha_draws = law.samples[:, 0], law.samples[:, 2]
         ok = (E_draws < min(loss, baseline_loss)) & (alpha_draws > 0)
-        if ok.sum() >= 20:
+        if ok.sum() >= MIN_BOOT:  # the fits' own floor for a percentile interval
             draws = ((baseline_loss - E_draws[ok]) / (loss - E_draws[ok])) ** (1.0 / alpha_draws[ok])
             result.interval = percentile_interval(draws, level)
     if law.A is not None:

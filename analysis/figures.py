@@ -60,6 +60,8 @@ __all__ = [
     "plot_certification_map",
     "plot_certified_hparams",
     "plot_synthetic_only",
+    "plot_transfers",
+    "plot_diversity",
 ]
 
 STYLE: dict[str, Any] = {

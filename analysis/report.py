@@ -16,7 +16,14 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from analysis.efficiency import STATED_CAVEAT, Basis, ReferenceLaw, load_reference_law, range_margin
+from analysis.efficiency import (
+    FIT_ADVICE,
+    STATED_CAVEAT,
+    Basis,
+    ReferenceLaw,
+    load_reference_law,
+    range_margin,
+)
 from analysis.findings import findings as findings_of
 from analysis.findings import rises_with_g
 from analysis.frame import POINT, compute_seconds, union_grid, val_sets
@@ -164,41 +171,12 @@ def _generation_sections(report: _Report, certifications: pd.DataFrame, table: p
         report.skipped.append(table)  # the message names the section
         return
     sigma, source = seed_noise(certifications, noise_sd)
-    if table["efficiency_basis"].isna().all():
-        report.add(_no_efficiency(table), "")
-    elif isinstance(law, ReferenceLaw):
-        report.add(_stated_law_text(law, table, sigma, source), "")
-    else:
-        report.add(
-            "Data efficiency uses a real-data law fitted to the baseline runs (intervals: bootstrap over that fit); "
-            "it is computed for the i.i.d. loss only. A loss within the baseline runs' range is read off the fitted "
-            "curve between its points (`interpolated`: no asymptote needed); beyond it the efficiency rests on E and "
-            "alpha (`extrapolated`), and is `not determined` where the fit below does not determine them.",
-            "",
-            "```",
-            law.describe("D"),
-            "```",
-            "",
-        )
+    report.add(*_law_paragraphs(table, law, sigma, source))
     verdict, rises = rises_with_g(table, sigma)
     report.add(f"**{verdict}**" if rises else verdict, "")
     if rises:
         report.add(*[f"- {rise.message()}" for rise in rises], "")
-    below = table[table["efficiency_basis"] == Basis.BELOW_E.value]
-    if len(below):
-        report.add(
-            "No data efficiency for " + ", ".join(f"{r.certification} ({r.efficiency_note})" for r in below.itertuples())
-            + ": no amount of real data reaches a loss at or below the law's asymptote under that law. The shipped "
-            "law is the paper's (300M models on DCLM with the Llama 3 tokenizer); losses of another tokenizer, "
-            "vocabulary or model size need their own: fit one to your real-only runs at several data sizes with "
-            "`--fit-baseline` (or give `--reference LAW.yaml`).", "")
-    loose = table[table["efficiency_basis"] == Basis.NOT_DETERMINED.value]
-    if len(loose):
-        report.add(
-            "Data efficiency NOT determined for " + "; ".join(f"{r.certification} ({r.efficiency_note})"
-                                                             for r in loose.itertuples())
-            + ". Baseline runs at data sizes large enough to reach those losses would read it off the fitted curve; "
-            "or give a law whose constants you can state (`--reference LAW.yaml`).", "")
+    report.add(*_missing_efficiencies(table))
     order = {name: i for i, name in enumerate(["objective", *IID_SETS])}
     for val_set, part in sorted(table.groupby("set"), key=lambda item: (order.get(item[0], 9), item[0])):
         columns = ["method", "g", "certified", "loss", "baseline_loss", "gain", "efficiency", "efficiency_low",
@@ -225,14 +203,49 @@ def _generation_sections(report: _Report, certifications: pd.DataFrame, table: p
     )
 
 
+def _law_paragraphs(table: pd.DataFrame, law: ReferenceLaw | PowerLawFit, noise_sd: float, source: str) -> list[str]:
+    """The lines above the generation tables that say how their efficiencies were read: from which
+    law, or why there are none (``noise_sd`` from ``source``: :func:`analysis.noise.seed_noise`)."""
+    if table["efficiency_basis"].isna().all():
+        return [_no_efficiency(table), ""]
+    if isinstance(law, ReferenceLaw):
+        return [_stated_law_text(law, table, noise_sd, source), ""]
+    return [
+        "Data efficiency uses a real-data law fitted to the baseline runs (intervals: bootstrap over that fit); "
+        "it is computed for the i.i.d. loss only. A loss within the baseline runs' range is read off the fitted "
+        "curve between its points (`interpolated`: no asymptote needed); beyond it the efficiency rests on E and "
+        "alpha (`extrapolated`), and is `not determined` where the fit below does not determine them.",
+        "", "```", law.describe("D"), "```", "",
+    ]
+
+
+def _missing_efficiencies(table: pd.DataFrame) -> list[str]:
+    """A paragraph each for the rows whose loss is below E and those the fitted law does not determine."""
+    lines = []
+    below = table[table["efficiency_basis"] == Basis.BELOW_E.value]
+    if len(below):
+        lines += [
+            "No data efficiency for " + ", ".join(f"{r.certification} ({r.efficiency_note})" for r in below.itertuples())
+            + ": no amount of real data reaches a loss at or below the law's asymptote under that law. The shipped "
+            "law is the paper's (300M models on DCLM with the Llama 3 tokenizer); losses of another tokenizer, "
+            f"vocabulary or model size need their own: {FIT_ADVICE} (or give `--reference LAW.yaml`).", ""]
+    loose = table[table["efficiency_basis"] == Basis.NOT_DETERMINED.value]
+    if len(loose):
+        lines += [
+            "Data efficiency NOT determined for " + "; ".join(f"{r.certification} ({r.efficiency_note})"
+                                                             for r in loose.itertuples())
+            + ". Baseline runs at data sizes large enough to reach those losses would read it off the fitted curve; "
+            "or give a law whose constants you can state (`--reference LAW.yaml`).", ""]
+    return lines
+
+
 def _stated_law_text(law: ReferenceLaw, table: pd.DataFrame, noise_sd: float, source: str) -> str:
     """The paragraph above the table of a law given as constants: whose law, that its efficiencies
     are illustrative, its calibration range and the seed-noise margin around it (``noise_sd``, from
     ``source``: :func:`analysis.noise.seed_noise`), and the meaning of each ``efficiency_basis``
     value its rows carry (analysis.efficiency.efficiency_basis)."""
     text = (f"Data efficiency uses {law.name}, alpha={law.alpha}, E={law.E} ({law.provenance.strip().rstrip('.')}); "
-            f"it is computed for the i.i.d. loss only, {STATED_CAVEAT} (fit one to your real-only runs at several "
-            "data sizes: `--fit-baseline`).")
+            f"it is computed for the i.i.d. loss only, {STATED_CAVEAT} ({FIT_ADVICE}).")
     if law.loss_range is None:
         return text + " It states no calibration losses, so its rows read `stated` unchecked."
     low, high = law.loss_range
