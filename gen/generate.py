@@ -430,14 +430,16 @@ class _Prompter:
         return requests
 
 
-def _rows(options: GenerateOptions, manifest_fields: dict, doc, requests, completions) -> Iterator[pools.PoolRow]:
+def _rows(provenance: dict, doc, requests, completions) -> Iterator[pools.PoolRow]:
+    """The pool rows of one document: each completion of each request, numbered ``gen_index`` 0..G-1
+    in request order, with its request's split and truncation fields and the shard's ``provenance``."""
     gen_index = 0
     for (_request, fields), samples in zip(requests, completions):
         split = {key: fields.get(key) for key in ("split_index", "split_token", "split_char")}
         for sample in samples:
             yield pools.PoolRow(doc.doc_id, gen_index, sample.text, **split, finish_reason=sample.finish_reason,
                                 n_tokens=sample.n_tokens, prompt_truncated=fields.get("prompt_truncated"),
-                                extra={"request_seed": fields["request_seed"], **manifest_fields})
+                                extra={"request_seed": fields["request_seed"], **provenance})
             gen_index += 1
 
 
@@ -502,7 +504,7 @@ def _run_shard(options: GenerateOptions, manifest: pools.PoolManifest, template:
                 doc_completions = completions[position:position + len(doc_requests)]
                 position += len(doc_requests)
                 lines.extend(json.dumps(row.to_json(), ensure_ascii=False)
-                             for row in _rows(options, provenance, doc, doc_requests, doc_completions))
+                             for row in _rows(provenance, doc, doc_requests, doc_completions))
             with writing():
                 handle.write(("\n".join(lines) + "\n").encode())
                 handle.flush()
