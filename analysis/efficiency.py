@@ -57,6 +57,8 @@ __all__ = [
     "load_reference_law",
     "effective_data",
     "efficiency_ratio",
+    "ratio_of_losses",
+    "loss_of_ratio",
     "efficiency",
 ]
 
@@ -120,11 +122,28 @@ def effective_data(loss: float, *, alpha: float, E: float, A: float) -> float:
     return float((A / _gap(loss, E, "method")) ** (1.0 / alpha))
 
 
+def ratio_of_losses(loss, baseline_loss, alpha, E):
+    """The paper's ratio D_eff(L) / D_eff(L0) = ((L0 - E) / (L - E))^(1/alpha), elementwise over
+    numpy arrays (bootstrap draws of E and alpha, a figure axis), unchecked: callers keep L, L0 > E."""
+    return ((baseline_loss - E) / (loss - E)) ** (1.0 / alpha)
+
+
+def loss_of_ratio(ratio, baseline_loss, alpha, E):
+    """The inverse of :func:`ratio_of_losses` in L: E + (L0 - E) * ratio^(-alpha), elementwise.
+
+    >>> round(float(loss_of_ratio(ratio_of_losses(3.41, 3.5544, 0.235, 1.92), 3.5544, 0.235, 1.92)), 6)
+    3.41
+    """
+    return E + (baseline_loss - E) * ratio ** (-alpha)
+
+
 def efficiency_ratio(loss: float, baseline_loss: float, *, alpha: float, E: float) -> float:
-    """D_eff(loss) / D_eff(baseline_loss) = ((L0 - E) / (L - E))^(1/alpha)."""
+    """:func:`ratio_of_losses` of two finite losses above E (else a ``UserError`` naming which)."""
     if alpha <= 0:
         raise UserError(f"efficiency: alpha must be > 0, got {alpha}")
-    return float((_gap(baseline_loss, E, "baseline") / _gap(loss, E, "method")) ** (1.0 / alpha))
+    _gap(baseline_loss, E, "baseline")  # each refuses a loss at or below E, naming which
+    _gap(loss, E, "method")
+    return float(ratio_of_losses(loss, baseline_loss, alpha, E))
 
 
 class Basis(str, Enum):
@@ -320,7 +339,7 @@ def efficiency(
         E_draws, alpha_draws = law.samples[:, 0], law.samples[:, 2]
         ok = (E_draws < min(loss, baseline_loss)) & (alpha_draws > 0)
         if ok.sum() >= MIN_BOOT:  # the fits' own floor for a percentile interval
-            draws = ((baseline_loss - E_draws[ok]) / (loss - E_draws[ok])) ** (1.0 / alpha_draws[ok])
+            draws = ratio_of_losses(loss, baseline_loss, alpha_draws[ok], E_draws[ok])
             result.interval = percentile_interval(draws, level)
     if law.A is not None:
         result.effective_tokens = effective_data(loss, alpha=law.alpha, E=law.E, A=law.A)
