@@ -57,7 +57,7 @@ from gen.splits import (
     thought_window,
     token_starts,
 )
-from gen.templates import PromptTemplate, chat_template_for, load_template
+from gen.templates import DEFAULT_MAX_NEW_TOKENS, PromptTemplate, chat_template_for, load_template
 from megadocs import pools
 from megadocs.config import StrictModel, parse_config
 from megadocs.corpus import unique_documents
@@ -69,8 +69,6 @@ from megadocs.shards import DEFAULT_TIMEOUT_MIN, ShardedStep
 __all__ = ["GenerateOptions", "GeneratePool", "generate_pool", "sample_pool", "init_pool", "run_shards",
            "submit_shards", "engine_for", "request_seed", "generator_revision", "DEFAULT_MAX_NEW_TOKENS",
            "parse_shard", "chunk_docs_for", "prompt_budget"]
-
-DEFAULT_MAX_NEW_TOKENS = {"rephrase": 1024, "thoughts": 512, "sample": 1024}
 
 
 class GenerateOptions(StrictModel):
@@ -85,7 +83,7 @@ class GenerateOptions(StrictModel):
     engine: Literal["auto", "vllm", "transformers"] = "auto"
     temperature: float = Field(1.0, ge=0)
     top_p: float = Field(1.0, gt=0, le=1)
-    max_new_tokens: int | None = Field(None, ge=1, description="default 1024 rephrase, 512 thoughts")
+    max_new_tokens: int | None = Field(None, ge=1, description=f"default per kind: {DEFAULT_MAX_NEW_TOKENS}")
     seed: int = Field(0, ge=0)
     num_shards: int = Field(1, ge=1)
     shard: int | None = Field(None, ge=0, description="run only this shard (default: all)")
