@@ -3,8 +3,8 @@
 A larger G can reuse a smaller G's hyperparameters while epoching the synthetic stream less, so
 a *tuned* loss should not rise with G (paper.md); a rise means a search that did not converge,
 and :func:`monotonicity` says where. Every validation set (iid, its short/long halves, the
-long-context sets) gets the same table: loss, gain over the real-only baseline and data
-efficiency under the reference law.
+long-context sets) gets the same table: loss and gain over the real-only baseline; the i.i.d.
+rows also data efficiency under the reference law (a law of i.i.d. loss vs real data).
 """
 
 from __future__ import annotations

@@ -64,6 +64,15 @@ def _markdown_table(frame: pd.DataFrame) -> str:
     return "\n".join([header, rule, *body])
 
 
+def _fit_blocks(fits: Mapping[str, PowerLawFit | str], x_name: str) -> list[str]:
+    """Each group's fit as a code block under its bold name (a group that could not be fitted: why)."""
+    lines = []
+    for name, fit in fits.items():
+        text = fit.describe(x_name) if isinstance(fit, PowerLawFit) else f"not fitted: {fit}"
+        lines += [f"**{name}**", "", "```", text, "```", ""]
+    return lines
+
+
 def _point_text(point: Mapping[str, Any]) -> str:
     return " ".join(f"{k}={_fmt(v)}" for k, v in point.items())
 
@@ -193,9 +202,7 @@ def _generation_sections(report: _Report, certifications: pd.DataFrame, table: p
     if fits is not None and fits[1]:  # L(G) per algorithm on the set the curves are read on
         main, by_method = fits
         report.add(f"### Fits of L(G) = E + A G^(-alpha) ({main})", "")
-        for method, fit in by_method.items():
-            text = fit.describe("G") if isinstance(fit, PowerLawFit) else f"not fitted: {fit}"
-            report.add(f"**{method}**", "", "```", text, "```", "")
+        report.add(*_fit_blocks(by_method, "G"))
     report.figure(
         lambda: plot_certified_hparams(certifications, grid=union_grid(grids)),
         "fig11-certified-hparams",
@@ -425,9 +432,7 @@ def _ensemble_sections(report: _Report, ensembles: pd.DataFrame | None, studies:
     for val_set in sorted(ensembles["set"].unique(), key=lambda s: (s != IID, s)):
         fits = fit_ensembles(ensembles, val_set=val_set)
         report.add(f"### {val_set}", "", _markdown_table(compare_asymptotes(fits)), "")
-        for algorithm, fit in fits.items():
-            text = fit.describe("K") if isinstance(fit, PowerLawFit) else f"not fitted: {fit}"
-            report.add(f"**{algorithm}**", "", "```", text, "```", "")
+        report.add(*_fit_blocks(fits, "K"))
         report.figure(
             lambda fits=fits, val_set=val_set: plot_ensembles(ensembles, fits, val_set=val_set),
             f"fig7-ensembles-{val_set}",
@@ -555,7 +560,7 @@ def build_report(
             readable by :func:`analysis.ensembles.load_ensemble_table`, or ``"auto"``: score the
             sweep's ensemble studies now with ``megadocs train ensemble`` (trained members only;
             results in ``out_dir/ensembles/``).
-        notes: extra markdown lines placed at the top (the demo's notes).
+        notes: paragraphs of a "Notes" section after the Findings (the demo's notes).
         findings: open with a "Findings" section (default; see :func:`render_report`).
         preface: paragraphs under the title, before everything else (see :func:`render_report`).
         reference_law: a law file, a ReferenceLaw or a fitted law (default: the shipped law).
