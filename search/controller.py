@@ -480,8 +480,9 @@ def build_strategies(sweep: Sweep, ledger: Ledger, strategy: str = "certify",
                 on_extend=lambda extension, study=study: ledger.record_extension(study, extension),
             ))
         else:
-            strategies.append(baseline_strategy(kind.value, task, grid, max_runs=budget, seed=seed, start=stored or start,
-                                                seed_neighbours=sweep.seeds_neighbours(cert)))  # as status reads it
+            # its runs read by the certifier's rule from where status reads them (Strategy.phase)
+            strategies.append(baseline_strategy(kind.value, task, grid, max_runs=budget, seed=seed,
+                                                start=stored or start, seed_neighbours=sweep.seeds_neighbours(cert)))
         strategies[-1].budget_hint = budget_hint(kind, cert.name, option=max_runs is not None,
                                                   in_file=cert.max_runs is not None)
     if kind is StudyKind.CERTIFY:

@@ -168,6 +168,7 @@ class CertificationSummary:
                 wall += float(record.wall_time_s or 0.0)
                 tokens += (record.metrics.tokens_seen or 0) if record.metrics else 0
         searching = decision.state in (CertState.SEEDING, CertState.SEARCHING)
+        # a baseline's own state stands in for the certifier's seeding/searching, and so for their reason
         reason = None if searching and baseline is not None else decision.reason
         outstanding = (*decision.wanted, *decision.running) if decision.centre is not None else decision.running
         stop = None
@@ -318,8 +319,9 @@ def summarize(sweep: Sweep, strategy: str = "certify", max_runs: int | None = No
         budget = max_runs if max_runs is not None else cert.max_runs
         strategy: Strategy
         if kind is StudyKind.CERTIFY:
-            search = CertifySearch(cert.name, grid, start if start is not None or cert.warm_start else
-                                   sweep.start_for(cert), seed_neighbours=sweep.seeds_neighbours(cert),
+            if start is None and not cert.warm_start:
+                start = sweep.start_for(cert)
+            search = CertifySearch(cert.name, grid, start, seed_neighbours=sweep.seeds_neighbours(cert),
                                    waits_for=cert.warm_start if start is None else None,
                                    fallback=sweep.start_for(cert), noise=sweep.noise_for(cert))
             if search.waits_for is not None:  # sources come earlier in the file, so they are here already

@@ -34,8 +34,8 @@ from search.certify import (
 from search.grid import Grid, Key
 from search.params import RunParams
 
-__all__ = ["Strategy", "StrategyState", "StopReason", "Stop", "reported_state", "baseline_phase", "CertifySearch", "GridSearch",
-           "FixedPoints", "Request", "Result", "Evaluator", "DriveStats", "drive"]
+__all__ = ["Strategy", "StrategyState", "StopReason", "Stop", "reported_state", "baseline_phase", "CertifySearch",
+           "GridSearch", "FixedPoints", "Request", "Result", "Evaluator", "DriveStats", "drive", "CHAIN_NAMED"]
 
 
 class StrategyState(str, Enum):
@@ -125,10 +125,9 @@ class Stop:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Stop:
-        grid = data.get("grid")  # absent in stops recorded before fingerprints
-        return cls(StopReason(data["reason"]), int(data["runs"]),
-                   None if data["budget"] is None else int(data["budget"]), int(data["points"]), str(data["detail"]),
-                   None if grid is None else str(grid))
+        budget, grid = data["budget"], data.get("grid")  # grid: absent in stops recorded before fingerprints
+        return cls(StopReason(data["reason"]), int(data["runs"]), None if budget is None else int(budget),
+                   int(data["points"]), str(data["detail"]), None if grid is None else str(grid))
 
 
 def reported_state(phase: CertState | StrategyState, stop: Stop | None) -> CertState | StrategyState:
@@ -154,8 +153,10 @@ def baseline_phase(own: StrategyState, evidence: CertState) -> CertState | Strat
     certifier's rule on its runs (``evidence``) certifies or fails its best point, else its ``own``
     state: a baseline makes no search from a start, so the certifier's seeding/searching are not its.
 
-    >>> baseline_phase(StrategyState.RUNNING, CertState.CERTIFIED).value, baseline_phase(StrategyState.DONE, CertState.SEARCHING).value
-    ('certified', 'done')
+    >>> baseline_phase(StrategyState.RUNNING, CertState.CERTIFIED).value
+    'certified'
+    >>> baseline_phase(StrategyState.DONE, CertState.SEARCHING).value
+    'done'
     """
     return evidence if evidence in (CertState.CERTIFIED, CertState.FAILED) else own
 

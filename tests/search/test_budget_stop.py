@@ -175,7 +175,8 @@ def test_a_waiting_reason_is_bounded_on_a_long_chain_and_a_cycle():
     y = CertifySearch("y", grid, None, waits_for="x", fallback=START)
     for search in (x, y):
         search.resolve({"x": x, "y": y})
-    assert (x.decide().reason, y.decide().reason) == ("waiting for y, which waits for x", "waiting for x, which waits for y")
+    assert (x.decide().reason, y.decide().reason) == \
+        ("waiting for y, which waits for x", "waiting for x, which waits for y")
 
 
 def test_a_stop_holds_only_on_its_own_grid_not_another_of_its_size(make_sweep, capsys):
