@@ -55,9 +55,13 @@ def register(subparsers) -> None:
     eff.add_argument("--alpha", type=float, default=None, help="data exponent of the reference law")
     eff.add_argument("--asymptote", type=float, default=None, help="irreducible loss E of the reference law")
     _add_law_arguments(eff)
+    eff.add_argument("--noise-sigma", type=float, default=None, metavar="SD",
+                     help="seed-to-seed std of one loss (e.g. the seed sd a sweep with `noise: {repeats: N}` "
+                     "measured): a loss outside a given law's loss_range by less than seed noise can tell is "
+                     "read at its edge (analysis.efficiency.range_margin); without it the range is closed")
     eff.add_argument("--json", action="store_true",
-                     help="print one JSON object: ratio, low, high, basis, determined, note and the law "
-                     "(a fitted law as `fit --json` gives it)")
+                     help="print one JSON object: ratio, low, high, basis, determined, note, illustrative, "
+                     "margin and the law (a fitted law as `fit --json` gives it)")
     eff.set_defaults(func=_efficiency)
 
     fit = commands.add_parser(
@@ -237,7 +241,10 @@ def _efficiency(args) -> int:
     from analysis.efficiency import Basis, ReferenceLaw, efficiency
 
     law = _law_from_args(args)
-    result = efficiency(args.loss, args.baseline_loss, law)
+    sigma = args.noise_sigma
+    if sigma is not None and not (math.isfinite(sigma) and sigma > 0):
+        raise UserError(f"--noise-sigma: need a finite seed-noise sd > 0, got {sigma}")
+    result = efficiency(args.loss, args.baseline_loss, law, noise_sd=sigma)
     if result.basis is Basis.BELOW_E:
         raise UserError(f"efficiency: {result.note}; no finite amount of real data reaches it (check E or the loss)")
     if args.json:
@@ -246,18 +253,21 @@ def _efficiency(args) -> int:
         law_json = law.model_dump() if isinstance(law, ReferenceLaw) else law.to_json()
         print(dumps_json({**result.to_json(), "law": law_json}))
         return 0
-    law_text = (f"alpha={result.alpha:.4g}, E={result.E:.4g}" if isinstance(law, ReferenceLaw)
-                else "the fitted law above")
-    caveat = f"{result.caveat}; " if result.caveat else ""  # on the number's line: whose law, in its range?
-    print(f"data efficiency: {result.format()}  ({caveat}loss {args.loss} vs baseline {args.baseline_loss}; {law_text}"
-          + (f"; {result.basis.value}" if result.basis in (Basis.INTERPOLATED, Basis.EXTRAPOLATED) else "") + ")")
+    if isinstance(law, ReferenceLaw):  # on the number's line: whose law, and whether the losses are its
+        whose = (f"{result.basis.value}: " if result.basis.determined else "") + \
+            f"illustrative, from {law.name}, not fitted to your own runs; "
+        law_text = f"alpha={result.alpha:.4g}, E={result.E:.4g}"
+    else:
+        whose = f"{result.basis.value}; " if result.basis in (Basis.INTERPOLATED, Basis.EXTRAPOLATED) else ""
+        law_text = "the fitted law above"
+    print(f"data efficiency: {result.format()}  ({whose}loss {args.loss} vs baseline {args.baseline_loss}; {law_text})")
     if result.note:
         print(f"  {result.note}")
     if result.basis.determined and args.fit_baseline and result.interval is None:
         print("no interval for the efficiency: the fitted law has no usable bootstrap draws (see its notes above)")
     if result.effective_tokens is not None:
         print(f"effective data: {result.effective_tokens:,.0f} ({result.effective_basis}"
-              + (f"; illustrative: from {law.name}" if result.source.illustrative else "") + ")")
+              + (f"; illustrative: from {law.name}" if result.illustrative else "") + ")")
     return 0
 
 

@@ -6,7 +6,8 @@ efficiency is D_eff(L_method) / D_eff(L_baseline) = ((L_baseline - E) / (L_metho
 only alpha and E matter. The shipped law (``reference_law.yaml``: alpha 0.235, E 1.92)
 reproduces the paper's 1.48x (3.41 vs 3.5544) and about 1.80x (3.344).
 
-A law fitted to a user's own baseline runs (``--fit-baseline``) follows the fits' policy
+A law fitted to a user's own baseline runs (``--fit-baseline``; in Python
+:func:`analysis.scaling.fit_power_law`, whose result every function here takes) follows the fits' policy
 (:mod:`analysis.scaling`): a loss within the range of those runs is read off the fitted curve
 between its points, which the points pin down whatever E and alpha are on their own (a curve
 whose E is not determined still passes through them); a loss beyond them (effective data
@@ -14,11 +15,13 @@ beyond the largest D fitted, the usual case for a method that beats the baseline
 extrapolation that rests on E and alpha, and is "not determined" where the fit does not
 determine them. :class:`Basis` says which case a result is.
 
-Whose law a number comes from is a second fact beside it (:func:`law_source`, :class:`Source`): a
-law given as constants (the shipped one is the paper's, calibrated on the paper's 300M losses) was
-not fitted to the user's runs, so its efficiencies are illustrative, and at a loss outside the
-losses it was calibrated on (another model size, tokenizer or corpus: a tiny model's 4-5 nats) they
-are arithmetic on someone else's law. Every output prints that caveat with the number.
+A law given as constants (the shipped one is the paper's, calibrated on the paper's 300M losses)
+was not fitted to the user's runs: its efficiencies are illustrative, and given only where both
+losses lie among the losses it was calibrated on (``loss_range``). Those are single runs, as the user's
+losses are, so a loss outside the range by less than seed noise can tell (:mod:`analysis.noise`)
+is read at the range's edge; a loss clearly outside (another model size, tokenizer or corpus: a
+tiny model's 4-5 nats) gets no number: that would be arithmetic on someone else's law, not an
+estimate. :class:`Basis` says, in one value, which of these cases a result is.
 
 Example:
     >>> round(efficiency_ratio(3.41, 3.5544, alpha=0.235, E=1.92), 2)
@@ -35,7 +38,8 @@ from pathlib import Path
 import numpy as np
 from pydantic import Field, FiniteFloat, model_validator
 
-from analysis.scaling import PowerLawFit, fit_power_law, percentile_interval
+from analysis.noise import noise_tolerance
+from analysis.scaling import PowerLawFit, percentile_interval
 from megadocs.config import StrictModel, load_config
 from megadocs.errors import UserError
 from megadocs.formats import finite_or_none
@@ -44,16 +48,13 @@ __all__ = [
     "DEFAULT_REFERENCE_LAW",
     "ReferenceLaw",
     "Basis",
-    "Source",
     "Efficiency",
     "efficiency_basis",
-    "law_source",
-    "source_caveat",
+    "range_margin",
     "undetermined",
     "load_reference_law",
     "effective_data",
     "efficiency_ratio",
-    "fit_reference_law",
     "efficiency",
 ]
 
@@ -74,7 +75,11 @@ class ReferenceLaw(StrictModel):
                       description="how outputs name the law beside a number it gave (the shipped: the paper's)")
     loss_range: tuple[FiniteFloat, FiniteFloat] | None = Field(
         default=None, description="lowest and highest i.i.d. loss the constants were calibrated on; an "
-        "efficiency at a loss outside it is an extrapolation of the law (null: not stated, not checked)")
+        "efficiency at a loss clearly outside it is an extrapolation of the law (null: not stated, not checked)")
+    loss_noise: float | None = Field(
+        default=None, gt=0, allow_inf_nan=False, description="seed-to-seed sd of one loss at the calibration's "
+        "scale; with the user's measured noise it sets how far beyond loss_range a loss still reads as at its "
+        "edge (range_margin; null: not stated, the user's noise alone sets it)")
 
     @model_validator(mode="after")
     def _describe_provenance(self):
@@ -115,9 +120,14 @@ def efficiency_ratio(loss: float, baseline_loss: float, *, alpha: float, E: floa
 
 
 class Basis(str, Enum):
-    """How a data efficiency was read from its law (``Efficiency.basis``)."""
+    """How a data efficiency was read from its law (``Efficiency.basis``, ``basis`` in ``efficiency
+    --json``, the report's ``efficiency_basis`` column): whose law, and whether the losses lie
+    within its evidence. The first three are a law given as constants, the next three a law fitted
+    to the user's own baseline runs; ``below E`` is either."""
 
-    REFERENCE = "reference law"  # the constants of a given law (shipped, a file, the command line)
+    STATED = "stated"  # a given law (shipped, a file, the command line), both losses in its calibration range
+    AT_EDGE = "at the edge"  # ... a loss outside that range by less than seed noise can tell (range_margin)
+    OUT_OF_RANGE = "out of range"  # ... a loss clearly outside it: an extrapolation of that law, no number
     INTERPOLATED = "interpolated"  # both losses within the fitted baseline runs: the curve between its points
     EXTRAPOLATED = "extrapolated"  # beyond the runs, on a fitted law whose E and alpha the points determine
     NOT_DETERMINED = "not determined"  # beyond the runs, on a fitted law whose E or alpha they do not
@@ -126,55 +136,26 @@ class Basis(str, Enum):
     @property
     def determined(self) -> bool:
         """Whether a ratio comes with this basis."""
-        return self in (Basis.REFERENCE, Basis.INTERPOLATED, Basis.EXTRAPOLATED)
+        return self in (Basis.STATED, Basis.AT_EDGE, Basis.INTERPOLATED, Basis.EXTRAPOLATED)
 
 
-class Source(str, Enum):
-    """Whose law a data efficiency comes from, and whether its losses are the law's (:func:`law_source`;
-    ``Efficiency.source``, the ``source`` field of ``efficiency --json``, the report's rows)."""
+def range_margin(law: ReferenceLaw, noise_sd: float | None = None) -> float:
+    """How far (nats) beyond ``law.loss_range`` a loss still reads as at its edge.
 
-    FITTED = "fitted"  # fitted to the user's own real-only runs (--fit-baseline): ``Basis`` says how it was read
-    STATED = "stated"  # constants given (the shipped paper's law, a file, --alpha/--asymptote), losses in its range
-    OUT_OF_RANGE = "out of range"  # such a law at a loss outside the losses it was calibrated on
-
-    @property
-    def illustrative(self) -> bool:
-        """Not a measurement of the user's setup: the law was not fitted to their runs."""
-        return self is not Source.FITTED
-
-
-def law_source(loss: float, baseline_loss: float, law: ReferenceLaw | PowerLawFit) -> Source:
-    """The rule for quoting an efficiency (paper.md, "Results"): a law fitted to the user's own
-    baseline runs is theirs (:class:`Basis` then says whether the losses lie among those runs); a
-    law given as constants was not fitted to them, and is an extrapolation beyond its evidence where
-    the method's or the baseline's loss lies outside ``law.loss_range`` (closed: the calibration
-    points themselves are inside). Loss level is where another model size, tokenizer or corpus
-    shows: the shipped range is the paper's 300M losses, 3.344-3.5544.
+    The range's ends are single runs of the calibration, and the user's loss is a single run too:
+    a loss outside the range by less than their difference can be told from seed noise is not
+    clearly outside it. The margin is that difference (:func:`analysis.noise.noise_tolerance`:
+    ``CLEAR_SDS`` sds of it) with the user's measured noise ``noise_sd`` (a sweep's ``noise:
+    repeats``, ``--noise-sigma``) and the calibration's ``law.loss_noise``; either known alone
+    stands for both. Neither known: 0, the range is read closed (say the noise to widen it).
 
     Example:
         >>> law = ReferenceLaw(alpha=0.235, E=1.92, provenance="paper.md", loss_range=(3.344, 3.5544))
-        >>> law_source(3.41, 3.5544, law).value, law_source(4.44, 4.99, law).value
-        ('stated', 'out of range')
+        >>> round(range_margin(law, noise_sd=0.003), 4), range_margin(law)
+        (0.0085, 0.0)
     """
-    if isinstance(law, PowerLawFit):
-        return Source.FITTED
-    if law.loss_range is None:
-        return Source.STATED
-    low, high = law.loss_range
-    inside = low <= loss <= high and low <= baseline_loss <= high
-    return Source.STATED if inside else Source.OUT_OF_RANGE
-
-
-def source_caveat(source: Source, law: ReferenceLaw | PowerLawFit) -> str:
-    """The words printed with a number of this ``source`` ("" for a fitted law): the CLI's line,
-    the report's row. Which loss is outside the range the same line shows."""
-    if not source.illustrative:
-        return ""
-    text = f"illustrative: from {law.name}, not fitted to your own runs"
-    if source is Source.OUT_OF_RANGE:
-        low, high = law.loss_range
-        text += f"; a loss outside its calibration losses {low:g}-{high:g}: an extrapolation, not an estimate"
-    return text
+    known = [sd for sd in (noise_sd, law.loss_noise) if sd is not None and math.isfinite(sd) and sd > 0]
+    return noise_tolerance(known[0], known[-1]) if known else 0.0
 
 
 @dataclass
@@ -187,17 +168,19 @@ class Efficiency:
     baseline_loss: float
     alpha: float
     E: float
-    basis: Basis = Basis.REFERENCE
+    basis: Basis = Basis.STATED
     note: str = ""
-    """Why there is no ratio, or what an extrapolated one rests on."""
+    """Why there is no ratio, what an extrapolated one rests on, or how far a loss at the edge lies out."""
     interval: tuple[float, float] | None = None
     effective_tokens: float | None = None
     """D_eff of the method (from the law's A, or the baseline's real tokens times the ratio)."""
     effective_basis: str = ""
     """How ``effective_tokens`` was obtained, for printing next to it."""
-    source: Source = Source.STATED
-    caveat: str = ""
-    """What :func:`law_source` says of the number, in words ("" for a fitted law): print it beside it."""
+    illustrative: bool = False
+    """The law was given as constants, not fitted to the user's runs: print that beside the number."""
+    margin: float | None = None
+    """How far beyond a stated law's ``loss_range`` a loss read as at its edge (:func:`range_margin`;
+    None: no range to read)."""
 
     def format(self) -> str:
         if not self.basis.determined:
@@ -214,14 +197,9 @@ class Efficiency:
             "ratio": self.ratio, "low": interval[0], "high": interval[1], "basis": self.basis.value,
             "determined": self.basis.determined, "note": self.note, "loss": self.loss,
             "baseline_loss": self.baseline_loss, "effective_data": self.effective_tokens,
-            "effective_basis": self.effective_basis or None, "source": self.source.value,
-            "illustrative": self.source.illustrative, "caveat": self.caveat or None,
+            "effective_basis": self.effective_basis or None, "illustrative": self.illustrative,
+            "margin": self.margin,
         })
-
-
-def fit_reference_law(data_sizes, losses, **fit_options) -> PowerLawFit:
-    """Fit the law to a user's own real-only runs at several data sizes (see ``fit_power_law``)."""
-    return fit_power_law(data_sizes, losses, **fit_options)
 
 
 def undetermined(law: ReferenceLaw | PowerLawFit) -> list[str]:
@@ -240,36 +218,66 @@ def _points_range(fit: PowerLawFit) -> tuple[float, float]:
     return low, high
 
 
-def efficiency_basis(loss: float, baseline_loss: float, law: ReferenceLaw | PowerLawFit) -> tuple[Basis, str]:
+def _stated_basis(loss: float, baseline_loss: float, law: ReferenceLaw, noise_sd: float | None) -> tuple[Basis, str]:
+    """:func:`efficiency_basis` for a law given as constants: its calibration range, widened by
+    :func:`range_margin`, is its evidence."""
+    lowest = min(loss, baseline_loss)
+    if lowest <= law.E:  # first: below E no range could help, and the row says so, not "out of range"
+        return Basis.BELOW_E, f"loss {lowest:.4f} is not above the reference law's E={law.E:.4g}"
+    if law.loss_range is None:
+        return Basis.STATED, ""
+    low, high = law.loss_range
+    values = {"method": loss, "baseline": baseline_loss}
+    beyond = {what: value - (high if value > high else low) for what, value in values.items() if not low <= value <= high}
+    if not beyond:
+        return Basis.STATED, ""
+    margin = range_margin(law, noise_sd)
+    where = (" and ".join(f"{what} loss {values[what]:.4f} lies {abs(distance):.4f} "
+                          f"{'above' if distance > 0 else 'below'}" for what, distance in beyond.items())
+             + f" the calibration losses {low:g}-{high:g} of {law.name}")
+    if all(abs(distance) <= margin for distance in beyond.values()):
+        return Basis.AT_EDGE, f"{where}: within seed noise (margin {margin:.4f})"
+    noise = (f"beyond seed noise (margin {margin:.4f})" if margin else
+             "with no seed-noise estimate to widen the range (measure it: `noise: {repeats: 2}`, `--noise-sigma`)")
+    return Basis.OUT_OF_RANGE, (f"{where}, {noise}: an efficiency there would extrapolate that law, not estimate "
+                                "yours; fit a law to your real-only runs at several data sizes (`--fit-baseline`)")
+
+
+def efficiency_basis(loss: float, baseline_loss: float, law: ReferenceLaw | PowerLawFit, *,
+                     noise_sd: float | None = None) -> tuple[Basis, str]:
     """How the efficiency of ``loss`` against ``baseline_loss`` can be read from ``law``, and a note.
 
-    A given law is taken as stated. For a fitted law, losses within the baseline runs' range need
-    no asymptote (the curve there is pinned by the points); beyond it the ratio rests on E and
-    alpha, so it is not determined where the fit does not determine them. A loss at or below E
-    (where E is known) has no finite effective data.
+    A given law is read within the losses it was calibrated on, widened by the seed noise
+    (:func:`range_margin`, from ``noise_sd`` and the law's ``loss_noise``). For a fitted law, losses
+    within the baseline runs' range need no asymptote (the curve there is pinned by the points);
+    beyond it the ratio rests on E and alpha, so it is not determined where the fit does not
+    determine them. A loss at or below E (where E is known) has no finite effective data.
+
+    Example:
+        >>> law = load_reference_law()  # calibrated on 3.344-3.5544, no loss_noise stated
+        >>> [efficiency_basis(3.41, baseline, law, noise_sd=0.003)[0].value for baseline in (3.5544, 3.56, 3.60)]
+        ['stated', 'at the edge', 'out of range']
     """
     for what, value in (("method", loss), ("baseline", baseline_loss)):
         if not math.isfinite(value):
             raise UserError(f"efficiency: {what} loss must be finite, got {value}")
-    kind = "reference" if isinstance(law, ReferenceLaw) else "fitted baseline"
-    if isinstance(law, PowerLawFit):
-        low, high = _points_range(law)
-        outside = [f"{what} loss {value:.4f}" for what, value in (("method", loss), ("baseline", baseline_loss))
-                   if not low <= value <= high]
-        if not outside and min(loss, baseline_loss) > law.E:
-            return Basis.INTERPOLATED, ""
-        where = (f"{' and '.join(outside)} outside the baseline runs' losses {low:.4f}-{high:.4f} "
-                 f"(D {np.min(law.x):.3g}-{np.max(law.x):.3g})" if outside else
-                 f"loss {min(loss, baseline_loss):.4f} at the fit's E, which ended at the lowest baseline loss")
-        loose = undetermined(law)
-        if loose:
-            return Basis.NOT_DETERMINED, (f"{where}: its effective data is an extrapolation that rests on "
-                                          f"{' and '.join(loose)}, which the points do not determine")
-        if min(loss, baseline_loss) > law.E:
-            return Basis.EXTRAPOLATED, f"{where}: extrapolated on the fitted law"
-    elif min(loss, baseline_loss) > law.E:
-        return Basis.REFERENCE, ""
-    return Basis.BELOW_E, f"loss {min(loss, baseline_loss):.4f} is not above the {kind} law's E={law.E:.4g}"
+    if isinstance(law, ReferenceLaw):
+        return _stated_basis(loss, baseline_loss, law, noise_sd)
+    low, high = _points_range(law)
+    outside = [f"{what} loss {value:.4f}" for what, value in (("method", loss), ("baseline", baseline_loss))
+               if not low <= value <= high]
+    if not outside and min(loss, baseline_loss) > law.E:
+        return Basis.INTERPOLATED, ""
+    where = (f"{' and '.join(outside)} outside the baseline runs' losses {low:.4f}-{high:.4f} "
+             f"(D {np.min(law.x):.3g}-{np.max(law.x):.3g})" if outside else
+             f"loss {min(loss, baseline_loss):.4f} at the fit's E, which ended at the lowest baseline loss")
+    loose = undetermined(law)
+    if loose:
+        return Basis.NOT_DETERMINED, (f"{where}: its effective data is an extrapolation that rests on "
+                                      f"{' and '.join(loose)}, which the points do not determine")
+    if min(loss, baseline_loss) > law.E:
+        return Basis.EXTRAPOLATED, f"{where}: extrapolated on the fitted law"
+    return Basis.BELOW_E, f"loss {min(loss, baseline_loss):.4f} is not above the fitted baseline law's E={law.E:.4g}"
 
 
 def efficiency(
@@ -278,22 +286,24 @@ def efficiency(
     law: ReferenceLaw | PowerLawFit,
     *,
     level: float = 0.95,
+    noise_sd: float | None = None,
 ) -> Efficiency:
-    """Efficiency of ``loss`` against ``baseline_loss`` under a shipped or fitted law.
+    """Efficiency of ``loss`` against ``baseline_loss`` under a given or fitted law.
 
     With a fitted law that has bootstrap draws, the interval is the percentile interval of the
     ratio over the draws of (alpha, E); draws whose E is not below both losses are dropped.
-    Where :func:`efficiency_basis` gives no ratio (not determined, below E), ``ratio`` is NaN and
-    ``note`` says why. ``source`` and ``caveat`` say whose law it is (:func:`law_source`).
+    Where :func:`efficiency_basis` gives no ratio (out of range, not determined, below E),
+    ``ratio`` is NaN and ``note`` says why. ``noise_sd``: the measured seed noise of one loss, which
+    widens a given law's calibration range (:func:`range_margin`).
 
     Raises:
         UserError: a non-finite loss.
     """
-    basis, note = efficiency_basis(loss, baseline_loss, law)
-    source = law_source(loss, baseline_loss, law)
+    basis, note = efficiency_basis(loss, baseline_loss, law, noise_sd=noise_sd)
+    stated = isinstance(law, ReferenceLaw)
     result = Efficiency(ratio=math.nan, loss=float(loss), baseline_loss=float(baseline_loss), alpha=float(law.alpha),
-                        E=float(law.E), basis=basis, note=note, source=source,
-                        caveat=source_caveat(source, law))
+                        E=float(law.E), basis=basis, note=note, illustrative=stated,
+                        margin=range_margin(law, noise_sd) if stated and law.loss_range is not None else None)
     if not basis.determined:
         return result
     result.ratio = efficiency_ratio(loss, baseline_loss, alpha=law.alpha, E=law.E)
@@ -306,7 +316,7 @@ def efficiency(
     if law.A is not None:
         result.effective_tokens = effective_data(loss, alpha=law.alpha, E=law.E, A=law.A)
         result.effective_basis = "inverting the law (units of its D)"
-    elif isinstance(law, ReferenceLaw) and law.baseline_tokens is not None:
+    elif stated and law.baseline_tokens is not None:
         result.effective_tokens = result.ratio * law.baseline_tokens
         result.effective_basis = f"ratio x the baseline's {law.baseline_tokens:,.0f} real tokens"
     return result

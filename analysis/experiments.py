@@ -53,6 +53,7 @@ __all__ = [
     "without_synthetic_only",
     "main_model_mask",
     "generation_curves",
+    "curve_points",
     "generation_points",
     "synthetic_only_table",
 ]
@@ -302,14 +303,19 @@ def generation_curves(certifications: pd.DataFrame) -> pd.DataFrame:
 
 def generation_points(certifications: pd.DataFrame) -> tuple[str, pd.DataFrame]:
     """The points every L(G) fit is made from (the report, the notebook and ``megadocs analysis fit
-    SWEEP.yaml``, so that all three give the same fit and verdicts): the set the curves are read on
-    (:func:`analysis.generation.main_set`) and the synthetic rows of its generation table over
-    :func:`generation_curves` (columns of :data:`analysis.generation.COLUMNS`; ``loss`` on that set).
+    SWEEP.yaml``, so that all three give the same fit and verdicts): :func:`curve_points` of the
+    generation table over :func:`generation_curves`.
 
     Raises:
         UserError: no certification has a finite loss.
     """
-    table = generation_table(generation_curves(certifications))
+    return curve_points(generation_table(generation_curves(certifications)))
+
+
+def curve_points(table: pd.DataFrame) -> tuple[str, pd.DataFrame]:
+    """The set the curves are read on (:func:`analysis.generation.main_set`) and the synthetic rows
+    of a generation table over :func:`generation_curves` on it (columns of
+    :data:`analysis.generation.COLUMNS`; ``loss`` on that set), for a caller that has the table."""
     main = main_set(table)
     points = table[(table["set"] == main) & (table["method"] != BASELINE_METHOD) & (table["g"] > 0)]
     return main, points.reset_index(drop=True)

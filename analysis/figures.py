@@ -34,7 +34,7 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator
 
-from analysis.efficiency import ReferenceLaw, Source, law_source, undetermined
+from analysis.efficiency import Basis, ReferenceLaw, undetermined
 from analysis.frame import BOUNDS, POINT, point_of
 from analysis.generation import BASELINE_METHOD
 from analysis.scaling import PowerLawFit
@@ -179,9 +179,10 @@ def plot_generation_scaling(table: pd.DataFrame, *, val_set: str = IID, title: s
 
     ``table`` is :func:`analysis.generation.generation_table`'s. Filled markers are certified
     points, open markers points whose search has not certified yet; a ring marks a certificate
-    that leans on a search bound. With a reference ``law`` and an i.i.d. set, a right-hand axis
-    reads the loss as data efficiency vs the baseline (a fitted law: only where it determines E
-    and alpha; the caption quotes them as the report does).
+    that leans on a search bound. With a reference ``law`` (the one ``table`` was built with) and an
+    i.i.d. set, a right-hand axis reads the loss as data efficiency vs the baseline (a fitted law:
+    only where it determines E and alpha, the caption quoting them as the report does; a law given
+    as constants: only where no row of the panel is ``out of range`` of its calibration losses).
 
     Raises:
         ValueError: the table has no synthetic-data point for ``val_set``.
@@ -205,7 +206,7 @@ def plot_generation_scaling(table: pd.DataFrame, *, val_set: str = IID, title: s
             ax.axhline(float(baseline.min()), color="black", linestyle="--", linewidth=1.2,
                        label=f"real data only ({float(baseline.min()):.3f})")
             if law is not None and val_set in (IID, "objective"):
-                notes.extend(_efficiency_axis(ax, float(baseline.min()), law, synthetic["loss"]))
+                notes.extend(_efficiency_axis(ax, float(baseline.min()), law, synthetic["efficiency_basis"]))
         else:  # the caption says why the reader looks for the line and the axis in vain
             notes.append("no real-only baseline on this set: no baseline line, no efficiency axis")
         _log2_axis(ax, synthetic["g"])
@@ -493,17 +494,22 @@ def plot_certified_hparams(
     return fig
 
 
-def _efficiency_axis(ax, baseline_loss: float, law: ReferenceLaw | PowerLawFit, losses) -> list[str]:
+def _efficiency_axis(ax, baseline_loss: float, law: ReferenceLaw | PowerLawFit, bases) -> list[str]:
     """Right-hand axis: efficiency ((L0 - E) / (L - E))^(1/alpha) of a loss on the left axis; returns
-    notes for the caption. The axis reads every loss of the panel, most beyond a fitted law's
-    points, so it is drawn only where the law determines E and alpha (the table gives the
-    efficiencies a fitted curve determines between its points). A law given as constants labels
-    the axis illustrative, and the caption says whether the panel's ``losses`` leave its range."""
+    notes for the caption. The axis reads every loss of the panel, so it is drawn only where the
+    law gives every one: a fitted law that determines E and alpha (the table gives the
+    efficiencies a fitted curve determines between its points), or a law given as constants none of
+    whose panel rows (``bases``: their ``efficiency_basis``) lies out of its calibration range."""
     loose = undetermined(law)
     if loose:
         return [f"no efficiency axis: the fitted baseline law does not determine {' and '.join(loose)}"]
     if baseline_loss <= law.E:  # no real data reaches the baseline: the report names that
         return []
+    bases = set(bases.dropna())
+    if isinstance(law, ReferenceLaw) and Basis.OUT_OF_RANGE.value in bases:
+        low, high = law.loss_range
+        return [f"no efficiency axis: losses outside the calibration losses {low:g}-{high:g} of {law.name} "
+                "(an extrapolation of that law, not an estimate)"]
     gap0 = baseline_loss - law.E
 
     def to_efficiency(loss):
@@ -520,9 +526,8 @@ def _efficiency_axis(ax, baseline_loss: float, law: ReferenceLaw | PowerLawFit, 
     right.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:.2g}x"))
     if isinstance(law, ReferenceLaw):
         right.set_ylabel(f"illustrative data efficiency (alpha={law.alpha:g}, E={law.E:g})")
-        outside = any(law_source(float(loss), baseline_loss, law) is Source.OUT_OF_RANGE for loss in losses)
-        return [f"efficiency axis: {law.name}, not fitted to these runs"  # the table rows say it in full
-                + ("; losses outside its calibration" if outside else "")]
+        return [f"efficiency axis: {law.name}, not fitted to these runs"  # the report's paragraph says it in full
+                + ("; losses at the edge of its calibration" if Basis.AT_EDGE.value in bases else "")]
     right.set_ylabel("data efficiency (fitted baseline law)")
     return [f"fitted baseline law: {law.quote('E')}, {law.quote('alpha')}"]
 

@@ -2,7 +2,7 @@
 
 Does synthetic data beat the real-only baseline, which algorithm is best, by how much relative
 to the seed noise, which certificates lean on a search bound, and whether the tuned loss falls
-with G. A difference counts as real only when it exceeds :data:`CLEAR_SDS` standard deviations
+with G. A difference counts as real only when it exceeds :data:`analysis.noise.CLEAR_SDS` standard deviations
 of the difference of two single runs (``sigma * sqrt(2)``, sigma the pooled seed noise of the
 certifications that measured it); otherwise it is called a tie within noise.
 """
@@ -23,30 +23,15 @@ from analysis.generation import (
     loss_column,
     monotonicity,
 )
+from analysis.noise import CLEAR_SDS, noise_tolerance, pooled_noise
 from megadocs.errors import UserError
 from search.grid import Bound
 
-__all__ = ["CLEAR_SDS", "pooled_noise", "noise_tolerance", "rises_with_g", "findings"]
-
-CLEAR_SDS = 2.0
-"""A gain or rise is clear beyond this many sds of a two-run difference."""
+__all__ = ["rises_with_g", "findings"]
 
 LR_EPOCHS = ("lr", "epochs")
 """Axes whose bound makes a certificate a grid corner rather than an optimum (mix may sit on its
 bound: the best share of synthetic data can be the largest the grid allows)."""
-
-
-def pooled_noise(certifications: pd.DataFrame) -> float:
-    """Root-mean-square of the certifications' seed-noise estimates (nan when none measured it)."""
-    if "noise_sd" not in certifications:
-        return math.nan
-    values = [float(v) for v in certifications["noise_sd"] if v is not None and math.isfinite(float(v))]
-    return math.sqrt(sum(v * v for v in values) / len(values)) if values else math.nan
-
-
-def noise_tolerance(sigma: float) -> float:
-    """Smallest difference of two single-run losses that is clear of seed noise sigma (0 if unknown)."""
-    return CLEAR_SDS * sigma * math.sqrt(2) if math.isfinite(sigma) else 0.0
 
 
 def rises_with_g(table: pd.DataFrame, sigma: float) -> tuple[str, list[Rise]]:

@@ -16,6 +16,7 @@ import pandas as pd
 
 from analysis.efficiency import ReferenceLaw, efficiency
 from analysis.frame import BOUNDS, VAL, val_sets
+from analysis.noise import pooled_noise
 from analysis.scaling import PowerLawFit
 from megadocs.errors import UserError
 from megadocs.formats import IID, REAL
@@ -32,7 +33,7 @@ frame built by hand (the analysis contract: any source) may leave out, and what 
 
 COLUMNS = ("set", "certification", "method", "g", "certified", BOUNDS, "bounds_hit", "warm_start", "loss",
            "baseline_loss", "gain", "efficiency", "efficiency_low", "efficiency_high", "efficiency_basis",
-           "efficiency_note", "efficiency_source")
+           "efficiency_note")
 """The columns of :func:`generation_table`, in order (an empty table has them too: :func:`empty_table`)."""
 
 
@@ -67,12 +68,14 @@ def generation_table(
     Columns (:data:`COLUMNS`): ``set``, ``certification``, ``method``, ``g``, ``certified``,
     ``bounds`` (records), ``bounds_hit`` (their display form), ``warm_start``, ``loss``,
     ``baseline_loss``, ``gain`` (baseline - loss), ``efficiency``, ``efficiency_low``,
-    ``efficiency_high``, ``efficiency_basis`` (an :class:`analysis.efficiency.Basis` value: how
-    the law gave it) and ``efficiency_note`` (why a synthetic row has none: the fitted law does
-    not determine it, or a loss is not above the law's asymptote E), ``efficiency_source`` (an
-    :class:`analysis.efficiency.Source` value: whose law, and whether the losses lie in its range).
-    Efficiency is only computed for the objective/iid sets: the reference law is a law of i.i.d.
-    loss vs real data, so it says nothing about other domains.
+    ``efficiency_high``, ``efficiency_basis`` (an :class:`analysis.efficiency.Basis` value: whose
+    law gave it and how: stated, at the edge of its calibration losses, interpolated, ...) and
+    ``efficiency_note`` (why a synthetic row has none: a loss clearly outside a given law's
+    calibration losses, a fitted law that does not determine it, or a loss not above the law's
+    asymptote E). Efficiency is only computed for the objective/iid sets: the reference law is a
+    law of i.i.d. loss vs real data, so it says nothing about other domains. The seed noise that
+    widens a given law's calibration range is the certifications' own, pooled
+    (:func:`analysis.noise.pooled_noise`; none measured: the range is read closed).
 
     Raises:
         UserError: no certification has a loss.
@@ -83,6 +86,7 @@ def generation_table(
                if column not in certifications}
     certifications = certifications.assign(**missing)
     sets = sets or val_sets(certifications) or ["objective"]
+    noise_sd = pooled_noise(certifications)
     rows = []
     for val_set in sets:
         column = loss_column(val_set)
@@ -113,14 +117,12 @@ def generation_table(
                 "efficiency_high": math.nan,
                 "efficiency_basis": None,
                 "efficiency_note": None,
-                "efficiency_source": None,
             }
             iid_like = val_set in ("objective", IID)
             if law is not None and iid_like and math.isfinite(baseline_loss) and row["method"] != BASELINE_METHOD:
-                result = efficiency(loss, baseline_loss, law)
+                result = efficiency(loss, baseline_loss, law, noise_sd=noise_sd)
                 record["efficiency"] = result.ratio
                 record["efficiency_basis"] = result.basis.value
-                record["efficiency_source"] = result.source.value
                 if result.interval:
                     record["efficiency_low"], record["efficiency_high"] = result.interval
                 if not result.basis.determined:

@@ -16,11 +16,12 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from analysis.efficiency import Basis, ReferenceLaw, Source, load_reference_law, source_caveat
+from analysis.efficiency import Basis, ReferenceLaw, load_reference_law, range_margin
 from analysis.findings import findings as findings_of
-from analysis.findings import pooled_noise, rises_with_g
+from analysis.findings import rises_with_g
 from analysis.frame import POINT, compute_seconds, union_grid, val_sets
 from analysis.generation import BASELINE_METHOD, generation_table
+from analysis.noise import CLEAR_SDS, pooled_noise
 from analysis.scaling import PowerLawFit, fit_groups
 from megadocs.errors import UserError
 from megadocs.formats import IID, IID_LONG, IID_SETS, IID_SHORT, describe_validation_set, write_atomic
@@ -151,24 +152,20 @@ def _search_sections(report: _Report, runs: pd.DataFrame, summaries: Sequence[Ce
         )
 
 
-def _generation_sections(report: _Report, certifications: pd.DataFrame, law, grids,
+def _generation_sections(report: _Report, certifications: pd.DataFrame, table: pd.DataFrame | str, law, grids,
                          fits: tuple[str, dict[str, PowerLawFit | str]] | None) -> None:
+    """Figures 1/2/5 and 11 with their tables; ``table`` is the generation table of
+    ``certifications`` under ``law``, or why there is none."""
     from analysis.figures import plot_certified_hparams, plot_generation_scaling
 
     report.add("## Generation scaling (Figures 1/2/5)", "")
-    try:
-        table = generation_table(certifications, law=law)
-    except UserError as exc:
-        report.skipped.append(str(exc))  # the message names the section
+    if isinstance(table, str):
+        report.skipped.append(table)  # the message names the section
         return
     if table["efficiency_basis"].isna().all():
         report.add(_no_efficiency(table), "")
     elif isinstance(law, ReferenceLaw):
-        report.add(
-            f"Data efficiency uses the reference law alpha={law.alpha}, E={law.E} ({law.provenance.strip().rstrip('.')}); "
-            "it is computed for the i.i.d. loss only. " + _stated_law_caveat(law),
-            "",
-        )
+        report.add(_stated_law_text(law, table, pooled_noise(certifications)), "")
     else:
         report.add(
             "Data efficiency uses a real-data law fitted to the baseline runs (intervals: bootstrap over that fit); "
@@ -203,13 +200,8 @@ def _generation_sections(report: _Report, certifications: pd.DataFrame, law, gri
     order = {name: i for i, name in enumerate(["objective", *IID_SETS])}
     for val_set, part in sorted(table.groupby("set"), key=lambda item: (order.get(item[0], 9), item[0])):
         columns = ["method", "g", "certified", "loss", "baseline_loss", "gain", "efficiency", "efficiency_low",
-                   "efficiency_high", "efficiency_basis", "bounds_hit"]  # a missing efficiency is explained above
-        if isinstance(law, ReferenceLaw):  # every row's basis is the given law: its row says whose, and if in range
-            columns[columns.index("efficiency_basis")] = "efficiency_source"
+                   "efficiency_high", "efficiency_basis", "bounds_hit"]  # each basis is explained once, above
         shown = part[columns].dropna(axis=1, how="all")
-        if "efficiency_source" in shown:
-            shown = shown.assign(efficiency_source=[source_caveat(Source(source), law) if pd.notna(source) else None
-                                                    for source in shown["efficiency_source"]])
         meaning = [f"*{describe_validation_set(val_set)}.*", ""] if val_set != "objective" else []
         report.add(f"### {val_set}", "", *meaning, _markdown_table(shown), "")
         number = "1" if val_set in (IID, "objective") else ("5" if val_set in (IID_SHORT, IID_LONG) else "2")
@@ -231,17 +223,34 @@ def _generation_sections(report: _Report, certifications: pd.DataFrame, law, gri
     )
 
 
-def _stated_law_caveat(law: ReferenceLaw) -> str:
-    """What every efficiency of a law given as constants is (analysis.efficiency.law_source), said once
-    above the table whose rows repeat it beside each number."""
-    text = (f"These efficiencies are illustrative: {law.name} was not fitted to this sweep's runs (fit one to "
-            "your real-only runs at several data sizes: `megadocs analysis efficiency --fit-baseline`).")
-    if law.loss_range is not None:
-        low, high = law.loss_range
-        text += (f" Its constants were calibrated on i.i.d. losses {low:g}-{high:g}; an efficiency at a loss outside "
-                 "them (another model size, tokenizer or corpus) is an extrapolation of that law, not an estimate, "
-                 "and its row says so.")
-    return text
+def _stated_law_text(law: ReferenceLaw, table: pd.DataFrame, noise_sd: float) -> str:
+    """The paragraph above the table of a law given as constants: whose law, that its efficiencies
+    are illustrative, its calibration range and the seed-noise margin around it, and the meaning of
+    each ``efficiency_basis`` value its rows carry (analysis.efficiency.efficiency_basis)."""
+    text = (f"Data efficiency uses {law.name}, alpha={law.alpha}, E={law.E} ({law.provenance.strip().rstrip('.')}); "
+            "it is computed for the i.i.d. loss only. Its efficiencies are illustrative: the law was not fitted to "
+            "this sweep's runs (fit one to your real-only runs at several data sizes: `--fit-baseline`).")
+    if law.loss_range is None:
+        return text + " It states no calibration losses, so its rows read `stated` unchecked."
+    low, high = law.loss_range
+    margin = range_margin(law, noise_sd)
+    sds = [f"{sd:.4f} {what}" for sd, what in ((noise_sd, "measured by this sweep's repeats"),
+                                                  (law.loss_noise, "stated by the law (loss_noise)"))
+           if sd is not None and math.isfinite(sd) and sd > 0]
+    noise = (f"a loss outside them by less than {margin:.4f} nats ({CLEAR_SDS:g} sds of the difference of two "
+             f"single runs at seed-noise sd {' and '.join(sds)}) cannot be told from them" if margin else
+             "no seed-noise estimate widens them (`noise: {repeats: 2}` in the sweep, or `loss_noise` in the law)")
+    outside = "outside them by more than that margin" if margin else "outside them"
+    meanings = {  # each value a row of a stated law can carry (below E has its own paragraph)
+        Basis.STATED: "both losses lie within them",
+        Basis.AT_EDGE: "a loss lies outside them, within that margin: read as in range",
+        Basis.OUT_OF_RANGE: f"a loss lies {outside}: an efficiency there would extrapolate the law, not estimate "
+                            "this sweep's, so none is given",
+    }
+    present = [f"`{basis.value}`: {meaning}" for basis, meaning in meanings.items()
+               if (table["efficiency_basis"] == basis.value).any()]
+    return (text + f" Its constants were calibrated on i.i.d. losses {low:g}-{high:g}; {noise}."
+            + (" Per row, " + "; ".join(present) + "." if present else ""))
 
 
 def _no_efficiency(table: pd.DataFrame) -> str:
@@ -258,15 +267,15 @@ def _no_efficiency(table: pd.DataFrame) -> str:
             f"baseline's, and the ledger lacks {' and '.join(lacks)} with an i.i.d. loss.")
 
 
-def _generation_fits(certifications: pd.DataFrame) -> tuple[str, dict[str, PowerLawFit | str]] | None:
-    """L(G) per algorithm, fitted once for every section (None: no finite loss yet): the points and
-    the bootstrap count of ``megadocs analysis fit SWEEP.yaml``, so both give the same verdicts."""
-    from analysis.experiments import generation_points
+def _generation_fits(table: pd.DataFrame | str) -> tuple[str, dict[str, PowerLawFit | str]] | None:
+    """L(G) per algorithm, fitted once for every section (None: no finite loss yet, ``table`` is why):
+    the points and the bootstrap count of ``megadocs analysis fit SWEEP.yaml``, so both give the same
+    verdicts."""
+    from analysis.experiments import curve_points
 
-    try:
-        main, points = generation_points(certifications)
-    except UserError:
+    if isinstance(table, str):
         return None
+    main, points = curve_points(table)
     return main, fit_groups(points, x="g", y="loss", group="method")
 
 
@@ -297,18 +306,16 @@ def _next_generations_section(report: _Report, fits: tuple[str, dict[str, PowerL
     )
 
 
-def _experiment_sections(report: _Report, runs: pd.DataFrame, certifications: pd.DataFrame, law,
-                         transfer_sources: Mapping[str, str], diversity: pd.DataFrame | None, *,
-                         students: pd.DataFrame, transfers: Mapping[str, TransferSummary] | None) -> None:
-    """Figure 4 (stitch order), Figure 6 (transfers), student scaling and generation diversity."""
+def _experiment_sections(report: _Report, runs: pd.DataFrame, certifications: pd.DataFrame,
+                         table: pd.DataFrame | str, transfer_sources: Mapping[str, str],
+                         diversity: pd.DataFrame | None, *, students: pd.DataFrame,
+                         transfers: Mapping[str, TransferSummary] | None) -> None:
+    """Figure 4 (stitch order), Figure 6 (transfers), student scaling and generation diversity;
+    ``table`` is the generation table of ``certifications`` (a string: why there is none)."""
     from analysis.experiments import stitch_order_table, student_scaling_table, transfer_table
     from analysis.figures import plot_diversity, plot_generation_scaling, plot_transfers
 
-    try:
-        table = generation_table(certifications, law=law)
-    except UserError:
-        table = None
-    order = stitch_order_table(table) if table is not None else pd.DataFrame()
+    order = stitch_order_table(table) if not isinstance(table, str) else pd.DataFrame()
     if len(order):
         report.add("## Stitch order and long-context loss (Figure 4)", "",
                    "Stitched megadocs with the real document last (the paper's), first, and left out, on every "
@@ -480,7 +487,11 @@ def render_report(
         from analysis.experiments import generation_curves
 
         curves = generation_curves(certifications)  # neither the ablation nor another model size is a point of L(G)
-        fits = _generation_fits(certifications)
+        try:  # built once: the generation, stitch-order and fit sections read the same rows
+            table: pd.DataFrame | str = generation_table(curves, law=law)
+        except UserError as exc:  # no finite loss yet: the message names the section
+            table = str(exc)
+        fits = _generation_fits(table)
         _next_generations_section(report, fits)
         report.add("## Certified points", "", _markdown_table(_certified_points_table(certifications)), "")
         for note in _basis_notes(certifications):
@@ -489,9 +500,9 @@ def render_report(
         if moved:
             report.add("Search bounds moved through `extend:` (a value appended beyond a bound each time the best "
                        "point sat on it, in order): " + "; ".join(moved) + ".", "")
-        _generation_sections(report, curves, law, grids, fits)
-        _experiment_sections(report, runs, curves, law, transfer_sources or {}, diversity, students=certifications,
-                             transfers=transfers)
+        _generation_sections(report, curves, table, law, grids, fits)
+        _experiment_sections(report, runs, curves, table, transfer_sources or {}, diversity,
+                             students=certifications, transfers=transfers)
         _synthetic_only_section(report, certifications)
         _search_sections(report, runs, summaries, grids)
     _ensemble_sections(report, ensembles, ensemble_studies, ensemble_problems)

@@ -148,7 +148,7 @@ class PowerLawFit:
     def E_at_lowest_loss(self) -> bool:
         """E ended at its upper search bound, the lowest loss: the losses have not started to
         flatten, so beyond the largest x the law is held up by that bound, not by the points."""
-        return "E" not in self.fixed and _at_bound(self.E, 0.0, float(np.min(self.y))) == "high"
+        return "E" not in self.fixed and _at_bound(self.E, *_e_bounds(self.y)) == "high"
 
     def interval(self, name: str) -> tuple[float, float] | None:
         return None if self.ci is None else self.ci.get(name)
@@ -238,6 +238,13 @@ def _check_points(x: np.ndarray, y: np.ndarray, n_free: int) -> list[str]:
     return notes
 
 
+def _e_bounds(y: np.ndarray) -> tuple[float, float]:
+    """E's search range, [0, lowest loss]: a loss that falls toward E from above never reaches it.
+    The solver searches it (``_Problem.bounds``) and a fit is judged by where in it E ended
+    (``_judge``, ``PowerLawFit.E_at_lowest_loss``)."""
+    return 0.0, float(np.min(y))
+
+
 @dataclass(frozen=True, eq=False)
 class _Problem:
     """Validated inputs of one fit, in the coordinates the solver works in.
@@ -273,9 +280,10 @@ class _Problem:
         return len(self.x) - self.n_free
 
     def bounds(self, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """E in [0, lowest loss], log B free, alpha in ``alpha_bounds``."""
-        return (np.array([0.0, -np.inf, self.alpha_bounds[0]]),
-                np.array([float(y.min()), np.inf, self.alpha_bounds[1]]))
+        """E in :func:`_e_bounds`, log B free, alpha in ``alpha_bounds``."""
+        e_low, e_high = _e_bounds(y)
+        return (np.array([e_low, -np.inf, self.alpha_bounds[0]]),
+                np.array([e_high, np.inf, self.alpha_bounds[1]]))
 
     def curve(self, theta: np.ndarray) -> np.ndarray:
         """The fitted losses at the problem's x."""

@@ -43,6 +43,7 @@ __all__ = [
     "Older", "Record", "RECORDS", "FormatBreak", "version", "is_older", "upgrade", "older",
     "RUN_METRICS", "BENCHMARK_SCORE", "ENSEMBLE_REPORT", "JOB_RESULT", "BOUND", "RUN_REVISION",
     "SYNTHETIC_IDENTITY", "POOL_TOKENS", "CHECKPOINT", "TOKEN_STORE", "POOL_MANIFEST", "POOL_FINGERPRINT", "LEDGER_GRID_PARAMS",
+    "RUN_RECORD",
 ]
 
 
@@ -204,6 +205,33 @@ def _synthetic_version(data: Any) -> int:
     return 1 if data.get("tokenization") == "pieces/1" else 2
 
 
+# --- a sharded step's record of runs (FOLDER/submitit/submissions.json) ---------------------
+
+RUN_RECORD = "run-record"
+_PROCESS_PLACE = ("boot", "pidns", "heartbeat")
+
+
+def _record_entries(data: Any) -> list[Any]:
+    entries = data.get("submissions") if isinstance(data, Mapping) else None
+    return entries if isinstance(entries, list) else []
+
+
+def _run_record_version(data: Any) -> int:
+    """Version 1: a process entry without a heartbeat key (recorded before heartbeats)."""
+    processes = [e for e in _record_entries(data) if isinstance(e, Mapping) and e.get("kind") == "process"]
+    return 1 if any("heartbeat" not in entry for entry in processes) else 2
+
+
+def _run_record_1_to_2(data: Mapping[str, Any]) -> dict[str, Any]:
+    """A process entry without boot, pid namespace and heartbeat: all three unknown (null); it is
+    asked through /proc where its host is this one, and counts as going elsewhere (no heartbeat to
+    age), as it did when written."""
+    entries = [{**dict.fromkeys(_PROCESS_PLACE), **entry}
+               if isinstance(entry, Mapping) and entry.get("kind") == "process" else entry
+               for entry in _record_entries(data)]
+    return {**data, "submissions": entries}
+
+
 # --- formats that carry a `format` field ---------------------------------------------------
 
 POOL_TOKENS = "pool-tokens"
@@ -299,6 +327,15 @@ RECORDS: dict[str, Record] = {
                         "(until eefc248)", example={"assembled": {}},
                      how="if its pool is unchanged, adopt it with `megadocs train --reidentify {out}`, else "
                          "use another --out"))),
+    RUN_RECORD: Record(
+        where="FOLDER/submitit/submissions.json: submissions", reader="megadocs.executors:_read_submissions",
+        current=2, detect=_run_record_version,
+        example={"submissions": [{"kind": "process", "host": "node7", "pid": 41, "started": 9, "boot": "b",
+                                  "pidns": 4026531836, "heartbeat": 1764940000.0},
+                                 {"kind": "slurm", "job_ids": ["42_0"]}]},
+        older=(Older(1, "records of runs before heartbeats (836bb66): a process by host, pid and start time",
+                     example={"submissions": [{"kind": "process", "host": "node7", "pid": 41, "started": 9}]},
+                     upgrade=_run_record_1_to_2),)),
     POOL_TOKENS: _format_field("megadocs.pool-tokens", "TOKENS/manifest.json", "train.pool_tokens:require_pool_tokens",
                                2, "daa745a until f337c94: latent documents tokenized in pieces",
                                "run `megadocs data tokenize-pool` again"),

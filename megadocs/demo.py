@@ -357,8 +357,10 @@ class Demo:
             "Only illustrative at this scale: the generator is a tiny model trained by `megadocs train` on the "
             "real training documents (the paper's self-improvement setting), not an instruction-tuned model, so "
             "its rephrases and thoughts are poor text and the gains (or their absence) say nothing about the "
-            "paper's effect sizes; the data efficiencies use the paper's reference real-data law "
-            "(analysis/reference_law.yaml, calibrated for 300M models on DCLM). A gain here may come from the "
+            "paper's effect sizes. Data efficiency comes from the paper's reference real-data law "
+            "(analysis/reference_law.yaml), calibrated on the losses of 300M models on DCLM: the report gives one "
+            "only within seed noise of those losses, and says where a loss lies outside them. A gain here may "
+            "come from the "
             "synthetic stream diluting the memorisation of the few real documents rather than from its content. "
             "What the demo does show for real is above: whether each certificate is a local optimum of the grid "
             "and how each difference compares with the measured seed noise."
@@ -372,9 +374,9 @@ class Demo:
                 f"certification, analysis) on toy data: preset `{self.scale.preset}`, {self.scale.documents} "
                 f"documents, a {self.scale.vocab_size}-token vocabulary, context {self.scale.context}. Every "
                 "number below describes that toy setup and none is evidence for or against the paper; its "
-                "losses are not comparable with the paper's, and its data efficiencies come from the paper's "
-                "reference law, not fitted to these runs (each row says so, and whether its losses lie in the "
-                "law's calibrated range). Run the README's cluster workflow for findings.")
+                "losses are not comparable with the paper's, and the paper's reference law gives no data "
+                "efficiency at losses outside the ones it was calibrated on (the generation section says "
+                "where). Run the README's cluster workflow for findings.")
 
     def run(self) -> Path:
         scale = self.scale

@@ -15,11 +15,14 @@ import errno
 import os
 from collections.abc import Iterator
 
-__all__ = ["UserError", "WorkFailed", "DiskFull", "DISK_FULL_ERRNOS", "DISK_FULL_SQLSTATE", "disk_full_message",
+__all__ = ["UserError", "WorkFailed", "DiskFull", "DISK_FULL_ERRNOS", "DISK_FULL_ADVICE", "DISK_FULL_SQLSTATE", "disk_full_message",
            "names_file"]
 
 DISK_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
 """A file system with no room left for us: no space left, or our disk quota used up."""
+
+DISK_FULL_ADVICE = "; re-run the same command once there is space"
+"""How every full-disk line ends (:func:`disk_full_message`): every command keeps what it finished."""
 
 DISK_FULL_SQLSTATE = "53100"
 """PostgreSQL's ``disk_full``: the server could not write a table, index or temporary file (any
@@ -44,7 +47,16 @@ class WorkFailed(Exception):
 class DiskFull(Exception):
     """A full file system another process met (a job-array task), as its one line
     (:func:`disk_full_message` of the task's own error): the task's exception does not cross the
-    process boundary, its line does. The CLI prints it like a full disk here (exit 4)."""
+    process boundary, its line does. The CLI prints it like a full disk here (exit 4).
+
+    >>> DiskFull("disk quota exceeded writing pool" + DISK_FULL_ADVICE).cause
+    'disk quota exceeded writing pool'
+    """
+
+    @property
+    def cause(self) -> str:
+        """Its line without the advice: what was full, and where."""
+        return str(self).removesuffix(DISK_FULL_ADVICE)
 
 
 def _chain(exc: BaseException) -> Iterator[BaseException]:
@@ -77,15 +89,14 @@ def disk_full_message(exc: BaseException) -> str | None:
         if isinstance(cause, OSError) and cause.errno in DISK_FULL_ERRNOS:
             what = os.strerror(cause.errno).lower()
             where = f" writing {cause.filename}" if cause.filename else ""
-            return f"{what}{where}; re-run the same command once there is space"
+            return f"{what}{where}{DISK_FULL_ADVICE}"
         if getattr(cause, "sqlite_errorname", None) == "SQLITE_FULL":  # named by names_file, or by nobody
             where = getattr(cause, "filename", None) or "a SQLite database"
-            return f"no space left on device writing {where}; re-run the same command once there is space"
+            return f"no space left on device writing {where}{DISK_FULL_ADVICE}"
         if _sqlstate(cause) == DISK_FULL_SQLSTATE:  # the server's disk: named by names_file (its URL)
             where = getattr(cause, "filename", None) or "a PostgreSQL database"
             said = next((line.strip() for line in str(cause).splitlines() if line.strip()), "disk full")
-            return f"no space left on device on the database server of {where} ({said}); " \
-                "re-run the same command once there is space"
+            return f"no space left on device on the database server of {where} ({said}){DISK_FULL_ADVICE}"
     return None
 
 

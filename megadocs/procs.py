@@ -12,7 +12,7 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 
-__all__ = ["pid_alive", "process_start", "exclusive_lock", "child_pids", "start_reaper", "stop_reaper", "apply_environment_defaults", "available_cores", "threads_per_job",
+__all__ = ["pid_alive", "process_start", "boot_id", "pid_namespace", "exclusive_lock", "child_pids", "start_reaper", "stop_reaper", "apply_environment_defaults", "available_cores", "threads_per_job",
            "job_thread_environment", "child_process_settings", "world_from_env", "THREAD_VARIABLES"]
 
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS")
@@ -42,6 +42,26 @@ def process_start(pid: int) -> int | None:
     try:
         return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19])
     except (OSError, IndexError, ValueError):
+        return None
+
+
+def boot_id() -> str | None:
+    """This kernel's boot id (Linux, random per boot), None where unknown: tells apart two machines
+    that share a hostname, and this machine before and after a reboot. Containers on one machine
+    share it (one kernel): :func:`pid_namespace` tells those apart."""
+    try:
+        return Path("/proc/sys/kernel/random/boot_id").read_text().strip() or None
+    except OSError:
+        return None
+
+
+def pid_namespace() -> int | None:
+    """The inode of this process's pid namespace (``/proc/self/ns/pid``), None where unknown. Two
+    processes see each other's pids only within one namespace: a pid recorded by a process in
+    another one (another container with this hostname) names nothing here."""
+    try:
+        return os.stat("/proc/self/ns/pid").st_ino
+    except OSError:
         return None
 
 

@@ -21,8 +21,9 @@ the manifest its submission prepared (:meth:`ShardedStep.run`). A late writer of
 stops in one line and writes nothing; a replacement can only see outputs already flushed. So that
 such a writer rarely spends compute first, the replacement is refused while one may still run: the
 folder's record of runs (``FOLDER/submitit/submissions.json``, ``megadocs.executors``) holds each
-job array submitted into it and each process running the step in-process (while it runs), and
-:func:`megadocs.executors.live_runs` says which still live. The same settings are never refused. :meth:`ShardedStep.run` runs shards in
+job array submitted into it, each process running the step in-process (while it runs) and each
+submitter (until its array's entry replaces its own), and :func:`megadocs.executors.live_runs`
+says which still live (a process elsewhere: by its heartbeat). The same settings are never refused. :meth:`ShardedStep.run` runs shards in
 this process; :meth:`ShardedStep.submit` freezes the to-do list and submits one job-array task per
 shard (``megadocs.executors``: submitit's local executor or SLURM), each task requeued after a
 timeout or preemption and resuming its shard. submitit is imported only by ``submit``.
@@ -53,12 +54,15 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from megadocs.errors import DISK_FULL_ERRNOS, DiskFull, UserError, disk_full_message
 from megadocs.formats import MANIFEST, write_json
 from megadocs.pools import done_path, shard_stem
 from megadocs.procs import exclusive_lock
+
+if TYPE_CHECKING:
+    from megadocs.executors import RecordedProcess
 
 __all__ = ["ShardedStep", "ShardTask", "manifest_lock", "LOCK", "DEFAULT_TIMEOUT_MIN"]
 
@@ -70,8 +74,11 @@ RESERVE_BYTES = 64 * 1024
 """Disk an array task holds back while it runs and gives back when its disk fills, so that its
 one-line error still reaches the submitter: submitit's result file and the task's log need room
 too (a page each on a tmpfs), and a full disk would leave none."""
-NO_ROOM = ".no-room"
-"""Suffix of the empty file a task leaves in place of its reserve when its disk was full at its start."""
+NO_ROOM = {errno.ENOSPC: ".no-room", errno.EDQUOT: ".no-quota"}
+"""Suffix of the empty file a task leaves in place of its reserve when its disk was full at its
+start, by the error the reserve met (:data:`megadocs.errors.DISK_FULL_ERRNOS`): a full file system,
+or a used-up quota."""
+assert set(NO_ROOM) == set(DISK_FULL_ERRNOS), NO_ROOM
 DEFAULT_TIMEOUT_MIN = 7 * 24 * 60
 """A local job array's wall-clock limit (submitit's local default of 2 minutes is too short)."""
 
@@ -104,7 +111,9 @@ class ShardedStep(ABC):
         self.prepared: dict[str, Any] | None = None
         """The manifest this process (or the submission of this array task) prepared; None before."""
         self._recording: contextlib.ExitStack | None = None
-        """While :meth:`run` prepares and runs in this process: where its record entry is held."""
+        """While :meth:`run` or :meth:`submit` prepares: where its record entry is held."""
+        self._recorded: RecordedProcess | None = None
+        """...and that entry, once :meth:`init_manifest` made it."""
 
     # -- what a step fills in --------------------------------------------------------------
 
@@ -154,8 +163,9 @@ class ShardedStep(ABC):
         """The existing manifest when ``same(existing)``; else ``on_stale(existing)`` (raise, or
         clear the old outputs: their markers are removed here) and ``intended`` is written with
         ``complete: false`` and ``created``, saying on stderr which settings it replaced. Under
-        the manifest lock, where a run in this process (:meth:`run`) is also recorded in the
-        folder's record of runs (``megadocs.executors.recorded_process``) until it ends.
+        the manifest lock, where a run in this process (:meth:`run`) or a submitter
+        (:meth:`submit`) is also recorded in the folder's record of runs
+        (``megadocs.executors.recorded_process``) until it ends or its array is recorded.
 
         Raises:
             UserError: other settings while another run in this folder may still write into it
@@ -183,7 +193,7 @@ class ShardedStep(ABC):
             if self._recording is not None:  # with the manifest: a later run sees both or neither
                 from megadocs.executors import recorded_process
 
-                self._recording.enter_context(recorded_process(self.folder / JOBS))
+                self._recorded = self._recording.enter_context(recorded_process(self.folder / JOBS))
         if replaced is not None:
             old, new = self.settings(replaced), self.settings(manifest)
             changes = "; ".join(f"{key}: {_shown(old.get(key))} -> {_shown(new.get(key))}" for key in _changed(old, new))
@@ -197,17 +207,15 @@ class ShardedStep(ABC):
         this folder (``megadocs gen`` without ``--executor`` in another terminal). Each would be
         refused at its first write (:meth:`check_settings`) after spending its compute, e.g.
         loading a generator and generating a chunk."""
-        from megadocs.executors import SUBMISSIONS, ProcessRun, live_runs
+        from megadocs.executors import live_runs, unchecked_note
 
         live = live_runs(self.folder / JOBS)
         if live:
             runs = "; ".join(run.describe() for run in live)
             stop = "; ".join(run.cancel_command() for run in live)
-            elsewhere = any(isinstance(run, ProcessRun) and not run.here() for run in live)
-            ended = (f"; a run on another host that has ended: remove its entry from {self.folder / JOBS / SUBMISSIONS}"
-                     if elsewhere else "")
             raise UserError(f"{self.folder}: an earlier {self.name} run with other settings is still going ({runs}): "
-                            f"wait for it to end, or stop it ({stop}), then re-run (nothing was changed){ended}")
+                            f"wait for it to end, or stop it ({stop}), then re-run (nothing was changed)"
+                            f"{unchecked_note(live, self.folder / JOBS)}")
 
     def check_settings(self) -> None:
         """Refuse when the manifest on disk no longer has the settings this process prepared (a
@@ -257,12 +265,22 @@ class ShardedStep(ABC):
         if self.prepared is not None:
             self.check_settings()
             return self._run_shards(shards)
-        try:  # this process is recorded from its manifest's check (init_manifest) until it ends
-            with contextlib.ExitStack() as self._recording:
+        with self._prepared_and_recorded():
+            return self._run_shards(shards)
+
+    @contextlib.contextmanager
+    def _prepared_and_recorded(self) -> Iterator[RecordedProcess | None]:
+        """:meth:`prepare`, with this process in the folder's record of runs from its manifest's
+        check (:meth:`init_manifest`) until the block ends; yields its entry (None where
+        ``prepare`` made none). The step keeps
+        no reference to it: an array task pickles the step."""
+        with contextlib.ExitStack() as self._recording:
+            try:
                 self.prepared = self.prepare()
-                return self._run_shards(shards)
-        finally:
-            self._recording = None
+                recorded = self._recorded
+            finally:
+                self._recording = self._recorded = None
+            yield recorded
 
     def _run_shards(self, shards: Iterable[int] | None) -> dict[str, Any]:
         todo = self.todo(shards)
@@ -283,11 +301,14 @@ class ShardedStep(ABC):
         from megadocs.executors import check_array_executor, run_job_array
 
         check_array_executor(executor, profile)
-        self.prepared = self.prepare()  # before any task starts: tasks never race to create the manifest
-        todo = self.todo()  # frozen before dispatch
-        run_job_array([ShardTask(self, index) for index in todo], [f"shard {i}" for i in todo], kind=executor,
-                      profile=profile, folder=self.folder / JOBS, timeout_min=timeout_min, name=self.name,
-                      lost_reason=ShardTask.lost_to_full_disk)
+        # prepared before any task starts (tasks never race to create the manifest); this process
+        # is recorded from its manifest's check until its array's entry replaces it, so that a run
+        # of other settings is refused in between too
+        with self._prepared_and_recorded() as submitter:
+            todo = self.todo()  # frozen before dispatch
+            run_job_array([ShardTask(self, index) for index in todo], [f"shard {i}" for i in todo], kind=executor,
+                          profile=profile, folder=self.folder / JOBS, timeout_min=timeout_min, name=self.name,
+                          lost_reason=ShardTask.lost_to_full_disk, submitter=submitter)
         return self.finish()
 
     def finish(self) -> dict[str, Any]:
@@ -321,23 +342,30 @@ def _shown(value: Any) -> str:
 def _reserve(path: Path) -> bool:
     """Hold :data:`RESERVE_BYTES` of disk in ``path``: True, or False where the file system refuses
     (the task runs without, as a task always could). Where there is no room, an empty file named
-    ``path`` + :data:`NO_ROOM` is the task's word to its submitter (:meth:`ShardTask.lost_to_full_disk`):
-    a rename, which needs no space."""
+    ``path`` + :data:`NO_ROOM` of the error (no space, or no quota) is the task's word to its
+    submitter (:meth:`ShardTask.lost_to_full_disk`): a rename, which needs no space. (A quota of
+    files used up refuses the reserve's creation itself: no word then.)"""
     try:
         with open(path, "wb") as handle:
             os.posix_fallocate(handle.fileno(), 0, RESERVE_BYTES)
     except OSError as exc:
         with contextlib.suppress(OSError):
             if exc.errno in DISK_FULL_ERRNOS:
-                os.replace(path, _no_room(path))
+                os.replace(path, _no_room(path)[exc.errno])
             else:
                 path.unlink()
         return False
     return True
 
 
-def _no_room(reserve: Path) -> Path:
-    return reserve.with_name(reserve.name + NO_ROOM)
+def _no_room(reserve: Path) -> dict[int, Path]:
+    """The words a task may leave in place of ``reserve``, by error number."""
+    return {code: reserve.with_name(reserve.name + suffix) for code, suffix in NO_ROOM.items()}
+
+
+def _unsay_no_room(reserve: Path) -> None:
+    for word in _no_room(reserve).values():
+        word.unlink(missing_ok=True)
 
 
 class ShardTask:
@@ -364,7 +392,7 @@ class ShardTask:
         reserve = self.reserve_path
         held = _reserve(reserve)
         if held:  # an earlier attempt's word (a requeued task) no longer holds
-            _no_room(reserve).unlink(missing_ok=True)
+            _unsay_no_room(reserve)
         try:
             self.step.run([self.index])
         except Exception as exc:  # noqa: BLE001 - only a full disk is kept; anything else is raised
@@ -378,18 +406,19 @@ class ShardTask:
         finally:
             if held:
                 reserve.unlink(missing_ok=True)
-        _no_room(reserve).unlink(missing_ok=True)  # done: its result needs no word of a full disk
+        _unsay_no_room(reserve)  # done: its result needs no word of a full disk
         return json.loads(self.step.done_path(self.index).read_text())
 
     def lost_to_full_disk(self) -> DiskFull | None:
-        """For the submitter, once this task ended without a result: a full disk (one line naming
-        the step's folder) when the task started with no room for its reserve, and so none for its
-        result or log either (its :data:`NO_ROOM` file says so; removed here); else None."""
-        marker = _no_room(self.reserve_path)
-        if not marker.is_file():
+        """For the submitter, once this task ended without a result: a full disk or a used-up
+        quota (one line naming the step's folder) when the task started with no room for its
+        reserve, and so none for its result or log either (its :data:`NO_ROOM` file says which;
+        removed here); else None."""
+        said = [code for code, word in _no_room(self.reserve_path).items() if word.is_file()]
+        _unsay_no_room(self.reserve_path)
+        if not said:
             return None
-        marker.unlink(missing_ok=True)
-        return DiskFull(disk_full_message(OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(self.step.folder))))
+        return DiskFull(disk_full_message(OSError(said[0], os.strerror(said[0]), str(self.step.folder))))
 
     def checkpoint(self, *args: Any, **kwargs: Any) -> Any:
         from submitit.helpers import DelayedSubmission

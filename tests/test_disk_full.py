@@ -9,6 +9,7 @@ case is tests/train/test_cli.py (a checkpoint that does not fit).
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import textwrap
@@ -219,31 +220,50 @@ def test_a_used_up_quota_and_a_wrapped_error_read_as_a_full_disk(code):
 class FillsOnStart(Fill):
     """:class:`Fill` whose array task fills its file system as it starts (when it is unpickled in
     the task's process, before :class:`megadocs.shards.ShardTask` takes its reserve): a disk that
-    filled between the submission and the task's start, with no room left for anything."""
+    filled between the submission and the task's start, with no room left for anything.
+
+    ``code``: the error the task's reserve meets. ENOSPC is the real full disk's. EDQUOT is
+    ``fake_quota`` (no disk quota can be set here: this kernel's tmpfs has no quota option, and
+    root passes quotas): the reserve's ``posix_fallocate`` raises it, as a file system whose quota
+    is used up does; every write after it meets the real full disk."""
+
+    code = errno.ENOSPC
 
     def __setstate__(self, state):
         self.__dict__.update(state)
         _fill(self.folder.parent, 0)
+        if self.code != errno.ENOSPC:
+            def fake_quota(fd, offset, length, code=self.code):
+                raise OSError(code, os.strerror(code))
+
+            os.posix_fallocate = fake_quota  # (in the task's own process only)
 
 
-@pytest.mark.parametrize("executor", ["local", pytest.param("slurm", marks=pytest.mark.slurm)])
-def test_a_job_array_task_that_starts_on_a_full_disk_reads_as_a_full_disk(small_filesystem, executor, capfd,
+@pytest.mark.parametrize(("executor", "code"), [
+    *(pytest.param("local", code, id=f"local-{errno.errorcode[code]}") for code in DISK_FULL_ERRNOS),
+    pytest.param("slurm", errno.ENOSPC, marks=pytest.mark.slurm, id="slurm-ENOSPC")])
+def test_a_job_array_task_that_starts_on_a_full_disk_reads_as_a_full_disk(small_filesystem, executor, code, capfd,
                                                                             monkeypatch):
     """No room for the task's reserve, so none for its result either: the submitter says the
-    full disk in one line naming the folder (exit 4, a full disk's), not "ended without a result"."""
+    full disk (or the used-up quota: the reserve's error) in one line naming the folder (exit 4, a
+    full disk's), not "ended without a result", and the task's progress line names it too."""
     from megadocs import executors
 
     monkeypatch.setattr(executors, "LOST_GRACE_S", 0.0)  # (no result file will come: the test's time)
     monkeypatch.setitem(executors.ARRAY_POLL_S, "slurm", 1.0)
     step = FillsOnStart(small_filesystem / "out", 1, name="fill")
+    step.code = code
     profile = "slurm/profiles/local.yaml" if executor == "slurm" else None
     with pytest.raises(DiskFull) as caught:
         step.submit(executor, profile)
     assert not isinstance(caught.value, (UserError, WorkFailed))
     line = disk_full_message(caught.value)
-    assert line == f"no space left on device writing {step.folder}{RETRY}", line
+    cause = f"{os.strerror(code).lower()} writing {step.folder}"
+    assert line == f"{cause}{RETRY}", line
     err = capfd.readouterr().err
     assert "without a result" not in err, err
+    (progress,) = [said for said in err.splitlines() if said.startswith("shard 0 (job ")]
+    assert progress.endswith(f") FAILED ({cause}); 1 of 1 task(s) ended"), progress
 
     (small_filesystem / "filler").unlink()
     assert Fill(step.folder, 1, name="fill").submit(executor, profile)["complete"]

@@ -2,8 +2,9 @@
 
 The run's identity (`RunConfig.identity()`) is the hash of the fields that define the experiment
 and of what its data *is*: the token store's and the pool's manifest identities
-(`megadocs.data_identity`, `megadocs.pools`) and the megadoc rule's version replace their paths, so re-preparing a store or regenerating a pool at
-the same path gives new runs, and moving them keeps the old ones. Execution details (where it
+(`megadocs.data_identity`, `megadocs.pools`) and the megadoc rule's version replace their paths,
+so re-preparing a store or regenerating a pool at the same path gives new runs, and moving them
+keeps the old ones. Execution details (where it
 runs, how a batch is split into micro-batches, how often it is checkpointed, whether it is
 compiled) are left out, so moving a run to another machine or resuming it with a smaller
 micro-batch keeps its identity and its run directory. A change of the code that changes what a
@@ -118,6 +119,8 @@ class SyntheticData(StrictModel):
 
 
 class DataConfig(StrictModel):
+    """``data:``: the real token store, the synthetic stream and how the two are mixed into windows."""
+
     store: str = Field(description="token store directory (`megadocs data prepare`)")
     synthetic: SyntheticData | None = Field(default=None, description="synthetic stream; null = real only")
     mixing_fraction: float = Field(
@@ -163,6 +166,8 @@ class DataConfig(StrictModel):
 
 
 class ModelConfig(StrictModel):
+    """``model:``: the architecture, by preset name (its vocabulary is the store's)."""
+
     preset: str = Field(default="tiny-1m", description="a preset name from train.presets.PRESETS")
 
     @model_validator(mode="after")
@@ -182,6 +187,8 @@ DEFAULT_DECAY_GROUPS: tuple[str, ...] = ("linear", "head")
 
 
 class OptimConfig(StrictModel):
+    """``optim:``: AdamW, its schedule and the batch (`train.step`)."""
+
     lr: float = Field(default=3e-3, gt=0, allow_inf_nan=False, description="peak learning rate (AdamW)")
     weight_decay: float = Field(default=0.8, ge=0, allow_inf_nan=False, description="decoupled AdamW weight decay")
     weight_decay_on: list[DecayGroup] = Field(
@@ -228,6 +235,8 @@ class ExtraValidation(StrictModel):
 
 
 class EvalConfig(StrictModel):
+    """``eval:``: the held-out sets scored at the end (and periodically: `train.curves`) and the benchmarks."""
+
     val_windows: int = Field(default=1024, ge=1, description="fixed held-out windows of the iid loss")
     every: int | str = Field(
         default="10/run",
@@ -294,6 +303,8 @@ class TrackingConfig(StrictModel):
 
 
 class RunConfig(StrictModel):
+    """One training run (`train.loop.run`); the module docstring says what its identity covers."""
+
     data: DataConfig
     model: ModelConfig = Field(default_factory=ModelConfig)
     optim: OptimConfig = Field(default_factory=OptimConfig)
@@ -403,7 +414,7 @@ data:
                                #   after every EOS, as levanter; splits stitched megadocs)
   seed: 0                      # document and window order
 model:
-  preset: tiny-1m              # tiny-1m, tiny-8m (CPU); 150m, 300m, 600m, 1.5b (see train/model.py)
+  preset: tiny-1m              # tiny-1m, tiny-8m (CPU); 150m, 300m, 600m, 1.5b (see train/presets.py)
 optim:
   lr: 0.003
   weight_decay: 0.8

@@ -14,7 +14,7 @@ longer than ~150 steps (`benchmarks/eval_overhead.py` measures it; every evaluat
 is in `log.jsonl`).
 
 Example:
-    >>> curve = PeriodicValidation.build(config, total_steps=500, device=torch.device("cpu"))  # doctest: +SKIP
+    >>> curve = PeriodicValidation.build(config, store, {}, total_steps=500, device=torch.device("cpu"))  # doctest: +SKIP
     >>> curve.due(50), curve.due(500)                                                        # doctest: +SKIP
     (True, False)
 """
@@ -23,13 +23,17 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import torch
 
-from train.config import RunConfig
+from megadocs.formats import IID
+from train.config import DocumentMask, RunConfig
+from train.data import ValidationSet
 from train.distributed import SINGLE, DistributedContext
 from train.evaluate import evaluate_model
+from train.store import TokenStore
 
 __all__ = ["PeriodicValidation"]
 
@@ -40,31 +44,31 @@ class PeriodicValidation:
 
     every: int  # steps between evaluations (0 = none)
     total_steps: int
-    sets: dict  # name -> train.data.ValidationSet (the iid one first)
+    sets: dict[str, ValidationSet]  # by name, the iid one first
     batch_size: int
     device: torch.device
-    document_mask: object  # train.config.DocumentMask (or a legacy bool)
-    eos_id: int | None
+    document_mask: DocumentMask
+    eos_id: int
 
     @classmethod
-    def build(cls, config: RunConfig, *, total_steps: int, device: torch.device, align: int = 1,
-              eos_id: int | None = None) -> PeriodicValidation:  # fmt: skip
-        """Load the curve's windows once (they stay in memory for the whole run); ``'K/run'``
+    def build(cls, config: RunConfig, store: TokenStore, extra: Mapping[str, TokenStore], *, total_steps: int,
+              device: torch.device, align: int = 1) -> PeriodicValidation:  # fmt: skip
+        """Load the curve's windows once (they stay in memory for the whole run) from the run's
+        open stores (`store`: data.store; `extra`: the eval.extra stores by name); ``'K/run'``
         evaluations fall on multiples of `align` steps (see `EvalConfig.every_steps`)."""
         every = config.eval.every_steps(total_steps, align)
         sets = {}
         if every:
-            from train.data import ValidationSet
-
             windows = min(config.eval.curve_windows, config.eval.val_windows)
             context = config.data.context
-            sets["iid"] = ValidationSet.build(config.data.store, split="val", context=context, max_windows=windows)
+            sets[IID] = ValidationSet.build(store, split="val", context=context, max_windows=windows,
+                                           field="eval.curve_windows")
             if config.eval.curve_extra:
-                for name, extra in config.eval.extra.items():
-                    sets[name] = ValidationSet.build(extra.store, split=extra.split, context=context,
-                                                     max_windows=windows)
+                for name, spec in config.eval.extra.items():
+                    sets[name] = ValidationSet.build(extra[name], split=spec.split, context=context,
+                                                     max_windows=windows, field=f"eval.extra.{name} (eval.curve_windows)")
         return cls(every=every, total_steps=total_steps, sets=sets, batch_size=config.optim.micro_batch_size,
-                   device=device, document_mask=config.data.document_mask, eos_id=eos_id)  # fmt: skip
+                   device=device, document_mask=config.data.document_mask, eos_id=store.eos_id)  # fmt: skip
 
     def due(self, step: int) -> bool:
         """Evaluate after optimizer step `step`? (never the last: the final evaluation covers it)"""

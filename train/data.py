@@ -17,7 +17,7 @@ import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 import torch
@@ -27,8 +27,11 @@ from train.pool_tokens import synthetic_documents
 from train.store import TokenStore
 from train.streams import REAL, SYNTHETIC, VALIDATION, StreamLayout, StreamMixture, stream_mixture
 
-__all__ = ["TrainingStreams", "ValidationSet", "TokenStream", "StreamDocuments", "VALIDATION_SEED", "longer_half",
-           "open_checked_stores"]
+if TYPE_CHECKING:
+    from train.config import RunConfig
+
+__all__ = ["RunData", "TrainingStreams", "ValidationSet", "TokenStream", "StreamDocuments", "VALIDATION_SEED",
+           "longer_half"]
 
 # Validation windows never depend on the training seed.
 VALIDATION_SEED = 0
@@ -105,8 +108,8 @@ class TrainingStreams:
         """Open the store (and the synthetic documents when ``mixing_fraction > 0``).
 
         Args:
-            store: the token store, or its directory (opened here). A caller that has opened it
-                already (to check it: :func:`open_checked_stores`) passes it, so it is opened once.
+            store: the token store, or its directory (opened here). A run passes the store it
+                opened and checked (:meth:`RunData.open`), so it is opened once.
             synthetic: ``{pool, algorithm, g}`` (a mapping or an object with those attributes),
                 or None for real data only. Not read when ``mixing_fraction`` is 0.
 
@@ -214,11 +217,20 @@ class ValidationSet:
     """``max_windows`` as asked (None: all of them)."""
 
     @classmethod
-    def build(cls, store_dir: str | Path, *, split: str = "val", context: int,
+    def build(cls, store: TokenStore | str | Path, *, split: str = "val", context: int,
               max_windows: int | None = None, field: str = "eval.val_windows") -> ValidationSet:
-        """Raises UserError when the split holds no full window of ``context`` tokens; warns on
-        stderr, naming ``field``, when it holds fewer than ``max_windows``."""
-        store = TokenStore.open(store_dir)
+        """The first ``max_windows`` windows of ``split`` (all of them: None).
+
+        Args:
+            store: the token store, or its directory (opened here). A run passes the store it
+                opened when it started (:class:`RunData`), so every evaluation reads the
+                files whose identity the run recorded, and the split's offsets are loaded once.
+
+        Raises:
+            UserError: the split holds no full window of ``context`` tokens. Warns on stderr,
+                naming ``field``, when it holds fewer than ``max_windows``.
+        """
+        store = store if isinstance(store, TokenStore) else TokenStore.open(store)
         documents = store.split(split)
         stream = TokenStream.build(documents, eos_id=store.eos_id, context=context, seed=VALIDATION_SEED,
                                    stream=VALIDATION)
@@ -248,6 +260,41 @@ class ValidationSet:
         return self.is_long_document[self.document_ids]
 
 
+@dataclass(frozen=True)
+class RunData:
+    """What a run reads, each store opened once when it starts: the token store, the eval.extra
+    stores by name, and the training streams. Training (`train.loop`) and its plan
+    (``--dry-run``, `train.plan.run_plan`) open it the same way.
+
+    Example:
+        >>> data = RunData.open(config)  # doctest: +SKIP
+        >>> data.streams.total_steps, sorted(data.extra)  # doctest: +SKIP
+        (1890, ['arxiv'])
+    """
+
+    store: TokenStore
+    extra: dict[str, TokenStore]
+    streams: TrainingStreams
+
+    @classmethod
+    def open(cls, config: RunConfig) -> RunData:
+        """Open data.store, every eval.extra store (each must share data.store's tokenizer,
+        checked now rather than after training) and the training streams of `config`.
+
+        Raises:
+            UserError: a store is missing or was prepared with another tokenizer, or a data
+                setting the streams refuse (naming the field).
+        """
+        store = _open_store(config.data.store, "data.store")
+        extra = {name: _open_extra_store(store, name, spec.store) for name, spec in config.eval.extra.items()}
+        data = config.data
+        streams = TrainingStreams.build(store, synthetic=data.synthetic, context=data.context,
+                                        mixing_fraction=data.mixing_fraction, real_epochs=data.real_epochs,
+                                        synthetic_epochs=data.synthetic_epochs, batch_size=config.optim.batch_size,
+                                        seed=data.seed)  # fmt: skip
+        return cls(store=store, extra=extra, streams=streams)
+
+
 def _open_store(path: str, field: str) -> TokenStore:
     """TokenStore.open, with the config field named in its one-line error."""
     try:
@@ -256,24 +303,12 @@ def _open_store(path: str, field: str) -> TokenStore:
         raise UserError(f"{field}: {exc}") from None
 
 
-def open_checked_stores(config) -> TokenStore:
-    """The data.store of `config` (a `train.config.RunConfig`), once every eval.extra store is
-    known to share its tokenizer (what training and ``--dry-run`` check before any work).
-
-    Raises:
-        UserError: a store is missing or was prepared with another tokenizer (naming the field).
-    """
-    store = _open_store(config.data.store, "data.store")
-    for name, extra in config.eval.extra.items():
-        _check_extra_store(store, name, extra.store)
-    return store
-
-
-def _check_extra_store(store: TokenStore, name: str, path: str) -> None:
-    """An extra held-out store must share the training store's tokenizer (same token ids)."""
+def _open_extra_store(store: TokenStore, name: str, path: str) -> TokenStore:
+    """An extra held-out store; it must share the training store's tokenizer (same token ids)."""
     extra_store = _open_store(path, f"eval.extra.{name}.store")
     if extra_store.tokenizer_hash != store.tokenizer_hash:
         raise UserError(
             f"eval.extra.{name}.store: {path} has tokenizer_hash {extra_store.tokenizer_hash}, but "
             f"data.store has {store.tokenizer_hash}; prepare it with --tokenizer {store.tokenizer_path}"
         )
+    return extra_store

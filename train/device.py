@@ -32,7 +32,7 @@ import torch
 
 from megadocs.errors import UserError
 
-__all__ = ["DEVICES", "ENVIRONMENT_DEFAULTS", "resolve_device", "set_determinism"]
+__all__ = ["DEVICES", "ENVIRONMENT_DEFAULTS", "available_memory_bytes", "resolve_device", "set_determinism"]
 
 DEVICES = ("auto", "cpu", "cuda")
 # cuBLAS needs a fixed workspace for reproducible reductions; it is read when cuBLAS starts.
@@ -78,3 +78,21 @@ def set_determinism(device: torch.device, *, strict: bool = True) -> None:
     # TF32 for the fp32 matmuls left outside bf16 autocast (deterministic, 10-bit mantissa inputs).
     torch.backends.cuda.matmul.allow_tf32 = True
     torch.backends.cudnn.allow_tf32 = True
+
+
+def available_memory_bytes(device: torch.device) -> int:
+    """Memory `device` has free now: CUDA's free memory, or the host's available memory
+    (``MemAvailable``, else the free pages). Not its total: `train.parallel.choose_parallelism`
+    and a plan's ``--memory-gib`` take totals. What ``micro_batch_size: auto`` (`train.plan`) and
+    an ensemble's resident members (`train.ensemble`) budget against."""
+    if device.type == "cuda":
+        free, _total = torch.cuda.mem_get_info(device)
+        return int(free)
+    try:
+        with open("/proc/meminfo") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:  # no /proc (not Linux)
+        pass
+    return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")

@@ -28,7 +28,6 @@ import gc
 import hashlib
 import json
 import math
-import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,6 +35,7 @@ from pathlib import Path
 from megadocs.errors import UserError
 from megadocs.formats import RunDir
 from train.config import DocumentMask
+from train.device import available_memory_bytes
 from train.evaluate import autocast_for, model_logits
 
 __all__ = [
@@ -147,28 +147,12 @@ def _weights_bytes(model_dir: Path) -> int:
     return max(1, 4 * parameters)
 
 
-def _free_memory_bytes(device) -> int:
-    import torch
-
-    if device.type == "cuda":
-        free, _total = torch.cuda.mem_get_info(device)
-        return int(free)
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-
-
 def resident_members_for_budget(
     model_dirs: Sequence[Path], device, *, batch_size: int, context: int, vocab_size: int
 ) -> int:
     """How many members to keep on ``device``: the module's memory policy (at least 1)."""
     logits_bytes = 2 * batch_size * context * vocab_size * 4  # running sum + one member's logits
-    budget = MEMORY_FRACTION * _free_memory_bytes(device) - logits_bytes
+    budget = MEMORY_FRACTION * available_memory_bytes(device) - logits_bytes
     per_member = max(_weights_bytes(d) for d in model_dirs)
     return max(1, min(len(model_dirs), int(budget // per_member)))
 

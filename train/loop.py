@@ -28,8 +28,8 @@ written by a background thread, so training does not wait for the disk). The sig
 sets a flag (`train.preemption`); the step in flight finishes, the checkpoint is written and
 waited for, a previously installed Python handler (submitit's requeue) is called, and `Preempted`
 is raised (the CLI exits with status 75, `Exit.PREEMPTED`, or 130 for SIGINT/Ctrl-C; a second
-Ctrl-C interrupts at once and loses only the steps since the last checkpoint on disk). Running again resumes; data
-order is a pure function of the step (`train.data`), so the resumed run's metrics are
+Ctrl-C interrupts at once and loses only the steps since the last checkpoint on disk). Running
+again resumes; data order is a pure function of the step (`train.data`), so the resumed run's metrics are
 bit-identical to an uninterrupted one on the same machine (measured on CPU, and on an H200 with
 `deterministic: true`: benchmarks/RESULTS.md "gpu_check"; `train.device`).
 """
@@ -40,7 +40,6 @@ import contextlib
 import math
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -61,19 +60,19 @@ from train.checkpoint import CheckpointWriter, read_checkpoint, restore_progress
 from train.compile import compile_wanted
 from train.config import AUTO, DocumentMask, RunConfig
 from train.curves import PeriodicValidation
-from train.data import TrainingStreams, ValidationSet, open_checked_stores
+from train.data import RunData, ValidationSet
 from train.device import resolve_device, set_determinism
 from train.distributed import DistributedContext, init_distributed
 from train.evaluate import autocast_for, evaluate_model
 from train.loss import MicroBatchLoss, next_token_loss, resolve_loss_implementation
 from train.parallel import Parallelism
+from train.plan import auto_micro_batch
 from train.preemption import Preempted, PreemptionSignals
 from train.prefetch import BatchPrefetcher
 from train.run_dir import RunLifecycle
 from train.step import lr_factor, param_groups, train_step, warmup_steps_for
-from train.store import TokenStore
 
-__all__ = ["LOG_EVERY", "Preempted", "RunData", "Trainer", "run"]
+__all__ = ["LOG_EVERY", "Preempted", "Trainer", "run"]
 
 LOG_EVERY = 10  # steps between log lines and divergence checks (each is a device sync)
 
@@ -82,7 +81,8 @@ def run(config: RunConfig, out: str | Path) -> RunMetrics:
     """Train, evaluate and write RUN (see the module docstring); returns the metrics.
 
     Run by several processes (torchrun, or SLURM tasks: `train.distributed`), it trains data
-    parallel: every rank returns the same metrics, rank 0 alone writes RUN.
+    parallel: every rank returns the same losses and counts; rank 0 alone writes RUN, and its
+    metrics alone hold `eval.benchmarks` (it scores them on the saved model) and are the run's.
 
     Raises:
         Preempted: SIGTERM/SIGUSR2/SIGINT arrived; a checkpoint was saved.
@@ -113,33 +113,15 @@ def run(config: RunConfig, out: str | Path) -> RunMetrics:
             torch.distributed.destroy_process_group()
 
 
-@dataclass(frozen=True)
-class RunData:
-    """What a run reads: the token store and the training streams (`train.data`)."""
-
-    store: TokenStore
-    streams: TrainingStreams
-
-    @classmethod
-    def open(cls, config: RunConfig) -> RunData:
-        """Open the store and the streams; every extra held-out store must share the store's
-        tokenizer, checked now rather than after training.
-
-        Raises:
-            UserError: a store is missing or was prepared with another tokenizer (naming the field).
-        """
-        store = open_checked_stores(config)
-        return cls(store=store, streams=_load_training_streams(config, store))
-
-
 class Trainer:
     """One attempt at a run: `build`, then `fit`, then `evaluate`, inside ``with Trainer(...)``.
 
     Entering installs the preemption signal handlers (`train.preemption`) and the background
     checkpoint writer; leaving closes the trackers, waits for the checkpoint being written and
     restores the handlers, also on an exception. `build` sets the rest of the state: `parallel`
-    (the `train.parallel.Parallelism`), `model`, `optimizer`, `scheduler`, `step` and `counters`
-    (what a checkpoint holds), `config` with the micro-batch resolved, `curve` and `tracker`.
+    (the `train.parallel.Parallelism`), `model` and `params` (its parameter count), `optimizer`,
+    `scheduler`, `step` and `counters` as a checkpoint left them, `config` with the micro-batch
+    resolved, `curve` (`train.curves.PeriodicValidation`) and `tracker`.
     """
 
     def __init__(self, config: RunConfig, data: RunData, run_dir: RunLifecycle, device: torch.device,
@@ -150,7 +132,7 @@ class Trainer:
         self.device = device
         self.dist = dist
         self.attempt_start = attempt_start
-        self.total_steps = data.streams.mixture.total_steps
+        self.total_steps = data.streams.total_steps
         self.step = 0
         self.counters: dict[str, Any] = {"tokens_seen": 0, "train_time_s": 0.0, "wall_time_s": 0.0}
         self._exits = contextlib.ExitStack()
@@ -172,12 +154,14 @@ class Trainer:
         from train.model import build_model
 
         config, device, store = self.config, self.device, self.data.store
+        # --- the model, with RUN/checkpoint's weights, laid out over the ranks --------------------
         set_determinism(device, strict=config.deterministic)
         torch.manual_seed(config.seed)
         model = build_model(config.model.preset, vocab_size=store.vocab_size, context=config.data.context,
                             seed=config.seed, eos_id=store.eos_id, device=device)  # fmt: skip
+        self.params = sum(p.numel() for p in model.parameters())  # sharding keeps the count (DTensors: global shapes)
         self.parallel = Parallelism.choose(config.parallelism, dist=self.dist, device=device,
-                                           parameters=sum(p.numel() for p in model.parameters()))  # fmt: skip
+                                           parameters=self.params)  # fmt: skip
         checkpoint = read_checkpoint(self.run_dir.path, identity=self.run_dir.identity)
         if checkpoint is not None:
             model.load_state_dict(checkpoint["model"])  # before sharding: every rank holds the full model here
@@ -191,6 +175,8 @@ class Trainer:
                               implementation=self.loss_implementation)  # fmt: skip
         # before the optimizer: sharding replaces the parameters, the optimizer holds the shards
         self.parallel.parallelize(model, loss, device=device, compiled=compiled)
+
+        # --- AdamW and the LR schedule, with RUN/checkpoint's state and progress -----------------
         optim = config.optim
         optimizer = torch.optim.AdamW(param_groups(model, optim.weight_decay, optim.weight_decay_on), lr=optim.lr,
                                       betas=(optim.beta1, optim.beta2), fused=device.type == "cuda")  # fmt: skip
@@ -204,11 +190,12 @@ class Trainer:
             resumed = restore_progress(checkpoint, scheduler=self.scheduler)
             self.step, self.counters = resumed["step"], resumed["counters"]
             del checkpoint
+
+        # --- what the steps and evaluations need: the micro-batch, the log, curve and trackers ---
         self.config = self._resolve_micro_batch()
-        self.params = sum(p.numel() for p in model.parameters())
         self.run_dir.truncate_log(self.step)
-        self.curve = PeriodicValidation.build(self.config, total_steps=self.total_steps, device=device,
-                                              align=LOG_EVERY, eos_id=store.eos_id)  # fmt: skip
+        self.curve = PeriodicValidation.build(self.config, store, self.data.extra, total_steps=self.total_steps,
+                                              device=device, align=LOG_EVERY)  # fmt: skip
         self.tracker = self.run_dir.open_tracker(self.config, start_step=self.step)
         self._exits.callback(self.tracker.close)  # flushes the curves also when preempted
 
@@ -220,10 +207,9 @@ class Trainer:
         config = self.config
         if config.optim.micro_batch_size != AUTO:
             return config
-        from train.plan import auto_micro_batch
-
-        model, device, context, eos_id = self.model, self.device, config.data.context, self.data.streams.eos_id
+        model, device, context, eos_id = self.model, self.device, config.data.context, self.data.store.eos_id
         vocab_size, sharded = self.data.store.vocab_size, self.parallel.shards_state
+        shards = self.parallel.state_shards(self.dist.world_size)
 
         def probe(micro: int) -> None:  # CUDA only: one forward and backward of `micro` sequences (compiles them)
             ids = torch.randint(0, vocab_size, (micro, context), device=device)
@@ -235,7 +221,7 @@ class Trainer:
         micro = auto_micro_batch(model, preset_name=config.model.preset, vocab_size=vocab_size, context=context,
                                  batch_size=config.optim.batch_size, device=device,
                                  step_probe=None if sharded else probe,
-                                 shards=self.dist.world_size if sharded else 1, compiled=self.compiled)  # fmt: skip
+                                 shards=shards, compiled=self.compiled)  # fmt: skip
         micro = self.dist.broadcast_object(micro)  # rank 0's: FSDP's collectives need the same count on every rank
         print(f"optim.micro_batch_size: auto -> {micro}", file=sys.stderr)
         return config.model_copy(update={"optim": config.optim.model_copy(update={"micro_batch_size": micro})})
@@ -279,35 +265,10 @@ class Trainer:
                 counters["tokens_seen"] += global_tokens  # all ranks' tokens
 
                 # --- log, periodic validation and divergence check (a device sync point) ---------
-                evaluate_now = self.curve.due(step)  # the same on every rank: the loss mean below is collective
+                evaluate_now = self.curve.due(step)  # the same on every rank: the loss mean is collective
                 if step % LOG_EVERY == 0 or step == total_steps or evaluate_now:
-                    loss_value = dist.mean(loss.item(), self.device)  # the global batch's loss, same on every rank
-                    clock.count()
-                    line = {
-                        "step": step,
-                        "loss": loss_value,
-                        "grad_norm": grad_norm.item(),
-                        "lr": self.scheduler.get_last_lr()[0],
-                        "tokens_seen": counters["tokens_seen"],
-                        "tokens_per_s": counters["tokens_seen"] / max(counters["train_time_s"], 1e-9),
-                        "cpu_s": time.process_time(),  # this process's CPU seconds: wall >> cpu = contention
-                    }
-                    # not counted in train_time_s; `curve_ranks` evaluate it (rank 0 while the others
-                    # wait in the next step's gradient all-reduce, or under FSDP every rank its share)
-                    ranks = self.parallel.curve_ranks
-                    if evaluate_now and ranks is not None and math.isfinite(loss_value):
-                        line["val_losses"], line["eval_s"] = self.curve.evaluate(self.model, dist=ranks,
-                                                                                 fsdp_root=self.parallel.eval_root)
-                        counters["eval_time_s"] = counters.get("eval_time_s", 0.0) + line["eval_s"]
-                        clock.restart()
-                    if not math.isfinite(loss_value):
-                        line["diverged"] = True  # loss (and grad_norm) become null: standard JSON
-                    log.write(dumps_json(finite_or_none(line), indent=None) + "\n")
-                    log.flush()
-                    self.tracker.log_train(step, line)
-                    if "val_losses" in line:
-                        self.tracker.log_validation(step, line["val_losses"])
-                    progress.set_postfix(loss=f"{loss_value:.4f}", tok_s=f"{line['tokens_per_s']:.0f}")
+                    loss_value = self._log_step(loss, grad_norm, evaluate_now=evaluate_now, clock=clock, log=log,
+                                                progress=progress)  # fmt: skip
                     if not math.isfinite(loss_value):
                         progress.write(f"loss {loss_value} at step {step}: diverged, stopping", file=sys.stderr)
                         return RunStatus.DIVERGED
@@ -326,6 +287,42 @@ class Trainer:
                     if stop:
                         self._stop_if_requested()
         return RunStatus.COMPLETED
+
+    def _log_step(self, loss: torch.Tensor, grad_norm: torch.Tensor, *, evaluate_now: bool, clock: _TrainClock,
+                  log: Any, progress: Any) -> float:  # fmt: skip
+        """One line of RUN/log.jsonl for the step just taken (loss, grad norm, LR, throughput, and
+        the periodic validation losses when `evaluate_now` and the loss is finite), also sent to
+        the trackers and the progress bar. Returns the global batch's loss, the same on every rank
+        (a collective mean; not finite: the run diverged, and the line says so)."""
+        step, counters = self.step, self.counters
+        loss_value = self.dist.mean(loss.item(), self.device)  # the global batch's loss, same on every rank
+        clock.count()
+        line = {
+            "step": step,
+            "loss": loss_value,
+            "grad_norm": grad_norm.item(),
+            "lr": self.scheduler.get_last_lr()[0],
+            "tokens_seen": counters["tokens_seen"],
+            "tokens_per_s": counters["tokens_seen"] / max(counters["train_time_s"], 1e-9),
+            "cpu_s": time.process_time(),  # this process's CPU seconds: wall >> cpu = contention
+        }
+        # not counted in train_time_s; `curve_ranks` evaluate it (rank 0 while the others wait in
+        # the next step's gradient all-reduce, or under FSDP every rank its share)
+        ranks = self.parallel.curve_ranks
+        if evaluate_now and ranks is not None and math.isfinite(loss_value):
+            line["val_losses"], line["eval_s"] = self.curve.evaluate(self.model, dist=ranks,
+                                                                     fsdp_root=self.parallel.eval_root)  # fmt: skip
+            counters["eval_time_s"] = counters.get("eval_time_s", 0.0) + line["eval_s"]
+            clock.restart()
+        if not math.isfinite(loss_value):
+            line["diverged"] = True  # loss (and grad_norm) become null: standard JSON
+        log.write(dumps_json(finite_or_none(line), indent=None) + "\n")
+        log.flush()
+        self.tracker.log_train(step, line)
+        if "val_losses" in line:
+            self.tracker.log_validation(step, line["val_losses"])
+        progress.set_postfix(loss=f"{loss_value:.4f}", tok_s=f"{line['tokens_per_s']:.0f}")
+        return loss_value
 
     def _save(self) -> None:
         """Snapshot the state to host memory now; the writer thread puts it on disk. Rank 0 alone
@@ -403,15 +400,15 @@ class Trainer:
         settings = dict(batch_size=config.optim.micro_batch_size, device=self.device,
                         document_mask=config.data.document_mask, eos_id=self.data.store.eos_id, dist=self.dist,
                         fsdp_root=self.parallel.eval_root)  # fmt: skip
-        validation = ValidationSet.build(config.data.store, split="val", context=config.data.context,
+        validation = ValidationSet.build(self.data.store, split="val", context=config.data.context,
                                          max_windows=config.eval.val_windows)  # fmt: skip
         losses = evaluate_model(self.model, validation, name=IID, **settings)
         windows = {IID: validation.num_windows}
         self._stop_if_requested()
         for name, extra in config.eval.extra.items():
             extra_set = ValidationSet.build(
-                extra.store, split=extra.split, context=config.data.context, max_windows=config.eval.val_windows,
-                field=f"eval.extra.{name} (eval.val_windows)",
+                self.data.extra[name], split=extra.split, context=config.data.context,
+                max_windows=config.eval.val_windows, field=f"eval.extra.{name} (eval.val_windows)",
             )
             losses.update(evaluate_model(self.model, extra_set, name=name, halves=False, **settings))
             windows[name] = extra_set.num_windows
@@ -460,20 +457,3 @@ class _TrainClock:
 
     def restart(self) -> None:
         self.since = time.perf_counter()
-
-
-# --- opening the data --------------------------------------------------------------------------
-
-
-def _load_training_streams(config: RunConfig, store: TokenStore) -> TrainingStreams:
-    data = config.data
-    return TrainingStreams.build(
-        store,
-        synthetic=data.synthetic,
-        context=data.context,
-        mixing_fraction=data.mixing_fraction,
-        real_epochs=data.real_epochs,
-        synthetic_epochs=data.synthetic_epochs,
-        batch_size=config.optim.batch_size,
-        seed=data.seed,
-    )

@@ -77,7 +77,17 @@ class Parallelism(abc.ABC):
     name: ClassVar[str]
     """``single``, ``ddp`` or ``fsdp``: what `choose_parallelism` returns."""
     shards_state: ClassVar[bool] = False
-    """Whether weights, gradients and AdamW state are split over the ranks (the memory model's `shards`)."""
+    """Whether weights, gradients and AdamW state are split over the ranks (`state_shards`)."""
+
+    @classmethod
+    def state_shards(cls, world_size: int) -> int:
+        """Devices the training state is split over on `world_size` ranks, 1 where every rank holds
+        all of it: the memory model's `shards` (`train.plan.memory_estimate`).
+
+        >>> STRATEGIES["fsdp"].state_shards(8), STRATEGIES["ddp"].state_shards(8)
+        (8, 1)
+        """
+        return world_size if cls.shards_state else 1
 
     def __init__(self, dist: DistributedContext = SINGLE) -> None:
         self.dist = dist

@@ -47,6 +47,7 @@ from typing import Any
 
 from megadocs.errors import UserError
 from megadocs.formats import WindowCounts
+from train.config import AUTO
 from train.gpu_results import Utilisation, measured_utilisation
 from train.presets import PRESETS, ModelPreset, parameter_count
 from train.streams import StreamMixture, stream_mixture
@@ -274,20 +275,6 @@ def data_parallel_hours(single_hours: float, processes: int, efficiency: float) 
     return {"processes": processes, "scaling_efficiency": efficiency, "wall_hours": wall, "gpu_hours": processes * wall}
 
 
-def device_memory_bytes(device) -> float:
-    """Memory a step may use on `device`: CUDA's free memory, or the host's available memory."""
-    import torch
-
-    if device.type == "cuda":
-        free, _total = torch.cuda.mem_get_info(device)
-        return float(free)
-    with open("/proc/meminfo") as meminfo:
-        for line in meminfo:
-            if line.startswith("MemAvailable:"):
-                return float(line.split()[1]) * 1024
-    raise UserError("optim.micro_batch_size: auto cannot read the host's available memory (/proc/meminfo)")
-
-
 OUT_OF_MEMORY_MESSAGES = ("out of memory", "CUBLAS_STATUS_ALLOC_FAILED", "CUDA_ERROR_OUT_OF_MEMORY")
 
 
@@ -319,8 +306,10 @@ def auto_micro_batch(model, *, preset_name: str, vocab_size: int, context: int, 
     """
     import torch
 
+    from train.device import available_memory_bytes
+
     mixed = device.type == "cuda"
-    memory = device_memory_bytes(device)
+    memory = available_memory_bytes(device)
     estimate = largest_fitting_micro_batch(preset_name, vocab_size=vocab_size, context=context,
                                            batch_size=batch_size, memory_bytes=memory, mixed_precision=mixed,
                                            shards=shards, compiled=compiled)  # fmt: skip
@@ -368,8 +357,8 @@ def device_memory_plan(config, *, vocab_size: int, memory_bytes: float, processe
     parameters = parameter_count(_preset(config.model.preset), vocab_size)
     parallelism = choose_parallelism(config.parallelism, world_size=processes, parameters=parameters,
                                      device_memory_bytes=memory_bytes if mixed else None)  # fmt: skip
-    shards = processes if STRATEGIES[parallelism].shards_state else 1
-    if optim.micro_batch_size == "auto":
+    shards = STRATEGIES[parallelism].state_shards(processes)
+    if optim.micro_batch_size == AUTO:
         estimate = largest_fitting_micro_batch(config.model.preset, vocab_size=vocab_size, context=data.context,
                                                batch_size=optim.batch_size, memory_bytes=memory_bytes,
                                                mixed_precision=mixed, shards=shards, compiled=compiled)  # fmt: skip
@@ -528,14 +517,11 @@ def run_plan(
     Evaluation is not counted in the GPU-hours (it is forward-only over ``eval.val_windows``).
     MFU and peak are `utilisation`'s (default: `default_utilisation`).
     """
-    from train.data import TrainingStreams, open_checked_stores
+    from train.data import RunData
 
-    store = open_checked_stores(config)  # a plan for a run that would be refused at its start is no plan
+    streams = RunData.open(config).streams  # as the run opens them: a plan for a run refused at its start is no plan
     utilisation = utilisation or default_utilisation()
     data, optim = config.data, config.optim
-    streams = TrainingStreams.build(store, synthetic=data.synthetic, context=data.context,
-                                    mixing_fraction=data.mixing_fraction, real_epochs=data.real_epochs,
-                                    synthetic_epochs=data.synthetic_epochs, batch_size=optim.batch_size, seed=data.seed)  # fmt: skip
     memory_bytes = device_memory_gib * 2**30
     cost = run_cost(config, real_windows=streams.mixture.real_windows,
                     synthetic_windows=streams.mixture.synthetic_windows,
@@ -543,7 +529,7 @@ def run_plan(
                     memory_bytes=memory_bytes, processes=processes, scaling_efficiency=scaling_efficiency)  # fmt: skip
     return RunPlan(config_hash=config.identity(), preset=config.model.preset, vocab_size=streams.vocab_size,
                    context=data.context, batch_size=optim.batch_size,
-                   micro_batch_size_auto=optim.micro_batch_size == "auto", device_memory_bytes=memory_bytes,
+                   micro_batch_size_auto=optim.micro_batch_size == AUTO, device_memory_bytes=memory_bytes,
                    mixed_precision=config.device != "cpu", cost=cost, utilisation=utilisation)  # fmt: skip
 
 

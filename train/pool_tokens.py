@@ -202,20 +202,25 @@ def _read_ahead(items, depth: int = 2):
     stop = threading.Event()
     end = object()
 
+    def put(item) -> bool:
+        """Queue `item` unless the consumer has stopped (False then): every put, the end marker and
+        an error included, must give up then, or a full queue would block `join` below forever."""
+        while not stop.is_set():
+            try:
+                buffer.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
     def work() -> None:
         try:
             for item in items:
-                while not stop.is_set():
-                    try:
-                        buffer.put(item, timeout=0.1)
-                        break
-                    except queue.Full:
-                        continue
-                if stop.is_set():
+                if not put(item):
                     return
-            buffer.put(end)
+            put(end)
         except BaseException as exc:  # noqa: BLE001 - re-raised by the consumer
-            buffer.put(exc)
+            put(exc)
 
     thread = threading.Thread(target=work, name="pool-reader", daemon=True)
     thread.start()
@@ -251,13 +256,14 @@ class TokenizePool(ShardedStep):
                  progress: bool = True, batch_rows: int = BATCH_ROWS) -> None:
         self.pool, self.store_path = Path(pool).resolve(), Path(store).resolve()
         self.corpus, self.progress, self.batch_rows = corpus, progress, batch_rows
-        opened = TokenStore.open(self.store_path)
+        self.store = TokenStore.open(self.store_path)
         self.pool_manifest = pools.read_manifest(self.pool)
-        super().__init__(tokens_dir(self.pool, opened.tokenizer_hash), self.pool_manifest.num_shards,
+        super().__init__(tokens_dir(self.pool, self.store.tokenizer_hash), self.pool_manifest.num_shards,
                          name="tokenize-pool")
 
     @cached_property
     def store(self) -> TokenStore:
+        """The store, opened in `__init__`; an array task, unpickled without it, opens it here."""
         return TokenStore.open(self.store_path)
 
     def __getstate__(self) -> dict:

@@ -43,11 +43,10 @@ from megadocs.errors import UserError, names_file
 from megadocs.formats import replace_dir, write_json
 from megadocs.procs import pid_alive
 
-__all__ = ["prepare", "TokenStore", "StoreSplit", "TokenizedDocuments", "EOS_TOKEN", "SPLITS", "default_val_docs",
+__all__ = ["prepare", "TokenStore", "StoreSplit", "TokenizedDocuments", "EOS_TOKEN", "default_val_docs",
            "tokenizer_hash", "train_bpe_tokenizer", "write_array"]
 
 EOS_TOKEN = "<|endoftext|>"
-SPLITS = ("train", "val")
 MANIFEST = "manifest.json"
 TOKENIZER_DIR = "tokenizer"
 TOKEN_DTYPE = np.uint32
@@ -168,8 +167,13 @@ class TokenStore:
 
         return AutoTokenizer.from_pretrained(self.tokenizer_path)
 
-    @functools.cache  # noqa: B019
+    @functools.cache  # noqa: B019 - a split is loaded once per open store
     def split(self, name: str) -> StoreSplit:
+        """Split ``name``: its offsets read into memory (8 bytes a document), its tokens memory-mapped.
+
+        Raises:
+            UserError: no such split, or a tokens file whose size disagrees with the offsets.
+        """
         if name not in self.manifest["splits"]:
             raise UserError(f"{self.path}: split {name!r} not in the store (has: "
                             f"{', '.join(self.manifest['splits'])})")

@@ -11,15 +11,14 @@ from analysis.efficiency import (
     DEFAULT_REFERENCE_LAW,
     Basis,
     ReferenceLaw,
-    Source,
     effective_data,
     efficiency,
     efficiency_ratio,
-    fit_reference_law,
-    law_source,
     load_reference_law,
+    range_margin,
 )
-from analysis.scaling import power_law
+from analysis.noise import noise_tolerance
+from analysis.scaling import fit_power_law, power_law
 from megadocs.cli import main
 from megadocs.errors import UserError
 from tests.analysis.synthetic import BASELINE_RUNS
@@ -67,7 +66,7 @@ def test_fitted_law_from_baseline_runs_gives_a_ratio_with_an_interval():
     rng = np.random.default_rng(0)
     D = np.array([25e6, 50e6, 100e6, 200e6, 400e6, 800e6])
     losses = power_law(D, 1.92, 150.0, 0.235) * np.exp(rng.normal(0, 0.002, len(D)))
-    law = fit_reference_law(D, losses, n_boot=300)
+    law = fit_power_law(D, losses, n_boot=300)
     truth = efficiency_ratio(3.41, 3.5544, alpha=0.235, E=1.92)
     result = efficiency(3.41, 3.5544, law)
     assert result.interval is not None
@@ -84,7 +83,7 @@ def test_efficiency_intervals_from_a_fitted_baseline_cover_the_true_ratio():
     covered = 0
     for trial in range(60):
         rng = np.random.default_rng(100 + trial)
-        law = fit_reference_law(D, power_law(D, 1.92, 150.0, 0.235) + rng.normal(0, 0.003, len(D)),
+        law = fit_power_law(D, power_law(D, 1.92, 150.0, 0.235) + rng.normal(0, 0.003, len(D)),
                                 n_boot=60, seed=trial)
         interval = efficiency(3.41, 3.5544, law).interval
         covered += interval[0] <= truth <= interval[1]
@@ -150,18 +149,20 @@ def test_cli_refuses_a_meaningless_law_in_one_line(capsys, alpha, asymptote):
 
 
 N_BOOT = 100
-SCENARIOS = {  # basis -> (baseline runs or None for the shipped law, loss, baseline loss)
-    Basis.REFERENCE: (None, 3.41, 3.5544),
-    Basis.INTERPOLATED: ("loose", 3.50, 3.5544),  # both losses among the runs' (3.46-3.70)
-    Basis.EXTRAPOLATED: ("determined", 3.0, 3.5544),  # beyond the runs (3.13 at 800M), on a determined law
-    Basis.NOT_DETERMINED: ("loose", 3.40, 3.5544),  # beyond the runs, on a law whose E is not determined
-    Basis.BELOW_E: (None, 1.9, 3.5544),
+SCENARIOS = {  # basis -> (baseline runs or None for the shipped law, loss, baseline loss, measured seed-noise sd)
+    Basis.STATED: (None, 3.41, 3.5544, None),
+    Basis.AT_EDGE: (None, 3.41, 3.56, 0.003),  # a 300M reproduction's baseline, 0.0056 above the paper's
+    Basis.OUT_OF_RANGE: (None, 4.4387, 4.9918, 0.01),  # the demo's tiny model, latent G=4 vs its baseline
+    Basis.INTERPOLATED: ("loose", 3.50, 3.5544, None),  # both losses among the runs' (3.46-3.70)
+    Basis.EXTRAPOLATED: ("determined", 3.0, 3.5544, None),  # beyond the runs (3.13 at 800M), on a determined law
+    Basis.NOT_DETERMINED: ("loose", 3.40, 3.5544, None),  # beyond the runs, on a law whose E is not determined
+    Basis.BELOW_E: (None, 1.9, 3.5544, None),
 }
 
 
 @functools.cache  # a loose law's refits crawl (about 2 s): fit each once
 def _law(runs: str | None):
-    return load_reference_law() if runs is None else fit_reference_law(*BASELINE_RUNS[runs], n_boot=N_BOOT)
+    return load_reference_law() if runs is None else fit_power_law(*BASELINE_RUNS[runs], n_boot=N_BOOT)
 
 
 def test_every_basis_has_a_scenario():
@@ -173,10 +174,11 @@ def test_every_basis_has_a_scenario():
 def test_an_efficiency_is_only_quoted_where_the_law_determines_it(basis):
     """A fitted law whose E is not determined gave ratios with intervals beyond its points (8.85x
     [7.33, 28.92] for 3.40 on these runs): now "not determined" with the reason, while a loss among
-    the runs is read off the curve, which needs no asymptote."""
-    runs, loss, baseline_loss = SCENARIOS[basis]
+    the runs is read off the curve, which needs no asymptote. A law given as constants gave a
+    ratio 1.4 nats away from the losses it was calibrated on: now "out of range", no number."""
+    runs, loss, baseline_loss, noise_sd = SCENARIOS[basis]
     law = _law(runs)
-    result = efficiency(loss, baseline_loss, law)
+    result = efficiency(loss, baseline_loss, law, noise_sd=noise_sd)
     assert result.basis is basis
     assert np.isfinite(result.ratio) == basis.determined == (result.format()[0].isdigit())
     if not basis.determined:
@@ -196,8 +198,10 @@ def test_an_efficiency_is_only_quoted_where_the_law_determines_it(basis):
 def test_cli_efficiency_json_agrees_with_the_library_and_with_fit_json(basis, tmp_path, capsys):
     import json
 
-    runs, loss, baseline_loss = SCENARIOS[basis]
+    runs, loss, baseline_loss, noise_sd = SCENARIOS[basis]
     argv = ["analysis", "efficiency", "--loss", str(loss), "--baseline-loss", str(baseline_loss), "--json"]
+    if noise_sd is not None:
+        argv += ["--noise-sigma", str(noise_sd)]
     if runs is not None:
         table = tmp_path / "baseline.csv"
         table.write_text("D,loss\n" + "\n".join(f"{float(d)!r},{float(y)!r}" for d, y in zip(*BASELINE_RUNS[runs])) + "\n")
@@ -208,9 +212,12 @@ def test_cli_efficiency_json_agrees_with_the_library_and_with_fit_json(basis, tm
         return
     assert main(argv) == 0
     out = json.loads(capsys.readouterr().out)
-    expected = efficiency(loss, baseline_loss, _law(runs))
+    expected = efficiency(loss, baseline_loss, _law(runs), noise_sd=noise_sd)
     assert out["basis"] == basis.value and out["determined"] == basis.determined
-    assert out["source"] == expected.source.value and out["illustrative"] == (runs is None)  # typed, in the record
+    assert out["illustrative"] == (runs is None) and "source" not in out  # one field says how it was read
+    assert (out["margin"] is None) == (runs is not None)
+    if runs is None:
+        assert out["margin"] == pytest.approx(expected.margin) and out["law"]["loss_range"] == [3.344, 3.5544]
     assert (out["ratio"] is None) == (not basis.determined)
     if basis.determined:
         assert out["ratio"] == pytest.approx(expected.ratio)
@@ -221,47 +228,79 @@ def test_cli_efficiency_json_agrees_with_the_library_and_with_fit_json(basis, tm
         assert out["law"]["params"]["E"]["determined"] == (runs == "determined")
 
 
-# The rule of law_source on both sides of its boundaries: the shipped law's calibrated losses are
-# 3.344-3.5544 (paper.md: 1.80x at 3.344 and 1.48x at 3.41 against the 3.5544 baseline).
-# (law: "paper", "unranged" (constants given without a range) or "fitted"; loss; baseline loss; source)
-SOURCE_CASES = [
-    ("paper", 3.344, 3.5544, Source.STATED),  # the calibration points themselves: inside
-    ("paper", 3.41, 3.5544, Source.STATED),
-    ("paper", 3.3439, 3.5544, Source.OUT_OF_RANGE),  # just below the lowest calibrated loss
-    ("paper", 3.41, 3.5545, Source.OUT_OF_RANGE),  # a baseline just above the highest
-    ("paper", 4.4387, 4.9918, Source.OUT_OF_RANGE),  # the demo's latent G=4 against its baseline
-    ("unranged", 4.4387, 4.9918, Source.STATED),  # a law that states no range cannot be checked
-    ("fitted", 3.50, 3.5544, Source.FITTED),
-    ("fitted", 3.0, 3.5544, Source.FITTED),  # beyond the runs: the basis (not the source) says so
+# The rule for a law given as constants on both sides of its boundaries: the shipped law's
+# calibrated losses are 3.344-3.5544 (paper.md: 1.80x at 3.344 and 1.48x at 3.41 against the 3.5544
+# baseline); a loss outside them by less than seed noise can tell (range_margin: 2 sds of a two-run
+# difference, 0.0085 at sd 0.003) is at their edge.
+# (law: "paper", "paper-noise" (the same with loss_noise 0.003) or "unranged" (no range); loss;
+# baseline loss; the measured noise sd; basis)
+RANGE_CASES = [
+    ("paper", 3.344, 3.5544, None, Basis.STATED),  # the calibration points themselves: inside
+    ("paper", 3.41, 3.5544, 0.003, Basis.STATED),
+    ("paper", 3.3439, 3.5544, None, Basis.OUT_OF_RANGE),  # no noise estimate: the range is closed
+    ("paper", 3.41, 3.5545, None, Basis.OUT_OF_RANGE),
+    ("paper", 3.41, 3.56, 0.003, Basis.AT_EDGE),  # 0.0056 above, within 0.0085
+    ("paper", 3.336, 3.5544, 0.003, Basis.AT_EDGE),  # 0.008 below
+    ("paper", 3.41, 3.563, 0.003, Basis.OUT_OF_RANGE),  # 0.0086 above: beyond 0.0085
+    ("paper", 3.336, 3.563, 0.003, Basis.OUT_OF_RANGE),  # one loss at the edge, the other beyond it
+    ("paper-noise", 3.41, 3.56, None, Basis.AT_EDGE),  # the law's own loss_noise alone
+    ("paper-noise", 3.41, 3.56, 0.001, Basis.AT_EDGE),  # both: 2 * hypot(0.003, 0.001) = 0.0063
+    ("paper-noise", 3.41, 3.5615, 0.001, Basis.OUT_OF_RANGE),  # 0.0071 above: beyond 0.0063
+    ("paper", 4.4387, 4.9918, 0.01, Basis.OUT_OF_RANGE),  # the demo's latent G=4 against its baseline
+    ("paper", 1.9, 3.5544, 0.003, Basis.BELOW_E),  # below E says so, not "out of range"
+    ("unranged", 4.4387, 4.9918, None, Basis.STATED),  # a law that states no range cannot be checked
 ]
 
 
-def _source_law(kind: str):
-    return {"paper": load_reference_law, "fitted": lambda: _law("loose"),
-            "unranged": lambda: ReferenceLaw(alpha=0.235, E=1.92, provenance="given on the command line")}[kind]()
+def _stated_law(kind: str) -> ReferenceLaw:
+    paper = load_reference_law()
+    return {"paper": paper, "paper-noise": paper.model_copy(update={"loss_noise": 0.003}),
+            "unranged": ReferenceLaw(alpha=0.235, E=1.92, provenance="given on the command line")}[kind]
 
 
-def test_every_source_has_a_case():
-    assert {case[-1] for case in SOURCE_CASES} == set(Source)
+def test_every_basis_of_a_stated_law_has_a_case():
+    assert {case[-1] for case in RANGE_CASES} == {Basis.STATED, Basis.AT_EDGE, Basis.OUT_OF_RANGE, Basis.BELOW_E}
     law = load_reference_law()
     assert law.loss_range == (3.344, 3.5544) and law.name == "the paper's reference law"
+    assert law.loss_noise is None  # the paper states no seed noise: the user's measured one sets the margin
 
 
-@pytest.mark.parametrize(("kind", "loss", "baseline_loss", "source"), SOURCE_CASES)
-def test_law_source_says_whose_law_and_whether_the_losses_are_in_its_range(kind, loss, baseline_loss, source):
-    """A number from a law not fitted to the user's runs is illustrative, and an extrapolation when
-    a loss lies outside the losses the law was calibrated on; the caveat goes with the number."""
-    law = _source_law(kind)
-    assert law_source(loss, baseline_loss, law) is source
-    result = efficiency(loss, baseline_loss, law)
-    assert result.source is source and result.source.illustrative == (source is not Source.FITTED)
+@pytest.mark.parametrize(("kind", "loss", "baseline_loss", "noise_sd", "basis"), RANGE_CASES)
+def test_a_stated_law_reads_losses_within_seed_noise_of_its_range(kind, loss, baseline_loss, noise_sd, basis):
+    """The range was closed: a 300M reproduction whose baseline read 3.56 (the paper's: 3.5544) got
+    "out of range", and a loss below E the out-of-range cell. Within seed noise of the range a loss
+    is now read at its edge with a number; clearly outside it gets none; below E says below E."""
+    law = _stated_law(kind)
+    result = efficiency(loss, baseline_loss, law, noise_sd=noise_sd)
+    assert result.basis is basis and result.illustrative
     record = result.to_json()
-    assert record["source"] == source.value and record["illustrative"] == source.illustrative
-    if source is Source.FITTED:
-        assert result.caveat == "" and record["caveat"] is None
-        return
-    assert result.caveat.startswith(f"illustrative: from {law.name}, not fitted to your own runs")
-    assert ("outside" in result.caveat) == (source is Source.OUT_OF_RANGE)
+    assert record["basis"] == basis.value and record["illustrative"] is True
+    assert (record["ratio"] is not None) == basis.determined
+    if basis is Basis.AT_EDGE:
+        assert "within seed noise" in result.note and f"margin {result.margin:.4f}" in result.note
+        assert result.ratio == pytest.approx(efficiency_ratio(loss, baseline_loss, alpha=0.235, E=1.92))
+    if basis is Basis.OUT_OF_RANGE:
+        assert "calibration losses 3.344-3.5544 of the paper's reference law" in result.note
+        assert "`--fit-baseline`" in result.note and result.effective_tokens is None
+    if basis is Basis.BELOW_E:
+        assert result.note == "loss 1.9000 is not above the reference law's E=1.92"
+
+
+def test_range_margin_is_the_clear_difference_of_two_single_losses():
+    law = load_reference_law()
+    assert range_margin(law) == 0.0 and range_margin(law, float("nan")) == 0.0
+    assert range_margin(law, 0.003) == pytest.approx(noise_tolerance(0.003)) == pytest.approx(2 * 0.003 * 2 ** 0.5)
+    noisy = law.model_copy(update={"loss_noise": 0.003})
+    assert range_margin(noisy) == pytest.approx(range_margin(law, 0.003))
+    assert range_margin(noisy, 0.001) == pytest.approx(2 * float(np.hypot(0.003, 0.001)))
+
+
+@pytest.mark.parametrize("value", ["0", "-0.01", ".inf", ".nan"])
+def test_reference_law_refuses_a_meaningless_loss_noise(tmp_path, value):
+    path = tmp_path / "law.yaml"
+    path.write_text(f"alpha: 0.3\nE: 2.0\nprovenance: mine\nloss_noise: {value}\n")
+    with pytest.raises(UserError, match="loss_noise"):
+        load_reference_law(path)
 
 
 def test_reference_law_range_must_lie_above_its_asymptote():
@@ -271,18 +310,32 @@ def test_reference_law_range_must_lie_above_its_asymptote():
         ReferenceLaw(alpha=0.2, E=2.0, provenance="x", loss_range=(3.5, 3.4))
 
 
-def test_cli_says_illustrative_on_the_line_of_the_number(tmp_path, capsys):
-    def line(*argv) -> str:
+def test_cli_says_how_the_number_was_read_on_its_line(tmp_path, capsys):
+    def lines(*argv) -> list[str]:
         assert main(["analysis", "efficiency", *argv]) == 0
-        [found] = [text for text in capsys.readouterr().out.splitlines() if text.startswith("data efficiency:")]
-        return found
+        out = capsys.readouterr().out.splitlines()
+        [at] = [i for i, text in enumerate(out) if text.startswith("data efficiency:")]
+        return out[at:at + 2]
 
-    inside = line("--loss", "3.41", "--baseline-loss", "3.5544")
-    assert inside.startswith("data efficiency: 1.48x") and "illustrative: from the paper's reference law" in inside
-    assert "outside" not in inside
-    demo = line("--loss", "4.4387", "--baseline-loss", "4.9918")
-    assert "illustrative" in demo and "a loss outside its calibration losses 3.344-3.5544" in demo and "4.9918" in demo
+    [inside, _] = lines("--loss", "3.41", "--baseline-loss", "3.5544")
+    assert inside.startswith("data efficiency: 1.48x  (stated: illustrative, from the paper's reference law")
+    edge, note = lines("--loss", "3.41", "--baseline-loss", "3.56", "--noise-sigma", "0.003")
+    assert edge.startswith("data efficiency: 1.50x  (at the edge: illustrative")
+    assert note == ("  baseline loss 3.5600 lies 0.0056 above the calibration losses 3.344-3.5544 of the paper's "
+                    "reference law: within seed noise (margin 0.0085)")
+    closed, note = lines("--loss", "3.41", "--baseline-loss", "3.56")
+    assert closed.startswith("data efficiency: out of range  (illustrative") and "no seed-noise estimate" in note
+    demo, note = lines("--loss", "4.4387", "--baseline-loss", "4.9918")
+    assert demo.startswith("data efficiency: out of range") and "4.9918 lies 1.4374 above" in note
     table = tmp_path / "baseline.csv"
     table.write_text("D,loss\n" + "\n".join(f"{float(d)!r},{float(y)!r}" for d, y in zip(*BASELINE_RUNS["loose"])))
-    assert "illustrative" not in line("--loss", "3.50", "--baseline-loss", "3.5544", "--fit-baseline", str(table),
-                                      "--bootstrap", str(N_BOOT))
+    [fitted, _] = lines("--loss", "3.50", "--baseline-loss", "3.5544", "--fit-baseline", str(table),
+                        "--bootstrap", str(N_BOOT))
+    assert "illustrative" not in fitted and "interpolated" in fitted
+
+
+@pytest.mark.parametrize("sigma", ["0", "-0.1", "nan", "inf"])
+def test_cli_refuses_a_meaningless_noise_sigma(capsys, sigma):
+    assert main(["analysis", "efficiency", "--loss", "3.41", "--baseline-loss", "3.56", "--noise-sigma", sigma]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: --noise-sigma: need a finite seed-noise sd > 0") and "\n" not in err

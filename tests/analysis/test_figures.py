@@ -160,6 +160,28 @@ def test_iid_figure_reads_losses_as_data_efficiency_on_the_right():
     assert arxiv.axes[0].child_axes == []  # the law is a law of i.i.d. loss only
 
 
+@pytest.mark.parametrize(("shift", "noise_sd", "axis"), [(0.0056, 0.003, True), (1.0, 0.01, False)])
+def test_efficiency_axis_of_a_stated_law_only_where_no_loss_is_out_of_its_range(shift, noise_sd, axis):
+    """The axis read a tiny model's losses (one nat above the paper's) as efficiencies of the paper's
+    law, labelled illustrative; it is now left out where a row is `out of range` (the table gives no
+    number there either), and drawn for losses at the edge of the range, which the caption says."""
+    from analysis.efficiency import load_reference_law
+    from analysis.frame import VAL
+
+    records, summaries = synthetic.sweep(methods=("simple",), gs=(1, 2))
+    cert = certifications_frame(summaries, runs_frame(records))
+    cert = cert.assign(loss=cert["loss"] + shift, **{VAL + "iid": cert[VAL + "iid"] + shift}, noise_sd=noise_sd)
+    law = load_reference_law()
+    fig = plot_generation_scaling(generation_table(cert, law=law), law=law)
+    caption = " ".join(text.get_text().replace("\n", " ") for text in fig.texts)
+    drawn = [ax for ax in fig.axes[0].child_axes if "data efficiency" in ax.get_ylabel()]
+    assert bool(drawn) == axis
+    if axis:
+        assert "losses at the edge of its calibration" in caption
+    else:
+        assert "no efficiency axis: losses outside the calibration losses 3.344-3.5544" in caption
+
+
 def test_figure_7_legend_quotes_each_asymptote_as_the_report_does():
     """The legend wrote "E=3.310" for a 3-point interpolating fit (no interval) and drew an asymptote
     the points do not determine; it now quotes E through `PowerLawFit.quote`, as the report's fit
@@ -194,9 +216,9 @@ def test_efficiency_axis_of_a_fitted_law_only_where_it_determines_e_and_alpha(ru
     """The right-hand axis reads every loss of the panel as an efficiency, most beyond the baseline
     runs: under a fitted law whose E is not determined it is left out and the caption says why;
     under a determined one the caption quotes the law as the report does."""
-    from analysis.efficiency import fit_reference_law
+    from analysis.scaling import fit_power_law
 
-    law = fit_reference_law(*synthetic.BASELINE_RUNS[runs], n_boot=100)
+    law = fit_power_law(*synthetic.BASELINE_RUNS[runs], n_boot=100)
     records, summaries = synthetic.sweep(methods=("simple",), gs=(1, 8))
     cert = certifications_frame(summaries, runs_frame(records))
     fig = plot_generation_scaling(generation_table(cert, law=law), law=law)

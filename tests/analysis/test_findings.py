@@ -6,8 +6,9 @@ import math
 
 import pandas as pd
 
-from analysis.findings import findings, noise_tolerance, pooled_noise
+from analysis.findings import findings
 from analysis.frame import BOUNDS
+from analysis.noise import noise_tolerance, pooled_noise
 from search.grid import Bound, format_bounds
 
 

@@ -153,13 +153,12 @@ def test_generation_table_refuses_an_empty_ledger():
 def test_generation_table_with_a_fitted_law_gives_efficiency_intervals(toy):
     import numpy as np
 
-    from analysis.efficiency import fit_reference_law
-    from analysis.scaling import power_law
+    from analysis.scaling import fit_power_law, power_law
 
     *_, cert = toy
     D = np.array([25e6, 50e6, 100e6, 200e6, 400e6])
     losses = power_law(D, 1.92, 150.0, 0.235) * np.exp(np.random.default_rng(0).normal(0, 0.002, len(D)))
-    law = fit_reference_law(D, losses, n_boot=200)
+    law = fit_power_law(D, losses, n_boot=200)
     iid = generation_table(cert, law=law, sets=["iid"])
     synthetic_rows = iid[iid["method"] != "real"]
     assert (synthetic_rows["efficiency_low"] < synthetic_rows["efficiency"]).all()

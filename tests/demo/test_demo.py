@@ -65,10 +65,10 @@ def test_smoke_demo_certificates_are_interior_and_judged_against_noise(smoke_dem
     epochs; the certificates carry a seed-noise estimate; tuned iid loss does not rise with G
     beyond that noise for any algorithm (vacuous when the scale has one G)."""
     out, _ = smoke_demo
-    from analysis.findings import noise_tolerance, pooled_noise
     from analysis.frame import BOUNDS
     from analysis.generation import generation_table, monotonicity
     from analysis.ledger import load_tables
+    from analysis.noise import noise_tolerance, pooled_noise
     from search.sweep import load_sweep
 
     certifications = load_tables(load_sweep(out / "sweep.yaml")).certifications

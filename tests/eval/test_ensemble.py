@@ -121,7 +121,7 @@ def test_resident_members_follow_the_memory_budget(tiny_members, monkeypatch):
     device = torch.device("cpu")
 
     def budget_for(members: float):
-        monkeypatch.setattr(ensemble, "_free_memory_bytes", lambda _: (logits_bytes + members * member_bytes) * 2)
+        monkeypatch.setattr(ensemble, "available_memory_bytes", lambda _: (logits_bytes + members * member_bytes) * 2)
         return resident_members_for_budget(dirs, device, batch_size=4, context=64, vocab_size=100)
 
     assert budget_for(0.2) == 1  # never below one

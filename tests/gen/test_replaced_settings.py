@@ -162,10 +162,12 @@ def test_a_rerun_is_refused_while_a_process_of_other_settings_runs_and_not_with_
 
 
 def _submitted_ids(pool: Path) -> list[str]:
+    """The array tasks the pool's record holds (none before the first array is recorded)."""
     import json
 
-    return [job_id for entry in json.loads((pool / JOBS / SUBMISSIONS).read_text())["submissions"]
-            for job_id in entry.get("job_ids", [])]
+    record = pool / JOBS / SUBMISSIONS
+    entries = json.loads(record.read_text())["submissions"] if record.is_file() else []
+    return [job_id for entry in entries for job_id in entry.get("job_ids", [])]
 
 
 class _Submission(threading.Thread):
@@ -213,7 +215,7 @@ def test_a_rerun_is_refused_while_a_local_task_of_the_earlier_submission_runs(ti
     first = _Submission(options, "local")
     first.start()
     try:
-        wait_for((pool / JOBS / SUBMISSIONS).is_file, WAIT_S, "the first submission")
+        wait_for(lambda: _submitted_ids(pool), WAIT_S, "the first submission's array")
         (pid,) = map(int, _submitted_ids(pool))
         os.kill(pid, signal.SIGSTOP)
         wait_for(lambda: _state(pid) == "T", WAIT_S, "its task to stop")
@@ -234,19 +236,75 @@ def test_a_rerun_is_refused_while_a_slurm_job_of_the_earlier_submission_is_queue
     monkeypatch.setattr(executors, "LOST_GRACE_S", 0.0)
     monkeypatch.setitem(executors.ARRAY_POLL_S, "slurm", 0.5)
     monkeypatch.setattr(executors, "QUEUE_CHECK_S", 0.0)
-    profile = yaml.safe_load((ROOT / "slurm" / "profiles" / "local.yaml").read_text())
-    profile["additional_parameters"] = {"begin": "now+3600"}
-    (tmp_path / "later.yaml").write_text(yaml.safe_dump(profile))
+    later = _later_profile(tmp_path)
     pool = tmp_path / "pool"
     options = GenerateOptions(kind="rephrase", docs=str(docs4), generator=str(tiny_generator), g=1, out=str(pool),
                               engine="transformers", seed=FIRST, **OPTIONS)
-    first = _Submission(options, "slurm", str(tmp_path / "later.yaml"))
+    first = _Submission(options, "slurm", str(later))
     first.start()
     try:
-        wait_for((pool / JOBS / SUBMISSIONS).is_file, WAIT_S, "the first submission")
+        wait_for(lambda: _submitted_ids(pool), WAIT_S, "the first submission's array")
         (job_id,) = _submitted_ids(pool)
         _refused_then_replaced(pool, docs4, tiny_generator, engine, f"scancel {job_id.split('_')[0]}", capfd)
     finally:
         subprocess.run(["scancel", *_submitted_ids(pool)[:1]], capture_output=True)
         first.join(WAIT_S)
     assert isinstance(first.failed, WorkFailed)
+
+
+SUBMITTER = """
+import os, signal, sys
+from megadocs import executors
+real_make_executor = executors.make_executor
+def held(*args, **kwargs):  # the test's hold (not a stand-in): manifest written, array not submitted yet
+    os.kill(os.getpid(), signal.SIGSTOP)
+    return real_make_executor(*args, **kwargs)
+executors.make_executor = held
+from megadocs.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def _later_profile(tmp_path: Path) -> Path:
+    """The local cluster's profile with ``--begin`` an hour on: a job that waits in the queue."""
+    profile = yaml.safe_load((ROOT / "slurm" / "profiles" / "local.yaml").read_text())
+    profile["additional_parameters"] = {"begin": "now+3600"}
+    (tmp_path / "later.yaml").write_text(yaml.safe_dump(profile))
+    return tmp_path / "later.yaml"
+
+
+@pytest.mark.slurm
+def test_a_rerun_is_refused_while_a_submitter_is_between_its_manifest_and_its_array(tiny_generator, docs4, engine,
+                                                                                    tmp_path):
+    """A real `megadocs gen rephrase --executor slurm` stops itself (SIGSTOP) after writing the
+    manifest, before it submits its array: the re-run with another seed is refused naming the
+    submitter. Continued, it submits, and its array's entry replaces its own in one edit; its
+    Ctrl-C then cancels the queued task (exit 130)."""
+    out = tmp_path / "pool"
+    command = [sys.executable, "-c", SUBMITTER, "gen", "rephrase", "--docs", str(docs4), "--generator",
+               str(tiny_generator), "--g", "1", "--out", str(out), "--engine", "transformers", "--max-new-tokens",
+               "8", "--seed", str(FIRST), "--no-progress", "--num-shards", "1", "--executor", "slurm", "--profile",
+               str(_later_profile(tmp_path))]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               env={**os.environ, "PYTHONPATH": str(ROOT)}, start_new_session=True)
+    try:
+        wait_for(lambda: process.poll() is not None or _state(process.pid) == "T", WAIT_S, "the submitter's hold")
+        assert process.poll() is None and _recorded_pids(out) == [process.pid]
+        with pytest.raises(UserError) as refused:
+            generate_pool("rephrase", docs4, tiny_generator, 1, out, engine=engine, seed=SECOND, **OPTIONS)
+        assert str(refused.value) == (
+            f"{out}: an earlier gen-rephrase run with other settings is still going (process {process.pid}): wait "
+            f"for it to end, or stop it (kill -INT {process.pid}), then re-run (nothing was changed)")
+        os.kill(process.pid, signal.SIGCONT)
+        wait_for(lambda: process.poll() is not None or _submitted_ids(out), WAIT_S, "the array's entry")
+        assert _recorded_pids(out) == [] and len(_submitted_ids(out)) == 1  # handed over, in one edit
+        process.send_signal(signal.SIGINT)
+        stdout, stderr = process.communicate(timeout=WAIT_S)
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+        subprocess.run(["scancel", *_submitted_ids(out)], capture_output=True)
+    assert process.returncode == 130, stderr[-2000:]
+    assert stderr.strip().splitlines()[-1].startswith("interrupted: cancelled 1 slurm task(s)"), stderr[-2000:]
+    assert read_manifest_seed(out) == FIRST and not read_rows(out)

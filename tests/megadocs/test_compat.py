@@ -50,6 +50,15 @@ def _fingerprint(value: str) -> str:
     return value
 
 
+def _run_record(tmp_path: Path, data: dict) -> list[dict]:
+    from megadocs.executors import SUBMISSIONS, _read_submissions
+
+    folder = tmp_path / f"jobs{len(list(tmp_path.iterdir()))}"
+    folder.mkdir()
+    (folder / SUBMISSIONS).write_text(json.dumps(data))
+    return [entry.model_dump() for entry in _read_submissions(folder)]
+
+
 def readers(tmp_path: Path) -> dict:
     """Today's reader of each record (what reads it in the project), on the record's raw data."""
     return {
@@ -67,6 +76,7 @@ def readers(tmp_path: Path) -> dict:
         compat.POOL_MANIFEST: _format_of(POOL_FORMAT),
         compat.POOL_FINGERPRINT: _fingerprint,
         compat.LEDGER_GRID_PARAMS: json_to_distribution,
+        compat.RUN_RECORD: lambda data: _run_record(tmp_path, data),
     }
 
 

@@ -1,23 +1,32 @@
 """The record of the runs in a sharded step's folder (``FOLDER/submitit/submissions.json``) for runs
-in their own process (``megadocs.executors.ProcessRun``): held while the run goes, gone when it ends
-however it ends, and what a replacement of the settings makes of an entry it cannot check (another
-host) or that names a process that is gone (killed outright, or its pid reused). A two-shard step
-with one setting; real processes for the pids. The refusal of a live process on this host, with a
-real ``megadocs gen``: tests/gen/test_replaced_settings.py."""
+in their own process (``megadocs.executors.ProcessRun``): held while the run goes, its heartbeat
+refreshed, gone when it ends however it ends, and what a replacement of the settings makes of an
+entry it cannot check (another host, another boot of a machine of this name, another pid namespace
+on this host: counted while its heartbeat is fresh, presumed ended and said so once it is old;
+recorded before heartbeats: counted, to be removed by hand) or that names a process that is gone
+(killed outright, or its pid reused). A two-shard step with one setting; real processes for the
+pids, and a real pid namespace (``unshare``) for the container. The refusal of a live process on
+this host, with a real ``megadocs gen``: tests/gen/test_replaced_settings.py."""
 
 from __future__ import annotations
 
 import json
 import os
 import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
 
+from megadocs import executors
 from megadocs.errors import UserError
-from megadocs.executors import SUBMISSIONS, ProcessRun, live_runs
+from megadocs.executors import STALE_S, SUBMISSIONS, ProcessRun, live_runs, recorded_process
 from megadocs.procs import process_start
 from megadocs.shards import JOBS, ShardedStep
+from tests.waiting import wait_for
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 class Seeded(ShardedStep):
@@ -42,30 +51,123 @@ def _entries(folder: Path) -> list[dict]:
     return json.loads(record.read_text())["submissions"] if record.is_file() else []
 
 
-def _record(folder: Path, *entries: ProcessRun) -> None:
+def _record(folder: Path, *entries: ProcessRun | dict) -> None:
     (folder / JOBS).mkdir(parents=True, exist_ok=True)
-    (folder / JOBS / SUBMISSIONS).write_text(json.dumps({"submissions": [e.model_dump() for e in entries]}))
+    dumped = [entry if isinstance(entry, dict) else entry.model_dump() for entry in entries]
+    (folder / JOBS / SUBMISSIONS).write_text(json.dumps({"submissions": dumped}))
+
+
+def _without_heartbeat(entries: list[dict]) -> list[dict]:
+    return [{key: value for key, value in entry.items() if key != "heartbeat"} for entry in entries]
 
 
 def test_a_run_is_recorded_while_it_runs_and_not_after_it_failed(tmp_path):
-    me = ProcessRun.this().model_dump()
+    me = _without_heartbeat([ProcessRun.this().model_dump()])
     with pytest.raises(RuntimeError):
         Seeded(tmp_path, seed=1, fail=True).run()
     step = Seeded(tmp_path, seed=1)
     step.run()
-    assert step.seen_recorded == [[me], [me]] and _entries(tmp_path) == []
+    assert [_without_heartbeat(seen) for seen in step.seen_recorded] == [me, me] and _entries(tmp_path) == []
 
 
-def test_a_process_on_another_host_is_named_not_guessed(tmp_path):
+def test_a_process_recorded_before_heartbeats_on_another_host_is_named_not_guessed(tmp_path):
+    """An entry in the record's older format (no boot, namespace or heartbeat): counted, as when written."""
     Seeded(tmp_path, seed=1).prepare()
-    _record(tmp_path, ProcessRun(host="node7.elsewhere.example", pid=4242, started=7))
+    _record(tmp_path, {"kind": "process", "host": "node7.elsewhere.example", "pid": 4242, "started": 7})
     with pytest.raises(UserError) as refused:
         Seeded(tmp_path, seed=2).run()
     line = str(refused.value)
-    assert "(process 4242 on host node7.elsewhere.example (another host: not checked from here))" in line, line
-    assert "(on node7.elsewhere.example: kill -INT 4242)" in line and "\n" not in line
+    assert ("(process 4242 on host node7.elsewhere.example (recorded without a heartbeat; not checked from here))"
+            in line), line
+    assert "(on host node7.elsewhere.example: kill -INT 4242)" in line and "\n" not in line
     assert line.endswith(f"remove its entry from {tmp_path / JOBS / SUBMISSIONS}")
     assert json.loads((tmp_path / "manifest.json").read_text())["seed"] == 1  # nothing changed
+
+
+def _elsewhere(place: str, heartbeat: float) -> ProcessRun:
+    """An entry this process cannot ask through /proc. Another boot: a machine of this hostname
+    (or this one before a reboot); its pid and start time are a live process's here (this test's
+    parent), which the entry must not be taken for."""
+    if place == "another host":
+        return ProcessRun(host="node7.elsewhere.example", pid=4242, started=7, boot="b", pidns=1, heartbeat=heartbeat)
+    parent = os.getppid()
+    return ProcessRun.this().model_copy(update={"boot": "another-boot", "pid": parent, "heartbeat": heartbeat,
+                                                "started": process_start(parent)})
+
+
+@pytest.mark.parametrize("place", ["another host", "another boot"])
+def test_a_process_elsewhere_counts_while_it_beats_and_is_presumed_ended_once_silent(tmp_path, capfd, place):
+    """Fresh heartbeat (a minute old): refused, the line naming where it runs and its heartbeat's
+    age. Older than STALE_S: presumed ended, said on stderr, dropped, and the settings replaced."""
+    Seeded(tmp_path, seed=1).prepare()
+    entry = _elsewhere(place, heartbeat=time.time() - 60)
+    _record(tmp_path, entry)
+    with pytest.raises(UserError) as refused:
+        Seeded(tmp_path, seed=2).run()
+    line = str(refused.value)
+    assert f"(process {entry.pid} {entry.where()} (its last heartbeat 60 s ago; not checked from here))" in line, line
+    assert f"({entry.where()}: kill -INT {entry.pid})" in line and "\n" not in line
+    assert line.endswith("; one not checked from here counts as ended once its heartbeat is 10 min old"), line
+    assert json.loads((tmp_path / "manifest.json").read_text())["seed"] == 1  # nothing changed
+
+    capfd.readouterr()
+    _record(tmp_path, entry.model_copy(update={"heartbeat": time.time() - STALE_S - 60}))
+    Seeded(tmp_path, seed=2).run()
+    err = capfd.readouterr().err.splitlines()
+    said = [line for line in err if "presumed ended" in line]
+    assert said == [f"{tmp_path / JOBS / SUBMISSIONS}: process {entry.pid} {entry.where()} (its last heartbeat 11 min "
+                    "ago; not checked from here): presumed ended, its heartbeat being over 10 min old; its entry is "
+                    "dropped"], err
+    assert any("replaced the settings of an earlier seeded run: seed: 1 -> 2" in line for line in err)
+    assert _entries(tmp_path) == []
+
+
+def test_a_running_process_refreshes_its_heartbeat_and_puts_back_its_entry(tmp_path, monkeypatch):
+    monkeypatch.setattr(executors, "HEARTBEAT_S", 0.02)
+    with recorded_process(tmp_path):
+        (first,) = json.loads((tmp_path / SUBMISSIONS).read_text())["submissions"]
+        wait_for(lambda: _heartbeats(tmp_path) and _heartbeats(tmp_path)[0] > first["heartbeat"], 60,
+                 "a heartbeat", interval_s=0.01)
+        (tmp_path / SUBMISSIONS).write_text(json.dumps({"submissions": []}))  # dropped by a check elsewhere
+        wait_for(lambda: _heartbeats(tmp_path), 60, "the entry to come back", interval_s=0.01)
+    assert _heartbeats(tmp_path) == []
+
+
+def _heartbeats(folder: Path) -> list[float]:
+    return [entry["heartbeat"] for entry in json.loads((folder / SUBMISSIONS).read_text())["submissions"]]
+
+
+CONTAINED = """
+import sys
+from megadocs.executors import recorded_process
+with recorded_process(sys.argv[1]):
+    print("recorded", flush=True)
+    sys.stdin.read()
+"""
+
+
+def test_a_process_in_another_pid_namespace_of_this_host_is_not_taken_for_a_pid_here(tmp_path):
+    """A real container's view: a process in its own pid namespace (``unshare --pid``, this host's
+    name and kernel) records itself as pid 1 there; pid 1 here is another process. It counts by
+    its heartbeat, and the line says where it runs."""
+    Seeded(tmp_path, seed=1).prepare()
+    command = ["unshare", "--pid", "--fork", "--mount-proc", sys.executable, "-c", CONTAINED, str(tmp_path / JOBS)]
+    contained = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                 text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    try:
+        said = contained.stdout.readline()
+        if said != "recorded\n":
+            pytest.skip(f"no pid namespace can be made here (needs root): {contained.stderr.read()[-300:]}")
+        (entry,) = (ProcessRun.model_validate(e) for e in _entries(tmp_path))
+        assert not entry.here() and entry.host == ProcessRun.this().host
+        with pytest.raises(UserError) as refused:
+            Seeded(tmp_path, seed=2).run()
+        line = str(refused.value)
+        assert f"(process {entry.pid} in another pid namespace on this host (a container) (its last heartbeat" in line
+        assert json.loads((tmp_path / "manifest.json").read_text())["seed"] == 1  # nothing changed
+    finally:
+        contained.communicate("", timeout=60)
+    assert contained.returncode == 0 and _entries(tmp_path) == []
 
 
 def test_a_process_that_is_gone_or_whose_pid_was_reused_does_not_refuse(tmp_path, capfd):

@@ -118,6 +118,7 @@ def _ranks(config: Path, out: Path, world_size: int = 2, extra: tuple[str, ...] 
 def _close(first: dict, second: dict) -> None:
     assert first["status"] == second["status"] == "completed"
     assert first["steps"] == second["steps"] and first["tokens_seen"] == second["tokens_seen"]
+    assert first["params"] == second["params"]  # the whole model's count, also when sharded
     for name, value in first["val_losses"].items():
         assert math.isclose(value, second["val_losses"][name], rel_tol=REL_TOL), (name, value, second)
 

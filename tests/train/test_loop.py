@@ -26,7 +26,7 @@ def _refuse(constant: str):
 
 
 def mixture_of(config):
-    from train.loop import RunData
+    from train.data import RunData
 
     return RunData.open(config).streams.mixture
 
@@ -308,3 +308,25 @@ def test_unknown_benchmark_fails_before_training(small_store, tmp_path):
     with pytest.raises(UserError, match="eval.benchmarks: unknown task 'hellaswag'"):
         run(make_config(small_store, eval__benchmarks=["hellaswag"]), tmp_path / "run")
     assert not (tmp_path / "run").exists()
+
+
+def test_a_run_opens_each_token_store_once(micro_store, tmp_path, monkeypatch):
+    """The training store and every extra held-out store are opened once, when the run starts,
+    and that open store is what training, the periodic curve and the final evaluation read (they
+    reopened it by path: three opens of each here)."""
+    import shutil
+
+    from train.store import TokenStore
+
+    extra = tmp_path / "extra-store"
+    shutil.copytree(micro_store, extra)
+    opened = []
+    real_open = TokenStore.open.__func__
+    monkeypatch.setattr(TokenStore, "open", classmethod(lambda cls, path: opened.append(str(path))
+                                                        or real_open(cls, path)))
+    config = make_config(micro_store, optim__batch_size=16, optim__micro_batch_size=16,
+                         eval__val_windows=8, eval__every=1, eval__curve_windows=4, eval__curve_extra=True,
+                         eval__extra={"other": {"store": str(extra)}})  # fmt: skip
+    metrics = run(config, tmp_path / "run")
+    assert metrics.status is RunStatus.COMPLETED and set(metrics.val_windows) == {"iid", "other"}
+    assert sorted(opened) == sorted([str(micro_store), str(extra)])

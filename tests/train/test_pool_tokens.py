@@ -373,3 +373,30 @@ def test_windows_of_an_indexed_stream_equal_the_reference_stream(pools_by_kind, 
     every = np.arange(reference.num_windows)
     for got, expected in zip(indexed.windows(every), reference.windows(every)):
         assert np.array_equal(got, expected)
+
+
+def test_a_shard_that_fails_near_its_end_raises_instead_of_hanging():
+    """The reader thread of the tokenize step (`_read_ahead`) must stop when the encoding side
+    fails. It used to block forever putting its end marker into a full queue, so an error in the
+    last batches of a shard (a full disk, a SIGTERM turned into an exception) hung the task
+    instead of reporting it."""
+    import threading
+    import time
+
+    from train.pool_tokens import _read_ahead
+
+    outcome: list[str] = []
+
+    def consume() -> None:
+        try:
+            for item in _read_ahead(iter([1, 2, 3]), depth=2):
+                time.sleep(0.5)  # the reader fills the queue ([2, 3]) and reaches its end marker
+                raise OSError(f"disk full after item {item}")
+        except OSError as exc:
+            outcome.append(str(exc))
+
+    consumer = threading.Thread(target=consume, daemon=True)
+    consumer.start()
+    consumer.join(timeout=10)
+    assert not consumer.is_alive(), "the reader thread blocked the failing consumer"
+    assert outcome == ["disk full after item 1"]
