@@ -24,10 +24,33 @@ from analysis.efficiency import (
     load_reference_law,
     range_margin,
 )
+from analysis.ensembles import compare_asymptotes, fit_ensembles, load_ensemble_table, score_ensemble_studies
+from analysis.experiments import (
+    curve_points,
+    generation_curves,
+    next_generations,
+    stitch_order_table,
+    student_scaling_table,
+    synthetic_only_mask,
+    synthetic_only_table,
+    transfer_table,
+)
+from analysis.figures import (
+    map_axes,
+    plot_certification_map,
+    plot_certified_hparams,
+    plot_diversity,
+    plot_ensembles,
+    plot_generation_scaling,
+    plot_synthetic_only,
+    plot_transfers,
+    save_figure,
+)
 from analysis.findings import findings as findings_of
 from analysis.findings import rises_with_g
 from analysis.frame import POINT, compute_seconds, union_grid, val_sets
 from analysis.generation import BASELINE_METHOD, generation_table
+from analysis.ledger import load_tables
 from analysis.noise import CLEAR_SDS, seed_noise
 from analysis.scaling import PowerLawFit, fit_groups
 from megadocs.errors import UserError
@@ -97,8 +120,6 @@ class _Report:
 
     def figure(self, make, name: str, caption: str) -> None:
         """Draw with ``make()`` and embed it; a ValueError (not enough data) becomes a skip note."""
-        from analysis.figures import save_figure
-
         try:
             fig = make()
         except ValueError as exc:
@@ -146,8 +167,6 @@ def _basis_notes(certifications: pd.DataFrame) -> list[str]:
 
 
 def _search_sections(report: _Report, runs: pd.DataFrame, summaries: Sequence[CertificationSummary], grids) -> None:
-    from analysis.figures import map_axes, plot_certification_map
-
     report.add("## Certification maps (Figure 10)", "")
     by_name = {s.name: s for s in summaries}
     for name, summary in by_name.items():
@@ -173,8 +192,6 @@ def _generation_sections(report: _Report, certifications: pd.DataFrame, table: p
     """Figures 1/2/5 and 11 with their tables; ``table`` is the generation table of
     ``certifications`` under ``law``, or why there is none; ``noise_sd``: the given seed noise
     (None: the certifications' own, :func:`analysis.noise.seed_noise`)."""
-    from analysis.figures import plot_certified_hparams, plot_generation_scaling
-
     report.add("## Generation scaling (Figures 1/2/5)", "")
     if isinstance(table, str):
         report.skipped.append(table)  # the message names the section
@@ -295,8 +312,6 @@ def _generation_fits(table: pd.DataFrame | str, noise_sd: float | None) -> tuple
     """L(G) per algorithm, fitted once for every section (None: no finite loss yet, ``table`` is why):
     the points, the bootstrap count and the noise (``noise_sd``: ``--noise-sigma``) of ``megadocs
     analysis fit SWEEP.yaml``, so both give the same verdicts."""
-    from analysis.experiments import curve_points
-
     if isinstance(table, str):
         return None
     main, points = curve_points(table)
@@ -305,8 +320,6 @@ def _generation_fits(table: pd.DataFrame | str, noise_sd: float | None) -> tuple
 
 def _next_generations_section(report: _Report, fits: tuple[str, dict[str, PowerLawFit | str]] | None) -> None:
     """First section: what the fitted L(G) per algorithm predicts for the next doubling of G."""
-    from analysis.experiments import next_generations
-
     report.add("## Where to spend the next generations", "")
     if fits is None or not fits[1]:
         report.add("No synthetic-data certification has a loss yet: there is no L(G) to fit, so nothing to "
@@ -336,9 +349,6 @@ def _experiment_sections(report: _Report, runs: pd.DataFrame, certifications: pd
                          transfers: Mapping[str, TransferSummary] | None) -> None:
     """Figure 4 (stitch order), Figure 6 (transfers), student scaling and generation diversity;
     ``table`` is the generation table of ``certifications`` (a string: why there is none)."""
-    from analysis.experiments import stitch_order_table, student_scaling_table, transfer_table
-    from analysis.figures import plot_diversity, plot_generation_scaling, plot_transfers
-
     order = stitch_order_table(table) if not isinstance(table, str) else pd.DataFrame()
     if len(order):
         report.add("## Stitch order and long-context loss (Figure 4)", "",
@@ -383,9 +393,6 @@ def _experiment_sections(report: _Report, runs: pd.DataFrame, certifications: pd
 
 def _synthetic_only_section(report: _Report, certifications: pd.DataFrame) -> None:
     """Figure 13: how much of a method's gain needs the real data mixed in."""
-    from analysis.experiments import synthetic_only_mask, synthetic_only_table
-    from analysis.figures import plot_synthetic_only
-
     table = synthetic_only_table(certifications)
     if len(table):
         shown = table if set(table["model"]) != {"base"} else table.drop(columns=["model"])
@@ -404,9 +411,6 @@ def _synthetic_only_section(report: _Report, certifications: pd.DataFrame) -> No
 
 def _ensemble_sections(report: _Report, ensembles: pd.DataFrame | None, studies: Mapping[str, EnsembleSummary] | None,
                        problems: Mapping[str, str] | None = None) -> None:
-    from analysis.ensembles import compare_asymptotes, fit_ensembles
-    from analysis.figures import plot_ensembles
-
     report.add("## Ensembles (Figure 7)", "")
     for name, study in (studies or {}).items():
         at = (f"members at `{study.source}`'s certified point ({_point_text(study.source_point)})"
@@ -485,8 +489,6 @@ def render_report(
         report.add(paragraph, "")
     if findings is not False:
         report.add("## Findings", "")
-        from analysis.experiments import generation_curves
-
         for paragraph in [*findings_of(generation_curves(certifications), noise_sd=noise_sd),
                           *([] if findings is True else findings)]:
             report.add(paragraph, "")
@@ -512,8 +514,6 @@ def render_report(
         report.add("The ledger holds no runs yet: nothing to tabulate or draw.", "")
         report.skipped.append("every table and figure: the ledger is empty")
     else:
-        from analysis.experiments import generation_curves
-
         curves = generation_curves(certifications)  # neither the ablation nor another model size is a point of L(G)
         try:  # built once: the generation, stitch-order and fit sections read the same rows
             table: pd.DataFrame | str = generation_table(curves, law=law, noise_sd=noise_sd)
@@ -566,9 +566,6 @@ def build_report(
         reference_law: a law file, a ReferenceLaw or a fitted law (default: the shipped law).
         noise_sd: a given seed-noise sd of one loss (see :func:`render_report`).
     """
-    from analysis.ensembles import load_ensemble_table, score_ensemble_studies
-    from analysis.ledger import load_tables
-
     tables = load_tables(sweep)
     wants_auto = isinstance(ensembles, (str, list, tuple)) and (
         [ensembles] if isinstance(ensembles, str) else list(ensembles)) == ["auto"]
