@@ -163,13 +163,13 @@ class PowerLawFit:
         params = {}
         for name in PARAMS:
             interval = None if name in self.fixed else self.interval(name)
-            params[name] = {
-                "estimate": number(self.params[name]),
-                "low": number(interval[0]) if interval else None,
-                "high": number(interval[1]) if interval else None,
-                "fixed": name in self.fixed,
-                "determined": bool(self.determined[name]),
-            }
+            params[name] = ParamRecord(
+                estimate=number(self.params[name]),
+                low=number(interval[0]) if interval else None,
+                high=number(interval[1]) if interval else None,
+                fixed=name in self.fixed,
+                determined=bool(self.determined[name]),
+            ).model_dump()
         return {"n_points": self.n_points, "loss": self.loss, "level": self.level, "params": params,
                 "rmse_log": number(self.rmse_log), "notes": list(self.notes)}
 
