@@ -43,7 +43,7 @@ __all__ = [
     "Older", "Record", "RECORDS", "FormatBreak", "version", "is_older", "upgrade", "older",
     "RUN_METRICS", "BENCHMARK_SCORE", "ENSEMBLE_REPORT", "JOB_RESULT", "BOUND", "RUN_REVISION",
     "SYNTHETIC_IDENTITY", "POOL_TOKENS", "CHECKPOINT", "TOKEN_STORE", "POOL_MANIFEST", "POOL_FINGERPRINT", "LEDGER_GRID_PARAMS",
-    "RUN_RECORD",
+    "RUN_RECORD", "CONTROLLER_HOLDER",
 ]
 
 
@@ -232,6 +232,23 @@ def _run_record_1_to_2(data: Mapping[str, Any]) -> dict[str, Any]:
     return {**data, "submissions": entries}
 
 
+# --- the controller lock's holder (ledger: study `{sweep}#controller`, attribute `holder`) -----
+
+CONTROLLER_HOLDER = "controller-holder"
+_HOLDER_PLACE = ("started", "boot", "pidns")
+
+
+def _holder_version(data: Any) -> int:
+    """Version 1: a holder without its kernel boot and pid namespace (recorded by host and pid)."""
+    return 1 if isinstance(data, Mapping) and not {"boot", "pidns"} <= data.keys() else 2
+
+
+def _holder_1_to_2(data: Mapping[str, Any]) -> dict[str, Any]:
+    """Boot, pid namespace (and a start time, where absent) unknown (null): a holder of this host
+    is asked through /proc, one elsewhere by its heartbeat, as when it was written."""
+    return {**dict.fromkeys(_HOLDER_PLACE), **data}
+
+
 # --- formats that carry a `format` field ---------------------------------------------------
 
 POOL_TOKENS = "pool-tokens"
@@ -336,6 +353,15 @@ RECORDS: dict[str, Record] = {
         older=(Older(1, "records of runs before heartbeats (836bb66): a process by host, pid and start time",
                      example={"submissions": [{"kind": "process", "host": "node7", "pid": 41, "started": 9}]},
                      upgrade=_run_record_1_to_2),)),
+    CONTROLLER_HOLDER: Record(
+        where="ledger: study {sweep}#controller: holder", reader="search.ledger:_holder_alive", current=2,
+        detect=_holder_version,
+        example={"host": "node7", "pid": 41, "since": "2026-12-05T13:00:00+00:00", "heartbeat": 1764940000.0,
+                 "token": "0123abcd", "started": 9, "boot": "b", "pidns": 4026531836},
+        older=(Older(1, "holders before boot ids and pid namespaces (until this change): host, pid, start time",
+                     example={"host": "node7", "pid": 41, "since": "2026-12-05T13:00:00+00:00",
+                              "heartbeat": 1764940000.0, "token": "0123abcd", "started": 9},
+                     upgrade=_holder_1_to_2),)),
     POOL_TOKENS: _format_field("megadocs.pool-tokens", "TOKENS/manifest.json", "train.pool_tokens:require_pool_tokens",
                                2, "daa745a until f337c94: latent documents tokenized in pieces",
                                "run `megadocs data tokenize-pool` again"),

@@ -26,7 +26,6 @@ import json
 import math
 import os
 import signal
-import socket
 import sys
 import threading
 import time
@@ -43,13 +42,13 @@ from megadocs import compat
 from megadocs.config import StrictModel, load_config, parse_config
 from megadocs.errors import UserError
 from megadocs.procs import (
-    boot_id,
+    PidPlace,
     child_pids,
     child_process_settings,
     exclusive_lock,
     job_thread_environment,
     pid_alive,
-    pid_namespace,
+    process_running,
     process_start,
 )
 from megadocs.trust import require_inside
@@ -626,19 +625,22 @@ class ProcessRun(StrictModel):
 
     @classmethod
     def this(cls) -> ProcessRun:
-        pid = os.getpid()
-        return cls(host=socket.gethostname(), pid=pid, started=process_start(pid), boot=boot_id(),
-                   pidns=pid_namespace(), heartbeat=time.time())
+        pid, place = os.getpid(), PidPlace.current()
+        return cls(host=place.host, pid=pid, started=process_start(pid), boot=place.boot, pidns=place.pidns,
+                   heartbeat=time.time())
+
+    @property
+    def place(self) -> PidPlace:
+        """Where its pid names it."""
+        return PidPlace(self.host, self.boot, self.pidns)
 
     def same_process(self, other: ProcessRun) -> bool:
         """Whether both name one process (its heartbeats aside)."""
         return self.model_dump(exclude={"heartbeat"}) == other.model_dump(exclude={"heartbeat"})
 
     def here(self) -> bool:
-        """Whether its pid can be asked here: this host, kernel boot and pid namespace (the last
-        two where recorded)."""
-        return (self.host == socket.gethostname() and self.boot in (None, boot_id())
-                and self.pidns in (None, pid_namespace()))
+        """Whether its pid can be asked here (:meth:`megadocs.procs.PidPlace.askable`)."""
+        return self.place.askable()
 
     def silent_s(self, now: float) -> float | None:
         """Seconds since its last heartbeat (0 for one ahead of this host's clock); None without one."""
@@ -652,18 +654,13 @@ class ProcessRun(StrictModel):
         (<Liveness.UNCHECKED: 'unchecked'>, <Liveness.PRESUMED_ENDED: 'presumed ended'>)
         """
         if self.here():
-            alive = pid_alive(self.pid) and self.started in (None, process_start(self.pid))
-            return Liveness.ALIVE if alive else Liveness.ENDED
+            return Liveness.ALIVE if process_running(self.pid, self.started) else Liveness.ENDED
         silent = self.silent_s(now)
         return Liveness.PRESUMED_ENDED if silent is not None and silent > STALE_S else Liveness.UNCHECKED
 
     def where(self) -> str:
         """Where it runs, seen from here (for a line)."""
-        if self.host != socket.gethostname():
-            return f"on host {self.host}"
-        if self.boot not in (None, boot_id()):
-            return f"on another machine named {self.host}, or before this one's reboot"
-        return "in another pid namespace on this host (a container)"
+        return self.place.where()
 
     def describe(self, now: float | None = None) -> str:
         """

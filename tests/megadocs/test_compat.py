@@ -22,6 +22,7 @@ from megadocs.fingerprint import FINGERPRINT_PREFIX, LEGACY_PREFIX
 from megadocs.formats import BenchmarkScore, RunMetrics
 from megadocs.pools import POOL_FORMAT
 from search.grid import Bound, Side
+from search.ledger import _holder_alive
 from search.objective import FailureKind, JobFailure
 from train import checkpoint, pool_tokens
 from train.ensemble_report import EnsembleReport
@@ -77,6 +78,7 @@ def readers(tmp_path: Path) -> dict:
         compat.POOL_FINGERPRINT: _fingerprint,
         compat.LEDGER_GRID_PARAMS: json_to_distribution,
         compat.RUN_RECORD: lambda data: _run_record(tmp_path, data),
+        compat.CONTROLLER_HOLDER: _holder_alive,
     }
 
 
