@@ -358,7 +358,7 @@ RECORDS: dict[str, Record] = {
         detect=_holder_version,
         example={"host": "node7", "pid": 41, "since": "2026-12-05T13:00:00+00:00", "heartbeat": 1764940000.0,
                  "token": "0123abcd", "started": 9, "boot": "b", "pidns": 4026531836},
-        older=(Older(1, "holders before boot ids and pid namespaces (until this change): host, pid, start time",
+        older=(Older(1, "holders before boot ids and pid namespaces (until 024d525): host, pid, start time",
                      example={"host": "node7", "pid": 41, "since": "2026-12-05T13:00:00+00:00",
                               "heartbeat": 1764940000.0, "token": "0123abcd", "started": 9},
                      upgrade=_holder_1_to_2),)),
