@@ -345,7 +345,7 @@ RECORDS: dict[str, Record] = {
                      how="if its pool is unchanged, adopt it with `megadocs train --reidentify {out}`, else "
                          "use another --out"))),
     RUN_RECORD: Record(
-        where="FOLDER/submitit/submissions.json: submissions", reader="megadocs.executors:_read_submissions",
+        where="FOLDER/submitit/submissions.json: submissions", reader="megadocs.run_record:_read_submissions",
         current=2, detect=_run_record_version,
         example={"submissions": [{"kind": "process", "host": "node7", "pid": 41, "started": 9, "boot": "b",
                                   "pidns": 4026531836, "heartbeat": 1764940000.0},

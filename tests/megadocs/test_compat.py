@@ -52,7 +52,7 @@ def _fingerprint(value: str) -> str:
 
 
 def _run_record(tmp_path: Path, data: dict) -> list[dict]:
-    from megadocs.executors import SUBMISSIONS, _read_submissions
+    from megadocs.run_record import SUBMISSIONS, _read_submissions
 
     folder = tmp_path / f"jobs{len(list(tmp_path.iterdir()))}"
     folder.mkdir()

@@ -1,5 +1,5 @@
 """The record of the runs in a sharded step's folder (``FOLDER/submitit/submissions.json``) for runs
-in their own process (``megadocs.executors.ProcessRun``): held while the run goes, its heartbeat
+in their own process (``megadocs.run_record.ProcessRun``): held while the run goes, its heartbeat
 refreshed, gone when it ends however it ends, and what a replacement of the settings makes of an
 entry it cannot check (another host, another boot of a machine of this name, another pid namespace
 on this host: counted while its heartbeat is fresh, presumed ended and said so once it is old;
@@ -19,10 +19,10 @@ from pathlib import Path
 
 import pytest
 
-from megadocs import executors
+from megadocs import run_record
 from megadocs.errors import UserError
-from megadocs.executors import STALE_S, SUBMISSIONS, ProcessRun, live_runs, recorded_process
 from megadocs.procs import process_start
+from megadocs.run_record import STALE_S, SUBMISSIONS, ProcessRun, live_runs, recorded_process
 from megadocs.shards import JOBS, ShardedStep
 from tests.waiting import wait_for
 
@@ -123,7 +123,7 @@ def test_a_process_elsewhere_counts_while_it_beats_and_is_presumed_ended_once_si
 
 
 def test_a_running_process_refreshes_its_heartbeat_and_puts_back_its_entry(tmp_path, monkeypatch):
-    monkeypatch.setattr(executors, "HEARTBEAT_S", 0.02)
+    monkeypatch.setattr(run_record, "HEARTBEAT_S", 0.02)
     with recorded_process(tmp_path):
         (first,) = json.loads((tmp_path / SUBMISSIONS).read_text())["submissions"]
         wait_for(lambda: _heartbeats(tmp_path) and _heartbeats(tmp_path)[0] > first["heartbeat"], 60,
@@ -139,7 +139,7 @@ def _heartbeats(folder: Path) -> list[float]:
 
 CONTAINED = """
 import sys
-from megadocs.executors import recorded_process
+from megadocs.run_record import recorded_process
 with recorded_process(sys.argv[1]):
     print("recorded", flush=True)
     sys.stdin.read()
