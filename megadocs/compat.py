@@ -216,10 +216,16 @@ def _record_entries(data: Any) -> list[Any]:
     return entries if isinstance(entries, list) else []
 
 
+def _of_kind(data: Any, kind: str) -> list[Mapping[str, Any]]:
+    return [e for e in _record_entries(data) if isinstance(e, Mapping) and e.get("kind") == kind]
+
+
 def _run_record_version(data: Any) -> int:
-    """Version 1: a process entry without a heartbeat key (recorded before heartbeats)."""
-    processes = [e for e in _record_entries(data) if isinstance(e, Mapping) and e.get("kind") == "process"]
-    return 1 if any("heartbeat" not in entry for entry in processes) else 2
+    """Version 1: a process entry without a heartbeat key (recorded before heartbeats); 2: a local
+    array without its host (recorded before local arrays said where their pids are)."""
+    if any("heartbeat" not in entry for entry in _of_kind(data, "process")):
+        return 1
+    return 2 if any("host" not in entry for entry in _of_kind(data, "local")) else 3
 
 
 def _run_record_1_to_2(data: Mapping[str, Any]) -> dict[str, Any]:
@@ -228,6 +234,15 @@ def _run_record_1_to_2(data: Mapping[str, Any]) -> dict[str, Any]:
     age), as it did when written."""
     entries = [{**dict.fromkeys(_PROCESS_PLACE), **entry}
                if isinstance(entry, Mapping) and entry.get("kind") == "process" else entry
+               for entry in _record_entries(data)]
+    return {**data, "submissions": entries}
+
+
+def _run_record_2_to_3(data: Mapping[str, Any]) -> dict[str, Any]:
+    """A local array without host, boot, pid namespace and heartbeat: all unknown (null); its
+    pids are asked here, as they were when written."""
+    entries = [{**dict.fromkeys(("host", *_PROCESS_PLACE)), **entry}
+               if isinstance(entry, Mapping) and entry.get("kind") == "local" else entry
                for entry in _record_entries(data)]
     return {**data, "submissions": entries}
 
@@ -346,13 +361,19 @@ RECORDS: dict[str, Record] = {
                          "use another --out"))),
     RUN_RECORD: Record(
         where="FOLDER/submitit/submissions.json: submissions", reader="megadocs.run_record:_read_submissions",
-        current=2, detect=_run_record_version,
+        current=3, detect=_run_record_version,
         example={"submissions": [{"kind": "process", "host": "node7", "pid": 41, "started": 9, "boot": "b",
                                   "pidns": 4026531836, "heartbeat": 1764940000.0},
-                                 {"kind": "slurm", "job_ids": ["42_0"]}]},
+                                 {"kind": "local", "job_ids": ["43"], "host": "node7", "boot": "b",
+                                  "pidns": 4026531836, "heartbeat": 1764940000.0},
+                                 {"kind": "slurm", "job_ids": ["42_0"], "host": None, "boot": None, "pidns": None,
+                                  "heartbeat": None}]},
         older=(Older(1, "records of runs before heartbeats (836bb66): a process by host, pid and start time",
                      example={"submissions": [{"kind": "process", "host": "node7", "pid": 41, "started": 9}]},
-                     upgrade=_run_record_1_to_2),)),
+                     upgrade=_run_record_1_to_2),
+               Older(2, "records of runs before local arrays named their place (until this change): a local "
+                        "array by its pids only", example={"submissions": [{"kind": "local", "job_ids": ["43"]}]},
+                     upgrade=_run_record_2_to_3))),
     CONTROLLER_HOLDER: Record(
         where="ledger: study {sweep}#controller: holder", reader="search.ledger:_holder_alive", current=2,
         detect=_holder_version,

@@ -6,6 +6,7 @@ lines (:class:`ArrayProgress`), and on Ctrl-C leave local tasks to stop themselv
 
 from __future__ import annotations
 
+import contextlib
 import math
 import sys
 import time
@@ -14,8 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from megadocs.errors import DiskFull, UserError, WorkFailed
-from megadocs.executors import ExecutorConfig, JobState, Poll, SlurmExecutor, make_executor
-from megadocs.run_record import ArraySubmission, RecordedProcess, record_submission
+from megadocs.executors import Executor, ExecutorConfig, JobState, Poll, SlurmExecutor, make_executor
+from megadocs.run_record import ArraySubmission, RecordedProcess, recorded_process
 
 __all__ = ["check_array_executor", "run_job_array", "ArrayProgress", "ARRAY_POLL_S", "ARRAY_PROGRESS_S",
            "ARRAY_PROGRESS_STEPS"]
@@ -36,7 +37,6 @@ def check_array_executor(kind: str, profile: str | None) -> None:
         raise UserError("--profile: required with --executor slurm (e.g. slurm/profiles/local.yaml)")
 
 
-
 def run_job_array(tasks: Sequence[Callable[[], Any]], labels: Sequence[str], *, kind: str,
                   profile: str | None, folder: Path, timeout_min: float = 7 * 24 * 60,
                   name: str = "megadocs", lost_reason: Callable[[Any], Exception | None] | None = None,
@@ -54,8 +54,11 @@ def run_job_array(tasks: Sequence[Callable[[], Any]], labels: Sequence[str], *, 
     ``lost_reason(task)``, for a task that ended without a result, may name why: a ``DiskFull``
     counts as the task's full disk (``megadocs.shards.ShardTask.lost_to_full_disk``).
 
-    ``submitter``: this process's entry in ``folder``'s record (from the manifest's check until
-    now), which the array's entry replaces in one edit once it is submitted.
+    The array is recorded in ``folder``'s record of runs (:mod:`megadocs.run_record`), so that a
+    re-run with other settings refuses while its tasks run: its entry replaces ``submitter``, this
+    process's entry (from the manifest's check until now), in one edit; without one, this
+    process is recorded just before it submits. A local array's heartbeat is refreshed while this
+    process waits.
 
     Raises:
         UserError: a bad executor/profile.
@@ -68,21 +71,29 @@ def run_job_array(tasks: Sequence[Callable[[], Any]], labels: Sequence[str], *, 
         return []
     config = ExecutorConfig(kind=kind, profile=profile, max_parallel=max(1, len(tasks)), timeout_min=timeout_min)
     jobs = make_executor(config, folder, name, ctrl_c_to_jobs=True)  # each shard task stops itself on Ctrl-C
-    ids = jobs.submit(tasks)
+    with contextlib.ExitStack() as recording:
+        if submitter is None:
+            submitter = recording.enter_context(recorded_process(folder))
+        ids = jobs.submit(tasks)
+        try:  # from here a Ctrl-C cancels what was submitted (_wait)
+            submitter.hand_over(ArraySubmission.submitted(kind, ids))
+            print(f"submitted {len(ids)} shard task(s) to {kind}: {', '.join(ids)} (logs: {folder})", file=sys.stderr)
+        except KeyboardInterrupt:
+            _cancel(jobs, ids)
+            raise
+        return _wait(jobs, ids, labels, dict(zip(ids, tasks)), lost_reason)
+
+
+def _wait(jobs: Executor, ids: list[str], labels: Sequence[str], task_of: dict[str, Callable[[], Any]],
+          lost_reason: Callable[[Any], Exception | None] | None) -> list[Any]:
+    """:func:`run_job_array`'s wait for its submitted tasks, saying their ends (:class:`ArrayProgress`)."""
     pending = dict(zip(ids, labels))
-    task_of = dict(zip(ids, tasks))
     progress = ArrayProgress(len(ids))
     values: dict[str, Any] = {}
     failures, full = [], []  # full: the DiskFull values tasks returned (megadocs.shards.ShardTask)
-    try:  # from here a Ctrl-C cancels what was submitted (below)
-        array = ArraySubmission(kind=kind, job_ids=list(ids))  # a re-run with other settings refuses while they run
-        if submitter is not None:
-            submitter.hand_over(array)
-        else:
-            record_submission(folder, array)
-        print(f"submitted {len(ids)} shard task(s) to {kind}: {', '.join(ids)} (logs: {folder})", file=sys.stderr)
+    try:
         while pending:
-            time.sleep(ARRAY_POLL_S[kind])
+            time.sleep(ARRAY_POLL_S[jobs.kind])
             for job_id, label in list(pending.items()):
                 poll = jobs.poll(job_id)
                 if poll.state == JobState.RUNNING:
@@ -107,17 +118,24 @@ def run_job_array(tasks: Sequence[Callable[[], Any]], labels: Sequence[str], *, 
                 if line:
                     print(line, file=sys.stderr, flush=True)
     except KeyboardInterrupt:
-        if jobs.stops_on_interrupt or not pending:  # local tasks had the Ctrl-C too
-            raise
-        assert isinstance(jobs, SlurmExecutor), jobs  # the one executor whose jobs outlive the submitter
-        jobs.cancel(list(pending))
-        raise KeyboardInterrupt(f"cancelled {len(pending)} {kind} task(s) ({', '.join(pending)}); finished "
-                                "shards are kept: re-run the same command to resume") from None
+        _cancel(jobs, list(pending))
+        raise
     if failures and len(full) == len(failures):  # a full disk, as in-process: its one line, exit 4
         raise full[0]
     if failures:
         raise WorkFailed(f"{len(failures)} task(s) failed; re-run to resume them: " + "; ".join(failures))
     return [values[job_id] for job_id in ids]
+
+
+def _cancel(jobs: Executor, pending: list[str]) -> None:
+    """On Ctrl-C: local tasks had it too (they stop themselves); SLURM's still queued or running are
+    cancelled, and the interrupt says so."""
+    if jobs.stops_on_interrupt or not pending:
+        return
+    assert isinstance(jobs, SlurmExecutor), jobs  # the one executor whose jobs outlive the submitter
+    jobs.cancel(pending)
+    raise KeyboardInterrupt(f"cancelled {len(pending)} {jobs.kind} task(s) ({', '.join(pending)}); finished "
+                            "shards are kept: re-run the same command to resume") from None
 
 
 class ArrayProgress:

@@ -38,7 +38,7 @@ from megadocs.formats import write_json
 from megadocs.procs import PidPlace, exclusive_lock, process_running, process_start
 
 __all__ = ["SUBMISSIONS", "HEARTBEAT_S", "STALE_S", "ArraySubmission", "ProcessRun", "Liveness", "Entry",
-           "RecordedProcess", "recorded_process", "record_submission", "live_runs", "unchecked_note"]
+           "RecordedProcess", "recorded_process", "live_runs", "unchecked_note"]
 
 SUBMISSIONS = "submissions.json"
 """A job array folder's record of the arrays submitted into it (:class:`ArraySubmission`) and of
@@ -53,14 +53,49 @@ heartbeats, so that a slow shared file system or clocks some minutes apart do no
 
 
 class ArraySubmission(StrictModel):
-    """One job array submitted into a folder (an entry of :data:`SUBMISSIONS`)."""
+    """One job array submitted into a folder (an entry of :data:`SUBMISSIONS`).
+
+    A SLURM array's ids name its tasks on every host. A local array's are pids: they name its
+    tasks only where its submitter ran (``host``, ``boot``, ``pidns``, as a :class:`ProcessRun`'s),
+    so anywhere else it counts by the heartbeat its submitter refreshes while it waits for them
+    (:class:`RecordedProcess`). Those four are null for SLURM, and for a local array recorded
+    before they were (megadocs.compat "run-record" 2: asked here, as when written)."""
 
     kind: Literal["local", "slurm"]
     job_ids: list[str]
     """submitit's ids: a local task's is its process id, a SLURM array task's ``ARRAY_INDEX``."""
+    host: str | None = None
+    boot: str | None = None
+    pidns: int | None = None
+    heartbeat: float | None = None
 
-    def describe(self) -> str:
-        return f"{self.kind} task(s) {_first(self.job_ids)}"
+    @classmethod
+    def submitted(cls, kind: Literal["local", "slurm"], job_ids: Sequence[str]) -> ArraySubmission:
+        """The entry of an array this process just submitted (a local one: where, and now)."""
+        if kind == "slurm":
+            return cls(kind=kind, job_ids=list(job_ids))
+        place = PidPlace.current()
+        return cls(kind=kind, job_ids=list(job_ids), host=place.host, boot=place.boot, pidns=place.pidns,
+                   heartbeat=time.time())
+
+    def here(self) -> bool:
+        """Whether its tasks can be asked here (SLURM: always; local: where its pids name them)."""
+        return self.host is None or PidPlace(self.host, self.boot, self.pidns).askable()
+
+    def part_of(self, array: ArraySubmission) -> bool:
+        """Whether this entry is what is left of ``array`` (tasks that wrote a result are pruned)."""
+        return (self.model_dump(exclude={"job_ids", "heartbeat"}) == array.model_dump(exclude={"job_ids", "heartbeat"})
+                and set(self.job_ids) <= set(array.job_ids))
+
+    def describe(self, now: float | None = None) -> str:
+        """
+        >>> ArraySubmission(kind="local", job_ids=["7"], host="node7.example", heartbeat=1000.0).describe(now=1042.0)
+        'local task(s) 7 on host node7.example (its last heartbeat 42 s ago; not checked from here)'
+        """
+        tasks = f"{self.kind} task(s) {_first(self.job_ids)}"
+        if self.here():
+            return tasks
+        return f"{tasks} {_unchecked(PidPlace(self.host, self.boot, self.pidns), self.heartbeat, now)}"
 
     def cancel_command(self) -> str:
         """The command that cancels these tasks: SLURM's ``scancel`` (each array once); a local
@@ -72,11 +107,13 @@ class ArraySubmission(StrictModel):
         """
         if self.kind == "slurm":
             return "scancel " + " ".join(dict.fromkeys(job_id.split("_")[0] for job_id in self.job_ids))
-        return "kill -INT " + " ".join(self.job_ids)
+        kill = "kill -INT " + " ".join(self.job_ids)
+        return kill if self.here() else f"{PidPlace(self.host, self.boot, self.pidns).where()}: {kill}"
 
 
 class Liveness(str, Enum):
-    """What a folder's record can tell of a recorded process (:meth:`ProcessRun.liveness`)."""
+    """What a folder's record can tell of a recorded process (:meth:`ProcessRun.liveness`) or, for
+    ``UNCHECKED`` and ``PRESUMED_ENDED``, a local array elsewhere (:func:`_heard`)."""
 
     ALIVE = "alive"
     """Asked here (this host, kernel boot and pid namespace): it runs."""
@@ -133,10 +170,6 @@ class ProcessRun(StrictModel):
         """Whether its pid can be asked here (:meth:`megadocs.procs.PidPlace.askable`)."""
         return self.place.askable()
 
-    def silent_s(self, now: float) -> float | None:
-        """Seconds since its last heartbeat (0 for one ahead of this host's clock); None without one."""
-        return None if self.heartbeat is None else max(0.0, now - self.heartbeat)
-
     def liveness(self, now: float) -> Liveness:
         """Asked through /proc here; elsewhere, read off its heartbeat's age (``now``: Unix time).
 
@@ -146,8 +179,7 @@ class ProcessRun(StrictModel):
         """
         if self.here():
             return Liveness.ALIVE if process_running(self.pid, self.started) else Liveness.ENDED
-        silent = self.silent_s(now)
-        return Liveness.PRESUMED_ENDED if silent is not None and silent > STALE_S else Liveness.UNCHECKED
+        return _heard(self.heartbeat, now)
 
     def where(self) -> str:
         """Where it runs, seen from here (for a line)."""
@@ -160,9 +192,7 @@ class ProcessRun(StrictModel):
         """
         if self.here():
             return f"process {self.pid}"
-        silent = self.silent_s(time.time() if now is None else now)
-        heard = "recorded without a heartbeat" if silent is None else f"its last heartbeat {_duration(silent)} ago"
-        return f"process {self.pid} {self.where()} ({heard}; not checked from here)"
+        return f"process {self.pid} {_unchecked(self.place, self.heartbeat, now)}"
 
     def cancel_command(self) -> str:
         return f"kill -INT {self.pid}" if self.here() else f"{self.where()}: kill -INT {self.pid}"
@@ -174,6 +204,21 @@ Entry = ArraySubmission | ProcessRun
 
 class _Submissions(StrictModel):
     submissions: list[Entry] = []  # told apart by ``kind``
+
+
+def _heard(heartbeat: float | None, now: float) -> Liveness:
+    """An entry not asked from here, read off its heartbeat's age (``now``: Unix time; none:
+    recorded before heartbeats, counted as going)."""
+    silent = None if heartbeat is None else now - heartbeat
+    return Liveness.PRESUMED_ENDED if silent is not None and silent > STALE_S else Liveness.UNCHECKED
+
+
+def _unchecked(place: PidPlace, heartbeat: float | None, now: float | None) -> str:
+    """Where an entry not asked from here runs and when it last beat, for a line."""
+    if heartbeat is None:
+        return f"{place.where()} (recorded without a heartbeat; not checked from here)"
+    silent = max(0.0, (time.time() if now is None else now) - heartbeat)  # (0: a clock ahead of this one)
+    return f"{place.where()} (its last heartbeat {_duration(silent)} ago; not checked from here)"
 
 
 def _duration(seconds: float) -> str:
@@ -219,13 +264,19 @@ def _without(record: list[Entry], process: ProcessRun) -> list[Entry]:
     return [entry for entry in record if not (isinstance(entry, ProcessRun) and entry.same_process(process))]
 
 
+def _said_presumed_ended(folder: Path, entry: Entry, now: float) -> None:
+    print(f"{folder / SUBMISSIONS}: {entry.describe(now)}: presumed ended, its heartbeat being over "
+          f"{_duration(STALE_S)} old; its entry is dropped", file=sys.stderr, flush=True)
+
+
 @contextlib.contextmanager
 def _editing_record(folder: Path, *, prune: bool = True) -> Iterator[list[Entry]]:
     """``folder``'s record to change in place, under its lock (processes and submitters of one
     folder edit it at once), written back after. ``prune``: entries that ended are dropped first:
     array tasks that wrote their result (a file check each, no question to SLURM), processes of
     this host that are gone (killed without cleaning up after themselves), and, saying so on
-    stderr, processes elsewhere whose heartbeat is older than :data:`STALE_S` (presumed ended)."""
+    stderr, processes and local arrays elsewhere whose heartbeat is older than :data:`STALE_S`
+    (presumed ended)."""
     folder.mkdir(parents=True, exist_ok=True)
     with exclusive_lock(folder / (SUBMISSIONS + ".lock")):
         kept = _read_submissions(folder)
@@ -241,27 +292,27 @@ def _pruned(folder: Path, record: list[Entry]) -> list[Entry]:
     for earlier in record:
         if isinstance(earlier, ProcessRun):
             state = earlier.liveness(now)
-            if state is Liveness.PRESUMED_ENDED:
-                print(f"{folder / SUBMISSIONS}: {earlier.describe(now)}: presumed ended, its heartbeat being over "
-                      f"{_duration(STALE_S)} old; its entry is dropped", file=sys.stderr, flush=True)
-            if state in (Liveness.ALIVE, Liveness.UNCHECKED):
-                kept.append(earlier)
+        elif not earlier.here():
+            state = _heard(earlier.heartbeat, now)
+        else:
+            state = None  # an array's tasks: by their result files, below
+        if state is Liveness.PRESUMED_ENDED:
+            _said_presumed_ended(folder, earlier, now)
+        if state in (Liveness.ENDED, Liveness.PRESUMED_ENDED):
             continue
-        looker = _array_executor(earlier.kind, folder)
-        ids_left = [job_id for job_id in earlier.job_ids if not looker.has_result(job_id)]
-        if ids_left:
-            kept.append(ArraySubmission(kind=earlier.kind, job_ids=ids_left))
+        if isinstance(earlier, ArraySubmission):  # a result file is seen from any host that shares the folder
+            looker = _array_executor(earlier.kind, folder)
+            ids_left = [job_id for job_id in earlier.job_ids if not looker.has_result(job_id)]
+            if ids_left:
+                kept.append(earlier.model_copy(update={"job_ids": ids_left}))
+        else:
+            kept.append(earlier)
     return kept
 
 
-def record_submission(folder: Path, array: ArraySubmission) -> None:
-    """Add this array to ``folder``'s record (by a submitter not recorded itself)."""
-    with _editing_record(folder) as record:
-        record.append(array)
-
-
 class RecordedProcess:
-    """This process's entry in a folder's record while :func:`recorded_process` holds it.
+    """This process's entry in a folder's record while :func:`recorded_process` holds it, and then
+    the entry of the local job array it handed over to (:meth:`hand_over`).
 
     A daemon thread refreshes its heartbeat every :data:`HEARTBEAT_S`: once a minute, not per row;
     a file lock and a rewrite of the record, whose other entries it leaves as they are (under 1 KB
@@ -271,32 +322,45 @@ class RecordedProcess:
     elsewhere presumes it ended."""
 
     def __init__(self, folder: Path, entry: ProcessRun) -> None:
-        self.folder, self.entry = folder, entry
+        self.folder = folder
+        self.entry: ProcessRun | ArraySubmission = entry
         self.handed_over = False
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._beat, name="megadocs-heartbeat", daemon=True)
+        self._thread: threading.Thread | None = None
 
     def _beat(self) -> None:
         while not self._stop.wait(HEARTBEAT_S):
             with contextlib.suppress(OSError, UserError), _editing_record(self.folder, prune=False) as record:
-                # (put back if a check elsewhere dropped it as presumed ended: this process runs)
-                record[:] = [*_without(record, self.entry), self.entry.model_copy(update={"heartbeat": time.time()})]
+                now = time.time()
+                if isinstance(self.entry, ProcessRun):
+                    # (put back if a check elsewhere dropped it as presumed ended: this process runs)
+                    record[:] = [*_without(record, self.entry), self.entry.model_copy(update={"heartbeat": now})]
+                else:  # what is left of its array; never put back (its ended tasks are pruned)
+                    record[:] = [entry.model_copy(update={"heartbeat": now})
+                                 if isinstance(entry, ArraySubmission) and entry.part_of(self.entry) else entry
+                                 for entry in record]
 
     def start_beating(self) -> None:
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._beat, name="megadocs-heartbeat", daemon=True)
         self._thread.start()
 
     def stop_beating(self) -> None:
         self._stop.set()
-        if self._thread.is_alive():
+        if self._thread is not None and self._thread.is_alive():
             self._thread.join()
 
     def hand_over(self, array: ArraySubmission) -> None:
         """The job array this process submitted takes its entry's place, in one edit: a re-run
-        with other settings sees the one or the other, never neither."""
+        with other settings sees the one or the other, never neither. A local array's heartbeat
+        is refreshed from here on (this process waits for its tasks); a SLURM array needs none."""
         self.stop_beating()
         with _editing_record(self.folder) as record:
             record[:] = [*_without(record, self.entry), array]
         self.handed_over = True
+        if array.heartbeat is not None:
+            self.entry = array
+            self.start_beating()
 
 
 @contextlib.contextmanager
@@ -331,9 +395,10 @@ def recorded_process(folder: str | Path) -> Iterator[RecordedProcess]:
 def live_runs(folder: str | Path) -> list[Entry]:
     """What ``folder``'s record holds that may still write into the step's folder, other than this
     process: array tasks still queued or running (asked through the executors' own
-    :meth:`Executor.alive`: a local task's process, a SLURM job's state), one entry per kind, and
-    other processes (:class:`ProcessRun`: alive on this host; elsewhere, with a heartbeat younger
-    than :data:`STALE_S`). Empty when none is. Drops what has ended from the record on the way,
+    :meth:`Executor.alive`: a local task's process, a SLURM job's state), one entry per kind; a
+    local array submitted elsewhere, by its heartbeat (as it was recorded, its tasks without a
+    result); and other processes (:class:`ProcessRun`: alive on this host; elsewhere, with a
+    heartbeat younger than :data:`STALE_S`). Empty when none is. Drops what has ended from the record on the way,
     saying on stderr which entries it presumed ended (:func:`_editing_record`). Costs a file check
     per recorded task and, for SLURM tasks without a result, one accounting query (and a queue
     look-up per queued task); a /proc read per process.
@@ -345,21 +410,23 @@ def live_runs(folder: str | Path) -> list[Entry]:
     if not (folder / SUBMISSIONS).is_file():
         return []
     live: dict[str, list[str]] = {}
-    processes: list[ProcessRun] = []
+    unchecked: list[Entry] = []  # elsewhere, or a process here (asked when the record was pruned)
     with _editing_record(folder) as record:
         for entry in record:
             if isinstance(entry, ProcessRun):
                 if not entry.same_process(me):
-                    processes.append(entry)
-                continue
-            looker = _array_executor(entry.kind, folder)
-            live.setdefault(entry.kind, []).extend(job_id for job_id in entry.job_ids if looker.alive(job_id))
-    return [*(ArraySubmission(kind=kind, job_ids=ids) for kind, ids in live.items() if ids), *processes]
+                    unchecked.append(entry)
+            elif not entry.here():
+                unchecked.append(entry)
+            else:
+                looker = _array_executor(entry.kind, folder)
+                live.setdefault(entry.kind, []).extend(job_id for job_id in entry.job_ids if looker.alive(job_id))
+    return [*(ArraySubmission(kind=kind, job_ids=ids) for kind, ids in live.items() if ids), *unchecked]
 
 
 def unchecked_note(runs: Sequence[Entry], folder: str | Path) -> str:
-    """The end of a refusal that names processes not checked from here: when one counts as ended."""
-    elsewhere = [run for run in runs if isinstance(run, ProcessRun) and not run.here()]
+    """The end of a refusal that names runs not checked from here: when one counts as ended."""
+    elsewhere = [run for run in runs if not run.here()]
     if any(run.heartbeat is None for run in elsewhere):
         return f"; a run recorded without a heartbeat that has ended: remove its entry from {Path(folder) / SUBMISSIONS}"
     if elsewhere:
