@@ -371,7 +371,7 @@ RECORDS: dict[str, Record] = {
         older=(Older(1, "records of runs before heartbeats (836bb66): a process by host, pid and start time",
                      example={"submissions": [{"kind": "process", "host": "node7", "pid": 41, "started": 9}]},
                      upgrade=_run_record_1_to_2),
-               Older(2, "records of runs before local arrays named their place (until this change): a local "
+               Older(2, "records of runs before local arrays named their place (until 1f4b3dd): a local "
                         "array by its pids only", example={"submissions": [{"kind": "local", "job_ids": ["43"]}]},
                      upgrade=_run_record_2_to_3))),
     CONTROLLER_HOLDER: Record(
