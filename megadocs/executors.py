@@ -30,7 +30,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from pydantic import Field
 
@@ -38,9 +38,17 @@ from megadocs.config import StrictModel, load_config
 from megadocs.procs import child_pids, child_process_settings, job_thread_environment, pid_alive
 from megadocs.trust import require_inside
 
-__all__ = ["ExecutorConfig", "JobState", "Poll", "Executor", "SlurmProfile", "LocalExecutor", "SlurmExecutor",
+__all__ = ["ExecutorKind", "ArrayKind", "ARRAY_KINDS", "DEFAULT_TIMEOUT_MIN", "ExecutorConfig", "JobState", "Poll", "Executor", "SlurmProfile", "LocalExecutor", "SlurmExecutor",
            "InProcessExecutor", "make_executor", "load_profile", "check_executor", "in_queue"]
 
+ExecutorKind = Literal["local", "debug", "slurm"]
+"""local: processes on this machine; debug: in-process (tests, breakpoints); slurm: a cluster."""
+ArrayKind = Literal["local", "slurm"]
+"""The executors that run a job array's tasks in processes of their own (``--executor`` of ``gen``
+and ``tokenize-pool``; :mod:`megadocs.job_arrays`)."""
+ARRAY_KINDS: tuple[ArrayKind, ...] = get_args(ArrayKind)
+DEFAULT_TIMEOUT_MIN = 7 * 24 * 60
+"""A local job's wall-clock limit (submitit's local default of 2 minutes is too short)."""
 LOST_GRACE_S = 10.0
 """A job that ended without a result file gets this long for the file to appear (slow NFS); a local
 job whose result is written gets this long to exit before it stops counting as running."""
@@ -51,7 +59,9 @@ QUEUE_CHECK_S = 30.0
 
 
 class ExecutorConfig(StrictModel):
-    kind: Literal["local", "debug", "slurm"] = "local"
+    """A sweep's ``executor:`` section (:func:`make_executor` builds it)."""
+
+    kind: ExecutorKind = "local"
     """local: processes on this machine; debug: in-process (tests, breakpoints); slurm: a cluster."""
     max_parallel: int = Field(2, ge=1)
     """Most runs in flight at once (for slurm also the job array's parallelism cap)."""
@@ -61,11 +71,13 @@ class ExecutorConfig(StrictModel):
     """Infrastructure failures (job lost, node died, OOM, exception) retried this many times."""
     poll_s: float = Field(1.0, gt=0)
     """Seconds between job polls."""
-    timeout_min: float = Field(7 * 24 * 60, gt=0)
+    timeout_min: float = Field(DEFAULT_TIMEOUT_MIN, gt=0)
     """local only: wall-clock limit of one run (submitit's local default of 2 minutes is too short)."""
 
 
 class JobState(str, Enum):
+    """A job as :meth:`Executor.poll` sees it."""
+
     RUNNING = "running"  # queued or running
     DONE = "done"  # returned a value
     FAILED = "failed"  # raised (traceback in the job's stderr)
@@ -74,6 +86,8 @@ class JobState(str, Enum):
 
 @dataclass(frozen=True)
 class Poll:
+    """A poll's answer: the state, the job's return value (DONE), or why it failed or was lost."""
+
     state: JobState
     value: Any = None
     reason: str | None = None

@@ -15,7 +15,17 @@ from pathlib import Path
 from typing import Any
 
 from megadocs.errors import DiskFull, UserError, WorkFailed
-from megadocs.executors import Executor, ExecutorConfig, JobState, Poll, SlurmExecutor, make_executor
+from megadocs.executors import (
+    ARRAY_KINDS,
+    DEFAULT_TIMEOUT_MIN,
+    ArrayKind,
+    Executor,
+    ExecutorConfig,
+    JobState,
+    Poll,
+    SlurmExecutor,
+    make_executor,
+)
 from megadocs.run_record import ArraySubmission, RecordedProcess, recorded_process
 
 __all__ = ["check_array_executor", "run_job_array", "ArrayProgress", "ARRAY_POLL_S", "ARRAY_PROGRESS_S",
@@ -31,14 +41,14 @@ ARRAY_PROGRESS_STEPS = 10
 
 def check_array_executor(kind: str, profile: str | None) -> None:
     """Refuse a job-array executor choice before anything is written (one UserError line)."""
-    if kind not in ("local", "slurm"):
-        raise UserError(f"--executor: expected local or slurm, got {kind!r}")
+    if kind not in ARRAY_KINDS:
+        raise UserError(f"--executor: expected {' or '.join(ARRAY_KINDS)}, got {kind!r}")
     if kind == "slurm" and not profile:
         raise UserError("--profile: required with --executor slurm (e.g. slurm/profiles/local.yaml)")
 
 
-def run_job_array(tasks: Sequence[Callable[[], Any]], labels: Sequence[str], *, kind: str,
-                  profile: str | None, folder: Path, timeout_min: float = 7 * 24 * 60,
+def run_job_array(tasks: Sequence[Callable[[], Any]], labels: Sequence[str], *, kind: ArrayKind,
+                  profile: str | None, folder: Path, timeout_min: float = DEFAULT_TIMEOUT_MIN,
                   name: str = "megadocs", lost_reason: Callable[[Any], Exception | None] | None = None,
                   submitter: RecordedProcess | None = None) -> list[Any]:
     """Submit ``tasks`` as one job array (``local`` or ``slurm``), wait for all, return their values.

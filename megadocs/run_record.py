@@ -33,7 +33,7 @@ from typing import Literal
 from megadocs import compat
 from megadocs.config import StrictModel, parse_config
 from megadocs.errors import UserError
-from megadocs.executors import LocalExecutor, SlurmExecutor, SlurmProfile
+from megadocs.executors import ArrayKind, LocalExecutor, SlurmExecutor, SlurmProfile
 from megadocs.formats import write_json
 from megadocs.procs import PidPlace, exclusive_lock, process_running, process_start
 
@@ -61,7 +61,7 @@ class ArraySubmission(StrictModel):
     (:class:`RecordedProcess`). Those four are null for SLURM, and for a local array recorded
     before they were (megadocs.compat "run-record" 2: asked here, as when written)."""
 
-    kind: Literal["local", "slurm"]
+    kind: ArrayKind
     job_ids: list[str]
     """submitit's ids: a local task's is its process id, a SLURM array task's ``ARRAY_INDEX``."""
     host: str | None = None
@@ -70,7 +70,7 @@ class ArraySubmission(StrictModel):
     heartbeat: float | None = None
 
     @classmethod
-    def submitted(cls, kind: Literal["local", "slurm"], job_ids: Sequence[str]) -> ArraySubmission:
+    def submitted(cls, kind: ArrayKind, job_ids: Sequence[str]) -> ArraySubmission:
         """The entry of an array this process just submitted (a local one: where, and now)."""
         if kind == "slurm":
             return cls(kind=kind, job_ids=list(job_ids))
@@ -232,7 +232,7 @@ def _duration(seconds: float) -> str:
     return f"{seconds / 60:.0f} min" if seconds < 7200 else f"{seconds / 3600:.1f} h"
 
 
-def _array_executor(kind: str, folder: Path) -> LocalExecutor | SlurmExecutor:
+def _array_executor(kind: ArrayKind, folder: Path) -> LocalExecutor | SlurmExecutor:
     """An executor that only looks at the jobs in ``folder`` (no profile: nothing is submitted)."""
     if kind == "local":
         return LocalExecutor(folder, timeout_min=1, max_parallel=1)  # (the limit of jobs it never submits)

@@ -57,6 +57,7 @@ from pathlib import Path
 from typing import Any
 
 from megadocs.errors import DISK_FULL_ERRNOS, DiskFull, UserError, disk_full_message
+from megadocs.executors import DEFAULT_TIMEOUT_MIN
 from megadocs.formats import MANIFEST, write_json
 from megadocs.job_arrays import check_array_executor, run_job_array
 from megadocs.pools import done_path, shard_stem
@@ -78,8 +79,6 @@ NO_ROOM = {errno.ENOSPC: ".no-room", errno.EDQUOT: ".no-quota"}
 start, by the error the reserve met (:data:`megadocs.errors.DISK_FULL_ERRNOS`): a full file system,
 or a used-up quota."""
 assert set(NO_ROOM) == set(DISK_FULL_ERRNOS), NO_ROOM
-DEFAULT_TIMEOUT_MIN = 7 * 24 * 60
-"""A local job array's wall-clock limit (submitit's local default of 2 minutes is too short)."""
 
 
 def manifest_lock(folder: str | Path) -> contextlib.AbstractContextManager[None]:
