@@ -172,6 +172,11 @@ class Executor(ABC):
 
 
 class _Submitit(Executor):
+    """An executor through submitit: jobs by id, this process's own or re-attached from an earlier
+    one's id and folder (:meth:`_job`); a job has ended once its result file is there or its
+    backend says it no longer runs. Subclasses say how a job is re-attached (:meth:`_reattach`)
+    and whether it still runs (:meth:`_running`)."""
+
     def __init__(self, executor: Any, kind: str, folder: Path) -> None:
         self._executor = executor
         self.kind = kind
@@ -468,7 +473,7 @@ class InProcessExecutor(Executor):
         return [job_id for job_id, _ in jobs]
 
 
-def make_executor(config: Any, folder: Path, name: str = "megadocs", *, create: bool = True,
+def make_executor(config: ExecutorConfig, folder: Path, name: str = "megadocs", *, create: bool = True,
                   ctrl_c_to_jobs: bool = False) -> Executor:
     """Build the executor of a sweep's ``executor:`` section (:class:`ExecutorConfig`); readers
     (``create=False``) only look at jobs and create no folder. ``ctrl_c_to_jobs``: see
@@ -483,13 +488,17 @@ def make_executor(config: Any, folder: Path, name: str = "megadocs", *, create: 
     return SlurmExecutor(folder, profile, config.max_parallel, name)
 
 
-def check_executor(config: Any) -> SlurmProfile | None:
+def check_executor(config: ExecutorConfig) -> SlurmProfile | None:
     """The SLURM profile of an ``executor:`` section (None for local/debug), loaded so that a
     missing or bad one is refused (one UserError line) before a command creates anything."""
     return load_profile(config.profile) if config.kind == "slurm" else None
 
 
 def _last_error_line(text: str) -> str:
-    """The exception line of a job's traceback (its last non-empty line)."""
-    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
-    return lines[-1] if lines else text.splitlines()[0]
+    r"""The exception line of a job's traceback (its last non-empty line).
+
+    >>> _last_error_line("Traceback (most recent call last):\n  x()\nValueError: bad\n\n"), _last_error_line("")
+    ('ValueError: bad', '')
+    """
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return lines[-1] if lines else ""
