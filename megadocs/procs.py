@@ -1,22 +1,26 @@
 """Process-level helpers: liveness (every lock and leftover-cleanup; :class:`PidPlace`, where a
-recorded pid can be asked), entry points' environment, the
-one policy for how many threads a job gets (:func:`job_thread_environment`), which process of a
-multi-process run this is, and the reaper that kills an engine's processes when their owner dies
-(:func:`start_reaper`). Torch-free: every sweep job asks, most never need torch."""
+recorded pid can be asked), entry points' environment, the one policy for how many threads a job
+gets (:func:`job_thread_environment`), which process of a multi-process run this is, and the
+reaper that kills an engine's processes when their owner dies (:func:`start_reaper`). Torch-free:
+every sweep job asks, most never need torch."""
 
 from __future__ import annotations
 
 import os
 import signal
 import socket
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["pid_alive", "process_start", "process_running", "boot_id", "pid_namespace", "PidPlace", "exclusive_lock", "child_pids", "start_reaper", "stop_reaper", "apply_environment_defaults", "available_cores", "threads_per_job",
-           "job_thread_environment", "child_process_settings", "world_from_env", "THREAD_VARIABLES"]
+__all__ = ["pid_alive", "process_start", "process_running", "boot_id", "pid_namespace", "PidPlace", "exclusive_lock",
+           "child_pids", "start_reaper", "stop_reaper", "apply_environment_defaults", "available_cores",
+           "threads_per_job", "job_thread_environment", "child_process_settings", "world_from_env",
+           "THREAD_VARIABLES"]
 
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS")
 """What sets a job's intra-op threads: PyTorch's CPU kernels (OpenMP, MKL) read these at start."""
@@ -226,11 +230,8 @@ def world_from_env(env: Mapping[str, str] | None = None) -> tuple[int, int, int]
 # interpreter per reaper (about 10 MB).
 
 
-def start_reaper(pids: list[int]):
+def start_reaper(pids: list[int]) -> subprocess.Popen | None:
     """Start a reaper for ``pids`` (their processes as they are now); None when there are none."""
-    import subprocess
-    import sys
-
     starts = {pid: process_start(pid) for pid in pids}
     named = [f"{pid}:{start}" for pid, start in starts.items() if start is not None]
     if not named:
@@ -239,7 +240,7 @@ def start_reaper(pids: list[int]):
                             start_new_session=True)
 
 
-def stop_reaper(reaper) -> None:
+def stop_reaper(reaper: subprocess.Popen | None) -> None:
     """The owner closed what the reaper guards: tell it so (a byte before EOF) and let it exit."""
     if reaper is None:
         return
@@ -252,8 +253,6 @@ def stop_reaper(reaper) -> None:
 
 
 def _reap(named: list[str]) -> None:
-    import sys
-
     if sys.stdin.buffer.read():  # the owner closed them itself
         return
     for item in named:
@@ -266,7 +265,5 @@ def _reap(named: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    import sys
-
     _reap(sys.argv[1:])
 

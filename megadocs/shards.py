@@ -20,13 +20,16 @@ process prepared (:meth:`ShardedStep.writing`), and an array task never prepares
 the manifest its submission prepared (:meth:`ShardedStep.run`). A late writer of replaced settings
 stops in one line and writes nothing; a replacement can only see outputs already flushed. So that
 such a writer rarely spends compute first, the replacement is refused while one may still run: the
-folder's record of runs (``FOLDER/submitit/submissions.json``, :mod:`megadocs.run_record`) holds each
-job array submitted into it, each process running the step in-process (while it runs) and each
-submitter (until its array's entry replaces its own), and :func:`megadocs.run_record.live_runs`
-says which still live (a process elsewhere: by its heartbeat). The same settings are never refused. :meth:`ShardedStep.run` runs shards in
-this process; :meth:`ShardedStep.submit` freezes the to-do list and submits one job-array task per
-shard (:mod:`megadocs.job_arrays`: submitit's local executor or SLURM), each task requeued after a
-timeout or preemption and resuming its shard. submitit is imported only by ``submit``.
+folder's record of runs (``FOLDER/submitit/submissions.json``, :mod:`megadocs.run_record`) holds
+each job array submitted into it, each process running the step in-process (while it runs) and
+each submitter (until its array's entry replaces its own), and
+:func:`megadocs.run_record.live_runs` says which still live (one elsewhere: by its heartbeat). The
+same settings are never refused.
+
+:meth:`ShardedStep.run` runs shards in this process; :meth:`ShardedStep.submit` freezes the to-do
+list and submits one job-array task per shard (:mod:`megadocs.job_arrays`: submitit's local
+executor or SLURM), each task requeued after a timeout or preemption and resuming its shard.
+submitit is imported only by ``submit``.
 
 Example:
     >>> class Count(ShardedStep):
@@ -289,8 +292,11 @@ class ShardedStep(ABC):
         """Every not-done shard as one job array (``local`` or ``slurm``); waits, returns the manifest.
 
         Raises:
-            UserError: a bad executor or profile (before anything is written), or tasks that
-                failed (named, with their logs; re-running resumes them).
+            UserError: a bad executor or profile (before anything is written), or other settings
+                while another run may still write into the folder (:meth:`init_manifest`).
+            WorkFailed: tasks that failed, were cancelled or killed (named, with their logs;
+                re-running resumes them).
+            DiskFull: every task that failed met a full disk (one line).
         """
         check_array_executor(executor, profile)
         # prepared before any task starts (tasks never race to create the manifest); this process
