@@ -78,9 +78,14 @@ class ArraySubmission(StrictModel):
         return cls(kind=kind, job_ids=list(job_ids), host=place.host, boot=place.boot, pidns=place.pidns,
                    heartbeat=time.time())
 
+    @property
+    def place(self) -> PidPlace | None:
+        """Where its job ids name its tasks; None: anywhere (SLURM), or not recorded (asked here)."""
+        return None if self.host is None else PidPlace(self.host, self.boot, self.pidns)
+
     def here(self) -> bool:
         """Whether its tasks can be asked here (SLURM: always; local: where its pids name them)."""
-        return self.host is None or PidPlace(self.host, self.boot, self.pidns).askable()
+        return self.place is None or self.place.askable()
 
     def part_of(self, array: ArraySubmission) -> bool:
         """Whether this entry is what is left of ``array`` (tasks that wrote a result are pruned)."""
@@ -95,7 +100,7 @@ class ArraySubmission(StrictModel):
         tasks = f"{self.kind} task(s) {_first(self.job_ids)}"
         if self.here():
             return tasks
-        return f"{tasks} {_unchecked(PidPlace(self.host, self.boot, self.pidns), self.heartbeat, now)}"
+        return f"{tasks} {_unchecked(self.place, self.heartbeat, now)}"
 
     def cancel_command(self) -> str:
         """The command that cancels these tasks: SLURM's ``scancel`` (each array once); a local
@@ -108,7 +113,7 @@ class ArraySubmission(StrictModel):
         if self.kind == "slurm":
             return "scancel " + " ".join(dict.fromkeys(job_id.split("_")[0] for job_id in self.job_ids))
         kill = "kill -INT " + " ".join(self.job_ids)
-        return kill if self.here() else f"{PidPlace(self.host, self.boot, self.pidns).where()}: {kill}"
+        return kill if self.here() else f"{self.place.where()}: {kill}"
 
 
 class Liveness(str, Enum):
