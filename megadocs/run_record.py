@@ -245,8 +245,8 @@ def _array_executor(kind: ArrayKind, folder: Path) -> LocalExecutor | SlurmExecu
 
 
 def _read_submissions(folder: Path) -> list[Entry]:
-    """``folder``'s record (empty where there is none yet); one written before heartbeats reads
-    with ``boot``, ``pidns`` and ``heartbeat`` unknown (megadocs.compat "run-record").
+    """``folder``'s record (empty where there is none yet); an older one is read through
+    megadocs.compat "run-record" (what it did not record reads as unknown: null).
 
     Raises:
         UserError: the record is not JSON or not a record of runs (a hand edit gone wrong),
@@ -267,11 +267,6 @@ def _read_submissions(folder: Path) -> list[Entry]:
 
 def _without(record: list[Entry], process: ProcessRun) -> list[Entry]:
     return [entry for entry in record if not (isinstance(entry, ProcessRun) and entry.same_process(process))]
-
-
-def _said_presumed_ended(folder: Path, entry: Entry, now: float) -> None:
-    print(f"{folder / SUBMISSIONS}: {entry.describe(now)}: presumed ended, its heartbeat being over "
-          f"{_duration(STALE_S)} old; its entry is dropped", file=sys.stderr, flush=True)
 
 
 @contextlib.contextmanager
@@ -302,7 +297,8 @@ def _pruned(folder: Path, record: list[Entry]) -> list[Entry]:
         else:
             state = None  # an array's tasks: by their result files, below
         if state is Liveness.PRESUMED_ENDED:
-            _said_presumed_ended(folder, earlier, now)
+            print(f"{folder / SUBMISSIONS}: {earlier.describe(now)}: presumed ended, its heartbeat being over "
+                  f"{_duration(STALE_S)} old; its entry is dropped", file=sys.stderr, flush=True)
         if state in (Liveness.ENDED, Liveness.PRESUMED_ENDED):
             continue
         if isinstance(earlier, ArraySubmission):  # a result file is seen from any host that shares the folder
