@@ -45,7 +45,11 @@ SUBMISSIONS = "submissions.json"
 the processes running the step in-process (:class:`ProcessRun`), so that a later command can ask
 whether they still run (:func:`live_runs`)."""
 HEARTBEAT_S = 60.0
-"""How often a process in a folder's record of runs says it still runs (:class:`RecordedProcess`)."""
+"""How often a process in a folder's record of runs says it still runs (:class:`RecordedProcess`).
+Slower than the search controller's lock (10 s, stale after 2 min: ``search.ledger``), whose
+waiting contender should take a dead controller's sweep over soon: here a beat rewrites a file
+that may sit on a shared file system under a lock, and only a replacement of the settings ever
+waits on it."""
 STALE_S = 600.0
 """A process recorded elsewhere (another host, kernel boot or pid namespace: not asked from here)
 whose heartbeat is older than this is presumed ended, and said so (:class:`Liveness`): ten missed
