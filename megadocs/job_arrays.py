@@ -31,7 +31,7 @@ from megadocs.run_record import ArraySubmission, RecordedProcess, recorded_proce
 __all__ = ["check_array_executor", "run_job_array", "ArrayProgress", "ARRAY_POLL_S", "ARRAY_PROGRESS_S",
            "ARRAY_PROGRESS_STEPS"]
 
-ARRAY_POLL_S = {"local": 1.0, "slurm": 10.0}
+ARRAY_POLL_S: dict[ArrayKind, float] = {"local": 1.0, "slurm": 10.0}
 """Seconds between polls of a job array's tasks (:func:`run_job_array`)."""
 ARRAY_PROGRESS_S = 60.0
 """At most one line per this many seconds for a job array's successes (:class:`ArrayProgress`)."""
