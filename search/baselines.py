@@ -4,8 +4,11 @@ the two agree on each baseline's run budget."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 from search.grid import Grid
-from search.strategies import GridSearch, Strategy
+from search.strategies import CertifySearch, GridSearch, Strategy
 from search.tpe import TPESearch
 
 __all__ = ["BASELINES", "TPE_DEFAULT_TRIALS", "baseline_strategy"]
@@ -17,16 +20,25 @@ TPE_DEFAULT_TRIALS = 50
 smaller grid: its size)."""
 
 
-def baseline_strategy(kind: str, name: str, grid: Grid, *, max_runs: int | None = None, seed: int = 0) -> Strategy:
+def baseline_strategy(kind: str, name: str, grid: Grid, *, max_runs: int | None = None, seed: int = 0,
+                      start: Mapping[str, Any] | None = None, seed_neighbours: bool = True) -> Strategy:
     """The baseline strategy ``kind`` over ``grid``: ``grid`` a :class:`GridSearch` (every point
     once, up to ``max_runs``), ``tpe`` a :class:`TPESearch` of ``max_runs`` runs, else the grid's
-    size up to TPE_DEFAULT_TRIALS.
+    size up to TPE_DEFAULT_TRIALS. With ``start`` (the certification's), its runs are also read by
+    the certifier's rule from there (:attr:`Strategy.evidence`, with the certification's
+    ``seed_neighbours``, which says which failed runs block it before any finished): the controller's progress line
+    and ``search status`` then say ``certified``/``failed`` alike where they certify or fail its
+    best point (:meth:`Strategy.phase`).
 
     Raises:
         ValueError: ``kind`` is not one of BASELINES.
     """
     if kind == "grid":
-        return GridSearch(name, grid, max_runs=max_runs)
-    if kind == "tpe":
-        return TPESearch(name, grid, n_trials=max_runs or min(grid.size, TPE_DEFAULT_TRIALS), seed=seed)
-    raise ValueError(f"strategy: expected one of {', '.join(BASELINES)} for a baseline, got {kind!r}")
+        strategy: Strategy = GridSearch(name, grid, max_runs=max_runs)
+    elif kind == "tpe":
+        strategy = TPESearch(name, grid, n_trials=max_runs or min(grid.size, TPE_DEFAULT_TRIALS), seed=seed)
+    else:
+        raise ValueError(f"strategy: expected one of {', '.join(BASELINES)} for a baseline, got {kind!r}")
+    if start is not None:
+        strategy.evidence = CertifySearch(name, grid, start, seed_neighbours=seed_neighbours)
+    return strategy

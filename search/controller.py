@@ -118,7 +118,7 @@ class TaskInfo:
     grid: dict[str, list[Any]] | None
     seed_offset: int | None = None  # ensembles: member index = seed - seed_offset
     where: str | None = None
-    """How a refusal of its run's config names it (transfers: ``Sweep.transfer_label``)."""
+    """How a refusal of its run's config names it (``Sweep.transfer_label``, ``Sweep.ensemble_label``)."""
 
     def params(self, point: Mapping[str, Any]) -> RunParams:
         """A strategy's point as a run of this task: the axes' values, the seed, the task's fixed
@@ -470,8 +470,8 @@ def build_strategies(sweep: Sweep, ledger: Ledger, strategy: str = "certify",
         })
         tasks[task] = TaskInfo(study, dict(cert.fixed), grid.names, grid.as_mapping())
         budget = max_runs if max_runs is not None else cert.max_runs
+        stored = ledger.study_attrs(study).get(STUDY_START)
         if kind is StudyKind.CERTIFY:
-            stored = ledger.study_attrs(study).get(STUDY_START)
             warm = cert.warm_start and stored is None
             strategies.append(CertifySearch(
                 task, grid, None if warm else (stored or start), seed_neighbours=sweep.seeds_neighbours(cert),
@@ -480,11 +480,13 @@ def build_strategies(sweep: Sweep, ledger: Ledger, strategy: str = "certify",
                 on_extend=lambda extension, study=study: ledger.record_extension(study, extension),
             ))
         else:
-            strategies.append(baseline_strategy(kind.value, task, grid, max_runs=budget, seed=seed))
+            # its runs read by the certifier's rule from where status reads them (Strategy.phase)
+            strategies.append(baseline_strategy(kind.value, task, grid, max_runs=budget, seed=seed,
+                                                start=stored or start, seed_neighbours=sweep.seeds_neighbours(cert)))
         strategies[-1].budget_hint = budget_hint(kind, cert.name, option=max_runs is not None,
                                                   in_file=cert.max_runs is not None)
     if kind is StudyKind.CERTIFY:
-        for ens in sweep.ensembles:
+        for index, ens in enumerate(sweep.ensembles):
             cert = sweep.certification(ens.source)
             grid = sweep.grid_for(cert)
             task = f"ensemble/{ens.name}"
@@ -492,7 +494,8 @@ def build_strategies(sweep: Sweep, ledger: Ledger, strategy: str = "certify",
             ledger.study_id(study, create=True, attrs={STUDY_KIND: StudyKind.ENSEMBLE.value, STUDY_FIXED: cert.fixed,
                                                        "source": ens.source, "members": ens.members,
                                                        "epochs_multiplier": ens.epochs_multiplier})
-            tasks[task] = TaskInfo(study, dict(cert.fixed), grid.names, None, seed_offset=ens.seed_offset)
+            tasks[task] = TaskInfo(study, dict(cert.fixed), grid.names, None, seed_offset=ens.seed_offset,
+                                   where=sweep.ensemble_label(index))
             strategies.append(FixedPoints(task, waits_for=ens.source,
                                           make_points=lambda p, e=ens, a=grid.as_mapping():
                                           [m.strategy_point() for m in e.member_params(p, a)]))
@@ -528,9 +531,8 @@ class Progress:
             self.bar.update(max(0, finished - self.finished))
         self.finished = finished
         states = []
-        for name, strategy in strategies.items():  # the state status says (one rule: reported_state)
-            phase = strategy.decide().state if isinstance(strategy, CertifySearch) else strategy.state()
-            states.append(f"{name}:{reported_state(phase, strategy.budget_stop()).value}")
+        for name, strategy in strategies.items():  # the state status says (one rule: phase, reported_state)
+            states.append(f"{name}:{reported_state(strategy.phase(), strategy.budget_stop()).value}")
         self.states = " ".join(states)
         self.refresh_running(running)
 
@@ -557,15 +559,15 @@ def run_sweep(sweep: Sweep, *, strategy: str = "certify", max_runs: int | None =
 
     Raises:
         ControllerBusy: another live controller holds the sweep.
-        UserError: a bad objective, profile or ledger, a train config or pool of a certification
-            or transfer (``Sweep.runs_known_before``, checked before the ledger is opened), or a
+        UserError: a bad objective, profile or ledger, a train config or pool of a certification,
+            transfer or ensemble member (``Sweep.runs_known_before``, checked before the ledger is opened), or a
             job's deterministic error (local runs in flight are stopped first, see the module
             docstring).
         SweepInterrupted: Ctrl-C (a KeyboardInterrupt), after the runs in flight were handed to
             the executor.
     """
     objective = make_objective(sweep)
-    for params, where in sweep.runs_known_before():  # a bad train config, pool or transfer fails now, not mid-sweep
+    for params, where in sweep.runs_known_before():  # a bad train config, pool, transfer or member fails now
         objective.identity(params.merged(), where)
     check_executor(sweep.executor)  # bad input creates nothing: no ledger, no jobs folder
     ledger = Ledger(sweep.ledger_url, sweep.name)

@@ -31,10 +31,12 @@ import math
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from enum import Enum
+from functools import cached_property
 from itertools import product
 from typing import Any
 
 from megadocs import compat
+from megadocs.config import config_hash
 
 __all__ = ["Grid", "Neighbour", "Bound", "Side", "format_bounds", "Direction", "Key", "AxisExtension", "Reach", "values_equal", "points_equal",
            "check_axis", "check_extension"]
@@ -212,6 +214,21 @@ class Grid:
 
     def as_mapping(self) -> dict[str, list[Any]]:
         return {name: list(values) for name, values in self.axes}
+
+    @cached_property
+    def fingerprint(self) -> str:
+        """What identifies the grid's points: a hash of each axis's name and values (as floats, so
+        8 and 8.0 are one value; axes by name, so their order in the file does not count). Two grids
+        of one size but other values differ here: a recorded stop holds only on its own grid
+        (:meth:`search.strategies.Stop.holds_on`).
+
+        >>> a = Grid.from_mapping({"lr": [1e-3, 3e-3], "epochs": [4, 8]})
+        >>> a.fingerprint == Grid.from_mapping({"epochs": [4.0, 8.0], "lr": [0.001, 0.003]}).fingerprint
+        True
+        >>> a.fingerprint == Grid.from_mapping({"lr": [1e-3, 3e-3], "epochs": [4, 16]}).fingerprint
+        False
+        """
+        return config_hash({name: [float(v) for v in values] for name, values in self.axes})  # keys sorted
 
     # -- extensions ------------------------------------------------------------------------
 

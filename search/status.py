@@ -29,7 +29,6 @@ from search.certify import (
     CertifyExit,
     CertState,
     Extension,
-    Noise,
     NoiseEstimate,
     RunState,
     Support,
@@ -47,7 +46,7 @@ from search.ledger import (
     undescribed_line,
 )
 from search.params import RunParams
-from search.strategies import CertifySearch, Stop, Strategy, StrategyState, reported_state
+from search.strategies import CertifySearch, Stop, Strategy, StrategyState, baseline_phase, reported_state
 from search.sweep import SYNTHETIC_ONLY_MIX, Sweep
 
 __all__ = ["CertificationSummary", "BestPoint", "RunCounts", "Compute", "summarize", "summarize_ensembles",
@@ -142,20 +141,24 @@ class CertificationSummary:
         return {} if self.best is None else dict(self.best.params)
 
     @classmethod
-    def of_search(cls, search: CertifySearch, *, records: Iterable[RunRecord] = (), study: str = "",
+    def of_search(cls, strategy: Strategy, *, records: Iterable[RunRecord] = (), study: str = "",
                   fixed: Mapping[str, Any] | None = None, warm_start: str | None = None,
                   budget_spent: bool = False, stopped: int | None = None,
-                  recorded: Iterable[Extension] = (), baseline: StrategyState | None = None,
-                  baseline_strategy: Strategy | None = None, budget_stop: Stop | None = None) -> CertificationSummary:
-        """The summary of a certification's evidence (``records``: its ledger trials, for compute;
-        ``recorded``: the extensions the ledger recorded, preferred over those the replay derives
-        since they name the centre that asked for each when it was dispatched; ``baseline``: a
-        baseline strategy's own state, said in place of the certifier's phases; ``baseline_strategy``:
-        that baseline fed the same evidence and its recorded stop, which says what is outstanding
-        and why it stopped: :meth:`Strategy.stop`, also the ``reason`` unless its evidence failed;
-        ``budget_stop``: the run budget's stop the ledger recorded, checked to still hold
-        (:meth:`Stop.spent_on`): state ``stopped`` in place of a search's phases, its ``reason``
-        the stop's line, and ``budget_spent`` (a sweep file's budget, for older ledgers) unused)."""
+                  recorded: Iterable[Extension] = (), budget_stop: Stop | None = None) -> CertificationSummary:
+        """The summary of a certification's evidence: ``strategy`` is the certifier, or a baseline
+        whose runs the certifier's rule reads (:attr:`Strategy.evidence`: its best point, its
+        certificate where they certify it) and which says itself what is outstanding, why it stopped
+        (:meth:`Strategy.stop`, also the ``reason`` unless its evidence failed) and where it stands
+        while its evidence certifies nothing (:meth:`Strategy.phase`, the progress line's rule).
+        ``records``: its ledger trials, for compute; ``recorded``: the extensions the ledger
+        recorded, preferred over those the replay derives since they name the centre that asked for
+        each when it was dispatched; ``budget_stop``: the run budget's stop the ledger recorded,
+        checked to still hold (:meth:`Stop.spent_on`): state ``stopped`` in place of a search's
+        phases, its ``reason`` the stop's line, and ``budget_spent`` (a sweep file's budget, for
+        older ledgers) unused."""
+        search = strategy if isinstance(strategy, CertifySearch) else strategy.evidence
+        assert search is not None, f"{strategy.name}: a baseline's summary reads its runs by the certifier's rule"
+        baseline = None if strategy is search else strategy
         decision = search.decide()
         counts = {state: sum(o.state is state for o in search.outcomes.values()) for state in RunState}
         wall, tokens, n_records = 0.0, 0, 0
@@ -165,17 +168,18 @@ class CertificationSummary:
                 wall += float(record.wall_time_s or 0.0)
                 tokens += (record.metrics.tokens_seen or 0) if record.metrics else 0
         searching = decision.state in (CertState.SEEDING, CertState.SEARCHING)
-        # a baseline starts from no source: its evidence's wait for a warm start's one is not its reason
+        # a baseline's own state stands in for the certifier's seeding/searching, and so for their reason
         reason = None if searching and baseline is not None else decision.reason
         outstanding = (*decision.wanted, *decision.running) if decision.centre is not None else decision.running
         stop = None
-        if baseline_strategy is not None:  # the baseline dispatches its own points, not the certifier's
-            outstanding = baseline_strategy.outstanding()
-            stop = baseline_strategy.stop()
+        if baseline is not None:  # the baseline dispatches its own points, not the certifier's
+            outstanding = baseline.outstanding()
+            stop = baseline.stop()
         if stop is None and budget_stop is not None:  # its budget may have been a --max-runs: only the record says it
             stop = budget_stop  # outstanding stays what it would run next, given a larger budget
         # the progress line's rule (search.strategies.reported_state), on the stop the ledger recorded
-        state = reported_state(baseline if searching and baseline is not None else decision.state, stop)
+        phase = decision.state if baseline is None else baseline_phase(baseline.state(), decision.state)
+        state = reported_state(phase, stop)  # Strategy.phase, on the decision made above
         if searching and state is not StrategyState.STOPPED and budget_spent:  # a ledger older than the record
             reason = f"run budget spent ({len(search.outcomes)} runs) before it could certify"
         reason = reason if reason is not None or stop is None else stop.describe()
@@ -311,27 +315,30 @@ def summarize(sweep: Sweep, strategy: str = "certify", max_runs: int | None = No
     for cert in sweep.certifications:
         study = study_name(sweep.name, cert.name, kind)
         grid = sweep.grid_for(cert)
-        if kind is not StudyKind.CERTIFY:  # baselines run the grid as listed (build_strategies)
-            grid = grid.listed_grid()
         start = snapshot.study_attrs(study).get(STUDY_START)
-        if start is None and not cert.warm_start:
-            start = sweep.start_for(cert)
-        search = CertifySearch(cert.name, grid, start, seed_neighbours=sweep.seeds_neighbours(cert),
-                               waits_for=cert.warm_start if start is None else None, fallback=sweep.start_for(cert),
-                               noise=sweep.noise_for(cert) if kind is StudyKind.CERTIFY else Noise())
-        if search.waits_for is not None:  # sources come earlier in the file, so they are here already
-            search.resolve(searches, budget_stops)
-        searches[cert.name] = search
         budget = max_runs if max_runs is not None else cert.max_runs
-        # a baseline's own strategy, fed the same evidence, says where it stands (search.strategies.StrategyState)
-        baseline = None if kind is StudyKind.CERTIFY else baseline_strategy(kind.value, cert.name, grid, max_runs=budget)
+        strategy: Strategy
+        if kind is StudyKind.CERTIFY:
+            if start is None and not cert.warm_start:
+                start = sweep.start_for(cert)
+            search = CertifySearch(cert.name, grid, start, seed_neighbours=sweep.seeds_neighbours(cert),
+                                   waits_for=cert.warm_start if start is None else None,
+                                   fallback=sweep.start_for(cert), noise=sweep.noise_for(cert))
+            if search.waits_for is not None:  # sources come earlier in the file, so they are here already
+                search.resolve(searches, budget_stops)
+            searches[cert.name] = strategy = search
+        else:  # its own strategy (the grid as listed: build_strategies), its runs read by the certifier's rule
+            grid = grid.listed_grid()
+            strategy = baseline_strategy(kind.value, cert.name, grid, max_runs=budget,
+                                         start=start if start is not None else sweep.start_for(cert),
+                                         seed_neighbours=sweep.seeds_neighbours(cert))
+            assert strategy.evidence is not None
+            search = strategy.evidence
         records = snapshot.runs(study)
         stopped: set[Any] = set()
         for item in replay(records, fixed=cert.fixed, grid=grid, warn_off_grid=warn_off_grid):
             if kind is StudyKind.CERTIFY or item.params.seed is None:
-                search.record(item.point, item.outcome)
-                if baseline is not None:
-                    baseline.record(item.point, item.outcome)
+                strategy.record(item.point, item.outcome)  # a baseline's also feeds its evidence
                 key = search.key(item.point)
                 stopped.discard(key)  # per point, its latest state
                 job = (item.record.job_id, item.record.job_folder)
@@ -339,8 +346,8 @@ def summarize(sweep: Sweep, strategy: str = "certify", max_runs: int | None = No
                         and not watch.alive(*job) and not watch.ended(*job)):
                     stopped.add(key)
         recorded_stop = snapshot.stop(study)
-        if baseline is not None and recorded_stop is not None:
-            baseline.restore_stop(recorded_stop)  # TPE's convergence is in no run: only this record says it
+        if recorded_stop is not None:
+            strategy.restore_stop(recorded_stop)  # TPE's convergence is in no run: only this record says it
         budget_stop = recorded_stop if recorded_stop is not None and not search.running() and \
             recorded_stop.spent_on(grid, len(search.outcomes)) else None
         if budget_stop is not None:
@@ -348,11 +355,9 @@ def summarize(sweep: Sweep, strategy: str = "certify", max_runs: int | None = No
         n_stopped = None if watch is None else sum(
             search.outcomes[key].state is RunState.RUNNING for key in stopped if key in search.outcomes)
         summaries.append(CertificationSummary.of_search(
-            search, records=records, study=study, fixed=cert.fixed, warm_start=cert.warm_start,
+            strategy, records=records, study=study, fixed=cert.fixed, warm_start=cert.warm_start,
             budget_spent=budget is not None and len(search.outcomes) >= budget and not search.running(),
-            stopped=n_stopped, recorded=snapshot.extensions(study),
-            baseline=None if baseline is None else baseline.state(), baseline_strategy=baseline,
-            budget_stop=budget_stop,
+            stopped=n_stopped, recorded=snapshot.extensions(study), budget_stop=budget_stop,
         ))
     return summaries
 

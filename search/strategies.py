@@ -34,8 +34,8 @@ from search.certify import (
 from search.grid import Grid, Key
 from search.params import RunParams
 
-__all__ = ["Strategy", "StrategyState", "StopReason", "Stop", "reported_state", "CertifySearch", "GridSearch",
-           "FixedPoints", "Request", "Result", "Evaluator", "DriveStats", "drive"]
+__all__ = ["Strategy", "StrategyState", "StopReason", "Stop", "reported_state", "baseline_phase", "CertifySearch",
+           "GridSearch", "FixedPoints", "Request", "Result", "Evaluator", "DriveStats", "drive", "CHAIN_NAMED"]
 
 
 class StrategyState(str, Enum):
@@ -50,6 +50,11 @@ class StrategyState(str, Enum):
     RUNNING = "running"  # runs in flight or still wanted
     DONE = "done"  # wants nothing more: every point run, its run budget spent (or TPE converged)
     STOPPED = "stopped"  # its run budget spent before it ended, as the controller recorded (StopReason.BUDGET)
+
+
+CHAIN_NAMED = 4
+"""The most sources a waiting warm start's reason names (:meth:`Strategy.waiting_reason`); a longer
+chain (the paper's G=1, 2, 4, ... warm starts make chains of five) names its first two and last."""
 
 
 class StopReason(str, Enum):
@@ -69,9 +74,10 @@ class Stop:
     Convergence lives in a sampler's state, not in the runs: without this record a reader (or a
     restarted controller) could only call a baseline done once its budget was spent. A budget
     given as ``certify --max-runs`` lives nowhere but in this record: without it ``status`` said
-    ``searching``. ``points`` is the grid's size when it stopped: a stop holds only on a grid of
-    that size (a widened grid is searched on). :meth:`to_dict`/:meth:`from_dict` own the stored
-    field names.
+    ``searching``. ``grid`` is the fingerprint of the grid it stopped on (:attr:`Grid.fingerprint`):
+    a stop holds only on that grid (a widened grid, or one whose values changed, is searched on);
+    ``points`` its size, which is all a stop recorded before the fingerprint (``grid`` None) holds
+    on. Build one with :meth:`on`; :meth:`to_dict`/:meth:`from_dict` own the stored field names.
     """
 
     reason: StopReason
@@ -79,6 +85,12 @@ class Stop:
     budget: int | None  # its run budget then (None: none)
     points: int  # the grid's size then
     detail: str  # why, in words (the strategy's own rule), or, for BUDGET, how to go on
+    grid: str | None = None  # the grid's fingerprint then (None: recorded before fingerprints)
+
+    @classmethod
+    def on(cls, grid: Grid, reason: StopReason, runs: int, budget: int | None, detail: str) -> Stop:
+        """A stop of a search of ``grid`` now: its size and fingerprint recorded with it."""
+        return cls(reason, runs, budget, grid.size, detail, grid.fingerprint)
 
     def headline(self) -> str:
         """The stop in a few words, e.g. ``run budget spent``, ``converged`` (:meth:`describe` goes on)."""
@@ -96,8 +108,9 @@ class Stop:
         return f"{self.reason.value} after {self.runs}{of} runs ({self.detail})"
 
     def holds_on(self, grid: Grid) -> bool:
-        """Whether this stop still holds for a search of ``grid`` (the same number of points)."""
-        return self.points == grid.size
+        """Whether this stop still holds for a search of ``grid``: the same grid (its fingerprint), or,
+        for a stop recorded before fingerprints, the same number of points (as such a ledger read before)."""
+        return self.points == grid.size if self.grid is None else self.grid == grid.fingerprint
 
     def spent_on(self, grid: Grid, runs: int) -> bool:
         """Whether this BUDGET stop still describes a search of ``grid`` with ``runs`` recorded and
@@ -108,12 +121,13 @@ class Stop:
     def to_dict(self) -> dict[str, Any]:
         """The stored record; ``summary`` is :meth:`describe` (not read back)."""
         return {"reason": self.reason.value, "runs": self.runs, "budget": self.budget, "points": self.points,
-                "detail": self.detail, "summary": self.describe()}
+                "grid": self.grid, "detail": self.detail, "summary": self.describe()}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Stop:
-        return cls(StopReason(data["reason"]), int(data["runs"]),
-                   None if data["budget"] is None else int(data["budget"]), int(data["points"]), str(data["detail"]))
+        budget, grid = data["budget"], data.get("grid")  # grid: absent in stops recorded before fingerprints
+        return cls(StopReason(data["reason"]), int(data["runs"]), None if budget is None else int(budget),
+                   int(data["points"]), str(data["detail"]), None if grid is None else str(grid))
 
 
 def reported_state(phase: CertState | StrategyState, stop: Stop | None) -> CertState | StrategyState:
@@ -132,6 +146,19 @@ def reported_state(phase: CertState | StrategyState, stop: Stop | None) -> CertS
     if stop is not None and stop.reason is StopReason.BUDGET and phase not in (CertState.CERTIFIED, CertState.FAILED):
         return StrategyState.STOPPED
     return phase
+
+
+def baseline_phase(own: StrategyState, evidence: CertState) -> CertState | StrategyState:
+    """What a baseline reads as (before a run budget's stop): ``certified``/``failed`` where the
+    certifier's rule on its runs (``evidence``) certifies or fails its best point, else its ``own``
+    state: a baseline makes no search from a start, so the certifier's seeding/searching are not its.
+
+    >>> baseline_phase(StrategyState.RUNNING, CertState.CERTIFIED).value
+    'certified'
+    >>> baseline_phase(StrategyState.DONE, CertState.SEARCHING).value
+    'done'
+    """
+    return evidence if evidence in (CertState.CERTIFIED, CertState.FAILED) else own
 
 
 class Strategy(ABC):
@@ -159,6 +186,14 @@ class Strategy(ABC):
     source_stop: Stop | None = None
     """While it waits: the run budget's stop that holds the ``waits_for`` source before it ended
     (:meth:`resolve`); a larger budget lets the source go on, so this one waits, it has not failed."""
+    source: Strategy | None = None
+    """While it waits: the ``waits_for`` source as :meth:`resolve` last found it (a source that itself
+    waits makes a chain: :meth:`waiting_reason` follows it to its cause)."""
+    evidence: CertifySearch | None = None
+    """A baseline's own runs as the certifier's rule reads them (fed by :meth:`record`, from its
+    certification's start: a baseline makes no warm start), so that one whose best point its runs
+    certify or fail reads ``certified``/``failed`` (:meth:`phase`); None for the certifier itself
+    and for fixed runs."""
 
     def __init__(self, name: str, *, max_runs: int | None = None, waits_for: str | None = None) -> None:
         self.name = name
@@ -195,6 +230,8 @@ class Strategy(ABC):
         if outcome.state is not RunState.RUNNING:
             self.outcomes.pop(key, None)  # re-insert: the dict order is the finishing order
         self.outcomes[key] = outcome
+        if self.evidence is not None:
+            self.evidence.record(point, outcome)
         self._recorded(point, outcome)
 
     def outstanding(self) -> tuple[dict[str, Any], ...] | None:
@@ -232,7 +269,7 @@ class Strategy(ABC):
         controller's budget is its own."""
         if self.grid is None or not self.budget_spent() or self._done():
             return None
-        return Stop(StopReason.BUDGET, len(self.outcomes), self.max_runs, self.grid.size, self.budget_hint)
+        return Stop.on(self.grid, StopReason.BUDGET, len(self.outcomes), self.max_runs, self.budget_hint)
 
     def restore_stop(self, stop: Stop) -> None:  # noqa: B027 - optional hook
         """The stop the ledger recorded for this strategy (a restarted controller, ``search status``),
@@ -247,6 +284,15 @@ class Strategy(ABC):
             return StrategyState.DONE
         return StrategyState.RUNNING if self.outcomes else StrategyState.NOT_STARTED
 
+    def phase(self) -> CertState | StrategyState:
+        """What it reads as before a run budget's stop (:func:`reported_state` adds that; the one
+        rule for ``certify``'s progress line and ``search status``): its :meth:`state`, or, for a
+        baseline whose :attr:`evidence` certifies or fails its best point, ``certified``/``failed``
+        as the certifier would say (the certifier: its own :class:`CertState`, :meth:`CertifySearch.phase`).
+        Costs one :func:`search.certify.decide` on a baseline's runs."""
+        own = self.state()
+        return own if self.evidence is None else baseline_phase(own, self.evidence.decide().state)
+
     def resolve(self, others: Mapping[str, Strategy], stops: Mapping[str, Stop] | None = None) -> None:
         """Called by :func:`drive` before each dispatch round while ``waits_for`` is set. Once the
         source certification is done, clears ``waits_for`` and hands its certificate (None when
@@ -256,14 +302,37 @@ class Strategy(ABC):
         (``search status``), ``stops``: the stops the ledger recorded, by source name)."""
         source = others[self.waits_for]
         assert isinstance(source, CertifySearch), f"{self.waits_for} is not a certification"
+        self.source = source
         self.source_stop = (stops or {}).get(self.waits_for) or source.budget_stop()
         if self.source_stop is not None or not source.done():
             return
         result = source.decide()
         if result.certificate is None:
             self.source_failed = f"source {self.waits_for!r} ended {result.state.value}"
-        self.waits_for = None
+        self.waits_for = self.source = None
         self._source_done(result.certificate)
+
+    def waiting_reason(self) -> str | None:
+        """Why it waits (None: it does not), following a chain of warm starts to its cause, e.g.
+        ``waiting for a``, ``waiting for a (stopped: run budget spent)``, ``waiting for b, which
+        waits for a (stopped: run budget spent)``: each source that itself waits is named, then the
+        run budget's stop that holds the last one, if any. A chain of more than
+        :data:`CHAIN_NAMED` sources names the first two and the last, with how many are left out
+        between; a chain that comes back to a search already named (strategies built in code: a
+        sweep file's warm starts name earlier certifications only) ends there."""
+        if self.waits_for is None:
+            return None
+        chain, node, stop = [self.waits_for], self, self.source_stop
+        seen = {id(self)}
+        while stop is None and (source := node.source) is not None and source.waits_for is not None \
+                and id(source) not in seen:
+            seen.add(id(source))
+            chain.append(source.waits_for)
+            node, stop = source, source.source_stop
+        text = "waiting for " + ", which waits for ".join(chain if len(chain) <= CHAIN_NAMED else chain[:2])
+        if len(chain) > CHAIN_NAMED:
+            text += f", ... {len(chain) - 3} more ..., which waits for {chain[-1]}"
+        return text + ("" if stop is None else f" ({StrategyState.STOPPED.value}: {stop.headline()})")
 
     # -- hooks -----------------------------------------------------------------------------
 
@@ -346,17 +415,19 @@ class CertifySearch(Strategy):
 
     def decide(self) -> Decision:
         """What the evidence so far implies (:func:`decide`); while the start waits for a source
-        certification, SEEDING with why as its ``reason`` (``waiting for a``, ``waiting for a
-        (stopped: run budget spent)``: :attr:`source_stop`), or FAILED with the source's ending
+        certification, SEEDING with why as its ``reason`` (:meth:`waiting_reason`: ``waiting for a``,
+        ``waiting for b, which waits for a (stopped: run budget spent)``), or FAILED with the source's ending
         (no point of this certification failed: ``blocked_by`` stays empty, so a failed point is
         counted once, under the certification where it ran)."""
         if self.start is None:
             if self.source_failed:
                 return Decision(CertState.FAILED, None, None, (), (), (), None, (), (), reason=self.source_failed)
-            why = None if self.waits_for is None else f"waiting for {self.waits_for}" + (
-                "" if self.source_stop is None else f" ({StrategyState.STOPPED.value}: {self.source_stop.headline()})")
-            return Decision(CertState.SEEDING, None, None, (), (), (), None, (), (), reason=why)
+            return Decision(CertState.SEEDING, None, None, (), (), (), None, (), (), reason=self.waiting_reason())
         return decide(self.grid, self.start, self.outcomes, seed_neighbours=self.seed_neighbours, noise=self.noise)
+
+    def phase(self) -> CertState:
+        """Its :class:`CertState` on the evidence (:meth:`decide`)."""
+        return self.decide().state
 
     def _wanted(self, limit: int) -> list[dict[str, Any]]:
         return [] if self.start is None else list(self.decide().wanted)
@@ -394,7 +465,7 @@ class GridSearch(Strategy):
         read it back, but says it in the same words)."""
         if not self._done():
             return None
-        return Stop(StopReason.EXHAUSTED, len(self.outcomes), self.max_runs, self.grid.size, "every grid point run")
+        return Stop.on(self.grid, StopReason.EXHAUSTED, len(self.outcomes), self.max_runs, "every grid point run")
 
     def outstanding(self) -> tuple[dict[str, Any], ...]:
         """The unrun grid points up to the run budget, then those in flight (one pass over the

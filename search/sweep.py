@@ -122,7 +122,7 @@ class EnsembleConfig(StrictModel):
     source: str = Field(alias="from")
     """The certification whose certified point the members use."""
     members: int = Field(ge=1)
-    epochs_multiplier: float = Field(2.0, gt=0)
+    epochs_multiplier: float = Field(2.0, gt=0, allow_inf_nan=False)
     """Members train for this many times the certified epochs (paper: doubled), rounded to the
     nearest integer; the value need not be on the grid."""
     seed_offset: int = Field(1, ge=0)
@@ -296,27 +296,44 @@ class Sweep(StrictModel):
         """How a refusal names transfer ``index``: ``transfers[0] (stitched-at-simple)``."""
         return f"transfers[{index}] ({self.transfers[index].name})"
 
+    def ensemble_label(self, index: int) -> str:
+        """How a refusal names ensemble ``index``: ``ensembles[0] (real-ens)``."""
+        return f"ensembles[{index}] ({self.ensembles[index].name})"
+
     def runs_known_before(self) -> list[tuple[RunParams, str | None]]:
         """The runs whose configs can be checked before the search has a result, each with the
         entry a refusal names (None for a certification: its line names the field): every
-        certification's run at its start and at each extension value (one axis at a time), and
-        each transfer's run at the same points of its source. A transfer runs at its source's
-        certified point, known only hours into a sweep; its fixed params (method, g, model) and
-        their pool are what can be wrong, and those are the same at every point. ``certify``
-        builds each one's train config (:meth:`search.objective.TrainObjective.config`) before it
-        opens the ledger, and ``search plan`` before it costs them; dispatch builds them again.
+        certification's run at its start and at each extension value (one axis at a time), each
+        transfer's run at the same points of its source, and each ensemble's members there
+        (:meth:`EnsembleConfig.member_params`). A transfer or an ensemble runs at its source's
+        certified point, known only hours into a sweep; a transfer's fixed params (method, g,
+        model) and their pool are what can be wrong, and those are the same at every point; a
+        member differs from its source's runs in its epochs (times ``epochs_multiplier``) and
+        seed only. ``certify`` builds each one's train config
+        (:meth:`search.objective.TrainObjective.config`) before it opens the ledger, and
+        ``search plan`` before it costs them; dispatch builds them again.
 
-        Costs one train config per point: (1 + extension values) per certification and transfer.
+        Costs one train config per run: (1 + extension values) per certification and transfer,
+        ``members`` times that per ensemble (the paper's sweep: 32 for its four ensembles).
         """
         runs: list[tuple[RunParams, str | None]] = []
         entries = [(cert, cert.fixed, None) for cert in self.certifications]
         entries += [(self.certification(t.source), t.fixed, self.transfer_label(i)) for i, t in enumerate(self.transfers)]
         for cert, fixed, where in entries:
-            start = self.start_for(cert)
-            grid = self.grid_for(cert)
-            points = [start] + [{**start, axis: value} for axis in grid.names for value in grid.extension_values(axis)]
-            runs += [(RunParams(point=point, fixed=fixed), where) for point in points]
+            runs += [(RunParams(point=point, fixed=fixed), where) for point in self._known_points(cert)]
+        for index, ensemble in enumerate(self.ensembles):
+            cert = self.certification(ensemble.source)
+            axes = self.grid_for(cert).as_mapping()
+            runs += [(member, self.ensemble_label(index)) for point in self._known_points(cert)
+                     for member in ensemble.member_params(point, axes, cert.fixed)]
         return runs
+
+    def _known_points(self, cert: CertificationConfig) -> list[dict[str, Any]]:
+        """The certification's points known before any result: its start, and the start moved to
+        each extension value (one axis at a time)."""
+        start = self.start_for(cert)
+        grid = self.grid_for(cert)
+        return [start] + [{**start, axis: value} for axis in grid.names for value in grid.extension_values(axis)]
 
     def seeds_neighbours(self, cert: CertificationConfig) -> bool:
         return self.seed_neighbours if cert.seed_neighbours is None else cert.seed_neighbours

@@ -89,15 +89,15 @@ class TPESearch(Strategy):
         :meth:`restore_stop`, tells a rebuilt TPE)."""
         if not self._done():
             return None
-        return self._restored or Stop(StopReason.CONVERGED, len(self.outcomes), self.max_runs, self.grid.size, CONVERGED)
+        return self._restored or Stop.on(self.grid, StopReason.CONVERGED, len(self.outcomes), self.max_runs, CONVERGED)
 
     def outstanding(self) -> tuple[dict[str, Any], ...] | None:
         """Nothing once converged; else unknown (its next points come from the sampler)."""
         return () if self._done() else None
 
     def restore_stop(self, stop: Stop) -> None:
-        """A convergence recorded on a grid of this size: proposes nothing more (a sampler rebuilt
-        from the runs could still find an unrun point and resume a search that had ended)."""
+        """A convergence recorded on this grid (:meth:`Stop.holds_on`): proposes nothing more (a sampler
+        rebuilt from the runs could still find an unrun point and resume a search that had ended)."""
         if stop.reason is StopReason.CONVERGED and stop.holds_on(self.grid):
             self._restored = stop
             self.converged = True

@@ -10,18 +10,19 @@ converged TPE whose best point still lacks a neighbour (the last test, on the st
 from __future__ import annotations
 
 import json
+import re
 import sqlite3
 
 import pytest
 
 from megadocs.cli import main
-from search.baselines import BASELINES
+from search.baselines import BASELINES, baseline_strategy
 from search.certify import Outcome
 from search.grid import Grid
 from search.landscapes import bowl
 from search.ledger import STUDY_STOP, read_runs
 from search.status import CertificationSummary
-from search.strategies import CertifySearch, Stop, StopReason, StrategyState
+from search.strategies import Stop, StopReason, StrategyState
 from search.sweep import load_sweep
 from search.tpe import CONVERGED, TPESearch
 
@@ -50,6 +51,13 @@ def _status(path, strategy, capsys) -> tuple[dict, str]:
     return cert, capsys.readouterr().out
 
 
+def _live_states(stderr: str) -> dict[str, str]:
+    """Each strategy's state on the progress line's last plain line (stderr is no terminal here):
+    ``certify: 3 finished, 0 running | a:stopped b:seeding``."""
+    last = [line for line in stderr.splitlines() if line.startswith("certify: ")][-1]
+    return dict(item.rsplit(":", 1) for item in re.split(r" (?=\S+:)", last.split(" | ", 1)[1]))
+
+
 def test_every_baseline_has_a_way_to_stop_early():
     assert set(WHY) == set(BASELINES)
 
@@ -67,6 +75,19 @@ def test_a_baseline_stopped_before_its_budget_reads_done_with_why(make_sweep, ca
     assert f"a: certified: {stop['summary']}" in text, text
 
 
+@pytest.mark.parametrize("strategy", BASELINES)
+def test_the_live_progress_line_says_certified_where_status_does(make_sweep, capsys, strategy):
+    """A baseline whose runs certify its best point: certify's live line said ``done`` (the
+    controller kept no certifier reading of a baseline's runs) while status said ``certified``;
+    both now read ``Strategy.phase``."""
+    path = _sweep(make_sweep)
+    capsys.readouterr()
+    assert main(["search", "certify", str(path), "--strategy", strategy]) == 0
+    live = _live_states(capsys.readouterr().err)
+    cert, _ = _status(path, strategy, capsys)
+    assert live == {f"{strategy}/a": cert["state"]} == {f"{strategy}/a": "certified"}  # old code: done
+
+
 def test_a_restarted_controller_does_not_resume_a_converged_tpe(make_sweep, workdir, capsys):
     path = _sweep(make_sweep, grid=GRID, budget=100, max_parallel=1)
     assert _certify(path, "tpe") == 0
@@ -77,6 +98,19 @@ def test_a_restarted_controller_does_not_resume_a_converged_tpe(make_sweep, work
     assert len(calls(workdir)) == before and len(read_runs(load_sweep(path))) == runs  # old code: one more run
     cert, _ = _status(path, "tpe", capsys)
     assert cert["stop"]["reason"] == StopReason.CONVERGED.value and cert["stop"]["runs"] == runs
+
+
+def test_a_converged_tpe_searches_on_when_its_grid_changes_but_not_its_size(make_sweep, workdir, capsys):
+    """The convergence was recorded on GRID; a grid of the same size with one value moved is
+    another grid: the next controller's TPE proposes again (old code: it ran nothing, converged)."""
+    path = _sweep(make_sweep, grid=GRID, budget=100, max_parallel=1)
+    assert _certify(path, "tpe") == 0
+    before = len(calls(workdir))
+    path = _sweep(make_sweep, grid={**GRID, "epochs": [*GRID["epochs"][:-1], 64]}, budget=100, max_parallel=1)
+    assert _certify(path, "tpe") == 0
+    assert len(calls(workdir)) > before
+    cert, _ = _status(path, "tpe", capsys)
+    assert cert["stop"]["grid"] == Grid.from_mapping(load_sweep(path).grid).fingerprint  # recorded anew
 
 
 def test_a_ledger_without_the_stop_record_reads_as_before(make_sweep, workdir, capsys):
@@ -95,20 +129,17 @@ def test_a_ledger_without_the_stop_record_reads_as_before(make_sweep, workdir, c
 
 def test_a_converged_tpe_whose_best_point_lacks_a_neighbour_reads_done_not_running():
     grid = Grid.from_mapping(SMALL)
-    evidence = CertifySearch("a", grid, START)  # what status replays the baseline's runs into
-    for point in (START, {**START, "lr": 0.001}):  # the start's other neighbours never ran
-        evidence.record(point, Outcome.finished(bowl({**point, "method": "simple", "g": 4})))
 
     def tpe(stop=None) -> TPESearch:
-        search = TPESearch("a", grid, n_trials=BUDGET)
-        for key, outcome in evidence.outcomes.items():
-            search.record(grid.point(key[0]), outcome)
+        search = baseline_strategy("tpe", "a", grid, max_runs=BUDGET, start=START)  # as status builds it
+        for point in (START, {**START, "lr": 0.001}):  # the start's other neighbours never ran
+            search.record(point, Outcome.finished(bowl({**point, "method": "simple", "g": 4})))
         if stop is not None:
             search.restore_stop(stop)
         return search
 
     def summary(search):
-        return CertificationSummary.of_search(evidence, baseline=search.state(), baseline_strategy=search)
+        return CertificationSummary.of_search(search)
 
     assert summary(tpe()).state is StrategyState.RUNNING  # nothing recorded says it converged: as before
     stop = Stop(StopReason.CONVERGED, 2, BUDGET, grid.size, CONVERGED)

@@ -16,7 +16,6 @@ line says each search's state as ``status`` does (``stopped``, not ``searching``
 from __future__ import annotations
 
 import json
-import re
 import sqlite3
 
 import pytest
@@ -35,7 +34,7 @@ from search.strategies import CertifySearch, FixedPoints, StopReason, StrategySt
 from search.sweep import load_sweep
 
 from .conftest import GRID, START, calls
-from .test_baseline_stop import _status  # (--json certification, human text)
+from .test_baseline_stop import _live_states, _status  # (--json certification, human text)
 
 
 def _sweep(make_sweep, **cert):
@@ -110,13 +109,6 @@ def test_a_ledger_without_the_record_reads_as_before(make_sweep, capsys):
     assert len(read_runs(load_sweep(path))) == 3
 
 
-def _live_states(stderr: str) -> dict[str, str]:
-    """Each strategy's state on the progress line's last plain line (stderr is no terminal here):
-    ``certify: 3 finished, 0 running | a:stopped b:seeding``."""
-    last = [line for line in stderr.splitlines() if line.startswith("certify: ")][-1]
-    return dict(item.rsplit(":", 1) for item in re.split(r" (?=\S+:)", last.split(" | ", 1)[1]))
-
-
 @pytest.mark.parametrize("strategy", STRATEGIES)
 def test_the_live_progress_line_says_the_state_status_says(make_sweep, capsys, strategy):
     path = _sweep(make_sweep)
@@ -147,6 +139,66 @@ def test_a_warm_start_whose_source_its_budget_stopped_says_why_it_waits(make_swe
     status, _ = _status_all(path, capsys)
     assert [status[name]["state"] for name in "ab"] == ["certified", "certified"]
     assert status["b"]["start"] == status["a"]["certificate"]["point"] and status["b"]["reason"] is None
+
+
+def test_a_chain_of_warm_starts_says_the_whole_cause(make_sweep, capsys):
+    """c waits for b, b for a, and a's run budget stopped it: c says so through b (old code:
+    ``waiting for b``, which names neither a nor why), in ``--json``'s ``reason``, the table's line
+    and certify's closing line."""
+    chain = [{"name": "a", "fixed": {"method": "simple", "g": 4}},
+             {"name": "b", "fixed": {"method": "simple", "g": 8}, "warm_start": "a"},
+             {"name": "c", "fixed": {"method": "simple", "g": 16}, "warm_start": "b"}]
+    path = make_sweep(grid=GRID, start=START, executor={"kind": "debug", "poll_s": 0.05, "max_parallel": 4},
+                      certifications=chain)
+    capsys.readouterr()
+    assert main(["search", "certify", str(path), "--no-progress", "--max-runs", "3"]) == Exit.NEGATIVE
+    err = capsys.readouterr().err
+    status, text = _status_all(path, capsys)
+    through = "waiting for b, which waits for a (stopped: run budget spent)"
+    assert [status[name]["reason"] for name in "bc"] == ["waiting for a (stopped: run budget spent)", through]
+    assert f"c: seeding: {through}" in text and f"c: not certified: {through};" in err, (text, err)
+
+
+def test_a_waiting_reason_is_bounded_on_a_long_chain_and_a_cycle():
+    """Driver-level: a chain of six warm starts names the first two sources and the last, with how
+    many are left out; a cycle (only strategies built in code can make one) ends where it repeats."""
+    grid = Grid.from_mapping(GRID)
+    names = "abcdefg"
+    chain = [CertifySearch("a", grid, START, max_runs=3)] + [
+        CertifySearch(name, grid, None, waits_for=source, fallback=START) for source, name in zip(names, names[1:])]
+    drive(chain, SimulatedEvaluator(lambda p: bowl({**p, "method": "simple", "g": 4}), slots=2))
+    assert chain[-1].decide().reason == ("waiting for f, which waits for e, ... 3 more ..., which waits for a "
+                                         "(stopped: run budget spent)")
+    assert chain[4].decide().reason == ("waiting for d, which waits for c, which waits for b, which waits for a "
+                                        "(stopped: run budget spent)")  # CHAIN_NAMED sources: all named
+    x = CertifySearch("x", grid, None, waits_for="y", fallback=START)
+    y = CertifySearch("y", grid, None, waits_for="x", fallback=START)
+    for search in (x, y):
+        search.resolve({"x": x, "y": y})
+    assert (x.decide().reason, y.decide().reason) == \
+        ("waiting for y, which waits for x", "waiting for x, which waits for y")
+
+
+def test_a_stop_holds_only_on_its_own_grid_not_another_of_its_size(make_sweep, capsys):
+    """The budget stopped a after 3 runs (the start and two lr neighbours); the grid's last epochs
+    value then changes (32 -> 64, where nothing ran): 72 points still, but another grid, so the
+    stop no longer holds (old code: status still said stopped). A stop recorded before the grid's
+    fingerprint (an older ledger) holds on any grid of its size, as it did."""
+    path = _sweep(make_sweep)
+    assert _certify(path, "certify", "--max-runs", "3") == Exit.NEGATIVE
+    stop = _recorded(path, "certify")
+    changed = {**GRID, "epochs": [*GRID["epochs"][:-1], 64]}
+    path = make_sweep(grid=changed, start=START, executor={"kind": "debug", "poll_s": 0.05, "max_parallel": 4},
+                      certifications=[{"name": "a", "fixed": {"method": "simple", "g": 4}}])
+    cert, _ = _status(path, "certify", capsys)
+    assert (cert["state"], cert["stop"], cert["runs"]["finished"]) == ("searching", None, 3), cert
+    assert stop.grid == Grid.from_mapping(GRID).fingerprint != Grid.from_mapping(changed).fingerprint
+    sweep = load_sweep(path)
+    older = {key: value for key, value in stop.to_dict().items() if key != "grid"}  # no fingerprint
+    Ledger(sweep.ledger_url, sweep.name).set_study_attr(study_name(sweep.name, "a", StudyKind.CERTIFY), STUDY_STOP,
+                                                       older)
+    cert, _ = _status(path, "certify", capsys)
+    assert (cert["state"], cert["stop"]["grid"]) == ("stopped", None)  # as such a ledger read before
 
 
 def _status_all(path, capsys) -> tuple[dict[str, dict], str]:

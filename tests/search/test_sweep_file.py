@@ -86,6 +86,9 @@ BAD = [
      "certifications[0]: noise repeats set the 'seed' param"),
     ({"certifications": [{"name": "a", "fixed": {"seed": 1}}], "ensembles": [{"name": "e", "from": "a", "members": 3}]},
      "ensembles[0].from: 'a' fixes 'seed', which each member sets"),
+    # a member's epochs would be infinite (old code: OverflowError at dispatch and in `search plan`)
+    ({"ensembles": [{"name": "e", "from": "a", "members": 2, "epochs_multiplier": float("inf")}]},
+     "ensembles.0.epochs_multiplier: Input should be a finite number"),
 ]
 
 
