@@ -55,10 +55,8 @@ def register(subparsers) -> None:
     eff.add_argument("--alpha", type=float, default=None, help="data exponent of the reference law")
     eff.add_argument("--asymptote", type=float, default=None, help="irreducible loss E of the reference law")
     _add_law_arguments(eff)
-    eff.add_argument("--noise-sigma", type=float, default=None, metavar="SD",
-                     help="seed-to-seed std of one loss (e.g. the seed sd a sweep with `noise: {repeats: N}` "
-                     "measured): a loss outside a given law's loss_range by less than seed noise can tell is "
-                     "read at its edge (analysis.efficiency.range_margin); without it the range is closed")
+    _add_noise_sigma(eff, "a loss outside a given law's loss_range by less than seed noise can tell is read at "
+                     "its edge (analysis.efficiency.range_margin); without it the range is closed")
     eff.add_argument("--json", action="store_true",
                      help="print one JSON object: ratio, low, high, basis, determined, note, illustrative, "
                      "margin and the law (a fitted law as `fit --json` gives it)")
@@ -80,9 +78,8 @@ def register(subparsers) -> None:
                      help="Huber loss on log residuals with this threshold (default: least squares)")
     fit.add_argument("--alpha", type=float, default=None, help="hold alpha fixed")
     fit.add_argument("--asymptote", type=float, default=None, help="hold E fixed")
-    # "--noise-sigma" is analysis.scaling.NOISE_SIGMA_FLAG (not imported here: it would load numpy)
-    fit.add_argument("--noise-sigma", type=float, default=None, metavar="SD",
-                     help="known loss noise: the seed-to-seed std of one loss (parametric bootstrap)")
+    _add_noise_sigma(fit, "the bootstrap draws losses with it (parametric), which gives intervals even where "
+                     "the points leave no residual")
     fit.add_argument("--bootstrap", type=int, default=None,
                      help="bootstrap refits (0: no interval; default: analysis.scaling.N_BOOT, the report's count)")
     fit.add_argument("--json", action="store_true",
@@ -106,6 +103,9 @@ def register(subparsers) -> None:
         "`auto`: score the sweep's ensemble studies now (trained members)",
     )
     _add_law_arguments(report)
+    _add_noise_sigma(report, "used instead of the sweep's measured noise wherever the report judges against seed "
+                     "noise (Findings, rises with G, a given law's loss_range, as `efficiency`) and in the "
+                     "bootstrap of its L(G) fits (as `fit`)")
     report.set_defaults(func=_report)
 
     parser.set_defaults(func=lambda args: (parser.print_help(), 2)[1])
@@ -188,6 +188,23 @@ def _add_law_arguments(parser) -> None:
                         help="bootstrap refits of --fit-baseline (default: analysis.scaling.N_BOOT, as `fit`'s)")
 
 
+def _add_noise_sigma(parser, use: str) -> None:
+    """``--noise-sigma SD``, one option with one meaning wherever it is offered (``use``: what the
+    command does with it); :func:`_noise_sigma` reads it. The flag is analysis.scaling.NOISE_SIGMA_FLAG
+    (not imported here: it would load numpy)."""
+    parser.add_argument("--noise-sigma", type=float, default=None, metavar="SD",
+                        help="seed-to-seed std of one loss (e.g. the seed sd a sweep with `noise: {repeats: N}` "
+                        f"measured): {use}")
+
+
+def _noise_sigma(args) -> float | None:
+    """``--noise-sigma`` where given, refused in one line unless a finite sd > 0."""
+    sigma = args.noise_sigma
+    if sigma is not None and not (math.isfinite(sigma) and sigma > 0):
+        raise UserError(f"--noise-sigma: need a finite seed-noise sd > 0, got {sigma}")
+    return sigma
+
+
 def _bootstrap(args) -> dict:
     """``n_boot`` for a fit: ``--bootstrap`` where given, else the fits' own default (one count everywhere)."""
     return {} if args.bootstrap is None else {"n_boot": args.bootstrap}
@@ -238,12 +255,10 @@ def _law_from_args(args):
 def _efficiency(args) -> int:
     """Exit 0 with a ratio or a "not determined" verdict (an answer, as a fit's is); a loss at or
     below a stated asymptote is a bad input (exit 2, one line)."""
-    from analysis.efficiency import Basis, ReferenceLaw, efficiency
+    from analysis.efficiency import STATED_CAVEAT, Basis, ReferenceLaw, efficiency
 
+    sigma = _noise_sigma(args)
     law = _law_from_args(args)
-    sigma = args.noise_sigma
-    if sigma is not None and not (math.isfinite(sigma) and sigma > 0):
-        raise UserError(f"--noise-sigma: need a finite seed-noise sd > 0, got {sigma}")
     result = efficiency(args.loss, args.baseline_loss, law, noise_sd=sigma)
     if result.basis is Basis.BELOW_E:
         raise UserError(f"efficiency: {result.note}; no finite amount of real data reaches it (check E or the loss)")
@@ -254,9 +269,8 @@ def _efficiency(args) -> int:
         print(dumps_json({**result.to_json(), "law": law_json}))
         return 0
     if isinstance(law, ReferenceLaw):  # on the number's line: whose law, and whether the losses are its
-        whose = (f"{result.basis.value}: " if result.basis.determined else "") + \
-            f"illustrative, from {law.name}, not fitted to your own runs; "
-        law_text = f"alpha={result.alpha:.4g}, E={result.E:.4g}"
+        whose = (f"{result.basis.value}; " if result.basis.determined else "") + f"{STATED_CAVEAT}; "
+        law_text = f"{law.name}, alpha={result.alpha:.4g}, E={result.E:.4g}"
     else:
         whose = f"{result.basis.value}; " if result.basis in (Basis.INTERPOLATED, Basis.EXTRAPOLATED) else ""
         law_text = "the fitted law above"
@@ -266,8 +280,7 @@ def _efficiency(args) -> int:
     if result.basis.determined and args.fit_baseline and result.interval is None:
         print("no interval for the efficiency: the fitted law has no usable bootstrap draws (see its notes above)")
     if result.effective_tokens is not None:
-        print(f"effective data: {result.effective_tokens:,.0f} ({result.effective_basis}"
-              + (f"; illustrative: from {law.name}" if result.illustrative else "") + ")")
+        print(f"effective data: {result.effective_tokens:,.0f} ({result.effective_basis})")  # caveat: above
     return 0
 
 
@@ -289,7 +302,7 @@ def _fit(args) -> int:
         huber_delta=args.huber if args.huber is not None else 0.01,
         fix_alpha=args.alpha,
         fix_E=args.asymptote,
-        noise_sigma=args.noise_sigma,
+        noise_sigma=_noise_sigma(args),
         **_bootstrap(args),
     )
     if args.input.endswith((".yaml", ".yml")):
@@ -341,11 +354,13 @@ def _report(args) -> int:
     from analysis.report import build_report
     from search.sweep import load_sweep
 
+    sigma = _noise_sigma(args)
     sweep = load_sweep(args.sweep)
     created = not Path(args.out).exists()
     _out_dir(args.out)
     try:
-        path = build_report(sweep, args.out, ensembles=args.ensembles, reference_law=_law_from_args(args))
+        path = build_report(sweep, args.out, ensembles=args.ensembles, reference_law=_law_from_args(args),
+                            noise_sd=sigma)
     except BaseException:
         if created:  # a ledger that cannot be read leaves no empty --out behind (rmdir: only if empty)
             with contextlib.suppress(OSError):

@@ -39,13 +39,15 @@ import numpy as np
 from pydantic import Field, FiniteFloat, model_validator
 
 from analysis.noise import noise_tolerance
-from analysis.scaling import PowerLawFit, percentile_interval
+from analysis.scaling import MIN_BOOT, PowerLawFit, percentile_interval
 from megadocs.config import StrictModel, load_config
 from megadocs.errors import UserError
 from megadocs.formats import finite_or_none
 
 __all__ = [
     "DEFAULT_REFERENCE_LAW",
+    "STATED_CAVEAT",
+    "FIT_ADVICE",
     "ReferenceLaw",
     "Basis",
     "Efficiency",
@@ -55,10 +57,18 @@ __all__ = [
     "load_reference_law",
     "effective_data",
     "efficiency_ratio",
+    "ratio_of_losses",
+    "loss_of_ratio",
     "efficiency",
 ]
 
 DEFAULT_REFERENCE_LAW = Path(__file__).with_name("reference_law.yaml")
+STATED_CAVEAT = "illustrative: not fitted to your runs"
+"""What every output says beside an efficiency of a law given as constants (next to the law's
+``name``), in these words only: the CLI's number line, the report's paragraph, the caption of
+Figure 1's efficiency axis."""
+FIT_ADVICE = "fit a law to your real-only runs at several data sizes (`--fit-baseline`)"
+"""What to do instead of reading someone else's law (the out-of-range note, the report's paragraphs)."""
 
 
 class ReferenceLaw(StrictModel):
@@ -112,11 +122,28 @@ def effective_data(loss: float, *, alpha: float, E: float, A: float) -> float:
     return float((A / _gap(loss, E, "method")) ** (1.0 / alpha))
 
 
+def ratio_of_losses(loss, baseline_loss, alpha, E):
+    """The paper's ratio D_eff(L) / D_eff(L0) = ((L0 - E) / (L - E))^(1/alpha), elementwise over
+    numpy arrays (bootstrap draws of E and alpha, a figure axis), unchecked: callers keep L, L0 > E."""
+    return ((baseline_loss - E) / (loss - E)) ** (1.0 / alpha)
+
+
+def loss_of_ratio(ratio, baseline_loss, alpha, E):
+    """The inverse of :func:`ratio_of_losses` in L: E + (L0 - E) * ratio^(-alpha), elementwise.
+
+    >>> round(float(loss_of_ratio(ratio_of_losses(3.41, 3.5544, 0.235, 1.92), 3.5544, 0.235, 1.92)), 6)
+    3.41
+    """
+    return E + (baseline_loss - E) * ratio ** (-alpha)
+
+
 def efficiency_ratio(loss: float, baseline_loss: float, *, alpha: float, E: float) -> float:
-    """D_eff(loss) / D_eff(baseline_loss) = ((L0 - E) / (L - E))^(1/alpha)."""
+    """:func:`ratio_of_losses` of two finite losses above E (else a ``UserError`` naming which)."""
     if alpha <= 0:
         raise UserError(f"efficiency: alpha must be > 0, got {alpha}")
-    return float((_gap(baseline_loss, E, "baseline") / _gap(loss, E, "method")) ** (1.0 / alpha))
+    _gap(baseline_loss, E, "baseline")  # each refuses a loss at or below E, naming which
+    _gap(loss, E, "method")
+    return float(ratio_of_losses(loss, baseline_loss, alpha, E))
 
 
 class Basis(str, Enum):
@@ -177,7 +204,8 @@ class Efficiency:
     effective_basis: str = ""
     """How ``effective_tokens`` was obtained, for printing next to it."""
     illustrative: bool = False
-    """The law was given as constants, not fitted to the user's runs: print that beside the number."""
+    """The law was given as constants, not fitted to the user's runs: print :data:`STATED_CAVEAT`
+    beside the number."""
     margin: float | None = None
     """How far beyond a stated law's ``loss_range`` a loss read as at its edge (:func:`range_margin`;
     None: no range to read)."""
@@ -240,7 +268,7 @@ def _stated_basis(loss: float, baseline_loss: float, law: ReferenceLaw, noise_sd
     noise = (f"beyond seed noise (margin {margin:.4f})" if margin else
              "with no seed-noise estimate to widen the range (measure it: `noise: {repeats: 2}`, `--noise-sigma`)")
     return Basis.OUT_OF_RANGE, (f"{where}, {noise}: an efficiency there would extrapolate that law, not estimate "
-                                "yours; fit a law to your real-only runs at several data sizes (`--fit-baseline`)")
+                                f"yours; {FIT_ADVICE}")
 
 
 def efficiency_basis(loss: float, baseline_loss: float, law: ReferenceLaw | PowerLawFit, *,
@@ -310,8 +338,8 @@ def efficiency(
     if isinstance(law, PowerLawFit) and law.samples is not None:
         E_draws, alpha_draws = law.samples[:, 0], law.samples[:, 2]
         ok = (E_draws < min(loss, baseline_loss)) & (alpha_draws > 0)
-        if ok.sum() >= 20:
-            draws = ((baseline_loss - E_draws[ok]) / (loss - E_draws[ok])) ** (1.0 / alpha_draws[ok])
+        if ok.sum() >= MIN_BOOT:  # the fits' own floor for a percentile interval
+            draws = ratio_of_losses(loss, baseline_loss, alpha_draws[ok], E_draws[ok])
             result.interval = percentile_interval(draws, level)
     if law.A is not None:
         result.effective_tokens = effective_data(loss, alpha=law.alpha, E=law.E, A=law.A)

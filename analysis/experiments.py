@@ -75,6 +75,12 @@ def _model_key(value: Any) -> Any:
     return None if value is None or (isinstance(value, float) and math.isnan(value)) else value
 
 
+def _model_names(certifications: pd.DataFrame) -> pd.Series:
+    """Each certification's model preset (``fixed.model``), ``base`` where it has none: it trains the
+    sweep's base model."""
+    return certifications["model"].map(lambda value: _model_key(value) or "base")
+
+
 def transfer_table(runs: pd.DataFrame, certifications: pd.DataFrame, sources: Mapping[str, str],
                    val_set: str = IID, *, current: Mapping[str, TransferSummary] | None = None) -> pd.DataFrame:
     """One row per transfer run: ``transfer``, ``method``, ``g``, ``source`` (its certification),
@@ -86,7 +92,7 @@ def transfer_table(runs: pd.DataFrame, certifications: pd.DataFrame, sources: Ma
     at each source's current certified point: a run at an earlier one (the source's grid was
     widened since) is no result of the transfer, as for ``search status``. Without it every
     finished transfer run is a row."""
-    column = loss_column(val_set) if val_set != "objective" else "loss"
+    column = loss_column(val_set)
     if len(runs) == 0 or "kind" not in runs:
         return pd.DataFrame()
     transfers = runs[(runs["kind"] == "transfer") & runs["loss"].notna()]
@@ -129,8 +135,7 @@ def student_scaling_table(certifications: pd.DataFrame, val_set: str = IID) -> p
     if len(certifications) == 0 or "model" not in certifications or column not in certifications:
         return pd.DataFrame()
     certified = certifications[certifications["certified"] & certifications[column].notna()].copy()
-    # a certification without fixed.model trains the sweep's base model
-    certified["model"] = certified["model"].map(lambda value: _model_key(value) or "base")
+    certified["model"] = _model_names(certified)
     baselines = (certified[certified["method"] == BASELINE_METHOD].groupby("model")[column].min()
                  .sort_values(ascending=False))  # worst (smallest) model first
     if len(baselines) < 2:
@@ -289,7 +294,7 @@ def main_model_mask(certifications: pd.DataFrame) -> pd.Series:
     student-scaling table, not drawn on the 300m curves)."""
     if len(certifications) == 0 or "model" not in certifications:
         return pd.Series(True, index=certifications.index, dtype=bool)
-    models = certifications["model"].map(lambda value: _model_key(value) or "base")
+    models = _model_names(certifications)
     return (models == models.value_counts().idxmax()).astype(bool)
 
 
@@ -336,7 +341,7 @@ def synthetic_only_table(certifications: pd.DataFrame, val_set: str = IID) -> pd
     certified = certifications[certifications["certified"] & certifications[column].notna()].copy()
     if "model" not in certified:
         certified["model"] = None
-    certified["model"] = certified["model"].map(lambda value: _model_key(value) or "base")
+    certified["model"] = _model_names(certified)
     only = synthetic_only_mask(certified)
     baselines = certified[certified["method"] == BASELINE_METHOD].groupby("model")[column].min()
     rows = []

@@ -34,7 +34,14 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator
 
-from analysis.efficiency import Basis, ReferenceLaw, undetermined
+from analysis.efficiency import (
+    STATED_CAVEAT,
+    Basis,
+    ReferenceLaw,
+    loss_of_ratio,
+    ratio_of_losses,
+    undetermined,
+)
 from analysis.frame import BOUNDS, POINT, point_of
 from analysis.generation import BASELINE_METHOD
 from analysis.scaling import PowerLawFit
@@ -60,6 +67,8 @@ __all__ = [
     "plot_certification_map",
     "plot_certified_hparams",
     "plot_synthetic_only",
+    "plot_transfers",
+    "plot_diversity",
 ]
 
 STYLE: dict[str, Any] = {
@@ -510,23 +519,22 @@ def _efficiency_axis(ax, baseline_loss: float, law: ReferenceLaw | PowerLawFit, 
         low, high = law.loss_range
         return [f"no efficiency axis: losses outside the calibration losses {low:g}-{high:g} of {law.name} "
                 "(an extrapolation of that law, not an estimate)"]
-    gap0 = baseline_loss - law.E
 
-    def to_efficiency(loss):
-        gap = np.asarray(loss, dtype=float) - law.E
+    def to_efficiency(loss):  # nan at or below E, where no amount of real data reaches the loss
+        loss = np.asarray(loss, dtype=float)
         with np.errstate(divide="ignore", invalid="ignore"):
-            return np.where(gap > 0, (gap0 / np.where(gap > 0, gap, 1.0)) ** (1.0 / law.alpha), np.nan)
+            return np.where(loss > law.E, ratio_of_losses(loss, baseline_loss, law.alpha, law.E), np.nan)
 
     def to_loss(ratio):
         ratio = np.asarray(ratio, dtype=float)
         with np.errstate(divide="ignore", invalid="ignore"):
-            return law.E + gap0 * np.where(ratio > 0, ratio, np.nan) ** (-law.alpha)
+            return loss_of_ratio(np.where(ratio > 0, ratio, np.nan), baseline_loss, law.alpha, law.E)
 
     right = ax.secondary_yaxis("right", functions=(to_efficiency, to_loss))
     right.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:.2g}x"))
     if isinstance(law, ReferenceLaw):
-        right.set_ylabel(f"illustrative data efficiency (alpha={law.alpha:g}, E={law.E:g})")
-        return [f"efficiency axis: {law.name}, not fitted to these runs"  # the report's paragraph says it in full
+        right.set_ylabel(f"data efficiency (alpha={law.alpha:g}, E={law.E:g})")
+        return [f"efficiency axis: {law.name}, {STATED_CAVEAT}"  # the report's paragraph says it in full
                 + ("; losses at the edge of its calibration" if Basis.AT_EDGE.value in bases else "")]
     right.set_ylabel("data efficiency (fitted baseline law)")
     return [f"fitted baseline law: {law.quote('E')}, {law.quote('alpha')}"]

@@ -3,8 +3,8 @@
 Does synthetic data beat the real-only baseline, which algorithm is best, by how much relative
 to the seed noise, which certificates lean on a search bound, and whether the tuned loss falls
 with G. A difference counts as real only when it exceeds :data:`analysis.noise.CLEAR_SDS` standard deviations
-of the difference of two single runs (``sigma * sqrt(2)``, sigma the pooled seed noise of the
-certifications that measured it); otherwise it is called a tie within noise.
+of the difference of two single runs (``sigma * sqrt(2)``, sigma the seed noise of one loss:
+:func:`analysis.noise.seed_noise`); otherwise it is called a tie within noise.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from analysis.generation import (
     loss_column,
     monotonicity,
 )
-from analysis.noise import CLEAR_SDS, noise_tolerance, pooled_noise
+from analysis.noise import CLEAR_SDS, noise_tolerance, seed_noise
 from megadocs.errors import UserError
 from search.grid import Bound
 
@@ -57,7 +57,7 @@ def rises_with_g(table: pd.DataFrame, sigma: float) -> tuple[str, list[Rise]]:
         return ("Tuned loss rises with G, but the sweep has no noise estimate (set `noise: {repeats: 2}` or more), "
                 "so a rise this size cannot be told from seed noise.", rises)
     limit = (f"beyond seed noise (more than {tolerance:.4f} nats, {CLEAR_SDS:g} sds of a two-run difference at the "
-             f"measured noise sd {sigma:.4f})")
+             f"seed-noise sd {sigma:.4f})")
     if rises:
         return (f"Tuned loss rises with G {limit}: a larger G can reuse a smaller G's hyperparameters, so the "
                 "larger G's search probably did not converge.", rises)
@@ -115,17 +115,18 @@ def _comparison(baseline: pd.DataFrame, synthetic: pd.DataFrame, val_set: str, s
     return lines
 
 
-def findings(certifications: pd.DataFrame) -> list[str]:
+def findings(certifications: pd.DataFrame, *, noise_sd: float | None = None) -> list[str]:
     """Markdown paragraphs (one per list item) for the report's "Findings" section, for any sweep:
     what it lacks (a baseline, a synthetic certification, a noise estimate) is said, not skipped.
 
     Gains are in nats against the seed noise; data efficiency is left to the report's generation
     section, which gives it with its basis and interval (no law here: a fitted baseline law would
-    bootstrap every certification's ratio for a table these lines never print)."""
+    bootstrap every certification's ratio for a table these lines never print). ``noise_sd``: the
+    seed noise of one loss to judge against, where the user gives it (:func:`analysis.noise.seed_noise`)."""
     if certifications is None or len(certifications) == 0:
         return ["Nothing certified yet: the ledger holds no certification."]
     lines: list[str] = []
-    sigma = pooled_noise(certifications)
+    sigma, source = seed_noise(certifications, noise_sd)
     tolerance = noise_tolerance(sigma)
     sets = [s for s in ("iid", "objective") if loss_column(s) in certifications]
     val_set = sets[0] if sets else "objective"
@@ -136,9 +137,9 @@ def findings(certifications: pd.DataFrame) -> list[str]:
     baseline = table[table["method"] == BASELINE_METHOD]
     synthetic = table[table["method"] != BASELINE_METHOD]
     noise_text = (
-        f"seed noise sd {sigma:.4f} nats (pooled over the repeats the certifications ran), so a difference "
+        f"seed noise sd {sigma:.4f} nats ({source}), so a difference "
         f"of two single runs is clear beyond {tolerance:.4f}"
-        if tolerance else "seed noise was not measured (no `noise: repeats`), so no difference can be called clear"
+        if tolerance else "seed noise was not measured (no `noise: repeats`) nor given (`--noise-sigma`), so no difference can be called clear"
     )
     if len(baseline) and len(synthetic):
         lines.extend(_comparison(baseline, synthetic, val_set, sigma, noise_text))

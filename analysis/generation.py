@@ -3,8 +3,8 @@
 A larger G can reuse a smaller G's hyperparameters while epoching the synthetic stream less, so
 a *tuned* loss should not rise with G (paper.md); a rise means a search that did not converge,
 and :func:`monotonicity` says where. Every validation set (iid, its short/long halves, the
-long-context sets) gets the same table: loss, gain over the real-only baseline and data
-efficiency under the reference law.
+long-context sets) gets the same table: loss and gain over the real-only baseline; the i.i.d.
+rows also data efficiency under the reference law (a law of i.i.d. loss vs real data).
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import pandas as pd
 
 from analysis.efficiency import ReferenceLaw, efficiency
 from analysis.frame import BOUNDS, VAL, val_sets
-from analysis.noise import pooled_noise
+from analysis.noise import seed_noise
 from analysis.scaling import PowerLawFit
 from megadocs.errors import UserError
 from megadocs.formats import IID, REAL
@@ -60,6 +60,7 @@ def generation_table(
     *,
     law: ReferenceLaw | PowerLawFit | None = None,
     sets: list[str] | None = None,
+    noise_sd: float | None = None,
 ) -> pd.DataFrame:
     """Long table: one row per (validation set, method, G) with baseline, gain and efficiency, from
     a certifications frame (:func:`analysis.frame.certifications_frame`, or one built by hand without
@@ -74,8 +75,8 @@ def generation_table(
     calibration losses, a fitted law that does not determine it, or a loss not above the law's
     asymptote E). Efficiency is only computed for the objective/iid sets: the reference law is a
     law of i.i.d. loss vs real data, so it says nothing about other domains. The seed noise that
-    widens a given law's calibration range is the certifications' own, pooled
-    (:func:`analysis.noise.pooled_noise`; none measured: the range is read closed).
+    widens a given law's calibration range is ``noise_sd`` where given, else the certifications'
+    own, pooled (:func:`analysis.noise.seed_noise`; none measured: the range is read closed).
 
     Raises:
         UserError: no certification has a loss.
@@ -86,7 +87,7 @@ def generation_table(
                if column not in certifications}
     certifications = certifications.assign(**missing)
     sets = sets or val_sets(certifications) or ["objective"]
-    noise_sd = pooled_noise(certifications)
+    noise_sd, _source = seed_noise(certifications, noise_sd)
     rows = []
     for val_set in sets:
         column = loss_column(val_set)

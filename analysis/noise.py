@@ -1,7 +1,8 @@
 """Seed noise: the one rule for when a difference of losses is clear of it.
 
 A single run's loss varies with its seed (data order, initialisation). A sweep measures that
-noise where it repeats runs (``noise: {repeats: N}``; each certification's ``noise_sd``), and
+noise where it repeats runs (``noise: {repeats: N}``; each certification's ``noise_sd``), or the
+user gives it (``--noise-sigma``; :func:`seed_noise` says which one an analysis uses), and
 every judgement against it uses :func:`noise_tolerance`: the Findings' "better" and "tie", a
 tuned loss that rises with G, and how far beyond a stated law's calibration losses a loss still
 reads as at their edge (:func:`analysis.efficiency.efficiency_basis`).
@@ -17,7 +18,7 @@ import math
 
 import pandas as pd
 
-__all__ = ["CLEAR_SDS", "pooled_noise", "noise_tolerance"]
+__all__ = ["CLEAR_SDS", "pooled_noise", "seed_noise", "noise_tolerance"]
 
 CLEAR_SDS = 2.0
 """A gain or rise is clear beyond this many sds of a two-run difference."""
@@ -29,6 +30,15 @@ def pooled_noise(certifications: pd.DataFrame) -> float:
         return math.nan
     values = [float(v) for v in certifications["noise_sd"] if v is not None and math.isfinite(float(v))]
     return math.sqrt(sum(v * v for v in values) / len(values)) if values else math.nan
+
+
+def seed_noise(certifications: pd.DataFrame, given: float | None = None) -> tuple[float, str]:
+    """The seed-noise sd of one loss that a sweep's analysis judges against, and where it comes from
+    (for the sentence that quotes it): ``given`` (``--noise-sigma``) where given, else the
+    certifications' own, :func:`pooled_noise` (nan: none measured)."""
+    if given is not None:
+        return float(given), "given with --noise-sigma"
+    return pooled_noise(certifications), "pooled over the repeats the certifications ran"
 
 
 def noise_tolerance(sigma: float, other: float | None = None) -> float:

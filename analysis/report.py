@@ -16,12 +16,42 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from analysis.efficiency import Basis, ReferenceLaw, load_reference_law, range_margin
+from analysis.efficiency import (
+    FIT_ADVICE,
+    STATED_CAVEAT,
+    Basis,
+    ReferenceLaw,
+    load_reference_law,
+    range_margin,
+)
+from analysis.ensembles import compare_asymptotes, fit_ensembles, load_ensemble_table, score_ensemble_studies
+from analysis.experiments import (
+    curve_points,
+    generation_curves,
+    next_generations,
+    stitch_order_table,
+    student_scaling_table,
+    synthetic_only_mask,
+    synthetic_only_table,
+    transfer_table,
+)
+from analysis.figures import (
+    map_axes,
+    plot_certification_map,
+    plot_certified_hparams,
+    plot_diversity,
+    plot_ensembles,
+    plot_generation_scaling,
+    plot_synthetic_only,
+    plot_transfers,
+    save_figure,
+)
 from analysis.findings import findings as findings_of
 from analysis.findings import rises_with_g
 from analysis.frame import POINT, compute_seconds, union_grid, val_sets
 from analysis.generation import BASELINE_METHOD, generation_table
-from analysis.noise import CLEAR_SDS, pooled_noise
+from analysis.ledger import load_tables
+from analysis.noise import CLEAR_SDS, seed_noise
 from analysis.scaling import PowerLawFit, fit_groups
 from megadocs.errors import UserError
 from megadocs.formats import IID, IID_LONG, IID_SETS, IID_SHORT, describe_validation_set, write_atomic
@@ -57,6 +87,15 @@ def _markdown_table(frame: pd.DataFrame) -> str:
     return "\n".join([header, rule, *body])
 
 
+def _fit_blocks(fits: Mapping[str, PowerLawFit | str], x_name: str) -> list[str]:
+    """Each group's fit as a code block under its bold name (a group that could not be fitted: why)."""
+    lines = []
+    for name, fit in fits.items():
+        text = fit.describe(x_name) if isinstance(fit, PowerLawFit) else f"not fitted: {fit}"
+        lines += [f"**{name}**", "", "```", text, "```", ""]
+    return lines
+
+
 def _point_text(point: Mapping[str, Any]) -> str:
     return " ".join(f"{k}={_fmt(v)}" for k, v in point.items())
 
@@ -81,8 +120,6 @@ class _Report:
 
     def figure(self, make, name: str, caption: str) -> None:
         """Draw with ``make()`` and embed it; a ValueError (not enough data) becomes a skip note."""
-        from analysis.figures import save_figure
-
         try:
             fig = make()
         except ValueError as exc:
@@ -130,8 +167,6 @@ def _basis_notes(certifications: pd.DataFrame) -> list[str]:
 
 
 def _search_sections(report: _Report, runs: pd.DataFrame, summaries: Sequence[CertificationSummary], grids) -> None:
-    from analysis.figures import map_axes, plot_certification_map
-
     report.add("## Certification maps (Figure 10)", "")
     by_name = {s.name: s for s in summaries}
     for name, summary in by_name.items():
@@ -153,50 +188,21 @@ def _search_sections(report: _Report, runs: pd.DataFrame, summaries: Sequence[Ce
 
 
 def _generation_sections(report: _Report, certifications: pd.DataFrame, table: pd.DataFrame | str, law, grids,
-                         fits: tuple[str, dict[str, PowerLawFit | str]] | None) -> None:
+                         fits: tuple[str, dict[str, PowerLawFit | str]] | None, noise_sd: float | None) -> None:
     """Figures 1/2/5 and 11 with their tables; ``table`` is the generation table of
-    ``certifications`` under ``law``, or why there is none."""
-    from analysis.figures import plot_certified_hparams, plot_generation_scaling
-
+    ``certifications`` under ``law``, or why there is none; ``noise_sd``: the given seed noise
+    (None: the certifications' own, :func:`analysis.noise.seed_noise`)."""
     report.add("## Generation scaling (Figures 1/2/5)", "")
     if isinstance(table, str):
         report.skipped.append(table)  # the message names the section
         return
-    if table["efficiency_basis"].isna().all():
-        report.add(_no_efficiency(table), "")
-    elif isinstance(law, ReferenceLaw):
-        report.add(_stated_law_text(law, table, pooled_noise(certifications)), "")
-    else:
-        report.add(
-            "Data efficiency uses a real-data law fitted to the baseline runs (intervals: bootstrap over that fit); "
-            "it is computed for the i.i.d. loss only. A loss within the baseline runs' range is read off the fitted "
-            "curve between its points (`interpolated`: no asymptote needed); beyond it the efficiency rests on E and "
-            "alpha (`extrapolated`), and is `not determined` where the fit below does not determine them.",
-            "",
-            "```",
-            law.describe("D"),
-            "```",
-            "",
-        )
-    verdict, rises = rises_with_g(table, pooled_noise(certifications))
+    sigma, source = seed_noise(certifications, noise_sd)
+    report.add(*_law_paragraphs(table, law, sigma, source))
+    verdict, rises = rises_with_g(table, sigma)
     report.add(f"**{verdict}**" if rises else verdict, "")
     if rises:
         report.add(*[f"- {rise.message()}" for rise in rises], "")
-    below = table[table["efficiency_basis"] == Basis.BELOW_E.value]
-    if len(below):
-        report.add(
-            "No data efficiency for " + ", ".join(f"{r.certification} ({r.efficiency_note})" for r in below.itertuples())
-            + ": no amount of real data reaches a loss at or below the law's asymptote under that law. The shipped "
-            "law is the paper's (300M models on DCLM with the Llama 3 tokenizer); losses of another tokenizer, "
-            "vocabulary or model size need their own: fit one to your real-only runs at several data sizes with "
-            "`--fit-baseline` (or give `--reference LAW.yaml`).", "")
-    loose = table[table["efficiency_basis"] == Basis.NOT_DETERMINED.value]
-    if len(loose):
-        report.add(
-            "Data efficiency NOT determined for " + "; ".join(f"{r.certification} ({r.efficiency_note})"
-                                                             for r in loose.itertuples())
-            + ". Baseline runs at data sizes large enough to reach those losses would read it off the fitted curve; "
-            "or give a law whose constants you can state (`--reference LAW.yaml`).", "")
+    report.add(*_missing_efficiencies(table))
     order = {name: i for i, name in enumerate(["objective", *IID_SETS])}
     for val_set, part in sorted(table.groupby("set"), key=lambda item: (order.get(item[0], 9), item[0])):
         columns = ["method", "g", "certified", "loss", "baseline_loss", "gain", "efficiency", "efficiency_low",
@@ -213,9 +219,7 @@ def _generation_sections(report: _Report, certifications: pd.DataFrame, table: p
     if fits is not None and fits[1]:  # L(G) per algorithm on the set the curves are read on
         main, by_method = fits
         report.add(f"### Fits of L(G) = E + A G^(-alpha) ({main})", "")
-        for method, fit in by_method.items():
-            text = fit.describe("G") if isinstance(fit, PowerLawFit) else f"not fitted: {fit}"
-            report.add(f"**{method}**", "", "```", text, "```", "")
+        report.add(*_fit_blocks(by_method, "G"))
     report.figure(
         lambda: plot_certified_hparams(certifications, grid=union_grid(grids)),
         "fig11-certified-hparams",
@@ -223,23 +227,60 @@ def _generation_sections(report: _Report, certifications: pd.DataFrame, table: p
     )
 
 
-def _stated_law_text(law: ReferenceLaw, table: pd.DataFrame, noise_sd: float) -> str:
+def _law_paragraphs(table: pd.DataFrame, law: ReferenceLaw | PowerLawFit, noise_sd: float, source: str) -> list[str]:
+    """The lines above the generation tables that say how their efficiencies were read: from which
+    law, or why there are none (``noise_sd`` from ``source``: :func:`analysis.noise.seed_noise`)."""
+    if table["efficiency_basis"].isna().all():
+        return [_no_efficiency(table), ""]
+    if isinstance(law, ReferenceLaw):
+        return [_stated_law_text(law, table, noise_sd, source), ""]
+    return [
+        "Data efficiency uses a real-data law fitted to the baseline runs (intervals: bootstrap over that fit); "
+        "it is computed for the i.i.d. loss only. A loss within the baseline runs' range is read off the fitted "
+        "curve between its points (`interpolated`: no asymptote needed); beyond it the efficiency rests on E and "
+        "alpha (`extrapolated`), and is `not determined` where the fit below does not determine them.",
+        "", "```", law.describe("D"), "```", "",
+    ]
+
+
+def _missing_efficiencies(table: pd.DataFrame) -> list[str]:
+    """A paragraph each for the rows whose loss is below E and those the fitted law does not determine."""
+    lines = []
+    below = table[table["efficiency_basis"] == Basis.BELOW_E.value]
+    if len(below):
+        lines += [
+            "No data efficiency for " + ", ".join(f"{r.certification} ({r.efficiency_note})" for r in below.itertuples())
+            + ": no amount of real data reaches a loss at or below the law's asymptote under that law. The shipped "
+            "law is the paper's (300M models on DCLM with the Llama 3 tokenizer); losses of another tokenizer, "
+            f"vocabulary or model size need their own: {FIT_ADVICE} (or give `--reference LAW.yaml`).", ""]
+    loose = table[table["efficiency_basis"] == Basis.NOT_DETERMINED.value]
+    if len(loose):
+        lines += [
+            "Data efficiency NOT determined for " + "; ".join(f"{r.certification} ({r.efficiency_note})"
+                                                             for r in loose.itertuples())
+            + ". Baseline runs at data sizes large enough to reach those losses would read it off the fitted curve; "
+            "or give a law whose constants you can state (`--reference LAW.yaml`).", ""]
+    return lines
+
+
+def _stated_law_text(law: ReferenceLaw, table: pd.DataFrame, noise_sd: float, source: str) -> str:
     """The paragraph above the table of a law given as constants: whose law, that its efficiencies
-    are illustrative, its calibration range and the seed-noise margin around it, and the meaning of
-    each ``efficiency_basis`` value its rows carry (analysis.efficiency.efficiency_basis)."""
+    are illustrative, its calibration range and the seed-noise margin around it (``noise_sd``, from
+    ``source``: :func:`analysis.noise.seed_noise`), and the meaning of each ``efficiency_basis``
+    value its rows carry (analysis.efficiency.efficiency_basis)."""
     text = (f"Data efficiency uses {law.name}, alpha={law.alpha}, E={law.E} ({law.provenance.strip().rstrip('.')}); "
-            "it is computed for the i.i.d. loss only. Its efficiencies are illustrative: the law was not fitted to "
-            "this sweep's runs (fit one to your real-only runs at several data sizes: `--fit-baseline`).")
+            f"it is computed for the i.i.d. loss only, {STATED_CAVEAT} ({FIT_ADVICE}).")
     if law.loss_range is None:
         return text + " It states no calibration losses, so its rows read `stated` unchecked."
     low, high = law.loss_range
     margin = range_margin(law, noise_sd)
-    sds = [f"{sd:.4f} {what}" for sd, what in ((noise_sd, "measured by this sweep's repeats"),
+    sds = [f"{sd:.4f} {what}" for sd, what in ((noise_sd, source),
                                                   (law.loss_noise, "stated by the law (loss_noise)"))
            if sd is not None and math.isfinite(sd) and sd > 0]
     noise = (f"a loss outside them by less than {margin:.4f} nats ({CLEAR_SDS:g} sds of the difference of two "
              f"single runs at seed-noise sd {' and '.join(sds)}) cannot be told from them" if margin else
-             "no seed-noise estimate widens them (`noise: {repeats: 2}` in the sweep, or `loss_noise` in the law)")
+             "no seed-noise estimate widens them (`noise: {repeats: 2}` in the sweep, `--noise-sigma`, or `loss_noise` "
+             "in the law)")
     outside = "outside them by more than that margin" if margin else "outside them"
     meanings = {  # each value a row of a stated law can carry (below E has its own paragraph)
         Basis.STATED: "both losses lie within them",
@@ -267,22 +308,18 @@ def _no_efficiency(table: pd.DataFrame) -> str:
             f"baseline's, and the ledger lacks {' and '.join(lacks)} with an i.i.d. loss.")
 
 
-def _generation_fits(table: pd.DataFrame | str) -> tuple[str, dict[str, PowerLawFit | str]] | None:
+def _generation_fits(table: pd.DataFrame | str, noise_sd: float | None) -> tuple[str, dict[str, PowerLawFit | str]] | None:
     """L(G) per algorithm, fitted once for every section (None: no finite loss yet, ``table`` is why):
-    the points and the bootstrap count of ``megadocs analysis fit SWEEP.yaml``, so both give the same
-    verdicts."""
-    from analysis.experiments import curve_points
-
+    the points, the bootstrap count and the noise (``noise_sd``: ``--noise-sigma``) of ``megadocs
+    analysis fit SWEEP.yaml``, so both give the same verdicts."""
     if isinstance(table, str):
         return None
     main, points = curve_points(table)
-    return main, fit_groups(points, x="g", y="loss", group="method")
+    return main, fit_groups(points, x="g", y="loss", group="method", noise_sigma=noise_sd)
 
 
 def _next_generations_section(report: _Report, fits: tuple[str, dict[str, PowerLawFit | str]] | None) -> None:
     """First section: what the fitted L(G) per algorithm predicts for the next doubling of G."""
-    from analysis.experiments import next_generations
-
     report.add("## Where to spend the next generations", "")
     if fits is None or not fits[1]:
         report.add("No synthetic-data certification has a loss yet: there is no L(G) to fit, so nothing to "
@@ -312,9 +349,6 @@ def _experiment_sections(report: _Report, runs: pd.DataFrame, certifications: pd
                          transfers: Mapping[str, TransferSummary] | None) -> None:
     """Figure 4 (stitch order), Figure 6 (transfers), student scaling and generation diversity;
     ``table`` is the generation table of ``certifications`` (a string: why there is none)."""
-    from analysis.experiments import stitch_order_table, student_scaling_table, transfer_table
-    from analysis.figures import plot_diversity, plot_generation_scaling, plot_transfers
-
     order = stitch_order_table(table) if not isinstance(table, str) else pd.DataFrame()
     if len(order):
         report.add("## Stitch order and long-context loss (Figure 4)", "",
@@ -359,9 +393,6 @@ def _experiment_sections(report: _Report, runs: pd.DataFrame, certifications: pd
 
 def _synthetic_only_section(report: _Report, certifications: pd.DataFrame) -> None:
     """Figure 13: how much of a method's gain needs the real data mixed in."""
-    from analysis.experiments import synthetic_only_mask, synthetic_only_table
-    from analysis.figures import plot_synthetic_only
-
     table = synthetic_only_table(certifications)
     if len(table):
         shown = table if set(table["model"]) != {"base"} else table.drop(columns=["model"])
@@ -380,9 +411,6 @@ def _synthetic_only_section(report: _Report, certifications: pd.DataFrame) -> No
 
 def _ensemble_sections(report: _Report, ensembles: pd.DataFrame | None, studies: Mapping[str, EnsembleSummary] | None,
                        problems: Mapping[str, str] | None = None) -> None:
-    from analysis.ensembles import compare_asymptotes, fit_ensembles
-    from analysis.figures import plot_ensembles
-
     report.add("## Ensembles (Figure 7)", "")
     for name, study in (studies or {}).items():
         at = (f"members at `{study.source}`'s certified point ({_point_text(study.source_point)})"
@@ -408,9 +436,7 @@ def _ensemble_sections(report: _Report, ensembles: pd.DataFrame | None, studies:
     for val_set in sorted(ensembles["set"].unique(), key=lambda s: (s != IID, s)):
         fits = fit_ensembles(ensembles, val_set=val_set)
         report.add(f"### {val_set}", "", _markdown_table(compare_asymptotes(fits)), "")
-        for algorithm, fit in fits.items():
-            text = fit.describe("K") if isinstance(fit, PowerLawFit) else f"not fitted: {fit}"
-            report.add(f"**{algorithm}**", "", "```", text, "```", "")
+        report.add(*_fit_blocks(fits, "K"))
         report.figure(
             lambda fits=fits, val_set=val_set: plot_ensembles(ensembles, fits, val_set=val_set),
             f"fig7-ensembles-{val_set}",
@@ -436,8 +462,14 @@ def render_report(
     findings: bool | Sequence[str] = True,
     transfers: Mapping[str, TransferSummary] | None = None,
     preface: Sequence[str] | str | None = None,
+    noise_sd: float | None = None,
 ) -> Path:
     """Write ``out_dir/report.md`` (and ``out_dir/figures/``) from the analysis tables.
+
+    ``noise_sd``: the seed-to-seed sd of one loss (``--noise-sigma``), used wherever the report
+    judges against seed noise (Findings, rises with G, a stated law's range margin) and in the
+    bootstrap of its L(G) fits, as ``megadocs analysis fit --noise-sigma`` uses it; None: the
+    certifications' own, pooled (:func:`analysis.noise.seed_noise`), and fits estimate it.
 
     ``preface``: paragraphs right under the title, before the Findings (the demo's: a rehearsal on
     toy data, not findings).
@@ -457,9 +489,7 @@ def render_report(
         report.add(paragraph, "")
     if findings is not False:
         report.add("## Findings", "")
-        from analysis.experiments import generation_curves
-
-        for paragraph in [*findings_of(generation_curves(certifications)),
+        for paragraph in [*findings_of(generation_curves(certifications), noise_sd=noise_sd),
                           *([] if findings is True else findings)]:
             report.add(paragraph, "")
     if notes:
@@ -484,14 +514,12 @@ def render_report(
         report.add("The ledger holds no runs yet: nothing to tabulate or draw.", "")
         report.skipped.append("every table and figure: the ledger is empty")
     else:
-        from analysis.experiments import generation_curves
-
         curves = generation_curves(certifications)  # neither the ablation nor another model size is a point of L(G)
         try:  # built once: the generation, stitch-order and fit sections read the same rows
-            table: pd.DataFrame | str = generation_table(curves, law=law)
+            table: pd.DataFrame | str = generation_table(curves, law=law, noise_sd=noise_sd)
         except UserError as exc:  # no finite loss yet: the message names the section
             table = str(exc)
-        fits = _generation_fits(table)
+        fits = _generation_fits(table, noise_sd)
         _next_generations_section(report, fits)
         report.add("## Certified points", "", _markdown_table(_certified_points_table(certifications)), "")
         for note in _basis_notes(certifications):
@@ -500,7 +528,7 @@ def render_report(
         if moved:
             report.add("Search bounds moved through `extend:` (a value appended beyond a bound each time the best "
                        "point sat on it, in order): " + "; ".join(moved) + ".", "")
-        _generation_sections(report, curves, table, law, grids, fits)
+        _generation_sections(report, curves, table, law, grids, fits, noise_sd)
         _experiment_sections(report, runs, curves, table, transfer_sources or {}, diversity,
                              students=certifications, transfers=transfers)
         _synthetic_only_section(report, certifications)
@@ -522,6 +550,7 @@ def build_report(
     reference_law: str | Path | ReferenceLaw | PowerLawFit | None = None,
     findings: bool | Sequence[str] = True,
     preface: Sequence[str] | str | None = None,
+    noise_sd: float | None = None,
 ) -> Path:
     """Read a sweep's ledger and write ``out_dir/report.md``; returns its path.
 
@@ -531,14 +560,12 @@ def build_report(
             readable by :func:`analysis.ensembles.load_ensemble_table`, or ``"auto"``: score the
             sweep's ensemble studies now with ``megadocs train ensemble`` (trained members only;
             results in ``out_dir/ensembles/``).
-        notes: extra markdown lines placed at the top (the demo's notes).
+        notes: paragraphs of a "Notes" section after the Findings (the demo's notes).
         findings: open with a "Findings" section (default; see :func:`render_report`).
         preface: paragraphs under the title, before everything else (see :func:`render_report`).
         reference_law: a law file, a ReferenceLaw or a fitted law (default: the shipped law).
+        noise_sd: a given seed-noise sd of one loss (see :func:`render_report`).
     """
-    from analysis.ensembles import load_ensemble_table, score_ensemble_studies
-    from analysis.ledger import load_tables
-
     tables = load_tables(sweep)
     wants_auto = isinstance(ensembles, (str, list, tuple)) and (
         [ensembles] if isinstance(ensembles, str) else list(ensembles)) == ["auto"]
@@ -568,4 +595,5 @@ def build_report(
         findings=findings,
         transfers=tables.transfers,
         preface=preface,
+        noise_sd=noise_sd,
     )

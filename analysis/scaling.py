@@ -163,13 +163,13 @@ class PowerLawFit:
         params = {}
         for name in PARAMS:
             interval = None if name in self.fixed else self.interval(name)
-            params[name] = {
-                "estimate": number(self.params[name]),
-                "low": number(interval[0]) if interval else None,
-                "high": number(interval[1]) if interval else None,
-                "fixed": name in self.fixed,
-                "determined": bool(self.determined[name]),
-            }
+            params[name] = ParamRecord(
+                estimate=number(self.params[name]),
+                low=number(interval[0]) if interval else None,
+                high=number(interval[1]) if interval else None,
+                fixed=name in self.fixed,
+                determined=bool(self.determined[name]),
+            ).model_dump()
         return {"n_points": self.n_points, "loss": self.loss, "level": self.level, "params": params,
                 "rmse_log": number(self.rmse_log), "notes": list(self.notes)}
 
@@ -480,8 +480,8 @@ tests/analysis/test_scaling.py checks that the advice's command parses)."""
 NOISE_ADVICE = (f"`megadocs analysis fit INPUT {NOISE_SIGMA_FLAG} SD` (INPUT: the sweep YAML the report "
                 "was made from, or a table of losses; SD: the seed-to-seed std of one loss, e.g. the seed sd "
                 "a sweep with `noise: {repeats: N}` measured)")
-"""The command and flag that follow "give the loss noise" (the report, which has no such flag,
-prints the same note: the command it names fits the same certified losses)."""
+"""The command and flag that follow "give the loss noise" (the report prints the same note: the
+command it names fits the same certified losses, as ``analysis report --noise-sigma SD`` does)."""
 
 
 def _uncertainty(problem: _Problem, theta, residuals, *, n_boot, noise_sigma, level, seed):

@@ -9,20 +9,21 @@ from __future__ import annotations
 
 import argparse
 
+from gen.templates import DEFAULT_MAX_NEW_TOKENS
 from megadocs.cli import examples
 from megadocs.formats import ALGORITHMS, dumps_json
 
 __all__ = ["register"]
 
 
-def _add_generation_options(parser: argparse.ArgumentParser, *, default_tokens: str) -> None:
+def _add_generation_options(parser: argparse.ArgumentParser, *, kind: str) -> None:
     parser.add_argument("--generator", required=True, help="Hugging Face model directory")
     parser.add_argument("--out", required=True, help="pool directory (created; re-run to resume)")
     parser.add_argument("--engine", default="auto", choices=["auto", "vllm", "transformers"],
                         help="auto: vLLM when importable, else transformers (CPU fallback)")
     parser.add_argument("--temperature", type=float, default=1.0)
     parser.add_argument("--top-p", type=float, default=1.0)
-    parser.add_argument("--max-new-tokens", type=int, default=None, help=f"default {default_tokens}")
+    parser.add_argument("--max-new-tokens", type=int, default=None, help=f"default {DEFAULT_MAX_NEW_TOKENS[kind]}")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--shard", default=None, metavar="i/n", help="run only shard i of n")
     parser.add_argument("--num-shards", type=int, default=None,
@@ -53,8 +54,8 @@ def register(subparsers) -> None:
     )
     commands = parser.add_subparsers(dest="gen_command", metavar="{rephrase,thoughts,assemble,sample,diversity}")
 
-    for kind, tokens, text in (("rephrase", "1024", "G WRAP-style rephrases per document"),
-                               ("thoughts", "512", "G latent thoughts per document (G+1 pieces)")):
+    for kind, text in (("rephrase", "G WRAP-style rephrases per document"),
+                       ("thoughts", "G latent thoughts per document (G+1 pieces)")):
         sub = commands.add_parser(
             kind, help=text,
             description=f"{text}, written to a resumable pool of shards. Re-run the same command to resume "
@@ -74,7 +75,7 @@ def register(subparsers) -> None:
                          help="document source (token store: its train split)")
         sub.add_argument("--g", type=int, required=True, help="generations per document")
         sub.add_argument("--template", default=None, help="prompt template YAML (default: gen/prompts/)")
-        _add_generation_options(sub, default_tokens=tokens)
+        _add_generation_options(sub, kind=kind)
         sub.set_defaults(func=_generate, kind=kind)
 
     sub = commands.add_parser(
@@ -87,7 +88,7 @@ def register(subparsers) -> None:
         ),
     )
     sub.add_argument("--n-docs", type=int, required=True, help="number of samples")
-    _add_generation_options(sub, default_tokens="1024")
+    _add_generation_options(sub, kind="sample")
     sub.set_defaults(func=_generate, kind="sample", docs=None, g=1, template=None)
 
     sub = commands.add_parser(

@@ -186,10 +186,6 @@ class Engine(ABC):
         """The prompt text the engine feeds the model for ``messages`` (:func:`render_prompt`)."""
         return render_prompt(self.tokenizer, self.chat, messages)
 
-    def count_prompt_tokens(self, messages: list[dict]) -> int:
-        """Prompt length in tokens (:func:`count_prompt_tokens`)."""
-        return count_prompt_tokens(self.tokenizer, self.chat, messages)
-
     @abstractmethod
     def generate(self, requests: Sequence[Request], sampling: Sampling,
                  progress: Callable | None = None) -> list[list[Completion]]:

@@ -57,7 +57,7 @@ from gen.splits import (
     thought_window,
     token_starts,
 )
-from gen.templates import PromptTemplate, chat_template_for, load_template
+from gen.templates import DEFAULT_MAX_NEW_TOKENS, PromptTemplate, chat_template_for, load_template
 from megadocs import pools
 from megadocs.config import StrictModel, parse_config
 from megadocs.corpus import unique_documents
@@ -69,8 +69,6 @@ from megadocs.shards import DEFAULT_TIMEOUT_MIN, ShardedStep
 __all__ = ["GenerateOptions", "GeneratePool", "generate_pool", "sample_pool", "init_pool", "run_shards",
            "submit_shards", "engine_for", "request_seed", "generator_revision", "DEFAULT_MAX_NEW_TOKENS",
            "parse_shard", "chunk_docs_for", "prompt_budget"]
-
-DEFAULT_MAX_NEW_TOKENS = {"rephrase": 1024, "thoughts": 512, "sample": 1024}
 
 
 class GenerateOptions(StrictModel):
@@ -85,7 +83,7 @@ class GenerateOptions(StrictModel):
     engine: Literal["auto", "vllm", "transformers"] = "auto"
     temperature: float = Field(1.0, ge=0)
     top_p: float = Field(1.0, gt=0, le=1)
-    max_new_tokens: int | None = Field(None, ge=1, description="default 1024 rephrase, 512 thoughts")
+    max_new_tokens: int | None = Field(None, ge=1, description=f"default per kind: {DEFAULT_MAX_NEW_TOKENS}")
     seed: int = Field(0, ge=0)
     num_shards: int = Field(1, ge=1)
     shard: int | None = Field(None, ge=0, description="run only this shard (default: all)")
@@ -430,14 +428,16 @@ class _Prompter:
         return requests
 
 
-def _rows(options: GenerateOptions, manifest_fields: dict, doc, requests, completions) -> Iterator[pools.PoolRow]:
+def _rows(provenance: dict, doc, requests, completions) -> Iterator[pools.PoolRow]:
+    """The pool rows of one document: each completion of each request, numbered ``gen_index`` 0..G-1
+    in request order, with its request's split and truncation fields and the shard's ``provenance``."""
     gen_index = 0
     for (_request, fields), samples in zip(requests, completions):
         split = {key: fields.get(key) for key in ("split_index", "split_token", "split_char")}
         for sample in samples:
             yield pools.PoolRow(doc.doc_id, gen_index, sample.text, **split, finish_reason=sample.finish_reason,
                                 n_tokens=sample.n_tokens, prompt_truncated=fields.get("prompt_truncated"),
-                                extra={"request_seed": fields["request_seed"], **manifest_fields})
+                                extra={"request_seed": fields["request_seed"], **provenance})
             gen_index += 1
 
 
@@ -502,7 +502,7 @@ def _run_shard(options: GenerateOptions, manifest: pools.PoolManifest, template:
                 doc_completions = completions[position:position + len(doc_requests)]
                 position += len(doc_requests)
                 lines.extend(json.dumps(row.to_json(), ensure_ascii=False)
-                             for row in _rows(options, provenance, doc, doc_requests, doc_completions))
+                             for row in _rows(provenance, doc, doc_requests, doc_completions))
             with writing():
                 handle.write(("\n".join(lines) + "\n").encode())
                 handle.flush()

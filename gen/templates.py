@@ -24,7 +24,7 @@ import yaml
 from megadocs.errors import UserError
 
 __all__ = [
-    "PROMPTS_DIR", "DEFAULT_TEMPLATES", "FIELDS", "PromptTemplate", "ChatTemplateInfo",
+    "PROMPTS_DIR", "DEFAULT_TEMPLATES", "FIELDS", "DEFAULT_MAX_NEW_TOKENS", "PromptTemplate", "ChatTemplateInfo",
     "load_template", "chat_template_for",
 ]
 
@@ -33,6 +33,8 @@ PROMPTS_DIR = Path(__file__).resolve().parent / "prompts"
 DEFAULT_TEMPLATES = {"rephrase": "rephrase_wikipedia.yaml", "thoughts": "latent_thoughts.yaml"}
 # kind -> placeholders its template must contain
 FIELDS = {"rephrase": ("text",), "thoughts": ("prefix", "suffix")}
+DEFAULT_MAX_NEW_TOKENS = {"rephrase": 1024, "thoughts": 512, "sample": 1024}
+"""kind -> ``--max-new-tokens`` when not given (paper.md: 1024 for a rephrase, 512 for a thought)."""
 PLAIN_CHAT_TEMPLATE = PROMPTS_DIR / "plain_chat.jinja"
 
 

@@ -9,6 +9,7 @@ import pytest
 
 from analysis.efficiency import (
     DEFAULT_REFERENCE_LAW,
+    STATED_CAVEAT,
     Basis,
     ReferenceLaw,
     effective_data,
@@ -318,13 +319,17 @@ def test_cli_says_how_the_number_was_read_on_its_line(tmp_path, capsys):
         return out[at:at + 2]
 
     [inside, _] = lines("--loss", "3.41", "--baseline-loss", "3.5544")
-    assert inside.startswith("data efficiency: 1.48x  (stated: illustrative, from the paper's reference law")
+    caveat = STATED_CAVEAT  # the one wording, on the number's line only
+    assert inside.startswith(f"data efficiency: 1.48x  (stated; {caveat}; ")
+    assert main(["analysis", "efficiency", "--loss", "3.41", "--baseline-loss", "3.5544"]) == 0
+    out = capsys.readouterr().out
+    assert "effective data: " in out and out.count("illustrative") == 1  # the effective-data line repeated it
     edge, note = lines("--loss", "3.41", "--baseline-loss", "3.56", "--noise-sigma", "0.003")
-    assert edge.startswith("data efficiency: 1.50x  (at the edge: illustrative")
+    assert edge.startswith(f"data efficiency: 1.50x  (at the edge; {caveat}; ")
     assert note == ("  baseline loss 3.5600 lies 0.0056 above the calibration losses 3.344-3.5544 of the paper's "
                     "reference law: within seed noise (margin 0.0085)")
     closed, note = lines("--loss", "3.41", "--baseline-loss", "3.56")
-    assert closed.startswith("data efficiency: out of range  (illustrative") and "no seed-noise estimate" in note
+    assert closed.startswith(f"data efficiency: out of range  ({caveat}; ") and "no seed-noise estimate" in note
     demo, note = lines("--loss", "4.4387", "--baseline-loss", "4.9918")
     assert demo.startswith("data efficiency: out of range") and "4.9918 lies 1.4374 above" in note
     table = tmp_path / "baseline.csv"

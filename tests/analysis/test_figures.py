@@ -143,7 +143,7 @@ def test_uncertified_points_are_drawn_open():
 
 
 def test_iid_figure_reads_losses_as_data_efficiency_on_the_right():
-    from analysis.efficiency import efficiency_ratio, load_reference_law
+    from analysis.efficiency import STATED_CAVEAT, efficiency_ratio, load_reference_law
 
     records, summaries = synthetic.sweep(methods=("simple",), gs=(1, 2))
     cert = certifications_frame(summaries, runs_frame(records))
@@ -154,7 +154,7 @@ def test_iid_figure_reads_losses_as_data_efficiency_on_the_right():
     forward, _inverse = right[0]._functions
     assert float(forward(3.41)) == pytest.approx(efficiency_ratio(3.41, synthetic.BASELINE, alpha=0.235, E=1.92))
     caption = " ".join(text.get_text().replace("\n", " ") for text in fig.texts)
-    assert "illustrative" in right[0].get_ylabel() and "the paper's reference law, not fitted to these runs" in caption
+    assert f"efficiency axis: the paper's reference law, {STATED_CAVEAT}" in caption and "illustrative" not in right[0].get_ylabel()  # said once
     assert "outside" not in caption  # the toy sweep's losses lie in the law's calibrated range
     arxiv = plot_generation_scaling(generation_table(cert, law=law), val_set="arxiv", law=law)
     assert arxiv.axes[0].child_axes == []  # the law is a law of i.i.d. loss only

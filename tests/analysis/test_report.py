@@ -333,12 +333,39 @@ def test_efficiencies_of_the_papers_law_carry_a_short_basis_explained_once(ledge
     assert [row["efficiency_basis"] for row in rows] == [basis, basis]
     assert all(("efficiency" in row) == (basis != "out of range") for row in rows)  # no number out of range
     generation = _generation_text(text)
-    assert generation.count("illustrative") == 1 and "not fitted to this sweep's runs" in generation
+    from analysis.efficiency import STATED_CAVEAT
+
+    assert generation.count("illustrative") == 1 and STATED_CAVEAT in generation
     assert f"`{basis}`: " in generation and generation.count("`: ") == 1  # only the value its rows carry
     if noise_sd:
         assert f"by less than {2 * noise_sd * 2 ** 0.5:.4f} nats" in generation and f"sd {noise_sd:.4f}" in generation
     else:
         assert "no seed-noise estimate widens them" in generation
+
+
+def test_a_given_noise_sigma_is_the_reports_seed_noise(tmp_path):
+    """`analysis efficiency` took `--noise-sigma` but `analysis report` did not, so a reproduction
+    0.0056 above the paper's losses without repeats read `out of range` in the report and `at the edge`
+    from the CLI. The report now takes the same option: its margin, Findings and paragraph use it."""
+    from analysis.frame import VAL
+
+    records, summaries = synthetic.sweep(methods=("simple",), gs=(1, 2))
+    runs = runs_frame(records)
+    cert = certifications_frame(summaries, runs)
+    cert = cert.assign(loss=cert["loss"] + 0.0056, **{VAL + "iid": cert[VAL + "iid"] + 0.0056}, noise_sd=None)
+    text = render_report(runs, cert, summaries, tmp_path, noise_sd=0.003).read_text()
+    assert [row["efficiency_basis"] for row in _iid_rows(text)] == ["at the edge", "at the edge"]
+    assert "sd 0.0030 given with --noise-sigma" in _generation_text(text)
+    assert "seed noise sd 0.0030 nats (given with --noise-sigma)" in text.split("## Findings", 1)[1]
+
+
+def test_cli_report_takes_noise_sigma_as_efficiency_does(toy_sweep, tmp_path, capsys):
+    out = tmp_path / "report"
+    assert main(["analysis", "report", str(toy_sweep), "--out", str(out), "--noise-sigma", "0.003"]) == 0
+    assert "given with --noise-sigma" in (out / "report.md").read_text()
+    assert main(["analysis", "report", str(toy_sweep), "--out", str(tmp_path / "bad"), "--noise-sigma", "nan"]) == 2
+    assert capsys.readouterr().err.strip().startswith("error: --noise-sigma: need a finite seed-noise sd > 0")
+    assert not (tmp_path / "bad").exists()
 
 
 def test_a_row_below_a_stated_laws_asymptote_says_below_e_not_out_of_range(tmp_path):
