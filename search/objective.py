@@ -318,9 +318,8 @@ class TrainObjective:
         run = RunParams.split(params, TRAIN_AXES)
         config = copy.deepcopy(self.base)
         for axis, field in TRAIN_AXES.items():
-            if axis in run.point:
-                value = run.point[axis]
-                _set(config, field, int(round(value)) if axis in ("epochs", "synthetic_epochs") else value)
+            if axis in run.point:  # train validates each (an epochs value must be whole: never rounded here)
+                _set(config, field, run.point[axis])
         method = run.method
         if method == REAL:
             _set(config, "data.synthetic", None)
