@@ -519,14 +519,21 @@ class TransferSummary:
                 "summary": self.describe()}
 
 
+def _read_sources(sweep: Sweep, summaries: Iterable[CertificationSummary] | None,
+                  snapshot: LedgerSnapshot | None) -> tuple[LedgerSnapshot, dict[str, CertificationSummary]]:
+    """The ledger (read now unless given) and the certifications' summaries by name (computed from
+    it unless given): what an ensemble's or a transfer's summary reads of its source."""
+    snapshot = snapshot if snapshot is not None else read_snapshot(sweep)
+    return snapshot, {s.name: s for s in (summaries if summaries is not None else summarize(sweep, snapshot=snapshot))}
+
+
 def summarize_ensembles(sweep: Sweep, summaries: Iterable[CertificationSummary] | None = None, *,
                         snapshot: LedgerSnapshot | None = None) -> list[EnsembleSummary]:
     """One :class:`EnsembleSummary` per ensemble of the sweep (``summaries``: the certifications'
     :func:`summarize`, computed here when not given; ``snapshot``: the ledger already read)."""
     if not sweep.ensembles:
         return []
-    snapshot = snapshot if snapshot is not None else read_snapshot(sweep)
-    by_name = {s.name: s for s in (summaries if summaries is not None else summarize(sweep, snapshot=snapshot))}
+    snapshot, by_name = _read_sources(sweep, summaries, snapshot)
     found = []
     for ens in sweep.ensembles:
         source = by_name[ens.source]
@@ -575,8 +582,7 @@ def summarize_transfers(sweep: Sweep, summaries: Iterable[CertificationSummary] 
     ``waiting`` (it was reported finished with the old point's loss)."""
     if not sweep.transfers:
         return []
-    snapshot = snapshot if snapshot is not None else read_snapshot(sweep)
-    by_name = {s.name: s for s in (summaries if summaries is not None else summarize(sweep, snapshot=snapshot))}
+    snapshot, by_name = _read_sources(sweep, summaries, snapshot)
     found = []
     for transfer in sweep.transfers:
         source = by_name[transfer.source]
