@@ -33,7 +33,7 @@ from megadocs.formats import RunDir, RunMetrics, RunStatus
 from megadocs.provenance import read as read_provenance
 from megadocs.trust import UntrustedPath, require_inside
 from search.baselines import BASELINES, baseline_strategy
-from search.certify import Outcome
+from search.certify import Outcome, RunState
 from search.grid import Grid
 from search.ledger import (
     ATTR_ADOPTED_FROM,
@@ -538,9 +538,8 @@ class Progress:
         self._shown: tuple[int, int, str] | None = None
 
     def update(self, strategies: Mapping[str, Strategy], running: int) -> None:
-        finished = sum(
-            sum(o.state.value == "finished" for o in getattr(s, "outcomes", {}).values()) for s in strategies.values()
-        )
+        """Count the finished runs and say each strategy's state (called once per drive round)."""
+        finished = sum(o.state is RunState.FINISHED for s in strategies.values() for o in s.outcomes.values())
         if self.bar is not None:
             self.bar.update(max(0, finished - self.finished))
         self.finished = finished
