@@ -276,6 +276,7 @@ class Sweep(StrictModel):
         return resolve_storage_url(self.ledger, self.out_dir)
 
     def certification(self, name: str) -> CertificationConfig:
+        """The certification called ``name``; UserError naming the ones there are when none is."""
         for cert in self.certifications:
             if cert.name == name:
                 return cert
@@ -347,9 +348,11 @@ class Sweep(StrictModel):
         return [start] + [{**start, axis: value} for axis in grid.names for value in grid.extension_values(axis)]
 
     def seeds_neighbours(self, cert: CertificationConfig) -> bool:
+        """Whether ``cert`` runs its start's neighbours with its start (its own setting, else the sweep's)."""
         return self.seed_neighbours if cert.seed_neighbours is None else cert.seed_neighbours
 
     def noise_for(self, cert: CertificationConfig) -> Noise:
+        """``cert``'s seed-noise rule: its own ``noise``, else the sweep's, else one run per point."""
         chosen = cert.noise if cert.noise is not None else self.noise
         return chosen.rule() if chosen is not None else Noise()
 
@@ -391,6 +394,7 @@ def _check_member_epochs(sweep: Sweep, index: int) -> None:
 
 
 def _check_grid(grid: dict, where: str) -> None:
+    """A grid's axes (:meth:`Grid.from_mapping`: values, order) and its mixing fractions in [0, 1]."""
     Grid.from_mapping(grid, where)  # raises ValueError naming the axis
     if "mix" in grid and any(not 0 <= v <= 1 for v in grid["mix"]):
         raise ValueError(f"{where}.mix: {grid['mix']} has values outside [0, 1] (a mixing fraction)")
@@ -418,8 +422,9 @@ def load_sweep(path: str | os.PathLike) -> Sweep:
 
     Beyond the field types this checks: every certification's start lies on its grid and names
     exactly its axes, fixed values do not collide with axes, certification and ensemble names
-    are unique, warm starts and ensemble sources name earlier certifications, and (default
-    objective) axes are ones train understands and methods are known.
+    are unique, warm starts and ensemble sources name earlier certifications, every ensemble member
+    trains at least 1 epoch, and (default objective) axes are ones train understands, epochs values
+    whole numbers >= 1 as train counts them, and methods are known.
     """
     return load_config(path, Sweep)
 
@@ -440,6 +445,8 @@ def _check_extend(sweep: Sweep, cert: CertificationConfig, where: str) -> dict[s
 
 
 def _check_sweep(sweep: Sweep) -> None:
+    """Every cross-field check of :func:`load_sweep`'s docstring, in file order; raises ValueError
+    naming the field (pydantic and :func:`megadocs.config.load_config` make it one UserError line)."""
     _check_grid(sweep.grid, "grid")
     for axis in sweep.start:
         if axis not in sweep.grid:
@@ -518,6 +525,8 @@ def _check_sourced(entries, section: str, kind: str, names: list[str]) -> None:
 
 
 def _check_train_mapping(sweep: Sweep, cert: CertificationConfig, grid: dict, where: str) -> None:
+    """The default objective can build ``cert``'s runs on ``grid``: axes train knows (:data:`TRAIN_AXES`),
+    known fixed keys and method, a synthetic method's ``g`` and pool, and the synthetic-only rules."""
     for axis in grid:
         if axis not in TRAIN_AXES:
             raise ValueError(
