@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
-from collections.abc import Hashable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
@@ -282,6 +282,7 @@ class Strategy(ABC):
         return sum(o.state is RunState.RUNNING for o in self.outcomes.values())
 
     def budget_left(self) -> float:
+        """Runs it may still record within ``max_runs`` (inf without a budget; in-flight runs count)."""
         return math.inf if self.max_runs is None else max(0, self.max_runs - len(self.outcomes))
 
     def budget_spent(self) -> bool:
@@ -418,9 +419,9 @@ class CertifySearch(Strategy):
         max_runs: int | None = None,
         waits_for: str | None = None,
         fallback: Mapping[str, Any] | None = None,
-        on_start: Any = None,
+        on_start: Callable[[dict[str, Any]], None] | None = None,
         noise: Noise = Noise(),
-        on_extend: Any = None,
+        on_extend: Callable[[Extension], None] | None = None,
     ) -> None:
         super().__init__(name, max_runs=max_runs, waits_for=waits_for if start is None else None)
         self.grid = grid
@@ -526,13 +527,18 @@ class FixedPoints(Strategy):
     certification: ``make_points(certified_point)`` builds the list once it is certified."""
 
     def __init__(self, name: str, points: Sequence[Mapping[str, Any]] | None = None, *,
-                 waits_for: str | None = None, make_points: Any = None) -> None:
+                 waits_for: str | None = None,
+                 make_points: Callable[[dict[str, Any]], Sequence[Mapping[str, Any]]] | None = None) -> None:
         super().__init__(name, waits_for=waits_for if points is None else None)
         self.points = [dict(p) for p in points] if points is not None else None
         self.make_points = make_points
 
     def _source_done(self, certificate: Certificate | None) -> None:
-        self.points = [] if certificate is None else [dict(p) for p in self.make_points(certificate.point)]
+        if certificate is None:
+            self.points = []
+            return
+        assert self.make_points is not None, f"{self.name}: a waiting FixedPoints builds its points with make_points"
+        self.points = [dict(p) for p in self.make_points(certificate.point)]
 
     def _wanted(self, limit: int) -> list[dict[str, Any]]:
         return [] if self.points is None else [p for p in self.points if self.key(p) not in self.outcomes]
@@ -547,12 +553,16 @@ class FixedPoints(Strategy):
 
 @dataclass(frozen=True)
 class Request:
+    """A point a strategy (``task``: its name) wants run, handed to :meth:`Evaluator.submit`."""
+
     task: str
     point: dict[str, Any]
 
 
 @dataclass(frozen=True)
 class Result:
+    """A requested point's outcome, returned by :meth:`Evaluator.wait` (FINISHED or FAILED)."""
+
     task: str
     point: dict[str, Any]
     outcome: Outcome
@@ -599,6 +609,8 @@ class Evaluator(ABC):
 
 @dataclass
 class DriveStats:
+    """What one :func:`drive` did: runs dispatched, waits, and every result in arrival order."""
+
     dispatched: int = 0
     rounds: int = 0  # calls to Evaluator.wait
     results: list[Result] = field(default_factory=list)
