@@ -43,7 +43,7 @@ __all__ = [
     "Older", "Record", "RECORDS", "FormatBreak", "version", "is_older", "upgrade", "older",
     "RUN_METRICS", "BENCHMARK_SCORE", "ENSEMBLE_REPORT", "JOB_RESULT", "BOUND", "RUN_REVISION",
     "SYNTHETIC_IDENTITY", "POOL_TOKENS", "CHECKPOINT", "TOKEN_STORE", "POOL_MANIFEST", "POOL_FINGERPRINT", "LEDGER_GRID_PARAMS",
-    "RUN_RECORD",
+    "RUN_RECORD", "CONTROLLER_HOLDER",
 ]
 
 
@@ -216,10 +216,16 @@ def _record_entries(data: Any) -> list[Any]:
     return entries if isinstance(entries, list) else []
 
 
+def _of_kind(data: Any, kind: str) -> list[Mapping[str, Any]]:
+    return [e for e in _record_entries(data) if isinstance(e, Mapping) and e.get("kind") == kind]
+
+
 def _run_record_version(data: Any) -> int:
-    """Version 1: a process entry without a heartbeat key (recorded before heartbeats)."""
-    processes = [e for e in _record_entries(data) if isinstance(e, Mapping) and e.get("kind") == "process"]
-    return 1 if any("heartbeat" not in entry for entry in processes) else 2
+    """Version 1: a process entry without a heartbeat key (recorded before heartbeats); 2: a local
+    array without its host (recorded before local arrays said where their pids are)."""
+    if any("heartbeat" not in entry for entry in _of_kind(data, "process")):
+        return 1
+    return 2 if any("host" not in entry for entry in _of_kind(data, "local")) else 3
 
 
 def _run_record_1_to_2(data: Mapping[str, Any]) -> dict[str, Any]:
@@ -230,6 +236,32 @@ def _run_record_1_to_2(data: Mapping[str, Any]) -> dict[str, Any]:
                if isinstance(entry, Mapping) and entry.get("kind") == "process" else entry
                for entry in _record_entries(data)]
     return {**data, "submissions": entries}
+
+
+def _run_record_2_to_3(data: Mapping[str, Any]) -> dict[str, Any]:
+    """A local array without host, boot, pid namespace and heartbeat: all unknown (null); its
+    pids are asked here, as they were when written."""
+    entries = [{**dict.fromkeys(("host", *_PROCESS_PLACE)), **entry}
+               if isinstance(entry, Mapping) and entry.get("kind") == "local" else entry
+               for entry in _record_entries(data)]
+    return {**data, "submissions": entries}
+
+
+# --- the controller lock's holder (ledger: study `{sweep}#controller`, attribute `holder`) -----
+
+CONTROLLER_HOLDER = "controller-holder"
+_HOLDER_PLACE = ("started", "boot", "pidns")
+
+
+def _holder_version(data: Any) -> int:
+    """Version 1: a holder without its kernel boot and pid namespace (recorded by host and pid)."""
+    return 1 if isinstance(data, Mapping) and not {"boot", "pidns"} <= data.keys() else 2
+
+
+def _holder_1_to_2(data: Mapping[str, Any]) -> dict[str, Any]:
+    """Boot, pid namespace (and a start time, where absent) unknown (null): a holder of this host
+    is asked through /proc, one elsewhere by its heartbeat, as when it was written."""
+    return {**dict.fromkeys(_HOLDER_PLACE), **data}
 
 
 # --- formats that carry a `format` field ---------------------------------------------------
@@ -328,14 +360,29 @@ RECORDS: dict[str, Record] = {
                      how="if its pool is unchanged, adopt it with `megadocs train --reidentify {out}`, else "
                          "use another --out"))),
     RUN_RECORD: Record(
-        where="FOLDER/submitit/submissions.json: submissions", reader="megadocs.executors:_read_submissions",
-        current=2, detect=_run_record_version,
+        where="FOLDER/submitit/submissions.json: submissions", reader="megadocs.run_record:_read_submissions",
+        current=3, detect=_run_record_version,
         example={"submissions": [{"kind": "process", "host": "node7", "pid": 41, "started": 9, "boot": "b",
                                   "pidns": 4026531836, "heartbeat": 1764940000.0},
-                                 {"kind": "slurm", "job_ids": ["42_0"]}]},
+                                 {"kind": "local", "job_ids": ["43"], "host": "node7", "boot": "b",
+                                  "pidns": 4026531836, "heartbeat": 1764940000.0},
+                                 {"kind": "slurm", "job_ids": ["42_0"], "host": None, "boot": None, "pidns": None,
+                                  "heartbeat": None}]},
         older=(Older(1, "records of runs before heartbeats (836bb66): a process by host, pid and start time",
                      example={"submissions": [{"kind": "process", "host": "node7", "pid": 41, "started": 9}]},
-                     upgrade=_run_record_1_to_2),)),
+                     upgrade=_run_record_1_to_2),
+               Older(2, "records of runs before local arrays named their place (until 1f4b3dd): a local "
+                        "array by its pids only", example={"submissions": [{"kind": "local", "job_ids": ["43"]}]},
+                     upgrade=_run_record_2_to_3))),
+    CONTROLLER_HOLDER: Record(
+        where="ledger: study {sweep}#controller: holder", reader="search.ledger:_holder_alive", current=2,
+        detect=_holder_version,
+        example={"host": "node7", "pid": 41, "since": "2026-12-05T13:00:00+00:00", "heartbeat": 1764940000.0,
+                 "token": "0123abcd", "started": 9, "boot": "b", "pidns": 4026531836},
+        older=(Older(1, "holders before boot ids and pid namespaces (until 024d525): host, pid, start time",
+                     example={"host": "node7", "pid": 41, "since": "2026-12-05T13:00:00+00:00",
+                              "heartbeat": 1764940000.0, "token": "0123abcd", "started": 9},
+                     upgrade=_holder_1_to_2),)),
     POOL_TOKENS: _format_field("megadocs.pool-tokens", "TOKENS/manifest.json", "train.pool_tokens:require_pool_tokens",
                                2, "daa745a until f337c94: latent documents tokenized in pieces",
                                "run `megadocs data tokenize-pool` again"),

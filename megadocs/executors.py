@@ -6,8 +6,8 @@ controller submitted), nothing else.
   and ignores the terminal's Ctrl-C, which only the controller sees: it then stops its jobs
   (:meth:`Executor.on_interrupt`: SIGTERM, a train run saves a checkpoint and exits). Jobs outlive
   a controller that is killed (SIGKILL, SIGTERM, a crash) and are re-attached by pid + submitit folder.
-  The shard arrays of ``gen`` and ``tokenize-pool`` (:func:`run_job_array`) leave Ctrl-C to their
-  tasks, which stop themselves on it.
+  The shard arrays of ``gen`` and ``tokenize-pool`` (:func:`megadocs.job_arrays.run_job_array`)
+  leave Ctrl-C to their tasks, which stop themselves on it.
 - ``debug``: in-process, run when first polled (tests, breakpoints); nothing survives a restart.
 - ``slurm``: submitit's AutoExecutor from a profile file (docs/architecture.md "SLURM profile");
   a batch is one job array; timeouts/preemptions requeue the Checkpointable run
@@ -21,71 +21,47 @@ followed); anything else raises :class:`megadocs.trust.UntrustedPath` before a b
 
 from __future__ import annotations
 
-import contextlib
-import json
 import math
 import os
 import signal
-import socket
-import sys
-import threading
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from pydantic import Field
 
-from megadocs import compat
-from megadocs.config import StrictModel, load_config, parse_config
-from megadocs.errors import UserError
-from megadocs.procs import (
-    boot_id,
-    child_pids,
-    child_process_settings,
-    exclusive_lock,
-    job_thread_environment,
-    pid_alive,
-    pid_namespace,
-    process_start,
-)
+from megadocs.config import StrictModel, load_config
+from megadocs.procs import child_pids, child_process_settings, job_thread_environment, pid_alive
 from megadocs.trust import require_inside
 
-__all__ = ["JobState", "Poll", "Executor", "SlurmProfile", "make_executor", "load_profile", "check_executor",
-           "check_array_executor", "run_job_array", "ArrayProgress", "in_queue", "SUBMISSIONS", "ArraySubmission",
-           "ProcessRun", "Liveness", "RecordedProcess", "recorded_process", "live_runs", "unchecked_note", "HEARTBEAT_S",
-           "STALE_S"]
+__all__ = ["ExecutorKind", "ArrayKind", "ARRAY_KINDS", "DEFAULT_TIMEOUT_MIN", "ExecutorConfig", "JobState", "Poll", "Executor", "SlurmProfile", "LocalExecutor", "SlurmExecutor",
+           "InProcessExecutor", "make_executor", "load_profile", "check_executor", "in_queue"]
 
+ExecutorKind = Literal["local", "debug", "slurm"]
+"""local: processes on this machine; debug: in-process (tests, breakpoints); slurm: a cluster."""
+ArrayKind = Literal["local", "slurm"]
+"""The executors that run a job array's tasks in processes of their own (``--executor`` of ``gen``
+and ``tokenize-pool``; :mod:`megadocs.job_arrays`)."""
+ARRAY_KINDS: tuple[ArrayKind, ...] = get_args(ArrayKind)
+DEFAULT_TIMEOUT_MIN = 7 * 24 * 60
+"""A local job's wall-clock limit (submitit's local default of 2 minutes is too short)."""
 LOST_GRACE_S = 10.0
 """A job that ended without a result file gets this long for the file to appear (slow NFS); a local
 job whose result is written gets this long to exit before it stops counting as running."""
 STOP_POLL_S = 0.2
 """Seconds between checks while local jobs stop (:meth:`LocalExecutor.on_interrupt`)."""
-ARRAY_POLL_S = {"local": 1.0, "slurm": 10.0}
-"""Seconds between polls of a job array's tasks (:func:`run_job_array`)."""
-ARRAY_PROGRESS_S = 60.0
-"""At most one line per this many seconds for a job array's successes (:class:`ArrayProgress`)."""
-ARRAY_PROGRESS_STEPS = 10
-"""...and one each time another tenth of the array has ended, whichever comes first."""
-SUBMISSIONS = "submissions.json"
-"""A job array folder's record of the arrays submitted into it (:class:`ArraySubmission`) and of
-the processes running the step in-process (:class:`ProcessRun`), so that a later command can ask
-whether they still run (:func:`live_runs`)."""
-HEARTBEAT_S = 60.0
-"""How often a process in a folder's record of runs says it still runs (:class:`RecordedProcess`)."""
-STALE_S = 600.0
-"""A process recorded elsewhere (another host, kernel boot or pid namespace: not asked from here)
-whose heartbeat is older than this is presumed ended, and said so (:class:`Liveness`): ten missed
-heartbeats, so that a slow shared file system or clocks some minutes apart do not end a live one."""
 QUEUE_CHECK_S = 30.0
 """How often a job that accounting shows queued (or does not know) is looked up in SLURM's queue."""
 
 
 class ExecutorConfig(StrictModel):
-    kind: Literal["local", "debug", "slurm"] = "local"
+    """A sweep's ``executor:`` section (:func:`make_executor` builds it)."""
+
+    kind: ExecutorKind = "local"
     """local: processes on this machine; debug: in-process (tests, breakpoints); slurm: a cluster."""
     max_parallel: int = Field(2, ge=1)
     """Most runs in flight at once (for slurm also the job array's parallelism cap)."""
@@ -95,11 +71,13 @@ class ExecutorConfig(StrictModel):
     """Infrastructure failures (job lost, node died, OOM, exception) retried this many times."""
     poll_s: float = Field(1.0, gt=0)
     """Seconds between job polls."""
-    timeout_min: float = Field(7 * 24 * 60, gt=0)
+    timeout_min: float = Field(DEFAULT_TIMEOUT_MIN, gt=0)
     """local only: wall-clock limit of one run (submitit's local default of 2 minutes is too short)."""
 
 
 class JobState(str, Enum):
+    """A job as :meth:`Executor.poll` sees it."""
+
     RUNNING = "running"  # queued or running
     DONE = "done"  # returned a value
     FAILED = "failed"  # raised (traceback in the job's stderr)
@@ -108,6 +86,8 @@ class JobState(str, Enum):
 
 @dataclass(frozen=True)
 class Poll:
+    """A poll's answer: the state, the job's return value (DONE), or why it failed or was lost."""
+
     state: JobState
     value: Any = None
     reason: str | None = None
@@ -192,6 +172,11 @@ class Executor(ABC):
 
 
 class _Submitit(Executor):
+    """An executor through submitit: jobs by id, this process's own or re-attached from an earlier
+    one's id and folder (:meth:`_job`); a job has ended once its result file is there or its
+    backend says it no longer runs. Subclasses say how a job is re-attached (:meth:`_reattach`)
+    and whether it still runs (:meth:`_running`)."""
+
     def __init__(self, executor: Any, kind: str, folder: Path) -> None:
         self._executor = executor
         self.kind = kind
@@ -488,7 +473,7 @@ class InProcessExecutor(Executor):
         return [job_id for job_id, _ in jobs]
 
 
-def make_executor(config: Any, folder: Path, name: str = "megadocs", *, create: bool = True,
+def make_executor(config: ExecutorConfig, folder: Path, name: str = "megadocs", *, create: bool = True,
                   ctrl_c_to_jobs: bool = False) -> Executor:
     """Build the executor of a sweep's ``executor:`` section (:class:`ExecutorConfig`); readers
     (``create=False``) only look at jobs and create no folder. ``ctrl_c_to_jobs``: see
@@ -503,475 +488,17 @@ def make_executor(config: Any, folder: Path, name: str = "megadocs", *, create: 
     return SlurmExecutor(folder, profile, config.max_parallel, name)
 
 
-def check_executor(config: Any) -> SlurmProfile | None:
+def check_executor(config: ExecutorConfig) -> SlurmProfile | None:
     """The SLURM profile of an ``executor:`` section (None for local/debug), loaded so that a
     missing or bad one is refused (one UserError line) before a command creates anything."""
     return load_profile(config.profile) if config.kind == "slurm" else None
 
 
 def _last_error_line(text: str) -> str:
-    """The exception line of a job's traceback (its last non-empty line)."""
-    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
-    return lines[-1] if lines else text.splitlines()[0]
+    r"""The exception line of a job's traceback (its last non-empty line).
 
-
-def check_array_executor(kind: str, profile: str | None) -> None:
-    """Refuse a job-array executor choice before anything is written (one UserError line)."""
-    from megadocs.errors import UserError
-
-    if kind not in ("local", "slurm"):
-        raise UserError(f"--executor: expected local or slurm, got {kind!r}")
-    if kind == "slurm" and not profile:
-        raise UserError("--profile: required with --executor slurm (e.g. slurm/profiles/local.yaml)")
-
-
-class ArrayProgress:
-    """Which task ends of a job array the submitter says (one line each, on stderr).
-
-    A pool's array at the paper's size has hundreds of shard tasks ending over hours; a line per
-    task buries the one that matters. So: every failure at once (the user may act on it while the
-    rest run); a success only when ``every_s`` seconds passed since the last line or another
-    ``1/steps`` of the array ended since (at most ``steps`` + one per ``every_s`` lines for
-    successes); the last task's end always, with the count. Pure: ``clock`` is injectable.
-
-    >>> progress = ArrayProgress(256, clock=lambda: 0.0)  # the clock stands still: no time-based lines
-    >>> lines = [line for i in range(256) if (line := progress.ended(f"shard {i}", str(i), ok=i != 3))]
-    >>> len(lines), lines[0], lines[-1]
-    (11, 'shard 3 (job 3) FAILED (named at the end); 4 of 256 task(s) ended', 'shard 255 (job 255) done; 256 of 256 task(s) ended')
+    >>> _last_error_line("Traceback (most recent call last):\n  x()\nValueError: bad\n\n"), _last_error_line("")
+    ('ValueError: bad', '')
     """
-
-    def __init__(self, total: int, *, every_s: float = ARRAY_PROGRESS_S, steps: int = ARRAY_PROGRESS_STEPS,
-                 clock: Callable[[], float] = time.monotonic) -> None:
-        self.total, self.every_s, self.clock = total, every_s, clock
-        self.step = max(1, math.ceil(total / steps))  # tasks per line-worthy tenth
-        self.count = 0
-        self.said_count, self.said_at = 0, clock()
-
-    def ended(self, label: str, job_id: str, *, ok: bool, cause: str | None = None) -> str | None:
-        """The line for this task's end, or None when it is a success not worth a line yet. A
-        failure's ``cause`` is said in its line (a full disk, which the final line says without
-        naming tasks); without one, the failure is named at the end (with the others)."""
-        self.count += 1
-        now = self.clock()
-        due = (not ok or self.count == self.total or self.count - self.said_count >= self.step
-               or now - self.said_at >= self.every_s)
-        if not due:
-            return None
-        self.said_count, self.said_at = self.count, now
-        outcome = "done" if ok else f"FAILED ({cause or 'named at the end'})"
-        return f"{label} (job {job_id}) {outcome}; {self.count} of {self.total} task(s) ended"
-
-
-class ArraySubmission(StrictModel):
-    """One job array submitted into a folder (an entry of :data:`SUBMISSIONS`)."""
-
-    kind: Literal["local", "slurm"]
-    job_ids: list[str]
-    """submitit's ids: a local task's is its process id, a SLURM array task's ``ARRAY_INDEX``."""
-
-    def describe(self) -> str:
-        return f"{self.kind} task(s) {_first(self.job_ids)}"
-
-    def cancel_command(self) -> str:
-        """The command that cancels these tasks: SLURM's ``scancel`` (each array once); a local
-        task's Ctrl-C (SIGINT: a shard task stops itself on it, and submitit's task process ignores
-        SIGTERM).
-
-        >>> ArraySubmission(kind="slurm", job_ids=["41_0", "41_1", "42"]).cancel_command()
-        'scancel 41 42'
-        """
-        if self.kind == "slurm":
-            return "scancel " + " ".join(dict.fromkeys(job_id.split("_")[0] for job_id in self.job_ids))
-        return "kill -INT " + " ".join(self.job_ids)
-
-
-class Liveness(str, Enum):
-    """What a folder's record can tell of a recorded process (:meth:`ProcessRun.liveness`)."""
-
-    ALIVE = "alive"
-    """Asked here (this host, kernel boot and pid namespace): it runs."""
-    ENDED = "ended"
-    """Asked here: it is gone, or its pid now names another process."""
-    UNCHECKED = "unchecked"
-    """Elsewhere (another host, boot or pid namespace: its pid names nothing here) with a heartbeat
-    younger than :data:`STALE_S`, or recorded before heartbeats: counted as going."""
-    PRESUMED_ENDED = "presumed ended"
-    """Elsewhere, its last heartbeat older than :data:`STALE_S`: not counted, and said so. (One that
-    only hung that long and then writes is still refused at its first write if its settings were
-    replaced meanwhile: ``megadocs.shards.ShardedStep.check_settings``.)"""
-
-
-class ProcessRun(StrictModel):
-    """A run working in the folder in its own process (``megadocs gen ...`` without ``--executor``,
-    ``data tokenize-pool``, a submitter until its job array is recorded), recorded while it runs
-    (:func:`recorded_process`). Its pid and start time name one process
-    (:func:`megadocs.procs.process_start`: a pid reused since is another process) within one host,
-    kernel boot and pid namespace; a process anywhere else cannot be asked from here, so it says
-    it runs with a heartbeat instead (:meth:`liveness`)."""
-
-    kind: Literal["process"] = "process"
-    host: str
-    pid: int
-    started: int | None
-    """Clock ticks since its host's boot; None where /proc did not say."""
-    boot: str | None = None
-    """Its kernel's boot id (:func:`megadocs.procs.boot_id`): another machine of the same hostname,
-    or this one before a reboot. None where unknown or recorded before (megadocs.compat "run-record")."""
-    pidns: int | None = None
-    """Its pid namespace (:func:`megadocs.procs.pid_namespace`): another container of this
-    hostname. None as ``boot``."""
-    heartbeat: float | None = None
-    """When it last said it runs (Unix time, its host's clock), refreshed every :data:`HEARTBEAT_S`
-    while it does. None as ``boot``."""
-
-    @classmethod
-    def this(cls) -> ProcessRun:
-        pid = os.getpid()
-        return cls(host=socket.gethostname(), pid=pid, started=process_start(pid), boot=boot_id(),
-                   pidns=pid_namespace(), heartbeat=time.time())
-
-    def same_process(self, other: ProcessRun) -> bool:
-        """Whether both name one process (its heartbeats aside)."""
-        return self.model_dump(exclude={"heartbeat"}) == other.model_dump(exclude={"heartbeat"})
-
-    def here(self) -> bool:
-        """Whether its pid can be asked here: this host, kernel boot and pid namespace (the last
-        two where recorded)."""
-        return (self.host == socket.gethostname() and self.boot in (None, boot_id())
-                and self.pidns in (None, pid_namespace()))
-
-    def silent_s(self, now: float) -> float | None:
-        """Seconds since its last heartbeat (0 for one ahead of this host's clock); None without one."""
-        return None if self.heartbeat is None else max(0.0, now - self.heartbeat)
-
-    def liveness(self, now: float) -> Liveness:
-        """Asked through /proc here; elsewhere, read off its heartbeat's age (``now``: Unix time).
-
-        >>> entry = ProcessRun(host="node7.example", pid=41, started=9, heartbeat=1000.0)
-        >>> entry.liveness(now=1000.0 + 60), entry.liveness(now=1000.0 + STALE_S + 1)
-        (<Liveness.UNCHECKED: 'unchecked'>, <Liveness.PRESUMED_ENDED: 'presumed ended'>)
-        """
-        if self.here():
-            alive = pid_alive(self.pid) and self.started in (None, process_start(self.pid))
-            return Liveness.ALIVE if alive else Liveness.ENDED
-        silent = self.silent_s(now)
-        return Liveness.PRESUMED_ENDED if silent is not None and silent > STALE_S else Liveness.UNCHECKED
-
-    def where(self) -> str:
-        """Where it runs, seen from here (for a line)."""
-        if self.host != socket.gethostname():
-            return f"on host {self.host}"
-        if self.boot not in (None, boot_id()):
-            return f"on another machine named {self.host}, or before this one's reboot"
-        return "in another pid namespace on this host (a container)"
-
-    def describe(self, now: float | None = None) -> str:
-        """
-        >>> ProcessRun(host="node7.example", pid=41, started=9, heartbeat=1000.0).describe(now=1042.0)
-        'process 41 on host node7.example (its last heartbeat 42 s ago; not checked from here)'
-        """
-        if self.here():
-            return f"process {self.pid}"
-        silent = self.silent_s(time.time() if now is None else now)
-        heard = "recorded without a heartbeat" if silent is None else f"its last heartbeat {_duration(silent)} ago"
-        return f"process {self.pid} {self.where()} ({heard}; not checked from here)"
-
-    def cancel_command(self) -> str:
-        return f"kill -INT {self.pid}" if self.here() else f"{self.where()}: kill -INT {self.pid}"
-
-
-Entry = ArraySubmission | ProcessRun
-"""An entry of a folder's record of runs (:data:`SUBMISSIONS`)."""
-
-
-class _Submissions(StrictModel):
-    submissions: list[Entry] = []  # told apart by ``kind``
-
-
-def _duration(seconds: float) -> str:
-    """A duration for a line.
-
-    >>> _duration(42.4), _duration(840), _duration(3 * 3600 + 360)
-    ('42 s', '14 min', '3.1 h')
-    """
-    if seconds < 120:
-        return f"{seconds:.0f} s"
-    return f"{seconds / 60:.0f} min" if seconds < 7200 else f"{seconds / 3600:.1f} h"
-
-
-def _array_executor(kind: str, folder: Path) -> _Submitit:
-    """An executor that only looks at the jobs in ``folder`` (no profile: nothing is submitted)."""
-    if kind == "local":
-        return LocalExecutor(folder, timeout_min=1, max_parallel=1)  # (the limit of jobs it never submits)
-    return SlurmExecutor(folder, SlurmProfile(), 1)
-
-
-def _read_submissions(folder: Path) -> list[Entry]:
-    """``folder``'s record (empty where there is none yet); one written before heartbeats reads
-    with ``boot``, ``pidns`` and ``heartbeat`` unknown (megadocs.compat "run-record").
-
-    Raises:
-        UserError: the record is not JSON or not a record of runs (a hand edit gone wrong),
-            naming the file and what is wrong.
-    """
-    path = folder / SUBMISSIONS
-    try:
-        text = path.read_text()
-    except FileNotFoundError:
-        return []
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise UserError(f"{path}: not JSON ({exc.msg}, line {exc.lineno}): fix it, or remove it once no run of "
-                        "this folder is going") from None
-    return parse_config(compat.upgrade(compat.RUN_RECORD, data), _Submissions, source=str(path)).submissions
-
-
-def _without(record: list[Entry], process: ProcessRun) -> list[Entry]:
-    return [entry for entry in record if not (isinstance(entry, ProcessRun) and entry.same_process(process))]
-
-
-@contextlib.contextmanager
-def _editing_record(folder: Path, *, prune: bool = True) -> Iterator[list[Entry]]:
-    """``folder``'s record to change in place, under its lock (processes and submitters of one
-    folder edit it at once), written back after. ``prune``: entries that ended are dropped first:
-    array tasks that wrote their result (a file check each, no question to SLURM), processes of
-    this host that are gone (killed without cleaning up after themselves), and, saying so on
-    stderr, processes elsewhere whose heartbeat is older than :data:`STALE_S` (presumed ended)."""
-    from megadocs.formats import write_json
-
-    folder.mkdir(parents=True, exist_ok=True)
-    with exclusive_lock(folder / (SUBMISSIONS + ".lock")):
-        kept = _read_submissions(folder)
-        if prune:
-            kept = _pruned(folder, kept)
-        yield kept
-        write_json(folder / SUBMISSIONS, _Submissions(submissions=kept).model_dump())
-
-
-def _pruned(folder: Path, record: list[Entry]) -> list[Entry]:
-    """``record`` without what has ended (:func:`_editing_record`)."""
-    now, kept = time.time(), []
-    for earlier in record:
-        if isinstance(earlier, ProcessRun):
-            state = earlier.liveness(now)
-            if state is Liveness.PRESUMED_ENDED:
-                print(f"{folder / SUBMISSIONS}: {earlier.describe(now)}: presumed ended, its heartbeat being over "
-                      f"{_duration(STALE_S)} old; its entry is dropped", file=sys.stderr, flush=True)
-            if state in (Liveness.ALIVE, Liveness.UNCHECKED):
-                kept.append(earlier)
-            continue
-        looker = _array_executor(earlier.kind, folder)
-        ids_left = [job_id for job_id in earlier.job_ids if not looker.has_result(job_id)]
-        if ids_left:
-            kept.append(ArraySubmission(kind=earlier.kind, job_ids=ids_left))
-    return kept
-
-
-def _record_submission(folder: Path, array: ArraySubmission) -> None:
-    """Add this array to ``folder``'s record."""
-    with _editing_record(folder) as record:
-        record.append(array)
-
-
-class RecordedProcess:
-    """This process's entry in a folder's record while :func:`recorded_process` holds it.
-
-    A daemon thread refreshes its heartbeat every :data:`HEARTBEAT_S`: once a minute, not per row;
-    a file lock and a rewrite of the record, whose other entries it leaves as they are (under 1 KB
-    per process, about 14 bytes per recorded array task: 1.4 ms with a 1,000-task array recorded,
-    docs/architecture.md). A heartbeat that cannot be written (a full disk, a record broken by
-    hand) is skipped: the run's own writes say the error, and the entry ages until a check
-    elsewhere presumes it ended."""
-
-    def __init__(self, folder: Path, entry: ProcessRun) -> None:
-        self.folder, self.entry = folder, entry
-        self.handed_over = False
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._beat, name="megadocs-heartbeat", daemon=True)
-
-    def _beat(self) -> None:
-        while not self._stop.wait(HEARTBEAT_S):
-            with contextlib.suppress(OSError, UserError), _editing_record(self.folder, prune=False) as record:
-                # (put back if a check elsewhere dropped it as presumed ended: this process runs)
-                record[:] = [*_without(record, self.entry), self.entry.model_copy(update={"heartbeat": time.time()})]
-
-    def start_beating(self) -> None:
-        self._thread.start()
-
-    def stop_beating(self) -> None:
-        self._stop.set()
-        if self._thread.is_alive():
-            self._thread.join()
-
-    def hand_over(self, array: ArraySubmission) -> None:
-        """The job array this process submitted takes its entry's place, in one edit: a re-run
-        with other settings sees the one or the other, never neither."""
-        self.stop_beating()
-        with _editing_record(self.folder) as record:
-            record[:] = [*_without(record, self.entry), array]
-        self.handed_over = True
-
-
-@contextlib.contextmanager
-def recorded_process(folder: str | Path) -> Iterator[RecordedProcess]:
-    """This process recorded in ``folder``'s record while the block runs, its heartbeat refreshed
-    (:class:`RecordedProcess`), removed when the block ends (returns, raises, Ctrl-C) unless it
-    was handed over to a job array (:meth:`RecordedProcess.hand_over`). A process killed outright
-    is dropped by the next edit of the record (on this host: its pid is gone; elsewhere: its
-    heartbeat stopped :data:`STALE_S` ago) and not counted as live meanwhile (on this host).
-    A file lock and a small JSON rewrite each way, and one a minute while it runs.
-
-    Raises:
-        OSError: the record could not be written at the start (a full disk: nothing ran yet). At
-            the end it is not raised: the block's own error (often the same full disk) is the one
-            to say, and the entry left names a process about to end, which no check counts as
-            live once it has (on this host) or once its heartbeat is old (elsewhere).
-    """
-    folder = Path(folder)
-    recorded = RecordedProcess(folder, ProcessRun.this())
-    with _editing_record(folder) as record:
-        record.append(recorded.entry)
-    recorded.start_beating()
-    try:
-        yield recorded
-    finally:
-        recorded.stop_beating()
-        if not recorded.handed_over:
-            with contextlib.suppress(OSError), _editing_record(folder) as record:
-                record[:] = _without(record, recorded.entry)
-
-
-def live_runs(folder: str | Path) -> list[Entry]:
-    """What ``folder``'s record holds that may still write into the step's folder, other than this
-    process: array tasks still queued or running (asked through the executors' own
-    :meth:`Executor.alive`: a local task's process, a SLURM job's state), one entry per kind, and
-    other processes (:class:`ProcessRun`: alive on this host; elsewhere, with a heartbeat younger
-    than :data:`STALE_S`). Empty when none is. Drops what has ended from the record on the way,
-    saying on stderr which entries it presumed ended (:func:`_editing_record`). Costs a file check
-    per recorded task and, for SLURM tasks without a result, one accounting query (and a queue
-    look-up per queued task); a /proc read per process.
-
-    Raises:
-        UntrustedPath: the record names a job whose files lie outside ``folder``.
-    """
-    folder, me = Path(folder), ProcessRun.this()
-    if not (folder / SUBMISSIONS).is_file():
-        return []
-    live: dict[str, list[str]] = {}
-    processes: list[ProcessRun] = []
-    with _editing_record(folder) as record:
-        for entry in record:
-            if isinstance(entry, ProcessRun):
-                if not entry.same_process(me):
-                    processes.append(entry)
-                continue
-            looker = _array_executor(entry.kind, folder)
-            live.setdefault(entry.kind, []).extend(job_id for job_id in entry.job_ids if looker.alive(job_id))
-    return [*(ArraySubmission(kind=kind, job_ids=ids) for kind, ids in live.items() if ids), *processes]
-
-
-def unchecked_note(runs: Sequence[Entry], folder: str | Path) -> str:
-    """The end of a refusal that names processes not checked from here: when one counts as ended."""
-    elsewhere = [run for run in runs if isinstance(run, ProcessRun) and not run.here()]
-    if any(run.heartbeat is None for run in elsewhere):
-        return f"; a run recorded without a heartbeat that has ended: remove its entry from {Path(folder) / SUBMISSIONS}"
-    if elsewhere:
-        return f"; one not checked from here counts as ended once its heartbeat is {_duration(STALE_S)} old"
-    return ""
-
-
-def _first(ids: list[str], shown: int = 8) -> str:
-    """Ids for one line: a pool's array has hundreds of tasks.
-
-    >>> _first([str(i) for i in range(10)], shown=3)
-    '0, 1, 2 and 7 more'
-    """
-    return ", ".join(ids[:shown]) + (f" and {len(ids) - shown} more" if len(ids) > shown else "")
-
-
-def run_job_array(tasks: Sequence[Callable[[], Any]], labels: Sequence[str], *, kind: str,
-                  profile: str | None, folder: Path, timeout_min: float = 7 * 24 * 60,
-                  name: str = "megadocs", lost_reason: Callable[[Any], Exception | None] | None = None,
-                  submitter: RecordedProcess | None = None) -> list[Any]:
-    """Submit ``tasks`` as one job array (``local`` or ``slurm``), wait for all, return their values.
-
-    For the steps that run on a pool's shards (generation, the tokenize step): each task is
-    idempotent and resumable on its own, so re-running after a failure redoes only what is missing.
-
-    Ctrl-C: local tasks get it too and stop themselves; SLURM tasks still queued or running are
-    cancelled (one ``scancel``), so that the re-run, which resumes every shard from what is on disk,
-    never has two jobs writing the same shard.
-
-    A task that returns a :class:`megadocs.errors.DiskFull` (its full disk, in one line) failed.
-    ``lost_reason(task)``, for a task that ended without a result, may name why: a ``DiskFull``
-    counts as the task's full disk (``megadocs.shards.ShardTask.lost_to_full_disk``).
-
-    ``submitter``: this process's entry in ``folder``'s record (from the manifest's check until
-    now), which the array's entry replaces in one edit once it is submitted.
-
-    Raises:
-        UserError: a bad executor/profile.
-        WorkFailed: tasks that failed, were cancelled or killed (named by ``labels``, with logs).
-        DiskFull: every task that failed met a full disk (the first one's line).
-        KeyboardInterrupt: Ctrl-C, saying which SLURM tasks it cancelled.
-    """
-    import sys
-
-    from megadocs.errors import DiskFull, WorkFailed
-
-    check_array_executor(kind, profile)
-    if not tasks:
-        return []
-    config = ExecutorConfig(kind=kind, profile=profile, max_parallel=max(1, len(tasks)), timeout_min=timeout_min)
-    jobs = make_executor(config, folder, name, ctrl_c_to_jobs=True)  # each shard task stops itself on Ctrl-C
-    ids = jobs.submit(tasks)
-    pending = dict(zip(ids, labels))
-    task_of = dict(zip(ids, tasks))
-    progress = ArrayProgress(len(ids))
-    values: dict[str, Any] = {}
-    failures, full = [], []  # full: the DiskFull values tasks returned (megadocs.shards.ShardTask)
-    try:  # from here a Ctrl-C cancels what was submitted (below)
-        array = ArraySubmission(kind=kind, job_ids=list(ids))  # a re-run with other settings refuses while they run
-        if submitter is not None:
-            submitter.hand_over(array)
-        else:
-            _record_submission(folder, array)
-        print(f"submitted {len(ids)} shard task(s) to {kind}: {', '.join(ids)} (logs: {folder})", file=sys.stderr)
-        while pending:
-            time.sleep(ARRAY_POLL_S[kind])
-            for job_id, label in list(pending.items()):
-                poll = jobs.poll(job_id)
-                if poll.state == JobState.RUNNING:
-                    continue
-                del pending[job_id]
-                if poll.state == JobState.LOST and lost_reason is not None:
-                    reason = lost_reason(task_of[job_id])
-                    if isinstance(reason, DiskFull):  # no room for its result: its value, as if returned
-                        poll = Poll(JobState.DONE, reason)
-                cause = None
-                if poll.state == JobState.DONE and isinstance(poll.value, DiskFull):
-                    full.append(poll.value)
-                    failures.append(f"{label} (job {job_id}): {poll.value}")
-                    cause = poll.value.cause  # the end's line is the full disk's, naming no task
-                elif poll.state == JobState.DONE:
-                    values[job_id] = poll.value
-                else:
-                    failures.append(f"{label} (job {job_id}): {poll.reason}")
-                # the tasks' own progress is in their logs, and a pool's array runs for hours
-                # with nothing else on the submitter's terminal: failures at once, successes throttled
-                line = progress.ended(label, job_id, ok=job_id in values, cause=cause)
-                if line:
-                    print(line, file=sys.stderr, flush=True)
-    except KeyboardInterrupt:
-        if jobs.stops_on_interrupt or not pending:  # local tasks had the Ctrl-C too
-            raise
-        assert isinstance(jobs, SlurmExecutor), jobs  # the one executor whose jobs outlive the submitter
-        jobs.cancel(list(pending))
-        raise KeyboardInterrupt(f"cancelled {len(pending)} {kind} task(s) ({', '.join(pending)}); finished "
-                                "shards are kept: re-run the same command to resume") from None
-    if failures and len(full) == len(failures):  # a full disk, as in-process: its one line, exit 4
-        raise full[0]
-    if failures:
-        raise WorkFailed(f"{len(failures)} task(s) failed; re-run to resume them: " + "; ".join(failures))
-    return [values[job_id] for job_id in ids]
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return lines[-1] if lines else ""

@@ -389,10 +389,11 @@ def dumps_json(data: Any, *, indent: int | None = 2, sort_keys: bool = False) ->
     return json.dumps(data, indent=indent, allow_nan=False, sort_keys=sort_keys)
 
 
-def _fsync_dir(directory: Path) -> None:
-    """Make a rename in ``directory`` durable (a no-op where directories cannot be opened)."""
+def _fsync(path: str | Path) -> None:
+    """fsync a file, or a directory to make a rename in it durable (a no-op where it cannot be
+    opened: some file systems refuse to open directories)."""
     with contextlib.suppress(OSError):
-        fd = os.open(directory, os.O_RDONLY)
+        fd = os.open(path, os.O_RDONLY)
         try:
             os.fsync(fd)
         finally:
@@ -419,7 +420,7 @@ def atomic_file(path: str | Path, mode: str = "w") -> Iterator[IO]:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    _fsync_dir(path.parent)
+    _fsync(path.parent)
 
 
 def write_atomic(path: str | Path, data: str | bytes) -> None:
@@ -442,15 +443,11 @@ def write_json(path: str | Path, data: Any, *, indent: int | None = 2, sort_keys
 
 
 def _fsync_tree(root: Path) -> None:
+    """Every file and folder under ``root``, ``root`` included."""
     for directory, _, files in os.walk(root):
         for name in files:
-            with contextlib.suppress(OSError):
-                fd = os.open(os.path.join(directory, name), os.O_RDONLY)
-                try:
-                    os.fsync(fd)
-                finally:
-                    os.close(fd)
-        _fsync_dir(Path(directory))
+            _fsync(os.path.join(directory, name))
+        _fsync(directory)
 
 
 def replace_dir(tmp: str | Path, final: str | Path, *, remove_existing: bool = True) -> None:
@@ -462,4 +459,4 @@ def replace_dir(tmp: str | Path, final: str | Path, *, remove_existing: bool = T
     if remove_existing:
         shutil.rmtree(final, ignore_errors=True)
     os.replace(tmp, final)
-    _fsync_dir(final.parent)
+    _fsync(final.parent)

@@ -1,19 +1,26 @@
-"""Process-level helpers: liveness (every lock and leftover-cleanup), entry points' environment, the
-one policy for how many threads a job gets (:func:`job_thread_environment`), which process of a
-multi-process run this is, and the reaper that kills an engine's processes when their owner dies
-(:func:`start_reaper`). Torch-free: every sweep job asks, most never need torch."""
+"""Process-level helpers: liveness (every lock and leftover-cleanup; :class:`PidPlace`, where a
+recorded pid can be asked), entry points' environment, the one policy for how many threads a job
+gets (:func:`job_thread_environment`), which process of a multi-process run this is, and the
+reaper that kills an engine's processes when their owner dies (:func:`start_reaper`). Torch-free:
+every sweep job asks, most never need torch."""
 
 from __future__ import annotations
 
 import os
 import signal
+import socket
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["pid_alive", "process_start", "boot_id", "pid_namespace", "exclusive_lock", "child_pids", "start_reaper", "stop_reaper", "apply_environment_defaults", "available_cores", "threads_per_job",
-           "job_thread_environment", "child_process_settings", "world_from_env", "THREAD_VARIABLES"]
+__all__ = ["pid_alive", "process_start", "process_running", "boot_id", "pid_namespace", "PidPlace", "exclusive_lock",
+           "child_pids", "start_reaper", "stop_reaper", "apply_environment_defaults", "available_cores",
+           "threads_per_job", "job_thread_environment", "child_process_settings", "world_from_env",
+           "THREAD_VARIABLES"]
 
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS")
 """What sets a job's intra-op threads: PyTorch's CPU kernels (OpenMP, MKL) read these at start."""
@@ -63,6 +70,55 @@ def pid_namespace() -> int | None:
         return os.stat("/proc/self/ns/pid").st_ino
     except OSError:
         return None
+
+
+def process_running(pid: int, started: int | None) -> bool:
+    """Whether the process recorded as ``pid``, started at ``started`` (:func:`process_start`; None:
+    not recorded), still runs on this host: its pid is alive and, where both start times are
+    known, it is the process recorded, not another that took the pid since. Meaningful only for a
+    pid recorded where :meth:`PidPlace.askable` holds."""
+    if not pid_alive(pid):
+        return False
+    now = process_start(pid)
+    return started is None or now is None or now == started
+
+
+@dataclass(frozen=True)
+class PidPlace:
+    """Where a recorded pid names a process: its host, kernel boot (:func:`boot_id`) and pid
+    namespace (:func:`pid_namespace`). The one rule for whether such a pid can be asked through
+    /proc from here (:meth:`askable`); a process anywhere else can only say it runs itself (a
+    heartbeat, each recorder with its own periods). Records written before boot and namespace were
+    recorded have them None: taken as this boot and namespace, as when they were written.
+
+    >>> PidPlace("node7.example", "b", 1).askable(), PidPlace.current().askable()
+    (False, True)
+    """
+
+    host: str
+    boot: str | None = None
+    pidns: int | None = None
+
+    @classmethod
+    def current(cls) -> PidPlace:
+        """This process's place."""
+        return cls(socket.gethostname(), boot_id(), pid_namespace())
+
+    def askable(self) -> bool:
+        """Whether a pid recorded there names a process here: this host, this kernel boot (not
+        another machine of the same name, nor this one before a reboot) and this pid namespace
+        (not another container of this hostname), the last two where recorded."""
+        here = PidPlace.current()
+        return self.host == here.host and self.boot in (None, here.boot) and self.pidns in (None, here.pidns)
+
+    def where(self) -> str:
+        """Where it is, seen from here, for a line (of a place that is not :meth:`askable`)."""
+        here = PidPlace.current()
+        if self.host != here.host:
+            return f"on host {self.host}"
+        if self.boot not in (None, here.boot):
+            return f"on another machine named {self.host}, or before this one's reboot"
+        return "in another pid namespace on this host (a container)"
 
 
 @contextmanager
@@ -174,11 +230,8 @@ def world_from_env(env: Mapping[str, str] | None = None) -> tuple[int, int, int]
 # interpreter per reaper (about 10 MB).
 
 
-def start_reaper(pids: list[int]):
+def start_reaper(pids: list[int]) -> subprocess.Popen | None:
     """Start a reaper for ``pids`` (their processes as they are now); None when there are none."""
-    import subprocess
-    import sys
-
     starts = {pid: process_start(pid) for pid in pids}
     named = [f"{pid}:{start}" for pid, start in starts.items() if start is not None]
     if not named:
@@ -187,7 +240,7 @@ def start_reaper(pids: list[int]):
                             start_new_session=True)
 
 
-def stop_reaper(reaper) -> None:
+def stop_reaper(reaper: subprocess.Popen | None) -> None:
     """The owner closed what the reaper guards: tell it so (a byte before EOF) and let it exit."""
     if reaper is None:
         return
@@ -200,8 +253,6 @@ def stop_reaper(reaper) -> None:
 
 
 def _reap(named: list[str]) -> None:
-    import sys
-
     if sys.stdin.buffer.read():  # the owner closed them itself
         return
     for item in named:
@@ -214,7 +265,5 @@ def _reap(named: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    import sys
-
     _reap(sys.argv[1:])
 

@@ -20,13 +20,16 @@ process prepared (:meth:`ShardedStep.writing`), and an array task never prepares
 the manifest its submission prepared (:meth:`ShardedStep.run`). A late writer of replaced settings
 stops in one line and writes nothing; a replacement can only see outputs already flushed. So that
 such a writer rarely spends compute first, the replacement is refused while one may still run: the
-folder's record of runs (``FOLDER/submitit/submissions.json``, ``megadocs.executors``) holds each
-job array submitted into it, each process running the step in-process (while it runs) and each
-submitter (until its array's entry replaces its own), and :func:`megadocs.executors.live_runs`
-says which still live (a process elsewhere: by its heartbeat). The same settings are never refused. :meth:`ShardedStep.run` runs shards in
-this process; :meth:`ShardedStep.submit` freezes the to-do list and submits one job-array task per
-shard (``megadocs.executors``: submitit's local executor or SLURM), each task requeued after a
-timeout or preemption and resuming its shard. submitit is imported only by ``submit``.
+folder's record of runs (``FOLDER/submitit/submissions.json``, :mod:`megadocs.run_record`) holds
+each job array submitted into it, each process running the step in-process (while it runs) and
+each submitter (until its array's entry replaces its own), and
+:func:`megadocs.run_record.live_runs` says which still live (one elsewhere: by its heartbeat). The
+same settings are never refused.
+
+:meth:`ShardedStep.run` runs shards in this process; :meth:`ShardedStep.submit` freezes the to-do
+list and submits one job-array task per shard (:mod:`megadocs.job_arrays`: submitit's local
+executor or SLURM), each task requeued after a timeout or preemption and resuming its shard.
+submitit is imported only by ``submit``.
 
 Example:
     >>> class Count(ShardedStep):
@@ -54,22 +57,22 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from megadocs.errors import DISK_FULL_ERRNOS, DiskFull, UserError, disk_full_message
+from megadocs.executors import DEFAULT_TIMEOUT_MIN
 from megadocs.formats import MANIFEST, write_json
+from megadocs.job_arrays import check_array_executor, run_job_array
 from megadocs.pools import done_path, shard_stem
 from megadocs.procs import exclusive_lock
-
-if TYPE_CHECKING:
-    from megadocs.executors import RecordedProcess
+from megadocs.run_record import RecordedProcess, live_runs, recorded_process, unchecked_note
 
 __all__ = ["ShardedStep", "ShardTask", "manifest_lock", "LOCK", "DEFAULT_TIMEOUT_MIN"]
 
 LOCK = ".manifest.lock"
 JOBS = "submitit"
 """The job array's folder inside the step's: submitit's logs and results, the tasks' reserves, and
-the record of the runs in the folder (``megadocs.executors.SUBMISSIONS``: arrays and processes)."""
+the record of the runs in the folder (``megadocs.run_record.SUBMISSIONS``: arrays and processes)."""
 RESERVE_BYTES = 64 * 1024
 """Disk an array task holds back while it runs and gives back when its disk fills, so that its
 one-line error still reaches the submitter: submitit's result file and the task's log need room
@@ -79,8 +82,6 @@ NO_ROOM = {errno.ENOSPC: ".no-room", errno.EDQUOT: ".no-quota"}
 start, by the error the reserve met (:data:`megadocs.errors.DISK_FULL_ERRNOS`): a full file system,
 or a used-up quota."""
 assert set(NO_ROOM) == set(DISK_FULL_ERRNOS), NO_ROOM
-DEFAULT_TIMEOUT_MIN = 7 * 24 * 60
-"""A local job array's wall-clock limit (submitit's local default of 2 minutes is too short)."""
 
 
 def manifest_lock(folder: str | Path) -> contextlib.AbstractContextManager[None]:
@@ -165,7 +166,7 @@ class ShardedStep(ABC):
         ``complete: false`` and ``created``, saying on stderr which settings it replaced. Under
         the manifest lock, where a run in this process (:meth:`run`) or a submitter
         (:meth:`submit`) is also recorded in the folder's record of runs
-        (``megadocs.executors.recorded_process``) until it ends or its array is recorded.
+        (:func:`megadocs.run_record.recorded_process`) until it ends or its array is recorded.
 
         Raises:
             UserError: other settings while another run in this folder may still write into it
@@ -191,8 +192,6 @@ class ShardedStep(ABC):
                             "created": datetime.now(timezone.utc).isoformat(timespec="seconds")}
                 write_json(self.manifest_path, manifest)
             if self._recording is not None:  # with the manifest: a later run sees both or neither
-                from megadocs.executors import recorded_process
-
                 self._recorded = self._recording.enter_context(recorded_process(self.folder / JOBS))
         if replaced is not None:
             old, new = self.settings(replaced), self.settings(manifest)
@@ -207,8 +206,6 @@ class ShardedStep(ABC):
         this folder (``megadocs gen`` without ``--executor`` in another terminal). Each would be
         refused at its first write (:meth:`check_settings`) after spending its compute, e.g.
         loading a generator and generating a chunk."""
-        from megadocs.executors import live_runs, unchecked_note
-
         live = live_runs(self.folder / JOBS)
         if live:
             runs = "; ".join(run.describe() for run in live)
@@ -295,11 +292,12 @@ class ShardedStep(ABC):
         """Every not-done shard as one job array (``local`` or ``slurm``); waits, returns the manifest.
 
         Raises:
-            UserError: a bad executor or profile (before anything is written), or tasks that
-                failed (named, with their logs; re-running resumes them).
+            UserError: a bad executor or profile (before anything is written), or other settings
+                while another run may still write into the folder (:meth:`init_manifest`).
+            WorkFailed: tasks that failed, were cancelled or killed (named, with their logs;
+                re-running resumes them).
+            DiskFull: every task that failed met a full disk (one line).
         """
-        from megadocs.executors import check_array_executor, run_job_array
-
         check_array_executor(executor, profile)
         # prepared before any task starts (tasks never race to create the manifest); this process
         # is recorded from its manifest's check until its array's entry replaces it, so that a run

@@ -20,7 +20,7 @@ Layout (docs/architecture.md, "Search ledger"):
   trial's value is the loss (+inf for a diverged run); COMPLETE = evaluated,
   FAIL = infrastructure failure after all retries, RUNNING = dispatched.
 - Study ``{sweep}#controller`` exists while a controller holds the sweep; its attributes name
-  the holder (host, pid, since, heartbeat).
+  the holder (host, kernel boot, pid namespace, pid, start time, since, heartbeat).
 
 Runs never write to the ledger; only the controller does (jobs write their run directory), so
 SQLite on a local disk is safe and a journal file works on NFS.
@@ -42,7 +42,6 @@ import gc
 import logging
 import math
 import os
-import socket
 import time
 import uuid
 from collections.abc import Iterable, Mapping
@@ -52,9 +51,10 @@ from datetime import datetime, timezone
 from enum import Enum
 from typing import TYPE_CHECKING, Any
 
+from megadocs import compat
 from megadocs.errors import UserError
 from megadocs.formats import METHODS, RunMetrics, RunStatus
-from megadocs.procs import pid_alive, process_start
+from megadocs.procs import PidPlace, process_running, process_start
 from megadocs.trust import redact_url
 from search.certify import Extension, Outcome
 from search.grid import Grid
@@ -594,7 +594,8 @@ class Ledger:
         """Hold the sweep for this process; refuse (ControllerBusy) while a live holder has it.
 
         The lock is a study whose creation is atomic in every Optuna storage. A holder is dead
-        when its pid is gone on this host, or its heartbeat is older than STALE_AFTER_S.
+        when its pid is gone (asked where its pid can be: this host, boot and pid namespace), or
+        elsewhere when its heartbeat is older than STALE_AFTER_S (:func:`_holder_alive`).
         """
         token = self._acquire()
         try:
@@ -615,8 +616,9 @@ class Ledger:
         import optuna
 
         token = uuid.uuid4().hex
-        holder = {"host": socket.gethostname(), "pid": os.getpid(), "since": _now(), "heartbeat": time.time(),
-                  "token": token, "started": process_start(os.getpid())}
+        place = PidPlace.current()
+        holder = {"host": place.host, "pid": os.getpid(), "since": _now(), "heartbeat": time.time(),
+                  "token": token, "started": process_start(os.getpid()), "boot": place.boot, "pidns": place.pidns}
         try:
             candidate = self.storage.create_new_study([optuna.study.StudyDirection.MINIMIZE],
                                                       f"{self._lock_name}#{token}")
@@ -802,14 +804,17 @@ def _gc_paused():
 
 
 def _holder_alive(holder: Mapping[str, Any]) -> bool:
-    """Same host: its process still exists (same pid and start time, so a reused pid does not
-    count; a controller busy with a long in-process run stays alive without heartbeats).
-    Another host: it beat within STALE_AFTER_S."""
-    if holder.get("host") == socket.gethostname():
-        pid = int(holder["pid"])
-        started = holder.get("started")
-        return pid_alive(pid) and (started is None or process_start(pid) in (None, started))
-    return time.time() - float(holder.get("heartbeat", 0)) <= STALE_AFTER_S
+    """A holder whose pid can be asked here (this host, kernel boot and pid namespace:
+    :class:`megadocs.procs.PidPlace`): its process still exists (same pid and start time, so a
+    reused pid does not count; a controller busy with a long in-process run stays alive without
+    heartbeats). Elsewhere (another host, machine of this name, container): it beat within
+    STALE_AFTER_S. (Heartbeats every 10 s, stale after 2 min: a waiting controller should take
+    over a dead one's sweep soon, and a beat is one small ledger write from the controller's own
+    loop; a sharded step's record of runs beats a shared file under a lock, hence once a minute.)"""
+    holder = compat.upgrade(compat.CONTROLLER_HOLDER, holder)
+    if PidPlace(str(holder["host"]), holder["boot"], holder["pidns"]).askable():
+        return process_running(int(holder["pid"]), holder["started"])
+    return time.time() - float(holder["heartbeat"]) <= STALE_AFTER_S
 
 
 def read_snapshot(sweep: Sweep) -> LedgerSnapshot:

@@ -247,10 +247,10 @@ def test_a_job_array_task_that_starts_on_a_full_disk_reads_as_a_full_disk(small_
     """No room for the task's reserve, so none for its result either: the submitter says the
     full disk (or the used-up quota: the reserve's error) in one line naming the folder (exit 4, a
     full disk's), not "ended without a result", and the task's progress line names it too."""
-    from megadocs import executors
+    from megadocs import executors, job_arrays
 
     monkeypatch.setattr(executors, "LOST_GRACE_S", 0.0)  # (no result file will come: the test's time)
-    monkeypatch.setitem(executors.ARRAY_POLL_S, "slurm", 1.0)
+    monkeypatch.setitem(job_arrays.ARRAY_POLL_S, "slurm", 1.0)
     step = FillsOnStart(small_filesystem / "out", 1, name="fill")
     step.code = code
     profile = "slurm/profiles/local.yaml" if executor == "slurm" else None

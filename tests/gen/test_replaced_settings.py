@@ -23,10 +23,10 @@ import pytest
 import yaml
 
 from gen.generate import GenerateOptions, GeneratePool, generate_pool, submit_shards
-from megadocs import executors
+from megadocs import executors, job_arrays
 from megadocs.errors import UserError, WorkFailed
-from megadocs.executors import SUBMISSIONS, live_runs
 from megadocs.pools import rows_path
+from megadocs.run_record import SUBMISSIONS, live_runs
 from megadocs.shards import JOBS, LOCK, ShardTask
 from tests.gen.conftest import lock_waiters, read_rows, wait_for, write_docs
 
@@ -96,7 +96,7 @@ def _state(pid: int) -> str:
 
 
 def _recorded_pids(pool: Path) -> list[int]:
-    """The processes the pool's record of runs holds (megadocs.executors.ProcessRun entries)."""
+    """The processes the pool's record of runs holds (megadocs.run_record.ProcessRun entries)."""
     import json
 
     record = pool / JOBS / SUBMISSIONS
@@ -234,7 +234,7 @@ def test_a_rerun_is_refused_while_a_slurm_job_of_the_earlier_submission_is_queue
     """The real local cluster: the first submission's job waits in the queue (``--begin`` an hour
     on: it never starts here); `scancel JOBID` ends it."""
     monkeypatch.setattr(executors, "LOST_GRACE_S", 0.0)
-    monkeypatch.setitem(executors.ARRAY_POLL_S, "slurm", 0.5)
+    monkeypatch.setitem(job_arrays.ARRAY_POLL_S, "slurm", 0.5)
     monkeypatch.setattr(executors, "QUEUE_CHECK_S", 0.0)
     later = _later_profile(tmp_path)
     pool = tmp_path / "pool"
@@ -254,12 +254,12 @@ def test_a_rerun_is_refused_while_a_slurm_job_of_the_earlier_submission_is_queue
 
 SUBMITTER = """
 import os, signal, sys
-from megadocs import executors
-real_make_executor = executors.make_executor
+from megadocs import job_arrays
+real_make_executor = job_arrays.make_executor
 def held(*args, **kwargs):  # the test's hold (not a stand-in): manifest written, array not submitted yet
     os.kill(os.getpid(), signal.SIGSTOP)
     return real_make_executor(*args, **kwargs)
-executors.make_executor = held
+job_arrays.make_executor = held
 from megadocs.cli import main
 sys.exit(main(sys.argv[1:]))
 """

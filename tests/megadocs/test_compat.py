@@ -22,6 +22,7 @@ from megadocs.fingerprint import FINGERPRINT_PREFIX, LEGACY_PREFIX
 from megadocs.formats import BenchmarkScore, RunMetrics
 from megadocs.pools import POOL_FORMAT
 from search.grid import Bound, Side
+from search.ledger import _holder_alive
 from search.objective import FailureKind, JobFailure
 from train import checkpoint, pool_tokens
 from train.ensemble_report import EnsembleReport
@@ -51,7 +52,7 @@ def _fingerprint(value: str) -> str:
 
 
 def _run_record(tmp_path: Path, data: dict) -> list[dict]:
-    from megadocs.executors import SUBMISSIONS, _read_submissions
+    from megadocs.run_record import SUBMISSIONS, _read_submissions
 
     folder = tmp_path / f"jobs{len(list(tmp_path.iterdir()))}"
     folder.mkdir()
@@ -77,6 +78,7 @@ def readers(tmp_path: Path) -> dict:
         compat.POOL_FINGERPRINT: _fingerprint,
         compat.LEDGER_GRID_PARAMS: json_to_distribution,
         compat.RUN_RECORD: lambda data: _run_record(tmp_path, data),
+        compat.CONTROLLER_HOLDER: _holder_alive,
     }
 
 

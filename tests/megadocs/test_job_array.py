@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 
 from megadocs.errors import UserError, WorkFailed
-from megadocs.executors import ARRAY_PROGRESS_STEPS, ArrayProgress, run_job_array
+from megadocs.job_arrays import ARRAY_PROGRESS_STEPS, ArrayProgress, run_job_array
 
 
 def test_a_many_task_array_says_every_failure_a_tenth_of_successes_and_the_final_count(tmp_path, capfd):

@@ -1,5 +1,5 @@
 """The record of the runs in a sharded step's folder (``FOLDER/submitit/submissions.json``) for runs
-in their own process (``megadocs.executors.ProcessRun``): held while the run goes, its heartbeat
+in their own process (``megadocs.run_record.ProcessRun``): held while the run goes, its heartbeat
 refreshed, gone when it ends however it ends, and what a replacement of the settings makes of an
 entry it cannot check (another host, another boot of a machine of this name, another pid namespace
 on this host: counted while its heartbeat is fresh, presumed ended and said so once it is old;
@@ -19,10 +19,10 @@ from pathlib import Path
 
 import pytest
 
-from megadocs import executors
+from megadocs import run_record
 from megadocs.errors import UserError
-from megadocs.executors import STALE_S, SUBMISSIONS, ProcessRun, live_runs, recorded_process
 from megadocs.procs import process_start
+from megadocs.run_record import STALE_S, SUBMISSIONS, ProcessRun, live_runs, recorded_process
 from megadocs.shards import JOBS, ShardedStep
 from tests.waiting import wait_for
 
@@ -123,7 +123,7 @@ def test_a_process_elsewhere_counts_while_it_beats_and_is_presumed_ended_once_si
 
 
 def test_a_running_process_refreshes_its_heartbeat_and_puts_back_its_entry(tmp_path, monkeypatch):
-    monkeypatch.setattr(executors, "HEARTBEAT_S", 0.02)
+    monkeypatch.setattr(run_record, "HEARTBEAT_S", 0.02)
     with recorded_process(tmp_path):
         (first,) = json.loads((tmp_path / SUBMISSIONS).read_text())["submissions"]
         wait_for(lambda: _heartbeats(tmp_path) and _heartbeats(tmp_path)[0] > first["heartbeat"], 60,
@@ -139,7 +139,7 @@ def _heartbeats(folder: Path) -> list[float]:
 
 CONTAINED = """
 import sys
-from megadocs.executors import recorded_process
+from megadocs.run_record import recorded_process
 with recorded_process(sys.argv[1]):
     print("recorded", flush=True)
     sys.stdin.read()
@@ -201,3 +201,77 @@ def test_a_record_broken_by_hand_is_one_line_naming_it(tmp_path, text, names):
     assert line.startswith(f"{tmp_path / JOBS / SUBMISSIONS}: ") and names in line and "\n" not in line, line
     assert json.loads((tmp_path / "manifest.json").read_text())["seed"] == 1
     assert (tmp_path / JOBS / SUBMISSIONS).read_text() == text
+
+
+SUBMITS_IN_A_CONTAINER = """
+import functools, subprocess, sys
+from pathlib import Path
+from megadocs.job_arrays import run_job_array
+task = functools.partial(subprocess.run, ["sh", "-c", f"while [ ! -e {sys.argv[2]} ]; do sleep 0.1; done"])
+run_job_array([task], ["shard 0"], kind="local", profile=None, folder=Path(sys.argv[1]))
+"""
+
+
+def test_a_local_array_submitted_in_another_pid_namespace_of_this_host_is_not_taken_for_pids_here(tmp_path):
+    """A local job array's ids are its tasks' pids as its submitter saw them: submitted in a
+    container of this host (a real pid namespace, ``unshare --pid``), they name nothing here, or
+    another process. The array is not counted as ended (which would let a run with other settings
+    replace them while the task still writes): it counts by its heartbeat, and the line says
+    where it runs. Once its task wrote its result, it is dropped."""
+    folder, go = tmp_path / JOBS, tmp_path / "go"
+    command = ["unshare", "--pid", "--fork", "--mount-proc", sys.executable, "-c", SUBMITS_IN_A_CONTAINER, str(folder),
+               str(go)]
+    contained = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                 env={**os.environ, "PYTHONPATH": str(ROOT)})
+    try:
+        wait_for(lambda: contained.poll() is not None or [e for e in _entries(tmp_path) if e["kind"] == "local"], 120,
+                 "the contained submitter's array", interval_s=0.1)
+        if contained.poll() is not None:
+            pytest.skip(f"no pid namespace can be made here (needs root): {contained.stderr.read()[-300:]}")
+        (array,) = live_runs(folder)
+        assert array.kind == "local" and "in another pid namespace on this host (a container)" in array.describe()
+    finally:
+        go.touch()
+        contained.communicate(timeout=120)
+    assert contained.returncode == 0, contained.stderr
+    assert live_runs(folder) == []
+
+
+def test_a_local_array_on_another_host_counts_while_its_submitter_beats(tmp_path, capfd):
+    """Fresh heartbeat: counted, named with its host and how to stop it there. Older than
+    STALE_S: presumed ended, said on stderr, dropped."""
+    array = {"kind": "local", "job_ids": ["4242"], "host": "node7.elsewhere.example", "boot": "b", "pidns": 1}
+    _record(tmp_path, {**array, "heartbeat": time.time() - 60})
+    (live,) = live_runs(tmp_path / JOBS)
+    assert live.describe() == ("local task(s) 4242 on host node7.elsewhere.example (its last heartbeat 60 s ago; "
+                               "not checked from here)")
+    assert live.cancel_command() == "on host node7.elsewhere.example: kill -INT 4242"
+    _record(tmp_path, {**array, "heartbeat": time.time() - STALE_S - 60})
+    assert live_runs(tmp_path / JOBS) == [] and _entries(tmp_path) == []
+    assert "local task(s) 4242 on host node7.elsewhere.example (its last heartbeat 11 min ago" in capfd.readouterr().err
+
+
+def test_a_submitter_beats_for_its_local_array_while_it_waits(tmp_path, monkeypatch):
+    """The array's entry (its place and heartbeat) replaces the submitter's, and its heartbeat is
+    refreshed until the tasks end; afterwards the entry is dropped (its task wrote its result)."""
+    import functools
+    import threading
+
+    from megadocs.job_arrays import run_job_array
+
+    monkeypatch.setattr(run_record, "HEARTBEAT_S", 0.05)
+    go = tmp_path / "go"
+    task = functools.partial(subprocess.run, ["sh", "-c", f"while [ ! -e {go} ]; do sleep 0.1; done"])
+    waiting = threading.Thread(target=run_job_array, args=([task], ["shard 0"]),
+                               kwargs={"kind": "local", "profile": None, "folder": tmp_path / JOBS})
+    waiting.start()
+    try:
+        wait_for(lambda: [e for e in _entries(tmp_path) if e["kind"] == "local"], 120, "the array's entry",
+                 interval_s=0.05)
+        (first,) = _entries(tmp_path)
+        assert first["host"] == ProcessRun.this().host and first["pidns"] == ProcessRun.this().pidns
+        wait_for(lambda: _entries(tmp_path)[0]["heartbeat"] > first["heartbeat"], 60, "a heartbeat", interval_s=0.05)
+    finally:
+        go.touch()
+        waiting.join(120)
+    assert live_runs(tmp_path / JOBS) == []

@@ -198,6 +198,44 @@ def test_busy_holder_stays_alive_and_silent_remote_holder_dies(make_sweep):
             assert other.holder()["host"] == os.uname().nodename
 
 
+HOLD_IN_A_CONTAINER = """
+import sys
+from search.ledger import Ledger
+from search.sweep import load_sweep
+sweep = load_sweep(sys.argv[1])
+with Ledger(sweep.ledger_url, sweep.name).controller_lock():
+    print("held", flush=True)
+    sys.stdin.read()
+"""
+
+
+def test_a_holder_in_another_pid_namespace_of_this_host_counts_by_its_heartbeat(make_sweep):
+    """A controller in a container of this host (a real pid namespace: ``unshare --pid``; same
+    hostname and kernel) records its pid as that namespace sees it: pid 1, which here is another
+    process. It is not judged by that pid (here pid 1 started at another time: taken for dead, and
+    the sweep taken over under a live controller) but by its heartbeat, fresh: the sweep stays its."""
+    from search.ledger import ControllerBusy, Ledger
+    from tests.tree import ROOT
+
+    path = make_sweep()
+    sweep = load_sweep(path)
+    command = ["unshare", "--pid", "--fork", "--mount-proc", sys.executable, "-c", HOLD_IN_A_CONTAINER, str(path)]
+    contained = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                 text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    try:
+        if contained.stdout.readline() != "held\n":
+            pytest.skip(f"no pid namespace can be made here (needs root): {contained.stderr.read()[-300:]}")
+        holder = Ledger(sweep.ledger_url, sweep.name).holder()
+        assert holder is not None and holder["pid"] == 1 and holder["host"] == os.uname().nodename
+        with pytest.raises(ControllerBusy, match="pid 1,"):
+            Ledger(sweep.ledger_url, sweep.name)._acquire()
+    finally:
+        contained.communicate("", timeout=60)
+    assert contained.returncode == 0
+    with Ledger(sweep.ledger_url, sweep.name).controller_lock() as other:  # released: free
+        assert other.holder()["pid"] == os.getpid()
+
+
 def _runs(path):
     try:
         return read_runs(load_sweep(path))

@@ -82,7 +82,7 @@ def test_ctrl_c_of_a_shard_job_array_cancels_its_slurm_tasks(slurm_cluster, tmp_
         import cloudpickle
         import tests.slurm.jobs as jobs
         cloudpickle.register_pickle_by_value(jobs)  # test helpers are not installed on the nodes' path
-        from megadocs.executors import run_job_array
+        from megadocs.job_arrays import run_job_array
         try:
             run_job_array([functools.partial(jobs.sleep_for, 600)] * 3, ["shard 0", "shard 1", "shard 2"],
                           kind="slurm", profile={str(LOCAL_PROFILE)!r}, folder=Path({str(folder)!r}))
