@@ -527,23 +527,10 @@ def decide(
     sigma, df = _pooled_sigma(points)
     estimate = NoiseEstimate(repeats, sigma, df, noise.sds)
 
-    def failed_of(keys) -> tuple[tuple[dict[str, Any], str], ...]:
-        return tuple((grid.point(k), points[k].failed) for k in keys if k in points and points[k].failed)
-
     start_key = grid.key(start)
     reach = grid.reach([start_key, *points])  # extension values are reached only through a centre
-    if centre_key is None:  # seeding: the start (all its draws) and its neighbours (one each)
-        seeds = [start_key] + ([n.key for n in grid.neighbours(start) if grid.within(n.key, reach)]
-                               if seed_neighbours else [])
-        wanted = [_draw_point(grid, k, r) for k in seeds for r in _next_repeats(points.get(k), 1, 1)]
-        wanted += [_draw_point(grid, start_key, r) for r in _next_repeats(points.get(start_key), repeats, repeats)]
-        wanted = list({point_key(p): p for p in wanted}.values())  # repeat 0 of the start appears twice
-        running = tuple(grid.point(k) for k in seeds if k in points and points[k].running)
-        failed = failed_of(seeds)
-        state = CertState.SEEDING if (wanted or running) and not failed_of([start_key]) else CertState.FAILED
-        if failed_of([start_key]):
-            wanted = []
-        return Decision(state, None, None, tuple(wanted), running, failed, None, path, (), estimate)
+    if centre_key is None:
+        return _decide_seeding(grid, start_key, points, repeats, seed_neighbours, reach, path, estimate)
 
     centre = grid.point(centre_key)
     centre_evidence = points[centre_key]
@@ -610,7 +597,7 @@ def decide(
             gap / sigma if finite and sigma else None, finite and gap <= threshold(evidence),
         ))
     wanted = tuple(contender_draws + first_draws + repeat_draws)
-    failed = failed_of(blocked)
+    failed = _failed_of(grid, points, blocked)
     bounds = tuple(grid.bounds_hit(centre))
     certificate = None
     pending = bool(wanted or running or contenders)
@@ -628,6 +615,28 @@ def decide(
         certificate = Certificate(centre, centre_loss, tuple(evidence_rows), bounds, diverged, estimate,
                                   centre_evidence.n, _extended_evidence(grid, centre, evidence_rows))
     return Decision(state, centre, centre_loss, wanted, tuple(running), failed, certificate, path, bounds, estimate)
+
+
+def _failed_of(grid: Grid, points: Mapping[Key, _PointEvidence],
+               keys: Iterable[Key]) -> tuple[tuple[dict[str, Any], str], ...]:
+    """The failed points among ``keys``, each with its reason (a Decision's ``blocked_by``)."""
+    return tuple((grid.point(k), points[k].failed) for k in keys if k in points and points[k].failed)
+
+
+def _decide_seeding(grid: Grid, start_key: Key, points: Mapping[Key, _PointEvidence], repeats: int,
+                    seed_neighbours: bool, reach, path: tuple, estimate: NoiseEstimate) -> Decision:
+    """Nothing complete yet: run the start (all its draws) and, with ``seed_neighbours``, its
+    neighbours inside the part reached (one draw each); FAILED once the start itself failed."""
+    seeds = [start_key] + ([n.key for n in grid.neighbours(grid.point(start_key)) if grid.within(n.key, reach)]
+                           if seed_neighbours else [])
+    wanted = [_draw_point(grid, k, r) for k in seeds for r in _next_repeats(points.get(k), 1, 1)]
+    wanted += [_draw_point(grid, start_key, r) for r in _next_repeats(points.get(start_key), repeats, repeats)]
+    wanted = list({point_key(p): p for p in wanted}.values())  # repeat 0 of the start appears twice
+    running = tuple(grid.point(k) for k in seeds if k in points and points[k].running)
+    start_failed = bool(_failed_of(grid, points, [start_key]))
+    state = CertState.SEEDING if (wanted or running) and not start_failed else CertState.FAILED
+    return Decision(state, None, None, () if start_failed else tuple(wanted), running,
+                    _failed_of(grid, points, seeds), None, path, (), estimate)
 
 
 def _extended_evidence(grid: Grid, centre: Mapping[str, Any],

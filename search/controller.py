@@ -33,7 +33,7 @@ from megadocs.formats import RunDir, RunMetrics, RunStatus
 from megadocs.provenance import read as read_provenance
 from megadocs.trust import UntrustedPath, require_inside
 from search.baselines import BASELINES, baseline_strategy
-from search.certify import Outcome
+from search.certify import Outcome, RunState
 from search.grid import Grid
 from search.ledger import (
     ATTR_ADOPTED_FROM,
@@ -50,6 +50,7 @@ from search.ledger import (
     STUDY_KIND,
     STUDY_START,
     Ledger,
+    Replayed,
     RunRecord,
     StudyKind,
     replay,
@@ -133,6 +134,15 @@ class _Subscriber:
     trial_id: int
 
 
+@dataclass(frozen=True)
+class _Finished:
+    """A finished run any trial of the sweep may adopt instead of running it again."""
+
+    metrics: RunMetrics
+    source: str  # the trial that ran it, ``certification#trial`` (the task, for one this controller ran)
+    job_id: str | None
+
+
 @dataclass
 class _Run:
     run_id: str
@@ -161,7 +171,7 @@ class LedgerEvaluator(Evaluator):
         self.progress = progress
         self.runs_dir = sweep.out_dir / "runs"
         self._inflight: dict[str, _Run] = {}
-        self._done: dict[str, dict[str, Any]] = {}  # run_id -> {metrics, source, job_id}
+        self._done: dict[str, _Finished] = {}  # by run_id
         self._ready: list[Result] = []
 
     # -- restore ---------------------------------------------------------------------------
@@ -177,10 +187,8 @@ class LedgerEvaluator(Evaluator):
                 if record.status.finished and record.run_id:
                     metrics = record.metrics or RunMetrics(  # a ledger record without metrics
                         status=record.status, val_loss=record.loss, wall_time_s=record.wall_time_s)
-                    self._done.setdefault(record.run_id, {
-                        "metrics": metrics, "source": f"{record.certification}#{record.trial}",
-                        "job_id": record.job_id,
-                    })
+                    self._done.setdefault(record.run_id, _Finished(metrics, f"{record.certification}#{record.trial}",
+                                                                   record.job_id))
         orphans = []
         for strategy in strategies:
             info = self.tasks[strategy.name]
@@ -188,28 +196,8 @@ class LedgerEvaluator(Evaluator):
             records = self._current_records(info, snapshot.runs(info.study), snapshot.undescribed.get(info.study, []))
             for item in replay(records, fixed=info.fixed, grid=grid, retry_failed=self.retry_failed):
                 strategy.record(item.point, item.outcome)
-                if item.record.status is not RunStatus.RUNNING:
-                    continue
-                record = item.record
-                params = item.params.merged()
-                if record.run_id is None or record.run_dir is None:  # killed while describing the trial
-                    record.run_id = self.objective.identity(params, info.where)
-                    record.run_dir = str(self.runs_dir / record.run_id)
-                    self.ledger.update(record.trial_id, **{ATTR_RUN_ID: record.run_id, ATTR_RUN_DIR: record.run_dir})
-                if info.seed_offset is not None and record.member is None:  # killed before its last attribute
-                    record.member = item.params.repeat - info.seed_offset
-                    self.ledger.update(record.trial_id, **{ATTR_MEMBER: record.member})
-                run = self._inflight.get(record.run_id)
-                if run is None:
-                    # jobs write into it: only a folder inside the sweep's own runs/ (trust model)
-                    run_dir = require_inside(record.run_dir, self.runs_dir,
-                                             what=f"{info.study} trial {record.trial}: run_dir in the ledger")
-                    run = _Run(record.run_id, params, run_dir, record.job_id, record.attempts,
-                               record.job_folder)
-                    self._inflight[record.run_id] = run
-                    if record.job_id is None:
-                        orphans.append(run)  # killed between trial creation and submission
-                run.subscribers.append(_Subscriber(strategy.name, item.point, record.trial_id))
+                if item.record.status is RunStatus.RUNNING and (orphan := self._reattach(strategy.name, info, item)):
+                    orphans.append(orphan)
             if (stop := snapshot.stop(info.study)) is not None:  # a converged TPE stays converged
                 strategy.restore_stop(stop)
                 if stop.reason is StopReason.BUDGET and _stop_to_record(strategy) != stop:
@@ -218,6 +206,32 @@ class LedgerEvaluator(Evaluator):
                     self.ledger.clear_stop(info.study)
         if orphans:
             self._dispatch(orphans)
+
+    def _reattach(self, task: str, info: TaskInfo, item: Replayed) -> _Run | None:
+        """Take up a run the ledger calls running (``item``, from :func:`search.ledger.replay`): its
+        trial subscribes to the run in flight (one per run identity), whose job is polled from now
+        on. Fills in what a controller killed mid-description left out (run id and directory, an
+        ensemble member's index). Returns the run when it has no job to poll (killed between trial
+        creation and submission: to submit now), else None."""
+        record, params = item.record, item.params.merged()
+        if record.run_id is None or record.run_dir is None:  # killed while describing the trial
+            record.run_id = self.objective.identity(params, info.where)
+            record.run_dir = str(self.runs_dir / record.run_id)
+            self.ledger.update(record.trial_id, **{ATTR_RUN_ID: record.run_id, ATTR_RUN_DIR: record.run_dir})
+        if info.seed_offset is not None and record.member is None:  # killed before its last attribute
+            record.member = item.params.repeat - info.seed_offset
+            self.ledger.update(record.trial_id, **{ATTR_MEMBER: record.member})
+        run = self._inflight.get(record.run_id)
+        orphan = None
+        if run is None:
+            # jobs write into it: only a folder inside the sweep's own runs/ (trust model)
+            run_dir = require_inside(record.run_dir, self.runs_dir,
+                                     what=f"{info.study} trial {record.trial}: run_dir in the ledger")
+            run = _Run(record.run_id, params, run_dir, record.job_id, record.attempts, record.job_folder)
+            self._inflight[record.run_id] = run
+            orphan = run if record.job_id is None else None
+        run.subscribers.append(_Subscriber(task, item.point, record.trial_id))
+        return orphan
 
     def _current_records(self, info: TaskInfo, records: list[RunRecord], undescribed: list[int]) -> list[RunRecord]:
         """The study's ``records``, after superseding finished runs whose identity has changed.
@@ -267,9 +281,9 @@ class LedgerEvaluator(Evaluator):
             subscriber = _Subscriber(request.task, request.point, trial_id)
             if run_id in self._done:
                 done = self._done[run_id]
-                self.ledger.complete(trial_id, metrics=done["metrics"],
-                                     **{ATTR_ADOPTED_FROM: done["source"], ATTR_JOB_ID: done["job_id"]})
-                self._ready.append(Result(request.task, request.point, Outcome.finished(done["metrics"].objective)))
+                self.ledger.complete(trial_id, metrics=done.metrics,
+                                     **{ATTR_ADOPTED_FROM: done.source, ATTR_JOB_ID: done.job_id})
+                self._ready.append(Result(request.task, request.point, Outcome.finished(done.metrics.objective)))
             elif run_id in self._inflight:
                 run = self._inflight[run_id]
                 run.subscribers.append(subscriber)
@@ -422,7 +436,7 @@ class LedgerEvaluator(Evaluator):
             self.ledger.complete(subscriber.trial_id, metrics=metrics, **self._job_attrs(run), **extra)
             self._ready.append(Result(subscriber.task, subscriber.point, Outcome.finished(metrics.objective)))
             if i == 0:
-                self._done[run.run_id] = {"metrics": metrics, "source": subscriber.task, "job_id": run.job_id}
+                self._done[run.run_id] = _Finished(metrics, subscriber.task, run.job_id)
 
 
 def _stop_to_record(strategy: Strategy) -> Stop | None:
@@ -524,9 +538,8 @@ class Progress:
         self._shown: tuple[int, int, str] | None = None
 
     def update(self, strategies: Mapping[str, Strategy], running: int) -> None:
-        finished = sum(
-            sum(o.state.value == "finished" for o in getattr(s, "outcomes", {}).values()) for s in strategies.values()
-        )
+        """Count the finished runs and say each strategy's state (called once per drive round)."""
+        finished = sum(o.state is RunState.FINISHED for s in strategies.values() for o in s.outcomes.values())
         if self.bar is not None:
             self.bar.update(max(0, finished - self.finished))
         self.finished = finished

@@ -245,6 +245,9 @@ def module_source_hash(path: str) -> str:
 
 
 class CallableObjective:
+    """The sweep's ``objective: module:callable`` (see the module docstring); imported once here,
+    so a path that does not import fails in the controller with one line."""
+
     stop_grace_s = 0.0
     """Seconds a run gets to stop when its controller is interrupted: nothing to save here."""
 
@@ -318,9 +321,8 @@ class TrainObjective:
         run = RunParams.split(params, TRAIN_AXES)
         config = copy.deepcopy(self.base)
         for axis, field in TRAIN_AXES.items():
-            if axis in run.point:
-                value = run.point[axis]
-                _set(config, field, int(round(value)) if axis in ("epochs", "synthetic_epochs") else value)
+            if axis in run.point:  # train validates each (an epochs value must be whole: never rounded here)
+                _set(config, field, run.point[axis])
         method = run.method
         if method == REAL:
             _set(config, "data.synthetic", None)
@@ -364,7 +366,6 @@ class TrainObjective:
             config["tracking"]["group"] = group
         return RunTask(str(run_dir), params, train_config=config)
 
-
     def link(self, out_dir: Path, task: str, point: Mapping[str, Any], run_dir: Path) -> None:
         """Name the run in TensorBoard by its certification and point (:func:`link_tensorboard`)."""
         link_tensorboard(out_dir / TENSORBOARD_LINKS, task, point, run_dir)
@@ -396,6 +397,7 @@ def link_tensorboard(links_dir: Path, task: str, point: Mapping[str, Any], run_d
 
 
 def make_objective(sweep: Sweep) -> CallableObjective | TrainObjective:
+    """The sweep's objective: its ``objective:`` callable, else train/ (:class:`TrainObjective`)."""
     if sweep.objective:
         return CallableObjective(sweep.objective, sweep.objective_version)
     return TrainObjective(sweep)

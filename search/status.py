@@ -46,7 +46,16 @@ from search.ledger import (
     undescribed_line,
 )
 from search.params import RunParams
-from search.strategies import CertifySearch, Stop, Strategy, StrategyState, baseline_phase, reported_state
+from search.strategies import (
+    CertifySearch,
+    Stop,
+    Strategy,
+    StrategyState,
+    baseline_phase,
+    failed_line,
+    reported_state,
+    waiting_line,
+)
 from search.sweep import SYNTHETIC_ONLY_MIX, Sweep
 
 __all__ = ["CertificationSummary", "BestPoint", "RunCounts", "Compute", "summarize", "summarize_ensembles",
@@ -105,6 +114,9 @@ class CertificationSummary:
     blocked_by: tuple[tuple[dict[str, Any], str], ...] = ()  # failed points and why
     noise: NoiseEstimate = NoiseEstimate(1, None, 0, 2.0)
     reason: str | None = None  # why it cannot certify (failed), stopped (budget; a baseline's stop) or waits (seeding)
+    sources: tuple[str, ...] = ()
+    """The warm-start sources its ``reason`` names, nearest first: those it waits for (seeding), or
+    those whose failure failed it (:meth:`search.strategies.Strategy.source_chain`); not in ``--json``."""
     study: str = ""
     fixed: dict[str, Any] = field(default_factory=dict)
     start: dict[str, Any] | None = None
@@ -193,7 +205,7 @@ class CertificationSummary:
             blocked_by=decision.blocked_by, noise=decision.noise, reason=reason, study=study,
             fixed=dict(fixed or {}), start=search.start, warm_start=warm_start,
             compute=Compute(wall, tokens, n_records), extensions=_merge_extensions(recorded, search.extensions),
-            stop=stop,
+            stop=stop, sources=search.source_chain(),
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -221,6 +233,20 @@ class CertificationSummary:
             "extensions": [e.to_dict() for e in self.extensions],
             "stop": None if self.stop is None else self.stop.to_dict(),
         })
+
+
+def _source_reason(source: CertificationSummary, by_name: Mapping[str, CertificationSummary]) -> str | None:
+    """Why an ensemble or a transfer from ``source`` has no point to run at, in a warm start's words
+    (:func:`search.strategies.waiting_line`, :func:`search.strategies.failed_line`): ``waiting for b,
+    which waits for a (stopped: run budget spent)``, ``source b, which waits for a, ended failed``;
+    None once ``source`` is certified."""
+    if source.certified:
+        return None
+    chain = (source.name, *source.sources)
+    if source.state is CertState.FAILED:
+        return failed_line(chain)
+    end = by_name[chain[-1]]  # the search that holds the chain: stopped by its budget, or searching
+    return waiting_line(chain, end.stop if end.state is StrategyState.STOPPED else None)
 
 
 def _merge_extensions(recorded: Iterable[Extension], derived: Iterable[Extension]) -> tuple[Extension, ...]:
@@ -393,6 +419,7 @@ class EnsembleSummary:
     source_state: CertState
     members: tuple[EnsembleMember, ...] = ()  # at the current point, in member order
     stale: tuple[EnsembleMember, ...] = ()  # finished runs at another point
+    reason: str | None = None  # why the source gives no point yet (:func:`_source_reason`); None once certified
 
     @property
     def completed(self) -> list[str]:
@@ -421,7 +448,7 @@ class EnsembleSummary:
     def describe(self) -> str:
         """One line for ``status``/``certify``: members done at the current point, and the stale ones."""
         at = f"at {_fmt_point(self.source_point)}" if self.source_point is not None else \
-            f"waiting for {self.source} to certify ({self.source_state.value})"
+            self.reason or f"waiting for {self.source}"
         text = (f"ensemble {self.name} (from {self.source}, {at}): {len(self.completed)}/{self.wanted} members "
                 f"completed, {self.count(RunStatus.RUNNING)} running, {self.count(RunStatus.FAILED)} failed")
         if self.stale:
@@ -471,14 +498,19 @@ class TransferSummary:
     loss: float | None = None
     trial: int | None = None
     run_id: str | None = None
+    reason: str | None = None  # why the source gives no point yet (:func:`_source_reason`); None once certified
 
     def describe(self) -> str:
-        """One line for ``search status``: the target, whose optimum it runs at, its state and loss."""
+        """One line for ``search status``: the target, whose optimum it runs at, its state (a wait
+        or a block in a warm start's words: :attr:`reason`) and loss."""
         target = " ".join(f"{k}={v}" for k, v in self.fixed.items())
         loss = f": loss {self.loss:.4f}" if self.loss is not None else ""
-        why = f" ({self.source} ended failed: it runs once {self.source} certifies)" \
-            if self.state is TransferState.BLOCKED else ""
-        return f"transfer {self.name} ({target} at {self.source}'s optimum): {self.state.value}{why}{loss}"
+        state = self.state.value
+        if self.state is TransferState.BLOCKED:
+            state += f" ({self.reason}: it runs once {self.source} certifies)"
+        elif self.state is TransferState.WAITING and self.reason is not None:
+            state = self.reason  # "waiting for b, which waits for a"
+        return f"transfer {self.name} ({target} at {self.source}'s optimum): {state}{loss}"
 
     def to_dict(self) -> dict[str, Any]:
         """Its entry in ``status --json``'s ``transfers`` (a diverged loss: see :func:`_standard`)."""
@@ -487,14 +519,21 @@ class TransferSummary:
                 "summary": self.describe()}
 
 
+def _read_sources(sweep: Sweep, summaries: Iterable[CertificationSummary] | None,
+                  snapshot: LedgerSnapshot | None) -> tuple[LedgerSnapshot, dict[str, CertificationSummary]]:
+    """The ledger (read now unless given) and the certifications' summaries by name (computed from
+    it unless given): what an ensemble's or a transfer's summary reads of its source."""
+    snapshot = snapshot if snapshot is not None else read_snapshot(sweep)
+    return snapshot, {s.name: s for s in (summaries if summaries is not None else summarize(sweep, snapshot=snapshot))}
+
+
 def summarize_ensembles(sweep: Sweep, summaries: Iterable[CertificationSummary] | None = None, *,
                         snapshot: LedgerSnapshot | None = None) -> list[EnsembleSummary]:
     """One :class:`EnsembleSummary` per ensemble of the sweep (``summaries``: the certifications'
     :func:`summarize`, computed here when not given; ``snapshot``: the ledger already read)."""
     if not sweep.ensembles:
         return []
-    snapshot = snapshot if snapshot is not None else read_snapshot(sweep)
-    by_name = {s.name: s for s in (summaries if summaries is not None else summarize(sweep, snapshot=snapshot))}
+    snapshot, by_name = _read_sources(sweep, summaries, snapshot)
     found = []
     for ens in sweep.ensembles:
         source = by_name[ens.source]
@@ -514,7 +553,7 @@ def summarize_ensembles(sweep: Sweep, summaries: Iterable[CertificationSummary] 
         members.sort(key=lambda m: (m.member is None, m.member or 0))
         method = RunParams(fixed=cert.fixed).method
         found.append(EnsembleSummary(ens.name, ens.source, str(method), ens.members, point,
-                                     source.state, tuple(members), tuple(stale)))
+                                     source.state, tuple(members), tuple(stale), _source_reason(source, by_name)))
     return found
 
 
@@ -543,16 +582,16 @@ def summarize_transfers(sweep: Sweep, summaries: Iterable[CertificationSummary] 
     ``waiting`` (it was reported finished with the old point's loss)."""
     if not sweep.transfers:
         return []
-    snapshot = snapshot if snapshot is not None else read_snapshot(sweep)
-    by_name = {s.name: s for s in (summaries if summaries is not None else summarize(sweep, snapshot=snapshot))}
+    snapshot, by_name = _read_sources(sweep, summaries, snapshot)
     found = []
     for transfer in sweep.transfers:
-        certificate = by_name[transfer.source].certificate
+        source = by_name[transfer.source]
+        certificate = source.certificate
         current = point_key(certificate.point) if certificate is not None else None
         records = [r for r in snapshot.runs(study_name(sweep.name, transfer.name, StudyKind.TRANSFER))
                    if r.status is not RunStatus.SUPERSEDED and point_key(r.point) == current]
         latest = records[-1] if records else None
-        waiting = TransferState.BLOCKED if by_name[transfer.source].state is CertState.FAILED else TransferState.WAITING
+        waiting = TransferState.BLOCKED if source.state is CertState.FAILED else TransferState.WAITING
         state = (waiting if latest is None else TransferState.FINISHED if latest.status.finished
                  else TransferState.FAILED if latest.status is RunStatus.FAILED else TransferState.RUNNING)
         found.append(TransferSummary(
@@ -560,6 +599,7 @@ def summarize_transfers(sweep: Sweep, summaries: Iterable[CertificationSummary] 
             point=latest.point if latest else None,
             loss=latest.loss if latest and state is TransferState.FINISHED else None,
             trial=latest.trial if latest else None, run_id=latest.run_id if latest else None,
+            reason=_source_reason(source, by_name),
         ))
     return found
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
-from collections.abc import Hashable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
@@ -35,7 +35,8 @@ from search.grid import Grid, Key
 from search.params import RunParams
 
 __all__ = ["Strategy", "StrategyState", "StopReason", "Stop", "reported_state", "baseline_phase", "CertifySearch",
-           "GridSearch", "FixedPoints", "Request", "Result", "Evaluator", "DriveStats", "drive", "CHAIN_NAMED"]
+           "GridSearch", "FixedPoints", "Request", "Result", "Evaluator", "DriveStats", "drive", "CHAIN_NAMED",
+           "waiting_line", "failed_line"]
 
 
 class StrategyState(str, Enum):
@@ -53,8 +54,8 @@ class StrategyState(str, Enum):
 
 
 CHAIN_NAMED = 4
-"""The most sources a waiting warm start's reason names (:meth:`Strategy.waiting_reason`); a longer
-chain (the paper's G=1, 2, 4, ... warm starts make chains of five) names its first two and last."""
+"""The most sources a reason names (:func:`waiting_line`, :func:`failed_line`); a longer chain (the
+paper's G=1, 2, 4, ... warm starts make chains of five) names its first two and last."""
 
 
 class StopReason(str, Enum):
@@ -161,6 +162,38 @@ def baseline_phase(own: StrategyState, evidence: CertState) -> CertState | Strat
     return evidence if evidence in (CertState.CERTIFIED, CertState.FAILED) else own
 
 
+def _chain_text(chain: Sequence[str]) -> str:
+    """``b, which waits for a``: sources nearest first, at most :data:`CHAIN_NAMED` of them named."""
+    if len(chain) <= CHAIN_NAMED:
+        return ", which waits for ".join(chain)
+    return (", which waits for ".join(chain[:2])
+            + f", ... {len(chain) - 3} more ..., which waits for {chain[-1]}")
+
+
+def waiting_line(chain: Sequence[str], stop: Stop | None = None) -> str:
+    """Why a search waits for its sources (``chain``, nearest first: each waits for the next), and
+    the run budget's ``stop`` that holds the last one: the one description of a wait, for a warm
+    start (:meth:`Strategy.waiting_reason`) and for an ensemble or a transfer in ``search status``.
+
+    >>> waiting_line(["b", "a"], Stop(StopReason.BUDGET, 3, 3, 72, "re-run certify to go on"))
+    'waiting for b, which waits for a (stopped: run budget spent)'
+    >>> waiting_line("fedcba")
+    'waiting for f, which waits for e, ... 3 more ..., which waits for a'
+    """
+    return f"waiting for {_chain_text(chain)}" + ("" if stop is None else f" ({StrategyState.STOPPED.value}: "
+                                                                         f"{stop.headline()})")
+
+
+def failed_line(chain: Sequence[str], state: CertState = CertState.FAILED) -> str:
+    """Why a search has no start from its sources: the nearest (``chain[0]``) ended in ``state``
+    without a certificate, through the others it waited for (the same chain as :func:`waiting_line`).
+
+    >>> failed_line(["a"]), failed_line(["b", "a"])
+    ('source a ended failed', 'source b, which waits for a, ended failed')
+    """
+    return f"source {_chain_text(chain)}{',' if len(chain) > 1 else ''} ended {state.value}"
+
+
 class Strategy(ABC):
     """One search over one certification's points, fed outcomes by :func:`drive`.
 
@@ -182,7 +215,11 @@ class Strategy(ABC):
     waits_for: str | None = None
     """Name of another strategy whose result this one needs before it can start (warm start)."""
     source_failed: str | None = None
-    """Why the ``waits_for`` source gave nothing to start from (it ended failed or uncertified)."""
+    """Why the ``waits_for`` source gave nothing to start from (:func:`failed_line`: ``source b,
+    which waits for a, ended failed``)."""
+    failed_sources: tuple[str, ...] = ()
+    """The sources through which a failure failed it, nearest first (``("b", "a")``: b ended failed
+    because a did); () while it has not failed so."""
     source_stop: Stop | None = None
     """While it waits: the run budget's stop that holds the ``waits_for`` source before it ended
     (:meth:`resolve`); a larger budget lets the source go on, so this one waits, it has not failed."""
@@ -245,6 +282,7 @@ class Strategy(ABC):
         return sum(o.state is RunState.RUNNING for o in self.outcomes.values())
 
     def budget_left(self) -> float:
+        """Runs it may still record within ``max_runs`` (inf without a budget; in-flight runs count)."""
         return math.inf if self.max_runs is None else max(0, self.max_runs - len(self.outcomes))
 
     def budget_spent(self) -> bool:
@@ -308,20 +346,19 @@ class Strategy(ABC):
             return
         result = source.decide()
         if result.certificate is None:
-            self.source_failed = f"source {self.waits_for!r} ended {result.state.value}"
+            self.failed_sources = (self.waits_for, *source.failed_sources)
+            self.source_failed = failed_line(self.failed_sources, result.state)
         self.waits_for = self.source = None
         self._source_done(result.certificate)
 
-    def waiting_reason(self) -> str | None:
-        """Why it waits (None: it does not), following a chain of warm starts to its cause, e.g.
-        ``waiting for a``, ``waiting for a (stopped: run budget spent)``, ``waiting for b, which
-        waits for a (stopped: run budget spent)``: each source that itself waits is named, then the
-        run budget's stop that holds the last one, if any. A chain of more than
-        :data:`CHAIN_NAMED` sources names the first two and the last, with how many are left out
-        between; a chain that comes back to a search already named (strategies built in code: a
-        sweep file's warm starts name earlier certifications only) ends there."""
+    def waiting_chain(self) -> tuple[tuple[str, ...], Stop | None]:
+        """While it waits: the sources it waits for, nearest first (each source that itself waits
+        is followed to the one it waits for), and the run budget's stop that holds the last one
+        (None: none); ``((), None)`` when it does not wait. A chain that comes back to a search
+        already named (strategies built in code: a sweep file's warm starts name earlier
+        certifications only) ends there."""
         if self.waits_for is None:
-            return None
+            return (), None
         chain, node, stop = [self.waits_for], self, self.source_stop
         seen = {id(self)}
         while stop is None and (source := node.source) is not None and source.waits_for is not None \
@@ -329,10 +366,20 @@ class Strategy(ABC):
             seen.add(id(source))
             chain.append(source.waits_for)
             node, stop = source, source.source_stop
-        text = "waiting for " + ", which waits for ".join(chain if len(chain) <= CHAIN_NAMED else chain[:2])
-        if len(chain) > CHAIN_NAMED:
-            text += f", ... {len(chain) - 3} more ..., which waits for {chain[-1]}"
-        return text + ("" if stop is None else f" ({StrategyState.STOPPED.value}: {stop.headline()})")
+        return tuple(chain), stop
+
+    def source_chain(self) -> tuple[str, ...]:
+        """The sources its reason names, nearest first: those it waits for (:meth:`waiting_chain`),
+        or those through which a source's failure failed it (:attr:`failed_sources`); () when neither.
+        ``search status`` describes an ensemble or a transfer from this search by it."""
+        return self.waiting_chain()[0] or self.failed_sources
+
+    def waiting_reason(self) -> str | None:
+        """Why it waits (None: it does not), following a chain of warm starts to its cause
+        (:func:`waiting_line` on :meth:`waiting_chain`), e.g. ``waiting for b, which waits for a
+        (stopped: run budget spent)``."""
+        chain, stop = self.waiting_chain()
+        return waiting_line(chain, stop) if chain else None
 
     # -- hooks -----------------------------------------------------------------------------
 
@@ -372,9 +419,9 @@ class CertifySearch(Strategy):
         max_runs: int | None = None,
         waits_for: str | None = None,
         fallback: Mapping[str, Any] | None = None,
-        on_start: Any = None,
+        on_start: Callable[[dict[str, Any]], None] | None = None,
         noise: Noise = Noise(),
-        on_extend: Any = None,
+        on_extend: Callable[[Extension], None] | None = None,
     ) -> None:
         super().__init__(name, max_runs=max_runs, waits_for=waits_for if start is None else None)
         self.grid = grid
@@ -480,13 +527,18 @@ class FixedPoints(Strategy):
     certification: ``make_points(certified_point)`` builds the list once it is certified."""
 
     def __init__(self, name: str, points: Sequence[Mapping[str, Any]] | None = None, *,
-                 waits_for: str | None = None, make_points: Any = None) -> None:
+                 waits_for: str | None = None,
+                 make_points: Callable[[dict[str, Any]], Sequence[Mapping[str, Any]]] | None = None) -> None:
         super().__init__(name, waits_for=waits_for if points is None else None)
         self.points = [dict(p) for p in points] if points is not None else None
         self.make_points = make_points
 
     def _source_done(self, certificate: Certificate | None) -> None:
-        self.points = [] if certificate is None else [dict(p) for p in self.make_points(certificate.point)]
+        if certificate is None:
+            self.points = []
+            return
+        assert self.make_points is not None, f"{self.name}: a waiting FixedPoints builds its points with make_points"
+        self.points = [dict(p) for p in self.make_points(certificate.point)]
 
     def _wanted(self, limit: int) -> list[dict[str, Any]]:
         return [] if self.points is None else [p for p in self.points if self.key(p) not in self.outcomes]
@@ -501,12 +553,16 @@ class FixedPoints(Strategy):
 
 @dataclass(frozen=True)
 class Request:
+    """A point a strategy (``task``: its name) wants run, handed to :meth:`Evaluator.submit`."""
+
     task: str
     point: dict[str, Any]
 
 
 @dataclass(frozen=True)
 class Result:
+    """A requested point's outcome, returned by :meth:`Evaluator.wait` (FINISHED or FAILED)."""
+
     task: str
     point: dict[str, Any]
     outcome: Outcome
@@ -553,6 +609,8 @@ class Evaluator(ABC):
 
 @dataclass
 class DriveStats:
+    """What one :func:`drive` did: runs dispatched, waits, and every result in arrival order."""
+
     dispatched: int = 0
     rounds: int = 0  # calls to Evaluator.wait
     results: list[Result] = field(default_factory=list)

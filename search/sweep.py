@@ -124,7 +124,8 @@ class EnsembleConfig(StrictModel):
     members: int = Field(ge=1)
     epochs_multiplier: float = Field(2.0, gt=0, allow_inf_nan=False)
     """Members train for this many times the certified epochs (paper: doubled), rounded to the
-    nearest integer; the value need not be on the grid."""
+    nearest integer on an integer-valued axis (:meth:`member_epochs`); the value need not be on the
+    grid. One that rounds a value of the source's axis below 1 epoch is refused when the sweep loads."""
     seed_offset: int = Field(1, ge=0)
     """Member k gets seed = data.seed = seed_offset + k (offset 1 keeps them apart from the
     certified run, which used the base config's seeds)."""
@@ -147,11 +148,21 @@ class EnsembleConfig(StrictModel):
         base = dict(point)
         for axis in EPOCH_AXES:
             if axis in base and self.epochs_multiplier != 1:
-                epochs = base[axis] * self.epochs_multiplier
-                integral = all(float(v).is_integer() for v in axes.get(axis, [1]))
-                base[axis] = max(1, int(round(epochs))) if integral else epochs
+                base[axis] = self.member_epochs(base[axis], axes.get(axis, [1]))
         return [RunParams(point=base, fixed=fixed or {}, seed=self.seed_offset + k)
                 for k in range(self.members)]
+
+    def member_epochs(self, epochs: float, values: Sequence[Any]) -> int | float:
+        """A member's value of an epochs axis whose values are ``values``, at the certified
+        ``epochs``: times ``epochs_multiplier``, the nearest integer when every value is one (half to
+        even, Python's ``round``). Never raised to 1: the sweep refuses a multiplier that rounds a
+        value of its source's axis below 1 (:func:`_check_member_epochs`).
+
+        >>> EnsembleConfig(name="e", source="a", members=2, epochs_multiplier=1.5).member_epochs(3, [1, 3])
+        4
+        """
+        scaled = epochs * self.epochs_multiplier
+        return int(round(scaled)) if all(float(v).is_integer() for v in values) else scaled
 
 
 class TransferConfig(StrictModel):
@@ -265,6 +276,7 @@ class Sweep(StrictModel):
         return resolve_storage_url(self.ledger, self.out_dir)
 
     def certification(self, name: str) -> CertificationConfig:
+        """The certification called ``name``; UserError naming the ones there are when none is."""
         for cert in self.certifications:
             if cert.name == name:
                 return cert
@@ -336,14 +348,53 @@ class Sweep(StrictModel):
         return [start] + [{**start, axis: value} for axis in grid.names for value in grid.extension_values(axis)]
 
     def seeds_neighbours(self, cert: CertificationConfig) -> bool:
+        """Whether ``cert`` runs its start's neighbours with its start (its own setting, else the sweep's)."""
         return self.seed_neighbours if cert.seed_neighbours is None else cert.seed_neighbours
 
     def noise_for(self, cert: CertificationConfig) -> Noise:
+        """``cert``'s seed-noise rule: its own ``noise``, else the sweep's, else one run per point."""
         chosen = cert.noise if cert.noise is not None else self.noise
         return chosen.rule() if chosen is not None else Noise()
 
 
+def _check_epochs(values: Sequence[Any], field: str) -> None:
+    """The default objective's run lengths: train counts whole passes, at least one
+    (``data.real_epochs``, ``data.synthetic_epochs``), so a value such as 1.5 is refused here, not
+    rounded to another run than the one written. Raises ValueError naming ``field``."""
+    for value in values:
+        if not float(value).is_integer() or value < 1:
+            raise ValueError(f"{field}: {value!r} is not a whole number of passes >= 1 (train counts whole epochs; "
+                             f"expected e.g. [1, 2, 4, 8])")
+
+
+def _check_epoch_axes(grid: Mapping[str, Sequence[Any]], extend: Mapping[str, ExtendConfig], grid_field: str,
+                      extend_field: str) -> None:
+    """:func:`_check_epochs` on each epochs axis (:data:`EPOCH_AXES`) of ``grid`` and of ``extend``."""
+    for axis in EPOCH_AXES:
+        _check_epochs(grid.get(axis, ()), f"{grid_field}.{axis}")
+        if axis in extend:
+            _check_epochs(extend[axis].below, f"{extend_field}.{axis}.below")
+            _check_epochs(extend[axis].above, f"{extend_field}.{axis}.above")
+
+
+def _check_member_epochs(sweep: Sweep, index: int) -> None:
+    """Ensemble ``index``'s members last at least 1 epoch at every point of its source's grid
+    (extension values included): a multiplier that rounds a value below 1 is refused, never
+    silently raised to 1 (:meth:`EnsembleConfig.member_epochs`). Raises ValueError naming the field."""
+    ensemble = sweep.ensembles[index]
+    axes = sweep.grid_for(sweep.certification(ensemble.source)).as_mapping()
+    for axis in EPOCH_AXES:
+        values = axes.get(axis, ())
+        for value in values:
+            if value > 0 and (epochs := ensemble.member_epochs(value, values)) < 1:  # 0 stays 0: not rounding
+                raise ValueError(
+                    f"ensembles[{index}].epochs_multiplier: {ensemble.epochs_multiplier!r} times {axis} {value!r} "
+                    f"(on {ensemble.source!r}'s grid) rounds to {epochs!r} epochs; expected a multiplier that "
+                    f"leaves every member at least 1 epoch (e.g. {1 / value:g} or more)")
+
+
 def _check_grid(grid: dict, where: str) -> None:
+    """A grid's axes (:meth:`Grid.from_mapping`: values, order) and its mixing fractions in [0, 1]."""
     Grid.from_mapping(grid, where)  # raises ValueError naming the axis
     if "mix" in grid and any(not 0 <= v <= 1 for v in grid["mix"]):
         raise ValueError(f"{where}.mix: {grid['mix']} has values outside [0, 1] (a mixing fraction)")
@@ -371,8 +422,9 @@ def load_sweep(path: str | os.PathLike) -> Sweep:
 
     Beyond the field types this checks: every certification's start lies on its grid and names
     exactly its axes, fixed values do not collide with axes, certification and ensemble names
-    are unique, warm starts and ensemble sources name earlier certifications, and (default
-    objective) axes are ones train understands and methods are known.
+    are unique, warm starts and ensemble sources name earlier certifications, every ensemble member
+    trains at least 1 epoch, and (default objective) axes are ones train understands, epochs values
+    whole numbers >= 1 as train counts them, and methods are known.
     """
     return load_config(path, Sweep)
 
@@ -393,14 +445,20 @@ def _check_extend(sweep: Sweep, cert: CertificationConfig, where: str) -> dict[s
 
 
 def _check_sweep(sweep: Sweep) -> None:
+    """Every cross-field check of :func:`load_sweep`'s docstring, in file order; raises ValueError
+    naming the field (pydantic and :func:`megadocs.config.load_config` make it one UserError line)."""
     _check_grid(sweep.grid, "grid")
     for axis in sweep.start:
         if axis not in sweep.grid:
             raise ValueError(f"start.{axis}: unknown axis (grid axes: {sorted(sweep.grid)})")
     Grid.from_mapping(sweep.grid).extended({a: c.rule() for a, c in sweep.extend.items()}, "extend")
+    if sweep.objective is None:
+        _check_epoch_axes(sweep.grid, sweep.extend, "grid", "extend")
     names: list[str] = []
     for i, cert in enumerate(sweep.certifications):
         where = f"certifications[{i}]"
+        if sweep.objective is None:
+            _check_epoch_axes(cert.grid or {}, cert.extend or {}, f"{where}.grid", f"{where}.extend")
         if cert.name in names:
             raise ValueError(f"{where}.name: duplicate certification name {cert.name!r}")
         names.append(cert.name)
@@ -439,6 +497,7 @@ def _check_sweep(sweep: Sweep) -> None:
         if SEED in sweep.certification(ensemble.source).fixed:
             raise ValueError(f"ensembles[{i}].from: {ensemble.source!r} fixes {SEED!r}, which each member sets "
                              f"(seed_offset + k); remove it from that certification's fixed")
+        _check_member_epochs(sweep, i)
     _check_sourced(sweep.transfers, "transfers", "transfer", names)
     for i, transfer in enumerate(sweep.transfers):
         where = f"transfers[{i}]"
@@ -466,6 +525,8 @@ def _check_sourced(entries, section: str, kind: str, names: list[str]) -> None:
 
 
 def _check_train_mapping(sweep: Sweep, cert: CertificationConfig, grid: dict, where: str) -> None:
+    """The default objective can build ``cert``'s runs on ``grid``: axes train knows (:data:`TRAIN_AXES`),
+    known fixed keys and method, a synthetic method's ``g`` and pool, and the synthetic-only rules."""
     for axis in grid:
         if axis not in TRAIN_AXES:
             raise ValueError(

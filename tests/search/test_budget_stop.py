@@ -149,7 +149,8 @@ def test_a_chain_of_warm_starts_says_the_whole_cause(make_sweep, capsys):
              {"name": "b", "fixed": {"method": "simple", "g": 8}, "warm_start": "a"},
              {"name": "c", "fixed": {"method": "simple", "g": 16}, "warm_start": "b"}]
     path = make_sweep(grid=GRID, start=START, executor={"kind": "debug", "poll_s": 0.05, "max_parallel": 4},
-                      certifications=chain)
+                      certifications=chain, ensembles=[{"name": "e", "from": "c", "members": 2}],
+                      transfers=[{"name": "t", "from": "c", "fixed": {"method": "stitched", "g": 4}}])
     capsys.readouterr()
     assert main(["search", "certify", str(path), "--no-progress", "--max-runs", "3"]) == Exit.NEGATIVE
     err = capsys.readouterr().err
@@ -157,6 +158,27 @@ def test_a_chain_of_warm_starts_says_the_whole_cause(make_sweep, capsys):
     through = "waiting for b, which waits for a (stopped: run budget spent)"
     assert [status[name]["reason"] for name in "bc"] == ["waiting for a (stopped: run budget spent)", through]
     assert f"c: seeding: {through}" in text and f"c: not certified: {through};" in err, (text, err)
+    # an ensemble and a transfer from c say the same chain (old code: "waiting for c to certify (seeding)", "waiting")
+    whole = "waiting for c, which waits for b, which waits for a (stopped: run budget spent)"
+    assert f"ensemble e (from c, {whole}): 0/2 members completed" in text, text
+    assert f"transfer t (method=stitched g=4 at c's optimum): {whole}" in text.splitlines(), text
+
+
+def test_a_warm_start_whose_chain_failed_names_the_chain():
+    """c waits for b, b for a, and a failed (every run fails): c, and an ensemble from c, say the
+    failure through b (old code: ``source 'b' ended failed``, which names neither a nor why)."""
+    def fails(point):
+        raise RuntimeError("cluster down")
+
+    grid = Grid.from_mapping(GRID)
+    a = CertifySearch("a", grid, START, seed_neighbours=False)
+    b, c = (CertifySearch(name, grid, None, waits_for=source, fallback=START) for source, name in ("ab", "bc"))
+    members = FixedPoints("ens", waits_for="c", make_points=lambda p: [p])
+    drive([a, b, c, members], SimulatedEvaluator(fails, slots=2))
+    assert [s.decide().state for s in (a, b, c)] == [CertState.FAILED] * 3
+    assert (b.decide().reason, c.decide().reason) == \
+        ("source a ended failed", "source b, which waits for a, ended failed")
+    assert members.source_failed == "source c, which waits for b, which waits for a, ended failed"
 
 
 def test_a_waiting_reason_is_bounded_on_a_long_chain_and_a_cycle():

@@ -251,7 +251,7 @@ def test_warm_start_from_a_failed_source_fails_with_the_reason():
     drive([g4, g8, members], SimulatedEvaluator(fn, slots=2))
     assert g4.decide().state is CertState.FAILED
     assert g8.done() and g8.decide().state is CertState.FAILED
-    assert g8.decide().reason == "source 'g4' ended failed"
+    assert g8.decide().reason == "source g4 ended failed"
     assert g8.decide().blocked_by == ()  # the failed points are g4's, counted there (not g8's start)
     assert members.done() and members.points == [] and members.source_failed
 

@@ -161,12 +161,12 @@ def test_a_warm_start_from_a_failed_source_names_it_and_counts_one_failed_point(
                       transfers=[{"name": "t", "from": "a", "fixed": {"method": "stitched", "g": 4}}])
     assert certify(path) == CertifyExit.WORK_FAILED  # a failed run, not a "no"
     err = capsys.readouterr().err
-    assert "1 failed point(s) block" in err and "b: not certified: source 'a' ended failed" in err, err
+    assert "1 failed point(s) block" in err and "b: not certified: source a ended failed" in err, err
     assert main(["search", "status", str(path)]) == 0
     out = capsys.readouterr().out
-    assert "1 failed point(s) block" in out and "b: not certified: source 'a' ended failed" in out, out
+    assert "1 failed point(s) block" in out and "b: not certified: source a ended failed" in out, out
     # a transfer from the failed source is not "waiting" (as if it would run by itself)
-    assert ("transfer t (method=stitched g=4 at a's optimum): blocked (a ended failed: it runs once a certifies)"
+    assert ("transfer t (method=stitched g=4 at a's optimum): blocked (source a ended failed: it runs once a certifies)"
             in out.splitlines()), out
     a, b = summarize(load_sweep(path))
     assert len(a.blocked_by) == 1 and b.blocked_by == () and b.runs.failed == 0

@@ -219,23 +219,24 @@ def test_a_bad_transfer_added_to_a_sweep_that_ran_leaves_its_ledger_untouched(ti
 
 def test_a_bad_ensemble_member_is_refused_before_anything_runs(tiny_store, workdir, capsys):
     """An ensemble's members run at their source's certified point (hours into a sweep), with its
-    epochs times ``epochs_multiplier`` and their own seeds: the members at the source's start are
-    checked when certify starts, in the transfers' one-line form. Here a fractional epochs grid (1.5,
-    which train runs as 2 epochs) and a multiplier of 0.25 give members 0.375 epochs, which train
-    would run as 0 and refuses (old code: certify trained the certification, then stopped on the
-    members once it certified); `search plan` refuses it the same way."""
+    epochs times ``epochs_multiplier`` and their own seeds. A multiplier of 0.25 on an epochs grid
+    of [1] gives members 0.25 epochs, which rounds to 0 (train refuses it; before the sweep-file
+    check, members were silently raised to 1 epoch): certify and `search plan` refuse the file
+    in one line naming the field, before anything runs. (A fractional epochs grid, which this test
+    used to reach the members' up-front train check, is now refused when the file loads.)"""
     from megadocs.cli import main
     from megadocs.exits import Exit
     from tests.search.test_refused_certify import _tree
 
     ensemble = {"name": "real-ens", "from": "real", "members": 2, "epochs_multiplier": 0.25}
     sweep = {**_trained_sweep(tiny_store, {}, {}), "transfers": [], "ensembles": [ensemble],
-             "grid": {"lr": [0.003], "epochs": [1.5]}, "start": {"lr": 0.003, "epochs": 1.5}}
+             "grid": {"lr": [0.003], "epochs": [1]}, "start": {"lr": 0.003, "epochs": 1}}
     (workdir / "tiny.yaml").write_text(yaml.safe_dump(sweep))
     capsys.readouterr()
     before = _tree(workdir)
     for command in ("certify", "plan"):
         assert main(["search", command, "tiny.yaml"]) == Exit.BAD_INPUT
         err = capsys.readouterr().err.strip()
-        assert err.startswith("error: ensembles[0] (real-ens): ") and "real_epochs" in err and "\n" not in err, err
+        assert err.startswith("error: tiny.yaml: ensembles[0].epochs_multiplier: 0.25 times epochs 1") \
+            and "\n" not in err, err
         assert _tree(workdir) == before
