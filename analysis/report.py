@@ -55,7 +55,7 @@ from analysis.noise import CLEAR_SDS, seed_noise
 from analysis.scaling import PowerLawFit, fit_groups
 from megadocs.errors import UserError
 from megadocs.formats import IID, IID_LONG, IID_SETS, IID_SHORT, describe_validation_set, write_atomic
-from search.certify import Support
+from search.certificate import Support
 from search.status import format_extensions
 
 if TYPE_CHECKING:

@@ -56,7 +56,7 @@ from megadocs.errors import UserError
 from megadocs.formats import METHODS, RunMetrics, RunStatus
 from megadocs.procs import PidPlace, process_running, process_start
 from megadocs.trust import redact_url
-from search.certify import Extension, Outcome
+from search.certificate import Extension, Outcome
 from search.grid import Grid
 from search.params import METHOD, G, RunParams
 from search.storage import connect, ledger_missing

@@ -24,7 +24,7 @@ from typing import Any
 
 from megadocs.formats import RunStatus, dumps_json
 from search.baselines import baseline_strategy
-from search.certify import (
+from search.certificate import (
     Certificate,
     CertifyExit,
     CertState,

@@ -140,7 +140,7 @@ def ensemble_study(*run_dirs, stale=(), certified=True):
     """An ensemble study as ``search.status.summarize_ensembles`` returns it: completed members at
     the source's certified point (lr 0.01) and ``stale`` run dirs of an earlier point (lr 0.003)."""
     from megadocs.formats import RunStatus
-    from search.certify import CertState
+    from search.certificate import CertState
     from search.params import RunParams
     from search.status import EnsembleMember, EnsembleSummary
 
