@@ -18,7 +18,8 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from analysis.scaling import PowerLawFit, fit_groups, percentile_interval
+from analysis.fits import fit_groups
+from analysis.scaling import PowerLawFit, percentile_interval
 from megadocs.errors import UserError
 from megadocs.formats import IID, REAL, RunDir, half_names
 from train.ensemble_report import EnsembleReport

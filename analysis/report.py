@@ -48,11 +48,12 @@ from analysis.figures import (
 )
 from analysis.findings import findings as findings_of
 from analysis.findings import rises_with_g
+from analysis.fits import fit_groups
 from analysis.frame import POINT, compute_seconds, union_grid, val_sets
 from analysis.generation import BASELINE_METHOD, generation_table
 from analysis.ledger import load_tables
 from analysis.noise import CLEAR_SDS, seed_noise
-from analysis.scaling import PowerLawFit, fit_groups
+from analysis.scaling import PowerLawFit
 from megadocs.errors import UserError
 from megadocs.formats import IID, IID_LONG, IID_SETS, IID_SHORT, describe_validation_set, write_atomic
 from search.certificate import Support

@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from analysis.scaling import FitRecord, fit_groups, fit_power_law, power_law
+from analysis.fits import FitRecord, fit_groups
+from analysis.scaling import fit_power_law, power_law
 from megadocs.errors import UserError
 
 TRUE = {"E": 2.0, "A": 3.0, "alpha": 0.4}
