@@ -8,7 +8,7 @@ one was read; ``load_reference_law`` is its one file read),
 ``analysis.frame`` (the run and certification tables and their columns),
 ``analysis.generation`` (loss vs G, monotonicity, per-G efficiency),
 ``analysis.findings`` (the report's first section, in words).
-Tables over those: ``analysis.fits`` (one law per group of a table, and a fit's JSON records),
+Tables over those: ``analysis.fits`` (one law per group of a table; a fit in words and its JSON records),
 ``analysis.experiments`` (the paper's other experiments; ``diversity_table``
 reads pool manifests), ``analysis.ensembles`` (loss vs K, asymptotes; ``load_ensemble_table`` and
 ``score_ensemble_studies`` are its adapters).

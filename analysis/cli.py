@@ -215,6 +215,7 @@ def _law_from_args(args):
     import numpy as np
 
     from analysis.efficiency import ReferenceLaw, load_reference_law
+    from analysis.fits import describe_fit
 
     alpha, asymptote = getattr(args, "alpha", None), getattr(args, "asymptote", None)
     given = [name for name, value in (("--alpha", alpha), ("--asymptote", asymptote)) if value is not None]
@@ -241,7 +242,7 @@ def _law_from_args(args):
         if isinstance(law, str):  # the reason it could not be fitted
             raise UserError(f"--fit-baseline {args.fit_baseline}: {law}")
         if not getattr(args, "json", False):  # JSON output carries the law itself
-            print(law.describe("D"))
+            print(describe_fit(law, "D"))
         return law
     if given:
         if not (math.isfinite(alpha) and alpha > 0 and math.isfinite(asymptote) and asymptote >= 0):
@@ -298,6 +299,8 @@ def _fit_table(frame, *, x: str, y: str, group: str | None, **options) -> dict:
 
 
 def _fit(args) -> int:
+    from analysis.fits import describe_fit
+
     options = dict(
         loss="huber" if args.huber is not None else "linear",
         huber_delta=args.huber if args.huber is not None else 0.01,
@@ -347,7 +350,7 @@ def _fit(args) -> int:
         if isinstance(fit, str):
             print(f"  not fitted: {fit}")
         else:
-            print(fit.describe(x))
+            print(describe_fit(fit, x))
     return Exit.NEGATIVE if failed else Exit.OK
 
 

@@ -1,9 +1,11 @@
-"""Power-law fits of tables, and their JSON records (the maths is :mod:`analysis.scaling`).
+"""Power-law fits of tables, a fit in words and in JSON (the maths is :mod:`analysis.scaling`).
 
 :func:`fit_groups` fits one law per group of a DataFrame (a group that cannot be fitted maps to
-the reason), each group's bootstrap on its own noise stream; :func:`fit_json` is a fitted law in
-standard JSON and :func:`fit_record` one group of ``megadocs analysis fit --json`` as a typed
-:class:`FitRecord` (:class:`ParamRecord` per parameter).
+the reason), each group's bootstrap on its own noise stream. :func:`param_status`,
+:func:`quote_param` and :func:`describe_fit` are a fit in the words every output uses (the report,
+the CLI, figure legends); :func:`fit_json` is a fitted law in standard JSON and :func:`fit_record`
+one group of ``megadocs analysis fit --json`` as a typed :class:`FitRecord` (:class:`ParamRecord`
+per parameter).
 """
 
 from __future__ import annotations
@@ -17,7 +19,8 @@ from analysis.scaling import PARAMS, PowerLawFit, fit_power_law
 from megadocs.config import StrictModel
 from megadocs.errors import UserError
 
-__all__ = ["ParamRecord", "FitRecord", "fit_json", "fit_record", "fit_groups"]
+__all__ = ["ParamRecord", "FitRecord", "param_status", "quote_param", "describe_fit", "fit_json", "fit_record",
+           "fit_groups"]
 
 
 class ParamRecord(StrictModel):
@@ -46,6 +49,34 @@ class FitRecord(StrictModel):
     params: dict[str, ParamRecord] | None = None
     rmse_log: float | None = None
     notes: list[str] = []
+
+
+def param_status(fit: PowerLawFit, name: str) -> str:
+    """What the points say about parameter ``name``, in the words every output uses (the report,
+    the CLI, figure legends): ``fixed``, ``NOT determined`` (with the interval where there is
+    one: it shows how loose), the interval (``95% CI [low, high]``) or ``no interval``."""
+    interval = fit.interval(name)
+    ci = f"{int(fit.level * 100)}% CI [{interval[0]:.4g}, {interval[1]:.4g}]" if interval else None
+    if name in fit.fixed:
+        return "fixed"
+    if not fit.determined[name]:
+        return "NOT determined" + (f"; {ci}" if ci else "")
+    return ci or "no interval"
+
+
+def quote_param(fit: PowerLawFit, name: str) -> str:
+    """``name=value (status)``: a parameter as a legend or a sentence quotes it (see :func:`param_status`)."""
+    return f"{name}={fit.params[name]:.4g} ({param_status(fit, name)})"
+
+
+def describe_fit(fit: PowerLawFit, x_name: str = "x") -> str:
+    """One line per parameter and the notes, for reports and the CLI."""
+    lines = [f"L({x_name}) = E + A * {x_name}^(-alpha), {fit.n_points} points, {fit.loss} loss on log residuals"]
+    for name in PARAMS:
+        lines.append(f"  {name:5s} = {fit.params[name]:.4g}  ({param_status(fit, name)})")
+    lines.append(f"  rmse of log residuals = {fit.rmse_log:.3g}")
+    lines.extend(f"  note: {note}" for note in fit.notes)
+    return "\n".join(lines)
 
 
 def fit_json(fit: PowerLawFit) -> dict:

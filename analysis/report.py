@@ -48,7 +48,7 @@ from analysis.figures import (
 )
 from analysis.findings import findings as findings_of
 from analysis.findings import rises_with_g
-from analysis.fits import fit_groups
+from analysis.fits import describe_fit, fit_groups
 from analysis.frame import POINT, compute_seconds, union_grid, val_sets
 from analysis.generation import BASELINE_METHOD, generation_table
 from analysis.ledger import load_tables
@@ -92,7 +92,7 @@ def _fit_blocks(fits: Mapping[str, PowerLawFit | str], x_name: str) -> list[str]
     """Each group's fit as a code block under its bold name (a group that could not be fitted: why)."""
     lines = []
     for name, fit in fits.items():
-        text = fit.describe(x_name) if isinstance(fit, PowerLawFit) else f"not fitted: {fit}"
+        text = describe_fit(fit, x_name) if isinstance(fit, PowerLawFit) else f"not fitted: {fit}"
         lines += [f"**{name}**", "", "```", text, "```", ""]
     return lines
 
@@ -240,7 +240,7 @@ def _law_paragraphs(table: pd.DataFrame, law: ReferenceLaw | PowerLawFit, noise_
         "it is computed for the i.i.d. loss only. A loss within the baseline runs' range is read off the fitted "
         "curve between its points (`interpolated`: no asymptote needed); beyond it the efficiency rests on E and "
         "alpha (`extrapolated`), and is `not determined` where the fit below does not determine them.",
-        "", "```", law.describe("D"), "```", "",
+        "", "```", describe_fit(law, "D"), "```", "",
     ]
 
 

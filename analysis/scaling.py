@@ -117,31 +117,6 @@ class PowerLawFit:
     def interval(self, name: str) -> tuple[float, float] | None:
         return None if self.ci is None else self.ci.get(name)
 
-    def status(self, name: str) -> str:
-        """What the points say about parameter ``name``, in the words every output uses (the report,
-        the CLI, figure legends): ``fixed``, ``NOT determined`` (with the interval where there is
-        one: it shows how loose), the interval (``95% CI [low, high]``) or ``no interval``."""
-        interval = self.interval(name)
-        ci = f"{int(self.level * 100)}% CI [{interval[0]:.4g}, {interval[1]:.4g}]" if interval else None
-        if name in self.fixed:
-            return "fixed"
-        if not self.determined[name]:
-            return "NOT determined" + (f"; {ci}" if ci else "")
-        return ci or "no interval"
-
-    def quote(self, name: str) -> str:
-        """``name=value (status)``: a parameter as a legend or a sentence quotes it (see :meth:`status`)."""
-        return f"{name}={self.params[name]:.4g} ({self.status(name)})"
-
-    def describe(self, x_name: str = "x") -> str:
-        """One line per parameter and the notes, for reports and the CLI."""
-        lines = [f"L({x_name}) = E + A * {x_name}^(-alpha), {self.n_points} points, {self.loss} loss on log residuals"]
-        for name in PARAMS:
-            lines.append(f"  {name:5s} = {self.params[name]:.4g}  ({self.status(name)})")
-        lines.append(f"  rmse of log residuals = {self.rmse_log:.3g}")
-        lines.extend(f"  note: {note}" for note in self.notes)
-        return "\n".join(lines)
-
 
 def _check_points(x: np.ndarray, y: np.ndarray, n_free: int) -> list[str]:
     """Refuse inputs no decreasing power law can describe; return notes on weaker problems."""
