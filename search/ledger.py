@@ -6,7 +6,7 @@ Layout (docs/architecture.md, "Search ledger"):
   ``{sweep}/tpe/{c}`` for the baseline strategies, ``{sweep}/ensemble/{name}`` for ensembles).
   Study user attributes: ``kind``, ``fixed``, ``grid`` (as listed), ``start`` (the resolved
   start, also for warm starts), ``extensions`` (every extension value the search reached, in
-  order, with the centre that asked for it: :class:`search.certify.Extension`; absent in ledgers
+  order, with the centre that asked for it: :class:`search.certificate.Extension`; absent in ledgers
   written before extensions, which read as none), ``stop`` (a baseline's stop before its run
   budget, or any search's by its run budget: :class:`search.strategies.Stop`; absent or null
   while it runs, and in ledgers written before the record, which read as no stop).
