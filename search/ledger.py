@@ -16,7 +16,9 @@ Layout (docs/architecture.md, "Search ledger"):
   and ``g`` are params too (a categorical over `METHODS`, an int on a log scale), so studies can
   be compared by algorithm and G. Trial user attributes are the ATTR_* constants below;
   ``metrics`` is the run's :class:`megadocs.formats.RunMetrics` as JSON, ``status`` a
-  :class:`megadocs.formats.RunStatus` and ``provenance`` the run's ``RUN/provenance.json``. The
+  :class:`megadocs.formats.RunStatus`, ``provenance`` the run's ``RUN/provenance.json`` and
+  ``job_place`` the host, kernel boot and pid namespace where a local job's id (a pid) can be asked
+  (:class:`megadocs.procs.PidPlace`; absent for SLURM jobs and in older ledgers: asked here). The
   trial's value is the loss (+inf for a diverged run); COMPLETE = evaluated,
   FAIL = infrastructure failure after all retries, RUNNING = dispatched.
 - Study ``{sweep}#controller`` exists while a controller holds the sweep; its attributes name
@@ -89,6 +91,7 @@ ATTR_RUN_ID = "run_id"
 ATTR_RUN_DIR = "run_dir"
 ATTR_JOB_ID = "job_id"
 ATTR_JOB_FOLDER = "job_folder"
+ATTR_JOB_PLACE = "job_place"  # {host, boot, pidns} of a job whose id is a pid there (local, debug); else null
 ATTR_STATUS = "status"
 ATTR_METRICS = "metrics"
 ATTR_WALL_TIME = "wall_time_s"
@@ -168,6 +171,9 @@ class RunRecord:
     metrics: RunMetrics | None = None  # the run's metrics once it finished
     job_id: str | None = None
     job_folder: str | None = None
+    job_place: PidPlace | None = None
+    """Where ``job_id`` names a process (a local or in-process job: :attr:`megadocs.executors.Executor.place`);
+    None for a SLURM job, and in ledgers written before the record (asked here, as then)."""
     wall_time_s: float | None = None
     attempts: int = 0
     reason: str | None = None
@@ -444,6 +450,7 @@ class Ledger:
                     metrics=RunMetrics.parse(metrics, source=f"{name}#{trial.number}") if metrics else None,
                     job_id=attrs.get(ATTR_JOB_ID),
                     job_folder=attrs.get(ATTR_JOB_FOLDER),
+                    job_place=_job_place(attrs.get(ATTR_JOB_PLACE)),
                     wall_time_s=attrs.get(ATTR_WALL_TIME),
                     attempts=int(attrs.get(ATTR_ATTEMPTS, 0)),
                     reason=reason,
@@ -771,6 +778,11 @@ def undescribed_line(counts: Mapping[str, int], *, controller_live: bool) -> str
             "closes them")
 
 
+def _job_place(data: Mapping[str, Any] | None) -> PidPlace | None:
+    """A trial's recorded job place (None: a SLURM job, or a ledger older than the record)."""
+    return None if data is None else PidPlace(str(data["host"]), data.get("boot"), data.get("pidns"))
+
+
 def _extensions(study_attrs: Mapping[str, Any]) -> list[Extension]:
     """A study's recorded extensions, in order (none in older ledgers)."""
     return [Extension.from_dict(item) for item in study_attrs.get(STUDY_EXTENSIONS, [])]
@@ -837,7 +849,7 @@ def read_runs(sweep: Sweep, *, snapshot: LedgerSnapshot | None = None) -> list[R
     Returns:
         records with ``sweep, certification, kind, trial, point, fixed, run_id, run_dir, status
         (a RunStatus), loss (None unless evaluated; inf if diverged), metrics (a RunMetrics or
-        None), job_id, job_folder, wall_time_s, attempts, reason, adopted_from, member,
+        None), job_id, job_folder, job_place, wall_time_s, attempts, reason, adopted_from, member,
         started, completed`` (``to_dict()`` for JSON). ``certification`` is e.g. ``"stitched-g4"``, ``"grid/stitched-g4"``
         or ``"ensemble/real-ens"``; ensemble members carry their ``seed`` in ``fixed``.
 

@@ -261,11 +261,23 @@ def certify_exit(summaries: Iterable[CertificationSummary]) -> CertifyExit:
     return CertifyExit.of((s.state, s.support, bool(s.blocked_by)) for s in summaries)
 
 
+class RunJobState(str, Enum):
+    """What ``search status``'s job list says of a run the ledger calls running, or that failed."""
+
+    QUEUED = "queued"  # no job yet; the live controller submits it when a slot frees
+    STOPPED = "stopped"  # no live controller submits it (Ctrl-C, killed before submitting), or its job is gone
+    RUNNING = "running"
+    UNCHECKED = "unchecked"  # a local job on another host or in another container: its pid is not asked from here
+    ENDED = "ended"  # the job wrote its result, not in the ledger yet (its controller was killed): certify records it
+    FAILED = "failed"
+
+
 class JobWatch:
-    """Whether the jobs the ledger calls running still run, asked of the executor (local pid,
-    SLURM state), so that ``status`` after a killed controller does not report dead jobs as
-    running. Reads no result file; a job folder outside the sweep is refused (UntrustedPath).
-    Each job is asked once (on SLURM, a ``squeue``/``sacct`` call): one watch serves one command."""
+    """What became of the jobs the ledger calls running (:meth:`state`), asked of the executor
+    (local pid, SLURM state), so that ``status`` after a killed controller does not report dead
+    jobs as running. Reads no result file (only whether there is one); a job folder outside the
+    sweep is refused (UntrustedPath). Each job is asked once (on SLURM, a ``squeue``/``sacct``
+    call): one watch serves one command."""
 
     def __init__(self, sweep, *, controller_live: bool = False) -> None:
         self.sweep = sweep
@@ -273,28 +285,25 @@ class JobWatch:
         """A live controller holds the sweep (``LedgerSnapshot.holder``): its runs without a job are
         waiting for a slot or being submitted, not stopped."""
         self._executor = None
-        self._answers: dict[tuple[str, str | None], bool] = {}
-        self._results: dict[tuple[str, str | None], bool] = {}
+        self._states: dict[tuple[str, str | None], RunJobState] = {}
 
-    def alive(self, job_id: str | None, job_folder: str | None) -> bool:
-        """For a run never handed to an executor: whether a live controller holds the sweep (it
-        submits the run when a slot frees), else False (its controller died or was stopped first)."""
-        if not job_id:
-            return self.controller_live
-        key = (job_id, job_folder)
-        if key not in self._answers:
-            self._answers[key] = self._jobs().alive(job_id, job_folder)
-        return self._answers[key]
-
-    def ended(self, job_id: str | None, job_folder: str | None) -> bool:
-        """Whether the job wrote its result that the ledger does not hold yet (its controller was
-        killed after it submitted the job): the next ``certify`` records it, it is not stopped."""
-        if not job_id:
-            return False
-        key = (job_id, job_folder)
-        if key not in self._results:
-            self._results[key] = self._jobs().has_result(job_id, job_folder)
-        return self._results[key]
+    def state(self, record: RunRecord) -> RunJobState:
+        """The job of a run the ledger calls running: without one, ``queued`` while a live
+        controller holds the sweep (it submits the run when a slot frees), else ``stopped``; a local
+        job whose pid cannot be asked from here (:attr:`RunRecord.job_place`: another host, machine
+        or container) ``unchecked``, never taken for ended; else ``running``, ``ended`` (it wrote
+        its result, which the ledger does not hold yet: its controller was killed after submitting
+        it, the next ``certify`` records it) or ``stopped`` (gone)."""
+        if not record.job_id:
+            return RunJobState.QUEUED if self.controller_live else RunJobState.STOPPED
+        if record.job_place is not None and not record.job_place.askable():
+            return RunJobState.UNCHECKED
+        key = (record.job_id, record.job_folder)
+        if key not in self._states:
+            jobs = self._jobs()
+            self._states[key] = (RunJobState.RUNNING if jobs.alive(*key) else
+                                 RunJobState.ENDED if jobs.has_result(*key) else RunJobState.STOPPED)
+        return self._states[key]
 
     def _jobs(self):
         if self._executor is None:
@@ -367,9 +376,8 @@ def summarize(sweep: Sweep, strategy: str = "certify", max_runs: int | None = No
                 strategy.record(item.point, item.outcome)  # a baseline's also feeds its evidence
                 key = search.key(item.point)
                 stopped.discard(key)  # per point, its latest state
-                job = (item.record.job_id, item.record.job_folder)
                 if (watch is not None and item.outcome.state is RunState.RUNNING
-                        and not watch.alive(*job) and not watch.ended(*job)):
+                        and watch.state(item.record) is RunJobState.STOPPED):
                     stopped.add(key)
         recorded_stop = snapshot.stop(study)
         if recorded_stop is not None:
@@ -604,16 +612,6 @@ def summarize_transfers(sweep: Sweep, summaries: Iterable[CertificationSummary] 
     return found
 
 
-class RunJobState(str, Enum):
-    """What ``search status``'s job list says of a run the ledger calls running, or that failed."""
-
-    QUEUED = "queued"  # no job yet; the live controller submits it when a slot frees
-    STOPPED = "stopped"  # no live controller submits it (Ctrl-C, killed before submitting), or its job is gone
-    RUNNING = "running"
-    ENDED = "ended"  # the job wrote its result, not in the ledger yet (its controller was killed): certify records it
-    FAILED = "failed"
-
-
 @dataclass(frozen=True)
 class RunJob:
     """One run in flight or failed, with its job: what to follow with squeue/sacct or cancel with
@@ -626,6 +624,7 @@ class RunJob:
     job_id: str | None
     attempts: int
     reason: str | None
+    elsewhere: str | None = None  # where an unchecked job runs (megadocs.procs.PidPlace.where)
 
     @classmethod
     def of(cls, record: RunRecord, watch: JobWatch) -> RunJob | None:
@@ -633,16 +632,10 @@ class RunJob:
         running = record.status is RunStatus.RUNNING
         if not (running or (record.status is RunStatus.FAILED and record.job_id)):
             return None
-        if not running:
-            state = RunJobState.FAILED
-        elif not record.job_id:
-            state = RunJobState.QUEUED if watch.controller_live else RunJobState.STOPPED
-        elif watch.alive(record.job_id, record.job_folder):
-            state = RunJobState.RUNNING
-        else:
-            state = RunJobState.ENDED if watch.ended(record.job_id, record.job_folder) else RunJobState.STOPPED
+        state = watch.state(record) if running else RunJobState.FAILED
+        elsewhere = record.job_place.where() if state is RunJobState.UNCHECKED and record.job_place else None
         return cls(record.certification, record.trial, dict(record.point), state, record.job_id, record.attempts,
-                   record.reason)
+                   record.reason, elsewhere)
 
     def describe(self) -> str:
         """The job list's line."""
@@ -655,6 +648,7 @@ class RunJob:
                     "`megadocs search certify` runs it again")
         status = {RunJobState.STOPPED: "stopped (its job is gone; `megadocs search certify` resumes it)",
                   RunJobState.ENDED: "ended, result not recorded yet (`megadocs search certify` records it)",
+                  RunJobState.UNCHECKED: f"running {self.elsewhere} (not checked from here)",
                   }.get(self.state, self.state.value)
         reason = f": {self.reason}" if self.state is RunJobState.FAILED and self.reason else ""
         return f"{where}: {status}, job {self.job_id} (attempt {self.attempts}){reason}"
