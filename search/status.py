@@ -444,9 +444,10 @@ class EnsembleSummary:
             points = sorted({_fmt_point(m.params.point) for m in self.stale})
             stale = (f"; {len(self.stale)} finished member(s) belong to an earlier certified point of "
                      f"{self.source} ({'; '.join(points)}) and are not mixed in")
-        if self.source_point is None:
-            return (f"source {self.source} is not certified now ({self.source_state.value}), so no point's members "
-                    f"can be scored{stale}; re-run `megadocs search certify`")
+        if self.source_point is None:  # a searching source, or its chain's wait or failure (a warm start's words)
+            why = (f"source {self.source} is not certified now ({self.source_state.value})"
+                   if self.source_state is CertState.SEARCHING or self.reason is None else self.reason)
+            return f"{why}, so no point's members can be scored{stale}; re-run `megadocs search certify`"
         done = len(self.completed)
         if done < 2:
             return (f"{done} completed member(s) at {self.source}'s certified point ({_fmt_point(self.source_point)}); "
