@@ -34,7 +34,7 @@ from search.certify import (
     Support,
     point_key,
 )
-from search.grid import Bound, Side, values_equal
+from search.grid import Bound, Grid, Side, values_equal
 from search.ledger import (
     STUDY_START,
     LedgerSnapshot,
@@ -78,7 +78,7 @@ class RunCounts:
     finished: int = 0
     running: int = 0
     failed: int = 0
-    stopped: int | None = None  # with ``reconcile`` only: the ledger says running, the job is gone
+    stopped: int | None = None  # with a JobWatch only: the ledger says running, the job is gone
 
 
 @dataclass(frozen=True)
@@ -168,8 +168,7 @@ class CertificationSummary:
         checked to still hold (:meth:`Stop.spent_on`): state ``stopped`` in place of a search's
         phases, its ``reason`` the stop's line, and ``budget_spent`` (a sweep file's budget, for
         older ledgers) unused."""
-        search = strategy if isinstance(strategy, CertifySearch) else strategy.evidence
-        assert search is not None, f"{strategy.name}: a baseline's summary reads its runs by the certifier's rule"
+        search = _evidence(strategy)
         baseline = None if strategy is search else strategy
         decision = search.decide()
         counts = {state: sum(o.state is state for o in search.outcomes.values()) for state in RunState}
@@ -345,40 +344,17 @@ def summarize(sweep: Sweep, strategy: str = "certify", max_runs: int | None = No
     snapshot = snapshot if snapshot is not None else read_snapshot(sweep)
     kind = StudyKind(strategy)
     summaries = []
-    searches: dict[str, CertifySearch] = {}
+    searches: dict[str, CertifySearch] = {}  # a warm start's sources: earlier in the file, so built already
     budget_stops: dict[str, Stop] = {}  # a warm start waits on a source its budget stopped: it says so
     for cert in sweep.certifications:
         study = study_name(sweep.name, cert.name, kind)
-        grid = sweep.grid_for(cert)
-        start = snapshot.study_attrs(study).get(STUDY_START)
         budget = max_runs if max_runs is not None else cert.max_runs
-        strategy: Strategy
-        if kind is StudyKind.CERTIFY:
-            if start is None and not cert.warm_start:
-                start = sweep.start_for(cert)
-            search = CertifySearch(cert.name, grid, start, seed_neighbours=sweep.seeds_neighbours(cert),
-                                   waits_for=cert.warm_start if start is None else None,
-                                   fallback=sweep.start_for(cert), noise=sweep.noise_for(cert))
-            if search.waits_for is not None:  # sources come earlier in the file, so they are here already
-                search.resolve(searches, budget_stops)
-            searches[cert.name] = strategy = search
-        else:  # its own strategy (the grid as listed: build_strategies), its runs read by the certifier's rule
-            grid = grid.listed_grid()
-            strategy = baseline_strategy(kind.value, cert.name, grid, max_runs=budget,
-                                         start=start if start is not None else sweep.start_for(cert),
-                                         seed_neighbours=sweep.seeds_neighbours(cert))
-            assert strategy.evidence is not None
-            search = strategy.evidence
+        strategy, grid = _strategy(sweep, cert, kind, snapshot.study_attrs(study).get(STUDY_START), budget,
+                                   searches, budget_stops)
+        search = _evidence(strategy)
         records = snapshot.runs(study)
-        stopped: set[Any] = set()
-        for item in replay(records, fixed=cert.fixed, grid=grid, warn_off_grid=warn_off_grid):
-            if kind is StudyKind.CERTIFY or item.params.seed is None:
-                strategy.record(item.point, item.outcome)  # a baseline's also feeds its evidence
-                key = search.key(item.point)
-                stopped.discard(key)  # per point, its latest state
-                if (watch is not None and item.outcome.state is RunState.RUNNING
-                        and watch.state(item.record) is RunJobState.STOPPED):
-                    stopped.add(key)
+        n_stopped = _replay_runs(strategy, records, fixed=cert.fixed, grid=grid, watch=watch,
+                                 warn_off_grid=warn_off_grid)
         recorded_stop = snapshot.stop(study)
         if recorded_stop is not None:
             strategy.restore_stop(recorded_stop)  # TPE's convergence is in no run: only this record says it
@@ -386,14 +362,66 @@ def summarize(sweep: Sweep, strategy: str = "certify", max_runs: int | None = No
             recorded_stop.spent_on(grid, len(search.outcomes)) else None
         if budget_stop is not None:
             budget_stops[cert.name] = budget_stop
-        n_stopped = None if watch is None else sum(
-            search.outcomes[key].state is RunState.RUNNING for key in stopped if key in search.outcomes)
         summaries.append(CertificationSummary.of_search(
             strategy, records=records, study=study, fixed=cert.fixed, warm_start=cert.warm_start,
             budget_spent=budget is not None and len(search.outcomes) >= budget and not search.running(),
             stopped=n_stopped, recorded=snapshot.extensions(study), budget_stop=budget_stop,
         ))
     return summaries
+
+
+def _strategy(sweep: Sweep, cert, kind: StudyKind, start: dict[str, Any] | None, budget: int | None,
+              searches: dict[str, CertifySearch], budget_stops: Mapping[str, Stop]) -> tuple[Strategy, Grid]:
+    """The strategy a certification's runs are replayed into, as its controller built it, and the
+    grid they are checked against: the certifier from the recorded ``start`` (else the sweep's, or
+    a wait for its warm start's source, resolved against the ``searches`` built so far, which it
+    joins), or a baseline over the grid as listed (``build_strategies``) whose runs its certifier's
+    evidence also reads."""
+    grid = sweep.grid_for(cert)
+    if kind is StudyKind.CERTIFY:
+        if start is None and not cert.warm_start:
+            start = sweep.start_for(cert)
+        search = CertifySearch(cert.name, grid, start, seed_neighbours=sweep.seeds_neighbours(cert),
+                               waits_for=cert.warm_start if start is None else None,
+                               fallback=sweep.start_for(cert), noise=sweep.noise_for(cert))
+        if search.waits_for is not None:
+            search.resolve(searches, budget_stops)
+        searches[cert.name] = search
+        return search, grid
+    grid = grid.listed_grid()
+    baseline = baseline_strategy(kind.value, cert.name, grid, max_runs=budget,
+                                 start=start if start is not None else sweep.start_for(cert),
+                                 seed_neighbours=sweep.seeds_neighbours(cert))
+    return baseline, grid
+
+
+def _evidence(strategy: Strategy) -> CertifySearch:
+    """What the certifier's rule reads of a strategy: the certifier itself, or a baseline's
+    evidence (:attr:`Strategy.evidence`: its runs, read by the certifier's rule)."""
+    search = strategy if isinstance(strategy, CertifySearch) else strategy.evidence
+    assert search is not None, f"{strategy.name}: a baseline's summary reads its runs by the certifier's rule"
+    return search
+
+
+def _replay_runs(strategy: Strategy, records: list[RunRecord], *, fixed: Mapping[str, Any], grid: Grid,
+                 watch: JobWatch | None, warn_off_grid: bool) -> int | None:
+    """Feed a certification's ledger ``records`` to its ``strategy`` (:func:`search.ledger.replay`;
+    a baseline's repeats are not its runs) and count the points whose latest run the ledger calls
+    running while its job is stopped (:meth:`JobWatch.state`; None without a ``watch``)."""
+    search = _evidence(strategy)
+    stopped: set[Any] = set()
+    for item in replay(records, fixed=fixed, grid=grid, warn_off_grid=warn_off_grid):
+        if strategy is not search and item.params.seed is not None:
+            continue
+        strategy.record(item.point, item.outcome)  # a baseline's also feeds its evidence
+        key = search.key(item.point)
+        stopped.discard(key)  # per point, its latest state
+        if (watch is not None and item.outcome.state is RunState.RUNNING
+                and watch.state(item.record) is RunJobState.STOPPED):
+            stopped.add(key)
+    if watch is None:
+        return None
+    return sum(search.outcomes[key].state is RunState.RUNNING for key in stopped if key in search.outcomes)
 
 
 @dataclass(frozen=True)
