@@ -279,10 +279,10 @@ def axis_distribution(axis: str, values: list[Any]):
     numbers = [v for v in values if isinstance(v, (int, float)) and not isinstance(v, bool)]
     if not values or len(numbers) != len(values) or not all(math.isfinite(v) for v in numbers):
         return CategoricalDistribution(list(values))
-    log = axis in LOG_AXES and min(numbers) > 0
+    log_scale = axis in LOG_AXES and min(numbers) > 0
     if all(isinstance(v, int) for v in numbers):
-        return IntDistribution(min(numbers), max(numbers), log=log)
-    return FloatDistribution(float(min(numbers)), float(max(numbers)), log=log)
+        return IntDistribution(min(numbers), max(numbers), log=log_scale)
+    return FloatDistribution(float(min(numbers)), float(max(numbers)), log=log_scale)
 
 
 def _fixed_distribution(key: str, value: Any):
@@ -354,6 +354,7 @@ class Ledger:
         return study_id
 
     def study_attrs(self, name: str) -> dict[str, Any]:
+        """Study ``name``'s user attributes ({} for a study not in the ledger)."""
         study_id = self.study_id(name)
         return {} if study_id is None else self.storage.get_study_user_attrs(study_id)
 
@@ -663,6 +664,8 @@ class Ledger:
         raise ControllerBusy(f"sweep {self.sweep!r}: could not take the controller lock (contended); retry")
 
     def _study_id_or_none(self, name: str) -> int | None:
+        """Study ``name``'s id asked afresh (None: no such study): unlike :meth:`study_id`, never
+        cached, since the lock study is deleted and created again."""
         try:
             return self.storage.get_study_id_from_name(name)
         except KeyError:
@@ -711,12 +714,9 @@ class Ledger:
             pass
 
     def holder(self) -> dict[str, Any] | None:
-        """The current lock holder (or None), for status displays."""
-        try:
-            study_id = self.storage.get_study_id_from_name(self._lock_name)
-        except KeyError:
-            return None
-        return _live_holder(self.storage.get_study_user_attrs(study_id))
+        """The live controller holding the sweep (its lock's holder), or None."""
+        study_id = self._study_id_or_none(self._lock_name)
+        return None if study_id is None else _live_holder(self.storage.get_study_user_attrs(study_id))
 
 
 @dataclass(frozen=True)
@@ -743,6 +743,7 @@ class LedgerSnapshot:
         return list(self.records.get(name, ()))
 
     def study_attrs(self, name: str) -> dict[str, Any]:
+        """As :meth:`Ledger.study_attrs`."""
         return dict(self.attrs.get(name, {}))
 
     def extensions(self, name: str) -> list[Extension]:
