@@ -35,7 +35,7 @@ from typing import Any, Literal, get_args
 from pydantic import Field
 
 from megadocs.config import StrictModel, load_config
-from megadocs.procs import child_pids, child_process_settings, job_thread_environment, pid_alive
+from megadocs.procs import PidPlace, child_pids, child_process_settings, job_thread_environment, pid_alive
 from megadocs.trust import require_inside
 
 __all__ = ["ExecutorKind", "ArrayKind", "ARRAY_KINDS", "DEFAULT_TIMEOUT_MIN", "ExecutorConfig", "JobState", "Poll", "Executor", "SlurmProfile", "LocalExecutor", "SlurmExecutor",
@@ -123,6 +123,10 @@ class Executor(ABC):
 
     kind: str
     folder: Path | None
+    place: PidPlace | None = None
+    """Where this executor's job ids are pids (local and in-process jobs: this process's place),
+    recorded with each job so that a reader elsewhere does not ask its own /proc about them
+    (:meth:`megadocs.procs.PidPlace.askable`); None: asked anywhere (SLURM's queue)."""
 
     @abstractmethod
     def submit(self, tasks: Sequence[Callable[[], Any]]) -> list[str]:
@@ -139,7 +143,9 @@ class Executor(ABC):
 
     @abstractmethod
     def alive(self, job_id: str, folder: str | None = None) -> bool:
-        """True while the job is queued or running (local pid, SLURM state); reads no result.
+        """True while the job is queued or running (local pid, SLURM state); reads no result. A
+        local job is asked only where its recorded :attr:`place` is askable (its pid names
+        another process, or none, anywhere else).
 
         Raises:
             UntrustedPath: as :meth:`poll`.
@@ -258,6 +264,7 @@ class LocalExecutor(_Submitit):
         executor.update_parameters(timeout_min=timeout_min)
         super().__init__(executor, "local", folder)
         self.environment = job_thread_environment(max_parallel)
+        self.place = PidPlace.current()
         self.ctrl_c_to_jobs = ctrl_c_to_jobs
         self._result_seen: dict[str, float] = {}
 
@@ -435,6 +442,7 @@ class InProcessExecutor(Executor):
     def __init__(self) -> None:
         self.kind = "debug"
         self.folder = None
+        self.place = PidPlace.current()
         self._tasks: dict[str, Callable[[], Any]] = {}
         self._results: dict[str, Poll] = {}
         self._counter = 0

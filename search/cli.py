@@ -136,7 +136,7 @@ def _configure_process(*, runs_jobs: bool) -> None:
 
 def _certify(args: argparse.Namespace) -> int:
     from megadocs.errors import UserError
-    from search.certificate import CertState, Support
+    from search.certificate import CertState
     from search.controller import SweepInterrupted, run_sweep
     from search.ledger import read_snapshot
     from search.status import (
@@ -147,7 +147,6 @@ def _certify(args: argparse.Namespace) -> int:
         g_trend_warnings,
         summarize,
     )
-    from search.strategies import StrategyState
     from search.sweep import load_sweep
 
     if args.max_runs is not None and args.max_runs < 1:
@@ -166,41 +165,63 @@ def _certify(args: argparse.Namespace) -> int:
     print(format_table(summaries), end="")
     for line in (*format_bases(summaries), *format_stops(summaries)):
         print(line)
-    if args.strategy == "certify":  # only the certifier runs them
-        _print_ensembles(sweep, summaries, snapshot)
+    certifier = args.strategy == "certify"
+    if certifier:  # only the certifier runs them
+        _print_ensembles_and_transfers(sweep, summaries, snapshot)
     for warning in g_trend_warnings(summaries):
         print(f"warning: {warning}", file=sys.stderr)
-    failed = 0
-    for s in summaries:
-        for params, reason in s.blocked_by:
-            failed += 1
-            print(f"{s.name}: blocked by {params}: {reason}", file=sys.stderr)
-        if s.state is CertState.FAILED:
-            if s.reason:
-                print(f"{s.name}: not certified: {s.reason}", file=sys.stderr)
-        elif s.state is StrategyState.STOPPED and args.strategy == "certify":  # the reason says how to go on
-            print(f"{s.name}: not certified: {s.reason}", file=sys.stderr)
-        elif s.state is not CertState.CERTIFIED and args.strategy == "certify":
-            # the controller only stops early when the run budget is spent
-            # the reason, where there is one, says where it stands: "waiting for a (stopped: run budget spent)"
-            print(f"{s.name}: not certified: {s.reason or f'stopped ({s.state.value})'}; re-run with a larger "
-                  f"--max-runs (or without it) to continue", file=sys.stderr)
+    for line in _not_certified_lines(summaries, certifier=certifier):
+        print(line, file=sys.stderr)
+    failed = sum(len(s.blocked_by) for s in summaries)
     if failed:
         print(RETRY_HINT.format(n=failed, sweep=args.sweep), file=sys.stderr)
-    if args.strategy != "certify":  # a baseline's best point need not be certifiable: only failures count
-        if any(s.blocked_by for s in summaries):
+    if not certifier:  # a baseline's best point need not be certifiable: only failures count
+        if failed:
             return CertifyExit.WORK_FAILED.value
         return int(any(s.state is CertState.FAILED for s in summaries)) * CertifyExit.NOT_CERTIFIED.value
     status = certify_exit(summaries)
-    for s in summaries:  # what a weak certificate rests on, on stderr next to the exit status
+    for line in _weak_certificate_lines(summaries, status):
+        print(line, file=sys.stderr)
+    return status.value
+
+
+def _not_certified_lines(summaries: list[CertificationSummary], *, certifier: bool) -> list[str]:
+    """``certify``'s stderr lines for what it left uncertified: each failed point blocking a
+    certificate, and each certification without one with its reason (for a baseline, whose best
+    point need not be certifiable, only a failed one). The certifier stops short of a
+    certificate only when a run budget is spent: the line says how to go on, and the reason,
+    where there is one, where it stands (``waiting for a (stopped: run budget spent)``)."""
+    from search.certificate import CertState
+    from search.strategies import StrategyState
+
+    lines = []
+    for s in summaries:
+        lines += [f"{s.name}: blocked by {params}: {reason}" for params, reason in s.blocked_by]
+        if s.state is CertState.FAILED:
+            if s.reason:
+                lines.append(f"{s.name}: not certified: {s.reason}")
+        elif s.state is StrategyState.STOPPED and certifier:  # its reason (the stop's) says how to go on
+            lines.append(f"{s.name}: not certified: {s.reason}")
+        elif s.state is not CertState.CERTIFIED and certifier:
+            lines.append(f"{s.name}: not certified: {s.reason or f'stopped ({s.state.value})'}; re-run with a "
+                         "larger --max-runs (or without it) to continue")
+    return lines
+
+
+def _weak_certificate_lines(summaries: list[CertificationSummary], status: CertifyExit) -> list[str]:
+    """What each weak certificate rests on (a search bound, or no search), for stderr next to the
+    exit ``status`` it gave."""
+    from search.certificate import Support
+
+    lines = []
+    for s in summaries:
         if s.support is Support.BOUND:
             bounds = ", ".join(f"{b.axis} {b.side.value} {b.value:g}" for b in s.certificate.bounds_hit)
-            print(f"{s.name}: certified on a search bound ({bounds}): a compute limit, not evidence; widen the grid "
-                  f"or list values under extend: (exit {status.value})", file=sys.stderr)
+            lines.append(f"{s.name}: certified on a search bound ({bounds}): a compute limit, not evidence; widen "
+                         f"the grid or list values under extend: (exit {status.value})")
         elif s.support is Support.NOT_SEARCHED:
-            print(f"{s.name}: certified without a search: every axis has one value (exit {status.value})",
-                  file=sys.stderr)
-    return status.value
+            lines.append(f"{s.name}: certified without a search: every axis has one value (exit {status.value})")
+    return lines
 
 
 def _dashboard(args: argparse.Namespace) -> int:
@@ -299,7 +320,7 @@ def _print_status(args: argparse.Namespace, sweep: Sweep, snapshot: LedgerSnapsh
     return 0
 
 
-def _print_ensembles(sweep: Sweep, summaries: list[CertificationSummary], snapshot: LedgerSnapshot) -> None:
+def _print_ensembles_and_transfers(sweep: Sweep, summaries: list[CertificationSummary], snapshot: LedgerSnapshot) -> None:
     """The ensembles' and transfers' lines (the certifier's runs at its certified points)."""
     from search.status import summarize_ensembles, summarize_transfers
 

@@ -12,6 +12,11 @@ checkpoint first) and their trials lose their job, so the next ``certify`` submi
 (resuming from the checkpoint, without spending a retry); SLURM jobs keep running and are
 re-attached. Either way no more than ``max_parallel`` runs are ever in flight.
 
+A local job can be re-attached only where its pid can be asked (the trial's job place: this host,
+kernel boot and pid namespace, :class:`megadocs.procs.PidPlace`). A controller started anywhere else
+cannot tell whether it still runs: it submits the run again, saying so (a job still running there
+holds the run directory's lock, so the new one waits for it and returns its result).
+
 Deduplication: a run's identity is the hash of its full config (``objective.identity``). A
 point whose run already finished anywhere in the sweep (another certification, a baseline
 strategy, an earlier controller) is adopted without running; one in flight is shared.
@@ -23,13 +28,14 @@ import logging
 import sys
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from megadocs.errors import UserError
 from megadocs.executors import Executor, JobState, check_executor, make_executor
 from megadocs.formats import RunDir, RunMetrics, RunStatus
+from megadocs.procs import PidPlace
 from megadocs.provenance import read as read_provenance
 from megadocs.trust import UntrustedPath, require_inside
 from search.baselines import BASELINES, baseline_strategy
@@ -40,6 +46,7 @@ from search.ledger import (
     ATTR_ATTEMPTS,
     ATTR_JOB_FOLDER,
     ATTR_JOB_ID,
+    ATTR_JOB_PLACE,
     ATTR_MEMBER,
     ATTR_PROVENANCE,
     ATTR_REASON,
@@ -151,6 +158,7 @@ class _Run:
     job_id: str | None = None
     attempts: int = 0
     job_folder: str | None = None  # where an earlier controller's job lives (re-attach)
+    job_place: PidPlace | None = None  # where its job id is a pid (Executor.place)
     subscribers: list[_Subscriber] = field(default_factory=list)
 
 
@@ -227,11 +235,25 @@ class LedgerEvaluator(Evaluator):
             # jobs write into it: only a folder inside the sweep's own runs/ (trust model)
             run_dir = require_inside(record.run_dir, self.runs_dir,
                                      what=f"{info.study} trial {record.trial}: run_dir in the ledger")
-            run = _Run(record.run_id, params, run_dir, record.job_id, record.attempts, record.job_folder)
+            run = _Run(record.run_id, params, run_dir, record.job_id, record.attempts, record.job_folder,
+                       record.job_place)
             self._inflight[record.run_id] = run
-            orphan = run if record.job_id is None else None
+            if run.job_place is not None and not run.job_place.askable():
+                self._resubmit_elsewhere(run, info, record)
+            orphan = run if run.job_id is None else None
         run.subscribers.append(_Subscriber(task, item.point, record.trial_id))
         return orphan
+
+    def _resubmit_elsewhere(self, run: _Run, info: TaskInfo, record: RunRecord) -> None:
+        """A run whose job is a pid where this controller cannot ask (another host, machine of that
+        name, container): drop the job (its pid names another process here, or none: never polled
+        nor signalled) to submit the run again, and say why, in the log and the trial's reason."""
+        reason = (f"its local job {run.job_id} was started {run.job_place.where()} (not checked from here); "
+                  "submitted again here: a job still running there holds the run directory's lock, and the new "
+                  "job waits for it and returns its result")
+        log.warning("%s trial %d: %s", info.study, record.trial, reason)
+        self.ledger.update(record.trial_id, **{ATTR_REASON: reason})
+        run.job_id = run.job_folder = run.job_place = None
 
     def _current_records(self, info: TaskInfo, records: list[RunRecord], undescribed: list[int]) -> list[RunRecord]:
         """The study's ``records``, after superseding finished runs whose identity has changed.
@@ -344,7 +366,8 @@ class LedgerEvaluator(Evaluator):
                 reason = f"{why} during attempt {run.attempts}"
                 for subscriber in run.subscribers:
                     self.ledger.update(subscriber.trial_id, **{ATTR_JOB_ID: None, ATTR_JOB_FOLDER: None,
-                                                               ATTR_ATTEMPTS: run.attempts - 1, ATTR_REASON: reason})
+                                                               ATTR_JOB_PLACE: None, ATTR_ATTEMPTS: run.attempts - 1,
+                                                               ATTR_REASON: reason})
         return len(stopped), [run.job_id for run in runs if run.job_id not in stopped]
 
     # -- internals -------------------------------------------------------------------------
@@ -358,7 +381,9 @@ class LedgerEvaluator(Evaluator):
         return True
 
     def _job_attrs(self, run: _Run) -> dict[str, Any]:
-        return {ATTR_JOB_ID: run.job_id, ATTR_JOB_FOLDER: run.job_folder, ATTR_ATTEMPTS: run.attempts}
+        place = None if run.job_place is None else asdict(run.job_place)
+        return {ATTR_JOB_ID: run.job_id, ATTR_JOB_FOLDER: run.job_folder, ATTR_JOB_PLACE: place,
+                ATTR_ATTEMPTS: run.attempts}
 
     def _dispatch(self, runs: Sequence[_Run]) -> None:
         """Submit ``runs`` as one batch. A submission the system refuses (OSError: the jobs
@@ -379,6 +404,7 @@ class LedgerEvaluator(Evaluator):
         for run, job_id in zip(runs, job_ids):
             run.job_id = job_id
             run.job_folder = str(self.executor.folder) if self.executor.folder else None
+            run.job_place = self.executor.place
             run.attempts += 1
             for subscriber in run.subscribers:
                 self.ledger.update(subscriber.trial_id, **self._job_attrs(run))

@@ -16,7 +16,9 @@ Layout (docs/architecture.md, "Search ledger"):
   and ``g`` are params too (a categorical over `METHODS`, an int on a log scale), so studies can
   be compared by algorithm and G. Trial user attributes are the ATTR_* constants below;
   ``metrics`` is the run's :class:`megadocs.formats.RunMetrics` as JSON, ``status`` a
-  :class:`megadocs.formats.RunStatus` and ``provenance`` the run's ``RUN/provenance.json``. The
+  :class:`megadocs.formats.RunStatus`, ``provenance`` the run's ``RUN/provenance.json`` and
+  ``job_place`` the host, kernel boot and pid namespace where a local job's id (a pid) can be asked
+  (:class:`megadocs.procs.PidPlace`; absent for SLURM jobs and in older ledgers: asked here). The
   trial's value is the loss (+inf for a diverged run); COMPLETE = evaluated,
   FAIL = infrastructure failure after all retries, RUNNING = dispatched.
 - Study ``{sweep}#controller`` exists while a controller holds the sweep; its attributes name
@@ -89,6 +91,7 @@ ATTR_RUN_ID = "run_id"
 ATTR_RUN_DIR = "run_dir"
 ATTR_JOB_ID = "job_id"
 ATTR_JOB_FOLDER = "job_folder"
+ATTR_JOB_PLACE = "job_place"  # {host, boot, pidns} of a job whose id is a pid there (local, debug); else null
 ATTR_STATUS = "status"
 ATTR_METRICS = "metrics"
 ATTR_WALL_TIME = "wall_time_s"
@@ -168,6 +171,9 @@ class RunRecord:
     metrics: RunMetrics | None = None  # the run's metrics once it finished
     job_id: str | None = None
     job_folder: str | None = None
+    job_place: PidPlace | None = None
+    """Where ``job_id`` names a process (a local or in-process job: :attr:`megadocs.executors.Executor.place`);
+    None for a SLURM job, and in ledgers written before the record (asked here, as then)."""
     wall_time_s: float | None = None
     attempts: int = 0
     reason: str | None = None
@@ -273,10 +279,10 @@ def axis_distribution(axis: str, values: list[Any]):
     numbers = [v for v in values if isinstance(v, (int, float)) and not isinstance(v, bool)]
     if not values or len(numbers) != len(values) or not all(math.isfinite(v) for v in numbers):
         return CategoricalDistribution(list(values))
-    log = axis in LOG_AXES and min(numbers) > 0
+    log_scale = axis in LOG_AXES and min(numbers) > 0
     if all(isinstance(v, int) for v in numbers):
-        return IntDistribution(min(numbers), max(numbers), log=log)
-    return FloatDistribution(float(min(numbers)), float(max(numbers)), log=log)
+        return IntDistribution(min(numbers), max(numbers), log=log_scale)
+    return FloatDistribution(float(min(numbers)), float(max(numbers)), log=log_scale)
 
 
 def _fixed_distribution(key: str, value: Any):
@@ -348,6 +354,7 @@ class Ledger:
         return study_id
 
     def study_attrs(self, name: str) -> dict[str, Any]:
+        """Study ``name``'s user attributes ({} for a study not in the ledger)."""
         study_id = self.study_id(name)
         return {} if study_id is None else self.storage.get_study_user_attrs(study_id)
 
@@ -444,6 +451,7 @@ class Ledger:
                     metrics=RunMetrics.parse(metrics, source=f"{name}#{trial.number}") if metrics else None,
                     job_id=attrs.get(ATTR_JOB_ID),
                     job_folder=attrs.get(ATTR_JOB_FOLDER),
+                    job_place=_job_place(attrs.get(ATTR_JOB_PLACE)),
                     wall_time_s=attrs.get(ATTR_WALL_TIME),
                     attempts=int(attrs.get(ATTR_ATTEMPTS, 0)),
                     reason=reason,
@@ -656,6 +664,8 @@ class Ledger:
         raise ControllerBusy(f"sweep {self.sweep!r}: could not take the controller lock (contended); retry")
 
     def _study_id_or_none(self, name: str) -> int | None:
+        """Study ``name``'s id asked afresh (None: no such study): unlike :meth:`study_id`, never
+        cached, since the lock study is deleted and created again."""
         try:
             return self.storage.get_study_id_from_name(name)
         except KeyError:
@@ -704,12 +714,9 @@ class Ledger:
             pass
 
     def holder(self) -> dict[str, Any] | None:
-        """The current lock holder (or None), for status displays."""
-        try:
-            study_id = self.storage.get_study_id_from_name(self._lock_name)
-        except KeyError:
-            return None
-        return _live_holder(self.storage.get_study_user_attrs(study_id))
+        """The live controller holding the sweep (its lock's holder), or None."""
+        study_id = self._study_id_or_none(self._lock_name)
+        return None if study_id is None else _live_holder(self.storage.get_study_user_attrs(study_id))
 
 
 @dataclass(frozen=True)
@@ -736,6 +743,7 @@ class LedgerSnapshot:
         return list(self.records.get(name, ()))
 
     def study_attrs(self, name: str) -> dict[str, Any]:
+        """As :meth:`Ledger.study_attrs`."""
         return dict(self.attrs.get(name, {}))
 
     def extensions(self, name: str) -> list[Extension]:
@@ -769,6 +777,11 @@ def undescribed_line(counts: Mapping[str, int], *, controller_live: bool) -> str
     return (f"ledger: {sum(counts.values())} trial(s) name no point, in {studies}: {who} stopped or lost its "
             "database connection while creating them; no run, counted nowhere; the next `megadocs search certify` "
             "closes them")
+
+
+def _job_place(data: Mapping[str, Any] | None) -> PidPlace | None:
+    """A trial's recorded job place (None: a SLURM job, or a ledger older than the record)."""
+    return None if data is None else PidPlace(str(data["host"]), data.get("boot"), data.get("pidns"))
 
 
 def _extensions(study_attrs: Mapping[str, Any]) -> list[Extension]:
@@ -837,7 +850,7 @@ def read_runs(sweep: Sweep, *, snapshot: LedgerSnapshot | None = None) -> list[R
     Returns:
         records with ``sweep, certification, kind, trial, point, fixed, run_id, run_dir, status
         (a RunStatus), loss (None unless evaluated; inf if diverged), metrics (a RunMetrics or
-        None), job_id, job_folder, wall_time_s, attempts, reason, adopted_from, member,
+        None), job_id, job_folder, job_place, wall_time_s, attempts, reason, adopted_from, member,
         started, completed`` (``to_dict()`` for JSON). ``certification`` is e.g. ``"stitched-g4"``, ``"grid/stitched-g4"``
         or ``"ensemble/real-ens"``; ensemble members carry their ``seed`` in ``fixed``.
 

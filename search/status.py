@@ -34,7 +34,7 @@ from search.certificate import (
     Support,
     point_key,
 )
-from search.grid import Bound, Side, values_equal
+from search.grid import Bound, Grid, Side, values_equal
 from search.ledger import (
     STUDY_START,
     LedgerSnapshot,
@@ -78,7 +78,7 @@ class RunCounts:
     finished: int = 0
     running: int = 0
     failed: int = 0
-    stopped: int | None = None  # with ``reconcile`` only: the ledger says running, the job is gone
+    stopped: int | None = None  # with a JobWatch only: the ledger says running, the job is gone
 
 
 @dataclass(frozen=True)
@@ -168,8 +168,7 @@ class CertificationSummary:
         checked to still hold (:meth:`Stop.spent_on`): state ``stopped`` in place of a search's
         phases, its ``reason`` the stop's line, and ``budget_spent`` (a sweep file's budget, for
         older ledgers) unused."""
-        search = strategy if isinstance(strategy, CertifySearch) else strategy.evidence
-        assert search is not None, f"{strategy.name}: a baseline's summary reads its runs by the certifier's rule"
+        search = _evidence(strategy)
         baseline = None if strategy is search else strategy
         decision = search.decide()
         counts = {state: sum(o.state is state for o in search.outcomes.values()) for state in RunState}
@@ -261,11 +260,23 @@ def certify_exit(summaries: Iterable[CertificationSummary]) -> CertifyExit:
     return CertifyExit.of((s.state, s.support, bool(s.blocked_by)) for s in summaries)
 
 
+class RunJobState(str, Enum):
+    """What ``search status``'s job list says of a run the ledger calls running, or that failed."""
+
+    QUEUED = "queued"  # no job yet; the live controller submits it when a slot frees
+    STOPPED = "stopped"  # no live controller submits it (Ctrl-C, killed before submitting), or its job is gone
+    RUNNING = "running"
+    UNCHECKED = "unchecked"  # a local job on another host or in another container: its pid is not asked from here
+    ENDED = "ended"  # the job wrote its result, not in the ledger yet (its controller was killed): certify records it
+    FAILED = "failed"
+
+
 class JobWatch:
-    """Whether the jobs the ledger calls running still run, asked of the executor (local pid,
-    SLURM state), so that ``status`` after a killed controller does not report dead jobs as
-    running. Reads no result file; a job folder outside the sweep is refused (UntrustedPath).
-    Each job is asked once (on SLURM, a ``squeue``/``sacct`` call): one watch serves one command."""
+    """What became of the jobs the ledger calls running (:meth:`state`), asked of the executor
+    (local pid, SLURM state), so that ``status`` after a killed controller does not report dead
+    jobs as running. Reads no result file (only whether there is one); a job folder outside the
+    sweep is refused (UntrustedPath). Each job is asked once (on SLURM, a ``squeue``/``sacct``
+    call): one watch serves one command."""
 
     def __init__(self, sweep, *, controller_live: bool = False) -> None:
         self.sweep = sweep
@@ -273,28 +284,25 @@ class JobWatch:
         """A live controller holds the sweep (``LedgerSnapshot.holder``): its runs without a job are
         waiting for a slot or being submitted, not stopped."""
         self._executor = None
-        self._answers: dict[tuple[str, str | None], bool] = {}
-        self._results: dict[tuple[str, str | None], bool] = {}
+        self._states: dict[tuple[str, str | None], RunJobState] = {}
 
-    def alive(self, job_id: str | None, job_folder: str | None) -> bool:
-        """For a run never handed to an executor: whether a live controller holds the sweep (it
-        submits the run when a slot frees), else False (its controller died or was stopped first)."""
-        if not job_id:
-            return self.controller_live
-        key = (job_id, job_folder)
-        if key not in self._answers:
-            self._answers[key] = self._jobs().alive(job_id, job_folder)
-        return self._answers[key]
-
-    def ended(self, job_id: str | None, job_folder: str | None) -> bool:
-        """Whether the job wrote its result that the ledger does not hold yet (its controller was
-        killed after it submitted the job): the next ``certify`` records it, it is not stopped."""
-        if not job_id:
-            return False
-        key = (job_id, job_folder)
-        if key not in self._results:
-            self._results[key] = self._jobs().has_result(job_id, job_folder)
-        return self._results[key]
+    def state(self, record: RunRecord) -> RunJobState:
+        """The job of a run the ledger calls running: without one, ``queued`` while a live
+        controller holds the sweep (it submits the run when a slot frees), else ``stopped``; a local
+        job whose pid cannot be asked from here (:attr:`RunRecord.job_place`: another host, machine
+        or container) ``unchecked``, never taken for ended; else ``running``, ``ended`` (it wrote
+        its result, which the ledger does not hold yet: its controller was killed after submitting
+        it, the next ``certify`` records it) or ``stopped`` (gone)."""
+        if not record.job_id:
+            return RunJobState.QUEUED if self.controller_live else RunJobState.STOPPED
+        if record.job_place is not None and not record.job_place.askable():
+            return RunJobState.UNCHECKED
+        key = (record.job_id, record.job_folder)
+        if key not in self._states:
+            jobs = self._jobs()
+            self._states[key] = (RunJobState.RUNNING if jobs.alive(*key) else
+                                 RunJobState.ENDED if jobs.has_result(*key) else RunJobState.STOPPED)
+        return self._states[key]
 
     def _jobs(self):
         if self._executor is None:
@@ -336,41 +344,17 @@ def summarize(sweep: Sweep, strategy: str = "certify", max_runs: int | None = No
     snapshot = snapshot if snapshot is not None else read_snapshot(sweep)
     kind = StudyKind(strategy)
     summaries = []
-    searches: dict[str, CertifySearch] = {}
+    searches: dict[str, CertifySearch] = {}  # a warm start's sources: earlier in the file, so built already
     budget_stops: dict[str, Stop] = {}  # a warm start waits on a source its budget stopped: it says so
     for cert in sweep.certifications:
         study = study_name(sweep.name, cert.name, kind)
-        grid = sweep.grid_for(cert)
-        start = snapshot.study_attrs(study).get(STUDY_START)
         budget = max_runs if max_runs is not None else cert.max_runs
-        strategy: Strategy
-        if kind is StudyKind.CERTIFY:
-            if start is None and not cert.warm_start:
-                start = sweep.start_for(cert)
-            search = CertifySearch(cert.name, grid, start, seed_neighbours=sweep.seeds_neighbours(cert),
-                                   waits_for=cert.warm_start if start is None else None,
-                                   fallback=sweep.start_for(cert), noise=sweep.noise_for(cert))
-            if search.waits_for is not None:  # sources come earlier in the file, so they are here already
-                search.resolve(searches, budget_stops)
-            searches[cert.name] = strategy = search
-        else:  # its own strategy (the grid as listed: build_strategies), its runs read by the certifier's rule
-            grid = grid.listed_grid()
-            strategy = baseline_strategy(kind.value, cert.name, grid, max_runs=budget,
-                                         start=start if start is not None else sweep.start_for(cert),
-                                         seed_neighbours=sweep.seeds_neighbours(cert))
-            assert strategy.evidence is not None
-            search = strategy.evidence
+        strategy, grid = _strategy(sweep, cert, kind, snapshot.study_attrs(study).get(STUDY_START), budget,
+                                   searches, budget_stops)
+        search = _evidence(strategy)
         records = snapshot.runs(study)
-        stopped: set[Any] = set()
-        for item in replay(records, fixed=cert.fixed, grid=grid, warn_off_grid=warn_off_grid):
-            if kind is StudyKind.CERTIFY or item.params.seed is None:
-                strategy.record(item.point, item.outcome)  # a baseline's also feeds its evidence
-                key = search.key(item.point)
-                stopped.discard(key)  # per point, its latest state
-                job = (item.record.job_id, item.record.job_folder)
-                if (watch is not None and item.outcome.state is RunState.RUNNING
-                        and not watch.alive(*job) and not watch.ended(*job)):
-                    stopped.add(key)
+        n_stopped = _replay_runs(strategy, records, fixed=cert.fixed, grid=grid, watch=watch,
+                                 warn_off_grid=warn_off_grid)
         recorded_stop = snapshot.stop(study)
         if recorded_stop is not None:
             strategy.restore_stop(recorded_stop)  # TPE's convergence is in no run: only this record says it
@@ -378,14 +362,66 @@ def summarize(sweep: Sweep, strategy: str = "certify", max_runs: int | None = No
             recorded_stop.spent_on(grid, len(search.outcomes)) else None
         if budget_stop is not None:
             budget_stops[cert.name] = budget_stop
-        n_stopped = None if watch is None else sum(
-            search.outcomes[key].state is RunState.RUNNING for key in stopped if key in search.outcomes)
         summaries.append(CertificationSummary.of_search(
             strategy, records=records, study=study, fixed=cert.fixed, warm_start=cert.warm_start,
             budget_spent=budget is not None and len(search.outcomes) >= budget and not search.running(),
             stopped=n_stopped, recorded=snapshot.extensions(study), budget_stop=budget_stop,
         ))
     return summaries
+
+
+def _strategy(sweep: Sweep, cert, kind: StudyKind, start: dict[str, Any] | None, budget: int | None,
+              searches: dict[str, CertifySearch], budget_stops: Mapping[str, Stop]) -> tuple[Strategy, Grid]:
+    """The strategy a certification's runs are replayed into, as its controller built it, and the
+    grid they are checked against: the certifier from the recorded ``start`` (else the sweep's, or
+    a wait for its warm start's source, resolved against the ``searches`` built so far, which it
+    joins), or a baseline over the grid as listed (``build_strategies``) whose runs its certifier's
+    evidence also reads."""
+    grid = sweep.grid_for(cert)
+    if kind is StudyKind.CERTIFY:
+        if start is None and not cert.warm_start:
+            start = sweep.start_for(cert)
+        search = CertifySearch(cert.name, grid, start, seed_neighbours=sweep.seeds_neighbours(cert),
+                               waits_for=cert.warm_start if start is None else None,
+                               fallback=sweep.start_for(cert), noise=sweep.noise_for(cert))
+        if search.waits_for is not None:
+            search.resolve(searches, budget_stops)
+        searches[cert.name] = search
+        return search, grid
+    grid = grid.listed_grid()
+    baseline = baseline_strategy(kind.value, cert.name, grid, max_runs=budget,
+                                 start=start if start is not None else sweep.start_for(cert),
+                                 seed_neighbours=sweep.seeds_neighbours(cert))
+    return baseline, grid
+
+
+def _evidence(strategy: Strategy) -> CertifySearch:
+    """What the certifier's rule reads of a strategy: the certifier itself, or a baseline's
+    evidence (:attr:`Strategy.evidence`: its runs, read by the certifier's rule)."""
+    search = strategy if isinstance(strategy, CertifySearch) else strategy.evidence
+    assert search is not None, f"{strategy.name}: a baseline's summary reads its runs by the certifier's rule"
+    return search
+
+
+def _replay_runs(strategy: Strategy, records: list[RunRecord], *, fixed: Mapping[str, Any], grid: Grid,
+                 watch: JobWatch | None, warn_off_grid: bool) -> int | None:
+    """Feed a certification's ledger ``records`` to its ``strategy`` (:func:`search.ledger.replay`;
+    a baseline's repeats are not its runs) and count the points whose latest run the ledger calls
+    running while its job is stopped (:meth:`JobWatch.state`; None without a ``watch``)."""
+    search = _evidence(strategy)
+    stopped: set[Any] = set()
+    for item in replay(records, fixed=fixed, grid=grid, warn_off_grid=warn_off_grid):
+        if strategy is not search and item.params.seed is not None:
+            continue
+        strategy.record(item.point, item.outcome)  # a baseline's also feeds its evidence
+        key = search.key(item.point)
+        stopped.discard(key)  # per point, its latest state
+        if (watch is not None and item.outcome.state is RunState.RUNNING
+                and watch.state(item.record) is RunJobState.STOPPED):
+            stopped.add(key)
+    if watch is None:
+        return None
+    return sum(search.outcomes[key].state is RunState.RUNNING for key in stopped if key in search.outcomes)
 
 
 @dataclass(frozen=True)
@@ -436,9 +472,10 @@ class EnsembleSummary:
             points = sorted({_fmt_point(m.params.point) for m in self.stale})
             stale = (f"; {len(self.stale)} finished member(s) belong to an earlier certified point of "
                      f"{self.source} ({'; '.join(points)}) and are not mixed in")
-        if self.source_point is None:
-            return (f"source {self.source} is not certified now ({self.source_state.value}), so no point's members "
-                    f"can be scored{stale}; re-run `megadocs search certify`")
+        if self.source_point is None:  # a searching source, or its chain's wait or failure (a warm start's words)
+            why = (f"source {self.source} is not certified now ({self.source_state.value})"
+                   if self.source_state is CertState.SEARCHING or self.reason is None else self.reason)
+            return f"{why}, so no point's members can be scored{stale}; re-run `megadocs search certify`"
         done = len(self.completed)
         if done < 2:
             return (f"{done} completed member(s) at {self.source}'s certified point ({_fmt_point(self.source_point)}); "
@@ -604,16 +641,6 @@ def summarize_transfers(sweep: Sweep, summaries: Iterable[CertificationSummary] 
     return found
 
 
-class RunJobState(str, Enum):
-    """What ``search status``'s job list says of a run the ledger calls running, or that failed."""
-
-    QUEUED = "queued"  # no job yet; the live controller submits it when a slot frees
-    STOPPED = "stopped"  # no live controller submits it (Ctrl-C, killed before submitting), or its job is gone
-    RUNNING = "running"
-    ENDED = "ended"  # the job wrote its result, not in the ledger yet (its controller was killed): certify records it
-    FAILED = "failed"
-
-
 @dataclass(frozen=True)
 class RunJob:
     """One run in flight or failed, with its job: what to follow with squeue/sacct or cancel with
@@ -626,6 +653,7 @@ class RunJob:
     job_id: str | None
     attempts: int
     reason: str | None
+    elsewhere: str | None = None  # where an unchecked job runs (megadocs.procs.PidPlace.where)
 
     @classmethod
     def of(cls, record: RunRecord, watch: JobWatch) -> RunJob | None:
@@ -633,16 +661,10 @@ class RunJob:
         running = record.status is RunStatus.RUNNING
         if not (running or (record.status is RunStatus.FAILED and record.job_id)):
             return None
-        if not running:
-            state = RunJobState.FAILED
-        elif not record.job_id:
-            state = RunJobState.QUEUED if watch.controller_live else RunJobState.STOPPED
-        elif watch.alive(record.job_id, record.job_folder):
-            state = RunJobState.RUNNING
-        else:
-            state = RunJobState.ENDED if watch.ended(record.job_id, record.job_folder) else RunJobState.STOPPED
+        state = watch.state(record) if running else RunJobState.FAILED
+        elsewhere = record.job_place.where() if state is RunJobState.UNCHECKED and record.job_place else None
         return cls(record.certification, record.trial, dict(record.point), state, record.job_id, record.attempts,
-                   record.reason)
+                   record.reason, elsewhere)
 
     def describe(self) -> str:
         """The job list's line."""
@@ -655,6 +677,7 @@ class RunJob:
                     "`megadocs search certify` runs it again")
         status = {RunJobState.STOPPED: "stopped (its job is gone; `megadocs search certify` resumes it)",
                   RunJobState.ENDED: "ended, result not recorded yet (`megadocs search certify` records it)",
+                  RunJobState.UNCHECKED: f"running {self.elsewhere} (not checked from here)",
                   }.get(self.state, self.state.value)
         reason = f": {self.reason}" if self.state is RunJobState.FAILED and self.reason else ""
         return f"{where}: {status}, job {self.job_id} (attempt {self.attempts}){reason}"

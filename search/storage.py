@@ -156,10 +156,18 @@ def _create_rdb(url: str, engine_kwargs: dict[str, Any], *, create: bool = True,
             last = exc
             if create:
                 time.sleep(0.2 * (attempt + 1))
-    raise UserError(f"ledger: cannot open {redact_url(shown)}: {_first_line(last, shown)}") from None
+    raise _cannot_open(shown, last) from None
+
+
+def _cannot_open(shown: str, exc: BaseException) -> UserError:
+    """The one line for a ledger that cannot be opened: its URL (password masked) and the
+    driver's first line (scrubbed of the URL's secrets)."""
+    return UserError(f"ledger: cannot open {redact_url(shown)}: {_first_line(exc, shown)}")
 
 
 def _first_line(exc: BaseException, url: str) -> str:
+    """The exception's first non-empty line (its type where it has none), with ``url``'s
+    secrets removed (:func:`megadocs.trust.scrub`)."""
     lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
     return scrub(lines[0] if lines else type(exc).__name__, url)
 
@@ -185,7 +193,7 @@ def _require_schema(url: str, shown: str | None = None) -> None:
         finally:
             engine.dispose()
     except Exception as exc:  # noqa: BLE001 - driver errors vary; report the URL, never its password
-        raise UserError(f"ledger: cannot open {redact_url(shown)}: {_first_line(exc, shown)}") from None
+        raise _cannot_open(shown, exc) from None
     if not present:
         raise ledger_missing(f"{redact_url(shown)} holds no ledger (no Optuna tables)")
     if not stamped:
@@ -315,10 +323,10 @@ class _Reconnecting(_Naming):
             return result
 
     def _already(self, args: tuple, kwargs: dict) -> bool:
+        """Whether the trial of a ``set_trial_state_values`` call is in the state it asks for."""
         trial_id = kwargs.get("trial_id", args[0] if args else None)
         state = kwargs.get("state", args[1] if len(args) > 1 else None)
         return self._storage.get_trial(trial_id).state == state
-
 
 
 def connect(url: str, *, create: bool = True) -> Any:

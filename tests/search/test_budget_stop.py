@@ -30,6 +30,7 @@ from search.landscapes import bowl
 from search.ledger import STUDY_STOP, Ledger, StudyKind, read_runs, study_name
 from search.objective import make_objective
 from search.simulate import SimulatedEvaluator
+from search.status import summarize_ensembles
 from search.strategies import CertifySearch, FixedPoints, StopReason, StrategyState, drive
 from search.sweep import load_sweep
 
@@ -162,6 +163,9 @@ def test_a_chain_of_warm_starts_says_the_whole_cause(make_sweep, capsys):
     whole = "waiting for c, which waits for b, which waits for a (stopped: run budget spent)"
     assert f"ensemble e (from c, {whole}): 0/2 members completed" in text, text
     assert f"transfer t (method=stitched g=4 at c's optimum): {whole}" in text.splitlines(), text
+    # the refusal analysis prints for the ensemble too (old code: "source c is not certified now (seeding)")
+    [ensemble] = summarize_ensembles(load_sweep(path))
+    assert ensemble.refusal() == f"{whole}, so no point's members can be scored; re-run `megadocs search certify`"
 
 
 def test_a_warm_start_whose_chain_failed_names_the_chain():

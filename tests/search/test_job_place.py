@@ -1,0 +1,77 @@
+"""Local jobs are asked only where their pids name them (the trial's job place): a controller in a
+container of this host (a real pid namespace, ``unshare --pid``) runs a local sweep; ``search
+status`` and a restarted controller outside it must not read the container's pids here."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+
+import pytest
+
+from megadocs.procs import child_pids
+from search.ledger import Ledger, read_runs
+from search.sweep import load_sweep
+from tests import waiting
+
+from .conftest import calls
+
+CONTAINED = "{python} -m megadocs.cli search certify {path} --no-progress; exec sleep 600"
+"""pid 1 of the namespace is this shell: the controller killed, its jobs (reparented) keep running."""
+
+
+def _megadocs(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "megadocs.cli", *args], capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def _running(path) -> list:
+    try:
+        return [r for r in read_runs(load_sweep(path)) if r.status == "running" and r.job_id]
+    except Exception:  # noqa: BLE001 - the ledger may not exist yet
+        return []
+
+
+def test_local_jobs_of_a_controller_in_another_pid_namespace(make_sweep, workdir, monkeypatch):
+    monkeypatch.setenv("SEARCH_TEST_SLEEP", "6")
+    path = make_sweep(executor={"kind": "local", "max_parallel": 2, "poll_s": 0.1},
+                      grid={"lr": [0.001, 0.003], "wd": [0.8], "epochs": [16]},
+                      start={"lr": 0.003, "wd": 0.8, "epochs": 16})
+    shell = CONTAINED.format(python=sys.executable, path=path)
+    contained = subprocess.Popen(["unshare", "--pid", "--fork", "--mount-proc", "sh", "-c", shell],
+                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        waiting.wait_for(lambda: _running(path) or contained.poll() is not None, 60, "a job in flight",
+                         interval_s=0.2)
+        if contained.poll() is not None or not _running(path):
+            pytest.skip(f"no pid namespace can be made here (needs root): {contained.stderr.read()[-300:]}")
+        in_flight = _running(path)  # the start and its neighbour, both dispatched at once
+        assert all(r.job_place is not None and not r.job_place.askable() for r in in_flight)
+
+        # status outside the container: the job is not asked here (its pid names another process here)
+        report = json.loads(_megadocs("search", "status", str(path), "--json").stdout)
+        assert [job["state"] for job in report["jobs"]] == ["unchecked"] * len(in_flight), report["jobs"]
+        assert all("running in another pid namespace on this host (a container) (not checked from here)" in job["summary"]
+                   for job in report["jobs"])
+        runs = report["certifications"][0]["runs"]
+        assert runs["running"] == len(in_flight) and runs["stopped"] == 0, runs
+
+        # the controller dies, its job runs on in the container; a controller outside takes over
+        [inner_shell] = child_pids(contained.pid)
+        [inner_controller] = child_pids(inner_shell)
+        os.kill(inner_controller, signal.SIGKILL)
+        sweep = load_sweep(path)
+        ledger = Ledger(sweep.ledger_url, sweep.name)
+        ledger.storage.delete_study(ledger.storage.get_study_id_from_name(ledger._lock_name))  # as if stale
+        assert _running(path), "the contained job ran out before the controller outside started"
+        outside = _megadocs("search", "certify", str(path), "--no-progress", "--max-runs", "2", timeout=300)
+    finally:
+        contained.kill()  # the namespace's pid 1: the kernel ends every process in it
+        contained.wait()
+    assert "started in another pid namespace on this host (a container) (not checked from here); submitted again" in outside.stderr
+    runs = read_runs(load_sweep(path))
+    assert len(runs) == 2 and all(r.status == "completed" and r.attempts == 2 for r in runs), runs
+    assert len(calls(workdir)) == 2  # each job submitted outside waited for the contained one's result
