@@ -83,7 +83,7 @@ def register(subparsers) -> None:
     fit.add_argument("--bootstrap", type=int, default=None,
                      help="bootstrap refits (0: no interval; default: analysis.scaling.N_BOOT, the report's count)")
     fit.add_argument("--json", action="store_true",
-                     help="print a JSON list, one object per group (analysis.scaling.FitRecord): group, x, error "
+                     help="print a JSON list, one object per group (analysis.fits.FitRecord): group, x, error "
                      "(null when fitted), n_points, loss, level, params (each: estimate, low, high, fixed, "
                      "determined), rmse_log, notes; a group that could not be fitted has its error and nulls")
     fit.set_defaults(func=_fit)
@@ -215,6 +215,7 @@ def _law_from_args(args):
     import numpy as np
 
     from analysis.efficiency import ReferenceLaw, load_reference_law
+    from analysis.fits import describe_fit
 
     alpha, asymptote = getattr(args, "alpha", None), getattr(args, "asymptote", None)
     given = [name for name, value in (("--alpha", alpha), ("--asymptote", asymptote)) if value is not None]
@@ -241,7 +242,7 @@ def _law_from_args(args):
         if isinstance(law, str):  # the reason it could not be fitted
             raise UserError(f"--fit-baseline {args.fit_baseline}: {law}")
         if not getattr(args, "json", False):  # JSON output carries the law itself
-            print(law.describe("D"))
+            print(describe_fit(law, "D"))
         return law
     if given:
         if not (math.isfinite(alpha) and alpha > 0 and math.isfinite(asymptote) and asymptote >= 0):
@@ -263,9 +264,10 @@ def _efficiency(args) -> int:
     if result.basis is Basis.BELOW_E:
         raise UserError(f"efficiency: {result.note}; no finite amount of real data reaches it (check E or the loss)")
     if args.json:
+        from analysis.fits import fit_json
         from megadocs.formats import dumps_json
 
-        law_json = law.model_dump() if isinstance(law, ReferenceLaw) else law.to_json()
+        law_json = law.model_dump() if isinstance(law, ReferenceLaw) else fit_json(law)
         print(dumps_json({**result.to_json(), "law": law_json}))
         return 0
     if isinstance(law, ReferenceLaw):  # on the number's line: whose law, and whether the losses are its
@@ -286,10 +288,10 @@ def _efficiency(args) -> int:
 
 def _fit_table(frame, *, x: str, y: str, group: str | None, **options) -> dict:
     """One law per group of a table (a single group "all" without ``group``) through
-    ``analysis.scaling.fit_groups``: ``fit TABLE`` and ``--fit-baseline TABLE`` fit alike, bootstrap
+    ``analysis.fits.fit_groups``: ``fit TABLE`` and ``--fit-baseline TABLE`` fit alike, bootstrap
     seeds and left-out non-finite losses included, so the same points get the same interval and the
     same determined verdict from both."""
-    from analysis.scaling import fit_groups
+    from analysis.fits import fit_groups
 
     if group is None:
         frame, group = frame.assign(_all="all"), "_all"
@@ -297,6 +299,8 @@ def _fit_table(frame, *, x: str, y: str, group: str | None, **options) -> dict:
 
 
 def _fit(args) -> int:
+    from analysis.fits import describe_fit
+
     options = dict(
         loss="huber" if args.huber is not None else "linear",
         huber_delta=args.huber if args.huber is not None else 0.01,
@@ -334,7 +338,7 @@ def _fit(args) -> int:
     fits = _fit_table(frame, x=x, y=args.y, group=group, **options)
     failed = sum(isinstance(fit, str) for fit in fits.values())
     if args.json:
-        from analysis.scaling import fit_record
+        from analysis.fits import fit_record
         from megadocs.formats import dumps_json
 
         rows = [fit_record(None if group is None else name, x, fit).model_dump(mode="json")
@@ -346,7 +350,7 @@ def _fit(args) -> int:
         if isinstance(fit, str):
             print(f"  not fitted: {fit}")
         else:
-            print(fit.describe(x))
+            print(describe_fit(fit, x))
     return Exit.NEGATIVE if failed else Exit.OK
 
 

@@ -18,7 +18,8 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from analysis.scaling import PowerLawFit, fit_groups, percentile_interval
+from analysis.fits import fit_groups, param_status
+from analysis.scaling import PowerLawFit, percentile_interval
 from megadocs.errors import UserError
 from megadocs.formats import IID, REAL, RunDir, half_names
 from train.ensemble_report import EnsembleReport
@@ -196,7 +197,7 @@ def compare_asymptotes(fits: dict[str, PowerLawFit | str], *, reference: str = R
             "delta": math.nan,
             "delta_low": math.nan,
             "delta_high": math.nan,
-            "note": "; ".join([*([] if determined else [f"E {fit.status('E')}"]), *fit.notes]),
+            "note": "; ".join([*([] if determined else [f"E {param_status(fit, 'E')}"]), *fit.notes]),
         }
         if ref is not None and algorithm != reference and determined and not ref.determined["E"]:
             row["note"] = "; ".join([f"no delta: {reference}'s E is not determined", *fit.notes])

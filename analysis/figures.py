@@ -42,6 +42,7 @@ from analysis.efficiency import (
     ratio_of_losses,
     undetermined,
 )
+from analysis.fits import quote_param
 from analysis.frame import BOUNDS, POINT, point_of
 from analysis.generation import BASELINE_METHOD
 from analysis.scaling import PowerLawFit
@@ -248,7 +249,7 @@ def plot_ensembles(table: pd.DataFrame, fits: Mapping[str, PowerLawFit | str], *
                 ax.plot(grid, fit.predict(grid), color=spec["color"], linestyle=spec["linestyle"])
                 if fit.determined["E"]:  # an asymptote the points do not determine is not drawn as one
                     ax.axhline(fit.E, color=spec["color"], linestyle=":", linewidth=0.9)
-                label = f"{label}: {fit.quote('E')}"
+                label = f"{label}: {quote_param(fit, 'E')}"
             else:
                 ax.plot(group["k"], group["loss"], color=spec["color"], linestyle=spec["linestyle"])
                 label = f"{label} (no fit)"
@@ -537,7 +538,7 @@ def _efficiency_axis(ax, baseline_loss: float, law: ReferenceLaw | PowerLawFit, 
         return [f"efficiency axis: {law.name}, {STATED_CAVEAT}"  # the report's paragraph says it in full
                 + ("; losses at the edge of its calibration" if Basis.AT_EDGE.value in bases else "")]
     right.set_ylabel("data efficiency (fitted baseline law)")
-    return [f"fitted baseline law: {law.quote('E')}, {law.quote('alpha')}"]
+    return [f"fitted baseline law: {quote_param(law, 'E')}, {quote_param(law, 'alpha')}"]
 
 
 def _mark_open_and_bounds(ax, frame: pd.DataFrame, y: str, colour, marker, at_bound) -> None:

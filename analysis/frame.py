@@ -43,7 +43,7 @@ bound the certificate leans on, a tuple of ``search.grid.Bound``: axis, side, va
 read this one), ``bounds_hit`` (their display form, e.g. ``"epochs upper"``; "" when none;
 exported tables carry this one, not ``bounds``),
 ``support`` (what the certificate rests on as a whole: ``interior``, ``bound`` or ``not searched``,
-``search.certify.Support``; None when not certified), ``extended`` (axes whose evidence lies
+``search.certificate.Support``; None when not certified), ``extended`` (axes whose evidence lies
 beyond the listed grid, with the extension values, e.g. ``"epochs 128 (point)"``; "" when none),
 ``diverged_neighbours`` (the certificate's soft bounds, same form), ``noise_sd`` (pooled seed
 noise, None without repeats), ``warm_start`` (the certification it starts from, or None), ``repeats``, ``ties`` (neighbours within noise of the certified

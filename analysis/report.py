@@ -48,14 +48,15 @@ from analysis.figures import (
 )
 from analysis.findings import findings as findings_of
 from analysis.findings import rises_with_g
+from analysis.fits import describe_fit, fit_groups
 from analysis.frame import POINT, compute_seconds, union_grid, val_sets
 from analysis.generation import BASELINE_METHOD, generation_table
 from analysis.ledger import load_tables
 from analysis.noise import CLEAR_SDS, seed_noise
-from analysis.scaling import PowerLawFit, fit_groups
+from analysis.scaling import PowerLawFit
 from megadocs.errors import UserError
 from megadocs.formats import IID, IID_LONG, IID_SETS, IID_SHORT, describe_validation_set, write_atomic
-from search.certify import Support
+from search.certificate import Support
 from search.status import format_extensions
 
 if TYPE_CHECKING:
@@ -91,7 +92,7 @@ def _fit_blocks(fits: Mapping[str, PowerLawFit | str], x_name: str) -> list[str]
     """Each group's fit as a code block under its bold name (a group that could not be fitted: why)."""
     lines = []
     for name, fit in fits.items():
-        text = fit.describe(x_name) if isinstance(fit, PowerLawFit) else f"not fitted: {fit}"
+        text = describe_fit(fit, x_name) if isinstance(fit, PowerLawFit) else f"not fitted: {fit}"
         lines += [f"**{name}**", "", "```", text, "```", ""]
     return lines
 
@@ -239,7 +240,7 @@ def _law_paragraphs(table: pd.DataFrame, law: ReferenceLaw | PowerLawFit, noise_
         "it is computed for the i.i.d. loss only. A loss within the baseline runs' range is read off the fitted "
         "curve between its points (`interpolated`: no asymptote needed); beyond it the efficiency rests on E and "
         "alpha (`extrapolated`), and is `not determined` where the fit below does not determine them.",
-        "", "```", law.describe("D"), "```", "",
+        "", "```", describe_fit(law, "D"), "```", "",
     ]
 
 

@@ -1,7 +1,10 @@
-"""Power-law fits L(x) = E + A * x^(-alpha), with honest uncertainty.
+"""Power-law fits L(x) = E + A * x^(-alpha), with honest uncertainty: the maths alone.
 
-Used for loss vs data size D (the reference real-data law), vs generation count G and vs
-ensemble size K (paper.md, "Results"). Sweeps often give three or four points, which can at
+paper.md, "Results": the real-data scaling law of the standard recipe is L(D) = E + A * D^(-alpha)
+(data efficiency inverts it at two losses, :mod:`analysis.efficiency`); loss vs ensemble size
+follows L(K) = E + A * K^(-alpha), compared by the asymptotes E; the same law is fitted to loss vs
+generation count G. Fitting a table per group and the JSON records of a fit are
+:mod:`analysis.fits`. Sweeps often give three or four points, which can at
 best just determine three parameters, so the fit reports what the points determine and what
 they do not instead of returning a number that only looks precise:
 
@@ -31,18 +34,15 @@ Example:
 from __future__ import annotations
 
 import math
-import zlib
 from dataclasses import dataclass, field
 from typing import Literal
 
 import numpy as np
 from scipy.optimize import least_squares
 
-from megadocs.config import StrictModel
 from megadocs.errors import UserError
 
-__all__ = ["PARAMS", "N_BOOT", "MIN_BOOT", "PowerLawFit", "ParamRecord", "FitRecord", "power_law", "fit_power_law",
-           "fit_groups", "fit_record", "percentile_interval"]
+__all__ = ["PARAMS", "N_BOOT", "MIN_BOOT", "PowerLawFit", "power_law", "fit_power_law", "percentile_interval"]
 
 PARAMS = ("E", "A", "alpha")
 DEFAULT_ALPHA_BOUNDS = (1e-3, 4.0)
@@ -59,42 +59,6 @@ E_AT_ZERO = 0.05
 (refits that crawl toward E = 0 stop short of it, so "at 0" needs a margin)."""
 MIN_DECAY_COVERED = 0.15
 """E counts as determined only if the points span this share of the fitted decay toward it."""
-
-
-class ParamRecord(StrictModel):
-    """One parameter of a fitted law in standard JSON (null: no finite value or no interval)."""
-
-    estimate: float | None
-    low: float | None
-    high: float | None
-    fixed: bool
-    determined: bool
-
-
-class FitRecord(StrictModel):
-    """One group of ``megadocs analysis fit --json``, fitted or not, in one shape: ``error`` is null
-    for a fitted law and the fit's fields are null (``notes`` empty) for a group that could not be
-    fitted, whose ``error`` says why (the ``UserError`` text: too few distinct x, rising losses)."""
-
-    group: str | int | float | None
-    """The group's value (null: the table was fitted as one group)."""
-    x: str
-    """The column of sizes the law is a function of (``g``, ``D``, ``k``, ...)."""
-    error: str | None = None
-    n_points: int | None = None
-    loss: str | None = None
-    level: float | None = None
-    params: dict[str, ParamRecord] | None = None
-    rmse_log: float | None = None
-    notes: list[str] = []
-
-
-def fit_record(group, x: str, fit: PowerLawFit | str) -> FitRecord:
-    """A :func:`fit_groups` result as its JSON record (``group``: a numpy scalar becomes plain)."""
-    group = group.item() if hasattr(group, "item") else group
-    if isinstance(fit, str):
-        return FitRecord(group=group, x=x, error=fit)
-    return FitRecord(group=group, x=x, **fit.to_json())
 
 
 def percentile_interval(values, level: float) -> tuple[float, float]:
@@ -152,51 +116,6 @@ class PowerLawFit:
 
     def interval(self, name: str) -> tuple[float, float] | None:
         return None if self.ci is None else self.ci.get(name)
-
-    def to_json(self) -> dict:
-        """Standard JSON (no NaN): each parameter's estimate, low and high (null where there is no
-        interval), whether it is fixed or determined; the level, fit quality and notes."""
-
-        def number(value) -> float | None:
-            return float(value) if value is not None and math.isfinite(value) else None
-
-        params = {}
-        for name in PARAMS:
-            interval = None if name in self.fixed else self.interval(name)
-            params[name] = ParamRecord(
-                estimate=number(self.params[name]),
-                low=number(interval[0]) if interval else None,
-                high=number(interval[1]) if interval else None,
-                fixed=name in self.fixed,
-                determined=bool(self.determined[name]),
-            ).model_dump()
-        return {"n_points": self.n_points, "loss": self.loss, "level": self.level, "params": params,
-                "rmse_log": number(self.rmse_log), "notes": list(self.notes)}
-
-    def status(self, name: str) -> str:
-        """What the points say about parameter ``name``, in the words every output uses (the report,
-        the CLI, figure legends): ``fixed``, ``NOT determined`` (with the interval where there is
-        one: it shows how loose), the interval (``95% CI [low, high]``) or ``no interval``."""
-        interval = self.interval(name)
-        ci = f"{int(self.level * 100)}% CI [{interval[0]:.4g}, {interval[1]:.4g}]" if interval else None
-        if name in self.fixed:
-            return "fixed"
-        if not self.determined[name]:
-            return "NOT determined" + (f"; {ci}" if ci else "")
-        return ci or "no interval"
-
-    def quote(self, name: str) -> str:
-        """``name=value (status)``: a parameter as a legend or a sentence quotes it (see :meth:`status`)."""
-        return f"{name}={self.params[name]:.4g} ({self.status(name)})"
-
-    def describe(self, x_name: str = "x") -> str:
-        """One line per parameter and the notes, for reports and the CLI."""
-        lines = [f"L({x_name}) = E + A * {x_name}^(-alpha), {self.n_points} points, {self.loss} loss on log residuals"]
-        for name in PARAMS:
-            lines.append(f"  {name:5s} = {self.params[name]:.4g}  ({self.status(name)})")
-        lines.append(f"  rmse of log residuals = {self.rmse_log:.3g}")
-        lines.extend(f"  note: {note}" for note in self.notes)
-        return "\n".join(lines)
 
 
 def _check_points(x: np.ndarray, y: np.ndarray, n_free: int) -> list[str]:
@@ -534,38 +453,3 @@ def _bootstrap(problem: _Problem, theta, residuals, *, noise_sigma, n_boot, seed
         refit, _ = problem.solve(y_star, starts)
         draws.append(problem.natural(refit))
     return np.array(draws).reshape(-1, 3), failed
-
-
-def fit_groups(frame, *, x: str, y: str, group: str, **options) -> dict[str, PowerLawFit | str]:
-    """Fit one law per group of a DataFrame; a group that cannot be fitted maps to the reason.
-
-    Every group's bootstrap draws its own independent noise (seeded by ``seed`` and the group's
-    name), so draws of two groups can be paired to give an interval for their difference.
-
-    The reason is the ``UserError`` text (too few points, non-decreasing losses), so reports can
-    print it instead of a number.
-    """
-    results: dict[str, PowerLawFit | str] = {}
-    seed = options.pop("seed", 0)
-    for name, part in frame.groupby(group, sort=True):
-        finite = np.isfinite(part[y].to_numpy(dtype=float))
-        # A diverged (inf) or missing loss has no place on a power law, but leaving it out silently
-        # would present the curve as the whole group: the fit's notes name what was left out.
-        left_out = [f"{x}={value:g}" for value in part.loc[~finite, x].to_numpy(dtype=float)]
-        part = part[finite]
-        # Each group's bootstrap gets its own stream: with one seed for all, the draws of two
-        # groups share their noise, and a difference of paired draws (compare_asymptotes) came
-        # out several times too narrow. Keyed by the name, not the position: a group's interval (and
-        # the verdicts read from it, E_AT_ZERO) must not change when another algorithm joins the sweep.
-        group_seed = int(np.random.SeedSequence([seed, zlib.crc32(str(name).encode())]).generate_state(1)[0])
-        try:
-            results[name] = fit_power_law(part[x].to_numpy(dtype=float), part[y].to_numpy(dtype=float),
-                                          seed=group_seed, **options)
-        except UserError as exc:
-            results[name] = str(exc) + (f" ({len(left_out)} non-finite loss(es) left out: "
-                                        f"{', '.join(left_out)})" if left_out else "")
-            continue
-        if left_out:
-            results[name].notes.append(f"{len(left_out)} non-finite loss(es) (diverged or missing) left out "
-                                       f"of the fit: {', '.join(left_out)}")
-    return results

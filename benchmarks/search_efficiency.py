@@ -36,7 +36,7 @@ import random
 import statistics
 import time
 
-from search.certify import Noise, Outcome
+from search.certificate import Noise, Outcome
 from search.grid import Grid
 from search.landscapes import SeedNoise, random_landscape
 from search.simulate import SimulatedEvaluator

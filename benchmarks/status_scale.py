@@ -160,7 +160,7 @@ class RecordingEvaluator:
 
     def wait(self):
         from megadocs.formats import RunMetrics
-        from search.certify import Outcome
+        from search.certificate import Outcome
         from search.ledger import ATTR_PROVENANCE
         from search.rehearsal import SURROGATE
         from search.strategies import Result

@@ -34,7 +34,7 @@ from megadocs.cli import examples
 from megadocs.errors import UserError
 from megadocs.formats import POOL_KIND, REAL, Algorithm, PoolKind, write_atomic, write_json
 from megadocs.procs import job_thread_environment
-from search.certify import CertifyExit
+from search.certificate import CertifyExit
 
 __all__ = ["DemoScale", "FULL", "SMOKE", "run_demo", "register"]
 

@@ -3,7 +3,7 @@
 A script driving the pipeline (a SLURM chain, a notebook, CI) branches on these: 2 means "fix
 your input and run again", 4 means "the input was fine, the work did not finish: re-run the same
 command to resume" (every command keeps what it finished, docs/architecture.md "Conventions").
-``search certify``'s results (:class:`search.certify.CertifyExit`) are members of this vocabulary.
+``search certify``'s results (:class:`search.certificate.CertifyExit`) are members of this vocabulary.
 
 >>> Exit.WORK_FAILED.value, Exit.BAD_INPUT.value
 (4, 2)

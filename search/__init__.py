@@ -1,7 +1,8 @@
 """search: local-optimality certification of hyperparameters over a grid.
 
-Pure core: `search.grid` (neighbours, bounds), `search.certify` (the certification rule and the
-certificate it gives), `search.strategies` (who asks for runs, and the driver over an abstract
+Pure core: `search.grid` (neighbours, bounds), `search.certify` (the certification rule,
+`decide`), `search.certificate` (the records it reads and gives: outcomes, decision, certificate
+and its basis, exit status), `search.strategies` (who asks for runs, and the driver over an abstract
 `Evaluator`) and `search.params` (a run's point, fixed params and
 seed: the one merge and split). Adapters: `search.ledger` (Optuna studies, the
 controller lock), `megadocs.executors` (submitit local/debug/slurm), `search.objective` (what one

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 from megadocs.cli import examples
 from megadocs.exits import Exit
-from search.certify import CertifyExit  # light (stdlib + search.grid): the exit codes for --help
+from search.certificate import CertifyExit  # light (stdlib + search.grid): the exit codes for --help
 
 if TYPE_CHECKING:  # a type only: the handlers import search.sweep when they run, keeping --help fast
     from search.ledger import LedgerSnapshot
@@ -136,7 +136,7 @@ def _configure_process(*, runs_jobs: bool) -> None:
 
 def _certify(args: argparse.Namespace) -> int:
     from megadocs.errors import UserError
-    from search.certify import CertState
+    from search.certificate import CertState
     from search.controller import SweepInterrupted, run_sweep
     from search.ledger import read_snapshot
     from search.status import (
@@ -191,7 +191,7 @@ def _not_certified_lines(summaries: list[CertificationSummary], *, certifier: bo
     point need not be certifiable, only a failed one). The certifier stops short of a
     certificate only when a run budget is spent: the line says how to go on, and the reason,
     where there is one, where it stands (``waiting for a (stopped: run budget spent)``)."""
-    from search.certify import CertState
+    from search.certificate import CertState
     from search.strategies import StrategyState
 
     lines = []
@@ -211,7 +211,7 @@ def _not_certified_lines(summaries: list[CertificationSummary], *, certifier: bo
 def _weak_certificate_lines(summaries: list[CertificationSummary], status: CertifyExit) -> list[str]:
     """What each weak certificate rests on (a search bound, or no search), for stderr next to the
     exit ``status`` it gave."""
-    from search.certify import Support
+    from search.certificate import Support
 
     lines = []
     for s in summaries:
@@ -292,7 +292,7 @@ def _status(args: argparse.Namespace) -> int:
 
 def _print_status(args: argparse.Namespace, sweep: Sweep, snapshot: LedgerSnapshot, watch: JobWatch) -> int:
     """The human view of the :class:`search.status.StatusReport`, or its JSON (``--json``)."""
-    from search.certify import CertState
+    from search.certificate import CertState
     from search.status import format_bases, format_stops, format_table, status_report
 
     report = status_report(sweep, args.strategy, watch=watch, snapshot=snapshot)

@@ -39,7 +39,7 @@ from megadocs.procs import PidPlace
 from megadocs.provenance import read as read_provenance
 from megadocs.trust import UntrustedPath, require_inside
 from search.baselines import BASELINES, baseline_strategy
-from search.certify import Outcome, RunState
+from search.certificate import Outcome, RunState
 from search.grid import Grid
 from search.ledger import (
     ATTR_ADOPTED_FROM,

@@ -6,7 +6,7 @@ Layout (docs/architecture.md, "Search ledger"):
   ``{sweep}/tpe/{c}`` for the baseline strategies, ``{sweep}/ensemble/{name}`` for ensembles).
   Study user attributes: ``kind``, ``fixed``, ``grid`` (as listed), ``start`` (the resolved
   start, also for warm starts), ``extensions`` (every extension value the search reached, in
-  order, with the centre that asked for it: :class:`search.certify.Extension`; absent in ledgers
+  order, with the centre that asked for it: :class:`search.certificate.Extension`; absent in ledgers
   written before extensions, which read as none), ``stop`` (a baseline's stop before its run
   budget, or any search's by its run budget: :class:`search.strategies.Stop`; absent or null
   while it runs, and in ledgers written before the record, which read as no stop).
@@ -58,7 +58,7 @@ from megadocs.errors import UserError
 from megadocs.formats import METHODS, RunMetrics, RunStatus
 from megadocs.procs import PidPlace, process_running, process_start
 from megadocs.trust import redact_url
-from search.certify import Extension, Outcome
+from search.certificate import Extension, Outcome
 from search.grid import Grid
 from search.params import METHOD, G, RunParams
 from search.storage import connect, ledger_missing

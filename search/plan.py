@@ -51,7 +51,7 @@ from typing import Any
 from megadocs import megadoc, pools
 from megadocs.errors import UserError
 from megadocs.formats import POOL_KIND, PoolKind
-from search.certify import CertState
+from search.certificate import CertState
 from search.grid import AxisExtension, Grid
 from search.landscapes import random_landscape
 from search.objective import TrainObjective
@@ -309,7 +309,7 @@ class CertificationProgress:
     has run: the counts above are for the whole search, these say how much of it is done)."""
 
     state: CertState | StrategyState
-    """The certification's state in the ledger (:class:`search.certify.CertState`, or ``stopped``:
+    """The certification's state in the ledger (:class:`search.certificate.CertState`, or ``stopped``:
     its run budget spent, :class:`search.strategies.StrategyState`)."""
     finished: int
     running: int

@@ -1,4 +1,4 @@
-"""An in-memory :class:`~search.certify.Evaluator` with a simulated clock.
+"""An in-memory :class:`~search.strategies.Evaluator` with a simulated clock.
 
 Used by the certifier's tests and by ``benchmarks/search_efficiency.py``: points are evaluated
 by a plain function, each run "takes" ``duration(point)`` time units, and :meth:`wait` advances
@@ -12,7 +12,7 @@ import math
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from search.certify import Outcome
+from search.certificate import Outcome
 from search.strategies import Evaluator, Request, Result
 
 __all__ = ["SimulatedEvaluator"]

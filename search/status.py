@@ -7,8 +7,8 @@ Public API (used by analysis; keep stable): :func:`summarize` -> :class:`Certifi
 (:func:`status_report`: the certifications, ensembles, transfers, jobs, the live controller,
 undescribed trials and warnings); ``--json`` prints its ``to_dict()`` (standard JSON, the shape in
 docs/architecture.md), the human view prints its parts, so the two say the same things. What each
-certificate rests on is its :class:`search.certify.Basis`; ``megadocs search certify``'s exit
-status is :func:`certify_exit` (:class:`search.certify.CertifyExit`); ``search status`` exits 0
+certificate rests on is its :class:`search.certificate.Basis`; ``megadocs search certify``'s exit
+status is :func:`certify_exit` (:class:`search.certificate.CertifyExit`); ``search status`` exits 0
 whenever it read the ledger.
 """
 
@@ -24,7 +24,7 @@ from typing import Any
 
 from megadocs.formats import RunStatus, dumps_json
 from search.baselines import baseline_strategy
-from search.certify import (
+from search.certificate import (
     Certificate,
     CertifyExit,
     CertState,
@@ -880,7 +880,7 @@ def format_stops(summaries: Iterable[CertificationSummary]) -> list[str]:
 
 
 def format_bases(summaries: Iterable[CertificationSummary]) -> list[str]:
-    """One line per certificate: what it rests on (:meth:`search.certify.Basis.describe`), and
+    """One line per certificate: what it rests on (:meth:`search.certificate.Basis.describe`), and
     the extensions its search made with the centre that asked for each."""
     lines = []
     for s in summaries:

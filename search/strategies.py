@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 
-from search.certify import (
+from search.certificate import (
     Certificate,
     CertState,
     Decision,
@@ -28,9 +28,9 @@ from search.certify import (
     Noise,
     Outcome,
     RunState,
-    decide,
     point_key,
 )
+from search.certify import decide
 from search.grid import Grid, Key
 from search.params import RunParams
 
@@ -42,7 +42,7 @@ __all__ = ["Strategy", "StrategyState", "StopReason", "Stop", "reported_state", 
 class StrategyState(str, Enum):
     """Where a strategy other than the certifier stands (a baseline, an ensemble's or a transfer's
     fixed runs): the word the progress line and ``search status`` print for it. The certifier's
-    own phases (:class:`search.certify.CertState`: seeding, searching) describe a search from a
+    own phases (:class:`search.certificate.CertState`: seeding, searching) describe a search from a
     start that the others do not make; a baseline whose best point is certifiable on its
     evidence still says ``certified`` (or ``failed``) as the certifier would."""
 

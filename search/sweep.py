@@ -23,7 +23,7 @@ from megadocs.errors import UserError
 from megadocs.executors import ExecutorConfig
 from megadocs.formats import METHODS, REAL
 from megadocs.pools import PoolEntry, pool_entry
-from search.certify import Noise
+from search.certificate import Noise
 from search.grid import AxisExtension, Grid, values_equal
 from search.params import FIXED_TRAIN_KEYS, SEED, RunParams
 

@@ -12,7 +12,7 @@ from typing import Any
 
 import optuna
 
-from search.certify import Outcome, RunState
+from search.certificate import Outcome, RunState
 from search.grid import Grid, Key
 from search.strategies import Stop, StopReason, Strategy
 

@@ -1,6 +1,6 @@
 """Paper-shaped ledger records for the pure analysis tests, certified by the real engine.
 
-Each certification runs :class:`search.certify.CertifySearch` with an in-memory evaluator
+Each certification runs :class:`search.strategies.CertifySearch` with an in-memory evaluator
 (:class:`search.simulate.SimulatedEvaluator`) on a bowl-shaped landscape over a small grid
 (lr x epochs x wd); its evaluations become ``search.ledger.RunRecord``s (what ``read_runs`` returns) and
 its summary is the :class:`search.status.CertificationSummary` that ``summarize`` would return
@@ -14,7 +14,7 @@ import math
 import numpy as np
 
 from megadocs.formats import RunMetrics, RunStatus
-from search.certify import Noise
+from search.certificate import Noise
 from search.grid import Grid
 from search.ledger import RunRecord
 from search.simulate import SimulatedEvaluator

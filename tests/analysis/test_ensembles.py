@@ -11,6 +11,7 @@ import pandas as pd
 import pytest
 
 from analysis.ensembles import compare_asymptotes, fit_ensembles, load_ensemble_table
+from analysis.fits import param_status
 from analysis.scaling import power_law
 from megadocs.errors import UserError
 
@@ -140,7 +141,7 @@ def ensemble_study(*run_dirs, stale=(), certified=True):
     """An ensemble study as ``search.status.summarize_ensembles`` returns it: completed members at
     the source's certified point (lr 0.01) and ``stale`` run dirs of an earlier point (lr 0.003)."""
     from megadocs.formats import RunStatus
-    from search.certify import CertState
+    from search.certificate import CertState
     from search.params import RunParams
     from search.status import EnsembleMember, EnsembleSummary
 
@@ -200,5 +201,5 @@ def test_an_asymptote_the_points_do_not_determine_is_not_compared():
     latent = rows.loc["latent"]
     assert not latent["E_determined"] and np.isnan(latent[["E", "E_low", "E_high", "delta", "delta_low",
                                                            "delta_high"]].astype(float)).all()
-    assert f"E {fits['latent'].status('E')}" in latent["note"]
+    assert f"E {param_status(fits['latent'], 'E')}" in latent["note"]
     assert rows.loc["real", "E"] == pytest.approx(3.31, abs=0.01)

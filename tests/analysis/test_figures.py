@@ -184,12 +184,13 @@ def test_efficiency_axis_of_a_stated_law_only_where_no_loss_is_out_of_its_range(
 
 def test_figure_7_legend_quotes_each_asymptote_as_the_report_does():
     """The legend wrote "E=3.310" for a 3-point interpolating fit (no interval) and drew an asymptote
-    the points do not determine; it now quotes E through `PowerLawFit.quote`, as the report's fit
+    the points do not determine; it now quotes E through `analysis.fits.quote_param`, as the report's fit
     descriptions do, and draws only determined asymptotes."""
     import pandas as pd
 
     from analysis.ensembles import fit_ensembles
     from analysis.figures import plot_ensembles
+    from analysis.fits import param_status, quote_param
     from analysis.scaling import power_law
 
     k = np.arange(1, 9.0)
@@ -200,13 +201,13 @@ def test_figure_7_legend_quotes_each_asymptote_as_the_report_does():
         pd.DataFrame({"algorithm": "latent", "k": k, "loss": 3.40 - 0.02 * np.log2(k) + noise}),  # linear in log K
     ]).assign(set="iid")
     fits = fit_ensembles(table, n_boot=100)
-    statuses = {name: fit.status("E") for name, fit in fits.items()}
+    statuses = {name: param_status(fit, "E") for name, fit in fits.items()}
     assert statuses["real"] == "no interval" and statuses["stitched"].startswith("95% CI")
     assert statuses["latent"].startswith("NOT determined")
     ax = plot_ensembles(table, fits).axes[0]
     labels = [text.get_text() for text in ax.get_legend().get_texts()]
     for name, fit in fits.items():
-        assert f"{method_style(name)['label']}: {fit.quote('E')}" in labels
+        assert f"{method_style(name)['label']}: {quote_param(fit, 'E')}" in labels
     asymptotes = sorted(line.get_ydata()[0] for line in ax.lines if line.get_linestyle() == ":")
     assert asymptotes == pytest.approx(sorted([fits["real"].E, fits["stitched"].E]))
 
@@ -216,6 +217,7 @@ def test_efficiency_axis_of_a_fitted_law_only_where_it_determines_e_and_alpha(ru
     """The right-hand axis reads every loss of the panel as an efficiency, most beyond the baseline
     runs: under a fitted law whose E is not determined it is left out and the caption says why;
     under a determined one the caption quotes the law as the report does."""
+    from analysis.fits import quote_param
     from analysis.scaling import fit_power_law
 
     law = fit_power_law(*synthetic.BASELINE_RUNS[runs], n_boot=100)
@@ -227,7 +229,7 @@ def test_efficiency_axis_of_a_fitted_law_only_where_it_determines_e_and_alpha(ru
     if runs == "loose":
         assert axes == [] and "no efficiency axis: the fitted baseline law does not determine E" in caption
     else:
-        assert len(axes) == 1 and f"fitted baseline law: {law.quote('E')}, {law.quote('alpha')}" in caption
+        assert len(axes) == 1 and f"fitted baseline law: {quote_param(law, 'E')}, {quote_param(law, 'alpha')}" in caption
 
 
 def test_a_generation_figure_without_a_baseline_says_why_it_has_no_line_or_axis():

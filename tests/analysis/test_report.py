@@ -13,7 +13,7 @@ from analysis.frame import certifications_frame, runs_frame
 from analysis.ledger import load_tables
 from analysis.report import build_report, render_report
 from megadocs.cli import main
-from search.certify import CertState
+from search.certificate import CertState
 from search.ledger import read_runs
 from search.status import summarize
 from search.sweep import load_sweep

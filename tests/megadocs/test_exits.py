@@ -12,7 +12,7 @@ import pytest
 from megadocs import cli
 from megadocs.errors import DiskFull, UserError, WorkFailed
 from megadocs.exits import EXIT_MEANINGS, Exit
-from search.certify import CertifyExit, CertState, Support
+from search.certificate import CertifyExit, CertState, Support
 
 ARCHITECTURE = Path(__file__).parents[2] / "docs" / "architecture.md"
 

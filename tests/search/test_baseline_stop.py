@@ -17,7 +17,7 @@ import pytest
 
 from megadocs.cli import main
 from search.baselines import BASELINES, baseline_strategy
-from search.certify import Outcome
+from search.certificate import Outcome
 from search.grid import Grid
 from search.landscapes import bowl
 from search.ledger import STUDY_STOP, read_runs

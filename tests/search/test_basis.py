@@ -11,7 +11,7 @@ import re
 import pytest
 
 from megadocs.cli import main
-from search.certify import Certificate, CertifyExit, CertState, NeighbourEvidence, NoiseEstimate, Support
+from search.certificate import Certificate, CertifyExit, CertState, NeighbourEvidence, NoiseEstimate, Support
 from search.grid import Bound, Direction, Side
 from search.status import summarize
 from search.sweep import load_sweep

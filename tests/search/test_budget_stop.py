@@ -23,7 +23,7 @@ import pytest
 from megadocs.cli import main
 from megadocs.executors import make_executor
 from megadocs.exits import Exit
-from search.certify import CertState
+from search.certificate import CertState
 from search.controller import STRATEGIES, LedgerEvaluator, build_strategies
 from search.grid import Grid
 from search.landscapes import bowl

@@ -7,7 +7,8 @@ import math
 
 import pytest
 
-from search.certify import CertState, Noise, Outcome, decide
+from search.certificate import CertState, Noise, Outcome
+from search.certify import decide
 from search.grid import Grid
 from search.landscapes import Landscape, bowl, edge, plateau, random_landscape, rugged
 from search.simulate import SimulatedEvaluator

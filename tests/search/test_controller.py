@@ -11,7 +11,7 @@ import math
 import pytest
 
 from megadocs.cli import main
-from search.certify import CertifyExit
+from search.certificate import CertifyExit
 from search.grid import Grid
 from search.landscapes import bowl
 from search.ledger import read_runs
@@ -310,7 +310,7 @@ def test_progress_shows_the_runs_in_flight_and_never_redraws_into_a_log():
     redraws); its running count is the one after the latest dispatch (issue 34: stale count)."""
     import io
 
-    from search.certify import Outcome
+    from search.certificate import Outcome
     from search.controller import Progress
     from search.strategies import FixedPoints
 

@@ -14,7 +14,7 @@ import yaml
 
 from megadocs.cli import main
 from megadocs.errors import UserError
-from search.certify import CertifyExit, Support
+from search.certificate import CertifyExit, Support
 from search.grid import AxisExtension, Grid, Side
 from search.landscapes import Landscape, bowl, random_landscape
 from search.ledger import STUDY_EXTENSIONS, Ledger

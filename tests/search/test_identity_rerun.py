@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import sys
 
-from search.certify import CertifyExit
+from search.certificate import CertifyExit
 from search.ledger import read_runs
 from search.status import summarize
 from search.sweep import load_sweep

@@ -6,7 +6,8 @@ import math
 import random
 import statistics
 
-from search.certify import CertState, Noise, Outcome, decide
+from search.certificate import CertState, Noise, Outcome
+from search.certify import decide
 from search.grid import Grid
 from search.landscapes import Landscape, SeedNoise, random_landscape
 from search.simulate import SimulatedEvaluator

@@ -9,7 +9,7 @@ import json
 import pytest
 
 from megadocs.cli import main
-from search.certify import CertifyExit
+from search.certificate import CertifyExit
 from search.grid import Grid
 from search.landscapes import bowl
 from search.ledger import read_runs

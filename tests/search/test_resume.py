@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from search.certify import CertifyExit
+from search.certificate import CertifyExit
 from search.ledger import read_runs
 from search.status import summarize
 from search.sweep import load_sweep

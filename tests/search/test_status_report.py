@@ -10,7 +10,7 @@ import json
 import pytest
 
 from megadocs.cli import main
-from search.certify import CertState
+from search.certificate import CertState
 from search.controller import STRATEGIES
 from search.ledger import Ledger, StudyKind, read_runs, study_name
 from search.params import RunParams

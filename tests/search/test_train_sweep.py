@@ -14,7 +14,7 @@ import math
 import pytest
 import yaml
 
-from search.certify import CertifyExit
+from search.certificate import CertifyExit
 from search.ledger import read_runs
 from search.status import summarize
 from search.sweep import load_sweep

@@ -91,7 +91,7 @@ def test_preset_is_a_fixed_field_of_the_default_objective(make_sweep, workdir):
 
 
 def test_g_trend_compares_within_one_model_size():
-    from search.certify import Certificate, CertState
+    from search.certificate import Certificate, CertState
     from search.status import CertificationSummary, RunCounts
 
     def summary(preset, g, loss):
@@ -110,7 +110,7 @@ def test_g_trend_compares_within_one_model_size():
 def test_g_trend_keeps_the_synthetic_only_ablation_apart():
     """The paper's sweep certifies stitched G=32 mixed and synthetic only (mix 1, worse by
     design): the rehearsal (benchmarks/rehearsal.py) saw them compared as one curve."""
-    from search.certify import Certificate, CertState
+    from search.certificate import Certificate, CertState
     from search.status import CertificationSummary, RunCounts
 
     def summary(name, g, loss, mix):
@@ -128,7 +128,7 @@ def test_g_trend_ignores_rises_within_noise_and_advises_by_warm_start():
     a search that already warm-starts from the smaller G is told to look at its runs instead."""
     import dataclasses
 
-    from search.certify import Certificate, CertState, NoiseEstimate
+    from search.certificate import Certificate, CertState, NoiseEstimate
     from search.status import CertificationSummary, RunCounts
 
     def summary(name, g, loss, noise=NoiseEstimate(1, None, 0, 2.0), warm_start=None):
@@ -197,7 +197,7 @@ def test_a_bad_transfer_added_to_a_sweep_that_ran_leaves_its_ledger_untouched(ti
     opened."""
     from megadocs.cli import main
     from megadocs.exits import Exit
-    from search.certify import CertifyExit
+    from search.certificate import CertifyExit
     from tests.search.test_train_sweep import write_mini_corpus
     from train.store import prepare
 
