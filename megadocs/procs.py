@@ -111,6 +111,17 @@ class PidPlace:
         here = PidPlace.current()
         return self.host == here.host and self.boot in (None, here.boot) and self.pidns in (None, here.pidns)
 
+    @staticmethod
+    def asked_here(place: PidPlace | None) -> bool:
+        """Whether pids recorded at ``place`` are asked here: None (a place not recorded: a job
+        whose ids name it anywhere, as SLURM's, or a record written before places were) is, as when
+        it was written; otherwise :meth:`askable`.
+
+        >>> PidPlace.asked_here(None), PidPlace.asked_here(PidPlace("node7.example"))
+        (True, False)
+        """
+        return place is None or place.askable()
+
     def where(self) -> str:
         """Where it is, seen from here, for a line (of a place that is not :meth:`askable`)."""
         here = PidPlace.current()

@@ -89,7 +89,7 @@ class ArraySubmission(StrictModel):
 
     def here(self) -> bool:
         """Whether its tasks can be asked here (SLURM: always; local: where its pids name them)."""
-        return self.place is None or self.place.askable()
+        return PidPlace.asked_here(self.place)
 
     def part_of(self, array: ArraySubmission) -> bool:
         """Whether this entry is what is left of ``array`` (tasks that wrote a result are pruned)."""

@@ -238,7 +238,7 @@ class LedgerEvaluator(Evaluator):
             run = _Run(record.run_id, params, run_dir, record.job_id, record.attempts, record.job_folder,
                        record.job_place)
             self._inflight[record.run_id] = run
-            if run.job_place is not None and not run.job_place.askable():
+            if not PidPlace.asked_here(run.job_place):
                 self._resubmit_elsewhere(run, info, record)
             orphan = run if run.job_id is None else None
         run.subscribers.append(_Subscriber(task, item.point, record.trial_id))

@@ -23,6 +23,7 @@ from enum import Enum
 from typing import Any
 
 from megadocs.formats import RunStatus, dumps_json
+from megadocs.procs import PidPlace
 from search.baselines import baseline_strategy
 from search.certificate import (
     Certificate,
@@ -295,7 +296,7 @@ class JobWatch:
         it, the next ``certify`` records it) or ``stopped`` (gone)."""
         if not record.job_id:
             return RunJobState.QUEUED if self.controller_live else RunJobState.STOPPED
-        if record.job_place is not None and not record.job_place.askable():
+        if not PidPlace.asked_here(record.job_place):
             return RunJobState.UNCHECKED
         key = (record.job_id, record.job_folder)
         if key not in self._states:
