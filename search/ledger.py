@@ -529,7 +529,7 @@ class Ledger:
             distribution = _fixed_distribution(key, value)
             if distribution is not None and key not in point:
                 self._set_param(trial_id, key, value, distribution)
-        attrs = {  # written one by one: a point is only ever recorded with its fixed values
+        attrs = {  # written together: a point is only ever recorded with its fixed values
             ATTR_FIXED: dict(fixed),
             ATTR_POINT: dict(point),
             ATTR_RUN_ID: run_id,
@@ -566,9 +566,9 @@ class Ledger:
             self.storage.set_trial_param(trial_id, name, categorical.to_internal_repr(value), categorical)
 
     def update(self, trial_id: int, **attrs: Any) -> None:
-        """Set trial user attributes (only while the trial is RUNNING)."""
-        for key, value in attrs.items():
-            self.storage.set_trial_user_attr(trial_id, key, _jsonable(value))
+        """Set trial user attributes (only while the trial is RUNNING), all in one write: a
+        controller killed meanwhile leaves all of them or none (:func:`search.storage.set_trial_user_attrs`)."""
+        self.storage.set_trial_user_attrs(trial_id, {key: _jsonable(value) for key, value in attrs.items()})
 
     def complete(self, trial_id: int, *, metrics: RunMetrics, **attrs: Any) -> None:
         """Record an evaluated run; its loss is ``metrics.objective`` (a diverged run: +inf).

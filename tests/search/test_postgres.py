@@ -317,3 +317,9 @@ def test_a_full_disk_on_the_ledgers_server_is_one_line_and_the_same_command_resu
         assert kept <= {r.run_id for r in read_runs(load_sweep(path)) if r.status == "completed"}
         summaries = {s.name: s for s in summarize(load_sweep(path))}
         assert summaries["a"].state.value == summaries["b"].state.value == "certified"
+
+
+def test_a_kill_mid_update_leaves_all_attributes_or_none_on_postgres(postgres_url):
+    from .test_storage import ATTRS, killed_mid_update
+
+    assert killed_mid_update(postgres_url) in ({}, ATTRS)
