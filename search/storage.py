@@ -32,7 +32,7 @@ from megadocs.trust import redact_url, scrub
 
 log = logging.getLogger(__name__)
 
-__all__ = ["LEDGER_OUTAGE_S", "LedgerMissing", "connect", "ledger_missing", "open_storage", "set_trial_user_attrs"]
+__all__ = ["LEDGER_OUTAGE_S", "POSTGRES_DRIVERS", "LedgerMissing", "connect", "ledger_missing", "open_storage", "set_trial_user_attrs"]
 
 LEDGER_OUTAGE_S = 3600.0
 """How long an open ledger may stay unreachable (a database server restarting, a network cut)
@@ -202,12 +202,20 @@ def _require_schema(url: str, shown: str | None = None) -> None:
         raise LedgerMissing(f"ledger: {redact_url(shown)} is being created by a controller; retry in a moment")
 
 
+POSTGRES_DRIVERS = ("psycopg", "psycopg2")
+"""The PostgreSQL drivers a ledger works with, in the order they are chosen where several are
+installed: psycopg 3 (SQLAlchemy's own for ``postgresql://``), then psycopg2. Each is tested
+(tests/search/test_postgres.py: a server's restart, its full disk, a certification)."""
+
+
 def _postgres_driver(url: str) -> str:
-    """SQLAlchemy 2.1 maps postgresql:// to psycopg 3; use psycopg2 when that is what is installed."""
+    """A ``postgresql://`` URL with the first installed driver of :data:`POSTGRES_DRIVERS` named
+    (``postgresql+psycopg://``); as given where none is (SQLAlchemy then names what is missing)."""
     import importlib.util
 
-    if importlib.util.find_spec("psycopg") is None and importlib.util.find_spec("psycopg2") is not None:
-        return "postgresql+psycopg2://" + url[len("postgresql://") :]
+    for driver in POSTGRES_DRIVERS:
+        if importlib.util.find_spec(driver) is not None:
+            return f"postgresql+{driver}://" + url[len("postgresql://") :]
     return url
 
 
