@@ -63,7 +63,7 @@ if TYPE_CHECKING:
     from search.status import CertificationSummary, EnsembleSummary, TransferSummary
     from search.sweep import Sweep
 
-__all__ = ["render_report", "build_report"]
+__all__ = ["render_report", "build_report", "law_paragraphs"]
 
 FIGURE_DIR = "figures"
 
@@ -198,7 +198,7 @@ def _generation_sections(report: _Report, certifications: pd.DataFrame, table: p
         report.skipped.append(table)  # the message names the section
         return
     sigma, source = seed_noise(certifications, noise_sd)
-    report.add(*_law_paragraphs(table, law, sigma, source))
+    report.add(*law_paragraphs(table, law, sigma, source))
     verdict, rises = rises_with_g(table, sigma)
     report.add(f"**{verdict}**" if rises else verdict, "")
     if rises:
@@ -228,9 +228,12 @@ def _generation_sections(report: _Report, certifications: pd.DataFrame, table: p
     )
 
 
-def _law_paragraphs(table: pd.DataFrame, law: ReferenceLaw | PowerLawFit, noise_sd: float, source: str) -> list[str]:
-    """The lines above the generation tables that say how their efficiencies were read: from which
-    law, or why there are none (``noise_sd`` from ``source``: :func:`analysis.noise.seed_noise`)."""
+def law_paragraphs(table: pd.DataFrame, law: ReferenceLaw | PowerLawFit, noise_sd: float, source: str) -> list[str]:
+    """The Markdown lines above the generation tables (:func:`analysis.generation.generation_table`) that
+    say how their efficiencies were read: from which law (a stated one with
+    :data:`analysis.efficiency.STATED_CAVEAT`), what each ``efficiency_basis`` they carry means, or why
+    there are none (``noise_sd`` from ``source``: :func:`analysis.noise.seed_noise`). The report and the
+    notebook print the same lines."""
     if table["efficiency_basis"].isna().all():
         return [_no_efficiency(table), ""]
     if isinstance(law, ReferenceLaw):
