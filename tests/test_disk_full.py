@@ -12,6 +12,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import shutil
 import textwrap
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -268,3 +269,89 @@ def test_a_job_array_task_that_starts_on_a_full_disk_reads_as_a_full_disk(small_
     (small_filesystem / "filler").unlink()
     assert Fill(step.folder, 1, name="fill").submit(executor, profile)["complete"]
     assert not list(small_filesystem.rglob("*.reserve*"))
+
+
+@pytest.fixture
+def few_files_filesystem(tmp_path):
+    """A 4 MiB tmpfs of 64 files (inodes): room left for bytes, none for files once they are used
+    up (skipped where mounting is not permitted)."""
+    from tests.filesystems import tmpfs
+
+    with tmpfs(tmp_path / "fs", 4, files=64) as mounted:
+        if not mounted:
+            pytest.skip("mounting a tmpfs is not permitted here (needs root)")
+        yield tmp_path / "fs"
+
+
+def _use_up_files(fs: Path) -> Path:
+    """Create empty files in ``fs`` until it has no file left (ENOSPC); returns their folder."""
+    folder = fs / "files"
+    folder.mkdir()
+    for number in range(10**6):
+        try:
+            (folder / str(number)).touch()
+        except OSError as exc:
+            assert exc.errno == errno.ENOSPC, exc
+            return folder
+    raise AssertionError(f"{fs}: no limit on its files")
+
+
+class RunsOutOfFilesOnStart(Fill):
+    """:class:`Fill` whose array task uses up its file system's files (inodes) as it starts (when
+    it is unpickled in the task's process, before :class:`megadocs.shards.ShardTask` takes its
+    reserve): a quota of files used up between the submission and the task's start, bytes left.
+
+    ``code``: the error a file's creation meets. ENOSPC is the real kernel's (the tmpfs has no
+    inode left). EDQUOT is ``fake_file_quota``: each creation the kernel refuses for want of an
+    inode raises EDQUOT instead, as a used-up quota of files does (no quota can be set here)."""
+
+    code = errno.ENOSPC
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        _use_up_files(self.folder.parent)
+        if self.code != errno.ENOSPC:
+            import builtins
+
+            real_open = builtins.open
+
+            def fake_file_quota(file, *args, code=self.code, **kwargs):
+                try:
+                    return real_open(file, *args, **kwargs)
+                except OSError as exc:  # (opening an existing file takes no inode: a creation's)
+                    if exc.errno != errno.ENOSPC:
+                        raise
+                    raise OSError(code, os.strerror(code), exc.filename) from None
+
+            builtins.open = fake_file_quota  # (in the task's own process only)
+
+
+@pytest.mark.parametrize(("executor", "code"), [
+    *(pytest.param("local", code, id=f"local-{errno.errorcode[code]}") for code in DISK_FULL_ERRNOS),
+    pytest.param("slurm", errno.ENOSPC, marks=pytest.mark.slurm, id="slurm-ENOSPC")])
+def test_a_job_array_task_that_starts_with_no_file_left_reads_as_a_full_disk(few_files_filesystem, executor, code,
+                                                                              capfd, monkeypatch):
+    """No new file for the task: its reserve, made by its submitter, needs none, and gives its file
+    back for the task's result. The submitter says the used-up quota of files (or the file
+    system's last inode) in one line naming the file the task could not create (exit 4, a full
+    disk's), not "ended without a result", and the task's progress line names it too."""
+    from megadocs import job_arrays
+
+    monkeypatch.setitem(job_arrays.ARRAY_POLL_S, "slurm", 1.0)
+    step = RunsOutOfFilesOnStart(few_files_filesystem / "out", 1, name="fill")
+    step.code = code
+    profile = "slurm/profiles/local.yaml" if executor == "slurm" else None
+    with pytest.raises(DiskFull) as caught:
+        step.submit(executor, profile)
+    assert not isinstance(caught.value, (UserError, WorkFailed))
+    line = disk_full_message(caught.value)
+    cause = f"{os.strerror(code).lower()} writing {step.folder / 'shard-0.bin'}"
+    assert line == f"{cause}{RETRY}", line
+    err = capfd.readouterr().err
+    assert "without a result" not in err, err
+    (progress,) = [said for said in err.splitlines() if said.startswith("shard 0 (job ")]
+    assert progress.endswith(f") FAILED ({cause}); 1 of 1 task(s) ended"), progress
+
+    shutil.rmtree(few_files_filesystem / "files")
+    assert Fill(step.folder, 1, name="fill").submit(executor, profile)["complete"]
+    assert not list(few_files_filesystem.rglob("*.reserve*"))
