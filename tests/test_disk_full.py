@@ -240,37 +240,6 @@ class FillsOnStart(Fill):
             os.posix_fallocate = fake_quota  # (in the task's own process only)
 
 
-@pytest.mark.parametrize(("executor", "code"), [
-    *(pytest.param("local", code, id=f"local-{errno.errorcode[code]}") for code in DISK_FULL_ERRNOS),
-    pytest.param("slurm", errno.ENOSPC, marks=pytest.mark.slurm, id="slurm-ENOSPC")])
-def test_a_job_array_task_that_starts_on_a_full_disk_reads_as_a_full_disk(small_filesystem, executor, code, capfd,
-                                                                            monkeypatch):
-    """No room for the task's reserve, so none for its result either: the submitter says the
-    full disk (or the used-up quota: the reserve's error) in one line naming the folder (exit 4, a
-    full disk's), not "ended without a result", and the task's progress line names it too."""
-    from megadocs import executors, job_arrays
-
-    monkeypatch.setattr(executors, "LOST_GRACE_S", 0.0)  # (no result file will come: the test's time)
-    monkeypatch.setitem(job_arrays.ARRAY_POLL_S, "slurm", 1.0)
-    step = FillsOnStart(small_filesystem / "out", 1, name="fill")
-    step.code = code
-    profile = "slurm/profiles/local.yaml" if executor == "slurm" else None
-    with pytest.raises(DiskFull) as caught:
-        step.submit(executor, profile)
-    assert not isinstance(caught.value, (UserError, WorkFailed))
-    line = disk_full_message(caught.value)
-    cause = f"{os.strerror(code).lower()} writing {step.folder}"
-    assert line == f"{cause}{RETRY}", line
-    err = capfd.readouterr().err
-    assert "without a result" not in err, err
-    (progress,) = [said for said in err.splitlines() if said.startswith("shard 0 (job ")]
-    assert progress.endswith(f") FAILED ({cause}); 1 of 1 task(s) ended"), progress
-
-    (small_filesystem / "filler").unlink()
-    assert Fill(step.folder, 1, name="fill").submit(executor, profile)["complete"]
-    assert not list(small_filesystem.rglob("*.reserve*"))
-
-
 @pytest.fixture
 def few_files_filesystem(tmp_path):
     """A 4 MiB tmpfs of 64 files (inodes): room left for bytes, none for files once they are used
@@ -326,32 +295,57 @@ class RunsOutOfFilesOnStart(Fill):
             builtins.open = fake_file_quota  # (in the task's own process only)
 
 
+@dataclass(frozen=True)
+class Start:
+    """A job-array task's start with no room: its step (in ``fs``, the fixture), what its line
+    names (of the step) and how room is made again."""
+
+    step: type[Fill]
+    fs: str
+    names: Callable[[Fill], Path]
+    make_room: Callable[[Path], object]
+
+
+STARTS = {
+    # no room for the reserve's bytes, so none for its result either: the line names the folder
+    "no room": Start(FillsOnStart, "small_filesystem", lambda step: step.folder,
+                     lambda fs: (fs / "filler").unlink()),
+    # no file left (inodes): the reserve, made by its submitter, needs none, and gives its file
+    # back for the task's result: the line names the file the task could not create
+    "no file left": Start(RunsOutOfFilesOnStart, "few_files_filesystem", lambda step: step.folder / "shard-0.bin",
+                          lambda fs: shutil.rmtree(fs / "files")),
+}
+
+
+@pytest.mark.parametrize("start", list(STARTS))
 @pytest.mark.parametrize(("executor", "code"), [
     *(pytest.param("local", code, id=f"local-{errno.errorcode[code]}") for code in DISK_FULL_ERRNOS),
     pytest.param("slurm", errno.ENOSPC, marks=pytest.mark.slurm, id="slurm-ENOSPC")])
-def test_a_job_array_task_that_starts_with_no_file_left_reads_as_a_full_disk(few_files_filesystem, executor, code,
-                                                                              capfd, monkeypatch):
-    """No new file for the task: its reserve, made by its submitter, needs none, and gives its file
-    back for the task's result. The submitter says the used-up quota of files (or the file
-    system's last inode) in one line naming the file the task could not create (exit 4, a full
-    disk's), not "ended without a result", and the task's progress line names it too."""
-    from megadocs import job_arrays
+def test_a_job_array_task_that_starts_on_a_full_disk_reads_as_a_full_disk(start, executor, code, request, capfd,
+                                                                            monkeypatch):
+    """The submitter says the full disk (or the used-up quota) in one line (exit 4, a full
+    disk's), not "ended without a result", and the task's progress line names it too; once there
+    is room, the same submission finishes and leaves no reserve."""
+    from megadocs import executors, job_arrays
 
+    monkeypatch.setattr(executors, "LOST_GRACE_S", 0.0)  # (where no result file will come: the test's time)
     monkeypatch.setitem(job_arrays.ARRAY_POLL_S, "slurm", 1.0)
-    step = RunsOutOfFilesOnStart(few_files_filesystem / "out", 1, name="fill")
+    case = STARTS[start]
+    fs = request.getfixturevalue(case.fs)
+    step = case.step(fs / "out", 1, name="fill")
     step.code = code
     profile = "slurm/profiles/local.yaml" if executor == "slurm" else None
     with pytest.raises(DiskFull) as caught:
         step.submit(executor, profile)
     assert not isinstance(caught.value, (UserError, WorkFailed))
     line = disk_full_message(caught.value)
-    cause = f"{os.strerror(code).lower()} writing {step.folder / 'shard-0.bin'}"
+    cause = f"{os.strerror(code).lower()} writing {case.names(step)}"
     assert line == f"{cause}{RETRY}", line
     err = capfd.readouterr().err
     assert "without a result" not in err, err
     (progress,) = [said for said in err.splitlines() if said.startswith("shard 0 (job ")]
     assert progress.endswith(f") FAILED ({cause}); 1 of 1 task(s) ended"), progress
 
-    shutil.rmtree(few_files_filesystem / "files")
+    case.make_room(fs)
     assert Fill(step.folder, 1, name="fill").submit(executor, profile)["complete"]
-    assert not list(few_files_filesystem.rglob("*.reserve*"))
+    assert not list(fs.rglob("*.reserve*"))
