@@ -79,14 +79,12 @@ class ArraySubmission(StrictModel):
         """The entry of an array this process just submitted (a local one: where, and now)."""
         if kind == "slurm":
             return cls(kind=kind, job_ids=list(job_ids))
-        place = PidPlace.current()
-        return cls(kind=kind, job_ids=list(job_ids), host=place.host, boot=place.boot, pidns=place.pidns,
-                   heartbeat=time.time())
+        return cls(kind=kind, job_ids=list(job_ids), **PidPlace.current().to_json(), heartbeat=time.time())
 
     @property
     def place(self) -> PidPlace | None:
         """Where its job ids name its tasks; None: anywhere (SLURM), or not recorded (asked here)."""
-        return None if self.host is None else PidPlace(self.host, self.boot, self.pidns)
+        return None if self.host is None else _place(self)
 
     def here(self) -> bool:
         """Whether its tasks can be asked here (SLURM: always; local: where its pids name them)."""
@@ -163,14 +161,13 @@ class ProcessRun(StrictModel):
 
     @classmethod
     def this(cls) -> ProcessRun:
-        pid, place = os.getpid(), PidPlace.current()
-        return cls(host=place.host, pid=pid, started=process_start(pid), boot=place.boot, pidns=place.pidns,
-                   heartbeat=time.time())
+        pid = os.getpid()
+        return cls(**PidPlace.current().to_json(), pid=pid, started=process_start(pid), heartbeat=time.time())
 
     @property
     def place(self) -> PidPlace:
         """Where its pid names it."""
-        return PidPlace(self.host, self.boot, self.pidns)
+        return _place(self)
 
     def same_process(self, other: ProcessRun) -> bool:
         """Whether both name one process (its heartbeats aside)."""
@@ -214,6 +211,11 @@ Entry = ArraySubmission | ProcessRun
 
 class _Submissions(StrictModel):
     submissions: list[Entry] = []  # told apart by ``kind``
+
+
+def _place(entry: Entry) -> PidPlace:
+    """The place an entry stores beside its other fields (``host``, ``boot``, ``pidns``)."""
+    return PidPlace.from_json(entry.model_dump(include=set(PidPlace.FIELDS)))
 
 
 def _heard(heartbeat: float | None, now: float) -> Liveness:
