@@ -13,7 +13,8 @@ it runs with a heartbeat every :data:`HEARTBEAT_S`, and counts while that is you
 Every edit is a read-modify-write of one JSON file under a file lock (:func:`_editing_record`),
 dropping what has ended on the way. Entry points: :func:`recorded_process` (hold this process's
 entry while a block runs, then hand it over to the array it submitted), :class:`ArrayTask` (a
-local array's task, beating for its array), :func:`live_runs` (what may still write), :func:`unchecked_note` (the end of a refusal's line). Older records are read through
+local array's task, beating for its array), :func:`live_runs` (what may still write),
+:func:`unchecked_note` (the end of a refusal's line). Older records are read through
 :mod:`megadocs.compat` ("run-record").
 """
 
@@ -46,7 +47,8 @@ SUBMISSIONS = "submissions.json"
 the processes running the step in-process (:class:`ProcessRun`), so that a later command can ask
 whether they still run (:func:`live_runs`)."""
 HEARTBEAT_S = 60.0
-"""How often a process in a folder's record of runs says it still runs (:class:`RecordedProcess`).
+"""How often a process in a folder's record of runs says it still runs (:class:`RecordedProcess`),
+and each running task of a local array that its array does (:class:`ArrayTask`).
 Slower than the search controller's lock (10 s, stale after 2 min: ``search.ledger``), whose
 waiting contender should take a dead controller's sweep over soon: here a beat rewrites a file
 that may sit on a shared file system under a lock, and only a replacement of the settings ever
@@ -63,8 +65,8 @@ class ArraySubmission(StrictModel):
     A SLURM array's ids name its tasks on every host. A local array's are pids: they name its
     tasks only where its submitter ran (``host``, ``boot``, ``pidns``, as a :class:`ProcessRun`'s),
     so anywhere else it counts by the heartbeat its running tasks refresh (:class:`ArrayTask`:
-    also after its submitter was killed outright). Those four are null for SLURM, and for a local array recorded
-    before they were (megadocs.compat "run-record" 2: asked here, as when written)."""
+    also after its submitter was killed outright). Those four are null for SLURM, and for a local
+    array recorded before they were (megadocs.compat "run-record" 2: asked here, as when written)."""
 
     kind: ArrayKind
     job_ids: list[str]
@@ -89,11 +91,6 @@ class ArraySubmission(StrictModel):
     def here(self) -> bool:
         """Whether its tasks can be asked here (SLURM: always; local: where its pids name them)."""
         return PidPlace.asked_here(self.place)
-
-    def part_of(self, array: ArraySubmission) -> bool:
-        """Whether this entry is what is left of ``array`` (tasks that wrote a result are pruned)."""
-        return (self.model_dump(exclude={"job_ids", "heartbeat"}) == array.model_dump(exclude={"job_ids", "heartbeat"})
-                and set(self.job_ids) <= set(array.job_ids))
 
     def describe(self, now: float | None = None) -> str:
         """
