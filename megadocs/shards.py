@@ -346,8 +346,8 @@ def _reserve(path: Path) -> bool:
     without, as a task always could). Where there is no room, an empty file named ``path`` +
     :data:`NO_ROOM` of the error (no space, or no quota) is the task's word to its submitter
     (:meth:`ShardTask.lost_to_full_disk`): a rename, which needs no space nor a new file. (A
-    reserve that is not there, e.g. removed by a requeued task's first attempt, is created here:
-    where no file can be created any more, no word then.)"""
+    reserve that is not there, e.g. removed by hand, is created here: where no file can be
+    created any more, no word then.)"""
     try:
         with open(path, "wb") as handle:
             os.posix_fallocate(handle.fileno(), 0, RESERVE_BYTES)
@@ -398,6 +398,7 @@ class ShardTask:
         quota of files (inodes) used up before the task starts then refuses it no file it needs
         to say a full disk. It fills the reserve (no new file), and gives it up, a file and its
         bytes, for its result; where even its bytes do not fit, its word is the reserve renamed.
+        A task requeued (a timeout, a preemption) keeps the file for its next attempt.
 
         Raises:
             OSError: no room for the file now (a full disk or quota: the submitter's own line).
@@ -410,8 +411,12 @@ class ShardTask:
         held = _reserve(reserve)
         if held:  # an earlier attempt's word (a requeued task) no longer holds
             _unsay_no_room(reserve)
+        requeued = False
         try:
             self.step.run([self.index])
+        except SystemExit:  # submitit's exit once it requeued the task (a timeout, a preemption)
+            requeued = True
+            raise
         except Exception as exc:  # noqa: BLE001 - only a full disk is kept; anything else is raised
             line = disk_full_message(exc)
             if line is None:
@@ -421,7 +426,9 @@ class ShardTask:
             traceback.print_exc()
             return DiskFull(line)
         finally:
-            if held:
+            if held and requeued:  # its bytes given back, its file kept for the next attempt (set_aside)
+                os.truncate(reserve, 0)
+            elif held:
                 reserve.unlink(missing_ok=True)
         _unsay_no_room(reserve)  # done: its result needs no word of a full disk
         return json.loads(self.step.done_path(self.index).read_text())

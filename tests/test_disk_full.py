@@ -349,3 +349,31 @@ def test_a_job_array_task_that_starts_on_a_full_disk_reads_as_a_full_disk(start,
     case.make_room(fs)
     assert Fill(step.folder, 1, name="fill").submit(executor, profile)["complete"]
     assert not list(fs.rglob("*.reserve*"))
+
+
+class RequeuedOnce(Fill):
+    """:class:`Fill` whose first attempt ends as submitit ends a task it requeued (a timeout, a
+    preemption): SystemExit."""
+
+    requeues = 1
+
+    def _run_shard(self, index):
+        if self.requeues:
+            self.requeues -= 1
+            raise SystemExit(-1)
+        return super()._run_shard(index)
+
+
+def test_a_requeued_task_keeps_its_reserves_file_for_its_next_attempt(tmp_path):
+    """Its bytes are given back while it waits in the queue; its file is kept, so that its next
+    attempt needs no new file (a quota of files used up meanwhile still lets it say so)."""
+    from megadocs.shards import ShardTask
+
+    step = RequeuedOnce(tmp_path / "out", 1, name="fill")
+    step.prepared = step.prepare()  # (as its submission did)
+    task = ShardTask(step, 0)
+    task.set_aside()
+    with pytest.raises(SystemExit):
+        task()
+    assert task.reserve_path.is_file() and task.reserve_path.stat().st_size == 0
+    assert task() == {} and not list(tmp_path.rglob("*.reserve*"))
