@@ -565,7 +565,7 @@ class Progress:
 
     def update(self, strategies: Mapping[str, Strategy], running: int) -> None:
         """Count the finished runs and say each strategy's state (called once per drive round)."""
-        finished = sum(o.state is RunState.FINISHED for s in strategies.values() for o in s.outcomes.values())
+        finished = sum(s.count(RunState.FINISHED) for s in strategies.values())
         if self.bar is not None:
             self.bar.update(max(0, finished - self.finished))
         self.finished = finished
