@@ -1,7 +1,7 @@
 """One training run: `run(config, out)` trains, evaluates and writes the run directory.
 
-`run` reads as the run does: open the data, prepare the run directory, build, fit, evaluate,
-finish. Its pieces each live in one place:
+`run` reads as the run does: open the stores (the run's identity is of what they read), open the
+data, prepare the run directory, build, fit, evaluate, finish. Its pieces each live in one place:
 
 - RUN's lifecycle (`train.run_dir`): config.yaml, config_hash, identity.json, provenance.json,
   checkpoint/, log.jsonl (training curve, with periodic validation losses: `train.curves`),
@@ -60,7 +60,7 @@ from train.checkpoint import CheckpointWriter, read_checkpoint, restore_progress
 from train.compile import compile_wanted
 from train.config import AUTO, DocumentMask, RunConfig
 from train.curves import PeriodicValidation
-from train.data import RunData, ValidationSet
+from train.data import RunData, RunStores, ValidationSet
 from train.device import resolve_device, set_determinism
 from train.distributed import DistributedContext, init_distributed
 from train.evaluate import autocast_for, evaluate_model
@@ -89,7 +89,9 @@ def run(config: RunConfig, out: str | Path) -> RunMetrics:
         UserError: bad paths, a store/config mismatch, or RUN holding another config.
     """
     out = Path(out)
-    identity = config.identity()  # reads the data's manifests: a missing store fails here
+    # the stores first, each opened once: the identity is of what they read (a missing one fails here)
+    stores = RunStores.open(config)
+    identity = stores.identity(config)
     finished = RunLifecycle.finished(out, identity)
     if finished is not None:
         return finished
@@ -97,9 +99,9 @@ def run(config: RunConfig, out: str | Path) -> RunMetrics:
     device = resolve_device(config.device)
     dist = init_distributed(device.type)
     try:
-        data = RunData.open(config)  # data first, so a bad path fails before anything is written
+        data = RunData.open(config, stores)  # data first, so a bad setting fails before anything is written
         run_dir = RunLifecycle(out, identity, writes=dist.is_main)
-        run_dir.prepare(config, device)
+        run_dir.prepare(config, device, stores)
         # leaving the block waits for the checkpoint being written and closes the trackers (also
         # on an exception)
         with Trainer(config, data, run_dir, device, dist, attempt_start=attempt_start) as trainer:

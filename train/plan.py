@@ -519,7 +519,8 @@ def run_plan(
     """
     from train.data import RunData
 
-    streams = RunData.open(config).streams  # as the run opens them: a plan for a run refused at its start is no plan
+    opened = RunData.open(config)  # as the run opens it: a plan for a run refused at its start is no plan
+    streams = opened.streams
     utilisation = utilisation or default_utilisation()
     data, optim = config.data, config.optim
     memory_bytes = device_memory_gib * 2**30
@@ -527,7 +528,7 @@ def run_plan(
                     synthetic_windows=streams.mixture.synthetic_windows,
                     vocab_size=streams.vocab_size, mfu=utilisation.mfu, peak_tflops=utilisation.peak_tflops,
                     memory_bytes=memory_bytes, processes=processes, scaling_efficiency=scaling_efficiency)  # fmt: skip
-    return RunPlan(config_hash=config.identity(), preset=config.model.preset, vocab_size=streams.vocab_size,
+    return RunPlan(config_hash=opened.identity(config), preset=config.model.preset, vocab_size=streams.vocab_size,
                    context=data.context, batch_size=optim.batch_size,
                    micro_batch_size_auto=optim.micro_batch_size == AUTO, device_memory_bytes=memory_bytes,
                    mixed_precision=config.device != "cpu", cost=cost, utilisation=utilisation)  # fmt: skip
