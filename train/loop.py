@@ -153,10 +153,18 @@ class Trainer:
         """Model, AdamW and schedule, restored from RUN/checkpoint when there is one, laid out over
         the ranks by the parallelism strategy; then the micro-batch (``auto``), the periodic
         validation sets and the trackers."""
+        self.model, checkpoint = self._build_model()
+        self._build_optimizer(checkpoint)
+        del checkpoint  # the host copy of the saved state is not needed past here
+        self._prepare_steps()
+
+    def _build_model(self) -> tuple[torch.nn.Module, dict[str, Any] | None]:
+        """The model with RUN/checkpoint's weights (sets `params`, `parallel`, `compiled` and
+        `loss_implementation`), laid out over the ranks; returns it and the checkpoint read (None:
+        a fresh run), whose optimizer state and progress `_build_optimizer` restores."""
         from train.model import build_model
 
         config, device, store = self.config, self.device, self.data.store
-        # --- the model, with RUN/checkpoint's weights, laid out over the ranks --------------------
         set_determinism(device, strict=config.deterministic)
         torch.manual_seed(config.seed)
         model = build_model(config.model.preset, vocab_size=store.vocab_size, context=config.data.context,
@@ -177,13 +185,16 @@ class Trainer:
                               implementation=self.loss_implementation)  # fmt: skip
         # before the optimizer: sharding replaces the parameters, the optimizer holds the shards
         self.parallel.parallelize(model, loss, device=device, compiled=compiled)
+        return model, checkpoint
 
-        # --- AdamW and the LR schedule, with RUN/checkpoint's state and progress -----------------
-        optim = config.optim
+    def _build_optimizer(self, checkpoint: dict[str, Any] | None) -> None:
+        """`optimizer` (AdamW) and `scheduler` (warmup, cosine) of `model`, with `checkpoint`'s
+        state, and `step` and `counters` as it left them."""
+        model, optim, device = self.model, self.config.optim, self.device
         optimizer = torch.optim.AdamW(param_groups(model, optim.weight_decay, optim.weight_decay_on), lr=optim.lr,
                                       betas=(optim.beta1, optim.beta2), fused=device.type == "cuda")  # fmt: skip
         warmup_steps = warmup_steps_for(self.total_steps, optim.warmup_fraction)
-        self.model, self.optimizer = model, optimizer
+        self.optimizer = optimizer
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             optimizer, lambda step: lr_factor(step, total_steps=self.total_steps, warmup_steps=warmup_steps)
         )
@@ -191,13 +202,15 @@ class Trainer:
             self.parallel.load_optimizer_state(model, optimizer, checkpoint["optimizer"])
             resumed = restore_progress(checkpoint, scheduler=self.scheduler)
             self.step, self.counters = resumed["step"], resumed["counters"]
-            del checkpoint
 
-        # --- what the steps and evaluations need: the micro-batch, the log, curve and trackers ---
+    def _prepare_steps(self) -> None:
+        """What the steps and evaluations need: the micro-batch (`config` with ``auto`` resolved),
+        the log cut back to `step`, the periodic validation (`curve`) and the trackers (`tracker`)."""
         self.config = self._resolve_micro_batch()
         self.run_dir.truncate_log(self.step)
-        self.curve = PeriodicValidation.build(self.config, store, self.data.extra, total_steps=self.total_steps,
-                                              device=device, align=LOG_EVERY)  # fmt: skip
+        self.curve = PeriodicValidation.build(self.config, self.data.store, self.data.extra,
+                                              total_steps=self.total_steps, device=self.device,
+                                              align=LOG_EVERY)  # fmt: skip
         self.tracker = self.run_dir.open_tracker(self.config, start_step=self.step)
         self._exits.callback(self.tracker.close)  # flushes the curves also when preempted
 
@@ -287,7 +300,7 @@ class Trainer:
                     self._save()  # a copy to host memory; the disk write overlaps the next steps
                     clock.restart()
                     if stop:
-                        self._stop_if_requested()
+                        self._stop()  # every rank agreed above, at this step: no second all-reduce
         return RunStatus.COMPLETED
 
     def _log_step(self, loss: torch.Tensor, grad_norm: torch.Tensor, *, evaluate_now: bool, clock: _TrainClock,
@@ -339,17 +352,21 @@ class Trainer:
                          counters=counters, identity=self.run_dir.identity, full_states=full_states)  # fmt: skip
 
     def _stop_if_requested(self, *, collective: bool = True) -> None:
-        """The run's one preemption check, called where the last checkpoint holds everything done
-        so far: when a signal arrived, wait until that checkpoint is on disk, hand the signal on
-        and raise `Preempted`.
+        """The run's preemption check, called where the last checkpoint holds everything done
+        so far: when a signal arrived, `_stop`.
 
         `collective`: every rank calls this at the same point, so a signal seen by any rank stops
         them all (`PreemptionSignals.agree`) and no rank exits before rank 0's checkpoint is on
         disk. False where rank 0 runs alone (the benchmarks: the others may have finished).
         """
         stop = self.signals.agree(self.dist) if collective else self.signals.requested is not None
-        if not stop:
-            return
+        if stop:
+            self._stop(collective=collective)
+
+    def _stop(self, *, collective: bool = True) -> None:
+        """Stop on the signal every rank agreed on (`collective`; rank 0 alone's otherwise), where
+        the last checkpoint holds everything done so far: wait until it is on disk, hand the
+        signal on and raise `Preempted`."""
         self.writer.wait()
         if collective:
             self.dist.barrier()  # rank 0's checkpoint is on disk before any rank exits
