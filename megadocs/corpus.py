@@ -32,7 +32,8 @@ from pathlib import Path
 
 from megadocs.errors import UserError
 
-__all__ = ["Document", "iter_documents", "unique_documents", "iter_jsonl", "source_hash", "is_token_store", "STDLIB", "STORE_FORMAT"]
+__all__ = ["Document", "iter_documents", "unique_documents", "iter_jsonl", "source_hash", "is_token_store",
+           "token_store_manifest", "STDLIB", "STORE_FORMAT"]
 
 STDLIB = "stdlib"
 STORE_FORMAT = "megadocs.token-store/1"
@@ -57,13 +58,21 @@ class Document:
 
 def is_token_store(path: str | Path) -> bool:
     """True when ``path`` is a directory written by ``megadocs data prepare``."""
+    return token_store_manifest(path) is not None
+
+
+def token_store_manifest(path: str | Path) -> dict | None:
+    """The manifest of the token store at ``path`` as read (one read), or None when ``path`` is
+    not one: no ``manifest.json``, not a JSON object, or another ``format``. What opens a store
+    (`train.store.TokenStore.open`) keeps this object, so what it checked is what it uses."""
     manifest = Path(path) / "manifest.json"
     if not manifest.is_file():
-        return False
+        return None
     try:
-        return json.loads(manifest.read_text()).get("format") == STORE_FORMAT
-    except (json.JSONDecodeError, UnicodeDecodeError, AttributeError):
-        return False
+        data = json.loads(manifest.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return None
+    return data if isinstance(data, dict) and data.get("format") == STORE_FORMAT else None
 
 
 def iter_documents(source: str | Path, *, split: str = "train") -> Iterator[Document]:

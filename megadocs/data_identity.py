@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections.abc import Mapping
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,7 @@ from megadocs.formats import MANIFEST
 __all__ = [
     "STORE_VOLATILE_FIELDS",
     "store_identity",
+    "store_identity_of",
     "store_identity_hash",
     "directory_identity",
 ]
@@ -51,7 +53,16 @@ def _manifest(directory: str | Path, field: str, what: str) -> dict:
 
 def store_identity(store: str | Path, field: str = "data.store") -> dict[str, Any]:
     """Source hash, tokenizer hash, split options and counts of a token store."""
-    manifest = _manifest(store, field, "token store")
+    return store_identity_of(_manifest(store, field, "token store"))
+
+
+def store_identity_of(manifest: Mapping[str, Any]) -> dict[str, Any]:
+    """:func:`store_identity` of a manifest already read (a store as it was opened).
+
+    >>> store_identity_of({"format": "megadocs.token-store/1", "source": "/data/a.jsonl", "source_hash": "ab",
+    ...                    "options": {"tokenizer": "/tok", "seed": 0}, "created": "today"})
+    {'format': 'megadocs.token-store/1', 'source_hash': 'ab', 'options': {'seed': 0}}
+    """
     identity = {k: v for k, v in manifest.items() if k not in STORE_VOLATILE_FIELDS}
     options = identity.get("options")
     if isinstance(options, dict):

@@ -53,6 +53,7 @@ __all__ = [
     "same_dtype",
     "cumulative_unit_lengths",
     "attention_kwargs",
+    "forward_kwargs",
 ]
 
 FLEX = "megadocs_flex_attention"
@@ -187,3 +188,19 @@ def attention_kwargs(model: torch.nn.Module, position_ids: torch.Tensor | None) 
     cumulative, longest = cumulative_unit_lengths(position_ids)
     return {"cu_seq_lens_q": cumulative, "cu_seq_lens_k": cumulative, "max_length_q": longest,
             "max_length_k": longest, "deterministic": torch.are_deterministic_algorithms_enabled()}  # fmt: skip
+
+
+def forward_kwargs(
+    model: torch.nn.Module,
+    input_ids: torch.Tensor,
+    document_ids: torch.Tensor | None,
+    document_mask: DocumentMask | bool | str,
+    eos_id: int | None = None,
+) -> dict:
+    """The keyword arguments of a forward of ids [b, C] in this `document_mask` mode, for the
+    causal LM (logits) or its backbone (hidden states) alike: the ids, the packed position ids
+    (`position_ids_for`, None for ``off``), no KV cache, and the attention implementation's extras
+    (`attention_kwargs`: flash-attn's varlen boundaries of every row)."""
+    position_ids = position_ids_for(model, input_ids, document_ids, document_mask, eos_id)
+    extra = attention_kwargs(model, position_ids)
+    return {"input_ids": input_ids, "position_ids": position_ids, "use_cache": False, **extra}

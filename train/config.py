@@ -22,19 +22,22 @@ Example:
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from enum import Enum
+from pathlib import Path
 from typing import Annotated, Any, Literal, get_args
 
 from pydantic import BeforeValidator, Field, model_validator
 
 from megadocs.config import StrictModel, config_hash
-from megadocs.data_identity import directory_identity, store_identity
+from megadocs.data_identity import directory_identity, store_identity, store_identity_of
 from megadocs.errors import UserError
 from megadocs.formats import ALGORITHMS, IID_SETS, Algorithm
 from megadocs.megadoc import RULE_VERSION
 from megadocs.pools import pool_identity
 from train.benchmarks import check_tasks
 from train.presets import PRESETS
+from train.store import TokenStore
 
 __all__ = [
     "DocumentMask",
@@ -340,17 +343,25 @@ class RunConfig(StrictModel):
             raise ValueError(str(exc)) from None
         return self
 
-    def data_identity(self) -> dict[str, Any]:
+    def data_identity(self, *, store: TokenStore | None = None,
+                      extra: Mapping[str, TokenStore] | None = None) -> dict[str, Any]:  # fmt: skip
         """What the run's data is (manifest identities), independent of where it lies.
 
         The synthetic stream is what training reads: the pool's generations (its identity), cut
         into documents by the megadoc rule (its version) for this algorithm and G; the tokenized
         pool is a function of these and of the store's tokenizer, so it adds nothing.
 
+        Args:
+            store, extra: data.store and eval.extra stores (by name) as a run opened them
+                (`train.data.RunStores`): their identity is of the manifests they read, so a
+                store replaced at its path after it was opened cannot give the run another's
+                identity. A store not given is read from its path.
+
         Raises:
             UserError: a store or pool is missing.
         """
-        identity: dict[str, Any] = {"store": store_identity(self.data.store, "data.store")}
+        extra = extra or {}
+        identity: dict[str, Any] = {"store": _store_identity(self.data.store, "data.store", store)}
         synthetic = self.data.synthetic
         if synthetic is not None:
             identity["synthetic"] = {
@@ -361,17 +372,18 @@ class RunConfig(StrictModel):
             }
         if self.eval.extra:
             identity["extra"] = {
-                name: {**store_identity(extra.store, f"eval.extra.{name}.store"), "split": extra.split}
-                for name, extra in sorted(self.eval.extra.items())
+                name: {**_store_identity(spec.store, f"eval.extra.{name}.store", extra.get(name)), "split": spec.split}
+                for name, spec in sorted(self.eval.extra.items())
             }
         if self.eval.benchmark_data:
             identity["benchmark_data"] = directory_identity(self.eval.benchmark_data, "eval.benchmark_data")
         return identity
 
-    def identity(self) -> str:
+    def identity(self, *, store: TokenStore | None = None, extra: Mapping[str, TokenStore] | None = None) -> str:
         """Hash of what changes what is learned: the config without the EXECUTION_FIELDS, with
-        its data paths replaced by `data_identity()` (reads the manifests; UserError if missing),
-        and the `TRAINING_REVISION` of the code that trains it."""
+        its data paths replaced by `data_identity()` (of the opened `store` and `extra` stores
+        when given, else read from the manifests; UserError if missing), and the
+        `TRAINING_REVISION` of the code that trains it."""
         data = self.model_dump(mode="json")
         for section, names in EXECUTION_FIELDS.items():
             target = data[section] if section else data
@@ -393,7 +405,17 @@ class RunConfig(StrictModel):
         for extra in data["eval"]["extra"].values():
             extra.pop("store")
         data["eval"].pop("benchmark_data")
-        return config_hash({"config": data, "data": self.data_identity(), "training_revision": TRAINING_REVISION})
+        data_identity = self.data_identity(store=store, extra=extra)
+        return config_hash({"config": data, "data": data_identity, "training_revision": TRAINING_REVISION})
+
+
+def _store_identity(path: str, field: str, opened: TokenStore | None) -> dict[str, Any]:
+    """The identity of the store of config `field` at `path`: of `opened`'s manifest (that store as
+    a run opened it) when given, else of the manifest at `path`."""
+    if opened is None:
+        return store_identity(path, field)
+    assert opened.path == Path(path), (opened.path, path)  # internal: opened from this config's path
+    return store_identity_of(opened.manifest)
 
 
 TEMPLATE = """\

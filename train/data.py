@@ -30,7 +30,7 @@ from train.streams import REAL, SYNTHETIC, VALIDATION, StreamLayout, StreamMixtu
 if TYPE_CHECKING:
     from train.config import RunConfig
 
-__all__ = ["RunData", "TrainingStreams", "ValidationSet", "TokenStream", "StreamDocuments", "VALIDATION_SEED",
+__all__ = ["RunData", "RunStores", "TrainingStreams", "ValidationSet", "TokenStream", "StreamDocuments", "VALIDATION_SEED",
            "longer_half"]
 
 # Validation windows never depend on the training seed.
@@ -261,9 +261,45 @@ class ValidationSet:
 
 
 @dataclass(frozen=True)
-class RunData:
+class RunStores:
+    """A run's token stores, each opened once: data.store and the eval.extra stores by name. The
+    run's identity is of these as opened (`identity`), so a store replaced at its path after it
+    was opened cannot give the run another store's identity.
+
+    Example:
+        >>> stores = RunStores.open(config)  # doctest: +SKIP
+        >>> stores.identity(config) == config.identity()  # doctest: +SKIP
+        True
+    """
+
+    store: TokenStore
+    extra: dict[str, TokenStore]
+
+    @classmethod
+    def open(cls, config: RunConfig) -> RunStores:
+        """Open data.store and every eval.extra store (each must share data.store's tokenizer,
+        checked now rather than after training).
+
+        Raises:
+            UserError: a store is missing or was prepared with another tokenizer (naming the field).
+        """
+        store = _open_store(config.data.store, "data.store")
+        extra = {name: _open_extra_store(store, name, spec.store) for name, spec in config.eval.extra.items()}
+        return cls(store=store, extra=extra)
+
+    def identity(self, config: RunConfig) -> str:
+        """`RunConfig.identity` of `config` (the config these were opened for) on these stores."""
+        return config.identity(store=self.store, extra=self.extra)
+
+    def data_identity(self, config: RunConfig) -> dict[str, Any]:
+        """`RunConfig.data_identity` of `config` on these stores: what `identity` hashes of the data."""
+        return config.data_identity(store=self.store, extra=self.extra)
+
+
+@dataclass(frozen=True)
+class RunData(RunStores):
     """What a run reads, each store opened once when it starts: the token store, the eval.extra
-    stores by name, and the training streams. Training (`train.loop`) and its plan
+    stores by name (`RunStores`), and the training streams. Training (`train.loop`) and its plan
     (``--dry-run``, `train.plan.run_plan`) open it the same way.
 
     Example:
@@ -272,27 +308,23 @@ class RunData:
         (1890, ['arxiv'])
     """
 
-    store: TokenStore
-    extra: dict[str, TokenStore]
     streams: TrainingStreams
 
     @classmethod
-    def open(cls, config: RunConfig) -> RunData:
-        """Open data.store, every eval.extra store (each must share data.store's tokenizer,
-        checked now rather than after training) and the training streams of `config`.
+    def open(cls, config: RunConfig, stores: RunStores | None = None) -> RunData:
+        """The training streams of `config` on `stores` (`RunStores.open(config)` when not given).
 
         Raises:
             UserError: a store is missing or was prepared with another tokenizer, or a data
                 setting the streams refuse (naming the field).
         """
-        store = _open_store(config.data.store, "data.store")
-        extra = {name: _open_extra_store(store, name, spec.store) for name, spec in config.eval.extra.items()}
+        stores = RunStores.open(config) if stores is None else stores
         data = config.data
-        streams = TrainingStreams.build(store, synthetic=data.synthetic, context=data.context,
+        streams = TrainingStreams.build(stores.store, synthetic=data.synthetic, context=data.context,
                                         mixing_fraction=data.mixing_fraction, real_epochs=data.real_epochs,
                                         synthetic_epochs=data.synthetic_epochs, batch_size=config.optim.batch_size,
                                         seed=data.seed)  # fmt: skip
-        return cls(store=store, extra=extra, streams=streams)
+        return cls(store=stores.store, extra=stores.extra, streams=streams)
 
 
 def _open_store(path: str, field: str) -> TokenStore:

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from megadocs.formats import IID, half_names
-from train.attention import attention_kwargs, position_ids_for
+from train.attention import forward_kwargs
 from train.config import DocumentMask
 from train.distributed import SINGLE, DistributedContext
 from train.loss import next_token_losses
@@ -99,9 +99,7 @@ def model_logits(
     eos_id: int | None = None,
 ) -> torch.Tensor:
     """Logits [B, C, V]; with a `document_mask` mode, attention stays inside each unit (`train.attention`)."""
-    position_ids = position_ids_for(model, input_ids, document_ids, document_mask, eos_id)
-    extra = attention_kwargs(model, position_ids)
-    return model(input_ids=input_ids, position_ids=position_ids, use_cache=False, **extra).logits
+    return model(**forward_kwargs(model, input_ids, document_ids, document_mask, eos_id)).logits
 
 
 def target_is_long(validation_set, start: int, stop: int) -> torch.Tensor:

@@ -1,7 +1,7 @@
 """One training run: `run(config, out)` trains, evaluates and writes the run directory.
 
-`run` reads as the run does: open the data, prepare the run directory, build, fit, evaluate,
-finish. Its pieces each live in one place:
+`run` reads as the run does: open the stores (the run's identity is of what they read), open the
+data, prepare the run directory, build, fit, evaluate, finish. Its pieces each live in one place:
 
 - RUN's lifecycle (`train.run_dir`): config.yaml, config_hash, identity.json, provenance.json,
   checkpoint/, log.jsonl (training curve, with periodic validation losses: `train.curves`),
@@ -60,7 +60,7 @@ from train.checkpoint import CheckpointWriter, read_checkpoint, restore_progress
 from train.compile import compile_wanted
 from train.config import AUTO, DocumentMask, RunConfig
 from train.curves import PeriodicValidation
-from train.data import RunData, ValidationSet
+from train.data import RunData, RunStores, ValidationSet
 from train.device import resolve_device, set_determinism
 from train.distributed import DistributedContext, init_distributed
 from train.evaluate import autocast_for, evaluate_model
@@ -89,7 +89,9 @@ def run(config: RunConfig, out: str | Path) -> RunMetrics:
         UserError: bad paths, a store/config mismatch, or RUN holding another config.
     """
     out = Path(out)
-    identity = config.identity()  # reads the data's manifests: a missing store fails here
+    # the stores first, each opened once: the identity is of what they read (a missing one fails here)
+    stores = RunStores.open(config)
+    identity = stores.identity(config)
     finished = RunLifecycle.finished(out, identity)
     if finished is not None:
         return finished
@@ -97,9 +99,9 @@ def run(config: RunConfig, out: str | Path) -> RunMetrics:
     device = resolve_device(config.device)
     dist = init_distributed(device.type)
     try:
-        data = RunData.open(config)  # data first, so a bad path fails before anything is written
+        data = RunData.open(config, stores)  # data first, so a bad setting fails before anything is written
         run_dir = RunLifecycle(out, identity, writes=dist.is_main)
-        run_dir.prepare(config, device)
+        run_dir.prepare(config, device, stores)
         # leaving the block waits for the checkpoint being written and closes the trackers (also
         # on an exception)
         with Trainer(config, data, run_dir, device, dist, attempt_start=attempt_start) as trainer:
@@ -151,10 +153,18 @@ class Trainer:
         """Model, AdamW and schedule, restored from RUN/checkpoint when there is one, laid out over
         the ranks by the parallelism strategy; then the micro-batch (``auto``), the periodic
         validation sets and the trackers."""
+        self.model, checkpoint = self._build_model()
+        self._build_optimizer(checkpoint)
+        del checkpoint  # the host copy of the saved state is not needed past here
+        self._prepare_steps()
+
+    def _build_model(self) -> tuple[torch.nn.Module, dict[str, Any] | None]:
+        """The model with RUN/checkpoint's weights (sets `params`, `parallel`, `compiled` and
+        `loss_implementation`), laid out over the ranks; returns it and the checkpoint read (None:
+        a fresh run), whose optimizer state and progress `_build_optimizer` restores."""
         from train.model import build_model
 
         config, device, store = self.config, self.device, self.data.store
-        # --- the model, with RUN/checkpoint's weights, laid out over the ranks --------------------
         set_determinism(device, strict=config.deterministic)
         torch.manual_seed(config.seed)
         model = build_model(config.model.preset, vocab_size=store.vocab_size, context=config.data.context,
@@ -175,13 +185,16 @@ class Trainer:
                               implementation=self.loss_implementation)  # fmt: skip
         # before the optimizer: sharding replaces the parameters, the optimizer holds the shards
         self.parallel.parallelize(model, loss, device=device, compiled=compiled)
+        return model, checkpoint
 
-        # --- AdamW and the LR schedule, with RUN/checkpoint's state and progress -----------------
-        optim = config.optim
+    def _build_optimizer(self, checkpoint: dict[str, Any] | None) -> None:
+        """`optimizer` (AdamW) and `scheduler` (warmup, cosine) of `model`, with `checkpoint`'s
+        state, and `step` and `counters` as it left them."""
+        model, optim, device = self.model, self.config.optim, self.device
         optimizer = torch.optim.AdamW(param_groups(model, optim.weight_decay, optim.weight_decay_on), lr=optim.lr,
                                       betas=(optim.beta1, optim.beta2), fused=device.type == "cuda")  # fmt: skip
         warmup_steps = warmup_steps_for(self.total_steps, optim.warmup_fraction)
-        self.model, self.optimizer = model, optimizer
+        self.optimizer = optimizer
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             optimizer, lambda step: lr_factor(step, total_steps=self.total_steps, warmup_steps=warmup_steps)
         )
@@ -189,13 +202,15 @@ class Trainer:
             self.parallel.load_optimizer_state(model, optimizer, checkpoint["optimizer"])
             resumed = restore_progress(checkpoint, scheduler=self.scheduler)
             self.step, self.counters = resumed["step"], resumed["counters"]
-            del checkpoint
 
-        # --- what the steps and evaluations need: the micro-batch, the log, curve and trackers ---
+    def _prepare_steps(self) -> None:
+        """What the steps and evaluations need: the micro-batch (`config` with ``auto`` resolved),
+        the log cut back to `step`, the periodic validation (`curve`) and the trackers (`tracker`)."""
         self.config = self._resolve_micro_batch()
         self.run_dir.truncate_log(self.step)
-        self.curve = PeriodicValidation.build(self.config, store, self.data.extra, total_steps=self.total_steps,
-                                              device=device, align=LOG_EVERY)  # fmt: skip
+        self.curve = PeriodicValidation.build(self.config, self.data.store, self.data.extra,
+                                              total_steps=self.total_steps, device=self.device,
+                                              align=LOG_EVERY)  # fmt: skip
         self.tracker = self.run_dir.open_tracker(self.config, start_step=self.step)
         self._exits.callback(self.tracker.close)  # flushes the curves also when preempted
 
@@ -285,7 +300,7 @@ class Trainer:
                     self._save()  # a copy to host memory; the disk write overlaps the next steps
                     clock.restart()
                     if stop:
-                        self._stop_if_requested()
+                        self._stop()  # every rank agreed above, at this step: no second all-reduce
         return RunStatus.COMPLETED
 
     def _log_step(self, loss: torch.Tensor, grad_norm: torch.Tensor, *, evaluate_now: bool, clock: _TrainClock,
@@ -337,17 +352,21 @@ class Trainer:
                          counters=counters, identity=self.run_dir.identity, full_states=full_states)  # fmt: skip
 
     def _stop_if_requested(self, *, collective: bool = True) -> None:
-        """The run's one preemption check, called where the last checkpoint holds everything done
-        so far: when a signal arrived, wait until that checkpoint is on disk, hand the signal on
-        and raise `Preempted`.
+        """The run's preemption check, called where the last checkpoint holds everything done
+        so far: when a signal arrived, `_stop`.
 
         `collective`: every rank calls this at the same point, so a signal seen by any rank stops
         them all (`PreemptionSignals.agree`) and no rank exits before rank 0's checkpoint is on
         disk. False where rank 0 runs alone (the benchmarks: the others may have finished).
         """
         stop = self.signals.agree(self.dist) if collective else self.signals.requested is not None
-        if not stop:
-            return
+        if stop:
+            self._stop(collective=collective)
+
+    def _stop(self, *, collective: bool = True) -> None:
+        """Stop on the signal every rank agreed on (`collective`; rank 0 alone's otherwise), where
+        the last checkpoint holds everything done so far: wait until it is on disk, hand the
+        signal on and raise `Preempted`."""
         self.writer.wait()
         if collective:
             self.dist.barrier()  # rank 0's checkpoint is on disk before any rank exits

@@ -52,7 +52,7 @@ import torch
 import torch.nn.functional as F
 
 from megadocs.errors import UserError
-from train.attention import attention_kwargs, position_ids_for
+from train.attention import forward_kwargs
 from train.compile import compile_backend
 from train.config import DocumentMask
 
@@ -221,9 +221,7 @@ def hidden_states(
     eos_id: int | None = None,
 ) -> torch.Tensor:
     """The backbone's final (normed) hidden states [b, C, H]; masked modes pass packed position ids."""
-    position_ids = position_ids_for(model, input_ids, document_ids, document_mask, eos_id)
-    extra = attention_kwargs(model, position_ids)  # flash-attn: varlen boundaries of every row
-    return model.model(input_ids=input_ids, position_ids=position_ids, use_cache=False, **extra).last_hidden_state
+    return model.model(**forward_kwargs(model, input_ids, document_ids, document_mask, eos_id)).last_hidden_state
 
 
 def _predictions_and_targets(model, input_ids, document_ids, document_mask, eos_id):

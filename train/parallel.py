@@ -45,10 +45,10 @@ from train.compile import compile_layers, decoder_layers
 from train.config import AUTO
 from train.distributed import SINGLE, DistributedContext, StepShare
 from train.sharding import full_model_state, full_state_dicts, load_full_optimizer_state, shard_model
+from train.state_bytes import TRAINING_STATE_BYTES_PER_PARAMETER
 
 __all__ = [
     "FSDP_MIN_PARAMETERS",
-    "TRAINING_STATE_BYTES_PER_PARAMETER",
     "Parallelism",
     "Single",
     "Replicated",
@@ -59,8 +59,6 @@ __all__ = [
 
 FSDP_MIN_PARAMETERS = 1_000_000_000
 """``parallelism: auto`` shards presets from this size (the 1.5b student) when several ranks run."""
-TRAINING_STATE_BYTES_PER_PARAMETER = 16
-"""fp32 weights, gradients and AdamW's two moments (`train.plan` counts the same)."""
 
 
 class Parallelism(abc.ABC):
@@ -214,7 +212,7 @@ def choose_parallelism(setting: str, *, world_size: int, parameters: int,
     """The `STRATEGIES` name for a run of `parameters` on `world_size` processes.
 
     ``auto``: fsdp when several ranks run a model of at least `FSDP_MIN_PARAMETERS`, or one whose
-    weights, gradients and AdamW state (16 bytes per parameter) exceed ``headroom`` x
+    weights, gradients and AdamW state (`TRAINING_STATE_BYTES_PER_PARAMETER`) exceed ``headroom`` x
     `device_memory_bytes` (when given); else ddp. One process is always ``single``.
     """
     if world_size == 1:

@@ -9,7 +9,7 @@ by this count is comparable with the published figures, not an exact count of ke
 **Memory per micro-batch** of ``b`` sequences (bytes):
 
 - parameters, gradients, AdamW's two moments: ``4 + 4 + 8`` bytes per parameter (fp32 master
-  weights, also under bf16 autocast);
+  weights, also under bf16 autocast: `train.state_bytes`);
 - activations saved for the backward pass, per token per layer, counted from Hugging Face's
   Llama layer: two RMSNorms keep their fp32 input and normalised output (``4 h`` floats, fp32
   because the residual stream is fp32), and ``6 h + 4 i`` elements in the compute dtype (the
@@ -50,6 +50,7 @@ from megadocs.formats import WindowCounts
 from train.config import AUTO
 from train.gpu_results import Utilisation, measured_utilisation
 from train.presets import PRESETS, ModelPreset, parameter_count
+from train.state_bytes import ADAMW_STATE_BYTES, BF16, FP32, GRADIENT_BYTES, WEIGHT_BYTES
 from train.streams import StreamMixture, stream_mixture
 
 __all__ = [
@@ -87,8 +88,6 @@ DEFAULT_DEVICE_MEMORY_GIB = 80.0
 MEMORY_HEADROOM = 0.9
 """Share of the device memory the estimate may fill (allocator fragmentation, CUDA context, workspaces)."""
 
-FP32 = 4
-BF16 = 2
 NORM_FP32_PER_LAYER = 4  # x h floats: two RMSNorms x (input, normalised output)
 COMPUTE_PER_LAYER_H = 6  # x h elements in the compute dtype
 COMPUTE_PER_LAYER_I = 4  # x i elements in the compute dtype
@@ -183,9 +182,9 @@ def memory_estimate(
         gathered = 2 * (FP32 * root + (BF16 if mixed_precision else FP32) * 2 * layer)
     return MemoryEstimate(
         micro_batch_size=micro_batch_size,
-        parameters=FP32 * shard,
-        gradients=FP32 * shard,
-        optimizer=2 * FP32 * shard,
+        parameters=WEIGHT_BYTES * shard,
+        gradients=GRADIENT_BYTES * shard,
+        optimizer=ADAMW_STATE_BYTES * shard,
         activations=tokens * activation_bytes_per_token(preset, mixed_precision=mixed_precision, compiled=compiled),
         loss=loss,
         gathered=gathered,
@@ -519,7 +518,8 @@ def run_plan(
     """
     from train.data import RunData
 
-    streams = RunData.open(config).streams  # as the run opens them: a plan for a run refused at its start is no plan
+    opened = RunData.open(config)  # as the run opens it: a plan for a run refused at its start is no plan
+    streams = opened.streams
     utilisation = utilisation or default_utilisation()
     data, optim = config.data, config.optim
     memory_bytes = device_memory_gib * 2**30
@@ -527,7 +527,7 @@ def run_plan(
                     synthetic_windows=streams.mixture.synthetic_windows,
                     vocab_size=streams.vocab_size, mfu=utilisation.mfu, peak_tflops=utilisation.peak_tflops,
                     memory_bytes=memory_bytes, processes=processes, scaling_efficiency=scaling_efficiency)  # fmt: skip
-    return RunPlan(config_hash=config.identity(), preset=config.model.preset, vocab_size=streams.vocab_size,
+    return RunPlan(config_hash=opened.identity(config), preset=config.model.preset, vocab_size=streams.vocab_size,
                    context=data.context, batch_size=optim.batch_size,
                    micro_batch_size_auto=optim.micro_batch_size == AUTO, device_memory_bytes=memory_bytes,
                    mixed_precision=config.device != "cpu", cost=cost, utilisation=utilisation)  # fmt: skip

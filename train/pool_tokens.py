@@ -52,6 +52,7 @@ from megadocs.data_identity import store_identity_hash
 from megadocs.errors import UserError, names_file
 from megadocs.formats import ALGORITHMS, MANIFEST, POOL_KIND, PoolKind, atomic_file, write_json
 from megadocs.shards import DEFAULT_TIMEOUT_MIN, ShardedStep
+from train.prefetch import put_unless_stopped
 from train.store import TOKEN_DTYPE, TokenStore, write_array
 
 __all__ = ["TOKENS_FORMAT", "TOKENS_DIR", "tokens_dir", "TokensManifest", "TokenizePool", "tokenize_pool",
@@ -202,25 +203,14 @@ def _read_ahead(items, depth: int = 2):
     stop = threading.Event()
     end = object()
 
-    def put(item) -> bool:
-        """Queue `item` unless the consumer has stopped (False then): every put, the end marker and
-        an error included, must give up then, or a full queue would block `join` below forever."""
-        while not stop.is_set():
-            try:
-                buffer.put(item, timeout=0.1)
-                return True
-            except queue.Full:
-                continue
-        return False
-
-    def work() -> None:
+    def work() -> None:  # every put gives up once the consumer stopped, or `join` below could wait forever
         try:
             for item in items:
-                if not put(item):
+                if not put_unless_stopped(buffer, item, stop):
                     return
-            put(end)
+            put_unless_stopped(buffer, end, stop)
         except BaseException as exc:  # noqa: BLE001 - re-raised by the consumer
-            put(exc)
+            put_unless_stopped(buffer, exc, stop)
 
     thread = threading.Thread(target=work, name="pool-reader", daemon=True)
     thread.start()

@@ -19,14 +19,33 @@ from __future__ import annotations
 import queue
 import threading
 from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
-import torch
+if TYPE_CHECKING:  # annotations only: the module runs without torch (`train.pool_tokens` reads ahead with it)
+    import torch
 
-__all__ = ["BatchPrefetcher", "DEFAULT_DEPTH"]
+__all__ = ["BatchPrefetcher", "DEFAULT_DEPTH", "put_unless_stopped"]
 
 DEFAULT_DEPTH = 2
 """Batches built ahead: one being copied, one ready; more only costs memory."""
 _PUT_TIMEOUT_S = 0.1
+
+
+def put_unless_stopped(buffer: queue.Queue, item: Any, stop: threading.Event, *,
+                       poll_s: float = _PUT_TIMEOUT_S) -> bool:  # fmt: skip
+    """Put `item` on the bounded `buffer` unless the consumer has stopped (`stop` set; False then).
+
+    A producer thread must give up this way on every put, the end marker and an error included,
+    or a full queue that nobody reads any more would block the ``join`` that stops it forever.
+    It waits at most `poll_s` at a time, so it sees a stop within that.
+    """
+    while not stop.is_set():
+        try:
+            buffer.put(item, timeout=poll_s)
+            return True
+        except queue.Full:
+            continue
+    return False
 
 
 class BatchPrefetcher:
@@ -53,15 +72,6 @@ class BatchPrefetcher:
     def __exit__(self, *exc) -> None:
         self.close()
 
-    def _put(self, item) -> bool:
-        while not self._stop.is_set():
-            try:
-                self._queue.put(item, timeout=_PUT_TIMEOUT_S)
-                return True
-            except queue.Full:
-                continue
-        return False
-
     def _work(self) -> None:
         for step in self._steps:
             try:
@@ -70,9 +80,9 @@ class BatchPrefetcher:
                     batch = {key: value.pin_memory() for key, value in batch.items()}
                 item = (step, batch, None)
             except BaseException as exc:  # noqa: BLE001 - handed to the consumer
-                self._put((step, None, exc))
+                put_unless_stopped(self._queue, (step, None, exc), self._stop)
                 return
-            if not self._put(item):
+            if not put_unless_stopped(self._queue, item, self._stop):
                 return
 
     def get(self, step: int) -> dict[str, torch.Tensor]:

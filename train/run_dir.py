@@ -38,6 +38,7 @@ from megadocs.errors import UserError
 from megadocs.formats import RunDir, RunMetrics, replace_dir, write_atomic, write_json
 from megadocs.provenance import write as write_provenance
 from train.config import TRAINING_REVISION, RunConfig, describe_revision
+from train.data import RunStores
 from train.model_card import write_model_card
 from train.tracking import Tracker
 
@@ -83,9 +84,10 @@ class RunLifecycle:
         check_run_identity(out, identity)
         return RunMetrics.load(run_dir.metrics)
 
-    def prepare(self, config: RunConfig, device: torch.device) -> None:
+    def prepare(self, config: RunConfig, device: torch.device, stores: RunStores | None) -> None:
         """Create RUN, refuse one that holds another run, save the resolved config, the identity
-        and the provenance. A rank that does not write only checks the identity.
+        (of the data in `stores`, as the run opened them) and the provenance. A rank that does not
+        write only checks the identity (and reads neither `config` nor `stores`).
 
         Raises:
             UserError: RUN holds another run (`check_run_identity`).
@@ -96,7 +98,7 @@ class RunLifecycle:
         self.path.mkdir(parents=True, exist_ok=True)
         check_run_identity(self.path, self.identity)
         write_atomic(self.paths.config, dump_yaml(config))
-        write_run_identity(config, self.path, self.identity)
+        write_run_identity(self.path, self.identity, stores.data_identity(config))
         self.provenance = write_provenance(self.path, str(device))
 
     def truncate_log(self, step: int) -> None:
@@ -214,10 +216,10 @@ def recorded_revision(out: Path) -> int:
     return int(compat.upgrade(compat.RUN_REVISION, json.loads(run_dir.identity.read_text()))[REVISION_KEY])
 
 
-def write_run_identity(config: RunConfig, out: Path, identity: str) -> None:
-    """Record the identity and what it covers (the data's manifest identities, the training
-    revision) in RUN."""
+def write_run_identity(out: Path, identity: str, data_identity: dict[str, Any]) -> None:
+    """Record the identity and what it covers (`data_identity`: the data's manifest identities it
+    hashed, `RunConfig.data_identity`; the training revision) in RUN."""
     run_dir = RunDir(out)
-    write_json(run_dir.identity, {"identity": identity, "data": config.data_identity(),
+    write_json(run_dir.identity, {"identity": identity, "data": data_identity,
                                   REVISION_KEY: TRAINING_REVISION}, indent=1, sort_keys=True)  # fmt: skip
     write_atomic(run_dir.config_hash, identity + "\n")

@@ -37,6 +37,7 @@ from megadocs.corpus import (
     is_token_store,
     iter_documents,
     source_hash,
+    token_store_manifest,
     unique_documents,
 )
 from megadocs.errors import UserError, names_file
@@ -139,10 +140,11 @@ class TokenStore:
         if not path.is_dir():
             raise UserError(f"{path}: token store not found (run `megadocs data prepare --corpus SRC "
                             f"--out {path}`)")
-        if not is_token_store(path):
+        manifest = token_store_manifest(path)  # read once: what is checked is what is kept
+        if manifest is None:
             raise UserError(f"{path}: not a token store (no {MANIFEST} with format {STORE_FORMAT!r}; "
                             f"run `megadocs data prepare --corpus SRC --out {path}`)")
-        return cls(path, json.loads((path / MANIFEST).read_text()))
+        return cls(path, manifest)
 
     @property
     def eos_id(self) -> int:

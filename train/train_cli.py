@@ -240,7 +240,7 @@ def _reidentify(run_dir: Path) -> int:
     config = load_run_config(run.config)
     old = run.config_hash.read_text().strip() if run.config_hash.is_file() else None
     identity = config.identity()
-    write_run_identity(config, run_dir, identity)
+    write_run_identity(run_dir, identity, config.data_identity())
     metrics = run.read_metrics()
     if metrics is not None:  # rewritten as standard JSON (an old file's NaN/Infinity become null)
         metrics.config_hash = identity

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from pathlib import Path
 
 import pytest
 
@@ -121,6 +122,47 @@ def test_re_preparing_a_store_at_the_same_path_changes_the_identity_and_moving_i
     shutil.rmtree(store)
     _prepare(tiny_store, tmp_path / "a.jsonl", store)  # the first corpus again: its runs are valid again
     assert _config(store).identity() == before
+
+
+def test_a_run_has_the_identity_of_the_store_it_opened(tiny_store, tmp_path, monkeypatch, one_thread):
+    """A store replaced at its path just before the run opens it: the run's identity, its
+    identity.json and its config_hash are of the store it opened and trained on, not of the one
+    that lay there a moment earlier (the identity is derived from the opened stores)."""
+    from train.data import RunStores
+    from train.loop import run
+    from train.store import TokenStore
+
+    _corpus(tiny_store, tmp_path / "a.jsonl", first=0, count=20, chars=200)
+    _corpus(tiny_store, tmp_path / "b.jsonl", first=40, count=20, chars=200)
+    store, replacement = tmp_path / "store", tmp_path / "replacement"
+    _prepare(tiny_store, tmp_path / "a.jsonl", store)
+    _prepare(tiny_store, tmp_path / "b.jsonl", replacement)
+    config = _config(store, real_epochs=1)
+    before = config.identity()
+
+    # unchanged stores (data.store and an eval.extra one): the opened stores give the identity by path
+    dump = _config(store).model_dump(mode="json")
+    dump["eval"]["extra"] = {"other": {"store": str(replacement), "split": "val"}}
+    with_extra = RunConfig.model_validate(dump)
+    opened = RunStores.open(with_extra)
+    assert opened.identity(with_extra) == with_extra.identity()
+    assert opened.data_identity(with_extra) == with_extra.data_identity()
+
+    open_by_path = TokenStore.open
+
+    def replaced_then_opened(path):
+        if Path(path) == store and replacement.exists():
+            store.rename(tmp_path / "earlier")
+            replacement.rename(store)
+        return open_by_path(path)
+
+    monkeypatch.setattr(TokenStore, "open", replaced_then_opened)
+    run(config, tmp_path / "run")
+    trained = config.identity()  # of the store that lies there now: the one the run opened
+    assert trained != before
+    assert (tmp_path / "run" / "config_hash").read_text().strip() == trained
+    recorded = json.loads((tmp_path / "run" / "identity.json").read_text())
+    assert recorded["identity"] == trained and recorded["data"] == config.data_identity()
 
 
 def test_regenerating_a_pool_with_another_prompt_changes_the_identity(tiny_store, tmp_path, monkeypatch):

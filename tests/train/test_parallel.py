@@ -40,7 +40,7 @@ def test_choose_names_a_strategy_for_every_setting():
 def test_a_rank_that_does_not_write_leaves_the_run_directory_untouched(tmp_path):
     out = tmp_path / "run"
     other = RunLifecycle(out, "0123456789abcdef", writes=False)
-    other.prepare(config=None, device=torch.device("cpu"))  # only the identity is checked
+    other.prepare(config=None, device=torch.device("cpu"), stores=None)  # only the identity is checked
     other.truncate_log(3)
     with other.open_log() as log:
         log.write("{}\n")
