@@ -70,7 +70,7 @@ def _free_port() -> int:
 
 
 def _get(url: str):
-    with urllib.request.urlopen(url, timeout=10) as response:  # noqa: S310 - a local test server
+    with urllib.request.urlopen(url, timeout=60) as response:  # noqa: S310 - a local test server
         return json.loads(response.read())
 
 
