@@ -136,7 +136,7 @@ def test_ctrl_c_stops_local_runs_in_one_line_and_the_rerun_resumes_them(make_swe
         processes = jobs + [task for job in jobs for task in child_pids(job)]
         assert len(jobs) == 2 and len(processes) == 4
         os.killpg(first.pid, signal.SIGINT)  # what the terminal does on Ctrl-C
-        _, err = first.communicate(timeout=60)
+        _, err = first.communicate(timeout=180)
     finally:
         if first.poll() is None:
             first.kill()

@@ -37,7 +37,7 @@ def test_a_queued_array_task_cancelled_before_it_ran_is_lost_not_running_for_eve
         subprocess.run(["scancel", cancelled], check=True)
         go.touch()
         wait_for(lambda: executor.poll(last).state is JobState.DONE, 90, f"{last} to run after the cancelled one")
-        poll = wait_for(lambda: (p := executor.poll(cancelled)).state is not JobState.RUNNING and p, 30,
+        poll = wait_for(lambda: (p := executor.poll(cancelled)).state is not JobState.RUNNING and p, 120,
                         f"the cancelled {cancelled} to be reported")
         assert poll.state is JobState.LOST, poll
         assert executor.poll(first).state is JobState.DONE
@@ -60,7 +60,7 @@ def test_a_cancelled_job_that_raised_names_slurm_state_before_its_error(slurm_cl
         wait_for(lambda: subprocess.run(["pgrep", "-f", f"^sleep {seconds}$"], capture_output=True).returncode == 0,
                  120, f"{job}'s child to run")
         subprocess.run(["scancel", job], check=True)
-        poll = wait_for(lambda: (p := executor.poll(job)).state is not JobState.RUNNING and p, 90,
+        poll = wait_for(lambda: (p := executor.poll(job)).state is not JobState.RUNNING and p, 180,
                         f"the cancelled {job} to be reported")
     finally:
         subprocess.run(["scancel", job], capture_output=True)
@@ -103,10 +103,10 @@ def test_ctrl_c_of_a_shard_job_array_cancels_its_slurm_tasks(slurm_cluster, tmp_
     try:
         wait_for(lambda: slurm_state(job_ids[0]) == "RUNNING", 120, f"{job_ids[0]} to run")
         submitter.send_signal(signal.SIGINT)
-        assert submitter.wait(timeout=60) == 130
+        assert submitter.wait(timeout=180) == 130
         message = submitter.stderr.read()
         assert f"cancelled 3 slurm task(s) ({', '.join(job_ids)})" in message, first + message
-        wait_for(lambda: all(slurm_state(job_id) in ("CANCELLED", "UNKNOWN") for job_id in job_ids), 60,
+        wait_for(lambda: all(slurm_state(job_id) in ("CANCELLED", "UNKNOWN") for job_id in job_ids), 180,
                  "every task of the array to be cancelled")
     finally:
         subprocess.run(["scancel", job_ids[0].split("_")[0]], check=False)
