@@ -13,6 +13,8 @@ from megadocs.executors import InProcessExecutor, JobState, LocalExecutor, Slurm
 from megadocs.procs import threads_per_job
 from search.objective import FailureKind, JobFailure, RunTask
 
+from .conftest import let_go
+
 
 def test_local_jobs_are_reattached_by_id(workdir):
     first = LocalExecutor(workdir / "jobs", timeout_min=5, max_parallel=1)
@@ -20,18 +22,12 @@ def test_local_jobs_are_reattached_by_id(workdir):
                                      objective="tests.search.objectives:gated")])
     other = LocalExecutor(workdir / "jobs", timeout_min=5, max_parallel=1)  # a restarted controller knows only the id
     assert other.poll(job_id).state is JobState.RUNNING  # (it runs until let go, however slow this machine)
-    _markers(workdir, "go")
+    let_go(workdir, "go")
     deadline = time.time() + 120
     while (poll := other.poll(job_id)).state is JobState.RUNNING and time.time() < deadline:
         time.sleep(0.2)
     assert poll.state is JobState.DONE and poll.value.status == "completed"
     assert (workdir / "run" / "metrics.json").is_file()
-
-
-def _markers(workdir, name: str) -> None:
-    """Let a job of tests.search.objectives waiting for the marker ``name`` go on."""
-    (workdir / "markers").mkdir(exist_ok=True)
-    (workdir / "markers" / name).touch()
 
 
 def _wait_done(executor, job_id, timeout=120.0):
@@ -72,7 +68,7 @@ def test_a_local_job_keeps_its_slot_until_its_process_exits(workdir):
         assert time.time() < deadline
         time.sleep(0.05)
     assert executor.poll(job_id).state is JobState.RUNNING  # the result is there, the process is not done
-    _markers(workdir, "exit")
+    let_go(workdir, "exit")
     poll = _wait_done(executor, job_id)
     assert poll.state is JobState.DONE and job._process.poll() is not None
 

@@ -18,7 +18,7 @@ from search.ledger import Ledger, read_runs
 from search.sweep import load_sweep
 from tests import waiting
 
-from .conftest import calls
+from .conftest import calls, let_go
 
 CONTAINED = "{python} -m megadocs.cli search certify {path} --no-progress; exec sleep 600"
 """pid 1 of the namespace is this shell: the controller killed, its jobs (reparented) keep running."""
@@ -27,12 +27,6 @@ CONTAINED = "{python} -m megadocs.cli search certify {path} --no-progress; exec 
 def _megadocs(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "megadocs.cli", *args], capture_output=True, text=True,
                           timeout=timeout)
-
-
-def _let_go(workdir) -> None:
-    """Let the jobs of ``tests.search.objectives:gated`` run on."""
-    (workdir / "markers").mkdir(exist_ok=True)
-    (workdir / "markers" / "go").touch()
 
 
 def _running(path) -> list:
@@ -81,13 +75,13 @@ def test_local_jobs_of_a_controller_in_another_pid_namespace(make_sweep, workdir
         try:  # its jobs are submitted while the contained ones still run; then those are let go
             waiting.wait_for(lambda: all(r.attempts == 2 for r in _running(path)) or outside.poll() is not None, 120,
                              "the controller outside to submit both runs again", interval_s=0.2)
-            _let_go(workdir)
+            let_go(workdir)
             _, err = outside.communicate(timeout=300)
         finally:
             if outside.poll() is None:
                 outside.kill()
     finally:
-        _let_go(workdir)
+        let_go(workdir)
         contained.kill()  # the namespace's pid 1: the kernel ends every process in it
         contained.wait()
     assert outside.returncode == CertifyExit.CERTIFIED_ON_BOUND, err  # lr 0.003: the grid's end
