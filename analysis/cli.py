@@ -55,8 +55,9 @@ def register(subparsers) -> None:
     eff.add_argument("--alpha", type=float, default=None, help="data exponent of the reference law")
     eff.add_argument("--asymptote", type=float, default=None, help="irreducible loss E of the reference law")
     _add_law_arguments(eff)
-    _add_noise_sigma(eff, "a loss outside a given law's loss_range by less than seed noise can tell is read at "
-                     "its edge (analysis.efficiency.range_margin); without it the range is closed")
+    _add_noise_sigma(eff, "a loss outside the law's evidence (a given law's loss_range, the --fit-baseline runs' "
+                     "losses) by less than seed noise can tell is read at its edge (analysis.efficiency.range_margin); "
+                     "without it the range is closed")
     eff.add_argument("--json", action="store_true",
                      help="print one JSON object: ratio, low, high, basis, determined, note, illustrative, "
                      "margin and the law (a fitted law as `fit --json` gives it)")
@@ -270,11 +271,11 @@ def _efficiency(args) -> int:
         law_json = law.model_dump() if isinstance(law, ReferenceLaw) else fit_json(law)
         print(dumps_json({**result.to_json(), "law": law_json}))
         return 0
-    if isinstance(law, ReferenceLaw):  # on the number's line: whose law, and whether the losses are its
-        whose = (f"{result.basis.value}; " if result.basis.determined else "") + f"{STATED_CAVEAT}; "
+    whose = f"{result.basis.value}; " if result.basis.determined else ""  # on the number's line: how it was read
+    if isinstance(law, ReferenceLaw):  # ... and whose law
+        whose += f"{STATED_CAVEAT}; "
         law_text = f"{law.name}, alpha={result.alpha:.4g}, E={result.E:.4g}"
     else:
-        whose = f"{result.basis.value}; " if result.basis in (Basis.INTERPOLATED, Basis.EXTRAPOLATED) else ""
         law_text = "the fitted law above"
     print(f"data efficiency: {result.format()}  ({whose}loss {args.loss} vs baseline {args.baseline_loss}; {law_text})")
     if result.note:

@@ -13,15 +13,19 @@ between its points, which the points pin down whatever E and alpha are on their 
 whose E is not determined still passes through them); a loss beyond them (effective data
 beyond the largest D fitted, the usual case for a method that beats the baseline) is an
 extrapolation that rests on E and alpha, and is "not determined" where the fit does not
-determine them. :class:`Basis` says which case a result is.
+determine them.
 
 A law given as constants (the shipped one is the paper's, calibrated on the paper's 300M losses)
 was not fitted to the user's runs: its efficiencies are illustrative, and given only where both
-losses lie among the losses it was calibrated on (``loss_range``). Those are single runs, as the user's
-losses are, so a loss outside the range by less than seed noise can tell (:mod:`analysis.noise`)
-is read at the range's edge; a loss clearly outside (another model size, tokenizer or corpus: a
-tiny model's 4-5 nats) gets no number: that would be arithmetic on someone else's law, not an
-estimate. :class:`Basis` says, in one value, which of these cases a result is.
+losses lie among the losses it was calibrated on (``loss_range``); a loss clearly outside (another
+model size, tokenizer or corpus: a tiny model's 4-5 nats) gets no number: that would be arithmetic
+on someone else's law, not an estimate.
+
+Both laws' evidence (the calibration losses, the baseline runs) are single runs, as the user's
+losses are, so under either a loss outside it by less than seed noise can tell (:mod:`analysis.noise`,
+:func:`range_margin`) is read at its edge, with a number: one rule (:func:`efficiency_basis` says
+why a fitted law's edge needs no determined E). :class:`Basis` says, in one value, which of these
+cases a result is.
 
 Example:
     >>> round(efficiency_ratio(3.41, 3.5544, alpha=0.235, E=1.92), 2)
@@ -34,6 +38,7 @@ import math
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 from pydantic import Field, FiniteFloat, model_validator
@@ -53,6 +58,8 @@ __all__ = [
     "Efficiency",
     "efficiency_basis",
     "range_margin",
+    "Evidence",
+    "evidence_range",
     "undetermined",
     "load_reference_law",
     "effective_data",
@@ -149,15 +156,16 @@ def efficiency_ratio(loss: float, baseline_loss: float, *, alpha: float, E: floa
 class Basis(str, Enum):
     """How a data efficiency was read from its law (``Efficiency.basis``, ``basis`` in ``efficiency
     --json``, the report's ``efficiency_basis`` column): whose law, and whether the losses lie
-    within its evidence. The first three are a law given as constants, the next three a law fitted
-    to the user's own baseline runs; ``below E`` is either."""
+    within its evidence. ``stated`` and ``out of range`` are a law given as constants, ``interpolated``,
+    ``extrapolated`` and ``not determined`` a law fitted to the user's own baseline runs; ``at the
+    edge`` and ``below E`` are either (:func:`efficiency_basis` is the one rule)."""
 
     STATED = "stated"  # a given law (shipped, a file, the command line), both losses in its calibration range
-    AT_EDGE = "at the edge"  # ... a loss outside that range by less than seed noise can tell (range_margin)
-    OUT_OF_RANGE = "out of range"  # ... a loss clearly outside it: an extrapolation of that law, no number
+    AT_EDGE = "at the edge"  # either law: a loss outside its evidence by less than seed noise can tell (range_margin)
+    OUT_OF_RANGE = "out of range"  # a given law, a loss clearly outside its range: an extrapolation of it, no number
     INTERPOLATED = "interpolated"  # both losses within the fitted baseline runs: the curve between its points
-    EXTRAPOLATED = "extrapolated"  # beyond the runs, on a fitted law whose E and alpha the points determine
-    NOT_DETERMINED = "not determined"  # beyond the runs, on a fitted law whose E or alpha they do not
+    EXTRAPOLATED = "extrapolated"  # clearly beyond the runs, on a fitted law whose E and alpha the points determine
+    NOT_DETERMINED = "not determined"  # clearly beyond the runs, on a fitted law whose E or alpha they do not
     BELOW_E = "below E"  # a loss at or below the law's asymptote: no finite amount of real data reaches it
 
     @property
@@ -166,22 +174,24 @@ class Basis(str, Enum):
         return self in (Basis.STATED, Basis.AT_EDGE, Basis.INTERPOLATED, Basis.EXTRAPOLATED)
 
 
-def range_margin(law: ReferenceLaw, noise_sd: float | None = None) -> float:
-    """How far (nats) beyond ``law.loss_range`` a loss still reads as at its edge.
+def range_margin(law: ReferenceLaw | PowerLawFit, noise_sd: float | None = None) -> float:
+    """How far (nats) beyond a law's evidence (:func:`evidence_range`) a loss still reads as at its edge.
 
-    The range's ends are single runs of the calibration, and the user's loss is a single run too:
-    a loss outside the range by less than their difference can be told from seed noise is not
-    clearly outside it. The margin is that difference (:func:`analysis.noise.noise_tolerance`:
-    ``CLEAR_SDS`` sds of it) with the user's measured noise ``noise_sd`` (a sweep's ``noise:
-    repeats``, ``--noise-sigma``) and the calibration's ``law.loss_noise``; either known alone
-    stands for both. Neither known: 0, the range is read closed (say the noise to widen it).
+    The evidence's ends are single runs (a stated law's calibration, a fitted law's baseline runs),
+    and the user's loss is a single run too: a loss outside the range by less than their difference
+    can be told from seed noise is not clearly outside it. The margin is that difference
+    (:func:`analysis.noise.noise_tolerance`: ``CLEAR_SDS`` sds of it) with the user's measured noise
+    ``noise_sd`` (a sweep's ``noise: repeats``, ``--noise-sigma``) and the evidence's: a stated law's
+    ``loss_noise``; a fitted law's runs are the user's own, at ``noise_sd``. Either known alone stands
+    for both. Neither known: 0, the range is read closed (say the noise to widen it).
 
     Example:
         >>> law = ReferenceLaw(alpha=0.235, E=1.92, provenance="paper.md", loss_range=(3.344, 3.5544))
         >>> round(range_margin(law, noise_sd=0.003), 4), range_margin(law)
         (0.0085, 0.0)
     """
-    known = [sd for sd in (noise_sd, law.loss_noise) if sd is not None and math.isfinite(sd) and sd > 0]
+    evidence_noise = law.loss_noise if isinstance(law, ReferenceLaw) else None
+    known = [sd for sd in (noise_sd, evidence_noise) if sd is not None and math.isfinite(sd) and sd > 0]
     return noise_tolerance(known[0], known[-1]) if known else 0.0
 
 
@@ -207,8 +217,8 @@ class Efficiency:
     """The law was given as constants, not fitted to the user's runs: print :data:`STATED_CAVEAT`
     beside the number."""
     margin: float | None = None
-    """How far beyond a stated law's ``loss_range`` a loss read as at its edge (:func:`range_margin`;
-    None: no range to read)."""
+    """How far beyond the law's evidence (a stated law's ``loss_range``, a fitted law's runs) a loss
+    read as at its edge (:func:`range_margin`; None: a stated law with no range to read)."""
 
     def format(self) -> str:
         if not self.basis.determined:
@@ -238,74 +248,89 @@ def undetermined(law: ReferenceLaw | PowerLawFit) -> list[str]:
     return [name for name in ("E", "alpha") if not law.determined[name]]
 
 
-def _points_range(fit: PowerLawFit) -> tuple[float, float]:
-    """Losses the baseline runs span: measured, or on the fitted curve between the smallest and
+class Evidence(NamedTuple):
+    """The losses a law's numbers were read on (:func:`evidence_range`)."""
+
+    low: float
+    high: float
+    name: str
+    """How the notes name them."""
+
+
+def evidence_range(law: ReferenceLaw | PowerLawFit) -> Evidence | None:
+    """The losses ``law`` has evidence for: a stated law's calibration losses (None: it states none),
+    or a fitted law's baseline runs: measured, or on the fitted curve between the smallest and
     largest D (a run's noise may put its loss just outside the curve's range)."""
-    low = min(float(np.min(fit.y)), float(fit.predict(np.max(fit.x))))
-    high = max(float(np.max(fit.y)), float(fit.predict(np.min(fit.x))))
-    return low, high
-
-
-def _stated_basis(loss: float, baseline_loss: float, law: ReferenceLaw, noise_sd: float | None) -> tuple[Basis, str]:
-    """:func:`efficiency_basis` for a law given as constants: its calibration range, widened by
-    :func:`range_margin`, is its evidence."""
-    lowest = min(loss, baseline_loss)
-    if lowest <= law.E:  # first: below E no range could help, and the row says so, not "out of range"
-        return Basis.BELOW_E, f"loss {lowest:.4f} is not above the reference law's E={law.E:.4g}"
-    if law.loss_range is None:
-        return Basis.STATED, ""
-    low, high = law.loss_range
-    values = {"method": loss, "baseline": baseline_loss}
-    beyond = {what: value - (high if value > high else low) for what, value in values.items() if not low <= value <= high}
-    if not beyond:
-        return Basis.STATED, ""
-    margin = range_margin(law, noise_sd)
-    where = (" and ".join(f"{what} loss {values[what]:.4f} lies {abs(distance):.4f} "
-                          f"{'above' if distance > 0 else 'below'}" for what, distance in beyond.items())
-             + f" the calibration losses {low:g}-{high:g} of {law.name}")
-    if all(abs(distance) <= margin for distance in beyond.values()):
-        return Basis.AT_EDGE, f"{where}: within seed noise (margin {margin:.4f})"
-    noise = (f"beyond seed noise (margin {margin:.4f})" if margin else
-             "with no seed-noise estimate to widen the range (measure it: `noise: {repeats: 2}`, `--noise-sigma`)")
-    return Basis.OUT_OF_RANGE, (f"{where}, {noise}: an efficiency there would extrapolate that law, not estimate "
-                                f"yours; {FIT_ADVICE}")
+    if isinstance(law, ReferenceLaw):
+        if law.loss_range is None:
+            return None
+        low, high = law.loss_range
+        return Evidence(low, high, f"the calibration losses {low:g}-{high:g} of {law.name}")
+    low = min(float(np.min(law.y)), float(law.predict(np.max(law.x))))
+    high = max(float(np.max(law.y)), float(law.predict(np.min(law.x))))
+    return Evidence(low, high, f"the baseline runs' losses {low:.4f}-{high:.4f} "
+                               f"(D {np.min(law.x):.3g}-{np.max(law.x):.3g})")
 
 
 def efficiency_basis(loss: float, baseline_loss: float, law: ReferenceLaw | PowerLawFit, *,
                      noise_sd: float | None = None) -> tuple[Basis, str]:
     """How the efficiency of ``loss`` against ``baseline_loss`` can be read from ``law``, and a note.
 
-    A given law is read within the losses it was calibrated on, widened by the seed noise
-    (:func:`range_margin`, from ``noise_sd`` and the law's ``loss_noise``). For a fitted law, losses
-    within the baseline runs' range need no asymptote (the curve there is pinned by the points);
-    beyond it the ratio rests on E and alpha, so it is not determined where the fit does not
-    determine them. A loss at or below E (where E is known) has no finite effective data.
+    One rule for both kinds of law: both losses within the law's evidence (a given law's calibration
+    losses, a fitted law's baseline runs) read ``stated`` / ``interpolated``; a loss outside it by no
+    more than :func:`range_margin` (seed noise, from ``noise_sd`` and a given law's ``loss_noise``)
+    is ``at the edge``, with a number. Beyond that a given law's number would extrapolate someone
+    else's law (``out of range``, none), and a fitted law's rests on E and alpha, so it is not
+    determined where the fit does not determine them. A loss at or below E (where E is known) has no
+    finite effective data.
+
+    Why a fitted law's edge needs no determined E: a loss ``delta`` below the edge L_e moves log D_eff
+    by (1/alpha) log(1 + delta / (L_e - delta - E)) = delta / s + delta^2 / (2 alpha (L_e - E)^2) + ...,
+    with s = alpha (L_e - E) the law's slope -dL/dlog D at the edge, which the points pin as they pin
+    the curve between them; E enters only at second order, a share delta / (2 (L_e - E)) of a step
+    that seed noise already blurs. Not where E ended at the lowest loss (``E_at_lowest_loss``):
+    there L_e - E is about 0 and the curve below the runs is held up by that bound, not by the points.
 
     Example:
         >>> law = load_reference_law()  # calibrated on 3.344-3.5544, no loss_noise stated
         >>> [efficiency_basis(3.41, baseline, law, noise_sd=0.003)[0].value for baseline in (3.5544, 3.56, 3.60)]
         ['stated', 'at the edge', 'out of range']
     """
-    for what, value in (("method", loss), ("baseline", baseline_loss)):
+    values = {"method": loss, "baseline": baseline_loss}
+    for what, value in values.items():
         if not math.isfinite(value):
             raise UserError(f"efficiency: {what} loss must be finite, got {value}")
-    if isinstance(law, ReferenceLaw):
-        return _stated_basis(loss, baseline_loss, law, noise_sd)
-    low, high = _points_range(law)
-    outside = [f"{what} loss {value:.4f}" for what, value in (("method", loss), ("baseline", baseline_loss))
-               if not low <= value <= high]
-    if not outside and min(loss, baseline_loss) > law.E:
-        return Basis.INTERPOLATED, ""
-    where = (f"{' and '.join(outside)} outside the baseline runs' losses {low:.4f}-{high:.4f} "
-             f"(D {np.min(law.x):.3g}-{np.max(law.x):.3g})" if outside else
-             f"loss {min(loss, baseline_loss):.4f} at the fit's E, which ended at the lowest baseline loss")
+    stated = isinstance(law, ReferenceLaw)
+    lowest = min(loss, baseline_loss)
+    if stated and lowest <= law.E:  # first: below E no range could help, and the row says so, not "out of range"
+        return Basis.BELOW_E, f"loss {lowest:.4f} is not above the reference law's E={law.E:.4g}"
+    evidence = evidence_range(law)
+    if evidence is None:
+        return Basis.STATED, ""
+    low, high, name = evidence
+    beyond = {what: value - (high if value > high else low) for what, value in values.items() if not low <= value <= high}
+    if not beyond and lowest > law.E:
+        return (Basis.STATED if stated else Basis.INTERPOLATED), ""
+    margin = range_margin(law, noise_sd)
+    where = (" and ".join(f"{what} loss {values[what]:.4f} lies {abs(distance):.4f} "
+                          f"{'above' if distance > 0 else 'below'}" for what, distance in beyond.items()) + f" {name}"
+             if beyond else f"loss {lowest:.4f} at the fit's E, which ended at the lowest baseline loss")
+    held_by_bound = not stated and law.E_at_lowest_loss and min(beyond.values(), default=0.0) < 0
+    if beyond and all(abs(distance) <= margin for distance in beyond.values()) and lowest > law.E \
+            and not held_by_bound:
+        return Basis.AT_EDGE, f"{where}: within seed noise (margin {margin:.4f})"
+    if stated:
+        noise = (f"beyond seed noise (margin {margin:.4f})" if margin else
+                 "with no seed-noise estimate to widen the range (measure it: `noise: {repeats: 2}`, `--noise-sigma`)")
+        return Basis.OUT_OF_RANGE, (f"{where}, {noise}: an efficiency there would extrapolate that law, not "
+                                    f"estimate yours; {FIT_ADVICE}")
     loose = undetermined(law)
     if loose:
         return Basis.NOT_DETERMINED, (f"{where}: its effective data is an extrapolation that rests on "
                                       f"{' and '.join(loose)}, which the points do not determine")
-    if min(loss, baseline_loss) > law.E:
+    if lowest > law.E:
         return Basis.EXTRAPOLATED, f"{where}: extrapolated on the fitted law"
-    return Basis.BELOW_E, f"loss {min(loss, baseline_loss):.4f} is not above the fitted baseline law's E={law.E:.4g}"
+    return Basis.BELOW_E, f"loss {lowest:.4f} is not above the fitted baseline law's E={law.E:.4g}"
 
 
 def efficiency(
@@ -322,7 +347,7 @@ def efficiency(
     ratio over the draws of (alpha, E); draws whose E is not below both losses are dropped.
     Where :func:`efficiency_basis` gives no ratio (out of range, not determined, below E),
     ``ratio`` is NaN and ``note`` says why. ``noise_sd``: the measured seed noise of one loss, which
-    widens a given law's calibration range (:func:`range_margin`).
+    widens the law's evidence (:func:`range_margin`).
 
     Raises:
         UserError: a non-finite loss.
@@ -331,7 +356,7 @@ def efficiency(
     stated = isinstance(law, ReferenceLaw)
     result = Efficiency(ratio=math.nan, loss=float(loss), baseline_loss=float(baseline_loss), alpha=float(law.alpha),
                         E=float(law.E), basis=basis, note=note, illustrative=stated,
-                        margin=range_margin(law, noise_sd) if stated and law.loss_range is not None else None)
+                        margin=None if evidence_range(law) is None else range_margin(law, noise_sd))
     if not basis.determined:
         return result
     result.ratio = efficiency_ratio(loss, baseline_loss, alpha=law.alpha, E=law.E)

@@ -75,8 +75,9 @@ def generation_table(
     calibration losses, a fitted law that does not determine it, or a loss not above the law's
     asymptote E). Efficiency is only computed for the objective/iid sets: the reference law is a
     law of i.i.d. loss vs real data, so it says nothing about other domains. The seed noise that
-    widens a given law's calibration range is ``noise_sd`` where given, else the certifications'
-    own, pooled (:func:`analysis.noise.seed_noise`; none measured: the range is read closed).
+    widens the law's evidence (a given law's calibration range, a fitted law's runs) is ``noise_sd``
+    where given, else the certifications' own, pooled (:func:`analysis.noise.seed_noise`; none
+    measured: the range is read closed).
 
     Raises:
         UserError: no certification has a loss.

@@ -4,8 +4,8 @@ A single run's loss varies with its seed (data order, initialisation). A sweep m
 noise where it repeats runs (``noise: {repeats: N}``; each certification's ``noise_sd``), or the
 user gives it (``--noise-sigma``; :func:`seed_noise` says which one an analysis uses), and
 every judgement against it uses :func:`noise_tolerance`: the Findings' "better" and "tie", a
-tuned loss that rises with G, and how far beyond a stated law's calibration losses a loss still
-reads as at their edge (:func:`analysis.efficiency.efficiency_basis`).
+tuned loss that rises with G, and how far beyond a law's evidence (a stated law's calibration
+losses, a fitted law's baseline runs) a loss still reads as at its edge (:func:`analysis.efficiency.efficiency_basis`).
 
 Example:
     >>> round(noise_tolerance(0.003), 4)  # 2 sds of the difference of two single runs

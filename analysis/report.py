@@ -63,7 +63,7 @@ if TYPE_CHECKING:
     from search.status import CertificationSummary, EnsembleSummary, TransferSummary
     from search.sweep import Sweep
 
-__all__ = ["render_report", "build_report"]
+__all__ = ["render_report", "build_report", "law_paragraphs"]
 
 FIGURE_DIR = "figures"
 
@@ -198,7 +198,7 @@ def _generation_sections(report: _Report, certifications: pd.DataFrame, table: p
         report.skipped.append(table)  # the message names the section
         return
     sigma, source = seed_noise(certifications, noise_sd)
-    report.add(*_law_paragraphs(table, law, sigma, source))
+    report.add(*law_paragraphs(table, law, sigma, source))
     verdict, rises = rises_with_g(table, sigma)
     report.add(f"**{verdict}**" if rises else verdict, "")
     if rises:
@@ -228,20 +228,37 @@ def _generation_sections(report: _Report, certifications: pd.DataFrame, table: p
     )
 
 
-def _law_paragraphs(table: pd.DataFrame, law: ReferenceLaw | PowerLawFit, noise_sd: float, source: str) -> list[str]:
-    """The lines above the generation tables that say how their efficiencies were read: from which
-    law, or why there are none (``noise_sd`` from ``source``: :func:`analysis.noise.seed_noise`)."""
+def law_paragraphs(table: pd.DataFrame, law: ReferenceLaw | PowerLawFit, noise_sd: float, source: str) -> list[str]:
+    """The Markdown lines above the generation tables (:func:`analysis.generation.generation_table`) that
+    say how their efficiencies were read: from which law (a stated one with
+    :data:`analysis.efficiency.STATED_CAVEAT`), what each ``efficiency_basis`` they carry means, or why
+    there are none (``noise_sd`` from ``source``: :func:`analysis.noise.seed_noise`). The report and the
+    notebook print the same lines."""
     if table["efficiency_basis"].isna().all():
         return [_no_efficiency(table), ""]
     if isinstance(law, ReferenceLaw):
         return [_stated_law_text(law, table, noise_sd, source), ""]
+    margin, sds = _margin(law, noise_sd, source)
+    edge = (f"; outside it by less than {margin:.4f} nats ({sds}), which seed noise cannot tell from it, at its "
+            "edge (`at the edge`: the slope the points pin there, not E)" if margin else "")
     return [
         "Data efficiency uses a real-data law fitted to the baseline runs (intervals: bootstrap over that fit); "
         "it is computed for the i.i.d. loss only. A loss within the baseline runs' range is read off the fitted "
-        "curve between its points (`interpolated`: no asymptote needed); beyond it the efficiency rests on E and "
-        "alpha (`extrapolated`), and is `not determined` where the fit below does not determine them.",
+        f"curve between its points (`interpolated`: no asymptote needed){edge}; beyond {'that' if margin else 'it'} "
+        "the efficiency rests on E and alpha (`extrapolated`), and is `not determined` where the fit below does "
+        "not determine them.",
         "", "```", describe_fit(law, "D"), "```", "",
     ]
+
+
+def _margin(law: ReferenceLaw | PowerLawFit, noise_sd: float, source: str) -> tuple[float, str]:
+    """The seed-noise margin around a law's evidence (:func:`analysis.efficiency.range_margin`) and the
+    words that say where it comes from (``noise_sd`` from ``source``, a stated law's ``loss_noise``)."""
+    stated = law.loss_noise if isinstance(law, ReferenceLaw) else None
+    sds = [f"{sd:.4f} {what}" for sd, what in ((noise_sd, source), (stated, "stated by the law (loss_noise)"))
+           if sd is not None and math.isfinite(sd) and sd > 0]
+    return (range_margin(law, noise_sd),
+            f"{CLEAR_SDS:g} sds of the difference of two single runs at seed-noise sd {' and '.join(sds)}")
 
 
 def _missing_efficiencies(table: pd.DataFrame) -> list[str]:
@@ -274,12 +291,8 @@ def _stated_law_text(law: ReferenceLaw, table: pd.DataFrame, noise_sd: float, so
     if law.loss_range is None:
         return text + " It states no calibration losses, so its rows read `stated` unchecked."
     low, high = law.loss_range
-    margin = range_margin(law, noise_sd)
-    sds = [f"{sd:.4f} {what}" for sd, what in ((noise_sd, source),
-                                                  (law.loss_noise, "stated by the law (loss_noise)"))
-           if sd is not None and math.isfinite(sd) and sd > 0]
-    noise = (f"a loss outside them by less than {margin:.4f} nats ({CLEAR_SDS:g} sds of the difference of two "
-             f"single runs at seed-noise sd {' and '.join(sds)}) cannot be told from them" if margin else
+    margin, sds = _margin(law, noise_sd, source)
+    noise = (f"a loss outside them by less than {margin:.4f} nats ({sds}) cannot be told from them" if margin else
              "no seed-noise estimate widens them (`noise: {repeats: 2}` in the sweep, `--noise-sigma`, or `loss_noise` "
              "in the law)")
     outside = "outside them by more than that margin" if margin else "outside them"
@@ -468,7 +481,7 @@ def render_report(
     """Write ``out_dir/report.md`` (and ``out_dir/figures/``) from the analysis tables.
 
     ``noise_sd``: the seed-to-seed sd of one loss (``--noise-sigma``), used wherever the report
-    judges against seed noise (Findings, rises with G, a stated law's range margin) and in the
+    judges against seed noise (Findings, rises with G, a law's range margin) and in the
     bootstrap of its L(G) fits, as ``megadocs analysis fit --noise-sigma`` uses it; None: the
     certifications' own, pooled (:func:`analysis.noise.seed_noise`), and fits estimate it.
 

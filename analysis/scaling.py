@@ -4,7 +4,8 @@ paper.md, "Results": the real-data scaling law of the standard recipe is L(D) = 
 (data efficiency inverts it at two losses, :mod:`analysis.efficiency`); loss vs ensemble size
 follows L(K) = E + A * K^(-alpha), compared by the asymptotes E; the same law is fitted to loss vs
 generation count G. Fitting a table per group and the JSON records of a fit are
-:mod:`analysis.fits`. Sweeps often give three or four points, which can at
+:mod:`analysis.fits`; the input checks, with the messages users see, :mod:`analysis.fit_checks`.
+Sweeps often give three or four points, which can at
 best just determine three parameters, so the fit reports what the points determine and what
 they do not instead of returning a number that only looks precise:
 
@@ -40,7 +41,7 @@ from typing import Literal
 import numpy as np
 from scipy.optimize import least_squares
 
-from megadocs.errors import UserError
+from analysis.fit_checks import check_fit_inputs
 
 __all__ = ["PARAMS", "N_BOOT", "MIN_BOOT", "PowerLawFit", "power_law", "fit_power_law", "percentile_interval"]
 
@@ -118,45 +119,6 @@ class PowerLawFit:
         return None if self.ci is None else self.ci.get(name)
 
 
-def _check_points(x: np.ndarray, y: np.ndarray, n_free: int) -> list[str]:
-    """Refuse inputs no decreasing power law can describe; return notes on weaker problems."""
-    if x.ndim != 1 or x.shape != y.shape:
-        raise UserError(f"power-law fit: x and y must be 1-D of equal length, got {x.shape} and {y.shape}")
-    if len(x) == 0:
-        raise UserError("power-law fit: no points (empty input); nothing to fit")
-    if not (np.all(np.isfinite(x)) and np.all(x > 0)):
-        raise UserError(f"power-law fit: x must be finite and > 0, got {x.tolist()}")
-    if not (np.all(np.isfinite(y)) and np.all(y > 0)):
-        raise UserError(f"power-law fit: losses must be finite and > 0, got {y.tolist()}")
-    distinct = np.unique(x)
-    if len(distinct) < max(n_free, 2):
-        names = "E, A, alpha" if n_free == 3 else f"{n_free} free parameters"
-        raise UserError(
-            f"power-law fit: {len(distinct)} distinct x value(s) {distinct.tolist()} cannot determine "
-            f"{n_free} parameters ({names}); add points, or fix alpha or E (`megadocs analysis fit --alpha/--asymptote`)"
-        )
-    means = np.array([y[x == value].mean() for value in distinct])
-    if means[-1] >= means[0]:
-        raise UserError(
-            f"power-law fit: losses do not decrease as x grows (L={means[0]:.4g} at x={distinct[0]:g}, "
-            f"L={means[-1]:.4g} at x={distinct[-1]:g}); a decreasing power law cannot describe them"
-        )
-    notes = []
-    rises = [
-        f"x={distinct[i]:g}->{distinct[i + 1]:g} (+{means[i + 1] - means[i]:.3g})"
-        for i in range(len(distinct) - 1)
-        if means[i + 1] > means[i]
-    ]
-    if rises:
-        notes.append("loss rises between neighbouring points: " + ", ".join(rises))
-    if len(distinct) == n_free:
-        notes.append(
-            f"{len(distinct)} points for {n_free} free parameters: the curve passes through the (mean) loss at "
-            "every x, so nothing checks that a power law fits, and the values hold only if it does"
-        )
-    return notes
-
-
 def _e_bounds(y: np.ndarray) -> tuple[float, float]:
     """E's search range, [0, lowest loss]: a loss that falls toward E from above never reaches it.
     The solver searches it (``_Problem.bounds``) and a fit is judged by where in it E ended
@@ -166,7 +128,7 @@ def _e_bounds(y: np.ndarray) -> tuple[float, float]:
 
 @dataclass(frozen=True, eq=False)
 class _Problem:
-    """Validated inputs of one fit, in the coordinates the solver works in.
+    """Checked inputs of one fit, in the coordinates the solver works in.
 
     theta = (E, log B, alpha) with x scaled by its geometric mean ``x0`` (A = B * x0^alpha), which
     keeps the amplitude well conditioned; ``free`` marks the parameters that are fitted.
@@ -181,6 +143,16 @@ class _Problem:
     huber_delta: float
     alpha_bounds: tuple[float, float]
     notes: list[str]
+
+    @classmethod
+    def of(cls, x: np.ndarray, y: np.ndarray, *, fix_E: float | None, fix_alpha: float | None, loss: str,
+           huber_delta: float, alpha_bounds, notes: list[str]) -> _Problem:
+        """The problem of checked inputs (:func:`analysis.fit_checks.check_fit_inputs`)."""
+        fixed = {name: value for name, value in (("E", fix_E), ("alpha", fix_alpha)) if value is not None}
+        return cls(x=x, y=y, free=np.array([fix_E is None, True, fix_alpha is None]),
+                   theta_fixed=np.array([np.nan if fix_E is None else fix_E, np.nan,
+                                         np.nan if fix_alpha is None else fix_alpha]),
+                   fixed=fixed, loss=loss, huber_delta=huber_delta, alpha_bounds=tuple(alpha_bounds), notes=notes)
 
     @property
     def x0(self) -> float:
@@ -292,8 +264,11 @@ def fit_power_law(
         UserError: too few distinct points for the free parameters, or losses that do not
             decrease with x, or invalid values.
     """
-    problem = _validate(x, y, loss=loss, huber_delta=huber_delta, fix_alpha=fix_alpha, fix_E=fix_E,
-                        alpha_bounds=alpha_bounds, level=level, n_boot=n_boot, noise_sigma=noise_sigma)
+    x, y, notes = check_fit_inputs(x, y, fix_alpha=fix_alpha, fix_E=fix_E, loss=loss, huber_delta=huber_delta,
+                                   level=level, alpha_bounds=alpha_bounds, n_boot=n_boot, noise_sigma=noise_sigma,
+                                   min_boot=MIN_BOOT)
+    problem = _Problem.of(x, y, fix_E=fix_E, fix_alpha=fix_alpha, loss=loss, huber_delta=huber_delta,
+                          alpha_bounds=alpha_bounds, notes=notes)
     theta, residuals = problem.solve(problem.y, _starts(problem.y, problem.theta_fixed, alpha_bounds))
     determined, notes = _judge(problem, theta)
     samples, ci, uncertainty_notes = _uncertainty(problem, theta, residuals, n_boot=n_boot,
@@ -311,39 +286,6 @@ def fit_power_law(
         determined=determined, notes=problem.notes + notes + uncertainty_notes,
         rmse_log=float(np.sqrt(np.mean(residuals**2))), ci=ci, level=level, samples=samples,
     )
-
-
-def _validate(x, y, *, loss, huber_delta, fix_alpha, fix_E, alpha_bounds, level, n_boot, noise_sigma) -> _Problem:
-    """Refuse what no fit can answer honestly; return the problem with notes on weaker issues."""
-    x = np.asarray(x, dtype=float)
-    y = np.asarray(y, dtype=float)
-    # Checked before the points: a NaN or negative constant (e.g. `--alpha nan`) made the solver
-    # fail with "Residuals are not finite", and alpha <= 0 fitted a law that does not decay.
-    if fix_alpha is not None and not (math.isfinite(fix_alpha) and fix_alpha > 0):
-        raise UserError(f"power-law fit: fixed alpha must be a finite decay exponent > 0, got {fix_alpha}")
-    if fix_E is not None and not (math.isfinite(fix_E) and fix_E >= 0):
-        raise UserError(f"power-law fit: fixed E must be a finite loss >= 0, got {fix_E}")
-    free = np.array([fix_E is None, True, fix_alpha is None])
-    notes = _check_points(x, y, int(free.sum()))
-    if fix_E is not None and fix_E >= float(y.min()):
-        raise UserError(f"power-law fit: fixed E={fix_E} must be below the lowest loss {y.min():.4g}")
-    if loss not in ("linear", "huber"):
-        raise UserError(f"power-law fit: loss must be 'linear' or 'huber', got {loss!r}")
-    if not huber_delta > 0:
-        raise UserError(f"power-law fit: huber_delta must be > 0 (a log residual, e.g. 0.01), got {huber_delta}")
-    if not 0 < level < 1:
-        raise UserError(f"power-law fit: level must be in (0, 1), got {level}")
-    if not 0 < alpha_bounds[0] < alpha_bounds[1]:
-        raise UserError(f"power-law fit: alpha_bounds must be 0 < low < high, got {alpha_bounds}")
-    if n_boot < 0 or 0 < n_boot < MIN_BOOT:
-        raise UserError(f"power-law fit: n_boot must be 0 (no interval) or >= {MIN_BOOT} refits for a "
-                        f"percentile interval, got {n_boot}")
-    if noise_sigma is not None and not (math.isfinite(noise_sigma) and noise_sigma > 0):
-        raise UserError(f"power-law fit: noise_sigma must be a loss noise > 0, got {noise_sigma}")
-    fixed = {name: value for name, value in (("E", fix_E), ("alpha", fix_alpha)) if value is not None}
-    theta_fixed = np.array([np.nan if fix_E is None else fix_E, np.nan, np.nan if fix_alpha is None else fix_alpha])
-    return _Problem(x=x, y=y, free=free, theta_fixed=theta_fixed, fixed=fixed, loss=loss,
-                    huber_delta=huber_delta, alpha_bounds=tuple(alpha_bounds), notes=notes)
 
 
 def _judge(problem: _Problem, theta: np.ndarray) -> tuple[dict[str, bool], list[str]]:

@@ -26,7 +26,7 @@ from megadocs.executors import (
     SlurmExecutor,
     make_executor,
 )
-from megadocs.run_record import ArraySubmission, RecordedProcess, recorded_process
+from megadocs.run_record import ArraySubmission, ArrayTask, RecordedProcess, recorded_process
 
 __all__ = ["check_array_executor", "run_job_array", "ArrayProgress", "ARRAY_POLL_S", "ARRAY_PROGRESS_S",
            "ARRAY_PROGRESS_STEPS"]
@@ -67,8 +67,9 @@ def run_job_array(tasks: Sequence[Callable[[], Any]], labels: Sequence[str], *, 
     The array is recorded in ``folder``'s record of runs (:mod:`megadocs.run_record`), so that a
     re-run with other settings refuses while its tasks run: its entry replaces ``submitter``, this
     process's entry (from the manifest's check until now), in one edit; without one, this
-    process is recorded just before it submits. A local array's heartbeat is refreshed while this
-    process waits.
+    process is recorded just before it submits. A local array's heartbeat is refreshed by its
+    running tasks (:class:`megadocs.run_record.ArrayTask`), so that it counts as going elsewhere
+    also once this process is killed outright (its tasks run on).
 
     Raises:
         UserError: a bad executor/profile.
@@ -84,7 +85,7 @@ def run_job_array(tasks: Sequence[Callable[[], Any]], labels: Sequence[str], *, 
     with contextlib.ExitStack() as recording:
         if submitter is None:
             submitter = recording.enter_context(recorded_process(folder))
-        ids = jobs.submit(tasks)
+        ids = jobs.submit([ArrayTask(task, folder) for task in tasks] if kind == "local" else tasks)
         try:  # from here a Ctrl-C cancels what was submitted (_wait)
             submitter.hand_over(ArraySubmission.submitted(kind, ids))
             print(f"submitted {len(ids)} shard task(s) to {kind}: {', '.join(ids)} (logs: {folder})", file=sys.stderr)

@@ -16,6 +16,7 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, ClassVar
 
 __all__ = ["pid_alive", "process_start", "process_running", "boot_id", "pid_namespace", "PidPlace", "exclusive_lock",
            "child_pids", "start_reaper", "stop_reaper", "apply_environment_defaults", "available_cores",
@@ -91,6 +92,10 @@ class PidPlace:
     heartbeat, each recorder with its own periods). Records written before boot and namespace were
     recorded have them None: taken as this boot and namespace, as when they were written.
 
+    Stored as its three fields (:meth:`to_json`, :meth:`from_json`): on their own (a trial's job
+    place, ``search.ledger``) or beside the fields of what they place (an entry of a record of
+    runs, ``megadocs.run_record``; the controller lock's holder, ``search.ledger``).
+
     >>> PidPlace("node7.example", "b", 1).askable(), PidPlace.current().askable()
     (False, True)
     """
@@ -98,6 +103,26 @@ class PidPlace:
     host: str
     boot: str | None = None
     pidns: int | None = None
+
+    FIELDS: ClassVar[tuple[str, ...]] = ("host", "boot", "pidns")
+    """Its fields' names, as a record stores them."""
+
+    def to_json(self) -> dict[str, Any]:
+        """Its fields as a record stores them (JSON values).
+
+        >>> PidPlace("node7.example", "b", 1).to_json()
+        {'host': 'node7.example', 'boot': 'b', 'pidns': 1}
+        """
+        return {name: getattr(self, name) for name in self.FIELDS}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> PidPlace:
+        """The place stored in ``data`` (:meth:`to_json`'s fields; any others beside them are not read).
+
+        >>> PidPlace.from_json({"pid": 41, **PidPlace("node7.example", None, 1).to_json()})
+        PidPlace(host='node7.example', boot=None, pidns=1)
+        """
+        return cls(*(data[name] for name in cls.FIELDS))
 
     @classmethod
     def current(cls) -> PidPlace:

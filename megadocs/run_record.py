@@ -12,23 +12,25 @@ it runs with a heartbeat every :data:`HEARTBEAT_S`, and counts while that is you
 
 Every edit is a read-modify-write of one JSON file under a file lock (:func:`_editing_record`),
 dropping what has ended on the way. Entry points: :func:`recorded_process` (hold this process's
-entry while a block runs), :func:`record_submission` (an array), :func:`live_runs` (what may still
-write), :func:`unchecked_note` (the end of a refusal's line). Older records are read through
+entry while a block runs, then hand it over to the array it submitted), :class:`ArrayTask` (a
+local array's task, beating for its array), :func:`live_runs` (what may still write),
+:func:`unchecked_note` (the end of a refusal's line). Older records are read through
 :mod:`megadocs.compat` ("run-record").
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import sys
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from enum import Enum
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from megadocs import compat
 from megadocs.config import StrictModel, parse_config
@@ -38,14 +40,15 @@ from megadocs.formats import write_json
 from megadocs.procs import PidPlace, exclusive_lock, process_running, process_start
 
 __all__ = ["SUBMISSIONS", "HEARTBEAT_S", "STALE_S", "ArraySubmission", "ProcessRun", "Liveness", "Entry",
-           "RecordedProcess", "recorded_process", "live_runs", "unchecked_note"]
+           "RecordedProcess", "recorded_process", "ArrayTask", "live_runs", "unchecked_note"]
 
 SUBMISSIONS = "submissions.json"
 """A job array folder's record of the arrays submitted into it (:class:`ArraySubmission`) and of
 the processes running the step in-process (:class:`ProcessRun`), so that a later command can ask
 whether they still run (:func:`live_runs`)."""
 HEARTBEAT_S = 60.0
-"""How often a process in a folder's record of runs says it still runs (:class:`RecordedProcess`).
+"""How often a process in a folder's record of runs says it still runs (:class:`RecordedProcess`),
+and each running task of a local array that its array does (:class:`ArrayTask`).
 Slower than the search controller's lock (10 s, stale after 2 min: ``search.ledger``), whose
 waiting contender should take a dead controller's sweep over soon: here a beat rewrites a file
 that may sit on a shared file system under a lock, and only a replacement of the settings ever
@@ -61,9 +64,9 @@ class ArraySubmission(StrictModel):
 
     A SLURM array's ids name its tasks on every host. A local array's are pids: they name its
     tasks only where its submitter ran (``host``, ``boot``, ``pidns``, as a :class:`ProcessRun`'s),
-    so anywhere else it counts by the heartbeat its submitter refreshes while it waits for them
-    (:class:`RecordedProcess`). Those four are null for SLURM, and for a local array recorded
-    before they were (megadocs.compat "run-record" 2: asked here, as when written)."""
+    so anywhere else it counts by the heartbeat its running tasks refresh (:class:`ArrayTask`:
+    also after its submitter was killed outright). Those four are null for SLURM, and for a local
+    array recorded before they were (megadocs.compat "run-record" 2: asked here, as when written)."""
 
     kind: ArrayKind
     job_ids: list[str]
@@ -78,23 +81,16 @@ class ArraySubmission(StrictModel):
         """The entry of an array this process just submitted (a local one: where, and now)."""
         if kind == "slurm":
             return cls(kind=kind, job_ids=list(job_ids))
-        place = PidPlace.current()
-        return cls(kind=kind, job_ids=list(job_ids), host=place.host, boot=place.boot, pidns=place.pidns,
-                   heartbeat=time.time())
+        return cls(kind=kind, job_ids=list(job_ids), **PidPlace.current().to_json(), heartbeat=time.time())
 
     @property
     def place(self) -> PidPlace | None:
         """Where its job ids name its tasks; None: anywhere (SLURM), or not recorded (asked here)."""
-        return None if self.host is None else PidPlace(self.host, self.boot, self.pidns)
+        return None if self.host is None else _place(self)
 
     def here(self) -> bool:
         """Whether its tasks can be asked here (SLURM: always; local: where its pids name them)."""
         return PidPlace.asked_here(self.place)
-
-    def part_of(self, array: ArraySubmission) -> bool:
-        """Whether this entry is what is left of ``array`` (tasks that wrote a result are pruned)."""
-        return (self.model_dump(exclude={"job_ids", "heartbeat"}) == array.model_dump(exclude={"job_ids", "heartbeat"})
-                and set(self.job_ids) <= set(array.job_ids))
 
     def describe(self, now: float | None = None) -> str:
         """
@@ -162,14 +158,13 @@ class ProcessRun(StrictModel):
 
     @classmethod
     def this(cls) -> ProcessRun:
-        pid, place = os.getpid(), PidPlace.current()
-        return cls(host=place.host, pid=pid, started=process_start(pid), boot=place.boot, pidns=place.pidns,
-                   heartbeat=time.time())
+        pid = os.getpid()
+        return cls(**PidPlace.current().to_json(), pid=pid, started=process_start(pid), heartbeat=time.time())
 
     @property
     def place(self) -> PidPlace:
         """Where its pid names it."""
-        return PidPlace(self.host, self.boot, self.pidns)
+        return _place(self)
 
     def same_process(self, other: ProcessRun) -> bool:
         """Whether both name one process (its heartbeats aside)."""
@@ -213,6 +208,11 @@ Entry = ArraySubmission | ProcessRun
 
 class _Submissions(StrictModel):
     submissions: list[Entry] = []  # told apart by ``kind``
+
+
+def _place(entry: Entry) -> PidPlace:
+    """The place an entry stores beside its other fields (``host``, ``boot``, ``pidns``)."""
+    return PidPlace.from_json(entry.model_dump(include=set(PidPlace.FIELDS)))
 
 
 def _heard(heartbeat: float | None, now: float) -> Liveness:
@@ -315,57 +315,116 @@ def _pruned(folder: Path, record: list[Entry]) -> list[Entry]:
     return kept
 
 
-class RecordedProcess:
-    """This process's entry in a folder's record while :func:`recorded_process` holds it, and then
-    the entry of the local job array it handed over to (:meth:`hand_over`).
-
-    A daemon thread refreshes its heartbeat every :data:`HEARTBEAT_S`: once a minute, not per row;
-    a file lock and a rewrite of the record, whose other entries it leaves as they are (under 1 KB
+class _Heartbeat:
+    """A daemon thread that refreshes heartbeats in ``folder``'s record every ``period`` seconds
+    (``refresh(record, now)`` edits it in place, under its lock): once a minute, not per row; a
+    file lock and a rewrite of the record, whose other entries it leaves as they are (under 1 KB
     per process, about 14 bytes per recorded array task: 1.4 ms with a 1,000-task array recorded,
     docs/architecture.md). A heartbeat that cannot be written (a full disk, a record broken by
     hand) is skipped: the run's own writes say the error, and the entry ages until a check
     elsewhere presumes it ended."""
 
-    def __init__(self, folder: Path, entry: ProcessRun) -> None:
-        self.folder = folder
-        self.entry: ProcessRun | ArraySubmission = entry
-        self.handed_over = False
+    def __init__(self, folder: Path, refresh: Callable[[list[Entry], float], None], period: float) -> None:
+        self.folder, self.refresh, self.period = folder, refresh, period
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
     def _beat(self) -> None:
-        while not self._stop.wait(HEARTBEAT_S):
+        while not self._stop.wait(self.period):
             with contextlib.suppress(OSError, UserError), _editing_record(self.folder, prune=False) as record:
-                now = time.time()
-                if isinstance(self.entry, ProcessRun):
-                    # (put back if a check elsewhere dropped it as presumed ended: this process runs)
-                    record[:] = [*_without(record, self.entry), self.entry.model_copy(update={"heartbeat": now})]
-                else:  # what is left of its array; never put back (its ended tasks are pruned)
-                    record[:] = [entry.model_copy(update={"heartbeat": now})
-                                 if isinstance(entry, ArraySubmission) and entry.part_of(self.entry) else entry
-                                 for entry in record]
+                self.refresh(record, time.time())
 
-    def start_beating(self) -> None:
+    def start(self) -> None:
         self._stop.clear()
         self._thread = threading.Thread(target=self._beat, name="megadocs-heartbeat", daemon=True)
         self._thread.start()
 
-    def stop_beating(self) -> None:
+    def stop(self) -> None:
         self._stop.set()
         if self._thread is not None and self._thread.is_alive():
             self._thread.join()
 
+
+class RecordedProcess:
+    """This process's entry in a folder's record while :func:`recorded_process` holds it, its
+    heartbeat refreshed every :data:`HEARTBEAT_S` (:class:`_Heartbeat`), until it ends or hands
+    its entry over to the job array it submitted (:meth:`hand_over`)."""
+
+    def __init__(self, folder: Path, entry: ProcessRun) -> None:
+        self.folder, self.entry = folder, entry
+        self.handed_over = False
+        self._heartbeat = _Heartbeat(folder, self._refresh, HEARTBEAT_S)
+
+    def _refresh(self, record: list[Entry], now: float) -> None:
+        # (put back if a check elsewhere dropped it as presumed ended: this process runs)
+        record[:] = [*_without(record, self.entry), self.entry.model_copy(update={"heartbeat": now})]
+
+    def start_beating(self) -> None:
+        self._heartbeat.start()
+
+    def stop_beating(self) -> None:
+        self._heartbeat.stop()
+
     def hand_over(self, array: ArraySubmission) -> None:
         """The job array this process submitted takes its entry's place, in one edit: a re-run
-        with other settings sees the one or the other, never neither. A local array's heartbeat
-        is refreshed from here on (this process waits for its tasks); a SLURM array needs none."""
+        with other settings sees the one or the other, never neither. This process beats no
+        more: a local array's running tasks beat for it (:class:`ArrayTask`), a SLURM array
+        needs no heartbeat."""
         self.stop_beating()
         with _editing_record(self.folder) as record:
             record[:] = [*_without(record, self.entry), array]
         self.handed_over = True
-        if array.heartbeat is not None:
-            self.entry = array
-            self.start_beating()
+
+
+class ArrayTask:
+    """A local job array's task that, in its own process, refreshes its array's heartbeat every
+    :data:`HEARTBEAT_S` while it runs (:class:`_Heartbeat`): the array counts as going elsewhere
+    as long as one of its tasks runs, whether its submitter still waits or was killed outright
+    (a local task outlives its submitter). It beats each local array entry of ``folder``'s
+    record that holds its job id and names this place (its tasks run where it was submitted);
+    before its submitter records the array, there is none (the entry is recorded with a fresh
+    heartbeat). A task with ``checkpoint`` (submitit requeues it on a timeout) is requeued as an
+    ``ArrayTask`` too."""
+
+    def __init__(self, task: Callable[..., Any], folder: str | Path) -> None:
+        self.task, self.folder = task, Path(folder)
+        self.period = HEARTBEAT_S  # (as the submitter has it)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        import submitit
+
+        heartbeat = _Heartbeat(self.folder, functools.partial(_beat_for_array, submitit.JobEnvironment().job_id),
+                               self.period)
+        heartbeat.start()
+        try:
+            return self.task(*args, **kwargs)
+        finally:
+            heartbeat.stop()
+
+    def __getattr__(self, name: str) -> Any:
+        # only ``checkpoint``, and only where the task has one (submitit's test of a Checkpointable)
+        if name == "checkpoint" and hasattr(self.__dict__.get("task"), "checkpoint"):
+            return self._checkpoint
+        raise AttributeError(name)
+
+    def _checkpoint(self, *args: Any, **kwargs: Any) -> Any:
+        from submitit.helpers import DelayedSubmission
+
+        delayed = self.task.checkpoint(*args, **kwargs)
+        if delayed is None:
+            return None
+        again = ArrayTask(delayed.function, self.folder)
+        again.period = self.period
+        return DelayedSubmission(again, *delayed.args, **delayed.kwargs)
+
+
+def _beat_for_array(job_id: str, record: list[Entry], now: float) -> None:
+    """Refresh the heartbeat of the local arrays in ``record`` that hold ``job_id`` and whose pids
+    name processes here (:class:`ArrayTask`)."""
+    record[:] = [entry.model_copy(update={"heartbeat": now})
+                 if isinstance(entry, ArraySubmission) and entry.kind == "local" and job_id in entry.job_ids
+                 and entry.here() else entry
+                 for entry in record]
 
 
 @contextlib.contextmanager

@@ -304,7 +304,10 @@ class ShardedStep(ABC):
         # of other settings is refused in between too
         with self._prepared_and_recorded() as submitter:
             todo = self.todo()  # frozen before dispatch
-            run_job_array([ShardTask(self, index) for index in todo], [f"shard {i}" for i in todo], kind=executor,
+            tasks = [ShardTask(self, index) for index in todo]
+            for task in tasks:
+                task.set_aside()
+            run_job_array(tasks, [f"shard {i}" for i in todo], kind=executor,
                           profile=profile, folder=self.folder / JOBS, timeout_min=timeout_min, name=self.name,
                           lost_reason=ShardTask.lost_to_full_disk, submitter=submitter)
         return self.finish()
@@ -338,11 +341,13 @@ def _shown(value: Any) -> str:
 
 
 def _reserve(path: Path) -> bool:
-    """Hold :data:`RESERVE_BYTES` of disk in ``path``: True, or False where the file system refuses
-    (the task runs without, as a task always could). Where there is no room, an empty file named
-    ``path`` + :data:`NO_ROOM` of the error (no space, or no quota) is the task's word to its
-    submitter (:meth:`ShardTask.lost_to_full_disk`): a rename, which needs no space. (A quota of
-    files used up refuses the reserve's creation itself: no word then.)"""
+    """Hold :data:`RESERVE_BYTES` of disk in ``path`` (its submitter made the file:
+    :meth:`ShardTask.set_aside`): True, or False where the file system refuses (the task runs
+    without, as a task always could). Where there is no room, an empty file named ``path`` +
+    :data:`NO_ROOM` of the error (no space, or no quota) is the task's word to its submitter
+    (:meth:`ShardTask.lost_to_full_disk`): a rename, which needs no space nor a new file. (A
+    reserve that is not there, e.g. removed by hand, is created here: where no file can be
+    created any more, no word then.)"""
     try:
         with open(path, "wb") as handle:
             os.posix_fallocate(handle.fileno(), 0, RESERVE_BYTES)
@@ -375,9 +380,11 @@ class ShardTask:
     line (naming its file), which ``run_job_array`` turns into the one line and exit status of a
     full disk in-process; a raised error would come back as traceback text only. The traceback
     goes to the task's log. The task keeps :data:`RESERVE_BYTES` back while it runs so that its
-    result can be written on the disk that filled. A task that starts on a full disk has no room
-    for its reserve, result or log: it says so in an empty file, and its submitter, seeing it end
-    without a result, reads that as the full disk (:meth:`lost_to_full_disk`)."""
+    result can be written on the disk that filled: its bytes, and a file (an inode) against a
+    quota of files used up, since its submitter made the reserve's file (:meth:`set_aside`). A
+    task that starts on a full disk has no room for its reserve, result or log: it says so in an
+    empty file (its reserve renamed), and its submitter, seeing it end without a result, reads that
+    as the full disk (:meth:`lost_to_full_disk`)."""
 
     def __init__(self, step: ShardedStep, index: int) -> None:
         self.step, self.index = step, index
@@ -386,13 +393,30 @@ class ShardTask:
     def reserve_path(self) -> Path:
         return self.step.folder / JOBS / f"{shard_stem(self.index, self.step.num_shards)}.reserve"
 
+    def set_aside(self) -> None:
+        """Create the task's reserve file, empty, before it is submitted (by its submitter): a
+        quota of files (inodes) used up before the task starts then refuses it no file it needs
+        to say a full disk. It fills the reserve (no new file), and gives it up, a file and its
+        bytes, for its result; where even its bytes do not fit, its word is the reserve renamed.
+        A task requeued (a timeout, a preemption) keeps the file for its next attempt.
+
+        Raises:
+            OSError: no room for the file now (a full disk or quota: the submitter's own line).
+        """
+        self.reserve_path.parent.mkdir(parents=True, exist_ok=True)
+        self.reserve_path.touch()
+
     def __call__(self) -> dict[str, Any] | DiskFull:
         reserve = self.reserve_path
         held = _reserve(reserve)
         if held:  # an earlier attempt's word (a requeued task) no longer holds
             _unsay_no_room(reserve)
+        requeued = False
         try:
             self.step.run([self.index])
+        except SystemExit:  # submitit's exit once it requeued the task (a timeout, a preemption)
+            requeued = True
+            raise
         except Exception as exc:  # noqa: BLE001 - only a full disk is kept; anything else is raised
             line = disk_full_message(exc)
             if line is None:
@@ -402,7 +426,9 @@ class ShardTask:
             traceback.print_exc()
             return DiskFull(line)
         finally:
-            if held:
+            if held and requeued:  # its bytes given back, its file kept for the next attempt (set_aside)
+                os.truncate(reserve, 0)
+            elif held:
                 reserve.unlink(missing_ok=True)
         _unsay_no_room(reserve)  # done: its result needs no word of a full disk
         return json.loads(self.step.done_path(self.index).read_text())

@@ -85,7 +85,7 @@ from search.certificate import (
 from search.grid import Bound, Direction, Grid, Key, Side
 from search.params import RunParams
 
-__all__ = ["decide"]
+__all__ = ["decide", "still_decided"]
 
 
 # --------------------------------------------------------------------------- evidence per point
@@ -290,6 +290,42 @@ def decide(
         certificate = Certificate(centre, centre_loss, tuple(evidence_rows), bounds, diverged, estimate,
                                   centre_evidence.n, _extended_evidence(grid, centre, evidence_rows))
     return Decision(state, centre, centre_loss, wanted, tuple(running), failed, certificate, path, bounds, estimate)
+
+
+def still_decided(decision: Decision, grid: Grid, draw: Draw, before: Outcome | None, after: Outcome,
+                  *, repeats: int) -> bool:
+    """Whether :func:`decide` on the evidence with ``after`` recorded for ``draw`` (replacing
+    ``before``; None: a new draw) gives ``decision`` again, field for field, so a caller that keeps
+    the last decision recomputes only where the evidence it rests on changed. True only where that
+    follows from the rule without reading the evidence:
+
+    - noise-free (``repeats`` 1: no pooled sigma, no contenders, every finished point complete),
+      and ``draw``'s point has no other draw in the evidence (the caller's to know, e.g. no draw with
+      a repeat above 0 was recorded: a second draw would change the pooled sigma);
+    - ``decision`` has a centre with a finite loss (seeding and the outward search read every point);
+    - ``before`` is None or RUNNING (a settled outcome replaced changes the finishing order);
+    - ``draw`` is neither the centre nor one of its neighbours (the only points the decision
+      reads besides the centre), and, finished, is not strictly lower than the centre (which
+      would move it: ties never do).
+
+    >>> grid = Grid.from_mapping({"lr": [1, 2, 3, 4]})
+    >>> evidence = {((1,), 0): Outcome.finished(1.0), ((0,), 0): Outcome.finished(2.0)}
+    >>> decision = decide(grid, {"lr": 2}, evidence)
+    >>> still_decided(decision, grid, ((3,), 0), None, Outcome.finished(1.0), repeats=1)
+    True
+    >>> still_decided(decision, grid, ((3,), 0), None, Outcome.finished(0.5), repeats=1)  # a new centre
+    False
+    >>> still_decided(decision, grid, ((2,), 0), None, Outcome.running(), repeats=1)  # a neighbour
+    False
+    """
+    if repeats != 1 or decision.centre is None or decision.centre_loss is None:
+        return False
+    if not math.isfinite(decision.centre_loss) or (before is not None and before.state is not RunState.RUNNING):
+        return False
+    key, _ = draw
+    if sum(abs(a - b) for a, b in zip(key, grid.key(decision.centre))) <= 1:  # the centre or a neighbour
+        return False
+    return after.state is not RunState.FINISHED or after.loss >= decision.centre_loss
 
 
 def _failed_of(grid: Grid, points: Mapping[Key, _PointEvidence],

@@ -28,7 +28,7 @@ import logging
 import sys
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -381,7 +381,7 @@ class LedgerEvaluator(Evaluator):
         return True
 
     def _job_attrs(self, run: _Run) -> dict[str, Any]:
-        place = None if run.job_place is None else asdict(run.job_place)
+        place = None if run.job_place is None else run.job_place.to_json()
         return {ATTR_JOB_ID: run.job_id, ATTR_JOB_FOLDER: run.job_folder, ATTR_JOB_PLACE: place,
                 ATTR_ATTEMPTS: run.attempts}
 
@@ -565,7 +565,7 @@ class Progress:
 
     def update(self, strategies: Mapping[str, Strategy], running: int) -> None:
         """Count the finished runs and say each strategy's state (called once per drive round)."""
-        finished = sum(o.state is RunState.FINISHED for s in strategies.values() for o in s.outcomes.values())
+        finished = sum(s.count(RunState.FINISHED) for s in strategies.values())
         if self.bar is not None:
             self.bar.update(max(0, finished - self.finished))
         self.finished = finished

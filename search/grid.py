@@ -264,9 +264,10 @@ class Grid:
         first, last = self.listed_spans[index]
         return (*values[:first], *values[last + 1 :])
 
-    def reach(self, keys: Iterable[Key]) -> Reach:
-        """The listed spans widened to every key: the part of the grid a search has reached."""
-        spans = [list(span) for span in self.listed_spans]
+    def reach(self, keys: Iterable[Key], reached: Reach | None = None) -> Reach:
+        """The listed spans (or the part ``reached`` before) widened to every key: the part of the
+        grid a search has reached."""
+        spans = [list(span) for span in (self.listed_spans if reached is None else reached)]
         for key in keys:
             for span, index in zip(spans, key):
                 span[0], span[1] = min(span[0], index), max(span[1], index)
@@ -307,9 +308,13 @@ class Grid:
             return False
         return True
 
+    def keys(self) -> Iterator[Key]:
+        """Every grid point's key, first axis slowest (the order of :meth:`points`)."""
+        return product(*(range(len(values)) for _, values in self.axes))
+
     def points(self) -> Iterator[dict[str, Any]]:
         """Every grid point, first axis slowest."""
-        for key in product(*(range(len(values)) for _, values in self.axes)):
+        for key in self.keys():
             yield self.point(key)
 
     def neighbours(self, point: Mapping[str, Any]) -> list[Neighbour]:

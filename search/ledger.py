@@ -529,7 +529,7 @@ class Ledger:
             distribution = _fixed_distribution(key, value)
             if distribution is not None and key not in point:
                 self._set_param(trial_id, key, value, distribution)
-        attrs = {  # written one by one: a point is only ever recorded with its fixed values
+        attrs = {  # written together: a point is only ever recorded with its fixed values
             ATTR_FIXED: dict(fixed),
             ATTR_POINT: dict(point),
             ATTR_RUN_ID: run_id,
@@ -566,9 +566,9 @@ class Ledger:
             self.storage.set_trial_param(trial_id, name, categorical.to_internal_repr(value), categorical)
 
     def update(self, trial_id: int, **attrs: Any) -> None:
-        """Set trial user attributes (only while the trial is RUNNING)."""
-        for key, value in attrs.items():
-            self.storage.set_trial_user_attr(trial_id, key, _jsonable(value))
+        """Set trial user attributes (only while the trial is RUNNING), all in one write: a
+        controller killed meanwhile leaves all of them or none (:func:`search.storage.set_trial_user_attrs`)."""
+        self.storage.set_trial_user_attrs(trial_id, {key: _jsonable(value) for key, value in attrs.items()})
 
     def complete(self, trial_id: int, *, metrics: RunMetrics, **attrs: Any) -> None:
         """Record an evaluated run; its loss is ``metrics.objective`` (a diverged run: +inf).
@@ -624,9 +624,8 @@ class Ledger:
         import optuna
 
         token = uuid.uuid4().hex
-        place = PidPlace.current()
-        holder = {"host": place.host, "pid": os.getpid(), "since": _now(), "heartbeat": time.time(),
-                  "token": token, "started": process_start(os.getpid()), "boot": place.boot, "pidns": place.pidns}
+        holder = {**PidPlace.current().to_json(), "pid": os.getpid(), "since": _now(), "heartbeat": time.time(),
+                  "token": token, "started": process_start(os.getpid())}
         try:
             candidate = self.storage.create_new_study([optuna.study.StudyDirection.MINIMIZE],
                                                       f"{self._lock_name}#{token}")
@@ -781,7 +780,7 @@ def undescribed_line(counts: Mapping[str, int], *, controller_live: bool) -> str
 
 def _job_place(data: Mapping[str, Any] | None) -> PidPlace | None:
     """A trial's recorded job place (None: a SLURM job, or a ledger older than the record)."""
-    return None if data is None else PidPlace(str(data["host"]), data.get("boot"), data.get("pidns"))
+    return None if data is None else PidPlace.from_json(data)
 
 
 def _extensions(study_attrs: Mapping[str, Any]) -> list[Extension]:
@@ -825,7 +824,7 @@ def _holder_alive(holder: Mapping[str, Any]) -> bool:
     over a dead one's sweep soon, and a beat is one small ledger write from the controller's own
     loop; a sharded step's record of runs beats a shared file under a lock, hence once a minute.)"""
     holder = compat.upgrade(compat.CONTROLLER_HOLDER, holder)
-    if PidPlace(str(holder["host"]), holder["boot"], holder["pidns"]).askable():
+    if PidPlace.from_json(holder).askable():
         return process_running(int(holder["pid"]), holder["started"])
     return time.time() - float(holder["heartbeat"]) <= STALE_AFTER_S
 

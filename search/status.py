@@ -29,6 +29,7 @@ from search.certificate import (
     Certificate,
     CertifyExit,
     CertState,
+    Decision,
     Extension,
     NoiseEstimate,
     RunState,
@@ -59,7 +60,7 @@ from search.strategies import (
 )
 from search.sweep import SYNTHETIC_ONLY_MIX, Sweep
 
-__all__ = ["CertificationSummary", "BestPoint", "RunCounts", "Compute", "summarize", "summarize_ensembles",
+__all__ = ["CertificationSummary", "LedgerFacts", "BestPoint", "RunCounts", "Compute", "summarize", "summarize_ensembles",
            "EnsembleSummary", "EnsembleMember", "summarize_transfers", "TransferSummary", "TransferState",
            "g_trend_warnings", "format_table", "format_bases", "format_stops", "format_extensions", "JobWatch", "certify_exit",
            "StatusReport", "status_report", "RunJob", "RunJobState", "Controller"]
@@ -89,6 +90,39 @@ class Compute:
     wall_time_s: float = 0.0
     tokens_seen: int = 0
     runs: int = 0  # ledger trials, adopted ones included
+
+    @classmethod
+    def of_records(cls, records: Iterable[RunRecord]) -> Compute:
+        """The wall time and tokens of the finished trials that ran here (not adopted), of all ``records``."""
+        wall, tokens, runs = 0.0, 0, 0
+        for record in records:
+            runs += 1
+            if record.status.finished and record.adopted_from is None:
+                wall += float(record.wall_time_s or 0.0)
+                tokens += (record.metrics.tokens_seen or 0) if record.metrics else 0
+        return cls(wall, tokens, runs)
+
+
+@dataclass(frozen=True)
+class LedgerFacts:
+    """What the ledger says of one certification besides the runs replayed into its strategy
+    (:meth:`CertificationSummary.of_search`); the defaults are a strategy summarised without a ledger."""
+
+    study: str = ""
+    fixed: Mapping[str, Any] = field(default_factory=dict)
+    warm_start: str | None = None
+    records: tuple[RunRecord, ...] = ()
+    """Its ledger trials (for :class:`Compute`)."""
+    extensions: tuple[Extension, ...] = ()
+    """The extensions the ledger recorded, preferred over those the replay derives: they name the
+    centre that asked for each when it was dispatched."""
+    budget_stop: Stop | None = None
+    """The run budget's stop the ledger recorded, checked to still hold (:meth:`Stop.spent_on`):
+    state ``stopped`` in place of a search's phases, its ``reason`` the stop's line."""
+    budget_spent: bool = False
+    """Its budget spent with nothing in flight: the reason, for ledgers older than the stop record."""
+    stopped: int | None = None
+    """Points the ledger calls running whose job is gone (:class:`JobWatch`; None: not asked)."""
 
 
 @dataclass(frozen=True)
@@ -154,57 +188,33 @@ class CertificationSummary:
         return {} if self.best is None else dict(self.best.params)
 
     @classmethod
-    def of_search(cls, strategy: Strategy, *, records: Iterable[RunRecord] = (), study: str = "",
-                  fixed: Mapping[str, Any] | None = None, warm_start: str | None = None,
-                  budget_spent: bool = False, stopped: int | None = None,
-                  recorded: Iterable[Extension] = (), budget_stop: Stop | None = None) -> CertificationSummary:
+    def of_search(cls, strategy: Strategy, ledger: LedgerFacts = LedgerFacts()) -> CertificationSummary:
         """The summary of a certification's evidence: ``strategy`` is the certifier, or a baseline
         whose runs the certifier's rule reads (:attr:`Strategy.evidence`: its best point, its
         certificate where they certify it) and which says itself what is outstanding, why it stopped
         (:meth:`Strategy.stop`, also the ``reason`` unless its evidence failed) and where it stands
-        while its evidence certifies nothing (:meth:`Strategy.phase`, the progress line's rule).
-        ``records``: its ledger trials, for compute; ``recorded``: the extensions the ledger
-        recorded, preferred over those the replay derives since they name the centre that asked for
-        each when it was dispatched; ``budget_stop``: the run budget's stop the ledger recorded,
-        checked to still hold (:meth:`Stop.spent_on`): state ``stopped`` in place of a search's
-        phases, its ``reason`` the stop's line, and ``budget_spent`` (a sweep file's budget, for
-        older ledgers) unused."""
+        while its evidence certifies nothing (:meth:`Strategy.phase`, the progress line's rule);
+        ``ledger``: what the ledger adds (:class:`LedgerFacts`)."""
         search = _evidence(strategy)
         baseline = None if strategy is search else strategy
         decision = search.decide()
-        counts = {state: sum(o.state is state for o in search.outcomes.values()) for state in RunState}
-        wall, tokens, n_records = 0.0, 0, 0
-        for record in records:
-            n_records += 1
-            if record.status.finished and record.adopted_from is None:
-                wall += float(record.wall_time_s or 0.0)
-                tokens += (record.metrics.tokens_seen or 0) if record.metrics else 0
-        searching = decision.state in (CertState.SEEDING, CertState.SEARCHING)
-        # a baseline's own state stands in for the certifier's seeding/searching, and so for their reason
-        reason = None if searching and baseline is not None else decision.reason
-        outstanding = (*decision.wanted, *decision.running) if decision.centre is not None else decision.running
-        stop = None
-        if baseline is not None:  # the baseline dispatches its own points, not the certifier's
-            outstanding = baseline.outstanding()
-            stop = baseline.stop()
-        if stop is None and budget_stop is not None:  # its budget may have been a --max-runs: only the record says it
-            stop = budget_stop  # outstanding stays what it would run next, given a larger budget
-        # the progress line's rule (search.strategies.reported_state), on the stop the ledger recorded
-        phase = decision.state if baseline is None else baseline_phase(baseline.state(), decision.state)
-        state = reported_state(phase, stop)  # Strategy.phase, on the decision made above
-        if searching and state is not StrategyState.STOPPED and budget_spent:  # a ledger older than the record
-            reason = f"run budget spent ({len(search.outcomes)} runs) before it could certify"
-        reason = reason if reason is not None or stop is None else stop.describe()
+        # a baseline's stop before its budget, else the budget's (it may have been a --max-runs: only the record says it)
+        stop = (baseline.stop() if baseline is not None else None) or ledger.budget_stop
+        # the progress line's rule (Strategy.phase, then reported_state), on the decision made above
+        state = reported_state(decision.state if baseline is None else baseline_phase(baseline.state(), decision.state),
+                               stop)
         return cls(
             name=search.name, state=state,
             best=None if decision.centre is None else BestPoint(decision.centre, decision.centre_loss),
-            runs=RunCounts(counts[RunState.FINISHED], counts[RunState.RUNNING] - (stopped or 0),
-                           counts[RunState.FAILED], stopped),
+            runs=RunCounts(search.count(RunState.FINISHED), search.count(RunState.RUNNING) - (ledger.stopped or 0),
+                           search.count(RunState.FAILED), ledger.stopped),
             certificate=decision.certificate, path=decision.path, bounds_hit=decision.bounds_hit,
-            outstanding=outstanding,
-            blocked_by=decision.blocked_by, noise=decision.noise, reason=reason, study=study,
-            fixed=dict(fixed or {}), start=search.start, warm_start=warm_start,
-            compute=Compute(wall, tokens, n_records), extensions=_merge_extensions(recorded, search.extensions),
+            outstanding=_outstanding(decision, baseline),
+            blocked_by=decision.blocked_by, noise=decision.noise,
+            reason=_reason(decision, state, stop, baseline=baseline is not None, runs=len(search.outcomes),
+                           budget_spent=ledger.budget_spent),
+            study=ledger.study, fixed=dict(ledger.fixed), start=search.start, warm_start=ledger.warm_start,
+            compute=Compute.of_records(ledger.records), extensions=_merge_extensions(ledger.extensions, search.extensions),
             stop=stop, sources=search.source_chain(),
         )
 
@@ -247,6 +257,27 @@ def _source_reason(source: CertificationSummary, by_name: Mapping[str, Certifica
         return failed_line(chain)
     end = by_name[chain[-1]]  # the search that holds the chain: stopped by its budget, or searching
     return waiting_line(chain, end.stop if end.state is StrategyState.STOPPED else None)
+
+
+def _outstanding(decision: Decision, baseline: Strategy | None) -> tuple[dict[str, Any], ...] | None:
+    """The points still to dispatch or in flight: a baseline's own (it dispatches its points, not
+    the certifier's; None where it cannot say), else the certifier's wanted (once it has a centre)
+    and running ones. A budget's stop leaves them: what it would run next, given a larger budget."""
+    if baseline is not None:
+        return baseline.outstanding()
+    return (*decision.wanted, *decision.running) if decision.centre is not None else decision.running
+
+
+def _reason(decision: Decision, state: CertState | StrategyState, stop: Stop | None, *, baseline: bool, runs: int,
+            budget_spent: bool) -> str | None:
+    """Why a certification stands where it does (``state``): the certifier's reason, where a
+    baseline's own state does not stand in for the certifier's seeding/searching; else a budget
+    spent before a ledger kept its stop (``budget_spent``, of ``runs``); else ``stop``'s line."""
+    searching = decision.state in (CertState.SEEDING, CertState.SEARCHING)
+    if searching and state is not StrategyState.STOPPED and budget_spent:  # a ledger older than the record
+        return f"run budget spent ({runs} runs) before it could certify"
+    reason = None if searching and baseline else decision.reason
+    return reason if reason is not None or stop is None else stop.describe()
 
 
 def _merge_extensions(recorded: Iterable[Extension], derived: Iterable[Extension]) -> tuple[Extension, ...]:
@@ -363,11 +394,12 @@ def summarize(sweep: Sweep, strategy: str = "certify", max_runs: int | None = No
             recorded_stop.spent_on(grid, len(search.outcomes)) else None
         if budget_stop is not None:
             budget_stops[cert.name] = budget_stop
-        summaries.append(CertificationSummary.of_search(
-            strategy, records=records, study=study, fixed=cert.fixed, warm_start=cert.warm_start,
+        summaries.append(CertificationSummary.of_search(strategy, LedgerFacts(
+            study=study, fixed=cert.fixed, warm_start=cert.warm_start, records=tuple(records),
+            extensions=tuple(snapshot.extensions(study)), budget_stop=budget_stop,
             budget_spent=budget is not None and len(search.outcomes) >= budget and not search.running(),
-            stopped=n_stopped, recorded=snapshot.extensions(study), budget_stop=budget_stop,
-        ))
+            stopped=n_stopped,
+        )))
     return summaries
 
 

@@ -9,7 +9,8 @@ A ledger URL is ``sqlite:///PATH``, a server's ``postgresql://...`` or a journal
   one line (:class:`LedgerMissing`), also on a full disk (:func:`_reader_url`);
 - errors that name the ledger (its file, or its URL with the password masked), a full disk
   included (:class:`_Naming`);
-- a database server's restart waited out for up to :data:`LEDGER_OUTAGE_S` (:class:`_Reconnecting`).
+- a database server's restart waited out for up to :data:`LEDGER_OUTAGE_S` (:class:`_Reconnecting`);
+- a trial's attributes written together or not at all (:func:`set_trial_user_attrs`).
 
 :func:`connect` is what the ledger uses; :func:`open_storage` is the bare storage, for tools that
 copy or inspect a ledger (``search dashboard``, benchmarks).
@@ -20,6 +21,7 @@ from __future__ import annotations
 import logging
 import re
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -30,7 +32,7 @@ from megadocs.trust import redact_url, scrub
 
 log = logging.getLogger(__name__)
 
-__all__ = ["LEDGER_OUTAGE_S", "LedgerMissing", "connect", "ledger_missing", "open_storage"]
+__all__ = ["LEDGER_OUTAGE_S", "POSTGRES_DRIVERS", "LedgerMissing", "connect", "ledger_missing", "open_storage", "set_trial_user_attrs"]
 
 LEDGER_OUTAGE_S = 3600.0
 """How long an open ledger may stay unreachable (a database server restarting, a network cut)
@@ -200,12 +202,20 @@ def _require_schema(url: str, shown: str | None = None) -> None:
         raise LedgerMissing(f"ledger: {redact_url(shown)} is being created by a controller; retry in a moment")
 
 
+POSTGRES_DRIVERS = ("psycopg", "psycopg2")
+"""The PostgreSQL drivers a ledger works with, in the order they are chosen where several are
+installed: psycopg 3 (SQLAlchemy's own for ``postgresql://``), then psycopg2. Each is tested
+(tests/search/test_postgres.py: a server's restart, its full disk, a certification)."""
+
+
 def _postgres_driver(url: str) -> str:
-    """SQLAlchemy 2.1 maps postgresql:// to psycopg 3; use psycopg2 when that is what is installed."""
+    """A ``postgresql://`` URL with the first installed driver of :data:`POSTGRES_DRIVERS` named
+    (``postgresql+psycopg://``); as given where none is (SQLAlchemy then names what is missing)."""
     import importlib.util
 
-    if importlib.util.find_spec("psycopg") is None and importlib.util.find_spec("psycopg2") is not None:
-        return "postgresql+psycopg2://" + url[len("postgresql://") :]
+    for driver in POSTGRES_DRIVERS:
+        if importlib.util.find_spec(driver) is not None:
+            return f"postgresql+{driver}://" + url[len("postgresql://") :]
     return url
 
 
@@ -254,10 +264,49 @@ def _driver_line(exc: BaseException) -> str:
     return re.sub(r"://[^/\s]*@", "://***@", lines[0] if lines else type(cause).__name__)
 
 
+def set_trial_user_attrs(storage: Any, trial_id: int, attrs: Mapping[str, Any]) -> None:
+    """Set several user attributes of a running trial in one write: all of them or none.
+
+    Optuna sets one attribute per call, each its own commit; a controller killed between two of
+    them left a trial with a job id but not its attempt count or job folder (a re-attached run
+    then counted no attempt). Here they go in one transaction of a database (``RDBStorage``), or
+    one append to a journal file (``JournalStorage``: one ``write``, one line per attribute, as
+    Optuna's journal replays them). Both use Optuna's own private write steps (the code its
+    ``set_trial_user_attr`` runs; checked against each backend in tests/search/test_storage.py).
+    ``attrs`` are JSON values already.
+    """
+    from optuna.storages import JournalStorage, RDBStorage
+
+    if not attrs:
+        return
+    if isinstance(storage, RDBStorage):
+        from optuna.storages._rdb import models
+        from optuna.storages._rdb.storage import _create_scoped_session
+
+        with _create_scoped_session(storage.scoped_session, True) as session:
+            for key, value in attrs.items():
+                storage._set_trial_attr_without_commit(session, models.TrialUserAttributeModel, trial_id, key, value)
+        return
+    if isinstance(storage, JournalStorage):
+        from optuna.storages.journal._storage import JournalOperation
+
+        worker_id = storage._replay_result.worker_id
+        with storage._thread_lock:
+            storage._backend.append_logs([
+                {"op_code": JournalOperation.SET_TRIAL_USER_ATTR, "worker_id": worker_id, "trial_id": trial_id,
+                 "user_attr": {key: value}}
+                for key, value in attrs.items()
+            ])
+            storage._sync_with_backend()
+        return
+    raise TypeError(f"a ledger's storage is an Optuna RDBStorage or JournalStorage, not {type(storage).__name__}")
+
+
 class _Naming:
     """An Optuna storage whose calls name the ledger (``shown``: its file, or its URL with the
     password masked) on an error that names no file (:func:`megadocs.errors.names_file`):
-    SQLite's "database or disk is full" is then one line naming the ledger."""
+    SQLite's "database or disk is full" is then one line naming the ledger. Its
+    ``set_trial_user_attrs(trial_id, attrs)`` is :func:`set_trial_user_attrs`."""
 
     def __init__(self, storage: Any, shown: str) -> None:
         self._storage = storage
@@ -273,6 +322,10 @@ class _Naming:
                 return self._call(name, attr, args, kwargs)
 
         return call
+
+    def set_trial_user_attrs(self, trial_id: int, attrs: Mapping[str, Any]) -> None:
+        with names_file(self._shown):
+            self._call("set_trial_user_attrs", set_trial_user_attrs, (self._storage, trial_id, attrs), {})
 
     def _call(self, name: str, method: Any, args: tuple, kwargs: dict) -> Any:
         return method(*args, **kwargs)

@@ -30,7 +30,7 @@ from search.certificate import (
     RunState,
     point_key,
 )
-from search.certify import decide
+from search.certify import decide, still_decided
 from search.grid import Grid, Key
 from search.params import RunParams
 
@@ -237,6 +237,7 @@ class Strategy(ABC):
         self.max_runs = max_runs
         self.waits_for = waits_for
         self.outcomes: dict[Hashable, Outcome] = {}
+        self._counts = dict.fromkeys(RunState, 0)  # outcomes per state, kept by record (asked every round)
 
     # -- public, called by drive -----------------------------------------------------------
 
@@ -264,9 +265,13 @@ class Strategy(ABC):
     def record(self, point: Mapping[str, Any], outcome: Outcome) -> None:
         """Called when a point is dispatched (``RUNNING``) and when it finishes or fails."""
         key = self.key(point)
+        before = self.outcomes.get(key)
         if outcome.state is not RunState.RUNNING:
             self.outcomes.pop(key, None)  # re-insert: the dict order is the finishing order
         self.outcomes[key] = outcome
+        self._counts[outcome.state] += 1
+        if before is not None:
+            self._counts[before.state] -= 1
         if self.evidence is not None:
             self.evidence.record(point, outcome)
         self._recorded(point, outcome)
@@ -277,9 +282,13 @@ class Strategy(ABC):
         sampler whose next points come from its own state, TPE). ``search status``'s column."""
         return None
 
+    def count(self, state: RunState) -> int:
+        """Number of recorded points whose latest outcome is in ``state`` (counted as they are recorded)."""
+        return self._counts[state]
+
     def running(self) -> int:
         """Number of recorded points still in flight."""
-        return sum(o.state is RunState.RUNNING for o in self.outcomes.values())
+        return self.count(RunState.RUNNING)
 
     def budget_left(self) -> float:
         """Runs it may still record within ``max_runs`` (inf without a budget; in-flight runs count)."""
@@ -327,7 +336,9 @@ class Strategy(ABC):
         rule for ``certify``'s progress line and ``search status``): its :meth:`state`, or, for a
         baseline whose :attr:`evidence` certifies or fails its best point, ``certified``/``failed``
         as the certifier would say (the certifier: its own :class:`CertState`, :meth:`CertifySearch.phase`).
-        Costs one :func:`search.certify.decide` on a baseline's runs."""
+        Costs one :func:`search.certify.decide` on a baseline's runs where they changed what it rests
+        on (:meth:`CertifySearch.decide` keeps the last decision), else nothing: the progress line asks
+        every round, and a grid baseline has about a round per grid point."""
         own = self.state()
         return own if self.evidence is None else baseline_phase(own, self.evidence.decide().state)
 
@@ -433,15 +444,24 @@ class CertifySearch(Strategy):
         self.on_extend = on_extend  # called with each new Extension (the controller records it)
         self.outcomes: dict[Draw, Outcome] = {}
         self.extensions: list[Extension] = []
+        self._reach = grid.reach(())  # the part of the grid its outcomes reached (widened by record)
+        self._decision: Decision | None = None  # the last decide(), while the evidence it rests on stands
+        self._repeated = False  # a draw with a repeat above 0 was recorded (the kept decision no longer holds)
 
     def record(self, point: Mapping[str, Any], outcome: Outcome) -> None:
         """As :meth:`Strategy.record`; a point beyond the part of the grid reached so far
         (an extension value) is an :class:`Extension`, noted with the centre that asked for it."""
-        key, _ = self.key(point)
-        beyond = self.grid.beyond(key, self.grid.reach(k for k, _ in self.outcomes))
+        draw = self.key(point)
+        key, repeat = draw
+        beyond = self.grid.beyond(key, self._reach)
         centre = self.decide().centre if beyond and self.start is not None else None
-        runs = len(self.outcomes)
+        runs, before = len(self.outcomes), self.outcomes.get(draw)
         super().record(point, outcome)
+        self._reach = self.grid.reach([key], self._reach)
+        self._repeated = self._repeated or repeat > 0
+        if self._decision is not None and (self._repeated or not still_decided(
+                self._decision, self.grid, draw, before, outcome, repeats=self.noise.repeats)):
+            self._decision = None
         for axis, side, value, after in beyond:
             extension = Extension(axis, side, value, after, centre, runs)
             self.extensions.append(extension)
@@ -457,6 +477,7 @@ class CertifySearch(Strategy):
         if certificate is None:
             return
         self.start = self.grid.nearest(certificate.point, self.fallback)
+        self._decision = None
         if self.on_start:
             self.on_start(self.start)
 
@@ -465,19 +486,26 @@ class CertifySearch(Strategy):
         certification, SEEDING with why as its ``reason`` (:meth:`waiting_reason`: ``waiting for a``,
         ``waiting for b, which waits for a (stopped: run budget spent)``), or FAILED with the source's ending
         (no point of this certification failed: ``blocked_by`` stays empty, so a failed point is
-        counted once, under the certification where it ran)."""
+        counted once, under the certification where it ran).
+
+        The last decision is kept while the outcomes recorded since leave it standing
+        (:func:`search.certify.still_decided`: a run away from the centre and its neighbours, no
+        better than the centre): the same decision :func:`decide` would make, without reading every run."""
         if self.start is None:
             if self.source_failed:
                 return Decision(CertState.FAILED, None, None, (), (), (), None, (), (), reason=self.source_failed)
             return Decision(CertState.SEEDING, None, None, (), (), (), None, (), (), reason=self.waiting_reason())
-        return decide(self.grid, self.start, self.outcomes, seed_neighbours=self.seed_neighbours, noise=self.noise)
+        if self._decision is None:
+            self._decision = decide(self.grid, self.start, self.outcomes, seed_neighbours=self.seed_neighbours,
+                                    noise=self.noise)
+        return self._decision
 
     def phase(self) -> CertState:
         """Its :class:`CertState` on the evidence (:meth:`decide`)."""
         return self.decide().state
 
     def _wanted(self, limit: int) -> list[dict[str, Any]]:
-        return [] if self.start is None else list(self.decide().wanted)
+        return [] if self.start is None else [dict(p) for p in self.decide().wanted]  # the kept decision's own stay
 
     def _done(self) -> bool:
         if self.start is None:
@@ -491,15 +519,22 @@ class GridSearch(Strategy):
     def __init__(self, name: str, grid: Grid, *, max_runs: int | None = None) -> None:
         super().__init__(name, max_runs=max_runs)
         self.grid = grid
+        self._order = tuple(grid.keys())  # the grid's points in the order it runs them
+        self._first_unrun = 0  # every key of _order before it is recorded (a recorded key stays recorded)
 
     def key(self, point: Mapping[str, Any]) -> Key:
         return self.grid.key(point)
 
     def _wanted(self, limit: int) -> list[dict[str, Any]]:
+        """The first ``limit`` unrun points in grid order (from the first unrun one: a sweep in
+        order costs each point once, not the grid each round)."""
+        order = self._order
+        while self._first_unrun < len(order) and order[self._first_unrun] in self.outcomes:
+            self._first_unrun += 1
         found = []
-        for point in self.grid.points():
-            if self.grid.key(point) not in self.outcomes:
-                found.append(point)
+        for index in range(self._first_unrun, len(order)):
+            if order[index] not in self.outcomes:
+                found.append(self.grid.point(order[index]))
                 if len(found) >= limit:
                     break
         return found

@@ -19,7 +19,8 @@ from search.strategies import Stop, StopReason, Strategy
 __all__ = ["TPESearch"]
 
 MAX_REPEATS = 200
-"""Proposals in a row that hit known points before TPE is considered to have converged."""
+"""Proposals in a row that hit known points before TPE is considered to have converged (in a round
+that proposes nothing while none of its runs is in flight: see :meth:`TPESearch._wanted`)."""
 CONVERGED = f"its last {MAX_REPEATS} proposals were points already run"
 """:class:`~search.strategies.Stop`'s detail for a converged TPE."""
 
@@ -63,7 +64,9 @@ class TPESearch(Strategy):
                 self._pending.setdefault(key, []).append(trial.number)
                 found.append(point)
                 repeats = 0
-        self.converged = repeats >= MAX_REPEATS
+        # Converged only where the sampler had all of its evidence: proposals that hit a run still
+        # in flight (or one just proposed) say nothing of where TPE goes once its loss is known.
+        self.converged = repeats >= MAX_REPEATS and not found and not self.running()
         return found
 
     def _recorded(self, point: Mapping[str, Any], outcome: Outcome) -> None:

@@ -12,11 +12,14 @@ __all__ = ["tmpfs"]
 
 
 @contextlib.contextmanager
-def tmpfs(path: Path, megabytes: int) -> Iterator[bool]:
+def tmpfs(path: Path, megabytes: int, *, files: int | None = None) -> Iterator[bool]:
     """Mount a tmpfs of ``megabytes`` at ``path`` (created) for the block: True, or False where
-    mounting is not permitted (``path`` is then a plain folder). Unmounted (lazily) on exit."""
+    mounting is not permitted (``path`` is then a plain folder). Unmounted (lazily) on exit.
+    ``files``: at most this many files and folders (its inodes, the root included); a file
+    created beyond them fails with ENOSPC."""
     path.mkdir(parents=True, exist_ok=True)
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={megabytes}m", "tmpfs", str(path)],
+    options = f"size={megabytes}m" + ("" if files is None else f",nr_inodes={files}")
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(path)],
                              capture_output=True).returncode == 0
     try:
         yield mounted

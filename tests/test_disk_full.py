@@ -12,6 +12,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import shutil
 import textwrap
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -239,32 +240,140 @@ class FillsOnStart(Fill):
             os.posix_fallocate = fake_quota  # (in the task's own process only)
 
 
+@pytest.fixture
+def few_files_filesystem(tmp_path):
+    """A 4 MiB tmpfs of 64 files (inodes): room left for bytes, none for files once they are used
+    up (skipped where mounting is not permitted)."""
+    from tests.filesystems import tmpfs
+
+    with tmpfs(tmp_path / "fs", 4, files=64) as mounted:
+        if not mounted:
+            pytest.skip("mounting a tmpfs is not permitted here (needs root)")
+        yield tmp_path / "fs"
+
+
+def _use_up_files(fs: Path) -> Path:
+    """Create empty files in ``fs`` until it has no file left (ENOSPC); returns their folder."""
+    folder = fs / "files"
+    folder.mkdir()
+    for number in range(10**6):
+        try:
+            (folder / str(number)).touch()
+        except OSError as exc:
+            assert exc.errno == errno.ENOSPC, exc
+            return folder
+    raise AssertionError(f"{fs}: no limit on its files")
+
+
+class RunsOutOfFilesOnStart(Fill):
+    """:class:`Fill` whose array task uses up its file system's files (inodes) as it starts (when
+    it is unpickled in the task's process, before :class:`megadocs.shards.ShardTask` takes its
+    reserve): a quota of files used up between the submission and the task's start, bytes left.
+
+    ``code``: the error a file's creation meets. ENOSPC is the real kernel's (the tmpfs has no
+    inode left). EDQUOT is ``fake_file_quota``: each creation the kernel refuses for want of an
+    inode raises EDQUOT instead, as a used-up quota of files does (no quota can be set here)."""
+
+    code = errno.ENOSPC
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        _use_up_files(self.folder.parent)
+        if self.code != errno.ENOSPC:
+            import builtins
+
+            real_open = builtins.open
+
+            def fake_file_quota(file, *args, code=self.code, **kwargs):
+                try:
+                    return real_open(file, *args, **kwargs)
+                except OSError as exc:  # (opening an existing file takes no inode: a creation's)
+                    if exc.errno != errno.ENOSPC:
+                        raise
+                    raise OSError(code, os.strerror(code), exc.filename) from None
+
+            builtins.open = fake_file_quota  # (in the task's own process only)
+
+
+@dataclass(frozen=True)
+class Start:
+    """A job-array task's start with no room: its step (in ``fs``, the fixture), what its line
+    names (of the step) and how room is made again."""
+
+    step: type[Fill]
+    fs: str
+    names: Callable[[Fill], Path]
+    make_room: Callable[[Path], object]
+
+
+STARTS = {
+    # no room for the reserve's bytes, so none for its result either: the line names the folder
+    "no room": Start(FillsOnStart, "small_filesystem", lambda step: step.folder,
+                     lambda fs: (fs / "filler").unlink()),
+    # no file left (inodes): the reserve, made by its submitter, needs none, and gives its file
+    # back for the task's result: the line names the file the task could not create
+    "no file left": Start(RunsOutOfFilesOnStart, "few_files_filesystem", lambda step: step.folder / "shard-0.bin",
+                          lambda fs: shutil.rmtree(fs / "files")),
+}
+
+
+@pytest.mark.parametrize("start", list(STARTS))
 @pytest.mark.parametrize(("executor", "code"), [
     *(pytest.param("local", code, id=f"local-{errno.errorcode[code]}") for code in DISK_FULL_ERRNOS),
     pytest.param("slurm", errno.ENOSPC, marks=pytest.mark.slurm, id="slurm-ENOSPC")])
-def test_a_job_array_task_that_starts_on_a_full_disk_reads_as_a_full_disk(small_filesystem, executor, code, capfd,
+def test_a_job_array_task_that_starts_on_a_full_disk_reads_as_a_full_disk(start, executor, code, request, capfd,
                                                                             monkeypatch):
-    """No room for the task's reserve, so none for its result either: the submitter says the
-    full disk (or the used-up quota: the reserve's error) in one line naming the folder (exit 4, a
-    full disk's), not "ended without a result", and the task's progress line names it too."""
+    """The submitter says the full disk (or the used-up quota) in one line (exit 4, a full
+    disk's), not "ended without a result", and the task's progress line names it too; once there
+    is room, the same submission finishes and leaves no reserve."""
     from megadocs import executors, job_arrays
 
-    monkeypatch.setattr(executors, "LOST_GRACE_S", 0.0)  # (no result file will come: the test's time)
+    monkeypatch.setattr(executors, "LOST_GRACE_S", 0.0)  # (where no result file will come: the test's time)
     monkeypatch.setitem(job_arrays.ARRAY_POLL_S, "slurm", 1.0)
-    step = FillsOnStart(small_filesystem / "out", 1, name="fill")
+    case = STARTS[start]
+    fs = request.getfixturevalue(case.fs)
+    step = case.step(fs / "out", 1, name="fill")
     step.code = code
     profile = "slurm/profiles/local.yaml" if executor == "slurm" else None
     with pytest.raises(DiskFull) as caught:
         step.submit(executor, profile)
     assert not isinstance(caught.value, (UserError, WorkFailed))
     line = disk_full_message(caught.value)
-    cause = f"{os.strerror(code).lower()} writing {step.folder}"
+    cause = f"{os.strerror(code).lower()} writing {case.names(step)}"
     assert line == f"{cause}{RETRY}", line
     err = capfd.readouterr().err
     assert "without a result" not in err, err
     (progress,) = [said for said in err.splitlines() if said.startswith("shard 0 (job ")]
     assert progress.endswith(f") FAILED ({cause}); 1 of 1 task(s) ended"), progress
 
-    (small_filesystem / "filler").unlink()
+    case.make_room(fs)
     assert Fill(step.folder, 1, name="fill").submit(executor, profile)["complete"]
-    assert not list(small_filesystem.rglob("*.reserve*"))
+    assert not list(fs.rglob("*.reserve*"))
+
+
+class RequeuedOnce(Fill):
+    """:class:`Fill` whose first attempt ends as submitit ends a task it requeued (a timeout, a
+    preemption): SystemExit."""
+
+    requeues = 1
+
+    def _run_shard(self, index):
+        if self.requeues:
+            self.requeues -= 1
+            raise SystemExit(-1)
+        return super()._run_shard(index)
+
+
+def test_a_requeued_task_keeps_its_reserves_file_for_its_next_attempt(tmp_path):
+    """Its bytes are given back while it waits in the queue; its file is kept, so that its next
+    attempt needs no new file (a quota of files used up meanwhile still lets it say so)."""
+    from megadocs.shards import ShardTask
+
+    step = RequeuedOnce(tmp_path / "out", 1, name="fill")
+    step.prepared = step.prepare()  # (as its submission did)
+    task = ShardTask(step, 0)
+    task.set_aside()
+    with pytest.raises(SystemExit):
+        task()
+    assert task.reserve_path.is_file() and task.reserve_path.stat().st_size == 0
+    assert task() == {} and not list(tmp_path.rglob("*.reserve*"))

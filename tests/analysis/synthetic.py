@@ -18,7 +18,7 @@ from search.certificate import Noise
 from search.grid import Grid
 from search.ledger import RunRecord
 from search.simulate import SimulatedEvaluator
-from search.status import CertificationSummary, Compute
+from search.status import CertificationSummary, Compute, LedgerFacts
 from search.strategies import CertifySearch, drive
 
 GRID = {"lr": [1e-3, 3e-3, 1e-2], "epochs": [2, 4, 8, 16], "wd": [0.1, 0.4, 0.8]}
@@ -70,7 +70,8 @@ def certification(method: str, g: int, *, start=None, sweep: str = "toy", extra_
                                params=1_000_000),
             job_id=str(1000 + i), wall_time_s=WALL_TIME_S,
         ))
-    summary = CertificationSummary.of_search(search, study=f"{sweep}/{name}", fixed={"method": method, "g": g})
+    summary = CertificationSummary.of_search(search, LedgerFacts(study=f"{sweep}/{name}",
+                                                                       fixed={"method": method, "g": g}))
     summary = _with_compute(summary, len(records))
     return records, summary
 

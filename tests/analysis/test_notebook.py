@@ -10,6 +10,7 @@ import nbformat
 import pytest
 from nbclient import NotebookClient
 
+from analysis.efficiency import STATED_CAVEAT
 from tests.analysis.conftest import TOY_SWEEP
 
 NOTEBOOKS = Path(__file__).resolve().parents[2] / "notebooks"
@@ -60,6 +61,10 @@ def test_notebook_runs_top_to_bottom_on_a_real_ledger(path, toy_sweep, this_pyth
     # 4 validation sets (Figures 1/2/5) + Figure 11 + one map per certification (7)
     assert len(images) == 4 + 1 + 7
     assert not any(o.output_type == "error" for o in outputs)
+    # The stated law's caveat in its one wording (the report's paragraph), not the notebook's own.
+    markdown = "".join(o.get("data", {}).get("text/markdown", "") for o in outputs)
+    assert markdown.count(STATED_CAVEAT) == 1 and "Data efficiency uses the paper's reference law" in markdown
+    assert "illustrative" not in "".join(cell.source for cell in notebook.cells)
 
 
 def test_notebook_on_the_default_sweep_tabulates_its_losses(tmp_path, this_python_kernel, monkeypatch):

@@ -5,8 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from analysis.fit_checks import LOSSES
 from analysis.fits import FitRecord, describe_fit, fit_groups
-from analysis.scaling import fit_power_law, power_law
+from analysis.scaling import MIN_BOOT, fit_power_law, power_law
 from megadocs.errors import UserError
 
 TRUE = {"E": 2.0, "A": 3.0, "alpha": 0.4}
@@ -120,6 +121,8 @@ def test_non_flattening_losses_put_e_at_a_bound_and_say_so():
         ([1, 2, 0], [3.0, 2.9, 2.8], "x must be finite and > 0"),
         ([1, 2, 4], [3.0, float("nan"), 2.8], "losses must be finite"),
         ([4, 4, 4], [3.0, 2.9, 2.8], "1 distinct x value"),
+        ([1, 2, 4], [3.0, 2.9], r"x and y must be 1-D of equal length, got \(3,\) and \(2,\)"),
+        ([[1, 2, 4]], [3.0, 2.9, 2.8], r"x and y must be 1-D of equal length, got \(1, 3\) and \(3,\)"),
     ],
 )
 def test_degenerate_inputs_raise_clear_messages(x, y, message):
@@ -171,6 +174,43 @@ def test_fit_groups_names_the_diverged_losses_it_leaves_out():
 def test_bad_options_are_refused(options, message):
     with pytest.raises(UserError, match=message):
         fit_power_law(X, noisy(0), **options)
+
+
+BAD_OPTIONS = {  # each keyword option of fit_power_law -> (a value it refuses, what the one line says)
+    "loss": ("cauchy", "loss must be 'linear' or 'huber'"),
+    "huber_delta": (0.0, "huber_delta must be > 0 (a log residual, e.g. 0.01)"),
+    "fix_alpha": (0.0, "fixed alpha must be a finite decay exponent > 0"),
+    "fix_E": (-1.0, "fixed E must be a finite loss >= 0"),
+    "alpha_bounds": ((0.5, 0.1), "alpha_bounds must be 0 < low < high"),
+    "n_boot": (MIN_BOOT - 1, f"n_boot must be 0 (no interval) or >= {MIN_BOOT} refits for a percentile interval"),
+    "noise_sigma": (0.0, "noise_sigma must be a loss noise > 0"),
+    "level": (1.0, "level must be in (0, 1)"),
+}
+
+
+def test_every_option_of_a_fit_is_checked():
+    """The options are fit_power_law's own keywords (the seed takes any integer): a new option fails here
+    until BAD_OPTIONS says what it refuses."""
+    import inspect
+
+    options = {name for name, parameter in inspect.signature(fit_power_law).parameters.items()
+               if parameter.kind is inspect.Parameter.KEYWORD_ONLY}
+    assert set(BAD_OPTIONS) == options - {"seed"}
+
+
+@pytest.mark.parametrize("option", BAD_OPTIONS)
+def test_a_bad_option_is_refused_in_one_line_that_names_it_and_the_value(option):
+    value, says = BAD_OPTIONS[option]
+    with pytest.raises(UserError) as refused:
+        fit_power_law(X, noisy(0), **{option: value})
+    assert str(refused.value) == f"power-law fit: {says}, got {value!r}"
+
+
+@pytest.mark.parametrize("loss", LOSSES)
+def test_every_loss_the_checks_allow_is_fitted(loss):
+    assert loss in BAD_OPTIONS["loss"][1]  # the refusal names it
+    fit = fit_power_law(X, noisy(0), loss=loss, n_boot=0)
+    assert fit.loss == loss and fit.E == pytest.approx(TRUE["E"], abs=0.05)
 
 
 def test_repeated_seeds_at_each_x_are_fitted_together():

@@ -14,6 +14,7 @@ import json
 import math
 import os
 import re
+import socket
 import subprocess
 import sys
 import time
@@ -249,24 +250,29 @@ def test_a_local_array_submitted_in_another_pid_namespace_of_this_host_is_not_ta
     assert live_runs(folder) == []
 
 
-def test_a_local_array_on_another_host_counts_while_its_submitter_beats(tmp_path, capfd):
+def test_a_local_array_on_another_host_counts_while_its_tasks_beat(tmp_path, capfd):
     """Fresh heartbeat: counted, named with its host and how to stop it there. Older than
     STALE_S: presumed ended, said on stderr, dropped."""
     array = {"kind": "local", "job_ids": ["4242"], "host": "node7.elsewhere.example", "boot": "b", "pidns": 1}
     started = time.time()
     _record(tmp_path, {**array, "heartbeat": started - 60})
     (live,) = live_runs(tmp_path / JOBS)
-    assert _as_of_recording(live.describe(), 60, started) == ("local task(s) 4242 on host node7.elsewhere.example (its last heartbeat 60 s ago; "
-                               "not checked from here)")
+    said = _as_of_recording(live.describe(), 60, started)
+    assert said == "local task(s) 4242 on host node7.elsewhere.example (its last heartbeat 60 s ago; not checked from here)"
     assert live.cancel_command() == "on host node7.elsewhere.example: kill -INT 4242"
     _record(tmp_path, {**array, "heartbeat": time.time() - STALE_S - 60})
     assert live_runs(tmp_path / JOBS) == [] and _entries(tmp_path) == []
     assert "local task(s) 4242 on host node7.elsewhere.example (its last heartbeat 11 min ago" in capfd.readouterr().err
 
 
-def test_a_submitter_beats_for_its_local_array_while_it_waits(tmp_path, monkeypatch):
+def _local_array(folder: Path) -> dict | None:
+    return next((entry for entry in _entries(folder) if entry["kind"] == "local"), None)
+
+
+def test_a_local_arrays_task_beats_for_it_while_it_runs(tmp_path, monkeypatch):
     """The array's entry (its place and heartbeat) replaces the submitter's, and its heartbeat is
-    refreshed until the tasks end; afterwards the entry is dropped (its task wrote its result)."""
+    refreshed while its task runs (by the task: its period as the submitter has it); afterwards
+    the entry is dropped (its task wrote its result)."""
     import functools
     import threading
 
@@ -279,12 +285,65 @@ def test_a_submitter_beats_for_its_local_array_while_it_waits(tmp_path, monkeypa
                                kwargs={"kind": "local", "profile": None, "folder": tmp_path / JOBS})
     waiting.start()
     try:
-        wait_for(lambda: [e for e in _entries(tmp_path) if e["kind"] == "local"], 120, "the array's entry",
-                 interval_s=0.05)
-        (first,) = _entries(tmp_path)
+        first = wait_for(lambda: _local_array(tmp_path), 120, "the array's entry", interval_s=0.05)
         assert first["host"] == ProcessRun.this().host and first["pidns"] == ProcessRun.this().pidns
-        wait_for(lambda: _entries(tmp_path)[0]["heartbeat"] > first["heartbeat"], 60, "a heartbeat", interval_s=0.05)
+        wait_for(lambda: _local_array(tmp_path)["heartbeat"] > first["heartbeat"], 60, "a heartbeat", interval_s=0.05)
     finally:
         go.touch()
         waiting.join(120)
     assert live_runs(tmp_path / JOBS) == []
+
+
+SUBMITS_AND_WAITS = """
+import functools, subprocess, sys
+from pathlib import Path
+from megadocs import run_record
+from megadocs.job_arrays import run_job_array
+run_record.HEARTBEAT_S = 0.05
+task = functools.partial(subprocess.run, ["sh", "-c", f"while [ ! -e {sys.argv[2]} ]; do sleep 0.1; done"])
+run_job_array([task], ["shard 0"], kind="local", profile=None, folder=Path(sys.argv[1]))
+"""
+
+
+def test_a_local_array_whose_submitter_was_killed_outright_counts_elsewhere_while_its_task_runs(tmp_path,
+                                                                                                 monkeypatch):
+    """The submitter SIGKILLed, its task runs on (a local task outlives it) and keeps beating for
+    the array: seen from another host once STALE_S (here shortened, as the clocks of this test
+    would otherwise need ten minutes) has passed since the kill, the array still counts, not
+    checked from here; once the task wrote its result, the entry is dropped."""
+    folder, go = tmp_path / JOBS, tmp_path / "go"
+    submitter = subprocess.Popen([sys.executable, "-c", SUBMITS_AND_WAITS, str(folder), str(go)],
+                                 env={**os.environ, "PYTHONPATH": str(ROOT)})
+    try:
+        wait_for(lambda: _local_array(tmp_path), 120, "the array's entry", interval_s=0.05)
+        submitter.kill()
+        submitter.wait(60)
+        killed_at, stale_s = time.time(), 2.0
+        wait_for(lambda: _local_array(tmp_path)["heartbeat"] > killed_at + stale_s, 120,
+                 "a heartbeat STALE_S after the submitter was killed", interval_s=0.05)
+        with monkeypatch.context() as elsewhere:
+            elsewhere.setattr(run_record, "STALE_S", stale_s)
+            elsewhere.setattr("socket.gethostname", lambda: "observer.elsewhere.example")
+            (array,) = live_runs(folder)
+            said = array.describe()
+        assert said.startswith(f"local task(s) {array.job_ids[0]} on host {socket.gethostname()} (its last heartbeat "), said
+        assert said.endswith("; not checked from here)"), said
+    finally:
+        go.touch()
+        if submitter.poll() is None:
+            submitter.kill()
+    wait_for(lambda: live_runs(folder) == [], 120, "the task's result to drop its entry", interval_s=0.1)
+
+
+def test_a_local_arrays_task_is_requeued_as_itself_only_where_its_task_can_be(tmp_path):
+    """submitit requeues a timed-out task that has ``checkpoint``: the beating wrapper has one
+    exactly where its task has, and the requeued task beats for its array too."""
+    import functools
+
+    from megadocs.run_record import ArrayTask
+    from megadocs.shards import ShardTask
+
+    assert not hasattr(ArrayTask(functools.partial(print, "x"), tmp_path), "checkpoint")
+    shard = ShardTask(Seeded(tmp_path, seed=1), 0)
+    again = ArrayTask(shard, tmp_path).checkpoint()
+    assert isinstance(again.function, ArrayTask) and again.function.task is shard and again.function.folder == tmp_path

@@ -149,3 +149,35 @@ def test_a_converged_tpe_whose_best_point_lacks_a_neighbour_reads_done_not_runni
     assert converged.wanted(4) == [] and converged.outstanding() == ()  # a restarted controller asks for nothing
     widened = tpe(Stop(StopReason.CONVERGED, 2, BUDGET, grid.size - 1, CONVERGED))  # stopped on a smaller grid
     assert widened.state() is StrategyState.RUNNING and widened.wanted(1)
+
+
+def test_a_tpe_whose_proposals_hit_its_own_runs_in_flight_proposes_again_once_they_finish(monkeypatch):
+    """Convergence is judged in a round with none of TPE's runs in flight: proposals that land on a
+    run still in flight say nothing of where the sampler goes once its loss is known (before, such
+    a round ended TPE once those runs finished, short of its budget, with an unrun point left)."""
+    import search.tpe
+
+    monkeypatch.setattr(search.tpe, "MAX_REPEATS", 2)
+    grid = Grid.from_mapping({"lr": [0.001, 0.003, 0.01]})
+    a, b, c = ({"lr": lr} for lr in (0.001, 0.003, 0.01))
+    tpe = TPESearch("a", grid, n_trials=10)  # a budget beyond the grid: only convergence ends it
+
+    def proposals(*points):  # the sampler's next proposals, in order (Optuna asks enqueued trials first)
+        for point in points:
+            tpe.study.enqueue_trial(point)
+
+    proposals(a, b)
+    assert tpe.wanted(2) == [a, b]
+    for point in (a, b):
+        tpe.record(point, Outcome.running())
+    tpe.record(a, Outcome.finished(1.0))
+    proposals(b, a)  # one in flight, one run: MAX_REPEATS known points in a row while b runs
+    assert tpe.wanted(1) == [] and not tpe.done()
+    tpe.record(b, Outcome.finished(0.5))
+    assert not tpe.done() and tpe.stop() is None
+    proposals(c)
+    assert tpe.wanted(1) == [c]
+    tpe.record(c, Outcome.running())
+    tpe.record(c, Outcome.finished(0.7))
+    proposals(a, b)  # nothing in flight: now it has converged
+    assert tpe.wanted(1) == [] and tpe.done() and tpe.stop().reason is StopReason.CONVERGED

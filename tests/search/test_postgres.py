@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import os
 import threading
 import time
@@ -11,6 +12,7 @@ import pytest
 
 from megadocs.cli import main
 from megadocs.exits import Exit
+from search import storage
 from search.ledger import read_runs, read_snapshot
 from search.params import RunParams
 from search.status import summarize
@@ -37,6 +39,18 @@ def _server(password: str | None = None):
         yield server
 
 
+@pytest.fixture(params=storage.POSTGRES_DRIVERS)
+def driver(request, monkeypatch) -> str:
+    """Each PostgreSQL driver a ledger works with, alone (where several are installed the first
+    is chosen). Skips one not installed, except in CI (MEGADOCS_REQUIRE_POSTGRES): a failure."""
+    if importlib.util.find_spec(request.param) is None:
+        if os.environ.get(REQUIRE_ENV, "") not in ("", "0"):
+            pytest.fail(f"{REQUIRE_ENV} is set but the PostgreSQL driver {request.param} is not installed")
+        pytest.skip(f"PostgreSQL driver {request.param} not installed")
+    monkeypatch.setattr(storage, "POSTGRES_DRIVERS", (request.param,))
+    return request.param
+
+
 @pytest.fixture
 def postgres_server():
     with _server() as server:
@@ -61,7 +75,7 @@ def password_server(monkeypatch, tmp_path):
         yield server.port
 
 
-def test_certification_on_postgresql(make_sweep, postgres_url):
+def test_certification_on_postgresql(make_sweep, postgres_url, driver):
     path = make_sweep(ledger=postgres_url, certifications=[
         {"name": "a", "fixed": {"method": "simple", "g": 4}},
         {"name": "b", "fixed": {"method": "stitched", "g": 4}, "warm_start": "a"},
@@ -172,7 +186,7 @@ def test_password_from_the_environment_or_a_pgpass_file(make_sweep, workdir, pas
     assert SECRET not in out + err
 
 
-def test_the_ledger_waits_out_a_server_restart_and_goes_on(postgres_server, caplog):
+def test_the_ledger_waits_out_a_server_restart_and_goes_on(postgres_server, caplog, driver):
     """The server restarts under a controller (found by benchmarks/rehearsal.py: the controller
     died with "server closed the connection unexpectedly"): the next ledger call waits until the
     server is back and goes on in the same ledger."""
@@ -204,7 +218,6 @@ def test_the_ledger_waits_out_a_server_restart_and_goes_on(postgres_server, capl
 def test_a_ledger_gone_for_good_is_one_line_without_the_password(monkeypatch):
     from megadocs.errors import UserError
     from search import ledger as ledger_module
-    from search import storage
 
     monkeypatch.setattr(storage, "LEDGER_OUTAGE_S", 1.0)
     monkeypatch.setattr(storage, "RECONNECT_EVERY_S", 0.2)
@@ -233,7 +246,6 @@ def test_a_trial_whose_creation_was_committed_unheard_is_no_run(make_sweep, work
     import sqlalchemy
 
     from search import ledger as ledger_module
-    from search import storage
 
     from .conftest import calls
 
@@ -281,12 +293,11 @@ def test_a_trial_whose_creation_was_committed_unheard_is_no_run(make_sweep, work
 
 
 def test_a_full_disk_on_the_ledgers_server_is_one_line_and_the_same_command_resumes(make_sweep, workdir, capfd,
-                                                                                      monkeypatch):
+                                                                                      monkeypatch, driver):
     """The server's disk fills up (its tables sit on a REAL 4 MiB tmpfs; it answers SQLSTATE 53100
     disk_full and stays up): `search certify` says so in one line naming the ledger, exit 4 as for
     a local full disk, at once rather than after waiting out an "outage"; the committed runs are
     kept, and the same command finishes once there is space."""
-    from search import storage
     from tests.filesystems import tmpfs
 
     monkeypatch.setattr(storage, "LEDGER_OUTAGE_S", 300.0)  # the old code's wait, shortened: fails
@@ -325,3 +336,9 @@ def test_a_full_disk_on_the_ledgers_server_is_one_line_and_the_same_command_resu
         assert kept <= {r.run_id for r in read_runs(load_sweep(path)) if r.status == "completed"}
         summaries = {s.name: s for s in summarize(load_sweep(path))}
         assert summaries["a"].state.value == summaries["b"].state.value == "certified"
+
+
+def test_a_kill_mid_update_leaves_all_attributes_or_none_on_postgres(postgres_url):
+    from .test_storage import ATTRS, killed_mid_update
+
+    assert killed_mid_update(postgres_url) in ({}, ATTRS)

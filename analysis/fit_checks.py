@@ -1,0 +1,92 @@
+"""What a power-law fit refuses, in the words a user sees: the input checks of
+:func:`analysis.scaling.fit_power_law`, kept apart so the maths reads in one go against paper.md.
+
+:func:`check_fit_inputs` refuses, with a :class:`~megadocs.errors.UserError` that names the option or
+the points (``power-law fit: ...``), what no fit can answer honestly: a constant that is not a loss or
+a decay exponent, too few distinct x for the free parameters, losses that do not fall as x grows,
+options outside their ranges. It returns the points as arrays and notes on weaker problems (a local
+rise, exactly as many distinct x as free parameters), which the fit reports with its own.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from megadocs.errors import UserError
+
+__all__ = ["LOSSES", "check_fit_inputs"]
+
+LOSSES = ("linear", "huber")
+"""The robust losses a fit may minimise on log residuals (``scipy.optimize.least_squares``'s names)."""
+
+
+def check_fit_inputs(x, y, *, fix_alpha, fix_E, loss, huber_delta, level, alpha_bounds, n_boot, noise_sigma,
+                     min_boot: int) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """The points as float arrays and notes on weaker problems, or a ``UserError`` naming the first
+    bad input (``min_boot``: the fewest bootstrap refits a percentile interval is read from)."""
+    x = np.asarray(x, dtype=float)
+    y = np.asarray(y, dtype=float)
+    # Checked before the points: a NaN or negative constant (e.g. `--alpha nan`) made the solver
+    # fail with "Residuals are not finite", and alpha <= 0 fitted a law that does not decay.
+    if fix_alpha is not None and not (math.isfinite(fix_alpha) and fix_alpha > 0):
+        raise UserError(f"power-law fit: fixed alpha must be a finite decay exponent > 0, got {fix_alpha}")
+    if fix_E is not None and not (math.isfinite(fix_E) and fix_E >= 0):
+        raise UserError(f"power-law fit: fixed E must be a finite loss >= 0, got {fix_E}")
+    notes = _check_points(x, y, n_free=1 + (fix_E is None) + (fix_alpha is None))
+    if fix_E is not None and fix_E >= float(y.min()):
+        raise UserError(f"power-law fit: fixed E={fix_E} must be below the lowest loss {y.min():.4g}")
+    if loss not in LOSSES:
+        raise UserError(f"power-law fit: loss must be {' or '.join(map(repr, LOSSES))}, got {loss!r}")
+    if not huber_delta > 0:
+        raise UserError(f"power-law fit: huber_delta must be > 0 (a log residual, e.g. 0.01), got {huber_delta}")
+    if not 0 < level < 1:
+        raise UserError(f"power-law fit: level must be in (0, 1), got {level}")
+    if not 0 < alpha_bounds[0] < alpha_bounds[1]:
+        raise UserError(f"power-law fit: alpha_bounds must be 0 < low < high, got {alpha_bounds}")
+    if n_boot < 0 or 0 < n_boot < min_boot:
+        raise UserError(f"power-law fit: n_boot must be 0 (no interval) or >= {min_boot} refits for a "
+                        f"percentile interval, got {n_boot}")
+    if noise_sigma is not None and not (math.isfinite(noise_sigma) and noise_sigma > 0):
+        raise UserError(f"power-law fit: noise_sigma must be a loss noise > 0, got {noise_sigma}")
+    return x, y, notes
+
+
+def _check_points(x: np.ndarray, y: np.ndarray, n_free: int) -> list[str]:
+    """Refuse points no decreasing power law can describe; return notes on weaker problems."""
+    if x.ndim != 1 or x.shape != y.shape:
+        raise UserError(f"power-law fit: x and y must be 1-D of equal length, got {x.shape} and {y.shape}")
+    if len(x) == 0:
+        raise UserError("power-law fit: no points (empty input); nothing to fit")
+    if not (np.all(np.isfinite(x)) and np.all(x > 0)):
+        raise UserError(f"power-law fit: x must be finite and > 0, got {x.tolist()}")
+    if not (np.all(np.isfinite(y)) and np.all(y > 0)):
+        raise UserError(f"power-law fit: losses must be finite and > 0, got {y.tolist()}")
+    distinct = np.unique(x)
+    if len(distinct) < max(n_free, 2):
+        names = "E, A, alpha" if n_free == 3 else f"{n_free} free parameters"
+        raise UserError(
+            f"power-law fit: {len(distinct)} distinct x value(s) {distinct.tolist()} cannot determine "
+            f"{n_free} parameters ({names}); add points, or fix alpha or E (`megadocs analysis fit --alpha/--asymptote`)"
+        )
+    means = np.array([y[x == value].mean() for value in distinct])
+    if means[-1] >= means[0]:
+        raise UserError(
+            f"power-law fit: losses do not decrease as x grows (L={means[0]:.4g} at x={distinct[0]:g}, "
+            f"L={means[-1]:.4g} at x={distinct[-1]:g}); a decreasing power law cannot describe them"
+        )
+    notes = []
+    rises = [
+        f"x={distinct[i]:g}->{distinct[i + 1]:g} (+{means[i + 1] - means[i]:.3g})"
+        for i in range(len(distinct) - 1)
+        if means[i + 1] > means[i]
+    ]
+    if rises:
+        notes.append("loss rises between neighbouring points: " + ", ".join(rises))
+    if len(distinct) == n_free:
+        notes.append(
+            f"{len(distinct)} points for {n_free} free parameters: the curve passes through the (mean) loss at "
+            "every x, so nothing checks that a power law fits, and the values hold only if it does"
+        )
+    return notes
