@@ -31,6 +31,10 @@ def unavailable() -> str | None:
     return None
 
 
+PORT_TRIES = 5
+"""Ports a server is started on before its start counts as failed (see ThrowawayPostgres.__enter__)."""
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -81,8 +85,25 @@ class ThrowawayPostgres:
                 shutil.chown(path, user.pw_uid, user.pw_gid)
             self._run_as = {"user": user.pw_uid, "group": user.pw_gid}
         self._pg("initdb", "-D", str(self.data), "-U", "megadocs", *auth)
-        self.start()
+        for _ in range(PORT_TRIES - 1):
+            try:
+                self.start()
+                return self
+            except subprocess.CalledProcessError:
+                # the free port was taken meanwhile (initdb takes seconds; any process's outgoing
+                # connection may get it as its local port): another one, told by the server's log
+                if "Address already in use" not in self.log_text():
+                    raise
+                self.port = free_port()
+        self.start()  # the last try: its failure is the error
         return self
+
+    def log_text(self) -> str:
+        """The server's log so far ("" before it wrote one)."""
+        try:
+            return (self.root / "log").read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
 
     def default_tablespace(self, path: Path) -> None:
         """Keep the tables created from now on (a new ledger's) in a tablespace at ``path`` (e.g. a

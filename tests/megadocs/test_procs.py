@@ -22,8 +22,8 @@ def test_an_owner_gone_without_closing_takes_its_processes_along():
     reaper = start_reaper([engine.pid])
     try:
         reaper.stdin.close()  # what the owner's death does to the pipe: EOF, nothing written
-        reaper.wait(timeout=30)
-        assert engine.wait(timeout=30) == -9
+        reaper.wait(timeout=120)
+        assert engine.wait(timeout=120) == -9
     finally:
         engine.kill()
 
@@ -46,7 +46,7 @@ def test_a_pid_taken_by_another_process_since_is_not_killed():
         reaper = subprocess.Popen([sys.executable, "-m", "megadocs.procs", f"{other.pid}:{process_start(other.pid) - 1}"],
                                   stdin=subprocess.PIPE)
         reaper.stdin.close()
-        assert reaper.wait(timeout=30) == 0
+        assert reaper.wait(timeout=120) == 0
         assert other.poll() is None and psutil.pid_exists(other.pid)
     finally:
         other.kill()

@@ -58,3 +58,10 @@ def make_sweep(workdir):
 def calls(workdir: Path) -> list[dict]:
     path = workdir / "calls.jsonl"
     return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+def let_go(workdir: Path, name: str = "go") -> None:
+    """Create the marker ``name``: the jobs of tests.search.objectives waiting for it (``gated``:
+    "go", ``lingers_at_exit``: "exit") go on."""
+    (workdir / "markers").mkdir(exist_ok=True)
+    (workdir / "markers" / name).touch()

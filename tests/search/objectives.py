@@ -97,12 +97,26 @@ def job_process(params):
             "sigint_ignored": signal.getsignal(signal.SIGINT) is signal.SIG_IGN}
 
 
+def _wait_for_go(name: str, limit_s: float = 600.0) -> None:
+    """Wait until the test creates the marker ``name`` (in SEARCH_TEST_MARKERS): the test, not a
+    sleep's length, decides when the job goes on (at most ``limit_s``, so that none is left behind)."""
+    marker, deadline = Path(os.environ["SEARCH_TEST_MARKERS"]) / name, time.monotonic() + limit_s
+    while not marker.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+
+def gated(params):
+    """The bowl, once the test has created the marker ``go``: a job that runs until it is let go."""
+    _wait_for_go("go")
+    return logged(params)
+
+
 def lingers_at_exit(params):
-    """The bowl; the job process then takes 3 s to exit after submitit wrote its result (a slow
-    interpreter teardown)."""
+    """The bowl; the job process then does not exit, after submitit wrote its result, until the
+    test creates the marker ``exit`` (a slow interpreter teardown, as long as the test needs)."""
     import atexit
 
-    atexit.register(time.sleep, 3.0)
+    atexit.register(_wait_for_go, "exit")
     return logged(params)
 
 

@@ -70,30 +70,41 @@ def _free_port() -> int:
 
 
 def _get(url: str):
-    with urllib.request.urlopen(url, timeout=10) as response:  # noqa: S310 - a local test server
+    with urllib.request.urlopen(url, timeout=60) as response:  # noqa: S310 - a local test server
         return json.loads(response.read())
+
+
+def _serve(path, tries: int = 5) -> tuple[subprocess.Popen, int, list]:
+    """`search dashboard` on a free port, once it answers: (server, port, its study summaries). A
+    port taken between the probe and the server's bind (any outgoing connection may get it) is
+    one the server cannot listen on: it exits saying so, and another port is tried."""
+    for _ in range(tries):
+        port = _free_port()
+        server = subprocess.Popen(
+            [sys.executable, "-m", "megadocs.cli", "search", "dashboard", str(path), "--port", str(port)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=os.environ.copy(),
+        )
+        deadline = time.monotonic() + 180
+        while server.poll() is None:
+            try:
+                return server, port, _get(f"http://127.0.0.1:{port}/api/studies")["study_summaries"]
+            except OSError:
+                if time.monotonic() > deadline:
+                    server.kill()
+                    pytest.fail("optuna-dashboard did not answer in 180 s")
+                time.sleep(0.5)
+        err = server.stderr.read()
+        assert f"cannot listen on 127.0.0.1:{port}" in err, err
+    pytest.fail(f"no free port in {tries} tries")
 
 
 def test_optuna_dashboard_api_shows_lr_on_a_log_scale_and_method_and_g(make_sweep, workdir):
     pytest.importorskip("optuna_dashboard")
     path = make_sweep()
     assert certify(path) == 0
-    port = _free_port()
-    server = subprocess.Popen(
-        [sys.executable, "-m", "megadocs.cli", "search", "dashboard", str(path), "--port", str(port)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=os.environ.copy(),
-    )
+    server, port, studies = _serve(path)
     base = f"http://127.0.0.1:{port}/api"
     try:
-        deadline = time.monotonic() + 90
-        while True:
-            assert server.poll() is None, server.stderr.read()
-            try:
-                studies = _get(f"{base}/studies")["study_summaries"]
-                break
-            except OSError:
-                assert time.monotonic() < deadline, "optuna-dashboard did not answer in 90 s"
-                time.sleep(0.5)
         [study] = [s for s in studies if s["study_name"] == "t/a"]
         detail = _get(f"{base}/studies/{study['study_id']}?after=0")
         space = {p["name"]: p["distribution"] for p in detail["union_search_space"]}

@@ -13,14 +13,16 @@ from megadocs.executors import InProcessExecutor, JobState, LocalExecutor, Slurm
 from megadocs.procs import threads_per_job
 from search.objective import FailureKind, JobFailure, RunTask
 
+from .conftest import let_go
 
-def test_local_jobs_are_reattached_by_id(workdir, monkeypatch):
-    monkeypatch.setenv("SEARCH_TEST_SLEEP", "1")
+
+def test_local_jobs_are_reattached_by_id(workdir):
     first = LocalExecutor(workdir / "jobs", timeout_min=5, max_parallel=1)
     [job_id] = first.submit([RunTask(str(workdir / "run"), {"lr": 0.003, "wd": 0.8},
-                                     objective="tests.search.objectives:logged")])
+                                     objective="tests.search.objectives:gated")])
     other = LocalExecutor(workdir / "jobs", timeout_min=5, max_parallel=1)  # a restarted controller knows only the id
-    assert other.poll(job_id).state is JobState.RUNNING
+    assert other.poll(job_id).state is JobState.RUNNING  # (it runs until let go, however slow this machine)
+    let_go(workdir, "go")
     deadline = time.time() + 120
     while (poll := other.poll(job_id)).state is JobState.RUNNING and time.time() < deadline:
         time.sleep(0.2)
@@ -66,6 +68,7 @@ def test_a_local_job_keeps_its_slot_until_its_process_exits(workdir):
         assert time.time() < deadline
         time.sleep(0.05)
     assert executor.poll(job_id).state is JobState.RUNNING  # the result is there, the process is not done
+    let_go(workdir, "exit")
     poll = _wait_done(executor, job_id)
     assert poll.state is JobState.DONE and job._process.poll() is not None
 

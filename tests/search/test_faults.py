@@ -8,7 +8,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 
 import optuna
 import pytest
@@ -18,6 +17,7 @@ from search.ledger import ATTR_FIXED, ATTR_POINT, ATTR_RUN_ID, Ledger, read_runs
 from search.params import RunParams
 from search.status import summarize
 from search.sweep import load_sweep
+from tests.waiting import wait_for
 
 from .conftest import calls
 
@@ -100,19 +100,22 @@ def test_submissions_a_full_file_system_refuses_wait_for_space(make_sweep, workd
     with open(filler, "wb", buffering=0) as handle:
         stats = os.statvfs(small_filesystem)
         os.posix_fallocate(handle.fileno(), 0, stats.f_bavail * stats.f_frsize)
-    controller = subprocess.Popen([sys.executable, "-m", "megadocs.cli", "search", "certify", str(path), "--no-progress"],
-                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    log = workdir / "controller.err"  # a file, not a pipe: read while the controller runs
+    with open(log, "w") as stderr:
+        controller = subprocess.Popen([sys.executable, "-m", "megadocs.cli", "search", "certify", str(path),
+                                       "--no-progress"], stdout=subprocess.DEVNULL, stderr=stderr, text=True)
     try:
-        deadline = time.time() + 120
-        while not _tried_to_submit(path) and time.time() < deadline and controller.poll() is None:
-            time.sleep(0.2)
-        time.sleep(2)  # a few more tries
-        assert controller.poll() is None, controller.communicate()[1][-2000:]  # still alive
+        # a few refused tries (each says "cannot submit"), however long the machine takes to make them
+        wait_for(lambda: log.read_text().count("cannot submit") >= 3 or controller.poll() is not None, 120,
+                 "the controller to try three submissions", interval_s=0.2)
+        assert _tried_to_submit(path)
+        assert controller.poll() is None, log.read_text()[-2000:]  # still alive
         filler.unlink()
-        out, err = controller.communicate(timeout=180)
+        controller.wait(timeout=300)
     finally:
         if controller.poll() is None:
             controller.kill()
+    err = log.read_text()
     assert controller.returncode == 0, err[-2000:]
     assert "cannot submit" in err and "No space left on device" in err
     [summary] = summarize(load_sweep(path))

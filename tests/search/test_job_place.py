@@ -13,11 +13,12 @@ import sys
 import pytest
 
 from megadocs.procs import child_pids
+from search.certificate import CertifyExit
 from search.ledger import Ledger, read_runs
 from search.sweep import load_sweep
 from tests import waiting
 
-from .conftest import calls
+from .conftest import calls, let_go
 
 CONTAINED = "{python} -m megadocs.cli search certify {path} --no-progress; exec sleep 600"
 """pid 1 of the namespace is this shell: the controller killed, its jobs (reparented) keep running."""
@@ -35,16 +36,18 @@ def _running(path) -> list:
         return []
 
 
-def test_local_jobs_of_a_controller_in_another_pid_namespace(make_sweep, workdir, monkeypatch):
-    monkeypatch.setenv("SEARCH_TEST_SLEEP", "6")
+def test_local_jobs_of_a_controller_in_another_pid_namespace(make_sweep, workdir):
+    # the jobs run until the test lets them go (a fixed sleep could end, on a loaded machine, while
+    # status or the outside controller were still starting)
     path = make_sweep(executor={"kind": "local", "max_parallel": 2, "poll_s": 0.1},
+                      objective="tests.search.objectives:gated",
                       grid={"lr": [0.001, 0.003], "wd": [0.8], "epochs": [16]},
                       start={"lr": 0.003, "wd": 0.8, "epochs": 16})
     shell = CONTAINED.format(python=sys.executable, path=path)
     contained = subprocess.Popen(["unshare", "--pid", "--fork", "--mount-proc", "sh", "-c", shell],
                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        waiting.wait_for(lambda: _running(path) or contained.poll() is not None, 60, "a job in flight",
+        waiting.wait_for(lambda: len(_running(path)) == 2 or contained.poll() is not None, 120, "two jobs in flight",
                          interval_s=0.2)
         if contained.poll() is not None or not _running(path):
             pytest.skip(f"no pid namespace can be made here (needs root): {contained.stderr.read()[-300:]}")
@@ -67,11 +70,22 @@ def test_local_jobs_of_a_controller_in_another_pid_namespace(make_sweep, workdir
         ledger = Ledger(sweep.ledger_url, sweep.name)
         ledger.storage.delete_study(ledger.storage.get_study_id_from_name(ledger._lock_name))  # as if stale
         assert _running(path), "the contained job ran out before the controller outside started"
-        outside = _megadocs("search", "certify", str(path), "--no-progress", "--max-runs", "2", timeout=300)
+        outside = subprocess.Popen([sys.executable, "-m", "megadocs.cli", "search", "certify", str(path), "--no-progress",
+                                    "--max-runs", "2"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:  # its jobs are submitted while the contained ones still run; then those are let go
+            waiting.wait_for(lambda: all(r.attempts == 2 for r in _running(path)) or outside.poll() is not None, 120,
+                             "the controller outside to submit both runs again", interval_s=0.2)
+            let_go(workdir)
+            _, err = outside.communicate(timeout=300)
+        finally:
+            if outside.poll() is None:
+                outside.kill()
     finally:
+        let_go(workdir)
         contained.kill()  # the namespace's pid 1: the kernel ends every process in it
         contained.wait()
-    assert "started in another pid namespace on this host (a container) (not checked from here); submitted again" in outside.stderr
+    assert outside.returncode == CertifyExit.CERTIFIED_ON_BOUND, err  # lr 0.003: the grid's end
+    assert "started in another pid namespace on this host (a container) (not checked from here); submitted again" in err
     runs = read_runs(load_sweep(path))
     assert len(runs) == 2 and all(r.status == "completed" and r.attempts == 2 for r in runs), runs
     assert len(calls(workdir)) == 2  # each job submitted outside waited for the contained one's result

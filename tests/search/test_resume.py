@@ -121,7 +121,7 @@ def test_ctrl_c_stops_local_runs_in_one_line_and_the_rerun_resumes_them(make_swe
     max_parallel at once (issue 34: submitit tracebacks, orphaned jobs, 3 runs with a limit of 2)."""
     from megadocs.procs import child_pids, pid_alive
 
-    monkeypatch.setenv("SEARCH_TEST_SLEEP", "60")
+    monkeypatch.setenv("SEARCH_TEST_SLEEP", "600")  # far longer than the waits below: only a stop ends them
     path = make_sweep(executor={"kind": "local", "max_parallel": 2, "poll_s": 0.1},
                       objective="tests.search.objectives:timed",
                       grid={"lr": [0.001, 0.003, 0.01], "wd": [0.8], "epochs": [8]},
@@ -129,12 +129,14 @@ def test_ctrl_c_stops_local_runs_in_one_line_and_the_rerun_resumes_them(make_swe
     first = subprocess.Popen([sys.executable, "-m", "megadocs.cli", "search", "certify", str(path), "--no-progress"],
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
     try:
-        wait_for(lambda: len(calls(workdir)) == 2, what="two runs inside the objective")
+        # (the ledger's job ids too: the controller records them after the jobs started)
+        wait_for(lambda: len(calls(workdir)) == 2 and len([r for r in _runs(path) if r.status == "running" and r.job_id])
+                 == 2, what="two runs inside the objective, their job ids recorded")
         jobs = [int(r.job_id) for r in _runs(path) if r.status == "running"]
         processes = jobs + [task for job in jobs for task in child_pids(job)]
         assert len(jobs) == 2 and len(processes) == 4
         os.killpg(first.pid, signal.SIGINT)  # what the terminal does on Ctrl-C
-        _, err = first.communicate(timeout=60)
+        _, err = first.communicate(timeout=180)
     finally:
         if first.poll() is None:
             first.kill()
@@ -144,7 +146,7 @@ def test_ctrl_c_stops_local_runs_in_one_line_and_the_rerun_resumes_them(make_swe
     assert lines[-1] == (f"interrupted: 2 run(s) stopped (train runs saved a checkpoint); `megadocs search certify "
                          f"{path}` resumes them"), err
     assert len(lines) == 2 and lines[0].startswith("interrupted: stopping 2 local run(s)"), err
-    wait_for(lambda: not any(pid_alive(pid) for pid in processes), timeout_s=10, what="every job process gone")
+    wait_for(lambda: not any(pid_alive(pid) for pid in processes), timeout_s=60, what="every job process gone")
     stopped = [r for r in read_runs(load_sweep(path)) if r.status == "running"]
     assert len(stopped) == 2 and all(r.job_id is None and r.attempts == 0 for r in stopped)
     assert all(r.reason == "interrupted during attempt 1" for r in stopped)

@@ -193,7 +193,7 @@ def test_status_after_ctrl_c_of_certify_reports_dead_jobs_as_stopped(make_sweep,
             assert time.time() < deadline, "no jobs in flight after 120 s"
             time.sleep(0.2)
         os.killpg(controller.pid, signal.SIGINT)  # what Ctrl-C in a terminal does
-        _, err = controller.communicate(timeout=60)
+        _, err = controller.communicate(timeout=180)
     finally:
         if controller.poll() is None:
             os.killpg(controller.pid, signal.SIGKILL)

@@ -28,6 +28,17 @@ def sleep_for(seconds: float) -> float:
     return seconds
 
 
+def wait_for_file(path: str) -> str:
+    """A job that stays RUNNING until the test creates ``path`` (the nodes share this file system):
+    the test, not a sleep's length, decides when it ends."""
+    import time
+    from pathlib import Path
+
+    while not Path(path).exists():
+        time.sleep(0.1)
+    return path
+
+
 def wait_on_child(seconds: float) -> None:
     """A job whose work runs in a child process, as vLLM's engine does: ``scancel`` SIGTERMs the
     child too and the job raises (CalledProcessError) instead of ending without a result."""

@@ -100,7 +100,7 @@ def test_a_job_array_runs_through_the_profile_and_accounting_records_it(slurm_cl
     # accounting (slurmdbd) knows every task's final state
     wait_for(
         lambda: [state for _, state in sacct_history(array_id)] == ["COMPLETED"] * 3,
-        timeout_s=30, what=f"sacct to record array {array_id} as COMPLETED",
+        timeout_s=120, what=f"sacct to record array {array_id} as COMPLETED",
     )
     assert [jid for jid, _ in sacct_history(array_id)] == job_ids
 

@@ -20,20 +20,24 @@ def test_a_queued_array_task_cancelled_before_it_ran_is_lost_not_running_for_eve
     executor now asks the queue itself about a job accounting calls queued or unknown."""
     from megadocs import executors
     from megadocs.executors import JobState, SlurmExecutor, load_profile
-    from tests.slurm.jobs import sleep_for
+    from tests.slurm.jobs import sleep_for, wait_for_file
 
     monkeypatch.setattr(executors, "QUEUE_CHECK_S", 2.0)  # the queue is asked every 30 s in a sweep
     monkeypatch.setattr(executors, "LOST_GRACE_S", 1.0)
     executor = SlurmExecutor(tmp_path / "jobs", load_profile(LOCAL_PROFILE), max_parallel=1)  # array %1
-    # task 1 is cancelled inside the queued range 1-2; task 2 then runs, and the range's record goes
-    jobs = executor.submit([lambda: sleep_for(8), lambda: sleep_for(1), lambda: sleep_for(1)])
+    # task 1 is cancelled inside the queued range 1-2; task 2 then runs, and the range's record goes.
+    # Task 0 runs until the test lets it end: task 1 is surely still queued when it is cancelled
+    # (a task 0 of fixed length could end first on a loaded machine, and task 1 be cancelled running)
+    go = tmp_path / "go"
+    jobs = executor.submit([lambda: wait_for_file(str(go)), lambda: sleep_for(1), lambda: sleep_for(1)])
     first, cancelled, last = jobs
     try:
-        wait_for(lambda: slurm_state(first) == "RUNNING", 60, f"{first} to run")
+        wait_for(lambda: slurm_state(first) == "RUNNING", 120, f"{first} to run")
         assert executor.poll(cancelled).state is JobState.RUNNING  # queued: accounting says PENDING
         subprocess.run(["scancel", cancelled], check=True)
+        go.touch()
         wait_for(lambda: executor.poll(last).state is JobState.DONE, 90, f"{last} to run after the cancelled one")
-        poll = wait_for(lambda: (p := executor.poll(cancelled)).state is not JobState.RUNNING and p, 30,
+        poll = wait_for(lambda: (p := executor.poll(cancelled)).state is not JobState.RUNNING and p, 120,
                         f"the cancelled {cancelled} to be reported")
         assert poll.state is JobState.LOST, poll
         assert executor.poll(first).state is JobState.DONE
@@ -56,7 +60,7 @@ def test_a_cancelled_job_that_raised_names_slurm_state_before_its_error(slurm_cl
         wait_for(lambda: subprocess.run(["pgrep", "-f", f"^sleep {seconds}$"], capture_output=True).returncode == 0,
                  120, f"{job}'s child to run")
         subprocess.run(["scancel", job], check=True)
-        poll = wait_for(lambda: (p := executor.poll(job)).state is not JobState.RUNNING and p, 90,
+        poll = wait_for(lambda: (p := executor.poll(job)).state is not JobState.RUNNING and p, 180,
                         f"the cancelled {job} to be reported")
     finally:
         subprocess.run(["scancel", job], capture_output=True)
@@ -99,10 +103,10 @@ def test_ctrl_c_of_a_shard_job_array_cancels_its_slurm_tasks(slurm_cluster, tmp_
     try:
         wait_for(lambda: slurm_state(job_ids[0]) == "RUNNING", 120, f"{job_ids[0]} to run")
         submitter.send_signal(signal.SIGINT)
-        assert submitter.wait(timeout=60) == 130
+        assert submitter.wait(timeout=180) == 130
         message = submitter.stderr.read()
         assert f"cancelled 3 slurm task(s) ({', '.join(job_ids)})" in message, first + message
-        wait_for(lambda: all(slurm_state(job_id) in ("CANCELLED", "UNKNOWN") for job_id in job_ids), 60,
+        wait_for(lambda: all(slurm_state(job_id) in ("CANCELLED", "UNKNOWN") for job_id in job_ids), 180,
                  "every task of the array to be cancelled")
     finally:
         subprocess.run(["scancel", job_ids[0].split("_")[0]], check=False)

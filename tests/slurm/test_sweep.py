@@ -119,9 +119,9 @@ def test_controller_killed_while_jobs_run_reattaches_by_job_id_without_duplicate
     path = _sweep(workdir, max_parallel=4)  # the local node's 4 slots: every submitted job runs at once
     first = _controller(path)
 
-    def in_flight():
-        running = [r for r in _runs(path) if r.status == "running" and r.job_id]
-        return running if running and all(slurm_state(r.job_id) == "RUNNING" for r in running) else None
+    def in_flight():  # (none between its trial and its job id: the controller may be dispatching a round)
+        running = [r for r in _runs(path) if r.status == "running"]
+        return running if running and all(r.job_id and slurm_state(r.job_id) == "RUNNING" for r in running) else None
 
     try:
         wait_for(in_flight, 120, "jobs of the sweep to be running on SLURM")

@@ -122,16 +122,21 @@ def test_rng_states_and_training_state_round_trip_without_pickle(tmp_path):
 
 def test_writer_snapshots_at_the_boundary_and_never_writes_twice_at_once(tmp_path, monkeypatch):
     """The disk is made slow (a sleep in the write: the one thing mocked); training mutates the
-    live model while the write is pending, and a second save waits for the first."""
+    live model while the write is pending, and a second save waits for the first. The writes of
+    steps 1 and 3 go on only once the test lets them (after save() returned and the weights
+    changed), so that "pending" holds however slow the machine."""
     real_write = checkpoint._write
     active, overlaps, order = [], [], []
     lock = threading.Lock()
+    held = {1: threading.Event(), 3: threading.Event()}
 
     def slow_write(path, state):
         with lock:
             active.append(state["step"])
             if len(active) > 1:
                 overlaps.append(tuple(active))
+        if state["step"] in held:
+            held[state["step"]].wait(timeout=120)
         time.sleep(0.3)
         real_write(path, state)
         order.append(state["step"])
@@ -142,12 +147,11 @@ def test_writer_snapshots_at_the_boundary_and_never_writes_twice_at_once(tmp_pat
     model, optimizer, scheduler = _parts()
     before = model.weight.detach().clone()
     with CheckpointWriter(tmp_path) as writer:
-        start = time.perf_counter()
         writer.save(**_state(model, optimizer, scheduler, step=1))
-        returned_after = time.perf_counter() - start
-        assert returned_after < 0.3  # training continues while the file is written
+        assert order == []  # training continues while the file is written
         with torch.no_grad():
             model.weight.add_(1.0)  # the next step updates parameters in place
+        held[1].set()
         writer.save(**_state(model, optimizer, scheduler, step=2))  # waits for step 1's write
         assert order == [1]
     assert order == [1, 2] and not overlaps  # leaving the block waited for the last write
@@ -159,6 +163,7 @@ def test_writer_snapshots_at_the_boundary_and_never_writes_twice_at_once(tmp_pat
         writer.save(**_state(model, optimizer, scheduler, step=3))
         with torch.no_grad():
             model.weight.add_(5.0)
+        held[3].set()
     assert torch.equal(torch.load(checkpoint_path(tmp_path / "one"), weights_only=True)["model"]["weight"],
                        before + 1.0)
     assert not [p for p in os.listdir(checkpoint_path(tmp_path).parent) if p.startswith(".")]  # no temp left

@@ -4,6 +4,7 @@ a run directory is reused only by a run of the same identity, finished or not.""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -34,6 +35,16 @@ def _corpus(tiny_store, path, first: int, count: int = 30, chars: int = 300):
 
 def _prepare(tiny_store, corpus, out):
     return prepare(corpus, out, tokenizer=tiny_store / "tokenizer", val_docs=4, seed=0)
+
+
+def _rewrite_later(path: Path, text: str) -> None:
+    """Rewrite ``path`` as a later run would: with a later mtime. Two writes within one tick of a
+    file system's coarse clock can share an mtime, and a same-size rewrite would then look unchanged
+    to the caches keyed on (path, size, mtime) (megadocs.pools, megadocs.data_identity)."""
+    before = path.stat().st_mtime_ns
+    path.write_text(text)
+    if path.stat().st_mtime_ns <= before:
+        os.utime(path, ns=(path.stat().st_atime_ns, before + 1_000_000))
 
 
 def _write_pool(pool, documents, prompt_sha: str) -> None:
@@ -187,7 +198,7 @@ def test_regenerating_a_pool_with_another_prompt_changes_the_identity(tiny_store
     assert _config(store, **synthetic).identity() == first
 
     manifest["prompt_template"]["sha256"] = "b" * 64  # regenerated with another prompt at the same path
-    (pool / "manifest.json").write_text(json.dumps(manifest))
+    _rewrite_later(pool / "manifest.json", json.dumps(manifest))  # (the same size: told apart by its mtime)
     regenerated = _config(store, **synthetic).identity()
     assert regenerated != first
 

@@ -7,6 +7,7 @@ import time
 import pytest
 import torch
 
+from tests.waiting import wait_for
 from train.data import TrainingStreams
 from train.prefetch import BatchPrefetcher
 
@@ -30,8 +31,9 @@ def test_prefetcher_stays_a_bounded_number_of_steps_ahead():
         return {"input_ids": torch.full((2, 2), step)}
 
     with BatchPrefetcher(make_batch, range(100), depth=2) as batches:
-        time.sleep(0.3)
-        assert len(built) <= 3  # two queued, one waiting to be queued
+        wait_for(lambda: len(built) >= 3, 60, "the prefetcher to fill its queue", interval_s=0.01)
+        time.sleep(0.3)  # time to run further ahead, were it unbounded
+        assert len(built) == 3  # two queued, one waiting to be queued
         assert batches.get(0)["input_ids"][0, 0] == 0
     assert len(built) <= 4  # closing stopped the thread
 
