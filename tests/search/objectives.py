@@ -105,10 +105,37 @@ def _wait_for_go(name: str, limit_s: float = 600.0) -> None:
         time.sleep(0.05)
 
 
-def gated(params):
-    """The bowl, once the test has created the marker ``go``: a job that runs until it is let go."""
+def _gate() -> None:
+    """Wait for the marker ``go``, except in the first SEARCH_TEST_FREE_RUNS jobs (default 0) to
+    get here: each job takes the next numbered ticket (a file made with O_EXCL: two jobs never hold
+    the same), so that a sweep finishes that many runs and then keeps the next ones in flight."""
+    free = int(os.environ.get("SEARCH_TEST_FREE_RUNS", "0"))
+    if free:
+        folder = Path(os.environ["SEARCH_TEST_MARKERS"])
+        folder.mkdir(parents=True, exist_ok=True)
+        ticket = 0
+        while True:
+            try:
+                os.close(os.open(folder / f"ticket-{ticket}", os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+                break
+            except FileExistsError:
+                ticket += 1
+        if ticket < free:
+            return
     _wait_for_go("go")
+
+
+def gated(params):
+    """The bowl, once the test has created the marker ``go``: a job that runs until it is let go
+    (the first SEARCH_TEST_FREE_RUNS jobs run at once, see :func:`_gate`)."""
+    _gate()
     return logged(params)
+
+
+def gated_seed_noisy(params):
+    """:func:`seed_noisy`, gated as :func:`gated`."""
+    _gate()
+    return seed_noisy(params)
 
 
 def lingers_at_exit(params):

@@ -18,9 +18,11 @@ from search.status import summarize
 from search.sweep import load_sweep
 from tests import waiting
 
-from .conftest import calls
+from .conftest import calls, let_go
 
 SMALL_GRID = {"lr": [0.001, 0.003, 0.01], "wd": [0.4, 0.8, 1.6], "epochs": [4, 8, 16]}
+FREE = 4
+"""Runs of the first controller that finish; the next wait for the test (``objectives.gated``)."""
 
 
 def controller(path) -> subprocess.Popen:
@@ -38,50 +40,63 @@ def wait_for(condition, what: str, timeout_s: float = 120.0):
 @pytest.mark.parametrize("noise", [None, pytest.param({"repeats": 2}, marks=pytest.mark.slow)],
                          ids=["noise-free", "repeats"])
 def test_sigkill_mid_sweep_then_restart(make_sweep, workdir, monkeypatch, noise):
-    monkeypatch.setenv("SEARCH_TEST_SLEEP", "3" if noise is None else "1.5")
+    # the first FREE runs finish, the next stay in flight until the test lets them go: a fixed sleep
+    # could end, on a loaded machine, while status or the contending controller were still starting
+    monkeypatch.setenv("SEARCH_TEST_FREE_RUNS", str(FREE))
     path = make_sweep(
         executor={"kind": "local", "max_parallel": 3, "poll_s": 0.1},
         grid=SMALL_GRID, start={"lr": 0.001, "wd": 0.4, "epochs": 4},
-        **({"noise": noise, "objective": "tests.search.objectives:seed_noisy"} if noise else {}),
+        **({"noise": noise, "objective": "tests.search.objectives:gated_seed_noisy"} if noise
+           else {"objective": "tests.search.objectives:gated"}),
     )
     first = controller(path)
     try:
-        # some runs finished and others in flight
-        wait_for(lambda: len(calls(workdir)) >= 4 and any(r.status == "running" for r in _runs(path)),
-                 what="a sweep with finished and running runs")
+        try:
+            # some runs finished and others in flight (held: their job ids recorded)
+            wait_for(lambda: len(calls(workdir)) == FREE and any(r.status == "running" and r.job_id for r in _runs(path))
+                     or first.poll() is not None, what="a sweep with finished and running runs")
+            assert first.poll() is None, first.communicate()
 
-        # status reads the ledger while the controller writes it
-        status = subprocess.run([sys.executable, "-m", "megadocs.cli", "search", "status", str(path)],
-                                capture_output=True, text=True, timeout=120)
-        assert status.returncode == 0, status.stderr
-        assert f"controller: running on host {os.uname().nodename}, pid {first.pid}" in status.stdout, status.stdout
-        live = subprocess.run([sys.executable, "-m", "megadocs.cli", "search", "status", str(path), "--json"],
-                              capture_output=True, text=True, timeout=120)
-        [summary] = json.loads(live.stdout)["certifications"]
-        assert summary["runs"]["finished"] >= 1, live.stdout
+            # status reads the ledger while the controller writes it
+            status = subprocess.run([sys.executable, "-m", "megadocs.cli", "search", "status", str(path)],
+                                    capture_output=True, text=True, timeout=120)
+            assert status.returncode == 0, status.stderr
+            assert f"controller: running on host {os.uname().nodename}, pid {first.pid}" in status.stdout, status.stdout
+            live = subprocess.run([sys.executable, "-m", "megadocs.cli", "search", "status", str(path), "--json"],
+                                  capture_output=True, text=True, timeout=120)
+            [summary] = json.loads(live.stdout)["certifications"]
+            assert summary["runs"]["finished"] >= 1, live.stdout
 
-        second = subprocess.run(
-            [sys.executable, "-m", "megadocs.cli", "search", "certify", str(path), "--no-progress"],
-            capture_output=True, text=True, timeout=120,
-        )
-        assert second.returncode == 2, second.stderr
-        assert f"pid {first.pid}" in second.stderr and "held by another controller" in second.stderr
-        assert "host " in second.stderr and "since " in second.stderr
-        assert f"(ledger {load_sweep(path).ledger_url})" in second.stderr  # the file as it is, not another
-        # kill while runs are in flight (the status calls above may have taken a while)
-        wait_for(lambda: any(r.status == "running" for r in _runs(path)) or first.poll() is not None,
-                 what="runs in flight")
+            second = subprocess.run(
+                [sys.executable, "-m", "megadocs.cli", "search", "certify", str(path), "--no-progress"],
+                capture_output=True, text=True, timeout=120,
+            )
+            assert second.returncode == 2, second.stderr
+            assert f"pid {first.pid}" in second.stderr and "held by another controller" in second.stderr
+            assert "host " in second.stderr and "since " in second.stderr
+            assert f"(ledger {load_sweep(path).ledger_url})" in second.stderr  # the file as it is, not another
+            assert first.poll() is None and len(calls(workdir)) == FREE  # still mid-sweep: nothing let go
+        finally:
+            first.send_signal(signal.SIGKILL)
+            first.wait()
+        in_flight = {r.run_id: r for r in _runs(path) if r.status == "running"}
+        assert in_flight, "kill landed while runs were in flight"
+        # a kill between a trial's creation and its job's submission leaves it without a job id: the
+        # restart submits it then (once)
+        assert any(r.job_id for r in in_flight.values())
+
+        restarted = controller(path)
+        try:  # the held jobs run on: let go once the restarted controller holds the sweep
+            wait_for(lambda: _holder_pid(path) == restarted.pid or restarted.poll() is not None,
+                     what="the restarted controller to take the sweep")
+            let_go(workdir)
+            out, err = restarted.communicate(timeout=300)
+        finally:
+            if restarted.poll() is None:
+                restarted.kill()
+                restarted.wait()
     finally:
-        first.send_signal(signal.SIGKILL)
-        first.wait()
-    in_flight = {r.run_id: r for r in _runs(path) if r.status == "running"}
-    assert in_flight, "kill landed while runs were in flight"
-    # a kill between a trial's creation and its job's submission leaves it without a job id: the
-    # restart submits it then (once)
-    assert any(r.job_id for r in in_flight.values())
-
-    restarted = controller(path)
-    out, err = restarted.communicate(timeout=300)
+        let_go(workdir)  # no job is left waiting, whatever failed
     assert restarted.returncode == CertifyExit.CERTIFIED_ON_BOUND, err  # epochs 16: SMALL_GRID's end
 
     runs = read_runs(load_sweep(path))
@@ -238,6 +253,14 @@ def test_a_holder_in_another_pid_namespace_of_this_host_counts_by_its_heartbeat(
         assert other.holder()["pid"] == os.getpid()
 
 
+def _holder_pid(path) -> int | None:
+    from search.ledger import Ledger
+
+    sweep = load_sweep(path)
+    holder = Ledger(sweep.ledger_url, sweep.name).holder()
+    return None if holder is None else holder["pid"]
+
+
 def _runs(path):
     try:
         return read_runs(load_sweep(path))
@@ -246,16 +269,29 @@ def _runs(path):
 
 
 @pytest.mark.slow
-def test_two_controllers_on_a_fresh_ledger(make_sweep, workdir, monkeypatch):
+def test_two_controllers_on_a_fresh_ledger(make_sweep, workdir):
     """Started at the same moment on a ledger that does not exist yet: one certifies, the other
-    gets the one-line refusal (never a database traceback)."""
-    monkeypatch.setenv("SEARCH_TEST_SLEEP", "3")
+    gets the one-line refusal (never a database traceback). The runs wait until one controller
+    has exited: the other cannot have finished the sweep (and let go of it) before its contender
+    started, however slowly, on a loaded machine, that one started."""
     for attempt in range(2):
         path = make_sweep(name=f"race{attempt}", executor={"kind": "local", "max_parallel": 3, "poll_s": 0.1},
+                          objective="tests.search.objectives:gated",
                           grid={"lr": [0.001, 0.003], "wd": [0.8], "epochs": [8]},
                           start={"lr": 0.003, "wd": 0.8, "epochs": 8})
         both = [controller(path), controller(path)]
-        results = [(p.wait(timeout=300), *p.communicate()) for p in both]
+        try:
+            wait_for(lambda both=both: any(p.poll() is not None for p in both), what="one controller to exit")
+            let_go(workdir)
+            outputs = [p.communicate(timeout=300) for p in both]
+            results = [(p.returncode, *output) for p, output in zip(both, outputs, strict=True)]
+        finally:
+            let_go(workdir)
+            for p in both:
+                if p.poll() is None:
+                    p.kill()
+                    p.wait()
+        (workdir / "markers" / "go").unlink()  # the next attempt's runs wait again
         codes = sorted(code for code, _, _ in results)
         assert codes == [2, CertifyExit.CERTIFIED_ON_BOUND], results  # one certifies (on the lr bound), one is refused
         [(_, _, err)] = [r for r in results if r[0] == 2]
