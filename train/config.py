@@ -343,8 +343,8 @@ class RunConfig(StrictModel):
             raise ValueError(str(exc)) from None
         return self
 
-    def data_identity(self, *, store: TokenStore | None = None,
-                      extra: Mapping[str, TokenStore] | None = None) -> dict[str, Any]:  # fmt: skip
+    def data_identity(self, *, store: TokenStore | None = None, extra: Mapping[str, TokenStore] | None = None,
+                      pool: Mapping[str, Any] | None = None) -> dict[str, Any]:  # fmt: skip
         """What the run's data is (manifest identities), independent of where it lies.
 
         The synthetic stream is what training reads: the pool's generations (its identity), cut
@@ -356,6 +356,8 @@ class RunConfig(StrictModel):
                 (`train.data.RunStores`): their identity is of the manifests they read, so a
                 store replaced at its path after it was opened cannot give the run another's
                 identity. A store not given is read from its path.
+            pool: the synthetic pool's identity as a run read it to open its tokens
+                (`train.pool_tokens.PieceDocuments.pool_identity`); None: read from its path.
 
         Raises:
             UserError: a store or pool is missing.
@@ -367,7 +369,7 @@ class RunConfig(StrictModel):
             identity["synthetic"] = {
                 "algorithm": synthetic.algorithm,
                 "g": synthetic.g,
-                "pool": pool_identity(synthetic.pool, "data.synthetic.pool"),
+                "pool": dict(pool) if pool is not None else pool_identity(synthetic.pool, "data.synthetic.pool"),
                 "rule": RULE_VERSION,
             }
         if self.eval.extra:
@@ -379,11 +381,12 @@ class RunConfig(StrictModel):
             identity["benchmark_data"] = directory_identity(self.eval.benchmark_data, "eval.benchmark_data")
         return identity
 
-    def identity(self, *, store: TokenStore | None = None, extra: Mapping[str, TokenStore] | None = None) -> str:
+    def identity(self, *, store: TokenStore | None = None, extra: Mapping[str, TokenStore] | None = None,
+                 pool: Mapping[str, Any] | None = None) -> str:  # fmt: skip
         """Hash of what changes what is learned: the config without the EXECUTION_FIELDS, with
         its data paths replaced by `data_identity()` (of the opened `store` and `extra` stores
-        when given, else read from the manifests; UserError if missing), and the
-        `TRAINING_REVISION` of the code that trains it."""
+        and the `pool` identity as read when given, else read from the manifests; UserError if
+        missing), and the `TRAINING_REVISION` of the code that trains it."""
         data = self.model_dump(mode="json")
         for section, names in EXECUTION_FIELDS.items():
             target = data[section] if section else data
@@ -405,7 +408,7 @@ class RunConfig(StrictModel):
         for extra in data["eval"]["extra"].values():
             extra.pop("store")
         data["eval"].pop("benchmark_data")
-        data_identity = self.data_identity(store=store, extra=extra)
+        data_identity = self.data_identity(store=store, extra=extra, pool=pool)
         return config_hash({"config": data, "data": data_identity, "training_revision": TRAINING_REVISION})
 
 

@@ -91,6 +91,8 @@ class TrainingStreams:
     synthetic: TokenStream | None
     eos_id: int
     vocab_size: int
+    synthetic_pool: dict[str, Any] | None = None
+    """The identity of the synthetic pool as read to open its tokens (None: no synthetic stream)."""
 
     @classmethod
     def build(
@@ -126,7 +128,7 @@ class TrainingStreams:
         if real.num_windows < 1 and mixing_fraction < 1.0:
             raise UserError(f"data.context: the real stream ({real.layout.num_tokens:,} tokens with EOS) "
                             f"holds no full window of {context} tokens (use a shorter context)")
-        synthetic_stream = None
+        synthetic_stream, synthetic_pool = None, None
         if mixing_fraction > 0:
             if synthetic is None:
                 raise UserError(f"data.synthetic: mixing_fraction {mixing_fraction} needs a synthetic "
@@ -135,13 +137,14 @@ class TrainingStreams:
             # assembled by index from the tokenized pool (`megadocs data tokenize-pool`), after the
             # contamination guard: its source documents must be the store's train split
             documents = synthetic_documents(spec["pool"], spec["algorithm"], spec["g"], store)
+            synthetic_pool = documents.pool_identity
             synthetic_stream = TokenStream.build(documents, eos_id=store.eos_id, context=context, seed=seed,
                                                  stream=SYNTHETIC)
         mixture = stream_mixture(real_windows=real.num_windows,
                                  synthetic_windows=0 if synthetic_stream is None else synthetic_stream.num_windows,
                                  batch_size=batch_size, mixing_fraction=mixing_fraction, real_epochs=real_epochs,
                                  seed=seed, synthetic_epochs=synthetic_epochs)  # fmt: skip
-        return cls(mixture, context, real, synthetic_stream, store.eos_id, store.vocab_size)
+        return cls(mixture, context, real, synthetic_stream, store.eos_id, store.vocab_size, synthetic_pool)
 
     @property
     def total_steps(self) -> int:
@@ -289,11 +292,15 @@ class RunStores:
 
     def identity(self, config: RunConfig) -> str:
         """`RunConfig.identity` of `config` (the config these were opened for) on these stores."""
-        return config.identity(store=self.store, extra=self.extra)
+        return config.identity(**self._opened())
 
     def data_identity(self, config: RunConfig) -> dict[str, Any]:
         """`RunConfig.data_identity` of `config` on these stores: what `identity` hashes of the data."""
-        return config.data_identity(store=self.store, extra=self.extra)
+        return config.data_identity(**self._opened())
+
+    def _opened(self) -> dict[str, Any]:
+        """The data as opened, as `RunConfig.identity` takes it (the synthetic pool: read by path)."""
+        return {"store": self.store, "extra": self.extra}
 
 
 @dataclass(frozen=True)
@@ -309,6 +316,11 @@ class RunData(RunStores):
     """
 
     streams: TrainingStreams
+
+    def _opened(self) -> dict[str, Any]:
+        """The stores as opened and the synthetic pool's identity as read to open its tokens (a
+        pool replaced at its path since cannot give the run another pool's identity)."""
+        return {**super()._opened(), "pool": self.streams.synthetic_pool}
 
     @classmethod
     def open(cls, config: RunConfig, stores: RunStores | None = None) -> RunData:

@@ -46,6 +46,7 @@ from typing import Any
 import torch
 import torch.distributed
 
+from megadocs.errors import UserError
 from megadocs.formats import (
     IID,
     IID_SETS,
@@ -77,8 +78,11 @@ __all__ = ["LOG_EVERY", "Preempted", "Trainer", "run"]
 LOG_EVERY = 10  # steps between log lines and divergence checks (each is a device sync)
 
 
-def run(config: RunConfig, out: str | Path) -> RunMetrics:
+def run(config: RunConfig, out: str | Path, stores: RunStores | None = None) -> RunMetrics:
     """Train, evaluate and write RUN (see the module docstring); returns the metrics.
+
+    `stores`: `config`'s stores as the caller opened them to name RUN by their identity (the
+    CLI's default runs/train/<identity>); None: opened here.
 
     Run by several processes (torchrun, or SLURM tasks: `train.distributed`), it trains data
     parallel: every rank returns the same losses and counts; rank 0 alone writes RUN, and its
@@ -86,11 +90,12 @@ def run(config: RunConfig, out: str | Path) -> RunMetrics:
 
     Raises:
         Preempted: SIGTERM/SIGUSR2/SIGINT arrived; a checkpoint was saved.
-        UserError: bad paths, a store/config mismatch, or RUN holding another config.
+        UserError: bad paths, a store/config mismatch, RUN holding another config, or a synthetic
+            pool replaced at its path while the run opened it.
     """
     out = Path(out)
     # the stores first, each opened once: the identity is of what they read (a missing one fails here)
-    stores = RunStores.open(config)
+    stores = RunStores.open(config) if stores is None else stores
     identity = stores.identity(config)
     finished = RunLifecycle.finished(out, identity)
     if finished is not None:
@@ -100,8 +105,11 @@ def run(config: RunConfig, out: str | Path) -> RunMetrics:
     dist = init_distributed(device.type)
     try:
         data = RunData.open(config, stores)  # data first, so a bad setting fails before anything is written
+        if data.identity(config) != identity:  # the pool as its tokens were opened is not the one hashed above
+            raise UserError(f"data.synthetic.pool: {config.data.synthetic.pool} changed while the run opened it "
+                            f"(replaced at its path); run again")
         run_dir = RunLifecycle(out, identity, writes=dist.is_main)
-        run_dir.prepare(config, device, stores)
+        run_dir.prepare(config, device, data)
         # leaving the block waits for the checkpoint being written and closes the trackers (also
         # on an exception)
         with Trainer(config, data, run_dir, device, dist, attempt_start=attempt_start) as trainer:

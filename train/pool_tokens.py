@@ -446,13 +446,15 @@ def _columns(out: Path, suffix: str, count: int, width: int, arrays: list[np.nda
     return array, start, length
 
 
-def _ready_manifest(pool: Path, store: TokenStore, field: str) -> TokensManifest:
-    """The tokens manifest of ``pool`` for ``store``'s tokenizer when complete and current.
+def _ready_manifest(pool: Path, store: TokenStore, field: str,
+                    pool_identity: dict[str, Any] | None = None) -> TokensManifest:  # fmt: skip
+    """The tokens manifest of ``pool`` for ``store``'s tokenizer when complete and current:
+    tokenized from ``pool_identity`` (the pool's manifest as the caller read it; None: read now).
 
     Raises:
         UserError: naming ``field`` and the command that tokenizes the pool.
     """
-    pool_identity = pools.pool_identity(pool, field)
+    pool_identity = pools.pool_identity(pool, field) if pool_identity is None else pool_identity
     out = tokens_dir(pool, store.tokenizer_hash)
     run = _command(pool, store.path)
     try:
@@ -482,14 +484,16 @@ def require_pool_tokens(pool: str | Path, store: TokenStore, field: str = "data.
     _ready_manifest(Path(pool), store, field)
 
 
-def open_pool_tokens(pool: str | Path, store: TokenStore, field: str = "data.synthetic.pool") -> PooledTokens:
-    """The pool's tokens for ``store``'s tokenizer, memory-mapped.
+def open_pool_tokens(pool: str | Path, store: TokenStore, field: str = "data.synthetic.pool",
+                     pool_identity: dict[str, Any] | None = None) -> PooledTokens:  # fmt: skip
+    """The pool's tokens for ``store``'s tokenizer, memory-mapped, tokenized from ``pool_identity``
+    (the identity of the pool's manifest as the caller read it; None: read now).
 
     Raises:
         UserError: see :func:`require_pool_tokens`.
     """
     pool = Path(pool)
-    manifest = _ready_manifest(pool, store, field)
+    manifest = _ready_manifest(pool, store, field, pool_identity)
     out, count = tokens_dir(pool, store.tokenizer_hash), manifest.num_shards
     per_shard = [json.loads((out / f"{pools.shard_stem(i, count)}.doc_ids.json").read_text()) for i in range(count)]
     doc_ids = [""] * sum(len(ids) for ids in per_shard)
@@ -575,6 +579,9 @@ class PieceDocuments:
     piece_length: np.ndarray  # int64 [P], all > 0
     doc_pieces: np.ndarray  # int64 [D + 1]: document d = pieces doc_pieces[d]:doc_pieces[d+1]
     eos_id: int
+    pool_identity: dict[str, Any] | None = None
+    """The identity of the pool these were read from (:func:`synthetic_documents`: its manifest as
+    read once, which its tokens were checked to be made from): what a run's identity hashes."""
 
     @property
     def num_documents(self) -> int:
@@ -650,13 +657,14 @@ def synthetic_documents(pool: str | Path, algorithm: str, g: int, store: TokenSt
         UserError: a pool of the wrong kind for the algorithm, or a G it cannot serve (both
             before the tokens are opened); a pool not tokenized for ``store``; the guard's refusal.
     """
-    manifest = pools.read_manifest(pool, "data.synthetic.pool")
+    manifest = pools.read_manifest(pool, "data.synthetic.pool")  # read once: its identity is the run's
+    identity = manifest.identity()
     kind, expected = manifest.kind, POOL_KIND[algorithm]
     if kind != expected:
         raise UserError(f"data.synthetic.algorithm: {algorithm} needs a {expected} pool, "
                         f"but {pool} holds {kind} generations")
     chosen = pools.select_generations(kind, manifest.g, g, field="data.synthetic.g")
-    tokens = open_pool_tokens(pool, store)
+    tokens = open_pool_tokens(pool, store, pool_identity=identity)  # its tokens were made from it
     require_pool_sources(tokens, store)
     columns, owners = _segment_columns(tokens, algorithm, g, chosen)
     array, start, length = (np.concatenate(parts, axis=1).ravel() for parts in zip(*columns))  # [K * S]
@@ -666,4 +674,5 @@ def synthetic_documents(pool: str | Path, algorithm: str, g: int, store: TokenSt
     owner = owner[kept]
     starts = np.flatnonzero(np.diff(owner, prepend=-1))  # first piece of each document left
     doc_pieces = np.append(starts, owner.size).astype(np.int64)
-    return PieceDocuments(tokens.arrays, array[kept], start[kept], length[kept], doc_pieces, eos_id=store.eos_id)
+    return PieceDocuments(tokens.arrays, array[kept], start[kept], length[kept], doc_pieces, eos_id=store.eos_id,
+                          pool_identity=identity)

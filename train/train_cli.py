@@ -274,13 +274,15 @@ def _run(args: argparse.Namespace) -> int:
     if args.dry_run:
         return _dry_run(config, args)
     apply_environment_defaults(ENVIRONMENT_DEFAULTS)  # before CUDA starts
+    from train.data import RunStores
     from train.loop import Preempted, run
 
-    identity = config.identity()
+    stores = RunStores.open(config)  # once: RUN's name, this line and its recorded identity are of these
+    identity = stores.identity(config)
     out = Path(args.out) if args.out else DEFAULT_RUNS_DIR / identity
     print(f"run {identity} -> {out}", file=sys.stderr)
     try:
-        metrics = run(config, out)
+        metrics = run(config, out, stores)
     except Preempted as exc:
         what = "interrupted" if exc.interrupted else "preempted"
         print(f"{what} at step {exc.step}; checkpoint saved; re-run the same command to resume", file=sys.stderr)

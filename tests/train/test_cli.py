@@ -70,7 +70,7 @@ def test_options_before_or_after_the_config_reach_the_run(argv, tiny_store, tmp_
     config.write_text(f"data: {{store: {tiny_store}}}\n")
     seen = {}
 
-    def fake_run(run_config, out):  # the loop itself is tested elsewhere: record what it gets
+    def fake_run(run_config, out, stores=None):  # the loop itself is tested elsewhere: record what it gets
         seen.update(seed=run_config.seed, out=out)
         return RunMetrics(status="completed", val_loss=1.0, val_losses={"iid": 1.0}, steps=0)
 

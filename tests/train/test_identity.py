@@ -176,6 +176,80 @@ def test_a_run_has_the_identity_of_the_store_it_opened(tiny_store, tmp_path, mon
     assert recorded["identity"] == trained and recorded["data"] == config.data_identity()
 
 
+def test_a_run_has_the_identity_of_the_pool_whose_tokens_it_opened(tiny_store, tmp_path, monkeypatch, one_thread):
+    """The pool's manifest is read once to open its tokens, and that read is the run's pool identity
+    (the same value as read by path). A pool replaced at its path between the run hashing its
+    identity and opening its tokens is refused before anything is written."""
+    from tests.pools import write_rephrase_pool
+    from train.data import RunData, RunStores
+    from train.loop import run
+
+    _corpus(tiny_store, tmp_path / "docs.jsonl", first=0, count=20, chars=200)
+    store = tmp_path / "store"
+    _prepare(tiny_store, tmp_path / "docs.jsonl", store)
+    pool, replacement, earlier = tmp_path / "pool", tmp_path / "replacement", tmp_path / "earlier"
+    write_rephrase_pool(pool, store, prompt_template={"name": "wrap", "sha256": "a" * 64})  # tokenized for store
+    write_rephrase_pool(replacement, store, prompt_template={"name": "wrap", "sha256": "b" * 64})
+    config = _config(store, synthetic={"pool": str(pool), "algorithm": "stitched", "g": 2}, mixing_fraction=0.5,
+                     real_epochs=1)
+    before = config.identity()
+    opened = RunData.open(config)  # an unchanged pool: the identity as opened is the one by path
+    assert opened.identity(config) == before and opened.data_identity(config) == config.data_identity()
+    assert opened.streams.synthetic_pool == config.data_identity()["synthetic"]["pool"]
+
+    stores = RunStores.open(config)
+    assert stores.identity(config) == before
+    pool.rename(earlier)
+    replacement.rename(pool)
+    assert RunData.open(config, stores).identity(config) == config.identity() != before  # the pool it read
+
+    open_data = RunData.open
+
+    def replaced_then_opened(cls, config, stores=None):  # the earlier pool back, after the identity
+        pool.rename(replacement)
+        earlier.rename(pool)
+        return open_data(config, stores)
+
+    monkeypatch.setattr(RunData, "open", classmethod(replaced_then_opened))
+    with pytest.raises(UserError, match=rf"^data\.synthetic\.pool: {pool} changed while the run opened it "):
+        run(config, tmp_path / "run")
+    assert not (tmp_path / "run").exists()
+
+
+def test_the_default_run_folder_is_named_by_the_identity_it_records(tiny_store, tmp_path, monkeypatch, capsys,
+                                                                     one_thread):
+    """`megadocs train` opens the stores once: the runs/train/<identity> folder, its "run ID" line and
+    the identity recorded inside are one, even when the store is replaced at its path just after
+    the folder was named (the run trains on the stores the CLI opened)."""
+    import yaml
+
+    import train.loop
+    from megadocs.cli import main
+
+    _corpus(tiny_store, tmp_path / "a.jsonl", first=0, count=20, chars=200)
+    _corpus(tiny_store, tmp_path / "b.jsonl", first=40, count=20, chars=200)
+    store, replacement = tmp_path / "store", tmp_path / "replacement"
+    _prepare(tiny_store, tmp_path / "a.jsonl", store)
+    _prepare(tiny_store, tmp_path / "b.jsonl", replacement)
+    config_path = tmp_path / "run.yaml"
+    config_path.write_text(yaml.safe_dump(_config(store, real_epochs=1).model_dump(mode="json")))
+    before = _config(store, real_epochs=1).identity()
+    real_run = train.loop.run
+
+    def replaced_then_run(*args, **kwargs):
+        store.rename(tmp_path / "earlier")
+        replacement.rename(store)
+        return real_run(*args, **kwargs)
+
+    monkeypatch.setattr(train.loop, "run", replaced_then_run)
+    monkeypatch.chdir(tmp_path)  # runs/train/<identity> under it
+    monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG", raising=False)  # restored after the test
+    assert main(["train", str(config_path)]) == 0
+    assert f"run {before} -> runs/train/{before}" in capsys.readouterr().err
+    assert [folder.name for folder in (tmp_path / "runs" / "train").iterdir()] == [before]
+    assert (tmp_path / "runs" / "train" / before / "config_hash").read_text().strip() == before
+
+
 def test_regenerating_a_pool_with_another_prompt_changes_the_identity(tiny_store, tmp_path, monkeypatch):
     """The synthetic part of a run's identity is what training reads: the pool's identity and the
     megadoc rule's version (no assembled file: `search` and `train` need none)."""
