@@ -25,7 +25,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from enum import Enum
 from pathlib import Path
-from typing import Annotated, Any, Literal, get_args
+from typing import TYPE_CHECKING, Annotated, Any, Literal, get_args
 
 from pydantic import BeforeValidator, Field, model_validator
 
@@ -37,7 +37,9 @@ from megadocs.megadoc import RULE_VERSION
 from megadocs.pools import pool_identity
 from train.benchmarks import check_tasks
 from train.presets import PRESETS
-from train.store import TokenStore
+
+if TYPE_CHECKING:
+    from train.store import TokenStore
 
 __all__ = [
     "DocumentMask",
