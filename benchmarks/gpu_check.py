@@ -62,8 +62,9 @@ import torch  # noqa: E402  (after the repository is on the path)
 from megadocs.exits import Exit  # noqa: E402
 from megadocs.formats import finite_or_none  # noqa: E402
 from megadocs.procs import apply_environment_defaults  # noqa: E402
+from train.attention import FLEX, attention_backend, set_attention  # noqa: E402
 from train.compile import BACKEND_ENV, compile_backend, compile_layers, decoder_layers  # noqa: E402
-from train.config import DocumentMask  # noqa: E402
+from train.config import ATTENTION_SETTINGS, DocumentMask  # noqa: E402
 from train.device import ENVIRONMENT_DEFAULTS, set_determinism  # noqa: E402
 from train.evaluate import autocast_for  # noqa: E402
 from train.gpu_results import GpuResults  # noqa: E402
@@ -230,17 +231,19 @@ def _time_steps(ctx: Context, step: Callable[[], Any], *, warmup: int, timed: in
 
 
 def _train_row(ctx: Context, *, micro: int, compile_mode: str, loss: str, seconds_per_step: float, first_s: float,
-               shipped: bool, determinism: str) -> dict:  # fmt: skip
+               determinism: str, attention: str = "sdpa") -> dict:  # fmt: skip
     args = ctx.args
     tokens_per_s = args.batch * args.context / seconds_per_step
     flops = model_cost(args.preset, vocab_size=args.vocab, context=args.context).flops_per_token
     peak = args.peak_tflops
     estimate = memory_estimate(args.preset, vocab_size=args.vocab, context=args.context, micro_batch_size=micro,
                                mixed_precision=ctx.cuda, compiled=ctx.cuda).total / 1e9  # fmt: skip
-    return dict(preset=args.preset, context=args.context, vocab=args.vocab, batch=args.batch, micro_batch=micro,
-                compile=compile_mode, loss=loss, tokens_per_s=tokens_per_s, flops_per_token=flops, peak_tflops=peak,
-                mfu=tokens_per_s * flops / (peak * 1e12), peak_mem_gb=_peak_gb(ctx), plan_estimate_gb=estimate,
-                first_step_s=first_s, shipped=shipped, determinism=determinism)  # fmt: skip
+    row = dict(preset=args.preset, context=args.context, vocab=args.vocab, batch=args.batch, micro_batch=micro,
+               compile=compile_mode, loss=loss, tokens_per_s=tokens_per_s, flops_per_token=flops, peak_tflops=peak,
+               mfu=tokens_per_s * flops / (peak * 1e12), peak_mem_gb=_peak_gb(ctx), plan_estimate_gb=estimate,
+               first_step_s=first_s, determinism=determinism, attention=attention,
+               device=torch.cuda.get_device_name(0) if ctx.cuda else "cpu")  # fmt: skip
+    return {**row, "shipped": shipped_now(row)}
 
 
 def _kernels(ctx: Context, step: Callable[[], Any], label: str) -> None:
@@ -328,15 +331,27 @@ def section_train_fast(ctx: Context) -> None:
 
 
 def _train_sweep(ctx: Context, *, strict: bool) -> None:
-    args = ctx.args
+    """Each ``--train-attention`` setting (a model of its own, compiled under it) over each loss of
+    ``--train-losses`` and each micro-batch; a row says whether it is what a run does by default."""
     set_determinism(ctx.device, strict=strict)
+    for attention in ctx.args.train_attention if strict else ctx.args.fast_attention:
+        _train_attention(ctx, attention, strict=strict)
+        if ctx.cuda:
+            torch.cuda.empty_cache()
+
+
+def _train_attention(ctx: Context, attention: str, *, strict: bool) -> None:
+    args = ctx.args
+    shipped_loss = resolve_loss_implementation("auto", ctx.device, compiled=True)
+    losses = list(dict.fromkeys(shipped_loss if name == "auto" else name for name in args.train_losses))
+    setting = "strict" if strict else "off"  # `deterministic: true` / `false`
+    backend = attention_backend(attention, ctx.device, DocumentMask.OFF)
+    named = "flex" if backend == FLEX else backend
     model = _model(ctx)
+    set_attention(model, backend)
     compile_layers(decoder_layers(model))
-    shipped = resolve_loss_implementation("auto", ctx.device, compiled=True)
     optimizer, scheduler = _optimizer(model, ctx)
     ids, documents = _batch(ctx, args.batch)
-    losses = list(dict.fromkeys(shipped if name == "auto" else name for name in args.train_losses))
-    setting = "strict" if strict else "off"  # `deterministic: true` / `false`
     for index, (implementation, micro) in enumerate((loss, micro) for loss in losses for micro in args.micro):
         def step(micro=micro, implementation=implementation):
             return _steps(ctx, model, optimizer, scheduler, ids, documents, micro=micro, steps=1,
@@ -352,15 +367,32 @@ def _train_sweep(ctx: Context, *, strict: bool) -> None:
                 _oom_against_plan(ctx, micro)
                 return
             ctx.emit("train", **_train_row(ctx, micro=micro, compile_mode="regional", loss=implementation,
-                                           seconds_per_step=per_step, first_s=first_s,
-                                           shipped=implementation == shipped and strict, determinism=setting))  # fmt: skip
+                                           seconds_per_step=per_step, first_s=first_s, determinism=setting,
+                                           attention=named))  # fmt: skip
             if first:
-                _compile_counters(ctx, f"regional, determinism {setting}, micro-batch {micro}")
-                _kernels(ctx, step, f"regional compile, determinism {setting}, {implementation}, micro-batch {micro}")
+                label = f"regional compile, determinism {setting}, attention {named}, {implementation}, micro-batch {micro}"
+                _compile_counters(ctx, label)
+                _kernels(ctx, step, label)
 
-        ctx.attempt(f"train regional, determinism {setting}, {implementation} micro-batch {micro}", measure)
+        ctx.attempt(f"train regional, determinism {setting}, attention {named}, {implementation} micro-batch {micro}",
+                    measure)  # fmt: skip
         optimizer.zero_grad(set_to_none=True)
-    _compile_counters(ctx, f"regional, determinism {setting}, after the sweep")
+    _compile_counters(ctx, f"regional, determinism {setting}, attention {named}, after the sweep")
+
+
+def shipped_now(row: dict) -> bool:
+    """Whether a train row measured what ``megadocs train`` runs by default now on the row's device
+    (regional compile, ``loss: auto``, ``attention: auto``, ``deterministic: true``). `assemble`
+    judges every row again, merged ones too, so a file stays right when the defaults change.
+
+    >>> shipped_now({"device": "cpu", "compile": "regional", "loss": "chunked_compiled", "determinism": "strict"})
+    True
+    """
+    device = torch.device("cpu" if row.get("device") == "cpu" else "cuda")
+    attention = attention_backend("auto", device, DocumentMask.OFF, deterministic=True)
+    return (row["compile"] == "regional" and row.get("determinism") == "strict"
+            and row["loss"] == resolve_loss_implementation("auto", device, compiled=True)
+            and row.get("attention", "sdpa") == ("flex" if attention == FLEX else attention))  # fmt: skip
 
 
 def _oom_against_plan(ctx: Context, micro: int) -> None:
@@ -395,7 +427,7 @@ def section_train_before(ctx: Context) -> None:
     def measure():
         first_s, per_step = _time_steps(ctx, step, warmup=args.warmup, timed=args.timed)
         ctx.emit("train", **_train_row(ctx, micro=micro, compile_mode="whole", loss="chunked", seconds_per_step=per_step,
-                                       first_s=first_s, shipped=False, determinism="warn_only"))  # fmt: skip
+                                       first_s=first_s, determinism="warn_only"))  # fmt: skip
         _compile_counters(ctx, f"whole backbone, micro-batch {micro}")
         _kernels(ctx, step, f"whole-backbone compile, eager chunked loss, micro-batch {micro}")
 
@@ -447,13 +479,7 @@ def section_masked(ctx: Context) -> None:
     """Document masking with the backend a run uses on this device (FlexAttention or flash-attn on
     CUDA, SDPA on CPU): loss and gradients against the dense-mask reference, then training steps.
     On CPU, where FlexAttention has no backward, its compiled forward is checked on its own."""
-    from train.attention import (
-        FLEX,
-        attention_units,
-        dense_unit_mask,
-        masked_attention_backend,
-        set_attention,
-    )
+    from train.attention import attention_units, dense_unit_mask, masked_attention_backend
 
     args = ctx.args
     rows = 2
@@ -526,7 +552,7 @@ def _checksum(model: torch.nn.Module) -> str:
     return digest.hexdigest()[:16]
 
 
-def _determinism(ctx: Context, setting: str) -> None:
+def _determinism(ctx: Context, setting: str, attention: str = "auto") -> None:
     args = ctx.args
     if setting == "strict":
         set_determinism(ctx.device, strict=True)
@@ -535,8 +561,11 @@ def _determinism(ctx: Context, setting: str) -> None:
     ids, documents = _batch(ctx, args.det_batch, seed=2)
     implementation = resolve_loss_implementation("auto", ctx.device, compiled=True)
     checksums, seconds = [], []
+    backend = attention_backend(attention, ctx.device, DocumentMask.OFF)
+    named = "flex" if backend == FLEX else backend
     for _attempt in range(2):
         model = _model(ctx)
+        set_attention(model, backend)
         compile_layers(decoder_layers(model))
         optimizer, scheduler = _optimizer(model, ctx)
 
@@ -548,14 +577,16 @@ def _determinism(ctx: Context, setting: str) -> None:
         checksums.append(_checksum(model))
         seconds.append(per_step)
     same = checksums[0] == checksums[1]
-    ctx.emit("determinism", setting=setting, bitwise=same, step_s=min(seconds), checksums=checksums)
+    ctx.emit("determinism", setting=setting, bitwise=same, step_s=min(seconds), checksums=checksums, attention=named)
     if setting == "strict":  # a requirement; "before" is a measurement (its row; the summary prints it)
-        ctx.check(f"determinism {setting}: 3 steps run twice are bitwise equal", same,
+        ctx.check(f"determinism {setting}, attention {named}: 3 steps run twice are bitwise equal", same,
                   f"parameter checksums {checksums[0]} / {checksums[1]}; {min(seconds):.3f} s per step")
 
 
 def section_determinism_strict(ctx: Context) -> None:
-    _determinism(ctx, "strict")
+    for attention in ctx.args.det_attention:
+        ctx.attempt(f"determinism strict, attention {attention}", lambda attention=attention: _determinism(
+            ctx, "strict", attention))
 
 
 def section_determinism_before(ctx: Context) -> None:
@@ -578,7 +609,7 @@ def section_resume(ctx: Context) -> None:
             "data": {"store": str(store), "context": args.context, "real_epochs": args.resume_epochs},
             "model": {"preset": args.preset}, "optim": {"batch_size": batch, "micro_batch_size": batch},
             "eval": {"val_windows": 2, "every": 0}, "tracking": {"tensorboard": False},
-            "checkpoint_every": 10**6, "device": args.device,
+            "checkpoint_every": 10**6, "device": args.device, "attention": args.resume_attention,
         }))  # fmt: skip
         straight = _train_cli(config, tmp / "straight", cpu=not ctx.cuda)
         interrupted = _train_cli(config, tmp / "interrupted", cpu=not ctx.cuda)
@@ -677,6 +708,7 @@ def section_parallel(ctx: Context) -> None:
         for strategy in (Replicated, Sharded):
             def wrapped(state=None, strategy=strategy):
                 model = _model(ctx, **shape)
+                set_attention(model, attention_backend("auto", ctx.device, DocumentMask.OFF))  # as a run does
                 if state is not None:
                     model.load_state_dict(state["model"])
                 loss_module = MicroBatchLoss(model, implementation=implementation, document_mask=DocumentMask.OFF,
@@ -736,14 +768,14 @@ def _free_port() -> int:
 
 SECTIONS: dict[str, Section] = {
     "ceilings": Section(section_ceilings, timeout_s=60, minimum_s=10),
-    "train": Section(section_train, timeout_s=170, minimum_s=60),
-    "train_fast": Section(section_train_fast, timeout_s=170, minimum_s=60),
+    "train": Section(section_train, timeout_s=300, minimum_s=60),
+    "train_fast": Section(section_train_fast, timeout_s=200, minimum_s=60),
     "loss": Section(section_loss, timeout_s=60, minimum_s=20),
     "train_before": Section(section_train_before, timeout_s=150, minimum_s=60),
     "masked": Section(section_masked, timeout_s=100, minimum_s=40),
     # resume: 89 s on an H200 with Inductor's cache warm; 120 s was too short with it cold
     "resume": Section(section_resume, timeout_s=200, minimum_s=50),
-    "determinism_strict": Section(section_determinism_strict, timeout_s=70, minimum_s=30),
+    "determinism_strict": Section(section_determinism_strict, timeout_s=110, minimum_s=30),
     "parallel": Section(section_parallel, timeout_s=80, minimum_s=30),
     "determinism_before": Section(section_determinism_before, timeout_s=60, minimum_s=30),
 }
@@ -811,6 +843,8 @@ def assemble(lines: list[dict], *, part: str, sections: list[dict], merge: dict 
         checks.append({"name": "determinism cost: strict / before step time", "passed": True,
                        "detail": f"{ratio:.3f} ({timing['strict']:.3f} s vs {timing['before']:.3f} s per step)",
                        "skipped": False})  # fmt: skip
+    for row in rows["train"] + rows["determinism"]:  # a merged file can hold rows of several GPUs
+        row.setdefault("device", meta.get("device"))
     results = {
         "device": meta.get("device", "unknown"), "torch": meta.get("torch", torch.__version__),
         "cuda": meta.get("cuda"), "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
@@ -819,11 +853,16 @@ def assemble(lines: list[dict], *, part: str, sections: list[dict], merge: dict 
         "determinism": rows["determinism"], "sections": sections,
     }  # fmt: skip
     if merge:
+        for row in merge.get("train", []) + merge.get("determinism", []):
+            row.setdefault("device", merge.get("device"))
+            row.setdefault("attention", "sdpa")  # rows measured before the check recorded it
         for key in ("train", "checks", "loss", "kernels", "compile", "determinism", "sections", "ceilings"):
             results[key] = merge.get(key, []) + results[key]
         results["parts"] = merge.get("parts", []) + results["parts"]
         if results["device"] == "unknown":
             results.update({key: merge[key] for key in ("device", "torch", "cuda", "meta") if key in merge})
+    for row in results["train"]:
+        row["shipped"] = shipped_now(row)
     GpuResults.model_validate(results)  # the schema plans read (train.gpu_results)
     return results
 
@@ -831,8 +870,10 @@ def assemble(lines: list[dict], *, part: str, sections: list[dict], merge: dict 
 def summary(results: dict) -> str:
     lines = [f"device {results['device']}, torch {results['torch']}, CUDA {results['cuda']}, {results['date']}"]
     for row in results["train"]:
-        lines.append(f"  train {row['preset']} ctx {row['context']} micro {row['micro_batch']:>3} "
-                     f"{row['compile']:<8} {row['loss']:<16} {row['tokens_per_s']:>10.0f} tok/s  MFU {row['mfu']:.3f}  "
+        lines.append(f"  train {(row.get('device') or results['device'])[:12]:<12} {row['preset']} ctx {row['context']} "
+                     f"micro {row['micro_batch']:>3} "
+                     f"{row['compile']:<8} {row.get('attention', 'sdpa'):<5} {row.get('determinism') or '-':<9} "
+                     f"{row['loss']:<16} {row['tokens_per_s']:>10.0f} tok/s  MFU {row['mfu']:.3f}  "
                      f"peak {row['peak_mem_gb']:.1f} GB (plan {row.get('plan_estimate_gb', 0):.1f})")  # fmt: skip
     for row in results["loss"]:
         lines.append(f"  loss {row['implementation']:<16} {row['tokens_per_s']:>10.0f} tok/s  "
@@ -840,7 +881,7 @@ def summary(results: dict) -> str:
     for row in results["kernels"]:
         lines.append(f"  kernels ({row['label']}): attention {row['attention'][:3]}")
     for row in results["determinism"]:
-        lines.append(f"  determinism {row['setting']:<7} bitwise {row['bitwise']!s:<5} {row['step_s']:.3f} s per step")
+        lines.append(f"  determinism {row['setting']:<7} {row.get('attention', 'sdpa'):<5} bitwise {row['bitwise']!s:<5} {row['step_s']:.3f} s per step")
     for check in results["checks"]:
         mark = "skip" if check.get("skipped") else ("ok  " if check["passed"] else "FAIL")
         lines.append(f"  [{mark}] {check['name']}: {check['detail']}")
@@ -862,6 +903,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--micro", default=None, help="micro-batch sweep, comma-separated (default 16,32,8,64; CPU 2,4)")
     parser.add_argument("--train-losses", default="auto",
                         help="loss implementations the train section runs, comma-separated (default auto: the shipped one)")
+    parser.add_argument("--train-attention", default="auto",
+                        help="attention settings the train section runs, comma-separated (auto, sdpa, flex)")
+    parser.add_argument("--fast-attention", default="auto", help="the same for train_fast")
+    parser.add_argument("--det-attention", default="auto", help="the same for determinism_strict")
+    parser.add_argument("--resume-attention", default="auto", help="the resume runs' `attention:` setting")
     parser.add_argument("--deadline-s", type=float, default=None, help="global limit (default 285 on CUDA, 600 on CPU)")
     parser.add_argument("--sections", default=None, help="comma-separated subset of the part's sections")
     parser.add_argument("--merge", default=None, help="an earlier part's gpu.json to include")
@@ -872,6 +918,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args.train_losses = args.train_losses.split(",")
     if unknown := sorted(set(args.train_losses) - {"auto", *LOSS_KERNELS}):
         parser.error(f"--train-losses: unknown {', '.join(unknown)}; expected auto or {', '.join(LOSS_KERNELS)}")
+    for name in ("train_attention", "fast_attention", "det_attention"):
+        setattr(args, name, getattr(args, name).split(","))
+        if unknown := sorted(set(getattr(args, name)) - set(ATTENTION_SETTINGS)):
+            parser.error(f"--{name.replace('_', '-')}: unknown {', '.join(unknown)}; expected {', '.join(ATTENTION_SETTINGS)}")
     args.micro = [int(m) for m in (args.micro or ("16,32,8,64" if cuda else "2,4")).split(",")]
     args.deadline_s = args.deadline_s or (285.0 if cuda else 600.0)
     args.warmup, args.timed = (2, 3) if cuda else (1, 1)

@@ -39,7 +39,8 @@ from __future__ import annotations
 
 import torch
 
-from train.config import DocumentMask
+from megadocs.errors import UserError
+from train.config import ATTENTION_SETTINGS, DocumentMask
 
 __all__ = [
     "FLEX",
@@ -49,6 +50,7 @@ __all__ = [
     "packed_position_ids",
     "dense_unit_mask",
     "masked_attention_backend",
+    "attention_backend",
     "set_attention",
     "same_dtype",
     "cumulative_unit_lengths",
@@ -121,7 +123,7 @@ def masked_attention_backend(device: torch.device) -> str:
 
     On CUDA: ``flash_attention_2`` when the flash-attn package is installed (varlen kernels), else
     `FLEX` (a block-sparse mask, torch >= 2.5). Elsewhere ``sdpa`` (a dense mask; the CPU
-    reference). FlexAttention was measured on an H200 against the dense-mask reference
+    reference). FlexAttention was measured on an H200 and an H100 against the dense-mask reference
     (benchmarks/RESULTS.md "gpu_check"); the flash-attn path has not run on a GPU.
     """
     if device.type != "cuda":
@@ -129,6 +131,36 @@ def masked_attention_backend(device: torch.device) -> str:
     import importlib.util
 
     return "flash_attention_2" if importlib.util.find_spec("flash_attn") is not None else FLEX
+
+
+def attention_backend(name: str, device: torch.device, document_mask: DocumentMask | bool | str, *,
+                      deterministic: bool = True) -> str:  # fmt: skip
+    """The Hugging Face attention implementation a run uses for its ``attention:`` setting
+    (`train.config.RunConfig.attention`): ``sdpa``, ``flex`` (`FLEX`, CUDA only), or ``auto``:
+
+    - off CUDA: ``sdpa`` (the CPU path; a dense mask when documents are masked);
+    - CUDA, documents masked: `masked_attention_backend` (flash-attn when installed, else `FLEX`);
+    - CUDA, ``deterministic: true``: `FLEX`. Its backward computes dQ and dK/dV in separate
+      programs, without atomics, so it is deterministic as it stands, where SDPA's flash attention
+      must fall back to its slower deterministic backward. Measured on an H100 (300m, context
+      4096, micro-batch 32, benchmarks/RESULTS.md "gpu_check"): MFU 0.441 against 0.419, bitwise
+      equal runs and a bit-identical resume;
+    - CUDA, ``deterministic: false``: ``sdpa`` (PyTorch picked cuDNN's attention there: MFU 0.473).
+
+    >>> attention_backend("auto", torch.device("cpu"), "document")
+    'sdpa'
+    """
+    if name not in ATTENTION_SETTINGS:
+        raise UserError(f"attention: unknown {name!r}; expected one of {', '.join(ATTENTION_SETTINGS)}")
+    if name == "flex":
+        if device.type != "cuda":
+            raise UserError("attention: flex needs CUDA (FlexAttention trains on CUDA only); use auto or sdpa")
+        return FLEX
+    if name == "sdpa" or device.type != "cuda":
+        return "sdpa"
+    if DocumentMask.parse(document_mask) is not DocumentMask.OFF:
+        return masked_attention_backend(device)
+    return FLEX if deterministic else "sdpa"
 
 
 def same_dtype(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor):

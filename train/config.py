@@ -56,6 +56,7 @@ __all__ = [
     "DECAY_GROUPS",
     "DEFAULT_DECAY_GROUPS",
     "EXECUTION_FIELDS",
+    "ATTENTION_SETTINGS",
     "TRAINING_REVISION",
     "TRAINING_REVISIONS",
     "describe_revision",
@@ -85,7 +86,7 @@ class DocumentMask(str, Enum):
 
 # Top-level / nested fields that do not change what is learned, only how the run executes.
 EXECUTION_FIELDS: dict[str, tuple[str, ...]] = {
-    "": ("checkpoint_every", "device", "compile", "loss", "tracking", "parallelism", "deterministic"),
+    "": ("checkpoint_every", "device", "compile", "loss", "attention", "tracking", "parallelism", "deterministic"),
     "optim": ("micro_batch_size",),
     "eval": ("every", "curve_windows", "curve_extra"),
 }
@@ -181,6 +182,10 @@ class ModelConfig(StrictModel):
             raise ValueError(f"unknown preset {self.preset!r}; expected one of {', '.join(PRESETS)}")
         return self
 
+
+AttentionSetting = Literal["auto", "sdpa", "flex"]
+ATTENTION_SETTINGS: tuple[AttentionSetting, ...] = get_args(AttentionSetting)
+"""``attention:`` (`train.attention.attention_backend` resolves it)."""
 
 # Parameter kinds weight decay can apply to (train.step.param_groups sorts every parameter into one).
 DecayGroup = Literal["linear", "head", "embeddings", "norms"]
@@ -328,7 +333,13 @@ class RunConfig(StrictModel):
         "either way"
     )
     loss: Literal["auto", "chunked", "liger", "full"] = Field(
-        default="auto", description="head + cross-entropy: auto = liger on CUDA if installed, else chunked"
+        default="auto", description="head + cross-entropy: auto = chunked (compiled where the run compiles; "
+        "measured faster than liger on an H100)"
+    )
+    attention: AttentionSetting = Field(
+        default="auto", description="the attention kernels (train.attention.attention_backend): sdpa (PyTorch's "
+        "fused attention; a dense mask when documents are masked), flex (FlexAttention, CUDA only); auto = flex on CUDA "
+        "(flash-attn for masked documents when installed; sdpa with deterministic: false), sdpa elsewhere"
     )
     parallelism: Literal["auto", "ddp", "fsdp"] = Field(
         default="auto", description="several processes: ddp (replicated) or fsdp (sharded weights, "
@@ -474,7 +485,9 @@ compile: auto                  # auto (= CUDA only) | on | off: each decoder lay
 deterministic: true            # CUDA: deterministic kernels, so a resumed run is bit-identical
                                #   (false = fastest kernels; never changes the run identity)
 loss: auto                     # auto | chunked | liger | full (head + cross-entropy; never changes
-                               #   the run identity: auto = Liger-Kernel on CUDA if installed)
+                               #   the run identity: auto = chunked, compiled where the run compiles)
+attention: auto                # auto | sdpa | flex (the kernels; never changes the run identity:
+                               #   auto = flex on CUDA, sdpa with deterministic: false or on CPU)
 parallelism: auto              # auto | ddp | fsdp, for several processes (torchrun, SLURM tasks; never
                                #   changes the run identity: auto = fsdp from 1B parameters, else ddp)
 """

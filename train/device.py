@@ -12,9 +12,10 @@
   benchmarking that changes a reduction's order), flash-attn's deterministic backward
   (`train.attention.attention_kwargs`), and a fixed cuBLAS workspace (CUBLAS_WORKSPACE_CONFIG,
   which must be set before the first cuBLAS call). A resumed run repeats an uninterrupted one bit
-  for bit on the same GPU model, software and process count: measured on an H200 (torch 2.11,
-  CUDA 13.0) for the 300m preset SIGTERMed at step 10 and resumed, and for 3 steps run twice;
-  it costs x1.18 in step time there (benchmarks/RESULTS.md "gpu_check").
+  for bit on the same GPU model, software and process count: measured (torch 2.11, CUDA 13.0) for
+  the 300m preset SIGTERMed at step 10 and resumed, and for 3 steps run twice, on an H200 with
+  SDPA (it costs x1.18 in step time there) and on an H100 with FlexAttention, which ``attention:
+  auto`` now runs (`train.attention.attention_backend`; benchmarks/RESULTS.md "gpu_check").
 - CUDA, ``deterministic: false``: the fastest kernels (cuDNN attention, flash attention's
   backward with atomic adds); runs agree to rounding only. Measured: with ``warn_only`` (as before
   issue 26) two runs of 3 steps already differ.

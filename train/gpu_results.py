@@ -54,6 +54,11 @@ class TrainRow(BaseModel):
     """``strict`` (``deterministic: true``), ``off`` (``deterministic: false``) or ``warn_only`` (as
     before issue 26); None in rows measured before the check recorded it (all were strict but
     the ``whole`` row)."""
+    attention: str = "sdpa"
+    """The dense attention kernels (``sdpa`` or ``flex``: `train.config.ATTENTION_SETTINGS`); rows
+    measured before the check recorded it ran ``sdpa``."""
+    device: str | None = None
+    """The GPU that measured the row (a file can hold rows of several); None: the file's ``device``."""
 
 
 class CheckRow(BaseModel):
@@ -117,4 +122,4 @@ def measured_utilisation(path: Path | None = None) -> Utilisation | None:
     shape = f"{row.preset}, context {row.context}, micro-batch {row.micro_batch}"
     where = "benchmarks/results/gpu.json" if path == GPU_RESULTS else str(path)
     return Utilisation(mfu=round(row.mfu, 3), peak_tflops=row.peak_tflops,
-                       source=f"measured on {results.device} ({shape}; {where}, {results.date})")
+                       source=f"measured on {row.device or results.device} ({shape}; {where}, {results.date})")

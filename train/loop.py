@@ -18,8 +18,8 @@ data, prepare the run directory, build, fit, evaluate, finish. Its pieces each l
 
 On CUDA: bf16 autocast with fp32 master weights and TF32, fused AdamW, torch.compile of each
 decoder layer and of the loss chunk when `compile: auto` (`train.compile`); the head and the
-cross-entropy run chunked or fused (`train.loss`), and document masking goes through packed
-position ids, not a dense mask (`train.attention`). Deterministic kernels unless
+cross-entropy run chunked (`train.loss`), attention is FlexAttention (`attention: auto`), and
+document masking goes through packed position ids, not a dense mask (`train.attention`). Deterministic kernels unless
 `deterministic: false` (`train.device`). On CPU: fp32.
 
 Resumption: every `checkpoint_every` steps, and when SIGTERM/SIGUSR2/SIGINT arrives, the full
@@ -30,8 +30,8 @@ waited for, a previously installed Python handler (submitit's requeue) is called
 is raised (the CLI exits with status 75, `Exit.PREEMPTED`, or 130 for SIGINT/Ctrl-C; a second
 Ctrl-C interrupts at once and loses only the steps since the last checkpoint on disk). Running
 again resumes; data order is a pure function of the step (`train.data`), so the resumed run's metrics are
-bit-identical to an uninterrupted one on the same machine (measured on CPU, and on an H200 with
-`deterministic: true`: benchmarks/RESULTS.md "gpu_check"; `train.device`).
+bit-identical to an uninterrupted one on the same machine (measured on CPU, and with
+`deterministic: true` on an H200 and an H100: benchmarks/RESULTS.md "gpu_check"; `train.device`).
 """
 
 from __future__ import annotations
@@ -57,9 +57,10 @@ from megadocs.formats import (
     dumps_json,
     finite_or_none,
 )
+from train.attention import attention_backend, set_attention
 from train.checkpoint import CheckpointWriter, read_checkpoint, restore_progress
 from train.compile import compile_wanted
-from train.config import AUTO, DocumentMask, RunConfig
+from train.config import AUTO, RunConfig
 from train.curves import PeriodicValidation
 from train.data import RunData, RunStores, ValidationSet
 from train.device import resolve_device, set_determinism
@@ -183,10 +184,8 @@ class Trainer:
         checkpoint = read_checkpoint(self.run_dir.path, identity=self.run_dir.identity)
         if checkpoint is not None:
             model.load_state_dict(checkpoint["model"])  # before sharding: every rank holds the full model here
-        if device.type == "cuda" and config.data.document_mask is not DocumentMask.OFF:
-            from train.attention import masked_attention_backend, set_attention
-
-            set_attention(model, masked_attention_backend(device))  # packed sequences, no dense mask
+        set_attention(model, attention_backend(config.attention, device, config.data.document_mask,
+                                               deterministic=config.deterministic))  # fmt: skip
         self.compiled = compiled = compile_wanted(config.compile, device)
         self.loss_implementation = resolve_loss_implementation(config.loss, device, compiled=compiled)
         loss = MicroBatchLoss(model, document_mask=config.data.document_mask, eos_id=store.eos_id,

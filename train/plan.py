@@ -34,7 +34,9 @@ then counted at `COMPILED_ACTIVATION_RATIO` of the eager count, measured on an H
 (`benchmarks/results/gpu.json`, 300m at context 4096, vocabulary 128,256: 1.54 GB per sequence
 measured against 2.16 counted). The whole estimate then lands 7% (micro-batch 32: 58.7 GB against
 55.0 measured) and 12% (micro-batch 16: 34.1 against 30.4) above the measured peaks; the eager
-count overestimated them by 43% and 45%. On CUDA `auto_micro_batch` still confirms the choice with
+count overestimated them by 43% and 45%. On an H100 (2026-12-05) with the shipped loss (the
+compiled chunked loss, 1.6 GB more than Liger's) the estimate is 3.5% above the measured peak
+(58.6 against 56.6 GB at micro-batch 32). On CUDA `auto_micro_batch` still confirms the choice with
 a probe (a forward and backward at the chosen size) and steps down on out-of-memory.
 """
 

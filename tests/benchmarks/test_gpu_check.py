@@ -88,3 +88,34 @@ def test_a_non_finite_measurement_is_written_as_null(tmp_path):
     ctx.emit("train", loss=float("nan"), mfu=float("inf"), steps=[1.0, float("-inf")])
     [row] = [json.loads(line, parse_constant=pytest.fail) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
     assert (row["loss"], row["mfu"], row["steps"]) == (None, None, [1.0, None])
+
+
+def _row(**fields) -> dict:
+    base = {"preset": "300m", "context": 4096, "vocab": 128_256, "batch": 64, "micro_batch": 32, "compile": "regional",
+            "tokens_per_s": 250_000.0, "flops_per_token": 1.66e9, "peak_tflops": 989.0, "mfu": 0.42,
+            "peak_mem_gb": 55.0, "shipped": True}  # fmt: skip
+    return {**base, **fields}
+
+
+def test_assemble_judges_every_row_against_the_defaults_now_and_keeps_each_rows_device(tmp_path):
+    """A merged file keeps rows measured under earlier defaults (Liger, SDPA: once `shipped`), each
+    with its own GPU; plans read the row that matches what a run does now, and name its GPU."""
+    gpu_check = _gpu_check()
+    earlier = {"device": "NVIDIA H200", "torch": "2.11", "cuda": "13.0", "date": "2026-12-04", "parts": ["all"],
+               "train": [_row(loss="liger", mfu=0.42)], "checks": [], "sections": []}  # fmt: skip
+    meta = {"run": "r", "section": "ceilings", "kind": "meta", "device": "NVIDIA H100 80GB HBM3"}
+    now = [_row(loss=loss, attention=attention, determinism=determinism, mfu=mfu, shipped=False,
+                device="NVIDIA H100 80GB HBM3", run="r", section="train", kind="train")
+           for loss, attention, determinism, mfu in (("liger", "sdpa", "strict", 0.391),
+                                                     ("chunked_compiled", "flex", "strict", 0.441),
+                                                     ("chunked_compiled", "sdpa", "off", 0.473))]  # fmt: skip
+    results = gpu_check.assemble([meta, *now], part="all", sections=[], merge=earlier)
+    flags = {(row.get("device"), row["loss"], row["attention"], row.get("determinism")): row["shipped"]
+             for row in results["train"]}  # fmt: skip
+    assert flags == {("NVIDIA H200", "liger", "sdpa", None): False,
+                     ("NVIDIA H100 80GB HBM3", "liger", "sdpa", "strict"): False,
+                     ("NVIDIA H100 80GB HBM3", "chunked_compiled", "flex", "strict"): True,
+                     ("NVIDIA H100 80GB HBM3", "chunked_compiled", "sdpa", "off"): False}  # fmt: skip
+    (tmp_path / "gpu.json").write_text(json.dumps(results))
+    utilisation = measured_utilisation(tmp_path / "gpu.json")
+    assert utilisation.mfu == 0.441 and "measured on NVIDIA H100 80GB HBM3" in utilisation.source

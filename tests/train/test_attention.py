@@ -8,8 +8,15 @@ import torch
 import train.config
 from megadocs.config import config_hash, parse_config
 from megadocs.errors import UserError
-from train.attention import attention_units, dense_unit_mask, packed_position_ids
-from train.config import DocumentMask, RunConfig
+from train.attention import (
+    FLEX,
+    attention_backend,
+    attention_units,
+    dense_unit_mask,
+    masked_attention_backend,
+    packed_position_ids,
+)
+from train.config import ATTENTION_SETTINGS, DocumentMask, RunConfig
 from train.model import build_model
 
 EOS = 0
@@ -67,3 +74,27 @@ def test_old_boolean_configs_load_as_before_and_keep_their_identity(small_store,
 def test_unknown_document_mask_is_one_error_naming_the_field():
     with pytest.raises(UserError, match=r"data\.document_mask.*off \| document \| segment"):
         _config(document_mask="eos")
+
+
+@pytest.mark.parametrize("setting", ATTENTION_SETTINGS)
+def test_attention_setting_resolves_per_device_mask_and_determinism(setting):
+    """`attention:` -> the kernels a run uses: FlexAttention on CUDA (measured faster than SDPA's
+    deterministic flash backward), SDPA when not deterministic or off CUDA, flex refused off CUDA.
+    A torch.device("cuda") object needs no GPU, so the CUDA choices are checked here too."""
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    for mask in DocumentMask:
+        if setting == "flex":
+            with pytest.raises(UserError, match="attention: flex needs CUDA"):
+                attention_backend(setting, cpu, mask)
+        else:
+            assert attention_backend(setting, cpu, mask) == "sdpa"
+        for deterministic in (True, False):
+            got = attention_backend(setting, cuda, mask, deterministic=deterministic)
+            if setting != "auto":
+                assert got == (FLEX if setting == "flex" else "sdpa")
+            elif mask is not DocumentMask.OFF:
+                assert got == masked_attention_backend(cuda)  # packed units: never a dense mask
+            else:
+                assert got == (FLEX if deterministic else "sdpa")
+    with pytest.raises(UserError, match="attention: unknown"):
+        attention_backend("flash", cuda, DocumentMask.OFF)

@@ -66,6 +66,7 @@ def _write_pool(pool, documents, prompt_sha: str) -> None:
 def test_identity_follows_what_is_learned_not_how_it_runs(tiny_store):
     base = _config(tiny_store)
     same = RunConfig.model_validate({**base.model_dump(), "checkpoint_every": 7, "compile": "off", "parallelism": "fsdp",
+                                     "attention": "sdpa", "loss": "full", "deterministic": False,
                                      "optim": {**base.optim.model_dump(), "micro_batch_size": 4}})
     assert same.identity() == base.identity()
     dump = base.model_dump()
