@@ -390,7 +390,7 @@ class Trainer:
         config = self.config
         if status is RunStatus.COMPLETED:
             weights = self.parallel.full_model_state(self.model)  # collective when sharded: gathered to rank 0
-            self.run_dir.save_model(self.model, self.data.store.tokenizer_path, state_dict=weights)
+            self.run_dir.save_model(self.model, self.data.store, state_dict=weights)
             del weights
             val_losses, val_windows = self._evaluate_sets()
         else:  # diverged: no losses to report (null in metrics.json)
