@@ -29,11 +29,13 @@ import sysconfig
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 from megadocs.errors import UserError
 
 __all__ = ["Document", "iter_documents", "unique_documents", "iter_jsonl", "source_hash", "is_token_store",
-           "token_store_manifest", "STDLIB", "STORE_FORMAT"]
+           "token_store_manifest", "parse_store_manifest", "store_documents", "STDLIB",
+           "STORE_FORMAT"]
 
 STDLIB = "stdlib"
 STORE_FORMAT = "megadocs.token-store/1"
@@ -68,8 +70,14 @@ def token_store_manifest(path: str | Path) -> dict | None:
     manifest = Path(path) / "manifest.json"
     if not manifest.is_file():
         return None
+    return parse_store_manifest(manifest.read_bytes())
+
+
+def parse_store_manifest(raw: bytes) -> dict | None:
+    """A token store's ``manifest.json`` from its bytes (read through a store as it was opened:
+    `train.store.TokenStore.open`), or None when it is not one."""
     try:
-        data = json.loads(manifest.read_text())
+        data = json.loads(raw)
     except (json.JSONDecodeError, UnicodeDecodeError):
         return None
     return data if isinstance(data, dict) and data.get("format") == STORE_FORMAT else None
@@ -184,8 +192,11 @@ def _decode_line(raw: bytes, path: Path, line_number: int) -> str:
                         f"(expected UTF-8 text)") from None
 
 
-def iter_jsonl(path: str | Path) -> Iterator[tuple[int, dict]]:
+def iter_jsonl(path: str | Path, *, handle: BinaryIO | None = None) -> Iterator[tuple[int, dict]]:
     """Yield ``(line_number, object)`` for each non-blank line of a ``.jsonl`` / ``.jsonl.gz`` file.
+
+    ``handle``: the (uncompressed) file, already opened for reading bytes (closed at the end;
+    ``path`` then only names it in messages).
 
     Raises:
         UserError: naming ``file:line`` for bad UTF-8, bad JSON or a line that is not an object.
@@ -193,7 +204,7 @@ def iter_jsonl(path: str | Path) -> Iterator[tuple[int, dict]]:
     path = Path(path)
     opener = gzip.open if path.name.endswith(".gz") else open
     try:
-        with opener(path, "rb") as handle:
+        with (opener(path, "rb") if handle is None else handle) as handle:
             for line_number, raw in enumerate(handle, start=1):
                 line = _decode_line(raw, path, line_number).strip()
                 if not line:
@@ -211,8 +222,14 @@ def iter_jsonl(path: str | Path) -> Iterator[tuple[int, dict]]:
         raise UserError(f"{path}: cannot read ({exc})") from None
 
 
-def _jsonl_documents(path: Path, *, id_field: str) -> Iterator[Document]:
-    for line_number, record in iter_jsonl(path):
+def store_documents(path: Path, handle: BinaryIO) -> Iterator[Document]:
+    """The documents of a token store's ``{split}.docs.jsonl`` at ``path``, read from ``handle``
+    (that file as a store opened it: `train.store.StoreSplit.documents`)."""
+    return _jsonl_documents(path, id_field="doc_id", handle=handle)
+
+
+def _jsonl_documents(path: Path, *, id_field: str, handle: BinaryIO | None = None) -> Iterator[Document]:
+    for line_number, record in iter_jsonl(path, handle=handle):
         text = record.get("text")
         if not isinstance(text, str):
             got = "no 'text' field" if text is None else f"'text' of type {type(text).__name__}"

@@ -25,6 +25,8 @@ __all__ = [
     "store_identity_of",
     "store_identity_hash",
     "directory_identity",
+    "read_directory",
+    "files_identity",
 ]
 
 # Token-store manifest fields that say where or when, not what.
@@ -70,14 +72,6 @@ def store_identity_of(manifest: Mapping[str, Any]) -> dict[str, Any]:
     return identity
 
 
-def _sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while chunk := handle.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def store_identity_hash(store: str | Path, field: str = "data.store") -> str:
     """:func:`store_identity` as a short hash: what a tokenized pool records of the store it read."""
     return hashlib.sha256(json.dumps(store_identity(store, field), sort_keys=True).encode()).hexdigest()[:16]
@@ -85,14 +79,35 @@ def store_identity_hash(store: str | Path, field: str = "data.store") -> str:
 
 def directory_identity(directory: str | Path, field: str) -> str:
     """A content hash of a small directory's files (relative names and bytes)."""
+    return files_identity(read_directory(directory, field))
+
+
+def read_directory(directory: str | Path, field: str) -> dict[str, bytes]:
+    """Every file of a small directory, read once: relative name (``/``-separated) -> bytes, in
+    the order :func:`files_identity` hashes them (walked top-down, names sorted).
+
+    Raises:
+        UserError: naming ``field``: not a directory, or a file that cannot be read.
+    """
     root = Path(directory)
     if not root.is_dir():
         raise UserError(f"{field}: {directory}: not a directory")
-    digest = hashlib.sha256()
+    files = {}
     for dirpath, dirnames, filenames in os.walk(root):
         dirnames.sort()
         for name in sorted(filenames):
             path = Path(dirpath) / name
-            digest.update(path.relative_to(root).as_posix().encode() + b"\0")
-            digest.update(_sha256_file(path).encode())
+            try:
+                files[path.relative_to(root).as_posix()] = path.read_bytes()
+            except OSError as exc:
+                raise UserError(f"{field}: {path}: cannot read ({exc.strerror or exc})") from None
+    return files
+
+
+def files_identity(files: Mapping[str, bytes]) -> str:
+    """:func:`directory_identity` of files already read (:func:`read_directory`, in its order)."""
+    digest = hashlib.sha256()
+    for name, data in files.items():
+        digest.update(name.encode() + b"\0")
+        digest.update(hashlib.sha256(data).hexdigest().encode())
     return digest.hexdigest()[:16]

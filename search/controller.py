@@ -393,7 +393,8 @@ class LedgerEvaluator(Evaluator):
         try:
             # a run shared by several certifications is grouped under the first that asked for it
             job_ids = self.executor.submit([
-                self.objective.task(run.params, run.run_dir, group=run.subscribers[0].task if run.subscribers else None)
+                self.objective.task(run.params, run.run_dir, run.run_id,
+                                    group=run.subscribers[0].task if run.subscribers else None)
                 for run in runs
             ])
         except OSError as exc:

@@ -11,7 +11,9 @@ Two objectives:
   data.real_epochs``, ``mix -> data.mixing_fraction``, ``synthetic_epochs -> data.synthetic_epochs``
   (with ``mix: [1.0]``, synthetic only); fixed ``method``/``g`` select
   ``data.synthetic``; ensemble ``seed`` sets ``seed`` and ``data.seed``), identity =
-  ``RunConfig.identity()`` (which covers what the store and pool *are*, not their paths), and runs ``train.loop.run(config, run_dir)``.
+  ``RunConfig.identity()`` (which covers what the store and pool *are*, not their paths), and runs ``train.loop.run(config, run_dir)``
+  on the stores its job opened, once it has checked that the config's identity on them is the
+  one that named ``run_dir`` (data replaced in between fails the trial in one line: :class:`RunTask`).
 
 The job is a :class:`RunTask`, a submitit ``Checkpointable``: on SLURM timeout/preemption it is
 requeued as is and resumes from its run directory. A task holds an exclusive lock on its run
@@ -163,14 +165,22 @@ class RunTask(submitit.helpers.Checkpointable):
     every task calls this, rank 0 alone takes the run directory's lock and writes job.json (the
     other ranks wait for it inside ``train.loop.run``'s rendezvous, so none blocks on the lock
     rank 0 holds), and every rank returns the run's metrics (submitit reports rank 0's).
+
+    ``identity``: the run identity the controller named ``run_dir`` by (a train run's; None: not
+    checked). The job opens the stores once and trains on them only when the config's identity on
+    them is that one: data replaced at its path between the controller's identity and the job
+    would otherwise train in a folder (and a ledger trial) named for other data.
     """
 
+    identity: str | None = None  # a task pickled by earlier code has none
+
     def __init__(self, run_dir: str, params: Mapping[str, Any], objective: str | None = None,
-                 train_config: Mapping[str, Any] | None = None) -> None:
+                 train_config: Mapping[str, Any] | None = None, identity: str | None = None) -> None:
         self.run_dir = str(run_dir)
         self.params = dict(params)
         self.objective = objective
         self.train_config = dict(train_config) if train_config is not None else None
+        self.identity = identity
 
     def __call__(self) -> JobResult:
         run_dir = RunDir(self.run_dir)
@@ -217,11 +227,19 @@ class RunTask(submitit.helpers.Checkpointable):
 
     def _train(self, run_dir: RunDir) -> RunMetrics:
         from train.config import RunConfig
+        from train.data import RunStores
         from train.loop import Preempted, run
 
         config = parse_config(self.train_config, RunConfig, source=str(run_dir.path / "config"))
+        stores = RunStores.open(config)  # once: checked here, then trained on
+        if self.identity is not None and (opened := stores.identity(config)) != self.identity:
+            raise UserError(
+                f"{run_dir.path}: the sweep named this run {self.identity}, but its config on the data as the job "
+                f"opened it is {opened}: data.store, the pool, an eval.extra store or eval.benchmark_data was "
+                "replaced at its path since (or the training code changed); nothing was trained"
+            )
         try:
-            return run(config, run_dir.path)  # train writes metrics.json itself
+            return run(config, run_dir.path, stores)  # train writes metrics.json itself
         except Preempted as exc:
             if exc.interrupted:  # Ctrl-C of an in-process (debug) run: the controller's to handle
                 raise KeyboardInterrupt from exc
@@ -260,8 +278,9 @@ class CallableObjective:
         """The run's identity (nothing to check: the callable takes any params; ``where`` is unused)."""
         return config_hash({"objective": self.path, "version": self.version, "params": dict(params)})
 
-    def task(self, params: Mapping[str, Any], run_dir: Path, group: str | None = None) -> RunTask:
-        """The job of one point; `group` (the certification) only labels train's trackers."""
+    def task(self, params: Mapping[str, Any], run_dir: Path, identity: str, group: str | None = None) -> RunTask:
+        """The job of one point; `identity` (`identity(params)`, which names `run_dir`) has nothing
+        to check here; `group` (the certification) only labels train's trackers."""
         return RunTask(str(run_dir), params, objective=self.path)
 
     def link(self, out_dir: Path, task: str, point: Mapping[str, Any], run_dir: Path) -> None:
@@ -358,13 +377,15 @@ class TrainObjective:
         with _naming(where):
             return self._config(params).identity()
 
-    def task(self, params: Mapping[str, Any], run_dir: Path, group: str | None = None) -> RunTask:
-        """The job of one point; `group` (the certification that asked first) groups its curves in
-        TensorBoard/W&B (`tracking.group`, not part of the run's identity)."""
+    def task(self, params: Mapping[str, Any], run_dir: Path, identity: str, group: str | None = None) -> RunTask:
+        """The job of one point; `identity` is the one that named `run_dir` (`identity(params)` when
+        the controller asked): the job trains only on data of that identity (:class:`RunTask`).
+        `group` (the certification that asked first) groups its curves in TensorBoard/W&B
+        (`tracking.group`, not part of the run's identity)."""
         config = self.config(params).model_dump(mode="json")
         if group is not None and config["tracking"]["group"] is None:
             config["tracking"]["group"] = group
-        return RunTask(str(run_dir), params, train_config=config)
+        return RunTask(str(run_dir), params, train_config=config, identity=identity)
 
     def link(self, out_dir: Path, task: str, point: Mapping[str, Any], run_dir: Path) -> None:
         """Name the run in TensorBoard by its certification and point (:func:`link_tensorboard`)."""

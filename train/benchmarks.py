@@ -13,13 +13,15 @@ validation (`eval.benchmarks`) and the CLI read this module without loading lm-e
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from megadocs.data_identity import files_identity, read_directory
 from megadocs.errors import UserError
 
-__all__ = ["METRICS", "Benchmark", "BENCHMARKS", "benchmark", "check_tasks", "parse_tasks", "check_data_file"]
+__all__ = ["METRICS", "Benchmark", "BENCHMARKS", "BenchmarkData", "benchmark", "check_tasks", "parse_tasks",
+           "check_data_file"]
 
 METRICS = ("acc", "acc_norm")
 
@@ -83,20 +85,74 @@ def check_data_file(entry: Benchmark, data_dir: Path) -> Path:
     """The task's local file, after checking it exists and its first example has the fields."""
     path = data_dir / entry.file_name
     if not path.is_file():
-        raise UserError(
-            f"benchmark {entry.task}: data file {path} not found (expected JSON Lines with "
-            f"fields {', '.join(entry.fields)}; see train/downstream.py)"
-        )
-    with path.open() as f:
-        first = f.readline()
+        raise UserError(_not_found(entry, path))
+    with path.open("rb") as f:
+        _check_first_line(entry, path, f.readline())
+    return path
+
+
+def _not_found(entry: Benchmark, path: Path) -> str:
+    return (f"benchmark {entry.task}: data file {path} not found (expected JSON Lines with "
+            f"fields {', '.join(entry.fields)}; see train/downstream.py)")
+
+
+def _check_first_line(entry: Benchmark, path: Path, first: bytes) -> None:
+    """UserError naming ``path`` unless ``first`` (its first line) is an example with the task's fields."""
     try:
         example = json.loads(first)
-    except json.JSONDecodeError:
+    except (json.JSONDecodeError, UnicodeDecodeError):
         raise UserError(f"benchmark {entry.task}: {path}: line 1 is not a JSON object") from None
-    missing = [name for name in entry.fields if name not in example]
+    missing = [name for name in entry.fields if not isinstance(example, dict) or name not in example]
     if missing:
         raise UserError(
             f"benchmark {entry.task}: {path}: line 1 lacks field(s) {', '.join(missing)} "
             f"(expected {', '.join(entry.fields)})"
         )
-    return path
+
+
+@dataclass(frozen=True, eq=False)
+class BenchmarkData:
+    """A train run's ``eval.benchmark_data`` as the run read it when it opened its data: every file
+    of the directory, read once. The run's identity hashes these bytes (`identity`), and its
+    evaluation, hours later, scores these bytes (`write`), whatever the directory holds by then.
+
+    Example:
+        >>> data = BenchmarkData.read("benchmark-data")  # doctest: +SKIP
+        >>> data.write(Path(scratch)) / "piqa.jsonl"  # doctest: +SKIP
+    """
+
+    directory: Path
+    files: Mapping[str, bytes]
+    """Relative name -> bytes (`megadocs.data_identity.read_directory`)."""
+
+    @classmethod
+    def read(cls, directory: str | Path, tasks: Iterable[str] = (), *,
+             field: str = "eval.benchmark_data") -> BenchmarkData:  # fmt: skip
+        """Read every file of ``directory``, and check the file of each of ``tasks`` as
+        `check_data_file` does (now, rather than after training).
+
+        Raises:
+            UserError: ``directory`` is no directory (naming ``field``), or a task's file is
+                missing or lacks the task's fields (naming the file).
+        """
+        data = cls(Path(directory), read_directory(directory, field))
+        for task in tasks:
+            entry = benchmark(task)
+            path = data.directory / entry.file_name
+            if entry.file_name not in data.files:
+                raise UserError(_not_found(entry, path))
+            _check_first_line(entry, path, data.files[entry.file_name].split(b"\n", 1)[0])
+        return data
+
+    @property
+    def identity(self) -> str:
+        """`megadocs.data_identity.directory_identity` of the files as read."""
+        return files_identity(self.files)
+
+    def write(self, folder: Path) -> Path:
+        """The files as read, written under ``folder`` (created); returns ``folder``."""
+        for name, data in self.files.items():
+            path = folder / name
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(data)
+        return folder

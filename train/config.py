@@ -357,7 +357,7 @@ class RunConfig(StrictModel):
         return self
 
     def data_identity(self, *, store: TokenStore | None = None, extra: Mapping[str, TokenStore] | None = None,
-                      pool: Mapping[str, Any] | None = None) -> dict[str, Any]:  # fmt: skip
+                      pool: Mapping[str, Any] | None = None, benchmark_data: str | None = None) -> dict[str, Any]:  # fmt: skip
         """What the run's data is (manifest identities), independent of where it lies.
 
         The synthetic stream is what training reads: the pool's generations (its identity), cut
@@ -371,6 +371,9 @@ class RunConfig(StrictModel):
                 identity. A store not given is read from its path.
             pool: the synthetic pool's identity as a run read it to open its tokens
                 (`train.pool_tokens.PieceDocuments.pool_identity`); None: read from its path.
+            benchmark_data: eval.benchmark_data's identity as a run read it
+                (`train.benchmarks.BenchmarkData.identity`, what its evaluation scores); None:
+                read from its path.
 
         Raises:
             UserError: a store or pool is missing.
@@ -391,15 +394,17 @@ class RunConfig(StrictModel):
                 for name, spec in sorted(self.eval.extra.items())
             }
         if self.eval.benchmark_data:
-            identity["benchmark_data"] = directory_identity(self.eval.benchmark_data, "eval.benchmark_data")
+            identity["benchmark_data"] = benchmark_data if benchmark_data is not None else \
+                directory_identity(self.eval.benchmark_data, "eval.benchmark_data")
         return identity
 
     def identity(self, *, store: TokenStore | None = None, extra: Mapping[str, TokenStore] | None = None,
-                 pool: Mapping[str, Any] | None = None) -> str:  # fmt: skip
+                 pool: Mapping[str, Any] | None = None, benchmark_data: str | None = None) -> str:  # fmt: skip
         """Hash of what changes what is learned: the config without the EXECUTION_FIELDS, with
         its data paths replaced by `data_identity()` (of the opened `store` and `extra` stores
-        and the `pool` identity as read when given, else read from the manifests; UserError if
-        missing), and the `TRAINING_REVISION` of the code that trains it."""
+        and the `pool` and `benchmark_data` identities as read when given, else read from the
+        manifests and files; UserError if missing), and the `TRAINING_REVISION` of the code that
+        trains it."""
         data = self.model_dump(mode="json")
         for section, names in EXECUTION_FIELDS.items():
             target = data[section] if section else data
@@ -421,7 +426,7 @@ class RunConfig(StrictModel):
         for extra in data["eval"]["extra"].values():
             extra.pop("store")
         data["eval"].pop("benchmark_data")
-        data_identity = self.data_identity(store=store, extra=extra, pool=pool)
+        data_identity = self.data_identity(store=store, extra=extra, pool=pool, benchmark_data=benchmark_data)
         return config_hash({"config": data, "data": data_identity, "training_revision": TRAINING_REVISION})
 
 

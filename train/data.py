@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from megadocs.errors import UserError
+from train.benchmarks import BenchmarkData
 from train.pool_tokens import synthetic_documents
 from train.store import TokenStore
 from train.streams import REAL, SYNTHETIC, VALIDATION, StreamLayout, StreamMixture, stream_mixture
@@ -265,9 +266,10 @@ class ValidationSet:
 
 @dataclass(frozen=True)
 class RunStores:
-    """A run's token stores, each opened once: data.store and the eval.extra stores by name. The
-    run's identity is of these as opened (`identity`), so a store replaced at its path after it
-    was opened cannot give the run another store's identity.
+    """A run's token stores, each opened once: data.store and the eval.extra stores by name, and
+    its eval.benchmark_data as read (`train.benchmarks.BenchmarkData`, None when not set). The
+    run's identity is of these as opened (`identity`), and the run reads these, so data replaced
+    at its path after it was opened can neither give the run another's identity nor be read by it.
 
     Example:
         >>> stores = RunStores.open(config)  # doctest: +SKIP
@@ -277,18 +279,23 @@ class RunStores:
 
     store: TokenStore
     extra: dict[str, TokenStore]
+    benchmark_data: BenchmarkData | None
 
     @classmethod
     def open(cls, config: RunConfig) -> RunStores:
         """Open data.store and every eval.extra store (each must share data.store's tokenizer,
-        checked now rather than after training).
+        checked now rather than after training), and read eval.benchmark_data.
 
         Raises:
-            UserError: a store is missing or was prepared with another tokenizer (naming the field).
+            UserError: a store is missing or was prepared with another tokenizer, or
+                eval.benchmark_data is no directory or lacks an eval.benchmarks task's file or
+                fields (naming the field or the file).
         """
         store = _open_store(config.data.store, "data.store")
         extra = {name: _open_extra_store(store, name, spec.store) for name, spec in config.eval.extra.items()}
-        return cls(store=store, extra=extra)
+        benchmark_data = BenchmarkData.read(config.eval.benchmark_data, config.eval.benchmarks) \
+            if config.eval.benchmark_data else None
+        return cls(store=store, extra=extra, benchmark_data=benchmark_data)
 
     def identity(self, config: RunConfig) -> str:
         """`RunConfig.identity` of `config` (the config these were opened for) on these stores."""
@@ -300,7 +307,8 @@ class RunStores:
 
     def _opened(self) -> dict[str, Any]:
         """The data as opened, as `RunConfig.identity` takes it (the synthetic pool: read by path)."""
-        return {"store": self.store, "extra": self.extra}
+        benchmark_data = None if self.benchmark_data is None else self.benchmark_data.identity
+        return {"store": self.store, "extra": self.extra, "benchmark_data": benchmark_data}
 
 
 @dataclass(frozen=True)
@@ -336,7 +344,7 @@ class RunData(RunStores):
                                         mixing_fraction=data.mixing_fraction, real_epochs=data.real_epochs,
                                         synthetic_epochs=data.synthetic_epochs, batch_size=config.optim.batch_size,
                                         seed=data.seed)  # fmt: skip
-        return cls(store=stores.store, extra=stores.extra, streams=streams)
+        return cls(store=stores.store, extra=stores.extra, benchmark_data=stores.benchmark_data, streams=streams)
 
 
 def _open_store(path: str, field: str) -> TokenStore:

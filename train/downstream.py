@@ -34,11 +34,12 @@ Example:
 from __future__ import annotations
 
 import sys
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
 from megadocs.errors import UserError
-from train.benchmarks import METRICS, benchmark, check_data_file, check_tasks
+from train.benchmarks import METRICS, BenchmarkData, benchmark, check_data_file, check_tasks
 from train.device import resolve_device
 from train.ensemble import (
     LogitEnsemble,
@@ -63,8 +64,9 @@ def _task_manager(tasks: Sequence[str]):
     return TaskManager(include_defaults=False, include_path=dirs)
 
 
-def task_config(task: str, data_dir: Path | None, task_manager=None) -> dict | str:
-    """The official task config, reading ``data_dir/<task>.jsonl`` instead of the Hub.
+def task_config(task: str, data_dir: Path | None, task_manager=None, cache_dir: Path | None = None) -> dict | str:
+    """The official task config, reading ``data_dir/<task>.jsonl`` instead of the Hub (through the
+    datasets library's cache in ``cache_dir``; None: its default cache).
 
     Returns the plain task name when ``data_dir`` is None (the harness then uses the Hub).
 
@@ -80,7 +82,8 @@ def task_config(task: str, data_dir: Path | None, task_manager=None) -> dict | s
     config.update(
         dataset_path="json",
         dataset_name=None,
-        dataset_kwargs={"data_files": {entry.split: str(path.resolve())}},
+        dataset_kwargs={"data_files": {entry.split: str(path.resolve())},
+                        **({} if cache_dir is None else {"cache_dir": str(cache_dir)})},
         training_split=None,
         validation_split=entry.split if entry.split == "validation" else None,
         test_split=entry.split if entry.split == "test" else None,
@@ -212,13 +215,17 @@ def evaluate_benchmarks(
     model_dirs: list[Path],
     tasks: list[str],
     *,
-    data_dir: Path | None,
+    data_dir: Path | BenchmarkData | None,
     limit: int | None = None,
     device: str = "auto",
     batch_size: int = 16,
     max_resident_members: int | None = None,
 ) -> dict:
     """Zero-shot ``acc`` and ``acc_norm`` of one model (one dir) or their logit-averaged ensemble.
+
+    ``data_dir``: the local data directory (module docstring), the files a train run read when it
+    started (`BenchmarkData`: these bytes are scored, from a private temporary copy read through
+    a cache of its own, both removed after), or None (the Hub).
 
     Returns:
         ``{task: {"acc", "acc_norm", "items"}, "average": {"acc", "acc_norm"}}``; the average is
@@ -232,10 +239,21 @@ def evaluate_benchmarks(
         raise UserError("benchmarks: no tasks given (expected e.g. piqa,sciq,arc_easy)")
     tasks = check_tasks(tasks)
     _require_lm_eval()
+    settings = dict(limit=limit, device=device, batch_size=batch_size, max_resident_members=max_resident_members)
+    if not isinstance(data_dir, BenchmarkData):
+        return _evaluate(model_dirs, tasks, data_dir=data_dir, cache_dir=None, **settings)
+    with tempfile.TemporaryDirectory(prefix="megadocs-benchmarks-") as scratch:
+        return _evaluate(model_dirs, tasks, data_dir=data_dir.write(Path(scratch) / "data"),
+                         cache_dir=Path(scratch) / "cache", **settings)
+
+
+def _evaluate(model_dirs: list[Path], tasks: list[str], *, data_dir: Path | None, cache_dir: Path | None,
+              limit: int | None, device: str, batch_size: int, max_resident_members: int | None) -> dict:
+    """`evaluate_benchmarks` on a data directory (or the Hub), its datasets cached in ``cache_dir``."""
     from lm_eval import simple_evaluate
 
     task_manager = _task_manager(tasks)
-    configs = [task_config(t, data_dir, task_manager) for t in tasks]
+    configs = [task_config(t, data_dir, task_manager, cache_dir) for t in tasks]
     lm = EnsembleLM(model_dirs, device=device, batch_size=batch_size, max_resident_members=max_resident_members)
     try:
         output = simple_evaluate(

@@ -389,7 +389,7 @@ class Trainer:
         config = self.config
         if status is RunStatus.COMPLETED:
             weights = self.parallel.full_model_state(self.model)  # collective when sharded: gathered to rank 0
-            self.run_dir.save_model(self.model, self.data.store.tokenizer_path, state_dict=weights)
+            self.run_dir.save_model(self.model, self.data.store, state_dict=weights)
             del weights
             val_losses, val_windows = self._evaluate_sets()
         else:  # diverged: no losses to report (null in metrics.json)
@@ -400,11 +400,10 @@ class Trainer:
         if status is RunStatus.COMPLETED and config.eval.benchmarks and self.run_dir.writes:
             from train.downstream import evaluate_benchmarks
 
-            data_dir = config.eval.benchmark_data
             metrics.benchmarks = BenchmarkScore.table(evaluate_benchmarks(
                 model_dirs=[self.run_dir.paths.model],
                 tasks=list(config.eval.benchmarks),
-                data_dir=Path(data_dir) if data_dir else None,
+                data_dir=self.data.benchmark_data,  # the files as the run read them when it started (its identity's)
                 limit=config.eval.benchmark_limit,
                 device=self.device.type,
                 batch_size=config.optim.micro_batch_size,

@@ -40,6 +40,7 @@ from megadocs.provenance import write as write_provenance
 from train.config import TRAINING_REVISION, RunConfig, describe_revision
 from train.data import RunStores
 from train.model_card import write_model_card
+from train.store import TokenStore
 from train.tracking import Tracker
 
 __all__ = [
@@ -128,18 +129,18 @@ class RunLifecycle:
             return Tracker()
         return Tracker.open(config, self.path, identity=self.identity, start_step=start_step)
 
-    def save_model(self, model: torch.nn.Module, tokenizer_path: Path, *,
+    def save_model(self, model: torch.nn.Module, store: TokenStore, *,
                    state_dict: dict[str, torch.Tensor] | None = None) -> None:  # fmt: skip
         """save_pretrained (of `state_dict` when given: a sharded model's gathered weights) + the
-        store's tokenizer files (copied: the training process never loads a tokenizer), replacing
-        any partial earlier attempt."""
+        tokenizer files of `store` as the run opened it (copied: the training process never loads a
+        tokenizer), replacing any partial earlier attempt."""
         if not self.writes:
             return
         model_dir = self.paths.model
         tmp = model_dir.with_name(f".{model_dir.name}.tmp")
         shutil.rmtree(tmp, ignore_errors=True)
         model.save_pretrained(tmp, state_dict=state_dict)
-        shutil.copytree(tokenizer_path, tmp, dirs_exist_ok=True)
+        store.copy_tokenizer(tmp)
         replace_dir(tmp, model_dir)
 
     def write_model_card(self, config: RunConfig, metrics: RunMetrics) -> None:

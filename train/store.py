@@ -24,10 +24,11 @@ import shutil
 import socket
 import sys
 import tempfile
+import weakref
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 
@@ -36,8 +37,9 @@ from megadocs.corpus import (
     Document,
     is_token_store,
     iter_documents,
+    parse_store_manifest,
     source_hash,
-    token_store_manifest,
+    store_documents,
     unique_documents,
 )
 from megadocs.errors import UserError, names_file
@@ -105,10 +107,12 @@ class TokenizedDocuments:
 
 @dataclass(frozen=True, eq=False)
 class StoreSplit(TokenizedDocuments):
-    """One split of a token store (no EOS stored between documents)."""
+    """One split of a token store (no EOS stored between documents), read from the store as it was
+    opened (:meth:`TokenStore.split`)."""
 
     path: Path
     name: str
+    store: TokenStore
 
     def document(self, index: int) -> np.ndarray:
         """The tokens of document ``index`` (a memmap view)."""
@@ -118,8 +122,9 @@ class StoreSplit(TokenizedDocuments):
         return self.tokens[self.offsets[index]:self.offsets[index + 1]]
 
     def documents(self) -> Iterator[Document]:
-        """The raw documents of this split, in store order."""
-        return iter_documents(self.path, split=self.name)
+        """The raw documents of this split, in store order (of the store as it was opened)."""
+        name = f"{self.name}.docs.jsonl"
+        return store_documents(self.path / name, self.store.open_file(name))
 
     @functools.cached_property
     def doc_ids(self) -> list[str]:
@@ -127,24 +132,62 @@ class StoreSplit(TokenizedDocuments):
 
 
 class TokenStore:
-    """A prepared token store. Open with :meth:`open`."""
+    """A prepared token store, as it was opened. Open with :meth:`open`.
 
-    def __init__(self, path: Path, manifest: dict[str, Any]):
+    Opening holds the store's directory (a file descriptor, closed with the object), and every file
+    of it is read through that: its manifest at once, a split's arrays and documents
+    (:meth:`split`) and the tokenizer's files (:meth:`copy_tokenizer`) whenever asked, hours later
+    for a run's evaluation. A store replaced at its path in the meantime (prepared again, moved)
+    changes nothing that is read: what is read is what the manifest, and so the identity of a run
+    (`megadocs.data_identity.store_identity_of`), describes. One removed in the meantime is
+    refused in one line naming the file.
+    """
+
+    def __init__(self, path: Path, manifest: dict[str, Any], directory: int):
         self.path = path
         self.manifest = manifest
+        self._directory = directory
+        self._splits: dict[str, StoreSplit] = {}  # per open store, not a functools.cache: that would keep
+        self._tokenizer = None  # every store ever opened (and its directory) alive
+        weakref.finalize(self, os.close, directory)
 
     @classmethod
     def open(cls, path: str | Path) -> TokenStore:
         """Open a complete store; a directory that is not one raises :class:`UserError`."""
         path = Path(path)
-        if not path.is_dir():
+        try:
+            directory = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+        except OSError:
             raise UserError(f"{path}: token store not found (run `megadocs data prepare --corpus SRC "
-                            f"--out {path}`)")
-        manifest = token_store_manifest(path)  # read once: what is checked is what is kept
+                            f"--out {path}`)") from None
+        try:  # read once, through the directory held: what is checked is what is kept
+            with open(MANIFEST, "rb", opener=functools.partial(os.open, dir_fd=directory)) as handle:
+                manifest = parse_store_manifest(handle.read())
+        except OSError:
+            manifest = None
         if manifest is None:
+            os.close(directory)
             raise UserError(f"{path}: not a token store (no {MANIFEST} with format {STORE_FORMAT!r}; "
                             f"run `megadocs data prepare --corpus SRC --out {path}`)")
-        return cls(path, manifest)
+        return cls(path, manifest, directory)
+
+    def __reduce__(self):
+        raise TypeError(f"a TokenStore ({self.path}) holds its open directory and is not pickled; open it "
+                        "where it is used")
+
+    def open_file(self, name: str, *, directory: int | None = None) -> BinaryIO:
+        """The store's file ``name`` as the store was opened, for reading bytes (``directory``: a
+        folder of it opened through the store's; default the store's own).
+
+        Raises:
+            UserError: no such file there (removed since the store was opened, or never written).
+        """
+        try:
+            return open(name, "rb", opener=functools.partial(os.open, dir_fd=self._directory
+                                                             if directory is None else directory))
+        except FileNotFoundError:
+            raise UserError(f"{self.path / name}: not in the token store opened at {self.path} (removed "
+                            f"while in use, or the store is damaged; prepare it again)") from None
 
     @property
     def eos_id(self) -> int:
@@ -162,33 +205,61 @@ class TokenStore:
     def tokenizer_path(self) -> Path:
         return self.path / TOKENIZER_DIR
 
-    @functools.cache  # noqa: B019 - one tokenizer per open store is the point
     def tokenizer(self):
-        """The store's HF fast tokenizer."""
-        from transformers import AutoTokenizer
+        """The store's HF fast tokenizer (loaded once per open store, from its files as the store
+        was opened: copied to a temporary folder, which the loaded tokenizer no longer needs)."""
+        if self._tokenizer is None:
+            from transformers import AutoTokenizer
 
-        return AutoTokenizer.from_pretrained(self.tokenizer_path)
+            with tempfile.TemporaryDirectory() as folder:
+                self.copy_tokenizer(Path(folder))
+                self._tokenizer = AutoTokenizer.from_pretrained(folder)
+        return self._tokenizer
 
-    @functools.cache  # noqa: B019 - a split is loaded once per open store
     def split(self, name: str) -> StoreSplit:
-        """Split ``name``: its offsets read into memory (8 bytes a document), its tokens memory-mapped.
+        """Split ``name`` of the store as it was opened (loaded once per open store): its offsets
+        read into memory (8 bytes a document), its tokens memory-mapped.
 
         Raises:
-            UserError: no such split, or a tokens file whose size disagrees with the offsets.
+            UserError: no such split, a file of it gone (`open_file`), or a tokens file whose size
+                disagrees with the offsets.
         """
+        if name in self._splits:
+            return self._splits[name]
         if name not in self.manifest["splits"]:
             raise UserError(f"{self.path}: split {name!r} not in the store (has: "
                             f"{', '.join(self.manifest['splits'])})")
-        offsets = np.load(self.path / f"{name}.offsets.npy")
+        with self.open_file(f"{name}.offsets.npy") as handle:
+            offsets = np.load(handle)
         tokens_path = self.path / f"{name}.tokens"
-        if offsets[-1] == 0:
-            tokens = np.zeros(0, dtype=TOKEN_DTYPE)
-        else:
-            tokens = np.memmap(tokens_path, dtype=TOKEN_DTYPE, mode="r")
+        with self.open_file(tokens_path.name) as handle:  # the map keeps the file, whatever its path holds later
+            tokens = np.zeros(0, dtype=TOKEN_DTYPE) if offsets[-1] == 0 else \
+                np.memmap(handle, dtype=TOKEN_DTYPE, mode="r")
         if len(tokens) != offsets[-1]:
             raise UserError(f"{tokens_path}: holds {len(tokens)} tokens but the offsets say "
                             f"{int(offsets[-1])} (the store is damaged; prepare it again)")
-        return StoreSplit(tokens=tokens, offsets=offsets, path=self.path, name=name)
+        split = self._splits[name] = StoreSplit(tokens=tokens, offsets=offsets, path=self.path, name=name, store=self)
+        return split
+
+    def copy_tokenizer(self, destination: Path) -> None:
+        """Copy the files of the store's ``tokenizer/`` (as the store was opened) into ``destination``
+        (created if needed; files there of the same name are replaced).
+
+        Raises:
+            UserError: the store's tokenizer/ is gone (`open_file`).
+        """
+        try:
+            folder = os.open(TOKENIZER_DIR, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0), dir_fd=self._directory)
+        except FileNotFoundError:
+            raise UserError(f"{self.tokenizer_path}: not in the token store opened at {self.path} (removed while "
+                            "in use, or the store is damaged; prepare it again)") from None
+        try:
+            destination.mkdir(parents=True, exist_ok=True)
+            for name in sorted(os.listdir(folder)):  # flat: what save_pretrained writes
+                with self.open_file(name, directory=folder) as source, open(destination / name, "wb") as target:
+                    shutil.copyfileobj(source, target)
+        finally:
+            os.close(folder)
 
     def summary(self) -> str:
         """One paragraph: where it came from and what it holds."""

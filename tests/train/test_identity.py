@@ -379,3 +379,45 @@ def test_a_run_recorded_with_the_earlier_synthetic_identity_is_named_and_adopted
         assert f"megadocs train --reidentify {run}" in str(refused.value)
         assert main(["train", "--reidentify", str(run)]) == 0
         check_run_identity(run, config.identity())  # adopted
+
+
+def test_a_run_scores_the_benchmark_data_it_hashed_when_it_opened_its_data(small_store, tmp_path, monkeypatch,
+                                                                          one_thread):
+    """eval.benchmark_data is read once when the run opens its data: its identity hashes those bytes
+    and its evaluation, after training, scores those bytes, even when the directory holds other
+    files by then. A task's missing file is refused before training."""
+    from megadocs.data_identity import directory_identity
+    from tests.eval.conftest import DATA_DIR
+    from train.downstream import evaluate_benchmarks
+    from train.loop import Trainer, run
+
+    bench = tmp_path / "bench"
+    shutil.copytree(DATA_DIR, bench)
+    dump = _config(small_store, real_epochs=1).model_dump(mode="json")
+    dump["eval"].update(benchmarks=["piqa"], benchmark_data=str(bench), benchmark_limit=3)
+    config = RunConfig.model_validate(dump)
+    before = config.identity()
+    fit = Trainer.fit
+
+    def fit_then_replace(self):  # the benchmark file replaced while the run trains
+        status = fit(self)
+        (bench / "piqa.jsonl").write_text('{"goal": "replaced"}\n')
+        return status
+
+    monkeypatch.setattr(Trainer, "fit", fit_then_replace)
+    metrics = run(config, tmp_path / "run")
+    assert config.identity() != before == metrics.config_hash  # the data by path now is other data
+    recorded = json.loads((tmp_path / "run" / "identity.json").read_text())
+    assert recorded["data"]["benchmark_data"] == directory_identity(DATA_DIR, "eval.benchmark_data")
+    direct = evaluate_benchmarks([tmp_path / "run" / "model"], ["piqa"], data_dir=DATA_DIR, limit=3,
+                                 device="cpu", batch_size=8)
+    assert metrics.to_json()["benchmarks"] == json.loads(json.dumps(direct))  # the bytes it hashed
+
+    dump["eval"]["benchmarks"] = ["piqa", "sciq"]
+    with pytest.raises(UserError, match=rf"^benchmark piqa: {bench / 'piqa.jsonl'}: line 1 lacks field\(s\) sol1, "):
+        run(RunConfig.model_validate(dump), tmp_path / "refused")
+    shutil.copy(DATA_DIR / "piqa.jsonl", bench / "piqa.jsonl")
+    (bench / "sciq.jsonl").unlink()
+    with pytest.raises(UserError, match=rf"^benchmark sciq: data file {bench / 'sciq.jsonl'} not found"):
+        run(RunConfig.model_validate(dump), tmp_path / "refused")
+    assert not (tmp_path / "refused").exists()

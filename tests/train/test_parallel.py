@@ -46,7 +46,7 @@ def test_a_rank_that_does_not_write_leaves_the_run_directory_untouched(tmp_path)
         log.write("{}\n")
         assert log.name == os.devnull
     other.open_tracker(config=None, start_step=0).close()
-    other.save_model(model=None, tokenizer_path=tmp_path)
+    other.save_model(model=None, store=None)
     metrics = RunMetrics(status=RunStatus.COMPLETED, val_loss=1.0)
     other.write_model_card(config=None, metrics=metrics)
     other.finish(metrics)

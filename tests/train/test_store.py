@@ -269,3 +269,37 @@ def test_val_tokens_holds_out_enough_text_for_the_requested_windows(small_corpus
         prepare(small_corpus, tmp_path / "no-tokenizer", vocab_size=VOCAB, val_tokens=wanted)
     with pytest.raises(UserError, match="^val_tokens: .*leave none for training"):
         prepare(small_corpus, tmp_path / "all", tokenizer=first.tokenizer_path, val_tokens=10**9)
+
+
+def test_an_open_store_reads_what_it_opened_when_its_path_is_replaced(small_corpus, tmp_path, stdlib_texts):
+    """Every file is read through the store as it was opened: a split loaded later (a run's
+    evaluation, hours after it opened the store), its documents and its tokenizer are those the
+    manifest it read describes, even when another store now lies at its path; a store removed
+    meanwhile is refused in one line naming the file."""
+    store_path, other = tmp_path / "store", tmp_path / "other"
+    prepare(small_corpus, store_path, vocab_size=VOCAB, val_docs=4, seed=0)
+    other_corpus = tmp_path / "other.jsonl"
+    other_corpus.write_text("".join(json.dumps({"id": f"o{i}", "text": text[::-1]}) + "\n"
+                                    for i, text in enumerate(stdlib_texts[:12])))
+    prepare(other_corpus, other, vocab_size=VOCAB + 20, val_docs=3, seed=1)
+    expected = {name: (TokenStore.open(store_path).split(name).tokens.tolist(),
+                       [doc.doc_id for doc in TokenStore.open(store_path).split(name).documents()])
+                for name in ("train", "val")}
+    tokenizer_files = {p.name: p.read_bytes() for p in (store_path / "tokenizer").iterdir()}
+
+    store = TokenStore.open(store_path)
+    store_path.rename(tmp_path / "earlier")
+    other.rename(store_path)  # another store at the path, after it was opened
+    for name in ("train", "val"):
+        split = store.split(name)
+        assert (split.tokens.tolist(), [doc.doc_id for doc in split.documents()]) == expected[name]
+        assert split.num_documents == store.manifest["splits"][name]["documents"]
+    assert len(store.tokenizer()) == store.vocab_size == VOCAB
+    store.copy_tokenizer(tmp_path / "copy")
+    assert {p.name: p.read_bytes() for p in (tmp_path / "copy").iterdir()} == tokenizer_files
+
+    removed = TokenStore.open(store_path)
+    (store_path / "val.offsets.npy").unlink()  # removed while in use
+    with pytest.raises(UserError, match=rf"^{re.escape(str(store_path / 'val.offsets.npy'))}: not in the token "
+                       rf"store opened at {re.escape(str(store_path))} \(removed while in use"):
+        removed.split("val")
