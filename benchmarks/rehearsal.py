@@ -458,7 +458,7 @@ class Rehearsal:
     def _inject_node_down(self, fault: Fault) -> bool:
         """DOWN kills the node's jobs and SLURM requeues them. This cluster returns the node to
         service at once (ReturnToService=2), and a requeued job started while a process of its
-        killed instance lives on (submitit ignores SIGTERM; SIGKILL comes KillWait = 30 s later)
+        killed instance lives on (submitit ignores SIGTERM; SIGKILL comes KillWait later: 30 s, CI 10 s)
         drains the node ("Duplicate jobid"): so the node is drained until those processes are
         gone, then resumed, in a ``finally``. Only while no other user's job runs on it."""
         mine = self._untouched(self.running_evaluations())
