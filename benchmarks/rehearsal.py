@@ -284,8 +284,12 @@ def fault_free(sweep: Sweep, work: Path) -> tuple[dict[str, Any], float]:
 class Rehearsal:
     """One rehearsal: the controller as a subprocess, faults injected between its polls."""
 
-    def __init__(self, variant: Variant, work: Path, *, log: Callable[[str], None] = print) -> None:
+    def __init__(self, variant: Variant, work: Path, *, log: Callable[[str], None] = print,
+                 measure_costs: bool = True) -> None:
+        """``measure_costs=False`` leaves out what :meth:`_costs_at_scale` measures (five more
+        ``megadocs`` commands on the finished sweep, ~20 s; nothing a fault decides)."""
         self.variant = variant
+        self.measure_costs = measure_costs
         self.work = work
         self.control = work / "control"
         self.out = work / "out"
@@ -454,7 +458,7 @@ class Rehearsal:
     def _inject_node_down(self, fault: Fault) -> bool:
         """DOWN kills the node's jobs and SLURM requeues them. This cluster returns the node to
         service at once (ReturnToService=2), and a requeued job started while a process of its
-        killed instance lives on (submitit ignores SIGTERM; SIGKILL comes KillWait = 30 s later)
+        killed instance lives on (submitit ignores SIGTERM; SIGKILL comes KillWait later: 30 s, CI 10 s)
         drains the node ("Duplicate jobid"): so the node is drained until those processes are
         gone, then resumed, in a ``finally``. Only while no other user's job runs on it."""
         mine = self._untouched(self.running_evaluations())
@@ -562,7 +566,7 @@ class Rehearsal:
         wrong = [f"{r.certification}#{r.trial}" for r in records if r.status is RunStatus.COMPLETED  # every loss
                  and (r.loss is None or abs(r.loss - SURROGATE.loss(r.params().merged())) > 1e-12)]  # is the job's
         mine = certificates(sweep)
-        scale = self._costs_at_scale(sweep, len(records))
+        scale = self._costs_at_scale(sweep, len(records)) if self.measure_costs else {}
         report_dir = self.work / "report"
         figures, sections = self._report(sweep, report_dir)
         for fault in self.faults:
@@ -591,14 +595,9 @@ class Rehearsal:
             "wall_s_per_trial": round(wall_s / max(1, trials), 3),
             "controller_cpu_s": round(self.controller_cpu_s, 1),
             "controller_cpu_s_per_trial": round(self.controller_cpu_s / max(1, trials), 4),
-            # every controller's CPU (children included) over the trials, its starts included; at
-            # 10,000 trials: the same rate, plus each start's restore grown to 10,000 trials
-            "controller_cpu_s_at_10k_trials": round(
-                self.controller_cpu_s / max(1, trials) * TEN_THOUSAND
-                + self.controllers * (scale["controller_start_cpu_s_at_10k_trials"] - scale["controller_start_cpu_s"])),
             "controllers_started": self.controllers,
             "controller_crashes": self.crashes,
-            **scale,
+            **self._at_10k_trials(scale, trials),
             "ledger_bytes": self._ledger_bytes(),
             "figures": figures,
             "report_sections": sections,
@@ -652,6 +651,17 @@ class Rehearsal:
         _, status, usage = os.wait4(process.pid, 0)
         process.returncode = os.waitstatus_to_exitcode(status)
         return time.perf_counter() - started, usage.ru_utime + usage.ru_stime
+
+    def _at_10k_trials(self, scale: dict[str, Any], trials: int) -> dict[str, Any]:
+        """The measured costs (none when not measured) and every controller's CPU (children
+        included) over the trials, its starts included, at 10,000 trials: the same rate, plus each
+        start's restore grown to 10,000 trials."""
+        if not scale:
+            return {}
+        return {"controller_cpu_s_at_10k_trials": round(
+            self.controller_cpu_s / max(1, trials) * TEN_THOUSAND
+            + self.controllers * (scale["controller_start_cpu_s_at_10k_trials"] - scale["controller_start_cpu_s"])),
+            **scale}
 
     def _costs_at_scale(self, sweep: Sweep, trials: int) -> dict[str, Any]:
         """What grows with the ledger: ``search status`` and a controller's start (its restore

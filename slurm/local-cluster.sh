@@ -21,6 +21,9 @@
 #   MEGADOCS_SLURM_CLUSTER    cluster name in the accounting database [megadocs-local]
 #   MEGADOCS_SLURM_LINK_ETC   1: link /etc/slurm/slurm.conf to this cluster's config [1]; 0: leave
 #                             /etc alone (clients then need SLURM_CONF=<state>/etc/slurm.conf)
+#   MEGADOCS_SLURM_KILL_WAIT  seconds between a job's SIGTERM and its SIGKILL (SLURM's KillWait)
+#                             [30]; the node takes no new job meanwhile (CI: 10, enough for a
+#                             tiny run's step and checkpoint)
 set -euo pipefail
 
 STATE=${MEGADOCS_SLURM_STATE:-/var/tmp/megadocs-slurm}
@@ -29,6 +32,7 @@ CLUSTER=${MEGADOCS_SLURM_CLUSTER:-megadocs-local}
 LINK_ETC=${MEGADOCS_SLURM_LINK_ETC:-1}
 NPROC=$(nproc)
 CPUS=${MEGADOCS_SLURM_CPUS:-$((NPROC > 4 ? NPROC : 4))}
+KILL_WAIT=${MEGADOCS_SLURM_KILL_WAIT:-30}
 PARTITION=debug
 ETC_CONF=/etc/slurm/slurm.conf
 CONF=$STATE/etc/slurm.conf
@@ -131,7 +135,7 @@ ReturnToService=2
 # Batch jobs may be requeued (preemption, time limits, scontrol requeue).
 JobRequeue=1
 # Grace between SIGTERM and SIGKILL: the step in flight finishes and a checkpoint is saved.
-KillWait=30
+KillWait=$KILL_WAIT
 InactiveLimit=0
 MinJobAge=300
 SlurmctldTimeout=60
@@ -287,7 +291,7 @@ cmd_down() {
   local purge=${1:-}
   if is_ours_running slurmctld; then
     # Jobs of this cluster go with it; their processes would otherwise outlive slurmd. A job
-    # that ignores SIGTERM is killed after KillWait (30 s).
+    # that ignores SIGTERM is killed after KillWait (MEGADOCS_SLURM_KILL_WAIT).
     squeue -h -o %A 2>/dev/null | xargs -r scancel >/dev/null 2>&1 || true
     for _ in $(seq 80); do [ -z "$(squeue -h 2>/dev/null)" ] && break; sleep 0.5; done
   fi

@@ -362,7 +362,15 @@ def test_a_given_noise_sigma_is_the_reports_seed_noise(tmp_path):
     assert "seed noise sd 0.0030 nats (given with --noise-sigma)" in text.split("## Findings", 1)[1]
 
 
-def test_cli_report_takes_noise_sigma_as_efficiency_does(toy_sweep, tmp_path, capsys):
+def test_cli_report_takes_noise_sigma_as_efficiency_does(toy_sweep, tmp_path, capsys, monkeypatch):
+    import functools
+
+    from analysis import report
+    from analysis.scaling import MIN_BOOT
+
+    # a given sigma gives the toy's 3-point L(G) fits a parametric bootstrap: 2 * MIN_BOOT draws each
+    # instead of the report's N_BOOT (~40 s of refits on 2 loaded cores), the same path
+    monkeypatch.setattr(report, "fit_groups", functools.partial(report.fit_groups, n_boot=2 * MIN_BOOT))
     out = tmp_path / "report"
     assert main(["analysis", "report", str(toy_sweep), "--out", str(out), "--noise-sigma", "0.003"]) == 0
     assert "given with --noise-sigma" in (out / "report.md").read_text()

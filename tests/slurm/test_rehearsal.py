@@ -20,7 +20,8 @@ def test_small_rehearsal_survives_every_fault(slurm_cluster, tmp_path):
         if os.environ.get(REQUIRE_ENV, "") not in ("", "0"):
             pytest.fail(f"{REQUIRE_ENV} is set but {unavailable()}")
         pytest.skip(unavailable())
-    result = Rehearsal(SMALL, tmp_path / "rehearsal", log=print).run()
+    # the costs at 10,000 trials (five more commands on the finished sweep) are the benchmark's, not asserted here
+    result = Rehearsal(SMALL, tmp_path / "rehearsal", log=print, measure_costs=False).run()
 
     assert {fault["kind"] for fault in result["faults"]} == set(FAULT_KINDS)
     for fault in result["faults"]:

@@ -138,6 +138,9 @@ def test_controller_killed_while_jobs_run_reattaches_by_job_id_without_duplicate
     for job_id in killed_with.values():
         assert job_id in status.stdout, f"status does not show running job {job_id}:\n{status.stdout}"
 
+    # the re-attached jobs sleep the 12 s they were submitted with (sbatch exports the submitter's
+    # environment); the runs the second controller submits need no time in flight
+    monkeypatch.setenv("SEARCH_TEST_SLEEP", "1")
     second = _megadocs("search", "certify", str(path), "--no-progress", timeout=240)
     assert second.returncode == 0, second.stderr[-3000:]
 
@@ -208,6 +211,7 @@ def test_noise_repeats_on_slurm_survive_a_controller_kill(slurm_cluster, workdir
         first.wait()
     killed_with = {r.run_id: r.job_id for r in _runs(path) if r.status == "running" and r.job_id}
 
+    monkeypatch.setenv("SEARCH_TEST_SLEEP", "1")  # for the second controller's runs; the re-attached keep 6 s
     second = _megadocs("search", "certify", str(path), "--no-progress", timeout=300)
     assert second.returncode == 0, second.stderr[-3000:]
     runs = {r.run_id: r for r in _runs(path)}

@@ -32,20 +32,38 @@ def _env() -> dict[str, str]:
     return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
 
 
-@pytest.mark.usefixtures("one_thread")
-@pytest.mark.parametrize(("signum", "status", "word"), [
-    pytest.param(signal.SIGTERM, EXIT_PREEMPTED, "preempted", id="sigterm"),
-    pytest.param(signal.SIGINT, EXIT_INTERRUPTED, "interrupted", id="sigint", marks=pytest.mark.slow),
-])
-def test_signal_then_rerun_matches_an_uninterrupted_run(small_store, tmp_path, signum, status, word):
-    config = tmp_path / "run.yaml"
-    config.write_text(yaml.safe_dump({
+@pytest.fixture(scope="module")
+def config(small_store, tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("resume") / "run.yaml"
+    path.write_text(yaml.safe_dump({
         "data": {"store": str(small_store), "real_epochs": 1, "context": 64},
         "optim": {"batch_size": 32, "micro_batch_size": 16},
         "eval": {"val_windows": 128},
         "checkpoint_every": 1000,  # the only mid-run checkpoint is the one the signal triggers
         "device": "cpu",
     }))
+    return path
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(config, tmp_path_factory) -> RunMetrics:
+    """The reference every interrupted run must equal, trained once in this process (one thread,
+    like the subprocesses)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return run(load_run_config(config), tmp_path_factory.mktemp("resume") / "uninterrupted")
+    finally:
+        torch.set_num_threads(before)
+
+
+@pytest.mark.parametrize(("signum", "status", "word"), [
+    pytest.param(signal.SIGTERM, EXIT_PREEMPTED, "preempted", id="sigterm"),
+    pytest.param(signal.SIGINT, EXIT_INTERRUPTED, "interrupted", id="sigint", marks=pytest.mark.slow),
+])
+def test_signal_then_rerun_matches_an_uninterrupted_run(config, uninterrupted, tmp_path, signum, status, word):
     interrupted = tmp_path / "interrupted"
     process = subprocess.Popen(_megadocs("train", str(config), "--out", str(interrupted)), env=_env(),
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -72,8 +90,7 @@ def test_signal_then_rerun_matches_an_uninterrupted_run(small_store, tmp_path, s
     resumed = subprocess.run(_megadocs("train", str(config), "--out", str(interrupted)), env=_env(),
                              capture_output=True, text=True, timeout=300)
     assert resumed.returncode == 0, resumed.stderr
-    # The uninterrupted reference runs in this process (one thread, like the subprocesses).
-    b = run(load_run_config(config), tmp_path / "uninterrupted")
+    b = uninterrupted
     a = RunMetrics.load(interrupted / "metrics.json")
     assert a.steps == b.steps > stopped
     assert a.val_losses == b.val_losses  # bit-identical, not approximately equal
