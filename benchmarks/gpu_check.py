@@ -2,8 +2,9 @@
 
 ``--part perf``: the device's ceilings (one large bf16 matmul, a device copy); the paper's shape
 (300m preset, context 4096, vocabulary 128,256, batch 64) as `megadocs train` runs it now
-(regional compile, `loss: auto`, strict determinism) over a micro-batch sweep (16, 32, 8, 64)
-against `train.plan`'s memory estimate, with the top kernels of one step (which attention kernel
+(regional compile, `loss: auto`, `attention: auto`, strict determinism), and with each other
+attention setting (``--train-attention``) and loss (``--train-losses``), over a micro-batch sweep
+(16, 32, 8, 64) against `train.plan`'s memory estimate, with the top kernels of one step (which attention kernel
 ran) and the compile counters (graphs, graph breaks); the same sweep with `deterministic: false`
 (``train_fast``: what a run gains without bitwise resumption); the loss alone (chunked eager, chunked
 compiled, Liger, full: time, memory, agreement); and the backbone compiled whole with the eager
