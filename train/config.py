@@ -339,7 +339,8 @@ class RunConfig(StrictModel):
     attention: AttentionSetting = Field(
         default="auto", description="the attention kernels (train.attention.attention_backend): sdpa (PyTorch's "
         "fused attention; a dense mask when documents are masked), flex (FlexAttention, CUDA only); auto = flex on CUDA "
-        "(flash-attn for masked documents when installed; sdpa with deterministic: false), sdpa elsewhere"
+        "(flash-attn for masked documents when installed; sdpa for unmasked runs with deterministic: false), sdpa "
+        "elsewhere"
     )
     parallelism: Literal["auto", "ddp", "fsdp"] = Field(
         default="auto", description="several processes: ddp (replicated) or fsdp (sharded weights, "
@@ -492,7 +493,7 @@ deterministic: true            # CUDA: deterministic kernels, so a resumed run i
 loss: auto                     # auto | chunked | liger | full (head + cross-entropy; never changes
                                #   the run identity: auto = chunked, compiled where the run compiles)
 attention: auto                # auto | sdpa | flex (the kernels; never changes the run identity:
-                               #   auto = flex on CUDA, sdpa with deterministic: false or on CPU)
+                               #   auto = flex on CUDA, sdpa on CPU or unmasked with deterministic: false)
 parallelism: auto              # auto | ddp | fsdp, for several processes (torchrun, SLURM tasks; never
                                #   changes the run identity: auto = fsdp from 1B parameters, else ddp)
 """
