@@ -347,7 +347,7 @@ def _train_attention(ctx: Context, attention: str, *, strict: bool) -> None:
     losses = list(dict.fromkeys(shipped_loss if name == "auto" else name for name in args.train_losses))
     setting = "strict" if strict else "off"  # `deterministic: true` / `false`
     backend = attention_backend(attention, ctx.device, DocumentMask.OFF)
-    named = "flex" if backend == FLEX else backend
+    named = setting_of(backend)
     model = _model(ctx)
     set_attention(model, backend)
     compile_layers(decoder_layers(model))
@@ -381,6 +381,11 @@ def _train_attention(ctx: Context, attention: str, *, strict: bool) -> None:
     _compile_counters(ctx, f"regional, determinism {setting}, attention {named}, after the sweep")
 
 
+def setting_of(backend: str) -> str:
+    """The ``attention:`` setting a resolved backend is (``flex`` for `FLEX`): what rows record."""
+    return "flex" if backend == FLEX else backend
+
+
 def shipped_now(row: dict) -> bool:
     """Whether a train row measured what ``megadocs train`` runs by default now on the row's device
     (regional compile, ``loss: auto``, ``attention: auto``, ``deterministic: true``). `assemble`
@@ -393,7 +398,7 @@ def shipped_now(row: dict) -> bool:
     attention = attention_backend("auto", device, DocumentMask.OFF, deterministic=True)
     return (row["compile"] == "regional" and row.get("determinism") == "strict"
             and row["loss"] == resolve_loss_implementation("auto", device, compiled=True)
-            and row.get("attention", "sdpa") == ("flex" if attention == FLEX else attention))  # fmt: skip
+            and row.get("attention", "sdpa") == setting_of(attention))  # fmt: skip
 
 
 def _oom_against_plan(ctx: Context, micro: int) -> None:
@@ -563,7 +568,7 @@ def _determinism(ctx: Context, setting: str, attention: str = "auto") -> None:
     implementation = resolve_loss_implementation("auto", ctx.device, compiled=True)
     checksums, seconds = [], []
     backend = attention_backend(attention, ctx.device, DocumentMask.OFF)
-    named = "flex" if backend == FLEX else backend
+    named = setting_of(backend)
     for _attempt in range(2):
         model = _model(ctx)
         set_attention(model, backend)
