@@ -110,9 +110,13 @@ class StoreSplit(TokenizedDocuments):
     """One split of a token store (no EOS stored between documents), read from the store as it was
     opened (:meth:`TokenStore.split`)."""
 
-    path: Path
     name: str
     store: TokenStore
+
+    @property
+    def path(self) -> Path:
+        """The store's directory (for messages: files are read through `store`)."""
+        return self.store.path
 
     def document(self, index: int) -> np.ndarray:
         """The tokens of document ``index`` (a memmap view)."""
@@ -238,7 +242,7 @@ class TokenStore:
         if len(tokens) != offsets[-1]:
             raise UserError(f"{tokens_path}: holds {len(tokens)} tokens but the offsets say "
                             f"{int(offsets[-1])} (the store is damaged; prepare it again)")
-        split = self._splits[name] = StoreSplit(tokens=tokens, offsets=offsets, path=self.path, name=name, store=self)
+        split = self._splits[name] = StoreSplit(tokens=tokens, offsets=offsets, name=name, store=self)
         return split
 
     def copy_tokenizer(self, destination: Path) -> None:
