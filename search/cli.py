@@ -93,7 +93,10 @@ def register(subparsers) -> None:
     plan.add_argument("--mfu", type=float, default=None, help="assumed model FLOPs utilisation "
                       "(default: measured in benchmarks/results/gpu.json, else 0.4)")
     plan.add_argument("--peak-tflops", type=float, default=None,
-                      help="device dense bf16 peak TFLOP/s (default: gpu.json's device, else 989, H100 SXM)")
+                      help="device dense bf16 peak TFLOP/s (default: the measured GPU's, else 989, H100 SXM)")
+    plan.add_argument("--gpu", metavar="TEXT", default=None,
+                      help="take the MFU and peak measured on the GPU whose name contains TEXT, e.g. h100 "
+                      "(default: the GPU measured with the lowest MFU)")
     assume = plan.add_argument_group(
         "data sizes", "Measured from the store and pools where they exist, else the paper's figures; a value given "
         "here replaces the measured one. The plan lists every assumed figure.")
@@ -252,7 +255,7 @@ def _plan(args: argparse.Namespace) -> int:
                 raise UserError(f"{option}: {exc}") from None
     if "vocab_size" in given:
         given["vocab_size"] = int(given["vocab_size"])
-    utilisation = default_utilisation(args.mfu, args.peak_tflops)
+    utilisation = default_utilisation(args.mfu, args.peak_tflops, gpu=args.gpu)
     result = sweep_plan(sweep, utilisation, assume=Assumptions(**given), progress=_progress(sweep))
     print(dumps_json(result.to_dict(), indent=1) if args.json else format_sweep_plan(result),
           end="\n" if args.json else "")

@@ -451,7 +451,8 @@ class SweepPlan:
                 "simulations": self.simulations, "certifications": [c.to_dict() for c in self.certifications],
                 "ensembles": [e.to_dict() for e in self.ensembles], "transfers": [e.to_dict() for e in self.transfers],
                 "assumed": {name: figure.to_dict() for name, figure in self.assumed.items()},
-                "total": total, "mfu_source": utilisation.source if utilisation else None}  # fmt: skip
+                "total": total, "mfu_source": utilisation.source if utilisation else None,
+                "mfu_device": utilisation.device if utilisation else None}  # fmt: skip
 
 
 def sweep_plan(sweep: Sweep, utilisation: Utilisation, *, simulations: int = SIMULATIONS,

@@ -7,6 +7,10 @@ then take their default MFU and peak from it and say so. Without the file (no GP
 check yet, or an installed package without the repository's ``benchmarks/``) they assume
 `train.plan.DEFAULT_MFU` and say that instead.
 
+The file can hold rows of several GPUs. A plan takes the GPU its ``--gpu`` names (a part of the
+device name, e.g. ``h100``); without it, the GPU whose shipped row has the lowest MFU (the most
+conservative plan), and its source line names the others.
+
 MFU is ``tokens_per_s x flops_per_token / (peak_tflops x 1e12)`` with ``flops_per_token`` from
 `train.plan.model_cost` (``6N + 12 L d C``) and ``peak_tflops`` the device's dense bf16 datasheet
 peak, so it compares with published figures; the measured matmul ceiling is a check row.
@@ -81,13 +85,30 @@ class GpuResults(BaseModel):
     train: list[TrainRow]
     checks: list[CheckRow]
 
-    def shipped_row(self, preset: str, context: int) -> TrainRow | None:
+    def device_of(self, row: TrainRow) -> str:
+        """The GPU that measured `row` (its own ``device``, else the file's)."""
+        return row.device or self.device
+
+    @property
+    def gpus(self) -> list[str]:
+        """The GPUs that measured training rows, in file order (a CPU rehearsal's rows are none)."""
+        return list(dict.fromkeys(device for device in map(self.device_of, self.train) if device != "cpu"))
+
+    def shipped_row(self, preset: str, context: int, device: str | None = None) -> TrainRow | None:
         """The fastest shipped configuration of `preset` at `context` (the micro-batch ``auto``
-        picks is the largest that fits, usually the fastest), else of any shape; None if none."""
-        shipped = [row for row in self.train if row.shipped]
+        picks is the largest that fits, usually the fastest), else of any shape, measured on
+        `device` (default: on any); None if none."""
+        shipped = [row for row in self.train if row.shipped and device in (None, self.device_of(row))]
         exact = [row for row in shipped if (row.preset, row.context) == (preset, context)]
         candidates = exact or shipped
         return max(candidates, key=lambda row: row.mfu) if candidates else None
+
+    def shipped_rows(self, preset: str, context: int) -> dict[str, TrainRow]:
+        """Each GPU's `shipped_row`, GPU -> row: of those at `preset` and `context` when any GPU has
+        one there, else of those at any shape; {} when no GPU has a shipped row."""
+        rows = {gpu: row for gpu in self.gpus if (row := self.shipped_row(preset, context, gpu)) is not None}
+        exact = {gpu: row for gpu, row in rows.items() if (row.preset, row.context) == (preset, context)}
+        return exact or rows
 
 
 @dataclass(frozen=True)
@@ -97,29 +118,62 @@ class Utilisation:
     mfu: float
     peak_tflops: float
     source: str
+    device: str | None = None
+    """The GPU whose measurement gave the MFU or the peak; None when neither was measured."""
 
 
-def measured_utilisation(path: Path | None = None) -> Utilisation | None:
+def measured_utilisation(path: Path | None = None, *, gpu: str | None = None) -> Utilisation | None:
     """The shipped configuration's measured MFU at the paper's shape from `path` (default
-    `GPU_RESULTS`); None when the file is absent or holds no CUDA measurement (a CPU rehearsal's
-    file never counts).
+    `GPU_RESULTS`) on the GPU whose name contains `gpu` (case-insensitive; ``--gpu``), or, without
+    `gpu`, on the GPU with the lowest such MFU (the source then names the others). None, without
+    `gpu`, when the file is absent or holds no GPU's shipped row (a CPU rehearsal's file never
+    counts).
 
     Raises:
-        UserError: the file exists but is not a device check's results.
+        UserError: the file exists but is not a device check's results; or `gpu` matches no GPU
+            measured in it, several, or one without a shipped row.
     """
     path = GPU_RESULTS if path is None else path
-    if not path.is_file():
-        return None
+    where = "benchmarks/results/gpu.json" if path == GPU_RESULTS else str(path)
+    results = _read(path) if path.is_file() else None
+    if gpu is None:
+        rows = results.shipped_rows(*PAPER_SHAPE) if results else {}
+        if not rows:
+            return None
+        device, row = min(rows.items(), key=lambda item: item[1].mfu)
+        others = ", ".join(f"{other} MFU {rows[other].mfu:.3f}" for other in rows if other != device)
+        note = f"; the lowest of the GPUs measured (also {others}; --gpu picks one)" if others else ""
+    else:
+        device = _gpu_named(gpu, results, where)
+        row = results.shipped_row(*PAPER_SHAPE, device)
+        if row is None:
+            raise UserError(f"--gpu {gpu}: {device} has no measurement of what runs now (no shipped row in {where}); "
+                            "run benchmarks/gpu_check.py on it, or give --mfu and --peak-tflops")
+        note = ""
+    shape = f"{row.preset}, context {row.context}, micro-batch {row.micro_batch}"
+    return Utilisation(mfu=round(row.mfu, 3), peak_tflops=row.peak_tflops, device=device,
+                       source=f"measured on {device} ({shape}; {where}, {results.date}){note}")
+
+
+def _read(path: Path) -> GpuResults:
     try:
-        results = GpuResults.model_validate(json.loads(path.read_text()))
+        return GpuResults.model_validate(json.loads(path.read_text()))
     except (ValueError, ValidationError) as exc:
         first = str(exc).splitlines()[0]
         raise UserError(f"{path}: not a device check's results ({first}); re-run benchmarks/gpu_check.py "
                         "or delete it") from None
-    row = results.shipped_row(*PAPER_SHAPE)
-    if results.device == "cpu" or row is None:
-        return None
-    shape = f"{row.preset}, context {row.context}, micro-batch {row.micro_batch}"
-    where = "benchmarks/results/gpu.json" if path == GPU_RESULTS else str(path)
-    return Utilisation(mfu=round(row.mfu, 3), peak_tflops=row.peak_tflops,
-                       source=f"measured on {row.device or results.device} ({shape}; {where}, {results.date})")
+
+
+def _gpu_named(gpu: str, results: GpuResults | None, where: str) -> str:
+    """The one GPU measured in `results` whose name contains `gpu` (or is it), case-insensitive."""
+    measured = results.gpus if results else []
+    matches = [device for device in measured if device.lower() == gpu.lower()]
+    matches = matches or [device for device in measured if gpu.lower() in device.lower()]
+    if len(matches) == 1:
+        return matches[0]
+    if matches:
+        raise UserError(f"--gpu {gpu}: matches several GPUs measured in {where} ({', '.join(matches)}); "
+                        "give more of one's name")
+    if results is None:
+        raise UserError(f"--gpu {gpu}: no device check results ({where} is absent); give --mfu and --peak-tflops")
+    raise UserError(f"--gpu {gpu}: no GPU measured in {where} matches (measured: {', '.join(measured) or 'none'})")

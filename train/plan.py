@@ -230,17 +230,25 @@ def largest_fitting_micro_batch(
 
 
 def default_utilisation(mfu: float | None = None, peak_tflops: float | None = None,
-                        path=None) -> Utilisation:  # fmt: skip
+                        path=None, *, gpu: str | None = None) -> Utilisation:  # fmt: skip
     """The utilisation a plan assumes: `mfu` / `peak_tflops` when given (``--mfu``,
     ``--peak-tflops``), the rest from the device check's measurement of the shipped configuration
-    (`train.gpu_results`) when there is one, else `DEFAULT_MFU` of an H100's dense bf16 peak."""
-    measured = measured_utilisation(path) if mfu is None or peak_tflops is None else None
+    (`train.gpu_results.measured_utilisation`: on the GPU `gpu` names, ``--gpu``, else on the
+    measured GPU with the lowest MFU) when there is one, else `DEFAULT_MFU` of an H100's dense
+    bf16 peak.
+
+    Raises:
+        UserError: `gpu` names no GPU measured in the file, or several (also when both figures are given).
+    """
+    given = mfu is not None and peak_tflops is not None
+    measured = measured_utilisation(path, gpu=gpu) if gpu is not None or not given else None
     if measured is None:
         measured = Utilisation(mfu=DEFAULT_MFU, peak_tflops=H100_BF16_PEAK_TFLOPS,
                                source="assumed: no GPU measurement in benchmarks/results/gpu.json")
     return Utilisation(mfu=measured.mfu if mfu is None else mfu,
                        peak_tflops=measured.peak_tflops if peak_tflops is None else peak_tflops,
-                       source=measured.source if mfu is None else "given (--mfu)")
+                       source=measured.source if mfu is None else "given (--mfu)",
+                       device=None if given else measured.device)
 
 
 def check_utilisation(mfu: float, peak_tflops: float) -> None:
@@ -496,6 +504,7 @@ class RunPlan:
             "mixed_precision": self.mixed_precision,
             "mfu": self.utilisation.mfu,
             "mfu_source": self.utilisation.source,
+            "mfu_device": self.utilisation.device,
             "peak_tflops": self.utilisation.peak_tflops,
             "processes": cost.processes,
             "scaling_efficiency": cost.scaling_efficiency,

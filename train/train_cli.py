@@ -67,7 +67,10 @@ def _add_run_options(parser: argparse.ArgumentParser, *, late: bool = False) -> 
                         help="with --dry-run: assumed model FLOPs utilisation (default: measured in "
                         "benchmarks/results/gpu.json, else 0.4; see train/plan.py)")
     parser.add_argument("--peak-tflops", dest=prefix + "peak_tflops", type=float, **unset,
-                        help="with --dry-run: device dense bf16 peak TFLOP/s (default: gpu.json's device, else 989, H100 SXM)")
+                        help="with --dry-run: device dense bf16 peak TFLOP/s (default: the measured GPU's, else 989, H100 SXM)")
+    parser.add_argument("--gpu", dest=prefix + "gpu", metavar="TEXT", **unset,
+                        help="with --dry-run: take the MFU and peak measured on the GPU whose name contains TEXT, "
+                        "e.g. h100 (default: the GPU measured with the lowest MFU)")
     parser.add_argument("--memory-gib", dest=prefix + "memory_gib", type=float, **unset,
                         help="with --dry-run: device memory for micro_batch_size auto (default 80)")
     parser.add_argument("--processes", dest=prefix + "processes", type=int, **unset,
@@ -210,7 +213,7 @@ def _dry_run(config, args: argparse.Namespace) -> int:
 
     result = plan.run_plan(
         config,
-        utilisation=plan.default_utilisation(args.mfu, args.peak_tflops),
+        utilisation=plan.default_utilisation(args.mfu, args.peak_tflops, gpu=args.gpu),
         device_memory_gib=plan.DEFAULT_DEVICE_MEMORY_GIB if args.memory_gib is None else args.memory_gib,
         processes=int(os.environ.get("WORLD_SIZE", "1")) if args.processes is None else args.processes,
         scaling_efficiency=plan.DEFAULT_SCALING_EFFICIENCY if args.scaling_efficiency is None else args.scaling_efficiency,

@@ -130,6 +130,7 @@ def test_plan_json_is_the_dict_sweep_plan_returned_before_it_was_typed(make_swee
                   "gpu_hours_expected": sum(c["gpu_hours_expected"] for c in certifications) + hours,
                   "gpu_hours_worst": sum(c["gpu_hours_worst"] for c in certifications) + hours},
         "mfu_source": "given (--mfu)",
+        "mfu_device": None,  # added last (gpuplan): the GPU measured, none when both figures are given
     }  # fmt: skip
     assert printed == dumps_json(before, indent=1) + "\n"
     assert [c["extended_grid_size"] for c in certifications] == [6, 6] and len(extras) == 2
@@ -300,6 +301,27 @@ def test_gpu_hours_take_the_mfu_the_device_check_measured(make_sweep, tiny_store
     _gpu_results(tmp_path / "gpu.json", device="cpu")  # a CPU rehearsal's results never count
     assert main(["search", "plan", str(path), "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["mfu"] == 0.4
+
+
+def test_plan_of_several_gpus_measured_takes_the_lowest_mfu_or_the_one_gpu_names(make_sweep, tiny_store, tmp_path,
+                                                                                   monkeypatch, capsys):  # fmt: skip
+    import train.gpu_results
+    from tests.train.test_gpu_results import H100, H200, write_gpu_results
+
+    path = make_sweep(objective=None, grid={"lr": [0.001], "epochs": [1]}, start={"lr": 0.001, "epochs": 1},
+                      train={"data": {"store": str(tiny_store), "context": 32}, "model": {"preset": "tiny-1m"}},
+                      certifications=[{"name": "real", "fixed": {"method": "real"}}])  # fmt: skip
+    two_gpus = write_gpu_results(tmp_path / "gpu.json", {H200: 0.52, None: 0.441})  # the file's own: the H100
+    monkeypatch.setattr(train.gpu_results, "GPU_RESULTS", two_gpus)
+    assert main(["search", "plan", str(path), "--json"]) == 0
+    plan = json.loads(capsys.readouterr().out)
+    assert (plan["mfu"], plan["mfu_device"]) == (0.441, H100) and f"also {H200} MFU 0.520" in plan["mfu_source"]
+    assert main(["search", "plan", str(path), "--json", "--gpu", "h200"]) == 0
+    plan = json.loads(capsys.readouterr().out)
+    assert (plan["mfu"], plan["mfu_device"]) == (0.52, H200) and "also" not in plan["mfu_source"]
+    assert main(["search", "plan", str(path), "--gpu", "a100"]) == 2
+    assert capsys.readouterr().err.strip() == (f"error: --gpu a100: no GPU measured in benchmarks/results/gpu.json "
+                                               f"matches (measured: {H200}, {H100})")  # fmt: skip
 
 
 def test_train_and_search_plans_cost_a_run_alike(make_sweep, tiny_store):

@@ -176,11 +176,33 @@ def test_dry_run_json_is_the_dict_run_plan_returned_before_it_was_typed(small_st
         "parallelism": cost.parallelism, "memory_per_micro_batch": {**dataclasses.asdict(cost.memory),
                                                                     "total": cost.memory.total},
         "device_memory_bytes": 2.0 * 2**30, "mixed_precision": True, "mfu": 0.5, "mfu_source": utilisation.source,
-        "peak_tflops": 100.0, "processes": 4, "scaling_efficiency": cost.scaling_efficiency,
+        "mfu_device": None, "peak_tflops": 100.0, "processes": 4, "scaling_efficiency": cost.scaling_efficiency,
         "wall_hours": cost.wall_hours, "gpu_hours": cost.gpu_hours,
     }  # fmt: skip
     assert printed == json.dumps(before, indent=1, allow_nan=False) + "\n"
     assert (cost.parallelism, cost.memory.shards, cost.scaling_efficiency) == ("fsdp", 4, 0.9)
+
+
+def test_dry_run_takes_the_mfu_of_the_gpu_named(small_store, tmp_path, monkeypatch, capsys):
+    """``--gpu`` (also after CONFIG.yaml) picks the measured GPU; without it the plan takes the lowest
+    MFU measured and says which GPU and what the others measured."""
+    import train.gpu_results
+    from tests.train.test_gpu_results import H100, H200, write_gpu_results
+
+    two_gpus = write_gpu_results(tmp_path / "gpu.json", {H200: 0.52, None: 0.441})  # the file's own: the H100
+    monkeypatch.setattr(train.gpu_results, "GPU_RESULTS", two_gpus)
+    path = tmp_path / "run.yaml"
+    path.write_text(yaml.safe_dump({"data": {"store": str(small_store), "context": 64}}))
+    assert main(["train", str(path), "--dry-run"]) == 0
+    assert (f"at MFU 0.441 of 989.0 TFLOP/s (measured on {H100} (300m, context 4096, micro-batch 32; "
+            f"benchmarks/results/gpu.json, 2026-12-05); the lowest of the GPUs measured (also {H200} MFU 0.520; "
+            "--gpu picks one))") in capsys.readouterr().out  # fmt: skip
+    assert main(["train", str(path), "--dry-run", "--json", "--gpu", "H200"]) == 0
+    plan = json.loads(capsys.readouterr().out)
+    assert (plan["mfu"], plan["mfu_device"]) == (0.52, H200)
+    assert main(["train", "--gpu", "nvidia", str(path), "--dry-run"]) == 2
+    assert capsys.readouterr().err.strip() == (f"error: --gpu nvidia: matches several GPUs measured in "
+                                               f"benchmarks/results/gpu.json ({H200}, {H100}); give more of one's name")
 
 
 def test_dry_run_refuses_a_bad_mfu_in_one_line(small_store, tmp_path, capsys):
