@@ -96,7 +96,7 @@ def register(subparsers) -> None:
                       help="device dense bf16 peak TFLOP/s (default: the measured GPU's, else 989, H100 SXM)")
     plan.add_argument("--gpu", metavar="TEXT", default=None,
                       help="take the MFU and peak measured on the GPU whose name contains TEXT, e.g. h100 "
-                      "(default: the GPU measured with the lowest MFU)")
+                      "(default: the slowest GPU measured, MFU x peak)")
     assume = plan.add_argument_group(
         "data sizes", "Measured from the store and pools where they exist, else the paper's figures; a value given "
         "here replaces the measured one. The plan lists every assumed figure.")

@@ -8,8 +8,8 @@ check yet, or an installed package without the repository's ``benchmarks/``) the
 `train.plan.DEFAULT_MFU` and say that instead.
 
 The file can hold rows of several GPUs. A plan takes the GPU its ``--gpu`` names (a part of the
-device name, e.g. ``h100``); without it, the GPU whose shipped row has the lowest MFU (the most
-conservative plan), and its source line names the others.
+device name, e.g. ``h100``); without it, the GPU whose shipped row is the slowest (lowest MFU x
+peak TFLOP/s: the most conservative plan), and its source line names the others.
 
 MFU is ``tokens_per_s x flops_per_token / (peak_tflops x 1e12)`` with ``flops_per_token`` from
 `train.plan.model_cost` (``6N + 12 L d C``) and ``peak_tflops`` the device's dense bf16 datasheet
@@ -125,7 +125,7 @@ class Utilisation:
 def measured_utilisation(path: Path | None = None, *, gpu: str | None = None) -> Utilisation | None:
     """The shipped configuration's measured MFU at the paper's shape from `path` (default
     `GPU_RESULTS`) on the GPU whose name contains `gpu` (case-insensitive; ``--gpu``), or, without
-    `gpu`, on the GPU with the lowest such MFU (the source then names the others). None, without
+    `gpu`, on the slowest such GPU (lowest MFU x peak; the source then names the others). None, without
     `gpu`, when the file is absent or holds no GPU's shipped row (a CPU rehearsal's file never
     counts).
 
@@ -140,9 +140,10 @@ def measured_utilisation(path: Path | None = None, *, gpu: str | None = None) ->
         rows = results.shipped_rows(*PAPER_SHAPE) if results else {}
         if not rows:
             return None
-        device, row = min(rows.items(), key=lambda item: item[1].mfu)
+        # the slowest (MFU x peak: the most GPU-hours), so that no plan is optimistic for the GPU it runs on
+        device, row = min(rows.items(), key=lambda item: item[1].mfu * item[1].peak_tflops)
         others = ", ".join(f"{other} MFU {rows[other].mfu:.3f}" for other in rows if other != device)
-        note = f"; the lowest of the GPUs measured (also {others}; --gpu picks one)" if others else ""
+        note = f"; the slowest of the GPUs measured (also {others}; --gpu picks one)" if others else ""
     else:
         device = _gpu_named(gpu, results, where)
         row = results.shipped_row(*PAPER_SHAPE, device)

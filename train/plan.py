@@ -234,7 +234,7 @@ def default_utilisation(mfu: float | None = None, peak_tflops: float | None = No
     """The utilisation a plan assumes: `mfu` / `peak_tflops` when given (``--mfu``,
     ``--peak-tflops``), the rest from the device check's measurement of the shipped configuration
     (`train.gpu_results.measured_utilisation`: on the GPU `gpu` names, ``--gpu``, else on the
-    measured GPU with the lowest MFU) when there is one, else `DEFAULT_MFU` of an H100's dense
+    slowest measured GPU, lowest MFU x peak) when there is one, else `DEFAULT_MFU` of an H100's dense
     bf16 peak.
 
     Raises:

@@ -70,7 +70,7 @@ def _add_run_options(parser: argparse.ArgumentParser, *, late: bool = False) -> 
                         help="with --dry-run: device dense bf16 peak TFLOP/s (default: the measured GPU's, else 989, H100 SXM)")
     parser.add_argument("--gpu", dest=prefix + "gpu", metavar="TEXT", **unset,
                         help="with --dry-run: take the MFU and peak measured on the GPU whose name contains TEXT, "
-                        "e.g. h100 (default: the GPU measured with the lowest MFU)")
+                        "e.g. h100 (default: the slowest GPU measured, MFU x peak)")
     parser.add_argument("--memory-gib", dest=prefix + "memory_gib", type=float, **unset,
                         help="with --dry-run: device memory for micro_batch_size auto (default 80)")
     parser.add_argument("--processes", dest=prefix + "processes", type=int, **unset,

@@ -1,5 +1,5 @@
 """`train.gpu_results`: which GPU's measured MFU a plan assumes when the device check's file holds
-several (``--gpu``, else the lowest), on small synthetic files."""
+several (``--gpu``, else the slowest), on small synthetic files."""
 
 from __future__ import annotations
 
@@ -37,13 +37,25 @@ def test_one_gpu_measured_gives_the_source_it_always_gave(tmp_path):
 
 
 @pytest.mark.parametrize(("h100", "h200"), [(0.441, 0.52), (0.48, 0.43)])
-def test_without_gpu_the_lowest_mfu_measured_is_planned_and_the_others_named(tmp_path, h100, h200):
+def test_without_gpu_the_slowest_measured_is_planned_and_the_others_named(tmp_path, h100, h200):
     path = write_gpu_results(tmp_path / "gpu.json", {H200: h200, None: h100})
     utilisation = measured_utilisation(path)
     lowest, other, other_mfu = (H100, H200, h200) if h100 < h200 else (H200, H100, h100)
     assert (utilisation.mfu, utilisation.device) == (min(h100, h200), lowest)
     assert utilisation.source.startswith(f"measured on {lowest} (300m, context 4096")
     assert f"also {other} MFU {other_mfu:.3f}" in utilisation.source and "--gpu picks one" in utilisation.source
+
+
+def test_without_gpu_the_slowest_is_mfu_times_peak_not_mfu_alone(tmp_path):
+    """A GPU of lower MFU but a higher peak can be the faster: the plan takes the fewer TFLOP/s
+    achieved (the more GPU-hours)."""
+    path = write_gpu_results(tmp_path / "gpu.json", {H200: 0.40, None: 0.45})
+    rows = json.loads(path.read_text())
+    for row in rows["train"]:
+        row["peak_tflops"] = 1979.0 if row["device"] == H200 else 989.0
+    path.write_text(json.dumps(rows))
+    utilisation = measured_utilisation(path)
+    assert (utilisation.mfu, utilisation.peak_tflops, utilisation.device) == (0.45, 989.0, H100)
 
 
 def test_gpu_picks_each_measured_gpu_by_a_part_of_its_name(tmp_path):
@@ -61,7 +73,7 @@ def test_a_gpu_named_in_full_is_picked_when_another_name_contains_it(tmp_path):
 
 
 def test_a_gpu_measured_only_at_another_shape_is_not_compared(tmp_path):
-    """The lowest MFU is taken among the GPUs measured at the paper's shape: a toy shape's MFU is no
+    """The slowest GPU is taken among those measured at the paper's shape: a toy shape's MFU is no
     GPU's at 300m."""
     path = write_gpu_results(tmp_path / "gpu.json", {None: 0.441})
     toy = write_gpu_results(tmp_path / "toy.json", {H200: 0.05}, shape=("tiny-1m", 256))

@@ -195,7 +195,7 @@ def test_dry_run_takes_the_mfu_of_the_gpu_named(small_store, tmp_path, monkeypat
     path.write_text(yaml.safe_dump({"data": {"store": str(small_store), "context": 64}}))
     assert main(["train", str(path), "--dry-run"]) == 0
     assert (f"at MFU 0.441 of 989.0 TFLOP/s (measured on {H100} (300m, context 4096, micro-batch 32; "
-            f"benchmarks/results/gpu.json, 2026-12-05); the lowest of the GPUs measured (also {H200} MFU 0.520; "
+            f"benchmarks/results/gpu.json, 2026-12-05); the slowest of the GPUs measured (also {H200} MFU 0.520; "
             "--gpu picks one))") in capsys.readouterr().out  # fmt: skip
     assert main(["train", str(path), "--dry-run", "--json", "--gpu", "H200"]) == 0
     plan = json.loads(capsys.readouterr().out)
