@@ -21,7 +21,8 @@ RETRY_HINT = ("{n} failed point(s) block their certificates; a re-run does not r
               "`megadocs search certify {sweep} --retry-failed`")
 """What ``certify`` and ``status`` say under failed points (failures are kept, not retried, until asked)."""
 RERUN_HINT = ("{n} point(s) stopped the sweep on an error outside the run (a user error, or an objective that "
-              "returned no loss; nothing was trained): fix it, then `megadocs search certify {sweep}` runs them again")
+              "returned no loss; nothing was trained): fix the cause, then `megadocs search certify {sweep}` runs them "
+              "again")
 """What ``status`` says under the points to re-run (:attr:`search.ledger.RunRecord.to_rerun`)."""
 
 
