@@ -21,9 +21,18 @@ RETRY_HINT = ("{n} failed point(s) block their certificates; a re-run does not r
               "`megadocs search certify {sweep} --retry-failed`")
 """What ``certify`` and ``status`` say under failed points (failures are kept, not retried, until asked)."""
 RERUN_HINT = ("{n} point(s) stopped the sweep on an error outside the run (a user error, or an objective that "
-              "returned no loss; nothing was trained): fix the cause, then `megadocs search certify {sweep}` runs them "
-              "again")
+              "returned no loss; nothing was trained): fix the cause, then `{command}` runs them again")
 """What ``status`` says under the points to re-run (:attr:`search.ledger.RunRecord.to_rerun`)."""
+
+
+def certify_command(args: argparse.Namespace) -> str:
+    """The ``certify`` command that goes on with ``args``' sweep and strategy (a baseline's names it).
+
+    >>> certify_command(argparse.Namespace(sweep="s.yaml", strategy="grid"))
+    'megadocs search certify s.yaml --strategy grid'
+    """
+    strategy = "" if args.strategy == "certify" else f" --strategy {args.strategy}"
+    return f"megadocs search certify {args.sweep}{strategy}"
 
 
 def register(subparsers) -> None:
@@ -167,7 +176,7 @@ def _certify(args: argparse.Namespace) -> int:
         print(exc.message(args.sweep), file=sys.stderr)
         return Exit.INTERRUPTED
     except SweepStopped as exc:  # its line names the command to re-run
-        raise UserError(exc.message(args.sweep)) from None
+        raise UserError(exc.message(certify_command(args))) from None
     snapshot = read_snapshot(sweep)  # each study read once by everything below
     summaries = summarize(sweep, args.strategy, max_runs=args.max_runs, snapshot=snapshot,
                           warn_off_grid=False)  # the controller's restore said it
@@ -329,7 +338,7 @@ def _print_status(args: argparse.Namespace, sweep: Sweep, snapshot: LedgerSnapsh
     for line in format_reruns(summaries):
         print(line)
     if rerun := sum(len(s.to_rerun) for s in summaries):
-        print(RERUN_HINT.format(n=rerun, sweep=args.sweep))
+        print(RERUN_HINT.format(n=rerun, command=certify_command(args)))
     return 0
 
 

@@ -129,9 +129,10 @@ class SweepStopped(UserError):
         super().__init__(f"{line}; fix it and re-run certify")
         self.line = line
 
-    def message(self, sweep_file: str) -> str:
-        """The one line ``megadocs search certify`` prints (exit status 2)."""
-        return f"{self.line}; fix it and re-run `megadocs search certify {sweep_file}` (it runs this point again)"
+    def message(self, command: str) -> str:
+        """The one line ``megadocs search certify`` prints (exit status 2); ``command``: the
+        certify command to re-run (:func:`search.cli.certify_command`)."""
+        return f"{self.line}; fix it and re-run `{command}` (it runs this point again)"
 
 
 @dataclass
