@@ -8,8 +8,8 @@ reads has its own owner, :mod:`megadocs.pools`, and the megadoc rule :mod:`megad
 - the algorithm vocabulary (:data:`ALGORITHMS`, :data:`POOL_KIND`) and the sweep's methods
   (:data:`METHODS`: the algorithms plus :data:`REAL`);
 - the run-directory layout (:class:`RunDir`);
-- one run status (:class:`RunStatus`) and the metrics record (:class:`RunMetrics`, its benchmark
-  scores :class:`BenchmarkScore`);
+- one run status (:class:`RunStatus`, and :class:`FailureKind`: why a run ended without metrics)
+  and the metrics record (:class:`RunMetrics`, its benchmark scores :class:`BenchmarkScore`);
 - the validation-set names (:data:`IID`, :data:`IID_SHORT`, :data:`IID_LONG`);
 - one durability rule for files (:func:`atomic_file`, :func:`write_atomic`, :func:`write_json`,
   :func:`replace_dir`) and standard JSON (:func:`dumps_json`: no NaN/Infinity, ever).
@@ -52,6 +52,7 @@ __all__ = [
     "half_names",
     "describe_validation_set",
     "RunStatus",
+    "FailureKind",
     "RunMetrics",
     "WindowCounts",
     "BenchmarkScore",
@@ -156,6 +157,21 @@ class RunStatus(_StrEnum):
     def finished(self) -> bool:
         """The run produced a result (a diverged run is a result: an infinitely bad one)."""
         return self in (RunStatus.COMPLETED, RunStatus.DIVERGED)
+
+
+class FailureKind(_StrEnum):
+    """Why a run ended without metrics, as its job said (never written to ``metrics.json``): a
+    search job's result (``search.objective.JobFailure``) and the ledger's ``failure`` of its
+    FAILED trial. A run that failed otherwise (its job lost or killed after every retry) has none."""
+
+    INVALID = "invalid"
+    """The objective returned no loss, or the job met a user error (a store or pool not there, the
+    data replaced at its path since the run was named, a config train refuses): the cause lies
+    outside the run and nothing was trained. Not retried; the controller stops the sweep with its
+    one line, and once the user fixed the cause the next ``certify`` runs the point again."""
+    FAILED = "failed"
+    """The objective returned loss -inf: a failed run with its reason, kept (not run again) until
+    ``--retry-failed``: a deterministic failure would only fail again."""
 
 
 _NON_FINITE_STRINGS = {"inf", "-inf", "infinity", "-infinity", "nan"}

@@ -17,8 +17,22 @@ if TYPE_CHECKING:  # a type only: the handlers import search.sweep when they run
     from search.sweep import Sweep
 
 RETRY_HINT = ("{n} failed point(s) block their certificates; a re-run does not run them again (a deterministic "
-              "failure would only fail again): fix the cause, then `megadocs search certify {sweep} --retry-failed`")
+              "failure, loss -inf or a job that failed every retry, would only fail again): fix the cause, then "
+              "`megadocs search certify {sweep} --retry-failed`")
 """What ``certify`` and ``status`` say under failed points (failures are kept, not retried, until asked)."""
+RERUN_HINT = ("{n} point(s) stopped the sweep on an error outside the run (a user error, or an objective that "
+              "returned no loss; nothing was trained): fix the cause, then `{command}` runs them again")
+"""What ``status`` says under the points to re-run (:attr:`search.ledger.RunRecord.to_rerun`)."""
+
+
+def certify_command(args: argparse.Namespace) -> str:
+    """The ``certify`` command that goes on with ``args``' sweep and strategy (a baseline's names it).
+
+    >>> certify_command(argparse.Namespace(sweep="s.yaml", strategy="grid"))
+    'megadocs search certify s.yaml --strategy grid'
+    """
+    strategy = "" if args.strategy == "certify" else f" --strategy {args.strategy}"
+    return f"megadocs search certify {args.sweep}{strategy}"
 
 
 def register(subparsers) -> None:
@@ -38,7 +52,8 @@ def register(subparsers) -> None:
         description="Certify every certification of SWEEP.yaml. Safe to stop and re-run: it re-attaches to "
         "running jobs, adopts finished ones and never runs a point twice. Ctrl-C stops the local runs in "
         "flight (a train run saves a checkpoint first) and exits with status 130; the next certify resumes "
-        "them. SLURM jobs keep running and are re-attached. Failed points are kept until --retry-failed. "
+        "them. SLURM jobs keep running and are re-attached. Failed points are kept until --retry-failed; a point "
+        "whose job stopped the sweep on a user error runs again once its cause is fixed. "
         "Curves: `tensorboard --logdir OUT/tensorboard` (OUT: the sweep's out directory) names each run "
         "by its certification and point. Each certificate says what it rests on: interior on every searched "
         "axis, leaning on search bound(s), axes not searched (one value), the runs per point; a sweep's "
@@ -57,7 +72,8 @@ def register(subparsers) -> None:
                          help="at most N runs per certification (default: until certified; tpe: min(grid, 50))")
     certify.add_argument("--retry-failed", action="store_true",
                          help="run points again that failed in an earlier controller (a re-run keeps "
-                         "failures, since a deterministic one would only fail again)")
+                         "failures, since a deterministic one would only fail again; a point that stopped the sweep "
+                         "on a user error runs again without it)")
     certify.add_argument("--no-progress", action="store_true", help="no progress line on stderr")
     certify.set_defaults(func=_certify)
 
@@ -140,7 +156,7 @@ def _configure_process(*, runs_jobs: bool) -> None:
 def _certify(args: argparse.Namespace) -> int:
     from megadocs.errors import UserError
     from search.certificate import CertState
-    from search.controller import SweepInterrupted, run_sweep
+    from search.controller import SweepInterrupted, SweepStopped, run_sweep
     from search.ledger import read_snapshot
     from search.status import (
         certify_exit,
@@ -162,6 +178,8 @@ def _certify(args: argparse.Namespace) -> int:
     except SweepInterrupted as exc:  # Ctrl-C: one line, the status `megadocs train` exits with
         print(exc.message(args.sweep), file=sys.stderr)
         return Exit.INTERRUPTED
+    except SweepStopped as exc:  # its line names the command to re-run
+        raise UserError(exc.message(certify_command(args))) from None
     snapshot = read_snapshot(sweep)  # each study read once by everything below
     summaries = summarize(sweep, args.strategy, max_runs=args.max_runs, snapshot=snapshot,
                           warn_off_grid=False)  # the controller's restore said it
@@ -296,7 +314,7 @@ def _status(args: argparse.Namespace) -> int:
 def _print_status(args: argparse.Namespace, sweep: Sweep, snapshot: LedgerSnapshot, watch: JobWatch) -> int:
     """The human view of the :class:`search.status.StatusReport`, or its JSON (``--json``)."""
     from search.certificate import CertState
-    from search.status import format_bases, format_stops, format_table, status_report
+    from search.status import format_bases, format_reruns, format_stops, format_table, status_report
 
     report = status_report(sweep, args.strategy, watch=watch, snapshot=snapshot)
     if args.json:
@@ -320,6 +338,10 @@ def _print_status(args: argparse.Namespace, sweep: Sweep, snapshot: LedgerSnapsh
     failed = sum(len(s.blocked_by) for s in summaries)
     if failed:
         print(RETRY_HINT.format(n=failed, sweep=args.sweep))
+    for line in format_reruns(summaries):
+        print(line)
+    if rerun := sum(len(s.to_rerun) for s in summaries):
+        print(RERUN_HINT.format(n=rerun, command=certify_command(args)))
     return 0
 
 

@@ -10,7 +10,10 @@ Stopping it on purpose (Ctrl-C, or a job's user error that stops the sweep) hand
 flight to the executor (``Executor.on_interrupt``): local runs are stopped (a train run saves a
 checkpoint first) and their trials lose their job, so the next ``certify`` submits them again
 (resuming from the checkpoint, without spending a retry); SLURM jobs keep running and are
-re-attached. Either way no more than ``max_parallel`` runs are ever in flight.
+re-attached. Either way no more than ``max_parallel`` runs are ever in flight. The run whose
+error stopped the sweep is a failed trial with its kind (``invalid``): the next ``certify`` runs
+its point again, in a new trial (:func:`search.ledger.replay`), in the same run directory while its
+identity is unchanged (its job refused before training: nothing there names another run).
 
 A local job can be re-attached only where its pid can be asked (the trial's job place: this host,
 kernel boot and pid namespace, :class:`megadocs.procs.PidPlace`). A controller started anywhere else
@@ -87,7 +90,7 @@ from search.strategies import (
 from search.sweep import Sweep
 
 __all__ = ["run_sweep", "LedgerEvaluator", "TaskInfo", "build_strategies", "budget_hint", "STRATEGIES",
-           "SweepInterrupted"]
+           "SweepInterrupted", "SweepStopped"]
 
 log = logging.getLogger(__name__)
 
@@ -114,6 +117,22 @@ class SweepInterrupted(KeyboardInterrupt):
             stop = f" (scancel {' '.join(self.running)} to stop them)" if self.kind == "slurm" else ""
             parts.append(f"{len(self.running)} {self.kind} job(s) keep running{stop}; {rerun} re-attaches them")
         return "interrupted: " + ("; ".join(parts) if parts else f"nothing was running; {rerun} continues")
+
+
+class SweepStopped(UserError):
+    """A job's deterministic error whose cause lies outside the run (a user error, an objective
+    that returned no loss: :attr:`megadocs.formats.FailureKind.INVALID`) stopped the sweep. Its
+    trial is failed with that kind, so the next ``certify`` runs the point again once the cause is
+    fixed (no ``--retry-failed``: :func:`search.ledger.replay`)."""
+
+    def __init__(self, line: str) -> None:
+        super().__init__(f"{line}; fix it and re-run certify")
+        self.line = line
+
+    def message(self, command: str) -> str:
+        """The one line ``megadocs search certify`` prints (exit status 2); ``command``: the
+        certify command to re-run (:func:`search.cli.certify_command`)."""
+        return f"{self.line}; fix it and re-run `{command}` (it runs this point again)"
 
 
 @dataclass
@@ -432,7 +451,8 @@ class LedgerEvaluator(Evaluator):
 
     def _resolve(self, run: _Run, value: Any) -> None:
         """A job's return value: metrics (finish), a loss of -inf (a failed run, not retried: the
-        objective is deterministic), or something that is no loss at all (stop the sweep)."""
+        objective is deterministic), or something that is no loss at all, or a user error (stop the
+        sweep: :class:`SweepStopped`). Either failure is recorded with its kind."""
         failure = JobFailure.of(value)
         if failure is None:  # metrics, or a value of an objective not normalised in its job
             try:
@@ -444,15 +464,15 @@ class LedgerEvaluator(Evaluator):
             else:
                 self._finish(run, metrics)
                 return
-        self._fail(run, failure.reason)
+        self._fail(run, failure.reason, failure.kind)
         if failure.kind is FailureKind.INVALID:
-            raise UserError(f"objective {self.sweep.objective or 'train'}: {failure.reason} for params {run.params}; "
-                            f"fix it and re-run with --retry-failed")
+            raise SweepStopped(f"objective {self.sweep.objective or 'train'}: {failure.reason} for params {run.params}")
 
-    def _fail(self, run: _Run, reason: str) -> None:
+    def _fail(self, run: _Run, reason: str, kind: FailureKind | None = None) -> None:
+        """The run failed (``kind``: as its job said; None: lost or killed after every retry)."""
         del self._inflight[run.run_id]
         for subscriber in run.subscribers:
-            self.ledger.fail(subscriber.trial_id, reason)
+            self.ledger.fail(subscriber.trial_id, reason, kind=kind)
             self._ready.append(Result(subscriber.task, subscriber.point, Outcome.failed(reason)))
 
     def _finish(self, run: _Run, metrics: RunMetrics) -> None:
@@ -600,9 +620,9 @@ def run_sweep(sweep: Sweep, *, strategy: str = "certify", max_runs: int | None =
     Raises:
         ControllerBusy: another live controller holds the sweep.
         UserError: a bad objective, profile or ledger, a train config or pool of a certification,
-            transfer or ensemble member (``Sweep.runs_known_before``, checked before the ledger is opened), or a
-            job's deterministic error (local runs in flight are stopped first, see the module
-            docstring).
+            transfer or ensemble member (``Sweep.runs_known_before``, checked before the ledger is opened).
+        SweepStopped: a job's deterministic error (a UserError; local runs in flight are stopped
+            first, see the module docstring); the next run runs its point again.
         SweepInterrupted: Ctrl-C (a KeyboardInterrupt), after the runs in flight were handed to
             the executor.
     """

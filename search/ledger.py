@@ -18,9 +18,13 @@ Layout (docs/architecture.md, "Search ledger"):
   ``metrics`` is the run's :class:`megadocs.formats.RunMetrics` as JSON, ``status`` a
   :class:`megadocs.formats.RunStatus`, ``provenance`` the run's ``RUN/provenance.json`` and
   ``job_place`` the host, kernel boot and pid namespace where a local job's id (a pid) can be asked
-  (:class:`megadocs.procs.PidPlace`; absent for SLURM jobs and in older ledgers: asked here). The
+  (:class:`megadocs.procs.PidPlace`; absent for SLURM jobs and in older ledgers: asked here),
+  ``failure`` the :class:`megadocs.formats.FailureKind` a failed run's job returned (``invalid``: the
+  cause lies outside the run, and the next ``certify`` runs the point again; ``failed``: loss -inf,
+  kept until ``--retry-failed``; absent for a job lost or killed after every retry, and for trials
+  failed before the record: kept until ``--retry-failed``, as then: :func:`replay`). The
   trial's value is the loss (+inf for a diverged run); COMPLETE = evaluated,
-  FAIL = infrastructure failure after all retries, RUNNING = dispatched.
+  FAIL = failed (its ``reason`` says why), RUNNING = dispatched.
 - Study ``{sweep}#controller`` exists while a controller holds the sweep; its attributes name
   the holder (host, kernel boot, pid namespace, pid, start time, since, heartbeat).
 
@@ -55,7 +59,7 @@ from typing import TYPE_CHECKING, Any
 
 from megadocs import compat
 from megadocs.errors import UserError
-from megadocs.formats import METHODS, RunMetrics, RunStatus
+from megadocs.formats import METHODS, FailureKind, RunMetrics, RunStatus
 from megadocs.procs import PidPlace, process_running, process_start
 from megadocs.trust import redact_url
 from search.certificate import Extension, Outcome
@@ -100,6 +104,7 @@ ATTR_REASON = "reason"
 ATTR_ADOPTED_FROM = "adopted_from"
 ATTR_MEMBER = "member"
 ATTR_PROVENANCE = "provenance"
+ATTR_FAILURE = "failure"  # FailureKind of a FAILED trial whose job returned one; absent otherwise (and in older ledgers)
 
 # Axes whose values span orders of magnitude: shown (and compared) on a log scale.
 LOG_AXES = frozenset({"lr", "wd"})
@@ -177,6 +182,9 @@ class RunRecord:
     wall_time_s: float | None = None
     attempts: int = 0
     reason: str | None = None
+    failure: FailureKind | None = None
+    """Why a FAILED run failed, as its job said (:class:`~megadocs.formats.FailureKind`); None for a
+    job lost or killed after every retry, and in ledgers written before the record."""
     adopted_from: str | None = None
     member: int | None = None
     started: str | None = None
@@ -188,6 +196,7 @@ class RunRecord:
         data = asdict(self)
         data["status"] = self.status.value
         data["kind"] = self.kind.value
+        data["failure"] = None if self.failure is None else self.failure.value
         data["metrics"] = None if self.metrics is None else self.metrics.to_json()
         return data
 
@@ -202,6 +211,13 @@ class RunRecord:
         """
         recorded = RunParams.split({**self.point, **self.fixed}, axes=self.point, fixed=fixed or ())
         return recorded if fixed is None else replace(recorded, fixed=fixed)
+
+    @property
+    def to_rerun(self) -> bool:
+        """A failed run whose cause lies outside it (:attr:`FailureKind.INVALID`: a user error, or an
+        objective that returned no loss): it stopped the sweep and nothing was trained, so the next
+        ``certify`` runs its point again, unlike a failure kept until ``--retry-failed``."""
+        return self.status is RunStatus.FAILED and self.failure is FailureKind.INVALID
 
     def outcome(self) -> Outcome:
         """What the certifier knows from this trial (the one mapping, used by restore and status)."""
@@ -235,8 +251,10 @@ def replay(records: Iterable[RunRecord], *, fixed: Mapping[str, Any], grid: Grid
     A recorded ``seed`` the task's ``fixed`` lacks (a repeat's or ensemble member's) joins the
     point; the fixed params are the task's (:meth:`RunRecord.params`). Trials off ``grid`` (the
     sweep file changed) are skipped, with one warning line per study unless ``warn_off_grid`` is
-    False (a command whose controller said it already); failed trials
-    are skipped when ``retry_failed`` (their points are then run again).
+    False (a command whose controller said it already). A failed trial whose cause lies outside
+    its run (:attr:`RunRecord.to_rerun`) is skipped, so its point is not evaluated yet (the next
+    ``certify`` runs it again); the other failed trials (loss -inf, a job lost after every retry,
+    any trial failed before the ledger recorded why) are kept unless ``retry_failed``.
     """
     replayed, off_grid = [], []
     for record in records:
@@ -245,8 +263,8 @@ def replay(records: Iterable[RunRecord], *, fixed: Mapping[str, Any], grid: Grid
             continue
         if record.status is RunStatus.SUPERSEDED:
             continue  # evidence about other data or code (see search.controller)
-        if retry_failed and record.status is RunStatus.FAILED:
-            continue
+        if record.status is RunStatus.FAILED and (retry_failed or record.to_rerun):
+            continue  # not evaluated yet: its point runs again
         replayed.append(Replayed(record.params(fixed), record.outcome(), record))
     if warn_off_grid:
         _warn_off_grid(off_grid)
@@ -455,6 +473,7 @@ class Ledger:
                     wall_time_s=attrs.get(ATTR_WALL_TIME),
                     attempts=int(attrs.get(ATTR_ATTEMPTS, 0)),
                     reason=reason,
+                    failure=_failure(attrs.get(ATTR_FAILURE)),
                     adopted_from=attrs.get(ATTR_ADOPTED_FROM),
                     member=attrs.get(ATTR_MEMBER),
                     provenance=attrs.get(ATTR_PROVENANCE),
@@ -588,11 +607,13 @@ class Ledger:
         marks.update({str(number): reason for number, reason in reasons.items()})
         self.storage.set_study_user_attr(study_id, STUDY_SUPERSEDED, marks)
 
-    def fail(self, trial_id: int, reason: str, **attrs: Any) -> None:
-        """Record an infrastructure failure after all retries."""
+    def fail(self, trial_id: int, reason: str, *, kind: FailureKind | None = None, **attrs: Any) -> None:
+        """Record a failed run: ``kind`` as its job returned it (:attr:`RunRecord.failure`), None
+        for an infrastructure failure after all retries."""
         from optuna.trial import TrialState
 
-        self.update(trial_id, **{ATTR_STATUS: RunStatus.FAILED.value, ATTR_REASON: reason, **attrs})
+        failure = {} if kind is None else {ATTR_FAILURE: kind.value}
+        self.update(trial_id, **{ATTR_STATUS: RunStatus.FAILED.value, ATTR_REASON: reason, **failure, **attrs})
         self.storage.set_trial_state_values(trial_id, TrialState.FAIL)
 
     # -- controller lock -------------------------------------------------------------------
@@ -778,6 +799,12 @@ def undescribed_line(counts: Mapping[str, int], *, controller_live: bool) -> str
             "closes them")
 
 
+def _failure(value: str | None) -> FailureKind | None:
+    """A failed trial's recorded kind (None: none recorded: a job lost after every retry, or a
+    ledger older than the record)."""
+    return None if value is None else FailureKind(value)
+
+
 def _job_place(data: Mapping[str, Any] | None) -> PidPlace | None:
     """A trial's recorded job place (None: a SLURM job, or a ledger older than the record)."""
     return None if data is None else PidPlace.from_json(data)
@@ -849,7 +876,8 @@ def read_runs(sweep: Sweep, *, snapshot: LedgerSnapshot | None = None) -> list[R
     Returns:
         records with ``sweep, certification, kind, trial, point, fixed, run_id, run_dir, status
         (a RunStatus), loss (None unless evaluated; inf if diverged), metrics (a RunMetrics or
-        None), job_id, job_folder, job_place, wall_time_s, attempts, reason, adopted_from, member,
+        None), job_id, job_folder, job_place, wall_time_s, attempts, reason, failure (a FailureKind
+        or None), adopted_from, member,
         started, completed`` (``to_dict()`` for JSON). ``certification`` is e.g. ``"stitched-g4"``, ``"grid/stitched-g4"``
         or ``"ensemble/real-ens"``; ensemble members carry their ``seed`` in ``fixed``.
 

@@ -20,7 +20,8 @@ requeued as is and resumes from its run directory. A task holds an exclusive loc
 directory and returns an existing ``metrics.json`` without running, so a run is never computed
 twice, even if it was (re)submitted twice. A :class:`~megadocs.errors.UserError` inside a job (a
 store or pool that is not there, a config train refuses) is deterministic: the job returns it as
-an ``invalid`` result, which the controller reports in one line instead of retrying it.
+an ``invalid`` result (:class:`~megadocs.formats.FailureKind`), which the controller reports in one
+line instead of retrying it; once the user fixed the cause, the next ``certify`` runs the point again.
 
 Each train run of a sweep is also linked as ``{out}/tensorboard/{certification}/{point}``
 (:func:`link_tensorboard`), so ``tensorboard --logdir {out}/tensorboard`` shows runs by name.
@@ -39,7 +40,6 @@ import socket
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from enum import Enum
 from pathlib import Path
 from typing import Any
 
@@ -49,7 +49,7 @@ from megadocs import compat
 from megadocs.config import config_hash, parse_config
 from megadocs.errors import UserError
 from megadocs.exits import Exit
-from megadocs.formats import REAL, RunDir, RunMetrics, RunStatus, write_json
+from megadocs.formats import REAL, FailureKind, RunDir, RunMetrics, RunStatus, write_json
 from megadocs.pools import pool_identity, resolve_pool
 from megadocs.procs import exclusive_lock, world_from_env
 from megadocs.provenance import write as write_provenance
@@ -60,16 +60,6 @@ __all__ = ["RunTask", "JobResult", "JobFailure", "FailureKind", "CallableObjecti
            "ObjectiveReturnError", "MinusInfLoss", "INVALID", "TENSORBOARD_LINKS", "point_label", "link_tensorboard"]
 
 
-class FailureKind(str, Enum):
-    """Why a job ended without metrics (never written to metrics.json)."""
-
-    INVALID = "invalid"
-    """The objective returned no loss, or the job met a user error: deterministic, not retried;
-    the controller stops the sweep with its one line."""
-    FAILED = "failed"
-    """The objective returned loss -inf: a failed run with its reason, not retried."""
-
-
 INVALID = FailureKind.INVALID.value
 """A job's result status when the objective returned no loss or the job met a user error."""
 
@@ -77,7 +67,8 @@ INVALID = FailureKind.INVALID.value
 @dataclass(frozen=True)
 class JobFailure:
     """What a job returns when it has no metrics: the other half of ``RunMetrics | JobFailure``
-    (:data:`JobResult`, what :class:`RunTask` returns and the controller resolves)."""
+    (:data:`JobResult`, what :class:`RunTask` returns and the controller resolves); its ``kind``
+    (:class:`~megadocs.formats.FailureKind`) is recorded with the failed trial."""
 
     kind: FailureKind
     reason: str

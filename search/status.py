@@ -62,7 +62,8 @@ from search.sweep import SYNTHETIC_ONLY_MIX, Sweep
 
 __all__ = ["CertificationSummary", "LedgerFacts", "BestPoint", "RunCounts", "Compute", "summarize", "summarize_ensembles",
            "EnsembleSummary", "EnsembleMember", "summarize_transfers", "TransferSummary", "TransferState",
-           "g_trend_warnings", "format_table", "format_bases", "format_stops", "format_extensions", "JobWatch", "certify_exit",
+           "g_trend_warnings", "format_table", "format_bases", "format_stops", "format_reruns", "format_extensions",
+           "JobWatch", "certify_exit",
            "StatusReport", "status_report", "RunJob", "RunJobState", "Controller"]
 
 
@@ -123,6 +124,10 @@ class LedgerFacts:
     """Its budget spent with nothing in flight: the reason, for ledgers older than the stop record."""
     stopped: int | None = None
     """Points the ledger calls running whose job is gone (:class:`JobWatch`; None: not asked)."""
+    to_rerun: tuple[tuple[dict[str, Any], str], ...] = ()
+    """Each failed run that stopped the sweep on an error outside it (:attr:`RunRecord.to_rerun`):
+    its point as the strategy knows it (a repeat's ``seed`` included) and its reason, in the
+    ledger's order; :meth:`CertificationSummary.of_search` keeps those the next ``certify`` runs."""
 
 
 @dataclass(frozen=True)
@@ -147,6 +152,10 @@ class CertificationSummary:
     unrun points up to its budget; None where the ledger cannot say (TPE samples them, until it
     converged)."""
     blocked_by: tuple[tuple[dict[str, Any], str], ...] = ()  # failed points and why
+    to_rerun: tuple[tuple[dict[str, Any], str], ...] = ()
+    """Points whose run stopped the sweep on an error outside it (a user error, an objective that
+    returned no loss; :attr:`search.ledger.RunRecord.to_rerun`), with its reason: not evaluated yet,
+    wanted, and run again by the next ``certify`` (they block nothing and are not counted failed)."""
     noise: NoiseEstimate = NoiseEstimate(1, None, 0, 2.0)
     reason: str | None = None  # why it cannot certify (failed), stopped (budget; a baseline's stop) or waits (seeding)
     sources: tuple[str, ...] = ()
@@ -210,7 +219,8 @@ class CertificationSummary:
                            search.count(RunState.FAILED), ledger.stopped),
             certificate=decision.certificate, path=decision.path, bounds_hit=decision.bounds_hit,
             outstanding=_outstanding(decision, baseline),
-            blocked_by=decision.blocked_by, noise=decision.noise,
+            blocked_by=decision.blocked_by, to_rerun=_to_rerun(ledger.to_rerun, strategy, decision, baseline),
+            noise=decision.noise,
             reason=_reason(decision, state, stop, baseline=baseline is not None, runs=len(search.outcomes),
                            budget_spent=ledger.budget_spent),
             study=ledger.study, fixed=dict(ledger.fixed), start=search.start, warm_start=ledger.warm_start,
@@ -234,6 +244,7 @@ class CertificationSummary:
             "certificate": self.certificate.to_dict() if self.certificate else None,
             "path": list(self.path),
             "blocked_by": [{"params": p, "reason": r} for p, r in self.blocked_by],
+            "to_rerun": [{"params": p, "reason": r} for p, r in self.to_rerun],
             "reason": self.reason,
             "noise": self.noise.to_dict(),
             "start": self.start,
@@ -266,6 +277,21 @@ def _outstanding(decision: Decision, baseline: Strategy | None) -> tuple[dict[st
     if baseline is not None:
         return baseline.outstanding()
     return (*decision.wanted, *decision.running) if decision.centre is not None else decision.running
+
+
+def _to_rerun(candidates: Iterable[tuple[dict[str, Any], str]], strategy: Strategy, decision: Decision,
+              baseline: Strategy | None) -> tuple[tuple[dict[str, Any], str], ...]:
+    """The points of ``candidates`` (:attr:`LedgerFacts.to_rerun`) that the next ``certify`` runs
+    again: without another run recorded, and wanted (the certifier's ``decision.wanted``, a
+    baseline's outstanding points; any, where a sampler cannot say: TPE); the latest reason of each."""
+    wanted = decision.wanted if baseline is None else baseline.outstanding()
+    keys = None if wanted is None else {strategy.key(point) for point in wanted}
+    found: dict[Any, tuple[dict[str, Any], str]] = {}
+    for point, reason in candidates:
+        key = strategy.key(point)
+        if key not in strategy.outcomes and (keys is None or key in keys):
+            found[key] = (point, reason)
+    return tuple(found.values())
 
 
 def _reason(decision: Decision, state: CertState | StrategyState, stop: Stop | None, *, baseline: bool, runs: int,
@@ -398,7 +424,7 @@ def summarize(sweep: Sweep, strategy: str = "certify", max_runs: int | None = No
             study=study, fixed=cert.fixed, warm_start=cert.warm_start, records=tuple(records),
             extensions=tuple(snapshot.extensions(study)), budget_stop=budget_stop,
             budget_spent=budget is not None and len(search.outcomes) >= budget and not search.running(),
-            stopped=n_stopped,
+            stopped=n_stopped, to_rerun=_rerun_candidates(strategy, records, fixed=cert.fixed, grid=grid),
         )))
     return summaries
 
@@ -455,6 +481,20 @@ def _replay_runs(strategy: Strategy, records: list[RunRecord], *, fixed: Mapping
     if watch is None:
         return None
     return sum(search.outcomes[key].state is RunState.RUNNING for key in stopped if key in search.outcomes)
+
+
+def _rerun_candidates(strategy: Strategy, records: Iterable[RunRecord], *, fixed: Mapping[str, Any],
+                      grid: Grid) -> tuple[tuple[dict[str, Any], str], ...]:
+    """:attr:`LedgerFacts.to_rerun` of a certification's ledger ``records``: the failed runs that
+    stopped the sweep (:attr:`RunRecord.to_rerun`) at points on ``grid``, as ``strategy`` knows
+    them (a baseline's repeats are not its runs, as in :func:`_replay_runs`), with their reasons."""
+    found = []
+    for record in records:
+        if record.to_rerun and grid.contains(record.point):
+            params = record.params(fixed)
+            if params.seed is None or strategy is _evidence(strategy):
+                found.append((params.strategy_point(), record.reason or "failed"))
+    return tuple(found)
 
 
 @dataclass(frozen=True)
@@ -613,7 +653,7 @@ def summarize_ensembles(sweep: Sweep, summaries: Iterable[CertificationSummary] 
         wanted = {point_key(m.strategy_point()) for m in ens.member_params(point, axes)} if point else set()
         members, stale = [], []
         for record in snapshot.runs(study_name(sweep.name, ens.name, StudyKind.ENSEMBLE)):
-            if record.status is RunStatus.SUPERSEDED:
+            if record.status is RunStatus.SUPERSEDED or record.to_rerun:  # not evaluated (yet)
                 continue
             member = EnsembleMember(record.member, record.params(), record.status, record.run_dir)
             if point_key(member.params.strategy_point()) in wanted:
@@ -659,7 +699,7 @@ def summarize_transfers(sweep: Sweep, summaries: Iterable[CertificationSummary] 
         certificate = source.certificate
         current = point_key(certificate.point) if certificate is not None else None
         records = [r for r in snapshot.runs(study_name(sweep.name, transfer.name, StudyKind.TRANSFER))
-                   if r.status is not RunStatus.SUPERSEDED and point_key(r.point) == current]
+                   if r.status is not RunStatus.SUPERSEDED and not r.to_rerun and point_key(r.point) == current]
         latest = records[-1] if records else None
         waiting = TransferState.BLOCKED if source.state is CertState.FAILED else TransferState.WAITING
         state = (waiting if latest is None else TransferState.FINISHED if latest.status.finished
@@ -690,9 +730,10 @@ class RunJob:
 
     @classmethod
     def of(cls, record: RunRecord, watch: JobWatch) -> RunJob | None:
-        """The record's entry (None: finished, superseded, or failed without a job: nothing to follow)."""
+        """The record's entry (None: finished, superseded, failed without a job, or to run again
+        (:attr:`RunRecord.to_rerun`, listed under its certification): nothing to follow)."""
         running = record.status is RunStatus.RUNNING
-        if not (running or (record.status is RunStatus.FAILED and record.job_id)):
+        if not (running or (record.status is RunStatus.FAILED and record.job_id and not record.to_rerun)):
             return None
         state = watch.state(record) if running else RunJobState.FAILED
         elsewhere = record.job_place.where() if state is RunJobState.UNCHECKED and record.job_place else None
@@ -875,6 +916,7 @@ def format_table(summaries: Iterable[CertificationSummary]) -> str:
         state = s.state.value + (f": {s.support.value}" if s.support is not None else "")
         state += f": {s.stop.reason.value}" if s.stop is not None and s.state in STOPPED_STATES else ""
         state += f" ({len(s.blocked_by)} failed)" if s.blocked_by else ""
+        state += f" ({len(s.to_rerun)} to re-run)" if s.to_rerun else ""
         if s.runs.stopped:
             state += f" ({s.runs.stopped} stopped)"
         table.add_row(
@@ -910,6 +952,12 @@ def format_stops(summaries: Iterable[CertificationSummary]) -> list[str]:
     ``reason``: :meth:`search.strategies.CertifySearch.decide`)."""
     return [f"{s.name}: {s.state.value}: {s.stop.describe() if s.stop is not None else s.reason}"
             for s in summaries if s.stop is not None or (s.state is CertState.SEEDING and s.reason)]
+
+
+def format_reruns(summaries: Iterable[CertificationSummary]) -> list[str]:
+    """One line per point to run again (:attr:`CertificationSummary.to_rerun`), e.g. ``a: to re-run
+    {'lr': 0.01, 'wd': 0.8, 'epochs': 16}: data.store: ... not found``."""
+    return [f"{s.name}: to re-run {params}: {reason}" for s in summaries for params, reason in s.to_rerun]
 
 
 def format_bases(summaries: Iterable[CertificationSummary]) -> list[str]:

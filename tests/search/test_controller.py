@@ -11,6 +11,7 @@ import math
 import pytest
 
 from megadocs.cli import main
+from megadocs.formats import FailureKind, RunStatus
 from search.certificate import CertifyExit
 from search.grid import Grid
 from search.landscapes import bowl
@@ -19,7 +20,7 @@ from search.status import g_trend_warnings, summarize, summarize_ensembles
 from search.strategies import StrategyState
 from search.sweep import load_sweep
 
-from .conftest import GRID, calls
+from .conftest import GRID, calls, let_go
 
 
 def certify(path, *args) -> int:
@@ -179,10 +180,77 @@ def test_a_user_error_inside_a_job_is_not_retried(make_sweep, workdir, capsys):
                                                                                 "poll_s": 0.05, "max_retries": 2})
     assert certify(path) == 2
     err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and "store not found" in err and "--retry-failed" in err, err
+    assert len(err.splitlines()) == 1 and "store not found" in err, err
+    assert err.endswith(f"; fix it and re-run `megadocs search certify {path}` (it runs this point again)"), err
     assert len(calls(workdir)) == 1
     [run] = read_runs(load_sweep(path))
-    assert run.status == "failed" and run.attempts == 1
+    assert run.status == "failed" and run.attempts == 1 and run.failure is FailureKind.INVALID
+
+
+STOPPED_AT = {"lr": 0.01, "wd": 0.8, "epochs": 16}
+"""Where ``user_error_until_fixed`` stops the sweep: the lr-up neighbour of the start below."""
+
+
+def _stopping_sweep(make_sweep):
+    return make_sweep(objective="tests.search.objectives:user_error_until_fixed",
+                      grid={"lr": [0.001, 0.003, 0.01], "wd": [0.8], "epochs": [8, 16]},
+                      start={"lr": 0.003, "wd": 0.8, "epochs": 16})
+
+
+def _calls_at(workdir, point) -> int:
+    return sum(all(call[k] == v for k, v in point.items()) for call in calls(workdir))
+
+
+def test_a_point_that_stopped_the_sweep_runs_again_once_its_cause_is_fixed(make_sweep, workdir, capsys):
+    """A user error inside a job (its cause lies outside the run) stops the sweep; status reads its
+    point as to re-run, not failed; once fixed, a plain certify (no --retry-failed) runs it again,
+    in a new trial and the same run directory (the refused job left nothing naming another run)."""
+    path = _stopping_sweep(make_sweep)
+    assert certify(path) == 2
+    err = capsys.readouterr().err
+    assert "store not found" in err and f"re-run `megadocs search certify {path}`" in err
+    assert "--retry-failed" not in err
+    [stopped] = [r for r in read_runs(load_sweep(path)) if r.status is RunStatus.FAILED]
+    assert stopped.point == STOPPED_AT and stopped.failure is FailureKind.INVALID and stopped.to_rerun
+    assert main(["search", "status", str(path), "--json"]) == 0
+    [summary] = json.loads(capsys.readouterr().out)["certifications"]
+    assert summary["to_rerun"] == [{"params": STOPPED_AT, "reason": stopped.reason}]
+    assert summary["state"] != "failed" and summary["blocked_by"] == [] and summary["runs"]["failed"] == 0
+    assert main(["search", "status", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert f"a: to re-run {STOPPED_AT}: {stopped.reason}" in out.splitlines(), out
+    assert f"then `megadocs search certify {path}` runs them again" in out and "--retry-failed" not in out
+    let_go(workdir, "fixed")
+    assert certify(path) == CertifyExit.CERTIFIED_ON_BOUND  # epochs 8 or 16: an end of the grid
+    assert _calls_at(workdir, STOPPED_AT) == 2  # the refused job, then the re-run
+    runs = [r for r in read_runs(load_sweep(path)) if r.point == STOPPED_AT]
+    assert [r.status for r in runs] == [RunStatus.FAILED, RunStatus.COMPLETED]
+    assert runs[1].trial != runs[0].trial and runs[1].run_dir == runs[0].run_dir
+    [summary] = summarize(load_sweep(path))
+    assert summary.certified and summary.to_rerun == () and summary.runs.failed == 0
+    assert STOPPED_AT in [n.point for n in summary.certificate.neighbours]
+
+
+def test_a_trial_failed_before_failure_kinds_were_recorded_waits_for_retry_failed(make_sweep, workdir, monkeypatch,
+                                                                                  capsys):
+    """A ledger written by earlier code recorded no failure kind: its failed trial is kept, as then,
+    until --retry-failed, even where its job met a user error."""
+    from search.ledger import Ledger
+
+    path = _stopping_sweep(make_sweep)
+    fail = Ledger.fail
+    with monkeypatch.context() as patch:  # what earlier code wrote: the failure without its kind
+        patch.setattr(Ledger, "fail", lambda self, trial_id, reason, kind=None, **attrs: fail(self, trial_id, reason,
+                                                                                               **attrs))
+        assert certify(path) == 2
+    [old] = [r for r in read_runs(load_sweep(path)) if r.status is RunStatus.FAILED]
+    assert old.failure is None and not old.to_rerun
+    let_go(workdir, "fixed")
+    assert certify(path) == CertifyExit.WORK_FAILED  # blocked by the kept failure
+    assert _calls_at(workdir, STOPPED_AT) == 1
+    assert "1 failed point(s) block their certificates" in capsys.readouterr().err
+    assert certify(path, "--retry-failed") == CertifyExit.CERTIFIED_ON_BOUND  # epochs 8 or 16: an end of the grid
+    assert _calls_at(workdir, STOPPED_AT) == 2
 
 
 def test_warm_start_ensembles_and_g_trend(make_sweep, workdir):

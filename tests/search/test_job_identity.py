@@ -1,7 +1,8 @@
 """A sweep's run folder is named by the run's identity on the controller, and its job opens the data
 later: the job trains only on data of that identity. A store replaced at its path in between fails
 the trial in one line and stops the sweep, with nothing trained in the folder (never a folder, or a
-ledger trial, named for data A holding a run trained on data B)."""
+ledger trial, named for data A holding a run trained on data B); once the data is put back, a plain
+``certify`` trains the point in that folder."""
 
 from __future__ import annotations
 
@@ -48,12 +49,21 @@ def test_a_store_replaced_between_naming_a_run_and_its_job_fails_the_trial(tiny_
         (workdir / "replacement").rename(workdir / "store")
         return task(self, *args, **kwargs)
 
-    monkeypatch.setattr(search.objective.TrainObjective, "task", replaced_then_task)
-    assert main(["search", "certify", str(path), "--no-progress"]) == 2
+    with monkeypatch.context() as patch:
+        patch.setattr(search.objective.TrainObjective, "task", replaced_then_task)
+        assert main(["search", "certify", str(path), "--no-progress"]) == 2
     err = capsys.readouterr().err.strip().splitlines()[-1]
     [run] = read_runs(load_sweep(path))
-    assert run.status is RunStatus.FAILED
+    assert run.status is RunStatus.FAILED and run.to_rerun
     folder = RunDir(workdir / "runs/swap/runs" / run.run_id)
     assert err.startswith("error: objective train: ") and f"the sweep named this run {run.run_id}, but " in err
     assert "replaced at its path" in err and "nothing was trained" in err and run.reason in err
+    assert err.endswith(f"fix it and re-run `megadocs search certify {path}` (it runs this point again)")
     assert not folder.config_hash.exists() and not folder.identity.exists() and not folder.is_done()
+    # the user puts the data back and re-runs certify as the line says: the point trains in that folder
+    (workdir / "store").rename(workdir / "replacement")
+    (workdir / "earlier").rename(workdir / "store")
+    assert main(["search", "certify", str(path), "--no-progress"]) == 3  # certified, no axis searched
+    failed, trained = read_runs(load_sweep(path))
+    assert failed.trial == run.trial and trained.status is RunStatus.COMPLETED and trained.run_id == run.run_id
+    assert folder.is_done() and folder.config_hash.read_text().strip() == run.run_id

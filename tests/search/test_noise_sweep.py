@@ -9,6 +9,7 @@ import json
 import pytest
 
 from megadocs.cli import main
+from megadocs.formats import FailureKind
 from search.certificate import CertifyExit
 from search.grid import Grid
 from search.landscapes import bowl
@@ -71,7 +72,10 @@ def test_minus_inf_is_a_failed_run_in_the_ledger_too(make_sweep, workdir, capsys
     assert summary.state.value == "failed" and summary.certificate is None
     [failed] = [r for r in read_runs(load_sweep(path)) if r.status == "failed"]
     assert failed.attempts == 1 and "-inf" in failed.reason  # deterministic: not retried
-    assert failed.loss is None
+    assert failed.loss is None and failed.failure is FailureKind.FAILED and not failed.to_rerun
+    runs = len(calls(workdir))
+    assert certify(path) == CertifyExit.WORK_FAILED and len(calls(workdir)) == runs  # kept until --retry-failed
+    assert "--retry-failed" in capsys.readouterr().err
 
 
 def test_a_non_number_return_stops_the_sweep_after_the_first_batch(make_sweep, workdir, capsys):
@@ -79,7 +83,7 @@ def test_a_non_number_return_stops_the_sweep_after_the_first_batch(make_sweep, w
     assert certify(path) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: objective tests.search.objectives:returns_text: returned '0.5' (str), not a number")
-    assert "\n" not in err and "--retry-failed" in err
+    assert "\n" not in err and err.endswith(f"fix it and re-run `megadocs search certify {path}` (it runs this point again)")
     assert 1 <= len(calls(workdir)) <= load_sweep(path).executor.max_parallel  # not every point of the grid
 
 
