@@ -66,7 +66,7 @@ from megadocs.fingerprint import model_fingerprint
 from megadocs.formats import PoolKind
 from megadocs.shards import DEFAULT_TIMEOUT_MIN, ShardedStep
 
-__all__ = ["GenerateOptions", "GeneratePool", "generate_pool", "sample_pool", "init_pool", "run_shards",
+__all__ = ["GenerateOptions", "GeneratePool", "generate_pool", "sample_pool", "run_shards",
            "submit_shards", "engine_for", "request_seed", "generator_revision", "DEFAULT_MAX_NEW_TOKENS",
            "parse_shard", "chunk_docs_for", "prompt_budget"]
 
@@ -201,17 +201,6 @@ def _intended_manifest(options: GenerateOptions, template: PromptTemplate | None
             "seeds": "per prompt: sha256(seed, doc_id, split_index) >> 2; sample j uses seed + j",
         },
     })
-
-
-def init_pool(options: GenerateOptions, tokenizer=None) -> tuple[dict, PromptTemplate | None]:
-    """Create ``options.out`` and its manifest, or check that an existing pool matches.
-
-    Raises:
-        UserError: the source, generator or template is unusable, or the existing pool was
-            generated with different identity fields.
-    """
-    step = GeneratePool(options, tokenizer=tokenizer)
-    return step.prepare(), step.template
 
 
 def generate_pool(kind: str, docs: str | Path, generator: str | Path, g: int, out: str | Path, *,

@@ -11,7 +11,7 @@ import shutil
 import pytest
 
 import megadocs.fingerprint as fingerprint
-from gen.generate import GenerateOptions, init_pool
+from gen.generate import GenerateOptions, GeneratePool
 from megadocs.errors import UserError
 from megadocs.pools import done_path, pool_identity, read_manifest
 from tests.gen.conftest import write_docs
@@ -26,7 +26,7 @@ def _init(generator, docs, out) -> dict:
     """The pool's manifest, as a generation run writes it; the pool then counts as generated (a
     shard marker: a pool holding only its manifest takes a re-run's settings, `gen.generate`)."""
     options = GenerateOptions(kind="rephrase", docs=str(docs), generator=str(generator), g=2, out=str(out))
-    manifest = init_pool(options)[0]
+    manifest = GeneratePool(options).prepare()
     done_path(out, 0, manifest["num_shards"]).touch()
     return manifest
 
