@@ -12,8 +12,9 @@ Two objectives:
   (with ``mix: [1.0]``, synthetic only); fixed ``method``/``g`` select
   ``data.synthetic``; ensemble ``seed`` sets ``seed`` and ``data.seed``), identity =
   ``RunConfig.identity()`` (which covers what the store and pool *are*, not their paths), and runs ``train.loop.run(config, run_dir)``
-  on the stores its job opened, once it has checked that the config's identity on them is the
-  one that named ``run_dir`` (data replaced in between fails the trial in one line: :class:`RunTask`).
+  on the stores its job opened, once it has checked that the config's identity on them (agreed by
+  all of its ranks) is the one that named ``run_dir`` (data replaced in between fails the trial in
+  one line: :class:`RunTask`).
 
 The job is a :class:`RunTask`, a submitit ``Checkpointable``: on SLURM timeout/preemption it is
 requeued as is and resumes from its run directory. A task holds an exclusive lock on its run
@@ -155,12 +156,15 @@ class RunTask(submitit.helpers.Checkpointable):
     A job with several tasks (the profile's ``tasks_per_node``/``nodes``) is one data-parallel run:
     every task calls this, rank 0 alone takes the run directory's lock and writes job.json (the
     other ranks wait for it inside ``train.loop.run``'s rendezvous, so none blocks on the lock
-    rank 0 holds), and every rank returns the run's metrics (submitit reports rank 0's).
+    rank 0 holds; rank 0 joins them also when the run is done), and every rank returns the run's
+    metrics (submitit reports rank 0's).
 
     ``identity``: the run identity the controller named ``run_dir`` by (a train run's; None: not
     checked). The job opens the stores once and trains on them only when the config's identity on
-    them is that one: data replaced at its path between the controller's identity and the job
-    would otherwise train in a folder (and a ledger trial) named for other data.
+    them is that one (``train.loop.run``'s ``expected_identity``, checked once every rank has
+    joined and agreed on what it opened, so a mismatch fails every rank with the same line): data
+    replaced at its path between the controller's identity and the job would otherwise train in a
+    folder (and a ledger trial) named for other data.
     """
 
     identity: str | None = None  # a task pickled by earlier code has none
@@ -189,8 +193,8 @@ class RunTask(submitit.helpers.Checkpointable):
         if rank > 0:
             return self._train(run_dir)
         with exclusive_lock(run_dir.lock):  # a duplicate submission waits, then reads the result
-            if run_dir.is_done():
-                return RunMetrics.load(run_dir.metrics)
+            if run_dir.is_done():  # the other ranks are joining `train.loop.run`: join them (it returns the metrics)
+                return self._train(run_dir) if world_size > 1 else RunMetrics.load(run_dir.metrics)
             write_json(run_dir.job, {
                 "host": socket.gethostname(), "pid": os.getpid(), "started": time.time(),
                 "job_id": os.environ.get("SLURM_JOB_ID") or os.environ.get("SUBMITIT_LOCAL_JOB_ID"),
@@ -218,19 +222,13 @@ class RunTask(submitit.helpers.Checkpointable):
 
     def _train(self, run_dir: RunDir) -> RunMetrics:
         from train.config import RunConfig
-        from train.data import RunStores
         from train.loop import Preempted, run
 
         config = parse_config(self.train_config, RunConfig, source=str(run_dir.path / "config"))
-        stores = RunStores.open(config)  # once: checked here, then trained on
-        if self.identity is not None and (opened := stores.identity(config)) != self.identity:
-            raise UserError(
-                f"{run_dir.path}: the sweep named this run {self.identity}, but its config on the data as the job "
-                f"opened it is {opened}: data.store, the pool, an eval.extra store or eval.benchmark_data was "
-                "replaced at its path since (or the training code changed); nothing was trained"
-            )
         try:
-            return run(config, run_dir.path, stores)  # train writes metrics.json itself
+            # `run` opens the stores once and checks their identity after every rank has joined: a
+            # rank that opened other data fails them all with one line, not in the rendezvous
+            return run(config, run_dir.path, expected_identity=self.identity)  # train writes metrics.json itself
         except Preempted as exc:
             if exc.interrupted:  # Ctrl-C of an in-process (debug) run: the controller's to handle
                 raise KeyboardInterrupt from exc

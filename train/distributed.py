@@ -13,6 +13,11 @@ LOCAL_RANK, MASTER_ADDR, MASTER_PORT), or SLURM with one task per GPU (SLURM_PRO
 SLURM_NTASKS, SLURM_LOCALID; submitit sets the rendezvous). NCCL on CUDA, gloo on CPU; a second
 gloo group carries the control flags (stop requests) so they never force a GPU sync.
 
+Every rank opens the run's data itself, at the same paths: right after the rendezvous the ranks
+agree on the identity of what they opened (`DistributedContext.agree_on_identity`), so a node that
+sees other data there (a stale NFS view, a store replaced while the job started, a node-local
+path) stops every rank with one line instead of training on other data or hanging in a collective.
+
 Example:
     >>> DistributedContext(rank=1, world_size=4).rows(64)
     slice(16, 32, None)
@@ -23,6 +28,7 @@ Example:
 from __future__ import annotations
 
 import os
+import socket
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,6 +36,7 @@ import torch
 
 from megadocs.errors import UserError
 from megadocs.procs import world_from_env  # re-exported: torch-free, so sweep jobs need not import torch
+from train.device import resolve_device
 
 __all__ = ["DistributedContext", "StepShare", "SINGLE", "world_from_env", "cuda_device_index", "init_distributed"]
 
@@ -44,6 +51,17 @@ class StepShare:
     """The weight of each row's mean loss: ``world_size / global rows``, 0 for the placeholder."""
     micro_batches: int
     """How many micro-batches it runs: the same on every rank."""
+
+
+@dataclass(frozen=True)
+class _Opened:
+    """What one rank opened, as `DistributedContext.agree_on_identity` gathers it."""
+
+    host: str
+    identity: str | None
+    """The run identity of the data it opened (None: it could not open it)."""
+    error: str | None
+    """The line of the UserError that kept it from opening the data (None: it opened it)."""
 
 
 @dataclass(frozen=True)
@@ -140,6 +158,54 @@ class DistributedContext:
 
             dist.barrier(group=self.control)
 
+    def agree_on_identity(self, opened: str | UserError) -> str:
+        """The run identity of the data every rank opened, checked to be one identity: each rank's
+        `opened` (the identity of its stores as it opened them, or the UserError that kept it from
+        opening them) and host name are gathered over the control group (one small all-gather).
+
+        Every rank calls this once, right after the rendezvous and before RUN is read or written:
+        a rank that saw other data at the same paths, or none, then stops every rank with the same
+        line, where it would otherwise train on other data, return another run's metrics, or leave
+        the others waiting in the rendezvous or a collective. One process: no collective; `opened`
+        is returned (or raised) as is.
+
+        Example:
+            >>> SINGLE.agree_on_identity("3f2a9c1d0b7e4a65")
+            '3f2a9c1d0b7e4a65'
+
+        Raises:
+            UserError: on every rank, the same line: the first rank that could not open the data
+                (its rank, host and error), or which ranks and hosts opened which identities.
+        """
+        if not self.distributed:
+            if isinstance(opened, UserError):
+                raise opened
+            return opened
+        import torch.distributed as dist
+
+        failed = isinstance(opened, UserError)
+        mine = _Opened(host=socket.gethostname(), identity=None if failed else opened,
+                       error=str(opened) if failed else None)  # fmt: skip
+        every: list[Any] = [None] * self.world_size
+        dist.all_gather_object(every, mine, group=self.control)  # host objects: never a GPU sync
+        refused = [rank for rank, rank_opened in enumerate(every) if rank_opened.error is not None]
+        if refused:
+            first = every[refused[0]]
+            others = f" (and {len(refused) - 1} other rank(s): {_ranks(refused[1:])})" if len(refused) > 1 else ""
+            raise UserError(f"rank {refused[0]} ({first.host}) of this run could not open its data{others}: "
+                            f"{first.error}")
+        views: dict[str, list[int]] = {}
+        for rank, rank_opened in enumerate(every):
+            views.setdefault(rank_opened.identity, []).append(rank)
+        if len(views) > 1:
+            hosts = {identity: ", ".join(sorted({every[rank].host for rank in ranks})) for identity, ranks in views.items()}
+            seen = "; ".join(f"{identity[:8]} on {_ranks(ranks)} ({hosts[identity]})" for identity, ranks in views.items())
+            raise UserError(f"the ranks of this run opened different data: {seen}: data.store, the synthetic pool, "
+                            "the eval.extra stores and eval.benchmark_data must hold the same data on every node (check "
+                            "for a stale NFS view, a store replaced while the job started, or a node-local path); "
+                            "nothing was trained")
+        return next(iter(views))
+
     def broadcast_object(self, value: Any) -> Any:
         """Rank 0's ``value`` on every rank (small picklable objects: never data from disk)."""
         if not self.distributed:
@@ -152,6 +218,22 @@ class DistributedContext:
 
 
 SINGLE = DistributedContext()
+
+
+def _ranks(ranks: list[int]) -> str:
+    """``rank 3`` or ``ranks 0-2, 5`` (ascending `ranks`, runs of consecutive ones as ranges).
+
+    >>> _ranks([3]), _ranks([0, 1, 2, 5, 7, 8])
+    ('rank 3', 'ranks 0-2, 5, 7-8')
+    """
+    spans: list[list[int]] = []
+    for rank in ranks:
+        if spans and rank == spans[-1][1] + 1:
+            spans[-1][1] = rank
+        else:
+            spans.append([rank, rank])
+    text = ", ".join(str(first) if first == last else f"{first}-{last}" for first, last in spans)
+    return f"rank {text}" if len(ranks) == 1 else f"ranks {text}"
 
 
 def cuda_device_index(local_rank: int, device_count: int) -> int:
@@ -179,13 +261,20 @@ def cuda_device_index(local_rank: int, device_count: int) -> int:
     return local_rank
 
 
-def init_distributed(device_type: str) -> DistributedContext:
+def init_distributed(device: str | torch.device) -> DistributedContext:
     """Join the run's process group when several processes run it (NCCL on CUDA, gloo on CPU);
-    a single process gets :data:`SINGLE` and no process group."""
+    a single process gets :data:`SINGLE` and no process group. `device`: the run's device setting
+    (`train.device.resolve_device`), resolved only when several processes run.
+
+    Raises:
+        UserError: no rendezvous to join, or a CUDA device that cannot be told (`cuda_device_index`).
+    """
     rank, world_size, local_rank = world_from_env()
     if world_size == 1:
         return SINGLE
     import torch.distributed as dist
+
+    device_type = resolve_device(device).type
 
     if not dist.is_initialized():
         if "MASTER_ADDR" not in os.environ:  # SLURM without torchrun: submitit knows the rendezvous

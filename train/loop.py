@@ -1,7 +1,8 @@
 """One training run: `run(config, out)` trains, evaluates and writes the run directory.
 
-`run` reads as the run does: open the stores (the run's identity is of what they read), open the
-data, prepare the run directory, build, fit, evaluate, finish. Its pieces each live in one place:
+`run` reads as the run does: open the stores (the run's identity is of what they read), join the
+other ranks and agree on that identity (`train.distributed`), open the data, prepare the run
+directory, build, fit, evaluate, finish. Its pieces each live in one place:
 
 - RUN's lifecycle (`train.run_dir`): config.yaml, config_hash, identity.json, provenance.json,
   checkpoint/, log.jsonl (training curve, with periodic validation losses: `train.curves`),
@@ -79,32 +80,50 @@ __all__ = ["LOG_EVERY", "Preempted", "Trainer", "run"]
 LOG_EVERY = 10  # steps between log lines and divergence checks (each is a device sync)
 
 
-def run(config: RunConfig, out: str | Path, stores: RunStores | None = None) -> RunMetrics:
+def run(config: RunConfig, out: str | Path, stores: RunStores | None = None, *,
+        expected_identity: str | None = None) -> RunMetrics:  # fmt: skip
     """Train, evaluate and write RUN (see the module docstring); returns the metrics.
 
     `stores`: `config`'s stores as the caller opened them to name RUN by their identity (the
-    CLI's default runs/train/<identity>); None: opened here.
+    CLI's default runs/train/<identity>); None: opened here. `expected_identity`: the identity
+    RUN was named by before these were opened (a sweep's controller; the same on every rank):
+    other data found at the paths since fails the run in one line, with nothing trained.
 
     Run by several processes (torchrun, or SLURM tasks: `train.distributed`), it trains data
-    parallel: every rank returns the same losses and counts; rank 0 alone writes RUN, and its
-    metrics alone hold `eval.benchmarks` (it scores them on the saved model) and are the run's.
+    parallel: every rank opens its stores, joins the others, and they agree on the identity of
+    what they opened before RUN is read or written (a rank that opened other data, or none,
+    stops every rank with one line: `DistributedContext.agree_on_identity`). Every rank returns
+    the same losses and counts; rank 0 alone writes RUN, and its metrics alone hold
+    `eval.benchmarks` (it scores them on the saved model) and are the run's.
 
     Raises:
         Preempted: SIGTERM/SIGUSR2/SIGINT arrived; a checkpoint was saved.
-        UserError: bad paths, a store/config mismatch, RUN holding another config, or a synthetic
-            pool replaced at its path while the run opened it.
+        UserError: bad paths, a store/config mismatch, RUN holding another config, data of
+            another identity than `expected_identity`, ranks that opened different data, or a
+            synthetic pool replaced at its path while the run opened it.
     """
     out = Path(out)
-    # the stores first, each opened once: the identity is of what they read (a missing one fails here)
-    stores = RunStores.open(config) if stores is None else stores
-    identity = stores.identity(config)
-    finished = RunLifecycle.finished(out, identity)
-    if finished is not None:
-        return finished
-    attempt_start = time.perf_counter()
-    device = resolve_device(config.device)
-    dist = init_distributed(device.type)
+    # the stores first, each opened once: the identity is of what they read. A rank that cannot
+    # open them raises below, with the others, once every rank has joined (none is left waiting)
     try:
+        stores = RunStores.open(config) if stores is None else stores
+        opened: str | UserError = stores.identity(config)
+    except UserError as exc:
+        opened = exc
+    attempt_start = time.perf_counter()
+    dist = init_distributed(config.device)  # several processes: the rendezvous (one: nothing to join)
+    try:
+        identity = dist.agree_on_identity(opened)  # the same data on every rank, or every rank raises
+        if expected_identity is not None and identity != expected_identity:
+            raise UserError(
+                f"{out}: the sweep named this run {expected_identity}, but its config on the data as the job "
+                f"opened it is {identity}: data.store, the pool, an eval.extra store or eval.benchmark_data was "
+                "replaced at its path since (or the training code changed); nothing was trained"
+            )
+        finished = RunLifecycle.finished(out, identity)
+        if finished is not None:
+            return finished
+        device = resolve_device(config.device)
         data = RunData.open(config, stores)  # data first, so a bad setting fails before anything is written
         if data.identity(config) != identity:  # the pool as its tokens were opened is not the one hashed above
             raise UserError(f"data.synthetic.pool: {config.data.synthetic.pool} changed while the run opened it "

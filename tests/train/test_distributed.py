@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -19,6 +20,7 @@ import torch
 import yaml
 
 from megadocs.exits import Exit
+from megadocs.formats import RunDir
 from train.distributed import DistributedContext, world_from_env
 
 EXIT_PREEMPTED = Exit.PREEMPTED
@@ -275,3 +277,79 @@ def test_cuda_device_of_a_task_bound_to_one_gpu_is_its_only_device():
     assert [cuda_device_index(rank, 1) for rank in range(8)] == [0] * 8  # SLURM --gpus-per-task=1
     with pytest.raises(UserError, match="local rank 5 but this process sees only 2 devices"):
         cuda_device_index(5, 2)
+
+
+@pytest.fixture(scope="module")
+def disagreement(config, micro_store, single_run, tmp_path_factory) -> tuple[Path, dict[str, list[str | None]]]:
+    """2 gloo ranks of `tests.train.agreement_worker` (one launch for all its scenarios), rank 1
+    seeing `micro_store`'s data where rank 0 sees `small_store`'s, and a finished run (a copy of
+    `single_run`'s identity and metrics): its output folder, and each scenario's error line per rank."""
+    from tests.train.agreement_worker import SCENARIOS
+
+    out = tmp_path_factory.mktemp("agree")
+    done = out / "done"
+    done.mkdir()
+    for name in (RunDir.CONFIG_HASH, RunDir.METRICS):
+        shutil.copy(single_run / name, done / name)
+    args = [str(config), str(micro_store), str(done), str(out), *(str(_free_port()) for _ in SCENARIOS)]
+    processes = [
+        subprocess.Popen([sys.executable, "-m", "tests.train.agreement_worker", *args], stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True, cwd=Path(__file__).resolve().parents[2],
+                         env=_env(RANK=str(rank), WORLD_SIZE="2", LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1"))
+        for rank in range(2)
+    ]  # fmt: skip
+    try:
+        outputs = [p.communicate(timeout=240) for p in processes]
+    except subprocess.TimeoutExpired:
+        for p in processes:
+            p.kill()
+            p.communicate()
+        pytest.fail("2 ranks that opened different data hung (killed after 240 s) instead of refusing at once")
+    assert [p.returncode for p in processes] == [0, 0], [err[-3000:] for _, err in outputs]
+    errors: dict[str, list[str | None]] = {scenario: [None, None] for scenario in SCENARIOS}
+    for line in "".join(stdout for stdout, _ in outputs).splitlines():
+        result = json.loads(line)
+        errors[result["scenario"]][result["rank"]] = result["error"]
+    return out, errors
+
+
+def _views(line: str) -> dict[str, str]:
+    """Which identity prefix each group of ranks opened, as the disagreement line names them."""
+    views = line.split("opened different data: ")[1].split(": data.store")[0]
+    return {ranks.split(" (")[0]: prefix for prefix, ranks in (view.split(" on ") for view in views.split("; "))}
+
+
+def test_ranks_that_opened_different_stores_all_refuse_in_one_line_and_write_nothing(disagreement, config):
+    from train.config import RunConfig
+    from train.data import RunStores
+
+    out, errors = disagreement
+    first, second = errors["loop"]
+    assert first == second and first is not None and "\n" not in first  # every rank: the same line
+    run_config = RunConfig.model_validate(yaml.safe_load(config.read_text()))
+    ours = RunStores.open(run_config).identity(run_config)
+    views = _views(first)
+    assert sorted(views) == ["rank 0", "rank 1"] and views["rank 0"] == ours[:8] != views["rank 1"], first
+    assert f"rank 1 ({socket.gethostname()})" in first and "must hold the same data on every node" in first
+    assert not (out / "loop").exists()  # refused before RUN was read or written
+
+
+def test_a_sweep_job_whose_rank_opened_other_data_fails_on_every_rank(disagreement):
+    out, errors = disagreement
+    for scenario in ("job", "job-missing"):
+        first, second = errors[scenario]
+        assert first == second and first is not None, (scenario, errors[scenario])
+    assert sorted(_views(errors["job"][0])) == ["rank 0", "rank 1"], errors["job"]
+    assert errors["job-missing"][0].startswith(f"rank 1 ({socket.gethostname()}) of this run could not open its data: data.store: ")
+    # both ranks opened the same other data: the controller's identity is not theirs, on both
+    renamed = errors["job-renamed"]
+    assert renamed[0] == renamed[1] and "the sweep named this run " in renamed[0] and "nothing was trained" in renamed[0]
+    for scenario in ("job", "job-renamed", "job-missing"):
+        written = sorted(path.name for path in (out / scenario).iterdir())
+        assert written == sorted([RunDir.JOB, RunDir.LOCK]), (scenario, written)  # rank 0's, before it trains
+
+
+def test_a_sweep_job_of_a_finished_run_returns_its_metrics_on_every_rank(disagreement):
+    """Rank 0 finds metrics.json under the run's lock; it joins the other ranks in `run` (which
+    returns the metrics once they agree) instead of returning alone and leaving them waiting."""
+    assert disagreement[1]["job-done"] == [None, None]

@@ -1,0 +1,68 @@
+"""Worker of tests/train/test_distributed.py's agreement tests: one of 2 gloo ranks (RANK and
+WORLD_SIZE set as torchrun would) that finds other data than the other rank at the same path
+(data.store ``store``, relative: each rank runs each scenario in a folder of its own, whose
+``store`` links to the store it is to see, as a node-local path would), in four scenarios, each on
+its own rendezvous port. Prints one JSON line per scenario: the scenario, the rank and the one-line
+error it ended with (None: none).
+
+- ``loop``: `train.loop.run`, handed the stores as each rank opened them; rank 1 sees the other store;
+- ``job``: a sweep job (`search.objective.RunTask`) named by the first store's identity, whose
+  rank 1 sees the other store;
+- ``job-renamed``: that job where both ranks see the other store (the controller's identity is
+  not what they opened);
+- ``job-missing``: that job where rank 1 sees no store;
+- ``job-done``: that job, both ranks seeing the first store, in the finished run DONE (rank 0
+  joins the others in `run`, which returns its metrics on every rank).
+
+Usage: python -m tests.train.agreement_worker CONFIG.yaml OTHER_STORE DONE OUT PORT...  (a port a scenario)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+import yaml
+
+from megadocs.errors import UserError
+from search.objective import JobFailure, RunTask
+from train.config import RunConfig
+from train.data import RunStores
+from train.loop import run
+
+SCENARIOS = ("loop", "job", "job-renamed", "job-missing", "job-done")
+
+
+def main(config_path: str, other_store: str, done: str, out: str, *ports: str) -> None:
+    rank = int(os.environ["RANK"])
+    base = yaml.safe_load(Path(config_path).read_text())
+    ours = base["data"]["store"]
+    named = RunStores.open(RunConfig.model_validate(base)).identity(RunConfig.model_validate(base))
+    seen = {"loop": [ours, other_store], "job": [ours, other_store], "job-renamed": [other_store, other_store],
+            "job-missing": [ours, None], "job-done": [ours, ours]}  # fmt: skip
+    folders = {scenario: Path(out, scenario) for scenario in SCENARIOS} | {"job-done": Path(done)}
+    train = {**base, "data": {**base["data"], "store": "store"}}  # the same path on every rank
+    for scenario, port in zip(SCENARIOS, ports, strict=True):
+        os.environ["MASTER_PORT"] = port
+        here = Path(out, "ranks", f"{scenario}-{rank}")
+        here.mkdir(parents=True)
+        if seen[scenario][rank] is not None:
+            (here / "store").symlink_to(seen[scenario][rank])
+        os.chdir(here)
+        error = None
+        if scenario == "loop":
+            config = RunConfig.model_validate(train)
+            try:
+                run(config, folders[scenario], RunStores.open(config))
+            except UserError as exc:
+                error = str(exc)
+        else:
+            result = RunTask(str(folders[scenario]), {"lr": 0.01}, train_config=train, identity=named)()
+            error = result.reason if isinstance(result, JobFailure) else None
+        print(json.dumps({"scenario": scenario, "rank": rank, "error": error}), flush=True)
+
+
+if __name__ == "__main__":
+    main(*sys.argv[1:])
