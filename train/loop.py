@@ -124,8 +124,12 @@ def run(config: RunConfig, out: str | Path, stores: RunStores | None = None, *,
         if finished is not None:
             return finished
         device = resolve_device(config.device)
-        data = RunData.open(config, stores)  # data first, so a bad setting fails before anything is written
-        if data.identity(config) != identity:  # the pool as its tokens were opened is not the one hashed above
+        try:  # data first, so a bad setting fails before anything is written (on every rank: agreed)
+            data = RunData.open(config, stores)
+            opened = data.identity(config)
+        except UserError as exc:
+            opened = exc
+        if dist.agree_on_identity(opened) != identity:  # the pool as its tokens were opened is not the one hashed above
             raise UserError(f"data.synthetic.pool: {config.data.synthetic.pool} changed while the run opened it "
                             f"(replaced at its path); run again")
         run_dir = RunLifecycle(out, identity, writes=dist.is_main)
