@@ -277,13 +277,22 @@ def _run(args: argparse.Namespace) -> int:
     if args.dry_run:
         return _dry_run(config, args)
     apply_environment_defaults(ENVIRONMENT_DEFAULTS)  # before CUDA starts
+    from megadocs.procs import world_from_env
     from train.data import RunStores
     from train.loop import Preempted, run
 
-    stores = RunStores.open(config)  # once: RUN's name, this line and its recorded identity are of these
-    identity = stores.identity(config)
-    out = Path(args.out) if args.out else DEFAULT_RUNS_DIR / identity
-    print(f"run {identity} -> {out}", file=sys.stderr)
+    try:
+        stores = RunStores.open(config)  # once: RUN's name, this line and its recorded identity are of these
+        identity = stores.identity(config)
+    except UserError:
+        if world_from_env()[1] == 1:
+            raise
+        # one of several processes: `run` opens them again and, once every rank has joined, stops
+        # them all with this line (raising here would leave the others waiting in the rendezvous)
+        stores, identity = None, None
+    out = Path(args.out) if args.out else DEFAULT_RUNS_DIR / (identity or "unopened")  # unopened: never written
+    if identity is not None:
+        print(f"run {identity} -> {out}", file=sys.stderr)
     try:
         metrics = run(config, out, stores)
     except Preempted as exc:

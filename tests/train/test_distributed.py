@@ -353,3 +353,34 @@ def test_a_sweep_job_of_a_finished_run_returns_its_metrics_on_every_rank(disagre
     """Rank 0 finds metrics.json under the run's lock; it joins the other ranks in `run` (which
     returns the metrics once they agree) instead of returning alone and leaving them waiting."""
     assert disagreement[1]["job-done"] == [None, None]
+
+
+def test_megadocs_train_rank_that_cannot_open_its_store_stops_every_rank_in_one_line(config, tmp_path):
+    """`megadocs train` opens the stores to name RUN before it joins the others; a rank whose
+    ``data.store`` is not there (a node-local path) goes on to the rendezvous, where every rank
+    stops with its line, instead of exiting alone and leaving the others there for 30 minutes."""
+    store = yaml.safe_load(config.read_text())["data"]["store"]
+    port = str(_free_port())
+    processes = []
+    for rank in range(2):
+        node = tmp_path / f"node{rank}"
+        node.mkdir()
+        if rank == 0:
+            (node / "store").symlink_to(store)
+        processes.append(subprocess.Popen(
+            _megadocs("train", str(config), "--set", "data.store=store", "--out", str(tmp_path / "run")),
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=node,
+            env=_env(RANK=str(rank), WORLD_SIZE="2", LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1",
+                     MASTER_PORT=port)))  # fmt: skip
+    try:
+        outputs = [p.communicate(timeout=240) for p in processes]
+    except subprocess.TimeoutExpired:
+        for p in processes:
+            p.kill()
+            p.communicate()
+        pytest.fail("a rank that could not open its store left the other waiting (killed after 240 s)")
+    assert [p.returncode for p in processes] == [Exit.BAD_INPUT] * 2, [err[-2000:] for _, err in outputs]
+    lines = [err.strip().splitlines()[-1] for _, err in outputs]
+    assert lines[0] == lines[1] and f"rank 1 ({socket.gethostname()}) of this run could not open its data: " \
+        "data.store" in lines[0], lines
+    assert not (tmp_path / "run").exists()
