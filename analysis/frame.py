@@ -32,6 +32,9 @@ column              meaning
                     (``metric.windows.real_seen``, ``metric.val_windows.iid``)
 ``member``          ensemble member index (ensemble studies only)
 ``wall_time_s``     compute used by the run (seconds); ``job_id``, ``attempts``, ``reason``
+``failure``         why a ``failed`` run failed, as its job said (``megadocs.formats.FailureKind``:
+                    ``invalid``, a user error that stopped the sweep, whose point the next
+                    ``certify`` runs again; ``failed``, loss -inf); None otherwise
 ``adopted_from``    set when the ledger reused an identical run of another study (its compute is
                     counted there, so :func:`compute_seconds` skips it)
 ==================  ==========================================================================
@@ -102,7 +105,7 @@ SCORED = (RunStatus.COMPLETED,)
 but its loss is inf: never best); every other status has no loss."""
 BASE_COLUMNS = (
     "sweep", "certification", "kind", "trial", "run_id", "run_dir", "status", "loss",
-    *FIXED_COLUMNS, "member", "wall_time_s", "job_id", "attempts", "reason", "adopted_from",
+    *FIXED_COLUMNS, "member", "wall_time_s", "job_id", "attempts", "reason", "failure", "adopted_from",
 )
 
 
@@ -150,6 +153,7 @@ def _run_row(record: RunRecord, sweep: str | None) -> dict[str, Any]:
         "job_id": record.job_id,
         "attempts": record.attempts,
         "reason": record.reason,
+        "failure": None if record.failure is None else record.failure.value,
         "wall_time_s": wall_time_s,
         "member": record.member,
         "adopted_from": record.adopted_from,

@@ -20,7 +20,7 @@ from analysis.frame import (
 )
 from analysis.generation import generation_table, monotonicity
 from megadocs.errors import UserError
-from megadocs.formats import RunMetrics, RunStatus
+from megadocs.formats import FailureKind, RunMetrics, RunStatus
 from search.ledger import RunRecord
 from tests.analysis import synthetic
 
@@ -55,11 +55,14 @@ def test_statuses_map_to_losses():
                   metrics=RunMetrics(status=RunStatus.DIVERGED, val_loss=float("inf"))),
         RunRecord(**base, status=RunStatus.FAILED, loss=None, reason="node died"),
         RunRecord(**base, status=RunStatus.RUNNING, loss=None),
+        *(RunRecord(**base, status=RunStatus.FAILED, loss=None, reason=kind.value, failure=kind) for kind in FailureKind),
     ])
     assert runs["loss"].iloc[0] == 3.1
     assert math.isinf(runs["loss"].iloc[1])
     assert runs["loss"].iloc[2:].isna().all()
     assert runs["reason"].iloc[2] == "node died"
+    assert runs["failure"].iloc[:4].isna().all()  # none recorded: a lost job, or not failed
+    assert list(runs["failure"].iloc[4:]) == [kind.value for kind in FailureKind]
 
 
 def test_extra_fixed_fields_and_benchmarks_get_prefixed_columns():
