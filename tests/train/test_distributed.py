@@ -279,6 +279,18 @@ def test_cuda_device_of_a_task_bound_to_one_gpu_is_its_only_device():
         cuda_device_index(5, 2)
 
 
+def _outputs(processes: list[subprocess.Popen], hung: str) -> list[tuple[str, str]]:
+    """Each process's (stdout, stderr) once all have exited; killed, and the test failed with
+    `hung`, if they are still running after 240 s (ranks waiting for one another)."""
+    try:
+        return [p.communicate(timeout=240) for p in processes]
+    except subprocess.TimeoutExpired:
+        for p in processes:
+            p.kill()
+            p.communicate()
+        pytest.fail(hung)
+
+
 @pytest.fixture(scope="module")
 def disagreement(config, micro_store, single_run, tmp_path_factory) -> tuple[Path, dict[str, list[str | None]]]:
     """2 gloo ranks of `tests.train.agreement_worker` (one launch for all its scenarios), rank 1
@@ -298,13 +310,7 @@ def disagreement(config, micro_store, single_run, tmp_path_factory) -> tuple[Pat
                          env=_env(RANK=str(rank), WORLD_SIZE="2", LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1"))
         for rank in range(2)
     ]  # fmt: skip
-    try:
-        outputs = [p.communicate(timeout=240) for p in processes]
-    except subprocess.TimeoutExpired:
-        for p in processes:
-            p.kill()
-            p.communicate()
-        pytest.fail("2 ranks that opened different data hung (killed after 240 s) instead of refusing at once")
+    outputs = _outputs(processes, "2 ranks that opened different data hung (killed after 240 s) instead of refusing at once")
     assert [p.returncode for p in processes] == [0, 0], [err[-3000:] for _, err in outputs]
     errors: dict[str, list[str | None]] = {scenario: [None, None] for scenario in SCENARIOS}
     for line in "".join(stdout for stdout, _ in outputs).splitlines():
@@ -372,13 +378,7 @@ def test_megadocs_train_rank_that_cannot_open_its_store_stops_every_rank_in_one_
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=node,
             env=_env(RANK=str(rank), WORLD_SIZE="2", LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1",
                      MASTER_PORT=port)))  # fmt: skip
-    try:
-        outputs = [p.communicate(timeout=240) for p in processes]
-    except subprocess.TimeoutExpired:
-        for p in processes:
-            p.kill()
-            p.communicate()
-        pytest.fail("a rank that could not open its store left the other waiting (killed after 240 s)")
+    outputs = _outputs(processes, "a rank that could not open its store left the other waiting (killed after 240 s)")
     assert [p.returncode for p in processes] == [Exit.BAD_INPUT] * 2, [err[-2000:] for _, err in outputs]
     lines = [err.strip().splitlines()[-1] for _, err in outputs]
     assert lines[0] == lines[1] and f"rank 1 ({socket.gethostname()}) of this run could not open its data: " \
