@@ -5,7 +5,11 @@ Two objectives:
 - :class:`CallableObjective`: the sweep's ``objective: module:callable``, any
   ``f(params) -> float | {"loss": float, ...}`` (one with a ``run_dir`` keyword also gets its run
   directory, e.g. to keep checkpoints there). Identity = hash of the import path, the code's
-  version (``objective_version``, default the sha256 of the module's source file) and params.
+  version (``objective_version``, default the sha256 of the module's source file: that file
+  only, not what it imports) and params. With the default, the job executes the module from the
+  bytes it read and hashed, and only when they are that version (an edit since the controller
+  named the run is refused in one line, nothing run: the next ``certify`` runs the point with the
+  new code under its new identity; :class:`RunTask`).
 - :class:`TrainObjective` (default): builds a train ``RunConfig`` from the sweep's ``train:``
   base and the point (``lr -> optim.lr``, ``wd -> optim.weight_decay``, ``epochs ->
   data.real_epochs``, ``mix -> data.mixing_fraction``, ``synthetic_epochs -> data.synthetic_epochs``
@@ -34,14 +38,18 @@ import contextlib
 import copy
 import hashlib
 import importlib
+import importlib.util
 import inspect
 import math
 import os
 import socket
+import sys
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
+from importlib.machinery import SOURCE_SUFFIXES, ModuleSpec
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import submitit
@@ -100,16 +108,32 @@ class MinusInfLoss(ValueError):
     """The objective returned -inf: no loss at all (a failed run, never a certificate)."""
 
 
-def import_callable(path: str):
-    """``module:attr`` -> a callable; UserError (one line) naming the path when it cannot be
-    imported (whatever the module raises on import) or is not callable."""
-    module_name, _, attr = path.partition(":")
+@contextlib.contextmanager
+def _importing(path: str) -> Iterator[None]:
+    """Whatever importing ``module:attr`` raises (a broken module may raise anything) -> one
+    UserError line naming the path."""
     try:
-        module = importlib.import_module(module_name)
-        found = getattr(module, attr)
+        yield
+    except UserError:
+        raise
     except Exception as exc:  # noqa: BLE001 - a broken module may raise anything on import
         text = str(exc).splitlines()[0] if str(exc) else ""
         raise UserError(f"objective: cannot import {path!r}: {type(exc).__name__}: {text}") from None
+
+
+def import_callable(path: str, source_hash: str | None = None):
+    """``module:attr`` -> a callable; UserError (one line) naming the path when it cannot be
+    imported (whatever the module raises on import) or is not callable.
+
+    ``source_hash``: the module's :func:`module_source_hash` that versions the runs (None: not
+    checked). The module is then executed from the very bytes that were read and hashed
+    (:func:`_import_verified`), never re-read after the check, and refused (one line, nothing run)
+    when they are not that version: the module was edited since the sweep named the run."""
+    module_name, _, attr = path.partition(":")
+    with _importing(path):
+        module = (importlib.import_module(module_name) if source_hash is None
+                  else _import_verified(path, source_hash))
+        found = getattr(module, attr)
     if not callable(found):
         raise UserError(f"objective: {path!r} is a {type(found).__name__}, not a callable "
                         f"(expected f(params) -> float | {{'loss': float, ...}})")
@@ -165,17 +189,25 @@ class RunTask(submitit.helpers.Checkpointable):
     joined and agreed on what it opened, so a mismatch fails every rank with the same line): data
     replaced at its path between the controller's identity and the job would otherwise train in a
     folder (and a ledger trial) named for other data.
+
+    ``source_hash``: a callable objective's :func:`module_source_hash` that named the run (None: a
+    version the sweep gave, not checked). The job executes the module's source only when the bytes
+    it read are that version (:func:`import_callable`), else refuses in one line, nothing run: code
+    edited since the controller named the run would otherwise be recorded as the old code's.
     """
 
     identity: str | None = None  # a task pickled by earlier code has none
+    source_hash: str | None = None
 
     def __init__(self, run_dir: str, params: Mapping[str, Any], objective: str | None = None,
-                 train_config: Mapping[str, Any] | None = None, identity: str | None = None) -> None:
+                 train_config: Mapping[str, Any] | None = None, identity: str | None = None,
+                 source_hash: str | None = None) -> None:
         self.run_dir = str(run_dir)
         self.params = dict(params)
         self.objective = objective
         self.train_config = dict(train_config) if train_config is not None else None
         self.identity = identity
+        self.source_hash = source_hash
 
     def __call__(self) -> JobResult:
         run_dir = RunDir(self.run_dir)
@@ -202,9 +234,9 @@ class RunTask(submitit.helpers.Checkpointable):
             })
             if self.train_config is not None:
                 return self._train(run_dir)
+            objective = import_callable(self.objective, self.source_hash)  # the code that named the run, or a UserError
             write_provenance(run_dir)  # train/ writes its own (with the device) for train runs
             start = time.perf_counter()
-            objective = import_callable(self.objective)
             # an objective that keeps checkpoints of its own (search.rehearsal) asks for its folder
             extra = {"run_dir": run_dir.path} if "run_dir" in inspect.signature(objective).parameters else {}
             try:
@@ -239,16 +271,73 @@ class RunTask(submitit.helpers.Checkpointable):
 
 
 def module_source_hash(path: str) -> str:
-    """sha256 (16 hex) of the source file of ``module:callable``'s module: the code's version."""
-    module = importlib.import_module(path.partition(":")[0])
-    try:
-        source = inspect.getsourcefile(module) or module.__file__
-    except TypeError:  # a built-in module
-        source = None
-    if not source or not Path(source).is_file():
+    """sha256 (16 hex) of the source file of ``module:callable``'s module: the code's version.
+
+    It covers that one file only, not the modules it imports (nor data it reads): an edit there
+    keeps the version; set ``objective_version:`` in the sweep to version such code yourself."""
+    return _source_hash(_module_source(path)[1])
+
+
+def _source_hash(source: bytes) -> str:
+    return hashlib.sha256(source).hexdigest()[:16]
+
+
+def _module_source(path: str) -> tuple[ModuleSpec, bytes]:
+    """The spec of ``module:callable``'s module (found, not executed; its parent packages are
+    imported) and its source file's bytes, read once."""
+    with _importing(path):
+        spec = importlib.util.find_spec(path.partition(":")[0])
+        if spec is None:
+            raise ModuleNotFoundError(f"no module named {path.partition(':')[0]!r}")
+    origin = Path(spec.origin) if spec.has_location and spec.origin else None
+    if origin is None or origin.suffix not in SOURCE_SUFFIXES or not origin.is_file():
         raise UserError(f"objective: cannot read the source of {path!r} to version its runs; "
                         "set objective_version: in the sweep")
-    return hashlib.sha256(Path(source).read_bytes()).hexdigest()[:16]
+    return spec, origin.read_bytes()
+
+
+_VERIFIED: dict[str, tuple[str, ModuleType]] = {}
+"""Module name -> (source hash, module) of each module :func:`_import_verified` executed in this
+process, reused while it is still the one imported under that name (in-process jobs: ``debug``)."""
+
+
+def _import_verified(path: str, source_hash: str) -> ModuleType:
+    """``module:callable``'s module executed from the source bytes whose hash is ``source_hash``.
+
+    The file is read once; those bytes are hashed and, when they are that version, compiled and
+    executed as the module (named and registered in ``sys.modules`` as an import does, so its
+    relative imports, ``__name__`` and pickling work as when imported). Hashing the file and then
+    importing it would read it twice, and an edit in between would run unnamed code.
+
+    Raises:
+        UserError: one line naming the file when its source is not that version (nothing run).
+    """
+    module_name = path.partition(":")[0]
+    known = _VERIFIED.get(module_name)
+    if known is not None and known[0] == source_hash and sys.modules.get(module_name) is known[1]:
+        return known[1]
+    spec, source = _module_source(path)
+    found = _source_hash(source)
+    if found != source_hash:
+        raise UserError(f"{spec.origin} changed since the sweep named this run (source {source_hash}, now "
+                        f"{found}); nothing was run: re-running certify runs this point with the new code "
+                        "(the old code's trials are marked superseded)")
+    module = importlib.util.module_from_spec(spec)
+    previous = sys.modules.get(module_name)
+    sys.modules[module_name] = module  # before executing it, as an import does
+    try:
+        exec(compile(source, spec.origin, "exec", dont_inherit=True), module.__dict__)  # noqa: S102 - the verified source
+    except BaseException:
+        if previous is None:
+            sys.modules.pop(module_name, None)
+        else:
+            sys.modules[module_name] = previous
+        raise
+    parent, _, child = module_name.rpartition(".")
+    if parent:  # `import pkg.mod` then `pkg.mod` reads the attribute an import sets
+        setattr(sys.modules[parent], child, module)
+    _VERIFIED[module_name] = (found, module)
+    return module
 
 
 class CallableObjective:
@@ -261,16 +350,19 @@ class CallableObjective:
     def __init__(self, path: str, version: str | None = None) -> None:
         import_callable(path)  # fail early, in the controller, with one line
         self.path = path
-        self.version = version if version is not None else module_source_hash(path)
+        # the version when it is the module's source: each job checks that it runs that source
+        self.source_hash = module_source_hash(path) if version is None else None
+        self.version = version if version is not None else self.source_hash
 
     def identity(self, params: Mapping[str, Any], where: str | None = None) -> str:
         """The run's identity (nothing to check: the callable takes any params; ``where`` is unused)."""
         return config_hash({"objective": self.path, "version": self.version, "params": dict(params)})
 
     def task(self, params: Mapping[str, Any], run_dir: Path, identity: str, group: str | None = None) -> RunTask:
-        """The job of one point; `identity` (`identity(params)`, which names `run_dir`) has nothing
-        to check here; `group` (the certification) only labels train's trackers."""
-        return RunTask(str(run_dir), params, objective=self.path)
+        """The job of one point; `identity` (`identity(params)`, which names `run_dir`) is checked
+        through its part that can change under the job: the module's source (:attr:`source_hash`,
+        when it versions the runs); `group` (the certification) only labels train's trackers."""
+        return RunTask(str(run_dir), params, objective=self.path, source_hash=self.source_hash)
 
     def link(self, out_dir: Path, task: str, point: Mapping[str, Any], run_dir: Path) -> None:
         """Nothing to link: a callable objective's runs write no TensorBoard events."""
