@@ -18,7 +18,7 @@ if TYPE_CHECKING:  # a type only: the handlers import search.sweep when they run
 
 RETRY_HINT = ("{n} failed point(s) block their certificates; a re-run does not run them again (a deterministic "
               "failure, loss -inf or a job that failed every retry, would only fail again): fix the cause, then "
-              "`megadocs search certify {sweep} --retry-failed`")
+              "`{command} --retry-failed`")
 """What ``certify`` and ``status`` say under failed points (failures are kept, not retried, until asked)."""
 RERUN_HINT = ("{n} point(s) stopped the sweep on an error outside the run (a user error, or an objective that "
               "returned no loss; nothing was trained): fix the cause, then `{command}` runs them again")
@@ -176,7 +176,7 @@ def _certify(args: argparse.Namespace) -> int:
         run_sweep(sweep, strategy=args.strategy, max_runs=args.max_runs, retry_failed=args.retry_failed,
                   progress=not args.no_progress)
     except SweepInterrupted as exc:  # Ctrl-C: one line, the status `megadocs train` exits with
-        print(exc.message(args.sweep), file=sys.stderr)
+        print(exc.message(certify_command(args)), file=sys.stderr)
         return Exit.INTERRUPTED
     except SweepStopped as exc:  # its line names the command to re-run
         raise UserError(exc.message(certify_command(args))) from None
@@ -195,7 +195,7 @@ def _certify(args: argparse.Namespace) -> int:
         print(line, file=sys.stderr)
     failed = sum(len(s.blocked_by) for s in summaries)
     if failed:
-        print(RETRY_HINT.format(n=failed, sweep=args.sweep), file=sys.stderr)
+        print(RETRY_HINT.format(n=failed, command=certify_command(args)), file=sys.stderr)
     if not certifier:  # a baseline's best point need not be certifiable: only failures count
         if failed:
             return CertifyExit.WORK_FAILED.value
@@ -337,7 +337,7 @@ def _print_status(args: argparse.Namespace, sweep: Sweep, snapshot: LedgerSnapsh
         print(f"warning: {warning}")
     failed = sum(len(s.blocked_by) for s in summaries)
     if failed:
-        print(RETRY_HINT.format(n=failed, sweep=args.sweep))
+        print(RETRY_HINT.format(n=failed, command=certify_command(args)))
     for line in format_reruns(summaries):
         print(line)
     if rerun := sum(len(s.to_rerun) for s in summaries):

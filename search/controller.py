@@ -104,9 +104,10 @@ class SweepInterrupted(KeyboardInterrupt):
         super().__init__(f"{stopped} run(s) stopped, {len(running)} left running")
         self.stopped, self.running, self.kind, self.again = stopped, list(running), kind, again
 
-    def message(self, sweep_file: str) -> str:
-        """The one line ``megadocs search certify`` prints (exit status 130)."""
-        rerun = f"`megadocs search certify {sweep_file}`"
+    def message(self, command: str) -> str:
+        """The one line ``megadocs search certify`` prints (exit status 130); ``command``: the
+        certify command that goes on (:func:`search.cli.certify_command`)."""
+        rerun = f"`{command}`"
         if self.again:
             return (f"interrupted again: local runs may still be stopping; {rerun} re-attaches any that still run "
                     "and resumes the others")

@@ -427,9 +427,9 @@ def test_runs_are_linked_for_tensorboard_by_certification_and_point(tmp_path):
 def test_the_ctrl_c_line_says_what_becomes_of_the_jobs():
     from search.controller import SweepInterrupted
 
-    assert SweepInterrupted(0, ["812_0", "812_1"], "slurm").message("s.yaml") == (
+    assert SweepInterrupted(0, ["812_0", "812_1"], "slurm").message("megadocs search certify s.yaml") == (
         "interrupted: 2 slurm job(s) keep running (scancel 812_0 812_1 to stop them); "
         "`megadocs search certify s.yaml` re-attaches them")
-    assert SweepInterrupted(2, [], "local").message("s.yaml") == (
+    assert SweepInterrupted(2, [], "local").message("megadocs search certify s.yaml") == (
         "interrupted: 2 run(s) stopped (train runs saved a checkpoint); `megadocs search certify s.yaml` resumes them")
-    assert SweepInterrupted(0, [], "local", again=True).message("s.yaml").startswith("interrupted again:")
+    assert SweepInterrupted(0, [], "local", again=True).message("megadocs search certify s.yaml").startswith("interrupted again:")
