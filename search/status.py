@@ -462,6 +462,12 @@ def _evidence(strategy: Strategy) -> CertifySearch:
     return search
 
 
+def _strategys_run(strategy: Strategy, params: RunParams) -> bool:
+    """Whether a run of `params` is one of `strategy`'s: a baseline's repeats (seeded runs) are
+    its evidence's, not its own."""
+    return params.seed is None or strategy is _evidence(strategy)
+
+
 def _replay_runs(strategy: Strategy, records: list[RunRecord], *, fixed: Mapping[str, Any], grid: Grid,
                  watch: JobWatch | None, warn_off_grid: bool) -> int | None:
     """Feed a certification's ledger ``records`` to its ``strategy`` (:func:`search.ledger.replay`;
@@ -470,7 +476,7 @@ def _replay_runs(strategy: Strategy, records: list[RunRecord], *, fixed: Mapping
     search = _evidence(strategy)
     stopped: set[Any] = set()
     for item in replay(records, fixed=fixed, grid=grid, warn_off_grid=warn_off_grid):
-        if strategy is not search and item.params.seed is not None:
+        if not _strategys_run(strategy, item.params):
             continue
         strategy.record(item.point, item.outcome)  # a baseline's also feeds its evidence
         key = search.key(item.point)
@@ -487,12 +493,12 @@ def _rerun_candidates(strategy: Strategy, records: Iterable[RunRecord], *, fixed
                       grid: Grid) -> tuple[tuple[dict[str, Any], str], ...]:
     """:attr:`LedgerFacts.to_rerun` of a certification's ledger ``records``: the failed runs that
     stopped the sweep (:attr:`RunRecord.to_rerun`) at points on ``grid``, as ``strategy`` knows
-    them (a baseline's repeats are not its runs, as in :func:`_replay_runs`), with their reasons."""
+    them (:func:`_strategys_run`), with their reasons."""
     found = []
     for record in records:
         if record.to_rerun and grid.contains(record.point):
             params = record.params(fixed)
-            if params.seed is None or strategy is _evidence(strategy):
+            if _strategys_run(strategy, params):
                 found.append((params.strategy_point(), record.reason or "failed"))
     return tuple(found)
 
