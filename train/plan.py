@@ -245,10 +245,15 @@ def default_utilisation(mfu: float | None = None, peak_tflops: float | None = No
     if measured is None:
         measured = Utilisation(mfu=DEFAULT_MFU, peak_tflops=H100_BF16_PEAK_TFLOPS,
                                source="assumed: no GPU measurement in benchmarks/results/gpu.json")
+    if mfu is None:
+        source = measured.source
+    elif given or measured.device is None:
+        source = "given (--mfu)"
+    else:  # the peak is still the measured GPU's: say so, as the MFU's source would
+        source = f"given (--mfu); peak of {measured.device}"
     return Utilisation(mfu=measured.mfu if mfu is None else mfu,
                        peak_tflops=measured.peak_tflops if peak_tflops is None else peak_tflops,
-                       source=measured.source if mfu is None else "given (--mfu)",
-                       device=None if given else measured.device)
+                       source=source, device=None if given else measured.device)
 
 
 def check_utilisation(mfu: float, peak_tflops: float) -> None:

@@ -107,7 +107,7 @@ def test_gpu_without_results_is_refused_and_the_given_figures_keep_their_source(
         default_utilisation(0.5, 100.0, tmp_path / "absent.json", gpu="h100")
     path = write_gpu_results(tmp_path / "gpu.json", {H200: 0.52, None: 0.441})
     peak_only = default_utilisation(0.3, None, path, gpu="h200")  # the peak is the H200's
-    assert (peak_only.mfu, peak_only.source, peak_only.device) == (0.3, "given (--mfu)", H200)
+    assert (peak_only.mfu, peak_only.source, peak_only.device) == (0.3, f"given (--mfu); peak of {H200}", H200)
     given = default_utilisation(0.3, 312.0, path, gpu="h200")  # nothing measured is used
     assert (given.mfu, given.peak_tflops, given.device) == (0.3, 312.0, None)
     assert default_utilisation(None, None, tmp_path / "absent.json").device is None  # assumed
