@@ -12,7 +12,12 @@ controller submitted), nothing else.
 - ``slurm``: submitit's AutoExecutor from a profile file (docs/architecture.md "SLURM profile");
   a batch is one job array; timeouts/preemptions requeue the Checkpointable run
   (``max_requeues`` times) and the run resumes from its run directory. Jobs keep running when the
-  controller stops, Ctrl-C included, and are re-attached by the next one.
+  controller stops, Ctrl-C included, and are re-attached by the next one. A job of several tasks
+  (one data-parallel run) runs srun with ``--kill-on-bad-exit=1``: a rank that raises ends the job
+  at once (the others get SIGTERM, then SIGKILL after SLURM's KillWait), where they would wait for
+  it in their next collective (NCCL: 10 minutes, a reading; on the local cluster a rank sleeping
+  for an hour ended after KillWait), and the job reads FAILED with that rank's error line
+  (``rank 1 of 2: ...``, from its own result file) instead of rank 0's symptom or no result.
 
 Trust: a job id and folder given back to ``poll``/``alive`` come from the ledger, which others may
 write. A result pickle is read only from inside this executor's own folder (resolved, symlinks

@@ -16,7 +16,15 @@ gloo group carries the control flags (stop requests) so they never force a GPU s
 Every rank opens the run's data itself, at the same paths: right after the rendezvous the ranks
 agree on the identity of what they opened (`DistributedContext.agree_on_identity`), so a node that
 sees other data there (a stale NFS view, a store replaced while the job started, a node-local
-path) stops every rank with one line instead of training on other data or hanging in a collective.
+path) stops every rank with one line instead of training on other data or hanging in a collective;
+so does a rank whose file system failed it (an OSError: a RuntimeError on every rank, to retry).
+
+A rank that fails later (building the model, an out-of-memory step) leaves the others waiting in
+their next collective: gloo notices the dead peer at once ("Connection closed by peer", measured on
+CPU), NCCL not before its timeout (a reading: 10 minutes by default). The launcher ends them:
+torchrun's agent SIGTERMs the others at once and SIGKILLs them after 30 s, naming the failed rank
+as the root cause (measured); a SLURM job of several tasks runs srun with ``--kill-on-bad-exit=1``
+(`megadocs.executors`), which does the same after SLURM's KillWait.
 
 Example:
     >>> DistributedContext(rank=1, world_size=4).rows(64)
