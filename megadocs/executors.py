@@ -12,7 +12,12 @@ controller submitted), nothing else.
 - ``slurm``: submitit's AutoExecutor from a profile file (docs/architecture.md "SLURM profile");
   a batch is one job array; timeouts/preemptions requeue the Checkpointable run
   (``max_requeues`` times) and the run resumes from its run directory. Jobs keep running when the
-  controller stops, Ctrl-C included, and are re-attached by the next one.
+  controller stops, Ctrl-C included, and are re-attached by the next one. A job of several tasks
+  (one data-parallel run) runs srun with ``--kill-on-bad-exit=1``: a rank that raises ends the job
+  at once (the others get SIGTERM, then SIGKILL after SLURM's KillWait), where they would wait for
+  it in their next collective (NCCL: 10 minutes, a reading; on the local cluster a rank sleeping
+  for an hour ended after KillWait), and the job reads FAILED with that rank's error line
+  (``rank 1 of 2: ...``, from its own result file) instead of rank 0's symptom or no result.
 
 Trust: a job id and folder given back to ``poll``/``alive`` come from the ledger, which others may
 write. A result pickle is read only from inside this executor's own folder (resolved, symlinks
@@ -38,7 +43,7 @@ from megadocs.config import StrictModel, load_config
 from megadocs.procs import PidPlace, child_pids, child_process_settings, job_thread_environment, pid_alive
 from megadocs.trust import require_inside
 
-__all__ = ["ExecutorKind", "ArrayKind", "ARRAY_KINDS", "DEFAULT_TIMEOUT_MIN", "ExecutorConfig", "JobState", "Poll", "Executor", "SlurmProfile", "LocalExecutor", "SlurmExecutor",
+__all__ = ["ExecutorKind", "ArrayKind", "ARRAY_KINDS", "DEFAULT_TIMEOUT_MIN", "MULTI_TASK_SRUN_ARGS", "ExecutorConfig", "JobState", "Poll", "Executor", "SlurmProfile", "LocalExecutor", "SlurmExecutor",
            "InProcessExecutor", "make_executor", "load_profile", "check_executor", "in_queue"]
 
 ExecutorKind = Literal["local", "debug", "slurm"]
@@ -183,6 +188,10 @@ class _Submitit(Executor):
     backend says it no longer runs. Subclasses say how a job is re-attached (:meth:`_reattach`)
     and whether it still runs (:meth:`_running`)."""
 
+    tasks: int = 1
+    """Processes per job, each writing a result file of its own (SLURM: the profile's nodes x
+    tasks_per_node, one data-parallel run; local: one)."""
+
     def __init__(self, executor: Any, kind: str, folder: Path) -> None:
         self._executor = executor
         self.kind = kind
@@ -239,16 +248,46 @@ class _Submitit(Executor):
                 return Poll(JobState.RUNNING)
             if outcome == "success":
                 return Poll(JobState.DONE, value)
-            return Poll(JobState.FAILED, reason=f"{_last_error_line(str(value))} (log: {job.paths.stderr})")
+            own = f"{_last_error_line(str(value))} (log: {job.paths.stderr})"
+            return Poll(JobState.FAILED, reason=self._first_failed_rank(job) or own)
         if self._running(job):
             return Poll(JobState.RUNNING)
         ended = self._ended_at.setdefault(job_id, time.time())
         if time.time() - ended < LOST_GRACE_S:
             return Poll(JobState.RUNNING)
+        first = self._first_failed_rank(job)
+        if first is not None:  # task 0 was killed when another rank failed (srun --kill-on-bad-exit)
+            return Poll(JobState.FAILED, reason=first)
         return Poll(
             JobState.LOST,
             reason=f"job {job_id} ended without a result (state {job.state}); see {job.paths.stderr}",
         )
+
+    def _first_failed_rank(self, job: Any) -> str | None:
+        """Why a job of several tasks failed, once its task 0 ended without success: the error of
+        the rank whose error file was written first, ``rank 1 of 8: <its error line> (log: <its
+        stderr>)``; None for a job of one task, or when no task wrote an error. The first is the
+        cause; the others' are its symptoms (a collective whose peer died), written later, or
+        they were killed without a result. Read only from inside this executor's folder."""
+        if self.tasks == 1:
+            return None
+        from submitit.core.utils import JobPaths, pickle_load
+
+        errors = []
+        for task in range(self.tasks):
+            paths = JobPaths(job.paths.folder, job.job_id, task_id=task)
+            result = require_inside(paths.result_pickle, self.folder, what=f"job {job.job_id}: result file of task {task}")
+            try:
+                written = result.stat().st_mtime
+                outcome, value = pickle_load(result)
+            except (EOFError, OSError):  # none (killed), or still being written
+                continue
+            if outcome != "success":
+                errors.append((written, task, _last_error_line(str(value)), paths.stderr))
+        if not errors:
+            return None
+        _, task, line, stderr = min(errors)
+        return f"rank {task} of {self.tasks}: {line} (log: {stderr})"
 
 
 class LocalExecutor(_Submitit):
@@ -332,6 +371,7 @@ class SlurmExecutor(_Submitit):
         import submitit
 
         executor = submitit.AutoExecutor(folder=folder, cluster="slurm", slurm_max_num_timeout=profile.max_requeues)
+        tasks = profile.nodes * profile.tasks_per_node
         optional = {
             "slurm_partition": profile.partition,
             "slurm_account": profile.account,
@@ -349,9 +389,11 @@ class SlurmExecutor(_Submitit):
             slurm_additional_parameters=dict(profile.additional_parameters),
             slurm_setup=list(profile.setup),
             slurm_array_parallelism=min(profile.array_parallelism, max_parallel),
+            slurm_srun_args=list(MULTI_TASK_SRUN_ARGS) if tasks > 1 else [],  # one rank's error ends the run
             **{key: value for key, value in optional.items() if value is not None},
         )
         super().__init__(executor, "slurm", folder)
+        self.tasks = tasks
         self._queue_seen: dict[str, tuple[float, bool]] = {}  # job id -> (when, in the queue then)
         self._settling: dict[str, float] = {}  # failed job id -> when accounting first still called it running
 
@@ -406,6 +448,12 @@ class SlurmExecutor(_Submitit):
             self._queue_seen[job.job_id] = (time.time(), queued)
         return queued
 
+
+MULTI_TASK_SRUN_ARGS = ("--kill-on-bad-exit=1",)
+"""srun's options for a job of several tasks (one data-parallel run): when one rank exits non-zero
+(it raised), srun ends the step's other tasks at once instead of waiting for them, which wait for
+the dead rank in their next collective (NCCL's timeout: 10 minutes). Jobs of one task get none:
+their step ends with their only task anyway."""
 
 SLURM_ENDED = frozenset({"COMPLETED", "CANCELLED", "FAILED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY", "PREEMPTED",
                          "BOOT_FAIL", "DEADLINE"})

@@ -266,8 +266,10 @@ class RunTask(submitit.helpers.Checkpointable):
                 raise KeyboardInterrupt from exc
             # SIGTERM (scontrol requeue, preemption, scancel, a controller stopping its local jobs):
             # the checkpoint is saved. Exit without a submitit result, which would read as a failed
-            # run while SLURM runs the job again.
-            raise SystemExit(Exit.PREEMPTED) from exc
+            # run while SLURM runs the job again. A rank other than 0 exits 0: srun ends a job's
+            # step when a task exits non-zero (--kill-on-bad-exit, megadocs.executors), which could
+            # kill rank 0 while it requeues the job (submitit's SIGUSR2 handler, rank 0 only)
+            raise SystemExit(Exit.PREEMPTED if world_from_env()[0] == 0 else 0) from exc
 
 
 def module_source_hash(path: str) -> str:

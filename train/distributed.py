@@ -16,7 +16,15 @@ gloo group carries the control flags (stop requests) so they never force a GPU s
 Every rank opens the run's data itself, at the same paths: right after the rendezvous the ranks
 agree on the identity of what they opened (`DistributedContext.agree_on_identity`), so a node that
 sees other data there (a stale NFS view, a store replaced while the job started, a node-local
-path) stops every rank with one line instead of training on other data or hanging in a collective.
+path) stops every rank with one line instead of training on other data or hanging in a collective;
+so does a rank whose file system failed it (an OSError: a RuntimeError on every rank, to retry).
+
+A rank that fails later (building the model, an out-of-memory step) leaves the others waiting in
+their next collective: gloo notices the dead peer at once ("Connection closed by peer", measured on
+CPU), NCCL not before its timeout (a reading: 10 minutes by default). The launcher ends them:
+torchrun's agent SIGTERMs the others at once and SIGKILLs them after 30 s, naming the failed rank
+as the root cause (measured); a SLURM job of several tasks runs srun with ``--kill-on-bad-exit=1``
+(`megadocs.executors`), which does the same after SLURM's KillWait.
 
 Example:
     >>> DistributedContext(rank=1, world_size=4).rows(64)
@@ -61,7 +69,11 @@ class _Opened:
     identity: str | None
     """The run identity of the data it opened (None: it could not open it)."""
     error: str | None
-    """The line of the UserError that kept it from opening the data (None: it opened it)."""
+    """The line of the error that kept it from opening the data (None: it opened it): a UserError's
+    message, any other exception's type and message (``OSError: [Errno 116] Stale file handle``)."""
+    fault: bool = False
+    """Whether that error was not a UserError (bad input, the same on a re-run) but a fault of the
+    node or its file system (an NFS ``ESTALE``/``EIO``), which a re-run may not meet."""
 
 
 @dataclass(frozen=True)
@@ -158,9 +170,9 @@ class DistributedContext:
 
             dist.barrier(group=self.control)
 
-    def agree_on_identity(self, opened: str | UserError) -> str:
+    def agree_on_identity(self, opened: str | Exception) -> str:
         """The run identity of the data every rank opened, checked to be one identity: each rank's
-        `opened` (the identity of its stores as it opened them, or the UserError that kept it from
+        `opened` (the identity of its stores as it opened them, or the exception that kept it from
         opening them) and host name are gathered over the control group (one small all-gather).
 
         Every rank calls this once, right after the rendezvous and before RUN is read or written:
@@ -176,24 +188,33 @@ class DistributedContext:
         Raises:
             UserError: on every rank, the same line: the first rank that could not open the data
                 (its rank, host and error), or which ranks and hosts opened which identities.
+            RuntimeError: on every rank, the same line, when a rank met an error other than a
+                UserError (an OSError of a flaky file system): the first such rank, its host and
+                the exception's type and message. Not a UserError, so that a sweep retries the job
+                (on a rank that could not open its data, its own exception is the cause).
         """
         if not self.distributed:
-            if isinstance(opened, UserError):
+            if isinstance(opened, Exception):
                 raise opened
             return opened
         import torch.distributed as dist
 
-        failed = isinstance(opened, UserError)
-        mine = _Opened(host=socket.gethostname(), identity=None if failed else opened,
-                       error=str(opened) if failed else None)  # fmt: skip
+        failed = isinstance(opened, Exception)
+        fault = failed and not isinstance(opened, UserError)
+        error = (f"{type(opened).__name__}: {opened}" if fault else str(opened)) if failed else None
+        mine = _Opened(host=socket.gethostname(), identity=None if failed else opened, error=error, fault=fault)
         every: list[Any] = [None] * self.world_size
         dist.all_gather_object(every, mine, group=self.control)  # host objects: never a GPU sync
         refused = [rank for rank, rank_opened in enumerate(every) if rank_opened.error is not None]
+        faults = [rank for rank in refused if every[rank].fault]
         if refused:
-            first = every[refused[0]]
-            others = f" (and {len(refused) - 1} other rank(s): {_ranks(refused[1:])})" if len(refused) > 1 else ""
-            raise UserError(f"rank {refused[0]} ({first.host}) of this run could not open its data{others}: "
-                            f"{first.error}")
+            named = (faults or refused)[0]  # a fault first: the others' errors may be its consequences
+            others = [rank for rank in refused if rank != named]
+            also = f" (and {len(others)} other rank(s): {_ranks(others)})" if others else ""
+            line = f"rank {named} ({every[named].host}) of this run could not open its data{also}: {every[named].error}"
+            if faults:
+                raise RuntimeError(line) from (opened if failed else None)
+            raise UserError(line)
         views: dict[str, list[int]] = {}
         for rank, rank_opened in enumerate(every):
             views.setdefault(rank_opened.identity, []).append(rank)

@@ -101,14 +101,17 @@ def run(config: RunConfig, out: str | Path, stores: RunStores | None = None, *,
         UserError: bad paths, a store/config mismatch, RUN holding another config, data of
             another identity than `expected_identity`, ranks that opened different data, or a
             synthetic pool replaced at its path while the run opened it.
+        RuntimeError: several processes, one of which could not open its data for another reason
+            (an OSError of its file system): the same line on every rank, a failure to retry.
     """
     out = Path(out)
     # the stores first, each opened once: the identity is of what they read. A rank that cannot
-    # open them raises below, with the others, once every rank has joined (none is left waiting)
+    # open them (bad input, or a file system's fault: an NFS ESTALE/EIO) raises below, with the
+    # others, once every rank has joined (none is left waiting)
     try:
         stores = RunStores.open(config) if stores is None else stores
-        opened: str | UserError = stores.identity(config)
-    except UserError as exc:
+        opened: str | Exception = stores.identity(config)
+    except Exception as exc:  # noqa: BLE001 - raised on every rank by the agreement below
         opened = exc
     attempt_start = time.perf_counter()
     dist = init_distributed(config.device)  # several processes: the rendezvous (one: nothing to join)
@@ -127,7 +130,7 @@ def run(config: RunConfig, out: str | Path, stores: RunStores | None = None, *,
         try:  # data first, so a bad setting fails before anything is written (on every rank: agreed)
             data = RunData.open(config, stores)
             opened = data.identity(config)
-        except UserError as exc:
+        except Exception as exc:  # noqa: BLE001 - raised on every rank by the agreement below
             opened = exc
         if dist.agree_on_identity(opened) != identity:  # the pool as its tokens were opened is not the one hashed above
             raise UserError(f"data.synthetic.pool: {config.data.synthetic.pool} changed while the run opened it "

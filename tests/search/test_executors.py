@@ -9,7 +9,14 @@ import time
 
 import yaml
 
-from megadocs.executors import InProcessExecutor, JobState, LocalExecutor, SlurmExecutor, load_profile
+from megadocs.executors import (
+    MULTI_TASK_SRUN_ARGS,
+    InProcessExecutor,
+    JobState,
+    LocalExecutor,
+    SlurmExecutor,
+    load_profile,
+)
 from megadocs.procs import threads_per_job
 from search.objective import FailureKind, JobFailure, RunTask
 
@@ -115,6 +122,12 @@ def test_slurm_profile_becomes_sbatch_options_without_a_cluster(workdir):
         assert f"#SBATCH {line}" in script
     assert "source .venv/bin/activate" in script
     assert slurm.parameters["array_parallelism"] == 4 and slurm.max_num_timeout == 5
+    # srun ends the job when a task fails only for a job of several tasks (one task: the step ends anyway)
+    assert all(arg not in script for arg in MULTI_TASK_SRUN_ARGS)
+    two_tasks = load_profile(profile_path).model_copy(update={"tasks_per_node": 2})
+    slurm = SlurmExecutor(workdir / "jobs", two_tasks, max_parallel=4)._executor._executor
+    [srun] = [line for line in slurm._make_submission_file_text("python -m x", "uid").splitlines() if line.startswith("srun ")]
+    assert all(arg in srun.split() for arg in MULTI_TASK_SRUN_ARGS), srun
 
 
 def test_shipped_profiles_load():

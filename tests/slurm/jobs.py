@@ -45,3 +45,16 @@ def wait_on_child(seconds: float) -> None:
     import subprocess
 
     subprocess.run(["sleep", str(seconds)], check=True)
+
+
+def fail_on_rank_one(seconds: float) -> int:
+    """A job of 2 tasks whose rank 1 raises at once while rank 0 waits ``seconds`` for it, as a
+    rank waits in a collective whose peer died (NCCL notices no dead peer before its timeout); a
+    SIGTERM does not end its wait (submitit only logs it), as it does not end a training rank's."""
+    import time
+
+    rank = int(os.environ["SLURM_PROCID"])
+    if rank == 1:
+        raise ValueError("rank 1 broke while building its model")
+    time.sleep(seconds)
+    return rank

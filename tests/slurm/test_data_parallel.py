@@ -1,5 +1,6 @@
 """A data-parallel run on the real cluster: one job of 2 tasks (gloo, CPU), the sweep's own
-`search.objective.RunTask` through `megadocs.executors.SlurmExecutor` with `tasks_per_node: 2`."""
+`search.objective.RunTask` through `megadocs.executors.SlurmExecutor` with `tasks_per_node: 2`;
+and such a job whose rank 1 raises while rank 0 waits for it."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.slurm.conftest import LOCAL_PROFILE, wait_jobs
+from tests.slurm.conftest import LOCAL_PROFILE, final_history, wait_jobs
 
 pytestmark = pytest.mark.slurm
 
@@ -52,3 +53,25 @@ def test_two_task_job_trains_one_run_like_one_process(slurm_cluster, small_store
     chosen = "ddp" if parallelism == "auto" else parallelism
     logs = "".join(path.read_text() for path in (tmp_path / "jobs").glob(f"{job_id}_0_log.err"))
     assert f"parallelism: {parallelism} -> {chosen} on 2 processes" in logs, logs[-2000:]
+
+
+def test_a_rank_that_raises_ends_its_job_at_once_and_the_failure_names_it(slurm_cluster, tmp_path):
+    """srun --kill-on-bad-exit ends the job when rank 1 exits with its error, instead of waiting for
+    rank 0's wait (SIGTERM, then SIGKILL after KillWait: rank 0 ignores the SIGTERM, as a training
+    rank stuck in a collective does); the failure is rank 1's error, not rank 0's lack of a result."""
+    from megadocs.executors import MULTI_TASK_SRUN_ARGS, JobState, SlurmExecutor, load_profile
+    from tests.slurm import jobs
+
+    profile = load_profile(LOCAL_PROFILE).model_copy(update={"tasks_per_node": 2})
+    executor = SlurmExecutor(tmp_path / "jobs", profile, max_parallel=1)
+    wait_s = 3600  # what rank 0 would wait for its dead peer (NCCL's timeout is 10 minutes)
+    [job_id] = executor.submit([lambda: jobs.fail_on_rank_one(wait_s)])
+
+    [poll] = wait_jobs(executor, [job_id], timeout_s=300)  # KillWait (30 s; 10 s in CI) + scheduling
+    assert poll.state is JobState.FAILED, poll
+    stderr = tmp_path / "jobs" / f"{job_id}_1_log.err"
+    assert poll.reason == f"rank 1 of 2: ValueError: rank 1 broke while building its model (log: {stderr})", poll
+    assert final_history(job_id) == ["FAILED"]  # not requeued
+    srun = [line for line in (tmp_path / "jobs" / f"{job_id}_submission.sh").read_text().splitlines()
+            if line.startswith("srun ")]
+    assert len(srun) == 1 and all(arg in srun[0].split() for arg in MULTI_TASK_SRUN_ARGS), srun

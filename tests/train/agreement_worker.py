@@ -3,9 +3,11 @@ WORLD_SIZE set as torchrun would) that finds other data than the other rank at t
 (data.store ``store``, relative: each rank runs each scenario in a folder of its own, whose
 ``store`` links to the store it is to see, as a node-local path would), in four scenarios, each on
 its own rendezvous port. Prints one JSON line per scenario: the scenario, the rank and the one-line
-error it ended with (None: none).
+error it ended with (None: none; a UserError's line, any other exception's prefixed by its type).
 
 - ``loop``: `train.loop.run`, handed the stores as each rank opened them; rank 1 sees the other store;
+- ``loop-fault``: `train.loop.run` where rank 1's file system fails it as it opens the stores (an
+  OSError: NFS's ESTALE, injected here), rank 0 opening them;
 - ``job``: a sweep job (`search.objective.RunTask`) named by the first store's identity, whose
   rank 1 sees the other store;
 - ``job-renamed``: that job where both ranks see the other store (the controller's identity is
@@ -19,6 +21,7 @@ Usage: python -m tests.train.agreement_worker CONFIG.yaml OTHER_STORE DONE OUT P
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import sys
@@ -32,7 +35,14 @@ from train.config import RunConfig
 from train.data import RunStores
 from train.loop import run
 
-SCENARIOS = ("loop", "job", "job-renamed", "job-missing", "job-done")
+SCENARIOS = ("loop", "loop-fault", "job", "job-renamed", "job-missing", "job-done")
+
+
+class StaleStores:
+    """Stores on a node whose NFS view went stale: reading them fails with ESTALE."""
+
+    def identity(self, config: RunConfig) -> str:
+        raise OSError(errno.ESTALE, os.strerror(errno.ESTALE), "store/tokens.bin")
 
 
 def main(config_path: str, other_store: str, done: str, out: str, *ports: str) -> None:
@@ -40,8 +50,8 @@ def main(config_path: str, other_store: str, done: str, out: str, *ports: str) -
     base = yaml.safe_load(Path(config_path).read_text())
     ours = base["data"]["store"]
     named = RunStores.open(RunConfig.model_validate(base)).identity(RunConfig.model_validate(base))
-    seen = {"loop": [ours, other_store], "job": [ours, other_store], "job-renamed": [other_store, other_store],
-            "job-missing": [ours, None], "job-done": [ours, ours]}  # fmt: skip
+    seen = {"loop": [ours, other_store], "loop-fault": [ours, ours], "job": [ours, other_store],
+            "job-renamed": [other_store, other_store], "job-missing": [ours, None], "job-done": [ours, ours]}  # fmt: skip
     folders = {scenario: Path(out, scenario) for scenario in SCENARIOS} | {"job-done": Path(done)}
     train = {**base, "data": {**base["data"], "store": "store"}}  # the same path on every rank
     for scenario, port in zip(SCENARIOS, ports, strict=True):
@@ -52,12 +62,15 @@ def main(config_path: str, other_store: str, done: str, out: str, *ports: str) -
             (here / "store").symlink_to(seen[scenario][rank])
         os.chdir(here)
         error = None
-        if scenario == "loop":
+        if scenario.startswith("loop"):
             config = RunConfig.model_validate(train)
+            stores = StaleStores() if scenario == "loop-fault" and rank == 1 else RunStores.open(config)
             try:
-                run(config, folders[scenario], RunStores.open(config))
+                run(config, folders[scenario], stores)
             except UserError as exc:
                 error = str(exc)
+            except Exception as exc:  # noqa: BLE001 - the test asserts its type and line
+                error = f"{type(exc).__name__}: {exc}"
         else:
             result = RunTask(str(folders[scenario]), {"lr": 0.01}, train_config=train, identity=named)()
             error = result.reason if isinstance(result, JobFailure) else None

@@ -4,6 +4,7 @@ give (RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT)."""
 
 from __future__ import annotations
 
+import errno
 import json
 import math
 import os
@@ -338,6 +339,18 @@ def test_ranks_that_opened_different_stores_all_refuse_in_one_line_and_write_not
     assert sorted(views) == ["rank 0", "rank 1"] and views["rank 0"] == ours[:8] != views["rank 1"], first
     assert f"rank 1 ({socket.gethostname()})" in first and "must hold the same data on every node" in first
     assert not (out / "loop").exists()  # refused before RUN was read or written
+
+
+def test_a_rank_whose_file_system_fails_stops_every_rank_with_its_line_as_a_failure_to_retry(disagreement):
+    """An OSError (NFS's ESTALE) on one rank as it opens its stores: every rank raises the same
+    line naming that rank, its host and the error, and it is a RuntimeError, not a UserError (which
+    a sweep would record as an invalid run and never retry)."""
+    out, errors = disagreement
+    first, second = errors["loop-fault"]
+    assert first == second, errors["loop-fault"]
+    assert first == (f"RuntimeError: rank 1 ({socket.gethostname()}) of this run could not open its data: "
+                     f"OSError: [Errno {errno.ESTALE}] {os.strerror(errno.ESTALE)}: 'store/tokens.bin'"), first
+    assert not (out / "loop-fault").exists()  # stopped before RUN was read or written
 
 
 def test_a_sweep_job_whose_rank_opened_other_data_fails_on_every_rank(disagreement):
