@@ -23,7 +23,8 @@ as ``{kind, injected, survived, detail}``:
 - ``user_error``: the user's data (a file every job reads first: ``search.rehearsal.DATA_ENV``)
   goes missing under the running sweep: a job meets it as a user error and returns ``invalid``,
   the controller stops the sweep in one line (exit 2); the data comes back and ``certify`` runs
-  again as a user would (no ``--retry-failed``): the invalid points run again.
+  again as a user would (no ``--retry-failed``): the invalid points run again (those the search
+  still asks for: one its centre has moved away from is not needed any more).
 
 At the end: SLURM's accounting and the ledger are audited (``search.rehearsal.audit``: nothing run
 twice), the certificates are compared with a fault-free rehearsal of the same surrogate (the same
@@ -94,9 +95,6 @@ retries spent: the audit below says which); 1 when one did not certify, also the
 traceback (a crash: restarted and recorded). The statuses: :class:`megadocs.exits.Exit`."""
 DISK_FULL_S = 5.0
 """How long the file system stays full after the first checkpoint it refused."""
-USER_STOPS = 5
-"""How many user-error stops in a row the rehearsal re-runs ``certify`` after (the data back):
-jobs that started while it was away stop a restarted controller too, when it re-attaches them."""
 STALL_S = 300.0
 """No evaluation finished for this long (the hung job's time limit and kill take 90-120 s): the
 sweep is stuck, and the rehearsal fails saying so."""
@@ -500,10 +498,13 @@ class Rehearsal:
         return True
 
     def _rerun_after_stop(self, code: int, log: str) -> bool:
-        """A restarted controller re-attached a job that met the missing data too and stopped in
-        the same line: run ``certify`` again (as a user would), at most :data:`USER_STOPS` times."""
+        """A restarted controller re-attached a job that met the missing data too (it started
+        while the data was away) and stopped in the same line: run ``certify`` again, as a user
+        would. Each such job stops one controller at most: more stops than jobs that met it are
+        no user error's."""
         fault = next((f for f in self.faults if f.kind == "user_error" and f.injected), None)
-        if fault is None or code != Exit.BAD_INPUT or self.stop_line(log) is None or fault.detail["stops"] >= USER_STOPS:
+        met = sum(event["event"] == "invalid" for event in self.journal())
+        if fault is None or code != Exit.BAD_INPUT or self.stop_line(log) is None or fault.detail["stops"] >= met:
             return False
         fault.detail["stops"] += 1
         self.log(f"controller {self.controllers} stopped again (a job that met the missing data); re-running certify")
@@ -624,9 +625,8 @@ class Rehearsal:
             if record.failure is not None and record.run_id and record.job_id:
                 returned_failure.setdefault(record.run_id, set()).add(record.job_id)
         checked = audit(dispatches, recorded, journal, returned_failure)
-        finished = {r.run_id for r in records if r.status.finished}
-        lost = [f"{r.certification}#{r.trial}: {r.status.value}" for r in records  # an invalid trial run again: not lost
-                if r.status is RunStatus.RUNNING or (r.status is RunStatus.FAILED and not (r.to_rerun and r.run_id in finished))]
+        lost = [f"{r.certification}#{r.trial}: {r.status.value}" for r in records  # an invalid trial has no result:
+                if r.status is RunStatus.RUNNING or (r.status is RunStatus.FAILED and not r.to_rerun)]  # run when asked
         wrong = [f"{r.certification}#{r.trial}" for r in records if r.status is RunStatus.COMPLETED  # every loss
                  and (r.loss is None or abs(r.loss - SURROGATE.loss(r.params().merged())) > 1e-12)]  # is the job's
         mine = certificates(sweep)
@@ -671,7 +671,9 @@ class Rehearsal:
 
     def _judge(self, fault: Fault, records, allocations, runs_of_jobs, journal) -> None:
         """Survived: every run the fault hit ended finished in the ledger (none failed or left
-        running), plus the evidence its kind calls for (below, also kept in ``detail``)."""
+        running; ``user_error``: or its trial is the ``invalid`` one, its point not asked for again,
+        as a search whose centre moved on no longer needs it), plus the evidence its kind calls
+        for (below, also kept in ``detail``)."""
         by_run: dict[str, Any] = {}  # run -> its finished trial (an invalid one run again: the later)
         for r in records:
             if r.run_id and not r.adopted_from and not (r.run_id in by_run and by_run[r.run_id].status.finished):
@@ -691,6 +693,10 @@ class Rehearsal:
                                          "attempts": by_run[run].attempts if run in by_run else None,
                                          "slurm": slurm.get(run, [])} for run in runs}
         evidence = bool(runs) and all(run in by_run and by_run[run].status.finished for run in runs)
+        if fault.kind == "user_error":  # its points run again when the search asks for them again
+            fault.detail["ran_again"] = [run for run in runs if run in by_run and by_run[run].status.finished]
+            fault.detail["not_asked_again"] = [run for run in runs if run in by_run and by_run[run].to_rerun]
+            evidence = bool(runs) and set(runs) == {*fault.detail["ran_again"], *fault.detail["not_asked_again"]}
         states = " ".join(state for run in runs for state in slurm.get(run, []))
         if fault.kind == "hang":  # SLURM ended it at its time limit; a retry finished the run
             evidence = evidence and "TIMEOUT" in states
@@ -706,7 +712,7 @@ class Rehearsal:
             evidence = evidence and any(resumed.get(run) for run in runs)
         elif fault.kind == "controller_sigkill":  # the job in flight finished the run: re-attached, not resubmitted
             evidence = evidence and all(by_run[run].job_id == job for run, job in fault.detail["jobs"].items())
-        elif fault.kind == "user_error":  # it stopped the sweep (exit 2, one line); each such run failed invalid, then ran again
+        elif fault.kind == "user_error":  # it stopped the sweep (exit 2, one line); each such run failed invalid
             failed = {r.run_id for r in records if r.to_rerun}
             fault.detail["invalid_trials"] = sorted(f"{r.certification}#{r.trial}" for r in records if r.to_rerun)
             line = fault.detail["stop_line"] or ""
