@@ -19,7 +19,12 @@ as ``{kind, injected, survived, detail}``:
 - ``node_down``: the node is set DOWN with jobs on it, then resumed (only while no other
   user's job runs on it; resumed in a ``finally``);
 - ``disk_full``: the run directories' file system fills up while jobs checkpoint, then frees;
-- ``hang``: a job hangs with its signals blocked, past its time limit (SLURM kills it).
+- ``hang``: a job hangs with its signals blocked, past its time limit (SLURM kills it);
+- ``user_error``: the user's data (a file every job reads first: ``search.rehearsal.DATA_ENV``)
+  goes missing under the running sweep: a job meets it as a user error and returns ``invalid``,
+  the controller stops the sweep in one line (exit 2); the data comes back and ``certify`` runs
+  again as a user would (no ``--retry-failed``): the invalid points run again (those the search
+  still asks for: one its centre has moved away from is not needed any more).
 
 At the end: SLURM's accounting and the ledger are audited (``search.rehearsal.audit``: nothing run
 twice), the certificates are compared with a fault-free rehearsal of the same surrogate (the same
@@ -57,9 +62,11 @@ sys.path.insert(0, str(REPO))  # `tests.postgres` when run as a script
 from megadocs.exits import Exit  # noqa: E402
 from megadocs.formats import RunStatus, dumps_json  # noqa: E402
 from megadocs.procs import pid_alive  # noqa: E402
+from search.controller import SweepStopped  # noqa: E402
 from search.params import RunParams  # noqa: E402
 from search.rehearsal import (  # noqa: E402
     CONTROL_ENV,
+    DATA_ENV,
     HANG_MARKER,
     JOURNAL,
     SCALE_ENV,
@@ -78,7 +85,8 @@ from tests.postgres import ThrowawayPostgres  # noqa: E402
 PAPER_SWEEP = REPO / "search" / "examples" / "paper-300m.yaml"
 LOCAL_PROFILE = REPO / "slurm" / "profiles" / "local.yaml"
 RESULTS = REPO / "benchmarks" / "results"
-FAULT_KINDS = ("controller_sigkill", "postgres_restart", "oom_kill", "scancel", "node_down", "disk_full", "hang")
+FAULT_KINDS = ("controller_sigkill", "postgres_restart", "oom_kill", "scancel", "node_down", "disk_full", "hang",
+               "user_error")
 TEN_THOUSAND = 10_000
 FINISHED, NOT_CERTIFIED = (Exit.OK, Exit.CERTIFIED_ON_BOUND, Exit.WORK_FAILED), Exit.NEGATIVE
 """``search certify`` exits 0 (every certificate interior) or 3 (one leans on a bound, as the
@@ -108,8 +116,8 @@ class Variant:
     fs_mb: int = 256
     faults: tuple[tuple[str, float], ...] = (
         ("node_down", 0.03), ("hang", 0.03), ("controller_sigkill", 0.08), ("oom_kill", 0.14), ("scancel", 0.2),
-        ("postgres_restart", 0.28), ("controller_sigkill", 0.36), ("disk_full", 0.44), ("controller_sigkill", 0.6),
-        ("postgres_restart", 0.75),
+        ("postgres_restart", 0.28), ("controller_sigkill", 0.36), ("disk_full", 0.44), ("user_error", 0.52),
+        ("controller_sigkill", 0.6), ("postgres_restart", 0.75),
     )
 
 
@@ -118,7 +126,7 @@ SMALL = Variant("small", certifications=("real", "simple-g1", "simple-g2", "simp
                 transfers=("stitched-g4-at-simple",), ensembles=("real-ens",), members=3, expected_runs=43,
                 fs_mb=64, faults=(("node_down", 0.05), ("hang", 0.05), ("controller_sigkill", 0.15),
                                   ("oom_kill", 0.25), ("scancel", 0.35), ("postgres_restart", 0.45),
-                                  ("disk_full", 0.55), ("controller_sigkill", 0.7)))
+                                  ("disk_full", 0.55), ("user_error", 0.62), ("controller_sigkill", 0.7)))
 
 
 @dataclass
@@ -293,6 +301,7 @@ class Rehearsal:
         self.work = work
         self.control = work / "control"
         self.out = work / "out"
+        self.data = work / "data" / "documents.txt"  # the user's data: every job reads it first
         self.log = log
         self.faults = [Fault(kind, at) for kind, at in variant.faults]
         self.controller: subprocess.Popen | None = None
@@ -306,7 +315,8 @@ class Rehearsal:
     # -- processes ---------------------------------------------------------------------------
 
     def env(self) -> dict[str, str]:
-        return {**os.environ, CONTROL_ENV: str(self.control), SCALE_ENV: "1", "PYTHONUNBUFFERED": "1"}
+        return {**os.environ, CONTROL_ENV: str(self.control), SCALE_ENV: "1", DATA_ENV: str(self.data),
+                "PYTHONUNBUFFERED": "1"}
 
     def start_controller(self) -> None:
         self.controllers += 1
@@ -455,6 +465,52 @@ class Rehearsal:
                             runs=sorted({e["run"] for e in errors}), at=time.time())
         return True
 
+    def stop_line(self, log: str) -> str | None:
+        """The controller's user-error stop in ``log`` (:class:`search.controller.SweepStopped`'s
+        line, naming the command to re-run), or None."""
+        again = SweepStopped("").message(f"megadocs search certify {self.sweep_path}")[1:]
+        return next((line for line in reversed(log.splitlines()) if line.endswith(again)), None)
+
+    def _inject_user_error(self, fault: Fault) -> bool:
+        """Move the data away while jobs are in flight; once the controller stopped (a job that
+        started meanwhile returned ``invalid``), move it back and run ``certify`` again."""
+        if not self._untouched(self.running_evaluations()):
+            return False  # strike while jobs are in flight
+        away = self.data.with_name(f"{self.data.name}.away")
+        pid = self.controller.pid
+        os.rename(self.data, away)
+        fault.injected = True
+        fault.detail.update(data=str(self.data), controller_pid=pid, at=time.time())
+        try:
+            code, deadline = None, time.time() + STALL_S
+            while code is None and time.time() < deadline:
+                time.sleep(0.1)
+                code = self.reap()
+        finally:
+            os.rename(away, self.data)
+        if code is None:  # it never stopped: ended here, recorded below
+            self.kill_controller()
+        log = (self.work / f"controller-{self.controllers}.log").read_text()
+        fault.detail.update(back_at=time.time(), exit=code, stop_line=self.stop_line(log), stops=1)
+        if code not in FINISHED and fault.detail["stop_line"] is None:  # no stop: it died otherwise (or never ended)
+            self.crashes.append({"pid": pid, "exit": code, "log_tail": log[-2000:]})
+        self.start_controller()  # as a user would: the data is back, the same command again
+        return True
+
+    def _rerun_after_stop(self, code: int, log: str) -> bool:
+        """A restarted controller re-attached a job that met the missing data too (it started
+        while the data was away) and stopped in the same line: run ``certify`` again, as a user
+        would. Each such job stops one controller at most: more stops than jobs that met it are
+        no user error's."""
+        fault = next((f for f in self.faults if f.kind == "user_error" and f.injected), None)
+        met = sum(event["event"] == "invalid" for event in self.journal())
+        if fault is None or code != Exit.BAD_INPUT or self.stop_line(log) is None or fault.detail["stops"] >= met:
+            return False
+        fault.detail["stops"] += 1
+        self.log(f"controller {self.controllers} stopped again (a job that met the missing data); re-running certify")
+        self.start_controller()
+        return True
+
     def _inject_node_down(self, fault: Fault) -> bool:
         """DOWN kills the node's jobs and SLURM requeues them. This cluster returns the node to
         service at once (ReturnToService=2), and a requeued job started while a process of its
@@ -490,6 +546,8 @@ class Rehearsal:
         started = time.time()
         self.work.mkdir(parents=True, exist_ok=True)
         self.control.mkdir(exist_ok=True)
+        self.data.parent.mkdir(exist_ok=True)
+        self.data.write_text("the rehearsal's training data\n")
         paper = select(load_sweep(PAPER_SWEEP), self.variant)
         with ThrowawayPostgres() as postgres, tmpfs(self.out, self.variant.fs_mb) as mounted:
             self.postgres, self.mounted = postgres, mounted
@@ -525,6 +583,8 @@ class Rehearsal:
                 if code in FINISHED or (code == NOT_CERTIFIED and "Traceback" not in tail):
                     self.log(f"controller finished (exit {code})")  # a fault still pending: not injected
                     return
+                if self._rerun_after_stop(code, tail):
+                    continue
                 self.crashes.append({"pid": self.controller.pid, "exit": code, "log_tail": tail})
                 self.log(f"controller {self.controllers} exited {code} on its own; restarting")
                 if len(self.crashes) > 5:
@@ -560,9 +620,13 @@ class Rehearsal:
                 when = epoch_seconds(record.completed)
                 if record.run_id not in recorded or when < recorded[record.run_id][0]:
                     recorded[record.run_id] = (when, None if record.adopted_from else record.job_id)
-        checked = audit(dispatches, recorded, journal)
-        lost = [f"{r.certification}#{r.trial}: {r.status.value}" for r in records
-                if r.status in (RunStatus.RUNNING, RunStatus.FAILED)]
+        returned_failure: dict[str, set[str]] = {}  # run -> its jobs that returned a failure (invalid: re-run)
+        for record in records:
+            if record.failure is not None and record.run_id and record.job_id:
+                returned_failure.setdefault(record.run_id, set()).add(record.job_id)
+        checked = audit(dispatches, recorded, journal, returned_failure)
+        lost = [f"{r.certification}#{r.trial}: {r.status.value}" for r in records  # an invalid trial has no result:
+                if r.status is RunStatus.RUNNING or (r.status is RunStatus.FAILED and not r.to_rerun)]  # run when asked
         wrong = [f"{r.certification}#{r.trial}" for r in records if r.status is RunStatus.COMPLETED  # every loss
                  and (r.loss is None or abs(r.loss - SURROGATE.loss(r.params().merged())) > 1e-12)]  # is the job's
         mine = certificates(sweep)
@@ -607,8 +671,13 @@ class Rehearsal:
 
     def _judge(self, fault: Fault, records, allocations, runs_of_jobs, journal) -> None:
         """Survived: every run the fault hit ended finished in the ledger (none failed or left
-        running), plus the evidence its kind calls for (below, also kept in ``detail``)."""
-        by_run = {r.run_id: r for r in records if r.run_id and not r.adopted_from}
+        running; ``user_error``: or its trial is the ``invalid`` one, its point not asked for again,
+        as a search whose centre moved on no longer needs it), plus the evidence its kind calls
+        for (below, also kept in ``detail``)."""
+        by_run: dict[str, Any] = {}  # run -> its finished trial (an invalid one run again: the later)
+        for r in records:
+            if r.run_id and not r.adopted_from and not (r.run_id in by_run and by_run[r.run_id].status.finished):
+                by_run[r.run_id] = r
         slurm: dict[str, list[str]] = {}
         for row in allocations:
             slurm.setdefault(runs_of_jobs.get(row["job_id"], "?"), []).append(
@@ -616,11 +685,18 @@ class Rehearsal:
         if fault.kind == "hang":
             claimed = [e for e in journal if e["event"] == "hang"]
             fault.detail.update(runs=[e["run"] for e in claimed], jobs=[e["job"] for e in claimed])
+        if fault.kind == "user_error":  # the jobs that met the missing data
+            invalid = [e for e in journal if e["event"] == "invalid"]
+            fault.detail.update(runs=sorted({e["run"] for e in invalid}), jobs=sorted({e["job"] for e in invalid}))
         runs = fault.detail.get("runs", [])
         fault.detail["outcome"] = {run: {"ledger": by_run[run].status.value if run in by_run else "missing",
                                          "attempts": by_run[run].attempts if run in by_run else None,
                                          "slurm": slurm.get(run, [])} for run in runs}
         evidence = bool(runs) and all(run in by_run and by_run[run].status.finished for run in runs)
+        if fault.kind == "user_error":  # its points run again when the search asks for them again
+            fault.detail["ran_again"] = [run for run in runs if run in by_run and by_run[run].status.finished]
+            fault.detail["not_asked_again"] = [run for run in runs if run in by_run and by_run[run].to_rerun]
+            evidence = bool(runs) and set(runs) == {*fault.detail["ran_again"], *fault.detail["not_asked_again"]}
         states = " ".join(state for run in runs for state in slurm.get(run, []))
         if fault.kind == "hang":  # SLURM ended it at its time limit; a retry finished the run
             evidence = evidence and "TIMEOUT" in states
@@ -636,6 +712,11 @@ class Rehearsal:
             evidence = evidence and any(resumed.get(run) for run in runs)
         elif fault.kind == "controller_sigkill":  # the job in flight finished the run: re-attached, not resubmitted
             evidence = evidence and all(by_run[run].job_id == job for run, job in fault.detail["jobs"].items())
+        elif fault.kind == "user_error":  # it stopped the sweep (exit 2, one line); each such run failed invalid
+            failed = {r.run_id for r in records if r.to_rerun}
+            fault.detail["invalid_trials"] = sorted(f"{r.certification}#{r.trial}" for r in records if r.to_rerun)
+            line = fault.detail["stop_line"] or ""
+            evidence = evidence and fault.detail["exit"] == Exit.BAD_INPUT and fault.detail["data"] in line and set(runs) <= failed
         elif fault.kind == "postgres_restart":  # the same controller went on: it did not die
             pid = fault.detail["controller_pid"]
             died = [crash for crash in self.crashes if crash["pid"] == pid]

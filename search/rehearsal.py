@@ -14,9 +14,12 @@ points executor, ledger and output at what runs here); nothing else in the sweep
 - :func:`rehearse`: the job. It "trains" for a few seconds in steps, checkpoints its step in
   ``RUN/checkpoint/state.json`` (its ``run_dir``) after each one through the atomic writer
   (:func:`megadocs.formats.write_json`), resumes from it, and returns metrics shaped like train's.
-  It appends ``start``/``done``/``error`` events to an evaluation journal outside the run
+  It appends ``start``/``done``/``error``/``invalid`` events to an evaluation journal outside the run
   directory (an independent witness of what ran, for :func:`audit`) and hangs, once, when the
-  rehearsal arms :data:`HANG_MARKER` (a job stuck past its time limit).
+  rehearsal arms :data:`HANG_MARKER` (a job stuck past its time limit). Where the rehearsal names
+  its data (:data:`DATA_ENV`), the job reads it first, as a training job opens its stores, and
+  raises a :class:`~megadocs.errors.UserError` naming it when it is not there (journal
+  ``invalid``): its result is an ``invalid`` failure and the controller stops the sweep.
 - :func:`audit`: "nothing run twice", from SLURM's accounting and the ledger, not from the
   controller's own word (see its docstring for the definitions).
 
@@ -33,12 +36,13 @@ import os
 import random
 import signal
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from megadocs.errors import UserError
 from megadocs.formats import REAL, RunStatus, write_json
 from megadocs.provenance import slurm_job_id
 from search.objective import module_source_hash
@@ -46,7 +50,7 @@ from search.params import RunParams
 from search.sweep import TRAIN_AXES, Sweep
 
 __all__ = ["PaperSurrogate", "SURROGATE", "rehearse", "rehearsal_sweep", "OBJECTIVE", "CONTROL_ENV",
-           "SCALE_ENV", "STEP_S", "HANG_MARKER", "JOURNAL", "Dispatch", "Audit", "audit", "read_journal",
+           "SCALE_ENV", "DATA_ENV", "STEP_S", "HANG_MARKER", "JOURNAL", "Dispatch", "Audit", "audit", "read_journal",
            "epoch_seconds"]
 
 OBJECTIVE = "search.rehearsal:rehearse"
@@ -55,6 +59,10 @@ CONTROL_ENV = "MEGADOCS_REHEARSAL_CONTROL"
 """Folder (outside the run directories' file system) with the journal and fault markers."""
 SCALE_ENV = "MEGADOCS_REHEARSAL_SCALE"
 """Multiplies every job's duration (0: no sleeping, for a fault-free reference in-process)."""
+DATA_ENV = "MEGADOCS_REHEARSAL_DATA"
+"""A file every job reads before it trains (the rehearsal's training data; unset: none read). Not
+there: the job raises a :class:`~megadocs.errors.UserError` naming it, as a training job does on a
+missing store."""
 JOURNAL = "evaluations.jsonl"
 HANG_MARKER = "hang"
 """Present in the control folder: the next job to start claims it and hangs (signals blocked).
@@ -247,6 +255,21 @@ def _hang_if_armed(run: str, params: Mapping[str, Any]) -> None:
         time.sleep(3600)
 
 
+def _read_data(run: str) -> None:
+    """Read the rehearsal's data (:data:`DATA_ENV`), as a training job opens its stores first: not
+    there, the job journals ``invalid`` and raises a UserError naming it (the job's result is then
+    an ``invalid`` failure, and the controller stops the sweep in one line)."""
+    path = os.environ.get(DATA_ENV)
+    if not path:
+        return
+    try:
+        Path(path).read_bytes()
+    except FileNotFoundError:
+        error = f"data: {path} not found (the rehearsal's training data, {DATA_ENV})"
+        _journal("invalid", run, error=error)
+        raise UserError(error) from None
+
+
 def _checkpointed_step(path: Path) -> int:
     """The step of the run's checkpoint (0 without one). A torn file raises: it must never exist."""
     try:
@@ -261,11 +284,13 @@ def rehearse(params: Mapping[str, Any], *, run_dir: Path) -> dict[str, Any]:
 
     Trains ``steps`` simulated steps from its checkpoint, writing the checkpoint after each step
     (atomically: a full disk or a kill leaves the previous one), then returns the surrogate's
-    metrics. Journal: ``start`` (with the step it resumed from), ``error`` (a checkpoint that
-    could not be written, with its errno), ``done`` (with the steps this attempt trained).
+    metrics. Journal: ``invalid`` (its data was not there, nothing trained),
+    ``start`` (with the step it resumed from), ``error`` (a checkpoint that could not be written,
+    with its errno), ``done`` (with the steps this attempt trained).
     """
     run_dir = Path(run_dir)
     run = run_dir.name
+    _read_data(run)
     scale = float(os.environ.get(SCALE_ENV, "1"))
     steps = max(2, round(SURROGATE.seconds(params) / STEP_S))
     state = run_dir / "checkpoint" / "state.json"
@@ -337,10 +362,17 @@ class Audit:
 
     - A run is **run twice** when (a) SLURM accepted a job for it after the ledger had recorded
       its result (the job whose result was recorded excepted: sacct times are whole seconds), or
-      (b) two different jobs of it ran to completion (sacct COMPLETED), or (c) an evaluation of
-      it trained steps after an earlier evaluation had finished (the journal).
+      (b) two different jobs of it ran to completion (sacct COMPLETED) and neither returned a
+      failure (below), or (c) an evaluation of it trained steps after an earlier evaluation had
+      finished (the journal; an evaluation whose job returned a failure finished nothing).
+    - A job **returned a failure** when the ledger recorded its trial as failed with the failure
+      the job returned (the trial's ``failure``: ``invalid``, a user error; ``failed``, a loss of
+      -inf). SLURM's accounting says COMPLETED (the job ended normally), but it computed no
+      result: the next ``certify`` runs an invalid point again (``--retry-failed`` a failed one),
+      and that job's result is the run's first, not its second.
     - A **retry** is any further job of a run (a new job id) submitted while its result was not
-      recorded (an earlier job was killed, cancelled, timed out or lost its node).
+      recorded (an earlier job was killed, cancelled, timed out, lost its node, or returned a
+      failure and the point was run again).
     - A **requeue** is a further allocation of the same job id (SLURM requeued it: node failure,
       time limit with a requeue, preemption).
     """
@@ -357,7 +389,8 @@ class Audit:
 
 
 def audit(dispatches: Iterable[Dispatch], recorded: Mapping[str, tuple[float, str | None]],
-          journal: Iterable[Mapping[str, Any]] = ()) -> Audit:
+          journal: Iterable[Mapping[str, Any]] = (), returned_failure: Mapping[str, Collection[str]] | None = None,
+          ) -> Audit:
     """Check "nothing run twice" (definitions: :class:`Audit`).
 
     Args:
@@ -365,7 +398,10 @@ def audit(dispatches: Iterable[Dispatch], recorded: Mapping[str, tuple[float, st
         recorded: run -> (epoch seconds when the ledger first recorded its result, the job id
             recorded with it).
         journal: the jobs' evaluation events (:func:`read_journal`).
+        returned_failure: run -> the ids of its jobs that returned a failure (the job id of each
+            of its trials the ledger failed with a ``failure``: :attr:`search.ledger.RunRecord.failure`).
     """
+    returned_failure = returned_failure or {}
     by_run: dict[str, list[Dispatch]] = {}
     for dispatch in dispatches:
         by_run.setdefault(dispatch.run, []).append(dispatch)
@@ -382,13 +418,14 @@ def audit(dispatches: Iterable[Dispatch], recorded: Mapping[str, tuple[float, st
         for job_id, mine in jobs.items():
             if job_id != recorded_job and min(d.submit for d in mine) >= math.floor(min(done_at, 1e18)):
                 result.twice(run, f"job {job_id} submitted after its result was recorded")
-        completed = [job_id for job_id, mine in jobs.items() if any(d.state == "COMPLETED" for d in mine)]
+        completed = [job_id for job_id, mine in jobs.items() if any(d.state == "COMPLETED" for d in mine)
+                     and job_id not in returned_failure.get(run, ())]  # ended normally with no result
         if len(completed) > 1:
             result.twice(run, f"jobs {', '.join(completed)} both completed")
     finished: dict[str, float] = {}
     for event in journal:
         run = event["run"]
-        if event["event"] == "done":
+        if event["event"] == "done" and event.get("job") not in returned_failure.get(run, ()):
             finished.setdefault(run, event["t"])
             if event["t"] > finished[run] and event.get("trained", 0) > 0:
                 result.twice(run, f"trained again by job {event.get('job')} after it had finished")

@@ -10,9 +10,11 @@ import math
 
 import pytest
 
+from megadocs.errors import UserError
 from megadocs.formats import REAL
 from search.rehearsal import (
     CONTROL_ENV,
+    DATA_ENV,
     JOURNAL,
     OBJECTIVE,
     SCALE_ENV,
@@ -114,3 +116,42 @@ def test_the_audit_tells_retries_and_requeues_from_runs_done_twice():
     assert (result.runs, result.jobs, result.allocations) == (5, 8, 9)
     assert (result.retries, result.requeues) == (3, 1)  # a, c, d have a second job; b a second allocation
     assert sorted(result.run_twice) == ["c", "d", "g"], result.run_twice
+
+
+def test_a_job_whose_data_is_not_there_raises_a_user_error_naming_it_and_trains_nothing(tmp_path, monkeypatch):
+    monkeypatch.setenv(CONTROL_ENV, str(tmp_path))
+    monkeypatch.setenv(SCALE_ENV, "0")
+    data = tmp_path / "data.txt"
+    monkeypatch.setenv(DATA_ENV, str(data))
+    params = {"lr": 0.003, "wd": 0.8, "epochs": 16, "mix": 0.75, "method": "simple", "g": 4}
+    with pytest.raises(UserError, match=str(data)):
+        rehearse(params, run_dir=tmp_path / "run")
+    [invalid] = read_journal(tmp_path)
+    assert invalid["event"] == "invalid" and str(data) in invalid["error"]
+    assert not (tmp_path / "run" / "checkpoint").exists()
+    data.write_text("documents\n")  # back: the same job trains
+    assert rehearse(params, run_dir=tmp_path / "run")["val_loss"] == SURROGATE.loss(params)
+
+
+def test_the_audit_does_not_count_a_point_run_again_after_its_job_returned_a_failure():
+    """An invalid job (a user error) ends COMPLETED in SLURM's accounting; the next certify runs
+    the point again in a new job: a retry, not a run twice. Likewise a loss of -inf re-run by
+    --retry-failed."""
+    dispatches = [Dispatch("1", "a", "COMPLETED", 10), Dispatch("2", "a", "COMPLETED", 40),  # invalid, re-run
+                  Dispatch("3", "b", "COMPLETED", 10), Dispatch("4", "b", "COMPLETED", 40)]  # -inf, --retry-failed
+    recorded = {"a": (45.0, "2"), "b": (45.0, "4")}
+    journal = [{"run": "a", "event": "invalid", "t": 11.0}, {"run": "a", "event": "done", "t": 44.0, "trained": 5},
+               {"run": "b", "event": "done", "t": 12.0, "trained": 5, "job": "3"},
+               {"run": "b", "event": "done", "t": 44.0, "trained": 5, "job": "4"}]
+    result = audit(dispatches, recorded, journal, returned_failure={"a": {"1"}, "b": {"3"}})
+    assert result.run_twice == {} and (result.jobs, result.retries) == (4, 2)
+
+
+def test_the_audit_counts_two_completions_with_a_result_as_run_twice():
+    """Two jobs of a run that both returned a result are a run twice, also after an earlier job of it
+    returned a failure."""
+    dispatches = [Dispatch("1", "a", "COMPLETED", 10), Dispatch("2", "a", "COMPLETED", 11),
+                  Dispatch("3", "b", "COMPLETED", 10), Dispatch("4", "b", "COMPLETED", 40), Dispatch("5", "b", "COMPLETED", 41)]
+    recorded = {"a": (30.0, "1"), "b": (45.0, "4")}
+    result = audit(dispatches, recorded, returned_failure={"b": {"3"}})
+    assert result.run_twice == {"a": ["jobs 1, 2 both completed"], "b": ["jobs 4, 5 both completed"]}
