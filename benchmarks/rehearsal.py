@@ -804,15 +804,15 @@ class Rehearsal:
         return sorted(p.name for p in (out / "figures").glob("*.png")), sections
 
 
-def summary_line(result: dict[str, Any]) -> dict[str, Any]:
-    """The last stdout line (benchmarks/run_all.py renders it into RESULTS.md): the figures, and
-    one table row per fault."""
+def summary_line(result: dict[str, Any]) -> str:
+    """The last stdout line, one line of JSON (benchmarks/run_all.py reads the last JSON-object
+    line and renders it into RESULTS.md): the figures, and one table row per fault."""
     rows = [{"fault": f["kind"], "injected": f["injected"], "survived": f["survived"],
              "evidence": "; ".join(f"{run[:8]}: {o['ledger']}, attempts {o['attempts']}, slurm {', '.join(o['slurm'])}"
                                    for run, o in f["detail"].get("outcome", {}).items())}
             for f in result["faults"]]
     shown = {k: v for k, v in result.items() if k not in ("faults", "run_twice_detail", "certificate_differences")}
-    return {**shown, "tables": {"faults": rows}}
+    return dumps_json({**shown, "tables": {"faults": rows}}, indent=None)
 
 
 def main() -> int:
@@ -832,7 +832,7 @@ def main() -> int:
     RESULTS.mkdir(parents=True, exist_ok=True)
     name = "rehearsal.json" if variant is FULL else "rehearsal-small.json"
     (RESULTS / name).write_text(dumps_json(result, indent=1) + "\n")
-    print(dumps_json(summary_line(result)))
+    print(summary_line(result))
     return 0 if result["all_faults_survived"] and not result["trials_run_twice"] and not result["lost"] else 1
 
 

@@ -362,9 +362,18 @@ class Audit:
 
     - A run is **run twice** when (a) SLURM accepted a job for it after the ledger had recorded
       its result (the job whose result was recorded excepted: sacct times are whole seconds), or
-      (b) two different jobs of it ran to completion (sacct COMPLETED) and neither returned a
-      failure (below), or (c) an evaluation of it trained steps after an earlier evaluation had
-      finished (the journal; an evaluation whose job returned a failure finished nothing).
+      (b) two different jobs of it that each evaluated it (below) ran to completion (sacct
+      COMPLETED) and neither returned a failure (below), or (c) an evaluation of it trained steps
+      after an earlier evaluation had finished (the journal; an evaluation whose job returned a
+      failure finished nothing).
+    - A job **evaluated** a run when the journal holds a ``start`` event of that job (its SLURM job
+      id) for that run. A job that completed without one computed nothing: a duplicate submission
+      (a controller killed between ``sbatch`` and the ledger recording the job) waits on the run
+      directory's lock and returns the result saved there (:class:`search.objective.RunTask`). A
+      job that journaled a ``start`` and was then killed (an OOM kill, ``scancel``, a lost node, a
+      hang past its time limit) did not complete. Where no job of a run journaled a ``start`` (no
+      control folder, so no journal; a lost line), the journal cannot witness the run and every
+      job of it that completed counts as an evaluation.
     - A job **returned a failure** when the ledger recorded its trial as failed with the failure
       the job returned (the trial's ``failure``: ``invalid``, a user error; ``failed``, a loss of
       -inf). SLURM's accounting says COMPLETED (the job ended normally), but it computed no
@@ -372,7 +381,8 @@ class Audit:
       and that job's result is the run's first, not its second.
     - A **retry** is any further job of a run (a new job id) submitted while its result was not
       recorded (an earlier job was killed, cancelled, timed out, lost its node, or returned a
-      failure and the point was run again).
+      failure and the point was run again; or a controller killed before it recorded an earlier
+      job submitted the run again).
     - A **requeue** is a further allocation of the same job id (SLURM requeued it: node failure,
       time limit with a requeue, preemption).
     """
@@ -397,11 +407,16 @@ def audit(dispatches: Iterable[Dispatch], recorded: Mapping[str, tuple[float, st
         dispatches: every allocation of every job of the sweep (sacct ``-D``), with its run.
         recorded: run -> (epoch seconds when the ledger first recorded its result, the job id
             recorded with it).
-        journal: the jobs' evaluation events (:func:`read_journal`).
+        journal: the jobs' evaluation events (:func:`read_journal`): which jobs evaluated a run.
         returned_failure: run -> the ids of its jobs that returned a failure (the job id of each
             of its trials the ledger failed with a ``failure``: :attr:`search.ledger.RunRecord.failure`).
     """
     returned_failure = returned_failure or {}
+    journal = list(journal)
+    started: dict[str, set[str | None]] = {}  # run -> the jobs that journaled an evaluation of it
+    for event in journal:
+        if event["event"] == "start":
+            started.setdefault(event["run"], set()).add(event.get("job"))
     by_run: dict[str, list[Dispatch]] = {}
     for dispatch in dispatches:
         by_run.setdefault(dispatch.run, []).append(dispatch)
@@ -420,8 +435,10 @@ def audit(dispatches: Iterable[Dispatch], recorded: Mapping[str, tuple[float, st
                 result.twice(run, f"job {job_id} submitted after its result was recorded")
         completed = [job_id for job_id, mine in jobs.items() if any(d.state == "COMPLETED" for d in mine)
                      and job_id not in returned_failure.get(run, ())]  # ended normally with no result
-        if len(completed) > 1:
-            result.twice(run, f"jobs {', '.join(completed)} both completed")
+        witnessed = started.get(run, set()) & jobs.keys()  # none: a gap in the journal, every completion counts
+        evaluating = [job_id for job_id in completed if job_id in witnessed] if witnessed else completed
+        if len(evaluating) > 1:
+            result.twice(run, f"jobs {', '.join(evaluating)} both completed")
     finished: dict[str, float] = {}
     for event in journal:
         run = event["run"]

@@ -155,3 +155,54 @@ def test_the_audit_counts_two_completions_with_a_result_as_run_twice():
     recorded = {"a": (30.0, "1"), "b": (45.0, "4")}
     result = audit(dispatches, recorded, returned_failure={"b": {"3"}})
     assert result.run_twice == {"a": ["jobs 1, 2 both completed"], "b": ["jobs 4, 5 both completed"]}
+
+
+def _evaluation(run: str, job: str | None, t: float, *, done: bool = True, resumed_from: int = 0) -> list[dict]:
+    """The journal of one evaluation: its ``start``, and its ``done`` unless it was killed."""
+    start = {"run": run, "event": "start", "t": t, "job": job, "resumed_from": resumed_from, "steps": 5}
+    return [start, {"run": run, "event": "done", "t": t + 1, "job": job, "trained": 5 - resumed_from}][: 1 + done]
+
+
+def test_the_audit_does_not_count_a_job_that_returned_the_saved_result_as_a_second_computation():
+    """A controller killed between sbatch and the ledger recording the job ids: the next one submits
+    the run again, and the second job waits on the run directory's lock and returns the saved
+    result without evaluating (no ``start`` of its own): a retry, not a run twice. Also when the
+    run's evaluation was requeued, or killed once before a retry evaluated it, or its job was
+    cancelled after it had saved the result."""
+    dispatches = [
+        Dispatch("1", "a", "COMPLETED", 10), Dispatch("2", "a", "COMPLETED", 11),  # 1 evaluated, 2 returned it
+        Dispatch("3", "b", "COMPLETED", 10), Dispatch("4", "b", "COMPLETED", 11),  # 4 evaluated, 3 returned it
+        Dispatch("5", "c", "OUT_OF_MEMORY", 10), Dispatch("6", "c", "COMPLETED", 20),  # killed, retried,
+        Dispatch("7", "c", "COMPLETED", 21),  # and submitted again by a restarted controller
+        Dispatch("8", "d", "NODE_FAIL", 10), Dispatch("8", "d", "COMPLETED", 12),  # requeued, both allocations started
+        Dispatch("9", "d", "COMPLETED", 13),
+        Dispatch("10", "e", "CANCELLED", 10), Dispatch("11", "e", "COMPLETED", 11),  # cancelled after it saved
+    ]
+    recorded = {"a": (30.0, "2"), "b": (30.0, "3"), "c": (30.0, "7"), "d": (30.0, "9"), "e": (30.0, "11")}
+    journal = [*_evaluation("a", "1", 12), *_evaluation("b", "4", 12), *_evaluation("c", "5", 11, done=False),
+               *_evaluation("c", "6", 22, resumed_from=2), *_evaluation("d", "8", 11, done=False),
+               *_evaluation("d", "8", 13, resumed_from=3), *_evaluation("e", "10", 12)]
+    result = audit(dispatches, recorded, journal)
+    assert result.run_twice == {}
+    assert (result.runs, result.jobs, result.retries, result.requeues) == (5, 11, 6, 1)
+
+
+def test_the_audit_counts_two_jobs_that_each_evaluated_and_completed_as_run_twice():
+    """Two completed jobs that each journaled an evaluation are a run twice, also when the second
+    trained nothing (it resumed from the last checkpoint: rule (c) alone would not see it) and
+    when one of them was requeued. A run none of whose jobs journaled an evaluation (a gap in the
+    journal) counts every completed job: the audit does not take a missing line for a witness."""
+    dispatches = [
+        Dispatch("1", "a", "COMPLETED", 10), Dispatch("2", "a", "COMPLETED", 11),
+        Dispatch("3", "b", "NODE_FAIL", 10), Dispatch("3", "b", "COMPLETED", 12), Dispatch("4", "b", "COMPLETED", 13),
+        Dispatch("5", "c", "COMPLETED", 10), Dispatch("6", "c", "COMPLETED", 11),  # journaled by no job of its own
+    ]
+    recorded = {"a": (30.0, "1"), "b": (30.0, "3"), "c": (30.0, "5")}
+    journal = [*_evaluation("a", "1", 12), *_evaluation("a", "2", 14, resumed_from=5),
+               *_evaluation("b", "3", 11, done=False), *_evaluation("b", "3", 13, resumed_from=2),
+               *_evaluation("b", "4", 16), *_evaluation("c", None, 12)]
+    result = audit(dispatches, recorded, journal)
+    assert sorted(result.run_twice) == ["a", "b", "c"], result.run_twice
+    for run, jobs in (("a", "1, 2"), ("b", "3, 4"), ("c", "5, 6")):
+        assert f"jobs {jobs} both completed" in result.run_twice[run]
+    assert result.run_twice["a"] == ["jobs 1, 2 both completed"]  # trained nothing more: (b) alone sees it
