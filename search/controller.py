@@ -15,6 +15,13 @@ error stopped the sweep is a failed trial with its kind (``invalid``): the next 
 its point again, in a new trial (:func:`search.ledger.replay`), in the same run directory while its
 identity is unchanged (its job refused before training: nothing there names another run).
 
+Only a job this controller submitted stops the sweep. The other jobs in flight while the cause was
+there (SLURM jobs keep running after a stop) meet it too; the next controller re-attaches them, and
+an ``invalid`` result of a job an earlier controller submitted (:attr:`_Run.reattached`) may be older
+than the user's fix: its run is submitted again at once, in the same trial, without spending a
+retry, with a warning and the trial's reason saying why (:meth:`LedgerEvaluator._run_again`). If the
+cause is still there, that new job meets it again and stops the sweep with the usual line.
+
 A local job can be re-attached only where its pid can be asked (the trial's job place: this host,
 kernel boot and pid namespace, :class:`megadocs.procs.PidPlace`). A controller started anywhere else
 cannot tell whether it still runs: it submits the run again, saying so (a job still running there
