@@ -23,8 +23,9 @@ as ``{kind, injected, survived, detail}``:
 - ``user_error``: the user's data (a file every job reads first: ``search.rehearsal.DATA_ENV``)
   goes missing under the running sweep: a job meets it as a user error and returns ``invalid``,
   the controller stops the sweep in one line (exit 2); the data comes back and ``certify`` runs
-  again as a user would (no ``--retry-failed``): the invalid points run again (those the search
-  still asks for: one its centre has moved away from is not needed any more).
+  again, once, as a user would (no ``--retry-failed``): it re-attaches the other jobs that met the
+  missing data and runs their points again without stopping, and so the invalid point (if the
+  search still asks for it: one its centre has moved away from is not needed any more).
 
 At the end: SLURM's accounting and the ledger are audited (``search.rehearsal.audit``: nothing run
 twice), the certificates are compared with a fault-free rehearsal of the same surrogate (the same
@@ -498,16 +499,17 @@ class Rehearsal:
         return True
 
     def _rerun_after_stop(self, code: int, log: str) -> bool:
-        """A restarted controller re-attached a job that met the missing data too (it started
-        while the data was away) and stopped in the same line: run ``certify`` again, as a user
-        would. Each such job stops one controller at most: more stops than jobs that met it are
-        no user error's."""
+        """A restarted controller stopped in the user error's line again: counted (the fault's
+        ``stops``; a job that met the missing data while it was away must not stop the controller
+        that re-attaches it, so ``_judge`` fails a second stop), and ``certify`` is run again, as a
+        user would, so that the rehearsal goes on. More stops than jobs that met it are no user
+        error's."""
         fault = next((f for f in self.faults if f.kind == "user_error" and f.injected), None)
         met = sum(event["event"] == "invalid" for event in self.journal())
         if fault is None or code != Exit.BAD_INPUT or self.stop_line(log) is None or fault.detail["stops"] >= met:
             return False
         fault.detail["stops"] += 1
-        self.log(f"controller {self.controllers} stopped again (a job that met the missing data); re-running certify")
+        self.log(f"controller {self.controllers} stopped again on the missing data (once is expected); re-running certify")
         self.start_controller()
         return True
 
@@ -624,6 +626,9 @@ class Rehearsal:
         for record in records:
             if record.failure is not None and record.run_id and record.job_id:
                 returned_failure.setdefault(record.run_id, set()).add(record.job_id)
+        for event in journal:  # a re-attached job's invalid result is no trial's failure: its run was submitted again
+            if event["event"] == "invalid" and event.get("job"):
+                returned_failure.setdefault(event["run"], set()).add(event["job"])
         checked = audit(dispatches, recorded, journal, returned_failure)
         lost = [f"{r.certification}#{r.trial}: {r.status.value}" for r in records  # an invalid trial has no result:
                 if r.status is RunStatus.RUNNING or (r.status is RunStatus.FAILED and not r.to_rerun)]  # run when asked
@@ -633,8 +638,9 @@ class Rehearsal:
         scale = self._costs_at_scale(sweep, len(records)) if self.measure_costs else {}
         report_dir = self.work / "report"
         figures, sections = self._report(sweep, report_dir)
-        for fault in self.faults:
-            self._judge(fault, records, allocations, runs_of_jobs, journal)
+        for fault in self.faults:  # one never injected (e.g. another user's job on the node) stays unsurvived
+            if fault.injected:
+                self._judge(fault, records, allocations, runs_of_jobs, journal)
         trials = len(records)
         return {
             "name": "rehearsal",
@@ -712,11 +718,13 @@ class Rehearsal:
             evidence = evidence and any(resumed.get(run) for run in runs)
         elif fault.kind == "controller_sigkill":  # the job in flight finished the run: re-attached, not resubmitted
             evidence = evidence and all(by_run[run].job_id == job for run, job in fault.detail["jobs"].items())
-        elif fault.kind == "user_error":  # it stopped the sweep (exit 2, one line); each such run failed invalid
+        elif fault.kind == "user_error":  # it stopped the sweep once (exit 2, one line), on one run that failed
+            # invalid; the others that met it were re-attached by the re-run and submitted again (finished above)
             failed = {r.run_id for r in records if r.to_rerun}
             fault.detail["invalid_trials"] = sorted(f"{r.certification}#{r.trial}" for r in records if r.to_rerun)
             line = fault.detail["stop_line"] or ""
-            evidence = evidence and fault.detail["exit"] == Exit.BAD_INPUT and fault.detail["data"] in line and set(runs) <= failed
+            evidence = (evidence and fault.detail["exit"] == Exit.BAD_INPUT and fault.detail["data"] in line
+                        and fault.detail["stops"] == 1 and len(failed & set(runs)) == 1)
         elif fault.kind == "postgres_restart":  # the same controller went on: it did not die
             pid = fault.detail["controller_pid"]
             died = [crash for crash in self.crashes if crash["pid"] == pid]

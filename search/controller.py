@@ -15,6 +15,13 @@ error stopped the sweep is a failed trial with its kind (``invalid``): the next 
 its point again, in a new trial (:func:`search.ledger.replay`), in the same run directory while its
 identity is unchanged (its job refused before training: nothing there names another run).
 
+Only a job this controller submitted stops the sweep. The other jobs in flight while the cause was
+there (SLURM jobs keep running after a stop) meet it too; the next controller re-attaches them, and
+an ``invalid`` result of a job an earlier controller submitted (:attr:`_Run.reattached`) may be older
+than the user's fix: its run is submitted again at once, in the same trial, without spending a
+retry, with a warning and the trial's reason saying why (:meth:`LedgerEvaluator._run_again`). If the
+cause is still there, that new job meets it again and stops the sweep with the usual line.
+
 A local job can be re-attached only where its pid can be asked (the trial's job place: this host,
 kernel boot and pid namespace, :class:`megadocs.procs.PidPlace`). A controller started anywhere else
 cannot tell whether it still runs: it submits the run again, saying so (a job still running there
@@ -179,6 +186,7 @@ class _Run:
     attempts: int = 0
     job_folder: str | None = None  # where an earlier controller's job lives (re-attach)
     job_place: PidPlace | None = None  # where its job id is a pid (Executor.place)
+    reattached: bool = False  # its job was submitted by an earlier controller (until this one submits it)
     subscribers: list[_Subscriber] = field(default_factory=list)
 
 
@@ -256,7 +264,7 @@ class LedgerEvaluator(Evaluator):
             run_dir = require_inside(record.run_dir, self.runs_dir,
                                      what=f"{info.study} trial {record.trial}: run_dir in the ledger")
             run = _Run(record.run_id, params, run_dir, record.job_id, record.attempts, record.job_folder,
-                       record.job_place)
+                       record.job_place, reattached=True)
             self._inflight[record.run_id] = run
             if not PidPlace.asked_here(run.job_place):
                 self._resubmit_elsewhere(run, info, record)
@@ -426,6 +434,7 @@ class LedgerEvaluator(Evaluator):
             run.job_id = job_id
             run.job_folder = str(self.executor.folder) if self.executor.folder else None
             run.job_place = self.executor.place
+            run.reattached = False
             run.attempts += 1
             for subscriber in run.subscribers:
                 self.ledger.update(subscriber.trial_id, **self._job_attrs(run))
@@ -453,7 +462,9 @@ class LedgerEvaluator(Evaluator):
     def _resolve(self, run: _Run, value: Any) -> None:
         """A job's return value: metrics (finish), a loss of -inf (a failed run, not retried: the
         objective is deterministic), or something that is no loss at all, or a user error (stop the
-        sweep: :class:`SweepStopped`). Either failure is recorded with its kind."""
+        sweep: :class:`SweepStopped`). Either failure is recorded with its kind, except a user error
+        met by a job an earlier controller submitted: that run is submitted again
+        (:meth:`_run_again`), and only a job this controller submitted stops the sweep."""
         failure = JobFailure.of(value)
         if failure is None:  # metrics, or a value of an objective not normalised in its job
             try:
@@ -465,9 +476,26 @@ class LedgerEvaluator(Evaluator):
             else:
                 self._finish(run, metrics)
                 return
+        if failure.kind is FailureKind.INVALID and run.reattached:
+            self._run_again(run, failure.reason)
+            return
         self._fail(run, failure.reason, failure.kind)
         if failure.kind is FailureKind.INVALID:
             raise SweepStopped(f"objective {self.sweep.objective or 'train'}: {failure.reason} for params {run.params}")
+
+    def _run_again(self, run: _Run, line: str) -> None:
+        """A re-attached job (an earlier controller submitted it) met a user error (``line``): it
+        may have met it while the cause was there, before the user fixed it and re-ran certify (every
+        job in flight then meets it). Submit the run again at once, without spending a retry, and say
+        why in the log and its trials' reason: if the cause persists, the new job (this controller's)
+        meets it again and stops the sweep; if it was fixed, the point just runs."""
+        reason = (f"its job {run.job_id}, submitted by an earlier certify, met a user error: {line}; "
+                  "running it again")
+        log.warning("run %s: %s", run.run_id, reason)
+        for subscriber in run.subscribers:
+            self.ledger.update(subscriber.trial_id, **{ATTR_REASON: reason})
+        run.attempts -= 1  # the job's attempt is given back: _dispatch counts the new one
+        self._dispatch([run])
 
     def _fail(self, run: _Run, reason: str, kind: FailureKind | None = None) -> None:
         """The run failed (``kind``: as its job said; None: lost or killed after every retry)."""

@@ -408,8 +408,10 @@ def audit(dispatches: Iterable[Dispatch], recorded: Mapping[str, tuple[float, st
         recorded: run -> (epoch seconds when the ledger first recorded its result, the job id
             recorded with it).
         journal: the jobs' evaluation events (:func:`read_journal`): which jobs evaluated a run.
-        returned_failure: run -> the ids of its jobs that returned a failure (the job id of each
-            of its trials the ledger failed with a ``failure``: :attr:`search.ledger.RunRecord.failure`).
+        returned_failure: run -> the ids of its jobs that returned a failure: the job id of each
+            of its trials the ledger failed with a ``failure`` (:attr:`search.ledger.RunRecord.failure`),
+            and of each re-attached job that met a user error (its run was submitted again in the same
+            trial, so no trial records that job's failure; benchmarks/rehearsal.py reads them from the journal).
     """
     returned_failure = returned_failure or {}
     journal = list(journal)

@@ -105,11 +105,12 @@ def _wait_for_go(name: str, limit_s: float = 600.0) -> None:
         time.sleep(0.05)
 
 
-def _gate() -> None:
+def _gate() -> int | None:
     """Wait for the marker ``go``, except in the first SEARCH_TEST_FREE_RUNS jobs (default 0) to
     get here: each job takes the next numbered ticket (a file made with O_EXCL: two jobs never hold
-    the same), so that a sweep finishes that many runs and then keeps the next ones in flight."""
-    free = int(os.environ.get("SEARCH_TEST_FREE_RUNS", "0"))
+    the same), so that a sweep finishes that many runs and then keeps the next ones in flight.
+    Returns the job's ticket (None without SEARCH_TEST_FREE_RUNS)."""
+    free, ticket = int(os.environ.get("SEARCH_TEST_FREE_RUNS", "0")), None
     if free:
         folder = Path(os.environ["SEARCH_TEST_MARKERS"])
         folder.mkdir(parents=True, exist_ok=True)
@@ -121,8 +122,9 @@ def _gate() -> None:
             except FileExistsError:
                 ticket += 1
         if ticket < free:
-            return
+            return ticket
     _wait_for_go("go")
+    return ticket
 
 
 def gated(params):
@@ -163,6 +165,15 @@ def user_error(params):
 
     _log_call(params)
     raise UserError(f"data.store: {os.environ.get('SEARCH_TEST_MARKERS')}/store not found")
+
+
+def gated_user_error_until_fixed(params):
+    """:func:`user_error` everywhere (the data is away) until the test creates the marker ``fixed``,
+    the bowl once fixed; gated as :func:`gated` (the first SEARCH_TEST_FREE_RUNS jobs go at once)."""
+    _gate()
+    if not (Path(os.environ["SEARCH_TEST_MARKERS"]) / "fixed").exists():
+        user_error(params)
+    return logged(params)
 
 
 def user_error_until_fixed(params):

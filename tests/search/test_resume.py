@@ -116,6 +116,42 @@ def test_sigkill_mid_sweep_then_restart(make_sweep, workdir, monkeypatch, noise)
         assert {r.fixed.get("seed", 0) for r in runs} == {0, 1}
 
 
+def test_local_jobs_that_met_a_user_error_under_a_killed_controller_run_again_without_stopping(make_sweep, workdir):
+    """Local jobs re-attached by pid: they met a user error (their data away) after their controller
+    was killed; the user fixes it and re-runs certify, which submits their runs again (no retry
+    spent, one warning each) and certifies without stopping on the stale results."""
+    path = make_sweep(executor={"kind": "local", "max_parallel": 3, "poll_s": 0.1},
+                      objective="tests.search.objectives:gated_user_error_until_fixed",
+                      grid={"lr": [0.001, 0.003, 0.01], "wd": [0.8], "epochs": [16]},
+                      start={"lr": 0.003, "wd": 0.8, "epochs": 16})
+    first = controller(path)
+    try:
+        try:
+            wait_for(lambda: any(r.status == "running" and r.job_id for r in _runs(path)) or first.poll() is not None,
+                     what="a job in flight")
+            assert first.poll() is None, first.communicate()
+        finally:
+            first.send_signal(signal.SIGKILL)
+            first.wait()
+        in_flight = {r.run_id: r for r in _runs(path) if r.status == "running" and r.job_id}
+        let_go(workdir)  # the data is still away: they meet the user error, with no controller
+        wait_for(lambda: len(calls(workdir)) >= len(in_flight), what="the jobs in flight to meet the user error")
+    finally:
+        let_go(workdir)
+    let_go(workdir, "fixed")
+    second = subprocess.run([sys.executable, "-m", "megadocs.cli", "search", "certify", str(path), "--no-progress"],
+                            capture_output=True, text=True, timeout=300)
+    assert second.returncode == CertifyExit.CERTIFIED, second.stderr  # lr 0.003: inside the searched axis
+    assert "fix it and re-run" not in second.stderr
+    again = [line for line in second.stderr.splitlines() if "submitted by an earlier certify" in line]
+    assert len(again) == len(in_flight), second.stderr
+    runs = read_runs(load_sweep(path))
+    for run_id, before in in_flight.items():  # the same trial, a new job, the attempt given back
+        [after] = [r for r in runs if r.run_id == run_id]
+        assert after.status == "completed" and after.trial == before.trial and after.attempts == 1
+        assert after.job_id != before.job_id and f"its job {before.job_id}, submitted by an earlier" in after.reason
+
+
 def test_lost_job_is_retried_under_the_local_executor(make_sweep, workdir):
     path = make_sweep(executor={"kind": "local", "max_parallel": 3, "poll_s": 0.1, "max_retries": 1},
                       objective="tests.search.objectives:killed_once",

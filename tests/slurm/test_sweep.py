@@ -224,3 +224,68 @@ def test_noise_repeats_on_slurm_survive_a_controller_kill(slurm_cluster, workdir
     assert summary["certificate"]["noise"]["sigma"] is not None
     point = summary["certificate"]["point"]
     assert sorted(r.fixed.get("seed", 0) for r in runs.values() if r.point == point) == [0, 1]
+
+
+@pytest.mark.parametrize("fixed", [True, False], ids=["fixed", "not-fixed"])
+def test_jobs_that_met_a_user_error_before_the_rerun_run_again_and_stop_only_if_it_persists(
+        slurm_cluster, workdir, monkeypatch, fixed):
+    """The first controller stops on one job's user error (its data away) while the other jobs it
+    submitted still run and meet it too. The user fixes the cause (or not) and re-runs certify: the
+    re-attached jobs' stale errors stop nothing, their runs are submitted again (no retry spent); a
+    fixed sweep runs to the end, one not fixed stops once, on a job the second controller submitted."""
+    monkeypatch.setenv("SEARCH_TEST_MARKERS", str(workdir / "markers"))
+    monkeypatch.setenv("SEARCH_TEST_FREE_RUNS", "1")  # one job meets the error at once, the others once let go
+    path = _sweep(workdir, max_parallel=4, objective="tests.search.objectives:gated_user_error_until_fixed")
+    try:
+        _rerun_after_stale_user_errors(path, workdir, fixed)
+    finally:  # no job left waiting on the cluster, whatever failed
+        (workdir / "markers").mkdir(exist_ok=True)
+        (workdir / "markers" / "go").touch()
+        subprocess.run(["scancel", *(r.job_id for r in _runs(path) if r.status == "running" and r.job_id)],
+                       capture_output=True)
+
+
+def _rerun_after_stale_user_errors(path: Path, workdir: Path, fixed: bool) -> None:
+    first = _megadocs("search", "certify", str(path), "--no-progress", timeout=240)
+    assert first.returncode == Exit.BAD_INPUT, first.stderr[-3000:]
+    assert first.stderr.count("fix it and re-run") == 1, first.stderr[-3000:]
+    submitted = _runs(path)  # every trial of the first controller has its job (none was stopped)
+    left = {r.run_id: r for r in submitted if r.status == "running"}
+    [stopped] = [r for r in submitted if r.status == "failed"]
+    assert left and all(r.job_id for r in left.values()), submitted
+
+    (workdir / "markers" / "go").touch()  # the jobs left running meet the user error too
+    wait_for(lambda: len(_calls(workdir)) == len(submitted), 180, "every job left running to meet the user error")
+    for record in left.values():  # ended, their results written: the next controller reads them at once
+        assert final_history(record.job_id) == ["COMPLETED"]
+    if fixed:
+        (workdir / "markers" / "fixed").touch()
+    second = _megadocs("search", "certify", str(path), "--no-progress", timeout=300)
+    again = [line for line in second.stderr.splitlines() if "submitted by an earlier certify" in line]
+    assert len(again) == len(left), second.stderr[-3000:]
+    runs = _runs(path)
+    for record in left.values():  # the same trial, a new job, the attempt given back
+        [rerun] = [r for r in runs if r.trial == record.trial and r.certification == record.certification]
+        assert rerun.job_id != record.job_id and rerun.attempts == 1
+        if rerun.status != "failed":  # (the one that stopped the sweep says its own error)
+            assert f"its job {record.job_id}, submitted by an earlier certify, met a user error" in rerun.reason
+    [summary] = json.loads(_megadocs("search", "status", str(path), "--json").stdout)["certifications"]
+    if fixed:
+        assert second.returncode == 0, second.stderr[-3000:]
+        assert "fix it and re-run" not in second.stderr
+        calls = Counter(_calls(workdir))
+        refused = [stopped, *left.values()]
+        assert [calls[tuple(sorted({**r.point, **r.fixed}.items()))] for r in refused] == [2] * len(refused), calls
+        assert summary["state"] == "certified" and summary["to_rerun"] == []
+        return
+    # not fixed: one stop, on a job of its own
+    assert second.returncode == Exit.BAD_INPUT, second.stderr[-3000:]
+    assert second.stderr.count("fix it and re-run") == 1, second.stderr[-3000:]
+    first_jobs = {stopped.job_id, *(r.job_id for r in left.values())}
+    failed = [r for r in runs if r.status == "failed" and r.trial != stopped.trial]
+    assert len(failed) == 1 and failed[0].to_rerun and failed[0].job_id not in first_jobs, runs
+    # status: the runs submitted again are in flight, the point that stopped it is to re-run
+    running = [r.point for r in runs if r.status == "running"]
+    assert summary["runs"]["running"] == len(running)
+    assert failed[0].point in [entry["params"] for entry in summary["to_rerun"]], summary
+    assert not [entry for entry in summary["to_rerun"] if entry["params"] in running], summary
