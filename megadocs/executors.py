@@ -268,7 +268,9 @@ class _Submitit(Executor):
         the rank whose error file was written first, ``rank 1 of 8: <its error line> (log: <its
         stderr>)``; None for a job of one task, or when no task wrote an error. The first is the
         cause; the others' are its symptoms (a collective whose peer died), written later, or
-        they were killed without a result. Read only from inside this executor's folder."""
+        they were killed without a result. Where the file system's clock cannot order them (two
+        errors written in the same second on a file system with 1-second times, such as Lustre),
+        the line names the other rank too. Read only from inside this executor's folder."""
         if self.tasks == 1:
             return None
         from submitit.core.utils import JobPaths, pickle_load
@@ -278,7 +280,7 @@ class _Submitit(Executor):
             paths = JobPaths(job.paths.folder, job.job_id, task_id=task)
             result = require_inside(paths.result_pickle, self.folder, what=f"job {job.job_id}: result file of task {task}")
             try:
-                written = result.stat().st_mtime
+                written = result.stat().st_mtime_ns
                 outcome, value = pickle_load(result)
             except (EOFError, OSError):  # none (killed), or still being written
                 continue
@@ -286,8 +288,14 @@ class _Submitit(Executor):
                 errors.append((written, task, _last_error_line(str(value)), paths.stderr))
         if not errors:
             return None
-        _, task, line, stderr = min(errors)
-        return f"rank {task} of {self.tasks}: {line} (log: {stderr})"
+        errors.sort()
+        (written, task, line, stderr), *later = errors
+        first = f"rank {task} of {self.tasks}: {line} (log: {stderr})"
+        tied = [(other, other_line) for when, other, other_line, _ in later if when == written]
+        if not tied:
+            return first
+        other, other_line = tied[0]
+        return f"{first}; rank {other} wrote its error at the same time, which came first is unknown: {other_line}"
 
 
 class LocalExecutor(_Submitit):

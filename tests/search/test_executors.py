@@ -20,7 +20,7 @@ from megadocs.executors import (
 from megadocs.procs import threads_per_job
 from search.objective import FailureKind, JobFailure, RunTask
 
-from .conftest import let_go
+from .conftest import REPO, let_go
 
 
 def test_local_jobs_are_reattached_by_id(workdir):
@@ -130,9 +130,34 @@ def test_slurm_profile_becomes_sbatch_options_without_a_cluster(workdir):
     assert all(arg in srun.split() for arg in MULTI_TASK_SRUN_ARGS), srun
 
 
-def test_shipped_profiles_load():
-    from .conftest import REPO
+def test_a_failed_job_of_several_tasks_names_the_rank_that_failed_first_or_both_when_tied(workdir):
+    """The failing rank is read from the tasks' result files (no cluster needed): the earliest error
+    is the cause, the later ones its symptoms; errors the file system's clock cannot order (Lustre
+    keeps whole seconds) are both named rather than one picked at random."""
+    import submitit
+    from submitit.core.utils import JobPaths, cloudpickle_dump
 
+    profile = load_profile(REPO / "slurm" / "profiles" / "local.yaml").model_copy(update={"tasks_per_node": 3})
+    executor = SlurmExecutor(workdir / "jobs", profile, max_parallel=1)
+    job = submitit.SlurmJob(workdir / "jobs", "77")
+    paths = {task: JobPaths(job.paths.folder, "77", task_id=task) for task in range(3)}
+    errors = {1: "RuntimeError: Connection closed by peer", 2: "ValueError: rank 2 broke"}
+    for task, line in errors.items():  # task 0 was killed without a result
+        paths[task].folder.mkdir(parents=True, exist_ok=True)
+        cloudpickle_dump(("error", f"Traceback (most recent call last):\n  x()\n{line}\n"), paths[task].result_pickle)
+
+    def written(task: int, second: int) -> None:
+        os.utime(paths[task].result_pickle, ns=(second * 10**9, second * 10**9))
+
+    written(2, 100), written(1, 101)
+    assert executor._first_failed_rank(job) == f"rank 2 of 3: {errors[2]} (log: {paths[2].stderr})"
+    written(1, 100)  # the same second: which came first is unknown, and the line says so
+    line = executor._first_failed_rank(job)
+    assert line.startswith("rank 1 of 3: RuntimeError: Connection closed by peer") and "rank 2 " in line, line
+    assert errors[2] in line, line
+
+
+def test_shipped_profiles_load():
     profiles = sorted((REPO / "slurm/profiles").glob("*.yaml"))
     assert profiles
     for path in profiles:

@@ -21,6 +21,7 @@ import pytest
 import yaml
 
 from megadocs.exits import Exit
+from megadocs.formats import RunDir
 from tests.slurm.conftest import LOCAL_PROFILE, REPO, final_history, slurm_state, wait_for
 
 pytestmark = pytest.mark.slurm
@@ -112,6 +113,8 @@ def test_certification_sweep_runs_as_job_arrays(slurm_cluster, workdir):
     assert len(set(job_ids)) == len(job_ids)
     for job_id in job_ids:
         assert final_history(job_id) == ["COMPLETED"]  # SLURM's own accounting agrees
+    for run in runs:  # the job's own record names it as the ledger and sacct do (an array task too)
+        assert json.loads(RunDir(run.run_dir).job.read_text())["job_id"] == run.job_id
 
 
 def test_controller_killed_while_jobs_run_reattaches_by_job_id_without_duplicates(slurm_cluster, workdir, monkeypatch):
