@@ -181,6 +181,11 @@ class Executor(ABC):
         """
         return []
 
+    def cancel(self, jobs: Sequence[tuple[str, str | None]]) -> None:
+        """End these jobs (id, folder) now, without waiting: their results are no longer wanted.
+        Default: nothing (in-process jobs end with their call)."""
+        return None
+
 
 class _Submitit(Executor):
     """An executor through submitit: jobs by id, this process's own or re-attached from an earlier
@@ -366,6 +371,10 @@ class LocalExecutor(_Submitit):
             _signal(pid, signal.SIGKILL)
         return [job_id for job_id, _ in stopping]  # the others had ended: the next controller polls them
 
+    def cancel(self, jobs: Sequence[tuple[str, str | None]]) -> None:
+        """Kill them (and their runs) at once: what a run saved before stays in its folder."""
+        self.on_interrupt(jobs, grace_s=0.0)
+
 
 def _signal(pid: int, signum: int) -> None:
     try:
@@ -434,12 +443,13 @@ class SlurmExecutor(_Submitit):
         self._settling.pop(job_id, None)
         return poll
 
-    def cancel(self, job_ids: Sequence[str]) -> None:
-        """One ``scancel`` for all of them (a pool's array has one task per shard: hundreds)."""
+    def cancel(self, jobs: Sequence[tuple[str, str | None]]) -> None:
+        """One ``scancel`` for all of them (a pool's array has one task per shard: hundreds); a
+        train run gets SLURM's SIGTERM and saves a checkpoint within KillWait."""
         import subprocess
 
-        if job_ids:
-            subprocess.run(["scancel", *job_ids], capture_output=True, timeout=120, check=False)
+        if jobs:
+            subprocess.run(["scancel", *(job_id for job_id, _ in jobs)], capture_output=True, timeout=120, check=False)
 
     def _running(self, job: Any) -> bool:
         if job.done():

@@ -144,7 +144,7 @@ def _cancel(jobs: Executor, pending: list[str]) -> None:
     if jobs.stops_on_interrupt or not pending:
         return
     assert isinstance(jobs, SlurmExecutor), jobs  # the one executor whose jobs outlive the submitter
-    jobs.cancel(pending)
+    jobs.cancel([(job_id, None) for job_id in pending])
     raise KeyboardInterrupt(f"cancelled {len(pending)} {jobs.kind} task(s) ({', '.join(pending)}); finished "
                             "shards are kept: re-run the same command to resume") from None
 

@@ -29,7 +29,9 @@ holds the run directory's lock, so the new one waits for it and returns its resu
 
 Deduplication: a run's identity is the hash of its full config (``objective.identity``). A
 point whose run already finished anywhere in the sweep (another certification, a baseline
-strategy, an earlier controller) is adopted without running; one in flight is shared.
+strategy, an earlier controller) is adopted without running; one in flight is shared. A trial whose
+identity is no longer its point's (the data or the objective's code changed) is superseded on
+restore, and its job cancelled if it still runs (:meth:`LedgerEvaluator._current_records`).
 """
 
 from __future__ import annotations
@@ -284,29 +286,43 @@ class LedgerEvaluator(Evaluator):
         run.job_id = run.job_folder = run.job_place = None
 
     def _current_records(self, info: TaskInfo, records: list[RunRecord], undescribed: list[int]) -> list[RunRecord]:
-        """The study's ``records``, after superseding finished runs whose identity has changed.
+        """The study's ``records``, after superseding runs whose identity has changed.
 
-        A run's identity covers its data and the objective's code: a finished trial whose run_id
-        is not today's identity of its point was computed on something else. It is marked
-        superseded in the ledger (never used again, kept for the record) and its point runs anew
-        into a new run directory. The trials a stopped controller left undescribed (``undescribed``,
-        none of them in ``records``: a trial that names no point is no run) are closed here.
+        A run's identity covers its data and the objective's code: a trial whose run_id is not
+        today's identity of its point was computed (or is being computed) on something else. It
+        is marked superseded in the ledger (never used again, kept for the record) and its point
+        runs anew into a new run directory. A run still in flight under its old identity (the
+        data or code changed while its job ran, say under a killed or stopped controller) is
+        superseded too, its trial closed and its job cancelled (:meth:`Executor.cancel`): its
+        result would be about the old data or code, or its job refuses the new ones. The trials
+        a stopped controller left undescribed (``undescribed``, none of them in ``records``: a
+        trial that names no point is no run) are closed here.
         """
         if self.ledger.abandon_undescribed(undescribed):
             log.warning("%s: closed trial(s) a stopped controller left undescribed (nothing ran for them)", info.study)
         stale: dict[int, str] = {}
+        moving: list[RunRecord] = []  # in flight under an identity its point no longer has
         for record in records:
-            if not record.status.finished or not record.run_id:
+            in_flight = record.status is RunStatus.RUNNING
+            if not record.run_id or not (record.status.finished or in_flight):
                 continue
             current = self.objective.identity(record.params(info.fixed).merged(), info.where)
             if current != record.run_id:
                 stale[record.trial] = (f"identity {record.run_id} is now {current} (fixed params, train config, data "
                                        "or objective code changed)")
+                if in_flight:
+                    moving.append(record)
         if not stale:
             return records
-        self.ledger.supersede(info.study, stale)
-        log.warning("%s: %d finished run(s) were made with fixed params, a train config, data or objective code "
-                    "that has changed since; marked superseded, their points run again", info.study, len(stale))
+        self.ledger.supersede(info.study, stale)  # first: a controller killed next leaves no run to re-attach
+        for record in moving:
+            self.ledger.fail(record.trial_id, stale[record.trial])  # closed; its mark says superseded
+        self.executor.cancel([(record.job_id, record.job_folder) for record in moving  # jobs it may signal
+                              if record.job_id and PidPlace.asked_here(record.job_place)
+                              and self._trusted(record.job_id, record.job_folder)])
+        log.warning("%s: %d run(s) were made with fixed params, a train config, data or objective code that has "
+                    "changed since%s; marked superseded, their points run again", info.study, len(stale),
+                    f" ({len(moving)} still running: their jobs are cancelled)" if moving else "")
         return self.ledger.runs(info.study)
 
     # -- Evaluator -------------------------------------------------------------------------
@@ -381,7 +397,7 @@ class LedgerEvaluator(Evaluator):
         Returns:
             How many runs were stopped, and the job ids that keep running (re-attached next time).
         """
-        runs = [run for run in self._inflight.values() if run.job_id and self._trusted(run)]
+        runs = [run for run in self._inflight.values() if run.job_id and self._trusted(run.job_id, run.job_folder)]
         if not runs:
             return 0, []
         if self.executor.stops_on_interrupt:
@@ -400,10 +416,10 @@ class LedgerEvaluator(Evaluator):
 
     # -- internals -------------------------------------------------------------------------
 
-    def _trusted(self, run: _Run) -> bool:
-        """Whether the run's job is one this controller may signal (its folder is the sweep's own)."""
+    def _trusted(self, job_id: str, folder: str | None) -> bool:
+        """Whether a job is one this controller may signal (its folder is the sweep's own)."""
         try:
-            self.executor.alive(run.job_id, run.job_folder)
+            self.executor.alive(job_id, folder)
         except UntrustedPath:
             return False
         return True

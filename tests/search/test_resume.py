@@ -32,6 +32,19 @@ def controller(path) -> subprocess.Popen:
     )
 
 
+def killed_with_jobs_in_flight(path) -> dict:
+    """Start a controller, SIGKILL it once a job is in flight; the runs then in flight, by run id."""
+    first = controller(path)
+    try:
+        wait_for(lambda: any(r.status == "running" and r.job_id for r in _runs(path)) or first.poll() is not None,
+                 what="a job in flight")
+        assert first.poll() is None, first.communicate()
+    finally:
+        first.send_signal(signal.SIGKILL)
+        first.wait()
+    return {r.run_id: r for r in _runs(path) if r.status == "running" and r.job_id}
+
+
 def wait_for(condition, what: str, timeout_s: float = 120.0):
     """`tests.waiting.wait_for` every 0.2 s (a poll reads the ledger)."""
     waiting.wait_for(condition, timeout_s, what, interval_s=0.2)
@@ -124,16 +137,8 @@ def test_local_jobs_that_met_a_user_error_under_a_killed_controller_run_again_wi
                       objective="tests.search.objectives:gated_user_error_until_fixed",
                       grid={"lr": [0.001, 0.003, 0.01], "wd": [0.8], "epochs": [16]},
                       start={"lr": 0.003, "wd": 0.8, "epochs": 16})
-    first = controller(path)
     try:
-        try:
-            wait_for(lambda: any(r.status == "running" and r.job_id for r in _runs(path)) or first.poll() is not None,
-                     what="a job in flight")
-            assert first.poll() is None, first.communicate()
-        finally:
-            first.send_signal(signal.SIGKILL)
-            first.wait()
-        in_flight = {r.run_id: r for r in _runs(path) if r.status == "running" and r.job_id}
+        in_flight = killed_with_jobs_in_flight(path)
         let_go(workdir)  # the data is still away: they meet the user error, with no controller
         wait_for(lambda: len(calls(workdir)) >= len(in_flight), what="the jobs in flight to meet the user error")
     finally:
@@ -150,6 +155,41 @@ def test_local_jobs_that_met_a_user_error_under_a_killed_controller_run_again_wi
         [after] = [r for r in runs if r.run_id == run_id]
         assert after.status == "completed" and after.trial == before.trial and after.attempts == 1
         assert after.job_id != before.job_id and f"its job {before.job_id}, submitted by an earlier" in after.reason
+
+
+def test_runs_in_flight_when_their_identity_changed_are_superseded_and_their_jobs_cancelled(make_sweep, workdir):
+    """The objective's version changed while local jobs ran under a killed controller: the next
+    certify does not adopt their results (about the old code), but marks their trials superseded,
+    cancels their jobs and runs their points under the new identity, in one certify."""
+    import yaml
+
+    from megadocs.procs import pid_alive
+
+    path = make_sweep(executor={"kind": "local", "max_parallel": 3, "poll_s": 0.1},
+                      objective="tests.search.objectives:gated", objective_version="v1",
+                      grid={"lr": [0.001, 0.003, 0.01], "wd": [0.8], "epochs": [16]},
+                      start={"lr": 0.003, "wd": 0.8, "epochs": 16})
+    in_flight = killed_with_jobs_in_flight(path)
+    assert all(pid_alive(int(r.job_id)) for r in in_flight.values())  # held by the gate
+    sweep = yaml.safe_load(path.read_text())
+    path.write_text(yaml.safe_dump({**sweep, "objective_version": "v2"}, sort_keys=False))  # new code
+    second = controller(path)
+    try:
+        wait_for(lambda: all(not pid_alive(int(r.job_id)) for r in in_flight.values()) or second.poll() is not None,
+                 what="the stale jobs to be cancelled")
+        assert not calls(workdir)  # nothing evaluated yet: the stale jobs never returned
+    finally:
+        let_go(workdir)  # the new identity's jobs go on
+    out, err = second.communicate(timeout=300)
+    assert second.returncode == CertifyExit.CERTIFIED, err
+    assert f"({len(in_flight)} still running: their jobs are cancelled)" in err, err
+    runs = read_runs(load_sweep(path))
+    for run_id, before in in_flight.items():
+        [after] = [r for r in runs if r.trial == before.trial and r.certification == before.certification]
+        assert after.status == "superseded" and f"identity {run_id} is now" in after.reason, after
+    completed = [r for r in runs if r.status == "completed"]
+    assert completed and not {r.run_id for r in completed} & set(in_flight)  # no result of the old code used
+    assert len(calls(workdir)) == len(completed)  # and none of the old jobs evaluated
 
 
 def test_lost_job_is_retried_under_the_local_executor(make_sweep, workdir):
