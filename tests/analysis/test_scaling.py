@@ -162,6 +162,30 @@ def test_fit_groups_names_the_diverged_losses_it_leaves_out():
     assert "left out: g=4" in fits["b"]
 
 
+@pytest.mark.parametrize("groups", [["a", "a", None, "a", "a"], [None] * 5])
+def test_rows_without_a_group_are_refused_not_dropped(groups):
+    """pandas' groupby drops a row whose group is missing: such rows vanished from every fit, and a
+    table with no group value at all printed nothing and exited 0."""
+    import pandas as pd
+
+    frame = pd.DataFrame({"method": groups, "g": [1, 2, 4, 8, 16],
+                          "loss": power_law(np.array([1, 2, 4, 8, 16.0]), 3.3, 0.2, 0.5)})
+    missing = [g for g, group in zip(frame["g"], groups) if group is None]
+    with pytest.raises(UserError, match=rf"column 'method' has no value in {len(missing)} row\(s\) \(g={missing[0]}") \
+            as info:
+        fit_groups(frame, x="g", y="loss", group="method", n_boot=0)
+    assert "\n" not in str(info.value)
+
+
+def test_cli_fit_refuses_a_table_whose_group_column_is_empty(tmp_path, capsys):
+    from megadocs.cli import main
+
+    path = tmp_path / "points.csv"
+    path.write_text("g,loss,method\n1,3.5,\n2,3.45,\n4,3.42,\n8,3.41,\n")
+    assert main(["analysis", "fit", str(path), "--x", "g", "--group", "method", "--json"]) == 2
+    assert "column 'method' has no value in 4 row(s)" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize(
     ("options", "message"),
     [
