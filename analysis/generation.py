@@ -21,7 +21,7 @@ from analysis.scaling import PowerLawFit
 from megadocs.errors import UserError
 from megadocs.formats import IID, REAL
 
-__all__ = ["BASELINE_METHOD", "COLUMNS", "empty_table", "loss_column", "generation_table", "main_set", "Rise", "monotonicity"]
+__all__ = ["BASELINE_METHOD", "COLUMNS", "empty_table", "with_optional_columns", "loss_column", "generation_table", "main_set", "Rise", "monotonicity"]
 
 BASELINE_METHOD = REAL
 RISE_TOLERANCE = 1e-3
@@ -41,6 +41,14 @@ def empty_table() -> pd.DataFrame:
     """A generation table without rows, for a caller that goes on where :func:`generation_table`
     refused (a notebook on a ledger with no finite loss yet)."""
     return pd.DataFrame(columns=list(COLUMNS))
+
+
+def with_optional_columns(certifications: pd.DataFrame) -> pd.DataFrame:
+    """``certifications`` with every :data:`OPTIONAL_COLUMNS` column, a missing one at its default
+    (a frame built by hand, or read back from ``analysis export``, which leaves out the records)."""
+    missing = {column: [default] * len(certifications) for column, default in OPTIONAL_COLUMNS.items()
+               if column not in certifications}
+    return certifications.assign(**missing)
 
 
 def loss_column(val_set: str) -> str:
@@ -84,9 +92,7 @@ def generation_table(
     """
     if certifications is None or len(certifications) == 0:
         raise UserError("generation scaling: the ledger has no certifications (empty sweep?)")
-    missing = {column: [default] * len(certifications) for column, default in OPTIONAL_COLUMNS.items()
-               if column not in certifications}
-    certifications = certifications.assign(**missing)
+    certifications = with_optional_columns(certifications)
     sets = sets or val_sets(certifications) or ["objective"]
     noise_sd, _source = seed_noise(certifications, noise_sd)
     rows = []

@@ -50,7 +50,7 @@ from analysis.findings import findings as findings_of
 from analysis.findings import rises_with_g
 from analysis.fits import describe_fit, fit_groups
 from analysis.frame import POINT, compute_seconds, union_grid, val_sets
-from analysis.generation import BASELINE_METHOD, generation_table
+from analysis.generation import BASELINE_METHOD, generation_table, with_optional_columns
 from analysis.ledger import load_tables
 from analysis.noise import CLEAR_SDS, seed_noise
 from analysis.scaling import PowerLawFit
@@ -148,7 +148,8 @@ def _basis_notes(certifications: pd.DataFrame) -> list[str]:
     """Paragraphs under the certified table: certificates leaning on a bound, searching nothing, or
     resting on extension values."""
     notes = []
-    support = certifications["support"] if "support" in certifications else pd.Series(dtype=object)
+    support = (certifications["support"] if "support" in certifications
+               else pd.Series(None, index=certifications.index, dtype=object))
     leaning = certifications[support == Support.BOUND.value]
     if len(leaning):
         notes.append("Certificates that lean on a search bound (a compute limit, not evidence of optimality; "
@@ -495,6 +496,7 @@ def render_report(
     current certified point only (without it, every transfer run is tabulated)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    certifications = with_optional_columns(certifications)  # every section reads them (Figure 11: bounds)
     law = law if law is not None else load_reference_law()
     report = _Report(out_dir)
     stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")

@@ -87,6 +87,17 @@ def test_partial_ledger_draws_what_it_can(tmp_path):
     assert "not fitted: power-law fit: 1 distinct x value" in text
 
 
+def test_a_certifications_table_without_its_record_columns_still_gets_a_report(tmp_path):
+    """A certifications table read back from `analysis export --table certifications` has no
+    ``bounds`` records (the export drops them); a hand-built one may lack ``support`` too: the
+    Findings raised KeyError 'bounds' and the certified-points notes an IndexingError."""
+    records, summaries = synthetic.sweep(methods=("simple",), gs=(1, 2, 4))
+    runs = runs_frame(records)
+    cert = certifications_frame(summaries, runs).drop(columns=["bounds", "support"])
+    text = render_report(runs, cert, summaries, tmp_path).read_text()
+    assert "Best synthetic: simple at G=4" in text and "fig1-loss-vs-g-iid.png" in text
+
+
 def test_a_missing_efficiency_is_explained_and_every_report_has_findings(tmp_path):
     """Losses at or below the reference law's asymptote get no efficiency: the report says why
     instead of dropping the column silently; the validation sets are defined where they appear;
