@@ -191,7 +191,7 @@ def _add_law_arguments(parser) -> None:
 
 def _add_noise_sigma(parser, use: str) -> None:
     """``--noise-sigma SD``, one option with one meaning wherever it is offered (``use``: what the
-    command does with it); :func:`_noise_sigma` reads it. The flag is analysis.scaling.NOISE_SIGMA_FLAG
+    command does with it); :func:`_noise_sigma` reads it. The flag is analysis.fit_checks.NOISE_SIGMA_FLAG
     (not imported here: it would load numpy)."""
     parser.add_argument("--noise-sigma", type=float, default=None, metavar="SD",
                         help="seed-to-seed std of one loss (e.g. the seed sd a sweep with `noise: {repeats: N}` "

@@ -342,7 +342,8 @@ def test_the_no_interval_note_names_a_command_and_flag_that_exist():
     import re
     import shlex
 
-    from analysis.scaling import NOISE_SIGMA_FLAG, fit_power_law
+    from analysis.fit_checks import NOISE_SIGMA_FLAG
+    from analysis.scaling import fit_power_law
     from megadocs.cli import build_parser
 
     fit = fit_power_law([1.0, 2.0, 4.0], [4.0, 3.5, 3.25], n_boot=50)  # 3 points, 3 parameters: no spare
