@@ -233,11 +233,15 @@ def _law_from_args(args):
         if missing:
             raise UserError(f"{args.fit_baseline}: missing column(s) {missing} (expected D or tokens, and loss)")
         data_sizes, losses = (numeric_column(table, column, args.fit_baseline) for column in (size, "loss"))
-        sizes = np.unique(data_sizes[np.isfinite(data_sizes)])
+        usable = np.isfinite(data_sizes) & np.isfinite(losses)  # the points the fit keeps (it names the others)
+        sizes = np.unique(data_sizes[usable])
         if len(sizes) < 3:  # the fit's own advice (fix alpha or E) cannot be combined with --fit-baseline
+            left_out = int((~usable).sum())
             raise UserError(f"--fit-baseline {args.fit_baseline}: {len(sizes)} distinct data size(s) "
-                            f"{sorted(sizes.tolist())} cannot determine E, A and alpha; add real-only runs "
-                            "at 3 or more sizes, or give the law as --alpha and --asymptote, or --reference LAW.yaml")
+                            f"{sorted(sizes.tolist())}" + (f" with a finite loss ({left_out} row(s) without one)"
+                                                            if left_out else "")
+                            + " cannot determine E, A and alpha; add real-only runs at 3 or more sizes, or give "
+                            "the law as --alpha and --asymptote, or --reference LAW.yaml")
         [law] = _fit_table(table.assign(**{size: data_sizes, "loss": losses}), x=size, y="loss", group=None,
                            **_bootstrap(args)).values()
         if isinstance(law, str):  # the reason it could not be fitted

@@ -129,13 +129,15 @@ def test_reference_law_model_is_strict():
         ReferenceLaw(alpha=0.2, E=1.0, provenance="x", beta=3)
 
 
-@pytest.mark.parametrize("n_sizes", [1, 2])
-def test_cli_fit_baseline_with_too_few_sizes_says_what_to_give_instead(tmp_path, capsys, n_sizes):
+@pytest.mark.parametrize(("n_sizes", "unusable"), [(1, None), (2, None), (2, "inf"), (2, "")])
+def test_cli_fit_baseline_with_too_few_sizes_says_what_to_give_instead(tmp_path, capsys, n_sizes, unusable):
     # The fit's own advice (--alpha/--asymptote to fix a parameter) is refused next to --fit-baseline,
-    # so the one line must name the file and the options that do combine.
+    # so the one line must name the file and the options that do combine. A size whose loss diverged
+    # (inf) or is missing is no point of the law: it was counted, and the fit's advice came out.
     table = tmp_path / "baseline.csv"
     D = np.array([25e6, 50e6][:n_sizes])
-    table.write_text("D,loss\n" + "\n".join(f"{d},{power_law(d, 1.92, 150.0, 0.235)}" for d in D) + "\n")
+    rows = [f"{d},{power_law(d, 1.92, 150.0, 0.235)}" for d in D] + ([] if unusable is None else [f"1e8,{unusable}"])
+    table.write_text("D,loss\n" + "\n".join(rows) + "\n")
     assert main(["analysis", "efficiency", "--loss", "3.41", "--baseline-loss", "3.5544",
                  "--fit-baseline", str(table)]) == 2
     err = capsys.readouterr().err.strip()
