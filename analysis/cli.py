@@ -261,7 +261,7 @@ def _law_from_args(args):
 def _efficiency(args) -> int:
     """Exit 0 with a ratio or a "not determined" verdict (an answer, as a fit's is); a loss at or
     below a stated asymptote is a bad input (exit 2, one line)."""
-    from analysis.efficiency import STATED_CAVEAT, Basis, ReferenceLaw, efficiency
+    from analysis.efficiency import NO_UPPER_BOUND, STATED_CAVEAT, Basis, ReferenceLaw, efficiency
 
     sigma = _noise_sigma(args)
     law = _law_from_args(args)
@@ -284,7 +284,7 @@ def _efficiency(args) -> int:
     print(f"data efficiency: {result.format()}  ({whose}loss {args.loss} vs baseline {args.baseline_loss}; {law_text})")
     if result.note:
         print(f"  {result.note}")
-    if result.basis.determined and args.fit_baseline and result.interval is None:
+    if result.basis.determined and args.fit_baseline and result.interval is None and NO_UPPER_BOUND not in result.note:
         print("no interval for the efficiency: the fitted law has no usable bootstrap draws (see its notes above)")
     if result.effective_tokens is not None:
         print(f"effective data: {result.effective_tokens:,.0f} ({result.effective_basis})")  # caveat: above
