@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from analysis.efficiency import ReferenceLaw, efficiency
+from analysis.efficiency import NO_UPPER_BOUND, ReferenceLaw, efficiency
 from analysis.frame import BOUNDS, VAL, val_sets
 from analysis.noise import seed_noise
 from analysis.scaling import PowerLawFit
@@ -81,7 +81,7 @@ def generation_table(
     law gave it and how: stated, at the edge of its calibration losses, interpolated, ...) and
     ``efficiency_note`` (why a synthetic row has none: a loss clearly outside a given law's
     calibration losses, a fitted law that does not determine it, or a loss not above the law's
-    asymptote E). Efficiency is only computed for the objective/iid sets: the reference law is a
+    asymptote E; or why its interval is blank: :data:`analysis.efficiency.NO_UPPER_BOUND`). Efficiency is only computed for the objective/iid sets: the reference law is a
     law of i.i.d. loss vs real data, so it says nothing about other domains. The seed noise that
     widens the law's evidence (a given law's calibration range, a fitted law's runs) is ``noise_sd``
     where given, else the certifications' own, pooled (:func:`analysis.noise.seed_noise`; none
@@ -133,7 +133,7 @@ def generation_table(
                 record["efficiency_basis"] = result.basis.value
                 if result.interval:
                     record["efficiency_low"], record["efficiency_high"] = result.interval
-                if not result.basis.determined:
+                if not result.basis.determined or (result.interval is None and NO_UPPER_BOUND in result.note):
                     record["efficiency_note"] = result.note
             rows.append(record)
     if not rows:

@@ -18,6 +18,7 @@ import pandas as pd
 
 from analysis.efficiency import (
     FIT_ADVICE,
+    NO_UPPER_BOUND,
     STATED_CAVEAT,
     Basis,
     ReferenceLaw,
@@ -263,7 +264,8 @@ def _margin(law: ReferenceLaw | PowerLawFit, noise_sd: float, source: str) -> tu
 
 
 def _missing_efficiencies(table: pd.DataFrame) -> list[str]:
-    """A paragraph each for the rows whose loss is below E and those the fitted law does not determine."""
+    """A paragraph each for the rows whose loss is below E, those the fitted law does not determine, and
+    those whose ratio has no finite upper bound (no interval)."""
     lines = []
     below = table[table["efficiency_basis"] == Basis.BELOW_E.value]
     if len(below):
@@ -279,6 +281,10 @@ def _missing_efficiencies(table: pd.DataFrame) -> list[str]:
                                                              for r in loose.itertuples())
             + ". Baseline runs at data sizes large enough to reach those losses would read it off the fitted curve; "
             "or give a law whose constants you can state (`--reference LAW.yaml`).", ""]
+    unbounded = table[table["efficiency_basis"].notna() & table["efficiency_note"].fillna("").str.contains(NO_UPPER_BOUND)]
+    if len(unbounded):
+        lines += ["No interval for the data efficiency of " + "; ".join(f"{r.certification} ({r.efficiency_note})"
+                                                                      for r in unbounded.itertuples()) + ".", ""]
     return lines
 
 
