@@ -330,8 +330,9 @@ def _judge(problem: _Problem, theta: np.ndarray) -> tuple[dict[str, bool], list[
 
 
 def _at_bound(value: float, low: float, high: float) -> Literal["low", "high"] | None:
-    """Which end of its search range a fitted value ended at (within 1e-4 of the range's scale)."""
-    tolerance = 1e-4 * max(1.0, abs(high))
+    """Which end of its search range a fitted value ended at (within 1e-4 of the range's width: losses
+    of any unit, an error rate as much as nats, get the same verdict)."""
+    tolerance = 1e-4 * (high - low)
     return "low" if value <= low + tolerance else "high" if value >= high - tolerance else None
 
 

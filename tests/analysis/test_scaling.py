@@ -130,6 +130,16 @@ def test_degenerate_inputs_raise_clear_messages(x, y, message):
         fit_power_law(np.array(x, dtype=float), np.array(y, dtype=float))
 
 
+@pytest.mark.parametrize("scale", [1e-2, 1e-4])
+def test_the_verdicts_do_not_depend_on_the_losses_units(scale):
+    """A search bound was judged within 1e-4 nats (at least) of its end: losses of a small scale (an
+    error rate, an excess loss) had E "at the lowest loss" however well the points pinned it."""
+    y = noisy(0)
+    fit, scaled = fit_power_law(X, y, n_boot=0), fit_power_law(X, y * scale, n_boot=0)
+    assert fit.determined == scaled.determined == {"E": True, "A": True, "alpha": True}
+    assert scaled.E / scale == pytest.approx(fit.E, rel=1e-6) and scaled.notes == fit.notes
+
+
 def test_a_local_rise_is_reported_not_hidden():
     y = power_law(X[:6], **TRUE)
     y[3] = y[2] + 0.01
