@@ -191,7 +191,7 @@ def _add_law_arguments(parser) -> None:
 
 def _add_noise_sigma(parser, use: str) -> None:
     """``--noise-sigma SD``, one option with one meaning wherever it is offered (``use``: what the
-    command does with it); :func:`_noise_sigma` reads it. The flag is analysis.scaling.NOISE_SIGMA_FLAG
+    command does with it); :func:`_noise_sigma` reads it. The flag is analysis.fit_checks.NOISE_SIGMA_FLAG
     (not imported here: it would load numpy)."""
     parser.add_argument("--noise-sigma", type=float, default=None, metavar="SD",
                         help="seed-to-seed std of one loss (e.g. the seed sd a sweep with `noise: {repeats: N}` "
@@ -233,11 +233,15 @@ def _law_from_args(args):
         if missing:
             raise UserError(f"{args.fit_baseline}: missing column(s) {missing} (expected D or tokens, and loss)")
         data_sizes, losses = (numeric_column(table, column, args.fit_baseline) for column in (size, "loss"))
-        sizes = np.unique(data_sizes[np.isfinite(data_sizes)])
+        usable = np.isfinite(data_sizes) & np.isfinite(losses)  # the points the fit keeps (it names the others)
+        sizes = np.unique(data_sizes[usable])
         if len(sizes) < 3:  # the fit's own advice (fix alpha or E) cannot be combined with --fit-baseline
+            left_out = int((~usable).sum())
             raise UserError(f"--fit-baseline {args.fit_baseline}: {len(sizes)} distinct data size(s) "
-                            f"{sorted(sizes.tolist())} cannot determine E, A and alpha; add real-only runs "
-                            "at 3 or more sizes, or give the law as --alpha and --asymptote, or --reference LAW.yaml")
+                            f"{sorted(sizes.tolist())}" + (f" with a finite loss ({left_out} row(s) without one)"
+                                                            if left_out else "")
+                            + " cannot determine E, A and alpha; add real-only runs at 3 or more sizes, or give "
+                            "the law as --alpha and --asymptote, or --reference LAW.yaml")
         [law] = _fit_table(table.assign(**{size: data_sizes, "loss": losses}), x=size, y="loss", group=None,
                            **_bootstrap(args)).values()
         if isinstance(law, str):  # the reason it could not be fitted
@@ -257,7 +261,7 @@ def _law_from_args(args):
 def _efficiency(args) -> int:
     """Exit 0 with a ratio or a "not determined" verdict (an answer, as a fit's is); a loss at or
     below a stated asymptote is a bad input (exit 2, one line)."""
-    from analysis.efficiency import STATED_CAVEAT, Basis, ReferenceLaw, efficiency
+    from analysis.efficiency import NO_UPPER_BOUND, STATED_CAVEAT, Basis, ReferenceLaw, efficiency
 
     sigma = _noise_sigma(args)
     law = _law_from_args(args)
@@ -280,7 +284,7 @@ def _efficiency(args) -> int:
     print(f"data efficiency: {result.format()}  ({whose}loss {args.loss} vs baseline {args.baseline_loss}; {law_text})")
     if result.note:
         print(f"  {result.note}")
-    if result.basis.determined and args.fit_baseline and result.interval is None:
+    if result.basis.determined and args.fit_baseline and result.interval is None and NO_UPPER_BOUND not in result.note:
         print("no interval for the efficiency: the fitted law has no usable bootstrap draws (see its notes above)")
     if result.effective_tokens is not None:
         print(f"effective data: {result.effective_tokens:,.0f} ({result.effective_basis})")  # caveat: above

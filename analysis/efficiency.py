@@ -53,6 +53,7 @@ __all__ = [
     "DEFAULT_REFERENCE_LAW",
     "STATED_CAVEAT",
     "FIT_ADVICE",
+    "NO_UPPER_BOUND",
     "ReferenceLaw",
     "Basis",
     "Efficiency",
@@ -74,6 +75,9 @@ STATED_CAVEAT = "illustrative: not fitted to your runs"
 """What every output says beside an efficiency of a law given as constants (next to the law's
 ``name``), in these words only: the CLI's number line, the report's paragraph, the caption of
 Figure 1's efficiency axis."""
+NO_UPPER_BOUND = "no upper bound"
+"""How a fitted law's note begins where too many bootstrap refits put E above the loss for a finite
+upper end of the ratio's interval (:func:`efficiency`)."""
 FIT_ADVICE = "fit a law to your real-only runs at several data sizes (`--fit-baseline`)"
 """What to do instead of reading someone else's law (the out-of-range note, the report's paragraphs)."""
 
@@ -361,11 +365,7 @@ def efficiency(
         return result
     result.ratio = efficiency_ratio(loss, baseline_loss, alpha=law.alpha, E=law.E)
     if isinstance(law, PowerLawFit) and law.samples is not None:
-        E_draws, alpha_draws = law.samples[:, 0], law.samples[:, 2]
-        ok = (E_draws < min(loss, baseline_loss)) & (alpha_draws > 0)
-        if ok.sum() >= MIN_BOOT:  # the fits' own floor for a percentile interval
-            draws = ratio_of_losses(loss, baseline_loss, alpha_draws[ok], E_draws[ok])
-            result.interval = percentile_interval(draws, level)
+        _bootstrap_interval(result, law, level)
     if law.A is not None:
         result.effective_tokens = effective_data(loss, alpha=law.alpha, E=law.E, A=law.A)
         result.effective_basis = "inverting the law (units of its D)"
@@ -373,3 +373,27 @@ def efficiency(
         result.effective_tokens = result.ratio * law.baseline_tokens
         result.effective_basis = f"ratio x the baseline's {law.baseline_tokens:,.0f} real tokens"
     return result
+
+
+def _bootstrap_interval(result: Efficiency, law: PowerLawFit, level: float) -> None:
+    """The ratio's percentile interval over the fit's bootstrap draws, set on ``result``.
+
+    A draw whose E is at or above a loss says no amount of real data reaches it: an infinite ratio,
+    which counts at the top of the draws, not dropped (dropping it quoted a finite upper end from the
+    rest). Where more such draws than the interval's upper tail remain, there is no finite upper end:
+    no interval, and the note says so with the lower end."""
+    E_draws, alpha_draws = law.samples[:, 0], law.samples[:, 2]
+    reaches = E_draws < min(result.loss, result.baseline_loss)
+    if reaches.sum() < MIN_BOOT:  # the fits' own floor for a percentile interval
+        return
+    draws = ratio_of_losses(result.loss, result.baseline_loss, alpha_draws[reaches], E_draws[reaches])
+    unreachable = int((~reaches).sum())
+    low, high = percentile_interval(np.concatenate([draws, np.full(unreachable, np.max(draws))]), level)
+    share = unreachable / len(E_draws)
+    if share <= (1 - level) / 2:
+        result.interval = (low, high)
+        return
+    result.note = "; ".join(filter(None, [
+        result.note, f"{NO_UPPER_BOUND}: E lies at or above the loss in {share:.0%} of the fit's bootstrap refits "
+        f"(more than the {(1 - level) / 2:.1%} upper tail), so no real data size may reach it; the "
+        f"{int(level * 100)}% interval's lower end is {low:.2f}x"]))

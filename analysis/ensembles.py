@@ -117,9 +117,9 @@ def _checked_rows(part: pd.DataFrame, path: Path) -> pd.DataFrame:
         raise UserError(f"{path}: ensemble table without column(s) {missing} (expected algorithm, k, loss[, set])")
     part = part.assign(set=part["set"].fillna(IID) if "set" in part else IID,
                        k=pd.to_numeric(part["k"], errors="coerce"), loss=pd.to_numeric(part["loss"], errors="coerce"))
-    bad = part[part["k"].isna() | part["loss"].isna() | (part["k"] < 1)]
+    bad = part[part["k"].isna() | part["loss"].isna() | (part["k"] < 1) | part["algorithm"].isna()]
     if len(bad):
-        raise UserError(f"{path}: ensemble table rows with k < 1 or non-numeric k/loss: "
+        raise UserError(f"{path}: ensemble table rows with k < 1, no algorithm or non-numeric k/loss: "
                         f"{bad.head(3).to_dict('records')}")
     return part
 

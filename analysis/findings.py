@@ -151,13 +151,23 @@ def findings(certifications: pd.DataFrame, *, noise_sd: float | None = None) -> 
         trend, rises = rises_with_g(table, sigma)
         lines.append(" ".join([trend, *(rise.message() + "." for rise in rises)]))
 
+    names = (certifications["certification"] if "certification" in certifications else
+             [f"{method} G={g:g}" if pd.notna(g) else str(method)
+              for method, g in zip(certifications["method"], certifications["g"])])
     if "certified" in certifications:
-        pending = [str(name) for name, done in zip(certifications["certification"], certifications["certified"])
-                   if not done]
+        pending = [str(name) for name, done in zip(names, certifications["certified"]) if not done]
         if pending:
             lines.append("Not certified yet (their loss is the best found so far, not an optimum): "
                          + ", ".join(pending) + ".")
-    bounds = dict(zip(certifications["certification"], certifications[BOUNDS]))
+    if BOUNDS in certifications:  # a frame built by hand or read from an export may have none: nothing to say
+        lines.extend(_bound_lines(dict(zip(names, certifications[BOUNDS])), certifications))
+    return lines
+
+
+def _bound_lines(bounds: dict[str, Iterable[Bound]], certifications: pd.DataFrame) -> list[str]:
+    """Certificates at grid corners (an lr/epochs bound) or at a mixing-fraction bound, or that none
+    is at a corner (``bounds``: each certification's search bounds)."""
+    lines = []
     corners = [(name, _lr_epochs_bounds(hit)) for name, hit in bounds.items()]
     corners = [(name, labels) for name, labels in corners if labels]
     mixes = [name for name, hit in bounds.items() if any(bound.axis == "mix" for bound in hit)]

@@ -6,6 +6,8 @@ the points (``power-law fit: ...``), what no fit can answer honestly: a constant
 a decay exponent, too few distinct x for the free parameters, losses that do not fall as x grows,
 options outside their ranges. It returns the points as arrays and notes on weaker problems (a local
 rise, exactly as many distinct x as free parameters), which the fit reports with its own.
+:data:`NOISE_ADVICE` is the command a fit's "no interval" note gives for a known loss noise
+(:data:`NOISE_SIGMA_FLAG`, the option the CLI registers under that name).
 """
 
 from __future__ import annotations
@@ -16,10 +18,19 @@ import numpy as np
 
 from megadocs.errors import UserError
 
-__all__ = ["LOSSES", "check_fit_inputs"]
+__all__ = ["LOSSES", "NOISE_SIGMA_FLAG", "NOISE_ADVICE", "check_fit_inputs"]
 
 LOSSES = ("linear", "huber")
 """The robust losses a fit may minimise on log residuals (``scipy.optimize.least_squares``'s names)."""
+
+NOISE_SIGMA_FLAG = "--noise-sigma"
+"""``analysis fit``'s option for a known loss noise (analysis/cli.py registers it under this name:
+tests/analysis/test_scaling.py checks that the advice's command parses)."""
+NOISE_ADVICE = (f"`megadocs analysis fit INPUT {NOISE_SIGMA_FLAG} SD` (INPUT: the sweep YAML the report "
+                "was made from, or a table of losses; SD: the seed-to-seed std of one loss, e.g. the seed sd "
+                "a sweep with `noise: {repeats: N}` measured)")
+"""The command and flag that follow "give the loss noise" (the report prints the same note: the
+command it names fits the same certified losses, as ``analysis report --noise-sigma SD`` does)."""
 
 
 def check_fit_inputs(x, y, *, fix_alpha, fix_E, loss, huber_delta, level, alpha_bounds, n_boot, noise_sigma,

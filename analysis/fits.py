@@ -117,7 +117,15 @@ def fit_groups(frame, *, x: str, y: str, group: str, **options) -> dict[str, Pow
 
     The reason is the ``UserError`` text (too few points, non-decreasing losses), so reports can
     print it instead of a number.
+
+    Raises:
+        UserError: rows with no value in ``group`` (pandas' groupby would drop them unseen).
     """
+    no_group = frame[frame[group].isna()]
+    if len(no_group):
+        shown = ", ".join(f"{x}={value:g}" for value in no_group[x].to_numpy(dtype=float)[:5])
+        raise UserError(f"fit: column {group!r} has no value in {len(no_group)} row(s) ({shown}"
+                        f"{', ...' if len(no_group) > 5 else ''}); give each row its group, or fit without grouping")
     results: dict[str, PowerLawFit | str] = {}
     seed = options.pop("seed", 0)
     for name, part in frame.groupby(group, sort=True):

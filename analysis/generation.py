@@ -14,14 +14,14 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from analysis.efficiency import ReferenceLaw, efficiency
+from analysis.efficiency import NO_UPPER_BOUND, ReferenceLaw, efficiency
 from analysis.frame import BOUNDS, VAL, val_sets
 from analysis.noise import seed_noise
 from analysis.scaling import PowerLawFit
 from megadocs.errors import UserError
 from megadocs.formats import IID, REAL
 
-__all__ = ["BASELINE_METHOD", "COLUMNS", "empty_table", "loss_column", "generation_table", "main_set", "Rise", "monotonicity"]
+__all__ = ["BASELINE_METHOD", "COLUMNS", "empty_table", "with_optional_columns", "loss_column", "generation_table", "main_set", "Rise", "monotonicity"]
 
 BASELINE_METHOD = REAL
 RISE_TOLERANCE = 1e-3
@@ -41,6 +41,14 @@ def empty_table() -> pd.DataFrame:
     """A generation table without rows, for a caller that goes on where :func:`generation_table`
     refused (a notebook on a ledger with no finite loss yet)."""
     return pd.DataFrame(columns=list(COLUMNS))
+
+
+def with_optional_columns(certifications: pd.DataFrame) -> pd.DataFrame:
+    """``certifications`` with every :data:`OPTIONAL_COLUMNS` column, a missing one at its default
+    (a frame built by hand, or read back from ``analysis export``, which leaves out the records)."""
+    missing = {column: [default] * len(certifications) for column, default in OPTIONAL_COLUMNS.items()
+               if column not in certifications}
+    return certifications.assign(**missing)
 
 
 def loss_column(val_set: str) -> str:
@@ -73,7 +81,7 @@ def generation_table(
     law gave it and how: stated, at the edge of its calibration losses, interpolated, ...) and
     ``efficiency_note`` (why a synthetic row has none: a loss clearly outside a given law's
     calibration losses, a fitted law that does not determine it, or a loss not above the law's
-    asymptote E). Efficiency is only computed for the objective/iid sets: the reference law is a
+    asymptote E; or why its interval is blank: :data:`analysis.efficiency.NO_UPPER_BOUND`). Efficiency is only computed for the objective/iid sets: the reference law is a
     law of i.i.d. loss vs real data, so it says nothing about other domains. The seed noise that
     widens the law's evidence (a given law's calibration range, a fitted law's runs) is ``noise_sd``
     where given, else the certifications' own, pooled (:func:`analysis.noise.seed_noise`; none
@@ -84,9 +92,7 @@ def generation_table(
     """
     if certifications is None or len(certifications) == 0:
         raise UserError("generation scaling: the ledger has no certifications (empty sweep?)")
-    missing = {column: [default] * len(certifications) for column, default in OPTIONAL_COLUMNS.items()
-               if column not in certifications}
-    certifications = certifications.assign(**missing)
+    certifications = with_optional_columns(certifications)
     sets = sets or val_sets(certifications) or ["objective"]
     noise_sd, _source = seed_noise(certifications, noise_sd)
     rows = []
@@ -127,7 +133,7 @@ def generation_table(
                 record["efficiency_basis"] = result.basis.value
                 if result.interval:
                     record["efficiency_low"], record["efficiency_high"] = result.interval
-                if not result.basis.determined:
+                if not result.basis.determined or (result.interval is None and NO_UPPER_BOUND in result.note):
                     record["efficiency_note"] = result.note
             rows.append(record)
     if not rows:

@@ -18,6 +18,8 @@ import math
 
 import pandas as pd
 
+from analysis.fit_checks import NOISE_SIGMA_FLAG
+
 __all__ = ["CLEAR_SDS", "pooled_noise", "seed_noise", "noise_tolerance"]
 
 CLEAR_SDS = 2.0
@@ -37,7 +39,7 @@ def seed_noise(certifications: pd.DataFrame, given: float | None = None) -> tupl
     (for the sentence that quotes it): ``given`` (``--noise-sigma``) where given, else the
     certifications' own, :func:`pooled_noise` (nan: none measured)."""
     if given is not None:
-        return float(given), "given with --noise-sigma"
+        return float(given), f"given with {NOISE_SIGMA_FLAG}"
     return pooled_noise(certifications), "pooled over the repeats the certifications ran"
 
 

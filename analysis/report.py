@@ -18,6 +18,7 @@ import pandas as pd
 
 from analysis.efficiency import (
     FIT_ADVICE,
+    NO_UPPER_BOUND,
     STATED_CAVEAT,
     Basis,
     ReferenceLaw,
@@ -50,7 +51,7 @@ from analysis.findings import findings as findings_of
 from analysis.findings import rises_with_g
 from analysis.fits import describe_fit, fit_groups
 from analysis.frame import POINT, compute_seconds, union_grid, val_sets
-from analysis.generation import BASELINE_METHOD, generation_table
+from analysis.generation import BASELINE_METHOD, generation_table, with_optional_columns
 from analysis.ledger import load_tables
 from analysis.noise import CLEAR_SDS, seed_noise
 from analysis.scaling import PowerLawFit
@@ -148,7 +149,8 @@ def _basis_notes(certifications: pd.DataFrame) -> list[str]:
     """Paragraphs under the certified table: certificates leaning on a bound, searching nothing, or
     resting on extension values."""
     notes = []
-    support = certifications["support"] if "support" in certifications else pd.Series(dtype=object)
+    support = (certifications["support"] if "support" in certifications
+               else pd.Series(None, index=certifications.index, dtype=object))
     leaning = certifications[support == Support.BOUND.value]
     if len(leaning):
         notes.append("Certificates that lean on a search bound (a compute limit, not evidence of optimality; "
@@ -262,7 +264,8 @@ def _margin(law: ReferenceLaw | PowerLawFit, noise_sd: float, source: str) -> tu
 
 
 def _missing_efficiencies(table: pd.DataFrame) -> list[str]:
-    """A paragraph each for the rows whose loss is below E and those the fitted law does not determine."""
+    """A paragraph each for the rows whose loss is below E, those the fitted law does not determine, and
+    those whose ratio has no finite upper bound (no interval)."""
     lines = []
     below = table[table["efficiency_basis"] == Basis.BELOW_E.value]
     if len(below):
@@ -278,6 +281,10 @@ def _missing_efficiencies(table: pd.DataFrame) -> list[str]:
                                                              for r in loose.itertuples())
             + ". Baseline runs at data sizes large enough to reach those losses would read it off the fitted curve; "
             "or give a law whose constants you can state (`--reference LAW.yaml`).", ""]
+    unbounded = table[table["efficiency_basis"].notna() & table["efficiency_note"].fillna("").str.contains(NO_UPPER_BOUND)]
+    if len(unbounded):
+        lines += ["No interval for the data efficiency of " + "; ".join(f"{r.certification} ({r.efficiency_note})"
+                                                                      for r in unbounded.itertuples()) + ".", ""]
     return lines
 
 
@@ -495,6 +502,7 @@ def render_report(
     current certified point only (without it, every transfer run is tabulated)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    certifications = with_optional_columns(certifications)  # every section reads them (Figure 11: bounds)
     law = law if law is not None else load_reference_law()
     report = _Report(out_dir)
     stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")

@@ -41,7 +41,7 @@ from typing import Literal
 import numpy as np
 from scipy.optimize import least_squares
 
-from analysis.fit_checks import check_fit_inputs
+from analysis.fit_checks import NOISE_ADVICE, check_fit_inputs
 
 __all__ = ["PARAMS", "N_BOOT", "MIN_BOOT", "PowerLawFit", "power_law", "fit_power_law", "percentile_interval"]
 
@@ -330,19 +330,10 @@ def _judge(problem: _Problem, theta: np.ndarray) -> tuple[dict[str, bool], list[
 
 
 def _at_bound(value: float, low: float, high: float) -> Literal["low", "high"] | None:
-    """Which end of its search range a fitted value ended at (within 1e-4 of the range's scale)."""
-    tolerance = 1e-4 * max(1.0, abs(high))
+    """Which end of its search range a fitted value ended at (within 1e-4 of the range's width: losses
+    of any unit, an error rate as much as nats, get the same verdict)."""
+    tolerance = 1e-4 * (high - low)
     return "low" if value <= low + tolerance else "high" if value >= high - tolerance else None
-
-
-NOISE_SIGMA_FLAG = "--noise-sigma"
-"""``analysis fit``'s option for a known loss noise (analysis/cli.py registers it under this name:
-tests/analysis/test_scaling.py checks that the advice's command parses)."""
-NOISE_ADVICE = (f"`megadocs analysis fit INPUT {NOISE_SIGMA_FLAG} SD` (INPUT: the sweep YAML the report "
-                "was made from, or a table of losses; SD: the seed-to-seed std of one loss, e.g. the seed sd "
-                "a sweep with `noise: {repeats: N}` measured)")
-"""The command and flag that follow "give the loss noise" (the report prints the same note: the
-command it names fits the same certified losses, as ``analysis report --noise-sigma SD`` does)."""
 
 
 def _uncertainty(problem: _Problem, theta, residuals, *, n_boot, noise_sigma, level, seed):

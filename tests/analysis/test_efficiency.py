@@ -80,6 +80,21 @@ def test_fitted_law_from_baseline_runs_gives_a_ratio_with_an_interval():
     assert result.effective_tokens == pytest.approx(effective_data(3.41, alpha=law.alpha, E=law.E, A=law.A))
 
 
+def test_refits_whose_asymptote_is_above_the_loss_leave_no_finite_upper_bound():
+    """A refit whose E lies at or above the method's loss says no amount of real data reaches it (an
+    infinite efficiency); the interval dropped those refits and quoted a finite upper end from the
+    rest (here [146, 34225] with 9% of the refits dropped, beyond the 2.5% tail)."""
+    D = np.array([25e6, 50e6, 100e6, 200e6, 400e6, 800e6])
+    losses = power_law(D, 3.0, 150.0, 0.3) * np.exp(np.random.default_rng(2).normal(0, 0.002, len(D)))
+    law = fit_power_law(D, losses, n_boot=300, seed=2)
+    loss = float(power_law(8 * D[-1], 3.0, 150.0, 0.3))  # 8x past the largest run: close to E
+    share = float(np.mean(law.samples[:, 0] >= loss))
+    assert share > 0.025  # the premise: more refits than the interval's upper tail cannot reach the loss
+    result = efficiency(loss, float(losses[0]), law)
+    assert result.basis.determined and result.interval is None
+    assert f"no upper bound: E lies at or above the loss in {share:.0%} of the fit's bootstrap refits" in result.note
+
+
 def test_efficiency_intervals_from_a_fitted_baseline_cover_the_true_ratio():
     """The ratio's interval comes from the fit's bootstrap draws (--fit-baseline), so it inherits
     their coverage: 55 of 60 seeded baselines here (51 with the residual bootstrap it replaced)."""
@@ -129,13 +144,15 @@ def test_reference_law_model_is_strict():
         ReferenceLaw(alpha=0.2, E=1.0, provenance="x", beta=3)
 
 
-@pytest.mark.parametrize("n_sizes", [1, 2])
-def test_cli_fit_baseline_with_too_few_sizes_says_what_to_give_instead(tmp_path, capsys, n_sizes):
+@pytest.mark.parametrize(("n_sizes", "unusable"), [(1, None), (2, None), (2, "inf"), (2, "")])
+def test_cli_fit_baseline_with_too_few_sizes_says_what_to_give_instead(tmp_path, capsys, n_sizes, unusable):
     # The fit's own advice (--alpha/--asymptote to fix a parameter) is refused next to --fit-baseline,
-    # so the one line must name the file and the options that do combine.
+    # so the one line must name the file and the options that do combine. A size whose loss diverged
+    # (inf) or is missing is no point of the law: it was counted, and the fit's advice came out.
     table = tmp_path / "baseline.csv"
     D = np.array([25e6, 50e6][:n_sizes])
-    table.write_text("D,loss\n" + "\n".join(f"{d},{power_law(d, 1.92, 150.0, 0.235)}" for d in D) + "\n")
+    rows = [f"{d},{power_law(d, 1.92, 150.0, 0.235)}" for d in D] + ([] if unusable is None else [f"1e8,{unusable}"])
+    table.write_text("D,loss\n" + "\n".join(rows) + "\n")
     assert main(["analysis", "efficiency", "--loss", "3.41", "--baseline-loss", "3.5544",
                  "--fit-baseline", str(table)]) == 2
     err = capsys.readouterr().err.strip()

@@ -79,6 +79,7 @@ def test_two_members_are_not_fitted_and_say_why():
     [
         ("algorithm,loss\nreal,3.4\n", "t.csv", "ensemble table without column"),
         ("algorithm,k,loss\nreal,0,3.4\n", "t.csv", "k < 1"),
+        ("algorithm,k,loss\nreal,1,3.5\n,2,3.4\n", "t.csv", "no algorithm"),  # was dropped from fit and figure
         ("{not json", "t.json", "invalid JSON"),
         ("a: 1", "t.yaml", "unknown ensemble table format"),
     ],

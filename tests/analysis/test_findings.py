@@ -102,3 +102,14 @@ def test_a_sweep_stopped_before_any_certificate_claims_no_interior_optimum():
     cert = frame([BASE, ("simple-g1", "simple", 1, 2.9, "")]).assign(certified=False)
     text = "\n".join(findings(cert))
     assert "Not certified yet" in text and "interior optimum" not in text
+
+
+def test_a_frame_without_bounds_records_gets_its_findings_and_no_claim_about_bounds():
+    """A frame built by hand or read back from `analysis export --table certifications` (which
+    drops the ``bounds`` records) raised KeyError: 'bounds'; the Findings read it as
+    generation_table does (its optional columns), and claim no interior optimum they cannot see."""
+    cert = frame([BASE, ("simple-g1", "simple", 1, 2.95, ""), ("simple-g2", "simple", 2, 2.9, "")])
+    for reduced in (cert.drop(columns=[BOUNDS]), cert[["method", "g", "loss"]]):
+        text = "\n".join(findings(reduced))
+        assert "Best synthetic: simple at G=2, 2.9000" in text
+        assert "bound" not in text

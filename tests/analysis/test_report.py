@@ -87,6 +87,42 @@ def test_partial_ledger_draws_what_it_can(tmp_path):
     assert "not fitted: power-law fit: 1 distinct x value" in text
 
 
+def test_a_certifications_table_without_its_record_columns_still_gets_a_report(tmp_path):
+    """A certifications table read back from `analysis export --table certifications` has no
+    ``bounds`` records (the export drops them); a hand-built one may lack ``support`` too: the
+    Findings raised KeyError 'bounds' and the certified-points notes an IndexingError."""
+    records, summaries = synthetic.sweep(methods=("simple",), gs=(1, 2, 4))
+    runs = runs_frame(records)
+    cert = certifications_frame(summaries, runs).drop(columns=["bounds", "support"])
+    text = render_report(runs, cert, summaries, tmp_path).read_text()
+    assert "Best synthetic: simple at G=4" in text and "fig1-loss-vs-g-iid.png" in text
+
+
+def test_an_efficiency_without_a_finite_upper_bound_says_why_its_interval_is_blank(tmp_path):
+    """A fitted baseline law whose bootstrap refits put E above a method's loss more often than the
+    interval's tail gives that row's ratio no interval (analysis.efficiency.NO_UPPER_BOUND): the
+    report says why beside the blank, as it does for a row without a ratio."""
+    import numpy as np
+
+    from analysis.efficiency import NO_UPPER_BOUND
+    from analysis.generation import generation_table
+    from analysis.scaling import fit_power_law, power_law
+
+    D = np.array([25e6, 50e6, 100e6, 200e6, 400e6, 800e6])
+    losses = power_law(D, 3.0, 150.0, 0.3) * np.exp(np.random.default_rng(2).normal(0, 0.002, len(D)))
+    law = fit_power_law(D, losses, n_boot=300, seed=2)
+    near_E = float(power_law(8 * D[-1], 3.0, 150.0, 0.3))
+    cert = pd.DataFrame({"certification": ["real", "latent-g8"], "method": ["real", "latent"], "g": [0, 8],
+                         "val_loss.iid": [float(losses[0]), near_E]})
+    table = generation_table(cert, law=law)
+    [row] = table[table["method"] == "latent"].itertuples()
+    assert row.efficiency > 1 and np.isnan(row.efficiency_high) and NO_UPPER_BOUND in row.efficiency_note
+    runs = pd.DataFrame({"certification": ["real", "latent-g8"], "status": ["completed"] * 2,
+                         "loss": cert["val_loss.iid"]})
+    text = render_report(runs, cert, [], tmp_path, law=law).read_text()
+    assert f"latent-g8 ({row.efficiency_note})" in text
+
+
 def test_a_missing_efficiency_is_explained_and_every_report_has_findings(tmp_path):
     """Losses at or below the reference law's asymptote get no efficiency: the report says why
     instead of dropping the column silently; the validation sets are defined where they appear;

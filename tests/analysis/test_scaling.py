@@ -130,6 +130,16 @@ def test_degenerate_inputs_raise_clear_messages(x, y, message):
         fit_power_law(np.array(x, dtype=float), np.array(y, dtype=float))
 
 
+@pytest.mark.parametrize("scale", [1e-2, 1e-4])
+def test_the_verdicts_do_not_depend_on_the_losses_units(scale):
+    """A search bound was judged within 1e-4 nats (at least) of its end: losses of a small scale (an
+    error rate, an excess loss) had E "at the lowest loss" however well the points pinned it."""
+    y = noisy(0)
+    fit, scaled = fit_power_law(X, y, n_boot=0), fit_power_law(X, y * scale, n_boot=0)
+    assert fit.determined == scaled.determined == {"E": True, "A": True, "alpha": True}
+    assert scaled.E / scale == pytest.approx(fit.E, rel=1e-6) and scaled.notes == fit.notes
+
+
 def test_a_local_rise_is_reported_not_hidden():
     y = power_law(X[:6], **TRUE)
     y[3] = y[2] + 0.01
@@ -160,6 +170,30 @@ def test_fit_groups_names_the_diverged_losses_it_leaves_out():
     assert fits["a"].n_points == 4 and "1 non-finite loss(es) (diverged or missing) left out of the fit: g=16" \
         in fits["a"].notes
     assert "left out: g=4" in fits["b"]
+
+
+@pytest.mark.parametrize("groups", [["a", "a", None, "a", "a"], [None] * 5])
+def test_rows_without_a_group_are_refused_not_dropped(groups):
+    """pandas' groupby drops a row whose group is missing: such rows vanished from every fit, and a
+    table with no group value at all printed nothing and exited 0."""
+    import pandas as pd
+
+    frame = pd.DataFrame({"method": groups, "g": [1, 2, 4, 8, 16],
+                          "loss": power_law(np.array([1, 2, 4, 8, 16.0]), 3.3, 0.2, 0.5)})
+    missing = [g for g, group in zip(frame["g"], groups) if group is None]
+    with pytest.raises(UserError, match=rf"column 'method' has no value in {len(missing)} row\(s\) \(g={missing[0]}") \
+            as info:
+        fit_groups(frame, x="g", y="loss", group="method", n_boot=0)
+    assert "\n" not in str(info.value)
+
+
+def test_cli_fit_refuses_a_table_whose_group_column_is_empty(tmp_path, capsys):
+    from megadocs.cli import main
+
+    path = tmp_path / "points.csv"
+    path.write_text("g,loss,method\n1,3.5,\n2,3.45,\n4,3.42,\n8,3.41,\n")
+    assert main(["analysis", "fit", str(path), "--x", "g", "--group", "method", "--json"]) == 2
+    assert "column 'method' has no value in 4 row(s)" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(
@@ -318,7 +352,8 @@ def test_the_no_interval_note_names_a_command_and_flag_that_exist():
     import re
     import shlex
 
-    from analysis.scaling import NOISE_SIGMA_FLAG, fit_power_law
+    from analysis.fit_checks import NOISE_SIGMA_FLAG
+    from analysis.scaling import fit_power_law
     from megadocs.cli import build_parser
 
     fit = fit_power_law([1.0, 2.0, 4.0], [4.0, 3.5, 3.25], n_boot=50)  # 3 points, 3 parameters: no spare
