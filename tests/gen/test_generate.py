@@ -228,6 +228,32 @@ def test_cli_bad_input_is_one_line(argv, message, tiny_generator, docs4, tmp_pat
     assert err.startswith("error: ") and message in err and "\n" not in err
 
 
+@pytest.mark.parametrize("profile,message", [
+    ({"tasks_per_node": 8}, "a shard task is one process; this profile runs 8 per job (tasks_per_node 8 x nodes 1)"),
+    ({"nodes": 2, "tasks_per_node": 4}, "runs 8 per job (tasks_per_node 4 x nodes 2)"),
+    (None, "file not found"),
+])
+def test_cli_refuses_a_slurm_profile_before_writing_or_submitting(profile, message, tiny_generator, docs4, tmp_path,
+                                                                   capsys, monkeypatch):
+    """A missing profile, or a data-parallel one (each shard would run once per task), is refused
+    before the pool's manifest is written and before anything is submitted."""
+    import yaml
+
+    from megadocs import job_arrays
+    from megadocs.cli import main
+
+    path = tmp_path / "profile.yaml"
+    if profile is not None:
+        path.write_text(yaml.safe_dump({"partition": "debug", "mem_gb": 1, "time_min": 5, **profile}))
+    monkeypatch.setattr(job_arrays, "make_executor", lambda *args, **kwargs: pytest.fail("submitted"))
+    assert main(["gen", "rephrase", "--docs", str(docs4), "--generator", str(tiny_generator), "--g", "2",
+                 "--out", str(tmp_path / "p"), "--engine", "transformers", "--no-progress",
+                 "--executor", "slurm", "--profile", str(path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and message in err and str(path) in err and "\n" not in err
+    assert not (tmp_path / "p").exists()
+
+
 @pytest.mark.slurm
 def test_slurm_job_array_one_task_per_shard(tiny_generator, tmp_path):
     """The real local cluster (slurm/local-cluster.sh up): the CLI's --executor slurm path."""
