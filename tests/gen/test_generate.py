@@ -123,12 +123,23 @@ def test_samples_longer_than_the_context_are_refused_before_the_engine_starts(ti
                     progress=False)
 
 
-def test_duplicate_ids_are_refused_whichever_shards_they_fall_in(tiny_generator, engine, tmp_path):
+@pytest.mark.parametrize("ids,message", [
+    (["a", "a", "b"], r"documents 0 and 1 \(0-based\) share the id 'a'"),  # documents 0 and 1: shards 0 and 1 of 2
+    ([], "no documents in the train split"),
+])
+def test_a_source_of_duplicate_ids_or_no_documents_is_refused_before_the_engine_starts(ids, message, tiny_generator,
+                                                                                     tmp_path, monkeypatch):
+    """Checked when the pool is prepared, whichever shards the documents fall in: not after the
+    engine started (vLLM: ~45 s on CPU, minutes for 8B on a GPU), nor once per array task (each
+    failing after its engine's start, "re-run to resume them"), and no manifest is written."""
+    monkeypatch.setattr("gen.generate.open_engine", lambda *a, **k: pytest.fail("the engine started"))
     docs = tmp_path / "docs.jsonl"
     docs.write_text("".join(json.dumps({"id": i, "text": f"Document number {k} about owls."}) + "\n"
-                            for k, i in enumerate(["a", "a", "b"])))  # documents 0 and 1: shards 0 and 1 of 2
-    with pytest.raises(UserError, match=r"--docs: .*docs.jsonl: documents 0 and 1 \(0-based\) share the id 'a'"):
-        generate_pool("rephrase", docs, tiny_generator, 1, tmp_path / "pool", engine=engine, num_shards=2, **OPTIONS)
+                            for k, i in enumerate(ids)))
+    with pytest.raises(UserError, match=rf"^--docs: .*docs.jsonl: {message}"):
+        generate_pool("rephrase", docs, tiny_generator, 1, tmp_path / "pool", engine="transformers", num_shards=2,
+                      **OPTIONS)
+    assert not (tmp_path / "pool" / "manifest.json").exists()
 
 
 def test_plain_text_fallback_when_the_tokenizer_has_no_chat_template(tiny_generator_plain, tmp_path):
