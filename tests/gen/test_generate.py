@@ -221,6 +221,7 @@ def test_submitit_local_job_array_runs_every_shard(tiny_generator, tmp_path):
     (["--shard", "2/2"], "--shard: expected 0 <= i < n"),
     (["--shard", "x"], "--shard: expected i/n"),
     (["--g", "0"], "g: Input should be greater than or equal to 1"),
+    (["--num-shards", "0"], "num_shards: Input should be greater than or equal to 1, got 0"),
     (["--temperature", "-1"], "temperature"),
     (["--generator", "/nonexistent"], "--generator: /nonexistent: not a directory"),
     (["--docs", "/nonexistent.jsonl"], "/nonexistent.jsonl: corpus not found"),
