@@ -116,6 +116,25 @@ def test_a_context_too_small_is_refused_before_the_engine_starts(kind, engine_na
     assert not (out / "manifest.json").exists()
 
 
+def test_a_max_model_len_above_the_generator_s_context_is_refused_not_capped(tiny_generator, docs4, tmp_path,
+                                                                           monkeypatch):
+    """The transformers engine ran a --max-model-len above its config's context (2048) at 2048
+    while the manifest recorded the larger one; refused now before the engine starts and no
+    manifest is written (vLLM refuses such a value too: tests/gen/test_vllm.py)."""
+    from gen.engines import TransformersEngine
+
+    message = r"^--max-model-len: 4096 is above the generator's context of 2048 tokens"
+    with monkeypatch.context() as patch:
+        patch.setattr("gen.generate.open_engine", lambda *a, **k: pytest.fail("the engine started"))
+        with pytest.raises(UserError, match=message):
+            generate_pool("rephrase", docs4, tiny_generator, 1, tmp_path / "pool", engine="transformers",
+                          max_model_len=4096, **OPTIONS)
+    assert not (tmp_path / "pool" / "manifest.json").exists()
+    with pytest.raises(UserError, match=message):
+        TransformersEngine(tiny_generator, max_model_len=4096)
+    assert TransformersEngine(tiny_generator, max_model_len=1024).context_length == 1024
+
+
 def test_samples_longer_than_the_context_are_refused_before_the_engine_starts(tiny_generator, tmp_path, monkeypatch):
     monkeypatch.setattr("gen.generate.open_engine", lambda *a, **k: pytest.fail("the engine started"))
     with pytest.raises(UserError, match="--max-new-tokens: expected less than the generator's context of 64 tokens, got 64"):
