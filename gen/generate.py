@@ -105,6 +105,9 @@ class GenerateOptions(StrictModel):
                 raise ValueError("n_docs: sampling needs n_docs (and no docs, g=1)")
         elif self.docs is None:
             raise ValueError(f"docs: {self.kind} needs a document source")
+        if self.temperature == 0 and self.kind == PoolKind.REPHRASE and self.g > 1:  # n = G samples of one prompt
+            raise ValueError(f"temperature: 0 (greedy decoding) gives one sample per prompt; rephrase asks for "
+                             f"G={self.g} of each document's prompt (sample at a temperature above 0; the paper's is 1)")
         if self.max_new_tokens is None:
             self.max_new_tokens = DEFAULT_MAX_NEW_TOKENS[self.kind]
         return self
