@@ -55,7 +55,8 @@ def check_array_executor(kind: str, profile: str | None) -> None:
         if loaded.tasks > 1:
             raise UserError(f"--profile {profile}: a shard task is one process; this profile runs {loaded.tasks} "
                             f"per job (tasks_per_node {loaded.tasks_per_node} x nodes {loaded.nodes}); use a "
-                            "profile with tasks_per_node: 1 and nodes: 1 (the array runs the shards in parallel)")
+                            "profile with tasks_per_node: 1 and nodes: 1 (the array runs the shards in parallel; a "
+                            "gen shard's engine uses one GPU, gpus_per_node: 1, a tokenize-pool shard none)")
 
 
 def run_job_array(tasks: Sequence[Callable[[], Any]], labels: Sequence[str], *, kind: ArrayKind,
