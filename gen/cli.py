@@ -127,7 +127,7 @@ def _options(args):
     from megadocs.config import parse_config
     from megadocs.errors import UserError
 
-    shard, count = (None, args.num_shards or 1)
+    shard, count = (None, 1 if args.num_shards is None else args.num_shards)
     if args.shard is not None:
         shard, count = parse_shard(args.shard)
         if args.num_shards not in (None, count):

@@ -155,10 +155,18 @@ def planned_context_length(name: str, generator: str | Path, max_model_len: int 
 
 
 def _transformers_context(config_limit: int, max_model_len: int | None) -> int:
-    """The transformers engine's context: the config's (2048 where it says none), capped at
-    ``max_model_len``."""
+    """The transformers engine's context: the config's (2048 where it says none), or a smaller
+    ``max_model_len``.
+
+    Raises:
+        UserError: ``max_model_len`` above the config's (it was capped silently while the pool's
+            manifest recorded it; vLLM refuses such a value too).
+    """
     limit = config_limit or 2048
-    return min(limit, max_model_len) if max_model_len else limit
+    if max_model_len and max_model_len > limit:
+        raise UserError(f"--max-model-len: {max_model_len} is above the generator's context of {limit} tokens "
+                        f"(its config's max_position_embeddings); give at most {limit}, or leave it out")
+    return max_model_len or limit
 
 
 class Engine(ABC):
@@ -237,7 +245,7 @@ class VllmEngine(Engine):
                      "max_num_batched_tokens": max(CPU_BATCHED_TOKENS, context)}
         eager = on_cpu if enforce_eager is None else enforce_eager
         before = set(child_pids(os.getpid()))
-        with _interruptible_engine_start():
+        with _interruptible_engine_start(), _refused_max_model_len(max_model_len):
             self.llm = LLM(self.generator, revision=revision, max_model_len=max_model_len,
                            enable_prefix_caching=True, enforce_eager=eager,
                            gpu_memory_utilization=gpu_memory_utilization, dtype=dtype, **extra)
@@ -338,6 +346,22 @@ class TransformersEngine(Engine):
         if stop is None:
             return Completion(text, "length", len(tokens))
         return Completion(text, "stop", stop + 1)  # vLLM also counts the EOS token
+
+
+@contextlib.contextmanager
+def _refused_max_model_len(max_model_len: int | None) -> Iterator[None]:
+    """vLLM's refusal of a given ``max_model_len`` (above the context it derives from the config,
+    by rules gen does not repeat: rope scaling, other length keys) as one UserError line, not its
+    config's pydantic traceback. It is raised while the engine's config is built, before any
+    process starts; other errors pass as they are."""
+    try:
+        yield
+    except ValueError as exc:
+        line = next((line.strip() for line in str(exc).splitlines() if "max_model_len" in line), None)
+        if max_model_len is None or line is None:
+            raise
+        said = line.removeprefix("Value error, ").split(" [type=")[0]  # pydantic's own wrapping
+        raise UserError(f"--max-model-len: {max_model_len}: vLLM refused it: {said}") from None
 
 
 class _StartInterrupted(BaseException):

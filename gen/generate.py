@@ -60,7 +60,7 @@ from gen.splits import (
 from gen.templates import DEFAULT_MAX_NEW_TOKENS, PromptTemplate, chat_template_for, load_template
 from megadocs import pools
 from megadocs.config import StrictModel, parse_config
-from megadocs.corpus import unique_documents
+from megadocs.corpus import Document, unique_documents
 from megadocs.errors import UserError, names_file
 from megadocs.fingerprint import model_fingerprint
 from megadocs.formats import PoolKind
@@ -105,6 +105,9 @@ class GenerateOptions(StrictModel):
                 raise ValueError("n_docs: sampling needs n_docs (and no docs, g=1)")
         elif self.docs is None:
             raise ValueError(f"docs: {self.kind} needs a document source")
+        if self.temperature == 0 and self.kind == PoolKind.REPHRASE and self.g > 1:  # n = G samples of one prompt
+            raise ValueError(f"temperature: 0 (greedy decoding) gives one sample per prompt; rephrase asks for "
+                             f"G={self.g} of each document's prompt (sample at a temperature above 0; the paper's is 1)")
         if self.max_new_tokens is None:
             self.max_new_tokens = DEFAULT_MAX_NEW_TOKENS[self.kind]
         return self
@@ -271,6 +274,8 @@ class GeneratePool(ShardedStep):
         if context is not None:
             prompt_budget(options, self.template, self._tokenizer, context)
         intended = _intended_manifest(options, self.template, self._tokenizer)
+        for _ in _source_documents(options, intended):  # bad ids refused now, not per shard after its engine start
+            pass
 
         def same(existing: dict) -> bool:
             if not _holds_generations(self.folder):
@@ -343,14 +348,23 @@ def submit_shards(options: GenerateOptions, executor: str, profile: str | None =
     return step.submit(executor, profile, timeout_min=timeout_min)
 
 
-def _shard_documents(options: GenerateOptions, manifest: pools.PoolManifest, index: int) -> list:
-    # Ids are checked across the whole source, not the shard: whether two documents share a shard
-    # must not decide whether their ids clash (the guard and the tokens key documents by id).
-    every = unique_documents(pools.iter_shard_documents(manifest, source=options.docs), f"--docs: {options.docs}")
-    docs = [doc for k, doc in enumerate(every) if pools.shard_of(k, options.num_shards) == index]
-    if not docs and index == 0:
+def _source_documents(options: GenerateOptions, manifest: pools.PoolManifest) -> Iterator[Document]:
+    """The pool's source documents in order, refusing (one UserError line) an id seen before or a
+    source without documents. Ids are checked across the whole source, not a shard: whether two
+    documents share a shard must not decide whether their ids clash (the guard and the tokens key
+    documents by id). :meth:`GeneratePool.prepare` reads it through once, before the manifest is
+    written and the engine starts; each shard reads it again for its documents."""
+    empty = True
+    for doc in unique_documents(pools.iter_shard_documents(manifest, source=options.docs), f"--docs: {options.docs}"):
+        empty = False
+        yield doc
+    if empty:
         raise UserError(f"--docs: {options.docs}: no documents in the train split")
-    return docs
+
+
+def _shard_documents(options: GenerateOptions, manifest: pools.PoolManifest, index: int) -> list:
+    every = _source_documents(options, manifest)
+    return [doc for k, doc in enumerate(every) if pools.shard_of(k, options.num_shards) == index]
 
 
 def prompt_budget(options: GenerateOptions, template: PromptTemplate | None, tokenizer,

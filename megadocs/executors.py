@@ -118,6 +118,11 @@ class SlurmProfile(StrictModel):
     max_requeues: int = Field(3, ge=0)
     array_parallelism: int = Field(16, ge=1)
 
+    @property
+    def tasks(self) -> int:
+        """Processes per job: nodes x tasks_per_node (one data-parallel run; a shard task is one)."""
+        return self.nodes * self.tasks_per_node
+
 
 def load_profile(path: str | os.PathLike) -> SlurmProfile:
     return load_config(path, SlurmProfile)
@@ -388,7 +393,7 @@ class SlurmExecutor(_Submitit):
         import submitit
 
         executor = submitit.AutoExecutor(folder=folder, cluster="slurm", slurm_max_num_timeout=profile.max_requeues)
-        tasks = profile.nodes * profile.tasks_per_node
+        tasks = profile.tasks
         optional = {
             "slurm_partition": profile.partition,
             "slurm_account": profile.account,

@@ -24,6 +24,7 @@ from megadocs.executors import (
     JobState,
     Poll,
     SlurmExecutor,
+    load_profile,
     make_executor,
 )
 from megadocs.run_record import ArraySubmission, ArrayTask, RecordedProcess, recorded_process
@@ -40,11 +41,22 @@ ARRAY_PROGRESS_STEPS = 10
 
 
 def check_array_executor(kind: str, profile: str | None) -> None:
-    """Refuse a job-array executor choice before anything is written (one UserError line)."""
+    """Refuse a job-array executor choice before anything is written (one UserError line): an
+    unknown kind, SLURM without a profile or with one that does not load, or a profile of several
+    tasks per job. A shard task is one process (one engine, the one writer of its shard's files):
+    SLURM runs a job's task on each of its ``nodes x tasks_per_node`` processes, so a data-parallel
+    training profile would run every shard that many times at once."""
     if kind not in ARRAY_KINDS:
         raise UserError(f"--executor: expected {' or '.join(ARRAY_KINDS)}, got {kind!r}")
     if kind == "slurm" and not profile:
         raise UserError("--profile: required with --executor slurm (e.g. slurm/profiles/local.yaml)")
+    if kind == "slurm":
+        loaded = load_profile(profile)
+        if loaded.tasks > 1:
+            raise UserError(f"--profile {profile}: a shard task is one process; this profile runs {loaded.tasks} "
+                            f"per job (tasks_per_node {loaded.tasks_per_node} x nodes {loaded.nodes}); use a "
+                            "profile with tasks_per_node: 1 and nodes: 1 (the array runs the shards in parallel; a "
+                            "gen shard's engine uses one GPU, gpus_per_node: 1, a tokenize-pool shard none)")
 
 
 def run_job_array(tasks: Sequence[Callable[[], Any]], labels: Sequence[str], *, kind: ArrayKind,

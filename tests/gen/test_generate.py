@@ -116,6 +116,25 @@ def test_a_context_too_small_is_refused_before_the_engine_starts(kind, engine_na
     assert not (out / "manifest.json").exists()
 
 
+def test_a_max_model_len_above_the_generator_s_context_is_refused_not_capped(tiny_generator, docs4, tmp_path,
+                                                                           monkeypatch):
+    """The transformers engine ran a --max-model-len above its config's context (2048) at 2048
+    while the manifest recorded the larger one; refused now before the engine starts and no
+    manifest is written (vLLM refuses such a value too: tests/gen/test_vllm.py)."""
+    from gen.engines import TransformersEngine
+
+    message = r"^--max-model-len: 4096 is above the generator's context of 2048 tokens"
+    with monkeypatch.context() as patch:
+        patch.setattr("gen.generate.open_engine", lambda *a, **k: pytest.fail("the engine started"))
+        with pytest.raises(UserError, match=message):
+            generate_pool("rephrase", docs4, tiny_generator, 1, tmp_path / "pool", engine="transformers",
+                          max_model_len=4096, **OPTIONS)
+    assert not (tmp_path / "pool" / "manifest.json").exists()
+    with pytest.raises(UserError, match=message):
+        TransformersEngine(tiny_generator, max_model_len=4096)
+    assert TransformersEngine(tiny_generator, max_model_len=1024).context_length == 1024
+
+
 def test_samples_longer_than_the_context_are_refused_before_the_engine_starts(tiny_generator, tmp_path, monkeypatch):
     monkeypatch.setattr("gen.generate.open_engine", lambda *a, **k: pytest.fail("the engine started"))
     with pytest.raises(UserError, match="--max-new-tokens: expected less than the generator's context of 64 tokens, got 64"):
@@ -123,12 +142,23 @@ def test_samples_longer_than_the_context_are_refused_before_the_engine_starts(ti
                     progress=False)
 
 
-def test_duplicate_ids_are_refused_whichever_shards_they_fall_in(tiny_generator, engine, tmp_path):
+@pytest.mark.parametrize("ids,message", [
+    (["a", "a", "b"], r"documents 0 and 1 \(0-based\) share the id 'a'"),  # documents 0 and 1: shards 0 and 1 of 2
+    ([], "no documents in the train split"),
+])
+def test_a_source_of_duplicate_ids_or_no_documents_is_refused_before_the_engine_starts(ids, message, tiny_generator,
+                                                                                     tmp_path, monkeypatch):
+    """Checked when the pool is prepared, whichever shards the documents fall in: not after the
+    engine started (vLLM: ~45 s on CPU, minutes for 8B on a GPU), nor once per array task (each
+    failing after its engine's start, "re-run to resume them"), and no manifest is written."""
+    monkeypatch.setattr("gen.generate.open_engine", lambda *a, **k: pytest.fail("the engine started"))
     docs = tmp_path / "docs.jsonl"
     docs.write_text("".join(json.dumps({"id": i, "text": f"Document number {k} about owls."}) + "\n"
-                            for k, i in enumerate(["a", "a", "b"])))  # documents 0 and 1: shards 0 and 1 of 2
-    with pytest.raises(UserError, match=r"--docs: .*docs.jsonl: documents 0 and 1 \(0-based\) share the id 'a'"):
-        generate_pool("rephrase", docs, tiny_generator, 1, tmp_path / "pool", engine=engine, num_shards=2, **OPTIONS)
+                            for k, i in enumerate(ids)))
+    with pytest.raises(UserError, match=rf"^--docs: .*docs.jsonl: {message}"):
+        generate_pool("rephrase", docs, tiny_generator, 1, tmp_path / "pool", engine="transformers", num_shards=2,
+                      **OPTIONS)
+    assert not (tmp_path / "pool" / "manifest.json").exists()
 
 
 def test_plain_text_fallback_when_the_tokenizer_has_no_chat_template(tiny_generator_plain, tmp_path):
@@ -210,7 +240,10 @@ def test_submitit_local_job_array_runs_every_shard(tiny_generator, tmp_path):
     (["--shard", "2/2"], "--shard: expected 0 <= i < n"),
     (["--shard", "x"], "--shard: expected i/n"),
     (["--g", "0"], "g: Input should be greater than or equal to 1"),
+    (["--num-shards", "0"], "num_shards: Input should be greater than or equal to 1, got 0"),
     (["--temperature", "-1"], "temperature"),
+    # greedy decoding has one sample per prompt: both engines raised (vLLM after its start)
+    (["--temperature", "0"], "temperature: 0 (greedy decoding) gives one sample per prompt; rephrase asks for G=2"),
     (["--generator", "/nonexistent"], "--generator: /nonexistent: not a directory"),
     (["--docs", "/nonexistent.jsonl"], "/nonexistent.jsonl: corpus not found"),
 ])
@@ -226,6 +259,32 @@ def test_cli_bad_input_is_one_line(argv, message, tiny_generator, docs4, tmp_pat
     assert main(args) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: ") and message in err and "\n" not in err
+
+
+@pytest.mark.parametrize("profile,message", [
+    ({"tasks_per_node": 8}, "a shard task is one process; this profile runs 8 per job (tasks_per_node 8 x nodes 1)"),
+    ({"nodes": 2, "tasks_per_node": 4}, "runs 8 per job (tasks_per_node 4 x nodes 2)"),
+    (None, "file not found"),
+])
+def test_cli_refuses_a_slurm_profile_before_writing_or_submitting(profile, message, tiny_generator, docs4, tmp_path,
+                                                                   capsys, monkeypatch):
+    """A missing profile, or a data-parallel one (each shard would run once per task), is refused
+    before the pool's manifest is written and before anything is submitted."""
+    import yaml
+
+    from megadocs import job_arrays
+    from megadocs.cli import main
+
+    path = tmp_path / "profile.yaml"
+    if profile is not None:
+        path.write_text(yaml.safe_dump({"partition": "debug", "mem_gb": 1, "time_min": 5, **profile}))
+    monkeypatch.setattr(job_arrays, "make_executor", lambda *args, **kwargs: pytest.fail("submitted"))
+    assert main(["gen", "rephrase", "--docs", str(docs4), "--generator", str(tiny_generator), "--g", "2",
+                 "--out", str(tmp_path / "p"), "--engine", "transformers", "--no-progress",
+                 "--executor", "slurm", "--profile", str(path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and message in err and str(path) in err and "\n" not in err
+    assert not (tmp_path / "p").exists()
 
 
 @pytest.mark.slurm

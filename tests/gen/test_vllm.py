@@ -415,3 +415,17 @@ def test_engine_processes_do_not_outlive_a_sigkilled_owner(tiny_generator, tmp_p
         for child in children:  # the old behaviour's orphans: not left behind by the test
             with contextlib.suppress(psutil.NoSuchProcess):
                 child.kill()
+
+
+def test_a_max_model_len_vllm_refuses_is_one_line(tiny_generator, docs4, tmp_path):
+    """vLLM refuses a --max-model-len above the context it derives from the config (2048 here) at
+    its start, as a pydantic traceback (exit 1); gen says it in one line (exit 2). The pool holds
+    only its manifest, which a corrected re-run replaces."""
+    done = subprocess.run([sys.executable, "-m", "megadocs", "gen", "rephrase", "--corpus", str(docs4), "--generator",
+                           str(tiny_generator), "--g", "1", "--out", str(tmp_path / "pool"), "--engine", "vllm",
+                           "--max-model-len", "4096", "--no-progress"], env=_env(), capture_output=True, text=True,
+                          timeout=STARTUP_TIMEOUT_S, cwd=ROOT)
+    assert done.returncode == 2, done.stderr[-3000:]
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: --max-model-len: 4096: vLLM refused it: ") and "4096" in last, done.stderr[-3000:]
+    assert "Traceback" not in done.stderr, done.stderr[-3000:]

@@ -34,3 +34,36 @@ def test_successes_are_said_after_quiet_seconds_even_within_a_tenth():
     now[0] = 61.0
     assert progress.ended("shard 1", "1", ok=True) == "shard 1 (job 1) done; 2 of 1000 task(s) ended"
     assert progress.ended("shard 2", "2", ok=True) is None
+
+
+def _profile(path, **fields):
+    """A SLURM profile file with ``fields`` over the local cluster's defaults."""
+    import yaml
+
+    path.write_text(yaml.safe_dump({"partition": "debug", "mem_gb": 1, "time_min": 5, **fields}))
+    return str(path)
+
+
+@pytest.mark.parametrize("field", ["tasks_per_node", "nodes"])
+def test_a_profile_of_several_tasks_per_job_is_refused_before_anything_is_submitted(field, tmp_path, monkeypatch):
+    """A data-parallel training profile (8 tasks per job) given to a shard array would run each
+    shard's task 8 times at once: 8 engines on one shard, 8 writers of its rows."""
+    from megadocs import job_arrays
+    from megadocs.executors import SlurmProfile
+
+    assert field in SlurmProfile.model_fields
+    profile = _profile(tmp_path / "train-8.yaml", **{field: 8})
+    submitted = []
+    monkeypatch.setattr(job_arrays, "make_executor", lambda *args, **kwargs: submitted.append(args))
+    with pytest.raises(UserError) as refused:
+        run_job_array([int], ["shard 0"], kind="slurm", profile=profile, folder=tmp_path / "jobs")
+    line = str(refused.value)
+    assert line.startswith(f"--profile {profile}: ") and f"{field} 8" in line and "\n" not in line
+    assert "tasks_per_node: 1 and nodes: 1" in line
+    assert not submitted and not (tmp_path / "jobs").exists()
+
+
+def test_a_profile_of_one_task_per_job_passes_the_check(tmp_path):
+    from megadocs.job_arrays import check_array_executor
+
+    check_array_executor("slurm", _profile(tmp_path / "one.yaml", tasks_per_node=1, nodes=1, gpus_per_node=1))

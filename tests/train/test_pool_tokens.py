@@ -294,6 +294,27 @@ def test_cli_bad_input_is_one_line(extra, message, store_pool, store, capsys):
     assert err.startswith("error: ") and message in err and "\n" not in err
 
 
+@pytest.mark.parametrize("profile", [{"tasks_per_node": 8}, None])
+def test_cli_refuses_a_slurm_profile_before_writing_or_submitting(profile, store_pool, store, tmp_path, capsys,
+                                                                   monkeypatch):
+    """A missing profile, or a data-parallel one (each shard would be tokenized once per task at
+    once, by writers of the same files), is refused before the tokens folder is made."""
+    import yaml
+
+    from megadocs import job_arrays
+    from megadocs.cli import main
+
+    path = tmp_path / "profile.yaml"
+    if profile is not None:
+        path.write_text(yaml.safe_dump({"partition": "debug", "mem_gb": 1, "time_min": 5, **profile}))
+    monkeypatch.setattr(job_arrays, "make_executor", lambda *args, **kwargs: pytest.fail("submitted"))
+    assert main(["data", "tokenize-pool", "--pool", str(store_pool), "--store", str(store.path),
+                 "--executor", "slurm", "--profile", str(path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and str(path) in err and "\n" not in err
+    assert not tokens_dir(store_pool, store.tokenizer_hash).exists()
+
+
 def test_a_tokenized_pool_from_validation_documents_is_refused(tmp_path, store):
     """The contamination guard reads the tokenized pool's document ids: a source that holds a
     validation document of the store is refused, and so is one from elsewhere."""
