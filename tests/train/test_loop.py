@@ -330,3 +330,31 @@ def test_a_run_opens_each_token_store_once(micro_store, tmp_path, monkeypatch):
     metrics = run(config, tmp_path / "run")
     assert metrics.status is RunStatus.COMPLETED and set(metrics.val_windows) == {"iid", "other"}
     assert sorted(opened) == sorted([str(micro_store), str(extra)])
+
+
+@pytest.mark.parametrize("held_out", [
+    pytest.param({"data__context": 256, "eval__every": 0}, id="iid-split-shorter-than-a-window"),
+    pytest.param({"eval__extra": {"other": {"split": "nosuch"}}}, id="extra-split-missing"),
+    pytest.param({"data__context": 256, "eval__extra": {"other": {"split": "val"}}, "eval__every": 0},
+                 id="extra-split-shorter-than-a-window"),
+])
+def test_a_held_out_set_that_cannot_be_scored_is_refused_before_training(micro_store, small_store, tmp_path,
+                                                                        held_out):
+    """The final evaluation reads the iid split and every eval.extra split; one that has no full
+    window of data.context tokens (a val split of one short document), or is missing, is refused
+    when the run starts, not after every step has been trained (nor only when the periodic curve
+    reads it)."""
+    from train.store import prepare
+
+    store = micro_store  # its val split holds 136 tokens with EOS
+    extra = held_out.get("eval__extra")
+    if extra:  # the extra store: micro_store's documents, data.store: small_store's (a longer val split)
+        store = small_store
+        other = prepare("stdlib", tmp_path / "short", tokenizer=small_store / "tokenizer", val_docs=1, max_docs=4)
+        held_out = {**held_out, "eval__extra": {"other": {**extra["other"], "store": str(other.path)}}}
+    config = make_config(store, optim__batch_size=4, optim__micro_batch_size=4, **held_out)
+    with pytest.raises(UserError, match="split 'nosuch' not in the store|split 'val' .* holds no full window of 256"):
+        run(config, tmp_path / "run")
+    assert not (tmp_path / "run" / "log.jsonl").exists()  # refused before any training
+    assert not (tmp_path / "run" / "checkpoint").exists()
+
