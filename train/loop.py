@@ -123,7 +123,7 @@ def run(config: RunConfig, out: str | Path, stores: RunStores | None = None, *,
                 f"opened it is {identity}: data.store, the pool, an eval.extra store or eval.benchmark_data was "
                 "replaced at its path since (or the training code changed); nothing was trained"
             )
-        finished = RunLifecycle.finished(out, identity)
+        finished = RunLifecycle.finished(out, identity, config)
         if finished is not None:
             return finished
         device = resolve_device(config.device)

@@ -358,3 +358,27 @@ def test_a_held_out_set_that_cannot_be_scored_is_refused_before_training(micro_s
     assert not (tmp_path / "run" / "log.jsonl").exists()  # refused before any training
     assert not (tmp_path / "run" / "checkpoint").exists()
 
+
+def test_a_run_directory_resumed_with_a_changed_config_is_refused_naming_the_field(micro_store, tmp_path):
+    """RUN of one config, met again by another (a changed --set, or an edited YAML): refused in one
+    line that names what changed and both values, whether RUN is finished or holds a checkpoint; a
+    changed execution setting (the micro-batch) is the same run."""
+    config = make_config(micro_store, optim__batch_size=16, optim__micro_batch_size=16, eval__val_windows=8,
+                         eval__every=0)  # fmt: skip
+    out = tmp_path / "run"
+    metrics = run(config, out)
+    changed_lr = config.model_copy(update={"optim": config.optim.model_copy(update={"lr": 0.001})})
+    with pytest.raises(UserError) as finished:
+        run(changed_lr, out)
+    message = str(finished.value)
+    assert "\n" not in message and message.startswith(f"{out}: holds a run of identity {metrics.config_hash}, not ")
+    assert "optim.lr" in message and "0.003" in message and "0.001" in message, message
+    assert RunMetrics.load(out / "metrics.json") == metrics  # nothing lost
+
+    (out / "metrics.json").unlink()  # as a run stopped between checkpoints leaves RUN
+    changed_seed = config.model_copy(update={"data": config.data.model_copy(update={"seed": 3})})
+    with pytest.raises(UserError, match=r"data\.seed") as resumed:
+        run(changed_seed, out)
+    assert "optim" not in str(resumed.value)  # only what changed is named
+    micro = config.model_copy(update={"optim": config.optim.model_copy(update={"micro_batch_size": 8})})
+    assert run(micro, out).config_hash == metrics.config_hash
