@@ -446,9 +446,9 @@ class RunConfig(StrictModel):
         [('data.seed', 0, 2)]
         """
         mine, theirs = _flatten(self.identity_config()), _flatten(other.identity_config())
-        missing = object()
+        # a section null on one side and set on the other differs in the fields it holds
         return [(name, mine.get(name), theirs.get(name)) for name in {**mine, **theirs}
-                if mine.get(name, missing) != theirs.get(name, missing)]
+                if mine.get(name) != theirs.get(name)]
 
 
 def _flatten(data: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
