@@ -92,12 +92,16 @@ class RunLifecycle:
         write only checks the identity (and reads neither `config` nor `stores`).
 
         Raises:
-            UserError: RUN holds another run (`check_run_identity`).
+            UserError: RUN holds another run (`check_run_identity`), or is (or is under) a file.
         """
         if not self.writes:
             check_run_identity(self.path, self.identity, config)
             return
-        self.path.mkdir(parents=True, exist_ok=True)
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+        except (FileExistsError, NotADirectoryError):  # it, or a folder above it, is a file
+            raise UserError(f"{self.path}: not a directory (it or a folder above it is a file), so it cannot "
+                            "hold the run; use another --out") from None
         check_run_identity(self.path, self.identity, config)
         write_atomic(self.paths.config, dump_yaml(config))
         write_run_identity(self.path, self.identity, stores.data_identity(config))

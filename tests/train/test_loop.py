@@ -382,3 +382,16 @@ def test_a_run_directory_resumed_with_a_changed_config_is_refused_naming_the_fie
     assert "optim" not in str(resumed.value)  # only what changed is named
     micro = config.model_copy(update={"optim": config.optim.model_copy(update={"micro_batch_size": 8})})
     assert run(micro, out).config_hash == metrics.config_hash
+
+
+@pytest.mark.parametrize("inside", [False, True], ids=["a-file", "under-a-file"])
+def test_a_run_directory_that_is_a_file_is_one_line_naming_it(micro_store, tmp_path, inside):
+    """``--out`` naming a file (or a folder under one): one line naming the path, not mkdir's traceback."""
+    taken = tmp_path / "taken"
+    taken.write_text("not a run\n")
+    out = taken / "run" if inside else taken
+    with pytest.raises(UserError) as refused:
+        run(make_config(micro_store, optim__batch_size=16, optim__micro_batch_size=16), out)
+    message = str(refused.value)
+    assert message.startswith(f"{out}: ") and "not a directory" in message and "\n" not in message, message
+    assert taken.read_text() == "not a run\n"
