@@ -166,6 +166,8 @@ def format_validation_error(exc: ValidationError, source: str) -> str:
     if first["type"] == "value_error" and not first["loc"]:
         # a model validator's cross-field check: its message names the field and the value itself
         return f"{source}: {first['ctx']['error']}"
+    if first["type"] == "value_error" and got_text.removeprefix(", ") in message:
+        got_text = ""  # the validator's own words say what it got
     if len(got_text) > 80:
         got_text = got_text[:77] + "..."
     more = len(errors) - 1

@@ -406,6 +406,13 @@ class RunConfig(StrictModel):
         and the `pool` and `benchmark_data` identities as read when given, else read from the
         manifests and files; UserError if missing), and the `TRAINING_REVISION` of the code that
         trains it."""
+        data = self.identity_config()
+        data_identity = self.data_identity(store=store, extra=extra, pool=pool, benchmark_data=benchmark_data)
+        return config_hash({"config": data, "data": data_identity, "training_revision": TRAINING_REVISION})
+
+    def identity_config(self) -> dict[str, Any]:
+        """The config part of `identity` (a JSON object): the config without the EXECUTION_FIELDS
+        and without its data paths (`data_identity` stands for them)."""
         data = self.model_dump(mode="json")
         for section, names in EXECUTION_FIELDS.items():
             target = data[section] if section else data
@@ -427,8 +434,32 @@ class RunConfig(StrictModel):
         for extra in data["eval"]["extra"].values():
             extra.pop("store")
         data["eval"].pop("benchmark_data")
-        data_identity = self.data_identity(store=store, extra=extra, pool=pool, benchmark_data=benchmark_data)
-        return config_hash({"config": data, "data": data_identity, "training_revision": TRAINING_REVISION})
+        return data
+
+    def identity_changes(self, other: RunConfig) -> list[tuple[str, Any, Any]]:
+        """``(field, value here, value in other)`` for each field of `identity_config` that differs,
+        dotted (``optim.lr``), in config order: what makes two configs other runs (their data
+        aside).
+
+        >>> base = RunConfig.model_validate({"data": {"store": "a"}})
+        >>> base.identity_changes(RunConfig.model_validate({"data": {"store": "b", "seed": 2}}))
+        [('data.seed', 0, 2)]
+        """
+        mine, theirs = _flatten(self.identity_config()), _flatten(other.identity_config())
+        # a section null on one side and set on the other differs in the fields it holds
+        return [(name, mine.get(name), theirs.get(name)) for name in {**mine, **theirs}
+                if mine.get(name) != theirs.get(name)]
+
+
+def _flatten(data: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested mappings as ``{"a.b": value}`` (lists and scalars are values; an empty mapping adds none)."""
+    flat: dict[str, Any] = {}
+    for key, value in data.items():
+        if isinstance(value, Mapping):
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
 
 
 def _store_identity(path: str, field: str, opened: TokenStore | None) -> dict[str, Any]:

@@ -235,13 +235,8 @@ class ValidationSet:
                 naming ``field``, when it holds fewer than ``max_windows``.
         """
         store = store if isinstance(store, TokenStore) else TokenStore.open(store)
-        documents = store.split(split)
-        stream = TokenStream.build(documents, eos_id=store.eos_id, context=context, seed=VALIDATION_SEED,
-                                   stream=VALIDATION)
-        if stream.num_windows < 1:
-            raise UserError(f"{store.path}: split {split!r} ({stream.layout.num_tokens:,} tokens with EOS) "
-                            f"holds no full window of {context} tokens (prepare with more --val-docs "
-                            f"or use a shorter data.context)")
+        stream = cls.stream(store, split=split, context=context)
+        documents = stream.documents
         if max_windows is not None and max_windows < 1:
             raise UserError(f"{field}: expected >= 1, got {max_windows}")
         count = stream.num_windows if max_windows is None else min(max_windows, stream.num_windows)
@@ -253,6 +248,23 @@ class ValidationSet:
         is_long = longer_half(documents.lengths, np.unique(document_ids[:, 1:]))
         return cls(torch.from_numpy(tokens), torch.from_numpy(document_ids), torch.from_numpy(is_long), split,
                    max_windows)
+
+    @staticmethod
+    def stream(store: TokenStore, *, split: str, context: int) -> TokenStream:
+        """The held-out stream of ``split`` (its documents in the fixed validation order, EOS-joined,
+        cut into windows of ``context`` tokens); `RunData.open` calls it to check a run's held-out
+        sets before training.
+
+        Raises:
+            UserError: no such split, or it holds no full window of ``context`` tokens.
+        """
+        stream = TokenStream.build(store.split(split), eos_id=store.eos_id, context=context, seed=VALIDATION_SEED,
+                                   stream=VALIDATION)
+        if stream.num_windows < 1:
+            raise UserError(f"{store.path}: split {split!r} ({stream.layout.num_tokens:,} tokens with EOS) "
+                            f"holds no full window of {context} tokens (prepare with more --val-docs "
+                            f"or use a shorter data.context)")
+        return stream
 
     @property
     def num_windows(self) -> int:
@@ -335,8 +347,9 @@ class RunData(RunStores):
         """The training streams of `config` on `stores` (`RunStores.open(config)` when not given).
 
         Raises:
-            UserError: a store is missing or was prepared with another tokenizer, or a data
-                setting the streams refuse (naming the field).
+            UserError: a store is missing or was prepared with another tokenizer, a data
+                setting the streams refuse (naming the field), or a held-out set the run would end
+                by scoring (the iid split, an eval.extra split) missing or without a full window.
         """
         stores = RunStores.open(config) if stores is None else stores
         data = config.data
@@ -344,6 +357,11 @@ class RunData(RunStores):
                                         mixing_fraction=data.mixing_fraction, real_epochs=data.real_epochs,
                                         synthetic_epochs=data.synthetic_epochs, batch_size=config.optim.batch_size,
                                         seed=data.seed)  # fmt: skip
+        # the held-out sets the run ends by scoring: one that cannot be scored is refused now, not
+        # after every step has been trained
+        ValidationSet.stream(stores.store, split="val", context=data.context)
+        for name, spec in config.eval.extra.items():
+            ValidationSet.stream(stores.extra[name], split=spec.split, context=data.context)
         return cls(store=stores.store, extra=stores.extra, benchmark_data=stores.benchmark_data, streams=streams)
 
 

@@ -17,7 +17,7 @@ Every rank opens the run's data itself, at the same paths: right after the rende
 agree on the identity of what they opened (`DistributedContext.agree_on_identity`), so a node that
 sees other data there (a stale NFS view, a store replaced while the job started, a node-local
 path) stops every rank with one line instead of training on other data or hanging in a collective;
-so does a rank whose file system failed it (an OSError: a RuntimeError on every rank, to retry).
+so does a rank whose file system failed it (an OSError: a WorkFailed on every rank, to retry).
 
 A rank that fails later (building the model, an out-of-memory step) leaves the others waiting in
 their next collective: gloo notices the dead peer at once ("Connection closed by peer", measured on
@@ -42,7 +42,7 @@ from typing import Any
 
 import torch
 
-from megadocs.errors import UserError
+from megadocs.errors import UserError, WorkFailed
 from megadocs.procs import world_from_env  # re-exported: torch-free, so sweep jobs need not import torch
 from train.device import resolve_device
 
@@ -188,7 +188,7 @@ class DistributedContext:
         Raises:
             UserError: on every rank, the same line: the first rank that could not open the data
                 (its rank, host and error), or which ranks and hosts opened which identities.
-            RuntimeError: on every rank, the same line, when a rank met an error other than a
+            WorkFailed: on every rank, the same line, when a rank met an error other than a
                 UserError (an OSError of a flaky file system): the first such rank, its host and
                 the exception's type and message. Not a UserError, so that a sweep retries the job
                 (on a rank that could not open its data, its own exception is the cause).
@@ -213,7 +213,7 @@ class DistributedContext:
             also = f" (and {len(others)} other rank(s): {_ranks(others)})" if others else ""
             line = f"rank {named} ({every[named].host}) of this run could not open its data{also}: {every[named].error}"
             if faults:
-                raise RuntimeError(line) from (opened if failed else None)
+                raise WorkFailed(line) from (opened if failed else None)
             raise UserError(line)
         views: dict[str, list[int]] = {}
         for rank, rank_opened in enumerate(every):

@@ -101,8 +101,9 @@ def run(config: RunConfig, out: str | Path, stores: RunStores | None = None, *,
         UserError: bad paths, a store/config mismatch, RUN holding another config, data of
             another identity than `expected_identity`, ranks that opened different data, or a
             synthetic pool replaced at its path while the run opened it.
-        RuntimeError: several processes, one of which could not open its data for another reason
-            (an OSError of its file system): the same line on every rank, a failure to retry.
+        WorkFailed: several processes, one of which could not open its data for another reason
+            (an OSError of its file system): the same line on every rank, a failure to retry
+            (`megadocs train`: that line, exit 4).
     """
     out = Path(out)
     # the stores first, each opened once: the identity is of what they read. A rank that cannot
@@ -123,7 +124,7 @@ def run(config: RunConfig, out: str | Path, stores: RunStores | None = None, *,
                 f"opened it is {identity}: data.store, the pool, an eval.extra store or eval.benchmark_data was "
                 "replaced at its path since (or the training code changed); nothing was trained"
             )
-        finished = RunLifecycle.finished(out, identity)
+        finished = RunLifecycle.finished(out, identity, config)
         if finished is not None:
             return finished
         device = resolve_device(config.device)

@@ -33,7 +33,7 @@ from typing import IO, Any
 import torch
 
 from megadocs import compat
-from megadocs.config import dump_yaml
+from megadocs.config import dump_yaml, load_yaml
 from megadocs.errors import UserError
 from megadocs.formats import RunDir, RunMetrics, replace_dir, write_atomic, write_json
 from megadocs.provenance import write as write_provenance
@@ -72,8 +72,9 @@ class RunLifecycle:
         return self.paths.path
 
     @staticmethod
-    def finished(out: Path, identity: str) -> RunMetrics | None:
-        """The metrics of a finished RUN of `identity`; None while it is not finished.
+    def finished(out: Path, identity: str, config: RunConfig | None = None) -> RunMetrics | None:
+        """The metrics of a finished RUN of `identity` (of `config`: a refusal names what changed);
+        None while it is not finished.
 
         Raises:
             UserError: RUN holds another run (`check_run_identity`): returning its metrics would
@@ -82,7 +83,7 @@ class RunLifecycle:
         run_dir = RunDir(out)
         if not run_dir.is_done():
             return None
-        check_run_identity(out, identity)
+        check_run_identity(out, identity, config)
         return RunMetrics.load(run_dir.metrics)
 
     def prepare(self, config: RunConfig, device: torch.device, stores: RunStores | None) -> None:
@@ -91,13 +92,17 @@ class RunLifecycle:
         write only checks the identity (and reads neither `config` nor `stores`).
 
         Raises:
-            UserError: RUN holds another run (`check_run_identity`).
+            UserError: RUN holds another run (`check_run_identity`), or is (or is under) a file.
         """
         if not self.writes:
-            check_run_identity(self.path, self.identity)
+            check_run_identity(self.path, self.identity, config)
             return
-        self.path.mkdir(parents=True, exist_ok=True)
-        check_run_identity(self.path, self.identity)
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+        except (FileExistsError, NotADirectoryError):  # it, or a folder above it, is a file
+            raise UserError(f"{self.path}: not a directory (it or a folder above it is a file), so it cannot "
+                            "hold the run; use another --out") from None
+        check_run_identity(self.path, self.identity, config)
         write_atomic(self.paths.config, dump_yaml(config))
         write_run_identity(self.path, self.identity, stores.data_identity(config))
         self.provenance = write_provenance(self.path, str(device))
@@ -159,12 +164,13 @@ class RunLifecycle:
 # --- identity -----------------------------------------------------------------------------------
 
 
-def check_run_identity(out: Path, identity: str) -> None:
+def check_run_identity(out: Path, identity: str, config: RunConfig | None = None) -> None:
     """Refuse a RUN that holds another run: another config, the same config on other data, or
     one trained by another `TRAINING_REVISION` of this code.
 
     A finished RUN is checked too: returning its metrics for another identity would report the
-    old run's losses as the new one's.
+    old run's losses as the new one's. `config`: the config of `identity`; the refusal then names
+    the fields in which it differs from RUN's config.yaml (`RunConfig.identity_changes`).
     """
     run_dir = RunDir(out)
     if not run_dir.config_hash.is_file():
@@ -186,10 +192,32 @@ def check_run_identity(out: Path, identity: str) -> None:
     if earlier is not None:
         raise UserError(f"{out}: holds a run of identity {recorded}, recorded before a synthetic run's identity "
                         f"hashed its pool and the megadoc rule (today: {identity}); {earlier[1]}")
-    raise UserError(
-        f"{out}: holds a run of identity {recorded}, not {identity} (another config, or the same config "
-        "on other data); use another --out (the default is runs/train/<identity>)"
-    )
+    raise UserError(f"{out}: holds a run of identity {recorded}, not {identity} ({_what_changed(out, config)}); "
+                    "use another --out (the default is runs/train/<identity>)")
+
+
+def _what_changed(out: Path, config: RunConfig | None, named: int = 3) -> str:
+    """Why `config` is not the run in RUN, in words: the first `named` fields in which it differs
+    from RUN's config.yaml, or other data under the same config."""
+    recorded = _recorded_config(out) if config is not None else None
+    if recorded is None:
+        return "another config, or the same config on other data"
+    changes = recorded.identity_changes(config)
+    if not changes:
+        return ("the same config on other data: data.store, the synthetic pool, an eval.extra store or "
+                "eval.benchmark_data holds other data than it was trained on")
+    listed = ", ".join(f"{name} {json.dumps(old)} -> {json.dumps(new)}" for name, old, new in changes[:named])
+    more = f" and {len(changes) - named} more field(s)" if len(changes) > named else ""
+    return f"another config than its {RunDir.CONFIG}: {listed}{more}"
+
+
+def _recorded_config(out: Path) -> RunConfig | None:
+    """RUN's config.yaml as a RunConfig; None when it is absent or no longer a valid config."""
+    path = RunDir(out).config
+    try:
+        return RunConfig.model_validate(load_yaml(path))
+    except (UserError, ValueError):
+        return None
 
 
 def earlier_synthetic_identity(out: Path) -> tuple[bool, str] | None:

@@ -29,7 +29,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from megadocs.errors import UserError
+from megadocs.errors import UserError, WorkFailed
 from megadocs.formats import IID_SETS, REAL, RunDir
 from train.config import RunConfig
 
@@ -54,7 +54,9 @@ class Tracker:
         """Open the trackers of `config.tracking` for the run in `out`, resuming at `start_step`.
 
         Raises:
-            UserError: W&B is configured but the `wandb` package is not installed.
+            UserError: W&B is configured but the `wandb` package is not installed, or refused the
+                run (no API key).
+            WorkFailed: the W&B server could not be reached.
         """
         tracking = config.tracking
         tensorboard = wandb_run = None
@@ -169,15 +171,27 @@ def _open_wandb(config: RunConfig, out: Path, identity: str):
         ) from None
     settings = config.tracking.wandb
     (out / WANDB_DIR).mkdir(parents=True, exist_ok=True)
-    return wandb.init(
-        project=settings.project,
-        entity=settings.entity,
-        mode=settings.mode,
-        dir=str(out),  # wandb writes RUN/wandb/
-        id=identity,
-        resume="allow",
-        name=f"{config.tracking.group}/{identity}" if config.tracking.group else identity,
-        group=config.tracking.group,
-        config=config.model_dump(mode="json"),
-        settings=wandb.Settings(silent=True, console="off"),
-    )
+    try:
+        return wandb.init(
+            project=settings.project,
+            entity=settings.entity,
+            mode=settings.mode,
+            dir=str(out),  # wandb writes RUN/wandb/
+            id=identity,
+            resume="allow",
+            name=f"{config.tracking.group}/{identity}" if config.tracking.group else identity,
+            group=config.tracking.group,
+            config=config.model_dump(mode="json"),
+            settings=wandb.Settings(silent=True, console="off"),
+        )
+    except (wandb.errors.UsageError, wandb.errors.AuthenticationError) as exc:  # no or a wrong API key
+        raise UserError(f"tracking.wandb: W&B would not start the run (mode: {settings.mode}): {_first_line(exc)}; run `wandb "
+                        "login` (or set WANDB_API_KEY), or set tracking.wandb.mode: offline and `wandb sync` "
+                        "RUN/wandb later") from None
+    except wandb.errors.Error as exc:  # the W&B server did not answer: nothing wrong with the config
+        raise WorkFailed(f"tracking.wandb: W&B could not start the run (mode: {settings.mode}): {_first_line(exc)}; "
+                         "re-run the same command to resume, or set tracking.wandb.mode: offline") from exc
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0].rstrip(".")

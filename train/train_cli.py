@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from megadocs.cli import examples
-from megadocs.errors import UserError
+from megadocs.errors import UserError, WorkFailed
 from megadocs.exits import Exit
 from megadocs.formats import RunDir
 
@@ -284,9 +284,14 @@ def _run(args: argparse.Namespace) -> int:
     try:
         stores = RunStores.open(config)  # once: RUN's name, this line and its recorded identity are of these
         identity = stores.identity(config)
-    except UserError:
+    except (UserError, OSError) as exc:
         if world_from_env()[1] == 1:
-            raise
+            if isinstance(exc, UserError):
+                raise
+            # the file system's fault (an NFS server's EIO or ESTALE), not the input's: nothing was
+            # written, and the same command is what to run again
+            raise WorkFailed(f"could not open the run's data ({exc}); nothing was trained: re-run the same "
+                             f"command once its file system answers") from exc
         # one of several processes: `run` opens them again and, once every rank has joined, stops
         # them all with this line (raising here would leave the others waiting in the rendezvous)
         stores, identity = None, None

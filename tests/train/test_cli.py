@@ -127,3 +127,45 @@ def test_a_full_disk_during_training_is_one_line_and_keeps_the_run(small_store, 
     line = err.strip().splitlines()[-1]
     assert line.startswith("error: no space left on device writing ") and "state.pt" in line, err[-2000:]
     assert (out / "config.yaml").is_file()
+
+
+@pytest.mark.parametrize("world", [1, 2])
+def test_a_file_system_fault_opening_the_stores_is_one_line_to_retry_or_left_to_the_ranks_agreement(
+        world, tiny_store, tmp_path, monkeypatch, capsys):  # fmt: skip
+    """`megadocs train` opens the stores to name RUN. An OSError there (an NFS server's EIO) is no
+    bad input and no bug: one process says so in one line and exits 4 (re-run the same command),
+    with nothing written; one of several goes on to `run`, which stops every rank with the same
+    line once they have joined (a rank that exited here would leave the others in the rendezvous)."""
+    import errno
+
+    import train.data
+    import train.loop
+    from megadocs.formats import RunMetrics
+
+    config = tmp_path / "run.yaml"
+    config.write_text(f"data: {{store: {tiny_store}}}\n")
+
+    def failing_open(cls, run_config):
+        raise OSError(errno.EIO, "Input/output error", f"{tiny_store}/manifest.json")
+
+    seen = []
+
+    def fake_run(run_config, out, stores=None):  # the ranks' agreement is tested in test_distributed.py
+        seen.append((out, stores))
+        return RunMetrics(status="completed", val_loss=1.0, val_losses={"iid": 1.0}, steps=0)
+
+    monkeypatch.setattr(train.data.RunStores, "open", classmethod(failing_open))
+    monkeypatch.setattr(train.loop, "run", fake_run)
+    if world > 1:
+        monkeypatch.setenv("RANK", "1")
+        monkeypatch.setenv("WORLD_SIZE", str(world))
+    status = main(["train", str(config), "--out", str(tmp_path / "run")])
+    err = capsys.readouterr().err
+    if world > 1:
+        assert status == 0 and seen == [(tmp_path / "run", None)], err
+        return
+    assert status == Exit.WORK_FAILED and not seen and "Traceback" not in err, err
+    line = err.strip().splitlines()[-1]
+    assert line.startswith("error: ") and "Input/output error" in line and f"{tiny_store}/manifest.json" in line
+    assert "re-run the same command" in line
+    assert not (tmp_path / "run").exists()

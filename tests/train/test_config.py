@@ -129,3 +129,11 @@ def test_a_section_given_twice_is_refused_not_silently_replaced(tmp_path):
     merged = tmp_path / "merged.yaml"  # a merge key ("<<") is not a duplicate
     merged.write_text("data: {store: s}\noptim:\n  <<: {batch_size: 8, micro_batch_size: 4}\n  lr: 0.1\n")
     assert load_run_config(merged).optim.batch_size == 8
+
+
+
+def test_a_validator_that_says_what_it_got_is_not_followed_by_a_second_got():
+    with pytest.raises(UserError) as info:
+        parse_config(_config(data={"document_mask": "maybe"}), RunConfig, source="run.yaml")
+    assert str(info.value) == ("run.yaml: data.document_mask: document_mask: expected off | document | segment "
+                               "(or true/false), got 'maybe'")

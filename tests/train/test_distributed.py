@@ -343,12 +343,13 @@ def test_ranks_that_opened_different_stores_all_refuse_in_one_line_and_write_not
 
 def test_a_rank_whose_file_system_fails_stops_every_rank_with_its_line_as_a_failure_to_retry(disagreement):
     """An OSError (NFS's ESTALE) on one rank as it opens its stores: every rank raises the same
-    line naming that rank, its host and the error, and it is a RuntimeError, not a UserError (which
-    a sweep would record as an invalid run and never retry)."""
+    line naming that rank, its host and the error, and it is a WorkFailed (`megadocs train`: that
+    one line and exit 4 on every rank), not a UserError (which a sweep would record as an invalid
+    run and never retry)."""
     out, errors = disagreement
     first, second = errors["loop-fault"]
     assert first == second, errors["loop-fault"]
-    assert first == (f"RuntimeError: rank 1 ({socket.gethostname()}) of this run could not open its data: "
+    assert first == (f"WorkFailed: rank 1 ({socket.gethostname()}) of this run could not open its data: "
                      f"OSError: [Errno {errno.ESTALE}] {os.strerror(errno.ESTALE)}: 'store/tokens.bin'"), first
     assert not (out / "loop-fault").exists()  # stopped before RUN was read or written
 

@@ -330,3 +330,68 @@ def test_a_run_opens_each_token_store_once(micro_store, tmp_path, monkeypatch):
     metrics = run(config, tmp_path / "run")
     assert metrics.status is RunStatus.COMPLETED and set(metrics.val_windows) == {"iid", "other"}
     assert sorted(opened) == sorted([str(micro_store), str(extra)])
+
+
+@pytest.mark.parametrize("held_out", [
+    pytest.param({"data__context": 256, "eval__every": 0}, id="iid-split-shorter-than-a-window"),
+    pytest.param({"eval__extra": {"other": {"split": "nosuch"}}}, id="extra-split-missing"),
+    pytest.param({"data__context": 256, "eval__extra": {"other": {"split": "val"}}, "eval__every": 0},
+                 id="extra-split-shorter-than-a-window"),
+])
+def test_a_held_out_set_that_cannot_be_scored_is_refused_before_training(micro_store, small_store, tmp_path,
+                                                                        held_out):
+    """The final evaluation reads the iid split and every eval.extra split; one that has no full
+    window of data.context tokens (a val split of one short document), or is missing, is refused
+    when the run starts, not after every step has been trained (nor only when the periodic curve
+    reads it)."""
+    from train.store import prepare
+
+    store = micro_store  # its val split holds 136 tokens with EOS
+    extra = held_out.get("eval__extra")
+    if extra:  # the extra store: micro_store's documents, data.store: small_store's (a longer val split)
+        store = small_store
+        other = prepare("stdlib", tmp_path / "short", tokenizer=small_store / "tokenizer", val_docs=1, max_docs=4)
+        held_out = {**held_out, "eval__extra": {"other": {**extra["other"], "store": str(other.path)}}}
+    config = make_config(store, optim__batch_size=4, optim__micro_batch_size=4, **held_out)
+    with pytest.raises(UserError, match="split 'nosuch' not in the store|split 'val' .* holds no full window of 256"):
+        run(config, tmp_path / "run")
+    assert not (tmp_path / "run" / "log.jsonl").exists()  # refused before any training
+    assert not (tmp_path / "run" / "checkpoint").exists()
+
+
+def test_a_run_directory_resumed_with_a_changed_config_is_refused_naming_the_field(micro_store, tmp_path):
+    """RUN of one config, met again by another (a changed --set, or an edited YAML): refused in one
+    line that names what changed and both values, whether RUN is finished or holds a checkpoint; a
+    changed execution setting (the micro-batch) is the same run."""
+    config = make_config(micro_store, optim__batch_size=16, optim__micro_batch_size=16, eval__val_windows=8,
+                         eval__every=0)  # fmt: skip
+    out = tmp_path / "run"
+    metrics = run(config, out)
+    changed_lr = config.model_copy(update={"optim": config.optim.model_copy(update={"lr": 0.001})})
+    with pytest.raises(UserError) as finished:
+        run(changed_lr, out)
+    message = str(finished.value)
+    assert "\n" not in message and message.startswith(f"{out}: holds a run of identity {metrics.config_hash}, not ")
+    assert "optim.lr" in message and "0.003" in message and "0.001" in message, message
+    assert RunMetrics.load(out / "metrics.json") == metrics  # nothing lost
+
+    (out / "metrics.json").unlink()  # as a run stopped between checkpoints leaves RUN
+    changed_seed = config.model_copy(update={"data": config.data.model_copy(update={"seed": 3})})
+    with pytest.raises(UserError, match=r"data\.seed") as resumed:
+        run(changed_seed, out)
+    assert "optim" not in str(resumed.value)  # only what changed is named
+    micro = config.model_copy(update={"optim": config.optim.model_copy(update={"micro_batch_size": 8})})
+    assert run(micro, out).config_hash == metrics.config_hash
+
+
+@pytest.mark.parametrize("inside", [False, True], ids=["a-file", "under-a-file"])
+def test_a_run_directory_that_is_a_file_is_one_line_naming_it(micro_store, tmp_path, inside):
+    """``--out`` naming a file (or a folder under one): one line naming the path, not mkdir's traceback."""
+    taken = tmp_path / "taken"
+    taken.write_text("not a run\n")
+    out = taken / "run" if inside else taken
+    with pytest.raises(UserError) as refused:
+        run(make_config(micro_store, optim__batch_size=16, optim__micro_batch_size=16), out)
+    message = str(refused.value)
+    assert message.startswith(f"{out}: ") and "not a directory" in message and "\n" not in message, message
+    assert taken.read_text() == "not a run\n"

@@ -219,3 +219,28 @@ def test_lm_eval_cli_scores_the_run_model_on_a_local_task(tracked_run, tmp_path)
     scores = json.loads(result_file.read_text())["results"]["local_sciq"]
     assert 0.0 <= scores["acc,none"] <= 1.0
     assert json.loads(result_file.read_text())["n-samples"]["local_sciq"]["effective"] == 4
+
+
+def test_wandb_online_without_credentials_is_one_line_naming_the_field(small_store, tmp_path, monkeypatch):
+    """W&B online with no API key (a node never `wandb login`-ed): the field and what to do, in one
+    line, instead of wandb's traceback; a W&B server that cannot be reached is a failure to retry."""
+    wandb = pytest.importorskip("wandb")
+    from megadocs.errors import UserError, WorkFailed
+    from train.tracking import Tracker
+
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.setenv("NETRC", str(tmp_path / "no-netrc"))  # no key stored for this user either
+    monkeypatch.setenv("WANDB_CONFIG_DIR", str(tmp_path / "wandb-config"))
+    config = _config(small_store, wandb={"mode": "online"}, tensorboard=False)
+    with pytest.raises(UserError) as refused:
+        Tracker.open(config, tmp_path / "run", identity="0123456789abcdef", start_step=0)
+    message = str(refused.value)
+    assert message.startswith("tracking.wandb: ") and "\n" not in message
+    assert "wandb login" in message and "mode: offline" in message
+
+    def unreachable(**kwargs):
+        raise wandb.errors.CommError("Network error (ConnectionError), entering retry loop")
+
+    monkeypatch.setattr(wandb, "init", unreachable)
+    with pytest.raises(WorkFailed, match=r"^tracking\.wandb: .*Network error.*re-run"):
+        Tracker.open(config, tmp_path / "run", identity="0123456789abcdef", start_step=0)
