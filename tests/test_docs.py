@@ -107,3 +107,15 @@ def test_every_repository_file_a_document_names_exists(doc):
         if not (ROOT / path).exists() and "/mine" not in path and not re.search(r"/[A-Z_]+\.", path)
     ]
     assert missing == [], doc
+
+
+def test_slurm_readme_lists_every_profile_field():
+    from megadocs.executors import SlurmProfile
+
+    table = {
+        row.split("|")[1]
+        for row in (ROOT / "slurm" / "README.md").read_text().splitlines()
+        if row.startswith("| `")
+    }
+    named = {field for cell in table for field in re.findall(r"`(\w+)`", cell)}
+    assert set(SlurmProfile.model_fields) - named == set()
