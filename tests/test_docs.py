@@ -119,3 +119,16 @@ def test_slurm_readme_lists_every_profile_field():
     }
     named = {field for cell in table for field in re.findall(r"`(\w+)`", cell)}
     assert set(SlurmProfile.model_fields) - named == set()
+
+
+@pytest.mark.parametrize("doc", DOCS)
+def test_every_section_a_document_points_to_is_there(doc):
+    """`benchmarks/RESULTS.md "gpu_check"`, `(docs/architecture.md, "Conventions")`: the quoted
+    section is a heading of that file (or the start of one)."""
+    missing = []
+    for path, section in re.findall(r"`?([\w/.-]+\.md)`?,? \"([^\"]+)\"", _text(doc)):
+        target = ROOT / path if (ROOT / path).exists() else (ROOT / doc).parent / path
+        headings = re.findall(r"^#+ (.*?)\s*$", target.read_text(), re.M) if target.exists() else []
+        if not any(heading.startswith(section) for heading in headings):
+            missing.append(f'{path} "{section}"')
+    assert missing == [], doc
