@@ -44,7 +44,7 @@ source's certified point). Sweeps with a callable objective get run counts only.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -560,6 +560,12 @@ def format_sweep_plan(plan: SweepPlan) -> str:
         source = f", {utilisation.source}" if utilisation.source else ""
         lines.append(f"(GPU-hours at MFU {utilisation.mfu} of {utilisation.peak_tflops} TFLOP/s{source}; expected = "
                      f"mean of {plan.simulations} simulated certifications on smooth landscapes)")
+        runs = [c.cost.start_run for c in plan.certifications if c.cost is not None]
+        if runs:
+            memory = _span([run.memory.total / 2**30 for run in runs], lambda gib: f"{gib:.1f}")
+            wall = _span([run.wall_hours for run in runs], _hours)
+            lines.append(f"(one run at a certification's start: {memory} GiB per device, {wall} wall hours on "
+                         f"{plan.processes_per_run} process(es); --json: each certification's start_run)")
         for name, figure in plan.assumed.items():
             value = f"{figure.value:,.0f}" if float(figure.value).is_integer() else f"{figure.value:,.6g}"
             lines.append(f"(assumed {name.replace('_', ' ')} = {value}: {figure.why})")
@@ -567,6 +573,12 @@ def format_sweep_plan(plan: SweepPlan) -> str:
             lines.append(f"(each run on {plan.processes_per_run} processes at {plan.scaling_efficiency:.0%} "
                          "scaling efficiency: GPU-hours = processes x wall hours)")
     return "\n".join(lines) + "\n"
+
+
+def _span(values: list[float], show: Callable[[float], str]) -> str:
+    """The range of `values` as `show` writes them: ``"3.1-12.4"``, one figure where they agree."""
+    low, high = show(min(values)), show(max(values))
+    return low if low == high else f"{low}-{high}"
 
 
 def _hours(hours: float) -> str:

@@ -218,6 +218,31 @@ def test_the_paper_sweep_is_planned_on_a_fresh_clone(monkeypatch):
         assert {"real_tokens", "real_documents", "vocab_size"} <= set(plan.assumed)
 
 
+
+def test_the_table_says_a_runs_memory_per_device_and_wall_hours(monkeypatch):
+    """Before launching, a user asks whether one run fits a GPU and how long it holds it: the text
+    view says the range over the certifications' start runs (README: `search plan` gives the wall
+    hours and the memory per GPU), the same figures as `--json`'s `start_run`. The paper's sweep
+    fits every preset on the 80 GB GPU it is planned for (at micro-batch 16 the 1.5b student needed
+    about 163 GiB; `auto` also gives the 300m the micro-batch the device check measured)."""
+    from pathlib import Path
+
+    from search.plan import format_sweep_plan, sweep_plan
+    from search.sweep import load_sweep
+    from train.gpu_results import Utilisation
+    from train.plan import DEFAULT_DEVICE_MEMORY_GIB
+
+    monkeypatch.chdir(Path(__file__).resolve().parents[2])
+    plan = sweep_plan(load_sweep("search/examples/paper-300m.yaml"), Utilisation(0.4, 989.0, "given"), simulations=1)
+    runs = [c.to_dict()["start_run"] for c in plan.certifications]
+    memory = sorted(run["memory_per_device_gib"] for run in runs)
+    wall = sorted(run["wall_hours"] for run in runs)
+    assert memory[0] < memory[-1] and wall[0] < wall[-1]  # the 300m and the 1.5b presets
+    assert memory[-1] <= DEFAULT_DEVICE_MEMORY_GIB
+    line = next(line for line in format_sweep_plan(plan).splitlines() if "GiB per device" in line)
+    assert f"{memory[0]:.1f}-{memory[-1]:.1f} GiB per device" in line, line
+    assert f"{wall[0]:.3g}-{wall[-1]:.3g} wall hours" in line, line
+
 def test_gpu_hours_count_every_process_of_a_data_parallel_profile(make_sweep, tiny_store, workdir, capsys):
     import yaml
 
