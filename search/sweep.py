@@ -438,7 +438,9 @@ def _check_extend(sweep: Sweep, cert: CertificationConfig, where: str) -> dict[s
     grid = Grid.from_mapping(listed).extended(extensions, field).as_mapping()
     mix = extensions.get("mix")
     for value in (*mix.below, *mix.above) if mix else ():
-        if not 0 <= value <= 1 or (sweep.objective is None and values_equal(value, SYNTHETIC_ONLY_MIX)):
+        if not 0 <= value <= 1:
+            raise ValueError(f"{field}.mix: {value!r} is not a mixing fraction in [0, 1]")
+        if sweep.objective is None and values_equal(value, SYNTHETIC_ONLY_MIX):
             raise ValueError(f"{field}.mix: {value!r} is not a mixing fraction in [0, 1) (mix 1.0 trains on synthetic "
                              "data only: certify mix [1.0] separately)")
     return grid

@@ -136,7 +136,7 @@ SWEEP = {
     ({"extend": {"epochs": {"above": [8]}}}, r"extend\.epochs\.above: 8 is not above the grid's last value 16"),
     ({"extend": {"lr": {"below": [0.01]}}}, r"extend\.lr\.below: 0\.01 is not below the grid's first value 0\.001"),
     ({"extend": {"depth": {"above": [4]}}}, r"extend\.depth: unknown axis"),
-    ({"extend": {"mix": {"above": [1.5]}}}, r"extend\.mix: 1\.5 is not a mixing fraction"),
+    ({"extend": {"mix": {"above": [1.5]}}}, r"extend\.mix: 1\.5 is not a mixing fraction in \[0, 1\]$"),
     ({"extend": {"epochs": {"above": [32, 32.0000000001]}}}, r"extend\.epochs: 32 and 32\.0000000001 are the same"),
     ({"extend": {"epochs": {"after": [32]}}}, r"extend\.epochs\.after: unknown field"),
     ({"certifications": [{"name": "a", "grid": {"lr": [0.003]}, "start": {"lr": 0.003},

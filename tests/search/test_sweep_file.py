@@ -50,6 +50,10 @@ BAD = [
     ({"objective": None, "train": {"data": {"store": "x"}}, "grid": {**{"lr": [0.003], "mix": [0.5]}},
       "start": {"lr": 0.003, "mix": 0.5}, "certifications": [{"name": "s", "fixed": {"method": "simple", "g": 4}}]},
      "pools.simple: no synthetic pool"),
+    ({"objective": None, "train": {"data": {"store": "x"}}, "pools": {"simple": "p"}, "grid": {"lr": [0.003], "mix": [0.5, 0.75]},
+      "start": {"lr": 0.003, "mix": 0.5}, "extend": {"mix": {"above": [1.0]}},
+      "certifications": [{"name": "s", "fixed": {"method": "simple", "g": 4}}]},
+     "extend.mix: 1.0 is not a mixing fraction in [0, 1) (mix 1.0 trains on synthetic data only"),
     *[({"objective": None, "train": {"data": {"store": "x"}}, "pools": {"stitched": "p{g}"}, "grid": grid,
         "start": {axis: values[0] for axis, values in grid.items()},
         "certifications": [{"name": "so", "fixed": {"method": "stitched", "g": 32}}]}, expected)
