@@ -14,6 +14,7 @@ import pytest
 
 from megadocs.cli import main
 from search.ledger import ATTR_FIXED, ATTR_POINT, ATTR_RUN_ID, Ledger, read_runs
+from search.objective import make_objective
 from search.params import RunParams
 from search.status import summarize
 from search.sweep import load_sweep
@@ -43,7 +44,9 @@ def test_a_trial_the_killed_controller_left_half_written_is_run_once(make_sweep,
     sweep, ledger = _ledger(path)
     study = f"{sweep.name}/a"
     point = {"lr": 0.003, "wd": 0.4, "epochs": 8}  # a neighbour of the start: the search wants it
-    attrs = {ATTR_POINT: point, ATTR_FIXED: {"method": "simple", "g": 4}, ATTR_RUN_ID: "r"}
+    fixed = {"method": "simple", "g": 4}
+    run_id = make_objective(sweep).identity(RunParams(point=point, fixed=fixed).merged())  # today's identity
+    attrs = {ATTR_POINT: point, ATTR_FIXED: fixed, ATTR_RUN_ID: run_id}
     trial = ledger.storage.create_new_trial(ledger.study_id(study))
     ledger.update(trial, **{key: attrs[key] for key in described})
 

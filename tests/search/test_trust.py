@@ -17,6 +17,7 @@ import pytest
 
 from megadocs.cli import main
 from search.ledger import Ledger, read_runs
+from search.objective import make_objective
 from search.params import RunParams
 from search.sweep import load_sweep
 
@@ -43,8 +44,9 @@ def _ledger_with_running_trial(path: Path, job_id: str, job_folder: Path) -> Non
     build_strategies(sweep, ledger)
     start = sweep.start_for(sweep.certifications[0])
     params = RunParams(point=start, fixed=sweep.certifications[0].fixed)
+    run_id = make_objective(sweep).identity(params.merged())  # today's: the trial is re-attached, not superseded
     trial = ledger.new_run(study_name(sweep.name, "a"), params=params,
-                           run_id="crafted", run_dir=str(sweep.out_dir / "runs" / "crafted"),
+                           run_id=run_id, run_dir=str(sweep.out_dir / "runs" / run_id),
                            grid=sweep.grid_for(sweep.certifications[0]).as_mapping())
     ledger.update(trial, **{ATTR_JOB_ID: job_id, ATTR_JOB_FOLDER: str(job_folder), ATTR_ATTEMPTS: 1})
 
@@ -86,8 +88,9 @@ def test_run_dir_outside_the_sweep_is_refused(make_sweep, workdir, capsys):
     sweep = load_sweep(path)
     ledger = Ledger(sweep.ledger_url, sweep.name)
     build_strategies(sweep, ledger)
-    ledger.new_run(study_name(sweep.name, "a"), params=RunParams(point=sweep.start_for(sweep.certifications[0])),
-                   run_id="x", run_dir=str(workdir / "victim"), grid=None)
+    params = RunParams(point=sweep.start_for(sweep.certifications[0]), fixed=sweep.certifications[0].fixed)
+    ledger.new_run(study_name(sweep.name, "a"), params=params, run_id=make_objective(sweep).identity(params.merged()),
+                   run_dir=str(workdir / "victim"), grid=None)
     capsys.readouterr()
     assert main(["search", "certify", str(path), "--no-progress"]) == 2
     err = capsys.readouterr().err
