@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import unicodedata
 
 import numpy as np
 import pyarrow as pa
@@ -87,6 +88,33 @@ def test_empty_documents_are_skipped_and_counted(small_corpus, tmp_path):
     all_ids = store.split("train").doc_ids + store.split("val").doc_ids
     assert not any(i.startswith("empty") for i in all_ids)
     assert_round_trip(store, "val")
+
+
+def test_duplicate_texts_are_kept_once_before_the_split(tmp_path, stdlib_texts):
+    """The same text under another id (or differing only in surrounding whitespace or Unicode
+    composition) is kept once, first occurrence, before the split: no held-out text is trained on.
+    The count is in the manifest and the summary; empty documents are still skipped, not deduplicated."""
+    texts = stdlib_texts[:20]
+    variants = [lambda t: t, lambda t: f"  {t}\n", lambda t: unicodedata.normalize("NFD", t) + " "]
+    rows = [{"id": f"copy{copy}-{i}", "text": variant(text)}
+            for copy, variant in enumerate(variants) for i, text in enumerate(texts)]
+    rows += [{"id": "empty-a", "text": " "}, {"id": "empty-b", "text": " "}]
+    corpus = tmp_path / "dups.jsonl"
+    corpus.write_text("".join(json.dumps(row) + "\n" for row in rows))
+
+    store = prepare(corpus, tmp_path / "store", vocab_size=VOCAB, val_docs=6, seed=0)
+    kept = {name: list(store.split(name).documents()) for name in ("train", "val")}
+    assert sorted(doc.doc_id for doc in kept["train"] + kept["val"]) == sorted(f"copy0-{i}" for i in range(20))
+    assert len(kept["val"]) == 6
+    assert not {doc.text for doc in kept["train"]} & {doc.text for doc in kept["val"]}
+    assert store.manifest["duplicates_removed"] == 40
+    assert sum(store.manifest["splits"][name]["skipped_empty"] for name in ("train", "val")) == 2
+    assert "40 duplicate texts removed" in store.summary()
+
+    plain = tmp_path / "plain.jsonl"
+    plain.write_text("".join(json.dumps(row) + "\n" for row in rows[:20]))
+    unchanged = prepare(plain, tmp_path / "plain", vocab_size=VOCAB, val_docs=6)
+    assert "duplicates_removed" not in unchanged.manifest  # no duplicates: the manifest (identity) as before
 
 
 def test_held_out_documents_depend_only_on_the_seed(small_corpus, tmp_path):
