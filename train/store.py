@@ -458,9 +458,13 @@ def _read_corpus(corpus: str | Path, max_docs: int | None) -> tuple[list[Documen
                 continue
             seen.add(digest)
         documents.append(doc)
-    if len(documents) < 2:
-        raise UserError(f"{corpus}: holds {len(documents)} document(s); a store needs at least 2 "
-                        f"(one to train on, one to validate)")
+    usable = sum(1 for doc in documents if doc.text.strip())
+    if usable < 2:
+        left_out = [f"{len(documents) - usable} empty"] if len(documents) > usable else []
+        left_out += [f"{duplicates} duplicate text{'s' * (duplicates > 1)} left out"] if duplicates else []
+        raise UserError(f"{corpus}: holds {usable} non-empty documents"
+                        + (f" ({', '.join(left_out)})" if left_out else "")
+                        + "; a store needs at least 2 (one to train on, one to validate)")
     return documents, duplicates
 
 

@@ -163,6 +163,22 @@ def test_a_corpus_no_reader_can_key_or_encode_is_refused_in_one_line(lines, mess
     assert "\n" not in str(info.value) and not (tmp_path / "out").exists()
 
 
+@pytest.mark.parametrize("lines, message", [
+    ("", "holds 0 non-empty documents"),
+    ('{"text": " "}\n{"text": "\\n"}\n{"text": "only one"}\n', "holds 1 non-empty documents (2 empty)"),
+    ('{"text": "same"}\n{"text": " same\\n"}\n', "holds 1 non-empty documents (1 duplicate text left out)"),
+])
+def test_a_corpus_with_fewer_than_two_usable_documents_says_so(lines, message, tmp_path):
+    """Whatever makes the corpus too small (no lines, empty texts, duplicates) is named, not an option
+    the user did not give."""
+    corpus = tmp_path / "c.jsonl"
+    corpus.write_text(lines)
+    with pytest.raises(UserError, match=rf"^{re.escape(str(corpus))}: {re.escape(message)}; a store needs "
+                       r"at least 2"):
+        prepare(corpus, tmp_path / "out", vocab_size=VOCAB)
+    assert not (tmp_path / "out").exists()
+
+
 def test_interrupted_prepare_leaves_nothing_that_looks_complete(small_corpus, tmp_path, monkeypatch):
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
