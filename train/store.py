@@ -470,8 +470,8 @@ def _read_corpus(corpus: str | Path, max_docs: int | None) -> tuple[list[Documen
 
 def _write_store(corpus, tmp: Path, *, tokenizer, vocab_size, val_docs, val_tokens=None, seed,
                  max_docs) -> dict[str, Any]:
+    hf_tokenizer = _load_tokenizer(Path(tokenizer)) if tokenizer is not None else None  # before reading the corpus
     documents, duplicates = _read_corpus(corpus, max_docs)
-    hf_tokenizer = _load_tokenizer(Path(tokenizer)) if tokenizer is not None else None
 
     def val_lengths(docs: list[Document]) -> list[int]:
         return [len(ids) for ids in encode_texts(hf_tokenizer, [doc.text for doc in docs])]
@@ -516,7 +516,8 @@ def _load_tokenizer(path: Path):
     try:
         loaded = AutoTokenizer.from_pretrained(path)
     except Exception as exc:  # transformers raises many types for a bad directory
-        raise UserError(f"tokenizer: cannot load an HF tokenizer from {path} ({exc})") from None
+        raise UserError(f"tokenizer: cannot load an HF tokenizer from {path} ({' '.join(str(exc).split())})") \
+            from None
     if not loaded.is_fast:
         raise UserError(f"tokenizer: {path} has no fast tokenizer (expected a tokenizer.json)")
     if loaded.eos_token_id is None:

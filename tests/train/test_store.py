@@ -247,6 +247,20 @@ def test_bad_options_are_refused(small_corpus, tmp_path, options, message):
         prepare(small_corpus, tmp_path / "s", **options)
 
 
+def test_a_directory_that_holds_no_tokenizer_is_refused_in_one_line_before_the_corpus_is_read(
+        small_corpus, tmp_path, monkeypatch):
+    not_a_tokenizer = tmp_path / "weights-only"
+    not_a_tokenizer.mkdir()
+    (not_a_tokenizer / "config.json").write_text("{}")
+    read = []
+    monkeypatch.setattr(store_module, "iter_documents", lambda *args, **kwargs: read.append(args) or iter(()))
+    with pytest.raises(UserError, match=rf"^tokenizer: cannot load an HF tokenizer from "
+                       rf"{re.escape(str(not_a_tokenizer))}") as info:
+        prepare(small_corpus, tmp_path / "s", tokenizer=not_a_tokenizer, val_docs=5)
+    assert "\n" not in str(info.value)
+    assert not read  # a 164k-document corpus is not read only to learn that the tokenizer is missing
+
+
 def test_existing_hf_tokenizer_directory(small_corpus, tmp_path, stdlib_texts):
     tokenizer_dir = tmp_path / "my-tokenizer"
     train_bpe_tokenizer(stdlib_texts[:10], 280).save_pretrained(tokenizer_dir)
