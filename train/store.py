@@ -340,6 +340,8 @@ def prepare(
                             "HF_DIR (e.g. a store's DIR/tokenizer) or hold out by --val-docs")
     if max_docs is not None and max_docs < 2:
         raise UserError(f"max_docs: expected >= 2, got {max_docs}")
+    if seed < 0:
+        raise UserError(f"seed: expected >= 0, got {seed}")
     options = {"tokenizer": None if tokenizer is None else str(Path(tokenizer).resolve()),
                "vocab_size": vocab_size, "val_docs": val_docs, "seed": seed, "max_docs": max_docs}
     if val_tokens is not None:  # only when used, so stores prepared before it keep their options

@@ -239,6 +239,7 @@ def test_refuses_to_write_into_a_non_empty_directory(small_corpus, tmp_path):
         ({"vocab_size": 100}, "vocab_size: expected >= 257"),
         ({"vocab_size": VOCAB, "val_docs": 0}, "val_docs: expected >= 1"),
         ({"vocab_size": VOCAB, "val_docs": 40}, "val_docs: 40 held-out documents leave none"),
+        ({"vocab_size": VOCAB, "seed": -1}, r"^seed: expected >= 0, got -1$"),
         ({"tokenizer": "/nonexistent/tok"}, "tokenizer: /nonexistent/tok is not a directory"),
     ],
 )
