@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
+import glob
 import hashlib
 import json
 import os
@@ -381,7 +382,7 @@ def _attempt_prefix(out: Path) -> str:
 def _remove_abandoned_attempts(out: Path) -> None:
     """Delete temporary directories of earlier prepares on this host whose process is gone."""
     prefix = _attempt_prefix(out)
-    for attempt in out.parent.glob(f"{prefix}*"):
+    for attempt in out.parent.glob(f"{glob.escape(prefix)}*"):  # a name may hold [ ] * ?
         pid = attempt.name[len(prefix):].split("-", 1)[0]
         if not pid.isdigit() or pid_alive(int(pid)):
             continue

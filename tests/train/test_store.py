@@ -195,17 +195,18 @@ def test_interrupted_prepare_leaves_nothing_that_looks_complete(small_corpus, tm
     assert_round_trip(store, "val")
 
 
-def test_abandoned_attempts_of_dead_processes_are_removed(small_corpus, tmp_path):
+@pytest.mark.parametrize("name", ["store", "store[v2]"])
+def test_abandoned_attempts_of_dead_processes_are_removed(small_corpus, tmp_path, name):
     import os
     import socket
 
     host = socket.gethostname()
-    dead = tmp_path / f".store.tmp-{host}-{2**22 + 12345}-abc"  # above any default pid_max
-    alive = tmp_path / f".store.tmp-{host}-{os.getpid()}-def"  # e.g. a concurrent prepare
+    dead = tmp_path / f".{name}.tmp-{host}-{2**22 + 12345}-abc"  # above any default pid_max
+    alive = tmp_path / f".{name}.tmp-{host}-{os.getpid()}-def"  # e.g. a concurrent prepare
     for attempt in (dead, alive):
         attempt.mkdir()
         (attempt / "train.tokens").write_bytes(b"partial")
-    prepare(small_corpus, tmp_path / "store", vocab_size=VOCAB, val_docs=5)
+    prepare(small_corpus, tmp_path / name, vocab_size=VOCAB, val_docs=5)
     assert not dead.exists() and alive.exists()
 
 
