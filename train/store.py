@@ -315,7 +315,7 @@ def prepare(
 
     Empty (whitespace-only) documents are skipped and counted in the manifest, under the split
     in whose part of the permutation they fall. A text seen before (:func:`text_digest`: under
-    another id, or differing only in surrounding whitespace or Unicode composition) is left out
+    another id, or differing only in whitespace or Unicode composition) is left out
     before the split, so no held-out text is also trained on; the manifest's
     ``duplicates_removed`` counts them (absent when none).
 
@@ -438,9 +438,11 @@ def _docs_for_tokens(candidates: list[Document], val_lengths, val_tokens: int) -
 
 
 def text_digest(text: str) -> bytes:
-    """What makes two documents' texts the same (16 bytes): the text in Unicode NFC with its
-    surrounding whitespace stripped; a different character inside it makes another text."""
-    return hashlib.blake2b(unicodedata.normalize("NFC", text).strip().encode(), digest_size=16).digest()
+    """What makes two documents' texts the same (16 bytes): the text in Unicode NFC with every run
+    of whitespace one space (CRLF and LF line ends, trailing spaces and the like do not make another
+    text); any other character that differs does."""
+    normalised = " ".join(unicodedata.normalize("NFC", text).split())
+    return hashlib.blake2b(normalised.encode(), digest_size=16).digest()
 
 
 def _read_corpus(corpus: str | Path, max_docs: int | None) -> tuple[list[Document], int]:

@@ -91,11 +91,12 @@ def test_empty_documents_are_skipped_and_counted(small_corpus, tmp_path):
 
 
 def test_duplicate_texts_are_kept_once_before_the_split(tmp_path, stdlib_texts):
-    """The same text under another id (or differing only in surrounding whitespace or Unicode
-    composition) is kept once, first occurrence, before the split: no held-out text is trained on.
-    The count is in the manifest and the summary; empty documents are still skipped, not deduplicated."""
+    """The same text under another id (or differing only in whitespace, e.g. CRLF line ends, or in
+    Unicode composition) is kept once, first occurrence, before the split: no held-out text is
+    trained on. The count is in the manifest and the summary; empty documents are still skipped,
+    not deduplicated."""
     texts = stdlib_texts[:20]
-    variants = [lambda t: t, lambda t: f"  {t}\n", lambda t: unicodedata.normalize("NFD", t) + " "]
+    variants = [lambda t: t, lambda t: f"  {t}\n".replace("\n", "\r\n"), lambda t: unicodedata.normalize("NFD", t) + " "]
     rows = [{"id": f"copy{copy}-{i}", "text": variant(text)}
             for copy, variant in enumerate(variants) for i, text in enumerate(texts)]
     rows += [{"id": "empty-a", "text": " "}, {"id": "empty-b", "text": " "}]
