@@ -44,6 +44,7 @@ from megadocs.corpus import (
     store_documents,
     unique_documents,
 )
+from megadocs.data_identity import STORE_DUPLICATES_REMOVED
 from megadocs.errors import UserError, names_file
 from megadocs.formats import replace_dir, write_json
 from megadocs.procs import pid_alive
@@ -273,8 +274,8 @@ class TokenStore:
         for name, counts in self.manifest["splits"].items():
             parts.append(f"{name}: {counts['documents']:,} documents, {counts['tokens']:,} tokens"
                          f" ({counts['skipped_empty']:,} empty skipped)")
-        if self.manifest.get("duplicates_removed"):
-            parts.append(f"{self.manifest['duplicates_removed']:,} duplicate texts removed before the split")
+        if self.manifest.get(STORE_DUPLICATES_REMOVED):
+            parts.append(f"{self.manifest[STORE_DUPLICATES_REMOVED]:,} duplicate texts removed before the split")
         return (f"token store {self.path} from {self.manifest['source']} "
                 f"(source {self.manifest['source_hash']}, tokenizer {self.tokenizer_hash}, "
                 f"vocab {self.vocab_size:,}, eos {self.eos_id}): " + "; ".join(parts) + ".")
@@ -317,7 +318,7 @@ def prepare(
     in whose part of the permutation they fall. A text seen before (:func:`text_digest`: under
     another id, or differing only in whitespace or Unicode composition) is left out
     before the split, so no held-out text is also trained on; the manifest's
-    ``duplicates_removed`` counts them (absent when none).
+    ``duplicates_removed`` counts them.
 
     Raises:
         UserError: bad options, an unreadable corpus, or ``out`` holding something else.
@@ -396,7 +397,18 @@ def _existing_store(out: Path, corpus_hash: str, options: dict[str, Any]) -> Tok
         raise UserError(f"{out}: already holds a token store prepared from {store.manifest['source']} "
                         f"with {had}; choose another --out or delete it")
     print(f"{out}: already prepared, nothing to do", file=sys.stderr)
+    if STORE_DUPLICATES_REMOVED not in store.manifest and (leaked := _held_out_texts_in_train(store)):
+        print(f"warning: {out}: {leaked} of its {store.manifest['splits']['val']['documents']} held-out texts "
+              f"are also in its train split (prepared before duplicate texts were removed: its val loss is "
+              f"biased down); prepare it again into a new --out", file=sys.stderr)
     return store
+
+
+def _held_out_texts_in_train(store: TokenStore) -> int:
+    """How many of ``store``'s val texts (:func:`text_digest`) its train split also holds: none in
+    a store that records ``duplicates_removed``. Reads the train split's documents once."""
+    val = {text_digest(doc.text) for doc in store.split("val").documents()}
+    return len(val & {digest for doc in store.split("train").documents() if (digest := text_digest(doc.text)) in val})
 
 
 def _split_plan(documents: list[Document], val_docs: int | None, seed: int,
@@ -509,8 +521,7 @@ def _write_store(corpus, tmp: Path, *, tokenizer, vocab_size, val_docs, val_toke
         "eos_token": hf_tokenizer.eos_token,
         "seed": seed,
         "splits": counts,
-        # only when some were, so a store of a corpus without duplicates keeps the identity it had
-        **({"duplicates_removed": duplicates} if duplicates else {}),
+        STORE_DUPLICATES_REMOVED: duplicates,  # 0: the identity a store had before it was recorded
         "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
     }
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import unicodedata
 
@@ -15,6 +16,7 @@ from transformers import AutoTokenizer
 import train.store as store_module
 from megadocs.cli import main
 from megadocs.corpus import iter_documents
+from megadocs.data_identity import store_identity_of
 from megadocs.errors import UserError
 from train.store import EOS_TOKEN, TokenStore, prepare, train_bpe_tokenizer
 
@@ -114,8 +116,40 @@ def test_duplicate_texts_are_kept_once_before_the_split(tmp_path, stdlib_texts):
 
     plain = tmp_path / "plain.jsonl"
     plain.write_text("".join(json.dumps(row) + "\n" for row in rows[:20]))
-    unchanged = prepare(plain, tmp_path / "plain", vocab_size=VOCAB, val_docs=6)
-    assert "duplicates_removed" not in unchanged.manifest  # no duplicates: the manifest (identity) as before
+    unchanged = prepare(plain, tmp_path / "plain", vocab_size=VOCAB, val_docs=6).manifest
+    assert unchanged["duplicates_removed"] == 0
+    earlier = {key: value for key, value in unchanged.items() if key != "duplicates_removed"}  # as written before
+    assert store_identity_of(unchanged) == store_identity_of(earlier)  # no duplicates: the identity it had
+    assert store_identity_of(store.manifest) != store_identity_of({**store.manifest, "duplicates_removed": 0})
+
+
+def test_rerun_on_a_store_prepared_before_duplicates_were_removed_warns_when_it_leaks(
+        tmp_path, stdlib_texts, monkeypatch, capsys):
+    """A store prepared before (every text kept) stays as it is, with its identity; a re-run of
+    prepare on it says how many held-out texts its train split also holds."""
+    rows = [{"id": f"{copy}-{i}", "text": text} for copy in "ab" for i, text in enumerate(stdlib_texts[:12])]
+    corpus = tmp_path / "dups.jsonl"
+    corpus.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    with monkeypatch.context() as patch:  # as prepared before: no text is a duplicate of another
+        patch.setattr(store_module, "text_digest", lambda text: os.urandom(16))
+        before = prepare(corpus, tmp_path / "old", vocab_size=VOCAB, val_docs=6, seed=0)
+    manifest = json.loads((tmp_path / "old" / "manifest.json").read_text())
+    del manifest["duplicates_removed"]  # not written before
+    (tmp_path / "old" / "manifest.json").write_text(json.dumps(manifest))
+    before = TokenStore.open(tmp_path / "old")
+    val = {doc.text for doc in before.split("val").documents()}
+    leaked = len(val & {doc.text for doc in before.split("train").documents()})
+    assert leaked
+    manifest = (tmp_path / "old" / "manifest.json").read_text()
+    capsys.readouterr()
+
+    prepare(corpus, tmp_path / "old", vocab_size=VOCAB, val_docs=6, seed=0)
+    assert f"warning: {tmp_path / 'old'}: {leaked} of its 6 held-out texts are also in its train split" \
+        in capsys.readouterr().err
+    assert (tmp_path / "old" / "manifest.json").read_text() == manifest
+    prepare(corpus, tmp_path / "new", vocab_size=VOCAB, val_docs=6, seed=0)
+    prepare(corpus, tmp_path / "new", vocab_size=VOCAB, val_docs=6, seed=0)
+    assert "warning" not in capsys.readouterr().err
 
 
 def test_held_out_documents_depend_only_on_the_seed(small_corpus, tmp_path):
