@@ -21,6 +21,7 @@ from megadocs.formats import MANIFEST
 
 __all__ = [
     "STORE_VOLATILE_FIELDS",
+    "STORE_DUPLICATES_REMOVED",
     "store_identity",
     "store_identity_of",
     "store_identity_hash",
@@ -33,6 +34,11 @@ __all__ = [
 STORE_VOLATILE_FIELDS = ("source", "created")
 # Store options that name a path (the tokenizer's content is in `tokenizer_hash`).
 _STORE_PATH_OPTIONS = ("tokenizer",)
+STORE_DUPLICATES_REMOVED = "duplicates_removed"
+"""Manifest field: texts left out as duplicates before the split (absent in stores prepared before)."""
+# Manifest fields added since stores were first written, at the value every earlier store had in
+# effect: left out of the identity at that value, so a store prepared again keeps its identity.
+_STORE_FIELDS_SINCE = {STORE_DUPLICATES_REMOVED: 0}
 
 
 @lru_cache(maxsize=256)
@@ -62,10 +68,11 @@ def store_identity_of(manifest: Mapping[str, Any]) -> dict[str, Any]:
     """:func:`store_identity` of a manifest already read (a store as it was opened).
 
     >>> store_identity_of({"format": "megadocs.token-store/1", "source": "/data/a.jsonl", "source_hash": "ab",
-    ...                    "options": {"tokenizer": "/tok", "seed": 0}, "created": "today"})
+    ...                    "options": {"tokenizer": "/tok", "seed": 0}, "created": "today", "duplicates_removed": 0})
     {'format': 'megadocs.token-store/1', 'source_hash': 'ab', 'options': {'seed': 0}}
     """
-    identity = {k: v for k, v in manifest.items() if k not in STORE_VOLATILE_FIELDS}
+    identity = {k: v for k, v in manifest.items()
+                if k not in STORE_VOLATILE_FIELDS and not (k in _STORE_FIELDS_SINCE and v == _STORE_FIELDS_SINCE[k])}
     options = identity.get("options")
     if isinstance(options, dict):
         identity["options"] = {k: v for k, v in options.items() if k not in _STORE_PATH_OPTIONS}

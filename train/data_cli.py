@@ -19,8 +19,9 @@ def register(subparsers) -> None:
 
     prepare = commands.add_parser(
         "prepare", help="tokenize a corpus into a token store",
-        description="Tokenize SOURCE into DIR (train/val splits, tokenizer, manifest). Re-running on "
-                    "a complete store does nothing.",
+        description="Tokenize SOURCE into DIR (train/val splits, tokenizer, manifest). A text seen before "
+                    "is left out before the split (counted in the manifest). Re-running on a complete store "
+                    "does nothing.",
         **examples(
             "megadocs data prepare --corpus stdlib --out runs/data --vocab-size 4096",
             "megadocs data prepare --corpus docs.jsonl --out runs/data --tokenizer /models/llama-3.1-8b",

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 import re
+import unicodedata
 
 import numpy as np
 import pyarrow as pa
@@ -14,6 +16,7 @@ from transformers import AutoTokenizer
 import train.store as store_module
 from megadocs.cli import main
 from megadocs.corpus import iter_documents
+from megadocs.data_identity import store_identity_of
 from megadocs.errors import UserError
 from train.store import EOS_TOKEN, TokenStore, prepare, train_bpe_tokenizer
 
@@ -89,6 +92,66 @@ def test_empty_documents_are_skipped_and_counted(small_corpus, tmp_path):
     assert_round_trip(store, "val")
 
 
+def test_duplicate_texts_are_kept_once_before_the_split(tmp_path, stdlib_texts):
+    """The same text under another id (or differing only in whitespace, e.g. CRLF line ends, or in
+    Unicode composition) is kept once, first occurrence, before the split: no held-out text is
+    trained on. The count is in the manifest and the summary; empty documents are still skipped,
+    not deduplicated."""
+    texts = stdlib_texts[:20]
+    variants = [lambda t: t, lambda t: f"  {t}\n".replace("\n", "\r\n"), lambda t: unicodedata.normalize("NFD", t) + " "]
+    rows = [{"id": f"copy{copy}-{i}", "text": variant(text)}
+            for copy, variant in enumerate(variants) for i, text in enumerate(texts)]
+    rows += [{"id": "empty-a", "text": " "}, {"id": "empty-b", "text": " "}]
+    corpus = tmp_path / "dups.jsonl"
+    corpus.write_text("".join(json.dumps(row) + "\n" for row in rows))
+
+    store = prepare(corpus, tmp_path / "store", vocab_size=VOCAB, val_docs=6, seed=0)
+    kept = {name: list(store.split(name).documents()) for name in ("train", "val")}
+    assert sorted(doc.doc_id for doc in kept["train"] + kept["val"]) == sorted(f"copy0-{i}" for i in range(20))
+    assert len(kept["val"]) == 6
+    assert not {doc.text for doc in kept["train"]} & {doc.text for doc in kept["val"]}
+    assert store.manifest["duplicates_removed"] == 40
+    assert sum(store.manifest["splits"][name]["skipped_empty"] for name in ("train", "val")) == 2
+    assert "40 duplicate texts removed" in store.summary()
+
+    plain = tmp_path / "plain.jsonl"
+    plain.write_text("".join(json.dumps(row) + "\n" for row in rows[:20]))
+    unchanged = prepare(plain, tmp_path / "plain", vocab_size=VOCAB, val_docs=6).manifest
+    assert unchanged["duplicates_removed"] == 0
+    earlier = {key: value for key, value in unchanged.items() if key != "duplicates_removed"}  # as written before
+    assert store_identity_of(unchanged) == store_identity_of(earlier)  # no duplicates: the identity it had
+    assert store_identity_of(store.manifest) != store_identity_of({**store.manifest, "duplicates_removed": 0})
+
+
+def test_rerun_on_a_store_prepared_before_duplicates_were_removed_warns_when_it_leaks(
+        tmp_path, stdlib_texts, monkeypatch, capsys):
+    """A store prepared before (every text kept) stays as it is, with its identity; a re-run of
+    prepare on it says how many held-out texts its train split also holds."""
+    rows = [{"id": f"{copy}-{i}", "text": text} for copy in "ab" for i, text in enumerate(stdlib_texts[:12])]
+    corpus = tmp_path / "dups.jsonl"
+    corpus.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    with monkeypatch.context() as patch:  # as prepared before: no text is a duplicate of another
+        patch.setattr(store_module, "text_digest", lambda text: os.urandom(16))
+        before = prepare(corpus, tmp_path / "old", vocab_size=VOCAB, val_docs=6, seed=0)
+    manifest = json.loads((tmp_path / "old" / "manifest.json").read_text())
+    del manifest["duplicates_removed"]  # not written before
+    (tmp_path / "old" / "manifest.json").write_text(json.dumps(manifest))
+    before = TokenStore.open(tmp_path / "old")
+    val = {doc.text for doc in before.split("val").documents()}
+    leaked = len(val & {doc.text for doc in before.split("train").documents()})
+    assert leaked
+    manifest = (tmp_path / "old" / "manifest.json").read_text()
+    capsys.readouterr()
+
+    prepare(corpus, tmp_path / "old", vocab_size=VOCAB, val_docs=6, seed=0)
+    assert f"warning: {tmp_path / 'old'}: {leaked} of its 6 held-out texts are also in its train split" \
+        in capsys.readouterr().err
+    assert (tmp_path / "old" / "manifest.json").read_text() == manifest
+    prepare(corpus, tmp_path / "new", vocab_size=VOCAB, val_docs=6, seed=0)
+    prepare(corpus, tmp_path / "new", vocab_size=VOCAB, val_docs=6, seed=0)
+    assert "warning" not in capsys.readouterr().err
+
+
 def test_held_out_documents_depend_only_on_the_seed(small_corpus, tmp_path):
     a = prepare(small_corpus, tmp_path / "a", vocab_size=VOCAB, val_docs=5, seed=0)
     b = prepare(small_corpus, tmp_path / "b", vocab_size=VOCAB, val_docs=5, seed=0)
@@ -135,6 +198,22 @@ def test_a_corpus_no_reader_can_key_or_encode_is_refused_in_one_line(lines, mess
     assert "\n" not in str(info.value) and not (tmp_path / "out").exists()
 
 
+@pytest.mark.parametrize("lines, message", [
+    ("", "holds 0 non-empty documents"),
+    ('{"text": " "}\n{"text": "\\n"}\n{"text": "only one"}\n', "holds 1 non-empty documents (2 empty)"),
+    ('{"text": "same"}\n{"text": " same\\n"}\n', "holds 1 non-empty documents (1 duplicate text left out)"),
+])
+def test_a_corpus_with_fewer_than_two_usable_documents_says_so(lines, message, tmp_path):
+    """Whatever makes the corpus too small (no lines, empty texts, duplicates) is named, not an option
+    the user did not give."""
+    corpus = tmp_path / "c.jsonl"
+    corpus.write_text(lines)
+    with pytest.raises(UserError, match=rf"^{re.escape(str(corpus))}: {re.escape(message)}; a store needs "
+                       r"at least 2"):
+        prepare(corpus, tmp_path / "out", vocab_size=VOCAB)
+    assert not (tmp_path / "out").exists()
+
+
 def test_interrupted_prepare_leaves_nothing_that_looks_complete(small_corpus, tmp_path, monkeypatch):
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
@@ -151,17 +230,18 @@ def test_interrupted_prepare_leaves_nothing_that_looks_complete(small_corpus, tm
     assert_round_trip(store, "val")
 
 
-def test_abandoned_attempts_of_dead_processes_are_removed(small_corpus, tmp_path):
+@pytest.mark.parametrize("name", ["store", "store[v2]"])
+def test_abandoned_attempts_of_dead_processes_are_removed(small_corpus, tmp_path, name):
     import os
     import socket
 
     host = socket.gethostname()
-    dead = tmp_path / f".store.tmp-{host}-{2**22 + 12345}-abc"  # above any default pid_max
-    alive = tmp_path / f".store.tmp-{host}-{os.getpid()}-def"  # e.g. a concurrent prepare
+    dead = tmp_path / f".{name}.tmp-{host}-{2**22 + 12345}-abc"  # above any default pid_max
+    alive = tmp_path / f".{name}.tmp-{host}-{os.getpid()}-def"  # e.g. a concurrent prepare
     for attempt in (dead, alive):
         attempt.mkdir()
         (attempt / "train.tokens").write_bytes(b"partial")
-    prepare(small_corpus, tmp_path / "store", vocab_size=VOCAB, val_docs=5)
+    prepare(small_corpus, tmp_path / name, vocab_size=VOCAB, val_docs=5)
     assert not dead.exists() and alive.exists()
 
 
@@ -195,12 +275,27 @@ def test_refuses_to_write_into_a_non_empty_directory(small_corpus, tmp_path):
         ({"vocab_size": 100}, "vocab_size: expected >= 257"),
         ({"vocab_size": VOCAB, "val_docs": 0}, "val_docs: expected >= 1"),
         ({"vocab_size": VOCAB, "val_docs": 40}, "val_docs: 40 held-out documents leave none"),
+        ({"vocab_size": VOCAB, "seed": -1}, r"^seed: expected >= 0, got -1$"),
         ({"tokenizer": "/nonexistent/tok"}, "tokenizer: /nonexistent/tok is not a directory"),
     ],
 )
 def test_bad_options_are_refused(small_corpus, tmp_path, options, message):
     with pytest.raises(UserError, match=message):
         prepare(small_corpus, tmp_path / "s", **options)
+
+
+def test_a_directory_that_holds_no_tokenizer_is_refused_in_one_line_before_the_corpus_is_read(
+        small_corpus, tmp_path, monkeypatch):
+    not_a_tokenizer = tmp_path / "weights-only"
+    not_a_tokenizer.mkdir()
+    (not_a_tokenizer / "config.json").write_text("{}")
+    read = []
+    monkeypatch.setattr(store_module, "iter_documents", lambda *args, **kwargs: read.append(args) or iter(()))
+    with pytest.raises(UserError, match=rf"^tokenizer: cannot load an HF tokenizer from "
+                       rf"{re.escape(str(not_a_tokenizer))}") as info:
+        prepare(small_corpus, tmp_path / "s", tokenizer=not_a_tokenizer, val_docs=5)
+    assert "\n" not in str(info.value)
+    assert not read  # a 164k-document corpus is not read only to learn that the tokenizer is missing
 
 
 def test_existing_hf_tokenizer_directory(small_corpus, tmp_path, stdlib_texts):
