@@ -144,14 +144,18 @@ def load_yaml(path: str | Path) -> Any:
         raise UserError(f"{path}:{where}: invalid YAML: {problem}") from None
 
 
-def format_validation_error(exc: ValidationError, source: str) -> str:
-    """One line: ``source: field.path: message, got X`` for the first error (and a count of the rest).
+def format_validation_error(exc: ValidationError, source: str, *, model: type[BaseModel]) -> str:
+    """One line: ``source: field.path: message, got X`` for the first error of validating ``model``
+    (and a count of the rest).
 
     An unknown field goes first: a misspelt key (``strat:``) is also a missing one (``start``), and
-    the misspelling is what the user has to see."""
+    the misspelling is what the user has to see. An error of a model's own validator (a cross-field
+    check of ``model`` or of a section inside it, `_names_a_model`) is its message as written, after
+    the section's path: it names the fields and values itself, and the whole section as input would
+    only repeat them."""
     errors = exc.errors()
     first = next((e for e in errors if e["type"] == "extra_forbidden"), errors[0])
-    field = ".".join(str(part) for part in first["loc"]) or "<top level>"
+    field = ".".join(str(part) for part in first["loc"])
     message = first["msg"]
     if first["type"] == "extra_forbidden":
         message = "unknown field"
@@ -163,16 +167,51 @@ def format_validation_error(exc: ValidationError, source: str) -> str:
         field = ".".join(str(part) for part in (*first["loc"], *first["ctx"]["at"]))
     got = first.get("input")
     got_text = "" if first["type"] in ("missing", BOOL_AS_NUMBER) else f", got {got!r}"
-    if first["type"] == "value_error" and not first["loc"]:
-        # a model validator's cross-field check: its message names the field and the value itself
-        return f"{source}: {first['ctx']['error']}"
-    if first["type"] == "value_error" and got_text.removeprefix(", ") in message:
+    if first["type"] == "value_error" and (_names_a_model(model, first["loc"])
+                                           or got_text.removeprefix(", ") in message):
         got_text = ""  # the validator's own words say what it got
     if len(got_text) > 80:
         got_text = got_text[:77] + "..."
     more = len(errors) - 1
     suffix = f" (and {more} more error{'s' if more > 1 else ''})" if more else ""
-    return f"{source}: {field}: {message}{got_text}{suffix}"
+    return f"{source}: {field + ': ' if field else ''}{message}{got_text}{suffix}"
+
+
+def _names_a_model(model: type[BaseModel], loc: tuple) -> bool:
+    """Does a validation error's ``loc`` name a model (``model`` itself, a section, an entry of a
+    mapping or list of models) rather than a field's value? Its error is then the model's own
+    validator's. (A member of ``A | B`` that pydantic names in ``loc`` by its schema is not followed.)
+    E.g. for `train.config.RunConfig`: ``()``, ``("optim",)`` and ``("eval", "extra", "arxiv")`` do,
+    ``("optim", "lr")`` does not (tests/megadocs/test_config.py).
+    """
+    candidates: list[Any] = [model]
+    for part in loc:
+        found: list[Any] = []
+        for annotation in candidates:
+            if _is_model(annotation):
+                field = annotation.model_fields.get(part) if isinstance(part, str) else None
+                found += _members(field.annotation) if field is not None else []
+            elif get_origin(annotation) in (dict, Mapping) and isinstance(part, str):
+                found += _members(get_args(annotation)[-1])
+            elif get_origin(annotation) in (list, tuple) and isinstance(part, int):
+                found += _members(get_args(annotation)[0])
+        candidates = found
+    return any(_is_model(annotation) for annotation in candidates)
+
+
+def _is_model(annotation: Any) -> bool:
+    return isinstance(annotation, type) and issubclass(annotation, BaseModel)
+
+
+def _members(annotation: Any) -> list[Any]:
+    """The types ``annotation`` admits (through ``X | Y``, ``Optional`` and ``Annotated``), generic
+    aliases kept whole: ``list[A] | None`` -> [list[A], NoneType]."""
+    origin = get_origin(annotation)
+    if origin in (Union, types.UnionType):
+        return [member for arg in get_args(annotation) for member in _members(arg)]
+    if origin is Annotated:
+        return _members(get_args(annotation)[0])
+    return [annotation]
 
 
 def parse_config(data: Any, model: type[M], *, source: str = "config") -> M:
@@ -184,7 +223,7 @@ def parse_config(data: Any, model: type[M], *, source: str = "config") -> M:
     try:
         return model.model_validate(data)
     except ValidationError as exc:
-        raise UserError(format_validation_error(exc, source)) from None
+        raise UserError(format_validation_error(exc, source, model=model)) from None
 
 
 def load_config(path: str | Path, model: type[M]) -> M:

@@ -30,9 +30,10 @@ import numpy as np
 import torch
 
 from megadocs import compat
+from megadocs.errors import UserError, WorkFailed
 from megadocs.formats import RunDir, atomic_file
 
-__all__ = ["STATE_FILE", "CheckpointWriter", "save_checkpoint", "load_checkpoint", "read_checkpoint",
+__all__ = ["STATE_FILE", "CONTENT_ERRNOS", "CheckpointWriter", "save_checkpoint", "load_checkpoint", "read_checkpoint",
            "restore_progress", "checkpoint_path", "snapshot_state"]
 
 STATE_FILE = "state.pt"
@@ -181,25 +182,35 @@ class CheckpointWriter:
 # --- loading -----------------------------------------------------------------------------------
 
 
+CONTENT_ERRNOS = frozenset({errno.EINVAL})
+"""The OSErrors a checkpoint's *content* gives: torch's zip reader seeks before the start of a cut-off
+file (EINVAL). Any other OSError reading it is the file system's (an NFS server's EIO or ESTALE): the
+file may be sound, so it is a fault to retry, never a reason to delete it."""
+
+
 def read_checkpoint(run_dir: Path, *, identity: str) -> dict[str, Any] | None:
     """The checkpoint of RUN as saved (tensors memory-mapped: the ranks of a node reading it share
     its pages); None when the run has no checkpoint.
 
-    Raises UserError when the checkpoint belongs to a run with another identity (a different
-    config in the same directory), or holds anything but tensors and plain values (an older
-    format, or a crafted file: never executed).
+    Raises:
+        UserError: the file's content is bad: cut off, not a checkpoint, an older format, anything
+            but tensors and plain values (a crafted file: never executed), or the checkpoint of
+            a run with another identity (a different config in the same directory).
+        WorkFailed: the file system failed to read it (`CONTENT_ERRNOS` aside): one line naming
+            the file, which is left as it is; running again resumes from it (a sweep retries the run).
     """
-    from megadocs.errors import UserError
-
     path = checkpoint_path(run_dir)
-    if not path.is_file():
-        return None
     try:
+        if not path.is_file():
+            return None
         state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
     except (pickle.UnpicklingError, RuntimeError, EOFError, OSError) as exc:
+        if isinstance(exc, OSError) and exc.errno not in CONTENT_ERRNOS:
+            raise WorkFailed(f"{path}: could not read the checkpoint ({exc}); it is left as it is: run again once "
+                             "its file system answers, to resume from it") from exc
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         # weights_only refuses a pickle that would run code (UnpicklingError); a cut-off, corrupt or
-        # foreign file fails in the zip reader or its memory map (RuntimeError, OSError) or ends early
+        # foreign file fails in the zip reader (RuntimeError, OSError EINVAL) or ends early
         what = "refused to unpickle it" if isinstance(exc, pickle.UnpicklingError) else "cannot read it"
         raise UserError(
             f"{path}: not a safe {FORMAT} checkpoint ({what}: {reason[:160]}); delete it to restart the run"

@@ -506,7 +506,7 @@ eval:
   val_windows: 1024            # fixed held-out windows of real text (the iid loss)
   extra: {}                    # e.g. {arxiv: {store: runs/arxiv-store, split: val}}
   benchmarks: []               # lm-eval tasks, e.g. [piqa, sciq, arc_easy]
-  benchmark_data: null         # local directory with the benchmarks' datasets
+  benchmark_data: null         # local directory with the benchmarks' datasets (null: the Hub or its cache; loaded at start)
   benchmark_limit: null        # examples per task (null = all)
   every: 10/run                # periodic validation: N steps, 'K/run', or 0 (final only)
   curve_windows: 128           # the periodic evaluation reads the first N iid windows

@@ -348,8 +348,9 @@ class RunData(RunStores):
 
         Raises:
             UserError: a store is missing or was prepared with another tokenizer, a data
-                setting the streams refuse (naming the field), or a held-out set the run would end
-                by scoring (the iid split, an eval.extra split) missing or without a full window.
+                setting the streams refuse (naming the field), a held-out set the run would end
+                by scoring (the iid split, an eval.extra split) missing or without a full window, or
+                eval.benchmarks whose data cannot be loaded (`train.downstream.check_benchmarks`).
         """
         stores = RunStores.open(config) if stores is None else stores
         data = config.data
@@ -362,6 +363,10 @@ class RunData(RunStores):
         ValidationSet.stream(stores.store, split="val", context=data.context)
         for name, spec in config.eval.extra.items():
             ValidationSet.stream(stores.extra[name], split=spec.split, context=data.context)
+        if config.eval.benchmarks:  # and the benchmarks' data, loaded as the final evaluation loads it
+            from train.downstream import check_benchmarks  # lm-eval: only for runs that score benchmarks
+
+            check_benchmarks(config.eval.benchmarks, stores.benchmark_data)
         return cls(store=stores.store, extra=stores.extra, benchmark_data=stores.benchmark_data, streams=streams)
 
 

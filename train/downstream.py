@@ -33,10 +33,13 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from megadocs.errors import UserError
 from train.benchmarks import METRICS, BenchmarkData, benchmark, check_data_file, check_tasks
@@ -48,7 +51,7 @@ from train.ensemble import (
     resolve_model_dir,
 )
 
-__all__ = ["task_config", "EnsembleLM", "evaluate_benchmarks"]
+__all__ = ["task_config", "load_tasks", "check_benchmarks", "EnsembleLM", "evaluate_benchmarks"]
 
 # Request length assumed by the memory budget (PIQA/SciQ/ARC prompts + answers are shorter).
 TYPICAL_REQUEST_TOKENS = 1024
@@ -92,6 +95,82 @@ def task_config(task: str, data_dir: Path | None, task_manager=None, cache_dir: 
     return config
 
 
+@dataclass(frozen=True)
+class DataFields:
+    """How messages name the tasks, the local data and where to give it, by who asked."""
+
+    tasks: str
+    data: str
+    give: str
+
+
+CLI_FIELDS = DataFields("benchmarks", "--benchmark-data", "with --benchmark-data DIR (eval.benchmark_data in a "
+                        "train config; formats in train/downstream.py)")
+CONFIG_FIELDS = DataFields("eval.benchmarks", "eval.benchmark_data", "in eval.benchmark_data (formats in "
+                           "train/downstream.py), or fill the Hugging Face cache on a machine with the Hub, or drop "
+                           "eval.benchmarks")
+
+
+def load_tasks(tasks: Sequence[str], data_dir: Path | None, *, cache_dir: Path | None = None,
+               source: Path | None = None, fields: DataFields = CLI_FIELDS) -> tuple[Any, list]:  # fmt: skip
+    """lm-eval's task manager and the ``Task`` objects of ``tasks`` on the official configs
+    (`task_config`), their datasets read as lm-eval reads them (the files of ``data_dir``, or the
+    Hub's through the Hugging Face cache when None). What `evaluate_benchmarks` scores, and all a
+    train run that will score them loads when it starts (`check_benchmarks`): no model.
+
+    ``source``: the directory to name in errors (``data_dir`` is a private copy of it); ``fields``:
+    the option or config names the messages use.
+
+    Raises:
+        UserError: lm-eval is not installed, an unknown task, a data file missing, lacking the
+            task's fields or not JSON Lines, or no local data and no Hub (nor cache) to read it from.
+    """
+    _require_lm_eval(fields.tasks)
+    from datasets.exceptions import DatasetGenerationError
+
+    task_manager = _task_manager(tasks)
+    configs = [task_config(t, data_dir, task_manager, cache_dir) for t in tasks]
+    try:
+        loaded = task_manager.load(configs)
+    except DatasetGenerationError as exc:  # a local file the datasets library cannot parse
+        reason = str(exc.__cause__ or exc).strip().splitlines()[0]
+        raise UserError(f"{fields.data} {source or data_dir}: a file of {', '.join(tasks)} is not JSON Lines as the "
+                        f"datasets library reads it ({reason[:200]})") from None
+    except OSError as exc:  # the datasets library's ConnectionError: no Hub from this machine
+        if data_dir is not None:
+            raise
+        files = ", ".join(f"{task}.jsonl" for task in tasks)
+        raise UserError(f"{fields.tasks} {','.join(tasks)}: no data: the Hugging Face Hub cannot be reached "
+                        f"({type(exc).__name__}) and its cache does not hold them; give a local directory holding "
+                        f"{files} {fields.give}") from None
+    return task_manager, [loaded["tasks"][task] for task in tasks]
+
+
+@contextlib.contextmanager
+def _scored_files(data: Path | BenchmarkData | None) -> Iterator[tuple[Path | None, Path | None]]:
+    """(data directory, datasets cache) to score ``data`` from: a `BenchmarkData`'s files written to a
+    private temporary directory with a cache of its own (both removed on leaving), else ``data``
+    itself (None: the Hub) and the default cache."""
+    if not isinstance(data, BenchmarkData):
+        yield data, None
+        return
+    with tempfile.TemporaryDirectory(prefix="megadocs-benchmarks-") as scratch:
+        yield data.write(Path(scratch) / "data"), Path(scratch) / "cache"
+
+
+def check_benchmarks(tasks: Sequence[str], data: BenchmarkData | None) -> None:
+    """Load ``tasks``' data as a train run's final `evaluate_benchmarks` will (``data``: its
+    eval.benchmark_data as read; None: the Hub or the Hugging Face cache), with no model: a run
+    that could not score them is refused when it starts, not after training.
+
+    Raises:
+        UserError: as `load_tasks`, naming eval.benchmarks or eval.benchmark_data and what to do.
+    """
+    with _scored_files(data) as (data_dir, cache_dir):
+        load_tasks(tasks, data_dir, cache_dir=cache_dir, source=None if data is None else data.directory,
+                   fields=CONFIG_FIELDS)
+
+
 try:  # lm-eval is the optional `eval` extra; only this module needs it
     from lm_eval.api.model import TemplateLM
 
@@ -101,10 +180,10 @@ except ImportError as exc:  # pragma: no cover - depends on the installation
     _LM_EVAL_ERROR = exc
 
 
-def _require_lm_eval() -> None:
+def _require_lm_eval(field: str = "benchmarks") -> None:
     if _LM_EVAL_ERROR is not None:
         raise UserError(
-            f"benchmarks need lm-evaluation-harness ({_LM_EVAL_ERROR}); install it with "
+            f"{field}: scoring them needs lm-evaluation-harness ({_LM_EVAL_ERROR}); install it with "
             "`pip install 'megadocs[eval]'`"
         )
 
@@ -240,38 +319,29 @@ def evaluate_benchmarks(
     tasks = check_tasks(tasks)
     _require_lm_eval()
     settings = dict(limit=limit, device=device, batch_size=batch_size, max_resident_members=max_resident_members)
-    if not isinstance(data_dir, BenchmarkData):
-        return _evaluate(model_dirs, tasks, data_dir=data_dir, cache_dir=None, **settings)
-    with tempfile.TemporaryDirectory(prefix="megadocs-benchmarks-") as scratch:
-        return _evaluate(model_dirs, tasks, data_dir=data_dir.write(Path(scratch) / "data"),
-                         cache_dir=Path(scratch) / "cache", **settings)
+    with _scored_files(data_dir) as (directory, cache_dir):
+        return _evaluate(model_dirs, tasks, data_dir=directory, cache_dir=cache_dir,
+                         source=data_dir.directory if isinstance(data_dir, BenchmarkData) else None, **settings)
 
 
 def _evaluate(model_dirs: list[Path], tasks: list[str], *, data_dir: Path | None, cache_dir: Path | None,
-              limit: int | None, device: str, batch_size: int, max_resident_members: int | None) -> dict:
+              source: Path | None, limit: int | None, device: str, batch_size: int,
+              max_resident_members: int | None) -> dict:  # fmt: skip
     """`evaluate_benchmarks` on a data directory (or the Hub), its datasets cached in ``cache_dir``."""
     from lm_eval import simple_evaluate
 
-    task_manager = _task_manager(tasks)
-    configs = [task_config(t, data_dir, task_manager, cache_dir) for t in tasks]
+    task_manager, loaded = load_tasks(tasks, data_dir, cache_dir=cache_dir, source=source)  # data before models
     lm = EnsembleLM(model_dirs, device=device, batch_size=batch_size, max_resident_members=max_resident_members)
     try:
         output = simple_evaluate(
             model=lm,
-            tasks=configs,
+            tasks=loaded,
             num_fewshot=0,
             limit=limit,
             task_manager=task_manager,
             bootstrap_iters=0,
             log_samples=False,
         )
-    except OSError as exc:  # the datasets library's ConnectionError: no Hub from this machine
-        if data_dir is not None:
-            raise
-        files = ", ".join(f"{task}.jsonl" for task in tasks)
-        raise UserError(f"benchmarks {','.join(tasks)}: no data: the Hugging Face Hub cannot be reached "
-                        f"({type(exc).__name__}); give a local directory holding {files} with --benchmark-data DIR "
-                        f"(eval.benchmark_data in a train config; formats in train/downstream.py)") from None
     finally:
         lm.close()
     scores: dict = {}

@@ -186,7 +186,8 @@ def load_run_config(path: str | Path, overrides: list[str] | None = None):
         field = ".".join(str(part) for part in exc.errors()[0]["loc"])
         culprit = next((item for item in reversed(overrides) if _touches(item.partition("=")[0].strip(), field)),
                        None)  # fmt: skip
-        raise UserError(format_validation_error(exc, f"--set {culprit}" if culprit else str(path))) from None
+        raise UserError(format_validation_error(exc, f"--set {culprit}" if culprit else str(path),
+                                                model=RunConfig)) from None
 
 
 def _touches(key: str, field: str) -> bool:

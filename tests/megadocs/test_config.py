@@ -134,4 +134,45 @@ def test_a_train_config_reads_true_as_no_seed_and_1_as_a_learning_rate(tmp_path)
     config = parse_config({"data": {"store": "s"}}, RunConfig)
     with pytest.raises(ValidationError) as assigned:  # in code too (validate_assignment)
         config.seed = True
-    assert format_validation_error(assigned.value, "x") == "x: seed: expected an integer, got true"
+    assert format_validation_error(assigned.value, "x", model=RunConfig) == "x: seed: expected an integer, got true"
+
+
+def test_a_models_own_validator_is_its_message_wherever_the_model_sits_and_a_fields_keeps_its_got():
+    """A cross-field check of a section (nested, optional, a mapping's or a list's entry) names
+    what it refuses: no ``, got {...the section...}`` after it; a field validator's
+    error keeps the value it got."""
+    from typing import Annotated
+
+    from pydantic import AfterValidator, model_validator
+
+    def no_x(value: str) -> str:
+        if value == "x":
+            raise ValueError("name: not x")
+        return value
+
+    class Pair(StrictModel):
+        low: int = 0
+        high: int = 1
+        name: Annotated[str, AfterValidator(no_x)] = "a"
+
+        @model_validator(mode="after")
+        def _ordered(self):
+            if self.low >= self.high:
+                raise ValueError(f"low={self.low} must be below high={self.high}")
+            return self
+
+    class Top(StrictModel):
+        pair: Pair = Pair()
+        maybe: Pair | None = None
+        named: dict[str, Pair] = {}
+        listed: list[Pair] = []
+
+    bad = {"low": 2, "high": 1}
+    for data, where in [({"pair": bad}, "pair"), ({"maybe": bad}, "maybe"), ({"named": {"a": bad}}, "named.a"),
+                        ({"listed": [{}, bad]}, "listed.1")]:
+        with pytest.raises(UserError) as info:
+            parse_config(data, Top, source="t.yaml")
+        assert str(info.value) == f"t.yaml: {where}: low=2 must be below high=1"
+    with pytest.raises(UserError) as info:
+        parse_config({"pair": {"name": "x"}}, Top, source="t.yaml")
+    assert str(info.value) == "t.yaml: pair.name: name: not x, got 'x'"

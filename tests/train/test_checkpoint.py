@@ -9,12 +9,13 @@ import pickle
 import random
 import threading
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from megadocs.errors import UserError
+from megadocs.errors import UserError, WorkFailed
 from train import checkpoint
 from train.checkpoint import (
     CheckpointWriter,
@@ -228,3 +229,38 @@ def test_resuming_drops_a_log_line_the_full_disk_cut_short(tmp_path):
     log.write_text('{"step": 10, "loss": 5.1}\n{"step": 20, "loss": 4.2}\n{"step": 30, "loss": 3.9}\n{"step": 40, "lo')
     RunLifecycle(tmp_path, "abc").truncate_log(20)
     assert log.read_text() == '{"step": 10, "loss": 5.1}\n{"step": 20, "loss": 4.2}\n'
+
+
+def faulty_path(path: Path, code: int) -> Path:
+    """``path`` on a file system that fails to stat it (``is_file``) with errno ``code``."""
+
+    class Faulty(type(path)):
+        def is_file(self) -> bool:
+            raise OSError(code, os.strerror(code), str(self))
+
+    return Faulty(path)
+
+
+@pytest.mark.parametrize("where", ["stat", "load"])
+@pytest.mark.parametrize("code", [errno.EIO, errno.ESTALE])
+def test_a_file_system_fault_reading_a_checkpoint_is_a_fault_to_retry_not_bad_input(tmp_path, monkeypatch,
+                                                                                    where, code):  # fmt: skip
+    """An NFS server's EIO or ESTALE reading a sound checkpoint is no user error (which stops a
+    sweep and says to delete the file): one line naming the file, WorkFailed (exit 4, retried), and
+    the file is kept."""
+    model, optimizer, scheduler = _parts()
+    path = save_checkpoint(tmp_path, **_state(model, optimizer, scheduler))
+    saved = path.read_bytes()
+    if where == "stat":
+        monkeypatch.setattr(checkpoint, "checkpoint_path", lambda run_dir: faulty_path(path, code))
+    else:
+        def failing_load(*args, **kwargs):
+            raise OSError(code, os.strerror(code), str(path))
+
+        monkeypatch.setattr(checkpoint.torch, "load", failing_load)
+    with pytest.raises(WorkFailed) as info:
+        read_checkpoint(tmp_path, identity="abc")
+    message = str(info.value)
+    assert message.startswith(f"{path}: could not read the checkpoint") and os.strerror(code) in message
+    assert "\n" not in message and "delete" not in message
+    assert path.read_bytes() == saved

@@ -169,3 +169,36 @@ def test_a_file_system_fault_opening_the_stores_is_one_line_to_retry_or_left_to_
     assert line.startswith("error: ") and "Input/output error" in line and f"{tiny_store}/manifest.json" in line
     assert "re-run the same command" in line
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("caller", ["megadocs train", "sweep job"])
+def test_a_file_system_fault_reading_the_checkpoint_is_work_to_retry_not_a_user_error(
+        caller, small_store, tmp_path, monkeypatch, capsys, one_thread):  # fmt: skip
+    """ESTALE reading RUN's checkpoint: `megadocs train` says so in one line and exits 4 (re-run
+    resumes); a sweep's job raises it (the controller retries the run) rather than reporting a user
+    error, which would mark the point invalid and stop the sweep. The run directory is kept."""
+    import errno
+
+    from megadocs.errors import WorkFailed
+    from search.objective import RunTask
+    from tests.train.test_checkpoint import faulty_path
+    from train import checkpoint
+
+    out = tmp_path / "run"
+    monkeypatch.setattr(checkpoint, "checkpoint_path",
+                        lambda run_dir: faulty_path(out / "checkpoint" / checkpoint.STATE_FILE, errno.ESTALE))
+    settings = {"data": {"store": str(small_store), "context": 64, "real_epochs": 1},
+                "optim": {"batch_size": 8, "micro_batch_size": 8}, "eval": {"val_windows": 4}, "device": "cpu",
+                "tracking": {"tensorboard": False}}
+    if caller == "sweep job":
+        with pytest.raises(WorkFailed, match=r"could not read the checkpoint \(.*Stale file handle"):
+            RunTask(str(out), {}, train_config=settings)()
+    else:
+        config = tmp_path / "run.yaml"
+        config.write_text(yaml.safe_dump(settings))
+        assert main(["train", str(config), "--out", str(out)]) == Exit.WORK_FAILED
+        err = capsys.readouterr().err
+        line = err.strip().splitlines()[-1]
+        assert "Traceback" not in err and line.startswith(f"error: {out / 'checkpoint' / 'state.pt'}: could not read"), err
+        assert "delete" not in line
+    assert (out / "config.yaml").is_file()

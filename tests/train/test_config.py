@@ -137,3 +137,49 @@ def test_a_validator_that_says_what_it_got_is_not_followed_by_a_second_got():
         parse_config(_config(data={"document_mask": "maybe"}), RunConfig, source="run.yaml")
     assert str(info.value) == ("run.yaml: data.document_mask: document_mask: expected off | document | segment "
                                "(or true/false), got 'maybe'")
+
+
+def _sections(model, path=()):
+    """(dotted path, model class) of every model inside ``model``'s fields, recursively (optional too)."""
+    from megadocs.config import _is_model, _members
+
+    for name, field in model.model_fields.items():
+        for member in _members(field.annotation):
+            if _is_model(member):
+                yield ".".join((*path, name)), member
+                yield from _sections(member, (*path, name))
+
+
+# a setting each section's own cross-field check refuses (one per model validator)
+CROSS_FIELD = {
+    "data": [{"mixing_fraction": 0.5},
+             {"mixing_fraction": 0.5, "synthetic_epochs": 2, "synthetic": {"pool": "p", "algorithm": "simple", "g": 1}}],
+    "model": [{"preset": "7b"}],
+    "optim": [{"batch_size": 64, "micro_batch_size": 24}, {"weight_decay_on": ["linear", "linear"]}],
+    "eval": [{"extra": {"iid": {"store": "s"}}}, {"every": "often"}],
+}
+
+
+def test_every_sections_cross_field_check_is_its_message_after_the_section_not_the_section_again():
+    """A section's model validator names the fields and values itself: its line is
+    ``run.yaml: SECTION: MESSAGE``, never followed by ``, got {...the whole section...}``."""
+    from pydantic import ValidationError
+
+    checked = {path for path, section in _sections(RunConfig) if section.__pydantic_decorators__.model_validators}
+    assert checked == set(CROSS_FIELD)  # a new section validator gets a case here
+    sections = dict(_sections(RunConfig))
+    for path, settings in CROSS_FIELD.items():
+        for setting in settings:
+            config = _config(**{path: setting})
+            with pytest.raises(ValidationError) as own:
+                sections[path].model_validate(config[path])
+            with pytest.raises(UserError) as info:
+                parse_config(config, RunConfig, source="run.yaml")
+            assert str(info.value) == f"run.yaml: {path}: {own.value.errors()[0]['ctx']['error']}"
+
+
+def test_field_level_errors_still_say_what_they_got():
+    with pytest.raises(UserError, match=r"^run.yaml: optim.lr: Input should be greater than 0, got -1$"):
+        parse_config(_config(optim={"lr": -1}), RunConfig, source="run.yaml")
+    with pytest.raises(UserError, match=r"^run.yaml: data: Input should be a valid dictionary .*, got 5$"):
+        parse_config({"data": 5}, RunConfig, source="run.yaml")

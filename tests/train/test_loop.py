@@ -310,6 +310,49 @@ def test_unknown_benchmark_fails_before_training(small_store, tmp_path):
     assert not (tmp_path / "run").exists()
 
 
+def test_benchmark_data_that_lm_eval_cannot_load_fails_before_training(small_store, tmp_path):
+    """A file whose first example is fine but whose later line is not JSON: lm-eval's loading (the
+    final evaluation's) fails, and the run refuses it when it starts, naming the directory."""
+    import shutil
+
+    from tests.eval.conftest import DATA_DIR
+
+    data = shutil.copytree(DATA_DIR, tmp_path / "benchmark-data")
+    with (data / "piqa.jsonl").open("a") as f:
+        f.write('{"goal": "cut off", "sol1"\n')
+    config = make_config(small_store, eval__benchmarks=["piqa", "sciq"], eval__benchmark_data=str(data))
+    with pytest.raises(UserError) as error:
+        run(config, tmp_path / "run")
+    message = str(error.value)
+    assert message.startswith(f"eval.benchmark_data {data}: ") and "piqa" in message and "\n" not in message
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("dry_run", [False, True])
+def test_benchmarks_without_data_or_hub_are_refused_before_training(small_store, tmp_path, dry_run):
+    """No eval.benchmark_data and no Hub (an empty Hugging Face cache): one line naming
+    eval.benchmarks and eval.benchmark_data when the run starts (and in --dry-run), not after it
+    trained. A subprocess, so that the Hub is off for sure."""
+    import subprocess
+    import sys
+
+    import yaml
+
+    config = make_config(small_store, eval__benchmarks=["piqa", "arc_easy"])
+    path = tmp_path / "run.yaml"
+    path.write_text(yaml.safe_dump(config.model_dump(mode="json")))
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf")}
+    command = [sys.executable, "-m", "megadocs.cli", "train", str(path), "--out", str(tmp_path / "run")]
+    result = subprocess.run(command + (["--dry-run"] if dry_run else []), capture_output=True, text=True,
+                            env=env, timeout=300)
+    assert result.returncode == 2, result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr
+    assert "eval.benchmarks" in lines[0] and "eval.benchmark_data" in lines[0]
+    assert "piqa.jsonl" in lines[0] and "arc_easy.jsonl" in lines[0]
+    assert not (tmp_path / "run").exists()
+
+
 def test_a_run_opens_each_token_store_once(micro_store, tmp_path, monkeypatch):
     """The training store and every extra held-out store are opened once, when the run starts,
     and that open store is what training, the periodic curve and the final evaluation read (they
