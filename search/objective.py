@@ -61,6 +61,7 @@ from megadocs.exits import Exit
 from megadocs.formats import REAL, FailureKind, RunDir, RunMetrics, RunStatus, write_json
 from megadocs.pools import pool_identity, resolve_pool
 from megadocs.procs import exclusive_lock, world_from_env
+from megadocs.provenance import slurm_job_id
 from megadocs.provenance import write as write_provenance
 from search.params import RunParams
 from search.sweep import TRAIN_AXES, BaseTrain, Sweep
@@ -229,7 +230,7 @@ class RunTask(submitit.helpers.Checkpointable):
                 return self._train(run_dir) if world_size > 1 else RunMetrics.load(run_dir.metrics)
             write_json(run_dir.job, {
                 "host": socket.gethostname(), "pid": os.getpid(), "started": time.time(),
-                "job_id": _job_id(),
+                "job_id": slurm_job_id() or os.environ.get("SUBMITIT_LOCAL_JOB_ID"),  # as sacct names it
                 "params": self.params,
             })
             if self.train_config is not None:
@@ -270,17 +271,6 @@ class RunTask(submitit.helpers.Checkpointable):
             # step when a task exits non-zero (--kill-on-bad-exit, megadocs.executors), which could
             # kill rank 0 while it requeues the job (submitit's SIGUSR2 handler, rank 0 only)
             raise SystemExit(Exit.PREEMPTED if world_from_env()[0] == 0 else 0) from exc
-
-
-def _job_id() -> str | None:
-    """This job's id as the ledger, ``status`` and ``sacct`` name it: an array task's is
-    ``ARRAYID_TASK`` (submitit's), not the ``SLURM_JOB_ID`` SLURM also gives it; None outside a job."""
-    import submitit
-
-    try:
-        return submitit.JobEnvironment().job_id
-    except RuntimeError:  # not in a submitit job (an in-process debug run)
-        return None
 
 
 def module_source_hash(path: str) -> str:
