@@ -232,7 +232,8 @@ def test_resuming_drops_a_log_line_the_full_disk_cut_short(tmp_path):
 
 
 def faulty_path(path: Path, code: int) -> Path:
-    """``path`` on a file system that fails to stat it (``is_file``) with errno ``code``."""
+    """``path`` on a file system that fails to stat it (``is_file``) with errno ``code``. MOCK: no
+    NFS server here to fail for real (EIO, ESTALE)."""
 
     class Faulty(type(path)):
         def is_file(self) -> bool:
@@ -254,7 +255,7 @@ def test_a_file_system_fault_reading_a_checkpoint_is_a_fault_to_retry_not_bad_in
     if where == "stat":
         monkeypatch.setattr(checkpoint, "checkpoint_path", lambda run_dir: faulty_path(path, code))
     else:
-        def failing_load(*args, **kwargs):
+        def failing_load(*args, **kwargs):  # MOCK: a file system that fails the read (no NFS here)
             raise OSError(code, os.strerror(code), str(path))
 
         monkeypatch.setattr(checkpoint.torch, "load", failing_load)

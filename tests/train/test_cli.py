@@ -145,7 +145,7 @@ def test_a_file_system_fault_opening_the_stores_is_one_line_to_retry_or_left_to_
     config = tmp_path / "run.yaml"
     config.write_text(f"data: {{store: {tiny_store}}}\n")
 
-    def failing_open(cls, run_config):
+    def failing_open(cls, run_config):  # MOCK: a file system that fails the open (no NFS server here)
         raise OSError(errno.EIO, "Input/output error", f"{tiny_store}/manifest.json")
 
     seen = []

@@ -238,7 +238,7 @@ def test_wandb_online_without_credentials_is_one_line_naming_the_field(small_sto
     assert message.startswith("tracking.wandb: ") and "\n" not in message
     assert "wandb login" in message and "mode: offline" in message
 
-    def unreachable(**kwargs):
+    def unreachable(**kwargs):  # MOCK: a W&B server that does not answer (this machine has no internet)
         raise wandb.errors.CommError("Network error (ConnectionError), entering retry loop")
 
     monkeypatch.setattr(wandb, "init", unreachable)
