@@ -849,11 +849,13 @@ def assemble(lines: list[dict], *, part: str, sections: list[dict], merge: dict 
         checks.append({"name": "determinism cost: strict / before step time", "passed": True,
                        "detail": f"{ratio:.3f} ({timing['strict']:.3f} s vs {timing['before']:.3f} s per step)",
                        "skipped": False})  # fmt: skip
-    for row in rows["train"] + rows["determinism"]:  # a merged file can hold rows of several GPUs
+    date = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    for row in rows["train"] + rows["determinism"]:  # a merged file can hold rows of several GPUs and dates
         row.setdefault("device", meta.get("device"))
+        row.setdefault("date", date)
     results = {
         "device": meta.get("device", "unknown"), "torch": meta.get("torch", torch.__version__),
-        "cuda": meta.get("cuda"), "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "cuda": meta.get("cuda"), "date": date,
         "parts": [part], "meta": meta, "ceilings": rows["ceilings"], "train": rows["train"], "checks": checks,
         "loss": rows["loss"], "kernels": rows["kernels"], "compile": rows["compile"],
         "determinism": rows["determinism"], "sections": sections,
@@ -861,6 +863,7 @@ def assemble(lines: list[dict], *, part: str, sections: list[dict], merge: dict 
     if merge:
         for row in merge.get("train", []) + merge.get("determinism", []):
             row.setdefault("device", merge.get("device"))
+            row.setdefault("date", merge.get("date"))  # rows measured before the check recorded it: its part's
             row.setdefault("attention", "sdpa")  # rows measured before the check recorded it
         for key in ("train", "checks", "loss", "kernels", "compile", "determinism", "sections", "ceilings"):
             results[key] = merge.get(key, []) + results[key]

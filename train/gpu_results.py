@@ -63,6 +63,9 @@ class TrainRow(BaseModel):
     measured before the check recorded it ran ``sdpa``."""
     device: str | None = None
     """The GPU that measured the row (a file can hold rows of several); None: the file's ``device``."""
+    date: str | None = None
+    """When the row was measured (``YYYY-MM-DD HH:MM UTC``); None: the file's ``date`` (rows written
+    before the check recorded theirs)."""
 
 
 class CheckRow(BaseModel):
@@ -88,6 +91,11 @@ class GpuResults(BaseModel):
     def device_of(self, row: TrainRow) -> str:
         """The GPU that measured `row` (its own ``device``, else the file's)."""
         return row.device or self.device
+
+    def date_of(self, row: TrainRow) -> str:
+        """When `row` was measured (its own ``date``, else the file's: a merged file's date is its
+        last part's)."""
+        return row.date or self.date
 
     @property
     def gpus(self) -> list[str]:
@@ -153,7 +161,7 @@ def measured_utilisation(path: Path | None = None, *, gpu: str | None = None) ->
         note = ""
     shape = f"{row.preset}, context {row.context}, micro-batch {row.micro_batch}"
     return Utilisation(mfu=round(row.mfu, 3), peak_tflops=row.peak_tflops, device=device,
-                       source=f"measured on {device} ({shape}; {where}, {results.date}){note}")
+                       source=f"measured on {device} ({shape}; {where}, {results.date_of(row)}){note}")
 
 
 def _read(path: Path) -> GpuResults:

@@ -116,6 +116,8 @@ def test_assemble_judges_every_row_against_the_defaults_now_and_keeps_each_rows_
                      ("NVIDIA H100 80GB HBM3", "liger", "sdpa", "strict"): False,
                      ("NVIDIA H100 80GB HBM3", "chunked_compiled", "flex", "strict"): True,
                      ("NVIDIA H100 80GB HBM3", "chunked_compiled", "sdpa", "off"): False}  # fmt: skip
+    dates = {row["device"]: row["date"] for row in results["train"]}  # each row keeps when it was measured
+    assert dates["NVIDIA H200"] == "2026-12-04" and dates["NVIDIA H100 80GB HBM3"] == results["date"] != "2026-12-04"
     (tmp_path / "gpu.json").write_text(json.dumps(results))
     utilisation = measured_utilisation(tmp_path / "gpu.json")
     assert utilisation.mfu == 0.441 and "measured on NVIDIA H100 80GB HBM3" in utilisation.source

@@ -36,6 +36,19 @@ def test_one_gpu_measured_gives_the_source_it_always_gave(tmp_path):
     assert utilisation.source == f"measured on {H100} (300m, context 4096, micro-batch 32; {path}, 2026-12-05)"
 
 
+def test_the_source_names_when_its_row_was_measured_not_when_the_file_was_last_written(tmp_path):
+    """A file merged from several device checks has the date of its last part: a plan resting on an
+    older part's row quotes that row's date."""
+    path = write_gpu_results(tmp_path / "gpu.json", {H200: 0.40, None: 0.45})
+    results = json.loads(path.read_text())
+    for row in results["train"]:
+        row["date"] = "2026-12-04 18:53 UTC" if row["device"] == H200 else "2026-12-05 19:51 UTC"
+    path.write_text(json.dumps(results))
+    assert measured_utilisation(path).source.startswith(
+        f"measured on {H200} (300m, context 4096, micro-batch 32; {path}, 2026-12-04 18:53 UTC)")
+    assert "2026-12-05 19:51 UTC" in measured_utilisation(path, gpu="H100").source
+
+
 @pytest.mark.parametrize(("h100", "h200"), [(0.441, 0.52), (0.48, 0.43)])
 def test_without_gpu_the_slowest_measured_is_planned_and_the_others_named(tmp_path, h100, h200):
     path = write_gpu_results(tmp_path / "gpu.json", {H200: h200, None: h100})
