@@ -239,7 +239,8 @@ def sample_pool(generator: str | Path, n_docs: int, out: str | Path, *, engine: 
 
 STAT_COUNTS = ("documents", "generations", "output_tokens", "truncated_prompts", "length_truncated",
                "empty_outputs", "run_tokens", "run_seconds")
-"""Per-shard counts (the ``.done`` marker) summed into the manifest's statistics."""
+"""Per-shard counts (the ``.done`` marker) summed into the manifest's statistics (``run_tokens`` and
+``run_seconds``: over every run of the shard, :class:`megadocs.pools.ShardProgress`)."""
 
 
 class GeneratePool(ShardedStep):
@@ -498,6 +499,9 @@ def _run_shard(options: GenerateOptions, manifest: pools.PoolManifest, template:
     docs = _shard_documents(options, manifest, index)
     done = set(pools.load_shard(rows_file, options.g))
     pending = [doc for doc in docs if doc.doc_id not in done]
+    progress_file = pools.progress_path(out, index, count)
+    # its earlier runs' chunks (none without rows: a log left beside no rows is started anew below)
+    earlier = pools.read_progress(progress_file) if done else pools.ShardProgress()
     prompter = _Prompter(options, template, engine)
     provenance = {
         "prompt_template": template.name if template else "unconditional",
@@ -506,8 +510,8 @@ def _run_shard(options: GenerateOptions, manifest: pools.PoolManifest, template:
         "engine": engine.name, "sampling": options.sampling.describe(), "seed": options.seed,
     }
     inner = functools.partial(tqdm, leave=False, position=1, file=sys.stderr) if options.progress else None
-    run_tokens, run_seconds = 0, 0.0
-    with names_file(rows_file), open(rows_file, "ab") as handle, tqdm(
+    run_tokens, run_seconds = earlier.run_tokens, earlier.run_seconds  # this shard's, over every run of it
+    with names_file(rows_file), open(rows_file, "ab") as handle, open(progress_file, "ab" if done else "wb") as log, tqdm(
         total=len(docs), initial=len(docs) - len(pending), unit="doc", file=sys.stderr,
         desc=f"{options.kind} {pools.shard_stem(index, count)}", disable=not options.progress,
     ) as bar:
@@ -517,7 +521,8 @@ def _run_shard(options: GenerateOptions, manifest: pools.PoolManifest, template:
             requests = [request for doc_requests in per_doc for request, _ in doc_requests]
             started = time.perf_counter()
             completions: list[list[Completion]] = engine.generate(requests, options.sampling, progress=inner)
-            run_seconds += time.perf_counter() - started
+            spent = pools.ShardProgress(run_tokens=sum(c.n_tokens for samples in completions for c in samples),
+                                        run_seconds=time.perf_counter() - started)
             position = 0
             lines = []
             for doc, doc_requests in zip(chunk, per_doc):
@@ -529,7 +534,11 @@ def _run_shard(options: GenerateOptions, manifest: pools.PoolManifest, template:
                 handle.write(("\n".join(lines) + "\n").encode())
                 handle.flush()
                 os.fsync(handle.fileno())  # durable before we count it done
-            run_tokens += sum(c.n_tokens for samples in completions for c in samples)
+                with names_file(progress_file):
+                    log.write(spent.line())  # after its rows: a line never counts rows that are not there
+                    log.flush()
+                    os.fsync(log.fileno())
+            run_tokens, run_seconds = run_tokens + spent.run_tokens, run_seconds + spent.run_seconds
             bar.update(len(chunk))
             bar.set_postfix(tok_s=f"{run_tokens / run_seconds:.0f}" if run_seconds else "-")
     pools.load_shard(rows_file, options.g)  # drops a torn tail; every row left is complete

@@ -5,6 +5,7 @@ analysis read through it (docs/architecture.md, "Generation pool").
 POOL/manifest.json                    PoolManifest: what defines the generations + statistics
 POOL/shard-{i:05d}-of-{n:05d}.jsonl   one PoolRow per line, a document's G rows together
 POOL/shard-{i:05d}-of-{n:05d}.done    the shard's statistics, written once its rows are durable
+POOL/shard-{i:05d}-of-{n:05d}.progress  ShardProgress per durable chunk: engine time, every run
 ```
 
 The rules every reader and writer shares:
@@ -34,6 +35,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache, partial
@@ -49,7 +51,8 @@ from megadocs.formats import ALGORITHMS, MANIFEST, PoolKind, atomic_file, write_
 
 __all__ = [
     "POOL_FORMAT", "MANIFEST", "IDENTITY_FIELDS", "PoolManifest", "PoolDiversity", "DiversityMeasures", "PoolRow", "parse_manifest", "read_manifest", "write_manifest",
-    "pool_identity", "pool_identity_of", "check_extends", "shard_stem", "rows_path", "done_path", "shard_of",
+    "pool_identity", "pool_identity_of", "check_extends", "shard_stem", "rows_path", "done_path", "progress_path",
+    "ShardProgress", "read_progress", "shard_of",
     "shard_positions", "iter_shard_documents", "iter_rows", "iter_doc_groups", "iter_pool_documents", "load_shard", "require_complete", "require_source", "pool_source", "is_empty",
     "sample_doc_id", "pool_generations", "select_generations", "served_gs", "pool_entry", "resolve_pool",
 ]
@@ -126,8 +129,10 @@ class GenerationStatistics(BaseModel):
     mean_tokens: float = 0.0
     """Mean generated tokens per generation (0 before any)."""
     tokens_per_s: float | None = None
-    """Prompt and generated tokens per second of engine time (None before any)."""
+    """Generated tokens per second of engine time, over every run of every shard (None before any)."""
     generation_seconds: float = 0.0
+    """Engine time generating, summed over the shards and over every run of a shard resumed after
+    a kill (:class:`ShardProgress`)."""
     shards_done: int = 0
 
 
@@ -296,6 +301,61 @@ def rows_path(pool: str | Path, index: int, count: int) -> Path:
 def done_path(folder: str | Path, index: int, count: int) -> Path:
     """A shard's completion marker in ``folder`` (a pool, or a step's output beside it)."""
     return Path(folder) / f"{shard_stem(index, count)}.done"
+
+
+def progress_path(pool: str | Path, index: int, count: int) -> Path:
+    """A shard's :class:`ShardProgress` log: one line appended after each chunk of its rows is durable."""
+    return Path(pool) / f"{shard_stem(index, count)}.progress"
+
+
+class ShardProgress(BaseModel):
+    """What one chunk of a shard's rows cost (a line of ``.progress``, appended and fsynced
+    after the chunk's rows): a shard resumed after a kill adds the earlier runs' lines to its own,
+    so its ``.done`` counts (and the manifest's ``generation_seconds`` and ``tokens_per_s``) cover
+    every run, not the last one. A run killed between a chunk's rows and its line loses that
+    chunk's figures (never counts them twice). Appended, not rewritten: a full disk fills the rows
+    file first, whose torn tail a re-run cuts (:func:`load_shard`)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    run_tokens: int = Field(0, ge=0)
+    """Tokens generated (the rows' ``n_tokens``)."""
+    run_seconds: float = Field(0.0, ge=0)
+    """Engine seconds generating them."""
+
+    def __add__(self, other: ShardProgress) -> ShardProgress:
+        return ShardProgress(run_tokens=self.run_tokens + other.run_tokens,
+                             run_seconds=self.run_seconds + other.run_seconds)
+
+    def line(self) -> bytes:
+        """Its line in the log (with the newline)."""
+        return (self.model_dump_json() + "\n").encode()
+
+
+def read_progress(path: str | Path) -> ShardProgress:
+    """The sum of a shard's progress log so far; zero without one (its first run). A torn last
+    line (a kill mid-append) is cut off in place, as :func:`load_shard` cuts rows, so the next
+    line starts on its own; another line that is not a chunk's progress (a hand edit) is skipped,
+    said in one line on stderr: statistics never refuse a pool."""
+    total, skipped = ShardProgress(), 0
+    try:
+        data = Path(path).read_bytes()
+    except FileNotFoundError:
+        return total
+    whole = data.rfind(b"\n") + 1
+    if whole < len(data):
+        with open(path, "r+b") as handle:
+            handle.truncate(whole)
+            os.fsync(handle.fileno())
+    for line in data[:whole].splitlines():
+        try:
+            total += ShardProgress.model_validate_json(line)
+        except ValidationError:
+            skipped += 1
+    if skipped:
+        print(f"{path}: {skipped} line(s) not a chunk's progress, not counted in generation_seconds",
+              file=sys.stderr, flush=True)
+    return total
 
 
 def shard_of(doc_index: int, count: int) -> int:

@@ -52,6 +52,37 @@ def test_interrupted_then_resumed_pool_equals_uninterrupted(tmp_path, tiny_gener
     assert _texts(out) == _texts(full_pool)
 
 
+def test_a_resumed_shard_s_statistics_count_every_run_of_it(tmp_path, tiny_generator, docs4, engine, monkeypatch):
+    """generation_seconds and tokens_per_s were of the last run only: a shard resumed after a kill
+    reported the engine time of the chunks it generated after the restart. MOCK: gen's clock, which
+    only the engine calls move (10 s each), so the totals are known without timing anything."""
+    import types
+
+    import gen.generate
+
+    clock = [0.0]
+    monkeypatch.setattr(gen.generate, "time", types.SimpleNamespace(perf_counter=lambda: clock[0]))
+    real_generate, calls, tokens = engine.generate, [], []
+
+    def ten_seconds_each(requests, sampling, progress=None):
+        calls.append(len(requests))
+        if len(calls) == 2:
+            raise KeyboardInterrupt  # killed in its second chunk: nothing of it was written
+        completions = real_generate(requests, sampling, progress)
+        clock[0] += 10.0
+        tokens.append(sum(c.n_tokens for samples in completions for c in samples))
+        return completions
+
+    monkeypatch.setattr(engine, "generate", ten_seconds_each)
+    out = tmp_path / "pool"
+    with pytest.raises(KeyboardInterrupt):
+        generate_pool("rephrase", docs4, tiny_generator, 1, out, engine=engine, **OPTIONS)
+    manifest = generate_pool("rephrase", docs4, tiny_generator, 1, out, engine=engine, **OPTIONS)
+    statistics = GenerationStatistics.model_validate(manifest["statistics"])
+    assert len(tokens) == 4 and statistics.generation_seconds == 40.0  # 1 chunk before the kill + 3 after
+    assert statistics.output_tokens == sum(tokens) and statistics.tokens_per_s == sum(tokens) / 40.0
+
+
 def test_transformers_rows_match_the_pool_format(full_pool):
     rows = read_rows(full_pool)
     assert len(rows) == 8
@@ -346,3 +377,16 @@ def test_assembly_picks_generations_by_gen_index_not_file_position(full_pool, do
     expected = (full_pool / "assembled" / "latent-g2" / "documents.jsonl").read_text()
     assert (shuffled / "assembled" / "latent-g2" / "documents.jsonl").read_text() == expected
     assert "<think>" in expected
+
+
+def test_a_progress_line_torn_by_a_kill_is_cut_and_the_next_starts_on_its_own(tmp_path, capsys):
+    from megadocs.pools import ShardProgress, read_progress
+
+    log = tmp_path / "shard-00000-of-00001.progress"
+    first = ShardProgress(run_tokens=5, run_seconds=1.5)
+    log.write_bytes(first.line() + first.line()[:9])  # killed mid-append
+    assert read_progress(log) == first and log.read_bytes() == first.line()
+    with open(log, "ab") as handle:
+        handle.write(b"{hand edited}\n" + first.line())
+    assert read_progress(log) == first + first
+    assert "1 line(s) not a chunk's progress" in capsys.readouterr().err
