@@ -11,8 +11,9 @@ POOL/shard-{i:05d}-of-{n:05d}.progress  ShardProgress per durable chunk: engine 
 The rules every reader and writer shares:
 
 - **Sharding**: document ``k`` of the source (in :func:`megadocs.corpus.iter_documents` order; a
-  token store contributes its train split) is document ``k // n`` of shard ``k % n``
-  (:func:`shard_of`, :func:`iter_shard_documents`).
+  token store contributes its train split; a raw corpus's empty or whitespace-only documents are
+  left out first, as `data prepare` leaves them out of a store) is document ``k // n`` of shard
+  ``k % n`` (:func:`shard_of`, :func:`iter_shard_documents`).
 - **Completeness**: a pool is usable once every shard has its ``.done`` marker
   (:func:`require_complete`); a document is complete with exactly the ``gen_index`` values
   0..G-1 (:func:`load_shard` drops a half-written one after a kill).
@@ -44,7 +45,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from megadocs.corpus import STDLIB, Document, iter_documents, source_hash
+from megadocs.corpus import STDLIB, Document, is_empty_document, iter_documents, source_hash
 from megadocs.errors import UserError
 from megadocs.fingerprint import FINGERPRINT_PREFIX, LEGACY_PREFIX, legacy_fingerprint, model_fingerprint
 from megadocs.formats import ALGORITHMS, MANIFEST, PoolKind, atomic_file, write_json
@@ -152,6 +153,9 @@ class PoolManifest(BaseModel):
     source_hash: str | None = None
     """:func:`megadocs.corpus.source_hash` of the source when generation started."""
     n_docs: int | None = None
+    empty_documents_skipped: int | None = None
+    """The source's empty or whitespace-only documents, not the pool's (:func:`iter_shard_documents`);
+    None in a sample pool's manifest and in one written before gen counted them."""
     generator: str | None = None
     """Where the generator was read from (provenance)."""
     generator_revision: str | None = None
@@ -378,18 +382,29 @@ def sample_doc_id(k: int) -> str:
     return f"sample-{k:07d}"
 
 
-def iter_shard_documents(manifest: PoolManifest, index: int | None = None,
-                         source: str | None = None) -> Iterator[Document]:
+def iter_shard_documents(manifest: PoolManifest, index: int | None = None, source: str | None = None, *,
+                         left_out: list[str] | None = None) -> Iterator[Document]:
     """The pool's source documents (``source`` overrides the manifest's), those of shard ``index``
-    only when given, in source order; a sample pool's are its ``sample-{k}`` ids with no text."""
+    only when given, in source order; a sample pool's are its ``sample-{k}`` ids with no text.
+    A source's empty or whitespace-only documents (:func:`megadocs.corpus.is_empty_document`: a
+    raw corpus's; a store has none) are not the pool's: left out before the sharding, their ids
+    appended to ``left_out`` when given."""
     count = manifest.num_shards
     if manifest.kind is PoolKind.SAMPLE:
-        documents = (Document(sample_doc_id(k), "") for k in range(manifest.n_docs or 0))
+        documents: Iterator[Document] = (Document(sample_doc_id(k), "") for k in range(manifest.n_docs or 0))
     else:
-        documents = iter_documents(source or manifest.source)
+        documents = _nonempty(iter_documents(source or manifest.source), left_out)
     for k, doc in enumerate(documents):
         if index is None or shard_of(k, count) == index:
             yield doc
+
+
+def _nonempty(documents: Iterator[Document], left_out: list[str] | None) -> Iterator[Document]:
+    for doc in documents:
+        if not is_empty_document(doc):
+            yield doc
+        elif left_out is not None:
+            left_out.append(doc.doc_id)
 
 
 def require_complete(pool: str | Path, manifest: PoolManifest, field: str = "--pool") -> None:

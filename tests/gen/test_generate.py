@@ -192,6 +192,56 @@ def test_a_source_of_duplicate_ids_or_no_documents_is_refused_before_the_engine_
     assert not (tmp_path / "pool" / "manifest.json").exists()
 
 
+def test_empty_documents_of_a_raw_corpus_are_left_out_and_counted(tiny_generator, engine, tmp_path, capsys):
+    """A whitespace-only document got G generations from a prompt holding nothing. It is left out,
+    as `data prepare` leaves it out of a store: the pool's documents are the source's non-empty ones
+    (sharded among themselves), so the pool is complete and assembles; the count is in the manifest
+    and on stderr."""
+    from gen.assemble import assemble
+
+    docs = tmp_path / "docs.jsonl"
+    docs.write_text("".join(json.dumps(row) + "\n" for row in [
+        {"id": "owls", "text": "Owls hunt at night."}, {"id": "blank", "text": " \n\t"}, {"id": "void", "text": ""},
+        {"id": "bats", "text": "Bats hunt at night too."}, {"id": "moths", "text": "Moths fly to the light."}]))
+    out = tmp_path / "pool"
+    manifest = generate_pool("rephrase", docs, tiny_generator, 1, out, engine=engine, num_shards=2, **OPTIONS)
+    assert "docs.jsonl: 2 empty or whitespace-only document(s) left out" in capsys.readouterr().err
+    assert manifest["complete"] and manifest["empty_documents_skipped"] == 2
+    assert manifest["statistics"]["documents"] == 3
+    rows = read_rows(out)
+    assert {(r["doc_id"], r["_shard"][:14]) for r in rows} == {  # document k of the non-empty ones: shard k % 2
+        ("owls", "shard-00000-of"), ("bats", "shard-00001-of"), ("moths", "shard-00000-of")}
+    assert assemble(out, "simple", 1)["real_documents"] == 3
+
+
+def test_a_pool_an_earlier_gen_began_with_rows_of_an_empty_document_is_refused_not_resumed(tiny_generator, engine,
+                                                                                           tmp_path, monkeypatch):
+    """Before, gen generated from empty documents too: such a pool's later documents fall in other
+    shards now, so resuming it would mix two shardings in one pool. Refused in one line instead.
+    MOCK: the earlier gen, as the empty-document rule answering no."""
+    docs = tmp_path / "docs.jsonl"
+    docs.write_text("".join(json.dumps(row) + "\n" for row in [
+        {"id": "blank", "text": "  "}, {"id": "owls", "text": "Owls hunt at night."},
+        {"id": "bats", "text": "Bats hunt at night too."}]))
+    out, real_generate, calls = tmp_path / "pool", engine.generate, []
+
+    def dies_on_second_chunk(requests, sampling, progress=None):
+        calls.append(len(requests))
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real_generate(requests, sampling, progress)
+
+    with monkeypatch.context() as earlier:
+        earlier.setattr("megadocs.pools.is_empty_document", lambda doc: False)
+        earlier.setattr(engine, "generate", dies_on_second_chunk)
+        with pytest.raises(KeyboardInterrupt):
+            generate_pool("rephrase", docs, tiny_generator, 1, out, engine=engine, **OPTIONS)
+    assert [row["doc_id"] for row in read_rows(out)] == ["blank"]
+    with pytest.raises(UserError, match=r"shard-00000-of-00001.jsonl: holds rows of document 'blank', not one of "
+                                        r"this shard's documents .* use a new --out$"):
+        generate_pool("rephrase", docs, tiny_generator, 1, out, engine=engine, **OPTIONS)
+
+
 def test_plain_text_fallback_when_the_tokenizer_has_no_chat_template(tiny_generator_plain, tmp_path):
     from gen.engines import TransformersEngine
 
