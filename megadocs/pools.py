@@ -608,6 +608,10 @@ def load_shard(path: str | Path, g: int) -> list[str]:
     writer does not leave (a bad or duplicate row, an incomplete document, before the end) is
     dropped by rewriting the file atomically without it (room for a copy; duplicates keep the
     first row). One streaming pass (a second for a rewrite): memory is one bit mask per document.
+
+    Raises:
+        UserError: a row whose ``gen_index`` is outside 0..g-1 (naming the file, line and
+            document; the file is left as it was).
     """
     path = Path(path)
     if not path.is_file():
@@ -616,10 +620,13 @@ def load_shard(path: str | Path, g: int) -> list[str]:
     seen: dict[str, int] = {}  # doc_id -> bit mask of the gen_index values read
     clean = True  # no row to drop so far: the file is still the prefix that is kept
     kept_end, kept_docs, current = 0, 0, None  # the prefix kept: its end, its documents; the last document
-    for _number, line, row, _why, end in _iter_lines(path):
+    for number, line, row, _why, end in _iter_lines(path):
         if row is None or not line.endswith(b"\n"):
             clean = False
             continue
+        if not 0 <= row.gen_index < g:  # never written by gen: a hand edit, kept for its author to fix
+            raise UserError(f"{path}:{number}: document {row.doc_id!r}: gen_index {row.gen_index} is outside "
+                            f"0..{g - 1} (the pool's G is {g}); fix or remove the row, then re-run")
         mask = seen.get(row.doc_id, 0)
         bit = 1 << row.gen_index
         # a duplicate row, a document resumed after another, or one left incomplete before the next
