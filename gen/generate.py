@@ -239,7 +239,8 @@ def sample_pool(generator: str | Path, n_docs: int, out: str | Path, *, engine: 
 
 STAT_COUNTS = ("documents", "generations", "output_tokens", "truncated_prompts", "length_truncated",
                "empty_outputs", "run_tokens", "run_seconds")
-"""Per-shard counts (the ``.done`` marker) summed into the manifest's statistics."""
+"""Per-shard counts (the ``.done`` marker) summed into the manifest's statistics (``run_tokens`` and
+``run_seconds``: over every run of the shard, :class:`megadocs.pools.ShardProgress`)."""
 
 
 class GeneratePool(ShardedStep):
@@ -274,8 +275,15 @@ class GeneratePool(ShardedStep):
         if context is not None:
             prompt_budget(options, self.template, self._tokenizer, context)
         intended = _intended_manifest(options, self.template, self._tokenizer)
-        for _ in _source_documents(options, intended):  # bad ids refused now, not per shard after its engine start
+        left_out: list[str] = []
+        for _ in _source_documents(options, intended, left_out):  # bad ids refused now, not per shard after its engine start
             pass
+        if intended.kind is not PoolKind.SAMPLE:
+            intended = intended.model_copy(update={"empty_documents_skipped": len(left_out)})
+        if left_out:
+            named = ", ".join(repr(doc_id) for doc_id in left_out[:3]) + (", ..." if len(left_out) > 3 else "")
+            print(f"--docs: {options.docs}: {len(left_out)} empty or whitespace-only document(s) left out ({named}), "
+                  f"as `megadocs data prepare` leaves them out of a store", file=sys.stderr, flush=True)
 
         def same(existing: dict) -> bool:
             if not _holds_generations(self.folder):
@@ -367,14 +375,18 @@ def _refuse_local_engines_on_one_gpu(options: GenerateOptions) -> None:
                     "--executor slurm with a profile of gpus_per_node: 1")
 
 
-def _source_documents(options: GenerateOptions, manifest: pools.PoolManifest) -> Iterator[Document]:
+def _source_documents(options: GenerateOptions, manifest: pools.PoolManifest,
+                      left_out: list[str] | None = None) -> Iterator[Document]:
     """The pool's source documents in order, refusing (one UserError line) an id seen before or a
     source without documents. Ids are checked across the whole source, not a shard: whether two
     documents share a shard must not decide whether their ids clash (the guard and the tokens key
-    documents by id). :meth:`GeneratePool.prepare` reads it through once, before the manifest is
-    written and the engine starts; each shard reads it again for its documents."""
+    documents by id). Empty or whitespace-only documents are not the pool's (their ids appended to
+    ``left_out``: :func:`megadocs.pools.iter_shard_documents`). :meth:`GeneratePool.prepare` reads
+    it through once, before the manifest is written and the engine starts; each shard reads it
+    again for its documents."""
     empty = True
-    for doc in unique_documents(pools.iter_shard_documents(manifest, source=options.docs), f"--docs: {options.docs}"):
+    documents = pools.iter_shard_documents(manifest, source=options.docs, left_out=left_out)
+    for doc in unique_documents(documents, f"--docs: {options.docs}"):
         empty = False
         yield doc
     if empty:
@@ -497,7 +509,15 @@ def _run_shard(options: GenerateOptions, manifest: pools.PoolManifest, template:
     rows_file = pools.rows_path(out, index, count)
     docs = _shard_documents(options, manifest, index)
     done = set(pools.load_shard(rows_file, options.g))
+    strangers = done - {doc.doc_id for doc in docs}
+    if strangers:  # e.g. an earlier gen's rows of an empty document, which it prompted with nothing
+        raise UserError(f"{rows_file}: holds rows of document {min(strangers)!r}, not one of this shard's documents "
+                        f"of {options.docs or manifest.source} (an earlier gen that generated from empty documents "
+                        f"too, or a hand-edited shard): use a new --out")
     pending = [doc for doc in docs if doc.doc_id not in done]
+    progress_file = pools.progress_path(out, index, count)
+    # its earlier runs' chunks (none without rows: a log left beside no rows is started anew below)
+    earlier = pools.read_progress(progress_file) if done else pools.ShardProgress()
     prompter = _Prompter(options, template, engine)
     provenance = {
         "prompt_template": template.name if template else "unconditional",
@@ -506,8 +526,8 @@ def _run_shard(options: GenerateOptions, manifest: pools.PoolManifest, template:
         "engine": engine.name, "sampling": options.sampling.describe(), "seed": options.seed,
     }
     inner = functools.partial(tqdm, leave=False, position=1, file=sys.stderr) if options.progress else None
-    run_tokens, run_seconds = 0, 0.0
-    with names_file(rows_file), open(rows_file, "ab") as handle, tqdm(
+    run_tokens, run_seconds = earlier.run_tokens, earlier.run_seconds  # this shard's, over every run of it
+    with names_file(rows_file), open(rows_file, "ab") as handle, open(progress_file, "ab" if done else "wb") as log, tqdm(
         total=len(docs), initial=len(docs) - len(pending), unit="doc", file=sys.stderr,
         desc=f"{options.kind} {pools.shard_stem(index, count)}", disable=not options.progress,
     ) as bar:
@@ -517,7 +537,8 @@ def _run_shard(options: GenerateOptions, manifest: pools.PoolManifest, template:
             requests = [request for doc_requests in per_doc for request, _ in doc_requests]
             started = time.perf_counter()
             completions: list[list[Completion]] = engine.generate(requests, options.sampling, progress=inner)
-            run_seconds += time.perf_counter() - started
+            spent = pools.ShardProgress(run_tokens=sum(c.n_tokens for samples in completions for c in samples),
+                                        run_seconds=time.perf_counter() - started)
             position = 0
             lines = []
             for doc, doc_requests in zip(chunk, per_doc):
@@ -529,7 +550,11 @@ def _run_shard(options: GenerateOptions, manifest: pools.PoolManifest, template:
                 handle.write(("\n".join(lines) + "\n").encode())
                 handle.flush()
                 os.fsync(handle.fileno())  # durable before we count it done
-            run_tokens += sum(c.n_tokens for samples in completions for c in samples)
+                with names_file(progress_file):
+                    log.write(spent.line())  # after its rows: a line never counts rows that are not there
+                    log.flush()
+                    os.fsync(log.fileno())
+            run_tokens, run_seconds = run_tokens + spent.run_tokens, run_seconds + spent.run_seconds
             bar.update(len(chunk))
             bar.set_postfix(tok_s=f"{run_tokens / run_seconds:.0f}" if run_seconds else "-")
     pools.load_shard(rows_file, options.g)  # drops a torn tail; every row left is complete

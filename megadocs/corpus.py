@@ -33,7 +33,7 @@ from typing import BinaryIO
 
 from megadocs.errors import UserError
 
-__all__ = ["Document", "iter_documents", "unique_documents", "iter_jsonl", "source_hash", "is_token_store",
+__all__ = ["Document", "is_empty_document", "iter_documents", "unique_documents", "iter_jsonl", "source_hash", "is_token_store",
            "token_store_manifest", "parse_store_manifest", "store_documents", "STDLIB",
            "STORE_FORMAT"]
 
@@ -56,6 +56,13 @@ class Document:
 
     doc_id: str
     text: str
+
+
+def is_empty_document(doc: Document) -> bool:
+    """The empty-document rule: a document of only whitespace holds nothing to train on or to
+    prompt with; `data prepare` leaves it out of a store (counted: ``skipped_empty``) and `gen`
+    out of a pool's documents (counted: ``empty_documents_skipped``)."""
+    return not doc.text.strip()
 
 
 def is_token_store(path: str | Path) -> bool:

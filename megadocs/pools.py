@@ -5,13 +5,15 @@ analysis read through it (docs/architecture.md, "Generation pool").
 POOL/manifest.json                    PoolManifest: what defines the generations + statistics
 POOL/shard-{i:05d}-of-{n:05d}.jsonl   one PoolRow per line, a document's G rows together
 POOL/shard-{i:05d}-of-{n:05d}.done    the shard's statistics, written once its rows are durable
+POOL/shard-{i:05d}-of-{n:05d}.progress  ShardProgress per durable chunk: engine time, every run
 ```
 
 The rules every reader and writer shares:
 
 - **Sharding**: document ``k`` of the source (in :func:`megadocs.corpus.iter_documents` order; a
-  token store contributes its train split) is document ``k // n`` of shard ``k % n``
-  (:func:`shard_of`, :func:`iter_shard_documents`).
+  token store contributes its train split; a raw corpus's empty or whitespace-only documents are
+  left out first, as `data prepare` leaves them out of a store) is document ``k // n`` of shard
+  ``k % n`` (:func:`shard_of`, :func:`iter_shard_documents`).
 - **Completeness**: a pool is usable once every shard has its ``.done`` marker
   (:func:`require_complete`); a document is complete with exactly the ``gen_index`` values
   0..G-1 (:func:`load_shard` drops a half-written one after a kill).
@@ -34,6 +36,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache, partial
@@ -42,14 +45,15 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from megadocs.corpus import STDLIB, Document, iter_documents, source_hash
+from megadocs.corpus import STDLIB, Document, is_empty_document, iter_documents, source_hash
 from megadocs.errors import UserError
 from megadocs.fingerprint import FINGERPRINT_PREFIX, LEGACY_PREFIX, legacy_fingerprint, model_fingerprint
 from megadocs.formats import ALGORITHMS, MANIFEST, PoolKind, atomic_file, write_json
 
 __all__ = [
     "POOL_FORMAT", "MANIFEST", "IDENTITY_FIELDS", "PoolManifest", "PoolDiversity", "DiversityMeasures", "PoolRow", "parse_manifest", "read_manifest", "write_manifest",
-    "pool_identity", "pool_identity_of", "check_extends", "shard_stem", "rows_path", "done_path", "shard_of",
+    "pool_identity", "pool_identity_of", "check_extends", "shard_stem", "rows_path", "done_path", "progress_path",
+    "ShardProgress", "read_progress", "shard_of",
     "shard_positions", "iter_shard_documents", "iter_rows", "iter_doc_groups", "iter_pool_documents", "load_shard", "require_complete", "require_source", "pool_source", "is_empty",
     "sample_doc_id", "pool_generations", "select_generations", "served_gs", "pool_entry", "resolve_pool",
 ]
@@ -126,8 +130,10 @@ class GenerationStatistics(BaseModel):
     mean_tokens: float = 0.0
     """Mean generated tokens per generation (0 before any)."""
     tokens_per_s: float | None = None
-    """Prompt and generated tokens per second of engine time (None before any)."""
+    """Generated tokens per second of engine time, over every run of every shard (None before any)."""
     generation_seconds: float = 0.0
+    """Engine time generating, summed over the shards and over every run of a shard resumed after
+    a kill (:class:`ShardProgress`)."""
     shards_done: int = 0
 
 
@@ -147,6 +153,9 @@ class PoolManifest(BaseModel):
     source_hash: str | None = None
     """:func:`megadocs.corpus.source_hash` of the source when generation started."""
     n_docs: int | None = None
+    empty_documents_skipped: int | None = None
+    """The source's empty or whitespace-only documents, not the pool's (:func:`iter_shard_documents`);
+    None in a sample pool's manifest and in one written before gen counted them."""
     generator: str | None = None
     """Where the generator was read from (provenance)."""
     generator_revision: str | None = None
@@ -298,6 +307,61 @@ def done_path(folder: str | Path, index: int, count: int) -> Path:
     return Path(folder) / f"{shard_stem(index, count)}.done"
 
 
+def progress_path(pool: str | Path, index: int, count: int) -> Path:
+    """A shard's :class:`ShardProgress` log: one line appended after each chunk of its rows is durable."""
+    return Path(pool) / f"{shard_stem(index, count)}.progress"
+
+
+class ShardProgress(BaseModel):
+    """What one chunk of a shard's rows cost (a line of ``.progress``, appended and fsynced
+    after the chunk's rows): a shard resumed after a kill adds the earlier runs' lines to its own,
+    so its ``.done`` counts (and the manifest's ``generation_seconds`` and ``tokens_per_s``) cover
+    every run, not the last one. A run killed between a chunk's rows and its line loses that
+    chunk's figures (never counts them twice). Appended, not rewritten: a full disk fills the rows
+    file first, whose torn tail a re-run cuts (:func:`load_shard`)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    run_tokens: int = Field(0, ge=0)
+    """Tokens generated (the rows' ``n_tokens``)."""
+    run_seconds: float = Field(0.0, ge=0)
+    """Engine seconds generating them."""
+
+    def __add__(self, other: ShardProgress) -> ShardProgress:
+        return ShardProgress(run_tokens=self.run_tokens + other.run_tokens,
+                             run_seconds=self.run_seconds + other.run_seconds)
+
+    def line(self) -> bytes:
+        """Its line in the log (with the newline)."""
+        return (self.model_dump_json() + "\n").encode()
+
+
+def read_progress(path: str | Path) -> ShardProgress:
+    """The sum of a shard's progress log so far; zero without one (its first run). A torn last
+    line (a kill mid-append) is cut off in place, as :func:`load_shard` cuts rows, so the next
+    line starts on its own; another line that is not a chunk's progress (a hand edit) is skipped,
+    said in one line on stderr: statistics never refuse a pool."""
+    total, skipped = ShardProgress(), 0
+    try:
+        data = Path(path).read_bytes()
+    except FileNotFoundError:
+        return total
+    whole = data.rfind(b"\n") + 1
+    if whole < len(data):
+        with open(path, "r+b") as handle:
+            handle.truncate(whole)
+            os.fsync(handle.fileno())
+    for line in data[:whole].splitlines():
+        try:
+            total += ShardProgress.model_validate_json(line)
+        except ValidationError:
+            skipped += 1
+    if skipped:
+        print(f"{path}: {skipped} line(s) not a chunk's progress, not counted in generation_seconds",
+              file=sys.stderr, flush=True)
+    return total
+
+
 def shard_of(doc_index: int, count: int) -> int:
     """The shard that owns the ``doc_index``-th document of the source."""
     return doc_index % count
@@ -318,18 +382,29 @@ def sample_doc_id(k: int) -> str:
     return f"sample-{k:07d}"
 
 
-def iter_shard_documents(manifest: PoolManifest, index: int | None = None,
-                         source: str | None = None) -> Iterator[Document]:
+def iter_shard_documents(manifest: PoolManifest, index: int | None = None, source: str | None = None, *,
+                         left_out: list[str] | None = None) -> Iterator[Document]:
     """The pool's source documents (``source`` overrides the manifest's), those of shard ``index``
-    only when given, in source order; a sample pool's are its ``sample-{k}`` ids with no text."""
+    only when given, in source order; a sample pool's are its ``sample-{k}`` ids with no text.
+    A source's empty or whitespace-only documents (:func:`megadocs.corpus.is_empty_document`: a
+    raw corpus's; a store has none) are not the pool's: left out before the sharding, their ids
+    appended to ``left_out`` when given."""
     count = manifest.num_shards
     if manifest.kind is PoolKind.SAMPLE:
-        documents = (Document(sample_doc_id(k), "") for k in range(manifest.n_docs or 0))
+        documents: Iterator[Document] = (Document(sample_doc_id(k), "") for k in range(manifest.n_docs or 0))
     else:
-        documents = iter_documents(source or manifest.source)
+        documents = _nonempty(iter_documents(source or manifest.source), left_out)
     for k, doc in enumerate(documents):
         if index is None or shard_of(k, count) == index:
             yield doc
+
+
+def _nonempty(documents: Iterator[Document], left_out: list[str] | None) -> Iterator[Document]:
+    for doc in documents:
+        if not is_empty_document(doc):
+            yield doc
+        elif left_out is not None:
+            left_out.append(doc.doc_id)
 
 
 def require_complete(pool: str | Path, manifest: PoolManifest, field: str = "--pool") -> None:
@@ -533,6 +608,10 @@ def load_shard(path: str | Path, g: int) -> list[str]:
     writer does not leave (a bad or duplicate row, an incomplete document, before the end) is
     dropped by rewriting the file atomically without it (room for a copy; duplicates keep the
     first row). One streaming pass (a second for a rewrite): memory is one bit mask per document.
+
+    Raises:
+        UserError: a row whose ``gen_index`` is outside 0..g-1 (naming the file, line and
+            document; the file is left as it was).
     """
     path = Path(path)
     if not path.is_file():
@@ -541,10 +620,13 @@ def load_shard(path: str | Path, g: int) -> list[str]:
     seen: dict[str, int] = {}  # doc_id -> bit mask of the gen_index values read
     clean = True  # no row to drop so far: the file is still the prefix that is kept
     kept_end, kept_docs, current = 0, 0, None  # the prefix kept: its end, its documents; the last document
-    for _number, line, row, _why, end in _iter_lines(path):
+    for number, line, row, _why, end in _iter_lines(path):
         if row is None or not line.endswith(b"\n"):
             clean = False
             continue
+        if not 0 <= row.gen_index < g:  # never written by gen: a hand edit, kept for its author to fix
+            raise UserError(f"{path}:{number}: document {row.doc_id!r}: gen_index {row.gen_index} is outside "
+                            f"0..{g - 1} (the pool's G is {g}); fix or remove the row, then re-run")
         mask = seen.get(row.doc_id, 0)
         bit = 1 << row.gen_index
         # a duplicate row, a document resumed after another, or one left incomplete before the next

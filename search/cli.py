@@ -12,7 +12,7 @@ from search.certificate import CertifyExit  # light (stdlib + search.grid): the 
 
 if TYPE_CHECKING:  # a type only: the handlers import search.sweep when they run, keeping --help fast
     from search.ledger import LedgerSnapshot
-    from search.plan import CertificationProgress
+    from search.plan import LedgerProgress
     from search.status import CertificationSummary, JobWatch
     from search.sweep import Sweep
 
@@ -280,20 +280,29 @@ def _plan(args: argparse.Namespace) -> int:
     return 0
 
 
-def _progress(sweep: Sweep) -> dict[str, CertificationProgress]:
-    """Each certification's progress from the sweep's ledger, for ``plan``; {} when the sweep has
-    no ledger (nothing ran: the plan is the whole search). Reads the ledger, imports no torch."""
+def _progress(sweep: Sweep) -> LedgerProgress | None:
+    """What the sweep's ledger says is done, for ``plan``; None when the sweep has no ledger
+    (nothing ran: the plan is the whole search). Reads the ledger, imports no torch."""
+    from megadocs.formats import RunStatus
+    from search.certificate import CertState
     from search.ledger import read_snapshot
-    from search.plan import CertificationProgress
-    from search.status import summarize
+    from search.plan import CertificationProgress, ExtraProgress, LedgerProgress
+    from search.status import TransferState, summarize, summarize_ensembles, summarize_transfers
     from search.storage import LedgerMissing
 
     try:
         snapshot = read_snapshot(sweep)
     except LedgerMissing:
-        return {}
-    return {s.name: CertificationProgress(s.state, s.runs.finished, s.runs.running, s.runs.failed)
-            for s in summarize(sweep, snapshot=snapshot, warn_off_grid=False)}
+        return None
+    summaries = summarize(sweep, snapshot=snapshot, warn_off_grid=False)
+    ensembles = {e.name: ExtraProgress(sum(m.status.finished for m in e.members), e.count(RunStatus.RUNNING),
+                                       e.count(RunStatus.FAILED), e.source_state is CertState.FAILED)
+                 for e in summarize_ensembles(sweep, summaries, snapshot=snapshot)}
+    transfers = {t.name: ExtraProgress(int(t.state is TransferState.FINISHED), int(t.state is TransferState.RUNNING),
+                                       int(t.state is TransferState.FAILED), t.state is TransferState.BLOCKED)
+                 for t in summarize_transfers(sweep, summaries, snapshot=snapshot)}
+    return LedgerProgress({s.name: CertificationProgress(s.state, s.runs.finished, s.runs.running, s.runs.failed)
+                           for s in summaries}, ensembles, transfers)
 
 
 def _status(args: argparse.Namespace) -> int:

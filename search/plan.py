@@ -62,7 +62,7 @@ from search.sweep import CertificationConfig, Sweep
 from train.gpu_results import Utilisation
 from train.plan import DEFAULT_SCALING_EFFICIENCY, RunCost, check_utilisation, run_cost
 
-__all__ = ["CertificationProgress", "SIMULATIONS", "Assumptions", "PAPER", "AssumedFigure", "RunCoster", "run_counts", "processes_per_run",
+__all__ = ["CertificationProgress", "ExtraProgress", "LedgerProgress", "SIMULATIONS", "Assumptions", "PAPER", "AssumedFigure", "RunCoster", "run_counts", "processes_per_run",
            "CertificationCost", "CertificationPlan", "ExtraRuns", "SweepPlan", "sweep_plan", "format_sweep_plan",
            "synthetic_tokens_per_document", "parse_count"]
 
@@ -366,6 +366,34 @@ class CertificationPlan:
 
 
 @dataclass(frozen=True)
+class ExtraProgress:
+    """What the sweep's ledger says of an ensemble's members or a transfer's run: only its runs at
+    the source's *current* certified point count (`search.status.EnsembleSummary.members`,
+    `search.status.TransferSummary`; a run at an earlier point is run again there)."""
+
+    finished: int
+    running: int
+    failed: int
+    source_failed: bool
+    """Its source certification ended failed: nothing of it runs until the source certifies."""
+
+    def remaining(self, planned: int) -> int:
+        """Runs still to start of ``planned``: none once the source failed, else what the runs so
+        far (finished, running, failed) have not used up."""
+        return 0 if self.source_failed else max(planned - self.finished - self.running - self.failed, 0)
+
+
+@dataclass(frozen=True)
+class LedgerProgress:
+    """What the sweep's ledger says is done already, by name: each certification, ensemble and
+    transfer (``search plan`` on a sweep that has run)."""
+
+    certifications: Mapping[str, CertificationProgress]
+    ensembles: Mapping[str, ExtraProgress]
+    transfers: Mapping[str, ExtraProgress]
+
+
+@dataclass(frozen=True)
 class ExtraRuns:
     """An ensemble's members or a transfer's run: a count known before the search starts."""
 
@@ -375,10 +403,23 @@ class ExtraRuns:
     runs: int
     gpu_hours: float | None = None
     """None for a callable objective."""
+    progress: ExtraProgress | None = None
+    """None when the sweep has no ledger yet (nothing has run)."""
+
+    @property
+    def remaining(self) -> int:
+        return self.runs if self.progress is None else self.progress.remaining(self.runs)
 
     def to_dict(self) -> dict[str, Any]:
-        entry = {"name": self.name, "from": self.source, "runs": self.runs}
-        return entry if self.gpu_hours is None else {**entry, "gpu_hours": self.gpu_hours}
+        """Its entry in ``--json``'s ``ensembles``/``transfers``; ``done`` is null until the sweep has a ledger."""
+        progress = self.progress
+        entry: dict[str, Any] = {"name": self.name, "from": self.source, "runs": self.runs}
+        if self.gpu_hours is not None:
+            entry["gpu_hours"] = self.gpu_hours
+        entry["done"] = None if progress is None else {
+            "finished": progress.finished, "running": progress.running, "failed": progress.failed,
+            "remaining": self.remaining}  # fmt: skip
+        return entry
 
 
 @dataclass(frozen=True)
@@ -439,8 +480,10 @@ class SweepPlan:
         utilisation = self.utilisation
         total: dict[str, Any] = {"runs_expected": self.runs_expected, "runs_worst": self.runs_worst}
         if self.has_run:
-            extras = sum(e.runs for e in self.extras)  # not read from the ledger: counted as still to run
-            total.update({"runs_finished": sum(c.progress.finished for c in self.certifications if c.progress),
+            extras = sum(e.remaining for e in self.extras)
+            finished = sum(p.finished for p in (*(c.progress for c in self.certifications),
+                                                *(e.progress for e in self.extras)) if p is not None)
+            total.update({"runs_finished": finished,
                           "runs_remaining_expected": sum(c.remaining_expected for c in self.certifications) + extras,
                           "runs_remaining_worst": sum(c.remaining_worst for c in self.certifications) + extras})
         if self.costed:
@@ -457,12 +500,13 @@ class SweepPlan:
 
 def sweep_plan(sweep: Sweep, utilisation: Utilisation, *, simulations: int = SIMULATIONS,
                scaling_efficiency: float | None = None, assume: Assumptions = Assumptions(),
-               progress: Mapping[str, CertificationProgress] | None = None) -> SweepPlan:  # fmt: skip
+               progress: LedgerProgress | None = None) -> SweepPlan:  # fmt: skip
     """The plan of `megadocs search plan` (see the module docstring). GPU-hours at `utilisation`
     count every process of a data-parallel run (`train.plan.data_parallel_hours`); ``assumed``
     lists the data sizes that were assumed, not measured. A callable objective gets run counts only.
-    ``progress``: what the ledger says of each certification (by name; none: nothing has run)."""
-    progress = progress or {}
+    ``progress``: what the ledger says of each certification, ensemble and transfer (none: nothing
+    has run)."""
+    progress = progress or LedgerProgress({}, {}, {})
     processes = processes_per_run(sweep)
     efficiency = DEFAULT_SCALING_EFFICIENCY if scaling_efficiency is None else scaling_efficiency
     mfu, peak_tflops = utilisation.mfu, utilisation.peak_tflops
@@ -488,7 +532,7 @@ def sweep_plan(sweep: Sweep, utilisation: Utilisation, *, simulations: int = SIM
         certifications.append(CertificationPlan(
             name=cert.name, grid_size=grid.listed_grid().size, extended_grid_size=grid.size,
             extend=sweep.extend_for(cert), best=counts["best"], expected=counts["expected"], worst=counts["worst"],
-            cost=cost, progress=progress.get(cert.name)))  # fmt: skip
+            cost=cost, progress=progress.certifications.get(cert.name)))  # fmt: skip
     ensembles = []
     for ens in sweep.ensembles:
         hours = None
@@ -497,14 +541,14 @@ def sweep_plan(sweep: Sweep, utilisation: Utilisation, *, simulations: int = SIM
             first = ens.member_params(sweep.start_for(source), sweep.grid_for(source).as_mapping(), source.fixed)[0]
             # every member costs what the first does, whose seed changes nothing (one cache entry)
             hours = ens.members * coster.cost(replace(first, seed=None).merged()).gpu_hours
-        ensembles.append(ExtraRuns(ens.name, ens.source, ens.members, hours))
+        ensembles.append(ExtraRuns(ens.name, ens.source, ens.members, hours, progress.ensembles.get(ens.name)))
     transfers = []
     for transfer in sweep.transfers:  # one run of another method at the source's certified point
         hours = None
         if coster is not None:
             source = sweep.certification(transfer.source)
             hours = coster.cost(RunParams(point=sweep.start_for(source), fixed=transfer.fixed).merged()).gpu_hours
-        transfers.append(ExtraRuns(transfer.name, transfer.source, 1, hours))
+        transfers.append(ExtraRuns(transfer.name, transfer.source, 1, hours, progress.transfers.get(transfer.name)))
     return SweepPlan(sweep=sweep.name, utilisation=utilisation if coster else None, processes_per_run=processes,
                      scaling_efficiency=efficiency if processes > 1 else 1.0, simulations=simulations,
                      certifications=tuple(certifications), ensembles=tuple(ensembles), transfers=tuple(transfers),
@@ -542,8 +586,8 @@ def format_sweep_plan(plan: SweepPlan) -> str:
         done = ((c.progress.finished if c.progress else 0), f"{c.remaining_expected:.1f}", c.remaining_worst)
         lines.append(row(c.name, size, c.best, f"{c.expected:.1f}", c.worst, hours, done))
     for name, e in extras:
-        lines.append(row(name, "", e.runs, str(e.runs), e.runs, (e.gpu_hours, e.gpu_hours) if costed else None,
-                         ("", e.runs, e.runs)))
+        done = (e.progress.finished if e.progress else "", e.remaining, e.remaining)
+        lines.append(row(name, "", e.runs, str(e.runs), e.runs, (e.gpu_hours, e.gpu_hours) if costed else None, done))
     hours = (plan.gpu_hours_expected, plan.gpu_hours_worst) if costed else None
     total_done = ("", "", "")
     if has_run:
@@ -552,7 +596,8 @@ def format_sweep_plan(plan: SweepPlan) -> str:
     lines.append(row("total", "", "", f"{plan.runs_expected:.1f}", plan.runs_worst, hours, total_done))
     if has_run:
         lines.append("(done: finished runs in the ledger; left: runs still to start of expected/worst, 0 once a "
-                     "certification is certified or failed; ensembles and transfers counted as still to run)")
+                     "certification is certified or failed; an ensemble's or a transfer's runs count at its source's current "
+                     "certified point, none left once the source failed)")
     if any(c.extended_grid_size > c.grid_size for c in plan.certifications):
         lines.append("(grid: listed points + points the search may reach through extend:; worst counts them all)")
     if costed:

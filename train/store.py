@@ -37,6 +37,7 @@ import numpy as np
 from megadocs.corpus import (
     STORE_FORMAT,
     Document,
+    is_empty_document,
     is_token_store,
     iter_documents,
     parse_store_manifest,
@@ -416,7 +417,7 @@ def _split_plan(documents: list[Document], val_docs: int | None, seed: int,
     """Mark val documents: the first non-empty ones of a seeded permutation, ``val_docs`` of them
     or, with ``val_tokens``, as many as hold that many tokens (``val_lengths(docs)`` gives each
     document's token count; one EOS is added per document)."""
-    empty = np.array([not doc.text.strip() for doc in documents], dtype=bool)
+    empty = np.array([is_empty_document(doc) for doc in documents], dtype=bool)
     usable = int((~empty).sum())
     permutation = np.random.default_rng(seed).permutation(len(documents))
     if val_tokens is not None:
@@ -468,14 +469,14 @@ def _read_corpus(corpus: str | Path, max_docs: int | None) -> tuple[list[Documen
                                     unit=" docs", file=sys.stderr)):
         if max_docs is not None and read >= max_docs:
             break
-        if doc.text.strip():  # empty documents are skipped and counted by the split, not here
+        if not is_empty_document(doc):  # empty documents are skipped and counted by the split, not here
             digest = text_digest(doc.text)
             if digest in seen:
                 duplicates += 1
                 continue
             seen.add(digest)
         documents.append(doc)
-    usable = sum(1 for doc in documents if doc.text.strip())
+    usable = sum(1 for doc in documents if not is_empty_document(doc))
     if usable < 2:
         left_out = [f"{len(documents) - usable} empty"] if len(documents) > usable else []
         left_out += [f"{duplicates} duplicate text{'s' * (duplicates > 1)} left out"] if duplicates else []
@@ -495,8 +496,8 @@ def _write_store(corpus, tmp: Path, *, tokenizer, vocab_size, val_docs, val_toke
 
     is_val, skipped = _split_plan(documents, val_docs, seed, val_lengths, val_tokens)
     splits = {
-        "train": [doc for doc, val in zip(documents, is_val) if not val and doc.text.strip()],
-        "val": [doc for doc, val in zip(documents, is_val) if val and doc.text.strip()],
+        "train": [doc for doc, val in zip(documents, is_val) if not val and not is_empty_document(doc)],
+        "val": [doc for doc, val in zip(documents, is_val) if val and not is_empty_document(doc)],
     }
     for name, docs in splits.items():
         with open(tmp / f"{name}.docs.jsonl", "w", encoding="utf-8") as handle:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -237,3 +238,17 @@ def test_the_early_context_check_reads_the_revision_vllm_reads(tmp_path):
     assert done.returncode == 0, done.stderr[-3000:]
     planned = json.loads(done.stdout.strip().splitlines()[-1])
     assert planned == [[2048] * 3, [256] * 3, [256] * 3, [2048] * 3]
+
+
+@pytest.mark.parametrize("gen_index", [10**12, 2, -1])
+def test_load_shard_refuses_a_row_whose_gen_index_is_outside_the_pool_s_g(gen_index, tmp_path):
+    """A hand-edited gen_index of 10**12 made a 10**12-bit mask (MemoryError), -1 a negative shift
+    (ValueError): one line naming the file, line and document instead, the shard left as it was."""
+    path = tmp_path / "shard-00000-of-00001.jsonl"
+    rows = [{"doc_id": "a", "gen_index": 0, "text": "a0"}, {"doc_id": "b", "gen_index": gen_index, "text": "b?"}]
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    before = path.read_bytes()
+    with pytest.raises(UserError, match=rf"^{re.escape(str(path))}:2: document 'b': gen_index {gen_index} is "
+                                        r"outside 0\.\.1 \(the pool's G is 2\)"):
+        pool_format.load_shard(path, g=2)
+    assert path.read_bytes() == before

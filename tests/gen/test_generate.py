@@ -52,6 +52,37 @@ def test_interrupted_then_resumed_pool_equals_uninterrupted(tmp_path, tiny_gener
     assert _texts(out) == _texts(full_pool)
 
 
+def test_a_resumed_shard_s_statistics_count_every_run_of_it(tmp_path, tiny_generator, docs4, engine, monkeypatch):
+    """generation_seconds and tokens_per_s were of the last run only: a shard resumed after a kill
+    reported the engine time of the chunks it generated after the restart. MOCK: gen's clock, which
+    only the engine calls move (10 s each), so the totals are known without timing anything."""
+    import types
+
+    import gen.generate
+
+    clock = [0.0]
+    monkeypatch.setattr(gen.generate, "time", types.SimpleNamespace(perf_counter=lambda: clock[0]))
+    real_generate, calls, tokens = engine.generate, [], []
+
+    def ten_seconds_each(requests, sampling, progress=None):
+        calls.append(len(requests))
+        if len(calls) == 2:
+            raise KeyboardInterrupt  # killed in its second chunk: nothing of it was written
+        completions = real_generate(requests, sampling, progress)
+        clock[0] += 10.0
+        tokens.append(sum(c.n_tokens for samples in completions for c in samples))
+        return completions
+
+    monkeypatch.setattr(engine, "generate", ten_seconds_each)
+    out = tmp_path / "pool"
+    with pytest.raises(KeyboardInterrupt):
+        generate_pool("rephrase", docs4, tiny_generator, 1, out, engine=engine, **OPTIONS)
+    manifest = generate_pool("rephrase", docs4, tiny_generator, 1, out, engine=engine, **OPTIONS)
+    statistics = GenerationStatistics.model_validate(manifest["statistics"])
+    assert len(tokens) == 4 and statistics.generation_seconds == 40.0  # 1 chunk before the kill + 3 after
+    assert statistics.output_tokens == sum(tokens) and statistics.tokens_per_s == sum(tokens) / 40.0
+
+
 def test_transformers_rows_match_the_pool_format(full_pool):
     rows = read_rows(full_pool)
     assert len(rows) == 8
@@ -159,6 +190,56 @@ def test_a_source_of_duplicate_ids_or_no_documents_is_refused_before_the_engine_
         generate_pool("rephrase", docs, tiny_generator, 1, tmp_path / "pool", engine="transformers", num_shards=2,
                       **OPTIONS)
     assert not (tmp_path / "pool" / "manifest.json").exists()
+
+
+def test_empty_documents_of_a_raw_corpus_are_left_out_and_counted(tiny_generator, engine, tmp_path, capsys):
+    """A whitespace-only document got G generations from a prompt holding nothing. It is left out,
+    as `data prepare` leaves it out of a store: the pool's documents are the source's non-empty ones
+    (sharded among themselves), so the pool is complete and assembles; the count is in the manifest
+    and on stderr."""
+    from gen.assemble import assemble
+
+    docs = tmp_path / "docs.jsonl"
+    docs.write_text("".join(json.dumps(row) + "\n" for row in [
+        {"id": "owls", "text": "Owls hunt at night."}, {"id": "blank", "text": " \n\t"}, {"id": "void", "text": ""},
+        {"id": "bats", "text": "Bats hunt at night too."}, {"id": "moths", "text": "Moths fly to the light."}]))
+    out = tmp_path / "pool"
+    manifest = generate_pool("rephrase", docs, tiny_generator, 1, out, engine=engine, num_shards=2, **OPTIONS)
+    assert "docs.jsonl: 2 empty or whitespace-only document(s) left out" in capsys.readouterr().err
+    assert manifest["complete"] and manifest["empty_documents_skipped"] == 2
+    assert manifest["statistics"]["documents"] == 3
+    rows = read_rows(out)
+    assert {(r["doc_id"], r["_shard"][:14]) for r in rows} == {  # document k of the non-empty ones: shard k % 2
+        ("owls", "shard-00000-of"), ("bats", "shard-00001-of"), ("moths", "shard-00000-of")}
+    assert assemble(out, "simple", 1)["real_documents"] == 3
+
+
+def test_a_pool_an_earlier_gen_began_with_rows_of_an_empty_document_is_refused_not_resumed(tiny_generator, engine,
+                                                                                           tmp_path, monkeypatch):
+    """Before, gen generated from empty documents too: such a pool's later documents fall in other
+    shards now, so resuming it would mix two shardings in one pool. Refused in one line instead.
+    MOCK: the earlier gen, as the empty-document rule answering no."""
+    docs = tmp_path / "docs.jsonl"
+    docs.write_text("".join(json.dumps(row) + "\n" for row in [
+        {"id": "blank", "text": "  "}, {"id": "owls", "text": "Owls hunt at night."},
+        {"id": "bats", "text": "Bats hunt at night too."}]))
+    out, real_generate, calls = tmp_path / "pool", engine.generate, []
+
+    def dies_on_second_chunk(requests, sampling, progress=None):
+        calls.append(len(requests))
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real_generate(requests, sampling, progress)
+
+    with monkeypatch.context() as earlier:
+        earlier.setattr("megadocs.pools.is_empty_document", lambda doc: False)
+        earlier.setattr(engine, "generate", dies_on_second_chunk)
+        with pytest.raises(KeyboardInterrupt):
+            generate_pool("rephrase", docs, tiny_generator, 1, out, engine=engine, **OPTIONS)
+    assert [row["doc_id"] for row in read_rows(out)] == ["blank"]
+    with pytest.raises(UserError, match=r"shard-00000-of-00001.jsonl: holds rows of document 'blank', not one of "
+                                        r"this shard's documents .* use a new --out$"):
+        generate_pool("rephrase", docs, tiny_generator, 1, out, engine=engine, **OPTIONS)
 
 
 def test_plain_text_fallback_when_the_tokenizer_has_no_chat_template(tiny_generator_plain, tmp_path):
@@ -346,3 +427,16 @@ def test_assembly_picks_generations_by_gen_index_not_file_position(full_pool, do
     expected = (full_pool / "assembled" / "latent-g2" / "documents.jsonl").read_text()
     assert (shuffled / "assembled" / "latent-g2" / "documents.jsonl").read_text() == expected
     assert "<think>" in expected
+
+
+def test_a_progress_line_torn_by_a_kill_is_cut_and_the_next_starts_on_its_own(tmp_path, capsys):
+    from megadocs.pools import ShardProgress, read_progress
+
+    log = tmp_path / "shard-00000-of-00001.progress"
+    first = ShardProgress(run_tokens=5, run_seconds=1.5)
+    log.write_bytes(first.line() + first.line()[:9])  # killed mid-append
+    assert read_progress(log) == first and log.read_bytes() == first.line()
+    with open(log, "ab") as handle:
+        handle.write(b"{hand edited}\n" + first.line())
+    assert read_progress(log) == first + first
+    assert "1 line(s) not a chunk's progress" in capsys.readouterr().err

@@ -117,8 +117,9 @@ def test_plan_json_is_the_dict_sweep_plan_returned_before_it_was_typed(make_swee
         "gpu_hours_expected": c.cost.gpu_hours_expected, "gpu_hours_worst": c.cost.gpu_hours_worst,
         "done": None,  # added last (cli-exits): what the ledger says is done; null before anything ran
     } for c in plan.certifications]  # fmt: skip
-    ensembles, transfers = ([{"name": e.name, "from": e.source, "runs": e.runs, "gpu_hours": e.gpu_hours} for e in extra]
-                            for extra in (plan.ensembles, plan.transfers))  # fmt: skip
+    ensembles, transfers = ([{"name": e.name, "from": e.source, "runs": e.runs, "gpu_hours": e.gpu_hours,
+                              "done": None}  # added last (smallfixes2): as a certification's
+                             for e in extra] for extra in (plan.ensembles, plan.transfers))  # fmt: skip
     extras = ensembles + transfers
     hours = sum(e["gpu_hours"] for e in extras)
     before = {
@@ -425,3 +426,44 @@ def test_plan_reads_the_ledger_without_importing_torch(make_sweep):
             "assert 'torch' not in sys.modules, 'plan imported torch'")
     done = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0 and "done" in done.stdout, done.stderr[-2000:]
+
+
+def test_plan_counts_the_finished_ensemble_members_and_transfer_runs_as_done(make_sweep, capsys):
+    """`plan` counted every ensemble member and transfer run as still to run, finished or not: the
+    ledger was read for the certifications only. A member added to a finished ensemble is what is left."""
+    small = {"grid": {"lr": [0.001, 0.003, 0.01], "wd": [0.4, 0.8], "epochs": [4, 8]},
+             "start": {"lr": 0.003, "wd": 0.8, "epochs": 8}}
+    transfers = [{"name": "t", "from": "a", "fixed": {"method": "stitched", "g": 4}}]
+    path = make_sweep(**small, ensembles=[{"name": "e", "from": "a", "members": 2}], transfers=transfers)
+    assert main(["search", "plan", str(path), "--json"]) == 0
+    before = json.loads(capsys.readouterr().out)
+    assert [e["done"] for e in before["ensembles"] + before["transfers"]] == [None, None]
+    assert main(["search", "certify", str(path), "--no-progress"]) == 3  # certified, on the grid's upper wd
+    path = make_sweep(**small, ensembles=[{"name": "e", "from": "a", "members": 3}], transfers=transfers)
+    capsys.readouterr()
+
+    assert main(["search", "plan", str(path), "--json"]) == 0
+    plan = json.loads(capsys.readouterr().out)
+    [certification], [ensemble], [transfer] = plan["certifications"], plan["ensembles"], plan["transfers"]
+    assert ensemble["done"] == {"finished": 2, "running": 0, "failed": 0, "remaining": 1}
+    assert transfer["done"] == {"finished": 1, "running": 0, "failed": 0, "remaining": 0}
+    assert certification["done"]["remaining_worst"] == 0  # certified
+    total = plan["total"]
+    assert total["runs_finished"] == certification["done"]["finished"] + 2 + 1
+    assert (total["runs_remaining_expected"], total["runs_remaining_worst"]) == (1, 1)
+
+    assert main(["search", "plan", str(path)]) == 0
+    table = capsys.readouterr().out.splitlines()
+    assert next(line for line in table if line.startswith("e (ensemble)")).split()[-3:] == ["2", "1", "1"]
+    assert next(line for line in table if line.startswith("t (transfer)")).split()[-3:] == ["1", "0", "0"]
+    assert next(line for line in table if line.startswith("total")).split()[-2:] == ["1.0", "1"]
+    assert "counted as still to run" not in "\n".join(table)
+
+
+def test_an_ensemble_or_transfer_whose_source_failed_has_no_run_left():
+    """As a failed certification: nothing of it runs until its source certifies (a changed sweep)."""
+    from search.plan import ExtraProgress, ExtraRuns
+
+    assert ExtraRuns("e", "a", 3, progress=ExtraProgress(1, 0, 1, source_failed=False)).remaining == 1
+    assert ExtraRuns("e", "a", 3, progress=ExtraProgress(1, 0, 0, source_failed=True)).remaining == 0
+    assert ExtraRuns("e", "a", 3).remaining == 3  # no ledger: all of it
