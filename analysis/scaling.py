@@ -41,7 +41,7 @@ from typing import Literal
 import numpy as np
 from scipy.optimize import least_squares
 
-from analysis.fit_checks import NOISE_ADVICE, check_fit_inputs
+from analysis.fit_checks import NOISE_ADVICE, check_fit_inputs, losses_fall
 
 __all__ = ["PARAMS", "N_BOOT", "MIN_BOOT", "PowerLawFit", "power_law", "fit_power_law", "percentile_interval"]
 
@@ -369,7 +369,6 @@ def _bootstrap(problem: _Problem, theta, residuals, *, noise_sigma, n_boot, seed
     if noise_sigma is None:
         scale = math.sqrt(float(np.sum(residuals**2)) / problem.dof)
     starts = [theta.copy()]  # simulated losses stay close to the fit: its optimum is the natural start
-    low_x, high_x = np.argmin(problem.x), np.argmax(problem.x)
     draws, failed = [], 0
     for _ in range(n_boot):
         if noise_sigma is None:
@@ -377,7 +376,9 @@ def _bootstrap(problem: _Problem, theta, residuals, *, noise_sigma, n_boot, seed
             y_star = fitted * np.exp(rng.normal(0.0, level, size=len(fitted)))
         else:
             y_star = fitted + rng.normal(0.0, noise_sigma, size=len(fitted))
-        if np.any(y_star <= 0) or y_star[high_x] >= y_star[low_x]:
+        # The input check's rule (mean losses at the two ends of x), not one replicate per end: with
+        # repeated seeds at each x that dropped many refits the fit itself would have accepted.
+        if np.any(y_star <= 0) or not losses_fall(problem.x, y_star):
             failed += 1
             continue
         if not math.isnan(problem.theta_fixed[0]) and problem.theta_fixed[0] >= y_star.min():
