@@ -207,7 +207,8 @@ def next_generations(fits: Mapping[str, PowerLawFit | str]) -> pd.DataFrame:
     determined in 95-98% of them. It is blank, with the reason, where the points do not determine it:
 
     * no bootstrap interval (as many G as parameters: the law interpolates, no residual gives the
-      noise; or no refits): nothing says how far the curve may bend past the last point;
+      noise; points on the law to rounding, whose refits would all be the curve itself, a zero-width
+      interval; or no refits): nothing says how far the curve may bend past the last point;
     * E at the lowest loss (its search bound: the losses have not started to flatten), or a free
       alpha at its search bound: the law's 2G value and gain are set by the bound, not the points
       (every refit stops at it too, so the draws' interval would be narrow for no reason).

@@ -8,6 +8,7 @@ import math
 import re
 import textwrap
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -160,7 +161,8 @@ def test_the_generation_curves_are_the_main_models_and_students_only_in_their_ta
 
 def test_next_generations_predicts_2g_inside_its_interval():
     g = [1.0, 2.0, 4.0, 8.0, 16.0, 32.0]
-    loss = [3.6 + 0.3 * x ** -0.5 for x in g]
+    noise = np.random.default_rng(0).normal(0.0, 2e-4, len(g))  # noise-free points give no interval (below)
+    loss = [(3.6 + 0.3 * x ** -0.5) * math.exp(e) for x, e in zip(g, noise)]
     fit = fit_power_law(g, loss, n_boot=200, seed=0)
     [row] = next_generations({"simple": fit}).to_dict("records")
     assert row["g_max"] == 32 and row["predicted_2g"] == pytest.approx(3.6 + 0.3 * 64 ** -0.5, abs=2e-3)
@@ -340,3 +342,23 @@ def test_fit_of_a_sweep_fits_the_reports_points_with_the_same_verdicts(ablation,
         [line] = [line for line in fits.splitlines() if line.startswith(f"  {name:5s} = ")]
         assert line.startswith(f"  {name:5s} = {param['estimate']:.4g}  (")
         assert ("NOT determined" in line) == (not param["determined"])
+
+
+def test_points_exactly_on_a_power_law_give_no_interval_not_a_zero_width_one():
+    """Noise-free points (residuals 0 to rounding, no noise_sigma): the bootstrap drew the fitted curve
+    with noise of level 0, and every interval, the next doubling's included, came out zero-width, read
+    as certainty. Now no interval, with the reason, as for as many points as parameters; a given
+    noise level still gives one."""
+    g = [1.0, 2.0, 4.0, 8.0, 16.0, 32.0]
+    loss = [3.6 + 0.3 * x ** -0.5 for x in g]
+    fit = fit_power_law(g, loss, n_boot=100, seed=0)
+    assert fit.ci is None and fit.samples is None
+    [note] = [note for note in fit.notes if note.startswith("no interval")]
+    assert "no residual" in note and "--noise-sigma" in note
+    [row] = next_generations({"exact": fit}).to_dict("records")
+    assert all(math.isnan(row[column]) for column in NEXT_DOUBLING)
+    assert f"no 2G prediction: {note}" in row["note"]
+    assert row["asymptote"] == pytest.approx(3.6) and math.isnan(row["asymptote_low"])
+    given = fit_power_law(g, loss, n_boot=100, seed=0, noise_sigma=0.003)
+    [quoted] = next_generations({"exact": given}).to_dict("records")
+    assert quoted["predicted_low"] < quoted["predicted_2g"] < quoted["predicted_high"]
