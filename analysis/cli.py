@@ -315,7 +315,7 @@ def _fit(args) -> int:
         **_bootstrap(args),
     )
     if args.input.endswith((".yaml", ".yml")):
-        from analysis.experiments import generation_points
+        from analysis.experiments import curve_notes, generation_points
         from analysis.generation import empty_table
         from analysis.ledger import load_tables
         from search.sweep import load_sweep
@@ -325,6 +325,7 @@ def _fit(args) -> int:
             _main, frame = generation_points(tables.certifications)
         except UserError:  # no finite loss yet: said below
             frame = empty_table()
+        options["notes"] = curve_notes(tables.certifications)  # and its notes: what each curve leaves out
         if len(frame) == 0 and args.x is None:
             raise UserError(f"{args.input}: no synthetic-data certification has a loss yet; L(G) is fitted per "
                             "algorithm over G (the real-only baseline is no point of it)")

@@ -15,7 +15,8 @@
   per method and G, the gain over the real-only baseline of the mixed and the synthetic-only
   certification, and the share of the gain that comes from mixing real data.
   :func:`without_synthetic_only` keeps those certifications out of the generation curves, and
-  :func:`generation_curves` also the student-scaling certifications of other model sizes;
+  :func:`generation_curves` also the student-scaling certifications of other model sizes and those
+  certified at a curve's G under another fixed setting (:func:`curve_notes` names them);
   :func:`generation_points` are the points of every L(G) fit.
 """
 
@@ -29,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from analysis.frame import POINT
+from analysis.frame import POINT, SETTING
 from analysis.generation import BASELINE_METHOD, generation_table, loss_column, main_set
 from analysis.scaling import MIN_BOOT, PowerLawFit, percentile_interval, power_law
 from megadocs.errors import UserError
@@ -53,6 +54,7 @@ __all__ = [
     "without_synthetic_only",
     "main_model_mask",
     "generation_curves",
+    "curve_notes",
     "curve_points",
     "generation_points",
     "synthetic_only_table",
@@ -207,7 +209,8 @@ def next_generations(fits: Mapping[str, PowerLawFit | str]) -> pd.DataFrame:
     determined in 95-98% of them. It is blank, with the reason, where the points do not determine it:
 
     * no bootstrap interval (as many G as parameters: the law interpolates, no residual gives the
-      noise; or no refits): nothing says how far the curve may bend past the last point;
+      noise; points on the law to rounding, whose refits would all be the curve itself, a zero-width
+      interval; or no refits): nothing says how far the curve may bend past the last point;
     * E at the lowest loss (its search bound: the losses have not started to flatten), or a free
       alpha at its search bound: the law's 2G value and gain are set by the bound, not the points
       (every refit stops at it too, so the draws' interval would be narrow for no reason).
@@ -300,10 +303,53 @@ def main_model_mask(certifications: pd.DataFrame) -> pd.Series:
 
 def generation_curves(certifications: pd.DataFrame) -> pd.DataFrame:
     """The certifications L(G) is drawn, fitted and summarised from: the main model's
-    (:func:`main_model_mask`), without the synthetic-only ablation (:func:`without_synthetic_only`)."""
+    (:func:`main_model_mask`), without the synthetic-only ablation (:func:`without_synthetic_only`),
+    one setting per curve (:func:`curve_notes` names the certifications left out for it)."""
+    return _curves(certifications)[0]
+
+
+def curve_notes(certifications: pd.DataFrame) -> dict[str, list[str]]:
+    """Per method, the notes that name its certifications left out of its L(G) curve: where two
+    certifications at one G differ in a fixed setting (the frame's ``setting``: a fixed param, a grid
+    axis given one value), they measure two curves, not seed repeats of one point, so the curve keeps
+    the setting most of the method's certifications have (a tie: the first in sort order, nothing
+    fixed first) and leaves out every certification of another. Settings that differ only across G
+    (never at one G) stay one curve, as the sweep wrote it. Every output that fits L(G) (the report,
+    the notebook, ``megadocs analysis fit SWEEP.yaml``) adds these to the fit's notes
+    (``analysis.fits.fit_groups``'s ``notes``)."""
+    return _curves(certifications)[1]
+
+
+def _curves(certifications: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, list[str]]]:
+    """:func:`generation_curves` and :func:`curve_notes` of ``certifications``."""
     if len(certifications) == 0:
-        return certifications
-    return without_synthetic_only(certifications[main_model_mask(certifications)].reset_index(drop=True))
+        return certifications, {}
+    curves = without_synthetic_only(certifications[main_model_mask(certifications)].reset_index(drop=True))
+    if SETTING not in curves:
+        return curves, {}
+    settings = curves[SETTING].fillna("").astype(str)
+    left_out = pd.Series(False, index=curves.index, dtype=bool)
+    notes: dict[str, list[str]] = {}
+    synthetic = curves["method"].notna() & (curves["method"] != BASELINE_METHOD)
+    for method, part in curves[synthetic].groupby("method", sort=True):
+        mine = settings[part.index]
+        if not (mine.groupby(part["g"]).nunique() > 1).any():
+            continue
+        counts = mine.value_counts()
+        kept = min(counts.index, key=lambda setting: (-counts[setting], setting))
+        out = part[mine != kept]
+        left_out[out.index] = True
+        named = ", ".join(f"{row.certification} (G={row.g:g}; setting: {_setting_words(settings[i])})"
+                          for i, row in zip(out.index, out.itertuples()))
+        notes[str(method)] = [
+            f"left out of this curve: {named}, certified at a G of the curve under another fixed setting (the "
+            f"curve's: {_setting_words(kept)}): a point of another curve, not a seed repeat of one; the curve "
+            f"keeps the setting most of {method}'s certifications have"]
+    return curves[~left_out].reset_index(drop=True), notes
+
+
+def _setting_words(setting: str) -> str:
+    return setting or "none beyond method, G and model"
 
 
 def generation_points(certifications: pd.DataFrame) -> tuple[str, pd.DataFrame]:

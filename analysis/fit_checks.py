@@ -18,7 +18,7 @@ import numpy as np
 
 from megadocs.errors import UserError
 
-__all__ = ["LOSSES", "NOISE_SIGMA_FLAG", "NOISE_ADVICE", "check_fit_inputs"]
+__all__ = ["LOSSES", "NOISE_SIGMA_FLAG", "NOISE_ADVICE", "check_fit_inputs", "mean_losses", "losses_fall"]
 
 LOSSES = ("linear", "huber")
 """The robust losses a fit may minimise on log residuals (``scipy.optimize.least_squares``'s names)."""
@@ -64,6 +64,21 @@ def check_fit_inputs(x, y, *, fix_alpha, fix_E, loss, huber_delta, level, alpha_
     return x, y, notes
 
 
+def mean_losses(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The distinct x, ascending, and the mean loss at each (repeated x: several seeds of a point)."""
+    distinct, inverse, counts = np.unique(x, return_inverse=True, return_counts=True)
+    return distinct, np.bincount(inverse, weights=y) / counts
+
+
+def losses_fall(x: np.ndarray, y: np.ndarray) -> bool:
+    """Whether the mean loss at the largest distinct x is below the mean at the smallest: the rule
+    every fit's points must pass (else no decreasing power law describes them), and every bootstrap
+    refit's simulated losses too (:func:`analysis.scaling.fit_power_law`), so that the refits are
+    drawn from the same population of inputs the fit accepts."""
+    _distinct, means = mean_losses(x, y)
+    return bool(means[-1] < means[0])
+
+
 def _check_points(x: np.ndarray, y: np.ndarray, n_free: int) -> list[str]:
     """Refuse points no decreasing power law can describe; return notes on weaker problems."""
     if x.ndim != 1 or x.shape != y.shape:
@@ -74,15 +89,14 @@ def _check_points(x: np.ndarray, y: np.ndarray, n_free: int) -> list[str]:
         raise UserError(f"power-law fit: x must be finite and > 0, got {x.tolist()}")
     if not (np.all(np.isfinite(y)) and np.all(y > 0)):
         raise UserError(f"power-law fit: losses must be finite and > 0, got {y.tolist()}")
-    distinct = np.unique(x)
+    distinct, means = mean_losses(x, y)
     if len(distinct) < max(n_free, 2):
         names = "E, A, alpha" if n_free == 3 else f"{n_free} free parameters"
         raise UserError(
             f"power-law fit: {len(distinct)} distinct x value(s) {distinct.tolist()} cannot determine "
             f"{n_free} parameters ({names}); add points, or fix alpha or E (`megadocs analysis fit --alpha/--asymptote`)"
         )
-    means = np.array([y[x == value].mean() for value in distinct])
-    if means[-1] >= means[0]:
+    if not losses_fall(x, y):
         raise UserError(
             f"power-law fit: losses do not decrease as x grows (L={means[0]:.4g} at x={distinct[0]:g}, "
             f"L={means[-1]:.4g} at x={distinct[-1]:g}); a decreasing power law cannot describe them"

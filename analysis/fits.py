@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import math
 import zlib
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -109,8 +111,12 @@ def fit_record(group, x: str, fit: PowerLawFit | str) -> FitRecord:
     return FitRecord(group=group, x=x, **fit_json(fit))
 
 
-def fit_groups(frame, *, x: str, y: str, group: str, **options) -> dict[str, PowerLawFit | str]:
+def fit_groups(frame, *, x: str, y: str, group: str, notes: Mapping[Any, Sequence[str]] | None = None,
+               **options) -> dict[str, PowerLawFit | str]:
     """Fit one law per group of a DataFrame; a group that cannot be fitted maps to the reason.
+
+    ``notes``: per group, lines the caller adds to its fit's notes (to the reason where it cannot be
+    fitted), e.g. the certifications left out of a curve (``analysis.experiments.curve_notes``).
 
     Every group's bootstrap draws its own independent noise (seeded by ``seed`` and the group's
     name), so draws of two groups can be paired to give an interval for their difference.
@@ -145,8 +151,10 @@ def fit_groups(frame, *, x: str, y: str, group: str, **options) -> dict[str, Pow
         except UserError as exc:
             results[name] = str(exc) + (f" ({len(left_out)} non-finite loss(es) left out: "
                                         f"{', '.join(left_out)})" if left_out else "")
+            results[name] = "; ".join([results[name], *(notes or {}).get(name, ())])
             continue
         if left_out:
             results[name].notes.append(f"{len(left_out)} non-finite loss(es) (diverged or missing) left out "
                                        f"of the fit: {', '.join(left_out)}")
+        results[name].notes.extend((notes or {}).get(name, ()))
     return results

@@ -48,7 +48,10 @@ exported tables carry this one, not ``bounds``),
 ``support`` (what the certificate rests on as a whole: ``interior``, ``bound`` or ``not searched``,
 ``search.certificate.Support``; None when not certified), ``extended`` (axes whose evidence lies
 beyond the listed grid, with the extension values, e.g. ``"epochs 128 (point)"``; "" when none),
-``diverged_neighbours`` (the certificate's soft bounds, same form), ``noise_sd`` (pooled seed
+``diverged_neighbours`` (the certificate's soft bounds, same form), ``setting`` (what the
+certification fixes beyond method, G, model and seed, ``key=value`` pairs by key: its other fixed
+params, a callable objective's, and, where the grids are given, each axis its grid gives one value,
+the sweep's way to fix a point value; "" when nothing: :func:`setting_of`), ``noise_sd`` (pooled seed
 noise, None without repeats), ``warm_start`` (the certification it starts from, or None), ``repeats``, ``ties`` (neighbours within noise of the certified
 point), ``n_runs``, ``n_finished``, ``n_running``, ``n_failed``, ``path_length``, ``wall_time_s``
 (summed over the certification's runs), ``tokens_seen`` (summed) and the certified point's
@@ -58,7 +61,7 @@ point), ``n_runs``, ``n_finished``, ``n_running``, ``n_failed``, ``path_length``
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import pandas as pd
@@ -90,11 +93,17 @@ __all__ = [
     "RECORD_COLUMNS",
     "compute_seconds",
     "union_grid",
+    "SETTING",
+    "setting_of",
 ]
 
 FIXED_COLUMNS = (METHOD, G, MODEL, SEED)
 """The params with typed reads (:class:`search.params.RunParams`), one column each."""
 POINT, VAL, BENCH, METRIC, FIXED = "point.", "val_loss.", "bench.", "metric.", "fixed."
+SETTING = "setting"
+"""The certifications frame's column of what a certification fixes beyond method, G, model and seed
+(:func:`setting_of`): two certifications at one (method, G) with different settings are points of
+two curves, not repeats of one (``analysis.experiments.generation_curves``)."""
 BOUNDS = "bounds"
 """The certifications frame's column of search bounds as data (``search.grid.Bound`` tuples)."""
 RECORD_COLUMNS = (BOUNDS,)
@@ -219,6 +228,24 @@ def _format_extended(certificate) -> str:
     )
 
 
+def setting_of(params: RunParams, grid: Mapping[str, Sequence[Any]] | None = None) -> str:
+    """What a certification fixes beyond method, G, model and seed, as ``key=value`` pairs sorted by key:
+    its other fixed params (:meth:`search.params.RunParams.other_fixed`) and each axis of ``grid`` with
+    one value ("" when nothing). A fixed seed is left out: certifications that differ only in it are
+    seed repeats of one point.
+
+    >>> setting_of(RunParams(fixed={"method": "simple", "g": 2, "temperature": 0.5}), {"lr": [1e-3, 3e-3], "epochs": [4]})
+    'epochs=4, temperature=0.5'
+    """
+    pinned = {axis: values[0] for axis, values in (grid or {}).items() if len(values) == 1}
+    pinned.update(params.other_fixed())
+    return ", ".join(f"{key}={_shown(value)}" for key, value in sorted(pinned.items()))
+
+
+def _shown(value: Any) -> str:
+    return f"{value:g}" if isinstance(value, int | float) and not isinstance(value, bool) else str(value)
+
+
 def empty_runs_frame() -> pd.DataFrame:
     return pd.DataFrame(columns=list(BASE_COLUMNS))
 
@@ -263,11 +290,13 @@ def point_of(row: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
-def certifications_frame(summaries: Iterable[CertificationSummary], runs: pd.DataFrame) -> pd.DataFrame:
+def certifications_frame(summaries: Iterable[CertificationSummary], runs: pd.DataFrame,
+                         grids: Mapping[str, Mapping[str, Sequence[Any]]] | None = None) -> pd.DataFrame:
     """One row per certification from ``search.status.summarize`` and the runs frame.
 
     The extra-set and benchmark columns are those of the certified point's runs, averaged over
-    its seeded repeats (the certificate's loss is their mean too).
+    its seeded repeats (the certificate's loss is their mean too). ``grids`` (each certification's
+    {axis: values}, ``LedgerTables.grids``) adds the axes a grid gives one value to ``setting``.
     """
     rows = []
     for summary in summaries:
@@ -303,13 +332,15 @@ def certifications_frame(summaries: Iterable[CertificationSummary], runs: pd.Dat
                 else math.nan
             ),
         }
-        for key, value in _fixed_columns(RunParams.split(summary.fixed, axes=())).items():
+        params = RunParams.split(summary.fixed, axes=())
+        for key, value in _fixed_columns(params).items():
             if value is None and len(mine):
                 values = mine[key].dropna().unique()
                 value = values[0] if len(values) == 1 else None
             row[key] = value
         if row["method"] == REAL and row["g"] is None:
             row["g"] = 0
+        row[SETTING] = setting_of(params, (grids or {}).get(name))
         for axis, value in point.items():
             row[POINT + axis] = value
         chosen = [r for _, r in mine.iterrows() if point and points_equal(point_of(r), point)]

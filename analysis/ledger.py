@@ -69,12 +69,13 @@ def load_tables(sweep: Sweep) -> LedgerTables:
     if preset and len(runs):
         runs["model"] = runs["model"].fillna(preset)  # the sweep's base model unless fixed.model says otherwise
     summaries = summarize(sweep, snapshot=snapshot)
+    grids = _grids_of(sweep)
     return LedgerTables(
         sweep_name=sweep.name,
         runs=runs,
-        certifications=certifications_frame(summaries, runs),
+        certifications=certifications_frame(summaries, runs, grids),
         summaries=summaries,
-        grids=_grids_of(sweep),
+        grids=grids,
         ensembles={e.name: e for e in summarize_ensembles(sweep, summaries, snapshot=snapshot)},
         transfer_sources={t.name: t.source for t in sweep.transfers},
         transfers={t.name: t for t in summarize_transfers(sweep, summaries, snapshot=snapshot)},

@@ -27,6 +27,7 @@ from analysis.efficiency import (
 )
 from analysis.ensembles import compare_asymptotes, fit_ensembles, load_ensemble_table, score_ensemble_studies
 from analysis.experiments import (
+    curve_notes,
     curve_points,
     generation_curves,
     next_generations,
@@ -191,11 +192,16 @@ def _search_sections(report: _Report, runs: pd.DataFrame, summaries: Sequence[Ce
 
 
 def _generation_sections(report: _Report, certifications: pd.DataFrame, table: pd.DataFrame | str, law, grids,
-                         fits: tuple[str, dict[str, PowerLawFit | str]] | None, noise_sd: float | None) -> None:
+                         fits: tuple[str, dict[str, PowerLawFit | str]] | None, noise_sd: float | None,
+                         left_out: Mapping[str, list[str]]) -> None:
     """Figures 1/2/5 and 11 with their tables; ``table`` is the generation table of
     ``certifications`` under ``law``, or why there is none; ``noise_sd``: the given seed noise
-    (None: the certifications' own, :func:`analysis.noise.seed_noise`)."""
+    (None: the certifications' own, :func:`analysis.noise.seed_noise`); ``left_out``: per method, the
+    certifications left out of its curve (:func:`analysis.experiments.curve_notes`)."""
     report.add("## Generation scaling (Figures 1/2/5)", "")
+    if left_out:
+        report.add("One setting per curve. " + " ".join(f"{method}: {note}." for method, notes in left_out.items()
+                                                         for note in notes), "")
     if isinstance(table, str):
         report.skipped.append(table)  # the message names the section
         return
@@ -329,14 +335,16 @@ def _no_efficiency(table: pd.DataFrame) -> str:
             f"baseline's, and the ledger lacks {' and '.join(lacks)} with an i.i.d. loss.")
 
 
-def _generation_fits(table: pd.DataFrame | str, noise_sd: float | None) -> tuple[str, dict[str, PowerLawFit | str]] | None:
+def _generation_fits(table: pd.DataFrame | str, noise_sd: float | None,
+                     notes: Mapping[str, list[str]]) -> tuple[str, dict[str, PowerLawFit | str]] | None:
     """L(G) per algorithm, fitted once for every section (None: no finite loss yet, ``table`` is why):
-    the points, the bootstrap count and the noise (``noise_sd``: ``--noise-sigma``) of ``megadocs
-    analysis fit SWEEP.yaml``, so both give the same verdicts."""
+    the points, the bootstrap count, the noise (``noise_sd``: ``--noise-sigma``) and the notes
+    (:func:`analysis.experiments.curve_notes`) of ``megadocs analysis fit SWEEP.yaml``, so both give
+    the same verdicts."""
     if isinstance(table, str):
         return None
     main, points = curve_points(table)
-    return main, fit_groups(points, x="g", y="loss", group="method", noise_sigma=noise_sd)
+    return main, fit_groups(points, x="g", y="loss", group="method", noise_sigma=noise_sd, notes=notes)
 
 
 def _next_generations_section(report: _Report, fits: tuple[str, dict[str, PowerLawFit | str]] | None) -> None:
@@ -541,7 +549,8 @@ def render_report(
             table: pd.DataFrame | str = generation_table(curves, law=law, noise_sd=noise_sd)
         except UserError as exc:  # no finite loss yet: the message names the section
             table = str(exc)
-        fits = _generation_fits(table, noise_sd)
+        left_out = curve_notes(certifications)
+        fits = _generation_fits(table, noise_sd, left_out)
         _next_generations_section(report, fits)
         report.add("## Certified points", "", _markdown_table(_certified_points_table(certifications)), "")
         for note in _basis_notes(certifications):
@@ -550,7 +559,7 @@ def render_report(
         if moved:
             report.add("Search bounds moved through `extend:` (a value appended beyond a bound each time the best "
                        "point sat on it, in order): " + "; ".join(moved) + ".", "")
-        _generation_sections(report, curves, table, law, grids, fits, noise_sd)
+        _generation_sections(report, curves, table, law, grids, fits, noise_sd, left_out)
         _experiment_sections(report, runs, curves, table, transfer_sources or {}, diversity,
                              students=certifications, transfers=transfers)
         _synthetic_only_section(report, certifications)

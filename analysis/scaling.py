@@ -41,7 +41,7 @@ from typing import Literal
 import numpy as np
 from scipy.optimize import least_squares
 
-from analysis.fit_checks import NOISE_ADVICE, check_fit_inputs
+from analysis.fit_checks import NOISE_ADVICE, check_fit_inputs, losses_fall
 
 __all__ = ["PARAMS", "N_BOOT", "MIN_BOOT", "PowerLawFit", "power_law", "fit_power_law", "percentile_interval"]
 
@@ -58,6 +58,9 @@ MIN_BOOT = 20
 E_AT_ZERO = 0.05
 """An E interval whose low end is below this share of the lowest loss reaches toward the search bound 0
 (refits that crawl toward E = 0 stop short of it, so "at 0" needs a margin)."""
+NOISE_FREE = 1e-8
+"""A log residual level (about a relative error) below which the points lie on the law to rounding: no
+seed noise is that small, and refits at that level would give zero-width intervals (none is given)."""
 MIN_DECAY_COVERED = 0.15
 """E counts as determined only if the points span this share of the fitted decay toward it."""
 
@@ -345,7 +348,15 @@ def _uncertainty(problem: _Problem, theta, residuals, *, n_boot, noise_sigma, le
             "no interval: with no spare points there is no residual to estimate the noise; for a parametric "
             f"interval give the loss noise: {NOISE_ADVICE}"
         ]
-    samples, failed = _bootstrap(problem, theta, residuals, noise_sigma=noise_sigma, n_boot=n_boot, seed=seed)
+    log_noise = None if noise_sigma is not None else math.sqrt(float(np.sum(residuals**2)) / problem.dof)
+    if log_noise is not None and log_noise < NOISE_FREE:
+        # Refits of the curve itself, noise level 0: every interval would be zero-width, read as certainty.
+        return None, None, [
+            f"no interval: the points lie on the law to rounding (log residual level {log_noise:.1g}), so there "
+            f"is no residual to estimate the noise; for a parametric interval give the loss noise: {NOISE_ADVICE}"
+        ]
+    samples, failed = _bootstrap(problem, theta, noise_sigma=noise_sigma, log_noise=log_noise, n_boot=n_boot,
+                                 seed=seed)
     if len(samples) < max(MIN_BOOT, n_boot // 2):
         return None, None, [f"no interval: {failed} of {n_boot} bootstrap refits failed"]
     notes = [f"{failed} of {n_boot} bootstrap refits had non-decreasing losses and were dropped"] if failed else []
@@ -353,12 +364,12 @@ def _uncertainty(problem: _Problem, theta, residuals, *, n_boot, noise_sigma, le
     return samples, ci, notes
 
 
-def _bootstrap(problem: _Problem, theta, residuals, *, noise_sigma, n_boot, seed):
+def _bootstrap(problem: _Problem, theta, *, noise_sigma, log_noise, n_boot, seed):
     """Refit on simulated losses at the same x; returns draws (n, 3) of (E, A, alpha) and failures.
 
     Parametric: losses are the fitted curve plus noise. With ``noise_sigma`` the noise is that
     (absolute) level. Otherwise it is multiplicative with the level estimated from the fit's
-    log residuals, s^2 = RSS / dof, and every draw first draws its own level
+    log residuals, ``log_noise`` s with s^2 = RSS / dof, and every draw first draws its own level
     ``s * sqrt(dof / chi2(dof))``: with 6 points and 3 parameters s rests on 3 degrees of
     freedom, and treating it as known (or resampling 6 residuals) gave 69-86% coverage for
     nominal 95% intervals; drawing the level restores about 95% (tests/analysis/test_scaling.py
@@ -366,18 +377,17 @@ def _bootstrap(problem: _Problem, theta, residuals, *, noise_sigma, n_boot, seed
     """
     rng = np.random.default_rng(seed)
     fitted = problem.curve(theta)
-    if noise_sigma is None:
-        scale = math.sqrt(float(np.sum(residuals**2)) / problem.dof)
     starts = [theta.copy()]  # simulated losses stay close to the fit: its optimum is the natural start
-    low_x, high_x = np.argmin(problem.x), np.argmax(problem.x)
     draws, failed = [], 0
     for _ in range(n_boot):
         if noise_sigma is None:
-            level = scale * math.sqrt(problem.dof / rng.chisquare(problem.dof))
+            level = log_noise * math.sqrt(problem.dof / rng.chisquare(problem.dof))
             y_star = fitted * np.exp(rng.normal(0.0, level, size=len(fitted)))
         else:
             y_star = fitted + rng.normal(0.0, noise_sigma, size=len(fitted))
-        if np.any(y_star <= 0) or y_star[high_x] >= y_star[low_x]:
+        # The input check's rule (mean losses at the two ends of x), not one replicate per end: with
+        # repeated seeds at each x that dropped many refits the fit itself would have accepted.
+        if np.any(y_star <= 0) or not losses_fall(problem.x, y_star):
             failed += 1
             continue
         if not math.isnan(problem.theta_fixed[0]) and problem.theta_fixed[0] >= y_star.min():

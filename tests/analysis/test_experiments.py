@@ -8,6 +8,7 @@ import math
 import re
 import textwrap
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -160,7 +161,8 @@ def test_the_generation_curves_are_the_main_models_and_students_only_in_their_ta
 
 def test_next_generations_predicts_2g_inside_its_interval():
     g = [1.0, 2.0, 4.0, 8.0, 16.0, 32.0]
-    loss = [3.6 + 0.3 * x ** -0.5 for x in g]
+    noise = np.random.default_rng(0).normal(0.0, 2e-4, len(g))  # noise-free points give no interval (below)
+    loss = [(3.6 + 0.3 * x ** -0.5) * math.exp(e) for x, e in zip(g, noise)]
     fit = fit_power_law(g, loss, n_boot=200, seed=0)
     [row] = next_generations({"simple": fit}).to_dict("records")
     assert row["g_max"] == 32 and row["predicted_2g"] == pytest.approx(3.6 + 0.3 * 64 ** -0.5, abs=2e-3)
@@ -340,3 +342,121 @@ def test_fit_of_a_sweep_fits_the_reports_points_with_the_same_verdicts(ablation,
         [line] = [line for line in fits.splitlines() if line.startswith(f"  {name:5s} = ")]
         assert line.startswith(f"  {name:5s} = {param['estimate']:.4g}  (")
         assert ("NOT determined" in line) == (not param["determined"])
+
+
+def test_points_exactly_on_a_power_law_give_no_interval_not_a_zero_width_one():
+    """Noise-free points (residuals 0 to rounding, no noise_sigma): the bootstrap drew the fitted curve
+    with noise of level 0, and every interval, the next doubling's included, came out zero-width, read
+    as certainty. Now no interval, with the reason, as for as many points as parameters; a given
+    noise level still gives one."""
+    g = [1.0, 2.0, 4.0, 8.0, 16.0, 32.0]
+    loss = [3.6 + 0.3 * x ** -0.5 for x in g]
+    fit = fit_power_law(g, loss, n_boot=100, seed=0)
+    assert fit.ci is None and fit.samples is None
+    [note] = [note for note in fit.notes if note.startswith("no interval")]
+    assert "no residual" in note and "--noise-sigma" in note
+    [row] = next_generations({"exact": fit}).to_dict("records")
+    assert all(math.isnan(row[column]) for column in NEXT_DOUBLING)
+    assert f"no 2G prediction: {note}" in row["note"]
+    assert row["asymptote"] == pytest.approx(3.6) and math.isnan(row["asymptote_low"])
+    given = fit_power_law(g, loss, n_boot=100, seed=0, noise_sigma=0.003)
+    [quoted] = next_generations({"exact": given}).to_dict("records")
+    assert quoted["predicted_low"] < quoted["predicted_2g"] < quoted["predicted_high"]
+
+
+def _with_second_setting(**fixed):
+    """A toy sweep (simple at G = 1, 2, 4, 8) and a second certification at G=2, ``simple-g2-other``,
+    whose summary fixes ``fixed`` besides method and G, 0.05 worse on every set: (summaries, runs)."""
+    import dataclasses
+
+    from analysis.frame import runs_frame
+    from tests.analysis import synthetic
+
+    records, summaries = synthetic.sweep(methods=("simple",), gs=(1, 2, 4, 8))
+    other, summary = synthetic.certification("simple", 2)
+    other = [dataclasses.replace(
+        r, certification="simple-g2-other", loss=r.loss + 0.05, fixed={**r.fixed, **fixed},
+        metrics=r.metrics.model_copy(update={"val_losses": {k: v + 0.05 for k, v in r.metrics.val_losses.items()}}))
+        for r in other]
+    summary = dataclasses.replace(summary, name="simple-g2-other", fixed={**summary.fixed, **fixed})
+    return [*summaries, summary], runs_frame(records + other)
+
+
+@pytest.mark.parametrize("how", ["fixed param", "one-value grid axis"])
+def test_two_certifications_at_one_g_under_different_settings_are_not_fitted_as_repeats(how):
+    """simple-g2 and simple-g2-other share (method, G) but not a fixed setting (a callable objective's
+    fixed param, or a grid axis given one value): they were both points of simple's L(G), fitted as
+    two seeds of G=2, and the generation table rose 'from G=2 to G=2'. The curve now keeps the setting
+    most of simple's certifications have; the other is left out and named, with its setting, in the
+    fit's notes."""
+    from analysis.experiments import curve_notes, generation_curves, generation_points
+    from analysis.fits import fit_groups
+    from analysis.frame import certifications_frame
+    from analysis.generation import generation_table, monotonicity
+
+    fixed, grids = ({"temperature": 0.5}, None) if how == "fixed param" else ({}, {"simple-g2-other": {"epochs": [4]}})
+    summaries, runs = _with_second_setting(**fixed)
+    certs = certifications_frame(summaries, runs, grids)
+    setting = "temperature=0.5" if fixed else "epochs=4"
+    assert certs.set_index("certification")["setting"].to_dict() == {
+        **dict.fromkeys(certs["certification"], ""), "simple-g2-other": setting}
+    _main, points = generation_points(certs)
+    assert sorted(points["certification"]) == ["simple-g1", "simple-g2", "simple-g4", "simple-g8"]
+    assert "simple-g2-other" not in set(generation_curves(certs)["certification"])
+    assert not monotonicity(generation_table(generation_curves(certs)))
+    [note] = curve_notes(certs)["simple"]
+    assert f"simple-g2-other (G=2; setting: {setting})" in note and "(the curve's: none beyond method, G and model)" in note
+    fit = fit_groups(points, x="g", y="loss", group="method", n_boot=0, notes=curve_notes(certs))["simple"]
+    assert fit.n_points == 4 and note in fit.notes
+
+
+def test_certifications_that_differ_only_in_their_fixed_seed_are_repeats_of_one_point():
+    """A fixed seed is no setting: two certifications of one point under two seeds are seed repeats."""
+    from analysis.experiments import curve_notes, generation_points
+    from analysis.frame import certifications_frame
+
+    summaries, runs = _with_second_setting(seed=7)
+    certs = certifications_frame(summaries, runs)
+    assert set(certs["setting"]) == {""} and curve_notes(certs) == {}
+    assert "simple-g2-other" in set(generation_points(certs)[1]["certification"])
+
+
+@pytest.fixture(scope="module")
+def pinned(tmp_path_factory):
+    """simple at G = 1, 2, 4, 8 searching lr and epochs, and simple-g2-short at G=2 with epochs pinned
+    to 4 (one grid value), beside a real-only baseline, on the analytic bowl."""
+    import yaml
+
+    from search.controller import run_sweep
+
+    root = tmp_path_factory.mktemp("pinned")
+    grid = {"lr": [0.001, 0.003, 0.01], "epochs": [4, 8, 16]}
+    certifications = [{"name": "real", "fixed": {"method": "real"}}]
+    certifications += [{"name": f"simple-g{g}", "fixed": {"method": "simple", "g": g}} for g in (1, 2, 4, 8)]
+    certifications.append({"name": "simple-g2-short", "fixed": {"method": "simple", "g": 2},
+                           "grid": {"lr": grid["lr"], "epochs": [4]}, "start": {"lr": 0.003, "epochs": 4}})
+    sweep = {"name": "pinned", "executor": {"kind": "debug", "max_parallel": 4, "poll_s": 0.01},
+             "out": str(root / "out"), "objective": "tests.analysis.objectives:paper_like",
+             "grid": grid, "start": {"lr": 0.003, "epochs": 8}, "certifications": certifications}
+    path = root / "sweep.yaml"
+    path.write_text(yaml.safe_dump(sweep, sort_keys=False))
+    run_sweep(load_sweep(path))
+    return path
+
+
+def test_report_and_fit_of_a_sweep_leave_out_and_name_a_certification_of_another_setting(pinned, tmp_path, capsys):
+    """The report and `megadocs analysis fit SWEEP.yaml` fit the same four points of simple's L(G)
+    (simple-g2-short, certified with epochs pinned to 4, had been a fifth, a 'repeat' of G=2) and say
+    which certification they left out and why."""
+    from megadocs.cli import main
+
+    main(["analysis", "fit", str(pinned), "--json"])
+    [simple] = json.loads(capsys.readouterr().out)
+    assert simple["group"] == "simple" and simple["n_points"] == 4
+    [note] = [note for note in simple["notes"] if "left out of this curve" in note]
+    assert "simple-g2-short (G=2; setting: epochs=4)" in note
+    text = build_report(load_sweep(pinned), tmp_path / "report").read_text()
+    section = text.split("## Generation scaling", 1)[1].split("\n## ", 1)[0]
+    assert f"One setting per curve. simple: {note}." in section
+    assert section.count("| simple | 2 | True |") == 4  # one row at G=2 per validation set (4), not two
+    assert f"note: {note}" in section.split("### Fits of L(G)", 1)[1]

@@ -362,3 +362,31 @@ def test_the_no_interval_note_names_a_command_and_flag_that_exist():
     assert NOISE_SIGMA_FLAG in command
     argv = shlex.split(command.replace("INPUT", "sweep.yaml").replace("SD", "0.01"))
     assert build_parser().parse_args(argv).noise_sigma == 0.01
+
+
+def test_bootstrap_drops_a_refit_by_the_input_checks_rule_the_mean_loss_at_each_end():
+    """With repeated seeds at each x, the input check compares the mean losses at the smallest and
+    largest x, but the bootstrap compared one replicate at each end and dropped every draw where that
+    one pair did not fall: here 43 of 200 refits instead of the 2 whose mean losses rise. Reproduced from the
+    bootstrap's own draws (noise_sigma given: one normal draw per refit, seeded), the count dropped is
+    exactly the number of draws the input check refuses."""
+    from analysis.fit_checks import losses_fall
+
+    x = np.repeat([1.0, 2.0, 4.0, 8.0], 8)
+    y = power_law(x, 3.0, 0.1, 0.5) + np.random.default_rng(3).normal(0.0, 0.02, len(x))
+    sigma, n_boot = 0.05, 200
+    fit = fit_power_law(x, y, n_boot=n_boot, noise_sigma=sigma, seed=0)
+    rng = np.random.default_rng(0)
+    draws = [fit.predict(x) + rng.normal(0.0, sigma, len(x)) for _ in range(n_boot)]
+    by_means = sum(not losses_fall(x, draw) for draw in draws)
+    by_one_pair = sum(draw[np.argmax(x)] >= draw[np.argmin(x)] for draw in draws)
+    assert by_means <= 5 < 25 <= by_one_pair  # the case tells the two rules apart
+    dropped = [note for note in fit.notes if "bootstrap refits" in note]
+    assert dropped == ([f"{by_means} of {n_boot} bootstrap refits had non-decreasing losses and were dropped"]
+                       if by_means else [])
+    assert len(fit.samples) == n_boot - by_means
+    for name, (low, high) in fit.ci.items():
+        assert low < fit.params[name] < high
+    with pytest.raises(UserError, match="do not decrease"):  # one rule: the check refuses what losses_fall does
+        fit_power_law(x, y[::-1], n_boot=0)
+    assert not losses_fall(x, y[::-1]) and losses_fall(x, y)
