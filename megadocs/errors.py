@@ -6,6 +6,8 @@ Three kinds reach the console script (`megadocs.cli.main`) as one line instead o
 system (:func:`disk_full_message`, also one a job-array task met: :class:`DiskFull`, or a database
 server's: SQLSTATE 53100; exit 4), which is no bug of the code. :func:`names_file`
 puts the file's name on an error that names none (a write to an open handle, SQLite's).
+:class:`EveryRankError` (:func:`on_every_rank`) marks a UserError that every process of a
+data-parallel run raises alike, which a sweep job reports as one process would.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import errno
 import os
 from collections.abc import Iterator
 
-__all__ = ["UserError", "WorkFailed", "DiskFull", "DISK_FULL_ERRNOS", "DISK_FULL_ADVICE", "DISK_FULL_SQLSTATE", "disk_full_message",
+__all__ = ["UserError", "EveryRankError", "on_every_rank", "WorkFailed", "DiskFull", "DISK_FULL_ERRNOS", "DISK_FULL_ADVICE", "DISK_FULL_SQLSTATE", "disk_full_message",
            "names_file"]
 
 DISK_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
@@ -36,6 +38,37 @@ class UserError(Exception):
     The CLI prints ``error: <message>`` on one line and exits with status 2; nothing already
     done is lost. Messages name the offending field or file, the value, and what was expected.
     """
+
+
+class EveryRankError(UserError):
+    """A UserError that every process of a data-parallel run raises alike, with the same line: the
+    ranks' agreement on what they opened (`train.distributed`), or a check whose every input is
+    the same on every rank (what they agreed on, the task they were all given). No rank is left
+    waiting for another, so each reports it as one process would (a sweep job: an invalid run).
+
+    Any other UserError met by one of several processes may be that rank's alone (a setting only
+    rank 0 reads, a node's own fault): the others would wait for it in their next collective, so
+    a sweep job lets it end that rank with an error (`search.objective.RunTask`), and the launcher
+    (srun ``--kill-on-bad-exit``, torchrun) ends the others.
+    """
+
+
+@contextlib.contextmanager
+def on_every_rank() -> Iterator[None]:
+    """A UserError raised in the block is raised as an :class:`EveryRankError` (the same line):
+    for code whose inputs are the same on every rank, so that every rank raises it alike.
+
+    >>> with on_every_rank():
+    ...     raise UserError("data.store: not found")
+    Traceback (most recent call last):
+    megadocs.errors.EveryRankError: data.store: not found
+    """
+    try:
+        yield
+    except EveryRankError:
+        raise
+    except UserError as exc:
+        raise EveryRankError(str(exc)) from exc
 
 
 class WorkFailed(Exception):

@@ -27,6 +27,9 @@ twice, even if it was (re)submitted twice. A :class:`~megadocs.errors.UserError`
 store or pool that is not there, a config train refuses) is deterministic: the job returns it as
 an ``invalid`` result (:class:`~megadocs.formats.FailureKind`), which the controller reports in one
 line instead of retrying it; once the user fixed the cause, the next ``certify`` runs the point again.
+A job of several tasks does so only for a UserError every rank raised alike
+(:class:`~megadocs.errors.EveryRankError`: the ranks' agreement); one a rank met on its own after
+it raises, so that the launcher ends the others (:meth:`RunTask.__call__`).
 
 Each train run of a sweep is also linked as ``{out}/tensorboard/{certification}/{point}``
 (:func:`link_tensorboard`), so ``tensorboard --logdir {out}/tensorboard`` shows runs by name.
@@ -56,7 +59,7 @@ import submitit
 
 from megadocs import compat
 from megadocs.config import config_hash, parse_config
-from megadocs.errors import UserError
+from megadocs.errors import EveryRankError, UserError, on_every_rank
 from megadocs.exits import Exit
 from megadocs.formats import REAL, FailureKind, RunDir, RunMetrics, RunStatus, write_json
 from megadocs.pools import pool_identity, resolve_pool
@@ -182,7 +185,12 @@ class RunTask(submitit.helpers.Checkpointable):
     every task calls this, rank 0 alone takes the run directory's lock and writes job.json (the
     other ranks wait for it inside ``train.loop.run``'s rendezvous, so none blocks on the lock
     rank 0 holds; rank 0 joins them also when the run is done), and every rank returns the run's
-    metrics (submitit reports rank 0's).
+    metrics (submitit reports rank 0's). A UserError every rank raises alike (the ranks'
+    agreement, a config train refuses: :class:`~megadocs.errors.EveryRankError`) is every rank's
+    ``invalid`` result, as with one task; any other UserError is raised, as any other exception
+    is: the task exits with an error, srun's ``--kill-on-bad-exit`` (or torchrun) ends the other
+    ranks at once instead of leaving them in their next collective, and the controller reports
+    the rank whose error came first as a failed job (``rank 1 of 2: ...``), retried like one.
 
     ``identity``: the run identity the controller named ``run_dir`` by (a train run's; None: not
     checked). The job opens the stores once and trains on them only when the config's identity on
@@ -216,13 +224,19 @@ class RunTask(submitit.helpers.Checkpointable):
         try:
             return self._run(run_dir)
         except UserError as exc:  # deterministic: the same job would fail the same way again
+            if world_from_env()[1] > 1 and not isinstance(exc, EveryRankError):
+                # met by this rank, perhaps alone (rank 0's W&B settings), after the ranks agreed:
+                # the others would wait for it in their next collective (NCCL: 10 minutes). Exit
+                # with the error (submitit: this task's error file, a non-zero status), so that srun
+                # (--kill-on-bad-exit) or torchrun ends them at once; the controller names this rank
+                raise
             return JobFailure(FailureKind.INVALID, str(exc))
 
     def _run(self, run_dir: RunDir) -> JobResult:
         rank, world_size, _ = world_from_env()
         if world_size > 1 and self.train_config is None:
-            raise UserError(f"objective {self.objective}: a callable objective runs as one task; use "
-                            f"tasks_per_node: 1 and nodes: 1 in the SLURM profile (got {world_size} tasks)")
+            raise EveryRankError(f"objective {self.objective}: a callable objective runs as one task; use "
+                                 f"tasks_per_node: 1 and nodes: 1 in the SLURM profile (got {world_size} tasks)")
         if rank > 0:
             return self._train(run_dir)
         with exclusive_lock(run_dir.lock):  # a duplicate submission waits, then reads the result
@@ -257,7 +271,8 @@ class RunTask(submitit.helpers.Checkpointable):
         from train.config import RunConfig
         from train.loop import Preempted, run
 
-        config = parse_config(self.train_config, RunConfig, source=str(run_dir.path / "config"))
+        with on_every_rank():  # every rank was given the same config
+            config = parse_config(self.train_config, RunConfig, source=str(run_dir.path / "config"))
         try:
             # `run` opens the stores once and checks their identity after every rank has joined: a
             # rank that opened other data fails them all with one line, not in the rendezvous

@@ -18,6 +18,9 @@ agree on the identity of what they opened (`DistributedContext.agree_on_identity
 sees other data there (a stale NFS view, a store replaced while the job started, a node-local
 path) stops every rank with one line instead of training on other data or hanging in a collective;
 so does a rank whose file system failed it (an OSError: a WorkFailed on every rank, to retry).
+Those lines are `megadocs.errors.EveryRankError`s: raised by every rank alike, which a sweep job
+records as an invalid run; a UserError one rank meets past them ends that rank with the error
+(`search.objective.RunTask`), so that the launcher ends the others (below).
 
 A rank that fails later (building the model, an out-of-memory step) leaves the others waiting in
 their next collective: gloo notices the dead peer at once ("Connection closed by peer", measured on
@@ -42,7 +45,7 @@ from typing import Any
 
 import torch
 
-from megadocs.errors import UserError, WorkFailed
+from megadocs.errors import EveryRankError, UserError, WorkFailed
 from megadocs.procs import world_from_env  # re-exported: torch-free, so sweep jobs need not import torch
 from train.device import resolve_device
 
@@ -186,8 +189,9 @@ class DistributedContext:
             '3f2a9c1d0b7e4a65'
 
         Raises:
-            UserError: on every rank, the same line: the first rank that could not open the data
-                (its rank, host and error), or which ranks and hosts opened which identities.
+            EveryRankError: (a UserError) on every rank, the same line: the first rank that could
+                not open the data (its rank, host and error), or which ranks and hosts opened which
+                identities.
             WorkFailed: on every rank, the same line, when a rank met an error other than a
                 UserError (an OSError of a flaky file system): the first such rank, its host and
                 the exception's type and message. Not a UserError, so that a sweep retries the job
@@ -214,14 +218,14 @@ class DistributedContext:
             line = f"rank {named} ({every[named].host}) of this run could not open its data{also}: {every[named].error}"
             if faults:
                 raise WorkFailed(line) from (opened if failed else None)
-            raise UserError(line)
+            raise EveryRankError(line)
         views: dict[str, list[int]] = {}
         for rank, rank_opened in enumerate(every):
             views.setdefault(rank_opened.identity, []).append(rank)
         if len(views) > 1:
             hosts = {identity: ", ".join(sorted({every[rank].host for rank in ranks})) for identity, ranks in views.items()}
             seen = "; ".join(f"{identity[:8]} on {_ranks(ranks)} ({hosts[identity]})" for identity, ranks in views.items())
-            raise UserError(f"the ranks of this run opened different data: {seen}: data.store, the synthetic pool, "
+            raise EveryRankError(f"the ranks of this run opened different data: {seen}: data.store, the synthetic pool, "
                             "the eval.extra stores and eval.benchmark_data must hold the same data on every node (check "
                             "for a stale NFS view, a store replaced while the job started, or a node-local path); "
                             "nothing was trained")

@@ -47,7 +47,7 @@ from typing import Any
 import torch
 import torch.distributed
 
-from megadocs.errors import UserError
+from megadocs.errors import UserError, on_every_rank
 from megadocs.formats import (
     IID,
     IID_SETS,
@@ -100,7 +100,9 @@ def run(config: RunConfig, out: str | Path, stores: RunStores | None = None, *,
         Preempted: SIGTERM/SIGUSR2/SIGINT arrived; a checkpoint was saved.
         UserError: bad paths, a store/config mismatch, RUN holding another config, data of
             another identity than `expected_identity`, ranks that opened different data, or a
-            synthetic pool replaced at its path while the run opened it.
+            synthetic pool replaced at its path while the run opened it: with several processes,
+            an `EveryRankError` (`megadocs.errors`), the same line on every rank. One raised
+            later (rank 0's W&B settings) is a plain UserError, possibly of that rank alone.
         WorkFailed: several processes, one of which could not open its data for another reason
             (an OSError of its file system): the same line on every rank, a failure to retry
             (`megadocs train`: that line, exit 4).
@@ -117,25 +119,29 @@ def run(config: RunConfig, out: str | Path, stores: RunStores | None = None, *,
     attempt_start = time.perf_counter()
     dist = init_distributed(config.device)  # several processes: the rendezvous (one: nothing to join)
     try:
-        identity = dist.agree_on_identity(opened)  # the same data on every rank, or every rank raises
-        if expected_identity is not None and identity != expected_identity:
-            raise UserError(
-                f"{out}: the sweep named this run {expected_identity}, but its config on the data as the job "
-                f"opened it is {identity}: data.store, the pool, an eval.extra store or eval.benchmark_data was "
-                "replaced at its path since (or the training code changed); nothing was trained"
-            )
-        finished = RunLifecycle.finished(out, identity, config)
-        if finished is not None:
-            return finished
+        # up to the run directory, a UserError is every rank's alike (EveryRankError): the agreements,
+        # and checks of what they agreed on and of RUN, which every rank reads. Past it, one may be
+        # one rank's alone (rank 0's W&B or RUN folder): a sweep job then ends that rank with an error
+        with on_every_rank():
+            identity = dist.agree_on_identity(opened)  # the same data on every rank, or every rank raises
+            if expected_identity is not None and identity != expected_identity:
+                raise UserError(
+                    f"{out}: the sweep named this run {expected_identity}, but its config on the data as the job "
+                    f"opened it is {identity}: data.store, the pool, an eval.extra store or eval.benchmark_data was "
+                    "replaced at its path since (or the training code changed); nothing was trained"
+                )
+            finished = RunLifecycle.finished(out, identity, config)
+            if finished is not None:
+                return finished
+            try:  # data first, so a bad setting fails before anything is written (on every rank: agreed)
+                data = RunData.open(config, stores)
+                opened = data.identity(config)
+            except Exception as exc:  # noqa: BLE001 - raised on every rank by the agreement below
+                opened = exc
+            if dist.agree_on_identity(opened) != identity:  # the pool as its tokens were opened is not the one hashed above
+                raise UserError(f"data.synthetic.pool: {config.data.synthetic.pool} changed while the run opened it "
+                                f"(replaced at its path); run again")
         device = resolve_device(config.device)
-        try:  # data first, so a bad setting fails before anything is written (on every rank: agreed)
-            data = RunData.open(config, stores)
-            opened = data.identity(config)
-        except Exception as exc:  # noqa: BLE001 - raised on every rank by the agreement below
-            opened = exc
-        if dist.agree_on_identity(opened) != identity:  # the pool as its tokens were opened is not the one hashed above
-            raise UserError(f"data.synthetic.pool: {config.data.synthetic.pool} changed while the run opened it "
-                            f"(replaced at its path); run again")
         run_dir = RunLifecycle(out, identity, writes=dist.is_main)
         run_dir.prepare(config, device, data)
         # leaving the block waits for the checkpoint being written and closes the trackers (also

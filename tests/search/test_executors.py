@@ -7,8 +7,10 @@ import os
 import signal
 import time
 
+import pytest
 import yaml
 
+from megadocs.errors import EveryRankError, UserError
 from megadocs.executors import (
     MULTI_TASK_SRUN_ARGS,
     InProcessExecutor,
@@ -97,6 +99,28 @@ def test_a_job_without_a_loss_returns_a_typed_failure_and_old_status_dicts_still
     assert JobFailure.of({"status": "failed", "reason": minus_inf.reason}) == minus_inf
     assert JobFailure.of({"status": "invalid", "error": text.reason}) == text
     assert JobFailure.of({"status": "completed", "val_loss": 2.0}) is None
+
+
+@pytest.mark.parametrize("world", [1, 2])
+@pytest.mark.parametrize("error", [EveryRankError, UserError])
+def test_a_user_error_of_one_rank_alone_ends_its_task_with_the_error(error, world, workdir, monkeypatch):
+    """A UserError in a train job is an invalid result (exit 0), except one that a rank of several
+    met on its own (not an EveryRankError: the ranks' agreement): raised, so that the task exits
+    with it and srun/torchrun end the ranks waiting for it (tests/train/test_distributed.py)."""
+    import train.loop
+
+    def failing_run(config, out, stores=None, *, expected_identity=None):  # MOCK: where `run` raises
+        raise error("eval.extra: a rank's line")
+
+    monkeypatch.setattr(train.loop, "run", failing_run)
+    monkeypatch.setenv("RANK", str(world - 1))
+    monkeypatch.setenv("WORLD_SIZE", str(world))
+    task = RunTask(str(workdir / "run"), {"lr": 0.01}, train_config={"data": {"store": str(workdir / "store")}})
+    if world > 1 and error is UserError:
+        with pytest.raises(UserError, match="a rank's line"):
+            task()
+        return
+    assert task() == JobFailure(FailureKind.INVALID, "eval.extra: a rank's line")
 
 
 def test_in_process_failures_and_unknown_jobs():

@@ -8,6 +8,7 @@ import errno
 import json
 import math
 import os
+import re
 import shutil
 import signal
 import socket
@@ -65,19 +66,8 @@ def test_a_short_step_split_unevenly_finishes_and_matches_one_process():
     on their own), and 15 validation windows at batch 7: under DDP and FSDP the step finishes and
     its loss, gradient and evaluation equal one process's. Before every rank ran as many
     micro-batches, the FSDP step hung in the extra micro-batch's all-gather."""
-    process = subprocess.Popen(
-        [str(Path(sys.executable).with_name("torchrun")), "--nproc-per-node=2", "--master-port", str(_free_port()),
-         "-m", "tests.train.lockstep_worker"],
-        env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
-        cwd=Path(__file__).resolve().parents[2],
-    )  # fmt: skip
-    try:
-        out, err = process.communicate(timeout=240)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)  # torchrun and its two workers: their own session
-        process.communicate()
-        pytest.fail("2 ranks with unequal micro-batch counts hung (killed after 240 s)")
-    assert process.returncode == 0, err[-3000:]
+    returncode, out, err = _torchrun("tests.train.lockstep_worker", hung="2 ranks with unequal micro-batch counts hung")
+    assert returncode == 0, err[-3000:]
     results = {result["parallelism"]: result for result in map(json.loads, out.strip().splitlines())}
     assert sorted(results) == ["ddp", "fsdp"]
     for result in results.values():
@@ -87,6 +77,24 @@ def test_a_short_step_split_unevenly_finishes_and_matches_one_process():
         assert result["max_weight_difference"] < 1e-6, result  # SGD at lr 1: the gradients differ by that
         for name, value in result["reference_losses"].items():
             assert math.isclose(result["losses"][name], value, rel_tol=REL_TOL), (name, result)
+
+
+def _torchrun(module: str, *args: str, hung: str) -> tuple[int, str, str]:
+    """`module` run by torchrun on 2 processes: its exit status, stdout and stderr once it ended;
+    killed, and the test failed with `hung`, if it still runs after 240 s."""
+    process = subprocess.Popen(
+        [str(Path(sys.executable).with_name("torchrun")), "--nproc-per-node=2", "--master-port", str(_free_port()),
+         "-m", module, *args],
+        env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+        cwd=Path(__file__).resolve().parents[2],
+    )  # fmt: skip
+    try:
+        out, err = process.communicate(timeout=240)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)  # torchrun and its two workers: their own session
+        process.communicate()
+        pytest.fail(f"{hung} (killed after 240 s)")
+    return process.returncode, out, err
 
 
 def _megadocs(*args: str) -> list[str]:
@@ -398,3 +406,21 @@ def test_megadocs_train_rank_that_cannot_open_its_store_stops_every_rank_in_one_
     assert lines[0] == lines[1] and f"rank 1 ({socket.gethostname()}) of this run could not open its data: " \
         "data.store" in lines[0], lines
     assert not (tmp_path / "run").exists()
+
+
+def test_a_sweep_job_whose_rank_fails_alone_after_the_agreement_ends_with_that_rank_named(config, tmp_path):
+    """Rank 1 of a 2-task sweep job meets a UserError alone once the ranks agreed on their data
+    (MOCK: `tests.train.one_rank_error_worker`). It exits with the error instead of returning an
+    invalid result and exiting 0, so the launcher (here torchrun; srun's --kill-on-bad-exit on
+    SLURM) ends the job and names rank 1 as its first failure, with the error's line; before,
+    rank 1 exited 0 and rank 0 was left in its next collective (gloo: "Connection closed by
+    peer", the failure torchrun then named; NCCL: its timeout)."""
+    from tests.train.one_rank_error_worker import MOCK_LINE
+
+    returncode, out, err = _torchrun("tests.train.one_rank_error_worker", str(config), str(tmp_path / "run"),
+                                     hung="a rank that failed alone left the other waiting")
+    assert returncode != 0, (out, err[-3000:])
+    assert f"UserError: {MOCK_LINE}" in err, err[-3000:]
+    root_cause = err.split("Root Cause (first observed failure):")[1]
+    assert re.search(r"rank\s*: 1 \(local_rank: 1\)", root_cause), err[-3000:]
+    assert '"rank": 1' not in out  # it returned no result
