@@ -35,6 +35,7 @@ from typing import IO, Any, Literal, get_args
 from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 
 from megadocs import compat
+from megadocs.config import format_validation_error
 from megadocs.errors import UserError, names_file
 
 __all__ = [
@@ -311,9 +312,7 @@ class RunMetrics(BaseModel):
         try:
             return cls.model_validate(data)
         except ValidationError as exc:
-            first = exc.errors()[0]
-            field = ".".join(str(part) for part in first["loc"]) or "<top level>"
-            raise UserError(f"{source}: {field}: {first['msg']}") from None
+            raise UserError(format_validation_error(exc, source, model=cls)) from None
 
     @classmethod
     def load(cls, path: str | Path) -> RunMetrics:

@@ -45,6 +45,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from megadocs.config import format_validation_error
 from megadocs.corpus import STDLIB, Document, is_empty_document, iter_documents, source_hash
 from megadocs.errors import UserError
 from megadocs.fingerprint import FINGERPRINT_PREFIX, LEGACY_PREFIX, legacy_fingerprint, model_fingerprint
@@ -217,9 +218,7 @@ def parse_manifest(data: Any, path: Path) -> PoolManifest:
     try:
         return PoolManifest.model_validate(data)
     except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(part) for part in first["loc"])
-        raise UserError(f"{path}: {where}: {first['msg']}") from None
+        raise UserError(format_validation_error(exc, str(path), model=PoolManifest)) from None
 
 
 def read_manifest(pool: str | Path, field: str = "--pool") -> PoolManifest:

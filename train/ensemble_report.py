@@ -18,6 +18,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 
 from megadocs import compat
+from megadocs.config import format_validation_error
 from megadocs.errors import UserError
 from megadocs.formats import BenchmarkScore, finite_or_none
 
@@ -102,7 +103,5 @@ class EnsembleReport(BaseModel):
         try:
             return cls.model_validate(finite_or_none(data))
         except ValidationError as exc:
-            first = exc.errors()[0]
-            field = ".".join(str(part) for part in first["loc"]) or "<top level>"
-            raise UserError(f"{source}: {field}: {first['msg']} (expected a `megadocs train ensemble "
-                            f"--json` report)") from None
+            line = format_validation_error(exc, str(source), model=cls)
+            raise UserError(f"{line} (expected a `megadocs train ensemble --json` report)") from None

@@ -185,7 +185,7 @@ def test_a_train_ensemble_report_missing_a_field_is_refused_naming_it(tmp_path):
     """analysis reads the report through train's record (train.ensemble_report.EnsembleReport)."""
     path = tmp_path / "ens.json"
     path.write_text(json.dumps({"members": ["a"], "sets": {"iid": {"source": None, "by_k": [{"loss": 3.3}]}}}))
-    with pytest.raises(UserError, match=r"ens.json: sets.iid.by_k.0.k: Field required"):
+    with pytest.raises(UserError, match=r"ens.json: sets.iid.by_k.0.k: required field is missing"):
         load_ensemble_table(f"real={path}")
 
 

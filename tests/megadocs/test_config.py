@@ -176,3 +176,35 @@ def test_a_models_own_validator_is_its_message_wherever_the_model_sits_and_a_fie
     with pytest.raises(UserError) as info:
         parse_config({"pair": {"name": "x"}}, Top, source="t.yaml")
     assert str(info.value) == "t.yaml: pair.name: name: not x, got 'x'"
+
+
+def _result_parsers():
+    """(parser(data, source), a record it reads, a field to spoil) for each reader of a result file
+    (metrics.json, a pool's manifest.json, an ensemble report), taken from its owning module."""
+    from pathlib import Path
+
+    from megadocs.formats import PoolKind, RunMetrics
+    from megadocs.pools import POOL_FORMAT, parse_manifest
+    from train.ensemble_report import EnsembleReport
+
+    return [
+        (lambda data, source: RunMetrics.parse(data, source=source), {"status": "completed", "val_loss": 3.0},
+         "val_loss"),
+        (lambda data, source: parse_manifest(data, Path(source)),
+         {"format": POOL_FORMAT, "kind": next(iter(PoolKind)).value, "g": 1, "num_shards": 1}, "g"),
+        (lambda data, source: EnsembleReport.parse(data, source=source),
+         {"members": ["a", "b"], "sets": {"iid": [{"k": 1, "loss": 3.4}]}}, "members"),
+    ]  # fmt: skip
+
+
+@pytest.mark.parametrize(("parse", "record", "field"), _result_parsers())
+def test_a_result_files_bad_field_is_one_line_naming_the_file_the_field_and_the_value(parse, record, field):
+    """Every result parser says its first error as `format_validation_error` does: the file, the
+    field, what was expected and the value given (each once had a wording of its own, without the value)."""
+    parse(record, "run/result.json")  # the record reads: the spoilt field is its only error
+    bad = {"spoilt": [1]}
+    with pytest.raises(UserError) as caught:
+        parse({**record, field: bad}, "run/result.json")
+    line = str(caught.value)
+    assert "\n" not in line and line.startswith(f"run/result.json: {field}: "), line
+    assert f", got {bad!r}" in line, line
