@@ -46,8 +46,8 @@ class EveryRankError(UserError):
     the same on every rank (what they agreed on, the task they were all given). No rank is left
     waiting for another, so each reports it as one process would (a sweep job: an invalid run).
 
-    Any other UserError met by one of several processes may be that rank's alone (a setting only
-    rank 0 reads, a node's own fault): the others would wait for it in their next collective, so
+    Any other UserError met by one of several processes may be that rank's alone (rank 0's RUN
+    folder, a node's own fault): the others would wait for it in their next collective, so
     a sweep job lets it end that rank with an error (`search.objective.RunTask`), and the launcher
     (srun ``--kill-on-bad-exit``, torchrun) ends the others.
     """

@@ -225,7 +225,7 @@ class RunTask(submitit.helpers.Checkpointable):
             return self._run(run_dir)
         except UserError as exc:  # deterministic: the same job would fail the same way again
             if world_from_env()[1] > 1 and not isinstance(exc, EveryRankError):
-                # met by this rank, perhaps alone (rank 0's W&B settings), after the ranks agreed:
+                # met by this rank, perhaps alone (rank 0's RUN folder, a node's fault), after the ranks agreed:
                 # the others would wait for it in their next collective (NCCL: 10 minutes). Exit
                 # with the error (submitit: this task's error file, a non-zero status), so that srun
                 # (--kill-on-bad-exit) or torchrun ends them at once; the controller names this rank

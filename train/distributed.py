@@ -226,10 +226,27 @@ class DistributedContext:
             hosts = {identity: ", ".join(sorted({every[rank].host for rank in ranks})) for identity, ranks in views.items()}
             seen = "; ".join(f"{identity[:8]} on {_ranks(ranks)} ({hosts[identity]})" for identity, ranks in views.items())
             raise EveryRankError(f"the ranks of this run opened different data: {seen}: data.store, the synthetic pool, "
-                            "the eval.extra stores and eval.benchmark_data must hold the same data on every node (check "
-                            "for a stale NFS view, a store replaced while the job started, or a node-local path); "
-                            "nothing was trained")
+                                 "the eval.extra stores and eval.benchmark_data must hold the same data on every node "
+                                 "(check for a stale NFS view, a store replaced while the job started, or a node-local "
+                                 "path); nothing was trained")
         return next(iter(views))
+
+    def share_main_refusal(self, refusal: UserError | None) -> None:
+        """Rank 0's `refusal` (None: none) raised on every rank, for a check rank 0 alone makes
+        (its trackers' settings: only it opens them): every rank calls this, and rank 0's line is
+        broadcast (one small object over the control group), so that no rank is left waiting in its
+        next collective for a rank 0 that stopped. One process: `refusal` raised as it is.
+
+        Raises:
+            EveryRankError: on every rank, rank 0's line, when it refused (several processes).
+        """
+        if not self.distributed:
+            if refusal is not None:
+                raise refusal
+            return
+        line = self.broadcast_object(None if refusal is None else str(refusal))
+        if line is not None:
+            raise EveryRankError(line) from refusal
 
     def broadcast_object(self, value: Any) -> Any:
         """Rank 0's ``value`` on every rank (small picklable objects: never data from disk)."""

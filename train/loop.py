@@ -102,7 +102,8 @@ def run(config: RunConfig, out: str | Path, stores: RunStores | None = None, *,
             another identity than `expected_identity`, ranks that opened different data, or a
             synthetic pool replaced at its path while the run opened it: with several processes,
             an `EveryRankError` (`megadocs.errors`), the same line on every rank. One raised
-            later (rank 0's W&B settings) is a plain UserError, possibly of that rank alone.
+            later (rank 0's RUN folder, a node's fault) is a plain UserError, possibly of that rank
+            alone; rank 0's W&B settings, which only it opens, are every rank's (`share_main_refusal`).
         WorkFailed: several processes, one of which could not open its data for another reason
             (an OSError of its file system): the same line on every rank, a failure to retry
             (`megadocs train`: that line, exit 4).
@@ -121,7 +122,7 @@ def run(config: RunConfig, out: str | Path, stores: RunStores | None = None, *,
     try:
         # up to the run directory, a UserError is every rank's alike (EveryRankError): the agreements,
         # and checks of what they agreed on and of RUN, which every rank reads. Past it, one may be
-        # one rank's alone (rank 0's W&B or RUN folder): a sweep job then ends that rank with an error
+        # one rank's alone (rank 0's RUN folder, a node's fault): a sweep job then ends that rank with an error
         with on_every_rank():
             identity = dist.agree_on_identity(opened)  # the same data on every rank, or every rank raises
             if expected_identity is not None and identity != expected_identity:
@@ -251,7 +252,12 @@ class Trainer:
         self.curve = PeriodicValidation.build(self.config, self.data.store, self.data.extra,
                                               total_steps=self.total_steps, device=self.device,
                                               align=LOG_EVERY)  # fmt: skip
-        self.tracker = self.run_dir.open_tracker(self.config, start_step=self.step)
+        refusal = None
+        try:  # rank 0 alone opens them: a W&B setting it refuses stops every rank with its line
+            self.tracker = self.run_dir.open_tracker(self.config, start_step=self.step)
+        except UserError as exc:
+            refusal = exc
+        self.dist.share_main_refusal(refusal)
         self._exits.callback(self.tracker.close)  # flushes the curves also when preempted
 
     def _resolve_micro_batch(self) -> RunConfig:

@@ -79,13 +79,13 @@ def test_a_short_step_split_unevenly_finishes_and_matches_one_process():
             assert math.isclose(result["losses"][name], value, rel_tol=REL_TOL), (name, result)
 
 
-def _torchrun(module: str, *args: str, hung: str) -> tuple[int, str, str]:
-    """`module` run by torchrun on 2 processes: its exit status, stdout and stderr once it ended;
-    killed, and the test failed with `hung`, if it still runs after 240 s."""
+def _torchrun(module: str, *args: str, hung: str, env: dict[str, str] | None = None) -> tuple[int, str, str]:
+    """`module` run by torchrun on 2 processes (`env`: more environment): its exit status, stdout
+    and stderr once it ended; killed, and the test failed with `hung`, if it still runs after 240 s."""
     process = subprocess.Popen(
         [str(Path(sys.executable).with_name("torchrun")), "--nproc-per-node=2", "--master-port", str(_free_port()),
          "-m", module, *args],
-        env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+        env=_env(**(env or {})), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
         cwd=Path(__file__).resolve().parents[2],
     )  # fmt: skip
     try:
@@ -417,10 +417,24 @@ def test_a_sweep_job_whose_rank_fails_alone_after_the_agreement_ends_with_that_r
     peer", the failure torchrun then named; NCCL: its timeout)."""
     from tests.train.one_rank_error_worker import MOCK_LINE
 
-    returncode, out, err = _torchrun("tests.train.one_rank_error_worker", str(config), str(tmp_path / "run"),
+    returncode, out, err = _torchrun("tests.train.one_rank_error_worker", "rank1", str(config), str(tmp_path / "run"),
                                      hung="a rank that failed alone left the other waiting")
     assert returncode != 0, (out, err[-3000:])
     assert f"UserError: {MOCK_LINE}" in err, err[-3000:]
     root_cause = err.split("Root Cause (first observed failure):")[1]
     assert re.search(r"rank\s*: 1 \(local_rank: 1\)", root_cause), err[-3000:]
     assert '"rank": 1' not in out  # it returned no result
+
+
+def test_a_w_and_b_setting_rank_0_refuses_is_every_ranks_invalid_run(config, tmp_path, monkeypatch):
+    """Only rank 0 opens the trackers: W&B online with no credentials is refused there, and its line
+    is every rank's invalid result (exit 0), as with one task, instead of rank 0's alone."""
+    pytest.importorskip("wandb")
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    env = {"NETRC": str(tmp_path / "no-netrc"), "WANDB_CONFIG_DIR": str(tmp_path / "wandb-config")}
+    returncode, out, err = _torchrun("tests.train.one_rank_error_worker", "wandb", str(config), str(tmp_path / "run"),
+                                     hung="a rank 0 that refused W&B left the other waiting", env=env)
+    assert returncode == 0, err[-3000:]
+    errors = {result["rank"]: result["error"] for result in map(json.loads, out.strip().splitlines())}
+    assert sorted(errors) == [0, 1] and errors[0] == errors[1], errors
+    assert errors[0].startswith("tracking.wandb: ") and "wandb login" in errors[0], errors
