@@ -58,3 +58,19 @@ def fail_on_rank_one(seconds: float) -> int:
         raise ValueError("rank 1 broke while building its model")
     time.sleep(seconds)
     return rank
+
+
+def sweep_run_failing_on_rank_one(run_dir: str, train_config: dict) -> object:
+    """The sweep's own job (`search.objective.RunTask`) of ``train_config`` on 2 tasks whose rank 1
+    alone meets a UserError as it prepares RUN, after the ranks agreed on their data (MOCK: a
+    monkeypatched `RunLifecycle.prepare`, standing in for a fault of one node's own)."""
+    from megadocs.errors import UserError
+    from search.objective import RunTask
+    from train.run_dir import RunLifecycle
+
+    if int(os.environ["SLURM_PROCID"]) == 1:
+        def prepare(self, *args, **kwargs) -> None:  # MOCK: the fault rank 1 meets alone
+            raise UserError("MOCK: rank 1's own fault as it prepares RUN")
+
+        RunLifecycle.prepare = prepare
+    return RunTask(run_dir, {"lr": "default"}, train_config=train_config)()
