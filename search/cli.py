@@ -285,7 +285,7 @@ def _progress(sweep: Sweep) -> LedgerProgress | None:
     (nothing ran: the plan is the whole search). Reads the ledger, imports no torch."""
     from megadocs.formats import RunStatus
     from search.certificate import CertState
-    from search.ledger import read_snapshot
+    from search.ledger import read_snapshot, study_name
     from search.plan import CertificationProgress, ExtraProgress, LedgerProgress
     from search.status import TransferState, summarize, summarize_ensembles, summarize_transfers
     from search.storage import LedgerMissing
@@ -295,14 +295,22 @@ def _progress(sweep: Sweep) -> LedgerProgress | None:
     except LedgerMissing:
         return None
     summaries = summarize(sweep, snapshot=snapshot, warn_off_grid=False)
+    ensemble_summaries = summarize_ensembles(sweep, summaries, snapshot=snapshot)
+    transfer_summaries = summarize_transfers(sweep, summaries, snapshot=snapshot)
     ensembles = {e.name: ExtraProgress(sum(m.status.finished for m in e.members), e.count(RunStatus.RUNNING),
                                        e.count(RunStatus.FAILED), e.source_state is CertState.FAILED)
-                 for e in summarize_ensembles(sweep, summaries, snapshot=snapshot)}
+                 for e in ensemble_summaries}
     transfers = {t.name: ExtraProgress(int(t.state is TransferState.FINISHED), int(t.state is TransferState.RUNNING),
                                        int(t.state is TransferState.FAILED), t.state is TransferState.BLOCKED)
-                 for t in summarize_transfers(sweep, summaries, snapshot=snapshot)}
+                 for t in transfer_summaries}
+    # one run identity per entry that counts it finished: a run two entries share is one run in the total
+    finished = [{r.run_id for r in snapshot.runs(study_name(sweep.name, s.name)) if r.status.finished and r.run_id}
+                for s in summaries]
+    finished += [{m.run_id for m in e.members if m.status.finished and m.run_id} for e in ensemble_summaries]
+    finished += [{t.run_id} for t in transfer_summaries if t.state is TransferState.FINISHED and t.run_id]
+    shared = sum(map(len, finished)) - len(set().union(*finished))
     return LedgerProgress({s.name: CertificationProgress(s.state, s.runs.finished, s.runs.running, s.runs.failed)
-                           for s in summaries}, ensembles, transfers)
+                           for s in summaries}, ensembles, transfers, shared)
 
 
 def _status(args: argparse.Namespace) -> int:

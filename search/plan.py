@@ -391,6 +391,10 @@ class LedgerProgress:
     certifications: Mapping[str, CertificationProgress]
     ensembles: Mapping[str, ExtraProgress]
     transfers: Mapping[str, ExtraProgress]
+    shared: int = 0
+    """Finished runs counted by two of these entries (one run identity in two studies: a transfer
+    at a point its target's certification ran, adopted by whichever came second): the total counts
+    each run once."""
 
 
 @dataclass(frozen=True)
@@ -439,6 +443,8 @@ class SweepPlan:
     transfers: tuple[ExtraRuns, ...]
     assumed: Mapping[str, AssumedFigure]
     """Every data size assumed rather than measured (an :class:`Assumptions` field -> figure)."""
+    shared: int = 0
+    """Finished runs two entries both count (:attr:`LedgerProgress.shared`): the total counts them once."""
 
     @property
     def costed(self) -> bool:
@@ -483,7 +489,7 @@ class SweepPlan:
             extras = sum(e.remaining for e in self.extras)
             finished = sum(p.finished for p in (*(c.progress for c in self.certifications),
                                                 *(e.progress for e in self.extras)) if p is not None)
-            total.update({"runs_finished": finished,
+            total.update({"runs_finished": finished - self.shared,
                           "runs_remaining_expected": sum(c.remaining_expected for c in self.certifications) + extras,
                           "runs_remaining_worst": sum(c.remaining_worst for c in self.certifications) + extras})
         if self.costed:
@@ -552,7 +558,8 @@ def sweep_plan(sweep: Sweep, utilisation: Utilisation, *, simulations: int = SIM
     return SweepPlan(sweep=sweep.name, utilisation=utilisation if coster else None, processes_per_run=processes,
                      scaling_efficiency=efficiency if processes > 1 else 1.0, simulations=simulations,
                      certifications=tuple(certifications), ensembles=tuple(ensembles), transfers=tuple(transfers),
-                     assumed=dict(coster.assumed) if coster is not None else {})  # fmt: skip
+                     assumed=dict(coster.assumed) if coster is not None else {},
+                     shared=progress.shared)  # fmt: skip
 
 
 def format_sweep_plan(plan: SweepPlan) -> str:

@@ -512,6 +512,7 @@ class EnsembleMember:
     params: RunParams
     status: RunStatus
     run_dir: str | None
+    run_id: str | None = None  # its run identity: another study may hold the same run (``search plan``'s total)
 
     def to_dict(self) -> dict[str, Any]:
         return {"member": self.member, "point": dict(self.params.point), "seed": self.params.seed,
@@ -661,7 +662,7 @@ def summarize_ensembles(sweep: Sweep, summaries: Iterable[CertificationSummary] 
         for record in snapshot.runs(study_name(sweep.name, ens.name, StudyKind.ENSEMBLE)):
             if record.status is RunStatus.SUPERSEDED or record.to_rerun:  # not evaluated (yet)
                 continue
-            member = EnsembleMember(record.member, record.params(), record.status, record.run_dir)
+            member = EnsembleMember(record.member, record.params(), record.status, record.run_dir, record.run_id)
             if point_key(member.params.strategy_point()) in wanted:
                 members.append(member)
             elif record.status.finished:

@@ -467,3 +467,29 @@ def test_an_ensemble_or_transfer_whose_source_failed_has_no_run_left():
     assert ExtraRuns("e", "a", 3, progress=ExtraProgress(1, 0, 1, source_failed=False)).remaining == 1
     assert ExtraRuns("e", "a", 3, progress=ExtraProgress(1, 0, 0, source_failed=True)).remaining == 0
     assert ExtraRuns("e", "a", 3).remaining == 3  # no ledger: all of it
+
+
+def test_plan_total_counts_a_run_shared_by_a_transfer_and_a_certification_once(make_sweep, workdir, capsys):
+    """A transfer to stitched g4 at a's certified point is the run stitched-g4's certification runs
+    there too (one run identity, adopted by whichever came second): ``total.runs_finished`` counted
+    it once per study that holds it, more runs than were trained."""
+    from tests.search.conftest import calls
+
+    small = {"grid": {"lr": [0.001, 0.003, 0.01], "wd": [0.4, 0.8], "epochs": [4, 8]},
+             "start": {"lr": 0.003, "wd": 0.8, "epochs": 8}}
+    path = make_sweep(**small, certifications=[{"name": "a", "fixed": {"method": "simple", "g": 4}},
+                                               {"name": "b", "fixed": {"method": "stitched", "g": 4}}],
+                      transfers=[{"name": "t", "from": "a", "fixed": {"method": "stitched", "g": 4}}])
+    assert main(["search", "certify", str(path), "--no-progress"]) == 3
+    capsys.readouterr()
+    assert main(["search", "plan", str(path), "--json"]) == 0
+    plan = json.loads(capsys.readouterr().out)
+    [transfer] = plan["transfers"]
+    assert transfer["done"]["finished"] == 1  # the transfer's own row still says its run is done
+    rows = sum(c["done"]["finished"] for c in plan["certifications"]) + 1
+    trained = len(calls(workdir))
+    assert trained < rows, "the transfer's point is one b's certification ran: the case this test is about"
+    assert plan["total"]["runs_finished"] == trained
+    assert main(["search", "plan", str(path)]) == 0
+    total = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("total"))
+    assert total.split()[-3] == str(trained)
