@@ -230,18 +230,20 @@ def _not_certified_lines(summaries: list[CertificationSummary], *, certifier: bo
 
 
 def _weak_certificate_lines(summaries: list[CertificationSummary], status: CertifyExit) -> list[str]:
-    """What each weak certificate rests on (a search bound, or no search), for stderr next to the
-    exit ``status`` it gave."""
+    """What each weak certificate rests on (a search bound, or no search), for stderr; each names
+    the exit ``status`` only where the weak certificates gave it (``CERTIFIED_ON_BOUND``: a failed
+    run or an uncertified certification outranks them, and its own lines say so)."""
     from search.certificate import Support
 
+    exit_ = f" (exit {status.value})" if status is CertifyExit.CERTIFIED_ON_BOUND else ""
     lines = []
     for s in summaries:
         if s.support is Support.BOUND:
             bounds = ", ".join(f"{b.axis} {b.side.value} {b.value:g}" for b in s.certificate.bounds_hit)
             lines.append(f"{s.name}: certified on a search bound ({bounds}): a compute limit, not evidence; widen "
-                         f"the grid or list values under extend: (exit {status.value})")
+                         f"the grid or list values under extend:{exit_}")
         elif s.support is Support.NOT_SEARCHED:
-            lines.append(f"{s.name}: certified without a search: every axis has one value (exit {status.value})")
+            lines.append(f"{s.name}: certified without a search: every axis has one value{exit_}")
     return lines
 
 

@@ -125,3 +125,20 @@ def test_the_report_says_what_each_certificate_rests_on(tmp_path):
     assert "Certificates that lean on a search bound" in text and "simple-g1 (epochs upper)" in text
     assert "Certificates resting on values beyond the listed grid" in text and "simple-g2 (epochs 8 16 (point))" in text
     assert "Search bounds moved through `extend:`" in text and "simple-g2: epochs above 4: 8, 16" in text
+
+
+def test_a_bound_certificate_beside_a_failed_certification_does_not_claim_the_exit_it_did_not_give(make_sweep,
+                                                                                                  capsys):
+    """``a`` certifies on a bound (alone: exit 3); ``b`` diverges everywhere (exit 1). certify's line
+    for ``a`` said ``(exit 1)``, as if leaning on a bound gave exit 1."""
+    path = make_sweep(objective="search.landscapes:diverging", grid={"lr": [0.001, 0.003], "wd": [0.4, 0.8], "epochs": [8]},
+                      start={"lr": 0.003, "wd": 0.8, "epochs": 8},
+                      certifications=[{"name": "a", "fixed": {"method": "simple", "g": 4}},
+                                      {"name": "b", "fixed": {"method": "simple", "g": 8},
+                                       "grid": {"lr": [0.01, 0.03], "wd": [0.8], "epochs": [8]},
+                                       "start": {"lr": 0.01, "wd": 0.8, "epochs": 8}}])
+    assert certify(path) == CertifyExit.NOT_CERTIFIED
+    err = capsys.readouterr().err
+    [line] = [line for line in err.splitlines() if line.startswith("a: certified on a search bound")]
+    assert "(exit 1)" not in line and "(exit" not in line, line
+    assert "b: not certified: no finite loss" in err
