@@ -576,7 +576,7 @@ def build_strategies(sweep: Sweep, ledger: Ledger, strategy: str = "certify",
         })
         tasks[task] = TaskInfo(study, dict(cert.fixed), grid.names, grid.as_mapping())
         budget = max_runs if max_runs is not None else cert.max_runs
-        stored = ledger.study_attrs(study).get(STUDY_START)
+        stored = sweep.resumed_start(cert, ledger.study_attrs(study).get(STUDY_START), grid)
         if kind is StudyKind.CERTIFY:
             warm = cert.warm_start and stored is None
             strategies.append(CertifySearch(

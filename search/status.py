@@ -438,6 +438,7 @@ def _strategy(sweep: Sweep, cert, kind: StudyKind, start: dict[str, Any] | None,
     evidence also reads."""
     grid = sweep.grid_for(cert)
     if kind is StudyKind.CERTIFY:
+        start = sweep.resumed_start(cert, start, grid)
         if start is None and not cert.warm_start:
             start = sweep.start_for(cert)
         search = CertifySearch(cert.name, grid, start, seed_neighbours=sweep.seeds_neighbours(cert),
@@ -448,6 +449,7 @@ def _strategy(sweep: Sweep, cert, kind: StudyKind, start: dict[str, Any] | None,
         searches[cert.name] = search
         return search, grid
     grid = grid.listed_grid()
+    start = sweep.resumed_start(cert, start, grid)
     baseline = baseline_strategy(kind.value, cert.name, grid, max_runs=budget,
                                  start=start if start is not None else sweep.start_for(cert),
                                  seed_neighbours=sweep.seeds_neighbours(cert))

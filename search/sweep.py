@@ -304,6 +304,16 @@ class Sweep(StrictModel):
         start = cert.start if cert.start is not None else {a: v for a, v in self.start.items() if a in grid.names}
         return grid.point(grid.key(start))
 
+    def resumed_start(self, cert: CertificationConfig, recorded: Mapping[str, Any] | None,
+                      grid: Grid) -> dict[str, Any] | None:
+        """The start ``cert`` resumes from on ``grid`` (its grid now, or the listed one for a
+        baseline): the start its ledger ``recorded`` (the sweep's when the study was created, or
+        its warm start's projection), snapped onto ``grid`` as a warm start is (:meth:`Grid.nearest`:
+        the nearest value per axis, an axis the record lacks from the sweep's start), so a grid
+        whose values changed since resumes from the nearest point instead of refusing the record.
+        None when nothing was recorded."""
+        return None if recorded is None else grid.nearest(recorded, self.start_for(cert))
+
     def transfer_label(self, index: int) -> str:
         """How a refusal names transfer ``index``: ``transfers[0] (stitched-at-simple)``."""
         return f"transfers[{index}] ({self.transfers[index].name})"

@@ -12,6 +12,7 @@ import time
 
 import pytest
 
+from megadocs.cli import main
 from search.certificate import CertifyExit
 from search.ledger import read_runs
 from search.status import summarize
@@ -404,3 +405,28 @@ def test_a_lock_whose_holder_field_is_empty_is_not_taken_while_its_creator_lives
         assert other.holder()["pid"] == os.getpid()
         names = [s.study_name for s in other.storage.get_all_studies()]
         assert not any(name.startswith(f"{other._lock_name}#") for name in names)
+
+
+@pytest.mark.parametrize("strategy", ["certify", "grid"])
+def test_a_grid_changed_so_the_recorded_start_is_off_it_resumes_from_the_nearest_point(make_sweep, capsys, strategy):
+    """The ledger records each certification's start when it is created (a warm start's when its
+    source certifies) and a resumed search starts from it. Replacing the grid's values so that the
+    recorded start is no grid value any more (epochs 4 of [2, 4, 8] -> [2, 6, 16], the sweep's start
+    moved with it) made ``status``, ``plan`` and ``certify`` end in a traceback (``ValueError:
+    epochs: 4 is not a grid value``): the recorded start now snaps onto the grid as a warm start does."""
+    small = {"grid": {"lr": [0.001, 0.003, 0.01], "wd": [0.4, 0.8], "epochs": [2, 4, 8]},
+             "start": {"lr": 0.003, "wd": 0.8, "epochs": 4},
+             "certifications": [{"name": "a", "fixed": {"method": "simple", "g": 4}},
+                                {"name": "b", "fixed": {"method": "simple", "g": 8}, "warm_start": "a"}]}
+    path = make_sweep(**small)
+    assert main(["search", "certify", str(path), "--no-progress", "--strategy", strategy]) in (0, 3)
+    path = make_sweep(**{**small, "grid": {**small["grid"], "epochs": [2, 6, 16]},
+                         "start": {**small["start"], "epochs": 6}})
+    capsys.readouterr()
+    assert main(["search", "status", str(path), "--strategy", strategy]) == 0
+    assert main(["search", "plan", str(path)]) == 0
+    assert main(["search", "certify", str(path), "--no-progress", "--strategy", strategy]) in (0, 3)
+    assert main(["search", "status", str(path), "--json", "--strategy", strategy]) == 0
+    out = capsys.readouterr().out
+    report = json.loads(out[out.index('{\n'):])
+    assert [c["state"].split(":")[0] for c in report["certifications"]] == ["certified"] * 2
