@@ -36,7 +36,7 @@ default: 200M real tokens in 164,000 documents, 708 tokens per rephrase, 424 per
 the command line (``--assume-real-tokens 200M`` ...) replaces the measured one. The plan lists
 every assumed figure and why (``assumed``). The expected GPU-hours are the mean
 over the simulations of the cost of the points each one ran; the worst case is the costliest
-``worst`` points. Ensembles (``members`` runs at ``epochs * epochs_multiplier``) are costed at
+``worst`` runs (each point ``noise.repeats`` times). Ensembles (``members`` runs at ``epochs * epochs_multiplier``) are costed at
 the source certification's start point, and so is each transfer (one run of its method at the
 source's certified point). Sweeps with a callable objective get run counts only.
 """
@@ -300,7 +300,7 @@ class CertificationCost:
     gpu_hours_expected: float
     """Mean over the simulations of the cost of the points each one ran."""
     gpu_hours_worst: float
-    """The costliest ``worst`` points of the grid, extension values included."""
+    """The costliest ``worst`` runs: every point of the grid (extension values included) once per repeat."""
 
 
 @dataclass(frozen=True)
@@ -531,7 +531,9 @@ def sweep_plan(sweep: Sweep, utilisation: Utilisation, *, simulations: int = SIM
         cost = None
         if coster is not None:
             start = _params(cert, grid, sweep.start_for(cert))
-            all_costs = sorted((coster.cost(_params(cert, grid, p)).gpu_hours for p in grid.points()), reverse=True)
+            repeats = sweep.noise_for(cert).repeats  # ``worst`` counts every draw of every point
+            all_costs = sorted((coster.cost(_params(cert, grid, p)).gpu_hours for p in grid.points()
+                                for _ in range(repeats)), reverse=True)
             runs = [sum(coster.cost(_params(cert, grid, p)).gpu_hours for p in points) for points in counts["simulated"]]
             cost = CertificationCost(start_run=coster.cost(start), gpu_hours_expected=sum(runs) / len(runs),
                                      gpu_hours_worst=sum(all_costs[: counts["worst"]]))

@@ -493,3 +493,26 @@ def test_plan_total_counts_a_run_shared_by_a_transfer_and_a_certification_once(m
     assert main(["search", "plan", str(path)]) == 0
     total = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("total"))
     assert total.split()[-3] == str(trained)
+
+
+def test_worst_gpu_hours_of_a_noise_aware_certification_count_every_repeat(make_sweep, tiny_store, capsys):
+    """``worst`` runs count ``noise.repeats`` draws per point, but ``gpu_hours_worst`` summed one run
+    per point: with repeats 3 the worst case came out a third of what the runs it counts cost."""
+    real = {"name": "real", "fixed": {"method": "real"}}
+    plans = []
+    for noise in ({"repeats": 1}, {"repeats": 3}, {"repeats": 3, "max_runs": 5}):
+        max_runs = noise.pop("max_runs", None)
+        path = make_sweep(objective=None, grid={"lr": [0.001, 0.003], "epochs": [1, 2]},
+                          start={"lr": 0.003, "epochs": 1}, noise=noise,
+                          train={"data": {"store": str(tiny_store), "context": 32}, "model": {"preset": "tiny-1m"},
+                                 "optim": {"batch_size": 4, "micro_batch_size": 4}},
+                          certifications=[{**real, **({"max_runs": max_runs} if max_runs else {})}])
+        assert main(["search", "plan", str(path), "--json", "--mfu", "0.5", "--peak-tflops", "200"]) == 0
+        [cert] = json.loads(capsys.readouterr().out)["certifications"]
+        plans.append(cert)
+    once, thrice, capped = plans
+    assert (once["worst"], thrice["worst"], capped["worst"]) == (4, 12, 5)
+    assert thrice["gpu_hours_worst"] == pytest.approx(3 * once["gpu_hours_worst"], rel=1e-9)
+    # the costliest 5 of the 12 runs: draws at the epochs-2 points, each twice an epochs-1 run's cost
+    epoch = once["gpu_hours_worst"] / 6  # one run per point: 2 lr values x (1 + 2) epochs
+    assert capped["gpu_hours_worst"] == pytest.approx(5 * 2 * epoch, rel=1e-9)
