@@ -106,8 +106,8 @@ class Noise:
     def __post_init__(self) -> None:
         if self.repeats < 1:
             raise ValueError(f"noise.repeats: expected >= 1, got {self.repeats}")
-        if not self.sds > 0:
-            raise ValueError(f"noise.sds: expected > 0, got {self.sds}")
+        if not (self.sds > 0 and math.isfinite(self.sds)):
+            raise ValueError(f"noise.sds: expected a finite number > 0, got {self.sds}")
 
 
 @dataclass(frozen=True)

@@ -75,7 +75,7 @@ class NoiseConfig(StrictModel):
 
     repeats: int = Field(1, ge=1, le=64)
     """At most this many runs per point (1: noise-free, one run decides)."""
-    sds: float = Field(2.0, gt=0)
+    sds: float = Field(2.0, gt=0, allow_inf_nan=False)
     """A neighbour within this many noise standard errors of the centre gets another run."""
 
     def rule(self) -> Noise:

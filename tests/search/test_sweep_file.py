@@ -86,6 +86,8 @@ BAD = [
     ({"objective": None, "train": {"data": {"store": ["x"]}}, "certifications": [{"name": "a", "fixed": {"method": "real"}}]},
      "train.data.store: Input should be a valid string"),
     ({"noise": {"repeats": 0}}, "noise.repeats: Input should be greater than or equal to 1"),
+    # an infinite threshold made every neighbour a tie after every repeat (old code: accepted)
+    ({"noise": {"repeats": 2, "sds": float("inf")}}, "noise.sds: Input should be a finite number"),
     ({"noise": {"repeats": 3}, "certifications": [{"name": "a", "fixed": {"seed": 1}}]},
      "certifications[0]: noise repeats set the 'seed' param"),
     ({"certifications": [{"name": "a", "fixed": {"seed": 1}}], "ensembles": [{"name": "e", "from": "a", "members": 3}]},
