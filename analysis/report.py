@@ -197,11 +197,11 @@ def _generation_sections(report: _Report, certifications: pd.DataFrame, table: p
     """Figures 1/2/5 and 11 with their tables; ``table`` is the generation table of
     ``certifications`` under ``law``, or why there is none; ``noise_sd``: the given seed noise
     (None: the certifications' own, :func:`analysis.noise.seed_noise`); ``left_out``: per method, the
-    certifications left out of its curve (:func:`analysis.experiments.curve_notes`)."""
+    certifications left out of its curve or made one point (:func:`analysis.experiments.curve_notes`)."""
     report.add("## Generation scaling (Figures 1/2/5)", "")
     if left_out:
-        report.add("One setting per curve. " + " ".join(f"{method}: {note}." for method, notes in left_out.items()
-                                                         for note in notes), "")
+        report.add("One setting per curve, one point per configuration and G. "
+                   + " ".join(f"{method}: {note}." for method, notes in left_out.items() for note in notes), "")
     if isinstance(table, str):
         report.skipped.append(table)  # the message names the section
         return
