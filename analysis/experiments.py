@@ -32,8 +32,18 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from analysis.frame import BENCH, POINT, POINT_RUNS, SETTING, VAL, PointRun, columns_with, point_of
-from analysis.generation import BASELINE_METHOD, generation_table, loss_column, main_set
+from analysis.frame import (
+    BENCH,
+    POINT,
+    POINT_RUNS,
+    SETTING,
+    VAL,
+    PointRun,
+    columns_with,
+    point_of,
+    setting_words,
+)
+from analysis.generation import BASELINE_METHOD, baseline_for, generation_table, loss_column, main_set
 from analysis.scaling import MIN_BOOT, PowerLawFit, percentile_interval, power_law
 from megadocs.errors import UserError
 from megadocs.formats import IID
@@ -135,27 +145,37 @@ def _is_current(summary: TransferSummary | None, trial: Any) -> bool:
 def student_scaling_table(certifications: pd.DataFrame, val_set: str = IID) -> pd.DataFrame:
     """Loss win over the same model size's real-only baseline: rows (method, g), one ``gain.<model>``
     column per model preset and ``growth`` (largest model's gain - smallest's, presets in the order
-    their baselines improve). Empty unless at least two model sizes have a certified baseline."""
+    their baselines improve). Empty unless at least two model sizes have a certified baseline.
+    Each certification is compared with the baseline of its setting where there is one, as the
+    curves are (:func:`analysis.generation.baseline_for`); of several at one (method, G, model), the
+    largest gain."""
     column = loss_column(val_set)
     if len(certifications) == 0 or "model" not in certifications or column not in certifications:
         return pd.DataFrame()
     certified = certifications[certifications["certified"] & certifications[column].notna()].copy()
     certified["model"] = _model_names(certified)
-    baselines = (certified[certified["method"] == BASELINE_METHOD].groupby("model")[column].min()
-                 .sort_values(ascending=False))  # worst (smallest) model first
+    real = certified[certified["method"] == BASELINE_METHOD]
+    baselines = real.groupby("model")[column].min().sort_values(ascending=False)  # worst (smallest) model first
     if len(baselines) < 2:
         return pd.DataFrame()
     rows = []
     synthetic = certified[certified["method"] != BASELINE_METHOD]
     for (method, g), part in synthetic.groupby(["method", "g"], sort=True):
         row: dict[str, Any] = {"method": method, "g": g}
-        for model, baseline in baselines.items():
-            losses = part.loc[part["model"] == model, column]
-            row[f"gain.{model}"] = float(baseline - losses.min()) if len(losses) else math.nan
+        for model in baselines.index:
+            gains = [baseline_for(real[real["model"] == model], _setting(mine), column)[0] - float(mine[column])
+                     for _, mine in part[part["model"] == model].iterrows()]  # each against its setting's baseline
+            row[f"gain.{model}"] = max(gains) if gains else math.nan
         gains = [row[f"gain.{m}"] for m in baselines.index]
         row["growth"] = gains[-1] - gains[0]
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def _setting(row: pd.Series) -> str:
+    """A certifications-frame row's :data:`analysis.frame.SETTING` ("" where the frame has none)."""
+    value = row.get(SETTING, "")
+    return "" if value is None or (isinstance(value, float) and math.isnan(value)) else str(value)
 
 
 def _pool_dirs(pools: Mapping[str, Any], gs: Mapping[str, list[int]]) -> list[tuple[str, Path]]:
@@ -355,11 +375,11 @@ def _one_setting_per_curve(curves: pd.DataFrame) -> tuple[pd.DataFrame, dict[str
         kept = min(counts.index, key=lambda setting: (-counts[setting], setting))
         out = part[mine != kept]
         left_out[out.index] = True
-        named = ", ".join(f"{row.certification} (G={row.g:g}; setting: {_setting_words(settings[i])})"
+        named = ", ".join(f"{row.certification} (G={row.g:g}; setting: {setting_words(settings[i])})"
                           for i, row in zip(out.index, out.itertuples()))
         notes[str(method)] = [
             f"left out of this curve: {named}, certified at a G of the curve under another fixed setting (the "
-            f"curve's: {_setting_words(kept)}): a point of another curve, not a seed repeat of one; the curve "
+            f"curve's: {setting_words(kept)}): a point of another curve, not a seed repeat of one; the curve "
             f"keeps the setting most of {method}'s certifications have"]
     return curves[~left_out].reset_index(drop=True), notes
 
@@ -494,10 +514,6 @@ def _point_words(point: Mapping[str, Any]) -> str:
                            for axis, value in point.items()) + ")" if point else "(no grid point)"
 
 
-def _setting_words(setting: str) -> str:
-    return setting or "none beyond method, G and model"
-
-
 def generation_points(certifications: pd.DataFrame) -> tuple[str, pd.DataFrame]:
     """The points every L(G) fit is made from (the report, the notebook and ``megadocs analysis fit
     SWEEP.yaml``, so that all three give the same fit and verdicts): :func:`curve_points` of the
@@ -520,7 +536,9 @@ def curve_points(table: pd.DataFrame) -> tuple[str, pd.DataFrame]:
 
 def synthetic_only_table(certifications: pd.DataFrame, val_set: str = IID) -> pd.DataFrame:
     """Figure 13: one row per (method, G[, model]) with both a certified mixed and a certified
-    synthetic-only certification, and a certified real-only baseline of the same model.
+    synthetic-only certification, and a certified real-only baseline of the same model (both gains
+    against one: the mixed certification's setting's where there is one,
+    :func:`analysis.generation.baseline_for`).
 
     Columns: ``method``, ``g``, ``model``, ``baseline_loss``, ``mixed_loss``, ``synthetic_only_loss``,
     ``gain_mixed`` and ``gain_synthetic_only`` (baseline - loss), ``mixed_mix`` (the mixed
@@ -535,16 +553,17 @@ def synthetic_only_table(certifications: pd.DataFrame, val_set: str = IID) -> pd
         certified["model"] = None
     certified["model"] = _model_names(certified)
     only = synthetic_only_mask(certified)
-    baselines = certified[certified["method"] == BASELINE_METHOD].groupby("model")[column].min()
+    real = certified[certified["method"] == BASELINE_METHOD]
     rows = []
     synthetic = certified[(certified["method"] != BASELINE_METHOD) & ~only]
     for (method, g, model), mixed in synthetic.groupby(["method", "g", "model"], sort=True):
         ablation = certified[only & (certified["method"] == method) & (certified["g"] == g)
                              & (certified["model"] == model)]
-        if ablation.empty or model not in baselines.index:
-            continue
-        baseline = float(baselines[model])
         best_mixed = mixed.loc[mixed[column].idxmin()]
+        # both gains against one baseline: the mixed certification's setting's where there is one
+        baseline, _name = baseline_for(real[real["model"] == model], _setting(best_mixed), column)
+        if ablation.empty or not math.isfinite(baseline):
+            continue
         mixed_loss, only_loss = float(best_mixed[column]), float(ablation[column].min())
         gain_mixed, gain_only = baseline - mixed_loss, baseline - only_loss
         rows.append({

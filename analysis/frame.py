@@ -98,6 +98,7 @@ __all__ = [
     "union_grid",
     "SETTING",
     "setting_of",
+    "setting_words",
     "POINT_RUNS",
     "PointRun",
 ]
@@ -259,6 +260,15 @@ def setting_of(params: RunParams, grid: Mapping[str, Sequence[Any]] | None = Non
     pinned = {axis: values[0] for axis, values in (grid or {}).items() if len(values) == 1}
     pinned.update(params.other_fixed())
     return ", ".join(f"{key}={_shown(value)}" for key, value in sorted(pinned.items()))
+
+
+def setting_words(setting: str) -> str:
+    """A :data:`SETTING` value in a sentence ("" reads as what it means).
+
+    >>> setting_words("")
+    'none beyond method, G and model'
+    """
+    return setting or "none beyond method, G and model"
 
 
 def _shown(value: Any) -> str:

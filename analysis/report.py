@@ -52,7 +52,7 @@ from analysis.findings import findings as findings_of
 from analysis.findings import rises_with_g
 from analysis.fits import describe_fit, fit_groups
 from analysis.frame import POINT, compute_seconds, union_grid, val_sets
-from analysis.generation import BASELINE_METHOD, generation_table, with_optional_columns
+from analysis.generation import BASELINE_METHOD, baseline_notes, generation_table, with_optional_columns
 from analysis.ledger import load_tables
 from analysis.noise import CLEAR_SDS, seed_noise
 from analysis.scaling import PowerLawFit
@@ -205,6 +205,8 @@ def _generation_sections(report: _Report, certifications: pd.DataFrame, table: p
     if isinstance(table, str):
         report.skipped.append(table)  # the message names the section
         return
+    if (compared := baseline_notes(table)):
+        report.add("Real-only baselines of several settings: " + "; ".join(compared) + ".", "")
     sigma, source = seed_noise(certifications, noise_sd)
     report.add(*law_paragraphs(table, law, sigma, source))
     verdict, rises = rises_with_g(table, sigma)

@@ -566,3 +566,80 @@ def test_report_and_fit_of_a_sweep_make_one_point_of_a_configuration_searched_tw
     text = build_report(load_sweep(pinned), tmp_path / "report").read_text()
     section = text.split("## Generation scaling", 1)[1].split("\n## ", 1)[0]
     assert f"simple: {note}." in section and f"note: {note}" in section.split("### Fits of L(G)", 1)[1]
+
+
+def _with_second_baseline(shift: float, grids=None, **fixed):
+    """The toy sweep (real-g0, simple at G = 1, 2, 4, 8) and real-short, a second real-only baseline whose
+    summary fixes ``fixed`` (or whose grid, ``grids``, pins an axis), ``shift`` nats off real on every
+    set: its certifications frame."""
+    import dataclasses
+
+    from analysis.frame import certifications_frame, runs_frame
+    from tests.analysis import synthetic
+
+    records, summaries = synthetic.sweep(methods=("simple",), gs=(1, 2, 4, 8))
+    other, summary = synthetic.certification("real", 0)
+    other = [dataclasses.replace(
+        r, certification="real-short", run_id=f"short-{r.run_id}", loss=r.loss + shift, fixed={**r.fixed, **fixed},
+        metrics=r.metrics.model_copy(update={"val_losses": {k: v + shift for k, v in r.metrics.val_losses.items()}}))
+        for r in other]
+    summary = dataclasses.replace(summary, name="real-short", fixed={**summary.fixed, **fixed},
+                                  certificate=dataclasses.replace(summary.certificate,
+                                                                  loss=summary.certificate.loss + shift))
+    return certifications_frame([*summaries, summary], runs_frame(records + other), grids)
+
+
+def test_a_curve_is_compared_with_the_baseline_of_its_setting_not_the_lowest():
+    """real-short pins epochs to 4 and comes out 0.05 lower than real-g0: simple's curve (nothing pinned)
+    was compared with it, the lowest baseline, though it measures another recipe. Now every output
+    that reads the baseline (the generation table's gain, the findings' verdicts, the figure's line,
+    the student and synthetic-only tables through the same baseline_for) compares simple with real-g0, the
+    baseline of its setting, and says which where baselines differ in setting."""
+    from analysis.experiments import generation_curves
+    from analysis.findings import findings
+    from analysis.generation import baseline_notes, generation_table
+
+    certs = _with_second_baseline(-0.05, grids={"real-short": {"epochs": [4]}})
+    real = certs.set_index("certification").loc["real-g0", "val_loss.iid"]
+    table = generation_table(generation_curves(certs))
+    simple = table[(table["method"] == "simple") & (table["set"] == "iid")]
+    assert set(simple["baseline"]) == {"real-g0"} and list(simple["baseline_loss"]) == [pytest.approx(real)] * 4
+    assert list(simple["gain"]) == pytest.approx(list(real - simple["loss"]))
+    assert baseline_notes(table) == [
+        "simple (setting: none beyond method, G and model) is compared with real-g0, the real-only baseline of its setting"]
+    headline = findings(generation_curves(certs))[0]
+    assert "Real-only baseline (real-g0, the one simple is compared with" in headline and f"loss {real:.4f}" in headline
+
+
+def test_a_curve_without_a_baseline_of_its_setting_is_compared_with_the_lowest_and_says_so():
+    """simple fixes temperature 0.5 throughout; no baseline does: it is compared with the lowest
+    baseline, as before, and the note names it."""
+    from analysis.experiments import generation_curves
+    from analysis.generation import baseline_notes, generation_table
+
+    certs = _with_second_baseline(-0.05, grids={"real-short": {"epochs": [4]}})
+    certs.loc[certs["method"] == "simple", "setting"] = "temperature=0.5"
+    table = generation_table(generation_curves(certs))
+    assert set(table.loc[table["method"] == "simple", "baseline"]) == {"real-short"}
+    assert baseline_notes(table) == [
+        "simple (setting: temperature=0.5) has no real-only baseline of its setting: it is compared with the lowest, "
+        "real-short (setting: epochs=4)"]
+
+
+def test_student_and_synthetic_only_tables_use_the_baseline_of_the_certifications_setting():
+    """The student-scaling and synthetic-only tables read the same baseline as the curves: the one of
+    the certification's setting (a lower baseline of another setting is not it)."""
+    from analysis.experiments import student_scaling_table, synthetic_only_table
+
+    certs = pd.DataFrame({
+        "certification": ["real", "real-short", "real-large", "s-g2", "s-g2-large", "s-g2-only"],
+        "method": ["real", "real", "real", "s", "s", "s"], "g": [0, 0, 0, 2, 2, 2],
+        "model": [None, None, "large", None, "large", None],
+        "setting": ["", "epochs=4", "", "", "", ""], "certified": [True] * 6,
+        "loss": [3.60, 3.50, 3.40, 3.45, 3.20, 3.55], "point.mix": [math.nan] * 3 + [0.75, 0.75, 1.0]})
+    students = student_scaling_table(certs, "objective").set_index("g")
+    assert students.loc[2, "gain.base"] == pytest.approx(3.60 - 3.45)
+    assert students.loc[2, "gain.large"] == pytest.approx(3.40 - 3.20)
+    [ablation] = synthetic_only_table(certs, "objective").to_dict("records")
+    assert ablation["baseline_loss"] == pytest.approx(3.60)
+    assert ablation["gain_synthetic_only"] == pytest.approx(0.05)
