@@ -27,7 +27,7 @@ from train.ensemble_report import EnsembleReport
 if TYPE_CHECKING:
     from search.status import EnsembleSummary
 
-__all__ = ["load_ensemble_table", "score_ensemble_studies", "fit_ensembles", "compare_asymptotes"]
+__all__ = ["load_ensemble_table", "ensemble_labels", "score_ensemble_studies", "fit_ensembles", "compare_asymptotes"]
 
 _COLUMN_ALIASES = {"method": "algorithm", "K": "k", "members": "k", "val_set": "set"}
 
@@ -124,6 +124,40 @@ def _checked_rows(part: pd.DataFrame, path: Path) -> pd.DataFrame:
     return part
 
 
+def ensemble_labels(studies: Mapping[str, EnsembleSummary]) -> tuple[dict[str, str], dict[str, str]]:
+    """Which of ``studies`` (those :meth:`search.status.EnsembleSummary.refusal` lets through) to score
+    under which algorithm label, and, per study left out, why: the points of every L(K) fit.
+
+    * A study whose completed members are all another's (the sweep adopts a finished run of the same
+      identity: two studies of one source share members) is that ensemble again: scored once, as the
+      study with more members (ties: the first by name); its losses as a second L(K) would fit the same
+      runs twice as independent repeats.
+    * The label is the study's method, or ``method (source)`` where the method has studies of several
+      sources (another G, model or setting: another L(K), not a repeat of one). Studies of one source
+      with distinct members share the label: independent repeats of its L(K).
+
+    Returns:
+        ({study: label}, {study: why it is not scored}).
+    """
+    ready = {name: study for name, study in studies.items() if study.refusal() is None}
+    kept: dict[str, EnsembleSummary] = {}
+    left_out: dict[str, str] = {}
+    for name, study in sorted(ready.items(), key=lambda item: (-len(item[1].completed), item[0])):
+        members = set(study.completed)
+        owner = next((other for other, kept_study in kept.items() if members <= set(kept_study.completed)), None)
+        if owner is not None:
+            left_out[name] = (f"its {len(members)} completed member(s) are members of {owner} (the same runs): "
+                              f"scored once, as {owner}, not fitted twice as independent repeats")
+        else:
+            kept[name] = study
+    sources: dict[str, set[str]] = {}
+    for study in kept.values():
+        sources.setdefault(study.method, set()).add(study.source)
+    labels = {name: study.method if len(sources[study.method]) == 1 else f"{study.method} ({study.source})"
+              for name, study in sorted(kept.items())}
+    return labels, left_out
+
+
 def score_ensemble_studies(
     studies: Mapping[str, EnsembleSummary], out_dir: str | Path, **options: Any
 ) -> tuple[list[str], dict[str, str]]:
@@ -136,16 +170,20 @@ def score_ensemble_studies(
     (``EnsembleSummary.refusal``: members of an earlier certified point are never mixed in).
     ``studies`` is ``LedgerTables.ensembles``; ``options`` are fields of
     `train.ensemble_cli.EnsembleRequest` (e.g. ``device="cpu"``, ``val=[STORE]``, ``context=64``).
+    Each source is labelled, and a study whose members another's hold is left out (with the reason),
+    by :func:`ensemble_labels`.
     """
     from train.ensemble_cli import EnsembleRequest, score_ensemble
 
     out_dir = Path(out_dir)
     sources: list[str] = []
-    problems: dict[str, str] = {}
+    labels, problems = ensemble_labels(studies)
     for name, study in studies.items():
         refusal = study.refusal()
         if refusal is not None:
             problems[name] = refusal
+            continue
+        if name not in labels:  # its members are another study's: said in problems
             continue
         members = study.completed
         missing = [d for d in members if not RunDir(d).has_model()]
@@ -158,7 +196,7 @@ def score_ensemble_studies(
         except UserError as exc:
             problems[name] = str(exc)
             continue
-        sources.append(f"{study.method}={path}")
+        sources.append(f"{labels[name]}={path}")
     return sources, problems
 
 

@@ -16,7 +16,9 @@
   certification, and the share of the gain that comes from mixing real data.
   :func:`without_synthetic_only` keeps those certifications out of the generation curves, and
   :func:`generation_curves` also the student-scaling certifications of other model sizes and those
-  certified at a curve's G under another fixed setting (:func:`curve_notes` names them);
+  certified at a curve's G under another fixed setting, and makes certifications of one
+  configuration (:data:`CONFIGURATION`: another start, noise or max_runs) one point, their runs
+  counted once (:func:`curve_notes` names both);
   :func:`generation_points` are the points of every L(G) fit.
 """
 
@@ -30,13 +32,23 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from analysis.frame import POINT, SETTING
-from analysis.generation import BASELINE_METHOD, generation_table, loss_column, main_set
+from analysis.frame import (
+    BENCH,
+    POINT,
+    POINT_RUNS,
+    SETTING,
+    VAL,
+    PointRun,
+    columns_with,
+    point_of,
+    setting_words,
+)
+from analysis.generation import BASELINE_METHOD, baseline_for, generation_table, loss_column, main_set
 from analysis.scaling import MIN_BOOT, PowerLawFit, percentile_interval, power_law
 from megadocs.errors import UserError
 from megadocs.formats import IID
 from megadocs.pools import read_manifest, resolve_pool
-from search.grid import values_equal
+from search.grid import points_equal, values_equal
 from search.sweep import SYNTHETIC_ONLY_MIX
 
 if TYPE_CHECKING:
@@ -55,6 +67,7 @@ __all__ = [
     "main_model_mask",
     "generation_curves",
     "curve_notes",
+    "CONFIGURATION",
     "curve_points",
     "generation_points",
     "synthetic_only_table",
@@ -132,27 +145,37 @@ def _is_current(summary: TransferSummary | None, trial: Any) -> bool:
 def student_scaling_table(certifications: pd.DataFrame, val_set: str = IID) -> pd.DataFrame:
     """Loss win over the same model size's real-only baseline: rows (method, g), one ``gain.<model>``
     column per model preset and ``growth`` (largest model's gain - smallest's, presets in the order
-    their baselines improve). Empty unless at least two model sizes have a certified baseline."""
+    their baselines improve). Empty unless at least two model sizes have a certified baseline.
+    Each certification is compared with the baseline of its setting where there is one, as the
+    curves are (:func:`analysis.generation.baseline_for`); of several at one (method, G, model), the
+    largest gain."""
     column = loss_column(val_set)
     if len(certifications) == 0 or "model" not in certifications or column not in certifications:
         return pd.DataFrame()
     certified = certifications[certifications["certified"] & certifications[column].notna()].copy()
     certified["model"] = _model_names(certified)
-    baselines = (certified[certified["method"] == BASELINE_METHOD].groupby("model")[column].min()
-                 .sort_values(ascending=False))  # worst (smallest) model first
+    real = certified[certified["method"] == BASELINE_METHOD]
+    baselines = real.groupby("model")[column].min().sort_values(ascending=False)  # worst (smallest) model first
     if len(baselines) < 2:
         return pd.DataFrame()
     rows = []
     synthetic = certified[certified["method"] != BASELINE_METHOD]
     for (method, g), part in synthetic.groupby(["method", "g"], sort=True):
         row: dict[str, Any] = {"method": method, "g": g}
-        for model, baseline in baselines.items():
-            losses = part.loc[part["model"] == model, column]
-            row[f"gain.{model}"] = float(baseline - losses.min()) if len(losses) else math.nan
+        for model in baselines.index:
+            gains = [baseline_for(real[real["model"] == model], _setting(mine), column)[0] - float(mine[column])
+                     for _, mine in part[part["model"] == model].iterrows()]  # each against its setting's baseline
+            row[f"gain.{model}"] = max(gains) if gains else math.nan
         gains = [row[f"gain.{m}"] for m in baselines.index]
         row["growth"] = gains[-1] - gains[0]
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def _setting(row: pd.Series) -> str:
+    """A certifications-frame row's :data:`analysis.frame.SETTING` ("" where the frame has none)."""
+    value = row.get(SETTING, "")
+    return "" if value is None or (isinstance(value, float) and math.isnan(value)) else str(value)
 
 
 def _pool_dirs(pools: Mapping[str, Any], gs: Mapping[str, list[int]]) -> list[tuple[str, Path]]:
@@ -304,7 +327,8 @@ def main_model_mask(certifications: pd.DataFrame) -> pd.Series:
 def generation_curves(certifications: pd.DataFrame) -> pd.DataFrame:
     """The certifications L(G) is drawn, fitted and summarised from: the main model's
     (:func:`main_model_mask`), without the synthetic-only ablation (:func:`without_synthetic_only`),
-    one setting per curve (:func:`curve_notes` names the certifications left out for it)."""
+    one setting per curve and one row per :data:`CONFIGURATION` (:func:`curve_notes` names the
+    certifications left out or made one point)."""
     return _curves(certifications)[0]
 
 
@@ -314,7 +338,9 @@ def curve_notes(certifications: pd.DataFrame) -> dict[str, list[str]]:
     axis given one value), they measure two curves, not seed repeats of one point, so the curve keeps
     the setting most of the method's certifications have (a tie: the first in sort order, nothing
     fixed first) and leaves out every certification of another. Settings that differ only across G
-    (never at one G) stay one curve, as the sweep wrote it. Every output that fits L(G) (the report,
+    (never at one G) stay one curve, as the sweep wrote it. Certifications of one configuration
+    (:data:`CONFIGURATION`: they differ only in how their search ran) become one point, their shared
+    runs counted once (:func:`_one_point_per_configuration`), and a note says how. Every output that fits L(G) (the report,
     the notebook, ``megadocs analysis fit SWEEP.yaml``) adds these to the fit's notes
     (``analysis.fits.fit_groups``'s ``notes``)."""
     return _curves(certifications)[1]
@@ -325,6 +351,16 @@ def _curves(certifications: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, list[
     if len(certifications) == 0:
         return certifications, {}
     curves = without_synthetic_only(certifications[main_model_mask(certifications)].reset_index(drop=True))
+    curves, notes = _one_setting_per_curve(curves)
+    curves, combined = _one_point_per_configuration(curves)
+    for method, lines in combined.items():
+        notes.setdefault(method, []).extend(lines)
+    return curves, notes
+
+
+def _one_setting_per_curve(curves: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, list[str]]]:
+    """``curves`` without the certifications of another setting than their curve's, and the notes
+    that name them (:func:`curve_notes`)."""
     if SETTING not in curves:
         return curves, {}
     settings = curves[SETTING].fillna("").astype(str)
@@ -339,17 +375,143 @@ def _curves(certifications: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, list[
         kept = min(counts.index, key=lambda setting: (-counts[setting], setting))
         out = part[mine != kept]
         left_out[out.index] = True
-        named = ", ".join(f"{row.certification} (G={row.g:g}; setting: {_setting_words(settings[i])})"
+        named = ", ".join(f"{row.certification} (G={row.g:g}; setting: {setting_words(settings[i])})"
                           for i, row in zip(out.index, out.itertuples()))
         notes[str(method)] = [
             f"left out of this curve: {named}, certified at a G of the curve under another fixed setting (the "
-            f"curve's: {_setting_words(kept)}): a point of another curve, not a seed repeat of one; the curve "
+            f"curve's: {setting_words(kept)}): a point of another curve, not a seed repeat of one; the curve "
             f"keeps the setting most of {method}'s certifications have"]
     return curves[~left_out].reset_index(drop=True), notes
 
 
-def _setting_words(setting: str) -> str:
-    return setting or "none beyond method, G and model"
+CONFIGURATION = ("method", "g", "model", "seed", SETTING)
+"""What makes two certifications measure one point of L(G): the same method, G, model, fixed seed and
+setting (:func:`analysis.frame.setting_of`). Certifications that share all of these and differ only in
+how their search ran (``start``, ``noise``, ``max_runs``, a grid's other values) search one
+configuration; different fixed seeds are seed repeats."""
+
+
+def _one_point_per_configuration(curves: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, list[str]]]:
+    """One row per :data:`CONFIGURATION` of ``curves``, and per method the notes that say which
+    certifications were made one point and how.
+
+    Certifications of one configuration are not independent repeats: the sweep adopts a finished run
+    of the same identity, so two of them at one point may rest on the very same runs. They become
+    one point: where some are certified, only those (a search still running is left out beside them);
+    at each certified point its loss columns are the mean over the distinct runs there
+    (:data:`analysis.frame.POINT_RUNS`; a certification without run identities counts as a run of its
+    own); of different points (two local optima) the curve takes the lowest loss, the better-tuned one.
+    The row is that point's certification with the most distinct runs (its name, point, noise)."""
+    if len(curves) == 0:
+        return curves, {}
+    keys = [column for column in CONFIGURATION if column in curves]
+    groups: dict[tuple, list[Any]] = {}
+    for index, row in curves.iterrows():
+        key = tuple(_model_key(row[key]) for key in keys)
+        groups.setdefault(key if key[0] is not None else ("no method", index), []).append(index)
+    kept: list[Any] = []
+    values: dict[Any, dict[str, float]] = {}
+    notes: dict[str, list[str]] = {}
+    for members in groups.values():
+        if len(members) == 1:
+            kept.extend(members)
+            continue
+        representative, means, note = _combined(curves.loc[members])
+        kept.append(representative)
+        values[representative] = means
+        notes.setdefault(str(curves.loc[representative, "method"]), []).append(note)
+    if not values:
+        return curves, {}
+    frame = curves.loc[sorted(kept)].copy()
+    for index, means in values.items():
+        for column, value in means.items():
+            frame.loc[index, column] = value
+    return frame.reset_index(drop=True), notes
+
+
+def _combined(part: pd.DataFrame) -> tuple[Any, dict[str, float], str]:
+    """The row that stands for several certifications of one configuration (its index), the loss
+    columns it takes, and the note that says how (:func:`_one_point_per_configuration`)."""
+    names = [str(name) for name in part["certification"]]
+    certified = part["certified"].astype(bool) if "certified" in part else pd.Series(True, index=part.index)
+    searching = [str(name) for name, done in zip(part["certification"], certified) if not done]
+    candidates = part[certified] if certified.any() else part
+    if not certified.any():
+        searching = []
+    points: list[tuple[dict[str, Any], list[Any]]] = []  # (point, indices of the certifications there)
+    for index, row in candidates.iterrows():
+        point = point_of(row)
+        for known, members in points:
+            if points_equal(known, point):
+                members.append(index)
+                break
+        else:
+            points.append((point, [index]))
+    numbers = ["loss", *columns_with(part, VAL), *columns_with(part, BENCH)]
+    measured = []
+    for point, members in points:
+        runs = _distinct_runs(part.loc[members])
+        means = {column: float(np.mean(values)) if (values := [run.values[column] for run in runs
+                                                               if column in run.values]) else math.nan
+                 for column in numbers}
+        measured.append((point, members, runs, means))
+    best = min(measured, key=lambda item: (item[3]["loss"] if math.isfinite(item[3]["loss"]) else math.inf))
+    point, members, runs, means = best
+    representative = max(members, key=lambda index: (len(_runs_of(part.loc[index])), -members.index(index)))
+    g = part["g"].iloc[0]
+    text = (f"one point at G={g:g} from {' and '.join(names)}: they search one configuration (method, G, model, "
+            "seed and setting; only how their search ran differs: start, noise, max_runs), so they are one "
+            "measurement, not seed repeats")
+    if searching:
+        text += f"; {', '.join(searching)} not certified yet: left out beside the certified one(s)"
+    if len(measured) == 1:
+        shared = _shared_runs(part.loc[members])
+        text += (f"; the certified point {_point_words(point)} rests on {len(runs)} distinct run(s)"
+                 f"{f' ({shared} shared)' if shared else ''}, loss {means['loss']:.4f} their mean")
+    else:
+        found = "; ".join(f"{_point_words(p)}: {m['loss']:.4f} ({', '.join(str(part.loc[i, 'certification']) for i in ms)})"
+                          for p, ms, _runs, m in measured)
+        text += (f"; they certified different points ({found}, each the mean of its distinct runs): the curve takes "
+                 f"the lowest, {part.loc[representative, 'certification']}'s, the better-tuned of the local optima")
+    return representative, means, text
+
+
+def _runs_of(row: pd.Series) -> tuple[PointRun, ...]:
+    """A certification's runs at its point; one of its own (named by the certification) where the
+    frame has no run identities (a frame built by hand)."""
+    runs = row.get(POINT_RUNS)
+    if isinstance(runs, tuple) and runs:
+        return runs
+    values = {column: float(row[column]) for column, value in row.items()
+              if (column == "loss" or str(column).startswith((VAL, BENCH))) and _finite(value)}
+    return (PointRun(f"certification {row['certification']}", values),)
+
+
+def _finite(value: Any) -> bool:
+    return isinstance(value, int | float | np.number) and not isinstance(value, bool) and math.isfinite(float(value))
+
+
+def _distinct_runs(part: pd.DataFrame) -> list[PointRun]:
+    """The runs of ``part``'s certifications, each identity once."""
+    runs: dict[str, PointRun] = {}
+    for _, row in part.iterrows():
+        for run in _runs_of(row):
+            runs.setdefault(run.run_id, run)
+    return list(runs.values())
+
+
+def _shared_runs(part: pd.DataFrame) -> int:
+    """How many run identities more than one of ``part``'s certifications rests on."""
+    counts: dict[str, int] = {}
+    for _, row in part.iterrows():
+        for run in _runs_of(row):
+            counts[run.run_id] = counts.get(run.run_id, 0) + 1
+    return sum(count > 1 for count in counts.values())
+
+
+def _point_words(point: Mapping[str, Any]) -> str:
+    return "(" + ", ".join(f"{axis}={value:g}" if _finite(value) else f"{axis}={value}"
+                           for axis, value in point.items()) + ")" if point else "(no grid point)"
 
 
 def generation_points(certifications: pd.DataFrame) -> tuple[str, pd.DataFrame]:
@@ -374,7 +536,9 @@ def curve_points(table: pd.DataFrame) -> tuple[str, pd.DataFrame]:
 
 def synthetic_only_table(certifications: pd.DataFrame, val_set: str = IID) -> pd.DataFrame:
     """Figure 13: one row per (method, G[, model]) with both a certified mixed and a certified
-    synthetic-only certification, and a certified real-only baseline of the same model.
+    synthetic-only certification, and a certified real-only baseline of the same model (both gains
+    against one: the mixed certification's setting's where there is one,
+    :func:`analysis.generation.baseline_for`).
 
     Columns: ``method``, ``g``, ``model``, ``baseline_loss``, ``mixed_loss``, ``synthetic_only_loss``,
     ``gain_mixed`` and ``gain_synthetic_only`` (baseline - loss), ``mixed_mix`` (the mixed
@@ -389,16 +553,17 @@ def synthetic_only_table(certifications: pd.DataFrame, val_set: str = IID) -> pd
         certified["model"] = None
     certified["model"] = _model_names(certified)
     only = synthetic_only_mask(certified)
-    baselines = certified[certified["method"] == BASELINE_METHOD].groupby("model")[column].min()
+    real = certified[certified["method"] == BASELINE_METHOD]
     rows = []
     synthetic = certified[(certified["method"] != BASELINE_METHOD) & ~only]
     for (method, g, model), mixed in synthetic.groupby(["method", "g", "model"], sort=True):
         ablation = certified[only & (certified["method"] == method) & (certified["g"] == g)
                              & (certified["model"] == model)]
-        if ablation.empty or model not in baselines.index:
-            continue
-        baseline = float(baselines[model])
         best_mixed = mixed.loc[mixed[column].idxmin()]
+        # both gains against one baseline: the mixed certification's setting's where there is one
+        baseline, _name = baseline_for(real[real["model"] == model], _setting(best_mixed), column)
+        if ablation.empty or not math.isfinite(baseline):
+            continue
         mixed_loss, only_loss = float(best_mixed[column]), float(ablation[column].min())
         gain_mixed, gain_only = baseline - mixed_loss, baseline - only_loss
         rows.append({

@@ -18,6 +18,7 @@ figure state); :func:`save_figure` writes PNG and PDF.
 from __future__ import annotations
 
 import io
+import itertools
 import math
 import textwrap
 from collections.abc import Mapping, Sequence
@@ -211,13 +212,16 @@ def plot_generation_scaling(table: pd.DataFrame, *, val_set: str = IID, title: s
             ax.plot(group["g"], group["loss"], label=label, **spec)
             _mark_open_and_bounds(ax, group, "loss", spec["color"], spec["marker"],
                                   group[BOUNDS].map(bool))
-        baseline = part.loc[part["method"] == BASELINE_METHOD, "loss"]
-        if len(baseline):
-            ax.axhline(float(baseline.min()), color="black", linestyle="--", linewidth=1.2,
-                       label=f"real data only ({float(baseline.min()):.3f})")
-            if law is not None and val_set in (IID, "objective"):
-                notes.extend(_efficiency_axis(ax, float(baseline.min()), law, synthetic["efficiency_basis"]))
-        else:  # the caption says why the reader looks for the line and the axis in vain
+        baselines = _baselines_of(part, synthetic)
+        for (name, loss), line in zip(baselines, itertools.cycle(("--", ":", "-.", (0, (1, 3))))):
+            ax.axhline(loss, color="black", linestyle=line, linewidth=1.2,
+                       label=f"real data only{f', {name}' if len(baselines) > 1 else ''} ({loss:.3f})")
+        if len(baselines) == 1 and law is not None and val_set in (IID, "objective"):
+            notes.extend(_efficiency_axis(ax, baselines[0][1], law, synthetic["efficiency_basis"]))
+        elif len(baselines) > 1:
+            notes.append("one line per real-only baseline in use (each algorithm's setting's, where there is one)"
+                         + ("; no efficiency axis: it reads one baseline" if law is not None else ""))
+        if not baselines:  # the caption says why the reader looks for the line and the axis in vain
             notes.append("no real-only baseline on this set: no baseline line, no efficiency axis")
         _log2_axis(ax, synthetic["g"])
         ax.set_xlabel("generations per real document G (log2)")
@@ -502,6 +506,19 @@ def plot_certified_hparams(
         fig.suptitle("Certified hyperparameters vs G (open: not certified; ring: at a search bound)", fontsize=9)
         fig.tight_layout(rect=(0, 0.1, 1, 1))
     return fig
+
+
+def _baselines_of(part: pd.DataFrame, synthetic: pd.DataFrame) -> list[tuple[str | None, float]]:
+    """(certification, loss) of each real-only baseline the ``synthetic`` rows of a generation table
+    are compared with (its ``baseline``/``baseline_loss``), lowest first; a table without those
+    columns: the lowest real-only row of ``part``."""
+    if "baseline_loss" not in synthetic:
+        real = part.loc[part["method"] == BASELINE_METHOD, "loss"]
+        return [(None, float(real.min()))] if len(real) else []
+    names = synthetic["baseline"] if "baseline" in synthetic else pd.Series(None, index=synthetic.index)
+    used = {(None if pd.isna(name) else str(name), float(loss))
+            for name, loss in zip(names, synthetic["baseline_loss"]) if pd.notna(loss)}
+    return sorted(used, key=lambda item: (item[1], item[0] or ""))
 
 
 def _efficiency_axis(ax, baseline_loss: float, law: ReferenceLaw | PowerLawFit, bases) -> list[str]:

@@ -14,7 +14,7 @@ from collections.abc import Iterable
 
 import pandas as pd
 
-from analysis.frame import BOUNDS
+from analysis.frame import BOUNDS, SETTING
 from analysis.generation import (
     BASELINE_METHOD,
     RISE_TOLERANCE,
@@ -75,10 +75,13 @@ def _comparison(baseline: pd.DataFrame, synthetic: pd.DataFrame, val_set: str, s
                 noise_text: str) -> list[str]:
     """The headline (does synthetic data help?) and the best tuned loss per algorithm."""
     tolerance = noise_tolerance(sigma)
-    base_loss = float(baseline["loss"].min())
     best_per_method = synthetic.loc[synthetic.groupby("method")["loss"].idxmin()].sort_values("loss")
     best = best_per_method.iloc[0]
-    gain = base_loss - float(best["loss"])
+    # each row's own baseline: of its setting where there is one (generation_table's baseline_for)
+    base_loss, gain = float(best["baseline_loss"]), float(best["gain"])
+    several = baseline[SETTING].fillna("").astype(str).nunique() > 1 if SETTING in baseline else False
+    whose = (f" ({best['baseline']}, the one {best['method']} is compared with: each algorithm is compared with "
+             "the baseline of its setting where there is one, named under Generation scaling)" if several else "")
 
     def verdict(delta: float) -> str:
         if not tolerance:
@@ -97,12 +100,12 @@ def _comparison(baseline: pd.DataFrame, synthetic: pd.DataFrame, val_set: str, s
                 "Synthetic data makes no difference beyond seed noise at this scale" if tolerance else
                 "Whether synthetic data helps cannot be told from single runs")
     lines = [
-        f"**{headline}.** Real-only baseline: {val_set} loss {base_loss:.4f}. Best synthetic: "
+        f"**{headline}.** Real-only baseline{whose}: {val_set} loss {base_loss:.4f}. Best synthetic: "
         f"{best['method']} at G={best['g']:g}, {float(best['loss']):.4f} ({gain:+.4f} nats vs the baseline, "
         f"{verdict(gain)}); {noise_text}."
     ]
     per_method = [
-        f"{row.method} {float(row.loss):.4f} at G={row.g:g} ({verdict(base_loss - float(row.loss))})"
+        f"{row.method} {float(row.loss):.4f} at G={row.g:g} ({verdict(float(row.gain))})"
         for row in best_per_method.itertuples()
     ]
     ranking = "Best tuned loss per algorithm (vs the baseline): " + "; ".join(per_method) + "."

@@ -48,7 +48,9 @@ exported tables carry this one, not ``bounds``),
 ``support`` (what the certificate rests on as a whole: ``interior``, ``bound`` or ``not searched``,
 ``search.certificate.Support``; None when not certified), ``extended`` (axes whose evidence lies
 beyond the listed grid, with the extension values, e.g. ``"epochs 128 (point)"``; "" when none),
-``diverged_neighbours`` (the certificate's soft bounds, same form), ``setting`` (what the
+``diverged_neighbours`` (the certificate's soft bounds, same form), ``point_runs`` (the certified
+point's runs, one :class:`PointRun` each, by run identity: a run another certification adopted is
+the same run there; a record column, left out of exports), ``setting`` (what the
 certification fixes beyond method, G, model and seed, ``key=value`` pairs by key: its other fixed
 params, a callable objective's, and, where the grids are given, each axis its grid gives one value,
 the sweep's way to fix a point value; "" when nothing: :func:`setting_of`), ``noise_sd`` (pooled seed
@@ -62,6 +64,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import pandas as pd
@@ -95,6 +98,9 @@ __all__ = [
     "union_grid",
     "SETTING",
     "setting_of",
+    "setting_words",
+    "POINT_RUNS",
+    "PointRun",
 ]
 
 FIXED_COLUMNS = (METHOD, G, MODEL, SEED)
@@ -106,7 +112,11 @@ SETTING = "setting"
 two curves, not repeats of one (``analysis.experiments.generation_curves``)."""
 BOUNDS = "bounds"
 """The certifications frame's column of search bounds as data (``search.grid.Bound`` tuples)."""
-RECORD_COLUMNS = (BOUNDS,)
+POINT_RUNS = "point_runs"
+"""The certifications frame's column of the certified point's runs (a tuple of :class:`PointRun`):
+two certifications of one configuration may share runs (the sweep adopts a finished run of the same
+identity), which ``analysis.experiments.generation_curves`` counts once."""
+RECORD_COLUMNS = (BOUNDS, POINT_RUNS)
 """Columns that hold records, not plain values: read in Python, left out of exported tables
 (``bounds_hit`` is their display form)."""
 SCORED = (RunStatus.COMPLETED,)
@@ -116,6 +126,16 @@ BASE_COLUMNS = (
     "sweep", "certification", "kind", "trial", "run_id", "run_dir", "status", "loss",
     *FIXED_COLUMNS, "member", "wall_time_s", "job_id", "attempts", "reason", "failure", "adopted_from",
 )
+
+
+@dataclass(frozen=True)
+class PointRun:
+    """One run at a certification's certified point: its identity (``run_id``, shared by every study
+    that adopted it) and its numbers, by certifications-frame column (``loss``, ``val_loss.<set>``,
+    ``bench.<task>``; a column the run has no number in is absent)."""
+
+    run_id: str
+    values: Mapping[str, float] = field(default_factory=dict)
 
 
 def _number(value: Any) -> float | None:
@@ -242,8 +262,29 @@ def setting_of(params: RunParams, grid: Mapping[str, Sequence[Any]] | None = Non
     return ", ".join(f"{key}={_shown(value)}" for key, value in sorted(pinned.items()))
 
 
+def setting_words(setting: str) -> str:
+    """A :data:`SETTING` value in a sentence ("" reads as what it means).
+
+    >>> setting_words("")
+    'none beyond method, G and model'
+    """
+    return setting or "none beyond method, G and model"
+
+
 def _shown(value: Any) -> str:
     return f"{value:g}" if isinstance(value, int | float) and not isinstance(value, bool) else str(value)
+
+
+def _point_runs(chosen: Sequence[pd.Series], columns: Sequence[str]) -> tuple[PointRun, ...]:
+    """The finished runs among ``chosen`` (runs-frame rows at one point), one :class:`PointRun` per
+    run identity, with their finite numbers in ``columns``."""
+    runs: dict[str, PointRun] = {}
+    for r in chosen:
+        numbers = {column: _number(r[column]) for column in columns if column in r}
+        values = {column: value for column, value in numbers.items() if value is not None and math.isfinite(value)}
+        if "loss" in values and r["run_id"] is not None and str(r["run_id"]) not in runs:
+            runs[str(r["run_id"])] = PointRun(str(r["run_id"]), values)
+    return tuple(runs.values())
 
 
 def empty_runs_frame() -> pd.DataFrame:
@@ -334,8 +375,8 @@ def certifications_frame(summaries: Iterable[CertificationSummary], runs: pd.Dat
         }
         params = RunParams.split(summary.fixed, axes=())
         for key, value in _fixed_columns(params).items():
-            if value is None and len(mine):
-                values = mine[key].dropna().unique()
+            if value is None and len(mine) and mine[key].notna().all():  # every run says the same: the sweep's
+                values = mine[key].unique()  # (not a seed of noise repeats: they carry 1, 2, ... beside none)
                 value = values[0] if len(values) == 1 else None
             row[key] = value
         if row["method"] == REAL and row["g"] is None:
@@ -347,9 +388,13 @@ def certifications_frame(summaries: Iterable[CertificationSummary], runs: pd.Dat
         if chosen:
             first = min(chosen, key=lambda r: 0 if pd.isna(r[SEED]) else float(r[SEED]))
             row["run_dir"] = first["run_dir"]  # the point's run without a seed (repeats carry seed 1, 2, ...)
-            for column in (*columns_with(mine, VAL), *columns_with(mine, BENCH)):
+            numbers = ("loss", *columns_with(mine, VAL), *columns_with(mine, BENCH))
+            for column in numbers[1:]:
                 values = pd.to_numeric(pd.Series([r[column] for r in chosen]), errors="coerce")
                 row[column] = float(values.mean()) if values.notna().any() else math.nan
+            row[POINT_RUNS] = _point_runs(chosen, numbers)
+        else:
+            row[POINT_RUNS] = ()
         rows.append(row)
     frame = pd.DataFrame(rows)
     if len(frame):

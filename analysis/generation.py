@@ -15,24 +15,26 @@ from dataclasses import dataclass
 import pandas as pd
 
 from analysis.efficiency import NO_UPPER_BOUND, ReferenceLaw, efficiency
-from analysis.frame import BOUNDS, VAL, val_sets
+from analysis.frame import BOUNDS, SETTING, VAL, setting_words, val_sets
 from analysis.noise import seed_noise
 from analysis.scaling import PowerLawFit
 from megadocs.errors import UserError
 from megadocs.formats import IID, REAL
 
-__all__ = ["BASELINE_METHOD", "COLUMNS", "empty_table", "with_optional_columns", "loss_column", "generation_table", "main_set", "Rise", "monotonicity"]
+__all__ = ["BASELINE_METHOD", "COLUMNS", "empty_table", "with_optional_columns", "loss_column", "baseline_for",
+           "generation_table", "baseline_notes", "main_set", "Rise", "monotonicity"]
 
 BASELINE_METHOD = REAL
 RISE_TOLERANCE = 1e-3
 """Loss rises smaller than this (nats) count as noise, not as a failed search."""
-OPTIONAL_COLUMNS = {"certification": None, "certified": False, BOUNDS: (), "bounds_hit": "", "warm_start": None}
+OPTIONAL_COLUMNS = {"certification": None, "certified": False, BOUNDS: (), "bounds_hit": "", "warm_start": None,
+                    SETTING: ""}
 """Certifications-frame columns that :func:`analysis.frame.certifications_frame` always builds but a
 frame built by hand (the analysis contract: any source) may leave out, and what a missing one means."""
 
 
-COLUMNS = ("set", "certification", "method", "g", "certified", BOUNDS, "bounds_hit", "warm_start", "loss",
-           "baseline_loss", "gain", "efficiency", "efficiency_low", "efficiency_high", "efficiency_basis",
+COLUMNS = ("set", "certification", "method", "g", SETTING, "certified", BOUNDS, "bounds_hit", "warm_start", "loss",
+           "baseline", "baseline_loss", "gain", "efficiency", "efficiency_low", "efficiency_high", "efficiency_basis",
            "efficiency_note")
 """The columns of :func:`generation_table`, in order (an empty table has them too: :func:`empty_table`)."""
 
@@ -56,6 +58,52 @@ def loss_column(val_set: str) -> str:
     return "loss" if val_set == "objective" else VAL + val_set
 
 
+def baseline_for(baselines: pd.DataFrame, setting: str, column: str) -> tuple[float, str | None]:
+    """The real-only baseline a certification of ``setting`` is compared with on ``column``, and the
+    certification that gave it: of ``baselines`` (real-only certifications) with a finite loss there,
+    those of the same setting (:data:`analysis.frame.SETTING`; a frame without one: all) where there
+    are some, else all; the lowest of them. ``(nan, None)`` where none has a loss.
+
+    A baseline of another setting (a pinned axis, another fixed param) measures another recipe: a
+    curve is compared with its own setting's baseline, not with the lowest of them."""
+    if column not in baselines:
+        return math.nan, None
+    losses = pd.to_numeric(baselines[column], errors="coerce")
+    rows = baselines[losses.map(lambda value: math.isfinite(value) if pd.notna(value) else False).astype(bool)]
+    if SETTING in rows:
+        same = rows[rows[SETTING].fillna("").astype(str) == (setting or "")]
+        rows = same if len(same) else rows
+    if not len(rows):
+        return math.nan, None
+    best = rows.loc[pd.to_numeric(rows[column]).idxmin()]
+    name = best["certification"] if "certification" in best and pd.notna(best["certification"]) else None
+    return float(best[column]), name
+
+
+def baseline_notes(table: pd.DataFrame) -> list[str]:
+    """Where a generation table's real-only baselines differ in setting, which one each algorithm is
+    compared with on the set its curves are read on (:func:`main_set`): the one of its setting, or,
+    where it has none, the lowest, named (:func:`baseline_for`). Empty with one baseline setting."""
+    if len(table) == 0:
+        return []
+    part = table[table["set"] == main_set(table)]
+    real = part[part["method"] == BASELINE_METHOD]
+    settings = real[SETTING].fillna("").astype(str)
+    if settings.nunique() < 2:
+        return []
+    of_name = dict(zip(real["certification"], settings))
+    lines = []
+    synthetic = part[(part["method"] != BASELINE_METHOD) & part["baseline"].notna()]
+    for (method, setting, name), _rows in synthetic.groupby(["method", SETTING, "baseline"], sort=True):
+        if of_name.get(name) == setting:
+            lines.append(f"{method} (setting: {setting_words(setting)}) is compared with {name}, the real-only "
+                         "baseline of its setting")
+        else:
+            lines.append(f"{method} (setting: {setting_words(setting)}) has no real-only baseline of its setting: "
+                         f"it is compared with the lowest, {name} (setting: {setting_words(of_name.get(name, ''))})")
+    return lines
+
+
 def main_set(table: pd.DataFrame) -> str:
     """The validation set the curves are read on: ``iid`` when the runs report it (train's runs),
     else the objective's own loss (a callable objective's sweep, e.g. search/examples/analytic.yaml)."""
@@ -74,9 +122,11 @@ def generation_table(
     a certifications frame (:func:`analysis.frame.certifications_frame`, or one built by hand without
     the :data:`OPTIONAL_COLUMNS`).
 
-    Columns (:data:`COLUMNS`): ``set``, ``certification``, ``method``, ``g``, ``certified``,
-    ``bounds`` (records), ``bounds_hit`` (their display form), ``warm_start``, ``loss``,
-    ``baseline_loss``, ``gain`` (baseline - loss), ``efficiency``, ``efficiency_low``,
+    Columns (:data:`COLUMNS`): ``set``, ``certification``, ``method``, ``g``, ``setting``
+    (:data:`analysis.frame.SETTING`), ``certified``, ``bounds`` (records), ``bounds_hit`` (their
+    display form), ``warm_start``, ``loss``, ``baseline`` (the real-only certification the row is
+    compared with: the lowest of its setting where there is one, else the lowest, :func:`baseline_for`;
+    :func:`baseline_notes` says which where they differ), ``baseline_loss``, ``gain`` (baseline - loss), ``efficiency``, ``efficiency_low``,
     ``efficiency_high``, ``efficiency_basis`` (an :class:`analysis.efficiency.Basis` value: whose
     law gave it and how: stated, at the edge of its calibration losses, interpolated, ...) and
     ``efficiency_note`` (why a synthetic row has none: a loss clearly outside a given law's
@@ -104,20 +154,23 @@ def generation_table(
         # astype(bool): on an empty frame map() gives an object Series, which pandas would read as
         # a list of column labels (KeyError: 'method' when every run of a sweep failed).
         frame = frame[frame[column].map(math.isfinite).astype(bool)]
-        baseline = frame[frame["method"] == BASELINE_METHOD]
-        baseline_loss = float(baseline[column].min()) if len(baseline) else math.nan
+        baselines = frame[frame["method"] == BASELINE_METHOD]
         for _, row in frame.iterrows():
             loss = float(row[column])
+            setting = "" if pd.isna(row[SETTING]) else str(row[SETTING])
+            baseline_loss, baseline = baseline_for(baselines, setting, column)
             record = {
                 "set": val_set,
                 "certification": row["certification"],
                 "method": row["method"],
                 "g": row["g"],
+                SETTING: setting,
                 "certified": bool(row["certified"]),
                 BOUNDS: row[BOUNDS],
                 "bounds_hit": row["bounds_hit"],
                 "warm_start": row["warm_start"],
                 "loss": loss,
+                "baseline": baseline,
                 "baseline_loss": baseline_loss,
                 "gain": baseline_loss - loss,
                 "efficiency": math.nan,

@@ -52,7 +52,7 @@ from analysis.findings import findings as findings_of
 from analysis.findings import rises_with_g
 from analysis.fits import describe_fit, fit_groups
 from analysis.frame import POINT, compute_seconds, union_grid, val_sets
-from analysis.generation import BASELINE_METHOD, generation_table, with_optional_columns
+from analysis.generation import BASELINE_METHOD, baseline_notes, generation_table, with_optional_columns
 from analysis.ledger import load_tables
 from analysis.noise import CLEAR_SDS, seed_noise
 from analysis.scaling import PowerLawFit
@@ -197,14 +197,16 @@ def _generation_sections(report: _Report, certifications: pd.DataFrame, table: p
     """Figures 1/2/5 and 11 with their tables; ``table`` is the generation table of
     ``certifications`` under ``law``, or why there is none; ``noise_sd``: the given seed noise
     (None: the certifications' own, :func:`analysis.noise.seed_noise`); ``left_out``: per method, the
-    certifications left out of its curve (:func:`analysis.experiments.curve_notes`)."""
+    certifications left out of its curve or made one point (:func:`analysis.experiments.curve_notes`)."""
     report.add("## Generation scaling (Figures 1/2/5)", "")
     if left_out:
-        report.add("One setting per curve. " + " ".join(f"{method}: {note}." for method, notes in left_out.items()
-                                                         for note in notes), "")
+        report.add("One setting per curve, one point per configuration and G. "
+                   + " ".join(f"{method}: {note}." for method, notes in left_out.items() for note in notes), "")
     if isinstance(table, str):
         report.skipped.append(table)  # the message names the section
         return
+    if (compared := baseline_notes(table)):
+        report.add("Real-only baselines of several settings: " + "; ".join(compared) + ".", "")
     sigma, source = seed_noise(certifications, noise_sd)
     report.add(*law_paragraphs(table, law, sigma, source))
     verdict, rises = rises_with_g(table, sigma)

@@ -204,3 +204,29 @@ def test_an_asymptote_the_points_do_not_determine_is_not_compared():
                                                            "delta_high"]].astype(float)).all()
     assert f"E {param_status(fits['latent'], 'E')}" in latent["note"]
     assert rows.loc["real", "E"] == pytest.approx(3.31, abs=0.01)
+
+
+def test_ensemble_studies_sharing_members_are_scored_once_and_sources_of_one_method_apart(tmp_path):
+    """Two studies of one source share members (the sweep adopts a finished run of the same identity):
+    scored as two ensembles of one algorithm, their L(K) were the same runs fitted twice as
+    independent repeats. The smaller is left out, named; and studies of one method from two sources
+    (another G) are two curves, labelled by source, not repeats of one L(K)."""
+    import dataclasses
+
+    from analysis.ensembles import ensemble_labels
+
+    runs = [tmp_path / f"run{i}" for i in range(9)]
+
+    def study(name, method, source, members):
+        return dataclasses.replace(ensemble_study(*members), name=name, method=method, source=source)
+
+    studies = {"real-ens": study("real-ens", "real", "real", runs[:3]),
+               "real-ens-small": study("real-ens-small", "real", "real", runs[:2]),
+               "real-ens-more": study("real-ens-more", "real", "real", runs[3:5]),
+               "simple-g4-ens": study("simple-g4-ens", "simple", "simple-g4", runs[5:7]),
+               "simple-g16-ens": study("simple-g16-ens", "simple", "simple-g16", runs[7:9])}
+    labels, left_out = ensemble_labels(studies)
+    assert labels == {"real-ens": "real", "real-ens-more": "real",
+                      "simple-g4-ens": "simple (simple-g4)", "simple-g16-ens": "simple (simple-g16)"}
+    assert left_out == {"real-ens-small": "its 2 completed member(s) are members of real-ens (the same runs): "
+                                          "scored once, as real-ens, not fitted twice as independent repeats"}

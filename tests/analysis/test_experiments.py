@@ -423,8 +423,9 @@ def test_certifications_that_differ_only_in_their_fixed_seed_are_repeats_of_one_
 
 @pytest.fixture(scope="module")
 def pinned(tmp_path_factory):
-    """simple at G = 1, 2, 4, 8 searching lr and epochs, and simple-g2-short at G=2 with epochs pinned
-    to 4 (one grid value), beside a real-only baseline, on the analytic bowl."""
+    """simple at G = 1, 2, 4, 8 searching lr and epochs, simple-g2-short at G=2 with epochs pinned to 4
+    (one grid value) and simple-g2-again, simple-g2 searched again from another start with a seed
+    repeat (it adopts simple-g2's runs), beside a real-only baseline, on the analytic bowl."""
     import yaml
 
     from search.controller import run_sweep
@@ -435,6 +436,8 @@ def pinned(tmp_path_factory):
     certifications += [{"name": f"simple-g{g}", "fixed": {"method": "simple", "g": g}} for g in (1, 2, 4, 8)]
     certifications.append({"name": "simple-g2-short", "fixed": {"method": "simple", "g": 2},
                            "grid": {"lr": grid["lr"], "epochs": [4]}, "start": {"lr": 0.003, "epochs": 4}})
+    certifications.append({"name": "simple-g2-again", "fixed": {"method": "simple", "g": 2},
+                           "start": {"lr": 0.01, "epochs": 16}, "noise": {"repeats": 2}})
     sweep = {"name": "pinned", "executor": {"kind": "debug", "max_parallel": 4, "poll_s": 0.01},
              "out": str(root / "out"), "objective": "tests.analysis.objectives:paper_like",
              "grid": grid, "start": {"lr": 0.003, "epochs": 8}, "certifications": certifications}
@@ -457,6 +460,186 @@ def test_report_and_fit_of_a_sweep_leave_out_and_name_a_certification_of_another
     assert "simple-g2-short (G=2; setting: epochs=4)" in note
     text = build_report(load_sweep(pinned), tmp_path / "report").read_text()
     section = text.split("## Generation scaling", 1)[1].split("\n## ", 1)[0]
-    assert f"One setting per curve. simple: {note}." in section
+    assert f"One setting per curve, one point per configuration and G. simple: {note}." in section
     assert section.count("| simple | 2 | True |") == 4  # one row at G=2 per validation set (4), not two
     assert f"note: {note}" in section.split("### Fits of L(G)", 1)[1]
+
+
+def _searched_again(*, extra_loss: float | None):
+    """The toy sweep (simple at G = 1, 2, 4, 8) and simple-g2-again, a second certification of simple at
+    G=2 that differs only in how its search ran: it adopted every run of simple-g2 (same run
+    identities) and, with ``extra_loss``, ran one more seed at the certified point with that loss
+    (``noise: {repeats: 2}``): (certifications frame, the loss of simple-g2)."""
+    import dataclasses
+
+    from analysis.frame import certifications_frame, runs_frame
+    from tests.analysis import synthetic
+
+    records, summaries = synthetic.sweep(methods=("simple",), gs=(1, 2, 4, 8))
+    first = next(s for s in summaries if s.name == "simple-g2")
+    again = [dataclasses.replace(r, certification="simple-g2-again", adopted_from="simple-g2")
+             for r in records if r.certification == "simple-g2"]
+    loss = first.loss
+    if extra_loss is not None:
+        at_point = next(r for r in again if r.point == first.point)
+        again.append(dataclasses.replace(
+            at_point, run_id="simple-g2-seed1", adopted_from=None, loss=extra_loss, trial=len(again),
+            metrics=at_point.metrics.model_copy(update={"val_loss": extra_loss, "val_losses": {
+                k: v + extra_loss - at_point.loss for k, v in at_point.metrics.val_losses.items()}})))
+        loss = (first.loss + extra_loss) / 2
+    summary = dataclasses.replace(first, name="simple-g2-again",
+                                  certificate=dataclasses.replace(first.certificate, loss=loss))
+    return certifications_frame([*summaries, summary], runs_frame(records + again)), first.loss
+
+
+@pytest.mark.parametrize("extra", [None, 0.004])
+def test_two_certifications_of_one_configuration_are_one_point_of_their_distinct_runs(extra):
+    """simple-g2 and simple-g2-again search one configuration (same method, G, model, seed and setting;
+    another start or noise) and rest on the same adopted runs: fitted as two seeds of G=2 they counted
+    one run twice and narrowed the intervals. They are one point now, whose losses are the mean of
+    the distinct runs at the certified point (the shared run once), named in the fit's notes."""
+    from analysis.experiments import curve_notes, generation_curves, generation_points
+    from analysis.fits import fit_groups
+
+    certs, loss = _searched_again(extra_loss=None if extra is None else loss_plus(extra))
+    expected = loss if extra is None else loss + extra / 2
+    _main, points = generation_points(certs)
+    assert sorted(points["g"]) == [1, 2, 4, 8]
+    [at_2] = points[points["g"] == 2].to_dict("records")
+    assert at_2["loss"] == pytest.approx(expected)
+    curves = generation_curves(certs).set_index("certification")
+    assert curves.loc[at_2["certification"], "val_loss.iid_short"] == pytest.approx(expected - 0.1)
+    [note] = curve_notes(certs)["simple"]
+    runs = "1 distinct run(s) (1 shared)" if extra is None else "2 distinct run(s) (1 shared)"
+    assert "one point at G=2 from simple-g2 and simple-g2-again" in note and runs in note
+    assert f"loss {expected:.4f} their mean" in note
+    fit = fit_groups(points, x="g", y="loss", group="method", n_boot=0, notes=curve_notes(certs))["simple"]
+    assert fit.n_points == 4 and note in fit.notes
+
+
+def loss_plus(extra: float) -> float:
+    """simple-g2's certified loss (the toy bowl's minimum at G=2) plus ``extra``."""
+    from tests.analysis import synthetic
+
+    return synthetic.tuned_loss("simple", 2) + extra
+
+
+def test_certifications_of_one_configuration_at_two_points_keep_the_lower_and_leave_out_a_search():
+    """A frame built by hand (no run identities): of two certified points of one configuration the
+    curve takes the lower loss, the better-tuned local optimum; a certification still searching
+    beside a certified one is left out; each is named in the notes."""
+    from analysis.experiments import curve_notes, generation_points
+
+    certs = pd.DataFrame({
+        "certification": ["real", "s-g1", "s-g2", "s-g2-b", "s-g2-c", "s-g4"],
+        "method": ["real", "s", "s", "s", "s", "s"], "g": [0, 1, 2, 2, 2, 4],
+        "certified": [True, True, True, True, False, True], "loss": [3.6, 3.5, 3.45, 3.43, 3.30, 3.42],
+        "point.lr": [3e-3, 3e-3, 3e-3, 1e-2, 1e-2, 3e-3]})
+    _main, points = generation_points(certs)
+    assert points.set_index("g")["loss"].to_dict() == {1: 3.5, 2: 3.43, 4: 3.42}
+    assert points.set_index("g").loc[2, "certification"] == "s-g2-b"
+    [note] = curve_notes(certs)["s"]
+    assert "s-g2-c not certified yet: left out" in note
+    assert "(lr=0.003): 3.4500 (s-g2); (lr=0.01): 3.4300 (s-g2-b)" in note and "the lowest, s-g2-b's" in note
+
+
+def test_report_and_fit_of_a_sweep_make_one_point_of_a_configuration_searched_twice(pinned, tmp_path, capsys):
+    """simple-g2-again searched simple at G=2 again (another start, a seed repeat) and adopted
+    simple-g2's runs: the report, the notebook's points and `megadocs analysis fit SWEEP.yaml` fit one
+    point there, the mean of the distinct runs at the certified point, and say so."""
+    from analysis.experiments import generation_points
+    from megadocs.cli import main
+
+    tables = load_tables(load_sweep(pinned))
+    runs = tables.runs[(tables.runs["certification"].isin(["simple-g2", "simple-g2-again"]))
+                       & (tables.runs["point.lr"] == 0.003) & (tables.runs["point.epochs"] == 16)]
+    assert runs["run_id"].nunique() == 2 and len(runs) == 3  # the seedless run is shared, the repeat is new
+    distinct = runs.drop_duplicates("run_id")["loss"].mean()
+    _main, points = generation_points(tables.certifications)
+    assert sorted(points["g"]) == [1, 2, 4, 8]
+    assert points.set_index("g").loc[2, "loss"] == pytest.approx(distinct)
+    main(["analysis", "fit", str(pinned), "--json"])
+    [simple] = json.loads(capsys.readouterr().out)
+    assert simple["n_points"] == 4
+    [note] = [note for note in simple["notes"] if note.startswith("one point at G=2")]
+    assert "simple-g2 and simple-g2-again" in note and "2 distinct run(s) (1 shared)" in note
+    text = build_report(load_sweep(pinned), tmp_path / "report").read_text()
+    section = text.split("## Generation scaling", 1)[1].split("\n## ", 1)[0]
+    assert f"simple: {note}." in section and f"note: {note}" in section.split("### Fits of L(G)", 1)[1]
+
+
+def _with_second_baseline(shift: float, grids=None, **fixed):
+    """The toy sweep (real-g0, simple at G = 1, 2, 4, 8) and real-short, a second real-only baseline whose
+    summary fixes ``fixed`` (or whose grid, ``grids``, pins an axis), ``shift`` nats off real on every
+    set: its certifications frame."""
+    import dataclasses
+
+    from analysis.frame import certifications_frame, runs_frame
+    from tests.analysis import synthetic
+
+    records, summaries = synthetic.sweep(methods=("simple",), gs=(1, 2, 4, 8))
+    other, summary = synthetic.certification("real", 0)
+    other = [dataclasses.replace(
+        r, certification="real-short", run_id=f"short-{r.run_id}", loss=r.loss + shift, fixed={**r.fixed, **fixed},
+        metrics=r.metrics.model_copy(update={"val_losses": {k: v + shift for k, v in r.metrics.val_losses.items()}}))
+        for r in other]
+    summary = dataclasses.replace(summary, name="real-short", fixed={**summary.fixed, **fixed},
+                                  certificate=dataclasses.replace(summary.certificate,
+                                                                  loss=summary.certificate.loss + shift))
+    return certifications_frame([*summaries, summary], runs_frame(records + other), grids)
+
+
+def test_a_curve_is_compared_with_the_baseline_of_its_setting_not_the_lowest():
+    """real-short pins epochs to 4 and comes out 0.05 lower than real-g0: simple's curve (nothing pinned)
+    was compared with it, the lowest baseline, though it measures another recipe. Now every output
+    that reads the baseline (the generation table's gain, the findings' verdicts, the figure's line,
+    the student and synthetic-only tables through the same baseline_for) compares simple with real-g0, the
+    baseline of its setting, and says which where baselines differ in setting."""
+    from analysis.experiments import generation_curves
+    from analysis.findings import findings
+    from analysis.generation import baseline_notes, generation_table
+
+    certs = _with_second_baseline(-0.05, grids={"real-short": {"epochs": [4]}})
+    real = certs.set_index("certification").loc["real-g0", "val_loss.iid"]
+    table = generation_table(generation_curves(certs))
+    simple = table[(table["method"] == "simple") & (table["set"] == "iid")]
+    assert set(simple["baseline"]) == {"real-g0"} and list(simple["baseline_loss"]) == [pytest.approx(real)] * 4
+    assert list(simple["gain"]) == pytest.approx(list(real - simple["loss"]))
+    assert baseline_notes(table) == [
+        "simple (setting: none beyond method, G and model) is compared with real-g0, the real-only baseline of its setting"]
+    headline = findings(generation_curves(certs))[0]
+    assert "Real-only baseline (real-g0, the one simple is compared with" in headline and f"loss {real:.4f}" in headline
+
+
+def test_a_curve_without_a_baseline_of_its_setting_is_compared_with_the_lowest_and_says_so():
+    """simple fixes temperature 0.5 throughout; no baseline does: it is compared with the lowest
+    baseline, as before, and the note names it."""
+    from analysis.experiments import generation_curves
+    from analysis.generation import baseline_notes, generation_table
+
+    certs = _with_second_baseline(-0.05, grids={"real-short": {"epochs": [4]}})
+    certs.loc[certs["method"] == "simple", "setting"] = "temperature=0.5"
+    table = generation_table(generation_curves(certs))
+    assert set(table.loc[table["method"] == "simple", "baseline"]) == {"real-short"}
+    assert baseline_notes(table) == [
+        "simple (setting: temperature=0.5) has no real-only baseline of its setting: it is compared with the lowest, "
+        "real-short (setting: epochs=4)"]
+
+
+def test_student_and_synthetic_only_tables_use_the_baseline_of_the_certifications_setting():
+    """The student-scaling and synthetic-only tables read the same baseline as the curves: the one of
+    the certification's setting (a lower baseline of another setting is not it)."""
+    from analysis.experiments import student_scaling_table, synthetic_only_table
+
+    certs = pd.DataFrame({
+        "certification": ["real", "real-short", "real-large", "s-g2", "s-g2-large", "s-g2-only"],
+        "method": ["real", "real", "real", "s", "s", "s"], "g": [0, 0, 0, 2, 2, 2],
+        "model": [None, None, "large", None, "large", None],
+        "setting": ["", "epochs=4", "", "", "", ""], "certified": [True] * 6,
+        "loss": [3.60, 3.50, 3.40, 3.45, 3.20, 3.55], "point.mix": [math.nan] * 3 + [0.75, 0.75, 1.0]})
+    students = student_scaling_table(certs, "objective").set_index("g")
+    assert students.loc[2, "gain.base"] == pytest.approx(3.60 - 3.45)
+    assert students.loc[2, "gain.large"] == pytest.approx(3.40 - 3.20)
+    [ablation] = synthetic_only_table(certs, "objective").to_dict("records")
+    assert ablation["baseline_loss"] == pytest.approx(3.60)
+    assert ablation["gain_synthetic_only"] == pytest.approx(0.05)
