@@ -20,6 +20,7 @@ from analysis.noise import seed_noise
 from analysis.scaling import PowerLawFit
 from megadocs.errors import UserError
 from megadocs.formats import IID, REAL
+from search.status import warm_start_advice
 
 __all__ = ["BASELINE_METHOD", "COLUMNS", "empty_table", "with_optional_columns", "loss_column", "baseline_for",
            "generation_table", "baseline_notes", "main_set", "Rise", "monotonicity"]
@@ -224,28 +225,29 @@ class Rise:
                 "no noise estimate: it may be seed noise" if self.sigma is None else "noise sd 0")
         text = (f"{self.method} [{self.set}]: tuned loss rose from G={self.g_from:g} ({self.loss_from:.4f}) to "
                 f"G={self.g_to:g} ({self.loss_to:.4f}), +{rise:.4f} nats ({size})")
-        if self.certification_from and self.certification_to:
-            if self.warm_started:
-                text += (f"; {self.certification_to} already starts from {self.certification_from}'s certificate, "
-                         "so look at its runs (`megadocs search status`)")
-            else:
-                text += (f"; `warm_start: {self.certification_from}` on {self.certification_to} would start its "
-                         f"search from G={self.g_from:g}'s optimum")
+        if self.certification_from or self.certification_to:  # one missing: seed repeats at its G
+            warm_starts = {self.certification_to: self.certification_from} if self.warm_started else {}
+            text += "; " + warm_start_advice(self.certification_from, self.certification_to, warm_starts)
         return text
 
 
 def monotonicity(table: pd.DataFrame, *, tolerance: float = RISE_TOLERANCE, sigma: float | None = None) -> list[Rise]:
     """Rises of the tuned loss with G by more than ``tolerance`` per (set, method); empty when every
-    curve is non-increasing. ``sigma`` (the seed noise the tolerance came from) is kept on each rise."""
+    curve is non-increasing. Several rows at one G (fixed-seed repeats) are one point, their mean loss.
+    ``sigma`` (the seed noise the tolerance came from) is kept on each rise."""
     rises = []
     for (val_set, method), group in table[table["method"] != BASELINE_METHOD].groupby(["set", "method"]):
-        group = group.sort_values("g")
-        previous = None
-        for _, row in group.iterrows():
-            if previous is not None and row["loss"] > previous["loss"] + tolerance:
-                source = previous["certification"]
-                rises.append(Rise(val_set, method, previous["g"], row["g"], previous["loss"], row["loss"],
-                                  source, row["certification"],
-                                  warm_started=bool(source) and row["warm_start"] == source, sigma=sigma))
-            previous = row
+        points = [(g, rows["loss"].mean(), rows) for g, rows in group.groupby("g", sort=True)]
+        for (g_from, loss_from, before), (g_to, loss_to, after) in zip(points, points[1:]):
+            if loss_to > loss_from + tolerance:
+                source, target = _only_certification(before), _only_certification(after)
+                warm = target is not None and source is not None and after["warm_start"].iloc[0] == source
+                rises.append(Rise(val_set, method, g_from, g_to, loss_from, loss_to, source, target,
+                                  warm_started=warm, sigma=sigma))
     return rises
+
+
+def _only_certification(rows: pd.DataFrame) -> str | None:
+    """The certification of a G's one row (None: several, fixed-seed repeats, or none named)."""
+    name = rows["certification"].iloc[0] if len(rows) == 1 else None
+    return name if isinstance(name, str) and name else None

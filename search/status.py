@@ -62,7 +62,7 @@ from search.sweep import SYNTHETIC_ONLY_MIX, Sweep
 
 __all__ = ["CertificationSummary", "LedgerFacts", "BestPoint", "RunCounts", "Compute", "summarize", "summarize_ensembles",
            "EnsembleSummary", "EnsembleMember", "summarize_transfers", "TransferSummary", "TransferState",
-           "g_trend_warnings", "format_table", "format_bases", "format_stops", "format_reruns", "format_extensions",
+           "g_trend_warnings", "warm_start_advice", "format_table", "format_bases", "format_stops", "format_reruns", "format_extensions",
            "JobWatch", "certify_exit",
            "StatusReport", "status_report", "RunJob", "RunJobState", "Controller"]
 
@@ -853,41 +853,77 @@ def g_trend_warnings(summaries: Iterable[CertificationSummary]) -> list[str]:
     """Algorithms whose certified loss rises with G: a sign a search did not converge (a larger G
     can always reuse a smaller G's hyperparameters, so the tuned loss should not rise).
 
-    A rise within the sweep's seed noise (the pooled estimate with the most degrees of freedom:
-    ``sds`` x sigma x sqrt(2), two single-run losses) is not a sign of anything and is not flagged.
-    A search that already warm-starts from the smaller G's certificate needs its runs looked at,
-    not a warm start: the advice says which.
+    One curve per method (and model, and other fixed setting: :meth:`RunParams.other_fixed`); at one
+    G, certifications of one configuration (the same fixed params: they differ only in how their
+    search ran) give their lower certified loss (the better tuned), and several fixed seeds their
+    mean, as the analysis's curves do (``analysis.experiments.generation_curves``). A rise within the
+    sweep's seed noise (the pooled estimate with the most degrees of freedom: ``sds`` x sigma x
+    sqrt(2), two single-run losses) is not a sign of anything and is not flagged. The advice is
+    :func:`warm_start_advice`.
     """
     summaries = list(summaries)
-    by_method: dict[str, list[tuple[float, float, str]]] = defaultdict(list)
+    curves: dict[str, dict[float, dict[str, list[tuple[float, str]]]]] = defaultdict(lambda: defaultdict(dict))
     warm_starts = {summary.name: summary.warm_start for summary in summaries}
     for summary in summaries:
         fixed, certificate = summary.fixed, summary.certificate
         if certificate and "g" in fixed and "method" in fixed:
             method = str(fixed["method"]) + (f" ({fixed['model']})" if "model" in fixed else "")
+            setting = RunParams.split(fixed, axes=()).other_fixed()
+            if setting:  # another recipe: its own curve
+                method += " [" + ", ".join(f"{k}={v}" for k, v in sorted(setting.items())) + "]"
             if values_equal(certificate.point.get("mix", 0.0), SYNTHETIC_ONLY_MIX):
                 method += " (synthetic only)"  # the ablation is its own curve, not a point of the mixed one
-            by_method[method].append((float(fixed["g"]), certificate.loss, summary.name))
+            configuration = repr(sorted((str(k), repr(v)) for k, v in fixed.items()))
+            curves[method][float(fixed["g"])].setdefault(configuration, []).append((certificate.loss, summary.name))
     estimates = [s.noise for s in summaries if s.noise.sigma is not None]
     noise = max(estimates, key=lambda n: n.df, default=None)
     tolerance = noise.sds * noise.sigma * math.sqrt(2) if noise is not None else 0.0
     warnings = []
-    for method, entries in sorted(by_method.items()):
-        entries.sort()
-        for (g_a, loss_a, name_a), (g_b, loss_b, name_b) in zip(entries, entries[1:]):
+    for method, by_g in sorted(curves.items()):
+        tuned = [(g, *_tuned(by_g[g])) for g in sorted(by_g)]
+        for (g_a, loss_a, name_a), (g_b, loss_b, name_b) in zip(tuned, tuned[1:]):
             rise = loss_b - loss_a
             if rise <= tolerance:
                 continue
             size = (f" ({rise / noise.sigma:.1f} noise sds)" if noise is not None and noise.sigma > 0 else
                     " (no noise estimate: it may be seed noise; `noise: {repeats: 2}` measures it)" if noise is None
                     else "")
-            advice = (f"it already starts from {name_a}'s certificate: look at its runs (`search status`)"
-                      if warm_starts.get(name_b) == name_a else f"set warm_start: {name_a} on {name_b}")
-            warnings.append(
-                f"{method}: certified loss rises with G ({name_a} g={g_a:g}: {loss_a:.4f} -> {name_b} "
-                f"g={g_b:g}: {loss_b:.4f}){size}; the larger G's search may not have converged: {advice}"
-            )
+            names = f"{name_a} g={g_a:g}: {loss_a:.4f} -> {name_b} g={g_b:g}: {loss_b:.4f}"
+            warnings.append(f"{method}: certified loss rises with G ({names}){size}; the larger G's search may not "
+                            f"have converged: {warm_start_advice(name_a, name_b, warm_starts)}")
     return warnings
+
+
+def _tuned(configurations: Mapping[str, list[tuple[float, str]]]) -> tuple[float, str]:
+    """The tuned loss at one G and what gave it: each configuration's lower certified loss, and the
+    mean over configurations (fixed seeds), named ``seeds of a, b`` when there are several."""
+    best = [min(entries) for entries in configurations.values()]
+    if len(best) == 1:
+        return best[0]
+    return sum(loss for loss, _ in best) / len(best), "seeds of " + ", ".join(sorted(name for _, name in best))
+
+
+def warm_start_advice(source: str | None, target: str | None, warm_starts: Mapping[str, str | None]) -> str:
+    """What to do about a tuned loss that rose from certification ``source``'s G to ``target``'s (one
+    rule for ``search status``/``certify`` and the analysis's report). ``warm_starts``: each
+    certification's ``warm_start``.
+
+    A target that already starts from the source needs its runs looked at. Otherwise a new search
+    from the source's certificate: a search that has started keeps the start its ledger recorded (an
+    edited ``warm_start`` does not move it), so the advice is a certification with the target's fixed
+    params under a new name; the runs the two share are reused, and both `status`'s G trend and the
+    analysis take the lower certified loss of one configuration (:func:`g_trend_warnings`).
+
+    >>> warm_start_advice("latent-g2", "latent-g4", {"latent-g4": "latent-g2"})
+    "latent-g4 already starts from latent-g2's certificate: look at its runs (`megadocs search status`)"
+    """
+    if source is None or target is None or source.startswith("seeds of ") or target.startswith("seeds of "):
+        return "look at the searches' runs (`megadocs search status`)"
+    if warm_starts.get(target) == source:
+        return f"{target} already starts from {source}'s certificate: look at its runs (`megadocs search status`)"
+    return (f"search again from {source}'s certificate: add a certification with {target}'s fixed params under a new "
+            f"name and `warm_start: {source}` (editing {target}'s warm_start does not move a search that has started; "
+            f"the runs the two share are reused, and the lower certified loss of the two is the one used)")
 
 
 def _fmt_point(point: Mapping[str, Any] | None) -> str:

@@ -10,6 +10,7 @@ from analysis.findings import findings
 from analysis.frame import BOUNDS
 from analysis.noise import noise_tolerance, pooled_noise
 from search.grid import Bound, format_bounds
+from search.status import warm_start_advice
 
 
 def frame(rows, sd=0.01):
@@ -57,7 +58,7 @@ def test_a_rise_beyond_noise_and_lr_epochs_corners_are_reported():
     assert text.startswith("**Synthetic data hurts at this scale.**")
     assert "rises with G beyond seed noise" in text and "probably did not converge" in text
     assert ("latent [iid]: tuned loss rose from G=1 (3.2000) to G=2 (3.4000), +0.2000 nats (20.0 noise sds); "
-            "`warm_start: latent-g1` on latent-g2 would start its search from G=1's optimum.") in text
+            f"{warm_start_advice('latent-g1', 'latent-g2', {})}.") in text
     assert "latent-g1 (epochs upper); latent-g2 (lr lower)" in text
     assert "Not certified yet" not in text
     cert.loc[2, "certified"] = False

@@ -22,6 +22,7 @@ from analysis.generation import generation_table, monotonicity
 from megadocs.errors import UserError
 from megadocs.formats import FailureKind, RunMetrics, RunStatus
 from search.ledger import RunRecord
+from search.status import warm_start_advice
 from tests.analysis import synthetic
 
 
@@ -142,7 +143,7 @@ def test_a_rise_with_g_is_flagged(toy):
     rises = monotonicity(generation_table(broken, sets=["iid"]))
     assert len(rises) == 1 and rises[0].method == "stitched" and rises[0].g_to == 4
     assert "no noise estimate: it may be seed noise" in rises[0].message()  # judged against no noise
-    assert "`warm_start: stitched-g2` on stitched-g4 would start its search from G=2's optimum" in rises[0].message()
+    assert rises[0].message().endswith(warm_start_advice("stitched-g2", "stitched-g4", {}))
     broken.loc[index, "warm_start"] = "stitched-g2"  # already set: the advice is to look at its runs
     [rise] = monotonicity(generation_table(broken, sets=["iid"]), sigma=0.01)
     assert "already starts from stitched-g2's certificate" in rise.message() and "noise sds" in rise.message()
@@ -179,3 +180,20 @@ def test_baseline_without_a_mix_axis_still_finds_its_certified_run(toy):
     baseline = cert[cert["certification"] == "real-g0"].iloc[0]
     assert baseline["val_loss.iid"] == pytest.approx(baseline["loss"])
     assert point_of({"point.lr": 3e-3, "point.mix": math.nan}) == {"lr": 3e-3}
+
+
+def test_fixed_seed_repeats_at_one_g_are_one_point_of_the_rise_check(toy):
+    """Two rows at one G (certifications of two fixed seeds) are their mean, never a rise "from G=2
+    to G=2", and a rise from their G names no single certification to warm-start from."""
+    *_, cert = toy
+    table = generation_table(cert, sets=["iid"])
+    row = table[(table["method"] == "stitched") & (table["g"] == 2)].iloc[0]
+    worse = row.copy()
+    worse["loss"], worse["certification"] = row["loss"] + 0.04, "stitched-g2-seed2"
+    repeated = pd.concat([table, worse.to_frame().T], ignore_index=True)
+    assert monotonicity(table) == [] and monotonicity(repeated) == []  # 0.04 above one seed: no rise
+    g4 = table.index[(table["method"] == "stitched") & (table["g"] == 4)][0]
+    repeated.loc[g4, "loss"] = row["loss"] + 0.03  # above G=2's seed-mean (+0.02), below its worse seed
+    [rise] = monotonicity(repeated)
+    assert (rise.g_from, rise.g_to, rise.loss_from) == (2, 4, pytest.approx(row["loss"] + 0.02))
+    assert rise.certification_from is None and rise.message().endswith("look at the searches' runs (`megadocs search status`)")

@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from search.ledger import read_runs
-from search.status import g_trend_warnings, summarize, summarize_transfers
+from search.status import g_trend_warnings, summarize, summarize_transfers, warm_start_advice
 from search.sweep import load_sweep
 from tests.search.conftest import calls
 
@@ -144,7 +144,8 @@ def test_g_trend_ignores_rises_within_noise_and_advises_by_warm_start():
     [warning] = g_trend_warnings([measured, g2, dataclasses.replace(g4, certificate=Certificate({}, 4.80, (), ()))])
     assert "(4.0 noise sds)" in warning and "already starts from latent-g2's certificate" in warning
     [warning] = g_trend_warnings([g2, dataclasses.replace(g4, warm_start=None)])  # no noise estimate
-    assert warning.endswith("set warm_start: latent-g2 on latent-g4")
+    assert warning.endswith(warm_start_advice("latent-g2", "latent-g4", {}))
+    assert "add a certification with latent-g4's fixed params under a new name and `warm_start: latent-g2`" in warning
 
 
 def _trained_sweep(store, transfer: dict, pools: dict) -> dict:
@@ -240,3 +241,28 @@ def test_a_bad_ensemble_member_is_refused_before_anything_runs(tiny_store, workd
         assert err.startswith("error: tiny.yaml: ensembles[0].epochs_multiplier: 0.25 times epochs 1") \
             and "\n" not in err, err
         assert _tree(workdir) == before
+
+
+def test_g_trend_takes_one_point_per_g_and_one_curve_per_setting():
+    """A rising certification searched again under a new name from the smaller G (the advice) no
+    longer warns: of one configuration the lower certified loss counts; fixed-seed repeats at one G
+    are one point (their mean), never a rise "from G=2 to G=2"; another fixed setting is its own curve."""
+    from search.certificate import Certificate, CertState
+    from search.status import CertificationSummary, RunCounts
+
+    def summary(name, g, loss, **fixed):
+        return CertificationSummary(
+            name=name, state=CertState.CERTIFIED, best=None, runs=RunCounts(),
+            certificate=Certificate({"lr": 0.003}, loss, (), ()), path=(), bounds_hit=(),
+            fixed={"method": "latent", "g": g, **fixed})
+
+    g2, g4 = summary("latent-g2", 2, 4.60), summary("latent-g4", 4, 4.80)
+    [warning] = g_trend_warnings([g2, g4])
+    assert warning.endswith(warm_start_advice("latent-g2", "latent-g4", {}))
+    assert g_trend_warnings([g2, g4, summary("latent-g4-again", 4, 4.55)]) == []
+    seeds = [summary("latent-g2-s1", 2, 4.60, seed=1), summary("latent-g2-s2", 2, 4.64, seed=2)]
+    assert g_trend_warnings(seeds) == []
+    [warning] = g_trend_warnings([*seeds, summary("latent-g4-s1", 4, 4.70, seed=1)])
+    assert "(seeds of latent-g2-s1, latent-g2-s2 g=2: 4.6200 -> latent-g4-s1 g=4: 4.7000)" in warning
+    assert warning.endswith("look at the searches' runs (`megadocs search status`)")
+    assert g_trend_warnings([g2, summary("latent-g4-hot", 4, 4.9, temperature=1.0)]) == []  # another recipe
