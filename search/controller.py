@@ -68,11 +68,13 @@ from search.ledger import (
     STUDY_GRID,
     STUDY_KIND,
     STUDY_START,
+    STUDY_WARM_START,
     Ledger,
     Replayed,
     RunRecord,
     StudyKind,
     replay,
+    start_edit,
     study_name,
 )
 from search.objective import (
@@ -572,17 +574,20 @@ def build_strategies(sweep: Sweep, ledger: Ledger, strategy: str = "certify",
         start = sweep.start_for(cert)
         ledger.study_id(study, create=True, attrs={
             STUDY_KIND: kind.value, STUDY_FIXED: cert.fixed, STUDY_GRID: grid.listed_grid().as_mapping(),
-            **({STUDY_START: start} if not cert.warm_start else {}),
+            **({STUDY_START: start, STUDY_WARM_START: None} if not cert.warm_start else {}),
         })
         tasks[task] = TaskInfo(study, dict(cert.fixed), grid.names, grid.as_mapping())
         budget = max_runs if max_runs is not None else cert.max_runs
-        stored = sweep.resumed_start(cert, ledger.study_attrs(study).get(STUDY_START), grid)
+        attrs = ledger.study_attrs(study)
+        if (edit := start_edit(sweep, cert, attrs, grid)) is not None:
+            log.warning("%s", edit)
+        stored = sweep.resumed_start(cert, attrs.get(STUDY_START), grid)
         if kind is StudyKind.CERTIFY:
             warm = cert.warm_start and stored is None
             strategies.append(CertifySearch(
                 task, grid, None if warm else (stored or start), seed_neighbours=sweep.seeds_neighbours(cert),
                 max_runs=budget, noise=sweep.noise_for(cert), waits_for=cert.warm_start if warm else None, fallback=start,
-                on_start=lambda point, study=study: ledger.set_study_attr(study, STUDY_START, point),
+                on_start=lambda point, study=study, source=cert.warm_start: ledger.record_start(study, point, source),
                 on_extend=lambda extension, study=study: ledger.record_extension(study, extension),
             ))
         else:
