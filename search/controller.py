@@ -68,11 +68,13 @@ from search.ledger import (
     STUDY_GRID,
     STUDY_KIND,
     STUDY_START,
+    STUDY_WARM_START,
     Ledger,
     Replayed,
     RunRecord,
     StudyKind,
     replay,
+    start_edit,
     study_name,
 )
 from search.objective import (
@@ -210,6 +212,7 @@ class LedgerEvaluator(Evaluator):
         self.runs_dir = sweep.out_dir / "runs"
         self._inflight: dict[str, _Run] = {}
         self._done: dict[str, _Finished] = {}  # by run_id
+        self._results, self._trained = 0, set()  # finished results given to strategies, and their runs
         self._ready: list[Result] = []
 
     # -- restore ---------------------------------------------------------------------------
@@ -234,6 +237,8 @@ class LedgerEvaluator(Evaluator):
             records = self._current_records(info, snapshot.runs(info.study), snapshot.undescribed.get(info.study, []))
             for item in replay(records, fixed=info.fixed, grid=grid, retry_failed=self.retry_failed):
                 strategy.record(item.point, item.outcome)
+                if item.record.status.finished and item.record.run_id:
+                    self._count_result(item.record.run_id)
                 if item.record.status is RunStatus.RUNNING and (orphan := self._reattach(strategy.name, info, item)):
                     orphans.append(orphan)
             if (stop := snapshot.stop(info.study)) is not None:  # a converged TPE stays converged
@@ -350,6 +355,7 @@ class LedgerEvaluator(Evaluator):
                 self.ledger.complete(trial_id, metrics=done.metrics,
                                      **{ATTR_ADOPTED_FROM: done.source, ATTR_JOB_ID: done.job_id})
                 self._ready.append(Result(request.task, request.point, Outcome.finished(done.metrics.objective)))
+                self._count_result(run_id)
             elif run_id in self._inflight:
                 run = self._inflight[run_id]
                 run.subscribers.append(subscriber)
@@ -380,7 +386,16 @@ class LedgerEvaluator(Evaluator):
     def tick(self, strategies: Mapping[str, Strategy]) -> None:
         self.ledger.heartbeat()
         if self.progress:
-            self.progress.update(strategies, len(self._inflight))
+            self.progress.update(strategies, len(self._inflight), reused=self.reused())
+
+    def reused(self) -> int:
+        """Finished results that trained nothing: they share a run another result counts (adopted
+        from another certification, or one run in flight that several asked for)."""
+        return self._results - len(self._trained)
+
+    def _count_result(self, run_id: str) -> None:
+        self._results += 1
+        self._trained.add(run_id)
 
     def finished(self, strategy: Strategy) -> None:
         """Record a baseline's stop before its budget (:meth:`Strategy.stop`), or any search's by
@@ -527,6 +542,7 @@ class LedgerEvaluator(Evaluator):
         for i, subscriber in enumerate(run.subscribers):
             self.ledger.complete(subscriber.trial_id, metrics=metrics, **self._job_attrs(run), **extra)
             self._ready.append(Result(subscriber.task, subscriber.point, Outcome.finished(metrics.objective)))
+            self._count_result(run.run_id)
             if i == 0:
                 self._done[run.run_id] = _Finished(metrics, subscriber.task, run.job_id)
 
@@ -572,17 +588,20 @@ def build_strategies(sweep: Sweep, ledger: Ledger, strategy: str = "certify",
         start = sweep.start_for(cert)
         ledger.study_id(study, create=True, attrs={
             STUDY_KIND: kind.value, STUDY_FIXED: cert.fixed, STUDY_GRID: grid.listed_grid().as_mapping(),
-            **({STUDY_START: start} if not cert.warm_start else {}),
+            **({STUDY_START: start, STUDY_WARM_START: None} if not cert.warm_start else {}),
         })
         tasks[task] = TaskInfo(study, dict(cert.fixed), grid.names, grid.as_mapping())
         budget = max_runs if max_runs is not None else cert.max_runs
-        stored = sweep.resumed_start(cert, ledger.study_attrs(study).get(STUDY_START), grid)
+        attrs = ledger.study_attrs(study)
+        if (edit := start_edit(sweep, cert, attrs, grid)) is not None:
+            log.warning("%s", edit)
+        stored = sweep.resumed_start(cert, attrs.get(STUDY_START), grid)
         if kind is StudyKind.CERTIFY:
             warm = cert.warm_start and stored is None
             strategies.append(CertifySearch(
                 task, grid, None if warm else (stored or start), seed_neighbours=sweep.seeds_neighbours(cert),
                 max_runs=budget, noise=sweep.noise_for(cert), waits_for=cert.warm_start if warm else None, fallback=start,
-                on_start=lambda point, study=study: ledger.set_study_attr(study, STUDY_START, point),
+                on_start=lambda point, study=study, source=cert.warm_start: ledger.record_start(study, point, source),
                 on_extend=lambda extension, study=study: ledger.record_extension(study, extension),
             ))
         else:
@@ -626,15 +645,17 @@ class Progress:
         self.stream = stream if stream is not None else sys.stderr
         self.live = bool(getattr(self.stream, "isatty", lambda: False)())
         self.bar = tqdm(desc="certify", unit="run", file=self.stream, dynamic_ncols=True) if self.live else None
-        self.finished, self.running, self.states = 0, 0, ""
-        self._shown: tuple[int, int, str] | None = None
+        self.finished, self.reused, self.running, self.states = 0, 0, 0, ""
+        self._shown: tuple[int, int, int, str] | None = None
 
-    def update(self, strategies: Mapping[str, Strategy], running: int) -> None:
-        """Count the finished runs and say each strategy's state (called once per drive round)."""
+    def update(self, strategies: Mapping[str, Strategy], running: int, *, reused: int = 0) -> None:
+        """Count the finished runs and say each strategy's state (called once per drive round);
+        ``reused``: how many of the finished results share a run another one trained (said apart:
+        ``19 finished (1 reused)`` for 18 runs trained)."""
         finished = sum(s.count(RunState.FINISHED) for s in strategies.values())
         if self.bar is not None:
             self.bar.update(max(0, finished - self.finished))
-        self.finished = finished
+        self.finished, self.reused = finished, reused
         states = []
         for name, strategy in strategies.items():  # the state status says (one rule: phase, reported_state)
             states.append(f"{name}:{reported_state(strategy.phase(), strategy.budget_stop()).value}")
@@ -644,11 +665,13 @@ class Progress:
     def refresh_running(self, running: int) -> None:
         """Show the runs in flight now (called while the controller waits, after dispatches)."""
         self.running = running
-        shown = (self.finished, running, self.states)
-        if self.bar is not None:
-            self.bar.set_postfix_str(f"running {running} | {self.states}", refresh=True)
+        shown = (self.finished, self.reused, running, self.states)
+        reused = f" ({self.reused} reused)" if self.reused else ""
+        if self.bar is not None:  # the bar counts the finished results
+            self.bar.set_postfix_str(f"{self.reused} reused, " * bool(self.reused) + f"running {running} | {self.states}",
+                                     refresh=True)
         elif shown != self._shown:
-            print(f"certify: {self.finished} finished, {running} running | {self.states}", file=self.stream,
+            print(f"certify: {self.finished} finished{reused}, {running} running | {self.states}", file=self.stream,
                   flush=True)
         self._shown = shown
 

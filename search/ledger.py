@@ -5,7 +5,8 @@ Layout (docs/architecture.md, "Search ledger"):
 - Study ``{sweep}/{certification}`` per certification (``{sweep}/grid/{c}`` and
   ``{sweep}/tpe/{c}`` for the baseline strategies, ``{sweep}/ensemble/{name}`` for ensembles).
   Study user attributes: ``kind``, ``fixed``, ``grid`` (as listed), ``start`` (the resolved
-  start, also for warm starts), ``extensions`` (every extension value the search reached, in
+  start, also for warm starts), ``warm_start`` (the certification's ``warm_start`` when that start
+  was recorded: null for none; absent in ledgers written before the record), ``extensions`` (every extension value the search reached, in
   order, with the centre that asked for it: :class:`search.certificate.Extension`; absent in ledgers
   written before extensions, which read as none), ``stop`` (a baseline's stop before its run
   budget, or any search's by its run budget: :class:`search.strategies.Stop`; absent or null
@@ -63,13 +64,13 @@ from megadocs.formats import METHODS, FailureKind, RunMetrics, RunStatus
 from megadocs.procs import PidPlace, process_running, process_start
 from megadocs.trust import redact_url
 from search.certificate import Extension, Outcome
-from search.grid import Grid
-from search.params import METHOD, G, RunParams
+from search.grid import Grid, values_equal
+from search.params import METHOD, G, RunParams, format_point
 from search.storage import connect, ledger_missing
 from search.strategies import Stop
 
 if TYPE_CHECKING:  # only a type here: reading a ledger needs no sweep-file models at import
-    from search.sweep import Sweep
+    from search.sweep import CertificationConfig, Sweep
 
 log = logging.getLogger(__name__)
 
@@ -82,6 +83,7 @@ __all__ = [
     "ControllerBusy",
     "read_runs",
     "read_snapshot",
+    "start_edit",
     "LedgerSnapshot",
     "undescribed_line",
     "study_name",
@@ -119,6 +121,7 @@ STUDY_KIND = "kind"
 STUDY_FIXED = "fixed"
 STUDY_GRID = "grid"
 STUDY_START = "start"
+STUDY_WARM_START = "warm_start"  # the warm_start a search began under, recorded with its start (absent in older ledgers)
 STUDY_SUPERSEDED = "superseded"  # {trial number: reason}: finished trials whose identity changed
 STUDY_EXTENSIONS = "extensions"  # [Extension.to_dict()]: extension values reached, in order
 STUDY_STOP = "stop"  # Stop.to_dict() or null: a baseline stopped before its run budget, a search by it
@@ -378,6 +381,13 @@ class Ledger:
 
     def set_study_attr(self, name: str, key: str, value: Any) -> None:
         self.storage.set_study_user_attr(self.study_id(name, create=True), key, _jsonable(value))
+
+    def record_start(self, name: str, point: Mapping[str, Any], warm_start: str | None) -> None:
+        """Record the start study ``name``'s search begins from, once its warm start's source is
+        certified, and that ``warm_start`` (:func:`start_edit` compares them with the sweep file).
+        The warm start first: a start is never recorded without it."""
+        self.set_study_attr(name, STUDY_WARM_START, warm_start)
+        self.set_study_attr(name, STUDY_START, dict(point))
 
     def extensions(self, name: str) -> list[Extension]:
         """The extensions recorded for study ``name``, in order (none in older ledgers)."""
@@ -886,3 +896,33 @@ def read_runs(sweep: Sweep, *, snapshot: LedgerSnapshot | None = None) -> list[R
         >>> runs = read_runs(load_sweep("search/examples/analytic.yaml"))  # doctest: +SKIP
     """
     return (snapshot if snapshot is not None else read_snapshot(sweep)).all_runs()
+
+
+def start_edit(sweep: Sweep, cert: CertificationConfig, attrs: Mapping[str, Any], grid: Grid) -> str | None:
+    """One line when the sweep file asks ``cert`` for a start its search, already begun, does not use.
+
+    A started search keeps the start its study recorded (``attrs``: :data:`STUDY_START`, and
+    :data:`STUDY_WARM_START`), so an edited ``warm_start:`` (the one it began under differs), or,
+    without a warm start, an edited ``start:`` (:meth:`Sweep.start_for` differs from the start it
+    resumes from on ``grid``, :meth:`Sweep.resumed_start`: a grid edit that snaps the record is no
+    edit of the start) changes nothing; the line says what to do instead. None when nothing was
+    recorded (a warm start whose source is not certified yet: an edit moves it) or nothing changed.
+    A ledger older than the warm-start record is compared on the start alone, without a warm start.
+    """
+    recorded = attrs.get(STUDY_START)
+    if recorded is None:
+        return None
+    advice = (f"a started search keeps its start: to search from the new one, add a certification with "
+              f"{cert.name}'s fixed params under a new name")
+    if STUDY_WARM_START in attrs and attrs[STUDY_WARM_START] != cert.warm_start:
+        began = attrs[STUDY_WARM_START]
+        began = f"{began}, at {format_point(recorded)}" if began else f"none, at {format_point(recorded)}"
+        return (f"{cert.name}: warm_start in the sweep file ({cert.warm_start or 'none'}) differs from the one its "
+                f"search began from ({began}); {advice}")
+    if cert.warm_start or attrs.get(STUDY_WARM_START):
+        return None
+    wanted, resumed = sweep.start_for(cert), sweep.resumed_start(cert, recorded, grid)
+    if all(values_equal(wanted[axis], resumed[axis]) for axis in grid.names):
+        return None
+    return (f"{cert.name}: start in the sweep file ({format_point(wanted)}) differs from the one its search began "
+            f"from ({format_point(recorded)}); {advice}")

@@ -29,7 +29,7 @@ from typing import Any
 
 from megadocs.formats import REAL
 
-__all__ = ["RunParams", "SEED", "METHOD", "G", "MODEL", "FIXED_TRAIN_KEYS"]
+__all__ = ["RunParams", "SEED", "METHOD", "G", "MODEL", "FIXED_TRAIN_KEYS", "format_point"]
 
 SEED = "seed"
 """The params key of a run's seed: repeat r > 0 of a point carries ``seed: r`` (its first run
@@ -41,6 +41,15 @@ its G (generations per real document) and the model preset."""
 FIXED_TRAIN_KEYS = (METHOD, G, MODEL)
 """Keys of ``fixed`` the default objective understands (student scaling: ``model: 1.5b``
 certifies the same method on another model size)."""
+
+
+def format_point(point: Mapping[str, Any] | None) -> str:
+    """A point as status and the warnings print it: ``lr=0.003 epochs=4`` (``-`` for none).
+
+    >>> format_point({"lr": 0.003, "epochs": 4})
+    'lr=0.003 epochs=4'
+    """
+    return "-" if not point else " ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in point.items())
 
 
 @dataclass(frozen=True, kw_only=True)

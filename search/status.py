@@ -44,10 +44,11 @@ from search.ledger import (
     StudyKind,
     read_snapshot,
     replay,
+    start_edit,
     study_name,
     undescribed_line,
 )
-from search.params import RunParams
+from search.params import RunParams, format_point
 from search.strategies import (
     CertifySearch,
     Stop,
@@ -62,7 +63,7 @@ from search.sweep import SYNTHETIC_ONLY_MIX, Sweep
 
 __all__ = ["CertificationSummary", "LedgerFacts", "BestPoint", "RunCounts", "Compute", "summarize", "summarize_ensembles",
            "EnsembleSummary", "EnsembleMember", "summarize_transfers", "TransferSummary", "TransferState",
-           "g_trend_warnings", "warm_start_advice", "format_table", "format_bases", "format_stops", "format_reruns", "format_extensions",
+           "g_trend_warnings", "start_edits", "warm_start_advice", "format_table", "format_bases", "format_stops", "format_reruns", "format_extensions",
            "JobWatch", "certify_exit",
            "StatusReport", "status_report", "RunJob", "RunJobState", "Controller"]
 
@@ -551,7 +552,7 @@ class EnsembleSummary:
         """Why the members cannot be scored as one ensemble now, in one line (None: they can)."""
         stale = ""
         if self.stale:
-            points = sorted({_fmt_point(m.params.point) for m in self.stale})
+            points = sorted({format_point(m.params.point) for m in self.stale})
             stale = (f"; {len(self.stale)} finished member(s) belong to an earlier certified point of "
                      f"{self.source} ({'; '.join(points)}) and are not mixed in")
         if self.source_point is None:  # a searching source, or its chain's wait or failure (a warm start's words)
@@ -560,13 +561,13 @@ class EnsembleSummary:
             return f"{why}, so no point's members can be scored{stale}; re-run `megadocs search certify`"
         done = len(self.completed)
         if done < 2:
-            return (f"{done} completed member(s) at {self.source}'s certified point ({_fmt_point(self.source_point)}); "
+            return (f"{done} completed member(s) at {self.source}'s certified point ({format_point(self.source_point)}); "
                     f"need at least 2{stale}" + ("; re-run `megadocs search certify` to train them" if stale else ""))
         return None
 
     def describe(self) -> str:
         """One line for ``status``/``certify``: members done at the current point, and the stale ones."""
-        at = f"at {_fmt_point(self.source_point)}" if self.source_point is not None else \
+        at = f"at {format_point(self.source_point)}" if self.source_point is not None else \
             self.reason or f"waiting for {self.source}"
         text = (f"ensemble {self.name} (from {self.source}, {at}): {len(self.completed)}/{self.wanted} members "
                 f"completed, {self.count(RunStatus.RUNNING)} running, {self.count(RunStatus.FAILED)} failed")
@@ -804,7 +805,7 @@ class StatusReport:
     jobs: tuple[RunJob, ...] = ()
     controller: Controller | None = None
     undescribed: Mapping[str, int] = field(default_factory=dict)
-    warnings: tuple[str, ...] = ()  # g_trend_warnings
+    warnings: tuple[str, ...] = ()  # start_edits, g_trend_warnings
 
     def undescribed_line(self) -> str | None:
         """One line for the undescribed trials (:func:`search.ledger.undescribed_line`)."""
@@ -845,8 +846,21 @@ def status_report(sweep: Sweep, strategy: str = "certify", *, watch: JobWatch,
         jobs=tuple(job for record in snapshot.all_runs() if (job := RunJob.of(record, watch)) is not None),
         controller=None if holder is None else Controller(str(holder["host"]), int(holder["pid"]), str(holder["since"])),
         undescribed=snapshot.undescribed_counts(),
-        warnings=tuple(g_trend_warnings(summaries)),
+        warnings=(*start_edits(sweep, kind, snapshot), *g_trend_warnings(summaries)),
     )
+
+
+def start_edits(sweep: Sweep, kind: StudyKind, snapshot: LedgerSnapshot) -> list[str]:
+    """One line per certification whose sweep-file start or warm start its started search does not
+    use (:func:`search.ledger.start_edit`; ``certify`` says them when it restores the search)."""
+    edits = []
+    for cert in sweep.certifications:
+        grid = sweep.grid_for(cert)
+        grid = grid if kind is StudyKind.CERTIFY else grid.listed_grid()
+        attrs = snapshot.study_attrs(study_name(sweep.name, cert.name, kind))
+        if (edit := start_edit(sweep, cert, attrs, grid)) is not None:
+            edits.append(edit)
+    return edits
 
 
 def g_trend_warnings(summaries: Iterable[CertificationSummary]) -> list[str]:
@@ -926,10 +940,6 @@ def warm_start_advice(source: str | None, target: str | None, warm_starts: Mappi
             f"the runs the two share are reused, and the lower certified loss of the two is the one used)")
 
 
-def _fmt_point(point: Mapping[str, Any] | None) -> str:
-    return "-" if not point else " ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in point.items())
-
-
 def _fmt_noise(summary: CertificationSummary) -> str:
     """Seed noise sd and the certificate's ties within noise, e.g. "0.0102 (df 9), 1 tie"."""
     noise = summary.noise
@@ -965,7 +975,7 @@ def format_table(summaries: Iterable[CertificationSummary]) -> str:
         if s.runs.stopped:
             state += f" ({s.runs.stopped} stopped)"
         table.add_row(
-            s.name, state, _fmt_point(s.best.params if s.best else None),
+            s.name, state, format_point(s.best.params if s.best else None),
             "-" if s.best is None else f"{s.best.loss:.4f}",
             f"{s.runs.finished}/{s.runs.running}/{s.runs.failed}",
             "unknown (tpe samples them)" if s.outstanding is None else str(len(s.outstanding)), ", ".join(bounds) or "-",
@@ -1011,10 +1021,10 @@ def format_bases(summaries: Iterable[CertificationSummary]) -> list[str]:
     lines = []
     for s in summaries:
         if s.certificate is not None:
-            lines.append(f"{s.name}: certified at {_fmt_point(s.certificate.point)}: "
+            lines.append(f"{s.name}: certified at {format_point(s.certificate.point)}: "
                          f"{s.certificate.basis.describe()}")
         for extension in s.extensions:
-            cause = (f"the best point {_fmt_point(extension.centre)} sat on that edge" if extension.centre is not None
+            cause = (f"the best point {format_point(extension.centre)} sat on that edge" if extension.centre is not None
                      else f"its start, warm-started from {s.warm_start}'s certificate" if s.warm_start
                      else "its start")
             runs = "" if extension.runs is None else f" after {extension.runs} runs"

@@ -81,6 +81,28 @@ def test_identical_runs_are_shared_across_certifications(make_sweep, workdir):
     assert any(r.adopted_from for r in runs)
 
 
+def test_the_progress_line_counts_shared_runs_apart(make_sweep, workdir, capsys):
+    """A result reused from another certification's run (adopted, or a run in flight both asked
+    for) trained nothing: the live line said ``19 finished`` for 18 trained runs."""
+    from megadocs.cli import main
+
+    path = make_sweep(certifications=[
+        {"name": "a", "fixed": {"method": "simple", "g": 4}},
+        {"name": "b", "fixed": {"method": "simple", "g": 4}, "start": {"lr": 0.01, "wd": 0.1, "epochs": 1}},
+    ])
+    capsys.readouterr()
+    assert main(["search", "certify", str(path)]) == 0  # stderr is no terminal: one plain line per change
+    runs = read_runs(load_sweep(path))
+    trained = len({r.run_id for r in runs})
+    assert trained == len(calls(workdir)) < len(runs)
+    last = [line for line in capsys.readouterr().err.splitlines() if line.startswith("certify: ")][-1]
+    assert last.startswith(f"certify: {len(runs)} finished ({len(runs) - trained} reused), 0 running | "), last
+    capsys.readouterr()
+    assert main(["search", "certify", str(path)]) == 0  # a resume counts the restored results alike
+    last = [line for line in capsys.readouterr().err.splitlines() if line.startswith("certify: ")][-1]
+    assert last.startswith(f"certify: {len(runs)} finished ({len(runs) - trained} reused), 0 running | "), last
+
+
 def test_bound_is_reported_and_diverged_counts_as_inf(make_sweep, workdir):
     path = make_sweep(grid={"lr": [0.001, 0.003, 0.01], "wd": [0.8], "epochs": [1, 2, 4]},
                       start={"lr": 0.003, "wd": 0.8, "epochs": 2}, objective="search.landscapes:diverging")
@@ -403,6 +425,8 @@ def test_progress_shows_the_runs_in_flight_and_never_redraws_into_a_log():
     progress.update(strategies, 0)
     progress.refresh_running(2)
     assert "running 2 | e:running" in screen.getvalue().rsplit("\r", 1)[-1]
+    progress.update(strategies, 2, reused=1)  # a result that shares another's run: said apart
+    assert "1 reused, running 2 | e:running" in screen.getvalue().rsplit("\r", 1)[-1]
     progress.close()
 
 
