@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from analysis.configurations import CONFIGURATION, model_key, one_point_per_configuration
+from analysis.configurations import CONFIGURATION, model_key, one_point_per_configuration, seed_repeats
 from analysis.frame import POINT, SETTING, setting_words
 from analysis.generation import BASELINE_METHOD, baseline_for, generation_table, loss_column, main_set
 from analysis.scaling import MIN_BOOT, PowerLawFit, percentile_interval, power_law
@@ -133,8 +133,10 @@ def student_scaling_table(certifications: pd.DataFrame, val_set: str = IID) -> p
     """Loss win over the same model size's real-only baseline: rows (method, g), one ``gain.<model>``
     column per model preset and ``growth`` (largest model's gain - smallest's, presets in the order
     their baselines improve). Empty unless at least two model sizes have a certified baseline.
-    Each certification is compared with the baseline of its setting where there is one, as the
-    curves are (:func:`analysis.generation.baseline_for`); of several at one (method, G, model), the
+    A (method, G, model) reads its certifications as the curves do: the synthetic-only ablation left
+    out (:func:`without_synthetic_only`), one point per configuration and fixed-seed repeats their
+    mean (:func:`analysis.configurations.seed_repeats`); each compared with the baseline of its
+    setting where there is one (:func:`analysis.generation.baseline_for`); of several settings, the
     largest gain."""
     column = loss_column(val_set)
     if len(certifications) == 0 or "model" not in certifications or column not in certifications:
@@ -146,17 +148,27 @@ def student_scaling_table(certifications: pd.DataFrame, val_set: str = IID) -> p
     if len(baselines) < 2:
         return pd.DataFrame()
     rows = []
-    synthetic = certified[certified["method"] != BASELINE_METHOD]
+    synthetic = without_synthetic_only(certified[certified["method"] != BASELINE_METHOD])
     for (method, g), part in synthetic.groupby(["method", "g"], sort=True):
         row: dict[str, Any] = {"method": method, "g": g}
         for model in baselines.index:
-            gains = [baseline_for(real[real["model"] == model], _setting(mine), column)[0] - float(mine[column])
-                     for _, mine in part[part["model"] == model].iterrows()]  # each against its setting's baseline
+            gains = [baseline_for(real[real["model"] == model], _setting(repeats.iloc[0]), column)[0]
+                     - float(repeats[column].mean())  # each recipe against its setting's baseline
+                     for repeats in seed_repeats(part[part["model"] == model])]
             row[f"gain.{model}"] = max(gains) if gains else math.nan
         gains = [row[f"gain.{m}"] for m in baselines.index]
         row["growth"] = gains[-1] - gains[0]
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def _lowest_recipe(certified: pd.DataFrame, column: str) -> tuple[float, pd.Series]:
+    """The loss of ``certified`` (certifications of one method, G and model) as the curves read it,
+    and the row that stands for it: of its recipes (:func:`analysis.configurations.seed_repeats`:
+    one point per configuration, fixed-seed repeats their mean) the lowest."""
+    loss, repeats = min(((float(part[column].mean()), part) for part in seed_repeats(certified)),
+                        key=lambda candidate: candidate[0])
+    return loss, repeats.iloc[0]
 
 
 def _setting(row: pd.Series) -> str:
@@ -395,7 +407,9 @@ def synthetic_only_table(certifications: pd.DataFrame, val_set: str = IID) -> pd
     """Figure 13: one row per (method, G[, model]) with both a certified mixed and a certified
     synthetic-only certification, and a certified real-only baseline of the same model (both gains
     against one: the mixed certification's setting's where there is one,
-    :func:`analysis.generation.baseline_for`).
+    :func:`analysis.generation.baseline_for`). The mixed and the synthetic-only losses are each read
+    as the curves read a (method, G): one point per configuration, fixed-seed repeats their mean, of
+    several recipes the lowest (:func:`_lowest_recipe`).
 
     Columns: ``method``, ``g``, ``model``, ``baseline_loss``, ``mixed_loss``, ``synthetic_only_loss``,
     ``gain_mixed`` and ``gain_synthetic_only`` (baseline - loss), ``mixed_mix`` (the mixed
@@ -416,12 +430,14 @@ def synthetic_only_table(certifications: pd.DataFrame, val_set: str = IID) -> pd
     for (method, g, model), mixed in synthetic.groupby(["method", "g", "model"], sort=True):
         ablation = certified[only & (certified["method"] == method) & (certified["g"] == g)
                              & (certified["model"] == model)]
-        best_mixed = mixed.loc[mixed[column].idxmin()]
+        if ablation.empty:
+            continue
+        mixed_loss, best_mixed = _lowest_recipe(mixed, column)
+        only_loss, _only = _lowest_recipe(ablation, column)
         # both gains against one baseline: the mixed certification's setting's where there is one
         baseline, _name = baseline_for(real[real["model"] == model], _setting(best_mixed), column)
-        if ablation.empty or not math.isfinite(baseline):
+        if not math.isfinite(baseline):
             continue
-        mixed_loss, only_loss = float(best_mixed[column]), float(ablation[column].min())
         gain_mixed, gain_only = baseline - mixed_loss, baseline - only_loss
         rows.append({
             "method": method, "g": g, "model": model, "baseline_loss": baseline,

@@ -680,3 +680,30 @@ def test_fixed_seed_repeats_of_a_baseline_are_their_mean_not_the_lowest():
         "t (setting: temperature=0.5) has no real-only baseline of its setting: it is compared with the lowest, "
         "mean of real-s0 and real-s1 (setting: none beyond method, G and model)"]
 
+
+def test_student_and_synthetic_only_tables_read_each_g_as_the_curves_do():
+    """s-g2 and s-g2-b search one configuration and certified one point: the curves take the mean of
+    their runs there (3.44), not the lowest (3.43); s-g2-s1 repeats it with another fixed seed, and a
+    G's point is the seeds' mean (3.465). The student-scaling and synthetic-only tables took the lowest
+    certification; now they read the same loss at (method, G) as the curves (the synthetic-only
+    certifications likewise, one point of s-g2-only and s-g2-only-b)."""
+    from analysis.experiments import generation_curves, synthetic_only_table
+    from analysis.generation import generation_table, monotonicity
+
+    certs = pd.DataFrame({
+        "certification": ["real", "real-large", "s-g1", "s-g2", "s-g2-b", "s-g2-s1", "s-g2-large", "s-g2-only",
+                          "s-g2-only-b"],
+        "method": ["real", "real", "s", "s", "s", "s", "s", "s", "s"], "g": [0, 0, 1, 2, 2, 2, 2, 2, 2],
+        "model": [None, "large", None, None, None, None, "large", None, None], "seed": [0, 0, 0, 0, 0, 1, 0, 0, 0],
+        "setting": [""] * 9, "certified": [True] * 9,
+        "loss": [3.60, 3.40, 3.30, 3.45, 3.43, 3.49, 3.20, 3.55, 3.57], "point.lr": [3e-3] * 9,
+        "point.mix": [math.nan, math.nan, 0.75, 0.75, 0.75, 0.75, 0.75, 1.0, 1.0]})
+    curves = generation_curves(certs)
+    [rise] = monotonicity(generation_table(curves, sets=["objective"]))
+    assert rise.loss_to == pytest.approx(3.465)  # the curves' point at G=2
+    students = student_scaling_table(certs, "objective").set_index("g")
+    assert students.loc[2, "gain.base"] == pytest.approx(3.60 - 3.465)
+    assert students.loc[2, "gain.large"] == pytest.approx(3.40 - 3.20)
+    [ablation] = synthetic_only_table(certs, "objective").to_dict("records")
+    assert ablation["mixed_loss"] == pytest.approx(3.465) and ablation["synthetic_only_loss"] == pytest.approx(3.56)
+    assert ablation["baseline_loss"] == pytest.approx(3.60) and ablation["mixed_mix"] == pytest.approx(0.75)
