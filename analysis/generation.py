@@ -180,10 +180,13 @@ def generation_table(
         # a list of column labels (KeyError: 'method' when every run of a sweep failed).
         frame = frame[frame[column].map(math.isfinite).astype(bool)]
         baselines = frame[frame["method"] == BASELINE_METHOD]
+        of_setting: dict[str, tuple[float, str | None]] = {}  # baseline_for per setting, read once
         for _, row in frame.iterrows():
             loss = float(row[column])
             setting = "" if pd.isna(row[SETTING]) else str(row[SETTING])
-            baseline_loss, baseline = baseline_for(baselines, setting, column)
+            if setting not in of_setting:
+                of_setting[setting] = baseline_for(baselines, setting, column)
+            baseline_loss, baseline = of_setting[setting]
             record = {
                 "set": val_set,
                 "certification": row["certification"],
