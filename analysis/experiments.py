@@ -32,23 +32,14 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from analysis.frame import (
-    BENCH,
-    POINT,
-    POINT_RUNS,
-    SETTING,
-    VAL,
-    PointRun,
-    columns_with,
-    point_of,
-    setting_words,
-)
+from analysis.configurations import CONFIGURATION, model_key, one_point_per_configuration, seed_repeats
+from analysis.frame import POINT, SETTING, setting_words
 from analysis.generation import BASELINE_METHOD, baseline_for, generation_table, loss_column, main_set
 from analysis.scaling import MIN_BOOT, PowerLawFit, percentile_interval, power_law
 from megadocs.errors import UserError
 from megadocs.formats import IID
 from megadocs.pools import read_manifest, resolve_pool
-from search.grid import points_equal, values_equal
+from search.grid import values_equal
 from search.sweep import SYNTHETIC_ONLY_MIX
 
 if TYPE_CHECKING:
@@ -86,14 +77,10 @@ def stitch_order_table(generation: pd.DataFrame) -> pd.DataFrame:
     return part.reset_index(drop=True)
 
 
-def _model_key(value: Any) -> Any:
-    return None if value is None or (isinstance(value, float) and math.isnan(value)) else value
-
-
 def _model_names(certifications: pd.DataFrame) -> pd.Series:
     """Each certification's model preset (``fixed.model``), ``base`` where it has none: it trains the
     sweep's base model."""
-    return certifications["model"].map(lambda value: _model_key(value) or "base")
+    return certifications["model"].map(lambda value: model_key(value) or "base")
 
 
 def transfer_table(runs: pd.DataFrame, certifications: pd.DataFrame, sources: Mapping[str, str],
@@ -121,8 +108,8 @@ def transfer_table(runs: pd.DataFrame, certifications: pd.DataFrame, sources: Ma
         same = certifications[(certifications["method"] == run["method"]) & (certifications["g"] == run["g"])
                               & certifications["certified"]]
         if "model" in certifications and "model" in run:
-            model = _model_key(run["model"])
-            same = same[same["model"].map(lambda value, model=model: _model_key(value) == model).astype(bool)]
+            model = model_key(run["model"])
+            same = same[same["model"].map(lambda value, model=model: model_key(value) == model).astype(bool)]
         own = float(same[column].min()) if len(same) and column in same else math.nan
         source = sources.get(name)
         source_loss = math.nan
@@ -146,8 +133,10 @@ def student_scaling_table(certifications: pd.DataFrame, val_set: str = IID) -> p
     """Loss win over the same model size's real-only baseline: rows (method, g), one ``gain.<model>``
     column per model preset and ``growth`` (largest model's gain - smallest's, presets in the order
     their baselines improve). Empty unless at least two model sizes have a certified baseline.
-    Each certification is compared with the baseline of its setting where there is one, as the
-    curves are (:func:`analysis.generation.baseline_for`); of several at one (method, G, model), the
+    A (method, G, model) reads its certifications as the curves do: the synthetic-only ablation left
+    out (:func:`without_synthetic_only`), one point per configuration and fixed-seed repeats their
+    mean (:func:`analysis.configurations.seed_repeats`); each compared with the baseline of its
+    setting where there is one (:func:`analysis.generation.baseline_for`); of several settings, the
     largest gain."""
     column = loss_column(val_set)
     if len(certifications) == 0 or "model" not in certifications or column not in certifications:
@@ -159,17 +148,27 @@ def student_scaling_table(certifications: pd.DataFrame, val_set: str = IID) -> p
     if len(baselines) < 2:
         return pd.DataFrame()
     rows = []
-    synthetic = certified[certified["method"] != BASELINE_METHOD]
+    synthetic = without_synthetic_only(certified[certified["method"] != BASELINE_METHOD])
     for (method, g), part in synthetic.groupby(["method", "g"], sort=True):
         row: dict[str, Any] = {"method": method, "g": g}
         for model in baselines.index:
-            gains = [baseline_for(real[real["model"] == model], _setting(mine), column)[0] - float(mine[column])
-                     for _, mine in part[part["model"] == model].iterrows()]  # each against its setting's baseline
+            gains = [baseline_for(real[real["model"] == model], _setting(repeats.iloc[0]), column)[0]
+                     - float(repeats[column].mean())  # each recipe against its setting's baseline
+                     for repeats in seed_repeats(part[part["model"] == model])]
             row[f"gain.{model}"] = max(gains) if gains else math.nan
         gains = [row[f"gain.{m}"] for m in baselines.index]
         row["growth"] = gains[-1] - gains[0]
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def _lowest_recipe(certified: pd.DataFrame, column: str) -> tuple[float, pd.Series]:
+    """The loss of ``certified`` (certifications of one method, G and model) as the curves read it,
+    and the row that stands for it: of its recipes (:func:`analysis.configurations.seed_repeats`:
+    one point per configuration, fixed-seed repeats their mean) the lowest."""
+    loss, repeats = min(((float(part[column].mean()), part) for part in seed_repeats(certified)),
+                        key=lambda candidate: candidate[0])
+    return loss, repeats.iloc[0]
 
 
 def _setting(row: pd.Series) -> str:
@@ -340,7 +339,7 @@ def curve_notes(certifications: pd.DataFrame) -> dict[str, list[str]]:
     fixed first) and leaves out every certification of another. Settings that differ only across G
     (never at one G) stay one curve, as the sweep wrote it. Certifications of one configuration
     (:data:`CONFIGURATION`: they differ only in how their search ran) become one point, their shared
-    runs counted once (:func:`_one_point_per_configuration`), and a note says how. Every output that fits L(G) (the report,
+    runs counted once (:func:`one_point_per_configuration`), and a note says how. Every output that fits L(G) (the report,
     the notebook, ``megadocs analysis fit SWEEP.yaml``) adds these to the fit's notes
     (``analysis.fits.fit_groups``'s ``notes``)."""
     return _curves(certifications)[1]
@@ -352,7 +351,7 @@ def _curves(certifications: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, list[
         return certifications, {}
     curves = without_synthetic_only(certifications[main_model_mask(certifications)].reset_index(drop=True))
     curves, notes = _one_setting_per_curve(curves)
-    curves, combined = _one_point_per_configuration(curves)
+    curves, combined = one_point_per_configuration(curves)
     for method, lines in combined.items():
         notes.setdefault(method, []).extend(lines)
     return curves, notes
@@ -384,136 +383,6 @@ def _one_setting_per_curve(curves: pd.DataFrame) -> tuple[pd.DataFrame, dict[str
     return curves[~left_out].reset_index(drop=True), notes
 
 
-CONFIGURATION = ("method", "g", "model", "seed", SETTING)
-"""What makes two certifications measure one point of L(G): the same method, G, model, fixed seed and
-setting (:func:`analysis.frame.setting_of`). Certifications that share all of these and differ only in
-how their search ran (``start``, ``noise``, ``max_runs``, a grid's other values) search one
-configuration; different fixed seeds are seed repeats."""
-
-
-def _one_point_per_configuration(curves: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, list[str]]]:
-    """One row per :data:`CONFIGURATION` of ``curves``, and per method the notes that say which
-    certifications were made one point and how.
-
-    Certifications of one configuration are not independent repeats: the sweep adopts a finished run
-    of the same identity, so two of them at one point may rest on the very same runs. They become
-    one point: where some are certified, only those (a search still running is left out beside them);
-    at each certified point its loss columns are the mean over the distinct runs there
-    (:data:`analysis.frame.POINT_RUNS`; a certification without run identities counts as a run of its
-    own); of different points (two local optima) the curve takes the lowest loss, the better-tuned one.
-    The row is that point's certification with the most distinct runs (its name, point, noise)."""
-    if len(curves) == 0:
-        return curves, {}
-    keys = [column for column in CONFIGURATION if column in curves]
-    groups: dict[tuple, list[Any]] = {}
-    for index, row in curves.iterrows():
-        key = tuple(_model_key(row[key]) for key in keys)
-        groups.setdefault(key if key[0] is not None else ("no method", index), []).append(index)
-    kept: list[Any] = []
-    values: dict[Any, dict[str, float]] = {}
-    notes: dict[str, list[str]] = {}
-    for members in groups.values():
-        if len(members) == 1:
-            kept.extend(members)
-            continue
-        representative, means, note = _combined(curves.loc[members])
-        kept.append(representative)
-        values[representative] = means
-        notes.setdefault(str(curves.loc[representative, "method"]), []).append(note)
-    if not values:
-        return curves, {}
-    frame = curves.loc[sorted(kept)].copy()
-    for index, means in values.items():
-        for column, value in means.items():
-            frame.loc[index, column] = value
-    return frame.reset_index(drop=True), notes
-
-
-def _combined(part: pd.DataFrame) -> tuple[Any, dict[str, float], str]:
-    """The row that stands for several certifications of one configuration (its index), the loss
-    columns it takes, and the note that says how (:func:`_one_point_per_configuration`)."""
-    names = [str(name) for name in part["certification"]]
-    certified = part["certified"].astype(bool) if "certified" in part else pd.Series(True, index=part.index)
-    searching = [str(name) for name, done in zip(part["certification"], certified) if not done]
-    candidates = part[certified] if certified.any() else part
-    if not certified.any():
-        searching = []
-    points: list[tuple[dict[str, Any], list[Any]]] = []  # (point, indices of the certifications there)
-    for index, row in candidates.iterrows():
-        point = point_of(row)
-        for known, members in points:
-            if points_equal(known, point):
-                members.append(index)
-                break
-        else:
-            points.append((point, [index]))
-    numbers = ["loss", *columns_with(part, VAL), *columns_with(part, BENCH)]
-    measured = []
-    for point, members in points:
-        runs = _distinct_runs(part.loc[members])
-        means = {column: float(np.mean(values)) if (values := [run.values[column] for run in runs
-                                                               if column in run.values]) else math.nan
-                 for column in numbers}
-        measured.append((point, members, runs, means))
-    best = min(measured, key=lambda item: (item[3]["loss"] if math.isfinite(item[3]["loss"]) else math.inf))
-    point, members, runs, means = best
-    representative = max(members, key=lambda index: (len(_runs_of(part.loc[index])), -members.index(index)))
-    g = part["g"].iloc[0]
-    text = (f"one point at G={g:g} from {' and '.join(names)}: they search one configuration (method, G, model, "
-            "seed and setting; only how their search ran differs: start, noise, max_runs), so they are one "
-            "measurement, not seed repeats")
-    if searching:
-        text += f"; {', '.join(searching)} not certified yet: left out beside the certified one(s)"
-    if len(measured) == 1:
-        shared = _shared_runs(part.loc[members])
-        text += (f"; the certified point {_point_words(point)} rests on {len(runs)} distinct run(s)"
-                 f"{f' ({shared} shared)' if shared else ''}, loss {means['loss']:.4f} their mean")
-    else:
-        found = "; ".join(f"{_point_words(p)}: {m['loss']:.4f} ({', '.join(str(part.loc[i, 'certification']) for i in ms)})"
-                          for p, ms, _runs, m in measured)
-        text += (f"; they certified different points ({found}, each the mean of its distinct runs): the curve takes "
-                 f"the lowest, {part.loc[representative, 'certification']}'s, the better-tuned of the local optima")
-    return representative, means, text
-
-
-def _runs_of(row: pd.Series) -> tuple[PointRun, ...]:
-    """A certification's runs at its point; one of its own (named by the certification) where the
-    frame has no run identities (a frame built by hand)."""
-    runs = row.get(POINT_RUNS)
-    if isinstance(runs, tuple) and runs:
-        return runs
-    values = {column: float(row[column]) for column, value in row.items()
-              if (column == "loss" or str(column).startswith((VAL, BENCH))) and _finite(value)}
-    return (PointRun(f"certification {row['certification']}", values),)
-
-
-def _finite(value: Any) -> bool:
-    return isinstance(value, int | float | np.number) and not isinstance(value, bool) and math.isfinite(float(value))
-
-
-def _distinct_runs(part: pd.DataFrame) -> list[PointRun]:
-    """The runs of ``part``'s certifications, each identity once."""
-    runs: dict[str, PointRun] = {}
-    for _, row in part.iterrows():
-        for run in _runs_of(row):
-            runs.setdefault(run.run_id, run)
-    return list(runs.values())
-
-
-def _shared_runs(part: pd.DataFrame) -> int:
-    """How many run identities more than one of ``part``'s certifications rests on."""
-    counts: dict[str, int] = {}
-    for _, row in part.iterrows():
-        for run in _runs_of(row):
-            counts[run.run_id] = counts.get(run.run_id, 0) + 1
-    return sum(count > 1 for count in counts.values())
-
-
-def _point_words(point: Mapping[str, Any]) -> str:
-    return "(" + ", ".join(f"{axis}={value:g}" if _finite(value) else f"{axis}={value}"
-                           for axis, value in point.items()) + ")" if point else "(no grid point)"
-
-
 def generation_points(certifications: pd.DataFrame) -> tuple[str, pd.DataFrame]:
     """The points every L(G) fit is made from (the report, the notebook and ``megadocs analysis fit
     SWEEP.yaml``, so that all three give the same fit and verdicts): :func:`curve_points` of the
@@ -538,7 +407,9 @@ def synthetic_only_table(certifications: pd.DataFrame, val_set: str = IID) -> pd
     """Figure 13: one row per (method, G[, model]) with both a certified mixed and a certified
     synthetic-only certification, and a certified real-only baseline of the same model (both gains
     against one: the mixed certification's setting's where there is one,
-    :func:`analysis.generation.baseline_for`).
+    :func:`analysis.generation.baseline_for`). The mixed and the synthetic-only losses are each read
+    as the curves read a (method, G): one point per configuration, fixed-seed repeats their mean, of
+    several recipes the lowest (:func:`_lowest_recipe`).
 
     Columns: ``method``, ``g``, ``model``, ``baseline_loss``, ``mixed_loss``, ``synthetic_only_loss``,
     ``gain_mixed`` and ``gain_synthetic_only`` (baseline - loss), ``mixed_mix`` (the mixed
@@ -559,12 +430,14 @@ def synthetic_only_table(certifications: pd.DataFrame, val_set: str = IID) -> pd
     for (method, g, model), mixed in synthetic.groupby(["method", "g", "model"], sort=True):
         ablation = certified[only & (certified["method"] == method) & (certified["g"] == g)
                              & (certified["model"] == model)]
-        best_mixed = mixed.loc[mixed[column].idxmin()]
+        if ablation.empty:
+            continue
+        mixed_loss, best_mixed = _lowest_recipe(mixed, column)
+        only_loss, _only = _lowest_recipe(ablation, column)
         # both gains against one baseline: the mixed certification's setting's where there is one
         baseline, _name = baseline_for(real[real["model"] == model], _setting(best_mixed), column)
-        if ablation.empty or not math.isfinite(baseline):
+        if not math.isfinite(baseline):
             continue
-        mixed_loss, only_loss = float(best_mixed[column]), float(ablation[column].min())
         gain_mixed, gain_only = baseline - mixed_loss, baseline - only_loss
         rows.append({
             "method": method, "g": g, "model": model, "baseline_loss": baseline,

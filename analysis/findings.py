@@ -118,14 +118,18 @@ def _comparison(baseline: pd.DataFrame, synthetic: pd.DataFrame, val_set: str, s
     return lines
 
 
-def findings(certifications: pd.DataFrame, *, noise_sd: float | None = None) -> list[str]:
+def findings(certifications: pd.DataFrame, *, noise_sd: float | None = None,
+             every: pd.DataFrame | None = None) -> list[str]:
     """Markdown paragraphs (one per list item) for the report's "Findings" section, for any sweep:
     what it lacks (a baseline, a synthetic certification, a noise estimate) is said, not skipped.
 
     Gains are in nats against the seed noise; data efficiency is left to the report's generation
     section, which gives it with its basis and interval (no law here: a fitted baseline law would
     bootstrap every certification's ratio for a table these lines never print). ``noise_sd``: the
-    seed noise of one loss to judge against, where the user gives it (:func:`analysis.noise.seed_noise`)."""
+    seed noise of one loss to judge against, where the user gives it (:func:`analysis.noise.seed_noise`).
+    ``every``: the certifications the "not certified yet" and on-bound lines name, where
+    ``certifications`` are fewer (the report's are the curves', ``analysis.experiments.generation_curves``,
+    which merge or leave out some: those are still named here); default ``certifications``."""
     if certifications is None or len(certifications) == 0:
         return ["Nothing certified yet: the ledger holds no certification."]
     lines: list[str] = []
@@ -154,16 +158,16 @@ def findings(certifications: pd.DataFrame, *, noise_sd: float | None = None) -> 
         trend, rises = rises_with_g(table, sigma)
         lines.append(" ".join([trend, *(rise.message() + "." for rise in rises)]))
 
-    names = (certifications["certification"] if "certification" in certifications else
-             [f"{method} G={g:g}" if pd.notna(g) else str(method)
-              for method, g in zip(certifications["method"], certifications["g"])])
-    if "certified" in certifications:
-        pending = [str(name) for name, done in zip(names, certifications["certified"]) if not done]
+    named = certifications if every is None else every
+    names = (named["certification"] if "certification" in named else
+             [f"{method} G={g:g}" if pd.notna(g) else str(method) for method, g in zip(named["method"], named["g"])])
+    if "certified" in named:
+        pending = [str(name) for name, done in zip(names, named["certified"]) if not done]
         if pending:
             lines.append("Not certified yet (their loss is the best found so far, not an optimum): "
                          + ", ".join(pending) + ".")
-    if BOUNDS in certifications:  # a frame built by hand or read from an export may have none: nothing to say
-        lines.extend(_bound_lines(dict(zip(names, certifications[BOUNDS])), certifications))
+    if BOUNDS in named:  # a frame built by hand or read from an export may have none: nothing to say
+        lines.extend(_bound_lines(dict(zip(names, named[BOUNDS])), named))
     return lines
 
 

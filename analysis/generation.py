@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import pandas as pd
 
+from analysis.configurations import seed_repeats
 from analysis.efficiency import NO_UPPER_BOUND, ReferenceLaw, efficiency
 from analysis.frame import BOUNDS, SETTING, VAL, setting_words, val_sets
 from analysis.noise import seed_noise
@@ -63,7 +64,11 @@ def baseline_for(baselines: pd.DataFrame, setting: str, column: str) -> tuple[fl
     """The real-only baseline a certification of ``setting`` is compared with on ``column``, and the
     certification that gave it: of ``baselines`` (real-only certifications) with a finite loss there,
     those of the same setting (:data:`analysis.frame.SETTING`; a frame without one: all) where there
-    are some, else all; the lowest of them. ``(nan, None)`` where none has a loss.
+    are some, else all. Of those, certifications of one configuration are one point by the curves'
+    rule and fixed-seed repeats their mean (:func:`analysis.configurations.seed_repeats`), named
+    ``"mean of a and b"``: the lowest of several seeds is the luckiest, biased low. Of what is left
+    (other settings where none is ``setting``'s, other models) the lowest. ``(nan, None)`` where none
+    has a loss.
 
     A baseline of another setting (a pinned axis, another fixed param) measures another recipe: a
     curve is compared with its own setting's baseline, not with the lowest of them."""
@@ -76,9 +81,25 @@ def baseline_for(baselines: pd.DataFrame, setting: str, column: str) -> tuple[fl
         rows = same if len(same) else rows
     if not len(rows):
         return math.nan, None
-    best = rows.loc[pd.to_numeric(rows[column]).idxmin()]
-    name = best["certification"] if "certification" in best and pd.notna(best["certification"]) else None
-    return float(best[column]), name
+    return min(((float(pd.to_numeric(part[column]).mean()), _mean_name(part)) for part in seed_repeats(rows)),
+               key=lambda candidate: candidate[0])
+
+
+_MEAN_OF = "mean of "
+
+
+def _mean_name(part: pd.DataFrame) -> str | None:
+    """The name of a baseline that is the mean of ``part``'s certifications (fixed-seed repeats): the
+    certification's own where there is one, ``"mean of a and b"`` for several (:func:`_members`)."""
+    names = [str(name) for name in part.get("certification", pd.Series(dtype=object)) if pd.notna(name)]
+    if len(part) == 1:
+        return names[0] if names else None
+    return _MEAN_OF + " and ".join(names) if names else None
+
+
+def _members(name: str) -> list[str]:
+    """The certifications a baseline's name (:func:`_mean_name`) stands for."""
+    return name.removeprefix(_MEAN_OF).split(" and ") if name.startswith(_MEAN_OF) else [name]
 
 
 def baseline_notes(table: pd.DataFrame) -> list[str]:
@@ -93,6 +114,8 @@ def baseline_notes(table: pd.DataFrame) -> list[str]:
     if settings.nunique() < 2:
         return []
     of_name = dict(zip(real["certification"], settings))
+    of_name.update({name: of_name.get(_members(name)[0]) for name in part["baseline"].dropna().unique()
+                    if name not in of_name})  # a mean of fixed-seed repeats: their (one) setting
     lines = []
     synthetic = part[(part["method"] != BASELINE_METHOD) & part["baseline"].notna()]
     for (method, setting, name), _rows in synthetic.groupby(["method", SETTING, "baseline"], sort=True):
@@ -126,7 +149,8 @@ def generation_table(
     Columns (:data:`COLUMNS`): ``set``, ``certification``, ``method``, ``g``, ``setting``
     (:data:`analysis.frame.SETTING`), ``certified``, ``bounds`` (records), ``bounds_hit`` (their
     display form), ``warm_start``, ``loss``, ``baseline`` (the real-only certification the row is
-    compared with: the lowest of its setting where there is one, else the lowest, :func:`baseline_for`;
+    compared with: of its setting where there is one, else the lowest, fixed-seed repeats their mean
+    ``"mean of a and b"``, :func:`baseline_for`;
     :func:`baseline_notes` says which where they differ), ``baseline_loss``, ``gain`` (baseline - loss), ``efficiency``, ``efficiency_low``,
     ``efficiency_high``, ``efficiency_basis`` (an :class:`analysis.efficiency.Basis` value: whose
     law gave it and how: stated, at the edge of its calibration losses, interpolated, ...) and
@@ -156,10 +180,13 @@ def generation_table(
         # a list of column labels (KeyError: 'method' when every run of a sweep failed).
         frame = frame[frame[column].map(math.isfinite).astype(bool)]
         baselines = frame[frame["method"] == BASELINE_METHOD]
+        of_setting: dict[str, tuple[float, str | None]] = {}  # baseline_for per setting, read once
         for _, row in frame.iterrows():
             loss = float(row[column])
             setting = "" if pd.isna(row[SETTING]) else str(row[SETTING])
-            baseline_loss, baseline = baseline_for(baselines, setting, column)
+            if setting not in of_setting:
+                of_setting[setting] = baseline_for(baselines, setting, column)
+            baseline_loss, baseline = of_setting[setting]
             record = {
                 "set": val_set,
                 "certification": row["certification"],

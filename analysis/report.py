@@ -521,7 +521,7 @@ def render_report(
         report.add(paragraph, "")
     if findings is not False:
         report.add("## Findings", "")
-        for paragraph in [*findings_of(generation_curves(certifications), noise_sd=noise_sd),
+        for paragraph in [*findings_of(generation_curves(certifications), noise_sd=noise_sd, every=certifications),
                           *([] if findings is True else findings)]:
             report.add(paragraph, "")
     if notes:

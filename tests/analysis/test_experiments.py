@@ -643,3 +643,67 @@ def test_student_and_synthetic_only_tables_use_the_baseline_of_the_certification
     [ablation] = synthetic_only_table(certs, "objective").to_dict("records")
     assert ablation["baseline_loss"] == pytest.approx(3.60)
     assert ablation["gain_synthetic_only"] == pytest.approx(0.05)
+
+
+def _seed_repeated_baselines() -> pd.DataFrame:
+    """A frame built by hand: real-s0 and real-s1 differ only in their fixed seed (repeats of one
+    baseline); real-s1-b searches real-s1's configuration again and certified another, worse point;
+    real-short pins epochs; s has no setting, t one no baseline has."""
+    return pd.DataFrame({
+        "certification": ["real-s0", "real-s1", "real-s1-b", "real-short", "s-g2", "t-g2"],
+        "method": ["real", "real", "real", "real", "s", "t"], "g": [0, 0, 0, 0, 2, 2],
+        "model": [None] * 6, "seed": [0, 1, 1, 0, 0, 0],
+        "setting": ["", "", "", "epochs=4", "", "temperature=0.5"], "certified": [True] * 6,
+        "loss": [3.60, 3.50, 3.56, 3.58, 3.45, 3.47], "point.lr": [3e-3, 3e-3, 1e-2, 3e-3, 3e-3, 3e-3],
+        "point.mix": [math.nan] * 4 + [0.75, 0.75]})
+
+
+def test_fixed_seed_repeats_of_a_baseline_are_their_mean_not_the_lowest():
+    """real-s0 and real-s1 differ only in their seed: the lowest of them is biased low (the luckier
+    seed), so a curve is compared with their mean; real-s1 and real-s1-b are one configuration, one
+    point by the curves' rule (the lower certified point). Every reader names the mean."""
+    from analysis.experiments import generation_curves
+    from analysis.generation import baseline_for, baseline_notes, generation_table
+
+    certs = _seed_repeated_baselines()
+    mean = (3.60 + 3.50) / 2
+    loss, name = baseline_for(certs[certs["method"] == "real"], "", "loss")
+    assert loss == pytest.approx(mean) and name == "mean of real-s0 and real-s1"
+    for frame in (certs, generation_curves(certs)):
+        table = generation_table(frame).set_index("method")
+        assert table.loc["s", "baseline_loss"] == pytest.approx(mean)
+        assert table.loc["s", "baseline"] == "mean of real-s0 and real-s1"
+        assert table.loc["t", "baseline"] == "mean of real-s0 and real-s1"  # the lower of the two settings
+    assert baseline_notes(generation_table(generation_curves(certs))) == [
+        "s (setting: none beyond method, G and model) is compared with mean of real-s0 and real-s1, the real-only "
+        "baseline of its setting",
+        "t (setting: temperature=0.5) has no real-only baseline of its setting: it is compared with the lowest, "
+        "mean of real-s0 and real-s1 (setting: none beyond method, G and model)"]
+
+
+def test_student_and_synthetic_only_tables_read_each_g_as_the_curves_do():
+    """s-g2 and s-g2-b search one configuration and certified one point: the curves take the mean of
+    their runs there (3.44), not the lowest (3.43); s-g2-s1 repeats it with another fixed seed, and a
+    G's point is the seeds' mean (3.465). The student-scaling and synthetic-only tables took the lowest
+    certification; now they read the same loss at (method, G) as the curves (the synthetic-only
+    certifications likewise, one point of s-g2-only and s-g2-only-b)."""
+    from analysis.experiments import generation_curves, synthetic_only_table
+    from analysis.generation import generation_table, monotonicity
+
+    certs = pd.DataFrame({
+        "certification": ["real", "real-large", "s-g1", "s-g2", "s-g2-b", "s-g2-s1", "s-g2-large", "s-g2-only",
+                          "s-g2-only-b"],
+        "method": ["real", "real", "s", "s", "s", "s", "s", "s", "s"], "g": [0, 0, 1, 2, 2, 2, 2, 2, 2],
+        "model": [None, "large", None, None, None, None, "large", None, None], "seed": [0, 0, 0, 0, 0, 1, 0, 0, 0],
+        "setting": [""] * 9, "certified": [True] * 9,
+        "loss": [3.60, 3.40, 3.30, 3.45, 3.43, 3.49, 3.20, 3.55, 3.57], "point.lr": [3e-3] * 9,
+        "point.mix": [math.nan, math.nan, 0.75, 0.75, 0.75, 0.75, 0.75, 1.0, 1.0]})
+    curves = generation_curves(certs)
+    [rise] = monotonicity(generation_table(curves, sets=["objective"]))
+    assert rise.loss_to == pytest.approx(3.465)  # the curves' point at G=2
+    students = student_scaling_table(certs, "objective").set_index("g")
+    assert students.loc[2, "gain.base"] == pytest.approx(3.60 - 3.465)
+    assert students.loc[2, "gain.large"] == pytest.approx(3.40 - 3.20)
+    [ablation] = synthetic_only_table(certs, "objective").to_dict("records")
+    assert ablation["mixed_loss"] == pytest.approx(3.465) and ablation["synthetic_only_loss"] == pytest.approx(3.56)
+    assert ablation["baseline_loss"] == pytest.approx(3.60) and ablation["mixed_mix"] == pytest.approx(0.75)

@@ -114,3 +114,26 @@ def test_a_frame_without_bounds_records_gets_its_findings_and_no_claim_about_bou
         text = "\n".join(findings(reduced))
         assert "Best synthetic: simple at G=2, 2.9000" in text
         assert "bound" not in text
+
+
+def test_certifications_the_curves_merge_or_leave_out_are_still_named_in_the_findings(tmp_path):
+    """The report's Findings read the curves (analysis.experiments.generation_curves), which make
+    simple-g2-again one point with simple-g2 (one configuration; it is not certified yet, so left out
+    beside it) and leave out simple-g2-t (another setting at G=2): their pending and on-bound lines still
+    name both, though the curves no longer hold them."""
+    from analysis.experiments import generation_curves
+    from analysis.report import render_report
+
+    cert = frame([BASE, ("simple-g1", "simple", 1, 2.95, ""), ("simple-g2", "simple", 2, 2.9, ""),
+                  ("simple-g2-again", "simple", 2, 2.8, "lr upper"), ("simple-g2-t", "simple", 2, 2.85, "epochs upper")])
+    cert["certified"] = [True, True, True, False, True]
+    cert["setting"] = ["", "", "", "", "temperature=0.5"]
+    assert set(generation_curves(cert)["certification"]) == {"real", "simple-g1", "simple-g2"}
+    expected = ["Not certified yet (their loss is the best found so far, not an optimum): simple-g2-again.",
+                "Certificates on an lr/epochs bound of the grid (grid corners, not optima): simple-g2-again (lr upper); "
+                "simple-g2-t (epochs upper)."]
+    text = "\n".join(findings(generation_curves(cert), every=cert))
+    assert all(line in text for line in expected)
+    runs = pd.DataFrame({"certification": cert["certification"], "status": ["completed"] * 5, "loss": cert["loss"]})
+    section = render_report(runs, cert, [], tmp_path).read_text().split("## Findings", 1)[1].split("\n## ", 1)[0]
+    assert all(line in section for line in expected)

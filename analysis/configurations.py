@@ -1,0 +1,174 @@
+"""Certifications that measure one point of L(G): one :data:`CONFIGURATION` (method, G, model, fixed
+seed and setting), searched more than once (another start, noise or max_runs), is one point, its runs
+counted once (:func:`one_point_per_configuration`). The generation curves (``analysis.experiments``)
+and the real-only baseline a curve is compared with (``analysis.generation.baseline_for``) both read
+it, so that one configuration gives one loss everywhere.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from analysis.frame import BENCH, POINT_RUNS, SETTING, VAL, PointRun, columns_with, point_of
+from search.grid import points_equal
+from search.params import SEED
+
+__all__ = ["CONFIGURATION", "model_key", "configuration_groups", "one_point_per_configuration",
+           "seed_repeats"]
+
+
+def model_key(value: Any) -> Any:
+    """A frame's value as a grouping key: NaN (a missing model or seed) and None are one value."""
+    return None if value is None or (isinstance(value, float) and math.isnan(value)) else value
+
+
+CONFIGURATION = ("method", "g", "model", "seed", SETTING)
+"""What makes two certifications measure one point of L(G): the same method, G, model, fixed seed and
+setting (:func:`analysis.frame.setting_of`). Certifications that share all of these and differ only in
+how their search ran (``start``, ``noise``, ``max_runs``, a grid's other values) search one
+configuration; different fixed seeds are seed repeats."""
+_ALL_BUT_SEED = tuple(column for column in CONFIGURATION if column != SEED)
+
+
+def configuration_groups(frame: pd.DataFrame, columns: Sequence[str] = CONFIGURATION) -> list[list[Any]]:
+    """The index labels of ``frame``'s rows, grouped by their values in ``columns`` (those the frame
+    has; NaN and None one value), groups in order of first row; a row without a method is a group of
+    its own."""
+    keys = [column for column in columns if column in frame]
+    groups: dict[tuple, list[Any]] = {}
+    for index, row in frame.iterrows():
+        key = tuple(model_key(row[key]) for key in keys)
+        groups.setdefault(key if model_key(row.get("method")) is not None else ("no method", index), []).append(index)
+    return list(groups.values())
+
+
+def seed_repeats(frame: pd.DataFrame) -> list[pd.DataFrame]:
+    """``frame`` one row per configuration (:func:`one_point_per_configuration`), grouped into the
+    fixed-seed repeats of one recipe: rows that differ only in their ``seed``, one group each, in
+    order of first row. A recipe's loss is their mean: the lowest of several seeds is the luckiest,
+    biased low (a G's point of the G-trend is that mean too, ``analysis.generation.monotonicity``)."""
+    points, _notes = one_point_per_configuration(frame)
+    return [points.loc[members] for members in configuration_groups(points, _ALL_BUT_SEED)]
+
+
+def one_point_per_configuration(curves: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, list[str]]]:
+    """One row per :data:`CONFIGURATION` of ``curves``, and per method the notes that say which
+    certifications were made one point and how.
+
+    Certifications of one configuration are not independent repeats: the sweep adopts a finished run
+    of the same identity, so two of them at one point may rest on the very same runs. They become
+    one point: where some are certified, only those (a search still running is left out beside them);
+    at each certified point its loss columns are the mean over the distinct runs there
+    (:data:`analysis.frame.POINT_RUNS`; a certification without run identities counts as a run of its
+    own); of different points (two local optima) the curve takes the lowest loss, the better-tuned one.
+    The row is that point's certification with the most distinct runs (its name, point, noise)."""
+    if len(curves) == 0:
+        return curves, {}
+    kept: list[Any] = []
+    values: dict[Any, dict[str, float]] = {}
+    notes: dict[str, list[str]] = {}
+    for members in configuration_groups(curves):
+        if len(members) == 1:
+            kept.extend(members)
+            continue
+        representative, means, note = _combined(curves.loc[members])
+        kept.append(representative)
+        values[representative] = means
+        notes.setdefault(str(curves.loc[representative, "method"]), []).append(note)
+    if not values:
+        return curves, {}
+    frame = curves.loc[sorted(kept)].copy()
+    for index, means in values.items():
+        for column, value in means.items():
+            frame.loc[index, column] = value
+    return frame.reset_index(drop=True), notes
+
+
+def _combined(part: pd.DataFrame) -> tuple[Any, dict[str, float], str]:
+    """The row that stands for several certifications of one configuration (its index), the loss
+    columns it takes, and the note that says how (:func:`one_point_per_configuration`)."""
+    names = [str(name) for name in part["certification"]]
+    certified = part["certified"].astype(bool) if "certified" in part else pd.Series(True, index=part.index)
+    searching = [str(name) for name, done in zip(part["certification"], certified) if not done]
+    candidates = part[certified] if certified.any() else part
+    if not certified.any():
+        searching = []
+    points: list[tuple[dict[str, Any], list[Any]]] = []  # (point, indices of the certifications there)
+    for index, row in candidates.iterrows():
+        point = point_of(row)
+        for known, members in points:
+            if points_equal(known, point):
+                members.append(index)
+                break
+        else:
+            points.append((point, [index]))
+    numbers = ["loss", *columns_with(part, VAL), *columns_with(part, BENCH)]
+    measured = []
+    for point, members in points:
+        runs = _distinct_runs(part.loc[members])
+        means = {column: float(np.mean(values)) if (values := [run.values[column] for run in runs
+                                                               if column in run.values]) else math.nan
+                 for column in numbers}
+        measured.append((point, members, runs, means))
+    best = min(measured, key=lambda item: (item[3]["loss"] if math.isfinite(item[3]["loss"]) else math.inf))
+    point, members, runs, means = best
+    representative = max(members, key=lambda index: (len(_runs_of(part.loc[index])), -members.index(index)))
+    g = part["g"].iloc[0]
+    text = (f"one point at G={g:g} from {' and '.join(names)}: they search one configuration (method, G, model, "
+            "seed and setting; only how their search ran differs: start, noise, max_runs), so they are one "
+            "measurement, not seed repeats")
+    if searching:
+        text += f"; {', '.join(searching)} not certified yet: left out beside the certified one(s)"
+    if len(measured) == 1:
+        shared = _shared_runs(part.loc[members])
+        text += (f"; the certified point {_point_words(point)} rests on {len(runs)} distinct run(s)"
+                 f"{f' ({shared} shared)' if shared else ''}, loss {means['loss']:.4f} their mean")
+    else:
+        found = "; ".join(f"{_point_words(p)}: {m['loss']:.4f} ({', '.join(str(part.loc[i, 'certification']) for i in ms)})"
+                          for p, ms, _runs, m in measured)
+        text += (f"; they certified different points ({found}, each the mean of its distinct runs): the curve takes "
+                 f"the lowest, {part.loc[representative, 'certification']}'s, the better-tuned of the local optima")
+    return representative, means, text
+
+
+def _runs_of(row: pd.Series) -> tuple[PointRun, ...]:
+    """A certification's runs at its point; one of its own (named by the certification) where the
+    frame has no run identities (a frame built by hand)."""
+    runs = row.get(POINT_RUNS)
+    if isinstance(runs, tuple) and runs:
+        return runs
+    values = {column: float(row[column]) for column, value in row.items()
+              if (column == "loss" or str(column).startswith((VAL, BENCH))) and _finite(value)}
+    return (PointRun(f"certification {row['certification']}", values),)
+
+
+def _finite(value: Any) -> bool:
+    return isinstance(value, int | float | np.number) and not isinstance(value, bool) and math.isfinite(float(value))
+
+
+def _distinct_runs(part: pd.DataFrame) -> list[PointRun]:
+    """The runs of ``part``'s certifications, each identity once."""
+    runs: dict[str, PointRun] = {}
+    for _, row in part.iterrows():
+        for run in _runs_of(row):
+            runs.setdefault(run.run_id, run)
+    return list(runs.values())
+
+
+def _shared_runs(part: pd.DataFrame) -> int:
+    """How many run identities more than one of ``part``'s certifications rests on."""
+    counts: dict[str, int] = {}
+    for _, row in part.iterrows():
+        for run in _runs_of(row):
+            counts[run.run_id] = counts.get(run.run_id, 0) + 1
+    return sum(count > 1 for count in counts.values())
+
+
+def _point_words(point: Mapping[str, Any]) -> str:
+    return "(" + ", ".join(f"{axis}={value:g}" if _finite(value) else f"{axis}={value}"
+                           for axis, value in point.items()) + ")" if point else "(no grid point)"
