@@ -16,7 +16,7 @@ import pandas as pd
 
 from analysis.frame import BENCH, POINT_RUNS, SETTING, VAL, PointRun, columns_with, point_of
 from search.grid import points_equal
-from search.params import SEED
+from search.params import SEED, format_point
 
 __all__ = ["CONFIGURATION", "model_key", "configuration_groups", "one_point_per_configuration",
            "seed_repeats"]
@@ -170,5 +170,4 @@ def _shared_runs(part: pd.DataFrame) -> int:
 
 
 def _point_words(point: Mapping[str, Any]) -> str:
-    return "(" + ", ".join(f"{axis}={value:g}" if _finite(value) else f"{axis}={value}"
-                           for axis, value in point.items()) + ")" if point else "(no grid point)"
+    return f"({format_point(point)})" if point else "(no grid point)"
