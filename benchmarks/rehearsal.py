@@ -677,9 +677,10 @@ class Rehearsal:
 
     def _judge(self, fault: Fault, records, allocations, runs_of_jobs, journal) -> None:
         """Survived: every run the fault hit ended finished in the ledger (none failed or left
-        running; ``user_error``: or its trial is the ``invalid`` one, its point not asked for again,
-        as a search whose centre moved on no longer needs it), plus the evidence its kind calls
-        for (below, also kept in ``detail``)."""
+        running; or its trial is the ``invalid`` one of a job that met the missing data, its point
+        not asked for again, as a search whose centre moved on no longer needs it: ``user_error``'s
+        runs, and a run another fault hit whose retry then met it, which ``user_error`` judges), plus
+        the evidence its kind calls for (below, also kept in ``detail``)."""
         by_run: dict[str, Any] = {}  # run -> its finished trial (an invalid one run again: the later)
         for r in records:
             if r.run_id and not r.adopted_from and not (r.run_id in by_run and by_run[r.run_id].status.finished):
@@ -698,7 +699,9 @@ class Rehearsal:
         fault.detail["outcome"] = {run: {"ledger": by_run[run].status.value if run in by_run else "missing",
                                          "attempts": by_run[run].attempts if run in by_run else None,
                                          "slurm": slurm.get(run, [])} for run in runs}
-        evidence = bool(runs) and all(run in by_run and by_run[run].status.finished for run in runs)
+        met_missing_data = {e["run"] for e in journal if e["event"] == "invalid"}  # judged by user_error
+        evidence = bool(runs) and all(run in by_run and (by_run[run].status.finished or (
+            run in met_missing_data and by_run[run].to_rerun)) for run in runs)
         if fault.kind == "user_error":  # its points run again when the search asks for them again
             fault.detail["ran_again"] = [run for run in runs if run in by_run and by_run[run].status.finished]
             fault.detail["not_asked_again"] = [run for run in runs if run in by_run and by_run[run].to_rerun]
