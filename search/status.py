@@ -895,26 +895,29 @@ def g_trend_warnings(summaries: Iterable[CertificationSummary]) -> list[str]:
     warnings = []
     for method, by_g in sorted(curves.items()):
         tuned = [(g, *_tuned(by_g[g])) for g in sorted(by_g)]
-        for (g_a, loss_a, name_a), (g_b, loss_b, name_b) in zip(tuned, tuned[1:]):
+        for (g_a, loss_a, name_a, label_a), (g_b, loss_b, name_b, label_b) in zip(tuned, tuned[1:]):
             rise = loss_b - loss_a
             if rise <= tolerance:
                 continue
             size = (f" ({rise / noise.sigma:.1f} noise sds)" if noise is not None and noise.sigma > 0 else
                     " (no noise estimate: it may be seed noise; `noise: {repeats: 2}` measures it)" if noise is None
                     else "")
-            names = f"{name_a} g={g_a:g}: {loss_a:.4f} -> {name_b} g={g_b:g}: {loss_b:.4f}"
+            names = f"{label_a} g={g_a:g}: {loss_a:.4f} -> {label_b} g={g_b:g}: {loss_b:.4f}"
             warnings.append(f"{method}: certified loss rises with G ({names}){size}; the larger G's search may not "
                             f"have converged: {warm_start_advice(name_a, name_b, warm_starts)}")
     return warnings
 
 
-def _tuned(configurations: Mapping[str, list[tuple[float, str]]]) -> tuple[float, str]:
-    """The tuned loss at one G and what gave it: each configuration's lower certified loss, and the
-    mean over configurations (fixed seeds), named ``seeds of a, b`` when there are several."""
+def _tuned(configurations: Mapping[str, list[tuple[float, str]]]) -> tuple[float, str | None, str]:
+    """The tuned loss at one G, the one certification that gave it (None: several fixed seeds), and
+    how the warning names it: each configuration's lower certified loss, and the mean over
+    configurations (fixed seeds), named ``seeds of a, b`` when there are several."""
     best = [min(entries) for entries in configurations.values()]
     if len(best) == 1:
-        return best[0]
-    return sum(loss for loss, _ in best) / len(best), "seeds of " + ", ".join(sorted(name for _, name in best))
+        loss, name = best[0]
+        return loss, name, name
+    return (sum(loss for loss, _ in best) / len(best), None,
+            "seeds of " + ", ".join(sorted(name for _, name in best)))
 
 
 def warm_start_advice(source: str | None, target: str | None, warm_starts: Mapping[str, str | None]) -> str:
@@ -931,7 +934,7 @@ def warm_start_advice(source: str | None, target: str | None, warm_starts: Mappi
     >>> warm_start_advice("latent-g2", "latent-g4", {"latent-g4": "latent-g2"})
     "latent-g4 already starts from latent-g2's certificate: look at its runs (`megadocs search status`)"
     """
-    if source is None or target is None or source.startswith("seeds of ") or target.startswith("seeds of "):
+    if source is None or target is None:
         return "look at the searches' runs (`megadocs search status`)"
     if warm_starts.get(target) == source:
         return f"{target} already starts from {source}'s certificate: look at its runs (`megadocs search status`)"
