@@ -395,6 +395,10 @@ class LedgerProgress:
     """Finished runs counted by two of these entries (one run identity in two studies: a transfer
     at a point its target's certification ran, adopted by whichever came second): the total counts
     each run once."""
+    warnings: tuple[str, ...] = ()
+    """One line per certification whose sweep-file start or warm start its started search does not
+    use (:func:`search.status.start_edits`, as ``status`` says them): its counts are for the
+    sweep file's start, its search goes on from the recorded one."""
 
 
 @dataclass(frozen=True)
@@ -445,6 +449,8 @@ class SweepPlan:
     """Every data size assumed rather than measured (an :class:`Assumptions` field -> figure)."""
     shared: int = 0
     """Finished runs two entries both count (:attr:`LedgerProgress.shared`): the total counts them once."""
+    warnings: tuple[str, ...] = ()
+    """The ledger's warnings (:attr:`LedgerProgress.warnings`): ``warning: LINE`` under the table."""
 
     @property
     def costed(self) -> bool:
@@ -501,7 +507,8 @@ class SweepPlan:
                 "ensembles": [e.to_dict() for e in self.ensembles], "transfers": [e.to_dict() for e in self.transfers],
                 "assumed": {name: figure.to_dict() for name, figure in self.assumed.items()},
                 "total": total, "mfu_source": utilisation.source if utilisation else None,
-                "mfu_device": utilisation.device if utilisation else None}  # fmt: skip
+                "mfu_device": utilisation.device if utilisation else None,
+                "warnings": list(self.warnings)}  # fmt: skip
 
 
 def sweep_plan(sweep: Sweep, utilisation: Utilisation, *, simulations: int = SIMULATIONS,
@@ -561,7 +568,7 @@ def sweep_plan(sweep: Sweep, utilisation: Utilisation, *, simulations: int = SIM
                      scaling_efficiency=efficiency if processes > 1 else 1.0, simulations=simulations,
                      certifications=tuple(certifications), ensembles=tuple(ensembles), transfers=tuple(transfers),
                      assumed=dict(coster.assumed) if coster is not None else {},
-                     shared=progress.shared)  # fmt: skip
+                     shared=progress.shared, warnings=progress.warnings)  # fmt: skip
 
 
 def format_sweep_plan(plan: SweepPlan) -> str:
@@ -626,6 +633,7 @@ def format_sweep_plan(plan: SweepPlan) -> str:
         if plan.processes_per_run > 1:
             lines.append(f"(each run on {plan.processes_per_run} processes at {plan.scaling_efficiency:.0%} "
                          "scaling efficiency: GPU-hours = processes x wall hours)")
+    lines += [f"warning: {warning}" for warning in plan.warnings]  # as status prints them
     return "\n".join(lines) + "\n"
 
 

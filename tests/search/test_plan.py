@@ -132,6 +132,7 @@ def test_plan_json_is_the_dict_sweep_plan_returned_before_it_was_typed(make_swee
                   "gpu_hours_worst": sum(c["gpu_hours_worst"] for c in certifications) + hours},
         "mfu_source": "given (--mfu)",
         "mfu_device": None,  # added last (gpuplan): the GPU measured, none when both figures are given
+        "warnings": [],  # added last (srch): status's start-edit lines, none before anything ran
     }  # fmt: skip
     assert printed == dumps_json(before, indent=1) + "\n"
     assert [c["extended_grid_size"] for c in certifications] == [6, 6] and len(extras) == 2

@@ -36,11 +36,22 @@ def _status(path, capsys) -> tuple[list[str], list[str]]:
     return text, [w for w in warnings if "its search began from" in w]
 
 
+def _plan(path, capsys) -> tuple[list[str], list[str]]:
+    """plan's warning lines about an edited start: (text, --json)."""
+    capsys.readouterr()
+    assert main(["search", "plan", str(path)]) == 0
+    text = [line for line in capsys.readouterr().out.splitlines() if "its search began from" in line]
+    assert main(["search", "plan", str(path), "--json"]) == 0
+    warnings = json.loads(capsys.readouterr().out)["warnings"]
+    return text, [w for w in warnings if "its search began from" in w]
+
+
 def test_an_edited_start_of_a_started_search_is_one_line_and_changes_nothing(make_sweep, caplog, capsys):
     path = make_sweep(grid=GRID, start=START)
     assert _certify(path, caplog) == []
     assert _certify(path, caplog) == []  # a plain resume says nothing
     assert _status(path, capsys) == ([], [])
+    assert _plan(path, capsys) == ([], [])
     runs = len(read_runs(load_sweep(path)))
 
     path = make_sweep(grid=GRID, start={**START, "lr": 0.01})
@@ -50,6 +61,7 @@ def test_an_edited_start_of_a_started_search_is_one_line_and_changes_nothing(mak
     assert _certify(path, caplog) == [line]
     assert len(read_runs(load_sweep(path))) == runs  # the search kept its start: certified already, nothing ran
     assert _status(path, capsys) == ([f"warning: {line}"], [line])
+    assert _plan(path, capsys) == ([f"warning: {line}"], [line])  # its counts: the new start; its search: the old
 
 
 def test_a_grid_edit_that_keeps_the_start_warns_nothing(make_sweep, caplog, capsys):
@@ -78,6 +90,7 @@ def test_an_edited_warm_start_of_a_started_search_is_one_line(make_sweep, caplog
             "params under a new name")
     assert _certify(path, caplog) == [line]  # one line: not also one for its start
     assert _status(path, capsys) == ([f"warning: {line}"], [line])
+    assert _plan(path, capsys) == ([f"warning: {line}"], [line])
 
 
 def test_a_warm_start_added_to_a_started_search_is_one_line(make_sweep, caplog):
