@@ -311,7 +311,8 @@ def _progress(sweep: Sweep) -> LedgerProgress | None:
     finished += [{m.run_id for m in e.members if m.status.finished and m.run_id} for e in ensemble_summaries]
     finished += [{t.run_id} for t in transfer_summaries if t.state is TransferState.FINISHED and t.run_id]
     shared = sum(map(len, finished)) - len(set().union(*finished))
-    return LedgerProgress({s.name: CertificationProgress(s.state, s.runs.finished, s.runs.running, s.runs.failed)
+    return LedgerProgress({s.name: CertificationProgress(s.state, s.runs.finished, s.runs.running, s.runs.failed,
+                                                         s.to_ask or 0)
                            for s in summaries}, ensembles, transfers, shared,
                           tuple(start_edits(sweep, StudyKind.CERTIFY, snapshot)))
 
