@@ -110,3 +110,23 @@ def test_a_warm_start_edited_before_its_source_finished_warns_nothing(make_sweep
     path = make_sweep(grid=GRID, start=START, certifications=[WARM[0], {**WARM[1], "warm_start": None}])
     assert _certify(path, caplog) == []
     assert _status(path, capsys) == ([], [])
+
+
+def test_a_warm_start_removed_before_its_source_finished_records_the_start_the_search_began_from(
+        make_sweep, caplog, capsys):
+    """b waited for a (stopped by its budget), its warm start was removed and it searched from
+    ``start:``: nothing recorded that start, so a later edit of ``start:`` moved the search
+    silently (no warning, ``status`` reported the new start)."""
+    path = make_sweep(grid=GRID, start=START, certifications=WARM)
+    assert main(["search", "certify", str(path), "--no-progress", "--max-runs", "2"]) != 0  # a stops: b waits
+    path = make_sweep(grid=GRID, start=START, certifications=[WARM[0], {**WARM[1], "warm_start": None}])
+    assert _certify(path, caplog) == []  # b begins from START
+
+    path = make_sweep(grid=GRID, start={**START, "lr": 0.01},
+                      certifications=[WARM[0], {**WARM[1], "warm_start": None}])
+    line = ("b: start in the sweep file (lr=0.01 wd=0.8 epochs=4) differs from the one its search began from "
+            "(lr=0.003 wd=0.8 epochs=4); a started search keeps its start: to search from the new one, add a "
+            "certification with b's fixed params under a new name")
+    a_line = line.replace("b: ", "a: ", 1).replace("b's", "a's")
+    assert _certify(path, caplog) == [a_line, line]
+    assert _status(path, capsys) == ([f"warning: {a_line}", f"warning: {line}"], [a_line, line])
