@@ -287,9 +287,9 @@ def _progress(sweep: Sweep) -> LedgerProgress | None:
     (nothing ran: the plan is the whole search). Reads the ledger, imports no torch."""
     from megadocs.formats import RunStatus
     from search.certificate import CertState
-    from search.ledger import read_snapshot, study_name
+    from search.ledger import StudyKind, read_snapshot, study_name
     from search.plan import CertificationProgress, ExtraProgress, LedgerProgress
-    from search.status import TransferState, summarize, summarize_ensembles, summarize_transfers
+    from search.status import TransferState, start_edits, summarize, summarize_ensembles, summarize_transfers
     from search.storage import LedgerMissing
 
     try:
@@ -311,8 +311,10 @@ def _progress(sweep: Sweep) -> LedgerProgress | None:
     finished += [{m.run_id for m in e.members if m.status.finished and m.run_id} for e in ensemble_summaries]
     finished += [{t.run_id} for t in transfer_summaries if t.state is TransferState.FINISHED and t.run_id]
     shared = sum(map(len, finished)) - len(set().union(*finished))
-    return LedgerProgress({s.name: CertificationProgress(s.state, s.runs.finished, s.runs.running, s.runs.failed)
-                           for s in summaries}, ensembles, transfers, shared)
+    return LedgerProgress({s.name: CertificationProgress(s.state, s.runs.finished, s.runs.running, s.runs.failed,
+                                                         s.to_ask or 0)
+                           for s in summaries}, ensembles, transfers, shared,
+                          tuple(start_edits(sweep, StudyKind.CERTIFY, snapshot)))
 
 
 def _status(args: argparse.Namespace) -> int:

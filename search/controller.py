@@ -596,6 +596,10 @@ def build_strategies(sweep: Sweep, ledger: Ledger, strategy: str = "certify",
         if (edit := start_edit(sweep, cert, attrs, grid)) is not None:
             log.warning("%s", edit)
         stored = sweep.resumed_start(cert, attrs.get(STUDY_START), grid)
+        if kind is StudyKind.CERTIFY and stored is None and not cert.warm_start:
+            # a study created under a warm start whose source had not finished, the warm start since
+            # removed: its search begins now, from the sweep file's start, kept from here on (start_edit)
+            ledger.record_start(study, start, None)
         if kind is StudyKind.CERTIFY:
             warm = cert.warm_start and stored is None
             strategies.append(CertifySearch(

@@ -384,8 +384,9 @@ class Ledger:
 
     def record_start(self, name: str, point: Mapping[str, Any], warm_start: str | None) -> None:
         """Record the start study ``name``'s search begins from, once its warm start's source is
-        certified, and that ``warm_start`` (:func:`start_edit` compares them with the sweep file).
-        The warm start first: a start is never recorded without it."""
+        certified (or, its warm start removed before then, when it begins from ``start:``), and that
+        ``warm_start`` (:func:`start_edit` compares them with the sweep file). The warm start first:
+        a start is never recorded without it."""
         self.set_study_attr(name, STUDY_WARM_START, warm_start)
         self.set_study_attr(name, STUDY_START, dict(point))
 

@@ -314,13 +314,36 @@ class CertificationProgress:
     finished: int
     running: int
     failed: int
+    to_ask: int = 0
+    """Runs its search asks for now and has not dispatched (:attr:`search.status.CertificationSummary.to_ask`)."""
 
-    def remaining(self, planned: float) -> float:
+    def _left(self, planned: float) -> float:
+        """What the runs so far (finished, running, failed) leave of ``planned``, maybe below 0."""
+        return planned - self.finished - self.running - self.failed
+
+    def _floor(self, ceiling: float) -> float:
+        """The runs a search that goes on still asks for, at most what ``ceiling`` (the worst case:
+        the grid, or the run budget) leaves; 0 for one that is done (certified, failed) or that its
+        run budget stopped (what it runs next is its budget's to say)."""
+        if self.state in (CertState.CERTIFIED, CertState.FAILED, StrategyState.STOPPED):
+            return 0
+        return min(self.to_ask, max(self._left(ceiling), 0))
+
+    def remaining(self, planned: float, ceiling: float) -> float:
         """Runs still to start of ``planned`` (a whole-search count): none once certified or
-        failed, else what the runs so far (finished, running, failed) have not used up."""
+        failed, else what the runs so far have not used up, and at least the runs its search asks
+        for now (within ``ceiling``): a grid widened after the search began (``extend:``, a longer
+        list) can take it past ``planned``."""
         if self.state in (CertState.CERTIFIED, CertState.FAILED):
             return 0
-        return max(planned - self.finished - self.running - self.failed, 0)
+        return max(self._left(planned), self._floor(ceiling), 0)
+
+    def exceeded(self, planned: float, ceiling: float) -> bool:
+        """Whether a search that goes on has used up ``planned``: :meth:`remaining` is then the
+        runs it asks for now (a floor, more may follow), not what ``planned`` leaves."""
+        left = self._left(planned)
+        return self.state not in (CertState.CERTIFIED, CertState.FAILED, StrategyState.STOPPED) and (
+            left <= 0 or left < self._floor(ceiling))
 
 
 @dataclass(frozen=True)
@@ -343,11 +366,16 @@ class CertificationPlan:
 
     @property
     def remaining_expected(self) -> float:
-        return self.expected if self.progress is None else self.progress.remaining(self.expected)
+        return self.expected if self.progress is None else self.progress.remaining(self.expected, self.worst)
+
+    @property
+    def expected_exceeded(self) -> bool:
+        """Its search goes on past its expected runs: ``remaining_expected`` is what it asks for now."""
+        return self.progress is not None and self.progress.exceeded(self.expected, self.worst)
 
     @property
     def remaining_worst(self) -> int:
-        return self.worst if self.progress is None else int(self.progress.remaining(self.worst))
+        return self.worst if self.progress is None else int(self.progress.remaining(self.worst, self.worst))
 
     def to_dict(self) -> dict[str, Any]:
         progress = self.progress
@@ -361,7 +389,7 @@ class CertificationPlan:
         entry["done"] = None if progress is None else {
             "state": progress.state.value, "finished": progress.finished, "running": progress.running,
             "failed": progress.failed, "remaining_expected": self.remaining_expected,
-            "remaining_worst": self.remaining_worst}  # fmt: skip
+            "expected_exceeded": self.expected_exceeded, "remaining_worst": self.remaining_worst}  # fmt: skip
         return entry
 
 
@@ -395,6 +423,10 @@ class LedgerProgress:
     """Finished runs counted by two of these entries (one run identity in two studies: a transfer
     at a point its target's certification ran, adopted by whichever came second): the total counts
     each run once."""
+    warnings: tuple[str, ...] = ()
+    """One line per certification whose sweep-file start or warm start its started search does not
+    use (:func:`search.status.start_edits`, as ``status`` says them): its counts are for the
+    sweep file's start, its search goes on from the recorded one."""
 
 
 @dataclass(frozen=True)
@@ -445,6 +477,8 @@ class SweepPlan:
     """Every data size assumed rather than measured (an :class:`Assumptions` field -> figure)."""
     shared: int = 0
     """Finished runs two entries both count (:attr:`LedgerProgress.shared`): the total counts them once."""
+    warnings: tuple[str, ...] = ()
+    """The ledger's warnings (:attr:`LedgerProgress.warnings`): ``warning: LINE`` under the table."""
 
     @property
     def costed(self) -> bool:
@@ -501,7 +535,8 @@ class SweepPlan:
                 "ensembles": [e.to_dict() for e in self.ensembles], "transfers": [e.to_dict() for e in self.transfers],
                 "assumed": {name: figure.to_dict() for name, figure in self.assumed.items()},
                 "total": total, "mfu_source": utilisation.source if utilisation else None,
-                "mfu_device": utilisation.device if utilisation else None}  # fmt: skip
+                "mfu_device": utilisation.device if utilisation else None,
+                "warnings": list(self.warnings)}  # fmt: skip
 
 
 def sweep_plan(sweep: Sweep, utilisation: Utilisation, *, simulations: int = SIMULATIONS,
@@ -561,7 +596,7 @@ def sweep_plan(sweep: Sweep, utilisation: Utilisation, *, simulations: int = SIM
                      scaling_efficiency=efficiency if processes > 1 else 1.0, simulations=simulations,
                      certifications=tuple(certifications), ensembles=tuple(ensembles), transfers=tuple(transfers),
                      assumed=dict(coster.assumed) if coster is not None else {},
-                     shared=progress.shared)  # fmt: skip
+                     shared=progress.shared, warnings=progress.warnings)  # fmt: skip
 
 
 def format_sweep_plan(plan: SweepPlan) -> str:
@@ -592,21 +627,27 @@ def format_sweep_plan(plan: SweepPlan) -> str:
         size = str(c.grid_size) + (f"+{c.extended_grid_size - c.grid_size}"
                                    if c.extended_grid_size > c.grid_size else "")
         hours = (c.cost.gpu_hours_expected, c.cost.gpu_hours_worst) if costed else None
-        done = ((c.progress.finished if c.progress else 0), f"{c.remaining_expected:.1f}", c.remaining_worst)
+        left = f"{c.remaining_expected:.1f}" + ("+" if c.expected_exceeded else "")
+        done = ((c.progress.finished if c.progress else 0), left, c.remaining_worst)
         lines.append(row(c.name, size, c.best, f"{c.expected:.1f}", c.worst, hours, done))
     for name, e in extras:
         done = (e.progress.finished if e.progress else "", e.remaining, e.remaining)
         lines.append(row(name, "", e.runs, str(e.runs), e.runs, (e.gpu_hours, e.gpu_hours) if costed else None, done))
     hours = (plan.gpu_hours_expected, plan.gpu_hours_worst) if costed else None
+    exceeded = any(c.expected_exceeded for c in plan.certifications)
     total_done = ("", "", "")
     if has_run:
         total = plan.to_dict()["total"]
-        total_done = (total["runs_finished"], f"{total['runs_remaining_expected']:.1f}", total["runs_remaining_worst"])
+        left = f"{total['runs_remaining_expected']:.1f}" + ("+" if exceeded else "")
+        total_done = (total["runs_finished"], left, total["runs_remaining_worst"])
     lines.append(row("total", "", "", f"{plan.runs_expected:.1f}", plan.runs_worst, hours, total_done))
     if has_run:
         lines.append("(done: finished runs in the ledger; left: runs still to start of expected/worst, 0 once a "
                      "certification is certified or failed; an ensemble's or a transfer's runs count at its source's current "
                      "certified point, none left once the source failed)")
+    if exceeded:
+        lines.append("(N+ in left exp.: a search past its expected runs that goes on, e.g. on a grid widened since "
+                     "it began; N: the runs it asks for now, more may follow)")
     if any(c.extended_grid_size > c.grid_size for c in plan.certifications):
         lines.append("(grid: listed points + points the search may reach through extend:; worst counts them all)")
     if costed:
@@ -626,6 +667,7 @@ def format_sweep_plan(plan: SweepPlan) -> str:
         if plan.processes_per_run > 1:
             lines.append(f"(each run on {plan.processes_per_run} processes at {plan.scaling_efficiency:.0%} "
                          "scaling efficiency: GPU-hours = processes x wall hours)")
+    lines += [f"warning: {warning}" for warning in plan.warnings]  # as status prints them
     return "\n".join(lines) + "\n"
 
 

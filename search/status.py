@@ -152,6 +152,10 @@ class CertificationSummary:
     """Points still to dispatch or in flight: the certifier's wanted neighbours, a grid baseline's
     unrun points up to its budget; None where the ledger cannot say (TPE samples them, until it
     converged)."""
+    to_ask: int | None = None
+    """Runs the certifier's decision asks for and has not dispatched yet (:attr:`Decision.wanted`,
+    its run budget aside): at least this many still run before it can certify (``search plan``'s
+    floor under a search past its expected runs); None for a baseline (``outstanding`` says)."""
     blocked_by: tuple[tuple[dict[str, Any], str], ...] = ()  # failed points and why
     to_rerun: tuple[tuple[dict[str, Any], str], ...] = ()
     """Points whose run stopped the sweep on an error outside it (a user error, an objective that
@@ -220,6 +224,7 @@ class CertificationSummary:
                            search.count(RunState.FAILED), ledger.stopped),
             certificate=decision.certificate, path=decision.path, bounds_hit=decision.bounds_hit,
             outstanding=_outstanding(decision, baseline),
+            to_ask=len(decision.wanted) if baseline is None else None,
             blocked_by=decision.blocked_by, to_rerun=_to_rerun(ledger.to_rerun, strategy, decision, baseline),
             noise=decision.noise,
             reason=_reason(decision, state, stop, baseline=baseline is not None, runs=len(search.outcomes),

@@ -132,6 +132,7 @@ def test_plan_json_is_the_dict_sweep_plan_returned_before_it_was_typed(make_swee
                   "gpu_hours_worst": sum(c["gpu_hours_worst"] for c in certifications) + hours},
         "mfu_source": "given (--mfu)",
         "mfu_device": None,  # added last (gpuplan): the GPU measured, none when both figures are given
+        "warnings": [],  # added last (srch): status's start-edit lines, none before anything ran
     }  # fmt: skip
     assert printed == dumps_json(before, indent=1) + "\n"
     assert [c["extended_grid_size"] for c in certifications] == [6, 6] and len(extras) == 2
@@ -516,3 +517,32 @@ def test_worst_gpu_hours_of_a_noise_aware_certification_count_every_repeat(make_
     # the costliest 5 of the 12 runs: draws at the epochs-2 points, each twice an epochs-1 run's cost
     epoch = once["gpu_hours_worst"] / 6  # one run per point: 2 lr values x (1 + 2) epochs
     assert capped["gpu_hours_worst"] == pytest.approx(5 * 2 * epoch, rel=1e-9)
+
+
+def test_left_expected_of_a_search_past_its_estimate_is_what_it_still_asks_for(make_sweep, capsys):
+    """A certification certified on its grid's bound, then given ``extend:`` values, searches on
+    past the expected runs (those count the listed grid): ``left exp.`` read 0 for a search that
+    still had a run to ask for; it is that run, marked as past the estimate, and a certified one 0."""
+    small = {"grid": {"lr": [0.001, 0.003, 0.01], "wd": [0.8], "epochs": [1, 2]},
+             "start": {"lr": 0.003, "wd": 0.8, "epochs": 1}}
+    path = make_sweep(**small)
+    assert main(["search", "certify", str(path), "--no-progress"]) == 3  # on the epochs upper bound
+    capsys.readouterr()
+    assert main(["search", "plan", str(path), "--json"]) == 0
+    [certified] = json.loads(capsys.readouterr().out)["certifications"]
+    assert certified["done"]["remaining_expected"] == 0
+
+    path = make_sweep(**small, extend={"epochs": {"above": [4, 8]}})
+    assert main(["search", "plan", str(path), "--json"]) == 0
+    [plan] = json.loads(capsys.readouterr().out)["certifications"]
+    done = plan["done"]
+    assert done["state"] == "searching" and done["finished"] > plan["expected"], plan  # the case of this test
+    assert done["remaining_expected"] == 1  # epochs 4 at its centre; it read 0
+    assert (done.get("expected_exceeded"), certified["done"].get("expected_exceeded")) == (True, False)
+    assert done["remaining_worst"] == plan["worst"] - done["finished"]
+    assert main(["search", "plan", str(path)]) == 0
+    table = capsys.readouterr().out.splitlines()
+    worst = str(done["remaining_worst"])
+    assert next(line for line in table if line.startswith("a ")).split()[-2:] == ["1.0+", worst]
+    assert next(line for line in table if line.startswith("total")).split()[-2:] == ["1.0+", worst]
+    assert any(line.startswith("(N+ in left exp.: ") for line in table), table

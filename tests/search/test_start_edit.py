@@ -36,11 +36,22 @@ def _status(path, capsys) -> tuple[list[str], list[str]]:
     return text, [w for w in warnings if "its search began from" in w]
 
 
+def _plan(path, capsys) -> tuple[list[str], list[str]]:
+    """plan's warning lines about an edited start: (text, --json)."""
+    capsys.readouterr()
+    assert main(["search", "plan", str(path)]) == 0
+    text = [line for line in capsys.readouterr().out.splitlines() if "its search began from" in line]
+    assert main(["search", "plan", str(path), "--json"]) == 0
+    warnings = json.loads(capsys.readouterr().out)["warnings"]
+    return text, [w for w in warnings if "its search began from" in w]
+
+
 def test_an_edited_start_of_a_started_search_is_one_line_and_changes_nothing(make_sweep, caplog, capsys):
     path = make_sweep(grid=GRID, start=START)
     assert _certify(path, caplog) == []
     assert _certify(path, caplog) == []  # a plain resume says nothing
     assert _status(path, capsys) == ([], [])
+    assert _plan(path, capsys) == ([], [])
     runs = len(read_runs(load_sweep(path)))
 
     path = make_sweep(grid=GRID, start={**START, "lr": 0.01})
@@ -50,6 +61,7 @@ def test_an_edited_start_of_a_started_search_is_one_line_and_changes_nothing(mak
     assert _certify(path, caplog) == [line]
     assert len(read_runs(load_sweep(path))) == runs  # the search kept its start: certified already, nothing ran
     assert _status(path, capsys) == ([f"warning: {line}"], [line])
+    assert _plan(path, capsys) == ([f"warning: {line}"], [line])  # its counts: the new start; its search: the old
 
 
 def test_a_grid_edit_that_keeps_the_start_warns_nothing(make_sweep, caplog, capsys):
@@ -78,6 +90,7 @@ def test_an_edited_warm_start_of_a_started_search_is_one_line(make_sweep, caplog
             "params under a new name")
     assert _certify(path, caplog) == [line]  # one line: not also one for its start
     assert _status(path, capsys) == ([f"warning: {line}"], [line])
+    assert _plan(path, capsys) == ([f"warning: {line}"], [line])
 
 
 def test_a_warm_start_added_to_a_started_search_is_one_line(make_sweep, caplog):
@@ -97,3 +110,23 @@ def test_a_warm_start_edited_before_its_source_finished_warns_nothing(make_sweep
     path = make_sweep(grid=GRID, start=START, certifications=[WARM[0], {**WARM[1], "warm_start": None}])
     assert _certify(path, caplog) == []
     assert _status(path, capsys) == ([], [])
+
+
+def test_a_warm_start_removed_before_its_source_finished_records_the_start_the_search_began_from(
+        make_sweep, caplog, capsys):
+    """b waited for a (stopped by its budget), its warm start was removed and it searched from
+    ``start:``: nothing recorded that start, so a later edit of ``start:`` moved the search
+    silently (no warning, ``status`` reported the new start)."""
+    path = make_sweep(grid=GRID, start=START, certifications=WARM)
+    assert main(["search", "certify", str(path), "--no-progress", "--max-runs", "2"]) != 0  # a stops: b waits
+    path = make_sweep(grid=GRID, start=START, certifications=[WARM[0], {**WARM[1], "warm_start": None}])
+    assert _certify(path, caplog) == []  # b begins from START
+
+    path = make_sweep(grid=GRID, start={**START, "lr": 0.01},
+                      certifications=[WARM[0], {**WARM[1], "warm_start": None}])
+    line = ("b: start in the sweep file (lr=0.01 wd=0.8 epochs=4) differs from the one its search began from "
+            "(lr=0.003 wd=0.8 epochs=4); a started search keeps its start: to search from the new one, add a "
+            "certification with b's fixed params under a new name")
+    a_line = line.replace("b: ", "a: ", 1).replace("b's", "a's")
+    assert _certify(path, caplog) == [a_line, line]
+    assert _status(path, capsys) == ([f"warning: {a_line}", f"warning: {line}"], [a_line, line])
