@@ -105,9 +105,13 @@ class GenerateOptions(StrictModel):
                 raise ValueError("n_docs: sampling needs n_docs (and no docs, g=1)")
         elif self.docs is None:
             raise ValueError(f"docs: {self.kind} needs a document source")
-        if self.temperature == 0 and self.kind == PoolKind.REPHRASE and self.g > 1:  # n = G samples of one prompt
-            raise ValueError(f"temperature: 0 (greedy decoding) gives one sample per prompt; rephrase asks for "
-                             f"G={self.g} of each document's prompt (sample at a temperature above 0; the paper's is 1)")
+        # Greedy decoding gives one sample per prompt: rephrase asks n = G samples of each document's
+        # prompt, and sample asks n_docs of the one empty prompt (every "document" would be the same text).
+        repeats = {PoolKind.REPHRASE: (self.g, "G={} of each document's prompt"),
+                   PoolKind.SAMPLE: (self.n_docs or 1, "n_docs={} of its one (empty) prompt")}.get(self.kind)
+        if self.temperature == 0 and repeats is not None and repeats[0] > 1:
+            raise ValueError(f"temperature: 0 (greedy decoding) gives one sample per prompt; {self.kind} asks for "
+                             f"{repeats[1].format(repeats[0])} (sample at a temperature above 0; the paper's is 1)")
         if self.max_new_tokens is None:
             self.max_new_tokens = DEFAULT_MAX_NEW_TOKENS[self.kind]
         return self

@@ -342,6 +342,25 @@ def test_cli_bad_input_is_one_line(argv, message, tiny_generator, docs4, tmp_pat
     assert err.startswith("error: ") and message in err and "\n" not in err
 
 
+@pytest.mark.parametrize("n_docs,refused", [(3, True), (1, False)])
+def test_greedy_unconditional_samples_are_refused_when_they_would_all_be_one_text(n_docs, refused, tiny_generator,
+                                                                                 tmp_path, capsys):
+    """`gen sample --temperature 0` decoded every sample greedily from the one empty prompt: n_docs
+    copies of one text, a pool of duplicates. One sample is a text of its own."""
+    from megadocs.cli import main
+
+    code = main(["gen", "sample", "--generator", str(tiny_generator), "--n-docs", str(n_docs), "--temperature", "0",
+                 "--engine", "transformers", "--no-progress", "--max-new-tokens", "4", "--out", str(tmp_path / "p")])
+    err = capsys.readouterr().err.strip()
+    if refused:
+        assert code == 2 and err == ("error: gen sample: temperature: 0 (greedy decoding) gives one sample per prompt; sample asks "
+                                     "for n_docs=3 of its one (empty) prompt (sample at a temperature above 0; the "
+                                     "paper's is 1)")
+        assert not (tmp_path / "p").exists()  # refused before anything is written
+    else:
+        assert code == 0, err
+
+
 @pytest.mark.parametrize("profile,message", [
     ({"tasks_per_node": 8}, "a shard task is one process; this profile runs 8 per job (tasks_per_node 8 x nodes 1)"),
     ({"nodes": 2, "tasks_per_node": 4}, "runs 8 per job (tasks_per_node 4 x nodes 2)"),
