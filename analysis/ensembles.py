@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -27,7 +28,8 @@ from train.ensemble_report import EnsembleReport
 if TYPE_CHECKING:
     from search.status import EnsembleSummary
 
-__all__ = ["load_ensemble_table", "ensemble_labels", "score_ensemble_studies", "fit_ensembles", "compare_asymptotes"]
+__all__ = ["load_ensemble_table", "ensemble_label", "label_parts", "ensemble_labels", "score_ensemble_studies",
+           "fit_ensembles", "compare_asymptotes"]
 
 _COLUMN_ALIASES = {"method": "algorithm", "K": "k", "members": "k", "val_set": "set"}
 
@@ -153,9 +155,28 @@ def ensemble_labels(studies: Mapping[str, EnsembleSummary]) -> tuple[dict[str, s
     sources: dict[str, set[str]] = {}
     for study in kept.values():
         sources.setdefault(study.method, set()).add(study.source)
-    labels = {name: study.method if len(sources[study.method]) == 1 else f"{study.method} ({study.source})"
+    labels = {name: ensemble_label(study.method, None if len(sources[study.method]) == 1 else study.source)
               for name, study in sorted(kept.items())}
     return labels, left_out
+
+
+def ensemble_label(method: str, source: str | None) -> str:
+    """The algorithm label of ``method``'s ensembles from ``source`` (:func:`ensemble_labels`): the
+    method, ``method (source)`` where a source is named; :func:`label_parts` reads it back."""
+    return method if source is None else f"{method} ({source})"
+
+
+_LABEL = re.compile(r"(?P<method>.+?) \((?P<source>.+)\)")
+
+
+def label_parts(label: str) -> tuple[str, str | None]:
+    """``(method, source)`` of an :func:`ensemble_label` (source None for a plain label).
+
+    >>> label_parts("simple (simple-g4)"), label_parts("real")
+    (('simple', 'simple-g4'), ('real', None))
+    """
+    match = _LABEL.fullmatch(label)
+    return (match["method"], match["source"]) if match else (label, None)
 
 
 def score_ensemble_studies(
@@ -212,13 +233,15 @@ def compare_asymptotes(fits: dict[str, PowerLawFit | str], *, reference: str = R
     """Asymptote E per algorithm with its interval, and its difference from the reference's.
 
     Columns: ``algorithm``, ``E``, ``E_low``, ``E_high``, ``E_determined``, ``delta`` (E -
-    E_reference), ``delta_low``, ``delta_high``, ``note``. Differences get an interval when both
-    fits have bootstrap draws (independent draws, paired by index). An E the points do not
-    determine (``PowerLawFit.determined``, the policy of :mod:`analysis.scaling`) is left blank,
-    and so is every difference it enters: the fit's own description quotes it with its status.
+    E_reference), ``delta_low``, ``delta_high``, ``note``. A label of one source, ``method (source)``
+    (:func:`ensemble_labels`), is compared with the reference's ensembles of that source where there
+    are some, and every label with the plain reference (the reference's ensembles of one source);
+    where there is none, the note says what is missing (:func:`_reference_of`). Differences get an
+    interval when both fits have bootstrap draws (independent draws, paired by index). An E the
+    points do not determine (``PowerLawFit.determined``, the policy of :mod:`analysis.scaling`) is
+    left blank, and so is every difference it enters: the fit's own description quotes it with its
+    status.
     """
-    ref = fits.get(reference)
-    ref = ref if isinstance(ref, PowerLawFit) else None
     rows = []
     for algorithm, fit in fits.items():
         if not isinstance(fit, PowerLawFit):
@@ -237,13 +260,36 @@ def compare_asymptotes(fits: dict[str, PowerLawFit | str], *, reference: str = R
             "delta_high": math.nan,
             "note": "; ".join([*([] if determined else [f"E {param_status(fit, 'E')}"]), *fit.notes]),
         }
-        if ref is not None and algorithm != reference and determined and not ref.determined["E"]:
-            row["note"] = "; ".join([f"no delta: {reference}'s E is not determined", *fit.notes])
-        elif ref is not None and algorithm != reference and determined:
-            row["delta"] = fit.E - ref.E
-            if fit.samples is not None and ref.samples is not None:
-                n = min(len(fit.samples), len(ref.samples))
-                diffs = fit.samples[:n, 0] - ref.samples[:n, 0]
-                row["delta_low"], row["delta_high"] = percentile_interval(diffs, fit.level)
+        if label_parts(algorithm)[0] != reference and determined:
+            ref, missing = _reference_of(algorithm, fits, reference)
+            if ref is None:
+                row["note"] = "; ".join([f"no delta: {missing}", *fit.notes])
+            else:
+                row["delta"] = fit.E - ref.E
+                if fit.samples is not None and ref.samples is not None:
+                    n = min(len(fit.samples), len(ref.samples))
+                    diffs = fit.samples[:n, 0] - ref.samples[:n, 0]
+                    row["delta_low"], row["delta_high"] = percentile_interval(diffs, fit.level)
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def _reference_of(label: str, fits: Mapping[str, PowerLawFit | str], reference: str) -> tuple[PowerLawFit | None, str]:
+    """The fit ``label``'s asymptote is compared with (:func:`compare_asymptotes`): the reference's of
+    ``label``'s source, else the plain reference's; or None and what is missing, in one phrase."""
+    source = label_parts(label)[1]
+    wanted = [*([ensemble_label(reference, source)] if source is not None else []), reference]
+    name = next((candidate for candidate in wanted if candidate in fits), None)
+    if name is None:
+        others = [other for other in fits if label_parts(other)[0] == reference]
+        if not others:
+            return None, f"no {reference} ensemble to compare with"
+        which = (f"{reference} ensemble of source {source}, nor a plain {reference} one," if source is not None
+                 else f"plain {reference} ensemble")
+        return None, f"no {which} to compare with ({', '.join(others)} are of other sources)"
+    ref = fits[name]
+    if not isinstance(ref, PowerLawFit):
+        return None, f"{name}'s L(K) is not fitted"
+    if not ref.determined["E"]:
+        return None, f"{name}'s E is not determined"
+    return ref, ""

@@ -230,3 +230,42 @@ def test_ensemble_studies_sharing_members_are_scored_once_and_sources_of_one_met
                       "simple-g4-ens": "simple (simple-g4)", "simple-g16-ens": "simple (simple-g16)"}
     assert left_out == {"real-ens-small": "its 2 completed member(s) are members of real-ens (the same runs): "
                                           "scored once, as real-ens, not fitted twice as independent repeats"}
+
+
+def test_ensembles_of_several_sources_are_compared_with_the_real_ensemble_of_their_source():
+    """Real-only ensembles of two sources are labelled ``real (source)`` (``ensemble_labels``): the
+    comparison looked for a plain ``real``, found none and left every delta blank without a word. A
+    labelled fit is now compared with the real ensemble of its source, a plain one with plain real, and
+    a fit with no such reference says so in its note."""
+    from analysis.ensembles import ensemble_label
+
+    real_a, real_b = ensemble_label("real", "a"), ensemble_label("real", "b")
+    stitched_a, stitched_c = ensemble_label("stitched", "a"), ensemble_label("stitched", "c")
+    table = pd.concat([pd.DataFrame({"algorithm": label, "k": K, "loss": curve(E, i), "set": "iid"})
+                       for i, (label, E) in enumerate({real_a: 3.31, real_b: 3.25, stitched_a: 3.17,
+                                                       stitched_c: 3.10, "latent": 3.12}.items())])
+    fits = fit_ensembles(table, n_boot=50)
+    rows = compare_asymptotes(fits).set_index("algorithm")
+    assert rows.loc[stitched_a, "delta"] == pytest.approx(fits[stitched_a].E - fits[real_a].E)
+    assert rows.loc[stitched_a, "delta_low"] < rows.loc[stitched_a, "delta"] < rows.loc[stitched_a, "delta_high"]
+    for label in (real_a, real_b):  # a reference is not compared with itself, nor with another source's
+        assert np.isnan(rows.loc[label, "delta"]) and "no delta" not in rows.loc[label, "note"]
+    for label, missing in ((stitched_c, "no real ensemble of source c"), ("latent", "no plain real ensemble")):
+        assert np.isnan(rows.loc[label, "delta"])
+        assert rows.loc[label, "note"].startswith(f"no delta: {missing}")
+        assert f"{real_a}, {real_b}" in rows.loc[label, "note"]
+    # with one real source the labels are plain (ensemble_labels) and every fit is compared with it
+    alone = compare_asymptotes({"real": fits[real_a], stitched_c: fits[stitched_c]}).set_index("algorithm")
+    assert alone.loc[stitched_c, "delta"] == pytest.approx(fits[stitched_c].E - fits[real_a].E)
+    # no real ensemble at all, or an unfit one: said, not left blank
+    assert compare_asymptotes({"latent": fits["latent"]}).iloc[0]["note"].startswith(
+        "no delta: no real ensemble to compare with")
+    unfit = compare_asymptotes({"real": "2 points cannot determine 3 parameters", "latent": fits["latent"]})
+    assert unfit.set_index("algorithm").loc["latent", "note"].startswith("no delta: real's L(K) is not fitted")
+
+
+def test_an_ensemble_label_reads_back_as_its_method_and_source():
+    from analysis.ensembles import ensemble_label, label_parts
+
+    for method, source in (("real", None), ("simple", "simple-g4"), ("latent", "a (b)")):
+        assert label_parts(ensemble_label(method, source)) == (method, source)
