@@ -427,7 +427,8 @@ def synthetic_only_table(certifications: pd.DataFrame, val_set: str = IID) -> pd
     as the curves read a (method, G): one point per configuration, fixed-seed repeats their mean, of
     several recipes the lowest (:func:`_lowest_recipe`).
 
-    Columns: ``method``, ``g``, ``model``, ``baseline_loss``, ``mixed_loss``, ``synthetic_only_loss``,
+    Columns: ``method``, ``g``, ``model``, ``baseline`` (the baseline's name, as in the generation
+    table), ``baseline_loss``, ``mixed_loss``, ``synthetic_only_loss``,
     ``gain_mixed`` and ``gain_synthetic_only`` (baseline - loss), ``mixed_mix`` (the mixed
     certification's certified mix), and ``share_from_real`` = 1 - gain_synthetic_only / gain_mixed,
     the share of the mixed gain that comes from mixing real data in (NaN when the mixed run does
@@ -451,12 +452,12 @@ def synthetic_only_table(certifications: pd.DataFrame, val_set: str = IID) -> pd
         mixed_loss, best_mixed = _lowest_recipe(mixed, column)
         only_loss, _only = _lowest_recipe(ablation, column)
         # both gains against one baseline: the mixed certification's setting's where there is one
-        baseline, _name = baseline_for(real[real["model"] == model], _setting(best_mixed), column)
+        baseline, name = baseline_for(real[real["model"] == model], _setting(best_mixed), column)
         if not math.isfinite(baseline):
             continue
         gain_mixed, gain_only = baseline - mixed_loss, baseline - only_loss
         rows.append({
-            "method": method, "g": g, "model": model, "baseline_loss": baseline,
+            "method": method, "g": g, "model": model, "baseline": name, "baseline_loss": baseline,
             "mixed_loss": mixed_loss, "synthetic_only_loss": only_loss,
             "gain_mixed": gain_mixed, "gain_synthetic_only": gain_only,
             "mixed_mix": float(best_mixed[POINT + "mix"]) if POINT + "mix" in best_mixed

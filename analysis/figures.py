@@ -639,7 +639,8 @@ def plot_diversity(table: pd.DataFrame, measures: Sequence[str] = tuple(Diversit
 
 def plot_synthetic_only(table: pd.DataFrame, *, val_set: str = IID):
     """Figure 13: tuned loss vs G per method, mixed with real data (solid) and synthetic only
-    (dashed, open markers), with the real-only baseline as a line.
+    (dashed, open markers), with each real-only baseline the table compares with as a line (named
+    where a model has several: each method's setting's).
 
     ``table`` is :func:`analysis.experiments.synthetic_only_table`'s.
 
@@ -653,8 +654,11 @@ def plot_synthetic_only(table: pd.DataFrame, *, val_set: str = IID):
         for (method, model), group in table.groupby(["method", "model"], sort=False):
             _solid_and_dashed(ax, group, method, ("mixed_loss", "mixed with real"),
                               ("synthetic_only_loss", "synthetic only"), "" if model == "base" else f" ({model})")
-        for model, baseline in table.groupby("model")["baseline_loss"].min().items():
-            ax.axhline(float(baseline), color="black", linestyle=":", linewidth=1.2,
-                       label=f"real data only{'' if model == 'base' else f' ({model})'} ({float(baseline):.3f})")
+        for model, group in table.groupby("model", sort=False):  # each baseline the table compares with
+            baselines = _baselines_of(group, group)
+            for name, loss in baselines:
+                ax.axhline(loss, color="black", linestyle=":", linewidth=1.2,
+                           label=f"real data only{'' if model == 'base' else f' ({model})'}"
+                                 f"{f', {name}' if len(baselines) > 1 else ''} ({loss:.3f})")
         _finish_loss_vs_g(fig, ax, table, f"tuned {val_set} validation loss", "Synthetic-only ablation")
     return fig
