@@ -19,7 +19,9 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
+from analysis.configurations import model_key
 from analysis.fits import fit_groups, param_status
+from analysis.frame import SETTING
 from analysis.scaling import PowerLawFit, percentile_interval
 from megadocs.errors import UserError
 from megadocs.formats import IID, REAL, RunDir, half_names
@@ -28,8 +30,8 @@ from train.ensemble_report import EnsembleReport
 if TYPE_CHECKING:
     from search.status import EnsembleSummary
 
-__all__ = ["load_ensemble_table", "ensemble_label", "label_parts", "ensemble_labels", "score_ensemble_studies",
-           "fit_ensembles", "compare_asymptotes"]
+__all__ = ["load_ensemble_table", "ensemble_label", "label_parts", "ensemble_labels", "ensemble_pairing",
+           "score_ensemble_studies", "fit_ensembles", "compare_asymptotes"]
 
 _COLUMN_ALIASES = {"method": "algorithm", "K": "k", "members": "k", "val_set": "set"}
 
@@ -179,6 +181,27 @@ def label_parts(label: str) -> tuple[str, str | None]:
     return (match["method"], match["source"]) if match else (label, None)
 
 
+def ensemble_pairing(studies: Mapping[str, EnsembleSummary], certifications: pd.DataFrame) -> dict[str, str]:
+    """Where each label of ``studies`` (:func:`ensemble_labels`) was trained, for
+    :func:`compare_asymptotes`'s ``pairing``: its source certification's model (``base`` where it
+    names none) and setting (:data:`analysis.frame.SETTING`) in the certifications frame, as one
+    phrase, e.g. ``"model 1.5b"`` or ``"model 1.5b, temperature=0.5"``. A label whose source the frame
+    does not hold is left out (compared by the default rule)."""
+    if "certification" not in certifications:
+        return {}
+    sources = certifications.drop_duplicates("certification").set_index("certification")
+    labels, _left_out = ensemble_labels(studies)
+    pairing = {}
+    for name, label in labels.items():
+        source = studies[name].source
+        if source not in sources.index:
+            continue
+        row = sources.loc[source]
+        setting = model_key(row.get(SETTING))
+        pairing[label] = f"model {model_key(row.get('model')) or 'base'}" + (f", {setting}" if setting else "")
+    return pairing
+
+
 def score_ensemble_studies(
     studies: Mapping[str, EnsembleSummary], out_dir: str | Path, **options: Any
 ) -> tuple[list[str], dict[str, str]]:
@@ -229,14 +252,19 @@ def fit_ensembles(table: pd.DataFrame, *, val_set: str = IID, **fit_options) -> 
     return fit_groups(part, x="k", y="loss", group="algorithm", **fit_options)
 
 
-def compare_asymptotes(fits: dict[str, PowerLawFit | str], *, reference: str = REAL) -> pd.DataFrame:
+def compare_asymptotes(fits: dict[str, PowerLawFit | str], *, reference: str = REAL,
+                       pairing: Mapping[str, str] | None = None) -> pd.DataFrame:
     """Asymptote E per algorithm with its interval, and its difference from the reference's.
 
     Columns: ``algorithm``, ``E``, ``E_low``, ``E_high``, ``E_determined``, ``delta`` (E -
-    E_reference), ``delta_low``, ``delta_high``, ``note``. A label of one source, ``method (source)``
-    (:func:`ensemble_labels`), is compared with the reference's ensembles of that source where there
-    are some, and every label with the plain reference (the reference's ensembles of one source);
-    where there is none, the note says what is missing (:func:`_reference_of`). Differences get an
+    E_reference), ``delta_low``, ``delta_high``, ``note``. ``pairing`` (label -> where it was
+    trained, :func:`ensemble_pairing`: the source's model and setting) compares a label it names with
+    the reference's ensemble of the same value: a synthetic ensemble with the real-only one of its
+    model size and setting. A label it does not name (a hand-labelled file; no ``pairing``) by the
+    default rule: a label of one source, ``method (source)`` (:func:`ensemble_labels`), with the
+    reference's ensembles of that source where there are some, and every label with the plain
+    reference (the reference's ensembles of one source). Where there is no such reference, the note
+    says what is missing (:func:`_reference_of`). Differences get an
     interval when both fits have bootstrap draws (independent draws, paired by index). An E the
     points do not determine (``PowerLawFit.determined``, the policy of :mod:`analysis.scaling`) is
     left blank, and so is every difference it enters: the fit's own description quotes it with its
@@ -261,7 +289,7 @@ def compare_asymptotes(fits: dict[str, PowerLawFit | str], *, reference: str = R
             "note": "; ".join([*([] if determined else [f"E {param_status(fit, 'E')}"]), *fit.notes]),
         }
         if label_parts(algorithm)[0] != reference and determined:
-            ref, missing = _reference_of(algorithm, fits, reference)
+            ref, missing = _reference_of(algorithm, fits, reference, pairing or {})
             if ref is None:
                 row["note"] = "; ".join([f"no delta: {missing}", *fit.notes])
             else:
@@ -274,19 +302,32 @@ def compare_asymptotes(fits: dict[str, PowerLawFit | str], *, reference: str = R
     return pd.DataFrame(rows)
 
 
-def _reference_of(label: str, fits: Mapping[str, PowerLawFit | str], reference: str) -> tuple[PowerLawFit | None, str]:
-    """The fit ``label``'s asymptote is compared with (:func:`compare_asymptotes`): the reference's of
-    ``label``'s source, else the plain reference's; or None and what is missing, in one phrase."""
-    source = label_parts(label)[1]
-    wanted = [*([ensemble_label(reference, source)] if source is not None else []), reference]
-    name = next((candidate for candidate in wanted if candidate in fits), None)
-    if name is None:
-        others = [other for other in fits if label_parts(other)[0] == reference]
-        if not others:
-            return None, f"no {reference} ensemble to compare with"
+def _reference_of(label: str, fits: Mapping[str, PowerLawFit | str], reference: str,
+                  pairing: Mapping[str, str]) -> tuple[PowerLawFit | None, str]:
+    """The fit ``label``'s asymptote is compared with (:func:`compare_asymptotes`): where ``pairing``
+    names ``label``, the reference's of the same value; else the reference's of ``label``'s source,
+    else the plain reference's. Or None and what is missing, in one phrase."""
+    others = [other for other in fits if label_parts(other)[0] == reference]
+    if label in pairing:
+        where = pairing[label]
+        same = [other for other in others if pairing.get(other) == where]
+        if len(same) > 1:
+            return None, f"several {reference} ensembles at {where} ({', '.join(same)}): no one reference"
+        name = same[0] if same else None
+        which = f"{reference} ensemble at {where}"
+        listed = ", ".join(f"{other} at {pairing[other]}" if other in pairing else f"{other} of no known model"
+                           for other in others)
+    else:
+        source = label_parts(label)[1]
+        wanted = [*([ensemble_label(reference, source)] if source is not None else []), reference]
+        name = next((candidate for candidate in wanted if candidate in fits), None)
         which = (f"{reference} ensemble of source {source}, nor a plain {reference} one," if source is not None
                  else f"plain {reference} ensemble")
-        return None, f"no {which} to compare with ({', '.join(others)} are of other sources)"
+        listed = f"{', '.join(others)} are of other sources"
+    if name is None:
+        if not others:
+            return None, f"no {reference} ensemble to compare with"
+        return None, f"no {which} to compare with ({listed})"
     ref = fits[name]
     if not isinstance(ref, PowerLawFit):
         return None, f"{name}'s L(K) is not fitted"

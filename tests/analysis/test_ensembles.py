@@ -269,3 +269,58 @@ def test_an_ensemble_label_reads_back_as_its_method_and_source():
 
     for method, source in (("real", None), ("simple", "simple-g4"), ("latent", "a (b)")):
         assert label_parts(ensemble_label(method, source)) == (method, source)
+
+
+def test_the_report_compares_each_ensemble_with_the_real_one_of_its_model_size(tmp_path):
+    """Real-only ensemble studies of two sources (300m and 1.5b) are labelled by source, and the report
+    looked for a real ensemble of the synthetic study's own source (a certification of another method)
+    or a plain ``real``: it printed "no delta" instead of simple's. Each ensemble is now compared with
+    the real-only ensemble of its source certification's model and setting (``ensemble_pairing``)."""
+    import dataclasses
+
+    from analysis.ensembles import ensemble_labels
+    from analysis.frame import SETTING, empty_runs_frame
+    from analysis.report import render_report
+
+    sources = {"real-300m": ("real", "300m", 3.40), "real-1.5b": ("real", "1.5b", 3.31),
+               "simple-g4": ("simple", "1.5b", 3.17)}
+    runs = [tmp_path / f"run{i}" for i in range(2 * len(sources))]
+    studies = {f"{source}-ens": dataclasses.replace(ensemble_study(*runs[2 * i:2 * i + 2]), name=f"{source}-ens",
+                                                    method=method, source=source)
+               for i, (source, (method, _model, _E)) in enumerate(sources.items())}
+    labels, _ = ensemble_labels(studies)
+    certifications = pd.DataFrame({
+        "certification": list(sources), "method": [method for method, _, _ in sources.values()],
+        "g": [0, 0, 4], "model": [model for _, model, _ in sources.values()], SETTING: "", "certified": True})
+    table = pd.concat([pd.DataFrame({"algorithm": labels[f"{source}-ens"], "k": K, "loss": curve(E, i), "set": "iid"})
+                       for i, (source, (_method, _model, E)) in enumerate(sources.items())])
+    text = render_report(empty_runs_frame(), certifications, [], tmp_path / "report", ensemble_studies=studies,
+                         ensembles=table, findings=False).read_text()
+    rows = {line.split(" | ")[0].removeprefix("| "): line.split(" | ") for line in text.splitlines()
+            if line.startswith("| ")}
+    delta = rows["algorithm"].index("delta")
+    fits = fit_ensembles(table, n_boot=0)
+    simple, real = labels["simple-g4-ens"], labels["real-1.5b-ens"]
+    assert rows[simple][delta] != "", rows[simple][-1]  # the note said "no delta: ..."
+    assert float(rows[simple][delta]) == pytest.approx(fits[simple].E - fits[real].E, abs=1e-3)
+
+
+def test_an_ensemble_of_a_model_without_a_real_ensemble_says_so():
+    """With a pairing (label -> the source's model and setting, ``ensemble_pairing``) an ensemble is
+    compared with the real one of the same value only: none, or several, is said in the note; a label
+    the pairing does not name (a hand-labelled file) keeps the default rule."""
+    from analysis.ensembles import ensemble_label
+
+    real_a, real_b = ensemble_label("real", "real-300m"), ensemble_label("real", "real-1.5b")
+    table = pd.concat([pd.DataFrame({"algorithm": label, "k": K, "loss": curve(E, i), "set": "iid"})
+                       for i, (label, E) in enumerate({real_a: 3.40, real_b: 3.31, "simple": 3.17, "latent": 3.05,
+                                                       "stitched": 3.10}.items())])
+    fits = fit_ensembles(table, n_boot=0)
+    pairing = {real_a: "model 300m", real_b: "model 1.5b", "simple": "model 1.5b", "latent": "model 7b"}
+    rows = compare_asymptotes(fits, pairing=pairing).set_index("algorithm")
+    assert rows.loc["simple", "delta"] == pytest.approx(fits["simple"].E - fits[real_b].E)
+    assert np.isnan(rows.loc["latent", "delta"]) and rows.loc["latent", "note"].startswith(
+        f"no delta: no real ensemble at model 7b to compare with ({real_b} at model 1.5b, {real_a} at model 300m)")
+    assert rows.loc["stitched", "note"].startswith("no delta: no plain real ensemble to compare with")
+    twice = compare_asymptotes(fits, pairing={**pairing, real_a: "model 1.5b"}).set_index("algorithm")
+    assert twice.loc["simple", "note"].startswith(f"no delta: several real ensembles at model 1.5b ({real_b}, {real_a})")
