@@ -265,3 +265,26 @@ def test_the_synthetic_only_figure_draws_each_baseline_its_table_compares_with()
              if line.get_label().startswith("real data only")}
     assert sorted(lines.values()) == pytest.approx(sorted(table["baseline_loss"]))
     assert sorted(lines) == ["real data only, real (3.600)", "real data only, real-t (3.500)"]
+
+
+def test_figure_7_draws_a_methods_ensembles_of_several_sources_in_its_colour():
+    """``real (real-300m)`` and ``real (real-1.5b)`` (a method's ensembles of two sources, ``ensemble_labels``)
+    were styled by hashing the whole label: two grey lines, neither in real's black nor named as real's.
+    Each is now drawn in its method's colour and marker, the sources told apart by line style and named."""
+    from analysis.ensembles import ensemble_label, fit_ensembles
+    from analysis.figures import plot_ensembles
+    from analysis.scaling import power_law
+
+    k = np.arange(1, 9.0)
+    labels = {ensemble_label("real", "real-300m"): 3.40, ensemble_label("real", "real-1.5b"): 3.31, "simple": 3.17}
+    table = pd.concat([pd.DataFrame({"algorithm": label, "k": k, "loss": power_law(k, E, 0.25, 0.9)})
+                       for label, E in labels.items()]).assign(set="iid")
+    ax = plot_ensembles(table, fit_ensembles(table, n_boot=0)).axes[0]
+    legend = {text.get_text().split(":")[0]: handle for text, handle in zip(ax.get_legend().get_texts(),
+                                                                           ax.get_legend().legend_handles)}
+    real = method_style("real")
+    first, second = (legend[f"{real['label']} ({source})"] for source in ("real-300m", "real-1.5b"))
+    for handle in (first, second):
+        assert handle.get_color() == real["color"] and handle.get_marker() == real["marker"]
+    assert first.get_linestyle() != second.get_linestyle() and ":" not in (first.get_linestyle(), second.get_linestyle())
+    assert legend[method_style("simple")["label"]].get_color() == method_style("simple")["color"]
