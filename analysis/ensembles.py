@@ -15,7 +15,7 @@ import math
 import re
 from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import pandas as pd
 
@@ -30,7 +30,7 @@ from train.ensemble_report import EnsembleReport
 if TYPE_CHECKING:
     from search.status import EnsembleSummary
 
-__all__ = ["load_ensemble_table", "ensemble_label", "label_parts", "ensemble_labels", "ensemble_pairing",
+__all__ = ["load_ensemble_table", "ensemble_label", "label_parts", "ensemble_labels", "TrainedAt", "ensemble_pairing",
            "score_ensemble_studies", "fit_ensembles", "compare_asymptotes"]
 
 _COLUMN_ALIASES = {"method": "algorithm", "K": "k", "members": "k", "val_set": "set"}
@@ -181,24 +181,37 @@ def label_parts(label: str) -> tuple[str, str | None]:
     return (match["method"], match["source"]) if match else (label, None)
 
 
-def ensemble_pairing(studies: Mapping[str, EnsembleSummary], certifications: pd.DataFrame) -> dict[str, str]:
+class TrainedAt(NamedTuple):
+    """Where an ensemble's members were trained: its source certification's model (``base`` where it
+    names none) and setting (:data:`analysis.frame.SETTING`, "" for none).
+
+    >>> str(TrainedAt("1.5b")), str(TrainedAt("base", "temperature=0.5"))
+    ('model 1.5b', 'model base, temperature=0.5')
+    """
+
+    model: str
+    setting: str = ""
+
+    def __str__(self) -> str:
+        return f"model {self.model}" + (f", {self.setting}" if self.setting else "")
+
+
+def ensemble_pairing(studies: Mapping[str, EnsembleSummary], certifications: pd.DataFrame) -> dict[str, TrainedAt]:
     """Where each label of ``studies`` (:func:`ensemble_labels`) was trained, for
-    :func:`compare_asymptotes`'s ``pairing``: its source certification's model (``base`` where it
-    names none) and setting (:data:`analysis.frame.SETTING`) in the certifications frame, as one
-    phrase, e.g. ``"model 1.5b"`` or ``"model 1.5b, temperature=0.5"``. A label whose source the frame
-    does not hold is left out (compared by the default rule)."""
+    :func:`compare_asymptotes`'s ``pairing``: its source certification's model and setting in the
+    certifications frame (:mod:`analysis.frame`). A label whose source the frame does not hold is left
+    out (compared by the default rule)."""
     if "certification" not in certifications:
         return {}
     sources = certifications.drop_duplicates("certification").set_index("certification")
     labels, _left_out = ensemble_labels(studies)
-    pairing = {}
+    pairing: dict[str, TrainedAt] = {}
     for name, label in labels.items():
         source = studies[name].source
         if source not in sources.index:
             continue
         row = sources.loc[source]
-        setting = model_key(row.get(SETTING))
-        pairing[label] = f"model {model_key(row.get('model')) or 'base'}" + (f", {setting}" if setting else "")
+        pairing[label] = TrainedAt(str(model_key(row.get("model")) or "base"), str(model_key(row.get(SETTING)) or ""))
     return pairing
 
 
@@ -253,14 +266,15 @@ def fit_ensembles(table: pd.DataFrame, *, val_set: str = IID, **fit_options) -> 
 
 
 def compare_asymptotes(fits: dict[str, PowerLawFit | str], *, reference: str = REAL,
-                       pairing: Mapping[str, str] | None = None) -> pd.DataFrame:
+                       pairing: Mapping[str, TrainedAt] | None = None) -> pd.DataFrame:
     """Asymptote E per algorithm with its interval, and its difference from the reference's.
 
     Columns: ``algorithm``, ``E``, ``E_low``, ``E_high``, ``E_determined``, ``delta`` (E -
     E_reference), ``delta_low``, ``delta_high``, ``note``. ``pairing`` (label -> where it was
-    trained, :func:`ensemble_pairing`: the source's model and setting) compares a label it names with
-    the reference's ensemble of the same value: a synthetic ensemble with the real-only one of its
-    model size and setting. A label it does not name (a hand-labelled file; no ``pairing``) by the
+    trained, :func:`ensemble_pairing`) compares a label it names with the reference's ensemble of
+    the same model, of its setting where there is one (as a curve is compared with its setting's
+    baseline, :func:`analysis.generation.baseline_for`): a synthetic ensemble with the real-only one
+    of its model size. A label it does not name (a hand-labelled file; no ``pairing``) by the
     default rule: a label of one source, ``method (source)`` (:func:`ensemble_labels`), with the
     reference's ensembles of that source where there are some, and every label with the plain
     reference (the reference's ensembles of one source). Where there is no such reference, the note
@@ -303,14 +317,18 @@ def compare_asymptotes(fits: dict[str, PowerLawFit | str], *, reference: str = R
 
 
 def _reference_of(label: str, fits: Mapping[str, PowerLawFit | str], reference: str,
-                  pairing: Mapping[str, str]) -> tuple[PowerLawFit | None, str]:
+                  pairing: Mapping[str, TrainedAt]) -> tuple[PowerLawFit | None, str]:
     """The fit ``label``'s asymptote is compared with (:func:`compare_asymptotes`): where ``pairing``
-    names ``label``, the reference's of the same value; else the reference's of ``label``'s source,
-    else the plain reference's. Or None and what is missing, in one phrase."""
+    names ``label``, the reference's of its model, of its setting where there is one; else the
+    reference's of ``label``'s source, else the plain reference's. Or None and what is missing, in
+    one phrase."""
     others = [other for other in fits if label_parts(other)[0] == reference]
     if label in pairing:
-        where = pairing[label]
-        same = [other for other in others if pairing.get(other) == where]
+        at = pairing[label]
+        same_model = [other for other in others if other in pairing and pairing[other].model == at.model]
+        same = [other for other in same_model if pairing[other].setting == at.setting]
+        where = at if same else TrainedAt(at.model)
+        same = same or same_model
         if len(same) > 1:
             return None, f"several {reference} ensembles at {where} ({', '.join(same)}): no one reference"
         name = same[0] if same else None

@@ -305,22 +305,28 @@ def test_the_report_compares_each_ensemble_with_the_real_one_of_its_model_size(t
     assert float(rows[simple][delta]) == pytest.approx(fits[simple].E - fits[real].E, abs=1e-3)
 
 
-def test_an_ensemble_of_a_model_without_a_real_ensemble_says_so():
-    """With a pairing (label -> the source's model and setting, ``ensemble_pairing``) an ensemble is
-    compared with the real one of the same value only: none, or several, is said in the note; a label
+def test_an_ensemble_is_compared_with_the_real_one_of_its_model_and_setting_or_says_why_not():
+    """With a pairing (label -> its source's model and setting, ``ensemble_pairing``) an ensemble is
+    compared with the real one of its model only, of its setting where there is one (a real-only run
+    has no generation setting: ``baseline_for``'s rule); none, or several, is said in the note; a label
     the pairing does not name (a hand-labelled file) keeps the default rule."""
-    from analysis.ensembles import ensemble_label
+    from analysis.ensembles import TrainedAt, ensemble_label
 
     real_a, real_b = ensemble_label("real", "real-300m"), ensemble_label("real", "real-1.5b")
     table = pd.concat([pd.DataFrame({"algorithm": label, "k": K, "loss": curve(E, i), "set": "iid"})
                        for i, (label, E) in enumerate({real_a: 3.40, real_b: 3.31, "simple": 3.17, "latent": 3.05,
                                                        "stitched": 3.10}.items())])
     fits = fit_ensembles(table, n_boot=0)
-    pairing = {real_a: "model 300m", real_b: "model 1.5b", "simple": "model 1.5b", "latent": "model 7b"}
+    pairing = {real_a: TrainedAt("300m"), real_b: TrainedAt("1.5b"), "simple": TrainedAt("1.5b", "temperature=0.5"),
+               "latent": TrainedAt("7b")}
     rows = compare_asymptotes(fits, pairing=pairing).set_index("algorithm")
     assert rows.loc["simple", "delta"] == pytest.approx(fits["simple"].E - fits[real_b].E)
     assert np.isnan(rows.loc["latent", "delta"]) and rows.loc["latent", "note"].startswith(
         f"no delta: no real ensemble at model 7b to compare with ({real_b} at model 1.5b, {real_a} at model 300m)")
     assert rows.loc["stitched", "note"].startswith("no delta: no plain real ensemble to compare with")
-    twice = compare_asymptotes(fits, pairing={**pairing, real_a: "model 1.5b"}).set_index("algorithm")
+    # of two real ensembles at its model, the one of its setting; two of none of its setting: said
+    settings = {**pairing, real_a: TrainedAt("1.5b", "temperature=0.5")}
+    assert compare_asymptotes(fits, pairing=settings).set_index("algorithm").loc["simple", "delta"] == pytest.approx(
+        fits["simple"].E - fits[real_a].E)
+    twice = compare_asymptotes(fits, pairing={**pairing, real_a: TrainedAt("1.5b")}).set_index("algorithm")
     assert twice.loc["simple", "note"].startswith(f"no delta: several real ensembles at model 1.5b ({real_b}, {real_a})")
