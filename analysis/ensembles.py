@@ -12,13 +12,16 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import pandas as pd
 
+from analysis.configurations import model_key
 from analysis.fits import fit_groups, param_status
+from analysis.frame import SETTING
 from analysis.scaling import PowerLawFit, percentile_interval
 from megadocs.errors import UserError
 from megadocs.formats import IID, REAL, RunDir, half_names
@@ -27,7 +30,8 @@ from train.ensemble_report import EnsembleReport
 if TYPE_CHECKING:
     from search.status import EnsembleSummary
 
-__all__ = ["load_ensemble_table", "ensemble_labels", "score_ensemble_studies", "fit_ensembles", "compare_asymptotes"]
+__all__ = ["load_ensemble_table", "ensemble_label", "label_parts", "ensemble_labels", "TrainedAt", "ensemble_pairing",
+           "score_ensemble_studies", "fit_ensembles", "compare_asymptotes"]
 
 _COLUMN_ALIASES = {"method": "algorithm", "K": "k", "members": "k", "val_set": "set"}
 
@@ -153,9 +157,62 @@ def ensemble_labels(studies: Mapping[str, EnsembleSummary]) -> tuple[dict[str, s
     sources: dict[str, set[str]] = {}
     for study in kept.values():
         sources.setdefault(study.method, set()).add(study.source)
-    labels = {name: study.method if len(sources[study.method]) == 1 else f"{study.method} ({study.source})"
+    labels = {name: ensemble_label(study.method, None if len(sources[study.method]) == 1 else study.source)
               for name, study in sorted(kept.items())}
     return labels, left_out
+
+
+def ensemble_label(method: str, source: str | None) -> str:
+    """The algorithm label of ``method``'s ensembles from ``source`` (:func:`ensemble_labels`): the
+    method, ``method (source)`` where a source is named; :func:`label_parts` reads it back."""
+    return method if source is None else f"{method} ({source})"
+
+
+_LABEL = re.compile(r"(?P<method>.+?) \((?P<source>.+)\)")
+
+
+def label_parts(label: str) -> tuple[str, str | None]:
+    """``(method, source)`` of an :func:`ensemble_label` (source None for a plain label).
+
+    >>> label_parts("simple (simple-g4)"), label_parts("real")
+    (('simple', 'simple-g4'), ('real', None))
+    """
+    match = _LABEL.fullmatch(label)
+    return (match["method"], match["source"]) if match else (label, None)
+
+
+class TrainedAt(NamedTuple):
+    """Where an ensemble's members were trained: its source certification's model (``base`` where it
+    names none) and setting (:data:`analysis.frame.SETTING`, "" for none).
+
+    >>> str(TrainedAt("1.5b")), str(TrainedAt("base", "temperature=0.5"))
+    ('model 1.5b', 'model base, temperature=0.5')
+    """
+
+    model: str
+    setting: str = ""
+
+    def __str__(self) -> str:
+        return f"model {self.model}" + (f", {self.setting}" if self.setting else "")
+
+
+def ensemble_pairing(studies: Mapping[str, EnsembleSummary], certifications: pd.DataFrame) -> dict[str, TrainedAt]:
+    """Where each label of ``studies`` (:func:`ensemble_labels`) was trained, for
+    :func:`compare_asymptotes`'s ``pairing``: its source certification's model and setting in the
+    certifications frame (:mod:`analysis.frame`). A label whose source the frame does not hold is left
+    out (compared by the default rule)."""
+    if "certification" not in certifications:
+        return {}
+    sources = certifications.drop_duplicates("certification").set_index("certification")
+    labels, _left_out = ensemble_labels(studies)
+    pairing: dict[str, TrainedAt] = {}
+    for name, label in labels.items():
+        source = studies[name].source
+        if source not in sources.index:
+            continue
+        row = sources.loc[source]
+        pairing[label] = TrainedAt(str(model_key(row.get("model")) or "base"), str(model_key(row.get(SETTING)) or ""))
+    return pairing
 
 
 def score_ensemble_studies(
@@ -208,17 +265,25 @@ def fit_ensembles(table: pd.DataFrame, *, val_set: str = IID, **fit_options) -> 
     return fit_groups(part, x="k", y="loss", group="algorithm", **fit_options)
 
 
-def compare_asymptotes(fits: dict[str, PowerLawFit | str], *, reference: str = REAL) -> pd.DataFrame:
+def compare_asymptotes(fits: dict[str, PowerLawFit | str], *, reference: str = REAL,
+                       pairing: Mapping[str, TrainedAt] | None = None) -> pd.DataFrame:
     """Asymptote E per algorithm with its interval, and its difference from the reference's.
 
     Columns: ``algorithm``, ``E``, ``E_low``, ``E_high``, ``E_determined``, ``delta`` (E -
-    E_reference), ``delta_low``, ``delta_high``, ``note``. Differences get an interval when both
-    fits have bootstrap draws (independent draws, paired by index). An E the points do not
-    determine (``PowerLawFit.determined``, the policy of :mod:`analysis.scaling`) is left blank,
-    and so is every difference it enters: the fit's own description quotes it with its status.
+    E_reference), ``delta_low``, ``delta_high``, ``note``. ``pairing`` (label -> where it was
+    trained, :func:`ensemble_pairing`) compares a label it names with the reference's ensemble of
+    the same model, of its setting where there is one (as a curve is compared with its setting's
+    baseline, :func:`analysis.generation.baseline_for`): a synthetic ensemble with the real-only one
+    of its model size. A label it does not name (a hand-labelled file; no ``pairing``) by the
+    default rule: a label of one source, ``method (source)`` (:func:`ensemble_labels`), with the
+    reference's ensembles of that source where there are some, and every label with the plain
+    reference (the reference's ensembles of one source). Where there is no such reference, the note
+    says what is missing (:func:`_reference_of`). Differences get an
+    interval when both fits have bootstrap draws (independent draws, paired by index). An E the
+    points do not determine (``PowerLawFit.determined``, the policy of :mod:`analysis.scaling`) is
+    left blank, and so is every difference it enters: the fit's own description quotes it with its
+    status.
     """
-    ref = fits.get(reference)
-    ref = ref if isinstance(ref, PowerLawFit) else None
     rows = []
     for algorithm, fit in fits.items():
         if not isinstance(fit, PowerLawFit):
@@ -237,13 +302,53 @@ def compare_asymptotes(fits: dict[str, PowerLawFit | str], *, reference: str = R
             "delta_high": math.nan,
             "note": "; ".join([*([] if determined else [f"E {param_status(fit, 'E')}"]), *fit.notes]),
         }
-        if ref is not None and algorithm != reference and determined and not ref.determined["E"]:
-            row["note"] = "; ".join([f"no delta: {reference}'s E is not determined", *fit.notes])
-        elif ref is not None and algorithm != reference and determined:
-            row["delta"] = fit.E - ref.E
-            if fit.samples is not None and ref.samples is not None:
-                n = min(len(fit.samples), len(ref.samples))
-                diffs = fit.samples[:n, 0] - ref.samples[:n, 0]
-                row["delta_low"], row["delta_high"] = percentile_interval(diffs, fit.level)
+        if label_parts(algorithm)[0] != reference and determined:
+            ref, missing = _reference_of(algorithm, fits, reference, pairing or {})
+            if ref is None:
+                row["note"] = "; ".join([f"no delta: {missing}", *fit.notes])
+            else:
+                row["delta"] = fit.E - ref.E
+                if fit.samples is not None and ref.samples is not None:
+                    n = min(len(fit.samples), len(ref.samples))
+                    diffs = fit.samples[:n, 0] - ref.samples[:n, 0]
+                    row["delta_low"], row["delta_high"] = percentile_interval(diffs, fit.level)
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def _reference_of(label: str, fits: Mapping[str, PowerLawFit | str], reference: str,
+                  pairing: Mapping[str, TrainedAt]) -> tuple[PowerLawFit | None, str]:
+    """The fit ``label``'s asymptote is compared with (:func:`compare_asymptotes`): where ``pairing``
+    names ``label``, the reference's of its model, of its setting where there is one; else the
+    reference's of ``label``'s source, else the plain reference's. Or None and what is missing, in
+    one phrase."""
+    others = [other for other in fits if label_parts(other)[0] == reference]
+    if label in pairing:
+        at = pairing[label]
+        same_model = [other for other in others if other in pairing and pairing[other].model == at.model]
+        same = [other for other in same_model if pairing[other].setting == at.setting]
+        where = at if same else TrainedAt(at.model)
+        same = same or same_model
+        if len(same) > 1:
+            return None, f"several {reference} ensembles at {where} ({', '.join(same)}): no one reference"
+        name = same[0] if same else None
+        which = f"{reference} ensemble at {where}"
+        listed = ", ".join(f"{other} at {pairing[other]}" if other in pairing else f"{other} of no known model"
+                           for other in others)
+    else:
+        source = label_parts(label)[1]
+        wanted = [*([ensemble_label(reference, source)] if source is not None else []), reference]
+        name = next((candidate for candidate in wanted if candidate in fits), None)
+        which = (f"{reference} ensemble of source {source}, nor a plain {reference} one," if source is not None
+                 else f"plain {reference} ensemble")
+        listed = f"{', '.join(others)} are of other sources"
+    if name is None:
+        if not others:
+            return None, f"no {reference} ensemble to compare with"
+        return None, f"no {which} to compare with ({listed})"
+    ref = fits[name]
+    if not isinstance(ref, PowerLawFit):
+        return None, f"{name}'s L(K) is not fitted"
+    if not ref.determined["E"]:
+        return None, f"{name}'s E is not determined"
+    return ref, ""

@@ -33,13 +33,14 @@ import numpy as np
 import pandas as pd
 
 from analysis.configurations import CONFIGURATION, model_key, one_point_per_configuration, seed_repeats
-from analysis.frame import POINT, SETTING, setting_words
+from analysis.frame import FIXED, POINT, SETTING, setting_of, setting_words
 from analysis.generation import BASELINE_METHOD, baseline_for, generation_table, loss_column, main_set
 from analysis.scaling import MIN_BOOT, PowerLawFit, percentile_interval, power_law
 from megadocs.errors import UserError
 from megadocs.formats import IID
 from megadocs.pools import read_manifest, resolve_pool
 from search.grid import values_equal
+from search.params import RunParams
 from search.sweep import SYNTHETIC_ONLY_MIX
 
 if TYPE_CHECKING:
@@ -86,7 +87,8 @@ def _model_names(certifications: pd.DataFrame) -> pd.Series:
 def transfer_table(runs: pd.DataFrame, certifications: pd.DataFrame, sources: Mapping[str, str],
                    val_set: str = IID, *, current: Mapping[str, TransferSummary] | None = None) -> pd.DataFrame:
     """One row per transfer run: ``transfer``, ``method``, ``g``, ``source`` (its certification),
-    ``own_loss`` (the method's own certified loss at that G, NaN if not certified in the sweep),
+    ``own_loss`` (the method's own certified loss at that G and model as the curves read it, in the
+    transfer's setting where there is one: :func:`_own_loss`; NaN if not certified in the sweep),
     ``transfer_loss``, ``source_loss`` and ``cost`` (transfer - own: what the other method's
     hyperparameters lose).
 
@@ -105,12 +107,7 @@ def transfer_table(runs: pd.DataFrame, certifications: pd.DataFrame, sources: Ma
         if current is not None and not _is_current(current.get(name), run["trial"]):
             continue
         loss = run[column] if column in run and pd.notna(run[column]) else run["loss"]
-        same = certifications[(certifications["method"] == run["method"]) & (certifications["g"] == run["g"])
-                              & certifications["certified"]]
-        if "model" in certifications and "model" in run:
-            model = model_key(run["model"])
-            same = same[same["model"].map(lambda value, model=model: model_key(value) == model).astype(bool)]
-        own = float(same[column].min()) if len(same) and column in same else math.nan
+        own = _own_loss(certifications, run, column)
         source = sources.get(name)
         source_loss = math.nan
         if isinstance(source, str) and by_name is not None and source in by_name.index:
@@ -121,6 +118,25 @@ def transfer_table(runs: pd.DataFrame, certifications: pd.DataFrame, sources: Ma
                      "source_loss": source_loss, "cost": float(loss) - own})
     return pd.DataFrame(rows).sort_values(["method", "g"], kind="stable").reset_index(drop=True) if rows \
         else pd.DataFrame()
+
+
+def _own_loss(certifications: pd.DataFrame, run: pd.Series, column: str) -> float:
+    """A transfer run's method's own loss at its G and model as the curves read it: its certified
+    certifications there without the synthetic-only ablation (:func:`without_synthetic_only`), one
+    point per configuration and fixed-seed repeats their mean, those of the transfer's setting (its
+    other fixed params, :func:`analysis.frame.setting_of`) where there are some, of several recipes
+    the lowest: the rule :func:`analysis.generation.baseline_for` applies to a baseline. NaN where
+    none is certified."""
+    if len(certifications) == 0 or column not in certifications:
+        return math.nan
+    same = certifications[(certifications["method"] == run["method"]) & (certifications["g"] == run["g"])
+                          & certifications["certified"].astype(bool)]
+    if "model" in certifications and "model" in run:
+        model = model_key(run["model"])
+        same = same[same["model"].map(lambda value: model_key(value) == model).astype(bool)]
+    fixed = {key.removeprefix(FIXED): value for key, value in run.items()
+             if isinstance(key, str) and key.startswith(FIXED) and model_key(value) is not None}
+    return baseline_for(without_synthetic_only(same), setting_of(RunParams(fixed=fixed)), column)[0]
 
 
 def _is_current(summary: TransferSummary | None, trial: Any) -> bool:
@@ -411,7 +427,8 @@ def synthetic_only_table(certifications: pd.DataFrame, val_set: str = IID) -> pd
     as the curves read a (method, G): one point per configuration, fixed-seed repeats their mean, of
     several recipes the lowest (:func:`_lowest_recipe`).
 
-    Columns: ``method``, ``g``, ``model``, ``baseline_loss``, ``mixed_loss``, ``synthetic_only_loss``,
+    Columns: ``method``, ``g``, ``model``, ``baseline`` (the baseline's name, as in the generation
+    table), ``baseline_loss``, ``mixed_loss``, ``synthetic_only_loss``,
     ``gain_mixed`` and ``gain_synthetic_only`` (baseline - loss), ``mixed_mix`` (the mixed
     certification's certified mix), and ``share_from_real`` = 1 - gain_synthetic_only / gain_mixed,
     the share of the mixed gain that comes from mixing real data in (NaN when the mixed run does
@@ -435,12 +452,12 @@ def synthetic_only_table(certifications: pd.DataFrame, val_set: str = IID) -> pd
         mixed_loss, best_mixed = _lowest_recipe(mixed, column)
         only_loss, _only = _lowest_recipe(ablation, column)
         # both gains against one baseline: the mixed certification's setting's where there is one
-        baseline, _name = baseline_for(real[real["model"] == model], _setting(best_mixed), column)
+        baseline, name = baseline_for(real[real["model"] == model], _setting(best_mixed), column)
         if not math.isfinite(baseline):
             continue
         gain_mixed, gain_only = baseline - mixed_loss, baseline - only_loss
         rows.append({
-            "method": method, "g": g, "model": model, "baseline_loss": baseline,
+            "method": method, "g": g, "model": model, "baseline": name, "baseline_loss": baseline,
             "mixed_loss": mixed_loss, "synthetic_only_loss": only_loss,
             "gain_mixed": gain_mixed, "gain_synthetic_only": gain_only,
             "mixed_mix": float(best_mixed[POINT + "mix"]) if POINT + "mix" in best_mixed

@@ -43,6 +43,7 @@ from analysis.efficiency import (
     ratio_of_losses,
     undetermined,
 )
+from analysis.ensembles import label_parts
 from analysis.fits import quote_param
 from analysis.frame import BOUNDS, POINT, point_of
 from analysis.generation import BASELINE_METHOD
@@ -236,7 +237,11 @@ def plot_generation_scaling(table: pd.DataFrame, *, val_set: str = IID, title: s
 
 
 def plot_ensembles(table: pd.DataFrame, fits: Mapping[str, PowerLawFit | str], *, val_set: str = IID):
-    """Figure 7: loss vs ensemble size K per algorithm, fitted L(K) and asymptote E (dotted)."""
+    """Figure 7: loss vs ensemble size K per algorithm, fitted L(K) and asymptote E (dotted).
+
+    An algorithm label ``method (source)`` (:func:`analysis.ensembles.ensemble_labels`: a method's
+    ensembles of several sources) is drawn in its method's colour and marker, each source in its own
+    line style (:func:`_source_styles`) and named in the legend."""
     part = table[table["set"] == val_set]
     if part.empty:
         raise ValueError(f"no ensemble losses for {val_set}")
@@ -244,9 +249,11 @@ def plot_ensembles(table: pd.DataFrame, fits: Mapping[str, PowerLawFit | str], *
         fig, ax = _figure()
         k_max = float(part["k"].max())
         grid = np.geomspace(1, max(2 * k_max, 2), 100)
+        lines = _source_styles(part["algorithm"].unique())
         for algorithm, group in part.groupby("algorithm", sort=False):
-            spec = method_style(algorithm)
-            label = spec.pop("label")
+            method, source = label_parts(algorithm)
+            spec = {**method_style(method), "linestyle": lines[algorithm]}
+            label = spec.pop("label") + (f" ({source})" if source is not None else "")
             fit = fits.get(algorithm)
             ax.plot(group["k"], group["loss"], linestyle="none", marker=spec["marker"], color=spec["color"])
             if isinstance(fit, PowerLawFit):
@@ -266,6 +273,22 @@ def plot_ensembles(table: pd.DataFrame, fits: Mapping[str, PowerLawFit | str], *
         ax.legend()
         fig.tight_layout()
     return fig
+
+
+def _source_styles(labels: Sequence[str]) -> dict[str, Any]:
+    """The line style of each ensemble label: a method's first source its method's
+    (:func:`method_style`), its further sources the next of a cycle of others (never dotted: the
+    asymptotes' style)."""
+    styles: dict[str, Any] = {}
+    used: dict[str, list[Any]] = {}
+    for label in labels:
+        method = label_parts(label)[0]
+        own = method_style(method)["linestyle"]
+        taken = used.setdefault(method, [])
+        free = [line for line in ("-", "--", "-.", (0, (5, 1, 1, 1)), (0, (3, 1, 1, 1, 1, 1))) if line not in taken]
+        styles[label] = own if not taken else (free or [own])[0]
+        taken.append(styles[label])
+    return styles
 
 
 def _axis_values(runs: pd.DataFrame, axis: str, grid: Mapping[str, Sequence[Any]] | None) -> list[Any]:
@@ -639,7 +662,8 @@ def plot_diversity(table: pd.DataFrame, measures: Sequence[str] = tuple(Diversit
 
 def plot_synthetic_only(table: pd.DataFrame, *, val_set: str = IID):
     """Figure 13: tuned loss vs G per method, mixed with real data (solid) and synthetic only
-    (dashed, open markers), with the real-only baseline as a line.
+    (dashed, open markers), with each real-only baseline the table compares with as a line (named
+    where a model has several: each method's setting's).
 
     ``table`` is :func:`analysis.experiments.synthetic_only_table`'s.
 
@@ -653,8 +677,11 @@ def plot_synthetic_only(table: pd.DataFrame, *, val_set: str = IID):
         for (method, model), group in table.groupby(["method", "model"], sort=False):
             _solid_and_dashed(ax, group, method, ("mixed_loss", "mixed with real"),
                               ("synthetic_only_loss", "synthetic only"), "" if model == "base" else f" ({model})")
-        for model, baseline in table.groupby("model")["baseline_loss"].min().items():
-            ax.axhline(float(baseline), color="black", linestyle=":", linewidth=1.2,
-                       label=f"real data only{'' if model == 'base' else f' ({model})'} ({float(baseline):.3f})")
+        for model, group in table.groupby("model", sort=False):  # each baseline the table compares with
+            baselines = _baselines_of(group, group)
+            for name, loss in baselines:
+                ax.axhline(loss, color="black", linestyle=":", linewidth=1.2,
+                           label=f"real data only{'' if model == 'base' else f' ({model})'}"
+                                 f"{f', {name}' if len(baselines) > 1 else ''} ({loss:.3f})")
         _finish_loss_vs_g(fig, ax, table, f"tuned {val_set} validation loss", "Synthetic-only ablation")
     return fig

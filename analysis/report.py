@@ -25,7 +25,13 @@ from analysis.efficiency import (
     load_reference_law,
     range_margin,
 )
-from analysis.ensembles import compare_asymptotes, fit_ensembles, load_ensemble_table, score_ensemble_studies
+from analysis.ensembles import (
+    compare_asymptotes,
+    ensemble_pairing,
+    fit_ensembles,
+    load_ensemble_table,
+    score_ensemble_studies,
+)
 from analysis.experiments import (
     curve_notes,
     curve_points,
@@ -441,7 +447,9 @@ def _synthetic_only_section(report: _Report, certifications: pd.DataFrame) -> No
 
 
 def _ensemble_sections(report: _Report, ensembles: pd.DataFrame | None, studies: Mapping[str, EnsembleSummary] | None,
-                       problems: Mapping[str, str] | None = None) -> None:
+                       problems: Mapping[str, str] | None, certifications: pd.DataFrame) -> None:
+    """Each ensemble study, and per validation set the L(K) fits and their asymptotes, each compared
+    with the real-only ensemble of its source's model and setting (:func:`analysis.ensembles.ensemble_pairing`)."""
     report.add("## Ensembles (Figure 7)", "")
     for name, study in (studies or {}).items():
         at = (f"members at `{study.source}`'s certified point ({_point_text(study.source_point)})"
@@ -464,9 +472,10 @@ def _ensemble_sections(report: _Report, ensembles: pd.DataFrame | None, studies:
         )
         report.add("_No ensemble losses given._", "")
         return
+    pairing = ensemble_pairing(studies or {}, certifications)
     for val_set in sorted(ensembles["set"].unique(), key=lambda s: (s != IID, s)):
         fits = fit_ensembles(ensembles, val_set=val_set)
-        report.add(f"### {val_set}", "", _markdown_table(compare_asymptotes(fits)), "")
+        report.add(f"### {val_set}", "", _markdown_table(compare_asymptotes(fits, pairing=pairing)), "")
         report.add(*_fit_blocks(fits, "K"))
         report.figure(
             lambda fits=fits, val_set=val_set: plot_ensembles(ensembles, fits, val_set=val_set),
@@ -566,7 +575,7 @@ def render_report(
                              students=certifications, transfers=transfers)
         _synthetic_only_section(report, certifications)
         _search_sections(report, runs, summaries, grids)
-    _ensemble_sections(report, ensembles, ensemble_studies, ensemble_problems)
+    _ensemble_sections(report, ensembles, ensemble_studies, ensemble_problems, certifications)
     report.add("## Not drawn", "")
     report.add(*([f"- {s}" for s in report.skipped] or ["Every figure could be drawn."]), "")
     path = out_dir / "report.md"

@@ -230,3 +230,103 @@ def test_ensemble_studies_sharing_members_are_scored_once_and_sources_of_one_met
                       "simple-g4-ens": "simple (simple-g4)", "simple-g16-ens": "simple (simple-g16)"}
     assert left_out == {"real-ens-small": "its 2 completed member(s) are members of real-ens (the same runs): "
                                           "scored once, as real-ens, not fitted twice as independent repeats"}
+
+
+def test_ensembles_of_several_sources_are_compared_with_the_real_ensemble_of_their_source():
+    """Real-only ensembles of two sources are labelled ``real (source)`` (``ensemble_labels``): the
+    comparison looked for a plain ``real``, found none and left every delta blank without a word. A
+    labelled fit is now compared with the real ensemble of its source, a plain one with plain real, and
+    a fit with no such reference says so in its note."""
+    from analysis.ensembles import ensemble_label
+
+    real_a, real_b = ensemble_label("real", "a"), ensemble_label("real", "b")
+    stitched_a, stitched_c = ensemble_label("stitched", "a"), ensemble_label("stitched", "c")
+    table = pd.concat([pd.DataFrame({"algorithm": label, "k": K, "loss": curve(E, i), "set": "iid"})
+                       for i, (label, E) in enumerate({real_a: 3.31, real_b: 3.25, stitched_a: 3.17,
+                                                       stitched_c: 3.10, "latent": 3.12}.items())])
+    fits = fit_ensembles(table, n_boot=50)
+    rows = compare_asymptotes(fits).set_index("algorithm")
+    assert rows.loc[stitched_a, "delta"] == pytest.approx(fits[stitched_a].E - fits[real_a].E)
+    assert rows.loc[stitched_a, "delta_low"] < rows.loc[stitched_a, "delta"] < rows.loc[stitched_a, "delta_high"]
+    for label in (real_a, real_b):  # a reference is not compared with itself, nor with another source's
+        assert np.isnan(rows.loc[label, "delta"]) and "no delta" not in rows.loc[label, "note"]
+    for label, missing in ((stitched_c, "no real ensemble of source c"), ("latent", "no plain real ensemble")):
+        assert np.isnan(rows.loc[label, "delta"])
+        assert rows.loc[label, "note"].startswith(f"no delta: {missing}")
+        assert f"{real_a}, {real_b}" in rows.loc[label, "note"]
+    # with one real source the labels are plain (ensemble_labels) and every fit is compared with it
+    alone = compare_asymptotes({"real": fits[real_a], stitched_c: fits[stitched_c]}).set_index("algorithm")
+    assert alone.loc[stitched_c, "delta"] == pytest.approx(fits[stitched_c].E - fits[real_a].E)
+    # no real ensemble at all, or an unfit one: said, not left blank
+    assert compare_asymptotes({"latent": fits["latent"]}).iloc[0]["note"].startswith(
+        "no delta: no real ensemble to compare with")
+    unfit = compare_asymptotes({"real": "2 points cannot determine 3 parameters", "latent": fits["latent"]})
+    assert unfit.set_index("algorithm").loc["latent", "note"].startswith("no delta: real's L(K) is not fitted")
+
+
+def test_an_ensemble_label_reads_back_as_its_method_and_source():
+    from analysis.ensembles import ensemble_label, label_parts
+
+    for method, source in (("real", None), ("simple", "simple-g4"), ("latent", "a (b)")):
+        assert label_parts(ensemble_label(method, source)) == (method, source)
+
+
+def test_the_report_compares_each_ensemble_with_the_real_one_of_its_model_size(tmp_path):
+    """Real-only ensemble studies of two sources (300m and 1.5b) are labelled by source, and the report
+    looked for a real ensemble of the synthetic study's own source (a certification of another method)
+    or a plain ``real``: it printed "no delta" instead of simple's. Each ensemble is now compared with
+    the real-only ensemble of its source certification's model and setting (``ensemble_pairing``)."""
+    import dataclasses
+
+    from analysis.ensembles import ensemble_labels
+    from analysis.frame import SETTING, empty_runs_frame
+    from analysis.report import render_report
+
+    sources = {"real-300m": ("real", "300m", 3.40), "real-1.5b": ("real", "1.5b", 3.31),
+               "simple-g4": ("simple", "1.5b", 3.17)}
+    runs = [tmp_path / f"run{i}" for i in range(2 * len(sources))]
+    studies = {f"{source}-ens": dataclasses.replace(ensemble_study(*runs[2 * i:2 * i + 2]), name=f"{source}-ens",
+                                                    method=method, source=source)
+               for i, (source, (method, _model, _E)) in enumerate(sources.items())}
+    labels, _ = ensemble_labels(studies)
+    certifications = pd.DataFrame({
+        "certification": list(sources), "method": [method for method, _, _ in sources.values()],
+        "g": [0, 0, 4], "model": [model for _, model, _ in sources.values()], SETTING: "", "certified": True})
+    table = pd.concat([pd.DataFrame({"algorithm": labels[f"{source}-ens"], "k": K, "loss": curve(E, i), "set": "iid"})
+                       for i, (source, (_method, _model, E)) in enumerate(sources.items())])
+    text = render_report(empty_runs_frame(), certifications, [], tmp_path / "report", ensemble_studies=studies,
+                         ensembles=table, findings=False).read_text()
+    rows = {line.split(" | ")[0].removeprefix("| "): line.split(" | ") for line in text.splitlines()
+            if line.startswith("| ")}
+    delta = rows["algorithm"].index("delta")
+    fits = fit_ensembles(table, n_boot=0)
+    simple, real = labels["simple-g4-ens"], labels["real-1.5b-ens"]
+    assert rows[simple][delta] != "", rows[simple][-1]  # the note said "no delta: ..."
+    assert float(rows[simple][delta]) == pytest.approx(fits[simple].E - fits[real].E, abs=1e-3)
+
+
+def test_an_ensemble_is_compared_with_the_real_one_of_its_model_and_setting_or_says_why_not():
+    """With a pairing (label -> its source's model and setting, ``ensemble_pairing``) an ensemble is
+    compared with the real one of its model only, of its setting where there is one (a real-only run
+    has no generation setting: ``baseline_for``'s rule); none, or several, is said in the note; a label
+    the pairing does not name (a hand-labelled file) keeps the default rule."""
+    from analysis.ensembles import TrainedAt, ensemble_label
+
+    real_a, real_b = ensemble_label("real", "real-300m"), ensemble_label("real", "real-1.5b")
+    table = pd.concat([pd.DataFrame({"algorithm": label, "k": K, "loss": curve(E, i), "set": "iid"})
+                       for i, (label, E) in enumerate({real_a: 3.40, real_b: 3.31, "simple": 3.17, "latent": 3.05,
+                                                       "stitched": 3.10}.items())])
+    fits = fit_ensembles(table, n_boot=0)
+    pairing = {real_a: TrainedAt("300m"), real_b: TrainedAt("1.5b"), "simple": TrainedAt("1.5b", "temperature=0.5"),
+               "latent": TrainedAt("7b")}
+    rows = compare_asymptotes(fits, pairing=pairing).set_index("algorithm")
+    assert rows.loc["simple", "delta"] == pytest.approx(fits["simple"].E - fits[real_b].E)
+    assert np.isnan(rows.loc["latent", "delta"]) and rows.loc["latent", "note"].startswith(
+        f"no delta: no real ensemble at model 7b to compare with ({real_b} at model 1.5b, {real_a} at model 300m)")
+    assert rows.loc["stitched", "note"].startswith("no delta: no plain real ensemble to compare with")
+    # of two real ensembles at its model, the one of its setting; two of none of its setting: said
+    settings = {**pairing, real_a: TrainedAt("1.5b", "temperature=0.5")}
+    assert compare_asymptotes(fits, pairing=settings).set_index("algorithm").loc["simple", "delta"] == pytest.approx(
+        fits["simple"].E - fits[real_a].E)
+    twice = compare_asymptotes(fits, pairing={**pairing, real_a: TrainedAt("1.5b")}).set_index("algorithm")
+    assert twice.loc["simple", "note"].startswith(f"no delta: several real ensembles at model 1.5b ({real_b}, {real_a})")

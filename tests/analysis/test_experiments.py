@@ -707,3 +707,28 @@ def test_student_and_synthetic_only_tables_read_each_g_as_the_curves_do():
     [ablation] = synthetic_only_table(certs, "objective").to_dict("records")
     assert ablation["mixed_loss"] == pytest.approx(3.465) and ablation["synthetic_only_loss"] == pytest.approx(3.56)
     assert ablation["baseline_loss"] == pytest.approx(3.60) and ablation["mixed_mix"] == pytest.approx(0.75)
+
+
+def test_a_transfers_own_loss_is_the_curves_loss_at_its_g_and_setting():
+    """A transfer's ``own_loss`` was the lowest certified loss of (method, G, model): the luckier of two
+    fixed seeds, a synthetic-only ablation or another setting's curve. It is now the loss the curves
+    read there: st-g2 and st-g2-b are one point (their mean, 3.44), st-g2-s1 a seed repeat (the
+    recipe's mean, 3.465), in the transfer's setting (temperature=0.5: st-g2-temp's 3.30); NaN where
+    the method has no certified point at that G."""
+    from analysis.frame import FIXED
+
+    certs = pd.DataFrame({
+        "certification": ["st-g2", "st-g2-b", "st-g2-s1", "st-g2-temp", "st-g2-only", "st-g2-large"],
+        "method": "st", "g": 2, "model": [None] * 5 + ["large"], "seed": [0, 0, 1, 0, 0, 0],
+        "setting": ["", "", "", "temperature=0.5", "", ""], "certified": True,
+        "loss": [3.45, 3.43, 3.49, 3.30, 3.20, 3.10], "point.lr": 3e-3,
+        "point.mix": [0.75] * 4 + [1.0, 0.75]})
+    runs = pd.DataFrame({
+        "certification": ["transfer/at-s", "transfer/at-s-temp", "transfer/at-s-g4"], "kind": "transfer",
+        "trial": 0, "method": "st", "g": [2, 2, 4], "model": None, "loss": [3.50, 3.40, 3.30],
+        FIXED + "temperature": [math.nan, 0.5, math.nan]})
+    table = transfer_table(runs, certs, {}, "objective").set_index("transfer")
+    assert table.loc["at-s", "own_loss"] == pytest.approx((3.44 + 3.49) / 2)
+    assert table.loc["at-s", "cost"] == pytest.approx(3.50 - (3.44 + 3.49) / 2)
+    assert table.loc["at-s-temp", "own_loss"] == pytest.approx(3.30)
+    assert math.isnan(table.loc["at-s-g4", "own_loss"]) and math.isnan(table.loc["at-s-g4", "cost"])

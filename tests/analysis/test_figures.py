@@ -9,6 +9,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pandas as pd
 import pytest
 from matplotlib.patches import Rectangle
 
@@ -243,3 +244,47 @@ def test_a_generation_figure_without_a_baseline_says_why_it_has_no_line_or_axis(
                                   law=law)
     assert not fig.axes[0].child_axes and not [line for line in fig.axes[0].lines if line.get_linestyle() == "--"]
     assert "no real-only baseline on this set" in " ".join(text.get_text() for text in fig.texts)
+
+
+def test_the_synthetic_only_figure_draws_each_baseline_its_table_compares_with():
+    """s and t are compared with the real-only baseline of their own setting (3.60 and 3.50,
+    ``synthetic_only_table``); the figure drew one line per model at the lowest of them, so s's gains
+    were read against a baseline the table does not use. It now draws each baseline in use, named."""
+    from analysis.experiments import synthetic_only_table
+    from analysis.figures import plot_synthetic_only
+
+    certs = pd.DataFrame({
+        "certification": ["real", "real-t", "s-g2", "s-g2-only", "t-g2", "t-g2-only"],
+        "method": ["real", "real", "s", "s", "t", "t"], "g": [0, 0, 2, 2, 2, 2], "model": None,
+        "setting": ["", "temperature=0.5", "", "", "temperature=0.5", "temperature=0.5"], "certified": True,
+        "loss": [3.60, 3.50, 3.45, 3.55, 3.40, 3.48], "point.mix": [math.nan, math.nan, 0.75, 1.0, 0.75, 1.0]})
+    table = synthetic_only_table(certs, "objective")
+    assert dict(zip(table["method"], table["baseline"])) == {"s": "real", "t": "real-t"}
+    fig = plot_synthetic_only(table, val_set="objective")
+    lines = {line.get_label(): line.get_ydata()[0] for line in fig.axes[0].lines
+             if line.get_label().startswith("real data only")}
+    assert sorted(lines.values()) == pytest.approx(sorted(table["baseline_loss"]))
+    assert sorted(lines) == ["real data only, real (3.600)", "real data only, real-t (3.500)"]
+
+
+def test_figure_7_draws_a_methods_ensembles_of_several_sources_in_its_colour():
+    """``real (real-300m)`` and ``real (real-1.5b)`` (a method's ensembles of two sources, ``ensemble_labels``)
+    were styled by hashing the whole label: two grey lines, neither in real's black nor named as real's.
+    Each is now drawn in its method's colour and marker, the sources told apart by line style and named."""
+    from analysis.ensembles import ensemble_label, fit_ensembles
+    from analysis.figures import plot_ensembles
+    from analysis.scaling import power_law
+
+    k = np.arange(1, 9.0)
+    labels = {ensemble_label("real", "real-300m"): 3.40, ensemble_label("real", "real-1.5b"): 3.31, "simple": 3.17}
+    table = pd.concat([pd.DataFrame({"algorithm": label, "k": k, "loss": power_law(k, E, 0.25, 0.9)})
+                       for label, E in labels.items()]).assign(set="iid")
+    ax = plot_ensembles(table, fit_ensembles(table, n_boot=0)).axes[0]
+    legend = {text.get_text().split(":")[0]: handle for text, handle in zip(ax.get_legend().get_texts(),
+                                                                           ax.get_legend().legend_handles)}
+    real = method_style("real")
+    first, second = (legend[f"{real['label']} ({source})"] for source in ("real-300m", "real-1.5b"))
+    for handle in (first, second):
+        assert handle.get_color() == real["color"] and handle.get_marker() == real["marker"]
+    assert first.get_linestyle() != second.get_linestyle() and ":" not in (first.get_linestyle(), second.get_linestyle())
+    assert legend[method_style("simple")["label"]].get_color() == method_style("simple")["color"]
