@@ -1,4 +1,4 @@
-"""The device check: what `train/` does on one GPU, in two parts of about four minutes each on an H200.
+"""The device check: what `train/` does on one GPU, in parts chosen by `--part` and `--sections` (measured: one call of 251 s on an H100, two calls of about 11 minutes in all on an H200; benchmarks/RESULTS.md "gpu_check").
 
 ``--part perf``: the device's ceilings (one large bf16 matmul, a device copy); the paper's shape
 (300m preset, context 4096, vocabulary 128,256, batch 64) as `megadocs train` runs it now

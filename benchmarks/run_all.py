@@ -68,8 +68,9 @@ def render(rows: list[tuple[str, dict | None, float, str]]) -> str:
         "",
         f"- Date: {now}",
         f"- Machine: {machine_description()}",
-        "- Every figure is measured against its baseline in the same run (ratios), "
-        "so it is comparable across machines; absolute numbers are for this machine only.",
+        "- Each benchmark measures its figures against a baseline in the same run (ratios), comparable "
+        "across machines; absolute numbers are for the machine its section names. gpu_check, rehearsal "
+        "and status_scale report absolute figures of their own.",
         "",
     ]
     for name, result, elapsed, error in rows:
@@ -114,6 +115,13 @@ def merge_sections(new: str, old: str, names: set[str]) -> str:
     return head.rstrip("\n") + "\n\n" + "\n".join(body.rstrip("\n") + "\n" for _, body in ordered)
 
 
+def write_results(text: str, names: set[str], path: Path = RESULTS) -> None:
+    """Write the sections just run (``text``, :func:`render`) into ``path``, keeping every section of
+    the file they do not replace: ``gpu_check`` (the device check, never run here) and the others a
+    partial run (``run_all.py NAME``) left out. A benchmark that failed says so in its section."""
+    path.write_text(merge_sections(text, path.read_text(), names) if path.exists() else text)
+
+
 def main(argv: list[str]) -> int:
     only = set(argv)
     # gpu_check.py is the device check (a GPU, its own results file: benchmarks/README.md)
@@ -126,10 +134,7 @@ def main(argv: list[str]) -> int:
         result, elapsed, error = run_benchmark(script)
         print(json.dumps(result) if result else f"failed: {error}", flush=True)
         rows.append((script.stem, result, elapsed, error))
-    text = render(rows) + "\n"
-    if only and RESULTS.exists():
-        text = merge_sections(text, RESULTS.read_text(), only)
-    RESULTS.write_text(text)
+    write_results(render(rows) + "\n", {row[0] for row in rows})
     print(f"wrote {RESULTS}")
     return 0 if all(r[1] is not None for r in rows) else 1
 

@@ -31,3 +31,23 @@ def test_the_rehearsal_prints_its_summary_as_one_json_line_run_all_reads():
     assert not {"faults", "run_twice_detail", "certificate_differences"} & set(read)  # in the results file only
     assert read["tables"]["faults"] == [{"fault": "hang", "injected": True, "survived": True,
                                          "evidence": "01234567: completed, attempts 2, slurm 5 TIMEOUT 0:0, 6 COMPLETED 0:0"}]
+
+
+def test_a_full_run_keeps_the_sections_it_does_not_run(tmp_path):
+    """`make bench` (every benchmark) rewrote RESULTS.md from scratch: the device check's section
+    (gpu_check, measured on a GPU and never run by run_all) was lost. Now only the sections run are
+    replaced, in a full run as in `run_all.py NAME`."""
+    from benchmarks.run_all import render, write_results
+
+    path = tmp_path / "RESULTS.md"
+    path.write_text("# Benchmark results\n\n- Date: old\n\n## gpu_check\n\nH100 MFU 0.441\n\n## train_throughput\n\nold\n")
+    rows = [("train_throughput", {"name": "train_throughput", "ratio": 0.97}, 12.0, ""),
+            ("data_scale", None, 3.0, "boom")]
+    write_results(render(rows) + "\n", {name for name, *_ in rows}, path)
+    text = path.read_text()
+    assert "## gpu_check\n\nH100 MFU 0.441" in text  # kept
+    assert "| ratio | 0.97 |" in text and "\nold\n" not in text  # replaced by the new run
+    assert "## data_scale" in text and "Failed after 3 s: boom" in text
+    fresh = tmp_path / "fresh.md"
+    write_results(render(rows) + "\n", {name for name, *_ in rows}, fresh)  # no file yet: the run as rendered
+    assert fresh.read_text() == render(rows) + "\n"
