@@ -325,7 +325,7 @@ def _fit(args) -> int:
             _main, frame = generation_points(tables.certifications)
         except UserError:  # no finite loss yet: said below
             frame = empty_table()
-        options["notes"] = curve_notes(tables.certifications)  # and its notes: what each curve leaves out
+        options["notes"] = curve_notes(tables.certifications)  # and its notes: how each curve got its points
         if len(frame) == 0 and args.x is None:
             raise UserError(f"{args.input}: no synthetic-data certification has a loss yet; L(G) is fitted per "
                             "algorithm over G (the real-only baseline is no point of it)")

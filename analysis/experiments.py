@@ -15,10 +15,11 @@
   per method and G, the gain over the real-only baseline of the mixed and the synthetic-only
   certification, and the share of the gain that comes from mixing real data.
   :func:`without_synthetic_only` keeps those certifications out of the generation curves, and
-  :func:`generation_curves` also the student-scaling certifications of other model sizes and those
-  certified at a curve's G under another fixed setting, and makes certifications of one
-  configuration (:data:`CONFIGURATION`: another start, noise or max_runs) one point, their runs
-  counted once (:func:`curve_notes` names both);
+  :func:`generation_curves` also the student-scaling certifications of other model sizes, makes a
+  method's certifications under another fixed setting than its main one a curve of their own
+  (``method [setting]``), and makes certifications of one configuration (:data:`CONFIGURATION`:
+  another start, noise or max_runs) one point, their runs counted once (:func:`curve_notes` says
+  both);
   :func:`generation_points` are the points of every L(G) fit.
 """
 
@@ -33,7 +34,7 @@ import numpy as np
 import pandas as pd
 
 from analysis.configurations import CONFIGURATION, model_key, one_point_per_configuration, seed_repeats
-from analysis.frame import FIXED, POINT, SETTING, setting_of, setting_words
+from analysis.frame import FIXED, POINT, SETTING, curve_label, curve_method, setting_of, setting_words
 from analysis.generation import BASELINE_METHOD, baseline_for, generation_table, loss_column, main_set
 from analysis.scaling import MIN_BOOT, PowerLawFit, percentile_interval, power_law
 from megadocs.errors import UserError
@@ -129,7 +130,10 @@ def _own_loss(certifications: pd.DataFrame, run: pd.Series, column: str) -> floa
     none is certified."""
     if len(certifications) == 0 or column not in certifications:
         return math.nan
-    same = certifications[(certifications["method"] == run["method"]) & (certifications["g"] == run["g"])
+    settings = certifications.get(SETTING, pd.Series("", index=certifications.index)).fillna("").astype(str)
+    methods = pd.Series([curve_method(str(method), setting) for method, setting in zip(certifications["method"], settings)],
+                        index=certifications.index)  # a curve of another setting is still the method's own
+    same = certifications[(methods == run["method"]) & (certifications["g"] == run["g"])
                           & certifications["certified"].astype(bool)]
     if "model" in certifications and "model" in run:
         model = model_key(run["model"])
@@ -342,18 +346,23 @@ def main_model_mask(certifications: pd.DataFrame) -> pd.Series:
 def generation_curves(certifications: pd.DataFrame) -> pd.DataFrame:
     """The certifications L(G) is drawn, fitted and summarised from: the main model's
     (:func:`main_model_mask`), without the synthetic-only ablation (:func:`without_synthetic_only`),
-    one setting per curve and one row per :data:`CONFIGURATION` (:func:`curve_notes` names the
-    certifications left out or made one point)."""
+    one curve per setting (its ``method`` the curve's name, :func:`curve_notes`) and one row per
+    :data:`CONFIGURATION` (:func:`curve_notes` names the certifications made one point)."""
     return _curves(certifications)[0]
 
 
 def curve_notes(certifications: pd.DataFrame) -> dict[str, list[str]]:
-    """Per method, the notes that name its certifications left out of its L(G) curve: where two
-    certifications at one G differ in a fixed setting (the frame's ``setting``: a fixed param, a grid
-    axis given one value), they measure two curves, not seed repeats of one point, so the curve keeps
-    the setting most of the method's certifications have (a tie: the first in sort order, nothing
-    fixed first) and leaves out every certification of another. Settings that differ only across G
-    (never at one G) stay one curve, as the sweep wrote it. Certifications of one configuration
+    """Per curve, the notes that say how its certifications became its points. Where two
+    certifications of a method at one G differ in a fixed setting (the frame's ``setting``: a fixed
+    param, a grid axis given one value), they measure two curves, not seed repeats of one point: each
+    setting of the method is its own curve. The setting most of the method's certifications have (a
+    tie: the first in sort order, nothing fixed first) keeps the method's name; every other is named
+    ``method [setting]`` (:func:`analysis.frame.curve_label`, as ``search status``'s G-trend warning
+    names it) in the ``method`` column of :func:`generation_curves`, so that the generation table,
+    the fits, the rise check and the figures read it as a curve of its own, compared with the
+    real-only baseline of its setting (:func:`analysis.generation.baseline_for`); one with too few G
+    to fit keeps its points and the fit's reason. Settings that differ only across G (never at one G)
+    stay one curve, as the sweep wrote it. Certifications of one configuration
     (:data:`CONFIGURATION`: they differ only in how their search ran) become one point, their shared
     runs counted once (:func:`one_point_per_configuration`), and a note says how. Every output that fits L(G) (the report,
     the notebook, ``megadocs analysis fit SWEEP.yaml``) adds these to the fit's notes
@@ -366,20 +375,20 @@ def _curves(certifications: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, list[
     if len(certifications) == 0:
         return certifications, {}
     curves = without_synthetic_only(certifications[main_model_mask(certifications)].reset_index(drop=True))
-    curves, notes = _one_setting_per_curve(curves)
+    curves, notes = _one_curve_per_setting(curves)
     curves, combined = one_point_per_configuration(curves)
     for method, lines in combined.items():
         notes.setdefault(method, []).extend(lines)
     return curves, notes
 
 
-def _one_setting_per_curve(curves: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, list[str]]]:
-    """``curves`` without the certifications of another setting than their curve's, and the notes
-    that name them (:func:`curve_notes`)."""
+def _one_curve_per_setting(curves: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, list[str]]]:
+    """``curves`` with the certifications of a method's other settings than its main one named as
+    curves of their own, and the notes that say so (:func:`curve_notes`)."""
     if SETTING not in curves:
         return curves, {}
     settings = curves[SETTING].fillna("").astype(str)
-    left_out = pd.Series(False, index=curves.index, dtype=bool)
+    labels = curves["method"].copy()
     notes: dict[str, list[str]] = {}
     synthetic = curves["method"].notna() & (curves["method"] != BASELINE_METHOD)
     for method, part in curves[synthetic].groupby("method", sort=True):
@@ -388,15 +397,14 @@ def _one_setting_per_curve(curves: pd.DataFrame) -> tuple[pd.DataFrame, dict[str
             continue
         counts = mine.value_counts()
         kept = min(counts.index, key=lambda setting: (-counts[setting], setting))
-        out = part[mine != kept]
-        left_out[out.index] = True
-        named = ", ".join(f"{row.certification} (G={row.g:g}; setting: {setting_words(settings[i])})"
-                          for i, row in zip(out.index, out.itertuples()))
-        notes[str(method)] = [
-            f"left out of this curve: {named}, certified at a G of the curve under another fixed setting (the "
-            f"curve's: {setting_words(kept)}): a point of another curve, not a seed repeat of one; the curve "
-            f"keeps the setting most of {method}'s certifications have"]
-    return curves[~left_out].reset_index(drop=True), notes
+        for setting in sorted(set(mine) - {kept}):
+            label = curve_label(str(method), setting)
+            labels[mine.index[mine == setting]] = label
+            notes[label] = [
+                f"{method}'s certifications under the fixed setting {setting_words(setting)}, certified at a G "
+                f"of {method}'s curve under another (its: {setting_words(kept)}, the setting most of {method}'s "
+                "certifications have): a curve of its own, not seed repeats of that one's points"]
+    return curves.assign(method=labels), notes
 
 
 def generation_points(certifications: pd.DataFrame) -> tuple[str, pd.DataFrame]:

@@ -21,7 +21,7 @@ import io
 import itertools
 import math
 import textwrap
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,7 +45,7 @@ from analysis.efficiency import (
 )
 from analysis.ensembles import label_parts
 from analysis.fits import quote_param
-from analysis.frame import BOUNDS, POINT, point_of
+from analysis.frame import BOUNDS, POINT, SETTING, curve_method, point_of
 from analysis.generation import BASELINE_METHOD
 from analysis.scaling import PowerLawFit
 from megadocs.formats import IID, REAL, atomic_file
@@ -206,9 +206,10 @@ def plot_generation_scaling(table: pd.DataFrame, *, val_set: str = IID, title: s
     notes = ["filled: certified, open: not certified"]
     with style():
         fig, ax = _figure()
+        styles = _curve_styles(synthetic)
         for method, group in synthetic.groupby("method", sort=False):
             group = group.sort_values("g")
-            spec = method_style(method)
+            spec = dict(styles[method])
             label = spec.pop("label")
             ax.plot(group["g"], group["loss"], label=label, **spec)
             _mark_open_and_bounds(ax, group, "loss", spec["color"], spec["marker"],
@@ -275,19 +276,35 @@ def plot_ensembles(table: pd.DataFrame, fits: Mapping[str, PowerLawFit | str], *
     return fig
 
 
-def _source_styles(labels: Sequence[str]) -> dict[str, Any]:
-    """The line style of each ensemble label: a method's first source its method's
-    (:func:`method_style`), its further sources the next of a cycle of others (never dotted: the
-    asymptotes' style)."""
+def _source_styles(labels: Sequence[str], method_of: Callable[[str], str] | None = None) -> dict[str, Any]:
+    """The line style of each ensemble label (or, with ``method_of``, of each label whose method it
+    gives): a method's first label its method's (:func:`method_style`), its further labels the next
+    of a cycle of others (never dotted: the asymptotes' style)."""
     styles: dict[str, Any] = {}
     used: dict[str, list[Any]] = {}
     for label in labels:
-        method = label_parts(label)[0]
+        method = method_of(label) if method_of is not None else label_parts(label)[0]
         own = method_style(method)["linestyle"]
         taken = used.setdefault(method, [])
         free = [line for line in ("-", "--", "-.", (0, (5, 1, 1, 1)), (0, (3, 1, 1, 1, 1, 1))) if line not in taken]
         styles[label] = own if not taken else (free or [own])[0]
         taken.append(styles[label])
+    return styles
+
+
+def _curve_styles(rows: pd.DataFrame) -> dict[str, dict[str, Any]]:
+    """The style of each curve of ``rows`` (a generation table's or the curves' synthetic rows): a
+    method's curve of another setting (``method [setting]``, :func:`analysis.frame.curve_label`) in
+    its method's colour and marker, another line style (:func:`_source_styles`), its legend label
+    the method's with the setting."""
+    settings = rows[SETTING].fillna("").astype(str) if SETTING in rows else pd.Series("", index=rows.index)
+    methods = {str(label): curve_method(str(label), setting) for label, setting in zip(rows["method"], settings)}
+    lines = _source_styles(list(methods), methods.__getitem__)
+    styles = {}
+    for label, method in methods.items():
+        spec = {**method_style(method), "linestyle": lines[label]}
+        spec["label"] += label.removeprefix(method)
+        styles[label] = spec
     return styles
 
 
@@ -503,9 +520,10 @@ def plot_certified_hparams(
         for ax, axis in zip(panels[0], axes):
             column = POINT + axis
             values = _axis_values(certifications, axis, grid)
+            styles = _curve_styles(synthetic)
             for n, method in enumerate(methods):
                 group = synthetic[synthetic["method"] == method].dropna(subset=[column]).sort_values("g")
-                spec = method_style(method)
+                spec = dict(styles[str(method)])
                 label = spec.pop("label")
                 dodge = 2 ** (0.09 * (n - (len(methods) - 1) / 2))
                 placed = group.assign(g=group["g"] * dodge, y=[_index(values, v) for v in group[column]])

@@ -116,7 +116,7 @@ def fit_groups(frame, *, x: str, y: str, group: str, notes: Mapping[Any, Sequenc
     """Fit one law per group of a DataFrame; a group that cannot be fitted maps to the reason.
 
     ``notes``: per group, lines the caller adds to its fit's notes (to the reason where it cannot be
-    fitted), e.g. the certifications left out of a curve (``analysis.experiments.curve_notes``).
+    fitted), e.g. how a curve got its points (``analysis.experiments.curve_notes``).
 
     Every group's bootstrap draws its own independent noise (seeded by ``seed`` and the group's
     name), so draws of two groups can be paired to give an interval for their difference.

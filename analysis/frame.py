@@ -99,6 +99,8 @@ __all__ = [
     "SETTING",
     "setting_of",
     "setting_words",
+    "curve_label",
+    "curve_method",
     "POINT_RUNS",
     "PointRun",
 ]
@@ -269,6 +271,26 @@ def setting_words(setting: str) -> str:
     'none beyond method, G and model'
     """
     return setting or "none beyond method, G and model"
+
+
+def curve_label(method: str, setting: str) -> str:
+    """The name of ``method``'s L(G) curve under ``setting`` where it is not the method's main curve
+    (``analysis.experiments.generation_curves``), as ``search status``'s G-trend warning names it.
+
+    >>> curve_label("simple", "temperature=0.5")
+    'simple [temperature=0.5]'
+    """
+    return f"{method} [{setting_words(setting)}]"
+
+
+def curve_method(label: str, setting: str) -> str:
+    """The method of a curve named ``label`` whose certifications have ``setting`` (the inverse of
+    :func:`curve_label`; a plain method name is its own method).
+
+    >>> curve_method("simple [temperature=0.5]", "temperature=0.5"), curve_method("simple", "epochs=4")
+    ('simple', 'simple')
+    """
+    return label.removesuffix(" [" + setting_words(setting) + "]")
 
 
 def _shown(value: Any) -> str:

@@ -199,15 +199,16 @@ def _search_sections(report: _Report, runs: pd.DataFrame, summaries: Sequence[Ce
 
 def _generation_sections(report: _Report, certifications: pd.DataFrame, table: pd.DataFrame | str, law, grids,
                          fits: tuple[str, dict[str, PowerLawFit | str]] | None, noise_sd: float | None,
-                         left_out: Mapping[str, list[str]]) -> None:
+                         point_notes: Mapping[str, list[str]]) -> None:
     """Figures 1/2/5 and 11 with their tables; ``table`` is the generation table of
     ``certifications`` under ``law``, or why there is none; ``noise_sd``: the given seed noise
-    (None: the certifications' own, :func:`analysis.noise.seed_noise`); ``left_out``: per method, the
-    certifications left out of its curve or made one point (:func:`analysis.experiments.curve_notes`)."""
+    (None: the certifications' own, :func:`analysis.noise.seed_noise`); ``point_notes``: per curve, how
+    its certifications became its points (a curve of another setting, several made one point:
+    :func:`analysis.experiments.curve_notes`)."""
     report.add("## Generation scaling (Figures 1/2/5)", "")
-    if left_out:
+    if point_notes:
         report.add("One setting per curve, one point per configuration and G. "
-                   + " ".join(f"{method}: {note}." for method, notes in left_out.items() for note in notes), "")
+                   + " ".join(f"{method}: {note}." for method, notes in point_notes.items() for note in notes), "")
     if isinstance(table, str):
         report.skipped.append(table)  # the message names the section
         return
@@ -560,8 +561,8 @@ def render_report(
             table: pd.DataFrame | str = generation_table(curves, law=law, noise_sd=noise_sd)
         except UserError as exc:  # no finite loss yet: the message names the section
             table = str(exc)
-        left_out = curve_notes(certifications)
-        fits = _generation_fits(table, noise_sd, left_out)
+        point_notes = curve_notes(certifications)
+        fits = _generation_fits(table, noise_sd, point_notes)
         _next_generations_section(report, fits)
         report.add("## Certified points", "", _markdown_table(_certified_points_table(certifications)), "")
         for note in _basis_notes(certifications):
@@ -570,7 +571,7 @@ def render_report(
         if moved:
             report.add("Search bounds moved through `extend:` (a value appended beyond a bound each time the best "
                        "point sat on it, in order): " + "; ".join(moved) + ".", "")
-        _generation_sections(report, curves, table, law, grids, fits, noise_sd, left_out)
+        _generation_sections(report, curves, table, law, grids, fits, noise_sd, point_notes)
         _experiment_sections(report, runs, curves, table, transfer_sources or {}, diversity,
                              students=certifications, transfers=transfers)
         _synthetic_only_section(report, certifications)

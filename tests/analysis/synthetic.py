@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import pandas as pd
 
 from megadocs.formats import RunMetrics, RunStatus
 from search.certificate import Noise
@@ -117,3 +118,19 @@ GENERATION_CURVES = {
     "interpolated": (_G3, 3.0 - 0.03 * np.log2(_G3), 3.0 - 0.03 * 3),
     "steady": (_G4, 3.0 - 0.03 * np.log2(_G4) + np.random.default_rng(0).normal(0, 0.002, 4), 3.0 - 0.03 * 4),
 }
+
+
+def two_settings(*, own_baseline: bool) -> pd.DataFrame:
+    """A certifications frame built by hand: s certified at G = 1, 2, 4, 8 with nothing fixed (the
+    majority) and at G = 1, 2, 4 at temperature 0.5, 0.02 lower, beside a real-only baseline with
+    nothing fixed and, with ``own_baseline``, one at temperature 0.5."""
+    g = [1, 2, 4, 8, 1, 2, 4]
+    loss = [3.50, 3.45, 3.42, 3.405, 3.48, 3.43, 3.40]
+    settings = [""] * 4 + ["temperature=0.5"] * 3
+    names = [f"s-g{value}" for value in g[:4]] + [f"s-g{value}-t05" for value in g[4:]]
+    real = [("real", "", 3.60), *([("real-t05", "temperature=0.5", 3.58)] if own_baseline else [])]
+    return pd.DataFrame({
+        "certification": [name for name, _, _ in real] + names, "method": ["real"] * len(real) + ["s"] * 7,
+        "g": [0] * len(real) + g, "seed": [0] * (len(real) + 7),
+        "setting": [setting for _, setting, _ in real] + settings, "certified": [True] * (len(real) + 7),
+        "loss": [value for _, _, value in real] + loss, "point.lr": [3e-3] * (len(real) + 7)})

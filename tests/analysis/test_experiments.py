@@ -24,6 +24,7 @@ from analysis.report import build_report
 from analysis.scaling import fit_power_law
 from megadocs.pools import DiversityMeasures, read_manifest
 from search.sweep import load_sweep
+from tests.analysis import synthetic
 from tests.analysis.synthetic import GENERATION_CURVES
 
 SWEEP = """\
@@ -386,12 +387,12 @@ def _with_second_setting(**fixed):
 def test_two_certifications_at_one_g_under_different_settings_are_not_fitted_as_repeats(how):
     """simple-g2 and simple-g2-other share (method, G) but not a fixed setting (a callable objective's
     fixed param, or a grid axis given one value): they were both points of simple's L(G), fitted as
-    two seeds of G=2, and the generation table rose 'from G=2 to G=2'. The curve now keeps the setting
-    most of simple's certifications have; the other is left out and named, with its setting, in the
-    fit's notes."""
+    two seeds of G=2, and the generation table rose 'from G=2 to G=2'. Then simple-g2-other was left
+    out of every curve, named only in a note. It is now the one point of its setting's own curve,
+    ``simple [SETTING]``, with the fit's too-few-points reason; simple's curve keeps its four."""
     from analysis.experiments import curve_notes, generation_curves, generation_points
     from analysis.fits import fit_groups
-    from analysis.frame import certifications_frame
+    from analysis.frame import certifications_frame, curve_label
     from analysis.generation import generation_table, monotonicity
 
     fixed, grids = ({"temperature": 0.5}, None) if how == "fixed param" else ({}, {"simple-g2-other": {"epochs": [4]}})
@@ -400,14 +401,44 @@ def test_two_certifications_at_one_g_under_different_settings_are_not_fitted_as_
     setting = "temperature=0.5" if fixed else "epochs=4"
     assert certs.set_index("certification")["setting"].to_dict() == {
         **dict.fromkeys(certs["certification"], ""), "simple-g2-other": setting}
+    other = curve_label("simple", setting)
+    assert other == f"simple [{setting}]"
     _main, points = generation_points(certs)
-    assert sorted(points["certification"]) == ["simple-g1", "simple-g2", "simple-g4", "simple-g8"]
-    assert "simple-g2-other" not in set(generation_curves(certs)["certification"])
+    assert points.groupby("method")["certification"].apply(sorted).to_dict() == {
+        "simple": ["simple-g1", "simple-g2", "simple-g4", "simple-g8"], other: ["simple-g2-other"]}
+    assert generation_curves(certs).set_index("certification").loc["simple-g2-other", "method"] == other
     assert not monotonicity(generation_table(generation_curves(certs)))
-    [note] = curve_notes(certs)["simple"]
-    assert f"simple-g2-other (G=2; setting: {setting})" in note and "(the curve's: none beyond method, G and model)" in note
-    fit = fit_groups(points, x="g", y="loss", group="method", n_boot=0, notes=curve_notes(certs))["simple"]
-    assert fit.n_points == 4 and note in fit.notes
+    assert list(curve_notes(certs)) == [other]
+    [note] = curve_notes(certs)[other]
+    assert "left out" not in note and f"setting {setting}" in note and "none beyond method, G and model" in note
+    fits = fit_groups(points, x="g", y="loss", group="method", n_boot=0, notes=curve_notes(certs))
+    assert fits["simple"].n_points == 4 and not fits["simple"].notes
+    assert isinstance(fits[other], str) and "distinct" in fits[other] and fits[other].endswith(note)
+
+
+@pytest.mark.parametrize("own_baseline", [True, False])
+def test_each_setting_of_a_method_is_a_fitted_curve_with_its_settings_baseline(own_baseline):
+    """s certified across G at temperature 0.5 beside its main curve (nothing fixed): the curves kept
+    the main setting and left the other out, named in a note; a researcher who certified both wants
+    both L(G). Each setting is now its own fitted curve, the other named ``s [temperature=0.5]``, and
+    each compared with the real-only baseline of its setting where there is one."""
+    from analysis.experiments import curve_notes, generation_curves, generation_points
+    from analysis.fits import fit_groups
+    from analysis.generation import baseline_notes, generation_table, monotonicity
+
+    certs = synthetic.two_settings(own_baseline=own_baseline)
+    other = "s [temperature=0.5]"
+    _main, points = generation_points(certs)
+    assert points.groupby("method")["g"].apply(sorted).to_dict() == {"s": [1, 2, 4, 8], other: [1, 2, 4]}
+    fits = fit_groups(points, x="g", y="loss", group="method", n_boot=0, notes=curve_notes(certs))
+    assert fits["s"].n_points == 4 and fits[other].n_points == 3
+    assert not any("left out" in note for fit in fits.values() for note in fit.notes)
+    table = generation_table(generation_curves(certs))
+    baselines = table.drop_duplicates("method").set_index("method")[["baseline", "baseline_loss"]]
+    assert baselines.loc["s"].tolist() == ["real", 3.60]
+    assert baselines.loc[other].tolist() == (["real-t05", 3.58] if own_baseline else ["real", 3.60])
+    assert not monotonicity(table)
+    assert len(baseline_notes(table)) == (2 if own_baseline else 0)
 
 
 def test_certifications_that_differ_only_in_their_fixed_seed_are_repeats_of_one_point():
@@ -447,22 +478,25 @@ def pinned(tmp_path_factory):
     return path
 
 
-def test_report_and_fit_of_a_sweep_leave_out_and_name_a_certification_of_another_setting(pinned, tmp_path, capsys):
+def test_report_and_fit_of_a_sweep_give_a_certification_of_another_setting_its_own_curve(pinned, tmp_path, capsys):
     """The report and `megadocs analysis fit SWEEP.yaml` fit the same four points of simple's L(G)
-    (simple-g2-short, certified with epochs pinned to 4, had been a fifth, a 'repeat' of G=2) and say
-    which certification they left out and why."""
+    (simple-g2-short, certified with epochs pinned to 4, had been a fifth, a 'repeat' of G=2, then
+    was left out); simple-g2-short is the one point of `simple [epochs=4]`, in the tables with the
+    fit's too-few-points reason and a note that says why it is a curve of its own."""
     from megadocs.cli import main
 
     main(["analysis", "fit", str(pinned), "--json"])
-    [simple] = json.loads(capsys.readouterr().out)
+    simple, short = json.loads(capsys.readouterr().out)
     assert simple["group"] == "simple" and simple["n_points"] == 4
-    [note] = [note for note in simple["notes"] if "left out of this curve" in note]
-    assert "simple-g2-short (G=2; setting: epochs=4)" in note
+    assert short["group"] == "simple [epochs=4]" and short["n_points"] is None and "distinct" in short["error"]
+    note = short["error"].split("; ")[-1]
+    assert "setting epochs=4" in note and "left out" not in note
     text = build_report(load_sweep(pinned), tmp_path / "report").read_text()
     section = text.split("## Generation scaling", 1)[1].split("\n## ", 1)[0]
-    assert f"One setting per curve, one point per configuration and G. simple: {note}." in section
+    assert f"One setting per curve, one point per configuration and G. simple [epochs=4]: {note}." in section
     assert section.count("| simple | 2 | True |") == 4  # one row at G=2 per validation set (4), not two
-    assert f"note: {note}" in section.split("### Fits of L(G)", 1)[1]
+    assert section.count("| simple [epochs=4] | 2 | True |") == 4
+    assert "left out" not in section
 
 
 def _searched_again(*, extra_loss: float | None):
@@ -556,10 +590,11 @@ def test_report_and_fit_of_a_sweep_make_one_point_of_a_configuration_searched_tw
     assert runs["run_id"].nunique() == 2 and len(runs) == 3  # the seedless run is shared, the repeat is new
     distinct = runs.drop_duplicates("run_id")["loss"].mean()
     _main, points = generation_points(tables.certifications)
+    points = points[points["method"] == "simple"]  # simple-g2-short is the curve of epochs=4
     assert sorted(points["g"]) == [1, 2, 4, 8]
     assert points.set_index("g").loc[2, "loss"] == pytest.approx(distinct)
     main(["analysis", "fit", str(pinned), "--json"])
-    [simple] = json.loads(capsys.readouterr().out)
+    simple, _short = json.loads(capsys.readouterr().out)
     assert simple["n_points"] == 4
     [note] = [note for note in simple["notes"] if note.startswith("one point at G=2")]
     assert "simple-g2 and simple-g2-again" in note and "2 distinct run(s) (1 shared)" in note
@@ -714,7 +749,9 @@ def test_a_transfers_own_loss_is_the_curves_loss_at_its_g_and_setting():
     fixed seeds, a synthetic-only ablation or another setting's curve. It is now the loss the curves
     read there: st-g2 and st-g2-b are one point (their mean, 3.44), st-g2-s1 a seed repeat (the
     recipe's mean, 3.465), in the transfer's setting (temperature=0.5: st-g2-temp's 3.30); NaN where
-    the method has no certified point at that G."""
+    the method has no certified point at that G. The report reads the transfers from the curves,
+    where st-g2-temp is the curve ``st [temperature=0.5]``: still st's own loss in its setting."""
+    from analysis.experiments import generation_curves
     from analysis.frame import FIXED
 
     certs = pd.DataFrame({
@@ -731,4 +768,8 @@ def test_a_transfers_own_loss_is_the_curves_loss_at_its_g_and_setting():
     assert table.loc["at-s", "own_loss"] == pytest.approx((3.44 + 3.49) / 2)
     assert table.loc["at-s", "cost"] == pytest.approx(3.50 - (3.44 + 3.49) / 2)
     assert table.loc["at-s-temp", "own_loss"] == pytest.approx(3.30)
+    curves = generation_curves(certs)
+    assert curves.set_index("certification").loc["st-g2-temp", "method"] == "st [temperature=0.5]"
+    assert transfer_table(runs, curves, {}, "objective").set_index("transfer").loc["at-s-temp", "own_loss"] == \
+        pytest.approx(3.30)
     assert math.isnan(table.loc["at-s-g4", "own_loss"]) and math.isnan(table.loc["at-s-g4", "cost"])

@@ -288,3 +288,19 @@ def test_figure_7_draws_a_methods_ensembles_of_several_sources_in_its_colour():
         assert handle.get_color() == real["color"] and handle.get_marker() == real["marker"]
     assert first.get_linestyle() != second.get_linestyle() and ":" not in (first.get_linestyle(), second.get_linestyle())
     assert legend[method_style("simple")["label"]].get_color() == method_style("simple")["color"]
+
+
+def test_a_methods_curve_of_another_setting_is_drawn_in_its_colour_and_named_with_the_setting():
+    """s at temperature 0.5 was left out of Figure 1; it is now its own curve, ``s [temperature=0.5]``
+    (analysis.experiments.generation_curves), drawn in s's colour and marker with another line style,
+    its legend entry s's with the setting, beside the real-only line of its setting."""
+    from analysis.experiments import generation_curves
+
+    table = generation_table(generation_curves(synthetic.two_settings(own_baseline=True)))
+    ax = plot_generation_scaling(table, val_set="objective").axes[0]
+    lines = {line.get_label(): line for line in ax.get_lines()}
+    own, other = lines["s"], lines["s [temperature=0.5]"]
+    assert own.get_color() == other.get_color() == method_style("s")["color"]
+    assert own.get_marker() == other.get_marker() and own.get_linestyle() != other.get_linestyle()
+    assert sorted(label for label in lines if label.startswith("real data only")) == [
+        "real data only, real (3.600)", "real data only, real-t05 (3.580)"]

@@ -119,8 +119,8 @@ def test_a_frame_without_bounds_records_gets_its_findings_and_no_claim_about_bou
 def test_certifications_the_curves_merge_or_leave_out_are_still_named_in_the_findings(tmp_path):
     """The report's Findings read the curves (analysis.experiments.generation_curves), which make
     simple-g2-again one point with simple-g2 (one configuration; it is not certified yet, so left out
-    beside it) and leave out simple-g2-t (another setting at G=2): their pending and on-bound lines still
-    name both, though the curves no longer hold them."""
+    beside it) and make simple-g2-t (another setting at G=2) the curve simple [temperature=0.5]: their
+    pending and on-bound lines still name both, under their certifications' names."""
     from analysis.experiments import generation_curves
     from analysis.report import render_report
 
@@ -128,7 +128,9 @@ def test_certifications_the_curves_merge_or_leave_out_are_still_named_in_the_fin
                   ("simple-g2-again", "simple", 2, 2.8, "lr upper"), ("simple-g2-t", "simple", 2, 2.85, "epochs upper")])
     cert["certified"] = [True, True, True, False, True]
     cert["setting"] = ["", "", "", "", "temperature=0.5"]
-    assert set(generation_curves(cert)["certification"]) == {"real", "simple-g1", "simple-g2"}
+    curves = generation_curves(cert).set_index("certification")["method"].to_dict()
+    assert curves == {"real": "real", "simple-g1": "simple", "simple-g2": "simple",
+                      "simple-g2-t": "simple [temperature=0.5]"}
     expected = ["Not certified yet (their loss is the best found so far, not an optimum): simple-g2-again.",
                 "Certificates on an lr/epochs bound of the grid (grid corners, not optima): simple-g2-again (lr upper); "
                 "simple-g2-t (epochs upper)."]
