@@ -72,7 +72,7 @@ import pandas as pd
 from megadocs.formats import IID, REAL, RunMetrics, RunStatus
 from search.grid import format_bounds, points_equal
 from search.ledger import RunRecord
-from search.params import METHOD, MODEL, SEED, G, RunParams
+from search.params import METHOD, MODEL, SEED, G, RunParams, format_setting
 
 if TYPE_CHECKING:
     from search.status import CertificationSummary
@@ -261,7 +261,7 @@ def setting_of(params: RunParams, grid: Mapping[str, Sequence[Any]] | None = Non
     """
     pinned = {axis: values[0] for axis, values in (grid or {}).items() if len(values) == 1}
     pinned.update(params.other_fixed())
-    return ", ".join(f"{key}={_shown(value)}" for key, value in sorted(pinned.items()))
+    return format_setting(pinned)
 
 
 def setting_words(setting: str) -> str:
@@ -291,10 +291,6 @@ def curve_method(label: str, setting: str) -> str:
     ('simple', 'simple')
     """
     return label.removesuffix(" [" + setting_words(setting) + "]")
-
-
-def _shown(value: Any) -> str:
-    return f"{value:g}" if isinstance(value, int | float) and not isinstance(value, bool) else str(value)
 
 
 def _point_runs(chosen: Sequence[pd.Series], columns: Sequence[str]) -> tuple[PointRun, ...]:

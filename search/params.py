@@ -29,7 +29,7 @@ from typing import Any
 
 from megadocs.formats import REAL
 
-__all__ = ["RunParams", "SEED", "METHOD", "G", "MODEL", "FIXED_TRAIN_KEYS", "format_point"]
+__all__ = ["RunParams", "SEED", "METHOD", "G", "MODEL", "FIXED_TRAIN_KEYS", "format_point", "format_setting"]
 
 SEED = "seed"
 """The params key of a run's seed: repeat r > 0 of a point carries ``seed: r`` (its first run
@@ -49,7 +49,23 @@ def format_point(point: Mapping[str, Any] | None) -> str:
     >>> format_point({"lr": 0.003, "epochs": 4})
     'lr=0.003 epochs=4'
     """
-    return "-" if not point else " ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in point.items())
+    return "-" if not point else " ".join(f"{k}={_shown(v)}" for k, v in point.items())
+
+
+def format_setting(values: Mapping[str, Any]) -> str:
+    """Fixed values that make a recipe of their own (a generation temperature, a pinned grid axis) as
+    ``search status``'s G trend and the analysis's curves name them: ``key=value`` sorted by key.
+
+    >>> format_setting({"temperature": 0.5, "epochs": 4})
+    'epochs=4, temperature=0.5'
+    """
+    return ", ".join(f"{key}={_shown(value)}" for key, value in sorted(values.items()))
+
+
+def _shown(value: Any) -> str:
+    """A value as :func:`format_point` and :func:`format_setting` print it: a float in ``:g`` (1e-3 as
+    0.001), anything else as written."""
+    return f"{value:g}" if isinstance(value, float) else str(value)
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -48,7 +48,7 @@ from search.ledger import (
     study_name,
     undescribed_line,
 )
-from search.params import RunParams, format_point
+from search.params import RunParams, format_point, format_setting
 from search.strategies import (
     CertifySearch,
     Stop,
@@ -889,7 +889,7 @@ def g_trend_warnings(summaries: Iterable[CertificationSummary]) -> list[str]:
             method = str(fixed["method"]) + (f" ({fixed['model']})" if "model" in fixed else "")
             setting = RunParams.split(fixed, axes=()).other_fixed()
             if setting:  # another recipe: its own curve
-                method += " [" + ", ".join(f"{k}={v}" for k, v in sorted(setting.items())) + "]"
+                method += f" [{format_setting(setting)}]"
             if values_equal(certificate.point.get("mix", 0.0), SYNTHETIC_ONLY_MIX):
                 method += " (synthetic only)"  # the ablation is its own curve, not a point of the mixed one
             configuration = repr(sorted((str(k), repr(v)) for k, v in fixed.items()))

@@ -266,3 +266,25 @@ def test_g_trend_takes_one_point_per_g_and_one_curve_per_setting():
     assert "(seeds of latent-g2-s1, latent-g2-s2 g=2: 4.6200 -> latent-g4-s1 g=4: 4.7000)" in warning
     assert warning.endswith("look at the searches' runs (`megadocs search status`)")
     assert g_trend_warnings([g2, summary("latent-g4-hot", 4, 4.9, temperature=1.0)]) == []  # another recipe
+
+
+def test_the_g_trend_names_a_setting_curve_as_the_analysis_does():
+    """`search status`'s G trend and the analysis's curves name another fixed setting's curve with
+    one formatter (search.params.format_setting): the warning printed each value with str(), the
+    curves every number with :g (an int 2000000 as 2e+06), so one curve had two names."""
+    from analysis.frame import curve_label, setting_of
+    from search.certificate import Certificate, CertState
+    from search.params import RunParams
+    from search.status import CertificationSummary, RunCounts
+
+    fixed = {"method": "latent", "temperature": 1e-3, "max_new_tokens": 2_000_000}
+
+    def summary(name, g, loss):
+        return CertificationSummary(
+            name=name, state=CertState.CERTIFIED, best=None, runs=RunCounts(),
+            certificate=Certificate({"lr": 0.003}, loss, (), ()), path=(), bounds_hit=(), fixed={**fixed, "g": g})
+
+    [warning] = g_trend_warnings([summary("a", 2, 4.6), summary("b", 4, 4.8)])
+    label = curve_label("latent", setting_of(RunParams(fixed={**fixed, "g": 2})))
+    assert label == "latent [max_new_tokens=2000000, temperature=0.001]"
+    assert warning.startswith(f"{label}: certified loss rises with G")
