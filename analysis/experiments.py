@@ -5,7 +5,7 @@
 - :func:`transfer_table`: Figure 6, a method at its own certified point vs at another
   certification's (the sweep's ``transfers:``), per G.
 - :func:`student_scaling_table`: the loss win over the real-only baseline of the same model size,
-  per algorithm, G and model preset (a certification's ``fixed.model``).
+  per algorithm, G and model preset (the frame's ``model``: the one each trains).
 - :func:`diversity_table`: generation diversity vs G from the pools' manifests (``megadocs gen
   diversity``), to read next to the loss curve.
 - :func:`next_generations`: from the fitted L(G) per algorithm, the predicted loss at twice the
@@ -80,8 +80,8 @@ def stitch_order_table(generation: pd.DataFrame) -> pd.DataFrame:
 
 
 def _model_names(certifications: pd.DataFrame) -> pd.Series:
-    """Each certification's model preset (``fixed.model``), ``base`` where it has none: it trains the
-    sweep's base model."""
+    """Each certification's model preset (the frame's ``model``: its ``fixed.model``, else the sweep's
+    ``search.sweep.Sweep.base_model``), ``base`` where neither names one: the sweep's one unnamed base model."""
     return certifications["model"].map(lambda value: model_key(value) or "base")
 
 

@@ -19,7 +19,9 @@ column              meaning
 ``loss``            the objective (iid validation loss); NaN unless the run finished
 ``method``          fixed: ``real`` | ``simple`` | ``stitched`` | ... | ``latent``
 ``g``               fixed: generations per real document (0 for ``real``)
-``model``           fixed: model preset; ``seed``: fixed seed (NaN/None when the sweep has none)
+``model``           the model preset the run trains (``search.params.RunParams.trained_model``: its
+                    fixed ``model``, else the sweep's ``search.sweep.Sweep.base_model``; None when
+                    neither names one); ``seed``: fixed seed (NaN/None when the sweep has none)
 ``fixed.<key>``     any other fixed field of the certification
 ``point.<axis>``    grid point, one column per axis (``point.lr``, ``point.wd``, ``point.epochs``,
                     ``point.mix``)
@@ -152,13 +154,15 @@ def _number(value: Any) -> float | None:
 _OWN_COLUMNS = ("status", "val_loss", "val_losses", "benchmarks", "wall_time_s")
 
 
-def _fixed_columns(params: RunParams) -> dict[str, Any]:
+def _fixed_columns(params: RunParams, base_model: str | None) -> dict[str, Any]:
     """The :data:`FIXED_COLUMNS` of a run or certification: as the sweep wrote them, None where it
-    wrote none (no ``method`` stays None here, whatever the objective makes of it)."""
-    return {METHOD: params.named_method, G: params.g, MODEL: params.model, SEED: params.seed}
+    wrote none (no ``method`` stays None here, whatever the objective makes of it), but the model
+    the one it trains (:meth:`search.params.RunParams.trained_model` over ``base_model``): a
+    certification that writes the base preset and one that writes none train one model."""
+    return {METHOD: params.named_method, G: params.g, MODEL: params.trained_model(base_model), SEED: params.seed}
 
 
-def _run_row(record: RunRecord, sweep: str | None) -> dict[str, Any]:
+def _run_row(record: RunRecord, sweep: str | None, base_model: str | None) -> dict[str, Any]:
     """One runs-frame row from a ledger record (a running or failed run has no metrics)."""
     params = record.params()
     metrics = record.metrics if record.status.finished else None
@@ -189,7 +193,7 @@ def _run_row(record: RunRecord, sweep: str | None) -> dict[str, Any]:
         "member": record.member,
         "adopted_from": record.adopted_from,
     }
-    row.update(_fixed_columns(params))
+    row.update(_fixed_columns(params, base_model))
     if row["method"] == REAL and row["g"] is None:
         row["g"] = 0
     for key, value in params.other_fixed().items():
@@ -309,10 +313,12 @@ def empty_runs_frame() -> pd.DataFrame:
     return pd.DataFrame(columns=list(BASE_COLUMNS))
 
 
-def runs_frame(records: Iterable[RunRecord], *, sweep: str | None = None) -> pd.DataFrame:
+def runs_frame(records: Iterable[RunRecord], *, sweep: str | None = None,
+               base_model: str | None = None) -> pd.DataFrame:
     """One row per run from ledger records (``search.ledger.read_runs``); ``sweep`` names the
-    sweep of records that carry none."""
-    rows = [_run_row(record, sweep) for record in records]
+    sweep of records that carry none, ``base_model`` (``search.sweep.Sweep.base_model``) the model
+    of a run that fixes none."""
+    rows = [_run_row(record, sweep, base_model) for record in records]
     if not rows:
         return empty_runs_frame()
     frame = pd.DataFrame(rows)
@@ -350,12 +356,14 @@ def point_of(row: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def certifications_frame(summaries: Iterable[CertificationSummary], runs: pd.DataFrame,
-                         grids: Mapping[str, Mapping[str, Sequence[Any]]] | None = None) -> pd.DataFrame:
+                         grids: Mapping[str, Mapping[str, Sequence[Any]]] | None = None, *,
+                         base_model: str | None = None) -> pd.DataFrame:
     """One row per certification from ``search.status.summarize`` and the runs frame.
 
     The extra-set and benchmark columns are those of the certified point's runs, averaged over
     its seeded repeats (the certificate's loss is their mean too). ``grids`` (each certification's
-    {axis: values}, ``LedgerTables.grids``) adds the axes a grid gives one value to ``setting``.
+    {axis: values}, ``LedgerTables.grids``) adds the axes a grid gives one value to ``setting``;
+    ``base_model`` (``search.sweep.Sweep.base_model``) is the model of a certification that fixes none.
     """
     rows = []
     for summary in summaries:
@@ -392,7 +400,7 @@ def certifications_frame(summaries: Iterable[CertificationSummary], runs: pd.Dat
             ),
         }
         params = RunParams.split(summary.fixed, axes=())
-        for key, value in _fixed_columns(params).items():
+        for key, value in _fixed_columns(params, base_model).items():
             if value is None and len(mine) and mine[key].notna().all():  # every run says the same: the sweep's
                 values = mine[key].unique()  # (not a seed of noise repeats: they carry 1, 2, ... beside none)
                 value = values[0] if len(values) == 1 else None

@@ -64,16 +64,13 @@ def load_tables(sweep: Sweep) -> LedgerTables:
     snapshot = read_snapshot(sweep)  # each study read once by the readers below
     if (line := undescribed_line(snapshot.undescribed_counts(), controller_live=snapshot.holder is not None)):
         log.warning("%s", line)  # trials that name no point are no runs: in no table
-    runs = runs_frame(read_runs(sweep, snapshot=snapshot), sweep=sweep.name)
-    preset = sweep.train.model.preset if sweep.train is not None else None
-    if preset and len(runs):
-        runs["model"] = runs["model"].fillna(preset)  # the sweep's base model unless fixed.model says otherwise
+    runs = runs_frame(read_runs(sweep, snapshot=snapshot), sweep=sweep.name, base_model=sweep.base_model)
     summaries = summarize(sweep, snapshot=snapshot)
     grids = _grids_of(sweep)
     return LedgerTables(
         sweep_name=sweep.name,
         runs=runs,
-        certifications=certifications_frame(summaries, runs, grids),
+        certifications=certifications_frame(summaries, runs, grids, base_model=sweep.base_model),
         summaries=summaries,
         grids=grids,
         ensembles={e.name: e for e in summarize_ensembles(sweep, summaries, snapshot=snapshot)},

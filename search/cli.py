@@ -189,7 +189,7 @@ def _certify(args: argparse.Namespace) -> int:
     certifier = args.strategy == "certify"
     if certifier:  # only the certifier runs them
         _print_ensembles_and_transfers(sweep, summaries, snapshot)
-    for warning in g_trend_warnings(summaries):
+    for warning in g_trend_warnings(summaries, sweep.base_model):
         print(f"warning: {warning}", file=sys.stderr)
     for line in _not_certified_lines(summaries, certifier=certifier):
         print(line, file=sys.stderr)

@@ -145,6 +145,17 @@ class RunParams:
         """The model preset (fixed ``model``), None for the base train config's."""
         return self.fixed[MODEL] if MODEL in self.fixed else None
 
+    def trained_model(self, base: str | None) -> str | None:
+        """The model preset the run trains: the fixed ``model``, else ``base`` (the sweep's
+        :attr:`search.sweep.Sweep.base_model`; None: one unnamed base model). The one answer to
+        "which model": two certifications that train one preset are one model, whether they write
+        ``model:`` or leave it to the base.
+
+        >>> RunParams(fixed={"method": "real"}).trained_model("300m"), RunParams(fixed={"model": "1.5b"}).trained_model("300m")
+        ('300m', '1.5b')
+        """
+        return self.model if self.model is not None else base
+
     @property
     def repeat(self) -> int:
         """The run's index among the runs of its point: its seed, 0 for the run without one."""

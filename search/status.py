@@ -48,7 +48,7 @@ from search.ledger import (
     study_name,
     undescribed_line,
 )
-from search.params import RunParams, format_point, format_setting
+from search.params import MODEL, RunParams, format_point, format_setting
 from search.strategies import (
     CertifySearch,
     Stop,
@@ -851,7 +851,7 @@ def status_report(sweep: Sweep, strategy: str = "certify", *, watch: JobWatch,
         jobs=tuple(job for record in snapshot.all_runs() if (job := RunJob.of(record, watch)) is not None),
         controller=None if holder is None else Controller(str(holder["host"]), int(holder["pid"]), str(holder["since"])),
         undescribed=snapshot.undescribed_counts(),
-        warnings=(*start_edits(sweep, kind, snapshot), *g_trend_warnings(summaries)),
+        warnings=(*start_edits(sweep, kind, snapshot), *g_trend_warnings(summaries, sweep.base_model)),
     )
 
 
@@ -868,11 +868,14 @@ def start_edits(sweep: Sweep, kind: StudyKind, snapshot: LedgerSnapshot) -> list
     return edits
 
 
-def g_trend_warnings(summaries: Iterable[CertificationSummary]) -> list[str]:
+def g_trend_warnings(summaries: Iterable[CertificationSummary], base_model: str | None = None) -> list[str]:
     """Algorithms whose certified loss rises with G: a sign a search did not converge (a larger G
     can always reuse a smaller G's hyperparameters, so the tuned loss should not rise).
 
-    One curve per method (and model, and other fixed setting: :meth:`RunParams.other_fixed`); at one
+    One curve per method (and model, and other fixed setting: :meth:`RunParams.other_fixed`); the
+    model is the one each trains (:meth:`RunParams.trained_model` over ``base_model``, the sweep's
+    :attr:`Sweep.base_model`: ``model: 300m`` and no model are one curve where the base is 300m),
+    named in the curve where it is not the base model. At one
     G, certifications of one configuration (the same fixed params: they differ only in how their
     search ran) give their lower certified loss (the better tuned), and several fixed seeds their
     mean, as the analysis's curves do (``analysis.experiments.generation_curves``). A rise within the
@@ -886,13 +889,16 @@ def g_trend_warnings(summaries: Iterable[CertificationSummary]) -> list[str]:
     for summary in summaries:
         fixed, certificate = summary.fixed, summary.certificate
         if certificate and "g" in fixed and "method" in fixed:
-            method = str(fixed["method"]) + (f" ({fixed['model']})" if "model" in fixed else "")
-            setting = RunParams.split(fixed, axes=()).other_fixed()
+            params = RunParams.split(fixed, axes=())
+            model = params.trained_model(base_model)
+            method = str(fixed["method"]) + (f" ({model})" if model != base_model else "")
+            setting = params.other_fixed()
             if setting:  # another recipe: its own curve
                 method += f" [{format_setting(setting)}]"
             if values_equal(certificate.point.get("mix", 0.0), SYNTHETIC_ONLY_MIX):
                 method += " (synthetic only)"  # the ablation is its own curve, not a point of the mixed one
-            configuration = repr(sorted((str(k), repr(v)) for k, v in fixed.items()))
+            trained = {**fixed, MODEL: model} if model is not None else fixed  # one configuration, written or not
+            configuration = repr(sorted((str(k), repr(v)) for k, v in trained.items()))
             curves[method][float(fixed["g"])].setdefault(configuration, []).append((certificate.loss, summary.name))
     estimates = [s.noise for s in summaries if s.noise.sigma is not None]
     noise = max(estimates, key=lambda n: n.df, default=None)

@@ -25,7 +25,7 @@ from megadocs.formats import METHODS, REAL
 from megadocs.pools import PoolEntry, pool_entry
 from search.certificate import Noise
 from search.grid import AxisExtension, Grid, values_equal
-from search.params import FIXED_TRAIN_KEYS, SEED, RunParams
+from search.params import FIXED_TRAIN_KEYS, MODEL, SEED, RunParams
 
 __all__ = ["Sweep", "ExecutorConfig", "CertificationConfig", "EnsembleConfig", "NoiseConfig", "TransferConfig",
            "ExtendConfig", "BaseTrain", "BaseTrainData", "BaseTrainModel", "load_sweep", "TRAIN_AXES", "EPOCH_AXES"]
@@ -274,6 +274,26 @@ class Sweep(StrictModel):
     @property
     def ledger_url(self) -> str:
         return resolve_storage_url(self.ledger, self.out_dir)
+
+    @property
+    def base_model(self) -> str | None:
+        """The model preset of a run whose fixed params name none: the base train config's
+        ``model.preset``; where it names none and the sweep trains through train (no ``objective``)
+        while some certification or transfer fixes a ``model``, train's default preset (so
+        ``model: tiny-1m`` and no model are one model); else None (one unnamed base model, named
+        ``base`` by the analysis). :meth:`search.params.RunParams.trained_model` resolves a run's."""
+        if self.train is not None and self.train.model.preset is not None:
+            return self.train.model.preset
+        fixes = any(MODEL in entry.fixed for entry in (*self.certifications, *self.transfers))
+        if self.objective is None and fixes:
+            from train.config import ModelConfig
+
+            return ModelConfig.model_fields["preset"].default
+        return None
+
+    def trained_model(self, fixed: Mapping[str, Any]) -> str | None:
+        """The model preset a run with ``fixed`` params trains (:attr:`base_model` unless it fixes one)."""
+        return RunParams(fixed=dict(fixed)).trained_model(self.base_model)
 
     def certification(self, name: str) -> CertificationConfig:
         """The certification called ``name``; UserError naming the ones there are when none is."""

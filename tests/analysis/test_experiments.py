@@ -141,6 +141,40 @@ def test_student_scaling_is_the_gain_over_the_same_size_baseline(experiments):
     assert row["growth"] > 0  # the larger student gains more, as the objective is built to
 
 
+def test_a_model_fixed_to_the_base_preset_is_the_base_model_in_every_table(tmp_path):
+    """``real`` (no model) and ``real-large`` (``model: large``, the base train config's preset)
+    train one model (``search.sweep.Sweep.base_model``): one model name in the frame, so one
+    configuration and one baseline model. A certification not run yet (``simple-g2``, added to the
+    file after certify) had been model None, a second model ('base') beside 'large' in the
+    student-scaling table and off the main model's curves, until its first run was read."""
+    from analysis.configurations import configuration_groups
+    from analysis.experiments import main_model_mask
+    from search.controller import run_sweep
+
+    text = textwrap.dedent("""\
+        name: one-model
+        executor: {kind: debug, max_parallel: 4, poll_s: 0.01}
+        out: OUT
+        objective: tests.analysis.objectives:paper_like
+        train: {model: {preset: large}}
+        grid: {lr: [0.001, 0.003, 0.01]}
+        start: {lr: 0.003}
+        certifications:
+          - {name: real, fixed: {method: real}}
+          - {name: real-large, fixed: {method: real, model: large}}
+        """).replace("OUT", str(tmp_path / "out"))
+    path = tmp_path / "sweep.yaml"
+    path.write_text(text)
+    run_sweep(load_sweep(path))
+    path.write_text(text + "  - {name: simple-g2, fixed: {method: simple, g: 2}}\n")  # not run yet
+    tables = load_tables(load_sweep(path))
+    certs = tables.certifications.set_index("certification")
+    assert list(certs["model"]) == ["large"] * 3 and set(tables.runs["model"]) == {"large"}
+    assert sorted(map(sorted, configuration_groups(certs.loc[["real", "real-large"]]))) == [["real", "real-large"]]
+    assert main_model_mask(tables.certifications).all()
+    assert student_scaling_table(tables.certifications).empty  # one model: nothing to compare across sizes
+
+
 def test_the_generation_curves_are_the_main_models_and_students_only_in_their_table(experiments, tmp_path):
     """The rehearsal of the paper's sweep (benchmarks/rehearsal.py) drew the 1.5b student's
     certifications on the 300m curves of Figure 1 and measured its baseline against them."""

@@ -107,6 +107,58 @@ def test_g_trend_compares_within_one_model_size():
     assert warning.startswith("simple (300m): certified loss rises with G")
 
 
+def test_a_model_fixed_to_the_base_preset_is_the_base_model_s_curve():
+    """Which model a certification trains has one answer (:meth:`Sweep.base_model`,
+    :meth:`RunParams.trained_model`): ``simple-g4`` (no model) and ``simple-g8`` (``model: 300m``,
+    the base preset) train one model, so they are one L(G) curve. They had been two curves,
+    ``simple`` and ``simple (300m)``, each of one G, and the rise was never seen."""
+    from search.certificate import Certificate, CertState
+    from search.status import CertificationSummary, RunCounts
+    from search.sweep import Sweep
+
+    def summary(name, g, loss, **model):
+        return CertificationSummary(
+            name=name, state=CertState.CERTIFIED, best=None, runs=RunCounts(),
+            certificate=Certificate({"lr": 0.003}, loss, (), ()), path=(), bounds_hit=(),
+            fixed={"method": "simple", "g": g, **model})
+
+    certifications = [{"name": "simple-g4", "fixed": {"method": "simple", "g": 4}},
+                      {"name": "simple-g8", "fixed": {"method": "simple", "g": 8, "model": "300m"}}]
+    sweep = Sweep.model_validate({"name": "s", "objective": "m:f", "grid": {"lr": [0.001, 0.003]},
+                                  "start": {"lr": 0.001}, "certifications": certifications,
+                                  "train": {"model": {"preset": "300m"}}})
+    assert sweep.base_model == "300m"
+    assert [sweep.trained_model(c.fixed) for c in sweep.certifications] == ["300m", "300m"]
+    rising = [summary("simple-g4", 4, 3.5), summary("simple-g8", 8, 3.6, model="300m")]
+    [warning] = g_trend_warnings(rising, sweep.base_model)
+    assert warning.startswith("simple: certified loss rises with G (simple-g4 g=4: 3.5000 -> simple-g8 g=8: 3.6000)")
+    # at one G, the written and the unwritten base model are one configuration (the better tuned counts)
+    again = summary("simple-g8-base", 8, 3.4)
+    assert g_trend_warnings([*rising, again], sweep.base_model) == []
+    # another model is its own curve, named; without a base preset nothing changes
+    assert g_trend_warnings([summary("simple-g4", 4, 3.5), summary("simple-g8", 8, 3.6, model="1.5b")], "300m") == []
+    [warning] = g_trend_warnings([summary("a", 4, 3.5, model="1.5b"), summary("b", 8, 3.6, model="1.5b")], "300m")
+    assert warning.startswith("simple (1.5b): certified loss rises with G")
+
+
+def test_without_a_base_preset_the_base_model_is_the_one_train_builds(make_sweep, workdir):
+    """A train sweep whose base names no preset trains train's default: ``model: tiny-1m`` is that
+    model (one name for both) once some certification fixes a model; where none does there is one
+    model and it stays unnamed (None: the analysis's ``base``)."""
+    from search.objective import TrainObjective
+
+    def sweep(*models):
+        certifications = [{"name": f"real-{i}", "fixed": {"method": "real", **model}} for i, model in enumerate(models)]
+        return load_sweep(make_sweep(objective=None, train={"data": {"store": "s"}}, grid={"lr": [0.001, 0.003]},
+                                     start={"lr": 0.001}, certifications=certifications))
+
+    built = TrainObjective(sweep({})).config({"lr": 0.001, "method": "real"}).model.preset
+    fixed = sweep({}, {"model": built})
+    assert fixed.base_model == built
+    assert {fixed.trained_model(c.fixed) for c in fixed.certifications} == {built}
+    assert sweep({}).base_model is None and sweep({}).trained_model({"method": "real"}) is None
+
+
 def test_g_trend_keeps_the_synthetic_only_ablation_apart():
     """The paper's sweep certifies stitched G=32 mixed and synthetic only (mix 1, worse by
     design): the rehearsal (benchmarks/rehearsal.py) saw them compared as one curve."""
