@@ -260,16 +260,23 @@ class TokenStore:
         read into memory (8 bytes a document), its tokens memory-mapped.
 
         Raises:
-            UserError: no such split, a file of it gone (`open_file`), or a tokens file whose size
-                disagrees with the offsets.
+            UserError: no such split, a file of it gone (`open_file`), an offsets file that is no
+                array of offsets, or a tokens file whose size disagrees with the offsets.
         """
         if name in self._splits:
             return self._splits[name]
         if name not in self.manifest["splits"]:
             raise UserError(f"{self.path}: split {name!r} not in the store (has: "
                             f"{', '.join(self.manifest['splits'])})")
-        with self.open_file(f"{name}.offsets.npy") as handle:
-            offsets = np.load(handle)
+        offsets_path = self.path / f"{name}.offsets.npy"
+        with self.open_file(offsets_path.name) as handle:
+            try:
+                offsets = np.load(handle)  # allow_pickle=False: another file's bytes raise, none is run
+            except (ValueError, EOFError, OSError):
+                offsets = None
+        if offsets is None or offsets.ndim != 1 or offsets.dtype.kind not in "iu" or len(offsets) == 0:
+            raise UserError(f"{offsets_path}: expected a NumPy array of document offsets (the store is damaged; "
+                            "prepare it again)")
         tokens_path = self.path / f"{name}.tokens"
         with self.open_file(tokens_path.name) as handle:  # the map keeps the file, whatever its path holds later
             tokens = np.zeros(0, dtype=TOKEN_DTYPE) if offsets[-1] == 0 else \

@@ -365,6 +365,17 @@ def test_a_manifest_with_a_field_missing_or_mistyped_is_one_line_naming_it(tiny_
     assert err.count("\n") == 1 and err.startswith(f"error: {store / 'manifest.json'}: {field}: expected "), err
 
 
+@pytest.mark.parametrize("content", [b"garbage", b"", np.arange(6, dtype=np.float64).tobytes()], ids=["garbage", "empty", "raw-floats"])
+def test_an_offsets_file_that_is_no_array_is_one_line_naming_it(tiny_store, tmp_path, content):
+    """train.offsets.npy overwritten (another file's bytes, cut to nothing): numpy's ValueError about
+    pickled data was a traceback from every command reading the split."""
+    store = tmp_path / "store"
+    shutil.copytree(tiny_store, store)
+    (store / "train.offsets.npy").write_bytes(content)
+    with pytest.raises(UserError, match=re.escape(f"{store / 'train.offsets.npy'}: expected a NumPy array")):
+        TokenStore.open(store).split("train")
+
+
 def test_cli_prepare_and_info(small_corpus, tmp_path, capsys):
     out = tmp_path / "cli-store"
     status = main(["data", "prepare", "--corpus", str(small_corpus), "--out", str(out),
