@@ -7,6 +7,7 @@ import pytest
 
 from analysis.fit_checks import LOSSES
 from analysis.fits import FitRecord, describe_fit, fit_groups
+from analysis.frame import TABLE_SUFFIXES
 from analysis.scaling import MIN_BOOT, fit_power_law, power_law
 from megadocs.errors import UserError
 
@@ -194,6 +195,23 @@ def test_cli_fit_refuses_a_table_whose_group_column_is_empty(tmp_path, capsys):
     path.write_text("g,loss,method\n1,3.5,\n2,3.45,\n4,3.42,\n8,3.41,\n")
     assert main(["analysis", "fit", str(path), "--x", "g", "--group", "method", "--json"]) == 2
     assert "column 'method' has no value in 4 row(s)" in capsys.readouterr().err
+
+
+TABLE_DAMAGES = {"empty": b"", "not-utf8": b"g,loss\n\xff\xfe,1\n", "garbage": b"\x00\x01{[ not a table"}
+
+
+@pytest.mark.parametrize("damage", TABLE_DAMAGES)
+@pytest.mark.parametrize("suffix", TABLE_SUFFIXES)
+def test_a_table_that_cannot_be_read_is_one_line_naming_it(tmp_path, capsys, suffix, damage):
+    """An empty, non-UTF-8 or garbled table given to `analysis fit` (or `report --fit-baseline`: the
+    same reader) was pandas' or pyarrow's traceback (EmptyDataError, UnicodeDecodeError, ArrowInvalid)."""
+    from megadocs.cli import main
+
+    path = tmp_path / f"points{suffix}"
+    path.write_bytes(TABLE_DAMAGES[damage])
+    assert main(["analysis", "fit", str(path), "--x", "g", "--bootstrap", "0"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("error: ") and str(path) in err, err
 
 
 @pytest.mark.parametrize(
