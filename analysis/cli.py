@@ -280,11 +280,21 @@ def _fit_table(frame, *, x: str, y: str, group: str | None, **options) -> dict:
     ``analysis.fits.fit_groups``: ``fit TABLE`` and ``--fit-baseline TABLE`` fit alike, bootstrap
     seeds and left-out non-finite losses included, so the same points get the same interval and the
     same determined verdict from both."""
+    from analysis.fit_checks import FitOptionError
     from analysis.fits import fit_groups
 
     if group is None:
         frame, group = frame.assign(_all="all"), "_all"
-    return fit_groups(frame, x=x, y=y, group=group, **options)
+    try:
+        return fit_groups(frame, x=x, y=y, group=group, **options)
+    except FitOptionError as exc:  # the option as the user gave it: `--huber -1` is bad input, not "not fitted"
+        flag = FIT_FLAGS.get(exc.option)
+        raise UserError(f"{flag}: {exc}" if flag else str(exc)) from None
+
+
+FIT_FLAGS = {"huber_delta": "--huber", "fix_alpha": "--alpha", "fix_E": "--asymptote", "n_boot": "--bootstrap",
+             "noise_sigma": "--noise-sigma"}
+"""The option of `analysis fit` (and of `report --fit-baseline`) that gives each keyword of a fit."""
 
 
 def _fit(args) -> int:

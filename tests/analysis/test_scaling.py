@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from analysis.cli import FIT_FLAGS
 from analysis.fit_checks import LOSSES
 from analysis.fits import FitRecord, describe_fit, fit_groups
 from analysis.frame import TABLE_SUFFIXES
@@ -256,6 +257,21 @@ def test_a_bad_option_is_refused_in_one_line_that_names_it_and_the_value(option)
     with pytest.raises(UserError) as refused:
         fit_power_law(X, noisy(0), **{option: value})
     assert str(refused.value) == f"power-law fit: {says}, got {value!r}"
+
+
+@pytest.mark.parametrize("option", sorted(FIT_FLAGS))
+def test_a_bad_fit_option_on_the_command_line_is_bad_input_naming_the_flag(tmp_path, capsys, option):
+    """`analysis fit --huber -1` (--alpha nan, --bootstrap 5, ...) printed "not fitted" for every group
+    and exited 1 (a negative answer); it is bad input: exit 2, one line naming the flag."""
+    from megadocs.cli import main
+
+    path = tmp_path / "points.csv"
+    path.write_text("g,loss\n1,3.0\n2,2.8\n4,2.7\n8,2.65\n")
+    flag, value = FIT_FLAGS[option], BAD_OPTIONS[option][0]
+    assert main(["analysis", "fit", str(path), "--x", "g", flag, str(value)]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == "" and captured.err.count("\n") == 1, captured
+    assert captured.err.startswith(f"error: {flag}: ") and str(value) in captured.err, captured.err
 
 
 @pytest.mark.parametrize("loss", LOSSES)
