@@ -61,7 +61,7 @@ from typing import Any
 
 from megadocs.errors import DISK_FULL_ERRNOS, DiskFull, UserError, disk_full_message
 from megadocs.executors import DEFAULT_TIMEOUT_MIN
-from megadocs.formats import MANIFEST, write_json
+from megadocs.formats import MANIFEST, read_json_object, write_json
 from megadocs.job_arrays import check_array_executor, run_job_array
 from megadocs.pools import done_path, shard_stem
 from megadocs.procs import exclusive_lock
@@ -165,15 +165,8 @@ class ShardedStep(ABC):
         shards it describes: nothing here can tell which settings they were made with."""
         if not self.manifest_path.is_file():
             return None
-        try:
-            existing = json.loads(self.manifest_path.read_bytes())
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            existing = exc
-        if not isinstance(existing, dict):
-            got = f"({existing})" if isinstance(existing, ValueError) else f"(a JSON {type(existing).__name__})"
-            raise UserError(f"{self.manifest_path}: not a JSON manifest {got}; restore it, or use another --out "
-                            "(nothing was changed)")
-        return existing
+        return read_json_object(self.manifest_path, "a JSON manifest",
+                                "restore it, or use another --out (nothing was changed)")
 
     def init_manifest(self, intended: dict[str, Any], same: Callable[[dict[str, Any]], bool],
                       on_stale: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:

@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from megadocs.errors import UserError
-from megadocs.formats import RunDir
+from megadocs.formats import RunDir, read_json_object
 from train.config import DocumentMask
 from train.device import available_memory_bytes
 from train.evaluate import autocast_for, model_logits
@@ -99,17 +99,11 @@ def model_vocab_size(model_dir: Path) -> int:
     Raises:
         UserError: a config.json that is not a JSON object (cut short, overwritten), named.
     """
-    path = model_dir / "config.json"
-    try:
-        config = json.loads(path.read_bytes())
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        config = exc
-    if not isinstance(config, dict):
-        why = f"invalid JSON: {config}" if isinstance(config, ValueError) else f"a JSON {type(config).__name__}"
-        raise UserError(f"{path}: not a model config ({why}; expected the JSON object a model directory holds)")
+    config = read_json_object(model_dir / "config.json", "a model config",
+                              "expected the JSON object a model directory holds")
     vocab_size = config.get("vocab_size", -1)
     if isinstance(vocab_size, bool) or not isinstance(vocab_size, int):
-        raise UserError(f"{path}: vocab_size: expected an integer, got {vocab_size!r}")
+        raise UserError(f"{model_dir / 'config.json'}: vocab_size: expected an integer, got {vocab_size!r}")
     return vocab_size
 
 

@@ -35,7 +35,7 @@ import torch
 from megadocs import compat
 from megadocs.config import dump_yaml, load_yaml
 from megadocs.errors import UserError
-from megadocs.formats import RunDir, RunMetrics, replace_dir, write_atomic, write_json
+from megadocs.formats import RunDir, RunMetrics, read_json_object, replace_dir, write_atomic, write_json
 from megadocs.provenance import write as write_provenance
 from train.config import TRAINING_REVISION, RunConfig, describe_revision
 from train.data import RunStores
@@ -251,15 +251,7 @@ def _identity_record(out: Path) -> dict[str, Any] | None:
     path = RunDir(out).identity
     if not path.is_file():
         return None
-    try:
-        recorded = json.loads(path.read_bytes())
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        recorded = exc
-    if not isinstance(recorded, dict):
-        why = f"invalid JSON: {recorded}" if isinstance(recorded, ValueError) else f"a JSON {type(recorded).__name__}"
-        raise UserError(f"{path}: not a run's identity record ({why}); restore it, or train the run again in "
-                        "another --out")
-    return recorded
+    return read_json_object(path, "a run's identity record", "restore it, or train the run again in another --out")
 
 
 def write_run_identity(out: Path, identity: str, data_identity: dict[str, Any]) -> None:
