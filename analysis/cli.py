@@ -16,8 +16,6 @@ from megadocs.errors import UserError
 from megadocs.exits import Exit
 from megadocs.formats import atomic_file
 
-TABLE_SUFFIXES = (".csv", ".parquet", ".json")
-
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
@@ -110,22 +108,6 @@ def register(subparsers) -> None:
     report.set_defaults(func=_report)
 
     parser.set_defaults(func=lambda args: (parser.print_help(), 2)[1])
-
-
-def read_table(path: str | Path):
-    """A CSV, JSON (list of rows) or parquet table as a DataFrame; UserError naming the file otherwise."""
-    import pandas as pd
-
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"{path}: file not found (expected a table: {', '.join(TABLE_SUFFIXES)})")
-    if path.suffix == ".csv":
-        return pd.read_csv(path)
-    if path.suffix == ".parquet":
-        return pd.read_parquet(path)
-    if path.suffix == ".json":
-        return pd.read_json(path)
-    raise UserError(f"{path}: unknown table format {path.suffix!r} (expected {', '.join(TABLE_SUFFIXES)})")
 
 
 def numeric_column(table, column: str, source: str):
@@ -227,6 +209,8 @@ def _law_from_args(args):
     if args.reference and args.fit_baseline:
         raise UserError("--reference: give the law once (either --reference or --fit-baseline)")
     if args.fit_baseline:
+        from analysis.frame import read_table
+
         table = read_table(args.fit_baseline)
         size = "D" if "D" in table else "tokens"
         missing = [c for c in (size, "loss") if c not in table]
@@ -296,11 +280,21 @@ def _fit_table(frame, *, x: str, y: str, group: str | None, **options) -> dict:
     ``analysis.fits.fit_groups``: ``fit TABLE`` and ``--fit-baseline TABLE`` fit alike, bootstrap
     seeds and left-out non-finite losses included, so the same points get the same interval and the
     same determined verdict from both."""
+    from analysis.fit_checks import FitOptionError
     from analysis.fits import fit_groups
 
     if group is None:
         frame, group = frame.assign(_all="all"), "_all"
-    return fit_groups(frame, x=x, y=y, group=group, **options)
+    try:
+        return fit_groups(frame, x=x, y=y, group=group, **options)
+    except FitOptionError as exc:  # the option as the user gave it: `--huber -1` is bad input, not "not fitted"
+        flag = FIT_FLAGS.get(exc.option)
+        raise UserError(f"{flag}: {exc}" if flag else str(exc)) from None
+
+
+FIT_FLAGS = {"huber_delta": "--huber", "fix_alpha": "--alpha", "fix_E": "--asymptote", "n_boot": "--bootstrap",
+             "noise_sigma": "--noise-sigma"}
+"""The option of `analysis fit` (and of `report --fit-baseline`) that gives each keyword of a fit."""
 
 
 def _fit(args) -> int:
@@ -331,6 +325,8 @@ def _fit(args) -> int:
                             "algorithm over G (the real-only baseline is no point of it)")
         x, group = args.x or "g", args.group or "method"
     else:
+        from analysis.frame import read_table
+
         frame = read_table(args.input)
         if args.x is None:
             raise UserError("--x: name the column of sizes (e.g. D, g, k)")

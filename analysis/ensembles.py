@@ -21,7 +21,7 @@ import pandas as pd
 
 from analysis.configurations import model_key
 from analysis.fits import fit_groups, param_status
-from analysis.frame import SETTING
+from analysis.frame import SETTING, read_table
 from analysis.scaling import PowerLawFit, percentile_interval
 from megadocs.errors import UserError
 from megadocs.formats import IID, REAL, RunDir, half_names
@@ -90,10 +90,12 @@ def load_ensemble_table(sources) -> pd.DataFrame:
         if not path.is_file():
             raise UserError(f"{path}: ensemble table not found (expected CSV or JSON with algorithm, k, loss)")
         if path.suffix == ".csv":
-            part = pd.read_csv(path).rename(columns=_COLUMN_ALIASES)
+            part = read_table(path).rename(columns=_COLUMN_ALIASES)
         elif path.suffix == ".json":
             try:
-                data = json.loads(path.read_text())
+                data = json.loads(path.read_bytes())
+            except UnicodeDecodeError:
+                raise UserError(f"{path}: not UTF-8 text (expected JSON; save the file as UTF-8)") from None
             except json.JSONDecodeError as exc:
                 raise UserError(f"{path}: invalid JSON ({exc.msg} at line {exc.lineno})") from None
             if isinstance(data, dict) and "sets" in data:

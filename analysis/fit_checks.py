@@ -18,7 +18,8 @@ import numpy as np
 
 from megadocs.errors import UserError
 
-__all__ = ["LOSSES", "NOISE_SIGMA_FLAG", "NOISE_ADVICE", "check_fit_inputs", "mean_losses", "losses_fall"]
+__all__ = ["LOSSES", "NOISE_SIGMA_FLAG", "NOISE_ADVICE", "FitOptionError", "check_fit_inputs", "mean_losses",
+           "losses_fall"]
 
 LOSSES = ("linear", "huber")
 """The robust losses a fit may minimise on log residuals (``scipy.optimize.least_squares``'s names)."""
@@ -33,6 +34,16 @@ NOISE_ADVICE = (f"`megadocs analysis fit INPUT {NOISE_SIGMA_FLAG} SD` (INPUT: th
 command it names fits the same certified losses, as ``analysis report --noise-sigma SD`` does)."""
 
 
+class FitOptionError(UserError):
+    """An option of a fit outside its range (``option``: its keyword of
+    :func:`analysis.scaling.fit_power_law`): no fit of any points takes it, so a fit of several groups
+    (`analysis.fits.fit_groups`) refuses it once rather than reporting each group not fitted."""
+
+    def __init__(self, option: str, message: str) -> None:
+        super().__init__(message)
+        self.option = option
+
+
 def check_fit_inputs(x, y, *, fix_alpha, fix_E, loss, huber_delta, level, alpha_bounds, n_boot, noise_sigma,
                      min_boot: int) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """The points as float arrays and notes on weaker problems, or a ``UserError`` naming the first
@@ -40,27 +51,30 @@ def check_fit_inputs(x, y, *, fix_alpha, fix_E, loss, huber_delta, level, alpha_
     x = np.asarray(x, dtype=float)
     y = np.asarray(y, dtype=float)
     # Checked before the points: a NaN or negative constant (e.g. `--alpha nan`) made the solver
-    # fail with "Residuals are not finite", and alpha <= 0 fitted a law that does not decay.
+    # fail with "Residuals are not finite", and alpha <= 0 fitted a law that does not decay. An option
+    # is refused whatever the points (FitOptionError), before what they lack.
     if fix_alpha is not None and not (math.isfinite(fix_alpha) and fix_alpha > 0):
-        raise UserError(f"power-law fit: fixed alpha must be a finite decay exponent > 0, got {fix_alpha}")
+        raise FitOptionError("fix_alpha", f"power-law fit: fixed alpha must be a finite decay exponent > 0, "
+                             f"got {fix_alpha}")
     if fix_E is not None and not (math.isfinite(fix_E) and fix_E >= 0):
-        raise UserError(f"power-law fit: fixed E must be a finite loss >= 0, got {fix_E}")
+        raise FitOptionError("fix_E", f"power-law fit: fixed E must be a finite loss >= 0, got {fix_E}")
+    if loss not in LOSSES:
+        raise FitOptionError("loss", f"power-law fit: loss must be {' or '.join(map(repr, LOSSES))}, got {loss!r}")
+    if not huber_delta > 0:
+        raise FitOptionError("huber_delta", "power-law fit: huber_delta must be > 0 (a log residual, e.g. 0.01), "
+                             f"got {huber_delta}")
+    if not 0 < level < 1:
+        raise FitOptionError("level", f"power-law fit: level must be in (0, 1), got {level}")
+    if not 0 < alpha_bounds[0] < alpha_bounds[1]:
+        raise FitOptionError("alpha_bounds", f"power-law fit: alpha_bounds must be 0 < low < high, got {alpha_bounds}")
+    if n_boot < 0 or 0 < n_boot < min_boot:
+        raise FitOptionError("n_boot", f"power-law fit: n_boot must be 0 (no interval) or >= {min_boot} refits for "
+                             f"a percentile interval, got {n_boot}")
+    if noise_sigma is not None and not (math.isfinite(noise_sigma) and noise_sigma > 0):
+        raise FitOptionError("noise_sigma", f"power-law fit: noise_sigma must be a loss noise > 0, got {noise_sigma}")
     notes = _check_points(x, y, n_free=1 + (fix_E is None) + (fix_alpha is None))
     if fix_E is not None and fix_E >= float(y.min()):
         raise UserError(f"power-law fit: fixed E={fix_E} must be below the lowest loss {y.min():.4g}")
-    if loss not in LOSSES:
-        raise UserError(f"power-law fit: loss must be {' or '.join(map(repr, LOSSES))}, got {loss!r}")
-    if not huber_delta > 0:
-        raise UserError(f"power-law fit: huber_delta must be > 0 (a log residual, e.g. 0.01), got {huber_delta}")
-    if not 0 < level < 1:
-        raise UserError(f"power-law fit: level must be in (0, 1), got {level}")
-    if not 0 < alpha_bounds[0] < alpha_bounds[1]:
-        raise UserError(f"power-law fit: alpha_bounds must be 0 < low < high, got {alpha_bounds}")
-    if n_boot < 0 or 0 < n_boot < min_boot:
-        raise UserError(f"power-law fit: n_boot must be 0 (no interval) or >= {min_boot} refits for a "
-                        f"percentile interval, got {n_boot}")
-    if noise_sigma is not None and not (math.isfinite(noise_sigma) and noise_sigma > 0):
-        raise UserError(f"power-law fit: noise_sigma must be a loss noise > 0, got {noise_sigma}")
     return x, y, notes
 
 

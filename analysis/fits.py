@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from analysis.fit_checks import FitOptionError
 from analysis.scaling import PARAMS, PowerLawFit, fit_power_law
 from megadocs.config import StrictModel
 from megadocs.errors import UserError
@@ -148,6 +149,8 @@ def fit_groups(frame, *, x: str, y: str, group: str, notes: Mapping[Any, Sequenc
         try:
             results[name] = fit_power_law(part[x].to_numpy(dtype=float), part[y].to_numpy(dtype=float),
                                           seed=group_seed, **options)
+        except FitOptionError:  # an option no fit takes: said once, not as every group not fitted
+            raise
         except UserError as exc:
             results[name] = str(exc) + (f" ({len(left_out)} non-finite loss(es) left out: "
                                         f"{', '.join(left_out)})" if left_out else "")

@@ -67,10 +67,12 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
+from megadocs.errors import UserError
 from megadocs.formats import IID, REAL, RunMetrics, RunStatus
 from search.grid import format_bounds, points_equal
 from search.ledger import RunRecord
@@ -87,6 +89,8 @@ __all__ = [
     "METRIC",
     "SCORED",
     "runs_frame",
+    "TABLE_SUFFIXES",
+    "read_table",
     "certifications_frame",
     "columns_with",
     "axes",
@@ -427,3 +431,27 @@ def certifications_frame(summaries: Iterable[CertificationSummary], runs: pd.Dat
         frame["g"] = pd.to_numeric(frame["g"], errors="coerce")
         frame = frame.sort_values(["method", "g", "certification"], na_position="last", kind="stable")
     return frame.reset_index(drop=True)
+
+
+TABLE_SUFFIXES = (".csv", ".parquet", ".json")
+"""The table files the analysis commands read (`read_table`): CSV with a header row, parquet, JSON."""
+
+
+def read_table(path: str | Path) -> pd.DataFrame:
+    """A CSV, JSON (list of rows) or parquet table as a DataFrame; UserError naming the file otherwise
+    (missing, another format, empty, not UTF-8, or not parseable as its suffix says)."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{path}: file not found (expected a table: {', '.join(TABLE_SUFFIXES)})")
+    readers = {".csv": pd.read_csv, ".parquet": pd.read_parquet, ".json": pd.read_json}
+    if path.suffix not in readers:
+        raise UserError(f"{path}: unknown table format {path.suffix!r} (expected {', '.join(TABLE_SUFFIXES)})")
+    try:
+        return readers[path.suffix](path)
+    except UnicodeDecodeError:
+        raise UserError(f"{path}: not UTF-8 text (expected a {path.suffix[1:]} table; save the file as UTF-8)") from None
+    except pd.errors.EmptyDataError:
+        raise UserError(f"{path}: empty (expected a {path.suffix[1:]} table with a header row)") from None
+    except (ValueError, OSError) as exc:  # pandas' and pyarrow's parse errors (ParserError, ArrowInvalid: ValueErrors)
+        first = next((line.strip() for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
+        raise UserError(f"{path}: not a readable {path.suffix[1:]} table ({first})") from None

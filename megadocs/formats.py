@@ -39,6 +39,7 @@ from megadocs.config import format_validation_error
 from megadocs.errors import UserError, names_file
 
 __all__ = [
+    "read_json_object",
     "Algorithm",
     "ALGORITHMS",
     "PoolKind",
@@ -328,6 +329,23 @@ class RunMetrics(BaseModel):
 
     def save(self, path: str | Path) -> None:
         write_json(path, self.to_json())
+
+
+def read_json_object(path: str | Path, what: str, advice: str) -> dict[str, Any]:
+    """The JSON object in ``path``, or a UserError naming the file, saying it is not ``what`` (cut
+    short, not UTF-8, another JSON value) and giving ``advice``; the file is left as it is.
+
+    >>> read_json_object(Path("/dev/null"), "a pool manifest", "restore it")
+    Traceback (most recent call last):
+    megadocs.errors.UserError: /dev/null: not a pool manifest (invalid JSON: Expecting value: line 1 column 1 (char 0)); restore it
+    """
+    try:
+        data = json.loads(Path(path).read_bytes())
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise UserError(f"{path}: not {what} (invalid JSON: {exc}); {advice}") from None
+    if not isinstance(data, dict):
+        raise UserError(f"{path}: not {what} (a JSON {type(data).__name__}); {advice}")
+    return data
 
 
 # --- the run directory ---------------------------------------------------------------------

@@ -546,9 +546,14 @@ def iter_doc_groups(pool: str | Path, index: int, count: int, g: int) -> Iterato
     order within the shard). Rows are picked by ``gen_index``, never by position in the file.
 
     Raises:
-        UserError: a document without each gen_index 0..g-1 exactly once (naming the file).
+        UserError: a document without each gen_index 0..g-1 exactly once (naming the file), or the
+            shard's file gone (removed since its shard was marked done).
     """
     path = rows_path(pool, index, count)
+    if not path.is_file():  # checked when the first group is asked for, as every other refusal here
+        raise UserError(f"{path}: not found, though the pool marks its shard done (removed or moved since?); "
+                        f"delete {done_path(pool, index, count)} and re-run the same gen command to generate "
+                        "the shard again")
 
     def ordered(rows: list[PoolRow]) -> list[PoolRow]:
         by_index = {row.gen_index: row for row in rows}

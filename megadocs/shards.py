@@ -61,7 +61,7 @@ from typing import Any
 
 from megadocs.errors import DISK_FULL_ERRNOS, DiskFull, UserError, disk_full_message
 from megadocs.executors import DEFAULT_TIMEOUT_MIN
-from megadocs.formats import MANIFEST, write_json
+from megadocs.formats import MANIFEST, read_json_object, write_json
 from megadocs.job_arrays import check_array_executor, run_job_array
 from megadocs.pools import done_path, shard_stem
 from megadocs.procs import exclusive_lock
@@ -159,6 +159,15 @@ class ShardedStep(ABC):
         """The shards (all, or ``shards``) without a completion marker."""
         return [i for i in (range(self.num_shards) if shards is None else shards) if not self.is_done(i)]
 
+    def _existing_manifest(self) -> dict[str, Any] | None:
+        """The folder's manifest as written, None when there is none; a damaged one (not UTF-8, not
+        a JSON object: cut short, overwritten) is refused in one line and left as it is, with the
+        shards it describes: nothing here can tell which settings they were made with."""
+        if not self.manifest_path.is_file():
+            return None
+        return read_json_object(self.manifest_path, "a JSON manifest",
+                                "restore it, or use another --out (nothing was changed)")
+
     def init_manifest(self, intended: dict[str, Any], same: Callable[[dict[str, Any]], bool],
                       on_stale: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
         """The existing manifest when ``same(existing)``; else ``on_stale(existing)`` (raise, or
@@ -169,14 +178,19 @@ class ShardedStep(ABC):
         (:func:`megadocs.run_record.recorded_process`) until it ends or its array is recorded.
 
         Raises:
-            UserError: other settings while another run in this folder may still write into it
+            UserError: the folder is a file, its manifest is damaged (`_existing_manifest`), or
+                other settings while another run in this folder may still write into it
                 (tasks of an earlier job array queued or running, another process running the
                 step; named, with how to stop them); nothing is changed.
         """
-        self.folder.mkdir(parents=True, exist_ok=True)
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+        except (FileExistsError, NotADirectoryError):  # it, or a folder above it, is a file
+            raise UserError(f"{self.folder}: not a directory (it or a folder above it is a file), so it cannot "
+                            f"hold the {self.name} output; use another --out") from None
         replaced: dict[str, Any] | None = None  # the earlier settings, when other than these
         with manifest_lock(self.folder):
-            existing = json.loads(self.manifest_path.read_text()) if self.manifest_path.is_file() else None
+            existing = self._existing_manifest()
             if existing is not None and same(existing):
                 manifest = existing
             else:

@@ -115,7 +115,8 @@ def _reader_url(url: str, path: str) -> str:
     (SQLITE_IOERR_SHMSIZE, "disk I/O error"). A failure to size it means no connection has the
     file open (an open one has sized it), and with an empty log (``PATH-wal``) every commit is in
     the file itself: reading the file without an index or locks then reads the whole ledger. A
-    writer cannot start meanwhile: it needs the same index. Costs one extra open (~1 ms).
+    writer cannot start meanwhile: it needs the same index. Costs one extra open (~1 ms). A file
+    that is no database (or one cut short) is refused in one line naming it (UserError).
     """
     import sqlite3
 
@@ -129,6 +130,8 @@ def _reader_url(url: str, path: str) -> str:
         wal = Path(f"{path}-wal")
         if exc.sqlite_errorname == "SQLITE_IOERR_SHMSIZE" and (not wal.exists() or wal.stat().st_size == 0):
             return f"sqlite:///file:{quote(path)}?immutable=1&uri=true"
+    except sqlite3.DatabaseError as exc:  # not a database, or one cut short: its one line, the file untouched
+        raise _cannot_open(url, exc) from None
     return url
 
 

@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from megadocs.errors import UserError
-from megadocs.formats import RunDir
+from megadocs.formats import RunDir, read_json_object
 from train.config import DocumentMask
 from train.device import available_memory_bytes
 from train.evaluate import autocast_for, model_logits
@@ -94,8 +94,17 @@ def resolve_members(members: Sequence[str | Path], *, field: str = "--members") 
 
 
 def model_vocab_size(model_dir: Path) -> int:
-    """``vocab_size`` of a model directory's ``config.json`` (-1 when it does not say)."""
-    return int(json.loads((model_dir / "config.json").read_text()).get("vocab_size", -1))
+    """``vocab_size`` of a model directory's ``config.json`` (-1 when it does not say).
+
+    Raises:
+        UserError: a config.json that is not a JSON object (cut short, overwritten), named.
+    """
+    config = read_json_object(model_dir / "config.json", "a model config",
+                              "expected the JSON object a model directory holds")
+    vocab_size = config.get("vocab_size", -1)
+    if isinstance(vocab_size, bool) or not isinstance(vocab_size, int):
+        raise UserError(f"{model_dir / 'config.json'}: vocab_size: expected an integer, got {vocab_size!r}")
+    return vocab_size
 
 
 def _vocabulary_signature(model_dir: Path) -> tuple[int, str | None]:
@@ -134,16 +143,20 @@ def check_same_vocabulary(model_dirs: Sequence[Path]) -> None:
 
 def _weights_bytes(model_dir: Path) -> int:
     """Bytes of a member's weights once loaded in float32 (4 bytes per parameter)."""
-    from safetensors import safe_open
+    from safetensors import SafetensorError, safe_open
 
     files = sorted(model_dir.glob("*.safetensors"))
     if not files:  # legacy pytorch_model.bin: its size is the best cheap estimate
         return max(1, sum(f.stat().st_size for f in model_dir.glob("*.bin")))
     parameters = 0
     for file in files:
-        with safe_open(file, framework="pt") as weights:  # reads the header only
-            for name in weights.keys():
-                parameters += math.prod(weights.get_slice(name).get_shape())
+        try:
+            with safe_open(file, framework="pt") as weights:  # reads the header only
+                for name in weights.keys():
+                    parameters += math.prod(weights.get_slice(name).get_shape())
+        except SafetensorError as exc:  # a damaged file (cut short, overwritten), named
+            raise UserError(f"{file}: not readable safetensors weights ({exc}); the member's model is damaged "
+                            "(copy it again, or train the run again)") from None
     return max(1, 4 * parameters)
 
 

@@ -238,8 +238,11 @@ def default_utilisation(mfu: float | None = None, peak_tflops: float | None = No
     bf16 peak.
 
     Raises:
-        UserError: `gpu` names no GPU measured in the file, or several (also when both figures are given).
+        UserError: `gpu` names no GPU measured in the file, or several (also when both figures are given);
+            a given `mfu` or `peak_tflops` no device has (`check_utilisation`), also where no plan
+            reads them (a sweep of an analytic objective).
     """
+    check_utilisation(1.0 if mfu is None else mfu, 1.0 if peak_tflops is None else peak_tflops)
     given = mfu is not None and peak_tflops is not None
     measured = measured_utilisation(path, gpu=gpu) if gpu is not None or not given else None
     if measured is None:

@@ -35,7 +35,7 @@ import torch
 from megadocs import compat
 from megadocs.config import dump_yaml, load_yaml
 from megadocs.errors import UserError
-from megadocs.formats import RunDir, RunMetrics, replace_dir, write_atomic, write_json
+from megadocs.formats import RunDir, RunMetrics, read_json_object, replace_dir, write_atomic, write_json
 from megadocs.provenance import write as write_provenance
 from train.config import TRAINING_REVISION, RunConfig, describe_revision
 from train.data import RunStores
@@ -225,10 +225,10 @@ def earlier_synthetic_identity(out: Path) -> tuple[bool, str] | None:
     way (the assembled file's manifest, the generator's path), or None when it does not. A latent
     run read its documents tokenized in pieces, other tokens than today's: not adoptable, it is
     trained again. Any other read today's tokens: adoptable when its pool is unchanged."""
-    run_dir = RunDir(out)
-    if not run_dir.identity.is_file():
+    recorded = _identity_record(out)
+    if recorded is None:
         return None
-    synthetic = json.loads(run_dir.identity.read_text()).get("data", {}).get("synthetic")
+    synthetic = recorded.get("data", {}).get("synthetic")
     earlier = compat.older(compat.SYNTHETIC_IDENTITY, compat.version(compat.SYNTHETIC_IDENTITY, synthetic))
     if earlier is None:
         return None
@@ -239,10 +239,19 @@ def earlier_synthetic_identity(out: Path) -> tuple[bool, str] | None:
 def recorded_revision(out: Path) -> int:
     """The `TRAINING_REVISION` that trained RUN, as its identity.json records it; 1 for a RUN made
     before revisions were recorded (with or without identity.json)."""
-    run_dir = RunDir(out)
-    if not run_dir.identity.is_file():
+    recorded = _identity_record(out)
+    if recorded is None:
         return 1
-    return int(compat.upgrade(compat.RUN_REVISION, json.loads(run_dir.identity.read_text()))[REVISION_KEY])
+    return int(compat.upgrade(compat.RUN_REVISION, recorded)[REVISION_KEY])
+
+
+def _identity_record(out: Path) -> dict[str, Any] | None:
+    """RUN's identity.json as written (None without one); one that is not a JSON object (cut short,
+    overwritten) is refused in one line naming it, and left as it is."""
+    path = RunDir(out).identity
+    if not path.is_file():
+        return None
+    return read_json_object(path, "a run's identity record", "restore it, or train the run again in another --out")
 
 
 def write_run_identity(out: Path, identity: str, data_identity: dict[str, Any]) -> None:

@@ -58,6 +58,13 @@ MANIFEST = "manifest.json"
 TOKENIZER_DIR = "tokenizer"
 TOKEN_DTYPE = np.uint32
 _ENCODE_BATCH = 512
+MANIFEST_FIELDS: dict[str, tuple[type, str]] = {
+    "vocab_size": (int, "an integer"), "eos_id": (int, "an integer"), "tokenizer_hash": (str, "a string"),
+    "source": (str, "a string"), "source_hash": (str, "a string"), "splits": (dict, "a mapping of splits"),
+}
+"""The fields of a store's manifest that an open store reads (besides ``format``), with the type each holds."""
+SPLIT_FIELDS = ("documents", "tokens", "skipped_empty")
+"""The counts each split of a manifest holds (integers)."""
 # A plain chat format so a model trained on a store's own tokenizer can serve as a vLLM chat
 # generator in tests and demos.
 CHAT_TEMPLATE = (
@@ -139,6 +146,26 @@ class StoreSplit(TokenizedDocuments):
         return [doc.doc_id for doc in self.documents()]
 
 
+def _manifest_problem(manifest: dict[str, Any]) -> str:
+    """What is wrong with a token store's manifest (a field an open store reads missing or of another
+    type), or "" when nothing is.
+
+    >>> _manifest_problem({"vocab_size": "512"})
+    "vocab_size: expected an integer, got '512'"
+    """
+    for field, (kind, expected) in MANIFEST_FIELDS.items():
+        value = manifest.get(field)
+        if not isinstance(value, kind) or isinstance(value, bool):
+            return f"{field}: expected {expected}, got {'nothing' if field not in manifest else repr(value)}"
+    for name, counts in manifest["splits"].items():
+        for count in SPLIT_FIELDS:
+            value = counts.get(count) if isinstance(counts, dict) else None
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                return f"splits.{name}.{count}: expected a count (an integer >= 0), got " + (
+                    repr(value) if isinstance(counts, dict) and count in counts else "nothing")
+    return ""
+
+
 class TokenStore:
     """A prepared token store, as it was opened. Open with :meth:`open`.
 
@@ -173,10 +200,14 @@ class TokenStore:
                 manifest = parse_store_manifest(handle.read())
         except OSError:
             manifest = None
-        if manifest is None:
+        problem = "" if manifest is None else _manifest_problem(manifest)
+        if manifest is None or problem:
             os.close(directory)
+        if manifest is None:
             raise UserError(f"{path}: not a token store (no {MANIFEST} with format {STORE_FORMAT!r}; "
                             f"run `megadocs data prepare --corpus SRC --out {path}`)")
+        if problem:
+            raise UserError(f"{path / MANIFEST}: {problem} (the store is damaged; prepare it again)")
         return cls(path, manifest, directory)
 
     def __reduce__(self):
@@ -229,16 +260,23 @@ class TokenStore:
         read into memory (8 bytes a document), its tokens memory-mapped.
 
         Raises:
-            UserError: no such split, a file of it gone (`open_file`), or a tokens file whose size
-                disagrees with the offsets.
+            UserError: no such split, a file of it gone (`open_file`), an offsets file that is no
+                array of offsets, or a tokens file whose size disagrees with the offsets.
         """
         if name in self._splits:
             return self._splits[name]
         if name not in self.manifest["splits"]:
             raise UserError(f"{self.path}: split {name!r} not in the store (has: "
                             f"{', '.join(self.manifest['splits'])})")
-        with self.open_file(f"{name}.offsets.npy") as handle:
-            offsets = np.load(handle)
+        offsets_path = self.path / f"{name}.offsets.npy"
+        with self.open_file(offsets_path.name) as handle:
+            try:
+                offsets = np.load(handle)  # allow_pickle=False: another file's bytes raise, none is run
+            except (ValueError, EOFError, OSError):
+                offsets = None
+        if offsets is None or offsets.ndim != 1 or offsets.dtype.kind not in "iu" or len(offsets) == 0:
+            raise UserError(f"{offsets_path}: expected a NumPy array of document offsets (the store is damaged; "
+                            "prepare it again)")
         tokens_path = self.path / f"{name}.tokens"
         with self.open_file(tokens_path.name) as handle:  # the map keeps the file, whatever its path holds later
             tokens = np.zeros(0, dtype=TOKEN_DTYPE) if offsets[-1] == 0 else \

@@ -94,6 +94,19 @@ def test_bad_tables_are_refused_with_the_file_named(tmp_path, content, name, mes
     assert "\n" not in str(info.value)
 
 
+@pytest.mark.parametrize(("content", "name", "message"), [
+    (b"", "t.csv", "empty"), (b"algorithm,k,loss\nr\xe9al,1,3.5\n", "t.csv", "not UTF-8"),
+    (b"[{\"algorithm\": \"r\xe9al\"}]", "t.json", "not UTF-8"),
+])
+def test_an_unreadable_table_is_refused_with_the_file_named(tmp_path, content, name, message):
+    """An empty or non-UTF-8 ensemble table was pandas' EmptyDataError or a UnicodeDecodeError traceback."""
+    path = tmp_path / name
+    path.write_bytes(content)
+    with pytest.raises(UserError, match=rf"^{re.escape(str(path))}: {message}") as info:
+        load_ensemble_table(path)
+    assert "\n" not in str(info.value)
+
+
 def test_missing_file_is_named(tmp_path):
     with pytest.raises(UserError, match="nope.csv: ensemble table not found"):
         load_ensemble_table(tmp_path / "nope.csv")

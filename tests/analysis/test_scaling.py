@@ -5,8 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from analysis.cli import FIT_FLAGS
 from analysis.fit_checks import LOSSES
 from analysis.fits import FitRecord, describe_fit, fit_groups
+from analysis.frame import TABLE_SUFFIXES
 from analysis.scaling import MIN_BOOT, fit_power_law, power_law
 from megadocs.errors import UserError
 
@@ -196,6 +198,23 @@ def test_cli_fit_refuses_a_table_whose_group_column_is_empty(tmp_path, capsys):
     assert "column 'method' has no value in 4 row(s)" in capsys.readouterr().err
 
 
+TABLE_DAMAGES = {"empty": b"", "not-utf8": b"g,loss\n\xff\xfe,1\n", "garbage": b"\x00\x01{[ not a table"}
+
+
+@pytest.mark.parametrize("damage", TABLE_DAMAGES)
+@pytest.mark.parametrize("suffix", TABLE_SUFFIXES)
+def test_a_table_that_cannot_be_read_is_one_line_naming_it(tmp_path, capsys, suffix, damage):
+    """An empty, non-UTF-8 or garbled table given to `analysis fit` (or `report --fit-baseline`: the
+    same reader) was pandas' or pyarrow's traceback (EmptyDataError, UnicodeDecodeError, ArrowInvalid)."""
+    from megadocs.cli import main
+
+    path = tmp_path / f"points{suffix}"
+    path.write_bytes(TABLE_DAMAGES[damage])
+    assert main(["analysis", "fit", str(path), "--x", "g", "--bootstrap", "0"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("error: ") and str(path) in err, err
+
+
 @pytest.mark.parametrize(
     ("options", "message"),
     [
@@ -238,6 +257,21 @@ def test_a_bad_option_is_refused_in_one_line_that_names_it_and_the_value(option)
     with pytest.raises(UserError) as refused:
         fit_power_law(X, noisy(0), **{option: value})
     assert str(refused.value) == f"power-law fit: {says}, got {value!r}"
+
+
+@pytest.mark.parametrize("option", sorted(FIT_FLAGS))
+def test_a_bad_fit_option_on_the_command_line_is_bad_input_naming_the_flag(tmp_path, capsys, option):
+    """`analysis fit --huber -1` (--alpha nan, --bootstrap 5, ...) printed "not fitted" for every group
+    and exited 1 (a negative answer); it is bad input: exit 2, one line naming the flag."""
+    from megadocs.cli import main
+
+    path = tmp_path / "points.csv"
+    path.write_text("g,loss\n1,3.0\n2,2.8\n4,2.7\n8,2.65\n")
+    flag, value = FIT_FLAGS[option], BAD_OPTIONS[option][0]
+    assert main(["analysis", "fit", str(path), "--x", "g", flag, str(value)]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == "" and captured.err.count("\n") == 1, captured
+    assert captured.err.startswith(f"error: {flag}: ") and str(value) in captured.err, captured.err
 
 
 @pytest.mark.parametrize("loss", LOSSES)

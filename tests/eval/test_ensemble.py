@@ -112,6 +112,29 @@ def test_not_a_model_directory_names_the_path(tmp_path, validation_set):
         ensemble_losses([tmp_path], validation_set, device="cpu")
 
 
+@pytest.mark.parametrize(("damaged", "content", "says"), [
+    ("config.json", b"{cut sh", "not a model config (invalid JSON"),
+    ("config.json", b"\xff\xfe", "not a model config (invalid JSON"),
+    ("config.json", b"[1]", "not a model config (a JSON list"),
+    ("config.json", b'{"vocab_size": "big"}', "vocab_size: expected an integer, got 'big'"),
+    ("model.safetensors", b"garbage", "not readable safetensors weights"),
+])
+def test_a_member_whose_model_files_are_damaged_is_one_line_naming_the_file(tiny_members, tmp_path, capsys, damaged,
+                                                                            content, says):
+    """`train ensemble` on a member whose config.json or weights were cut short or overwritten raised
+    JSONDecodeError or safetensors' SafetensorError in a traceback."""
+    import shutil
+
+    from megadocs.cli import main
+
+    member = tmp_path / "hf"
+    shutil.copytree(resolve_model_dir(tiny_members[2]), member)
+    (member / damaged).write_bytes(content)
+    assert main(["train", "ensemble", "--members", str(tiny_members[0]), str(member), "--windows", "2"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith(f"error: {member / damaged}: {says}"), err
+
+
 def test_resident_members_follow_the_memory_budget(tiny_members, monkeypatch):
     import train.ensemble as ensemble
 

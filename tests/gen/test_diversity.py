@@ -99,6 +99,20 @@ def test_cli_samples_documents_and_refuses_bad_input(tmp_path, capsys):
     assert main(["gen", "diversity", "--pool", str(tmp_path / "nowhere")]) == 2
 
 
+@pytest.mark.parametrize("command", [["diversity"], ["assemble", "--algorithm", "simple", "--g", "1"]])
+def test_a_shard_file_gone_from_a_finished_pool_is_one_line_naming_it_and_its_marker(tmp_path, capsys, command):
+    """A pool whose shard .jsonl was removed (its .done kept): FileNotFoundError's traceback, now one line
+    naming the file and the marker to delete so that the same gen command generates the shard again."""
+    pool = tmp_path / "pool"
+    _write_pool(pool, _docs(), _varied, g=2)
+    (pool / "shard-00000-of-00001.jsonl").unlink()
+    assert main(["gen", command[0], "--pool", str(pool), *command[1:]]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1, err
+    assert err.startswith(f"error: {pool / 'shard-00000-of-00001.jsonl'}: not found") and \
+        str(pool / "shard-00000-of-00001.done") in err, err
+
+
 def test_documents_are_sampled_across_the_whole_pool_not_its_first_ones(tmp_path):
     """--max-docs samples every k-th document of the pool (a corpus in its own order, e.g. by date
     or topic, is not measured by its head): 10 documents, 2 sampled are documents 0 and 5."""

@@ -327,19 +327,47 @@ def test_submitit_local_job_array_runs_every_shard(tiny_generator, tmp_path):
     (["--temperature", "0"], "temperature: 0 (greedy decoding) gives one sample per prompt; rephrase asks for G=2"),
     (["--generator", "/nonexistent"], "--generator: /nonexistent: not a directory"),
     (["--docs", "/nonexistent.jsonl"], "/nonexistent.jsonl: corpus not found"),
+    # a file at --out (or above it) was FileExistsError's traceback
+    (["--out", "{tmp}/file"], "{tmp}/file: not a directory (it or a folder above it is a file)"),
+    (["--out", "{tmp}/file/p"], "{tmp}/file/p: not a directory (it or a folder above it is a file)"),
 ])
 def test_cli_bad_input_is_one_line(argv, message, tiny_generator, docs4, tmp_path, capsys):
     from megadocs.cli import main
 
+    (tmp_path / "file").write_text("a file\n")
+    message = message.format(tmp=tmp_path)
     base = {"--docs": str(docs4), "--generator": str(tiny_generator), "--g": "2", "--out": str(tmp_path / "p")}
     for key, value in zip(argv[::2], argv[1::2]):
-        base[key] = value
+        base[key] = value.format(tmp=tmp_path)
     args = ["gen", "rephrase", "--engine", "transformers", "--no-progress"]
     for key, value in base.items():
         args += [key, value]
     assert main(args) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: ") and message in err and "\n" not in err
+
+
+@pytest.mark.parametrize("manifest", [b"", b"\xff\xfe", b'{"format": "megadocs.gen-pool/1", "g": 2', b"[1]"],
+                         ids=["empty", "not-utf8", "cut-short", "a-list"])
+def test_a_pool_whose_manifest_is_damaged_is_refused_in_one_line_and_left_as_it_is(manifest, tiny_generator, docs4,
+                                                                                   tmp_path, capsys):
+    """Resuming into a pool whose manifest.json is cut short or overwritten was a JSONDecodeError or
+    UnicodeDecodeError traceback; the manifest and the shards beside it stay as they were."""
+    from megadocs.cli import main
+
+    pool = tmp_path / "p"
+    pool.mkdir()
+    (pool / "manifest.json").write_bytes(manifest)
+    (pool / "shard-00000-of-00001.jsonl").write_text("{}\n")
+    argv = ["gen", "rephrase", "--engine", "transformers", "--no-progress", "--docs", str(docs4), "--generator",
+            str(tiny_generator), "--g", "2", "--out", str(pool)]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith(f"error: {pool / 'manifest.json'}: not a JSON manifest"), err
+    assert (pool / "manifest.json").read_bytes() == manifest
+    assert (pool / "shard-00000-of-00001.jsonl").read_text() == "{}\n"
+    assert sorted(path.name for path in pool.iterdir() if not path.name.startswith(".")) == [
+        "manifest.json", "shard-00000-of-00001.jsonl"]  # (.manifest.lock: the lock its reader took)
 
 
 @pytest.mark.parametrize("n_docs,refused", [(3, True), (1, False)])

@@ -12,6 +12,16 @@ from train.model import PRESETS
 from train.store import TokenStore
 
 
+@pytest.mark.parametrize(("option", "value"), [("--mfu", "nan"), ("--mfu", "2"), ("--mfu", "0"),
+                                               ("--peak-tflops", "-1"), ("--peak-tflops", "inf")])
+def test_a_utilisation_no_device_has_is_refused_also_where_no_run_trains(make_sweep, capsys, option, value):
+    """`search plan --mfu nan` on a sweep of a callable objective (no GPU-hours to compute) printed
+    the plan and exited 0, where `train --dry-run --mfu nan` refused it: the same one line, exit 2."""
+    assert main(["search", "plan", str(make_sweep()), option, value]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == "" and captured.err.count("\n") == 1 and captured.err.startswith(f"error: {option}: ")
+
+
 def test_run_counts_of_a_callable_sweep(make_sweep, capsys):
     path = make_sweep(certifications=[{"name": "a", "fixed": {"method": "simple", "g": 4}},
                                       {"name": "capped", "max_runs": 10}])

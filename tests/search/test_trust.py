@@ -165,6 +165,43 @@ def test_read_only_commands_refuse_a_missing_ledger_and_create_nothing(make_swee
     assert list(scratch.iterdir()) == []
 
 
+def _damaged_sqlite(path: Path, damage: str) -> None:
+    """A ledger file that is no SQLite database (``garbage``), or one cut short (``truncated``: its
+    header says more pages than the file holds)."""
+    import sqlite3
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if damage == "garbage":
+        path.write_bytes(bytes(range(256)) * 16)
+        return
+    with sqlite3.connect(path) as connection:
+        connection.execute("CREATE TABLE t (x TEXT)")
+        connection.executemany("INSERT INTO t VALUES (?)", [("x" * 500,)] * 200)
+    connection.close()
+    path.write_bytes(path.read_bytes()[:4096 + 100])
+
+
+@pytest.mark.parametrize("damage", ["garbage", "truncated"])
+def test_every_command_refuses_a_damaged_sqlite_ledger_in_one_line(make_sweep, workdir, capsys, damage):
+    """A ledger.db that is not a database (a copy cut short, another file at its path): one line
+    naming the ledger, exit 2, and the file left as it was, where status, plan and dashboard
+    raised sqlite3.DatabaseError's traceback."""
+    db = workdir / "db" / "ledger.db"
+    _damaged_sqlite(db, damage)
+    before = db.read_bytes()
+    path = make_sweep(ledger=f"sqlite:///{db}")
+    scratch = workdir / "scratch"
+    scratch.mkdir()
+    commands = [*READ_ONLY_COMMANDS, ["search", "plan", "{sweep}"], ["search", "certify", "{sweep}", "--no-progress"],
+                ["search", "dashboard", "{sweep}", "--port", "1"]]
+    for command in commands:
+        argv = [word.format(sweep=path, tmp=scratch) for word in command]
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err.strip()
+        assert "\n" not in err and err.startswith("error: ledger: ") and str(db) in err, (argv, err)
+        assert db.read_bytes() == before, argv
+
+
 def test_read_only_commands_refuse_a_sweep_the_ledger_does_not_hold(make_sweep, workdir, capsys):
     """A shared ledger holding another sweep: a typo in name: is not an empty sweep."""
     ledger = f"sqlite:///{workdir}/shared.db"

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 from pathlib import Path
 
@@ -421,3 +422,23 @@ def test_a_run_scores_the_benchmark_data_it_hashed_when_it_opened_its_data(small
     with pytest.raises(UserError, match=rf"^benchmark sciq: data file {bench / 'sciq.jsonl'} not found"):
         run(RunConfig.model_validate(dump), tmp_path / "refused")
     assert not (tmp_path / "refused").exists()
+
+
+@pytest.mark.parametrize("content", [b"{cut sh", b"\xff\xfe", b"[1]"], ids=["cut-short", "not-utf8", "a-list"])
+def test_a_damaged_identity_record_is_one_line_naming_it_and_left_as_it_is(tmp_path, capsys, content):
+    """`train --reidentify RUN` on a RUN whose identity.json was cut short or overwritten raised
+    JSONDecodeError in a traceback (its readers: `recorded_revision`, `earlier_synthetic_identity`)."""
+    from megadocs.cli import main
+    from train.run_dir import earlier_synthetic_identity, recorded_revision
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.yaml").write_text("data: {store: nowhere}\n")
+    (run / "identity.json").write_bytes(content)
+    for read in (recorded_revision, earlier_synthetic_identity):
+        with pytest.raises(UserError, match=re.escape(f"{run / 'identity.json'}: not a run's identity record")):
+            read(run)
+    assert main(["train", "--reidentify", str(run)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith(f"error: {run / 'identity.json'}: "), err
+    assert (run / "identity.json").read_bytes() == content

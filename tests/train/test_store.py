@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import unicodedata
 
 import numpy as np
@@ -18,7 +19,7 @@ from megadocs.cli import main
 from megadocs.corpus import iter_documents
 from megadocs.data_identity import store_identity_of
 from megadocs.errors import UserError
-from train.store import EOS_TOKEN, TokenStore, prepare, train_bpe_tokenizer
+from train.store import EOS_TOKEN, MANIFEST_FIELDS, SPLIT_FIELDS, TokenStore, prepare, train_bpe_tokenizer
 
 VOCAB = 300
 
@@ -332,6 +333,47 @@ def test_open_refuses_a_directory_that_is_not_a_store(tmp_path):
         TokenStore.open(tmp_path / "missing")
     with pytest.raises(UserError, match="not a token store"):
         TokenStore.open(tmp_path)
+
+
+def _damaged_manifest_cases() -> list:
+    """Each field an open store reads (MANIFEST_FIELDS, SPLIT_FIELDS): missing, and of another type."""
+    cases = []
+    for field in MANIFEST_FIELDS:
+        cases += [pytest.param(lambda m, f=field: m.pop(f), field, id=f"{field}-missing"),
+                  pytest.param(lambda m, f=field: m.__setitem__(f, [1]), field, id=f"{field}-list")]
+    for count in SPLIT_FIELDS:
+        cases += [pytest.param(lambda m, c=count: m["splits"]["train"].pop(c), f"splits.train.{count}",
+                               id=f"{count}-missing"),
+                  pytest.param(lambda m, c=count: m["splits"]["train"].__setitem__(c, "many"), f"splits.train.{count}",
+                               id=f"{count}-string")]
+    return cases
+
+
+@pytest.mark.parametrize("damage, field", _damaged_manifest_cases())
+def test_a_manifest_with_a_field_missing_or_mistyped_is_one_line_naming_it(tiny_store, tmp_path, capsys, damage,
+                                                                           field):
+    """A manifest of the store's format whose fields are not what a store writes (edited by hand,
+    written by a tool of its own): `data info` and every opener said KeyError/ValueError in a
+    traceback; now one line naming the manifest and the field."""
+    store = tmp_path / "store"
+    shutil.copytree(tiny_store, store)
+    manifest = json.loads((store / "manifest.json").read_text())
+    damage(manifest)
+    (store / "manifest.json").write_text(json.dumps(manifest))
+    assert main(["data", "info", str(store)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith(f"error: {store / 'manifest.json'}: {field}: expected "), err
+
+
+@pytest.mark.parametrize("content", [b"garbage", b"", np.arange(6, dtype=np.float64).tobytes()], ids=["garbage", "empty", "raw-floats"])
+def test_an_offsets_file_that_is_no_array_is_one_line_naming_it(tiny_store, tmp_path, content):
+    """train.offsets.npy overwritten (another file's bytes, cut to nothing): numpy's ValueError about
+    pickled data was a traceback from every command reading the split."""
+    store = tmp_path / "store"
+    shutil.copytree(tiny_store, store)
+    (store / "train.offsets.npy").write_bytes(content)
+    with pytest.raises(UserError, match=re.escape(f"{store / 'train.offsets.npy'}: expected a NumPy array")):
+        TokenStore.open(store).split("train")
 
 
 def test_cli_prepare_and_info(small_corpus, tmp_path, capsys):
