@@ -48,7 +48,8 @@ def register(subparsers) -> None:
 
     info = commands.add_parser(
         "info", help="summarize a token store",
-        description="Print a token store's splits (documents, tokens), tokenizer and source.",
+        description="Check a token store as a run reads it (every split's files against the manifest, the "
+                    "tokenizer) and print its splits (documents, tokens), tokenizer and source.",
         **examples("megadocs data info runs/data", "megadocs data info runs/data --json"),
     )
     info.add_argument("dir", metavar="DIR", help="token store directory")
@@ -95,6 +96,7 @@ def _info(args: argparse.Namespace) -> int:
     from train.store import TokenStore
 
     store = TokenStore.open(args.dir)
+    store.check()  # what a run reads: a store that opens but cannot train is said here, not in a sweep's jobs
     print(dumps_json(store.manifest) if args.json else store.summary())
     return 0
 

@@ -278,12 +278,16 @@ class TokenStore:
             raise UserError(f"{offsets_path}: expected a NumPy array of document offsets (the store is damaged; "
                             "prepare it again)")
         tokens_path = self.path / f"{name}.tokens"
+        width = np.dtype(TOKEN_DTYPE).itemsize
         with self.open_file(tokens_path.name) as handle:  # the map keeps the file, whatever its path holds later
+            size = os.fstat(handle.fileno()).st_size
+            if size != int(offsets[-1]) * width:  # checked first: a size no multiple of a token cannot be mapped
+                held = f"{size // width:,} tokens" if size % width == 0 else \
+                    f"{size:,} bytes (no whole number of {width}-byte tokens)"
+                raise UserError(f"{tokens_path}: holds {held} but the offsets say {int(offsets[-1]):,} tokens "
+                                "(the store is damaged; prepare it again)")
             tokens = np.zeros(0, dtype=TOKEN_DTYPE) if offsets[-1] == 0 else \
                 np.memmap(handle, dtype=TOKEN_DTYPE, mode="r")
-        if len(tokens) != offsets[-1]:
-            raise UserError(f"{tokens_path}: holds {len(tokens)} tokens but the offsets say "
-                            f"{int(offsets[-1])} (the store is damaged; prepare it again)")
         split = self._splits[name] = StoreSplit(tokens=tokens, offsets=offsets, name=name, store=self)
         return split
 
@@ -306,6 +310,32 @@ class TokenStore:
                     shutil.copyfileobj(source, target)
         finally:
             os.close(folder)
+
+    def check(self) -> None:
+        """Read what a run reads of the store, as ``megadocs data info`` does before a sweep: every
+        split's offsets and token file (:meth:`split`: at the paper's 164k documents 1.3 MB of
+        offsets read, the tokens memory-mapped, not read) against the manifest's counts, and the
+        tokenizer (loaded once, as a run loads it).
+
+        Raises:
+            UserError: a file of a split gone or damaged, counts that disagree with the manifest, or
+                a tokenizer that does not load, naming the file.
+        """
+        for name, counts in self.manifest["splits"].items():
+            split = self.split(name)
+            found = {"documents": split.num_documents, "tokens": split.num_tokens}
+            for count, value in found.items():
+                if value != counts[count]:
+                    raise UserError(f"{self.path / MANIFEST}: splits.{name}.{count}: {counts[count]:,}, but "
+                                    f"{name}.offsets.npy holds {value:,} (the store is damaged; prepare it again)")
+        try:
+            self.tokenizer()
+        except UserError:
+            raise
+        except Exception as exc:  # transformers' and tokenizers' own errors on damaged files
+            first = next((line.strip() for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
+            raise UserError(f"{self.tokenizer_path}: the store's tokenizer does not load ({first}); the store is "
+                            "damaged: prepare it again") from None
 
     def summary(self) -> str:
         """One paragraph: where it came from and what it holds."""

@@ -440,3 +440,38 @@ def test_an_open_store_reads_what_it_opened_when_its_path_is_replaced(small_corp
     with pytest.raises(UserError, match=rf"^{re.escape(str(store_path / 'val.offsets.npy'))}: not in the token "
                        rf"store opened at {re.escape(str(store_path))} \(removed while in use"):
         removed.split("val")
+
+
+def _drop(path):
+    path.unlink()
+
+
+def _cut(path):
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+
+
+def _recount(store):
+    manifest = json.loads((store / "manifest.json").read_text())
+    manifest["splits"]["val"]["documents"] += 1
+    (store / "manifest.json").write_text(json.dumps(manifest))
+
+
+@pytest.mark.parametrize("damage, named", [
+    (lambda store: _drop(store / "val.tokens"), "val.tokens"),
+    (lambda store: _cut(store / "train.tokens"), "train.tokens: holds"),
+    (lambda store: _drop(store / "train.offsets.npy"), "train.offsets.npy"),
+    (_recount, "manifest.json: splits.val.documents: "),
+    (lambda store: (store / "tokenizer" / "tokenizer.json").write_text("{"), "tokenizer: the store's tokenizer does not load"),
+], ids=["tokens-gone", "tokens-cut", "offsets-gone", "counts", "tokenizer"])
+def test_data_info_checks_what_a_run_reads(tiny_store, tmp_path, capsys, damage, named):
+    """`data info` read only the manifest: it printed a summary and exited 0 for a store whose token,
+    offsets or tokenizer files were gone or damaged, which every run of a sweep then refused. Now it
+    reads what a run reads and says the first problem in one line naming the file."""
+    store = tmp_path / "store"
+    shutil.copytree(tiny_store, store)
+    assert main(["data", "info", str(store)]) == 0
+    capsys.readouterr()
+    damage(store)
+    assert main(["data", "info", str(store)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("error: ") and named in err, err
