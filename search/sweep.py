@@ -291,10 +291,6 @@ class Sweep(StrictModel):
             return ModelConfig.model_fields["preset"].default
         return None
 
-    def trained_model(self, fixed: Mapping[str, Any]) -> str | None:
-        """The model preset a run with ``fixed`` params trains (:attr:`base_model` unless it fixes one)."""
-        return RunParams(fixed=dict(fixed)).trained_model(self.base_model)
-
     def certification(self, name: str) -> CertificationConfig:
         """The certification called ``name``; UserError naming the ones there are when none is."""
         for cert in self.certifications:

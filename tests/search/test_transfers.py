@@ -8,6 +8,7 @@ import pytest
 import yaml
 
 from search.ledger import read_runs
+from search.params import RunParams
 from search.status import g_trend_warnings, summarize, summarize_transfers, warm_start_advice
 from search.sweep import load_sweep
 from tests.search.conftest import calls
@@ -128,7 +129,7 @@ def test_a_model_fixed_to_the_base_preset_is_the_base_model_s_curve():
                                   "start": {"lr": 0.001}, "certifications": certifications,
                                   "train": {"model": {"preset": "300m"}}})
     assert sweep.base_model == "300m"
-    assert [sweep.trained_model(c.fixed) for c in sweep.certifications] == ["300m", "300m"]
+    assert [RunParams(fixed=c.fixed).trained_model(sweep.base_model) for c in sweep.certifications] == ["300m", "300m"]
     rising = [summary("simple-g4", 4, 3.5), summary("simple-g8", 8, 3.6, model="300m")]
     [warning] = g_trend_warnings(rising, sweep.base_model)
     assert warning.startswith("simple: certified loss rises with G (simple-g4 g=4: 3.5000 -> simple-g8 g=8: 3.6000)")
@@ -155,8 +156,8 @@ def test_without_a_base_preset_the_base_model_is_the_one_train_builds(make_sweep
     built = TrainObjective(sweep({})).config({"lr": 0.001, "method": "real"}).model.preset
     fixed = sweep({}, {"model": built})
     assert fixed.base_model == built
-    assert {fixed.trained_model(c.fixed) for c in fixed.certifications} == {built}
-    assert sweep({}).base_model is None and sweep({}).trained_model({"method": "real"}) is None
+    assert {RunParams(fixed=c.fixed).trained_model(fixed.base_model) for c in fixed.certifications} == {built}
+    assert sweep({}).base_model is None and RunParams(fixed={"method": "real"}).trained_model(sweep({}).base_model) is None
 
 
 def test_g_trend_keeps_the_synthetic_only_ablation_apart():
