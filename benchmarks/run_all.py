@@ -99,27 +99,49 @@ def render(rows: list[tuple[str, dict | None, float, str]]) -> str:
     return "\n".join(out)
 
 
-def merge_sections(new: str, old: str, names: set[str]) -> str:
+KEPT = "The figures of its last successful run, kept:"
+
+
+def merge_sections(new: str, old: str, names: set[str], failed: frozenset[str] = frozenset()) -> str:
     """``new`` (the header and the sections just run) plus the sections of ``old`` for the
-    benchmarks not run this time, so ``run_all.py NAME`` updates one section in place."""
+    benchmarks not run this time, so ``run_all.py NAME`` updates one section in place. A section
+    in ``failed`` is its failure line above the figures of ``old``'s section (its last successful
+    run, with that run's date and machine), so a failed rerun loses no measurement."""
     def sections(text: str) -> dict[str, str]:
         parts = text.split("\n## ")
         return {part.split("\n", 1)[0].strip(): "## " + part for part in parts[1:]}
 
-    kept = {name: body for name, body in sections(old).items() if name not in names}
+    def measured(body: str) -> str:
+        """A section's figures without its heading or an earlier failure line above them."""
+        content = body.split("\n", 1)[1] if "\n" in body else ""
+        if KEPT in content:
+            return content.split(KEPT, 1)[1]
+        return "" if "\nFailed after " in "\n" + content else content
+
+    def stamp_of(text: str) -> str:
+        return "\n".join(line for line in text.splitlines() if line.startswith(("- Date:", "- Machine:")))
+
+    previous = sections(old)
+    kept = {name: body for name, body in previous.items() if name not in names}
     fresh = sections(new)
-    stamp = "\n".join(line for line in new.splitlines() if line.startswith(("- Date:", "- Machine:")))
+    stamp, old_stamp = stamp_of(new), stamp_of(old.split("\n## ", 1)[0])
     fresh = {name: body.replace("\n\n", f"\n\n{stamp}\n\n", 1) for name, body in fresh.items()}
+    for name in failed & fresh.keys() & previous.keys():
+        figures = measured(previous[name]).strip()
+        if figures:  # a section written as the whole file's only run has its date in the file's header
+            figures = figures if "- Date:" in figures else f"{old_stamp}\n\n{figures}"
+            fresh[name] = f"{fresh[name].rstrip()}\n\n{KEPT}\n\n{figures}\n"
     head = old.split("\n## ", 1)[0]
     ordered = sorted({**kept, **fresh}.items())
     return head.rstrip("\n") + "\n\n" + "\n".join(body.rstrip("\n") + "\n" for _, body in ordered)
 
 
-def write_results(text: str, names: set[str], path: Path = RESULTS) -> None:
+def write_results(text: str, names: set[str], path: Path = RESULTS, failed: frozenset[str] = frozenset()) -> None:
     """Write the sections just run (``text``, :func:`render`) into ``path``, keeping every section of
     the file they do not replace: ``gpu_check`` (the device check, never run here) and the others a
-    partial run (``run_all.py NAME``) left out. A benchmark that failed says so in its section."""
-    path.write_text(merge_sections(text, path.read_text(), names) if path.exists() else text)
+    partial run (``run_all.py NAME``) left out. A benchmark that failed (``failed``) says so in its
+    section, above the figures its last successful run measured, which stay."""
+    path.write_text(merge_sections(text, path.read_text(), names, failed) if path.exists() else text)
 
 
 def main(argv: list[str]) -> int:
@@ -134,7 +156,7 @@ def main(argv: list[str]) -> int:
         result, elapsed, error = run_benchmark(script)
         print(json.dumps(result) if result else f"failed: {error}", flush=True)
         rows.append((script.stem, result, elapsed, error))
-    write_results(render(rows) + "\n", {row[0] for row in rows})
+    write_results(render(rows) + "\n", {row[0] for row in rows}, failed=frozenset(r[0] for r in rows if r[1] is None))
     print(f"wrote {RESULTS}")
     return 0 if all(r[1] is not None for r in rows) else 1
 

@@ -51,3 +51,28 @@ def test_a_full_run_keeps_the_sections_it_does_not_run(tmp_path):
     fresh = tmp_path / "fresh.md"
     write_results(render(rows) + "\n", {name for name, *_ in rows}, fresh)  # no file yet: the run as rendered
     assert fresh.read_text() == render(rows) + "\n"
+
+
+def test_a_failed_benchmark_keeps_the_figures_of_its_last_successful_run(tmp_path):
+    """A benchmark that failed replaced its section with the failure line, and the figures its last
+    run measured (on some machine, some date) were gone. Now the failure line sits above them, and a
+    second failure keeps the same figures once, not a failure inside a failure."""
+    from benchmarks.run_all import KEPT, render, write_results
+
+    path = tmp_path / "RESULTS.md"
+    measured = [("data_scale", {"name": "data_scale", "ratio": 1.02}, 40.0, "")]
+    write_results(render(measured) + "\n", {"data_scale"}, path)
+    failing = [("data_scale", None, 3.0, "boom")]
+    for _second in (False, True):
+        write_results(render(failing) + "\n", {"data_scale"}, path, failed=frozenset({"data_scale"}))
+        section = path.read_text().split("## data_scale", 1)[1]
+        assert "Failed after 3 s: boom" in section and section.count(KEPT) == 1
+        failure, kept = section.split(KEPT)
+        assert "| ratio | 1.02 |" in kept and "| runtime (s) | 40 |" in kept and "boom" not in kept
+        assert section.count("- Date:") == 2  # the failure's date and the kept figures' date
+    write_results(render(measured) + "\n", {"data_scale"}, path, failed=frozenset())
+    assert KEPT not in path.read_text() and "boom" not in path.read_text()  # a success replaces both
+    first_failure = tmp_path / "never.md"
+    first_failure.write_text("# Benchmark results\n\n## data_scale\n\n- Date: old\n\nFailed after 9 s: x\n")
+    write_results(render(failing) + "\n", {"data_scale"}, first_failure, failed=frozenset({"data_scale"}))
+    assert KEPT not in first_failure.read_text()  # nothing measured to keep
