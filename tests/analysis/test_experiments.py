@@ -512,20 +512,32 @@ def pinned(tmp_path_factory):
     return path
 
 
-def test_report_and_fit_of_a_sweep_give_a_certification_of_another_setting_its_own_curve(pinned, tmp_path, capsys):
+@pytest.fixture(scope="module")
+def pinned_outputs(pinned, tmp_path_factory):
+    """`megadocs analysis fit PINNED --json`'s groups and the report's text: each bootstraps the
+    fits of the sweep's curves (most of these tests' time), so the tests below share one of each."""
+    import contextlib
+    import io
+
+    from megadocs.cli import main
+
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        main(["analysis", "fit", str(pinned), "--json"])
+    report = build_report(load_sweep(pinned), tmp_path_factory.mktemp("pinned-report") / "report").read_text()
+    return json.loads(out.getvalue()), report
+
+
+def test_report_and_fit_of_a_sweep_give_a_certification_of_another_setting_its_own_curve(pinned_outputs):
     """The report and `megadocs analysis fit SWEEP.yaml` fit the same four points of simple's L(G)
     (simple-g2-short, certified with epochs pinned to 4, had been a fifth, a 'repeat' of G=2, then
     was left out); simple-g2-short is the one point of `simple [epochs=4]`, in the tables with the
     fit's too-few-points reason and a note that says why it is a curve of its own."""
-    from megadocs.cli import main
-
-    main(["analysis", "fit", str(pinned), "--json"])
-    simple, short = json.loads(capsys.readouterr().out)
+    (simple, short), text = pinned_outputs
     assert simple["group"] == "simple" and simple["n_points"] == 4
     assert short["group"] == "simple [epochs=4]" and short["n_points"] is None and "distinct" in short["error"]
     note = short["error"].split("; ")[-1]
     assert "setting epochs=4" in note and "left out" not in note
-    text = build_report(load_sweep(pinned), tmp_path / "report").read_text()
     section = text.split("## Generation scaling", 1)[1].split("\n## ", 1)[0]
     assert f"One setting per curve, one point per configuration and G. simple [epochs=4]: {note}." in section
     assert section.count("| simple | 2 | True |") == 4  # one row at G=2 per validation set (4), not two
@@ -611,12 +623,11 @@ def test_certifications_of_one_configuration_at_two_points_keep_the_lower_and_le
     assert "(lr=0.003): 3.4500 (s-g2); (lr=0.01): 3.4300 (s-g2-b)" in note and "the lowest, s-g2-b's" in note
 
 
-def test_report_and_fit_of_a_sweep_make_one_point_of_a_configuration_searched_twice(pinned, tmp_path, capsys):
+def test_report_and_fit_of_a_sweep_make_one_point_of_a_configuration_searched_twice(pinned, pinned_outputs):
     """simple-g2-again searched simple at G=2 again (another start, a seed repeat) and adopted
     simple-g2's runs: the report, the notebook's points and `megadocs analysis fit SWEEP.yaml` fit one
     point there, the mean of the distinct runs at the certified point, and say so."""
     from analysis.experiments import generation_points
-    from megadocs.cli import main
 
     tables = load_tables(load_sweep(pinned))
     runs = tables.runs[(tables.runs["certification"].isin(["simple-g2", "simple-g2-again"]))
@@ -627,12 +638,10 @@ def test_report_and_fit_of_a_sweep_make_one_point_of_a_configuration_searched_tw
     points = points[points["method"] == "simple"]  # simple-g2-short is the curve of epochs=4
     assert sorted(points["g"]) == [1, 2, 4, 8]
     assert points.set_index("g").loc[2, "loss"] == pytest.approx(distinct)
-    main(["analysis", "fit", str(pinned), "--json"])
-    simple, _short = json.loads(capsys.readouterr().out)
+    (simple, _short), text = pinned_outputs
     assert simple["n_points"] == 4
     [note] = [note for note in simple["notes"] if note.startswith("one point at G=2")]
     assert "simple-g2 and simple-g2-again" in note and "2 distinct run(s) (1 shared)" in note
-    text = build_report(load_sweep(pinned), tmp_path / "report").read_text()
     section = text.split("## Generation scaling", 1)[1].split("\n## ", 1)[0]
     assert f"simple: {note}." in section and f"note: {note}" in section.split("### Fits of L(G)", 1)[1]
 
