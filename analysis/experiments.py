@@ -63,6 +63,8 @@ __all__ = [
     "CONFIGURATION",
     "curve_points",
     "generation_points",
+    "setting_curves",
+    "failed_curves",
     "synthetic_only_table",
 ]
 
@@ -416,6 +418,30 @@ def generation_points(certifications: pd.DataFrame) -> tuple[str, pd.DataFrame]:
         UserError: no certification has a finite loss.
     """
     return curve_points(generation_table(generation_curves(certifications)))
+
+
+def setting_curves(points: pd.DataFrame) -> set[str]:
+    """The curves of ``points`` (:func:`generation_points`, or a frame over :func:`generation_curves`)
+    that are a method's other setting than its main one, ``method [setting]``
+    (:func:`analysis.frame.curve_label`): not the method's own curve."""
+    if SETTING not in points or "method" not in points:
+        return set()
+    settings = points[SETTING].fillna("").astype(str)
+    return {str(label) for label, setting in zip(points["method"], settings)
+            if curve_method(str(label), setting) != str(label)}
+
+
+def failed_curves(fits: Mapping[str, PowerLawFit | str], points: pd.DataFrame) -> list[str]:
+    """The curves of ``fits`` (``analysis.fits.fit_groups`` of ``points``, :func:`generation_points`,
+    by method) whose fit failed: those that make ``megadocs analysis fit SWEEP.yaml`` exit 1. Every
+    curve not fitted, except a curve of a method's other setting (:func:`setting_curves`) with too few G
+    for the fit's free parameters (``analysis.fits.NotFitted.too_few_points``): a setting tried at one
+    G so far keeps its points and its reason, and is no failed fit. A method's own curve that cannot be
+    fitted (too few G included: the method itself has no L(G)) and a curve of any setting whose points
+    no law describes (losses that do not fall) are failed fits."""
+    others = setting_curves(points)
+    return [str(name) for name, fit in fits.items()
+            if isinstance(fit, str) and not (name in others and getattr(fit, "too_few_points", False))]
 
 
 def curve_points(table: pd.DataFrame) -> tuple[str, pd.DataFrame]:

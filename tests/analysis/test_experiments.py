@@ -533,6 +533,42 @@ def test_report_and_fit_of_a_sweep_give_a_certification_of_another_setting_its_o
     assert "left out" not in section
 
 
+def test_fit_of_a_sweep_exits_0_where_only_another_settings_curve_is_too_short(pinned, capsys):
+    """simple-g2-short (epochs pinned to 4, certified at one G) is the curve `simple [epochs=4]`: one
+    extra setting tried at one G made `megadocs analysis fit SWEEP.yaml` exit 1 as if a fit had
+    failed. That curve keeps its point and is reported not fitted with the reason, as the report does,
+    and the command exits 0: every curve with enough G (simple's) was fitted."""
+    from megadocs.cli import main
+
+    assert main(["analysis", "fit", str(pinned), "--bootstrap", "0"]) == 0
+    out = capsys.readouterr().out
+    assert "[simple [epochs=4]]\n  not fitted: power-law fit: 1 distinct x value(s)" in out
+    assert "with too few G: no failed fit" in out
+    assert "[simple]\nL(g) = E + A * g^(-alpha), 4 points" in out
+    assert main(["analysis", "fit", str(pinned), "--bootstrap", "0", "--json"]) == 0
+    _simple, short = json.loads(capsys.readouterr().out)
+    assert short["group"] == "simple [epochs=4]" and "distinct" in short["error"]
+
+
+def test_a_failed_fit_is_a_curve_not_fitted_but_a_too_short_curve_of_another_setting():
+    """What makes `analysis fit SWEEP.yaml` exit 1 (``failed_curves``): a method's own curve that
+    cannot be fitted (too few G, or losses that rise) and a curve of another setting whose points no
+    law describes; not a curve of another setting with too few G for the free parameters (with alpha
+    fixed, two G are enough and a rise at two G is a failed fit)."""
+    from analysis.experiments import failed_curves
+    from analysis.fits import fit_groups
+
+    points = pd.DataFrame({
+        "method": ["s"] * 4 + ["s [t=1]"] + ["s [t=2]"] * 3 + ["s [t=3]"] * 2 + ["u"],
+        "setting": [""] * 4 + ["t=1"] + ["t=2"] * 3 + ["t=3"] * 2 + ["t=1"],
+        "g": [1, 2, 4, 8, 2, 1, 2, 4, 1, 2, 4],
+        "loss": [3.5, 3.45, 3.42, 3.41, 3.44, 3.5, 3.55, 3.6, 3.4, 3.45, 3.4]})
+    fits = fit_groups(points, x="g", y="loss", group="method", n_boot=0)
+    assert failed_curves(fits, points) == ["s [t=2]", "u"]
+    fixed = fit_groups(points, x="g", y="loss", group="method", n_boot=0, fix_alpha=0.5)
+    assert failed_curves(fixed, points) == ["s [t=2]", "s [t=3]", "u"]
+
+
 def _searched_again(*, extra_loss: float | None):
     """The toy sweep (simple at G = 1, 2, 4, 8) and simple-g2-again, a second certification of simple at
     G=2 that differs only in how its search ran: it adopted every run of simple-g2 (same run
