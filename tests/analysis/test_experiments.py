@@ -475,6 +475,23 @@ def test_each_setting_of_a_method_is_a_fitted_curve_with_its_settings_baseline(o
     assert len(baseline_notes(table)) == (2 if own_baseline else 0)
 
 
+def test_the_empty_setting_as_another_settings_curve_has_a_short_label():
+    """s certified mostly at temperature 0.5 and once with nothing fixed: the curve of the empty
+    setting was labelled `s [none beyond method, G and model]` in every table, fit and legend. It is
+    `s [default]` (``analysis.frame.curve_label``, one place), read back as s's curve."""
+    from analysis.experiments import generation_points, setting_curves
+    from analysis.frame import curve_label, curve_method
+
+    certs = synthetic.two_settings(own_baseline=False)
+    certs["setting"] = certs["setting"].map({"": "temperature=0.5", "temperature=0.5": ""})
+    certs = certs[~certs["certification"].isin(["s-g2-t05", "s-g4-t05"])]  # the empty setting: s at G=1
+    label = curve_label("s", "")
+    assert label == "s [default]" and curve_method(label, "") == "s"
+    _main, points = generation_points(certs)
+    assert points.groupby("method")["g"].apply(sorted).to_dict() == {"s": [1, 2, 4, 8], label: [1]}
+    assert setting_curves(points) == {label}
+
+
 def test_certifications_that_differ_only_in_their_fixed_seed_are_repeats_of_one_point():
     """A fixed seed is no setting: two certifications of one point under two seeds are seed repeats."""
     from analysis.experiments import curve_notes, generation_points
