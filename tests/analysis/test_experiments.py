@@ -141,6 +141,29 @@ def test_student_scaling_is_the_gain_over_the_same_size_baseline(experiments):
     assert row["growth"] > 0  # the larger student gains more, as the objective is built to
 
 
+def test_student_scaling_orders_the_models_by_size_not_by_their_baseline():
+    """The models were ordered by their real-only baselines' loss (worst first), as a stand-in for
+    size: where a larger student's baseline is worse (undertrained, another recipe) the table put it
+    first and ``growth`` (largest's gain - smallest's) came out with the sign turned. Presets are now
+    ordered by parameter count (train.presets); a model no preset names keeps its place."""
+    from train.presets import LLAMA3_VOCAB, PRESETS, parameter_count
+
+    by_size = sorted(PRESETS, key=lambda name: parameter_count(PRESETS[name], LLAMA3_VOCAB))
+    worst_first = [*reversed(by_size)]  # the larger, the worse baseline
+    worst_first.insert(2, "custom")
+    baselines = {model: 3.0 + 0.1 * (len(worst_first) - i) for i, model in enumerate(worst_first)}
+    gains = {model: 0.1 + 0.01 * i for i, model in enumerate(by_size)} | {"custom": 0.5}
+    certs = pd.DataFrame({
+        "certification": [f"real-{m}" for m in baselines] + [f"s-{m}" for m in baselines],
+        "method": ["real"] * len(baselines) + ["s"] * len(baselines), "g": [0] * len(baselines) + [2] * len(baselines),
+        "model": [*baselines, *baselines], "setting": "", "certified": True,
+        "loss": [*baselines.values(), *(baselines[m] - gains[m] for m in baselines)]})
+    [row] = student_scaling_table(certs, "objective").to_dict("records")
+    expected = [*by_size[:2], "custom", *by_size[2:]]  # the presets by size around custom, in its place
+    assert [column.removeprefix("gain.") for column in row if column.startswith("gain.")] == expected
+    assert row["growth"] == pytest.approx(gains[by_size[-1]] - gains[by_size[0]])
+
+
 def test_a_model_fixed_to_the_base_preset_is_the_base_model_in_every_table(tmp_path):
     """``real`` (no model) and ``real-large`` (``model: large``, the base train config's preset)
     train one model (``search.sweep.Sweep.base_model``): one model name in the frame, so one
