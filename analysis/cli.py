@@ -84,7 +84,8 @@ def register(subparsers) -> None:
     fit.add_argument("--json", action="store_true",
                      help="print a JSON list, one object per group (analysis.fits.FitRecord): group, x, error "
                      "(null when fitted), n_points, loss, level, params (each: estimate, low, high, fixed, "
-                     "determined), rmse_log, notes; a group that could not be fitted has its error and nulls")
+                     "determined), rmse_log, notes; a group that could not be fitted has its error and nulls (exit 1, "
+                     "except for a curve of a method's other setting with too few G)")
     fit.set_defaults(func=_fit)
 
     report = commands.add_parser(
@@ -308,7 +309,8 @@ def _fit(args) -> int:
         noise_sigma=_noise_sigma(args),
         **_bootstrap(args),
     )
-    if args.input.endswith((".yaml", ".yml")):
+    sweep = args.input.endswith((".yaml", ".yml"))
+    if sweep:
         from analysis.experiments import curve_notes, generation_points
         from analysis.generation import empty_table
         from analysis.ledger import load_tables
@@ -338,7 +340,12 @@ def _fit(args) -> int:
         raise UserError(f"{args.input}: no rows to fit")
     frame = frame.assign(**{column: numeric_column(frame, column, args.input) for column in (x, args.y)})
     fits = _fit_table(frame, x=x, y=args.y, group=group, **options)
-    failed = sum(isinstance(fit, str) for fit in fits.values())
+    if sweep and group == "method":  # a curve of another setting with too few G is no failed fit
+        from analysis.experiments import failed_curves
+
+        failed = failed_curves(fits, frame)
+    else:
+        failed = [name for name, fit in fits.items() if isinstance(fit, str)]
     if args.json:
         from analysis.fits import fit_record
         from megadocs.formats import dumps_json
@@ -351,6 +358,8 @@ def _fit(args) -> int:
         print(f"[{name}]" if group is not None else "", file=sys.stdout)
         if isinstance(fit, str):
             print(f"  not fitted: {fit}")
+            if name not in failed:
+                print("  (a curve of another setting than the method's, with too few G: no failed fit)")
         else:
             print(describe_fit(fit, x))
     return Exit.NEGATIVE if failed else Exit.OK

@@ -318,6 +318,22 @@ def compare_asymptotes(fits: dict[str, PowerLawFit | str], *, reference: str = R
     return pd.DataFrame(rows)
 
 
+def _unknown_labels(unknown: list[str], reference: str, at: TrainedAt, pairing: Mapping[str, TrainedAt]) -> str:
+    """What is wrong with ``unknown``, ``reference`` labels that no ensemble study of the sweep has
+    (a hand-labelled file's: ``pairing`` does not name them, so their model is unknown), and what was
+    expected: the label of the sweep's ``reference`` study at ``at``, or that it has none. "" for none."""
+    if not unknown:
+        return ""
+    one = len(unknown) == 1
+    studies = [study for study, trained in pairing.items() if label_parts(study)[0] == reference
+               and trained.model == at.model]
+    expected = (f"expected the label of the sweep's {reference} ensemble study at {at}, {studies[0]}" if len(studies) == 1
+                else f"expected the label of one of the sweep's {reference} ensemble studies at {at}, "
+                f"{', '.join(studies)}" if studies else f"the sweep has no {reference} ensemble study at {at}")
+    return (f"{', '.join(unknown)}: no ensemble study of this sweep has {'that label' if one else 'these labels'}, "
+            f"so {'its model is' if one else 'their models are'} unknown; {expected}")
+
+
 def _reference_of(label: str, fits: Mapping[str, PowerLawFit | str], reference: str,
                   pairing: Mapping[str, TrainedAt]) -> tuple[PowerLawFit | None, str]:
     """The fit ``label``'s asymptote is compared with (:func:`compare_asymptotes`): where ``pairing``
@@ -335,8 +351,10 @@ def _reference_of(label: str, fits: Mapping[str, PowerLawFit | str], reference: 
             return None, f"several {reference} ensembles at {where} ({', '.join(same)}): no one reference"
         name = same[0] if same else None
         which = f"{reference} ensemble at {where}"
-        listed = ", ".join(f"{other} at {pairing[other]}" if other in pairing else f"{other} of no known model"
-                           for other in others)
+        listed = "; ".join(part for part in (", ".join(f"{other} at {pairing[other]}" for other in others
+                                                     if other in pairing),
+                                           _unknown_labels([o for o in others if o not in pairing], reference,
+                                                           TrainedAt(at.model), pairing)) if part)
     else:
         source = label_parts(label)[1]
         wanted = [*([ensemble_label(reference, source)] if source is not None else []), reference]

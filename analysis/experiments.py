@@ -5,7 +5,7 @@
 - :func:`transfer_table`: Figure 6, a method at its own certified point vs at another
   certification's (the sweep's ``transfers:``), per G.
 - :func:`student_scaling_table`: the loss win over the real-only baseline of the same model size,
-  per algorithm, G and model preset (the frame's ``model``: the one each trains).
+  per algorithm, G and model preset (the frame's ``model``: the one each trains), presets by size.
 - :func:`diversity_table`: generation diversity vs G from the pools' manifests (``megadocs gen
   diversity``), to read next to the loss curve.
 - :func:`next_generations`: from the fitted L(G) per algorithm, the predicted loss at twice the
@@ -43,6 +43,7 @@ from megadocs.pools import read_manifest, resolve_pool
 from search.grid import values_equal
 from search.params import RunParams
 from search.sweep import SYNTHETIC_ONLY_MIX
+from train.presets import LLAMA3_VOCAB, PRESETS, parameter_count
 
 if TYPE_CHECKING:
     from search.status import TransferSummary
@@ -63,6 +64,8 @@ __all__ = [
     "CONFIGURATION",
     "curve_points",
     "generation_points",
+    "setting_curves",
+    "failed_curves",
     "synthetic_only_table",
 ]
 
@@ -151,8 +154,8 @@ def _is_current(summary: TransferSummary | None, trial: Any) -> bool:
 
 def student_scaling_table(certifications: pd.DataFrame, val_set: str = IID) -> pd.DataFrame:
     """Loss win over the same model size's real-only baseline: rows (method, g), one ``gain.<model>``
-    column per model preset and ``growth`` (largest model's gain - smallest's, presets in the order
-    their baselines improve). Empty unless at least two model sizes have a certified baseline.
+    column per model preset and ``growth`` (largest model's gain - smallest's), the models smallest
+    first (:func:`_by_size`). Empty unless at least two model sizes have a certified baseline.
     A (method, G, model) reads its certifications as the curves do: the synthetic-only ablation left
     out (:func:`without_synthetic_only`), one point per configuration and fixed-seed repeats their
     mean (:func:`analysis.configurations.seed_repeats`); each compared with the baseline of its
@@ -164,22 +167,33 @@ def student_scaling_table(certifications: pd.DataFrame, val_set: str = IID) -> p
     certified = certifications[certifications["certified"] & certifications[column].notna()].copy()
     certified["model"] = _model_names(certified)
     real = certified[certified["method"] == BASELINE_METHOD]
-    baselines = real.groupby("model")[column].min().sort_values(ascending=False)  # worst (smallest) model first
+    baselines = real.groupby("model")[column].min().sort_values(ascending=False, kind="stable")  # worst first
     if len(baselines) < 2:
         return pd.DataFrame()
+    models = _by_size(list(baselines.index))
     rows = []
     synthetic = without_synthetic_only(certified[certified["method"] != BASELINE_METHOD])
     for (method, g), part in synthetic.groupby(["method", "g"], sort=True):
         row: dict[str, Any] = {"method": method, "g": g}
-        for model in baselines.index:
+        for model in models:
             gains = [baseline_for(real[real["model"] == model], _setting(repeats.iloc[0]), column)[0]
                      - float(repeats[column].mean())  # each recipe against its setting's baseline
                      for repeats in seed_repeats(part[part["model"] == model])]
             row[f"gain.{model}"] = max(gains) if gains else math.nan
-        gains = [row[f"gain.{m}"] for m in baselines.index]
+        gains = [row[f"gain.{m}"] for m in models]
         row["growth"] = gains[-1] - gains[0]
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def _by_size(models: list[str]) -> list[str]:
+    """``models`` (in the order of their real-only baselines, worst first) smallest first: the presets
+    of ``train.presets.PRESETS`` by parameter count (all at one vocabulary: a sweep's runs share one
+    tokenizer), each in one of the places presets had; a model no preset names (a callable objective's
+    own, the unnamed ``base``) keeps its place."""
+    sizes = {model: parameter_count(PRESETS[model], LLAMA3_VOCAB) if model in PRESETS else None for model in models}
+    presets = iter(sorted((model for model in models if sizes[model] is not None), key=lambda model: sizes[model]))
+    return [next(presets) if sizes[model] is not None else model for model in models]
 
 
 def _lowest_recipe(certified: pd.DataFrame, column: str) -> tuple[float, pd.Series]:
@@ -416,6 +430,30 @@ def generation_points(certifications: pd.DataFrame) -> tuple[str, pd.DataFrame]:
         UserError: no certification has a finite loss.
     """
     return curve_points(generation_table(generation_curves(certifications)))
+
+
+def setting_curves(points: pd.DataFrame) -> set[str]:
+    """The curves of ``points`` (:func:`generation_points`, or a frame over :func:`generation_curves`)
+    that are a method's other setting than its main one, ``method [setting]``
+    (:func:`analysis.frame.curve_label`): not the method's own curve."""
+    if SETTING not in points or "method" not in points:
+        return set()
+    settings = points[SETTING].fillna("").astype(str)
+    return {str(label) for label, setting in zip(points["method"], settings)
+            if curve_method(str(label), setting) != str(label)}
+
+
+def failed_curves(fits: Mapping[str, PowerLawFit | str], points: pd.DataFrame) -> list[str]:
+    """The curves of ``fits`` (``analysis.fits.fit_groups`` of ``points``, :func:`generation_points`,
+    by method) whose fit failed: those that make ``megadocs analysis fit SWEEP.yaml`` exit 1. Every
+    curve not fitted, except a curve of a method's other setting (:func:`setting_curves`) with too few G
+    for the fit's free parameters (``analysis.fits.NotFitted.too_few_points``): a setting tried at one
+    G so far keeps its points and its reason, and is no failed fit. A method's own curve that cannot be
+    fitted (too few G included: the method itself has no L(G)) and a curve of any setting whose points
+    no law describes (losses that do not fall) are failed fits."""
+    others = setting_curves(points)
+    return [str(name) for name, fit in fits.items()
+            if isinstance(fit, str) and not (name in others and getattr(fit, "too_few_points", False))]
 
 
 def curve_points(table: pd.DataFrame) -> tuple[str, pd.DataFrame]:

@@ -18,8 +18,8 @@ import numpy as np
 
 from megadocs.errors import UserError
 
-__all__ = ["LOSSES", "NOISE_SIGMA_FLAG", "NOISE_ADVICE", "FitOptionError", "check_fit_inputs", "mean_losses",
-           "losses_fall"]
+__all__ = ["LOSSES", "NOISE_SIGMA_FLAG", "NOISE_ADVICE", "FitOptionError", "TooFewPoints", "check_fit_inputs",
+           "mean_losses", "losses_fall"]
 
 LOSSES = ("linear", "huber")
 """The robust losses a fit may minimise on log residuals (``scipy.optimize.least_squares``'s names)."""
@@ -42,6 +42,12 @@ class FitOptionError(UserError):
     def __init__(self, option: str, message: str) -> None:
         super().__init__(message)
         self.option = option
+
+
+class TooFewPoints(UserError):
+    """Fewer distinct x than the fit's free parameters (at least two): the points are too few to fit,
+    not points no law describes (a curve measured at one G so far; ``analysis fit SWEEP.yaml`` does not
+    count another setting's curve that is too short as a failed fit)."""
 
 
 def check_fit_inputs(x, y, *, fix_alpha, fix_E, loss, huber_delta, level, alpha_bounds, n_boot, noise_sigma,
@@ -106,7 +112,7 @@ def _check_points(x: np.ndarray, y: np.ndarray, n_free: int) -> list[str]:
     distinct, means = mean_losses(x, y)
     if len(distinct) < max(n_free, 2):
         names = "E, A, alpha" if n_free == 3 else f"{n_free} free parameters"
-        raise UserError(
+        raise TooFewPoints(
             f"power-law fit: {len(distinct)} distinct x value(s) {distinct.tolist()} cannot determine "
             f"{n_free} parameters ({names}); add points, or fix alpha or E (`megadocs analysis fit --alpha/--asymptote`)"
         )

@@ -17,13 +17,27 @@ from typing import Any
 
 import numpy as np
 
-from analysis.fit_checks import FitOptionError
+from analysis.fit_checks import FitOptionError, TooFewPoints
 from analysis.scaling import PARAMS, PowerLawFit, fit_power_law
 from megadocs.config import StrictModel
 from megadocs.errors import UserError
 
-__all__ = ["ParamRecord", "FitRecord", "param_status", "quote_param", "describe_fit", "fit_json", "fit_record",
+__all__ = ["NotFitted", "ParamRecord", "FitRecord", "param_status", "quote_param", "describe_fit", "fit_json", "fit_record",
            "fit_groups"]
+
+
+class NotFitted(str):
+    """Why a group of :func:`fit_groups` was not fitted: the text every output prints (it is a ``str``)
+    and ``too_few_points``, whether the fit refused too few distinct x for its free parameters
+    (:class:`analysis.fit_checks.TooFewPoints`: a curve too short so far) rather than points no law
+    describes."""
+
+    too_few_points: bool
+
+    def __new__(cls, text: str, *, too_few_points: bool = False) -> NotFitted:
+        reason = super().__new__(cls, text)
+        reason.too_few_points = too_few_points
+        return reason
 
 
 class ParamRecord(StrictModel):
@@ -108,13 +122,14 @@ def fit_record(group, x: str, fit: PowerLawFit | str) -> FitRecord:
     """A :func:`fit_groups` result as its JSON record (``group``: a numpy scalar becomes plain)."""
     group = group.item() if hasattr(group, "item") else group
     if isinstance(fit, str):
-        return FitRecord(group=group, x=x, error=fit)
+        return FitRecord(group=group, x=x, error=str(fit))
     return FitRecord(group=group, x=x, **fit_json(fit))
 
 
 def fit_groups(frame, *, x: str, y: str, group: str, notes: Mapping[Any, Sequence[str]] | None = None,
-               **options) -> dict[str, PowerLawFit | str]:
-    """Fit one law per group of a DataFrame; a group that cannot be fitted maps to the reason.
+               **options) -> dict[str, PowerLawFit | NotFitted]:
+    """Fit one law per group of a DataFrame; a group that cannot be fitted maps to the reason
+    (:class:`NotFitted`: a ``str`` that says whether the group had too few points).
 
     ``notes``: per group, lines the caller adds to its fit's notes (to the reason where it cannot be
     fitted), e.g. how a curve got its points (``analysis.experiments.curve_notes``).
@@ -133,7 +148,7 @@ def fit_groups(frame, *, x: str, y: str, group: str, notes: Mapping[Any, Sequenc
         shown = ", ".join(f"{x}={value:g}" for value in no_group[x].to_numpy(dtype=float)[:5])
         raise UserError(f"fit: column {group!r} has no value in {len(no_group)} row(s) ({shown}"
                         f"{', ...' if len(no_group) > 5 else ''}); give each row its group, or fit without grouping")
-    results: dict[str, PowerLawFit | str] = {}
+    results: dict[str, PowerLawFit | NotFitted] = {}
     seed = options.pop("seed", 0)
     for name, part in frame.groupby(group, sort=True):
         finite = np.isfinite(part[y].to_numpy(dtype=float))
@@ -152,9 +167,10 @@ def fit_groups(frame, *, x: str, y: str, group: str, notes: Mapping[Any, Sequenc
         except FitOptionError:  # an option no fit takes: said once, not as every group not fitted
             raise
         except UserError as exc:
-            results[name] = str(exc) + (f" ({len(left_out)} non-finite loss(es) left out: "
-                                        f"{', '.join(left_out)})" if left_out else "")
-            results[name] = "; ".join([results[name], *(notes or {}).get(name, ())])
+            reason = str(exc) + (f" ({len(left_out)} non-finite loss(es) left out: "
+                                 f"{', '.join(left_out)})" if left_out else "")
+            results[name] = NotFitted("; ".join([reason, *(notes or {}).get(name, ())]),
+                                      too_few_points=isinstance(exc, TooFewPoints))
             continue
         if left_out:
             results[name].notes.append(f"{len(left_out)} non-finite loss(es) (diverged or missing) left out "

@@ -105,6 +105,7 @@ __all__ = [
     "SETTING",
     "setting_of",
     "setting_words",
+    "DEFAULT_SETTING",
     "curve_label",
     "curve_method",
     "POINT_RUNS",
@@ -281,14 +282,21 @@ def setting_words(setting: str) -> str:
     return setting or "none beyond method, G and model"
 
 
+DEFAULT_SETTING = "default"
+"""How a curve's label names the empty setting (nothing fixed beyond method, G and model: the sweep's
+defaults) where it is not the method's main curve, ``method [default]`` (:func:`curve_label`); never
+a setting's own text, which is ``key=value`` pairs."""
+
+
 def curve_label(method: str, setting: str) -> str:
     """The name of ``method``'s L(G) curve under ``setting`` where it is not the method's main curve
-    (``analysis.experiments.generation_curves``), as ``search status``'s G-trend warning names it.
+    (``analysis.experiments.generation_curves``), as ``search status``'s G-trend warning names it; the
+    empty setting is :data:`DEFAULT_SETTING`.
 
-    >>> curve_label("simple", "temperature=0.5")
-    'simple [temperature=0.5]'
+    >>> curve_label("simple", "temperature=0.5"), curve_label("simple", "")
+    ('simple [temperature=0.5]', 'simple [default]')
     """
-    return f"{method} [{setting_words(setting)}]"
+    return f"{method} [{setting or DEFAULT_SETTING}]"
 
 
 def curve_method(label: str, setting: str) -> str:
@@ -298,7 +306,7 @@ def curve_method(label: str, setting: str) -> str:
     >>> curve_method("simple [temperature=0.5]", "temperature=0.5"), curve_method("simple", "epochs=4")
     ('simple', 'simple')
     """
-    return label.removesuffix(" [" + setting_words(setting) + "]")
+    return label.removesuffix(curve_label("", setting))
 
 
 def _point_runs(chosen: Sequence[pd.Series], columns: Sequence[str]) -> tuple[PointRun, ...]:

@@ -413,7 +413,7 @@ def _experiment_sections(report: _Report, runs: pd.DataFrame, certifications: pd
     if len(students):
         report.add("## Student scaling", "",
                    "Loss win over the real-only baseline of the same model size (`gain.<model>`), and how much it "
-                   "grows from the smallest to the largest model (`growth`; paper, 300M -> 1.5B: simple "
+                   "grows from the smallest to the largest model (`growth`; presets by parameter count; paper, 300M -> 1.5B: simple "
                    "0.144 -> 0.212, stitched 0.18 -> 0.248, latent 0.211 -> 0.274).", "",
                    _markdown_table(students), "")
     if diversity is not None and len(diversity):

@@ -343,3 +343,27 @@ def test_an_ensemble_is_compared_with_the_real_one_of_its_model_and_setting_or_s
         fits["simple"].E - fits[real_a].E)
     twice = compare_asymptotes(fits, pairing={**pairing, real_a: TrainedAt("1.5b")}).set_index("algorithm")
     assert twice.loc["simple", "note"].startswith(f"no delta: several real ensembles at model 1.5b ({real_b}, {real_a})")
+
+
+def test_a_hand_labelled_reference_that_no_study_has_is_named_with_what_was_expected():
+    """A hand-labelled file `real=FILE` beside the sweep's studies, whose real-only ensembles are
+    labelled by source: simple (a study, trained at model 1.5b) printed "no delta: no real ensemble at
+    model 1.5b to compare with (real of no known model)". The note now says which label is wrong and
+    what was expected, in one line: the label of the sweep's real ensemble study at that model, or
+    that the sweep has none."""
+    from analysis.ensembles import TrainedAt, ensemble_label
+
+    table = pd.concat([pd.DataFrame({"algorithm": label, "k": K, "loss": curve(E, i), "set": "iid"})
+                       for i, (label, E) in enumerate({"real": 3.31, "simple": 3.17}.items())])
+    fits = fit_ensembles(table, n_boot=0)
+    real_large = ensemble_label("real", "real-1.5b")
+    studies = {"simple": TrainedAt("1.5b"), real_large: TrainedAt("1.5b"),
+               ensemble_label("real", "real-300m"): TrainedAt("300m")}
+    note = compare_asymptotes(fits, pairing=studies).set_index("algorithm").loc["simple", "note"]
+    assert note == ("no delta: no real ensemble at model 1.5b to compare with (real: no ensemble study of this sweep "
+                    f"has that label, so its model is unknown; expected the label of the sweep's real ensemble "
+                    f"study at model 1.5b, {real_large})")
+    none = compare_asymptotes(fits, pairing={"simple": TrainedAt("1.5b")}).set_index("algorithm").loc["simple", "note"]
+    assert none.endswith("(real: no ensemble study of this sweep has that label, so its model is unknown; the sweep "
+                         "has no real ensemble study at model 1.5b)")
+    assert "\n" not in note + none

@@ -141,6 +141,29 @@ def test_student_scaling_is_the_gain_over_the_same_size_baseline(experiments):
     assert row["growth"] > 0  # the larger student gains more, as the objective is built to
 
 
+def test_student_scaling_orders_the_models_by_size_not_by_their_baseline():
+    """The models were ordered by their real-only baselines' loss (worst first), as a stand-in for
+    size: where a larger student's baseline is worse (undertrained, another recipe) the table put it
+    first and ``growth`` (largest's gain - smallest's) came out with the sign turned. Presets are now
+    ordered by parameter count (train.presets); a model no preset names keeps its place."""
+    from train.presets import LLAMA3_VOCAB, PRESETS, parameter_count
+
+    by_size = sorted(PRESETS, key=lambda name: parameter_count(PRESETS[name], LLAMA3_VOCAB))
+    worst_first = [*reversed(by_size)]  # the larger, the worse baseline
+    worst_first.insert(2, "custom")
+    baselines = {model: 3.0 + 0.1 * (len(worst_first) - i) for i, model in enumerate(worst_first)}
+    gains = {model: 0.1 + 0.01 * i for i, model in enumerate(by_size)} | {"custom": 0.5}
+    certs = pd.DataFrame({
+        "certification": [f"real-{m}" for m in baselines] + [f"s-{m}" for m in baselines],
+        "method": ["real"] * len(baselines) + ["s"] * len(baselines), "g": [0] * len(baselines) + [2] * len(baselines),
+        "model": [*baselines, *baselines], "setting": "", "certified": True,
+        "loss": [*baselines.values(), *(baselines[m] - gains[m] for m in baselines)]})
+    [row] = student_scaling_table(certs, "objective").to_dict("records")
+    expected = [*by_size[:2], "custom", *by_size[2:]]  # the presets by size around custom, in its place
+    assert [column.removeprefix("gain.") for column in row if column.startswith("gain.")] == expected
+    assert row["growth"] == pytest.approx(gains[by_size[-1]] - gains[by_size[0]])
+
+
 def test_a_model_fixed_to_the_base_preset_is_the_base_model_in_every_table(tmp_path):
     """``real`` (no model) and ``real-large`` (``model: large``, the base train config's preset)
     train one model (``search.sweep.Sweep.base_model``): one model name in the frame, so one
@@ -475,6 +498,23 @@ def test_each_setting_of_a_method_is_a_fitted_curve_with_its_settings_baseline(o
     assert len(baseline_notes(table)) == (2 if own_baseline else 0)
 
 
+def test_the_empty_setting_as_another_settings_curve_has_a_short_label():
+    """s certified mostly at temperature 0.5 and once with nothing fixed: the curve of the empty
+    setting was labelled `s [none beyond method, G and model]` in every table, fit and legend. It is
+    `s [default]` (``analysis.frame.curve_label``, one place), read back as s's curve."""
+    from analysis.experiments import generation_points, setting_curves
+    from analysis.frame import curve_label, curve_method
+
+    certs = synthetic.two_settings(own_baseline=False)
+    certs["setting"] = certs["setting"].map({"": "temperature=0.5", "temperature=0.5": ""})
+    certs = certs[~certs["certification"].isin(["s-g2-t05", "s-g4-t05"])]  # the empty setting: s at G=1
+    label = curve_label("s", "")
+    assert label == "s [default]" and curve_method(label, "") == "s"
+    _main, points = generation_points(certs)
+    assert points.groupby("method")["g"].apply(sorted).to_dict() == {"s": [1, 2, 4, 8], label: [1]}
+    assert setting_curves(points) == {label}
+
+
 def test_certifications_that_differ_only_in_their_fixed_seed_are_repeats_of_one_point():
     """A fixed seed is no setting: two certifications of one point under two seeds are seed repeats."""
     from analysis.experiments import curve_notes, generation_points
@@ -543,6 +583,42 @@ def test_report_and_fit_of_a_sweep_give_a_certification_of_another_setting_its_o
     assert section.count("| simple | 2 | True |") == 4  # one row at G=2 per validation set (4), not two
     assert section.count("| simple [epochs=4] | 2 | True |") == 4
     assert "left out" not in section
+
+
+def test_fit_of_a_sweep_exits_0_where_only_another_settings_curve_is_too_short(pinned, capsys):
+    """simple-g2-short (epochs pinned to 4, certified at one G) is the curve `simple [epochs=4]`: one
+    extra setting tried at one G made `megadocs analysis fit SWEEP.yaml` exit 1 as if a fit had
+    failed. That curve keeps its point and is reported not fitted with the reason, as the report does,
+    and the command exits 0: every curve with enough G (simple's) was fitted."""
+    from megadocs.cli import main
+
+    assert main(["analysis", "fit", str(pinned), "--bootstrap", "0"]) == 0
+    out = capsys.readouterr().out
+    assert "[simple [epochs=4]]\n  not fitted: power-law fit: 1 distinct x value(s)" in out
+    assert "with too few G: no failed fit" in out
+    assert "[simple]\nL(g) = E + A * g^(-alpha), 4 points" in out
+    assert main(["analysis", "fit", str(pinned), "--bootstrap", "0", "--json"]) == 0
+    _simple, short = json.loads(capsys.readouterr().out)
+    assert short["group"] == "simple [epochs=4]" and "distinct" in short["error"]
+
+
+def test_a_failed_fit_is_a_curve_not_fitted_but_a_too_short_curve_of_another_setting():
+    """What makes `analysis fit SWEEP.yaml` exit 1 (``failed_curves``): a method's own curve that
+    cannot be fitted (too few G, or losses that rise) and a curve of another setting whose points no
+    law describes; not a curve of another setting with too few G for the free parameters (with alpha
+    fixed, two G are enough and a rise at two G is a failed fit)."""
+    from analysis.experiments import failed_curves
+    from analysis.fits import fit_groups
+
+    points = pd.DataFrame({
+        "method": ["s"] * 4 + ["s [t=1]"] + ["s [t=2]"] * 3 + ["s [t=3]"] * 2 + ["u"],
+        "setting": [""] * 4 + ["t=1"] + ["t=2"] * 3 + ["t=3"] * 2 + ["t=1"],
+        "g": [1, 2, 4, 8, 2, 1, 2, 4, 1, 2, 4],
+        "loss": [3.5, 3.45, 3.42, 3.41, 3.44, 3.5, 3.55, 3.6, 3.4, 3.45, 3.4]})
+    fits = fit_groups(points, x="g", y="loss", group="method", n_boot=0)
+    assert failed_curves(fits, points) == ["s [t=2]", "u"]
+    fixed = fit_groups(points, x="g", y="loss", group="method", n_boot=0, fix_alpha=0.5)
+    assert failed_curves(fixed, points) == ["s [t=2]", "s [t=3]", "u"]
 
 
 def _searched_again(*, extra_loss: float | None):
