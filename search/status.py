@@ -246,6 +246,7 @@ class CertificationSummary:
             "runs": {"finished": self.runs.finished, "running": self.runs.running, "failed": self.runs.failed,
                      **({} if self.runs.stopped is None else {"stopped": self.runs.stopped})},
             "outstanding": None if self.outstanding is None else list(self.outstanding),
+            "to_ask": self.to_ask,
             "bounds_hit": [b.to_dict() for b in self.bounds_hit],
             "certificate": self.certificate.to_dict() if self.certificate else None,
             "path": list(self.path),
