@@ -864,7 +864,7 @@ def start_edits(sweep: Sweep, kind: StudyKind, snapshot: LedgerSnapshot) -> list
         grid = sweep.grid_for(cert)
         grid = grid if kind is StudyKind.CERTIFY else grid.listed_grid()
         attrs = snapshot.study_attrs(study_name(sweep.name, cert.name, kind))
-        if (edit := start_edit(sweep, cert, attrs, grid)) is not None:
+        if (edit := start_edit(sweep, cert, attrs, grid, kind=kind)) is not None:
             edits.append(edit)
     return edits
 

@@ -6,7 +6,10 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from megadocs.cli import main
+from search.baselines import BASELINES
 from search.ledger import read_runs
 from search.params import format_point
 from search.sweep import load_sweep
@@ -130,3 +133,21 @@ def test_a_warm_start_removed_before_its_source_finished_records_the_start_the_s
     a_line = line.replace("b: ", "a: ", 1).replace("b's", "a's")
     assert _certify(path, caplog) == [a_line, line]
     assert _status(path, capsys) == ([f"warning: {a_line}", f"warning: {line}"], [a_line, line])
+
+
+@pytest.mark.parametrize("strategy", BASELINES)
+def test_a_baseline_of_a_warm_started_certification_records_its_start(make_sweep, caplog, capsys, strategy):
+    """A baseline waits for no source: it reads its runs from ``start:`` whatever ``warm_start:``
+    says. Under a warm start it recorded no start, so an edited ``start:`` moved its certificate's
+    evidence silently (no warning, ``status`` reported the new start); it records it as any other."""
+    path = make_sweep(grid=GRID, start=START, certifications=WARM)
+    baseline = ("--strategy", strategy)
+    assert main(["search", "certify", str(path), "--no-progress", "--max-runs", "2", *baseline]) in (0, 1)
+    path = make_sweep(grid=GRID, start={**START, "lr": 0.01}, certifications=WARM)
+    capsys.readouterr()
+    assert main(["search", "status", str(path), "--json", *baseline]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert {c["name"]: c["start"] for c in data["certifications"]} == {"a": START, "b": START}, data
+    lines = [w for w in data["warnings"] if "its search began from" in w]
+    assert [line.split(":")[0] for line in lines] == ["a", "b"], lines
+    assert lines[1] == lines[0].replace("a: ", "b: ", 1).replace("a's", "b's")
