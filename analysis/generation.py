@@ -21,7 +21,7 @@ from analysis.noise import seed_noise
 from analysis.scaling import PowerLawFit
 from megadocs.errors import UserError
 from megadocs.formats import IID, REAL
-from search.status import warm_start_advice
+from search.status import tuned_at_g, warm_start_advice
 
 __all__ = ["BASELINE_METHOD", "COLUMNS", "empty_table", "with_optional_columns", "loss_column", "baseline_for",
            "generation_table", "baseline_notes", "main_set", "Rise", "monotonicity"]
@@ -260,21 +260,22 @@ class Rise:
 
 def monotonicity(table: pd.DataFrame, *, tolerance: float = RISE_TOLERANCE, sigma: float | None = None) -> list[Rise]:
     """Rises of the tuned loss with G by more than ``tolerance`` per (set, method); empty when every
-    curve is non-increasing. Several rows at one G (fixed-seed repeats) are one point, their mean loss.
+    curve is non-increasing. Several rows at one G (fixed-seed repeats: one row per configuration)
+    are one point by ``search status``'s rule (:func:`search.status.tuned_at_g`): their mean loss.
     ``sigma`` (the seed noise the tolerance came from) is kept on each rise."""
     rises = []
     for (val_set, method), group in table[table["method"] != BASELINE_METHOD].groupby(["set", "method"]):
-        points = [(g, rows["loss"].mean(), rows) for g, rows in group.groupby("g", sort=True)]
-        for (g_from, loss_from, before), (g_to, loss_to, after) in zip(points, points[1:]):
-            if loss_to > loss_from + tolerance:
-                source, target = _only_certification(before), _only_certification(after)
-                warm = target is not None and source is not None and after["warm_start"].iloc[0] == source
-                rises.append(Rise(val_set, method, g_from, g_to, loss_from, loss_to, source, target,
+        points = [(g, tuned_at_g([(float(loss), _name(name))] for loss, name in zip(rows["loss"], rows["certification"])),
+                   rows) for g, rows in group.groupby("g", sort=True)]
+        for (g_from, before, _), (g_to, after, rows) in zip(points, points[1:]):
+            if after.loss > before.loss + tolerance:
+                source, target = before.certification, after.certification
+                warm = target is not None and source is not None and rows["warm_start"].iloc[0] == source
+                rises.append(Rise(val_set, method, g_from, g_to, before.loss, after.loss, source, target,
                                   warm_started=warm, sigma=sigma))
     return rises
 
 
-def _only_certification(rows: pd.DataFrame) -> str | None:
-    """The certification of a G's one row (None: several, fixed-seed repeats, or none named)."""
-    name = rows["certification"].iloc[0] if len(rows) == 1 else None
+def _name(name: object) -> str | None:
+    """A generation table's certification name (None where none is named)."""
     return name if isinstance(name, str) and name else None

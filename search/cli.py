@@ -312,7 +312,7 @@ def _progress(sweep: Sweep) -> LedgerProgress | None:
     finished += [{t.run_id} for t in transfer_summaries if t.state is TransferState.FINISHED and t.run_id]
     shared = sum(map(len, finished)) - len(set().union(*finished))
     return LedgerProgress({s.name: CertificationProgress(s.state, s.runs.finished, s.runs.running, s.runs.failed,
-                                                         s.to_ask or 0)
+                                                         s.to_ask or 0, s.start)
                            for s in summaries}, ensembles, transfers, shared,
                           tuple(start_edits(sweep, StudyKind.CERTIFY, snapshot)))
 

@@ -76,6 +76,7 @@ from search.ledger import (
     replay,
     start_edit,
     study_name,
+    warm_start_of,
 )
 from search.objective import (
     FailureKind,
@@ -588,17 +589,18 @@ def build_strategies(sweep: Sweep, ledger: Ledger, strategy: str = "certify",
         start = sweep.start_for(cert)
         ledger.study_id(study, create=True, attrs={
             STUDY_KIND: kind.value, STUDY_FIXED: cert.fixed, STUDY_GRID: grid.listed_grid().as_mapping(),
-            **({STUDY_START: start, STUDY_WARM_START: None} if not cert.warm_start else {}),
+            **({STUDY_START: start, STUDY_WARM_START: None} if not warm_start_of(cert, kind) else {}),
         })
         tasks[task] = TaskInfo(study, dict(cert.fixed), grid.names, grid.as_mapping())
         budget = max_runs if max_runs is not None else cert.max_runs
         attrs = ledger.study_attrs(study)
-        if (edit := start_edit(sweep, cert, attrs, grid)) is not None:
+        if (edit := start_edit(sweep, cert, attrs, grid, kind=kind)) is not None:
             log.warning("%s", edit)
         stored = sweep.resumed_start(cert, attrs.get(STUDY_START), grid)
-        if kind is StudyKind.CERTIFY and stored is None and not cert.warm_start:
+        if stored is None and not warm_start_of(cert, kind):
             # a study created under a warm start whose source had not finished, the warm start since
-            # removed: its search begins now, from the sweep file's start, kept from here on (start_edit)
+            # removed, or a baseline created before a warm-started certification's baseline recorded
+            # its start: it begins (reads its runs) from the sweep file's start, kept from here on (start_edit)
             ledger.record_start(study, start, None)
         if kind is StudyKind.CERTIFY:
             warm = cert.warm_start and stored is None

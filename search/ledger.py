@@ -84,6 +84,7 @@ __all__ = [
     "read_runs",
     "read_snapshot",
     "start_edit",
+    "warm_start_of",
     "LedgerSnapshot",
     "undescribed_line",
     "study_name",
@@ -899,28 +900,38 @@ def read_runs(sweep: Sweep, *, snapshot: LedgerSnapshot | None = None) -> list[R
     return (snapshot if snapshot is not None else read_snapshot(sweep)).all_runs()
 
 
-def start_edit(sweep: Sweep, cert: CertificationConfig, attrs: Mapping[str, Any], grid: Grid) -> str | None:
+def warm_start_of(cert: CertificationConfig, kind: StudyKind) -> str | None:
+    """The warm start a study of ``kind`` for ``cert`` begins under (:data:`STUDY_WARM_START`): the
+    certification's for its certifier; none for a baseline (grid, tpe), which waits for no source
+    and reads its runs from ``start:`` (:meth:`Sweep.start_for`) whatever ``warm_start:`` says."""
+    return cert.warm_start if kind is StudyKind.CERTIFY else None
+
+
+def start_edit(sweep: Sweep, cert: CertificationConfig, attrs: Mapping[str, Any], grid: Grid, *,
+               kind: StudyKind) -> str | None:
     """One line when the sweep file asks ``cert`` for a start its search, already begun, does not use.
 
-    A started search keeps the start its study recorded (``attrs``: :data:`STUDY_START`, and
-    :data:`STUDY_WARM_START`), so an edited ``warm_start:`` (the one it began under differs), or,
-    without a warm start, an edited ``start:`` (:meth:`Sweep.start_for` differs from the start it
-    resumes from on ``grid``, :meth:`Sweep.resumed_start`: a grid edit that snaps the record is no
-    edit of the start) changes nothing; the line says what to do instead. None when nothing was
-    recorded (a warm start whose source is not certified yet: an edit moves it) or nothing changed.
-    A ledger older than the warm-start record is compared on the start alone, without a warm start.
+    A started search keeps the start its study (of ``kind``) recorded (``attrs``: :data:`STUDY_START`,
+    and :data:`STUDY_WARM_START`), so an edited ``warm_start:`` (the one it began under differs,
+    :func:`warm_start_of`: a baseline's is none), or, without a warm start, an edited ``start:``
+    (:meth:`Sweep.start_for` differs from the start it resumes from on ``grid``,
+    :meth:`Sweep.resumed_start`: a grid edit that snaps the record is no edit of the start) changes
+    nothing; the line says what to do instead. None when nothing was recorded (a warm start whose
+    source is not certified yet: an edit moves it) or nothing changed. A ledger older than the
+    warm-start record is compared on the start alone, without a warm start.
     """
     recorded = attrs.get(STUDY_START)
     if recorded is None:
         return None
     advice = (f"a started search keeps its start: to search from the new one, add a certification with "
               f"{cert.name}'s fixed params under a new name")
-    if STUDY_WARM_START in attrs and attrs[STUDY_WARM_START] != cert.warm_start:
+    warm_start = warm_start_of(cert, kind)
+    if STUDY_WARM_START in attrs and attrs[STUDY_WARM_START] != warm_start:
         began = attrs[STUDY_WARM_START]
         began = f"{began}, at {format_point(recorded)}" if began else f"none, at {format_point(recorded)}"
-        return (f"{cert.name}: warm_start in the sweep file ({cert.warm_start or 'none'}) differs from the one its "
+        return (f"{cert.name}: warm_start in the sweep file ({warm_start or 'none'}) differs from the one its "
                 f"search began from ({began}); {advice}")
-    if cert.warm_start or attrs.get(STUDY_WARM_START):
+    if warm_start or attrs.get(STUDY_WARM_START):
         return None
     wanted, resumed = sweep.start_for(cert), sweep.resumed_start(cert, recorded, grid)
     if all(values_equal(wanted[axis], resumed[axis]) for axis in grid.names):

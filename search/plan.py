@@ -20,7 +20,10 @@ the seed noise of the centre depend on that noise, unknown before the sweep, and
 (``worst`` counts N runs for every point: the ceiling).
 
 A warm-started certification is planned from its configured start (its real start is the
-source's certified point, unknown before the run).
+source's certified point, unknown before the run). On a sweep that has run, a certification is
+planned from the start its search goes on from (:attr:`CertificationProgress.start`: the start its
+ledger recorded, kept when ``start:`` is edited since; a warm start's projection once its source
+certified), as are its ensembles and transfers.
 
 GPU-hours (default objective only: the sweep's ``train:`` base): each point becomes its train
 ``RunConfig`` (as `search.objective.TrainObjective` builds it, except that pools need not exist
@@ -139,10 +142,13 @@ def synthetic_tokens_per_document(algorithm: str, g: int, *, real_tokens_per_doc
     return total
 
 
-def run_counts(sweep: Sweep, cert: CertificationConfig, *, simulations: int = SIMULATIONS) -> dict[str, Any]:
-    """``{best, expected, worst, simulated}``: run counts of one certification (see the module doc);
-    ``simulated`` is the list of point lists the simulations ran (for costing)."""
-    grid, start, noise = sweep.grid_for(cert), sweep.start_for(cert), sweep.noise_for(cert)
+def run_counts(sweep: Sweep, cert: CertificationConfig, *, simulations: int = SIMULATIONS,
+               start: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """``{best, expected, worst, simulated}``: run counts of one certification (see the module doc)
+    from ``start`` (default: the sweep file's, :meth:`Sweep.start_for`); ``simulated`` is the list
+    of point lists the simulations ran (for costing)."""
+    grid, noise = sweep.grid_for(cert), sweep.noise_for(cert)
+    start = dict(start) if start is not None else sweep.start_for(cert)
     cap = math.inf if cert.max_runs is None else cert.max_runs
     best = min(noise.repeats + len(grid.neighbours(start)), cap)  # the centre with all its draws
     worst = min(grid.size * noise.repeats, cap)  # extension values included
@@ -316,6 +322,10 @@ class CertificationProgress:
     failed: int
     to_ask: int = 0
     """Runs its search asks for now and has not dispatched (:attr:`search.status.CertificationSummary.to_ask`)."""
+    start: Mapping[str, Any] | None = None
+    """The start its search goes on from (:attr:`search.status.CertificationSummary.start`: the one
+    its ledger recorded, else the sweep file's; a warm start's projection once its source certified);
+    None while a warm start waits for its source: the plan then counts from the sweep file's."""
 
     def _left(self, planned: float) -> float:
         """What the runs so far (finished, running, failed) leave of ``planned``, maybe below 0."""
@@ -425,8 +435,14 @@ class LedgerProgress:
     each run once."""
     warnings: tuple[str, ...] = ()
     """One line per certification whose sweep-file start or warm start its started search does not
-    use (:func:`search.status.start_edits`, as ``status`` says them): its counts are for the
-    sweep file's start, its search goes on from the recorded one."""
+    use (:func:`search.status.start_edits`, as ``status`` says them): its counts, like its search,
+    are from the recorded one (:meth:`start_for`)."""
+
+    def start_for(self, sweep: Sweep, cert: CertificationConfig) -> dict[str, Any]:
+        """The start ``cert`` is planned from: its search's (:attr:`CertificationProgress.start`)
+        where the ledger says one, else the sweep file's (:meth:`Sweep.start_for`)."""
+        done = self.certifications.get(cert.name)
+        return dict(done.start) if done is not None and done.start is not None else sweep.start_for(cert)
 
 
 @dataclass(frozen=True)
@@ -561,11 +577,11 @@ def sweep_plan(sweep: Sweep, utilisation: Utilisation, *, simulations: int = SIM
             coster.objective.config(params.merged(), where)
     certifications = []
     for cert in sweep.certifications:
-        counts = run_counts(sweep, cert, simulations=simulations)
+        counts = run_counts(sweep, cert, simulations=simulations, start=progress.start_for(sweep, cert))
         grid: Grid = sweep.grid_for(cert)
         cost = None
         if coster is not None:
-            start = _params(cert, grid, sweep.start_for(cert))
+            start = _params(cert, grid, progress.start_for(sweep, cert))
             repeats = sweep.noise_for(cert).repeats  # ``worst`` counts every draw of every point
             all_costs = sorted((coster.cost(_params(cert, grid, p)).gpu_hours for p in grid.points()
                                 for _ in range(repeats)), reverse=True)
@@ -581,7 +597,8 @@ def sweep_plan(sweep: Sweep, utilisation: Utilisation, *, simulations: int = SIM
         hours = None
         if coster is not None:
             source = sweep.certification(ens.source)
-            first = ens.member_params(sweep.start_for(source), sweep.grid_for(source).as_mapping(), source.fixed)[0]
+            first = ens.member_params(progress.start_for(sweep, source), sweep.grid_for(source).as_mapping(),
+                                      source.fixed)[0]
             # every member costs what the first does, whose seed changes nothing (one cache entry)
             hours = ens.members * coster.cost(replace(first, seed=None).merged()).gpu_hours
         ensembles.append(ExtraRuns(ens.name, ens.source, ens.members, hours, progress.ensembles.get(ens.name)))
@@ -590,7 +607,8 @@ def sweep_plan(sweep: Sweep, utilisation: Utilisation, *, simulations: int = SIM
         hours = None
         if coster is not None:
             source = sweep.certification(transfer.source)
-            hours = coster.cost(RunParams(point=sweep.start_for(source), fixed=transfer.fixed).merged()).gpu_hours
+            hours = coster.cost(RunParams(point=progress.start_for(sweep, source),
+                                          fixed=transfer.fixed).merged()).gpu_hours
         transfers.append(ExtraRuns(transfer.name, transfer.source, 1, hours, progress.transfers.get(transfer.name)))
     return SweepPlan(sweep=sweep.name, utilisation=utilisation if coster else None, processes_per_run=processes,
                      scaling_efficiency=efficiency if processes > 1 else 1.0, simulations=simulations,

@@ -63,7 +63,7 @@ from search.sweep import SYNTHETIC_ONLY_MIX, Sweep
 
 __all__ = ["CertificationSummary", "LedgerFacts", "BestPoint", "RunCounts", "Compute", "summarize", "summarize_ensembles",
            "EnsembleSummary", "EnsembleMember", "summarize_transfers", "TransferSummary", "TransferState",
-           "g_trend_warnings", "start_edits", "warm_start_advice", "format_table", "format_bases", "format_stops", "format_reruns", "format_extensions",
+           "g_trend_warnings", "TunedLoss", "tuned_at_g", "start_edits", "warm_start_advice", "format_table", "format_bases", "format_stops", "format_reruns", "format_extensions",
            "JobWatch", "certify_exit",
            "StatusReport", "status_report", "RunJob", "RunJobState", "Controller"]
 
@@ -246,6 +246,7 @@ class CertificationSummary:
             "runs": {"finished": self.runs.finished, "running": self.runs.running, "failed": self.runs.failed,
                      **({} if self.runs.stopped is None else {"stopped": self.runs.stopped})},
             "outstanding": None if self.outstanding is None else list(self.outstanding),
+            "to_ask": self.to_ask,
             "bounds_hit": [b.to_dict() for b in self.bounds_hit],
             "certificate": self.certificate.to_dict() if self.certificate else None,
             "path": list(self.path),
@@ -863,7 +864,7 @@ def start_edits(sweep: Sweep, kind: StudyKind, snapshot: LedgerSnapshot) -> list
         grid = sweep.grid_for(cert)
         grid = grid if kind is StudyKind.CERTIFY else grid.listed_grid()
         attrs = snapshot.study_attrs(study_name(sweep.name, cert.name, kind))
-        if (edit := start_edit(sweep, cert, attrs, grid)) is not None:
+        if (edit := start_edit(sweep, cert, attrs, grid, kind=kind)) is not None:
             edits.append(edit)
     return edits
 
@@ -878,7 +879,7 @@ def g_trend_warnings(summaries: Iterable[CertificationSummary], base_model: str 
     named in the curve where it is not the base model. At one
     G, certifications of one configuration (the same fixed params: they differ only in how their
     search ran) give their lower certified loss (the better tuned), and several fixed seeds their
-    mean, as the analysis's curves do (``analysis.experiments.generation_curves``). A rise within the
+    mean (:func:`tuned_at_g`, the analysis's rise check's rule too). A rise within the
     sweep's seed noise (the pooled estimate with the most degrees of freedom: ``sds`` x sigma x
     sqrt(2), two single-run losses) is not a sign of anything and is not flagged. The advice is
     :func:`warm_start_advice`.
@@ -905,30 +906,56 @@ def g_trend_warnings(summaries: Iterable[CertificationSummary], base_model: str 
     tolerance = noise.sds * noise.sigma * math.sqrt(2) if noise is not None else 0.0
     warnings = []
     for method, by_g in sorted(curves.items()):
-        tuned = [(g, *_tuned(by_g[g])) for g in sorted(by_g)]
-        for (g_a, loss_a, name_a, label_a), (g_b, loss_b, name_b, label_b) in zip(tuned, tuned[1:]):
-            rise = loss_b - loss_a
+        tuned = [(g, tuned_at_g(by_g[g].values())) for g in sorted(by_g)]
+        for (g_a, a), (g_b, b) in zip(tuned, tuned[1:]):
+            rise = b.loss - a.loss
             if rise <= tolerance:
                 continue
             size = (f" ({rise / noise.sigma:.1f} noise sds)" if noise is not None and noise.sigma > 0 else
                     " (no noise estimate: it may be seed noise; `noise: {repeats: 2}` measures it)" if noise is None
                     else "")
-            names = f"{label_a} g={g_a:g}: {loss_a:.4f} -> {label_b} g={g_b:g}: {loss_b:.4f}"
+            names = f"{a.label} g={g_a:g}: {a.loss:.4f} -> {b.label} g={g_b:g}: {b.loss:.4f}"
             warnings.append(f"{method}: certified loss rises with G ({names}){size}; the larger G's search may not "
-                            f"have converged: {warm_start_advice(name_a, name_b, warm_starts)}")
+                            f"have converged: {warm_start_advice(a.certification, b.certification, warm_starts)}")
     return warnings
 
 
-def _tuned(configurations: Mapping[str, list[tuple[float, str]]]) -> tuple[float, str | None, str]:
-    """The tuned loss at one G, the one certification that gave it (None: several fixed seeds), and
-    how the warning names it: each configuration's lower certified loss, and the mean over
-    configurations (fixed seeds), named ``seeds of a, b`` when there are several."""
-    best = [min(entries) for entries in configurations.values()]
-    if len(best) == 1:
-        loss, name = best[0]
-        return loss, name, name
-    return (sum(loss for loss, _ in best) / len(best), None,
-            "seeds of " + ", ".join(sorted(name for _, name in best)))
+@dataclass(frozen=True)
+class TunedLoss:
+    """The tuned loss of one curve at one G (:func:`tuned_at_g`)."""
+
+    loss: float
+    certifications: tuple[str | None, ...]
+    """The certification whose loss each configuration gave, in order (None: one not named)."""
+
+    @property
+    def certification(self) -> str | None:
+        """The one certification that gave the loss; None for several fixed seeds (their mean)."""
+        return self.certifications[0] if len(self.certifications) == 1 else None
+
+    @property
+    def label(self) -> str:
+        """How a line names it: the certification, or ``seeds of a, b``."""
+        if len(self.certifications) == 1:
+            return str(self.certifications[0])
+        return "seeds of " + ", ".join(sorted(str(name) for name in self.certifications))
+
+
+def tuned_at_g(configurations: Iterable[Iterable[tuple[float, str | None]]]) -> TunedLoss:
+    """One curve's tuned loss at one G, from its certifications' ``(loss, name)`` grouped by
+    configuration (the same fixed params: they differ only in how their search ran): each
+    configuration's lowest loss (the better tuned; a tie: the first name in sort order), and over
+    configurations (fixed-seed repeats) their mean: the lowest of several seeds is the luckiest,
+    biased low. The one rule of ``search status``'s G trend (:func:`g_trend_warnings`) and the
+    analysis's rise check (``analysis.generation.monotonicity``, whose rows are one per configuration).
+
+    >>> tuned_at_g([[(3.5, "a"), (3.4, "a-again")], [(3.6, "a-s1")]])
+    TunedLoss(loss=3.5, certifications=('a-again', 'a-s1'))
+    """
+    best = [min(entries, key=lambda entry: (entry[0], entry[1] or "")) for entries in map(list, configurations)]
+    if not best:
+        raise ValueError("tuned_at_g: expected at least one configuration with a loss")
+    return TunedLoss(sum(loss for loss, _ in best) / len(best), tuple(name for _, name in best))
 
 
 def warm_start_advice(source: str | None, target: str | None, warm_starts: Mapping[str, str | None]) -> str:

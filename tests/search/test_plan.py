@@ -556,3 +556,32 @@ def test_left_expected_of_a_search_past_its_estimate_is_what_it_still_asks_for(m
     assert next(line for line in table if line.startswith("a ")).split()[-2:] == ["1.0+", worst]
     assert next(line for line in table if line.startswith("total")).split()[-2:] == ["1.0+", worst]
     assert any(line.startswith("(N+ in left exp.: ") for line in table), table
+
+
+def test_a_started_search_and_its_transfer_are_costed_at_the_start_its_ledger_recorded(make_sweep, tiny_store):
+    """Costs as counts: a certification whose search began from another start than the sweep
+    file's (``start:`` edited since) is planned from the recorded one, and its transfer too: the
+    plan of the sweep file naming that start."""
+    from search.certificate import CertState
+    from search.plan import CertificationProgress, LedgerProgress, sweep_plan
+    from search.sweep import load_sweep
+    from train.gpu_results import Utilisation
+
+    def sweep(start):
+        return load_sweep(make_sweep(
+            objective=None, grid={"lr": [0.001, 0.003], "epochs": [1, 2], "mix": [0.5]}, start=start,
+            train={"data": {"store": str(tiny_store), "context": 32}, "model": {"preset": "tiny-1m"},
+                   "optim": {"batch_size": 4, "micro_batch_size": 4}},
+            pools={"simple": "pools/simple-g{g}"},
+            certifications=[{"name": "simple", "fixed": {"method": "simple", "g": 1}}],
+            transfers=[{"name": "again", "from": "simple", "fixed": {"method": "simple", "g": 1}}]))
+
+    recorded, edited = {"lr": 0.003, "epochs": 2, "mix": 0.5}, {"lr": 0.001, "epochs": 1, "mix": 0.5}
+    utilisation = Utilisation(0.5, 200.0, "given")
+    progress = LedgerProgress({"simple": CertificationProgress(CertState.SEARCHING, 1, 0, 0, 3, recorded)}, {}, {})
+    planned = sweep_plan(sweep(edited), utilisation, simulations=4, progress=progress)
+    wanted = sweep_plan(sweep(recorded), utilisation, simulations=4)
+    assert planned.certifications[0].cost == wanted.certifications[0].cost
+    assert planned.certifications[0].best == wanted.certifications[0].best
+    assert planned.transfers[0].gpu_hours == wanted.transfers[0].gpu_hours
+    assert sweep_plan(sweep(edited), utilisation, simulations=4).transfers[0].gpu_hours != wanted.transfers[0].gpu_hours

@@ -6,7 +6,10 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from megadocs.cli import main
+from search.baselines import BASELINES
 from search.ledger import read_runs
 from search.params import format_point
 from search.sweep import load_sweep
@@ -61,7 +64,7 @@ def test_an_edited_start_of_a_started_search_is_one_line_and_changes_nothing(mak
     assert _certify(path, caplog) == [line]
     assert len(read_runs(load_sweep(path))) == runs  # the search kept its start: certified already, nothing ran
     assert _status(path, capsys) == ([f"warning: {line}"], [line])
-    assert _plan(path, capsys) == ([f"warning: {line}"], [line])  # its counts: the new start; its search: the old
+    assert _plan(path, capsys) == ([f"warning: {line}"], [line])  # its counts and its search: the old start
 
 
 def test_a_grid_edit_that_keeps_the_start_warns_nothing(make_sweep, caplog, capsys):
@@ -130,3 +133,37 @@ def test_a_warm_start_removed_before_its_source_finished_records_the_start_the_s
     a_line = line.replace("b: ", "a: ", 1).replace("b's", "a's")
     assert _certify(path, caplog) == [a_line, line]
     assert _status(path, capsys) == ([f"warning: {a_line}", f"warning: {line}"], [a_line, line])
+
+
+@pytest.mark.parametrize("strategy", BASELINES)
+def test_a_baseline_of_a_warm_started_certification_records_its_start(make_sweep, caplog, capsys, strategy):
+    """A baseline waits for no source: it reads its runs from ``start:`` whatever ``warm_start:``
+    says. Under a warm start it recorded no start, so an edited ``start:`` moved its certificate's
+    evidence silently (no warning, ``status`` reported the new start); it records it as any other."""
+    path = make_sweep(grid=GRID, start=START, certifications=WARM)
+    baseline = ("--strategy", strategy)
+    assert main(["search", "certify", str(path), "--no-progress", "--max-runs", "2", *baseline]) in (0, 1)
+    path = make_sweep(grid=GRID, start={**START, "lr": 0.01}, certifications=WARM)
+    capsys.readouterr()
+    assert main(["search", "status", str(path), "--json", *baseline]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert {c["name"]: c["start"] for c in data["certifications"]} == {"a": START, "b": START}, data
+    lines = [w for w in data["warnings"] if "its search began from" in w]
+    assert [line.split(":")[0] for line in lines] == ["a", "b"], lines
+    assert lines[1] == lines[0].replace("a: ", "b: ", 1).replace("a's", "b's")
+
+
+def test_plan_counts_a_started_search_from_its_recorded_start(make_sweep, capsys):
+    """``plan`` counted a started search from the sweep file's edited ``start:`` (its best case the
+    new start's neighbours), though its search goes on from the recorded one: its plan is now the
+    one it had before the edit, with the edit's warning line."""
+    path = make_sweep(grid=GRID, start=START)
+    assert main(["search", "certify", str(path), "--no-progress", "--max-runs", "2"]) == 1  # started, not certified
+    capsys.readouterr()
+    assert main(["search", "plan", str(path), "--json"]) == 0
+    before = json.loads(capsys.readouterr().out)
+    path = make_sweep(grid=GRID, start={**START, "lr": 0.01})
+    assert main(["search", "plan", str(path), "--json"]) == 0
+    after = json.loads(capsys.readouterr().out)
+    assert before["warnings"] == [] and len(after.pop("warnings")) == 1, after
+    assert after == {k: v for k, v in before.items() if k != "warnings"}

@@ -10,10 +10,12 @@ import json
 import pytest
 
 from megadocs.cli import main
+from search.baselines import BASELINES
 from search.certificate import CertState
 from search.controller import STRATEGIES
 from search.ledger import Ledger, StudyKind, read_runs, study_name
 from search.params import RunParams
+from search.status import summarize
 from search.strategies import StrategyState
 from search.sweep import load_sweep
 
@@ -101,3 +103,17 @@ def test_a_baseline_reports_no_ensembles_or_transfers(make_sweep, capsys):
     data, human = _status(path, capsys, "--strategy", "grid")
     assert data["ensembles"] == data["transfers"] == [] and data["strategy"] == "grid"
     assert "ensemble e" not in human and "transfer t" not in human
+
+
+def test_the_json_says_how_many_runs_the_search_still_asks_for(make_sweep, capsys):
+    """``to_ask`` (:attr:`CertificationSummary.to_ask`, the floor of ``plan``'s ``left exp.``) was
+    not in ``--json``: a script saw ``outstanding`` (asked and in flight together) and could not
+    tell what a budget-stopped search still asks for. A baseline's is null (its ``outstanding`` says)."""
+    path = make_sweep(**SMALL)
+    assert main(["search", "certify", str(path), "--no-progress", "--max-runs", "1"]) == 1  # the start alone ran
+    [entry] = _status(path, capsys)[0]["certifications"]
+    [summary] = summarize(load_sweep(path))
+    assert entry["to_ask"] == summary.to_ask == len(entry["outstanding"]) - entry["runs"]["running"] > 0, entry
+    for strategy in BASELINES:
+        [entry] = _status(path, capsys, "--strategy", strategy)[0]["certifications"]
+        assert entry["to_ask"] is None, (strategy, entry)
