@@ -84,8 +84,8 @@ def register(subparsers) -> None:
     fit.add_argument("--json", action="store_true",
                      help="print a JSON list, one object per group (analysis.fits.FitRecord): group, x, error "
                      "(null when fitted), n_points, loss, level, params (each: estimate, low, high, fixed, "
-                     "determined), rmse_log, notes; a group that could not be fitted has its error and nulls (exit 1, "
-                     "except for a curve of a method's other setting with too few G)")
+                     "determined), rmse_log, notes; a group that could not be fitted has its error and nulls, and failed: "
+                     "true where it makes the command exit 1 (all but a curve of a method's other setting with too few G)")
     fit.set_defaults(func=_fit)
 
     report = commands.add_parser(
@@ -350,7 +350,7 @@ def _fit(args) -> int:
         from analysis.fits import fit_record
         from megadocs.formats import dumps_json
 
-        rows = [fit_record(None if group is None else name, x, fit).model_dump(mode="json")
+        rows = [fit_record(None if group is None else name, x, fit, failed=name in failed).model_dump(mode="json")
                 for name, fit in fits.items()]
         print(dumps_json(rows))
         return Exit.NEGATIVE if failed else Exit.OK

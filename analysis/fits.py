@@ -53,13 +53,18 @@ class ParamRecord(StrictModel):
 class FitRecord(StrictModel):
     """One group of ``megadocs analysis fit --json``, fitted or not, in one shape: ``error`` is null
     for a fitted law and the fit's fields are null (``notes`` empty) for a group that could not be
-    fitted, whose ``error`` says why (the ``UserError`` text: too few distinct x, rising losses)."""
+    fitted, whose ``error`` says why (the ``UserError`` text: too few distinct x, rising losses), and
+    ``failed`` whether it counts as a failed fit (the command's exit 1)."""
 
     group: str | int | float | None
     """The group's value (null: the table was fitted as one group)."""
     x: str
     """The column of sizes the law is a function of (``g``, ``D``, ``k``, ...)."""
     error: str | None = None
+    failed: bool = False
+    """A group not fitted that makes the command exit 1; false for a fitted one and for one excused
+    (``fit SWEEP.yaml``: a curve of a method's other setting with too few G so far,
+    ``analysis.experiments.failed_curves``)."""
     n_points: int | None = None
     loss: str | None = None
     level: float | None = None
@@ -118,11 +123,12 @@ def fit_json(fit: PowerLawFit) -> dict:
             "rmse_log": number(fit.rmse_log), "notes": list(fit.notes)}
 
 
-def fit_record(group, x: str, fit: PowerLawFit | str) -> FitRecord:
-    """A :func:`fit_groups` result as its JSON record (``group``: a numpy scalar becomes plain)."""
+def fit_record(group, x: str, fit: PowerLawFit | str, *, failed: bool) -> FitRecord:
+    """A :func:`fit_groups` result as its JSON record (``group``: a numpy scalar becomes plain);
+    ``failed``: whether a group not fitted counts as a failed fit (:attr:`FitRecord.failed`)."""
     group = group.item() if hasattr(group, "item") else group
     if isinstance(fit, str):
-        return FitRecord(group=group, x=x, error=str(fit))
+        return FitRecord(group=group, x=x, error=str(fit), failed=failed)
     return FitRecord(group=group, x=x, **fit_json(fit))
 
 

@@ -393,6 +393,7 @@ def test_fit_of_a_sweep_fits_the_reports_points_with_the_same_verdicts(ablation,
     assert main(["analysis", "fit", str(ablation), "--json"]) == 1  # simple: one G, not fitted
     groups = {row["group"]: row for row in json.loads(capsys.readouterr().out)}
     assert groups["stitched"]["n_points"] == 3 and "1 distinct x value" in groups["simple"]["error"]
+    assert groups["simple"]["failed"]  # a method's own curve too short is a failed fit
     text = build_report(load_sweep(ablation), tmp_path / "report").read_text()
     fits = text.split("### Fits of L(G)", 1)[1].split("\n## ", 1)[0]
     assert f"not fitted: {groups['simple']['error']}" in fits
@@ -598,8 +599,9 @@ def test_fit_of_a_sweep_exits_0_where_only_another_settings_curve_is_too_short(p
     assert "with too few G: no failed fit" in out
     assert "[simple]\nL(g) = E + A * g^(-alpha), 4 points" in out
     assert main(["analysis", "fit", str(pinned), "--bootstrap", "0", "--json"]) == 0
-    _simple, short = json.loads(capsys.readouterr().out)
+    simple, short = json.loads(capsys.readouterr().out)
     assert short["group"] == "simple [epochs=4]" and "distinct" in short["error"]
+    assert short["failed"] is False and simple["failed"] is False  # a script reads what the exit counts
 
 
 def test_a_failed_fit_is_a_curve_not_fitted_but_a_too_short_curve_of_another_setting():

@@ -314,6 +314,7 @@ def test_cli_fit_json_gives_one_object_per_group_with_estimate_low_high(tmp_path
     assert set(groups["latent"]) == set(groups["stitched"]) == set(FitRecord.model_fields)
     assert "cannot determine 3 parameters" in records["latent"].error and records["latent"].params is None
     assert records["stitched"].error is None and records["stitched"].x == "g"
+    assert records["latent"].failed and not records["stitched"].failed  # what the exit 1 counts
     stitched = groups["stitched"]
     assert stitched["n_points"] == 6 and stitched["level"] == 0.95
     for name in ("E", "A", "alpha"):
