@@ -45,6 +45,7 @@ from __future__ import annotations
 import os
 import socket
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -251,6 +252,31 @@ class DistributedContext:
                                  "(check for a stale NFS view, a store replaced while the job started, or a node-local "
                                  "path); nothing was trained")
         return next(iter(views))
+
+    def agree_on_run_folder(self, out: Path, seen: str) -> None:
+        """Check that every rank sees RUN (`out`) alike: each rank's host, `out` as it resolves there
+        and what it `seen` there (``finished``, ``not finished``, or the line of its refusal) are
+        gathered over the control group (one small all-gather), before any rank acts on it. A
+        relative or node-local RUN otherwise let a rank that found a finished run return its metrics
+        while another trained alone (and failed in its next collective), or one rank refuse alone.
+
+        Raises:
+            EveryRankError: on every rank, the same line naming rank 0 and the first rank that sees
+                RUN otherwise, their hosts, the folders they see and what they see there.
+        """
+        if not self.distributed:
+            return
+        import torch.distributed as dist
+
+        every: list[Any] = [None] * self.world_size
+        dist.all_gather_object(every, (socket.gethostname(), str(Path(out).resolve()), seen), group=self.control)
+        other = next((rank for rank, view in enumerate(every) if view[2] != every[0][2]), None)
+        if other is None:
+            return
+        views = ", ".join(f"rank {rank} ({host}) sees {folder} ({state})"
+                          for rank, (host, folder, state) in ((0, every[0]), (other, every[other])))
+        raise EveryRankError(f"the ranks of this run see different RUN folders: {views}: RUN must be one folder that "
+                             "every node sees alike (a shared file system, an absolute --out); nothing was trained")
 
     def share_main_refusal(self, refusal: UserError | None) -> None:
         """Rank 0's `refusal` (None: none) raised on every rank, for a check rank 0 alone makes

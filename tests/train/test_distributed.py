@@ -383,6 +383,22 @@ def test_a_sweep_job_of_a_finished_run_returns_its_metrics_on_every_rank(disagre
     assert disagreement[1]["job-done"] == [None, None]
 
 
+def test_ranks_that_see_different_run_folders_all_refuse_in_one_line_naming_both(disagreement):
+    """RUN is relative (or node-local): rank 1 sees a finished run there, rank 0 an empty folder.
+    Every rank refuses with the same line naming both ranks, their hosts and the folders they see,
+    where rank 1 returned the finished run's metrics and left rank 0 training alone (its next
+    collective failed: "Connection closed by peer")."""
+    out, errors = disagreement
+    first, second = errors["loop-folder"]
+    assert first == second and first is not None, errors["loop-folder"]
+    host = socket.gethostname()
+    folders = [(out / "ranks" / f"loop-folder-{rank}" / "run").resolve() for rank in range(2)]
+    assert first == (f"the ranks of this run see different RUN folders: rank 0 ({host}) sees {folders[0]} (not "
+                     f"finished), rank 1 ({host}) sees {folders[1]} (finished): RUN must be one folder that every node "
+                     "sees alike (a shared file system, an absolute --out); nothing was trained"), first
+    assert not folders[0].exists()  # nothing written
+
+
 def test_megadocs_train_rank_that_cannot_open_its_store_stops_every_rank_in_one_line(config, tmp_path):
     """`megadocs train` opens the stores to name RUN before it joins the others; a rank whose
     ``data.store`` is not there (a node-local path) goes on to the rendezvous, where every rank
