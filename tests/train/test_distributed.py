@@ -168,7 +168,7 @@ def single(single_run) -> dict:
 def test_torchrun_two_processes_match_one(config, single, tmp_path):
     out = tmp_path / "two"
     done = subprocess.run(
-        [str(Path(sys.executable).with_name("torchrun")), "--nproc-per-node=2", "--master-port",
+        [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node=2", "--master-port",
          str(_free_port()), "-m", "megadocs", "train", str(config), "--out", str(out)],
         env=_env(), capture_output=True, text=True, timeout=300,
     )  # fmt: skip
