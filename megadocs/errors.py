@@ -48,8 +48,8 @@ class EveryRankError(UserError):
 
     Any other UserError met by one of several processes may be that rank's alone (rank 0's RUN
     folder, a node's own fault): the others would wait for it in their next collective, so
-    a sweep job lets it end that rank with an error (`search.objective.RunTask`), and the launcher
-    (srun ``--kill-on-bad-exit``, torchrun) ends the others.
+    a sweep job returns it as that rank's result and exits non-zero (`search.objective.RunTask`),
+    and the launcher (srun ``--kill-on-bad-exit``, torchrun) ends the others.
     """
 
 

@@ -32,7 +32,7 @@ import signal
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import Enum
 from pathlib import Path
 from typing import Any, Literal, get_args
@@ -91,7 +91,8 @@ class JobState(str, Enum):
 
 @dataclass(frozen=True)
 class Poll:
-    """A poll's answer: the state, the job's return value (DONE), or why it failed or was lost."""
+    """A poll's answer: the state, the job's return value (DONE), or why it failed or was lost
+    (FAILED: also what a task of several returned while the job failed, :meth:`_Submitit._failed_tasks`)."""
 
     state: JobState
     value: Any = None
@@ -258,34 +259,38 @@ class _Submitit(Executor):
                 return Poll(JobState.RUNNING)
             if outcome == "success":
                 return Poll(JobState.DONE, value)
-            own = f"{_last_error_line(str(value))} (log: {job.paths.stderr})"
-            return Poll(JobState.FAILED, reason=self._first_failed_rank(job) or own)
+            own = Poll(JobState.FAILED, reason=f"{_last_error_line(str(value))} (log: {job.paths.stderr})")
+            return self._failed_tasks(job) or own
         if self._running(job):
             return Poll(JobState.RUNNING)
         ended = self._ended_at.setdefault(job_id, time.time())
         if time.time() - ended < LOST_GRACE_S:
             return Poll(JobState.RUNNING)
-        first = self._first_failed_rank(job)
-        if first is not None:  # task 0 was killed when another rank failed (srun --kill-on-bad-exit)
-            return Poll(JobState.FAILED, reason=first)
+        failed = self._failed_tasks(job)
+        if failed is not None:  # task 0 was killed when another rank failed (srun --kill-on-bad-exit)
+            return failed
         return Poll(
             JobState.LOST,
             reason=f"job {job_id} ended without a result (state {job.state}); see {job.paths.stderr}",
         )
 
-    def _first_failed_rank(self, job: Any) -> str | None:
-        """Why a job of several tasks failed, once its task 0 ended without success: the error of
-        the rank whose error file was written first, ``rank 1 of 8: <its error line> (log: <its
-        stderr>)``; None for a job of one task, or when no task wrote an error. The first is the
-        cause; the others' are its symptoms (a collective whose peer died), written later, or
-        they were killed without a result. Where the file system's clock cannot order them (two
-        errors written in the same second on a file system with 1-second times, such as Lustre),
-        the line names the other rank too. Read only from inside this executor's folder."""
+    def _failed_tasks(self, job: Any) -> Poll | None:
+        """Why a job of several tasks failed, once its task 0 ended without success (FAILED), or
+        None for a job of one task, or when no task wrote an error or returned.
+
+        ``reason``: the error of the rank whose error file was written first, ``rank 1 of 8: <its
+        error line> (log: <its stderr>)``. The first is the cause; the others' are its symptoms (a
+        collective whose peer died), written later, or they were killed without a result. Where the
+        file system's clock cannot order them (two errors written in the same second on a file
+        system with 1-second times, such as Lustre), the line names the other rank too.
+        ``value``: what the first rank that returned wrote (None: none did), such as a rank's
+        refusal of the run (`search.objective.RunTask`: it returns it, then exits non-zero to end
+        the others). Read only from inside this executor's folder."""
         if self.tasks == 1:
             return None
         from submitit.core.utils import JobPaths, pickle_load
 
-        errors = []
+        errors, returned = [], []
         for task in range(self.tasks):
             paths = JobPaths(job.paths.folder, job.job_id, task_id=task)
             result = require_inside(paths.result_pickle, self.folder, what=f"job {job.job_id}: result file of task {task}")
@@ -294,18 +299,25 @@ class _Submitit(Executor):
                 outcome, value = pickle_load(result)
             except (EOFError, OSError):  # none (killed), or still being written
                 continue
-            if outcome != "success":
+            if outcome == "success":
+                returned.append((written, task, value, paths.stderr))
+            else:
                 errors.append((written, task, _last_error_line(str(value)), paths.stderr))
+        returned.sort(key=lambda found: found[:2])
+        value = returned[0][2] if returned else None
         if not errors:
-            return None
+            if not returned:
+                return None
+            _, task, _, stderr = returned[0]
+            return Poll(JobState.FAILED, value, f"rank {task} of {self.tasks} returned, the job failed (log: {stderr})")
         errors.sort()
         (written, task, line, stderr), *later = errors
         first = f"rank {task} of {self.tasks}: {line} (log: {stderr})"
         tied = [(other, other_line) for when, other, other_line, _ in later if when == written]
-        if not tied:
-            return first
-        other, other_line = tied[0]
-        return f"{first}; rank {other} wrote its error at the same time, which came first is unknown: {other_line}"
+        if tied:
+            other, other_line = tied[0]
+            first = f"{first}; rank {other} wrote its error at the same time, which came first is unknown: {other_line}"
+        return Poll(JobState.FAILED, value, first)
 
 
 class LocalExecutor(_Submitit):
@@ -441,7 +453,7 @@ class SlurmExecutor(_Submitit):
         word = state.split()[0]
         if word in SLURM_ENDED - {"COMPLETED", "FAILED"}:
             self._settling.pop(job_id, None)
-            return Poll(JobState.FAILED, reason=f"SLURM ended it ({state}); the job's last error: {poll.reason}")
+            return replace(poll, reason=f"SLURM ended it ({state}); the job's last error: {poll.reason}")
         settling_since = self._settling.setdefault(job_id, time.monotonic()) if word in SLURM_SETTLING else None
         if settling_since is not None and time.monotonic() - settling_since < SETTLE_S:
             return Poll(JobState.RUNNING)

@@ -478,6 +478,10 @@ class LedgerEvaluator(Evaluator):
         if poll.state is JobState.DONE:
             self._resolve(run, poll.value)
             return
+        if poll.state is JobState.FAILED and (refusal := JobFailure.of(poll.value)) is not None:
+            # a rank refused the run alone and ended the job (RunTask): its refusal, never retried
+            self._resolve(run, refusal)
+            return
         run_dir = RunDir(run.run_dir)
         if run_dir.is_done():  # the job was lost after the run completed: adopt its result
             self._resolve(run, run_dir.read_metrics())

@@ -27,9 +27,9 @@ twice, even if it was (re)submitted twice. A :class:`~megadocs.errors.UserError`
 store or pool that is not there, a config train refuses) is deterministic: the job returns it as
 an ``invalid`` result (:class:`~megadocs.formats.FailureKind`), which the controller reports in one
 line instead of retrying it; once the user fixed the cause, the next ``certify`` runs the point again.
-A job of several tasks does so only for a UserError every rank raised alike
-(:class:`~megadocs.errors.EveryRankError`: the ranks' agreement); one a rank met on its own after
-it raises, so that the launcher ends the others (:meth:`RunTask.__call__`).
+A job of several tasks returns it on every rank for a UserError every rank raised alike
+(:class:`~megadocs.errors.EveryRankError`: the ranks' agreement); a rank that met one on its own
+returns it and exits non-zero, so that the launcher ends the others (:meth:`RunTask.__call__`).
 
 Each train run of a sweep is also linked as ``{out}/tensorboard/{certification}/{point}``
 (:func:`link_tensorboard`), so ``tensorboard --logdir {out}/tensorboard`` shows runs by name.
@@ -48,6 +48,7 @@ import os
 import socket
 import sys
 import time
+import traceback
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from importlib.machinery import SOURCE_SUFFIXES, ModuleSpec
@@ -187,10 +188,12 @@ class RunTask(submitit.helpers.Checkpointable):
     rank 0 holds; rank 0 joins them also when the run is done), and every rank returns the run's
     metrics (submitit reports rank 0's). A UserError every rank raises alike (the ranks'
     agreement, a config train refuses: :class:`~megadocs.errors.EveryRankError`) is every rank's
-    ``invalid`` result, as with one task; any other UserError is raised, as any other exception
-    is: the task exits with an error, srun's ``--kill-on-bad-exit`` (or torchrun) ends the other
-    ranks at once instead of leaving them in their next collective, and the controller reports
-    the rank whose error came first as a failed job (``rank 1 of 2: ...``), retried like one.
+    ``invalid`` result, as with one task. Any other UserError is this rank's alone: its ``invalid``
+    result naming the rank (``rank 1 of 2: ...``) is written as this task's result and the task
+    exits 2, so that srun's ``--kill-on-bad-exit`` (or torchrun) ends the other ranks at once
+    instead of leaving them in their rendezvous or next collective; the poll of the failed job
+    carries the refusal and the controller records it as one (its line, not retried). Any other
+    exception fails the task, and the controller retries the job, naming the rank whose error came first.
 
     ``identity``: the run identity the controller named ``run_dir`` by (a train run's; None: not
     checked). The job opens the stores once and trains on them only when the config's identity on
@@ -224,12 +227,18 @@ class RunTask(submitit.helpers.Checkpointable):
         try:
             return self._run(run_dir)
         except UserError as exc:  # deterministic: the same job would fail the same way again
-            if world_from_env()[1] > 1 and not isinstance(exc, EveryRankError):
-                # met by this rank, perhaps alone (rank 0's RUN folder, a node's fault), after the ranks agreed:
-                # the others would wait for it in their next collective (NCCL: 10 minutes). Exit
-                # with the error (submitit: this task's error file, a non-zero status), so that srun
-                # (--kill-on-bad-exit) or torchrun ends them at once; the controller names this rank
-                raise
+            rank, world_size, _ = world_from_env()
+            if world_size > 1 and not isinstance(exc, EveryRankError):
+                # met by this rank, perhaps alone (rank 0's RUN folder, no rendezvous to find),
+                # while the others wait for it (a rendezvous, their next collective:
+                # NCCL 10 minutes). Its refusal is this task's result, and it exits non-zero, so that
+                # srun (--kill-on-bad-exit) or torchrun ends them at once; the controller reads the
+                # refusal (not a failure to retry) from this task's result file
+                refusal = JobFailure(FailureKind.INVALID, f"rank {rank} of {world_size}: {exc}")
+                if not _return_from_task(refusal):  # no submitit job (torchrun by hand): the error is all
+                    raise
+                traceback.print_exc()  # the task's log says why it exited
+                raise SystemExit(Exit.BAD_INPUT) from exc
             return JobFailure(FailureKind.INVALID, str(exc))
 
     def _run(self, run_dir: RunDir) -> JobResult:
@@ -286,6 +295,22 @@ class RunTask(submitit.helpers.Checkpointable):
             # step when a task exits non-zero (--kill-on-bad-exit, megadocs.executors), which could
             # kill rank 0 while it requeues the job (submitit's SIGUSR2 handler, rank 0 only)
             raise SystemExit(Exit.PREEMPTED if world_from_env()[0] == 0 else 0) from exc
+
+
+def _return_from_task(result: JobResult) -> bool:
+    """Write ``result`` as this submitit task's returned value (its result file, as submitit writes
+    one), for a task that then exits non-zero to end the job's other tasks; False outside a
+    submitit job (nothing written). The executor reads it with the job's failure
+    (:class:`megadocs.executors.Poll`'s ``value``)."""
+    from submitit.core.utils import cloudpickle_dump, temporary_save_path
+
+    try:
+        result_file = submitit.JobEnvironment().paths.result_pickle
+    except (RuntimeError, KeyError):  # not a submitit job (torchrun; SLURM's variables without submitit's folder)
+        return False
+    with temporary_save_path(result_file) as temporary:
+        cloudpickle_dump(("success", result), temporary)
+    return True
 
 
 def module_source_hash(path: str) -> str:

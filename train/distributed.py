@@ -13,6 +13,10 @@ LOCAL_RANK, MASTER_ADDR, MASTER_PORT), or SLURM with one task per GPU (SLURM_PRO
 SLURM_NTASKS, SLURM_LOCALID; submitit sets the rendezvous). NCCL on CUDA, gloo on CPU; a second
 gloo group carries the control flags (stop requests) so they never force a GPU sync.
 
+The rendezvous carries each rank's device setup (`init_distributed`): a rank whose device cannot
+be set up stops every rank at once with its line, and a rank that never joins stops the others
+after `RENDEZVOUS_TIMEOUT_S` (torch's default: 30 minutes).
+
 Every rank opens the run's data itself, at the same paths: right after the rendezvous the ranks
 agree on the identity of what they opened (`DistributedContext.agree_on_identity`), so a node that
 sees other data there (a stale NFS view, a store replaced while the job started, a node-local
@@ -41,6 +45,7 @@ from __future__ import annotations
 import os
 import socket
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -49,7 +54,8 @@ from megadocs.errors import EveryRankError, UserError, WorkFailed
 from megadocs.procs import world_from_env  # re-exported: torch-free, so sweep jobs need not import torch
 from train.device import resolve_device
 
-__all__ = ["DistributedContext", "StepShare", "SINGLE", "world_from_env", "cuda_device_index", "init_distributed"]
+__all__ = ["DistributedContext", "StepShare", "SINGLE", "RENDEZVOUS_TIMEOUT_S", "world_from_env", "cuda_device_index",
+           "init_distributed"]
 
 
 @dataclass(frozen=True)
@@ -77,6 +83,34 @@ class _Opened:
     fault: bool = False
     """Whether that error was not a UserError (bad input, the same on a re-run) but a fault of the
     node or its file system (an NFS ``ESTALE``/``EIO``), which a re-run may not meet."""
+
+    @classmethod
+    def of(cls, opened: str | Exception | None) -> _Opened:
+        """This rank's record of `opened`: an identity (None: nothing to name), or the exception
+        that kept it from opening."""
+        failed = isinstance(opened, Exception)
+        fault = failed and not isinstance(opened, UserError)
+        error = (f"{type(opened).__name__}: {opened}" if fault else str(opened)) if failed else None
+        return cls(host=socket.gethostname(), identity=None if failed else opened, error=error, fault=fault)
+
+
+def _raise_first_error(every: list[_Opened], what: str, mine: object) -> None:
+    """Raise on every rank the same line for the ranks' records `every` (each rank's, in rank order)
+    where one holds an error: the first rank's that met a fault (the others' errors may be its
+    consequences), else the first's, ``rank 1 (host) of this run {what}: ...``, as a WorkFailed
+    (a fault) or an EveryRankError; nothing when none holds one. `mine`: this rank's own exception
+    (the cause of a WorkFailed it raised itself), or anything else."""
+    refused = [rank for rank, record in enumerate(every) if record.error is not None]
+    if not refused:
+        return
+    faults = [rank for rank in refused if every[rank].fault]
+    named = (faults or refused)[0]
+    others = [rank for rank in refused if rank != named]
+    also = f" (and {len(others)} other rank(s): {_ranks(others)})" if others else ""
+    line = f"rank {named} ({every[named].host}) of this run {what}{also}: {every[named].error}"
+    if faults:
+        raise WorkFailed(line) from (mine if isinstance(mine, Exception) else None)
+    raise EveryRankError(line)
 
 
 @dataclass(frozen=True)
@@ -203,22 +237,10 @@ class DistributedContext:
             return opened
         import torch.distributed as dist
 
-        failed = isinstance(opened, Exception)
-        fault = failed and not isinstance(opened, UserError)
-        error = (f"{type(opened).__name__}: {opened}" if fault else str(opened)) if failed else None
-        mine = _Opened(host=socket.gethostname(), identity=None if failed else opened, error=error, fault=fault)
+        mine = _Opened.of(opened)
         every: list[Any] = [None] * self.world_size
         dist.all_gather_object(every, mine, group=self.control)  # host objects: never a GPU sync
-        refused = [rank for rank, rank_opened in enumerate(every) if rank_opened.error is not None]
-        faults = [rank for rank in refused if every[rank].fault]
-        if refused:
-            named = (faults or refused)[0]  # a fault first: the others' errors may be its consequences
-            others = [rank for rank in refused if rank != named]
-            also = f" (and {len(others)} other rank(s): {_ranks(others)})" if others else ""
-            line = f"rank {named} ({every[named].host}) of this run could not open its data{also}: {every[named].error}"
-            if faults:
-                raise WorkFailed(line) from (opened if failed else None)
-            raise EveryRankError(line)
+        _raise_first_error(every, "could not open its data", opened)
         views: dict[str, list[int]] = {}
         for rank, rank_opened in enumerate(every):
             views.setdefault(rank_opened.identity, []).append(rank)
@@ -230,6 +252,31 @@ class DistributedContext:
                                  "(check for a stale NFS view, a store replaced while the job started, or a node-local "
                                  "path); nothing was trained")
         return next(iter(views))
+
+    def agree_on_run_folder(self, out: Path, seen: str) -> None:
+        """Check that every rank sees RUN (`out`) alike: each rank's host, `out` as it resolves there
+        and what it `seen` there (``finished``, ``not finished``, or the line of its refusal) are
+        gathered over the control group (one small all-gather), before any rank acts on it. A
+        relative or node-local RUN otherwise let a rank that found a finished run return its metrics
+        while another trained alone (and failed in its next collective), or one rank refuse alone.
+
+        Raises:
+            EveryRankError: on every rank, the same line naming rank 0 and the first rank that sees
+                RUN otherwise, their hosts, the folders they see and what they see there.
+        """
+        if not self.distributed:
+            return
+        import torch.distributed as dist
+
+        every: list[Any] = [None] * self.world_size
+        dist.all_gather_object(every, (socket.gethostname(), str(Path(out).resolve()), seen), group=self.control)
+        other = next((rank for rank, view in enumerate(every) if view[2] != every[0][2]), None)
+        if other is None:
+            return
+        views = ", ".join(f"rank {rank} ({host}) sees {folder} ({state})"
+                          for rank, (host, folder, state) in ((0, every[0]), (other, every[other])))
+        raise EveryRankError(f"the ranks of this run see different RUN folders: {views}: RUN must be one folder that "
+                             "every node sees alike (a shared file system, an absolute --out); nothing was trained")
 
     def share_main_refusal(self, refusal: UserError | None) -> None:
         """Rank 0's `refusal` (None: none) raised on every rank, for a check rank 0 alone makes
@@ -303,20 +350,38 @@ def cuda_device_index(local_rank: int, device_count: int) -> int:
     return local_rank
 
 
+RENDEZVOUS_TIMEOUT_S = 300.0
+"""How long the ranks of a run wait for one another to join its process group (torch's default:
+30 minutes). Every rank that starts joins, also one whose device could not be set up (its error
+is every rank's line at once: :func:`init_distributed`), so this bounds only the wait for a rank
+that never arrives (it died before, or its node never started it); the ranks of one job start
+together, their imports and opening the stores before it take seconds to a minute. Collectives
+past the rendezvous keep torch's default timeout."""
+
+_JOINED = "megadocs/joined"
+"""The rendezvous store's keys by which each rank says it joined, with its device setup's error."""
+
+
 def init_distributed(device: str | torch.device) -> DistributedContext:
     """Join the run's process group when several processes run it (NCCL on CUDA, gloo on CPU);
     a single process gets :data:`SINGLE` and no process group. `device`: the run's device setting
     (`train.device.resolve_device`), resolved only when several processes run.
 
+    A rank whose device cannot be set up (`device: cuda` where it sees none, an ambiguous GPU
+    binding) still joins the rendezvous and says so there: every rank then stops at once with the
+    same line naming it (:func:`_join`), where the others had waited for it until the launcher
+    ended them. A rank that never joins stops the others after :data:`RENDEZVOUS_TIMEOUT_S`.
+
     Raises:
-        UserError: no rendezvous to join, or a CUDA device that cannot be told (`cuda_device_index`).
+        UserError: no rendezvous to join (this rank alone: the others cannot be told).
+        EveryRankError: on every rank, a rank's device refused (the first such rank, its host, its line).
+        WorkFailed: on every rank, a rank's device setup failed otherwise; or, on the ranks that
+            waited, a rank did not join within :data:`RENDEZVOUS_TIMEOUT_S`.
     """
     rank, world_size, local_rank = world_from_env()
     if world_size == 1:
         return SINGLE
     import torch.distributed as dist
-
-    device_type = resolve_device(device).type
 
     if not dist.is_initialized():
         if "MASTER_ADDR" not in os.environ:  # SLURM without torchrun: submitit knows the rendezvous
@@ -327,9 +392,50 @@ def init_distributed(device: str | torch.device) -> DistributedContext:
             except (ImportError, RuntimeError) as exc:
                 raise UserError(f"distributed run: no MASTER_ADDR/MASTER_PORT and no SLURM job to derive "
                                 f"them from ({exc}); launch with torchrun or srun") from None
+        try:  # this rank's own: told to every rank at the rendezvous, where they would wait for it
+            device_type = resolve_device(device).type
+            if device_type == "cuda":
+                torch.cuda.set_device(cuda_device_index(local_rank, torch.cuda.device_count()))
+            setup: Exception | None = None
+        except Exception as exc:  # noqa: BLE001 - raised on every rank by _join
+            device_type, setup = "cpu", exc
+        store = _join(rank, world_size, setup)
         backend = "nccl" if device_type == "cuda" else "gloo"
-        if device_type == "cuda":
-            torch.cuda.set_device(cuda_device_index(local_rank, torch.cuda.device_count()))
-        dist.init_process_group(backend=backend, rank=rank, world_size=world_size)
+        dist.init_process_group(backend=backend, rank=rank, world_size=world_size, store=store)
     control = dist.new_group(backend="gloo") if dist.get_backend() != "gloo" else None
     return DistributedContext(rank=rank, world_size=world_size, local_rank=local_rank, control=control)
+
+
+def _join(rank: int, world_size: int, setup: Exception | None) -> Any:
+    """The run's rendezvous (torch's ``env://``: MASTER_ADDR/MASTER_PORT, rank 0's store or
+    torchrun's agent's) within :data:`RENDEZVOUS_TIMEOUT_S`: this rank says it joined, with its
+    device setup's error (`setup`, None: none), and waits until every rank has; returns the store
+    for the process group, its timeout back at torch's default for the collectives that follow.
+
+    Raises:
+        EveryRankError, WorkFailed: a rank's setup error, the same line on every rank.
+        WorkFailed: not every rank joined in time (one died before, or never started).
+    """
+    import dataclasses
+    import json
+    from datetime import timedelta
+
+    import torch.distributed as dist
+    from torch.distributed.constants import default_pg_timeout
+
+    timeout = timedelta(seconds=RENDEZVOUS_TIMEOUT_S)
+    attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")  # torchrun's store outlives a restart
+    keys = [f"{_JOINED}/{attempt}/{other}" for other in range(world_size)]
+    try:
+        store, _, _ = next(dist.rendezvous("env://", rank=rank, world_size=world_size, timeout=timeout))
+        store.set(keys[rank], json.dumps(dataclasses.asdict(_Opened.of(setup))))
+        store.wait(keys, timeout)
+        every = [_Opened(**json.loads(store.get(key))) for key in keys]
+    except dist.DistError as exc:  # timed out: a rank never joined, or rank 0 never served the store
+        where = f"{os.environ.get('MASTER_ADDR')}:{os.environ.get('MASTER_PORT')}"
+        raise WorkFailed(f"rank {rank} ({socket.gethostname()}): not every rank of this run's {world_size} joined its "
+                         f"rendezvous at {where} within {RENDEZVOUS_TIMEOUT_S:.0f} s (one died or never started; "
+                         f"see the others' logs): {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from exc
+    _raise_first_error(every, "could not set up its device", setup)
+    store.set_timeout(default_pg_timeout)
+    return store

@@ -131,7 +131,14 @@ def run(config: RunConfig, out: str | Path, stores: RunStores | None = None, *,
                     f"opened it is {identity}: data.store, the pool, an eval.extra store or eval.benchmark_data was "
                     "replaced at its path since (or the training code changed); nothing was trained"
                 )
-            finished = RunLifecycle.finished(out, identity, config)
+            try:  # what RUN holds, as this rank sees it: agreed below before any rank acts on it
+                finished: RunMetrics | UserError | None = RunLifecycle.finished(out, identity, config)
+            except UserError as exc:  # RUN holds another run
+                finished = exc
+            seen = str(finished) if isinstance(finished, UserError) else "not finished" if finished is None else "finished"
+            dist.agree_on_run_folder(out, seen)  # a node that sees another RUN stops every rank
+            if isinstance(finished, UserError):
+                raise finished
             if finished is not None:
                 return finished
             try:  # data first, so a bad setting fails before anything is written (on every rank: agreed)

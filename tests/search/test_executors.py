@@ -16,6 +16,7 @@ from megadocs.executors import (
     InProcessExecutor,
     JobState,
     LocalExecutor,
+    Poll,
     SlurmExecutor,
     load_profile,
 )
@@ -174,11 +175,32 @@ def test_a_failed_job_of_several_tasks_names_the_rank_that_failed_first_or_both_
         os.utime(paths[task].result_pickle, ns=(second * 10**9, second * 10**9))
 
     written(2, 100), written(1, 101)
-    assert executor._first_failed_rank(job) == f"rank 2 of 3: {errors[2]} (log: {paths[2].stderr})"
+    assert executor._failed_tasks(job) == Poll(JobState.FAILED, reason=f"rank 2 of 3: {errors[2]} (log: {paths[2].stderr})")
     written(1, 100)  # the same second: which came first is unknown, and the line says so
-    line = executor._first_failed_rank(job)
+    line = executor._failed_tasks(job).reason
     assert line.startswith("rank 1 of 3: RuntimeError: Connection closed by peer") and "rank 2 " in line, line
     assert errors[2] in line, line
+
+
+def test_a_failed_job_of_several_tasks_carries_what_a_rank_returned_its_refusal(workdir):
+    """A rank that refused the run alone returns its refusal and exits non-zero (RunTask): the job
+    failed, and its poll carries the refusal (typed) beside the other ranks' errors."""
+    import submitit
+    from submitit.core.utils import JobPaths, cloudpickle_dump
+
+    profile = load_profile(REPO / "slurm" / "profiles" / "local.yaml").model_copy(update={"tasks_per_node": 2})
+    executor = SlurmExecutor(workdir / "jobs", profile, max_parallel=1)
+    job = submitit.SlurmJob(workdir / "jobs", "78")
+    paths = [JobPaths(job.paths.folder, "78", task_id=task) for task in range(2)]
+    paths[0].folder.mkdir(parents=True, exist_ok=True)
+    refusal = JobFailure(FailureKind.INVALID, "rank 1 of 2: device: a line")
+    cloudpickle_dump(("success", refusal), paths[1].result_pickle)
+    # task 0 killed without a result: the refusal is the job's only word
+    assert executor._failed_tasks(job) == Poll(JobState.FAILED, refusal,
+                                               f"rank 1 of 2 returned, the job failed (log: {paths[1].stderr})")
+    cloudpickle_dump(("error", "RuntimeError: Connection closed by peer\n"), paths[0].result_pickle)
+    assert executor._failed_tasks(job) == Poll(JobState.FAILED, refusal,
+                                               f"rank 0 of 2: RuntimeError: Connection closed by peer (log: {paths[0].stderr})")
 
 
 def test_shipped_profiles_load():

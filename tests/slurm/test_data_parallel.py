@@ -77,12 +77,14 @@ def test_a_rank_that_raises_ends_its_job_at_once_and_the_failure_names_it(slurm_
     assert len(srun) == 1 and all(arg in srun[0].split() for arg in MULTI_TASK_SRUN_ARGS), srun
 
 
-def test_a_user_error_one_rank_meets_alone_ends_the_sweep_job_as_a_failure_naming_it(slurm_cluster, small_store,
-                                                                                     tmp_path):
+def test_a_user_error_one_rank_meets_alone_ends_the_sweep_job_with_its_refusal(slurm_cluster, small_store, tmp_path):
     """The sweep's RunTask on 2 tasks: a UserError rank 1 meets alone, after the ranks agreed, is
-    not an `invalid` result (exit 0, leaving rank 0 in its next collective) but that rank's error:
-    srun --kill-on-bad-exit ends the job and the failure (retried like any failed job) names rank 1."""
+    not an `invalid` result with exit 0 (which would leave rank 0 in its next collective): rank 1
+    returns its refusal and exits non-zero, srun --kill-on-bad-exit ends the job, and the job's
+    failure carries the refusal naming rank 1 (the controller's one line, not a retry; before, a
+    failed job retried `max_retries` times)."""
     from megadocs.executors import JobState, SlurmExecutor, load_profile
+    from search.objective import FailureKind, JobFailure
     from tests.slurm import jobs
 
     profile = load_profile(LOCAL_PROFILE).model_copy(update={"tasks_per_node": 2})
@@ -93,7 +95,7 @@ def test_a_user_error_one_rank_meets_alone_ends_the_sweep_job_as_a_failure_namin
 
     [poll] = wait_jobs(executor, [job_id], timeout_s=300)
     assert poll.state is JobState.FAILED, poll
-    stderr = tmp_path / "jobs" / f"{job_id}_1_log.err"
-    assert poll.reason.startswith("rank 1 of 2: megadocs.errors.UserError: MOCK: rank 1's own fault as it prepares RUN"), poll
-    assert poll.reason.endswith(f"(log: {stderr})"), poll
+    assert poll.value == JobFailure(FailureKind.INVALID, "rank 1 of 2: MOCK: rank 1's own fault as it prepares RUN"), poll
+    stderr = (tmp_path / "jobs" / f"{job_id}_1_log.err").read_text()
+    assert "UserError: MOCK: rank 1's own fault as it prepares RUN" in stderr, stderr[-2000:]
     assert final_history(job_id) == ["FAILED"]  # not requeued

@@ -15,6 +15,8 @@ error it ended with (None: none; a UserError's line, any other exception's prefi
 - ``job-missing``: that job where rank 1 sees no store;
 - ``job-done``: that job, both ranks seeing the first store, in the finished run DONE (rank 0
   joins the others in `run`, which returns its metrics on every rank).
+- ``loop-folder``: `train.loop.run` into RUN ``run``, relative: each rank's own folder (as a
+  node-local path would be), rank 1's holding the finished run DONE's metrics, rank 0's none.
 
 Usage: python -m tests.train.agreement_worker CONFIG.yaml OTHER_STORE DONE OUT PORT...  (a port a scenario)
 """
@@ -24,6 +26,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import shutil
 import sys
 from pathlib import Path
 
@@ -35,7 +38,7 @@ from train.config import RunConfig
 from train.data import RunStores
 from train.loop import run
 
-SCENARIOS = ("loop", "loop-fault", "job", "job-renamed", "job-missing", "job-done")
+SCENARIOS = ("loop", "loop-fault", "job", "job-renamed", "job-missing", "job-done", "loop-folder")
 
 
 class StaleStores:
@@ -51,8 +54,9 @@ def main(config_path: str, other_store: str, done: str, out: str, *ports: str) -
     ours = base["data"]["store"]
     named = RunStores.open(RunConfig.model_validate(base)).identity(RunConfig.model_validate(base))
     seen = {"loop": [ours, other_store], "loop-fault": [ours, ours], "job": [ours, other_store],
-            "job-renamed": [other_store, other_store], "job-missing": [ours, None], "job-done": [ours, ours]}  # fmt: skip
-    folders = {scenario: Path(out, scenario) for scenario in SCENARIOS} | {"job-done": Path(done)}
+            "job-renamed": [other_store, other_store], "job-missing": [ours, None], "job-done": [ours, ours],
+            "loop-folder": [ours, ours]}  # fmt: skip
+    folders = {scenario: Path(out, scenario) for scenario in SCENARIOS} | {"job-done": Path(done), "loop-folder": Path("run")}
     train = {**base, "data": {**base["data"], "store": "store"}}  # the same path on every rank
     for scenario, port in zip(SCENARIOS, ports, strict=True):
         os.environ["MASTER_PORT"] = port
@@ -61,6 +65,8 @@ def main(config_path: str, other_store: str, done: str, out: str, *ports: str) -
         if seen[scenario][rank] is not None:
             (here / "store").symlink_to(seen[scenario][rank])
         os.chdir(here)
+        if scenario == "loop-folder" and rank == 1:  # this node's RUN: a finished run
+            shutil.copytree(done, "run")
         error = None
         if scenario.startswith("loop"):
             config = RunConfig.model_validate(train)

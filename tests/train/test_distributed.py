@@ -83,8 +83,8 @@ def _torchrun(module: str, *args: str, hung: str, env: dict[str, str] | None = N
     """`module` run by torchrun on 2 processes (`env`: more environment): its exit status, stdout
     and stderr once it ended; killed, and the test failed with `hung`, if it still runs after 240 s."""
     process = subprocess.Popen(
-        [str(Path(sys.executable).with_name("torchrun")), "--nproc-per-node=2", "--master-port", str(_free_port()),
-         "-m", module, *args],
+        [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node=2", "--master-port", str(_free_port()),
+         "-m", module, *args],  # torchrun's own entry point: an environment may have no `torchrun` script
         env=_env(**(env or {})), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
         cwd=Path(__file__).resolve().parents[2],
     )  # fmt: skip
@@ -168,7 +168,7 @@ def single(single_run) -> dict:
 def test_torchrun_two_processes_match_one(config, single, tmp_path):
     out = tmp_path / "two"
     done = subprocess.run(
-        [str(Path(sys.executable).with_name("torchrun")), "--nproc-per-node=2", "--master-port",
+        [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node=2", "--master-port",
          str(_free_port()), "-m", "megadocs", "train", str(config), "--out", str(out)],
         env=_env(), capture_output=True, text=True, timeout=300,
     )  # fmt: skip
@@ -383,6 +383,22 @@ def test_a_sweep_job_of_a_finished_run_returns_its_metrics_on_every_rank(disagre
     assert disagreement[1]["job-done"] == [None, None]
 
 
+def test_ranks_that_see_different_run_folders_all_refuse_in_one_line_naming_both(disagreement):
+    """RUN is relative (or node-local): rank 1 sees a finished run there, rank 0 an empty folder.
+    Every rank refuses with the same line naming both ranks, their hosts and the folders they see,
+    where rank 1 returned the finished run's metrics and left rank 0 training alone (its next
+    collective failed: "Connection closed by peer")."""
+    out, errors = disagreement
+    first, second = errors["loop-folder"]
+    assert first == second and first is not None, errors["loop-folder"]
+    host = socket.gethostname()
+    folders = [(out / "ranks" / f"loop-folder-{rank}" / "run").resolve() for rank in range(2)]
+    assert first == (f"the ranks of this run see different RUN folders: rank 0 ({host}) sees {folders[0]} (not "
+                     f"finished), rank 1 ({host}) sees {folders[1]} (finished): RUN must be one folder that every node "
+                     "sees alike (a shared file system, an absolute --out); nothing was trained"), first
+    assert not folders[0].exists()  # nothing written
+
+
 def test_megadocs_train_rank_that_cannot_open_its_store_stops_every_rank_in_one_line(config, tmp_path):
     """`megadocs train` opens the stores to name RUN before it joins the others; a rank whose
     ``data.store`` is not there (a node-local path) goes on to the rendezvous, where every rank
@@ -438,3 +454,49 @@ def test_a_w_and_b_setting_rank_0_refuses_is_every_ranks_invalid_run(config, tmp
     errors = {result["rank"]: result["error"] for result in map(json.loads, out.strip().splitlines())}
     assert sorted(errors) == [0, 1] and errors[0] == errors[1], errors
     assert errors[0].startswith("tracking.wandb: ") and "wandb login" in errors[0], errors
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="rank 1's `device: cuda` must be refused: no CUDA here")
+def test_a_rank_whose_device_is_refused_before_the_rendezvous_stops_every_rank_at_once():
+    """Rank 1 cannot set up its device (`device: cuda` where it sees none) before the rendezvous:
+    every rank stops at once with the same line naming rank 1 and its host, where rank 0 had waited
+    in the rendezvous for it (torch's default: 30 minutes) until the launcher ended it."""
+    port = str(_free_port())
+    processes = [
+        subprocess.Popen([sys.executable, "-m", "tests.train.rendezvous_worker", device], stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True, cwd=Path(__file__).resolve().parents[2],
+                         env=_env(RANK=str(rank), WORLD_SIZE="2", LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1",
+                                  MASTER_PORT=port))
+        for rank, device in enumerate(["cpu", "cuda"])
+    ]  # fmt: skip
+    try:  # a guard against the hang, not a timing: each rank needs only its imports
+        outputs = [p.communicate(timeout=90) for p in processes]
+    except subprocess.TimeoutExpired:
+        for p in processes:
+            p.kill()
+            p.communicate()
+        pytest.fail("a rank whose device was refused left the other waiting in the rendezvous (killed after 90 s)")
+    assert [p.returncode for p in processes] == [0, 0], [err[-3000:] for _, err in outputs]
+    results = [json.loads(out) for out, _ in outputs]
+    assert results[0]["line"] == results[1]["line"], results
+    assert [result["error"] for result in results] == ["EveryRankError"] * 2, results
+    assert results[0]["line"] == (f"rank 1 ({socket.gethostname()}) of this run could not set up its device: device: "
+                                  "'cuda' requested but torch sees no CUDA device (use auto or cpu)"), results
+
+
+@pytest.mark.parametrize("rank", [0, 1])
+def test_a_rank_that_never_joins_the_rendezvous_stops_the_others_after_its_timeout(rank, monkeypatch):
+    """The other rank never starts (its node died): this one (rank 0 serving the rendezvous, or
+    rank 1 trying to reach it) stops after `RENDEZVOUS_TIMEOUT_S` with a line saying so, a failure
+    to retry, instead of torch's default 30 minutes (here shortened to 1 s)."""
+    import train.distributed
+    from megadocs.errors import WorkFailed
+
+    monkeypatch.setattr(train.distributed, "RENDEZVOUS_TIMEOUT_S", 1.0)
+    for name, value in {"RANK": str(rank), "WORLD_SIZE": "2", "LOCAL_RANK": str(rank), "MASTER_ADDR": "127.0.0.1",
+                        "MASTER_PORT": str(_free_port())}.items():
+        monkeypatch.setenv(name, value)
+    with pytest.raises(WorkFailed, match=rf"^rank {rank} \(.*\): not every rank of this run's 2 joined its rendezvous at "
+                                         r"127\.0\.0\.1:\d+ within 1 s"):
+        train.distributed.init_distributed("cpu")
+    assert not torch.distributed.is_initialized()

@@ -129,7 +129,7 @@ def test_cuda_mixed_precision_policy_on_cpu_autocast_keeps_fp32_residual_and_mat
     from tests.train.test_distributed import _free_port
 
     done = subprocess.run(
-        [str(Path(sys.executable).with_name("torchrun")), "--nproc-per-node=2", "--master-port", str(_free_port()),
+        [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node=2", "--master-port", str(_free_port()),
          "-m", "tests.train.fsdp_mixed_worker"],
         env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=300,
         cwd=Path(__file__).resolve().parents[2],
