@@ -20,7 +20,7 @@ from megadocs import __version__
 from megadocs.errors import UserError, WorkFailed, disk_full_message
 from megadocs.exits import Exit
 
-__all__ = ["GROUPS", "HelpFormatter", "examples", "build_parser", "main"]
+__all__ = ["GROUPS", "HelpFormatter", "examples", "named_value", "build_parser", "main"]
 
 # group name -> "module:function" that registers it
 GROUPS = {
@@ -59,6 +59,25 @@ def examples(*commands: str, note: str | None = None) -> dict:
     if note:
         epilog += "\n\n" + note
     return {"epilog": epilog, "formatter_class": HelpFormatter}
+
+
+def named_value(item: str, flag: str, form: str) -> tuple[str | None, str]:
+    """A ``[NAME=]VALUE`` item of ``flag`` as (NAME, VALUE), NAME None where it names none; the
+    last ``=`` separates them. ``form`` is the named spelling (``NAME=STORE``) its error shows.
+
+    >>> named_value("arxiv=data/b", "--val", "NAME=STORE"), named_value("data/a", "--val", "NAME=STORE")
+    (('arxiv', 'data/b'), (None, 'data/a'))
+    >>> named_value("=data/a", "--val", "NAME=STORE")
+    Traceback (most recent call last):
+    megadocs.errors.UserError: --val: expected NAME=STORE (or STORE alone), got '=data/a': nothing on one side of '='
+    """
+    name, sep, value = item.rpartition("=")
+    if not sep:
+        return None, item
+    if not name.strip() or not value.strip():
+        alone = form.partition("=")[2]
+        raise UserError(f"{flag}: expected {form} (or {alone} alone), got {item!r}: nothing on one side of '='")
+    return name, value
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from megadocs.cli import named_value
 from megadocs.errors import UserError
 from megadocs.formats import IID, BenchmarkScore, RunDir, finite_or_none, write_json
 from train.benchmarks import parse_tasks
@@ -147,13 +148,14 @@ def validation_specs(val: Sequence[str] | None, run_config: RunConfig | None) ->
     ['iid', 'arxiv', 'c']
 
     Raises:
-        UserError: two sets with one name, or no set given for members without a run config.
+        UserError: an item with nothing before or after its ``=``, two sets with one name, or no set
+            given for members without a run config.
     """
     iid_store = Path(run_config.data.store) if run_config is not None else None
     if val:
         specs = []
         for position, item in enumerate(val):
-            name, _, store = item.rpartition("=")
+            name, store = named_value(item, "--val", "NAME=STORE")
             store_path = Path(store)
             if not name:
                 is_iid = store_path.resolve() == iid_store.resolve() if iid_store is not None else position == 0

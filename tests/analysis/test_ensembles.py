@@ -343,3 +343,10 @@ def test_an_ensemble_is_compared_with_the_real_one_of_its_model_and_setting_or_s
         fits["simple"].E - fits[real_a].E)
     twice = compare_asymptotes(fits, pairing={**pairing, real_a: TrainedAt("1.5b")}).set_index("algorithm")
     assert twice.loc["simple", "note"].startswith(f"no delta: several real ensembles at model 1.5b ({real_b}, {real_a})")
+
+
+def test_an_ensemble_file_with_its_algorithm_left_empty_is_refused(tmp_path):
+    csv = tmp_path / "ens.csv"
+    csv.write_text("algorithm,k,loss\nsimple,1,3.0\n")
+    with pytest.raises(UserError, match=r"^--ensembles: expected ALGORITHM=FILE \(or FILE alone\), got '="):
+        load_ensemble_table([f"={csv}"])

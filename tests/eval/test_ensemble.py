@@ -256,3 +256,11 @@ def test_cli_refuses_a_member_listed_twice_naming_both_positions(command, tiny_m
     err = capsys.readouterr().err
     assert err == (f"error: --members: members 1 and 3 are one model ({run} and {run / 'model'}); an ensemble's "
                    "members are distinct models\n")
+
+
+@pytest.mark.parametrize("item", ["=data/a", "arxiv=", "="])
+def test_val_refuses_a_name_or_store_left_empty(item):
+    from train.ensemble_cli import validation_specs
+
+    with pytest.raises(UserError, match=r"^--val: expected NAME=STORE \(or STORE alone\), got "):
+        validation_specs(["data/iid", item], None)
