@@ -15,6 +15,7 @@ store with the same inputs does nothing.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import functools
 import glob
@@ -298,16 +299,32 @@ class TokenStore:
         Raises:
             UserError: the store's tokenizer/ is gone (`open_file`).
         """
+        with self._tokenizer_folder() as folder:
+            destination.mkdir(parents=True, exist_ok=True)
+            for name in sorted(os.listdir(folder)):  # flat: what save_pretrained writes
+                with self.open_file(name, directory=folder) as source, open(destination / name, "wb") as target:
+                    shutil.copyfileobj(source, target)
+
+    def check_tokenizer(self) -> None:
+        """Refuse a store whose ``tokenizer/`` is gone, as :meth:`copy_tokenizer` would: a run
+        (and its ``--dry-run``) checks at its start what it ends by copying into ``RUN/model``.
+
+        Raises:
+            UserError: the store's tokenizer/ is gone, naming it.
+        """
+        with self._tokenizer_folder():
+            pass
+
+    @contextlib.contextmanager
+    def _tokenizer_folder(self) -> Iterator[int]:
+        """The store's ``tokenizer/`` as the store was opened (a directory descriptor, closed on leaving)."""
         try:
             folder = os.open(TOKENIZER_DIR, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0), dir_fd=self._directory)
         except FileNotFoundError:
             raise UserError(f"{self.tokenizer_path}: not in the token store opened at {self.path} (removed while "
                             "in use, or the store is damaged; prepare it again)") from None
         try:
-            destination.mkdir(parents=True, exist_ok=True)
-            for name in sorted(os.listdir(folder)):  # flat: what save_pretrained writes
-                with self.open_file(name, directory=folder) as source, open(destination / name, "wb") as target:
-                    shutil.copyfileobj(source, target)
+            yield folder
         finally:
             os.close(folder)
 
