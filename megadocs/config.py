@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import types
 from collections.abc import Mapping
 from pathlib import Path
@@ -163,6 +164,7 @@ def format_validation_error(exc: ValidationError, source: str, *, model: type[Ba
         message = "required field is missing"
     elif first["type"] == "value_error":
         message = str(first["ctx"]["error"])  # the validator's own words, without pydantic's "Value error, "
+        field, message = _named_in_full(model, first["loc"], message)
     elif first["type"] == BOOL_AS_NUMBER:  # the message says what was given, at the place inside the field
         field = ".".join(str(part) for part in (*first["loc"], *first["ctx"]["at"]))
     got = first.get("input")
@@ -177,6 +179,32 @@ def format_validation_error(exc: ValidationError, source: str, *, model: type[Ba
     return f"{source}: {field + ': ' if field else ''}{message}{got_text}{suffix}"
 
 
+def _named_in_full(model: type[BaseModel], loc: tuple, message: str) -> tuple[str, str]:
+    """(the dotted field, the message) of a validator's error at ``loc``, named from the top.
+
+    A validator's message begins with the field it is about, from where it stands: a model's
+    (a section's) own validator names one of its fields (``preset: unknown preset 'x'`` at
+    ``("model",)``, or a path inside one: ``extra.iid: ...``), which goes after the section's path
+    (``model.preset``); a field's validator may repeat the field's own name, which is said once.
+    Any other message is the validator's words after ``loc``.
+
+    E.g. for `train.config.RunConfig`: ``("model",)`` and ``"preset: unknown preset 'x'"`` are
+    ``model.preset`` and ``unknown preset 'x'``; ``("data", "document_mask")`` and
+    ``"document_mask: expected off"`` are ``data.document_mask`` and ``expected off``
+    (tests/megadocs/test_config.py).
+    """
+    path = ".".join(str(part) for part in loc)
+    named, sep, rest = message.partition(": ")
+    if not sep or " " in named:
+        return path, message
+    if loc and named == str(loc[-1]):
+        return path, rest
+    top = re.split(r"[.\[]", named, maxsplit=1)[0]
+    if any(top in section.model_fields for section in _models_at(model, loc)):
+        return ".".join(part for part in (path, named) if part), rest
+    return path, message
+
+
 def _names_a_model(model: type[BaseModel], loc: tuple) -> bool:
     """Does a validation error's ``loc`` name a model (``model`` itself, a section, an entry of a
     mapping or list of models) rather than a field's value? Its error is then the model's own
@@ -184,6 +212,12 @@ def _names_a_model(model: type[BaseModel], loc: tuple) -> bool:
     E.g. for `train.config.RunConfig`: ``()``, ``("optim",)`` and ``("eval", "extra", "arxiv")`` do,
     ``("optim", "lr")`` does not (tests/megadocs/test_config.py).
     """
+    return bool(_models_at(model, loc))
+
+
+def _models_at(model: type[BaseModel], loc: tuple) -> list[type[BaseModel]]:
+    """The models a validation error's ``loc`` may name (none: it names a field's value; see
+    `_names_a_model`)."""
     candidates: list[Any] = [model]
     for part in loc:
         found: list[Any] = []
@@ -196,7 +230,7 @@ def _names_a_model(model: type[BaseModel], loc: tuple) -> bool:
             elif get_origin(annotation) in (list, tuple) and isinstance(part, int):
                 found += _members(get_args(annotation)[0])
         candidates = found
-    return any(_is_model(annotation) for annotation in candidates)
+    return [annotation for annotation in candidates if _is_model(annotation)]
 
 
 def _is_model(annotation: Any) -> bool:

@@ -25,7 +25,7 @@ def test_invalid_config_is_one_error_line_naming_the_field(tmp_path, capsys):
     assert main(["train", str(path)]) == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0
-    assert err.startswith(f"error: {path}: data: ") and "data.synthetic is null" in err
+    assert err.startswith(f"error: {path}: data.mixing_fraction: ") and "data.synthetic is null" in err
 
 
 def test_missing_store_names_the_field(tmp_path, capsys):
