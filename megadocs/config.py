@@ -21,10 +21,10 @@ import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError, ValidationInfo, field_validator
 from pydantic_core import PydanticCustomError
 
-from megadocs.errors import UserError
+from megadocs.errors import FieldError, UserError
 
 __all__ = ["StrictModel", "BOOL_AS_NUMBER", "load_yaml", "parse_config", "load_config", "config_hash", "dump_yaml",
-           "format_validation_error"]
+           "format_validation_error", "validation_field_error"]
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -44,7 +44,7 @@ class StrictModel(BaseModel):
     Optim(lr=1.0, fused=True)
     >>> parse_config({"lr": True}, Optim, source="run.yaml")
     Traceback (most recent call last):
-    megadocs.errors.UserError: run.yaml: lr: expected a number, got true
+    megadocs.errors.FieldError: run.yaml: lr: expected a number, got true
     """
 
     model_config = ConfigDict(extra="forbid", validate_default=True, validate_assignment=True)
@@ -147,7 +147,21 @@ def load_yaml(path: str | Path) -> Any:
 
 def format_validation_error(exc: ValidationError, source: str, *, model: type[BaseModel]) -> str:
     """One line: ``source: field.path: message, got X`` for the first error of validating ``model``
-    (and a count of the rest).
+    (and a count of the rest); its parts: :func:`validation_field_error`."""
+    return str(validation_field_error(exc, source, model=model))
+
+
+def validation_field_error(exc: ValidationError, source: str, *, model: type[BaseModel]) -> UserError:
+    """The one line of :func:`format_validation_error` as an error to raise: a
+    :class:`~megadocs.errors.FieldError` (the field's dotted path, what is wrong with it, ``source``)
+    where the line names a field, else a UserError."""
+    field, problem = _field_and_problem(exc, model)
+    return FieldError(field, problem, where=source) if field else UserError(f"{source}: {problem}")
+
+
+def _field_and_problem(exc: ValidationError, model: type[BaseModel]) -> tuple[str, str]:
+    """(``field.path``, ``message, got X``) for the first error of validating ``model`` (and a
+    count of the rest); the field is empty for an error of ``model``'s own validator that names none.
 
     An unknown field goes first: a misspelt key (``strat:``) is also a missing one (``start``), and
     the misspelling is what the user has to see. An error of a model's own validator (a cross-field
@@ -176,7 +190,7 @@ def format_validation_error(exc: ValidationError, source: str, *, model: type[Ba
         got_text = got_text[:77] + "..."
     more = len(errors) - 1
     suffix = f" (and {more} more error{'s' if more > 1 else ''})" if more else ""
-    return f"{source}: {field + ': ' if field else ''}{message}{got_text}{suffix}"
+    return field, f"{message}{got_text}{suffix}"
 
 
 def _named_in_full(model: type[BaseModel], loc: tuple, message: str) -> tuple[str, str]:
@@ -257,7 +271,7 @@ def parse_config(data: Any, model: type[M], *, source: str = "config") -> M:
     try:
         return model.model_validate(data)
     except ValidationError as exc:
-        raise UserError(format_validation_error(exc, source, model=model)) from None
+        raise validation_field_error(exc, source, model=model) from None
 
 
 def load_config(path: str | Path, model: type[M]) -> M:

@@ -381,7 +381,7 @@ def test_greedy_unconditional_samples_are_refused_when_they_would_all_be_one_tex
                  "--engine", "transformers", "--no-progress", "--max-new-tokens", "4", "--out", str(tmp_path / "p")])
     err = capsys.readouterr().err.strip()
     if refused:
-        assert code == 2 and err == ("error: gen sample: temperature: 0 (greedy decoding) gives one sample per prompt; sample asks "
+        assert code == 2 and err == ("error: --temperature: 0 (greedy decoding) gives one sample per prompt; sample asks "
                                      "for n_docs=3 of its one (empty) prompt (sample at a temperature above 0; the "
                                      "paper's is 1)")
         assert not (tmp_path / "p").exists()  # refused before anything is written
