@@ -30,8 +30,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from megadocs.cli import named_value
-from megadocs.errors import UserError
+from megadocs.cli import flags_named, named_value
+from megadocs.errors import FieldError, UserError
 from megadocs.formats import IID, BenchmarkScore, RunDir, finite_or_none, write_json
 from train.benchmarks import parse_tasks
 
@@ -102,7 +102,7 @@ class EnsembleRequest:
         for name in ("context", "windows", "batch_size", "max_resident", "benchmark_limit"):
             value = getattr(self, name)
             if value is not None and value < 1:
-                raise UserError(f"--{name.replace('_', '-')}: expected >= 1, got {value}")
+                raise FieldError(name, f"expected >= 1, got {value}")  # `ensemble_main`: named by its flag
 
 
 # ------------------------------------------------------------------------------ validate
@@ -319,12 +319,13 @@ def add_ensemble_arguments(parser: argparse.ArgumentParser) -> None:
 
 def ensemble_main(args: argparse.Namespace) -> int:
     """``megadocs train ensemble``: print (and with ``--json`` save and resume) L(K) for K = 1..N."""
-    request = EnsembleRequest(
-        members=args.members, val=args.val, context=args.context, windows=args.windows,
-        batch_size=args.batch_size, max_resident=args.max_resident, device=args.device,
-        benchmarks=parse_tasks(args.benchmarks, field="--benchmarks") if args.benchmarks else (),
-        benchmark_data=args.benchmark_data, benchmark_limit=args.benchmark_limit, out=args.json,
-    )  # fmt: skip
+    with flags_named(args._parser):
+        request = EnsembleRequest(
+            members=args.members, val=args.val, context=args.context, windows=args.windows,
+            batch_size=args.batch_size, max_resident=args.max_resident, device=args.device,
+            benchmarks=parse_tasks(args.benchmarks, field="--benchmarks") if args.benchmarks else (),
+            benchmark_data=args.benchmark_data, benchmark_limit=args.benchmark_limit, out=args.json,
+        )  # fmt: skip
     report = score_ensemble(request)
     for spec in validation_specs(request.val, member_run_config(request.members[0])):
         _print_losses(spec.name, report.sets[spec.name].by_k)

@@ -3,6 +3,7 @@ streaming == cached, vocabulary checks and the `megadocs train ensemble` command
 
 from __future__ import annotations
 
+import argparse
 import json
 import math
 
@@ -264,3 +265,17 @@ def test_val_refuses_a_name_or_store_left_empty(item):
 
     with pytest.raises(UserError, match=r"^--val: expected NAME=STORE \(or STORE alone\), got "):
         validation_specs(["data/iid", item], None)
+
+
+@pytest.mark.parametrize("field", ["context", "windows", "batch_size", "max_resident", "benchmark_limit"])
+def test_a_bad_count_names_the_flag_on_the_command_line_and_the_field_in_python(field, tiny_members, capsys):
+    from megadocs.cli import main, option_flags
+    from train.ensemble_cli import EnsembleRequest, add_ensemble_arguments
+
+    with pytest.raises(UserError, match=rf"^{field}: expected >= 1, got 0$"):  # analysis scores studies so
+        EnsembleRequest(members=["a"], **{field: 0})
+    parser = argparse.ArgumentParser()
+    add_ensemble_arguments(parser)
+    flag = option_flags(parser)[field]
+    assert main(["train", "ensemble", "--members", str(tiny_members[0]), f"{flag}=0"]) == 2
+    assert capsys.readouterr().err == f"error: {flag}: expected >= 1, got 0\n"
