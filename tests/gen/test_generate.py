@@ -320,11 +320,11 @@ def test_submitit_local_job_array_runs_every_shard(tiny_generator, tmp_path):
 @pytest.mark.parametrize("argv,message", [
     (["--shard", "2/2"], "--shard: expected 0 <= i < n"),
     (["--shard", "x"], "--shard: expected i/n"),
-    (["--g", "0"], "g: Input should be greater than or equal to 1"),
-    (["--num-shards", "0"], "num_shards: Input should be greater than or equal to 1, got 0"),
+    (["--g", "0"], "--g: Input should be greater than or equal to 1"),
+    (["--num-shards", "0"], "--num-shards: Input should be greater than or equal to 1, got 0"),
     (["--temperature", "-1"], "temperature"),
     # greedy decoding has one sample per prompt: both engines raised (vLLM after its start)
-    (["--temperature", "0"], "temperature: 0 (greedy decoding) gives one sample per prompt; rephrase asks for G=2"),
+    (["--temperature", "0"], "--temperature: 0 (greedy decoding) gives one sample per prompt; rephrase asks for G=2"),
     (["--generator", "/nonexistent"], "--generator: /nonexistent: not a directory"),
     (["--docs", "/nonexistent.jsonl"], "/nonexistent.jsonl: corpus not found"),
     # a file at --out (or above it) was FileExistsError's traceback
