@@ -23,6 +23,7 @@ from analysis.configurations import model_key
 from analysis.fits import fit_groups, param_status
 from analysis.frame import SETTING, read_table
 from analysis.scaling import PowerLawFit, percentile_interval
+from megadocs.cli import named_value
 from megadocs.errors import UserError
 from megadocs.formats import IID, REAL, RunDir, half_names
 from train.ensemble_report import EnsembleReport
@@ -85,7 +86,7 @@ def load_ensemble_table(sources) -> pd.DataFrame:
         sources = [sources]
     parts = []
     for item in sources:
-        label, _, path_text = str(item).rpartition("=")
+        label, path_text = named_value(str(item), "--ensembles", "ALGORITHM=FILE")
         path = Path(path_text)
         if not path.is_file():
             raise UserError(f"{path}: ensemble table not found (expected CSV or JSON with algorithm, k, loss)")

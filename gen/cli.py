@@ -76,7 +76,7 @@ def register(subparsers) -> None:
         sub.add_argument("--g", type=int, required=True, help="generations per document")
         sub.add_argument("--template", default=None, help="prompt template YAML (default: gen/prompts/)")
         _add_generation_options(sub, kind=kind)
-        sub.set_defaults(func=_generate, kind=kind)
+        sub.set_defaults(func=_generate, kind=kind, _parser=sub)
 
     sub = commands.add_parser(
         "sample", help="unconditional samples of a trained model (self-distillation)",
@@ -89,7 +89,7 @@ def register(subparsers) -> None:
     )
     sub.add_argument("--n-docs", type=int, required=True, help="number of samples")
     _add_generation_options(sub, kind="sample")
-    sub.set_defaults(func=_generate, kind="sample", docs=None, g=1, template=None)
+    sub.set_defaults(func=_generate, kind="sample", docs=None, g=1, template=None, _parser=sub)
 
     sub = commands.add_parser(
         "assemble", help="build the synthetic stream's documents from a pool",
@@ -124,6 +124,7 @@ def register(subparsers) -> None:
 
 def _options(args):
     from gen.generate import GenerateOptions, parse_shard
+    from megadocs.cli import flags_named
     from megadocs.config import parse_config
     from megadocs.errors import UserError
 
@@ -146,7 +147,8 @@ def _options(args):
     }
     if args.chunk_docs is not None:
         fields["chunk_docs"] = args.chunk_docs
-    return parse_config(fields, GenerateOptions, source=f"gen {args.kind}")
+    with flags_named(args._parser, where=f"gen {args.kind}"):  # --temperature: ..., not the field's name
+        return parse_config(fields, GenerateOptions, source=f"gen {args.kind}")
 
 
 def _generate(args) -> int:

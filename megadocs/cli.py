@@ -11,16 +11,18 @@ CLI modules import heavy libraries (torch, vllm, optuna) inside their handlers s
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import os
 import sys
 import textwrap
+from collections.abc import Iterator
 
 from megadocs import __version__
-from megadocs.errors import UserError, WorkFailed, disk_full_message
+from megadocs.errors import FieldError, UserError, WorkFailed, disk_full_message
 from megadocs.exits import Exit
 
-__all__ = ["GROUPS", "HelpFormatter", "examples", "build_parser", "main"]
+__all__ = ["GROUPS", "HelpFormatter", "examples", "named_value", "option_flags", "flags_named", "build_parser", "main"]
 
 # group name -> "module:function" that registers it
 GROUPS = {
@@ -59,6 +61,63 @@ def examples(*commands: str, note: str | None = None) -> dict:
     if note:
         epilog += "\n\n" + note
     return {"epilog": epilog, "formatter_class": HelpFormatter}
+
+
+def named_value(item: str, flag: str, form: str) -> tuple[str | None, str]:
+    """A ``[NAME=]VALUE`` item of ``flag`` as (NAME, VALUE), NAME None where it names none; the
+    last ``=`` separates them. ``form`` is the named spelling (``NAME=STORE``) its error shows.
+
+    >>> named_value("arxiv=data/b", "--val", "NAME=STORE"), named_value("data/a", "--val", "NAME=STORE")
+    (('arxiv', 'data/b'), (None, 'data/a'))
+    >>> named_value("=data/a", "--val", "NAME=STORE")
+    Traceback (most recent call last):
+    megadocs.errors.UserError: --val: expected NAME=STORE (or STORE alone), got '=data/a': nothing on one side of '='
+    """
+    name, sep, value = item.rpartition("=")
+    if not sep:
+        return None, item
+    if not name.strip() or not value.strip():
+        alone = form.partition("=")[2]
+        raise UserError(f"{flag}: expected {form} (or {alone} alone), got {item!r}: nothing on one side of '='")
+    return name, value
+
+
+def option_flags(parser: argparse.ArgumentParser) -> dict[str, str]:
+    """The flag the user types for each option's ``dest`` (its first long spelling): how a
+    command's messages name the fields its options fill.
+
+    >>> parser = argparse.ArgumentParser()
+    >>> _ = parser.add_argument("--corpus", "--docs", dest="docs")
+    >>> _ = parser.add_argument("--vocab-size", type=int)
+    >>> option_flags(parser)["docs"], option_flags(parser)["vocab_size"]
+    ('--corpus', '--vocab-size')
+    """
+    return {action.dest: next((flag for flag in action.option_strings if flag.startswith("--")),
+                              action.option_strings[0])
+            for action in parser._actions if action.option_strings}
+
+
+@contextlib.contextmanager
+def flags_named(parser: argparse.ArgumentParser, *, where: str | None = None) -> Iterator[None]:
+    """A :class:`~megadocs.errors.FieldError` of the record ``parser``'s options fill (raised with
+    ``where``: the record's, not a file's it reads) names the flag that set the field, not the
+    field: ``--vocab-size: expected >= 257, got 3``. Another error, or a field no option sets, is
+    raised as it is.
+
+    >>> parser = argparse.ArgumentParser()
+    >>> _ = parser.add_argument("--vocab-size", type=int)
+    >>> with flags_named(parser):
+    ...     raise FieldError("vocab_size", "expected >= 257, got 3")
+    Traceback (most recent call last):
+    megadocs.errors.UserError: --vocab-size: expected >= 257, got 3
+    """
+    try:
+        yield
+    except FieldError as exc:
+        flag = option_flags(parser).get(exc.field.split(".")[0]) if exc.where == where else None
+        if flag is None:
+            raise
+        raise UserError(f"{flag}: {exc.problem}") from None
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import types
 from collections.abc import Mapping
 from pathlib import Path
@@ -20,10 +21,10 @@ import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError, ValidationInfo, field_validator
 from pydantic_core import PydanticCustomError
 
-from megadocs.errors import UserError
+from megadocs.errors import FieldError, UserError
 
 __all__ = ["StrictModel", "BOOL_AS_NUMBER", "load_yaml", "parse_config", "load_config", "config_hash", "dump_yaml",
-           "format_validation_error"]
+           "format_validation_error", "validation_field_error"]
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -43,7 +44,7 @@ class StrictModel(BaseModel):
     Optim(lr=1.0, fused=True)
     >>> parse_config({"lr": True}, Optim, source="run.yaml")
     Traceback (most recent call last):
-    megadocs.errors.UserError: run.yaml: lr: expected a number, got true
+    megadocs.errors.FieldError: run.yaml: lr: expected a number, got true
     """
 
     model_config = ConfigDict(extra="forbid", validate_default=True, validate_assignment=True)
@@ -146,7 +147,21 @@ def load_yaml(path: str | Path) -> Any:
 
 def format_validation_error(exc: ValidationError, source: str, *, model: type[BaseModel]) -> str:
     """One line: ``source: field.path: message, got X`` for the first error of validating ``model``
-    (and a count of the rest).
+    (and a count of the rest); its parts: :func:`validation_field_error`."""
+    return str(validation_field_error(exc, source, model=model))
+
+
+def validation_field_error(exc: ValidationError, source: str, *, model: type[BaseModel]) -> UserError:
+    """The one line of :func:`format_validation_error` as an error to raise: a
+    :class:`~megadocs.errors.FieldError` (the field's dotted path, what is wrong with it, ``source``)
+    where the line names a field, else a UserError."""
+    field, problem = _field_and_problem(exc, model)
+    return FieldError(field, problem, where=source) if field else UserError(f"{source}: {problem}")
+
+
+def _field_and_problem(exc: ValidationError, model: type[BaseModel]) -> tuple[str, str]:
+    """(``field.path``, ``message, got X``) for the first error of validating ``model`` (and a
+    count of the rest); the field is empty for an error of ``model``'s own validator that names none.
 
     An unknown field goes first: a misspelt key (``strat:``) is also a missing one (``start``), and
     the misspelling is what the user has to see. An error of a model's own validator (a cross-field
@@ -163,6 +178,7 @@ def format_validation_error(exc: ValidationError, source: str, *, model: type[Ba
         message = "required field is missing"
     elif first["type"] == "value_error":
         message = str(first["ctx"]["error"])  # the validator's own words, without pydantic's "Value error, "
+        field, message = _named_in_full(model, first["loc"], message)
     elif first["type"] == BOOL_AS_NUMBER:  # the message says what was given, at the place inside the field
         field = ".".join(str(part) for part in (*first["loc"], *first["ctx"]["at"]))
     got = first.get("input")
@@ -174,7 +190,33 @@ def format_validation_error(exc: ValidationError, source: str, *, model: type[Ba
         got_text = got_text[:77] + "..."
     more = len(errors) - 1
     suffix = f" (and {more} more error{'s' if more > 1 else ''})" if more else ""
-    return f"{source}: {field + ': ' if field else ''}{message}{got_text}{suffix}"
+    return field, f"{message}{got_text}{suffix}"
+
+
+def _named_in_full(model: type[BaseModel], loc: tuple, message: str) -> tuple[str, str]:
+    """(the dotted field, the message) of a validator's error at ``loc``, named from the top.
+
+    A validator's message begins with the field it is about, from where it stands: a model's
+    (a section's) own validator names one of its fields (``preset: unknown preset 'x'`` at
+    ``("model",)``, or a path inside one: ``extra.iid: ...``), which goes after the section's path
+    (``model.preset``); a field's validator may repeat the field's own name, which is said once.
+    Any other message is the validator's words after ``loc``.
+
+    E.g. for `train.config.RunConfig`: ``("model",)`` and ``"preset: unknown preset 'x'"`` are
+    ``model.preset`` and ``unknown preset 'x'``; ``("data", "document_mask")`` and
+    ``"document_mask: expected off"`` are ``data.document_mask`` and ``expected off``
+    (tests/megadocs/test_config.py).
+    """
+    path = ".".join(str(part) for part in loc)
+    named, sep, rest = message.partition(": ")
+    if not sep or " " in named:
+        return path, message
+    if loc and named == str(loc[-1]):
+        return path, rest
+    top = re.split(r"[.\[]", named, maxsplit=1)[0]
+    if any(top in section.model_fields for section in _models_at(model, loc)):
+        return ".".join(part for part in (path, named) if part), rest
+    return path, message
 
 
 def _names_a_model(model: type[BaseModel], loc: tuple) -> bool:
@@ -184,6 +226,12 @@ def _names_a_model(model: type[BaseModel], loc: tuple) -> bool:
     E.g. for `train.config.RunConfig`: ``()``, ``("optim",)`` and ``("eval", "extra", "arxiv")`` do,
     ``("optim", "lr")`` does not (tests/megadocs/test_config.py).
     """
+    return bool(_models_at(model, loc))
+
+
+def _models_at(model: type[BaseModel], loc: tuple) -> list[type[BaseModel]]:
+    """The models a validation error's ``loc`` may name (none: it names a field's value; see
+    `_names_a_model`)."""
     candidates: list[Any] = [model]
     for part in loc:
         found: list[Any] = []
@@ -196,7 +244,7 @@ def _names_a_model(model: type[BaseModel], loc: tuple) -> bool:
             elif get_origin(annotation) in (list, tuple) and isinstance(part, int):
                 found += _members(get_args(annotation)[0])
         candidates = found
-    return any(_is_model(annotation) for annotation in candidates)
+    return [annotation for annotation in candidates if _is_model(annotation)]
 
 
 def _is_model(annotation: Any) -> bool:
@@ -223,7 +271,7 @@ def parse_config(data: Any, model: type[M], *, source: str = "config") -> M:
     try:
         return model.model_validate(data)
     except ValidationError as exc:
-        raise UserError(format_validation_error(exc, source, model=model)) from None
+        raise validation_field_error(exc, source, model=model) from None
 
 
 def load_config(path: str | Path, model: type[M]) -> M:

@@ -17,7 +17,7 @@ import errno
 import os
 from collections.abc import Iterator
 
-__all__ = ["UserError", "EveryRankError", "on_every_rank", "WorkFailed", "DiskFull", "DISK_FULL_ERRNOS", "DISK_FULL_ADVICE", "DISK_FULL_SQLSTATE", "disk_full_message",
+__all__ = ["UserError", "FieldError", "EveryRankError", "on_every_rank", "WorkFailed", "DiskFull", "DISK_FULL_ERRNOS", "DISK_FULL_ADVICE", "DISK_FULL_SQLSTATE", "disk_full_message",
            "names_file"]
 
 DISK_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
@@ -38,6 +38,30 @@ class UserError(Exception):
     The CLI prints ``error: <message>`` on one line and exits with status 2; nothing already
     done is lost. Messages name the offending field or file, the value, and what was expected.
     """
+
+
+class FieldError(UserError):
+    """A UserError about one field of a record (an option, a config key): ``[where: ]field: problem``.
+
+    ``field`` is the record's name for it (dotted inside sections); a command whose flags fill the
+    record names the field by the flag the user typed instead (`megadocs.cli.flags_named`); a
+    record read from a file keeps the file's key.
+
+    >>> str(FieldError("vocab_size", "expected >= 257, got 3"))
+    'vocab_size: expected >= 257, got 3'
+    >>> str(FieldError("optim.lr", "expected a number", where="run.yaml"))
+    'run.yaml: optim.lr: expected a number'
+    >>> import pickle  # as a job array's task returns it
+    >>> pickle.loads(pickle.dumps(FieldError("g", "expected >= 1", where="gen.yaml"))).where
+    'gen.yaml'
+    """
+
+    def __init__(self, field: str, problem: str, where: str | None = None) -> None:
+        super().__init__(f"{where + ': ' if where else ''}{field}: {problem}")
+        self.field, self.problem, self.where = field, problem, where
+
+    def __reduce__(self):
+        return type(self), (self.field, self.problem, self.where)
 
 
 class EveryRankError(UserError):

@@ -77,7 +77,7 @@ def test_set_errors_name_the_set_option_not_the_file(tmp_path, capsys):
     assert capsys.readouterr().err.strip().startswith("error: --set optim.lr=-1: optim.lr: ")
     # a cross-field check of the section an override changed
     assert main(["train", str(path), "--set", "optim.micro_batch_size=5"]) == 2
-    assert capsys.readouterr().err.strip().startswith("error: --set optim.micro_batch_size=5: optim: ")
+    assert capsys.readouterr().err.strip().startswith("error: --set optim.micro_batch_size=5: optim.micro_batch_size: ")
     # a bad value the file itself holds is still the file's
     path.write_text("data: {store: s}\noptim: {lr: 0}\n")
     assert main(["train", str(path), "--set", "optim.weight_decay=0.1"]) == 2

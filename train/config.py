@@ -153,20 +153,20 @@ class DataConfig(StrictModel):
     def _synthetic_matches_mixing(self) -> DataConfig:
         if self.mixing_fraction > 0 and self.synthetic is None:
             raise ValueError(
-                f"mixing_fraction={self.mixing_fraction} draws from a synthetic stream but "
+                f"mixing_fraction: {self.mixing_fraction} draws from a synthetic stream but "
                 "data.synthetic is null; set data.synthetic: {pool: DIR, algorithm: A, g: G} "
                 "or mixing_fraction: 0"
             )
         if self.synthetic is not None and self.mixing_fraction == 0:
             raise ValueError(
-                "data.synthetic is set but mixing_fraction is 0 so it would never be read; "
+                "synthetic: set but mixing_fraction is 0 so it would never be read; "
                 "set mixing_fraction > 0 (e.g. 0.75) or synthetic: null"
             )
         if self.mixing_fraction == 1.0 and self.synthetic_epochs is None:
-            raise ValueError("data.synthetic_epochs: mixing_fraction 1 (synthetic only) reads no real window, "
+            raise ValueError("synthetic_epochs: mixing_fraction 1 (synthetic only) reads no real window, "
                              "so passes over the synthetic stream set the run's length; set synthetic_epochs: N")
         if self.mixing_fraction < 1.0 and self.synthetic_epochs is not None:
-            raise ValueError(f"data.synthetic_epochs: only for mixing_fraction 1 (synthetic only); with "
+            raise ValueError(f"synthetic_epochs: only for mixing_fraction 1 (synthetic only); with "
                              f"mixing_fraction {self.mixing_fraction} real_epochs sets the run's length")
         return self
 
@@ -179,7 +179,7 @@ class ModelConfig(StrictModel):
     @model_validator(mode="after")
     def _known_preset(self) -> ModelConfig:
         if self.preset not in PRESETS:
-            raise ValueError(f"unknown preset {self.preset!r}; expected one of {', '.join(PRESETS)}")
+            raise ValueError(f"preset: unknown preset {self.preset!r}; expected one of {', '.join(PRESETS)}")
         return self
 
 
@@ -232,7 +232,7 @@ class OptimConfig(StrictModel):
     def _micro_divides_batch(self) -> OptimConfig:
         if self.micro_batch_size != AUTO and self.batch_size % self.micro_batch_size:
             raise ValueError(
-                f"micro_batch_size={self.micro_batch_size} must divide batch_size={self.batch_size}"
+                f"micro_batch_size: {self.micro_batch_size} must divide batch_size {self.batch_size}"
             )
         return self
 
@@ -266,7 +266,7 @@ class EvalConfig(StrictModel):
     def _names(self) -> EvalConfig:
         clash = sorted(set(IID_SETS) & set(self.extra))
         if clash:
-            raise ValueError(f"extra set name {clash[0]!r} is reserved for the iid split; rename it")
+            raise ValueError(f"extra.{clash[0]}: the name is reserved for the iid split; rename the set")
         self.every_steps(1)  # validates the form of `every`
         return self
 
@@ -280,11 +280,11 @@ class EvalConfig(StrictModel):
         every = self.every
         if isinstance(every, int):
             if every < 0:
-                raise ValueError(f"every={every}: expected steps >= 0, 'K/run' or 0")
+                raise ValueError(f"every: expected a number of steps >= 0, 'K/run' or 0, got {every}")
             return every
         count, sep, unit = every.partition("/")
         if not (sep and unit.strip() == "run" and count.strip().isdigit()):
-            raise ValueError(f"every={every!r}: expected a number of steps (e.g. 200) or 'K/run' (e.g. '10/run')")
+            raise ValueError(f"every: expected a number of steps (e.g. 200) or 'K/run' (e.g. '10/run'), got {every!r}")
         count_value = int(count)
         if count_value == 0:
             return 0

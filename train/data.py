@@ -349,7 +349,8 @@ class RunData(RunStores):
         Raises:
             UserError: a store is missing or was prepared with another tokenizer, a data
                 setting the streams refuse (naming the field), a held-out set the run would end
-                by scoring (the iid split, an eval.extra split) missing or without a full window, or
+                by scoring (the iid split, an eval.extra split) missing or without a full window,
+                data.store's tokenizer (which the run ends by copying into its model) gone, or
                 eval.benchmarks whose data cannot be loaded (`train.downstream.check_benchmarks`).
         """
         stores = RunStores.open(config) if stores is None else stores
@@ -363,6 +364,7 @@ class RunData(RunStores):
         ValidationSet.stream(stores.store, split="val", context=data.context)
         for name, spec in config.eval.extra.items():
             ValidationSet.stream(stores.extra[name], split=spec.split, context=data.context)
+        stores.store.check_tokenizer()  # what the run ends by copying into RUN/model
         if config.eval.benchmarks:  # and the benchmarks' data, loaded as the final evaluation loads it
             from train.downstream import check_benchmarks  # lm-eval: only for runs that score benchmarks
 

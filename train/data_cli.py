@@ -44,7 +44,7 @@ def register(subparsers) -> None:
                               "1024 x 4096 is 4194304 (needs --tokenizer)")
     prepare.add_argument("--seed", type=int, default=0, help="seeds the held-out choice (default 0)")
     prepare.add_argument("--max-docs", type=int, metavar="N", help="read only the first N documents")
-    prepare.set_defaults(func=_prepare)
+    prepare.set_defaults(func=_prepare, _parser=prepare)
 
     info = commands.add_parser(
         "info", help="summarize a token store",
@@ -83,10 +83,12 @@ def register(subparsers) -> None:
 
 
 def _prepare(args: argparse.Namespace) -> int:
+    from megadocs.cli import flags_named
     from train.store import prepare
 
-    store = prepare(args.corpus, args.out, tokenizer=args.tokenizer, vocab_size=args.vocab_size,
-                    val_docs=args.val_docs, val_tokens=args.val_tokens, seed=args.seed, max_docs=args.max_docs)
+    with flags_named(args._parser):  # its options' errors name the flags typed (--vocab-size), not prepare's names
+        store = prepare(args.corpus, args.out, tokenizer=args.tokenizer, vocab_size=args.vocab_size,
+                        val_docs=args.val_docs, val_tokens=args.val_tokens, seed=args.seed, max_docs=args.max_docs)
     print(store.summary())
     return 0
 

@@ -30,7 +30,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from megadocs.errors import UserError
+from megadocs.cli import flags_named, named_value
+from megadocs.errors import FieldError, UserError
 from megadocs.formats import IID, BenchmarkScore, RunDir, finite_or_none, write_json
 from train.benchmarks import parse_tasks
 
@@ -101,7 +102,7 @@ class EnsembleRequest:
         for name in ("context", "windows", "batch_size", "max_resident", "benchmark_limit"):
             value = getattr(self, name)
             if value is not None and value < 1:
-                raise UserError(f"--{name.replace('_', '-')}: expected >= 1, got {value}")
+                raise FieldError(name, f"expected >= 1, got {value}")  # `ensemble_main`: named by its flag
 
 
 # ------------------------------------------------------------------------------ validate
@@ -147,13 +148,14 @@ def validation_specs(val: Sequence[str] | None, run_config: RunConfig | None) ->
     ['iid', 'arxiv', 'c']
 
     Raises:
-        UserError: two sets with one name, or no set given for members without a run config.
+        UserError: an item with nothing before or after its ``=``, two sets with one name, or no set
+            given for members without a run config.
     """
     iid_store = Path(run_config.data.store) if run_config is not None else None
     if val:
         specs = []
         for position, item in enumerate(val):
-            name, _, store = item.rpartition("=")
+            name, store = named_value(item, "--val", "NAME=STORE")
             store_path = Path(store)
             if not name:
                 is_iid = store_path.resolve() == iid_store.resolve() if iid_store is not None else position == 0
@@ -317,12 +319,13 @@ def add_ensemble_arguments(parser: argparse.ArgumentParser) -> None:
 
 def ensemble_main(args: argparse.Namespace) -> int:
     """``megadocs train ensemble``: print (and with ``--json`` save and resume) L(K) for K = 1..N."""
-    request = EnsembleRequest(
-        members=args.members, val=args.val, context=args.context, windows=args.windows,
-        batch_size=args.batch_size, max_resident=args.max_resident, device=args.device,
-        benchmarks=parse_tasks(args.benchmarks, field="--benchmarks") if args.benchmarks else (),
-        benchmark_data=args.benchmark_data, benchmark_limit=args.benchmark_limit, out=args.json,
-    )  # fmt: skip
+    with flags_named(args._parser):
+        request = EnsembleRequest(
+            members=args.members, val=args.val, context=args.context, windows=args.windows,
+            batch_size=args.batch_size, max_resident=args.max_resident, device=args.device,
+            benchmarks=parse_tasks(args.benchmarks, field="--benchmarks") if args.benchmarks else (),
+            benchmark_data=args.benchmark_data, benchmark_limit=args.benchmark_limit, out=args.json,
+        )  # fmt: skip
     report = score_ensemble(request)
     for spec in validation_specs(request.val, member_run_config(request.members[0])):
         _print_losses(spec.name, report.sets[spec.name].by_k)

@@ -34,7 +34,7 @@ from typing import IO, Any
 import torch
 
 from megadocs import compat
-from megadocs.config import dump_yaml, load_yaml
+from megadocs.config import dump_yaml, load_config, load_yaml
 from megadocs.errors import UserError
 from megadocs.formats import RunDir, RunMetrics, read_json_object, replace_dir, write_atomic, write_json
 from megadocs.provenance import write as write_provenance
@@ -54,6 +54,7 @@ __all__ = [
 ]
 
 REVISION_KEY = "training_revision"  # in RUN/identity.json (absent: revision 1, megadocs.compat.RUN_REVISION)
+RECORD_ADVICE = "restore it, or train the run again in another --out"  # a damaged record of RUN
 
 
 class RunLifecycle:
@@ -79,12 +80,14 @@ class RunLifecycle:
 
         Raises:
             UserError: RUN holds another run (`check_run_identity`): returning its metrics would
-                report the old run's losses as this one's.
+                report the old run's losses as this one's; or its identity.json or config.yaml is
+                damaged (`_check_records`), which every later reader of the run would meet.
         """
         run_dir = RunDir(out)
         if not run_dir.is_done():
             return None
         check_run_identity(out, identity, config)
+        _check_records(out, config)
         return RunMetrics.load(run_dir.metrics)
 
     def prepare(self, config: RunConfig, device: torch.device, stores: RunStores | None) -> None:
@@ -197,6 +200,25 @@ def check_run_identity(out: Path, identity: str, config: RunConfig | None = None
                     "use another --out (the default is runs/train/<identity>)")
 
 
+def _check_records(out: Path, config: RunConfig | None) -> None:
+    """Refuse, in one line naming the file, a RUN whose identity.json is no JSON object or whose
+    config.yaml is no valid config (not YAML, not UTF-8) or not the config of `config`'s run (cut
+    short: the fields it lost read as their defaults). Nothing in RUN is changed."""
+    _identity_record(out)
+    path = RunDir(out).config
+    if not path.is_file():
+        return
+    try:
+        recorded = load_config(path, RunConfig)
+    except UserError as exc:
+        raise UserError(f"{exc} (the run's config record is damaged; {RECORD_ADVICE})") from None
+    changes = recorded.identity_changes(config) if config is not None else []
+    if changes:
+        name, old, new = changes[0]
+        raise UserError(f"{path}: not the config of the run it holds ({name} {json.dumps(old)}, the run's "
+                        f"{json.dumps(new)}): the run's config record is damaged; {RECORD_ADVICE}")
+
+
 def _what_changed(out: Path, config: RunConfig | None, named: int = 3) -> str:
     """Why `config` is not the run in RUN, in words: the first `named` fields in which it differs
     from RUN's config.yaml, or other data under the same config."""
@@ -252,7 +274,7 @@ def _identity_record(out: Path) -> dict[str, Any] | None:
     path = RunDir(out).identity
     if not path.is_file():
         return None
-    return read_json_object(path, "a run's identity record", "restore it, or train the run again in another --out")
+    return read_json_object(path, "a run's identity record", RECORD_ADVICE)
 
 
 def write_run_identity(out: Path, identity: str, data_identity: dict[str, Any]) -> None:

@@ -15,6 +15,7 @@ store with the same inputs does nothing.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import functools
 import glob
@@ -46,7 +47,7 @@ from megadocs.corpus import (
     unique_documents,
 )
 from megadocs.data_identity import STORE_DUPLICATES_REMOVED
-from megadocs.errors import UserError, names_file
+from megadocs.errors import FieldError, UserError, names_file
 from megadocs.formats import replace_dir, write_json
 from megadocs.procs import pid_alive
 
@@ -298,16 +299,32 @@ class TokenStore:
         Raises:
             UserError: the store's tokenizer/ is gone (`open_file`).
         """
+        with self._tokenizer_folder() as folder:
+            destination.mkdir(parents=True, exist_ok=True)
+            for name in sorted(os.listdir(folder)):  # flat: what save_pretrained writes
+                with self.open_file(name, directory=folder) as source, open(destination / name, "wb") as target:
+                    shutil.copyfileobj(source, target)
+
+    def check_tokenizer(self) -> None:
+        """Refuse a store whose ``tokenizer/`` is gone, as :meth:`copy_tokenizer` would: a run
+        (and its ``--dry-run``) checks at its start what it ends by copying into ``RUN/model``.
+
+        Raises:
+            UserError: the store's tokenizer/ is gone, naming it.
+        """
+        with self._tokenizer_folder():
+            pass
+
+    @contextlib.contextmanager
+    def _tokenizer_folder(self) -> Iterator[int]:
+        """The store's ``tokenizer/`` as the store was opened (a directory descriptor, closed on leaving)."""
         try:
             folder = os.open(TOKENIZER_DIR, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0), dir_fd=self._directory)
         except FileNotFoundError:
             raise UserError(f"{self.tokenizer_path}: not in the token store opened at {self.path} (removed while "
                             "in use, or the store is damaged; prepare it again)") from None
         try:
-            destination.mkdir(parents=True, exist_ok=True)
-            for name in sorted(os.listdir(folder)):  # flat: what save_pretrained writes
-                with self.open_file(name, directory=folder) as source, open(destination / name, "wb") as target:
-                    shutil.copyfileobj(source, target)
+            yield folder
         finally:
             os.close(folder)
 
@@ -396,23 +413,23 @@ def prepare(
     if (tokenizer is None) == (vocab_size is None):
         raise UserError("data prepare: give exactly one of --tokenizer HF_DIR or --vocab-size N")
     if vocab_size is not None and vocab_size < 257:
-        raise UserError(f"vocab_size: expected >= 257 (256 bytes + EOS), got {vocab_size}")
+        raise FieldError("vocab_size", f"expected >= 257 (256 bytes + EOS), got {vocab_size}")
     if tokenizer is not None and not Path(tokenizer).is_dir():
-        raise UserError(f"tokenizer: {tokenizer} is not a directory (expected an HF tokenizer directory)")
+        raise FieldError("tokenizer", f"{tokenizer} is not a directory (expected an HF tokenizer directory)")
     if val_docs is not None and val_docs < 1:
-        raise UserError(f"val_docs: expected >= 1, got {val_docs}")
+        raise FieldError("val_docs", f"expected >= 1, got {val_docs}")
     if val_tokens is not None:
         if val_docs is not None:
             raise UserError("data prepare: give at most one of --val-docs N and --val-tokens N")
         if val_tokens < 1:
-            raise UserError(f"val_tokens: expected >= 1, got {val_tokens}")
+            raise FieldError("val_tokens", f"expected >= 1, got {val_tokens}")
         if tokenizer is None:
-            raise UserError("val_tokens: --val-tokens counts tokens of a fixed tokenizer; give --tokenizer "
-                            "HF_DIR (e.g. a store's DIR/tokenizer) or hold out by --val-docs")
+            raise FieldError("val_tokens", "counts tokens of a fixed tokenizer; give --tokenizer HF_DIR (e.g. a "
+                             "store's DIR/tokenizer) or hold out by --val-docs")
     if max_docs is not None and max_docs < 2:
-        raise UserError(f"max_docs: expected >= 2, got {max_docs}")
+        raise FieldError("max_docs", f"expected >= 2, got {max_docs}")
     if seed < 0:
-        raise UserError(f"seed: expected >= 0, got {seed}")
+        raise FieldError("seed", f"expected >= 0, got {seed}")
     options = {"tokenizer": None if tokenizer is None else str(Path(tokenizer).resolve()),
                "vocab_size": vocab_size, "val_docs": val_docs, "seed": seed, "max_docs": max_docs}
     if val_tokens is not None:  # only when used, so stores prepared before it keep their options
@@ -494,8 +511,8 @@ def _split_plan(documents: list[Document], val_docs: int | None, seed: int,
         wanted = default_val_docs(usable) if val_docs is None else val_docs
     if wanted >= usable:
         asked = f"{val_tokens} held-out tokens take {wanted}" if val_tokens is not None else f"{wanted}"
-        raise UserError(f"{'val_tokens' if val_tokens is not None else 'val_docs'}: {asked} held-out documents "
-                        f"leave none for training (the corpus has {usable} non-empty documents)")
+        raise FieldError("val_tokens" if val_tokens is not None else "val_docs", f"{asked} held-out documents "
+                         f"leave none for training (the corpus has {usable} non-empty documents)")
     taken = np.cumsum(~empty[permutation])
     cut = int(np.searchsorted(taken, wanted)) + 1  # permutation[:cut] holds `wanted` usable docs
     is_val = np.zeros(len(documents), dtype=bool)

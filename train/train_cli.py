@@ -121,7 +121,7 @@ def register(subparsers) -> None:
         ),
     )
     add_ensemble_arguments(ensemble)
-    ensemble.set_defaults(func=_ensemble)
+    ensemble.set_defaults(func=_ensemble, _parser=ensemble)
     benchmarks = commands.add_parser(
         "benchmarks", help="zero-shot PIQA/SciQ/ARC-Easy accuracy of a model or an ensemble (lm-eval)",
         description="Zero-shot PIQA/SciQ/ARC-Easy accuracy (lm-eval) of a model or a logit-averaged ensemble.",

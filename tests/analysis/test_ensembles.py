@@ -367,3 +367,10 @@ def test_a_hand_labelled_reference_that_no_study_has_is_named_with_what_was_expe
     assert none.endswith("(real: no ensemble study of this sweep has that label, so its model is unknown; the sweep "
                          "has no real ensemble study at model 1.5b)")
     assert "\n" not in note + none
+
+
+def test_an_ensemble_file_with_its_algorithm_left_empty_is_refused(tmp_path):
+    csv = tmp_path / "ens.csv"
+    csv.write_text("algorithm,k,loss\nsimple,1,3.0\n")
+    with pytest.raises(UserError, match=r"^--ensembles: expected ALGORITHM=FILE \(or FILE alone\), got '="):
+        load_ensemble_table([f"={csv}"])

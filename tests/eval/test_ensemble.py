@@ -3,6 +3,7 @@ streaming == cached, vocabulary checks and the `megadocs train ensemble` command
 
 from __future__ import annotations
 
+import argparse
 import json
 import math
 
@@ -256,3 +257,25 @@ def test_cli_refuses_a_member_listed_twice_naming_both_positions(command, tiny_m
     err = capsys.readouterr().err
     assert err == (f"error: --members: members 1 and 3 are one model ({run} and {run / 'model'}); an ensemble's "
                    "members are distinct models\n")
+
+
+@pytest.mark.parametrize("item", ["=data/a", "arxiv=", "="])
+def test_val_refuses_a_name_or_store_left_empty(item):
+    from train.ensemble_cli import validation_specs
+
+    with pytest.raises(UserError, match=r"^--val: expected NAME=STORE \(or STORE alone\), got "):
+        validation_specs(["data/iid", item], None)
+
+
+@pytest.mark.parametrize("field", ["context", "windows", "batch_size", "max_resident", "benchmark_limit"])
+def test_a_bad_count_names_the_flag_on_the_command_line_and_the_field_in_python(field, tiny_members, capsys):
+    from megadocs.cli import main, option_flags
+    from train.ensemble_cli import EnsembleRequest, add_ensemble_arguments
+
+    with pytest.raises(UserError, match=rf"^{field}: expected >= 1, got 0$"):  # analysis scores studies so
+        EnsembleRequest(members=["a"], **{field: 0})
+    parser = argparse.ArgumentParser()
+    add_ensemble_arguments(parser)
+    flag = option_flags(parser)[field]
+    assert main(["train", "ensemble", "--members", str(tiny_members[0]), f"{flag}=0"]) == 2
+    assert capsys.readouterr().err == f"error: {flag}: expected >= 1, got 0\n"

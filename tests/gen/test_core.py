@@ -252,3 +252,61 @@ def test_load_shard_refuses_a_row_whose_gen_index_is_outside_the_pool_s_g(gen_in
                                         r"outside 0\.\.1 \(the pool's G is 2\)"):
         pool_format.load_shard(path, g=2)
     assert path.read_bytes() == before
+
+
+def _subcommand(*words: str):
+    """The argparse parser of ``megadocs WORDS...`` (what the console script builds)."""
+    import argparse
+
+    from megadocs.cli import build_parser
+
+    parser = build_parser()
+    for word in words:
+        [commands] = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+        parser = commands.choices[word]
+    return parser
+
+
+def _below_each_bound(kind: str):
+    """(flag, a value under its field's lower bound) for each option of ``gen KIND`` that fills a
+    bounded GenerateOptions field (the record's own constraints, its flags as argparse spells them)."""
+    from gen.generate import GenerateOptions
+    from megadocs.cli import option_flags
+
+    for dest, flag in option_flags(_subcommand("gen", kind)).items():
+        field = GenerateOptions.model_fields.get(dest)
+        for constraint in field.metadata if field is not None else ():
+            ge, gt = getattr(constraint, "ge", None), getattr(constraint, "gt", None)
+            if ge is not None or gt is not None:
+                below = (ge - 1 if ge is not None else gt) if field.annotation is not float else (
+                    ge - 0.5 if ge is not None else gt)
+                yield flag, str(below) if dest != "shard" else f"{below}/2"
+
+
+@pytest.mark.parametrize(("kind", "flag", "value"), [(kind, *case) for kind in ("rephrase", "sample")
+                                                     for case in _below_each_bound(kind)])
+def test_a_bad_generation_option_names_the_flag_typed_and_a_config_names_its_key(kind, flag, value, tmp_path,
+                                                                                    capsys):
+    """`gen rephrase --g 0` said ``gen rephrase: g: ...`` (GenerateOptions' field), not the flag."""
+    from gen.generate import GenerateOptions
+    from megadocs.cli import main
+    from megadocs.config import parse_config
+
+    needed = ["--corpus", "docs.jsonl", "--g", "2"] if kind != "sample" else ["--n-docs", "2"]
+    argv = ["gen", kind, *needed, "--generator", "gen-model", "--out", str(tmp_path / "pool"), f"{flag}={value}"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {flag}: ") and err.count("\n") == 1, err
+    assert not (tmp_path / "pool").exists()
+    # the same record read from a file keeps the file's key
+    with pytest.raises(UserError, match=r"^gen\.yaml: g: "):
+        parse_config({"kind": "rephrase", "docs": "d", "generator": "m", "g": 0, "out": "o"}, GenerateOptions,
+                     source="gen.yaml")
+
+
+def test_a_generation_check_across_options_names_the_flag_it_refuses(tmp_path, capsys):
+    from megadocs.cli import main
+
+    assert main(["gen", "rephrase", "--corpus", "docs.jsonl", "--generator", "m", "--g", "2", "--out",
+                 str(tmp_path / "pool"), "--temperature", "0"]) == 2
+    assert capsys.readouterr().err.startswith("error: --temperature: 0 (greedy decoding) gives one sample")

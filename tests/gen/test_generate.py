@@ -320,11 +320,11 @@ def test_submitit_local_job_array_runs_every_shard(tiny_generator, tmp_path):
 @pytest.mark.parametrize("argv,message", [
     (["--shard", "2/2"], "--shard: expected 0 <= i < n"),
     (["--shard", "x"], "--shard: expected i/n"),
-    (["--g", "0"], "g: Input should be greater than or equal to 1"),
-    (["--num-shards", "0"], "num_shards: Input should be greater than or equal to 1, got 0"),
+    (["--g", "0"], "--g: Input should be greater than or equal to 1"),
+    (["--num-shards", "0"], "--num-shards: Input should be greater than or equal to 1, got 0"),
     (["--temperature", "-1"], "temperature"),
     # greedy decoding has one sample per prompt: both engines raised (vLLM after its start)
-    (["--temperature", "0"], "temperature: 0 (greedy decoding) gives one sample per prompt; rephrase asks for G=2"),
+    (["--temperature", "0"], "--temperature: 0 (greedy decoding) gives one sample per prompt; rephrase asks for G=2"),
     (["--generator", "/nonexistent"], "--generator: /nonexistent: not a directory"),
     (["--docs", "/nonexistent.jsonl"], "/nonexistent.jsonl: corpus not found"),
     # a file at --out (or above it) was FileExistsError's traceback
@@ -381,7 +381,7 @@ def test_greedy_unconditional_samples_are_refused_when_they_would_all_be_one_tex
                  "--engine", "transformers", "--no-progress", "--max-new-tokens", "4", "--out", str(tmp_path / "p")])
     err = capsys.readouterr().err.strip()
     if refused:
-        assert code == 2 and err == ("error: gen sample: temperature: 0 (greedy decoding) gives one sample per prompt; sample asks "
+        assert code == 2 and err == ("error: --temperature: 0 (greedy decoding) gives one sample per prompt; sample asks "
                                      "for n_docs=3 of its one (empty) prompt (sample at a temperature above 0; the "
                                      "paper's is 1)")
         assert not (tmp_path / "p").exists()  # refused before anything is written

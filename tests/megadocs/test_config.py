@@ -175,7 +175,42 @@ def test_a_models_own_validator_is_its_message_wherever_the_model_sits_and_a_fie
         assert str(info.value) == f"t.yaml: {where}: low=2 must be below high=1"
     with pytest.raises(UserError) as info:
         parse_config({"pair": {"name": "x"}}, Top, source="t.yaml")
-    assert str(info.value) == "t.yaml: pair.name: name: not x, got 'x'"
+    assert str(info.value) == "t.yaml: pair.name: not x, got 'x'"  # the field named once
+
+
+def test_a_sections_own_check_that_names_its_field_is_named_by_the_full_dotted_path_at_any_depth():
+    """A section's validator that begins with one of its fields (``high: ...``) is named from the
+    top (``deep.a.1.high: ...``), wherever the section sits; a name that is no field of it is
+    left in its words."""
+    from pydantic import model_validator
+
+    class Pair(StrictModel):
+        low: int = 0
+        high: int = 1
+
+        @model_validator(mode="after")
+        def _ordered(self):
+            if self.low >= self.high:
+                raise ValueError(f"high: {self.high} is not above low {self.low}")
+            if self.low < 0:
+                raise ValueError("width: below 0")
+            return self
+
+    class Middle(StrictModel):
+        pair: Pair = Pair()
+
+    class Top(StrictModel):
+        middle: Middle = Middle()
+        deep: dict[str, list[Pair]] = {}
+
+    bad = {"low": 2, "high": 1}
+    for data, where in [({"middle": {"pair": bad}}, "middle.pair"), ({"deep": {"a": [{}, bad]}}, "deep.a.1")]:
+        with pytest.raises(UserError) as info:
+            parse_config(data, Top, source="t.yaml")
+        assert str(info.value) == f"t.yaml: {where}.high: 1 is not above low 2"
+    with pytest.raises(UserError) as info:
+        parse_config({"middle": {"pair": {"low": -1}}}, Top, source="t.yaml")
+    assert str(info.value) == "t.yaml: middle.pair: width: below 0"
 
 
 def _result_parsers():

@@ -124,7 +124,7 @@ def test_training_sweep_certifies_real_and_simple(tiny_store, workdir, monkeypat
 @pytest.mark.parametrize(("change", "expected"), [
     ({"pools": {"simple": "missing-pool"}}, "pools.simple: "),
     ({"train": {"data": {"store": "store", "context": 64}, "optim": {"batch_size": 10, "micro_batch_size": 4}}},
-     "micro_batch_size=4 must divide batch_size=10"),
+     "optim.micro_batch_size: 4 must divide batch_size 10"),
 ])
 def test_train_config_mistakes_fail_before_anything_runs(workdir, capsys, change, expected):
     from megadocs.cli import main

@@ -218,7 +218,7 @@ BAD_TRANSFERS = {  # what is wrong -> (transfer, pools, what the one line names)
     "a pool that is not there": ({"name": "simple-g1", "from": "real", "fixed": {"method": "simple", "g": 1}},
                                  {"simple": "nowhere/pool"}, "nowhere/pool"),
     "an unknown model size": ({"name": "real-big", "from": "real", "fixed": {"method": "real", "model": "tiny-9t"}},
-                              {}, "model: unknown preset 'tiny-9t'"),
+                              {}, "model.preset: unknown preset 'tiny-9t'"),
 }
 
 

@@ -25,7 +25,7 @@ def test_invalid_config_is_one_error_line_naming_the_field(tmp_path, capsys):
     assert main(["train", str(path)]) == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0
-    assert err.startswith(f"error: {path}: data: ") and "data.synthetic is null" in err
+    assert err.startswith(f"error: {path}: data.mixing_fraction: ") and "data.synthetic is null" in err
 
 
 def test_missing_store_names_the_field(tmp_path, capsys):
@@ -35,6 +35,22 @@ def test_missing_store_names_the_field(tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1].startswith(f"error: data.store: {tmp_path / 'nowhere'}: token store not found")
     assert not (tmp_path / "run").exists()  # nothing written for a config that cannot run
+
+
+def test_a_store_without_its_tokenizer_is_refused_by_the_dry_run_as_by_the_run(tiny_store, tmp_path, capsys):
+    import shutil
+
+    store = tmp_path / "store"
+    shutil.copytree(tiny_store, store)
+    shutil.rmtree(store / "tokenizer")
+    path = tmp_path / "run.yaml"
+    path.write_text(f"data: {{store: {store}, context: 32}}\n")
+    expected = f"error: {store / 'tokenizer'}: not in the token store opened at {store} "
+    assert main(["train", str(path), "--dry-run"]) == 2
+    assert capsys.readouterr().err.strip().startswith(expected)
+    assert main(["train", str(path), "--out", str(tmp_path / "run")]) == 2  # at its start, not after training
+    assert capsys.readouterr().err.strip().splitlines()[-1].startswith(expected)
+    assert not (tmp_path / "run").exists()
 
 
 def test_ensemble_word_dispatches_to_the_ensemble_parser(capsys):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 import yaml
 
@@ -32,15 +34,17 @@ def test_template_is_a_valid_config_with_the_documented_defaults():
 @pytest.mark.parametrize(
     ("sections", "field", "words"),
     [
-        ({"data": {"mixing_fraction": 0.5}}, "data", "data.synthetic is null"),
-        ({"data": {"synthetic": {"pool": "p", "algorithm": "stitched", "g": 4}}}, "data", "mixing_fraction"),
+        ({"data": {"mixing_fraction": 0.5}}, "data.mixing_fraction", "0.5 draws from a synthetic stream but "
+         "data.synthetic is null"),
+        ({"data": {"synthetic": {"pool": "p", "algorithm": "stitched", "g": 4}}}, "data.synthetic",
+         "set but mixing_fraction is 0"),
         ({"data": {"mixing_fraction": 1.5, "synthetic": {"pool": "p", "algorithm": "simple", "g": 1}}},
          "data.mixing_fraction", "less than or equal to 1"),
         ({"data": {"mixing_fraction": 1.0, "synthetic": {"pool": "p", "algorithm": "simple", "g": 1}}},
-         "data", "data.synthetic_epochs: mixing_fraction 1 (synthetic only)"),
+         "data.synthetic_epochs", "mixing_fraction 1 (synthetic only)"),
         ({"data": {"mixing_fraction": 0.5, "synthetic_epochs": 2,
                    "synthetic": {"pool": "p", "algorithm": "simple", "g": 1}}},
-         "data", "data.synthetic_epochs: only for mixing_fraction 1"),
+         "data.synthetic_epochs", "only for mixing_fraction 1"),
         ({"data": {"mixing_fraction": 1.0, "synthetic_epochs": 0,
                    "synthetic": {"pool": "p", "algorithm": "simple", "g": 1}}},
          "data.synthetic_epochs", "greater than or equal to 1"),
@@ -48,9 +52,14 @@ def test_template_is_a_valid_config_with_the_documented_defaults():
          "data.synthetic.algorithm", "stitched"),
         ({"data": {"synthetic": {"pool": "p", "algorithm": "latent", "g": 0}, "mixing_fraction": 0.5}},
          "data.synthetic.g", "greater than or equal to 1"),
-        ({"optim": {"batch_size": 64, "micro_batch_size": 24}}, "optim", "micro_batch_size=24 must divide"),
-        ({"model": {"preset": "7b"}}, "model", "unknown preset '7b'"),
-        ({"eval": {"extra": {"iid_long": {"store": "s"}}}}, "eval", "reserved"),
+        ({"optim": {"batch_size": 64, "micro_batch_size": 24}}, "optim.micro_batch_size", "24 must divide "
+         "batch_size 64"),
+        ({"optim": {"weight_decay_on": ["head", "head"]}}, "optim.weight_decay_on", "'head' is listed twice"),
+        ({"model": {"preset": "7b"}}, "model.preset", "unknown preset '7b'"),
+        ({"eval": {"extra": {"iid_long": {"store": "s"}}}}, "eval.extra.iid_long", "reserved"),
+        ({"eval": {"every": -3}}, "eval.every", "expected a number of steps >= 0"),
+        ({"eval": {"every": "x/run"}}, "eval.every", "expected a number of steps (e.g. 200) or 'K/run'"),
+        ({"data": {"document_mask": "xx"}}, "data.document_mask", "expected off | document | segment"),
         ({"device": "tpu"}, "device", "'auto', 'cpu' or 'cuda'"),
         ({"optim": {"lr_peak": 0.1}}, "optim.lr_peak", "unknown field"),
         ({"optim": {"lr": float("inf")}}, "optim.lr", "finite number"),  # diverges at step 1
@@ -115,7 +124,7 @@ def test_a_config_is_checked_when_loaded_without_importing_torch():
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     preset, benchmarks, torch_loaded = done.stdout.splitlines()
-    assert preset.startswith("run.yaml: model: ") and "unknown preset '7b'" in preset
+    assert preset.startswith("run.yaml: model.preset: ") and "unknown preset '7b'" in preset
     assert benchmarks == "run.yaml: eval.benchmarks: unknown task 'hellaswag'; expected one of piqa, sciq, arc_easy"
     assert torch_loaded == "False"
 
@@ -135,8 +144,8 @@ def test_a_section_given_twice_is_refused_not_silently_replaced(tmp_path):
 def test_a_validator_that_says_what_it_got_is_not_followed_by_a_second_got():
     with pytest.raises(UserError) as info:
         parse_config(_config(data={"document_mask": "maybe"}), RunConfig, source="run.yaml")
-    assert str(info.value) == ("run.yaml: data.document_mask: document_mask: expected off | document | segment "
-                               "(or true/false), got 'maybe'")
+    assert str(info.value) == ("run.yaml: data.document_mask: expected off | document | segment "
+                               "(or true/false), got 'maybe'")  # the field named once
 
 
 def _sections(model, path=()):
@@ -160,9 +169,10 @@ CROSS_FIELD = {
 }
 
 
-def test_every_sections_cross_field_check_is_its_message_after_the_section_not_the_section_again():
-    """A section's model validator names the fields and values itself: its line is
-    ``run.yaml: SECTION: MESSAGE``, never followed by ``, got {...the whole section...}``."""
+def test_every_sections_cross_field_check_names_the_full_dotted_path_of_its_field():
+    """A section's model validator begins its message with the field it refuses (``FIELD: REST``)
+    and names the values itself: its line is ``run.yaml: SECTION.FIELD: REST`` (``model.preset``,
+    ``eval.every``), never ``SECTION: ...`` nor followed by ``, got {...the whole section...}``."""
     from pydantic import ValidationError
 
     checked = {path for path, section in _sections(RunConfig) if section.__pydantic_decorators__.model_validators}
@@ -175,7 +185,9 @@ def test_every_sections_cross_field_check_is_its_message_after_the_section_not_t
                 sections[path].model_validate(config[path])
             with pytest.raises(UserError) as info:
                 parse_config(config, RunConfig, source="run.yaml")
-            assert str(info.value) == f"run.yaml: {path}: {own.value.errors()[0]['ctx']['error']}"
+            named, _, rest = str(own.value.errors()[0]["ctx"]["error"]).partition(": ")
+            assert re.split(r"[.\[]", named)[0] in sections[path].model_fields, (path, named)  # its field first
+            assert str(info.value) == f"run.yaml: {path}.{named}: {rest}"
 
 
 def test_field_level_errors_still_say_what_they_got():

@@ -442,3 +442,52 @@ def test_a_damaged_identity_record_is_one_line_naming_it_and_left_as_it_is(tmp_p
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith(f"error: {run / 'identity.json'}: "), err
     assert (run / "identity.json").read_bytes() == content
+
+
+def _cut_in_half(path: Path) -> None:
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+
+
+def _cut_at_a_line(path: Path) -> None:
+    """Cut before the run's top-level ``seed: 3``: what is left is a valid config, of seed 0."""
+    lines = path.read_text().splitlines(keepends=True)
+    path.write_text("".join(lines[: lines.index("seed: 3\n")]))
+
+
+@pytest.mark.parametrize(("name", "damage"), [
+    ("identity.json", _cut_in_half),
+    ("identity.json", lambda path: path.write_bytes(b"\xff\xfe")),
+    ("config.yaml", _cut_in_half),
+    ("config.yaml", _cut_at_a_line),  # valid YAML: the fields it lost would read as their defaults
+    ("config.yaml", lambda path: path.write_text("data: {store: [\n")),
+    ("config.yaml", lambda path: path.write_text("[1, 2]\n")),
+], ids=["identity-cut-short", "identity-not-utf8", "config-cut-short", "config-cut-at-a-line", "config-not-yaml",
+        "config-a-list"])
+def test_a_finished_run_with_a_damaged_record_is_one_line_naming_it_and_keeps_every_file(
+        tiny_store, tmp_path, capsys, name, damage):
+    """`train RUN.yaml --out RUN` on a finished RUN of its identity returned its metrics (exit 0)
+    whatever its identity.json and config.yaml held."""
+    import yaml
+
+    from megadocs.cli import main
+    from megadocs.config import dump_yaml
+    from megadocs.formats import RunDir
+    from train.run_dir import write_run_identity
+
+    config = RunConfig.model_validate({**_config(tiny_store).model_dump(mode="json"), "seed": 3})
+    config_path = tmp_path / "run.yaml"
+    config_path.write_text(yaml.safe_dump(config.model_dump(mode="json")))
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / RunDir.CONFIG).write_text(dump_yaml(config))
+    write_run_identity(run, config.identity(), config.data_identity())
+    (run / RunDir.METRICS).write_text(json.dumps({"status": "completed", "val_loss": 3.0}))
+    assert main(["train", str(config_path), "--out", str(run)]) == 0  # finished, intact: its metrics
+    damage(run / name)
+    before = {path.name: path.read_bytes() for path in run.iterdir()}
+    capsys.readouterr()
+
+    assert main(["train", str(config_path), "--out", str(run)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]  # after the "run ID -> RUN" line
+    assert err.startswith(f"error: {run / name}: ") and "another --out" in err, err
+    assert {path.name: path.read_bytes() for path in run.iterdir()} == before

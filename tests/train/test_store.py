@@ -475,3 +475,22 @@ def test_data_info_checks_what_a_run_reads(tiny_store, tmp_path, capsys, damage,
     assert main(["data", "info", str(store)]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith("error: ") and named in err, err
+
+
+@pytest.mark.parametrize(("option", "value", "field"), [
+    ("--vocab-size", "3", "vocab_size"), ("--val-docs", "0", "val_docs"), ("--val-tokens", "0", "val_tokens"),
+    ("--max-docs", "1", "max_docs"), ("--seed", "-1", "seed"),
+])
+def test_a_bad_prepare_option_names_the_flag_typed_and_the_python_call_its_argument(option, value, field, tmp_path,
+                                                                                      capsys):
+    """`data prepare --vocab-size 3` said ``vocab_size: ...`` (prepare's argument), not the flag."""
+    from megadocs.cli import main
+
+    out = tmp_path / "store"
+    assert main(["data", "prepare", "--corpus", "stdlib", "--out", str(out), "--vocab-size", "300",
+                 f"{option}={value}"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {option}: expected ") and err.count("\n") == 1, err
+    assert not out.exists()
+    with pytest.raises(UserError, match=rf"^{field}: expected "):
+        prepare("stdlib", out, **{"vocab_size": 300, field: int(value)})
