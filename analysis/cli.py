@@ -99,7 +99,9 @@ def register(subparsers) -> None:
     report.add_argument("--out", required=True, metavar="DIR")
     report.add_argument(
         "--ensembles", nargs="+", default=None, metavar="[ALGORITHM=]FILE",
-        help="ensemble losses: `megadocs train ensemble --json` reports or tables with algorithm, k, loss; "
+        help="ensemble losses: `megadocs train ensemble --json` reports or tables with algorithm, k, loss "
+        "(ALGORITHM=FILE labels a file's rows: ALGORITHM is the part before the first =, a plain name without /, "
+        "so runs/lr=0.01/ens.json is a FILE alone); "
         "`auto`: score the sweep's ensemble studies now (trained members)",
     )
     _add_law_arguments(report)

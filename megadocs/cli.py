@@ -14,6 +14,7 @@ import argparse
 import contextlib
 import importlib
 import os
+import re
 import sys
 import textwrap
 from collections.abc import Iterator
@@ -21,6 +22,7 @@ from collections.abc import Iterator
 from megadocs import __version__
 from megadocs.errors import FieldError, UserError, WorkFailed, disk_full_message
 from megadocs.exits import Exit
+from megadocs.formats import NAME_PATTERN
 
 __all__ = ["GROUPS", "HelpFormatter", "examples", "named_value", "option_flags", "flags_named", "build_parser", "main"]
 
@@ -64,18 +66,25 @@ def examples(*commands: str, note: str | None = None) -> dict:
 
 
 def named_value(item: str, flag: str, form: str) -> tuple[str | None, str]:
-    """A ``[NAME=]VALUE`` item of ``flag`` as (NAME, VALUE), NAME None where it names none; the
-    last ``=`` separates them. ``form`` is the named spelling (``NAME=STORE``) its error shows.
+    """A ``[NAME=]VALUE`` item of ``flag`` as (NAME, VALUE), NAME None where it names none.
+    ``form`` is the named spelling (``NAME=STORE``) its error shows.
 
-    >>> named_value("arxiv=data/b", "--val", "NAME=STORE"), named_value("data/a", "--val", "NAME=STORE")
-    (('arxiv', 'data/b'), (None, 'data/a'))
+    NAME is the part before the first ``=`` when that part is a plain name
+    (:data:`~megadocs.formats.NAME_PATTERN`: no ``/``, no ``=``); otherwise the whole item is the
+    VALUE, so a path may hold ``=`` (sweep folders such as ``runs/lr=0.01/store``). A path whose
+    first ``=`` follows a plain name (``lr=0.01/store``) is written ``./lr=0.01/store``.
+
+    >>> named_value("arxiv=runs/lr=0.01/store", "--val", "NAME=STORE")
+    ('arxiv', 'runs/lr=0.01/store')
+    >>> named_value("runs/lr=0.01/store", "--val", "NAME=STORE"), named_value("data/a", "--val", "NAME=STORE")
+    ((None, 'runs/lr=0.01/store'), (None, 'data/a'))
     >>> named_value("=data/a", "--val", "NAME=STORE")
     Traceback (most recent call last):
     megadocs.errors.UserError: --val: expected NAME=STORE (or STORE alone), got '=data/a': nothing on one side of '='
     """
-    name, sep, value = item.rpartition("=")
-    if not sep:
-        return None, item
+    name, sep, value = item.partition("=")
+    if not sep or (name.strip() and not re.fullmatch(NAME_PATTERN, name)):
+        return None, item  # no '=', or one inside a path (runs/lr=0.01/store): a VALUE alone
     if not name.strip() or not value.strip():
         alone = form.partition("=")[2]
         raise UserError(f"{flag}: expected {form} (or {alone} alone), got {item!r}: nothing on one side of '='")

@@ -10,7 +10,8 @@ reads has its own owner, :mod:`megadocs.pools`, and the megadoc rule :mod:`megad
 - the run-directory layout (:class:`RunDir`);
 - one run status (:class:`RunStatus`, and :class:`FailureKind`: why a run ended without metrics)
   and the metrics record (:class:`RunMetrics`, its benchmark scores :class:`BenchmarkScore`);
-- the validation-set names (:data:`IID`, :data:`IID_SHORT`, :data:`IID_LONG`);
+- the validation-set names (:data:`IID`, :data:`IID_SHORT`, :data:`IID_LONG`) and what a name the
+  user gives may be (:data:`NAME_PATTERN`);
 - one durability rule for files (:func:`atomic_file`, :func:`write_atomic`, :func:`write_json`,
   :func:`replace_dir`) and standard JSON (:func:`dumps_json`: no NaN/Infinity, ever).
 
@@ -25,6 +26,7 @@ import contextlib
 import json
 import math
 import os
+import re
 import shutil
 import uuid
 from collections.abc import Iterator, Mapping
@@ -46,6 +48,7 @@ __all__ = [
     "POOL_KIND",
     "REAL",
     "METHODS",
+    "NAME_PATTERN",
     "MANIFEST",
     "IID",
     "IID_SHORT",
@@ -109,6 +112,11 @@ REAL = "real"
 """The sweep method without a synthetic stream (real data only)."""
 METHODS: tuple[str, ...] = (REAL, *ALGORITHMS)
 """Values of a certification's ``fixed.method``."""
+
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$"
+"""A name the user gives (a sweep, a certification, a study, a ``NAME=`` of a flag): a letter or
+digit, then letters, digits and ``_ . + -``; no ``/`` or ``=``, so it never reads as a path."""
+assert all(re.fullmatch(NAME_PATTERN, method) for method in METHODS)
 
 MANIFEST = "manifest.json"
 """The manifest of every data directory: a token store, a generation pool, a tokenized pool."""

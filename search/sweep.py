@@ -21,7 +21,7 @@ from pydantic import BeforeValidator, ConfigDict, Field, model_validator
 from megadocs.config import StrictModel, load_config
 from megadocs.errors import UserError
 from megadocs.executors import ExecutorConfig
-from megadocs.formats import METHODS, REAL
+from megadocs.formats import METHODS, NAME_PATTERN, REAL
 from megadocs.pools import PoolEntry, pool_entry
 from search.certificate import Noise
 from search.grid import AxisExtension, Grid, values_equal
@@ -98,7 +98,7 @@ class ExtendConfig(StrictModel):
 
 
 class CertificationConfig(StrictModel):
-    name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")
+    name: str = Field(min_length=1, pattern=NAME_PATTERN)
     fixed: dict[str, Any] = {}
     """Values merged into every point's params, e.g. {method: stitched, g: 4}."""
     grid: GridValues | None = None
@@ -118,7 +118,7 @@ class CertificationConfig(StrictModel):
 class EnsembleConfig(StrictModel):
     model_config = ConfigDict(**StrictModel.model_config, populate_by_name=True)
 
-    name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")
+    name: str = Field(min_length=1, pattern=NAME_PATTERN)
     source: str = Field(alias="from")
     """The certification whose certified point the members use."""
     members: int = Field(ge=1)
@@ -172,7 +172,7 @@ class TransferConfig(StrictModel):
 
     model_config = ConfigDict(**StrictModel.model_config, populate_by_name=True)
 
-    name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")
+    name: str = Field(min_length=1, pattern=NAME_PATTERN)
     source: str = Field(alias="from")
     """The certification whose certified point (lr, wd, epochs, mix) is used."""
     fixed: dict[str, Any]
@@ -227,7 +227,7 @@ class BaseTrain(_OpenModel):
 
 
 class Sweep(StrictModel):
-    name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")
+    name: str = Field(min_length=1, pattern=NAME_PATTERN)
     executor: ExecutorConfig = ExecutorConfig()
     ledger: str | None = None
     """sqlite:///path.db, postgresql://user@host/db, or a journal file path (NFS-safe).

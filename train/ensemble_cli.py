@@ -142,7 +142,8 @@ def validation_specs(val: Sequence[str] | None, run_config: RunConfig | None) ->
 
     An unnamed ``STORE`` is the ``iid`` set (which gets the short/long halves) when it is the
     members' data.store, or when the members have no run config and it comes first; otherwise it
-    is named after its directory. ``NAME=STORE`` names it explicitly.
+    is named after its directory. ``NAME=STORE`` names it explicitly
+    (`megadocs.cli.named_value`: a STORE may hold ``=``, as in ``runs/lr=0.01/store``).
 
     >>> [s.name for s in validation_specs(["data/a", "arxiv=data/b", "data/c"], None)]
     ['iid', 'arxiv', 'c']
@@ -297,7 +298,8 @@ def add_ensemble_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--val", nargs="+", metavar="[NAME=]STORE", default=None,
-        help="token stores whose val split to score (NAME=STORE names a set; the set named iid also "
+        help="token stores whose val split to score (NAME=STORE names a set: NAME is the part before the first "
+        "=, a plain name without /, so runs/lr=0.01/store is a STORE alone; the set named iid also "
         "gets its short/long halves); default: the members' data.store (iid) and eval.extra sets",
     )
     parser.add_argument("--context", type=int, default=None, help="window length (default: the run's)")

@@ -174,12 +174,16 @@ def test_cli_fit_on_a_sweep_and_on_a_table(toy_sweep, tmp_path, capsys):
 
 
 def test_cli_report_with_ensembles_draws_figure_7(toy_sweep, tmp_path, capsys):
-    table = tmp_path / "ens.csv"
-    rows = [{"algorithm": a, "k": k, "loss": E + 0.3 * k**-0.8} for a, E in (("real", 3.31), ("latent", 3.15))
-            for k in (1, 2, 3, 4, 6, 8)]
-    pd.DataFrame(rows).to_csv(table, index=False)
+    """Each file is read whether it names its algorithm (ALGORITHM=FILE) or not, though its path holds
+    '=' (a sweep's run folder): ALGORITHM is the plain name before the first '='."""
+    folder = tmp_path / "lr=0.01"
+    folder.mkdir()
+    for label, E in (("real", 3.31), ("unlabelled", 3.15)):
+        rows = [{"algorithm": label, "k": k, "loss": E + 0.3 * k**-0.8} for k in (1, 2, 3, 4, 6, 8)]
+        pd.DataFrame(rows).to_csv(folder / f"{label}.csv", index=False)
     out = tmp_path / "r"
-    assert main(["analysis", "report", str(toy_sweep), "--out", str(out), "--ensembles", str(table)]) == 0
+    assert main(["analysis", "report", str(toy_sweep), "--out", str(out),
+                 "--ensembles", str(folder / "real.csv"), f"latent={folder / 'unlabelled.csv'}"]) == 0
     assert "wrote" in capsys.readouterr().out
     text = (out / "report.md").read_text()
     assert "figures/fig7-ensembles-iid.png" in text and (out / "figures/fig7-ensembles-iid.png").is_file()

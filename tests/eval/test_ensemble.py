@@ -267,6 +267,20 @@ def test_val_refuses_a_name_or_store_left_empty(item):
         validation_specs(["data/iid", item], None)
 
 
+def test_val_reads_a_store_whose_path_holds_an_equals_sign(tiny_members, tiny_store, tmp_path):
+    """A sweep's run folder (runs/lr=0.01/store) is a STORE, named or not: NAME is before the first '='."""
+    from megadocs.cli import main
+
+    store = tmp_path / "lr=0.01" / "store"
+    store.parent.mkdir()
+    store.symlink_to(tiny_store)
+    out = tmp_path / "ensemble.json"
+    assert main(["train", "ensemble", "--members", str(tiny_members[0]), "--windows", "2", "--device", "cpu",
+                 "--val", str(store), f"arxiv={store}", "--json", str(out)]) == 0
+    sets = json.loads(out.read_text())["sets"]
+    assert {name: entry["source"]["store"] for name, entry in sets.items()} == {"iid": str(store), "arxiv": str(store)}
+
+
 @pytest.mark.parametrize("field", ["context", "windows", "batch_size", "max_resident", "benchmark_limit"])
 def test_a_bad_count_names_the_flag_on_the_command_line_and_the_field_in_python(field, tiny_members, capsys):
     from megadocs.cli import main, option_flags
