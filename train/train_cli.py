@@ -142,13 +142,17 @@ def register(subparsers) -> None:
 
 
 def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
-    """Set ``key.path=value`` pairs (values parsed as YAML) in a nested config mapping."""
+    """Set ``key.path=value`` pairs (values parsed as YAML) in a nested config mapping. An empty
+    value (``optim.lr=``) is refused as a malformed item: YAML would read it as null, which the
+    field then refused as no number; ``null`` sets none."""
     import yaml
 
     for item in overrides:
         key, sep, raw = item.partition("=")
         if not sep or not key.strip():
             raise UserError(f"--set: expected KEY.PATH=VALUE, got {item!r}")
+        if not raw.strip():
+            raise UserError(f"--set: expected KEY.PATH=VALUE, got {item!r}: no VALUE after '=' (null sets none)")
         parts = key.strip().split(".")
         target = data
         for part in parts[:-1]:

@@ -88,6 +88,9 @@ def test_set_overrides_parse_values_as_yaml_and_create_sections(tmp_path):
     assert apply_overrides({}, ["a.b.c=3"]) == {"a": {"b": {"c": 3}}}
     with pytest.raises(UserError, match="--set: expected KEY.PATH=VALUE, got 'optim.lr'"):
         load_run_config(path, ["optim.lr"])
+    for item in ("optim.lr=", "seed= "):  # YAML reads an empty value as null: the item is malformed, not the field
+        with pytest.raises(UserError, match=rf"^--set: expected KEY.PATH=VALUE, got {re.escape(repr(item))}: no VALUE"):
+            load_run_config(path, ["seed=3", item])
     with pytest.raises(UserError, match=r"^--set optim.lr=-1: optim.lr: Input should be greater than 0, got -1"):
         load_run_config(path, ["optim.lr=-1"])
 
