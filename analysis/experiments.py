@@ -33,7 +33,13 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from analysis.configurations import CONFIGURATION, model_key, one_point_per_configuration, seed_repeats
+from analysis.configurations import (
+    CONFIGURATION,
+    lowest_recipe,
+    model_key,
+    one_point_per_configuration,
+    recipe_losses,
+)
 from analysis.frame import FIXED, POINT, SETTING, curve_label, curve_method, setting_of, setting_words
 from analysis.generation import BASELINE_METHOD, baseline_for, generation_table, loss_column, main_set
 from analysis.scaling import MIN_BOOT, PowerLawFit, percentile_interval, power_law
@@ -158,7 +164,7 @@ def student_scaling_table(certifications: pd.DataFrame, val_set: str = IID) -> p
     first (:func:`_by_size`). Empty unless at least two model sizes have a certified baseline.
     A (method, G, model) reads its certifications as the curves do: the synthetic-only ablation left
     out (:func:`without_synthetic_only`), one point per configuration and fixed-seed repeats their
-    mean (:func:`analysis.configurations.seed_repeats`); each compared with the baseline of its
+    mean (:func:`analysis.configurations.recipe_losses`); each compared with the baseline of its
     setting where there is one (:func:`analysis.generation.baseline_for`); of several settings, the
     largest gain."""
     column = loss_column(val_set)
@@ -177,8 +183,8 @@ def student_scaling_table(certifications: pd.DataFrame, val_set: str = IID) -> p
         row: dict[str, Any] = {"method": method, "g": g}
         for model in models:
             gains = [baseline_for(real[real["model"] == model], _setting(repeats.iloc[0]), column)[0]
-                     - float(repeats[column].mean())  # each recipe against its setting's baseline
-                     for repeats in seed_repeats(part[part["model"] == model])]
+                     - loss  # each recipe against its setting's baseline
+                     for loss, repeats in recipe_losses(part[part["model"] == model], column)]
             row[f"gain.{model}"] = max(gains) if gains else math.nan
         gains = [row[f"gain.{m}"] for m in models]
         row["growth"] = gains[-1] - gains[0]
@@ -194,15 +200,6 @@ def _by_size(models: list[str]) -> list[str]:
     sizes = {model: parameter_count(PRESETS[model], LLAMA3_VOCAB) if model in PRESETS else None for model in models}
     presets = iter(sorted((model for model in models if sizes[model] is not None), key=lambda model: sizes[model]))
     return [next(presets) if sizes[model] is not None else model for model in models]
-
-
-def _lowest_recipe(certified: pd.DataFrame, column: str) -> tuple[float, pd.Series]:
-    """The loss of ``certified`` (certifications of one method, G and model) as the curves read it,
-    and the row that stands for it: of its recipes (:func:`analysis.configurations.seed_repeats`:
-    one point per configuration, fixed-seed repeats their mean) the lowest."""
-    loss, repeats = min(((float(part[column].mean()), part) for part in seed_repeats(certified)),
-                        key=lambda candidate: candidate[0])
-    return loss, repeats.iloc[0]
 
 
 def _setting(row: pd.Series) -> str:
@@ -471,7 +468,7 @@ def synthetic_only_table(certifications: pd.DataFrame, val_set: str = IID) -> pd
     against one: the mixed certification's setting's where there is one,
     :func:`analysis.generation.baseline_for`). The mixed and the synthetic-only losses are each read
     as the curves read a (method, G): one point per configuration, fixed-seed repeats their mean, of
-    several recipes the lowest (:func:`_lowest_recipe`).
+    several recipes the lowest (:func:`analysis.configurations.lowest_recipe`).
 
     Columns: ``method``, ``g``, ``model``, ``baseline`` (the baseline's name, as in the generation
     table), ``baseline_loss``, ``mixed_loss``, ``synthetic_only_loss``,
@@ -495,8 +492,9 @@ def synthetic_only_table(certifications: pd.DataFrame, val_set: str = IID) -> pd
                              & (certified["model"] == model)]
         if ablation.empty:
             continue
-        mixed_loss, best_mixed = _lowest_recipe(mixed, column)
-        only_loss, _only = _lowest_recipe(ablation, column)
+        mixed_loss, mixed_repeats = lowest_recipe(mixed, column)
+        only_loss, _only = lowest_recipe(ablation, column)
+        best_mixed = mixed_repeats.iloc[0]  # the row that stands for the recipe (its setting, point)
         # both gains against one baseline: the mixed certification's setting's where there is one
         baseline, name = baseline_for(real[real["model"] == model], _setting(best_mixed), column)
         if not math.isfinite(baseline):
