@@ -412,9 +412,9 @@ def _one_curve_per_setting(curves: pd.DataFrame) -> tuple[pd.DataFrame, dict[str
             label = curve_label(str(method), setting)
             labels[mine.index[mine == setting]] = label
             notes[label] = [
-                f"{method}'s certifications under the fixed setting {setting_words(setting)}, certified at a G "
-                f"of {method}'s curve under another (its: {setting_words(kept)}, the setting most of {method}'s "
-                "certifications have): a curve of its own, not seed repeats of that one's points"]
+                f"{method}'s certifications under {setting_words(setting)}, certified at a G of {method}'s curve "
+                f"under another ({setting_words(kept)}, the one most of {method}'s certifications have): a curve "
+                "of its own, not seed repeats of that one's points"]
     return curves.assign(method=labels), notes
 
 

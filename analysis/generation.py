@@ -120,11 +120,11 @@ def baseline_notes(table: pd.DataFrame) -> list[str]:
     synthetic = part[(part["method"] != BASELINE_METHOD) & part["baseline"].notna()]
     for (method, setting, name), _rows in synthetic.groupby(["method", SETTING, "baseline"], sort=True):
         if of_name.get(name) == setting:
-            lines.append(f"{method} (setting: {setting_words(setting)}) is compared with {name}, the real-only "
+            lines.append(f"{method} under {setting_words(setting)} is compared with {name}, the real-only "
                          "baseline of its setting")
         else:
-            lines.append(f"{method} (setting: {setting_words(setting)}) has no real-only baseline of its setting: "
-                         f"it is compared with the lowest, {name} (setting: {setting_words(of_name.get(name, ''))})")
+            lines.append(f"{method} under {setting_words(setting)} has no real-only baseline of its setting: "
+                         f"it is compared with the lowest, {name}, under {setting_words(of_name.get(name, ''))}")
     return lines
 
 
