@@ -49,7 +49,7 @@ from megadocs.pools import read_manifest, resolve_pool
 from search.grid import values_equal
 from search.params import RunParams
 from search.sweep import SYNTHETIC_ONLY_MIX
-from train.presets import LLAMA3_VOCAB, PRESETS, parameter_count
+from train.presets import by_size
 
 if TYPE_CHECKING:
     from search.status import TransferSummary
@@ -161,8 +161,8 @@ def _is_current(summary: TransferSummary | None, trial: Any) -> bool:
 def student_scaling_table(certifications: pd.DataFrame, val_set: str = IID) -> pd.DataFrame:
     """Loss win over the same model size's real-only baseline: rows (method, g), one ``gain.<model>``
     column per model preset and ``growth`` (largest model's gain - smallest's), the models smallest
-    first (:func:`_by_size`). Empty unless at least two model sizes have a certified baseline.
-    A (method, G, model) reads its certifications as the curves do: the synthetic-only ablation left
+    first (:func:`train.presets.by_size`; a model no preset names keeps its place). Empty unless at
+    least two model sizes have a certified baseline. A (method, G, model) reads its certifications as the curves do: the synthetic-only ablation left
     out (:func:`without_synthetic_only`), one point per configuration and fixed-seed repeats their
     mean (:func:`analysis.configurations.recipe_losses`); each compared with the baseline of its
     setting where there is one (:func:`analysis.generation.baseline_for`); of several settings, the
@@ -176,7 +176,7 @@ def student_scaling_table(certifications: pd.DataFrame, val_set: str = IID) -> p
     baselines = real.groupby("model")[column].min().sort_values(ascending=False, kind="stable")  # worst first
     if len(baselines) < 2:
         return pd.DataFrame()
-    models = _by_size(list(baselines.index))
+    models = by_size(baselines.index)  # worst baseline first, the presets then smallest first
     rows = []
     synthetic = without_synthetic_only(certified[certified["method"] != BASELINE_METHOD])
     for (method, g), part in synthetic.groupby(["method", "g"], sort=True):
@@ -190,16 +190,6 @@ def student_scaling_table(certifications: pd.DataFrame, val_set: str = IID) -> p
         row["growth"] = gains[-1] - gains[0]
         rows.append(row)
     return pd.DataFrame(rows)
-
-
-def _by_size(models: list[str]) -> list[str]:
-    """``models`` (in the order of their real-only baselines, worst first) smallest first: the presets
-    of ``train.presets.PRESETS`` by parameter count (all at one vocabulary: a sweep's runs share one
-    tokenizer), each in one of the places presets had; a model no preset names (a callable objective's
-    own, the unnamed ``base``) keeps its place."""
-    sizes = {model: parameter_count(PRESETS[model], LLAMA3_VOCAB) if model in PRESETS else None for model in models}
-    presets = iter(sorted((model for model in models if sizes[model] is not None), key=lambda model: sizes[model]))
-    return [next(presets) if sizes[model] is not None else model for model in models]
 
 
 def _setting(row: pd.Series) -> str:
