@@ -17,9 +17,10 @@ import pandas as pd
 from analysis.frame import BENCH, POINT_RUNS, SETTING, VAL, PointRun, columns_with, point_of
 from search.grid import points_equal
 from search.params import SEED, format_point
+from search.status import tuned_at_g
 
 __all__ = ["CONFIGURATION", "model_key", "configuration_groups", "one_point_per_configuration",
-           "seed_repeats"]
+           "seed_repeats", "recipe_losses", "lowest_recipe"]
 
 
 def model_key(value: Any) -> Any:
@@ -54,6 +55,27 @@ def seed_repeats(frame: pd.DataFrame) -> list[pd.DataFrame]:
     biased low (a G's point of the G-trend is that mean too, ``analysis.generation.monotonicity``)."""
     points, _notes = one_point_per_configuration(frame)
     return [points.loc[members] for members in configuration_groups(points, _ALL_BUT_SEED)]
+
+
+def recipe_losses(frame: pd.DataFrame, column: str) -> list[tuple[float, pd.DataFrame]]:
+    """Each recipe of ``frame`` (its fixed-seed repeats, :func:`seed_repeats`) with its loss on
+    ``column``: the mean over the repeats, by ``search status``'s rule (:func:`search.status.tuned_at_g`,
+    each repeat one configuration). The one reading of a recipe's loss for the baseline
+    (``analysis.generation.baseline_for``) and the student and synthetic-only tables.
+
+    >>> frame = pd.DataFrame({"method": "real", "g": 0, "seed": [0, 1, 0], "setting": ["", "", "wd=0.4"],
+    ...                       "certification": ["a", "a-s1", "b"], "loss": [3.5, 3.7, 3.55]})
+    >>> [(loss, list(part["certification"])) for loss, part in recipe_losses(frame, "loss")]
+    [(3.6, ['a', 'a-s1']), (3.55, ['b'])]
+    """
+    return [(tuned_at_g([(float(loss), None)] for loss in pd.to_numeric(part[column])).loss, part)
+            for part in seed_repeats(frame)]
+
+
+def lowest_recipe(frame: pd.DataFrame, column: str) -> tuple[float, pd.DataFrame]:
+    """Of ``frame``'s recipes (:func:`recipe_losses`) the lowest loss on ``column`` and its fixed-seed
+    repeats (a tie: the first recipe); ``frame`` has at least one row."""
+    return min(recipe_losses(frame, column), key=lambda recipe: recipe[0])
 
 
 def one_point_per_configuration(curves: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, list[str]]]:

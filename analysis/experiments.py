@@ -33,7 +33,13 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from analysis.configurations import CONFIGURATION, model_key, one_point_per_configuration, seed_repeats
+from analysis.configurations import (
+    CONFIGURATION,
+    lowest_recipe,
+    model_key,
+    one_point_per_configuration,
+    recipe_losses,
+)
 from analysis.frame import FIXED, POINT, SETTING, curve_label, curve_method, setting_of, setting_words
 from analysis.generation import BASELINE_METHOD, baseline_for, generation_table, loss_column, main_set
 from analysis.scaling import MIN_BOOT, PowerLawFit, percentile_interval, power_law
@@ -43,7 +49,7 @@ from megadocs.pools import read_manifest, resolve_pool
 from search.grid import values_equal
 from search.params import RunParams
 from search.sweep import SYNTHETIC_ONLY_MIX
-from train.presets import LLAMA3_VOCAB, PRESETS, parameter_count
+from train.presets import by_size
 
 if TYPE_CHECKING:
     from search.status import TransferSummary
@@ -155,10 +161,10 @@ def _is_current(summary: TransferSummary | None, trial: Any) -> bool:
 def student_scaling_table(certifications: pd.DataFrame, val_set: str = IID) -> pd.DataFrame:
     """Loss win over the same model size's real-only baseline: rows (method, g), one ``gain.<model>``
     column per model preset and ``growth`` (largest model's gain - smallest's), the models smallest
-    first (:func:`_by_size`). Empty unless at least two model sizes have a certified baseline.
-    A (method, G, model) reads its certifications as the curves do: the synthetic-only ablation left
+    first (:func:`train.presets.by_size`; a model no preset names keeps its place). Empty unless at
+    least two model sizes have a certified baseline. A (method, G, model) reads its certifications as the curves do: the synthetic-only ablation left
     out (:func:`without_synthetic_only`), one point per configuration and fixed-seed repeats their
-    mean (:func:`analysis.configurations.seed_repeats`); each compared with the baseline of its
+    mean (:func:`analysis.configurations.recipe_losses`); each compared with the baseline of its
     setting where there is one (:func:`analysis.generation.baseline_for`); of several settings, the
     largest gain."""
     column = loss_column(val_set)
@@ -170,39 +176,20 @@ def student_scaling_table(certifications: pd.DataFrame, val_set: str = IID) -> p
     baselines = real.groupby("model")[column].min().sort_values(ascending=False, kind="stable")  # worst first
     if len(baselines) < 2:
         return pd.DataFrame()
-    models = _by_size(list(baselines.index))
+    models = by_size(baselines.index)  # worst baseline first, the presets then smallest first
     rows = []
     synthetic = without_synthetic_only(certified[certified["method"] != BASELINE_METHOD])
     for (method, g), part in synthetic.groupby(["method", "g"], sort=True):
         row: dict[str, Any] = {"method": method, "g": g}
         for model in models:
             gains = [baseline_for(real[real["model"] == model], _setting(repeats.iloc[0]), column)[0]
-                     - float(repeats[column].mean())  # each recipe against its setting's baseline
-                     for repeats in seed_repeats(part[part["model"] == model])]
+                     - loss  # each recipe against its setting's baseline
+                     for loss, repeats in recipe_losses(part[part["model"] == model], column)]
             row[f"gain.{model}"] = max(gains) if gains else math.nan
         gains = [row[f"gain.{m}"] for m in models]
         row["growth"] = gains[-1] - gains[0]
         rows.append(row)
     return pd.DataFrame(rows)
-
-
-def _by_size(models: list[str]) -> list[str]:
-    """``models`` (in the order of their real-only baselines, worst first) smallest first: the presets
-    of ``train.presets.PRESETS`` by parameter count (all at one vocabulary: a sweep's runs share one
-    tokenizer), each in one of the places presets had; a model no preset names (a callable objective's
-    own, the unnamed ``base``) keeps its place."""
-    sizes = {model: parameter_count(PRESETS[model], LLAMA3_VOCAB) if model in PRESETS else None for model in models}
-    presets = iter(sorted((model for model in models if sizes[model] is not None), key=lambda model: sizes[model]))
-    return [next(presets) if sizes[model] is not None else model for model in models]
-
-
-def _lowest_recipe(certified: pd.DataFrame, column: str) -> tuple[float, pd.Series]:
-    """The loss of ``certified`` (certifications of one method, G and model) as the curves read it,
-    and the row that stands for it: of its recipes (:func:`analysis.configurations.seed_repeats`:
-    one point per configuration, fixed-seed repeats their mean) the lowest."""
-    loss, repeats = min(((float(part[column].mean()), part) for part in seed_repeats(certified)),
-                        key=lambda candidate: candidate[0])
-    return loss, repeats.iloc[0]
 
 
 def _setting(row: pd.Series) -> str:
@@ -415,9 +402,9 @@ def _one_curve_per_setting(curves: pd.DataFrame) -> tuple[pd.DataFrame, dict[str
             label = curve_label(str(method), setting)
             labels[mine.index[mine == setting]] = label
             notes[label] = [
-                f"{method}'s certifications under the fixed setting {setting_words(setting)}, certified at a G "
-                f"of {method}'s curve under another (its: {setting_words(kept)}, the setting most of {method}'s "
-                "certifications have): a curve of its own, not seed repeats of that one's points"]
+                f"{method}'s certifications under {setting_words(setting)}, certified at a G of {method}'s curve "
+                f"under another ({setting_words(kept)}, the one most of {method}'s certifications have): a curve "
+                "of its own, not seed repeats of that one's points"]
     return curves.assign(method=labels), notes
 
 
@@ -471,7 +458,7 @@ def synthetic_only_table(certifications: pd.DataFrame, val_set: str = IID) -> pd
     against one: the mixed certification's setting's where there is one,
     :func:`analysis.generation.baseline_for`). The mixed and the synthetic-only losses are each read
     as the curves read a (method, G): one point per configuration, fixed-seed repeats their mean, of
-    several recipes the lowest (:func:`_lowest_recipe`).
+    several recipes the lowest (:func:`analysis.configurations.lowest_recipe`).
 
     Columns: ``method``, ``g``, ``model``, ``baseline`` (the baseline's name, as in the generation
     table), ``baseline_loss``, ``mixed_loss``, ``synthetic_only_loss``,
@@ -495,8 +482,9 @@ def synthetic_only_table(certifications: pd.DataFrame, val_set: str = IID) -> pd
                              & (certified["model"] == model)]
         if ablation.empty:
             continue
-        mixed_loss, best_mixed = _lowest_recipe(mixed, column)
-        only_loss, _only = _lowest_recipe(ablation, column)
+        mixed_loss, mixed_repeats = lowest_recipe(mixed, column)
+        only_loss, _only = lowest_recipe(ablation, column)
+        best_mixed = mixed_repeats.iloc[0]  # the row that stands for the recipe (its setting, point)
         # both gains against one baseline: the mixed certification's setting's where there is one
         baseline, name = baseline_for(real[real["model"] == model], _setting(best_mixed), column)
         if not math.isfinite(baseline):

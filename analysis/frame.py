@@ -273,19 +273,23 @@ def setting_of(params: RunParams, grid: Mapping[str, Sequence[Any]] | None = Non
     return format_setting(pinned)
 
 
-def setting_words(setting: str) -> str:
-    """A :data:`SETTING` value in a sentence ("" reads as what it means).
-
-    >>> setting_words("")
-    'none beyond method, G and model'
-    """
-    return setting or "none beyond method, G and model"
-
-
 DEFAULT_SETTING = "default"
 """How a curve's label names the empty setting (nothing fixed beyond method, G and model: the sweep's
-defaults) where it is not the method's main curve, ``method [default]`` (:func:`curve_label`); never
-a setting's own text, which is ``key=value`` pairs."""
+defaults) where it is not the method's main curve, ``method [default]`` (:func:`curve_label`), and a
+sentence names it, "the default setting" (:func:`setting_words`); never a setting's own text, which
+is ``key=value`` pairs."""
+
+
+def setting_words(setting: str) -> str:
+    """A :data:`SETTING` value in a sentence, as what it is: "under {setting_words(s)}" (the empty
+    setting by :data:`DEFAULT_SETTING`, the word its curve's label has).
+
+    >>> setting_words("temperature=0.5")
+    'the fixed setting temperature=0.5'
+    >>> setting_words("")
+    'the default setting'
+    """
+    return f"the fixed setting {setting}" if setting else f"the {DEFAULT_SETTING} setting"
 
 
 def curve_label(method: str, setting: str) -> str:

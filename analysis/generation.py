@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from analysis.configurations import seed_repeats
+from analysis.configurations import lowest_recipe
 from analysis.efficiency import NO_UPPER_BOUND, ReferenceLaw, efficiency
 from analysis.frame import BOUNDS, SETTING, VAL, setting_words, val_sets
 from analysis.noise import seed_noise
@@ -65,7 +65,7 @@ def baseline_for(baselines: pd.DataFrame, setting: str, column: str) -> tuple[fl
     certification that gave it: of ``baselines`` (real-only certifications) with a finite loss there,
     those of the same setting (:data:`analysis.frame.SETTING`; a frame without one: all) where there
     are some, else all. Of those, certifications of one configuration are one point by the curves'
-    rule and fixed-seed repeats their mean (:func:`analysis.configurations.seed_repeats`), named
+    rule and fixed-seed repeats their mean (:func:`analysis.configurations.lowest_recipe`), named
     ``"mean of a and b"``: the lowest of several seeds is the luckiest, biased low. Of what is left
     (other settings where none is ``setting``'s, other models) the lowest. ``(nan, None)`` where none
     has a loss.
@@ -81,8 +81,8 @@ def baseline_for(baselines: pd.DataFrame, setting: str, column: str) -> tuple[fl
         rows = same if len(same) else rows
     if not len(rows):
         return math.nan, None
-    return min(((float(pd.to_numeric(part[column]).mean()), _mean_name(part)) for part in seed_repeats(rows)),
-               key=lambda candidate: candidate[0])
+    loss, repeats = lowest_recipe(rows, column)
+    return loss, _mean_name(repeats)
 
 
 _MEAN_OF = "mean of "
@@ -120,11 +120,11 @@ def baseline_notes(table: pd.DataFrame) -> list[str]:
     synthetic = part[(part["method"] != BASELINE_METHOD) & part["baseline"].notna()]
     for (method, setting, name), _rows in synthetic.groupby(["method", SETTING, "baseline"], sort=True):
         if of_name.get(name) == setting:
-            lines.append(f"{method} (setting: {setting_words(setting)}) is compared with {name}, the real-only "
+            lines.append(f"{method} under {setting_words(setting)} is compared with {name}, the real-only "
                          "baseline of its setting")
         else:
-            lines.append(f"{method} (setting: {setting_words(setting)}) has no real-only baseline of its setting: "
-                         f"it is compared with the lowest, {name} (setting: {setting_words(of_name.get(name, ''))})")
+            lines.append(f"{method} under {setting_words(setting)} has no real-only baseline of its setting: "
+                         f"it is compared with the lowest, {name}, under {setting_words(of_name.get(name, ''))}")
     return lines
 
 

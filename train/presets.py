@@ -13,9 +13,10 @@ True
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 
-__all__ = ["LLAMA3_VOCAB", "ModelPreset", "PRESETS", "parameter_count"]
+__all__ = ["LLAMA3_VOCAB", "ModelPreset", "PRESETS", "parameter_count", "by_size"]
 
 LLAMA3_VOCAB = 128_256
 
@@ -57,3 +58,18 @@ def parameter_count(preset: ModelPreset, vocab_size: int) -> int:
     mlp = 3 * h * preset.intermediate
     per_layer = attention + mlp + 2 * h  # two RMSNorms
     return preset.layers * per_layer + 2 * vocab_size * h + h  # untied embeddings + final norm
+
+
+def by_size(names: Iterable[str]) -> list[str]:
+    """``names`` with the presets among them smallest first, by parameter count (each at
+    :data:`LLAMA3_VOCAB`: the shapes compared at one vocabulary, as one sweep's runs share one
+    tokenizer), each in one of the places presets had; a name no preset has (a callable objective's
+    own model, an unnamed base) keeps its place.
+
+    >>> by_size(["1.5b", "custom", "150m", "300m"])
+    ['150m', 'custom', '300m', '1.5b']
+    """
+    names = list(names)
+    presets = iter(sorted((name for name in names if name in PRESETS),
+                          key=lambda name: parameter_count(PRESETS[name], LLAMA3_VOCAB)))
+    return [next(presets) if name in PRESETS else name for name in names]

@@ -468,7 +468,9 @@ def test_two_certifications_at_one_g_under_different_settings_are_not_fitted_as_
     assert not monotonicity(generation_table(generation_curves(certs)))
     assert list(curve_notes(certs)) == [other]
     [note] = curve_notes(certs)[other]
-    assert "left out" not in note and f"setting {setting}" in note and "none beyond method, G and model" in note
+    assert note == (f"simple's certifications under the fixed setting {setting}, certified at a G of simple's curve "
+                    "under another (the default setting, the one most of simple's certifications have): a curve of "
+                    "its own, not seed repeats of that one's points")
     fits = fit_groups(points, x="g", y="loss", group="method", n_boot=0, notes=curve_notes(certs))
     assert fits["simple"].n_points == 4 and not fits["simple"].notes
     assert isinstance(fits[other], str) and "distinct" in fits[other] and fits[other].endswith(note)
@@ -502,8 +504,10 @@ def test_each_setting_of_a_method_is_a_fitted_curve_with_its_settings_baseline(o
 def test_the_empty_setting_as_another_settings_curve_has_a_short_label():
     """s certified mostly at temperature 0.5 and once with nothing fixed: the curve of the empty
     setting was labelled `s [none beyond method, G and model]` in every table, fit and legend. It is
-    `s [default]` (``analysis.frame.curve_label``, one place), read back as s's curve."""
-    from analysis.experiments import generation_points, setting_curves
+    `s [default]` (``analysis.frame.curve_label``, one place), read back as s's curve. Its note read
+    "s's certifications under the fixed setting none beyond method, G and model"; it now says "under
+    the default setting" (``analysis.frame.setting_words``, the one wording of a setting)."""
+    from analysis.experiments import curve_notes, generation_points, setting_curves
     from analysis.frame import curve_label, curve_method
 
     certs = synthetic.two_settings(own_baseline=False)
@@ -514,6 +518,10 @@ def test_the_empty_setting_as_another_settings_curve_has_a_short_label():
     _main, points = generation_points(certs)
     assert points.groupby("method")["g"].apply(sorted).to_dict() == {"s": [1, 2, 4, 8], label: [1]}
     assert setting_curves(points) == {label}
+    assert curve_notes(certs)[label] == [
+        "s's certifications under the default setting, certified at a G of s's curve under another (the fixed "
+        "setting temperature=0.5, the one most of s's certifications have): a curve of its own, not seed repeats "
+        "of that one's points"]
 
 
 def test_certifications_that_differ_only_in_their_fixed_seed_are_repeats_of_one_point():
@@ -762,7 +770,7 @@ def test_a_curve_is_compared_with_the_baseline_of_its_setting_not_the_lowest():
     assert set(simple["baseline"]) == {"real-g0"} and list(simple["baseline_loss"]) == [pytest.approx(real)] * 4
     assert list(simple["gain"]) == pytest.approx(list(real - simple["loss"]))
     assert baseline_notes(table) == [
-        "simple (setting: none beyond method, G and model) is compared with real-g0, the real-only baseline of its setting"]
+        "simple under the default setting is compared with real-g0, the real-only baseline of its setting"]
     headline = findings(generation_curves(certs))[0]
     assert "Real-only baseline (real-g0, the one simple is compared with" in headline and f"loss {real:.4f}" in headline
 
@@ -778,8 +786,8 @@ def test_a_curve_without_a_baseline_of_its_setting_is_compared_with_the_lowest_a
     table = generation_table(generation_curves(certs))
     assert set(table.loc[table["method"] == "simple", "baseline"]) == {"real-short"}
     assert baseline_notes(table) == [
-        "simple (setting: temperature=0.5) has no real-only baseline of its setting: it is compared with the lowest, "
-        "real-short (setting: epochs=4)"]
+        "simple under the fixed setting temperature=0.5 has no real-only baseline of its setting: it is compared "
+        "with the lowest, real-short, under the fixed setting epochs=4"]
 
 
 def test_student_and_synthetic_only_tables_use_the_baseline_of_the_certifications_setting():
@@ -831,10 +839,10 @@ def test_fixed_seed_repeats_of_a_baseline_are_their_mean_not_the_lowest():
         assert table.loc["s", "baseline"] == "mean of real-s0 and real-s1"
         assert table.loc["t", "baseline"] == "mean of real-s0 and real-s1"  # the lower of the two settings
     assert baseline_notes(generation_table(generation_curves(certs))) == [
-        "s (setting: none beyond method, G and model) is compared with mean of real-s0 and real-s1, the real-only "
-        "baseline of its setting",
-        "t (setting: temperature=0.5) has no real-only baseline of its setting: it is compared with the lowest, "
-        "mean of real-s0 and real-s1 (setting: none beyond method, G and model)"]
+        "s under the default setting is compared with mean of real-s0 and real-s1, the real-only baseline of its "
+        "setting",
+        "t under the fixed setting temperature=0.5 has no real-only baseline of its setting: it is compared with the "
+        "lowest, mean of real-s0 and real-s1, under the default setting"]
 
 
 def test_student_and_synthetic_only_tables_read_each_g_as_the_curves_do():
