@@ -97,6 +97,24 @@ def _torchrun(module: str, *args: str, hung: str, env: dict[str, str] | None = N
     return process.returncode, out, err
 
 
+def test_a_worker_writes_its_result_line_in_one_write_so_ranks_sharing_stdout_never_interleave(monkeypatch):
+    """torchrun's ranks share one stdout pipe: a worker's result line goes out in one write(2),
+    which a pipe never interleaves with another's (at most PIPE_BUF bytes). With print() under
+    PYTHONUNBUFFERED (two writes: the line, then its newline) the W&B test's two ranks, printing
+    the same refusal at the same moment, now and then left ``{...}{...}`` and an empty line."""
+    import select
+
+    from tests.train import worker_output
+
+    writes: list[tuple[int, bytes]] = []
+    # MOCK: os.write, to count the writes: two ranks' writes at the same instant cannot be staged here
+    monkeypatch.setattr(worker_output.os, "write", lambda fd, data: writes.append((fd, data)) or len(data))
+    worker_output.print_result({"rank": 1, "error": "tracking.wandb: ..."})
+    assert writes == [(sys.stdout.fileno(), b'{"rank": 1, "error": "tracking.wandb: ..."}\n')]
+    with pytest.raises(ValueError, match=f"at most {select.PIPE_BUF} are written whole"):
+        worker_output.print_result({"error": "x" * select.PIPE_BUF})
+
+
 def _megadocs(*args: str) -> list[str]:
     return [str(Path(sys.executable).with_name("megadocs")), *args]
 
