@@ -15,7 +15,7 @@ gloo group carries the control flags (stop requests) so they never force a GPU s
 
 The rendezvous carries each rank's device setup (`init_distributed`): a rank whose device cannot
 be set up stops every rank at once with its line, and a rank that never joins stops the others
-after `RENDEZVOUS_TIMEOUT_S` (torch's default: 30 minutes).
+after `RENDEZVOUS_TIMEOUT_S` (torch's default: 30 minutes, 10 with NCCL).
 
 Every rank opens the run's data itself, at the same paths: right after the rendezvous the ranks
 agree on the identity of what they opened (`DistributedContext.agree_on_identity`), so a node that
@@ -45,6 +45,7 @@ from __future__ import annotations
 import os
 import socket
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -352,11 +353,12 @@ def cuda_device_index(local_rank: int, device_count: int) -> int:
 
 RENDEZVOUS_TIMEOUT_S = 300.0
 """How long the ranks of a run wait for one another to join its process group (torch's default:
-30 minutes). Every rank that starts joins, also one whose device could not be set up (its error
-is every rank's line at once: :func:`init_distributed`), so this bounds only the wait for a rank
+30 minutes, 10 with NCCL). Every rank that starts joins, also one whose device could not be set up
+(its error is every rank's line at once: :func:`init_distributed`), so this bounds only the wait for a rank
 that never arrives (it died before, or its node never started it); the ranks of one job start
-together, their imports and opening the stores before it take seconds to a minute. Collectives
-past the rendezvous keep torch's default timeout."""
+together, their imports and opening the stores before it take seconds to a minute. Past the
+rendezvous, the store and the collectives keep the timeout torch gives the backend
+(:func:`_collective_timeout`)."""
 
 _JOINED = "megadocs/joined"
 """The rendezvous store's keys by which each rank says it joined, with its device setup's error."""
@@ -399,18 +401,28 @@ def init_distributed(device: str | torch.device) -> DistributedContext:
             setup: Exception | None = None
         except Exception as exc:  # noqa: BLE001 - raised on every rank by _join
             device_type, setup = "cpu", exc
-        store = _join(rank, world_size, setup)
         backend = "nccl" if device_type == "cuda" else "gloo"
+        store = _join(rank, world_size, setup, backend)
         dist.init_process_group(backend=backend, rank=rank, world_size=world_size, store=store)
     control = dist.new_group(backend="gloo") if dist.get_backend() != "gloo" else None
     return DistributedContext(rank=rank, world_size=world_size, local_rank=local_rank, control=control)
 
 
-def _join(rank: int, world_size: int, setup: Exception | None) -> Any:
+def _collective_timeout(backend: str) -> timedelta:
+    """The timeout torch gives a process group of `backend` when none is given, for its store and
+    its collectives: NCCL's own default (10 minutes) where this torch has NCCL, else 30 minutes.
+    torch's `init_process_group` picks it by this function (`distributed_c10d._get_default_timeout`)."""
+    from torch.distributed.distributed_c10d import Backend, _get_default_timeout
+
+    return _get_default_timeout(Backend(backend))
+
+
+def _join(rank: int, world_size: int, setup: Exception | None, backend: str) -> Any:
     """The run's rendezvous (torch's ``env://``: MASTER_ADDR/MASTER_PORT, rank 0's store or
     torchrun's agent's) within :data:`RENDEZVOUS_TIMEOUT_S`: this rank says it joined, with its
     device setup's error (`setup`, None: none), and waits until every rank has; returns the store
-    for the process group, its timeout back at torch's default for the collectives that follow.
+    for a process group of `backend`, its timeout then the one torch gives that backend
+    (:func:`_collective_timeout`), as when torch's own rendezvous made the store.
 
     Raises:
         EveryRankError, WorkFailed: a rank's setup error, the same line on every rank.
@@ -418,10 +430,8 @@ def _join(rank: int, world_size: int, setup: Exception | None) -> Any:
     """
     import dataclasses
     import json
-    from datetime import timedelta
 
     import torch.distributed as dist
-    from torch.distributed.constants import default_pg_timeout
 
     timeout = timedelta(seconds=RENDEZVOUS_TIMEOUT_S)
     attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")  # torchrun's store outlives a restart
@@ -437,5 +447,5 @@ def _join(rank: int, world_size: int, setup: Exception | None) -> Any:
                          f"rendezvous at {where} within {RENDEZVOUS_TIMEOUT_S:.0f} s (one died or never started; "
                          f"see the others' logs): {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from exc
     _raise_first_error(every, "could not set up its device", setup)
-    store.set_timeout(default_pg_timeout)
+    store.set_timeout(_collective_timeout(backend))
     return store

@@ -518,3 +518,24 @@ def test_a_rank_that_never_joins_the_rendezvous_stops_the_others_after_its_timeo
                                          r"127\.0\.0\.1:\d+ within 1 s"):
         train.distributed.init_distributed("cpu")
     assert not torch.distributed.is_initialized()
+
+
+@pytest.mark.parametrize("backend", ["gloo", "nccl"])
+def test_past_the_rendezvous_the_store_keeps_the_timeout_torch_gives_the_backend(backend, monkeypatch):
+    """The store `_join` returns for the process group keeps the timeout `init_process_group` gives
+    the backend (NCCL's 10 minutes, gloo's 30), as when torch's rendezvous made it; since `_join`
+    made it, every store had 30 minutes past the rendezvous, also NCCL runs'. One rank: its own store."""
+    from datetime import timedelta
+
+    from torch.distributed import distributed_c10d
+
+    import train.distributed
+
+    if distributed_c10d.default_pg_nccl_timeout is None:  # MOCK: NCCL's default, which a torch without NCCL lacks
+        monkeypatch.setattr(distributed_c10d, "default_pg_nccl_timeout", timedelta(minutes=10))
+    expected = {"gloo": distributed_c10d.default_pg_timeout, "nccl": distributed_c10d.default_pg_nccl_timeout}[backend]
+    assert train.distributed._collective_timeout(backend) == distributed_c10d._get_default_timeout(backend) == expected
+    for name, value in {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(_free_port())}.items():
+        monkeypatch.setenv(name, value)
+    store = train.distributed._join(0, 1, None, backend)
+    assert store.timeout == expected
