@@ -375,7 +375,8 @@ def init_distributed(device: str | torch.device) -> DistributedContext:
     ended them. A rank that never joins stops the others after :data:`RENDEZVOUS_TIMEOUT_S`.
 
     Raises:
-        UserError: no rendezvous to join (this rank alone: the others cannot be told).
+        UserError: no rendezvous to join, or MASTER_PORT is not a port (this rank alone: the others
+            cannot be told).
         EveryRankError: on every rank, a rank's device refused (the first such rank, its host, its line).
         WorkFailed: on every rank, a rank's device setup failed otherwise; or, on the ranks that
             waited, a rank did not join within :data:`RENDEZVOUS_TIMEOUT_S`.
@@ -386,6 +387,8 @@ def init_distributed(device: str | torch.device) -> DistributedContext:
     import torch.distributed as dist
 
     if not dist.is_initialized():
+        if "MASTER_PORT" in os.environ or "MASTER_ADDR" in os.environ:  # else submitit sets both
+            _check_master_port(os.environ.get("MASTER_PORT"))
         if "MASTER_ADDR" not in os.environ:  # SLURM without torchrun: submitit knows the rendezvous
             try:
                 import submitit
@@ -406,6 +409,24 @@ def init_distributed(device: str | torch.device) -> DistributedContext:
         dist.init_process_group(backend=backend, rank=rank, world_size=world_size, store=store)
     control = dist.new_group(backend="gloo") if dist.get_backend() != "gloo" else None
     return DistributedContext(rank=rank, world_size=world_size, local_rank=local_rank, control=control)
+
+
+def _check_master_port(value: str | None) -> None:
+    """Check MASTER_PORT (its `value`; None: not set): the TCP port of the run's rendezvous, which
+    torchrun sets to its agent's store's port, and submitit (srun) to one of 20000-60000 when unset.
+
+    Raises:
+        UserError: it is not an integer from 1 to 65535 (0 had rank 0 serve on a port the others
+            cannot know, and every rank wait out the rendezvous), or not set.
+    """
+    try:
+        port = int(value or "")
+    except ValueError:
+        port = 0
+    if not 1 <= port <= 65535:
+        shown = "is not set" if value is None else f"is {value!r}"
+        raise UserError(f"distributed run: MASTER_PORT {shown}: expected the TCP port of the run's rendezvous, an "
+                        "integer from 1 to 65535 (torchrun sets it; under srun, submitit does when it is unset)")
 
 
 def _collective_timeout(backend: str) -> timedelta:

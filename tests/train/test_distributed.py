@@ -539,3 +539,24 @@ def test_past_the_rendezvous_the_store_keeps_the_timeout_torch_gives_the_backend
         monkeypatch.setenv(name, value)
     store = train.distributed._join(0, 1, None, backend)
     assert store.timeout == expected
+
+
+@pytest.mark.parametrize(("address", "port"), [*(("127.0.0.1", port) for port in ("http", "29500.0", "70000", "0", "-1", None)),
+                                               (None, "http")])  # fmt: skip
+def test_a_master_port_that_is_no_port_is_refused_in_one_line_naming_it(address, port, monkeypatch):
+    """Refused before the rendezvous, in one line: torch's ValueError traceback before (submitit's,
+    without MASTER_ADDR). Unset, it is refused where MASTER_ADDR is set (else submitit sets both)."""
+    import train.distributed
+    from megadocs.errors import UserError
+
+    for name, value in {"RANK": "0", "WORLD_SIZE": "2", "LOCAL_RANK": "0", "MASTER_ADDR": address,
+                        "MASTER_PORT": port}.items():  # fmt: skip
+        if value is None:
+            monkeypatch.delenv(name, raising=False)
+        else:
+            monkeypatch.setenv(name, value)
+    shown = "is not set" if port is None else f"is {port!r}"
+    with pytest.raises(UserError, match=rf"^distributed run: MASTER_PORT {re.escape(shown)}: expected the TCP port "
+                                        "of the run's rendezvous, an integer from 1 to 65535"):
+        train.distributed.init_distributed("cpu")
+    assert not torch.distributed.is_initialized()
