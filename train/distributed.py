@@ -441,8 +441,11 @@ def _collective_timeout(backend: str) -> timedelta:
 def _join(rank: int, world_size: int, setup: Exception | None, backend: str) -> Any:
     """The run's rendezvous (torch's ``env://``: MASTER_ADDR/MASTER_PORT, rank 0's store or
     torchrun's agent's) within :data:`RENDEZVOUS_TIMEOUT_S`: this rank says it joined, with its
-    device setup's error (`setup`, None: none), and waits until every rank has; returns the store
-    for a process group of `backend`, its timeout then the one torch gives that backend
+    device setup's error (`setup`, None: none), and waits until every rank has; rank 0, whose
+    process serves the store unless torchrun's agent does, also until every rank has read what the
+    others said (leaving before, it took the store away from a rank still reading, which then met
+    "Connection closed" and stopped with another line than the others). Returns the store for a
+    process group of `backend`, its timeout then the one torch gives that backend
     (:func:`_collective_timeout`), as when torch's own rendezvous made the store.
 
     Raises:
@@ -457,11 +460,15 @@ def _join(rank: int, world_size: int, setup: Exception | None, backend: str) -> 
     timeout = timedelta(seconds=RENDEZVOUS_TIMEOUT_S)
     attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")  # torchrun's store outlives a restart
     keys = [f"{_JOINED}/{attempt}/{other}" for other in range(world_size)]
+    read = [f"{key}/read" for key in keys]
     try:
         store, _, _ = next(dist.rendezvous("env://", rank=rank, world_size=world_size, timeout=timeout))
         store.set(keys[rank], json.dumps(dataclasses.asdict(_Opened.of(setup))))
         store.wait(keys, timeout)
         every = [_Opened(**json.loads(store.get(key))) for key in keys]
+        store.set(read[rank], "")
+        if rank == 0:
+            store.wait(read, timeout)
     except dist.DistError as exc:  # timed out: a rank never joined, or rank 0 never served the store
         where = f"{os.environ.get('MASTER_ADDR')}:{os.environ.get('MASTER_PORT')}"
         raise WorkFailed(f"rank {rank} ({socket.gethostname()}): not every rank of this run's {world_size} joined its "
