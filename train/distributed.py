@@ -354,8 +354,8 @@ def cuda_device_index(local_rank: int, device_count: int) -> int:
 RENDEZVOUS_TIMEOUT_S = 300.0
 """How long the ranks of a run wait for one another to join its process group (torch's default:
 30 minutes, 10 with NCCL). Every rank that starts joins, also one whose device could not be set up
-(its error is every rank's line at once: :func:`init_distributed`), so this bounds only the wait for a rank
-that never arrives (it died before, or its node never started it); the ranks of one job start
+(its error is every rank's line at once: :func:`init_distributed`), so this bounds only the wait
+for a rank that never arrives (it died before, or its node never started it); the ranks of one job start
 together, their imports and opening the stores before it take seconds to a minute. Past the
 rendezvous, the store and the collectives keep the timeout torch gives the backend
 (:func:`_collective_timeout`)."""
