@@ -15,7 +15,7 @@ gloo group carries the control flags (stop requests) so they never force a GPU s
 
 The rendezvous carries each rank's device setup (`init_distributed`): a rank whose device cannot
 be set up stops every rank at once with its line, and a rank that never joins stops the others
-after `RENDEZVOUS_TIMEOUT_S` (torch's default: 30 minutes).
+after `RENDEZVOUS_TIMEOUT_S` (torch's default: 30 minutes, 10 with NCCL).
 
 Every rank opens the run's data itself, at the same paths: right after the rendezvous the ranks
 agree on the identity of what they opened (`DistributedContext.agree_on_identity`), so a node that
@@ -45,6 +45,7 @@ from __future__ import annotations
 import os
 import socket
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -352,11 +353,12 @@ def cuda_device_index(local_rank: int, device_count: int) -> int:
 
 RENDEZVOUS_TIMEOUT_S = 300.0
 """How long the ranks of a run wait for one another to join its process group (torch's default:
-30 minutes). Every rank that starts joins, also one whose device could not be set up (its error
-is every rank's line at once: :func:`init_distributed`), so this bounds only the wait for a rank
-that never arrives (it died before, or its node never started it); the ranks of one job start
-together, their imports and opening the stores before it take seconds to a minute. Collectives
-past the rendezvous keep torch's default timeout."""
+30 minutes, 10 with NCCL). Every rank that starts joins, also one whose device could not be set up
+(its error is every rank's line at once: :func:`init_distributed`), so this bounds only the wait
+for a rank that never arrives (it died before, or its node never started it); the ranks of one job start
+together, their imports and opening the stores before it take seconds to a minute. Past the
+rendezvous, the store and the collectives keep the timeout torch gives the backend
+(:func:`_collective_timeout`)."""
 
 _JOINED = "megadocs/joined"
 """The rendezvous store's keys by which each rank says it joined, with its device setup's error."""
@@ -373,7 +375,8 @@ def init_distributed(device: str | torch.device) -> DistributedContext:
     ended them. A rank that never joins stops the others after :data:`RENDEZVOUS_TIMEOUT_S`.
 
     Raises:
-        UserError: no rendezvous to join (this rank alone: the others cannot be told).
+        UserError: no rendezvous to join, or MASTER_PORT is not a port (this rank alone: the others
+            cannot be told).
         EveryRankError: on every rank, a rank's device refused (the first such rank, its host, its line).
         WorkFailed: on every rank, a rank's device setup failed otherwise; or, on the ranks that
             waited, a rank did not join within :data:`RENDEZVOUS_TIMEOUT_S`.
@@ -384,6 +387,8 @@ def init_distributed(device: str | torch.device) -> DistributedContext:
     import torch.distributed as dist
 
     if not dist.is_initialized():
+        if "MASTER_PORT" in os.environ or "MASTER_ADDR" in os.environ:  # else submitit sets both
+            _check_master_port(os.environ.get("MASTER_PORT"))
         if "MASTER_ADDR" not in os.environ:  # SLURM without torchrun: submitit knows the rendezvous
             try:
                 import submitit
@@ -399,18 +404,49 @@ def init_distributed(device: str | torch.device) -> DistributedContext:
             setup: Exception | None = None
         except Exception as exc:  # noqa: BLE001 - raised on every rank by _join
             device_type, setup = "cpu", exc
-        store = _join(rank, world_size, setup)
         backend = "nccl" if device_type == "cuda" else "gloo"
+        store = _join(rank, world_size, setup, backend)
         dist.init_process_group(backend=backend, rank=rank, world_size=world_size, store=store)
     control = dist.new_group(backend="gloo") if dist.get_backend() != "gloo" else None
     return DistributedContext(rank=rank, world_size=world_size, local_rank=local_rank, control=control)
 
 
-def _join(rank: int, world_size: int, setup: Exception | None) -> Any:
+def _check_master_port(value: str | None) -> None:
+    """Check MASTER_PORT (its `value`; None: not set): the TCP port of the run's rendezvous, which
+    torchrun sets to its agent's store's port, and submitit (srun) to one of 20000-60000 when unset.
+
+    Raises:
+        UserError: it is not an integer from 1 to 65535 (0 had rank 0 serve on a port the others
+            cannot know, and every rank wait out the rendezvous), or not set.
+    """
+    try:
+        port = int(value or "")
+    except ValueError:
+        port = 0
+    if not 1 <= port <= 65535:
+        shown = "is not set" if value is None else f"is {value!r}"
+        raise UserError(f"distributed run: MASTER_PORT {shown}: expected the TCP port of the run's rendezvous, an "
+                        "integer from 1 to 65535 (torchrun sets it; under srun, submitit does when it is unset)")
+
+
+def _collective_timeout(backend: str) -> timedelta:
+    """The timeout torch gives a process group of `backend` when none is given, for its store and
+    its collectives: NCCL's own default (10 minutes) where this torch has NCCL, else 30 minutes.
+    torch's `init_process_group` picks it by this function (`distributed_c10d._get_default_timeout`)."""
+    from torch.distributed.distributed_c10d import Backend, _get_default_timeout
+
+    return _get_default_timeout(Backend(backend))
+
+
+def _join(rank: int, world_size: int, setup: Exception | None, backend: str) -> Any:
     """The run's rendezvous (torch's ``env://``: MASTER_ADDR/MASTER_PORT, rank 0's store or
     torchrun's agent's) within :data:`RENDEZVOUS_TIMEOUT_S`: this rank says it joined, with its
-    device setup's error (`setup`, None: none), and waits until every rank has; returns the store
-    for the process group, its timeout back at torch's default for the collectives that follow.
+    device setup's error (`setup`, None: none), and waits until every rank has; rank 0, whose
+    process serves the store unless torchrun's agent does, also until every rank has read what the
+    others said (leaving before, it took the store away from a rank still reading, which then met
+    "Connection closed" and stopped with another line than the others). Returns the store for a
+    process group of `backend`, its timeout then the one torch gives that backend
+    (:func:`_collective_timeout`), as when torch's own rendezvous made the store.
 
     Raises:
         EveryRankError, WorkFailed: a rank's setup error, the same line on every rank.
@@ -418,24 +454,26 @@ def _join(rank: int, world_size: int, setup: Exception | None) -> Any:
     """
     import dataclasses
     import json
-    from datetime import timedelta
 
     import torch.distributed as dist
-    from torch.distributed.constants import default_pg_timeout
 
     timeout = timedelta(seconds=RENDEZVOUS_TIMEOUT_S)
     attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")  # torchrun's store outlives a restart
     keys = [f"{_JOINED}/{attempt}/{other}" for other in range(world_size)]
+    read = [f"{key}/read" for key in keys]
     try:
         store, _, _ = next(dist.rendezvous("env://", rank=rank, world_size=world_size, timeout=timeout))
         store.set(keys[rank], json.dumps(dataclasses.asdict(_Opened.of(setup))))
         store.wait(keys, timeout)
         every = [_Opened(**json.loads(store.get(key))) for key in keys]
+        store.set(read[rank], "")
+        if rank == 0:
+            store.wait(read, timeout)
     except dist.DistError as exc:  # timed out: a rank never joined, or rank 0 never served the store
         where = f"{os.environ.get('MASTER_ADDR')}:{os.environ.get('MASTER_PORT')}"
         raise WorkFailed(f"rank {rank} ({socket.gethostname()}): not every rank of this run's {world_size} joined its "
                          f"rendezvous at {where} within {RENDEZVOUS_TIMEOUT_S:.0f} s (one died or never started; "
                          f"see the others' logs): {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from exc
     _raise_first_error(every, "could not set up its device", setup)
-    store.set_timeout(default_pg_timeout)
+    store.set_timeout(_collective_timeout(backend))
     return store

@@ -24,7 +24,6 @@ Usage: python -m tests.train.agreement_worker CONFIG.yaml OTHER_STORE DONE OUT P
 from __future__ import annotations
 
 import errno
-import json
 import os
 import shutil
 import sys
@@ -34,6 +33,7 @@ import yaml
 
 from megadocs.errors import UserError
 from search.objective import JobFailure, RunTask
+from tests.train.worker_output import print_result
 from train.config import RunConfig
 from train.data import RunStores
 from train.loop import run
@@ -80,7 +80,7 @@ def main(config_path: str, other_store: str, done: str, out: str, *ports: str) -
         else:
             result = RunTask(str(folders[scenario]), {"lr": 0.01}, train_config=train, identity=named)()
             error = result.reason if isinstance(result, JobFailure) else None
-        print(json.dumps({"scenario": scenario, "rank": rank, "error": error}), flush=True)
+        print_result({"scenario": scenario, "rank": rank, "error": error})
 
 
 if __name__ == "__main__":

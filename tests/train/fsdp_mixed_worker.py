@@ -4,12 +4,12 @@ against one unsharded model under the same autocast. Rank 0 prints one JSON line
 
 from __future__ import annotations
 
-import json
 import math
 
 import torch
 import torch.distributed as dist
 
+from tests.train.worker_output import print_result
 from train.loss import MicroBatchLoss
 from train.model import build_model
 from train.sharding import shard_model
@@ -52,9 +52,9 @@ def main() -> None:
         reference_model = _model()
         reference = MicroBatchLoss(reference_model, **settings)
         ref_loss, ref_norm = _loss_and_norm(reference, list(reference_model.parameters()), ids)
-        print(json.dumps({"loss": total.item() / world, "norm": norm, "reference_loss": ref_loss,
-                          "reference_norm": ref_norm, "layer_input": inputs["dtype"], "grads": sorted(grads),
-                          "master": gathered}))  # fmt: skip
+        print_result({"loss": total.item() / world, "norm": norm, "reference_loss": ref_loss,
+                      "reference_norm": ref_norm, "layer_input": inputs["dtype"], "grads": sorted(grads),
+                      "master": gathered})  # fmt: skip
     dist.destroy_process_group()
 
 

@@ -7,7 +7,6 @@ hanging, so a rank left waiting fails the run."""
 
 from __future__ import annotations
 
-import json
 import math
 from datetime import timedelta
 from types import SimpleNamespace
@@ -15,6 +14,7 @@ from types import SimpleNamespace
 import torch
 import torch.distributed as dist
 
+from tests.train.worker_output import print_result
 from train.distributed import DistributedContext
 from train.evaluate import evaluate_model
 from train.loss import MicroBatchLoss
@@ -91,7 +91,7 @@ def main() -> None:
     for parallelism in ("ddp", "fsdp"):
         result = run(parallelism, context)
         if result is not None:
-            print(json.dumps(result), flush=True)
+            print_result(result)
         dist.barrier()
     dist.destroy_process_group()
 

@@ -7,14 +7,14 @@ alone meets a UserError after the ranks agreed on their data. SCENARIO:
 - ``wandb``: rank 0 as it opens the trackers, W&B online with no credentials (the test's
   environment has none): only rank 0 opens them.
 
-Each rank that returns prints its result as one JSON line (its rank and its failure's line, or None).
+Each rank that returns prints its result as one JSON line (its rank and its failure's line, or None;
+`tests.train.worker_output`: the ranks share torchrun's stdout).
 
 Usage: torchrun --nproc-per-node=2 -m tests.train.one_rank_error_worker SCENARIO CONFIG.yaml OUT
 """
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
@@ -23,6 +23,7 @@ import yaml
 from megadocs.errors import UserError
 from megadocs.procs import world_from_env
 from search.objective import JobFailure, RunTask
+from tests.train.worker_output import print_result
 from train.run_dir import RunLifecycle
 
 MOCK_LINE = "MOCK: rank 1's own fault as it prepares RUN, after the ranks agreed"
@@ -40,7 +41,7 @@ def main(scenario: str, config_path: str, out: str) -> None:
     if scenario == "wandb":
         config["tracking"] = {"wandb": {"mode": "online"}}
     result = RunTask(out, {"lr": 0.01}, train_config=config)()
-    print(json.dumps({"rank": rank, "error": result.reason if isinstance(result, JobFailure) else None}), flush=True)
+    print_result({"rank": rank, "error": result.reason if isinstance(result, JobFailure) else None})
 
 
 if __name__ == "__main__":

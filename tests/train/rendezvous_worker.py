@@ -8,11 +8,11 @@ Usage: python -m tests.train.rendezvous_worker DEVICE
 
 from __future__ import annotations
 
-import json
 import sys
 
 from megadocs.errors import UserError, WorkFailed
 from megadocs.procs import world_from_env
+from tests.train.worker_output import print_result
 from train.distributed import init_distributed
 
 
@@ -21,9 +21,9 @@ def main(device: str) -> None:
     try:
         init_distributed(device)
     except (UserError, WorkFailed) as exc:
-        print(json.dumps({"rank": rank, "error": type(exc).__name__, "line": str(exc)}), flush=True)
+        print_result({"rank": rank, "error": type(exc).__name__, "line": str(exc)})
         return
-    print(json.dumps({"rank": rank, "error": None}), flush=True)
+    print_result({"rank": rank, "error": None})
 
 
 if __name__ == "__main__":

@@ -97,6 +97,24 @@ def _torchrun(module: str, *args: str, hung: str, env: dict[str, str] | None = N
     return process.returncode, out, err
 
 
+def test_a_worker_writes_its_result_line_in_one_write_so_ranks_sharing_stdout_never_interleave(monkeypatch):
+    """torchrun's ranks share one stdout pipe: a worker's result line goes out in one write(2),
+    which a pipe never interleaves with another's (at most PIPE_BUF bytes). With print() under
+    PYTHONUNBUFFERED (two writes: the line, then its newline) the W&B test's two ranks, printing
+    the same refusal at the same moment, now and then left ``{...}{...}`` and an empty line."""
+    import select
+
+    from tests.train import worker_output
+
+    writes: list[tuple[int, bytes]] = []
+    # MOCK: os.write, to count the writes: two ranks' writes at the same instant cannot be staged here
+    monkeypatch.setattr(worker_output.os, "write", lambda fd, data: writes.append((fd, data)) or len(data))
+    worker_output.print_result({"rank": 1, "error": "tracking.wandb: ..."})
+    assert writes == [(sys.stdout.fileno(), b'{"rank": 1, "error": "tracking.wandb: ..."}\n')]
+    with pytest.raises(ValueError, match=f"at most {select.PIPE_BUF} are written whole"):
+        worker_output.print_result({"error": "x" * select.PIPE_BUF})
+
+
 def _megadocs(*args: str) -> list[str]:
     return [str(Path(sys.executable).with_name("megadocs")), *args]
 
@@ -498,5 +516,47 @@ def test_a_rank_that_never_joins_the_rendezvous_stops_the_others_after_its_timeo
         monkeypatch.setenv(name, value)
     with pytest.raises(WorkFailed, match=rf"^rank {rank} \(.*\): not every rank of this run's 2 joined its rendezvous at "
                                          r"127\.0\.0\.1:\d+ within 1 s"):
+        train.distributed.init_distributed("cpu")
+    assert not torch.distributed.is_initialized()
+
+
+@pytest.mark.parametrize("backend", ["gloo", "nccl"])
+def test_past_the_rendezvous_the_store_keeps_the_timeout_torch_gives_the_backend(backend, monkeypatch):
+    """The store `_join` returns for the process group keeps the timeout `init_process_group` gives
+    the backend (NCCL's 10 minutes, gloo's 30), as when torch's rendezvous made it; since `_join`
+    made it, every store had 30 minutes past the rendezvous, also NCCL runs'. One rank: its own store."""
+    from datetime import timedelta
+
+    from torch.distributed import distributed_c10d
+
+    import train.distributed
+
+    if distributed_c10d.default_pg_nccl_timeout is None:  # MOCK: NCCL's default, which a torch without NCCL lacks
+        monkeypatch.setattr(distributed_c10d, "default_pg_nccl_timeout", timedelta(minutes=10))
+    expected = {"gloo": distributed_c10d.default_pg_timeout, "nccl": distributed_c10d.default_pg_nccl_timeout}[backend]
+    assert train.distributed._collective_timeout(backend) == distributed_c10d._get_default_timeout(backend) == expected
+    for name, value in {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(_free_port())}.items():
+        monkeypatch.setenv(name, value)
+    store = train.distributed._join(0, 1, None, backend)
+    assert store.timeout == expected
+
+
+@pytest.mark.parametrize(("address", "port"), [*(("127.0.0.1", port) for port in ("http", "29500.0", "70000", "0", "-1", None)),
+                                               (None, "http")])  # fmt: skip
+def test_a_master_port_that_is_no_port_is_refused_in_one_line_naming_it(address, port, monkeypatch):
+    """Refused before the rendezvous, in one line: torch's ValueError traceback before (submitit's,
+    without MASTER_ADDR). Unset, it is refused where MASTER_ADDR is set (else submitit sets both)."""
+    import train.distributed
+    from megadocs.errors import UserError
+
+    for name, value in {"RANK": "0", "WORLD_SIZE": "2", "LOCAL_RANK": "0", "MASTER_ADDR": address,
+                        "MASTER_PORT": port}.items():  # fmt: skip
+        if value is None:
+            monkeypatch.delenv(name, raising=False)
+        else:
+            monkeypatch.setenv(name, value)
+    shown = "is not set" if port is None else f"is {port!r}"
+    with pytest.raises(UserError, match=rf"^distributed run: MASTER_PORT {re.escape(shown)}: expected the TCP port "
+                                        "of the run's rendezvous, an integer from 1 to 65535"):
         train.distributed.init_distributed("cpu")
     assert not torch.distributed.is_initialized()
