@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shlex
 import socket
 import subprocess
@@ -74,7 +75,7 @@ def test_eval_every_takes_steps_or_a_count_per_run_aligned_to_log_lines(every, t
 def test_eval_every_refuses_other_forms_naming_the_field(small_store, every):
     from megadocs.errors import UserError
 
-    with pytest.raises(UserError, match=r"eval: .*every="):
+    with pytest.raises(UserError, match=rf"^run\.yaml: eval\.every: expected .*, got {re.escape(repr(every))}$"):
         parse_config({"data": {"store": str(small_store)}, "eval": {"every": every}}, RunConfig, source="run.yaml")
 
 
