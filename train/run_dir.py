@@ -202,16 +202,12 @@ def check_run_identity(out: Path, identity: str, config: RunConfig | None = None
 
 def _check_records(out: Path, config: RunConfig | None) -> None:
     """Refuse, in one line naming the file, a RUN whose identity.json is no JSON object or whose
-    config.yaml is missing, no valid config (not YAML, not UTF-8) or not the config of `config`'s
-    run (cut short: the fields it lost read as their defaults). Nothing in RUN is changed.
-
-    Every train since the first writes config.yaml before config_hash (`RunLifecycle.prepare`), and
-    a finished RUN got here with a config_hash: one without config.yaml lost it. (identity.json
-    may be absent: runs before it existed are read as they are.)"""
+    config.yaml is no valid config (not YAML, not UTF-8) or not the config of `config`'s run (cut
+    short: the fields it lost read as their defaults). Nothing in RUN is changed."""
     _identity_record(out)
     path = RunDir(out).config
     if not path.is_file():
-        raise UserError(f"{path}: missing, so the finished run's config record is lost; {RECORD_ADVICE}")
+        return
     try:
         recorded = load_config(path, RunConfig)
     except UserError as exc:
