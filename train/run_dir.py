@@ -34,7 +34,7 @@ from typing import IO, Any
 import torch
 
 from megadocs import compat
-from megadocs.config import dump_yaml, load_config, load_yaml
+from megadocs.config import dump_yaml, load_config
 from megadocs.errors import UserError
 from megadocs.formats import RunDir, RunMetrics, read_json_object, replace_dir, write_atomic, write_json
 from megadocs.provenance import write as write_provenance
@@ -205,17 +205,14 @@ def _check_records(out: Path, config: RunConfig | None) -> None:
     config.yaml is no valid config (not YAML, not UTF-8) or not the config of `config`'s run (cut
     short: the fields it lost read as their defaults). Nothing in RUN is changed."""
     _identity_record(out)
-    path = RunDir(out).config
-    if not path.is_file():
-        return
     try:
-        recorded = load_config(path, RunConfig)
+        recorded = _config_record(out)
     except UserError as exc:
         raise UserError(f"{exc} (the run's config record is damaged; {RECORD_ADVICE})") from None
-    changes = recorded.identity_changes(config) if config is not None else []
+    changes = recorded.identity_changes(config) if recorded is not None and config is not None else []
     if changes:
         name, old, new = changes[0]
-        raise UserError(f"{path}: not the config of the run it holds ({name} {json.dumps(old)}, the run's "
+        raise UserError(f"{RunDir(out).config}: not the config of the run it holds ({name} {json.dumps(old)}, the run's "
                         f"{json.dumps(new)}): the run's config record is damaged; {RECORD_ADVICE}")
 
 
@@ -234,11 +231,21 @@ def _what_changed(out: Path, config: RunConfig | None, named: int = 3) -> str:
     return f"another config than its {RunDir.CONFIG}: {listed}{more}"
 
 
-def _recorded_config(out: Path) -> RunConfig | None:
-    """RUN's config.yaml as a RunConfig; None when it is absent or no longer a valid config."""
+def _config_record(out: Path) -> RunConfig | None:
+    """RUN's config.yaml as a RunConfig; None when it is absent.
+
+    Raises:
+        UserError: it is no valid config (not YAML, not UTF-8, a field refused), naming the file.
+    """
     path = RunDir(out).config
+    return load_config(path, RunConfig) if path.is_file() else None
+
+
+def _recorded_config(out: Path) -> RunConfig | None:
+    """RUN's config.yaml as a RunConfig (:func:`_config_record`); None when it is absent or no longer
+    a valid config."""
     try:
-        return RunConfig.model_validate(load_yaml(path))
+        return _config_record(out)
     except (UserError, ValueError):
         return None
 
