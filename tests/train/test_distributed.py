@@ -520,6 +520,50 @@ def test_a_rank_that_never_joins_the_rendezvous_stops_the_others_after_its_timeo
     assert not torch.distributed.is_initialized()
 
 
+def test_a_rank_that_never_joins_a_store_served_by_torchrun_is_named(monkeypatch):
+    """The store is served as torchrun's agent serves it (the test's): rank 0 reaches it, and its line
+    after `RENDEZVOUS_TIMEOUT_S` (here 1 s) names rank 1 as the one that never joined."""
+    import train.distributed
+    from megadocs.errors import WorkFailed
+
+    server = torch.distributed.TCPStore("127.0.0.1", 0, is_master=True, wait_for_workers=False)
+    monkeypatch.setattr(train.distributed, "RENDEZVOUS_TIMEOUT_S", 1.0)
+    for name, value in {"RANK": "0", "WORLD_SIZE": "2", "LOCAL_RANK": "0", "MASTER_ADDR": "127.0.0.1",
+                        "MASTER_PORT": str(server.port), "TORCHELASTIC_USE_AGENT_STORE": "True"}.items():
+        monkeypatch.setenv(name, value)
+    with pytest.raises(WorkFailed, match=r"^rank 0 \(.*\): rank 1 of this run's 2 never joined its rendezvous at "
+                                         rf"127\.0\.0\.1:{server.port} within 1 s \(died before, or never started"):
+        train.distributed.init_distributed("cpu")
+    assert not torch.distributed.is_initialized()
+
+
+def test_a_rank_that_dies_after_joining_the_rendezvous_is_named_as_such_by_rank_0(monkeypatch):
+    """Rank 1 says it joined, then dies as it waits for rank 0 (MOCK: `tests.train.rendezvous_worker`'s
+    ``die-after-join``). Rank 0, which waits until every rank read the others' device setup, stops
+    after `RENDEZVOUS_TIMEOUT_S` (here 1 s) with a line naming rank 1 as joined and not read, where
+    it said "not every rank joined". The store is served as torchrun's agent serves it (the test's,
+    on a port it bound), so rank 1 can join and die before rank 0 starts waiting."""
+    import train.distributed
+    from megadocs.errors import WorkFailed
+    from tests.train.rendezvous_worker import DIED
+
+    server = torch.distributed.TCPStore("127.0.0.1", 0, is_master=True, wait_for_workers=False)
+    env = {"WORLD_SIZE": "2", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(server.port),
+           "TORCHELASTIC_USE_AGENT_STORE": "True"}
+    dying = subprocess.run([sys.executable, "-m", "tests.train.rendezvous_worker", "cpu", "die-after-join"],
+                           env=_env(RANK="1", LOCAL_RANK="1", **env), capture_output=True, text=True, timeout=90,
+                           cwd=Path(__file__).resolve().parents[2])  # fmt: skip
+    assert (dying.returncode, dying.stdout) == (DIED, ""), dying.stderr[-3000:]
+    monkeypatch.setattr(train.distributed, "RENDEZVOUS_TIMEOUT_S", 1.0)
+    for name, value in {"RANK": "0", "LOCAL_RANK": "0", **env}.items():
+        monkeypatch.setenv(name, value)
+    with pytest.raises(WorkFailed, match=rf"^rank 0 \({re.escape(socket.gethostname())}\): rank 1 of this run's 2 joined "
+                                         rf"its rendezvous at 127\.0\.0\.1:{server.port} but did not read the others' "
+                                         r"device setup within 1 s \(died since, probably: see the logs\): "):
+        train.distributed.init_distributed("cpu")
+    assert not torch.distributed.is_initialized()
+
+
 @pytest.mark.parametrize("backend", ["gloo", "nccl"])
 def test_past_the_rendezvous_the_store_keeps_the_timeout_torch_gives_the_backend(backend, monkeypatch):
     """The store `_join` returns for the process group keeps the timeout `init_process_group` gives
