@@ -419,6 +419,13 @@ def _check_master_port(value: str | None) -> None:
     """Check MASTER_PORT (its `value`; None: not set): the TCP port of the run's rendezvous, which
     torchrun sets to its agent's store's port, and submitit (srun) to one of 20000-60000 when unset.
 
+    Torchrun, srun and submitit give every rank of a job the same environment, so a bad value is
+    every rank's and each refuses it at once. Only a launcher that gives the ranks different values
+    (a broken one, or environments written by hand per rank) has one rank refuse alone: it cannot
+    tell the others, which have no rendezvous in common with it, so they wait out
+    :data:`RENDEZVOUS_TIMEOUT_S` (unless the launcher ends the job when a process exits non-zero:
+    torchrun, srun ``--kill-on-bad-exit=1``). Not worth a channel of its own.
+
     Raises:
         UserError: it is not an integer from 1 to 65535 (0 had rank 0 serve on a port the others
             cannot know, and every rank wait out the rendezvous), or not set.
