@@ -42,8 +42,10 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
@@ -279,22 +281,33 @@ class DistributedContext:
         raise EveryRankError(f"the ranks of this run see different RUN folders: {views}: RUN must be one folder that "
                              "every node sees alike (a shared file system, an absolute --out); nothing was trained")
 
-    def share_main_refusal(self, refusal: UserError | None) -> None:
-        """Rank 0's `refusal` (None: none) raised on every rank, for a check rank 0 alone makes
-        (its trackers' settings: only it opens them): every rank calls this, and rank 0's line is
-        broadcast (one small object over the control group), so that no rank is left waiting in its
-        next collective for a rank 0 that stopped. One process: `refusal` raised as it is.
+    @contextlib.contextmanager
+    def share_main_refusal(self) -> Iterator[None]:
+        """A UserError rank 0 raises in the block, raised on every rank: for a step that rank 0 alone
+        takes or checks (RUN's folder, which only it creates and writes; its trackers, which only it
+        opens). Every rank runs the block; then rank 0's line (None: it refused nothing) is broadcast
+        (one small object over the control group), so that no rank is left waiting in its next
+        collective for a rank 0 that stopped. Another rank's own UserError in the block is raised on
+        that rank alone, once rank 0 refused nothing (its launcher ends the others). Any other
+        exception is not caught (a rank waiting in the broadcast for rank 0 meets its closed
+        connection). One process: the block's errors as they are.
 
         Raises:
             EveryRankError: on every rank, rank 0's line, when it refused (several processes).
         """
         if not self.distributed:
-            if refusal is not None:
-                raise refusal
+            yield
             return
-        line = self.broadcast_object(None if refusal is None else str(refusal))
+        refusal: UserError | None = None
+        try:
+            yield
+        except UserError as exc:
+            refusal = exc
+        line = self.broadcast_object(None if refusal is None or not self.is_main else str(refusal))
         if line is not None:
             raise EveryRankError(line) from refusal
+        if refusal is not None:
+            raise refusal
 
     def broadcast_object(self, value: Any) -> Any:
         """Rank 0's ``value`` on every rank (small picklable objects: never data from disk)."""

@@ -442,6 +442,19 @@ def test_megadocs_train_rank_that_cannot_open_its_store_stops_every_rank_in_one_
     assert not (tmp_path / "run").exists()
 
 
+def test_a_run_folder_rank_0_refuses_as_it_prepares_it_stops_every_rank_with_its_line(config, tmp_path):
+    """RUN is a file: rank 0, which alone creates it, refuses it as it prepares RUN; the others,
+    which only read it, find nothing there to refuse. Every rank stops with rank 0's line (exit 2),
+    where rank 0 stopped alone and rank 1 went on to its first collective (gloo: "Connection closed
+    by peer"; NCCL: its timeout, unless the launcher ended it)."""
+    out = tmp_path / "run"
+    out.write_text("not a folder")
+    outputs = _outputs(_ranks(config, out), "a rank 0 that refused RUN left the other waiting (killed after 240 s)")
+    lines = [err.strip().splitlines()[-1] for _, err in outputs]
+    assert lines == [f"error: {out}: not a directory (it or a folder above it is a file), so it cannot hold the run; "
+                     "use another --out"] * 2, [err[-2000:] for _, err in outputs]
+
+
 def test_a_sweep_job_whose_rank_fails_alone_after_the_agreement_ends_with_that_rank_named(config, tmp_path):
     """Rank 1 of a 2-task sweep job meets a UserError alone once the ranks agreed on their data
     (MOCK: `tests.train.one_rank_error_worker`). It exits with the error instead of returning an
