@@ -79,12 +79,17 @@ def test_a_short_step_split_unevenly_finishes_and_matches_one_process():
             assert math.isclose(result["losses"][name], value, rel_tol=REL_TOL), (name, result)
 
 
+TORCHRUN = (sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2")
+"""torchrun on 2 processes of this node (its own entry point: an environment may have no `torchrun`
+script). ``--standalone``: its agent serves the rendezvous on a port it binds itself (port 0), where
+a port picked free here and released could be taken before torchrun bound it."""
+
+
 def _torchrun(module: str, *args: str, hung: str, env: dict[str, str] | None = None) -> tuple[int, str, str]:
     """`module` run by torchrun on 2 processes (`env`: more environment): its exit status, stdout
     and stderr once it ended; killed, and the test failed with `hung`, if it still runs after 240 s."""
     process = subprocess.Popen(
-        [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node=2", "--master-port", str(_free_port()),
-         "-m", module, *args],  # torchrun's own entry point: an environment may have no `torchrun` script
+        [*TORCHRUN, "-m", module, *args],
         env=_env(**(env or {})), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
         cwd=Path(__file__).resolve().parents[2],
     )  # fmt: skip
@@ -185,11 +190,8 @@ def single(single_run) -> dict:
 @pytest.mark.slow
 def test_torchrun_two_processes_match_one(config, single, tmp_path):
     out = tmp_path / "two"
-    done = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node=2", "--master-port",
-         str(_free_port()), "-m", "megadocs", "train", str(config), "--out", str(out)],
-        env=_env(), capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+    done = subprocess.run([*TORCHRUN, "-m", "megadocs", "train", str(config), "--out", str(out)],
+                          env=_env(), capture_output=True, text=True, timeout=300)  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
     metrics = json.loads((out / "metrics.json").read_text())
     _close(metrics, single)
