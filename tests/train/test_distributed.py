@@ -517,37 +517,24 @@ def test_a_rank_whose_device_is_refused_before_the_rendezvous_stops_every_rank_a
                                   "'cuda' requested but torch sees no CUDA device (use auto or cpu)"), results
 
 
-@pytest.mark.parametrize("rank", [0, 1])
-def test_a_rank_that_never_joins_the_rendezvous_stops_the_others_after_its_timeout(rank, monkeypatch):
+@pytest.mark.parametrize(("rank", "agent"), [(0, False), (1, False), (0, True)], ids=["rank0", "rank1", "rank0-agent"])
+def test_a_rank_that_never_joins_the_rendezvous_stops_the_others_after_its_timeout(rank, agent, monkeypatch):
     """The other rank never starts (its node died): this one (rank 0 serving the rendezvous, or
     rank 1 trying to reach it) stops after `RENDEZVOUS_TIMEOUT_S` with a line saying so, a failure
-    to retry, instead of torch's default 30 minutes (here shortened to 1 s)."""
+    to retry, instead of torch's default 30 minutes (here shortened to 1 s). Where the store is
+    served as torchrun's agent serves it (`agent`: the test's, on a port it bound), rank 0 reaches
+    it and its line names rank 1 as the one that never joined."""
     import train.distributed
     from megadocs.errors import WorkFailed
 
+    server = torch.distributed.TCPStore("127.0.0.1", 0, is_master=True, wait_for_workers=False) if agent else None
     monkeypatch.setattr(train.distributed, "RENDEZVOUS_TIMEOUT_S", 1.0)
     for name, value in {"RANK": str(rank), "WORLD_SIZE": "2", "LOCAL_RANK": str(rank), "MASTER_ADDR": "127.0.0.1",
-                        "MASTER_PORT": str(_free_port())}.items():
+                        "MASTER_PORT": str(server.port if agent else _free_port()),
+                        **({"TORCHELASTIC_USE_AGENT_STORE": "True"} if agent else {})}.items():  # fmt: skip
         monkeypatch.setenv(name, value)
-    with pytest.raises(WorkFailed, match=rf"^rank {rank} \(.*\): not every rank of this run's 2 joined its rendezvous at "
-                                         r"127\.0\.0\.1:\d+ within 1 s"):
-        train.distributed.init_distributed("cpu")
-    assert not torch.distributed.is_initialized()
-
-
-def test_a_rank_that_never_joins_a_store_served_by_torchrun_is_named(monkeypatch):
-    """The store is served as torchrun's agent serves it (the test's): rank 0 reaches it, and its line
-    after `RENDEZVOUS_TIMEOUT_S` (here 1 s) names rank 1 as the one that never joined."""
-    import train.distributed
-    from megadocs.errors import WorkFailed
-
-    server = torch.distributed.TCPStore("127.0.0.1", 0, is_master=True, wait_for_workers=False)
-    monkeypatch.setattr(train.distributed, "RENDEZVOUS_TIMEOUT_S", 1.0)
-    for name, value in {"RANK": "0", "WORLD_SIZE": "2", "LOCAL_RANK": "0", "MASTER_ADDR": "127.0.0.1",
-                        "MASTER_PORT": str(server.port), "TORCHELASTIC_USE_AGENT_STORE": "True"}.items():
-        monkeypatch.setenv(name, value)
-    with pytest.raises(WorkFailed, match=r"^rank 0 \(.*\): rank 1 of this run's 2 never joined its rendezvous at "
-                                         rf"127\.0\.0\.1:{server.port} within 1 s \(died before, or never started"):
+    late = ("rank 1 of this run's 2 never joined" if agent else "not every rank of this run's 2 joined")
+    with pytest.raises(WorkFailed, match=rf"^rank {rank} \(.*\): {late} its rendezvous at 127\.0\.0\.1:\d+ within 1 s"):
         train.distributed.init_distributed("cpu")
     assert not torch.distributed.is_initialized()
 
