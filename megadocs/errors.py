@@ -67,11 +67,13 @@ class FieldError(UserError):
 class EveryRankError(UserError):
     """A UserError that every process of a data-parallel run raises alike, with the same line: the
     ranks' agreement on what they opened (`train.distributed`), or a check whose every input is
-    the same on every rank (what they agreed on, the task they were all given). No rank is left
-    waiting for another, so each reports it as one process would (a sweep job: an invalid run).
+    the same on every rank (what they agreed on, the task they were all given), or rank 0's refusal
+    of a step it alone takes, broadcast (its RUN folder, its trackers:
+    `train.distributed.DistributedContext.share_main_refusal`). No rank is left waiting for
+    another, so each reports it as one process would (a sweep job: an invalid run).
 
-    Any other UserError met by one of several processes may be that rank's alone (rank 0's RUN
-    folder, a node's own fault): the others would wait for it in their next collective, so
+    Any other UserError met by one of several processes may be that rank's alone (a node's own
+    fault): the others would wait for it in their next collective, so
     a sweep job returns it as that rank's result and exits non-zero (`search.objective.RunTask`),
     and the launcher (srun ``--kill-on-bad-exit``, torchrun) ends the others.
     """

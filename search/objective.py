@@ -229,7 +229,7 @@ class RunTask(submitit.helpers.Checkpointable):
         except UserError as exc:  # deterministic: the same job would fail the same way again
             rank, world_size, _ = world_from_env()
             if world_size > 1 and not isinstance(exc, EveryRankError):
-                # met by this rank, perhaps alone (rank 0's RUN folder, no rendezvous to find),
+                # met by this rank, perhaps alone (a node's own fault, no rendezvous to find),
                 # while the others wait for it (a rendezvous, their next collective:
                 # NCCL 10 minutes). Its refusal is this task's result, and it exits non-zero, so that
                 # srun (--kill-on-bad-exit) or torchrun ends them at once; the controller reads the

@@ -42,8 +42,10 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
@@ -279,22 +281,33 @@ class DistributedContext:
         raise EveryRankError(f"the ranks of this run see different RUN folders: {views}: RUN must be one folder that "
                              "every node sees alike (a shared file system, an absolute --out); nothing was trained")
 
-    def share_main_refusal(self, refusal: UserError | None) -> None:
-        """Rank 0's `refusal` (None: none) raised on every rank, for a check rank 0 alone makes
-        (its trackers' settings: only it opens them): every rank calls this, and rank 0's line is
-        broadcast (one small object over the control group), so that no rank is left waiting in its
-        next collective for a rank 0 that stopped. One process: `refusal` raised as it is.
+    @contextlib.contextmanager
+    def share_main_refusal(self) -> Iterator[None]:
+        """A UserError rank 0 raises in the block, raised on every rank: for a step that rank 0 alone
+        takes or checks (RUN's folder, which only it creates and writes; its trackers, which only it
+        opens). Every rank runs the block; then rank 0's line (None: it refused nothing) is broadcast
+        (one small object over the control group), so that no rank is left waiting in its next
+        collective for a rank 0 that stopped. Another rank's own UserError in the block is raised on
+        that rank alone, once rank 0 refused nothing (its launcher ends the others). Any other
+        exception is not caught (a rank waiting in the broadcast for rank 0 meets its closed
+        connection). One process: the block's errors as they are.
 
         Raises:
             EveryRankError: on every rank, rank 0's line, when it refused (several processes).
         """
         if not self.distributed:
-            if refusal is not None:
-                raise refusal
+            yield
             return
-        line = self.broadcast_object(None if refusal is None else str(refusal))
+        refusal: UserError | None = None
+        try:
+            yield
+        except UserError as exc:
+            refusal = exc
+        line = self.broadcast_object(None if refusal is None or not self.is_main else str(refusal))
         if line is not None:
             raise EveryRankError(line) from refusal
+        if refusal is not None:
+            raise refusal
 
     def broadcast_object(self, value: Any) -> Any:
         """Rank 0's ``value`` on every rank (small picklable objects: never data from disk)."""
@@ -355,10 +368,14 @@ RENDEZVOUS_TIMEOUT_S = 300.0
 """How long the ranks of a run wait for one another to join its process group (torch's default:
 30 minutes, 10 with NCCL). Every rank that starts joins, also one whose device could not be set up
 (its error is every rank's line at once: :func:`init_distributed`), so this bounds only the wait
-for a rank that never arrives (it died before, or its node never started it); the ranks of one job start
-together, their imports and opening the stores before it take seconds to a minute. Past the
-rendezvous, the store and the collectives keep the timeout torch gives the backend
-(:func:`_collective_timeout`)."""
+for a rank that never arrives (it died before, or its node never started it) or that dies while it
+waits for the others (the line then names it: :func:`_late_ranks`); the ranks of one job start
+together, their imports and opening the stores before it take seconds to a minute. A launcher that
+ends a job when one of its processes dies ends the wait sooner: torchrun at once, srun with
+``--kill-on-bad-exit=1`` (as `megadocs.executors` runs it) within a second (measured on the local
+cluster: a task killed by SIGKILL); srun without it (SLURM's default, ``KillOnBadExit=0``) leaves
+the others running, and then this bounds their wait. Past the rendezvous, the store and the
+collectives keep the timeout torch gives the backend (:func:`_collective_timeout`)."""
 
 _JOINED = "megadocs/joined"
 """The rendezvous store's keys by which each rank says it joined, with its device setup's error."""
@@ -415,6 +432,13 @@ def _check_master_port(value: str | None) -> None:
     """Check MASTER_PORT (its `value`; None: not set): the TCP port of the run's rendezvous, which
     torchrun sets to its agent's store's port, and submitit (srun) to one of 20000-60000 when unset.
 
+    Torchrun, srun and submitit give every rank of a job the same environment, so a bad value is
+    every rank's and each refuses it at once. Only a launcher that gives the ranks different values
+    (a broken one, or environments written by hand per rank) has one rank refuse alone: it cannot
+    tell the others, which have no rendezvous in common with it, so they wait out
+    :data:`RENDEZVOUS_TIMEOUT_S` (unless the launcher ends the job when a process exits non-zero:
+    torchrun, srun ``--kill-on-bad-exit=1``). Not worth a channel of its own.
+
     Raises:
         UserError: it is not an integer from 1 to 65535 (0 had rank 0 serve on a port the others
             cannot know, and every rank wait out the rendezvous), or not set.
@@ -438,6 +462,33 @@ def _collective_timeout(backend: str) -> timedelta:
     return _get_default_timeout(Backend(backend))
 
 
+def _late_ranks(store: Any, keys: list[str], read: list[str]) -> str:
+    """Why this rank's rendezvous timed out, in words, from what the rendezvous `store` holds (None:
+    this rank never reached it): the ranks that never said they joined (their `keys`), else those
+    that joined but never said they `read` the others' device setup (`read`: a rank that joined
+    waits there only for the others to join, so it died in between). When it cannot tell (no
+    store, or its server is gone), that not every rank joined."""
+    import torch.distributed as dist
+
+    at = f"its rendezvous at {os.environ.get('MASTER_ADDR')}:{os.environ.get('MASTER_PORT')}"
+    within = f"within {RENDEZVOUS_TIMEOUT_S:.0f} s"
+    world = f"of this run's {len(keys)}"
+    never: list[int] = []
+    unread: list[int] = []
+    if store is not None:
+        try:
+            never = [rank for rank, key in enumerate(keys) if not store.check([key])]
+            unread = [] if never else [rank for rank, key in enumerate(read) if not store.check([key])]
+        except dist.DistError:  # its server is gone (rank 0 stopped)
+            pass
+    if never:
+        return f"{_ranks(never)} {world} never joined {at} {within} (died before, or never started: see the logs)"
+    if unread:
+        return (f"{_ranks(unread)} {world} joined {at} but did not read the others' device setup {within} "
+                "(died since, probably: see the logs)")
+    return f"not every rank {world} joined {at} {within} (one died or never started: see the others' logs)"
+
+
 def _join(rank: int, world_size: int, setup: Exception | None, backend: str) -> Any:
     """The run's rendezvous (torch's ``env://``: MASTER_ADDR/MASTER_PORT, rank 0's store or
     torchrun's agent's) within :data:`RENDEZVOUS_TIMEOUT_S`: this rank says it joined, with its
@@ -450,7 +501,9 @@ def _join(rank: int, world_size: int, setup: Exception | None, backend: str) -> 
 
     Raises:
         EveryRankError, WorkFailed: a rank's setup error, the same line on every rank.
-        WorkFailed: not every rank joined in time (one died before, or never started).
+        WorkFailed: not every rank joined in time (:func:`_late_ranks`: the ranks that never joined,
+            where this rank reached the store; on rank 0, the ranks that joined but never read the
+            others' setup: they died in between).
     """
     import dataclasses
     import json
@@ -461,6 +514,7 @@ def _join(rank: int, world_size: int, setup: Exception | None, backend: str) -> 
     attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")  # torchrun's store outlives a restart
     keys = [f"{_JOINED}/{attempt}/{other}" for other in range(world_size)]
     read = [f"{key}/read" for key in keys]
+    store = None
     try:
         store, _, _ = next(dist.rendezvous("env://", rank=rank, world_size=world_size, timeout=timeout))
         store.set(keys[rank], json.dumps(dataclasses.asdict(_Opened.of(setup))))
@@ -469,11 +523,9 @@ def _join(rank: int, world_size: int, setup: Exception | None, backend: str) -> 
         store.set(read[rank], "")
         if rank == 0:
             store.wait(read, timeout)
-    except dist.DistError as exc:  # timed out: a rank never joined, or rank 0 never served the store
-        where = f"{os.environ.get('MASTER_ADDR')}:{os.environ.get('MASTER_PORT')}"
-        raise WorkFailed(f"rank {rank} ({socket.gethostname()}): not every rank of this run's {world_size} joined its "
-                         f"rendezvous at {where} within {RENDEZVOUS_TIMEOUT_S:.0f} s (one died or never started; "
-                         f"see the others' logs): {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from exc
+    except dist.DistError as exc:  # timed out: a rank never joined or never read, or rank 0 never served the store
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise WorkFailed(f"rank {rank} ({socket.gethostname()}): {_late_ranks(store, keys, read)}: {reason}") from exc
     _raise_first_error(every, "could not set up its device", setup)
     store.set_timeout(_collective_timeout(backend))
     return store

@@ -101,9 +101,10 @@ def run(config: RunConfig, out: str | Path, stores: RunStores | None = None, *,
         UserError: bad paths, a store/config mismatch, RUN holding another config, data of
             another identity than `expected_identity`, ranks that opened different data, or a
             synthetic pool replaced at its path while the run opened it: with several processes,
-            an `EveryRankError` (`megadocs.errors`), the same line on every rank. One raised
-            later (rank 0's RUN folder, a node's fault) is a plain UserError, possibly of that rank
-            alone; rank 0's W&B settings, which only it opens, are every rank's (`share_main_refusal`).
+            an `EveryRankError` (`megadocs.errors`), the same line on every rank; so are rank 0's
+            refusals of the RUN folder it alone creates (a file there) and of its W&B settings,
+            which only it opens (`share_main_refusal`). One raised later (a node's fault) is a
+            plain UserError, possibly of that rank alone.
         WorkFailed: several processes, one of which could not open its data for another reason
             (an OSError of its file system): the same line on every rank, a failure to retry
             (`megadocs train`: that line, exit 4).
@@ -121,8 +122,9 @@ def run(config: RunConfig, out: str | Path, stores: RunStores | None = None, *,
     dist = init_distributed(config.device)  # several processes: the rendezvous (one: nothing to join)
     try:
         # up to the run directory, a UserError is every rank's alike (EveryRankError): the agreements,
-        # and checks of what they agreed on and of RUN, which every rank reads. Past it, one may be
-        # one rank's alone (rank 0's RUN folder, a node's fault): a sweep job then ends that rank with an error
+        # and checks of what they agreed on and of RUN, which every rank reads (then rank 0's of the RUN
+        # folder it creates, shared). Past it, one may be one rank's alone (a node's fault): a sweep job
+        # then ends that rank with an error
         with on_every_rank():
             identity = dist.agree_on_identity(opened)  # the same data on every rank, or every rank raises
             if expected_identity is not None and identity != expected_identity:
@@ -151,7 +153,8 @@ def run(config: RunConfig, out: str | Path, stores: RunStores | None = None, *,
                                 f"(replaced at its path); run again")
         device = resolve_device(config.device)
         run_dir = RunLifecycle(out, identity, writes=dist.is_main)
-        run_dir.prepare(config, device, data)
+        with dist.share_main_refusal():  # rank 0 alone creates RUN: its refusal (a file there) stops every rank
+            run_dir.prepare(config, device, data)
         # leaving the block waits for the checkpoint being written and closes the trackers (also
         # on an exception)
         with Trainer(config, data, run_dir, device, dist, attempt_start=attempt_start) as trainer:
@@ -259,12 +262,8 @@ class Trainer:
         self.curve = PeriodicValidation.build(self.config, self.data.store, self.data.extra,
                                               total_steps=self.total_steps, device=self.device,
                                               align=LOG_EVERY)  # fmt: skip
-        refusal = None
-        try:  # rank 0 alone opens them: a W&B setting it refuses stops every rank with its line
+        with self.dist.share_main_refusal():  # rank 0 alone opens them: a W&B setting it refuses stops every rank
             self.tracker = self.run_dir.open_tracker(self.config, start_step=self.step)
-        except UserError as exc:
-            refusal = exc
-        self.dist.share_main_refusal(refusal)
         self._exits.callback(self.tracker.close)  # flushes the curves also when preempted
 
     def _resolve_micro_batch(self) -> RunConfig:

@@ -15,7 +15,9 @@
 Several processes run one RUN: rank 0 alone writes (``writes``). On the other ranks every
 writing step does nothing, the log is ``os.devnull`` and the tracker tracks nothing; every rank
 checks the identity, and what each found in RUN is agreed before any acts on it
-(`train.distributed.DistributedContext.agree_on_run_folder`, `train.loop.run`). Checkpoints are written by `train.checkpoint`, gated the same way by the
+(`train.distributed.DistributedContext.agree_on_run_folder`, `train.loop.run`); rank 0's refusal
+as it prepares RUN, which it alone creates, is every rank's (`train.loop.run` shares it:
+`DistributedContext.share_main_refusal`). Checkpoints are written by `train.checkpoint`, gated the same way by the
 trainer.
 
 Example:

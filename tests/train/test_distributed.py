@@ -79,12 +79,17 @@ def test_a_short_step_split_unevenly_finishes_and_matches_one_process():
             assert math.isclose(result["losses"][name], value, rel_tol=REL_TOL), (name, result)
 
 
+TORCHRUN = (sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2")
+"""torchrun on 2 processes of this node (its own entry point: an environment may have no `torchrun`
+script). ``--standalone``: its agent serves the rendezvous on a port it binds itself (port 0), where
+a port picked free here and released could be taken before torchrun bound it."""
+
+
 def _torchrun(module: str, *args: str, hung: str, env: dict[str, str] | None = None) -> tuple[int, str, str]:
     """`module` run by torchrun on 2 processes (`env`: more environment): its exit status, stdout
     and stderr once it ended; killed, and the test failed with `hung`, if it still runs after 240 s."""
     process = subprocess.Popen(
-        [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node=2", "--master-port", str(_free_port()),
-         "-m", module, *args],  # torchrun's own entry point: an environment may have no `torchrun` script
+        [*TORCHRUN, "-m", module, *args],
         env=_env(**(env or {})), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
         cwd=Path(__file__).resolve().parents[2],
     )  # fmt: skip
@@ -185,11 +190,8 @@ def single(single_run) -> dict:
 @pytest.mark.slow
 def test_torchrun_two_processes_match_one(config, single, tmp_path):
     out = tmp_path / "two"
-    done = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node=2", "--master-port",
-         str(_free_port()), "-m", "megadocs", "train", str(config), "--out", str(out)],
-        env=_env(), capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+    done = subprocess.run([*TORCHRUN, "-m", "megadocs", "train", str(config), "--out", str(out)],
+                          env=_env(), capture_output=True, text=True, timeout=300)  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
     metrics = json.loads((out / "metrics.json").read_text())
     _close(metrics, single)
@@ -442,6 +444,19 @@ def test_megadocs_train_rank_that_cannot_open_its_store_stops_every_rank_in_one_
     assert not (tmp_path / "run").exists()
 
 
+def test_a_run_folder_rank_0_refuses_as_it_prepares_it_stops_every_rank_with_its_line(config, tmp_path):
+    """RUN is a file: rank 0, which alone creates it, refuses it as it prepares RUN; the others,
+    which only read it, find nothing there to refuse. Every rank stops with rank 0's line (exit 2),
+    where rank 0 stopped alone and rank 1 went on to its first collective (gloo: "Connection closed
+    by peer"; NCCL: its timeout, unless the launcher ended it)."""
+    out = tmp_path / "run"
+    out.write_text("not a folder")
+    outputs = _outputs(_ranks(config, out), "a rank 0 that refused RUN left the other waiting (killed after 240 s)")
+    lines = [err.strip().splitlines()[-1] for _, err in outputs]
+    assert lines == [f"error: {out}: not a directory (it or a folder above it is a file), so it cannot hold the run; "
+                     "use another --out"] * 2, [err[-2000:] for _, err in outputs]
+
+
 def test_a_sweep_job_whose_rank_fails_alone_after_the_agreement_ends_with_that_rank_named(config, tmp_path):
     """Rank 1 of a 2-task sweep job meets a UserError alone once the ranks agreed on their data
     (MOCK: `tests.train.one_rank_error_worker`). It exits with the error instead of returning an
@@ -502,20 +517,51 @@ def test_a_rank_whose_device_is_refused_before_the_rendezvous_stops_every_rank_a
                                   "'cuda' requested but torch sees no CUDA device (use auto or cpu)"), results
 
 
-@pytest.mark.parametrize("rank", [0, 1])
-def test_a_rank_that_never_joins_the_rendezvous_stops_the_others_after_its_timeout(rank, monkeypatch):
+@pytest.mark.parametrize(("rank", "agent"), [(0, False), (1, False), (0, True)], ids=["rank0", "rank1", "rank0-agent"])
+def test_a_rank_that_never_joins_the_rendezvous_stops_the_others_after_its_timeout(rank, agent, monkeypatch):
     """The other rank never starts (its node died): this one (rank 0 serving the rendezvous, or
     rank 1 trying to reach it) stops after `RENDEZVOUS_TIMEOUT_S` with a line saying so, a failure
-    to retry, instead of torch's default 30 minutes (here shortened to 1 s)."""
+    to retry, instead of torch's default 30 minutes (here shortened to 1 s). Where the store is
+    served as torchrun's agent serves it (`agent`: the test's, on a port it bound), rank 0 reaches
+    it and its line names rank 1 as the one that never joined."""
     import train.distributed
     from megadocs.errors import WorkFailed
 
+    server = torch.distributed.TCPStore("127.0.0.1", 0, is_master=True, wait_for_workers=False) if agent else None
     monkeypatch.setattr(train.distributed, "RENDEZVOUS_TIMEOUT_S", 1.0)
     for name, value in {"RANK": str(rank), "WORLD_SIZE": "2", "LOCAL_RANK": str(rank), "MASTER_ADDR": "127.0.0.1",
-                        "MASTER_PORT": str(_free_port())}.items():
+                        "MASTER_PORT": str(server.port if agent else _free_port()),
+                        **({"TORCHELASTIC_USE_AGENT_STORE": "True"} if agent else {})}.items():  # fmt: skip
         monkeypatch.setenv(name, value)
-    with pytest.raises(WorkFailed, match=rf"^rank {rank} \(.*\): not every rank of this run's 2 joined its rendezvous at "
-                                         r"127\.0\.0\.1:\d+ within 1 s"):
+    late = ("rank 1 of this run's 2 never joined" if agent else "not every rank of this run's 2 joined")
+    with pytest.raises(WorkFailed, match=rf"^rank {rank} \(.*\): {late} its rendezvous at 127\.0\.0\.1:\d+ within 1 s"):
+        train.distributed.init_distributed("cpu")
+    assert not torch.distributed.is_initialized()
+
+
+def test_a_rank_that_dies_after_joining_the_rendezvous_is_named_as_such_by_rank_0(monkeypatch):
+    """Rank 1 says it joined, then dies as it waits for rank 0 (MOCK: `tests.train.rendezvous_worker`'s
+    ``die-after-join``). Rank 0, which waits until every rank read the others' device setup, stops
+    after `RENDEZVOUS_TIMEOUT_S` (here 1 s) with a line naming rank 1 as joined and not read, where
+    it said "not every rank joined". The store is served as torchrun's agent serves it (the test's,
+    on a port it bound), so rank 1 can join and die before rank 0 starts waiting."""
+    import train.distributed
+    from megadocs.errors import WorkFailed
+    from tests.train.rendezvous_worker import DIED
+
+    server = torch.distributed.TCPStore("127.0.0.1", 0, is_master=True, wait_for_workers=False)
+    env = {"WORLD_SIZE": "2", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(server.port),
+           "TORCHELASTIC_USE_AGENT_STORE": "True"}
+    dying = subprocess.run([sys.executable, "-m", "tests.train.rendezvous_worker", "cpu", "die-after-join"],
+                           env=_env(RANK="1", LOCAL_RANK="1", **env), capture_output=True, text=True, timeout=90,
+                           cwd=Path(__file__).resolve().parents[2])  # fmt: skip
+    assert (dying.returncode, dying.stdout) == (DIED, ""), dying.stderr[-3000:]
+    monkeypatch.setattr(train.distributed, "RENDEZVOUS_TIMEOUT_S", 1.0)
+    for name, value in {"RANK": "0", "LOCAL_RANK": "0", **env}.items():
+        monkeypatch.setenv(name, value)
+    with pytest.raises(WorkFailed, match=rf"^rank 0 \({re.escape(socket.gethostname())}\): rank 1 of this run's 2 joined "
+                                         rf"its rendezvous at 127\.0\.0\.1:{server.port} but did not read the others' "
+                                         r"device setup within 1 s \(died since, probably: see the logs\): "):
         train.distributed.init_distributed("cpu")
     assert not torch.distributed.is_initialized()
 

@@ -123,14 +123,12 @@ def test_cuda_mixed_precision_policy_on_cpu_autocast_keeps_fp32_residual_and_mat
     unsharded model's under the same autocast to bf16 precision."""
     import os
     import subprocess
-    import sys
     from pathlib import Path
 
-    from tests.train.test_distributed import _free_port
+    from tests.train.test_distributed import TORCHRUN
 
     done = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node=2", "--master-port", str(_free_port()),
-         "-m", "tests.train.fsdp_mixed_worker"],
+        [*TORCHRUN, "-m", "tests.train.fsdp_mixed_worker"],
         env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=300,
         cwd=Path(__file__).resolve().parents[2],
     )  # fmt: skip
