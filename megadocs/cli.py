@@ -67,12 +67,14 @@ def examples(*commands: str, note: str | None = None) -> dict:
 
 def named_value(item: str, flag: str, form: str) -> tuple[str | None, str]:
     """A ``[NAME=]VALUE`` item of ``flag`` as (NAME, VALUE), NAME None where it names none.
-    ``form`` is the named spelling (``NAME=STORE``) its error shows.
+    ``form`` is the named spelling (``NAME=STORE``) its error shows; a VALUE is a path.
 
     NAME is the part before the first ``=`` when that part is a plain name
     (:data:`~megadocs.formats.NAME_PATTERN`: no ``/``, no ``=``); otherwise the whole item is the
     VALUE, so a path may hold ``=`` (sweep folders such as ``runs/lr=0.01/store``). A path whose
-    first ``=`` follows a plain name (``lr=0.01/store``) is written ``./lr=0.01/store``.
+    first ``=`` follows a plain name (``lr=0.01/store``) is written ``./lr=0.01/store``. A part
+    before the ``=`` that is neither (no ``/``, not a plain name: ``my set=store``) is refused as a
+    NAME unless the whole item is a path that exists.
 
     >>> named_value("arxiv=runs/lr=0.01/store", "--val", "NAME=STORE")
     ('arxiv', 'runs/lr=0.01/store')
@@ -81,13 +83,22 @@ def named_value(item: str, flag: str, form: str) -> tuple[str | None, str]:
     >>> named_value("=data/a", "--val", "NAME=STORE")
     Traceback (most recent call last):
     megadocs.errors.UserError: --val: expected NAME=STORE (or STORE alone), got '=data/a': nothing on one side of '='
+    >>> named_value("my set=data/a", "--val", "NAME=STORE")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    megadocs.errors.UserError: --val: expected NAME=STORE (or STORE alone), got 'my set=data/a': 'my set' is not a valid NAME (...
     """
     name, sep, value = item.partition("=")
-    if not sep or (name.strip() and not re.fullmatch(NAME_PATTERN, name)):
-        return None, item  # no '=', or one inside a path (runs/lr=0.01/store): a VALUE alone
+    label, _, alone = form.partition("=")
+    expected = f"{flag}: expected {form} (or {alone} alone), got {item!r}"
+    if not sep:
+        return None, item
+    if name.strip() and not re.fullmatch(NAME_PATTERN, name):
+        if "/" in name or os.sep in name or os.path.lexists(item):
+            return None, item  # a path holding '=' (runs/lr=0.01/store): a VALUE alone
+        raise UserError(f"{expected}: {name!r} is not a valid {label} ({NAME_PATTERN}: a letter or digit, then "
+                        f"letters, digits and _ . + -) and no file or directory {item!r} exists")
     if not name.strip() or not value.strip():
-        alone = form.partition("=")[2]
-        raise UserError(f"{flag}: expected {form} (or {alone} alone), got {item!r}: nothing on one side of '='")
+        raise UserError(f"{expected}: nothing on one side of '='")
     return name, value
 
 
