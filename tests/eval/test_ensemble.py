@@ -261,14 +261,18 @@ def test_cli_refuses_a_member_listed_twice_naming_both_positions(command, tiny_m
 @pytest.mark.parametrize(("flag", "value", "problem"), [("--members", "nope", "nope: not a model directory"),
                                                         ("--benchmarks", "bogus", "unknown task 'bogus'")])
 def test_a_bad_member_or_task_is_named_by_the_flag_typed(command, flag, value, problem, capsys):
-    """`train benchmarks --benchmarks bogus` said '--tasks: unknown task': its fields are named by its flags."""
+    """`train benchmarks --benchmarks bogus` said '--tasks: unknown task', `--models nope` '--members: ...':
+    its fields are named by the flag as typed, each spelling of the option (an old one: --models, --tasks)."""
     from megadocs.cli import main, option_flags
 
-    assert flag in option_flags(_commands_with_members()[command]).values()
-    members = [] if flag == "--members" else ["--members", "nope"]  # the tasks are read first
-    assert main(["train", command, *members, flag, value]) == 2
-    err = capsys.readouterr().err
-    assert err.startswith(f"error: {flag}: {problem}") and err.count("\n") == 1
+    parser = _commands_with_members()[command]
+    assert flag in option_flags(parser).values()
+    [spellings] = [action.option_strings for action in parser._actions if flag in action.option_strings]
+    for spelling in spellings:
+        members = [] if flag == "--members" else ["--members", "nope"]  # the tasks are read first
+        assert main(["train", command, *members, spelling, value]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"error: {spelling}: {problem}") and err.count("\n") == 1
 
 
 @pytest.mark.parametrize("item", ["=data/a", "arxiv=", "="])
