@@ -255,7 +255,8 @@ def _efficiency(args) -> int:
 
     sigma = _noise_sigma(args)
     law = _law_from_args(args)
-    result = efficiency(args.loss, args.baseline_loss, law, noise_sd=sigma)
+    with flags_named(args._parser, where="efficiency"):  # --loss: expected a finite method loss, got nan
+        result = efficiency(args.loss, args.baseline_loss, law, noise_sd=sigma)
     if result.basis is Basis.BELOW_E:
         raise UserError(f"efficiency: {result.note}; no finite amount of real data reaches it (check E or the loss)")
     if args.json:
