@@ -11,8 +11,8 @@ import math
 import sys
 from pathlib import Path
 
-from megadocs.cli import examples
-from megadocs.errors import UserError
+from megadocs.cli import examples, flags_named
+from megadocs.errors import FieldError, UserError
 from megadocs.exits import Exit
 from megadocs.formats import atomic_file
 
@@ -59,7 +59,7 @@ def register(subparsers) -> None:
     eff.add_argument("--json", action="store_true",
                      help="print one JSON object: ratio, low, high, basis, determined, note, illustrative, "
                      "margin and the law (a fitted law as `fit --json` gives it)")
-    eff.set_defaults(func=_efficiency)
+    eff.set_defaults(func=_efficiency, _parser=eff)
 
     fit = commands.add_parser(
         "fit", help="fit L(x) = E + A x^(-alpha) to a table or to a sweep's certified losses",
@@ -73,20 +73,21 @@ def register(subparsers) -> None:
     fit.add_argument("--x", default=None, help="column of sizes (default: g for a sweep)")
     fit.add_argument("--y", default="loss", help="column of losses (default: loss)")
     fit.add_argument("--group", default=None, help="fit one law per value of this column (default: method for a sweep)")
-    fit.add_argument("--huber", type=float, default=None, metavar="DELTA",
+    # the fit's options are dest'ed by analysis.scaling.fit_power_law's keywords: its errors name the flags
+    fit.add_argument("--huber", dest="huber_delta", type=float, default=None, metavar="DELTA",
                      help="Huber loss on log residuals with this threshold (default: least squares)")
-    fit.add_argument("--alpha", type=float, default=None, help="hold alpha fixed")
-    fit.add_argument("--asymptote", type=float, default=None, help="hold E fixed")
+    fit.add_argument("--alpha", dest="fix_alpha", type=float, default=None, metavar="ALPHA", help="hold alpha fixed")
+    fit.add_argument("--asymptote", dest="fix_E", type=float, default=None, metavar="ASYMPTOTE", help="hold E fixed")
     _add_noise_sigma(fit, "the bootstrap draws losses with it (parametric), which gives intervals even where "
                      "the points leave no residual")
-    fit.add_argument("--bootstrap", type=int, default=None,
+    fit.add_argument("--bootstrap", dest="n_boot", type=int, default=None, metavar="BOOTSTRAP",
                      help="bootstrap refits (0: no interval; default: analysis.scaling.N_BOOT, the report's count)")
     fit.add_argument("--json", action="store_true",
                      help="print a JSON list, one object per group (analysis.fits.FitRecord): group, x, error "
                      "(null when fitted), n_points, loss, level, params (each: estimate, low, high, fixed, "
                      "determined), rmse_log, notes; a group that could not be fitted has its error and nulls, and failed: "
                      "true where it makes the command exit 1 (all but a curve of a method's other setting with too few G)")
-    fit.set_defaults(func=_fit)
+    fit.set_defaults(func=_fit, _parser=fit)
 
     report = commands.add_parser(
         "report", help="write DIR/report.md with tables and every figure the ledger supports",
@@ -108,7 +109,7 @@ def register(subparsers) -> None:
     _add_noise_sigma(report, "used instead of the sweep's measured noise wherever the report judges against seed "
                      "noise (Findings, rises with G, a given law's loss_range, as `efficiency`) and in the "
                      "bootstrap of its L(G) fits (as `fit`)")
-    report.set_defaults(func=_report)
+    report.set_defaults(func=_report, _parser=report)
 
     parser.set_defaults(func=lambda args: (parser.print_help(), 2)[1])
 
@@ -170,7 +171,7 @@ def _add_law_arguments(parser) -> None:
         help="fit the law to your own real-only runs: a CSV/JSON/parquet with columns D (or tokens) and loss; "
         "efficiencies get bootstrap intervals",
     )
-    parser.add_argument("--bootstrap", type=int, default=None,
+    parser.add_argument("--bootstrap", dest="n_boot", type=int, default=None, metavar="BOOTSTRAP",
                         help="bootstrap refits of --fit-baseline (default: analysis.scaling.N_BOOT, as `fit`'s)")
 
 
@@ -193,7 +194,7 @@ def _noise_sigma(args) -> float | None:
 
 def _bootstrap(args) -> dict:
     """``n_boot`` for a fit: ``--bootstrap`` where given, else the fits' own default (one count everywhere)."""
-    return {} if args.bootstrap is None else {"n_boot": args.bootstrap}
+    return {} if args.n_boot is None else {"n_boot": args.n_boot}
 
 
 def _law_from_args(args):
@@ -201,6 +202,7 @@ def _law_from_args(args):
     import numpy as np
 
     from analysis.efficiency import ReferenceLaw, load_reference_law
+    from analysis.fit_checks import FIT
     from analysis.fits import describe_fit
 
     alpha, asymptote = getattr(args, "alpha", None), getattr(args, "asymptote", None)
@@ -229,8 +231,9 @@ def _law_from_args(args):
                                                             if left_out else "")
                             + " cannot determine E, A and alpha; add real-only runs at 3 or more sizes, or give "
                             "the law as --alpha and --asymptote, or --reference LAW.yaml")
-        [law] = _fit_table(table.assign(**{size: data_sizes, "loss": losses}), x=size, y="loss", group=None,
-                           **_bootstrap(args)).values()
+        with flags_named(args._parser, where=FIT):  # --bootstrap 5, not the fit's n_boot
+            [law] = _fit_table(table.assign(**{size: data_sizes, "loss": losses}), x=size, y="loss", group=None,
+                               **_bootstrap(args)).values()
         if isinstance(law, str):  # the reason it could not be fitted
             raise UserError(f"--fit-baseline {args.fit_baseline}: {law}")
         if not getattr(args, "json", False):  # JSON output carries the law itself
@@ -252,7 +255,8 @@ def _efficiency(args) -> int:
 
     sigma = _noise_sigma(args)
     law = _law_from_args(args)
-    result = efficiency(args.loss, args.baseline_loss, law, noise_sd=sigma)
+    with flags_named(args._parser, where="efficiency"):  # --loss: expected a finite method loss, got nan
+        result = efficiency(args.loss, args.baseline_loss, law, noise_sd=sigma)
     if result.basis is Basis.BELOW_E:
         raise UserError(f"efficiency: {result.note}; no finite amount of real data reaches it (check E or the loss)")
     if args.json:
@@ -282,32 +286,24 @@ def _fit_table(frame, *, x: str, y: str, group: str | None, **options) -> dict:
     """One law per group of a table (a single group "all" without ``group``) through
     ``analysis.fits.fit_groups``: ``fit TABLE`` and ``--fit-baseline TABLE`` fit alike, bootstrap
     seeds and left-out non-finite losses included, so the same points get the same interval and the
-    same determined verdict from both."""
-    from analysis.fit_checks import FitOptionError
+    same determined verdict from both. An option no fit takes (`--huber -1`) is bad input, not "not
+    fitted": a FitOptionError of :data:`~analysis.fit_checks.FIT`, which the caller's flags name."""
     from analysis.fits import fit_groups
 
     if group is None:
         frame, group = frame.assign(_all="all"), "_all"
-    try:
-        return fit_groups(frame, x=x, y=y, group=group, **options)
-    except FitOptionError as exc:  # the option as the user gave it: `--huber -1` is bad input, not "not fitted"
-        flag = FIT_FLAGS.get(exc.option)
-        raise UserError(f"{flag}: {exc}" if flag else str(exc)) from None
-
-
-FIT_FLAGS = {"huber_delta": "--huber", "fix_alpha": "--alpha", "fix_E": "--asymptote", "n_boot": "--bootstrap",
-             "noise_sigma": "--noise-sigma"}
-"""The option of `analysis fit` (and of `report --fit-baseline`) that gives each keyword of a fit."""
+    return fit_groups(frame, x=x, y=y, group=group, **options)
 
 
 def _fit(args) -> int:
+    from analysis.fit_checks import FIT
     from analysis.fits import describe_fit
 
     options = dict(
-        loss="huber" if args.huber is not None else "linear",
-        huber_delta=args.huber if args.huber is not None else 0.01,
-        fix_alpha=args.alpha,
-        fix_E=args.asymptote,
+        loss="huber" if args.huber_delta is not None else "linear",
+        huber_delta=args.huber_delta if args.huber_delta is not None else 0.01,
+        fix_alpha=args.fix_alpha,
+        fix_E=args.fix_E,
         noise_sigma=_noise_sigma(args),
         **_bootstrap(args),
     )
@@ -335,13 +331,15 @@ def _fit(args) -> int:
         if args.x is None:
             raise UserError("--x: name the column of sizes (e.g. D, g, k)")
         x, group = args.x, args.group
-    for column in (x, args.y, group):
+    for dest, column in (("x", x), ("y", args.y), ("group", group)):
         if column is not None and column not in frame:
-            raise UserError(f"--x/--y/--group: column {column!r} not in {args.input} (columns: {list(frame.columns)})")
+            with flags_named(args._parser):  # the option that names it: --group, not --x/--y/--group
+                raise FieldError(dest, f"column {column!r} not in {args.input} (columns: {list(frame.columns)})")
     if len(frame) == 0:
         raise UserError(f"{args.input}: no rows to fit")
     frame = frame.assign(**{column: numeric_column(frame, column, args.input) for column in (x, args.y)})
-    fits = _fit_table(frame, x=x, y=args.y, group=group, **options)
+    with flags_named(args._parser, where=FIT):  # --huber: ..., not the fit's huber_delta
+        fits = _fit_table(frame, x=x, y=args.y, group=group, **options)
     if sweep and group == "method":  # a curve of another setting with too few G is no failed fit
         from analysis.experiments import failed_curves
 

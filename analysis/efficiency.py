@@ -46,7 +46,7 @@ from pydantic import Field, FiniteFloat, model_validator
 from analysis.noise import noise_tolerance
 from analysis.scaling import MIN_BOOT, PowerLawFit, percentile_interval
 from megadocs.config import StrictModel, load_config
-from megadocs.errors import UserError
+from megadocs.errors import FieldError, UserError
 from megadocs.formats import finite_or_none
 
 __all__ = [
@@ -301,9 +301,9 @@ def efficiency_basis(loss: float, baseline_loss: float, law: ReferenceLaw | Powe
         ['stated', 'at the edge', 'out of range']
     """
     values = {"method": loss, "baseline": baseline_loss}
-    for what, value in values.items():
-        if not math.isfinite(value):
-            raise UserError(f"efficiency: {what} loss must be finite, got {value}")
+    for (what, value), field in zip(values.items(), ("loss", "baseline_loss")):
+        if not math.isfinite(value):  # a FieldError of the argument: `analysis efficiency` names its flag
+            raise FieldError(field, f"expected a finite {what} loss, got {value}", where="efficiency")
     stated = isinstance(law, ReferenceLaw)
     lowest = min(loss, baseline_loss)
     if stated and lowest <= law.E:  # first: below E no range could help, and the row says so, not "out of range"

@@ -2,7 +2,8 @@
 :func:`analysis.scaling.fit_power_law`, kept apart so the maths reads in one go against paper.md.
 
 :func:`check_fit_inputs` refuses, with a :class:`~megadocs.errors.UserError` that names the option or
-the points (``power-law fit: ...``), what no fit can answer honestly: a constant that is not a loss or
+the points (``power-law fit: ...``; an option's: a :class:`FitOptionError`, which a command names
+by its flag), what no fit can answer honestly: a constant that is not a loss or
 a decay exponent, too few distinct x for the free parameters, losses that do not fall as x grows,
 options outside their ranges. It returns the points as arrays and notes on weaker problems (a local
 rise, exactly as many distinct x as free parameters), which the fit reports with its own.
@@ -16,9 +17,9 @@ import math
 
 import numpy as np
 
-from megadocs.errors import UserError
+from megadocs.errors import FieldError, UserError
 
-__all__ = ["LOSSES", "NOISE_SIGMA_FLAG", "NOISE_ADVICE", "FitOptionError", "TooFewPoints", "check_fit_inputs",
+__all__ = ["LOSSES", "NOISE_SIGMA_FLAG", "NOISE_ADVICE", "FIT", "FitOptionError", "TooFewPoints", "check_fit_inputs",
            "mean_losses", "losses_fall"]
 
 LOSSES = ("linear", "huber")
@@ -34,14 +35,20 @@ NOISE_ADVICE = (f"`megadocs analysis fit INPUT {NOISE_SIGMA_FLAG} SD` (INPUT: th
 command it names fits the same certified losses, as ``analysis report --noise-sigma SD`` does)."""
 
 
-class FitOptionError(UserError):
-    """An option of a fit outside its range (``option``: its keyword of
-    :func:`analysis.scaling.fit_power_law`): no fit of any points takes it, so a fit of several groups
-    (`analysis.fits.fit_groups`) refuses it once rather than reporting each group not fitted."""
+FIT = "power-law fit"
+"""The record a fit's options are (:class:`FitOptionError`'s ``where``): ``analysis fit``'s flags name
+its fields (`megadocs.cli.flags_named`), each option's ``dest`` the keyword it fills."""
 
-    def __init__(self, option: str, message: str) -> None:
-        super().__init__(message)
-        self.option = option
+
+class FitOptionError(FieldError):
+    """An option of a fit outside its range (``field``: its keyword of
+    :func:`analysis.scaling.fit_power_law`; ``where``: :data:`FIT`): no fit of any points takes it, so a
+    fit of several groups (`analysis.fits.fit_groups`) refuses it once rather than reporting each group
+    not fitted.
+
+    >>> str(FitOptionError("huber_delta", "expected > 0, got 0", where=FIT))
+    'power-law fit: huber_delta: expected > 0, got 0'
+    """
 
 
 class TooFewPoints(UserError):
@@ -60,24 +67,22 @@ def check_fit_inputs(x, y, *, fix_alpha, fix_E, loss, huber_delta, level, alpha_
     # fail with "Residuals are not finite", and alpha <= 0 fitted a law that does not decay. An option
     # is refused whatever the points (FitOptionError), before what they lack.
     if fix_alpha is not None and not (math.isfinite(fix_alpha) and fix_alpha > 0):
-        raise FitOptionError("fix_alpha", f"power-law fit: fixed alpha must be a finite decay exponent > 0, "
-                             f"got {fix_alpha}")
+        raise FitOptionError("fix_alpha", f"expected a finite decay exponent > 0, got {fix_alpha}", FIT)
     if fix_E is not None and not (math.isfinite(fix_E) and fix_E >= 0):
-        raise FitOptionError("fix_E", f"power-law fit: fixed E must be a finite loss >= 0, got {fix_E}")
+        raise FitOptionError("fix_E", f"expected a finite loss >= 0, got {fix_E}", FIT)
     if loss not in LOSSES:
-        raise FitOptionError("loss", f"power-law fit: loss must be {' or '.join(map(repr, LOSSES))}, got {loss!r}")
+        raise FitOptionError("loss", f"expected {' or '.join(map(repr, LOSSES))}, got {loss!r}", FIT)
     if not huber_delta > 0:
-        raise FitOptionError("huber_delta", "power-law fit: huber_delta must be > 0 (a log residual, e.g. 0.01), "
-                             f"got {huber_delta}")
+        raise FitOptionError("huber_delta", f"expected > 0 (a log residual, e.g. 0.01), got {huber_delta}", FIT)
     if not 0 < level < 1:
-        raise FitOptionError("level", f"power-law fit: level must be in (0, 1), got {level}")
+        raise FitOptionError("level", f"expected a value in (0, 1), got {level}", FIT)
     if not 0 < alpha_bounds[0] < alpha_bounds[1]:
-        raise FitOptionError("alpha_bounds", f"power-law fit: alpha_bounds must be 0 < low < high, got {alpha_bounds}")
+        raise FitOptionError("alpha_bounds", f"expected 0 < low < high, got {alpha_bounds}", FIT)
     if n_boot < 0 or 0 < n_boot < min_boot:
-        raise FitOptionError("n_boot", f"power-law fit: n_boot must be 0 (no interval) or >= {min_boot} refits for "
-                             f"a percentile interval, got {n_boot}")
+        raise FitOptionError("n_boot", f"expected 0 (no interval) or >= {min_boot} refits for a percentile interval, "
+                             f"got {n_boot}", FIT)
     if noise_sigma is not None and not (math.isfinite(noise_sigma) and noise_sigma > 0):
-        raise FitOptionError("noise_sigma", f"power-law fit: noise_sigma must be a loss noise > 0, got {noise_sigma}")
+        raise FitOptionError("noise_sigma", f"expected a loss noise > 0, got {noise_sigma}", FIT)
     notes = _check_points(x, y, n_free=1 + (fix_E is None) + (fix_alpha is None))
     if fix_E is not None and fix_E >= float(y.min()):
         raise UserError(f"power-law fit: fixed E={fix_E} must be below the lowest loss {y.min():.4g}")

@@ -24,7 +24,8 @@ from megadocs.errors import FieldError, UserError, WorkFailed, disk_full_message
 from megadocs.exits import Exit
 from megadocs.formats import NAME_PATTERN
 
-__all__ = ["GROUPS", "HelpFormatter", "examples", "named_value", "option_flags", "flags_named", "build_parser", "main"]
+__all__ = ["GROUPS", "HelpFormatter", "examples", "named_value", "Parser", "option_flags", "flags_named", "build_parser",
+           "main"]
 
 # group name -> "module:function" that registers it
 GROUPS = {
@@ -67,12 +68,14 @@ def examples(*commands: str, note: str | None = None) -> dict:
 
 def named_value(item: str, flag: str, form: str) -> tuple[str | None, str]:
     """A ``[NAME=]VALUE`` item of ``flag`` as (NAME, VALUE), NAME None where it names none.
-    ``form`` is the named spelling (``NAME=STORE``) its error shows.
+    ``form`` is the named spelling (``NAME=STORE``) its error shows; a VALUE is a path.
 
     NAME is the part before the first ``=`` when that part is a plain name
     (:data:`~megadocs.formats.NAME_PATTERN`: no ``/``, no ``=``); otherwise the whole item is the
     VALUE, so a path may hold ``=`` (sweep folders such as ``runs/lr=0.01/store``). A path whose
-    first ``=`` follows a plain name (``lr=0.01/store``) is written ``./lr=0.01/store``.
+    first ``=`` follows a plain name (``lr=0.01/store``) is written ``./lr=0.01/store``. A part
+    before the ``=`` that is neither (no ``/``, not a plain name: ``my set=store``) is refused as a
+    NAME unless the whole item is a path that exists.
 
     >>> named_value("arxiv=runs/lr=0.01/store", "--val", "NAME=STORE")
     ('arxiv', 'runs/lr=0.01/store')
@@ -81,14 +84,55 @@ def named_value(item: str, flag: str, form: str) -> tuple[str | None, str]:
     >>> named_value("=data/a", "--val", "NAME=STORE")
     Traceback (most recent call last):
     megadocs.errors.UserError: --val: expected NAME=STORE (or STORE alone), got '=data/a': nothing on one side of '='
+    >>> named_value("my set=data/a", "--val", "NAME=STORE")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    megadocs.errors.UserError: --val: expected NAME=STORE (or STORE alone), got 'my set=data/a': 'my set' is not a valid NAME (...
     """
     name, sep, value = item.partition("=")
-    if not sep or (name.strip() and not re.fullmatch(NAME_PATTERN, name)):
-        return None, item  # no '=', or one inside a path (runs/lr=0.01/store): a VALUE alone
+    label, _, alone = form.partition("=")
+    expected = f"{flag}: expected {form} (or {alone} alone), got {item!r}"
+    if not sep:
+        return None, item
+    if name.strip() and not re.fullmatch(NAME_PATTERN, name):
+        if "/" in name or os.sep in name or os.path.lexists(item):
+            return None, item  # a path holding '=' (runs/lr=0.01/store): a VALUE alone
+        raise UserError(f"{expected}: {name!r} is not a valid {label} ({NAME_PATTERN}: a letter or digit, then "
+                        f"letters, digits and _ . + -) and no file or directory {item!r} exists")
     if not name.strip() or not value.strip():
-        alone = form.partition("=")[2]
-        raise UserError(f"{flag}: expected {form} (or {alone} alone), got {item!r}: nothing on one side of '='")
+        raise UserError(f"{expected}: nothing on one side of '='")
     return name, value
+
+
+class _NotedStore(argparse._StoreAction):
+    """argparse's ``store`` that also notes the spelling typed (`Parser.typed`)."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        super().__call__(parser, namespace, values, option_string)
+        if option_string is not None and isinstance(parser, Parser):
+            parser.typed[self.dest] = option_string
+
+
+class Parser(argparse.ArgumentParser):
+    """The console script's parser (and, as argparse makes them, its subcommands'): it notes the
+    spelling each option was typed under in its last parse (``typed``: ``dest`` -> the spelling,
+    an alias such as ``--models`` for ``--members`` included), which `flags_named` names.
+
+    >>> parser = Parser()
+    >>> _ = parser.add_argument("--members", "--models", dest="models")
+    >>> _ = parser.parse_args(["--models", "a"])
+    >>> parser.typed
+    {'models': '--models'}
+    """
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.typed: dict[str, str] = {}
+        for name in (None, "store"):  # a plain option: action=None or "store"
+            self.register("action", name, _NotedStore)
+
+    def parse_known_args(self, args=None, namespace=None):
+        self.typed = {}
+        return super().parse_known_args(args, namespace)
 
 
 def option_flags(parser: argparse.ArgumentParser) -> dict[str, str]:
@@ -110,8 +154,9 @@ def option_flags(parser: argparse.ArgumentParser) -> dict[str, str]:
 def flags_named(parser: argparse.ArgumentParser, *, where: str | None = None) -> Iterator[None]:
     """A :class:`~megadocs.errors.FieldError` of the record ``parser``'s options fill (raised with
     ``where``: the record's, not a file's it reads) names the flag that set the field, not the
-    field: ``--vocab-size: expected >= 257, got 3``. Another error, or a field no option sets, is
-    raised as it is.
+    field: ``--vocab-size: expected >= 257, got 3``; as the user typed it where a :class:`Parser`
+    noted an alias (``--models``), else its first long spelling (`option_flags`). Another error,
+    or a field no option sets, is raised as it is.
 
     >>> parser = argparse.ArgumentParser()
     >>> _ = parser.add_argument("--vocab-size", type=int)
@@ -123,14 +168,15 @@ def flags_named(parser: argparse.ArgumentParser, *, where: str | None = None) ->
     try:
         yield
     except FieldError as exc:
-        flag = option_flags(parser).get(exc.field.split(".")[0]) if exc.where == where else None
+        field = exc.field.split(".")[0]
+        flag = (getattr(parser, "typed", {}).get(field) or option_flags(parser).get(field)) if exc.where == where else None
         if flag is None:
             raise
         raise UserError(f"{flag}: {exc.problem}") from None
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="megadocs",
         description="Synthetic-data pre-training research: generate, train, certify, analyse. "
         "Each command has its own --help with examples.",

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from megadocs.data_identity import files_identity, read_directory
-from megadocs.errors import UserError
+from megadocs.errors import FieldError, UserError
 
 __all__ = ["METRICS", "Benchmark", "BENCHMARKS", "BenchmarkData", "benchmark", "check_tasks", "parse_tasks",
            "check_data_file"]
@@ -54,30 +54,32 @@ def benchmark(task: str, *, field: str = "benchmarks") -> Benchmark:
     """The registry entry of ``task``.
 
     Raises:
-        UserError: an unknown task, naming ``field`` and the known tasks.
+        FieldError: of ``field``: an unknown task, and the known tasks.
     """
     if task not in BENCHMARKS:
-        raise UserError(f"{field}: unknown task {task!r}; expected one of {', '.join(BENCHMARKS)}")
+        raise FieldError(field, f"unknown task {task!r}; expected one of {', '.join(BENCHMARKS)}")
     return BENCHMARKS[task]
 
 
 def check_tasks(tasks: Iterable[str], *, field: str = "benchmarks") -> list[str]:
-    """``tasks`` as a list, after checking every one is known (UserError naming ``field`` if not)."""
+    """``tasks`` as a list, after checking every one is known (a FieldError of ``field`` if not)."""
     tasks = list(tasks)
     for task in tasks:
         benchmark(task, field=field)
     return tasks
 
 
-def parse_tasks(text: str, *, field: str = "--tasks") -> list[str]:
-    """Comma-separated task names (``"piqa, sciq"``), each checked against the registry.
+def parse_tasks(text: str, *, field: str = "benchmarks") -> list[str]:
+    """Comma-separated task names (``"piqa, sciq"``), each checked against the registry (a
+    FieldError of ``field`` if one is not, or none is given: a command's flags name it,
+    `megadocs.cli.flags_named`).
 
     >>> parse_tasks("piqa, sciq,")
     ['piqa', 'sciq']
     """
     tasks = [task.strip() for task in text.split(",") if task.strip()]
     if not tasks:
-        raise UserError(f"{field}: no tasks given (expected e.g. piqa,sciq,arc_easy)")
+        raise FieldError(field, "no tasks given (expected e.g. piqa,sciq,arc_easy)")
     return check_tasks(tasks, field=field)
 
 

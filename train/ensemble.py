@@ -32,7 +32,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from megadocs.errors import UserError
+from megadocs.errors import FieldError, UserError
 from megadocs.formats import RunDir, read_json_object
 from train.config import DocumentMask
 from train.device import available_memory_bytes
@@ -69,14 +69,15 @@ def resolve_model_dir(path: str | Path) -> Path:
     )
 
 
-def resolve_members(members: Sequence[str | Path], *, field: str = "--members") -> list[Path]:
+def resolve_members(members: Sequence[str | Path], *, field: str = "members") -> list[Path]:
     """The model directories of an ensemble's ``members`` (run or HF directories, in order), each
     model once: a model listed twice (also as RUN and RUN/model) would count twice in the average
     and in K.
 
     Raises:
-        UserError: ``field`` and a member that is not a model directory, or the positions (from 1)
-            of two members that are one model.
+        FieldError: of ``field`` (the record's field the members fill: a command's flags name
+            it, `megadocs.cli.flags_named`): a member that is not a model directory, or the positions
+            (from 1) of two members that are one model.
     """
     first_at: dict[Path, int] = {}
     model_dirs = []
@@ -84,11 +85,11 @@ def resolve_members(members: Sequence[str | Path], *, field: str = "--members") 
         try:
             model_dir = resolve_model_dir(member)
         except UserError as exc:
-            raise UserError(f"{field}: {exc}") from None
+            raise FieldError(field, str(exc)) from None
         earlier = first_at.setdefault(model_dir.resolve(), position)
         if earlier != position:
-            raise UserError(f"{field}: members {earlier} and {position} are one model ({members[earlier - 1]} and "
-                            f"{member}); an ensemble's members are distinct models")
+            raise FieldError(field, f"members {earlier} and {position} are one model ({members[earlier - 1]} and "
+                                    f"{member}); an ensemble's members are distinct models")
         model_dirs.append(model_dir)
     return model_dirs
 

@@ -16,7 +16,7 @@ the record: `train.ensemble_report.EnsembleReport`, which analysis reads it with
 Members that are run directories supply the defaults (context, windows, validation stores,
 document mask) through their ``RUN/config.yaml``, read as a `train.config.RunConfig`.
 
-``megadocs train benchmarks --models DIR ... [--tasks piqa,sciq,arc_easy]`` prints the zero-shot
+``megadocs train benchmarks --members DIR ... [--benchmarks piqa,sciq,arc_easy]`` prints the zero-shot
 accuracy table of one model or a logit-averaged ensemble (`train.downstream`).
 """
 
@@ -321,14 +321,14 @@ def add_ensemble_arguments(parser: argparse.ArgumentParser) -> None:
 
 def ensemble_main(args: argparse.Namespace) -> int:
     """``megadocs train ensemble``: print (and with ``--json`` save and resume) L(K) for K = 1..N."""
-    with flags_named(args._parser):
+    with flags_named(args._parser):  # its fields' errors (members, benchmarks, counts) name the flags typed
         request = EnsembleRequest(
             members=args.members, val=args.val, context=args.context, windows=args.windows,
             batch_size=args.batch_size, max_resident=args.max_resident, device=args.device,
-            benchmarks=parse_tasks(args.benchmarks, field="--benchmarks") if args.benchmarks else (),
+            benchmarks=parse_tasks(args.benchmarks) if args.benchmarks else (),
             benchmark_data=args.benchmark_data, benchmark_limit=args.benchmark_limit, out=args.json,
         )  # fmt: skip
-    report = score_ensemble(request)
+        report = score_ensemble(request)
     for spec in validation_specs(request.val, member_run_config(request.members[0])):
         _print_losses(spec.name, report.sets[spec.name].by_k)
     if request.benchmarks:
@@ -362,9 +362,11 @@ def benchmarks_main(args: argparse.Namespace) -> int:
     from train.downstream import evaluate_benchmarks
     from train.ensemble import resolve_members
 
-    tasks = parse_tasks(args.tasks)
+    with flags_named(args._parser):  # the fields are the options' own: --benchmarks, --members
+        tasks = parse_tasks(args.tasks, field="tasks")
+        model_dirs = resolve_members(args.models, field="models")
     scores = evaluate_benchmarks(
-        resolve_members(args.models), tasks,
+        model_dirs, tasks,
         data_dir=Path(args.data_dir) if args.data_dir else None,
         limit=args.limit, device=args.device, batch_size=args.batch_size,
     )  # fmt: skip

@@ -134,7 +134,7 @@ def register(subparsers) -> None:
         ),
     )
     add_benchmark_arguments(benchmarks)
-    benchmarks.set_defaults(func=_benchmarks)
+    benchmarks.set_defaults(func=_benchmarks, _parser=benchmarks)
     run = commands.add_parser(RUN, prog=parser.prog)  # no help=: not listed among the commands
     run.add_argument("config", metavar="CONFIG.yaml", help="run config")
     _add_run_options(run, late=True)

@@ -160,6 +160,31 @@ def test_cli_fit_baseline_with_too_few_sizes_says_what_to_give_instead(tmp_path,
     assert f"--fit-baseline {table}: {n_sizes} distinct data size(s)" in err and "--reference" in err
 
 
+def _losses_given_by_options() -> dict[str, str]:
+    """The flag of each `analysis efficiency` option that gives a loss argument of `efficiency` (its dest)."""
+    import argparse
+    import inspect
+
+    from megadocs.cli import build_parser, option_flags
+
+    [groups] = [a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction)]
+    [commands] = [a for a in groups.choices["analysis"]._actions if isinstance(a, argparse._SubParsersAction)]
+    losses = [name for name in inspect.signature(efficiency).parameters if "loss" in name]
+    return {dest: flag for dest, flag in option_flags(commands.choices["efficiency"]).items() if dest in losses}
+
+
+@pytest.mark.parametrize("dest", _losses_given_by_options())
+@pytest.mark.parametrize("value", ["nan", "inf"])
+def test_cli_names_the_flag_of_a_loss_that_is_no_number(capsys, dest, value):
+    """`--loss nan` said 'efficiency: method loss must be finite, got nan': now the flag typed."""
+    flags = _losses_given_by_options()
+    assert len(flags) == 2  # the method's and the baseline's
+    given = {flag: "3.4" for flag in flags.values()} | {flags[dest]: value}
+    assert main(["analysis", "efficiency", *(item for pair in given.items() for item in pair)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {flags[dest]}: expected a finite ") and err.endswith(f" loss, got {value}\n")
+
+
 @pytest.mark.parametrize(("alpha", "asymptote"), [("0", "1.9"), ("nan", "1.9"), ("0.2", "-1"), ("inf", "1"),
                                                   ("0.2", "inf")])
 def test_cli_refuses_a_meaningless_law_in_one_line(capsys, alpha, asymptote):

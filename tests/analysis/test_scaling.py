@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import argparse
+
 import numpy as np
 import pytest
 
-from analysis.cli import FIT_FLAGS
-from analysis.fit_checks import LOSSES
+from analysis.fit_checks import FIT, LOSSES
 from analysis.fits import FitRecord, describe_fit, fit_groups
 from analysis.frame import TABLE_SUFFIXES
 from analysis.scaling import MIN_BOOT, fit_power_law, power_law
@@ -218,9 +219,9 @@ def test_a_table_that_cannot_be_read_is_one_line_naming_it(tmp_path, capsys, suf
 @pytest.mark.parametrize(
     ("options", "message"),
     [
-        ({"loss": "cauchy"}, "loss must be 'linear' or 'huber'"),
-        ({"loss": "huber", "huber_delta": 0}, "huber_delta must be > 0"),
-        ({"level": 1.5}, "level must be in"),
+        ({"loss": "cauchy"}, "loss: expected 'linear' or 'huber'"),
+        ({"loss": "huber", "huber_delta": 0}, "huber_delta: expected > 0"),
+        ({"level": 1.5}, "level: expected a value in"),
         ({"fix_E": 5.0}, "fixed E=5.0 must be below the lowest loss"),
     ],
 )
@@ -230,14 +231,14 @@ def test_bad_options_are_refused(options, message):
 
 
 BAD_OPTIONS = {  # each keyword option of fit_power_law -> (a value it refuses, what the one line says)
-    "loss": ("cauchy", "loss must be 'linear' or 'huber'"),
-    "huber_delta": (0.0, "huber_delta must be > 0 (a log residual, e.g. 0.01)"),
-    "fix_alpha": (0.0, "fixed alpha must be a finite decay exponent > 0"),
-    "fix_E": (-1.0, "fixed E must be a finite loss >= 0"),
-    "alpha_bounds": ((0.5, 0.1), "alpha_bounds must be 0 < low < high"),
-    "n_boot": (MIN_BOOT - 1, f"n_boot must be 0 (no interval) or >= {MIN_BOOT} refits for a percentile interval"),
-    "noise_sigma": (0.0, "noise_sigma must be a loss noise > 0"),
-    "level": (1.0, "level must be in (0, 1)"),
+    "loss": ("cauchy", "expected 'linear' or 'huber'"),
+    "huber_delta": (0.0, "expected > 0 (a log residual, e.g. 0.01)"),
+    "fix_alpha": (0.0, "expected a finite decay exponent > 0"),
+    "fix_E": (-1.0, "expected a finite loss >= 0"),
+    "alpha_bounds": ((0.5, 0.1), "expected 0 < low < high"),
+    "n_boot": (MIN_BOOT - 1, f"expected 0 (no interval) or >= {MIN_BOOT} refits for a percentile interval"),
+    "noise_sigma": (0.0, "expected a loss noise > 0"),
+    "level": (1.0, "expected a value in (0, 1)"),
 }
 
 
@@ -256,22 +257,45 @@ def test_a_bad_option_is_refused_in_one_line_that_names_it_and_the_value(option)
     value, says = BAD_OPTIONS[option]
     with pytest.raises(UserError) as refused:
         fit_power_law(X, noisy(0), **{option: value})
-    assert str(refused.value) == f"power-law fit: {says}, got {value!r}"
+    assert str(refused.value) == f"{FIT}: {option}: {says}, got {value!r}"
 
 
-@pytest.mark.parametrize("option", sorted(FIT_FLAGS))
-def test_a_bad_fit_option_on_the_command_line_is_bad_input_naming_the_flag(tmp_path, capsys, option):
+def _fit_flags_of(dest: str | None = None) -> dict[str, str] | str:
+    """The flags of `analysis fit`'s options by ``dest`` (argparse's); with ``dest``, its flag."""
+    from megadocs.cli import build_parser, option_flags
+
+    [groups] = [a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction)]
+    [commands] = [a for a in groups.choices["analysis"]._actions if isinstance(a, argparse._SubParsersAction)]
+    flags = option_flags(commands.choices["fit"])
+    return flags if dest is None else flags[dest]
+
+
+def _fit_flags() -> dict[str, str]:
+    """The flag of each option of `analysis fit` that sets a keyword of fit_power_law (its ``dest``)."""
+    return {dest: flag for dest, flag in _fit_flags_of().items() if dest in BAD_OPTIONS}
+
+
+def test_the_fit_options_on_the_command_line_are_the_fits_keywords():
+    """Each is named by its flag because its dest is the keyword (the loss follows --huber; the interval's
+    level and alpha's search bounds are not offered)."""
+    assert set(_fit_flags()) == set(BAD_OPTIONS) - {"loss", "level", "alpha_bounds"}
+
+
+@pytest.mark.parametrize(("option", "flag"), sorted(_fit_flags().items()))
+def test_a_bad_fit_option_on_the_command_line_is_bad_input_naming_the_flag(tmp_path, capsys, option, flag):
     """`analysis fit --huber -1` (--alpha nan, --bootstrap 5, ...) printed "not fitted" for every group
-    and exited 1 (a negative answer); it is bad input: exit 2, one line naming the flag."""
+    and exited 1 (a negative answer); it is bad input: exit 2, one line naming the flag (it said
+    '--huber: power-law fit: huber_delta must be > 0': the fit's keyword too)."""
     from megadocs.cli import main
 
     path = tmp_path / "points.csv"
     path.write_text("g,loss\n1,3.0\n2,2.8\n4,2.7\n8,2.65\n")
-    flag, value = FIT_FLAGS[option], BAD_OPTIONS[option][0]
+    value = BAD_OPTIONS[option][0]
     assert main(["analysis", "fit", str(path), "--x", "g", flag, str(value)]) == 2
     captured = capsys.readouterr()
     assert captured.out == "" and captured.err.count("\n") == 1, captured
     assert captured.err.startswith(f"error: {flag}: ") and str(value) in captured.err, captured.err
+    assert option not in captured.err and FIT not in captured.err, captured.err
 
 
 @pytest.mark.parametrize("loss", LOSSES)
@@ -347,7 +371,7 @@ def test_meaningless_fixed_parameters_and_too_few_refits_are_refused(option, val
     # NaN used to crash the solver ("Residuals are not finite"), alpha <= 0 or E < 0 fitted a law
     # that does not decay toward a loss, and n_boot=5 ended in "no interval: 0 of 5 refits failed".
     x = np.array([1, 2, 4, 8, 16, 32.0])
-    with pytest.raises(UserError, match=option.replace("fix_", "fixed ") if option != "n_boot" else "n_boot"):
+    with pytest.raises(UserError, match=f"^{FIT}: {option}: expected "):
         fit_power_law(x, power_law(x, 3.2, 0.35, 0.6), **{option: value})
 
 
@@ -425,3 +449,16 @@ def test_bootstrap_drops_a_refit_by_the_input_checks_rule_the_mean_loss_at_each_
     with pytest.raises(UserError, match="do not decrease"):  # one rule: the check refuses what losses_fall does
         fit_power_law(x, y[::-1], n_boot=0)
     assert not losses_fall(x, y[::-1]) and losses_fall(x, y)
+
+
+@pytest.mark.parametrize("dest", ["x", "y", "group"])
+def test_a_column_not_in_the_table_is_named_by_the_option_that_named_it(tmp_path, capsys, dest):
+    """`analysis fit T --group zz` said '--x/--y/--group: column 'zz' not in T': now the one flag typed."""
+    from megadocs.cli import main
+
+    flag = _fit_flags_of(dest)
+    path = tmp_path / "points.csv"
+    path.write_text("g,loss\n1,3.0\n2,2.8\n4,2.7\n8,2.65\n")
+    given = {"x": "g", "y": "loss", dest: "zz"}
+    assert main(["analysis", "fit", str(path), "--x", given["x"], "--y", given["y"], flag, "zz"]) == 2
+    assert capsys.readouterr().err == f"error: {flag}: column 'zz' not in {path} (columns: ['g', 'loss'])\n"

@@ -234,16 +234,14 @@ def test_cli_refuses_members_trained_at_another_context_or_mask(tiny_members, tm
     assert err.count("\n") == 1
 
 
-def _commands_with_members() -> list[str]:
-    """The `megadocs train` commands that take --members (ensemble, benchmarks)."""
-    import argparse
-
+def _commands_with_members() -> dict[str, argparse.ArgumentParser]:
+    """The `megadocs train` commands that take --members (ensemble, benchmarks), and their parsers."""
     from megadocs.cli import build_parser
 
     [groups] = [a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction)]
     [commands] = [a for a in groups.choices["train"]._actions if isinstance(a, argparse._SubParsersAction)]
-    found = [name for name, parser in commands._name_parser_map.items()  # choices: any word (a CONFIG.yaml)
-             if any("--members" in action.option_strings for action in parser._actions)]
+    found = {name: parser for name, parser in commands._name_parser_map.items()  # choices: any word (a CONFIG.yaml)
+             if any("--members" in action.option_strings for action in parser._actions)}
     assert len(found) >= 2, found
     return found
 
@@ -257,6 +255,24 @@ def test_cli_refuses_a_member_listed_twice_naming_both_positions(command, tiny_m
     err = capsys.readouterr().err
     assert err == (f"error: --members: members 1 and 3 are one model ({run} and {run / 'model'}); an ensemble's "
                    "members are distinct models\n")
+
+
+@pytest.mark.parametrize("command", _commands_with_members())
+@pytest.mark.parametrize(("flag", "value", "problem"), [("--members", "nope", "nope: not a model directory"),
+                                                        ("--benchmarks", "bogus", "unknown task 'bogus'")])
+def test_a_bad_member_or_task_is_named_by_the_flag_typed(command, flag, value, problem, capsys):
+    """`train benchmarks --benchmarks bogus` said '--tasks: unknown task', `--models nope` '--members: ...':
+    its fields are named by the flag as typed, each spelling of the option (an old one: --models, --tasks)."""
+    from megadocs.cli import main, option_flags
+
+    parser = _commands_with_members()[command]
+    assert flag in option_flags(parser).values()
+    [spellings] = [action.option_strings for action in parser._actions if flag in action.option_strings]
+    for spelling in spellings:
+        members = [] if flag == "--members" else ["--members", "nope"]  # the tasks are read first
+        assert main(["train", command, *members, spelling, value]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"error: {spelling}: {problem}") and err.count("\n") == 1
 
 
 @pytest.mark.parametrize("item", ["=data/a", "arxiv=", "="])
