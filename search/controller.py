@@ -289,15 +289,16 @@ class LedgerEvaluator(Evaluator):
             self._dispatch(orphans)
 
     def _refuse_jobs_elsewhere(self, records: Sequence[RunRecord]) -> None:
-        """Refuse (:class:`JobsElsewhere`) while a running trial's local job was started on another
-        host than this one, unless the user said that host's jobs have ended (``jobs_ended_on``):
-        checked before anything is re-attached or submitted."""
+        """Refuse (:class:`JobsElsewhere`) while a running trial's local job (a process of its own,
+        in a submitit folder) was started on another host than this one, unless the user said that
+        host's jobs have ended (``jobs_ended_on``): checked before anything is re-attached or
+        submitted. An in-process (debug) job, which has no folder, ended with its controller."""
         here = PidPlace.current().host
         elsewhere: dict[str, list[str]] = {}
         for record in records:
             place = record.job_place
-            if (record.status is RunStatus.RUNNING and record.job_id and place is not None and place.host != here
-                    and place.host not in self.jobs_ended_on):
+            if (record.status is RunStatus.RUNNING and record.job_id and record.job_folder and place is not None
+                    and place.host != here and place.host not in self.jobs_ended_on):
                 elsewhere.setdefault(place.host, []).append(record.job_id)
         if elsewhere:
             raise JobsElsewhere(elsewhere)

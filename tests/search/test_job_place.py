@@ -107,17 +107,20 @@ def test_a_local_job_started_on_another_host_is_refused_not_run_twice(make_sweep
     from search.objective import make_objective
     from search.params import RunParams
 
-    small = {"grid": {"lr": [0.001, 0.003], "wd": [0.8], "epochs": [16]}, "start": {"lr": 0.003, "wd": 0.8, "epochs": 16}}
+    small = {"grid": {"lr": [0.001, 0.003, 0.01], "wd": [0.8], "epochs": [16]},
+             "start": {"lr": 0.003, "wd": 0.8, "epochs": 16}}
     path = make_sweep(**small)  # the debug executor runs the start
     assert main(["search", "certify", str(path), "--no-progress", "--max-runs", "1"]) == CertifyExit.NOT_CERTIFIED
     sweep = load_sweep(path)
-    params = RunParams(point={"lr": 0.001, "wd": 0.8, "epochs": 16}, fixed=sweep.certifications[0].fixed)
-    run_id = make_objective(sweep).identity(params.merged())
     ledger = Ledger(sweep.ledger_url, sweep.name)
-    trial = ledger.new_run(study_name(sweep.name, "a"), params=params, run_id=run_id,
-                           run_dir=str(sweep.out_dir / "runs" / run_id))
-    ledger.update(trial, **{ATTR_JOB_ID: "4242", ATTR_JOB_FOLDER: str(sweep.out_dir / "jobs"), ATTR_ATTEMPTS: 1,
-                            ATTR_JOB_PLACE: PidPlace(ELSEWHERE, "b", 1).to_json()})
+    for lr, job_id, folder in ((0.001, "4242", str(sweep.out_dir / "jobs")),  # a local job there
+                               (0.01, "debug-4242-1", None)):  # an in-process job, ended with its controller
+        params = RunParams(point={"lr": lr, "wd": 0.8, "epochs": 16}, fixed=sweep.certifications[0].fixed)
+        run_id = make_objective(sweep).identity(params.merged())
+        trial = ledger.new_run(study_name(sweep.name, "a"), params=params, run_id=run_id,
+                               run_dir=str(sweep.out_dir / "runs" / run_id))
+        ledger.update(trial, **{ATTR_JOB_ID: job_id, ATTR_JOB_FOLDER: folder, ATTR_ATTEMPTS: 1,
+                                ATTR_JOB_PLACE: PidPlace(ELSEWHERE, "b", 1).to_json()})
     path = make_sweep(executor={"kind": "local", "max_parallel": 2, "poll_s": 0.05, "max_retries": 1}, **small)
     capsys.readouterr()
 
@@ -128,12 +131,11 @@ def test_a_local_job_started_on_another_host_is_refused_not_run_twice(make_sweep
                    "executor to run a sweep's controller from any host; if that host is down and its jobs ended with "
                    f"it, `megadocs search certify {path} --jobs-ended-on {ELSEWHERE}` submits their runs again here")
     assert len(calls(workdir)) == 1  # nothing submitted
-    [waiting] = [r for r in read_runs(load_sweep(path)) if r.status == "running"]
-    assert (waiting.job_id, waiting.attempts) == ("4242", 1)
+    waiting = [r for r in read_runs(load_sweep(path)) if r.status == "running"]
+    assert [(r.job_id, r.attempts) for r in waiting] == [("4242", 1), ("debug-4242-1", 1)]
 
-    assert main(["search", "certify", str(path), "--no-progress", "--jobs-ended-on", ELSEWHERE]) == \
-        CertifyExit.CERTIFIED_ON_BOUND  # lr 0.003: the grid's end
+    assert main(["search", "certify", str(path), "--no-progress", "--jobs-ended-on", ELSEWHERE]) == CertifyExit.CERTIFIED
     runs = read_runs(load_sweep(path))
-    assert [r.status for r in runs] == ["completed"] * 2 and runs[1].attempts == 2
+    assert [r.status for r in runs] == ["completed"] * 3 and [r.attempts for r in runs[1:]] == [2, 2]
     assert runs[1].reason.startswith(f"its local job 4242 was started on host {ELSEWHERE}, whose jobs ended")
-    assert len(calls(workdir)) == 2
+    assert len(calls(workdir)) == 3
