@@ -365,10 +365,13 @@ class Rehearsal:
     def running_evaluations(self) -> list[dict[str, Any]]:
         """Start events of jobs RUNNING now whose evaluation has not ended (latest first)."""
         running = squeue(self.work, "RUNNING")
-        ended = {(e["job"], e["run"]) for e in self.journal() if e["event"] in ("done", "error", "hang")}
-        starts = [e for e in self.journal() if e["event"] == "start" and e["job"] in running
-                  and (e["job"], e["run"]) not in ended]
-        return sorted(starts, key=lambda e: -e["t"])
+        starts, ended = [], set()
+        for event in self.journal():  # one scan: the starts of running jobs, and what ended
+            if event["event"] == "start" and event["job"] in running:
+                starts.append(event)
+            elif event["event"] in ("done", "error", "hang"):
+                ended.add((event["job"], event["run"]))
+        return sorted((e for e in starts if (e["job"], e["run"]) not in ended), key=lambda e: -e["t"])
 
     def _touched(self) -> set[str]:
         """Runs an earlier fault hit (the hung one included)."""
@@ -518,7 +521,14 @@ class Rehearsal:
         service at once (ReturnToService=2), and a requeued job started while a process of its
         killed instance lives on (submitit ignores SIGTERM; SIGKILL comes KillWait later: 30 s, CI 10 s)
         drains the node ("Duplicate jobid"): so the node is drained until those processes are
-        gone, then resumed, in a ``finally``. Only while no other user's job runs on it."""
+        gone, then resumed, in a ``finally``.
+
+        Only while no other user's job runs on it (otherwise False: the fault is tried again at the
+        next poll, and the faults after it wait in their order): DOWN kills every job on the node,
+        not only the rehearsal's, and the local cluster is shared (other tests' and colleagues'
+        jobs run there at the same time: one of theirs would fail, or be requeued and run again,
+        for a fault that is ours). A node never free of them leaves the fault not injected
+        (recorded so at the end), never someone else's job killed."""
         mine = self._untouched(self.running_evaluations())
         if not mine or foreign_running_jobs(self.work):
             return False  # nothing of ours to hit, or another user's job would die with it

@@ -246,21 +246,19 @@ class _Submitit(Executor):
         return self._job(job_id, folder).paths.result_pickle.exists()
 
     def poll(self, job_id: str, folder: str | None = None) -> Poll:
-        from submitit.core.utils import pickle_load
-
         job = self._job(job_id, folder)
         if job.paths.result_pickle.exists():
             # read the result file directly: job.result() would wait for the process to exit
-            try:
-                outcome, value = pickle_load(job.paths.result_pickle)
-            except (EOFError, OSError):  # still being written
+            first = _read_result(job.paths.result_pickle)
+            if first is None:  # still being written
                 return Poll(JobState.RUNNING)
             if self._exiting(job_id, job):
                 return Poll(JobState.RUNNING)
+            _, outcome, value = first
             if outcome == "success":
                 return Poll(JobState.DONE, value)
             own = Poll(JobState.FAILED, reason=f"{_last_error_line(str(value))} (log: {job.paths.stderr})")
-            return self._failed_tasks(job) or own
+            return self._failed_tasks(job, first) or own
         if self._running(job):
             return Poll(JobState.RUNNING)
         ended = self._ended_at.setdefault(job_id, time.time())
@@ -274,9 +272,10 @@ class _Submitit(Executor):
             reason=f"job {job_id} ended without a result (state {job.state}); see {job.paths.stderr}",
         )
 
-    def _failed_tasks(self, job: Any) -> Poll | None:
+    def _failed_tasks(self, job: Any, first: tuple[int, str, Any] | None = None) -> Poll | None:
         """Why a job of several tasks failed, once its task 0 ended without success (FAILED), or
-        None for a job of one task, or when no task wrote an error or returned.
+        None for a job of one task, or when no task wrote an error or returned. ``first``: task 0's
+        result as :meth:`poll` read it (:func:`_read_result`), not read again; None: read here.
 
         ``reason``: the error of the rank whose error file was written first, ``rank 1 of 8: <its
         error line> (log: <its stderr>)``. The first is the cause; the others' are its symptoms (a
@@ -288,17 +287,16 @@ class _Submitit(Executor):
         the others). Read only from inside this executor's folder."""
         if self.tasks == 1:
             return None
-        from submitit.core.utils import JobPaths, pickle_load
+        from submitit.core.utils import JobPaths
 
         errors, returned = [], []
         for task in range(self.tasks):
             paths = JobPaths(job.paths.folder, job.job_id, task_id=task)
             result = require_inside(paths.result_pickle, self.folder, what=f"job {job.job_id}: result file of task {task}")
-            try:
-                written = result.stat().st_mtime_ns
-                outcome, value = pickle_load(result)
-            except (EOFError, OSError):  # none (killed), or still being written
+            read = first if task == 0 and first is not None else _read_result(result)
+            if read is None:  # none (killed), or still being written
                 continue
+            written, outcome, value = read
             if outcome == "success":
                 returned.append((written, task, value, paths.stderr))
             else:
@@ -583,6 +581,19 @@ def check_executor(config: ExecutorConfig) -> SlurmProfile | None:
     """The SLURM profile of an ``executor:`` section (None for local/debug), loaded so that a
     missing or bad one is refused (one UserError line) before a command creates anything."""
     return load_profile(config.profile) if config.kind == "slurm" else None
+
+
+def _read_result(path: Path) -> tuple[int, str, Any] | None:
+    """A task's result file: when it was written (ns), submitit's outcome (``success`` or an error)
+    and value; None while there is none, or it is still being written."""
+    from submitit.core.utils import pickle_load
+
+    try:
+        written = path.stat().st_mtime_ns
+        outcome, value = pickle_load(path)
+    except (EOFError, OSError):
+        return None
+    return written, outcome, value
 
 
 def _last_error_line(text: str) -> str:

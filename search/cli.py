@@ -74,6 +74,10 @@ def register(subparsers) -> None:
                          help="run points again that failed in an earlier controller (a re-run keeps "
                          "failures, since a deterministic one would only fail again; a point that stopped the sweep "
                          "on a user error runs again without it)")
+    certify.add_argument("--jobs-ended-on", action="append", default=[], metavar="HOST",
+                         help="HOST is down and the sweep's local jobs there ended with it: submit their runs again "
+                         "here (without it, local jobs in flight on another host are refused: a local job is asked "
+                         "only on its host)")
     certify.add_argument("--no-progress", action="store_true", help="no progress line on stderr")
     certify.set_defaults(func=_certify)
 
@@ -156,7 +160,7 @@ def _configure_process(*, runs_jobs: bool) -> None:
 def _certify(args: argparse.Namespace) -> int:
     from megadocs.errors import UserError
     from search.certificate import CertState
-    from search.controller import SweepInterrupted, SweepStopped, run_sweep
+    from search.controller import JobsElsewhere, SweepInterrupted, SweepStopped, run_sweep
     from search.ledger import read_snapshot
     from search.status import (
         certify_exit,
@@ -174,11 +178,11 @@ def _certify(args: argparse.Namespace) -> int:
     sweep = load_sweep(args.sweep)
     try:
         run_sweep(sweep, strategy=args.strategy, max_runs=args.max_runs, retry_failed=args.retry_failed,
-                  progress=not args.no_progress)
+                  progress=not args.no_progress, jobs_ended_on=args.jobs_ended_on)
     except SweepInterrupted as exc:  # Ctrl-C: one line, the status `megadocs train` exits with
         print(exc.message(certify_command(args)), file=sys.stderr)
         return Exit.INTERRUPTED
-    except SweepStopped as exc:  # its line names the command to re-run
+    except (SweepStopped, JobsElsewhere) as exc:  # its line names the command to re-run
         raise UserError(exc.message(certify_command(args))) from None
     snapshot = read_snapshot(sweep)  # each study read once by everything below
     summaries = summarize(sweep, args.strategy, max_runs=args.max_runs, snapshot=snapshot,

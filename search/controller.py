@@ -23,9 +23,15 @@ retry, with a warning and the trial's reason saying why (:meth:`LedgerEvaluator.
 cause is still there, that new job meets it again and stops the sweep with the usual line.
 
 A local job can be re-attached only where its pid can be asked (the trial's job place: this host,
-kernel boot and pid namespace, :class:`megadocs.procs.PidPlace`). A controller started anywhere else
-cannot tell whether it still runs: it submits the run again, saying so (a job still running there
-holds the run directory's lock, so the new one waits for it and returns its result).
+kernel boot and pid namespace, :class:`megadocs.procs.PidPlace`). A controller started on another
+host cannot tell whether it still runs, and the run directory's lock (``flock``) need not hold
+between hosts (a shared file system may keep locks per client: Lustre without ``-o flock``, BeeGFS,
+NFS with ``local_lock``), so a second job there could train into the same folder: it refuses in one
+line before anything runs (:class:`JobsElsewhere`: run it on that host, which re-attaches them, or
+with ``--jobs-ended-on HOST`` once that host is down and its jobs with it). One started on this
+host in another pid namespace (a container: one kernel, whose lock holds) or under another kernel
+boot (a reboot ended the jobs, or another machine of this name) submits the run again, saying so (a
+job still running holds the run directory's lock, so the new one waits for it and returns its result).
 
 Deduplication: a run's identity is the hash of its full config (``objective.identity``). A
 point whose run already finished anywhere in the sweep (another certification, a baseline
@@ -102,7 +108,7 @@ from search.strategies import (
 from search.sweep import Sweep
 
 __all__ = ["run_sweep", "LedgerEvaluator", "TaskInfo", "build_strategies", "budget_hint", "STRATEGIES",
-           "SweepInterrupted", "SweepStopped"]
+           "SweepInterrupted", "SweepStopped", "JobsElsewhere"]
 
 log = logging.getLogger(__name__)
 
@@ -146,6 +152,31 @@ class SweepStopped(UserError):
         """The one line ``megadocs search certify`` prints (exit status 2); ``command``: the
         certify command to re-run (:func:`search.cli.certify_command`)."""
         return f"{self.line}; fix it and re-run `{command}` (it runs this point again)"
+
+
+class JobsElsewhere(UserError):
+    """Local jobs of the sweep in flight on another host (:attr:`hosts`: host -> job ids), whose pids
+    cannot be asked from here: the controller refuses before anything runs, rather than submit their
+    runs a second time (see the module docstring)."""
+
+    def __init__(self, hosts: Mapping[str, Sequence[str]]) -> None:
+        self.hosts = {host: list(ids) for host, ids in hosts.items()}
+        super().__init__(self.message("megadocs search certify SWEEP"))
+
+    def message(self, command: str) -> str:
+        """The one line ``megadocs search certify`` prints (exit status 2); ``command``: the
+        certify command (:func:`search.cli.certify_command`).
+
+        >>> line = JobsElsewhere({"node7": ["41", "43"]}).message("megadocs search certify s.yaml")
+        >>> line.split(" (")[0], line.endswith("`megadocs search certify s.yaml --jobs-ended-on node7` submits their runs again here")
+        ('local job(s) 41, 43 of this sweep run on host node7', True)
+        """
+        hosts = ", ".join(self.hosts)
+        jobs = "; ".join(f"local job(s) {', '.join(ids)} of this sweep run on host {host}" for host, ids in self.hosts.items())
+        ended = " ".join(f"--jobs-ended-on {host}" for host in self.hosts)
+        return (f"{jobs} (a local job is asked only on its host): run `{command}` on {hosts}, which re-attaches them, "
+                "or use a SLURM executor to run a sweep's controller from any host; if that host is down and its jobs "
+                f"ended with it, `{command} {ended}` submits their runs again here")
 
 
 @dataclass
@@ -199,7 +230,8 @@ class LedgerEvaluator(Evaluator):
     """Runs points as submitit jobs and records every step in the ledger (see module docstring)."""
 
     def __init__(self, sweep: Sweep, ledger: Ledger, executor: Executor, objective: Any,
-                 tasks: Mapping[str, TaskInfo], *, retry_failed: bool = False, progress: Any = None) -> None:
+                 tasks: Mapping[str, TaskInfo], *, retry_failed: bool = False, progress: Any = None,
+                 jobs_ended_on: Sequence[str] = ()) -> None:
         self.sweep = sweep
         self.ledger = ledger
         self.executor = executor
@@ -210,6 +242,7 @@ class LedgerEvaluator(Evaluator):
         self.poll_s = sweep.executor.poll_s
         self.retry_failed = retry_failed
         self.progress = progress
+        self.jobs_ended_on = frozenset(jobs_ended_on)  # hosts whose local jobs the user says have ended
         self.runs_dir = sweep.out_dir / "runs"
         self._inflight: dict[str, _Run] = {}
         self._done: dict[str, _Finished] = {}  # by run_id
@@ -231,12 +264,16 @@ class LedgerEvaluator(Evaluator):
                         status=record.status, val_loss=record.loss, wall_time_s=record.wall_time_s)
                     self._done.setdefault(record.run_id, _Finished(metrics, f"{record.certification}#{record.trial}",
                                                                    record.job_id))
+        current = {strategy.name: self._current_records(self.tasks[strategy.name],
+                                                        snapshot.runs(self.tasks[strategy.name].study),
+                                                        snapshot.undescribed.get(self.tasks[strategy.name].study, []))
+                   for strategy in strategies}
+        self._refuse_jobs_elsewhere([record for records in current.values() for record in records])
         orphans = []
         for strategy in strategies:
             info = self.tasks[strategy.name]
             grid = Grid.from_mapping(info.grid) if info.grid is not None else None
-            records = self._current_records(info, snapshot.runs(info.study), snapshot.undescribed.get(info.study, []))
-            for item in replay(records, fixed=info.fixed, grid=grid, retry_failed=self.retry_failed):
+            for item in replay(current[strategy.name], fixed=info.fixed, grid=grid, retry_failed=self.retry_failed):
                 strategy.record(item.point, item.outcome)
                 if item.record.status.finished and item.record.run_id:
                     self._count_result(item.record.run_id)
@@ -250,6 +287,21 @@ class LedgerEvaluator(Evaluator):
                     self.ledger.clear_stop(info.study)
         if orphans:
             self._dispatch(orphans)
+
+    def _refuse_jobs_elsewhere(self, records: Sequence[RunRecord]) -> None:
+        """Refuse (:class:`JobsElsewhere`) while a running trial's local job (a process of its own,
+        in a submitit folder) was started on another host than this one, unless the user said that
+        host's jobs have ended (``jobs_ended_on``): checked before anything is re-attached or
+        submitted. An in-process (debug) job, which has no folder, ended with its controller."""
+        here = PidPlace.current().host
+        elsewhere: dict[str, list[str]] = {}
+        for record in records:
+            place = record.job_place
+            if (record.status is RunStatus.RUNNING and record.job_id and record.job_folder and place is not None
+                    and place.host != here and place.host not in self.jobs_ended_on):
+                elsewhere.setdefault(place.host, []).append(record.job_id)
+        if elsewhere:
+            raise JobsElsewhere(elsewhere)
 
     def _reattach(self, task: str, info: TaskInfo, item: Replayed) -> _Run | None:
         """Take up a run the ledger calls running (``item``, from :func:`search.ledger.replay`): its
@@ -281,12 +333,18 @@ class LedgerEvaluator(Evaluator):
         return orphan
 
     def _resubmit_elsewhere(self, run: _Run, info: TaskInfo, record: RunRecord) -> None:
-        """A run whose job is a pid where this controller cannot ask (another host, machine of that
-        name, container): drop the job (its pid names another process here, or none: never polled
-        nor signalled) to submit the run again, and say why, in the log and the trial's reason."""
-        reason = (f"its local job {run.job_id} was started {run.job_place.where()} (not checked from here); "
-                  "submitted again here: a job still running there holds the run directory's lock, and the new "
-                  "job waits for it and returns its result")
+        """A run whose job is a pid where this controller cannot ask (a container of this host, this
+        host before a reboot or another machine of its name, or a host the user said its jobs ended
+        on: :meth:`_refuse_jobs_elsewhere`): drop the job (its pid names another process here, or
+        none: never polled nor signalled) to submit the run again, and say why, in the log and the
+        trial's reason."""
+        if run.job_place.host in self.jobs_ended_on:
+            reason = (f"its local job {run.job_id} was started {run.job_place.where()}, whose jobs ended "
+                      f"(--jobs-ended-on {run.job_place.host}); submitted again here")
+        else:
+            reason = (f"its local job {run.job_id} was started {run.job_place.where()} (not checked from here); "
+                      "submitted again here: a job still running there holds the run directory's lock, and the "
+                      "new job waits for it and returns its result")
         log.warning("%s trial %d: %s", info.study, record.trial, reason)
         self.ledger.update(record.trial_id, **{ATTR_REASON: reason})
         run.job_id = run.job_folder = run.job_place = None
@@ -692,11 +750,14 @@ class Progress:
 
 
 def run_sweep(sweep: Sweep, *, strategy: str = "certify", max_runs: int | None = None,
-              retry_failed: bool = False, progress: bool = False) -> None:
+              retry_failed: bool = False, progress: bool = False, jobs_ended_on: Sequence[str] = ()) -> None:
     """Certify (or run a baseline strategy on) every certification of ``sweep``; resumable.
+    ``jobs_ended_on``: hosts whose local jobs of the sweep have ended (the host is down): their
+    runs are submitted again here instead of refused (:class:`JobsElsewhere`).
 
     Raises:
         ControllerBusy: another live controller holds the sweep.
+        JobsElsewhere: local jobs of the sweep run on another host (nothing was submitted).
         UserError: a bad objective, profile or ledger, a train config or pool of a certification,
             transfer or ensemble member (``Sweep.runs_known_before``, checked before the ledger is opened).
         SweepStopped: a job's deterministic error (a UserError; local runs in flight are stopped
@@ -714,7 +775,7 @@ def run_sweep(sweep: Sweep, *, strategy: str = "certify", max_runs: int | None =
         strategies, tasks = build_strategies(sweep, ledger, strategy, max_runs)
         display = Progress() if progress else None
         evaluator = LedgerEvaluator(sweep, ledger, executor, objective, tasks, retry_failed=retry_failed,
-                                    progress=display)
+                                    progress=display, jobs_ended_on=jobs_ended_on)
         try:
             evaluator.restore(strategies)
             drive(strategies, evaluator)

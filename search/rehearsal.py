@@ -414,11 +414,17 @@ def audit(dispatches: Iterable[Dispatch], recorded: Mapping[str, tuple[float, st
             trial, so no trial records that job's failure; benchmarks/rehearsal.py reads them from the journal).
     """
     returned_failure = returned_failure or {}
-    journal = list(journal)
     started: dict[str, set[str | None]] = {}  # run -> the jobs that journaled an evaluation of it
-    for event in journal:
+    trained_again: list[tuple[str, str]] = []  # (run, why): a run trained after it had finished
+    finished: dict[str, float] = {}
+    for event in journal:  # one scan
+        run = event["run"]
         if event["event"] == "start":
-            started.setdefault(event["run"], set()).add(event.get("job"))
+            started.setdefault(run, set()).add(event.get("job"))
+        elif event["event"] == "done" and event.get("job") not in returned_failure.get(run, ()):
+            finished.setdefault(run, event["t"])
+            if event["t"] > finished[run] and event.get("trained", 0) > 0:
+                trained_again.append((run, f"trained again by job {event.get('job')} after it had finished"))
     by_run: dict[str, list[Dispatch]] = {}
     for dispatch in dispatches:
         by_run.setdefault(dispatch.run, []).append(dispatch)
@@ -441,13 +447,8 @@ def audit(dispatches: Iterable[Dispatch], recorded: Mapping[str, tuple[float, st
         evaluating = [job_id for job_id in completed if job_id in witnessed] if witnessed else completed
         if len(evaluating) > 1:
             result.twice(run, f"jobs {', '.join(evaluating)} both completed")
-    finished: dict[str, float] = {}
-    for event in journal:
-        run = event["run"]
-        if event["event"] == "done" and event.get("job") not in returned_failure.get(run, ()):
-            finished.setdefault(run, event["t"])
-            if event["t"] > finished[run] and event.get("trained", 0) > 0:
-                result.twice(run, f"trained again by job {event.get('job')} after it had finished")
+    for run, why in trained_again:
+        result.twice(run, why)
     return result
 
 

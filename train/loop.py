@@ -131,7 +131,9 @@ def run(config: RunConfig, out: str | Path, stores: RunStores | None = None, *,
                 raise UserError(
                     f"{out}: the sweep named this run {expected_identity}, but its config on the data as the job "
                     f"opened it is {identity}: data.store, the pool, an eval.extra store or eval.benchmark_data was "
-                    "replaced at its path since (or the training code changed); nothing was trained"
+                    "replaced at its path since (or the training code changed): put the earlier data (or code) back, or "
+                    "keep the new, and the sweep's next certify names its runs by what is there (the runs of the "
+                    "earlier data or code are then superseded, not mixed in); nothing was trained"
                 )
             try:  # what RUN holds, as this rank sees it: agreed below before any rank acts on it
                 finished: RunMetrics | UserError | None = RunLifecycle.finished(out, identity, config)

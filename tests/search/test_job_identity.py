@@ -58,6 +58,8 @@ def test_a_store_replaced_between_naming_a_run_and_its_job_fails_the_trial(tiny_
     folder = RunDir(workdir / "runs/swap/runs" / run.run_id)
     assert err.startswith("error: objective train: ") and f"the sweep named this run {run.run_id}, but " in err
     assert "replaced at its path" in err and "nothing was trained" in err and run.reason in err
+    assert ("put the earlier data (or code) back, or keep the new, and the sweep's next certify names its runs by what "
+            "is there (the runs of the earlier data or code are then superseded, not mixed in)") in err  # either way
     assert err.endswith(f"fix it and re-run `megadocs search certify {path}` (it runs this point again)")
     assert not folder.config_hash.exists() and not folder.identity.exists() and not folder.is_done()
     # the user puts the data back and re-runs certify as the line says: the point trains in that folder

@@ -89,3 +89,53 @@ def test_local_jobs_of_a_controller_in_another_pid_namespace(make_sweep, workdir
     runs = read_runs(load_sweep(path))
     assert len(runs) == 2 and all(r.status == "completed" and r.attempts == 2 for r in runs), runs
     assert len(calls(workdir)) == 2  # each job submitted outside waited for the contained one's result
+
+
+ELSEWHERE = "node7.elsewhere.example"
+"""MOCK: the host a local job of the sweep was started on, named in its trial (this test cannot
+start one on another host); any name but this host's."""
+
+
+def test_a_local_job_started_on_another_host_is_refused_not_run_twice(make_sweep, workdir, capsys):
+    """A controller restarted on another login node (the sweep folder on a shared file system) cannot
+    ask a local job's pid, and the run directory's flock need not hold between hosts: it submitted the
+    run again, a second process training into the same RUN folder. It refuses in one line, nothing
+    submitted; once the user says that host's jobs ended (``--jobs-ended-on``), it runs the point."""
+    from megadocs.cli import main
+    from megadocs.procs import PidPlace
+    from search.ledger import ATTR_ATTEMPTS, ATTR_JOB_FOLDER, ATTR_JOB_ID, ATTR_JOB_PLACE, study_name
+    from search.objective import make_objective
+    from search.params import RunParams
+
+    small = {"grid": {"lr": [0.001, 0.003, 0.01], "wd": [0.8], "epochs": [16]},
+             "start": {"lr": 0.003, "wd": 0.8, "epochs": 16}}
+    path = make_sweep(**small)  # the debug executor runs the start
+    assert main(["search", "certify", str(path), "--no-progress", "--max-runs", "1"]) == CertifyExit.NOT_CERTIFIED
+    sweep = load_sweep(path)
+    ledger = Ledger(sweep.ledger_url, sweep.name)
+    for lr, job_id, folder in ((0.001, "4242", str(sweep.out_dir / "jobs")),  # a local job there
+                               (0.01, "debug-4242-1", None)):  # an in-process job, ended with its controller
+        params = RunParams(point={"lr": lr, "wd": 0.8, "epochs": 16}, fixed=sweep.certifications[0].fixed)
+        run_id = make_objective(sweep).identity(params.merged())
+        trial = ledger.new_run(study_name(sweep.name, "a"), params=params, run_id=run_id,
+                               run_dir=str(sweep.out_dir / "runs" / run_id))
+        ledger.update(trial, **{ATTR_JOB_ID: job_id, ATTR_JOB_FOLDER: folder, ATTR_ATTEMPTS: 1,
+                                ATTR_JOB_PLACE: PidPlace(ELSEWHERE, "b", 1).to_json()})
+    path = make_sweep(executor={"kind": "local", "max_parallel": 2, "poll_s": 0.05, "max_retries": 1}, **small)
+    capsys.readouterr()
+
+    assert main(["search", "certify", str(path), "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == (f"error: local job(s) 4242 of this sweep run on host {ELSEWHERE} (a local job is asked only on its "
+                   f"host): run `megadocs search certify {path}` on {ELSEWHERE}, which re-attaches them, or use a SLURM "
+                   "executor to run a sweep's controller from any host; if that host is down and its jobs ended with "
+                   f"it, `megadocs search certify {path} --jobs-ended-on {ELSEWHERE}` submits their runs again here")
+    assert len(calls(workdir)) == 1  # nothing submitted
+    waiting = [r for r in read_runs(load_sweep(path)) if r.status == "running"]
+    assert [(r.job_id, r.attempts) for r in waiting] == [("4242", 1), ("debug-4242-1", 1)]
+
+    assert main(["search", "certify", str(path), "--no-progress", "--jobs-ended-on", ELSEWHERE]) == CertifyExit.CERTIFIED
+    runs = read_runs(load_sweep(path))
+    assert [r.status for r in runs] == ["completed"] * 3 and [r.attempts for r in runs[1:]] == [2, 2]
+    assert runs[1].reason.startswith(f"its local job 4242 was started on host {ELSEWHERE}, whose jobs ended")
+    assert len(calls(workdir)) == 3
