@@ -636,9 +636,19 @@ def _searched_again(*, extra_loss: float | None):
     G=2 that differs only in how its search ran: it adopted every run of simple-g2 (same run
     identities) and, with ``extra_loss``, ran one more seed at the certified point with that loss
     (``noise: {repeats: 2}``): (certifications frame, the loss of simple-g2)."""
+    from analysis.frame import certifications_frame, runs_frame
+
+    records, summaries, loss = _searched_again_ledger(extra_loss=extra_loss)
+    return certifications_frame(summaries, runs_frame(records)), loss
+
+
+def _searched_again_ledger(*, extra_loss: float | None):
+    """:func:`_searched_again`'s ledger records, the summaries ``search status`` makes of them
+    (simple-g2-again's point runs read from its records, :func:`search.status.runs_at_point`), and
+    the loss of simple-g2."""
     import dataclasses
 
-    from analysis.frame import certifications_frame, runs_frame
+    from search.status import runs_at_point
     from tests.analysis import synthetic
 
     records, summaries = synthetic.sweep(methods=("simple",), gs=(1, 2, 4, 8))
@@ -653,9 +663,32 @@ def _searched_again(*, extra_loss: float | None):
             metrics=at_point.metrics.model_copy(update={"val_loss": extra_loss, "val_losses": {
                 k: v + extra_loss - at_point.loss for k, v in at_point.metrics.val_losses.items()}})))
         loss = (first.loss + extra_loss) / 2
-    summary = dataclasses.replace(first, name="simple-g2-again",
+    summary = dataclasses.replace(first, name="simple-g2-again", point_runs=runs_at_point(again, first.point),
                                   certificate=dataclasses.replace(first.certificate, loss=loss))
-    return certifications_frame([*summaries, summary], runs_frame(records + again)), first.loss
+    return records + again, [*summaries, summary], first.loss
+
+
+def test_search_status_and_the_analysis_merge_a_configuration_certified_twice_alike():
+    """simple-g2-again certified simple-g2's point again, on the run they share and one more seed
+    there (a noise repeat, 0.1 worse): `search status`'s G trend took the lower of the two certified
+    losses (the shared run's alone, simple-g2's) where the analysis took the mean of the two distinct
+    runs, so `status` read G=2 0.05 lower than the report and saw no rise from G=1 where the report
+    did. One rule now (search.status.configuration_loss): both read the mean and both flag the rise."""
+    from analysis.experiments import generation_points
+    from analysis.frame import certifications_frame, runs_frame
+    from analysis.generation import monotonicity
+    from search.status import g_trend, g_trend_warnings
+
+    records, summaries, loss = _searched_again_ledger(extra_loss=loss_plus(0.1))
+    _main, points = generation_points(certifications_frame(summaries, runs_frame(records)))
+    analysis = points.set_index("g")["loss"].to_dict()
+    status = {g: tuned.loss for g, tuned in g_trend(summaries)["simple"]}
+    assert analysis[2] == pytest.approx(loss + 0.05) and status == pytest.approx(analysis)
+    table = points.assign(set="iid", warm_start=None)
+    [rise] = monotonicity(table, tolerance=0.0)
+    [warning] = g_trend_warnings(summaries)
+    assert (rise.g_from, rise.g_to) == (1, 2)
+    assert f"g=1: {rise.loss_from:.4f} -> simple-g2-again g=2: {rise.loss_to:.4f}" in warning
 
 
 @pytest.mark.parametrize("extra", [None, 0.004])
