@@ -362,8 +362,11 @@ def curve_notes(certifications: pd.DataFrame) -> dict[str, list[str]]:
     names it) in the ``method`` column of :func:`generation_curves`, so that the generation table,
     the fits, the rise check and the figures read it as a curve of its own, compared with the
     real-only baseline of its setting (:func:`analysis.generation.baseline_for`); one with too few G
-    to fit keeps its points and the fit's reason. Settings that differ only across G (never at one G)
-    stay one curve, as the sweep wrote it. Certifications of one configuration
+    to fit keeps its points and the fit's reason. A setting certified only at G the method's curve does not
+    have (the sweep file changed between G: never two settings at one G) is a point of that curve, as
+    the sweep wrote it, with a note that names the G and the setting: the paper compares one
+    algorithm's tuned loss across G, and a curve of its own would leave the method's curve without
+    those G. Certifications of one configuration
     (:data:`CONFIGURATION`: they differ only in how their search ran) become one point, their shared
     runs counted once (:func:`one_point_per_configuration`), and a note says how. Every output that fits L(G) (the report,
     the notebook, ``megadocs analysis fit SWEEP.yaml``) adds these to the fit's notes
@@ -394,11 +397,19 @@ def _one_curve_per_setting(curves: pd.DataFrame) -> tuple[pd.DataFrame, dict[str
     synthetic = curves["method"].notna() & (curves["method"] != BASELINE_METHOD)
     for method, part in curves[synthetic].groupby("method", sort=True):
         mine = settings[part.index]
-        if not (mine.groupby(part["g"]).nunique() > 1).any():
-            continue
         counts = mine.value_counts()
         kept = min(counts.index, key=lambda setting: (-counts[setting], setting))
-        for setting in sorted(set(mine) - {kept}):
+        on_curve = set(part["g"][mine == kept])  # the G the method's curve has, growing as settings join it
+        for setting in sorted(set(mine) - {kept}, key=lambda setting: (-counts[setting], setting)):
+            at = part["g"][mine == setting]
+            if on_curve.isdisjoint(at):  # only at other G: the sweep changed the setting between G
+                on_curve.update(at)
+                gs = ", ".join(f"{g:g}" for g in sorted(set(at)))
+                notes.setdefault(str(method), []).append(
+                    f"{method} at G={gs} was certified under {setting_words(setting)}, its other G under "
+                    f"{setting_words(kept)}: one curve, as the sweep wrote it (no G has both), so what changes "
+                    "between those G may be the setting's, not G's")
+                continue
             label = curve_label(str(method), setting)
             labels[mine.index[mine == setting]] = label
             notes[label] = [

@@ -524,6 +524,33 @@ def test_the_empty_setting_as_another_settings_curve_has_a_short_label():
         "of that one's points"]
 
 
+@pytest.mark.parametrize("tried", [False, True])
+def test_a_setting_changed_between_g_is_a_point_of_the_methods_curve_with_a_note(tried):
+    """s certified at G = 1, 2, 4 with nothing fixed and at G=8 at temperature 0.5 (the sweep file
+    changed between G), and, with ``tried``, temperature 1 tried beside G=2: that second setting at a
+    G of s's curve split every other setting off, so G=8 became a one-point curve `s [temperature=0.5]`
+    and s's L(G) lost its largest G (without it, one curve and no word of the change). G=8 is s's
+    point now, with a note naming the G and the setting; temperature 1 at G=2 is still its own curve."""
+    from analysis.experiments import curve_notes, generation_points, setting_curves
+
+    rows = [("s-g1", 1, "", 3.50), ("s-g2", 2, "", 3.45), ("s-g4", 4, "", 3.42), ("s-g8", 8, "temperature=0.5", 3.41)]
+    rows += [("s-g2-hot", 2, "temperature=1", 3.47)] if tried else []
+    rows.append(("real", 0, "", 3.60))
+    certs = pd.DataFrame({"certification": [r[0] for r in rows], "method": ["s"] * (len(rows) - 1) + ["real"],
+                          "g": [r[1] for r in rows], "setting": [r[2] for r in rows], "seed": 0, "certified": True,
+                          "loss": [r[3] for r in rows], "point.lr": 3e-3})
+    _main, points = generation_points(certs)
+    curves = points.groupby("method")["certification"].apply(sorted).to_dict()
+    assert curves.pop("s") == ["s-g1", "s-g2", "s-g4", "s-g8"]
+    assert curves == ({"s [temperature=1]": ["s-g2-hot"]} if tried else {})
+    assert setting_curves(points) == set(curves)
+    notes = curve_notes(certs)
+    assert notes["s"] == ["s at G=8 was certified under the fixed setting temperature=0.5, its other G under the "
+                          "default setting: one curve, as the sweep wrote it (no G has both), so what changes "
+                          "between those G may be the setting's, not G's"]
+    assert set(notes) == {"s", *curves}
+
+
 def test_certifications_that_differ_only_in_their_fixed_seed_are_repeats_of_one_point():
     """A fixed seed is no setting: two certifications of one point under two seeds are seed repeats."""
     from analysis.experiments import curve_notes, generation_points
