@@ -441,17 +441,25 @@ def setting_curves(points: pd.DataFrame) -> set[str]:
             if curve_method(str(label), setting) != str(label)}
 
 
-def failed_curves(fits: Mapping[str, PowerLawFit | str], points: pd.DataFrame) -> list[str]:
-    """The curves of ``fits`` (``analysis.fits.fit_groups`` of ``points``, :func:`generation_points`,
-    by method) whose fit failed: those that make ``megadocs analysis fit SWEEP.yaml`` exit 1. Every
-    curve not fitted, except a curve of a method's other setting (:func:`setting_curves`) with too few G
-    for the fit's free parameters (``analysis.fits.NotFitted.too_few_points``): a setting tried at one
-    G so far keeps its points and its reason, and is no failed fit. A method's own curve that cannot be
-    fitted (too few G included: the method itself has no L(G)) and a curve of any setting whose points
-    no law describes (losses that do not fall) are failed fits."""
+def failed_curves(fits: Mapping[Any, PowerLawFit | str], points: pd.DataFrame, group: str = "method") -> list[Any]:
+    """The groups of ``fits`` (``analysis.fits.fit_groups`` of ``points``, :func:`generation_points`,
+    by ``group``: the curves, by method, unless ``megadocs analysis fit SWEEP.yaml --group`` names
+    another column) whose fit failed: those that make the command exit 1. Every group not fitted,
+    except one whose points all lie on curves of a method's other setting (:func:`setting_curves`; by
+    method: such a curve) with too few points for the fit's free parameters
+    (``analysis.fits.NotFitted.too_few_points``): a setting tried at one G so far keeps its points and
+    its reason, and is no failed fit, however the points are grouped. A method's own curve that cannot
+    be fitted (too few G included: the method itself has no L(G)), a group with a point of one, and a
+    group whose points no law describes (losses that do not fall) are failed fits."""
     others = setting_curves(points)
-    return [str(name) for name, fit in fits.items()
-            if isinstance(fit, str) and not (name in others and getattr(fit, "too_few_points", False))]
+    labels = points["method"].astype(str) if "method" in points else pd.Series("", index=points.index)
+
+    def another_settings(name: Any) -> bool:
+        mine = labels[points[group] == name] if group in points else labels.iloc[:0]
+        return len(mine) > 0 and set(mine) <= others
+
+    return [name for name, fit in fits.items()  # the names as fits has them (a --group of numbers: numbers)
+            if isinstance(fit, str) and not (getattr(fit, "too_few_points", False) and another_settings(name))]
 
 
 def curve_points(table: pd.DataFrame) -> tuple[str, pd.DataFrame]:

@@ -658,6 +658,35 @@ def test_a_failed_fit_is_a_curve_not_fitted_but_a_too_short_curve_of_another_set
     assert failed_curves(fixed, points) == ["s [t=2]", "s [t=3]", "u"]
 
 
+def test_a_too_short_curve_of_another_setting_is_no_failed_fit_however_the_points_are_grouped():
+    """The too-short exemption held only for `--group method`: grouped by setting, t=3's two points (a
+    curve of s's other setting, too few for three free parameters) were a failed fit. A group whose
+    points all lie on curves of another setting is exempt under any grouping; a group with a point of a
+    method's own curve (u at t=1) is not, nor a group whose losses rise (t=2)."""
+    from analysis.experiments import failed_curves
+    from analysis.fits import fit_groups
+
+    points = pd.DataFrame({
+        "method": ["s"] * 4 + ["s [t=1]"] + ["s [t=2]"] * 3 + ["s [t=3]"] * 2 + ["u"],
+        "setting": [""] * 4 + ["t=1"] + ["t=2"] * 3 + ["t=3"] * 2 + ["t=1"],
+        "g": [1, 2, 4, 8, 2, 1, 2, 4, 1, 2, 4],
+        "loss": [3.5, 3.45, 3.42, 3.41, 3.44, 3.5, 3.55, 3.6, 3.4, 3.45, 3.4]})
+    fits = fit_groups(points, x="g", y="loss", group="setting", n_boot=0)
+    assert failed_curves(fits, points, "setting") == ["t=1", "t=2"]
+    by_g = fit_groups(points, x="loss", y="g", group="g", n_boot=0)  # a grouping of numbers: names as fitted
+    assert failed_curves(by_g, points, "g") == [1, 2, 4, 8]
+
+
+def test_fit_of_a_sweep_grouped_by_setting_exits_0_where_only_another_settings_points_are_too_few(pinned, capsys):
+    """`megadocs analysis fit SWEEP.yaml --group setting`: epochs=4's one point (simple-g2-short, the
+    curve `simple [epochs=4]`) made the command exit 1; it exits 0 as with the default grouping."""
+    from megadocs.cli import main
+
+    assert main(["analysis", "fit", str(pinned), "--bootstrap", "0", "--group", "setting"]) == 0
+    out = capsys.readouterr().out
+    assert "[epochs=4]\n  not fitted" in out and "another setting than their method's only, with too few G" in out
+
+
 def _searched_again(*, extra_loss: float | None):
     """The toy sweep (simple at G = 1, 2, 4, 8) and simple-g2-again, a second certification of simple at
     G=2 that differs only in how its search ran: it adopted every run of simple-g2 (same run
