@@ -643,7 +643,10 @@ def test_a_failed_fit_is_a_curve_not_fitted_but_a_too_short_curve_of_another_set
     """What makes `analysis fit SWEEP.yaml` exit 1 (``failed_curves``): a method's own curve that
     cannot be fitted (too few G, or losses that rise) and a curve of another setting whose points no
     law describes; not a curve of another setting with too few G for the free parameters (with alpha
-    fixed, two G are enough and a rise at two G is a failed fit)."""
+    fixed, two G are enough and a rise at two G is a failed fit). Under another `--group` alike: the
+    exemption held only by method, so grouped by setting t=3's two points were a failed fit; a group
+    whose points all lie on curves of another setting is exempt, not one with a point of a method's
+    own curve (u at t=1) nor one whose losses rise (t=2)."""
     from analysis.experiments import failed_curves
     from analysis.fits import fit_groups
 
@@ -656,23 +659,8 @@ def test_a_failed_fit_is_a_curve_not_fitted_but_a_too_short_curve_of_another_set
     assert failed_curves(fits, points) == ["s [t=2]", "u"]
     fixed = fit_groups(points, x="g", y="loss", group="method", n_boot=0, fix_alpha=0.5)
     assert failed_curves(fixed, points) == ["s [t=2]", "s [t=3]", "u"]
-
-
-def test_a_too_short_curve_of_another_setting_is_no_failed_fit_however_the_points_are_grouped():
-    """The too-short exemption held only for `--group method`: grouped by setting, t=3's two points (a
-    curve of s's other setting, too few for three free parameters) were a failed fit. A group whose
-    points all lie on curves of another setting is exempt under any grouping; a group with a point of a
-    method's own curve (u at t=1) is not, nor a group whose losses rise (t=2)."""
-    from analysis.experiments import failed_curves
-    from analysis.fits import fit_groups
-
-    points = pd.DataFrame({
-        "method": ["s"] * 4 + ["s [t=1]"] + ["s [t=2]"] * 3 + ["s [t=3]"] * 2 + ["u"],
-        "setting": [""] * 4 + ["t=1"] + ["t=2"] * 3 + ["t=3"] * 2 + ["t=1"],
-        "g": [1, 2, 4, 8, 2, 1, 2, 4, 1, 2, 4],
-        "loss": [3.5, 3.45, 3.42, 3.41, 3.44, 3.5, 3.55, 3.6, 3.4, 3.45, 3.4]})
-    fits = fit_groups(points, x="g", y="loss", group="setting", n_boot=0)
-    assert failed_curves(fits, points, "setting") == ["t=1", "t=2"]
+    by_setting = fit_groups(points, x="g", y="loss", group="setting", n_boot=0)
+    assert failed_curves(by_setting, points, "setting") == ["t=1", "t=2"]
     by_g = fit_groups(points, x="loss", y="g", group="g", n_boot=0)  # a grouping of numbers: names as fitted
     assert failed_curves(by_g, points, "g") == [1, 2, 4, 8]
 
