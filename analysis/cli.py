@@ -340,10 +340,10 @@ def _fit(args) -> int:
     frame = frame.assign(**{column: numeric_column(frame, column, args.input) for column in (x, args.y)})
     with flags_named(args._parser, where=FIT):  # --huber: ..., not the fit's huber_delta
         fits = _fit_table(frame, x=x, y=args.y, group=group, **options)
-    if sweep and group == "method":  # a curve of another setting with too few G is no failed fit
+    if sweep:  # a curve of another setting with too few G is no failed fit, however the points are grouped
         from analysis.experiments import failed_curves
 
-        failed = failed_curves(fits, frame)
+        failed = failed_curves(fits, frame, group)
     else:
         failed = [name for name, fit in fits.items() if isinstance(fit, str)]
     if args.json:
@@ -359,7 +359,8 @@ def _fit(args) -> int:
         if isinstance(fit, str):
             print(f"  not fitted: {fit}")
             if name not in failed:
-                print("  (a curve of another setting than the method's, with too few G: no failed fit)")
+                print("  (a curve of another setting than the method's, with too few G: no failed fit)" if group == "method"
+                      else "  (points of curves of another setting than their method's only, with too few G: no failed fit)")
         else:
             print(describe_fit(fit, x))
     return Exit.NEGATIVE if failed else Exit.OK

@@ -15,9 +15,8 @@ import numpy as np
 import pandas as pd
 
 from analysis.frame import BENCH, POINT_RUNS, SETTING, VAL, PointRun, columns_with, point_of
-from search.grid import points_equal
 from search.params import SEED, format_point
-from search.status import tuned_at_g
+from search.status import Certified, configuration_loss, tuned_at_g
 
 __all__ = ["CONFIGURATION", "model_key", "configuration_groups", "one_point_per_configuration",
            "seed_repeats", "recipe_losses", "lowest_recipe"]
@@ -68,7 +67,7 @@ def recipe_losses(frame: pd.DataFrame, column: str) -> list[tuple[float, pd.Data
     >>> [(loss, list(part["certification"])) for loss, part in recipe_losses(frame, "loss")]
     [(3.6, ['a', 'a-s1']), (3.55, ['b'])]
     """
-    return [(tuned_at_g([(float(loss), None)] for loss in pd.to_numeric(part[column])).loss, part)
+    return [(tuned_at_g([Certified.of_loss(loss)] for loss in pd.to_numeric(part[column])).loss, part)
             for part in seed_repeats(frame)]
 
 
@@ -84,8 +83,9 @@ def one_point_per_configuration(curves: pd.DataFrame) -> tuple[pd.DataFrame, dic
 
     Certifications of one configuration are not independent repeats: the sweep adopts a finished run
     of the same identity, so two of them at one point may rest on the very same runs. They become
-    one point: where some are certified, only those (a search still running is left out beside them);
-    at each certified point its loss columns are the mean over the distinct runs there
+    one point: where some are certified, only those (a search still running is left out beside them),
+    merged by :func:`search.status.configuration_loss` (``search status``'s G trend's rule too): at
+    each certified point its loss columns are the mean over the distinct runs there
     (:data:`analysis.frame.POINT_RUNS`; a certification without run identities counts as a run of its
     own); of different points (two local optima) the curve takes the lowest loss, the better-tuned one.
     The row is that point's certification with the most distinct runs (its name, point, noise)."""
@@ -113,82 +113,54 @@ def one_point_per_configuration(curves: pd.DataFrame) -> tuple[pd.DataFrame, dic
 
 def _combined(part: pd.DataFrame) -> tuple[Any, dict[str, float], str]:
     """The row that stands for several certifications of one configuration (its index), the loss
-    columns it takes, and the note that says how (:func:`one_point_per_configuration`)."""
+    columns it takes, and the note that says how (:func:`one_point_per_configuration`; the merge is
+    :func:`search.status.configuration_loss`, ``search status``'s G trend's rule too)."""
     names = [str(name) for name in part["certification"]]
     certified = part["certified"].astype(bool) if "certified" in part else pd.Series(True, index=part.index)
     searching = [str(name) for name, done in zip(part["certification"], certified) if not done]
     candidates = part[certified] if certified.any() else part
     if not certified.any():
         searching = []
-    points: list[tuple[dict[str, Any], list[Any]]] = []  # (point, indices of the certifications there)
-    for index, row in candidates.iterrows():
-        point = point_of(row)
-        for known, members in points:
-            if points_equal(known, point):
-                members.append(index)
-                break
-        else:
-            points.append((point, [index]))
+    indices = list(candidates.index)
+    certifications = [Certified(str(row["certification"]), point_of(row), _values(row), _runs(row))
+                       for _, row in candidates.iterrows()]
+    merged = configuration_loss(certifications)
     numbers = ["loss", *columns_with(part, VAL), *columns_with(part, BENCH)]
-    measured = []
-    for point, members in points:
-        runs = _distinct_runs(part.loc[members])
-        means = {column: float(np.mean(values)) if (values := [run.values[column] for run in runs
-                                                               if column in run.values]) else math.nan
-                 for column in numbers}
-        measured.append((point, members, runs, means))
-    best = min(measured, key=lambda item: (item[3]["loss"] if math.isfinite(item[3]["loss"]) else math.inf))
-    point, members, runs, means = best
-    representative = max(members, key=lambda index: (len(_runs_of(part.loc[index])), -members.index(index)))
+    means = {column: merged.best.values.get(column, math.nan) for column in numbers}
+    representative = indices[merged.best.representative]
     g = part["g"].iloc[0]
     text = (f"one point at G={g:g} from {' and '.join(names)}: they search one configuration (method, G, model, "
             "seed and setting; only how their search ran differs: start, noise, max_runs), so they are one "
             "measurement, not seed repeats")
     if searching:
         text += f"; {', '.join(searching)} not certified yet: left out beside the certified one(s)"
-    if len(measured) == 1:
-        shared = _shared_runs(part.loc[members])
-        text += (f"; the certified point {_point_words(point)} rests on {len(runs)} distinct run(s)"
-                 f"{f' ({shared} shared)' if shared else ''}, loss {means['loss']:.4f} their mean")
+    if len(merged.points) == 1:
+        shared = merged.best.shared(certifications)
+        text += (f"; the certified point {_point_words(merged.best.point)} rests on {len(merged.best.runs)} distinct "
+                 f"run(s){f' ({shared} shared)' if shared else ''}, loss {merged.best.loss:.4f} their mean")
     else:
-        found = "; ".join(f"{_point_words(p)}: {m['loss']:.4f} ({', '.join(str(part.loc[i, 'certification']) for i in ms)})"
-                          for p, ms, _runs, m in measured)
+        found = "; ".join(f"{_point_words(m.point)}: {m.loss:.4f} ({', '.join(certifications[i].name for i in m.members)})"
+                          for m in merged.points)
         text += (f"; they certified different points ({found}, each the mean of its distinct runs): the curve takes "
                  f"the lowest, {part.loc[representative, 'certification']}'s, the better-tuned of the local optima")
     return representative, means, text
 
 
-def _runs_of(row: pd.Series) -> tuple[PointRun, ...]:
-    """A certification's runs at its point; one of its own (named by the certification) where the
-    frame has no run identities (a frame built by hand)."""
+def _runs(row: pd.Series) -> tuple[PointRun, ...]:
+    """A certification's runs at its point (:data:`analysis.frame.POINT_RUNS`); none where the frame
+    has no run identities (a frame built by hand): then it counts as a run of its own."""
     runs = row.get(POINT_RUNS)
-    if isinstance(runs, tuple) and runs:
-        return runs
-    values = {column: float(row[column]) for column, value in row.items()
-              if (column == "loss" or str(column).startswith((VAL, BENCH))) and _finite(value)}
-    return (PointRun(f"certification {row['certification']}", values),)
+    return runs if isinstance(runs, tuple) else ()
+
+
+def _values(row: pd.Series) -> dict[str, float]:
+    """A certification's own numbers: its finite loss, ``val_loss.<set>`` and ``bench.<task>``."""
+    return {column: float(row[column]) for column, value in row.items()
+            if (column == "loss" or str(column).startswith((VAL, BENCH))) and _finite(value)}
 
 
 def _finite(value: Any) -> bool:
     return isinstance(value, int | float | np.number) and not isinstance(value, bool) and math.isfinite(float(value))
-
-
-def _distinct_runs(part: pd.DataFrame) -> list[PointRun]:
-    """The runs of ``part``'s certifications, each identity once."""
-    runs: dict[str, PointRun] = {}
-    for _, row in part.iterrows():
-        for run in _runs_of(row):
-            runs.setdefault(run.run_id, run)
-    return list(runs.values())
-
-
-def _shared_runs(part: pd.DataFrame) -> int:
-    """How many run identities more than one of ``part``'s certifications rests on."""
-    counts: dict[str, int] = {}
-    for _, row in part.iterrows():
-        for run in _runs_of(row):
-            counts[run.run_id] = counts.get(run.run_id, 0) + 1
-    return sum(count > 1 for count in counts.values())
 
 
 def _point_words(point: Mapping[str, Any]) -> str:

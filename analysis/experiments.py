@@ -362,8 +362,11 @@ def curve_notes(certifications: pd.DataFrame) -> dict[str, list[str]]:
     names it) in the ``method`` column of :func:`generation_curves`, so that the generation table,
     the fits, the rise check and the figures read it as a curve of its own, compared with the
     real-only baseline of its setting (:func:`analysis.generation.baseline_for`); one with too few G
-    to fit keeps its points and the fit's reason. Settings that differ only across G (never at one G)
-    stay one curve, as the sweep wrote it. Certifications of one configuration
+    to fit keeps its points and the fit's reason. A setting certified only at G the method's curve does not
+    have (the sweep file changed between G: never two settings at one G) is a point of that curve, as
+    the sweep wrote it, with a note that names the G and the setting: the paper compares one
+    algorithm's tuned loss across G, and a curve of its own would leave the method's curve without
+    those G. Certifications of one configuration
     (:data:`CONFIGURATION`: they differ only in how their search ran) become one point, their shared
     runs counted once (:func:`one_point_per_configuration`), and a note says how. Every output that fits L(G) (the report,
     the notebook, ``megadocs analysis fit SWEEP.yaml``) adds these to the fit's notes
@@ -394,11 +397,19 @@ def _one_curve_per_setting(curves: pd.DataFrame) -> tuple[pd.DataFrame, dict[str
     synthetic = curves["method"].notna() & (curves["method"] != BASELINE_METHOD)
     for method, part in curves[synthetic].groupby("method", sort=True):
         mine = settings[part.index]
-        if not (mine.groupby(part["g"]).nunique() > 1).any():
-            continue
         counts = mine.value_counts()
         kept = min(counts.index, key=lambda setting: (-counts[setting], setting))
-        for setting in sorted(set(mine) - {kept}):
+        on_curve = set(part["g"][mine == kept])  # the G the method's curve has, growing as settings join it
+        for setting in sorted(set(mine) - {kept}, key=lambda setting: (-counts[setting], setting)):
+            at = part["g"][mine == setting]
+            if on_curve.isdisjoint(at):  # only at other G: the sweep changed the setting between G
+                on_curve.update(at)
+                gs = ", ".join(f"{g:g}" for g in sorted(set(at)))
+                notes.setdefault(str(method), []).append(
+                    f"{method} at G={gs} was certified under {setting_words(setting)}, its other G under "
+                    f"{setting_words(kept)}: one curve, as the sweep wrote it (no G has both), so what changes "
+                    "between those G may be the setting's, not G's")
+                continue
             label = curve_label(str(method), setting)
             labels[mine.index[mine == setting]] = label
             notes[label] = [
@@ -430,17 +441,25 @@ def setting_curves(points: pd.DataFrame) -> set[str]:
             if curve_method(str(label), setting) != str(label)}
 
 
-def failed_curves(fits: Mapping[str, PowerLawFit | str], points: pd.DataFrame) -> list[str]:
-    """The curves of ``fits`` (``analysis.fits.fit_groups`` of ``points``, :func:`generation_points`,
-    by method) whose fit failed: those that make ``megadocs analysis fit SWEEP.yaml`` exit 1. Every
-    curve not fitted, except a curve of a method's other setting (:func:`setting_curves`) with too few G
-    for the fit's free parameters (``analysis.fits.NotFitted.too_few_points``): a setting tried at one
-    G so far keeps its points and its reason, and is no failed fit. A method's own curve that cannot be
-    fitted (too few G included: the method itself has no L(G)) and a curve of any setting whose points
-    no law describes (losses that do not fall) are failed fits."""
+def failed_curves(fits: Mapping[Any, PowerLawFit | str], points: pd.DataFrame, group: str = "method") -> list[Any]:
+    """The groups of ``fits`` (``analysis.fits.fit_groups`` of ``points``, :func:`generation_points`,
+    by ``group``: the curves, by method, unless ``megadocs analysis fit SWEEP.yaml --group`` names
+    another column) whose fit failed: those that make the command exit 1. Every group not fitted,
+    except one whose points all lie on curves of a method's other setting (:func:`setting_curves`; by
+    method: such a curve) with too few points for the fit's free parameters
+    (``analysis.fits.NotFitted.too_few_points``): a setting tried at one G so far keeps its points and
+    its reason, and is no failed fit, however the points are grouped. A method's own curve that cannot
+    be fitted (too few G included: the method itself has no L(G)), a group with a point of one, and a
+    group whose points no law describes (losses that do not fall) are failed fits."""
     others = setting_curves(points)
-    return [str(name) for name, fit in fits.items()
-            if isinstance(fit, str) and not (name in others and getattr(fit, "too_few_points", False))]
+    labels = points["method"].astype(str) if "method" in points else pd.Series("", index=points.index)
+
+    def another_settings(name: Any) -> bool:
+        mine = labels[points[group] == name] if group in points else labels.iloc[:0]
+        return len(mine) > 0 and set(mine) <= others
+
+    return [name for name, fit in fits.items()  # the names as fits has them (a --group of numbers: numbers)
+            if isinstance(fit, str) and not (getattr(fit, "too_few_points", False) and another_settings(name))]
 
 
 def curve_points(table: pd.DataFrame) -> tuple[str, pd.DataFrame]:

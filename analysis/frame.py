@@ -66,7 +66,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -77,6 +76,7 @@ from megadocs.formats import IID, REAL, RunMetrics, RunStatus
 from search.grid import format_bounds, points_equal
 from search.ledger import RunRecord
 from search.params import METHOD, MODEL, SEED, G, RunParams, format_setting
+from search.status import PointRun  # the run record the merge rule reads (search.status.configuration_loss)
 
 if TYPE_CHECKING:
     from search.status import CertificationSummary
@@ -135,16 +135,6 @@ BASE_COLUMNS = (
     "sweep", "certification", "kind", "trial", "run_id", "run_dir", "status", "loss",
     *FIXED_COLUMNS, "member", "wall_time_s", "job_id", "attempts", "reason", "failure", "adopted_from",
 )
-
-
-@dataclass(frozen=True)
-class PointRun:
-    """One run at a certification's certified point: its identity (``run_id``, shared by every study
-    that adopted it) and its numbers, by certifications-frame column (``loss``, ``val_loss.<set>``,
-    ``bench.<task>``; a column the run has no number in is absent)."""
-
-    run_id: str
-    values: Mapping[str, float] = field(default_factory=dict)
 
 
 def _number(value: Any) -> float | None:

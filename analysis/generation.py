@@ -21,7 +21,7 @@ from analysis.noise import seed_noise
 from analysis.scaling import PowerLawFit
 from megadocs.errors import UserError
 from megadocs.formats import IID, REAL
-from search.status import tuned_at_g, warm_start_advice
+from search.status import Certified, tuned_at_g, warm_start_advice
 
 __all__ = ["BASELINE_METHOD", "COLUMNS", "empty_table", "with_optional_columns", "loss_column", "baseline_for",
            "generation_table", "baseline_notes", "main_set", "Rise", "monotonicity"]
@@ -265,7 +265,7 @@ def monotonicity(table: pd.DataFrame, *, tolerance: float = RISE_TOLERANCE, sigm
     ``sigma`` (the seed noise the tolerance came from) is kept on each rise."""
     rises = []
     for (val_set, method), group in table[table["method"] != BASELINE_METHOD].groupby(["set", "method"]):
-        points = [(g, tuned_at_g([(float(loss), _name(name))] for loss, name in zip(rows["loss"], rows["certification"])),
+        points = [(g, tuned_at_g([Certified.of_loss(loss, _name(name))] for loss, name in zip(rows["loss"], rows["certification"])),
                    rows) for g, rows in group.groupby("g", sort=True)]
         for (g_from, before, _), (g_to, after, rows) in zip(points, points[1:]):
             if after.loss > before.loss + tolerance:

@@ -72,7 +72,7 @@ def certification(method: str, g: int, *, start=None, sweep: str = "toy", extra_
             job_id=str(1000 + i), wall_time_s=WALL_TIME_S,
         ))
     summary = CertificationSummary.of_search(search, LedgerFacts(study=f"{sweep}/{name}",
-                                                                       fixed={"method": method, "g": g}))
+                                                                 fixed={"method": method, "g": g}, records=tuple(records)))
     summary = _with_compute(summary, len(records))
     return records, summary
 

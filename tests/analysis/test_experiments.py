@@ -524,6 +524,33 @@ def test_the_empty_setting_as_another_settings_curve_has_a_short_label():
         "of that one's points"]
 
 
+@pytest.mark.parametrize("tried", [False, True])
+def test_a_setting_changed_between_g_is_a_point_of_the_methods_curve_with_a_note(tried):
+    """s certified at G = 1, 2, 4 with nothing fixed and at G=8 at temperature 0.5 (the sweep file
+    changed between G), and, with ``tried``, temperature 1 tried beside G=2: that second setting at a
+    G of s's curve split every other setting off, so G=8 became a one-point curve `s [temperature=0.5]`
+    and s's L(G) lost its largest G (without it, one curve and no word of the change). G=8 is s's
+    point now, with a note naming the G and the setting; temperature 1 at G=2 is still its own curve."""
+    from analysis.experiments import curve_notes, generation_points, setting_curves
+
+    rows = [("s-g1", 1, "", 3.50), ("s-g2", 2, "", 3.45), ("s-g4", 4, "", 3.42), ("s-g8", 8, "temperature=0.5", 3.41)]
+    rows += [("s-g2-hot", 2, "temperature=1", 3.47)] if tried else []
+    rows.append(("real", 0, "", 3.60))
+    certs = pd.DataFrame({"certification": [r[0] for r in rows], "method": ["s"] * (len(rows) - 1) + ["real"],
+                          "g": [r[1] for r in rows], "setting": [r[2] for r in rows], "seed": 0, "certified": True,
+                          "loss": [r[3] for r in rows], "point.lr": 3e-3})
+    _main, points = generation_points(certs)
+    curves = points.groupby("method")["certification"].apply(sorted).to_dict()
+    assert curves.pop("s") == ["s-g1", "s-g2", "s-g4", "s-g8"]
+    assert curves == ({"s [temperature=1]": ["s-g2-hot"]} if tried else {})
+    assert setting_curves(points) == set(curves)
+    notes = curve_notes(certs)
+    assert notes["s"] == ["s at G=8 was certified under the fixed setting temperature=0.5, its other G under the "
+                          "default setting: one curve, as the sweep wrote it (no G has both), so what changes "
+                          "between those G may be the setting's, not G's"]
+    assert set(notes) == {"s", *curves}
+
+
 def test_certifications_that_differ_only_in_their_fixed_seed_are_repeats_of_one_point():
     """A fixed seed is no setting: two certifications of one point under two seeds are seed repeats."""
     from analysis.experiments import curve_notes, generation_points
@@ -616,7 +643,10 @@ def test_a_failed_fit_is_a_curve_not_fitted_but_a_too_short_curve_of_another_set
     """What makes `analysis fit SWEEP.yaml` exit 1 (``failed_curves``): a method's own curve that
     cannot be fitted (too few G, or losses that rise) and a curve of another setting whose points no
     law describes; not a curve of another setting with too few G for the free parameters (with alpha
-    fixed, two G are enough and a rise at two G is a failed fit)."""
+    fixed, two G are enough and a rise at two G is a failed fit). Under another `--group` alike: the
+    exemption held only by method, so grouped by setting t=3's two points were a failed fit; a group
+    whose points all lie on curves of another setting is exempt, not one with a point of a method's
+    own curve (u at t=1) nor one whose losses rise (t=2)."""
     from analysis.experiments import failed_curves
     from analysis.fits import fit_groups
 
@@ -629,6 +659,20 @@ def test_a_failed_fit_is_a_curve_not_fitted_but_a_too_short_curve_of_another_set
     assert failed_curves(fits, points) == ["s [t=2]", "u"]
     fixed = fit_groups(points, x="g", y="loss", group="method", n_boot=0, fix_alpha=0.5)
     assert failed_curves(fixed, points) == ["s [t=2]", "s [t=3]", "u"]
+    by_setting = fit_groups(points, x="g", y="loss", group="setting", n_boot=0)
+    assert failed_curves(by_setting, points, "setting") == ["t=1", "t=2"]
+    by_g = fit_groups(points, x="loss", y="g", group="g", n_boot=0)  # a grouping of numbers: names as fitted
+    assert failed_curves(by_g, points, "g") == [1, 2, 4, 8]
+
+
+def test_fit_of_a_sweep_grouped_by_setting_exits_0_where_only_another_settings_points_are_too_few(pinned, capsys):
+    """`megadocs analysis fit SWEEP.yaml --group setting`: epochs=4's one point (simple-g2-short, the
+    curve `simple [epochs=4]`) made the command exit 1; it exits 0 as with the default grouping."""
+    from megadocs.cli import main
+
+    assert main(["analysis", "fit", str(pinned), "--bootstrap", "0", "--group", "setting"]) == 0
+    out = capsys.readouterr().out
+    assert "[epochs=4]\n  not fitted" in out and "another setting than their method's only, with too few G" in out
 
 
 def _searched_again(*, extra_loss: float | None):
@@ -636,9 +680,19 @@ def _searched_again(*, extra_loss: float | None):
     G=2 that differs only in how its search ran: it adopted every run of simple-g2 (same run
     identities) and, with ``extra_loss``, ran one more seed at the certified point with that loss
     (``noise: {repeats: 2}``): (certifications frame, the loss of simple-g2)."""
+    from analysis.frame import certifications_frame, runs_frame
+
+    records, summaries, loss = _searched_again_ledger(extra_loss=extra_loss)
+    return certifications_frame(summaries, runs_frame(records)), loss
+
+
+def _searched_again_ledger(*, extra_loss: float | None):
+    """:func:`_searched_again`'s ledger records, the summaries ``search status`` makes of them
+    (simple-g2-again's point runs read from its records, :func:`search.status.runs_at_point`), and
+    the loss of simple-g2."""
     import dataclasses
 
-    from analysis.frame import certifications_frame, runs_frame
+    from search.status import runs_at_point
     from tests.analysis import synthetic
 
     records, summaries = synthetic.sweep(methods=("simple",), gs=(1, 2, 4, 8))
@@ -653,9 +707,32 @@ def _searched_again(*, extra_loss: float | None):
             metrics=at_point.metrics.model_copy(update={"val_loss": extra_loss, "val_losses": {
                 k: v + extra_loss - at_point.loss for k, v in at_point.metrics.val_losses.items()}})))
         loss = (first.loss + extra_loss) / 2
-    summary = dataclasses.replace(first, name="simple-g2-again",
+    summary = dataclasses.replace(first, name="simple-g2-again", point_runs=runs_at_point(again, first.point),
                                   certificate=dataclasses.replace(first.certificate, loss=loss))
-    return certifications_frame([*summaries, summary], runs_frame(records + again)), first.loss
+    return records + again, [*summaries, summary], first.loss
+
+
+def test_search_status_and_the_analysis_merge_a_configuration_certified_twice_alike():
+    """simple-g2-again certified simple-g2's point again, on the run they share and one more seed
+    there (a noise repeat, 0.1 worse): `search status`'s G trend took the lower of the two certified
+    losses (the shared run's alone, simple-g2's) where the analysis took the mean of the two distinct
+    runs, so `status` read G=2 0.05 lower than the report and saw no rise from G=1 where the report
+    did. One rule now (search.status.configuration_loss): both read the mean and both flag the rise."""
+    from analysis.experiments import generation_points
+    from analysis.frame import certifications_frame, runs_frame
+    from analysis.generation import monotonicity
+    from search.status import g_trend, g_trend_warnings
+
+    records, summaries, loss = _searched_again_ledger(extra_loss=loss_plus(0.1))
+    _main, points = generation_points(certifications_frame(summaries, runs_frame(records)))
+    analysis = points.set_index("g")["loss"].to_dict()
+    status = {g: tuned.loss for g, tuned in g_trend(summaries)["simple"]}
+    assert analysis[2] == pytest.approx(loss + 0.05) and status == pytest.approx(analysis)
+    table = points.assign(set="iid", warm_start=None)
+    [rise] = monotonicity(table, tolerance=0.0)
+    [warning] = g_trend_warnings(summaries)
+    assert (rise.g_from, rise.g_to) == (1, 2)
+    assert f"g=1: {rise.loss_from:.4f} -> simple-g2-again g=2: {rise.loss_to:.4f}" in warning
 
 
 @pytest.mark.parametrize("extra", [None, 0.004])

@@ -117,10 +117,10 @@ def test_a_model_fixed_to_the_base_preset_is_the_base_model_s_curve():
     from search.status import CertificationSummary, RunCounts
     from search.sweep import Sweep
 
-    def summary(name, g, loss, **model):
+    def summary(name, g, loss, point=None, **model):
         return CertificationSummary(
             name=name, state=CertState.CERTIFIED, best=None, runs=RunCounts(),
-            certificate=Certificate({"lr": 0.003}, loss, (), ()), path=(), bounds_hit=(),
+            certificate=Certificate(point or {"lr": 0.003}, loss, (), ()), path=(), bounds_hit=(),
             fixed={"method": "simple", "g": g, **model})
 
     certifications = [{"name": "simple-g4", "fixed": {"method": "simple", "g": 4}},
@@ -133,8 +133,8 @@ def test_a_model_fixed_to_the_base_preset_is_the_base_model_s_curve():
     rising = [summary("simple-g4", 4, 3.5), summary("simple-g8", 8, 3.6, model="300m")]
     [warning] = g_trend_warnings(rising, sweep.base_model)
     assert warning.startswith("simple: certified loss rises with G (simple-g4 g=4: 3.5000 -> simple-g8 g=8: 3.6000)")
-    # at one G, the written and the unwritten base model are one configuration (the better tuned counts)
-    again = summary("simple-g8-base", 8, 3.4)
+    # at one G, the written and the unwritten base model are one configuration (the better-tuned optimum counts)
+    again = summary("simple-g8-base", 8, 3.4, {"lr": 0.001})
     assert g_trend_warnings([*rising, again], sweep.base_model) == []
     # another model is its own curve, named; without a base preset nothing changes
     assert g_trend_warnings([summary("simple-g4", 4, 3.5), summary("simple-g8", 8, 3.6, model="1.5b")], "300m") == []
@@ -298,21 +298,22 @@ def test_a_bad_ensemble_member_is_refused_before_anything_runs(tiny_store, workd
 
 def test_g_trend_takes_one_point_per_g_and_one_curve_per_setting():
     """A rising certification searched again under a new name from the smaller G (the advice) no
-    longer warns: of one configuration the lower certified loss counts; fixed-seed repeats at one G
-    are one point (their mean), never a rise "from G=2 to G=2"; another fixed setting is its own curve."""
+    longer warns once the new search certifies a lower point: of one configuration's local optima the
+    lower certified loss counts (search.status.configuration_loss); fixed-seed repeats at one G are
+    one point (their mean), never a rise "from G=2 to G=2"; another fixed setting is its own curve."""
     from search.certificate import Certificate, CertState
     from search.status import CertificationSummary, RunCounts
 
-    def summary(name, g, loss, **fixed):
+    def summary(name, g, loss, point=None, **fixed):
         return CertificationSummary(
             name=name, state=CertState.CERTIFIED, best=None, runs=RunCounts(),
-            certificate=Certificate({"lr": 0.003}, loss, (), ()), path=(), bounds_hit=(),
+            certificate=Certificate(point or {"lr": 0.003}, loss, (), ()), path=(), bounds_hit=(),
             fixed={"method": "latent", "g": g, **fixed})
 
     g2, g4 = summary("latent-g2", 2, 4.60), summary("latent-g4", 4, 4.80)
     [warning] = g_trend_warnings([g2, g4])
     assert warning.endswith(warm_start_advice("latent-g2", "latent-g4", {}))
-    assert g_trend_warnings([g2, g4, summary("latent-g4-again", 4, 4.55)]) == []
+    assert g_trend_warnings([g2, g4, summary("latent-g4-again", 4, 4.55, {"lr": 0.001})]) == []
     seeds = [summary("latent-g2-s1", 2, 4.60, seed=1), summary("latent-g2-s2", 2, 4.64, seed=2)]
     assert g_trend_warnings(seeds) == []
     [warning] = g_trend_warnings([*seeds, summary("latent-g4-s1", 4, 4.70, seed=1)])
