@@ -16,7 +16,7 @@ import pandas as pd
 
 from analysis.frame import BENCH, POINT_RUNS, SETTING, VAL, PointRun, columns_with, point_of
 from search.params import SEED, format_point
-from search.status import Certified, configuration_loss, tuned_at_g
+from search.tuned import Certified, configuration_loss, tuned_at_g
 
 __all__ = ["CONFIGURATION", "model_key", "configuration_groups", "one_point_per_configuration",
            "seed_repeats", "recipe_losses", "lowest_recipe"]
@@ -58,7 +58,7 @@ def seed_repeats(frame: pd.DataFrame) -> list[pd.DataFrame]:
 
 def recipe_losses(frame: pd.DataFrame, column: str) -> list[tuple[float, pd.DataFrame]]:
     """Each recipe of ``frame`` (its fixed-seed repeats, :func:`seed_repeats`) with its loss on
-    ``column``: the mean over the repeats, by ``search status``'s rule (:func:`search.status.tuned_at_g`,
+    ``column``: the mean over the repeats, by ``search status``'s rule (:func:`search.tuned.tuned_at_g`,
     each repeat one configuration). The one reading of a recipe's loss for the baseline
     (``analysis.generation.baseline_for``) and the student and synthetic-only tables.
 
@@ -84,7 +84,7 @@ def one_point_per_configuration(curves: pd.DataFrame) -> tuple[pd.DataFrame, dic
     Certifications of one configuration are not independent repeats: the sweep adopts a finished run
     of the same identity, so two of them at one point may rest on the very same runs. They become
     one point: where some are certified, only those (a search still running is left out beside them),
-    merged by :func:`search.status.configuration_loss` (``search status``'s G trend's rule too): at
+    merged by :func:`search.tuned.configuration_loss` (``search status``'s G trend's rule too): at
     each certified point its loss columns are the mean over the distinct runs there
     (:data:`analysis.frame.POINT_RUNS`; a certification without run identities counts as a run of its
     own); of different points (two local optima) the curve takes the lowest loss, the better-tuned one.
@@ -114,7 +114,7 @@ def one_point_per_configuration(curves: pd.DataFrame) -> tuple[pd.DataFrame, dic
 def _combined(part: pd.DataFrame) -> tuple[Any, dict[str, float], str]:
     """The row that stands for several certifications of one configuration (its index), the loss
     columns it takes, and the note that says how (:func:`one_point_per_configuration`; the merge is
-    :func:`search.status.configuration_loss`, ``search status``'s G trend's rule too)."""
+    :func:`search.tuned.configuration_loss`, ``search status``'s G trend's rule too)."""
     names = [str(name) for name in part["certification"]]
     certified = part["certified"].astype(bool) if "certified" in part else pd.Series(True, index=part.index)
     searching = [str(name) for name, done in zip(part["certification"], certified) if not done]

@@ -76,7 +76,7 @@ from megadocs.formats import IID, REAL, RunMetrics, RunStatus
 from search.grid import format_bounds, points_equal
 from search.ledger import RunRecord
 from search.params import METHOD, MODEL, SEED, G, RunParams, format_setting
-from search.status import PointRun  # the run record the merge rule reads (search.status.configuration_loss)
+from search.tuned import PointRun  # the run record the merge rule reads (search.tuned.configuration_loss)
 
 if TYPE_CHECKING:
     from search.status import CertificationSummary

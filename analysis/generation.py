@@ -21,7 +21,8 @@ from analysis.noise import seed_noise
 from analysis.scaling import PowerLawFit
 from megadocs.errors import UserError
 from megadocs.formats import IID, REAL
-from search.status import Certified, tuned_at_g, warm_start_advice
+from search.status import warm_start_advice
+from search.tuned import Certified, tuned_at_g
 
 __all__ = ["BASELINE_METHOD", "COLUMNS", "empty_table", "with_optional_columns", "loss_column", "baseline_for",
            "generation_table", "baseline_notes", "main_set", "Rise", "monotonicity"]
@@ -261,7 +262,7 @@ class Rise:
 def monotonicity(table: pd.DataFrame, *, tolerance: float = RISE_TOLERANCE, sigma: float | None = None) -> list[Rise]:
     """Rises of the tuned loss with G by more than ``tolerance`` per (set, method); empty when every
     curve is non-increasing. Several rows at one G (fixed-seed repeats: one row per configuration)
-    are one point by ``search status``'s rule (:func:`search.status.tuned_at_g`): their mean loss.
+    are one point by ``search status``'s rule (:func:`search.tuned.tuned_at_g`): their mean loss.
     ``sigma`` (the seed noise the tolerance came from) is kept on each rise."""
     rises = []
     for (val_set, method), group in table[table["method"] != BASELINE_METHOD].groupby(["set", "method"]):

@@ -688,11 +688,11 @@ def _searched_again(*, extra_loss: float | None):
 
 def _searched_again_ledger(*, extra_loss: float | None):
     """:func:`_searched_again`'s ledger records, the summaries ``search status`` makes of them
-    (simple-g2-again's point runs read from its records, :func:`search.status.runs_at_point`), and
+    (simple-g2-again's point runs read from its records, :func:`search.tuned.runs_at_point`), and
     the loss of simple-g2."""
     import dataclasses
 
-    from search.status import runs_at_point
+    from search.tuned import runs_at_point
     from tests.analysis import synthetic
 
     records, summaries = synthetic.sweep(methods=("simple",), gs=(1, 2, 4, 8))
@@ -717,7 +717,7 @@ def test_search_status_and_the_analysis_merge_a_configuration_certified_twice_al
     there (a noise repeat, 0.1 worse): `search status`'s G trend took the lower of the two certified
     losses (the shared run's alone, simple-g2's) where the analysis took the mean of the two distinct
     runs, so `status` read G=2 0.05 lower than the report and saw no rise from G=1 where the report
-    did. One rule now (search.status.configuration_loss): both read the mean and both flag the rise."""
+    did. One rule now (search.tuned.configuration_loss): both read the mean and both flag the rise."""
     from analysis.experiments import generation_points
     from analysis.frame import certifications_frame, runs_frame
     from analysis.generation import monotonicity

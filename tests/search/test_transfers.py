@@ -299,7 +299,7 @@ def test_a_bad_ensemble_member_is_refused_before_anything_runs(tiny_store, workd
 def test_g_trend_takes_one_point_per_g_and_one_curve_per_setting():
     """A rising certification searched again under a new name from the smaller G (the advice) no
     longer warns once the new search certifies a lower point: of one configuration's local optima the
-    lower certified loss counts (search.status.configuration_loss); fixed-seed repeats at one G are
+    lower certified loss counts (search.tuned.configuration_loss); fixed-seed repeats at one G are
     one point (their mean), never a rise "from G=2 to G=2"; another fixed setting is its own curve."""
     from search.certificate import Certificate, CertState
     from search.status import CertificationSummary, RunCounts
