@@ -258,10 +258,12 @@ class DistributedContext:
 
     def agree_on_run_folder(self, out: Path, seen: str) -> None:
         """Check that every rank sees RUN (`out`) alike: each rank's host, `out` as it resolves there
-        and what it `seen` there (``finished``, ``not finished``, or the line of its refusal) are
-        gathered over the control group (one small all-gather), before any rank acts on it. A
-        relative or node-local RUN otherwise let a rank that found a finished run return its metrics
-        while another trained alone (and failed in its next collective), or one rank refuse alone.
+        and what it `seen` there (``finished``, ``not finished, checkpoint at step 120``, ``not
+        finished, no checkpoint``, or the line of its refusal: `train.loop.run`) are gathered over
+        the control group (one small all-gather), before any rank acts on it. A relative or
+        node-local RUN otherwise let a rank that found a finished run return its metrics while
+        another trained alone (and failed in its next collective), one rank refuse alone, or rank 0
+        resume from its checkpoint while another started at step 0 (each reads the checkpoint).
 
         Raises:
             EveryRankError: on every rank, the same line naming rank 0 and the first rank that sees

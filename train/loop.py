@@ -59,7 +59,7 @@ from megadocs.formats import (
     finite_or_none,
 )
 from train.attention import attention_backend, set_attention
-from train.checkpoint import CheckpointWriter, read_checkpoint, restore_progress
+from train.checkpoint import CheckpointWriter, checkpoint_step, read_checkpoint, restore_progress
 from train.compile import compile_wanted
 from train.config import AUTO, RunConfig
 from train.curves import PeriodicValidation
@@ -135,11 +135,17 @@ def run(config: RunConfig, out: str | Path, stores: RunStores | None = None, *,
                     "keep the new, and the sweep's next certify names its runs by what is there (the runs of the "
                     "earlier data or code are then superseded, not mixed in); nothing was trained"
                 )
+            resumes: int | None = None
             try:  # what RUN holds, as this rank sees it: agreed below before any rank acts on it
                 finished: RunMetrics | UserError | None = RunLifecycle.finished(out, identity, config)
-            except UserError as exc:  # RUN holds another run
+                # several processes: the step every rank resumes from (each reads the checkpoint), read
+                # from the file's index alone; a node-local RUN may hold it on rank 0's node only
+                resumes = checkpoint_step(out) if finished is None and dist.distributed else None
+            except UserError as exc:  # RUN holds another run, or a checkpoint that cannot be read
                 finished = exc
-            seen = str(finished) if isinstance(finished, UserError) else "not finished" if finished is None else "finished"
+            seen = (str(finished) if isinstance(finished, UserError) else "finished" if finished is not None
+                    else f"not finished, checkpoint at step {resumes}" if resumes is not None
+                    else "not finished, no checkpoint")  # fmt: skip
             dist.agree_on_run_folder(out, seen)  # a node that sees another RUN stops every rank
             if isinstance(finished, UserError):
                 raise finished

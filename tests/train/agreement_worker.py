@@ -17,6 +17,8 @@ error it ended with (None: none; a UserError's line, any other exception's prefi
   joins the others in `run`, which returns its metrics on every rank).
 - ``loop-folder``: `train.loop.run` into RUN ``run``, relative: each rank's own folder (as a
   node-local path would be), rank 1's holding the finished run DONE's metrics, rank 0's none.
+- ``loop-checkpoint``: `train.loop.run` into RUN ``run``, relative, rank 0's holding a checkpoint
+  of this run at step 120 (what a preempted run leaves where only rank 0 writes), rank 1's none.
 
 Usage: python -m tests.train.agreement_worker CONFIG.yaml OTHER_STORE DONE OUT PORT...  (a port a scenario)
 """
@@ -29,16 +31,19 @@ import shutil
 import sys
 from pathlib import Path
 
+import torch
 import yaml
 
 from megadocs.errors import UserError
 from search.objective import JobFailure, RunTask
 from tests.train.worker_output import print_result
+from train.checkpoint import save_checkpoint
 from train.config import RunConfig
 from train.data import RunStores
 from train.loop import run
 
-SCENARIOS = ("loop", "loop-fault", "job", "job-renamed", "job-missing", "job-done", "loop-folder")
+SCENARIOS = ("loop", "loop-fault", "job", "job-renamed", "job-missing", "job-done", "loop-folder", "loop-checkpoint")
+CHECKPOINT_STEP = 120  # of rank 0's RUN in ``loop-checkpoint``
 
 
 class StaleStores:
@@ -55,8 +60,9 @@ def main(config_path: str, other_store: str, done: str, out: str, *ports: str) -
     named = RunStores.open(RunConfig.model_validate(base)).identity(RunConfig.model_validate(base))
     seen = {"loop": [ours, other_store], "loop-fault": [ours, ours], "job": [ours, other_store],
             "job-renamed": [other_store, other_store], "job-missing": [ours, None], "job-done": [ours, ours],
-            "loop-folder": [ours, ours]}  # fmt: skip
-    folders = {scenario: Path(out, scenario) for scenario in SCENARIOS} | {"job-done": Path(done), "loop-folder": Path("run")}
+            "loop-folder": [ours, ours], "loop-checkpoint": [ours, ours]}  # fmt: skip
+    folders = {scenario: Path(out, scenario) for scenario in SCENARIOS} | {
+        "job-done": Path(done), "loop-folder": Path("run"), "loop-checkpoint": Path("run")}  # fmt: skip
     train = {**base, "data": {**base["data"], "store": "store"}}  # the same path on every rank
     for scenario, port in zip(SCENARIOS, ports, strict=True):
         os.environ["MASTER_PORT"] = port
@@ -67,6 +73,11 @@ def main(config_path: str, other_store: str, done: str, out: str, *ports: str) -
         os.chdir(here)
         if scenario == "loop-folder" and rank == 1:  # this node's RUN: a finished run
             shutil.copytree(done, "run")
+        if scenario == "loop-checkpoint" and rank == 0:  # this node's RUN: a preempted run's checkpoint
+            model = torch.nn.Linear(1, 1)  # the agreement reads its step alone
+            optimizer = torch.optim.SGD(model.parameters())
+            save_checkpoint(Path("run"), model=model, optimizer=optimizer, step=CHECKPOINT_STEP, counters={},
+                            scheduler=torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0), identity=named)
         error = None
         if scenario.startswith("loop"):
             config = RunConfig.model_validate(train)

@@ -20,6 +20,7 @@ from train import checkpoint
 from train.checkpoint import (
     CheckpointWriter,
     checkpoint_path,
+    checkpoint_step,
     load_checkpoint,
     read_checkpoint,
     save_checkpoint,
@@ -95,6 +96,23 @@ def test_a_checkpoint_of_another_format_is_refused_in_one_line_naming_what_to_do
     assert "\n" not in str(info.value)
     older = isinstance(state, dict) and state["format"].endswith("/1")
     assert ("written by `megadocs.train-checkpoint/1`" in str(info.value)) == older
+
+
+def test_the_step_of_a_checkpoint_is_read_whatever_its_identity_and_refused_as_a_full_read_is(tmp_path):
+    """`checkpoint_step`, what each rank of a data-parallel run reports of RUN (`train.loop.run`):
+    the step saved (None: no checkpoint), of any identity (RUN's own record is checked first, by
+    the run); a cut-off file is refused with `read_checkpoint`'s line."""
+    assert checkpoint_step(tmp_path) is None
+    model, optimizer, scheduler = _parts()
+    save_checkpoint(tmp_path, **{**_state(model, optimizer, scheduler, step=120), "identity": "another"})
+    assert checkpoint_step(tmp_path) == 120
+    path = checkpoint_path(tmp_path)
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    with pytest.raises(UserError) as full:
+        read_checkpoint(tmp_path, identity="another")
+    with pytest.raises(UserError) as step:
+        checkpoint_step(tmp_path)
+    assert str(step.value) == str(full.value) and "cannot read it" in str(step.value)
 
 
 def test_rng_states_and_training_state_round_trip_without_pickle(tmp_path):
