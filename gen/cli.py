@@ -156,15 +156,18 @@ def _generate(args) -> int:
     from megadocs.procs import apply_environment_defaults
 
     apply_environment_defaults(ENVIRONMENT_DEFAULTS)  # before vLLM starts; shard jobs inherit it
+    from megadocs.cli import flags_named
+
     options = _options(args)
-    if args.executor:
-        from gen.generate import submit_shards
+    with flags_named(args._parser, where=f"gen {args.kind}"):  # --corpus (or --docs): no documents ...
+        if args.executor:
+            from gen.generate import submit_shards
 
-        manifest = submit_shards(options, args.executor, args.profile)
-    else:
-        from gen.generate import run_shards
+            manifest = submit_shards(options, args.executor, args.profile)
+        else:
+            from gen.generate import run_shards
 
-        manifest = run_shards(options)
+            manifest = run_shards(options)
     print(dumps_json({"pool": options.out, "complete": manifest["complete"], **manifest["statistics"]}, indent=None))
     return 0
 
