@@ -272,8 +272,8 @@ def _plan(args: argparse.Namespace) -> int:
 
     with flags_named(args._parser):  # --assume-vocab-size: expected a whole number of tokens, got '0.5'
         assume = Assumptions.parse({figure.name: getattr(args, figure.name) for figure in fields(Assumptions)})
+        utilisation = default_utilisation(args.mfu, args.peak_tflops, gpu=args.gpu)  # --mfu: expected ...
     sweep = load_sweep(args.sweep)
-    utilisation = default_utilisation(args.mfu, args.peak_tflops, gpu=args.gpu)
     result = sweep_plan(sweep, utilisation, assume=assume, progress=_progress(sweep))
     print(dumps_json(result.to_dict(), indent=1) if args.json else format_sweep_plan(result),
           end="\n" if args.json else "")

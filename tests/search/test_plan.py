@@ -340,6 +340,24 @@ def _gpu_results(path, *, device="NVIDIA H200", mfu=0.312):
     return path
 
 
+@pytest.mark.parametrize("figure", ["mfu", "peak_tflops"])
+def test_a_measured_figure_no_device_has_is_named_by_its_measurement_not_a_flag(figure, make_sweep, tmp_path,
+                                                                               monkeypatch, capsys):
+    """A device check's file whose shipped row has MFU 0 (or peak 0) was planned with (exit 0) or
+    refused as '--mfu: ...', a flag nobody typed: now the measurement and its field, one line."""
+    import train.gpu_results
+
+    path = _gpu_results(tmp_path / "gpu.json")
+    results = json.loads(path.read_text())
+    results["train"][0][figure] = 0.0
+    path.write_text(json.dumps(results))
+    monkeypatch.setattr(train.gpu_results, "GPU_RESULTS", path)
+    assert main(["search", "plan", str(make_sweep())]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: measured on NVIDIA H200 (") and f"gpu.json, 2026-12-01): {figure}: expected " in err
+    assert err.count("\n") == 1
+
+
 def test_gpu_hours_take_the_mfu_the_device_check_measured(make_sweep, tiny_store, tmp_path, monkeypatch, capsys):
     import train.gpu_results
 
