@@ -266,8 +266,10 @@ def _efficiency(args) -> int:
     law = _law_from_args(args)
     with flags_named(args._parser, where="efficiency"):  # --loss: expected a finite method loss, got nan
         result = efficiency(args.loss, args.baseline_loss, law, noise_sd=sigma)
-    if result.basis is Basis.BELOW_E:
-        raise UserError(f"efficiency: {result.note}; no finite amount of real data reaches it (check E or the loss)")
+        if result.basis is Basis.BELOW_E:  # its note is of the lower loss: named by that loss's flag
+            lower = "loss" if args.loss <= args.baseline_loss else "baseline_loss"
+            raise FieldError(lower, f"{result.note}; no finite amount of real data reaches it (check E or the loss)",
+                             where="efficiency")
     if args.json:
         from analysis.fits import fit_json
         from megadocs.formats import dumps_json

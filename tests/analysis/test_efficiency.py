@@ -186,6 +186,17 @@ def test_cli_names_the_flag_of_a_loss_that_is_no_number(capsys, dest, value):
     assert err.startswith(f"error: {flags[dest]}: expected a finite ") and err.endswith(f" loss, got {value}\n")
 
 
+@pytest.mark.parametrize("dest", _losses_given_by_options())
+def test_cli_names_the_flag_of_a_loss_below_the_laws_asymptote(capsys, dest):
+    """`--loss 1.5` (E 1.92) said 'efficiency: loss 1.5000 is not above ...', naming neither flag."""
+    flags = _losses_given_by_options()
+    given = {flag: "3.4" for flag in flags.values()} | {flags[dest]: "1.5"}
+    assert main(["analysis", "efficiency", *(item for pair in given.items() for item in pair)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {flags[dest]}: loss 1.5000 is not above the reference law's E=") and \
+        err.count("\n") == 1
+
+
 def _commands_with_a_fitted_law() -> dict[str, argparse.ArgumentParser]:
     """The `analysis` commands whose law may be fitted to baseline runs (--fit-baseline), and their parsers."""
     from megadocs.cli import build_parser
