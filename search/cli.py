@@ -143,7 +143,7 @@ def register(subparsers) -> None:
     dashboard.add_argument("sweep", help="sweep file")
     dashboard.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     dashboard.add_argument("--port", type=int, default=8080, help="port (default 8080)")
-    dashboard.set_defaults(func=_dashboard)
+    dashboard.set_defaults(func=_dashboard, _parser=dashboard)
     parser.set_defaults(func=lambda args: (parser.print_help(), 2)[1])
 
 
@@ -258,7 +258,8 @@ def _weak_certificate_lines(summaries: list[CertificationSummary], status: Certi
 def _dashboard(args: argparse.Namespace) -> int:
     from search.dashboard import serve
 
-    serve(args.sweep, host=args.host, port=args.port)
+    with flags_named(args._parser):  # --host: cannot listen on ...
+        serve(args.sweep, host=args.host, port=args.port)
     return 0
 
 
