@@ -15,6 +15,7 @@ from gen.generate import generate_pool, sample_pool
 from megadocs.errors import UserError
 from megadocs.formats import PoolKind
 from megadocs.pools import GenerationStatistics, read_manifest
+from tests.commands import command_parser
 from tests.gen.conftest import read_rows, write_docs
 
 OPTIONS = {"max_new_tokens": 8, "chunk_docs": 1, "progress": False, "seed": 3}
@@ -193,17 +194,6 @@ def test_a_source_of_duplicate_ids_or_no_documents_is_refused_before_the_engine_
     assert not (tmp_path / "pool" / "manifest.json").exists()
 
 
-def _gen_parser(kind: str):
-    """`megadocs gen KIND`'s parser, as the console script builds it."""
-    import argparse
-
-    from megadocs.cli import build_parser
-
-    [groups] = [a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction)]
-    [commands] = [a for a in groups.choices["gen"]._actions if isinstance(a, argparse._SubParsersAction)]
-    return commands.choices[kind]
-
-
 @pytest.mark.parametrize("kind", [kind.value for kind in PoolKind if kind is not PoolKind.SAMPLE])  # those with a source
 def test_a_source_without_documents_is_named_by_the_flag_typed(kind, tiny_generator, tmp_path, capsys, monkeypatch):
     """`gen rephrase --corpus SRC` of a source without documents (or with an id twice) said '--docs: SRC: ...',
@@ -211,7 +201,7 @@ def test_a_source_without_documents_is_named_by_the_flag_typed(kind, tiny_genera
     from megadocs.cli import main, option_flags
 
     monkeypatch.setattr("gen.generate.open_engine", lambda *a, **k: pytest.fail("the engine started"))
-    parser = _gen_parser(kind)
+    parser = command_parser("gen", kind)
     [spellings] = [action.option_strings for action in parser._actions if action.dest == "docs"]
     assert option_flags(parser)["docs"] in spellings and len(spellings) > 1
     for rows, problem in [([], "no documents in the train split"), (["a", "a"], "documents 0 and 1 (0-based) share")]:

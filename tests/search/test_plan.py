@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import math
@@ -12,6 +11,7 @@ import pytest
 
 from megadocs.cli import main
 from search.plan import Assumptions
+from tests.commands import command_parser
 from train.model import PRESETS
 from train.store import TokenStore
 
@@ -26,22 +26,13 @@ def test_a_utilisation_no_device_has_is_refused_also_where_no_run_trains(make_sw
     assert captured.out == "" and captured.err.count("\n") == 1 and captured.err.startswith(f"error: {option}: ")
 
 
-def _plan_parser():
-    """`megadocs search plan`'s parser, as the console script builds it."""
-    from megadocs.cli import build_parser
-
-    [groups] = [a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction)]
-    [commands] = [a for a in groups.choices["search"]._actions if isinstance(a, argparse._SubParsersAction)]
-    return commands.choices["plan"]
-
-
 @pytest.mark.parametrize("figure", [figure.name for figure in dataclasses.fields(Assumptions)])
 def test_an_assumed_figure_that_is_no_count_is_refused_naming_its_flag(figure, make_sweep, capsys):
     """`search plan --assume-vocab-size 0.5` was accepted as a vocabulary of 0 (and any figure 'nan'
     as nan): each figure is refused in one line naming its flag (Assumptions.parse's FieldError)."""
     from megadocs.cli import option_flags
 
-    flag = option_flags(_plan_parser())[figure]
+    flag = option_flags(command_parser("search", "plan"))[figure]
     whole = typing.get_type_hints(Assumptions)[figure] == int | None
     for value, problem in [("nan", "expected a positive number, got 'nan'"), ("-2", "expected a positive number"),
                            *[("0.5", "expected a whole number of tokens, got '0.5'")] * whole]:
