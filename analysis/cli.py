@@ -192,6 +192,14 @@ def _noise_sigma(args) -> float | None:
     return sigma
 
 
+def _refuse_bootstrap_without_fit(args) -> None:
+    """``--bootstrap`` of a command with `_add_law_arguments` sets the refits of ``--fit-baseline``'s
+    law alone: without it, it would do nothing, so it is refused naming the option it needs."""
+    if args.n_boot is not None and not args.fit_baseline:
+        raise UserError("--bootstrap: only with --fit-baseline (the refits of a law fitted to your real-only runs); "
+                        "a law given by --reference or --alpha/--asymptote is not refitted")
+
+
 def _bootstrap(args) -> dict:
     """``n_boot`` for a fit: ``--bootstrap`` where given, else the fits' own default (one count everywhere)."""
     return {} if args.n_boot is None else {"n_boot": args.n_boot}
@@ -254,11 +262,14 @@ def _efficiency(args) -> int:
     from analysis.efficiency import NO_UPPER_BOUND, STATED_CAVEAT, Basis, ReferenceLaw, efficiency
 
     sigma = _noise_sigma(args)
+    _refuse_bootstrap_without_fit(args)
     law = _law_from_args(args)
     with flags_named(args._parser, where="efficiency"):  # --loss: expected a finite method loss, got nan
         result = efficiency(args.loss, args.baseline_loss, law, noise_sd=sigma)
-    if result.basis is Basis.BELOW_E:
-        raise UserError(f"efficiency: {result.note}; no finite amount of real data reaches it (check E or the loss)")
+        if result.basis is Basis.BELOW_E:  # its note is of the lower loss: named by that loss's flag
+            lower = "loss" if args.loss <= args.baseline_loss else "baseline_loss"
+            raise FieldError(lower, f"{result.note}; no finite amount of real data reaches it (check E or the loss)",
+                             where="efficiency")
     if args.json:
         from analysis.fits import fit_json
         from megadocs.formats import dumps_json
@@ -371,6 +382,7 @@ def _report(args) -> int:
     from search.sweep import load_sweep
 
     sigma = _noise_sigma(args)
+    _refuse_bootstrap_without_fit(args)
     sweep = load_sweep(args.sweep)
     created = not Path(args.out).exists()
     _out_dir(args.out)

@@ -121,7 +121,7 @@ def _source(assembly: _Assembly, docs: str | Path | None) -> str | None:
     """The document source (the pool's, or ``docs`` when it holds the same documents:
     :func:`megadocs.pools.pool_source`)."""
     pools.require_complete(assembly.pool, assembly.manifest)
-    return pools.pool_source(assembly.pool, assembly.manifest, docs)
+    return pools.pool_source(assembly.pool, assembly.manifest, docs, field="docs")
 
 
 def _write_documents(assembly: _Assembly, source: str | None, handle) -> _Counts:

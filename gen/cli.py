@@ -108,7 +108,7 @@ def register(subparsers) -> None:
     sub.add_argument("--corpus", "--docs", dest="docs", default=None, metavar="SOURCE",
                      help="document source (default: the pool's; a moved copy must hold the same documents)")
     sub.add_argument("--overwrite", action="store_true", help="rebuild even if up to date")
-    sub.set_defaults(func=_assemble)
+    sub.set_defaults(func=_assemble, _parser=sub)
 
     sub = commands.add_parser(
         "diversity", help="distinct n-grams, compression, source and cross-generation overlap vs G",
@@ -156,23 +156,28 @@ def _generate(args) -> int:
     from megadocs.procs import apply_environment_defaults
 
     apply_environment_defaults(ENVIRONMENT_DEFAULTS)  # before vLLM starts; shard jobs inherit it
+    from megadocs.cli import flags_named
+
     options = _options(args)
-    if args.executor:
-        from gen.generate import submit_shards
+    with flags_named(args._parser, where=f"gen {args.kind}"):  # --corpus (or --docs): no documents ...
+        if args.executor:
+            from gen.generate import submit_shards
 
-        manifest = submit_shards(options, args.executor, args.profile)
-    else:
-        from gen.generate import run_shards
+            manifest = submit_shards(options, args.executor, args.profile)
+        else:
+            from gen.generate import run_shards
 
-        manifest = run_shards(options)
+            manifest = run_shards(options)
     print(dumps_json({"pool": options.out, "complete": manifest["complete"], **manifest["statistics"]}, indent=None))
     return 0
 
 
 def _assemble(args) -> int:
     from gen.assemble import assemble
+    from megadocs.cli import flags_named
 
-    manifest = assemble(args.pool, args.algorithm, args.g, docs=args.docs, overwrite=args.overwrite)
+    with flags_named(args._parser):  # --corpus (or --docs): X holds other documents than the pool's source ...
+        manifest = assemble(args.pool, args.algorithm, args.g, docs=args.docs, overwrite=args.overwrite)
     print(dumps_json({key: manifest[key] for key in ("algorithm", "g", "documents", "excluded_empty")}, indent=None))
     return 0
 

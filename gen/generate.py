@@ -61,7 +61,7 @@ from gen.templates import DEFAULT_MAX_NEW_TOKENS, PromptTemplate, chat_template_
 from megadocs import pools
 from megadocs.config import StrictModel, parse_config
 from megadocs.corpus import Document, unique_documents
-from megadocs.errors import UserError, names_file
+from megadocs.errors import FieldError, UserError, names_file
 from megadocs.fingerprint import model_fingerprint
 from megadocs.formats import PoolKind
 from megadocs.shards import DEFAULT_TIMEOUT_MIN, ShardedStep
@@ -286,7 +286,7 @@ class GeneratePool(ShardedStep):
             intended = intended.model_copy(update={"empty_documents_skipped": len(left_out)})
         if left_out:
             named = ", ".join(repr(doc_id) for doc_id in left_out[:3]) + (", ..." if len(left_out) > 3 else "")
-            print(f"--docs: {options.docs}: {len(left_out)} empty or whitespace-only document(s) left out ({named}), "
+            print(f"{options.docs}: {len(left_out)} empty or whitespace-only document(s) left out ({named}), "
                   f"as `megadocs data prepare` leaves them out of a store", file=sys.stderr, flush=True)
 
         def same(existing: dict) -> bool:
@@ -388,13 +388,16 @@ def _source_documents(options: GenerateOptions, manifest: pools.PoolManifest,
     ``left_out``: :func:`megadocs.pools.iter_shard_documents`). :meth:`GeneratePool.prepare` reads
     it through once, before the manifest is written and the engine starts; each shard reads it
     again for its documents."""
+    def refusal(problem: str) -> FieldError:  # of the source's field: `megadocs gen` names the flag typed
+        return FieldError("docs", problem, where=f"gen {PoolKind(options.kind).value}")
+
     empty = True
     documents = pools.iter_shard_documents(manifest, source=options.docs, left_out=left_out)
-    for doc in unique_documents(documents, f"--docs: {options.docs}"):
+    for doc in unique_documents(documents, str(options.docs), refusal):
         empty = False
         yield doc
     if empty:
-        raise UserError(f"--docs: {options.docs}: no documents in the train split")
+        raise refusal(f"{options.docs}: no documents in the train split")
 
 
 def _shard_documents(options: GenerateOptions, manifest: pools.PoolManifest, index: int) -> list:

@@ -24,8 +24,8 @@ from megadocs.errors import FieldError, UserError, WorkFailed, disk_full_message
 from megadocs.exits import Exit
 from megadocs.formats import NAME_PATTERN
 
-__all__ = ["GROUPS", "HelpFormatter", "examples", "named_value", "Parser", "option_flags", "flags_named", "build_parser",
-           "main"]
+__all__ = ["GROUPS", "HelpFormatter", "examples", "named_value", "positive_int", "Parser", "option_flags", "flags_named",
+           "build_parser", "main"]
 
 # group name -> "module:function" that registers it
 GROUPS = {
@@ -101,6 +101,27 @@ def named_value(item: str, flag: str, form: str) -> tuple[str | None, str]:
     if not name.strip() or not value.strip():
         raise UserError(f"{expected}: nothing on one side of '='")
     return name, value
+
+
+def positive_int(text: str) -> int:
+    """An option's ``type=`` for a count of at least 1 that no record checks (``--batch-size``):
+    anything else is argparse's own one-line error, naming the option.
+
+    >>> parser = argparse.ArgumentParser(prog="x", exit_on_error=False)
+    >>> _ = parser.add_argument("--batch-size", type=positive_int)
+    >>> parser.parse_args(["--batch-size", "4"]).batch_size
+    4
+    >>> parser.parse_args(["--batch-size", "0"])
+    Traceback (most recent call last):
+    argparse.ArgumentError: argument --batch-size: expected an integer >= 1, got '0'
+    """
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}")
+    return value
 
 
 class _NotedStore(argparse._StoreAction):

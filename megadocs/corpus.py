@@ -26,7 +26,7 @@ import json
 import os
 import sys
 import sysconfig
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -132,7 +132,8 @@ def iter_documents(source: str | Path, *, split: str = "train") -> Iterator[Docu
         raise UserError(f"{source}: unknown corpus file type (expected .jsonl, .jsonl.gz or .parquet)")
 
 
-def unique_documents(documents: Iterable[Document], where: str) -> Iterator[Document]:
+def unique_documents(documents: Iterable[Document], where: str,
+                     refusal: Callable[[str], UserError] = UserError) -> Iterator[Document]:
     """``documents`` as they are, refusing a document id seen before (every consumer keys
     documents by id: a pool's rows, request seeds, the contamination guard). Holds the ids seen:
     about 100 bytes each, 16 MB for the paper's 164k documents.
@@ -141,15 +142,16 @@ def unique_documents(documents: Iterable[Document], where: str) -> Iterator[Docu
     ['a', 'b']
 
     Raises:
-        UserError: naming ``where``, the id and the positions of its two documents.
+        UserError: naming ``where``, the id and the positions of its two documents, made by
+            ``refusal`` from that line (a caller's FieldError of the option that named the source).
     """
     seen: dict[str, int] = {}
     for position, doc in enumerate(documents):
         first = seen.setdefault(doc.doc_id, position)
         if first != position:
-            raise UserError(f"{where}: documents {first} and {position} (0-based) share the id "
-                            f"{doc.doc_id!r} (expected unique ids; a line without 'id' gets its line "
-                            f"number)")
+            raise refusal(f"{where}: documents {first} and {position} (0-based) share the id "
+                          f"{doc.doc_id!r} (expected unique ids; a line without 'id' gets its line "
+                          f"number)")
         yield doc
 
 

@@ -47,7 +47,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from megadocs.config import format_validation_error
 from megadocs.corpus import STDLIB, Document, is_empty_document, iter_documents, source_hash
-from megadocs.errors import UserError
+from megadocs.errors import FieldError, UserError
 from megadocs.fingerprint import FINGERPRINT_PREFIX, LEGACY_PREFIX, legacy_fingerprint, model_fingerprint
 from megadocs.formats import ALGORITHMS, MANIFEST, PoolKind, atomic_file, write_json
 
@@ -433,7 +433,7 @@ def require_source(pool: str | Path, manifest: PoolManifest, field: str = "--poo
 
 
 def pool_source(pool: str | Path, manifest: PoolManifest, corpus: str | Path | None = None,
-                field: str = "--corpus") -> str | None:
+                field: str = "corpus") -> str | None:
     """Where the pool's source documents are read from: the recorded source, or ``corpus`` (the
     same documents moved elsewhere), either one checked by content against the manifest's
     ``source_hash`` (:func:`megadocs.corpus.source_hash`: a token store's documents, a file's bytes)
@@ -441,8 +441,10 @@ def pool_source(pool: str | Path, manifest: PoolManifest, corpus: str | Path | N
     sample pool (no source). Cost: one read of the source (about 2 s per GB).
 
     Raises:
-        UserError: the recorded source is gone (:func:`require_source`), or the documents differ
-            from the pool's (``corpus`` naming ``field``; the recorded one, changed in place).
+        UserError: the recorded source is gone (:func:`require_source`), or the recorded one's
+            documents changed in place.
+        FieldError: of ``field`` (the caller's name for ``corpus``, which a command names by its
+            flag): ``corpus`` holds other documents than the pool's.
     """
     if not manifest.has_sources:
         return None
@@ -457,8 +459,8 @@ def pool_source(pool: str | Path, manifest: PoolManifest, corpus: str | Path | N
         return source
     now = source_hash(corpus)
     if now != manifest.source_hash:
-        raise UserError(f"{field}: {corpus} holds other documents than the pool's source {manifest.source} (source "
-                        f"hash {now}, the pool's {manifest.source_hash}); give the moved copy of that source")
+        raise FieldError(field, f"{corpus} holds other documents than the pool's source {manifest.source} (source "
+                                f"hash {now}, the pool's {manifest.source_hash}); give the moved copy of that source")
     return str(corpus) if str(corpus) == STDLIB else str(Path(corpus).resolve())
 
 

@@ -6,7 +6,7 @@ import argparse
 import sys
 from typing import TYPE_CHECKING
 
-from megadocs.cli import examples
+from megadocs.cli import examples, flags_named
 from megadocs.exits import Exit
 from search.certificate import CertifyExit  # light (stdlib + search.grid): the exit codes for --help
 
@@ -120,13 +120,17 @@ def register(subparsers) -> None:
     assume = plan.add_argument_group(
         "data sizes", "Measured from the store and pools where they exist, else the paper's figures; a value given "
         "here replaces the measured one. The plan lists every assumed figure.")
-    assume.add_argument("--assume-real-tokens", metavar="N", help="real tokens, e.g. 200M (default: the store's)")
-    assume.add_argument("--assume-real-documents", metavar="N", help="real documents, e.g. 164k")
-    assume.add_argument("--assume-synthetic-tokens-per-generation", metavar="N",
+    # dest'ed by search.plan.Assumptions' fields: its errors name the flags (flags_named)
+    assume.add_argument("--assume-real-tokens", dest="real_tokens", metavar="N",
+                        help="real tokens, e.g. 200M (default: the store's)")
+    assume.add_argument("--assume-real-documents", dest="real_documents", metavar="N", help="real documents, e.g. 164k")
+    assume.add_argument("--assume-synthetic-tokens-per-generation", dest="tokens_per_generation", metavar="N",
                         help="mean tokens of a rephrase or sample, e.g. 708 (default: the pool's)")
-    assume.add_argument("--assume-tokens-per-thought", metavar="N", help="mean tokens of a latent thought, e.g. 424")
-    assume.add_argument("--assume-vocab-size", metavar="N", help="vocabulary, e.g. 128256 (default: the store's)")
-    plan.set_defaults(func=_plan)
+    assume.add_argument("--assume-tokens-per-thought", dest="tokens_per_thought", metavar="N",
+                        help="mean tokens of a latent thought, e.g. 424")
+    assume.add_argument("--assume-vocab-size", dest="vocab_size", metavar="N",
+                        help="vocabulary, e.g. 128256 (default: the store's)")
+    plan.set_defaults(func=_plan, _parser=plan)
 
     dashboard = commands.add_parser(
         "dashboard", help="open the sweep's ledger in optuna-dashboard",
@@ -139,7 +143,7 @@ def register(subparsers) -> None:
     dashboard.add_argument("sweep", help="sweep file")
     dashboard.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     dashboard.add_argument("--port", type=int, default=8080, help="port (default 8080)")
-    dashboard.set_defaults(func=_dashboard)
+    dashboard.set_defaults(func=_dashboard, _parser=dashboard)
     parser.set_defaults(func=lambda args: (parser.print_help(), 2)[1])
 
 
@@ -254,33 +258,24 @@ def _weak_certificate_lines(summaries: list[CertificationSummary], status: Certi
 def _dashboard(args: argparse.Namespace) -> int:
     from search.dashboard import serve
 
-    serve(args.sweep, host=args.host, port=args.port)
+    with flags_named(args._parser):  # --host: cannot listen on ...
+        serve(args.sweep, host=args.host, port=args.port)
     return 0
 
 
 def _plan(args: argparse.Namespace) -> int:
-    from megadocs.errors import UserError
+    from dataclasses import fields
+
     from megadocs.formats import dumps_json
-    from search.plan import Assumptions, format_sweep_plan, parse_count, sweep_plan
+    from search.plan import Assumptions, format_sweep_plan, sweep_plan
     from search.sweep import load_sweep
     from train.plan import default_utilisation
 
+    with flags_named(args._parser):  # --assume-vocab-size: expected a whole number of tokens, got '0.5'
+        assume = Assumptions.parse({figure.name: getattr(args, figure.name) for figure in fields(Assumptions)})
+        utilisation = default_utilisation(args.mfu, args.peak_tflops, gpu=args.gpu)  # --mfu: expected ...
     sweep = load_sweep(args.sweep)
-    figures = {"real_tokens": "--assume-real-tokens", "real_documents": "--assume-real-documents",
-               "tokens_per_generation": "--assume-synthetic-tokens-per-generation",
-               "tokens_per_thought": "--assume-tokens-per-thought", "vocab_size": "--assume-vocab-size"}
-    given = {}
-    for name, option in figures.items():
-        text = getattr(args, option[2:].replace("-", "_"))
-        if text is not None:
-            try:
-                given[name] = parse_count(text)
-            except UserError as exc:
-                raise UserError(f"{option}: {exc}") from None
-    if "vocab_size" in given:
-        given["vocab_size"] = int(given["vocab_size"])
-    utilisation = default_utilisation(args.mfu, args.peak_tflops, gpu=args.gpu)
-    result = sweep_plan(sweep, utilisation, assume=Assumptions(**given), progress=_progress(sweep))
+    result = sweep_plan(sweep, utilisation, assume=assume, progress=_progress(sweep))
     print(dumps_json(result.to_dict(), indent=1) if args.json else format_sweep_plan(result),
           end="\n" if args.json else "")
     return 0

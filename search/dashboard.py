@@ -12,9 +12,11 @@ Equivalent by hand for a SQLite ledger: ``optuna-dashboard sqlite:///SWEEP_OUT/l
 
 from __future__ import annotations
 
+import errno
+import socket
 import sys
 
-from megadocs.errors import UserError
+from megadocs.errors import FieldError, UserError
 
 __all__ = ["serve"]
 
@@ -23,12 +25,14 @@ def serve(sweep_path: str, *, host: str = "127.0.0.1", port: int = 8080) -> None
     """Serve the dashboard of the sweep in `sweep_path` until interrupted (blocks).
 
     Raises:
-        UserError: optuna-dashboard is not installed, the sweep file is invalid, its ledger does
-            not exist (nothing is created: the dashboard only reads), or ``host:port`` cannot be
-            listened on (a port outside 0-65535, or one in use).
+        UserError: optuna-dashboard is not installed, the sweep file is invalid, or its ledger does
+            not exist (nothing is created: the dashboard only reads).
+        FieldError: of ``host`` or ``port`` (``search dashboard`` names its flag): ``host:port``
+            cannot be listened on (a port outside 0-65535 or one in use; a host that is no address
+            of this machine).
     """
     if not 0 <= port <= 65535:
-        raise UserError(f"--port: {port} is not a TCP port (expected 0-65535)")
+        raise FieldError("port", f"{port} is not a TCP port (expected 0-65535)")
     try:
         from optuna_dashboard import run_server
     except ModuleNotFoundError:
@@ -46,4 +50,6 @@ def serve(sweep_path: str, *, host: str = "127.0.0.1", port: int = 8080) -> None
     try:
         run_server(storage, host=host, port=port)
     except OSError as exc:  # the bind: address in use, not an address of this host
-        raise UserError(f"search dashboard: cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+        host_refused = isinstance(exc, socket.gaierror) or exc.errno == errno.EADDRNOTAVAIL  # else the port's
+        raise FieldError("host" if host_refused else "port",
+                         f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None

@@ -52,7 +52,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from megadocs import megadoc, pools
-from megadocs.errors import UserError
+from megadocs.errors import FieldError, UserError
 from megadocs.formats import POOL_KIND, PoolKind
 from search.certificate import CertState
 from search.grid import AxisExtension, Grid
@@ -88,6 +88,34 @@ class Assumptions:
     """Mean tokens of a latent thought, without its tags."""
     vocab_size: int | None = None
 
+    @classmethod
+    def parse(cls, texts: Mapping[str, str | None]) -> Assumptions:
+        """The figures given as text (None: not given), each a count (`parse_count`), the
+        vocabulary a whole one.
+
+        >>> Assumptions.parse({"real_tokens": "200M", "vocab_size": "128256", "real_documents": None})
+        Assumptions(real_tokens=200000000.0, real_documents=None, tokens_per_generation=None, tokens_per_thought=None, vocab_size=128256)
+        >>> Assumptions.parse({"vocab_size": "0.5"})
+        Traceback (most recent call last):
+        megadocs.errors.FieldError: vocab_size: expected a whole number of tokens, got '0.5'
+
+        Raises:
+            FieldError: of the figure (``search plan`` names its flag).
+        """
+        given = {}
+        for name, text in texts.items():
+            if text is None:
+                continue
+            try:
+                given[name] = parse_count(text)
+            except UserError as exc:
+                raise FieldError(name, str(exc)) from None
+            if name == "vocab_size":
+                if not given[name].is_integer():
+                    raise FieldError(name, f"expected a whole number of tokens, got {text!r}")
+                given[name] = int(given[name])
+        return cls(**given)
+
 
 PAPER = Assumptions(real_tokens=200e6, real_documents=164_000, tokens_per_generation=708, tokens_per_thought=424,
                     vocab_size=128_256)
@@ -119,7 +147,7 @@ def parse_count(text: str) -> float:
         value = float(number) * scale
     except ValueError:
         raise UserError(f"expected a number such as 708, 164k or 200M, got {text!r}") from None
-    if value <= 0:
+    if not value > 0 or not math.isfinite(value):
         raise UserError(f"expected a positive number, got {text!r}")
     return value
 

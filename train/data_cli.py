@@ -79,7 +79,7 @@ def register(subparsers) -> None:
                           help="run every shard as one submitit job array (default: in this process)")
     tokenize.add_argument("--profile", default=None, help="SLURM profile YAML (a CPU partition)")
     tokenize.add_argument("--no-progress", action="store_true", help="no progress bars")
-    tokenize.set_defaults(func=_tokenize_pool)
+    tokenize.set_defaults(func=_tokenize_pool, _parser=tokenize)
 
 
 def _prepare(args: argparse.Namespace) -> int:
@@ -106,6 +106,7 @@ def _info(args: argparse.Namespace) -> int:
 def _tokenize_pool(args: argparse.Namespace) -> int:
     import json
 
+    from megadocs.cli import flags_named
     from megadocs.errors import UserError
     from train.pool_tokens import submit_tokenize, tokenize_pool
 
@@ -116,10 +117,11 @@ def _tokenize_pool(args: argparse.Namespace) -> int:
     if args.corpus is not None and len(args.pool) > 1:
         raise UserError("--corpus: the moved source of one pool; give one --pool with it")
     for pool in args.pool:  # one JSON line per pool, printed as soon as it is done
-        if args.executor:
-            manifest = submit_tokenize(pool, args.store, args.executor, args.profile, corpus=args.corpus)
-        else:
-            manifest = tokenize_pool(pool, args.store, shard=args.shard, corpus=args.corpus,
-                                     progress=not args.no_progress)
+        with flags_named(args._parser):  # --corpus: X holds other documents than the pool's source ...
+            if args.executor:
+                manifest = submit_tokenize(pool, args.store, args.executor, args.profile, corpus=args.corpus)
+            else:
+                manifest = tokenize_pool(pool, args.store, shard=args.shard, corpus=args.corpus,
+                                         progress=not args.no_progress)
         print(json.dumps({"pool": pool, "complete": manifest["complete"], **manifest["statistics"]}), flush=True)
     return 0

@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from megadocs.cli import flags_named, named_value
+from megadocs.cli import flags_named, named_value, positive_int
 from megadocs.errors import FieldError, UserError
 from megadocs.formats import IID, BenchmarkScore, RunDir, finite_or_none, write_json
 from train.benchmarks import parse_tasks
@@ -350,10 +350,11 @@ def add_benchmark_arguments(parser: argparse.ArgumentParser) -> None:
         "--benchmark-data", "--data-dir", dest="data_dir", default=None, metavar="DIR",
         help="local <task>.jsonl files (see train/downstream.py); default: the Hugging Face Hub",
     )
-    parser.add_argument("--benchmark-limit", "--limit", dest="limit", type=int, default=None,
+    # no record checks these (train ensemble's EnsembleRequest does its own): argparse refuses a count < 1
+    parser.add_argument("--benchmark-limit", "--limit", dest="limit", type=positive_int, default=None,
                         help="items per task (default: all)")
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda")
-    parser.add_argument("--batch-size", type=int, default=16, help="requests per forward pass")
+    parser.add_argument("--batch-size", type=positive_int, default=16, help="requests per forward pass")
     parser.add_argument("--json", default=None, metavar="OUT", help="write the scores as JSON here")
 
 

@@ -47,7 +47,7 @@ import math
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from megadocs.errors import UserError
+from megadocs.errors import FieldError, UserError
 from megadocs.formats import WindowCounts
 from train.config import AUTO
 from train.gpu_results import Utilisation, measured_utilisation
@@ -239,8 +239,9 @@ def default_utilisation(mfu: float | None = None, peak_tflops: float | None = No
 
     Raises:
         UserError: `gpu` names no GPU measured in the file, or several (also when both figures are given);
-            a given `mfu` or `peak_tflops` no device has (`check_utilisation`), also where no plan
-            reads them (a sweep of an analytic objective).
+            a measured figure it uses that no device has, naming the measurement.
+        FieldError: a given `mfu` or `peak_tflops` no device has (`check_utilisation`), also where no
+            plan reads them (a sweep of an analytic objective): a command names its flag.
     """
     check_utilisation(1.0 if mfu is None else mfu, 1.0 if peak_tflops is None else peak_tflops)
     given = mfu is not None and peak_tflops is not None
@@ -254,17 +255,28 @@ def default_utilisation(mfu: float | None = None, peak_tflops: float | None = No
         source = "given (--mfu)"
     else:  # the peak is still the measured GPU's: say so, as the MFU's source would
         source = f"given (--mfu); peak of {measured.device}"
-    return Utilisation(mfu=measured.mfu if mfu is None else mfu,
-                       peak_tflops=measured.peak_tflops if peak_tflops is None else peak_tflops,
-                       source=source, device=None if given else measured.device)
+    utilisation = Utilisation(mfu=measured.mfu if mfu is None else mfu,
+                              peak_tflops=measured.peak_tflops if peak_tflops is None else peak_tflops,
+                              source=source, device=None if given else measured.device)
+    try:  # the given figures are checked above: one that fails here was measured (a damaged file)
+        check_utilisation(utilisation.mfu, utilisation.peak_tflops)
+    except FieldError as exc:
+        raise FieldError(exc.field, exc.problem, where=measured.source) from None
+    return utilisation
 
 
 def check_utilisation(mfu: float, peak_tflops: float) -> None:
-    """UserError naming ``--mfu`` or ``--peak-tflops`` unless both can be a device's."""
+    """A FieldError of ``mfu`` or ``peak_tflops`` unless both can be a device's (``--mfu``,
+    ``--peak-tflops`` where the command's flags gave them: `megadocs.cli.flags_named`).
+
+    >>> check_utilisation(1.5, 989.0)
+    Traceback (most recent call last):
+    megadocs.errors.FieldError: mfu: expected a utilisation in (0, 1], got 1.5
+    """
     if not 0 < mfu <= 1:
-        raise UserError(f"--mfu: expected a utilisation in (0, 1], got {mfu}")
+        raise FieldError("mfu", f"expected a utilisation in (0, 1], got {mfu}")
     if not peak_tflops > 0 or not math.isfinite(peak_tflops):
-        raise UserError(f"--peak-tflops: expected a positive number of TFLOP/s, got {peak_tflops}")
+        raise FieldError("peak_tflops", f"expected a positive number of TFLOP/s, got {peak_tflops}")
 
 
 def gpu_hours(tokens: float, flops_per_token: float, *, mfu: float, peak_tflops: float) -> float:

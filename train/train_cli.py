@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from megadocs.cli import examples
+from megadocs.cli import examples, flags_named
 from megadocs.errors import UserError, WorkFailed
 from megadocs.exits import Exit
 from megadocs.formats import RunDir
@@ -216,9 +216,11 @@ def _dry_run(config, args: argparse.Namespace) -> int:
 
     from train import plan
 
+    with flags_named(args._train_parser):  # --mfu: expected a utilisation in (0, 1], got 1.5
+        utilisation = plan.default_utilisation(args.mfu, args.peak_tflops, gpu=args.gpu)
     result = plan.run_plan(
         config,
-        utilisation=plan.default_utilisation(args.mfu, args.peak_tflops, gpu=args.gpu),
+        utilisation=utilisation,
         device_memory_gib=plan.DEFAULT_DEVICE_MEMORY_GIB if args.memory_gib is None else args.memory_gib,
         processes=int(os.environ.get("WORLD_SIZE", "1")) if args.processes is None else args.processes,
         scaling_efficiency=plan.DEFAULT_SCALING_EFFICIENCY if args.scaling_efficiency is None else args.scaling_efficiency,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import functools
 
 import numpy as np
@@ -183,6 +184,40 @@ def test_cli_names_the_flag_of_a_loss_that_is_no_number(capsys, dest, value):
     assert main(["analysis", "efficiency", *(item for pair in given.items() for item in pair)]) == 2
     err = capsys.readouterr().err
     assert err.startswith(f"error: {flags[dest]}: expected a finite ") and err.endswith(f" loss, got {value}\n")
+
+
+@pytest.mark.parametrize("dest", _losses_given_by_options())
+def test_cli_names_the_flag_of_a_loss_below_the_laws_asymptote(capsys, dest):
+    """`--loss 1.5` (E 1.92) said 'efficiency: loss 1.5000 is not above ...', naming neither flag."""
+    flags = _losses_given_by_options()
+    given = {flag: "3.4" for flag in flags.values()} | {flags[dest]: "1.5"}
+    assert main(["analysis", "efficiency", *(item for pair in given.items() for item in pair)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {flags[dest]}: loss 1.5000 is not above the reference law's E=") and \
+        err.count("\n") == 1
+
+
+def _commands_with_a_fitted_law() -> dict[str, argparse.ArgumentParser]:
+    """The `analysis` commands whose law may be fitted to baseline runs (--fit-baseline), and their parsers."""
+    from megadocs.cli import build_parser
+
+    [groups] = [a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction)]
+    [commands] = [a for a in groups.choices["analysis"]._actions if isinstance(a, argparse._SubParsersAction)]
+    return {name: parser for name, parser in commands.choices.items()
+            if any("--fit-baseline" in action.option_strings for action in parser._actions)}
+
+
+def test_bootstrap_without_fit_baseline_is_refused_naming_the_option_it_needs(tmp_path, capsys):
+    """`analysis efficiency --bootstrap 500` (report too) without --fit-baseline was silently ignored:
+    a law given or read from a file is not refitted. Now refused in one line, before anything is read."""
+    given = {"efficiency": ["--loss", "3.4", "--baseline-loss", "3.5"],
+             "report": [str(tmp_path / "absent.yaml"), "--out", str(tmp_path / "report")]}
+    assert set(_commands_with_a_fitted_law()) == set(given)
+    for command, argv in given.items():
+        assert main(["analysis", command, *argv, "--bootstrap", "500"]) == 2
+        captured = capsys.readouterr()
+        assert captured.out == "" and captured.err.startswith("error: --bootstrap: only with --fit-baseline ")
+        assert captured.err.count("\n") == 1
 
 
 @pytest.mark.parametrize(("alpha", "asymptote"), [("0", "1.9"), ("nan", "1.9"), ("0.2", "-1"), ("inf", "1"),

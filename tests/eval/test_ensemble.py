@@ -275,6 +275,25 @@ def test_a_bad_member_or_task_is_named_by_the_flag_typed(command, flag, value, p
         assert err.startswith(f"error: {spelling}: {problem}") and err.count("\n") == 1
 
 
+@pytest.mark.parametrize("command", _commands_with_members())
+def test_a_count_below_one_is_refused_naming_the_option(command, capsys):
+    """`train benchmarks --benchmark-limit -1` (or --batch-size 0) went to lm-eval unchecked: every count
+    option of each command, each spelling, is refused in one line naming it (train ensemble's by its
+    record, EnsembleRequest; train benchmarks' by argparse: megadocs.cli.positive_int)."""
+    from megadocs.cli import main, positive_int
+
+    counts = [action for action in _commands_with_members()[command]._actions if action.type in (int, positive_int)]
+    assert counts
+    for spelling in (spelling for action in counts for spelling in action.option_strings):
+        for value in ("0", "-1"):
+            try:
+                status = main(["train", command, "--members", "nope", spelling, value])
+            except SystemExit as exc:  # argparse's own refusal
+                status = exc.code
+            last = capsys.readouterr().err.splitlines()[-1]
+            assert status == 2 and spelling in last and "expected" in last and value in last, (spelling, last)
+
+
 @pytest.mark.parametrize("item", ["=data/a", "arxiv=", "="])
 def test_val_refuses_a_name_or_store_left_empty(item):
     from train.ensemble_cli import validation_specs

@@ -30,6 +30,7 @@ from megadocs import pools as pool_format
 from megadocs.errors import UserError
 from megadocs.formats import PoolKind
 from megadocs.pools import PoolRow, select_generations
+from tests.commands import command_parser
 
 
 @given(st.integers(0, 5000), st.integers(1, 64))
@@ -254,26 +255,13 @@ def test_load_shard_refuses_a_row_whose_gen_index_is_outside_the_pool_s_g(gen_in
     assert path.read_bytes() == before
 
 
-def _subcommand(*words: str):
-    """The argparse parser of ``megadocs WORDS...`` (what the console script builds)."""
-    import argparse
-
-    from megadocs.cli import build_parser
-
-    parser = build_parser()
-    for word in words:
-        [commands] = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
-        parser = commands.choices[word]
-    return parser
-
-
 def _below_each_bound(kind: str):
     """(flag, a value under its field's lower bound) for each option of ``gen KIND`` that fills a
     bounded GenerateOptions field (the record's own constraints, its flags as argparse spells them)."""
     from gen.generate import GenerateOptions
     from megadocs.cli import option_flags
 
-    for dest, flag in option_flags(_subcommand("gen", kind)).items():
+    for dest, flag in option_flags(command_parser("gen", kind)).items():
         field = GenerateOptions.model_fields.get(dest)
         for constraint in field.metadata if field is not None else ():
             ge, gt = getattr(constraint, "ge", None), getattr(constraint, "gt", None)

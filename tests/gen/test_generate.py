@@ -13,7 +13,9 @@ import pytest
 from gen.engines import ENGINES
 from gen.generate import generate_pool, sample_pool
 from megadocs.errors import UserError
+from megadocs.formats import PoolKind
 from megadocs.pools import GenerationStatistics, read_manifest
+from tests.commands import command_parser
 from tests.gen.conftest import read_rows, write_docs
 
 OPTIONS = {"max_new_tokens": 8, "chunk_docs": 1, "progress": False, "seed": 3}
@@ -186,10 +188,30 @@ def test_a_source_of_duplicate_ids_or_no_documents_is_refused_before_the_engine_
     docs = tmp_path / "docs.jsonl"
     docs.write_text("".join(json.dumps({"id": i, "text": f"Document number {k} about owls."}) + "\n"
                             for k, i in enumerate(ids)))
-    with pytest.raises(UserError, match=rf"^--docs: .*docs.jsonl: {message}"):
+    with pytest.raises(UserError, match=rf"^gen rephrase: docs: .*docs.jsonl: {message}"):  # the record's field
         generate_pool("rephrase", docs, tiny_generator, 1, tmp_path / "pool", engine="transformers", num_shards=2,
                       **OPTIONS)
     assert not (tmp_path / "pool" / "manifest.json").exists()
+
+
+@pytest.mark.parametrize("kind", [kind.value for kind in PoolKind if kind is not PoolKind.SAMPLE])  # those with a source
+def test_a_source_without_documents_is_named_by_the_flag_typed(kind, tiny_generator, tmp_path, capsys, monkeypatch):
+    """`gen rephrase --corpus SRC` of a source without documents (or with an id twice) said '--docs: SRC: ...',
+    a hand-written spelling: now the source's option as typed, each of its spellings."""
+    from megadocs.cli import main, option_flags
+
+    monkeypatch.setattr("gen.generate.open_engine", lambda *a, **k: pytest.fail("the engine started"))
+    parser = command_parser("gen", kind)
+    [spellings] = [action.option_strings for action in parser._actions if action.dest == "docs"]
+    assert option_flags(parser)["docs"] in spellings and len(spellings) > 1
+    for rows, problem in [([], "no documents in the train split"), (["a", "a"], "documents 0 and 1 (0-based) share")]:
+        docs = tmp_path / "docs.jsonl"
+        docs.write_text("".join(json.dumps({"id": i, "text": "Owls hunt at night."}) + "\n" for i in rows))
+        for spelling in spellings:
+            assert main(["gen", kind, spelling, str(docs), "--generator", str(tiny_generator), "--g", "1",
+                         "--out", str(tmp_path / "pool"), "--engine", "transformers", "--no-progress"]) == 2
+            err = capsys.readouterr().err
+            assert err.startswith(f"error: {spelling}: {docs}: {problem}") and err.count("\n") == 1, err
 
 
 def test_empty_documents_of_a_raw_corpus_are_left_out_and_counted(tiny_generator, engine, tmp_path, capsys):

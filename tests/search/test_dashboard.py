@@ -138,7 +138,8 @@ def test_dashboard_of_a_sweep_never_run_creates_no_ledger(make_sweep, workdir, m
 
 
 def test_dashboard_bad_port_and_port_in_use_are_one_line(make_sweep, workdir, capsys):
-    """Each was a traceback (OverflowError, OSError)."""
+    """Each was a traceback (OverflowError, OSError); then 'search dashboard: cannot listen on ...', naming
+    neither --host nor --port: now the one refused (a port in use; a host no address of this machine)."""
     pytest.importorskip("optuna_dashboard")
     path = make_sweep()
     assert certify(path) == 0
@@ -151,5 +152,8 @@ def test_dashboard_bad_port_and_port_in_use_are_one_line(make_sweep, workdir, ca
         port = taken.getsockname()[1]
         assert main(["search", "dashboard", str(path), "--port", str(port)]) == 2
     err = capsys.readouterr().err
-    assert err.splitlines()[-1].startswith(f"error: search dashboard: cannot listen on 127.0.0.1:{port}: "), err
+    assert err.splitlines()[-1].startswith(f"error: --port: cannot listen on 127.0.0.1:{port}: "), err
     assert "Traceback" not in err
+    assert main(["search", "dashboard", str(path), "--host", "192.0.2.1", "--port", str(port)]) == 2  # TEST-NET-1
+    err = capsys.readouterr().err
+    assert err.splitlines()[-1].startswith(f"error: --host: cannot listen on 192.0.2.1:{port}: "), err

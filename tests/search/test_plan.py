@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
+import typing
 
 import pytest
 
 from megadocs.cli import main
+from search.plan import Assumptions
+from tests.commands import command_parser
 from train.model import PRESETS
 from train.store import TokenStore
 
@@ -20,6 +24,22 @@ def test_a_utilisation_no_device_has_is_refused_also_where_no_run_trains(make_sw
     assert main(["search", "plan", str(make_sweep()), option, value]) == 2
     captured = capsys.readouterr()
     assert captured.out == "" and captured.err.count("\n") == 1 and captured.err.startswith(f"error: {option}: ")
+
+
+@pytest.mark.parametrize("figure", [figure.name for figure in dataclasses.fields(Assumptions)])
+def test_an_assumed_figure_that_is_no_count_is_refused_naming_its_flag(figure, make_sweep, capsys):
+    """`search plan --assume-vocab-size 0.5` was accepted as a vocabulary of 0 (and any figure 'nan'
+    as nan): each figure is refused in one line naming its flag (Assumptions.parse's FieldError)."""
+    from megadocs.cli import option_flags
+
+    flag = option_flags(command_parser("search", "plan"))[figure]
+    whole = typing.get_type_hints(Assumptions)[figure] == int | None
+    for value, problem in [("nan", "expected a positive number, got 'nan'"), ("-2", "expected a positive number"),
+                           *[("0.5", "expected a whole number of tokens, got '0.5'")] * whole]:
+        assert main(["search", "plan", str(make_sweep()), flag, value]) == 2
+        captured = capsys.readouterr()
+        assert captured.out == "" and captured.err.startswith(f"error: {flag}: {problem}"), captured.err
+        assert captured.err.count("\n") == 1
 
 
 def test_run_counts_of_a_callable_sweep(make_sweep, capsys):
@@ -309,6 +329,24 @@ def _gpu_results(path, *, device="NVIDIA H200", mfu=0.312):
                                 "train": [row, {**row, "compile": "whole", "mfu": 0.9, "shipped": False}],
                                 "checks": []}))  # fmt: skip
     return path
+
+
+@pytest.mark.parametrize("figure", ["mfu", "peak_tflops"])
+def test_a_measured_figure_no_device_has_is_named_by_its_measurement_not_a_flag(figure, make_sweep, tmp_path,
+                                                                               monkeypatch, capsys):
+    """A device check's file whose shipped row has MFU 0 (or peak 0) was planned with (exit 0) or
+    refused as '--mfu: ...', a flag nobody typed: now the measurement and its field, one line."""
+    import train.gpu_results
+
+    path = _gpu_results(tmp_path / "gpu.json")
+    results = json.loads(path.read_text())
+    results["train"][0][figure] = 0.0
+    path.write_text(json.dumps(results))
+    monkeypatch.setattr(train.gpu_results, "GPU_RESULTS", path)
+    assert main(["search", "plan", str(make_sweep())]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: measured on NVIDIA H200 (") and f"gpu.json, 2026-12-01): {figure}: expected " in err
+    assert err.count("\n") == 1
 
 
 def test_gpu_hours_take_the_mfu_the_device_check_measured(make_sweep, tiny_store, tmp_path, monkeypatch, capsys):

@@ -14,6 +14,7 @@ from gen.diversity import write_pool_diversity
 from megadocs.errors import UserError
 from megadocs.formats import ALGORITHMS, POOL_KIND, PoolKind
 from megadocs.pools import served_gs
+from tests.commands import command_parser
 from tests.pools import tokenize_assembled, write_sample_pool
 from tests.pools import write_pool as write_any_pool
 from train.data import TokenStream, TrainingStreams
@@ -146,8 +147,16 @@ def test_a_pool_whose_store_moved_is_tokenized_and_assembled_with_corpus(tmp_pat
     err = capsys.readouterr().err.strip()
     assert f"--corpus: {other} holds other documents than the pool's source {original}" in err and "\n" not in err
     assert not (pool / "tokens").exists() or not any((pool / "tokens").rglob("shard-*"))
-    with pytest.raises(UserError, match=r"--corpus: .* holds other documents than the pool's source"):
+    with pytest.raises(UserError, match=r"^docs: .* holds other documents than the pool's source"):  # its argument
         assemble(pool, "stitched", 2, docs=other)
+    assemble_parser = command_parser("gen", "assemble")  # the same source option, as typed (--docs too)
+    [spellings] = [action.option_strings for action in assemble_parser._actions if action.dest == "docs"]
+    for spelling in spellings:
+        assert main(["gen", "assemble", "--pool", str(pool), "--algorithm", "stitched", "--g", "2",
+                     spelling, str(other)]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"error: {spelling}: {other} holds other documents than the pool's source {original}")
+        assert err.count("\n") == 1
 
     assert main([*command, "--corpus", str(moved)]) == 0
     tokens = open_pool_tokens(pool, TokenStore.open(moved))

@@ -1,0 +1,21 @@
+"""The console script's commands as tests reach them: the argparse parser of ``megadocs WORDS...``,
+whose options (their dests and spellings) are the vocabulary a test iterates."""
+
+from __future__ import annotations
+
+import argparse
+
+from megadocs.cli import build_parser
+
+
+def command_parser(*words: str) -> argparse.ArgumentParser:
+    """The argparse parser of ``megadocs WORDS...`` (what the console script builds).
+
+    >>> command_parser("search", "plan").prog
+    'megadocs search plan'
+    """
+    parser = build_parser()
+    for word in words:
+        [commands] = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+        parser = commands.choices[word]
+    return parser
