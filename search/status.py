@@ -22,7 +22,7 @@ from dataclasses import asdict, dataclass, field
 from enum import Enum
 from typing import Any
 
-from megadocs.formats import RunStatus, dumps_json
+from megadocs.formats import REAL, RunStatus, dumps_json
 from megadocs.procs import PidPlace
 from search.baselines import baseline_strategy
 from search.certificate import (
@@ -892,14 +892,15 @@ def g_trend(summaries: Iterable[CertificationSummary], base_model: str | None = 
     300m`` and no model are one curve where the base is 300m; named where it is not the base model),
     split by setting (its other fixed params and its grid axes given one value,
     :meth:`RunParams.setting`) only where two settings share a G; the synthetic-only ablation (mix 1)
-    is a curve of its own, ``(synthetic only)``. At one G, certifications of one configuration (the
+    is a curve of its own, ``(synthetic only)``; the real-only baseline (G=0) is none, as in the
+    analysis. At one G, certifications of one configuration (the
     same fixed params: they differ only in how their search ran) are one point by
     :func:`search.tuned.configuration_loss` (the analysis's rule too), and several fixed seeds their mean
     (:func:`search.tuned.tuned_at_g`)."""
     certified: dict[bool, list[tuple[CurveMember, CertificationSummary]]] = {False: [], True: []}
     for summary in summaries:
         fixed, certificate = summary.fixed, summary.certificate
-        if certificate and "g" in fixed and "method" in fixed:
+        if certificate and "g" in fixed and "method" in fixed and fixed["method"] != REAL:  # the baseline: no curve
             params = RunParams.split(fixed, axes=())
             member = CurveMember(str(fixed["method"]), float(fixed["g"]), params.setting(summary.pinned),
                                  params.trained_model(base_model))

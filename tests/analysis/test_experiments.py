@@ -744,7 +744,8 @@ def test_search_status_and_the_analysis_form_the_same_curves(case):
     grid value) at a point 0.2 lower: the analysis made it `simple [epochs=4]`, `status` did not see
     the pinned axis and took it as simple-g4 searched again (its lower optimum counts), and flagged a
     rise G=4->8 the report did not. One rule now (search.tuned.method_curves): the same curves, names
-    and rises."""
+    and rises; the real-only baseline (G=0), a line beside the curves in the analysis, was a curve
+    `real` of status's too."""
     import dataclasses
 
     from analysis.experiments import generation_points
@@ -784,7 +785,7 @@ def test_search_status_and_the_analysis_form_the_same_curves(case):
     analysis = {str(method): sorted(set(gs)) for method, gs in points.groupby("method")["g"]}
     rises = {(rise.method, rise.g_from, rise.g_to)
              for rise in monotonicity(points.assign(set="iid", warm_start=None), tolerance=0.0)}
-    status = {label: [g for g, _ in curve] for label, curve in g_trend(summaries).items() if label != "real"}  # G=0 only
+    status = {label: [g for g, _ in curve] for label, curve in g_trend(summaries).items()}
     warned = {(warning.split(": certified loss rises")[0], *map(float, re.findall(r" g=([\d.]+): ", warning)))
               for warning in g_trend_warnings(summaries)}
     assert (analysis, rises) == expected
