@@ -49,6 +49,7 @@ from megadocs.pools import read_manifest, resolve_pool
 from search.grid import values_equal
 from search.params import RunParams
 from search.sweep import SYNTHETIC_ONLY_MIX
+from search.tuned import CurveMember, curve_labels, method_curves
 from train.presets import by_size
 
 if TYPE_CHECKING:
@@ -358,9 +359,9 @@ def curve_notes(certifications: pd.DataFrame) -> dict[str, list[str]]:
     param, a grid axis given one value), they measure two curves, not seed repeats of one point: each
     setting of the method is its own curve. The setting most of the method's certifications have (a
     tie: the first in sort order, nothing fixed first) keeps the method's name; every other is named
-    ``method [setting]`` (:func:`analysis.frame.curve_label`, as ``search status``'s G-trend warning
-    names it) in the ``method`` column of :func:`generation_curves`, so that the generation table,
-    the fits, the rise check and the figures read it as a curve of its own, compared with the
+    ``method [setting]`` (which certifications form which curve, and its name, is
+    :func:`search.tuned.method_curves`, ``search status``'s G-trend rule too) in the ``method``
+    column of :func:`generation_curves`, so that the generation table, the fits, the rise check and the figures read it as a curve of its own, compared with the
     real-only baseline of its setting (:func:`analysis.generation.baseline_for`); one with too few G
     to fit keeps its points and the fit's reason. A setting certified only at G the method's curve does not
     have (the sweep file changed between G: never two settings at one G) is a point of that curve, as
@@ -387,32 +388,26 @@ def _curves(certifications: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, list[
 
 
 def _one_curve_per_setting(curves: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, list[str]]]:
-    """``curves`` with the certifications of a method's other settings than its main one named as
-    curves of their own, and the notes that say so (:func:`curve_notes`)."""
+    """``curves`` with each certification's ``method`` its curve's name by ``search status``'s rule
+    (:func:`search.tuned.method_curves`), and the notes that say how (:func:`curve_notes`)."""
     if SETTING not in curves:
         return curves, {}
-    settings = curves[SETTING].fillna("").astype(str)
+    synthetic = curves[curves["method"].notna() & (curves["method"] != BASELINE_METHOD)]
+    members = [CurveMember(str(method), float(g), setting)
+               for method, g, setting in zip(synthetic["method"], synthetic["g"], synthetic[SETTING].fillna("").astype(str))]
     labels = curves["method"].copy()
+    labels[synthetic.index] = curve_labels(members)
     notes: dict[str, list[str]] = {}
-    synthetic = curves["method"].notna() & (curves["method"] != BASELINE_METHOD)
-    for method, part in curves[synthetic].groupby("method", sort=True):
-        mine = settings[part.index]
-        counts = mine.value_counts()
-        kept = min(counts.index, key=lambda setting: (-counts[setting], setting))
-        on_curve = set(part["g"][mine == kept])  # the G the method's curve has, growing as settings join it
-        for setting in sorted(set(mine) - {kept}, key=lambda setting: (-counts[setting], setting)):
-            at = part["g"][mine == setting]
-            if on_curve.isdisjoint(at):  # only at other G: the sweep changed the setting between G
-                on_curve.update(at)
-                gs = ", ".join(f"{g:g}" for g in sorted(set(at)))
-                notes.setdefault(str(method), []).append(
-                    f"{method} at G={gs} was certified under {setting_words(setting)}, its other G under "
-                    f"{setting_words(kept)}: one curve, as the sweep wrote it (no G has both), so what changes "
-                    "between those G may be the setting's, not G's")
-                continue
-            label = curve_label(str(method), setting)
-            labels[mine.index[mine == setting]] = label
-            notes[label] = [
+    for curve in method_curves(members):
+        method, kept = curve.method, curve.main
+        for setting, at in curve.joined:
+            gs = ", ".join(f"{g:g}" for g in at)
+            notes.setdefault(method, []).append(
+                f"{method} at G={gs} was certified under {setting_words(setting)}, its other G under "
+                f"{setting_words(kept)}: one curve, as the sweep wrote it (no G has both), so what changes "
+                "between those G may be the setting's, not G's")
+        for setting in curve.apart:
+            notes[curve_label(method, setting)] = [
                 f"{method}'s certifications under {setting_words(setting)}, certified at a G of {method}'s curve "
                 f"under another ({setting_words(kept)}, the one most of {method}'s certifications have): a curve "
                 "of its own, not seed repeats of that one's points"]
@@ -433,7 +428,7 @@ def generation_points(certifications: pd.DataFrame) -> tuple[str, pd.DataFrame]:
 def setting_curves(points: pd.DataFrame) -> set[str]:
     """The curves of ``points`` (:func:`generation_points`, or a frame over :func:`generation_curves`)
     that are a method's other setting than its main one, ``method [setting]``
-    (:func:`analysis.frame.curve_label`): not the method's own curve."""
+    (:func:`search.tuned.curve_label`): not the method's own curve."""
     if SETTING not in points or "method" not in points:
         return set()
     settings = points[SETTING].fillna("").astype(str)

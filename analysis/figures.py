@@ -294,7 +294,7 @@ def _source_styles(labels: Sequence[str], method_of: Callable[[str], str] | None
 
 def _curve_styles(rows: pd.DataFrame) -> dict[str, dict[str, Any]]:
     """The style of each curve of ``rows`` (a generation table's or the curves' synthetic rows): a
-    method's curve of another setting (``method [setting]``, :func:`analysis.frame.curve_label`) in
+    method's curve of another setting (``method [setting]``, :func:`search.tuned.curve_label`) in
     its method's colour and marker, another line style (:func:`_source_styles`), its legend label
     the method's with the setting."""
     settings = rows[SETTING].fillna("").astype(str) if SETTING in rows else pd.Series("", index=rows.index)

@@ -75,8 +75,12 @@ from megadocs.errors import UserError
 from megadocs.formats import IID, REAL, RunMetrics, RunStatus
 from search.grid import format_bounds, points_equal
 from search.ledger import RunRecord
-from search.params import METHOD, MODEL, SEED, G, RunParams, format_setting
-from search.tuned import PointRun  # the run record the merge rule reads (search.tuned.configuration_loss)
+from search.params import METHOD, MODEL, SEED, G, RunParams, pinned_axes
+from search.tuned import (  # the merge and curve rules' records and names
+    DEFAULT_SETTING,
+    PointRun,
+    curve_label,
+)
 
 if TYPE_CHECKING:
     from search.status import CertificationSummary
@@ -250,24 +254,14 @@ def _format_extended(certificate) -> str:
 
 
 def setting_of(params: RunParams, grid: Mapping[str, Sequence[Any]] | None = None) -> str:
-    """What a certification fixes beyond method, G, model and seed, as ``key=value`` pairs sorted by key:
-    its other fixed params (:meth:`search.params.RunParams.other_fixed`) and each axis of ``grid`` with
-    one value ("" when nothing). A fixed seed is left out: certifications that differ only in it are
-    seed repeats of one point.
+    """The frame's :data:`SETTING`: what a certification fixes beyond method, G, model and seed
+    (:meth:`search.params.RunParams.setting`), its other fixed params and each axis of ``grid`` with
+    one value ("" when nothing).
 
     >>> setting_of(RunParams(fixed={"method": "simple", "g": 2, "temperature": 0.5}), {"lr": [1e-3, 3e-3], "epochs": [4]})
     'epochs=4, temperature=0.5'
     """
-    pinned = {axis: values[0] for axis, values in (grid or {}).items() if len(values) == 1}
-    pinned.update(params.other_fixed())
-    return format_setting(pinned)
-
-
-DEFAULT_SETTING = "default"
-"""How a curve's label names the empty setting (nothing fixed beyond method, G and model: the sweep's
-defaults) where it is not the method's main curve, ``method [default]`` (:func:`curve_label`), and a
-sentence names it, "the default setting" (:func:`setting_words`); never a setting's own text, which
-is ``key=value`` pairs."""
+    return params.setting(pinned_axes(grid))
 
 
 def setting_words(setting: str) -> str:
@@ -280,17 +274,6 @@ def setting_words(setting: str) -> str:
     'the default setting'
     """
     return f"the fixed setting {setting}" if setting else f"the {DEFAULT_SETTING} setting"
-
-
-def curve_label(method: str, setting: str) -> str:
-    """The name of ``method``'s L(G) curve under ``setting`` where it is not the method's main curve
-    (``analysis.experiments.generation_curves``), as ``search status``'s G-trend warning names it; the
-    empty setting is :data:`DEFAULT_SETTING`.
-
-    >>> curve_label("simple", "temperature=0.5"), curve_label("simple", "")
-    ('simple [temperature=0.5]', 'simple [default]')
-    """
-    return f"{method} [{setting or DEFAULT_SETTING}]"
 
 
 def curve_method(label: str, setting: str) -> str:

@@ -23,13 +23,13 @@ True
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 from megadocs.formats import REAL
 
-__all__ = ["RunParams", "SEED", "METHOD", "G", "MODEL", "FIXED_TRAIN_KEYS", "format_point", "format_setting"]
+__all__ = ["RunParams", "SEED", "METHOD", "G", "MODEL", "FIXED_TRAIN_KEYS", "format_point", "format_setting", "pinned_axes"]
 
 SEED = "seed"
 """The params key of a run's seed: repeat r > 0 of a point carries ``seed: r`` (its first run
@@ -60,6 +60,16 @@ def format_setting(values: Mapping[str, Any]) -> str:
     'epochs=4, temperature=0.5'
     """
     return ", ".join(f"{key}={_shown(value)}" for key, value in sorted(values.items()))
+
+
+def pinned_axes(grid: Mapping[str, Sequence[Any]] | None) -> dict[str, Any]:
+    """The axes ``grid`` ({axis: values}) gives one value, with that value: part of a certification's
+    setting (:meth:`RunParams.setting`).
+
+    >>> pinned_axes({"lr": [1e-3, 3e-3], "epochs": [4]})
+    {'epochs': 4}
+    """
+    return {axis: values[0] for axis, values in (grid or {}).items() if len(values) == 1}
 
 
 def _shown(value: Any) -> str:
@@ -164,3 +174,14 @@ class RunParams:
     def other_fixed(self) -> dict[str, Any]:
         """The fixed params beyond :data:`FIXED_TRAIN_KEYS` and the seed (a callable objective's own)."""
         return {k: v for k, v in self.fixed.items() if k not in FIXED_TRAIN_KEYS and k != SEED}
+
+    def setting(self, pinned: Mapping[str, Any] | None = None) -> str:
+        """What a certification fixes beyond method, G, model and seed, as :func:`format_setting` writes
+        it ("" when nothing): its :meth:`other_fixed` and the grid axes ``pinned`` to one value
+        (:func:`pinned_axes`). A fixed seed is left out: certifications that differ only in it are seed
+        repeats of one point. What ``search.tuned.method_curves`` splits a method's curves by.
+
+        >>> RunParams(fixed={"method": "simple", "g": 2, "seed": 1, "temperature": 0.5}).setting({"epochs": 4})
+        'epochs=4, temperature=0.5'
+        """
+        return format_setting({**(pinned or {}), **self.other_fixed()})

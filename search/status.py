@@ -22,7 +22,7 @@ from dataclasses import asdict, dataclass, field
 from enum import Enum
 from typing import Any
 
-from megadocs.formats import RunStatus, dumps_json
+from megadocs.formats import REAL, RunStatus, dumps_json
 from megadocs.procs import PidPlace
 from search.baselines import baseline_strategy
 from search.certificate import (
@@ -48,7 +48,7 @@ from search.ledger import (
     study_name,
     undescribed_line,
 )
-from search.params import MODEL, RunParams, format_point, format_setting
+from search.params import MODEL, RunParams, format_point, pinned_axes
 from search.strategies import (
     CertifySearch,
     Stop,
@@ -60,7 +60,7 @@ from search.strategies import (
     waiting_line,
 )
 from search.sweep import SYNTHETIC_ONLY_MIX, Sweep
-from search.tuned import Certified, PointRun, TunedLoss, runs_at_point, tuned_at_g
+from search.tuned import Certified, CurveMember, PointRun, TunedLoss, curve_labels, runs_at_point, tuned_at_g
 
 __all__ = ["CertificationSummary", "LedgerFacts", "BestPoint", "RunCounts", "Compute", "summarize", "summarize_ensembles",
            "EnsembleSummary", "EnsembleMember", "summarize_transfers", "TransferSummary", "TransferState",
@@ -113,6 +113,8 @@ class LedgerFacts:
 
     study: str = ""
     fixed: Mapping[str, Any] = field(default_factory=dict)
+    pinned: Mapping[str, Any] = field(default_factory=dict)
+    """The axes its grid gives one value (:func:`search.params.pinned_axes`): :attr:`CertificationSummary.pinned`."""
     warm_start: str | None = None
     records: tuple[RunRecord, ...] = ()
     """Its ledger trials (for :class:`Compute`)."""
@@ -169,6 +171,10 @@ class CertificationSummary:
     those whose failure failed it (:meth:`search.strategies.Strategy.source_chain`); not in ``--json``."""
     study: str = ""
     fixed: dict[str, Any] = field(default_factory=dict)
+    pinned: dict[str, Any] = field(default_factory=dict)
+    """The axes its grid gives one value, with that value (:func:`search.params.pinned_axes` of
+    :meth:`search.sweep.Sweep.grid_for`): with its other fixed params, its setting
+    (:meth:`RunParams.setting`), which curve of its method it is on (:func:`g_trend`); not in ``--json``."""
     start: dict[str, Any] | None = None
     warm_start: str | None = None
     compute: Compute = Compute()
@@ -234,7 +240,7 @@ class CertificationSummary:
             noise=decision.noise,
             reason=_reason(decision, state, stop, baseline=baseline is not None, runs=len(search.outcomes),
                            budget_spent=ledger.budget_spent),
-            study=ledger.study, fixed=dict(ledger.fixed), start=search.start, warm_start=ledger.warm_start,
+            study=ledger.study, fixed=dict(ledger.fixed), pinned=dict(ledger.pinned), start=search.start, warm_start=ledger.warm_start,
             compute=Compute.of_records(ledger.records), extensions=_merge_extensions(ledger.extensions, search.extensions),
             stop=stop, sources=search.source_chain(),
             point_runs=runs_at_point(ledger.records, decision.certificate.point if decision.certificate is not None
@@ -435,7 +441,8 @@ def summarize(sweep: Sweep, strategy: str = "certify", max_runs: int | None = No
         if budget_stop is not None:
             budget_stops[cert.name] = budget_stop
         summaries.append(CertificationSummary.of_search(strategy, LedgerFacts(
-            study=study, fixed=cert.fixed, warm_start=cert.warm_start, records=tuple(records),
+            study=study, fixed=cert.fixed, pinned=pinned_axes(sweep.grid_for(cert).as_mapping()),
+            warm_start=cert.warm_start, records=tuple(records),
             extensions=tuple(snapshot.extensions(study)), budget_stop=budget_stop,
             budget_spent=budget is not None and len(search.outcomes) >= budget and not search.running(),
             stopped=n_stopped, to_rerun=_rerun_candidates(strategy, records, fixed=cert.fixed, grid=grid),
@@ -879,28 +886,33 @@ def start_edits(sweep: Sweep, kind: StudyKind, snapshot: LedgerSnapshot) -> list
 def g_trend(summaries: Iterable[CertificationSummary], base_model: str | None = None) -> dict[str, list[tuple[float, TunedLoss]]]:
     """Each curve's tuned loss at each of its G, by G: what :func:`g_trend_warnings` compares.
 
-    One curve per method (and model, and other fixed setting: :meth:`RunParams.other_fixed`); the
-    model is the one each trains (:meth:`RunParams.trained_model` over ``base_model``, the sweep's
-    :attr:`Sweep.base_model`: ``model: 300m`` and no model are one curve where the base is 300m),
-    named in the curve where it is not the base model. At one G, certifications of one configuration
-    (the same fixed params: they differ only in how their search ran) are one point by
+    Which certifications form which curve, and its name, is the analysis's rule
+    (:func:`search.tuned.method_curves`): one curve per method and model (the one each trains,
+    :meth:`RunParams.trained_model` over ``base_model``, the sweep's :attr:`Sweep.base_model`: ``model:
+    300m`` and no model are one curve where the base is 300m; named where it is not the base model),
+    split by setting (its other fixed params and its grid axes given one value,
+    :meth:`RunParams.setting`) only where two settings share a G; the synthetic-only ablation (mix 1)
+    is a curve of its own, ``(synthetic only)``; the real-only baseline (G=0) is none, as in the
+    analysis. At one G, certifications of one configuration (the
+    same fixed params: they differ only in how their search ran) are one point by
     :func:`search.tuned.configuration_loss` (the analysis's rule too), and several fixed seeds their mean
     (:func:`search.tuned.tuned_at_g`)."""
-    curves: dict[str, dict[float, dict[str, list[Certified]]]] = defaultdict(lambda: defaultdict(dict))
+    certified: dict[bool, list[tuple[CurveMember, CertificationSummary]]] = {False: [], True: []}
     for summary in summaries:
         fixed, certificate = summary.fixed, summary.certificate
-        if certificate and "g" in fixed and "method" in fixed:
+        if certificate and "g" in fixed and "method" in fixed and fixed["method"] != REAL:  # the baseline: no curve
             params = RunParams.split(fixed, axes=())
-            model = params.trained_model(base_model)
-            method = str(fixed["method"]) + (f" ({model})" if model != base_model else "")
-            setting = params.other_fixed()
-            if setting:  # another recipe: its own curve
-                method += f" [{format_setting(setting)}]"
-            if values_equal(certificate.point.get("mix", 0.0), SYNTHETIC_ONLY_MIX):
-                method += " (synthetic only)"  # the ablation is its own curve, not a point of the mixed one
-            trained = {**fixed, MODEL: model} if model is not None else fixed  # one configuration, written or not
-            configuration = repr(sorted((str(k), repr(v)) for k, v in trained.items()))
-            curves[method][float(fixed["g"])].setdefault(configuration, []).append(
+            member = CurveMember(str(fixed["method"]), float(fixed["g"]), params.setting(summary.pinned),
+                                 params.trained_model(base_model))
+            ablation = values_equal(certificate.point.get("mix", 0.0), SYNTHETIC_ONLY_MIX)  # not a point of the mixed curve
+            certified[ablation].append((member, summary))
+    curves: dict[str, dict[float, dict[str, list[Certified]]]] = defaultdict(lambda: defaultdict(dict))
+    for ablation, part in certified.items():
+        for (member, summary), label in zip(part, curve_labels([member for member, _ in part], base_model)):
+            trained = {**summary.fixed, MODEL: member.model} if member.model is not None else summary.fixed
+            configuration = repr(sorted((str(k), repr(v)) for k, v in trained.items()))  # the model written or not
+            certificate = summary.certificate
+            curves[label + (" (synthetic only)" if ablation else "")][member.g].setdefault(configuration, []).append(
                 Certified(summary.name, certificate.point, {"loss": certificate.loss}, summary.point_runs))
     return {method: [(g, tuned_at_g(by_g[g].values())) for g in sorted(by_g)] for method, by_g in sorted(curves.items())}
 

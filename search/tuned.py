@@ -6,12 +6,16 @@ name, a warm start): :func:`configuration_loss` makes those one point, and :func
 averages a curve's fixed-seed repeats at one G. The one rule of ``search status``'s G trend
 (:func:`search.status.g_trend`) and of the analysis's curves, rise check and recipes
 (``analysis.configurations``, ``analysis.generation``).
+
+Which certifications form which curve, and its name, is one rule too, :func:`method_curves` (each
+certification's curve: :func:`curve_labels`): ``search status``'s G trend and the analysis's curves
+(``analysis.experiments.generation_curves``) read the same curves.
 """
 
 from __future__ import annotations
 
 import math
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -20,8 +24,106 @@ from megadocs.formats import RunStatus
 from search.grid import points_equal
 from search.ledger import RunRecord
 
-__all__ = ["PointRun", "runs_at_point", "Certified", "PointMeasure", "ConfigurationLoss", "configuration_loss",
+__all__ = ["DEFAULT_SETTING", "curve_label", "CurveMember", "MethodCurves", "method_curves", "curve_labels",
+           "PointRun", "runs_at_point", "Certified", "PointMeasure", "ConfigurationLoss", "configuration_loss",
            "TunedLoss", "tuned_at_g"]
+
+
+DEFAULT_SETTING = "default"
+"""How a curve's label names the empty setting (nothing fixed beyond method, G and model: the sweep's
+defaults) where it is not the method's main curve, ``method [default]`` (:func:`curve_label`); never
+a setting's own text, which is ``key=value`` pairs."""
+
+
+def curve_label(method: str, setting: str) -> str:
+    """The name of ``method``'s curve under ``setting`` where it is not the method's main curve
+    (:func:`method_curves`); the empty setting is :data:`DEFAULT_SETTING`.
+
+    >>> curve_label("simple", "temperature=0.5"), curve_label("simple", "")
+    ('simple [temperature=0.5]', 'simple [default]')
+    """
+    return f"{method} [{setting or DEFAULT_SETTING}]"
+
+
+@dataclass(frozen=True)
+class CurveMember:
+    """One certification as :func:`method_curves` reads it: its method, G, the model it trains (None:
+    the base model's) and its setting, what it fixes beyond method, G, model and seed (its other fixed
+    params and the grid axes it is given one value) as :meth:`search.params.RunParams.setting` writes
+    it ("" for none: the analysis frame's ``setting`` column)."""
+
+    method: str
+    g: float
+    setting: str = ""
+    model: str | None = None
+
+
+@dataclass(frozen=True)
+class MethodCurves:
+    """One method's (and model's) curves (:func:`method_curves`)."""
+
+    method: str
+    """Its main curve's name: the method, with ``(model)`` where it trains another than the base model."""
+    main: str
+    """The setting the main curve is named by: the one most of its certifications have (a tie: the
+    first in sort order, nothing fixed first)."""
+    joined: tuple[tuple[str, tuple[float, ...]], ...] = ()
+    """Each other setting certified only at G the main curve lacks (the sweep file changed between G),
+    with those G: points of the main curve."""
+    apart: tuple[str, ...] = ()
+    """Each other setting certified at a G of the main curve: a curve of its own, :func:`curve_label`."""
+
+    def label(self, setting: str) -> str:
+        """The curve of a certification of this method under ``setting``."""
+        return curve_label(self.method, setting) if setting in self.apart else self.method
+
+
+def method_curves(members: Iterable[CurveMember], base_model: str | None = None) -> list[MethodCurves]:
+    """Which certifications form which L(G) curve, by method (and model: one trained on another than
+    ``base_model`` is ``method (model)``), in order of name. Two certifications of a method at one G
+    under two settings measure two curves, not seed repeats of one point: the setting most of the
+    method's certifications have keeps the method's name, every other certified at a G of that curve is
+    ``method [setting]``. A setting certified only at G the curve lacks (the sweep file changed between
+    G: never two settings at one G) is a point of the method's curve, as the sweep wrote it: the paper
+    compares one algorithm's tuned loss across G. The one rule of ``search status``'s G trend
+    (:func:`search.status.g_trend`) and the analysis's curves (``analysis.experiments.curve_notes``).
+
+    >>> method_curves([CurveMember("s", 1), CurveMember("s", 2), CurveMember("s", 2, "t=1"), CurveMember("s", 4, "t=2")])
+    [MethodCurves(method='s', main='', joined=(('t=2', (4,)),), apart=('t=1',))]
+    """
+    by_method: dict[str, list[CurveMember]] = defaultdict(list)
+    for member in members:
+        by_method[_method(member, base_model)].append(member)
+    curves = []
+    for method, part in sorted(by_method.items()):
+        counts = Counter(member.setting for member in part)
+        main, *others = sorted(counts, key=lambda setting: (-counts[setting], setting))
+        on_curve = {member.g for member in part if member.setting == main}  # growing as settings join it
+        joined, apart = [], []
+        for setting in others:
+            at = {member.g for member in part if member.setting == setting}
+            if on_curve.isdisjoint(at):
+                on_curve |= at
+                joined.append((setting, tuple(sorted(at))))
+            else:
+                apart.append(setting)
+        curves.append(MethodCurves(method, main, tuple(joined), tuple(apart)))
+    return curves
+
+
+def curve_labels(members: Sequence[CurveMember], base_model: str | None = None) -> list[str]:
+    """Each member's curve (:func:`method_curves`), in order.
+
+    >>> curve_labels([CurveMember("s", 2), CurveMember("s", 2, "t=1"), CurveMember("s", 2, model="1.5b")], "300m")
+    ['s', 's [t=1]', 's (1.5b)']
+    """
+    by_method = {curve.method: curve for curve in method_curves(members, base_model)}
+    return [by_method[_method(member, base_model)].label(member.setting) for member in members]
+
+
+def _method(member: CurveMember, base_model: str | None) -> str:
+    """The name of ``member``'s method's main curve (:attr:`MethodCurves.method`)."""
+    return member.method if member.model is None or member.model == base_model else f"{member.method} ({member.model})"
 
 
 @dataclass(frozen=True)

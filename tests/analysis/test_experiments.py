@@ -735,6 +735,63 @@ def test_search_status_and_the_analysis_merge_a_configuration_certified_twice_al
     assert f"g=1: {rise.loss_from:.4f} -> simple-g2-again g=2: {rise.loss_to:.4f}" in warning
 
 
+@pytest.mark.parametrize("case", ["setting changed between G", "one-value grid axis"])
+def test_search_status_and_the_analysis_form_the_same_curves(case):
+    """Which certifications form which curve had two rules. simple-g8 certified at temperature 0.5
+    (the sweep file changed after G=4), 0.05 above G=4: the analysis put it on simple's curve (with a
+    note) and flagged the rise G=4->8, `search status` made it a curve of its own, `simple
+    [temperature=0.5]`, and flagged nothing. simple-g4-short, certified with epochs pinned to 4 (one
+    grid value) at a point 0.2 lower: the analysis made it `simple [epochs=4]`, `status` did not see
+    the pinned axis and took it as simple-g4 searched again (its lower optimum counts), and flagged a
+    rise G=4->8 the report did not. One rule now (search.tuned.method_curves): the same curves, names
+    and rises; the real-only baseline (G=0), a line beside the curves in the analysis, was a curve
+    `real` of status's too."""
+    import dataclasses
+
+    from analysis.experiments import generation_points
+    from analysis.frame import certifications_frame, runs_frame
+    from analysis.generation import monotonicity
+    from search.certificate import Certificate
+    from search.params import pinned_axes
+    from search.status import g_trend, g_trend_warnings
+    from search.tuned import runs_at_point
+
+    records, summaries = synthetic.sweep(methods=("simple",), gs=(1, 2, 4, 8))
+    by_name = {summary.name: summary for summary in summaries}
+
+    def shifted(source, name, delta, **facts):
+        """``source``'s certification as ``name``, its runs (those at epochs 4 with ``pinned``) ``delta`` worse."""
+        runs = [dataclasses.replace(r, certification=name, run_id=f"{name}-{r.trial}", loss=r.loss + delta,
+                                    metrics=r.metrics.model_copy(update={"val_loss": r.loss + delta, "val_losses": {
+                                        k: v + delta for k, v in r.metrics.val_losses.items()}}))
+                for r in records if r.certification == source and (r.point["epochs"] == 4 or "pinned" not in facts)]
+        best = min(runs, key=lambda r: r.loss)
+        records[:] = [r for r in records if r.certification != name] + runs
+        by_name[name] = dataclasses.replace(by_name[source], name=name, **facts,
+                                            certificate=Certificate(best.point, best.loss, (), ()),
+                                            point_runs=runs_at_point(runs, best.point))
+
+    grids = {}
+    if case == "setting changed between G":
+        shifted("simple-g8", "simple-g8", 0.07, fixed={"method": "simple", "g": 8, "temperature": 0.5})
+        expected = {"simple": [1, 2, 4, 8]}, {("simple", 4, 8)}
+    else:
+        grids["simple-g4-short"] = {**synthetic.GRID, "epochs": [4]}
+        shifted("simple-g4", "simple-g4-short", -0.2, pinned=pinned_axes(grids["simple-g4-short"]))
+        expected = {"simple": [1, 2, 4, 8], "simple [epochs=4]": [4]}, set()
+    summaries = list(by_name.values())
+
+    _main, points = generation_points(certifications_frame(summaries, runs_frame(records), grids))
+    analysis = {str(method): sorted(set(gs)) for method, gs in points.groupby("method")["g"]}
+    rises = {(rise.method, rise.g_from, rise.g_to)
+             for rise in monotonicity(points.assign(set="iid", warm_start=None), tolerance=0.0)}
+    status = {label: [g for g, _ in curve] for label, curve in g_trend(summaries).items()}
+    warned = {(warning.split(": certified loss rises")[0], *map(float, re.findall(r" g=([\d.]+): ", warning)))
+              for warning in g_trend_warnings(summaries)}
+    assert (analysis, rises) == expected
+    assert (status, warned) == expected
+
+
 @pytest.mark.parametrize("extra", [None, 0.004])
 def test_two_certifications_of_one_configuration_are_one_point_of_their_distinct_runs(extra):
     """simple-g2 and simple-g2-again search one configuration (same method, G, model, seed and setting;

@@ -300,7 +300,9 @@ def test_g_trend_takes_one_point_per_g_and_one_curve_per_setting():
     """A rising certification searched again under a new name from the smaller G (the advice) no
     longer warns once the new search certifies a lower point: of one configuration's local optima the
     lower certified loss counts (search.tuned.configuration_loss); fixed-seed repeats at one G are
-    one point (their mean), never a rise "from G=2 to G=2"; another fixed setting is its own curve."""
+    one point (their mean), never a rise "from G=2 to G=2"; another fixed setting at a G of the curve
+    is its own curve, one only at other G a point of it (search.tuned.method_curves: the analysis's
+    curves too). That one had been a curve of its own, and its rise never seen."""
     from search.certificate import Certificate, CertState
     from search.status import CertificationSummary, RunCounts
 
@@ -319,13 +321,21 @@ def test_g_trend_takes_one_point_per_g_and_one_curve_per_setting():
     [warning] = g_trend_warnings([*seeds, summary("latent-g4-s1", 4, 4.70, seed=1)])
     assert "(seeds of latent-g2-s1, latent-g2-s2 g=2: 4.6200 -> latent-g4-s1 g=4: 4.7000)" in warning
     assert warning.endswith("look at the searches' runs (`megadocs search status`)")
-    assert g_trend_warnings([g2, summary("latent-g4-hot", 4, 4.9, temperature=1.0)]) == []  # another recipe
+    # another recipe at a G of the curve is its own curve (the analysis's rule, search.tuned.method_curves) ...
+    hot = summary("latent-g4-hot", 4, 4.9, temperature=1.0)
+    assert g_trend_warnings([g2, summary("latent-g4", 4, 4.55), hot]) == []
+    # ... one certified only at a G the curve lacks (the sweep file changed between G) a point of it
+    [warning] = g_trend_warnings([g2, hot])
+    assert warning.startswith("latent: certified loss rises with G (latent-g2 g=2: 4.6000 -> latent-g4-hot g=4: 4.9000)")
 
 
 def test_the_g_trend_names_a_setting_curve_as_the_analysis_does():
     """`search status`'s G trend and the analysis's curves name another fixed setting's curve with
     one formatter (search.params.format_setting): the warning printed each value with str(), the
-    curves every number with :g (an int 2000000 as 2e+06), so one curve had two names."""
+    curves every number with :g (an int 2000000 as 2e+06), so one curve had two names. A setting is a
+    curve of its own only beside the main curve at one of its G (search.tuned.method_curves)."""
+    import dataclasses
+
     from analysis.frame import curve_label, setting_of
     from search.certificate import Certificate, CertState
     from search.params import RunParams
@@ -338,7 +348,9 @@ def test_the_g_trend_names_a_setting_curve_as_the_analysis_does():
             name=name, state=CertState.CERTIFIED, best=None, runs=RunCounts(),
             certificate=Certificate({"lr": 0.003}, loss, (), ()), path=(), bounds_hit=(), fixed={**fixed, "g": g})
 
-    [warning] = g_trend_warnings([summary("a", 2, 4.6), summary("b", 4, 4.8)])
+    # the main curve (most certifications) has nothing fixed; the setting's shares its G: its own curve
+    plain = [dataclasses.replace(summary(f"p{g}", g, 4.7 - 0.01 * g), fixed={"method": "latent", "g": g}) for g in (2, 4, 8)]
+    [warning] = g_trend_warnings([*plain, summary("a", 2, 4.6), summary("b", 4, 4.8)])
     label = curve_label("latent", setting_of(RunParams(fixed={**fixed, "g": 2})))
     assert label == "latent [max_new_tokens=2000000, temperature=0.001]"
     assert warning.startswith(f"{label}: certified loss rises with G")
