@@ -382,6 +382,24 @@ def test_a_rank_whose_file_system_fails_stops_every_rank_with_its_line_as_a_fail
     assert not (out / "loop-fault").exists()  # stopped before RUN was read or written
 
 
+def test_a_rank_whose_file_system_fails_as_it_reads_run_stops_every_rank_with_its_line_as_a_failure_to_retry(
+        disagreement):  # fmt: skip
+    """An OSError (NFS's ESTALE) on rank 1 alone as it reads what RUN holds, before the ranks agree
+    on it (MOCK: the worker's `FAULTS`): every rank raises the same WorkFailed line naming rank 1, its
+    host and the error, and rank 0 writes nothing. Before, rank 1 stopped alone with the OSError's
+    traceback and rank 0 failed in the agreement's all-gather ("Connection closed by peer"; NCCL:
+    its timeout, unless the launcher ended it)."""
+    from tests.train.agreement_worker import FAULTS
+
+    out, errors = disagreement
+    first, second = errors["loop-read-fault"]
+    fault = FAULTS["loop-read-fault"][2]
+    assert first == second, errors["loop-read-fault"]
+    assert first == (f"WorkFailed: rank 1 ({socket.gethostname()}) of this run could not read RUN: "
+                     f"OSError: {fault}"), first
+    assert not (out / "loop-read-fault").exists()  # rank 0 did not go on to prepare RUN
+
+
 def test_a_sweep_job_whose_rank_opened_other_data_fails_on_every_rank(disagreement):
     out, errors = disagreement
     for scenario in ("job", "job-missing"):
