@@ -297,32 +297,37 @@ class DistributedContext:
                              "every node sees alike (a shared file system, an absolute --out); nothing was trained")
 
     @contextlib.contextmanager
-    def share_main_refusal(self) -> Iterator[None]:
-        """A UserError rank 0 raises in the block, raised on every rank: for a step that rank 0 alone
+    def share_main_refusal(self, what: str) -> Iterator[None]:
+        """An exception rank 0 raises in the block, raised on every rank: for a step that rank 0 alone
         takes or checks (RUN's folder, which only it creates and writes; its trackers, which only it
-        opens). Every rank runs the block; then rank 0's line (None: it refused nothing) is broadcast
-        (one small object over the control group), so that no rank is left waiting in its next
-        collective for a rank 0 that stopped. Another rank's own UserError in the block is raised on
-        that rank alone, once rank 0 refused nothing (its launcher ends the others). Any other
-        exception is not caught (a rank waiting in the broadcast for rank 0 meets its closed
-        connection). One process: the block's errors as they are.
+        opens), which rank 0 `what` when it fails (``could not prepare RUN``). Every rank runs the
+        block; then rank 0's record of what it met (`_Opened`; None: nothing) is broadcast (one small
+        object over the control group), so that no rank is left waiting in its next collective for a
+        rank 0 that stopped. Another rank's own exception in the block is raised on that rank alone,
+        once rank 0 met nothing (its launcher ends the others). One process: the block's errors as
+        they are.
 
         Raises:
-            EveryRankError: on every rank, rank 0's line, when it refused (several processes).
+            EveryRankError: on every rank, rank 0's line, when it refused (a UserError; several processes).
+            WorkFailed: on every rank, the same line, when rank 0 met another exception (an OSError of
+                its file system: a full disk, EIO): ``rank 0 (host) of this run {what}: `` its type and
+                message (on rank 0, its exception is the cause), as `agree_on_identity` says a fault.
         """
         if not self.distributed:
             yield
             return
-        refusal: UserError | None = None
+        met: Exception | None = None
         try:
             yield
-        except UserError as exc:
-            refusal = exc
-        line = self.broadcast_object(None if refusal is None or not self.is_main else str(refusal))
-        if line is not None:
-            raise EveryRankError(line) from refusal
-        if refusal is not None:
-            raise refusal
+        except Exception as exc:  # noqa: BLE001 - rank 0's is raised on every rank below
+            met = exc
+        main: _Opened | None = self.broadcast_object(_Opened.of(met) if self.is_main and met is not None else None)
+        if main is not None:
+            if not main.fault:
+                raise EveryRankError(main.error) from met  # its refusal's own line
+            _raise_first_error([main], what, met)  # rank 0's fault, named as the first rank
+        if met is not None:
+            raise met
 
     def broadcast_object(self, value: Any) -> Any:
         """Rank 0's ``value`` on every rank (small picklable objects: never data from disk)."""

@@ -106,8 +106,9 @@ def run(config: RunConfig, out: str | Path, stores: RunStores | None = None, *,
             which only it opens (`share_main_refusal`). One raised later (a node's fault) is a
             plain UserError, possibly of that rank alone.
         WorkFailed: several processes, one of which could not open its data or read RUN for another
-            reason (an OSError of its file system): the same line on every rank, a failure to retry
-            (`megadocs train`: that line, exit 4).
+            reason (an OSError of its file system), or rank 0 could not prepare RUN or open its
+            trackers for one: the same line on every rank, a failure to retry (`megadocs train`:
+            that line, exit 4).
     """
     out = Path(out)
     # the stores first, each opened once: the identity is of what they read. A rank that cannot
@@ -146,7 +147,7 @@ def run(config: RunConfig, out: str | Path, stores: RunStores | None = None, *,
             seen = (finished if isinstance(finished, Exception) else "finished" if finished is not None
                     else f"not finished, checkpoint at step {resumes}" if resumes is not None
                     else "not finished, no checkpoint")  # fmt: skip
-            dist.agree_on_run_folder(out, seen)  # a node that sees another RUN, or none, stops every rank
+            dist.agree_on_run_folder(out, seen)  # a node that sees another RUN, or cannot read it, stops every rank
             if isinstance(finished, Exception):
                 raise finished
             if finished is not None:
@@ -161,7 +162,8 @@ def run(config: RunConfig, out: str | Path, stores: RunStores | None = None, *,
                                 f"(replaced at its path); run again")
         device = resolve_device(config.device)
         run_dir = RunLifecycle(out, identity, writes=dist.is_main)
-        with dist.share_main_refusal():  # rank 0 alone creates RUN: its refusal (a file there) stops every rank
+        with dist.share_main_refusal("could not prepare RUN"):  # rank 0 alone creates RUN: its refusal (a
+            # file there) or fault (a full disk, EIO) stops every rank
             run_dir.prepare(config, device, data)
         # leaving the block waits for the checkpoint being written and closes the trackers (also
         # on an exception)
@@ -270,7 +272,8 @@ class Trainer:
         self.curve = PeriodicValidation.build(self.config, self.data.store, self.data.extra,
                                               total_steps=self.total_steps, device=self.device,
                                               align=LOG_EVERY)  # fmt: skip
-        with self.dist.share_main_refusal():  # rank 0 alone opens them: a W&B setting it refuses stops every rank
+        with self.dist.share_main_refusal("could not open its trackers"):  # rank 0 alone opens them: a W&B
+            # setting it refuses stops every rank
             self.tracker = self.run_dir.open_tracker(self.config, start_step=self.step)
         self._exits.callback(self.tracker.close)  # flushes the curves also when preempted
 

@@ -21,6 +21,8 @@ error it ended with (None: none; a UserError's line, any other exception's prefi
   of this run at step 120 (what a preempted run leaves where only rank 0 writes), rank 1's none.
 - ``loop-read-fault``: `train.loop.run` where rank 1's file system fails it as it reads RUN (an
   OSError: NFS's ESTALE reading metrics.json, injected here: `FAULTS`), rank 0 reading it.
+- ``loop-prepare-fault``: `train.loop.run` where rank 0's file system fails it as it prepares RUN,
+  which it alone writes (an OSError: EIO, injected here: `FAULTS`).
 
 Usage: python -m tests.train.agreement_worker CONFIG.yaml OTHER_STORE DONE OUT PORT...  (a port a scenario)
 """
@@ -48,10 +50,11 @@ from train.loop import run
 from train.run_dir import RunLifecycle
 
 SCENARIOS = ("loop", "loop-fault", "job", "job-renamed", "job-missing", "job-done", "loop-folder", "loop-checkpoint",
-             "loop-read-fault")
+             "loop-read-fault", "loop-prepare-fault")
 CHECKPOINT_STEP = 120  # of rank 0's RUN in ``loop-checkpoint``
 FAULTS = {  # MOCK: a file system that fails one rank (no NFS here to go stale): scenario -> (rank, RunLifecycle's step, error)
     "loop-read-fault": (1, "finished", OSError(errno.ESTALE, os.strerror(errno.ESTALE), "run/metrics.json")),
+    "loop-prepare-fault": (0, "prepare", OSError(errno.EIO, os.strerror(errno.EIO), "run/config.yaml")),
 }
 
 
@@ -69,7 +72,8 @@ def main(config_path: str, other_store: str, done: str, out: str, *ports: str) -
     named = RunStores.open(RunConfig.model_validate(base)).identity(RunConfig.model_validate(base))
     seen = {"loop": [ours, other_store], "loop-fault": [ours, ours], "job": [ours, other_store],
             "job-renamed": [other_store, other_store], "job-missing": [ours, None], "job-done": [ours, ours],
-            "loop-folder": [ours, ours], "loop-checkpoint": [ours, ours], "loop-read-fault": [ours, ours]}  # fmt: skip
+            "loop-folder": [ours, ours], "loop-checkpoint": [ours, ours], "loop-read-fault": [ours, ours],
+            "loop-prepare-fault": [ours, ours]}  # fmt: skip
     folders = {scenario: Path(out, scenario) for scenario in SCENARIOS} | {
         "job-done": Path(done), "loop-folder": Path("run"), "loop-checkpoint": Path("run")}  # fmt: skip
     train = {**base, "data": {**base["data"], "store": "store"}}  # the same path on every rank
