@@ -21,7 +21,9 @@ Every rank opens the run's data itself, at the same paths: right after the rende
 agree on the identity of what they opened (`DistributedContext.agree_on_identity`), so a node that
 sees other data there (a stale NFS view, a store replaced while the job started, a node-local
 path) stops every rank with one line instead of training on other data or hanging in a collective;
-so does a rank whose file system failed it (an OSError: a WorkFailed on every rank, to retry).
+so does a rank whose file system failed it (an OSError: a WorkFailed on every rank, to retry). They
+agree then on what each sees in RUN (`DistributedContext.agree_on_run_folder`: a rank whose file
+system fails it there stops every rank alike).
 Those lines are `megadocs.errors.EveryRankError`s: raised by every rank alike, which a sweep job
 records as an invalid run; a UserError one rank meets past them ends that rank with the error
 (`search.objective.RunTask`), so that the launcher ends the others (below).
@@ -75,11 +77,12 @@ class StepShare:
 
 @dataclass(frozen=True)
 class _Opened:
-    """What one rank opened, as `DistributedContext.agree_on_identity` gathers it."""
+    """What one rank opened, as `DistributedContext.agree_on_identity` gathers it (and what it found
+    as it set up its device, `_join`, or read RUN, `DistributedContext.agree_on_run_folder`)."""
 
     host: str
     identity: str | None
-    """The run identity of the data it opened (None: it could not open it)."""
+    """The run identity of the data it opened (what it sees in RUN; None: it could not open it)."""
     error: str | None
     """The line of the error that kept it from opening the data (None: it opened it): a UserError's
     message, any other exception's type and message (``OSError: [Errno 116] Stale file handle``)."""
@@ -256,60 +259,75 @@ class DistributedContext:
                                  "path); nothing was trained")
         return next(iter(views))
 
-    def agree_on_run_folder(self, out: Path, seen: str) -> None:
+    def agree_on_run_folder(self, out: Path, seen: str | Exception) -> None:
         """Check that every rank sees RUN (`out`) alike: each rank's host, `out` as it resolves there
         and what it `seen` there (``finished``, ``not finished, checkpoint at step 120``, ``not
-        finished, no checkpoint``, or the line of its refusal: `train.loop.run`) are gathered over
-        the control group (one small all-gather), before any rank acts on it. A relative or
+        finished, no checkpoint``, or the exception it met reading RUN: `train.loop.run`) are
+        gathered over the control group (one small all-gather), before any rank acts on it. A
+        UserError (its refusal: RUN holds another run) is compared as its line; any other exception
+        (an OSError of its file system) stops every rank, as `agree_on_identity` does. A relative or
         node-local RUN otherwise let a rank that found a finished run return its metrics while
         another trained alone (and failed in its next collective), one rank refuse alone, or rank 0
-        resume from its checkpoint while another started at step 0 (each reads the checkpoint).
+        resume from its checkpoint while another started at step 0 (each reads the checkpoint); and
+        a rank whose file system failed it stopped alone, leaving the others in this all-gather.
+        One process: nothing to check (the caller raises what it met).
 
         Raises:
             EveryRankError: on every rank, the same line naming rank 0 and the first rank that sees
                 RUN otherwise, their hosts, the folders they see and what they see there.
+            WorkFailed: on every rank, the same line, when a rank met an exception other than a
+                UserError reading RUN: the first such rank, its host and the exception's type and
+                message (on that rank, its exception is the cause).
         """
         if not self.distributed:
             return
         import torch.distributed as dist
 
+        fault = isinstance(seen, Exception) and not isinstance(seen, UserError)
+        mine = (_Opened.of(seen if fault else str(seen)), str(Path(out).resolve()))
         every: list[Any] = [None] * self.world_size
-        dist.all_gather_object(every, (socket.gethostname(), str(Path(out).resolve()), seen), group=self.control)
-        other = next((rank for rank, view in enumerate(every) if view[2] != every[0][2]), None)
+        dist.all_gather_object(every, mine, group=self.control)
+        _raise_first_error([record for record, _ in every], "could not read RUN", seen)
+        other = next((rank for rank, (record, _) in enumerate(every) if record.identity != every[0][0].identity), None)
         if other is None:
             return
-        views = ", ".join(f"rank {rank} ({host}) sees {folder} ({state})"
-                          for rank, (host, folder, state) in ((0, every[0]), (other, every[other])))
+        views = ", ".join(f"rank {rank} ({record.host}) sees {folder} ({record.identity})"
+                          for rank, (record, folder) in ((0, every[0]), (other, every[other])))
         raise EveryRankError(f"the ranks of this run see different RUN folders: {views}: RUN must be one folder that "
                              "every node sees alike (a shared file system, an absolute --out); nothing was trained")
 
     @contextlib.contextmanager
-    def share_main_refusal(self) -> Iterator[None]:
-        """A UserError rank 0 raises in the block, raised on every rank: for a step that rank 0 alone
+    def share_main_refusal(self, what: str) -> Iterator[None]:
+        """An exception rank 0 raises in the block, raised on every rank: for a step that rank 0 alone
         takes or checks (RUN's folder, which only it creates and writes; its trackers, which only it
-        opens). Every rank runs the block; then rank 0's line (None: it refused nothing) is broadcast
-        (one small object over the control group), so that no rank is left waiting in its next
-        collective for a rank 0 that stopped. Another rank's own UserError in the block is raised on
-        that rank alone, once rank 0 refused nothing (its launcher ends the others). Any other
-        exception is not caught (a rank waiting in the broadcast for rank 0 meets its closed
-        connection). One process: the block's errors as they are.
+        opens), which rank 0 `what` when it fails (``could not prepare RUN``). Every rank runs the
+        block; then rank 0's record of what it met (`_Opened`; None: nothing) is broadcast (one small
+        object over the control group), so that no rank is left waiting in its next collective for a
+        rank 0 that stopped. Another rank's own exception in the block is raised on that rank alone,
+        once rank 0 met nothing (its launcher ends the others). One process: the block's errors as
+        they are.
 
         Raises:
-            EveryRankError: on every rank, rank 0's line, when it refused (several processes).
+            EveryRankError: on every rank, rank 0's line, when it refused (a UserError; several processes).
+            WorkFailed: on every rank, the same line, when rank 0 met another exception (an OSError of
+                its file system: a full disk, EIO): ``rank 0 (host) of this run {what}: `` its type and
+                message (on rank 0, its exception is the cause), as `agree_on_identity` says a fault.
         """
         if not self.distributed:
             yield
             return
-        refusal: UserError | None = None
+        met: Exception | None = None
         try:
             yield
-        except UserError as exc:
-            refusal = exc
-        line = self.broadcast_object(None if refusal is None or not self.is_main else str(refusal))
-        if line is not None:
-            raise EveryRankError(line) from refusal
-        if refusal is not None:
-            raise refusal
+        except Exception as exc:  # noqa: BLE001 - rank 0's is raised on every rank below
+            met = exc
+        main: _Opened | None = self.broadcast_object(_Opened.of(met) if self.is_main and met is not None else None)
+        if main is not None:
+            if not main.fault:
+                raise EveryRankError(main.error) from met  # its refusal's own line
+            _raise_first_error([main], what, met)  # rank 0's fault, named as the first rank
+        if met is not None:
+            raise met
 
     def broadcast_object(self, value: Any) -> Any:
         """Rank 0's ``value`` on every rank (small picklable objects: never data from disk)."""

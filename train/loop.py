@@ -105,9 +105,10 @@ def run(config: RunConfig, out: str | Path, stores: RunStores | None = None, *,
             refusals of the RUN folder it alone creates (a file there) and of its W&B settings,
             which only it opens (`share_main_refusal`). One raised later (a node's fault) is a
             plain UserError, possibly of that rank alone.
-        WorkFailed: several processes, one of which could not open its data for another reason
-            (an OSError of its file system): the same line on every rank, a failure to retry
-            (`megadocs train`: that line, exit 4).
+        WorkFailed: several processes, one of which could not open its data or read RUN for another
+            reason (an OSError of its file system), or rank 0 could not prepare RUN or open its
+            trackers for one: the same line on every rank, a failure to retry (`megadocs train`:
+            that line, exit 4).
     """
     out = Path(out)
     # the stores first, each opened once: the identity is of what they read. A rank that cannot
@@ -137,17 +138,17 @@ def run(config: RunConfig, out: str | Path, stores: RunStores | None = None, *,
                 )
             resumes: int | None = None
             try:  # what RUN holds, as this rank sees it: agreed below before any rank acts on it
-                finished: RunMetrics | UserError | None = RunLifecycle.finished(out, identity, config)
+                finished: RunMetrics | Exception | None = RunLifecycle.finished(out, identity, config)
                 # several processes: the step every rank resumes from (each reads the checkpoint), read
                 # from the file's index alone; a node-local RUN may hold it on rank 0's node only
                 resumes = checkpoint_step(out) if finished is None and dist.distributed else None
-            except UserError as exc:  # RUN holds another run, or a checkpoint that cannot be read
-                finished = exc
-            seen = (str(finished) if isinstance(finished, UserError) else "finished" if finished is not None
+            except Exception as exc:  # noqa: BLE001 - RUN holds another run, an unreadable checkpoint, or its file
+                finished = exc  # system failed this rank (an NFS ESTALE): raised on every rank by the agreement below
+            seen = (finished if isinstance(finished, Exception) else "finished" if finished is not None
                     else f"not finished, checkpoint at step {resumes}" if resumes is not None
                     else "not finished, no checkpoint")  # fmt: skip
-            dist.agree_on_run_folder(out, seen)  # a node that sees another RUN stops every rank
-            if isinstance(finished, UserError):
+            dist.agree_on_run_folder(out, seen)  # a node that sees another RUN, or cannot read it, stops every rank
+            if isinstance(finished, Exception):
                 raise finished
             if finished is not None:
                 return finished
@@ -161,7 +162,8 @@ def run(config: RunConfig, out: str | Path, stores: RunStores | None = None, *,
                                 f"(replaced at its path); run again")
         device = resolve_device(config.device)
         run_dir = RunLifecycle(out, identity, writes=dist.is_main)
-        with dist.share_main_refusal():  # rank 0 alone creates RUN: its refusal (a file there) stops every rank
+        with dist.share_main_refusal("could not prepare RUN"):  # rank 0 alone creates RUN: its refusal (a
+            # file there) or fault (a full disk, EIO) stops every rank
             run_dir.prepare(config, device, data)
         # leaving the block waits for the checkpoint being written and closes the trackers (also
         # on an exception)
@@ -270,7 +272,8 @@ class Trainer:
         self.curve = PeriodicValidation.build(self.config, self.data.store, self.data.extra,
                                               total_steps=self.total_steps, device=self.device,
                                               align=LOG_EVERY)  # fmt: skip
-        with self.dist.share_main_refusal():  # rank 0 alone opens them: a W&B setting it refuses stops every rank
+        with self.dist.share_main_refusal("could not open its trackers"):  # rank 0 alone opens them: a W&B
+            # setting it refuses stops every rank
             self.tracker = self.run_dir.open_tracker(self.config, start_step=self.step)
         self._exits.callback(self.tracker.close)  # flushes the curves also when preempted
 

@@ -1,8 +1,8 @@
 """Worker of tests/train/test_distributed.py's agreement tests: one of 2 gloo ranks (RANK and
 WORLD_SIZE set as torchrun would) that finds other data than the other rank at the same path
 (data.store ``store``, relative: each rank runs each scenario in a folder of its own, whose
-``store`` links to the store it is to see, as a node-local path would), in four scenarios, each on
-its own rendezvous port. Prints one JSON line per scenario: the scenario, the rank and the one-line
+``store`` links to the store it is to see, as a node-local path would), or meets a fault of its
+file system, in each of the scenarios below (`SCENARIOS`), each on its own rendezvous port. Prints one JSON line per scenario: the scenario, the rank and the one-line
 error it ended with (None: none; a UserError's line, any other exception's prefixed by its type).
 
 - ``loop``: `train.loop.run`, handed the stores as each rank opened them; rank 1 sees the other store;
@@ -19,17 +19,23 @@ error it ended with (None: none; a UserError's line, any other exception's prefi
   node-local path would be), rank 1's holding the finished run DONE's metrics, rank 0's none.
 - ``loop-checkpoint``: `train.loop.run` into RUN ``run``, relative, rank 0's holding a checkpoint
   of this run at step 120 (what a preempted run leaves where only rank 0 writes), rank 1's none.
+- ``loop-read-fault``: `train.loop.run` where rank 1's file system fails it as it reads RUN (an
+  OSError: NFS's ESTALE reading metrics.json, injected here: `FAULTS`), rank 0 reading it.
+- ``loop-prepare-fault``: `train.loop.run` where rank 0's file system fails it as it prepares RUN,
+  which it alone writes (an OSError: EIO, injected here: `FAULTS`).
 
 Usage: python -m tests.train.agreement_worker CONFIG.yaml OTHER_STORE DONE OUT PORT...  (a port a scenario)
 """
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import shutil
 import sys
 from pathlib import Path
+from unittest import mock
 
 import torch
 import yaml
@@ -41,9 +47,15 @@ from train.checkpoint import save_checkpoint
 from train.config import RunConfig
 from train.data import RunStores
 from train.loop import run
+from train.run_dir import RunLifecycle
 
-SCENARIOS = ("loop", "loop-fault", "job", "job-renamed", "job-missing", "job-done", "loop-folder", "loop-checkpoint")
+SCENARIOS = ("loop", "loop-fault", "job", "job-renamed", "job-missing", "job-done", "loop-folder", "loop-checkpoint",
+             "loop-read-fault", "loop-prepare-fault")
 CHECKPOINT_STEP = 120  # of rank 0's RUN in ``loop-checkpoint``
+FAULTS = {  # MOCK: a file system that fails one rank (no NFS here to go stale): scenario -> (rank, RunLifecycle's step, error)
+    "loop-read-fault": (1, "finished", OSError(errno.ESTALE, os.strerror(errno.ESTALE), "run/metrics.json")),
+    "loop-prepare-fault": (0, "prepare", OSError(errno.EIO, os.strerror(errno.EIO), "run/config.yaml")),
+}
 
 
 class StaleStores:
@@ -60,7 +72,8 @@ def main(config_path: str, other_store: str, done: str, out: str, *ports: str) -
     named = RunStores.open(RunConfig.model_validate(base)).identity(RunConfig.model_validate(base))
     seen = {"loop": [ours, other_store], "loop-fault": [ours, ours], "job": [ours, other_store],
             "job-renamed": [other_store, other_store], "job-missing": [ours, None], "job-done": [ours, ours],
-            "loop-folder": [ours, ours], "loop-checkpoint": [ours, ours]}  # fmt: skip
+            "loop-folder": [ours, ours], "loop-checkpoint": [ours, ours], "loop-read-fault": [ours, ours],
+            "loop-prepare-fault": [ours, ours]}  # fmt: skip
     folders = {scenario: Path(out, scenario) for scenario in SCENARIOS} | {
         "job-done": Path(done), "loop-folder": Path("run"), "loop-checkpoint": Path("run")}  # fmt: skip
     train = {**base, "data": {**base["data"], "store": "store"}}  # the same path on every rank
@@ -82,8 +95,10 @@ def main(config_path: str, other_store: str, done: str, out: str, *ports: str) -
         if scenario.startswith("loop"):
             config = RunConfig.model_validate(train)
             stores = StaleStores() if scenario == "loop-fault" and rank == 1 else RunStores.open(config)
+            faulty, step, fault = FAULTS.get(scenario, (None, "", None))
             try:
-                run(config, folders[scenario], stores)
+                with mock.patch.object(RunLifecycle, step, side_effect=fault) if faulty == rank else contextlib.nullcontext():
+                    run(config, folders[scenario], stores)
             except UserError as exc:
                 error = str(exc)
             except Exception as exc:  # noqa: BLE001 - the test asserts its type and line

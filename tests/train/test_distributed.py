@@ -382,6 +382,29 @@ def test_a_rank_whose_file_system_fails_stops_every_rank_with_its_line_as_a_fail
     assert not (out / "loop-fault").exists()  # stopped before RUN was read or written
 
 
+@pytest.mark.parametrize(("scenario", "what"), [
+    ("loop-read-fault", "could not read RUN"),  # rank 1, as it reads RUN before the ranks agree on it
+    ("loop-prepare-fault", "could not prepare RUN"),  # rank 0, which alone writes RUN, as it prepares it
+], ids=["reading-run-on-rank-1", "preparing-run-on-rank-0"])  # fmt: skip
+def test_a_file_system_fault_one_rank_meets_in_run_stops_every_rank_with_its_line_as_a_failure_to_retry(
+        disagreement, scenario, what):  # fmt: skip
+    """An OSError on one rank alone (NFS's ESTALE as rank 1 reads what RUN holds; EIO, a full disk or
+    a permission refused as rank 0 prepares it; MOCK: the worker's `FAULTS`): every rank raises the
+    same WorkFailed line naming that rank, its host and the error, and nothing is written in RUN.
+    Before, that rank stopped alone with the OSError's traceback and the other failed in its next
+    collective, the agreement's all-gather or the broadcast of rank 0's refusal, where only a
+    UserError was shared ("Connection closed by peer"; NCCL: its timeout, unless the launcher
+    ended it)."""
+    from tests.train.agreement_worker import FAULTS
+
+    out, errors = disagreement
+    first, second = errors[scenario]
+    rank, _, fault = FAULTS[scenario]
+    assert first == second, errors[scenario]
+    assert first == f"WorkFailed: rank {rank} ({socket.gethostname()}) of this run {what}: OSError: {fault}", first
+    assert not (out / scenario).exists()  # rank 0 did not prepare RUN
+
+
 def test_a_sweep_job_whose_rank_opened_other_data_fails_on_every_rank(disagreement):
     out, errors = disagreement
     for scenario in ("job", "job-missing"):
