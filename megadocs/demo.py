@@ -30,8 +30,8 @@ from pathlib import Path
 
 import yaml
 
-from megadocs.cli import examples
-from megadocs.errors import UserError
+from megadocs.cli import examples, flags_named
+from megadocs.errors import FieldError, UserError
 from megadocs.formats import POOL_KIND, REAL, Algorithm, PoolKind, write_atomic, write_json
 from megadocs.procs import job_thread_environment
 from search.certificate import CertifyExit
@@ -231,10 +231,9 @@ class Demo:
             if len(chosen) == self.scale.documents:
                 break
         if len(chosen) < self.scale.val_docs + 8:
-            raise UserError(
-                f"--corpus {self.corpus}: only {len(chosen)} documents of {self.scale.min_chars}-"
-                f"{self.scale.max_chars} characters; the demo needs at least {self.scale.val_docs + 8}"
-            )
+            raise FieldError("corpus", f"{self.corpus or 'stdlib'}: only {len(chosen)} documents of "
+                                       f"{self.scale.min_chars}-{self.scale.max_chars} characters; the demo needs at "
+                                       f"least {self.scale.val_docs + 8}")
         write_atomic(path, "".join(json.dumps(row) + "\n" for row in chosen))
         print(f"    {len(chosen)} documents -> {path}", flush=True)
 
@@ -412,7 +411,8 @@ def run_demo(out: str | Path, *, smoke: bool = False, corpus: str | None = None,
 
 
 def _main(args) -> int:
-    run_demo(args.out, smoke=args.smoke, corpus=args.corpus, engine=args.engine)
+    with flags_named(args._parser):  # --corpus (or --docs): SRC: only 2 documents of ...
+        run_demo(args.out, smoke=args.smoke, corpus=args.corpus, engine=args.engine)
     return 0
 
 
@@ -430,4 +430,4 @@ def register(subparsers) -> None:
                         help="a corpus instead of the stdlib docstrings")
     parser.add_argument("--engine", choices=["vllm", "transformers"], default=None,
                         help="generation engine (default: vLLM when importable)")
-    parser.set_defaults(func=_main)
+    parser.set_defaults(func=_main, _parser=parser)

@@ -18,10 +18,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
+from megadocs.errors import UserError
+
 __all__ = ["pid_alive", "process_start", "process_running", "boot_id", "pid_namespace", "PidPlace", "exclusive_lock",
            "child_pids", "start_reaper", "stop_reaper", "apply_environment_defaults", "available_cores",
-           "threads_per_job", "job_thread_environment", "child_process_settings", "world_from_env",
-           "THREAD_VARIABLES"]
+           "threads_per_job", "job_thread_environment", "child_process_settings", "LAUNCHER_VARIABLES",
+           "launcher_int", "world_from_env", "THREAD_VARIABLES"]
 
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS")
 """What sets a job's intra-op threads: PyTorch's CPU kernels (OpenMP, MKL) read these at start."""
@@ -245,14 +247,58 @@ def child_process_settings(environment: Mapping[str, str], *, ignore_sigint: boo
                 os.environ[name] = value
 
 
+LAUNCHER_VARIABLES = {
+    "WORLD_SIZE": (1, "the number of processes the launcher started"),
+    "RANK": (0, "this process's rank among them"),
+    "LOCAL_RANK": (0, "this process's rank on its node"),
+    "SLURM_NTASKS": (1, "the number of tasks of the job step"),
+    "SLURM_PROCID": (0, "this task's rank among them"),
+    "SLURM_LOCALID": (0, "this task's rank on its node"),
+}
+"""The variables by which torchrun and srun tell a process of a multi-process run where it stands:
+name -> (the least value, what it is)."""
+
+
+def launcher_int(name: str, env: Mapping[str, str] | None = None, *, default: int = 0) -> int:
+    """The launcher's variable ``name`` (one of :data:`LAUNCHER_VARIABLES`) as an integer;
+    ``default`` when it is not set.
+
+    >>> launcher_int("WORLD_SIZE", {"WORLD_SIZE": "4"}), launcher_int("WORLD_SIZE", {}, default=1)
+    (4, 1)
+    >>> launcher_int("WORLD_SIZE", {"WORLD_SIZE": "four"})
+    Traceback (most recent call last):
+    megadocs.errors.UserError: WORLD_SIZE is 'four': expected an integer >= 1, the number of processes the launcher started (torchrun and srun set it)
+
+    Raises:
+        UserError: naming the variable, its value and what was expected: not an integer, or below
+            its least value.
+    """
+    env = os.environ if env is None else env
+    if name not in env:
+        return default
+    least, meaning = LAUNCHER_VARIABLES[name]
+    try:
+        value = int(env[name])
+    except ValueError:
+        value = least - 1
+    if value < least:
+        setter = "srun sets it" if name.startswith("SLURM_") else "torchrun and srun set it"
+        raise UserError(f"{name} is {env[name]!r}: expected an integer >= {least}, {meaning} ({setter})")
+    return value
+
+
 def world_from_env(env: Mapping[str, str] | None = None) -> tuple[int, int, int]:
     """(rank, world size, local rank) from torchrun's or SLURM's variables; (0, 1, 0) when neither
-    describes several processes. torchrun's win: `srun torchrun ...` sets both."""
+    describes several processes. torchrun's win: `srun torchrun ...` sets both.
+
+    Raises:
+        UserError: a variable read that is not a rank or count (`launcher_int`).
+    """
     env = os.environ if env is None else env
     if "WORLD_SIZE" in env and "RANK" in env:
-        return int(env["RANK"]), int(env["WORLD_SIZE"]), int(env.get("LOCAL_RANK", 0))
-    if int(env.get("SLURM_NTASKS", "1")) > 1 and "SLURM_PROCID" in env:
-        return int(env["SLURM_PROCID"]), int(env["SLURM_NTASKS"]), int(env.get("SLURM_LOCALID", 0))
+        return launcher_int("RANK", env), launcher_int("WORLD_SIZE", env), launcher_int("LOCAL_RANK", env)
+    if launcher_int("SLURM_NTASKS", env, default=1) > 1 and "SLURM_PROCID" in env:
+        return launcher_int("SLURM_PROCID", env), launcher_int("SLURM_NTASKS", env), launcher_int("SLURM_LOCALID", env)
     return 0, 1, 0
 
 

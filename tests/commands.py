@@ -11,11 +11,11 @@ from megadocs.cli import build_parser
 def command_parser(*words: str) -> argparse.ArgumentParser:
     """The argparse parser of ``megadocs WORDS...`` (what the console script builds).
 
-    >>> command_parser("search", "plan").prog
-    'megadocs search plan'
+    >>> command_parser("search", "plan").prog, command_parser("train", "benchmarks").prog
+    ('megadocs search plan', 'megadocs train benchmarks')
     """
     parser = build_parser()
     for word in words:
         [commands] = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
-        parser = commands.choices[word]
+        parser = commands._name_parser_map[word]  # not .choices: train's is any word (a CONFIG.yaml)
     return parser

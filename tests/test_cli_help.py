@@ -67,7 +67,7 @@ def test_benchmarks_options_match_ensemble_names_and_keep_the_old_ones(old):
     names = ["--models", "--tasks", "--data-dir", "--limit"] if old else \
         ["--members", "--benchmarks", "--benchmark-data", "--benchmark-limit"]  # fmt: skip
     args = parser.parse_args([names[0], "m1", "m2", names[1], "piqa", names[2], "d", names[3], "5"])
-    assert (args.models, args.tasks, args.data_dir, args.limit) == (["m1", "m2"], "piqa", "d", 5)
+    assert (args.models, args.benchmarks, args.benchmark_data, args.limit) == (["m1", "m2"], "piqa", "d", 5)
 
 
 def test_set_errors_name_the_set_option_not_the_file(tmp_path, capsys):

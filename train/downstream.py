@@ -37,11 +37,10 @@ import contextlib
 import sys
 import tempfile
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from megadocs.errors import UserError
+from megadocs.errors import FieldError, UserError
 from train.benchmarks import METRICS, BenchmarkData, benchmark, check_data_file, check_tasks
 from train.device import resolve_device
 from train.ensemble import (
@@ -95,37 +94,25 @@ def task_config(task: str, data_dir: Path | None, task_manager=None, cache_dir: 
     return config
 
 
-@dataclass(frozen=True)
-class DataFields:
-    """How messages name the tasks, the local data and where to give it, by who asked."""
-
-    tasks: str
-    data: str
-    give: str
-
-
-CLI_FIELDS = DataFields("benchmarks", "--benchmark-data", "with --benchmark-data DIR (eval.benchmark_data in a "
-                        "train config; formats in train/downstream.py)")
-CONFIG_FIELDS = DataFields("eval.benchmarks", "eval.benchmark_data", "in eval.benchmark_data (formats in "
-                           "train/downstream.py), or fill the Hugging Face cache on a machine with the Hub, or drop "
-                           "eval.benchmarks")
-
-
 def load_tasks(tasks: Sequence[str], data_dir: Path | None, *, cache_dir: Path | None = None,
-               source: Path | None = None, fields: DataFields = CLI_FIELDS) -> tuple[Any, list]:  # fmt: skip
+               source: Path | None = None, field: str = "benchmark_data") -> tuple[Any, list]:  # fmt: skip
     """lm-eval's task manager and the ``Task`` objects of ``tasks`` on the official configs
     (`task_config`), their datasets read as lm-eval reads them (the files of ``data_dir``, or the
     Hub's through the Hugging Face cache when None). What `evaluate_benchmarks` scores, and all a
     train run that will score them loads when it starts (`check_benchmarks`): no model.
 
-    ``source``: the directory to name in errors (``data_dir`` is a private copy of it); ``fields``:
-    the option or config names the messages use.
+    ``source``: the directory to name in errors (``data_dir`` is a private copy of it); ``field``:
+    the record's name for the data directory (``benchmark_data``: train ensemble's request and the
+    commands' option, which name it by the flag typed through `megadocs.cli.flags_named`; a train
+    config's ``eval.benchmark_data``).
 
     Raises:
-        UserError: lm-eval is not installed, an unknown task, a data file missing, lacking the
-            task's fields or not JSON Lines, or no local data and no Hub (nor cache) to read it from.
+        UserError: lm-eval is not installed, an unknown task, a data file missing or lacking the
+            task's fields.
+        FieldError: of ``field``: a data file that is not JSON Lines, or no local data and no Hub
+            (nor cache) to read it from.
     """
-    _require_lm_eval(fields.tasks)
+    _require_lm_eval()
     from datasets.exceptions import DatasetGenerationError
 
     task_manager = _task_manager(tasks)
@@ -134,15 +121,16 @@ def load_tasks(tasks: Sequence[str], data_dir: Path | None, *, cache_dir: Path |
         loaded = task_manager.load(configs)
     except DatasetGenerationError as exc:  # a local file the datasets library cannot parse
         reason = str(exc.__cause__ or exc).strip().splitlines()[0]
-        raise UserError(f"{fields.data} {source or data_dir}: a file of {', '.join(tasks)} is not JSON Lines as the "
-                        f"datasets library reads it ({reason[:200]})") from None
+        raise FieldError(field, f"{source or data_dir}: a file of {', '.join(tasks)} is not JSON Lines as the "
+                                f"datasets library reads it ({reason[:200]})") from None
     except OSError as exc:  # the datasets library's ConnectionError: no Hub from this machine
         if data_dir is not None:
             raise
         files = ", ".join(f"{task}.jsonl" for task in tasks)
-        raise UserError(f"{fields.tasks} {','.join(tasks)}: no data: the Hugging Face Hub cannot be reached "
-                        f"({type(exc).__name__}) and its cache does not hold them; give a local directory holding "
-                        f"{files} {fields.give}") from None
+        raise FieldError(field, f"none given, and the Hugging Face Hub cannot be reached ({type(exc).__name__}) nor "
+                                f"does its cache hold the data of {', '.join(tasks)}; give a local directory holding "
+                                f"{files} (formats in train/downstream.py), or fill the Hugging Face cache on a "
+                                "machine with the Hub") from None
     return task_manager, [loaded["tasks"][task] for task in tasks]
 
 
@@ -166,9 +154,10 @@ def check_benchmarks(tasks: Sequence[str], data: BenchmarkData | None) -> None:
     Raises:
         UserError: as `load_tasks`, naming eval.benchmarks or eval.benchmark_data and what to do.
     """
+    _require_lm_eval("eval.benchmarks")
     with _scored_files(data) as (data_dir, cache_dir):
         load_tasks(tasks, data_dir, cache_dir=cache_dir, source=None if data is None else data.directory,
-                   fields=CONFIG_FIELDS)
+                   field="eval.benchmark_data")
 
 
 try:  # lm-eval is the optional `eval` extra; only this module needs it
@@ -311,8 +300,9 @@ def evaluate_benchmarks(
         the unweighted mean over the tasks (as the paper averages PIQA, SciQ and ARC-Easy).
 
     Raises:
-        UserError: unknown task, missing data file, no local data and no Hub to fetch it from, or
-            members that do not share a tokenizer.
+        UserError: unknown task, missing data file, or members that do not share a tokenizer.
+        FieldError: of ``benchmark_data`` (`load_tasks`): a data file that is not JSON Lines, or no
+            local data and no Hub to fetch it from.
     """
     if not tasks:
         raise UserError("benchmarks: no tasks given (expected e.g. piqa,sciq,arc_easy)")

@@ -344,10 +344,10 @@ def add_benchmark_arguments(parser: argparse.ArgumentParser) -> None:
         "--members", "--models", dest="models", nargs="+", required=True, metavar="DIR",
         help="one model, or several to evaluate as a logit-averaged ensemble (run or HF dirs)",
     )
-    parser.add_argument("--benchmarks", "--tasks", dest="tasks", default="piqa,sciq,arc_easy", metavar="TASKS",
+    parser.add_argument("--benchmarks", "--tasks", dest="benchmarks", default="piqa,sciq,arc_easy", metavar="TASKS",
                         help="comma-separated lm-eval tasks (default: piqa,sciq,arc_easy)")
     parser.add_argument(
-        "--benchmark-data", "--data-dir", dest="data_dir", default=None, metavar="DIR",
+        "--benchmark-data", "--data-dir", dest="benchmark_data", default=None, metavar="DIR",
         help="local <task>.jsonl files (see train/downstream.py); default: the Hugging Face Hub",
     )
     # no record checks these (train ensemble's EnsembleRequest does its own): argparse refuses a count < 1
@@ -363,14 +363,14 @@ def benchmarks_main(args: argparse.Namespace) -> int:
     from train.downstream import evaluate_benchmarks
     from train.ensemble import resolve_members
 
-    with flags_named(args._parser):  # the fields are the options' own: --benchmarks, --members
-        tasks = parse_tasks(args.tasks, field="tasks")
+    with flags_named(args._parser):  # the fields are the options' own: --benchmarks, --members, --benchmark-data
+        tasks = parse_tasks(args.benchmarks)
         model_dirs = resolve_members(args.models, field="models")
-    scores = evaluate_benchmarks(
-        model_dirs, tasks,
-        data_dir=Path(args.data_dir) if args.data_dir else None,
-        limit=args.limit, device=args.device, batch_size=args.batch_size,
-    )  # fmt: skip
+        scores = evaluate_benchmarks(
+            model_dirs, tasks,
+            data_dir=Path(args.benchmark_data) if args.benchmark_data else None,
+            limit=args.limit, device=args.device, batch_size=args.batch_size,
+        )  # fmt: skip
     print_scores(BenchmarkScore.table(scores), tasks)
     if args.json:
         _write_report(Path(args.json), scores)

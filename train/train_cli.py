@@ -9,7 +9,6 @@ stays the plain form (`_CommandsOrConfig` hands such a word to the hidden `run` 
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -214,6 +213,7 @@ def _benchmarks(args: argparse.Namespace) -> int:
 def _dry_run(config, args: argparse.Namespace) -> int:
     import json
 
+    from megadocs.procs import launcher_int
     from train import plan
 
     with flags_named(args._train_parser):  # --mfu: expected a utilisation in (0, 1], got 1.5
@@ -222,7 +222,7 @@ def _dry_run(config, args: argparse.Namespace) -> int:
         config,
         utilisation=utilisation,
         device_memory_gib=plan.DEFAULT_DEVICE_MEMORY_GIB if args.memory_gib is None else args.memory_gib,
-        processes=int(os.environ.get("WORLD_SIZE", "1")) if args.processes is None else args.processes,
+        processes=launcher_int("WORLD_SIZE", default=1) if args.processes is None else args.processes,
         scaling_efficiency=plan.DEFAULT_SCALING_EFFICIENCY if args.scaling_efficiency is None else args.scaling_efficiency,
     )
     sys.stdout.write(json.dumps(result.to_dict(), indent=1, allow_nan=False) + "\n" if args.json

@@ -144,7 +144,30 @@ def test_no_local_data_and_no_hub_is_one_line(tiny_members):
     assert result.returncode == 2, result.stderr
     lines = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
     assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr
-    assert "piqa.jsonl" in lines[0] and "--benchmark-data DIR" in lines[0]
+    assert lines[0].startswith("error: --benchmark-data: none given") and "piqa.jsonl" in lines[0]
+
+
+def test_data_that_is_not_json_lines_names_the_data_option_as_typed(tmp_path, capsys):
+    """A data file whose later line is not JSON: lm-eval's loading refuses it before any model is
+    read (a member holding only config.json is enough), in one line naming the data option by the
+    spelling typed (--data-dir is the older one)."""
+    from megadocs.cli import main
+    from tests.commands import command_parser
+
+    data = shutil.copytree(DATA_DIR, tmp_path / "benchmark-data")
+    with (data / "piqa.jsonl").open("a") as f:
+        f.write('{"goal": "cut off", "sol1"\n')
+    member = tmp_path / "member"
+    member.mkdir()
+    (member / "config.json").write_text("{}")  # never loaded: the data is read first
+    parser = command_parser("train", "benchmarks")
+    [spellings] = [action.option_strings for action in parser._actions if action.dest == "benchmark_data"]
+    for spelling in spellings:
+        assert main(["train", "benchmarks", "--members", str(member), "--benchmarks", "piqa",
+                     spelling, str(data), "--device", "cpu"]) == 2
+        err = capsys.readouterr().err  # the datasets library's progress and log lines, then ours
+        [line] = [line for line in err.splitlines() if line.startswith("error: ")]
+        assert line.startswith(f"error: {spelling}: {data}: a file of piqa is not JSON Lines"), err
 
 
 def test_data_file_without_the_tasks_fields_is_refused(tiny_members, tmp_path):

@@ -53,6 +53,20 @@ def test_a_store_without_its_tokenizer_is_refused_by_the_dry_run_as_by_the_run(t
     assert not (tmp_path / "run").exists()
 
 
+@pytest.mark.parametrize("world_size", ["four", "0", ""])
+def test_a_dry_run_under_a_world_size_that_is_no_count_names_world_size(world_size, tiny_store, tmp_path, monkeypatch,
+                                                                      capsys):  # fmt: skip
+    """WORLD_SIZE (the default of --processes) that is not an integer was a traceback, and 0 was
+    refused as '--processes: ...', a flag nobody typed."""
+    path = tmp_path / "run.yaml"
+    path.write_text(f"data: {{store: {tiny_store}, context: 32}}\n")
+    monkeypatch.setenv("WORLD_SIZE", world_size)
+    assert main(["train", str(path), "--dry-run"]) == 2
+    assert capsys.readouterr().err == (f"error: WORLD_SIZE is {world_size!r}: expected an integer >= 1, the number of "
+                                       "processes the launcher started (torchrun and srun set it)\n")
+    assert main(["train", str(path), "--dry-run", "--processes", "2"]) == 0  # --processes is WORLD_SIZE's stand-in
+
+
 def test_ensemble_word_dispatches_to_the_ensemble_parser(capsys):
     with pytest.raises(SystemExit) as info:
         main(["train", "ensemble", "--help"])

@@ -324,7 +324,7 @@ def test_benchmark_data_that_lm_eval_cannot_load_fails_before_training(small_sto
     with pytest.raises(UserError) as error:
         run(config, tmp_path / "run")
     message = str(error.value)
-    assert message.startswith(f"eval.benchmark_data {data}: ") and "piqa" in message and "\n" not in message
+    assert message.startswith(f"eval.benchmark_data: {data}: ") and "piqa" in message and "\n" not in message
     assert not (tmp_path / "run").exists()
 
 
@@ -348,7 +348,7 @@ def test_benchmarks_without_data_or_hub_are_refused_before_training(small_store,
     assert result.returncode == 2, result.stderr
     lines = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
     assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr
-    assert "eval.benchmarks" in lines[0] and "eval.benchmark_data" in lines[0]
+    assert lines[0].startswith("error: eval.benchmark_data: none given")
     assert "piqa.jsonl" in lines[0] and "arc_easy.jsonl" in lines[0]
     assert not (tmp_path / "run").exists()
 
