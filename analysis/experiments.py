@@ -40,7 +40,7 @@ from analysis.configurations import (
     one_point_per_configuration,
     recipe_losses,
 )
-from analysis.frame import FIXED, POINT, SETTING, curve_label, curve_method, setting_of, setting_words
+from analysis.frame import FIXED, POINT, SETTING, curve_label, curve_method, setting_words
 from analysis.generation import BASELINE_METHOD, baseline_for, generation_table, loss_column, main_set
 from analysis.scaling import MIN_BOOT, PowerLawFit, percentile_interval, power_law
 from megadocs.errors import UserError
@@ -135,7 +135,7 @@ def _own_loss(certifications: pd.DataFrame, run: pd.Series, column: str) -> floa
     """A transfer run's method's own loss at its G and model as the curves read it: its certified
     certifications there without the synthetic-only ablation (:func:`without_synthetic_only`), one
     point per configuration and fixed-seed repeats their mean, those of the transfer's setting (its
-    other fixed params, :func:`analysis.frame.setting_of`) where there are some, of several recipes
+    other fixed params, :meth:`search.params.RunParams.setting`) where there are some, of several recipes
     the lowest: the rule :func:`analysis.generation.baseline_for` applies to a baseline. NaN where
     none is certified."""
     if len(certifications) == 0 or column not in certifications:
@@ -150,7 +150,7 @@ def _own_loss(certifications: pd.DataFrame, run: pd.Series, column: str) -> floa
         same = same[same["model"].map(lambda value: model_key(value) == model).astype(bool)]
     fixed = {key.removeprefix(FIXED): value for key, value in run.items()
              if isinstance(key, str) and key.startswith(FIXED) and model_key(value) is not None}
-    return baseline_for(without_synthetic_only(same), setting_of(RunParams(fixed=fixed)), column)[0]
+    return baseline_for(without_synthetic_only(same), RunParams(fixed=fixed).setting(), column)[0]
 
 
 def _is_current(summary: TransferSummary | None, trial: Any) -> bool:
