@@ -42,7 +42,9 @@ column              meaning
 ==================  ==========================================================================
 
 Certifications frame (:func:`certifications_frame`), one row per certification: ``certification``,
-``method``, ``g``, ``model``, ``seed``, ``state`` (the engine's), ``certified`` (bool), ``loss``
+``method``, ``g``, ``model``, ``seed``, ``base_model`` (the sweep's, ``search.sweep.Sweep.base_model``,
+on every row, None where it names none: the model whose curves are named by their method alone,
+:data:`BASE_MODEL`), ``state`` (the engine's), ``certified`` (bool), ``loss``
 (certified loss, else best so far), ``point.<axis>`` of that point, ``bounds`` (each search
 bound the certificate leans on, a tuple of ``search.grid.Bound``: axis, side, value, extended;
 read this one), ``bounds_hit`` (their display form, e.g. ``"epochs upper"``; "" when none;
@@ -108,6 +110,7 @@ __all__ = [
     "compute_seconds",
     "union_grid",
     "SETTING",
+    "BASE_MODEL",
     "setting_words",
     "DEFAULT_SETTING",
     "curve_label",
@@ -123,6 +126,12 @@ SETTING = "setting"
 """The certifications frame's column of what a certification fixes beyond method, G, model and seed
 (``search.params.RunParams.setting``): two certifications at one (method, G) with different settings are points of
 two curves, not repeats of one (``analysis.experiments.generation_curves``)."""
+BASE_MODEL = "base_model"
+"""The certifications frame's column of the sweep's base model (``search.sweep.Sweep.base_model``, the
+same on every row; None: the sweep names none): ``search.tuned.method_curves`` names a curve by its
+method alone where it trains this model, ``method (model)`` otherwise, in ``search status`` and the
+analysis alike (``analysis.experiments.generation_curves``). A frame without the column (built by
+hand) says nothing of it."""
 BOUNDS = "bounds"
 """The certifications frame's column of search bounds as data (``search.grid.Bound`` tuples)."""
 POINT_RUNS = "point_runs"
@@ -353,6 +362,7 @@ def certifications_frame(summaries: Iterable[CertificationSummary], runs: pd.Dat
         bounds = certificate.bounds_hit if certificate else summary.bounds_hit
         row: dict[str, Any] = {
             "certification": name,
+            BASE_MODEL: base_model,
             "state": summary.state.value,
             "certified": certificate is not None,
             "loss": _number(summary.loss),

@@ -791,6 +791,40 @@ def test_search_status_and_the_analysis_form_the_same_curves(case):
     assert (status, warned) == expected
 
 
+@pytest.mark.parametrize("base_certified", [True, False])
+def test_search_status_and_the_analysis_name_a_model_s_curve_alike(base_certified):
+    """The sweep's base model is 300m; simple is certified at G = 1, 2, 4, 8 on 1.5b (``model: 1.5b``,
+    most certifications) and, with ``base_certified``, at G = 1, 2 on the base model (no ``model:``).
+    `search status` names a curve by its method alone where it trains the base model, `simple (1.5b)`
+    otherwise; the analysis drew the model most certifications train and named it `simple`: its
+    `simple` was status's `simple (1.5b)` (G 1-8, status's `simple` G 1-2), or a name status has
+    not. Now both name the curve the analysis draws alike: the base model's where one is certified."""
+    import dataclasses
+
+    from analysis.experiments import generation_points
+    from analysis.frame import certifications_frame, runs_frame
+    from search.status import g_trend
+
+    records, summaries = synthetic.sweep(methods=("simple",), gs=(1, 2, 4, 8))
+    on_base = {"real-g0", "simple-g1", "simple-g2"} if base_certified else set()
+    big = [summary.name for summary in summaries]  # all of them on 1.5b too
+    records += [dataclasses.replace(r, certification=f"{r.certification}-1.5b", run_id=f"{r.run_id}-1.5b",
+                                    fixed={**r.fixed, "model": "1.5b"}) for r in records if r.certification in big]
+    summaries = [*[summary for summary in summaries if summary.name in on_base],
+                 *[dataclasses.replace(summary, name=f"{summary.name}-1.5b", fixed={**summary.fixed, "model": "1.5b"})
+                   for summary in summaries if summary.name in big]]
+    records = [r for r in records if r.certification in {summary.name for summary in summaries}]
+    assert len(summaries) == 5 + len(on_base)
+
+    certs = certifications_frame(summaries, runs_frame(records, base_model="300m"), base_model="300m")
+    _main, points = generation_points(certs)
+    analysis = {str(method): sorted(set(gs)) for method, gs in points.groupby("method")["g"]}
+    status = {label: [g for g, _ in curve] for label, curve in g_trend(summaries, "300m").items()}
+    expected = {"simple": [1, 2]} if base_certified else {"simple (1.5b)": [1, 2, 4, 8]}
+    assert analysis == expected
+    assert {label: status[label] for label in analysis if label in status} == expected
+
+
 @pytest.mark.parametrize("extra", [None, 0.004])
 def test_two_certifications_of_one_configuration_are_one_point_of_their_distinct_runs(extra):
     """simple-g2 and simple-g2-again search one configuration (same method, G, model, seed and setting;
