@@ -29,7 +29,7 @@ def model_key(value: Any) -> Any:
 
 CONFIGURATION = ("method", "g", "model", "seed", SETTING)
 """What makes two certifications measure one point of L(G): the same method, G, model, fixed seed and
-setting (:func:`analysis.frame.setting_of`). Certifications that share all of these and differ only in
+setting (:meth:`search.params.RunParams.setting`). Certifications that share all of these and differ only in
 how their search ran (``start``, ``noise``, ``max_runs``, a grid's other values) search one
 configuration; different fixed seeds are seed repeats."""
 _ALL_BUT_SEED = tuple(column for column in CONFIGURATION if column != SEED)

@@ -40,7 +40,7 @@ from analysis.configurations import (
     one_point_per_configuration,
     recipe_losses,
 )
-from analysis.frame import FIXED, POINT, SETTING, curve_label, curve_method, setting_of, setting_words
+from analysis.frame import BASE_MODEL, FIXED, POINT, SETTING, curve_label, curve_method, setting_words
 from analysis.generation import BASELINE_METHOD, baseline_for, generation_table, loss_column, main_set
 from analysis.scaling import MIN_BOOT, PowerLawFit, percentile_interval, power_law
 from megadocs.errors import UserError
@@ -135,7 +135,7 @@ def _own_loss(certifications: pd.DataFrame, run: pd.Series, column: str) -> floa
     """A transfer run's method's own loss at its G and model as the curves read it: its certified
     certifications there without the synthetic-only ablation (:func:`without_synthetic_only`), one
     point per configuration and fixed-seed repeats their mean, those of the transfer's setting (its
-    other fixed params, :func:`analysis.frame.setting_of`) where there are some, of several recipes
+    other fixed params, :meth:`search.params.RunParams.setting`) where there are some, of several recipes
     the lowest: the rule :func:`analysis.generation.baseline_for` applies to a baseline. NaN where
     none is certified."""
     if len(certifications) == 0 or column not in certifications:
@@ -150,7 +150,7 @@ def _own_loss(certifications: pd.DataFrame, run: pd.Series, column: str) -> floa
         same = same[same["model"].map(lambda value: model_key(value) == model).astype(bool)]
     fixed = {key.removeprefix(FIXED): value for key, value in run.items()
              if isinstance(key, str) and key.startswith(FIXED) and model_key(value) is not None}
-    return baseline_for(without_synthetic_only(same), setting_of(RunParams(fixed=fixed)), column)[0]
+    return baseline_for(without_synthetic_only(same), RunParams(fixed=fixed).setting(), column)[0]
 
 
 def _is_current(summary: TransferSummary | None, trial: Any) -> bool:
@@ -335,14 +335,28 @@ def without_synthetic_only(certifications: pd.DataFrame) -> pd.DataFrame:
     return certifications[~synthetic_only_mask(certifications)].reset_index(drop=True)
 
 
+def _base_model(certifications: pd.DataFrame) -> Any:
+    """The sweep's base model as the frame says it (its :data:`BASE_MODEL`); None where it does not
+    (a frame built by hand, a sweep that names none: the frame's ``model`` is then the one its runs
+    say, which ``search status`` does not name)."""
+    if BASE_MODEL not in certifications or len(certifications) == 0:
+        return None
+    return model_key(certifications[BASE_MODEL].iloc[0])
+
+
 def main_model_mask(certifications: pd.DataFrame) -> pd.Series:
-    """True for the certifications of the sweep's main model, the one most of them train (the
-    paper's sweep certifies four methods on the 1.5b student too: those are compared in the
-    student-scaling table, not drawn on the 300m curves)."""
+    """True for the certifications of the model whose L(G) curves are drawn: the sweep's base model
+    (the frame's :data:`BASE_MODEL`), whose curves ``search status`` names by their method alone, where
+    a certification trains it; else (a frame that does not say it, a sweep that names none, or none
+    trains it) the one most of them train. The paper's sweep certifies four methods on the 1.5b student too: those are compared
+    in the student-scaling table, not drawn on the 300m curves."""
     if len(certifications) == 0 or "model" not in certifications:
         return pd.Series(True, index=certifications.index, dtype=bool)
     models = _model_names(certifications)
-    return (models == models.value_counts().idxmax()).astype(bool)
+    main = _base_model(certifications)
+    if main is None or not (models == main).any():
+        main = models.value_counts().idxmax()
+    return (models == main).astype(bool)
 
 
 def generation_curves(certifications: pd.DataFrame) -> pd.DataFrame:
@@ -393,12 +407,15 @@ def _one_curve_per_setting(curves: pd.DataFrame) -> tuple[pd.DataFrame, dict[str
     if SETTING not in curves:
         return curves, {}
     synthetic = curves[curves["method"].notna() & (curves["method"] != BASELINE_METHOD)]
-    members = [CurveMember(str(method), float(g), setting)
-               for method, g, setting in zip(synthetic["method"], synthetic["g"], synthetic[SETTING].fillna("").astype(str))]
+    base = _base_model(curves)  # None: the one model drawn is the base
+    models = list(synthetic["model"].map(model_key)) if base is not None and "model" in synthetic else [None] * len(synthetic)
+    members = [CurveMember(str(method), float(g), setting, model)
+               for method, g, setting, model in zip(synthetic["method"], synthetic["g"],
+                                                    synthetic[SETTING].fillna("").astype(str), models)]
     labels = curves["method"].copy()
-    labels[synthetic.index] = curve_labels(members)
+    labels[synthetic.index] = curve_labels(members, base)
     notes: dict[str, list[str]] = {}
-    for curve in method_curves(members):
+    for curve in method_curves(members, base):
         method, kept = curve.method, curve.main
         for setting, at in curve.joined:
             gs = ", ".join(f"{g:g}" for g in at)

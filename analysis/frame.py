@@ -42,7 +42,9 @@ column              meaning
 ==================  ==========================================================================
 
 Certifications frame (:func:`certifications_frame`), one row per certification: ``certification``,
-``method``, ``g``, ``model``, ``seed``, ``state`` (the engine's), ``certified`` (bool), ``loss``
+``method``, ``g``, ``model``, ``seed``, ``base_model`` (the sweep's, ``search.sweep.Sweep.base_model``,
+on every row, None where it names none: the model whose curves are named by their method alone,
+:data:`BASE_MODEL`), ``state`` (the engine's), ``certified`` (bool), ``loss``
 (certified loss, else best so far), ``point.<axis>`` of that point, ``bounds`` (each search
 bound the certificate leans on, a tuple of ``search.grid.Bound``: axis, side, value, extended;
 read this one), ``bounds_hit`` (their display form, e.g. ``"epochs upper"``; "" when none;
@@ -54,8 +56,9 @@ beyond the listed grid, with the extension values, e.g. ``"epochs 128 (point)"``
 point's runs, one :class:`PointRun` each, by run identity: a run another certification adopted is
 the same run there; a record column, left out of exports), ``setting`` (what the
 certification fixes beyond method, G, model and seed, ``key=value`` pairs by key: its other fixed
-params, a callable objective's, and, where the grids are given, each axis its grid gives one value,
-the sweep's way to fix a point value; "" when nothing: :func:`setting_of`), ``noise_sd`` (pooled seed
+params, a callable objective's, and each axis its grid gives one value, the sweep's way to fix a
+point value, ``search.status.CertificationSummary.pinned``; "" when nothing:
+``search.params.RunParams.setting``), ``noise_sd`` (pooled seed
 noise, None without repeats), ``warm_start`` (the certification it starts from, or None), ``repeats``, ``ties`` (neighbours within noise of the certified
 point), ``n_runs``, ``n_finished``, ``n_running``, ``n_failed``, ``path_length``, ``wall_time_s``
 (summed over the certification's runs), ``tokens_seen`` (summed) and the certified point's
@@ -75,7 +78,7 @@ from megadocs.errors import UserError
 from megadocs.formats import IID, REAL, RunMetrics, RunStatus
 from search.grid import format_bounds, points_equal
 from search.ledger import RunRecord
-from search.params import METHOD, MODEL, SEED, G, RunParams, pinned_axes
+from search.params import METHOD, MODEL, SEED, G, RunParams
 from search.tuned import (  # the merge and curve rules' records and names
     DEFAULT_SETTING,
     PointRun,
@@ -107,7 +110,7 @@ __all__ = [
     "compute_seconds",
     "union_grid",
     "SETTING",
-    "setting_of",
+    "BASE_MODEL",
     "setting_words",
     "DEFAULT_SETTING",
     "curve_label",
@@ -121,8 +124,14 @@ FIXED_COLUMNS = (METHOD, G, MODEL, SEED)
 POINT, VAL, BENCH, METRIC, FIXED = "point.", "val_loss.", "bench.", "metric.", "fixed."
 SETTING = "setting"
 """The certifications frame's column of what a certification fixes beyond method, G, model and seed
-(:func:`setting_of`): two certifications at one (method, G) with different settings are points of
+(``search.params.RunParams.setting``): two certifications at one (method, G) with different settings are points of
 two curves, not repeats of one (``analysis.experiments.generation_curves``)."""
+BASE_MODEL = "base_model"
+"""The certifications frame's column of the sweep's base model (``search.sweep.Sweep.base_model``, the
+same on every row; None: the sweep names none): ``search.tuned.method_curves`` names a curve by its
+method alone where it trains this model, ``method (model)`` otherwise, in ``search status`` and the
+analysis alike (``analysis.experiments.generation_curves``). A frame without the column (built by
+hand) says nothing of it."""
 BOUNDS = "bounds"
 """The certifications frame's column of search bounds as data (``search.grid.Bound`` tuples)."""
 POINT_RUNS = "point_runs"
@@ -253,17 +262,6 @@ def _format_extended(certificate) -> str:
     )
 
 
-def setting_of(params: RunParams, grid: Mapping[str, Sequence[Any]] | None = None) -> str:
-    """The frame's :data:`SETTING`: what a certification fixes beyond method, G, model and seed
-    (:meth:`search.params.RunParams.setting`), its other fixed params and each axis of ``grid`` with
-    one value ("" when nothing).
-
-    >>> setting_of(RunParams(fixed={"method": "simple", "g": 2, "temperature": 0.5}), {"lr": [1e-3, 3e-3], "epochs": [4]})
-    'epochs=4, temperature=0.5'
-    """
-    return params.setting(pinned_axes(grid))
-
-
 def setting_words(setting: str) -> str:
     """A :data:`SETTING` value in a sentence, as what it is: "under {setting_words(s)}" (the empty
     setting by :data:`DEFAULT_SETTING`, the word its curve's label has).
@@ -344,15 +342,15 @@ def point_of(row: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
-def certifications_frame(summaries: Iterable[CertificationSummary], runs: pd.DataFrame,
-                         grids: Mapping[str, Mapping[str, Sequence[Any]]] | None = None, *,
+def certifications_frame(summaries: Iterable[CertificationSummary], runs: pd.DataFrame, *,
                          base_model: str | None = None) -> pd.DataFrame:
     """One row per certification from ``search.status.summarize`` and the runs frame.
 
     The extra-set and benchmark columns are those of the certified point's runs, averaged over
-    its seeded repeats (the certificate's loss is their mean too). ``grids`` (each certification's
-    {axis: values}, ``LedgerTables.grids``) adds the axes a grid gives one value to ``setting``;
-    ``base_model`` (``search.sweep.Sweep.base_model``) is the model of a certification that fixes none.
+    its seeded repeats (the certificate's loss is their mean too). ``setting`` is the summary's
+    fixed params and the axes its grid gives one value (``CertificationSummary.pinned``), as
+    ``search status`` reads them; ``base_model`` (``search.sweep.Sweep.base_model``) is the model of
+    a certification that fixes none.
     """
     rows = []
     for summary in summaries:
@@ -364,6 +362,7 @@ def certifications_frame(summaries: Iterable[CertificationSummary], runs: pd.Dat
         bounds = certificate.bounds_hit if certificate else summary.bounds_hit
         row: dict[str, Any] = {
             "certification": name,
+            BASE_MODEL: base_model,
             "state": summary.state.value,
             "certified": certificate is not None,
             "loss": _number(summary.loss),
@@ -396,7 +395,7 @@ def certifications_frame(summaries: Iterable[CertificationSummary], runs: pd.Dat
             row[key] = value
         if row["method"] == REAL and row["g"] is None:
             row["g"] = 0
-        row[SETTING] = setting_of(params, (grids or {}).get(name))
+        row[SETTING] = params.setting(summary.pinned)
         for axis, value in point.items():
             row[POINT + axis] = value
         chosen = [r for _, r in mine.iterrows() if point and points_equal(point_of(r), point)]

@@ -35,7 +35,9 @@ class LedgerTables:
     certifications: pd.DataFrame
     summaries: list[CertificationSummary]
     grids: dict[str, dict[str, list[Any]]]
-    """Each certification's grid {axis: values} (a certification may replace the sweep's)."""
+    """Each certification's grid {axis: values} (a certification may replace the sweep's): the report's
+    and notebook's certification maps and hyperparameter axes (a setting's pinned axes are
+    ``CertificationSummary.pinned``, which the certifications frame reads)."""
     ensembles: dict[str, EnsembleSummary]
     """Ensemble studies by name: the members at the source's current certified point (only they
     are scored) and the runs of an earlier certified point (``search.status.EnsembleSummary``)."""
@@ -70,7 +72,7 @@ def load_tables(sweep: Sweep) -> LedgerTables:
     return LedgerTables(
         sweep_name=sweep.name,
         runs=runs,
-        certifications=certifications_frame(summaries, runs, grids, base_model=sweep.base_model),
+        certifications=certifications_frame(summaries, runs, base_model=sweep.base_model),
         summaries=summaries,
         grids=grids,
         ensembles={e.name: e for e in summarize_ensembles(sweep, summaries, snapshot=snapshot)},

@@ -423,9 +423,10 @@ def test_points_exactly_on_a_power_law_give_no_interval_not_a_zero_width_one():
     assert quoted["predicted_low"] < quoted["predicted_2g"] < quoted["predicted_high"]
 
 
-def _with_second_setting(**fixed):
+def _with_second_setting(pinned=None, **fixed):
     """A toy sweep (simple at G = 1, 2, 4, 8) and a second certification at G=2, ``simple-g2-other``,
-    whose summary fixes ``fixed`` besides method and G, 0.05 worse on every set: (summaries, runs)."""
+    whose summary fixes ``fixed`` besides method and G (and whose grid gives the axes ``pinned`` one
+    value), 0.05 worse on every set: (summaries, runs)."""
     import dataclasses
 
     from analysis.frame import runs_frame
@@ -437,7 +438,7 @@ def _with_second_setting(**fixed):
         r, certification="simple-g2-other", loss=r.loss + 0.05, fixed={**r.fixed, **fixed},
         metrics=r.metrics.model_copy(update={"val_losses": {k: v + 0.05 for k, v in r.metrics.val_losses.items()}}))
         for r in other]
-    summary = dataclasses.replace(summary, name="simple-g2-other", fixed={**summary.fixed, **fixed})
+    summary = dataclasses.replace(summary, name="simple-g2-other", fixed={**summary.fixed, **fixed}, pinned=pinned or {})
     return [*summaries, summary], runs_frame(records + other)
 
 
@@ -453,9 +454,9 @@ def test_two_certifications_at_one_g_under_different_settings_are_not_fitted_as_
     from analysis.frame import certifications_frame, curve_label
     from analysis.generation import generation_table, monotonicity
 
-    fixed, grids = ({"temperature": 0.5}, None) if how == "fixed param" else ({}, {"simple-g2-other": {"epochs": [4]}})
-    summaries, runs = _with_second_setting(**fixed)
-    certs = certifications_frame(summaries, runs, grids)
+    fixed, pinned = ({"temperature": 0.5}, None) if how == "fixed param" else ({}, {"epochs": 4})
+    summaries, runs = _with_second_setting(pinned, **fixed)
+    certs = certifications_frame(summaries, runs)
     setting = "temperature=0.5" if fixed else "epochs=4"
     assert certs.set_index("certification")["setting"].to_dict() == {
         **dict.fromkeys(certs["certification"], ""), "simple-g2-other": setting}
@@ -771,17 +772,15 @@ def test_search_status_and_the_analysis_form_the_same_curves(case):
                                             certificate=Certificate(best.point, best.loss, (), ()),
                                             point_runs=runs_at_point(runs, best.point))
 
-    grids = {}
     if case == "setting changed between G":
         shifted("simple-g8", "simple-g8", 0.07, fixed={"method": "simple", "g": 8, "temperature": 0.5})
         expected = {"simple": [1, 2, 4, 8]}, {("simple", 4, 8)}
     else:
-        grids["simple-g4-short"] = {**synthetic.GRID, "epochs": [4]}
-        shifted("simple-g4", "simple-g4-short", -0.2, pinned=pinned_axes(grids["simple-g4-short"]))
+        shifted("simple-g4", "simple-g4-short", -0.2, pinned=pinned_axes({**synthetic.GRID, "epochs": [4]}))
         expected = {"simple": [1, 2, 4, 8], "simple [epochs=4]": [4]}, set()
     summaries = list(by_name.values())
 
-    _main, points = generation_points(certifications_frame(summaries, runs_frame(records), grids))
+    _main, points = generation_points(certifications_frame(summaries, runs_frame(records)))
     analysis = {str(method): sorted(set(gs)) for method, gs in points.groupby("method")["g"]}
     rises = {(rise.method, rise.g_from, rise.g_to)
              for rise in monotonicity(points.assign(set="iid", warm_start=None), tolerance=0.0)}
@@ -790,6 +789,40 @@ def test_search_status_and_the_analysis_form_the_same_curves(case):
               for warning in g_trend_warnings(summaries)}
     assert (analysis, rises) == expected
     assert (status, warned) == expected
+
+
+@pytest.mark.parametrize("base_certified", [True, False])
+def test_search_status_and_the_analysis_name_a_model_s_curve_alike(base_certified):
+    """The sweep's base model is 300m; simple is certified at G = 1, 2, 4, 8 on 1.5b (``model: 1.5b``,
+    most certifications) and, with ``base_certified``, at G = 1, 2 on the base model (no ``model:``).
+    `search status` names a curve by its method alone where it trains the base model, `simple (1.5b)`
+    otherwise; the analysis drew the model most certifications train and named it `simple`: its
+    `simple` was status's `simple (1.5b)` (G 1-8, status's `simple` G 1-2), or a name status has
+    not. Now both name the curve the analysis draws alike: the base model's where one is certified."""
+    import dataclasses
+
+    from analysis.experiments import generation_points
+    from analysis.frame import certifications_frame, runs_frame
+    from search.status import g_trend
+
+    records, summaries = synthetic.sweep(methods=("simple",), gs=(1, 2, 4, 8))
+    on_base = {"real-g0", "simple-g1", "simple-g2"} if base_certified else set()
+    big = [summary.name for summary in summaries]  # all of them on 1.5b too
+    records += [dataclasses.replace(r, certification=f"{r.certification}-1.5b", run_id=f"{r.run_id}-1.5b",
+                                    fixed={**r.fixed, "model": "1.5b"}) for r in records if r.certification in big]
+    summaries = [*[summary for summary in summaries if summary.name in on_base],
+                 *[dataclasses.replace(summary, name=f"{summary.name}-1.5b", fixed={**summary.fixed, "model": "1.5b"})
+                   for summary in summaries if summary.name in big]]
+    records = [r for r in records if r.certification in {summary.name for summary in summaries}]
+    assert len(summaries) == 5 + len(on_base)
+
+    certs = certifications_frame(summaries, runs_frame(records, base_model="300m"), base_model="300m")
+    _main, points = generation_points(certs)
+    analysis = {str(method): sorted(set(gs)) for method, gs in points.groupby("method")["g"]}
+    status = {label: [g for g, _ in curve] for label, curve in g_trend(summaries, "300m").items()}
+    expected = {"simple": [1, 2]} if base_certified else {"simple (1.5b)": [1, 2, 4, 8]}
+    assert analysis == expected
+    assert {label: status[label] for label in analysis if label in status} == expected
 
 
 @pytest.mark.parametrize("extra", [None, 0.004])
@@ -866,9 +899,9 @@ def test_report_and_fit_of_a_sweep_make_one_point_of_a_configuration_searched_tw
     assert f"simple: {note}." in section and f"note: {note}" in section.split("### Fits of L(G)", 1)[1]
 
 
-def _with_second_baseline(shift: float, grids=None, **fixed):
+def _with_second_baseline(shift: float, pinned=None, **fixed):
     """The toy sweep (real-g0, simple at G = 1, 2, 4, 8) and real-short, a second real-only baseline whose
-    summary fixes ``fixed`` (or whose grid, ``grids``, pins an axis), ``shift`` nats off real on every
+    summary fixes ``fixed`` (or whose grid gives the axes ``pinned`` one value), ``shift`` nats off real on every
     set: its certifications frame."""
     import dataclasses
 
@@ -881,10 +914,10 @@ def _with_second_baseline(shift: float, grids=None, **fixed):
         r, certification="real-short", run_id=f"short-{r.run_id}", loss=r.loss + shift, fixed={**r.fixed, **fixed},
         metrics=r.metrics.model_copy(update={"val_losses": {k: v + shift for k, v in r.metrics.val_losses.items()}}))
         for r in other]
-    summary = dataclasses.replace(summary, name="real-short", fixed={**summary.fixed, **fixed},
+    summary = dataclasses.replace(summary, name="real-short", fixed={**summary.fixed, **fixed}, pinned=pinned or {},
                                   certificate=dataclasses.replace(summary.certificate,
                                                                   loss=summary.certificate.loss + shift))
-    return certifications_frame([*summaries, summary], runs_frame(records + other), grids)
+    return certifications_frame([*summaries, summary], runs_frame(records + other))
 
 
 def test_a_curve_is_compared_with_the_baseline_of_its_setting_not_the_lowest():
@@ -897,7 +930,7 @@ def test_a_curve_is_compared_with_the_baseline_of_its_setting_not_the_lowest():
     from analysis.findings import findings
     from analysis.generation import baseline_notes, generation_table
 
-    certs = _with_second_baseline(-0.05, grids={"real-short": {"epochs": [4]}})
+    certs = _with_second_baseline(-0.05, pinned={"epochs": 4})
     real = certs.set_index("certification").loc["real-g0", "val_loss.iid"]
     table = generation_table(generation_curves(certs))
     simple = table[(table["method"] == "simple") & (table["set"] == "iid")]
@@ -915,7 +948,7 @@ def test_a_curve_without_a_baseline_of_its_setting_is_compared_with_the_lowest_a
     from analysis.experiments import generation_curves
     from analysis.generation import baseline_notes, generation_table
 
-    certs = _with_second_baseline(-0.05, grids={"real-short": {"epochs": [4]}})
+    certs = _with_second_baseline(-0.05, pinned={"epochs": 4})
     certs.loc[certs["method"] == "simple", "setting"] = "temperature=0.5"
     table = generation_table(generation_curves(certs))
     assert set(table.loc[table["method"] == "simple", "baseline"]) == {"real-short"}

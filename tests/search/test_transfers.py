@@ -336,7 +336,7 @@ def test_the_g_trend_names_a_setting_curve_as_the_analysis_does():
     curve of its own only beside the main curve at one of its G (search.tuned.method_curves)."""
     import dataclasses
 
-    from analysis.frame import curve_label, setting_of
+    from analysis.frame import curve_label
     from search.certificate import Certificate, CertState
     from search.params import RunParams
     from search.status import CertificationSummary, RunCounts
@@ -351,6 +351,6 @@ def test_the_g_trend_names_a_setting_curve_as_the_analysis_does():
     # the main curve (most certifications) has nothing fixed; the setting's shares its G: its own curve
     plain = [dataclasses.replace(summary(f"p{g}", g, 4.7 - 0.01 * g), fixed={"method": "latent", "g": g}) for g in (2, 4, 8)]
     [warning] = g_trend_warnings([*plain, summary("a", 2, 4.6), summary("b", 4, 4.8)])
-    label = curve_label("latent", setting_of(RunParams(fixed={**fixed, "g": 2})))
+    label = curve_label("latent", RunParams(fixed={**fixed, "g": 2}).setting())
     assert label == "latent [max_new_tokens=2000000, temperature=0.001]"
     assert warning.startswith(f"{label}: certified loss rises with G")
