@@ -136,20 +136,7 @@ def run(config: RunConfig, out: str | Path, stores: RunStores | None = None, *,
                     "keep the new, and the sweep's next certify names its runs by what is there (the runs of the "
                     "earlier data or code are then superseded, not mixed in); nothing was trained"
                 )
-            resumes: int | None = None
-            try:  # what RUN holds, as this rank sees it: agreed below before any rank acts on it
-                finished: RunMetrics | Exception | None = RunLifecycle.finished(out, identity, config)
-                # several processes: the step every rank resumes from (each reads the checkpoint), read
-                # from the file's index alone; a node-local RUN may hold it on rank 0's node only
-                resumes = checkpoint_step(out) if finished is None and dist.distributed else None
-            except Exception as exc:  # noqa: BLE001 - RUN holds another run, an unreadable checkpoint, or its file
-                finished = exc  # system failed this rank (an NFS ESTALE): raised on every rank by the agreement below
-            seen = (finished if isinstance(finished, Exception) else "finished" if finished is not None
-                    else f"not finished, checkpoint at step {resumes}" if resumes is not None
-                    else "not finished, no checkpoint")  # fmt: skip
-            dist.agree_on_run_folder(out, seen)  # a node that sees another RUN, or cannot read it, stops every rank
-            if isinstance(finished, Exception):
-                raise finished
+            finished = _finished_on_every_rank(dist, out, identity, config)  # what RUN holds, agreed
             if finished is not None:
                 return finished
             try:  # data first, so a bad setting fails before anything is written (on every rank: agreed)
@@ -176,6 +163,33 @@ def run(config: RunConfig, out: str | Path, stores: RunStores | None = None, *,
     finally:
         if dist.distributed:
             torch.distributed.destroy_process_group()
+
+
+def _finished_on_every_rank(dist: DistributedContext, out: Path, identity: str, config: RunConfig) -> RunMetrics | None:
+    """RUN's metrics when its run finished, None when not, as every rank sees RUN alike: what each
+    rank finds there (finished; not finished, with its checkpoint's step or none; its refusal or
+    fault) is agreed before any rank acts on it (`DistributedContext.agree_on_run_folder`), so a
+    node-local RUN, one whose checkpoint only rank 0 holds, or a rank whose file system fails it
+    stops every rank with one line. The step is read from the checkpoint's index alone
+    (`checkpoint_step`), and only with several processes.
+
+    Raises:
+        UserError: RUN holds another run (every rank's: `EveryRankError`), or ranks see it otherwise.
+        WorkFailed: a rank's file system failed it reading RUN (the same line on every rank).
+    """
+    resumes: int | None = None
+    try:
+        finished: RunMetrics | Exception | None = RunLifecycle.finished(out, identity, config)
+        resumes = checkpoint_step(out) if finished is None and dist.distributed else None
+    except Exception as exc:  # noqa: BLE001 - RUN holds another run, an unreadable checkpoint, or its file
+        finished = exc  # system failed this rank (an NFS ESTALE): raised on every rank by the agreement below
+    seen = (finished if isinstance(finished, Exception) else "finished" if finished is not None
+            else f"not finished, checkpoint at step {resumes}" if resumes is not None
+            else "not finished, no checkpoint")  # fmt: skip
+    dist.agree_on_run_folder(out, seen)
+    if isinstance(finished, Exception):
+        raise finished
+    return finished
 
 
 class Trainer:
