@@ -296,9 +296,12 @@ def _curve_styles(rows: pd.DataFrame) -> dict[str, dict[str, Any]]:
     """The style of each curve of ``rows`` (a generation table's or the curves' synthetic rows): a
     method's curve of another setting (``method [setting]``, :func:`search.tuned.curve_label`) in
     its method's colour and marker, another line style (:func:`_source_styles`), its legend label
-    the method's with the setting."""
+    the method's with the setting; so is a curve of another model than the sweep's base model
+    (``method (model)``)."""
     settings = rows[SETTING].fillna("").astype(str) if SETTING in rows else pd.Series("", index=rows.index)
-    methods = {str(label): curve_method(str(label), setting) for label, setting in zip(rows["method"], settings)}
+    # the method of a curve of another model, `simple (1.5b)` (search.tuned.curve_labels), is simple
+    methods = {str(label): label_parts(curve_method(str(label), setting))[0]
+               for label, setting in zip(rows["method"], settings)}
     lines = _source_styles(list(methods), methods.__getitem__)
     styles = {}
     for label, method in methods.items():

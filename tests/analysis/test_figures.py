@@ -304,3 +304,21 @@ def test_a_methods_curve_of_another_setting_is_drawn_in_its_colour_and_named_wit
     assert own.get_marker() == other.get_marker() and own.get_linestyle() != other.get_linestyle()
     assert sorted(label for label in lines if label.startswith("real data only")) == [
         "real data only, real (3.600)", "real data only, real-t05 (3.580)"]
+
+
+def test_a_curve_of_another_model_than_the_base_is_drawn_in_its_methods_colour():
+    """Where no certification trains the sweep's base model, the curves drawn are another model's,
+    named ``simple (1.5b)`` as `search status` names them (search.tuned.curve_labels): they were drawn
+    in a fallback grey under that whole name; now in simple's colour and marker, its legend entry
+    simple's with the model (and a setting's curve beside it, simple's too, another line style)."""
+    from analysis.experiments import generation_curves
+
+    table = generation_table(generation_curves(synthetic.two_settings(own_baseline=True)))
+    table["method"] = table["method"].replace({"s": "simple (1.5b)", "s [temperature=0.5]": "simple (1.5b) [temperature=0.5]"})
+    ax = plot_generation_scaling(table, val_set="objective").axes[0]
+    simple = method_style("simple")
+    drawn = {line.get_label(): line for line in ax.get_lines() if not line.get_label().startswith(("real data only", "_"))}
+    assert sorted(drawn) == [f"{simple['label']} (1.5b)", f"{simple['label']} (1.5b) [temperature=0.5]"]
+    own, other = drawn.values()
+    assert own.get_color() == other.get_color() == simple["color"] and own.get_marker() == simple["marker"]
+    assert own.get_linestyle() != other.get_linestyle()
