@@ -83,6 +83,7 @@ from search.tuned import (  # the merge and curve rules' records and names
     DEFAULT_SETTING,
     PointRun,
     curve_label,
+    curve_method,
 )
 
 if TYPE_CHECKING:
@@ -272,16 +273,6 @@ def setting_words(setting: str) -> str:
     'the default setting'
     """
     return f"the fixed setting {setting}" if setting else f"the {DEFAULT_SETTING} setting"
-
-
-def curve_method(label: str, setting: str) -> str:
-    """The method of a curve named ``label`` whose certifications have ``setting`` (the inverse of
-    :func:`curve_label`; a plain method name is its own method).
-
-    >>> curve_method("simple [temperature=0.5]", "temperature=0.5"), curve_method("simple", "epochs=4")
-    ('simple', 'simple')
-    """
-    return label.removesuffix(curve_label("", setting))
 
 
 def _point_runs(chosen: Sequence[pd.Series], columns: Sequence[str]) -> tuple[PointRun, ...]:

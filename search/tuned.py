@@ -24,7 +24,7 @@ from megadocs.formats import RunStatus
 from search.grid import points_equal
 from search.ledger import RunRecord
 
-__all__ = ["DEFAULT_SETTING", "curve_label", "CurveMember", "MethodCurves", "method_curves", "curve_labels",
+__all__ = ["DEFAULT_SETTING", "curve_label", "curve_method", "CurveMember", "MethodCurves", "method_curves", "curve_labels",
            "PointRun", "runs_at_point", "Certified", "PointMeasure", "ConfigurationLoss", "configuration_loss",
            "TunedLoss", "tuned_at_g"]
 
@@ -43,6 +43,16 @@ def curve_label(method: str, setting: str) -> str:
     ('simple [temperature=0.5]', 'simple [default]')
     """
     return f"{method} [{setting or DEFAULT_SETTING}]"
+
+
+def curve_method(label: str, setting: str) -> str:
+    """The method of a curve named ``label`` whose certifications have ``setting`` (the inverse of
+    :func:`curve_label`; a plain method name is its own method).
+
+    >>> curve_method("simple [temperature=0.5]", "temperature=0.5"), curve_method("simple", "epochs=4")
+    ('simple', 'simple')
+    """
+    return label.removesuffix(curve_label("", setting))
 
 
 @dataclass(frozen=True)

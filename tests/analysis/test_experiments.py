@@ -505,7 +505,7 @@ def test_each_setting_of_a_method_is_a_fitted_curve_with_its_settings_baseline(o
 def test_the_empty_setting_as_another_settings_curve_has_a_short_label():
     """s certified mostly at temperature 0.5 and once with nothing fixed: the curve of the empty
     setting was labelled `s [none beyond method, G and model]` in every table, fit and legend. It is
-    `s [default]` (``analysis.frame.curve_label``, one place), read back as s's curve. Its note read
+    `s [default]` (``search.tuned.curve_label``, one place), read back as s's curve. Its note read
     "s's certifications under the fixed setting none beyond method, G and model"; it now says "under
     the default setting" (``analysis.frame.setting_words``, the one wording of a setting)."""
     from analysis.experiments import curve_notes, generation_points, setting_curves
