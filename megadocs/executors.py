@@ -415,10 +415,13 @@ class LocalExecutor(_Submitit):
 
     stops_on_interrupt = True
 
-    def __init__(self, folder: Path, timeout_min: float, max_parallel: int, *, ctrl_c_to_jobs: bool = False) -> None:
+    def __init__(self, folder: Path, timeout_min: float, max_parallel: int, *, ctrl_c_to_jobs: bool = False,
+                 gpu_jobs: bool = True) -> None:
         """``ctrl_c_to_jobs``: the jobs receive the terminal's Ctrl-C too (the shard arrays of
         ``gen`` and ``tokenize-pool``, whose tasks stop themselves on it); by default only the
-        controller does, and it stops its jobs (:meth:`on_interrupt`)."""
+        controller does, and it stops its jobs (:meth:`on_interrupt`). ``gpu_jobs=False``: jobs
+        that use no GPU (``tokenize-pool``'s shard tasks): given none, and as many run at once on
+        a machine with GPUs as on one without."""
         import submitit
 
         executor = submitit.LocalExecutor(folder=folder)
@@ -427,11 +430,12 @@ class LocalExecutor(_Submitit):
         self.environment = job_thread_environment(max_parallel)
         self.place = PidPlace.current()
         self.ctrl_c_to_jobs = ctrl_c_to_jobs
+        self.gpu_jobs = gpu_jobs
         self._result_seen: dict[str, float] = {}
 
     @functools.cached_property
     def gpus(self) -> tuple[str, ...]:  # asked once, when first needed (a reader of jobs never asks)
-        return local_gpus()
+        return local_gpus() if self.gpu_jobs else ()
 
     def submit(self, tasks: Sequence[Callable[[], Any]]) -> list[str]:
         """As :meth:`Executor.submit`, each job on a free GPU of its own where there are GPUs.
@@ -706,17 +710,18 @@ class InProcessExecutor(Executor):
 
 
 def make_executor(config: ExecutorConfig, folder: Path, name: str = "megadocs", *, create: bool = True,
-                  ctrl_c_to_jobs: bool = False) -> Executor:
+                  ctrl_c_to_jobs: bool = False, gpu_jobs: bool = True) -> Executor:
     """Build the executor of a sweep's ``executor:`` section (:class:`ExecutorConfig`); readers
-    (``create=False``) only look at jobs and create no folder. ``ctrl_c_to_jobs``: see
-    :class:`LocalExecutor`."""
+    (``create=False``) only look at jobs and create no folder. ``ctrl_c_to_jobs``, ``gpu_jobs``:
+    see :class:`LocalExecutor`."""
     if config.kind == "debug":
         return InProcessExecutor()
     profile = check_executor(config)  # a bad profile creates no folder
     if create:
         folder.mkdir(parents=True, exist_ok=True)
     if config.kind == "local":
-        return LocalExecutor(folder, config.timeout_min, config.max_parallel, ctrl_c_to_jobs=ctrl_c_to_jobs)
+        return LocalExecutor(folder, config.timeout_min, config.max_parallel, ctrl_c_to_jobs=ctrl_c_to_jobs,
+                             gpu_jobs=gpu_jobs)
     return SlurmExecutor(folder, profile, config.max_parallel, name)
 
 
