@@ -79,7 +79,7 @@ GPU_HOLDERS = "gpus"
 """A local executor's folder of the GPUs its jobs hold: ``{job id}.json`` per job started on a GPU
 (the GPU, the job process's start time), written at its submission and removed once the process is
 gone, so that a controller started later (the jobs outlive the one that submitted them) gives no
-busy GPU to a new job (:meth:`LocalExecutor.slots`)."""
+busy GPU to a new job (:class:`LocalExecutor`)."""
 
 
 def local_gpus(environ: Mapping[str, str] | None = None) -> tuple[str, ...]:
