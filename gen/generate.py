@@ -255,6 +255,7 @@ class GeneratePool(ShardedStep):
     """
 
     STAT_KEYS = STAT_COUNTS
+    GPU_TASKS = True  # an engine per task, on the GPU it sees (vLLM takes 90% of its memory)
 
     def __init__(self, options: GenerateOptions, engine: Engine | None = None, tokenizer=None) -> None:
         super().__init__(options.out, options.num_shards, name=f"gen-{options.kind}")
@@ -351,32 +352,15 @@ def engine_for(options: GenerateOptions) -> Engine:
 def submit_shards(options: GenerateOptions, executor: str, profile: str | None = None,
                   timeout_min: float = DEFAULT_TIMEOUT_MIN) -> dict:
     """Every not-done shard of the pool as one job array (``local`` or ``slurm``; each task
-    resumable, requeued after a timeout or preemption); waits and returns the manifest.
+    resumable, requeued after a timeout or preemption); waits and returns the manifest. A local
+    array on a machine with GPUs runs one shard task per GPU, each engine on its own
+    (:attr:`GeneratePool.GPU_TASKS`, :func:`megadocs.job_arrays.run_job_array`).
 
     Raises:
-        UserError: a bad executor/profile, or shards that failed (their logs are named); several
-            local shard tasks on a machine with a GPU (:func:`_refuse_local_engines_on_one_gpu`).
+        UserError: a bad executor/profile, or shards that failed (their logs are named).
     """
-    if executor == "local" and options.num_shards > 1:
-        _refuse_local_engines_on_one_gpu(options)
     step = GeneratePool(options.model_copy(update={"shard": None, "progress": False}))
     return step.submit(executor, profile, timeout_min=timeout_min)
-
-
-def _refuse_local_engines_on_one_gpu(options: GenerateOptions) -> None:
-    """A local job array starts every shard task at once, each loading its engine on the first GPU
-    it sees (vLLM takes 90% of its memory): on a machine with a GPU all but one would fail, after
-    the manifest is written. Refused before anything is, with what to run instead: one process per
-    GPU, each with its shard."""
-    import torch
-
-    if not torch.cuda.is_available():
-        return
-    n, gpus = options.num_shards, torch.cuda.device_count()
-    raise UserError(f"--executor local: its {n} shard tasks would start {n} engines at once on GPU 0 of this "
-                    f"machine's {gpus}; run one process per GPU instead, `CUDA_VISIBLE_DEVICES=i megadocs gen "
-                    f"{PoolKind(options.kind).value} ... --shard i/{n}` for i in 0..{n - 1} (at most {gpus} at a time), or use "
-                    "--executor slurm with a profile of gpus_per_node: 1")
 
 
 def _source_documents(options: GenerateOptions, manifest: pools.PoolManifest,

@@ -2,10 +2,12 @@
 controller submitted), nothing else.
 
 - ``local``: submitit's LocalExecutor (one process per run on this machine). The controller caps
-  concurrency; each job gets cores / ``max_parallel`` threads (:func:`megadocs.procs.job_thread_environment`)
-  and ignores the terminal's Ctrl-C, which only the controller sees: it then stops its jobs
-  (:meth:`Executor.on_interrupt`: SIGTERM, a train run saves a checkpoint and exits). Jobs outlive
-  a controller that is killed (SIGKILL, SIGTERM, a crash) and are re-attached by pid + submitit folder.
+  concurrency (on a machine with GPUs, :func:`local_gpus`, to one job per GPU: :meth:`Executor.slots`);
+  each job gets cores / ``max_parallel`` threads (:func:`megadocs.procs.job_thread_environment`), a
+  GPU of its own where there are GPUs (:class:`LocalExecutor`), and ignores the terminal's Ctrl-C,
+  which only the controller sees: it then stops its jobs (:meth:`Executor.on_interrupt`: SIGTERM, a
+  train run saves a checkpoint and exits). Jobs outlive a controller that is killed (SIGKILL,
+  SIGTERM, a crash) and are re-attached by pid + submitit folder.
   The shard arrays of ``gen`` and ``tokenize-pool`` (:func:`megadocs.job_arrays.run_job_array`)
   leave Ctrl-C to their tasks, which stop themselves on it.
 - ``debug``: in-process, run when first polled (tests, breakpoints); nothing survives a restart.
@@ -26,12 +28,14 @@ followed); anything else raises :class:`megadocs.trust.UntrustedPath` before a b
 
 from __future__ import annotations
 
+import functools
+import json
 import math
 import os
 import signal
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from enum import Enum
 from pathlib import Path
@@ -40,11 +44,21 @@ from typing import Any, Literal, get_args
 from pydantic import Field
 
 from megadocs.config import StrictModel, load_config
-from megadocs.procs import PidPlace, child_pids, child_process_settings, job_thread_environment, pid_alive
+from megadocs.formats import write_json
+from megadocs.procs import (
+    PidPlace,
+    child_pids,
+    child_process_settings,
+    job_thread_environment,
+    pid_alive,
+    process_running,
+    process_start,
+)
 from megadocs.trust import require_inside
 
 __all__ = ["ExecutorKind", "ArrayKind", "ARRAY_KINDS", "DEFAULT_TIMEOUT_MIN", "MULTI_TASK_SRUN_ARGS", "ExecutorConfig", "JobState", "Poll", "Executor", "SlurmProfile", "LocalExecutor", "SlurmExecutor",
-           "InProcessExecutor", "make_executor", "load_profile", "check_executor", "in_queue"]
+           "InProcessExecutor", "make_executor", "load_profile", "check_executor", "in_queue", "local_gpus", "NoFreeGpu",
+           "GPU_HOLDERS"]
 
 ExecutorKind = Literal["local", "debug", "slurm"]
 """local: processes on this machine; debug: in-process (tests, breakpoints); slurm: a cluster."""
@@ -61,6 +75,62 @@ STOP_POLL_S = 0.2
 """Seconds between checks while local jobs stop (:meth:`LocalExecutor.on_interrupt`)."""
 QUEUE_CHECK_S = 30.0
 """How often a job that accounting shows queued (or does not know) is looked up in SLURM's queue."""
+GPU_HOLDERS = "gpus"
+"""A local executor's folder of the GPUs its jobs hold: ``{job id}.json`` per job started on a GPU
+(the GPU, the job process's start time), written at its submission and removed once the process is
+gone, so that a controller started later (the jobs outlive the one that submitted them) gives no
+busy GPU to a new job (:class:`LocalExecutor`)."""
+
+
+def local_gpus(environ: Mapping[str, str] | None = None) -> tuple[str, ...]:
+    """The GPUs that local jobs may use, each as ``CUDA_VISIBLE_DEVICES`` names it: the user's
+    ``CUDA_VISIBLE_DEVICES`` when set (their choice wins; read as CUDA reads it, up to the first
+    empty or negative entry: ``""`` and ``-1`` are none), else this machine's, ``0`` to ``n-1``, as
+    NVML counts them (:func:`_nvml_gpu_count`: no torch, no CUDA context in the controller). None
+    without a GPU or an NVIDIA driver: then nothing about local jobs changes.
+
+    >>> local_gpus({"CUDA_VISIBLE_DEVICES": "2, 3"}), local_gpus({"CUDA_VISIBLE_DEVICES": "1,-1,2"})
+    (('2', '3'), ('1',))
+    >>> local_gpus({"CUDA_VISIBLE_DEVICES": ""}), local_gpus({"CUDA_VISIBLE_DEVICES": "GPU-8a0f,GPU-8a0f"})
+    ((), ('GPU-8a0f',))
+    """
+    chosen = (os.environ if environ is None else environ).get("CUDA_VISIBLE_DEVICES")
+    if chosen is None:
+        return tuple(str(index) for index in range(_nvml_gpu_count()))
+    gpus: list[str] = []
+    for entry in (part.strip() for part in chosen.split(",")):
+        if not entry or entry.startswith("-"):
+            break
+        if entry not in gpus:
+            gpus.append(entry)
+    return tuple(gpus)
+
+
+def _nvml_gpu_count() -> int:
+    """This machine's NVIDIA GPUs as NVML counts them, 0 where it cannot (no driver, no library).
+    What ``torch.cuda.device_count()`` asks before CUDA is initialised, without torch (a local
+    executor's controller imports none) and without a CUDA context (none is made in the controller,
+    none held while its jobs run): a library load and two calls, no process started."""
+    import ctypes
+
+    try:
+        nvml = ctypes.CDLL("libnvidia-ml.so.1")
+        if nvml.nvmlInit_v2() != 0:
+            return 0
+    except (OSError, AttributeError):
+        return 0
+    try:
+        count = ctypes.c_uint(0)
+        return count.value if nvml.nvmlDeviceGetCount_v2(ctypes.byref(count)) == 0 else 0
+    except AttributeError:
+        return 0
+    finally:
+        nvml.nvmlShutdown()
+
+
+class NoFreeGpu(OSError):
+    """Every GPU of a local executor is held by a running job (a submission the system cannot take
+    now: the controller tries again at its next poll)."""
 
 
 class ExecutorConfig(StrictModel):
@@ -141,7 +211,25 @@ class Executor(ABC):
 
     @abstractmethod
     def submit(self, tasks: Sequence[Callable[[], Any]]) -> list[str]:
-        """Start the tasks (as one batch / job array where supported); returns their job ids."""
+        """Start the tasks (as one batch / job array where supported); returns their job ids.
+
+        Raises:
+            OSError: the system took none now (a full disk; :class:`NoFreeGpu`): submit them again later.
+        """
+
+    gpus: tuple[str, ...] = ()
+    """The GPUs this executor gives its jobs one each (:class:`LocalExecutor`); none: it gives none
+    (SLURM's jobs get theirs from their profile)."""
+
+    def slots(self, asked: int) -> int:
+        """How many of its jobs may run at once where ``asked`` were wanted (``executor.max_parallel``,
+        a job array's size): the one rule for it. ``asked``, unless it gives GPUs (:attr:`gpus`):
+        then at most one job per GPU."""
+        return min(asked, len(self.gpus)) if self.gpus else asked
+
+    def describe_gpus(self) -> str:
+        """Its GPUs for a line: ``2 GPU(s) (0, 1; CUDA_VISIBLE_DEVICES chooses them)``."""
+        return f"{len(self.gpus)} GPU(s) ({', '.join(self.gpus)}; CUDA_VISIBLE_DEVICES chooses them)"
 
     @abstractmethod
     def poll(self, job_id: str, folder: str | None = None) -> Poll:
@@ -319,12 +407,21 @@ class _Submitit(Executor):
 
 
 class LocalExecutor(_Submitit):
+    """Processes on this machine. On a machine with GPUs (:func:`local_gpus`) each job is started
+    with ``CUDA_VISIBLE_DEVICES`` naming one GPU that no other running job of this executor holds
+    (its folder's :data:`GPU_HOLDERS`, also those a killed controller's jobs still hold), so at most
+    one job per GPU runs (:meth:`slots`); without GPUs a job is started with
+    ``CUDA_VISIBLE_DEVICES=""``, as submitit's local executor starts every job."""
+
     stops_on_interrupt = True
 
-    def __init__(self, folder: Path, timeout_min: float, max_parallel: int, *, ctrl_c_to_jobs: bool = False) -> None:
+    def __init__(self, folder: Path, timeout_min: float, max_parallel: int, *, ctrl_c_to_jobs: bool = False,
+                 gpu_jobs: bool = True) -> None:
         """``ctrl_c_to_jobs``: the jobs receive the terminal's Ctrl-C too (the shard arrays of
         ``gen`` and ``tokenize-pool``, whose tasks stop themselves on it); by default only the
-        controller does, and it stops its jobs (:meth:`on_interrupt`)."""
+        controller does, and it stops its jobs (:meth:`on_interrupt`). ``gpu_jobs=False``: jobs
+        that use no GPU (``tokenize-pool``'s shard tasks): given none, and as many run at once on
+        a machine with GPUs as on one without."""
         import submitit
 
         executor = submitit.LocalExecutor(folder=folder)
@@ -333,14 +430,64 @@ class LocalExecutor(_Submitit):
         self.environment = job_thread_environment(max_parallel)
         self.place = PidPlace.current()
         self.ctrl_c_to_jobs = ctrl_c_to_jobs
+        self.gpu_jobs = gpu_jobs
         self._result_seen: dict[str, float] = {}
 
+    @functools.cached_property
+    def gpus(self) -> tuple[str, ...]:  # asked once, when first needed (a reader of jobs never asks)
+        return local_gpus() if self.gpu_jobs else ()
+
     def submit(self, tasks: Sequence[Callable[[], Any]]) -> list[str]:
+        """As :meth:`Executor.submit`, each job on a free GPU of its own where there are GPUs.
+
+        Raises:
+            NoFreeGpu: fewer GPUs are free than ``tasks`` (none is submitted).
+        """
         # submitit's LocalExecutor starts each job with a copy of this process's environment and
         # signal dispositions, and takes no others: the thread variables and an ignored SIGINT (the
         # terminal's Ctrl-C is the controller's; it stops its jobs itself, see on_interrupt)
         with child_process_settings(self.environment, ignore_sigint=not self.ctrl_c_to_jobs):
-            return super().submit(tasks)
+            if not self.gpus:
+                return super().submit(tasks)
+            return [self._submit_on(gpu, task) for gpu, task in zip(self._free_gpus(len(tasks)), tasks)]
+
+    def _free_gpus(self, wanted: int) -> list[str]:
+        """``wanted`` GPUs that no running job of this folder holds (:data:`GPU_HOLDERS`), in order."""
+        held = self._held_gpus()
+        free = [gpu for gpu in self.gpus if gpu not in held]
+        if len(free) < wanted:
+            holders = ", ".join(f"{gpu} by job {held[gpu]}" for gpu in self.gpus if gpu in held)
+            raise NoFreeGpu(f"{wanted} local job(s) but {len(free)} of {self.describe_gpus()} free: held {holders}")
+        return free[:wanted]
+
+    def _held_gpus(self) -> dict[str, str]:
+        """GPU -> the id of the running job that holds it, from :data:`GPU_HOLDERS` (a job's process,
+        by pid and start time: a pid reused since is not it); the files of jobs gone are removed."""
+        held: dict[str, str] = {}
+        for path in (self.folder / GPU_HOLDERS).glob("*.json"):
+            try:
+                holder = json.loads(path.read_text())
+                running = process_running(int(path.stem), holder["start"])
+            except (OSError, ValueError, KeyError, TypeError):  # a file being written, or not one of ours
+                continue
+            if running:
+                held[str(holder["gpu"])] = path.stem
+            else:
+                path.unlink(missing_ok=True)
+        return held
+
+    def _submit_on(self, gpu: str, task: Callable[[], Any]) -> str:
+        """Start ``task`` as a job that sees only ``gpu``, and record that it holds it."""
+        # submitit sets each job's CUDA_VISIBLE_DEVICES itself (over this process's) from these two;
+        # set here as they are read, since update_parameters takes GPU indices only and the user's
+        # CUDA_VISIBLE_DEVICES may name GPUs by UUID (GPU-..., MIG-...)
+        self._executor.parameters.update(gpus_per_node=1, visible_gpus=(gpu,))
+        job = self._executor.submit(task)
+        self._jobs[job.job_id] = job
+        holders = self.folder / GPU_HOLDERS
+        holders.mkdir(exist_ok=True)
+        write_json(holders / f"{job.job_id}.json", {"gpu": gpu, "start": process_start(int(job.job_id))})
+        return job.job_id
 
     def _reattach(self, job_id: str, folder: Path) -> Any:
         from submitit.local.local import LocalJob
@@ -563,17 +710,18 @@ class InProcessExecutor(Executor):
 
 
 def make_executor(config: ExecutorConfig, folder: Path, name: str = "megadocs", *, create: bool = True,
-                  ctrl_c_to_jobs: bool = False) -> Executor:
+                  ctrl_c_to_jobs: bool = False, gpu_jobs: bool = True) -> Executor:
     """Build the executor of a sweep's ``executor:`` section (:class:`ExecutorConfig`); readers
-    (``create=False``) only look at jobs and create no folder. ``ctrl_c_to_jobs``: see
-    :class:`LocalExecutor`."""
+    (``create=False``) only look at jobs and create no folder. ``ctrl_c_to_jobs``, ``gpu_jobs``:
+    see :class:`LocalExecutor`."""
     if config.kind == "debug":
         return InProcessExecutor()
     profile = check_executor(config)  # a bad profile creates no folder
     if create:
         folder.mkdir(parents=True, exist_ok=True)
     if config.kind == "local":
-        return LocalExecutor(folder, config.timeout_min, config.max_parallel, ctrl_c_to_jobs=ctrl_c_to_jobs)
+        return LocalExecutor(folder, config.timeout_min, config.max_parallel, ctrl_c_to_jobs=ctrl_c_to_jobs,
+                             gpu_jobs=gpu_jobs)
     return SlurmExecutor(folder, profile, config.max_parallel, name)
 
 

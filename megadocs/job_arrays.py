@@ -22,6 +22,7 @@ from megadocs.executors import (
     Executor,
     ExecutorConfig,
     JobState,
+    NoFreeGpu,
     Poll,
     SlurmExecutor,
     load_profile,
@@ -62,15 +63,20 @@ def check_array_executor(kind: str, profile: str | None) -> None:
 def run_job_array(tasks: Sequence[Callable[[], Any]], labels: Sequence[str], *, kind: ArrayKind,
                   profile: str | None, folder: Path, timeout_min: float = DEFAULT_TIMEOUT_MIN,
                   name: str = "megadocs", lost_reason: Callable[[Any], Exception | None] | None = None,
-                  submitter: RecordedProcess | None = None) -> list[Any]:
+                  submitter: RecordedProcess | None = None, gpu_tasks: bool = False) -> list[Any]:
     """Submit ``tasks`` as one job array (``local`` or ``slurm``), wait for all, return their values.
 
     For the steps that run on a pool's shards (generation, the tokenize step): each task is
     idempotent and resumable on its own, so re-running after a failure redoes only what is missing.
 
-    Ctrl-C: local tasks get it too and stop themselves; SLURM tasks still queued or running are
-    cancelled (one ``scancel``), so that the re-run, which resumes every shard from what is on disk,
-    never has two jobs writing the same shard.
+    ``gpu_tasks``: each task uses a GPU (gen's engine). A local array on a machine with GPUs
+    (:func:`megadocs.executors.local_gpus`) then runs one task per GPU, each on its own
+    (:meth:`megadocs.executors.Executor.slots`), starting the next as one ends, and says so in one
+    line; otherwise (SLURM: a task's GPU is its profile's; no GPUs; tasks without) all at once.
+
+    Ctrl-C: local tasks get it too and stop themselves (those not started yet are not started);
+    SLURM tasks still queued or running are cancelled (one ``scancel``), so that the re-run, which
+    resumes every shard from what is on disk, never has two jobs writing the same shard.
 
     A task that returns a :class:`megadocs.errors.DiskFull` (its full disk, in one line) failed.
     ``lost_reason(task)``, for a task that ended without a result, may name why: a ``DiskFull``
@@ -78,10 +84,11 @@ def run_job_array(tasks: Sequence[Callable[[], Any]], labels: Sequence[str], *, 
 
     The array is recorded in ``folder``'s record of runs (:mod:`megadocs.run_record`), so that a
     re-run with other settings refuses while its tasks run: its entry replaces ``submitter``, this
-    process's entry (from the manifest's check until now), in one edit; without one, this
+    process's entry (from the manifest's check until now), in one edit, once its last task is
+    submitted (the tasks started before are recorded beside it as they start); without one, this
     process is recorded just before it submits. A local array's heartbeat is refreshed by its
     running tasks (:class:`megadocs.run_record.ArrayTask`), so that it counts as going elsewhere
-    also once this process is killed outright (its tasks run on).
+    also once this process is killed outright (its tasks run on; those not started yet are not).
 
     Raises:
         UserError: a bad executor/profile.
@@ -93,37 +100,81 @@ def run_job_array(tasks: Sequence[Callable[[], Any]], labels: Sequence[str], *, 
     if not tasks:
         return []
     config = ExecutorConfig(kind=kind, profile=profile, max_parallel=max(1, len(tasks)), timeout_min=timeout_min)
-    jobs = make_executor(config, folder, name, ctrl_c_to_jobs=True)  # each shard task stops itself on Ctrl-C
+    jobs = make_executor(config, folder, name, ctrl_c_to_jobs=True, gpu_jobs=gpu_tasks)  # tasks stop themselves on Ctrl-C
     with contextlib.ExitStack() as recording:
         if submitter is None:
             submitter = recording.enter_context(recorded_process(folder))
-        ids = jobs.submit([ArrayTask(task, folder) for task in tasks] if kind == "local" else tasks)
-        try:  # from here a Ctrl-C cancels what was submitted (_wait)
-            submitter.hand_over(ArraySubmission.submitted(kind, ids))
-            print(f"submitted {len(ids)} shard task(s) to {kind}: {', '.join(ids)} (logs: {folder})", file=sys.stderr)
-        except KeyboardInterrupt:
-            _cancel(jobs, ids)
-            raise
-        return _wait(jobs, ids, labels, dict(zip(ids, tasks)), lost_reason)
+        waves = _Waves(jobs, [ArrayTask(task, folder) for task in tasks] if kind == "local" else list(tasks),
+                       submitter, folder)
+        waves.submit_more()
+        return _wait(jobs, waves, labels, list(tasks), lost_reason)
 
 
-def _wait(jobs: Executor, ids: list[str], labels: Sequence[str], task_of: dict[str, Callable[[], Any]],
+class _Waves:
+    """The submission of a job array's tasks, at most :meth:`Executor.slots` running at once (one
+    per GPU for a local array of GPU tasks on a machine with GPUs; else all at once), each
+    submission recorded in ``folder``'s record of runs (:func:`run_job_array`)."""
+
+    def __init__(self, jobs: Executor, tasks: list[Callable[[], Any]], submitter: RecordedProcess,
+                 folder: Path) -> None:
+        self.jobs, self.tasks, self.submitter, self.folder = jobs, tasks, submitter, folder
+        self.at_once = jobs.slots(len(tasks))
+        self.ids: list[str] = []  # of the tasks submitted, in order
+        self.running: set[str] = set()
+        if self.at_once < len(tasks):
+            print(f"{len(tasks)} shard task(s) on {jobs.describe_gpus()}: {self.at_once} at a time, each on its own "
+                  "GPU, the next as one ends", file=sys.stderr, flush=True)
+
+    def submit_more(self) -> None:
+        """Submit the next tasks while fewer than ``at_once`` run (a GPU still held by a task that
+        is ending: at the next poll)."""
+        while len(self.running) < self.at_once and len(self.ids) < len(self.tasks):
+            start = len(self.ids)
+            wanted = self.tasks[start:start + self.at_once - len(self.running)]
+            try:
+                ids = self.jobs.submit(wanted)
+            except NoFreeGpu:
+                return
+            self.ids += ids
+            self.running.update(ids)
+            try:  # from here a Ctrl-C cancels what was submitted (_wait)
+                array = ArraySubmission.submitted(self.jobs.kind, ids)
+                if len(self.ids) < len(self.tasks):
+                    self.submitter.add(array)
+                else:
+                    self.submitter.hand_over(array)
+                if start == 0:
+                    more = f"; the other {len(self.tasks) - len(ids)} as GPUs free" if len(ids) < len(self.tasks) else ""
+                    print(f"submitted {len(ids)} shard task(s) to {self.jobs.kind}: {', '.join(ids)} (logs: "
+                          f"{self.folder}){more}", file=sys.stderr)
+            except KeyboardInterrupt:
+                _cancel(self.jobs, list(self.running))
+                raise
+
+    def ended(self, job_id: str) -> None:
+        self.running.discard(job_id)
+
+
+def _wait(jobs: Executor, waves: _Waves, labels: Sequence[str], tasks: Sequence[Callable[[], Any]],
           lost_reason: Callable[[Any], Exception | None] | None) -> list[Any]:
-    """:func:`run_job_array`'s wait for its submitted tasks, saying their ends (:class:`ArrayProgress`)."""
-    pending = dict(zip(ids, labels))
-    progress = ArrayProgress(len(ids))
+    """:func:`run_job_array`'s wait for its tasks, submitting the rest as earlier ones end
+    (:class:`_Waves`) and saying their ends (:class:`ArrayProgress`)."""
+    progress = ArrayProgress(len(tasks))
     values: dict[str, Any] = {}
     failures, full = [], []  # full: the DiskFull values tasks returned (megadocs.shards.ShardTask)
     try:
-        while pending:
+        while waves.running or len(waves.ids) < len(tasks):
             time.sleep(ARRAY_POLL_S[jobs.kind])
-            for job_id, label in list(pending.items()):
+            for index, job_id in enumerate(waves.ids):
+                if job_id not in waves.running:
+                    continue
                 poll = jobs.poll(job_id)
                 if poll.state == JobState.RUNNING:
                     continue
-                del pending[job_id]
+                waves.ended(job_id)
+                label = labels[index]
                 if poll.state == JobState.LOST and lost_reason is not None:
-                    reason = lost_reason(task_of[job_id])
+                    reason = lost_reason(tasks[index])
                     if isinstance(reason, DiskFull):  # no room for its result: its value, as if returned
                         poll = Poll(JobState.DONE, reason)
                 cause = None
@@ -140,14 +191,15 @@ def _wait(jobs: Executor, ids: list[str], labels: Sequence[str], task_of: dict[s
                 line = progress.ended(label, job_id, ok=job_id in values, cause=cause)
                 if line:
                     print(line, file=sys.stderr, flush=True)
+            waves.submit_more()
     except KeyboardInterrupt:
-        _cancel(jobs, list(pending))
+        _cancel(jobs, list(waves.running))
         raise
     if failures and len(full) == len(failures):  # a full disk, as in-process: its one line, exit 4
         raise full[0]
     if failures:
         raise WorkFailed(f"{len(failures)} task(s) failed; re-run to resume them: " + "; ".join(failures))
-    return [values[job_id] for job_id in ids]
+    return [values[job_id] for job_id in waves.ids]
 
 
 def _cancel(jobs: Executor, pending: list[str]) -> None:

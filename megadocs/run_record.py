@@ -365,6 +365,13 @@ class RecordedProcess:
     def stop_beating(self) -> None:
         self._heartbeat.stop()
 
+    def add(self, array: ArraySubmission) -> None:
+        """A job array this process submitted while it goes on to submit more (a local array on a
+        machine with GPUs starts a task as a GPU frees, :func:`megadocs.job_arrays.run_job_array`):
+        recorded beside this process's entry, which stays until :meth:`hand_over` of the last."""
+        with _editing_record(self.folder) as record:
+            record.append(array)
+
     def hand_over(self, array: ArraySubmission) -> None:
         """The job array this process submitted takes its entry's place, in one edit: a re-run
         with other settings sees the one or the other, never neither. This process beats no

@@ -102,6 +102,9 @@ class ShardedStep(ABC):
     """
 
     STAT_KEYS: tuple[str, ...] = ()
+    GPU_TASKS = False
+    """Whether a shard task uses a GPU (gen's engine): a local job array on a machine with GPUs then
+    runs one task per GPU, each on its own (:func:`megadocs.job_arrays.run_job_array`)."""
     VOLATILE_FIELDS = ("complete", "statistics", "created")
     """Manifest fields that describe progress, not the settings (see :meth:`settings`)."""
 
@@ -323,7 +326,7 @@ class ShardedStep(ABC):
                 task.set_aside()
             run_job_array(tasks, [f"shard {i}" for i in todo], kind=executor,
                           profile=profile, folder=self.folder / JOBS, timeout_min=timeout_min, name=self.name,
-                          lost_reason=ShardTask.lost_to_full_disk, submitter=submitter)
+                          lost_reason=ShardTask.lost_to_full_disk, submitter=submitter, gpu_tasks=self.GPU_TASKS)
         return self.finish()
 
     def finish(self) -> dict[str, Any]:

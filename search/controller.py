@@ -10,7 +10,8 @@ Stopping it on purpose (Ctrl-C, or a job's user error that stops the sweep) hand
 flight to the executor (``Executor.on_interrupt``): local runs are stopped (a train run saves a
 checkpoint first) and their trials lose their job, so the next ``certify`` submits them again
 (resuming from the checkpoint, without spending a retry); SLURM jobs keep running and are
-re-attached. Either way no more than ``max_parallel`` runs are ever in flight. The run whose
+re-attached. Either way no more than ``max_parallel`` runs are ever in flight (local jobs on a machine
+with GPUs: one per GPU, ``Executor.slots``, said in one line where that is fewer). The run whose
 error stopped the sweep is a failed trial with its kind (``invalid``): the next ``certify`` runs
 its point again, in a new trial (:func:`search.ledger.replay`), in the same run directory while its
 identity is unchanged (its job refused before training: nothing there names another run).
@@ -237,7 +238,10 @@ class LedgerEvaluator(Evaluator):
         self.executor = executor
         self.objective = objective
         self.tasks = dict(tasks)
-        self.max_parallel = sweep.executor.max_parallel
+        self.max_parallel = executor.slots(sweep.executor.max_parallel)  # local jobs: one per GPU, where there are
+        if self.max_parallel < sweep.executor.max_parallel:
+            log.warning("executor.max_parallel %d: local jobs run one per GPU, and this machine has %s for them: at "
+                        "most %d run at once", sweep.executor.max_parallel, executor.describe_gpus(), self.max_parallel)
         self.max_retries = sweep.executor.max_retries
         self.poll_s = sweep.executor.poll_s
         self.retry_failed = retry_failed

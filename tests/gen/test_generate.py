@@ -437,25 +437,14 @@ def test_cli_refuses_a_slurm_profile_before_writing_or_submitting(profile, messa
     assert not (tmp_path / "p").exists()
 
 
-def test_cli_refuses_local_shard_tasks_on_a_gpu_machine_before_writing(tiny_generator, docs4, tmp_path, capsys,
-                                                                        monkeypatch):
-    """Several local shard tasks would each start an engine on GPU 0 at once: refused, naming what to
-    run instead, before the pool is written. MOCK: torch says this CPU machine has 2 GPUs."""
-    import torch
+def test_a_local_array_runs_gen_shard_tasks_one_per_gpu_and_tokenize_tasks_all_at_once():
+    """``gen --executor local`` on a machine with GPUs was refused (every shard's engine on one GPU):
+    its shard tasks are GPU tasks, which a local array runs one per GPU, each on its own
+    (tests/megadocs/test_job_array.py); tokenize-pool's use no GPU and all run at once."""
+    from gen.generate import GeneratePool
+    from train.pool_tokens import TokenizePool
 
-    from megadocs import job_arrays
-    from megadocs.cli import main
-
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
-    monkeypatch.setattr(job_arrays, "make_executor", lambda *args, **kwargs: pytest.fail("submitted"))
-    assert main(["gen", "thoughts", "--docs", str(docs4), "--generator", str(tiny_generator), "--g", "2",
-                 "--out", str(tmp_path / "p"), "--engine", "transformers", "--no-progress",
-                 "--executor", "local", "--num-shards", "4"]) == 2
-    err = capsys.readouterr().err.strip()
-    assert err.startswith("error: --executor local: its 4 shard tasks would start 4 engines at once") and "\n" not in err
-    assert "CUDA_VISIBLE_DEVICES=i megadocs gen thoughts ... --shard i/4" in err and "at most 2 at a time" in err
-    assert not (tmp_path / "p").exists()
+    assert GeneratePool.GPU_TASKS and not TokenizePool.GPU_TASKS
 
 
 @pytest.mark.slurm

@@ -4,10 +4,18 @@ in one line, as work that failed (exit 4), not bad input (exit 2)."""
 
 from __future__ import annotations
 
+import json
+import os
+import time
+from pathlib import Path
+
 import pytest
 
 from megadocs.errors import UserError, WorkFailed
 from megadocs.job_arrays import ARRAY_PROGRESS_STEPS, ArrayProgress, run_job_array
+from megadocs.shards import ShardedStep
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_a_many_task_array_says_every_failure_a_tenth_of_successes_and_the_final_count(tmp_path, capfd):
@@ -67,3 +75,46 @@ def test_a_profile_of_one_task_per_job_passes_the_check(tmp_path):
     from megadocs.job_arrays import check_array_executor
 
     check_array_executor("slurm", _profile(tmp_path / "one.yaml", tasks_per_node=1, nodes=1, gpus_per_node=1))
+
+
+class GpuShards(ShardedStep):
+    """Shards whose tasks use a GPU, as gen's do: each shard's marker says the GPU its task saw; a
+    task that finds its GPU held by another running task fails (FileExistsError)."""
+
+    GPU_TASKS = True
+
+    def prepare(self) -> dict:
+        return self.init_manifest({"format": "demo/1"}, same=lambda old: True)
+
+    def _run_shard(self, index: int) -> dict:
+        gpu = os.environ["CUDA_VISIBLE_DEVICES"]
+        holding = self.folder / f"holding-{gpu}"
+        os.close(os.open(holding, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+        time.sleep(0.2)  # (holds it a little longer: no timing is asserted)
+        holding.unlink()
+        return {"gpu": gpu}
+
+
+def test_a_local_array_of_gpu_tasks_runs_one_task_per_gpu_and_a_rerun_resumes(tmp_path, monkeypatch, capfd):
+    """``gen --executor local --num-shards 3`` on a machine with GPUs was refused (every engine
+    would have started on GPU 0; in fact submitit started each task with no GPU at all). Now the
+    tasks run one per GPU, each on its own, the next as one ends; a re-run runs only the shards not
+    done. MOCK: CUDA_VISIBLE_DEVICES names two GPUs this CPU machine does not have."""
+    from megadocs import job_arrays
+
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0,1")
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
+    monkeypatch.setitem(job_arrays.ARRAY_POLL_S, "local", 0.1)
+    step = GpuShards(tmp_path / "pool", 3, name="gpu-shards")
+    assert step.submit("local")["complete"]
+    gpus = [json.loads(step.done_path(i).read_text())["gpu"] for i in range(3)]
+    assert set(gpus) == {"0", "1"}, gpus  # old code: {''}
+    err = capfd.readouterr().err
+    assert "3 shard task(s) on 2 GPU(s) (0, 1; CUDA_VISIBLE_DEVICES chooses them): 2 at a time" in err, err
+    assert "submitted 2 shard task(s) to local:" in err and "the other 1 as GPUs free" in err, err
+
+    step.done_path(1).unlink()  # one shard to do again
+    assert GpuShards(tmp_path / "pool", 3, name="gpu-shards").submit("local")["complete"]
+    err = capfd.readouterr().err
+    assert "submitted 1 shard task(s) to local:" in err and "at a time" not in err, err
+    assert json.loads(step.done_path(1).read_text())["gpu"] in ("0", "1")

@@ -182,3 +182,10 @@ def user_error_until_fixed(params):
     if params["lr"] == 0.01 and not (Path(os.environ["SEARCH_TEST_MARKERS"]) / "fixed").exists():
         user_error(params)
     return logged(params)
+
+
+def gpus_seen() -> str | None:
+    """The GPUs the job process was started with (its CUDA_VISIBLE_DEVICES), once the test has
+    created the marker ``gpus``: a job that holds its GPU until it is let go."""
+    _wait_for_go("gpus")
+    return os.environ.get("CUDA_VISIBLE_DEVICES")

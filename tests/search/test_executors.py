@@ -83,6 +83,54 @@ def test_a_local_job_keeps_its_slot_until_its_process_exits(workdir):
     assert poll.state is JobState.DONE and job._process.poll() is not None
 
 
+def test_local_jobs_each_get_a_gpu_no_running_job_holds_also_after_their_controller_is_gone(workdir, monkeypatch):
+    """A local job saw no GPU at all (submitit starts each with CUDA_VISIBLE_DEVICES="" unless
+    told GPUs): on a GPU machine a train run of ``device: auto`` ran on the CPU. Now each job sees
+    one GPU of its own: two jobs, one submitted by a controller started after the first's was gone
+    (it knows nothing of the first's job), see different GPUs while both run, a third finds none
+    free (an OSError: the controller submits it at its next poll), and a GPU is free again once its
+    job has ended. MOCK: CUDA_VISIBLE_DEVICES names two GPUs (one by index, one by UUID) that this
+    CPU machine does not have, as a user's choice of GPUs on a GPU machine does."""
+    from tests.search.objectives import gpus_seen
+
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0,GPU-5e1c")
+    try:
+        first = LocalExecutor(workdir / "jobs", timeout_min=5, max_parallel=4)
+        [one] = first.submit([gpus_seen])
+        later = LocalExecutor(workdir / "jobs", timeout_min=5, max_parallel=4)  # a controller started after a kill
+        [two] = later.submit([gpus_seen])
+        assert os.environ["CUDA_VISIBLE_DEVICES"] == "0,GPU-5e1c"  # only the jobs' environments changed
+        with pytest.raises(OSError, match="0 of 2 GPU"):
+            later.submit([gpus_seen])
+    finally:
+        let_go(workdir, "gpus")
+    seen = [_wait_done(later, job_id).value for job_id in (one, two)]
+    assert sorted(seen) == ["0", "GPU-5e1c"], seen  # old code: ['', '']
+    assert (first.slots(4), first.slots(1)) == (2, 1)  # at most one job per GPU
+    [three] = later.submit([gpus_seen])  # both ended: their GPUs are free again
+    assert _wait_done(later, three).value in seen
+
+
+def test_a_controller_runs_at_most_one_local_job_per_gpu_and_says_so_once(make_sweep, monkeypatch, caplog):
+    """``executor.max_parallel: 4`` on a machine with 2 GPUs for local jobs: 2 slots, and one line
+    saying why. MOCK: CUDA_VISIBLE_DEVICES names 2 GPUs this CPU machine does not have."""
+    from megadocs.executors import make_executor
+    from search.controller import LedgerEvaluator, build_strategies
+    from search.ledger import Ledger
+    from search.objective import make_objective
+    from search.sweep import load_sweep
+
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0,1")
+    sweep = load_sweep(make_sweep(executor={"kind": "local", "max_parallel": 4}))
+    ledger = Ledger(sweep.ledger_url, sweep.name)
+    _, tasks = build_strategies(sweep, ledger, "certify", None)
+    evaluator = LedgerEvaluator(sweep, ledger, make_executor(sweep.executor, sweep.out_dir / "jobs"),
+                                make_objective(sweep), tasks)
+    assert evaluator.free_slots() == 2
+    [line] = [record.getMessage() for record in caplog.records if "max_parallel" in record.getMessage()]
+    assert line.startswith("executor.max_parallel 4: local jobs run one per GPU") and "2 GPU(s) (0, 1;" in line, line
+
+
 def test_a_second_submission_of_a_finished_run_reads_its_result(workdir):
     task = RunTask(str(workdir / "run"), {"lr": 0.003}, objective="tests.search.objectives:logged")
     first, second = task(), task()
