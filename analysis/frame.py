@@ -44,7 +44,9 @@ column              meaning
 Certifications frame (:func:`certifications_frame`), one row per certification: ``certification``,
 ``method``, ``g``, ``model``, ``seed``, ``base_model`` (the sweep's, ``search.sweep.Sweep.base_model``,
 on every row, None where it names none: the model whose curves are named by their method alone,
-:data:`BASE_MODEL`), ``state`` (the engine's), ``certified`` (bool), ``loss``
+:data:`BASE_MODEL`), ``curve_model`` (the model its curve is named by, as ``search status`` reads it:
+its fixed ``model``, else ``base_model``; None where neither names one, even where its runs say one,
+:data:`CURVE_MODEL`), ``state`` (the engine's), ``certified`` (bool), ``loss``
 (certified loss, else best so far), ``point.<axis>`` of that point, ``bounds`` (each search
 bound the certificate leans on, a tuple of ``search.grid.Bound``: axis, side, value, extended;
 read this one), ``bounds_hit`` (their display form, e.g. ``"epochs upper"``; "" when none;
@@ -115,6 +117,7 @@ __all__ = [
     "union_grid",
     "SETTING",
     "BASE_MODEL",
+    "CURVE_MODEL",
     "setting_words",
     "DEFAULT_SETTING",
     "curve_label",
@@ -136,6 +139,15 @@ same on every row; None: the sweep names none): ``search.tuned.method_curves`` n
 method alone where it trains this model, ``method (model)`` otherwise, in ``search status`` and the
 analysis alike (``analysis.experiments.generation_curves``). A frame without the column (built by
 hand) says nothing of it."""
+CURVE_MODEL = "curve_model"
+"""The certifications frame's column of the model a certification's curve is named by
+(``search.tuned.CurveMember.model``, as ``search status``'s G trend reads it): the model its fixed
+params write, else the sweep's :data:`BASE_MODEL` (``search.params.RunParams.trained_model``); None
+where neither names one. Unlike ``model`` it is never read from the runs: a sweep whose objective is
+the user's own function and which names no base model (only the function knows the model) names a
+curve ``method (model)`` where its certification writes ``model:``, by its method alone where it
+writes none, whatever model its runs say (``analysis.experiments.generation_curves``). A frame
+without the column (built by hand) names every curve by its method."""
 BOUNDS = "bounds"
 """The certifications frame's column of search bounds as data (``search.grid.Bound`` tuples)."""
 POINT_RUNS = "point_runs"
@@ -378,6 +390,7 @@ def certifications_frame(summaries: Iterable[CertificationSummary], runs: pd.Dat
         if row["method"] == REAL and row["g"] is None:
             row["g"] = 0
         row[SETTING] = params.setting(summary.pinned)
+        row[CURVE_MODEL] = params.trained_model(base_model)  # not from the runs: the model status names curves by
         for axis, value in point.items():
             row[POINT + axis] = value
         chosen = [r for _, r in mine.iterrows() if point and points_equal(point_of(r), point)]

@@ -238,3 +238,23 @@ def test_search_status_and_the_analysis_count_the_same_runs_at_a_certified_point
     assert analysis[0] == status[0] and analysis[1] == pytest.approx(status[1])
     assert certs.loc["simple-g2-again", POINT_RUNS] == point_runs and len(point_runs) == 3
     assert certs.loc["simple-g2-again", "val_loss.iid_short"] == pytest.approx(first.loss + 0.1 - 0.1)
+
+
+@pytest.mark.parametrize("written", [True, False])
+def test_search_status_and_the_analysis_name_the_curves_of_a_sweep_without_a_base_model_alike(written):
+    """A sweep whose objective is the user's own function names no base model (Sweep.base_model None).
+    With ``model: 300m`` written in every certification, `search status` named simple's curve
+    `simple (300m)` (a model that is not the sweep's base) and the report `simple`: its frame could not
+    tell a written model from one its runs said, and named none. Now the frame carries the model status
+    names curves by (curve_model) and both say `simple (300m)`. Without ``model:`` (only the function
+    knows its model, though its runs say tiny-1m) both say `simple`."""
+    from analysis.experiments import generation_points
+    from search.status import g_trend
+
+    records, summaries = synthetic.sweep(methods=("simple",), gs=(1, 2, 4))
+    if written:
+        records = [dataclasses.replace(r, fixed={**r.fixed, "model": "300m"}) for r in records]
+        summaries = [dataclasses.replace(s, fixed={**s.fixed, "model": "300m"}) for s in summaries]
+    _main, points = generation_points(certifications_frame(summaries, runs_frame(records), base_model=None))
+    status = g_trend(summaries, None)
+    assert set(points["method"]) == set(status) == {"simple (300m)" if written else "simple"}
