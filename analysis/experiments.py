@@ -40,7 +40,16 @@ from analysis.configurations import (
     one_point_per_configuration,
     recipe_losses,
 )
-from analysis.frame import BASE_MODEL, FIXED, POINT, SETTING, curve_label, curve_method, setting_words
+from analysis.frame import (
+    BASE_MODEL,
+    CURVE_MODEL,
+    FIXED,
+    POINT,
+    SETTING,
+    curve_label,
+    curve_method,
+    setting_words,
+)
 from analysis.generation import BASELINE_METHOD, baseline_for, generation_table, loss_column, main_set
 from analysis.scaling import MIN_BOOT, PowerLawFit, percentile_interval, power_law
 from megadocs.errors import UserError
@@ -336,9 +345,9 @@ def without_synthetic_only(certifications: pd.DataFrame) -> pd.DataFrame:
 
 
 def _base_model(certifications: pd.DataFrame) -> Any:
-    """The sweep's base model as the frame says it (its :data:`BASE_MODEL`); None where it does not
-    (a frame built by hand, a sweep that names none: the frame's ``model`` is then the one its runs
-    say, which ``search status`` does not name)."""
+    """The sweep's base model as the frame says it (its :data:`BASE_MODEL`); None where it does not (a
+    frame built by hand, a sweep that names none: a curve is then named by the model its
+    certification writes, :data:`CURVE_MODEL`, as ``search status`` names it, never by one its runs say)."""
     if BASE_MODEL not in certifications or len(certifications) == 0:
         return None
     return model_key(certifications[BASE_MODEL].iloc[0])
@@ -407,8 +416,9 @@ def _one_curve_per_setting(curves: pd.DataFrame) -> tuple[pd.DataFrame, dict[str
     if SETTING not in curves:
         return curves, {}
     synthetic = curves[curves["method"].notna() & (curves["method"] != BASELINE_METHOD)]
-    base = _base_model(curves)  # None: the one model drawn is the base
-    models = list(synthetic["model"].map(model_key)) if base is not None and "model" in synthetic else [None] * len(synthetic)
+    base = _base_model(curves)  # None: the sweep names none (or the frame does not say)
+    models = (list(synthetic[CURVE_MODEL].map(model_key)) if CURVE_MODEL in synthetic
+              else [None] * len(synthetic))  # a frame built by hand: each curve named by its method
     members = [CurveMember(str(method), float(g), setting, model)
                for method, g, setting, model in zip(synthetic["method"], synthetic["g"],
                                                     synthetic[SETTING].fillna("").astype(str), models)]

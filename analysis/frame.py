@@ -44,7 +44,9 @@ column              meaning
 Certifications frame (:func:`certifications_frame`), one row per certification: ``certification``,
 ``method``, ``g``, ``model``, ``seed``, ``base_model`` (the sweep's, ``search.sweep.Sweep.base_model``,
 on every row, None where it names none: the model whose curves are named by their method alone,
-:data:`BASE_MODEL`), ``state`` (the engine's), ``certified`` (bool), ``loss``
+:data:`BASE_MODEL`), ``curve_model`` (the model its curve is named by, as ``search status`` reads it:
+its fixed ``model``, else ``base_model``; None where neither names one, even where its runs say one,
+:data:`CURVE_MODEL`), ``state`` (the engine's), ``certified`` (bool), ``loss``
 (certified loss, else best so far), ``point.<axis>`` of that point, ``bounds`` (each search
 bound the certificate leans on, a tuple of ``search.grid.Bound``: axis, side, value, extended;
 read this one), ``bounds_hit`` (their display form, e.g. ``"epochs upper"``; "" when none;
@@ -62,13 +64,13 @@ point value, ``search.status.CertificationSummary.pinned``; "" when nothing:
 noise, None without repeats), ``warm_start`` (the certification it starts from, or None), ``repeats``, ``ties`` (neighbours within noise of the certified
 point), ``n_runs``, ``n_finished``, ``n_running``, ``n_failed``, ``path_length``, ``wall_time_s``
 (summed over the certification's runs), ``tokens_seen`` (summed) and the certified point's
-``val_loss.<set>`` and ``bench.<task>`` columns (mean over its seeded repeats).
+``val_loss.<set>`` and ``bench.<task>`` columns (mean over its ``point_runs``, its seeded repeats included).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -79,11 +81,14 @@ from megadocs.formats import IID, REAL, RunMetrics, RunStatus
 from search.grid import format_bounds, points_equal
 from search.ledger import RunRecord
 from search.params import METHOD, MODEL, SEED, G, RunParams
-from search.tuned import (  # the merge and curve rules' records and names
+from search.tuned import (  # the merge and curve rules' records and names, and a run's scores by column
+    BENCH,
     DEFAULT_SETTING,
+    VAL,
     PointRun,
     curve_label,
     curve_method,
+    scores,
 )
 
 if TYPE_CHECKING:
@@ -112,6 +117,7 @@ __all__ = [
     "union_grid",
     "SETTING",
     "BASE_MODEL",
+    "CURVE_MODEL",
     "setting_words",
     "DEFAULT_SETTING",
     "curve_label",
@@ -122,7 +128,7 @@ __all__ = [
 
 FIXED_COLUMNS = (METHOD, G, MODEL, SEED)
 """The params with typed reads (:class:`search.params.RunParams`), one column each."""
-POINT, VAL, BENCH, METRIC, FIXED = "point.", "val_loss.", "bench.", "metric.", "fixed."
+POINT, METRIC, FIXED = "point.", "metric.", "fixed."  # VAL, BENCH: search.tuned.scores' columns
 SETTING = "setting"
 """The certifications frame's column of what a certification fixes beyond method, G, model and seed
 (``search.params.RunParams.setting``): two certifications at one (method, G) with different settings are points of
@@ -133,12 +139,23 @@ same on every row; None: the sweep names none): ``search.tuned.method_curves`` n
 method alone where it trains this model, ``method (model)`` otherwise, in ``search status`` and the
 analysis alike (``analysis.experiments.generation_curves``). A frame without the column (built by
 hand) says nothing of it."""
+CURVE_MODEL = "curve_model"
+"""The certifications frame's column of the model a certification's curve is named by
+(``search.tuned.CurveMember.model``, as ``search status``'s G trend reads it): the model its fixed
+params write, else the sweep's :data:`BASE_MODEL` (``search.params.RunParams.trained_model``); None
+where neither names one. Unlike ``model`` it is never read from the runs: a sweep whose objective is
+the user's own function and which names no base model (only the function knows the model) names a
+curve ``method (model)`` where its certification writes ``model:``, by its method alone where it
+writes none, whatever model its runs say (``analysis.experiments.generation_curves``). A frame
+without the column (built by hand) names every curve by its method."""
 BOUNDS = "bounds"
 """The certifications frame's column of search bounds as data (``search.grid.Bound`` tuples)."""
 POINT_RUNS = "point_runs"
 """The certifications frame's column of the certified point's runs (a tuple of :class:`PointRun`):
-two certifications of one configuration may share runs (the sweep adopts a finished run of the same
-identity), which ``analysis.experiments.generation_curves`` counts once."""
+``search status``'s, ``search.status.CertificationSummary.point_runs`` (the rule of which runs count is
+``search.tuned.runs_at_point``). Two certifications of one configuration may share runs (the sweep
+adopts a finished run of the same identity), which ``analysis.experiments.generation_curves`` counts
+once."""
 RECORD_COLUMNS = (BOUNDS, POINT_RUNS)
 """Columns that hold records, not plain values: read in Python, left out of exported tables
 (``bounds_hit`` is their display form)."""
@@ -216,10 +233,7 @@ def _run_row(record: RunRecord, sweep: str | None, base_model: str | None) -> di
 
 def _metric_columns(metrics: RunMetrics) -> dict[str, float | None]:
     """``val_loss.<set>``, ``bench.<task>`` and ``metric.<name>`` columns of one run."""
-    columns: dict[str, float | None] = {VAL + name: value for name, value in metrics.val_losses.items()}
-    for name, score in (metrics.benchmarks or {}).items():
-        if score.acc is not None:
-            columns[BENCH + name] = score.acc
+    columns = scores(metrics)
     numbers = {name: getattr(metrics, name) for name in RunMetrics.model_fields if name not in _OWN_COLUMNS}
     numbers.update(metrics.extra)  # a sweep's own objective's metrics
     for name, value in numbers.items():
@@ -275,18 +289,6 @@ def setting_words(setting: str) -> str:
     return f"the fixed setting {setting}" if setting else f"the {DEFAULT_SETTING} setting"
 
 
-def _point_runs(chosen: Sequence[pd.Series], columns: Sequence[str]) -> tuple[PointRun, ...]:
-    """The finished runs among ``chosen`` (runs-frame rows at one point), one :class:`PointRun` per
-    run identity, with their finite numbers in ``columns``."""
-    runs: dict[str, PointRun] = {}
-    for r in chosen:
-        numbers = {column: _number(r[column]) for column in columns if column in r}
-        values = {column: value for column, value in numbers.items() if value is not None and math.isfinite(value)}
-        if "loss" in values and r["run_id"] is not None and str(r["run_id"]) not in runs:
-            runs[str(r["run_id"])] = PointRun(str(r["run_id"]), values)
-    return tuple(runs.values())
-
-
 def empty_runs_frame() -> pd.DataFrame:
     return pd.DataFrame(columns=list(BASE_COLUMNS))
 
@@ -337,8 +339,9 @@ def certifications_frame(summaries: Iterable[CertificationSummary], runs: pd.Dat
                          base_model: str | None = None) -> pd.DataFrame:
     """One row per certification from ``search.status.summarize`` and the runs frame.
 
-    The extra-set and benchmark columns are those of the certified point's runs, averaged over
-    its seeded repeats (the certificate's loss is their mean too). ``setting`` is the summary's
+    The extra-set and benchmark columns are the mean over the certified point's runs (its
+    :data:`POINT_RUNS`: ``search status``'s, ``CertificationSummary.point_runs``, by
+    ``search.tuned.runs_at_point``; the certificate's loss is their mean too). ``setting`` is the summary's
     fixed params and the axes its grid gives one value (``CertificationSummary.pinned``), as
     ``search status`` reads them; ``base_model`` (``search.sweep.Sweep.base_model``) is the model of
     a certification that fixes none.
@@ -387,19 +390,17 @@ def certifications_frame(summaries: Iterable[CertificationSummary], runs: pd.Dat
         if row["method"] == REAL and row["g"] is None:
             row["g"] = 0
         row[SETTING] = params.setting(summary.pinned)
+        row[CURVE_MODEL] = params.trained_model(base_model)  # not from the runs: the model status names curves by
         for axis, value in point.items():
             row[POINT + axis] = value
         chosen = [r for _, r in mine.iterrows() if point and points_equal(point_of(r), point)]
         if chosen:
             first = min(chosen, key=lambda r: 0 if pd.isna(r[SEED]) else float(r[SEED]))
             row["run_dir"] = first["run_dir"]  # the point's run without a seed (repeats carry seed 1, 2, ...)
-            numbers = ("loss", *columns_with(mine, VAL), *columns_with(mine, BENCH))
-            for column in numbers[1:]:
-                values = pd.to_numeric(pd.Series([r[column] for r in chosen]), errors="coerce")
-                row[column] = float(values.mean()) if values.notna().any() else math.nan
-            row[POINT_RUNS] = _point_runs(chosen, numbers)
-        else:
-            row[POINT_RUNS] = ()
+        row[POINT_RUNS] = tuple(summary.point_runs)  # search status's runs at the point, its loss their mean
+        for column in (*columns_with(mine, VAL), *columns_with(mine, BENCH)):
+            numbers = [run.values[column] for run in summary.point_runs if column in run.values]
+            row[column] = sum(numbers) / len(numbers) if numbers else math.nan
         rows.append(row)
     frame = pd.DataFrame(rows)
     if len(frame):

@@ -180,9 +180,10 @@ class CertificationSummary:
     compute: Compute = Compute()
     extensions: tuple[Extension, ...] = ()  # extension values reached, in order (search/certify.py)
     point_runs: tuple[PointRun, ...] = ()
-    """The finished runs at :attr:`point` (the certified point, else the best so far), each run identity
-    once, with its ``loss`` (:func:`search.tuned.runs_at_point`): what one configuration's certifications are merged
-    by (:func:`search.tuned.configuration_loss`); not in ``--json``."""
+    """The runs whose mean is :attr:`loss`, at :attr:`point` (the certified point, else the best so far),
+    each run identity once, with its ``loss`` and scores (:func:`search.tuned.runs_at_point`, the one
+    rule: the analysis's certifications frame carries these): what one configuration's certifications
+    are merged by (:func:`search.tuned.configuration_loss`); not in ``--json``."""
     stop: Stop | None = None
     """A baseline's stop before its run budget (TPE converged, a grid exhausted), as the ledger
     recorded it (a grid's also seen in its evidence), or any search's by its run budget

@@ -20,12 +20,12 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from megadocs.formats import RunStatus
+from megadocs.formats import RunMetrics, RunStatus
 from search.grid import points_equal
 from search.ledger import RunRecord
 
 __all__ = ["DEFAULT_SETTING", "curve_label", "curve_method", "CurveMember", "MethodCurves", "method_curves", "curve_labels",
-           "PointRun", "runs_at_point", "Certified", "PointMeasure", "ConfigurationLoss", "configuration_loss",
+           "VAL", "BENCH", "scores", "PointRun", "runs_at_point", "Certified", "PointMeasure", "ConfigurationLoss", "configuration_loss",
            "TunedLoss", "tuned_at_g"]
 
 
@@ -136,27 +136,67 @@ def _method(member: CurveMember, base_model: str | None) -> str:
     return member.method if member.model is None or member.model == base_model else f"{member.method} ({member.model})"
 
 
+VAL, BENCH = "val_loss.", "bench."
+"""How a run's scores are named by column (:func:`scores`): ``val_loss.<set>`` (each validation
+set's loss), ``bench.<task>`` (each benchmark's accuracy): the analysis frame's columns."""
+
+
+def scores(metrics: RunMetrics | None) -> dict[str, float | None]:
+    """A run's validation losses (``val_loss.<set>``) and benchmark accuracies (``bench.<task>``: the
+    ``acc`` of its :class:`megadocs.formats.BenchmarkScore`, where it has one) by column, as its
+    metrics hold them ({} without metrics): the numbers a :class:`PointRun` carries beside its loss.
+
+    >>> from megadocs.formats import BenchmarkScore
+    >>> sciq = BenchmarkScore.table({"sciq": {"acc": 0.7}})
+    >>> scores(RunMetrics(status=RunStatus.COMPLETED, val_loss=3.4, val_losses={"iid": 3.4}, benchmarks=sciq))
+    {'val_loss.iid': 3.4, 'bench.sciq': 0.7}
+    """
+    if metrics is None:
+        return {}
+    columns: dict[str, float | None] = {VAL + name: value for name, value in metrics.val_losses.items()}
+    for name, score in (metrics.benchmarks or {}).items():
+        if score.acc is not None:
+            columns[BENCH + name] = score.acc
+    return columns
+
+
 @dataclass(frozen=True)
 class PointRun:
     """One run at a certification's certified point: its identity (``run_id``, shared by every study
-    that adopted it; None: not known, a run of its own) and its numbers by column (``loss``; the
-    analysis's frame adds ``val_loss.<set>`` and ``bench.<task>``; a column the run has no number in
-    is absent)."""
+    that adopted it; None: not known, a run of its own) and its finite numbers by column (``loss``,
+    and :func:`scores`' ``val_loss.<set>`` and ``bench.<task>``; a column the run has no finite
+    number in is absent)."""
 
     run_id: str | None
     values: Mapping[str, float] = field(default_factory=dict)
 
 
 def runs_at_point(records: Iterable[RunRecord], point: Mapping[str, Any]) -> tuple[PointRun, ...]:
-    """:attr:`search.status.CertificationSummary.point_runs`: the completed runs with a finite loss among ``records``
-    (one certification's) at ``point`` (its grid axes; seeded repeats there included), each run
-    identity once (the first), in the records' order; () for an empty ``point``."""
+    """The runs whose mean is a certification's loss at ``point`` (its grid axes; () for an empty
+    ``point``), among ``records`` (its ledger trials, in the ledger's order): each completed run there
+    with a finite loss, its seeded (noise) repeats included and a run adopted from another study too
+    (it is the same run there), each run identity once (the first); a run without an identity (a
+    ledger older than run identities) is a run of its own, never dropped. A diverged, failed,
+    superseded or running trial is none. The one rule of :attr:`search.status.CertificationSummary.point_runs`,
+    which the analysis's certifications frame carries (``analysis.frame.POINT_RUNS``) and both merge
+    one configuration's certifications by (:func:`configuration_loss`).
+
+    >>> from megadocs.formats import RunStatus
+    >>> at = {"lr": 3e-3}
+    >>> run = lambda run_id, loss, status=RunStatus.COMPLETED, **kw: RunRecord(
+    ...     certification="c", point=at, run_id=run_id, status=status, loss=loss, **kw)
+    >>> [(r.run_id, r.values["loss"]) for r in runs_at_point([run("r0", 3.5), run(None, 3.6, fixed={"seed": 1}),
+    ...     run("r0", 3.5, adopted_from="b"), run("r2", float("inf"), RunStatus.DIVERGED)], at)]
+    [('r0', 3.5), (None, 3.6)]
+    """
     runs: dict[Any, PointRun] = {}
     for i, record in enumerate(records):
         if (point and record.status is RunStatus.COMPLETED and record.loss is not None and math.isfinite(record.loss)
                 and points_equal(record.point, point)):
+            values = {column: float(value) for column, value in scores(record.metrics).items()
+                      if value is not None and math.isfinite(value)}
             runs.setdefault(record.run_id if record.run_id is not None else ("record", i),
-                            PointRun(record.run_id, {"loss": float(record.loss)}))
+                            PointRun(record.run_id, {"loss": float(record.loss), **values}))
     return tuple(runs.values())
 
 

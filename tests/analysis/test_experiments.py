@@ -906,6 +906,7 @@ def _with_second_baseline(shift: float, pinned=None, **fixed):
     import dataclasses
 
     from analysis.frame import certifications_frame, runs_frame
+    from search.tuned import runs_at_point
     from tests.analysis import synthetic
 
     records, summaries = synthetic.sweep(methods=("simple",), gs=(1, 2, 4, 8))
@@ -916,7 +917,8 @@ def _with_second_baseline(shift: float, pinned=None, **fixed):
         for r in other]
     summary = dataclasses.replace(summary, name="real-short", fixed={**summary.fixed, **fixed}, pinned=pinned or {},
                                   certificate=dataclasses.replace(summary.certificate,
-                                                                  loss=summary.certificate.loss + shift))
+                                                                  loss=summary.certificate.loss + shift),
+                                  point_runs=runs_at_point(other, summary.point))  # as summarize reads them
     return certifications_frame([*summaries, summary], runs_frame(records + other))
 
 

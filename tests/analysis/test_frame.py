@@ -197,3 +197,64 @@ def test_fixed_seed_repeats_at_one_g_are_one_point_of_the_rise_check(toy):
     [rise] = monotonicity(repeated)
     assert (rise.g_from, rise.g_to, rise.loss_from) == (2, 4, pytest.approx(row["loss"] + 0.02))
     assert rise.certification_from is None and rise.message().endswith("look at the searches' runs (`megadocs search status`)")
+
+
+def test_search_status_and_the_analysis_count_the_same_runs_at_a_certified_point():
+    """simple-g2-again searched simple-g2's configuration again: it adopted simple-g2's runs and ran two
+    noise repeats at the certified point, 0.1 and 0.2 worse, recorded without run identities (a ledger
+    older than them). `search status` counted each at the point (search.tuned.runs_at_point): G=2 the
+    mean of three distinct runs. The analysis's frame chose the point's runs again from its runs table,
+    where a missing identity reads NaN: both repeats became one run 'nan' (the first), and G=2 read 0.05
+    lower than in status. Now the frame carries status's runs at the point (POINT_RUNS, and the mean of
+    their val_loss/bench numbers): one reading."""
+    from analysis.experiments import generation_points
+    from analysis.frame import POINT_RUNS
+    from search.grid import points_equal
+    from search.status import g_trend
+    from search.tuned import runs_at_point
+
+    records, summaries = synthetic.sweep(methods=("simple",), gs=(1, 2))
+    records = [dataclasses.replace(r, fixed={key: value for key, value in r.fixed.items() if key != "seed"})
+               for r in records]  # a ledger's first draw at a point has no seed (its repeats 1, 2, ...)
+    first = next(summary for summary in summaries if summary.name == "simple-g2")
+    again = [dataclasses.replace(r, certification="simple-g2-again", adopted_from="simple-g2")
+             for r in records if r.certification == "simple-g2"]
+    at = next(r for r in again if points_equal(r.point, first.point))
+    for seed in (1, 2):
+        worse = {"val_loss": at.loss + 0.1 * seed,
+                 "val_losses": {name: value + 0.1 * seed for name, value in at.metrics.val_losses.items()}}
+        again.append(dataclasses.replace(at, run_id=None, adopted_from=None, loss=at.loss + 0.1 * seed,
+                                         trial=len(again), fixed={**at.fixed, "seed": seed},
+                                         metrics=at.metrics.model_copy(update=worse)))
+    point_runs = runs_at_point(again, first.point)  # as summarize reads them from the ledger
+    summaries.append(dataclasses.replace(first, name="simple-g2-again", point_runs=point_runs,
+                                         certificate=dataclasses.replace(first.certificate, loss=first.loss + 0.1)))
+
+    certs = certifications_frame(summaries, runs_frame(records + again)).set_index("certification")
+    _main, points = generation_points(certs.reset_index())
+    analysis = (list(points["g"]), list(points["loss"]))  # one point per G
+    status = tuple(map(list, zip(*[(g, tuned.loss) for g, tuned in g_trend(summaries)["simple"]])))
+    assert status[1][1] == pytest.approx(first.loss + 0.1)
+    assert analysis[0] == status[0] and analysis[1] == pytest.approx(status[1])
+    assert certs.loc["simple-g2-again", POINT_RUNS] == point_runs and len(point_runs) == 3
+    assert certs.loc["simple-g2-again", "val_loss.iid_short"] == pytest.approx(first.loss + 0.1 - 0.1)
+
+
+@pytest.mark.parametrize("written", [True, False])
+def test_search_status_and_the_analysis_name_the_curves_of_a_sweep_without_a_base_model_alike(written):
+    """A sweep whose objective is the user's own function names no base model (Sweep.base_model None).
+    With ``model: 300m`` written in every certification, `search status` named simple's curve
+    `simple (300m)` (a model that is not the sweep's base) and the report `simple`: its frame could not
+    tell a written model from one its runs said, and named none. Now the frame carries the model status
+    names curves by (curve_model) and both say `simple (300m)`. Without ``model:`` (only the function
+    knows its model, though its runs say tiny-1m) both say `simple`."""
+    from analysis.experiments import generation_points
+    from search.status import g_trend
+
+    records, summaries = synthetic.sweep(methods=("simple",), gs=(1, 2, 4))
+    if written:
+        records = [dataclasses.replace(r, fixed={**r.fixed, "model": "300m"}) for r in records]
+        summaries = [dataclasses.replace(s, fixed={**s.fixed, "model": "300m"}) for s in summaries]
+    _main, points = generation_points(certifications_frame(summaries, runs_frame(records), base_model=None))
+    status = g_trend(summaries, None)
+    assert set(points["method"]) == set(status) == {"simple (300m)" if written else "simple"}
