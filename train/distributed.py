@@ -21,7 +21,9 @@ Every rank opens the run's data itself, at the same paths: right after the rende
 agree on the identity of what they opened (`DistributedContext.agree_on_identity`), so a node that
 sees other data there (a stale NFS view, a store replaced while the job started, a node-local
 path) stops every rank with one line instead of training on other data or hanging in a collective;
-so does a rank whose file system failed it (an OSError: a WorkFailed on every rank, to retry). They
+so does a rank whose file system failed it (an OSError: a WorkFailed on every rank, to retry; any
+other exception but a UserError, a bug, is a `RankError` on every rank, a traceback as in one
+process). They
 agree then on what each sees in RUN (`DistributedContext.agree_on_run_folder`: a rank whose file
 system fails it there stops every rank alike).
 Those lines are `megadocs.errors.EveryRankError`s: raised by every rank alike, which a sweep job
@@ -55,11 +57,11 @@ from typing import Any
 
 import torch
 
-from megadocs.errors import EveryRankError, UserError, WorkFailed
+from megadocs.errors import DiskFull, EveryRankError, UserError, WorkFailed, disk_full_message
 from megadocs.procs import world_from_env  # re-exported: torch-free, so sweep jobs need not import torch
 from train.device import resolve_device
 
-__all__ = ["DistributedContext", "StepShare", "SINGLE", "RENDEZVOUS_TIMEOUT_S", "world_from_env", "cuda_device_index",
+__all__ = ["DistributedContext", "RankError", "StepShare", "SINGLE", "RENDEZVOUS_TIMEOUT_S", "world_from_env", "cuda_device_index",
            "init_distributed"]
 
 
@@ -75,6 +77,33 @@ class StepShare:
     """How many micro-batches it runs: the same on every rank."""
 
 
+class RankError(Exception):
+    """An exception a rank of a data-parallel run met that is neither a refusal (a UserError) nor a
+    fault of its node or file system (`_is_fault`): a bug (a TypeError, a KeyError), which a re-run
+    meets again. Every rank raises it with the same line, naming that rank and the exception's type
+    and message (on that rank, its exception is the cause, whose traceback the console shows), and
+    it ends each as the exception ends a one-process run: a traceback and exit 1 (`megadocs train`),
+    a failed job (a sweep); not a `WorkFailed`, whose line says a re-run is the fix."""
+
+
+def _is_fault(exc: BaseException) -> bool:
+    """Whether `exc`, which kept a rank from its step, is a fault of its node or its file system,
+    which a re-run may not meet (every rank then raises a WorkFailed, to retry): an OSError (an NFS
+    ``ESTALE``/``EIO``, a full disk), a WorkFailed the code raised for one (an unreadable checkpoint:
+    `train.checkpoint.read_checkpoint`; a W&B server out of reach: `train.tracking`), a full disk
+    under a library's own exception (`megadocs.errors.disk_full_message`), or a torch.distributed
+    store or connection that failed (a DistError, as `_join` counts one).
+
+    >>> _is_fault(OSError(116, "Stale file handle")), _is_fault(TypeError("bad operand")), _is_fault(UserError("x"))
+    (True, False, False)
+    """
+    import torch.distributed as dist
+
+    if isinstance(exc, UserError):
+        return False
+    return isinstance(exc, (OSError, WorkFailed, DiskFull, dist.DistError)) or disk_full_message(exc) is not None
+
+
 @dataclass(frozen=True)
 class _Opened:
     """What one rank opened, as `DistributedContext.agree_on_identity` gathers it (and what it found
@@ -87,25 +116,30 @@ class _Opened:
     """The line of the error that kept it from opening the data (None: it opened it): a UserError's
     message, any other exception's type and message (``OSError: [Errno 116] Stale file handle``)."""
     fault: bool = False
-    """Whether that error was not a UserError (bad input, the same on a re-run) but a fault of the
-    node or its file system (an NFS ``ESTALE``/``EIO``), which a re-run may not meet."""
+    """Whether that error was a fault of the node or its file system (`_is_fault`: an NFS
+    ``ESTALE``/``EIO``), which a re-run may not meet: raised as a WorkFailed."""
+    refused: bool = False
+    """Whether that error was a UserError (bad input, the same on a re-run): raised as an
+    EveryRankError. An error neither refused nor a fault (a bug) is raised as a `RankError`."""
 
     @classmethod
     def of(cls, opened: str | Exception | None) -> _Opened:
         """This rank's record of `opened`: an identity (None: nothing to name), or the exception
         that kept it from opening."""
         failed = isinstance(opened, Exception)
-        fault = failed and not isinstance(opened, UserError)
-        error = (f"{type(opened).__name__}: {opened}" if fault else str(opened)) if failed else None
-        return cls(host=socket.gethostname(), identity=None if failed else opened, error=error, fault=fault)
+        refused = isinstance(opened, UserError)
+        error = (str(opened) if refused else f"{type(opened).__name__}: {opened}") if failed else None
+        return cls(host=socket.gethostname(), identity=None if failed else opened, error=error,
+                   fault=failed and _is_fault(opened), refused=refused)  # fmt: skip
 
 
 def _raise_first_error(every: list[_Opened], what: str, mine: object) -> None:
     """Raise on every rank the same line for the ranks' records `every` (each rank's, in rank order)
     where one holds an error: the first rank's that met a fault (the others' errors may be its
     consequences), else the first's, ``rank 1 (host) of this run {what}: ...``, as a WorkFailed
-    (a fault) or an EveryRankError; nothing when none holds one. `mine`: this rank's own exception
-    (the cause of a WorkFailed it raised itself), or anything else."""
+    (a fault), an EveryRankError (a refusal) or a `RankError` (any other exception: a bug); nothing
+    when none holds one. `mine`: this rank's own exception (the cause of a WorkFailed or RankError
+    it raised itself), or anything else."""
     refused = [rank for rank, record in enumerate(every) if record.error is not None]
     if not refused:
         return
@@ -114,9 +148,12 @@ def _raise_first_error(every: list[_Opened], what: str, mine: object) -> None:
     others = [rank for rank in refused if rank != named]
     also = f" (and {len(others)} other rank(s): {_ranks(others)})" if others else ""
     line = f"rank {named} ({every[named].host}) of this run {what}{also}: {every[named].error}"
+    cause = mine if isinstance(mine, Exception) else None
     if faults:
-        raise WorkFailed(line) from (mine if isinstance(mine, Exception) else None)
-    raise EveryRankError(line)
+        raise WorkFailed(line) from cause
+    if every[named].refused:
+        raise EveryRankError(line)
+    raise RankError(line) from cause
 
 
 @dataclass(frozen=True)
@@ -232,10 +269,13 @@ class DistributedContext:
             EveryRankError: (a UserError) on every rank, the same line: the first rank that could
                 not open the data (its rank, host and error), or which ranks and hosts opened which
                 identities.
-            WorkFailed: on every rank, the same line, when a rank met an error other than a
-                UserError (an OSError of a flaky file system): the first such rank, its host and
-                the exception's type and message. Not a UserError, so that a sweep retries the job
+            WorkFailed: on every rank, the same line, when a rank met a fault of its node or file
+                system (`_is_fault`: an OSError of a flaky file system): the first such rank, its host
+                and the exception's type and message. Not a UserError, so that a sweep retries the job
                 (on a rank that could not open its data, its own exception is the cause).
+            RankError: on every rank, the same line, when the first rank that could not open the data
+                met neither a refusal nor a fault (a bug: a TypeError), named as a fault is; it ends
+                every rank as it ends one process (a traceback; on that rank, it is the cause).
         """
         if not self.distributed:
             if isinstance(opened, Exception):
@@ -265,7 +305,7 @@ class DistributedContext:
         finished, no checkpoint``, or the exception it met reading RUN: `train.loop.run`) are
         gathered over the control group (one small all-gather), before any rank acts on it. A
         UserError (its refusal: RUN holds another run) is compared as its line; any other exception
-        (an OSError of its file system) stops every rank, as `agree_on_identity` does. A relative or
+        (an OSError of its file system, a bug) stops every rank, as `agree_on_identity` does. A relative or
         node-local RUN otherwise let a rank that found a finished run return its metrics while
         another trained alone (and failed in its next collective), one rank refuse alone, or rank 0
         resume from its checkpoint while another started at step 0 (each reads the checkpoint); and
@@ -275,16 +315,17 @@ class DistributedContext:
         Raises:
             EveryRankError: on every rank, the same line naming rank 0 and the first rank that sees
                 RUN otherwise, their hosts, the folders they see and what they see there.
-            WorkFailed: on every rank, the same line, when a rank met an exception other than a
-                UserError reading RUN: the first such rank, its host and the exception's type and
-                message (on that rank, its exception is the cause).
+            WorkFailed: on every rank, the same line, when a rank met a fault of its node or file
+                system reading RUN (`_is_fault`): the first such rank, its host and the exception's
+                type and message (on that rank, its exception is the cause).
+            RankError: the same, when the first rank that met an exception other than a UserError
+                met no fault (a bug).
         """
         if not self.distributed:
             return
         import torch.distributed as dist
 
-        fault = isinstance(seen, Exception) and not isinstance(seen, UserError)
-        mine = (_Opened.of(seen if fault else str(seen)), str(Path(out).resolve()))
+        mine = (_Opened.of(str(seen) if isinstance(seen, UserError) else seen), str(Path(out).resolve()))
         every: list[Any] = [None] * self.world_size
         dist.all_gather_object(every, mine, group=self.control)
         _raise_first_error([record for record, _ in every], "could not read RUN", seen)
@@ -309,9 +350,12 @@ class DistributedContext:
 
         Raises:
             EveryRankError: on every rank, rank 0's line, when it refused (a UserError; several processes).
-            WorkFailed: on every rank, the same line, when rank 0 met another exception (an OSError of
-                its file system: a full disk, EIO): ``rank 0 (host) of this run {what}: `` its type and
+            WorkFailed: on every rank, the same line, when rank 0 met a fault of its node or file system
+                (`_is_fault`: an OSError, EIO): ``rank 0 (host) of this run {what}: `` its type and
                 message (on rank 0, its exception is the cause), as `agree_on_identity` says a fault.
+            RankError: on every rank, that line, when rank 0 met any other exception (a bug: a
+                TypeError), which ends every rank as it ends one process: a traceback (on rank 0,
+                of its exception, the cause), not a failure to retry.
         """
         if not self.distributed:
             yield
@@ -323,9 +367,9 @@ class DistributedContext:
             met = exc
         main: _Opened | None = self.broadcast_object(_Opened.of(met) if self.is_main and met is not None else None)
         if main is not None:
-            if not main.fault:
+            if main.refused:
                 raise EveryRankError(main.error) from met  # its refusal's own line
-            _raise_first_error([main], what, met)  # rank 0's fault, named as the first rank
+            _raise_first_error([main], what, met)  # rank 0's fault or bug, named as the first rank
         if met is not None:
             raise met
 
@@ -415,8 +459,9 @@ def init_distributed(device: str | torch.device) -> DistributedContext:
         UserError: no rendezvous to join, or MASTER_PORT is not a port (this rank alone: the others
             cannot be told).
         EveryRankError: on every rank, a rank's device refused (the first such rank, its host, its line).
-        WorkFailed: on every rank, a rank's device setup failed otherwise; or, on the ranks that
-            waited, a rank did not join within :data:`RENDEZVOUS_TIMEOUT_S`.
+        WorkFailed: on every rank, a rank's device setup met a fault (`_is_fault`); or, on the ranks
+            that waited, a rank did not join within :data:`RENDEZVOUS_TIMEOUT_S`.
+        RankError: on every rank, a rank's device setup failed otherwise (torch's RuntimeError).
     """
     rank, world_size, local_rank = world_from_env()
     if world_size == 1:
@@ -520,7 +565,8 @@ def _join(rank: int, world_size: int, setup: Exception | None, backend: str) -> 
     (:func:`_collective_timeout`), as when torch's own rendezvous made the store.
 
     Raises:
-        EveryRankError, WorkFailed: a rank's setup error, the same line on every rank.
+        EveryRankError, WorkFailed, RankError: a rank's setup error, the same line on every rank
+            (`_raise_first_error`).
         WorkFailed: not every rank joined in time (:func:`_late_ranks`: the ranks that never joined,
             where this rank reached the store; on rank 0, the ranks that joined but never read the
             others' setup: they died in between).

@@ -109,6 +109,9 @@ def run(config: RunConfig, out: str | Path, stores: RunStores | None = None, *,
             reason (an OSError of its file system), or rank 0 could not prepare RUN or open its
             trackers for one: the same line on every rank, a failure to retry (`megadocs train`:
             that line, exit 4).
+        RankError: several processes, one of which met another exception there (a bug: a
+            TypeError; `train.distributed`): the same line on every rank, ending each as the
+            exception ends one process (a traceback).
     """
     out = Path(out)
     # the stores first, each opened once: the identity is of what they read. A rank that cannot
@@ -176,6 +179,7 @@ def _finished_on_every_rank(dist: DistributedContext, out: Path, identity: str, 
     Raises:
         UserError: RUN holds another run (every rank's: `EveryRankError`), or ranks see it otherwise.
         WorkFailed: a rank's file system failed it reading RUN (the same line on every rank).
+        RankError: a rank met another exception reading RUN (a bug; the same line on every rank).
     """
     resumes: int | None = None
     try:

@@ -321,10 +321,12 @@ def _outputs(processes: list[subprocess.Popen], hung: str) -> list[tuple[str, st
 
 
 @pytest.fixture(scope="module")
-def disagreement(config, micro_store, single_run, tmp_path_factory) -> tuple[Path, dict[str, list[str | None]]]:
+def disagreement(config, micro_store, single_run, tmp_path_factory) -> tuple[Path, dict[str, list[str | None]],
+                                                                             dict[str, list[str | None]]]:
     """2 gloo ranks of `tests.train.agreement_worker` (one launch for all its scenarios), rank 1
     seeing `micro_store`'s data where rank 0 sees `small_store`'s, and a finished run (a copy of
-    `single_run`'s identity and metrics): its output folder, and each scenario's error line per rank."""
+    `single_run`'s identity and metrics): its output folder, each scenario's error line per rank, and
+    the type of each one's cause per rank (None: none)."""
     from tests.train.agreement_worker import SCENARIOS
 
     out = tmp_path_factory.mktemp("agree")
@@ -342,10 +344,12 @@ def disagreement(config, micro_store, single_run, tmp_path_factory) -> tuple[Pat
     outputs = _outputs(processes, "2 ranks that opened different data hung (killed after 240 s) instead of refusing at once")
     assert [p.returncode for p in processes] == [0, 0], [err[-3000:] for _, err in outputs]
     errors: dict[str, list[str | None]] = {scenario: [None, None] for scenario in SCENARIOS}
+    causes: dict[str, list[str | None]] = {scenario: [None, None] for scenario in SCENARIOS}
     for line in "".join(stdout for stdout, _ in outputs).splitlines():
         result = json.loads(line)
         errors[result["scenario"]][result["rank"]] = result["error"]
-    return out, errors
+        causes[result["scenario"]][result["rank"]] = result["cause"]
+    return out, errors, causes
 
 
 def _views(line: str) -> dict[str, str]:
@@ -358,7 +362,7 @@ def test_ranks_that_opened_different_stores_all_refuse_in_one_line_and_write_not
     from train.config import RunConfig
     from train.data import RunStores
 
-    out, errors = disagreement
+    out, errors, _ = disagreement
     first, second = errors["loop"]
     assert first == second and first is not None and "\n" not in first  # every rank: the same line
     run_config = RunConfig.model_validate(yaml.safe_load(config.read_text()))
@@ -374,7 +378,7 @@ def test_a_rank_whose_file_system_fails_stops_every_rank_with_its_line_as_a_fail
     line naming that rank, its host and the error, and it is a WorkFailed (`megadocs train`: that
     one line and exit 4 on every rank), not a UserError (which a sweep would record as an invalid
     run and never retry)."""
-    out, errors = disagreement
+    out, errors, _ = disagreement
     first, second = errors["loop-fault"]
     assert first == second, errors["loop-fault"]
     assert first == (f"WorkFailed: rank 1 ({socket.gethostname()}) of this run could not open its data: "
@@ -389,24 +393,41 @@ def test_a_rank_whose_file_system_fails_stops_every_rank_with_its_line_as_a_fail
 def test_a_file_system_fault_one_rank_meets_in_run_stops_every_rank_with_its_line_as_a_failure_to_retry(
         disagreement, scenario, what):  # fmt: skip
     """An OSError on one rank alone (NFS's ESTALE as rank 1 reads what RUN holds; EIO, a full disk or
-    a permission refused as rank 0 prepares it; MOCK: the worker's `FAULTS`): every rank raises the
+    a permission refused as rank 0 prepares it; MOCK: the worker's `INJECTED`): every rank raises the
     same WorkFailed line naming that rank, its host and the error, and nothing is written in RUN.
     Before, that rank stopped alone with the OSError's traceback and the other failed in its next
     collective, the agreement's all-gather or the broadcast of rank 0's refusal, where only a
     UserError was shared ("Connection closed by peer"; NCCL: its timeout, unless the launcher
     ended it)."""
-    from tests.train.agreement_worker import FAULTS
+    from tests.train.agreement_worker import INJECTED
 
-    out, errors = disagreement
+    out, errors, _ = disagreement
     first, second = errors[scenario]
-    rank, _, fault = FAULTS[scenario]
+    rank, _, fault = INJECTED[scenario]
     assert first == second, errors[scenario]
     assert first == f"WorkFailed: rank {rank} ({socket.gethostname()}) of this run {what}: OSError: {fault}", first
     assert not (out / scenario).exists()  # rank 0 did not prepare RUN
 
 
+def test_a_bug_rank_0_meets_as_it_prepares_run_ends_every_rank_as_in_one_process_not_as_a_failure_to_retry(
+        disagreement):  # fmt: skip
+    """Rank 0 meets a bug (a TypeError; MOCK: the worker's `INJECTED`) as it prepares RUN, which it
+    alone writes: every rank raises the same `RankError` line naming rank 0, its host and the
+    exception (on rank 0 its TypeError is the cause: a traceback, exit 1, as in one process), and
+    nothing is written in RUN. Before, every rank raised a WorkFailed, whose line (exit 4) says a
+    re-run is the fix, for a failure that a re-run meets again."""
+    from tests.train.agreement_worker import INJECTED
+
+    out, errors, causes = disagreement
+    rank, _, bug = INJECTED["loop-prepare-bug"]
+    expected = f"RankError: rank {rank} ({socket.gethostname()}) of this run could not prepare RUN: TypeError: {bug}"
+    assert errors["loop-prepare-bug"] == [expected] * 2, errors["loop-prepare-bug"]
+    assert causes["loop-prepare-bug"] == ["TypeError", None]
+    assert not (out / "loop-prepare-bug").exists()
+
+
 def test_a_sweep_job_whose_rank_opened_other_data_fails_on_every_rank(disagreement):
-    out, errors = disagreement
+    out, errors, _ = disagreement
     for scenario in ("job", "job-missing"):
         first, second = errors[scenario]
         assert first == second and first is not None, (scenario, errors[scenario])
@@ -440,7 +461,7 @@ def test_ranks_that_see_different_run_folders_all_refuse_in_one_line_naming_both
     that they ran different numbers of steps (or, here, failed in their next collective)."""
     from tests.train.agreement_worker import CHECKPOINT_STEP
 
-    out, errors = disagreement
+    out, errors, _ = disagreement
     first, second = errors[scenario]
     assert first == second and first is not None, errors[scenario]
     host = socket.gethostname()
