@@ -114,13 +114,17 @@ class _Opened:
     """The run identity of the data it opened (what it sees in RUN; None: it could not open it)."""
     error: str | None
     """The line of the error that kept it from opening the data (None: it opened it): a UserError's
-    message, any other exception's type and message (``OSError: [Errno 116] Stale file handle``)."""
+    message, a full disk's line (`disk_full`), any other exception's type and message (``OSError:
+    [Errno 116] Stale file handle``)."""
     fault: bool = False
     """Whether that error was a fault of the node or its file system (`_is_fault`: an NFS
     ``ESTALE``/``EIO``), which a re-run may not meet: raised as a WorkFailed."""
     refused: bool = False
     """Whether that error was a UserError (bad input, the same on a re-run): raised as an
     EveryRankError. An error neither refused nor a fault (a bug) is raised as a `RankError`."""
+    disk_full: bool = False
+    """Whether that error was a full file system (a fault): its `error` is then the line a full disk
+    reads in one process (`megadocs.errors.disk_full_message`), raised as a DiskFull."""
 
     @classmethod
     def of(cls, opened: str | Exception | None) -> _Opened:
@@ -128,17 +132,20 @@ class _Opened:
         that kept it from opening."""
         failed = isinstance(opened, Exception)
         refused = isinstance(opened, UserError)
-        error = (str(opened) if refused else f"{type(opened).__name__}: {opened}") if failed else None
+        # as `megadocs.cli.main` reads one process's: a WorkFailed's own line before a full disk's
+        full = disk_full_message(opened) if failed and not isinstance(opened, (UserError, WorkFailed)) else None
+        error = (str(opened) if refused else full or f"{type(opened).__name__}: {opened}") if failed else None
         return cls(host=socket.gethostname(), identity=None if failed else opened, error=error,
-                   fault=failed and _is_fault(opened), refused=refused)  # fmt: skip
+                   fault=failed and _is_fault(opened), refused=refused, disk_full=full is not None)  # fmt: skip
 
 
 def _raise_first_error(every: list[_Opened], what: str, mine: object) -> None:
     """Raise on every rank the same line for the ranks' records `every` (each rank's, in rank order)
     where one holds an error: the first rank's that met a fault (the others' errors may be its
     consequences), else the first's, ``rank 1 (host) of this run {what}: ...``, as a WorkFailed
-    (a fault), an EveryRankError (a refusal) or a `RankError` (any other exception: a bug); nothing
-    when none holds one. `mine`: this rank's own exception (the cause of a WorkFailed or RankError
+    (a fault), an EveryRankError (a refusal) or a `RankError` (any other exception: a bug); a full
+    disk as a DiskFull, the line it reads in one process (``no space left on device writing ...``,
+    which names the file; the CLI prints it as one process's); nothing when none holds one. `mine`: this rank's own exception (the cause of a WorkFailed or RankError
     it raised itself), or anything else."""
     refused = [rank for rank, record in enumerate(every) if record.error is not None]
     if not refused:
@@ -149,6 +156,8 @@ def _raise_first_error(every: list[_Opened], what: str, mine: object) -> None:
     also = f" (and {len(others)} other rank(s): {_ranks(others)})" if others else ""
     line = f"rank {named} ({every[named].host}) of this run {what}{also}: {every[named].error}"
     cause = mine if isinstance(mine, Exception) else None
+    if faults and every[named].disk_full:
+        raise DiskFull(every[named].error) from cause
     if faults:
         raise WorkFailed(line) from cause
     if every[named].refused:
@@ -272,7 +281,8 @@ class DistributedContext:
             WorkFailed: on every rank, the same line, when a rank met a fault of its node or file
                 system (`_is_fault`: an OSError of a flaky file system): the first such rank, its host
                 and the exception's type and message. Not a UserError, so that a sweep retries the job
-                (on a rank that could not open its data, its own exception is the cause).
+                (on a rank that could not open its data, its own exception is the cause). A full disk
+                is a DiskFull instead, its one-process line (`_raise_first_error`).
             RankError: on every rank, the same line, when the first rank that could not open the data
                 met neither a refusal nor a fault (a bug: a TypeError), named as a fault is; it ends
                 every rank as it ends one process (a traceback; on that rank, it is the cause).
@@ -353,6 +363,8 @@ class DistributedContext:
             WorkFailed: on every rank, the same line, when rank 0 met a fault of its node or file system
                 (`_is_fault`: an OSError, EIO): ``rank 0 (host) of this run {what}: `` its type and
                 message (on rank 0, its exception is the cause), as `agree_on_identity` says a fault.
+            DiskFull: on every rank, when that fault was a full disk: the line a full disk reads in
+                one process (`megadocs.errors.disk_full_message`: the file, and to re-run).
             RankError: on every rank, that line, when rank 0 met any other exception (a bug: a
                 TypeError), which ends every rank as it ends one process: a traceback (on rank 0,
                 of its exception, the cause), not a failure to retry.

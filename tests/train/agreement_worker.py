@@ -26,6 +26,8 @@ and the type of that error's cause (None: none).
   which it alone writes (an OSError: EIO, injected here: `INJECTED`).
 - ``loop-prepare-bug``: `train.loop.run` where rank 0 meets a bug as it prepares RUN (a TypeError,
   injected here: `INJECTED`).
+- ``loop-prepare-full``: `train.loop.run` where rank 0's disk is full as it prepares RUN (an
+  OSError: ENOSPC, injected here: `INJECTED`).
 
 Usage: python -m tests.train.agreement_worker CONFIG.yaml OTHER_STORE DONE OUT PORT...  (a port a scenario)
 """
@@ -53,13 +55,14 @@ from train.loop import run
 from train.run_dir import RunLifecycle
 
 SCENARIOS = ("loop", "loop-fault", "job", "job-renamed", "job-missing", "job-done", "loop-folder", "loop-checkpoint",
-             "loop-read-fault", "loop-prepare-fault", "loop-prepare-bug")
+             "loop-read-fault", "loop-prepare-fault", "loop-prepare-bug", "loop-prepare-full")
 CHECKPOINT_STEP = 120  # of rank 0's RUN in ``loop-checkpoint``
 INJECTED = {  # MOCK: a file system that fails one rank (no NFS here to go stale), or a bug:
     # scenario -> (rank, RunLifecycle's step, error)
     "loop-read-fault": (1, "finished", OSError(errno.ESTALE, os.strerror(errno.ESTALE), "run/metrics.json")),
     "loop-prepare-fault": (0, "prepare", OSError(errno.EIO, os.strerror(errno.EIO), "run/config.yaml")),
     "loop-prepare-bug": (0, "prepare", TypeError("MOCK: a bug of RunLifecycle.prepare")),
+    "loop-prepare-full": (0, "prepare", OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), "run/config.yaml")),
 }
 
 
@@ -78,7 +81,8 @@ def main(config_path: str, other_store: str, done: str, out: str, *ports: str) -
     seen = {"loop": [ours, other_store], "loop-fault": [ours, ours], "job": [ours, other_store],
             "job-renamed": [other_store, other_store], "job-missing": [ours, None], "job-done": [ours, ours],
             "loop-folder": [ours, ours], "loop-checkpoint": [ours, ours], "loop-read-fault": [ours, ours],
-            "loop-prepare-fault": [ours, ours], "loop-prepare-bug": [ours, ours]}  # fmt: skip
+            "loop-prepare-fault": [ours, ours], "loop-prepare-bug": [ours, ours],
+            "loop-prepare-full": [ours, ours]}  # fmt: skip
     folders = {scenario: Path(out, scenario) for scenario in SCENARIOS} | {
         "job-done": Path(done), "loop-folder": Path("run"), "loop-checkpoint": Path("run")}  # fmt: skip
     train = {**base, "data": {**base["data"], "store": "store"}}  # the same path on every rank

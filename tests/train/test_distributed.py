@@ -426,6 +426,21 @@ def test_a_bug_rank_0_meets_as_it_prepares_run_ends_every_rank_as_in_one_process
     assert not (out / "loop-prepare-bug").exists()
 
 
+def test_a_full_disk_rank_0_meets_as_it_prepares_run_reads_on_every_rank_as_in_one_process(disagreement):
+    """Rank 0's disk is full as it prepares RUN (MOCK: the worker's `INJECTED`): every rank raises
+    a DiskFull with the line a full disk reads in one process (`megadocs train` prints it as one
+    line, exit 4: `megadocs.errors.disk_full_message`), on rank 0 its OSError the cause. Before,
+    every rank read ``rank 0 (host) of this run could not prepare RUN: OSError: [Errno 28] ...``."""
+    from megadocs.errors import disk_full_message
+    from tests.train.agreement_worker import INJECTED
+
+    out, errors, causes = disagreement
+    assert errors["loop-prepare-full"] == [f"DiskFull: {disk_full_message(INJECTED['loop-prepare-full'][2])}"] * 2, \
+        errors["loop-prepare-full"]
+    assert causes["loop-prepare-full"] == ["OSError", None]
+    assert not (out / "loop-prepare-full").exists()
+
+
 def test_a_sweep_job_whose_rank_opened_other_data_fails_on_every_rank(disagreement):
     out, errors, _ = disagreement
     for scenario in ("job", "job-missing"):
