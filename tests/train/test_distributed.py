@@ -41,6 +41,21 @@ def test_world_from_env_reads_torchrun_then_slurm():
     assert world_from_env({**slurm, "RANK": "0", "WORLD_SIZE": "2"}) == (0, 2, 0)  # srun torchrun
 
 
+def test_a_rank_or_local_rank_not_below_the_world_size_is_refused_in_one_line_naming_both():
+    """A hand-written environment (RANK=2 WORLD_SIZE=2) is refused before any rendezvous, naming
+    the variables and what was expected; that rank waited in the rendezvous until its timeout."""
+    from megadocs.errors import UserError
+    from megadocs.procs import LAUNCHER_VARIABLES, LAUNCHERS
+
+    for rank_name, world_name, local_name in LAUNCHERS:
+        for name, env in ((rank_name, {rank_name: "2", world_name: "2", local_name: "0"}),
+                          (local_name, {rank_name: "1", world_name: "2", local_name: "2"})):  # fmt: skip
+            with pytest.raises(UserError) as refused:
+                world_from_env(env)
+            assert str(refused.value).startswith(f"{name} is 2 but {world_name} is 2: expected {name} from 0 to 1, "
+                                                 f"{LAUNCHER_VARIABLES[name][1]} among the 2 ("), str(refused.value)
+
+
 @pytest.mark.parametrize("batch", [32, 30, 3])
 def test_rows_partition_the_global_batch(batch):
     shares = [list(range(batch))[DistributedContext(rank=r, world_size=4).rows(batch)] for r in range(4)]
