@@ -651,6 +651,51 @@ def test_a_rank_that_dies_after_joining_the_rendezvous_is_named_as_such_by_rank_
     assert not torch.distributed.is_initialized()
 
 
+def test_each_rank_reads_every_ranks_device_setup_in_one_request_to_the_rendezvous_store(monkeypatch):
+    """Rank 0 of 3 joins a rendezvous where ranks 1 and 2 already said they joined and read (the
+    store served as torchrun's agent serves it, by the test): it reads the three ranks' device
+    setups in one request (``multi_get``), where it sent one ``get`` a rank (N² requests at the
+    store for N ranks: 262,144 at 512)."""
+    import dataclasses
+
+    import train.distributed
+    from train.distributed import _JOINED, _Opened
+
+    server = torch.distributed.TCPStore("127.0.0.1", 0, is_master=True, wait_for_workers=False)
+    for rank in (1, 2):
+        server.set(f"{_JOINED}/0/{rank}", json.dumps(dataclasses.asdict(_Opened.of(None))))
+        server.set(f"{_JOINED}/0/{rank}/read", "")
+    for name, value in {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(server.port),
+                        "TORCHELASTIC_USE_AGENT_STORE": "True", "TORCHELASTIC_RESTART_COUNT": "0"}.items():  # fmt: skip
+        monkeypatch.setenv(name, value)
+
+    class CountingStore:  # MOCK: the rendezvous's store as it is, counting the reads it is asked for
+        def __init__(self, store):
+            self.store, self.reads = store, []
+
+        def get(self, key):
+            self.reads.append("get")
+            return self.store.get(key)
+
+        def multi_get(self, keys):
+            self.reads.append("multi_get")
+            return self.store.multi_get(keys)
+
+        def __getattr__(self, name):
+            return getattr(self.store, name)
+
+    rendezvous, counting = torch.distributed.rendezvous, []
+
+    def counted(*args, **kwargs):
+        for store, rank, world_size in rendezvous(*args, **kwargs):
+            counting.append(CountingStore(store))
+            yield counting[-1], rank, world_size
+
+    monkeypatch.setattr(torch.distributed, "rendezvous", counted)
+    train.distributed._join(0, 3, None, "gloo")
+    assert counting[0].reads == ["multi_get"]
+
+
 @pytest.mark.parametrize("backend", ["gloo", "nccl"])
 def test_past_the_rendezvous_the_store_keeps_the_timeout_torch_gives_the_backend(backend, monkeypatch):
     """The store `_join` returns for the process group keeps the timeout `init_process_group` gives
