@@ -311,14 +311,18 @@ class DistributedContext:
 
     def agree_on_run_folder(self, out: Path, seen: str | Exception) -> None:
         """Check that every rank sees RUN (`out`) alike: each rank's host, `out` as it resolves there
-        and what it `seen` there (``finished``, ``not finished, checkpoint at step 120``, ``not
+        and what it `seen` there (``finished``, ``not finished, checkpoint at step 120 (save
+        3f2a9c1d0b7e4a65)``: the checkpoint's step and the random id its save gave it, so that two
+        saves at one step differ and a copy does not, `train.checkpoint.SavedCheckpoint`; ``not
         finished, no checkpoint``, or the exception it met reading RUN: `train.loop.run`) are
         gathered over the control group (one small all-gather), before any rank acts on it. A
         UserError (its refusal: RUN holds another run) is compared as its line; any other exception
         (an OSError of its file system, a bug) stops every rank, as `agree_on_identity` does. A relative or
         node-local RUN otherwise let a rank that found a finished run return its metrics while
-        another trained alone (and failed in its next collective), one rank refuse alone, or rank 0
-        resume from its checkpoint while another started at step 0 (each reads the checkpoint); and
+        another trained alone (and failed in its next collective), one rank refuse alone, rank 0
+        resume from its checkpoint while another started at step 0 (each reads the checkpoint), or
+        ranks resume from different checkpoints saved at the same step (ids compared; a checkpoint
+        saved before save ids, by its step alone); and
         a rank whose file system failed it stopped alone, leaving the others in this all-gather.
         One process: nothing to check (the caller raises what it met).
 

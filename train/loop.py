@@ -59,7 +59,7 @@ from megadocs.formats import (
     finite_or_none,
 )
 from train.attention import attention_backend, set_attention
-from train.checkpoint import CheckpointWriter, checkpoint_step, read_checkpoint, restore_progress
+from train.checkpoint import CheckpointWriter, read_checkpoint, restore_progress, saved_checkpoint
 from train.compile import compile_wanted
 from train.config import AUTO, RunConfig
 from train.curves import PeriodicValidation
@@ -170,11 +170,12 @@ def run(config: RunConfig, out: str | Path, stores: RunStores | None = None, *,
 
 def _finished_on_every_rank(dist: DistributedContext, out: Path, identity: str, config: RunConfig) -> RunMetrics | None:
     """RUN's metrics when its run finished, None when not, as every rank sees RUN alike: what each
-    rank finds there (finished; not finished, with its checkpoint's step or none; its refusal or
-    fault) is agreed before any rank acts on it (`DistributedContext.agree_on_run_folder`), so a
-    node-local RUN, one whose checkpoint only rank 0 holds, or a rank whose file system fails it
-    stops every rank with one line. The step is read from the checkpoint's index alone
-    (`checkpoint_step`), and only with several processes.
+    rank finds there (finished; not finished, with its checkpoint's step and save id, or none; its
+    refusal or fault) is agreed before any rank acts on it (`DistributedContext.agree_on_run_folder`),
+    so a node-local RUN, one whose checkpoint only rank 0 holds, node-local RUNs holding checkpoints
+    of different saves at the same step, or a rank whose file system fails it stops every rank with
+    one line. The step and save id are read from the checkpoint's index and pickled structure alone,
+    never its tensors (`saved_checkpoint`), and only with several processes.
 
     Raises:
         UserError: RUN holds another run (every rank's: `EveryRankError`), or ranks see it otherwise.
@@ -184,11 +185,11 @@ def _finished_on_every_rank(dist: DistributedContext, out: Path, identity: str, 
     resumes: int | None = None
     try:
         finished: RunMetrics | Exception | None = RunLifecycle.finished(out, identity, config)
-        resumes = checkpoint_step(out) if finished is None and dist.distributed else None
+        resumes = saved_checkpoint(out) if finished is None and dist.distributed else None
     except Exception as exc:  # noqa: BLE001 - RUN holds another run, an unreadable checkpoint, or its file
         finished = exc  # system failed this rank (an NFS ESTALE): raised on every rank by the agreement below
     seen = (finished if isinstance(finished, Exception) else "finished" if finished is not None
-            else f"not finished, checkpoint at step {resumes}" if resumes is not None
+            else f"not finished, {resumes}" if resumes is not None
             else "not finished, no checkpoint")  # fmt: skip
     dist.agree_on_run_folder(out, seen)
     if isinstance(finished, Exception):

@@ -20,6 +20,8 @@ and the type of that error's cause (None: none).
   node-local path would be), rank 1's holding the finished run DONE's metrics, rank 0's none.
 - ``loop-checkpoint``: `train.loop.run` into RUN ``run``, relative, rank 0's holding a checkpoint
   of this run at step 120 (what a preempted run leaves where only rank 0 writes), rank 1's none.
+- ``loop-checkpoints``: `train.loop.run` into RUN ``run``, relative, each rank's holding a
+  checkpoint of this run at step 120 of its own save (different states at the same step).
 - ``loop-read-fault``: `train.loop.run` where rank 1's file system fails it as it reads RUN (an
   OSError: NFS's ESTALE reading metrics.json, injected here: `INJECTED`), rank 0 reading it.
 - ``loop-prepare-fault``: `train.loop.run` where rank 0's file system fails it as it prepares RUN,
@@ -54,9 +56,9 @@ from train.data import RunStores
 from train.loop import run
 from train.run_dir import RunLifecycle
 
-SCENARIOS = ("loop", "loop-fault", "job", "job-renamed", "job-missing", "job-done", "loop-folder", "loop-checkpoint",
+SCENARIOS = ("loop", "loop-fault", "job", "job-renamed", "job-missing", "job-done", "loop-folder", "loop-checkpoint", "loop-checkpoints",
              "loop-read-fault", "loop-prepare-fault", "loop-prepare-bug", "loop-prepare-full")
-CHECKPOINT_STEP = 120  # of rank 0's RUN in ``loop-checkpoint``
+CHECKPOINT_STEP = 120  # of rank 0's RUN in ``loop-checkpoint``, and of each rank's in ``loop-checkpoints``
 INJECTED = {  # MOCK: a file system that fails one rank (no NFS here to go stale), or a bug:
     # scenario -> (rank, RunLifecycle's step, error)
     "loop-read-fault": (1, "finished", OSError(errno.ESTALE, os.strerror(errno.ESTALE), "run/metrics.json")),
@@ -80,11 +82,11 @@ def main(config_path: str, other_store: str, done: str, out: str, *ports: str) -
     named = RunStores.open(RunConfig.model_validate(base)).identity(RunConfig.model_validate(base))
     seen = {"loop": [ours, other_store], "loop-fault": [ours, ours], "job": [ours, other_store],
             "job-renamed": [other_store, other_store], "job-missing": [ours, None], "job-done": [ours, ours],
-            "loop-folder": [ours, ours], "loop-checkpoint": [ours, ours], "loop-read-fault": [ours, ours],
+            "loop-folder": [ours, ours], "loop-checkpoint": [ours, ours], "loop-checkpoints": [ours, ours], "loop-read-fault": [ours, ours],
             "loop-prepare-fault": [ours, ours], "loop-prepare-bug": [ours, ours],
             "loop-prepare-full": [ours, ours]}  # fmt: skip
     folders = {scenario: Path(out, scenario) for scenario in SCENARIOS} | {
-        "job-done": Path(done), "loop-folder": Path("run"), "loop-checkpoint": Path("run")}  # fmt: skip
+        "job-done": Path(done), "loop-folder": Path("run"), "loop-checkpoint": Path("run"), "loop-checkpoints": Path("run")}  # fmt: skip
     train = {**base, "data": {**base["data"], "store": "store"}}  # the same path on every rank
     for scenario, port in zip(SCENARIOS, ports, strict=True):
         os.environ["MASTER_PORT"] = port
@@ -95,7 +97,8 @@ def main(config_path: str, other_store: str, done: str, out: str, *ports: str) -
         os.chdir(here)
         if scenario == "loop-folder" and rank == 1:  # this node's RUN: a finished run
             shutil.copytree(done, "run")
-        if scenario == "loop-checkpoint" and rank == 0:  # this node's RUN: a preempted run's checkpoint
+        if scenario == "loop-checkpoint" and rank == 0 or scenario == "loop-checkpoints":  # this node's RUN: a
+            # preempted run's checkpoint
             model = torch.nn.Linear(1, 1)  # the agreement reads its step alone
             optimizer = torch.optim.SGD(model.parameters())
             save_checkpoint(Path("run"), model=model, optimizer=optimizer, step=CHECKPOINT_STEP, counters={},

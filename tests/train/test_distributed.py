@@ -479,24 +479,31 @@ def test_a_sweep_job_of_a_finished_run_returns_its_metrics_on_every_rank(disagre
 
 @pytest.mark.parametrize(("scenario", "views", "kept"), [
     ("loop-folder", ("not finished, no checkpoint", "finished"), None),
-    ("loop-checkpoint", ("not finished, checkpoint at step {step}", "not finished, no checkpoint"), ["checkpoint"]),
-], ids=["finished-on-rank-1", "checkpoint-on-rank-0"])  # fmt: skip
+    ("loop-checkpoint", ("not finished, checkpoint at step {step} (save {0})", "not finished, no checkpoint"),
+     ["checkpoint"]),
+    ("loop-checkpoints", ("not finished, checkpoint at step {step} (save {0})",
+                          "not finished, checkpoint at step {step} (save {1})"), ["checkpoint"]),
+], ids=["finished-on-rank-1", "checkpoint-on-rank-0", "other-saves-at-one-step"])  # fmt: skip
 def test_ranks_that_see_different_run_folders_all_refuse_in_one_line_naming_both(disagreement, scenario, views, kept):
     """RUN is relative (or node-local): rank 1 sees a finished run there, rank 0 an empty folder;
-    or, only rank 0 writing, a preempted run's checkpoint is in rank 0's RUN alone. Every rank
+    or, only rank 0 writing, a preempted run's checkpoint is in rank 0's RUN alone; or each rank's
+    RUN holds a checkpoint of the run at the same step, of another save (other states). Every rank
     refuses with the same line naming both ranks, their hosts, the folders they see and what they
     see there (the checkpoint's step), and rank 0 writes nothing. Before, rank 1 returned the
     finished run's metrics and left rank 0 training alone (its next collective failed: "Connection
     closed by peer"); and rank 0 resumed from the checkpoint while rank 1 started at step 0, so
-    that they ran different numbers of steps (or, here, failed in their next collective)."""
+    that they ran different numbers of steps (or, here, failed in their next collective); and ranks
+    whose checkpoints held other states at the same step resumed each from its own."""
     from tests.train.agreement_worker import CHECKPOINT_STEP
+    from train.checkpoint import saved_checkpoint
 
     out, errors, _ = disagreement
     first, second = errors[scenario]
     assert first == second and first is not None, errors[scenario]
     host = socket.gethostname()
     folders = [(out / "ranks" / f"{scenario}-{rank}" / "run").resolve() for rank in range(2)]
-    seen = [view.format(step=CHECKPOINT_STEP) for view in views]
+    saves = [getattr(saved_checkpoint(folder), "save_id", None) for folder in folders]
+    seen = [view.format(*saves, step=CHECKPOINT_STEP) for view in views]
     assert first == (f"the ranks of this run see different RUN folders: rank 0 ({host}) sees {folders[0]} ({seen[0]}), "
                      f"rank 1 ({host}) sees {folders[1]} ({seen[1]}): RUN must be one folder that every node sees "
                      "alike (a shared file system, an absolute --out); nothing was trained"), first
