@@ -24,7 +24,7 @@ import pickle
 import random
 import secrets
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -192,9 +192,11 @@ file (EINVAL). Any other OSError reading it is the file system's (an NFS server'
 file may be sound, so it is a fault to retry, never a reason to delete it."""
 
 
-def read_checkpoint(run_dir: Path, *, identity: str) -> dict[str, Any] | None:
+def read_checkpoint(run_dir: Path, *, identity: str, saved: SavedCheckpoint | None = None) -> dict[str, Any] | None:
     """The checkpoint of RUN as saved (tensors memory-mapped: the ranks of a node reading it share
-    its pages); None when the run has no checkpoint.
+    its pages); None when the run has no checkpoint. `saved`: RUN's checkpoint as `saved_checkpoint`
+    read it (a data-parallel run's agreement on RUN: `train.loop.run`), whose state is used, the file
+    not parsed again; None: read here.
 
     Raises:
         UserError: the file's content is bad: cut off, not a checkpoint, an older format, anything
@@ -204,7 +206,7 @@ def read_checkpoint(run_dir: Path, *, identity: str) -> dict[str, Any] | None:
             the file, which is left as it is; running again resumes from it (a sweep retries the run).
     """
     path = checkpoint_path(run_dir)
-    state = _saved_state(path)
+    state = saved.state if saved is not None else _saved_state(path)
     if state is not None and state["identity"] != identity:
         raise UserError(
             f"{path}: checkpoint of config {state['identity']}, not of this config {identity}; "
@@ -226,6 +228,9 @@ class SavedCheckpoint:
     save_id: str | None
     """The random id its save gave it (`snapshot_state`): the same in a copy of the file, another
     in another save at the same step (None: saved before checkpoints had one)."""
+    state: dict[str, Any] | None = field(default=None, repr=False, compare=False)
+    """The state as saved, its tensors memory-mapped and not yet read, for `read_checkpoint` to use
+    without parsing the file again."""
 
     def __str__(self) -> str:
         return f"checkpoint at step {self.step}" + (f" (save {self.save_id})" if self.save_id else "")
@@ -242,7 +247,7 @@ def saved_checkpoint(run_dir: Path) -> SavedCheckpoint | None:
         UserError, WorkFailed: as `read_checkpoint`, for the file's content or its file system.
     """
     state = _saved_state(checkpoint_path(run_dir))
-    return None if state is None else SavedCheckpoint(int(state["step"]), state.get("save_id"))
+    return None if state is None else SavedCheckpoint(int(state["step"]), state.get("save_id"), state)
 
 
 def _saved_state(path: Path) -> dict[str, Any] | None:

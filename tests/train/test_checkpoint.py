@@ -125,6 +125,23 @@ def test_the_step_and_save_of_a_checkpoint_are_read_whatever_its_identity_and_re
     assert str(step.value) == str(full.value) and "cannot read it" in str(step.value)
 
 
+def test_a_checkpoint_read_for_the_ranks_agreement_is_resumed_from_without_parsing_the_file_again(tmp_path,
+                                                                                                     monkeypatch):
+    """A data-parallel run reads RUN's checkpoint once for the ranks' agreement (`saved_checkpoint`)
+    and resumes from what it read then (`read_checkpoint`'s `saved`): the file's pickle is parsed
+    once, where it was parsed twice (once more as the trainer built the model); the identity is
+    still checked."""
+    model, optimizer, scheduler = _parts()
+    save_checkpoint(tmp_path, **_state(model, optimizer, scheduler, step=120))
+    loads, load = [], torch.load
+    monkeypatch.setattr(torch, "load", lambda *args, **kwargs: loads.append(args) or load(*args, **kwargs))  # MOCK: counts
+    saved = saved_checkpoint(tmp_path)
+    state = read_checkpoint(tmp_path, identity="abc", saved=saved)
+    assert len(loads) == 1 and state["step"] == 120 and state["save_id"] == saved.save_id
+    with pytest.raises(UserError, match="checkpoint of config abc, not of this config other"):
+        read_checkpoint(tmp_path, identity="other", saved=saved)
+
+
 def test_rng_states_and_training_state_round_trip_without_pickle(tmp_path):
     random.seed(3)
     np.random.seed(4)
