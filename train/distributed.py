@@ -145,14 +145,15 @@ def _raise_first_error(every: list[_Opened], what: str, mine: object) -> None:
     consequences), else the first's, ``rank 1 (host) of this run {what}: ...``, as a WorkFailed
     (a fault), an EveryRankError (a refusal) or a `RankError` (any other exception: a bug); a full
     disk as a DiskFull, the line it reads in one process (``no space left on device writing ...``,
-    which names the file; the CLI prints it as one process's); nothing when none holds one. `mine`: this rank's own exception (the cause of a WorkFailed or RankError
-    it raised itself), or anything else."""
-    refused = [rank for rank, record in enumerate(every) if record.error is not None]
-    if not refused:
+    which names the file; the CLI prints it as one process's); nothing when none holds one.
+    `mine`: this rank's own exception (the cause of a WorkFailed, DiskFull or RankError it raised
+    itself), or anything else."""
+    failed = [rank for rank, record in enumerate(every) if record.error is not None]
+    if not failed:
         return
-    faults = [rank for rank in refused if every[rank].fault]
-    named = (faults or refused)[0]
-    others = [rank for rank in refused if rank != named]
+    faults = [rank for rank in failed if every[rank].fault]
+    named = (faults or failed)[0]
+    others = [rank for rank in failed if rank != named]
     also = f" (and {len(others)} other rank(s): {_ranks(others)})" if others else ""
     line = f"rank {named} ({every[named].host}) of this run {what}{also}: {every[named].error}"
     cause = mine if isinstance(mine, Exception) else None
@@ -283,9 +284,10 @@ class DistributedContext:
                 and the exception's type and message. Not a UserError, so that a sweep retries the job
                 (on a rank that could not open its data, its own exception is the cause). A full disk
                 is a DiskFull instead, its one-process line (`_raise_first_error`).
-            RankError: on every rank, the same line, when the first rank that could not open the data
-                met neither a refusal nor a fault (a bug: a TypeError), named as a fault is; it ends
-                every rank as it ends one process (a traceback; on that rank, it is the cause).
+            RankError: on every rank, the same line, when no rank met a fault and the first rank
+                that could not open the data met another exception than a UserError (a bug: a
+                TypeError): its rank, host and the exception's type and message; it ends every rank
+                as it ends one process (a traceback; on that rank, it is the cause).
         """
         if not self.distributed:
             if isinstance(opened, Exception):
@@ -317,8 +319,8 @@ class DistributedContext:
         finished, no checkpoint``, or the exception it met reading RUN: `train.loop.run`) are
         gathered over the control group (one small all-gather), before any rank acts on it. A
         UserError (its refusal: RUN holds another run) is compared as its line; any other exception
-        (an OSError of its file system, a bug) stops every rank, as `agree_on_identity` does. A relative or
-        node-local RUN otherwise let a rank that found a finished run return its metrics while
+        (an OSError of its file system, a bug) stops every rank, as `agree_on_identity` does. A
+        relative or node-local RUN otherwise let a rank that found a finished run return its metrics while
         another trained alone (and failed in its next collective), one rank refuse alone, rank 0
         resume from its checkpoint while another started at step 0 (each reads the checkpoint), or
         ranks resume from different checkpoints saved at the same step (ids compared; a checkpoint
@@ -371,7 +373,7 @@ class DistributedContext:
                 one process (`megadocs.errors.disk_full_message`: the file, and to re-run).
             RankError: on every rank, that line, when rank 0 met any other exception (a bug: a
                 TypeError), which ends every rank as it ends one process: a traceback (on rank 0,
-                of its exception, the cause), not a failure to retry.
+                of its exception, the cause), not a WorkFailed's line that a re-run is the fix.
         """
         if not self.distributed:
             yield
