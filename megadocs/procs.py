@@ -23,7 +23,7 @@ from megadocs.errors import UserError
 __all__ = ["pid_alive", "process_start", "process_running", "boot_id", "pid_namespace", "PidPlace", "exclusive_lock",
            "child_pids", "start_reaper", "stop_reaper", "apply_environment_defaults", "available_cores",
            "threads_per_job", "job_thread_environment", "child_process_settings", "LAUNCHER_VARIABLES",
-           "launcher_int", "world_from_env", "THREAD_VARIABLES"]
+           "launcher_int", "LAUNCHERS", "world_from_env", "THREAD_VARIABLES"]
 
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS")
 """What sets a job's intra-op threads: PyTorch's CPU kernels (OpenMP, MKL) read these at start."""
@@ -258,6 +258,10 @@ LAUNCHER_VARIABLES = {
 """The variables by which torchrun and srun tell a process of a multi-process run where it stands:
 name -> (the least value, what it is)."""
 
+LAUNCHERS = (("RANK", "WORLD_SIZE", "LOCAL_RANK"), ("SLURM_PROCID", "SLURM_NTASKS", "SLURM_LOCALID"))
+"""Each launcher's variables (of :data:`LAUNCHER_VARIABLES`) for (rank, world size, local rank):
+torchrun's, then srun's (`world_from_env` reads the first that describes several processes)."""
+
 
 def launcher_int(name: str, env: Mapping[str, str] | None = None, *, default: int = 0) -> int:
     """The launcher's variable ``name`` (one of :data:`LAUNCHER_VARIABLES`) as an integer;
@@ -288,18 +292,29 @@ def launcher_int(name: str, env: Mapping[str, str] | None = None, *, default: in
 
 
 def world_from_env(env: Mapping[str, str] | None = None) -> tuple[int, int, int]:
-    """(rank, world size, local rank) from torchrun's or SLURM's variables; (0, 1, 0) when neither
-    describes several processes. torchrun's win: `srun torchrun ...` sets both.
+    """(rank, world size, local rank) from torchrun's or SLURM's variables (:data:`LAUNCHERS`);
+    (0, 1, 0) when neither describes several processes. torchrun's win: `srun torchrun ...` sets both.
 
     Raises:
-        UserError: a variable read that is not a rank or count (`launcher_int`).
+        UserError: a variable read that is not a rank or count (`launcher_int`), or a rank or local
+            rank not below the world size (an environment written by hand: that rank would wait in
+            the rendezvous for ranks that never come), naming both variables and what was expected.
     """
     env = os.environ if env is None else env
+    torchrun, slurm = LAUNCHERS
     if "WORLD_SIZE" in env and "RANK" in env:
-        return launcher_int("RANK", env), launcher_int("WORLD_SIZE", env), launcher_int("LOCAL_RANK", env)
-    if launcher_int("SLURM_NTASKS", env, default=1) > 1 and "SLURM_PROCID" in env:
-        return launcher_int("SLURM_PROCID", env), launcher_int("SLURM_NTASKS", env), launcher_int("SLURM_LOCALID", env)
-    return 0, 1, 0
+        names = torchrun
+    elif launcher_int("SLURM_NTASKS", env, default=1) > 1 and "SLURM_PROCID" in env:
+        names = slurm
+    else:
+        return 0, 1, 0
+    rank, world_size, local_rank = (launcher_int(name, env) for name in names)
+    for name, value in ((names[0], rank), (names[2], local_rank)):
+        if value >= world_size:
+            setter = "srun sets them" if name.startswith("SLURM_") else "torchrun and srun set them"
+            raise UserError(f"{name} is {value} but {names[1]} is {world_size}: expected {name} from 0 to "
+                            f"{world_size - 1}, {LAUNCHER_VARIABLES[name][1]} among the {world_size} ({setter})")
+    return rank, world_size, local_rank
 
 
 # --- the reaper ---------------------------------------------------------------------------------

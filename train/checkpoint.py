@@ -22,7 +22,9 @@ import errno
 import os
 import pickle
 import random
+import secrets
 import threading
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +36,7 @@ from megadocs.errors import UserError, WorkFailed
 from megadocs.formats import RunDir, atomic_file
 
 __all__ = ["STATE_FILE", "CONTENT_ERRNOS", "CheckpointWriter", "save_checkpoint", "load_checkpoint", "read_checkpoint",
-           "checkpoint_step", "restore_progress", "checkpoint_path", "snapshot_state"]
+           "SavedCheckpoint", "saved_checkpoint", "restore_progress", "checkpoint_path", "snapshot_state"]
 
 STATE_FILE = "state.pt"
 FORMAT = "megadocs.train-checkpoint/2"  # /2: RNG states as tensors, loadable with weights_only=True
@@ -90,7 +92,8 @@ def _to_host(value: Any) -> Any:
 def snapshot_state(*, model: torch.nn.Module | None = None, optimizer: torch.optim.Optimizer | None = None,
                    scheduler: Any, step: int, counters: dict[str, Any], identity: str,
                    full_states: tuple[dict, dict] | None = None) -> dict[str, Any]:  # fmt: skip
-    """The full training state after `step` updates, in host memory, independent of the live one.
+    """The full training state after `step` updates, in host memory, independent of the live one,
+    named by a random ``save_id`` of its own (`SavedCheckpoint`: two saves at the same step differ).
 
     `full_states`: (model state, index-keyed optimizer state) already unsharded in host memory
     (`train.sharding.full_state_dicts`), used as they are instead of copying `model`/`optimizer`.
@@ -100,6 +103,7 @@ def snapshot_state(*, model: torch.nn.Module | None = None, optimizer: torch.opt
         "format": FORMAT,
         "identity": identity,
         "step": int(step),
+        "save_id": secrets.token_hex(8),
         "counters": dict(counters),
         "model": model_state,
         "optimizer": optimizer_state,
@@ -188,9 +192,11 @@ file (EINVAL). Any other OSError reading it is the file system's (an NFS server'
 file may be sound, so it is a fault to retry, never a reason to delete it."""
 
 
-def read_checkpoint(run_dir: Path, *, identity: str) -> dict[str, Any] | None:
+def read_checkpoint(run_dir: Path, *, identity: str, saved: SavedCheckpoint | None = None) -> dict[str, Any] | None:
     """The checkpoint of RUN as saved (tensors memory-mapped: the ranks of a node reading it share
-    its pages); None when the run has no checkpoint.
+    its pages); None when the run has no checkpoint. `saved`: RUN's checkpoint as `saved_checkpoint`
+    read it (a data-parallel run's agreement on RUN: `train.loop.run`), whose state is used, the file
+    not parsed again; None: read here.
 
     Raises:
         UserError: the file's content is bad: cut off, not a checkpoint, an older format, anything
@@ -200,7 +206,7 @@ def read_checkpoint(run_dir: Path, *, identity: str) -> dict[str, Any] | None:
             the file, which is left as it is; running again resumes from it (a sweep retries the run).
     """
     path = checkpoint_path(run_dir)
-    state = _saved_state(path)
+    state = saved.state if saved is not None else _saved_state(path)
     if state is not None and state["identity"] != identity:
         raise UserError(
             f"{path}: checkpoint of config {state['identity']}, not of this config {identity}; "
@@ -209,17 +215,39 @@ def read_checkpoint(run_dir: Path, *, identity: str) -> dict[str, Any] | None:
     return state
 
 
-def checkpoint_step(run_dir: Path) -> int | None:
-    """The step RUN's checkpoint was saved after; None when the run has no checkpoint. Read as
-    `read_checkpoint` reads the file, but only the zip's index and the pickled structure are: its
-    tensors are memory-mapped and never touched (a 300m model's state with AdamW's moments is ~3.6 GB).
-    Its identity is not checked (`read_checkpoint` does, once RUN's own record is).
+@dataclass(frozen=True)
+class SavedCheckpoint:
+    """Which checkpoint RUN holds, as `saved_checkpoint` reads it without its tensors.
+
+    >>> str(SavedCheckpoint(120, "3f2a9c1d0b7e4a65")), str(SavedCheckpoint(120, None))
+    ('checkpoint at step 120 (save 3f2a9c1d0b7e4a65)', 'checkpoint at step 120')
+    """
+
+    step: int
+    """The step it was saved after."""
+    save_id: str | None
+    """The random id its save gave it (`snapshot_state`): the same in a copy of the file, another
+    in another save at the same step (None: saved before checkpoints had one)."""
+    state: dict[str, Any] | None = field(default=None, repr=False, compare=False)
+    """The state as saved, its tensors memory-mapped and not yet read, for `read_checkpoint` to use
+    without parsing the file again."""
+
+    def __str__(self) -> str:
+        return f"checkpoint at step {self.step}" + (f" (save {self.save_id})" if self.save_id else "")
+
+
+def saved_checkpoint(run_dir: Path) -> SavedCheckpoint | None:
+    """The step RUN's checkpoint was saved after and its save's id; None when the run has no
+    checkpoint. Read as `read_checkpoint` reads the file, but only the zip's index and the pickled
+    structure are: its tensors are memory-mapped and never touched (a 300m model's state with
+    AdamW's moments is ~3.6 GB). Its identity is not checked (`read_checkpoint` does, once RUN's
+    own record is).
 
     Raises:
         UserError, WorkFailed: as `read_checkpoint`, for the file's content or its file system.
     """
     state = _saved_state(checkpoint_path(run_dir))
-    return None if state is None else int(state["step"])
+    return None if state is None else SavedCheckpoint(int(state["step"]), state.get("save_id"), state)
 
 
 def _saved_state(path: Path) -> dict[str, Any] | None:

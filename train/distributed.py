@@ -21,7 +21,9 @@ Every rank opens the run's data itself, at the same paths: right after the rende
 agree on the identity of what they opened (`DistributedContext.agree_on_identity`), so a node that
 sees other data there (a stale NFS view, a store replaced while the job started, a node-local
 path) stops every rank with one line instead of training on other data or hanging in a collective;
-so does a rank whose file system failed it (an OSError: a WorkFailed on every rank, to retry). They
+so does a rank whose file system failed it (an OSError: a WorkFailed on every rank, to retry; any
+other exception but a UserError, a bug, is a `RankError` on every rank, a traceback as in one
+process). They
 agree then on what each sees in RUN (`DistributedContext.agree_on_run_folder`: a rank whose file
 system fails it there stops every rank alike).
 Those lines are `megadocs.errors.EveryRankError`s: raised by every rank alike, which a sweep job
@@ -55,11 +57,11 @@ from typing import Any
 
 import torch
 
-from megadocs.errors import EveryRankError, UserError, WorkFailed
+from megadocs.errors import DiskFull, EveryRankError, UserError, WorkFailed, disk_full_message
 from megadocs.procs import world_from_env  # re-exported: torch-free, so sweep jobs need not import torch
 from train.device import resolve_device
 
-__all__ = ["DistributedContext", "StepShare", "SINGLE", "RENDEZVOUS_TIMEOUT_S", "world_from_env", "cuda_device_index",
+__all__ = ["DistributedContext", "RankError", "StepShare", "SINGLE", "RENDEZVOUS_TIMEOUT_S", "world_from_env", "cuda_device_index",
            "init_distributed"]
 
 
@@ -75,6 +77,33 @@ class StepShare:
     """How many micro-batches it runs: the same on every rank."""
 
 
+class RankError(Exception):
+    """An exception a rank of a data-parallel run met that is neither a refusal (a UserError) nor a
+    fault of its node or file system (`_is_fault`): a bug (a TypeError, a KeyError), which a re-run
+    meets again. Every rank raises it with the same line, naming that rank and the exception's type
+    and message (on that rank, its exception is the cause, whose traceback the console shows), and
+    it ends each as the exception ends a one-process run: a traceback and exit 1 (`megadocs train`),
+    a failed job (a sweep); not a `WorkFailed`, whose line says a re-run is the fix."""
+
+
+def _is_fault(exc: BaseException) -> bool:
+    """Whether `exc`, which kept a rank from its step, is a fault of its node or its file system,
+    which a re-run may not meet (every rank then raises a WorkFailed, to retry): an OSError (an NFS
+    ``ESTALE``/``EIO``, a full disk), a WorkFailed the code raised for one (an unreadable checkpoint:
+    `train.checkpoint.read_checkpoint`; a W&B server out of reach: `train.tracking`), a full disk
+    under a library's own exception (`megadocs.errors.disk_full_message`), or a torch.distributed
+    store or connection that failed (a DistError, as `_join` counts one).
+
+    >>> _is_fault(OSError(116, "Stale file handle")), _is_fault(TypeError("bad operand")), _is_fault(UserError("x"))
+    (True, False, False)
+    """
+    import torch.distributed as dist
+
+    if isinstance(exc, UserError):
+        return False
+    return isinstance(exc, (OSError, WorkFailed, DiskFull, dist.DistError)) or disk_full_message(exc) is not None
+
+
 @dataclass(frozen=True)
 class _Opened:
     """What one rank opened, as `DistributedContext.agree_on_identity` gathers it (and what it found
@@ -85,38 +114,56 @@ class _Opened:
     """The run identity of the data it opened (what it sees in RUN; None: it could not open it)."""
     error: str | None
     """The line of the error that kept it from opening the data (None: it opened it): a UserError's
-    message, any other exception's type and message (``OSError: [Errno 116] Stale file handle``)."""
+    message, a full disk's line (`disk_full`), any other exception's type and message (``OSError:
+    [Errno 116] Stale file handle``)."""
     fault: bool = False
-    """Whether that error was not a UserError (bad input, the same on a re-run) but a fault of the
-    node or its file system (an NFS ``ESTALE``/``EIO``), which a re-run may not meet."""
+    """Whether that error was a fault of the node or its file system (`_is_fault`: an NFS
+    ``ESTALE``/``EIO``), which a re-run may not meet: raised as a WorkFailed."""
+    refused: bool = False
+    """Whether that error was a UserError (bad input, the same on a re-run): raised as an
+    EveryRankError. An error neither refused nor a fault (a bug) is raised as a `RankError`."""
+    disk_full: bool = False
+    """Whether that error was a full file system (a fault): its `error` is then the line a full disk
+    reads in one process (`megadocs.errors.disk_full_message`), raised as a DiskFull."""
 
     @classmethod
     def of(cls, opened: str | Exception | None) -> _Opened:
         """This rank's record of `opened`: an identity (None: nothing to name), or the exception
         that kept it from opening."""
         failed = isinstance(opened, Exception)
-        fault = failed and not isinstance(opened, UserError)
-        error = (f"{type(opened).__name__}: {opened}" if fault else str(opened)) if failed else None
-        return cls(host=socket.gethostname(), identity=None if failed else opened, error=error, fault=fault)
+        refused = isinstance(opened, UserError)
+        # as `megadocs.cli.main` reads one process's: a WorkFailed's own line before a full disk's
+        full = disk_full_message(opened) if failed and not isinstance(opened, (UserError, WorkFailed)) else None
+        error = (str(opened) if refused else full or f"{type(opened).__name__}: {opened}") if failed else None
+        return cls(host=socket.gethostname(), identity=None if failed else opened, error=error,
+                   fault=failed and _is_fault(opened), refused=refused, disk_full=full is not None)  # fmt: skip
 
 
 def _raise_first_error(every: list[_Opened], what: str, mine: object) -> None:
     """Raise on every rank the same line for the ranks' records `every` (each rank's, in rank order)
     where one holds an error: the first rank's that met a fault (the others' errors may be its
     consequences), else the first's, ``rank 1 (host) of this run {what}: ...``, as a WorkFailed
-    (a fault) or an EveryRankError; nothing when none holds one. `mine`: this rank's own exception
-    (the cause of a WorkFailed it raised itself), or anything else."""
-    refused = [rank for rank, record in enumerate(every) if record.error is not None]
-    if not refused:
+    (a fault), an EveryRankError (a refusal) or a `RankError` (any other exception: a bug); a full
+    disk as a DiskFull, the line it reads in one process (``no space left on device writing ...``,
+    which names the file; the CLI prints it as one process's); nothing when none holds one.
+    `mine`: this rank's own exception (the cause of a WorkFailed, DiskFull or RankError it raised
+    itself), or anything else."""
+    failed = [rank for rank, record in enumerate(every) if record.error is not None]
+    if not failed:
         return
-    faults = [rank for rank in refused if every[rank].fault]
-    named = (faults or refused)[0]
-    others = [rank for rank in refused if rank != named]
+    faults = [rank for rank in failed if every[rank].fault]
+    named = (faults or failed)[0]
+    others = [rank for rank in failed if rank != named]
     also = f" (and {len(others)} other rank(s): {_ranks(others)})" if others else ""
     line = f"rank {named} ({every[named].host}) of this run {what}{also}: {every[named].error}"
+    cause = mine if isinstance(mine, Exception) else None
+    if faults and every[named].disk_full:
+        raise DiskFull(every[named].error) from cause
     if faults:
-        raise WorkFailed(line) from (mine if isinstance(mine, Exception) else None)
-    raise EveryRankError(line)
+        raise WorkFailed(line) from cause
+    if every[named].refused:
+        raise EveryRankError(line)
+    raise RankError(line) from cause
 
 
 @dataclass(frozen=True)
@@ -232,10 +279,15 @@ class DistributedContext:
             EveryRankError: (a UserError) on every rank, the same line: the first rank that could
                 not open the data (its rank, host and error), or which ranks and hosts opened which
                 identities.
-            WorkFailed: on every rank, the same line, when a rank met an error other than a
-                UserError (an OSError of a flaky file system): the first such rank, its host and
-                the exception's type and message. Not a UserError, so that a sweep retries the job
-                (on a rank that could not open its data, its own exception is the cause).
+            WorkFailed: on every rank, the same line, when a rank met a fault of its node or file
+                system (`_is_fault`: an OSError of a flaky file system): the first such rank, its host
+                and the exception's type and message. Not a UserError, so that a sweep retries the job
+                (on a rank that could not open its data, its own exception is the cause). A full disk
+                is a DiskFull instead, its one-process line (`_raise_first_error`).
+            RankError: on every rank, the same line, when no rank met a fault and the first rank
+                that could not open the data met another exception than a UserError (a bug: a
+                TypeError): its rank, host and the exception's type and message; it ends every rank
+                as it ends one process (a traceback; on that rank, it is the cause).
         """
         if not self.distributed:
             if isinstance(opened, Exception):
@@ -261,30 +313,35 @@ class DistributedContext:
 
     def agree_on_run_folder(self, out: Path, seen: str | Exception) -> None:
         """Check that every rank sees RUN (`out`) alike: each rank's host, `out` as it resolves there
-        and what it `seen` there (``finished``, ``not finished, checkpoint at step 120``, ``not
+        and what it `seen` there (``finished``, ``not finished, checkpoint at step 120 (save
+        3f2a9c1d0b7e4a65)``: the checkpoint's step and the random id its save gave it, so that two
+        saves at one step differ and a copy does not, `train.checkpoint.SavedCheckpoint`; ``not
         finished, no checkpoint``, or the exception it met reading RUN: `train.loop.run`) are
         gathered over the control group (one small all-gather), before any rank acts on it. A
         UserError (its refusal: RUN holds another run) is compared as its line; any other exception
-        (an OSError of its file system) stops every rank, as `agree_on_identity` does. A relative or
-        node-local RUN otherwise let a rank that found a finished run return its metrics while
-        another trained alone (and failed in its next collective), one rank refuse alone, or rank 0
-        resume from its checkpoint while another started at step 0 (each reads the checkpoint); and
+        (an OSError of its file system, a bug) stops every rank, as `agree_on_identity` does. A
+        relative or node-local RUN otherwise let a rank that found a finished run return its metrics while
+        another trained alone (and failed in its next collective), one rank refuse alone, rank 0
+        resume from its checkpoint while another started at step 0 (each reads the checkpoint), or
+        ranks resume from different checkpoints saved at the same step (ids compared; a checkpoint
+        saved before save ids, by its step alone); and
         a rank whose file system failed it stopped alone, leaving the others in this all-gather.
         One process: nothing to check (the caller raises what it met).
 
         Raises:
             EveryRankError: on every rank, the same line naming rank 0 and the first rank that sees
                 RUN otherwise, their hosts, the folders they see and what they see there.
-            WorkFailed: on every rank, the same line, when a rank met an exception other than a
-                UserError reading RUN: the first such rank, its host and the exception's type and
-                message (on that rank, its exception is the cause).
+            WorkFailed: on every rank, the same line, when a rank met a fault of its node or file
+                system reading RUN (`_is_fault`): the first such rank, its host and the exception's
+                type and message (on that rank, its exception is the cause).
+            RankError: the same, when the first rank that met an exception other than a UserError
+                met no fault (a bug).
         """
         if not self.distributed:
             return
         import torch.distributed as dist
 
-        fault = isinstance(seen, Exception) and not isinstance(seen, UserError)
-        mine = (_Opened.of(seen if fault else str(seen)), str(Path(out).resolve()))
+        mine = (_Opened.of(str(seen) if isinstance(seen, UserError) else seen), str(Path(out).resolve()))
         every: list[Any] = [None] * self.world_size
         dist.all_gather_object(every, mine, group=self.control)
         _raise_first_error([record for record, _ in every], "could not read RUN", seen)
@@ -309,9 +366,14 @@ class DistributedContext:
 
         Raises:
             EveryRankError: on every rank, rank 0's line, when it refused (a UserError; several processes).
-            WorkFailed: on every rank, the same line, when rank 0 met another exception (an OSError of
-                its file system: a full disk, EIO): ``rank 0 (host) of this run {what}: `` its type and
+            WorkFailed: on every rank, the same line, when rank 0 met a fault of its node or file system
+                (`_is_fault`: an OSError, EIO): ``rank 0 (host) of this run {what}: `` its type and
                 message (on rank 0, its exception is the cause), as `agree_on_identity` says a fault.
+            DiskFull: on every rank, when that fault was a full disk: the line a full disk reads in
+                one process (`megadocs.errors.disk_full_message`: the file, and to re-run).
+            RankError: on every rank, that line, when rank 0 met any other exception (a bug: a
+                TypeError), which ends every rank as it ends one process: a traceback (on rank 0,
+                of its exception, the cause), not a WorkFailed's line that a re-run is the fix.
         """
         if not self.distributed:
             yield
@@ -323,9 +385,9 @@ class DistributedContext:
             met = exc
         main: _Opened | None = self.broadcast_object(_Opened.of(met) if self.is_main and met is not None else None)
         if main is not None:
-            if not main.fault:
+            if main.refused:
                 raise EveryRankError(main.error) from met  # its refusal's own line
-            _raise_first_error([main], what, met)  # rank 0's fault, named as the first rank
+            _raise_first_error([main], what, met)  # rank 0's fault or bug, named as the first rank
         if met is not None:
             raise met
 
@@ -415,8 +477,9 @@ def init_distributed(device: str | torch.device) -> DistributedContext:
         UserError: no rendezvous to join, or MASTER_PORT is not a port (this rank alone: the others
             cannot be told).
         EveryRankError: on every rank, a rank's device refused (the first such rank, its host, its line).
-        WorkFailed: on every rank, a rank's device setup failed otherwise; or, on the ranks that
-            waited, a rank did not join within :data:`RENDEZVOUS_TIMEOUT_S`.
+        WorkFailed: on every rank, a rank's device setup met a fault (`_is_fault`); or, on the ranks
+            that waited, a rank did not join within :data:`RENDEZVOUS_TIMEOUT_S`.
+        RankError: on every rank, a rank's device setup failed otherwise (torch's RuntimeError).
     """
     rank, world_size, local_rank = world_from_env()
     if world_size == 1:
@@ -509,10 +572,20 @@ def _late_ranks(store: Any, keys: list[str], read: list[str]) -> str:
     return f"not every rank {world} joined {at} {within} (one died or never started: see the others' logs)"
 
 
+def _read_all(store: Any, keys: list[str]) -> list[bytes]:
+    """The values of `keys` in the rendezvous `store`, in one request where this torch's store has
+    ``multi_get`` (a TCPStore does: one round trip to the store's server), else one request a key.
+    Every rank reads every rank's key: one request each is N at the server for N ranks, where a
+    request a key was N² (262,144 at 512 ranks)."""
+    multi_get = getattr(store, "multi_get", None)
+    return list(multi_get(keys)) if multi_get is not None else [store.get(key) for key in keys]
+
+
 def _join(rank: int, world_size: int, setup: Exception | None, backend: str) -> Any:
     """The run's rendezvous (torch's ``env://``: MASTER_ADDR/MASTER_PORT, rank 0's store or
     torchrun's agent's) within :data:`RENDEZVOUS_TIMEOUT_S`: this rank says it joined, with its
-    device setup's error (`setup`, None: none), and waits until every rank has; rank 0, whose
+    device setup's error (`setup`, None: none), waits until every rank has and reads what they said
+    (one request: :func:`_read_all`); rank 0, whose
     process serves the store unless torchrun's agent does, also until every rank has read what the
     others said (leaving before, it took the store away from a rank still reading, which then met
     "Connection closed" and stopped with another line than the others). Returns the store for a
@@ -520,7 +593,8 @@ def _join(rank: int, world_size: int, setup: Exception | None, backend: str) -> 
     (:func:`_collective_timeout`), as when torch's own rendezvous made the store.
 
     Raises:
-        EveryRankError, WorkFailed: a rank's setup error, the same line on every rank.
+        EveryRankError, WorkFailed, RankError: a rank's setup error, the same line on every rank
+            (`_raise_first_error`).
         WorkFailed: not every rank joined in time (:func:`_late_ranks`: the ranks that never joined,
             where this rank reached the store; on rank 0, the ranks that joined but never read the
             others' setup: they died in between).
@@ -539,7 +613,7 @@ def _join(rank: int, world_size: int, setup: Exception | None, backend: str) -> 
         store, _, _ = next(dist.rendezvous("env://", rank=rank, world_size=world_size, timeout=timeout))
         store.set(keys[rank], json.dumps(dataclasses.asdict(_Opened.of(setup))))
         store.wait(keys, timeout)
-        every = [_Opened(**json.loads(store.get(key))) for key in keys]
+        every = [_Opened(**json.loads(value)) for value in _read_all(store, keys)]
         store.set(read[rank], "")
         if rank == 0:
             store.wait(read, timeout)

@@ -59,7 +59,13 @@ from megadocs.formats import (
     finite_or_none,
 )
 from train.attention import attention_backend, set_attention
-from train.checkpoint import CheckpointWriter, checkpoint_step, read_checkpoint, restore_progress
+from train.checkpoint import (
+    CheckpointWriter,
+    SavedCheckpoint,
+    read_checkpoint,
+    restore_progress,
+    saved_checkpoint,
+)
 from train.compile import compile_wanted
 from train.config import AUTO, RunConfig
 from train.curves import PeriodicValidation
@@ -109,6 +115,9 @@ def run(config: RunConfig, out: str | Path, stores: RunStores | None = None, *,
             reason (an OSError of its file system), or rank 0 could not prepare RUN or open its
             trackers for one: the same line on every rank, a failure to retry (`megadocs train`:
             that line, exit 4).
+        RankError: several processes, one of which met another exception there (a bug: a
+            TypeError; `train.distributed`): the same line on every rank, ending each as the
+            exception ends one process (a traceback).
     """
     out = Path(out)
     # the stores first, each opened once: the identity is of what they read. A rank that cannot
@@ -136,7 +145,7 @@ def run(config: RunConfig, out: str | Path, stores: RunStores | None = None, *,
                     "keep the new, and the sweep's next certify names its runs by what is there (the runs of the "
                     "earlier data or code are then superseded, not mixed in); nothing was trained"
                 )
-            finished = _finished_on_every_rank(dist, out, identity, config)  # what RUN holds, agreed
+            finished, saved = _finished_on_every_rank(dist, out, identity, config)  # what RUN holds, agreed
             if finished is not None:
                 return finished
             try:  # data first, so a bad setting fails before anything is written (on every rank: agreed)
@@ -154,7 +163,8 @@ def run(config: RunConfig, out: str | Path, stores: RunStores | None = None, *,
             run_dir.prepare(config, device, data)
         # leaving the block waits for the checkpoint being written and closes the trackers (also
         # on an exception)
-        with Trainer(config, data, run_dir, device, dist, attempt_start=attempt_start) as trainer:
+        with Trainer(config, data, run_dir, device, dist, attempt_start=attempt_start, saved=saved) as trainer:
+            del saved  # the trainer's build reads the checkpoint from it, then lets it go
             trainer.build()
             status = trainer.fit()
             metrics = trainer.evaluate(status)
@@ -165,31 +175,36 @@ def run(config: RunConfig, out: str | Path, stores: RunStores | None = None, *,
             torch.distributed.destroy_process_group()
 
 
-def _finished_on_every_rank(dist: DistributedContext, out: Path, identity: str, config: RunConfig) -> RunMetrics | None:
-    """RUN's metrics when its run finished, None when not, as every rank sees RUN alike: what each
-    rank finds there (finished; not finished, with its checkpoint's step or none; its refusal or
-    fault) is agreed before any rank acts on it (`DistributedContext.agree_on_run_folder`), so a
-    node-local RUN, one whose checkpoint only rank 0 holds, or a rank whose file system fails it
-    stops every rank with one line. The step is read from the checkpoint's index alone
-    (`checkpoint_step`), and only with several processes.
+def _finished_on_every_rank(dist: DistributedContext, out: Path, identity: str,
+                            config: RunConfig) -> tuple[RunMetrics | None, SavedCheckpoint | None]:  # fmt: skip
+    """RUN's metrics when its run finished (None: not), and its checkpoint as this rank read it for
+    the agreement (None: none, or one process: not read here), as every rank sees RUN alike: what each
+    rank finds there (finished; not finished, with its checkpoint's step and save id, or none; its
+    refusal or fault) is agreed before any rank acts on it (`DistributedContext.agree_on_run_folder`),
+    so a node-local RUN, one whose checkpoint only rank 0 holds, node-local RUNs holding checkpoints
+    of different saves at the same step, or a rank whose file system fails it stops every rank with
+    one line. The step and save id are read from the checkpoint's index and pickled structure alone,
+    never its tensors (`saved_checkpoint`), and only with several processes; the trainer resumes
+    from what was read then (`Trainer`'s `saved`), the file parsed once.
 
     Raises:
         UserError: RUN holds another run (every rank's: `EveryRankError`), or ranks see it otherwise.
         WorkFailed: a rank's file system failed it reading RUN (the same line on every rank).
+        RankError: a rank met another exception reading RUN (a bug; the same line on every rank).
     """
-    resumes: int | None = None
+    resumes: SavedCheckpoint | None = None
     try:
         finished: RunMetrics | Exception | None = RunLifecycle.finished(out, identity, config)
-        resumes = checkpoint_step(out) if finished is None and dist.distributed else None
+        resumes = saved_checkpoint(out) if finished is None and dist.distributed else None
     except Exception as exc:  # noqa: BLE001 - RUN holds another run, an unreadable checkpoint, or its file
         finished = exc  # system failed this rank (an NFS ESTALE): raised on every rank by the agreement below
     seen = (finished if isinstance(finished, Exception) else "finished" if finished is not None
-            else f"not finished, checkpoint at step {resumes}" if resumes is not None
+            else f"not finished, {resumes}" if resumes is not None
             else "not finished, no checkpoint")  # fmt: skip
     dist.agree_on_run_folder(out, seen)
     if isinstance(finished, Exception):
         raise finished
-    return finished
+    return finished, resumes
 
 
 class Trainer:
@@ -200,17 +215,20 @@ class Trainer:
     restores the handlers, also on an exception. `build` sets the rest of the state: `parallel`
     (the `train.parallel.Parallelism`), `model` and `params` (its parameter count), `optimizer`,
     `scheduler`, `step` and `counters` as a checkpoint left them, `config` with the micro-batch
-    resolved, `curve` (`train.curves.PeriodicValidation`) and `tracker`.
+    resolved, `curve` (`train.curves.PeriodicValidation`) and `tracker`. `saved`: RUN's checkpoint
+    as the ranks' agreement read it (`train.checkpoint.saved_checkpoint`), which `build` resumes
+    from without parsing the file again (None: `build` reads it).
     """
 
     def __init__(self, config: RunConfig, data: RunData, run_dir: RunLifecycle, device: torch.device,
-                 dist: DistributedContext, *, attempt_start: float) -> None:  # fmt: skip
+                 dist: DistributedContext, *, attempt_start: float, saved: SavedCheckpoint | None = None) -> None:  # fmt: skip
         self.config = config
         self.data = data
         self.run_dir = run_dir
         self.device = device
         self.dist = dist
         self.attempt_start = attempt_start
+        self._saved = saved  # RUN's checkpoint as read for the ranks' agreement (None: read by build)
         self.total_steps = data.streams.total_steps
         self.step = 0
         self.counters: dict[str, Any] = {"tokens_seen": 0, "train_time_s": 0.0, "wall_time_s": 0.0}
@@ -249,7 +267,8 @@ class Trainer:
         self.params = sum(p.numel() for p in model.parameters())  # sharding keeps the count (DTensors: global shapes)
         self.parallel = Parallelism.choose(config.parallelism, dist=self.dist, device=device,
                                            parameters=self.params)  # fmt: skip
-        checkpoint = read_checkpoint(self.run_dir.path, identity=self.run_dir.identity)
+        checkpoint = read_checkpoint(self.run_dir.path, identity=self.run_dir.identity, saved=self._saved)
+        self._saved = None  # its state is `checkpoint` now, let go with it
         if checkpoint is not None:
             model.load_state_dict(checkpoint["model"])  # before sharding: every rank holds the full model here
         set_attention(model, attention_backend(config.attention, device, config.data.document_mask,

@@ -7,6 +7,7 @@ import errno
 import os
 import pickle
 import random
+import shutil
 import threading
 import time
 from pathlib import Path
@@ -20,10 +21,10 @@ from train import checkpoint
 from train.checkpoint import (
     CheckpointWriter,
     checkpoint_path,
-    checkpoint_step,
     load_checkpoint,
     read_checkpoint,
     save_checkpoint,
+    saved_checkpoint,
 )
 
 
@@ -98,21 +99,47 @@ def test_a_checkpoint_of_another_format_is_refused_in_one_line_naming_what_to_do
     assert ("written by `megadocs.train-checkpoint/1`" in str(info.value)) == older
 
 
-def test_the_step_of_a_checkpoint_is_read_whatever_its_identity_and_refused_as_a_full_read_is(tmp_path):
-    """`checkpoint_step`, what each rank of a data-parallel run reports of RUN (`train.loop.run`):
-    the step saved (None: no checkpoint), of any identity (RUN's own record is checked first, by
-    the run); a cut-off file is refused with `read_checkpoint`'s line."""
-    assert checkpoint_step(tmp_path) is None
+def test_the_step_and_save_of_a_checkpoint_are_read_whatever_its_identity_and_refused_as_a_full_read_is(tmp_path):
+    """`saved_checkpoint`, what each rank of a data-parallel run reports of RUN (`train.loop.run`):
+    the step saved and its save's id (None: no checkpoint), of any identity (RUN's own record is
+    checked first, by the run); a copy keeps the id, another save at the same step has another, a
+    checkpoint saved before ids has none; a cut-off file is refused with `read_checkpoint`'s line."""
+    assert saved_checkpoint(tmp_path) is None
     model, optimizer, scheduler = _parts()
-    save_checkpoint(tmp_path, **{**_state(model, optimizer, scheduler, step=120), "identity": "another"})
-    assert checkpoint_step(tmp_path) == 120
-    path = checkpoint_path(tmp_path)
+    for folder in ("first", "second"):
+        save_checkpoint(tmp_path / folder, **{**_state(model, optimizer, scheduler, step=120), "identity": "another"})
+    first, second = saved_checkpoint(tmp_path / "first"), saved_checkpoint(tmp_path / "second")
+    assert first.step == second.step == 120 and first.save_id and first != second
+    (tmp_path / "copy" / "checkpoint").mkdir(parents=True)
+    path = checkpoint_path(tmp_path / "first")
+    shutil.copy(path, checkpoint_path(tmp_path / "copy"))
+    assert saved_checkpoint(tmp_path / "copy") == first
+    older = {key: value for key, value in torch.load(path, weights_only=True).items() if key != "save_id"}
+    torch.save(older, checkpoint_path(tmp_path / "copy"))
+    assert saved_checkpoint(tmp_path / "copy") == checkpoint.SavedCheckpoint(120, None)
     path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
     with pytest.raises(UserError) as full:
-        read_checkpoint(tmp_path, identity="another")
+        read_checkpoint(tmp_path / "first", identity="another")
     with pytest.raises(UserError) as step:
-        checkpoint_step(tmp_path)
+        saved_checkpoint(tmp_path / "first")
     assert str(step.value) == str(full.value) and "cannot read it" in str(step.value)
+
+
+def test_a_checkpoint_read_for_the_ranks_agreement_is_resumed_from_without_parsing_the_file_again(tmp_path,
+                                                                                                     monkeypatch):
+    """A data-parallel run reads RUN's checkpoint once for the ranks' agreement (`saved_checkpoint`)
+    and resumes from what it read then (`read_checkpoint`'s `saved`): the file's pickle is parsed
+    once, where it was parsed twice (once more as the trainer built the model); the identity is
+    still checked."""
+    model, optimizer, scheduler = _parts()
+    save_checkpoint(tmp_path, **_state(model, optimizer, scheduler, step=120))
+    loads, load = [], torch.load
+    monkeypatch.setattr(torch, "load", lambda *args, **kwargs: loads.append(args) or load(*args, **kwargs))  # MOCK: counts
+    saved = saved_checkpoint(tmp_path)
+    state = read_checkpoint(tmp_path, identity="abc", saved=saved)
+    assert len(loads) == 1 and state["step"] == 120 and state["save_id"] == saved.save_id
+    with pytest.raises(UserError, match="checkpoint of config abc, not of this config other"):
+        read_checkpoint(tmp_path, identity="other", saved=saved)
 
 
 def test_rng_states_and_training_state_round_trip_without_pickle(tmp_path):

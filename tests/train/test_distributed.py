@@ -41,6 +41,21 @@ def test_world_from_env_reads_torchrun_then_slurm():
     assert world_from_env({**slurm, "RANK": "0", "WORLD_SIZE": "2"}) == (0, 2, 0)  # srun torchrun
 
 
+def test_a_rank_or_local_rank_not_below_the_world_size_is_refused_in_one_line_naming_both():
+    """A hand-written environment (RANK=2 WORLD_SIZE=2) is refused before any rendezvous, naming
+    the variables and what was expected; that rank waited in the rendezvous until its timeout."""
+    from megadocs.errors import UserError
+    from megadocs.procs import LAUNCHER_VARIABLES, LAUNCHERS
+
+    for rank_name, world_name, local_name in LAUNCHERS:
+        for name, env in ((rank_name, {rank_name: "2", world_name: "2", local_name: "0"}),
+                          (local_name, {rank_name: "1", world_name: "2", local_name: "2"})):  # fmt: skip
+            with pytest.raises(UserError) as refused:
+                world_from_env(env)
+            assert str(refused.value).startswith(f"{name} is 2 but {world_name} is 2: expected {name} from 0 to 1, "
+                                                 f"{LAUNCHER_VARIABLES[name][1]} among the 2 ("), str(refused.value)
+
+
 @pytest.mark.parametrize("batch", [32, 30, 3])
 def test_rows_partition_the_global_batch(batch):
     shares = [list(range(batch))[DistributedContext(rank=r, world_size=4).rows(batch)] for r in range(4)]
@@ -321,10 +336,12 @@ def _outputs(processes: list[subprocess.Popen], hung: str) -> list[tuple[str, st
 
 
 @pytest.fixture(scope="module")
-def disagreement(config, micro_store, single_run, tmp_path_factory) -> tuple[Path, dict[str, list[str | None]]]:
+def disagreement(config, micro_store, single_run, tmp_path_factory) -> tuple[Path, dict[str, list[str | None]],
+                                                                             dict[str, list[str | None]]]:
     """2 gloo ranks of `tests.train.agreement_worker` (one launch for all its scenarios), rank 1
     seeing `micro_store`'s data where rank 0 sees `small_store`'s, and a finished run (a copy of
-    `single_run`'s identity and metrics): its output folder, and each scenario's error line per rank."""
+    `single_run`'s identity and metrics): its output folder, each scenario's error line per rank, and
+    the type of each one's cause per rank (None: none)."""
     from tests.train.agreement_worker import SCENARIOS
 
     out = tmp_path_factory.mktemp("agree")
@@ -342,10 +359,12 @@ def disagreement(config, micro_store, single_run, tmp_path_factory) -> tuple[Pat
     outputs = _outputs(processes, "2 ranks that opened different data hung (killed after 240 s) instead of refusing at once")
     assert [p.returncode for p in processes] == [0, 0], [err[-3000:] for _, err in outputs]
     errors: dict[str, list[str | None]] = {scenario: [None, None] for scenario in SCENARIOS}
+    causes: dict[str, list[str | None]] = {scenario: [None, None] for scenario in SCENARIOS}
     for line in "".join(stdout for stdout, _ in outputs).splitlines():
         result = json.loads(line)
         errors[result["scenario"]][result["rank"]] = result["error"]
-    return out, errors
+        causes[result["scenario"]][result["rank"]] = result["cause"]
+    return out, errors, causes
 
 
 def _views(line: str) -> dict[str, str]:
@@ -358,7 +377,7 @@ def test_ranks_that_opened_different_stores_all_refuse_in_one_line_and_write_not
     from train.config import RunConfig
     from train.data import RunStores
 
-    out, errors = disagreement
+    out, errors, _ = disagreement
     first, second = errors["loop"]
     assert first == second and first is not None and "\n" not in first  # every rank: the same line
     run_config = RunConfig.model_validate(yaml.safe_load(config.read_text()))
@@ -374,7 +393,7 @@ def test_a_rank_whose_file_system_fails_stops_every_rank_with_its_line_as_a_fail
     line naming that rank, its host and the error, and it is a WorkFailed (`megadocs train`: that
     one line and exit 4 on every rank), not a UserError (which a sweep would record as an invalid
     run and never retry)."""
-    out, errors = disagreement
+    out, errors, _ = disagreement
     first, second = errors["loop-fault"]
     assert first == second, errors["loop-fault"]
     assert first == (f"WorkFailed: rank 1 ({socket.gethostname()}) of this run could not open its data: "
@@ -389,24 +408,56 @@ def test_a_rank_whose_file_system_fails_stops_every_rank_with_its_line_as_a_fail
 def test_a_file_system_fault_one_rank_meets_in_run_stops_every_rank_with_its_line_as_a_failure_to_retry(
         disagreement, scenario, what):  # fmt: skip
     """An OSError on one rank alone (NFS's ESTALE as rank 1 reads what RUN holds; EIO, a full disk or
-    a permission refused as rank 0 prepares it; MOCK: the worker's `FAULTS`): every rank raises the
+    a permission refused as rank 0 prepares it; MOCK: the worker's `INJECTED`): every rank raises the
     same WorkFailed line naming that rank, its host and the error, and nothing is written in RUN.
     Before, that rank stopped alone with the OSError's traceback and the other failed in its next
     collective, the agreement's all-gather or the broadcast of rank 0's refusal, where only a
     UserError was shared ("Connection closed by peer"; NCCL: its timeout, unless the launcher
     ended it)."""
-    from tests.train.agreement_worker import FAULTS
+    from tests.train.agreement_worker import INJECTED
 
-    out, errors = disagreement
+    out, errors, _ = disagreement
     first, second = errors[scenario]
-    rank, _, fault = FAULTS[scenario]
+    rank, _, fault = INJECTED[scenario]
     assert first == second, errors[scenario]
     assert first == f"WorkFailed: rank {rank} ({socket.gethostname()}) of this run {what}: OSError: {fault}", first
     assert not (out / scenario).exists()  # rank 0 did not prepare RUN
 
 
+def test_a_bug_rank_0_meets_as_it_prepares_run_ends_every_rank_as_in_one_process_not_as_a_failure_to_retry(
+        disagreement):  # fmt: skip
+    """Rank 0 meets a bug (a TypeError; MOCK: the worker's `INJECTED`) as it prepares RUN, which it
+    alone writes: every rank raises the same `RankError` line naming rank 0, its host and the
+    exception (on rank 0 its TypeError is the cause: a traceback, exit 1, as in one process), and
+    nothing is written in RUN. Before, every rank raised a WorkFailed, whose line (exit 4) says a
+    re-run is the fix, for a failure that a re-run meets again."""
+    from tests.train.agreement_worker import INJECTED
+
+    out, errors, causes = disagreement
+    rank, _, bug = INJECTED["loop-prepare-bug"]
+    expected = f"RankError: rank {rank} ({socket.gethostname()}) of this run could not prepare RUN: TypeError: {bug}"
+    assert errors["loop-prepare-bug"] == [expected] * 2, errors["loop-prepare-bug"]
+    assert causes["loop-prepare-bug"] == ["TypeError", None]
+    assert not (out / "loop-prepare-bug").exists()
+
+
+def test_a_full_disk_rank_0_meets_as_it_prepares_run_reads_on_every_rank_as_in_one_process(disagreement):
+    """Rank 0's disk is full as it prepares RUN (MOCK: the worker's `INJECTED`): every rank raises
+    a DiskFull with the line a full disk reads in one process (`megadocs train` prints it as one
+    line, exit 4: `megadocs.errors.disk_full_message`), on rank 0 its OSError the cause. Before,
+    every rank read ``rank 0 (host) of this run could not prepare RUN: OSError: [Errno 28] ...``."""
+    from megadocs.errors import disk_full_message
+    from tests.train.agreement_worker import INJECTED
+
+    out, errors, causes = disagreement
+    assert errors["loop-prepare-full"] == [f"DiskFull: {disk_full_message(INJECTED['loop-prepare-full'][2])}"] * 2, \
+        errors["loop-prepare-full"]
+    assert causes["loop-prepare-full"] == ["OSError", None]
+    assert not (out / "loop-prepare-full").exists()
+
+
 def test_a_sweep_job_whose_rank_opened_other_data_fails_on_every_rank(disagreement):
-    out, errors = disagreement
+    out, errors, _ = disagreement
     for scenario in ("job", "job-missing"):
         first, second = errors[scenario]
         assert first == second and first is not None, (scenario, errors[scenario])
@@ -428,24 +479,31 @@ def test_a_sweep_job_of_a_finished_run_returns_its_metrics_on_every_rank(disagre
 
 @pytest.mark.parametrize(("scenario", "views", "kept"), [
     ("loop-folder", ("not finished, no checkpoint", "finished"), None),
-    ("loop-checkpoint", ("not finished, checkpoint at step {step}", "not finished, no checkpoint"), ["checkpoint"]),
-], ids=["finished-on-rank-1", "checkpoint-on-rank-0"])  # fmt: skip
+    ("loop-checkpoint", ("not finished, checkpoint at step {step} (save {0})", "not finished, no checkpoint"),
+     ["checkpoint"]),
+    ("loop-checkpoints", ("not finished, checkpoint at step {step} (save {0})",
+                          "not finished, checkpoint at step {step} (save {1})"), ["checkpoint"]),
+], ids=["finished-on-rank-1", "checkpoint-on-rank-0", "other-saves-at-one-step"])  # fmt: skip
 def test_ranks_that_see_different_run_folders_all_refuse_in_one_line_naming_both(disagreement, scenario, views, kept):
     """RUN is relative (or node-local): rank 1 sees a finished run there, rank 0 an empty folder;
-    or, only rank 0 writing, a preempted run's checkpoint is in rank 0's RUN alone. Every rank
+    or, only rank 0 writing, a preempted run's checkpoint is in rank 0's RUN alone; or each rank's
+    RUN holds a checkpoint of the run at the same step, of another save (other states). Every rank
     refuses with the same line naming both ranks, their hosts, the folders they see and what they
     see there (the checkpoint's step), and rank 0 writes nothing. Before, rank 1 returned the
     finished run's metrics and left rank 0 training alone (its next collective failed: "Connection
     closed by peer"); and rank 0 resumed from the checkpoint while rank 1 started at step 0, so
-    that they ran different numbers of steps (or, here, failed in their next collective)."""
+    that they ran different numbers of steps (or, here, failed in their next collective); and ranks
+    whose checkpoints held other states at the same step resumed each from its own."""
     from tests.train.agreement_worker import CHECKPOINT_STEP
+    from train.checkpoint import saved_checkpoint
 
-    out, errors = disagreement
+    out, errors, _ = disagreement
     first, second = errors[scenario]
     assert first == second and first is not None, errors[scenario]
     host = socket.gethostname()
     folders = [(out / "ranks" / f"{scenario}-{rank}" / "run").resolve() for rank in range(2)]
-    seen = [view.format(step=CHECKPOINT_STEP) for view in views]
+    saves = [getattr(saved_checkpoint(folder), "save_id", None) for folder in folders]
+    seen = [view.format(*saves, step=CHECKPOINT_STEP) for view in views]
     assert first == (f"the ranks of this run see different RUN folders: rank 0 ({host}) sees {folders[0]} ({seen[0]}), "
                      f"rank 1 ({host}) sees {folders[1]} ({seen[1]}): RUN must be one folder that every node sees "
                      "alike (a shared file system, an absolute --out); nothing was trained"), first
@@ -598,6 +656,51 @@ def test_a_rank_that_dies_after_joining_the_rendezvous_is_named_as_such_by_rank_
                                          r"device setup within 1 s \(died since, probably: see the logs\): "):
         train.distributed.init_distributed("cpu")
     assert not torch.distributed.is_initialized()
+
+
+def test_each_rank_reads_every_ranks_device_setup_in_one_request_to_the_rendezvous_store(monkeypatch):
+    """Rank 0 of 3 joins a rendezvous where ranks 1 and 2 already said they joined and read (the
+    store served as torchrun's agent serves it, by the test): it reads the three ranks' device
+    setups in one request (``multi_get``), where it sent one ``get`` a rank (N² requests at the
+    store for N ranks: 262,144 at 512)."""
+    import dataclasses
+
+    import train.distributed
+    from train.distributed import _JOINED, _Opened
+
+    server = torch.distributed.TCPStore("127.0.0.1", 0, is_master=True, wait_for_workers=False)
+    for rank in (1, 2):
+        server.set(f"{_JOINED}/0/{rank}", json.dumps(dataclasses.asdict(_Opened.of(None))))
+        server.set(f"{_JOINED}/0/{rank}/read", "")
+    for name, value in {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(server.port),
+                        "TORCHELASTIC_USE_AGENT_STORE": "True", "TORCHELASTIC_RESTART_COUNT": "0"}.items():  # fmt: skip
+        monkeypatch.setenv(name, value)
+
+    class CountingStore:  # MOCK: the rendezvous's store as it is, counting the reads it is asked for
+        def __init__(self, store):
+            self.store, self.reads = store, []
+
+        def get(self, key):
+            self.reads.append("get")
+            return self.store.get(key)
+
+        def multi_get(self, keys):
+            self.reads.append("multi_get")
+            return self.store.multi_get(keys)
+
+        def __getattr__(self, name):
+            return getattr(self.store, name)
+
+    rendezvous, counting = torch.distributed.rendezvous, []
+
+    def counted(*args, **kwargs):
+        for store, rank, world_size in rendezvous(*args, **kwargs):
+            counting.append(CountingStore(store))
+            yield counting[-1], rank, world_size
+
+    monkeypatch.setattr(torch.distributed, "rendezvous", counted)
+    train.distributed._join(0, 3, None, "gloo")
+    assert counting[0].reads == ["multi_get"]
 
 
 @pytest.mark.parametrize("backend", ["gloo", "nccl"])
