@@ -227,7 +227,10 @@ class RunTask(submitit.helpers.Checkpointable):
         try:
             return self._run(run_dir)
         except UserError as exc:  # deterministic: the same job would fail the same way again
-            rank, world_size, _ = world_from_env()
+            try:
+                rank, world_size, _ = world_from_env()
+            except UserError:  # the launcher's variables themselves (`exc` says which): one task's refusal
+                rank, world_size = 0, 1
             if world_size > 1 and not isinstance(exc, EveryRankError):
                 # met by this rank, perhaps alone (a node's own fault, no rendezvous to find),
                 # while the others wait for it (a rendezvous, their next collective:

@@ -43,3 +43,18 @@ def test_a_run_one_rank_refuses_is_not_retried_and_its_line_is_reported(tiny_sto
     assert run.status == "failed" and run.failure is FailureKind.INVALID and run.attempts == 1, run
     assert run.reason.startswith("rank 1 of 2: distributed run: no MASTER_ADDR/MASTER_PORT"), run.reason
     assert len(err.splitlines()) == 1 and run.reason in err and run.to_rerun, err
+
+
+def test_a_job_whose_launcher_variables_are_no_world_is_a_refusal_not_a_crash(workdir, monkeypatch):
+    """RANK 2 of a WORLD_SIZE of 2 (an environment written by hand): the job's result is its one-line
+    refusal naming both variables (the trial `invalid`, not retried). Before, the handler that turns
+    a UserError into that result read the same variables again and raised out of it: a crashed job,
+    retried `max_retries` times."""
+    from search.objective import RunTask
+
+    # MOCK: a launcher's variables that name no rank of its world, in this test's own process
+    monkeypatch.setenv("RANK", "2")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    result = RunTask(str(workdir / "run"), POINT, objective="tests.search.objectives:job_process")()
+    assert result.kind is FailureKind.INVALID, result
+    assert "RANK is 2 but WORLD_SIZE is 2" in result.reason, result.reason
