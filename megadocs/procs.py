@@ -313,7 +313,7 @@ def world_from_env(env: Mapping[str, str] | None = None) -> tuple[int, int, int]
         if value >= world_size:
             setter = "srun sets them" if name.startswith("SLURM_") else "torchrun and srun set them"
             raise UserError(f"{name} is {value} but {names[1]} is {world_size}: expected {name} from 0 to "
-                            f"{world_size - 1}, {LAUNCHER_VARIABLES[name][1]} among the {world_size} ({setter})")
+                            f"{world_size - 1}, {LAUNCHER_VARIABLES[name][1]} ({setter})")
     return rank, world_size, local_rank
 
 
