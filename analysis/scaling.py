@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Literal
 
 import numpy as np
@@ -158,11 +159,11 @@ class _Problem:
                                          np.nan if fix_alpha is None else fix_alpha]),
                    fixed=fixed, loss=loss, huber_delta=huber_delta, alpha_bounds=tuple(alpha_bounds), notes=notes)
 
-    @property
+    @cached_property  # read in every evaluation of the curve
     def x0(self) -> float:
         return float(np.exp(np.mean(np.log(self.x))))
 
-    @property
+    @cached_property
     def x_scaled(self) -> np.ndarray:
         return self.x / self.x0
 
@@ -432,7 +433,6 @@ def _bootstrap(problem: _Problem, theta, *, noise_sigma, log_noise, n_boot, seed
     """
     rng = np.random.default_rng(seed)
     fitted = problem.curve(theta)
-    starts = [theta.copy()]  # simulated losses stay close to the fit: its optimum is the natural start
     draws, failed = [], 0
     for _ in range(n_boot):
         if noise_sigma is None:
@@ -448,6 +448,9 @@ def _bootstrap(problem: _Problem, theta, *, noise_sigma, log_noise, n_boot, seed
         if not math.isnan(problem.theta_fixed[0]) and problem.theta_fixed[0] >= y_star.min():
             failed += 1
             continue
-        refit, _ = problem.solve(y_star, starts)
+        # Simulated losses stay close to the fit: its optimum is the natural start, or the valley floor
+        # below it (a refit heading for E = 0 would crawl its screen there).
+        floor = problem.valley_floor(y_star, theta)
+        refit, _ = problem.solve(y_star, [theta if floor is None else floor])
         draws.append(problem.natural(refit))
     return np.array(draws).reshape(-1, 3), failed
