@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Literal
 
 import numpy as np
@@ -56,8 +57,7 @@ use this one count, so that the same points get the same interval and the same d
 MIN_BOOT = 20
 """Fewest bootstrap refits a percentile interval is read from (fewer: refused, not a silent "no interval")."""
 E_AT_ZERO = 0.05
-"""An E interval whose low end is below this share of the lowest loss reaches toward the search bound 0
-(refits that crawl toward E = 0 stop short of it, so "at 0" needs a margin)."""
+"""An E interval whose low end is below this share of the lowest loss reaches toward the search bound 0."""
 NOISE_FREE = 1e-8
 """A log residual level (about a relative error) below which the points lie on the law to rounding: no
 seed noise is that small, and refits at that level would give zero-width intervals (none is given)."""
@@ -159,11 +159,11 @@ class _Problem:
                                          np.nan if fix_alpha is None else fix_alpha]),
                    fixed=fixed, loss=loss, huber_delta=huber_delta, alpha_bounds=tuple(alpha_bounds), notes=notes)
 
-    @property
+    @cached_property  # read in every evaluation of the curve
     def x0(self) -> float:
         return float(np.exp(np.mean(np.log(self.x))))
 
-    @property
+    @cached_property
     def x_scaled(self) -> np.ndarray:
         return self.x / self.x0
 
@@ -220,36 +220,33 @@ class _Problem:
             )
 
         # Short runs from every start, then one long polish of the best: flat valleys (a loose E)
-        # make trf crawl, and only the winner deserves the iterations. The polish is the same run
-        # from a better place: where the valley floor the crawl follows has its minimum, if that is
-        # lower than where the screen stopped (a bootstrap of losses linear in log x: 10x faster,
-        # the same intervals; ``valley_floor``).
+        # make trf crawl, and only the winner deserves the iterations. The polish starts lower down
+        # the valley floor where that is lower than where the screen stopped (``valley_floor``),
+        # and runs where the screen had not converged (status 0: stopped by max_nfev).
         best = min((run(start[free], SCREEN_NFEV) for start in starts), key=lambda result: result.cost)
-        if best.status == 0:  # stopped by max_nfev, not converged
-            start = best.x
-            valley = self.valley_floor(y, full(best.x)[0]) if free[0] else None
-            if valley is not None and _cost(residuals(valley[free]), self.loss, self.huber_delta) < best.cost:
-                start = valley[free]
-            best = run(start, POLISH_NFEV)
+        floor = self.valley_floor(y, full(best.x))
+        if floor is not None or best.status == 0:
+            best = run(best.x if floor is None else floor[free], POLISH_NFEV)
         return full(best.x), residuals(best.x)
 
-    def valley_floor(self, y: np.ndarray, E_from: float) -> np.ndarray | None:
-        """Where a polish from E = ``E_from`` crawls to when E is loose, found without iterating;
-        None when that is an end of E's range (there the crawl is kept: see below).
+    def valley_floor(self, y: np.ndarray, theta: np.ndarray) -> np.ndarray | None:
+        """The law on the valley floor downhill from ``theta``'s E, found without iterating, where it
+        fits losses ``y`` better than ``theta``; None where it does not, or E is fixed.
 
         Losses that fall about linearly in log x leave a curved valley of about equally good laws,
         (E, B, alpha) ~ (E, c0 - E, c1 / (c0 - E)) (the level c0 and slope c1 at the geometric mean
         of x are pinned, E is not): trf follows its curve in hundreds of short steps (~300
-        evaluations per refit, most of a bootstrap's time). For a fixed E the law is a straight
-        line in log-log, log(L - E) = log B - alpha log x, so the valley floor at E is a weighted
-        linear regression of log(y - E) on log x (weights ((y - E) / y)^2 make its residuals those
-        of log L to first order; alpha clipped to its bounds, log B refitted, is the bounded
-        optimum). The floor is scored on a grid of E over [0, lowest loss) at once and descended
-        from ``E_from``'s grid point, as the crawl descends it; the polish from there converges to
-        the minimum the crawl reached, in a few steps. A descent that ends at either end of the
-        grid heads for E's bound, where trf stops short by its bound-scaled gradient rule (E ~ 0.01-
-        0.05 for a bound at 0, which E_AT_ZERO allows for); a start there would stop elsewhere, so
-        those keep the crawl and give what they gave."""
+        evaluations per refit), and where the lowest law has E at its bound 0 it stops short of it
+        (E ~ 0.01-0.05: its gradient is scaled by the distance to the bound). For a fixed E the law
+        is a straight line in log-log, log(L - E) = log B - alpha log x, so the valley floor at E is
+        a weighted linear regression of log(y - E) on log x (weights ((y - E) / y)^2 make its
+        residuals those of log L to first order, exactly at E = 0; alpha clipped to its bounds, log B
+        refitted, is the bounded optimum). The floor is scored on a grid of E over [0, lowest loss)
+        at once and descended from ``theta``'s grid point, as the crawl descends it: a run from there
+        converges to the minimum the crawl heads for in a few steps, at E = 0 where that is lowest.
+        """
+        if not self.free[0]:
+            return None
         grid = VALLEY_GRID * float(np.min(y))
         log_x = np.log(self.x_scaled)
         above = y[None, :] - grid[:, None]
@@ -265,15 +262,14 @@ class _Problem:
         log_b = z_mean + alpha * x_mean
         prediction = grid[:, None] + np.exp(log_b[:, None] - alpha[:, None] * log_x[None, :])
         costs = _cost(np.log(prediction) - np.log(y)[None, :], self.loss, self.huber_delta)
-        index = int(np.argmin(np.abs(grid - E_from)))
+        index = int(np.argmin(np.abs(grid - theta[0])))
         while True:  # downhill along the grid, to the nearest local minimum of the floor
             step = min((index - 1, index + 1), key=lambda i: costs[i] if 0 <= i < len(grid) else np.inf)
             if not 0 <= step < len(grid) or costs[step] >= costs[index]:
                 break
             index = step
-        if index in (0, len(grid) - 1):
-            return None
-        return np.array([grid[index], log_b[index], alpha[index]])
+        lower = costs[index] < _cost(np.log(self.curve(theta)) - np.log(y), self.loss, self.huber_delta)
+        return np.array([grid[index], log_b[index], alpha[index]]) if lower else None
 
 
 def _cost(residuals: np.ndarray, loss: str, huber_delta: float) -> np.ndarray:
@@ -437,7 +433,6 @@ def _bootstrap(problem: _Problem, theta, *, noise_sigma, log_noise, n_boot, seed
     """
     rng = np.random.default_rng(seed)
     fitted = problem.curve(theta)
-    starts = [theta.copy()]  # simulated losses stay close to the fit: its optimum is the natural start
     draws, failed = [], 0
     for _ in range(n_boot):
         if noise_sigma is None:
@@ -453,6 +448,9 @@ def _bootstrap(problem: _Problem, theta, *, noise_sigma, log_noise, n_boot, seed
         if not math.isnan(problem.theta_fixed[0]) and problem.theta_fixed[0] >= y_star.min():
             failed += 1
             continue
-        refit, _ = problem.solve(y_star, starts)
+        # Simulated losses stay close to the fit: its optimum is the natural start, or the valley floor
+        # below it (a refit heading for E = 0 would crawl its screen there).
+        floor = problem.valley_floor(y_star, theta)
+        refit, _ = problem.solve(y_star, [theta if floor is None else floor])
         draws.append(problem.natural(refit))
     return np.array(draws).reshape(-1, 3), failed
