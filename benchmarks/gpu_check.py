@@ -37,6 +37,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime as dt
+import functools
 import hashlib
 import json
 import multiprocessing
@@ -756,6 +757,41 @@ def section_parallel(ctx: Context) -> None:
         dist.destroy_process_group()
 
 
+JOB_VIEW = "import json, os, torch; print(json.dumps([os.environ.get('CUDA_VISIBLE_DEVICES'), torch.cuda.device_count()]))"
+"""What a local job sees, printed by a process it starts (it inherits the job's environment): a
+callable of the standard library is pickled by reference, where a function of this script (run as
+__main__, or __mp_main__ in a spawned section) may not be importable in the job."""
+
+
+def section_local_jobs(ctx: Context) -> None:
+    """Jobs of the local executor that a sweep or gen runs on one machine (`megadocs.executors.LocalExecutor`),
+    as many as it runs at once here (at most one per GPU, `Executor.slots`), each asked what it sees:
+    on a GPU machine each must see one GPU, not another job's (submitit had started every local job
+    with CUDA_VISIBLE_DEVICES=""). On CPU the GPU list is a MOCK ("0,1"), so that the path runs: the
+    jobs then see those names and no device."""
+    from megadocs.executors import JobState, LocalExecutor
+
+    if not ctx.cuda:
+        os.environ["CUDA_VISIBLE_DEVICES"] = "0,1"  # MOCK: this section's own process (forked)
+    with tempfile.TemporaryDirectory() as folder:
+        jobs = LocalExecutor(Path(folder), timeout_min=5, max_parallel=2)
+        view = functools.partial(subprocess.check_output, [sys.executable, "-c", JOB_VIEW], text=True)
+        ids = jobs.submit([view] * jobs.slots(2))
+        polls: dict[str, Any] = {}
+        deadline = time.monotonic() + 120
+        while len(polls) < len(ids) and time.monotonic() < deadline:
+            time.sleep(0.5)
+            polls.update({job: poll for job in ids if job not in polls
+                          for poll in [jobs.poll(job)] if poll.state != JobState.RUNNING})  # fmt: skip
+    seen = [json.loads(polls[job].value) if job in polls and polls[job].state == JobState.DONE else None for job in ids]
+    ctx.emit("local_jobs", gpus=list(jobs.gpus), seen=seen)
+    names = [job_view[0] for job_view in seen if job_view is not None]
+    own = len(names) == len(ids) and len(set(names)) == len(names) and all(name and "," not in name for name in names)
+    devices = all(job_view[1] == 1 for job_view in seen if job_view is not None) if ctx.cuda else True
+    ctx.check("local jobs: one GPU each", own and devices,
+              f"{len(ids)} job(s) at once on GPUs {', '.join(jobs.gpus) or 'none'}: saw {seen}")
+
+
 def _to_cpu(value):
     if isinstance(value, torch.Tensor):
         return value.detach().cpu().clone()
@@ -784,12 +820,13 @@ SECTIONS: dict[str, Section] = {
     "determinism_strict": Section(section_determinism_strict, timeout_s=110, minimum_s=30),
     "parallel": Section(section_parallel, timeout_s=80, minimum_s=30),
     "determinism_before": Section(section_determinism_before, timeout_s=60, minimum_s=30),
+    "local_jobs": Section(section_local_jobs, timeout_s=150, minimum_s=20),
 }
 # In order of importance: a deadline skips the last ones first. The resume runs share the compiled
 # graphs of the determinism section (same shapes), so whichever runs second compiles from cache.
 PARTS = {
     "perf": ("ceilings", "train", "train_fast", "loss", "train_before"),
-    "correct": ("masked", "resume", "determinism_strict", "parallel", "determinism_before"),
+    "correct": ("masked", "resume", "determinism_strict", "parallel", "determinism_before", "local_jobs"),
 }
 PARTS["all"] = PARTS["perf"] + PARTS["correct"]
 
