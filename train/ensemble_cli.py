@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from megadocs.cli import flags_named, named_value, positive_int
+from megadocs.cli import Destination, flags_named, named_value, positive_int
 from megadocs.errors import FieldError, UserError
 from megadocs.formats import IID, BenchmarkScore, RunDir, finite_or_none, write_json
 from train.benchmarks import parse_tasks
@@ -316,7 +316,8 @@ def add_ensemble_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--benchmark-data", default=None, metavar="DIR", help="local benchmark files")
     parser.add_argument("--benchmark-limit", type=int, default=None, help="items per task (default: all)")
-    parser.add_argument("--json", default=None, metavar="OUT", help="write the results as JSON here")
+    parser.add_argument("--json", default=None, action=Destination, folder=False, metavar="OUT",
+                        help="write the results as JSON here")
 
 
 def ensemble_main(args: argparse.Namespace) -> int:
@@ -355,7 +356,8 @@ def add_benchmark_arguments(parser: argparse.ArgumentParser) -> None:
                         help="items per task (default: all)")
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda")
     parser.add_argument("--batch-size", type=positive_int, default=16, help="requests per forward pass")
-    parser.add_argument("--json", default=None, metavar="OUT", help="write the scores as JSON here")
+    parser.add_argument("--json", default=None, action=Destination, folder=False, metavar="OUT",
+                        help="write the scores as JSON here")
 
 
 def benchmarks_main(args: argparse.Namespace) -> int:

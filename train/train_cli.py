@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from megadocs.cli import examples, flags_named
+from megadocs.cli import Destination, examples, flags_named
 from megadocs.errors import UserError, WorkFailed
 from megadocs.exits import Exit
 from megadocs.formats import RunDir
@@ -50,7 +50,7 @@ def _add_run_options(parser: argparse.ArgumentParser, *, late: bool = False) -> 
     unset = {"default": argparse.SUPPRESS} if late else {}  # late: absent unless given
     parser.add_argument("--template", dest=prefix + "template", action="store_true",
                         help="print a commented config and exit", **unset)
-    parser.add_argument("--out", dest=prefix + "out", metavar="RUN",
+    parser.add_argument("--out", dest=prefix + "out", action=Destination, folder=True, metavar="RUN",
                         help="run directory (default: runs/train/<identity>)", **unset)
     parser.add_argument(
         "--reidentify", dest=prefix + "reidentify", metavar="RUN",
