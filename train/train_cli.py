@@ -216,15 +216,17 @@ def _dry_run(config, args: argparse.Namespace) -> int:
     from megadocs.procs import launcher_int
     from train import plan
 
-    with flags_named(args._train_parser):  # --mfu: expected a utilisation in (0, 1], got 1.5
+    processes = launcher_int("WORLD_SIZE", default=1) if args.processes is None else args.processes
+    # --mfu: expected a utilisation in (0, 1], got 1.5; --processes: expected a positive number ...
+    with flags_named(args._train_parser):
         utilisation = plan.default_utilisation(args.mfu, args.peak_tflops, gpu=args.gpu)
-    result = plan.run_plan(
-        config,
-        utilisation=utilisation,
-        device_memory_gib=plan.DEFAULT_DEVICE_MEMORY_GIB if args.memory_gib is None else args.memory_gib,
-        processes=launcher_int("WORLD_SIZE", default=1) if args.processes is None else args.processes,
-        scaling_efficiency=plan.DEFAULT_SCALING_EFFICIENCY if args.scaling_efficiency is None else args.scaling_efficiency,
-    )
+        result = plan.run_plan(
+            config,
+            utilisation=utilisation,
+            device_memory_gib=plan.DEFAULT_DEVICE_MEMORY_GIB if args.memory_gib is None else args.memory_gib,
+            processes=processes,
+            scaling_efficiency=plan.DEFAULT_SCALING_EFFICIENCY if args.scaling_efficiency is None else args.scaling_efficiency,
+        )
     sys.stdout.write(json.dumps(result.to_dict(), indent=1, allow_nan=False) + "\n" if args.json
                      else plan.format_run_plan(result))
     return 0
