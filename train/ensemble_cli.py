@@ -193,11 +193,17 @@ def score_ensemble(request: EnsembleRequest, *, log=None) -> EnsembleReport:
     Raises:
         UserError: a member is not a model directory or is listed twice, members do not share a vocabulary, a
             validation store cannot be read, or no context/store can be found.
+        FieldError: of ``benchmarks``: asked for without lm-eval installed.
     """
     from train.data import ValidationSet
     from train.ensemble import resolve_members
     from train.ensemble_eval import ensemble_losses
     from train.ensemble_report import BenchmarkRequest, EnsembleBenchmarks, EnsembleReport, EnsembleSet
+
+    if request.benchmarks:  # before the validation sets are scored, not after
+        from train.downstream import require_lm_eval
+
+        require_lm_eval()
 
     members = [Path(m) for m in request.members]
     model_dirs = resolve_members(members)  # a wrong path is named as such, not as a missing --context

@@ -276,6 +276,24 @@ def test_a_bad_member_or_task_is_named_by_the_flag_typed(command, flag, value, p
 
 
 @pytest.mark.parametrize("command", _commands_with_members())
+def test_benchmarks_without_lm_eval_are_named_by_the_flag_typed(command, tiny_members, monkeypatch, capsys):
+    """Without lm-eval, `train benchmarks --tasks piqa` said 'benchmarks: scoring them needs
+    lm-evaluation-harness', the field, not the flag typed; `train ensemble --benchmarks` said it after
+    scoring every validation set. Each spelling of the option of each command is named, at once."""
+    from megadocs.cli import main
+    from train import downstream
+
+    # MOCK: lm-eval is installed here; what its import raises where it is not
+    monkeypatch.setattr(downstream, "_LM_EVAL_ERROR", ImportError("No module named 'lm_eval'"))
+    [spellings] = [action.option_strings for action in _commands_with_members()[command]._actions
+                   if action.dest == "benchmarks"]
+    for spelling in spellings:
+        assert main(["train", command, "--members", str(tiny_members[0]), spelling, "piqa"]) == 2
+        assert capsys.readouterr().err == (f"error: {spelling}: scoring them needs lm-evaluation-harness (No module "
+                                           "named 'lm_eval'); install it with `pip install 'megadocs[eval]'`\n")
+
+
+@pytest.mark.parametrize("command", _commands_with_members())
 def test_a_count_below_one_is_refused_naming_the_option(command, capsys):
     """`train benchmarks --benchmark-limit -1` (or --batch-size 0) went to lm-eval unchecked: every count
     option of each command, each spelling, is refused in one line naming it (train ensemble's by its
