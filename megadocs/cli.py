@@ -25,7 +25,7 @@ from megadocs.errors import FieldError, UserError, WorkFailed, disk_full_message
 from megadocs.exits import Exit
 from megadocs.formats import NAME_PATTERN
 
-__all__ = ["GROUPS", "HelpFormatter", "examples", "named_value", "positive_int", "Parser", "Destination",
+__all__ = ["GROUPS", "HelpFormatter", "examples", "named_value", "Parser", "Count", "Destination",
            "GivenDestination", "unwritable", "option_flags", "flags_named", "build_parser", "main"]
 
 # group name -> "module:function" that registers it
@@ -104,27 +104,6 @@ def named_value(item: str, flag: str, form: str) -> tuple[str | None, str]:
     return name, value
 
 
-def positive_int(text: str) -> int:
-    """An option's ``type=`` for a count of at least 1 that no record checks (``--batch-size``):
-    anything else is argparse's own one-line error, naming the option.
-
-    >>> parser = argparse.ArgumentParser(prog="x", exit_on_error=False)
-    >>> _ = parser.add_argument("--batch-size", type=positive_int)
-    >>> parser.parse_args(["--batch-size", "4"]).batch_size
-    4
-    >>> parser.parse_args(["--batch-size", "0"])
-    Traceback (most recent call last):
-    argparse.ArgumentError: argument --batch-size: expected an integer >= 1, got '0'
-    """
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}")
-    return value
-
-
 class _NotedStore(argparse._StoreAction):
     """argparse's ``store`` that also notes the spelling typed (`Parser.typed`)."""
 
@@ -155,6 +134,30 @@ class Parser(argparse.ArgumentParser):
     def parse_known_args(self, args=None, namespace=None):
         self.typed = {}
         return super().parse_known_args(args, namespace)
+
+
+class Count(_NotedStore):
+    """An option's count of at least 1 that no record checks (``--batch-size``): ``type=int``, and a
+    count below 1 is refused as it is read, in one line naming the flag typed, in the form a
+    record's field is named by its flag (`flags_named`): ``--batch-size: expected >= 1, got 0``
+    (`main`). A word that is no integer is argparse's own error.
+
+    >>> parser = Parser(prog="x")
+    >>> _ = parser.add_argument("--batch-size", "--batch", action=Count)
+    >>> parser.parse_args(["--batch-size", "4"]).batch_size
+    4
+    >>> parser.parse_args(["--batch", "0"])
+    Traceback (most recent call last):
+    megadocs.errors.UserError: --batch: expected >= 1, got 0
+    """
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, type=int, **kwargs)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        if values < 1:
+            raise UserError(f"{option_string or self.dest}: expected >= 1, got {values}")
+        super().__call__(parser, namespace, values, option_string)
 
 
 @dataclass(frozen=True)
@@ -294,7 +297,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
-    except UserError as exc:  # an option refused as it was read (a destination that cannot be written)
+    except UserError as exc:  # an option refused as it was read (a destination that cannot be written, a count)
         print(f"error: {exc}", file=sys.stderr)
         return Exit.BAD_INPUT
     if not getattr(args, "func", None):

@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from megadocs.cli import Destination, flags_named, named_value, positive_int
+from megadocs.cli import Count, Destination, flags_named, named_value
 from megadocs.errors import FieldError, UserError
 from megadocs.formats import IID, BenchmarkScore, RunDir, finite_or_none, write_json
 from train.benchmarks import parse_tasks
@@ -357,11 +357,12 @@ def add_benchmark_arguments(parser: argparse.ArgumentParser) -> None:
         "--benchmark-data", "--data-dir", dest="benchmark_data", default=None, metavar="DIR",
         help="local <task>.jsonl files (see train/downstream.py); default: the Hugging Face Hub",
     )
-    # no record checks these (train ensemble's EnsembleRequest does its own): argparse refuses a count < 1
-    parser.add_argument("--benchmark-limit", "--limit", dest="limit", type=positive_int, default=None,
+    # no record checks these (train ensemble's EnsembleRequest does its own): Count refuses a count < 1 in
+    # the line EnsembleRequest's is (--benchmark-limit: expected >= 1, got 0)
+    parser.add_argument("--benchmark-limit", "--limit", dest="limit", action=Count, default=None,
                         help="items per task (default: all)")
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda")
-    parser.add_argument("--batch-size", type=positive_int, default=16, help="requests per forward pass")
+    parser.add_argument("--batch-size", action=Count, default=16, help="requests per forward pass")
     parser.add_argument("--json", default=None, action=Destination, folder=False, metavar="OUT",
                         help="write the scores as JSON here")
 
