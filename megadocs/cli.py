@@ -133,7 +133,12 @@ class Parser(argparse.ArgumentParser):
 
     def parse_known_args(self, args=None, namespace=None):
         self.typed = {}
-        return super().parse_known_args(args, namespace)
+        namespace, extras = super().parse_known_args(args, namespace)
+        for action in self._actions:  # a destination left at its default (demo's runs/demo) is one the user gives
+            if isinstance(action, Destination) and isinstance(action.default, str) and action.default != argparse.SUPPRESS \
+                    and not hasattr(namespace, _GIVEN + action.dest) and getattr(namespace, action.dest) == action.default:
+                action.give(namespace, action.default, option_flags(self)[action.dest])
+        return namespace, extras
 
 
 class Count(_NotedStore):
@@ -162,7 +167,7 @@ class Count(_NotedStore):
 
 @dataclass(frozen=True)
 class GivenDestination:
-    """A destination the user typed (`Destination`): the flag as typed, its path, and whether the
+    """A destination of a command line (`Destination`): its flag as typed, its path, and whether the
     command makes or fills that folder (else it writes that file, beside which its temporary one)."""
 
     flag: str
@@ -180,8 +185,9 @@ _GIVEN = "_destination_"  # the namespace's attribute of each destination typed:
 
 class Destination(_NotedStore):
     """An option naming where the command writes: a file (``folder=False``) or a folder it makes or
-    fills (``folder=True``). The one rule of every destination the user gives: one that cannot be
-    written is refused in one line naming the flag as it was read (`unwritable`), before any work;
+    fills (``folder=True``). The one rule of every destination the user gives (typed, or the option's
+    default: `Parser`): one that cannot be written is refused in one line naming the flag as it is
+    read (`unwritable`), before any work;
     and a path there that the file system refuses later (no permission where the check could not
     tell, a file where a folder is needed) is one line naming the flag too (`main`), not a traceback.
 
@@ -198,7 +204,12 @@ class Destination(_NotedStore):
 
     def __call__(self, parser, namespace, values, option_string=None):
         super().__call__(parser, namespace, values, option_string)
-        given = GivenDestination(option_string or self.dest, os.fspath(values), self.folder)
+        self.give(namespace, values, option_string or self.dest)
+
+    def give(self, namespace: argparse.Namespace, path: str | os.PathLike, flag: str) -> None:
+        """Refuse ``path`` (typed as ``flag``, or this option's default) unless it can be written;
+        else note it in ``namespace`` (`given_destinations`)."""
+        given = GivenDestination(flag, os.fspath(path), self.folder)
         problem = unwritable(given.path, folder=self.folder)
         if problem is not None:
             raise UserError(f"{given.flag}: cannot write {given.path}: {problem}")
@@ -228,7 +239,7 @@ def unwritable(path: str | os.PathLike, *, folder: bool) -> str | None:
 
 
 def given_destinations(args: argparse.Namespace) -> list[GivenDestination]:
-    """The destinations the user typed on the command line parsed into ``args`` (`Destination`)."""
+    """The destinations of the command line parsed into ``args``, typed or by default (`Destination`)."""
     return [value for key, value in vars(args).items() if key.startswith(_GIVEN)]
 
 

@@ -74,3 +74,24 @@ def test_a_destination_that_cannot_be_written_is_one_line_naming_the_flag_typed(
             assert main([*words, flag, path]) == 2, (words, flag)
             assert capsys.readouterr().err == f"error: {flag}: cannot write {path}: {problem}\n"
     assert sorted(tmp_path.iterdir()) == [tmp_path / "file.txt"]  # nothing was made
+
+
+def test_a_destination_left_at_its_default_is_refused_as_one_typed(tmp_path, monkeypatch, capsys):
+    """`megadocs demo` where ./runs is a file ended in mkdir's traceback: a destination's default is
+    the user's too, refused in one line naming the option that would change it."""
+    import argparse
+    from pathlib import Path
+
+    from megadocs.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    defaults = [(words, action) for words, action in _destinations()
+                if isinstance(action.default, str) and action.default != argparse.SUPPRESS]
+    assert defaults
+    for words, action in defaults:
+        top = Path(action.default).parts[0]
+        (tmp_path / top).write_text("")
+        assert main(list(words)) == 2, words
+        assert capsys.readouterr().err == (f"error: {action.option_strings[0]}: cannot write {action.default}: "
+                                           f"{top} is a file, not a directory\n")
+        (tmp_path / top).unlink()
