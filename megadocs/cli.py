@@ -180,16 +180,16 @@ class GivenDestination:
         return self.path if self.folder else os.path.dirname(self.path) or "."
 
 
-_GIVEN = "_destination_"  # the namespace's attribute of each destination typed: _destination_<dest>
+_GIVEN = "_destination_"  # the namespace's attribute of each destination given: _destination_<dest>
 
 
 class Destination(_NotedStore):
     """An option naming where the command writes: a file (``folder=False``) or a folder it makes or
     fills (``folder=True``). The one rule of every destination the user gives (typed, or the option's
     default: `Parser`): one that cannot be written is refused in one line naming the flag as it is
-    read (`unwritable`), before any work;
-    and a path there that the file system refuses later (no permission where the check could not
-    tell, a file where a folder is needed) is one line naming the flag too (`main`), not a traceback.
+    read (`unwritable`), before any work; and a path there that the file system refuses later (where
+    the check could not tell: root in /proc) is one line naming the flag too (`main`), not a
+    traceback. A command writes there with plain ``mkdir``/``open``, no try/except of its own.
 
     >>> parser = Parser(prog="x")
     >>> _ = parser.add_argument("--out", action=Destination, folder=False)
@@ -342,7 +342,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _refused_destination(exc: BaseException, args: argparse.Namespace) -> str | None:
-    """One line naming the flag of a destination the user typed where the file system refused a
+    """One line naming the flag of a destination the user gave where the file system refused a
     path in it (or on its way to it) that `unwritable` could not foresee; None for any other error."""
     for given in given_destinations(args):
         refused = refused_in(exc, given.place)
