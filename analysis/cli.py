@@ -11,7 +11,7 @@ import math
 import sys
 from pathlib import Path
 
-from megadocs.cli import examples, flags_named
+from megadocs.cli import Destination, examples, flags_named
 from megadocs.errors import FieldError, UserError
 from megadocs.exits import Exit
 from megadocs.formats import atomic_file
@@ -34,7 +34,7 @@ def register(subparsers) -> None:
                    "megadocs analysis export SWEEP.yaml --out certs.parquet --table certifications"),
     )
     export.add_argument("sweep", metavar="SWEEP.yaml")
-    export.add_argument("--out", required=True, metavar="FILE.{csv,parquet}")
+    export.add_argument("--out", required=True, action=Destination, folder=False, metavar="FILE.{csv,parquet}")
     export.add_argument(
         "--table", choices=("runs", "certifications"), default="runs",
         help="runs: one row per run (default); certifications: one row per certification",
@@ -97,7 +97,7 @@ def register(subparsers) -> None:
                    "megadocs analysis report SWEEP.yaml --out runs/report --ensembles auto"),
     )
     report.add_argument("sweep", metavar="SWEEP.yaml")
-    report.add_argument("--out", required=True, metavar="DIR")
+    report.add_argument("--out", required=True, action=Destination, folder=True, metavar="DIR")
     report.add_argument(
         "--ensembles", nargs="+", default=None, metavar="[ALGORITHM=]FILE",
         help="ensemble losses: `megadocs train ensemble --json` reports or tables with algorithm, k, loss "
@@ -127,16 +127,6 @@ def numeric_column(table, column: str, source: str):
     return values.to_numpy(dtype=float)
 
 
-def _out_dir(path: str | Path) -> Path:
-    """Create an output directory; UserError naming it when it cannot be (read-only, a file there)."""
-    path = Path(path)
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise UserError(f"--out: cannot create directory {path}: {exc.strerror or exc}") from None
-    return path
-
-
 def _export(args) -> int:
     from analysis.frame import RECORD_COLUMNS
     from analysis.ledger import load_tables
@@ -151,7 +141,7 @@ def _export(args) -> int:
     if len(tables.runs) == 0:
         print(f"warning: the ledger of sweep {tables.sweep_name!r} has no runs yet "
               f"(run `megadocs search certify {args.sweep}`); writing an empty table", file=sys.stderr)
-    _out_dir(out.parent)
+    out.parent.mkdir(parents=True, exist_ok=True)  # one that cannot be made: --out's line (megadocs.cli.Destination)
     csv = out.suffix == ".csv"
     with atomic_file(out, "w" if csv else "wb") as handle:
         if csv:
@@ -385,7 +375,7 @@ def _report(args) -> int:
     _refuse_bootstrap_without_fit(args)
     sweep = load_sweep(args.sweep)
     created = not Path(args.out).exists()
-    _out_dir(args.out)
+    Path(args.out).mkdir(parents=True, exist_ok=True)
     try:
         path = build_report(sweep, args.out, ensembles=args.ensembles, reference_law=_law_from_args(args),
                             noise_sd=sigma)

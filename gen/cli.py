@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 
 from gen.templates import DEFAULT_MAX_NEW_TOKENS
-from megadocs.cli import examples
+from megadocs.cli import Destination, examples
 from megadocs.formats import ALGORITHMS, dumps_json
 
 __all__ = ["register"]
@@ -18,7 +18,7 @@ __all__ = ["register"]
 
 def _add_generation_options(parser: argparse.ArgumentParser, *, kind: str) -> None:
     parser.add_argument("--generator", required=True, help="Hugging Face model directory")
-    parser.add_argument("--out", required=True, help="pool directory (created; re-run to resume)")
+    parser.add_argument("--out", required=True, action=Destination, folder=True, help="pool directory (created; re-run to resume)")
     parser.add_argument("--engine", default="auto", choices=["auto", "vllm", "transformers"],
                         help="auto: vLLM when importable, else transformers (CPU fallback)")
     parser.add_argument("--temperature", type=float, default=1.0)

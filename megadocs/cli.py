@@ -18,14 +18,15 @@ import re
 import sys
 import textwrap
 from collections.abc import Iterator
+from dataclasses import dataclass
 
 from megadocs import __version__
-from megadocs.errors import FieldError, UserError, WorkFailed, disk_full_message
+from megadocs.errors import FieldError, UserError, WorkFailed, disk_full_message, refused_in
 from megadocs.exits import Exit
 from megadocs.formats import NAME_PATTERN
 
-__all__ = ["GROUPS", "HelpFormatter", "examples", "named_value", "positive_int", "Parser", "option_flags", "flags_named",
-           "build_parser", "main"]
+__all__ = ["GROUPS", "HelpFormatter", "examples", "named_value", "Parser", "Count", "Destination",
+           "GivenDestination", "unwritable", "option_flags", "flags_named", "build_parser", "main"]
 
 # group name -> "module:function" that registers it
 GROUPS = {
@@ -103,27 +104,6 @@ def named_value(item: str, flag: str, form: str) -> tuple[str | None, str]:
     return name, value
 
 
-def positive_int(text: str) -> int:
-    """An option's ``type=`` for a count of at least 1 that no record checks (``--batch-size``):
-    anything else is argparse's own one-line error, naming the option.
-
-    >>> parser = argparse.ArgumentParser(prog="x", exit_on_error=False)
-    >>> _ = parser.add_argument("--batch-size", type=positive_int)
-    >>> parser.parse_args(["--batch-size", "4"]).batch_size
-    4
-    >>> parser.parse_args(["--batch-size", "0"])
-    Traceback (most recent call last):
-    argparse.ArgumentError: argument --batch-size: expected an integer >= 1, got '0'
-    """
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}")
-    return value
-
-
 class _NotedStore(argparse._StoreAction):
     """argparse's ``store`` that also notes the spelling typed (`Parser.typed`)."""
 
@@ -153,7 +133,114 @@ class Parser(argparse.ArgumentParser):
 
     def parse_known_args(self, args=None, namespace=None):
         self.typed = {}
-        return super().parse_known_args(args, namespace)
+        namespace, extras = super().parse_known_args(args, namespace)
+        for action in self._actions:  # a destination left at its default (demo's runs/demo) is one the user gives
+            if isinstance(action, Destination) and isinstance(action.default, str) and action.default != argparse.SUPPRESS \
+                    and not hasattr(namespace, _GIVEN + action.dest) and getattr(namespace, action.dest) == action.default:
+                action.give(namespace, action.default, option_flags(self)[action.dest])
+        return namespace, extras
+
+
+class Count(_NotedStore):
+    """An option's count of at least 1 that no record checks (``--batch-size``): ``type=int``, and a
+    count below 1 is refused as it is read, in one line naming the flag typed, in the form a
+    record's field is named by its flag (`flags_named`): ``--batch-size: expected >= 1, got 0``
+    (`main`). A word that is no integer is argparse's own error.
+
+    >>> parser = Parser(prog="x")
+    >>> _ = parser.add_argument("--batch-size", "--batch", action=Count)
+    >>> parser.parse_args(["--batch-size", "4"]).batch_size
+    4
+    >>> parser.parse_args(["--batch", "0"])
+    Traceback (most recent call last):
+    megadocs.errors.UserError: --batch: expected >= 1, got 0
+    """
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, type=int, **kwargs)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        if values < 1:
+            raise UserError(f"{option_string or self.dest}: expected >= 1, got {values}")
+        super().__call__(parser, namespace, values, option_string)
+
+
+@dataclass(frozen=True)
+class GivenDestination:
+    """A destination of a command line (`Destination`): its flag as typed, its path, and whether the
+    command makes or fills that folder (else it writes that file, beside which its temporary one)."""
+
+    flag: str
+    path: str
+    folder: bool
+
+    @property
+    def place(self) -> str:
+        """The folder the command writes in: the path's own, or the one that holds the file."""
+        return self.path if self.folder else os.path.dirname(self.path) or "."
+
+
+_GIVEN = "_destination_"  # the namespace's attribute of each destination given: _destination_<dest>
+
+
+class Destination(_NotedStore):
+    """An option naming where the command writes: a file (``folder=False``) or a folder it makes or
+    fills (``folder=True``). The one rule of every destination the user gives (typed, or the option's
+    default: `Parser`): one that cannot be written is refused in one line naming the flag as it is
+    read (`unwritable`), before any work; and a path there that the file system refuses later (where
+    the check could not tell: root in /proc) is one line naming the flag too (`main`), not a
+    traceback. A command writes there with plain ``mkdir``/``open``, no try/except of its own.
+
+    >>> parser = Parser(prog="x")
+    >>> _ = parser.add_argument("--out", action=Destination, folder=False)
+    >>> parser.parse_args(["--out", "/dev/null/runs.csv"])
+    Traceback (most recent call last):
+    megadocs.errors.UserError: --out: cannot write /dev/null/runs.csv: /dev/null is a file, not a directory
+    """
+
+    def __init__(self, *args, folder: bool, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.folder = folder
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        super().__call__(parser, namespace, values, option_string)
+        self.give(namespace, values, option_string or self.dest)
+
+    def give(self, namespace: argparse.Namespace, path: str | os.PathLike, flag: str) -> None:
+        """Refuse ``path`` (typed as ``flag``, or this option's default) unless it can be written;
+        else note it in ``namespace`` (`given_destinations`)."""
+        given = GivenDestination(flag, os.fspath(path), self.folder)
+        problem = unwritable(given.path, folder=self.folder)
+        if problem is not None:
+            raise UserError(f"{given.flag}: cannot write {given.path}: {problem}")
+        setattr(namespace, _GIVEN + self.dest, given)
+
+
+def unwritable(path: str | os.PathLike, *, folder: bool) -> str | None:
+    """Why ``path`` cannot be written (a file, or with ``folder`` a folder made or filled there),
+    or None when it can as far as the file system says before trying: the nearest folder that
+    exists on its way must be one that we may write in, and a file's path no folder.
+
+    >>> unwritable("/dev/null/sub/out.csv", folder=False), unwritable("/", folder=False)
+    ('/dev/null is a file, not a directory', 'it is a directory, expected a file')
+    """
+    path = os.path.normpath(path)
+    if not folder and os.path.isdir(path):
+        return "it is a directory, expected a file"
+    place = path if folder else os.path.dirname(path) or "."
+    while not os.path.lexists(place):
+        place = os.path.dirname(place) or "."
+    if not os.path.isdir(place):
+        return f"{place} is a file, not a directory" if place != path else "it is a file, not a directory"
+    if not os.access(place, os.W_OK | os.X_OK):
+        read_only = os.statvfs(place).f_flag & os.ST_RDONLY
+        return f"{place} is on a read-only file system" if read_only else f"no permission to write in {place}"
+    return None
+
+
+def given_destinations(args: argparse.Namespace) -> list[GivenDestination]:
+    """The destinations of the command line parsed into ``args``, typed or by default (`Destination`)."""
+    return [value for key, value in vars(args).items() if key.startswith(_GIVEN)]
 
 
 def option_flags(parser: argparse.ArgumentParser) -> dict[str, str]:
@@ -219,7 +306,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except UserError as exc:  # an option refused as it was read (a destination that cannot be written, a count)
+        print(f"error: {exc}", file=sys.stderr)
+        return Exit.BAD_INPUT
     if not getattr(args, "func", None):
         parser.print_help()
         return Exit.BAD_INPUT
@@ -239,11 +330,28 @@ def main(argv: list[str] | None = None) -> int:
         return Exit.BROKEN_PIPE  # what a shell reports for a writer its reader closed on (128 + SIGPIPE)
     except Exception as exc:  # a full disk is no bug of the code: one line naming the file, not a traceback
         message = disk_full_message(exc)
+        if message is not None:
+            print(f"error: {message}", file=sys.stderr)
+            return Exit.WORK_FAILED
+        message = _refused_destination(exc, args)
         if message is None:
             raise
         print(f"error: {message}", file=sys.stderr)
-        return Exit.WORK_FAILED
+        return Exit.BAD_INPUT
     return int(status or 0)
+
+
+def _refused_destination(exc: BaseException, args: argparse.Namespace) -> str | None:
+    """One line naming the flag of a destination the user gave where the file system refused a
+    path in it (or on its way to it) that `unwritable` could not foresee; None for any other error."""
+    for given in given_destinations(args):
+        refused = refused_in(exc, given.place)
+        if refused is not None:
+            what = os.strerror(refused.errno).lower()
+            where = "" if os.path.normpath(os.fsdecode(refused.filename)) == os.path.normpath(given.path) \
+                else f" ({os.fsdecode(refused.filename)})"
+            return f"{given.flag}: cannot write {given.path}: {what}{where}"
+    return None
 
 
 if __name__ == "__main__":

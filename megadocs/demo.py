@@ -30,7 +30,7 @@ from pathlib import Path
 
 import yaml
 
-from megadocs.cli import examples, flags_named
+from megadocs.cli import Destination, examples, flags_named
 from megadocs.errors import FieldError, UserError
 from megadocs.formats import POOL_KIND, REAL, Algorithm, PoolKind, write_atomic, write_json
 from megadocs.procs import job_thread_environment
@@ -424,7 +424,7 @@ def register(subparsers) -> None:
         **examples("megadocs demo --smoke --out runs/demo-smoke   # a few minutes",
                    "megadocs demo --out runs/demo                 # the full demo (see README for its time)"),
     )
-    parser.add_argument("--out", default="runs/demo", help="output directory (re-run to resume)")
+    parser.add_argument("--out", default="runs/demo", action=Destination, folder=True, help="output directory (re-run to resume)")
     parser.add_argument("--smoke", action="store_true", help="smallest scale (a few minutes)")
     parser.add_argument("--corpus", "--docs", dest="corpus", default=None, metavar="SOURCE",
                         help="a corpus instead of the stdlib docstrings")

@@ -18,7 +18,7 @@ import os
 from collections.abc import Iterator
 
 __all__ = ["UserError", "FieldError", "EveryRankError", "on_every_rank", "WorkFailed", "DiskFull", "DISK_FULL_ERRNOS", "DISK_FULL_ADVICE", "DISK_FULL_SQLSTATE", "disk_full_message",
-           "names_file"]
+           "names_file", "REFUSED_ERRNOS", "refused_in"]
 
 DISK_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
 """A file system with no room left for us: no space left, or our disk quota used up."""
@@ -156,6 +156,34 @@ def disk_full_message(exc: BaseException) -> str | None:
             where = getattr(cause, "filename", None) or "a PostgreSQL database"
             said = next((line.strip() for line in str(cause).splitlines() if line.strip()), "disk full")
             return f"no space left on device on the database server of {where} ({said}){DISK_FULL_ADVICE}"
+    return None
+
+
+REFUSED_ERRNOS = (errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOTDIR, errno.EISDIR, errno.EEXIST, errno.ENOENT,
+                  errno.ENAMETOOLONG, errno.ELOOP)
+"""A file system's refusal of a path (no permission, read-only, a file where a folder is needed,
+no such place): the path's fault, which another path mends; not a fault of the work."""
+
+
+def refused_in(exc: BaseException, folder: str | os.PathLike) -> OSError | None:
+    """The ``OSError`` (``exc`` or one it was raised from) by which the file system refused a path
+    (:data:`REFUSED_ERRNOS`) at or under ``folder``, or above it (a folder on its way that could not be
+    made); None for any other error. How the console script tells a destination the user gave that
+    cannot be written (`megadocs.cli.Destination`) from a fault of the work.
+
+    >>> refused_in(PermissionError(errno.EACCES, "Permission denied", "runs/report/fig.png"), "runs/report").filename
+    'runs/report/fig.png'
+    >>> refused_in(NotADirectoryError(errno.ENOTDIR, "Not a directory", "runs"), "runs/report").filename
+    'runs'
+    >>> refused_in(PermissionError(errno.EACCES, "Permission denied", "data/x"), "runs/report") is None
+    True
+    """
+    folder = os.path.abspath(folder)
+    for cause in _chain(exc):
+        if isinstance(cause, OSError) and cause.errno in REFUSED_ERRNOS and isinstance(cause.filename, (str, bytes)):
+            path = os.path.abspath(os.fsdecode(cause.filename))
+            if os.path.commonpath([path, folder]) in (path, folder):  # at, under or above ``folder``
+                return cause
     return None
 
 

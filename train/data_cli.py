@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from megadocs.cli import examples
+from megadocs.cli import Destination, examples
 
 
 def register(subparsers) -> None:
@@ -31,7 +31,7 @@ def register(subparsers) -> None:
     prepare.add_argument("--corpus", "--docs", dest="corpus", required=True, metavar="SOURCE",
                          help="a .jsonl/.jsonl.gz/.parquet file (field 'text', optional 'id'), a "
                               "directory of .txt files, a token store, or 'stdlib' (offline corpus)")
-    prepare.add_argument("--out", required=True, metavar="DIR", help="token store directory to create")
+    prepare.add_argument("--out", required=True, action=Destination, folder=True, metavar="DIR", help="token store directory to create")
     tokenizer = prepare.add_mutually_exclusive_group(required=True)
     tokenizer.add_argument("--tokenizer", metavar="HF_DIR", help="use this HF tokenizer directory")
     tokenizer.add_argument("--vocab-size", type=int, metavar="N",

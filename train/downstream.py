@@ -40,7 +40,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from megadocs.errors import FieldError, UserError
+from megadocs.errors import FieldError
 from train.benchmarks import METRICS, BenchmarkData, benchmark, check_data_file, check_tasks
 from train.device import resolve_device
 from train.ensemble import (
@@ -50,7 +50,7 @@ from train.ensemble import (
     resolve_model_dir,
 )
 
-__all__ = ["task_config", "load_tasks", "check_benchmarks", "EnsembleLM", "evaluate_benchmarks"]
+__all__ = ["task_config", "load_tasks", "check_benchmarks", "require_lm_eval", "EnsembleLM", "evaluate_benchmarks"]
 
 # Request length assumed by the memory budget (PIQA/SciQ/ARC prompts + answers are shorter).
 TYPICAL_REQUEST_TOKENS = 1024
@@ -107,12 +107,12 @@ def load_tasks(tasks: Sequence[str], data_dir: Path | None, *, cache_dir: Path |
     config's ``eval.benchmark_data``).
 
     Raises:
-        UserError: lm-eval is not installed, an unknown task, a data file missing or lacking the
-            task's fields.
+        FieldError: of ``benchmarks``: lm-eval is not installed (`require_lm_eval`).
+        UserError: an unknown task, a data file missing or lacking the task's fields.
         FieldError: of ``field``: a data file that is not JSON Lines, or no local data and no Hub
             (nor cache) to read it from.
     """
-    _require_lm_eval()
+    require_lm_eval()
     from datasets.exceptions import DatasetGenerationError
 
     task_manager = _task_manager(tasks)
@@ -154,7 +154,7 @@ def check_benchmarks(tasks: Sequence[str], data: BenchmarkData | None) -> None:
     Raises:
         UserError: as `load_tasks`, naming eval.benchmarks or eval.benchmark_data and what to do.
     """
-    _require_lm_eval("eval.benchmarks")
+    require_lm_eval("eval.benchmarks")
     with _scored_files(data) as (data_dir, cache_dir):
         load_tasks(tasks, data_dir, cache_dir=cache_dir, source=None if data is None else data.directory,
                    field="eval.benchmark_data")
@@ -169,12 +169,13 @@ except ImportError as exc:  # pragma: no cover - depends on the installation
     _LM_EVAL_ERROR = exc
 
 
-def _require_lm_eval(field: str = "benchmarks") -> None:
+def require_lm_eval(field: str = "benchmarks") -> None:
+    """A FieldError of ``field`` (the tasks asked for: a command's ``benchmarks``, named by the flag
+    typed through `megadocs.cli.flags_named`; a train config's ``eval.benchmarks``) when lm-eval,
+    which scores them, is not installed."""
     if _LM_EVAL_ERROR is not None:
-        raise UserError(
-            f"{field}: scoring them needs lm-evaluation-harness ({_LM_EVAL_ERROR}); install it with "
-            "`pip install 'megadocs[eval]'`"
-        )
+        raise FieldError(field, f"scoring them needs lm-evaluation-harness ({_LM_EVAL_ERROR}); install it with "
+                                "`pip install 'megadocs[eval]'`")
 
 
 class EnsembleLM(TemplateLM):
@@ -198,7 +199,7 @@ class EnsembleLM(TemplateLM):
         batch_size: int = 16,
         max_resident_members: int | None = None,
     ) -> None:
-        _require_lm_eval()
+        require_lm_eval()
         super().__init__()
         from transformers import AutoConfig, AutoTokenizer
 
@@ -301,13 +302,14 @@ def evaluate_benchmarks(
 
     Raises:
         UserError: unknown task, missing data file, or members that do not share a tokenizer.
-        FieldError: of ``benchmark_data`` (`load_tasks`): a data file that is not JSON Lines, or no
+        FieldError: of ``benchmarks``: none given, or lm-eval not installed (`require_lm_eval`);
+            of ``benchmark_data`` (`load_tasks`): a data file that is not JSON Lines, or no
             local data and no Hub to fetch it from.
     """
     if not tasks:
-        raise UserError("benchmarks: no tasks given (expected e.g. piqa,sciq,arc_easy)")
+        raise FieldError("benchmarks", "no tasks given (expected e.g. piqa,sciq,arc_easy)")
     tasks = check_tasks(tasks)
-    _require_lm_eval()
+    require_lm_eval()
     settings = dict(limit=limit, device=device, batch_size=batch_size, max_resident_members=max_resident_members)
     with _scored_files(data_dir) as (directory, cache_dir):
         return _evaluate(model_dirs, tasks, data_dir=directory, cache_dir=cache_dir,

@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from megadocs.cli import flags_named, named_value, positive_int
+from megadocs.cli import Count, Destination, flags_named, named_value
 from megadocs.errors import FieldError, UserError
 from megadocs.formats import IID, BenchmarkScore, RunDir, finite_or_none, write_json
 from train.benchmarks import parse_tasks
@@ -193,11 +193,17 @@ def score_ensemble(request: EnsembleRequest, *, log=None) -> EnsembleReport:
     Raises:
         UserError: a member is not a model directory or is listed twice, members do not share a vocabulary, a
             validation store cannot be read, or no context/store can be found.
+        FieldError: of ``benchmarks``: asked for without lm-eval installed.
     """
     from train.data import ValidationSet
     from train.ensemble import resolve_members
     from train.ensemble_eval import ensemble_losses
     from train.ensemble_report import BenchmarkRequest, EnsembleBenchmarks, EnsembleReport, EnsembleSet
+
+    if request.benchmarks:  # before the validation sets are scored, not after
+        from train.downstream import require_lm_eval
+
+        require_lm_eval()
 
     members = [Path(m) for m in request.members]
     model_dirs = resolve_members(members)  # a wrong path is named as such, not as a missing --context
@@ -316,7 +322,8 @@ def add_ensemble_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--benchmark-data", default=None, metavar="DIR", help="local benchmark files")
     parser.add_argument("--benchmark-limit", type=int, default=None, help="items per task (default: all)")
-    parser.add_argument("--json", default=None, metavar="OUT", help="write the results as JSON here")
+    parser.add_argument("--json", default=None, action=Destination, folder=False, metavar="OUT",
+                        help="write the results as JSON here")
 
 
 def ensemble_main(args: argparse.Namespace) -> int:
@@ -350,12 +357,14 @@ def add_benchmark_arguments(parser: argparse.ArgumentParser) -> None:
         "--benchmark-data", "--data-dir", dest="benchmark_data", default=None, metavar="DIR",
         help="local <task>.jsonl files (see train/downstream.py); default: the Hugging Face Hub",
     )
-    # no record checks these (train ensemble's EnsembleRequest does its own): argparse refuses a count < 1
-    parser.add_argument("--benchmark-limit", "--limit", dest="limit", type=positive_int, default=None,
+    # no record checks these (train ensemble's EnsembleRequest does its own): Count refuses a count < 1 in
+    # the line EnsembleRequest's is (--benchmark-limit: expected >= 1, got 0)
+    parser.add_argument("--benchmark-limit", "--limit", dest="limit", action=Count, default=None,
                         help="items per task (default: all)")
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda")
-    parser.add_argument("--batch-size", type=positive_int, default=16, help="requests per forward pass")
-    parser.add_argument("--json", default=None, metavar="OUT", help="write the scores as JSON here")
+    parser.add_argument("--batch-size", action=Count, default=16, help="requests per forward pass")
+    parser.add_argument("--json", default=None, action=Destination, folder=False, metavar="OUT",
+                        help="write the scores as JSON here")
 
 
 def benchmarks_main(args: argparse.Namespace) -> int:

@@ -285,21 +285,27 @@ def gpu_hours(tokens: float, flops_per_token: float, *, mfu: float, peak_tflops:
     return tokens * flops_per_token / (mfu * peak_tflops * 1e12) / 3600.0
 
 
-def data_parallel_hours(single_hours: float, processes: int, efficiency: float) -> dict[str, float]:
-    """Wall and GPU-hours of a run on `processes` devices at `efficiency` of linear scaling.
+def data_parallel_hours(single_hours: float, processes: int, scaling_efficiency: float) -> dict[str, float]:
+    """Wall and GPU-hours of a run on `processes` devices at `scaling_efficiency` of linear scaling.
 
-    Wall time is the one-device time divided by ``processes x efficiency``; GPU-hours are
-    ``processes x wall hours`` (so ``single / efficiency`` for more than one process).
+    Wall time is the one-device time divided by ``processes x scaling_efficiency``; GPU-hours are
+    ``processes x wall hours`` (so ``single / scaling_efficiency`` for more than one process).
 
     Example:
         >>> data_parallel_hours(8.0, 4, 0.8)
         {'processes': 4, 'scaling_efficiency': 0.8, 'wall_hours': 2.5, 'gpu_hours': 10.0}
+        >>> data_parallel_hours(8.0, 0, 0.8)
+        Traceback (most recent call last):
+        megadocs.errors.FieldError: processes: expected a positive number of processes per run, got 0
+
+    Raises:
+        FieldError: of the parameter (`megadocs train --dry-run` names its option: `flags_named`).
     """
     if processes < 1:
-        raise UserError(f"--processes: expected a positive number of processes per run, got {processes}")
-    if not 0 < efficiency <= 1:
-        raise UserError(f"--scaling-efficiency: expected a share of linear scaling in (0, 1], got {efficiency}")
-    efficiency = 1.0 if processes == 1 else efficiency
+        raise FieldError("processes", f"expected a positive number of processes per run, got {processes}")
+    if not 0 < scaling_efficiency <= 1:
+        raise FieldError("scaling_efficiency", f"expected a share of linear scaling in (0, 1], got {scaling_efficiency}")
+    efficiency = 1.0 if processes == 1 else scaling_efficiency
     wall = single_hours / (processes * efficiency)
     return {"processes": processes, "scaling_efficiency": efficiency, "wall_hours": wall, "gpu_hours": processes * wall}
 

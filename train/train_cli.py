@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from megadocs.cli import examples, flags_named
+from megadocs.cli import Destination, examples, flags_named
 from megadocs.errors import UserError, WorkFailed
 from megadocs.exits import Exit
 from megadocs.formats import RunDir
@@ -50,7 +50,7 @@ def _add_run_options(parser: argparse.ArgumentParser, *, late: bool = False) -> 
     unset = {"default": argparse.SUPPRESS} if late else {}  # late: absent unless given
     parser.add_argument("--template", dest=prefix + "template", action="store_true",
                         help="print a commented config and exit", **unset)
-    parser.add_argument("--out", dest=prefix + "out", metavar="RUN",
+    parser.add_argument("--out", dest=prefix + "out", action=Destination, folder=True, metavar="RUN",
                         help="run directory (default: runs/train/<identity>)", **unset)
     parser.add_argument(
         "--reidentify", dest=prefix + "reidentify", metavar="RUN",
@@ -216,15 +216,17 @@ def _dry_run(config, args: argparse.Namespace) -> int:
     from megadocs.procs import launcher_int
     from train import plan
 
-    with flags_named(args._train_parser):  # --mfu: expected a utilisation in (0, 1], got 1.5
+    processes = launcher_int("WORLD_SIZE", default=1) if args.processes is None else args.processes
+    # --mfu: expected a utilisation in (0, 1], got 1.5; --processes: expected a positive number ...
+    with flags_named(args._train_parser):
         utilisation = plan.default_utilisation(args.mfu, args.peak_tflops, gpu=args.gpu)
-    result = plan.run_plan(
-        config,
-        utilisation=utilisation,
-        device_memory_gib=plan.DEFAULT_DEVICE_MEMORY_GIB if args.memory_gib is None else args.memory_gib,
-        processes=launcher_int("WORLD_SIZE", default=1) if args.processes is None else args.processes,
-        scaling_efficiency=plan.DEFAULT_SCALING_EFFICIENCY if args.scaling_efficiency is None else args.scaling_efficiency,
-    )
+        result = plan.run_plan(
+            config,
+            utilisation=utilisation,
+            device_memory_gib=plan.DEFAULT_DEVICE_MEMORY_GIB if args.memory_gib is None else args.memory_gib,
+            processes=processes,
+            scaling_efficiency=plan.DEFAULT_SCALING_EFFICIENCY if args.scaling_efficiency is None else args.scaling_efficiency,
+        )
     sys.stdout.write(json.dumps(result.to_dict(), indent=1, allow_nan=False) + "\n" if args.json
                      else plan.format_run_plan(result))
     return 0

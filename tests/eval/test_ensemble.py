@@ -276,22 +276,37 @@ def test_a_bad_member_or_task_is_named_by_the_flag_typed(command, flag, value, p
 
 
 @pytest.mark.parametrize("command", _commands_with_members())
+def test_benchmarks_without_lm_eval_are_named_by_the_flag_typed(command, tiny_members, monkeypatch, capsys):
+    """Without lm-eval, `train benchmarks --tasks piqa` said 'benchmarks: scoring them needs
+    lm-evaluation-harness', the field, not the flag typed; `train ensemble --benchmarks` said it after
+    scoring every validation set. Each spelling of the option of each command is named, at once."""
+    from megadocs.cli import main
+    from train import downstream
+
+    # MOCK: lm-eval is installed here; what its import raises where it is not
+    monkeypatch.setattr(downstream, "_LM_EVAL_ERROR", ImportError("No module named 'lm_eval'"))
+    [spellings] = [action.option_strings for action in _commands_with_members()[command]._actions
+                   if action.dest == "benchmarks"]
+    for spelling in spellings:
+        assert main(["train", command, "--members", str(tiny_members[0]), spelling, "piqa"]) == 2
+        assert capsys.readouterr().err == (f"error: {spelling}: scoring them needs lm-evaluation-harness (No module "
+                                           "named 'lm_eval'); install it with `pip install 'megadocs[eval]'`\n")
+
+
+@pytest.mark.parametrize("command", _commands_with_members())
 def test_a_count_below_one_is_refused_naming_the_option(command, capsys):
     """`train benchmarks --benchmark-limit -1` (or --batch-size 0) went to lm-eval unchecked: every count
-    option of each command, each spelling, is refused in one line naming it (train ensemble's by its
-    record, EnsembleRequest; train benchmarks' by argparse: megadocs.cli.positive_int)."""
-    from megadocs.cli import main, positive_int
+    option of each command, each spelling, is refused in one line naming it, in one form (train
+    ensemble's by its record, EnsembleRequest; train benchmarks' as it is read: megadocs.cli.Count),
+    where train benchmarks' was argparse's usage and 'argument --benchmark-limit/--limit: ...'."""
+    from megadocs.cli import main
 
-    counts = [action for action in _commands_with_members()[command]._actions if action.type in (int, positive_int)]
+    counts = [action for action in _commands_with_members()[command]._actions if action.type is int]
     assert counts
     for spelling in (spelling for action in counts for spelling in action.option_strings):
         for value in ("0", "-1"):
-            try:
-                status = main(["train", command, "--members", "nope", spelling, value])
-            except SystemExit as exc:  # argparse's own refusal
-                status = exc.code
-            last = capsys.readouterr().err.splitlines()[-1]
-            assert status == 2 and spelling in last and "expected" in last and value in last, (spelling, last)
+            assert main(["train", command, "--members", "nope", spelling, value]) == 2
+            assert capsys.readouterr().err == f"error: {spelling}: expected >= 1, got {value}\n"
 
 
 @pytest.mark.parametrize("item", ["=data/a", "arxiv=", "="])

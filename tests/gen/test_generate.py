@@ -350,8 +350,8 @@ def test_submitit_local_job_array_runs_every_shard(tiny_generator, tmp_path):
     (["--generator", "/nonexistent"], "--generator: /nonexistent: not a directory"),
     (["--docs", "/nonexistent.jsonl"], "/nonexistent.jsonl: corpus not found"),
     # a file at --out (or above it) was FileExistsError's traceback
-    (["--out", "{tmp}/file"], "{tmp}/file: not a directory (it or a folder above it is a file)"),
-    (["--out", "{tmp}/file/p"], "{tmp}/file/p: not a directory (it or a folder above it is a file)"),
+    (["--out", "{tmp}/file"], "--out: cannot write {tmp}/file: it is a file, not a directory"),
+    (["--out", "{tmp}/file/p"], "--out: cannot write {tmp}/file/p: {tmp}/file is a file, not a directory"),
 ])
 def test_cli_bad_input_is_one_line(argv, message, tiny_generator, docs4, tmp_path, capsys):
     from megadocs.cli import main

@@ -537,16 +537,24 @@ def test_megadocs_train_rank_that_cannot_open_its_store_stops_every_rank_in_one_
 
 
 def test_a_run_folder_rank_0_refuses_as_it_prepares_it_stops_every_rank_with_its_line(config, tmp_path):
-    """RUN is a file: rank 0, which alone creates it, refuses it as it prepares RUN; the others,
+    """RUN is under a file: rank 0, which alone creates it, refuses it as it prepares RUN; the others,
     which only read it, find nothing there to refuse. Every rank stops with rank 0's line (exit 2),
     where rank 0 stopped alone and rank 1 went on to its first collective (gloo: "Connection closed
-    by peer"; NCCL: its timeout, unless the launcher ended it)."""
-    out = tmp_path / "run"
-    out.write_text("not a folder")
-    outputs = _outputs(_ranks(config, out), "a rank 0 that refused RUN left the other waiting (killed after 240 s)")
+    by peer"; NCCL: its timeout, unless the launcher ended it). RUN is the default one, under
+    ./runs (a file here): an --out typed is refused as it is read, by every rank alike
+    (megadocs.cli.Destination, tests/megadocs/test_cli.py)."""
+    (tmp_path / "runs").write_text("not a folder")
+    port = str(_free_port())
+    processes = [subprocess.Popen(_megadocs("train", str(config)), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                  text=True, cwd=tmp_path,
+                                  env=_env(RANK=str(rank), WORLD_SIZE="2", LOCAL_RANK=str(rank),
+                                           MASTER_ADDR="127.0.0.1", MASTER_PORT=port))  # fmt: skip
+                 for rank in range(2)]
+    outputs = _outputs(processes, "a rank 0 that refused RUN left the other waiting (killed after 240 s)")
     lines = [err.strip().splitlines()[-1] for _, err in outputs]
-    assert lines == [f"error: {out}: not a directory (it or a folder above it is a file), so it cannot hold the run; "
-                     "use another --out"] * 2, [err[-2000:] for _, err in outputs]
+    assert lines[0] == lines[1], [err[-2000:] for _, err in outputs]
+    assert re.fullmatch(r"error: runs/train/\w+: not a directory \(it or a folder above it is a file\), so it cannot "
+                        r"hold the run; use another --out", lines[0]), lines
 
 
 def test_a_sweep_job_whose_rank_fails_alone_after_the_agreement_ends_with_that_rank_named(config, tmp_path):

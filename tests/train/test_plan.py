@@ -248,6 +248,32 @@ def test_dry_run_refuses_zero_processes_for_every_preset(small_store, tmp_path, 
     assert "--processes: expected a positive number of processes per run, got 0" in capsys.readouterr().err
 
 
+def test_a_bad_data_parallel_setting_names_the_parameter_in_python_and_the_flag_on_the_command_line(
+        small_store, tmp_path, capsys):  # fmt: skip
+    """train.plan.data_parallel_hours named --processes (a flag) to a caller without a command line
+    (run_cost, search plan's RunCoster); each of its parameters that an option of `megadocs train` sets
+    is named as a parameter there, and as the flag typed by `train --dry-run`."""
+    import inspect
+
+    from megadocs.cli import option_flags
+    from megadocs.errors import FieldError
+    from tests.commands import command_parser
+    from train.plan import data_parallel_hours
+
+    path = tmp_path / "run.yaml"
+    path.write_text(yaml.safe_dump({"data": {"store": str(small_store), "context": 64},
+                                    "optim": {"batch_size": 8, "micro_batch_size": 4}}))
+    flags = option_flags(command_parser("train"))
+    named = [name for name in inspect.signature(data_parallel_hours).parameters if name in flags]
+    assert named == ["processes", "scaling_efficiency"]
+    for name in named:
+        settings = {"processes": 2, "scaling_efficiency": 0.9, name: 0}
+        with pytest.raises(FieldError, match=rf"^{name}: expected .*, got 0$"):
+            data_parallel_hours(1.0, **settings)
+        assert main(["train", str(path), "--dry-run", flags[name], "0", *(["--processes", "2"] * (name != "processes"))]) == 2
+        assert capsys.readouterr().err.startswith(f"error: {flags[name]}: expected ")
+
+
 def test_dry_run_refuses_an_extra_store_of_another_tokenizer(small_store, micro_store, tmp_path, capsys):
     """As training does at its start: a plan of a run that would be refused is no plan."""
     path = tmp_path / "run.yaml"
