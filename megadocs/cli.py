@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import errno
 import importlib
 import os
 import re
@@ -346,12 +347,23 @@ def _refused_destination(exc: BaseException, args: argparse.Namespace) -> str | 
     path in it (or on its way to it) that `unwritable` could not foresee; None for any other error."""
     for given in given_destinations(args):
         refused = refused_in(exc, given.place)
+        if refused is not None and refused.errno in (errno.ENOENT, errno.EEXIST) and not _on_the_way(refused, given):
+            continue  # a file missing or already there inside the destination: the work's own error (a bug's, maybe)
         if refused is not None:
             what = os.strerror(refused.errno).lower()
             where = "" if os.path.normpath(os.fsdecode(refused.filename)) == os.path.normpath(given.path) \
                 else f" ({os.fsdecode(refused.filename)})"
             return f"{given.flag}: cannot write {given.path}: {what}{where}"
     return None
+
+
+def _on_the_way(refused: OSError, given: GivenDestination) -> bool:
+    """Whether the path ``refused`` names is the destination ``given``, a folder on its way to it,
+    or (a file) beside it in its folder (the temporary file it is written through); not a path
+    inside a destination folder, where a missing or existing file is the work's own error."""
+    path, target = (os.path.abspath(os.fsdecode(p)) for p in (refused.filename, given.path))
+    beside = not given.folder and os.path.dirname(path) == os.path.dirname(target)
+    return beside or os.path.commonpath([path, target]) == path
 
 
 if __name__ == "__main__":

@@ -95,3 +95,24 @@ def test_a_destination_left_at_its_default_is_refused_as_one_typed(tmp_path, mon
         assert capsys.readouterr().err == (f"error: {action.option_strings[0]}: cannot write {action.default}: "
                                            f"{top} is a file, not a directory\n")
         (tmp_path / top).unlink()
+
+
+def test_a_file_missing_inside_a_destination_folder_is_the_works_own_error_not_the_destination(tmp_path):
+    """A FileNotFoundError of a file inside the destination folder (a run's own file its code expected:
+    perhaps a bug) is not reported as '--out: cannot write ...' (exit 2, which pointed at the folder the
+    user gave); a folder on the way that cannot be made, or the file beside a file destination, still is."""
+    import argparse
+    import errno
+
+    from megadocs.cli import _GIVEN, GivenDestination, _refused_destination
+
+    out = tmp_path / "run"
+    args = argparse.Namespace(**{_GIVEN + "out": GivenDestination("--out", str(out), folder=True)})
+    inside = FileNotFoundError(errno.ENOENT, "No such file or directory", str(out / "metrics.json"))
+    assert _refused_destination(inside, args) is None
+    on_the_way = FileNotFoundError(errno.ENOENT, "No such file or directory", str(out))
+    assert _refused_destination(on_the_way, args) == f"--out: cannot write {out}: no such file or directory"
+    csv = tmp_path / "runs.csv"
+    args = argparse.Namespace(**{_GIVEN + "out": GivenDestination("--out", str(csv), folder=False)})
+    beside = FileNotFoundError(errno.ENOENT, "No such file or directory", str(tmp_path / ".runs.csv.tmp"))
+    assert _refused_destination(beside, args).startswith(f"--out: cannot write {csv}: no such file or directory")
