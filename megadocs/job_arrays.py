@@ -120,7 +120,7 @@ class _Waves:
         self.jobs, self.tasks, self.submitter, self.folder = jobs, tasks, submitter, folder
         self.at_once = jobs.slots(len(tasks))
         self.ids: list[str] = []  # of the tasks submitted, in order
-        self.running: set[str] = set()
+        self.running: dict[str, None] = {}  # the ids running, in the order submitted (as the Ctrl-C line names them)
         if self.at_once < len(tasks):
             print(f"{len(tasks)} shard task(s) on {jobs.describe_gpus()}: {self.at_once} at a time, each on its own "
                   "GPU, the next as one ends", file=sys.stderr, flush=True)
@@ -136,7 +136,7 @@ class _Waves:
             except NoFreeGpu:
                 return
             self.ids += ids
-            self.running.update(ids)
+            self.running.update(dict.fromkeys(ids))
             try:  # from here a Ctrl-C cancels what was submitted (_wait)
                 array = ArraySubmission.submitted(self.jobs.kind, ids)
                 if len(self.ids) < len(self.tasks):
@@ -152,7 +152,7 @@ class _Waves:
                 raise
 
     def ended(self, job_id: str) -> None:
-        self.running.discard(job_id)
+        self.running.pop(job_id, None)
 
 
 def _wait(jobs: Executor, waves: _Waves, labels: Sequence[str], tasks: Sequence[Callable[[], Any]],
