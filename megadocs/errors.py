@@ -169,7 +169,8 @@ def refused_in(exc: BaseException, folder: str | os.PathLike) -> OSError | None:
     """The ``OSError`` (``exc`` or one it was raised from) by which the file system refused a path
     (:data:`REFUSED_ERRNOS`) at or under ``folder``, or above it (a folder on its way that could not be
     made); None for any other error. How the console script tells a destination the user gave that
-    cannot be written (`megadocs.cli.Destination`) from a fault of the work.
+    cannot be written (`megadocs.cli.Destination`) from a fault of the work; it then keeps a missing
+    or existing path (ENOENT, EEXIST) only on the way to the destination (`megadocs.cli._on_the_way`).
 
     >>> refused_in(PermissionError(errno.EACCES, "Permission denied", "runs/report/fig.png"), "runs/report").filename
     'runs/report/fig.png'
